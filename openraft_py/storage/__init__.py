@@ -1,0 +1,292 @@
+"""Storage protocols: the log store and the state machine a ``Raft`` node runs on.
+
+A node uses two objects, both supplied by the application:
+
+- a ``RaftLogStorage``: the vote, the committed log id and the log itself. It is called from
+  RaftCore's task only. ``append`` returns as soon as the entries are *readable* and reports
+  *durability* later through an ``IOFlushed`` callback, so a store can group-commit many
+  appends under one fsync on a writer thread.
+- a ``RaftStateMachine``: applies committed entries and builds / installs snapshots. It is
+  called from the state-machine worker task only; ``SnapshotBuilder.build_snapshot`` runs in
+  its own task, concurrently with ``apply``.
+
+Conventions shared by every method here:
+
+- Log indexes start at 0 (``Raft.initialize`` writes ``LogId(0, 0)``); "no log id" is ``None``.
+- Index ranges are half-open: ``[start, stop)``.
+- The log has no holes: the entries a store holds are exactly the indexes
+  ``last_purged.index + 1 .. last_log.index`` (``0 ..`` when nothing was purged).
+- Pointers satisfy ``last_purged <= committed <= last_log`` (see
+  ``docs/design/log-pointers.md``).
+- A store signals a failed read or write by raising any exception; RaftCore wraps it in
+  ``openraft_py.errors.StorageError`` and stops the node (a ``Fatal`` error): a store never
+  needs to retry internally. The exceptions named below are part of the contract: RaftCore
+  relies on them.
+
+``openraft_py.storage.memory`` holds the in-memory implementations (``MemLogStore``,
+``MemStateMachine``, ``NoopStateMachine``) used by tests and benchmarks; they are re-exported
+here. ``openraft_py.testing`` checks any implementation against this contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
+
+from ..types import Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
+
+__all__ = [
+    "IOFlushed",
+    "RaftLogReader",
+    "RaftLogStorage",
+    "SnapshotBuilder",
+    "RaftStateMachine",
+    "MemDisk",
+    "MemLogStore",
+    "MemStateMachine",
+    "NoopStateMachine",
+    "KvSet",
+    "KvDelete",
+    "KvCas",
+    "KvGet",
+    "KvCommand",
+    "encode_kv",
+    "decode_kv",
+]
+
+
+class IOFlushed:
+    """The durability callback of one ``RaftLogStorage.append``.
+
+    The store calls ``io_completed(None)`` once the appended entries are durable, or
+    ``io_completed(error)`` if making them durable failed (the node then stops with a
+    ``StorageError``). It must be called **exactly once** per ``append``; a second call raises
+    ``RuntimeError``.
+
+    Threads: a store may call ``io_completed`` from the event-loop thread or from a thread of
+    its own (a writer thread doing the fsync). When ``loop`` is given and the caller is not
+    running inside that loop, the call is forwarded to the loop with
+    ``loop.call_soon_threadsafe`` so ``fn`` always runs on the loop's thread. Without ``loop``,
+    ``fn`` runs in the caller's thread and the store is responsible for thread-safety.
+    RaftCore always passes its loop.
+    """
+
+    __slots__ = ("_fn", "_loop", "_done")
+
+    def __init__(
+        self,
+        fn: Callable[[BaseException | None], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._fn = fn
+        self._loop = loop
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Whether ``io_completed`` has been called."""
+        return self._done
+
+    def io_completed(self, error: BaseException | None = None) -> None:
+        """Report that the append is durable (``error is None``) or failed (``error``).
+
+        Raises ``RuntimeError`` when called a second time. When forwarded to another thread's
+        loop, ``fn`` runs later on that loop; if that loop is closed, ``RuntimeError`` is raised
+        here.
+        """
+        if self._done:
+            raise RuntimeError("IOFlushed.io_completed() called more than once for one append")
+        self._done = True
+        loop = self._loop
+        if loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._fn, error)
+                return
+        self._fn(error)
+
+    def __repr__(self) -> str:
+        return f"IOFlushed(done={self._done})"
+
+
+class RaftLogReader(Protocol):
+    """Reads the log (and the vote) without modifying it.
+
+    Readers returned by ``RaftLogStorage.get_log_reader`` are used by replication tasks
+    concurrently with the store itself and with each other.
+    """
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        """The entries with ``start <= index < stop``, in index order, without holes.
+
+        Returns fewer entries (possibly none) only when the log ends before ``stop - 1``; an
+        empty list also when ``stop <= start``. The returned list is the caller's to keep: the
+        store must not mutate it later.
+
+        Raises ``openraft_py.errors.LogCompacted`` when ``start <= last_purged_log_id.index``
+        (some requested entries were purged).
+        """
+        ...
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved with ``save_vote``, or ``None`` if there was none."""
+        ...
+
+
+class RaftLogStorage(RaftLogReader, Protocol):
+    """The durable log of one node, with its vote and committed log id.
+
+    Called from RaftCore's task only, one call at a time (calls never overlap).
+    "Durable on return" means: after the coroutine returns, a crash and restart of the process
+    (or machine) observes the write.
+    """
+
+    async def get_log_state(self) -> LogState:
+        """``LogState(last_purged_log_id, last_log_id)``.
+
+        ``last_log_id`` is the id of the last entry; when the log holds no entry it is
+        ``last_purged_log_id`` (both ``None`` for a pristine log). Called at start-up, after a
+        restart, so it reflects what is durable.
+        """
+        ...
+
+    async def save_vote(self, vote: Vote) -> None:
+        """Persist ``vote``, replacing the previous one. Durable on return."""
+        ...
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved with ``save_vote``, or ``None`` if there was none."""
+        ...
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        """Remember the committed log id (an optimisation: it lets a restarted node apply up to
+        it before hearing from a leader). Need not be durable on return; a store may also
+        not persist it at all and return ``None`` from ``read_committed``."""
+        ...
+
+    async def read_committed(self) -> LogId | None:
+        """The last value given to ``save_committed`` that is still stored, or ``None``."""
+        ...
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """Append ``entries`` (consecutive indexes) to the end of the log.
+
+        Returns once the entries are *readable* through this store and its readers. Calls
+        ``callback.io_completed(None)`` exactly once when they are *durable* (before or after
+        returning, from any thread), or ``callback.io_completed(error)`` if persisting failed.
+        An empty ``entries`` completes the callback immediately.
+
+        The entries must continue the log without a hole: ``entries[0].log_id.index`` equals
+        ``last_log_id.index + 1`` (``0`` for a pristine log; ``last_purged.index + 1`` after a
+        purge of the whole log). Raises ``ValueError`` otherwise, without changing the log and
+        without calling ``callback``. The store takes ownership of the ``Entry`` objects (they
+        are immutable) but not of the list.
+        """
+        ...
+
+    async def truncate_after(self, log_id: LogId | None) -> None:
+        """Delete every entry with ``index > log_id.index`` (conflicting entries of a follower).
+
+        ``None`` deletes every entry that is not purged. Entries at or below the last purged
+        index are never touched (they are gone already). Durable on return.
+        """
+        ...
+
+    async def purge(self, log_id: LogId) -> None:
+        """Delete every entry with ``index <= log_id.index`` and remember ``log_id`` as the
+        last purged log id.
+
+        Only called with entries covered by a snapshot. ``log_id`` may be beyond the last
+        entry (after installing a snapshot): the log becomes empty and the next append starts
+        at ``log_id.index + 1``. A ``log_id`` not greater than the current last purged one is a
+        no-op. Durable on return. Afterwards ``try_get_log_entries`` raises ``LogCompacted``
+        for the purged range.
+        """
+        ...
+
+    def get_log_reader(self) -> RaftLogReader:
+        """A new reader over this log, independent of the store object and usable
+        concurrently with it (one per replication task). Plain method, not a coroutine."""
+        ...
+
+
+class SnapshotBuilder(Protocol):
+    """Builds one snapshot of a state machine."""
+
+    async def build_snapshot(self) -> Snapshot:
+        """Build a snapshot of the state machine as of its last applied entry, make it the
+        state machine's current snapshot (what ``get_current_snapshot`` returns) and return it.
+
+        Runs concurrently with ``RaftStateMachine.apply``: the snapshot must be a consistent
+        image of one applied point. ``Snapshot.data`` is a readable binary file positioned at
+        0. Durable on return (for stores whose state is durable).
+        """
+        ...
+
+
+class RaftStateMachine(Protocol):
+    """The application state, driven by committed entries.
+
+    Called from the state-machine worker task only, one call at a time, except the builders
+    returned by ``get_snapshot_builder`` which run concurrently.
+    """
+
+    async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
+        """``(last applied log id, last applied membership)``; ``(None,
+        EMPTY_STORED_MEMBERSHIP)`` for a fresh state machine. After a restart, a state machine
+        whose state is volatile returns what its last snapshot covers (or the fresh value)."""
+        ...
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        """Apply committed ``entries`` (consecutive, in order, each after the last applied).
+
+        Returns one response per entry, in order: the application's answer for a ``Normal``
+        entry, ``None`` for ``Blank`` and ``Membership`` entries. A ``Membership`` entry sets
+        the stored membership to ``StoredMembership(entry.log_id, membership)``. Records the
+        last entry's log id as the last applied. An exception here is fatal for the node.
+        """
+        ...
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        """A new, empty, writable binary file for a snapshot being received chunk by chunk;
+        it is then passed to ``install_snapshot``."""
+        ...
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Replace the whole state with the snapshot in ``data`` (read from its start; a file
+        from ``begin_receiving_snapshot``).
+
+        Atomic: on failure the previous state is kept. Afterwards ``applied_state()`` returns
+        ``(meta.last_log_id, meta.last_membership)`` and ``get_current_snapshot()`` returns
+        this snapshot. Raises ``ValueError`` if ``data`` is not a snapshot of this state
+        machine's format.
+        """
+        ...
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The last snapshot built or installed, or ``None``. Each call returns a fresh
+        readable file positioned at 0 (callers may read it concurrently)."""
+        ...
+
+    def get_snapshot_builder(self) -> SnapshotBuilder:
+        """A builder for one snapshot (see ``SnapshotBuilder``). Plain method."""
+        ...
+
+
+from .memory import (  # noqa: E402  (the memory stores import IOFlushed from here)
+    KvCas,
+    KvCommand,
+    KvDelete,
+    KvGet,
+    KvSet,
+    MemDisk,
+    MemLogStore,
+    MemStateMachine,
+    NoopStateMachine,
+    decode_kv,
+    encode_kv,
+)

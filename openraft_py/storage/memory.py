@@ -1,0 +1,505 @@
+"""In-memory storage: a log store and two state machines, for tests and benchmarks.
+
+``MemDisk`` plays the role of one node's disk. Store objects keep no state of their own
+beyond a reference to it, so a test models a crash and restart by dropping the store objects
+and building new ones over the same ``MemDisk``::
+
+    disk = MemDisk()
+    log, sm = MemLogStore(disk), MemStateMachine(disk)
+    ...                                            # node runs, then "crashes"
+    log, sm = MemLogStore(disk), MemStateMachine(disk)   # restarted, same durable state
+
+Everything written is "durable" at once: ``MemLogStore.append`` completes its ``IOFlushed``
+before returning. ``MemLogStore`` is the benchmark store: ``append`` costs O(batch) and a read
+is one list slice.
+
+``MemStateMachine`` is a key-value store. Its commands are msgspec Structs (``KvSet``,
+``KvDelete``, ``KvCas``, ``KvGet``) encoded with ``encode_kv``: the byte ``KV_PREFIX`` followed
+by the msgpack body. Entry data that does not start with ``KV_PREFIX`` is opaque: applied as a
+no-op with response ``None`` and never decoded (benchmarks send arbitrary payloads).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from typing import Any, BinaryIO, Union
+
+import msgspec
+
+from ..errors import LogCompacted
+from ..types import (
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    LogState,
+    Membership,
+    Normal,
+    Snapshot,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
+from . import IOFlushed
+
+__all__ = [
+    "MemDisk",
+    "MemLogStore",
+    "MemLogReader",
+    "MemStateMachine",
+    "NoopStateMachine",
+    "KvSet",
+    "KvDelete",
+    "KvCas",
+    "KvGet",
+    "KvCommand",
+    "KV_PREFIX",
+    "encode_kv",
+    "decode_kv",
+]
+
+
+# -- the key-value commands ---------------------------------------------------------------------
+
+
+class KvSet(msgspec.Struct, frozen=True, tag="set", array_like=True):
+    """Set ``key`` to ``value``. Response: the previous value (``str | None``)."""
+
+    key: str
+    value: str
+
+
+class KvDelete(msgspec.Struct, frozen=True, tag="del", array_like=True):
+    """Delete ``key``. Response: the previous value (``str | None``)."""
+
+    key: str
+
+
+class KvCas(msgspec.Struct, frozen=True, tag="cas", array_like=True):
+    """Set ``key`` to ``value`` iff its current value is ``expected`` (``None``: absent).
+
+    Response: ``(ok, current)`` where ``current`` is the value after the command (``value``
+    when ``ok``, the unchanged value otherwise).
+    """
+
+    key: str
+    expected: str | None
+    value: str
+
+
+class KvGet(msgspec.Struct, frozen=True, tag="get", array_like=True):
+    """Read ``key`` through the log (a linearizable read). Response: its value or ``None``."""
+
+    key: str
+
+
+KvCommand = Union[KvSet, KvDelete, KvCas, KvGet]
+"""Any key-value command."""
+
+KV_PREFIX = b"\xc1"
+"""The first byte of every encoded KV command. ``0xc1`` is never used by msgpack, so no plain
+msgpack payload is mistaken for a command."""
+
+_kv_encoder = msgspec.msgpack.Encoder()
+_kv_decoder = msgspec.msgpack.Decoder(KvCommand)
+
+
+def encode_kv(cmd: KvCommand) -> bytes:
+    """Encode a KV command as entry data for ``MemStateMachine`` (``KV_PREFIX`` + msgpack)."""
+    return KV_PREFIX + _kv_encoder.encode(cmd)
+
+
+def decode_kv(data: bytes) -> KvCommand | None:
+    """The KV command in ``data``, or ``None`` when ``data`` is not one (opaque data)."""
+    if data[:1] != KV_PREFIX:
+        return None
+    try:
+        return _kv_decoder.decode(memoryview(data)[1:])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+# -- the disk -----------------------------------------------------------------------------------
+
+
+class MemDisk:
+    """The durable state of one node: outlives store objects (see the module docstring).
+
+    Log (owned by ``MemLogStore``):
+
+    - ``entries``: the entries held, in index order. Invariant: ``entries[i].log_id.index ==
+      offset + i``.
+    - ``offset``: the index of ``entries[0]`` (or of the next append when ``entries`` is
+      empty). Invariant: ``offset == last_purged.index + 1`` (``0`` when nothing was purged).
+    - ``vote``, ``committed``, ``last_purged``.
+
+    State machine (owned by ``MemStateMachine`` / ``NoopStateMachine``):
+
+    - ``kv``: the key-value data; ``last_applied``; ``membership`` (the last applied one).
+    - ``applied_log``: ``(log_id, data)`` of every applied ``Normal`` entry, when recorded.
+    - ``snapshot``: ``(meta, bytes)`` of the current snapshot, or ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.offset: int = 0
+        self.vote: Vote | None = None
+        self.committed: LogId | None = None
+        self.last_purged: LogId | None = None
+
+        self.kv: dict[str, str] = {}
+        self.last_applied: LogId | None = None
+        self.membership: StoredMembership = EMPTY_STORED_MEMBERSHIP
+        self.applied_log: list[tuple[LogId, bytes]] = []
+        self.snapshot: tuple[SnapshotMeta, bytes] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"MemDisk(log=[{self.offset}, {self.offset + len(self.entries)}), "
+            f"purged={self.last_purged!r}, vote={self.vote!r}, applied={self.last_applied!r})"
+        )
+
+
+# -- the log store ------------------------------------------------------------------------------
+
+
+class MemLogReader:
+    """A ``RaftLogReader`` over a ``MemDisk``'s log; see ``RaftLogReader`` for the contract."""
+
+    __slots__ = ("_disk",)
+
+    def __init__(self, disk: MemDisk) -> None:
+        self._disk = disk
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        """The entries with ``start <= index < stop`` (a list slice). Raises ``LogCompacted``
+        when ``start <= last_purged.index``."""
+        disk = self._disk
+        offset = disk.offset
+        if start < offset:
+            if disk.last_purged is not None:
+                raise LogCompacted(
+                    f"entries [{start}, {stop}) requested but the log is purged up to "
+                    f"{disk.last_purged!r}"
+                )
+            start = offset  # negative start on a never-purged log: nothing below 0 exists
+        if stop <= start:
+            return []
+        return disk.entries[start - offset : stop - offset]
+
+    async def read_vote(self) -> Vote | None:
+        """The saved vote, or ``None``."""
+        return self._disk.vote
+
+
+class MemLogStore(MemLogReader):
+    """An in-memory ``RaftLogStorage`` over ``disk`` (a new ``MemDisk`` when ``None``).
+
+    Every write is durable on return; ``append`` calls ``callback.io_completed(None)`` before
+    returning. See ``RaftLogStorage`` for the contract of each method.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, disk: MemDisk | None = None) -> None:
+        super().__init__(disk if disk is not None else MemDisk())
+
+    @property
+    def disk(self) -> MemDisk:
+        """The disk this store writes to."""
+        return self._disk
+
+    async def get_log_state(self) -> LogState:
+        """``LogState(last_purged_log_id, last_log_id)``."""
+        disk = self._disk
+        last = disk.entries[-1].log_id if disk.entries else disk.last_purged
+        return LogState(disk.last_purged, last)
+
+    async def save_vote(self, vote: Vote) -> None:
+        """Store ``vote``; durable on return."""
+        self._disk.vote = vote
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        """Store the committed log id; durable on return."""
+        self._disk.committed = committed
+
+    async def read_committed(self) -> LogId | None:
+        """The saved committed log id, or ``None``."""
+        return self._disk.committed
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """Append consecutive ``entries`` at the end of the log; O(len(entries)).
+
+        Raises ``ValueError`` (log unchanged, callback not called) when the first index is not
+        the next index of the log, or the batch's indexes are not consecutive.
+        """
+        if entries:
+            disk = self._disk
+            first = entries[0].log_id.index
+            expected = disk.offset + len(disk.entries)
+            if first != expected:
+                raise ValueError(
+                    f"append must continue the log without a hole: the first entry is "
+                    f"{entries[0].log_id!r} but the next index is {expected}"
+                )
+            last = entries[-1].log_id.index
+            if last - first != len(entries) - 1:
+                raise ValueError(
+                    f"append needs consecutive indexes: {len(entries)} entries span "
+                    f"{entries[0].log_id!r}..{entries[-1].log_id!r}"
+                )
+            disk.entries.extend(entries)
+        callback.io_completed(None)
+
+    async def truncate_after(self, log_id: LogId | None) -> None:
+        """Delete the entries with ``index > log_id.index`` (all non-purged ones for
+        ``None``); durable on return."""
+        disk = self._disk
+        keep = 0 if log_id is None else max(0, log_id.index + 1 - disk.offset)
+        del disk.entries[keep:]
+
+    async def purge(self, log_id: LogId) -> None:
+        """Delete the entries with ``index <= log_id.index`` and remember ``log_id`` as the
+        last purged; a no-op when ``log_id`` is not beyond the last purged. Durable on
+        return."""
+        disk = self._disk
+        if disk.last_purged is not None and log_id.index <= disk.last_purged.index:
+            return
+        del disk.entries[: log_id.index + 1 - disk.offset]
+        disk.offset = log_id.index + 1
+        disk.last_purged = log_id
+
+    def get_log_reader(self) -> MemLogReader:
+        """A new reader over the same disk."""
+        return MemLogReader(self._disk)
+
+    def __repr__(self) -> str:
+        return f"MemLogStore({self._disk!r})"
+
+
+# -- the state machines -------------------------------------------------------------------------
+
+
+class _KvSnapshotData(msgspec.Struct, array_like=True):
+    """What a ``MemStateMachine`` snapshot holds (msgpack-encoded)."""
+
+    kv: dict[str, str]
+    last_applied: LogId | None
+    membership: StoredMembership
+    applied_log: list[tuple[LogId, bytes]]
+
+
+_snap_encoder = msgspec.msgpack.Encoder()
+_snap_decoder = msgspec.msgpack.Decoder(_KvSnapshotData)
+_snapshot_seq = itertools.count(1)
+
+
+def _snapshot_id(last: LogId | None) -> str:
+    """A snapshot id unique within the process: ``<term>-<index>-<seq>``."""
+    where = "none" if last is None else f"{last.term}-{last.index}"
+    return f"{where}-{next(_snapshot_seq)}"
+
+
+def _read_all(data: BinaryIO) -> bytes:
+    """Every byte of ``data`` from its start."""
+    data.seek(0)
+    return data.read()
+
+
+class _SnapshotBuilder:
+    """A ``SnapshotBuilder`` calling back into its state machine."""
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+
+    async def build_snapshot(self) -> Snapshot:
+        """Build a snapshot of the state machine as of its last applied entry."""
+        return self._build()
+
+
+class MemStateMachine:
+    """An in-memory key-value ``RaftStateMachine`` over ``disk`` (a new ``MemDisk`` when
+    ``None``); see ``RaftStateMachine`` for the contract of each method.
+
+    ``Normal`` entry data is a command from ``encode_kv`` (see ``KvSet`` etc. for the
+    responses) or opaque bytes (response ``None``). Its state lives in ``disk`` and survives a
+    "restart" (new objects over the same disk).
+
+    ``record_applied``: append ``(log_id, data)`` of every applied ``Normal`` entry to
+    ``applied_log`` so tests can compare what nodes applied. A snapshot carries the record, so
+    a node that installs one continues the builder's record (empty if the builder did not
+    record). Turn it off for long benchmarks (it keeps every payload).
+    """
+
+    def __init__(self, disk: MemDisk | None = None, *, record_applied: bool = True) -> None:
+        self._disk = disk if disk is not None else MemDisk()
+        self.record_applied = record_applied
+
+    @property
+    def disk(self) -> MemDisk:
+        """The disk this state machine writes to."""
+        return self._disk
+
+    @property
+    def data(self) -> dict[str, str]:
+        """The key-value data (the live dict: do not modify)."""
+        return self._disk.kv
+
+    @property
+    def applied_log(self) -> list[tuple[LogId, bytes]]:
+        """``(log_id, data)`` of every applied ``Normal`` entry (when recorded)."""
+        return self._disk.applied_log
+
+    async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
+        """``(last applied log id, last applied membership)``."""
+        return self._disk.last_applied, self._disk.membership
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        """Apply ``entries``; one response per entry (``None`` for blank, membership and
+        opaque entries)."""
+        disk = self._disk
+        kv = disk.kv
+        record = disk.applied_log.append if self.record_applied else None
+        responses: list[Any] = []
+        out = responses.append
+        for entry in entries:
+            payload = entry.payload
+            if type(payload) is Normal:
+                data = payload.data
+                if record is not None:
+                    record((entry.log_id, data))
+                if data[:1] == KV_PREFIX:
+                    out(_apply_kv(kv, decode_kv(data)))
+                else:
+                    out(None)
+            else:
+                if type(payload) is Membership:
+                    disk.membership = StoredMembership(entry.log_id, payload)
+                out(None)
+        if entries:
+            disk.last_applied = entries[-1].log_id
+        return responses
+
+    def _build(self) -> Snapshot:
+        disk = self._disk
+        body = _snap_encoder.encode(
+            _KvSnapshotData(disk.kv, disk.last_applied, disk.membership, disk.applied_log)
+        )
+        meta = SnapshotMeta(disk.last_applied, disk.membership, _snapshot_id(disk.last_applied))
+        disk.snapshot = (meta, body)
+        return Snapshot(meta, io.BytesIO(body))
+
+    def get_snapshot_builder(self) -> _SnapshotBuilder:
+        """A builder; ``build_snapshot`` serializes the state in one step, so it is a
+        consistent image even while ``apply`` runs in another task."""
+        return _SnapshotBuilder(self._build)
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        """A new empty ``io.BytesIO``."""
+        return io.BytesIO()
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Replace the state with the snapshot in ``data``. Raises ``ValueError`` (state
+        unchanged) when ``data`` is not a ``MemStateMachine`` snapshot."""
+        body = _read_all(data)
+        try:
+            snap = _snap_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise ValueError(f"not a MemStateMachine snapshot ({meta.snapshot_id}): {e}") from e
+        disk = self._disk
+        disk.kv = snap.kv
+        disk.applied_log = snap.applied_log
+        disk.last_applied = meta.last_log_id
+        disk.membership = meta.last_membership
+        disk.snapshot = (meta, body)
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The last built or installed snapshot (fresh ``BytesIO``), or ``None``."""
+        snap = self._disk.snapshot
+        if snap is None:
+            return None
+        return Snapshot(snap[0], io.BytesIO(snap[1]))
+
+    def __repr__(self) -> str:
+        disk = self._disk
+        return f"MemStateMachine(applied={disk.last_applied!r}, keys={len(disk.kv)})"
+
+
+def _apply_kv(kv: dict[str, str], cmd: KvCommand | None) -> Any:
+    """Apply one decoded command to ``kv`` and return its response."""
+    if type(cmd) is KvSet:
+        prev = kv.get(cmd.key)
+        kv[cmd.key] = cmd.value
+        return prev
+    if type(cmd) is KvGet:
+        return kv.get(cmd.key)
+    if type(cmd) is KvDelete:
+        return kv.pop(cmd.key, None)
+    if type(cmd) is KvCas:
+        cur = kv.get(cmd.key)
+        if cur == cmd.expected:
+            kv[cmd.key] = cmd.value
+            return (True, cmd.value)
+        return (False, cur)
+    return None  # undecodable data behind the prefix: opaque
+
+
+class NoopStateMachine:
+    """A ``RaftStateMachine`` that keeps only the last applied log id and membership (in
+    ``disk``); every response is ``None``. For benchmarks. Its snapshots hold no data."""
+
+    def __init__(self, disk: MemDisk | None = None) -> None:
+        self._disk = disk if disk is not None else MemDisk()
+
+    @property
+    def disk(self) -> MemDisk:
+        """The disk this state machine writes to."""
+        return self._disk
+
+    async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
+        """``(last applied log id, last applied membership)``."""
+        return self._disk.last_applied, self._disk.membership
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        """Record the last applied log id and memberships; ``[None] * len(entries)``."""
+        if not entries:
+            return []
+        disk = self._disk
+        for entry in entries:
+            if type(entry.payload) is Membership:
+                disk.membership = StoredMembership(entry.log_id, entry.payload)
+        disk.last_applied = entries[-1].log_id
+        return [None] * len(entries)
+
+    def _build(self) -> Snapshot:
+        disk = self._disk
+        meta = SnapshotMeta(disk.last_applied, disk.membership, _snapshot_id(disk.last_applied))
+        disk.snapshot = (meta, b"")
+        return Snapshot(meta, io.BytesIO(b""))
+
+    def get_snapshot_builder(self) -> _SnapshotBuilder:
+        """A builder of an empty-data snapshot at the last applied log id."""
+        return _SnapshotBuilder(self._build)
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        """A new empty ``io.BytesIO``."""
+        return io.BytesIO()
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Adopt ``meta``'s last log id and membership; the data is ignored."""
+        disk = self._disk
+        disk.last_applied = meta.last_log_id
+        disk.membership = meta.last_membership
+        disk.snapshot = (meta, b"")
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The last built or installed snapshot (empty data), or ``None``."""
+        snap = self._disk.snapshot
+        if snap is None:
+            return None
+        return Snapshot(snap[0], io.BytesIO(snap[1]))
+
+    def __repr__(self) -> str:
+        return f"NoopStateMachine(applied={self._disk.last_applied!r})"

@@ -1,0 +1,458 @@
+"""MemLogStore, MemStateMachine and NoopStateMachine against the storage contract."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from openraft_py.errors import LogCompacted
+from openraft_py.storage import (
+    IOFlushed,
+    KvCas,
+    KvDelete,
+    KvGet,
+    KvSet,
+    MemDisk,
+    MemLogStore,
+    MemStateMachine,
+    NoopStateMachine,
+    decode_kv,
+    encode_kv,
+)
+from openraft_py.types import (
+    BLANK,
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    LogState,
+    Membership,
+    Normal,
+    StoredMembership,
+    Vote,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def blank(term: int, index: int) -> Entry:
+    return Entry(LogId(term, index), BLANK)
+
+
+def normal(term: int, index: int, data: bytes) -> Entry:
+    return Entry(LogId(term, index), Normal(data))
+
+
+def ents(start: int, stop: int, term: int = 1) -> list[Entry]:
+    return [blank(term, i) for i in range(start, stop)]
+
+
+class Flushes:
+    """Collects IOFlushed completions."""
+
+    def __init__(self) -> None:
+        self.results: list[BaseException | None] = []
+
+    def cb(self) -> IOFlushed:
+        return IOFlushed(self.results.append)
+
+
+async def append(store: MemLogStore, entries: list[Entry]) -> None:
+    f = Flushes()
+    await store.append(entries, f.cb())
+    assert f.results == [None]
+
+
+# -- IOFlushed ---------------------------------------------------------------------------------
+
+
+def test_io_flushed_called_once() -> None:
+    got: list[BaseException | None] = []
+    cb = IOFlushed(got.append)
+    assert not cb.done
+    cb.io_completed()
+    assert got == [None] and cb.done
+    with pytest.raises(RuntimeError, match="more than once"):
+        cb.io_completed()
+    err = OSError("disk full")
+    IOFlushed(got.append).io_completed(err)
+    assert got == [None, err]
+
+
+async def test_io_flushed_forwards_from_foreign_thread() -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[BaseException | None, int]] = loop.create_future()
+    cb = IOFlushed(lambda e: done.set_result((e, threading.get_ident())), loop)
+    t = threading.Thread(target=cb.io_completed)
+    t.start()
+    t.join()
+    err, thread_id = await asyncio.wait_for(done, 2)
+    assert err is None
+    assert thread_id == threading.get_ident()  # ran on the loop's thread
+
+
+async def test_io_flushed_same_loop_runs_inline() -> None:
+    got: list[BaseException | None] = []
+    IOFlushed(got.append, asyncio.get_running_loop()).io_completed(None)
+    assert got == [None]
+
+
+# -- MemLogStore -------------------------------------------------------------------------------
+
+
+async def test_pristine_log() -> None:
+    s = MemLogStore()
+    assert await s.get_log_state() == LogState(None, None)
+    assert await s.read_vote() is None
+    assert await s.read_committed() is None
+    assert await s.try_get_log_entries(0, 10) == []
+
+
+async def test_append_and_read() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 5))
+    await append(s, ents(5, 8, term=2))
+    assert await s.get_log_state() == LogState(None, LogId(2, 7))
+    got = await s.try_get_log_entries(2, 6)
+    assert [e.log_id for e in got] == [LogId(1, 2), LogId(1, 3), LogId(1, 4), LogId(2, 5)]
+    # Fewer only when the log ends; empty for an empty or inverted range.
+    assert [e.log_id.index for e in await s.try_get_log_entries(6, 100)] == [6, 7]
+    assert await s.try_get_log_entries(8, 10) == []
+    assert await s.try_get_log_entries(4, 4) == []
+    assert await s.try_get_log_entries(5, 3) == []
+
+
+async def test_returned_list_is_callers() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 3))
+    got = await s.try_get_log_entries(0, 3)
+    got.clear()
+    assert len(await s.try_get_log_entries(0, 3)) == 3
+
+
+async def test_append_empty_completes() -> None:
+    s = MemLogStore()
+    await append(s, [])
+    assert await s.get_log_state() == LogState(None, None)
+
+
+async def test_append_rejects_hole_and_overlap() -> None:
+    s = MemLogStore()
+    f = Flushes()
+    with pytest.raises(ValueError, match="without a hole"):
+        await s.append(ents(1, 3), f.cb())  # a pristine log starts at 0
+    await append(s, ents(0, 3))
+    with pytest.raises(ValueError, match="next index is 3"):
+        await s.append(ents(4, 5), f.cb())
+    with pytest.raises(ValueError, match="without a hole"):
+        await s.append(ents(2, 5), f.cb())  # overlap: truncate first
+    with pytest.raises(ValueError, match="consecutive"):
+        await s.append([blank(1, 3), blank(1, 5)], f.cb())
+    assert f.results == []  # the callback is not called on a rejected append
+    assert await s.get_log_state() == LogState(None, LogId(1, 2))
+
+
+async def test_truncate_after() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 10))
+    await s.truncate_after(LogId(1, 5))
+    assert await s.get_log_state() == LogState(None, LogId(1, 5))
+    assert len(await s.try_get_log_entries(0, 100)) == 6
+    await s.truncate_after(LogId(1, 7))  # beyond the end: no-op
+    assert await s.get_log_state() == LogState(None, LogId(1, 5))
+    await append(s, ents(6, 8, term=3))  # continues after the truncation point
+    assert await s.get_log_state() == LogState(None, LogId(3, 7))
+    await s.truncate_after(None)
+    assert await s.get_log_state() == LogState(None, None)
+    await append(s, ents(0, 1))
+
+
+async def test_purge() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 10))
+    await s.purge(LogId(1, 4))
+    assert await s.get_log_state() == LogState(LogId(1, 4), LogId(1, 9))
+    with pytest.raises(LogCompacted):
+        await s.try_get_log_entries(4, 6)
+    with pytest.raises(LogCompacted):
+        await s.try_get_log_entries(0, 6)
+    assert [e.log_id.index for e in await s.try_get_log_entries(5, 7)] == [5, 6]
+    await s.purge(LogId(1, 2))  # not beyond the last purged: no-op
+    assert await s.get_log_state() == LogState(LogId(1, 4), LogId(1, 9))
+
+
+async def test_purge_everything_and_beyond() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 5))
+    await s.purge(LogId(1, 4))
+    # Empty after purge: last_log_id == last_purged_log_id.
+    assert await s.get_log_state() == LogState(LogId(1, 4), LogId(1, 4))
+    assert await s.try_get_log_entries(5, 10) == []
+    # Purge beyond the end (after installing a snapshot): appends continue after it.
+    await s.purge(LogId(3, 20))
+    assert await s.get_log_state() == LogState(LogId(3, 20), LogId(3, 20))
+    with pytest.raises(ValueError):
+        await s.append(ents(5, 6), Flushes().cb())
+    await append(s, ents(21, 23, term=4))
+    assert await s.get_log_state() == LogState(LogId(3, 20), LogId(4, 22))
+    with pytest.raises(LogCompacted):
+        await s.try_get_log_entries(20, 22)
+
+
+async def test_truncate_after_purge_keeps_purged() -> None:
+    s = MemLogStore()
+    await append(s, ents(0, 10))
+    await s.purge(LogId(1, 4))
+    await s.truncate_after(LogId(1, 2))  # below the purge point: deletes every kept entry
+    assert await s.get_log_state() == LogState(LogId(1, 4), LogId(1, 4))
+    await s.truncate_after(None)
+    assert await s.get_log_state() == LogState(LogId(1, 4), LogId(1, 4))
+    await append(s, ents(5, 6, term=2))
+
+
+async def test_vote_and_committed() -> None:
+    s = MemLogStore()
+    v = Vote.new(3, 2)
+    await s.save_vote(v)
+    assert await s.read_vote() == v
+    await s.save_vote(Vote.new(3, 2, committed=True))
+    assert await s.read_vote() == Vote.new(3, 2, committed=True)
+    await s.save_committed(LogId(3, 9))
+    assert await s.read_committed() == LogId(3, 9)
+    await s.save_committed(None)
+    assert await s.read_committed() is None
+
+
+async def test_reader_is_independent_and_live() -> None:
+    s = MemLogStore()
+    r = s.get_log_reader()
+    assert r is not s.get_log_reader()
+    await append(s, ents(0, 3))
+    assert len(await r.try_get_log_entries(0, 10)) == 3
+    await s.save_vote(Vote.new(1, 1))
+    assert await r.read_vote() == Vote.new(1, 1)
+    await s.purge(LogId(1, 0))
+    with pytest.raises(LogCompacted):
+        await r.try_get_log_entries(0, 2)
+
+
+async def test_log_restart_over_same_disk() -> None:
+    disk = MemDisk()
+    s = MemLogStore(disk)
+    await append(s, ents(0, 8))
+    await s.purge(LogId(1, 2))
+    await s.save_vote(Vote.new(2, 1, committed=True))
+    await s.save_committed(LogId(1, 6))
+    del s
+    s2 = MemLogStore(disk)
+    assert s2.disk is disk
+    assert await s2.get_log_state() == LogState(LogId(1, 2), LogId(1, 7))
+    assert await s2.read_vote() == Vote.new(2, 1, committed=True)
+    assert await s2.read_committed() == LogId(1, 6)
+    assert [e.log_id.index for e in await s2.try_get_log_entries(3, 8)] == [3, 4, 5, 6, 7]
+    await append(s2, ents(8, 9))
+
+
+async def test_append_large_batches_fast() -> None:
+    # Benchmark store: many batches must not degrade (O(batch) append, slice reads).
+    s = MemLogStore()
+    batch = 1000
+    for b in range(200):
+        await append(s, ents(b * batch, (b + 1) * batch))
+    assert (await s.get_log_state()).last_log_id == LogId(1, 199_999)
+    got = await s.try_get_log_entries(150_000, 150_300)
+    assert got[0].log_id.index == 150_000 and len(got) == 300
+
+
+# -- KV commands --------------------------------------------------------------------------------
+
+
+def test_kv_encoding_round_trip() -> None:
+    for cmd in (KvSet("a", "1"), KvDelete("a"), KvCas("a", None, "2"), KvGet("a")):
+        assert decode_kv(encode_kv(cmd)) == cmd
+    assert decode_kv(b"") is None
+    assert decode_kv(b"hello") is None
+    assert decode_kv(encode_kv(KvGet("a"))[:-1]) is None  # truncated body: opaque
+
+
+# -- MemStateMachine ----------------------------------------------------------------------------
+
+
+def kv_entry(index: int, cmd: object, term: int = 1) -> Entry:
+    return normal(term, index, encode_kv(cmd))  # type: ignore[arg-type]
+
+
+async def test_sm_fresh() -> None:
+    sm = MemStateMachine()
+    assert await sm.applied_state() == (None, EMPTY_STORED_MEMBERSHIP)
+    assert await sm.get_current_snapshot() is None
+
+
+async def test_sm_kv_commands_and_responses() -> None:
+    sm = MemStateMachine()
+    m = Membership.new([{1, 2, 3}])
+    entries = [
+        Entry(LogId(0, 0), m),
+        blank(1, 1),
+        kv_entry(2, KvSet("a", "1")),
+        kv_entry(3, KvSet("a", "2")),
+        kv_entry(4, KvGet("a")),
+        kv_entry(5, KvCas("a", "1", "x")),
+        kv_entry(6, KvCas("a", "2", "3")),
+        kv_entry(7, KvCas("b", None, "new")),
+        kv_entry(8, KvDelete("a")),
+        kv_entry(9, KvDelete("a")),
+        kv_entry(10, KvGet("a")),
+        normal(1, 11, b"opaque payload"),
+        normal(1, 12, b""),
+    ]
+    resps = await sm.apply(entries)
+    assert resps == [
+        None,
+        None,
+        None,
+        "1",
+        "2",
+        (False, "2"),
+        (True, "3"),
+        (True, "new"),
+        "3",
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert sm.data == {"b": "new"}
+    assert await sm.applied_state() == (LogId(1, 12), StoredMembership(LogId(0, 0), m))
+    # Every Normal entry is recorded, opaque ones included.
+    assert [lid.index for lid, _ in sm.applied_log] == list(range(2, 13))
+    assert sm.applied_log[-2] == (LogId(1, 11), b"opaque payload")
+
+
+async def test_sm_membership_entries_update_stored_membership() -> None:
+    sm = MemStateMachine()
+    m1 = Membership.new([{1}])
+    m2 = Membership.new([{1}, {1, 2, 3}])
+    assert await sm.apply([Entry(LogId(0, 0), m1)]) == [None]
+    assert (await sm.applied_state())[1] == StoredMembership(LogId(0, 0), m1)
+    await sm.apply([blank(1, 1), Entry(LogId(1, 2), m2), blank(1, 3)])
+    assert await sm.applied_state() == (LogId(1, 3), StoredMembership(LogId(1, 2), m2))
+    assert await sm.apply([]) == []
+    assert (await sm.applied_state())[0] == LogId(1, 3)
+
+
+async def test_sm_record_applied_off() -> None:
+    sm = MemStateMachine(record_applied=False)
+    await sm.apply([kv_entry(0, KvSet("k", "v")), normal(1, 1, b"x")])
+    assert sm.applied_log == []
+    assert sm.data == {"k": "v"}
+
+
+async def test_sm_snapshot_build_and_install() -> None:
+    src = MemStateMachine()
+    m = Membership.new([{1, 2}])
+    await src.apply([Entry(LogId(0, 0), m)] + [kv_entry(i, KvSet(f"k{i}", str(i))) for i in range(1, 6)])
+    snap = await src.get_snapshot_builder().build_snapshot()
+    assert snap.meta.last_log_id == LogId(1, 5)
+    assert snap.meta.last_membership == StoredMembership(LogId(0, 0), m)
+    assert snap.data.tell() == 0
+    # The built snapshot becomes the current one; each call gives a fresh readable file.
+    cur = await src.get_current_snapshot()
+    assert cur is not None and cur.meta == snap.meta
+    body = cur.data.read()
+    cur2 = await src.get_current_snapshot()
+    assert cur2 is not None and cur2.data.read() == body
+    # Applying more does not change the built snapshot.
+    await src.apply([kv_entry(6, KvSet("late", "x"))])
+
+    dst = MemStateMachine()
+    await dst.apply([kv_entry(0, KvSet("old", "gone"))])
+    f = await dst.begin_receiving_snapshot()
+    f.write(snap.data.read())  # leaves the position at the end: install reads from 0
+    await dst.install_snapshot(snap.meta, f)
+    assert dst.data == {f"k{i}": str(i) for i in range(1, 6)}
+    assert await dst.applied_state() == (LogId(1, 5), StoredMembership(LogId(0, 0), m))
+    assert dst.applied_log == src.applied_log[:-1]  # the record comes with the snapshot
+    got = await dst.get_current_snapshot()
+    assert got is not None and got.meta == snap.meta and got.data.read() == body
+    # Continue applying after the snapshot.
+    assert await dst.apply([kv_entry(6, KvSet("late", "x"))]) == [None]
+    assert dst.data == src.data and dst.applied_log == src.applied_log
+
+
+async def test_sm_install_garbage_keeps_state() -> None:
+    sm = MemStateMachine()
+    await sm.apply([kv_entry(0, KvSet("a", "1"))])
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    f = await sm.begin_receiving_snapshot()
+    f.write(b"not a snapshot")
+    with pytest.raises(ValueError, match="not a MemStateMachine snapshot"):
+        await sm.install_snapshot(snap.meta, f)
+    assert sm.data == {"a": "1"}
+    assert await sm.applied_state() == (LogId(1, 0), EMPTY_STORED_MEMBERSHIP)
+
+
+async def test_sm_snapshot_ids_unique() -> None:
+    sm = MemStateMachine()
+    await sm.apply([blank(1, 0)])
+    a = await sm.get_snapshot_builder().build_snapshot()
+    b = await sm.get_snapshot_builder().build_snapshot()
+    assert a.meta.snapshot_id != b.meta.snapshot_id
+    empty = await MemStateMachine().get_snapshot_builder().build_snapshot()
+    assert empty.meta.last_log_id is None
+
+
+async def test_sm_restart_keeps_state() -> None:
+    disk = MemDisk()
+    sm = MemStateMachine(disk)
+    m = Membership.new([{1}])
+    await sm.apply([Entry(LogId(0, 0), m), kv_entry(1, KvSet("a", "1"))])
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    await sm.apply([kv_entry(2, KvSet("b", "2"))])
+    del sm
+    sm2 = MemStateMachine(disk)
+    assert sm2.data == {"a": "1", "b": "2"}
+    assert await sm2.applied_state() == (LogId(1, 2), StoredMembership(LogId(0, 0), m))
+    assert [lid.index for lid, _ in sm2.applied_log] == [1, 2]
+    cur = await sm2.get_current_snapshot()
+    assert cur is not None and cur.meta == snap.meta
+
+
+async def test_log_and_sm_share_one_disk() -> None:
+    disk = MemDisk()
+    log, sm = MemLogStore(disk), MemStateMachine(disk)
+    await append(log, [kv_entry(0, KvSet("a", "1"))])
+    await sm.apply(await log.try_get_log_entries(0, 1))
+    log2, sm2 = MemLogStore(disk), MemStateMachine(disk)
+    assert (await log2.get_log_state()).last_log_id == LogId(1, 0)
+    assert sm2.data == {"a": "1"}
+
+
+# -- NoopStateMachine ---------------------------------------------------------------------------
+
+
+async def test_noop_state_machine() -> None:
+    disk = MemDisk()
+    sm = NoopStateMachine(disk)
+    assert await sm.applied_state() == (None, EMPTY_STORED_MEMBERSHIP)
+    m = Membership.new([{1, 2}])
+    resps = await sm.apply([Entry(LogId(0, 0), m), blank(1, 1), kv_entry(2, KvSet("a", "1")), normal(1, 3, b"x")])
+    assert resps == [None, None, None, None]
+    assert await sm.applied_state() == (LogId(1, 3), StoredMembership(LogId(0, 0), m))
+    assert await sm.apply([]) == []
+    assert disk.kv == {} and disk.applied_log == []
+
+    assert await sm.get_current_snapshot() is None
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    assert snap.meta.last_log_id == LogId(1, 3) and snap.data.read() == b""
+
+    other = NoopStateMachine()
+    f = await other.begin_receiving_snapshot()
+    await other.install_snapshot(snap.meta, f)
+    assert await other.applied_state() == (LogId(1, 3), StoredMembership(LogId(0, 0), m))
+    cur = await other.get_current_snapshot()
+    assert cur is not None and cur.meta == snap.meta and cur.data.read() == b""
+
+    # Restart over the same disk.
+    assert await NoopStateMachine(disk).applied_state() == (LogId(1, 3), StoredMembership(LogId(0, 0), m))
