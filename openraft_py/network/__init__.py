@@ -1,0 +1,126 @@
+"""Network protocols: how a node sends RPCs to its peers and how a transport delivers them.
+
+- ``RaftNetworkFactory`` (user-supplied, given to ``Raft.new``) makes one ``RaftNetwork``
+  client per target; each replication task owns one client.
+- ``RaftNetwork`` sends the four RPCs to its target and returns the target's response.
+  Rejections (vote not granted, log mismatch, stale leader) are *values* in the responses;
+  a client raises only when no response came back, always an ``openraft_py.errors.RPCError``:
+
+  - ``Unreachable``: the target cannot be reached now (connection refused, node down,
+    partition). Replication backs off before retrying.
+  - ``Timeout``: no response within ``option.hard_ttl`` seconds (the request may or may not
+    have been handled).
+  - ``NetworkError``: another transport failure that may succeed if retried.
+  - ``RemoteError``: the target received the request but failed to handle it.
+
+  Raising anything else is a bug in the client. Calls on one client may overlap (replication
+  pipelines AppendEntries); a client must keep them independent.
+- ``RaftServer`` is what a transport's server side calls on the receiving node: the ``Raft``
+  handle implements it.
+
+``openraft_py.network.router`` holds ``Router``, the in-process transport with fault
+injection used by tests and benchmarks; its names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    NodeId,
+    RPCOption,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
+
+__all__ = [
+    "RaftNetwork",
+    "RaftNetworkFactory",
+    "RaftServer",
+    "Router",
+    "RouterClient",
+    "RouterFactory",
+    "RPC_NAMES",
+]
+
+
+class RaftNetwork(Protocol):
+    """A client sending RPCs from one node to one target node (see the module docstring for
+    the errors every method may raise)."""
+
+    async def append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption
+    ) -> AppendEntriesResponse:
+        """Send AppendEntries (also the heartbeat) and return the target's response.
+
+        Raises ``Unreachable``, ``Timeout``, ``NetworkError`` or ``RemoteError``.
+        """
+        ...
+
+    async def vote(self, req: VoteRequest, option: RPCOption) -> VoteResponse:
+        """Send a (pre-)vote request and return the target's response.
+
+        Raises ``Unreachable``, ``Timeout``, ``NetworkError`` or ``RemoteError``.
+        """
+        ...
+
+    async def install_snapshot(
+        self, req: InstallSnapshotRequest, option: RPCOption
+    ) -> InstallSnapshotResponse:
+        """Send one snapshot chunk (at most ``Config.snapshot_max_chunk_size`` bytes of data)
+        and return the target's response. Chunks of one snapshot are sent in order, one at a
+        time.
+
+        Raises ``Unreachable``, ``Timeout``, ``NetworkError`` or ``RemoteError``.
+        """
+        ...
+
+    async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption) -> None:
+        """Ask the target to take over leadership (it calls ``handle_transfer_leader``).
+
+        Raises ``Unreachable``, ``Timeout``, ``NetworkError`` or ``RemoteError``.
+        """
+        ...
+
+
+class RaftNetworkFactory(Protocol):
+    """Makes ``RaftNetwork`` clients for one node."""
+
+    def new_client(self, target: NodeId, node: BasicNode) -> RaftNetwork:
+        """A client sending to ``target`` at ``node`` (its address). Plain method: it must not
+        block or do IO; connect lazily on the first RPC. May be called again for the same
+        target (for example after a membership change); each call returns a usable client."""
+        ...
+
+
+class RaftServer(Protocol):
+    """What a transport's server side calls on the receiving node (``Raft`` implements it).
+
+    Each method raises ``openraft_py.errors.Fatal`` when the node has stopped; a transport
+    reports that to the sender as ``Unreachable``.
+    """
+
+    async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        """Handle an AppendEntries request; returns after the entries are durable."""
+        ...
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        """Handle a vote request; a granted vote is durable before this returns."""
+        ...
+
+    async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        """Handle one snapshot chunk."""
+        ...
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        """Handle a leader-transfer request."""
+        ...
+
+
+from .router import RPC_NAMES, Router, RouterClient, RouterFactory  # noqa: E402

@@ -1,0 +1,412 @@
+"""The in-process transport: nodes of one process talk through a ``Router``.
+
+Used by tests (with fault injection), by ``make run`` and by the throughput benchmark::
+
+    router = Router(seed=7)
+    router.register(1, raft1)                      # anything implementing RaftServer
+    raft1 = await Raft.new(1, config, router.factory(1), log_store, state_machine)
+    router.partition({1, 2}, {3})                  # 3 cannot talk to 1 or 2
+    router.heal()
+
+Requests and responses are passed as the very objects the caller built (they are frozen
+Structs) unless ``Router(serialize=True)``, which round-trips each through msgspec msgpack
+to check wire compatibility.
+
+Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
+``set_delay``, ``set_rpc_failure``. Every random choice (drops, delays) comes from one
+``random.Random(seed)``, so a run with the same seed and the same call order makes the same
+choices.
+
+What a caller sees:
+
+- target not registered (stopped or crashed node), path cut, or request dropped:
+  ``Unreachable``, and the target handles nothing;
+- response dropped: the target handled the request, the caller gets ``Timeout``;
+- the target's handler raised ``Fatal`` (the node stopped): ``Unreachable``; raised anything
+  else: ``RemoteError``;
+- an injected failure (``set_rpc_failure``) or a hook's exception: that exception, and the
+  target handles nothing.
+
+The router does not enforce ``RPCOption.hard_ttl``: callers bound their calls.
+
+Hot path: with no fault, no hook and no serialization configured, ``append_entries`` is a
+flag test, one dict lookup, a counter increment and a direct ``await`` of the server's
+method: no task, no ``sleep(0)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from ..errors import Fatal, RemoteError, RPCError, Timeout, Unreachable
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    NodeId,
+    RPCOption,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
+
+if TYPE_CHECKING:
+    from . import RaftServer
+
+__all__ = ["Router", "RouterClient", "RouterFactory", "RPC_NAMES", "Hook"]
+
+RPC_NAMES: tuple[str, ...] = ("append_entries", "vote", "install_snapshot", "transfer_leader")
+"""The RPC names used by counters, ``set_rpc_failure`` and hooks."""
+
+_RPC_INDEX = {name: i for i, name in enumerate(RPC_NAMES)}
+_SERVER_METHOD = {
+    "append_entries": "append_entries",
+    "vote": "vote",
+    "install_snapshot": "install_snapshot",
+    "transfer_leader": "handle_transfer_leader",
+}
+_RESPONSE_TYPE: dict[str, type | None] = {
+    "append_entries": AppendEntriesResponse,
+    "vote": VoteResponse,
+    "install_snapshot": InstallSnapshotResponse,
+    "transfer_leader": None,
+}
+
+Hook = Callable[[str, NodeId, NodeId, Any], "None | Awaitable[None]"]
+"""``hook(rpc_name, source, target, request)``; may be a coroutine function; raise an
+``RPCError`` to fail the RPC."""
+
+Direction = Literal["in", "out", "both"]
+
+_DEFAULT_OPTION = RPCOption()
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _roundtrip(obj: Any, typ: type) -> Any:
+    """``obj`` encoded to msgpack and decoded back as ``typ`` (as the TCP transport would)."""
+    return msgspec.msgpack.decode(_encoder.encode(obj), type=typ)
+
+
+class RouterClient:
+    """A ``RaftNetwork`` sending from ``source`` to ``target`` through a ``Router``.
+
+    One client per ``(source, target)`` pair: ``new_client`` returns the same object again.
+    ``counts[i]`` counts the delivered requests of ``RPC_NAMES[i]``.
+    """
+
+    __slots__ = ("_router", "source", "target", "counts")
+
+    def __init__(self, router: Router, source: NodeId, target: NodeId) -> None:
+        self._router = router
+        self.source = source
+        self.target = target
+        self.counts = [0, 0, 0, 0]
+
+    async def append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> AppendEntriesResponse:
+        """Deliver AppendEntries to the target (see ``Router`` for the errors)."""
+        router = self._router
+        if router._fast:
+            server = router._servers.get(self.target)
+            if server is not None:
+                self.counts[0] += 1
+                try:
+                    return await server.append_entries(req)
+                except Fatal as e:
+                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
+                except Exception as e:
+                    raise RemoteError(self.target, e) from e
+        return await router._send("append_entries", self, req)  # type: ignore[no-any-return]
+
+    async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
+        """Deliver a vote request to the target (see ``Router`` for the errors)."""
+        return await self._router._send("vote", self, req)  # type: ignore[no-any-return]
+
+    async def install_snapshot(
+        self, req: InstallSnapshotRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> InstallSnapshotResponse:
+        """Deliver a snapshot chunk to the target (see ``Router`` for the errors)."""
+        return await self._router._send("install_snapshot", self, req)  # type: ignore[no-any-return]
+
+    async def transfer_leader(
+        self, req: TransferLeaderRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> None:
+        """Deliver a leader-transfer request to the target (see ``Router`` for the errors)."""
+        await self._router._send("transfer_leader", self, req)
+
+    def __repr__(self) -> str:
+        return f"RouterClient({self.source} -> {self.target})"
+
+
+class RouterFactory:
+    """A ``RaftNetworkFactory`` whose clients send from ``source``."""
+
+    __slots__ = ("_router", "source")
+
+    def __init__(self, router: Router, source: NodeId) -> None:
+        self._router = router
+        self.source = source
+
+    def new_client(self, target: NodeId, node: BasicNode) -> RouterClient:
+        """The client from ``source`` to ``target`` (``node`` is not used: the router
+        addresses nodes by id)."""
+        return self._router._client(self.source, target)
+
+    def __repr__(self) -> str:
+        return f"RouterFactory(source={self.source})"
+
+
+class Router:
+    """An in-process network of ``RaftServer``s with fault injection (see the module
+    docstring).
+
+    ``seed`` seeds the one ``random.Random`` used for drops and delays; ``serialize=True``
+    round-trips every request and response through msgspec msgpack.
+    """
+
+    def __init__(self, *, seed: int = 0, serialize: bool = False) -> None:
+        self.rng = random.Random(seed)
+        """The source of every random choice the router makes."""
+        self.serialize = serialize
+        self._servers: dict[NodeId, RaftServer] = {}
+        self._clients: dict[tuple[NodeId, NodeId], RouterClient] = {}
+        self._hooks: list[Hook] = []
+        # Faults. Invariant: _fast is True iff none is configured (and no hook, no serialize).
+        self._isolated: set[NodeId] = set()
+        self._cuts: set[tuple[NodeId, NodeId]] = set()  # directed (source, target) pairs
+        self._group_of: dict[NodeId, int] | None = None  # partition: node -> group number
+        self._drop_rate = 0.0
+        self._delay: tuple[float, float] | None = None  # seconds
+        self._failures: dict[tuple[NodeId, str, str | None], type[RPCError]] = {}
+        self._fast = True
+        self._update_fast()
+
+    # -- membership of the network ---------------------------------------------------------
+
+    def register(self, node_id: NodeId, server: RaftServer) -> None:
+        """Route RPCs for ``node_id`` to ``server`` (replacing a previous registration, e.g. a
+        restarted node)."""
+        self._servers[node_id] = server
+
+    def unregister(self, node_id: NodeId) -> None:
+        """Remove ``node_id`` (a stopped or crashed node): RPCs to it raise ``Unreachable``.
+        Unknown ids are ignored."""
+        self._servers.pop(node_id, None)
+
+    def factory(self, source_id: NodeId) -> RouterFactory:
+        """A ``RaftNetworkFactory`` for node ``source_id``: its clients send from it."""
+        return RouterFactory(self, source_id)
+
+    def _client(self, source: NodeId, target: NodeId) -> RouterClient:
+        client = self._clients.get((source, target))
+        if client is None:
+            client = self._clients[(source, target)] = RouterClient(self, source, target)
+        return client
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def isolate(self, node_id: NodeId) -> None:
+        """Cut ``node_id`` off from every other node, both directions, until ``heal()``."""
+        self._isolated.add(node_id)
+        self._update_fast()
+
+    def partition(self, *groups: set[NodeId] | frozenset[NodeId]) -> None:
+        """Split the network: nodes in different groups cannot talk; a node in no group is
+        isolated. Replaces a previous ``partition`` (cuts and isolations stay). Raises
+        ``ValueError`` if a node is in two groups."""
+        group_of: dict[NodeId, int] = {}
+        for i, group in enumerate(groups):
+            for node_id in group:
+                if node_id in group_of:
+                    raise ValueError(f"node {node_id} is in more than one partition group")
+                group_of[node_id] = i
+        self._group_of = group_of
+        self._update_fast()
+
+    def cut(self, a: NodeId, b: NodeId, *, one_way: bool = False) -> None:
+        """Drop messages between ``a`` and ``b``; with ``one_way`` only requests ``a -> b``
+        (``b`` can still call ``a``)."""
+        self._cuts.add((a, b))
+        if not one_way:
+            self._cuts.add((b, a))
+        self._update_fast()
+
+    def set_drop_rate(self, p: float) -> None:
+        """Drop each request with probability ``p`` (the caller gets ``Unreachable``, the
+        target sees nothing) and, independently, each response (the target handled the
+        request, the caller gets ``Timeout``). ``0`` turns drops off."""
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"drop rate must be within [0, 1], got {p}")
+        self._drop_rate = p
+        self._update_fast()
+
+    def set_delay(self, min_ms: float, max_ms: float) -> None:
+        """Delay each request and each response by a uniform ``[min_ms, max_ms]``
+        milliseconds (``asyncio.sleep``), so concurrent messages may be reordered.
+        ``set_delay(0, 0)`` turns delays off."""
+        if not 0 <= min_ms <= max_ms:
+            raise ValueError(f"need 0 <= min_ms <= max_ms, got {min_ms}, {max_ms}")
+        self._delay = None if max_ms == 0 else (min_ms / 1000.0, max_ms / 1000.0)
+        self._update_fast()
+
+    def set_rpc_failure(
+        self,
+        node_id: NodeId,
+        direction: Direction,
+        kind: type[RPCError] | None,
+        rpc: str | None = None,
+    ) -> None:
+        """Fail RPCs sent to (``"in"``), from (``"out"``) or both ways of ``node_id`` by
+        raising ``kind`` before delivery; only the RPC named ``rpc`` (see ``RPC_NAMES``) when
+        given. ``kind=None`` clears what this ``(node_id, direction, rpc)`` set."""
+        if direction not in ("in", "out", "both"):
+            raise ValueError(f"direction must be 'in', 'out' or 'both', got {direction!r}")
+        if rpc is not None and rpc not in _RPC_INDEX:
+            raise ValueError(f"unknown rpc {rpc!r}; expected one of {RPC_NAMES}")
+        if kind is not None and not (isinstance(kind, type) and issubclass(kind, RPCError)):
+            raise TypeError(f"kind must be an RPCError subclass or None, got {kind!r}")
+        dirs = ("in", "out") if direction == "both" else (direction,)
+        for d in dirs:
+            if kind is None:
+                self._failures.pop((node_id, d, rpc), None)
+            else:
+                self._failures[(node_id, d, rpc)] = kind
+        self._update_fast()
+
+    def heal(self) -> None:
+        """Remove every fault: isolations, partition, cuts, drop rate, delays and injected
+        failures. Hooks stay (``clear_hooks``)."""
+        self._isolated.clear()
+        self._cuts.clear()
+        self._group_of = None
+        self._drop_rate = 0.0
+        self._delay = None
+        self._failures.clear()
+        self._update_fast()
+
+    def add_hook(self, fn: Hook) -> None:
+        """Call ``fn(rpc_name, source, target, request)`` for every RPC a client sends,
+        before any fault applies (``fn`` may be a coroutine function). If it raises, the RPC
+        fails with that exception and the target handles nothing."""
+        self._hooks.append(fn)
+        self._update_fast()
+
+    def clear_hooks(self) -> None:
+        """Remove every hook."""
+        self._hooks.clear()
+        self._update_fast()
+
+    def _update_fast(self) -> None:
+        self._fast = not (
+            self.serialize
+            or self._hooks
+            or self._isolated
+            or self._cuts
+            or self._group_of is not None
+            or self._drop_rate
+            or self._delay
+            or self._failures
+        )
+
+    def _path_error(self, rpc: str, source: NodeId, target: NodeId) -> RPCError | None:
+        """Why ``source`` cannot send ``rpc`` to ``target`` now, or ``None``."""
+        if target not in self._servers:
+            return Unreachable(f"{rpc} {source} -> {target}: node {target} is not registered")
+        if source in self._isolated or target in self._isolated:
+            return Unreachable(f"{rpc} {source} -> {target}: isolated")
+        if (source, target) in self._cuts:
+            return Unreachable(f"{rpc} {source} -> {target}: link cut")
+        g = self._group_of
+        if g is not None:
+            gs, gt = g.get(source), g.get(target)
+            if gs is None or gt is None or gs != gt:
+                return Unreachable(f"{rpc} {source} -> {target}: partitioned")
+        f = self._failures
+        if f:
+            kind = (
+                f.get((source, "out", rpc))
+                or f.get((source, "out", None))
+                or f.get((target, "in", rpc))
+                or f.get((target, "in", None))
+            )
+            if kind is not None:
+                msg = f"{rpc} {source} -> {target}: injected {kind.__name__}"
+                if issubclass(kind, RemoteError):
+                    return kind(target, msg)
+                return kind(msg)
+        return None
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def _send(self, rpc: str, client: RouterClient, req: Any) -> Any:
+        """Deliver ``req`` from ``client.source`` to ``client.target`` applying every fault;
+        return the (possibly round-tripped) response."""
+        source, target = client.source, client.target
+        for hook in self._hooks:
+            r = hook(rpc, source, target, req)
+            if inspect.isawaitable(r):
+                await r
+        if not self._fast:
+            err = self._path_error(rpc, source, target)
+            if err is not None:
+                raise err
+            if self._drop_rate and self.rng.random() < self._drop_rate:
+                raise Unreachable(f"{rpc} {source} -> {target}: request dropped")
+            if self._delay is not None:
+                await asyncio.sleep(self.rng.uniform(*self._delay))
+                err = self._path_error(rpc, source, target)  # the network changed meanwhile
+                if err is not None:
+                    raise err
+            if self.serialize:
+                req = _roundtrip(req, type(req))
+        server = self._servers.get(target)
+        if server is None:
+            raise Unreachable(f"{rpc} {source} -> {target}: node {target} is not registered")
+        client.counts[_RPC_INDEX[rpc]] += 1
+        try:
+            resp = await getattr(server, _SERVER_METHOD[rpc])(req)
+        except Fatal as e:
+            raise Unreachable(f"node {target} has stopped: {e}") from e
+        except Exception as e:
+            raise RemoteError(target, e) from e
+        if not self._fast:
+            if self._drop_rate and self.rng.random() < self._drop_rate:
+                raise Timeout(f"{rpc} {source} -> {target}: response dropped")
+            if self._delay is not None:
+                await asyncio.sleep(self.rng.uniform(*self._delay))
+            resp_type = _RESPONSE_TYPE[rpc]
+            if self.serialize and resp_type is not None:
+                resp = _roundtrip(resp, resp_type)
+        return resp
+
+    # -- counters --------------------------------------------------------------------------
+
+    def rpc_count(
+        self, rpc: str | None = None, source: NodeId | None = None, target: NodeId | None = None
+    ) -> int:
+        """How many requests were delivered to a server (handled or not), filtered by RPC
+        name, source and target (``None`` matches any)."""
+        if rpc is not None and rpc not in _RPC_INDEX:
+            raise ValueError(f"unknown rpc {rpc!r}; expected one of {RPC_NAMES}")
+        total = 0
+        for (s, t), client in self._clients.items():
+            if (source is None or s == source) and (target is None or t == target):
+                total += client.counts[_RPC_INDEX[rpc]] if rpc is not None else sum(client.counts)
+        return total
+
+    def reset_counters(self) -> None:
+        """Set every counter to 0."""
+        for client in self._clients.values():
+            client.counts = [0, 0, 0, 0]
+
+    def __repr__(self) -> str:
+        return f"Router(nodes={sorted(self._servers)}, fast={self._fast})"

@@ -1,0 +1,456 @@
+"""The in-process Router: delivery, faults, counters, hooks and wire round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import (
+    NetworkError,
+    RemoteError,
+    RPCError,
+    Stopped,
+    Timeout,
+    Unreachable,
+)
+from openraft_py.network import RPC_NAMES, RaftNetwork, RaftNetworkFactory, Router
+from openraft_py.types import (
+    BLANK,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogId,
+    Membership,
+    Normal,
+    RPCOption,
+    SnapshotMeta,
+    StoredMembership,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+    VoteResponse,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+OPT = RPCOption()
+V = Vote.new(1, 1)
+HEARTBEAT = AppendEntriesRequest(V, None, [], None)
+
+
+class FakeServer:
+    """A RaftServer recording what it receives; ``fail`` makes every handler raise it."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.received: list[tuple[str, Any]] = []
+        self.fail: BaseException | None = None
+
+    def _got(self, rpc: str, req: Any) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.received.append((rpc, req))
+
+    async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        self._got("append_entries", req)
+        return AppendEntriesResponse(req.vote, True, req.last_log_id())
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        self._got("vote", req)
+        return VoteResponse(req.vote, True, LogId(1, 3))
+
+    async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        self._got("install_snapshot", req)
+        return InstallSnapshotResponse(req.vote)
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        self._got("transfer_leader", req)
+
+
+def cluster(n: int = 3, **kw: Any) -> tuple[Router, dict[int, FakeServer]]:
+    router = Router(**kw)
+    servers = {i: FakeServer(i) for i in range(1, n + 1)}
+    for i, s in servers.items():
+        router.register(i, s)
+    return router, servers
+
+
+def client(router: Router, source: int, target: int) -> RaftNetwork:
+    return router.factory(source).new_client(target, BasicNode(f"n{target}"))
+
+
+async def can_send(router: Router, source: int, target: int) -> bool:
+    try:
+        await client(router, source, target).append_entries(HEARTBEAT, OPT)
+        return True
+    except Unreachable:
+        return False
+
+
+async def reach_matrix(router: Router, n: int = 3) -> set[tuple[int, int]]:
+    return {(a, b) for a in range(1, n + 1) for b in range(1, n + 1) if a != b and await can_send(router, a, b)}
+
+
+ALL3 = {(a, b) for a in (1, 2, 3) for b in (1, 2, 3) if a != b}
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+async def test_delivers_every_rpc() -> None:
+    router, servers = cluster()
+    factory: RaftNetworkFactory = router.factory(1)
+    c = factory.new_client(2, BasicNode())
+    entries = [Entry(LogId(1, 0), BLANK), Entry(LogId(1, 1), Normal(b"x"))]
+    ae = AppendEntriesRequest(V, None, entries, None)
+    assert await c.append_entries(ae, OPT) == AppendEntriesResponse(V, True, LogId(1, 1))
+    vr = VoteRequest(V, LogId(1, 3))
+    assert await c.vote(vr, OPT) == VoteResponse(V, True, LogId(1, 3))
+    meta = SnapshotMeta(LogId(1, 1), StoredMembership(None, Membership.new([{1}])), "s1")
+    isr = InstallSnapshotRequest(V, meta, 0, b"data", True)
+    assert await c.install_snapshot(isr, OPT) == InstallSnapshotResponse(V)
+    tl = TransferLeaderRequest(V, 2, LogId(1, 1))
+    assert await c.transfer_leader(tl, OPT) is None
+    # Without serialize, the very objects are passed through.
+    got = servers[2].received
+    assert [r for r, _ in got] == list(RPC_NAMES)
+    assert got[0][1] is ae and got[1][1] is vr and got[2][1] is isr and got[3][1] is tl
+    assert servers[1].received == [] and servers[3].received == []
+
+
+async def test_new_client_reuses_the_pair() -> None:
+    router, _ = cluster()
+    assert client(router, 1, 2) is client(router, 1, 2)
+    assert client(router, 1, 2) is not client(router, 2, 1)
+
+
+async def test_unregistered_is_unreachable() -> None:
+    router, servers = cluster()
+    c = client(router, 1, 4)
+    for call in (c.append_entries(HEARTBEAT, OPT), c.vote(VoteRequest(V, None), OPT)):
+        with pytest.raises(Unreachable, match="not registered"):
+            await call
+    router.unregister(2)
+    with pytest.raises(Unreachable):
+        await client(router, 1, 2).append_entries(HEARTBEAT, OPT)
+    router.register(2, servers[2])  # restarted
+    assert await can_send(router, 1, 2)
+    router.unregister(99)  # unknown: ignored
+
+
+async def test_fatal_is_unreachable_other_errors_are_remote() -> None:
+    router, servers = cluster()
+    servers[2].fail = Stopped()
+    c = client(router, 1, 2)
+    with pytest.raises(Unreachable, match="stopped"):
+        await c.append_entries(HEARTBEAT, OPT)
+    with pytest.raises(Unreachable):
+        await c.vote(VoteRequest(V, None), OPT)
+    servers[2].fail = KeyError("boom")
+    with pytest.raises(RemoteError) as ei:
+        await c.append_entries(HEARTBEAT, OPT)
+    assert ei.value.target == 2 and isinstance(ei.value.__cause__, KeyError)
+    with pytest.raises(RemoteError):
+        await c.transfer_leader(TransferLeaderRequest(V, 2, None), OPT)
+    # Same on the slow path.
+    router.set_delay(0, 1)
+    with pytest.raises(RemoteError):
+        await c.append_entries(HEARTBEAT, OPT)
+    servers[2].fail = Stopped()
+    with pytest.raises(Unreachable):
+        await c.append_entries(HEARTBEAT, OPT)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+async def test_isolate_and_heal() -> None:
+    router, _ = cluster()
+    router.isolate(3)
+    assert await reach_matrix(router) == {(1, 2), (2, 1)}
+    router.heal()
+    assert await reach_matrix(router) == ALL3
+
+
+async def test_partition() -> None:
+    router, _ = cluster(5)
+    router.partition({1, 2}, {3, 4})  # 5 is in no group: isolated
+    got = await reach_matrix(router, 5)
+    assert got == {(1, 2), (2, 1), (3, 4), (4, 3)}
+    router.partition({1, 2, 3, 4, 5})  # replaces the previous partition
+    assert len(await reach_matrix(router, 5)) == 20
+    with pytest.raises(ValueError, match="more than one"):
+        router.partition({1, 2}, {2, 3})
+    router.heal()
+    assert len(await reach_matrix(router, 5)) == 20
+
+
+async def test_cut_two_way_and_one_way() -> None:
+    router, _ = cluster()
+    router.cut(1, 2)
+    assert await reach_matrix(router) == ALL3 - {(1, 2), (2, 1)}
+    router.heal()
+    router.cut(1, 2, one_way=True)
+    assert await reach_matrix(router) == ALL3 - {(1, 2)}
+    router.heal()
+    assert await reach_matrix(router) == ALL3
+
+
+async def test_drop_rate_is_deterministic_with_a_seed() -> None:
+    async def run(seed: int) -> tuple[list[str], int]:
+        router, servers = cluster(seed=seed)
+        router.set_drop_rate(0.3)
+        c = client(router, 1, 2)
+        outcome = []
+        for _ in range(200):
+            try:
+                await c.append_entries(HEARTBEAT, OPT)
+                outcome.append("ok")
+            except Unreachable:
+                outcome.append("req")
+            except Timeout:
+                outcome.append("resp")
+        return outcome, len(servers[2].received)
+
+    a, handled_a = await run(7)
+    b, handled_b = await run(7)
+    c, _ = await run(8)
+    assert a == b and handled_a == handled_b
+    assert a != c
+    assert {"ok", "req", "resp"} <= set(a)
+    # A dropped request is never handled; a dropped response was.
+    assert handled_a == a.count("ok") + a.count("resp")
+
+
+async def test_drop_rate_validation_and_off() -> None:
+    router, _ = cluster()
+    with pytest.raises(ValueError):
+        router.set_drop_rate(1.5)
+    router.set_drop_rate(1.0)
+    assert not await can_send(router, 1, 2)
+    router.set_drop_rate(0)
+    assert await can_send(router, 1, 2)
+
+
+async def test_delay_and_reordering() -> None:
+    router, servers = cluster(seed=3)
+    router.set_delay(5, 30)
+    c = client(router, 1, 2)
+    reqs = [AppendEntriesRequest(V, LogId(1, i), [], None) for i in range(20)]
+    t0 = time.monotonic()
+    resps = await asyncio.wait_for(asyncio.gather(*(c.append_entries(r, OPT) for r in reqs)), 5)
+    elapsed = time.monotonic() - t0
+    assert [r.matching for r in resps] == [r.prev_log_id for r in reqs]  # each gets its answer
+    assert elapsed >= 0.010  # request + response delay, each >= 5 ms
+    arrival = [req.prev_log_id for _, req in servers[2].received]
+    assert sorted(arrival) == [r.prev_log_id for r in reqs]
+    assert arrival != sorted(arrival)  # delivered out of order
+    with pytest.raises(ValueError):
+        router.set_delay(10, 5)
+    router.set_delay(0, 0)
+    assert router._fast
+
+
+async def test_partition_during_delay_loses_the_message() -> None:
+    router, servers = cluster()
+    router.set_delay(50, 50)
+    task = asyncio.ensure_future(client(router, 1, 2).append_entries(HEARTBEAT, OPT))
+    await asyncio.sleep(0.01)
+    router.isolate(2)
+    with pytest.raises(Unreachable):
+        await asyncio.wait_for(task, 2)
+    assert servers[2].received == []
+
+
+@pytest.mark.parametrize("kind", [Unreachable, Timeout, NetworkError, RemoteError])
+async def test_rpc_failure_kinds(kind: type[RPCError]) -> None:
+    router, servers = cluster()
+    router.set_rpc_failure(2, "in", kind)
+    with pytest.raises(kind, match="injected"):
+        await client(router, 1, 2).append_entries(HEARTBEAT, OPT)
+    assert servers[2].received == []
+
+
+async def test_rpc_failure_directions_and_rpc_filter() -> None:
+    router, _ = cluster()
+    router.set_rpc_failure(1, "out", Unreachable)
+    assert await reach_matrix(router) == ALL3 - {(1, 2), (1, 3)}
+    with pytest.raises(Unreachable):
+        await client(router, 1, 2).vote(VoteRequest(V, None), OPT)
+    router.set_rpc_failure(1, "out", None)
+    router.set_rpc_failure(1, "both", NetworkError, rpc="vote")
+    assert await reach_matrix(router) == ALL3  # append_entries unaffected
+    with pytest.raises(NetworkError):
+        await client(router, 2, 1).vote(VoteRequest(V, None), OPT)
+    with pytest.raises(NetworkError):
+        await client(router, 1, 3).vote(VoteRequest(V, None), OPT)
+    await client(router, 2, 3).vote(VoteRequest(V, None), OPT)
+    router.set_rpc_failure(1, "in", None, rpc="vote")  # clear one direction only
+    await client(router, 2, 1).vote(VoteRequest(V, None), OPT)
+    with pytest.raises(NetworkError):
+        await client(router, 1, 3).vote(VoteRequest(V, None), OPT)
+    router.heal()
+    await client(router, 1, 3).vote(VoteRequest(V, None), OPT)
+    assert router._fast
+    with pytest.raises(ValueError):
+        router.set_rpc_failure(1, "sideways", Timeout)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        router.set_rpc_failure(1, "in", Timeout, rpc="nope")
+    with pytest.raises(TypeError):
+        router.set_rpc_failure(1, "in", KeyError)  # type: ignore[arg-type]
+
+
+async def test_hooks_see_and_can_fail_rpcs() -> None:
+    router, servers = cluster()
+    seen: list[tuple[str, int, int, Any]] = []
+
+    def record(rpc: str, source: int, target: int, req: Any) -> None:
+        seen.append((rpc, source, target, req))
+
+    async def block_votes(rpc: str, source: int, target: int, req: Any) -> None:
+        if rpc == "vote":
+            raise Unreachable("hook says no")
+
+    router.add_hook(record)
+    router.add_hook(block_votes)
+    router.isolate(3)
+    await client(router, 1, 2).append_entries(HEARTBEAT, OPT)
+    with pytest.raises(Unreachable, match="hook says no"):
+        await client(router, 1, 2).vote(VoteRequest(V, None), OPT)
+    with pytest.raises(Unreachable):
+        await client(router, 1, 3).append_entries(HEARTBEAT, OPT)
+    # Hooks see every send, before faults apply.
+    assert [(r, s, t) for r, s, t, _ in seen] == [
+        ("append_entries", 1, 2),
+        ("vote", 1, 2),
+        ("append_entries", 1, 3),
+    ]
+    assert seen[0][3] is HEARTBEAT
+    assert [r for r, _ in servers[2].received] == ["append_entries"]
+    router.heal()  # hooks survive heal
+    with pytest.raises(Unreachable):
+        await client(router, 1, 2).vote(VoteRequest(V, None), OPT)
+    router.clear_hooks()
+    await client(router, 1, 2).vote(VoteRequest(V, None), OPT)
+    assert router._fast
+
+
+# -- counters ----------------------------------------------------------------------------------
+
+
+async def test_counters() -> None:
+    router, servers = cluster()
+    for _ in range(3):
+        await client(router, 1, 2).append_entries(HEARTBEAT, OPT)
+    await client(router, 1, 3).append_entries(HEARTBEAT, OPT)
+    await client(router, 2, 1).vote(VoteRequest(V, None), OPT)
+    await client(router, 2, 3).vote(VoteRequest(V, None), OPT)
+    await client(router, 1, 2).transfer_leader(TransferLeaderRequest(V, 2, None), OPT)
+    # Not delivered: not counted. Delivered but failed in the handler: counted.
+    router.isolate(3)
+    with pytest.raises(Unreachable):
+        await client(router, 1, 3).append_entries(HEARTBEAT, OPT)
+    router.heal()
+    servers[3].fail = KeyError("x")
+    with pytest.raises(RemoteError):
+        await client(router, 2, 3).install_snapshot(
+            InstallSnapshotRequest(V, SnapshotMeta(None, StoredMembership(None, Membership.new([])), "s"), 0, b"", True),
+            OPT,
+        )
+
+    assert router.rpc_count() == 8
+    assert router.rpc_count("append_entries") == 4
+    assert router.rpc_count("append_entries", source=1, target=2) == 3
+    assert router.rpc_count("append_entries", target=3) == 1
+    assert router.rpc_count("vote") == 2
+    assert router.rpc_count("vote", source=2) == 2
+    assert router.rpc_count(source=2) == 3
+    assert router.rpc_count(target=3) == 3
+    assert router.rpc_count("install_snapshot") == 1
+    assert router.rpc_count("transfer_leader") == 1
+    with pytest.raises(ValueError):
+        router.rpc_count("nope")
+    router.reset_counters()
+    assert router.rpc_count() == 0
+    await client(router, 1, 2).append_entries(HEARTBEAT, OPT)
+    assert router.rpc_count("append_entries", 1, 2) == 1
+
+
+# -- serialize=True ----------------------------------------------------------------------------
+
+
+async def test_serialize_round_trips_every_request_and_response() -> None:
+    router, servers = cluster(serialize=True)
+    c = client(router, 1, 2)
+    m = Membership.new([{1, 2}, {1, 2, 3}], {4: BasicNode("127.0.0.1:4")})
+    entries = [
+        Entry(LogId(0, 0), m),
+        Entry(LogId(1, 1), BLANK),
+        Entry(LogId(1, 2), Normal(b"\x00\xc1payload")),
+        Entry(LogId(1, 3), Normal(b"")),
+    ]
+    ae = AppendEntriesRequest(Vote.new(1, 1, True), LogId(0, 0), entries, LogId(1, 1))
+    meta = SnapshotMeta(LogId(1, 3), StoredMembership(LogId(0, 0), m), "snap-1")
+    reqs: list[Any] = [
+        ae,
+        AppendEntriesRequest(V, None, [], None),
+        VoteRequest(Vote.new(2, 3), LogId(1, 3), pre_vote=True),
+        VoteRequest(V, None),
+        InstallSnapshotRequest(V, meta, 4096, b"chunk" * 10, False),
+        TransferLeaderRequest(V, 2, LogId(1, 3)),
+    ]
+    resps = [
+        await c.append_entries(reqs[0], OPT),
+        await c.append_entries(reqs[1], OPT),
+        await c.vote(reqs[2], OPT),
+        await c.vote(reqs[3], OPT),
+        await c.install_snapshot(reqs[4], OPT),
+        await c.transfer_leader(reqs[5], OPT),
+    ]
+    got = [req for _, req in servers[2].received]
+    assert got == reqs
+    assert all(g is not r for g, r in zip(got, reqs))  # copies: they went through the wire
+    assert type(got[0].entries[0].payload) is Membership
+    assert got[0].entries[0].payload.configs == m.configs
+    assert resps == [
+        AppendEntriesResponse(ae.vote, True, LogId(1, 3)),
+        AppendEntriesResponse(V, True, None),
+        VoteResponse(Vote.new(2, 3), True, LogId(1, 3)),
+        VoteResponse(V, True, LogId(1, 3)),
+        InstallSnapshotResponse(V),
+        None,
+    ]
+
+
+# -- hot path ----------------------------------------------------------------------------------
+
+
+async def test_fast_path_overhead_is_small() -> None:
+    """The no-fault path adds little to a direct await (generous bound against CI noise; the
+    real figure is ~0.1-0.2 us, see the module docstring of router.py)."""
+    router, servers = cluster()
+    s = servers[2]
+    c = client(router, 1, 2)
+    assert router._fast
+    n = 20_000
+
+    async def direct() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            await s.append_entries(HEARTBEAT)
+        return time.perf_counter() - t
+
+    async def routed() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            await c.append_entries(HEARTBEAT, OPT)
+        return time.perf_counter() - t
+
+    overhead = min([await routed() for _ in range(3)]) - min([await direct() for _ in range(3)])
+    assert overhead / n < 5e-6
