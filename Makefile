@@ -1,0 +1,38 @@
+# openraft-py developer entry point. `make test` is what CI runs (.ci/run).
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+STAMP = $(VENV)/.stamp-install
+
+.PHONY: build test test-pure run bench clean
+
+# Create the venv and install the package editable, with the compiled kernels
+# (setuptools builds _core/*.pyx in place). Redone whenever the build inputs change.
+$(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd)
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+# Also fails unless the compiled kernels are the ones `import openraft_py._core` gets.
+build: $(STAMP)
+	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -c 'import openraft_py._core as c; assert c.USING_EXTENSIONS, "compiled kernels did not load"'
+
+test: build
+	$(PYTEST) tests/
+
+# The pure-Python twins only (the compiled kernels' own tests are deselected).
+test-pure: build
+	OPENRAFT_PY_NO_EXTENSIONS=1 $(PYTEST) --no-c-extensions tests/
+
+run: build
+	$(PY) -m openraft_py.demo
+
+bench: build
+	$(PY) bench/cluster.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks
+	rm -f _core/*.c _core/*.html _core/*.so
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

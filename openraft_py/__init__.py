@@ -1,0 +1,1 @@
+"""openraft-py: a production Raft consensus library for Python."""
