@@ -1,0 +1,121 @@
+"""The hot-path kernels, compiled when possible (installed as ``openraft_py._core``).
+
+Each kernel comes in three files: ``_<name>_py.py`` is the readable, annotated reference;
+``_<name>_c.pyx`` + ``.pxd`` is the Cython accelerator with the same behaviour (results
+and exception types). This module picks one set:
+
+- the pure twins when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``), on
+  non-CPython interpreters, or when a compiled module fails to import;
+- the compiled modules otherwise.
+
+``USING_EXTENSIONS`` says which. Type checkers always read the pure twins. Public
+modules import kernels only from here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "USING_EXTENSIONS",
+    # quorum
+    "INF_INDEX",
+    "majority_committed",
+    "joint_committed",
+    "is_quorum_granted",
+    "ProgressTable",
+    # logindex
+    "LogIndex",
+    "EntryCache",
+    # codec
+    "CodecError",
+    "FrameTooLarge",
+    "KIND_BLANK",
+    "KIND_NORMAL",
+    "KIND_MEMBERSHIP",
+    "encode_entries",
+    "decode_entries",
+    "encode_index_key",
+    "decode_index_key",
+    "encode_frame",
+    "encode_frames",
+    "FrameReader",
+]
+
+NO_EXTENSIONS: bool = (
+    os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0")
+    or sys.implementation.name != "cpython"
+)
+
+# Shared by both implementations.
+from ._codec_py import (  # noqa: E402
+    KIND_BLANK,
+    KIND_MEMBERSHIP,
+    KIND_NORMAL,
+    CodecError,
+    FrameTooLarge,
+)
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._codec_py import (
+        FrameReader,
+        decode_entries,
+        decode_index_key,
+        encode_entries,
+        encode_frame,
+        encode_frames,
+        encode_index_key,
+    )
+    from ._logindex_py import EntryCache, LogIndex
+    from ._quorum_py import (
+        INF_INDEX,
+        ProgressTable,
+        is_quorum_granted,
+        joint_committed,
+        majority_committed,
+    )
+
+    USING_EXTENSIONS = False
+else:
+    try:
+        from ._codec_c import (
+            FrameReader,
+            decode_entries,
+            decode_index_key,
+            encode_entries,
+            encode_frame,
+            encode_frames,
+            encode_index_key,
+        )
+        from ._logindex_c import EntryCache, LogIndex
+        from ._quorum_c import (
+            INF_INDEX,
+            ProgressTable,
+            is_quorum_granted,
+            joint_committed,
+            majority_committed,
+        )
+
+        USING_EXTENSIONS = True
+    except ImportError:  # pragma: no cover - depends on the build
+        from ._codec_py import (
+            FrameReader,
+            decode_entries,
+            decode_index_key,
+            encode_entries,
+            encode_frame,
+            encode_frames,
+            encode_index_key,
+        )
+        from ._logindex_py import EntryCache, LogIndex
+        from ._quorum_py import (
+            INF_INDEX,
+            ProgressTable,
+            is_quorum_granted,
+            joint_committed,
+            majority_committed,
+        )
+
+        USING_EXTENSIONS = False

@@ -1,0 +1,252 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Codec kernel, compiled. The readable contract is the twin ``_codec_py.py``."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
+
+# Shared with the pure twin so both raise the same types.
+from openraft_py._core._codec_py import CodecError, FrameTooLarge
+
+KIND_BLANK = 0
+KIND_NORMAL = 1
+KIND_MEMBERSHIP = 2
+HEADER_SIZE = 17
+
+cdef uint64_t _MAX_INT = 0x8000000000000000ULL
+cdef Py_ssize_t _MAX_FRAME = 0xFFFFFFFF
+
+
+cdef inline void _put_u64(unsigned char* p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[7 - i] = <unsigned char>(v & 0xFF)
+        v >>= 8
+
+
+cdef inline uint64_t _get_u64(const unsigned char* p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef inline void _put_u32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = <unsigned char>(v >> 24)
+    p[1] = <unsigned char>(v >> 16)
+    p[2] = <unsigned char>(v >> 8)
+    p[3] = <unsigned char>v
+
+
+cdef inline uint32_t _get_u32(const unsigned char* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef int64_t _as_index(str what, object value) except? -1:
+    cdef int64_t v
+    try:
+        v = value
+    except OverflowError:
+        raise CodecError(f"{what} {value!r} out of range [0, 2**63)") from None
+    if v < 0:
+        raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
+    return v
+
+
+def encode_entries(records) -> list:
+    """Encode ``(term, index, kind, payload)`` records, one blob each."""
+    cdef list out = []
+    cdef int64_t term, index
+    cdef long kind
+    cdef Py_ssize_t n
+    cdef bytes blob
+    cdef unsigned char* p
+    for rec in records:
+        t, i, k, payload = rec
+        term = _as_index("term", t)
+        index = _as_index("index", i)
+        kind = k
+        if kind < 0 or kind > 2:
+            raise CodecError(f"unknown entry kind {k!r}")
+        if not isinstance(payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        n = PyBytes_GET_SIZE(payload)
+        blob = PyBytes_FromStringAndSize(NULL, 17 + n)
+        p = <unsigned char*>PyBytes_AS_STRING(blob)
+        _put_u64(p, <uint64_t>term)
+        _put_u64(p + 8, <uint64_t>index)
+        p[16] = <unsigned char>kind
+        if n:
+            memcpy(p + 17, PyBytes_AS_STRING(payload), n)
+        out.append(blob)
+    return out
+
+
+def decode_entries(blobs) -> list:
+    """Decode blobs produced by ``encode_entries``; ``CodecError`` if one is malformed."""
+    cdef list out = []
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef uint64_t term, index
+    cdef unsigned char kind
+    cdef bytes b
+    for blob in blobs:
+        b = blob if type(blob) is bytes else bytes(blob)
+        n = PyBytes_GET_SIZE(b)
+        if n < 17:
+            raise CodecError(f"entry record too short: {n} bytes")
+        p = <const unsigned char*>PyBytes_AS_STRING(b)
+        term = _get_u64(p)
+        index = _get_u64(p + 8)
+        kind = p[16]
+        if term >= _MAX_INT or index >= _MAX_INT:
+            raise CodecError(f"term/index out of range in record ({term}, {index})")
+        if kind > 2:
+            raise CodecError(f"unknown entry kind {kind}")
+        out.append((<int64_t>term, <int64_t>index, <int>kind,
+                    PyBytes_FromStringAndSize(<const char*>p + 17, n - 17)))
+    return out
+
+
+def encode_index_key(index) -> bytes:
+    """Return the 8-byte big-endian storage key of ``index``."""
+    cdef int64_t v = _as_index("index", index)
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, 8)
+    _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>v)
+    return key
+
+
+def decode_index_key(b) -> int:
+    """Inverse of ``encode_index_key``; ``CodecError`` unless ``b`` is a valid 8-byte key."""
+    cdef bytes k = b if type(b) is bytes else bytes(b)
+    cdef uint64_t v
+    if PyBytes_GET_SIZE(k) != 8:
+        raise CodecError(f"index key must be 8 bytes, got {PyBytes_GET_SIZE(k)}")
+    v = _get_u64(<const unsigned char*>PyBytes_AS_STRING(k))
+    if v >= _MAX_INT:
+        raise CodecError(f"index key out of range: {v}")
+    return <int64_t>v
+
+
+def encode_frame(payload) -> bytes:
+    """Return ``u32 BE length + payload``; ``FrameTooLarge`` if it does not fit in u32."""
+    cdef const unsigned char[::1] mv = payload
+    cdef Py_ssize_t n = mv.shape[0]
+    cdef bytes out
+    cdef unsigned char* p
+    if n > _MAX_FRAME:
+        raise FrameTooLarge(f"frame of {n} bytes")
+    out = PyBytes_FromStringAndSize(NULL, 4 + n)
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    _put_u32(p, <uint32_t>n)
+    if n:
+        memcpy(p + 4, &mv[0], n)
+    return out
+
+
+def encode_frames(payloads) -> bytes:
+    """Return the frames of all ``payloads`` concatenated in one buffer."""
+    cdef list items = payloads if type(payloads) is list else list(payloads)
+    cdef Py_ssize_t total = 0, n, pos = 0
+    cdef const unsigned char[::1] mv
+    cdef bytes out
+    cdef unsigned char* p
+    for payload in items:
+        n = len(payload)
+        if n > _MAX_FRAME:
+            raise FrameTooLarge(f"frame of {n} bytes")
+        total += 4 + n
+    out = PyBytes_FromStringAndSize(NULL, total)
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    for payload in items:
+        mv = payload
+        n = mv.shape[0]
+        _put_u32(p + pos, <uint32_t>n)
+        if n:
+            memcpy(p + pos + 4, &mv[0], n)
+        pos += 4 + n
+    return out
+
+
+cdef class FrameReader:
+    """Splits a byte stream into length-prefixed frames (see ``_codec_py.FrameReader``)."""
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._start = 0
+        self._end = 0
+        self._cap = 0
+        self._broken = False
+
+    def __init__(self, max_frame_size):
+        if max_frame_size < 0:
+            raise ValueError(f"negative max_frame_size {max_frame_size}")
+        self._max = min(max_frame_size, _MAX_FRAME)
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+
+    cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1:
+        cdef Py_ssize_t live = self._end - self._start
+        cdef Py_ssize_t cap
+        cdef unsigned char* nb
+        if n == 0:
+            return 0
+        if self._start and live:
+            memmove(self._buf, self._buf + self._start, live)
+        self._start = 0
+        self._end = live
+        if live + n > self._cap:
+            cap = max(live + n, 2 * self._cap, 4096)
+            nb = <unsigned char*>PyMem_Realloc(self._buf, cap)
+            if nb == NULL:
+                raise MemoryError()
+            self._buf = nb
+            self._cap = cap
+        memcpy(self._buf + self._end, data, n)
+        self._end += n
+        return 0
+
+    def feed(self, data) -> list:
+        """Buffer ``data`` and return every frame payload now complete, in stream order."""
+        cdef const unsigned char[::1] mv = data
+        cdef Py_ssize_t dn = mv.shape[0]
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos = 0, end
+        cdef uint32_t n
+        cdef list frames = []
+        cdef bint from_buf = self._end != self._start
+        if self._broken:
+            raise FrameTooLarge("frame reader is broken by an oversized frame")
+        if not from_buf:
+            # Fast path: nothing pending, parse straight from the input.
+            p = &mv[0] if dn else NULL
+            end = dn
+        else:
+            self._append(&mv[0] if dn else NULL, dn)
+            p = self._buf + self._start
+            end = self._end - self._start
+        while end - pos >= 4:
+            n = _get_u32(p + pos)
+            if n > self._max:
+                self._broken = True
+                self._start = self._end = 0
+                raise FrameTooLarge(f"frame of {n} bytes exceeds max_frame_size {self._max}")
+            if end - pos - 4 < n:
+                break
+            frames.append(PyBytes_FromStringAndSize(<const char*>p + pos + 4, n))
+            pos += 4 + n
+        if from_buf:
+            self._start += pos
+            if self._start == self._end:
+                self._start = self._end = 0
+        elif pos < end:
+            self._append(p + pos, end - pos)
+        return frames
+
+    def buffered(self) -> int:
+        """Return the number of bytes of the pending incomplete frame."""
+        return self._end - self._start
+

@@ -1,0 +1,162 @@
+"""Codec kernel, the pure-Python reference twin of ``_codec_c.pyx``.
+
+Storage format of one entry record ``(term, index, kind, payload)``::
+
+    +---------+---------+------+-----------------+
+    | term    | index   | kind | payload ...     |
+    | u64 BE  | u64 BE  | u8   | (rest of blob)  |
+    +---------+---------+------+-----------------+
+
+``kind`` is ``KIND_BLANK`` (0), ``KIND_NORMAL`` (1) or ``KIND_MEMBERSHIP`` (2); the payload
+is opaque bytes. Terms and indexes must be in ``[0, 2**63)``.
+
+Stream framing: each frame is a u32 big-endian length followed by that many payload bytes.
+:class:`FrameReader` splits a byte stream back into frames.
+
+The exception classes are defined here and shared by the compiled module, so callers
+catch the same types whichever implementation is loaded.
+"""
+
+from __future__ import annotations
+
+import struct
+
+KIND_BLANK = 0
+KIND_NORMAL = 1
+KIND_MEMBERSHIP = 2
+
+HEADER_SIZE = 17
+"""Bytes before the payload in an encoded entry: term u64, index u64, kind u8."""
+
+_MAX_INT = 2**63
+_MAX_FRAME = 2**32 - 1
+_HEADER = struct.Struct(">QQB")
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+class CodecError(ValueError):
+    """A record, key or frame cannot be encoded or decoded."""
+
+
+class FrameTooLarge(CodecError):
+    """A frame is larger than the allowed maximum (the stream cannot be resynchronized)."""
+
+
+def _check_int(what: str, value: int) -> None:
+    if not 0 <= value < _MAX_INT:
+        raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
+
+
+def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
+    """Encode ``(term, index, kind, payload)`` records, one blob each.
+
+    ``CodecError`` for an out-of-range term/index or an unknown kind; ``TypeError`` if a
+    payload is not ``bytes``.
+    """
+    out = []
+    pack = _HEADER.pack
+    for term, index, kind, payload in records:
+        _check_int("term", term)
+        _check_int("index", index)
+        if not 0 <= kind <= KIND_MEMBERSHIP:
+            raise CodecError(f"unknown entry kind {kind!r}")
+        if not isinstance(payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        out.append(pack(term, index, kind) + payload)
+    return out
+
+
+def decode_entries(blobs: list[bytes]) -> list[tuple[int, int, int, bytes]]:
+    """Decode blobs produced by :func:`encode_entries`; ``CodecError`` if one is malformed."""
+    out = []
+    unpack = _HEADER.unpack_from
+    for blob in blobs:
+        if len(blob) < HEADER_SIZE:
+            raise CodecError(f"entry record too short: {len(blob)} bytes")
+        term, index, kind = unpack(blob)
+        if term >= _MAX_INT or index >= _MAX_INT:
+            raise CodecError(f"term/index out of range in record ({term}, {index})")
+        if kind > KIND_MEMBERSHIP:
+            raise CodecError(f"unknown entry kind {kind}")
+        out.append((term, index, kind, bytes(blob[HEADER_SIZE:])))
+    return out
+
+
+def encode_index_key(index: int) -> bytes:
+    """Return the 8-byte big-endian storage key of ``index`` (sorts like the integers)."""
+    _check_int("index", index)
+    return _U64.pack(index)
+
+
+def decode_index_key(b: bytes) -> int:
+    """Inverse of :func:`encode_index_key`; ``CodecError`` unless ``b`` is a valid 8-byte key."""
+    if len(b) != 8:
+        raise CodecError(f"index key must be 8 bytes, got {len(b)}")
+    (index,) = _U64.unpack(b)
+    if index >= _MAX_INT:
+        raise CodecError(f"index key out of range: {index}")
+    return int(index)
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """Return ``u32 BE length + payload``; ``FrameTooLarge`` if it does not fit in u32."""
+    if len(payload) > _MAX_FRAME:
+        raise FrameTooLarge(f"frame of {len(payload)} bytes")
+    return _U32.pack(len(payload)) + payload
+
+
+def encode_frames(payloads: list[bytes]) -> bytes:
+    """Return the frames of all ``payloads`` concatenated in one buffer."""
+    parts = []
+    for payload in payloads:
+        if len(payload) > _MAX_FRAME:
+            raise FrameTooLarge(f"frame of {len(payload)} bytes")
+        parts.append(_U32.pack(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+class FrameReader:
+    """Splits a byte stream into the length-prefixed frames of :func:`encode_frame`.
+
+    Invariants:
+    - ``_buf`` holds the bytes of the incomplete frame at the end of the stream fed so
+      far (fewer than 4 bytes, or a header plus fewer than ``length`` bytes).
+    - once a header declares more than ``max_frame_size`` bytes the reader is broken:
+      that ``feed`` and every later one raise ``FrameTooLarge``.
+    """
+
+    __slots__ = ("_max", "_buf", "_broken")
+
+    def __init__(self, max_frame_size: int) -> None:
+        if max_frame_size < 0:
+            raise ValueError(f"negative max_frame_size {max_frame_size}")
+        self._max: int = max_frame_size
+        self._buf: bytearray = bytearray()
+        self._broken: bool = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Buffer ``data`` and return every frame payload now complete, in stream order."""
+        if self._broken:
+            raise FrameTooLarge("frame reader is broken by an oversized frame")
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            n = int.from_bytes(buf[pos : pos + 4], "big")
+            if n > self._max:
+                self._broken = True
+                raise FrameTooLarge(f"frame of {n} bytes exceeds max_frame_size {self._max}")
+            if end - pos - 4 < n:
+                break
+            frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        if pos:
+            del buf[:pos]
+        return frames
+
+    def buffered(self) -> int:
+        """Return the number of bytes of the pending incomplete frame."""
+        return len(self._buf)

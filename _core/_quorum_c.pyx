@@ -1,0 +1,258 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Quorum kernel, compiled. The readable contract is the twin ``_quorum_py.py``."""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int64_t
+from libc.stdlib cimport qsort
+
+INF_INDEX = 2**63 - 1
+cdef int64_t C_INF_INDEX = 0x7FFFFFFFFFFFFFFF
+
+
+cdef int _cmp_desc(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*>a)[0]
+    cdef int64_t y = (<const int64_t*>b)[0]
+    return (x < y) - (x > y)
+
+
+cdef inline int64_t _kth_desc(int64_t* buf, Py_ssize_t n) noexcept nogil:
+    """Return the n//2-th largest of buf[0:n] (n > 0); reorders buf."""
+    cdef Py_ssize_t i, j
+    cdef int64_t v
+    if n <= 16:
+        # Insertion sort, descending: clusters are small.
+        for i in range(1, n):
+            v = buf[i]
+            j = i - 1
+            while j >= 0 and buf[j] < v:
+                buf[j + 1] = buf[j]
+                j -= 1
+            buf[j + 1] = v
+    else:
+        qsort(buf, n, sizeof(int64_t), _cmp_desc)
+    return buf[n // 2]
+
+
+cdef int64_t _majority(object seq) except? -2:
+    cdef list matched = seq if type(seq) is list else list(seq)
+    cdef Py_ssize_t n = len(matched)
+    cdef Py_ssize_t i
+    cdef int64_t stack_buf[16]
+    cdef int64_t* buf
+    cdef int64_t result
+    if n == 0:
+        return C_INF_INDEX
+    if n <= 16:
+        for i in range(n):
+            stack_buf[i] = matched[i]
+        return _kth_desc(stack_buf, n)
+    buf = <int64_t*>PyMem_Malloc(n * sizeof(int64_t))
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            buf[i] = matched[i]
+        result = _kth_desc(buf, n)
+    finally:
+        PyMem_Free(buf)
+    return result
+
+
+def majority_committed(matched) -> int:
+    """Return the largest index acknowledged by a strict majority; ``INF_INDEX`` if empty."""
+    return _majority(matched)
+
+
+def joint_committed(configs) -> int:
+    """Return the min of ``majority_committed`` over ``configs``; ``-1`` if no configs."""
+    cdef int64_t best, c
+    if not configs:
+        return -1
+    best = C_INF_INDEX
+    for m in configs:
+        c = _majority(m)
+        if c < best:
+            best = c
+    return best
+
+
+def is_quorum_granted(granted, configs) -> bool:
+    """Return whether every config has a strict majority of its voters in ``granted``."""
+    cdef Py_ssize_t votes, n
+    if not configs:
+        return False
+    for voters in configs:
+        n = len(voters)
+        votes = 0
+        for node_id in voters:
+            if node_id in granted:
+                votes += 1
+        if n and votes <= n // 2:
+            return False
+    return True
+
+
+cdef class ProgressTable:
+    """The leader's matched index per target, with an incrementally maintained commit.
+
+    See ``_quorum_py.ProgressTable`` for the contract. Node ids must fit in int64.
+    """
+
+    def __cinit__(self):
+        self._ids = NULL
+        self._matched = NULL
+        self._is_voter = NULL
+        self._cfg_start = NULL
+        self._cfg_slots = NULL
+        self._scratch = NULL
+
+    def __init__(self, configs, learners, self_id):
+        cdef list cfgs = [list(c) for c in configs]
+        cdef list lrn = list(learners)
+        cdef dict slots = {}
+        cdef list order = []
+        cdef Py_ssize_t i, k, total = 0, widest = 0, nv
+        for c in cfgs:
+            total += len(c)
+            if len(c) > widest:
+                widest = len(c)
+            for n in c:
+                if n not in slots:
+                    slots[n] = len(order)
+                    order.append(n)
+        nv = len(order)
+        for n in lrn:
+            if n not in slots:
+                slots[n] = len(order)
+                order.append(n)
+        self._self_id = self_id
+        self._learners = lrn
+        self._n = len(order)
+        self._nconfigs = len(cfgs)
+        self._ids = <int64_t*>PyMem_Malloc((self._n + 1) * sizeof(int64_t))
+        self._matched = <int64_t*>PyMem_Malloc((self._n + 1) * sizeof(int64_t))
+        self._is_voter = <char*>PyMem_Malloc((self._n + 1) * sizeof(char))
+        self._cfg_start = <Py_ssize_t*>PyMem_Malloc((self._nconfigs + 1) * sizeof(Py_ssize_t))
+        self._cfg_slots = <Py_ssize_t*>PyMem_Malloc((total + 1) * sizeof(Py_ssize_t))
+        self._scratch = <int64_t*>PyMem_Malloc((widest + 1) * sizeof(int64_t))
+        if (self._ids == NULL or self._matched == NULL or self._is_voter == NULL
+                or self._cfg_start == NULL or self._cfg_slots == NULL or self._scratch == NULL):
+            raise MemoryError()
+        for i in range(self._n):
+            self._ids[i] = order[i]
+            self._matched[i] = -1
+            self._is_voter[i] = 1 if i < nv else 0
+        k = 0
+        for i in range(self._nconfigs):
+            self._cfg_start[i] = k
+            for n in cfgs[i]:
+                self._cfg_slots[k] = slots[n]
+                k += 1
+        self._cfg_start[self._nconfigs] = k
+        self._committed = self._recompute()
+
+    def __dealloc__(self):
+        PyMem_Free(self._ids)
+        PyMem_Free(self._matched)
+        PyMem_Free(self._is_voter)
+        PyMem_Free(self._cfg_start)
+        PyMem_Free(self._cfg_slots)
+        PyMem_Free(self._scratch)
+
+    cdef Py_ssize_t _slot(self, int64_t node_id):
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            if self._ids[i] == node_id:
+                return i
+        return -1
+
+    cdef int64_t _recompute(self):
+        cdef Py_ssize_t k, j, lo, hi
+        cdef int64_t best, c
+        if self._nconfigs == 0:
+            return -1
+        best = C_INF_INDEX
+        for k in range(self._nconfigs):
+            lo = self._cfg_start[k]
+            hi = self._cfg_start[k + 1]
+            if hi == lo:
+                continue
+            for j in range(lo, hi):
+                self._scratch[j - lo] = self._matched[self._cfg_slots[j]]
+            c = _kth_desc(self._scratch, hi - lo)
+            if c < best:
+                best = c
+        return best
+
+    def update(self, int64_t node_id, int64_t index) -> int:
+        """Raise ``matched[node_id]`` to ``index``; return ``committed()``. Unknown ids ignored."""
+        cdef Py_ssize_t s = self._slot(node_id)
+        if s >= 0 and index > self._matched[s]:
+            self._matched[s] = index
+            if self._is_voter[s]:
+                self._committed = self._recompute()
+        return self._committed
+
+    def update_many(self, pairs) -> int:
+        """Apply ``update`` to each ``(node_id, index)``; return ``committed()`` once."""
+        cdef Py_ssize_t s
+        cdef int64_t node_id, index
+        cdef bint changed = False
+        for node_id, index in pairs:
+            s = self._slot(node_id)
+            if s >= 0 and index > self._matched[s]:
+                self._matched[s] = index
+                if self._is_voter[s]:
+                    changed = True
+        if changed:
+            self._committed = self._recompute()
+        return self._committed
+
+    def reset(self, node_id, int64_t index) -> int:
+        """Set ``matched[node_id]`` to exactly ``index``; return ``committed()``. KeyError if unknown."""
+        cdef Py_ssize_t s = self._slot(node_id)
+        if s < 0:
+            raise KeyError(node_id)
+        if self._matched[s] != index:
+            self._matched[s] = index
+            if self._is_voter[s]:
+                self._committed = self._recompute()
+        return self._committed
+
+    def matched(self, node_id) -> int:
+        """Return the matched index of ``node_id``; ``KeyError`` if it is not tracked."""
+        cdef Py_ssize_t s = self._slot(node_id)
+        if s < 0:
+            raise KeyError(node_id)
+        return self._matched[s]
+
+    def committed(self) -> int:
+        """Return the joint committed index (``-1`` if nothing is committed or no configs)."""
+        return self._committed
+
+    def voter_ids(self) -> list:
+        """Return the sorted ids of all voters (union of the configs)."""
+        cdef Py_ssize_t i
+        return sorted([self._ids[i] for i in range(self._n) if self._is_voter[i]])
+
+    def learner_ids(self) -> list:
+        """Return the sorted ids of the learners that are not also voters."""
+        cdef Py_ssize_t i
+        return sorted([self._ids[i] for i in range(self._n) if not self._is_voter[i]])
+
+    def target_ids(self) -> list:
+        """Return the sorted ids of every tracked node except ``self_id``."""
+        cdef Py_ssize_t i
+        return sorted([self._ids[i] for i in range(self._n) if self._ids[i] != self._self_id])
+
+    def as_dict(self) -> dict:
+        """Return a copy of ``{node_id: matched}`` for every tracked node."""
+        cdef Py_ssize_t i
+        return {self._ids[i]: self._matched[i] for i in range(self._n)}
+
+    def __len__(self):
+        return self._n
+
+    def __repr__(self):
+        body = " ".join(f"{n}:{m}" for n, m in sorted(self.as_dict().items()))
+        return f"ProgressTable(committed={self._committed} {body})"
