@@ -1,0 +1,42 @@
+"""Fails when the compiled kernels should have been picked and were not (STYLE 18)."""
+
+import os
+
+import openraft_py._core as core
+
+NO_EXTENSIONS = os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0")
+
+NAMES = {
+    "quorum": ["majority_committed", "joint_committed", "is_quorum_granted", "ProgressTable"],
+    "logindex": ["LogIndex", "EntryCache"],
+    "codec": ["encode_entries", "decode_entries", "encode_index_key", "decode_index_key",
+              "encode_frame", "encode_frames", "FrameReader"],
+}
+
+
+def test_dispatcher_picked_the_expected_implementation() -> None:
+    suffix = "py" if NO_EXTENSIONS else "c"
+    assert core.USING_EXTENSIONS is (not NO_EXTENSIONS)
+    for kernel, names in NAMES.items():
+        for name in names:
+            obj = getattr(core, name)
+            assert obj.__module__ == f"openraft_py._core._{kernel}_{suffix}", (name, obj)
+
+
+def test_compiled_objects_are_compiled() -> None:
+    if NO_EXTENSIONS:
+        return
+    import openraft_py._core._quorum_c as quorum_c
+
+    assert quorum_c.__file__.endswith((".so", ".pyd"))
+    assert type(core.majority_committed).__name__ == "cython_function_or_method"
+    # cdef classes are static extension types, not Python classes with __slots__.
+    assert "__slots__" not in vars(core.LogIndex)
+
+
+def test_shared_exception_types() -> None:
+    from openraft_py._core import _codec_py
+
+    assert core.CodecError is _codec_py.CodecError
+    assert issubclass(core.FrameTooLarge, core.CodecError)
+    assert issubclass(core.CodecError, ValueError)

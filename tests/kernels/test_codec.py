@@ -1,0 +1,122 @@
+"""Codec kernel: entry records, index keys and stream framing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openraft_py._core import CodecError, FrameTooLarge
+
+SETTINGS = settings(max_examples=200, deadline=None)
+MAX = 2**63 - 1
+
+record_st = st.tuples(st.integers(0, MAX), st.integers(0, MAX), st.integers(0, 2), st.binary(max_size=64))
+
+
+def test_encode_entries_layout(impl) -> None:
+    (blob,) = impl.encode_entries([(3, 7, 1, b"hello")])
+    assert blob == struct.pack(">QQB", 3, 7, 1) + b"hello"
+    assert impl.decode_entries([blob]) == [(3, 7, 1, b"hello")]
+    assert impl.encode_entries([]) == [] and impl.decode_entries([]) == []
+    assert impl.decode_entries(impl.encode_entries([(0, 0, 0, b"")])) == [(0, 0, 0, b"")]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [(-1, 0, 0, b""), (0, -1, 0, b""), (2**63, 0, 0, b""), (0, 2**64, 0, b""), (0, 0, 3, b""), (0, 0, -1, b"")],
+)
+def test_encode_entries_rejects(impl, record) -> None:
+    with pytest.raises(CodecError):
+        impl.encode_entries([record])
+
+
+def test_encode_entries_payload_type(impl) -> None:
+    with pytest.raises(TypeError):
+        impl.encode_entries([(1, 1, 1, "text")])
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"", b"\x00" * 16, struct.pack(">QQB", 1, 1, 3), struct.pack(">QQB", 2**63, 1, 1), struct.pack(">QQB", 1, 2**64 - 1, 1)],
+)
+def test_decode_entries_rejects(impl, blob) -> None:
+    with pytest.raises(CodecError):
+        impl.decode_entries([struct.pack(">QQB", 1, 1, 1), blob])
+
+
+def test_decode_accepts_bytes_like(impl) -> None:
+    (blob,) = impl.encode_entries([(1, 2, 2, b"m")])
+    assert impl.decode_entries([bytearray(blob), memoryview(blob)]) == [(1, 2, 2, b"m")] * 2
+
+
+def test_index_key(impl) -> None:
+    assert impl.encode_index_key(0) == b"\x00" * 8
+    assert impl.encode_index_key(258) == b"\x00" * 6 + b"\x01\x02"
+    assert impl.decode_index_key(impl.encode_index_key(MAX)) == MAX
+    for bad in (-1, 2**63):
+        with pytest.raises(CodecError):
+            impl.encode_index_key(bad)
+    for bad in (b"", b"\x00" * 7, b"\x00" * 9, b"\x80" + b"\x00" * 7):
+        with pytest.raises(CodecError):
+            impl.decode_index_key(bad)
+
+
+@SETTINGS
+@given(a=st.integers(0, MAX), b=st.integers(0, MAX))
+def test_index_keys_sort_like_ints(impl, a, b) -> None:
+    ka, kb = impl.encode_index_key(a), impl.encode_index_key(b)
+    assert (ka < kb) == (a < b)
+    assert impl.decode_index_key(ka) == a
+
+
+@SETTINGS
+@given(records=st.lists(record_st, max_size=20))
+def test_entries_round_trip(impl, records) -> None:
+    blobs = impl.encode_entries(records)
+    assert impl.decode_entries(blobs) == records
+    assert all(type(b) is bytes for b in blobs)
+
+
+def test_frames(impl) -> None:
+    assert impl.encode_frame(b"") == b"\x00\x00\x00\x00"
+    assert impl.encode_frame(b"ab") == b"\x00\x00\x00\x02ab"
+    assert impl.encode_frames([b"ab", b"", b"c"]) == b"\x00\x00\x00\x02ab\x00\x00\x00\x00\x00\x00\x00\x01c"
+    assert impl.encode_frames([]) == b""
+    r = impl.FrameReader(16)
+    assert r.feed(b"") == [] and r.buffered() == 0
+    assert r.feed(b"\x00\x00") == [] and r.buffered() == 2
+    assert r.feed(b"\x00\x03ab") == [] and r.buffered() == 6
+    assert r.feed(b"c\x00\x00\x00\x00\x00") == [b"abc", b""]
+    assert r.buffered() == 1
+    assert r.feed(bytearray(b"\x00\x00\x01z")) == [b"z"]
+    assert r.buffered() == 0
+
+
+def test_frame_too_large(impl) -> None:
+    r = impl.FrameReader(4)
+    assert r.feed(impl.encode_frame(b"1234")) == [b"1234"]
+    with pytest.raises(FrameTooLarge):
+        r.feed(b"\x00\x00\x00\x05")
+    with pytest.raises(FrameTooLarge):
+        r.feed(b"")
+    with pytest.raises(CodecError):
+        r.feed(impl.encode_frame(b"ok"))
+    with pytest.raises(ValueError):
+        impl.FrameReader(-1)
+
+
+@SETTINGS
+@given(payloads=st.lists(st.binary(max_size=40), max_size=12), cuts=st.lists(st.integers(0, 600), max_size=12))
+def test_frame_reader_random_splits(impl, payloads, cuts) -> None:
+    stream = impl.encode_frames(payloads)
+    assert stream == b"".join(impl.encode_frame(p) for p in payloads)
+    r = impl.FrameReader(40)
+    got = []
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    for lo, hi in zip(bounds, bounds[1:]):
+        got.extend(r.feed(stream[lo:hi]))
+    assert got == payloads
+    assert r.buffered() == 0

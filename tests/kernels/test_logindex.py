@@ -1,0 +1,319 @@
+"""LogIndex and EntryCache: unit tests and differential tests against naive models."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+
+def snapshot(li) -> tuple:
+    return (li.purged(), li.key_log_ids(), li.last(), li.last_index(), li.last_term(),
+            li.first_index(), len(li))
+
+
+# -- LogIndex unit tests ----------------------------------------------------------------
+
+
+def test_empty(impl) -> None:
+    li = impl.LogIndex()
+    assert snapshot(li) == (None, [], None, -1, -1, 0, 0)
+    assert li.term_at(0) == -1
+    assert li.term_at(-1) == -1
+    assert li.term_first_index(0) == -1
+    assert not li.has_log_id(-1, -1)
+    assert li.first_conflict([(1, 0)]) == 0
+    assert li.first_conflict([]) == 0
+
+
+def test_append_and_term_at(impl) -> None:
+    li = impl.LogIndex()
+    li.append_term(0, 0, 1)
+    li.append_term(1, 1, 3)
+    li.append_term(1, 4, 2)
+    li.append_many([(3, 6), (3, 7), (5, 8)])
+    assert li.key_log_ids() == [(0, 0), (1, 1), (3, 6), (5, 8)]
+    assert li.last() == (5, 8)
+    assert len(li) == 9
+    assert [li.term_at(i) for i in range(-1, 10)] == [-1, 0, 1, 1, 1, 1, 1, 3, 3, 5, -1]
+    assert li.has_log_id(1, 5) and not li.has_log_id(3, 5)
+    assert li.term_first_index(1) == 1
+    assert li.term_first_index(3) == 6
+    assert li.term_first_index(2) == -1
+    assert li.term_first_index(9) == -1
+
+
+def test_append_errors(impl) -> None:
+    li = impl.LogIndex()
+    li.append_term(2, 0, 3)
+    with pytest.raises(ValueError):
+        li.append_term(2, 4, 1)  # hole
+    with pytest.raises(ValueError):
+        li.append_term(2, 2, 1)  # overlap
+    with pytest.raises(ValueError):
+        li.append_term(1, 3, 1)  # lower term
+    with pytest.raises(ValueError):
+        li.append_term(2, 3, -1)
+    with pytest.raises(ValueError):
+        li.append_many([(2, 3), (2, 5)])
+    with pytest.raises(ValueError):
+        li.append_many([(3, 3), (2, 4)])
+    assert li.last() == (2, 2), "a failed batch appends nothing"
+    li.append_term(2, 3, 0)
+    assert li.last() == (2, 2)
+
+
+def test_truncate(impl) -> None:
+    li = impl.LogIndex(None, [(1, 0), (2, 3), (4, 6)], 8)
+    li.truncate_after(10)
+    assert li.last_index() == 8
+    li.truncate_after(6)
+    assert li.key_log_ids() == [(1, 0), (2, 3), (4, 6)]
+    li.truncate_after(5)
+    assert li.key_log_ids() == [(1, 0), (2, 3)] and li.last() == (2, 5)
+    li.truncate_after(-1)
+    assert snapshot(li) == (None, [], None, -1, -1, 0, 0)
+    with pytest.raises(ValueError):
+        li.truncate_after(-2)
+    li.append_term(1, 0, 1)
+
+
+def test_purge(impl) -> None:
+    li = impl.LogIndex(None, [(1, 0), (2, 3), (4, 6)], 8)
+    li.purge(2, 4)
+    assert li.purged() == (2, 4)
+    assert li.key_log_ids() == [(2, 5), (4, 6)]
+    assert li.first_index() == 5 and len(li) == 4
+    assert li.term_at(4) == 2, "the purged log id still answers"
+    assert li.term_at(3) == -1
+    assert li.term_first_index(2) == 4
+    li.purge(1, 2)  # older than purged: ignored
+    assert li.purged() == (2, 4)
+    with pytest.raises(ValueError):
+        li.purge(3, 6)  # wrong term for a present entry
+    with pytest.raises(ValueError):
+        li.truncate_after(3)
+    li.purge(2, 5)
+    assert li.key_log_ids() == [(4, 6)]
+    li.purge(4, 8)
+    assert li.key_log_ids() == [] and li.last() == (4, 8) and len(li) == 0
+    assert li.last_term() == 4
+    with pytest.raises(ValueError):
+        li.append_term(3, 9, 1)
+    li.append_term(4, 9, 2)
+    assert li.key_log_ids() == [(4, 9)] and li.last() == (4, 10)
+
+
+def test_purge_beyond_last(impl) -> None:
+    li = impl.LogIndex(None, [(1, 0)], 3)
+    with pytest.raises(ValueError):
+        li.purge(0, 10)
+    li.purge(7, 100)
+    assert snapshot(li) == ((7, 100), [], (7, 100), 100, 7, 101, 0)
+    li.truncate_after(100)
+    li.append_many([(7, 101), (8, 102)])
+    assert li.key_log_ids() == [(7, 101), (8, 102)]
+
+
+def test_constructor(impl) -> None:
+    li = impl.LogIndex((3, 10), [(3, 11), (5, 20)], 25)
+    assert snapshot(li) == ((3, 10), [(3, 11), (5, 20)], (5, 25), 25, 5, 11, 15)
+    assert snapshot(impl.LogIndex((3, 10), [], 10)) == ((3, 10), [], (3, 10), 10, 3, 11, 0)
+    assert impl.LogIndex((3, 10)).last_index() == 10
+    for bad in [
+        ((3, 10), [(3, 12)], 20),  # does not start after purged
+        (None, [(1, 1)], 3),  # does not start at 0
+        (None, [(2, 0), (1, 5)], 6),  # terms decrease
+        (None, [(1, 0), (1, 5)], 6),  # repeated term
+        (None, [(1, 0), (2, 0)], 6),  # indexes not increasing
+        (None, [(1, 0), (2, 5)], 4),  # last_index before last key
+        ((3, 10), [(2, 11)], 12),  # term below purged term
+        (None, [], 5),  # last_index without keys
+        ((-1, 3), [], -1),
+    ]:
+        with pytest.raises(ValueError):
+            impl.LogIndex(*bad)
+
+
+def test_first_conflict(impl) -> None:
+    li = impl.LogIndex((1, 2), [(1, 3), (2, 5)], 7)
+    assert li.first_conflict([(1, 3), (2, 5), (2, 7)]) == 3
+    assert li.first_conflict([(0, 1), (1, 2), (1, 3)]) == 3, "<= purged counts as present"
+    assert li.first_conflict([(1, 4), (3, 5)]) == 1
+    assert li.first_conflict([(2, 7), (2, 8)]) == 1
+    assert li.first_conflict([(3, 8)]) == 0
+
+
+# -- LogIndex vs a list-of-terms model -----------------------------------------------
+
+
+class Model:
+    """The log as an explicit dict index -> term, plus the purged log id."""
+
+    def __init__(self) -> None:
+        self.purged: tuple[int, int] | None = None
+        self.terms: dict[int, int] = {}
+
+    @property
+    def p_index(self) -> int:
+        return -1 if self.purged is None else self.purged[1]
+
+    def last(self):
+        if self.terms:
+            i = max(self.terms)
+            return (self.terms[i], i)
+        return self.purged
+
+    def term_at(self, index: int) -> int:
+        if self.purged is not None and index == self.purged[1]:
+            return self.purged[0]
+        return self.terms.get(index, -1)
+
+    def keys(self) -> list[tuple[int, int]]:
+        out = []
+        for i in sorted(self.terms):
+            if not out or out[-1][0] != self.terms[i]:
+                out.append((self.terms[i], i))
+        return out
+
+
+op_st = st.tuples(st.sampled_from(["append", "many", "bad_append", "truncate", "purge", "purge_far"]),
+                  st.integers(0, 3), st.integers(0, 6))
+
+
+@SETTINGS
+@given(ops=st.lists(op_st, max_size=30), probes=st.lists(st.tuples(st.integers(0, 8), st.integers(-1, 40)), max_size=8))
+def test_logindex_vs_model(impl, ops, probes) -> None:
+    li, m = impl.LogIndex(), Model()
+    for op, a, b in ops:
+        last = m.last()
+        last_index = -1 if last is None else last[1]
+        last_term = -1 if last is None else last[0]
+        if op == "append":
+            li.append_term(last_term + a if last_term >= 0 else a, last_index + 1, b)
+            for i in range(b):
+                m.terms[last_index + 1 + i] = last_term + a if last_term >= 0 else a
+        elif op == "many":
+            t, pairs = max(last_term, 0), []
+            for i in range(b):
+                t += a % 2
+                pairs.append((t, last_index + 1 + i))
+            li.append_many(pairs)
+            m.terms.update({i: t for t, i in pairs})
+        elif op == "bad_append":
+            with pytest.raises(ValueError):
+                li.append_term(max(last_term, 0), last_index + 2 + a, 1)
+        elif op == "truncate":
+            idx = last_index - b
+            if idx < m.p_index:
+                with pytest.raises(ValueError):
+                    li.truncate_after(idx)
+            else:
+                li.truncate_after(idx)
+                m.terms = {i: t for i, t in m.terms.items() if i <= idx}
+        elif op == "purge":
+            idx = m.p_index + 1 + b
+            if idx <= last_index:
+                t = m.terms[idx]
+                li.purge(t, idx)
+                m.terms = {i: x for i, x in m.terms.items() if i > idx}
+                m.purged = (t, idx)
+        else:  # purge_far
+            idx, t = last_index + 1 + b, max(last_term, 0) + a
+            li.purge(t, idx)
+            m.terms, m.purged = {}, (t, idx)
+        assert li.last() == m.last()
+        assert li.purged() == m.purged
+        assert li.key_log_ids() == m.keys()
+        assert len(li) == len(m.terms)
+        assert li.first_index() == m.p_index + 1
+        last = m.last()
+        assert li.last_index() == (-1 if last is None else last[1])
+        assert li.last_term() == (-1 if last is None else last[0])
+    hi = li.last_index() + 3
+    for i in range(-2, hi):
+        assert li.term_at(i) == m.term_at(i), i
+    for term in range(0, 12):
+        known = [i for i in range(-1, hi) if m.term_at(i) == term and i >= m.p_index]
+        assert li.term_first_index(term) == (min(known) if known else -1), term
+    rebuilt = impl.LogIndex(li.purged(), li.key_log_ids(), li.last_index())
+    assert snapshot(rebuilt) == snapshot(li)
+    # first_conflict against a probe list sorted by index
+    entries = sorted({i: (t, i) for t, i in probes}.values(), key=lambda e: e[1])
+    want = len(entries)
+    for pos, (t, i) in enumerate(entries):
+        if i > m.p_index and m.terms.get(i) != t:
+            want = pos
+            break
+    assert li.first_conflict(entries) == want
+
+
+# -- EntryCache ------------------------------------------------------------------------
+
+
+def test_entry_cache(impl) -> None:
+    c = impl.EntryCache()
+    assert (len(c), c.first_index(), c.last_index(), c.get(0, 10)) == (0, -1, -1, [])
+    c.append(5, ["a", "b", "c"])
+    assert (c.first_index(), c.last_index(), len(c)) == (5, 7, 3)
+    assert c.get(5, 100) == ["a", "b", "c"]
+    assert c.get(6, 7) == ["b"]
+    assert c.get(4, 7) == [], "start not cached"
+    assert c.get(8, 9) == []
+    assert c.get(6, 6) == []
+    with pytest.raises(ValueError):
+        c.append(9, ["x"])
+    with pytest.raises(ValueError):
+        c.append(7, ["x"])
+    c.append(8, ["d"])
+    c.truncate_after(6)
+    assert c.get(0, 100) == [] and c.get(5, 100) == ["a", "b"]
+    c.evict_upto(5)
+    assert (c.first_index(), c.last_index()) == (6, 6)
+    c.evict_upto(6)
+    assert (len(c), c.first_index(), c.last_index()) == (0, -1, -1)
+    c.append(42, [1])
+    assert c.get(42, 43) == [1]
+    c.truncate_after(3)
+    assert len(c) == 0
+    c.append(0, [])
+    assert len(c) == 0
+    with pytest.raises(ValueError):
+        c.append(-1, [1])
+
+
+def test_entry_cache_long_run(impl) -> None:
+    c = impl.EntryCache()
+    for i in range(0, 10_000, 100):
+        c.append(i, list(range(i, i + 100)))
+        c.evict_upto(i - 50)
+    assert c.first_index() == 9_851 and c.last_index() == 9_999
+    assert c.get(9_900, 9_905) == list(range(9_900, 9_905))
+
+
+@SETTINGS
+@given(ops=st.lists(st.tuples(st.sampled_from(["append", "truncate", "evict", "get"]),
+                              st.integers(0, 80), st.integers(0, 80)), max_size=60))
+def test_entry_cache_vs_dict(impl, ops) -> None:
+    c, d = impl.EntryCache(), {}
+    for op, a, b in ops:
+        if op == "append":
+            start = max(d) + 1 if d else a
+            items = [object() for _ in range(b % 10)]
+            c.append(start, items)
+            d.update({start + k: x for k, x in enumerate(items)})
+        elif op == "truncate":
+            c.truncate_after(a)
+            d = {i: x for i, x in d.items() if i <= a}
+        elif op == "evict":
+            c.evict_upto(a)
+            d = {i: x for i, x in d.items() if i > a}
+        want = []
+        if a in d:
+            want = [d[i] for i in range(a, b) if i in d]
+        assert c.get(a, b) == want
+        assert len(c) == len(d)
+        assert c.first_index() == (min(d) if d else -1)
+        assert c.last_index() == (max(d) if d else -1)

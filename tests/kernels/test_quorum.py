@@ -1,0 +1,185 @@
+"""Quorum kernel: unit tests and differential tests against a naive oracle (STYLE 19)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SETTINGS = settings(max_examples=200, deadline=None)
+INF = 2**63 - 1
+
+
+def oracle_committed_index(matched: list[int]) -> int:
+    """The largest index acknowledged by at least ``n // 2 + 1`` voters (naive, O(n^2))."""
+    n = len(matched)
+    if n == 0:
+        return INF
+    q = n // 2 + 1
+    return max(i for i in matched if sum(1 for m in matched if m >= i) >= q)
+
+
+def oracle_joint(configs: list[list[int]]) -> int:
+    return min((oracle_committed_index(c) for c in configs), default=-1)
+
+
+def oracle_granted(granted: set[int], configs: list[list[int]]) -> bool:
+    if not configs:
+        return False
+    return all(sum(1 for n in c if n in granted) * 2 > len(c) for c in configs if c)
+
+
+# -- majority / joint ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("matched", "want"),
+    [
+        ([], INF),
+        ([-1], -1),
+        ([5], 5),
+        ([5, 3], 3),
+        ([5, 3, 1], 3),
+        ([1, 3, 5], 3),
+        ([2, 2, 2], 2),
+        ([10, 9, -1, -1], -1),
+        ([10, 9, 8, -1], 8),
+        ([7, 7, 1, 1, 1], 1),
+        ([7, 7, 7, 1, 1], 7),
+    ],
+)
+def test_majority_committed(impl, matched, want) -> None:
+    before = list(matched)
+    assert impl.majority_committed(matched) == want
+    assert matched == before, "input must not be modified"
+
+
+def test_inf_index_exported(impl) -> None:
+    assert impl.INF_INDEX == INF
+
+
+def test_majority_committed_large(impl) -> None:
+    matched = list(range(101))
+    assert impl.majority_committed(matched) == 50
+
+
+def test_joint_committed(impl) -> None:
+    assert impl.joint_committed([]) == -1
+    assert impl.joint_committed([[3, 4, 5]]) == 4
+    assert impl.joint_committed([[3, 4, 5], [1, 2, 9]]) == 2
+    assert impl.joint_committed([[3, 4, 5], []]) == 4, "the empty majority commits ∞"
+    assert impl.joint_committed([[], []]) == INF
+
+
+def test_is_quorum_granted(impl) -> None:
+    assert impl.is_quorum_granted({1, 2}, [[1, 2, 3]])
+    assert not impl.is_quorum_granted({1}, [[1, 2, 3]])
+    assert not impl.is_quorum_granted({1, 2}, [[1, 2, 3, 4]])
+    assert impl.is_quorum_granted(frozenset({1, 2, 3}), [[1, 2, 3, 4]])
+    assert impl.is_quorum_granted({1, 2}, [[1, 2, 3], [2, 1]])
+    assert not impl.is_quorum_granted({1, 2}, [[1, 2, 3], [3, 4, 5]])
+    assert impl.is_quorum_granted(set(), [[]]), "an empty config counts as granted"
+    assert not impl.is_quorum_granted({1}, []), "no configs is not a quorum"
+
+
+configs_st = st.lists(st.lists(st.integers(-1, 20), max_size=9), max_size=3)
+
+
+@SETTINGS
+@given(matched=st.lists(st.integers(-1, 2**62), max_size=40))
+def test_majority_vs_oracle(impl, matched) -> None:
+    assert impl.majority_committed(matched) == oracle_committed_index(matched)
+
+
+@SETTINGS
+@given(configs=configs_st)
+def test_joint_vs_oracle(impl, configs) -> None:
+    assert impl.joint_committed(configs) == oracle_joint(configs)
+    # symmetry: swapped halves and a self-joint give the same result
+    assert impl.joint_committed(configs[::-1]) == oracle_joint(configs)
+    if configs:
+        assert impl.joint_committed([configs[0], configs[0]]) == oracle_joint(configs[:1])
+
+
+@SETTINGS
+@given(granted=st.sets(st.integers(0, 9)), configs=st.lists(st.lists(st.integers(0, 9), unique=True, max_size=7), max_size=3))
+def test_granted_vs_oracle(impl, granted, configs) -> None:
+    assert impl.is_quorum_granted(granted, configs) is oracle_granted(granted, configs)
+
+
+# -- ProgressTable ----------------------------------------------------------------------
+
+
+def test_progress_table_basics(impl) -> None:
+    t = impl.ProgressTable([[1, 2, 3]], [4], 1)
+    assert t.committed() == -1
+    assert t.voter_ids() == [1, 2, 3]
+    assert t.learner_ids() == [4]
+    assert t.target_ids() == [2, 3, 4]
+    assert t.as_dict() == {1: -1, 2: -1, 3: -1, 4: -1}
+    assert t.update(1, 5) == -1
+    assert t.update(2, 3) == 3
+    assert t.update(4, 100) == 3, "learners do not count"
+    assert t.update(3, 7) == 5
+    assert t.update(3, 1) == 5, "update never lowers"
+    assert t.matched(3) == 7
+    assert t.update(99, 1000) == 5, "unknown ids are ignored"
+    with pytest.raises(KeyError):
+        t.matched(99)
+    assert t.update_many([(1, 9), (2, 8), (99, 1)]) == 8
+    assert t.reset(2, 0) == 7
+    assert t.matched(2) == 0
+    with pytest.raises(KeyError):
+        t.reset(99, 0)
+    assert t.committed() == 7
+    assert len(t) == 4
+
+
+def test_progress_table_joint(impl) -> None:
+    t = impl.ProgressTable([[1, 2, 3], [3, 4, 5]], [6], 3)
+    assert t.voter_ids() == [1, 2, 3, 4, 5]
+    assert t.target_ids() == [1, 2, 4, 5, 6]
+    t.update_many([(1, 10), (2, 10), (3, 10)])
+    assert t.committed() == -1, "the new config has no majority yet"
+    assert t.update(4, 6) == 6
+    assert t.update(5, 12) == 10
+
+
+def test_progress_table_edge_configs(impl) -> None:
+    assert impl.ProgressTable([], [], 1).committed() == -1
+    t = impl.ProgressTable([[1], []], [2, 1], 1)
+    assert t.learner_ids() == [2], "a learner that is also a voter is a voter"
+    assert t.target_ids() == [2]
+    assert t.update(1, 4) == 4
+
+
+@SETTINGS
+@given(
+    configs=st.lists(st.lists(st.integers(0, 7), unique=True, max_size=6), max_size=2),
+    learners=st.lists(st.integers(0, 9), max_size=3),
+    ops=st.lists(st.tuples(st.sampled_from(["update", "many", "reset"]), st.integers(0, 10), st.integers(-1, 50)), max_size=40),
+)
+def test_progress_table_vs_recompute(impl, configs, learners, ops) -> None:
+    t = impl.ProgressTable(configs, learners, 0)
+    model = {n: -1 for c in configs for n in c} | {n: -1 for n in learners}
+    for op, node, index in ops:
+        if op == "update":
+            got = t.update(node, index)
+            if node in model:
+                model[node] = max(model[node], index)
+        elif op == "many":
+            pairs = [(node, index), (node + 1, index - 1)]
+            got = t.update_many(pairs)
+            for n, i in pairs:
+                if n in model:
+                    model[n] = max(model[n], i)
+        else:
+            if node not in model:
+                with pytest.raises(KeyError):
+                    t.reset(node, index)
+                continue
+            got = t.reset(node, index)
+            model[node] = index
+        want = oracle_joint([[model[n] for n in c] for c in configs])
+        assert got == want == t.committed()
+        assert t.as_dict() == model
