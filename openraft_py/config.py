@@ -1,0 +1,124 @@
+"""``Config``: the runtime settings of a Raft node, with Openraft's names, units and defaults.
+
+All durations are in milliseconds. ``Config.validate()`` checks every field and raises
+``ConfigError`` naming the bad one; ``Raft.new`` calls it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .errors import ConfigError
+
+
+class SnapshotPolicy(msgspec.Struct, frozen=True):
+    """When to build a snapshot. Use ``SnapshotPolicy.logs_since_last(n)`` or ``.never()``."""
+
+    logs_since_last_n: int | None = 5000
+    """Build one when this many entries were applied since the last one; ``None`` = never."""
+
+    @classmethod
+    def logs_since_last(cls, n: int) -> SnapshotPolicy:
+        """Snapshot every ``n`` applied entries (Openraft's default: 5000)."""
+        return cls(n)
+
+    @classmethod
+    def never(cls) -> SnapshotPolicy:
+        """Never build snapshots automatically (``trigger.snapshot()`` still works)."""
+        return cls(None)
+
+    def should_snapshot(self, applied_index: int, snapshot_index: int) -> bool:
+        """Whether a snapshot is due given the applied and last snapshot index (-1 = none)."""
+        n = self.logs_since_last_n
+        return n is not None and applied_index - snapshot_index >= n
+
+
+class Config(msgspec.Struct, kw_only=True):
+    """Settings of a Raft node. Field names and defaults follow Openraft.
+
+    Invariants checked by ``validate()``: ``0 < heartbeat_interval < election_timeout_min <
+    election_timeout_max``; every size and count is positive.
+    """
+
+    cluster_name: str = "foo"
+    """Checked by transports at connect so two clusters never mix."""
+    election_timeout_min: int = 150
+    """Lower bound (ms) of the randomized election timeout."""
+    election_timeout_max: int = 300
+    """Upper bound (ms, exclusive) of the randomized election timeout."""
+    heartbeat_interval: int = 50
+    """How often (ms) the leader sends heartbeats."""
+    install_snapshot_timeout: int = 200
+    """Timeout (ms) of one install-snapshot chunk RPC."""
+    send_snapshot_timeout: int = 0
+    """Deprecated in Openraft; kept for compatibility, ignored."""
+    max_payload_entries: int = 300
+    """At most this many entries in one AppendEntries request."""
+    max_inflight_requests: int = 8
+    """AppendEntries requests a replication stream keeps in flight (pipelining)."""
+    replication_lag_threshold: int = 5000
+    """A learner within this many entries of the leader counts as caught up."""
+    snapshot_policy: SnapshotPolicy = msgspec.field(default_factory=SnapshotPolicy)
+    """When to build snapshots."""
+    snapshot_max_chunk_size: int = 3 * 1024 * 1024
+    """Bytes per install-snapshot chunk."""
+    max_in_snapshot_log_to_keep: int = 1000
+    """Entries kept in the log after a snapshot covers them."""
+    purge_batch_size: int = 1
+    """Purge only when at least this many entries can go."""
+    enable_tick: bool = True
+    """Run the timer at all (election timeouts, heartbeats)."""
+    enable_heartbeat: bool = True
+    """Let the leader send periodic heartbeats."""
+    enable_elect: bool = True
+    """Let a follower start an election on timeout."""
+    enable_pre_vote: bool = False
+    """Run a pre-vote round before raising the term (thesis 9.6)."""
+    lease_drift_margin: int = 20
+    """Clock-drift margin (ms) subtracted from ``election_timeout_min`` for the leader lease."""
+    max_apply_batch: int = 4096
+    """At most this many entries handed to the state machine in one ``apply`` call."""
+
+    def validate(self) -> Config:
+        """Check every field; return ``self`` or raise ``ConfigError`` naming the bad field."""
+
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"invalid Config.{field}={getattr(self, field)!r}: {why}")
+
+        if not isinstance(self.cluster_name, str) or not self.cluster_name:
+            raise bad("cluster_name", "must be a non-empty string")
+        for name in (
+            "election_timeout_min",
+            "election_timeout_max",
+            "heartbeat_interval",
+            "install_snapshot_timeout",
+            "max_payload_entries",
+            "max_inflight_requests",
+            "replication_lag_threshold",
+            "snapshot_max_chunk_size",
+            "purge_batch_size",
+            "max_apply_batch",
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise bad(name, "must be a positive integer")
+        for name in ("max_in_snapshot_log_to_keep", "lease_drift_margin", "send_snapshot_timeout"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise bad(name, "must be a non-negative integer")
+        if self.election_timeout_min >= self.election_timeout_max:
+            raise bad("election_timeout_min", f"must be less than election_timeout_max={self.election_timeout_max}")
+        if self.heartbeat_interval >= self.election_timeout_min:
+            raise bad("heartbeat_interval", f"must be less than election_timeout_min={self.election_timeout_min}")
+        if self.lease_drift_margin >= self.election_timeout_min:
+            raise bad("lease_drift_margin", f"must be less than election_timeout_min={self.election_timeout_min}")
+        if not isinstance(self.snapshot_policy, SnapshotPolicy):
+            raise bad("snapshot_policy", "must be a SnapshotPolicy")
+        n = self.snapshot_policy.logs_since_last_n
+        if n is not None and (not isinstance(n, int) or n <= 0):
+            raise bad("snapshot_policy", "logs_since_last(n) needs n > 0")
+        return self
+
+    def lease_ms(self) -> int:
+        """How long (ms) after a quorum ack the leader may serve lease reads."""
+        return self.election_timeout_min - self.lease_drift_margin

@@ -1,0 +1,193 @@
+"""The error hierarchy.
+
+``RaftError`` is the base of everything this library raises on purpose.
+
+- ``Fatal``: the node stopped and will not serve again (``StorageError``, ``Stopped``,
+  ``Panicked``). Every later call on the same ``Raft`` raises the same ``Fatal``.
+- ``ApiError``: a recoverable refusal of one call (``ForwardToLeader``,
+  ``ChangeMembershipError``, ``InitializeError``, ``LinearizableReadError``, ``WaitTimeout``).
+- ``ConfigError``: an invalid ``Config``, raised by ``Config.validate()`` and ``Raft.new``.
+- ``RPCError``: raised by a ``RaftNetwork`` implementation (``Unreachable``, ``Timeout``,
+  ``NetworkError``, ``RemoteError``); the replication tasks back off on them.
+- ``LogCompacted`` / ``LogUnavailable``: raised by a log reader asked for entries it no longer
+  (or does not yet) hold.
+
+Vote and append rejections are values in the responses, never exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .types import BasicNode, LogId, NodeId
+
+
+class RaftError(Exception):
+    """Base of every error openraft-py raises."""
+
+
+# -- fatal -------------------------------------------------------------------------------------
+
+
+class Fatal(RaftError):
+    """The node has stopped; nothing more can be done with this ``Raft`` instance."""
+
+
+class StorageError(Fatal):
+    """A storage call failed; the node stopped to avoid losing or corrupting data.
+
+    ``subject`` says what was being read or written (e.g. ``"append 3-17"``) and
+    ``__cause__`` holds the original exception.
+    """
+
+    def __init__(self, subject: str, cause: BaseException | None = None) -> None:
+        msg = f"storage error while {subject}"
+        if cause is not None:
+            msg += f": {type(cause).__name__}: {cause}"
+        super().__init__(msg)
+        self.subject = subject
+        self.cause = cause
+
+
+class Stopped(Fatal):
+    """The node was shut down."""
+
+    def __init__(self, msg: str = "raft node has been shut down") -> None:
+        super().__init__(msg)
+
+
+class Panicked(Fatal):
+    """An internal invariant was broken; the node stopped. This is a bug: please report it."""
+
+
+# -- recoverable API errors --------------------------------------------------------------------
+
+
+class ApiError(RaftError):
+    """A recoverable refusal of one API call."""
+
+
+class ForwardToLeader(ApiError):
+    """This node is not the leader. ``leader_id``/``leader_node`` name the leader it knows
+    of, or are ``None`` when it knows none (retry later)."""
+
+    def __init__(self, leader_id: NodeId | None = None, leader_node: BasicNode | None = None) -> None:
+        if leader_id is None:
+            msg = "not the leader, and no leader is known"
+        else:
+            msg = f"not the leader; forward to node {leader_id}"
+            if leader_node is not None and leader_node.addr:
+                msg += f" at {leader_node.addr}"
+        super().__init__(msg)
+        self.leader_id = leader_id
+        self.leader_node = leader_node
+
+
+class ChangeMembershipError(ApiError):
+    """A membership change was refused."""
+
+
+class InProgress(ChangeMembershipError):
+    """Another membership change has not committed yet (``membership_log_id`` is its entry)."""
+
+    def __init__(self, membership_log_id: LogId | None = None, msg: str | None = None) -> None:
+        super().__init__(msg or f"a membership change is in progress (entry {membership_log_id!r})")
+        self.membership_log_id = membership_log_id
+
+
+class EmptyMembership(ChangeMembershipError):
+    """The requested membership has no voter."""
+
+    def __init__(self) -> None:
+        super().__init__("the new membership must have at least one voter")
+
+
+class LearnerNotFound(ChangeMembershipError):
+    """A new voter is not a learner yet: add it with ``add_learner`` first."""
+
+    def __init__(self, node_id: NodeId) -> None:
+        super().__init__(f"node {node_id} is not a learner; call add_learner({node_id}, ...) first")
+        self.node_id = node_id
+
+
+class InitializeError(ApiError):
+    """``Raft.initialize`` was refused."""
+
+
+class NotAllowed(InitializeError):
+    """The node already has a log or a vote: it was initialized before (or joined a cluster).
+
+    ``last_log_id`` and ``vote`` are what it has."""
+
+    def __init__(self, last_log_id: LogId | None, vote: Any) -> None:
+        super().__init__(
+            f"initialize is only allowed on a pristine node; this one has last_log_id={last_log_id!r}, "
+            f"vote={vote!r}"
+        )
+        self.last_log_id = last_log_id
+        self.vote = vote
+
+
+class NotInMembers(InitializeError):
+    """The initial membership does not contain this node."""
+
+    def __init__(self, node_id: NodeId, members: Any) -> None:
+        super().__init__(f"node {node_id} is not in the initial membership {sorted(members)!r}")
+        self.node_id = node_id
+        self.members = members
+
+
+class LinearizableReadError(ApiError):
+    """A linearizable read could not be confirmed."""
+
+
+class QuorumNotEnough(LinearizableReadError):
+    """The leader could not reach a quorum (or its lease expired) to confirm leadership."""
+
+
+class WaitTimeout(ApiError):
+    """A ``Raft.wait(...)`` condition did not hold in time; the message names the condition
+    and the last metrics seen."""
+
+
+class ConfigError(RaftError):
+    """A ``Config`` field is invalid; the message names the field and the bad value."""
+
+
+# -- storage read errors -----------------------------------------------------------------------
+
+
+class LogCompacted(RaftError):
+    """The requested entries were purged (they are covered by a snapshot)."""
+
+
+class LogUnavailable(RaftError):
+    """The requested entries are not (yet) in the log."""
+
+
+# -- network -----------------------------------------------------------------------------------
+
+
+class RPCError(RaftError):
+    """An RPC failed. Raised by ``RaftNetwork`` implementations."""
+
+
+class Unreachable(RPCError):
+    """The target cannot be reached now; replication backs off before retrying."""
+
+
+class Timeout(RPCError):
+    """The RPC did not answer within its time limit."""
+
+
+class NetworkError(RPCError):
+    """A transport failure that may succeed if retried."""
+
+
+class RemoteError(RPCError):
+    """The remote node failed to handle the request (for example it has stopped)."""
+
+    def __init__(self, target: NodeId, source: BaseException | str) -> None:
+        super().__init__(f"node {target} failed: {source}")
+        self.target = target
+        self.source = source

@@ -1,0 +1,364 @@
+"""The Raft data model: identifiers, votes, log entries, membership and RPC messages.
+
+Every type here is a frozen msgspec ``Struct``: cheap to build, hashable where its fields are,
+and encodable to msgpack without glue (the TCP transport sends these as they are).
+
+Conventions (see ``docs/design/log-pointers.md``):
+
+- A log index starts at 0. ``Raft.initialize`` writes the first membership entry at
+  ``LogId(0, 0)``. "No log id" is ``None``, never a sentinel ``LogId``.
+- ``LogId`` is totally ordered by ``(term, index)``. ``LeaderId`` and ``Vote`` are only
+  *partially* ordered: two leader ids of the same term naming different nodes are
+  incomparable, so at most one leader exists per term.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import IO, Any, Union
+
+import msgspec
+
+NodeId = int
+"""A node's id. Any non-negative ``int``."""
+
+
+class LogId(msgspec.Struct, frozen=True, order=True, array_like=True):
+    """Identifies one log entry: the ``term`` of the leader that wrote it and its ``index``.
+
+    Totally ordered as the tuple ``(term, index)``; two entries with the same ``LogId`` carry
+    the same payload on every node (the log matching property).
+    """
+
+    term: int
+    index: int
+
+    def __repr__(self) -> str:
+        return f"{self.term}-{self.index}"
+
+
+class LeaderId(msgspec.Struct, frozen=True, array_like=True):
+    """The leader (or candidate) a vote is for: ``(term, node_id)``.
+
+    Partial order: ``(t1, a) < (t2, b)`` iff ``t1 < t2``; equal iff both fields are equal;
+    otherwise (same term, different nodes) incomparable. Never compare as a tuple.
+    """
+
+    term: int
+    node_id: NodeId
+
+    def partial_cmp(self, other: LeaderId) -> int | None:
+        """-1, 0 or 1 as ``self`` is less than, equal to or greater than ``other``; ``None``
+        when they are incomparable (same term, different nodes)."""
+        if self.term != other.term:
+            return -1 if self.term < other.term else 1
+        if self.node_id == other.node_id:
+            return 0
+        return None
+
+    def __repr__(self) -> str:
+        return f"T{self.term}-N{self.node_id}"
+
+
+class Vote(msgspec.Struct, frozen=True, array_like=True):
+    """What a node has voted for: a ``LeaderId``, and whether that leader is established.
+
+    ``committed=True`` means a quorum granted this vote (the leader is established); it orders
+    above the same leader id uncommitted. Replaces the paper's ``(currentTerm, votedFor)``.
+    """
+
+    leader_id: LeaderId
+    committed: bool = False
+
+    @classmethod
+    def new(cls, term: int, node_id: NodeId, committed: bool = False) -> Vote:
+        """``Vote(LeaderId(term, node_id), committed)``."""
+        return cls(LeaderId(term, node_id), committed)
+
+    @property
+    def term(self) -> int:
+        """The term of the leader id."""
+        return self.leader_id.term
+
+    def partial_cmp(self, other: Vote) -> int | None:
+        """Compare by leader id (partially), then ``committed`` (committed is greater).
+
+        Two votes of the same term for different nodes are incomparable unless exactly one is
+        committed: that one is greater."""
+        c = self.leader_id.partial_cmp(other.leader_id)
+        if c is None:
+            # Same term, different nodes: at most one of them can be committed (granted by a
+            # quorum), and an established leader outranks a mere candidate of its term.
+            if self.committed == other.committed:
+                return None
+            return 1 if self.committed else -1
+        if c != 0:
+            return c
+        if self.committed == other.committed:
+            return 0
+        return 1 if self.committed else -1
+
+    def is_ge(self, other: Vote) -> bool:
+        """``self >= other`` under the partial order (False when incomparable)."""
+        c = self.partial_cmp(other)
+        return c is not None and c >= 0
+
+    def is_gt(self, other: Vote) -> bool:
+        """``self > other`` under the partial order (False when incomparable)."""
+        return self.partial_cmp(other) == 1
+
+    def __repr__(self) -> str:
+        return f"<{self.leader_id!r}:{'Q' if self.committed else '-'}>"
+
+
+class BasicNode(msgspec.Struct, frozen=True):
+    """What a cluster knows of a node besides its id: its address (``"host:port"``)."""
+
+    addr: str = ""
+
+
+Node = BasicNode
+
+
+class Membership(msgspec.Struct, frozen=True, tag=True):
+    """A cluster configuration: ``configs`` are the voter sets, ``nodes`` every member's node.
+
+    One config is a uniform membership; two is a joint one (``[C_old, C_new]``) during a
+    change. Learners are the nodes in ``nodes`` that are in no config.
+    Invariant: every voter id of every config is a key of ``nodes``.
+    """
+
+    configs: tuple[frozenset[NodeId], ...]
+    nodes: dict[NodeId, BasicNode]
+
+    @classmethod
+    def new(
+        cls,
+        configs: list[set[NodeId]] | list[frozenset[NodeId]] | tuple[frozenset[NodeId], ...],
+        nodes: dict[NodeId, BasicNode] | None = None,
+    ) -> Membership:
+        """Build a membership; ``nodes`` defaults to ``BasicNode()`` for every voter."""
+        cfgs = tuple(frozenset(c) for c in configs)
+        all_nodes: dict[NodeId, BasicNode] = dict(nodes or {})
+        for c in cfgs:
+            for nid in c:
+                all_nodes.setdefault(nid, BasicNode())
+        return cls(cfgs, dict(sorted(all_nodes.items())))
+
+    def voter_ids(self) -> frozenset[NodeId]:
+        """Every node that votes in some config."""
+        out: frozenset[NodeId] = frozenset()
+        for c in self.configs:
+            out = out | c
+        return out
+
+    def learner_ids(self) -> frozenset[NodeId]:
+        """Every node that is in ``nodes`` but in no config."""
+        return frozenset(self.nodes) - self.voter_ids()
+
+    def is_voter(self, node_id: NodeId) -> bool:
+        """Whether ``node_id`` votes in some config."""
+        return any(node_id in c for c in self.configs)
+
+    def is_joint(self) -> bool:
+        """Whether this is a joint membership (two configs)."""
+        return len(self.configs) > 1
+
+    def __repr__(self) -> str:
+        cfgs = ",".join("{" + ",".join(map(str, sorted(c))) + "}" for c in self.configs)
+        learners = sorted(self.learner_ids())
+        return f"[{cfgs}]" + (f"+L{learners}" if learners else "")
+
+
+class StoredMembership(msgspec.Struct, frozen=True):
+    """A membership and the id of the log entry that carried it (``None`` for the empty
+    initial membership)."""
+
+    log_id: LogId | None
+    membership: Membership
+
+
+EMPTY_MEMBERSHIP = Membership((), {})
+EMPTY_STORED_MEMBERSHIP = StoredMembership(None, EMPTY_MEMBERSHIP)
+
+
+class Blank(msgspec.Struct, frozen=True, tag=True):
+    """The payload of a new leader's no-op entry."""
+
+
+class Normal(msgspec.Struct, frozen=True, tag=True):
+    """An application payload: opaque bytes the state machine interprets."""
+
+    data: bytes
+
+
+EntryPayload = Union[Blank, Normal, Membership]
+"""What an ``Entry`` carries."""
+
+BLANK = Blank()
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One log entry."""
+
+    log_id: LogId
+    payload: EntryPayload
+
+    def __repr__(self) -> str:
+        p = self.payload
+        if isinstance(p, Normal):
+            d = p.data if len(p.data) <= 16 else p.data[:16] + b"..."
+            return f"{self.log_id!r} Normal {d!r}"
+        if isinstance(p, Blank):
+            return f"{self.log_id!r} Blank"
+        return f"{self.log_id!r} Membership {p!r}"
+
+
+class LogState(msgspec.Struct, frozen=True):
+    """What a log store holds: the last purged and the last log id (both may be ``None``).
+
+    When the log is empty after a purge, ``last_log_id == last_purged_log_id``.
+    """
+
+    last_purged_log_id: LogId | None
+    last_log_id: LogId | None
+
+
+class SnapshotMeta(msgspec.Struct, frozen=True):
+    """Describes a snapshot: the last log id it covers, the membership as of that point and a
+    unique id."""
+
+    last_log_id: LogId | None
+    last_membership: StoredMembership
+    snapshot_id: str
+
+
+class Snapshot:
+    """A snapshot: its meta and a readable binary file object holding the data.
+
+    ``data`` is read in chunks when sent, so a snapshot never needs to fit in memory twice.
+    """
+
+    __slots__ = ("meta", "data")
+
+    def __init__(self, meta: SnapshotMeta, data: IO[bytes]) -> None:
+        self.meta = meta
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.meta!r})"
+
+
+class ServerState(enum.Enum):
+    """The role a node plays right now."""
+
+    LEARNER = "Learner"
+    FOLLOWER = "Follower"
+    CANDIDATE = "Candidate"
+    LEADER = "Leader"
+    SHUTDOWN = "Shutdown"
+
+
+class ReadPolicy(enum.Enum):
+    """How ``Raft.ensure_linearizable`` confirms leadership."""
+
+    READ_INDEX = "ReadIndex"
+    """Confirm with a quorum heartbeat sent after the request (always safe)."""
+    LEASE_READ = "LeaseRead"
+    """Trust a quorum ack received within the leader lease (no RPC; relies on bounded drift)."""
+
+
+class ClientWriteResponse(msgspec.Struct, frozen=True):
+    """The answer to a committed and applied client write.
+
+    ``data`` is what the state machine returned for the entry; ``membership`` is set when the
+    entry was a membership change.
+    """
+
+    log_id: LogId
+    data: Any = None
+    membership: Membership | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# RPC messages. Rejections are values (fields), never exceptions.
+
+
+class VoteRequest(msgspec.Struct, frozen=True):
+    """A candidate asks for a vote. ``last_log_id`` is the candidate's last log id."""
+
+    vote: Vote
+    last_log_id: LogId | None
+    pre_vote: bool = False
+
+
+class VoteResponse(msgspec.Struct, frozen=True):
+    """The answer to a ``VoteRequest``: the responder's vote after handling it, whether the
+    vote was granted, and the responder's last log id."""
+
+    vote: Vote
+    vote_granted: bool
+    last_log_id: LogId | None
+
+
+class AppendEntriesRequest(msgspec.Struct, frozen=True):
+    """Replicate ``entries`` after ``prev_log_id``; also the heartbeat (no entries).
+
+    ``leader_commit`` is the leader's committed log id.
+    """
+
+    vote: Vote
+    prev_log_id: LogId | None
+    entries: list[Entry]
+    leader_commit: LogId | None
+
+    def last_log_id(self) -> LogId | None:
+        """The last log id this request makes the follower hold (prev when empty)."""
+        return self.entries[-1].log_id if self.entries else self.prev_log_id
+
+
+class AppendEntriesResponse(msgspec.Struct, frozen=True):
+    """The answer to an ``AppendEntriesRequest``.
+
+    - ``success``: the follower's log matches the leader's up to ``matching``.
+    - not ``success`` and ``vote`` greater than the request's: the leader is stale.
+    - not ``success`` otherwise: ``prev_log_id`` did not match; ``conflict_hint`` is the
+      next index the leader should try (fast back-off, thesis 5.3).
+    """
+
+    vote: Vote
+    success: bool
+    matching: LogId | None = None
+    conflict_hint: int = -1
+
+
+class InstallSnapshotRequest(msgspec.Struct, frozen=True):
+    """One chunk of a snapshot: ``data`` at byte ``offset``; ``done`` on the last chunk."""
+
+    vote: Vote
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+
+
+class InstallSnapshotResponse(msgspec.Struct, frozen=True):
+    """The answer to an ``InstallSnapshotRequest``: the responder's vote."""
+
+    vote: Vote
+
+
+class TransferLeaderRequest(msgspec.Struct, frozen=True):
+    """The leader ``from_leader`` asks ``to`` to start an election right away once its log
+    reaches ``last_log_id``."""
+
+    from_leader: Vote
+    to: NodeId
+    last_log_id: LogId | None
+
+
+class RPCOption(msgspec.Struct, frozen=True):
+    """Per-call options a ``RaftNetwork`` receives: the hard timeout in seconds."""
+
+    hard_ttl: float = 1.0
+    soft_ttl: float = 0.5
