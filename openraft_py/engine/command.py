@@ -1,0 +1,117 @@
+"""What the engine asks the runtime to do: ``Command`` values, never callbacks.
+
+Every command is a frozen msgspec ``Struct`` named as an imperative noun. Storage commands
+(``SaveVote``, ``AppendEntries``, ``TruncateLog``, ``PurgeLog``) carry ``io``: the sequence
+number the engine assigned to that write. Storage writes are submitted in ``io`` order and
+reported back with ``Engine.handle_io_flushed(io)``.
+
+A command that must not happen before some write is durable carries ``when``: the ``io``
+sequence number that must be flushed first (``None``: run at once). ``RaftCore`` postpones such
+a command until ``flushed_io >= when``. Durability ordering is data, not control flow (see
+``docs/design/io-ordering.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+from ..types import BasicNode, Entry, LogId, NodeId, Vote, VoteRequest
+
+
+class SaveVote(msgspec.Struct, frozen=True):
+    """Persist ``vote`` (IO number ``io``)."""
+
+    vote: Vote
+    io: int
+
+
+class AppendEntries(msgspec.Struct, frozen=True):
+    """Append ``entries`` to the log store (IO number ``io``). They continue the log."""
+
+    entries: list[Entry]
+    io: int
+
+
+class TruncateLog(msgspec.Struct, frozen=True):
+    """Delete every entry after ``after`` (all non-purged entries when ``None``)."""
+
+    after: LogId | None
+    io: int
+
+
+class PurgeLog(msgspec.Struct, frozen=True):
+    """Delete every entry up to and including ``upto``."""
+
+    upto: LogId
+    io: int
+
+
+class SaveCommittedAndApply(msgspec.Struct, frozen=True):
+    """Persist ``committed`` and apply every entry up to it to the state machine.
+
+    ``when``: the entries must be flushed locally before they are applied.
+    """
+
+    committed: LogId
+    when: int | None = None
+
+
+class SendVote(msgspec.Struct, frozen=True):
+    """Send ``req`` to every node in ``targets`` once the candidate's vote is durable."""
+
+    req: VoteRequest
+    targets: dict[NodeId, BasicNode]
+    when: int | None = None
+
+
+class StartReplication(msgspec.Struct, frozen=True):
+    """Run one replication stream to each of ``targets`` for the leader ``vote`` (replacing
+    any stream of another vote; streams to nodes not in ``targets`` stop)."""
+
+    vote: Vote
+    targets: dict[NodeId, BasicNode]
+
+
+class StopReplication(msgspec.Struct, frozen=True):
+    """Stop every replication stream (this node is no longer the leader). Must run before any
+    later command: streams read the leader's log index, which may change from here on."""
+
+
+class Replicate(msgspec.Struct, frozen=True):
+    """Tell every stream that the leader's log now ends at ``last_log_id`` and that
+    ``committed`` is committed."""
+
+    last_log_id: LogId | None
+    committed: LogId | None
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    """Make every stream send an AppendEntries now (even an empty one), stamped with the send
+    time, to confirm leadership."""
+
+
+class Respond(msgspec.Struct, frozen=True):
+    """Send ``value`` to the waiting caller ``tx`` (an opaque responder the engine never
+    touches), once IO ``when`` is flushed. ``value`` may be an exception instance."""
+
+    tx: Any
+    value: Any
+    when: int | None = None
+
+
+Command = Union[
+    SaveVote,
+    AppendEntries,
+    TruncateLog,
+    PurgeLog,
+    SaveCommittedAndApply,
+    SendVote,
+    StartReplication,
+    StopReplication,
+    Replicate,
+    Heartbeat,
+    Respond,
+]
+"""Everything the engine may emit."""

@@ -1,0 +1,114 @@
+"""Per-role engine state: ``Candidate`` (a vote tally) and ``Leader`` (progress and acks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core import ProgressTable, is_quorum_granted, majority_committed
+from ..types import LogId, Membership, NodeId, Vote
+
+
+def voter_configs(m: Membership) -> list[list[NodeId]]:
+    """The voter ids of each config of ``m`` as sorted lists (the quorum kernel's input)."""
+    return [sorted(c) for c in m.configs]
+
+
+class Candidate:
+    """An election in progress for ``vote``.
+
+    Invariant: ``granted`` holds the nodes that granted exactly ``vote``; this node is in it
+    only once its own vote is durable.
+    """
+
+    __slots__ = ("vote", "configs", "granted", "started_at")
+
+    def __init__(self, vote: Vote, membership: Membership, now: float) -> None:
+        self.vote = vote
+        self.configs = voter_configs(membership)
+        self.granted: set[NodeId] = set()
+        self.started_at = now
+
+    def grant(self, node_id: NodeId) -> bool:
+        """Count ``node_id``'s grant; return whether a quorum of every config granted."""
+        self.granted.add(node_id)
+        return is_quorum_granted(self.granted, self.configs)
+
+
+class PendingRead:
+    """A ReadIndex read waiting for a quorum ack sent at or after ``since``."""
+
+    __slots__ = ("tx", "read_log_id", "since")
+
+    def __init__(self, tx: Any, read_log_id: LogId | None, since: float) -> None:
+        self.tx = tx
+        self.read_log_id = read_log_id
+        self.since = since
+
+
+class Leader:
+    """What an established leader tracks.
+
+    - ``progress``: the highest index known to match on each voter and learner (this node's
+      own entry is its flushed index); its joint quorum value is the commit candidate.
+    - ``ack_at``: per voter, the send time (engine clock, ms) of the newest request it
+      acknowledged; the quorum of these is the last time leadership was confirmed. This
+      node's own entry is "now".
+    - ``noop_log_id``: the blank entry this leader appended on election. Entries before it
+      are committed only indirectly, once it commits (thesis 3.6.2).
+    """
+
+    __slots__ = (
+        "vote",
+        "node_id",
+        "progress",
+        "configs",
+        "ack_at",
+        "noop_log_id",
+        "reads",
+        "last_heartbeat",
+        "elected_at",
+    )
+
+    def __init__(self, vote: Vote, node_id: NodeId, membership: Membership, now: float) -> None:
+        self.vote = vote
+        self.node_id = node_id
+        self.noop_log_id: LogId | None = None
+        self.reads: list[PendingRead] = []
+        self.last_heartbeat = now
+        # When this node became leader; check-quorum gives it one election timeout from here.
+        self.elected_at = now
+        self.configs: list[list[NodeId]] = []
+        self.progress: ProgressTable = ProgressTable([], [], node_id)
+        self.ack_at: dict[NodeId, float] = {}
+        self.set_membership(membership, now)
+
+    def set_membership(self, m: Membership, now: float) -> None:
+        """Adopt a new effective membership, keeping what is known of remaining nodes."""
+        old = self.progress.as_dict()
+        self.configs = voter_configs(m)
+        learners = sorted(m.learner_ids())
+        self.progress = ProgressTable(self.configs, learners, self.node_id)
+        for nid, idx in old.items():
+            if idx >= 0:
+                self.progress.update(nid, idx)
+        voters = m.voter_ids()
+        # A node newly counted toward the lease has acked nothing yet.
+        self.ack_at = {nid: self.ack_at.get(nid, -1.0) for nid in voters}
+        if self.node_id in self.ack_at:
+            self.ack_at[self.node_id] = now
+
+    def quorum_acked_at(self, now: float) -> float:
+        """The latest time by which a quorum of every config acknowledged this leader
+        (``-1`` if never). Acks are measured at request send time, so this is safe for
+        leases."""
+        if self.node_id in self.ack_at:
+            self.ack_at[self.node_id] = now
+        worst = float("inf")
+        for cfg in self.configs:
+            # Times in microseconds as ints for the quorum kernel.
+            us = [int(self.ack_at.get(n, -1.0) * 1000) if self.ack_at.get(n, -1.0) >= 0 else -1 for n in cfg]
+            v = majority_committed(us)
+            worst = min(worst, v)
+        if worst == float("inf") or worst < 0:
+            return -1.0
+        return worst / 1000.0

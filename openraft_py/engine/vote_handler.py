@@ -1,0 +1,130 @@
+"""Elections: ``elect``, ``handle_vote_req``, ``handle_vote_resp``, ``become_leader``.
+
+Thesis 3.4 with Openraft's ``Vote``: a node grants a request iff the request's vote is ``>=``
+its own under the partial order and the candidate's log is at least as up to date (§5.4.1);
+the new vote is durable before the grant leaves (the ``Respond`` waits on the vote's IO).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..types import BLANK, Entry, LogId, Vote, VoteRequest, VoteResponse
+from .command import Replicate, Respond, SendVote, StartReplication
+from .leader import Candidate, Leader
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class VoteHandler:
+    """Election handlers, mixed into ``Engine``."""
+
+    def elect(self: Engine, now: float) -> None:
+        """Become a candidate: vote for self in the next term, persist it, ask every voter.
+        This node's own grant counts once its vote is durable."""
+        st = self.state
+        self.now = now
+        if self.leader is not None:
+            self.become_following(now)
+        vote = Vote.new(st.vote.term + 1, st.id)
+        self.update_vote(vote)
+        self.candidate = Candidate(vote, st.effective_membership(), now)
+        self.set_server_state()
+        self.reset_election_timer(now)
+        m = st.effective_membership()
+        targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+        if targets:
+            req = VoteRequest(vote, st.last_log_id())
+            self.output.append(SendVote(req, targets, when=st.io.vote_io))
+        if st.io.flushed >= st.io.vote_io:
+            self.candidate_granted(st.id)
+
+    def log_is_up_to_date(self: Engine, last_log_id: LogId | None) -> bool:
+        """§5.4.1: the candidate's log is at least as up to date as ours."""
+        mine = self.state.last_log_id()
+        if "grant_without_log_check" in self.faults:
+            return True
+        return mine is None or (last_log_id is not None and last_log_id >= mine)
+
+    def handle_vote_req(self: Engine, req: VoteRequest, tx: Any, now: float) -> None:
+        """Answer a vote request with ``Respond(tx, VoteResponse)``.
+
+        Rejected when: a known leader is alive here (leader stickiness, thesis 4.2.3: it
+        heard from its leader less than ``election_timeout_min`` ago), the candidate's log is
+        behind, or the request's vote is not ``>=`` ours. A grant is sent only once the vote
+        is durable.
+        """
+        st = self.state
+        self.now = now
+        c = self.config
+        mine = st.vote
+        sticky = (
+            mine.committed
+            and req.vote.leader_id != mine.leader_id
+            and (
+                self.leader is not None
+                and now - max(self.leader.quorum_acked_at(now), self.leader.elected_at) < c.election_timeout_min
+                or self.leader is None
+                and now - self.leader_seen_at < c.election_timeout_min
+            )
+        )
+        if sticky or not self.log_is_up_to_date(req.last_log_id) or not req.vote.is_ge(mine):
+            self.output.append(Respond(tx, VoteResponse(st.vote, False, st.last_log_id())))
+            return
+        if req.vote != mine:
+            self.update_vote(req.vote)
+            if self.leader is not None or self.candidate is not None:
+                self.become_following(now)
+            self.reset_election_timer(now)
+        when = None if "reply_before_vote_persisted" in self.faults else st.io.vote_io
+        self.output.append(Respond(tx, VoteResponse(st.vote, True, st.last_log_id()), when=when))
+
+    def handle_vote_resp(self: Engine, target: int, resp: VoteResponse, now: float) -> None:
+        """Count a vote response. A higher vote in it ends the election (we adopt it)."""
+        st = self.state
+        self.now = now
+        if resp.vote.is_gt(st.vote):
+            self.update_vote(resp.vote)
+            self.become_following(now)
+            return
+        cand = self.candidate
+        if cand is None or not resp.vote_granted or resp.vote != cand.vote:
+            return
+        self.candidate_granted(target)
+
+    def candidate_granted(self: Engine, node_id: int) -> None:
+        """Count ``node_id``'s grant of our candidacy; win on a quorum of every config."""
+        cand = self.candidate
+        if cand is None:
+            return
+        if cand.grant(node_id):
+            self.become_leader(self.now)
+
+    def become_leader(self: Engine, now: float) -> None:
+        """Won the election: commit the vote, append the blank entry, start replication."""
+        st = self.state
+        cand = self.candidate
+        assert cand is not None
+        self.candidate = None
+        vote = Vote(cand.vote.leader_id, True)
+        self.update_vote(vote)
+        leader = Leader(vote, st.id, st.effective_membership(), now)
+        # The grants were sent after the vote requests, so they confirm us as of the start
+        # of the election.
+        for nid in cand.granted:
+            if nid in leader.ack_at:
+                leader.ack_at[nid] = cand.started_at
+        leader.elected_at = now
+        self.leader = leader
+        self.set_server_state()
+        ios = st.io
+        flushed = ios.flushed_log_id
+        leader.progress.update(st.id, -1 if flushed is None else flushed.index)
+        self.output.append(StartReplication(vote, self.replication_targets()))
+        last = st.last_log_id()
+        noop = Entry(LogId(vote.term, 0 if last is None else last.index + 1), BLANK)
+        leader.noop_log_id = noop.log_id
+        self.append_local([noop])
+        self.output.append(Replicate(noop.log_id, st.committed))
+
