@@ -1,0 +1,110 @@
+"""What flows into ``RaftCore``: ``RaftMsg`` (API calls) and notifications (IO done, RPC
+replies, ticks). Plain ``__slots__`` classes: they live for one loop iteration and are made on
+the hot path, so they stay as cheap as a tuple."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..types import EntryPayload, LogId, NodeId, Vote, VoteResponse
+
+
+# -- RaftMsg: calls from the Raft handle ----------------------------------------------------------
+
+
+class ClientWrite:
+    """Append ``payloads`` (one entry each); ``tx`` gets the list of responses (or an error)
+    once applied. ``single`` means the caller wants the one response, not a list."""
+
+    __slots__ = ("payloads", "tx", "single")
+
+    def __init__(self, payloads: list[EntryPayload], tx: Any, single: bool) -> None:
+        self.payloads = payloads
+        self.tx = tx
+        self.single = single
+
+
+class EngineCall:
+    """Run ``fn(engine, tx, now)`` inside the core (vote/append RPCs, reads, initialize,
+    triggers). ``fn`` may raise an ``ApiError``: it is sent to ``tx``."""
+
+    __slots__ = ("fn", "tx")
+
+    def __init__(self, fn: Callable[..., Any], tx: Any) -> None:
+        self.fn = fn
+        self.tx = tx
+
+
+# -- notifications ---------------------------------------------------------------------------------
+
+
+class IOCompleted:
+    """Storage write ``io`` finished (``error`` set if it failed)."""
+
+    __slots__ = ("io", "error")
+
+    def __init__(self, io: int, error: BaseException | None) -> None:
+        self.io = io
+        self.error = error
+
+
+class VoteReply:
+    """``target`` answered our vote request."""
+
+    __slots__ = ("target", "resp")
+
+    def __init__(self, target: NodeId, resp: VoteResponse) -> None:
+        self.target = target
+        self.resp = resp
+
+
+class Progress:
+    """Replication to ``target`` for leader ``session``: an ack of a request sent at
+    ``sent_at``; ``matching`` is set when the follower's log matches up to it."""
+
+    __slots__ = ("target", "session", "matching", "sent_at", "has_matching")
+
+    def __init__(self, target: NodeId, session: Vote, matching: LogId | None, sent_at: float, has_matching: bool) -> None:
+        self.target = target
+        self.session = session
+        self.matching = matching
+        self.sent_at = sent_at
+        self.has_matching = has_matching
+
+
+class HigherVote:
+    """``target`` rejected leader ``session`` with its greater ``vote``."""
+
+    __slots__ = ("target", "session", "vote")
+
+    def __init__(self, target: NodeId, session: Vote, vote: Vote) -> None:
+        self.target = target
+        self.session = session
+        self.vote = vote
+
+
+class Applied:
+    """The state machine applied every entry up to ``log_id``."""
+
+    __slots__ = ("log_id",)
+
+    def __init__(self, log_id: LogId | None) -> None:
+        self.log_id = log_id
+
+
+class Tick:
+    """The timer fired."""
+
+    __slots__ = ()
+
+
+class Failed:
+    """A task of this node failed fatally (storage error, bug): stop the node."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+TICK = Tick()

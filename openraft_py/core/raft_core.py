@@ -1,0 +1,546 @@
+"""``RaftCore``: one asyncio task per node that feeds the engine and runs its commands.
+
+It drains two queues in batches: ``RaftMsg`` (API calls from the ``Raft`` handle) and
+notifications (storage IO completions, RPC replies, applied reports, ticks). All the client
+writes found in one drain become one engine call and one log append (batching). Then it runs
+the commands the engine emitted; a command whose ``when`` condition is unmet (a storage write
+not yet durable) is postponed until it holds. See ``docs/design/engine-runtime.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .._core import EntryCache
+from ..config import Config
+from ..engine import (
+    AppendEntries,
+    Command,
+    Engine,
+    Heartbeat,
+    PurgeLog,
+    Replicate,
+    Respond,
+    SaveCommittedAndApply,
+    SaveVote,
+    SendVote,
+    StartReplication,
+    StopReplication,
+    TruncateLog,
+)
+from ..errors import ApiError, Fatal, Panicked, RPCError, Stopped, StorageError
+from ..metrics import MetricsWatch, RaftMetrics
+from ..storage import IOFlushed
+from ..types import Entry, LogId, NodeId, RPCOption, ServerState, VoteRequest
+from .clock import Clock
+from .messages import (
+    Applied,
+    ClientWrite,
+    EngineCall,
+    Failed,
+    HigherVote,
+    IOCompleted,
+    Progress,
+    Tick,
+    VoteReply,
+    TICK,
+)
+from .replication import ReplicationCore
+from .sm_worker import Responder, StateMachineWorker
+
+if TYPE_CHECKING:
+    from ..network import RaftNetwork, RaftNetworkFactory
+    from ..storage import RaftLogStorage, RaftStateMachine
+
+log = logging.getLogger("openraft_py.core")
+
+# Keep at most this many recent entries in memory for replication and apply.
+CACHE_MAX_ENTRIES = 65536
+
+
+class RaftCore:
+    """The runtime of one node. Only ``RaftCore`` calls the engine and the log store."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        network: RaftNetworkFactory,
+        log_store: RaftLogStorage,
+        state_machine: RaftStateMachine,
+        clock: Clock,
+        cache: EntryCache,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.id: NodeId = engine.state.id
+        self.network = network
+        self.log_store = log_store
+        self.log_reader = log_store.get_log_reader()
+        self.clock = clock
+        self.cache = cache
+        self._msgs: deque[Any] = deque()
+        self._notes: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._postponed: list[Command] = []
+        self._io_done: set[int] = set()
+        self._io_contiguous = 0
+        self._responders: deque[Responder] = deque()
+        # Last index handed to the state machine worker.
+        self._apply_submitted = -1 if engine.state.applied is None else engine.state.applied.index
+        self._streams: dict[NodeId, ReplicationCore] = {}
+        self._clients: dict[NodeId, RaftNetwork] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.sm_worker = StateMachineWorker(self, state_machine, config.max_apply_batch)
+        self.watch = MetricsWatch(self._build_metrics())
+        self._metrics_key: tuple[Any, ...] = ()
+        self.fatal: Fatal | None = None
+        self._stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    # -- queues --------------------------------------------------------------------------------
+
+    def send_msg(self, msg: Any) -> None:
+        """Queue an API call (``ClientWrite`` or ``EngineCall``)."""
+        if self.fatal is not None:
+            self._fail_msg(msg, self.fatal)
+            return
+        self._msgs.append(msg)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.set_result(None)
+
+    def notify(self, note: Any) -> None:
+        """Queue a notification."""
+        self._notes.append(note)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.set_result(None)
+
+    def now_ms(self) -> float:
+        """The engine's clock: monotonic milliseconds."""
+        return self.clock.now() * 1000.0
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the core, state machine and timer tasks."""
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-core-{self.id}")
+        self._spawn(self.sm_worker.run(), "sm-worker")
+        if self.config.enable_tick:
+            self._spawn(self._ticker(), "ticker")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # Apply what was committed but not applied before a restart.
+            st = self.engine.state
+            if st.committed is not None and st.committed.index > self._apply_submitted:
+                await self._submit_apply(st.committed)
+            while not self._stopping:
+                if not self._msgs and not self._notes:
+                    w = self._waiter = loop.create_future()
+                    await w
+                    continue
+                await self._run_once()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                self._set_fatal(Stopped("raft core task was cancelled"))
+        except Fatal as e:
+            self._set_fatal(e)
+        except BaseException as e:  # noqa: BLE001 - a bug: stop the node, keep the cause
+            log.exception("node %s: raft core failed", self.id)
+            err = Panicked(f"node {self.id}: raft core failed: {type(e).__name__}: {e}")
+            err.__cause__ = e
+            self._set_fatal(err)
+        finally:
+            self._teardown()
+
+    async def _run_once(self) -> None:
+        eng = self.engine
+        now = self.now_ms()
+        eng.now = now
+        if self._notes:
+            notes = self._notes
+            self._notes = deque()
+            for n in notes:
+                self._handle_note(n, now)
+        if self._msgs:
+            msgs = self._msgs
+            self._msgs = deque()
+            writes: list[ClientWrite] = []
+            for m in msgs:
+                if type(m) is ClientWrite:
+                    writes.append(m)
+                    continue
+                if writes:
+                    self._handle_writes(writes)
+                    writes = []
+                self._handle_call(m, now)
+            if writes:
+                self._handle_writes(writes)
+        await self._run_commands()
+        self._publish_metrics()
+
+    def _handle_note(self, n: Any, now: float) -> None:
+        eng = self.engine
+        t = type(n)
+        if t is Progress:
+            if n.has_matching:
+                eng.handle_replication_progress(n.target, n.session, n.matching, n.sent_at)
+            else:
+                eng.handle_replication_progress(n.target, n.session, None, n.sent_at)
+        elif t is IOCompleted:
+            if n.error is not None:
+                raise StorageError(f"flushing storage write #{n.io}", n.error)
+            self._io_completed(n.io)
+        elif t is Applied:
+            eng.handle_applied(n.log_id)
+            self._maybe_evict_cache()
+        elif t is Tick:
+            eng.handle_tick(now)
+        elif t is VoteReply:
+            eng.handle_vote_resp(n.target, n.resp, now)
+        elif t is HigherVote:
+            eng.handle_higher_vote(n.target, n.session, n.vote)
+        elif t is Failed:
+            if isinstance(n.error, Fatal):
+                raise n.error
+            raise StorageError("applying to the state machine", n.error)
+        else:
+            raise Panicked(f"unknown notification {n!r}")
+
+    def _handle_writes(self, writes: list[ClientWrite]) -> None:
+        payloads = writes[0].payloads if len(writes) == 1 else [p for w in writes for p in w.payloads]
+        try:
+            first = self.engine.client_write(payloads)
+        except ApiError as e:
+            for w in writes:
+                if not w.tx.done():
+                    w.tx.set_exception(e)
+            return
+        idx = first.index
+        term = first.term
+        rs = self._responders
+        for w in writes:
+            n = len(w.payloads)
+            rs.append(Responder(idx, n, term, w.tx, w.single))
+            idx += n
+
+    def _handle_call(self, m: EngineCall, now: float) -> None:
+        try:
+            m.fn(self.engine, m.tx, now)
+        except ApiError as e:
+            if not m.tx.done():
+                m.tx.set_exception(e)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _run_commands(self) -> None:
+        eng = self.engine
+        while True:
+            cmds = eng.take_commands()
+            if self._postponed:
+                flushed = eng.state.io.flushed
+                ready = [c for c in self._postponed if c.when is None or c.when <= flushed]  # type: ignore[union-attr]
+                if ready:
+                    self._postponed = [c for c in self._postponed if not (c.when is None or c.when <= flushed)]  # type: ignore[union-attr]
+                    cmds = ready + cmds
+            if not cmds:
+                return
+            for c in cmds:
+                await self._run_command(c)
+
+    async def _run_command(self, c: Command) -> None:
+        t = type(c)
+        eng = self.engine
+        if t is Respond:
+            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
+                self._postponed.append(c)
+                return
+            tx = c.tx  # type: ignore[union-attr]
+            if not tx.done():
+                v = c.value  # type: ignore[union-attr]
+                if isinstance(v, BaseException):
+                    tx.set_exception(v)
+                else:
+                    tx.set_result(v)
+        elif t is AppendEntries:
+            entries = c.entries  # type: ignore[union-attr]
+            io = c.io  # type: ignore[union-attr]
+            first = entries[0].log_id.index
+            cache = self.cache
+            if len(cache) and cache.last_index() + 1 != first:
+                cache.clear()
+            cache.append(first, entries)
+            cb = IOFlushed(lambda err, io=io: self.notify(IOCompleted(io, err)), asyncio.get_running_loop())
+            try:
+                await self.log_store.append(entries, cb)
+            except Exception as e:
+                raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
+        elif t is Replicate:
+            for s in self._streams.values():
+                s.update(c.last_log_id, c.committed)  # type: ignore[union-attr]
+        elif t is SaveCommittedAndApply:
+            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
+                self._postponed.append(c)
+                return
+            committed = c.committed  # type: ignore[union-attr]
+            try:
+                await self.log_store.save_committed(committed)
+            except Exception as e:
+                raise StorageError(f"saving committed {committed!r}", e) from e
+            await self._submit_apply(committed)
+        elif t is SaveVote:
+            try:
+                await self.log_store.save_vote(c.vote)  # type: ignore[union-attr]
+            except Exception as e:
+                raise StorageError(f"saving vote {c.vote!r}", e) from e  # type: ignore[union-attr]
+            self._io_completed(c.io)  # type: ignore[union-attr]
+        elif t is TruncateLog:
+            after = c.after  # type: ignore[union-attr]
+            idx = -1 if after is None else after.index
+            self.cache.truncate_after(idx)
+            self._fail_responders_after(idx)
+            try:
+                await self.log_store.truncate_after(after)
+            except Exception as e:
+                raise StorageError(f"truncating after {after!r}", e) from e
+            self._io_completed(c.io)  # type: ignore[union-attr]
+        elif t is PurgeLog:
+            upto = c.upto  # type: ignore[union-attr]
+            self.cache.evict_upto(upto.index)
+            try:
+                await self.log_store.purge(upto)
+            except Exception as e:
+                raise StorageError(f"purging up to {upto!r}", e) from e
+            self._io_completed(c.io)  # type: ignore[union-attr]
+        elif t is SendVote:
+            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
+                self._postponed.append(c)
+                return
+            for target, node in c.targets.items():  # type: ignore[union-attr]
+                self._spawn(self._send_vote(target, node, c.req), "vote")  # type: ignore[union-attr]
+        elif t is StartReplication:
+            self._start_replication(c)  # type: ignore[arg-type]
+        elif t is StopReplication:
+            for s in self._streams.values():
+                s.stop()
+            self._streams.clear()
+        elif t is Heartbeat:
+            for s in self._streams.values():
+                s.heartbeat()
+        else:
+            raise Panicked(f"unknown command {c!r}")
+
+    def _io_completed(self, io: int) -> None:
+        """Storage write ``io`` is durable; tell the engine how far writes are durable in
+        order (writes may report out of order; the engine only sees the contiguous prefix)."""
+        if io == self._io_contiguous + 1 and not self._io_done:
+            self._io_contiguous = io
+        else:
+            self._io_done.add(io)
+            while self._io_contiguous + 1 in self._io_done:
+                self._io_contiguous += 1
+                self._io_done.discard(self._io_contiguous)
+        self.engine.handle_io_flushed(self._io_contiguous)
+
+    async def _submit_apply(self, committed: LogId) -> None:
+        """Hand the entries up to ``committed`` not yet handed over to the state machine."""
+        start = self._apply_submitted + 1
+        stop = committed.index + 1
+        if stop <= start:
+            return
+        entries = self.cache.get(start, stop)
+        if len(entries) < stop - start:
+            # The cache holds a suffix of the log: read what it lacks from storage.
+            rest = await self._read_entries(start + len(entries), stop)
+            entries = entries + rest if entries else rest
+        self._apply_submitted = committed.index
+        rs: list[Responder] = []
+        q = self._responders
+        while q and q[0].first <= committed.index:
+            rs.append(q.popleft())
+        self.sm_worker.submit(entries, rs)
+
+    async def _read_entries(self, start: int, stop: int) -> list[Entry]:
+        try:
+            entries = await self.log_reader.try_get_log_entries(start, stop)
+        except Exception as e:
+            raise StorageError(f"reading log entries [{start}, {stop})", e) from e
+        if len(entries) != stop - start:
+            raise Panicked(f"node {self.id}: log store returned {len(entries)} entries for [{start}, {stop})")
+        return entries
+
+    def _fail_responders_after(self, index: int) -> None:
+        """Entries after ``index`` were deleted: their writers lost."""
+        q = self._responders
+        while q and q[-1].first + q[-1].count - 1 > index:
+            q.pop().fail(self.engine.forward_to_leader())
+
+    def _maybe_evict_cache(self) -> None:
+        cache = self.cache
+        n = len(cache)
+        if n <= CACHE_MAX_ENTRIES:
+            return
+        # Keep what replication still needs when we can; never grow without bound.
+        applied = self.engine.state.applied
+        upto = cache.last_index() - CACHE_MAX_ENTRIES // 2
+        if applied is not None:
+            upto = min(upto, applied.index)
+        cache.evict_upto(upto)
+
+    # -- replication and votes -------------------------------------------------------------------
+
+    def client(self, target: NodeId, node: Any) -> RaftNetwork:
+        """The network client to ``target`` (one per target, reused)."""
+        c = self._clients.get(target)
+        if c is None:
+            c = self._clients[target] = self.network.new_client(target, node)
+        return c
+
+    def _start_replication(self, c: StartReplication) -> None:
+        for target in list(self._streams):
+            s = self._streams[target]
+            if target not in c.targets or s.vote != c.vote:
+                s.stop()
+                del self._streams[target]
+        st = self.engine.state
+        for target, node in c.targets.items():
+            if target not in self._streams:
+                s = ReplicationCore(self, target, self.client(target, node), c.vote, st.last_index() + 1)
+                self._streams[target] = s
+                s.update(st.last_log_id(), st.committed)
+                self._spawn(s.run(), f"replication-{target}")
+
+    async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
+        timeout = self.config.election_timeout_min / 1000.0
+        try:
+            resp = await self.client(target, node).vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+        except RPCError as e:
+            log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
+            return
+        self.notify(VoteReply(target, resp))
+
+    async def _ticker(self) -> None:
+        interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
+        while not self._stopping:
+            await self.clock.sleep(interval)
+            self.notify(TICK)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        t = asyncio.get_running_loop().create_task(coro, name=f"raft-{self.id}-{name}")
+        self._tasks.add(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None and not self._stopping:
+            self.notify(Failed(t.exception()))  # type: ignore[arg-type]
+
+    def _set_fatal(self, err: Fatal) -> None:
+        if self.fatal is None:
+            self.fatal = err
+            if not isinstance(err, Stopped):
+                log.error("node %s stopped: %s", self.id, err)
+
+    def _fail_msg(self, msg: Any, err: BaseException) -> None:
+        tx = msg.tx
+        if not tx.done():
+            tx.set_exception(err)
+
+    def _teardown(self) -> None:
+        self._stopping = True
+        err = self.fatal or Stopped()
+        self.fatal = err
+        for s in self._streams.values():
+            s.stop()
+        self._streams.clear()
+        self.sm_worker.stop()
+        for t in list(self._tasks):
+            t.cancel()
+        for r in list(self._responders) + self.sm_worker.pending_responders():
+            r.fail(err)
+        self._responders.clear()
+        for c in self._postponed:
+            if type(c) is Respond and not c.tx.done():  # type: ignore[union-attr]
+                c.tx.set_exception(err)  # type: ignore[union-attr]
+        self._postponed.clear()
+        for m in list(self._msgs):
+            self._fail_msg(m, err)
+        self._msgs.clear()
+        if self.engine.leader is not None:
+            for r in self.engine.leader.reads:
+                if not r.tx.done():
+                    r.tx.set_exception(err)
+        self.engine.state.server_state = ServerState.SHUTDOWN
+        self._publish_metrics(force=True)
+
+    async def shutdown(self) -> None:
+        """Stop every task of this node and wait for them."""
+        self._stopping = True
+        if self.fatal is None:
+            self.fatal = Stopped()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except BaseException:  # noqa: BLE001 - shutting down
+                pass
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _build_metrics(self) -> RaftMetrics:
+        eng = self.engine
+        st = eng.state
+        leader = eng.leader
+        fatal = getattr(self, "fatal", None)
+        return RaftMetrics(
+            id=st.id,
+            state=st.server_state,
+            current_term=st.vote.term,
+            vote=st.vote,
+            last_log_index=st.last_index(),
+            last_applied=st.applied,
+            committed=st.committed,
+            current_leader=eng.current_leader(),
+            membership_config=st.membership.effective,
+            purged=st.purged_log_id(),
+            snapshot=st.snapshot,
+            replication=None if leader is None else leader.progress.as_dict(),
+            last_quorum_acked=None if leader is None else leader.quorum_acked_at(eng.now),
+            running=fatal is None,
+            error=None if fatal is None or isinstance(fatal, Stopped) else str(fatal),
+        )
+
+    def _publish_metrics(self, force: bool = False) -> None:
+        st = self.engine.state
+        key = (
+            st.server_state,
+            st.vote,
+            st.log_ids.last_index(),
+            st.committed,
+            st.applied,
+            st.membership.effective,
+            None if self.engine.leader is None else self.engine.leader.progress.committed(),
+        )
+        if force or key != self._metrics_key:
+            self._metrics_key = key
+            self.watch.publish(self._build_metrics())
+

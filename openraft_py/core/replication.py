@@ -1,0 +1,198 @@
+"""``ReplicationCore``: the leader's replication stream to one target (a task per target).
+
+It keeps up to ``max_inflight_requests`` AppendEntries in flight (pipelining), each carrying
+up to ``max_payload_entries`` entries read from the in-memory tail of the log (storage only
+on a miss). It starts optimistic (``next_index`` = the leader's last index + 1) and, while
+probing, sends one request at a time; a conflict moves ``next_index`` to the follower's hint
+(fast back-off) and probes again. On an RPC error it backs off for a heartbeat interval.
+Every response is reported to the core as a notification; the engine decides commits.
+
+Commit-only updates ride on the next data request or heartbeat: the commit index matters to
+followers for apply only, and the leader answers its clients itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..errors import RPCError
+from ..types import AppendEntriesRequest, LogId, NodeId, RPCOption, Vote
+from .messages import HigherVote, Progress
+
+if TYPE_CHECKING:
+    from ..network import RaftNetwork
+    from .raft_core import RaftCore
+
+log = logging.getLogger("openraft_py.replication")
+
+
+class ReplicationCore:
+    """One leader's stream to ``target``.
+
+    Invariants: ``inflight`` counts requests sent and not answered; responses to requests of
+    an older ``gen`` (sent before the last conflict or error) update nothing but acks and
+    matching; ``next_index`` is the first index not yet sent in the current ``gen``.
+    """
+
+    def __init__(self, core: RaftCore, target: NodeId, client: RaftNetwork, vote: Vote, next_index: int) -> None:
+        self.core = core
+        self.target = target
+        self.client = client
+        self.vote = vote
+        self.next_index = next_index
+        self.matching: LogId | None = None
+        self.has_matching = False
+        self.last_index = -1
+        self.committed: LogId | None = None
+        self.sent_committed: LogId | None = None
+        self.inflight = 0
+        self.gen = 0
+        self.probing = True
+        self.backing_off = False
+        self.heartbeat_due = False
+        self.stopped = False
+        self._waiter: asyncio.Future[None] | None = None
+        cfg = core.config
+        self.max_inflight = cfg.max_inflight_requests
+        self.max_entries = cfg.max_payload_entries
+        ttl = max(cfg.heartbeat_interval * 4, cfg.election_timeout_min) / 1000.0
+        self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
+
+    # -- from the core -------------------------------------------------------------------------
+
+    def update(self, last_log_id: LogId | None, committed: LogId | None) -> None:
+        """The leader's log now ends at ``last_log_id``; ``committed`` is committed."""
+        self.last_index = -1 if last_log_id is None else last_log_id.index
+        self.committed = committed
+        self._wake()
+
+    def heartbeat(self) -> None:
+        """Send a request now, even an empty one."""
+        self.heartbeat_due = True
+        self._wake()
+
+    def stop(self) -> None:
+        """Stop sending; answers still in flight are reported with this stream's vote and
+        ignored by a core that moved on."""
+        self.stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send until stopped."""
+        loop = asyncio.get_running_loop()
+        while not self.stopped:
+            self._pump()
+            if self.stopped:
+                break
+            w = self._waiter = loop.create_future()
+            await w
+
+    def _pump(self) -> None:
+        """Send as many requests as the pipeline allows."""
+        core = self.core
+        eng = core.engine
+        while not self.stopped and not self.backing_off:
+            leader = eng.leader
+            if leader is None or leader.vote != self.vote:
+                # Our leadership ended; the core stops us too. Never read the log past here:
+                # a non-leader's log may be truncated.
+                self.stopped = True
+                return
+            limit = 1 if self.probing else self.max_inflight
+            if self.inflight >= limit:
+                return
+            start = self.next_index
+            has_data = start <= self.last_index
+            if not (has_data or self.heartbeat_due):
+                return
+            prev_index = start - 1
+            prev = None
+            if prev_index >= 0:
+                prev = eng.state.log_id_at(prev_index)
+                if prev is None:
+                    log.warning(
+                        "replication %s->%s: entry %d was purged; snapshot transfer is needed",
+                        core.id,
+                        self.target,
+                        prev_index,
+                    )
+                    self._back_off()
+                    return
+            end = min(self.last_index + 1, start + self.max_entries) if has_data else start
+            self.next_index = end
+            self.heartbeat_due = False
+            self.sent_committed = self.committed
+            self.inflight += 1
+            core._spawn(self._send(prev, start, end, self.committed, self.gen), f"append-{self.target}")
+
+    async def _send(self, prev: LogId | None, start: int, end: int, committed: LogId | None, gen: int) -> None:
+        core = self.core
+        entries = core.cache.get(start, end) if end > start else []
+        if len(entries) < end - start:
+            rest = await core._read_entries(start + len(entries), end)
+            entries = entries + rest if entries else rest
+        req = AppendEntriesRequest(self.vote, prev, entries, committed)
+        sent_at = core.now_ms()
+        try:
+            resp = await self.client.append_entries(req, self.option)
+        except RPCError as e:
+            self.inflight -= 1
+            log.debug("replication %s->%s failed: %s", core.id, self.target, e)
+            if gen == self.gen:
+                self._restart(start)
+                self._back_off()
+            self._wake()
+            return
+        self.inflight -= 1
+        if resp.success:
+            m = resp.matching
+            if not self.has_matching or (m is not None and (self.matching is None or m > self.matching)):
+                self.matching = m
+                self.has_matching = True
+            core.notify(Progress(self.target, self.vote, self.matching, sent_at, True))
+            if gen == self.gen:
+                self.probing = False
+        elif resp.vote != self.vote and not self.vote.is_ge(resp.vote):
+            core.notify(HigherVote(self.target, self.vote, resp.vote))
+            self.stopped = True
+        else:
+            core.notify(Progress(self.target, self.vote, None, sent_at, False))
+            if gen == self.gen:
+                floor = self.matching.index + 1 if self.matching is not None else 0
+                self.gen += 1
+                self.next_index = max(resp.conflict_hint, floor)
+                self.probing = True
+        self._wake()
+
+    def _restart(self, failed_start: int) -> None:
+        """Resend from the first index not known to match (after a failed request)."""
+        self.gen += 1
+        if self.has_matching:
+            self.next_index = 0 if self.matching is None else self.matching.index + 1
+        else:
+            self.next_index = failed_start
+        self.probing = True
+
+    def _back_off(self) -> None:
+        """Pause sending for one heartbeat interval."""
+        if self.backing_off:
+            return
+        self.backing_off = True
+        self.core._spawn(self._back_off_wait(), f"backoff-{self.target}")
+
+    async def _back_off_wait(self) -> None:
+        await self.core.clock.sleep(self.core.config.heartbeat_interval / 1000.0)
+        self.backing_off = False
+        self.heartbeat_due = True
+        self._wake()

@@ -1,0 +1,154 @@
+"""The state-machine worker: one task per node that applies committed entries in order and
+answers the clients that wrote them.
+
+Applying runs here, not in ``RaftCore``, so a slow ``apply`` delays neither appends nor
+replication. Clients are answered straight from this task (no hop back through the core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ForwardToLeader
+from ..types import ClientWriteResponse, Entry, Membership
+from .messages import Applied, Failed
+
+if TYPE_CHECKING:
+    from ..storage import RaftStateMachine
+    from .raft_core import RaftCore
+
+
+class Responder:
+    """Clients waiting for the entries ``[first, first + count)``, written in ``term``.
+
+    ``tx`` is a future; it gets one ``ClientWriteResponse`` (``single``) or the list of them.
+    """
+
+    __slots__ = ("first", "count", "term", "tx", "single")
+
+    def __init__(self, first: int, count: int, term: int, tx: asyncio.Future[Any], single: bool) -> None:
+        self.first = first
+        self.count = count
+        self.term = term
+        self.tx = tx
+        self.single = single
+
+    def fail(self, err: BaseException) -> None:
+        """Answer with ``err`` (unless the caller gave up)."""
+        if not self.tx.done():
+            self.tx.set_exception(err)
+
+
+class StateMachineWorker:
+    """Applies batches submitted by ``RaftCore`` and resolves their responders.
+
+    Invariant: ``_buf_entries``/``_buf_results`` hold the applied entries (and results) from
+    index ``_buf_start`` on, kept only while some responder still needs them.
+    """
+
+    def __init__(self, core: RaftCore, sm: RaftStateMachine, max_batch: int) -> None:
+        self.core = core
+        self.sm = sm
+        self.max_batch = max_batch
+        self._queue: deque[tuple[list[Entry], list[Responder]]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._responders: deque[Responder] = deque()
+        self._buf_start = 0
+        self._buf_entries: list[Entry] = []
+        self._buf_results: list[Any] = []
+        self._stopped = False
+
+    def submit(self, entries: list[Entry], responders: list[Responder]) -> None:
+        """Queue ``entries`` (consecutive, continuing what was submitted before) for apply."""
+        self._queue.append((entries, responders))
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def stop(self) -> None:
+        """Stop after the current apply; pending responders are failed by the core."""
+        self._stopped = True
+        self.submit([], [])
+
+    def pending_responders(self) -> list[Responder]:
+        """Responders not answered yet (queued or waiting in the buffer)."""
+        out = list(self._responders)
+        for _, rs in self._queue:
+            out.extend(rs)
+        return out
+
+    async def run(self) -> None:
+        """Apply until stopped; a failing ``apply`` stops the node."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopped:
+                if not self._queue:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    continue
+                entries, responders = self._queue.popleft()
+                if responders:
+                    self._responders.extend(responders)
+                if not entries:
+                    continue
+                for i in range(0, len(entries), self.max_batch):
+                    chunk = entries[i : i + self.max_batch] if len(entries) > self.max_batch else entries
+                    results = await self.sm.apply(chunk)
+                    if len(results) != len(chunk):
+                        raise RuntimeError(
+                            f"state machine apply returned {len(results)} responses for {len(chunk)} entries"
+                        )
+                    if self._responders:
+                        self._resolve(chunk, results)
+                    self.core.notify(Applied(chunk[-1].log_id))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
+            self.core.notify(Failed(e))
+
+    def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
+        """Answer every responder whose entries are now all applied."""
+        if not self._buf_entries:
+            self._buf_start = entries[0].log_id.index
+            self._buf_entries = list(entries)
+            self._buf_results = list(results)
+        else:
+            self._buf_entries.extend(entries)
+            self._buf_results.extend(results)
+        last = entries[-1].log_id.index
+        rs = self._responders
+        start = self._buf_start
+        while rs and rs[0].first + rs[0].count - 1 <= last:
+            r = rs.popleft()
+            if r.tx.done():
+                continue
+            lo = r.first - start
+            if lo < 0:
+                r.fail(ForwardToLeader(None, None))
+                continue
+            out = []
+            for k in range(lo, lo + r.count):
+                e = self._buf_entries[k]
+                if e.log_id.term != r.term:
+                    # Our entry was replaced by another leader's: the write is lost.
+                    out = None
+                    break
+                p = e.payload
+                out.append(ClientWriteResponse(e.log_id, self._buf_results[k], p if type(p) is Membership else None))
+            if out is None:
+                r.fail(ForwardToLeader(None, None))
+            else:
+                r.tx.set_result(out[0] if r.single else out)
+        if not rs:
+            self._buf_entries = []
+            self._buf_results = []
+        else:
+            drop = rs[0].first - start
+            if drop > 4096:
+                del self._buf_entries[:drop]
+                del self._buf_results[:drop]
+                self._buf_start += drop

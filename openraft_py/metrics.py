@@ -1,0 +1,120 @@
+"""``RaftMetrics`` (a snapshot of a node's state) and ``Wait`` (await a condition on it)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import msgspec
+
+from .errors import Fatal, WaitTimeout
+from .types import LogId, NodeId, ServerState, StoredMembership, Vote
+
+
+class RaftMetrics(msgspec.Struct, frozen=True):
+    """What a node reports about itself; a new value is published on every change.
+
+    ``replication`` is set on a leader only: the matched log index of every target (-1 when
+    nothing is known to match yet).
+    """
+
+    id: NodeId
+    state: ServerState
+    current_term: int
+    vote: Vote
+    last_log_index: int
+    last_applied: LogId | None
+    committed: LogId | None
+    current_leader: NodeId | None
+    membership_config: StoredMembership
+    purged: LogId | None = None
+    snapshot: LogId | None = None
+    replication: dict[NodeId, int] | None = None
+    last_quorum_acked: float | None = None
+    running: bool = True
+    error: str | None = None
+
+    def describe(self) -> str:
+        """A one-line summary: ``n1 Leader T3 last=10 committed=3-10 applied=3-10``."""
+        return (
+            f"n{self.id} {self.state.value} T{self.current_term} last={self.last_log_index} "
+            f"committed={self.committed!r} applied={self.last_applied!r} leader={self.current_leader}"
+        )
+
+
+class MetricsWatch:
+    """Holds the latest ``RaftMetrics`` and wakes waiters when it changes."""
+
+    def __init__(self, initial: RaftMetrics) -> None:
+        self.current = initial
+        self._changed: asyncio.Future[None] | None = None
+
+    def publish(self, metrics: RaftMetrics) -> None:
+        """Replace the current metrics and wake every waiter."""
+        self.current = metrics
+        ch = self._changed
+        if ch is not None:
+            self._changed = None
+            if not ch.done():
+                ch.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future that completes at the next ``publish``."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+
+class Wait:
+    """Await conditions on a node's metrics, each bounded by ``timeout`` seconds.
+
+    Every method returns the metrics that satisfied the condition, or raises
+    ``WaitTimeout`` naming the condition (``msg``) and the last metrics seen. Obtain one with
+    ``raft.wait(timeout=2.0)``.
+    """
+
+    def __init__(self, watch: MetricsWatch, timeout: float) -> None:
+        self._watch = watch
+        self._timeout = timeout
+
+    async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
+        """Wait until ``predicate(metrics)`` holds."""
+        watch = self._watch
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    m = watch.current
+                    if predicate(m):
+                        return m
+                    if not m.running:
+                        raise Fatal(f"node {m.id} stopped while waiting for {msg}: {m.error or 'shut down'}")
+                    await watch.changed()
+        except TimeoutError:
+            raise WaitTimeout(
+                f"timeout after {self._timeout}s waiting for {msg}; last metrics: {watch.current.describe()}"
+            ) from None
+
+    async def state(self, state: ServerState, msg: str = "") -> RaftMetrics:
+        """Wait until the node is in ``state``."""
+        return await self.metrics(lambda m: m.state == state, msg or f"state {state.value}")
+
+    async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
+        """Wait until the node knows ``leader_id`` as the leader."""
+        return await self.metrics(lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}")
+
+    async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
+        """Wait until the last log index is ``>= index``."""
+        return await self.metrics(lambda m: m.last_log_index >= index, msg or f"log index >= {index}")
+
+    async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
+        """Wait until the last applied index is ``>= index``."""
+        return await self.metrics(
+            lambda m: m.last_applied is not None and m.last_applied.index >= index,
+            msg or f"applied index >= {index}",
+        )
+
+    async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
+        """Wait until the effective membership's voters are exactly ``ids``."""
+        return await self.metrics(
+            lambda m: set(m.membership_config.membership.voter_ids()) == set(ids), msg or f"voters {sorted(ids)}"
+        )

@@ -1,0 +1,300 @@
+"""``Raft``: the public handle of one node.
+
+Every method sends a message to the node's ``RaftCore`` task and awaits its answer; none
+touches engine state directly. A ``Raft`` is bound to the event loop it was created on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from ._core import EntryCache, LogIndex
+from .config import Config
+from .core.clock import Clock, LoopClock
+from .core.messages import ClientWrite, EngineCall
+from .core.raft_core import CACHE_MAX_ENTRIES, RaftCore
+from .engine import Engine, MembershipState, RaftState
+from .errors import Fatal, StorageError
+from .metrics import RaftMetrics, Wait
+from .types import (
+    EMPTY_STORED_MEMBERSHIP,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    ClientWriteResponse,
+    Entry,
+    LogId,
+    Membership,
+    NodeId,
+    Normal,
+    ReadPolicy,
+    ServerState,
+    StoredMembership,
+    Vote,
+    VoteRequest,
+    VoteResponse,
+)
+
+if TYPE_CHECKING:
+    from .engine import Engine as _Engine
+    from .network import RaftNetworkFactory
+    from .storage import RaftLogStorage, RaftStateMachine
+
+READ_CHUNK = 4096
+
+
+class Trigger:
+    """Admin actions that make a node act now instead of waiting for its timers."""
+
+    def __init__(self, raft: Raft) -> None:
+        self._raft = raft
+
+    async def elect(self) -> None:
+        """Start an election on this node now (it becomes a candidate)."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.elect(now)
+            tx.set_result(None)
+
+        await self._raft._call(fn)
+
+    async def heartbeat(self) -> None:
+        """Make a leader send heartbeats to every target now (no-op on a non-leader)."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.leader_heartbeat(now)
+            tx.set_result(None)
+
+        await self._raft._call(fn)
+
+
+class Raft:
+    """One Raft node. Create it with ``await Raft.new(...)``; use it as an async context
+    manager or call ``shutdown()`` when done.
+
+    All methods are coroutines unless noted, and raise ``Fatal`` (``Stopped``,
+    ``StorageError``, ``Panicked``) once the node has stopped.
+    """
+
+    def __init__(self, core: RaftCore) -> None:
+        """Internal: use ``Raft.new``."""
+        self._core = core
+        self._loop = asyncio.get_running_loop()
+        self.id: NodeId = core.id
+        self.config = core.config
+        self.trigger = Trigger(self)
+
+    @classmethod
+    async def new(
+        cls,
+        node_id: NodeId,
+        config: Config,
+        network_factory: RaftNetworkFactory,
+        log_store: RaftLogStorage,
+        state_machine: RaftStateMachine,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+    ) -> Raft:
+        """Start node ``node_id`` over its storage and network.
+
+        Restores vote, log, committed and applied state from storage, so a restarted node
+        rejoins on its own; entries committed but not applied are applied first. ``clock``
+        (default: the event loop's) and ``seed`` (the source of every random choice,
+        default from ``os.urandom``) make runs reproducible under a simulator. Raises
+        ``ConfigError`` for an invalid ``config`` and ``StorageError`` when storage cannot
+        be read.
+        """
+        config.validate()
+        clock = clock or LoopClock()
+        rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
+        try:
+            state, cache = await _restore_state(node_id, log_store, state_machine)
+        except Fatal:
+            raise
+        except Exception as e:
+            raise StorageError(f"restoring node {node_id} from storage", e) from e
+        engine = Engine(config, state, rng, clock.now() * 1000.0)
+        core = RaftCore(config, engine, network_factory, log_store, state_machine, clock, cache)
+        core.start()
+        return cls(core)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Raft:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop the node: its tasks end, pending calls fail with ``Stopped``. Idempotent."""
+        await self._core.shutdown()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._core.send_msg(EngineCall(fn, fut))
+        return await fut
+
+    # -- cluster setup -------------------------------------------------------------------------
+
+    async def initialize(self, members: Mapping[NodeId, BasicNode] | Iterable[NodeId]) -> None:
+        """Start a new cluster whose first membership is ``members`` (ids, or ids to nodes).
+
+        Call it on one node (calling it on every node is fine too). Raises ``NotAllowed``
+        if this node already has a log or a vote, and ``NotInMembers`` if it is not one of
+        ``members``.
+        """
+        if isinstance(members, Mapping):
+            nodes = dict(members)
+        else:
+            nodes = {nid: BasicNode() for nid in members}
+        membership = Membership.new([set(nodes)], nodes)
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.initialize(membership, now)
+            tx.set_result(None)
+
+        await self._call(fn)
+
+    # -- writes and reads ----------------------------------------------------------------------
+
+    async def client_write(self, data: bytes) -> ClientWriteResponse:
+        """Replicate ``data`` as one log entry; return once it is committed and applied here,
+        with what the state machine returned for it.
+
+        Raises ``ForwardToLeader`` on a node that is not the leader, or that stopped being
+        the leader before the entry committed (the write may or may not take effect then).
+        """
+        fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
+        self._core.send_msg(ClientWrite([Normal(data)], fut, True))
+        return await fut
+
+    async def client_write_many(self, datas: Iterable[bytes]) -> list[ClientWriteResponse]:
+        """Like ``client_write`` for several payloads in one message; results in order."""
+        payloads = [Normal(d) for d in datas]
+        if not payloads:
+            return []
+        fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
+        self._core.send_msg(ClientWrite(payloads, fut, False))  # type: ignore[arg-type]
+        return await fut
+
+    async def ensure_linearizable(self, policy: ReadPolicy = ReadPolicy.READ_INDEX) -> LogId | None:
+        """Confirm this node is the leader and wait until its state machine reflects every
+        write committed before the call; then a read of local state is linearizable.
+
+        Returns the read log id. Raises ``ForwardToLeader`` on a non-leader and
+        ``LinearizableReadError`` when leadership cannot be confirmed (for ``LEASE_READ``:
+        the lease expired).
+        """
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.handle_read(tx, policy, now)
+
+        read_log_id: LogId | None = await self._call(fn)
+        if read_log_id is not None:
+            watch = self._core.watch
+            while True:
+                m = watch.current
+                if m.last_applied is not None and m.last_applied.index >= read_log_id.index:
+                    break
+                if not m.running:
+                    raise self._core.fatal or Fatal("node stopped")
+                await watch.changed()
+        return read_log_id
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> RaftMetrics:
+        """The latest metrics of this node (not a coroutine)."""
+        return self._core.watch.current
+
+    def is_leader(self) -> bool:
+        """Whether this node is the leader right now (not a coroutine)."""
+        return self.metrics.state == ServerState.LEADER
+
+    def current_leader(self) -> NodeId | None:
+        """The leader this node knows of, or ``None`` (not a coroutine)."""
+        return self.metrics.current_leader
+
+    def wait(self, timeout: float | None = None) -> Wait:
+        """Conditions on this node's metrics to await, each bounded by ``timeout`` seconds
+        (``None``: no bound). Example: ``await raft.wait(2.0).state(ServerState.LEADER)``."""
+        return Wait(self._core.watch, timeout)
+
+    # -- called by a transport's server side -------------------------------------------------
+
+    async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        """Handle an AppendEntries RPC from a leader."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.handle_append_entries(req, tx, now)
+
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        """Handle a RequestVote RPC from a candidate."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.handle_vote_req(req, tx, now)
+
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Raft({self.metrics.describe()})"
+
+
+async def _restore_state(
+    node_id: NodeId, log_store: RaftLogStorage, state_machine: RaftStateMachine
+) -> tuple[RaftState, EntryCache]:
+    """Rebuild the engine state from storage: vote, log ids, committed, memberships, and an
+    in-memory tail of the log."""
+    vote = await log_store.read_vote() or Vote.new(0, 0)
+    log_state = await log_store.get_log_state()
+    committed = await log_store.read_committed()
+    applied, sm_membership = await state_machine.applied_state()
+    purged = log_state.last_purged_log_id
+    last = log_state.last_log_id
+    start = 0 if purged is None else purged.index + 1
+    stop = 0 if last is None else last.index + 1
+    reader = log_store.get_log_reader()
+    keys: list[tuple[int, int]] = []
+    memberships: list[StoredMembership] = []
+    cache = EntryCache()
+    cache_from = max(start, stop - CACHE_MAX_ENTRIES // 2)
+    for lo in range(start, stop, READ_CHUNK):
+        hi = min(stop, lo + READ_CHUNK)
+        entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
+        if len(entries) != hi - lo:
+            raise StorageError(f"reading log [{lo}, {hi}): got {len(entries)} entries (a hole in the log?)")
+        for e in entries:
+            lid = e.log_id
+            if not keys or keys[-1][0] != lid.term:
+                keys.append((lid.term, lid.index))
+            if type(e.payload) is Membership:
+                memberships.append(StoredMembership(lid, e.payload))
+        if hi > cache_from:
+            tail = entries[max(0, cache_from - lo) :]
+            cache.append(tail[0].log_id.index, tail)
+    log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
+    if applied is not None and (committed is None or applied > committed):
+        committed = applied
+    ci = -1 if committed is None else committed.index
+    committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
+    ms = MembershipState(committed_m)
+    for sm in memberships:
+        assert sm.log_id is not None
+        if sm.log_id.index <= ci:
+            if committed_m.log_id is None or sm.log_id > committed_m.log_id:
+                committed_m = sm
+        else:
+            ms.uncommitted.append(sm)
+    ms.committed = committed_m
+    state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied)
+    return state, cache

@@ -1,0 +1,137 @@
+"""``Cluster``: several ``Raft`` nodes in one process on the in-process ``Router``.
+
+For tests, ``make run`` and benchmarks. Each node's storage lives on a ``MemDisk`` that
+outlives the node object, so ``crash``/``restart`` model a process restart that keeps its
+disk::
+
+    async with Cluster(config, seed=1) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        await c.nodes[leader].client_write(b"x")
+        await c.crash(leader)
+        await c.restart(leader)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Iterable
+
+from ..config import Config
+from ..errors import WaitTimeout
+from ..network.router import Router
+from ..raft import Raft
+from ..storage.memory import MemDisk, MemLogStore, MemStateMachine
+from ..types import NodeId, ServerState
+
+StateMachineFactory = Callable[[MemDisk], Any]
+
+
+class Cluster:
+    """In-process nodes sharing one ``Router``.
+
+    ``nodes`` holds the running nodes; ``disks`` every node's durable storage (kept across
+    crashes). ``state_machines`` the state machine object of each running node.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        serialize: bool = False,
+        state_machine: StateMachineFactory | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.seed = seed
+        self.router = Router(seed=seed, serialize=serialize)
+        self.nodes: dict[NodeId, Raft] = {}
+        self.disks: dict[NodeId, MemDisk] = {}
+        self.state_machines: dict[NodeId, Any] = {}
+        self._sm_factory: StateMachineFactory = state_machine or (lambda disk: MemStateMachine(disk))
+        self._boots = 0
+
+    async def __aenter__(self) -> Cluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def add_node(self, node_id: NodeId) -> Raft:
+        """Start node ``node_id`` (on its existing disk if it had one) and register it."""
+        disk = self.disks.setdefault(node_id, MemDisk())
+        sm = self._sm_factory(disk)
+        self._boots += 1
+        raft = await Raft.new(
+            node_id,
+            self.config,
+            self.router.factory(node_id),
+            MemLogStore(disk),
+            sm,
+            seed=self.seed * 1000003 + node_id * 7919 + self._boots,
+        )
+        self.nodes[node_id] = raft
+        self.state_machines[node_id] = sm
+        self.router.register(node_id, raft)
+        return raft
+
+    async def start(self, ids: Iterable[NodeId], *, initialize: bool = True) -> None:
+        """Start every node of ``ids``; initialize the cluster from the smallest id."""
+        ids = sorted(ids)
+        for nid in ids:
+            await self.add_node(nid)
+        if initialize:
+            await self.nodes[ids[0]].initialize(set(ids))
+
+    async def crash(self, node_id: NodeId) -> None:
+        """Stop ``node_id`` abruptly (its disk stays): it becomes unreachable."""
+        self.router.unregister(node_id)
+        raft = self.nodes.pop(node_id)
+        self.state_machines.pop(node_id, None)
+        await raft.shutdown()
+
+    async def restart(self, node_id: NodeId) -> Raft:
+        """Start ``node_id`` again over its disk."""
+        if node_id in self.nodes:
+            await self.crash(node_id)
+        return await self.add_node(node_id)
+
+    def leader(self) -> NodeId | None:
+        """The running node that is leader with the highest term, if any."""
+        best: tuple[int, NodeId] | None = None
+        for nid, r in self.nodes.items():
+            m = r.metrics
+            if m.state == ServerState.LEADER and (best is None or m.current_term > best[0]):
+                best = (m.current_term, nid)
+        return None if best is None else best[1]
+
+    async def wait_for_leader(self, timeout: float = 5.0, among: Iterable[NodeId] | None = None) -> NodeId:
+        """Wait until one of ``among`` (default: the running nodes) is the leader known by
+        every other running node of ``among``; return its id."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ids = set(among) if among is not None else set(self.nodes)
+            ids &= set(self.nodes)
+            lid = self.leader()
+            if lid is not None and lid in ids and all(self.nodes[i].current_leader() == lid for i in ids):
+                return lid
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                states = "; ".join(self.nodes[i].metrics.describe() for i in sorted(ids))
+                raise WaitTimeout(f"no leader agreed by {sorted(ids)} within {timeout}s: {states}")
+            # Wake on any node's metrics change, bounded by the remaining time.
+            waits = [asyncio.ensure_future(self.nodes[i]._core.watch.changed()) for i in ids]
+            done, pending = await asyncio.wait(waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+
+    async def wait_applied(self, index: int, timeout: float = 5.0, ids: Iterable[NodeId] | None = None) -> None:
+        """Wait until every node of ``ids`` (default: running ones) applied up to ``index``."""
+        for nid in sorted(ids if ids is not None else self.nodes):
+            await self.nodes[nid].wait(timeout).applied_index_at_least(index, f"n{nid} applied >= {index}")
+
+    async def shutdown(self) -> None:
+        """Stop every running node."""
+        for nid in list(self.nodes):
+            await self.crash(nid)
