@@ -43,15 +43,30 @@ class RaftMetrics(msgspec.Struct, frozen=True):
 
 
 class MetricsWatch:
-    """Holds the latest ``RaftMetrics`` and wakes waiters when it changes."""
+    """Holds a node's metrics and wakes waiters when they change.
 
-    def __init__(self, initial: RaftMetrics) -> None:
-        self.current = initial
+    Building a ``RaftMetrics`` costs microseconds and the state changes several times per
+    write, so the value is built lazily: ``mark_changed()`` only flags it, and ``current``
+    rebuilds it from the node's state when flagged.
+    """
+
+    def __init__(self, build: Callable[[], RaftMetrics]) -> None:
+        self._build = build
+        self._current = build()
+        self._dirty = False
         self._changed: asyncio.Future[None] | None = None
 
-    def publish(self, metrics: RaftMetrics) -> None:
-        """Replace the current metrics and wake every waiter."""
-        self.current = metrics
+    @property
+    def current(self) -> RaftMetrics:
+        """The metrics as of now."""
+        if self._dirty:
+            self._dirty = False
+            self._current = self._build()
+        return self._current
+
+    def mark_changed(self) -> None:
+        """The node's state changed: rebuild on the next read and wake every waiter."""
+        self._dirty = True
         ch = self._changed
         if ch is not None:
             self._changed = None
@@ -59,7 +74,7 @@ class MetricsWatch:
                 ch.set_result(None)
 
     def changed(self) -> asyncio.Future[None]:
-        """A future that completes at the next ``publish``."""
+        """A future that completes at the next change."""
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
         return self._changed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Clock(Protocol):
@@ -22,9 +22,15 @@ class LoopClock:
     """The running event loop's clock (``loop.time()``, ``asyncio.sleep``). An event loop
     with virtual time (the simulator's) makes this virtual too."""
 
+    def __init__(self) -> None:
+        self._time: Callable[[], float] | None = None
+
     def now(self) -> float:
-        """``loop.time()`` of the running loop."""
-        return asyncio.get_running_loop().time()
+        """``loop.time()`` of the running loop (the loop is looked up once)."""
+        t = self._time
+        if t is None:
+            t = self._time = asyncio.get_running_loop().time
+        return t()
 
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep(seconds)``."""

@@ -95,10 +95,11 @@ class RaftCore:
         self._clients: dict[NodeId, RaftNetwork] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sm_worker = StateMachineWorker(self, state_machine, config.max_apply_batch)
-        self.watch = MetricsWatch(self._build_metrics())
-        self._metrics_key: tuple[Any, ...] = ()
         self.fatal: Fatal | None = None
+        self.watch = MetricsWatch(self._build_metrics)
+        self._metrics_key: tuple[Any, ...] = ()
         self._stopping = False
+        self._running_commands = False
         self.task: asyncio.Task[None] | None = None
 
     # -- queues --------------------------------------------------------------------------------
@@ -242,6 +243,13 @@ class RaftCore:
     # -- commands ------------------------------------------------------------------------------
 
     async def _run_commands(self) -> None:
+        self._running_commands = True
+        try:
+            await self._run_commands_inner()
+        finally:
+            self._running_commands = False
+
+    async def _run_commands_inner(self) -> None:
         eng = self.engine
         while True:
             cmds = eng.take_commands()
@@ -278,7 +286,7 @@ class RaftCore:
             if len(cache) and cache.last_index() + 1 != first:
                 cache.clear()
             cache.append(first, entries)
-            cb = IOFlushed(lambda err, io=io: self.notify(IOCompleted(io, err)), asyncio.get_running_loop())
+            cb = IOFlushed(lambda err, io=io: self._on_log_flushed(io, err), asyncio.get_running_loop())
             try:
                 await self.log_store.append(entries, cb)
             except Exception as e:
@@ -337,6 +345,15 @@ class RaftCore:
                 s.heartbeat()
         else:
             raise Panicked(f"unknown command {c!r}")
+
+    def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
+        """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs
+        commands the engine is idle, so the completion is handled at once (the commands it
+        causes run in the same pass); otherwise it is queued."""
+        if err is None and self._running_commands:
+            self._io_completed(io)
+        else:
+            self.notify(IOCompleted(io, err))
 
     def _io_completed(self, io: int) -> None:
         """Storage write ``io`` is durable; tell the engine how far writes are durable in
@@ -510,7 +527,7 @@ class RaftCore:
         eng = self.engine
         st = eng.state
         leader = eng.leader
-        fatal = getattr(self, "fatal", None)
+        fatal = self.fatal
         return RaftMetrics(
             id=st.id,
             state=st.server_state,
@@ -542,5 +559,5 @@ class RaftCore:
         )
         if force or key != self._metrics_key:
             self._metrics_key = key
-            self.watch.publish(self._build_metrics())
+            self.watch.mark_changed()
 
