@@ -74,10 +74,17 @@ class MetricsWatch:
                 ch.set_result(None)
 
     def changed(self) -> asyncio.Future[None]:
-        """A future that completes at the next change."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        return self._changed
+        """A future of the caller's own that completes at the next change.
+
+        Every caller gets a shield over one shared future: cancelling it (a waiter that
+        times out or is cancelled) must not cancel the shared one, which would wake every
+        other waiter with ``CancelledError`` and keep failing later waiters until the next
+        change.
+        """
+        ch = self._changed
+        if ch is None:
+            ch = self._changed = asyncio.get_running_loop().create_future()
+        return asyncio.shield(ch)
 
 
 class Wait:
