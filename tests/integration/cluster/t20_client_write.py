@@ -1,0 +1,122 @@
+"""Writes on 1, 3 and 5 nodes: applied on every node in the same order; client_write_many;
+the KV state machine; a serializing router (wire round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openraft_py import ReadPolicy
+from openraft_py.storage.memory import KvCas, KvDelete, KvGet, KvSet, encode_kv
+from openraft_py.testing.cluster import Cluster
+
+from ..checks import check_applied_prefix, check_log_matching, fast_config
+
+pytestmark = pytest.mark.timeout(15)
+
+
+def assert_same_applied(c: Cluster) -> None:
+    logs = {nid: d.applied_log for nid, d in c.disks.items()}
+    first = logs[min(logs)]
+    for nid, al in logs.items():
+        assert al == first, f"n{nid} applied {al!r}, n{min(logs)} applied {first!r}"
+
+
+@pytest.mark.parametrize("n", [1, 3, 5], ids=lambda n: f"{n}nodes")
+async def test_writes_applied_everywhere_in_the_same_order(cluster: Cluster, n: int) -> None:
+    await cluster.start(range(1, n + 1))
+    leader = await cluster.wait_for_leader(timeout=2.0)
+    raft = cluster.nodes[leader]
+    acked = []
+    for i in range(20):
+        acked.append(await raft.client_write(f"seq-{i}".encode()))
+    # Concurrent writers: the log decides the order, every node follows it.
+    conc = await asyncio.gather(*(raft.client_write(f"conc-{i}".encode()) for i in range(50)))
+    acked += conc
+    idx = [r.log_id.index for r in acked]
+    assert idx[:20] == sorted(idx[:20]) and len(set(idx)) == len(idx)
+    last = max(idx)
+    await cluster.wait_applied(last, timeout=3.0)
+    assert_same_applied(cluster)
+    applied = cluster.disks[leader].applied_log
+    by_id = dict(applied)
+    for i, r in enumerate(acked):
+        want = f"seq-{i}".encode() if i < 20 else f"conc-{i - 20}".encode()
+        assert by_id[r.log_id] == want
+    assert [d for _, d in applied[:20]] == [f"seq-{i}".encode() for i in range(20)]
+    check_log_matching(cluster.disks)
+    check_applied_prefix(cluster.disks)
+
+
+async def test_client_write_many_results_in_order(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=2.0)
+    raft = cluster.nodes[leader]
+    datas = [encode_kv(KvSet("k", str(i))) for i in range(30)]
+    resps = await raft.client_write_many(datas)
+    assert len(resps) == 30
+    ids = [r.log_id.index for r in resps]
+    assert ids == list(range(ids[0], ids[0] + 30))
+    # Each response is the state machine's answer to its own entry: the previous value.
+    assert [r.data for r in resps] == [None] + [str(i) for i in range(29)]
+    assert await raft.client_write_many([]) == []
+    await cluster.wait_applied(ids[-1])
+    for nid in cluster.nodes:
+        tail = cluster.disks[nid].applied_log[-30:]
+        assert [lid for lid, _ in tail] == [r.log_id for r in resps]
+        assert [d for _, d in tail] == datas
+
+
+async def test_kv_state_machine_same_data_on_every_node(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3, 4, 5})
+    leader = await cluster.wait_for_leader(timeout=2.0)
+    raft = cluster.nodes[leader]
+    for i in range(10):
+        assert (await raft.client_write(encode_kv(KvSet(f"k{i}", f"v{i}")))).data is None
+    assert (await raft.client_write(encode_kv(KvSet("k1", "v1b")))).data == "v1"
+    assert (await raft.client_write(encode_kv(KvDelete("k2")))).data == "v2"
+    assert (await raft.client_write(encode_kv(KvCas("k3", "v3", "v3b")))).data == (True, "v3b")
+    assert (await raft.client_write(encode_kv(KvCas("k4", "nope", "x")))).data == (False, "v4")
+    last = await raft.client_write(encode_kv(KvGet("k1")))
+    assert last.data == "v1b"
+    await cluster.wait_applied(last.log_id.index)
+    want = {f"k{i}": f"v{i}" for i in range(10)} | {"k1": "v1b", "k3": "v3b"}
+    del want["k2"]
+    for nid, sm in cluster.state_machines.items():
+        assert sm.data == want, f"n{nid}"
+    assert_same_applied(cluster)
+
+
+async def test_read_index_covers_the_last_acknowledged_write(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=2.0)
+    raft = cluster.nodes[leader]
+    for i in range(5):
+        resp = await raft.client_write(encode_kv(KvSet("x", str(i))))
+        read_id = await raft.ensure_linearizable(ReadPolicy.READ_INDEX)
+        assert read_id is not None and read_id >= resp.log_id
+        m = raft.metrics
+        assert m.last_applied is not None and m.last_applied >= read_id
+        assert cluster.state_machines[leader].data["x"] == str(i)
+    # Without a new write it still returns the committed point.
+    again = await raft.ensure_linearizable()
+    assert again is not None and again >= resp.log_id
+
+
+async def test_serializing_router_cluster_works() -> None:
+    async with Cluster(fast_config(), seed=5, serialize=True) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader(timeout=2.0)
+        raft = c.nodes[leader]
+        resps = await raft.client_write_many([encode_kv(KvSet(f"k{i}", "v")) for i in range(5)])
+        r = await raft.client_write(b"\x00opaque\xff")
+        assert r.data is None
+        assert await raft.ensure_linearizable() >= r.log_id
+        await c.wait_applied(r.log_id.index)
+        for sm in c.state_machines.values():
+            assert sm.data == {f"k{i}": "v" for i in range(5)}
+        assert_same_applied(c)
+        assert c.disks[1].applied_log[-1] == (r.log_id, b"\x00opaque\xff")
+        assert resps[-1].log_id.index + 1 == r.log_id.index
+        assert c.router.rpc_count("append_entries") > 0 and c.router.rpc_count("vote") > 0
