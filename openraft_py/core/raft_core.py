@@ -212,7 +212,9 @@ class RaftCore:
         elif t is Failed:
             if isinstance(n.error, Fatal):
                 raise n.error
-            raise StorageError("applying to the state machine", n.error)
+            err = Panicked(f"node {self.id}: a task failed: {type(n.error).__name__}: {n.error}")
+            err.__cause__ = n.error
+            raise err
         else:
             raise Panicked(f"unknown notification {n!r}")
 
@@ -441,6 +443,9 @@ class RaftCore:
             resp = await self.client(target, node).vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except RPCError as e:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
+            return
+        except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
+            log.warning("node %s: vote request to %s raised %s (expected an RPCError)", self.id, target, e)
             return
         self.notify(VoteReply(target, resp))
 

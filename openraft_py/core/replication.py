@@ -146,9 +146,12 @@ class ReplicationCore:
         sent_at = core.now_ms()
         try:
             resp = await self.client.append_entries(req, self.option)
-        except RPCError as e:
+        except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
             self.inflight -= 1
-            log.debug("replication %s->%s failed: %s", core.id, self.target, e)
+            if isinstance(e, RPCError):
+                log.debug("replication %s->%s failed: %s", core.id, self.target, e)
+            else:
+                log.warning("replication %s->%s: the network raised %r (expected an RPCError)", core.id, self.target, e)
             if gen == self.gen:
                 self._restart(start)
                 self._back_off()

@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ForwardToLeader
+from ..errors import ForwardToLeader, StorageError
 from ..types import ClientWriteResponse, Entry, Membership
 from .messages import Applied, Failed
 
@@ -107,8 +107,10 @@ class StateMachineWorker:
                     self.core.notify(Applied(chunk[-1].log_id))
         except asyncio.CancelledError:
             raise
-        except BaseException as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
-            self.core.notify(Failed(e))
+        except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
+            err = StorageError("applying entries to the state machine", e)
+            err.__cause__ = e
+            self.core.notify(Failed(err))
 
     def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer every responder whose entries are now all applied."""

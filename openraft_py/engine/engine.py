@@ -230,9 +230,15 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         return {nid: n for nid, n in st.effective_membership().nodes.items() if nid != st.id}
 
     def current_leader(self) -> NodeId | None:
-        """The established leader this node knows of, if any."""
+        """The established leader this node knows of, if any. A committed vote naming this
+        node while it is not leading (it restarted, or stepped down) names no leader."""
         v = self.state.vote
-        return v.leader_id.node_id if v.committed else None
+        if not v.committed:
+            return None
+        lid = v.leader_id.node_id
+        if lid == self.state.id and self.leader is None:
+            return None
+        return lid
 
     def forward_to_leader(self) -> ForwardToLeader:
         """The error for a leader-only request arriving here."""
