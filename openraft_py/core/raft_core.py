@@ -93,7 +93,8 @@ class RaftCore:
         self._apply_submitted = -1 if engine.state.applied is None else engine.state.applied.index
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Insertion-ordered (a dict, not a set) so teardown is deterministic under a simulator.
+        self._tasks: dict[asyncio.Task[Any], None] = {}
         self.sm_worker = StateMachineWorker(self, state_machine, config.max_apply_batch)
         self.fatal: Fatal | None = None
         self.watch = MetricsWatch(self._build_metrics)
@@ -459,12 +460,12 @@ class RaftCore:
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         t = asyncio.get_running_loop().create_task(coro, name=f"raft-{self.id}-{name}")
-        self._tasks.add(t)
+        self._tasks[t] = None
         t.add_done_callback(self._task_done)
         return t
 
     def _task_done(self, t: asyncio.Task[Any]) -> None:
-        self._tasks.discard(t)
+        self._tasks.pop(t, None)
         if not t.cancelled() and t.exception() is not None and not self._stopping:
             self.notify(Failed(t.exception()))  # type: ignore[arg-type]
 
