@@ -110,11 +110,10 @@ class VoteHandler:
         vote = Vote(cand.vote.leader_id, True)
         self.update_vote(vote)
         leader = Leader(vote, st.id, st.effective_membership(), now)
-        # The grants were sent after the vote requests, so they confirm us as of the start
-        # of the election.
-        for nid in cand.granted:
-            if nid in leader.ack_at:
-                leader.ack_at[nid] = cand.started_at
+        # NB: the grants do not count as acks (``ack_at``): a voter's grant leaves its vote
+        # uncommitted, so leader stickiness does not stop it from granting a higher-term
+        # candidate a moment later; a grant confirms no lease. ``elected_at`` covers
+        # check-quorum until the first heartbeat round is acked.
         leader.elected_at = now
         self.leader = leader
         self.set_server_state()
