@@ -1,0 +1,299 @@
+"""A tiny deterministic network of Engines for multi-node engine tests (no asyncio).
+
+``Network`` plays the runtime's part for every node: it runs the commands each engine emits
+(storage writes into a per-node ``{index: Entry}`` log, flushed at once or on demand with
+``flush``; ``Respond`` postponed until its ``when`` is flushed), turns ``SendVote``,
+``Replicate`` and ``Heartbeat`` into RPCs built the way ``openraft_py/core/replication.py``
+does (``prev_log_id`` = the leader's log id at ``next_index - 1``; on a conflict,
+``next_index`` = the follower's hint, never below what is known to match), queues them in
+FIFO order and routes every reply back to ``handle_vote_resp`` /
+``handle_replication_progress`` / ``handle_higher_vote``.
+
+Faults: ``drop(frm, to)`` cuts one direction of a link, ``isolate(n)`` every link of a node,
+``recover()`` heals everything. Time moves only when a test says so (``advance``, ``tick``,
+``campaign``). After every step ``validate()`` checks each ``RaftState`` plus the cross-node
+safety properties (one leader per term, log matching, applied prefixes agree).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from openraft_py.config import Config
+from openraft_py.engine import (
+    AppendEntries,
+    Engine,
+    Heartbeat,
+    Replicate,
+    Respond,
+    SaveCommittedAndApply,
+    SaveVote,
+    SendVote,
+    StartReplication,
+    StopReplication,
+    TruncateLog,
+)
+from openraft_py.types import AppendEntriesRequest, Entry, LogId, Normal, Vote
+
+from .helpers import make_engine, membership
+
+
+def payload_entry(term: int, index: int, voters: Any) -> Entry:
+    """The entry every node holds at ``(term, index)`` in an initial log (log matching)."""
+    if (term, index) == (0, 0):
+        return Entry(LogId(0, 0), membership(voters))
+    return Entry(LogId(term, index), Normal(f"t{term}i{index}".encode()))
+
+
+@dataclass
+class Tx:
+    """Where a reply goes: ``kind`` "vote" or "append", from ``frm`` back to ``to``."""
+
+    kind: str
+    frm: int
+    to: int
+    req: Any = None
+    sent_at: float = 0.0
+
+
+@dataclass
+class Stream:
+    """The leader ``vote``'s replication state toward one target."""
+
+    vote: Vote
+    next_index: int
+    matching: int = -1
+
+
+@dataclass
+class Network:
+    ids: tuple[int, ...] = (1, 2, 3)
+    logs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    votes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    config: Config = field(default_factory=Config)
+    max_entries: int = 100
+    auto_flush: bool = True
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        voters = set(self.ids)
+        self.engines: dict[int, Engine] = {}
+        self.entries: dict[int, dict[int, Entry]] = {}
+        for n in self.ids:
+            log = self.logs.get(n, [(0, 0)])
+            self.engines[n] = make_engine(
+                id=n, voters=voters, log=log, vote=self.votes.get(n, (0, 0)), seed=n, config=self.config
+            )
+            self.entries[n] = {i: payload_entry(t, i, voters) for t, i in log}
+        self.queue: deque[tuple[int, int, str, Any, Tx | None]] = deque()
+        self.cut: set[tuple[int, int]] = set()
+        self.streams: dict[int, dict[int, Stream]] = {n: {} for n in self.ids}
+        self.postponed: dict[int, list[Any]] = {n: [] for n in self.ids}
+        self.applied: dict[int, list[Entry]] = {n: [] for n in self.ids}
+        self.responses: dict[int, list[tuple[Any, Any]]] = {n: [] for n in self.ids}
+        self.leaders: dict[int, int] = {}  # term -> the node that led it (ever)
+        self.process()
+
+    # -- faults and time --------------------------------------------------------------------
+
+    def drop(self, frm: int, to: int) -> None:
+        self.cut.add((frm, to))
+
+    def isolate(self, n: int) -> None:
+        for m in self.ids:
+            if m != n:
+                self.cut |= {(n, m), (m, n)}
+
+    def recover(self) -> None:
+        self.cut.clear()
+
+    def advance(self, ms: float) -> None:
+        self.now += ms
+
+    def tick(self, n: int) -> None:
+        self.engines[n].handle_tick(self.now)
+        self.process()
+
+    def campaign(self, n: int) -> None:
+        """Let every leader lease and stickiness window expire, then ``n`` starts an election."""
+        self.advance(self.config.election_timeout_max + 1)
+        self.engines[n].elect(self.now)
+        self.process()
+
+    def client_write(self, n: int, data: bytes) -> LogId:
+        first = self.engines[n].client_write([Normal(data)])
+        self.process()
+        return first
+
+    def flush(self, n: int) -> None:
+        eng = self.engines[n]
+        eng.handle_io_flushed(eng.state.io.submitted)
+        self.process()
+
+    def leader(self) -> int | None:
+        """The leader of the highest term among the nodes that think they lead."""
+        ls = [n for n, e in self.engines.items() if e.leader is not None]
+        return max(ls, key=lambda n: self.engines[n].state.vote.term) if ls else None
+
+    # -- running commands --------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Run every node's commands until none is left; then validate."""
+        busy = True
+        while busy:
+            busy = False
+            for n, eng in self.engines.items():
+                flushed = eng.state.io.flushed
+                ready = [c for c in self.postponed[n] if c.when <= flushed]
+                self.postponed[n] = [c for c in self.postponed[n] if c.when > flushed]
+                cmds = ready + eng.take_commands()
+                busy |= bool(cmds)
+                for c in cmds:
+                    self.run_command(n, eng, c)
+        self.validate()
+
+    def run_command(self, n: int, eng: Engine, c: Any) -> None:
+        log = self.entries[n]
+        t = type(c)
+        if t in (Respond, SendVote, SaveCommittedAndApply) and c.when is not None and c.when > eng.state.io.flushed:
+            self.postponed[n].append(c)
+        elif t is SaveVote:
+            self.flushed_io(n, eng, c.io)
+        elif t is AppendEntries:
+            assert c.entries[0].log_id.index == len(log), f"n{n}: hole or overlap appending {c.entries!r}"
+            log.update((e.log_id.index, e) for e in c.entries)
+            self.flushed_io(n, eng, c.io)
+        elif t is TruncateLog:
+            keep = -1 if c.after is None else c.after.index
+            for i in [i for i in log if i > keep]:
+                del log[i]
+            self.flushed_io(n, eng, c.io)
+        elif t is SendVote:
+            for target in c.targets:
+                self.send(n, target, "vote_req", c.req)
+        elif t is StartReplication:
+            # Like ReplicationCore: a new stream starts optimistic at the leader's last index
+            # + 1. Unlike it, it probes at once (etcd's leader does), so that a new leader's
+            # blank entry goes out without waiting for a heartbeat tick.
+            old, nxt = self.streams[n], eng.state.last_index() + 1
+            self.streams[n] = {m: old[m] if m in old and old[m].vote == c.vote else Stream(c.vote, nxt) for m in c.targets}
+            for m in c.targets:
+                self.replicate(n, heartbeat=m not in old, only=m)
+        elif t is StopReplication:
+            self.streams[n] = {}
+        elif t is Replicate:
+            self.replicate(n, heartbeat=False)
+        elif t is Heartbeat:
+            self.replicate(n, heartbeat=True)
+        elif t is SaveCommittedAndApply:
+            applied = self.applied[n]
+            applied.extend(log[i] for i in range(len(applied), c.committed.index + 1))
+            eng.handle_applied(c.committed)
+        elif t is Respond:
+            tx = c.tx
+            if isinstance(tx, Tx):
+                self.send(n, tx.to, tx.kind + "_resp", c.value, tx)
+            else:
+                self.responses[n].append((tx, c.value))
+        else:
+            raise AssertionError(f"unknown command {c!r}")
+
+    def flushed_io(self, n: int, eng: Engine, io: int) -> None:
+        if self.auto_flush:
+            eng.handle_io_flushed(io)
+
+    def replicate(self, n: int, heartbeat: bool, only: int | None = None) -> None:
+        """Send each stream of leader ``n`` (or just the one to ``only``) what it lacks, or an
+        empty request when ``heartbeat``."""
+        eng = self.engines[n]
+        for target, s in self.streams[n].items():
+            if eng.leader is None or eng.leader.vote != s.vote:
+                return
+            if only is not None and target != only:
+                continue
+            last = eng.state.last_index()
+            send = heartbeat
+            while send or s.next_index <= last:  # pipelined: every batch of what it lacks
+                end = min(last + 1, s.next_index + self.max_entries)
+                prev = eng.state.log_id_at(s.next_index - 1)
+                entries = [self.entries[n][i] for i in range(s.next_index, end)]
+                s.next_index, send = end, False
+                self.send(n, target, "append_req", AppendEntriesRequest(s.vote, prev, entries, eng.state.committed))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def send(self, frm: int, to: int, kind: str, msg: Any, tx: Tx | None = None) -> None:
+        if (frm, to) not in self.cut:
+            self.queue.append((frm, to, kind, msg, tx))
+
+    def deliver(self, limit: int | None = None) -> int:
+        """Deliver queued messages (those now sent on a cut link are lost) in FIFO order; at
+        most ``limit`` of them. Returns how many were handled."""
+        done = 0
+        while self.queue and (limit is None or done < limit):
+            frm, to, kind, msg, tx = self.queue.popleft()
+            if (frm, to) in self.cut:
+                continue
+            done += 1
+            eng = self.engines[to]
+            if kind == "vote_req":
+                eng.handle_vote_req(msg, Tx("vote", to, frm), self.now)
+            elif kind == "append_req":
+                eng.handle_append_entries(msg, Tx("append", to, frm, msg, self.now), self.now)
+            elif kind == "vote_resp":
+                eng.handle_vote_resp(frm, msg, self.now)
+            elif kind == "append_resp":
+                self.on_append_resp(to, frm, msg, tx)  # type: ignore[arg-type]
+            self.process()
+        return done
+
+    def on_append_resp(self, n: int, target: int, resp: Any, tx: Tx) -> None:
+        eng, req = self.engines[n], tx.req
+        s = self.streams[n].get(target)
+        if resp.success:
+            eng.handle_replication_progress(target, req.vote, resp.matching, tx.sent_at)
+            if s is not None and s.vote == req.vote and resp.matching is not None:
+                s.matching = max(s.matching, resp.matching.index)
+                self.replicate(n, heartbeat=False, only=target)
+        elif resp.vote != req.vote and not req.vote.is_ge(resp.vote):
+            eng.handle_higher_vote(target, req.vote, resp.vote)
+        else:
+            eng.handle_replication_progress(target, req.vote, None, tx.sent_at)
+            if s is not None and s.vote == req.vote:
+                s.next_index = max(resp.conflict_hint, s.matching + 1)
+                self.replicate(n, heartbeat=True, only=target)
+
+    def stabilize(self, max_steps: int = 10_000) -> None:
+        """Deliver until no message is left."""
+        self.process()
+        for _ in range(max_steps):
+            if not self.deliver():
+                return
+        raise AssertionError("network did not stabilize")
+
+    # -- invariants --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for n, eng in self.engines.items():
+            st = eng.state
+            st.validate()
+            log = self.entries[n]
+            assert sorted(log) == list(range(st.last_index() + 1)), f"n{n}: log store has holes"
+            for i, e in log.items():
+                assert st.log_id_at(i) == e.log_id, f"n{n}: engine has {st.log_id_at(i)} at {i}, store {e!r}"
+            if eng.leader is not None:
+                term = st.vote.term
+                assert self.leaders.setdefault(term, n) == n, f"two leaders in term {term}"
+        ids = list(self.ids)
+        for a in ids:
+            for b in ids[ids.index(a) + 1 :]:
+                la, lb = self.entries[a], self.entries[b]
+                common = [i for i in range(min(len(la), len(lb))) if la[i].log_id == lb[i].log_id]
+                if common:
+                    top = common[-1]
+                    assert all(la[i] == lb[i] for i in range(top + 1)), f"log matching broken: n{a} vs n{b}"
+                pa, pb = self.applied[a], self.applied[b]
+                k = min(len(pa), len(pb))
+                assert pa[:k] == pb[:k], f"n{a} and n{b} applied different entries"

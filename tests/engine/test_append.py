@@ -1,0 +1,199 @@
+"""Engine unit tests: ``handle_append_entries`` (the follower side of replication)."""
+
+from __future__ import annotations
+
+import pytest
+
+from openraft_py.engine import AppendEntries, Respond, SaveCommittedAndApply, SaveVote, StopReplication, TruncateLog
+from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, ServerState
+
+from .helpers import TX, ent, ents, flush, lid, make_engine, make_leader, vote
+
+L = vote(2, 1, True)  # the leader's vote; the follower (node 2) already holds it
+LOG3 = [(0, 0), (1, 1), (1, 2), (1, 3)]
+
+
+def ok(matching, v=L):
+    return AppendEntriesResponse(v, True, matching=matching)
+
+
+def conflict(hint, v=L):
+    return AppendEntriesResponse(v, False, conflict_hint=hint)
+
+
+# id, follower log, follower committed, request (prev, entries, leader_commit), expected commands
+CASES = [
+    (
+        "heartbeat",
+        LOG3,
+        None,
+        (lid(1, 3), [], None),
+        [Respond(TX, ok(lid(1, 3)), when=0)],
+    ),
+    (
+        "heartbeat-commits",
+        LOG3,
+        None,
+        (lid(1, 3), [], lid(1, 2)),
+        [SaveCommittedAndApply(lid(1, 2), when=0), Respond(TX, ok(lid(1, 3)), when=0)],
+    ),
+    (
+        "append-new",
+        LOG3,
+        None,
+        (lid(1, 3), ents((2, 4), (2, 5)), None),
+        [AppendEntries(ents((2, 4), (2, 5)), 1), Respond(TX, ok(lid(2, 5)), when=1)],
+    ),
+    (
+        "append-from-empty-log",
+        [],
+        None,
+        (None, [ent(0, 0), ent(1, 1)], None),
+        [AppendEntries([ent(0, 0), ent(1, 1)], 1), Respond(TX, ok(lid(1, 1)), when=1)],
+    ),
+    (
+        "conflict-truncates-only-the-conflicting-suffix",
+        LOG3,
+        None,
+        (lid(1, 1), ents((1, 2), (2, 3), (2, 4)), None),
+        [TruncateLog(lid(1, 2), 1), AppendEntries(ents((2, 3), (2, 4)), 2), Respond(TX, ok(lid(2, 4)), when=2)],
+    ),
+    (
+        "conflict-at-first-entry",
+        LOG3,
+        lid(1, 1),
+        (lid(1, 1), ents((2, 2)), None),
+        [TruncateLog(lid(1, 1), 1), AppendEntries(ents((2, 2)), 2), Respond(TX, ok(lid(2, 2)), when=2)],
+    ),
+    (
+        "all-present-older-request-no-truncate",
+        LOG3,
+        None,
+        (lid(1, 1), ents((1, 2)), None),
+        [Respond(TX, ok(lid(1, 2)), when=0)],
+    ),
+    (
+        "overlap-appends-only-the-new-tail",
+        LOG3,
+        None,
+        (lid(1, 1), ents((1, 2), (1, 3), (1, 4)), None),
+        [AppendEntries(ents((1, 4)), 1), Respond(TX, ok(lid(1, 4)), when=1)],
+    ),
+    (
+        "prev-beyond-last-hints-last-plus-one",
+        LOG3,
+        None,
+        (lid(2, 7), ents((2, 8)), None),
+        [Respond(TX, conflict(4), when=0)],
+    ),
+    (
+        "prev-term-mismatch-skips-the-conflicting-term",
+        [(0, 0), (1, 1), (3, 2), (3, 3), (3, 4)],
+        None,
+        (lid(4, 4), [], None),
+        [Respond(TX, conflict(2), when=0)],
+    ),
+    (
+        "prev-term-mismatch-hint-never-below-committed",
+        LOG3,
+        lid(1, 2),
+        (lid(2, 3), [], None),
+        [Respond(TX, conflict(3), when=0)],
+    ),
+    (
+        "commit-is-min-of-leader-commit-and-request-last",
+        LOG3,
+        None,
+        (lid(1, 3), ents((2, 4)), lid(2, 9)),
+        [AppendEntries(ents((2, 4)), 1), SaveCommittedAndApply(lid(2, 4), when=1), Respond(TX, ok(lid(2, 4)), when=1)],
+    ),
+    (
+        "commit-bounded-by-what-this-request-proved",
+        LOG3,
+        None,
+        (lid(1, 1), [], lid(2, 9)),
+        [SaveCommittedAndApply(lid(1, 1), when=0), Respond(TX, ok(lid(1, 1)), when=0)],
+    ),
+    (
+        "commit-never-goes-back",
+        LOG3,
+        lid(1, 3),
+        (lid(1, 3), [], lid(1, 2)),
+        [Respond(TX, ok(lid(1, 3)), when=0)],
+    ),
+]
+
+
+@pytest.mark.parametrize("log,committed,req,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_handle_append_entries(log, committed, req, expected):
+    eng = make_engine(id=2, log=log, vote=L, committed=committed)
+    prev, entries, leader_commit = req
+    eng.handle_append_entries(AppendEntriesRequest(L, prev, entries, leader_commit), TX, now=10.0)
+    assert eng.take_commands() == expected
+    eng.state.validate()
+
+
+def test_append_entries_stale_leader_rejected_with_no_other_command():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    deadline = eng.election_deadline
+    eng.handle_append_entries(AppendEntriesRequest(vote(1, 3, True), lid(1, 3), ents((1, 4)), lid(1, 4)), TX, now=10.0)
+    assert eng.take_commands() == [Respond(TX, AppendEntriesResponse(L, False))], (
+        "no AppendEntries, no SaveVote, no commit from a stale leader"
+    )
+    assert eng.election_deadline == deadline, "a stale leader must not reset the election timer"
+    assert eng.state.last_log_id() == lid(1, 3)
+
+
+def test_append_entries_from_new_leader_saves_its_vote_first():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    new = vote(3, 3, True)
+    eng.handle_append_entries(AppendEntriesRequest(new, lid(1, 3), ents((3, 4)), None), TX, now=10.0)
+    assert eng.take_commands() == [
+        SaveVote(new, 1),
+        AppendEntries(ents((3, 4)), 2),
+        Respond(TX, ok(lid(3, 4), new), when=2),
+    ]
+
+
+def test_append_entries_conflict_reply_waits_for_the_new_vote():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    new = vote(3, 3, True)
+    eng.handle_append_entries(AppendEntriesRequest(new, lid(3, 9), [], None), TX, now=10.0)
+    assert eng.take_commands() == [SaveVote(new, 1), Respond(TX, conflict(4, new), when=1)]
+
+
+def test_append_entries_steps_down_leader_of_lower_term():
+    eng = make_leader(id=1, now=0.0)
+    new = vote(2, 2, True)
+    eng.handle_append_entries(AppendEntriesRequest(new, lid(1, 1), [], None), TX, now=10.0)
+    assert eng.take_commands() == [SaveVote(new, 4), StopReplication(), Respond(TX, ok(lid(1, 1), new), when=4)]
+    assert eng.state.server_state is ServerState.FOLLOWER
+
+
+def test_append_entries_candidate_of_same_term_yields_to_leader():
+    eng = make_engine(id=2, log=LOG3, vote=(1, 1, True))
+    eng.elect(now=0.0)  # candidate T2-N2
+    flush(eng)
+    eng.take_commands()
+    leader = vote(2, 3, True)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 3), [], None), TX, now=10.0)
+    assert eng.take_commands() == [SaveVote(leader, 2), Respond(TX, ok(lid(1, 3), leader), when=2)]
+    assert eng.candidate is None and eng.state.server_state is ServerState.FOLLOWER
+
+
+def test_append_entries_resets_election_timer_and_records_leader_contact():
+    eng = make_engine(id=2, log=LOG3, vote=L, seed=7)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), [], None), TX, now=1000.0)
+    assert eng.leader_seen_at == 1000.0
+    assert 1000.0 + 150 <= eng.election_deadline < 1000.0 + 300
+    eng.handle_tick(eng.election_deadline - 1)
+    eng.take_commands()
+    assert eng.candidate is None, "no election before the new deadline"
+
+
+def test_append_entries_unflushed_entries_are_not_applied_before_they_are_durable():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), None), TX, now=10.0)
+    eng.take_commands()  # io 1 not flushed
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 4), [], lid(2, 4)), "tx2", now=20.0)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(2, 4), when=1), Respond("tx2", ok(lid(2, 4)), when=1)]

@@ -1,0 +1,329 @@
+"""Engine unit tests: the leader side (client writes, commit, reads, ticks) and ``initialize``."""
+
+from __future__ import annotations
+
+from unittest.mock import ANY
+
+import pytest
+
+from openraft_py.config import Config
+from openraft_py.engine import (
+    AppendEntries,
+    Heartbeat,
+    Replicate,
+    Respond,
+    SaveCommittedAndApply,
+    SaveVote,
+    SendVote,
+    StartReplication,
+    StopReplication,
+)
+from openraft_py.errors import ForwardToLeader, NotAllowed, NotInMembers, QuorumNotEnough
+from openraft_py.types import (
+    BLANK,
+    BasicNode,
+    Entry,
+    Normal,
+    ReadPolicy,
+    ServerState,
+    VoteRequest,
+    VoteResponse,
+)
+
+from .helpers import TX, ent, flush, lid, make_engine, make_leader, membership, vote
+
+L1 = vote(1, 1, True)
+
+
+# -- client_write ------------------------------------------------------------------------------
+
+
+def test_client_write_appends_and_replicates():
+    eng = make_leader(id=1)
+    first = eng.client_write([Normal(b"a"), Normal(b"b")])
+    assert first == lid(1, 2)
+    assert eng.take_commands() == [AppendEntries([ent(1, 2, b"a"), ent(1, 3, b"b")], 4), Replicate(lid(1, 3), None)]
+
+
+def test_client_write_on_follower_forwards_to_known_leader():
+    eng = make_engine(id=2, vote=(1, 1, True))
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.client_write([Normal(b"a")])
+    assert ei.value.leader_id == 1
+    assert eng.take_commands() == [], "a refused write emits nothing"
+
+
+# -- commit: handle_replication_progress / handle_io_flushed ------------------------------------
+
+# Leader node 1 of {1,2,3}, log 0-0 + blank 1-1 flushed. (target, session, matching) steps and
+# the commands each one must emit.
+PROGRESS_CASES = [
+    ("majority-commits-blank", [(2, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]),
+    ("ack-without-matching", [(2, L1, None)], []),
+    ("matching-below-blank", [(2, L1, lid(0, 0))], []),
+    ("stale-session-ignored", [(2, vote(0, 1, True), lid(1, 1))], []),
+    ("unknown-target-ignored", [(9, L1, lid(1, 1))], []),
+    ("second-ack-no-recommit", [(2, L1, lid(1, 1)), (3, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]),
+]
+
+
+@pytest.mark.parametrize("steps,expected", [c[1:] for c in PROGRESS_CASES], ids=[c[0] for c in PROGRESS_CASES])
+def test_handle_replication_progress(steps, expected):
+    eng = make_leader(id=1)
+    for target, session, matching in steps:
+        eng.handle_replication_progress(target, session, matching, 0.0)
+    assert eng.take_commands() == expected
+
+
+def test_leader_own_entry_counts_only_once_flushed():
+    eng = make_leader(id=1)
+    eng.handle_replication_progress(2, L1, lid(1, 1), 0.0)
+    eng.take_commands()
+    eng.client_write([Normal(b"a")])
+    eng.take_commands()
+    eng.handle_replication_progress(2, L1, lid(1, 2), 1.0)
+    eng.handle_replication_progress(3, L1, lid(1, 2), 1.0)
+    write_io = eng.state.io.submitted
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 2), when=write_io),
+        Replicate(lid(1, 2), lid(1, 2)),
+    ], "2 and 3 are a quorum without the leader's own unflushed copy, but the leader applies 1-2 only once its own write of it is durable"
+    eng2 = make_leader(id=1)
+    eng2.client_write([Normal(b"a")])
+    eng2.take_commands()
+    eng2.handle_replication_progress(2, L1, lid(1, 2), 1.0)
+    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 2), lid(1, 1))], (
+        "only 1-1: the leader's own copy of 1-2 is not durable yet"
+    )
+    flush(eng2)
+    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 2)), Replicate(lid(1, 2), lid(1, 2))]
+
+
+def test_figure_3_7_previous_term_entry_not_committed_by_counting_replicas():
+    """Thesis 3.6.2 / Figure 3.7: the leader of term 3 holds 2-2 from term 2; it being on a
+    majority does not commit it. Only once the blank 3-3 is on a quorum do both commit."""
+    eng = make_leader(id=1, log=[(0, 0), (1, 1), (2, 2)], vote=(2, 2))
+    assert eng.state.vote == vote(3, 1, True) and eng.leader.noop_log_id == lid(3, 3)
+    eng.handle_replication_progress(2, eng.state.vote, lid(2, 2), 0.0)
+    assert eng.take_commands() == [], "no SaveCommittedAndApply: 2-2 is of a previous term"
+    assert eng.state.committed is None
+    eng.handle_replication_progress(2, eng.state.vote, lid(3, 3), 1.0)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(3, 3)), Replicate(lid(3, 3), lid(3, 3))]
+
+
+@pytest.mark.parametrize(
+    "acks,committed",
+    [
+        ([2], None),  # majority of C_old {1,2,3} only
+        ([4], None),  # majority of C_new {1,4,5} only
+        ([2, 3], None),
+        ([2, 4], lid(1, 1)),
+        ([3, 5], lid(1, 1)),
+    ],
+)
+def test_joint_config_commit_needs_a_majority_of_both(acks, committed):
+    eng = make_leader(id=1, voters=[{1, 2, 3}, {1, 4, 5}])
+    for t in acks:
+        eng.handle_replication_progress(t, L1, lid(1, 1), 0.0)
+    cmds = eng.take_commands()
+    assert eng.state.committed == committed
+    if committed is None:
+        assert cmds == [], "no SaveCommittedAndApply without a majority of both configs"
+    else:
+        assert cmds == [SaveCommittedAndApply(committed), Replicate(lid(1, 1), committed)]
+
+
+def test_joint_election_needs_a_majority_of_both():
+    eng = make_engine(id=1, voters=[{1, 2, 3}, {1, 4, 5}])
+    eng.elect(now=0.0)
+    flush(eng)
+    for t in (2, 3):
+        eng.handle_vote_resp(t, VoteResponse(vote(1, 1), True, lid(0, 0)), now=1.0)
+    assert eng.leader is None, "{1,2,3} granted but {1,4,5} did not"
+    eng.handle_vote_resp(5, VoteResponse(vote(1, 1), True, lid(0, 0)), now=1.0)
+    assert eng.leader is not None
+
+
+# -- heartbeats and check-quorum: handle_tick ---------------------------------------------------
+
+TICK_CASES = [
+    # id, ack sent_at from node 2 (None: none), tick time, expected commands, still leader
+    ("quiet-before-interval", None, 49.0, [], True),
+    ("heartbeat-on-interval", None, 50.0, [Heartbeat()], True),
+    ("no-quorum-for-a-timeout-steps-down", None, 301.0, [Heartbeat(), StopReplication()], False),
+    ("recent-ack-keeps-leadership", 200.0, 450.0, [Heartbeat()], True),
+    ("old-ack-steps-down", 100.0, 401.0, [Heartbeat(), StopReplication()], False),
+]
+
+
+@pytest.mark.parametrize("ack,now,expected,still", [c[1:] for c in TICK_CASES], ids=[c[0] for c in TICK_CASES])
+def test_leader_handle_tick(ack, now, expected, still):
+    eng = make_leader(id=1, now=0.0)
+    if ack is not None:
+        eng.handle_replication_progress(2, L1, None, ack)
+        assert eng.take_commands() == []
+    eng.handle_tick(now)
+    assert eng.take_commands() == expected
+    assert (eng.leader is not None) is still
+    assert eng.state.server_state is (ServerState.LEADER if still else ServerState.FOLLOWER)
+
+
+def test_follower_tick_elects_on_deadline_only():
+    eng = make_engine(id=1, seed=3)
+    deadline = eng.election_deadline
+    assert 150 <= deadline < 300
+    eng.handle_tick(deadline - 0.5)
+    assert eng.take_commands() == [], "no election before the deadline"
+    eng.handle_tick(deadline)
+    assert eng.take_commands() == [
+        SaveVote(vote(1, 1), 1),
+        SendVote(VoteRequest(vote(1, 1), lid(0, 0)), {2: BasicNode(), 3: BasicNode()}, when=1),
+    ]
+
+
+def test_learner_tick_never_elects():
+    eng = make_engine(id=4, voters={1, 2, 3}, learners=[4])
+    assert eng.state.server_state is ServerState.LEARNER
+    eng.handle_tick(10_000.0)
+    assert eng.take_commands() == [], "a learner has no vote to campaign with"
+
+
+def test_tick_with_elections_disabled():
+    eng = make_engine(id=1, config=Config(enable_elect=False))
+    eng.handle_tick(10_000.0)
+    assert eng.take_commands() == []
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def test_read_index_answers_after_a_quorum_ack_sent_after_the_request():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    assert eng.take_commands() == [Heartbeat()], "no Respond before a quorum confirms leadership"
+    eng.handle_replication_progress(2, L1, None, 9.0)
+    assert eng.take_commands() == [], "an ack of a request sent before the read confirms nothing"
+    eng.handle_replication_progress(2, L1, None, 10.0)
+    assert eng.take_commands() == [Respond(TX, lid(1, 1))], "read_log_id is the blank entry of this term"
+
+
+def test_read_index_uses_committed_when_past_the_blank():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_replication_progress(2, L1, lid(1, 1), 0.0)
+    eng.client_write([Normal(b"a")])
+    flush(eng)
+    eng.handle_replication_progress(2, L1, lid(1, 2), 1.0)
+    eng.take_commands()
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.handle_replication_progress(3, L1, None, 11.0)
+    assert eng.take_commands() == [Heartbeat(), Respond(TX, lid(1, 2))]
+
+
+def test_read_index_single_voter_answers_at_once():
+    eng = make_leader(id=1, voters={1}, now=0.0)
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    assert eng.take_commands() == [Heartbeat(), Respond(TX, lid(1, 1))]
+
+
+def test_read_on_follower_forwards():
+    eng = make_engine(id=2, vote=(1, 1, True))
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=0.0)
+    cmds = eng.take_commands()
+    assert cmds == [Respond(TX, ANY)]
+    assert isinstance(cmds[0].value, ForwardToLeader) and cmds[0].value.leader_id == 1
+
+
+def test_pending_reads_fail_when_the_leader_steps_down():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.take_commands()
+    eng.handle_tick(301.0)
+    cmds = eng.take_commands()
+    assert cmds == [Heartbeat(), StopReplication(), Respond(TX, ANY)]
+    assert isinstance(cmds[2].value, ForwardToLeader)
+
+
+@pytest.mark.parametrize(
+    "ack,now,served",
+    [
+        (100.0, 100.0, True),
+        (100.0, 229.0, True),  # lease = election_timeout_min 150 - drift 20 = 130 ms
+        (100.0, 230.0, False),
+        (None, 20.0, False),  # no heartbeat acked yet: vote grants are no lease
+    ],
+)
+def test_lease_read(ack, now, served):
+    eng = make_leader(id=1, now=0.0)
+    if ack is not None:
+        eng.handle_replication_progress(2, L1, None, ack)
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, now=now)
+    cmds = eng.take_commands()
+    assert cmds == [Respond(TX, ANY)], "a lease read sends no heartbeat"
+    if served:
+        assert cmds[0].value == lid(1, 1)
+    else:
+        assert isinstance(cmds[0].value, QuorumNotEnough)
+
+
+def test_vote_grant_gives_no_lease():
+    """Why a fresh leader may not serve lease reads on its vote grants: the voter's vote for
+    it is not committed, so leader stickiness does not hold it back from granting a
+    higher-term candidate right away, and that candidate may win and commit writes."""
+    voter = make_engine(id=2)
+    voter.handle_vote_req(VoteRequest(vote(1, 1), lid(0, 0)), "to-1", now=0.0)
+    voter.handle_vote_req(VoteRequest(vote(2, 3), lid(0, 0)), "to-3", now=1.0)
+    granted = [c.value.vote_granted for c in voter.take_commands() if isinstance(c, Respond)]
+    assert granted == [True, True]
+    leader = make_leader(id=1, now=0.0)  # won with node 2's grant
+    leader.handle_read(TX, ReadPolicy.LEASE_READ, now=2.0)
+    (resp,) = leader.take_commands()
+    assert isinstance(resp.value, QuorumNotEnough), "node 3 may lead term 2 already: no lease"
+
+
+# -- initialize ---------------------------------------------------------------------------------
+
+
+def pristine(id=1):
+    return make_engine(id=id, voters=set(), log=[])
+
+
+def test_initialize_appends_membership_at_0_0_and_elects():
+    eng = pristine()
+    m = membership({1, 2, 3})
+    eng.initialize(m, now=0.0)
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(0, 0), m)], 1),
+        SaveVote(vote(1, 1), 2),
+        SendVote(VoteRequest(vote(1, 1), lid(0, 0)), {2: BasicNode(), 3: BasicNode()}, when=2),
+    ]
+    assert eng.state.server_state is ServerState.CANDIDATE
+    assert eng.state.effective_membership() == m
+
+
+def test_initialize_single_node_becomes_leader_when_flushed():
+    eng = pristine()
+    eng.initialize(membership({1}), now=0.0)
+    eng.take_commands()
+    flush(eng)
+    assert eng.take_commands() == [
+        SaveVote(vote(1, 1, True), 3),
+        StartReplication(vote(1, 1, True), {}),
+        AppendEntries([Entry(lid(1, 1), BLANK)], 4),
+        Replicate(lid(1, 1), None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kw,members,error",
+    [
+        (dict(log=[(0, 0)]), {1, 2, 3}, NotAllowed),
+        (dict(log=[], vote=(1, 2)), {1, 2, 3}, NotAllowed),
+        (dict(log=[]), {2, 3}, NotInMembers),
+    ],
+    ids=["has-log", "has-vote", "not-in-members"],
+)
+def test_initialize_refused(kw, members, error):
+    eng = make_engine(id=1, voters=set(), **kw)
+    with pytest.raises(error):
+        eng.initialize(membership(members), now=0.0)
+    assert eng.take_commands() == [], "a refused initialize writes nothing"

@@ -1,0 +1,250 @@
+"""Engine unit tests: ``elect``, ``handle_vote_req``, ``handle_vote_resp``.
+
+Each test sets state, calls one handler and asserts the exact command list.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from openraft_py.engine import (
+    AppendEntries,
+    Replicate,
+    Respond,
+    SaveCommittedAndApply,
+    SaveVote,
+    SendVote,
+    StartReplication,
+    StopReplication,
+)
+from openraft_py.types import BLANK, AppendEntriesRequest, BasicNode, Entry, ServerState, VoteRequest, VoteResponse
+
+from .helpers import TX, flush, lid, make_engine, make_leader, vote
+
+PEERS = {2: BasicNode(), 3: BasicNode()}
+LOG = [(0, 0), (1, 1), (1, 2)]
+
+
+def grant(v, last):
+    return VoteResponse(v, True, last)
+
+
+def reject(v, last):
+    return VoteResponse(v, False, last)
+
+
+# -- elect ----------------------------------------------------------------------------------
+
+
+def test_elect_saves_vote_then_sends_vote_after_it_is_durable():
+    eng = make_engine(id=1, log=LOG, vote=(1, 2, True))
+    eng.elect(now=10.0)
+    assert eng.take_commands() == [
+        SaveVote(vote(2, 1), 1),
+        SendVote(VoteRequest(vote(2, 1), lid(1, 2)), PEERS, when=1),
+    ]
+    assert eng.state.server_state is ServerState.CANDIDATE
+    assert eng.candidate is not None and eng.candidate.granted == set(), "own vote counts only once flushed"
+    flush(eng)
+    assert eng.candidate.granted == {1}
+    assert eng.take_commands() == [], "one grant of three is no quorum"
+
+
+def test_elect_targets_voters_only_not_learners():
+    eng = make_engine(id=1, voters={1, 2, 3}, learners=[4])
+    eng.elect(now=0.0)
+    cmds = eng.take_commands()
+    assert cmds[1] == SendVote(VoteRequest(vote(1, 1), lid(0, 0)), PEERS, when=1)
+
+
+def test_elect_single_voter_wins_once_its_vote_is_flushed():
+    eng = make_engine(id=1, voters={1})
+    eng.elect(now=0.0)
+    assert eng.take_commands() == [SaveVote(vote(1, 1), 1)], "no SendVote: there is nobody to ask"
+    assert eng.leader is None, "not leader before the vote is durable"
+    flush(eng)
+    assert eng.take_commands() == [
+        SaveVote(vote(1, 1, True), 2),
+        StartReplication(vote(1, 1, True), {}),
+        AppendEntries([Entry(lid(1, 1), BLANK)], 3),
+        Replicate(lid(1, 1), None),
+    ]
+    assert eng.state.server_state is ServerState.LEADER
+    flush(eng)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]
+
+
+def test_elect_from_leader_steps_down_first():
+    eng = make_leader(id=1)
+    eng.elect(now=500.0)
+    assert eng.take_commands() == [
+        StopReplication(),
+        SaveVote(vote(2, 1), 4),
+        SendVote(VoteRequest(vote(2, 1), lid(1, 1)), PEERS, when=4),
+    ]
+
+
+# -- handle_vote_req --------------------------------------------------------------------------
+
+VOTE_REQ_CASES = [
+    # id, my log, my vote, request vote, request last log id, expected (given my last)
+    ("grant-higher-term", LOG, (1, 2, True), vote(2, 3), lid(1, 2), "grant"),
+    ("grant-longer-log", LOG, (1, 2, True), vote(2, 3), lid(1, 9), "grant"),
+    ("grant-higher-last-term-shorter-log", LOG, (1, 2, True), vote(2, 3), lid(2, 1), "grant"),
+    ("grant-pristine-voter", [(0, 0)], (0, 0), vote(1, 3), lid(0, 0), "grant"),
+    ("reject-lower-vote", LOG, (3, 2), vote(2, 3), lid(1, 9), "reject"),
+    ("reject-lower-last-term", [(0, 0), (1, 1), (2, 2)], (2, 2), vote(3, 3), lid(1, 9), "reject"),
+    ("reject-same-term-shorter-log", LOG, (1, 2, True), vote(2, 3), lid(1, 1), "reject"),
+    ("reject-no-log", LOG, (1, 2, True), vote(2, 3), None, "reject"),
+    ("reject-second-candidate-same-term", LOG, (2, 2), vote(2, 3), lid(1, 2), "reject"),
+    ("reject-candidate-of-an-established-leaders-term", LOG, (2, 2, True), vote(2, 3), lid(1, 2), "reject"),
+]
+
+
+@pytest.mark.parametrize(
+    "log,mine,req_vote,req_last,outcome", [c[1:] for c in VOTE_REQ_CASES], ids=[c[0] for c in VOTE_REQ_CASES]
+)
+def test_handle_vote_req(log, mine, req_vote, req_last, outcome):
+    eng = make_engine(id=1, log=log, vote=mine)
+    before = eng.state.vote
+    last = eng.state.last_log_id()
+    eng.handle_vote_req(VoteRequest(req_vote, req_last), TX, now=1000.0)
+    cmds = eng.take_commands()
+    if outcome == "grant":
+        assert cmds == [SaveVote(req_vote, 1), Respond(TX, grant(req_vote, last), when=1)]
+        assert eng.state.vote == req_vote
+    else:
+        assert cmds == [Respond(TX, reject(before, last))], "a rejection persists nothing and waits on nothing"
+        assert eng.state.vote == before
+
+
+def test_vote_req_regrant_same_candidate_waits_for_the_same_vote_io():
+    eng = make_engine(id=1, log=LOG, vote=(1, 2, True))
+    req = VoteRequest(vote(2, 3), lid(1, 2))
+    eng.handle_vote_req(req, TX, now=1000.0)
+    eng.take_commands()
+    eng.handle_vote_req(req, "tx2", now=1001.0)
+    assert eng.take_commands() == [Respond("tx2", grant(vote(2, 3), lid(1, 2)), when=1)], (
+        "a repeated request must not save the vote again, and must wait for the first save"
+    )
+    flush(eng)
+    eng.handle_vote_req(req, "tx3", now=1002.0)
+    assert eng.take_commands() == [Respond("tx3", grant(vote(2, 3), lid(1, 2)), when=1)]
+
+
+@pytest.mark.parametrize("elapsed,granted", [(0.0, False), (149.0, False), (150.0, True), (400.0, True)])
+def test_vote_req_leader_stickiness(elapsed, granted):
+    """Thesis 4.2.3: a follower that heard from a live leader less than
+    election_timeout_min ago ignores candidates."""
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 2), [], None), "hb", now=100.0)
+    eng.take_commands()
+    eng.handle_vote_req(VoteRequest(vote(2, 3), lid(1, 2)), TX, now=100.0 + elapsed)
+    if granted:
+        assert eng.take_commands() == [SaveVote(vote(2, 3), 1), Respond(TX, grant(vote(2, 3), lid(1, 2)), when=1)]
+    else:
+        assert eng.take_commands() == [Respond(TX, reject(leader, lid(1, 2)))]
+
+
+def test_vote_req_higher_term_steps_leader_down():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_vote_req(VoteRequest(vote(2, 2), lid(1, 1)), TX, now=200.0)
+    assert eng.take_commands() == [
+        SaveVote(vote(2, 2), 4),
+        StopReplication(),
+        Respond(TX, grant(vote(2, 2), lid(1, 1)), when=4),
+    ]
+    assert eng.leader is None and eng.state.server_state is ServerState.FOLLOWER
+
+
+def test_vote_req_leader_with_fresh_quorum_rejects():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_vote_req(VoteRequest(vote(2, 2), lid(1, 1)), TX, now=100.0)
+    assert eng.take_commands() == [Respond(TX, reject(vote(1, 1, True), lid(1, 1)))], (
+        "no StopReplication: the leader's lease holds"
+    )
+    assert eng.leader is not None
+
+
+def test_vote_req_candidate_grants_higher_term_and_gives_up():
+    eng = make_engine(id=1, log=LOG)
+    eng.elect(now=0.0)
+    eng.take_commands()
+    eng.handle_vote_req(VoteRequest(vote(2, 3), lid(1, 2)), TX, now=10.0)
+    assert eng.take_commands() == [SaveVote(vote(2, 3), 2), Respond(TX, grant(vote(2, 3), lid(1, 2)), when=2)]
+    assert eng.candidate is None and eng.state.server_state is ServerState.FOLLOWER
+
+
+# -- handle_vote_resp ------------------------------------------------------------------------
+
+
+def candidate(**kw):
+    """Node 1, candidate of term 1 (vote io 1 flushed, so it granted itself)."""
+    eng = make_engine(id=1, **kw)
+    eng.elect(now=0.0)
+    flush(eng)
+    eng.take_commands()
+    return eng
+
+
+def test_vote_resp_win():
+    eng = candidate()
+    eng.handle_vote_resp(2, grant(vote(1, 1), lid(0, 0)), now=5.0)
+    assert eng.take_commands() == [
+        SaveVote(vote(1, 1, True), 2),
+        StartReplication(vote(1, 1, True), PEERS),
+        AppendEntries([Entry(lid(1, 1), BLANK)], 3),
+        Replicate(lid(1, 1), None),
+    ]
+    assert eng.state.server_state is ServerState.LEADER
+    assert eng.leader is not None and eng.leader.noop_log_id == lid(1, 1)
+
+
+VOTE_RESP_CASES = [
+    # id, response, expected commands, still candidate
+    ("rejected-same-vote", reject(vote(1, 1), lid(0, 0)), [], True),
+    ("rejected-lower-vote", reject(vote(0, 0), lid(5, 5)), [], True),
+    ("stale-grant-of-other-vote", grant(vote(0, 1), lid(0, 0)), [], True),
+    ("higher-term", reject(vote(3, 3), lid(2, 2)), [SaveVote(vote(3, 3), 2)], False),
+    ("established-leader-same-term", reject(vote(1, 3, True), lid(1, 1)), [SaveVote(vote(1, 3, True), 2)], False),
+    ("incomparable-same-term", reject(vote(1, 3), lid(0, 0)), [], True),
+]
+
+
+@pytest.mark.parametrize("resp,expected,still", [c[1:] for c in VOTE_RESP_CASES], ids=[c[0] for c in VOTE_RESP_CASES])
+def test_handle_vote_resp_no_win(resp, expected, still):
+    eng = candidate()
+    eng.handle_vote_resp(2, resp, now=5.0)
+    assert eng.take_commands() == expected
+    assert (eng.candidate is not None) is still
+    assert eng.leader is None
+    assert eng.state.server_state is (ServerState.CANDIDATE if still else ServerState.FOLLOWER)
+
+
+def test_vote_resp_of_a_previous_election_is_ignored():
+    eng = candidate()
+    eng.elect(now=300.0)  # the term-1 election timed out: term 2
+    flush(eng)
+    eng.take_commands()
+    eng.handle_vote_resp(2, grant(vote(1, 1), lid(0, 0)), now=301.0)
+    assert eng.take_commands() == [], "a grant for term 1 must not count toward term 2"
+    assert eng.candidate is not None and eng.candidate.granted == {1}
+
+
+def test_vote_resp_after_winning_is_ignored():
+    eng = candidate()
+    eng.handle_vote_resp(2, grant(vote(1, 1), lid(0, 0)), now=5.0)
+    eng.take_commands()
+    eng.handle_vote_resp(3, grant(vote(1, 1), lid(0, 0)), now=6.0)
+    assert eng.take_commands() == [], "no second blank entry, no second StartReplication"
+
+
+def test_vote_resp_grants_from_others_win_before_own_vote_is_flushed():
+    eng = make_engine(id=1)
+    eng.elect(now=0.0)
+    eng.take_commands()
+    eng.handle_vote_resp(2, grant(vote(1, 1), lid(0, 0)), now=1.0)
+    assert eng.take_commands() == [] and eng.leader is None
+    eng.handle_vote_resp(3, grant(vote(1, 1), lid(0, 0)), now=2.0)
+    assert eng.leader is not None, "2 and 3 are a quorum of {1,2,3}"
