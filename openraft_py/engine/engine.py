@@ -56,7 +56,7 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         self.output: list[Command] = []
         self.leader: Leader | None = None
         self.candidate: Candidate | None = None
-        # When this node last heard from an established leader (AppendEntries or vote grant).
+        # When this node last accepted an AppendEntries from an established leader.
         self.leader_seen_at: float = -1e18
         self.election_deadline: float = 0.0
         self.now = now
@@ -89,6 +89,8 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         if leader is not None:
             if c.enable_heartbeat and now - leader.last_heartbeat >= c.heartbeat_interval:
                 self.leader_heartbeat(now)
+            if leader.reads:
+                self.leader_check_reads()
             # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
             # election timeout steps down, so a minority leader stops taking writes.
             acked = max(leader.quorum_acked_at(now), leader.elected_at)
@@ -168,6 +170,19 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         if st.membership.effective is not before:
             self.on_membership_changed()
 
+    def io_covering(self, index: int) -> int | None:
+        """The storage write after which the log is durable up to ``index``: the first
+        pending log write whose resulting log reaches ``index``; ``None`` when it is
+        durable already."""
+        ios = self.state.io
+        fl = ios.flushed_log_id
+        if not ios.pending or (fl is not None and fl.index >= index):
+            return None
+        for io, log_id, vote in ios.pending:
+            if vote is None and log_id is not None and log_id.index >= index:
+                return io
+        return ios.submitted
+
     def handle_io_flushed(self, io: int) -> None:
         """Every storage write numbered ``<= io`` is durable."""
         st = self.state
@@ -188,6 +203,8 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
             self.candidate_granted(st.id)
         if self.leader is not None:
             self.leader_self_flushed()
+            if self.leader is not None and self.leader.reads:
+                self.leader_check_reads()
 
     # -- roles -------------------------------------------------------------------------------
 

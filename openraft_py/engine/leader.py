@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core import ProgressTable, is_quorum_granted, majority_committed
+from .._core import ProgressTable, is_quorum_granted
 from ..types import LogId, Membership, NodeId, Vote
 
 
@@ -67,6 +67,7 @@ class Leader:
         "reads",
         "last_heartbeat",
         "elected_at",
+        "acks",
     )
 
     def __init__(self, vote: Vote, node_id: NodeId, membership: Membership, now: float) -> None:
@@ -77,6 +78,8 @@ class Leader:
         self.last_heartbeat = now
         # When this node became leader; check-quorum gives it one election timeout from here.
         self.elected_at = now
+        # Counts acknowledgements received; metrics republish when it moves.
+        self.acks = 0
         self.configs: list[list[NodeId]] = []
         self.progress: ProgressTable = ProgressTable([], [], node_id)
         self.ack_at: dict[NodeId, float] = {}
@@ -99,16 +102,16 @@ class Leader:
 
     def quorum_acked_at(self, now: float) -> float:
         """The latest time by which a quorum of every config acknowledged this leader
-        (``-1`` if never). Acks are measured at request send time, so this is safe for
-        leases."""
-        if self.node_id in self.ack_at:
-            self.ack_at[self.node_id] = now
+        (``-1`` if never); this node counts as acking at ``now``. Acks are measured at
+        request send time, so this is safe for leases. Reads ``ack_at`` only."""
         worst = float("inf")
+        me = self.node_id
         for cfg in self.configs:
-            # Times in microseconds as ints for the quorum kernel.
-            us = [int(self.ack_at.get(n, -1.0) * 1000) if self.ack_at.get(n, -1.0) >= 0 else -1 for n in cfg]
-            v = majority_committed(us)
-            worst = min(worst, v)
+            if not cfg:
+                continue
+            times = sorted((now if n == me else self.ack_at.get(n, -1.0) for n in cfg), reverse=True)
+            # The largest time acked by a majority of this config.
+            worst = min(worst, times[len(times) // 2])
         if worst == float("inf") or worst < 0:
             return -1.0
-        return worst / 1000.0
+        return worst

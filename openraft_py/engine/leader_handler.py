@@ -54,6 +54,7 @@ class LeaderHandler:
         leader = self.leader
         if leader is None or session != leader.vote:
             return
+        leader.acks += 1
         if target in leader.ack_at and sent_at > leader.ack_at[target]:
             leader.ack_at[target] = sent_at
         if matching is not None:
@@ -86,7 +87,9 @@ class LeaderHandler:
             return
         st.committed = committed
         st.membership.commit(ci)
-        self.output.append(SaveCommittedAndApply(committed))
+        # A quorum of followers may hold entries this leader has not flushed yet: apply them
+        # only once they are durable here too.
+        self.output.append(SaveCommittedAndApply(committed, when=self.io_covering(ci)))
         self.output.append(Replicate(st.last_log_id(), committed))
 
     def leader_heartbeat(self: Engine, now: float) -> None:

@@ -70,9 +70,10 @@ class IOState:
 
     Every write gets the next sequence number; the runtime submits them in order and reports
     completions with ``handle_io_flushed``. Invariant: ``flushed <= submitted``; ``pending``
-    holds, in order, ``(io, log_id_after)`` for each write not yet flushed, where
-    ``log_id_after`` is the last log id the log holds once that write is done (``None`` for a
-    vote write: it does not change the log).
+    holds, in order, ``(io, log_id_after, vote)`` for each write not yet flushed: for a log
+    write, ``log_id_after`` is the last log id the log holds once that write is done and
+    ``vote`` is ``None``; for a vote write, ``vote`` is the vote written (it does not change
+    the log).
     """
 
     __slots__ = ("submitted", "flushed", "pending", "flushed_log_id", "flushed_vote", "vote_io")
@@ -170,7 +171,10 @@ class RaftState:
         last = self.last_log_id()
         purged = self.purged_log_id()
         checks = [
-            ("purged <= snapshot", purged is None or idx(purged) <= max(idx(self.snapshot), idx(purged))),
+            # Purging needs a snapshot covering the purged entries, or entries already
+            # applied (a snapshot is the state machine's own durable state then).
+            ("purged <= snapshot or applied", idx(purged) <= max(idx(self.snapshot), idx(self.applied))),
+            ("snapshot <= applied", idx(self.snapshot) <= idx(self.applied)),
             ("applied <= committed", idx(self.applied) <= idx(self.committed)),
             ("committed <= last", idx(self.committed) <= idx(last)),
             ("flushed io <= submitted io", self.io.flushed <= self.io.submitted),
