@@ -91,6 +91,7 @@ class RaftCore:
         self._responders: deque[Responder] = deque()
         # Last index handed to the state machine worker.
         self._apply_submitted = -1 if engine.state.applied is None else engine.state.applied.index
+        self._saved_committed: LogId | None = None
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
         # Insertion-ordered (a dict, not a set) so teardown is deterministic under a simulator.
@@ -302,6 +303,10 @@ class RaftCore:
                 self._postponed.append(c)
                 return
             committed = c.committed  # type: ignore[union-attr]
+            # Postponed commands may run after a later one: never save a lower value.
+            if self._saved_committed is not None and committed <= self._saved_committed:
+                return
+            self._saved_committed = committed
             try:
                 await self.log_store.save_committed(committed)
             except Exception as e:
@@ -400,8 +405,11 @@ class RaftCore:
     def _fail_responders_after(self, index: int) -> None:
         """Entries after ``index`` were deleted: their writers lost."""
         q = self._responders
+        err = self.engine.forward_to_leader()
         while q and q[-1].first + q[-1].count - 1 > index:
-            q.pop().fail(self.engine.forward_to_leader())
+            q.pop().fail(err)
+        # A client_write_many batch partly applied already waits in the worker.
+        self.sm_worker.fail_after(index, err)
 
     def _maybe_evict_cache(self) -> None:
         cache = self.cache
@@ -431,9 +439,15 @@ class RaftCore:
                 s.stop()
                 del self._streams[target]
         st = self.engine.state
+        leader = self.engine.leader
+        # Start optimistic: right at this leader's blank entry when the stream starts with
+        # the term (the first request carries it), else after the last entry.
+        start = st.last_index() + 1
+        if leader is not None and leader.noop_log_id is not None:
+            start = min(start, leader.noop_log_id.index)
         for target, node in c.targets.items():
             if target not in self._streams:
-                s = ReplicationCore(self, target, self.client(target, node), c.vote, st.last_index() + 1)
+                s = ReplicationCore(self, target, self.client(target, node), c.vote, start)
                 self._streams[target] = s
                 s.update(st.last_log_id(), st.committed)
                 self._spawn(s.run(), f"replication-{target}")
@@ -561,7 +575,7 @@ class RaftCore:
             st.committed,
             st.applied,
             st.membership.effective,
-            None if self.engine.leader is None else self.engine.leader.progress.committed(),
+            None if self.engine.leader is None else self.engine.leader.acks,
         )
         if force or key != self._metrics_key:
             self._metrics_key = key

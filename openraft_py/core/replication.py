@@ -46,12 +46,12 @@ class ReplicationCore:
         self.has_matching = False
         self.last_index = -1
         self.committed: LogId | None = None
-        self.sent_committed: LogId | None = None
         self.inflight = 0
         self.gen = 0
         self.probing = True
         self.backing_off = False
-        self.heartbeat_due = False
+        # The first request (a probe) goes out at once.
+        self.heartbeat_due = True
         self.stopped = False
         self._waiter: asyncio.Future[None] | None = None
         cfg = core.config
@@ -132,15 +132,32 @@ class ReplicationCore:
             end = min(self.last_index + 1, start + self.max_entries) if has_data else start
             self.next_index = end
             self.heartbeat_due = False
-            self.sent_committed = self.committed
             self.inflight += 1
             core._spawn(self._send(prev, start, end, self.committed, self.gen), f"append-{self.target}")
 
+    def _still_leader(self) -> bool:
+        leader = self.core.engine.leader
+        return leader is not None and leader.vote == self.vote
+
     async def _send(self, prev: LogId | None, start: int, end: int, committed: LogId | None, gen: int) -> None:
         core = self.core
+        # The log is append-only only while we lead: check right before every read, so
+        # ``prev`` and the entries come from one and the same leader log.
+        if not self._still_leader():
+            self.inflight -= 1
+            return
         entries = core.cache.get(start, end) if end > start else []
         if len(entries) < end - start:
-            rest = await core._read_entries(start + len(entries), end)
+            try:
+                rest = await core._read_entries(start + len(entries), end)
+            except Exception:
+                if not self._still_leader():
+                    self.inflight -= 1
+                    return
+                raise
+            if not self._still_leader():
+                self.inflight -= 1
+                return
             entries = entries + rest if entries else rest
         req = AppendEntriesRequest(self.vote, prev, entries, committed)
         sent_at = core.now_ms()

@@ -74,6 +74,17 @@ class StateMachineWorker:
         self._stopped = True
         self.submit([], [])
 
+    def fail_after(self, index: int, err: BaseException) -> None:
+        """The log was truncated after ``index``: fail the responders waiting for an entry
+        beyond it (only a batch partly applied can be here)."""
+        rs = self._responders
+        while rs and rs[-1].first + rs[-1].count - 1 > index:
+            rs.pop().fail(err)
+        for _, queued in self._queue:
+            for r in queued:
+                if r.first + r.count - 1 > index:
+                    r.fail(err)
+
     def pending_responders(self) -> list[Responder]:
         """Responders not answered yet (queued or waiting in the buffer)."""
         out = list(self._responders)
