@@ -7,6 +7,7 @@ touches engine state directly. A ``Raft`` is bound to the event loop it was crea
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from .storage import RaftLogStorage, RaftStateMachine
 
 READ_CHUNK = 4096
+
+log = logging.getLogger("openraft_py.raft")
 
 
 class Trigger:
@@ -283,6 +286,11 @@ async def _restore_state(
             tail = entries[max(0, cache_from - lo) :]
             cache.append(tail[0].log_id.index, tail)
     log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
+    if committed is not None and (last is None or committed.index > last.index):
+        # The store kept a committed id past its own log (it lost an unflushed tail that the
+        # rest of the cluster holds). Those entries come back by replication.
+        log.warning("node %s: saved committed %r is past the last log id %r; using the log", node_id, committed, last)
+        committed = last
     if applied is not None and (committed is None or applied > committed):
         committed = applied
     ci = -1 if committed is None else committed.index
