@@ -34,7 +34,7 @@ from ..engine import (
 from ..errors import ApiError, Fatal, Panicked, RPCError, Stopped, StorageError
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed
-from ..types import Entry, LogId, NodeId, RPCOption, ServerState, VoteRequest
+from ..types import Entry, LogId, NodeId, RPCOption, ServerState, Vote, VoteRequest
 from .clock import Clock
 from .messages import (
     Applied,
@@ -92,6 +92,8 @@ class RaftCore:
         # Last index handed to the state machine worker.
         self._apply_submitted = -1 if engine.state.applied is None else engine.state.applied.index
         self._saved_committed: LogId | None = None
+        self._vote_writes: deque[tuple[Vote, int]] = deque()
+        self._vote_writer: asyncio.Task[None] | None = None
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
         # Insertion-ordered (a dict, not a set) so teardown is deterministic under a simulator.
@@ -313,11 +315,11 @@ class RaftCore:
                 raise StorageError(f"saving committed {committed!r}", e) from e
             await self._submit_apply(committed)
         elif t is SaveVote:
-            try:
-                await self.log_store.save_vote(c.vote)  # type: ignore[union-attr]
-            except Exception as e:
-                raise StorageError(f"saving vote {c.vote!r}", e) from e  # type: ignore[union-attr]
-            self._io_completed(c.io)  # type: ignore[union-attr]
+            # Written by a writer task so a slow vote write does not stall the core; what
+            # must wait for it waits on its io number.
+            self._vote_writes.append((c.vote, c.io))  # type: ignore[union-attr]
+            if self._vote_writer is None:
+                self._vote_writer = self._spawn(self._write_votes(), "vote-writer")
         elif t is TruncateLog:
             after = c.after  # type: ignore[union-attr]
             idx = -1 if after is None else after.index
@@ -353,6 +355,24 @@ class RaftCore:
                 s.heartbeat()
         else:
             raise Panicked(f"unknown command {c!r}")
+
+    async def _write_votes(self) -> None:
+        """Persist queued votes in order; only the newest of a queued run is written, and
+        every io number of the run completes with it."""
+        try:
+            while self._vote_writes:
+                run = list(self._vote_writes)
+                self._vote_writes.clear()
+                vote = run[-1][0]
+                try:
+                    await self.log_store.save_vote(vote)
+                except Exception as e:
+                    self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
+                    return
+                for _, io in run:
+                    self.notify(IOCompleted(io, None))
+        finally:
+            self._vote_writer = None
 
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs
