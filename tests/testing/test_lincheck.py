@@ -1,0 +1,560 @@
+"""The linearizability checker: hand-made histories, the shared Jepsen/EDN histories with
+known verdicts, the command line, and random histories against a sequential oracle."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openraft_py.testing.lincheck import (
+    Model,
+    Operation,
+    check,
+    kv,
+    kv_register,
+    parse_edn_kv,
+    parse_jepsen,
+    parse_jsonl,
+    register,
+    write_jsonl,
+)
+
+INF = math.inf
+REPO = Path(__file__).parents[2]
+HISTORIES = REPO.parent / "shared" / "histories"
+
+
+def w(client, value, call, ret, ok=True, key=None):
+    return Operation(client, "write", key, value, None, call, ret, ok)
+
+
+def r(client, output, call, ret, ok=True, key=None):
+    return Operation(client, "read", key, None, output, call, ret, ok)
+
+
+def cas(client, old, new, applied, call, ret, ok=True, key=None):
+    return Operation(client, "cas", key, (old, new), applied, call, ret, ok)
+
+
+# --- hand-made histories -------------------------------------------------------------------
+
+
+def test_empty_history_is_linearizable():
+    assert check([], register).ok is True
+
+
+def test_sequential_ok():
+    h = [w(0, 1, 0, 1), r(0, 1, 2, 3), cas(0, 1, 2, True, 4, 5), r(0, 2, 6, 7)]
+    assert check(h, register).ok is True
+
+
+def test_initial_value_is_none():
+    assert check([r(0, None, 0, 1)], register).ok is True
+    assert check([r(0, 0, 0, 1)], register).ok is False
+
+
+def test_concurrent_ok_in_either_order():
+    # Two overlapping writes; readers after both see the one that went last.
+    h = [w(0, 1, 0, 10), w(1, 2, 1, 9), r(2, 1, 11, 12), r(3, 1, 13, 14)]
+    assert check(h, register).ok is True
+    h = [w(0, 1, 0, 10), w(1, 2, 1, 9), r(2, 2, 11, 12)]
+    assert check(h, register).ok is True
+
+
+def test_stale_read_is_not_linearizable():
+    h = [w(0, 1, 0, 1), w(0, 2, 2, 3), r(1, 1, 4, 5)]
+    res = check(h, register)
+    assert res.ok is False
+    assert "NOT linearizable" in res.explain()
+
+
+def test_read_overlapping_a_write_may_see_either_value():
+    h = [w(0, 1, 0, 1), w(0, 2, 2, 6), r(1, 1, 3, 4), r(2, 2, 3, 5)]
+    assert check(h, register).ok is True
+    # ...but not the old value after another reader saw the new one (both finished in order)
+    h = [w(0, 1, 0, 1), w(0, 2, 2, 10), r(1, 2, 3, 4), r(2, 1, 5, 6)]
+    assert check(h, register).ok is False
+
+
+def test_timed_out_write_that_later_appears():
+    h = [w(0, 1, 0, 1), w(1, 2, 2, INF, ok=None), r(2, 1, 3, 4), r(2, 2, 50, 51)]
+    assert check(h, register).ok is True
+
+
+def test_timed_out_write_that_never_appears():
+    h = [w(0, 1, 0, 1), w(1, 2, 2, INF, ok=None), r(2, 1, 3, 4), r(2, 1, 50, 51)]
+    assert check(h, register).ok is True
+
+
+def test_timed_out_write_cannot_appear_before_its_call():
+    h = [w(0, 1, 0, 1), r(2, 2, 3, 4), w(1, 2, 5, INF, ok=None)]
+    assert check(h, register).ok is False
+
+
+def test_timed_out_write_cannot_flicker():
+    # Once a reader has seen it and another later sees the old value, it must have happened
+    # twice: not linearizable.
+    h = [w(0, 1, 0, 1), w(1, 2, 2, INF, ok=None), r(2, 2, 3, 4), r(2, 1, 5, 6)]
+    assert check(h, register).ok is False
+
+
+def test_failed_cas_is_dropped():
+    # Jepsen :fail: the cas did not take effect, whatever its arguments.
+    h = [w(0, 1, 0, 1), cas(1, 1, 5, None, 2, 3, ok=False), r(2, 1, 4, 5)]
+    assert check(h, register).ok is True
+
+
+def test_failed_operations_of_any_kind_are_dropped():
+    h = [w(0, 1, 0, 1), w(1, 9, 2, 3, ok=False), r(2, 9, 4, 5, ok=False), r(2, 1, 6, 7)]
+    assert check(h, register).ok is True
+
+
+def test_cas_not_applied_constrains_the_state():
+    # cas(1 -> 2) returned "not applied" strictly after write(1) and before any other write:
+    # the value was 1, so it must have applied.
+    h = [w(0, 1, 0, 1), cas(1, 1, 2, False, 2, 3)]
+    assert check(h, register).ok is False
+    # With a concurrent write of 3 it can have observed 3.
+    h = [w(0, 1, 0, 1), w(2, 3, 2, 5), cas(1, 1, 2, False, 2, 3)]
+    assert check(h, register).ok is True
+
+
+def test_cas_applied_requires_the_expected_value():
+    h = [w(0, 1, 0, 1), cas(1, 7, 2, True, 2, 3)]
+    assert check(h, register).ok is False
+
+
+def test_cas_of_unknown_outcome_may_or_may_not_apply():
+    base = [w(0, 1, 0, 1), cas(1, 1, 2, None, 2, INF, ok=None)]
+    assert check(base + [r(2, 2, 5, 6)], register).ok is True
+    assert check(base + [r(2, 1, 5, 6)], register).ok is True
+    assert check(base + [r(2, 3, 5, 6)], register).ok is False
+
+
+def test_p_compositionality_across_keys():
+    # Each key on its own is fine; together they share no state.
+    h = [
+        w(0, 1, 0, 1, key="a"),
+        w(1, 1, 0, 1, key="b"),
+        r(2, 1, 2, 3, key="a"),
+        r(2, None, 4, 5, key="c"),
+        w(1, 2, 6, 7, key="b"),
+        r(0, 1, 8, 9, key="a"),
+    ]
+    res = check(h, register)
+    assert res.ok is True and res.partitions == 3
+    # A stale read on one key is found and reported with that key.
+    res = check(h + [r(3, 1, 10, 11, key="b")], register)
+    assert res.ok is False and res.key == "b"
+    assert all(op.key == "b" for op in res.longest_prefix + res.unplaced)
+
+
+def test_longest_prefix_and_unplaced_report():
+    h = [w(0, 1, 0, 1), w(0, 2, 2, 3), r(1, 2, 4, 5), r(1, 1, 6, 7), w(0, 3, 8, 9)]
+    res = check(h, register)
+    assert res.ok is False
+    assert res.longest_prefix == h[:3]
+    assert res.unplaced == [h[3]]
+    text = res.explain()
+    assert "longest linearizable prefix (3 operations)" in text
+    assert "read() -> 1" in text
+
+
+def test_kv_model_get_put_append():
+    def op(c, name, key, value, out, call, ret):
+        return Operation(c, name, key, value, out, call, ret)
+
+    h = [
+        op(0, "get", "k", None, "", 0, 1),
+        op(0, "append", "k", "a", None, 2, 3),
+        op(1, "append", "k", "b", None, 2, 5),
+        op(2, "get", "k", "ba", None, 6, 7),
+    ]
+    h[3] = op(2, "get", "k", None, "ba", 6, 7)
+    assert check(h, kv).ok is True
+    h[3] = op(2, "get", "k", None, "b", 6, 7)
+    assert check(h, kv).ok is False
+    h += [op(0, "put", "k", "z", None, 8, 9), op(1, "get", "k", None, "z", 10, 11)]
+    h[3] = op(2, "get", "k", None, "ab", 6, 7)
+    assert check(h, kv).ok is True
+
+
+def test_kv_register_model_delete_and_absent_cas():
+    def op(c, name, value, out, call, ret, ok=True):
+        return Operation(c, name, "k", value, out, call, ret, ok)
+
+    h = [
+        op(0, "cas", (None, "a"), True, 0, 1),  # create if absent
+        op(0, "get", None, "a", 2, 3),
+        op(1, "delete", None, None, 4, 5),
+        op(1, "get", None, None, 6, 7),
+        op(2, "cas", ("a", "b"), False, 8, 9),
+    ]
+    assert check(h, kv_register).ok is True
+    h.append(op(2, "cas", (None, "c"), False, 10, 11))
+    assert check(h, kv_register).ok is False
+
+
+def test_pluggable_model_counter():
+    def step(state, op):
+        if op.op == "incr":
+            return True, state + 1
+        return (op.ok is None or op.output == state), state
+
+    counter = Model("counter", init=lambda: 0, step=step, partition=None)
+    h = [
+        Operation(0, "incr", call=0, ret=2),
+        Operation(1, "incr", call=1, ret=3),
+        Operation(2, "get", output=1, call=1, ret=2),
+        Operation(2, "get", output=2, call=4, ret=5),
+    ]
+    assert check(h, counter).ok is True
+    h.append(Operation(3, "get", output=1, call=6, ret=7))
+    assert check(h, counter).ok is False
+
+
+def test_timeout_gives_an_unknown_verdict():
+    # 18 overlapping writes of distinct values, then reads that see each value in turn: not
+    # linearizable, but proving it takes exploring every subset of the writes.
+    n = 18
+    h = [w(i, i, 0, 100) for i in range(n)] + [
+        r(n + i, i, 101 + 2 * i, 102 + 2 * i) for i in range(n)
+    ]
+    start = time.monotonic()
+    res = check(h, register, timeout=0.2)
+    assert time.monotonic() - start < 2
+    assert res.ok is None
+    assert res.explain().startswith("unknown")
+    assert check(h, register, timeout=0.0).ok is None
+
+
+def test_timeout_with_many_indeterminate_writes_returns_promptly():
+    rng = random.Random(7)
+    h = [w(i, rng.randrange(3), 0, 1000, ok=None) for i in range(40)]
+    h += [cas(100 + i, rng.randrange(3), rng.randrange(3), True, 1 + i, 2 + i) for i in range(60)]
+    h.append(r(999, 99, 2000, 2001))
+    start = time.monotonic()
+    res = check(h, register, timeout=0.5)
+    assert time.monotonic() - start < 3
+    assert res.ok is None
+
+
+# --- parsers -------------------------------------------------------------------------------
+
+
+def test_parse_jepsen_shapes(tmp_path):
+    log = tmp_path / "h.log"
+    log.write_text(
+        "INFO  jepsen.core - some other line\n"
+        "INFO  jepsen.util - 0\t:invoke\t:read\tnil\n"
+        "INFO  jepsen.util - 1   :invoke :cas    [1 2]\n"
+        "INFO  jepsen.util - 2\t:invoke\t:write\t3\n"
+        "INFO  jepsen.util - :nemesis\t:info\t:start\tnil\n"
+        "INFO  jepsen.util - 0\t:ok\t:read\t3\n"
+        "INFO  jepsen.util - 1   :fail   :cas    [1 2]\n"
+        "INFO  jepsen.util - 2\t:info\t:write\t:timed-out\n"
+        "INFO  jepsen.util - 3\t:invoke\t:cas\t[3 4]\n"
+        "INFO  jepsen.util - 3\t:ok\t:cas\t[3 4]\n"
+        "INFO  jepsen.util - 4\t:invoke\t:write\t0\n"
+        "\n"
+    )
+    ops = parse_jepsen(log)
+    assert [(o.client, o.op, o.value, o.output, o.ok) for o in ops] == [
+        (0, "read", None, 3, True),
+        (1, "cas", (1, 2), None, False),
+        (2, "write", 3, None, None),
+        (3, "cas", (3, 4), True, True),
+        (4, "write", 0, None, None),
+    ]
+    assert ops[0].call == 2 and ops[0].ret == 6
+    assert ops[2].ret == INF and ops[4].ret == INF
+    assert check(ops, register).ok is True
+
+
+def test_parse_jepsen_rejects_unmatched_completion(tmp_path):
+    log = tmp_path / "h.log"
+    log.write_text("INFO  jepsen.util - 0\t:ok\t:read\tnil\n")
+    with pytest.raises(ValueError, match="without a matching :invoke"):
+        parse_jepsen(log)
+
+
+def test_parse_edn_kv(tmp_path):
+    path = tmp_path / "h.txt"
+    path.write_text(
+        '{:process 0, :type :invoke, :f :append, :key "0", :value "x 0 0 y"}\n'
+        '{:process 1, :type :invoke, :f :get, :key "0", :value nil}\n'
+        '{:process 0, :type :ok, :f :append, :key "0", :value "x 0 0 y"}\n'
+        '{:process 1, :type :ok, :f :get, :key "0", :value "x 0 0 y"}\n'
+        '{:process 2, :type :invoke, :f :put, :key "1", :value "a \\"q\\""}\n'
+        '{:process 2, :type :info, :f :put, :key "1", :value "a \\"q\\""}\n'
+    )
+    ops = parse_edn_kv(path)
+    assert [(o.client, o.op, o.key, o.value, o.output, o.ok) for o in ops] == [
+        (0, "append", "0", "x 0 0 y", None, True),
+        (1, "get", "0", None, "x 0 0 y", True),
+        (2, "put", "1", 'a "q"', None, None),
+    ]
+    assert check(ops, kv).ok is True
+
+
+def test_jsonl_round_trip_and_semantics(tmp_path):
+    path = tmp_path / "h.jsonl"
+    lines = [
+        {"client": 0, "op": "put", "key": "k", "value": "a", "ok": True, "call": 0, "ret": 1},
+        {"client": 1, "op": "cas", "key": "k", "expected": "b", "value": "c", "ok": False,
+         "call": 2, "ret": 3},
+        {"client": 2, "op": "put", "key": "k", "value": "z", "ok": None, "call": 2, "ret": None},
+        {"client": 0, "op": "get", "key": "k", "result": "a", "ok": True, "call": 4, "ret": 5},
+        {"client": 0, "op": "delete", "key": "k", "ok": True, "call": 6, "ret": 7},
+        {"client": 0, "op": "get", "key": "k", "result": None, "ok": True, "call": 8, "ret": 9},
+        {"client": 3, "op": "put", "key": "j", "value": [1, 2], "ok": False, "call": 0, "ret": 1},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ops = parse_jsonl(path)
+    assert ops[1].ok is True and ops[1].output is False and ops[1].value == ("b", "c")
+    assert ops[2].ok is None and ops[2].ret == INF
+    assert ops[6].ok is False and ops[6].value == (1, 2)
+    assert check(ops, kv_register).ok is True
+    out = tmp_path / "out.jsonl"
+    write_jsonl(ops, out)
+    assert parse_jsonl(out) == ops
+    # cas "not applied" while the value was exactly the expected one: a violation
+    lines[1]["expected"] = "a"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert check(parse_jsonl(path), kv_register).ok is False
+
+
+# --- the shared histories ------------------------------------------------------------------
+
+
+def _shared_cases():
+    cases = []
+    for sub, fmt in (("jepsen", "jepsen"), ("kv", "edn-kv")):
+        tsv = HISTORIES / sub / "expected.tsv"
+        if not tsv.exists():
+            continue
+        with open(tsv, newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                cases.append(pytest.param(sub, fmt, row["file"], row["linearizable"] == "true",
+                                          id=f"{sub}/{row['file']}"))
+    if not cases:
+        cases.append(pytest.param(None, None, None, None, id="no-shared-histories",
+                                  marks=pytest.mark.skip(
+                                      reason=f"shared histories not found at {HISTORIES}")))
+    return cases
+
+
+@pytest.mark.parametrize(("sub", "fmt", "name", "expected"), _shared_cases())
+def test_shared_history(sub, fmt, name, expected):
+    path = HISTORIES / sub / name
+    parse, model = (parse_jepsen, register) if fmt == "jepsen" else (parse_edn_kv, kv)
+    start = time.monotonic()
+    res = check(parse(path), model, timeout=30)
+    elapsed = time.monotonic() - start
+    assert res.ok is expected, res.explain()
+    assert elapsed < 10, f"{name} took {elapsed:.1f} s"
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "openraft_py.testing.lincheck", *map(str, args)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+
+
+def _jsonl(tmp_path, name, stale):
+    path = tmp_path / name
+    recs = [
+        {"client": 0, "op": "put", "key": "k", "value": 1, "ok": True, "call": 0, "ret": 1},
+        {"client": 0, "op": "put", "key": "k", "value": 2, "ok": True, "call": 2, "ret": 3},
+        {"client": 1, "op": "get", "key": "k", "result": 1 if stale else 2, "ok": True,
+         "call": 4, "ret": 5},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in recs))
+    return path
+
+
+def test_cli_exit_codes(tmp_path):
+    good = _jsonl(tmp_path, "good.jsonl", stale=False)
+    bad = _jsonl(tmp_path, "bad.jsonl", stale=True)
+    res = _cli("--format", "jsonl", good)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"{good} linearizable"
+    res = _cli("--format", "jsonl", "--timeout", "5", good, bad)
+    assert res.returncode == 1
+    assert f"{bad} NOT linearizable" in res.stdout
+    assert "    longest linearizable prefix" in res.stdout
+    res = _cli("--format", "jsonl", good, tmp_path / "missing.jsonl")
+    assert res.returncode == 2
+    assert "missing.jsonl" in res.stderr
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("{not json\n")
+    res = _cli("--format", "jsonl", garbage)
+    assert res.returncode == 2
+    assert "garbage.jsonl:1" in res.stderr
+
+
+@pytest.mark.skipif(not (HISTORIES / "jepsen").exists(), reason="shared histories not found")
+def test_cli_on_shared_histories():
+    res = _cli("--format", "jepsen", HISTORIES / "jepsen" / "etcd_002.log",
+               HISTORIES / "jepsen" / "etcd_000.log")
+    assert res.returncode == 1
+    assert "etcd_002.log linearizable" in res.stdout
+    assert "etcd_000.log NOT linearizable" in res.stdout
+
+
+# --- random histories against a sequential oracle -------------------------------------------
+
+
+def _random_sequential(rng, n):
+    """A single client's register history, with the true outputs."""
+    state, t, ops = None, 0.0, []
+    for _ in range(n):
+        kind = rng.choice(("read", "write", "cas"))
+        if kind == "read":
+            ops.append(r(0, state, t, t + 1))
+        elif kind == "write":
+            v = rng.randrange(4)
+            ops.append(w(0, v, t, t + 1))
+            state = v
+        else:
+            old, new = rng.randrange(4), rng.randrange(4)
+            applied = state == old
+            ops.append(cas(0, old, new, applied, t, t + 1))
+            if applied:
+                state = new
+        t += 2
+    return ops
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 40))
+def test_random_sequential_histories_are_linearizable(seed, n):
+    assert check(_random_sequential(random.Random(seed), n), register).ok is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 40))
+def test_one_corrupted_read_is_not_linearizable(seed, n):
+    rng = random.Random(seed)
+    ops = _random_sequential(rng, n) + [r(0, None, 10_000, 10_001)]
+    reads = [i for i, op in enumerate(ops) if op.op == "read"]
+    i = rng.choice(reads)
+    ops[i] = r(0, 100 + rng.randrange(5), ops[i].call, ops[i].ret)  # a value never written
+    res = check(ops, register)
+    assert res.ok is False
+    assert res.unplaced == [ops[i]]
+    assert res.longest_prefix == ops[:i]
+
+
+def _random_concurrent(rng, n_ops, clients, pending_rate):
+    """A concurrent history produced by a real atomic register: each operation takes effect
+    at a random instant inside its interval. Some completions are lost (pending); a
+    pending operation may also never take effect."""
+    ops = []
+    free_at = [0.0] * clients
+    for _ in range(n_ops):
+        c = rng.randrange(clients)
+        call = free_at[c] + rng.random()
+        ret = call + rng.random() * 5
+        point = rng.uniform(call, ret)
+        free_at[c] = ret
+        kind = rng.choice(("read", "write", "cas"))
+        args = (rng.randrange(3), rng.randrange(3))
+        ops.append([point, c, kind, args, call, ret])
+    ops.sort()
+    state, out = None, []
+    for point, c, kind, args, call, ret in ops:
+        lost = kind != "read" and rng.random() < pending_rate
+        happened = not lost or rng.random() < 0.5
+        if kind == "read":
+            out.append(r(c, state, call, ret))
+        elif kind == "write":
+            if happened:
+                state = args[0]
+            out.append(w(c, args[0], call, INF, ok=None) if lost else w(c, args[0], call, ret))
+        else:
+            applied = happened and state == args[0]
+            if applied:
+                state = args[1]
+            out.append(cas(c, *args, None, call, INF, ok=None) if lost
+                       else cas(c, *args, applied, call, ret))
+    out.sort(key=lambda o: o.call)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_concurrent_register_histories_are_linearizable(seed):
+    rng = random.Random(seed)
+    h = _random_concurrent(rng, 200, clients=6, pending_rate=0.05)
+    res = check(h, register, timeout=20)
+    assert res.ok is True, res.explain()
+
+
+def _brute_force(history, model):
+    """The definition, by enumeration: some subset of the indeterminate operations plus all
+    completed ones, in some order that respects real time, is a legal sequential run."""
+    ops = [op for op in history if op.ok is not False]
+    done = [op for op in ops if op.ok]
+    maybe = [op for op in ops if op.ok is None]
+    for mask in range(1 << len(maybe)):
+        chosen = done + [op for j, op in enumerate(maybe) if mask >> j & 1]
+        for order in itertools.permutations(chosen):
+            if any(order[b].ret < order[a].call
+                   for a in range(len(order)) for b in range(a + 1, len(order))):
+                continue
+            state = model.init()
+            for op in order:
+                ok, state = model.step(state, op)
+                if not ok:
+                    break
+            else:
+                return True
+    return False
+
+
+def _random_small(rng):
+    ops = []
+    for _ in range(rng.randint(1, 6)):
+        c = rng.randrange(3)
+        call = rng.randrange(8)  # a coarse clock, so that ties occur
+        ret = call + rng.randrange(4)
+        ok = rng.choice((True, True, True, None, False))
+        if ok is None:
+            ret = INF
+        kind = rng.choice(("read", "write", "cas"))
+        if kind == "read":
+            ops.append(r(c, rng.choice((None, 0, 1)), call, ret, ok=ok))
+        elif kind == "write":
+            ops.append(w(c, rng.randrange(2), call, ret, ok=ok))
+        else:
+            ops.append(cas(c, rng.choice((None, 0, 1)), rng.randrange(2),
+                           rng.choice((True, False)) if ok else None, call, ret, ok=ok))
+    return ops
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_agrees_with_brute_force_on_small_random_histories(chunk):
+    rng = random.Random(1000 + chunk)
+    verdicts = {True: 0, False: 0}
+    for _ in range(400):
+        h = _random_small(rng)
+        want = _brute_force(h, register)
+        res = check(h, register)
+        assert res.ok is want, (h, res.explain())
+        verdicts[want] += 1
+    assert min(verdicts.values()) > 40, verdicts  # both verdicts are exercised
