@@ -13,9 +13,9 @@ Structs) unless ``Router(serialize=True)``, which round-trips each through msgsp
 to check wire compatibility.
 
 Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
-``set_delay``, ``set_rpc_failure``. Every random choice (drops, delays) comes from one
-``random.Random(seed)``, so a run with the same seed and the same call order makes the same
-choices.
+``set_duplicate_rate``, ``set_delay``, ``set_rpc_failure``. Every random choice (drops,
+duplicates, delays) comes from one ``random.Random(seed)``, so a run with the same seed and
+the same call order makes the same choices.
 
 What a caller sees:
 
@@ -187,6 +187,8 @@ class Router:
         self._drop_rate = 0.0
         self._delay: tuple[float, float] | None = None  # seconds
         self._failures: dict[tuple[NodeId, str, str | None], type[RPCError]] = {}
+        self._dup_rate = 0.0
+        self._dup_tasks: set[asyncio.Task[None]] = set()
         self._fast = True
         self._update_fast()
 
@@ -249,6 +251,27 @@ class Router:
         self._drop_rate = p
         self._update_fast()
 
+    def set_duplicate_rate(self, p: float) -> None:
+        """Deliver each request a second time with probability ``p``, a little later (up to
+        the configured delay, or 5 ms); the duplicate's response is discarded. ``0`` turns
+        duplication off."""
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"duplicate rate must be within [0, 1], got {p}")
+        self._dup_rate = p
+        self._update_fast()
+
+    async def _deliver_duplicate(self, rpc: str, source: NodeId, target: NodeId, req: Any, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._path_error(rpc, source, target) is not None:
+            return
+        server = self._servers.get(target)
+        if server is None:
+            return
+        try:
+            await getattr(server, _SERVER_METHOD[rpc])(req)
+        except Exception:  # noqa: BLE001 - nobody waits for a duplicate's outcome
+            pass
+
     def set_delay(self, min_ms: float, max_ms: float) -> None:
         """Delay each request and each response by a uniform ``[min_ms, max_ms]``
         milliseconds (``asyncio.sleep``), so concurrent messages may be reordered.
@@ -291,6 +314,7 @@ class Router:
         self._drop_rate = 0.0
         self._delay = None
         self._failures.clear()
+        self._dup_rate = 0.0
         self._update_fast()
 
     def add_hook(self, fn: Hook) -> None:
@@ -315,6 +339,7 @@ class Router:
             or self._drop_rate
             or self._delay
             or self._failures
+            or self._dup_rate
         )
 
     def _path_error(self, rpc: str, source: NodeId, target: NodeId) -> RPCError | None:
@@ -368,6 +393,11 @@ class Router:
                     raise err
             if self.serialize:
                 req = _roundtrip(req, type(req))
+            if self._dup_rate and self.rng.random() < self._dup_rate:
+                hi = self._delay[1] if self._delay is not None else 0.005
+                t = asyncio.ensure_future(self._deliver_duplicate(rpc, source, target, req, self.rng.uniform(0, hi)))
+                self._dup_tasks.add(t)
+                t.add_done_callback(self._dup_tasks.discard)
         server = self._servers.get(target)
         if server is None:
             raise Unreachable(f"{rpc} {source} -> {target}: node {target} is not registered")

@@ -18,6 +18,7 @@ import asyncio
 from typing import Any, Callable, Iterable
 
 from ..config import Config
+from ..core.clock import Clock
 from ..errors import WaitTimeout
 from ..network.router import Router
 from ..raft import Raft
@@ -41,14 +42,26 @@ class Cluster:
         seed: int = 0,
         serialize: bool = False,
         state_machine: StateMachineFactory | None = None,
+        log_store: Callable[[NodeId, MemDisk], Any] | None = None,
+        disk: Callable[[NodeId], MemDisk] | None = None,
+        clock: Callable[[NodeId], Clock] | None = None,
+        on_start: Callable[[NodeId, Raft], None] | None = None,
     ) -> None:
+        """``state_machine``, ``log_store``, ``disk`` and ``clock`` build each node's parts
+        (defaults: ``MemStateMachine``, ``MemLogStore``, ``MemDisk``, the loop's clock);
+        ``on_start`` is called with every node started (the simulator uses it)."""
         self.config = config or Config()
         self.seed = seed
         self.router = Router(seed=seed, serialize=serialize)
         self.nodes: dict[NodeId, Raft] = {}
         self.disks: dict[NodeId, MemDisk] = {}
         self.state_machines: dict[NodeId, Any] = {}
+        self.log_stores: dict[NodeId, Any] = {}
         self._sm_factory: StateMachineFactory = state_machine or (lambda disk: MemStateMachine(disk))
+        self._log_store_factory = log_store or (lambda nid, disk: MemLogStore(disk))
+        self._disk_factory = disk or (lambda nid: MemDisk())
+        self._clock_factory = clock
+        self._on_start = on_start
         self._boots = 0
 
     async def __aenter__(self) -> Cluster:
@@ -59,19 +72,26 @@ class Cluster:
 
     async def add_node(self, node_id: NodeId) -> Raft:
         """Start node ``node_id`` (on its existing disk if it had one) and register it."""
-        disk = self.disks.setdefault(node_id, MemDisk())
+        disk = self.disks.get(node_id)
+        if disk is None:
+            disk = self.disks[node_id] = self._disk_factory(node_id)
         sm = self._sm_factory(disk)
+        store = self._log_store_factory(node_id, disk)
         self._boots += 1
         raft = await Raft.new(
             node_id,
             self.config,
             self.router.factory(node_id),
-            MemLogStore(disk),
+            store,
             sm,
+            clock=None if self._clock_factory is None else self._clock_factory(node_id),
             seed=self.seed * 1000003 + node_id * 7919 + self._boots,
         )
         self.nodes[node_id] = raft
         self.state_machines[node_id] = sm
+        self.log_stores[node_id] = store
+        if self._on_start is not None:
+            self._on_start(node_id, raft)
         self.router.register(node_id, raft)
         return raft
 
@@ -88,6 +108,7 @@ class Cluster:
         self.router.unregister(node_id)
         raft = self.nodes.pop(node_id)
         self.state_machines.pop(node_id, None)
+        self.log_stores.pop(node_id, None)
         await raft.shutdown()
 
     async def restart(self, node_id: NodeId) -> Raft:
