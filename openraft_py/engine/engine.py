@@ -61,7 +61,9 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         self.election_deadline: float = 0.0
         self.now = now
         # Test-only fault switches, used by the simulator to prove it catches bugs. Never set
-        # them in production: each one breaks a Raft safety rule.
+        # them in production: each one breaks a Raft safety rule. Known names:
+        # "grant_without_log_check", "commit_previous_term", "reply_before_vote_persisted",
+        # "apply_before_commit", "expired_lease_read".
         self.faults: set[str] = set()
         self.become_following(now)
 

@@ -70,10 +70,15 @@ class FollowingHandler:
     def follower_commit(self: Engine, leader_commit: LogId | None, matching: LogId | None) -> None:
         """Commit what the leader committed, but only within the part of our log this request
         proved to match the leader's."""
-        if leader_commit is None or matching is None:
+        if matching is None:
             return
         st = self.state
-        index = min(leader_commit.index, matching.index)
+        if "apply_before_commit" in self.faults:
+            index = matching.index  # the injected bug: apply whatever the leader sent
+        elif leader_commit is None:
+            return
+        else:
+            index = min(leader_commit.index, matching.index)
         if index <= st.committed_index():
             return
         committed = st.log_id_at(index)
