@@ -5,7 +5,9 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build test test-pure run bench clean
+.PHONY: build test test-pure run bench sim clean
+
+SEEDS ?= 1000
 
 # Create the venv and install the package editable, with the compiled kernels
 # (setuptools builds _core/*.pyx in place). Redone whenever the build inputs change.
@@ -31,6 +33,10 @@ run: build
 
 bench: build
 	$(PY) bench/cluster.py
+
+# The deterministic simulator over many seeds (make sim SEEDS=10000); make test runs 100.
+sim: build
+	$(PY) -m openraft_py.testing.sim --seeds $(SEEDS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks

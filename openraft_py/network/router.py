@@ -61,7 +61,7 @@ from ..types import (
 if TYPE_CHECKING:
     from . import RaftServer
 
-__all__ = ["Router", "RouterClient", "RouterFactory", "RPC_NAMES", "Hook"]
+__all__ = ["Router", "RouterClient", "RouterFactory", "RPC_NAMES", "Hook", "ResponseHook"]
 
 RPC_NAMES: tuple[str, ...] = ("append_entries", "vote", "install_snapshot", "transfer_leader")
 """The RPC names used by counters, ``set_rpc_failure`` and hooks."""
@@ -83,6 +83,9 @@ _RESPONSE_TYPE: dict[str, type | None] = {
 Hook = Callable[[str, NodeId, NodeId, Any], "None | Awaitable[None]"]
 """``hook(rpc_name, source, target, request)``; may be a coroutine function; raise an
 ``RPCError`` to fail the RPC."""
+
+ResponseHook = Callable[[str, NodeId, NodeId, Any, Any], None]
+"""``hook(rpc_name, source, target, request, response)``: observes a server's answer."""
 
 Direction = Literal["in", "out", "both"]
 
@@ -180,6 +183,7 @@ class Router:
         self._servers: dict[NodeId, RaftServer] = {}
         self._clients: dict[tuple[NodeId, NodeId], RouterClient] = {}
         self._hooks: list[Hook] = []
+        self._response_hooks: list[ResponseHook] = []
         # Faults. Invariant: _fast is True iff none is configured (and no hook, no serialize).
         self._isolated: set[NodeId] = set()
         self._cuts: set[tuple[NodeId, NodeId]] = set()  # directed (source, target) pairs
@@ -324,15 +328,23 @@ class Router:
         self._hooks.append(fn)
         self._update_fast()
 
+    def add_response_hook(self, fn: ResponseHook) -> None:
+        """Call ``fn(rpc_name, source, target, request, response)`` for every response a
+        server returns, before response faults apply (an observer: it must not raise)."""
+        self._response_hooks.append(fn)
+        self._update_fast()
+
     def clear_hooks(self) -> None:
-        """Remove every hook."""
+        """Remove every hook (request and response hooks)."""
         self._hooks.clear()
+        self._response_hooks.clear()
         self._update_fast()
 
     def _update_fast(self) -> None:
         self._fast = not (
             self.serialize
             or self._hooks
+            or self._response_hooks
             or self._isolated
             or self._cuts
             or self._group_of is not None
@@ -408,6 +420,8 @@ class Router:
             raise Unreachable(f"node {target} has stopped: {e}") from e
         except Exception as e:
             raise RemoteError(target, e) from e
+        for rhook in self._response_hooks:
+            rhook(rpc, source, target, req, resp)
         if not self._fast:
             if self._drop_rate and self.rng.random() < self._drop_rate:
                 raise Timeout(f"{rpc} {source} -> {target}: response dropped")

@@ -99,12 +99,30 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An asyncio event loop whose ``time()`` is virtual: it starts at 0 and jumps to the
     next timer whenever nothing is ready. Single-threaded and deterministic."""
 
+    # A run that spins without letting virtual time pass, or runs past this much virtual
+    # time, is reported as stuck instead of hanging the test run.
+    MAX_ITERATIONS_WITHOUT_TIME = 200_000
+    MAX_VIRTUAL_SECONDS = 600.0
+
     def __init__(self) -> None:
         self._now = 0.0
+        self._spins = 0
+        self._spin_at = 0.0
         super().__init__(selector=_InstantSelector(self))
 
     def time(self) -> float:
         return self._now
+
+    def _run_once(self) -> None:
+        if self._now != self._spin_at:
+            self._spin_at = self._now
+            self._spins = 0
+        self._spins += 1
+        if self._spins > self.MAX_ITERATIONS_WITHOUT_TIME:
+            raise SimStuck(f"livelock: {self._spins} loop iterations at virtual time {self._now:.6f}s")
+        if self._now > self.MAX_VIRTUAL_SECONDS:
+            raise SimStuck(f"ran past {self.MAX_VIRTUAL_SECONDS} virtual seconds")
+        super()._run_once()  # type: ignore[misc]
 
 
 # -- simulated disk ---------------------------------------------------------------------------
@@ -195,8 +213,11 @@ class SimClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        while self._id in self._sim.paused:
-            await self._sim.paused[self._id].wait()
+        while True:
+            ev = self._sim.paused.get(self._id)
+            if ev is None or ev.is_set():
+                return
+            await ev.wait()
 
 
 # -- the checker ------------------------------------------------------------------------------
@@ -218,8 +239,31 @@ class Checker:
         self.last: dict[NodeId, tuple[int, int, LogId | None, LogId | None]] = {}  # boot, ...
         self.votes: dict[NodeId, Vote] = {}
         self.applied_seen: dict[NodeId, int] = {}
+        # (voter, term) -> the candidate it voted for, as seen on the wire: a granted vote
+        # response, or a candidate's own vote request (it voted for itself).
+        self.granted: dict[tuple[NodeId, int], NodeId] = {}
+        self.pending: str | None = None
+
+    def on_request(self, rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
+        """Router hook: a candidate asking for votes has voted for itself in that term."""
+        if rpc == "vote":
+            self._voted(source, req.vote.term, req.vote.leader_id.node_id)
+
+    def on_response(self, rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+        """Router response hook: record every granted vote."""
+        if rpc == "vote" and resp.vote_granted:
+            self._voted(target, req.vote.term, req.vote.leader_id.node_id)
+
+    def _voted(self, voter: NodeId, term: int, candidate: NodeId) -> None:
+        prev = self.granted.setdefault((voter, term), candidate)
+        if prev != candidate and self.pending is None:
+            # Raised from a router hook the runtime would swallow: report at the next check.
+            self.pending = f"n{voter} voted twice in term {term}: for n{prev} and for n{candidate}"
+            self.sim.log(f"VIOLATION seen: {self.pending}")
 
     def check(self, where: str) -> None:
+        if self.pending is not None:
+            raise Violation(self.pending)
         sim = self.sim
         c = sim.cluster
         for nid, raft in c.nodes.items():
@@ -380,6 +424,9 @@ class Simulation:
             lease_drift_margin=min(20, emin // 3),
         )
         self.disk_max_ms = rng.choice((0.2, 1.0, 5.0))
+        self.profile = rng.choice(("mixed", "mixed", "elections", "partitions"))
+        if self.n_nodes == 3 and self.config.max_payload_entries == 1 and rng.random() < 0.5:
+            self.profile = "figure8"
         self.cluster: Cluster = None  # type: ignore[assignment]
         self.checker = Checker(self)
         self._stop_clients = False
@@ -442,6 +489,7 @@ class Simulation:
         if self.cluster is not None:
             for ev in self.paused.values():
                 ev.set()
+            self.paused.clear()
             await self.cluster.shutdown()
 
     async def _main(self) -> None:
@@ -456,13 +504,18 @@ class Simulation:
             on_start=self._on_start,
         )
         c = self.cluster
-        self.log(f"start: {self.n_nodes} nodes, {self.config!r}, disk <= {self.disk_max_ms} ms, faults={self.faults}")
+        self.log(
+            f"start: {self.n_nodes} nodes, profile {self.profile}, {self.config!r}, "
+            f"disk <= {self.disk_max_ms} ms, faults={self.faults}"
+        )
         await c.start(ids)
         # The cluster exists once its first membership entry is durable on a quorum: wait for
         # the first leader to commit before any fault (a lost initialize is an operator redo).
         lid = await c.wait_for_leader(timeout=10.0)
         await c.nodes[lid].wait(10.0).metrics(lambda m: m.committed is not None, "first commit")
         self.log(f"initialized: n{lid} leads")
+        c.router.add_hook(self.checker.on_request)
+        c.router.add_response_hook(self.checker.on_response)
         clients = [asyncio.ensure_future(self._client(k)) for k in range(4)]
         checker = asyncio.ensure_future(self._check_loop())
         try:
@@ -494,79 +547,194 @@ class Simulation:
 
     # -- faults ------------------------------------------------------------------------------
 
+    # Fault mixes: each run draws one. "mixed" exercises everything; "elections" kills and
+    # crash-restarts nodes around elections; "partitions" favours network faults.
+    PROFILES: dict[str, dict[str, int]] = {
+        "mixed": {
+            "partition": 12, "one_way": 8, "bridge": 6, "isolate": 6, "heal": 12, "drops": 6,
+            "duplicates": 5, "delay": 6, "crash": 14, "restart": 10, "slow_disk": 5, "pause": 5,
+            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3,
+        },
+        "elections": {
+            "isolate": 6, "heal": 10, "delay": 10, "crash": 18, "restart": 18, "pause": 6,
+            "crash_on_rpc": 22, "leader_crash_after": 6, "strand_leader": 10, "slow_disk": 4,
+        },
+        "figure8": {"figure8": 30, "heal": 10, "crash": 5, "restart": 10, "delay": 5},
+        "partitions": {
+            "partition": 20, "one_way": 14, "bridge": 10, "isolate": 10, "heal": 16, "drops": 8,
+            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4,
+        },
+    }
+
     async def _fault_step(self, step: int) -> None:
         rng = self.rng
+        weights = self.PROFILES[self.profile]
+        names = list(weights)
+        action = rng.choices(names, weights=[weights[n] for n in names])[0]
+        await getattr(self, f"_fault_{action}")()
+
+    async def _fault_partition(self) -> None:
+        ids = sorted(self.cluster.disks)
+        a = set(self.rng.sample(ids, self.rng.randint(1, len(ids) - 1)))
+        self.cluster.router.partition(a, set(ids) - a)
+        self.log(f"partition {sorted(a)} | {sorted(set(ids) - a)}")
+
+    async def _fault_one_way(self) -> None:
+        x, y = self.rng.sample(sorted(self.cluster.disks), 2)
+        self.cluster.router.cut(x, y, one_way=True)
+        self.log(f"cut one-way n{x} -> n{y}")
+
+    async def _fault_bridge(self) -> None:
+        ids = sorted(self.cluster.disks)
+        bridge = self.rng.choice(ids)
+        rest = [i for i in ids if i != bridge]
+        self.rng.shuffle(rest)
+        a, b = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+        for x in a:
+            for y in b:
+                self.cluster.router.cut(x, y)
+        self.log(f"bridge n{bridge} between {sorted(a)} and {sorted(b)}")
+
+    async def _fault_isolate(self) -> None:
+        n = self._pick_crash_target(sorted(self.cluster.disks))
+        self.cluster.router.isolate(n)
+        self.log(f"isolate n{n}")
+
+    async def _fault_heal(self) -> None:
+        self.cluster.router.heal()
+        self.log("heal network")
+
+    async def _fault_drops(self) -> None:
+        p = self.rng.choice((0.05, 0.1, 0.3))
+        self.cluster.router.set_drop_rate(p)
+        self.log(f"drop rate {p}")
+
+    async def _fault_duplicates(self) -> None:
+        p = self.rng.choice((0.05, 0.2))
+        self.cluster.router.set_duplicate_rate(p)
+        self.log(f"duplicate rate {p}")
+
+    async def _fault_delay(self) -> None:
+        hi = self.rng.choice((2, 10, 40))
+        self.cluster.router.set_delay(0, hi)
+        self.log(f"delay 0..{hi} ms")
+
+    async def _fault_crash(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        majority = len(self.cluster.disks) // 2 + 1
+        # Keep a majority of nodes running most of the time.
+        if alive and (len(alive) > majority or self.rng.random() < 0.2):
+            await self._crash(self._pick_crash_target(alive))
+
+    async def _fault_restart(self) -> None:
+        if self.crashed:
+            await self._restart(self.rng.choice(sorted(self.crashed)))
+
+    async def _fault_slow_disk(self) -> None:
+        n = self.rng.choice(sorted(self.cluster.disks))
+        d = self.cluster.disks[n]
+        d.slow = not d.slow  # type: ignore[attr-defined]
+        self.log(f"disk of n{n} {'slow' if d.slow else 'fast'}")  # type: ignore[attr-defined]
+
+    async def _fault_pause(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self._pick_crash_target(alive)
+            if n not in self.paused:
+                await self._pause(n, self.rng.uniform(0.05, 0.5))
+
+    async def _fault_crash_on_rpc(self) -> None:
+        # Crash right after a vote request or an append arrives, then restart at once: the
+        # narrow windows of IO ordering (a grant or an ack racing its fsync).
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self.rng.choice(alive)
+            what = self.rng.choice(("grant", "vote", "append_entries", "any"))
+            if what == "grant":
+                self._arm_crash_after_grant(n)
+            else:
+                self._arm_crash_on_rpc(n, what)
+
+    async def _fault_leader_crash_after(self) -> None:
+        # Crash the leader after it sent a few more appends: partial replication.
+        lid = self.cluster.leader()
+        if lid is not None:
+            self._arm_leader_crash(lid, self.rng.randint(1, 6))
+
+    async def _fault_figure8(self) -> None:
+        """The thesis' Figure 3.7 (the paper's Figure 8) as a fault schedule, on 3 nodes:
+
+        1. the leader A can no longer send appends; the writes clients still send it stay
+           on A alone (an entry of A's term at index i); A crashes;
+        2. no survivor can send appends: the next leader B appends its blank entry at i (a
+           later term) on itself alone; B crashes;
+        3. A restarts and wins (its log is longer than C's), re-replicates its old entry i
+           to C, and crashes right after C's acknowledgement reaches it (one entry per
+           request, so i travels without A's own blank entry);
+        4. B restarts: its entry at i has a later term than C's, so it can win and overwrite
+           index i. That is safe only if step 3 did not commit i by counting replicas.
+        """
         c = self.cluster
         ids = sorted(c.disks)
-        alive = sorted(c.nodes)
-        majority = len(ids) // 2 + 1
-        r = rng.random()
+        a = c.leader()
+        if len(ids) != 3 or a is None or self.crashed or self.paused or len(c.nodes) != 3:
+            return
+        from ..errors import Unreachable
+
         router = c.router
-        if r < 0.12:
-            a = set(rng.sample(ids, rng.randint(1, len(ids) - 1)))
-            router.partition(a, set(ids) - a)
-            self.log(f"partition {sorted(a)} | {sorted(set(ids) - a)}")
-        elif r < 0.20:
-            x, y = rng.sample(ids, 2)
-            router.cut(x, y, one_way=True)
-            self.log(f"cut one-way n{x} -> n{y}")
-        elif r < 0.26 and len(ids) >= 3:
-            bridge = rng.choice(ids)
-            rest = [i for i in ids if i != bridge]
-            rng.shuffle(rest)
-            a, b = rest[: len(rest) // 2], rest[len(rest) // 2 :]
-            for x in a:
-                for y in b:
-                    router.cut(x, y)
-            self.log(f"bridge n{bridge} between {sorted(a)} and {sorted(b)}")
-        elif r < 0.32:
-            n = rng.choice(ids)
-            router.isolate(n)
-            self.log(f"isolate n{n}")
-        elif r < 0.44:
-            router.heal()
-            self.log("heal network")
-        elif r < 0.50:
-            p = rng.choice((0.05, 0.1, 0.3))
-            router.set_drop_rate(p)
-            self.log(f"drop rate {p}")
-        elif r < 0.55:
-            p = rng.choice((0.05, 0.2))
-            router.set_duplicate_rate(p)
-            self.log(f"duplicate rate {p}")
-        elif r < 0.61:
-            hi = rng.choice((2, 10, 40))
-            router.set_delay(0, hi)
-            self.log(f"delay 0..{hi} ms")
-        elif r < 0.75:
-            # Crash a node (keeping a majority of disks running most of the time).
-            if alive and (len(alive) > majority or rng.random() < 0.2):
-                n = self._pick_crash_target(alive)
-                await self._crash(n)
-        elif r < 0.85:
-            if self.crashed:
-                n = rng.choice(sorted(self.crashed))
-                await self._restart(n)
-        elif r < 0.90:
-            n = rng.choice(ids)
-            d = c.disks[n]
-            d.slow = not d.slow  # type: ignore[attr-defined]
-            self.log(f"disk of n{n} {'slow' if d.slow else 'fast'}")  # type: ignore[attr-defined]
-        elif r < 0.95:
-            if alive:
-                n = rng.choice(alive)
-                if n not in self.paused:
-                    await self._pause(n, rng.uniform(0.05, 0.5))
-        elif r < 0.975:
-            # Crash right after a vote request or an append arrives, then restart at once:
-            # the narrow windows of IO ordering (a grant or an ack racing its fsync).
-            if alive:
-                self._arm_crash_on_rpc(rng.choice(alive), rng.choice(("vote", "append_entries", "any")))
-        else:
-            # Crash the leader after it sent a few more appends: partial replication.
+        router.heal()
+        others = [x for x in ids if x != a]
+        self.log(f"figure 8: strand leader n{a}")
+        router.set_rpc_failure(a, "out", Unreachable, rpc="append_entries")
+        await asyncio.sleep(0.03)
+        await self._crash(a)
+        for x in others:
+            router.set_rpc_failure(x, "out", Unreachable, rpc="append_entries")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        b = None
+        while loop.time() < deadline:
             lid = c.leader()
-            if lid is not None:
-                self._arm_leader_crash(lid, rng.randint(1, 6))
+            if lid in others:
+                b = lid
+                break
+            await asyncio.sleep(0.002)
+        if b is None:
+            router.heal()
+            return
+        await asyncio.sleep(0.01)
+        await self._crash(b)
+        for x in ids:
+            router.set_rpc_failure(x, "out", None, rpc="append_entries")
+        armed = [True]
+        cnode = [x for x in others if x != b][0]
+
+        def rhook(name: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+            if armed[0] and source == a and target == cnode and name == "append_entries" and resp.success and req.entries:
+                armed[0] = False
+                loop.call_later(0.0005, lambda: asyncio.ensure_future(self._crash(a)))
+
+        router.add_response_hook(rhook)
+        await self._restart(a)
+        deadline = loop.time() + 3.0
+        while a in c.nodes and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+        armed[0] = False
+        await self._restart(b)
+        self.log("figure 8: done")
+
+    async def _fault_strand_leader(self) -> None:
+        # Cut the leader off so that what clients still send it stays on it alone, then
+        # crash it a moment later: old-term entries that exist on one node only (the setup
+        # of the thesis' Figure 3.7).
+        lid = self.cluster.leader()
+        if lid is None:
+            return
+        self.cluster.router.isolate(lid)
+        wait = self.rng.uniform(0.005, 0.05)
+        self.log(f"strand leader n{lid}: isolate, crash in {wait * 1000:.0f} ms")
+        await asyncio.sleep(wait)
+        await self._crash(lid)
 
     def _pick_crash_target(self, alive: list[NodeId]) -> NodeId:
         leader = self.cluster.leader()
@@ -584,6 +752,10 @@ class Simulation:
         ev = self.paused.pop(n, None)
         if ev is not None:
             ev.set()
+        self.checker.check(f"before crash of n{n}")
+        st = c.nodes[n]._core.engine.state
+        if st.vote != st.io.flushed_vote:
+            self._count("crash_with_unflushed_vote")
         # Stop first (no more IO completes), then lose what was not flushed.
         await c.crash(n)
         if isinstance(store, SimLogStore):
@@ -627,6 +799,21 @@ class Simulation:
 
         self.cluster.router.add_hook(hook)
 
+    def _arm_crash_after_grant(self, n: NodeId) -> None:
+        """Crash ``n`` right after it answers a vote request with a grant (the reply has
+        left; whatever the node had not flushed by then is lost), then restart it."""
+        rng = self.rng
+        armed = [True]
+        self.log(f"arm crash-restart of n{n} after its next vote grant")
+
+        def rhook(name: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+            if armed[0] and target == n and name == "vote" and resp.vote_granted:
+                armed[0] = False
+                down = rng.uniform(0.001, 0.03)
+                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._crash_restart(n, down)))
+
+        self.cluster.router.add_response_hook(rhook)
+
     def _arm_leader_crash(self, n: NodeId, after: int) -> None:
         """Crash the leader ``n`` once it sent ``after`` more appends."""
         left = [after]
@@ -647,12 +834,18 @@ class Simulation:
         await asyncio.sleep(down)
         if n in self.crashed:
             await self._restart(n)
+            if self.rng.random() < 0.5:
+                # Comes back alone: it will run for election from whatever vote it kept.
+                self.cluster.router.isolate(n)
+                self.log(f"isolate n{n}")
 
     async def _heal_all(self) -> None:
         c = self.cluster
         self.log("heal all: network, pauses, disks, crashed nodes")
         c.router.heal()
         c.router.clear_hooks()
+        c.router.add_hook(self.checker.on_request)
+        c.router.add_response_hook(self.checker.on_response)
         for n, ev in list(self.paused.items()):
             del self.paused[n]
             ev.set()
