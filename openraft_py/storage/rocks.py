@@ -1,0 +1,632 @@
+"""Durable storage on RocksDB (via ``rocksdict``): ``RocksLogStore`` and ``RocksStateMachine``.
+
+Both stores own a directory; open one path with one store object at a time (RocksDB holds a
+lock on it until ``close()``)::
+
+    log = RocksLogStore("/var/lib/app/n1/log")
+    sm = RocksStateMachine("/var/lib/app/n1/sm")
+    raft = await Raft.new(1, config, network, log, sm)
+    ...
+    await raft.shutdown()
+    await log.aclose(); await sm.aclose()
+
+On-disk layout of the log store (one RocksDB, raw bytes keys and values):
+
+- column family ``entries``: key ``encode_index_key(index)`` (8 bytes, big-endian, so keys sort
+  like indexes), value the ``_core`` codec record ``(term, index, kind, payload)``: Blank is
+  kind 0 with an empty payload, Normal kind 1 with the data, Membership kind 2 with the
+  msgspec-msgpack encoding of the ``Membership`` struct.
+- column family ``meta`` (msgspec-msgpack values): ``format`` (the marker
+  ``{"format": "openraft-py-log", "version": 1}``, written when the store is created and
+  checked on every open), ``vote``, ``committed``, ``purged`` (the last purged log id).
+
+Durability design of ``RocksLogStore`` (``sync=True``):
+
+- Every mutation (append, vote, committed, truncate, purge) is turned into its own
+  ``WriteBatch`` on the event-loop thread and queued, in call order, to ONE writer thread.
+- The writer takes everything queued (a *group*), writes all but the last batch with
+  ``sync=False`` and the last with ``sync=True``. RocksDB's WAL is sequential and a sync write
+  fsyncs every WAL byte written before it, so when that last write returns the whole group is
+  durable. Appends that arrive while an fsync runs wait in the queue and share the next one
+  (group commit). Only then are the group's ``IOFlushed`` callbacks called (from the writer
+  thread; ``IOFlushed`` hops to the loop) and the awaiting coroutines woken.
+- ``append`` returns as soon as its batch is queued. Until the writer has written it, the
+  entries stay in an in-memory map ``_pending`` (index -> Entry) that readers consult first, so
+  they are readable at once. Invariant: ``_pending`` holds exactly the not-yet-written entries
+  of the current log; they are a contiguous suffix of it, and every entry below the smallest
+  pending index is in RocksDB (it is removed from ``_pending`` only after its write returned).
+- ``truncate_after`` / ``purge`` update the in-memory view (``_last``, ``_purged``,
+  ``_pending``) at once and return when their batch is durable. A purge's batch deletes the
+  entries with a range delete and records the last purged id atomically.
+- What a crash leaves: the WAL is recovered as a prefix (RocksDB's point-in-time recovery), and
+  each batch is atomic, so the reopened store holds the effect of a prefix of the calls, in
+  order, and at least every call that was acknowledged (callback called / coroutine returned).
+  An append whose callback was not called may or may not survive; it is never half present.
+
+With ``sync=False`` nothing is fsynced: writes survive a process crash (they are in the OS page
+cache) but not a machine crash. For tests and benchmarks.
+
+``RocksStateMachine`` keeps the key-value model of ``MemStateMachine`` (same commands and
+responses) in one column family ``sm``: data keys are ``b"d" + key`` and the applied log id,
+the stored membership and the format marker are ``b"m..."`` keys, so one RocksDB snapshot is a
+consistent image of data and meta together. Each ``apply`` batch is one ``WriteBatch``
+(``sync=False``: the log is the durable record, a restarted node re-applies from it; the state
+is always a prefix of the applied batches). Snapshots are files under ``<path>/snapshots``,
+made durable (and preceded by a WAL sync of the state they cover) before they become current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import msgspec
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from .._core import (
+    KIND_BLANK,
+    KIND_MEMBERSHIP,
+    KIND_NORMAL,
+    FrameReader,
+    decode_entries,
+    encode_entries,
+    encode_frame,
+    encode_index_key,
+)
+from ..errors import LogCompacted, StorageError
+from ..types import (
+    BLANK,
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    LogState,
+    Membership,
+    Normal,
+    Snapshot,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
+from . import IOFlushed
+from .memory import KV_PREFIX, KvCas, KvDelete, KvGet, KvSet, decode_kv
+
+__all__ = ["RocksLogStore", "RocksLogReader", "RocksStateMachine", "LOG_FORMAT", "SM_FORMAT"]
+
+LOG_FORMAT = {"format": "openraft-py-log", "version": 1}
+"""The marker a ``RocksLogStore`` writes in its ``meta`` column family on creation."""
+
+SM_FORMAT = {"format": "openraft-py-kv-sm", "version": 1}
+"""The marker a ``RocksStateMachine`` writes on creation."""
+
+INLINE_READ_MAX = 64
+"""Reads of at most this many entries from RocksDB run on the event-loop thread (a short
+range read, mostly from the memtable / block cache); larger ones run in a worker thread over a
+RocksDB snapshot."""
+
+_END_KEY = b"\xff" * 9  # sorts after every 8-byte index key
+_ENTRIES_CF = "entries"
+_META_CF = "meta"
+_K_FORMAT = b"format"
+_K_VOTE = b"vote"
+_K_COMMITTED = b"committed"
+_K_PURGED = b"purged"
+
+_enc = msgspec.msgpack.Encoder()
+_dec_vote = msgspec.msgpack.Decoder(Vote)
+_dec_logid = msgspec.msgpack.Decoder(LogId | None)
+_dec_membership = msgspec.msgpack.Decoder(Membership)
+_dec_stored = msgspec.msgpack.Decoder(StoredMembership)
+_dec_any = msgspec.msgpack.Decoder()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _raw_options(create: bool) -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(create)
+    opts.create_missing_column_families(create)
+    return opts
+
+
+def _write_options(sync: bool) -> WriteOptions:
+    wo = WriteOptions()
+    wo.sync = sync
+    return wo
+
+
+def _open_db(path: str, cfs: tuple[str, ...], marker: dict[str, Any], what: str) -> tuple[Rdict, bool]:
+    """Open (or create) the RocksDB at ``path`` with the column families ``cfs``.
+
+    Returns ``(db, created)``. Raises ``StorageError`` (naming ``path`` and the cause) when
+    ``path`` is a plain file, is not a RocksDB, is a RocksDB of someone else (missing column
+    families or format marker) or cannot be opened; a database that is not ours is never
+    modified (its column families are listed read-only first).
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
+    fresh = not os.path.exists(path) or not os.listdir(path)
+    if not fresh:
+        try:
+            present = set(Rdict.list_cf(path))
+        except Exception as e:
+            raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
+        missing = [cf for cf in cfs if cf not in present]
+        if missing:
+            raise StorageError(
+                f"opening {what} at {path!r}",
+                ValueError(f"foreign database: column families {missing} missing (found {sorted(present)})"),
+            )
+    try:
+        os.makedirs(path, exist_ok=True)
+        db = Rdict(path, _raw_options(fresh), column_families={cf: Options(raw_mode=True) for cf in cfs})
+    except Exception as e:
+        raise StorageError(f"opening {what} at {path!r}", e) from e
+    return db, fresh
+
+
+def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:
+    try:
+        value = None if found is None else _dec_any.decode(found)
+    except msgspec.DecodeError as e:
+        raise StorageError(f"opening {what} at {path!r}", ValueError(f"corrupted format marker {found!r}")) from e
+    if value != marker:
+        raise StorageError(
+            f"opening {what} at {path!r}",
+            ValueError(f"foreign database: format marker {value!r}, expected {marker!r}"),
+        )
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_entry_records(entries: list[Entry]) -> list[bytes]:
+    records = []
+    add = records.append
+    for e in entries:
+        p = e.payload
+        lid = e.log_id
+        t = type(p)
+        if t is Normal:
+            add((lid.term, lid.index, KIND_NORMAL, p.data))  # type: ignore[union-attr]
+        elif t is Membership:
+            add((lid.term, lid.index, KIND_MEMBERSHIP, _enc.encode(p)))
+        else:
+            add((lid.term, lid.index, KIND_BLANK, b""))
+    return encode_entries(records)
+
+
+def _decode_entry_records(blobs: list[bytes]) -> list[Entry]:
+    out = []
+    add = out.append
+    for term, index, kind, payload in decode_entries(blobs):
+        if kind == KIND_NORMAL:
+            add(Entry(LogId(term, index), Normal(payload)))
+        elif kind == KIND_BLANK:
+            add(Entry(LogId(term, index), BLANK))
+        else:
+            add(Entry(LogId(term, index), _dec_membership.decode(payload)))
+    return out
+
+
+# -- the group-commit writer --------------------------------------------------------------------
+
+
+class _GroupWriter:
+    """ONE thread writing queued ``WriteBatch``es in order, one fsync per group.
+
+    ``submit(batch, done)`` queues ``batch``; ``done(error_or_None)`` is called from the writer
+    thread once the batch (and every batch queued before it) is durable, or with the error. After
+    a failed write every later batch fails too (the log's order could not be kept otherwise).
+    """
+
+    def __init__(self, db: Rdict, sync: bool, name: str) -> None:
+        self._db = db
+        self._sync_opts = _write_options(sync)
+        self._nosync_opts = _write_options(False)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[WriteBatch, Callable[[BaseException | None], None]]] = []
+        self._closing = False
+        self._failed: BaseException | None = None
+        self.groups = 0  # number of groups written (for tests and benchmarks)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the store is closed")
+            self._queue.append((batch, done))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        db = self._db
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closing and drained
+                group, self._queue = self._queue, []
+            err: BaseException | None = self._failed
+            if err is None:
+                try:
+                    last = len(group) - 1
+                    for i, (batch, _) in enumerate(group):
+                        # The last write's sync covers every earlier WAL write of the group.
+                        db.write(batch, self._sync_opts if i == last else self._nosync_opts)
+                    self.groups += 1
+                except BaseException as e:  # noqa: BLE001 - reported to every waiter
+                    err = self._failed = e
+            for _, done in group:
+                try:
+                    done(err)
+                except Exception:  # noqa: BLE001 - e.g. the waiter's loop is closed
+                    pass
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread (blocks until it has)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+
+def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> Callable[[BaseException | None], None]:
+    """A writer ``done`` callback that completes ``fut`` on ``loop``'s thread."""
+
+    def settle(err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)
+
+    def done(err: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, err)
+
+    return done
+
+
+# -- the log store ------------------------------------------------------------------------------
+
+
+class RocksLogReader:
+    """A ``RaftLogReader`` over a ``RocksLogStore``; see ``RaftLogReader`` for the contract.
+
+    Shares the store's in-memory view (the not-yet-written entries and the log bounds), so it
+    sees every appended entry at once. Usable concurrently with the store and other readers
+    from the store's event loop.
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, store: RocksLogStore) -> None:
+        self._s = store
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        """The entries with ``start <= index < stop``. Raises ``LogCompacted`` when ``start``
+        is at or below the last purged index.
+
+        Cost: O(stop - start). Entries not yet written come from memory; a range of at most
+        ``INLINE_READ_MAX`` entries is read from RocksDB on the loop thread, a larger one in a
+        worker thread over a RocksDB snapshot taken now (so a later truncate or purge cannot
+        tear it)."""
+        s = self._s
+        s._check_open()
+        purged = s._purged
+        if purged is not None and start <= purged.index:
+            raise LogCompacted(f"entries [{start}, {stop}) requested but the log is purged up to {purged!r}")
+        start = max(start, 0)
+        last = s._last
+        stop = min(stop, 0 if last is None else last.index + 1)
+        if stop <= start:
+            return []
+        pending = s._pending
+        # _pending is a contiguous suffix of the log: find where it starts within the range.
+        split = start
+        while split < stop and split not in pending:
+            split += 1
+        tail = [pending[i] for i in range(split, stop)]
+        if split == start:
+            return tail
+        n = split - start
+        if n <= INLINE_READ_MAX:
+            head = s._read_db(s._entries, start, split)
+        else:
+            view = s._entries.snapshot()
+            head = await asyncio.to_thread(s._read_db, view, start, split)
+        if len(head) != n:
+            raise StorageError(
+                f"reading log [{start}, {split}) from {s.path!r}",
+                RuntimeError(f"got {len(head)} entries: a hole in the stored log"),
+            )
+        head.extend(tail)
+        return head
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved (durably) with ``save_vote``, or ``None``."""
+        return self._s._vote
+
+
+class RocksLogStore(RocksLogReader):
+    """A durable ``RaftLogStorage`` in the RocksDB at ``path`` (created when missing or empty).
+
+    ``sync=True``: every acknowledged write survives a machine crash (see the module docstring
+    for the group-commit design); ``sync=False``: only a process crash.
+
+    Opening is synchronous (a few milliseconds; use ``await RocksLogStore.open(path)`` from a
+    running loop to do it in a thread). Raises ``StorageError`` naming ``path`` when it is a
+    plain file, a corrupted database or a database that is not an openraft-py log (nothing is
+    written to it then). Use the store from one event loop; ``close()`` / ``aclose()`` /
+    ``async with`` flush everything queued and release the database lock.
+    """
+
+    __slots__ = (
+        "path", "sync", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
+        "_committed", "_purged", "_last", "_pending", "_closed",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+        super().__init__(self)
+        self.path = os.fspath(path)
+        self.sync = sync
+        self._closed = True
+        db, created = _open_db(self.path, (_ENTRIES_CF, _META_CF), LOG_FORMAT, "log store")
+        try:
+            meta = db.get_column_family(_META_CF)
+            self._entries = db.get_column_family(_ENTRIES_CF)
+            self._entries_h = db.get_column_family_handle(_ENTRIES_CF)
+            self._meta_h = db.get_column_family_handle(_META_CF)
+            marker = meta.get(_K_FORMAT)
+            if marker is None and (created or self._is_empty(meta)):
+                # A new store (or one whose creation crashed before the marker was written).
+                meta.put(_K_FORMAT, _enc.encode(LOG_FORMAT), _write_options(True))
+            else:
+                _check_marker(marker, LOG_FORMAT, self.path, "log store")
+            self._vote: Vote | None = self._load(meta, _K_VOTE, _dec_vote)
+            self._committed: LogId | None = self._load(meta, _K_COMMITTED, _dec_logid)
+            self._purged: LogId | None = self._load(meta, _K_PURGED, _dec_logid)
+            it = self._entries.iter()
+            it.seek_to_last()
+            last_stored = _decode_entry_records([it.value()])[0].log_id if it.valid() else None
+            del it
+            meta.close()
+        except StorageError:
+            self._release(db)
+            raise
+        except Exception as e:
+            self._release(db)
+            raise StorageError(f"opening log store at {self.path!r}", e) from e
+        self._db = db
+        # The in-memory view: the log as submitted (what readers see).
+        self._last: LogId | None = (
+            last_stored if last_stored is not None and (self._purged is None or last_stored > self._purged)
+            else self._purged
+        )
+        self._pending: dict[int, Entry] = {}
+        self._writer = _GroupWriter(db, sync, f"rocks-log-writer:{self.path}")
+        self._closed = False
+
+    @staticmethod
+    def _is_empty(meta: Rdict) -> bool:
+        return next(iter(meta.keys()), None) is None
+
+    @staticmethod
+    def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder) -> Any:
+        raw = meta.get(key)
+        return None if raw is None else dec.decode(raw)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True) -> RocksLogStore:
+        """Open the store in a worker thread (does not block the running loop)."""
+        return await asyncio.to_thread(cls, path, sync=sync)
+
+    # -- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"using log store at {self.path!r}", RuntimeError("the store is closed"))
+
+    def _read_db(self, view: Any, start: int, stop: int) -> list[Entry]:
+        """Entries ``[start, stop)`` from RocksDB (``view``: the CF or a snapshot of it)."""
+        blobs = [v for _, v in itertools.islice(view.items(from_key=encode_index_key(start)), stop - start)]
+        entries = _decode_entry_records(blobs)
+        # Keep only a gap-free run starting at ``start`` (a hole shows up as a short result).
+        for i, e in enumerate(entries):
+            if e.log_id.index != start + i:
+                return entries[:i]
+        return entries
+
+    async def _submit_and_wait(self, batch: WriteBatch) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._writer.submit(batch, _resolver(loop, fut))
+        await fut
+
+    def _release_written(self, entries: list[Entry]) -> None:
+        """On the loop: ``entries`` are in RocksDB; drop those still pending (not replaced by a
+        truncate and re-append meanwhile)."""
+        pending = self._pending
+        for e in entries:
+            i = e.log_id.index
+            if pending.get(i) is e:
+                del pending[i]
+
+    # -- RaftLogStorage
+
+    async def get_log_state(self) -> LogState:
+        """``LogState(last_purged_log_id, last_log_id)`` of the log as submitted (after a
+        reopen: as durable)."""
+        self._check_open()
+        return LogState(self._purged, self._last)
+
+    async def save_vote(self, vote: Vote) -> None:
+        """Persist ``vote``; returns when durable (ordered after every earlier call)."""
+        self._check_open()
+        wb = WriteBatch(raw_mode=True)
+        wb.put(_K_VOTE, _enc.encode(vote), self._meta_h)
+        await self._submit_and_wait(wb)
+        self._vote = vote
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved with ``save_vote`` (durable), or ``None``."""
+        return self._vote
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        """Persist the committed log id; returns when durable."""
+        self._check_open()
+        wb = WriteBatch(raw_mode=True)
+        wb.put(_K_COMMITTED, _enc.encode(committed), self._meta_h)
+        await self._submit_and_wait(wb)
+        self._committed = committed
+
+    async def read_committed(self) -> LogId | None:
+        """The last saved committed log id, or ``None``."""
+        return self._committed
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """Queue ``entries`` for the writer; returns once they are readable (at once).
+
+        ``callback.io_completed`` is called from the writer thread when they are durable (with
+        the error if the write failed). Raises ``ValueError`` (log and callback untouched) when
+        the batch does not continue the log without a hole or its indexes are not consecutive.
+        Cost on the loop: encoding the batch, O(len(entries)).
+        """
+        self._check_open()
+        if not entries:
+            callback.io_completed(None)
+            return
+        first = entries[0].log_id.index
+        last = self._last
+        expected = 0 if last is None else last.index + 1
+        if first != expected:
+            raise ValueError(
+                f"append must continue the log without a hole: the first entry is "
+                f"{entries[0].log_id!r} but the next index is {expected}"
+            )
+        if entries[-1].log_id.index - first != len(entries) - 1:
+            raise ValueError(
+                f"append needs consecutive indexes: {len(entries)} entries span "
+                f"{entries[0].log_id!r}..{entries[-1].log_id!r}"
+            )
+        blobs = _encode_entry_records(entries)
+        wb = WriteBatch(raw_mode=True)
+        h = self._entries_h
+        put = wb.put
+        for e, blob in zip(entries, blobs):
+            put(encode_index_key(e.log_id.index), blob, h)
+        owned = list(entries)
+        pending = self._pending
+        for e in owned:
+            pending[e.log_id.index] = e
+        self._last = owned[-1].log_id
+        loop = asyncio.get_running_loop()
+
+        def done(err: BaseException | None) -> None:
+            # Writer thread. Order: release the pending copies, then report durability.
+            if err is None:
+                loop.call_soon_threadsafe(self._release_written, owned)
+            callback.io_completed(None if err is None else StorageError(f"appending to {self.path!r}", err))
+
+        try:
+            self._writer.submit(wb, done)
+        except RuntimeError:
+            for e in owned:
+                pending.pop(e.log_id.index, None)
+            self._last = last
+            raise
+
+    async def truncate_after(self, log_id: LogId | None) -> None:
+        """Delete every entry after ``log_id`` (every non-purged one for ``None``) with one
+        range delete; returns when durable."""
+        self._check_open()
+        floor = -1 if self._purged is None else self._purged.index
+        keep_to = max(-1 if log_id is None else log_id.index, floor)
+        last = self._last
+        if last is not None and keep_to < last.index:
+            pending = self._pending
+            for i in range(keep_to + 1, last.index + 1):
+                pending.pop(i, None)
+            # keep_to > floor implies it is log_id's index (so log_id is an entry we keep).
+            self._last = self._purged if keep_to == floor else log_id
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(encode_index_key(keep_to + 1), _END_KEY, self._entries_h)
+        await self._submit_and_wait(wb)
+
+    async def purge(self, log_id: LogId) -> None:
+        """Delete every entry up to ``log_id`` (a range delete) and record ``log_id`` as the
+        last purged, atomically; returns when durable. No-op when not beyond the last purged."""
+        self._check_open()
+        if self._purged is not None and log_id.index <= self._purged.index:
+            return
+        pending = self._pending
+        lo = 0 if self._purged is None else self._purged.index + 1
+        if pending:
+            for i in range(max(lo, min(pending)), log_id.index + 1):
+                pending.pop(i, None)
+        self._purged = log_id
+        if self._last is None or self._last.index <= log_id.index:
+            self._last = log_id
+            pending.clear()
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(encode_index_key(0), encode_index_key(log_id.index + 1), self._entries_h)
+        wb.put(_K_PURGED, _enc.encode(log_id), self._meta_h)
+        await self._submit_and_wait(wb)
+
+    def get_log_reader(self) -> RocksLogReader:
+        """A new reader sharing this store's view; usable concurrently (same loop)."""
+        return RocksLogReader(self)
+
+    # -- lifecycle
+
+    @property
+    def groups_written(self) -> int:
+        """How many write groups (fsyncs with ``sync=True``) the writer has done."""
+        return self._writer.groups
+
+    @staticmethod
+    def _release(db: Rdict) -> None:
+        try:
+            db.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        """Write everything queued (durably), stop the writer thread and close the database,
+        releasing its lock. Blocks until done (at most one group write); idempotent. Prefer
+        ``await aclose()`` on a running loop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        self._entries.close()
+        del self._entries_h, self._meta_h
+        self._db.close()
+        del self._entries, self._db
+
+    async def aclose(self) -> None:
+        """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> RocksLogStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RocksLogStore({self.path!r}, purged={self._purged!r}, last={self._last!r}, closed={self._closed})"
