@@ -630,3 +630,437 @@ class RocksLogStore(RocksLogReader):
 
     def __repr__(self) -> str:
         return f"RocksLogStore({self.path!r}, purged={self._purged!r}, last={self._last!r}, closed={self._closed})"
+
+
+# -- the state machine --------------------------------------------------------------------------
+
+_SM_CF = "sm"
+_DATA = b"d"  # data keys: b"d" + utf-8 key; values: utf-8 value
+_DATA_END = b"e"
+_M_FORMAT = b"mformat"
+_M_APPLIED = b"mapplied"
+_M_MEMBERSHIP = b"mmembership"
+
+SNAPSHOT_MAGIC = b"ORPYKV1\n"
+"""The first bytes of a ``RocksStateMachine`` snapshot file. Then length-prefixed frames
+(``_core`` ``encode_frame``), each a msgpack ``[tag, body]``: ``["h", [last_applied,
+membership]]`` first, ``["d", [[key, value], ...]]`` chunks, and ``["e", pair_count]`` last
+(so a truncated file is detected)."""
+
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
+"""Approximate size of one data frame of a snapshot (bounds the memory of build/install)."""
+
+_MAX_FRAME = 64 * 1024 * 1024
+
+
+class _SnapRecord(msgspec.Struct):
+    """What ``<path>/snapshots/current.meta`` holds."""
+
+    meta: SnapshotMeta
+    file: str
+
+
+_dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` durably and atomically (temp file, fsync, rename, dir fsync)."""
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="tmp-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(d)
+
+
+class _RocksSnapshotBuilder:
+    """A ``SnapshotBuilder`` of a ``RocksStateMachine``."""
+
+    __slots__ = ("_sm",)
+
+    def __init__(self, sm: RocksStateMachine) -> None:
+        self._sm = sm
+
+    async def build_snapshot(self) -> Snapshot:
+        """Take a RocksDB snapshot now (a consistent image of one applied batch boundary) and
+        stream it into a snapshot file in a worker thread; see ``RocksStateMachine``."""
+        sm = self._sm
+        sm._check_open()
+        view = sm._cf.snapshot()  # atomic w.r.t. apply: each apply batch is one WriteBatch
+        return await asyncio.to_thread(sm._build_from, view)
+
+
+class RocksStateMachine:
+    """A durable key-value ``RaftStateMachine`` under the directory ``path`` (created when
+    missing): the same commands and responses as ``MemStateMachine`` (``KvSet`` / ``KvDelete``
+    / ``KvCas`` / ``KvGet`` from ``encode_kv``; other data is an opaque no-op answering
+    ``None``).
+
+    Layout: ``<path>/db`` (RocksDB, column family ``sm``) and ``<path>/snapshots`` (the current
+    snapshot file ``<id>.snap`` and ``current.meta``).
+
+    Durability:
+
+    - ``apply``: data, last applied log id and stored membership go in ONE ``WriteBatch``
+      (atomic), written without fsync in a worker thread. After a crash the state is the one
+      after some earlier apply batch (never a torn batch); Raft re-applies the rest from the
+      log, which is durable up to the commit.
+    - ``build_snapshot``: the image is a RocksDB snapshot taken between two apply batches,
+      streamed to a temporary file in a worker thread (apply keeps running), fsynced; the WAL
+      is synced too (so the state the snapshot covers can not be lost once the log is purged
+      up to it), then the file is renamed into place and ``current.meta`` replaced atomically.
+      A crash before that rename leaves the previous snapshot current.
+    - ``install_snapshot``: one synced ``WriteBatch`` deletes the old data range and writes the
+      new data, applied id and membership (atomic: a crash leaves the old state or the new
+      one), then the snapshot file becomes current as above. A crash between the two leaves the
+      new state with the previous snapshot current (still consistent: it is older).
+
+    Opening raises ``StorageError`` naming ``path`` when it is a plain file, a non-empty
+    directory without ``db``, or a corrupted / foreign database (nothing is modified).
+    ``close()`` / ``aclose()`` / ``async with`` release the database lock.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._closed = True
+        what = "state machine"
+        if os.path.exists(self.path):
+            if not os.path.isdir(self.path):
+                raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(f"{self.path} is not a directory"))
+            if os.listdir(self.path) and not os.path.isdir(os.path.join(self.path, "db")):
+                raise StorageError(
+                    f"opening {what} at {self.path!r}",
+                    ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),
+                )
+        self._snapdir = os.path.join(self.path, "snapshots")
+        db, created = _open_db(os.path.join(self.path, "db"), (_SM_CF,), SM_FORMAT, what)
+        try:
+            cf = db.get_column_family(_SM_CF)
+            marker = cf.get(_M_FORMAT)
+            if marker is None and (created or next(iter(cf.keys()), None) is None):
+                cf.put(_M_FORMAT, _enc.encode(SM_FORMAT), _write_options(True))
+            else:
+                _check_marker(marker, SM_FORMAT, self.path, what)
+            raw = cf.get(_M_APPLIED)
+            self._applied: LogId | None = None if raw is None else _dec_logid.decode(raw)
+            raw = cf.get(_M_MEMBERSHIP)
+            self._membership: StoredMembership = EMPTY_STORED_MEMBERSHIP if raw is None else _dec_stored.decode(raw)
+            os.makedirs(self._snapdir, exist_ok=True)
+            self._current: _SnapRecord | None = self._load_current()
+        except StorageError:
+            RocksLogStore._release(db)
+            raise
+        except Exception as e:
+            RocksLogStore._release(db)
+            raise StorageError(f"opening {what} at {self.path!r}", e) from e
+        self._db = db
+        self._cf = cf
+        self._h = db.get_column_family_handle(_SM_CF)
+        self._nosync = _write_options(False)
+        self._sync = _write_options(True)
+        self._snap_lock = threading.Lock()  # guards _current and the files of snapshots/
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> RocksStateMachine:
+        """Open the state machine in a worker thread."""
+        return await asyncio.to_thread(cls, path)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"using state machine at {self.path!r}", RuntimeError("closed"))
+
+    def _load_current(self) -> _SnapRecord | None:
+        """Read ``current.meta`` and delete leftovers (temporary and superseded files)."""
+        rec: _SnapRecord | None = None
+        meta_path = os.path.join(self._snapdir, "current.meta")
+        if os.path.exists(meta_path):
+            with open(meta_path, "rb") as f:
+                rec = _dec_snaprec.decode(f.read())
+            if not os.path.exists(os.path.join(self._snapdir, rec.file)):
+                raise StorageError(f"opening state machine at {self.path!r}", FileNotFoundError(f"snapshot file {rec.file} missing"))
+        for name in os.listdir(self._snapdir):
+            if name != "current.meta" and (rec is None or name != rec.file):
+                os.unlink(os.path.join(self._snapdir, name))
+        return rec
+
+    # -- RaftStateMachine
+
+    async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
+        """``(last applied log id, last applied membership)`` (after a reopen: as stored)."""
+        return self._applied, self._membership
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        """Apply ``entries`` in a worker thread as ONE atomic ``WriteBatch`` (data + last
+        applied + membership); one response per entry (see ``MemStateMachine``)."""
+        self._check_open()
+        if not entries:
+            return []
+        return await asyncio.to_thread(self._apply_sync, entries)
+
+    def _apply_sync(self, entries: list[Entry]) -> list[Any]:
+        cf, h = self._cf, self._h
+        wb = WriteBatch(raw_mode=True)
+        overlay: dict[str, str | None] = {}  # this batch's writes, read before RocksDB
+
+        def get(key: str) -> str | None:
+            if key in overlay:
+                return overlay[key]
+            raw = cf.get(_DATA + key.encode())
+            return None if raw is None else raw.decode()
+
+        def put(key: str, value: str) -> None:
+            overlay[key] = value
+            wb.put(_DATA + key.encode(), value.encode(), h)
+
+        membership = self._membership
+        out: list[Any] = []
+        for entry in entries:
+            p = entry.payload
+            t = type(p)
+            if t is Normal:
+                data = p.data  # type: ignore[union-attr]
+                cmd = decode_kv(data) if data[:1] == KV_PREFIX else None
+                tc = type(cmd)
+                if tc is KvSet:
+                    prev = get(cmd.key)  # type: ignore[union-attr]
+                    put(cmd.key, cmd.value)  # type: ignore[union-attr]
+                    out.append(prev)
+                elif tc is KvGet:
+                    out.append(get(cmd.key))  # type: ignore[union-attr]
+                elif tc is KvDelete:
+                    prev = get(cmd.key)  # type: ignore[union-attr]
+                    overlay[cmd.key] = None  # type: ignore[union-attr]
+                    wb.delete(_DATA + cmd.key.encode(), h)  # type: ignore[union-attr]
+                    out.append(prev)
+                elif tc is KvCas:
+                    cur = get(cmd.key)  # type: ignore[union-attr]
+                    if cur == cmd.expected:  # type: ignore[union-attr]
+                        put(cmd.key, cmd.value)  # type: ignore[union-attr]
+                        out.append((True, cmd.value))  # type: ignore[union-attr]
+                    else:
+                        out.append((False, cur))
+                else:
+                    out.append(None)
+            else:
+                if t is Membership:
+                    membership = StoredMembership(entry.log_id, p)  # type: ignore[arg-type]
+                out.append(None)
+        last = entries[-1].log_id
+        wb.put(_M_APPLIED, _enc.encode(last), h)
+        if membership is not self._membership:
+            wb.put(_M_MEMBERSHIP, _enc.encode(membership), h)
+        self._db.write(wb, self._nosync)
+        self._applied = last
+        self._membership = membership
+        return out
+
+    def get_snapshot_builder(self) -> _RocksSnapshotBuilder:
+        """A builder; ``build_snapshot`` does not block ``apply`` (see the class docstring)."""
+        return _RocksSnapshotBuilder(self)
+
+    def _build_from(self, view: Any) -> Snapshot:
+        """Worker thread: stream ``view`` into a snapshot file and make it current."""
+        meta_raw = dict(itertools.takewhile(lambda kv: kv[0][:1] == b"m", view.items(from_key=b"m")))
+        last = None if _M_APPLIED not in meta_raw else _dec_logid.decode(meta_raw[_M_APPLIED])
+        membership = (
+            EMPTY_STORED_MEMBERSHIP if _M_MEMBERSHIP not in meta_raw else _dec_stored.decode(meta_raw[_M_MEMBERSHIP])
+        )
+        where = "none" if last is None else f"{last.term}-{last.index}"
+        meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
+        fd, tmp = tempfile.mkstemp(dir=self._snapdir, prefix="build-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(SNAPSHOT_MAGIC)
+                f.write(encode_frame(_enc.encode(("h", (last, membership)))))
+                chunk: list[tuple[bytes, bytes]] = []
+                size = count = 0
+                for k, v in view.items(from_key=_DATA):
+                    if k[:1] != _DATA:
+                        break
+                    chunk.append((k[1:], v))
+                    size += len(k) + len(v)
+                    count += 1
+                    if size >= SNAPSHOT_CHUNK_BYTES:
+                        f.write(encode_frame(_enc.encode(("d", chunk))))
+                        chunk, size = [], 0
+                if chunk:
+                    f.write(encode_frame(_enc.encode(("d", chunk))))
+                f.write(encode_frame(_enc.encode(("e", count))))
+                f.flush()
+                os.fsync(f.fileno())
+            del view
+            # The state this snapshot covers must be durable before the snapshot lets the log
+            # be purged up to it (apply writes without fsync).
+            self._db.flush_wal(True)
+            return self._make_current(meta, tmp)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _make_current(self, meta: SnapshotMeta, tmp: str) -> Snapshot:
+        """Rename the fsynced file ``tmp`` to ``<id>.snap`` and make it current unless the
+        current one is newer; return the snapshot over a fresh read handle."""
+        name = f"{meta.snapshot_id}.snap"
+        final = os.path.join(self._snapdir, name)
+        with self._snap_lock:
+            os.replace(tmp, final)
+            f = open(final, "rb")
+            cur = self._current
+            newer = cur is None or cur.meta.last_log_id is None or (
+                meta.last_log_id is not None and meta.last_log_id >= cur.meta.last_log_id
+            )
+            if newer:
+                _atomic_write(os.path.join(self._snapdir, "current.meta"), _enc.encode(_SnapRecord(meta, name)))
+                self._current = _SnapRecord(meta, name)
+                if cur is not None and cur.file != name:
+                    os.unlink(os.path.join(self._snapdir, cur.file))  # open readers keep their data
+            else:
+                os.unlink(final)  # an older image than the current one: hand it out, keep none
+        return Snapshot(meta, f)
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        """A new empty temporary file under ``<path>/snapshots`` (``w+b``). It becomes the
+        current snapshot file when installed; otherwise it is deleted at the next open."""
+        self._check_open()
+        return tempfile.NamedTemporaryFile(  # type: ignore[return-value]
+            mode="w+b", dir=self._snapdir, prefix="recv-", suffix=".tmp", delete=False
+        )
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Replace the whole state with the snapshot in ``data`` atomically (in a worker
+        thread). Raises ``ValueError`` (state unchanged) when ``data`` is not a complete
+        ``RocksStateMachine`` snapshot."""
+        self._check_open()
+        await asyncio.to_thread(self._install_sync, meta, data)
+
+    def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        h = self._h
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(_DATA, _DATA_END, h)
+        data.seek(0)
+        if data.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): bad magic")
+        reader = FrameReader(_MAX_FRAME)
+        seen_header = False
+        ended = False
+        count = 0
+        try:
+            while True:
+                buf = data.read(SNAPSHOT_CHUNK_BYTES)
+                if not buf:
+                    break
+                for frame in reader.feed(buf):
+                    if ended:
+                        raise ValueError("data after the end frame")
+                    tag, body = _dec_any.decode(frame)
+                    if tag == "h":
+                        seen_header = True
+                    elif tag == "d" and seen_header:
+                        for k, v in body:
+                            wb.put(_DATA + k, v, h)
+                            count += 1
+                    elif tag == "e" and seen_header:
+                        if body != count:
+                            raise ValueError(f"end frame says {body} pairs, read {count}")
+                        ended = True
+                    else:
+                        raise ValueError(f"unexpected frame {tag!r}")
+        except (msgspec.DecodeError, TypeError) as e:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
+        except ValueError as e:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
+        if not ended or reader.buffered():
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): truncated")
+        wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
+        wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
+        self._db.write(wb, self._sync)
+        self._applied = meta.last_log_id
+        self._membership = meta.last_membership
+        # Keep the received file as the current snapshot (or a durable copy of ``data``).
+        name = getattr(data, "name", None)
+        if isinstance(name, str) and os.path.dirname(os.path.abspath(name)) == os.path.abspath(self._snapdir):
+            data.flush()
+            os.fsync(data.fileno())
+            tmp = name
+        else:
+            fd, tmp = tempfile.mkstemp(dir=self._snapdir, prefix="copy-", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                data.seek(0)
+                shutil.copyfileobj(data, f, SNAPSHOT_CHUNK_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        self._make_current(meta, tmp).data.close()
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The last snapshot built or installed (also across restarts), over a fresh read
+        handle positioned at 0, or ``None``."""
+        self._check_open()
+        return await asyncio.to_thread(self._open_current)
+
+    def _open_current(self) -> Snapshot | None:
+        with self._snap_lock:
+            cur = self._current
+            if cur is None:
+                return None
+            return Snapshot(cur.meta, open(os.path.join(self._snapdir, cur.file), "rb"))
+
+    # -- reading the data (for applications and tests)
+
+    def get(self, key: str) -> str | None:
+        """The value of ``key`` as applied so far (a point read), or ``None``."""
+        self._check_open()
+        raw = self._cf.get(_DATA + key.encode())
+        return None if raw is None else raw.decode()
+
+    @property
+    def data(self) -> dict[str, str]:
+        """A copy of the whole key-value data (a full scan: for tests and small states)."""
+        self._check_open()
+        out: dict[str, str] = {}
+        for k, v in self._cf.items(from_key=_DATA):
+            if k[:1] != _DATA:
+                break
+            out[k[1:].decode()] = v.decode()
+        return out
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Flush and close the database, releasing its lock; idempotent. Call it when no
+        ``apply`` / snapshot build is running (after ``Raft.shutdown``)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._db.flush_wal(True)
+        finally:
+            self._cf.close()
+            del self._h
+            self._db.close()
+            del self._cf, self._db
+
+    async def aclose(self) -> None:
+        """``close()`` in a worker thread."""
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> RocksStateMachine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RocksStateMachine({self.path!r}, applied={self._applied!r}, closed={self._closed})"
