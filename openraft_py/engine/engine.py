@@ -56,8 +56,11 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         self.output: list[Command] = []
         self.leader: Leader | None = None
         self.candidate: Candidate | None = None
-        # When this node last accepted an AppendEntries from an established leader.
-        self.leader_seen_at: float = -1e18
+        # When this node last accepted an AppendEntries from an established leader. A node
+        # that starts with a committed vote treats that leader as just seen: it may have
+        # acked it right before a restart, and granting another candidate at once could cut
+        # that leader's lease short (stale lease reads).
+        self.leader_seen_at: float = now if state.vote.committed else -1e18
         self.election_deadline: float = 0.0
         self.now = now
         # Test-only fault switches, used by the simulator to prove it catches bugs. Never set

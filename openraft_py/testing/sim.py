@@ -53,6 +53,7 @@ ENGINE_FAULTS = (
     "commit_previous_term",
     "reply_before_vote_persisted",
     "apply_before_commit",
+    "expired_lease_read",
 )
 """Bugs the simulator can inject into the engine (test-only switches) to prove it finds them."""
 
@@ -553,16 +554,17 @@ class Simulation:
         "mixed": {
             "partition": 12, "one_way": 8, "bridge": 6, "isolate": 6, "heal": 12, "drops": 6,
             "duplicates": 5, "delay": 6, "crash": 14, "restart": 10, "slow_disk": 5, "pause": 5,
-            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3,
+            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3, "pause_leader": 3,
         },
         "elections": {
             "isolate": 6, "heal": 10, "delay": 10, "crash": 18, "restart": 18, "pause": 6,
             "crash_on_rpc": 22, "leader_crash_after": 6, "strand_leader": 10, "slow_disk": 4,
+            "pause_leader": 10,
         },
         "figure8": {"figure8": 30, "heal": 10, "crash": 5, "restart": 10, "delay": 5},
         "partitions": {
             "partition": 20, "one_way": 14, "bridge": 10, "isolate": 10, "heal": 16, "drops": 8,
-            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4,
+            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4, "pause_leader": 4,
         },
     }
 
@@ -642,6 +644,14 @@ class Simulation:
             n = self._pick_crash_target(alive)
             if n not in self.paused:
                 await self._pause(n, self.rng.uniform(0.05, 0.5))
+
+    async def _fault_pause_leader(self) -> None:
+        # A leader that stalls for several election timeouts (GC pause, SIGSTOP) and wakes
+        # up still believing it leads: its lease must have run out by then.
+        lid = self.cluster.leader()
+        if lid is not None and lid not in self.paused:
+            emax = self.config.election_timeout_max / 1000.0
+            await self._pause(lid, self.rng.uniform(2 * emax, 5 * emax))
 
     async def _fault_crash_on_rpc(self) -> None:
         # Crash right after a vote request or an append arrives, then restart at once: the
@@ -888,6 +898,10 @@ class Simulation:
         loop = asyncio.get_running_loop()
         seq = 0
         seen: dict[str, str | None] = {}
+        # Like a real client, keep talking to the node believed to lead until it refuses
+        # or fails; look the leader up again then (and now and then anyway).
+        believed: NodeId | None = None
+        timeout = rng.choice((0.05, 0.2, 1.0))
         while not self._stop_clients:
             await asyncio.sleep(rng.uniform(0.0, 0.02))
             if self._stop_clients:
@@ -895,10 +909,13 @@ class Simulation:
             key = f"k{rng.randrange(3)}"
             r = rng.random()
             seq += 1
-            lid = c.leader()
-            target = lid if lid is not None and rng.random() < 0.9 else rng.choice(sorted(c.disks))
+            if believed is None or believed not in c.nodes or rng.random() < 0.05:
+                lid = c.leader()
+                believed = lid if lid is not None and rng.random() < 0.9 else rng.choice(sorted(c.disks))
+            target = believed
             raft = c.nodes.get(target)
             if raft is None:
+                believed = None
                 continue
             call = loop.time()
             if r < 0.40:
@@ -916,13 +933,17 @@ class Simulation:
                 cmd = KvGet(key)
             else:
                 # A linearizable read served from the leader's state machine.
-                await self._read_index(k, raft, target, key, call)
+                policy = ReadPolicy.LEASE_READ if rng.random() < 0.5 else ReadPolicy.READ_INDEX
+                if not await self._read(k, raft, target, key, call, policy, timeout):
+                    believed = None
                 continue
             try:
-                resp = await asyncio.wait_for(raft.client_write(encode_kv(cmd)), 1.0)
+                resp = await asyncio.wait_for(raft.client_write(encode_kv(cmd)), timeout)
             except ForwardToLeader:
+                believed = None
                 continue  # never appended, or cut off the log: did not take effect
             except (Fatal, TimeoutError):
+                believed = None
                 self._record(op, None, None, None)
                 continue
             out = resp.data
@@ -938,17 +959,21 @@ class Simulation:
                     seen[key] = op.value
                 self._record(op, True, None, loop.time())
 
-    async def _read_index(self, k: int, raft: Raft, target: NodeId, key: str, call: float) -> None:
+    async def _read(
+        self, k: int, raft: Raft, target: NodeId, key: str, call: float, policy: ReadPolicy, timeout: float
+    ) -> bool:
+        """A linearizable read of ``key`` on ``target``; False when it was refused."""
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(raft.ensure_linearizable(ReadPolicy.READ_INDEX), 1.0)
+            await asyncio.wait_for(raft.ensure_linearizable(policy), timeout)
         except (ForwardToLeader, LinearizableReadError, Fatal, TimeoutError):
-            return  # a read that did not complete constrains nothing
+            return False  # a read that did not complete constrains nothing
         sm = self.cluster.state_machines.get(target)
         if sm is None:
-            return
+            return False
         value = sm.data.get(key)
         self._record(lincheck.Operation(k, "get", key, None, None, call), True, value, loop.time())
+        return True
 
     def _record(self, op: lincheck.Operation, ok: bool | None, output: Any, ret: float | None) -> None:
         done = lincheck.Operation(

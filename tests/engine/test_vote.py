@@ -147,6 +147,20 @@ def test_vote_req_leader_stickiness(elapsed, granted):
         assert eng.take_commands() == [Respond(TX, reject(leader, lid(1, 2)))]
 
 
+@pytest.mark.parametrize("elapsed,granted", [(0.0, False), (149.0, False), (150.0, True)])
+def test_vote_req_restarted_node_is_sticky_to_its_committed_vote(elapsed, granted):
+    """A node that restarts with a committed vote may have acked that leader just before
+    the restart: it treats the leader as just seen, so granting another candidate at once
+    cannot cut the leader's lease short (a stale lease read)."""
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader, now=500.0)
+    eng.handle_vote_req(VoteRequest(vote(2, 3), lid(1, 2)), TX, now=500.0 + elapsed)
+    if granted:
+        assert eng.take_commands() == [SaveVote(vote(2, 3), 1), Respond(TX, grant(vote(2, 3), lid(1, 2)), when=1)]
+    else:
+        assert eng.take_commands() == [Respond(TX, reject(leader, lid(1, 2)))]
+
+
 def test_vote_req_higher_term_steps_leader_down():
     eng = make_leader(id=1, now=0.0)
     eng.handle_vote_req(VoteRequest(vote(2, 2), lid(1, 1)), TX, now=200.0)

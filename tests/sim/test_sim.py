@@ -41,6 +41,7 @@ FAULT_BOUNDS = {
     "commit_previous_term": 200,
     "reply_before_vote_persisted": 60,
     "apply_before_commit": 60,
+    "expired_lease_read": 200,
 }
 
 
