@@ -58,11 +58,13 @@ made durable (and preceded by a WAL sync of the state they cover) before they be
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import shutil
 import tempfile
 import threading
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -182,6 +184,25 @@ def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: 
             f"opening {what} at {path!r}",
             ValueError(f"foreign database: format marker {value!r}, expected {marker!r}"),
         )
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
+    traceback's frames cleared: a frame holding a column family handle would otherwise keep
+    RocksDB open (and its LOCK taken) after ``close()``, since the exception outlives the call
+    in the executor's futures."""
+
+    def run() -> Any:
+        try:
+            return fn(*args)
+        except BaseException as e:
+            exc: BaseException | None = e
+            while exc is not None:
+                traceback.clear_frames(exc.__traceback__)
+                exc = exc.__cause__ or exc.__context__
+            raise
+
+    return await asyncio.to_thread(run)
 
 
 def _fsync_dir(path: str) -> None:
@@ -348,7 +369,7 @@ class RocksLogReader:
             head = s._read_db(s._entries, start, split)
         else:
             view = s._entries.snapshot()
-            head = await asyncio.to_thread(s._read_db, view, start, split)
+            head = await _in_thread(s._read_db, view, start, split)
         if len(head) != n:
             raise StorageError(
                 f"reading log [{start}, {split}) from {s.path!r}",
@@ -617,6 +638,9 @@ class RocksLogStore(RocksLogReader):
         del self._entries_h, self._meta_h
         self._db.close()
         del self._entries, self._db
+        # Column-family handles held by dead frames (e.g. a traceback cycle) keep RocksDB
+        # open and its LOCK taken: collect them so the path can be reopened at once.
+        gc.collect()
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
@@ -696,7 +720,7 @@ class _RocksSnapshotBuilder:
         sm = self._sm
         sm._check_open()
         view = sm._cf.snapshot()  # atomic w.r.t. apply: each apply batch is one WriteBatch
-        return await asyncio.to_thread(sm._build_from, view)
+        return await _in_thread(sm._build_from, view)
 
 
 class RocksStateMachine:
@@ -805,7 +829,7 @@ class RocksStateMachine:
         self._check_open()
         if not entries:
             return []
-        return await asyncio.to_thread(self._apply_sync, entries)
+        return await _in_thread(self._apply_sync, entries)
 
     def _apply_sync(self, entries: list[Entry]) -> list[Any]:
         cf, h = self._cf, self._h
@@ -944,11 +968,18 @@ class RocksStateMachine:
         thread). Raises ``ValueError`` (state unchanged) when ``data`` is not a complete
         ``RocksStateMachine`` snapshot."""
         self._check_open()
-        await asyncio.to_thread(self._install_sync, meta, data)
+        await _in_thread(self._install_sync, meta, data)
 
     def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
-        h = self._h
         wb = WriteBatch(raw_mode=True)
+        try:
+            self._install_into(wb, meta, data)
+        except BaseException:
+            wb.clear()
+            raise
+
+    def _install_into(self, wb: WriteBatch, meta: SnapshotMeta, data: BinaryIO) -> None:
+        h = self._h
         wb.delete_range(_DATA, _DATA_END, h)
         data.seek(0)
         if data.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
@@ -1051,6 +1082,7 @@ class RocksStateMachine:
             del self._h
             self._db.close()
             del self._cf, self._db
+            gc.collect()  # see RocksLogStore.close
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread."""

@@ -1,0 +1,371 @@
+"""RocksLogStore and RocksStateMachine: the storage contract on RocksDB, reopen, corrupted
+and foreign databases, and that the event loop is not blocked while appending."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from openraft_py.errors import LogCompacted, StorageError
+from openraft_py.storage import IOFlushed, KvCas, KvDelete, KvGet, KvSet, encode_kv
+from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine
+from openraft_py.types import (
+    BLANK,
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    LogState,
+    Membership,
+    Normal,
+    StoredMembership,
+    Vote,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def normal(term: int, index: int, data: bytes | None = None) -> Entry:
+    return Entry(LogId(term, index), Normal(data if data is not None else b"d%d" % index))
+
+
+def entries(term: int, lo: int, hi: int) -> list[Entry]:
+    return [normal(term, i) for i in range(lo, hi)]
+
+
+async def append_durable(store: RocksLogStore, batch: list[Entry]) -> None:
+    """Append and wait for the durability callback."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[BaseException | None] = loop.create_future()
+    await store.append(batch, IOFlushed(lambda e: fut.set_result(e), loop))
+    assert await asyncio.wait_for(fut, 5) is None
+
+
+# -- log store ----------------------------------------------------------------------------------
+
+
+async def test_append_read_and_log_state(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        assert await s.get_log_state() == LogState(None, None)
+        mem = Membership.new([{1, 2, 3}])
+        batch = [Entry(LogId(0, 0), mem), Entry(LogId(1, 1), BLANK), *entries(1, 2, 10)]
+        await append_durable(s, batch)
+        assert await s.get_log_state() == LogState(None, LogId(1, 9))
+        assert await s.try_get_log_entries(0, 100) == batch
+        assert await s.try_get_log_entries(3, 5) == batch[3:5]
+        assert await s.try_get_log_entries(5, 5) == []
+        r = s.get_log_reader()
+        assert await r.try_get_log_entries(0, 10) == batch
+
+
+async def test_readable_before_durable_and_callback_once(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        loop = asyncio.get_running_loop()
+        calls: list[tuple[BaseException | None, bool]] = []
+        futs = []
+        for k in range(5):
+            fut = loop.create_future()
+            futs.append(fut)
+
+            def fn(e: BaseException | None, fut=fut) -> None:
+                calls.append((e, threading_is_loop()))
+                fut.set_result(None)
+
+            await s.append(entries(1, k * 10, k * 10 + 10), IOFlushed(fn, loop))
+            # Readable at once, before the callback.
+            assert len(await s.try_get_log_entries(0, 1000)) == (k + 1) * 10
+        await asyncio.gather(*futs)
+        assert [c[0] for c in calls] == [None] * 5
+        assert all(c[1] for c in calls)  # IOFlushed hopped to the loop thread
+        assert await s.try_get_log_entries(0, 50) == entries(1, 0, 50)
+        assert not s._pending
+
+
+def threading_is_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+async def test_hole_refused(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        await append_durable(s, entries(1, 0, 3))
+        called = []
+        with pytest.raises(ValueError, match="hole"):
+            await s.append(entries(1, 5, 6), IOFlushed(lambda e: called.append(e)))
+        with pytest.raises(ValueError, match="consecutive"):
+            await s.append([normal(1, 3), normal(1, 5)], IOFlushed(lambda e: called.append(e)))
+        assert called == []
+        assert await s.get_log_state() == LogState(None, LogId(1, 2))
+
+
+async def test_truncate_and_reappend(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        await s.append(entries(1, 0, 10), IOFlushed(lambda e: None))  # not awaited: pending
+        await s.truncate_after(LogId(1, 4))
+        assert await s.get_log_state() == LogState(None, LogId(1, 4))
+        await append_durable(s, entries(2, 5, 8))
+        assert await s.try_get_log_entries(0, 100) == entries(1, 0, 5) + entries(2, 5, 8)
+        await s.truncate_after(None)
+        assert await s.get_log_state() == LogState(None, None)
+        assert await s.try_get_log_entries(0, 100) == []
+    async with RocksLogStore(tmp_path / "log") as s:
+        assert await s.get_log_state() == LogState(None, None)
+
+
+async def test_purge_and_log_compacted(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        await append_durable(s, entries(1, 0, 20))
+        await s.purge(LogId(1, 9))
+        assert await s.get_log_state() == LogState(LogId(1, 9), LogId(1, 19))
+        with pytest.raises(LogCompacted):
+            await s.try_get_log_entries(5, 15)
+        assert await s.try_get_log_entries(10, 12) == entries(1, 10, 12)
+        await s.purge(LogId(1, 5))  # not beyond: no-op
+        assert await s.get_log_state() == LogState(LogId(1, 9), LogId(1, 19))
+        # Truncating never touches purged entries.
+        await s.truncate_after(LogId(1, 3))
+        assert await s.get_log_state() == LogState(LogId(1, 9), LogId(1, 9))
+        await append_durable(s, entries(1, 10, 15))
+        # Purge beyond the last entry (after a snapshot install).
+        await s.purge(LogId(3, 100))
+        assert await s.get_log_state() == LogState(LogId(3, 100), LogId(3, 100))
+        with pytest.raises(ValueError):
+            await s.append([normal(3, 100)], IOFlushed(lambda e: None))
+        await append_durable(s, [normal(3, 101)])
+    async with RocksLogStore(tmp_path / "log") as s:
+        assert await s.get_log_state() == LogState(LogId(3, 100), LogId(3, 101))
+        assert await s.try_get_log_entries(101, 102) == [normal(3, 101)]
+
+
+async def test_vote_committed_and_reopen(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        assert await s.read_vote() is None and await s.read_committed() is None
+        await s.save_vote(Vote.new(2, 1))
+        await s.save_vote(Vote.new(3, 2, committed=True))
+        await s.save_committed(LogId(3, 40))
+        await append_durable(s, entries(3, 0, 50))
+        assert await s.get_log_reader().read_vote() == Vote.new(3, 2, committed=True)
+    async with RocksLogStore(p) as s:
+        assert await s.read_vote() == Vote.new(3, 2, committed=True)
+        assert await s.read_committed() == LogId(3, 40)
+        assert await s.get_log_state() == LogState(None, LogId(3, 49))
+        assert await s.try_get_log_entries(0, 50) == entries(3, 0, 50)
+
+
+async def test_large_read_goes_to_thread_and_is_consistent(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log", sync=False) as s:
+        await append_durable(s, entries(1, 0, 3000))
+        await s.append(entries(1, 3000, 3100), IOFlushed(lambda e: None))
+        got = await s.get_log_reader().try_get_log_entries(0, 3100)
+        assert got == entries(1, 0, 3100)
+
+
+async def test_closed_store_refuses(tmp_path: Path) -> None:
+    s = RocksLogStore(tmp_path / "log")
+    await s.aclose()
+    await s.aclose()  # idempotent
+    with pytest.raises(StorageError, match="closed"):
+        await s.get_log_state()
+    # The lock was released: the path opens again.
+    RocksLogStore(tmp_path / "log").close()
+
+
+async def test_event_loop_not_blocked_while_appending(tmp_path: Path) -> None:
+    async with RocksLogStore(tmp_path / "log") as s:
+        loop = asyncio.get_running_loop()
+        lags: list[float] = []
+        stop = False
+
+        async def ticker() -> None:
+            while not stop:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append(time.perf_counter() - t0 - 0.001)
+
+        t = asyncio.create_task(ticker())
+        nxt = 0
+        pending: list[asyncio.Future[None]] = []
+        deadline = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:
+            fut = loop.create_future()
+            await s.append(entries(1, nxt, nxt + 64), IOFlushed(lambda e, f=fut: f.set_result(None), loop))
+            nxt += 64
+            pending.append(fut)
+            if len(pending) >= 16:
+                await pending.pop(0)
+            await asyncio.sleep(0)
+        await asyncio.gather(*pending)
+        stop = True
+        await t
+        lags.sort()
+        p99 = lags[int(len(lags) * 0.99)]
+        assert p99 < 0.02, f"p99 lag {p99 * 1e3:.1f} ms over {len(lags)} ticks"
+        assert s.groups_written < nxt // 64  # group commit shared some fsyncs
+
+
+# -- corrupted / foreign databases --------------------------------------------------------------
+
+
+def test_plain_file_refused(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_bytes(b"hello")
+    for cls in (RocksLogStore, RocksStateMachine):
+        with pytest.raises(StorageError) as ei:
+            cls(f)
+        assert str(f) in str(ei.value)
+    assert f.read_bytes() == b"hello"
+
+
+def test_foreign_rocksdb_refused(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    p = tmp_path / "foreign"
+    db = Rdict(str(p), Options(raw_mode=True))
+    db[b"k"] = b"v"
+    db.close()
+    del db
+    before = sorted(os.listdir(p))
+    with pytest.raises(StorageError, match="foreign") as ei:
+        RocksLogStore(p)
+    assert str(p) in str(ei.value)
+    assert sorted(os.listdir(p)) == before
+    # A state machine path is not a log store path, and vice versa.
+    RocksStateMachine(tmp_path / "sm").close()
+    with pytest.raises(StorageError, match="foreign"):
+        RocksLogStore(tmp_path / "sm")
+    RocksLogStore(tmp_path / "log").close()
+    with pytest.raises(StorageError, match="foreign"):
+        RocksStateMachine(tmp_path / "log")
+
+
+def test_wrong_marker_refused(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    p = tmp_path / "log"
+    RocksLogStore(p).close()
+    db = Rdict(str(p), Options(raw_mode=True), column_families={"entries": Options(raw_mode=True), "meta": Options(raw_mode=True)})
+    meta = db.get_column_family("meta")
+    meta[b"format"] = b"\x81\xa6format\xa5other"
+    meta.close()
+    db.close()
+    del meta, db
+    with pytest.raises(StorageError, match="format marker"):
+        RocksLogStore(p)
+
+
+def test_corrupted_db_refused(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    RocksLogStore(p).close()
+    for name in os.listdir(p):
+        if name.startswith("MANIFEST") or name == "CURRENT":
+            (p / name).write_bytes(b"\x00garbage\xff" * 10)
+    with pytest.raises(StorageError) as ei:
+        RocksLogStore(p)
+    assert str(p) in str(ei.value)
+    # A directory of random files is not a database either.
+    q = tmp_path / "junk"
+    q.mkdir()
+    (q / "x").write_bytes(b"junk")
+    with pytest.raises(StorageError):
+        RocksLogStore(q)
+    assert (q / "x").read_bytes() == b"junk"
+
+
+# -- state machine ------------------------------------------------------------------------------
+
+
+def kv(index: int, cmd: object) -> Entry:
+    return Entry(LogId(1, index), Normal(encode_kv(cmd)))  # type: ignore[arg-type]
+
+
+async def test_state_machine_apply_semantics(tmp_path: Path) -> None:
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        assert await sm.applied_state() == (None, EMPTY_STORED_MEMBERSHIP)
+        assert await sm.get_current_snapshot() is None
+        mem = Membership.new([{1, 2}])
+        batch = [
+            Entry(LogId(1, 0), mem),
+            Entry(LogId(1, 1), BLANK),
+            kv(2, KvSet("a", "1")),
+            kv(3, KvSet("a", "2")),
+            kv(4, KvCas("a", "1", "x")),
+            kv(5, KvCas("a", "2", "3")),
+            kv(6, KvGet("a")),
+            Entry(LogId(1, 7), Normal(b"opaque")),
+            kv(8, KvDelete("a")),
+            kv(9, KvCas("b", None, "new")),
+        ]
+        assert await sm.apply(batch) == [None, None, None, "1", (False, "2"), (True, "3"), "3", None, "3", (True, "new")]
+        assert await sm.applied_state() == (LogId(1, 9), StoredMembership(LogId(1, 0), mem))
+        assert sm.data == {"b": "new"}
+        assert await sm.apply([kv(10, KvGet("b"))]) == ["new"]
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        assert await sm.applied_state() == (LogId(1, 10), StoredMembership(LogId(1, 0), mem))
+        assert sm.get("b") == "new"
+
+
+async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
+    a = RocksStateMachine(tmp_path / "a")
+    b = RocksStateMachine(tmp_path / "b")
+    try:
+        mem = Membership.new([{1}])
+        await a.apply([Entry(LogId(1, 0), mem)] + [kv(i, KvSet(f"k{i}", "v" * 100 + str(i))) for i in range(1, 5001)])
+        builder = a.get_snapshot_builder()
+        build = asyncio.create_task(builder.build_snapshot())
+        # apply keeps going while the snapshot is built; the snapshot stays at its point.
+        await a.apply([kv(5001, KvSet("late", "x"))])
+        snap = await build
+        assert snap.meta.last_log_id in (LogId(1, 5000), LogId(1, 5001))
+        assert snap.data.read(8) == b"ORPYKV1\n"
+        cur = await a.get_current_snapshot()
+        assert cur is not None and cur.meta == snap.meta
+
+        f = await b.begin_receiving_snapshot()
+        while chunk := cur.data.read(4096):
+            f.write(chunk)
+        await b.install_snapshot(cur.meta, f)
+        assert await b.applied_state() == (cur.meta.last_log_id, StoredMembership(LogId(1, 0), mem))
+        expected = {f"k{i}": "v" * 100 + str(i) for i in range(1, 5001)}
+        if cur.meta.last_log_id == LogId(1, 5001):
+            expected["late"] = "x"
+        assert b.data == expected
+        got = await b.get_current_snapshot()
+        assert got is not None and got.meta == cur.meta
+
+        # A bad snapshot leaves the state unchanged.
+        bad = await b.begin_receiving_snapshot()
+        bad.write(b"not a snapshot")
+        with pytest.raises(ValueError):
+            await b.install_snapshot(cur.meta, bad)
+        truncated = await b.begin_receiving_snapshot()
+        cur2 = await a.get_current_snapshot()
+        assert cur2 is not None
+        truncated.write(cur2.data.read()[:-3])
+        with pytest.raises(ValueError):
+            await b.install_snapshot(cur2.meta, truncated)
+        assert b.data == expected
+    finally:
+        a.close()
+        b.close()
+    b = RocksStateMachine(tmp_path / "b")
+    try:
+        assert b.data == expected
+        got = await b.get_current_snapshot()
+        assert got is not None and got.meta == cur.meta
+        assert sorted(os.listdir(tmp_path / "b" / "snapshots")) == sorted(["current.meta", f"{cur.meta.snapshot_id}.snap"])
+    finally:
+        b.close()
+    a = RocksStateMachine(tmp_path / "a")
+    try:
+        assert (await a.applied_state())[0] == LogId(1, 5001)
+        got = await a.get_current_snapshot()
+        assert got is not None and got.meta == snap.meta
+    finally:
+        a.close()
