@@ -8,7 +8,6 @@ bookkeeping and the clock-driven ``handle_tick``. See ``docs/design/engine-runti
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from ..config import Config
 from ..errors import ForwardToLeader, NotAllowed, NotInMembers, Panicked

@@ -7,12 +7,43 @@
 - ``sim``: the deterministic simulator: the real engine and runtime in virtual time under
   faults, with safety, liveness and linearizability checks
   (``python -m openraft_py.testing.sim``).
+
+``lincheck`` and ``sim`` load on first use, so ``python -m`` can run them as scripts.
 """
 
-from . import lincheck, sim
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .cluster import Cluster
-from .lincheck import CheckResult, Model, Operation, check
-from .sim import Simulation, SimResult, run_seed
+
+if TYPE_CHECKING:
+    from . import lincheck, sim
+    from .lincheck import CheckResult, Model, Operation, check
+    from .sim import SimResult, Simulation, run_seed
+
+_LAZY = {
+    "lincheck": ("lincheck", None),
+    "sim": ("sim", None),
+    "CheckResult": ("lincheck", "CheckResult"),
+    "Model": ("lincheck", "Model"),
+    "Operation": ("lincheck", "Operation"),
+    "check": ("lincheck", "check"),
+    "SimResult": ("sim", "SimResult"),
+    "Simulation": ("sim", "Simulation"),
+    "run_seed": ("sim", "run_seed"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return mod if attr is None else getattr(mod, attr)
+
 
 __all__ = [
     "CheckResult",

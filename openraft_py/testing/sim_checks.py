@@ -1,0 +1,148 @@
+"""The simulator's checker: the Raft safety properties over the nodes' states, step after
+step. See ``docs/design/simulation.md``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Fatal, Stopped
+from ..types import Entry, LogId, NodeId, Vote
+
+if TYPE_CHECKING:
+    from .sim import Simulation
+
+
+
+
+class Violation(AssertionError):
+    """A safety or liveness property broke."""
+
+
+class Checker:
+    """Checks the Raft safety properties over the nodes' states, step after step."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.leaders: dict[int, NodeId] = {}  # term -> leader
+        # index -> (entry, term of the node that first saw it committed)
+        self.committed: dict[int, tuple[Entry, int]] = {}
+        self.applied: dict[int, tuple[LogId, bytes]] = {}
+        self.last: dict[NodeId, tuple[int, int, LogId | None, LogId | None]] = {}  # boot, ...
+        self.votes: dict[NodeId, Vote] = {}
+        self.applied_seen: dict[NodeId, int] = {}
+        # (voter, term) -> the candidate it voted for, as seen on the wire: a granted vote
+        # response, or a candidate's own vote request (it voted for itself).
+        self.granted: dict[tuple[NodeId, int], NodeId] = {}
+        self.pending: str | None = None
+
+    def on_request(self, rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
+        """Router hook: a candidate asking for votes has voted for itself in that term."""
+        if rpc == "vote":
+            self._voted(source, req.vote.term, req.vote.leader_id.node_id)
+
+    def on_response(self, rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+        """Router response hook: record every granted vote."""
+        if rpc == "vote" and resp.vote_granted:
+            self._voted(target, req.vote.term, req.vote.leader_id.node_id)
+
+    def _voted(self, voter: NodeId, term: int, candidate: NodeId) -> None:
+        prev = self.granted.setdefault((voter, term), candidate)
+        if prev != candidate and self.pending is None:
+            # Raised from a router hook the runtime would swallow: report at the next check.
+            self.pending = f"n{voter} voted twice in term {term}: for n{prev} and for n{candidate}"
+            self.sim.log(f"VIOLATION seen: {self.pending}")
+
+    def check(self, where: str) -> None:
+        if self.pending is not None:
+            raise Violation(self.pending)
+        sim = self.sim
+        c = sim.cluster
+        for nid, raft in c.nodes.items():
+            core = raft._core
+            if core.fatal is not None and not isinstance(core.fatal, Stopped):
+                raise Violation(f"node {nid} failed: {core.fatal!r}")
+            eng = core.engine
+            st = eng.state
+            try:
+                st.validate()
+            except Fatal as e:
+                raise Violation(str(e)) from e
+            # Election safety.
+            if eng.leader is not None:
+                term = st.vote.term
+                prev = self.leaders.setdefault(term, nid)
+                if prev != nid:
+                    raise Violation(f"two leaders in term {term}: n{prev} and n{nid}")
+            # Monotonic per incarnation: committed, applied; the vote across restarts too.
+            boot = sim.boots[nid]
+            ci = st.committed_index()
+            ai = -1 if st.applied is None else st.applied.index
+            old = self.last.get(nid)
+            if old is not None and old[0] == boot and (ci < old[1] or ai < old[2]):
+                raise Violation(f"n{nid} went back: committed {old[1]}->{ci} applied {old[2]}->{ai}")
+            self.last[nid] = (boot, ci, ai, None)
+            # A vote that was never durable may be lost by a crash (nothing depended on it);
+            # a durable one never goes back, even across restarts.
+            fv = st.io.flushed_vote
+            v = self.votes.get(nid)
+            if v is not None and not fv.is_ge(v):
+                raise Violation(f"n{nid} durable vote went backward: {v!r} -> {fv!r}")
+            self.votes[nid] = fv
+            disk = c.disks[nid]
+            # Committed entries never change.
+            log = disk.entries
+            off = disk.offset
+            for i in range(max(off, ci - 64 if ci - 64 > 0 else 0), ci + 1):
+                k = i - off
+                if k < 0 or k >= len(log):
+                    continue
+                e = log[k]
+                seen = self.committed.get(i)
+                if seen is None:
+                    self.committed[i] = (e, st.vote.term)
+                elif seen[0] != e:
+                    raise Violation(f"committed entry at {i} changed: {seen[0]!r} then {e!r} on n{nid}")
+            # State machine safety (the applied log of Normal entries).
+            alog = disk.applied_log
+            start = self.applied_seen.get(nid, 0)
+            if start > len(alog):
+                start = 0
+            for lid, data in alog[start:]:
+                seen2 = self.applied.get(lid.index)
+                if seen2 is None:
+                    self.applied[lid.index] = (lid, data)
+                elif seen2 != (lid, data):
+                    raise Violation(f"n{nid} applied {lid!r} {data!r} at {lid.index}, another node applied {seen2!r}")
+            self.applied_seen[nid] = len(alog)
+        self._check_logs()
+
+    def _check_logs(self) -> None:
+        c = self.sim.cluster
+        ids = sorted(c.disks)
+        logs = {nid: (c.disks[nid].offset, c.disks[nid].entries) for nid in ids}
+        # Leader completeness: a leader of term t holds every entry first seen committed in a
+        # term <= t (entries purged from its log are covered by its snapshot).
+        for nid, raft in c.nodes.items():
+            eng = raft._core.engine
+            if eng.leader is None:
+                continue
+            term = eng.state.vote.term
+            off, log = logs[nid]
+            for i, (e, seen_term) in self.committed.items():
+                if seen_term > term or i < off:
+                    continue
+                if i - off >= len(log) or log[i - off] != e:
+                    raise Violation(f"leader n{nid} (term {term}) lacks committed entry {e!r} at {i}")
+        # Log matching, pairwise: find the highest common index with equal log ids and require
+        # equal prefixes.
+        for a_i, a in enumerate(ids):
+            oa, la = logs[a]
+            for b in ids[a_i + 1 :]:
+                ob, lb = logs[b]
+                lo = max(oa, ob)
+                hi = min(oa + len(la), ob + len(lb))
+                for i in range(hi - 1, lo - 1, -1):
+                    if la[i - oa].log_id == lb[i - ob].log_id:
+                        if la[lo - oa : i - oa + 1] != lb[lo - ob : i - ob + 1]:
+                            raise Violation(f"log matching broken between n{a} and n{b} below index {i}")
+                        break

@@ -1,0 +1,178 @@
+"""The simulator's world: an event loop with virtual time, disks that lose what they had not
+flushed, and node clocks that can pause. See ``docs/design/simulation.md``."""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from typing import TYPE_CHECKING, Any
+
+from ..storage import IOFlushed
+from ..storage.memory import MemDisk, MemLogStore
+from ..types import Entry, LogId, NodeId, Vote
+
+if TYPE_CHECKING:
+    from .sim import Simulation
+
+
+class SimStuck(RuntimeError):
+    """Nothing can run and no timer is set: the simulated program is deadlocked."""
+
+
+# -- virtual time -----------------------------------------------------------------------------
+
+
+class _InstantSelector(selectors.BaseSelector):
+    """A selector that never waits: a wait of ``t`` seconds advances the virtual clock by
+    ``t`` and reports no IO."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._loop = loop
+        self._map: dict[int, selectors.SelectorKey] = {}
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._map[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._map.pop(selectors._fileobj_to_fd(fileobj))  # type: ignore[attr-defined]
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise SimStuck("no runnable callback and no timer: the simulation is deadlocked")
+        if timeout > 0:
+            self._loop._now += timeout
+        return []
+
+    def get_map(self) -> dict[int, selectors.SelectorKey]:  # type: ignore[override]
+        return self._map
+
+    def close(self) -> None:
+        self._map.clear()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop whose ``time()`` is virtual: it starts at 0 and jumps to the
+    next timer whenever nothing is ready. Single-threaded and deterministic."""
+
+    # A run that spins without letting virtual time pass, or runs past this much virtual
+    # time, is reported as stuck instead of hanging the test run.
+    MAX_ITERATIONS_WITHOUT_TIME = 200_000
+    MAX_VIRTUAL_SECONDS = 600.0
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._spins = 0
+        self._spin_at = 0.0
+        super().__init__(selector=_InstantSelector(self))
+
+    def time(self) -> float:
+        return self._now
+
+    def _run_once(self) -> None:
+        if self._now != self._spin_at:
+            self._spin_at = self._now
+            self._spins = 0
+        self._spins += 1
+        if self._spins > self.MAX_ITERATIONS_WITHOUT_TIME:
+            raise SimStuck(f"livelock: {self._spins} loop iterations at virtual time {self._now:.6f}s")
+        if self._now > self.MAX_VIRTUAL_SECONDS:
+            raise SimStuck(f"ran past {self.MAX_VIRTUAL_SECONDS} virtual seconds")
+        super()._run_once()  # type: ignore[misc]
+
+
+# -- simulated disk ---------------------------------------------------------------------------
+
+
+class SimDisk(MemDisk):
+    """A ``MemDisk`` that knows what is flushed. Invariant: ``entries[: durable_end - offset]``
+    are durable; entries after that are lost by ``crash()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable_end = 0
+        self.gen = 0  # bumped by every truncation: older pending flushes no longer apply
+        self.slow = False
+
+
+class SimLogStore(MemLogStore):
+    """A ``MemLogStore`` whose appends become durable after a random virtual delay, in
+    order; votes are written after a delay too. Truncate and purge are durable on return
+    (they also make everything before them durable, as a write-ahead log would)."""
+
+    def __init__(self, disk: SimDisk, sim: Simulation) -> None:
+        super().__init__(disk)
+        self._sim = sim
+        self._handles: list[asyncio.TimerHandle] = []
+        self._last_flush_at = 0.0
+
+    @property
+    def sdisk(self) -> SimDisk:
+        return self._disk  # type: ignore[return-value]
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        await super().append(entries, _NoCallback())
+        disk = self.sdisk
+        end = disk.offset + len(disk.entries)
+        loop = asyncio.get_running_loop()
+        at = max(loop.time() + self._sim.disk_latency(disk), self._last_flush_at)
+        self._last_flush_at = at
+        self._handles.append(loop.call_at(at, self._flushed, end, disk.gen, callback))
+
+    def _flushed(self, end: int, gen: int, callback: IOFlushed) -> None:
+        disk = self.sdisk
+        if gen == disk.gen and end > disk.durable_end:
+            disk.durable_end = end
+        callback.io_completed(None)
+
+    async def save_vote(self, vote: Vote) -> None:
+        await asyncio.sleep(self._sim.disk_latency(self.sdisk))
+        await super().save_vote(vote)
+
+    async def truncate_after(self, log_id: LogId | None) -> None:
+        await super().truncate_after(log_id)
+        disk = self.sdisk
+        disk.gen += 1
+        disk.durable_end = disk.offset + len(disk.entries)
+
+    async def purge(self, log_id: LogId) -> None:
+        await super().purge(log_id)
+        disk = self.sdisk
+        disk.durable_end = max(disk.durable_end, disk.offset)
+
+    def crash(self) -> None:
+        """The process died: pending flushes never happen, unflushed entries are gone."""
+        for h in self._handles:
+            h.cancel()
+        self._handles.clear()
+        disk = self.sdisk
+        keep = max(0, disk.durable_end - disk.offset)
+        del disk.entries[keep:]
+        disk.durable_end = disk.offset + len(disk.entries)
+
+
+class _NoCallback:
+    def io_completed(self, error: BaseException | None = None) -> None:
+        pass
+
+
+class SimClock:
+    """A node's clock: the loop's virtual time; ``sleep`` also waits while the node is
+    paused (its timers freeze, as in a long GC pause or SIGSTOP)."""
+
+    def __init__(self, sim: Simulation, node_id: NodeId) -> None:
+        self._sim = sim
+        self._id = node_id
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        while True:
+            ev = self._sim.paused.get(self._id)
+            if ev is None or ev.is_set():
+                return
+            await ev.wait()

@@ -1,0 +1,338 @@
+"""The simulator's fault schedule: a mixin of ``Simulation`` with one method per fault, drawn
+by weight from the run's profile. See ``docs/design/simulation.md``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..types import NodeId
+from .sim_env import SimLogStore
+
+if TYPE_CHECKING:
+    from .sim import Simulation
+
+    _Base = Simulation
+else:
+    _Base = object
+
+
+class FaultSchedule(_Base):
+    """Fault actions of a ``Simulation``: ``_fault_step`` draws one by the profile's weights."""
+
+
+    # Fault mixes: each run draws one. "mixed" exercises everything; "elections" kills and
+    # crash-restarts nodes around elections; "partitions" favours network faults.
+    PROFILES: dict[str, dict[str, int]] = {
+        "mixed": {
+            "partition": 12, "one_way": 8, "bridge": 6, "isolate": 6, "heal": 12, "drops": 6,
+            "duplicates": 5, "delay": 6, "crash": 14, "restart": 10, "slow_disk": 5, "pause": 5,
+            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3, "pause_leader": 3,
+        },
+        "elections": {
+            "isolate": 6, "heal": 10, "delay": 10, "crash": 18, "restart": 18, "pause": 6,
+            "crash_on_rpc": 22, "leader_crash_after": 6, "strand_leader": 10, "slow_disk": 4,
+            "pause_leader": 10,
+        },
+        "figure8": {"figure8": 30, "heal": 10, "crash": 5, "restart": 10, "delay": 5},
+        "partitions": {
+            "partition": 20, "one_way": 14, "bridge": 10, "isolate": 10, "heal": 16, "drops": 8,
+            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4, "pause_leader": 4,
+        },
+    }
+
+    async def _fault_step(self, step: int) -> None:
+        rng = self.rng
+        weights = self.PROFILES[self.profile]
+        names = list(weights)
+        action = rng.choices(names, weights=[weights[n] for n in names])[0]
+        await getattr(self, f"_fault_{action}")()
+
+    async def _fault_partition(self) -> None:
+        ids = sorted(self.cluster.disks)
+        a = set(self.rng.sample(ids, self.rng.randint(1, len(ids) - 1)))
+        self.cluster.router.partition(a, set(ids) - a)
+        self.log(f"partition {sorted(a)} | {sorted(set(ids) - a)}")
+
+    async def _fault_one_way(self) -> None:
+        x, y = self.rng.sample(sorted(self.cluster.disks), 2)
+        self.cluster.router.cut(x, y, one_way=True)
+        self.log(f"cut one-way n{x} -> n{y}")
+
+    async def _fault_bridge(self) -> None:
+        ids = sorted(self.cluster.disks)
+        bridge = self.rng.choice(ids)
+        rest = [i for i in ids if i != bridge]
+        self.rng.shuffle(rest)
+        a, b = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+        for x in a:
+            for y in b:
+                self.cluster.router.cut(x, y)
+        self.log(f"bridge n{bridge} between {sorted(a)} and {sorted(b)}")
+
+    async def _fault_isolate(self) -> None:
+        n = self._pick_crash_target(sorted(self.cluster.disks))
+        self.cluster.router.isolate(n)
+        self.log(f"isolate n{n}")
+
+    async def _fault_heal(self) -> None:
+        self.cluster.router.heal()
+        self.log("heal network")
+
+    async def _fault_drops(self) -> None:
+        p = self.rng.choice((0.05, 0.1, 0.3))
+        self.cluster.router.set_drop_rate(p)
+        self.log(f"drop rate {p}")
+
+    async def _fault_duplicates(self) -> None:
+        p = self.rng.choice((0.05, 0.2))
+        self.cluster.router.set_duplicate_rate(p)
+        self.log(f"duplicate rate {p}")
+
+    async def _fault_delay(self) -> None:
+        hi = self.rng.choice((2, 10, 40))
+        self.cluster.router.set_delay(0, hi)
+        self.log(f"delay 0..{hi} ms")
+
+    async def _fault_crash(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        majority = len(self.cluster.disks) // 2 + 1
+        # Keep a majority of nodes running most of the time.
+        if alive and (len(alive) > majority or self.rng.random() < 0.2):
+            await self._crash(self._pick_crash_target(alive))
+
+    async def _fault_restart(self) -> None:
+        if self.crashed:
+            await self._restart(self.rng.choice(sorted(self.crashed)))
+
+    async def _fault_slow_disk(self) -> None:
+        n = self.rng.choice(sorted(self.cluster.disks))
+        d = self.cluster.disks[n]
+        d.slow = not d.slow  # type: ignore[attr-defined]
+        self.log(f"disk of n{n} {'slow' if d.slow else 'fast'}")  # type: ignore[attr-defined]
+
+    async def _fault_pause(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self._pick_crash_target(alive)
+            if n not in self.paused:
+                await self._pause(n, self.rng.uniform(0.05, 0.5))
+
+    async def _fault_pause_leader(self) -> None:
+        # A leader that stalls for several election timeouts (GC pause, SIGSTOP) and wakes
+        # up still believing it leads: its lease must have run out by then.
+        lid = self.cluster.leader()
+        if lid is not None and lid not in self.paused:
+            emax = self.config.election_timeout_max / 1000.0
+            await self._pause(lid, self.rng.uniform(2 * emax, 5 * emax))
+
+    async def _fault_crash_on_rpc(self) -> None:
+        # Crash right after a vote request or an append arrives, then restart at once: the
+        # narrow windows of IO ordering (a grant or an ack racing its fsync).
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self.rng.choice(alive)
+            what = self.rng.choice(("grant", "vote", "append_entries", "any"))
+            if what == "grant":
+                self._arm_crash_after_grant(n)
+            else:
+                self._arm_crash_on_rpc(n, what)
+
+    async def _fault_leader_crash_after(self) -> None:
+        # Crash the leader after it sent a few more appends: partial replication.
+        lid = self.cluster.leader()
+        if lid is not None:
+            self._arm_leader_crash(lid, self.rng.randint(1, 6))
+
+    async def _fault_figure8(self) -> None:
+        """The thesis' Figure 3.7 (the paper's Figure 8) as a fault schedule, on 3 nodes:
+
+        1. the leader A can no longer send appends; the writes clients still send it stay
+           on A alone (an entry of A's term at index i); A crashes;
+        2. no survivor can send appends: the next leader B appends its blank entry at i (a
+           later term) on itself alone; B crashes;
+        3. A restarts and wins (its log is longer than C's), re-replicates its old entry i
+           to C, and crashes right after C's acknowledgement reaches it (one entry per
+           request, so i travels without A's own blank entry);
+        4. B restarts: its entry at i has a later term than C's, so it can win and overwrite
+           index i. That is safe only if step 3 did not commit i by counting replicas.
+        """
+        c = self.cluster
+        ids = sorted(c.disks)
+        a = c.leader()
+        if len(ids) != 3 or a is None or self.crashed or self.paused or len(c.nodes) != 3:
+            return
+        from ..errors import Unreachable
+
+        router = c.router
+        router.heal()
+        others = [x for x in ids if x != a]
+        self.log(f"figure 8: strand leader n{a}")
+        router.set_rpc_failure(a, "out", Unreachable, rpc="append_entries")
+        await asyncio.sleep(0.03)
+        await self._crash(a)
+        for x in others:
+            router.set_rpc_failure(x, "out", Unreachable, rpc="append_entries")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        b = None
+        while loop.time() < deadline:
+            lid = c.leader()
+            if lid in others:
+                b = lid
+                break
+            await asyncio.sleep(0.002)
+        if b is None:
+            router.heal()
+            return
+        await asyncio.sleep(0.01)
+        await self._crash(b)
+        for x in ids:
+            router.set_rpc_failure(x, "out", None, rpc="append_entries")
+        armed = [True]
+        cnode = [x for x in others if x != b][0]
+
+        def rhook(name: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+            if armed[0] and source == a and target == cnode and name == "append_entries" and resp.success and req.entries:
+                armed[0] = False
+                loop.call_later(0.0005, lambda: asyncio.ensure_future(self._crash(a)))
+
+        router.add_response_hook(rhook)
+        await self._restart(a)
+        deadline = loop.time() + 3.0
+        while a in c.nodes and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+        armed[0] = False
+        await self._restart(b)
+        self.log("figure 8: done")
+
+    async def _fault_strand_leader(self) -> None:
+        # Cut the leader off so that what clients still send it stays on it alone, then
+        # crash it a moment later: old-term entries that exist on one node only (the setup
+        # of the thesis' Figure 3.7).
+        lid = self.cluster.leader()
+        if lid is None:
+            return
+        self.cluster.router.isolate(lid)
+        wait = self.rng.uniform(0.005, 0.05)
+        self.log(f"strand leader n{lid}: isolate, crash in {wait * 1000:.0f} ms")
+        await asyncio.sleep(wait)
+        await self._crash(lid)
+
+    def _pick_crash_target(self, alive: list[NodeId]) -> NodeId:
+        leader = self.cluster.leader()
+        if leader is not None and self.rng.random() < 0.5:
+            return leader
+        return self.rng.choice(alive)
+
+    async def _crash(self, n: NodeId) -> None:
+        c = self.cluster
+        if n not in c.nodes:
+            return
+        store = c.log_stores.get(n)
+        self.log(f"crash n{n}")
+        self._count("crash")
+        ev = self.paused.pop(n, None)
+        if ev is not None:
+            ev.set()
+        self.checker.check(f"before crash of n{n}")
+        st = c.nodes[n]._core.engine.state
+        if st.vote != st.io.flushed_vote:
+            self._count("crash_with_unflushed_vote")
+        # Stop first (no more IO completes), then lose what was not flushed.
+        await c.crash(n)
+        if isinstance(store, SimLogStore):
+            store.crash()
+        self.crashed.add(n)
+
+    async def _restart(self, n: NodeId) -> None:
+        self.log(f"restart n{n}")
+        self._count("restart")
+        self.crashed.discard(n)
+        await self.cluster.add_node(n)
+
+    async def _pause(self, n: NodeId, seconds: float) -> None:
+        ev = asyncio.Event()
+        self.paused[n] = ev
+        self.cluster.router.isolate(n)
+        self.log(f"pause n{n} for {seconds * 1000:.0f} ms")
+        self._count("pause")
+
+        def resume() -> None:
+            if self.paused.get(n) is ev:
+                del self.paused[n]
+                ev.set()
+                self.log(f"resume n{n}")
+
+        asyncio.get_running_loop().call_later(seconds, resume)
+
+    def _arm_crash_on_rpc(self, n: NodeId, rpc: str) -> None:
+        """Crash ``n`` a moment after it next receives ``rpc`` (or either, for ``"any"``),
+        and restart it a moment later."""
+        rng = self.rng
+        armed = [True]
+        self.log(f"arm crash-restart of n{n} on its next {rpc}")
+
+        def hook(name: str, source: NodeId, target: NodeId, req: Any) -> None:
+            if armed[0] and target == n and (name == rpc or rpc == "any" and name in ("vote", "append_entries")):
+                armed[0] = False
+                delay = rng.uniform(0.0, self.disk_max_ms * 2) / 1000.0
+                down = rng.uniform(0.001, 0.03)
+                asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self._crash_restart(n, down)))
+
+        self.cluster.router.add_hook(hook)
+
+    def _arm_crash_after_grant(self, n: NodeId) -> None:
+        """Crash ``n`` right after it answers a vote request with a grant (the reply has
+        left; whatever the node had not flushed by then is lost), then restart it."""
+        rng = self.rng
+        armed = [True]
+        self.log(f"arm crash-restart of n{n} after its next vote grant")
+
+        def rhook(name: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+            if armed[0] and target == n and name == "vote" and resp.vote_granted:
+                armed[0] = False
+                down = rng.uniform(0.001, 0.03)
+                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._crash_restart(n, down)))
+
+        self.cluster.router.add_response_hook(rhook)
+
+    def _arm_leader_crash(self, n: NodeId, after: int) -> None:
+        """Crash the leader ``n`` once it sent ``after`` more appends."""
+        left = [after]
+        self.log(f"arm crash of leader n{n} after {after} appends")
+
+        def hook(name: str, source: NodeId, target: NodeId, req: Any) -> None:
+            if left[0] > 0 and source == n and name == "append_entries" and req.entries:
+                left[0] -= 1
+                if left[0] == 0:
+                    asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._crash(n)))
+
+        self.cluster.router.add_hook(hook)
+
+    async def _crash_restart(self, n: NodeId, down: float) -> None:
+        if n not in self.cluster.nodes:
+            return
+        await self._crash(n)
+        await asyncio.sleep(down)
+        if n in self.crashed:
+            await self._restart(n)
+            if self.rng.random() < 0.5:
+                # Comes back alone: it will run for election from whatever vote it kept.
+                self.cluster.router.isolate(n)
+                self.log(f"isolate n{n}")
+
+    async def _heal_all(self) -> None:
+        c = self.cluster
+        self.log("heal all: network, pauses, disks, crashed nodes")
+        c.router.heal()
+        c.router.clear_hooks()
+        c.router.add_hook(self.checker.on_request)
+        c.router.add_response_hook(self.checker.on_response)
+        for n, ev in list(self.paused.items()):
+            del self.paused[n]
+            ev.set()
+        for d in c.disks.values():
+            d.slow = False  # type: ignore[attr-defined]
+        for n in sorted(self.crashed):
+            await self._restart(n)
