@@ -38,7 +38,15 @@ from .errors import (
 from .metrics import RaftMetrics, Wait
 from .network import RaftNetwork, RaftNetworkFactory, RaftServer
 from .raft import Raft, Trigger
-from .storage import IOFlushed, RaftLogReader, RaftLogStorage, RaftStateMachine, SnapshotBuilder
+from .storage import (
+    Adaptor,
+    IOFlushed,
+    RaftLogReader,
+    RaftLogStorage,
+    RaftStateMachine,
+    RaftStorage,
+    SnapshotBuilder,
+)
 from .types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -71,6 +79,7 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptor",
     "ApiError",
     "AppendEntriesRequest",
     "AppendEntriesResponse",
@@ -117,6 +126,7 @@ __all__ = [
     "RaftNetworkFactory",
     "RaftServer",
     "RaftStateMachine",
+    "RaftStorage",
     "ReadPolicy",
     "RemoteError",
     "ServerState",

@@ -290,3 +290,6 @@ from .memory import (  # noqa: E402  (the memory stores import IOFlushed from he
     decode_kv,
     encode_kv,
 )
+from .v08 import Adaptor, MemRaftStorage, RaftStorage  # noqa: E402
+
+__all__ += ["Adaptor", "MemRaftStorage", "RaftStorage"]

@@ -7,6 +7,8 @@
 - ``sim``: the deterministic simulator: the real engine and runtime in virtual time under
   faults, with safety, liveness and linearizability checks
   (``python -m openraft_py.testing.sim``).
+- ``run_log_storage_suite`` / ``run_state_machine_suite`` (``LogStoreSuite``,
+  ``StateMachineSuite``): the storage conformance suites, to run on your own stores.
 
 ``lincheck`` and ``sim`` load on first use, so ``python -m`` can run them as scripts.
 """
@@ -17,6 +19,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster
+from .log_suite import LogStoreSuite, run_log_storage_suite
+from .sm_suite import StateMachineSuite, run_state_machine_suite
+from .suite_base import CheckOutcome, StoreHandle, SuiteFailure
 
 if TYPE_CHECKING:
     from . import lincheck, sim
@@ -46,14 +51,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CheckOutcome",
     "CheckResult",
     "Cluster",
+    "LogStoreSuite",
     "Model",
     "Operation",
     "SimResult",
     "Simulation",
+    "StateMachineSuite",
+    "StoreHandle",
+    "SuiteFailure",
     "check",
     "lincheck",
+    "run_log_storage_suite",
     "run_seed",
+    "run_state_machine_suite",
     "sim",
 ]

@@ -1,0 +1,491 @@
+"""The log-store conformance suite: checks any ``RaftLogStorage`` against its contract.
+
+Run it from your own tests (see ``suite_base`` for the builder contract)::
+
+    from openraft_py.testing.log_suite import run_log_storage_suite
+
+    async def test_my_store(tmp_path):
+        @contextlib.asynccontextmanager
+        async def builder():
+            tmp_path_i = tmp_path / uuid.uuid4().hex
+            log, sm = MyLogStore(tmp_path_i), MemStateMachine()
+            try:
+                yield log, sm
+            finally:
+                log.close()
+
+        await run_log_storage_suite(builder)   # raises SuiteFailure naming every failed check
+
+The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
+reads over every half-open range, purge, truncate, append (holes, the flush callback),
+readers, and (in ``restore_checks``) the start-up state the runtime restores from the store.
+Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
+term 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from ..errors import LogCompacted
+from ..types import LogId, LogState, Vote
+from . import restore_checks
+from .suite_base import (
+    Builder,
+    CheckOutcome,
+    CheckRegistry,
+    Suite,
+    StoreHandle,
+    append,
+    ents,
+    expect,
+    ids,
+    normal,
+    read_all,
+)
+
+__all__ = ["LogStoreSuite", "run_log_storage_suite"]
+
+_reg = CheckRegistry()
+check = _reg.check
+
+LAST = 10
+"""The last index of the standard log (``ents(0, LAST + 1)``)."""
+
+
+async def _fill(h: StoreHandle, stop: int = LAST + 1) -> None:
+    await append(h.log_store, ents(0, stop))
+
+
+def _lid(index: int, term: int = 1) -> LogId:
+    return LogId(term, index)
+
+
+# -- initial state --------------------------------------------------------------------------
+
+
+@check
+async def initial_log_state_empty(h: StoreHandle) -> None:
+    """A fresh store has ``LogState(None, None)``."""
+    expect(await h.log_store.get_log_state(), LogState(None, None), "get_log_state() of a fresh store")
+
+
+@check
+async def initial_vote_none(h: StoreHandle) -> None:
+    """A fresh store has no vote, through the store and through a reader."""
+    expect(await h.log_store.read_vote(), None, "read_vote() of a fresh store")
+    expect(await h.log_store.get_log_reader().read_vote(), None, "reader.read_vote() of a fresh store")
+
+
+@check
+async def initial_committed_none(h: StoreHandle) -> None:
+    """A fresh store has no committed log id."""
+    expect(await h.log_store.read_committed(), None, "read_committed() of a fresh store")
+
+
+@check
+async def initial_no_entries(h: StoreHandle) -> None:
+    """A fresh store returns no entries (and does not raise ``LogCompacted``)."""
+    expect(await h.log_store.try_get_log_entries(0, 10), [], "try_get_log_entries(0, 10) of a fresh store")
+
+
+# -- vote and committed ---------------------------------------------------------------------
+
+
+@check
+async def save_vote_then_read(h: StoreHandle) -> None:
+    """``read_vote`` returns what ``save_vote`` stored."""
+    v = Vote.new(1, 2)
+    await h.log_store.save_vote(v)
+    expect(await h.log_store.read_vote(), v, "read_vote() after save_vote")
+
+
+@check
+async def save_vote_overwrite(h: StoreHandle) -> None:
+    """A second ``save_vote`` replaces the first (also a committed vote of the same term)."""
+    await h.log_store.save_vote(Vote.new(1, 2))
+    await h.log_store.save_vote(Vote.new(3, 4))
+    expect(await h.log_store.read_vote(), Vote.new(3, 4), "read_vote() after two saves")
+    await h.log_store.save_vote(Vote.new(3, 4, committed=True))
+    expect(await h.log_store.read_vote(), Vote.new(3, 4, committed=True), "read_vote() after committing")
+
+
+@check
+async def save_vote_reader_sees_it(h: StoreHandle) -> None:
+    """A reader (made before or after the save) reads the saved vote."""
+    before = h.log_store.get_log_reader()
+    await h.log_store.save_vote(Vote.new(5, 1))
+    expect(await before.read_vote(), Vote.new(5, 1), "read_vote() of a reader made before the save")
+    expect(await h.log_store.get_log_reader().read_vote(), Vote.new(5, 1), "read_vote() of a new reader")
+
+
+@check
+async def save_committed_then_read(h: StoreHandle) -> None:
+    """``read_committed`` returns what was saved (or ``None``: persisting it is optional)."""
+    await _fill(h)
+    await h.log_store.save_committed(_lid(3))
+    got = await h.log_store.read_committed()
+    if got not in (_lid(3), None):
+        raise AssertionError(f"read_committed() after save_committed(1-3): expected 1-3 or None, got {got!r}")
+
+
+@check
+async def save_committed_overwrite(h: StoreHandle) -> None:
+    """A later ``save_committed`` replaces the earlier one."""
+    await _fill(h)
+    await h.log_store.save_committed(_lid(3))
+    await h.log_store.save_committed(_lid(7))
+    got = await h.log_store.read_committed()
+    if got not in (_lid(7), None):
+        raise AssertionError(f"read_committed() after saving 1-3 then 1-7: expected 1-7 or None, got {got!r}")
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+@check
+async def get_log_entries_full(h: StoreHandle) -> None:
+    """``try_get_log_entries(0, LAST + 1)`` returns every entry, equal to what was appended."""
+    await _fill(h)
+    expect(await h.log_store.try_get_log_entries(0, LAST + 1), ents(0, LAST + 1), "entries [0, 11)")
+
+
+@check
+async def get_log_entries_every_range(h: StoreHandle) -> None:
+    """Every half-open range ``[a, b)`` with ``0 <= a, b <= LAST + 3`` returns exactly the
+    held entries of that range (empty when ``b <= a``, cut at the last entry)."""
+    await _fill(h)
+    reader = h.log_store.get_log_reader()
+    for a in range(0, LAST + 4):
+        for b in range(0, LAST + 4):
+            want = ids(ents(a, min(b, LAST + 1))) if b > a else []
+            expect(ids(await reader.try_get_log_entries(a, b)), want, f"try_get_log_entries({a}, {b})")
+
+
+@check
+async def get_log_entries_empty_range(h: StoreHandle) -> None:
+    """``stop <= start`` gives ``[]``."""
+    await _fill(h)
+    expect(await h.log_store.try_get_log_entries(5, 5), [], "try_get_log_entries(5, 5)")
+    expect(await h.log_store.try_get_log_entries(6, 2), [], "try_get_log_entries(6, 2)")
+
+
+@check
+async def get_log_entries_beyond_last(h: StoreHandle) -> None:
+    """A range past the last entry returns only what exists, or nothing."""
+    await _fill(h)
+    expect(ids(await h.log_store.try_get_log_entries(8, 100)), ids(ents(8, LAST + 1)), "try_get_log_entries(8, 100)")
+    expect(await h.log_store.try_get_log_entries(LAST + 1, 100), [], "try_get_log_entries(11, 100)")
+
+
+@check
+async def get_log_entries_after_purge_raises_log_compacted(h: StoreHandle) -> None:
+    """A range starting at or before the last purged index raises ``LogCompacted``."""
+    await _fill(h)
+    await h.log_store.purge(_lid(4))
+    for start in (0, 3, 4):
+        try:
+            got = await h.log_store.try_get_log_entries(start, 8)
+        except LogCompacted:
+            continue
+        raise AssertionError(f"try_get_log_entries({start}, 8) after purge(1-4): expected LogCompacted, got {ids(got)!r}")
+    expect(ids(await h.log_store.try_get_log_entries(5, 8)), ids(ents(5, 8)), "try_get_log_entries(5, 8) after purge(1-4)")
+
+
+@check
+async def returned_list_not_mutated(h: StoreHandle) -> None:
+    """A returned list stays as it was after later appends, truncates and purges."""
+    await _fill(h, 6)
+    got = await h.log_store.try_get_log_entries(0, 6)
+    await append(h.log_store, ents(6, 9))
+    await h.log_store.truncate_after(_lid(2))
+    await h.log_store.purge(_lid(1))
+    expect(ids(got), ids(ents(0, 6)), "an earlier result of try_get_log_entries(0, 6)")
+
+
+# -- log state ------------------------------------------------------------------------------
+
+
+@check
+async def log_state_after_append(h: StoreHandle) -> None:
+    """After appends, ``last_log_id`` is the last entry's id; nothing is purged."""
+    await _fill(h)
+    expect(await h.log_store.get_log_state(), LogState(None, _lid(LAST)), "get_log_state() after appending 0..=10")
+    await append(h.log_store, [normal(2, LAST + 1)])
+    expect(await h.log_store.get_log_state(), LogState(None, LogId(2, LAST + 1)), "get_log_state() after appending 2-11")
+
+
+@check
+async def log_state_after_purge(h: StoreHandle) -> None:
+    """After ``purge(1-5)``: ``LogState(1-5, 1-10)``."""
+    await _fill(h)
+    await h.log_store.purge(_lid(5))
+    expect(await h.log_store.get_log_state(), LogState(_lid(5), _lid(LAST)), "get_log_state() after purge(1-5)")
+
+
+@check
+async def log_state_after_purge_all(h: StoreHandle) -> None:
+    """Purging the last entry leaves ``last_log_id == last_purged_log_id``."""
+    await _fill(h)
+    await h.log_store.purge(_lid(LAST))
+    expect(await h.log_store.get_log_state(), LogState(_lid(LAST), _lid(LAST)), "get_log_state() after purge(1-10)")
+
+
+@check
+async def log_state_after_truncate(h: StoreHandle) -> None:
+    """After ``truncate_after(1-6)`` the last log id is 1-6."""
+    await _fill(h)
+    await h.log_store.truncate_after(_lid(6))
+    expect(await h.log_store.get_log_state(), LogState(None, _lid(6)), "get_log_state() after truncate_after(1-6)")
+
+
+# -- purge ----------------------------------------------------------------------------------
+
+
+async def _check_purged(h: StoreHandle, upto: int) -> None:
+    """The store holds ``upto+1 ..= max(LAST, upto)`` with ``upto`` remembered as purged."""
+    st = await h.log_store.get_log_state()
+    last = _lid(max(LAST, upto))
+    expect(st, LogState(_lid(upto), last), f"get_log_state() after purge(1-{upto})")
+    expect(ids(await read_all(h.log_store)), ids(ents(upto + 1, LAST + 1)), f"entries after purge(1-{upto})")
+    try:
+        await h.log_store.try_get_log_entries(upto, upto + 1)
+    except LogCompacted:
+        pass
+    else:
+        raise AssertionError(f"try_get_log_entries({upto}, {upto + 1}) after purge(1-{upto}): expected LogCompacted")
+    # The log continues right after: the next append starts at max(LAST, upto) + 1.
+    nxt = last.index + 1
+    await append(h.log_store, [normal(2, nxt)])
+    expect(ids(await h.log_store.try_get_log_entries(nxt, nxt + 1)), [LogId(2, nxt)], f"append at {nxt} after purge(1-{upto})")
+
+
+@check
+async def purge_upto_0(h: StoreHandle) -> None:
+    """``purge(1-0)`` deletes only entry 0 and remembers 1-0."""
+    await _fill(h)
+    await h.log_store.purge(_lid(0))
+    await _check_purged(h, 0)
+
+
+@check
+async def purge_upto_5(h: StoreHandle) -> None:
+    """``purge(1-5)`` deletes 0..=5, keeps 6..=10, remembers 1-5."""
+    await _fill(h)
+    await h.log_store.purge(_lid(5))
+    await _check_purged(h, 5)
+
+
+@check
+async def purge_upto_20(h: StoreHandle) -> None:
+    """``purge(1-20)`` past the last entry (after a snapshot install) empties the log, and
+    ``last_log_id`` becomes 1-20; the next append is at 21."""
+    await _fill(h)
+    await h.log_store.purge(_lid(20))
+    await _check_purged(h, 20)
+
+
+@check
+async def purge_twice_and_not_backwards(h: StoreHandle) -> None:
+    """Purging in steps works; a purge not beyond the last purged one is a no-op."""
+    await _fill(h)
+    await h.log_store.purge(_lid(3))
+    await h.log_store.purge(_lid(5))
+    await h.log_store.purge(_lid(2))
+    await _check_purged(h, 5)
+
+
+@check
+async def purge_empty_log(h: StoreHandle) -> None:
+    """Purging a pristine log (after installing a snapshot) makes appends start after it."""
+    await h.log_store.purge(_lid(7, term=2))
+    expect(await h.log_store.get_log_state(), LogState(LogId(2, 7), LogId(2, 7)), "get_log_state() after purge(2-7) of an empty log")
+    await append(h.log_store, [normal(2, 8)])
+    expect(await h.log_store.get_log_state(), LogState(LogId(2, 7), LogId(2, 8)), "get_log_state() after appending 2-8")
+
+
+# -- truncate -------------------------------------------------------------------------------
+
+
+async def _check_truncated(h: StoreHandle, after: int | None, keep_stop: int) -> None:
+    await h.log_store.truncate_after(None if after is None else _lid(after))
+    what = f"truncate_after({'None' if after is None else f'1-{after}'})"
+    expect(ids(await read_all(h.log_store)), ids(ents(0, keep_stop)), f"entries after {what}")
+    expect(await h.log_store.try_get_log_entries(keep_stop, LAST + 5), [], f"entries from {keep_stop} after {what}")
+    last = _lid(keep_stop - 1) if keep_stop > 0 else None
+    expect(await h.log_store.get_log_state(), LogState(None, last), f"get_log_state() after {what}")
+
+
+@check
+async def truncate_after_0(h: StoreHandle) -> None:
+    """``truncate_after(1-0)`` keeps only entry 0."""
+    await _fill(h)
+    await _check_truncated(h, 0, 1)
+
+
+@check
+async def truncate_after_5(h: StoreHandle) -> None:
+    """``truncate_after(1-5)`` keeps 0..=5."""
+    await _fill(h)
+    await _check_truncated(h, 5, 6)
+
+
+@check
+async def truncate_after_11(h: StoreHandle) -> None:
+    """``truncate_after(1-11)`` past the last entry changes nothing."""
+    await _fill(h)
+    await _check_truncated(h, 11, LAST + 1)
+
+
+@check
+async def truncate_after_none(h: StoreHandle) -> None:
+    """``truncate_after(None)`` deletes every entry."""
+    await _fill(h)
+    await _check_truncated(h, None, 0)
+
+
+@check
+async def truncate_after_none_keeps_purged(h: StoreHandle) -> None:
+    """After ``purge(1-4)``, ``truncate_after(None)`` deletes 5..=10 and keeps 1-4 purged:
+    ``LogState(1-4, 1-4)``."""
+    await _fill(h)
+    await h.log_store.purge(_lid(4))
+    await h.log_store.truncate_after(None)
+    expect(await h.log_store.get_log_state(), LogState(_lid(4), _lid(4)), "get_log_state() after purge(1-4), truncate_after(None)")
+    expect(await h.log_store.try_get_log_entries(5, LAST + 1), [], "entries [5, 11) after truncating everything")
+
+
+@check
+async def truncate_then_append(h: StoreHandle) -> None:
+    """After ``truncate_after(1-5)`` the log continues at 6 with new terms (a follower
+    replacing conflicting entries)."""
+    await _fill(h)
+    await h.log_store.truncate_after(_lid(5))
+    await append(h.log_store, ents(6, 9, term=2))
+    expect(ids(await read_all(h.log_store)), ids(ents(0, 6) + ents(6, 9, term=2)), "entries after truncate and append")
+    expect(await h.log_store.get_log_state(), LogState(None, LogId(2, 8)), "get_log_state() after truncate and append")
+
+
+# -- append ---------------------------------------------------------------------------------
+
+
+@check
+async def append_single(h: StoreHandle) -> None:
+    """Appending one entry at a time builds the log."""
+    for i in range(3):
+        await append(h.log_store, [normal(1, i)])
+    expect(await read_all(h.log_store), ents(0, 3), "entries after three single appends")
+
+
+@check
+async def append_batch(h: StoreHandle) -> None:
+    """Batches append in order; payloads come back equal."""
+    await append(h.log_store, ents(0, 4))
+    await append(h.log_store, ents(4, 9, term=2))
+    expect(await read_all(h.log_store), ents(0, 4) + ents(4, 9, term=2), "entries after two batches")
+
+
+@check
+async def append_hole_refused(h: StoreHandle) -> None:
+    """An append leaving a hole raises ``ValueError``; the log is unchanged and the
+    callback is not called. Also for a pristine log not starting at 0."""
+    from .suite_base import RecordingFlushed
+
+    for prefill, bad in ((0, 1), (5, 7)):
+        if prefill:
+            await _fill(h, prefill)
+        cb = RecordingFlushed()
+        try:
+            await h.log_store.append([normal(1, bad)], cb)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"append at index {bad} after {prefill} entries: expected ValueError")
+        await asyncio.sleep(0.01)
+        expect(cb.calls, 0, f"io_completed calls after the refused append at {bad}")
+        expect(ids(await read_all(h.log_store)), ids(ents(0, prefill)), f"entries after the refused append at {bad}")
+
+
+@check
+async def append_callback_called_once(h: StoreHandle) -> None:
+    """``io_completed(None)`` is called exactly once per append (also for an empty one)."""
+    cbs = [await append(h.log_store, ents(0, 3)), await append(h.log_store, []), await append(h.log_store, ents(3, 4))]
+    await asyncio.sleep(0.05)
+    expect([cb.calls for cb in cbs], [1, 1, 1], "io_completed calls per append")
+    expect([cb.errors for cb in cbs], [[None]] * 3, "io_completed errors per append")
+
+
+@check
+async def append_readable_on_return(h: StoreHandle) -> None:
+    """Entries are readable as soon as ``append`` returns, before the flush is awaited."""
+    from .suite_base import RecordingFlushed
+
+    cb = RecordingFlushed()
+    await h.log_store.append(ents(0, 5), cb)
+    expect(ids(await h.log_store.get_log_reader().try_get_log_entries(0, 5)), ids(ents(0, 5)), "entries right after append returned")
+    await cb.wait()
+
+
+# -- readers --------------------------------------------------------------------------------
+
+
+@check
+async def reader_sees_new_entries(h: StoreHandle) -> None:
+    """A reader made before appends, truncates and purges sees their effects."""
+    reader = h.log_store.get_log_reader()
+    await _fill(h)
+    expect(ids(await reader.try_get_log_entries(0, LAST + 1)), ids(ents(0, LAST + 1)), "reader after append")
+    await h.log_store.truncate_after(_lid(7))
+    expect(ids(await reader.try_get_log_entries(0, LAST + 1)), ids(ents(0, 8)), "reader after truncate_after(1-7)")
+    await h.log_store.purge(_lid(2))
+    expect(ids(await reader.try_get_log_entries(3, LAST + 1)), ids(ents(3, 8)), "reader after purge(1-2)")
+
+
+@check
+async def independent_readers(h: StoreHandle) -> None:
+    """Several readers read concurrently, each getting its own complete result."""
+    await _fill(h)
+    readers = [h.log_store.get_log_reader() for _ in range(4)]
+    ranges = [(0, 11), (2, 5), (5, 11), (9, 20)]
+    got = await asyncio.gather(*(r.try_get_log_entries(a, b) for r, (a, b) in zip(readers, ranges)))
+    for (a, b), g in zip(ranges, got):
+        expect(ids(g), ids(ents(a, min(b, LAST + 1))), f"concurrent reader [{a}, {b})")
+
+
+# -- restart ------------------------------------------------------------------------------
+
+
+@check
+async def reopen_keeps_log(h: StoreHandle) -> None:
+    """After a restart (``reopen``) the vote, entries and purge are still there (skipped
+    without ``reopen``)."""
+    await _fill(h)
+    await h.log_store.save_vote(Vote.new(2, 1, committed=True))
+    await h.log_store.purge(_lid(3))
+    await h.log_store.truncate_after(_lid(8))
+    await h.log_store.save_committed(_lid(6))
+    await h.restart()
+    expect(await h.log_store.read_vote(), Vote.new(2, 1, committed=True), "read_vote() after reopen")
+    expect(await h.log_store.get_log_state(), LogState(_lid(3), _lid(8)), "get_log_state() after reopen")
+    expect(await read_all(h.log_store), ents(4, 9), "entries after reopen")
+    got = await h.log_store.read_committed()
+    if got not in (_lid(6), None):
+        raise AssertionError(f"read_committed() after reopen: expected 1-6 or None, got {got!r}")
+    await append(h.log_store, ents(9, 11))
+    expect(ids(await read_all(h.log_store)), ids(ents(4, 11)), "entries after reopen and append")
+
+
+class LogStoreSuite(Suite):
+    """Every log-store check, then the start-up checks of ``restore_checks``."""
+
+    name = "LogStoreSuite"
+    checks = {**_reg.checks, **restore_checks.registry.checks}
+
+
+async def run_log_storage_suite(
+    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float = 10.0
+) -> list[CheckOutcome]:
+    """``LogStoreSuite.run_all(builder, ...)``: run the log-store checks and return the
+    report; raises ``SuiteFailure`` naming every failed check."""
+    return await LogStoreSuite.run_all(builder, only=only, raise_on_failure=raise_on_failure, timeout=timeout)

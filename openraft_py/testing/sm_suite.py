@@ -1,0 +1,374 @@
+"""The state-machine conformance suite: checks any ``RaftStateMachine`` against its contract.
+
+Run it like the log suite (see ``log_suite`` and, for the builder contract, ``suite_base``)::
+
+    await run_state_machine_suite(builder)      # raises SuiteFailure naming failed checks
+
+Checks: the initial applied state, ``apply`` (responses, applied state, memberships), and
+snapshots: build, ``get_current_snapshot``, streaming one store's snapshot into another
+store's ``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
+concurrently with ``apply``, and (with ``reopen``) what survives a restart.
+
+``Normal`` entries carry ``handle.normal_data(i)``. Compare application state with
+``handle.state_view`` when the builder gives one; otherwise the snapshot checks compare the
+applied state, the snapshot meta and the snapshot bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import IO, Any
+
+from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
+from .suite_base import (
+    Builder,
+    CheckOutcome,
+    CheckRegistry,
+    StoreHandle,
+    Suite,
+    blank,
+    expect,
+    member,
+    normal,
+)
+
+__all__ = ["StateMachineSuite", "run_state_machine_suite"]
+
+_reg = CheckRegistry()
+check = _reg.check
+
+CHUNK = 7
+"""Bytes per chunk when streaming a snapshot: small, so a store sees many writes."""
+
+
+def _entries(h: StoreHandle, start: int, stop: int, term: int = 1) -> list[Entry]:
+    """Entries ``[start, stop)``: a membership at 0 and 5, blank at 3, normal otherwise."""
+    out: list[Entry] = []
+    for i in range(start, stop):
+        if i == 0:
+            out.append(member(term, i, {1, 2, 3}))
+        elif i == 5:
+            out.append(member(term, i, {1, 2, 3, 4}))
+        elif i == 3:
+            out.append(blank(term, i))
+        else:
+            out.append(normal(term, i, h.normal_data(i)))
+    return out
+
+
+def _stored(e: Entry) -> StoredMembership:
+    assert isinstance(e.payload, Membership)
+    return StoredMembership(e.log_id, e.payload)
+
+
+def _read(data: IO[bytes]) -> bytes:
+    data.seek(0)
+    out = data.read()
+    data.close()
+    return out
+
+
+async def _view(h: StoreHandle) -> Any:
+    return None if h.state_view is None else await h.state_view(h.state_machine)
+
+
+async def _build(h: StoreHandle) -> Snapshot:
+    return await h.state_machine.get_snapshot_builder().build_snapshot()
+
+
+async def _stream_install(snap: Snapshot, target: StoreHandle) -> None:
+    """Copy ``snap.data`` chunk by chunk into the target's receiving file; install it."""
+    dst = await target.state_machine.begin_receiving_snapshot()
+    snap.data.seek(0)
+    while chunk := snap.data.read(CHUNK):
+        dst.write(chunk)
+    snap.data.close()
+    try:
+        await target.state_machine.install_snapshot(snap.meta, dst)
+    finally:
+        dst.close()
+
+
+# -- initial state and apply ----------------------------------------------------------------
+
+
+@check
+async def sm_initial_applied_state(h: StoreHandle) -> None:
+    """A fresh state machine: ``(None, EMPTY_STORED_MEMBERSHIP)``."""
+    expect(await h.state_machine.applied_state(), (None, EMPTY_STORED_MEMBERSHIP), "applied_state() of a fresh state machine")
+
+
+@check
+async def sm_initial_no_snapshot(h: StoreHandle) -> None:
+    """A fresh state machine has no current snapshot."""
+    expect(await h.state_machine.get_current_snapshot(), None, "get_current_snapshot() of a fresh state machine")
+
+
+@check
+async def apply_single(h: StoreHandle) -> None:
+    """Applying one entry at a time: one response each; applied follows."""
+    for e in _entries(h, 0, 3):
+        resp = await h.state_machine.apply([e])
+        expect(len(resp), 1, f"number of responses to apply([{e!r}])")
+        applied, _ = await h.state_machine.applied_state()
+        expect(applied, e.log_id, f"applied log id after applying {e!r}")
+
+
+@check
+async def apply_multiple(h: StoreHandle) -> None:
+    """One call with many entries returns one response per entry, in order; applied is the
+    last entry's id."""
+    es = _entries(h, 0, 8)
+    resp = await h.state_machine.apply(es)
+    expect(len(resp), len(es), "number of responses to apply(8 entries)")
+    expect((await h.state_machine.applied_state())[0], LogId(1, 7), "applied log id after apply(0..=7)")
+
+
+@check
+async def apply_responses_none_for_blank_and_membership(h: StoreHandle) -> None:
+    """Blank and membership entries answer ``None``."""
+    es = _entries(h, 0, 6)
+    resp = await h.state_machine.apply(es)
+    got = [r for e, r in zip(es, resp) if type(e.payload) is not Normal]
+    expect(got, [None, None, None], "responses to the blank and membership entries")
+
+
+@check
+async def apply_membership_updates_stored_membership(h: StoreHandle) -> None:
+    """A membership entry becomes the stored membership, with its log id."""
+    es = _entries(h, 0, 3)
+    await h.state_machine.apply(es)
+    expect(await h.state_machine.applied_state(), (LogId(1, 2), _stored(es[0])), "applied_state() after a membership at 0")
+
+
+@check
+async def apply_later_membership_replaces(h: StoreHandle) -> None:
+    """A later membership entry replaces the stored one; normal entries leave it alone."""
+    es = _entries(h, 0, 8)
+    await h.state_machine.apply(es[:6])
+    await h.state_machine.apply(es[6:])
+    expect(await h.state_machine.applied_state(), (LogId(1, 7), _stored(es[5])), "applied_state() after memberships at 0 and 5")
+
+
+@check
+async def apply_empty_list(h: StoreHandle) -> None:
+    """``apply([])`` returns ``[]`` and changes nothing."""
+    await h.state_machine.apply(_entries(h, 0, 2))
+    before = await h.state_machine.applied_state()
+    expect(await h.state_machine.apply([]), [], "apply([])")
+    expect(await h.state_machine.applied_state(), before, "applied_state() after apply([])")
+
+
+@check
+async def apply_new_term(h: StoreHandle) -> None:
+    """Entries of a later term continue the applied sequence."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    await h.state_machine.apply([normal(3, 4, h.normal_data(4)), blank(3, 5)])
+    expect((await h.state_machine.applied_state())[0], LogId(3, 5), "applied log id after term-3 entries")
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+@check
+async def snapshot_build_meta(h: StoreHandle) -> None:
+    """A built snapshot's meta is the applied state, with a non-empty id; its data is a
+    readable binary file."""
+    es = _entries(h, 0, 8)
+    await h.state_machine.apply(es)
+    snap = await _build(h)
+    expect((snap.meta.last_log_id, snap.meta.last_membership), (LogId(1, 7), _stored(es[5])), "snapshot meta")
+    if not snap.meta.snapshot_id:
+        raise AssertionError("snapshot meta: empty snapshot_id")
+    if not isinstance(_read(snap.data), bytes):
+        raise AssertionError("snapshot data: read() did not return bytes")
+
+
+@check
+async def snapshot_build_then_current(h: StoreHandle) -> None:
+    """``get_current_snapshot`` returns the last built snapshot (same meta and bytes)."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    snap = await _build(h)
+    cur = await h.state_machine.get_current_snapshot()
+    if cur is None:
+        raise AssertionError("get_current_snapshot() after build_snapshot: got None")
+    expect(cur.meta, snap.meta, "current snapshot meta")
+    expect(_read(cur.data), _read(snap.data), "current snapshot data")
+
+
+@check
+async def snapshot_current_after_more_applies(h: StoreHandle) -> None:
+    """Applying more entries does not change the current snapshot; building again does."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    first = await _build(h)
+    first.data.close()
+    await h.state_machine.apply(_entries(h, 4, 7))
+    cur = await h.state_machine.get_current_snapshot()
+    if cur is not None:
+        cur.data.close()
+    expect(None if cur is None else cur.meta, first.meta, "current snapshot meta after more applies")
+    second = await _build(h)
+    second.data.close()
+    cur = await h.state_machine.get_current_snapshot()
+    if cur is not None:
+        cur.data.close()
+    expect(None if cur is None else cur.meta.last_log_id, LogId(1, 6), "current snapshot after a second build")
+    if second.meta.snapshot_id == first.meta.snapshot_id:
+        raise AssertionError(f"two snapshots share the id {first.meta.snapshot_id!r}")
+
+
+@check
+async def snapshot_current_returns_fresh_file(h: StoreHandle) -> None:
+    """Each ``get_current_snapshot`` call gives its own file positioned at 0."""
+    await h.state_machine.apply(_entries(h, 0, 5))
+    (await _build(h)).data.close()
+    a = await h.state_machine.get_current_snapshot()
+    b = await h.state_machine.get_current_snapshot()
+    assert a is not None and b is not None, "get_current_snapshot() returned None after a build"
+    first = a.data.read(3)
+    whole = b.data.read()
+    rest = a.data.read()
+    a.data.close()
+    b.data.close()
+    expect(first + rest, whole, "bytes of two concurrently read current snapshots")
+
+
+@check
+async def snapshot_of_fresh_state_machine(h: StoreHandle) -> None:
+    """A snapshot of a fresh state machine covers nothing and installs elsewhere."""
+    snap = await _build(h)
+    expect((snap.meta.last_log_id, snap.meta.last_membership), (None, EMPTY_STORED_MEMBERSHIP), "snapshot meta of a fresh state machine")
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(snap, other)
+        expect(await other.state_machine.applied_state(), (None, EMPTY_STORED_MEMBERSHIP), "applied_state() after installing it")
+
+
+@check
+async def snapshot_install_on_another_store(h: StoreHandle) -> None:
+    """A snapshot built on one store, streamed in chunks into another's receiving file and
+    installed there, gives the same applied state, current snapshot and state."""
+    await h.state_machine.apply(_entries(h, 0, 8))
+    snap = await _build(h)
+    cur0 = await h.state_machine.get_current_snapshot()
+    data = _read(cur0.data) if cur0 is not None else b""
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(snap, other)
+        expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() of the target")
+        cur = await other.state_machine.get_current_snapshot()
+        expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta of the target")
+        if cur is not None:
+            expect(_read(cur.data), data, "current snapshot data of the target")
+        expect(await _view(other), await _view(h), "state of the target (state_view)")
+
+
+@check
+async def snapshot_install_replaces_state(h: StoreHandle) -> None:
+    """Installing replaces whatever the target had applied, even a longer history."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    snap = await _build(h)
+    assert h.another is not None
+    async with h.another() as other:
+        await other.state_machine.apply(_entries(other, 0, 9, term=2))
+        await _stream_install(snap, other)
+        expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() after install")
+        expect(await _view(other), await _view(h), "state after install (state_view)")
+
+
+@check
+async def snapshot_install_then_apply_continues(h: StoreHandle) -> None:
+    """After an install, applying the next entries continues from the snapshot."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    snap = await _build(h)
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(snap, other)
+        later = _entries(h, 4, 8)
+        await other.state_machine.apply(later)
+        await h.state_machine.apply(later)
+        expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() after install + apply")
+        expect(await _view(other), await _view(h), "state after install + apply (state_view)")
+
+
+@check
+async def snapshot_install_bad_data_raises_value_error(h: StoreHandle) -> None:
+    """Garbage snapshot data raises ``ValueError`` and keeps the previous state."""
+    await h.state_machine.apply(_entries(h, 0, 3))
+    before = (await h.state_machine.applied_state(), await _view(h))
+    snap = await _build(h)
+    _read(snap.data)
+    dst = await h.state_machine.begin_receiving_snapshot()
+    dst.write(b"\x00not a snapshot\xff" * 3)
+    meta = type(snap.meta)(LogId(1, 9), snap.meta.last_membership, "garbage-1")
+    try:
+        await h.state_machine.install_snapshot(meta, dst)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("install_snapshot(garbage): expected ValueError")
+    finally:
+        dst.close()
+    expect((await h.state_machine.applied_state(), await _view(h)), before, "state after a refused install")
+
+
+@check
+async def snapshot_build_concurrent_with_apply(h: StoreHandle) -> None:
+    """A build running concurrently with ``apply`` is a consistent image of one applied
+    point: installed elsewhere, it restores exactly its meta's applied state."""
+    await h.state_machine.apply(_entries(h, 0, 3))
+    builder = h.state_machine.get_snapshot_builder()
+    build = asyncio.ensure_future(builder.build_snapshot())
+    for i in range(3, 12):
+        await h.state_machine.apply(_entries(h, i, i + 1))
+    snap = await build
+    last = snap.meta.last_log_id
+    if last is None or not LogId(1, 2) <= last <= LogId(1, 11):
+        raise AssertionError(f"concurrent snapshot meta.last_log_id: expected 1-2..1-11, got {last!r}")
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(snap, other)
+        expect((await other.state_machine.applied_state())[0], last, "applied log id after installing the concurrent snapshot")
+        if h.state_view is not None:  # replaying the same entries on a third store must agree
+            async with h.another() as third:
+                await third.state_machine.apply(_entries(h, 0, last.index + 1))
+                expect(await _view(other), await _view(third), "state of the concurrent snapshot vs replay")
+
+
+# -- restart --------------------------------------------------------------------------------
+
+
+@check
+async def reopen_keeps_applied_state(h: StoreHandle) -> None:
+    """After a restart (``reopen``) the state machine reports what it applied (durable) or
+    what its current snapshot covers (volatile), and still has that snapshot (skipped
+    without ``reopen``)."""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    snap = await _build(h)
+    _read(snap.data)
+    await h.state_machine.apply(_entries(h, 4, 7))
+    full = await h.state_machine.applied_state()
+    await h.restart()
+    got = await h.state_machine.applied_state()
+    if got not in (full, (snap.meta.last_log_id, snap.meta.last_membership)):
+        raise AssertionError(f"applied_state() after reopen: expected {full!r} or the snapshot's, got {got!r}")
+    cur = await h.state_machine.get_current_snapshot()
+    expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta after reopen")
+    if cur is not None:
+        cur.data.close()
+
+
+class StateMachineSuite(Suite):
+    """Every state-machine check."""
+
+    name = "StateMachineSuite"
+    checks = dict(_reg.checks)
+
+
+async def run_state_machine_suite(
+    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float = 10.0
+) -> list[CheckOutcome]:
+    """``StateMachineSuite.run_all(builder, ...)``: run the state-machine checks and return
+    the report; raises ``SuiteFailure`` naming every failed check."""
+    return await StateMachineSuite.run_all(builder, only=only, raise_on_failure=raise_on_failure, timeout=timeout)

@@ -1,0 +1,307 @@
+"""The machinery shared by the storage conformance suites (``log_suite``, ``sm_suite``).
+
+The builder contract
+--------------------
+
+Both suites take a ``builder``: a zero-argument callable that makes a **fresh, empty** store
+pair for one check. It returns either
+
+- an async context manager (the recommended form: the suite enters it before the check and
+  exits it afterwards, so stores holding files or threads are closed), or
+- an awaitable (an ``async def`` builder): no clean-up is done,
+
+and what it yields / returns is either a ``(log_store, state_machine)`` tuple or a
+``StoreHandle``. A ``StoreHandle`` adds optional capabilities:
+
+- ``reopen``: an async callable that closes the current store objects and returns a new
+  ``(log_store, state_machine)`` pair over the *same durable data* (a process restart). The
+  checks that need it are reported as skipped without it.
+- ``normal_data(i)``: the data of the ``i``-th ``Normal`` entry the state-machine checks
+  apply (default: ``encode_kv(KvSet(f"key{i}", f"value{i}"))``, the KV model of
+  ``MemStateMachine``). Give it when your state machine only accepts its own commands.
+- ``state_view(sm)``: an async callable returning a comparable image of the application
+  state (for example ``sm.data``); the snapshot checks then also compare the state of the
+  source and the target of a snapshot. Without it they compare applied state, meta and data.
+
+Every check gets its own fresh pair. A check that only concerns the log store still receives
+the state machine: pair your log store with ``MemStateMachine()`` if you have no state machine
+of your own (and vice versa with ``MemLogStore()``).
+
+Reports
+-------
+
+``Suite.run_all`` returns one ``CheckOutcome(name, ok, error)`` per check run, in order.
+``error`` is the exception of a failed check, ``CheckSkipped`` for a skipped one (``ok`` is
+then ``True``) and ``None`` otherwise. Unless ``raise_on_failure=False``, failed checks are
+raised together as one ``SuiteFailure`` listing every one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, AsyncContextManager, ClassVar, NamedTuple, Union
+
+from ..storage import IOFlushed, RaftLogStorage, RaftStateMachine
+from ..storage.memory import KvSet, encode_kv
+from ..types import BLANK, Entry, LogId, Membership, Normal
+
+__all__ = [
+    "Builder",
+    "CheckFn",
+    "CheckOutcome",
+    "CheckSkipped",
+    "StoreHandle",
+    "Suite",
+    "SuiteFailure",
+]
+
+
+def _default_normal_data(i: int) -> bytes:
+    return encode_kv(KvSet(f"key{i}", f"value{i}"))
+
+
+@dataclass
+class StoreHandle:
+    """The store pair under test and its optional capabilities (see the module docstring).
+
+    The suite replaces ``log_store`` and ``state_machine`` when it calls ``reopen``; the
+    builder's clean-up should close whatever the handle holds at exit.
+    """
+
+    log_store: RaftLogStorage
+    state_machine: RaftStateMachine
+    reopen: Callable[[], Awaitable[tuple[RaftLogStorage, RaftStateMachine]]] | None = None
+    normal_data: Callable[[int], bytes] = field(default=_default_normal_data)
+    state_view: Callable[[RaftStateMachine], Awaitable[Any]] | None = None
+    another: Callable[[], AsyncContextManager[StoreHandle]] | None = field(default=None, repr=False)
+    """Set by the suite (not the builder): opens a second fresh pair from the same builder,
+    for checks that move a snapshot from one store to another."""
+
+    async def restart(self) -> None:
+        """Reopen the stores over the same durable data; raises ``CheckSkipped`` when the
+        builder gave no ``reopen``."""
+        if self.reopen is None:
+            raise CheckSkipped("the builder gives no reopen()")
+        self.log_store, self.state_machine = await self.reopen()
+
+
+_Built = Union[StoreHandle, "tuple[RaftLogStorage, RaftStateMachine]"]
+Builder = Callable[[], Union[AsyncContextManager[Any], Awaitable[Any]]]
+"""A zero-argument factory of fresh store pairs (see the module docstring)."""
+
+CheckFn = Callable[[StoreHandle], Awaitable[None]]
+"""One check: an async function of a fresh ``StoreHandle``; raises on failure."""
+
+
+class CheckSkipped(Exception):
+    """Raised by a check that cannot run with this builder (e.g. no ``reopen``)."""
+
+
+class CheckOutcome(NamedTuple):
+    """The result of one check: ``ok`` is ``False`` iff ``error`` is a failure."""
+
+    name: str
+    ok: bool
+    error: BaseException | None
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the check was skipped (``error`` is a ``CheckSkipped``)."""
+        return isinstance(self.error, CheckSkipped)
+
+
+class SuiteFailure(AssertionError):
+    """Some checks failed. ``failed`` names them, ``report`` holds every outcome."""
+
+    def __init__(self, suite: str, report: list[CheckOutcome]) -> None:
+        self.report = report
+        self.failed: list[str] = [o.name for o in report if not o.ok]
+        lines = [f"{suite}: {len(self.failed)} of {len(report)} checks failed:"]
+        for o in report:
+            if not o.ok:
+                lines.append(f"  {o.name}: {type(o.error).__name__}: {o.error}")
+        super().__init__("\n".join(lines))
+
+
+@contextlib.asynccontextmanager
+async def _open(builder: Builder) -> AsyncIterator[StoreHandle]:
+    """Enter ``builder()`` whichever form it has and normalize what it gives."""
+    made = builder()
+    if hasattr(made, "__aenter__"):
+        async with made as built:  # type: ignore[union-attr]
+            handle = _as_handle(built)
+            handle.another = lambda: _open(builder)
+            yield handle
+    elif inspect.isawaitable(made):
+        handle = _as_handle(await made)
+        handle.another = lambda: _open(builder)
+        yield handle
+    else:
+        raise TypeError(f"builder() must return an async context manager or an awaitable, got {made!r}")
+
+
+def _as_handle(built: Any) -> StoreHandle:
+    if isinstance(built, StoreHandle):
+        return built
+    if isinstance(built, tuple) and len(built) == 2:
+        return StoreHandle(built[0], built[1])
+    raise TypeError(f"the builder must give a StoreHandle or a (log_store, state_machine) tuple, got {built!r}")
+
+
+class Suite:
+    """A named set of checks. Subclasses fill ``checks`` with the ``check`` decorator of a
+    ``CheckRegistry``; ``run_all`` runs them."""
+
+    name: ClassVar[str] = "Suite"
+    checks: ClassVar[dict[str, CheckFn]] = {}
+
+    @classmethod
+    def check_names(cls) -> list[str]:
+        """Every check's name, in run order."""
+        return list(cls.checks)
+
+    @classmethod
+    async def run_all(
+        cls,
+        builder: Builder,
+        *,
+        only: Iterable[str] | None = None,
+        raise_on_failure: bool = True,
+        timeout: float = 10.0,
+    ) -> list[CheckOutcome]:
+        """Run every check (or those named in ``only``), each on a fresh pair from
+        ``builder`` and bounded by ``timeout`` seconds.
+
+        Returns the report. Raises ``SuiteFailure`` naming every failed check unless
+        ``raise_on_failure`` is false, and ``ValueError`` for an unknown name in ``only``.
+        """
+        names = cls.check_names()
+        if only is not None:
+            wanted = list(only)
+            unknown = sorted(set(wanted) - set(names))
+            if unknown:
+                raise ValueError(f"{cls.name} has no check named {unknown}; checks: {names}")
+            names = [n for n in names if n in set(wanted)]
+        report: list[CheckOutcome] = []
+        for name in names:
+            report.append(await cls.run_one(builder, name, timeout=timeout))
+        if raise_on_failure and any(not o.ok for o in report):
+            raise SuiteFailure(cls.name, report)
+        return report
+
+    @classmethod
+    async def run_one(cls, builder: Builder, name: str, *, timeout: float = 10.0) -> CheckOutcome:
+        """Run the check ``name`` on a fresh pair; never raises for a failed check."""
+        fn = cls.checks[name]
+        try:
+            async with _open(builder) as handle:
+                await asyncio.wait_for(fn(handle), timeout)
+        except CheckSkipped as e:
+            return CheckOutcome(name, True, e)
+        except AssertionError as e:
+            return CheckOutcome(name, False, AssertionError(f"[{name}] {e}"))
+        except asyncio.TimeoutError:
+            return CheckOutcome(name, False, AssertionError(f"[{name}] timed out after {timeout}s"))
+        except Exception as e:  # a store that raises fails the check, it does not stop the suite
+            return CheckOutcome(name, False, e)
+        return CheckOutcome(name, True, None)
+
+
+class CheckRegistry:
+    """An ordered ``name -> check`` dict filled by the ``check`` decorator."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, CheckFn] = {}
+
+    def check(self, fn: CheckFn) -> CheckFn:
+        """Register ``fn`` under its ``__name__`` (which must be unique)."""
+        if fn.__name__ in self.checks:
+            raise ValueError(f"duplicate check {fn.__name__}")
+        if not fn.__doc__:
+            raise ValueError(f"check {fn.__name__} needs a docstring")
+        self.checks[fn.__name__] = fn
+        return fn
+
+
+# -- helpers for checks ---------------------------------------------------------------------
+
+
+def expect(actual: Any, expected: Any, what: str) -> None:
+    """Raise ``AssertionError`` naming ``what`` unless ``actual == expected``."""
+    if actual != expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def blank(term: int, index: int) -> Entry:
+    """A blank entry at ``LogId(term, index)``."""
+    return Entry(LogId(term, index), BLANK)
+
+
+def normal(term: int, index: int, data: bytes | None = None) -> Entry:
+    """A normal entry at ``LogId(term, index)`` (data derived from the id by default)."""
+    return Entry(LogId(term, index), Normal(data if data is not None else f"d{term}-{index}".encode()))
+
+
+def member(term: int, index: int, *configs: set[int]) -> Entry:
+    """A membership entry at ``LogId(term, index)`` with the voter sets ``configs``."""
+    return Entry(LogId(term, index), Membership.new(list(configs)))
+
+
+def ents(start: int, stop: int, term: int = 1) -> list[Entry]:
+    """Normal entries ``[start, stop)`` of ``term``."""
+    return [normal(term, i) for i in range(start, stop)]
+
+
+class RecordingFlushed(IOFlushed):
+    """An ``IOFlushed`` bound to the running loop that counts ``io_completed`` calls
+    (including a forbidden second one) and lets a check await completion."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.calls = 0
+        self.errors: list[BaseException | None] = []
+        self.event = asyncio.Event()
+        super().__init__(self._done_fn, loop)
+
+    def _done_fn(self, error: BaseException | None) -> None:
+        self.errors.append(error)
+        self.event.set()
+
+    def io_completed(self, error: BaseException | None = None) -> None:
+        self.calls += 1
+        super().io_completed(error)
+
+    async def wait(self, timeout: float = 5.0) -> None:
+        """Wait for ``io_completed``; raise ``AssertionError`` if it does not come or
+        reports an error."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"append: IOFlushed.io_completed not called within {timeout}s") from None
+        if self.errors[0] is not None:
+            raise AssertionError(f"append: IOFlushed reported an error: {self.errors[0]!r}")
+
+
+async def append(store: RaftLogStorage, entries: list[Entry]) -> RecordingFlushed:
+    """Append ``entries`` and wait until they are durable; return the callback."""
+    cb = RecordingFlushed()
+    await store.append(entries, cb)
+    await cb.wait()
+    return cb
+
+
+async def read_all(store: RaftLogStorage) -> list[Entry]:
+    """Every entry the store holds (from the first non-purged index to the last)."""
+    st = await store.get_log_state()
+    start = 0 if st.last_purged_log_id is None else st.last_purged_log_id.index + 1
+    stop = 0 if st.last_log_id is None else st.last_log_id.index + 1
+    return await store.try_get_log_entries(start, stop)
+
+
+def ids(entries: list[Entry]) -> list[LogId]:
+    """The log ids of ``entries``."""
+    return [e.log_id for e in entries]

@@ -1,0 +1,245 @@
+"""The storage conformance suites: they pass on every shipped store pair and name the checks
+a deliberately broken store fails."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import openraft_py
+from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage
+from openraft_py.testing import (
+    LogStoreSuite,
+    StateMachineSuite,
+    StoreHandle,
+    SuiteFailure,
+    run_log_storage_suite,
+    run_state_machine_suite,
+)
+from openraft_py.types import LogId, Vote
+
+pytestmark = pytest.mark.timeout(120)
+
+HAS_ROCKS = importlib.util.find_spec("rocksdict") is not None and importlib.util.find_spec("openraft_py.storage.rocks") is not None
+
+
+async def _view(sm: Any) -> dict[str, str]:
+    return dict(sm.data)
+
+
+def mem_builder(log_cls: type[MemLogStore] = MemLogStore) -> Any:
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[StoreHandle]:
+        disk = MemDisk()
+
+        async def reopen() -> tuple[Any, Any]:
+            return log_cls(disk), MemStateMachine(disk)
+
+        yield StoreHandle(log_cls(disk), MemStateMachine(disk), reopen=reopen, state_view=_view)
+
+    return builder
+
+
+@contextlib.asynccontextmanager
+async def adaptor_builder() -> AsyncIterator[StoreHandle]:
+    disk = MemDisk()
+
+    async def reopen() -> tuple[Any, Any]:
+        return Adaptor(MemRaftStorage(disk))
+
+    log, sm = Adaptor(MemRaftStorage(disk))
+    yield StoreHandle(log, sm, reopen=reopen, state_view=lambda sm: _view(sm.storage))
+
+
+def rocks_builder(root: Path) -> Any:
+    from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[StoreHandle]:
+        base = root / uuid.uuid4().hex
+        handle = StoreHandle(RocksLogStore(base / "log"), RocksStateMachine(base / "sm"), state_view=_view)
+
+        async def reopen() -> tuple[Any, Any]:
+            handle.log_store.close()  # type: ignore[attr-defined]
+            handle.state_machine.close()  # type: ignore[attr-defined]
+            return RocksLogStore(base / "log"), RocksStateMachine(base / "sm")
+
+        handle.reopen = reopen
+        try:
+            yield handle
+        finally:
+            handle.log_store.close()  # type: ignore[attr-defined]
+            handle.state_machine.close()  # type: ignore[attr-defined]
+
+    return builder
+
+
+def _assert_all_ran(report: list[Any], suite: type[Any]) -> None:
+    assert [o.name for o in report] == suite.check_names()
+    assert all(o.ok for o in report), [o for o in report if not o.ok]
+    assert not [o.name for o in report if o.skipped]
+
+
+# -- the suites pass on the shipped stores ----------------------------------------------------
+
+
+def test_suites_are_big_enough() -> None:
+    names = LogStoreSuite.check_names() + StateMachineSuite.check_names()
+    assert len(names) >= 40 and len(set(names)) == len(names)
+    for n in ("purge_upto_0", "purge_upto_5", "purge_upto_20", "truncate_after_0", "truncate_after_5", "truncate_after_11", "truncate_after_none"):
+        assert n in names
+
+
+async def test_mem_log_suite() -> None:
+    _assert_all_ran(await run_log_storage_suite(mem_builder()), LogStoreSuite)
+
+
+async def test_mem_state_machine_suite() -> None:
+    _assert_all_ran(await run_state_machine_suite(mem_builder()), StateMachineSuite)
+
+
+async def test_adaptor_log_suite() -> None:
+    _assert_all_ran(await run_log_storage_suite(adaptor_builder), LogStoreSuite)
+
+
+async def test_adaptor_state_machine_suite() -> None:
+    _assert_all_ran(await run_state_machine_suite(adaptor_builder), StateMachineSuite)
+
+
+@pytest.mark.skipif(not HAS_ROCKS, reason="openraft_py.storage.rocks (rocksdict) is not importable")
+async def test_rocks_log_suite(tmp_path: Path) -> None:
+    _assert_all_ran(await run_log_storage_suite(rocks_builder(tmp_path)), LogStoreSuite)
+
+
+@pytest.mark.skipif(not HAS_ROCKS, reason="openraft_py.storage.rocks (rocksdict) is not importable")
+async def test_rocks_state_machine_suite(tmp_path: Path) -> None:
+    _assert_all_ran(await run_state_machine_suite(rocks_builder(tmp_path)), StateMachineSuite)
+
+
+# -- builder forms and options -----------------------------------------------------------------
+
+
+async def test_awaitable_builder_returning_a_tuple_skips_reopen() -> None:
+    async def builder() -> tuple[Any, Any]:
+        return MemLogStore(), MemStateMachine()
+
+    report = await run_log_storage_suite(builder, only=["purge_upto_5", "reopen_keeps_log"])
+    assert [(o.name, o.ok, o.skipped) for o in report] == [("purge_upto_5", True, False), ("reopen_keeps_log", True, True)]
+
+
+async def test_only_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="no_such_check"):
+        await run_log_storage_suite(mem_builder(), only=["no_such_check"])
+
+
+def test_exports() -> None:
+    assert openraft_py.Adaptor is Adaptor and openraft_py.RaftStorage is RaftStorage
+    assert "Adaptor" in openraft_py.__all__ and "RaftStorage" in openraft_py.__all__
+
+
+# -- broken stores fail the named checks ---------------------------------------------------------
+
+
+class ForgetsPurged(MemLogStore):
+    """Purges entries but does not remember the last purged id: reads below the purge
+    return nothing instead of raising, and the log state forgets the purge."""
+
+    async def purge(self, log_id: LogId) -> None:
+        await super().purge(log_id)
+        self.disk.last_purged = None
+
+
+class PurgeLeavesHole(MemLogStore):
+    """Purge also drops the entry right after ``log_id``: a hole between the last purged
+    index and the first entry held."""
+
+    async def purge(self, log_id: LogId) -> None:
+        await super().purge(log_id)
+        if self.disk.entries:
+            del self.disk.entries[0]
+            self.disk.offset += 1
+
+
+class NoopVote(MemLogStore):
+    """``save_vote`` does nothing."""
+
+    async def save_vote(self, vote: Vote) -> None:
+        return None
+
+
+async def _failed(builder: Any, **kw: Any) -> set[str]:
+    with pytest.raises(SuiteFailure) as info:
+        await run_log_storage_suite(builder, **kw)
+    failure = info.value
+    for name in failure.failed:
+        assert name in str(failure)
+    return set(failure.failed)
+
+
+async def test_forgetting_purged_fails_purge_checks() -> None:
+    failed = await _failed(mem_builder(ForgetsPurged))
+    assert {"purge_upto_0", "purge_upto_5", "purge_upto_20", "log_state_after_purge", "get_log_entries_after_purge_raises_log_compacted"} <= failed
+    assert "append_single" not in failed and "truncate_after_5" not in failed
+
+
+async def test_hole_after_purge_fails_purge_checks() -> None:
+    failed = await _failed(mem_builder(PurgeLeavesHole))
+    assert {"purge_upto_0", "purge_upto_5", "purge_twice_and_not_backwards", "restore_log_ids_and_vote"} <= failed
+    assert "save_vote_then_read" not in failed
+
+
+async def test_noop_vote_fails_vote_checks() -> None:
+    failed = await _failed(mem_builder(NoopVote))
+    assert {"save_vote_then_read", "save_vote_overwrite", "save_vote_reader_sees_it", "restore_log_ids_and_vote", "reopen_keeps_log"} <= failed
+    assert "purge_upto_5" not in failed and "initial_vote_none" not in failed
+
+
+async def test_failure_message_says_what_differed() -> None:
+    report = await run_log_storage_suite(mem_builder(NoopVote), only=["save_vote_then_read"], raise_on_failure=False)
+    (outcome,) = report
+    assert not outcome.ok
+    assert "[save_vote_then_read] read_vote() after save_vote: expected" in str(outcome.error)
+
+
+async def test_broken_state_machine_fails_named_checks() -> None:
+    class NoMembership(MemStateMachine):
+        async def apply(self, entries: list[Any]) -> list[Any]:
+            saved = self.disk.membership
+            out = await super().apply(entries)
+            self.disk.membership = saved
+            return out
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[StoreHandle]:
+        disk = MemDisk()
+        yield StoreHandle(MemLogStore(disk), NoMembership(disk))
+
+    with pytest.raises(SuiteFailure) as info:
+        await run_state_machine_suite(builder)
+    assert {"apply_membership_updates_stored_membership", "apply_later_membership_replaces", "snapshot_build_meta"} <= set(info.value.failed)
+    assert "apply_empty_list" not in info.value.failed
+
+
+async def test_adaptor_runs_a_cluster() -> None:
+    from openraft_py import Config
+    from openraft_py.testing import Cluster
+
+    async with Cluster(
+        Config(),
+        seed=3,
+        log_store=lambda nid, disk: Adaptor(MemRaftStorage(disk))[0],
+        state_machine=lambda disk: Adaptor(MemRaftStorage(disk))[1],
+    ) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        resp = await c.nodes[leader].client_write(b"opaque")
+        await c.wait_applied(resp.log_id.index)
+        await c.restart(leader)
+        await c.wait_for_leader()
+        await c.wait_applied(resp.log_id.index)
