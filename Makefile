@@ -33,6 +33,7 @@ run: build
 
 bench: build
 	$(PY) bench/cluster.py
+	$(PY) bench/storage.py
 
 # The deterministic simulator over many seeds (make sim SEEDS=10000); make test runs 100.
 sim: build
