@@ -22,15 +22,44 @@ On-disk layout of the log store (one RocksDB, raw bytes keys and values):
 
 Durability design of ``RocksLogStore`` (``sync=True``):
 
-- Every mutation (append, vote, committed, truncate, purge) is turned into its own
-  ``WriteBatch`` on the event-loop thread and queued, in call order, to ONE writer thread.
-- The writer takes everything queued (a *group*), writes all but the last batch with
-  ``sync=False`` and the last with ``sync=True``. RocksDB's WAL is sequential and a sync write
-  fsyncs every WAL byte written before it, so when that last write returns the whole group is
-  durable. Appends that arrive while an fsync runs wait in the queue and share the next one
-  (group commit). Only then are the group's ``IOFlushed`` callbacks called (from the writer
-  thread; ``IOFlushed`` hops to the loop) and the awaiting coroutines woken.
-- ``append`` returns as soon as its batch is queued. Until the writer has written it, the
+- Every mutation (append, vote, committed, truncate, purge) is queued, in call order, to ONE
+  writer thread: vote / committed / truncate / purge as a ``WriteBatch`` built on the loop, an
+  append as its entries (the writer thread encodes them and builds the ``WriteBatch``, so the
+  loop's cost of a large append is a few dictionary updates).
+- The writer takes everything queued (a *group*), writes every batch with ``sync=False`` and
+  then makes the whole group durable with ONE durability step; appends that arrive meanwhile
+  wait in the queue and share the next one (group commit). Only then are the group's
+  ``IOFlushed`` callbacks called (from the writer thread; ``IOFlushed`` hops to the loop) and
+  the awaiting coroutines woken. Between two writes of a large group the writer briefly releases
+  the GIL (``_GIL_SLICE``), so the loop never waits for a whole group.
+- The durability step (``fsync_mode``):
+
+  ``"wal"`` (the default; Linux only): ``os.fsync`` of the WAL file(s) ``<path>/<n>.log``,
+  outside rocksdict. The reason: rocksdict keeps the GIL during ``write(sync=True)`` including
+  its fsync, which stalls the event loop for the whole fsync. ``os.fsync`` releases the GIL.
+  Why it is equivalent to RocksDB's own sync: with ``manual_wal_flush=false`` (RocksDB's
+  default, which rocksdict cannot change; checked in the ``OPTIONS`` file at open) RocksDB
+  hands every WAL record to the OS with ``write()`` before ``DB::Write`` returns, so after the
+  ``sync=False`` writes the group's records are in the page cache of the WAL file(s) and an
+  fsync of those files makes them durable. The step fsyncs every WAL numbered at least the
+  newest one fsynced before (a memtable switch during the group may have started a new WAL;
+  RocksDB never writes to an older WAL again, so those are complete and already synced), and
+  fsyncs the directory whenever a WAL newer than any seen before appeared (its directory
+  entry). A WAL deleted in between is skipped: RocksDB deletes a WAL only once all the data it
+  holds is in SST files that are synced and recorded in the synced MANIFEST (RocksDB wiki,
+  "Write Ahead Log": a WAL is deleted/archived once all its data is persisted to SST files;
+  and with several column families, as here, its flush syncs the closed WALs first:
+  ``needs_to_sync_closed_wals`` in ``DBImpl::FlushMemTableToOutputFile``).
+  Assumptions checked at open, else the store uses ``"rocksdb"`` (``store.fsync_mode`` says
+  which is in effect): Linux, ``manual_wal_flush=false``, ``recycle_log_file_num=0`` (fresh
+  WAL files, numbered in order), a WAL file present. If a group finds no WAL file it syncs
+  through RocksDB (``flush_wal(True)``) instead.
+
+  ``"rocksdb"``: the group's last batch is written with ``sync=True`` (RocksDB's WAL is
+  sequential and a sync write fsyncs every WAL byte written before it). Portable, but holds the
+  GIL for the fsync (the loop stalls for it).
+
+- ``append`` returns as soon as its entries are queued. Until the writer has written them, the
   entries stay in an in-memory map ``_pending`` (index -> Entry) that readers consult first, so
   they are readable at once. Invariant: ``_pending`` holds exactly the not-yet-written entries
   of the current log; they are a contiguous suffix of it, and every entry below the smallest
@@ -42,9 +71,23 @@ Durability design of ``RocksLogStore`` (``sync=True``):
   each batch is atomic, so the reopened store holds the effect of a prefix of the calls, in
   order, and at least every call that was acknowledged (callback called / coroutine returned).
   An append whose callback was not called may or may not survive; it is never half present.
+  *Process crash* (SIGKILL, an exception): every write that returned is in the OS page cache
+  and survives, whatever the mode (``tests/process/test_rocks_crash.py`` checks this with
+  seeded SIGKILLs). *Power loss / kernel crash*: what was acknowledged survives because it was
+  fsynced first (plus the directory entry of a new WAL); this depends on the disk honouring
+  fsync and is not exercised by the test suite (it would need a fault-injecting block device).
 
 With ``sync=False`` nothing is fsynced: writes survive a process crash (they are in the OS page
 cache) but not a machine crash. For tests and benchmarks.
+
+Event-loop latency (application-level knobs, process-wide, so the library never sets them):
+the store's own loop work per append is small, but any thread holding the GIL delays the
+loop by up to ``sys.getswitchinterval()`` (5 ms; lowering it, e.g. to 1 ms, bounds that),
+and at hundreds of thousands of appended entries per second CPython's cyclic garbage
+collector runs full collections over the whole heap every few hundred milliseconds (each
+``Entry`` is a GC-tracked object); ``gc.freeze()`` after start-up (and larger
+``gc.set_threshold`` values) shortens or spaces those pauses. ``bench/storage.py --app-tuning``
+shows the effect.
 
 ``RocksStateMachine`` keeps the key-value model of ``MemStateMachine`` (same commands and
 responses) in one column family ``sm``: data keys are ``b"d" + key`` and the applied log id,
@@ -62,8 +105,10 @@ import gc
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -244,36 +289,143 @@ def _decode_entry_records(blobs: list[bytes]) -> list[Entry]:
 
 # -- the group-commit writer --------------------------------------------------------------------
 
+FSYNC_MODES = ("wal", "rocksdb")
+"""``fsync_mode`` values of ``RocksLogStore``; see the module docstring."""
+
+
+def _read_db_options(path: str) -> dict[str, str]:
+    """``key=value`` lines of the newest ``OPTIONS-<n>`` file RocksDB wrote in ``path`` (the
+    options in effect), or ``{}`` when there is none."""
+    best = -1
+    name = None
+    for n in os.listdir(path):
+        if n.startswith("OPTIONS-") and n[8:].isdigit() and int(n[8:]) > best:
+            best, name = int(n[8:]), n
+    if name is None:
+        return {}
+    out: dict[str, str] = {}
+    with open(os.path.join(path, name), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            k, sep, v = line.strip().partition("=")
+            if sep and k not in out:  # the DBOptions section comes first
+                out[k] = v
+    return out
+
+
+def _wal_numbers(wal_dir: str) -> list[int]:
+    """The numbers of the WAL files ``<n>.log`` in ``wal_dir``, ascending."""
+    return sorted(int(n[:-4]) for n in os.listdir(wal_dir) if n.endswith(".log") and n[:-4].isdigit())
+
+
+class _WalSyncer:
+    """Makes the WAL writes of a RocksDB durable with ``os.fsync`` (which releases the GIL;
+    rocksdict's ``sync=True`` write does not). See "fsync_mode" in the module docstring.
+
+    ``sync()`` must be called by the (one) writing thread after its writes returned. It fsyncs
+    every WAL file numbered at least the newest one the previous call fsynced (RocksDB never
+    writes to a WAL again once a newer one exists, so older ones are complete and synced), skips
+    those deleted meanwhile, and fsyncs the directory when a WAL newer than any seen before
+    appeared (its directory entry). Returns ``False`` when no WAL file is found (the caller
+    then syncs through RocksDB)."""
+
+    __slots__ = ("wal_dir", "_from", "_dir_synced", "fsyncs")
+
+    def __init__(self, wal_dir: str) -> None:
+        self.wal_dir = wal_dir
+        self._from = -1  # the newest WAL number fsynced by the last sync()
+        self._dir_synced = -1  # the newest WAL number whose directory entry is known durable
+        self.fsyncs = 0
+
+    def sync(self) -> bool:
+        nums = [n for n in _wal_numbers(self.wal_dir) if n >= self._from]
+        if not nums:
+            return False
+        for n in nums:
+            try:
+                fd = os.open(os.path.join(self.wal_dir, f"{n:06d}.log"), os.O_RDONLY)
+            except FileNotFoundError:
+                # RocksDB deletes a WAL only once every memtable it holds was flushed to SST
+                # files that are synced and recorded in the synced MANIFEST: nothing to do.
+                continue
+            try:
+                os.fsync(fd)
+                self.fsyncs += 1
+            finally:
+                os.close(fd)
+        newest = nums[-1]
+        if newest > self._dir_synced:
+            _fsync_dir(self.wal_dir)
+            self._dir_synced = newest
+        self._from = newest
+        return True
+
+
+_GIL_SLICE = 0.0005
+"""The writer thread holds the GIL (rocksdict keeps it during ``write``, encoding needs it) for
+at most about this long between two writes of a group before pausing ..."""
+_GIL_PAUSE = 0.0001
+"""... for this long, GIL released, so the event loop gets it without waiting for the
+interpreter's switch interval (5 ms by default)."""
+
 
 class _GroupWriter:
-    """ONE thread writing queued ``WriteBatch``es in order, one fsync per group.
+    """ONE thread writing queued work in order, one durability step per group.
 
-    ``submit(batch, done)`` queues ``batch``; ``done(error_or_None)`` is called from the writer
-    thread once the batch (and every batch queued before it) is durable, or with the error. After
-    a failed write every later batch fails too (the log's order could not be kept otherwise).
+    ``submit(item, done)`` queues ``item``: a ``WriteBatch``, or a zero-argument callable that
+    builds one in the writer thread (so the caller's loop does not pay for building it).
+    ``done(error_or_None)`` is called from the writer thread once the batch (and every batch
+    queued before it) is durable, or with the error. After a failed write every later batch
+    fails too (the log's order could not be kept otherwise).
+
+    Durability step (``sync=True``): with ``wal`` (a ``_WalSyncer``) every batch of the group
+    is written with ``sync=False`` and then the WAL files are fsynced outside RocksDB; without
+    it, the last batch is written with ``sync=True`` (RocksDB fsyncs the WAL holding the GIL).
     """
 
-    def __init__(self, db: Rdict, sync: bool, name: str) -> None:
+    def __init__(self, db: Rdict, sync: bool, wal: _WalSyncer | None, name: str) -> None:
         self._db = db
+        self._sync = sync
+        self._wal = wal
         self._sync_opts = _write_options(sync)
         self._nosync_opts = _write_options(False)
         self._cond = threading.Condition()
-        self._queue: list[tuple[WriteBatch, Callable[[BaseException | None], None]]] = []
+        self._queue: list[tuple[Any, Callable[[BaseException | None], None]]] = []
         self._closing = False
         self._failed: BaseException | None = None
         self.groups = 0  # number of groups written (for tests and benchmarks)
+        self.fallbacks = 0  # groups synced through RocksDB because no WAL file was found
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
+    def submit(self, item: Any, done: Callable[[BaseException | None], None]) -> None:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the store is closed")
-            self._queue.append((batch, done))
+            self._queue.append((item, done))
             self._cond.notify()
 
-    def _run(self) -> None:
+    def _write_group(self, group: list[tuple[Any, Callable[[BaseException | None], None]]]) -> None:
         db = self._db
+        wal = self._wal if self._sync else None
+        nosync = self._nosync_opts
+        last = len(group) - 1
+        clock = time.perf_counter
+        held_since = clock()
+        for i, (item, _) in enumerate(group):
+            batch = item if isinstance(item, WriteBatch) else item()
+            if wal is None and i == last:
+                # The last write's sync covers every earlier WAL write of the group.
+                db.write(batch, self._sync_opts)
+            else:
+                db.write(batch, nosync)
+            if i != last and clock() - held_since > _GIL_SLICE:
+                time.sleep(_GIL_PAUSE)
+                held_since = clock()
+        if wal is not None and not wal.sync():
+            self.fallbacks += 1
+            db.flush_wal(True)  # no WAL file where expected: let RocksDB sync it
+
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
@@ -284,10 +436,7 @@ class _GroupWriter:
             err: BaseException | None = self._failed
             if err is None:
                 try:
-                    last = len(group) - 1
-                    for i, (batch, _) in enumerate(group):
-                        # The last write's sync covers every earlier WAL write of the group.
-                        db.write(batch, self._sync_opts if i == last else self._nosync_opts)
+                    self._write_group(group)
                     self.groups += 1
                 except BaseException as e:  # noqa: BLE001 - reported to every waiter
                     err = self._failed = e
@@ -296,6 +445,7 @@ class _GroupWriter:
                     done(err)
                 except Exception:  # noqa: BLE001 - e.g. the waiter's loop is closed
                     pass
+            del group
 
     def close(self) -> None:
         """Write everything queued, then stop the thread (blocks until it has)."""
@@ -397,12 +547,14 @@ class RocksLogStore(RocksLogReader):
     """
 
     __slots__ = (
-        "path", "sync", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
+        "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
         "_committed", "_purged", "_last", "_pending", "_closed",
     )
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
         super().__init__(self)
+        if fsync_mode not in FSYNC_MODES:
+            raise ValueError(f"fsync_mode must be one of {FSYNC_MODES}, not {fsync_mode!r}")
         self.path = os.fspath(path)
         self.sync = sync
         self._closed = True
@@ -439,8 +591,31 @@ class RocksLogStore(RocksLogReader):
             else self._purged
         )
         self._pending: dict[int, Entry] = {}
-        self._writer = _GroupWriter(db, sync, f"rocks-log-writer:{self.path}")
+        wal = self._wal_syncer() if sync and fsync_mode == "wal" else None
+        self.fsync_mode = "wal" if wal is not None else "rocksdb"
+        self._writer = _GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}")
         self._closed = False
+
+    def _wal_syncer(self) -> _WalSyncer | None:
+        """A ``_WalSyncer`` for this database, or ``None`` when its assumptions do not hold
+        (then the store syncs through RocksDB): Linux, the options RocksDB runs with (its
+        newest ``OPTIONS`` file) say the WAL is written to the OS on every write
+        (``manual_wal_flush=false``) into fresh files (``recycle_log_file_num=0``), and a WAL
+        file is present."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            opts = _read_db_options(self.path)
+            if opts.get("manual_wal_flush") != "false" or opts.get("recycle_log_file_num") != "0":
+                return None
+            wal_dir = opts.get("wal_dir", "").strip().strip('"') or os.path.abspath(self.path)
+            if not os.path.isabs(wal_dir):
+                return None
+            if not _wal_numbers(wal_dir):
+                return None
+        except OSError:
+            return None
+        return _WalSyncer(wal_dir)
 
     @staticmethod
     def _is_empty(meta: Rdict) -> bool:
@@ -452,9 +627,9 @@ class RocksLogStore(RocksLogReader):
         return None if raw is None else dec.decode(raw)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True) -> RocksLogStore:
+    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> RocksLogStore:
         """Open the store in a worker thread (does not block the running loop)."""
-        return await asyncio.to_thread(cls, path, sync=sync)
+        return await asyncio.to_thread(cls, path, sync=sync, fsync_mode=fsync_mode)
 
     # -- internals
 
@@ -525,7 +700,8 @@ class RocksLogStore(RocksLogReader):
         ``callback.io_completed`` is called from the writer thread when they are durable (with
         the error if the write failed). Raises ``ValueError`` (log and callback untouched) when
         the batch does not continue the log without a hole or its indexes are not consecutive.
-        Cost on the loop: encoding the batch, O(len(entries)).
+        Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
+        the entries and building the ``WriteBatch`` happen in the writer thread.
         """
         self._check_open()
         if not entries:
@@ -544,13 +720,17 @@ class RocksLogStore(RocksLogReader):
                 f"append needs consecutive indexes: {len(entries)} entries span "
                 f"{entries[0].log_id!r}..{entries[-1].log_id!r}"
             )
-        blobs = _encode_entry_records(entries)
-        wb = WriteBatch(raw_mode=True)
-        h = self._entries_h
-        put = wb.put
-        for e, blob in zip(entries, blobs):
-            put(encode_index_key(e.log_id.index), blob, h)
         owned = list(entries)
+        h = self._entries_h
+
+        def build() -> WriteBatch:
+            # Writer thread: encoding and batch building are off the loop.
+            wb = WriteBatch(raw_mode=True)
+            put = wb.put
+            for e, blob in zip(owned, _encode_entry_records(owned)):
+                put(encode_index_key(e.log_id.index), blob, h)
+            return wb
+
         pending = self._pending
         for e in owned:
             pending[e.log_id.index] = e
@@ -564,7 +744,7 @@ class RocksLogStore(RocksLogReader):
             callback.io_completed(None if err is None else StorageError(f"appending to {self.path!r}", err))
 
         try:
-            self._writer.submit(wb, done)
+            self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
                 pending.pop(e.log_id.index, None)
