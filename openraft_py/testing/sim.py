@@ -147,6 +147,7 @@ class Simulation(FaultSchedule):
         self.cluster: Cluster = None  # type: ignore[assignment]
         self.checker = Checker(self)
         self._stop_clients = False
+        self.faults_over = False
 
     # -- helpers -----------------------------------------------------------------------------
 

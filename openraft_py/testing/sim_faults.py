@@ -226,6 +226,8 @@ class FaultSchedule(_Base):
         return self.rng.choice(alive)
 
     async def _crash(self, n: NodeId) -> None:
+        if self.faults_over:
+            return  # an armed fault firing after the final heal: the run is past faults
         c = self.cluster
         if n not in c.nodes:
             return
@@ -311,6 +313,8 @@ class FaultSchedule(_Base):
         self.cluster.router.add_hook(hook)
 
     async def _crash_restart(self, n: NodeId, down: float) -> None:
+        if self.faults_over:
+            return
         if n not in self.cluster.nodes:
             return
         await self._crash(n)
@@ -323,6 +327,9 @@ class FaultSchedule(_Base):
                 self.log(f"isolate n{n}")
 
     async def _heal_all(self) -> None:
+        # From here on no fault may fire, not even one armed earlier (liveness is judged on
+        # a healed cluster).
+        self.faults_over = True
         c = self.cluster
         self.log("heal all: network, pauses, disks, crashed nodes")
         c.router.heal()
