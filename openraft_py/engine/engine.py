@@ -25,6 +25,7 @@ from .command import (
     AppendEntries,
     Command,
     Respond,
+    SaveCommittedAndApply,
     SaveVote,
     StartReplication,
     StopReplication,
@@ -173,6 +174,21 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         self.output.append(TruncateLog(after, io))
         if st.membership.effective is not before:
             self.on_membership_changed()
+
+    def commit_to(self, index: int, when: int | None) -> LogId | None:
+        """Advance ``committed`` to ``index`` when that is higher and held in the log:
+        promote the memberships it covers and emit ``SaveCommittedAndApply`` waiting on IO
+        ``when``. Returns the new committed log id, or ``None`` when nothing changed."""
+        st = self.state
+        if index <= st.committed_index():
+            return None
+        committed = st.log_id_at(index)
+        if committed is None:
+            return None
+        st.committed = committed
+        st.membership.commit(index)
+        self.output.append(SaveCommittedAndApply(committed, when=when))
+        return committed
 
     def io_covering(self, index: int) -> int | None:
         """The storage write after which the log is durable up to ``index``: the first

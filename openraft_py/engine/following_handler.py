@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..types import AppendEntriesRequest, AppendEntriesResponse, LogId
-from .command import Respond, SaveCommittedAndApply
+from .command import Respond
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -79,12 +79,6 @@ class FollowingHandler:
             return
         else:
             index = min(leader_commit.index, matching.index)
-        if index <= st.committed_index():
-            return
-        committed = st.log_id_at(index)
-        if committed is None:
-            return
-        st.committed = committed
-        st.membership.commit(index)
-        # Apply only entries that are durable here.
-        self.output.append(SaveCommittedAndApply(committed, when=st.io.submitted))
+        # Apply only entries that are durable here: after every write submitted so far (a
+        # follower's flushed log id may still name entries a pending truncation removes).
+        self.commit_to(index, when=st.io.submitted)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import QuorumNotEnough
 from ..types import Entry, EntryPayload, LogId, ReadPolicy, Vote
-from .command import Heartbeat, Replicate, Respond, SaveCommittedAndApply
+from .command import Heartbeat, Replicate, Respond
 from .leader import PendingRead
 
 if TYPE_CHECKING:
@@ -82,15 +82,11 @@ class LeaderHandler:
             return
         if ci < leader.noop_log_id.index and "commit_previous_term" not in self.faults:
             return
-        committed = st.log_id_at(ci)
-        if committed is None:
-            return
-        st.committed = committed
-        st.membership.commit(ci)
         # A quorum of followers may hold entries this leader has not flushed yet: apply them
         # only once they are durable here too.
-        self.output.append(SaveCommittedAndApply(committed, when=self.io_covering(ci)))
-        self.output.append(Replicate(st.last_log_id(), committed))
+        committed = self.commit_to(ci, when=self.io_covering(ci))
+        if committed is not None:
+            self.output.append(Replicate(st.last_log_id(), committed))
 
     def leader_heartbeat(self: Engine, now: float) -> None:
         """Send a heartbeat round now."""
