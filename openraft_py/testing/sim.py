@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import os
     import time
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        for batch in ex.map(_run_batch, [(ch, faults, args.steps) for ch in chunks]):
-            for s, ok, violation, cmd in batch:
+        pending = [ex.submit(_run_batch, (ch, faults, args.steps)) for ch in chunks]
+        for fut in as_completed(pending):
+            for s, ok, violation, cmd in fut.result():
                 done += 1
                 if not ok:
                     failures.append((s, violation, cmd))
@@ -435,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"\r[{bar:<30}] {done}/{len(seeds)} seeds, {len(failures)} violations, {time.time() - t0:.0f}s")
             sys.stdout.flush()
     print()
+    failures.sort()
     for s, violation, cmd in failures:
         first = (violation or "").splitlines()[0] if violation else ""
         print(f"seed {s}: {first}\n  replay: {cmd}")
