@@ -72,6 +72,9 @@ class Config(msgspec.Struct, kw_only=True):
     """Let the leader send periodic heartbeats."""
     enable_elect: bool = True
     """Let a follower start an election on timeout."""
+    enable_pre_vote: bool = False
+    """Run a pre-vote round before raising the term (thesis 9.6): a node that was cut off
+    and comes back cannot disrupt a healthy leader or inflate terms."""
     lease_drift_margin: int = 20
     """Clock-drift margin (ms) subtracted from ``election_timeout_min`` for the leader lease."""
     max_apply_batch: int = 4096

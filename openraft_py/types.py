@@ -298,11 +298,13 @@ class VoteRequest(msgspec.Struct, frozen=True):
 
 class VoteResponse(msgspec.Struct, frozen=True):
     """The answer to a ``VoteRequest``: the responder's vote after handling it, whether the
-    vote was granted, and the responder's last log id."""
+    vote was granted, and the responder's last log id. ``pre_vote`` echoes the request's: a
+    pre-vote grant changes nothing on the responder."""
 
     vote: Vote
     vote_granted: bool
     last_log_id: LogId | None
+    pre_vote: bool = False
 
 
 class AppendEntriesRequest(msgspec.Struct, frozen=True):

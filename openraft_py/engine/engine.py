@@ -56,6 +56,9 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         self.output: list[Command] = []
         self.leader: Leader | None = None
         self.candidate: Candidate | None = None
+        # A pre-vote round in progress (thesis 9.6): the would-be vote of the next term and
+        # who said they would grant it. Changes no persisted state.
+        self.pre_candidate: Candidate | None = None
         # When this node last accepted an AppendEntries from an established leader. A node
         # that starts with a committed vote treats that leader as just seen: it may have
         # acked it right before a restart, and granting another candidate at once could cut
@@ -103,10 +106,12 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
                 self.become_following(now)
             return
         if c.enable_elect and now >= self.election_deadline:
-            if self.state.is_voter():
-                self.elect(now)
-            else:
+            if not self.state.is_voter():
                 self.reset_election_timer(now)
+            elif c.enable_pre_vote:
+                self.pre_vote(now)
+            else:
+                self.elect(now)
 
     # -- storage IO bookkeeping --------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
                 self.output.append(Respond(r.tx, stepped_down))
             self.leader = None
         self.candidate = None
+        self.pre_candidate = None
         self.set_server_state()
         self.reset_election_timer(now)
 

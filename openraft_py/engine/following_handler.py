@@ -35,6 +35,7 @@ class FollowingHandler:
             # A leader of our own vote cannot send us AppendEntries; a candidate yields.
             self.become_following(now)
         self.leader_seen_at = now
+        self.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
         self.reset_election_timer(now)
 
         prev = req.prev_log_id

@@ -20,11 +20,34 @@ if TYPE_CHECKING:
 class VoteHandler:
     """Election handlers, mixed into ``Engine``."""
 
+    def pre_vote(self: Engine, now: float) -> None:
+        """Ask the voters whether they would vote for this node in the next term, without
+        raising the term or persisting anything (thesis 9.6); a quorum of yes starts the
+        real election."""
+        st = self.state
+        self.now = now
+        m = st.effective_membership()
+        vote = Vote.new(st.vote.term + 1, st.id)
+        self.pre_candidate = Candidate(vote, m, now)
+        self.reset_election_timer(now)
+        targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+        if targets:
+            self.output.append(SendVote(VoteRequest(vote, st.last_log_id(), pre_vote=True), targets))
+        self.pre_vote_granted(st.id)
+
+    def pre_vote_granted(self: Engine, node_id: int) -> None:
+        """Count a pre-vote grant; on a quorum of every config, run the real election."""
+        pc = self.pre_candidate
+        if pc is not None and pc.grant(node_id):
+            self.pre_candidate = None
+            self.elect(self.now)
+
     def elect(self: Engine, now: float) -> None:
         """Become a candidate: vote for self in the next term, persist it, ask every voter.
         This node's own grant counts once its vote is durable."""
         st = self.state
         self.now = now
+        self.pre_candidate = None
         if self.leader is not None:
             self.become_following(now)
         vote = Vote.new(st.vote.term + 1, st.id)
@@ -69,6 +92,15 @@ class VoteHandler:
                 and now - self.leader_seen_at < c.election_timeout_min
             )
         )
+        if req.pre_vote:
+            # Would we vote for it in its next term? Answer without changing anything.
+            would = (
+                not sticky
+                and self.log_is_up_to_date(req.last_log_id)
+                and (req.vote.term > mine.term or req.vote.is_ge(mine))
+            )
+            self.output.append(Respond(tx, VoteResponse(st.vote, would, st.last_log_id(), pre_vote=True)))
+            return
         if sticky or not self.log_is_up_to_date(req.last_log_id) or not req.vote.is_ge(mine):
             self.output.append(Respond(tx, VoteResponse(st.vote, False, st.last_log_id())))
             return
@@ -84,9 +116,13 @@ class VoteHandler:
         """Count a vote response. A higher vote in it ends the election (we adopt it)."""
         st = self.state
         self.now = now
-        if resp.vote.is_gt(st.vote):
+        if resp.vote.is_gt(st.vote) and (not resp.pre_vote or resp.vote.term > st.vote.term):
             self.update_vote(resp.vote)
             self.become_following(now)
+            return
+        if resp.pre_vote:
+            if resp.vote_granted:
+                self.pre_vote_granted(target)
             return
         cand = self.candidate
         if cand is None or not resp.vote_granted or resp.vote != cand.vote:
