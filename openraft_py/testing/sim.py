@@ -139,6 +139,7 @@ class Simulation(FaultSchedule):
             max_inflight_requests=rng.choice((1, 2, 8)),
             snapshot_policy=SnapshotPolicy.never(),
             lease_drift_margin=min(20, emin // 3),
+            enable_pre_vote=rng.random() < 0.5,
         )
         self.disk_max_ms = rng.choice((0.2, 1.0, 5.0))
         self.profile = rng.choice(("mixed", "mixed", "elections", "partitions"))

@@ -37,12 +37,12 @@ class Checker:
 
     def on_request(self, rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
         """Router hook: a candidate asking for votes has voted for itself in that term."""
-        if rpc == "vote":
+        if rpc == "vote" and not req.pre_vote:  # a pre-vote promises nothing
             self._voted(source, req.vote.term, req.vote.leader_id.node_id)
 
     def on_response(self, rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
         """Router response hook: record every granted vote."""
-        if rpc == "vote" and resp.vote_granted:
+        if rpc == "vote" and resp.vote_granted and not req.pre_vote:
             self._voted(target, req.vote.term, req.vote.leader_id.node_id)
 
     def _voted(self, voter: NodeId, term: int, candidate: NodeId) -> None:

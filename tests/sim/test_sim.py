@@ -49,7 +49,7 @@ def test_same_seed_same_run_byte_for_byte(seed: int) -> None:
 FAULT_BOUNDS = {
     "grant_without_log_check": 30,
     "commit_previous_term": 200,
-    "reply_before_vote_persisted": 60,
+    "reply_before_vote_persisted": 150,
     "apply_before_commit": 60,
     "expired_lease_read": 200,
 }
