@@ -260,23 +260,26 @@ class RaftCore:
         while True:
             cmds = eng.take_commands()
             if self._postponed:
-                flushed = eng.state.io.flushed
-                ready = [c for c in self._postponed if c.when is None or c.when <= flushed]  # type: ignore[union-attr]
+                ready = [c for c in self._postponed if self._condition_met(c)]
                 if ready:
-                    self._postponed = [c for c in self._postponed if not (c.when is None or c.when <= flushed)]  # type: ignore[union-attr]
+                    self._postponed = [c for c in self._postponed if not self._condition_met(c)]
                     cmds = ready + cmds
             if not cmds:
                 return
             for c in cmds:
                 await self._run_command(c)
 
+    def _condition_met(self, c: Command) -> bool:
+        """Whether the storage write ``c`` waits on (its ``when``) is durable."""
+        when: int | None = getattr(c, "when", None)
+        return when is None or when <= self.engine.state.io.flushed
+
     async def _run_command(self, c: Command) -> None:
+        if not self._condition_met(c):
+            self._postponed.append(c)
+            return
         t = type(c)
-        eng = self.engine
         if t is Respond:
-            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
-                self._postponed.append(c)
-                return
             tx = c.tx  # type: ignore[union-attr]
             if not tx.done():
                 v = c.value  # type: ignore[union-attr]
@@ -301,9 +304,6 @@ class RaftCore:
             for s in self._streams.values():
                 s.update(c.last_log_id, c.committed)  # type: ignore[union-attr]
         elif t is SaveCommittedAndApply:
-            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
-                self._postponed.append(c)
-                return
             committed = c.committed  # type: ignore[union-attr]
             # Postponed commands may run after a later one: never save a lower value.
             if self._saved_committed is not None and committed <= self._saved_committed:
@@ -339,9 +339,6 @@ class RaftCore:
                 raise StorageError(f"purging up to {upto!r}", e) from e
             self._io_completed(c.io)  # type: ignore[union-attr]
         elif t is SendVote:
-            if c.when is not None and c.when > eng.state.io.flushed:  # type: ignore[union-attr]
-                self._postponed.append(c)
-                return
             for target, node in c.targets.items():  # type: ignore[union-attr]
                 self._spawn(self._send_vote(target, node, c.req), "vote")  # type: ignore[union-attr]
         elif t is StartReplication:
