@@ -968,6 +968,10 @@ class RocksStateMachine:
             raise StorageError(f"opening {what} at {self.path!r}", e) from e
         self._db = db
         self._cf = cf
+        # NB: a rocksdict snapshot taken through a column-family handle was seen to let reads
+        # of that family see later writes (a snapshot's data newer than its own meta), so a
+        # build holds this lock against apply's write while it reads the state.
+        self._state_lock = threading.Lock()
         self._h = db.get_column_family_handle(_SM_CF)
         self._nosync = _write_options(False)
         self._sync = _write_options(True)
@@ -1063,7 +1067,8 @@ class RocksStateMachine:
         wb.put(_M_APPLIED, _enc.encode(last), h)
         if membership is not self._membership:
             wb.put(_M_MEMBERSHIP, _enc.encode(membership), h)
-        self._db.write(wb, self._nosync)
+        with self._state_lock:
+            self._db.write(wb, self._nosync)
         self._applied = last
         self._membership = membership
         return out
@@ -1073,7 +1078,12 @@ class RocksStateMachine:
         return _RocksSnapshotBuilder(self)
 
     def _build_from(self, view: Any) -> Snapshot:
-        """Worker thread: stream ``view`` into a snapshot file and make it current."""
+        """Worker thread: stream ``view`` into a snapshot file and make it current (holding
+        the state lock, so no apply batch lands while the state is read)."""
+        with self._state_lock:
+            return self._build_locked(view)
+
+    def _build_locked(self, view: Any) -> Snapshot:
         meta_raw = dict(itertools.takewhile(lambda kv: kv[0][:1] == b"m", view.items(from_key=b"m")))
         last = None if _M_APPLIED not in meta_raw else _dec_logid.decode(meta_raw[_M_APPLIED])
         membership = (
