@@ -135,8 +135,47 @@ class Wait:
             msg or f"applied index >= {index}",
         )
 
+    async def snapshot(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
+        """Wait until the node holds a snapshot covering ``log_id``.
+
+        ``log_id`` is a ``LogId`` or a bare log index. The condition is
+        ``metrics.snapshot is not None and metrics.snapshot.index >= index``: a snapshot
+        built later, covering more entries, satisfies it too, and only the index is compared
+        (the term of ``log_id`` is not checked). Returns the metrics that satisfied it;
+        raises ``WaitTimeout`` after ``timeout`` seconds, ``Fatal`` if the node stops first.
+        """
+        index = _index_of(log_id)
+        return await self.metrics(
+            lambda m: m.snapshot is not None and m.snapshot.index >= index,
+            msg or f"snapshot index >= {index}",
+        )
+
+    async def purged(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
+        """Wait until the node purged its log up to ``log_id`` (inclusive).
+
+        ``log_id`` is a ``LogId`` or a bare log index. The condition is
+        ``metrics.purged is not None and metrics.purged.index >= index``: purging further
+        satisfies it too, and only the index is compared. Returns the metrics that satisfied
+        it; raises ``WaitTimeout`` after ``timeout`` seconds, ``Fatal`` if the node stops
+        first.
+        """
+        index = _index_of(log_id)
+        return await self.metrics(
+            lambda m: m.purged is not None and m.purged.index >= index,
+            msg or f"purged index >= {index}",
+        )
+
     async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
         """Wait until the effective membership's voters are exactly ``ids``."""
         return await self.metrics(
             lambda m: set(m.membership_config.membership.voter_ids()) == set(ids), msg or f"voters {sorted(ids)}"
         )
+
+
+def _index_of(log_id: LogId | int) -> int:
+    """The log index of ``log_id`` (a ``LogId`` or already an index)."""
+    if isinstance(log_id, LogId):
+        return log_id.index
+    if isinstance(log_id, int) and not isinstance(log_id, bool):
+        return log_id
+    raise TypeError(f"expected a LogId or an int index, got {log_id!r}")

@@ -1,0 +1,152 @@
+"""``Wait`` over a ``MetricsWatch`` driven by a fake node: each condition returns the metrics
+that satisfied it, wakes on ``mark_changed()``, times out with ``WaitTimeout`` naming the
+condition, and fails with ``Fatal`` when the node stops first."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from openraft_py import Fatal, WaitTimeout
+from openraft_py.metrics import MetricsWatch, RaftMetrics, Wait
+from openraft_py.types import LeaderId, LogId, Membership, ServerState, StoredMembership, Vote
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class FakeNode:
+    """Mutable node state that ``build()`` turns into ``RaftMetrics``; ``set(...)`` changes
+    it and marks the watch changed, like RaftCore does."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = dict(
+            id=1,
+            state=ServerState.FOLLOWER,
+            current_term=1,
+            vote=Vote(LeaderId(1, 1), False),
+            last_log_index=-1,
+            last_applied=None,
+            committed=None,
+            current_leader=None,
+            membership_config=StoredMembership(None, Membership.new([{1}])),
+        )
+        self.builds = 0
+        self.watch = MetricsWatch(self.build)
+
+    def build(self) -> RaftMetrics:
+        self.builds += 1
+        return RaftMetrics(**self.fields)
+
+    def set(self, **kw: Any) -> None:
+        self.fields.update(kw)
+        self.watch.mark_changed()
+
+    def wait(self, timeout: float = 2.0) -> Wait:
+        return Wait(self.watch, timeout)
+
+
+def later(fn: Any, *args: Any, delay: float = 0.01, **kw: Any) -> None:
+    """Call ``fn`` from the loop ``delay`` seconds from now (while a waiter awaits)."""
+    asyncio.get_running_loop().call_later(delay, lambda: fn(*args, **kw))
+
+
+async def test_snapshot_waits_for_a_snapshot_covering_the_log_id() -> None:
+    n = FakeNode()
+    w = asyncio.ensure_future(n.wait().snapshot(LogId(2, 10)))
+    await asyncio.sleep(0)
+    n.set(snapshot=LogId(2, 9))  # too short: keeps waiting
+    await asyncio.sleep(0.01)
+    assert not w.done()
+    n.set(snapshot=LogId(3, 12))  # later and longer: satisfies ">= index"
+    m = await w
+    assert m.snapshot == LogId(3, 12)
+
+
+async def test_snapshot_accepts_an_index_and_returns_at_once_when_already_met() -> None:
+    n = FakeNode()
+    n.set(snapshot=LogId(1, 5))
+    m = await n.wait(0.01).snapshot(5)
+    assert m.snapshot == LogId(1, 5)
+    m = await n.wait(0.01).snapshot(LogId(1, 0))
+    assert m.snapshot == LogId(1, 5)
+
+
+async def test_snapshot_times_out_naming_the_condition() -> None:
+    n = FakeNode()
+    with pytest.raises(WaitTimeout, match=r"snapshot index >= 3"):
+        await n.wait(0.02).snapshot(3)
+    n.set(snapshot=LogId(1, 2))
+    with pytest.raises(WaitTimeout, match=r"n1 has its snapshot"):
+        await n.wait(0.02).snapshot(LogId(1, 3), "n1 has its snapshot")
+
+
+async def test_purged_waits_for_the_purge_to_reach_the_log_id() -> None:
+    n = FakeNode()
+    later(n.set, purged=LogId(1, 3), delay=0.005)
+    later(n.set, purged=LogId(2, 8), delay=0.02)
+    m = await n.wait().purged(LogId(2, 7))
+    assert m.purged == LogId(2, 8)
+    # An index works too, and an already met condition returns at once.
+    m = await n.wait(0.01).purged(8)
+    assert m.purged == LogId(2, 8)
+
+
+async def test_purged_ignores_the_snapshot_and_times_out() -> None:
+    n = FakeNode()
+    n.set(snapshot=LogId(1, 10))  # a snapshot is not a purge
+    with pytest.raises(WaitTimeout, match=r"purged index >= 0"):
+        await n.wait(0.02).purged(0)
+
+
+@pytest.mark.parametrize("method", ["snapshot", "purged"])
+async def test_snapshot_and_purged_reject_other_types(method: str) -> None:
+    n = FakeNode()
+    for bad in ("3", 3.0, True, None):
+        with pytest.raises(TypeError):
+            await getattr(n.wait(0.01), method)(bad)
+
+
+@pytest.mark.parametrize("method", ["snapshot", "purged"])
+async def test_a_node_stopping_fails_the_wait(method: str) -> None:
+    n = FakeNode()
+    later(n.set, running=False, error="disk gone")
+    with pytest.raises(Fatal, match="disk gone"):
+        await getattr(n.wait(), method)(1)
+
+
+async def test_state_waits_for_the_role() -> None:
+    n = FakeNode()
+    later(n.set, state=ServerState.CANDIDATE, delay=0.005)
+    later(n.set, state=ServerState.LEADER, delay=0.01)
+    m = await n.wait().state(ServerState.LEADER)
+    assert m.state == ServerState.LEADER
+    with pytest.raises(WaitTimeout, match="state Follower"):
+        await n.wait(0.02).state(ServerState.FOLLOWER)
+
+
+async def test_voter_ids_waits_for_exactly_those_voters() -> None:
+    n = FakeNode()
+    joint = StoredMembership(LogId(1, 4), Membership.new([{1}, {1, 2, 3}]))
+    later(n.set, membership_config=joint, delay=0.005)
+    uniform = StoredMembership(LogId(1, 5), Membership.new([{1, 2, 3}]))
+    later(n.set, membership_config=uniform, delay=0.01)
+    # The joint config's voters are {1, 2, 3} already: it satisfies the wait.
+    m = await n.wait().voter_ids({1, 2, 3})
+    assert m.membership_config == joint
+    # A superset or subset is not "exactly".
+    with pytest.raises(WaitTimeout, match=r"voters \[1, 2\]"):
+        await n.wait(0.03).voter_ids({1, 2})
+
+
+async def test_metrics_are_rebuilt_only_when_changed() -> None:
+    n = FakeNode()
+    built = n.builds
+    await n.wait(0.01).metrics(lambda m: True)
+    await n.wait(0.01).state(ServerState.FOLLOWER)
+    assert n.builds == built, "an unchanged watch does not rebuild"
+    n.set(snapshot=LogId(1, 1))
+    await n.wait(0.01).snapshot(1)
+    assert n.builds == built + 1
+
