@@ -18,7 +18,7 @@ from .core.clock import Clock, LoopClock
 from .core.messages import ClientWrite, EngineCall
 from .core.raft_core import CACHE_MAX_ENTRIES, RaftCore
 from .engine import Engine, MembershipState, RaftState
-from .errors import Fatal, StorageError
+from .errors import Fatal, ForwardToLeader, StorageError
 from .metrics import RaftMetrics, Wait
 from .types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -27,13 +27,17 @@ from .types import (
     BasicNode,
     ClientWriteResponse,
     Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
     LogId,
     Membership,
     NodeId,
     Normal,
     ReadPolicy,
     ServerState,
+    Snapshot,
     StoredMembership,
+    TransferLeaderRequest,
     Vote,
     VoteRequest,
     VoteResponse,
@@ -69,6 +73,40 @@ class Trigger:
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.leader_heartbeat(now)
+            tx.set_result(None)
+
+        await self._raft._call(fn)
+
+    async def snapshot(self) -> None:
+        """Build a snapshot now, in the background (no-op while one is being built). Await
+        ``raft.wait().snapshot(...)`` to see it done."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.trigger_snapshot()
+            tx.set_result(None)
+
+        await self._raft._call(fn)
+
+    async def purge_log(self, upto: int) -> None:
+        """Purge the log up to index ``upto``, but never past the last snapshot (entries a
+        snapshot does not cover are kept). Await ``raft.wait().purged(...)`` to see it done."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.trigger_purge_log(upto)
+            tx.set_result(None)
+
+        await self._raft._call(fn)
+
+    async def transfer_leader(self, to: NodeId) -> None:
+        """Hand leadership to voter ``to``: this leader stops taking writes (they get
+        ``ForwardToLeader(to)``), waits until ``to`` holds its whole log, then lets ``to``
+        elect itself at once. Returns when the hand-over started; await
+        ``raft.wait().current_leader(to)`` for the outcome. If no new leader appears within
+        two election timeouts, this leader takes writes again. Raises ``ForwardToLeader``
+        on a non-leader and ``ValueError`` if ``to`` is not a voter."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.transfer_leader(to, now)
             tx.set_result(None)
 
         await self._raft._call(fn)
@@ -165,6 +203,57 @@ class Raft:
 
         await self._call(fn)
 
+    async def add_learner(self, node_id: NodeId, node: BasicNode, blocking: bool = True) -> ClientWriteResponse:
+        """Add ``node_id`` (reachable at ``node``) as a learner: it receives the log but does
+        not vote. Returns once the membership entry is committed and applied here; with
+        ``blocking``, also waits until the learner is caught up: it holds that entry and is
+        within ``Config.replication_lag_threshold`` entries of this leader's log.
+
+        Adding a node that is already a member with the same ``node`` changes nothing.
+        Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
+        waiting) and ``InProgress`` while another membership change is not committed.
+        """
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.add_learner(node_id, node, tx)
+
+        resp: ClientWriteResponse = await self._call(fn)
+        if blocking:
+            threshold = self.config.replication_lag_threshold
+            target = resp.log_id.index
+            watch = self._core.watch
+            while True:
+                m = watch.current
+                if not m.running:
+                    raise self._core.fatal or Fatal("node stopped")
+                if m.state != ServerState.LEADER or m.replication is None:
+                    raise ForwardToLeader(m.current_leader, None)
+                matched = m.replication.get(node_id, -1)
+                if matched >= target and m.last_log_index - matched <= threshold:
+                    break
+                await watch.changed()
+        return resp
+
+    async def change_membership(self, members: Iterable[NodeId], retain: bool = False) -> ClientWriteResponse:
+        """Make ``members`` the voters, by joint consensus: appends ``[C_old, C_new]``, and
+        once that commits, ``[C_new]``. Returns the ``ClientWriteResponse`` of the final
+        entry once it is committed and applied here. Writes keep flowing meanwhile.
+
+        Every new voter must already be a member (add it with ``add_learner`` first, else
+        ``LearnerNotFound``). ``retain``: removed voters stay as learners; otherwise they
+        leave the cluster and replication to them stops once the change commits. A leader
+        that removes itself steps down after the change commits and hands leadership to the
+        most up-to-date remaining voter. Raises ``ForwardToLeader``, ``InProgress`` (another
+        change is not committed yet) and ``EmptyMembership``. A request that changes nothing
+        returns the current membership at once.
+        """
+        voters = set(members)
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.change_membership(voters, retain, tx)
+
+        return await self._call(fn)  # type: ignore[no-any-return]
+
     # -- writes and reads ----------------------------------------------------------------------
 
     async def client_write(self, data: bytes) -> ClientWriteResponse:
@@ -249,6 +338,30 @@ class Raft:
 
         return await self._call(fn)  # type: ignore[no-any-return]
 
+    async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        """Handle one chunk of a leader's snapshot (chunks arrive in order; a repeated chunk
+        is accepted again). Raises ``ApiError`` for a chunk that does not continue what was
+        received: the leader starts the transfer over."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.handle_install_snapshot(req, tx, now)
+
+        return await self._call(fn)  # type: ignore[no-any-return]
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        """Handle a leader's hand-over notice (see ``Trigger.transfer_leader``)."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.handle_transfer_leader(req, now)
+            tx.set_result(None)
+
+        await self._call(fn)
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The state machine's current snapshot (its ``data`` is the caller's to read and
+        close), or ``None``."""
+        return await self._core.get_current_snapshot()  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         return f"Raft({self.metrics.describe()})"
 
@@ -262,6 +375,21 @@ async def _restore_state(
     log_state = await log_store.get_log_state()
     committed = await log_store.read_committed()
     applied, sm_membership = await state_machine.applied_state()
+    snap = await state_machine.get_current_snapshot()
+    snapshot: LogId | None = None
+    if snap is not None:
+        snapshot = snap.meta.last_log_id
+        snap.data.close()
+    if snapshot is not None and (applied is None or snapshot > applied):
+        raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
+    if applied is not None and not await _log_holds(log_store, log_state, applied):
+        # A snapshot was installed but the log was not fixed before a crash: the log's
+        # entries after what it has in common with the snapshot cannot be committed ones.
+        log.warning("node %s: the log does not hold the applied %r; discarding it up to there", node_id, applied)
+        purged0 = log_state.last_purged_log_id
+        await log_store.truncate_after(purged0)
+        await log_store.purge(applied)
+        log_state = await log_store.get_log_state()
     purged = log_state.last_purged_log_id
     last = log_state.last_log_id
     start = 0 if purged is None else purged.index + 1
@@ -304,5 +432,17 @@ async def _restore_state(
         else:
             ms.uncommitted.append(sm)
     ms.committed = committed_m
-    state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied)
+    state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied, snapshot=snapshot)
     return state, cache
+
+
+async def _log_holds(log_store: RaftLogStorage, log_state: Any, log_id: LogId) -> bool:
+    """Whether the log holds ``log_id``, or purged past it (purged entries were committed)."""
+    purged = log_state.last_purged_log_id
+    if purged is not None and log_id.index <= purged.index:
+        return True
+    last = log_state.last_log_id
+    if last is None or log_id.index > last.index:
+        return False
+    entries = await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1)
+    return bool(entries) and entries[0].log_id == log_id

@@ -92,6 +92,26 @@ class Applied:
         self.log_id = log_id
 
 
+class SnapshotBuilt:
+    """A background snapshot build finished (``meta`` ``None`` if it built nothing)."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self, meta: Any) -> None:
+        self.meta = meta
+
+
+class SnapshotInstalled:
+    """The state machine installed the received snapshot ``meta``; ``tx`` awaits the
+    answer to the leader."""
+
+    __slots__ = ("meta", "tx")
+
+    def __init__(self, meta: Any, tx: Any) -> None:
+        self.meta = meta
+        self.tx = tx
+
+
 class Tick:
     """The timer fired."""
 

@@ -10,6 +10,7 @@ not yet durable) is postponed until it holds. See ``docs/design/engine-runtime.m
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,12 @@ from .._core import EntryCache
 from ..config import Config
 from ..engine import (
     AppendEntries,
+    BuildSnapshot,
     Command,
+    InstallSnapshot,
+    ReceiveSnapshotChunk,
+    RespondOnApply,
+    SendTransferLeader,
     Engine,
     Heartbeat,
     PurgeLog,
@@ -31,10 +37,23 @@ from ..engine import (
     StopReplication,
     TruncateLog,
 )
-from ..errors import ApiError, Fatal, Panicked, RPCError, Stopped, StorageError
+from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed
-from ..types import Entry, LogId, NodeId, RPCOption, ServerState, Vote, VoteRequest
+from ..types import (
+    ClientWriteResponse,
+    Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogId,
+    NodeId,
+    RPCOption,
+    ServerState,
+    SnapshotMeta,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+)
 from .clock import Clock
 from .messages import (
     Applied,
@@ -44,6 +63,8 @@ from .messages import (
     HigherVote,
     IOCompleted,
     Progress,
+    SnapshotBuilt,
+    SnapshotInstalled,
     Tick,
     VoteReply,
     TICK,
@@ -59,6 +80,28 @@ log = logging.getLogger("openraft_py.core")
 
 # Keep at most this many recent entries in memory for replication and apply.
 CACHE_MAX_ENTRIES = 65536
+
+
+def _close(f: Any) -> None:
+    close = getattr(f, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing a file we are done with
+            pass
+
+
+def _write_at(f: Any, offset: int, data: bytes) -> None:
+    f.seek(offset)
+    f.write(data)
+
+
+def _answer(tx: Any, value: Any) -> None:
+    if not tx.done():
+        if isinstance(value, BaseException):
+            tx.set_exception(value)
+        else:
+            tx.set_result(value)
 
 
 class RaftCore:
@@ -104,6 +147,14 @@ class RaftCore:
         self._metrics_key: tuple[Any, ...] = ()
         self._stopping = False
         self._running_commands = False
+        # The snapshot being received from a leader: its id, the file its chunks go to, and
+        # how many bytes arrived (the next chunk must start there, or repeat an earlier one).
+        self._receiving: tuple[str, Any] | None = None
+        self._received = 0
+        # Log reads from storage in progress by replication streams: their start indexes. A
+        # purge waits until no read covers what it deletes.
+        self._storage_reads: dict[int, int] = {}
+        self._reads_done: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
 
     # -- queues --------------------------------------------------------------------------------
@@ -207,6 +258,10 @@ class RaftCore:
         elif t is Applied:
             eng.handle_applied(n.log_id)
             self._maybe_evict_cache()
+        elif t is SnapshotBuilt:
+            eng.handle_snapshot_built(n.meta)
+        elif t is SnapshotInstalled:
+            eng.handle_snapshot_installed(n.meta, n.tx)
         elif t is Tick:
             eng.handle_tick(now)
         elif t is VoteReply:
@@ -333,6 +388,10 @@ class RaftCore:
         elif t is PurgeLog:
             upto = c.upto  # type: ignore[union-attr]
             self.cache.evict_upto(upto.index)
+            # Never delete entries a replication stream is reading right now.
+            while any(start <= upto.index for start in self._storage_reads.values()):
+                fut = self._reads_done = asyncio.get_running_loop().create_future()
+                await fut
             try:
                 await self.log_store.purge(upto)
             except Exception as e:
@@ -350,6 +409,17 @@ class RaftCore:
         elif t is Heartbeat:
             for s in self._streams.values():
                 s.heartbeat()
+        elif t is RespondOnApply:
+            self._add_responder(c.tx, c.log_id)  # type: ignore[union-attr]
+        elif t is BuildSnapshot:
+            self._spawn(self._build_snapshot(), "build-snapshot")
+        elif t is ReceiveSnapshotChunk:
+            await self._receive_chunk(c.req, c.tx)  # type: ignore[union-attr]
+        elif t is InstallSnapshot:
+            self._install_snapshot(c.meta, c.data, c.tx)  # type: ignore[union-attr]
+        elif t is SendTransferLeader:
+            for target, node in c.targets.items():  # type: ignore[union-attr]
+                self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")  # type: ignore[union-attr]
         else:
             raise Panicked(f"unknown command {c!r}")
 
@@ -419,6 +489,25 @@ class RaftCore:
             raise Panicked(f"node {self.id}: log store returned {len(entries)} entries for [{start}, {stop})")
         return entries
 
+    def _add_responder(self, tx: Any, log_id: LogId) -> None:
+        """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the
+        others; an entry already handed to the state machine is answered with the current
+        value at once: it is a no-op change that applied earlier)."""
+        r = Responder(log_id.index, 1, log_id.term, tx, True)
+        if log_id.index <= self._apply_submitted:
+            m = self.engine.state.membership.effective
+            if not tx.done():
+                tx.set_result(ClientWriteResponse(log_id, None, m.membership if m.log_id == log_id else None))
+            return
+        q = self._responders
+        if not q or q[-1].first < r.first:
+            q.append(r)
+            return
+        items = list(q)
+        pos = next(i for i, x in enumerate(items) if x.first > r.first)
+        items.insert(pos, r)
+        self._responders = deque(items)
+
     def _fail_responders_after(self, index: int) -> None:
         """Entries after ``index`` were deleted: their writers lost."""
         q = self._responders
@@ -481,6 +570,109 @@ class RaftCore:
             return
         self.notify(VoteReply(target, resp))
 
+    async def _send_transfer_leader(self, target: NodeId, node: Any, req: TransferLeaderRequest) -> None:
+        timeout = self.config.election_timeout_min / 1000.0
+        try:
+            await self.client(target, node).transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+        except Exception as e:  # noqa: BLE001 - best effort: the election timeout is the fallback
+            log.debug("node %s: transfer-leader to %s failed: %s", self.id, target, e)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    async def _build_snapshot(self) -> None:
+        """Build a snapshot in the background (concurrently with apply, by contract)."""
+        try:
+            snap = await self.sm_worker.sm.get_snapshot_builder().build_snapshot()
+        except Exception as e:
+            self.notify(Failed(StorageError("building a snapshot", e)))
+            return
+        _close(snap.data)
+        self.notify(SnapshotBuilt(snap.meta))
+
+    async def get_current_snapshot(self) -> Any:
+        """The state machine's current snapshot (through the worker, in order with apply)."""
+        return await self.sm_worker.call(lambda sm: sm.get_current_snapshot())
+
+    async def _receive_chunk(self, req: InstallSnapshotRequest, tx: Any) -> None:
+        """Write one chunk into the snapshot being received; on the last one hand the whole
+        snapshot to the engine. A chunk that does not continue the received bytes (nor
+        repeat earlier ones) is refused: the leader starts over."""
+        sid = req.meta.snapshot_id
+        if self._receiving is None or self._receiving[0] != sid:
+            if req.offset != 0:
+                _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
+                return
+            if self._receiving is not None:
+                _close(self._receiving[1])
+            try:
+                f = await self.sm_worker.call(lambda sm: sm.begin_receiving_snapshot())
+            except Exception as e:
+                raise StorageError("beginning to receive a snapshot", e) from e
+            self._receiving = (sid, f)
+            self._received = 0
+        f = self._receiving[1]
+        if req.offset > self._received:
+            _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but {self._received} bytes received"))
+            return
+        try:
+            if isinstance(f, io.BytesIO):
+                _write_at(f, req.offset, req.data)
+            else:
+                await asyncio.to_thread(_write_at, f, req.offset, req.data)
+            self._received = max(self._received, req.offset + len(req.data))
+        except Exception as e:
+            raise StorageError(f"writing snapshot {sid}", e) from e
+        if not req.done:
+            _answer(tx, InstallSnapshotResponse(self.engine.state.vote))
+            return
+        self._receiving = None
+        f.truncate(self._received)
+        f.seek(0)
+        self.engine.handle_snapshot_received(req.meta, f, tx)
+
+    def _install_snapshot(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
+        """Queue the install on the state machine worker (after pending applies); entries up
+        to the snapshot are never handed to apply after this."""
+        last = meta.last_log_id
+        assert last is not None
+        self._apply_submitted = max(self._apply_submitted, last.index)
+        self.cache.clear()
+        err = ForwardToLeader(None, None)
+        q = self._responders
+        while q and q[0].first <= last.index:
+            q.popleft().fail(err)
+        self.sm_worker.fail_upto(last.index, err)
+
+        async def install(sm: Any) -> None:
+            await sm.install_snapshot(meta, data)
+
+        fut = self.sm_worker.call(install)
+
+        def done(f: asyncio.Future[None]) -> None:
+            _close(data)
+            if f.cancelled():
+                return
+            e = f.exception()
+            if e is not None:
+                self.notify(Failed(StorageError(f"installing snapshot {meta.snapshot_id}", e)))
+                return
+            self.notify(Applied(last))
+            self.notify(SnapshotInstalled(meta, tx))
+
+        fut.add_done_callback(done)
+
+    def storage_read_started(self, token: int, start: int) -> None:
+        """A replication stream began reading the log from ``start`` (purges wait)."""
+        self._storage_reads[token] = start
+
+    def storage_read_done(self, token: int) -> None:
+        """That read finished."""
+        self._storage_reads.pop(token, None)
+        f = self._reads_done
+        if f is not None and not f.done():
+            self._reads_done = None
+            f.set_result(None)
+
     async def _ticker(self) -> None:
         interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
         while not self._stopping:
@@ -519,6 +711,9 @@ class RaftCore:
             s.stop()
         self._streams.clear()
         self.sm_worker.stop()
+        if self._receiving is not None:
+            _close(self._receiving[1])
+            self._receiving = None
         for t in list(self._tasks):
             t.cancel()
         for r in list(self._responders) + self.sm_worker.pending_responders():
@@ -593,6 +788,9 @@ class RaftCore:
             st.applied,
             st.membership.effective,
             None if self.engine.leader is None else self.engine.leader.acks,
+            st.snapshot,
+            st.log_ids.purged(),
+            st.membership.committed,
         )
         if force or key != self._metrics_key:
             self._metrics_key = key

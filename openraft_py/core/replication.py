@@ -7,6 +7,12 @@ probing, sends one request at a time; a conflict moves ``next_index`` to the fol
 (fast back-off) and probes again. On an RPC error it backs off for a heartbeat interval.
 Every response is reported to the core as a notification; the engine decides commits.
 
+When the entries a follower needs were purged, the stream sends the state machine's current
+snapshot instead (``install_snapshot`` in chunks of ``snapshot_max_chunk_size``, one in flight,
+each bounded by ``install_snapshot_timeout``). A lost chunk is sent again from the same
+offset; a chunk the follower refuses (it lost what came before) restarts the transfer. Then
+replication continues after the snapshot's last log id.
+
 Commit-only updates ride on the next data request or heartbeat: the commit index matters to
 followers for apply only, and the leader answers its clients itself.
 """
@@ -17,9 +23,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import RPCError
-from ..types import AppendEntriesRequest, LogId, NodeId, RPCOption, Vote
-from .messages import HigherVote, Progress
+import io
+import itertools
+
+from ..errors import LogCompacted, RemoteError, RPCError, StorageError
+from ..types import AppendEntriesRequest, InstallSnapshotRequest, LogId, NodeId, RPCOption, Vote
+from .messages import Failed, HigherVote, Progress
+
+_read_tokens = itertools.count(1)
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork
@@ -53,6 +64,8 @@ class ReplicationCore:
         # The first request (a probe) goes out at once.
         self.heartbeat_due = True
         self.stopped = False
+        # A snapshot transfer is running (it holds the one in-flight slot).
+        self.snapshotting = False
         self._waiter: asyncio.Future[None] | None = None
         cfg = core.config
         self.max_inflight = cfg.max_inflight_requests
@@ -102,7 +115,7 @@ class ReplicationCore:
         """Send as many requests as the pipeline allows."""
         core = self.core
         eng = core.engine
-        while not self.stopped and not self.backing_off:
+        while not self.stopped and not self.backing_off and not self.snapshotting:
             leader = eng.leader
             if leader is None or leader.vote != self.vote:
                 # Our leadership ended; the core stops us too. Never read the log past here:
@@ -121,13 +134,11 @@ class ReplicationCore:
             if prev_index >= 0:
                 prev = eng.state.log_id_at(prev_index)
                 if prev is None:
-                    log.warning(
-                        "replication %s->%s: entry %d was purged; snapshot transfer is needed",
-                        core.id,
-                        self.target,
-                        prev_index,
-                    )
-                    self._back_off()
+                    purged = eng.state.purged_log_id()
+                    if purged is not None and prev_index < purged.index:
+                        self._start_snapshot()
+                    else:
+                        self._back_off()
                     return
             end = min(self.last_index + 1, start + self.max_entries) if has_data else start
             self.next_index = end
@@ -148,13 +159,26 @@ class ReplicationCore:
             return
         entries = core.cache.get(start, end) if end > start else []
         if len(entries) < end - start:
+            token = next(_read_tokens)
+            core.storage_read_started(token, start + len(entries))
             try:
                 rest = await core._read_entries(start + len(entries), end)
-            except Exception:
+            except Exception as e:
                 if not self._still_leader():
                     self.inflight -= 1
                     return
+                if isinstance(e, StorageError) and isinstance(e.__cause__, LogCompacted):
+                    # Purged after this request was planned: the follower needs a snapshot.
+                    self.inflight -= 1
+                    if gen == self.gen:
+                        self.gen += 1
+                        self.next_index = start
+                        self._start_snapshot()
+                    self._wake()
+                    return
                 raise
+            finally:
+                core.storage_read_done(token)
             if not self._still_leader():
                 self.inflight -= 1
                 return
@@ -195,6 +219,86 @@ class ReplicationCore:
                 self.probing = True
         self._wake()
 
+    # -- snapshot transfer ---------------------------------------------------------------------
+
+    def _start_snapshot(self) -> None:
+        if self.snapshotting or self.stopped:
+            return
+        self.snapshotting = True
+        self.inflight += 1
+        self.core._spawn(self._send_snapshot(), f"snapshot-{self.target}")
+
+    async def _send_snapshot(self) -> None:
+        core = self.core
+        cfg = core.config
+        try:
+            snap = await core.get_current_snapshot()
+        except Exception as e:  # noqa: BLE001 - the state machine failed: fatal
+            self._end_snapshot()
+            core.notify(Failed(StorageError("reading the current snapshot", e)))
+            return
+        purged = core.engine.state.purged_log_id()
+        if snap is None or snap.meta.last_log_id is None or (purged is not None and snap.meta.last_log_id < purged):
+            if snap is not None:
+                snap.data.close()
+            log.warning("replication %s->%s: no snapshot covers the purged log yet", core.id, self.target)
+            self._end_snapshot()
+            self._back_off()
+            return
+        data = snap.data
+        meta = snap.meta
+        ttl = cfg.install_snapshot_timeout / 1000.0
+        option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
+        chunk = cfg.snapshot_max_chunk_size
+        pause = cfg.heartbeat_interval / 1000.0
+        offset = 0
+        try:
+            size = await _call_file(data, _size)
+            while not self.stopped and self._still_leader():
+                buf = await _call_file(data, _read_at, offset, chunk)
+                done = offset + len(buf) >= size
+                req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
+                sent_at = core.now_ms()
+                try:
+                    async with asyncio.timeout(ttl):
+                        resp = await self.client.install_snapshot(req, option)
+                except RemoteError as e:
+                    log.debug("snapshot %s->%s refused at %d: %s; starting over", core.id, self.target, offset, e)
+                    offset = 0
+                    await core.clock.sleep(pause)
+                    continue
+                except (RPCError, TimeoutError) as e:
+                    log.debug("snapshot %s->%s chunk at %d failed: %s; resending", core.id, self.target, offset, e)
+                    await core.clock.sleep(pause)
+                    continue
+                if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
+                    core.notify(HigherVote(self.target, self.vote, resp.vote))
+                    self.stopped = True
+                    return
+                if not done:
+                    core.notify(Progress(self.target, self.vote, None, sent_at, False))
+                    offset += len(buf)
+                    continue
+                m = meta.last_log_id
+                if self.matching is None or m > self.matching:
+                    self.matching = m
+                self.has_matching = True
+                core.notify(Progress(self.target, self.vote, self.matching, sent_at, True))
+                self.gen += 1
+                self.next_index = m.index + 1
+                self.probing = True
+                self.heartbeat_due = True
+                return
+        finally:
+            data.close()
+            self._end_snapshot()
+
+    def _end_snapshot(self) -> None:
+        if self.snapshotting:
+            self.snapshotting = False
+            self.inflight -= 1
+            self._wake()
+
     def _restart(self, failed_start: int) -> None:
         """Resend from the first index not known to match (after a failed request)."""
         self.gen += 1
@@ -216,3 +320,22 @@ class ReplicationCore:
         self.backing_off = False
         self.heartbeat_due = True
         self._wake()
+
+
+def _size(f: io.IOBase) -> int:
+    f.seek(0, io.SEEK_END)
+    n = f.tell()
+    f.seek(0)
+    return n
+
+
+def _read_at(f: io.IOBase, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)  # type: ignore[attr-defined,no-any-return]
+
+
+async def _call_file(f: object, fn: object, *args: object) -> object:
+    """Run a file operation: inline for in-memory files, in a thread for real ones."""
+    if isinstance(f, io.BytesIO):
+        return fn(f, *args)  # type: ignore[operator]
+    return await asyncio.to_thread(fn, f, *args)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..errors import ForwardToLeader, StorageError
 from ..types import ClientWriteResponse, Entry, Membership
@@ -41,6 +41,17 @@ class Responder:
             self.tx.set_exception(err)
 
 
+class _Op:
+    """A call to run on the state machine in queue order: ``fn(sm)`` is awaited and its
+    result (or exception) goes to ``fut``."""
+
+    __slots__ = ("fn", "fut")
+
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]], fut: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.fut = fut
+
+
 class StateMachineWorker:
     """Applies batches submitted by ``RaftCore`` and resolves their responders.
 
@@ -52,7 +63,7 @@ class StateMachineWorker:
         self.core = core
         self.sm = sm
         self.max_batch = max_batch
-        self._queue: deque[tuple[list[Entry], list[Responder]]] = deque()
+        self._queue: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
@@ -69,6 +80,31 @@ class StateMachineWorker:
             if not w.done():
                 w.set_result(None)
 
+    def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """Run ``fn(state_machine)`` after everything queued so far (the state machine is
+        only ever used from this task, one call at a time); return a future of its result.
+        An exception from ``fn`` goes to the future and does not stop the worker."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Op(fn, fut))
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        return fut
+
+    def fail_upto(self, index: int, err: BaseException) -> None:
+        """Entries up to ``index`` will never be applied one by one (a snapshot replaced
+        them): fail the responders waiting for any of them."""
+        rs = self._responders
+        while rs and rs[0].first <= index:
+            rs.popleft().fail(err)
+        for item in self._queue:
+            if type(item) is not _Op:
+                for r in item[1]:
+                    if r.first <= index:
+                        r.fail(err)
+
     def stop(self) -> None:
         """Stop after the current apply; pending responders are failed by the core."""
         self._stopped = True
@@ -80,16 +116,19 @@ class StateMachineWorker:
         rs = self._responders
         while rs and rs[-1].first + rs[-1].count - 1 > index:
             rs.pop().fail(err)
-        for _, queued in self._queue:
-            for r in queued:
+        for item in self._queue:
+            if type(item) is _Op:
+                continue
+            for r in item[1]:
                 if r.first + r.count - 1 > index:
                     r.fail(err)
 
     def pending_responders(self) -> list[Responder]:
         """Responders not answered yet (queued or waiting in the buffer)."""
         out = list(self._responders)
-        for _, rs in self._queue:
-            out.extend(rs)
+        for item in self._queue:
+            if type(item) is not _Op:
+                out.extend(item[1])
         return out
 
     async def run(self) -> None:
@@ -101,7 +140,11 @@ class StateMachineWorker:
                     self._waiter = loop.create_future()
                     await self._waiter
                     continue
-                entries, responders = self._queue.popleft()
+                item = self._queue.popleft()
+                if type(item) is _Op:
+                    await self._run_op(item)
+                    continue
+                entries, responders = item
                 if responders:
                     self._responders.extend(responders)
                 if not entries:
@@ -122,6 +165,18 @@ class StateMachineWorker:
             err = StorageError("applying entries to the state machine", e)
             err.__cause__ = e
             self.core.notify(Failed(err))
+
+    async def _run_op(self, op: _Op) -> None:
+        try:
+            result = await op.fn(self.sm)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - the caller decides what a failure means
+            if not op.fut.done():
+                op.fut.set_exception(e)
+            return
+        if not op.fut.done():
+            op.fut.set_result(result)
 
     def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer every responder whose entries are now all applied."""

@@ -18,7 +18,12 @@ ordering is data. See ``docs/design/engine-runtime.md``.
 
 from .command import (
     AppendEntries,
+    BuildSnapshot,
     Command,
+    InstallSnapshot,
+    ReceiveSnapshotChunk,
+    RespondOnApply,
+    SendTransferLeader,
     Heartbeat,
     PurgeLog,
     Replicate,
@@ -36,6 +41,11 @@ from .state import IOState, MembershipState, RaftState
 
 __all__ = [
     "AppendEntries",
+    "BuildSnapshot",
+    "InstallSnapshot",
+    "ReceiveSnapshotChunk",
+    "RespondOnApply",
+    "SendTransferLeader",
     "Candidate",
     "Command",
     "Engine",

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import msgspec
 
-from ..types import BasicNode, Entry, LogId, NodeId, Vote, VoteRequest
+from ..types import BasicNode, Entry, LogId, NodeId, SnapshotMeta, TransferLeaderRequest, Vote, VoteRequest
 
 
 class SaveVote(msgspec.Struct, frozen=True):
@@ -101,6 +101,47 @@ class Respond(msgspec.Struct, frozen=True):
     when: int | None = None
 
 
+class RespondOnApply(msgspec.Struct, frozen=True):
+    """Answer ``tx`` with the ``ClientWriteResponse`` of the entry ``log_id`` once it is
+    applied (with ``ForwardToLeader`` if that entry is replaced by another leader's). Used for
+    entries the engine appends itself: membership changes and learners."""
+
+    tx: Any
+    log_id: LogId
+
+
+class BuildSnapshot(msgspec.Struct, frozen=True):
+    """Build a snapshot of the state machine in the background; report it with
+    ``Engine.handle_snapshot_built``."""
+
+
+class ReceiveSnapshotChunk(msgspec.Struct, frozen=True):
+    """Write the chunk ``req`` into the snapshot being received, once IO ``when`` (the vote
+    adopted from ``req``) is durable. On the last chunk, hand the whole snapshot to
+    ``Engine.handle_snapshot_received``; otherwise answer ``tx``."""
+
+    req: Any
+    tx: Any
+    when: int | None = None
+
+
+class InstallSnapshot(msgspec.Struct, frozen=True):
+    """Replace the state machine's state with the received snapshot ``data`` (a file from
+    ``begin_receiving_snapshot``); report it with ``Engine.handle_snapshot_installed``, which
+    then answers ``tx``. Entries up to ``meta.last_log_id`` are never applied after this."""
+
+    meta: SnapshotMeta
+    data: Any
+    tx: Any
+
+
+class SendTransferLeader(msgspec.Struct, frozen=True):
+    """Send ``req`` to every node in ``targets`` (best effort, no reply expected)."""
+
+    req: TransferLeaderRequest
+    targets: dict[NodeId, BasicNode]
+
+
 Command = Union[
     SaveVote,
     AppendEntries,
@@ -113,5 +154,10 @@ Command = Union[
     Replicate,
     Heartbeat,
     Respond,
+    RespondOnApply,
+    BuildSnapshot,
+    ReceiveSnapshotChunk,
+    InstallSnapshot,
+    SendTransferLeader,
 ]
 """Everything the engine may emit."""

@@ -18,6 +18,7 @@ from ..types import (
     Membership,
     NodeId,
     ServerState,
+    SnapshotMeta,
     StoredMembership,
     Vote,
 )
@@ -34,11 +35,13 @@ from .command import (
 from .following_handler import FollowingHandler
 from .leader import Candidate, Leader
 from .leader_handler import LeaderHandler
+from .membership_handler import MembershipHandler
+from .snapshot_handler import SnapshotHandler
 from .state import RaftState
 from .vote_handler import VoteHandler
 
 
-class Engine(VoteHandler, FollowingHandler, LeaderHandler):
+class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, SnapshotHandler):
     """The Raft protocol for one node, with no IO and no clock.
 
     Time enters only as the ``now`` argument (milliseconds, monotonic, from the runtime's
@@ -64,6 +67,11 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         # acked it right before a restart, and granting another candidate at once could cut
         # that leader's lease short (stale lease reads).
         self.leader_seen_at: float = now if state.vote.committed else -1e18
+        # The leader vote that told us it is handing over (TransferLeader): its messages no
+        # longer count as "leader seen", so we may grant the new candidate at once.
+        self.transfer_from: Vote | None = None
+        self.snapshot_building = False
+        self.snapshot_installing: SnapshotMeta | None = None
         self.election_deadline: float = 0.0
         self.now = now
         # Test-only fault switches, used by the simulator to prove it catches bugs. Never set
@@ -99,6 +107,9 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
                 self.leader_heartbeat(now)
             if leader.reads:
                 self.leader_check_reads()
+            if leader.transfer_to is not None and now > leader.transfer_deadline:
+                # No new leader appeared: take writes again (lease reads stay off).
+                leader.transfer_to = None
             # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
             # election timeout steps down, so a minority leader stops taking writes.
             acked = max(leader.quorum_acked_at(now), leader.elected_at)
@@ -130,6 +141,7 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         if not vote.is_ge(st.vote):
             raise Panicked(f"node {st.id}: vote may not go backward: {st.vote!r} -> {vote!r}")
         st.vote = vote
+        self.transfer_from = None
         io = self.next_io()
         st.io.pending.append((io, None, vote))
         st.io.vote_io = io
@@ -191,8 +203,12 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
         if committed is None:
             return None
         st.committed = committed
+        before = st.membership.committed
         st.membership.commit(index)
         self.output.append(SaveCommittedAndApply(committed, when=when))
+        if st.membership.committed is not before and self.leader is not None:
+            # Nodes removed by the now committed membership get no more entries.
+            self.refresh_replication()
         return committed
 
     def io_covering(self, index: int) -> int | None:
@@ -252,6 +268,8 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
             stepped_down = ForwardToLeader(None, None)
             for r in self.leader.reads:
                 self.output.append(Respond(r.tx, stepped_down))
+            if self.leader.change_tx is not None:
+                self.output.append(Respond(self.leader.change_tx, stepped_down))
             self.leader = None
         self.candidate = None
         self.pre_candidate = None
@@ -260,17 +278,30 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler):
 
     def on_membership_changed(self) -> None:
         """The effective membership changed (appended or truncated)."""
-        m = self.state.effective_membership()
         if self.leader is not None:
-            self.leader.set_membership(m, self.now)
-            self.output.append(StartReplication(self.leader.vote, self.replication_targets()))
+            self.refresh_replication()
             self.leader_try_commit()
         self.set_server_state()
 
+    def refresh_replication(self) -> None:
+        """The leader's membership or targets changed: update progress tracking and the set
+        of replication streams."""
+        leader = self.leader
+        assert leader is not None
+        targets = self.replication_targets()
+        others = frozenset(targets) - self.state.effective_membership().nodes.keys()
+        leader.set_membership(self.state.effective_membership(), self.now, others)
+        self.output.append(StartReplication(leader.vote, targets))
+
     def replication_targets(self) -> dict[NodeId, BasicNode]:
-        """Every node but this one in the effective membership: voters and learners."""
+        """Every node but this one in the effective membership (voters and learners), and
+        the nodes the committed membership still has: a removed node keeps receiving the log
+        until its removal commits, so it learns it is out and does not campaign."""
         st = self.state
-        return {nid: n for nid, n in st.effective_membership().nodes.items() if nid != st.id}
+        out = dict(st.membership.committed.membership.nodes)
+        out.update(st.effective_membership().nodes)
+        out.pop(st.id, None)
+        return dict(sorted(out.items()))
 
     def current_leader(self) -> NodeId | None:
         """The established leader this node knows of, if any. A committed vote naming this

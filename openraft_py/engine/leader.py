@@ -68,6 +68,12 @@ class Leader:
         "last_heartbeat",
         "elected_at",
         "acks",
+        "change_tx",
+        "change_retain",
+        "transfer_to",
+        "transfer_sent",
+        "transfer_deadline",
+        "lease_disabled",
     )
 
     def __init__(self, vote: Vote, node_id: NodeId, membership: Membership, now: float) -> None:
@@ -83,13 +89,27 @@ class Leader:
         self.configs: list[list[NodeId]] = []
         self.progress: ProgressTable = ProgressTable([], [], node_id)
         self.ack_at: dict[NodeId, float] = {}
+        # A change_membership caller waiting for the final (uniform) config, and whether
+        # removed voters stay as learners. A leader that inherits a joint config finishes it
+        # keeping every node (``retain``): nothing is dropped that nobody asked to drop.
+        self.change_tx: Any = None
+        self.change_retain = True
+        # Leader transfer in progress: the target, whether the TransferLeader was sent, and
+        # when to give up and resume. Once a transfer starts, lease reads stay off for the
+        # rest of this term: followers stop treating this leader as alive.
+        self.transfer_to: NodeId | None = None
+        self.transfer_sent = False
+        self.transfer_deadline = 0.0
+        self.lease_disabled = False
         self.set_membership(membership, now)
 
-    def set_membership(self, m: Membership, now: float) -> None:
-        """Adopt a new effective membership, keeping what is known of remaining nodes."""
+    def set_membership(self, m: Membership, now: float, others: frozenset[NodeId] = frozenset()) -> None:
+        """Adopt a new effective membership, keeping what is known of remaining nodes.
+        ``others``: nodes outside ``m`` still replicated to (removed by a change that is not
+        committed yet); they are tracked like learners."""
         old = self.progress.as_dict()
         self.configs = voter_configs(m)
-        learners = sorted(m.learner_ids())
+        learners = sorted((m.learner_ids() | others) - m.voter_ids() - {self.node_id})
         self.progress = ProgressTable(self.configs, learners, self.node_id)
         for nid, idx in old.items():
             if idx >= 0:

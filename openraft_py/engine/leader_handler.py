@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import QuorumNotEnough
+from ..errors import ForwardToLeader, QuorumNotEnough
 from ..types import Entry, EntryPayload, LogId, ReadPolicy, Vote
 from .command import Heartbeat, Replicate, Respond
 from .leader import PendingRead
@@ -28,6 +28,8 @@ class LeaderHandler:
         leader = self.leader
         if leader is None:
             raise self.forward_to_leader()
+        if leader.transfer_to is not None:
+            raise ForwardToLeader(leader.transfer_to, self.state.effective_membership().nodes.get(leader.transfer_to))
         st = self.state
         term = leader.vote.term
         start = st.last_index() + 1
@@ -60,6 +62,10 @@ class LeaderHandler:
         if matching is not None:
             leader.progress.update(target, matching.index)
             self.leader_try_commit()
+            if self.leader is None:
+                return
+            if leader.transfer_to == target:
+                self.leader_try_transfer()
         if leader.reads:
             self.leader_check_reads()
 
@@ -87,6 +93,7 @@ class LeaderHandler:
         committed = self.commit_to(ci, when=self.io_covering(ci))
         if committed is not None:
             self.output.append(Replicate(st.last_log_id(), committed))
+            self.leader_after_commit()
 
     def leader_heartbeat(self: Engine, now: float) -> None:
         """Send a heartbeat round now."""
@@ -116,7 +123,9 @@ class LeaderHandler:
         if policy is ReadPolicy.LEASE_READ:
             acked = leader.quorum_acked_at(now)
             lease = self.config.lease_ms()
-            if "expired_lease_read" in self.faults or (acked >= 0 and now - acked < lease):
+            if leader.lease_disabled and "expired_lease_read" not in self.faults:
+                self.output.append(Respond(tx, QuorumNotEnough("no lease: this leader is handing over leadership")))
+            elif "expired_lease_read" in self.faults or (acked >= 0 and now - acked < lease):
                 self.output.append(Respond(tx, read_log_id))
             else:
                 self.output.append(
@@ -145,3 +154,4 @@ class LeaderHandler:
         st = self.state
         if applied is not None and (st.applied is None or applied > st.applied):
             st.applied = applied
+            self.maybe_build_snapshot()

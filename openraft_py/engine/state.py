@@ -61,6 +61,14 @@ class MembershipState:
         while self.uncommitted and self.uncommitted[-1].log_id.index > after_index:  # type: ignore[union-attr]
             self.uncommitted.pop()
 
+    def install_snapshot(self, sm: StoredMembership, last_index: int) -> None:
+        """A snapshot covering entries up to ``last_index`` was installed; ``sm`` is its
+        membership. Memberships at or before ``last_index`` are covered by it (committed)."""
+        while self.uncommitted and self.uncommitted[0].log_id.index <= last_index:  # type: ignore[union-attr]
+            self.uncommitted.pop(0)
+        if sm.log_id is not None and (self.committed.log_id is None or sm.log_id > self.committed.log_id):
+            self.committed = sm
+
     def __repr__(self) -> str:
         return f"MembershipState(committed={self.committed!r}, uncommitted={self.uncommitted!r})"
 

@@ -87,6 +87,7 @@ class VoteHandler:
             and req.vote.leader_id != mine.leader_id
             and (
                 self.leader is not None
+                and self.leader.transfer_to is None
                 and now - max(self.leader.quorum_acked_at(now), self.leader.elected_at) < c.election_timeout_min
                 or self.leader is None
                 and now - self.leader_seen_at < c.election_timeout_min
@@ -146,17 +147,19 @@ class VoteHandler:
         vote = Vote(cand.vote.leader_id, True)
         self.update_vote(vote)
         leader = Leader(vote, st.id, st.effective_membership(), now)
+        self.leader = leader
+        targets = self.replication_targets()
+        leader.set_membership(st.effective_membership(), now, frozenset(targets) - st.effective_membership().nodes.keys())
         # NB: the grants do not count as acks (``ack_at``): a voter's grant leaves its vote
         # uncommitted, so leader stickiness does not stop it from granting a higher-term
         # candidate a moment later; a grant confirms no lease. ``elected_at`` covers
         # check-quorum until the first heartbeat round is acked.
         leader.elected_at = now
-        self.leader = leader
         self.set_server_state()
         ios = st.io
         flushed = ios.flushed_log_id
         leader.progress.update(st.id, -1 if flushed is None else flushed.index)
-        self.output.append(StartReplication(vote, self.replication_targets()))
+        self.output.append(StartReplication(vote, targets))
         last = st.last_log_id()
         noop = Entry(LogId(vote.term, 0 if last is None else last.index + 1), BLANK)
         leader.noop_log_id = noop.log_id

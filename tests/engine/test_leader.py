@@ -23,6 +23,7 @@ from openraft_py.types import (
     BLANK,
     BasicNode,
     Entry,
+    Membership,
     Normal,
     ReadPolicy,
     ServerState,
@@ -130,7 +131,12 @@ def test_joint_config_commit_needs_a_majority_of_both(acks, committed):
     if committed is None:
         assert cmds == [], "no SaveCommittedAndApply without a majority of both configs"
     else:
-        assert cmds == [SaveCommittedAndApply(committed), Replicate(lid(1, 1), committed)]
+        # The committed joint config is finished at once: the leader appends [C_new],
+        # keeping the removed voters as learners (it does not know the caller's ``retain``).
+        final = Membership.new([{1, 4, 5}], {n: BasicNode() for n in (1, 2, 3, 4, 5)})
+        assert cmds[:2] == [SaveCommittedAndApply(committed), Replicate(lid(1, 1), committed)]
+        assert cmds[2] == AppendEntries([Entry(lid(1, 2), final)], 4)
+        assert eng.state.membership.effective.membership == final
 
 
 def test_joint_election_needs_a_majority_of_both():

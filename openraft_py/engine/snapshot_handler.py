@@ -1,0 +1,163 @@
+"""Snapshots and log compaction (thesis 5.1-5.4).
+
+- Build: when ``SnapshotPolicy`` says so (or on ``trigger.snapshot()``), one build at a time,
+  in the background (``BuildSnapshot``); ``handle_snapshot_built`` records it.
+- Purge: after a snapshot, entries up to ``snapshot - max_in_snapshot_log_to_keep`` go, once
+  at least ``purge_batch_size`` of them can. Only entries a snapshot covers are purged:
+  ``purged <= snapshot <= applied``.
+- Install: a follower receives a leader's snapshot chunk by chunk (the runtime writes the
+  chunks), then ``handle_snapshot_received`` hands it to the state machine
+  (``InstallSnapshot``) and ``handle_snapshot_installed`` fixes the log: it keeps the entries
+  after the snapshot when the log holds the snapshot's last log id, else drops every
+  uncommitted entry; then purges up to the snapshot. The leader is answered only once that is
+  durable, so its ``matching`` is true on disk.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApiError
+from ..types import InstallSnapshotRequest, InstallSnapshotResponse, LogId, SnapshotMeta
+from .command import BuildSnapshot, InstallSnapshot, PurgeLog, ReceiveSnapshotChunk, Respond, SaveCommittedAndApply
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class SnapshotHandler:
+    """Snapshot and purge handlers, mixed into ``Engine``."""
+
+    # -- building ----------------------------------------------------------------------------
+
+    def maybe_build_snapshot(self: Engine) -> None:
+        """Start a build if the policy says one is due and none is running."""
+        st = self.state
+        if self.snapshot_building or st.applied is None:
+            return
+        snap = -1 if st.snapshot is None else st.snapshot.index
+        if self.config.snapshot_policy.should_snapshot(st.applied.index, snap):
+            self.snapshot_building = True
+            self.output.append(BuildSnapshot())
+
+    def trigger_snapshot(self: Engine) -> bool:
+        """Build a snapshot now unless one is being built; return whether one was started."""
+        if self.snapshot_building:
+            return False
+        self.snapshot_building = True
+        self.output.append(BuildSnapshot())
+        return True
+
+    def handle_snapshot_built(self: Engine, meta: SnapshotMeta | None) -> None:
+        """A build finished (``meta`` ``None``: it failed or built nothing)."""
+        self.snapshot_building = False
+        if meta is None or meta.last_log_id is None:
+            return
+        st = self.state
+        last = meta.last_log_id
+        if st.snapshot is None or last > st.snapshot:
+            # A state machine snapshots only what it applied: last <= applied.
+            st.snapshot = last
+        self.maybe_purge()
+
+    # -- purging -----------------------------------------------------------------------------
+
+    def maybe_purge(self: Engine) -> None:
+        """Purge what the policy allows: up to ``snapshot - max_in_snapshot_log_to_keep``, in
+        batches of at least ``purge_batch_size`` entries."""
+        st = self.state
+        if st.snapshot is None:
+            return
+        upto = st.snapshot.index - self.config.max_in_snapshot_log_to_keep
+        purged = st.purged_log_id()
+        have = -1 if purged is None else purged.index
+        if upto - have >= self.config.purge_batch_size:
+            log_id = st.log_id_at(upto)
+            if log_id is not None:
+                self.purge_local(log_id)
+
+    def trigger_purge_log(self: Engine, upto: int) -> LogId | None:
+        """Purge entries up to index ``upto``, but never past the last snapshot; return the
+        new last purged log id (``None`` when nothing could be purged)."""
+        st = self.state
+        if st.snapshot is None:
+            return None
+        index = min(upto, st.snapshot.index)
+        purged = st.purged_log_id()
+        if purged is not None and index <= purged.index:
+            return None
+        log_id = st.log_id_at(index)
+        if log_id is None:
+            return None
+        self.purge_local(log_id)
+        return log_id
+
+    def purge_local(self: Engine, upto: LogId) -> None:
+        """Delete the entries up to ``upto`` (which a snapshot covers, or which lie beyond the
+        log after installing a snapshot) and emit ``PurgeLog``."""
+        st = self.state
+        st.log_ids.purge(upto.term, upto.index)
+        io = self.next_io()
+        st.io.pending.append((io, st.last_log_id(), None))
+        self.output.append(PurgeLog(upto, io))
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def handle_install_snapshot(self: Engine, req: InstallSnapshotRequest, tx: Any, now: float) -> None:
+        """A chunk of a leader's snapshot. A stale leader is refused; otherwise we follow it
+        and the runtime writes the chunk (``ReceiveSnapshotChunk``) once the adopted vote is
+        durable."""
+        st = self.state
+        self.now = now
+        vote = req.vote
+        if vote != st.vote:
+            if not vote.is_ge(st.vote):
+                self.output.append(Respond(tx, InstallSnapshotResponse(st.vote)))
+                return
+            self.update_vote(vote)
+        if self.leader is not None or self.candidate is not None:
+            self.become_following(now)
+        if self.transfer_from != vote:
+            self.leader_seen_at = now
+        self.pre_candidate = None
+        self.reset_election_timer(now)
+        self.output.append(ReceiveSnapshotChunk(req, tx, when=st.io.vote_io))
+
+    def handle_snapshot_received(self: Engine, meta: SnapshotMeta, data: Any, tx: Any) -> None:
+        """Every chunk arrived: install it unless we already have what it covers."""
+        st = self.state
+        last = meta.last_log_id
+        if last is None or (st.committed is not None and last <= st.committed):
+            # Committed entries match the leader's: we hold everything the snapshot covers.
+            self.output.append(Respond(tx, InstallSnapshotResponse(st.vote)))
+            return
+        if self.snapshot_installing is not None:
+            self.output.append(Respond(tx, ApiError(f"node {st.id}: another snapshot is being installed")))
+            return
+        self.snapshot_installing = meta
+        self.output.append(InstallSnapshot(meta, data, tx))
+
+    def handle_snapshot_installed(self: Engine, meta: SnapshotMeta, tx: Any) -> None:
+        """The state machine holds the snapshot ``meta``: make the log agree, advance
+        committed/applied/snapshot, and answer the leader once that is durable."""
+        st = self.state
+        self.snapshot_installing = None
+        last = meta.last_log_id
+        assert last is not None
+        if not (st.has_log_id(last) and st.last_index() >= last.index):
+            # Entries after what is committed may conflict with the leader's: drop them.
+            if st.last_index() > st.committed_index():
+                self.truncate_local(st.committed_index())
+        purged = st.purged_log_id()
+        if purged is None or last.index > purged.index:
+            self.purge_local(last)
+        if st.committed is None or last > st.committed:
+            st.committed = last
+            self.output.append(SaveCommittedAndApply(last))
+        st.membership.install_snapshot(meta.last_membership, last.index)
+        if st.applied is None or last > st.applied:
+            st.applied = last
+        if st.snapshot is None or last > st.snapshot:
+            st.snapshot = last
+        self.on_membership_changed()
+        self.output.append(Respond(tx, InstallSnapshotResponse(st.vote), when=st.io.submitted))
