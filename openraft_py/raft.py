@@ -106,7 +106,11 @@ class Trigger:
         on a non-leader and ``ValueError`` if ``to`` is not a voter."""
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.transfer_leader(to, now)
+            try:
+                eng.transfer_leader(to, now)
+            except ValueError as e:
+                tx.set_exception(e)
+                return
             tx.set_result(None)
 
         await self._raft._call(fn)

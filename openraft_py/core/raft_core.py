@@ -643,10 +643,7 @@ class RaftCore:
             q.popleft().fail(err)
         self.sm_worker.fail_upto(last.index, err)
 
-        async def install(sm: Any) -> None:
-            await sm.install_snapshot(meta, data)
-
-        fut = self.sm_worker.call(install)
+        fut = self.sm_worker.install_snapshot(meta, data)
 
         def done(f: asyncio.Future[None]) -> None:
             _close(data)

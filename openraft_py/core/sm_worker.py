@@ -93,6 +93,18 @@ class StateMachineWorker:
                 w.set_result(None)
         return fut
 
+    def install_snapshot(self, meta: Any, data: Any) -> asyncio.Future[Any]:
+        """Queue ``state_machine.install_snapshot(meta, data)`` after everything queued so
+        far; return a future of its completion. Applied entries buffered for responders are
+        dropped: what follows the snapshot does not continue them."""
+
+        async def install(sm: Any) -> None:
+            await sm.install_snapshot(meta, data)
+            self._buf_entries = []
+            self._buf_results = []
+
+        return self.call(install)
+
     def fail_upto(self, index: int, err: BaseException) -> None:
         """Entries up to ``index`` will never be applied one by one (a snapshot replaced
         them): fail the responders waiting for any of them."""

@@ -72,6 +72,8 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         self.transfer_from: Vote | None = None
         self.snapshot_building = False
         self.snapshot_installing: SnapshotMeta | None = None
+        # A built snapshot past the applied log id known so far (its apply report is late).
+        self.snapshot_unreported: LogId | None = None
         self.election_deadline: float = 0.0
         self.now = now
         # Test-only fault switches, used by the simulator to prove it catches bugs. Never set

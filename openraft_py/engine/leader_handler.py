@@ -154,4 +154,8 @@ class LeaderHandler:
         st = self.state
         if applied is not None and (st.applied is None or applied > st.applied):
             st.applied = applied
+            pending = self.snapshot_unreported
+            if pending is not None and pending <= applied:
+                self.snapshot_unreported = None
+                self.adopt_snapshot(pending)
             self.maybe_build_snapshot()

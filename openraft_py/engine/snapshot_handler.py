@@ -55,8 +55,17 @@ class SnapshotHandler:
             return
         st = self.state
         last = meta.last_log_id
+        if st.applied is None or last > st.applied:
+            # The builder saw an apply whose report has not arrived yet: adopt the snapshot
+            # once it has (``snapshot <= applied``).
+            self.snapshot_unreported = last
+            return
+        self.adopt_snapshot(last)
+
+    def adopt_snapshot(self: Engine, last: LogId) -> None:
+        """Record a built snapshot covering up to ``last`` (``<= applied``) and purge."""
+        st = self.state
         if st.snapshot is None or last > st.snapshot:
-            # A state machine snapshots only what it applied: last <= applied.
             st.snapshot = last
         self.maybe_purge()
 
