@@ -12,7 +12,7 @@
   log, then tells every voter; they stop treating it as alive (so they grant votes) and the
   target starts an election at once.
 
-See ``docs/design/membership.md``.
+See ``docs/design/joint-consensus.md``.
 """
 
 from __future__ import annotations
