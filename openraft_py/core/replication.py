@@ -129,16 +129,17 @@ class ReplicationCore:
             has_data = start <= self.last_index
             if not (has_data or self.heartbeat_due):
                 return
+            purged = eng.state.log_ids.purged()
+            if purged is not None and start <= purged[1]:
+                # The entries this follower needs are gone: send the snapshot instead.
+                self._start_snapshot()
+                return
             prev_index = start - 1
             prev = None
             if prev_index >= 0:
                 prev = eng.state.log_id_at(prev_index)
                 if prev is None:
-                    purged = eng.state.purged_log_id()
-                    if purged is not None and prev_index < purged.index:
-                        self._start_snapshot()
-                    else:
-                        self._back_off()
+                    self._back_off()
                     return
             end = min(self.last_index + 1, start + self.max_entries) if has_data else start
             self.next_index = end
