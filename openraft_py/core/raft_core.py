@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import EntryCache
 from ..config import Config
 from ..engine import (
+    AbandonWrites,
     AppendEntries,
     BuildSnapshot,
     Command,
@@ -411,6 +412,8 @@ class RaftCore:
                 s.heartbeat()
         elif t is RespondOnApply:
             self._add_responder(c.tx, c.log_id)  # type: ignore[union-attr]
+        elif t is AbandonWrites:
+            self._fail_responders_after(c.after)  # type: ignore[union-attr]
         elif t is BuildSnapshot:
             self._spawn(self._build_snapshot(), "build-snapshot")
         elif t is ReceiveSnapshotChunk:

@@ -17,6 +17,7 @@ ordering is data. See ``docs/design/engine-runtime.md``.
 """
 
 from .command import (
+    AbandonWrites,
     AppendEntries,
     BuildSnapshot,
     Command,
@@ -40,6 +41,7 @@ from .leader import Candidate, Leader
 from .state import IOState, MembershipState, RaftState
 
 __all__ = [
+    "AbandonWrites",
     "AppendEntries",
     "BuildSnapshot",
     "InstallSnapshot",

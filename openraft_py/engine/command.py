@@ -110,6 +110,13 @@ class RespondOnApply(msgspec.Struct, frozen=True):
     log_id: LogId
 
 
+class AbandonWrites(msgspec.Struct, frozen=True):
+    """Entries after ``after`` may never be applied on this node (it left the cluster and
+    gets no more entries): answer their writers with ``ForwardToLeader`` (outcome unknown)."""
+
+    after: int
+
+
 class BuildSnapshot(msgspec.Struct, frozen=True):
     """Build a snapshot of the state machine in the background; report it with
     ``Engine.handle_snapshot_built``."""
@@ -155,6 +162,7 @@ Command = Union[
     Heartbeat,
     Respond,
     RespondOnApply,
+    AbandonWrites,
     BuildSnapshot,
     ReceiveSnapshotChunk,
     InstallSnapshot,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import EmptyMembership, InProgress, LearnerNotFound
 from ..types import BasicNode, Entry, LogId, Membership, NodeId, TransferLeaderRequest
-from .command import Replicate, RespondOnApply, SendTransferLeader
+from .command import AbandonWrites, Replicate, RespondOnApply, SendTransferLeader
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -148,6 +148,9 @@ class MembershipHandler:
             req = TransferLeaderRequest(vote, best[1], st.last_log_id())
             targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
             self.output.append(SendTransferLeader(req, targets))
+        if st.id not in m.nodes:
+            # No longer replicated to: entries not committed yet never reach us as committed.
+            self.output.append(AbandonWrites(st.committed_index()))
 
     # -- leader transfer -------------------------------------------------------------------
 
