@@ -1,0 +1,307 @@
+"""Engine unit tests: membership changes (joint consensus, thesis 4.3), ``add_learner`` and a
+removed leader handing over.
+
+Each test sets state, calls one handler and asserts the exact command list; ``validate()``
+holds after every step.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from openraft_py.engine import (
+    AppendEntries,
+    Replicate,
+    Respond,
+    RespondOnApply,
+    SaveCommittedAndApply,
+    SaveVote,
+    SendTransferLeader,
+    StartReplication,
+    StopReplication,
+)
+from openraft_py.errors import EmptyMembership, ForwardToLeader, InProgress, LearnerNotFound
+from openraft_py.types import BasicNode, Entry, Membership, ServerState, TransferLeaderRequest
+
+from .helpers import TX, flush, lid, make_engine, make_leader, vote
+
+N = BasicNode()
+
+
+def nodes(*ids: int) -> dict[int, BasicNode]:
+    return {i: BasicNode() for i in ids}
+
+
+def mship(configs: list[set[int]], *extra: int) -> Membership:
+    """A membership whose nodes are the voters of ``configs`` plus the learners ``extra``."""
+    ids = set(extra)
+    for c in configs:
+        ids |= c
+    return Membership.new(configs, nodes(*sorted(ids)))
+
+
+def ack(eng, targets, index: int, at: float = 0.0) -> None:
+    """Flush the leader's own log, then let each of ``targets`` report it holds the log up to
+    ``index`` (of the leader's term)."""
+    flush(eng)
+    for t in targets:
+        eng.handle_replication_progress(t, eng.state.vote, lid(eng.state.vote.term, index), at)
+    eng.state.validate()
+
+
+def committed_leader(voters=frozenset({1, 2, 3}), learners=(), acks=(2, 3)):
+    """Leader 1 of term 1 whose blank entry 1-1 is committed; commands discarded."""
+    eng = make_leader(id=1, voters=voters, learners=learners)
+    ack(eng, acks, 1)
+    assert eng.state.committed == lid(1, 1)
+    eng.take_commands()
+    return eng
+
+
+def responses_to(cmds, tx):
+    return [c for c in cmds if isinstance(c, Respond) and c.tx == tx]
+
+
+# -- change_membership: the joint entry ----------------------------------------------------------
+
+
+def test_change_membership_appends_the_joint_config():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, False, TX)
+    joint = mship([{1, 2, 3}, {1, 2, 4}])
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), joint)], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
+        Replicate(lid(1, 2), lid(1, 1)),
+    ]
+    assert eng.state.membership.effective.membership == joint, "a membership takes effect when appended"
+    assert eng.state.membership.committed.log_id == lid(0, 0)
+    assert eng.leader.change_tx == TX and eng.leader.change_retain is False
+    assert eng.leader.configs == [[1, 2, 3], [1, 2, 4]], "the leader counts quorums of both configs at once"
+    eng.state.validate()
+
+
+def test_joint_entry_commits_only_with_a_majority_of_both_configs():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, False, TX)
+    eng.take_commands()
+    ack(eng, [3], 2)
+    assert eng.take_commands() == [], "{1,3} is a majority of C_old only"
+    ack(eng, [4], 2)
+    cmds = eng.take_commands()
+    assert cmds[0] == SaveCommittedAndApply(lid(1, 2))
+
+
+def test_joint_commit_appends_the_final_config_and_answers_the_waiting_change():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, False, TX)
+    eng.take_commands()
+    ack(eng, [2, 4], 2)
+    final = mship([{1, 2, 4}])
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 2)),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
+        Replicate(lid(1, 2), lid(1, 2)),
+        AppendEntries([Entry(lid(1, 3), final)], 5),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
+        Replicate(lid(1, 3), lid(1, 2)),
+        RespondOnApply(TX, lid(1, 3)),
+    ], "retain=False: node 3 leaves the nodes; it is still replicated to until [C_new] commits"
+    assert eng.leader.change_tx is None
+    assert eng.state.membership.effective.membership == final
+    # Once [C_new] commits, node 3 gets no more entries.
+    ack(eng, [2, 4], 3)
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 3)),
+        StartReplication(vote(1, 1, True), nodes(2, 4)),
+        Replicate(lid(1, 3), lid(1, 3)),
+    ]
+    assert eng.leader is not None and eng.state.server_state is ServerState.LEADER
+
+
+@pytest.mark.parametrize(
+    "retain,final_nodes",
+    [(True, (1, 2, 3, 4, 5)), (False, (1, 2, 4, 5))],
+    ids=["retain-keeps-removed-voter-as-learner", "no-retain-drops-removed-voter"],
+)
+def test_final_config_node_set_follows_retain(retain, final_nodes):
+    eng = committed_leader(learners=[4, 5])
+    eng.change_membership({1, 2, 4}, retain, TX)
+    eng.take_commands()
+    ack(eng, [2, 4], 2)
+    appended = [c for c in eng.take_commands() if isinstance(c, AppendEntries)]
+    final = Membership.new([{1, 2, 4}], nodes(*final_nodes))
+    assert appended == [AppendEntries([Entry(lid(1, 3), final)], 5)], (
+        "learner 5, never a voter, stays either way; only the removed voter 3 follows ``retain``"
+    )
+    assert eng.state.effective_membership().learner_ids() == set(final_nodes) - {1, 2, 4}
+
+
+def test_leader_inheriting_a_committed_joint_config_finishes_it_keeping_everyone():
+    eng = make_leader(id=1, voters=[{1, 2, 3}, {1, 2, 4}])
+    assert eng.state.membership.committed.membership.is_joint()
+    ack(eng, [2, 4], 1)
+    final = Membership.new([{1, 2, 4}], nodes(1, 2, 3, 4))
+    cmds = eng.take_commands()
+    assert cmds == [
+        SaveCommittedAndApply(lid(1, 1)),
+        Replicate(lid(1, 1), lid(1, 1)),
+        AppendEntries([Entry(lid(1, 2), final)], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
+        Replicate(lid(1, 2), lid(1, 1)),
+    ], "no RespondOnApply: nobody waits on an inherited change; node 3 is kept as a learner"
+
+
+# -- change_membership: refusals ----------------------------------------------------------------
+
+
+def test_change_refused_while_an_appended_membership_is_uncommitted():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    with pytest.raises(InProgress) as ei:
+        eng.change_membership({1, 2}, True, "tx2")
+    assert ei.value.membership_log_id == lid(1, 2)
+    assert eng.take_commands() == []
+    assert eng.leader.change_tx == TX, "the refused call does not replace the waiting caller"
+
+
+def test_change_refused_while_a_committed_joint_config_is_unfinished():
+    eng = make_leader(id=1, voters=[{1, 2, 3}, {1, 2, 4}])
+    with pytest.raises(InProgress) as ei:
+        eng.change_membership({1, 2}, True, TX)
+    assert ei.value.membership_log_id == lid(0, 0)
+    assert eng.take_commands() == []
+
+
+def test_add_learner_refused_while_a_change_is_uncommitted():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    with pytest.raises(InProgress):
+        eng.add_learner(5, N, "tx2")
+    assert eng.take_commands() == []
+
+
+def test_empty_membership_refused():
+    eng = committed_leader()
+    with pytest.raises(EmptyMembership):
+        eng.change_membership(set(), True, TX)
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_unknown_voter_refused_with_learner_not_found():
+    eng = committed_leader(learners=[4])
+    with pytest.raises(LearnerNotFound) as ei:
+        eng.change_membership({1, 2, 4, 7}, True, TX)
+    assert ei.value.node_id == 7
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_change_on_follower_forwards_to_leader():
+    eng = make_engine(id=2, vote=(1, 1, True))
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.change_membership({1, 2}, True, TX)
+    assert ei.value.leader_id == 1
+    with pytest.raises(ForwardToLeader):
+        eng.add_learner(4, N, TX)
+    assert eng.take_commands() == []
+
+
+def test_no_op_change_answers_with_the_current_membership_entry():
+    eng = committed_leader()
+    eng.change_membership({3, 2, 1}, False, TX)
+    assert eng.take_commands() == [RespondOnApply(TX, lid(0, 0))], "nothing appended: the same voters"
+    assert eng.state.last_log_id() == lid(1, 1)
+    assert eng.leader.change_tx is None
+
+
+# -- the leader steps down -----------------------------------------------------------------------
+
+
+def test_waiting_change_gets_forward_to_leader_when_the_leader_steps_down():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    eng.handle_higher_vote(2, eng.state.vote, vote(2, 3))
+    cmds = eng.take_commands()
+    assert cmds[0] == SaveVote(vote(2, 3), 5)
+    assert cmds[1] == StopReplication()
+    (resp,) = responses_to(cmds, TX)
+    assert isinstance(resp.value, ForwardToLeader) and resp.value.leader_id is None
+    assert len(cmds) == 3
+    assert eng.leader is None
+    eng.state.validate()
+
+
+def test_removed_leader_hands_over_to_the_most_up_to_date_voter():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({2, 3, 4}, False, TX)
+    eng.take_commands()
+    ack(eng, [2, 3, 4], 2)  # joint commits; the final [C_new] is 1-3
+    eng.take_commands()
+    assert eng.state.last_log_id() == lid(1, 3)
+    ack(eng, [2], 2)
+    ack(eng, [3, 4], 3)  # [C_new] committed by {3, 4}; node 2 is one entry behind
+    cmds = eng.take_commands()
+    assert cmds == [
+        SaveCommittedAndApply(lid(1, 3)),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
+        Replicate(lid(1, 3), lid(1, 3)),
+        StopReplication(),
+        SendTransferLeader(TransferLeaderRequest(vote(1, 1, True), 3, lid(1, 3)), nodes(2, 3, 4)),
+    ], "node 3 is the lowest id among the voters holding the whole log"
+    assert eng.leader is None
+    assert eng.state.server_state is ServerState.LEARNER, "node 1 is in no config any more"
+    eng.state.validate()
+
+
+def test_removed_leader_does_not_step_down_before_the_final_config_commits():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({2, 3, 4}, False, TX)
+    eng.take_commands()
+    ack(eng, [2, 3, 4], 2)
+    eng.take_commands()
+    assert eng.leader is not None, "the joint config still has node 1 as a voter of C_old"
+    assert eng.state.server_state is ServerState.LEADER
+
+
+# -- add_learner ---------------------------------------------------------------------------------
+
+
+def test_add_learner_appends_the_configs_with_one_more_node():
+    eng = committed_leader()
+    node = BasicNode("127.0.0.1:22004")
+    assert eng.add_learner(4, node, TX) == lid(1, 2)
+    m = Membership.new([{1, 2, 3}], {**nodes(1, 2, 3), 4: node})
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), m)], 4),
+        StartReplication(vote(1, 1, True), {**nodes(2, 3), 4: node}),
+        Replicate(lid(1, 2), lid(1, 1)),
+        RespondOnApply(TX, lid(1, 2)),
+    ]
+    assert eng.leader.configs == [[1, 2, 3]], "a learner does not count toward a quorum"
+    ack(eng, [2], 2)
+    assert eng.take_commands()[0] == SaveCommittedAndApply(lid(1, 2)), "committed without node 4"
+    eng.state.validate()
+
+
+def test_add_learner_that_is_already_a_member_is_not_re_added():
+    eng = committed_leader(learners=[4])
+    assert eng.add_learner(4, N, TX) == lid(0, 0)
+    assert eng.take_commands() == [RespondOnApply(TX, lid(0, 0))]
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_learner_does_not_vote_in_the_new_config_until_promoted():
+    eng = committed_leader()
+    eng.add_learner(4, N, TX)
+    eng.take_commands()
+    ack(eng, [2, 3, 4], 2)
+    eng.take_commands()
+    assert not eng.state.effective_membership().is_voter(4)
+    eng.change_membership({1, 2, 3, 4}, True, "tx2")
+    assert [type(c) for c in eng.take_commands()] == [AppendEntries, StartReplication, Replicate]
+    assert eng.state.effective_membership().configs == (frozenset({1, 2, 3}), frozenset({1, 2, 3, 4}))
