@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from openraft_py.engine import (
+    AbandonWrites,
     AppendEntries,
     Replicate,
     Respond,
@@ -252,6 +253,7 @@ def test_removed_leader_hands_over_to_the_most_up_to_date_voter():
         Replicate(lid(1, 3), lid(1, 3)),
         StopReplication(),
         SendTransferLeader(TransferLeaderRequest(vote(1, 1, True), 3, lid(1, 3)), nodes(2, 3, 4)),
+        AbandonWrites(after=3),
     ], "node 3 is the lowest id among the voters holding the whole log"
     assert eng.leader is None
     assert eng.state.server_state is ServerState.LEARNER, "node 1 is in no config any more"
