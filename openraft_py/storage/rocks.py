@@ -899,7 +899,14 @@ class _RocksSnapshotBuilder:
         stream it into a snapshot file in a worker thread; see ``RocksStateMachine``."""
         sm = self._sm
         sm._check_open()
-        view = sm._cf.snapshot()  # atomic w.r.t. apply: each apply batch is one WriteBatch
+        # ONE iterator is the image: RocksDB reads an iterator created without an explicit
+        # snapshot from an implicit snapshot taken at its creation (pinned until it is
+        # dropped; re-seeking keeps it), and each apply batch is one WriteBatch, so the
+        # image is the state after some apply batch. NB: not ``cf.snapshot().items()``:
+        # rocksdict (0.3.x) sets the snapshot on a copy of the read options and iterates
+        # the live data (only ``snapshot[key]`` honours it), which let a build read data
+        # newer than its meta.
+        view = sm._cf.iter()
         return await _in_thread(sm._build_from, view)
 
 
@@ -918,8 +925,10 @@ class RocksStateMachine:
       (atomic), written without fsync in a worker thread. After a crash the state is the one
       after some earlier apply batch (never a torn batch); Raft re-applies the rest from the
       log, which is durable up to the commit.
-    - ``build_snapshot``: the image is a RocksDB snapshot taken between two apply batches,
-      streamed to a temporary file in a worker thread (apply keeps running), fsynced; the WAL
+    - ``build_snapshot``: the image is one RocksDB iterator created between two apply
+      batches (its implicit snapshot is a point-in-time view; meta and data are read through
+      it alone), streamed to a temporary file in a worker thread (apply keeps running and
+      never waits for the build), fsynced; the WAL
       is synced too (so the state the snapshot covers can not be lost once the log is purged
       up to it), then the file is renamed into place and ``current.meta`` replaced atomically.
       A crash before that rename leaves the previous snapshot current.
@@ -968,10 +977,6 @@ class RocksStateMachine:
             raise StorageError(f"opening {what} at {self.path!r}", e) from e
         self._db = db
         self._cf = cf
-        # NB: a rocksdict snapshot taken through a column-family handle was seen to let reads
-        # of that family see later writes (a snapshot's data newer than its own meta), so a
-        # build holds this lock against apply's write while it reads the state.
-        self._state_lock = threading.Lock()
         self._h = db.get_column_family_handle(_SM_CF)
         self._nosync = _write_options(False)
         self._sync = _write_options(True)
@@ -1067,8 +1072,7 @@ class RocksStateMachine:
         wb.put(_M_APPLIED, _enc.encode(last), h)
         if membership is not self._membership:
             wb.put(_M_MEMBERSHIP, _enc.encode(membership), h)
-        with self._state_lock:
-            self._db.write(wb, self._nosync)
+        self._db.write(wb, self._nosync)
         self._applied = last
         self._membership = membership
         return out
@@ -1078,13 +1082,17 @@ class RocksStateMachine:
         return _RocksSnapshotBuilder(self)
 
     def _build_from(self, view: Any) -> Snapshot:
-        """Worker thread: stream ``view`` into a snapshot file and make it current (holding
-        the state lock, so no apply batch lands while the state is read)."""
-        with self._state_lock:
-            return self._build_locked(view)
-
-    def _build_locked(self, view: Any) -> Snapshot:
-        meta_raw = dict(itertools.takewhile(lambda kv: kv[0][:1] == b"m", view.items(from_key=b"m")))
+        """Worker thread: stream the iterator ``view`` (one point-in-time image: its meta
+        and data are read through it alone) into a snapshot file and make it current.
+        ``apply`` keeps writing meanwhile."""
+        meta_raw: dict[bytes, bytes] = {}
+        view.seek(b"m")
+        while view.valid():
+            k = view.key()
+            if k[:1] != b"m":
+                break
+            meta_raw[k] = view.value()
+            view.next()
         last = None if _M_APPLIED not in meta_raw else _dec_logid.decode(meta_raw[_M_APPLIED])
         membership = (
             EMPTY_STORED_MEMBERSHIP if _M_MEMBERSHIP not in meta_raw else _dec_stored.decode(meta_raw[_M_MEMBERSHIP])
@@ -1098,15 +1106,21 @@ class RocksStateMachine:
                 f.write(encode_frame(_enc.encode(("h", (last, membership)))))
                 chunk: list[tuple[bytes, bytes]] = []
                 size = count = 0
-                for k, v in view.items(from_key=_DATA):
+                view.seek(_DATA)
+                valid, key, value, step = view.valid, view.key, view.value, view.next
+                while valid():
+                    k = key()
                     if k[:1] != _DATA:
                         break
+                    v = value()
+                    step()
                     chunk.append((k[1:], v))
                     size += len(k) + len(v)
                     count += 1
                     if size >= SNAPSHOT_CHUNK_BYTES:
                         f.write(encode_frame(_enc.encode(("d", chunk))))
                         chunk, size = [], 0
+                view.status()  # raises if the iteration stopped on an error, not at the end
                 if chunk:
                     f.write(encode_frame(_enc.encode(("d", chunk))))
                 f.write(encode_frame(_enc.encode(("e", count))))
