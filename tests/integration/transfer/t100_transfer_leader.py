@@ -1,0 +1,206 @@
+"""Leader transfer (thesis 3.10) on a running cluster: ``trigger.transfer_leader(to)`` makes
+``to`` the leader within two election timeouts while a writer keeps writing; no acknowledged
+write is lost and no write hangs (each either succeeds or gets ``ForwardToLeader``). A
+transfer to an unreachable target gives up after two election timeouts: the old leader takes
+writes again, but its lease reads stay refused for the rest of its term."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from openraft_py import BasicNode, ForwardToLeader, QuorumNotEnough, ReadPolicy, ServerState
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import LogId
+
+from ..checks import check_applied_prefix, check_log_matching, fast_config
+
+pytestmark = pytest.mark.timeout(30)
+
+# A write that takes longer than this hangs (a transfer takes ~1 vote round trip).
+WRITE_BOUND = 2.0
+
+
+def now_ms() -> float:
+    """The engine's clock: the loop's, in milliseconds."""
+    return asyncio.get_running_loop().time() * 1000.0
+
+
+@dataclass
+class Writer:
+    """Writes ``w0, w1, ...`` one at a time to the node it takes for the leader, following
+    ``ForwardToLeader`` hints. Records every acknowledged write and every failure."""
+
+    c: Cluster
+    target: int
+    acked: list[tuple[LogId, bytes]] = field(default_factory=list)
+    forwarded: int = 0
+    failures: list[BaseException] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    n: int = 0
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            data = b"w%d" % self.n
+            self.n += 1
+            try:
+                async with asyncio.timeout(WRITE_BOUND):
+                    resp = await self.c.nodes[self.target].client_write(data)
+            except ForwardToLeader as e:
+                self.forwarded += 1
+                if e.leader_id is not None and e.leader_id in self.c.nodes:
+                    self.target = e.leader_id
+                # Mid-transfer the old leader names the target and the target may still name
+                # the old leader: back off a little instead of spinning between them.
+                await asyncio.sleep(0.001)
+            except TimeoutError as e:
+                self.failures.append(e)
+                return
+            except Exception as e:  # noqa: BLE001 - recorded and asserted on
+                self.failures.append(e)
+            else:
+                self.acked.append((resp.log_id, data))
+            await asyncio.sleep(0)
+
+
+async def settle_and_check(c: Cluster, w: Writer) -> None:
+    """A final write on the leader applied everywhere; then every acked write is in every
+    node's state machine, and logs and applied sequences agree."""
+    leader = await c.wait_for_leader(timeout=5)
+    last = await c.nodes[leader].client_write(b"final")
+    await c.wait_applied(last.log_id.index, timeout=5)
+    for nid, sm in c.state_machines.items():
+        applied = set(sm.applied_log)
+        missing = [a for a in w.acked if a not in applied]
+        assert not missing, f"n{nid} lost acknowledged writes: {missing[:5]}"
+    check_log_matching(c.disks)
+    check_applied_prefix(c.disks)
+
+
+@pytest.mark.parametrize(
+    "size,delay_ms",
+    [(3, None), (5, None), (3, (1, 5)), (5, (1, 5))],
+    ids=["3-nodes", "5-nodes", "3-nodes-delayed", "5-nodes-delayed"],
+)
+async def test_transfer_leader_under_writes(size: int, delay_ms: tuple[int, int] | None) -> None:
+    config = fast_config()
+    timeout_max = config.election_timeout_max
+    async with Cluster(config, seed=11) as c:
+        await c.start(range(1, size + 1))
+        old = await c.wait_for_leader(timeout=5)
+        if delay_ms is not None:
+            c.router.set_delay(*delay_ms)
+        # Three concurrent writers, so writes are in flight when the transfer starts.
+        writers = [Writer(c, old, n=1000 * k) for k in range(3)]
+        tasks = [asyncio.create_task(w.run()) for w in writers]
+
+        def acked() -> int:
+            return sum(len(w.acked) for w in writers)
+
+        try:
+            await c.nodes[old].wait(5).metrics(lambda m: acked() >= 30, "writes flowing")
+            term = c.nodes[old].metrics.current_term
+            to = max(set(c.nodes) - {old})
+            acked_before = acked()
+            t0 = now_ms()
+            await c.nodes[old].trigger.transfer_leader(to)
+            await c.nodes[to].wait(5).state(ServerState.LEADER, f"n{to} leads after the transfer")
+            elapsed = now_ms() - t0
+            print(f"n{to} leads {elapsed:.1f} ms after transfer_leader (bound {2 * timeout_max} ms)")
+            assert elapsed < 2 * timeout_max, f"n{to} became leader {elapsed:.0f} ms after the transfer"
+            await c.nodes[old].wait(5).state(ServerState.FOLLOWER, f"old leader n{old} follows")
+            assert c.nodes[to].metrics.current_term > term
+            assert await c.wait_for_leader(timeout=5) == to
+            # The writers follow the hint to the new leader and keep going.
+            n_after = acked()
+            await c.nodes[to].wait(5).metrics(lambda m: acked() >= n_after + 30, "writes on the new leader")
+        finally:
+            for w in writers:
+                w.stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=WRITE_BOUND + 1)
+        for w in writers:
+            assert not w.failures, f"writes failed other than with ForwardToLeader: {w.failures!r}"
+            assert w.acked and w.acked[-1][0].term > term, "the last writes were taken by the new leader"
+        assert acked() > acked_before
+        print(f"acked {acked()} writes, {sum(w.forwarded for w in writers)} forwarded")
+        c.router.heal()
+        for w in writers:
+            await settle_and_check(c, w)
+
+
+async def test_transfer_to_self_is_a_no_op(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    raft = cluster.nodes[leader]
+    term = raft.metrics.current_term
+    await raft.trigger.transfer_leader(leader)
+    resp = await asyncio.wait_for(raft.client_write(b"still leading"), timeout=WRITE_BOUND)
+    await cluster.wait_applied(resp.log_id.index, timeout=5)
+    assert raft.metrics.state is ServerState.LEADER and raft.metrics.current_term == term
+    assert await raft.ensure_linearizable(ReadPolicy.LEASE_READ) is not None, "the lease is untouched"
+
+
+async def test_transfer_to_a_non_voter_raises_value_error(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    raft = cluster.nodes[leader]
+    # A membership change is refused (InProgress) until the initial membership commits.
+    first = await asyncio.wait_for(raft.client_write(b"first"), timeout=WRITE_BOUND)
+    await cluster.wait_applied(first.log_id.index, timeout=5)
+    await cluster.add_node(4)
+    await asyncio.wait_for(raft.add_learner(4, BasicNode(), blocking=True), timeout=5)
+    for to in (4, 99):
+        with pytest.raises(ValueError):
+            await raft.trigger.transfer_leader(to)
+    resp = await asyncio.wait_for(raft.client_write(b"writes unaffected"), timeout=WRITE_BOUND)
+    await cluster.wait_applied(resp.log_id.index, timeout=5)
+    assert raft.metrics.state is ServerState.LEADER
+
+
+async def test_transfer_on_a_follower_raises_forward_to_leader(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    follower = min(set(cluster.nodes) - {leader})
+    other = max(set(cluster.nodes) - {leader})
+    with pytest.raises(ForwardToLeader) as ei:
+        await cluster.nodes[follower].trigger.transfer_leader(other)
+    assert ei.value.leader_id == leader
+    assert cluster.leader() == leader
+
+
+async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(cluster: Cluster) -> None:
+    timeout_max = cluster.config.election_timeout_max
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    raft = cluster.nodes[leader]
+    to = max(set(cluster.nodes) - {leader})
+    cluster.router.isolate(to)
+    # The target misses this write, so the leader never finds it caught up.
+    behind = await asyncio.wait_for(raft.client_write(b"target misses this"), timeout=WRITE_BOUND)
+    t0 = now_ms()
+    await raft.trigger.transfer_leader(to)
+    with pytest.raises(ForwardToLeader) as ei:
+        await asyncio.wait_for(raft.client_write(b"refused"), timeout=WRITE_BOUND)
+    assert ei.value.leader_id == to, "a write during the transfer names the target"
+    # Retry until the leader gives up; each attempt is bounded and fails fast.
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                resp = await asyncio.wait_for(raft.client_write(b"after giving up"), timeout=WRITE_BOUND)
+                break
+            except ForwardToLeader as e:
+                assert e.leader_id == to
+                await asyncio.sleep(0.005)
+    resumed = now_ms() - t0
+    assert 2 * timeout_max <= resumed < 5 * timeout_max, f"writes resumed {resumed:.0f} ms after the transfer"
+    assert resp.log_id.index > behind.log_id.index
+    assert raft.metrics.state is ServerState.LEADER and cluster.leader() == leader
+    others = set(cluster.nodes) - {to}
+    await cluster.wait_applied(resp.log_id.index, timeout=5, ids=others)
+    with pytest.raises(QuorumNotEnough):
+        await raft.ensure_linearizable(ReadPolicy.LEASE_READ)
+    # ReadIndex still works: it confirms leadership with a heartbeat round.
+    assert await asyncio.wait_for(raft.ensure_linearizable(ReadPolicy.READ_INDEX), timeout=2) is not None
+    cluster.router.heal()
