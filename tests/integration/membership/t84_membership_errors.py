@@ -1,0 +1,119 @@
+"""``change_membership`` refusals: ``InProgress`` while a change is uncommitted (also for
+``add_learner``), ``EmptyMembership``, ``LearnerNotFound``, ``ForwardToLeader`` on a
+follower; and a request that changes nothing answers with the current membership. A refused
+request changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openraft_py import (
+    BasicNode,
+    ChangeMembershipError,
+    EmptyMembership,
+    ForwardToLeader,
+    InProgress,
+    LearnerNotFound,
+)
+from openraft_py.testing.cluster import Cluster
+
+from ._util import RpcCounter, add_learners, settled_leader, steady_config, wait_uniform
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def test_second_change_while_the_first_is_uncommitted_is_in_progress() -> None:
+    # Long election timeouts: the leader keeps leading while the joint entry cannot commit.
+    cfg = steady_config(election_timeout_min=400, election_timeout_max=800, heartbeat_interval=20)
+    async with Cluster(cfg, seed=84) as c:
+        await c.start({1, 2, 3})
+        leader = await settled_leader(c)
+        await add_learners(c, leader, {4, 5})
+        raft = c.nodes[leader]
+        target = {leader, 4, 5}
+        c.router.isolate(4)
+        c.router.isolate(5)
+        joint_index = raft.metrics.last_log_index + 1
+        first = asyncio.ensure_future(raft.change_membership(target))
+        try:
+            await raft.wait(2.0).log_index_at_least(joint_index, "joint entry appended")
+            last = raft.metrics.last_log_index
+            with pytest.raises(InProgress) as ei:
+                await raft.change_membership({1, 2, 3})
+            assert ei.value.membership_log_id is not None and ei.value.membership_log_id.index == joint_index
+            assert isinstance(ei.value, ChangeMembershipError)
+            await c.add_node(6)
+            with pytest.raises(InProgress):
+                await raft.add_learner(6, BasicNode(), blocking=False)
+            assert raft.metrics.last_log_index == last, "a refused change appended an entry"
+            assert not first.done()
+
+            c.router.heal()
+            resp = await asyncio.wait_for(first, timeout=3.0)
+        finally:
+            if not first.done():
+                first.cancel()
+        assert resp.membership is not None and resp.membership.configs == (frozenset(target),)
+        # Once committed, the next change is accepted.
+        await wait_uniform(c, leader, target)
+        lead = c.leader()
+        assert lead is not None
+        resp2 = await c.nodes[lead].add_learner(6, BasicNode(), blocking=True)
+        assert 6 in resp2.membership.learner_ids()
+
+
+async def test_empty_membership_is_refused(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    last = raft.metrics.last_log_index
+    with pytest.raises(EmptyMembership):
+        await raft.change_membership(set())
+    assert raft.metrics.last_log_index == last
+    assert raft.metrics.membership_config.membership.voter_ids() == {1, 2, 3}
+
+
+async def test_new_voter_must_be_a_learner_first(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    await cluster.add_node(4)  # running, but not added as a learner
+    last = raft.metrics.last_log_index
+    with pytest.raises(LearnerNotFound) as ei:
+        await raft.change_membership({1, 2, 3, 4})
+    assert ei.value.node_id == 4
+    assert raft.metrics.last_log_index == last
+    # After add_learner the same change goes through.
+    await add_learners(cluster, leader, {4})
+    resp = await raft.change_membership({1, 2, 3, 4})
+    assert resp.membership is not None and resp.membership.voter_ids() == {1, 2, 3, 4}
+
+
+async def test_change_membership_on_a_follower_forwards_to_the_leader(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    with pytest.raises(ForwardToLeader) as ei:
+        await cluster.nodes[follower].change_membership({leader})
+    assert ei.value.leader_id == leader
+    assert cluster.nodes[leader].metrics.membership_config.membership.voter_ids() == {1, 2, 3}
+
+
+async def test_a_change_that_changes_nothing_returns_the_current_membership(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    await add_learners(cluster, leader, {4})
+    counter = RpcCounter(cluster)
+    cur = raft.metrics.membership_config
+    last = raft.metrics.last_log_index
+    resp = await raft.change_membership({3, 2, 1})
+    assert resp.log_id == cur.log_id
+    assert resp.membership == cur.membership
+    assert raft.metrics.last_log_index == last, "a no-op change appended an entry"
+    # The learner stays a learner, and the followers still see the same membership.
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    await counter.rounds(leader, follower, 2)
+    assert cluster.nodes[follower].metrics.membership_config == cur
