@@ -21,9 +21,10 @@ no-op with response ``None`` and never decoded (benchmarks send arbitrary payloa
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Iterator, Union
 
 import msgspec
 
@@ -136,6 +137,9 @@ class MemDisk:
     State machine (owned by ``MemStateMachine`` / ``NoopStateMachine``):
 
     - ``kv``: the key-value data; ``last_applied``; ``membership`` (the last applied one).
+    - ``kv_overlay``: ``None``, or while a snapshot build serializes ``kv`` (copy-on-write:
+      ``kv`` is then frozen), the changes applied since: ``key -> value``, or ``DELETED``.
+      The data is ``kv`` updated by ``kv_overlay``; the build merges it back when done.
     - ``applied_log``: ``(log_id, data)`` of every applied ``Normal`` entry, when recorded.
     - ``snapshot``: ``(meta, bytes)`` of the current snapshot, or ``None``.
     """
@@ -148,6 +152,7 @@ class MemDisk:
         self.last_purged: LogId | None = None
 
         self.kv: dict[str, str] = {}
+        self.kv_overlay: dict[str, Any] | None = None
         self.last_applied: LogId | None = None
         self.membership: StoredMembership = EMPTY_STORED_MEMBERSHIP
         self.applied_log: list[tuple[LogId, bytes]] = []
@@ -306,6 +311,92 @@ def _read_all(data: BinaryIO) -> bytes:
     return data.read()
 
 
+DELETED: Any = msgspec.UNSET
+"""The value of a key deleted since a snapshot build began (``MemDisk.kv_overlay``)."""
+
+
+class _LayeredKv:
+    """``kv`` (frozen while a build reads it) with the changes since in ``overlay``: the
+    ``get`` / ``[]=`` / ``pop`` that ``_apply_kv`` uses."""
+
+    __slots__ = ("base", "overlay")
+
+    def __init__(self, base: dict[str, str], overlay: dict[str, Any]) -> None:
+        self.base = base
+        self.overlay = overlay
+
+    def get(self, key: str) -> str | None:
+        v = self.overlay.get(key, None)
+        if v is None:
+            return self.base.get(key)
+        return None if v is DELETED else v  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.overlay[key] = value
+
+    def pop(self, key: str, default: None = None) -> str | None:
+        prev = self.get(key)
+        if prev is not None:
+            self.overlay[key] = DELETED
+        return prev
+
+
+def _merged(base: dict[str, str], overlay: dict[str, Any]) -> dict[str, str]:
+    """A new dict: ``base`` updated by ``overlay``."""
+    out = dict(base)
+    _merge_into(out, overlay)
+    return out
+
+
+def _merge_into(base: dict[str, str], overlay: dict[str, Any]) -> None:
+    for k, v in overlay.items():
+        if v is DELETED:
+            base.pop(k, None)
+        else:
+            base[k] = v
+
+
+_ENCODE_CHUNK = 4096
+"""Items per piece when a snapshot is serialized piecewise (a piece takes well under a
+millisecond to encode)."""
+
+
+def _header(n: int, small: int, h16: bytes, h32: bytes) -> bytes:
+    if n < 16:
+        return bytes([small | n])
+    if n < 1 << 16:
+        return h16 + n.to_bytes(2, "big")
+    return h32 + n.to_bytes(4, "big")
+
+
+def _snapshot_pieces(
+    kv: dict[str, str], last: LogId | None, membership: StoredMembership, log: list[Any], n_log: int
+) -> Iterator[bytes]:
+    """The msgpack of ``_KvSnapshotData(kv, last, membership, log[:n_log])`` in pieces of at
+    most ``_ENCODE_CHUNK`` items: joined, byte for byte what one ``encode`` gives. ``kv``
+    must not change while the pieces are taken; ``log`` may grow (its first ``n_log`` items
+    count)."""
+    enc = _snap_encoder.encode
+    yield b"\x94" + _header(len(kv), 0x80, b"\xde", b"\xdf")
+    items = iter(kv.items())
+    while True:
+        piece = dict(itertools.islice(items, _ENCODE_CHUNK))
+        if not piece:
+            break
+        yield enc(piece)[len(_header(len(piece), 0x80, b"\xde", b"\xdf")) :]
+    yield enc(last) + enc(membership) + _header(n_log, 0x90, b"\xdc", b"\xdd")
+    for lo in range(0, n_log, _ENCODE_CHUNK):
+        piece_l = log[lo : min(lo + _ENCODE_CHUNK, n_log)]
+        yield enc(piece_l)[len(_header(len(piece_l), 0x90, b"\xdc", b"\xdd")) :]
+
+
+def _encode_snapshot_body(
+    kv: dict[str, str], last: LogId | None, membership: StoredMembership, log: list[Any], n_log: int
+) -> bytes:
+    """All of ``_snapshot_pieces`` at once."""
+    return b"".join(_snapshot_pieces(kv, last, membership, log, n_log))
+
+
 class _SnapshotBuilder:
     """A ``SnapshotBuilder`` calling back into its state machine."""
 
@@ -316,7 +407,10 @@ class _SnapshotBuilder:
 
     async def build_snapshot(self) -> Snapshot:
         """Build a snapshot of the state machine as of its last applied entry."""
-        return self._build()
+        r = self._build()
+        if asyncio.iscoroutine(r):
+            return await r  # type: ignore[no-any-return]
+        return r  # type: ignore[no-any-return]
 
 
 class MemStateMachine:
@@ -331,11 +425,50 @@ class MemStateMachine:
     ``applied_log`` so tests can compare what nodes applied. A snapshot carries the record, so
     a node that installs one continues the builder's record (empty if the builder did not
     record). Turn it off for long benchmarks (it keeps every payload).
+
+    ``volatile``: model a state machine that keeps its state in memory only, with durable
+    snapshots (the common design: Openraft's examples). A new object over ``disk`` (a
+    restart) forgets the applied state and restores it from the disk's current snapshot
+    alone: data, ``applied_log``, last applied log id and membership as the snapshot holds
+    them, or empty when there is none. Raft then re-applies the committed log after it. The
+    default (``False``) keeps the applied state on the disk across restarts.
+
+    Snapshots: ``build_snapshot`` never stalls the event loop for the size of the state. It
+    freezes ``kv`` (copy-on-write: ``apply`` writes to ``MemDisk.kv_overlay`` meanwhile,
+    an O(1) switch), reads the last applied log id, membership and ``applied_log`` length at
+    that same point, serializes that image in pieces of ``_ENCODE_CHUNK`` items, yielding
+    to the event loop between pieces, then merges the overlay back (O(changes during the
+    build)). The snapshot is the state at its meta's ``last_log_id`` exactly. The pieces
+    run on the loop, not in a worker thread: msgspec holds the GIL while it encodes, so a
+    thread would stall the loop for as long as one big ``encode`` (and every GIL hand-off
+    costs the loop up to the interpreter's 5 ms switch interval); cooperative pieces keep
+    each stall well under a millisecond and keep the deterministic simulator deterministic.
     """
 
-    def __init__(self, disk: MemDisk | None = None, *, record_applied: bool = True) -> None:
+    def __init__(self, disk: MemDisk | None = None, *, record_applied: bool = True, volatile: bool = False) -> None:
         self._disk = disk if disk is not None else MemDisk()
         self.record_applied = record_applied
+        self.volatile = volatile
+        if volatile:
+            self._restore_from_snapshot()
+
+    def _restore_from_snapshot(self) -> None:
+        """Volatile restart: the applied state is what the current snapshot holds."""
+        disk = self._disk
+        disk.kv_overlay = None
+        snap = disk.snapshot
+        if snap is None:
+            disk.kv = {}
+            disk.applied_log = []
+            disk.last_applied = None
+            disk.membership = EMPTY_STORED_MEMBERSHIP
+            return
+        meta, body = snap
+        data = _snap_decoder.decode(body)
+        disk.kv = data.kv
+        disk.applied_log = data.applied_log
+        disk.last_applied = meta.last_log_id
+        disk.membership = meta.last_membership
 
     @property
     def disk(self) -> MemDisk:
@@ -344,8 +477,12 @@ class MemStateMachine:
 
     @property
     def data(self) -> dict[str, str]:
-        """The key-value data (the live dict: do not modify)."""
-        return self._disk.kv
+        """The key-value data: the live dict (do not modify), or a merged copy while a
+        snapshot build holds the live one frozen."""
+        disk = self._disk
+        if disk.kv_overlay is None:
+            return disk.kv
+        return _merged(disk.kv, disk.kv_overlay)
 
     @property
     def applied_log(self) -> list[tuple[LogId, bytes]]:
@@ -360,7 +497,7 @@ class MemStateMachine:
         """Apply ``entries``; one response per entry (``None`` for blank, membership and
         opaque entries)."""
         disk = self._disk
-        kv = disk.kv
+        kv: Any = disk.kv if disk.kv_overlay is None else _LayeredKv(disk.kv, disk.kv_overlay)
         record = disk.applied_log.append if self.record_applied else None
         responses: list[Any] = []
         out = responses.append
@@ -382,18 +519,40 @@ class MemStateMachine:
             disk.last_applied = entries[-1].log_id
         return responses
 
-    def _build(self) -> Snapshot:
+    async def _build(self) -> Snapshot:
         disk = self._disk
-        body = _snap_encoder.encode(
-            _KvSnapshotData(disk.kv, disk.last_applied, disk.membership, disk.applied_log)
-        )
-        meta = SnapshotMeta(disk.last_applied, disk.membership, _snapshot_id(disk.last_applied))
-        disk.snapshot = (meta, body)
+        # The image, all taken at one point (no await in between): frozen kv, last applied,
+        # membership, applied_log length.
+        own: dict[str, Any] | None = None
+        if disk.kv_overlay is None:
+            kv = disk.kv
+            own = disk.kv_overlay = {}
+        else:  # another build holds kv frozen: this one takes a copy of the current data
+            kv = _merged(disk.kv, disk.kv_overlay)
+        last, membership = disk.last_applied, disk.membership
+        log = disk.applied_log
+        n_log = len(log)
+        try:
+            parts: list[bytes] = []
+            for i, part in enumerate(_snapshot_pieces(kv, last, membership, log, n_log)):
+                if i > 1:
+                    await asyncio.sleep(0)  # let apply, appends and RPCs run between pieces
+                parts.append(part)
+            body = b"".join(parts)
+        finally:
+            # Unfreeze (also when cancelled), unless an install replaced the data meanwhile.
+            if own is not None and disk.kv_overlay is own:
+                _merge_into(disk.kv, own)
+                disk.kv_overlay = None
+        meta = SnapshotMeta(last, membership, _snapshot_id(last))
+        cur = disk.snapshot
+        if cur is None or cur[0].last_log_id is None or (last is not None and last >= cur[0].last_log_id):
+            disk.snapshot = (meta, body)  # never replace a newer one (installed meanwhile)
         return Snapshot(meta, io.BytesIO(body))
 
     def get_snapshot_builder(self) -> _SnapshotBuilder:
-        """A builder; ``build_snapshot`` serializes the state in one step, so it is a
-        consistent image even while ``apply`` runs in another task."""
+        """A builder; ``build_snapshot`` is a consistent image of one applied point even
+        while ``apply`` runs, and does not stall the event loop (see the class docstring)."""
         return _SnapshotBuilder(self._build)
 
     async def begin_receiving_snapshot(self) -> BinaryIO:
@@ -410,6 +569,7 @@ class MemStateMachine:
             raise ValueError(f"not a MemStateMachine snapshot ({meta.snapshot_id}): {e}") from e
         disk = self._disk
         disk.kv = snap.kv
+        disk.kv_overlay = None  # a build running meanwhile keeps its own frozen image
         disk.applied_log = snap.applied_log
         disk.last_applied = meta.last_log_id
         disk.membership = meta.last_membership

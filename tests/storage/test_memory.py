@@ -456,3 +456,85 @@ async def test_noop_state_machine() -> None:
 
     # Restart over the same disk.
     assert await NoopStateMachine(disk).applied_state() == (LogId(1, 3), StoredMembership(LogId(0, 0), m))
+
+
+# -- MemStateMachine snapshots: piecewise encoding, copy-on-write, volatile restart ---------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 4096, 4097, 70000])
+def test_piecewise_snapshot_encoding_is_byte_identical(n: int) -> None:
+    from openraft_py.storage.memory import _KvSnapshotData, _encode_snapshot_body, _snap_encoder
+
+    kv = {f"k{i}": str(i) * (i % 5) for i in range(n)}
+    log = [(LogId(1, i), b"d%d" % i) for i in range(n + 3)]
+    m = StoredMembership(LogId(0, 0), Membership.new([{1}]))
+    for last in (None, LogId(2, n)):
+        one_shot = _snap_encoder.encode(_KvSnapshotData(kv, last, m, log[:n]))
+        assert _encode_snapshot_body(kv, last, m, log, n) == one_shot
+
+
+async def test_sm_build_is_copy_on_write_and_consistent_while_apply_runs() -> None:
+    """A build freezes the data and serializes it in a thread; applies keep landing (sets
+    and deletes, of keys old and new) and read their own writes; the snapshot is the state
+    at its meta exactly; afterwards the data is everything applied."""
+    src = MemStateMachine()
+    await src.apply([kv_entry(i, KvSet(f"k{i}", "v")) for i in range(20000)])
+    build = asyncio.ensure_future(src.get_snapshot_builder().build_snapshot())
+    await asyncio.sleep(0)  # the build has frozen the data and is encoding it in pieces
+    assert src.disk.kv_overlay is not None
+    i = 20000
+    assert await src.apply([kv_entry(i, KvDelete("k0"))]) == ["v"]
+    assert await src.apply([kv_entry(i + 1, KvSet("k1", "w")), kv_entry(i + 2, KvGet("k1"))]) == ["v", "w"]
+    assert await src.apply([kv_entry(i + 3, KvDelete("k0")), kv_entry(i + 4, KvSet("new", "n"))]) == [None, None]
+    assert await src.apply([kv_entry(i + 5, KvCas("new", "n", "n2")), kv_entry(i + 6, KvGet("k0"))]) == [(True, "n2"), None]
+    during = src.data  # a merged copy while frozen
+    assert "k0" not in during and during["k1"] == "w" and during["new"] == "n2"
+    snap = await build
+    assert src.disk.kv_overlay is None
+    assert snap.meta.last_log_id == LogId(1, 19999)
+    dst = MemStateMachine()
+    await dst.install_snapshot(snap.meta, snap.data)
+    assert dst.data == {f"k{i}": "v" for i in range(20000)}
+    assert len(dst.applied_log) == 20000
+    assert src.data == during and src.data is src.disk.kv
+
+
+async def test_sm_install_during_build_wins() -> None:
+    """An install landing while a build serializes replaces the data; the build's older
+    image never becomes current and its overlay is not merged into the new data."""
+    donor = MemStateMachine()
+    await donor.apply([kv_entry(i, KvSet("d", str(i))) for i in range(50)])
+    newer = await donor.get_snapshot_builder().build_snapshot()
+    sm = MemStateMachine()
+    await sm.apply([kv_entry(i, KvSet(f"k{i}", "v")) for i in range(20000)])
+    build = asyncio.ensure_future(sm.get_snapshot_builder().build_snapshot())
+    await asyncio.sleep(0)
+    await sm.apply([kv_entry(20000, KvSet("x", "1"))])
+    # LogId(1, 49) < LogId(1, 19999): give the donor's snapshot a higher term to be newer
+    meta = newer.meta.__class__(LogId(2, 20005), newer.meta.last_membership, "newer")
+    await sm.install_snapshot(meta, newer.data)
+    old = await build
+    assert old.meta.last_log_id == LogId(1, 19999)
+    assert sm.data == {"d": "49"}
+    cur = await sm.get_current_snapshot()
+    assert cur is not None and cur.meta == meta
+
+
+async def test_sm_volatile_restarts_from_snapshot_only() -> None:
+    disk = MemDisk()
+    sm = MemStateMachine(disk, volatile=True)
+    m = Membership.new([{1}])
+    await sm.apply([Entry(LogId(0, 0), m), kv_entry(1, KvSet("a", "1"))])
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    await sm.apply([kv_entry(2, KvSet("b", "2"))])
+    sm2 = MemStateMachine(disk, volatile=True)  # restart: what was applied after the snapshot is gone
+    assert sm2.data == {"a": "1"}
+    assert await sm2.applied_state() == (LogId(1, 1), StoredMembership(LogId(0, 0), m))
+    assert [lid.index for lid, _ in sm2.applied_log] == [1]
+    cur = await sm2.get_current_snapshot()
+    assert cur is not None and cur.meta == snap.meta
+    # no snapshot at all: empty
+    fresh = MemDisk()
+    await MemStateMachine(fresh, volatile=True).apply([kv_entry(0, KvSet("z", "1"))])
+    sm3 = MemStateMachine(fresh, volatile=True)
+    assert sm3.data == {} and await sm3.applied_state() == (None, EMPTY_STORED_MEMBERSHIP)

@@ -33,15 +33,15 @@ async def _view(sm: Any) -> dict[str, str]:
     return dict(sm.data)
 
 
-def mem_builder(log_cls: type[MemLogStore] = MemLogStore) -> Any:
+def mem_builder(log_cls: type[MemLogStore] = MemLogStore, *, volatile: bool = False) -> Any:
     @contextlib.asynccontextmanager
     async def builder() -> AsyncIterator[StoreHandle]:
         disk = MemDisk()
 
         async def reopen() -> tuple[Any, Any]:
-            return log_cls(disk), MemStateMachine(disk)
+            return log_cls(disk), MemStateMachine(disk, volatile=volatile)
 
-        yield StoreHandle(log_cls(disk), MemStateMachine(disk), reopen=reopen, state_view=_view)
+        yield StoreHandle(log_cls(disk), MemStateMachine(disk, volatile=volatile), reopen=reopen, state_view=_view)
 
     return builder
 
@@ -102,6 +102,10 @@ async def test_mem_log_suite() -> None:
 
 async def test_mem_state_machine_suite() -> None:
     _assert_all_ran(await run_state_machine_suite(mem_builder()), StateMachineSuite)
+
+
+async def test_mem_volatile_state_machine_suite() -> None:
+    _assert_all_ran(await run_state_machine_suite(mem_builder(volatile=True)), StateMachineSuite)
 
 
 async def test_adaptor_log_suite() -> None:
