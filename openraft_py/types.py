@@ -294,6 +294,10 @@ class VoteRequest(msgspec.Struct, frozen=True):
     vote: Vote
     last_log_id: LogId | None
     pre_vote: bool = False
+    transfer_from: Vote | None = None
+    """Set when the leader ``transfer_from`` handed leadership to this candidate: a voter
+    whose vote is that leader's grants without waiting out its leader stickiness (that
+    leader gave up its lease before handing over)."""
 
 
 class VoteResponse(msgspec.Struct, frozen=True):

@@ -296,6 +296,10 @@ class RaftCore:
             idx += n
 
     def _handle_call(self, m: EngineCall, now: float) -> None:
+        if m.tx.done():
+            # The caller gave up (cancelled, timed out) before the call ran: as if the
+            # request was lost. (Answering a cancelled future would raise.)
+            return
         try:
             m.fn(self.engine, m.tx, now)
         except ApiError as e:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import EmptyMembership, InProgress, LearnerNotFound
+from ..errors import EmptyMembership, ForwardToLeader, InProgress, LearnerNotFound
 from ..types import BasicNode, Entry, LogId, Membership, NodeId, TransferLeaderRequest
 from .command import AbandonWrites, Replicate, RespondOnApply, SendTransferLeader
 
@@ -31,10 +31,12 @@ class MembershipHandler:
     """Membership and leader-transfer handlers, mixed into ``Engine``."""
 
     def _require_leader(self: Engine) -> None:
-        if self.leader is None:
+        leader = self.leader
+        if leader is None:
             raise self.forward_to_leader()
-        if self.leader.transfer_to is not None:
-            raise self.forward_to_leader()
+        to = leader.transfer_to
+        if to is not None:
+            raise ForwardToLeader(to, self.state.effective_membership().nodes.get(to))
 
     def _require_no_change_in_progress(self: Engine) -> None:
         ms = self.state.membership
@@ -145,7 +147,10 @@ class MembershipHandler:
         vote = leader.vote
         self.become_following(self.now)
         if best is not None:
-            req = TransferLeaderRequest(vote, best[1], st.last_log_id())
+            # Name what the target is known to hold: entries after it may not have reached
+            # anyone (we stopped replicating), and the target only elects itself if it
+            # holds the named log id.
+            req = TransferLeaderRequest(vote, best[1], st.log_id_at(best[0]))
             targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
             self.output.append(SendTransferLeader(req, targets))
         if st.id not in m.nodes:
@@ -203,4 +208,4 @@ class MembershipHandler:
         if req.to == st.id and st.is_voter() and st.has_log_id(req.last_log_id):
             last = st.last_log_id()
             if req.last_log_id is None or (last is not None and last >= req.last_log_id):
-                self.elect(now)
+                self.elect(now, transfer_from=req.from_leader)

@@ -42,11 +42,14 @@ class VoteHandler:
             self.pre_candidate = None
             self.elect(self.now)
 
-    def elect(self: Engine, now: float) -> None:
+    def elect(self: Engine, now: float, transfer_from: Vote | None = None) -> None:
         """Become a candidate: vote for self in the next term, persist it, ask every voter.
-        This node's own grant counts once its vote is durable."""
+        This node's own grant counts once its vote is durable. A learner never campaigns.
+        ``transfer_from``: the leader that handed leadership to us (see ``VoteRequest``)."""
         st = self.state
         self.now = now
+        if not st.is_voter():
+            return
         self.pre_candidate = None
         if self.leader is not None:
             self.become_following(now)
@@ -58,7 +61,7 @@ class VoteHandler:
         m = st.effective_membership()
         targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
         if targets:
-            req = VoteRequest(vote, st.last_log_id())
+            req = VoteRequest(vote, st.last_log_id(), transfer_from=transfer_from)
             self.output.append(SendVote(req, targets, when=st.io.vote_io))
         if st.io.flushed >= st.io.vote_io:
             self.candidate_granted(st.id)
@@ -85,6 +88,7 @@ class VoteHandler:
         sticky = (
             mine.committed
             and req.vote.leader_id != mine.leader_id
+            and req.transfer_from != mine
             and (
                 self.leader is not None
                 and self.leader.transfer_to is None

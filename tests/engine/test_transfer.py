@@ -100,11 +100,6 @@ def test_client_write_during_transfer_forwards_to_the_target():
     assert eng.state.last_log_id() == lid(1, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: membership_handler._require_leader raises self.forward_to_leader(), which names "
-    "this (still leading) node while a transfer is in progress; client_write names the target",
-)
 def test_membership_change_during_transfer_forwards_to_the_target():
     eng = transferring()
     with pytest.raises(ForwardToLeader) as ei:
@@ -206,8 +201,8 @@ def test_target_elects_itself_at_once():
     eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 101.0)
     assert eng.take_commands() == [
         SaveVote(vote(2, 3), 1),
-        SendVote(VoteRequest(vote(2, 3), lid(1, 2)), {1: BasicNode(), 2: BasicNode()}, when=1),
-    ], "no election timeout, and no pre-vote round"
+        SendVote(VoteRequest(vote(2, 3), lid(1, 2), transfer_from=L1), {1: BasicNode(), 2: BasicNode()}, when=1),
+    ], "no election timeout, and no pre-vote round; the request names the leader that handed over"
     assert eng.state.server_state is ServerState.CANDIDATE
     eng.state.validate()
 

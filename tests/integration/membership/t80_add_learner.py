@@ -143,11 +143,6 @@ async def test_learner_does_not_count_toward_quorum() -> None:
         assert c.router.rpc_count("vote", target=4) == 0 and c.router.rpc_count("vote", source=4) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Trigger.elect on a learner runs an election (Engine.elect has no voter check); "
-    "the voters grant it and the learner becomes leader",
-)
 async def test_trigger_elect_on_a_learner_does_not_campaign() -> None:
     """A learner told to elect itself must not become a candidate (Openraft ignores an
     external Elect on a non-voter). Reproduction: the leader is gone and the voters' leader

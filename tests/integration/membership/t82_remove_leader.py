@@ -77,12 +77,6 @@ async def test_removing_the_leader_hands_over(old: set[int], extra: set[int], re
         assert (leader in lead_m.nodes) == retain, lead_m
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a removed leader's hand-over names its own last log id, which the target "
-    "lacks when writes were in flight (the leader stopped replicating when it stepped down), "
-    "so the target does not elect itself and a new leader waits for an election timeout",
-)
 async def test_hand_over_is_immediate_with_a_write_in_flight() -> None:
     """The removed leader hands over without anyone waiting out an election timeout, also
     when it appended a write after the final config that the remaining voters do not have

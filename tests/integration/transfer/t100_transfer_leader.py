@@ -206,14 +206,6 @@ async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(cluste
     cluster.router.heal()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (liveness): a voter that gets the target's VoteRequest before the leader's "
-    "TransferLeader notice (notices are best effort, sent in parallel with no ordering) still "
-    "applies leader stickiness and rejects it; the transfer then needs a second election after "
-    "an election timeout. etcd marks the transfer election's vote request (campaignTransfer) so "
-    "voters skip the stickiness check; the old leader already gave up its lease.",
-)
 async def test_transfer_elects_at_once_when_a_notice_arrives_late() -> None:
     """Five nodes; the notices to the three other followers are late (here: lost), so only the
     target knows of the hand-over when its vote requests arrive. Seen with random 1-20 ms
@@ -237,14 +229,6 @@ async def test_transfer_elects_at_once_when_a_notice_arrives_late() -> None:
         assert (new, c.nodes[new].metrics.current_term) == (to, term + 1), "the transfer did not elect the target at once"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Raft.handle_transfer_leader and the Trigger methods answer with an unguarded "
-    "tx.set_result(None) (openraft_py/raft.py); when the caller was cancelled after the call was "
-    "queued (an RPC timeout, a dropped connection, the sender shutting down on the in-process "
-    "Router) the future is already cancelled, set_result raises InvalidStateError inside "
-    "RaftCore._handle_call (which only catches ApiError) and the node's core dies (Panicked)",
-)
 @pytest.mark.parametrize("call", ["handle_transfer_leader", "trigger.transfer_leader", "trigger.heartbeat"])
 async def test_cancelled_call_does_not_kill_the_node(cluster: Cluster, call: str) -> None:
     await cluster.start({1, 2, 3})
