@@ -1,7 +1,8 @@
 """A deterministic simulator: the real ``Engine`` and ``RaftCore`` under faults, in virtual time.
 
-One run (``Simulation(seed).run()``) builds a cluster of 3 or 5 nodes on the in-process
-router, with simulated disks, inside an event loop whose clock is virtual: when nothing is
+One run (``Simulation(seed).run()``) builds a cluster of 3 or 5 voters (and, in some runs,
+spare nodes up to id 7) on the in-process router, with simulated disks, inside an event
+loop whose clock is virtual: when nothing is
 runnable, time jumps to the next timer. Every random choice (the cluster's configuration,
 fault schedule, client workload, message drops and delays, disk latencies, election
 timeouts) comes from the seed, and the loop runs callbacks in a fixed order, so the same seed
@@ -10,6 +11,9 @@ gives the same run, byte for byte (the trace and the history are compared in the
 During the run, clients write and read a few keys while a fault schedule partitions the
 network (symmetric, one-way, bridge), drops, duplicates and delays messages, crashes nodes
 (losing what their disk had not flushed) and restarts them, slows disks and pauses nodes.
+Admin steps change the membership (add learners, change the voters, remove the leader),
+trigger snapshots and log purges and transfer leadership; small snapshot policies and
+chunk sizes make followers catch up by chunked snapshots.
 After every fault step and every few milliseconds of virtual time the checker verifies:
 
 - election safety: at most one leader per term;
@@ -17,10 +21,15 @@ After every fault step and every few milliseconds of virtual time the checker ve
 - leader completeness: a leader holds every entry committed in an earlier or equal term;
 - state machine safety: every node applied the same entry at each index;
 - committed entries never change; commit, applied and vote never go back on a node (the vote
-  not even across a restart); no node fails with anything but a deliberate stop.
+  not even across a restart); no node fails with anything but a deliberate stop;
+- log compaction: purged <= snapshot <= applied <= committed on every node.
 
-At the end all faults heal and crashed nodes restart: the cluster must elect a leader, serve
-a write and converge (liveness). Then the client history is checked for linearizability
+The checks compare only the entries a node still holds (purged ones are covered by its
+snapshot, and the record of applied entries travels in snapshots).
+
+At the end all faults heal, crashed nodes restart and only the members of the latest
+committed membership keep running: its voters must elect a leader that serves a write, and
+every member must converge (liveness). Then the client history is checked for linearizability
 (``openraft_py.testing.lincheck``).
 
 Command line (``make sim SEEDS=N``)::
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +51,7 @@ from typing import Any
 from ..config import Config, SnapshotPolicy
 from ..errors import Fatal, ForwardToLeader, LinearizableReadError, WaitTimeout
 from ..raft import Raft
+from ..storage import memory
 from ..storage.memory import KvCas, KvDelete, KvGet, KvSet, MemStateMachine, encode_kv
 from ..types import NodeId, ReadPolicy
 from . import lincheck
@@ -72,6 +83,9 @@ ENGINE_FAULTS = (
     "expired_lease_read",
 )
 """Bugs the simulator can inject into the engine (test-only switches) to prove it finds them."""
+
+MAX_NODES = 7
+"""Node ids are 1..MAX_NODES: the first 3 or 5 form the cluster, the others may join."""
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -130,6 +144,9 @@ class Simulation(FaultSchedule):
         rng = self.rng
         self.n_nodes = rng.choice((3, 3, 5))
         emin = rng.choice((40, 60, 100, 150))
+        # Snapshots: a small policy in half the runs (never in the others; explicit triggers
+        # still build some), little log kept after one, small chunks now and then.
+        snap_n = rng.randint(5, 50) if rng.random() < 0.5 else None
         self.config = Config(
             cluster_name=f"sim-{seed}",
             election_timeout_min=emin,
@@ -137,7 +154,10 @@ class Simulation(FaultSchedule):
             heartbeat_interval=max(5, emin // 4),
             max_payload_entries=rng.choice((1, 2, 3, 16, 300)),
             max_inflight_requests=rng.choice((1, 2, 8)),
-            snapshot_policy=SnapshotPolicy.never(),
+            snapshot_policy=SnapshotPolicy.never() if snap_n is None else SnapshotPolicy.logs_since_last(snap_n),
+            max_in_snapshot_log_to_keep=rng.randint(0, 10),
+            purge_batch_size=rng.choice((1, 1, 4)),
+            snapshot_max_chunk_size=rng.choice((3 * 1024 * 1024, 3 * 1024 * 1024, 512, 64)),
             lease_drift_margin=min(20, emin // 3),
             enable_pre_vote=rng.random() < 0.5,
         )
@@ -145,6 +165,14 @@ class Simulation(FaultSchedule):
         self.profile = rng.choice(("mixed", "mixed", "elections", "partitions"))
         if self.n_nodes == 3 and self.config.max_payload_entries == 1 and rng.random() < 0.5:
             self.profile = "figure8"
+        # Admin operations (membership changes, snapshot and purge triggers, leader
+        # transfers) in most runs; node ids go up to MAX_NODES; spare nodes start empty and
+        # wait to be added as learners.
+        self.admin = self.profile != "figure8" and rng.random() < 0.75
+        self.spares = 0
+        if self.admin and rng.random() < 0.5:
+            self.spares = rng.randint(1, MAX_NODES - self.n_nodes)
+        self.admin_tasks: list[asyncio.Future[None]] = []
         self.cluster: Cluster = None  # type: ignore[assignment]
         self.checker = Checker(self)
         self._stop_clients = False
@@ -164,8 +192,23 @@ class Simulation(FaultSchedule):
         self.stats[what] = self.stats.get(what, 0) + 1
 
     def _on_start(self, nid: NodeId, raft: Raft) -> None:
-        raft._core.engine.faults = set(self.faults)
+        eng = raft._core.engine
+        eng.faults = set(self.faults)
         self.boots[nid] = self.boots.get(nid, 0) + 1
+        # A ``ForwardToLeader`` is ambiguous for a write: a refusal (never appended) or an
+        # entry abandoned after it was appended (replaced, covered by an installed snapshot,
+        # or the leader left the cluster), whose outcome is unknown. Tag the refusals, which
+        # the engine raises from ``client_write`` before appending anything.
+        append = eng.client_write
+
+        def client_write(payloads: Any) -> Any:
+            try:
+                return append(payloads)
+            except ForwardToLeader as e:
+                e.sim_refused = True  # type: ignore[attr-defined]
+                raise
+
+        eng.client_write = client_write  # type: ignore[method-assign]
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -173,8 +216,9 @@ class Simulation(FaultSchedule):
         """Run the simulation to the end in a fresh virtual-time loop."""
         loop = VirtualTimeLoop()
         violation: str | None = None
+        main = loop.create_task(self._main())
         try:
-            loop.run_until_complete(self._main())
+            loop.run_until_complete(main)
         except Violation as e:
             violation = str(e)
         except SimStuck as e:
@@ -184,6 +228,10 @@ class Simulation(FaultSchedule):
 
             violation = f"the simulation raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
         finally:
+            # A stuck run tripped the watchdog: give the teardown a fresh budget.
+            loop._spins = 0
+            loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0  # type: ignore[misc]
+            main.cancel()  # a run stopped by the watchdog must not go on during teardown
             try:
                 loop.run_until_complete(self._teardown())
             except Exception:  # noqa: BLE001 - the run already failed or finished
@@ -223,14 +271,19 @@ class Simulation(FaultSchedule):
             on_start=self._on_start,
         )
         c = self.cluster
+        # Snapshot ids come from a process-wide counter: restart it so that a run does not
+        # depend on the runs before it in the same process.
+        memory._snapshot_seq = itertools.count(1)
         self.log(
-            f"start: {self.n_nodes} nodes, profile {self.profile}, {self.config!r}, "
-            f"disk <= {self.disk_max_ms} ms, faults={self.faults}"
+            f"start: {self.n_nodes} nodes (+{self.spares} spare), profile {self.profile}, "
+            f"admin={self.admin}, {self.config!r}, disk <= {self.disk_max_ms} ms, faults={self.faults}"
         )
         await c.start(ids)
+        for nid in range(self.n_nodes + 1, self.n_nodes + self.spares + 1):
+            await c.add_node(nid)  # not a member: waits to be added as a learner
         # The cluster exists once its first membership entry is durable on a quorum: wait for
         # the first leader to commit before any fault (a lost initialize is an operator redo).
-        lid = await c.wait_for_leader(timeout=10.0)
+        lid = await c.wait_for_leader(timeout=10.0, among=ids)
         await c.nodes[lid].wait(10.0).metrics(lambda m: m.committed is not None, "first commit")
         self.log(f"initialized: n{lid} leads")
         c.router.add_hook(self.checker.on_request)
@@ -243,6 +296,7 @@ class Simulation(FaultSchedule):
                 self.checker.check(f"step {step}")
                 await asyncio.sleep(self.rng.uniform(0.01, 0.3))
                 self.checker.check(f"after step {step}")
+            await self._stop_admin()
             await self._heal_all()
             self._stop_clients = True
             await asyncio.gather(*clients)
@@ -265,30 +319,76 @@ class Simulation(FaultSchedule):
             self.checker.check("periodic")
 
     async def _converge(self) -> None:
-        """Liveness: after healing, one leader, a write succeeds, every node converges."""
+        """Liveness: after healing, the voters of the latest committed membership elect a
+        leader that serves a write, and every member of that membership converges."""
         c = self.cluster
-        deadline = asyncio.get_running_loop().time() + 20.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20.0
+        members: frozenset[NodeId] = frozenset()
         while True:
             try:
-                lid = await c.wait_for_leader(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+                # Like an operator: run exactly the members of the latest committed
+                # membership (restart missing ones, stop removed ones).
+                members = await self._run_members()
+                voters = self._final_membership().voter_ids()
+                lid = await c.wait_for_leader(timeout=max(0.1, min(2.0, deadline - loop.time())), among=voters)
                 resp = await asyncio.wait_for(c.nodes[lid].client_write(encode_kv(KvSet("final", "v"))), 2.0)
+                ms = c.nodes[lid]._core.engine.state.membership
+                if ms.uncommitted or ms.committed.membership.is_joint():
+                    # A change still finishing: the membership to converge on is not final.
+                    await asyncio.sleep(0.05)
+                    raise WaitTimeout("membership change in progress")
+                if frozenset(ms.committed.membership.nodes) != members:
+                    continue
                 break
-            except (ForwardToLeader, Fatal, TimeoutError, WaitTimeout) as e:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise Violation(f"liveness: no leader serving writes 20 s after healing ({e!r})") from None
-        self.log(f"converge: n{lid} leads, final write at {resp.log_id!r}")
+            except (ForwardToLeader, Fatal, TimeoutError, WaitTimeout, KeyError) as e:
+                # Let time pass: a refusal comes back at once (a leader handing over refuses
+                # writes until its transfer times out).
+                await asyncio.sleep(0.01)
+                if loop.time() > deadline:
+                    raise Violation(
+                        f"liveness: no leader serving writes among {sorted(members)} 20 s after healing ({e!r})"
+                    ) from None
+        self.log(f"converge: n{lid} leads members {sorted(members)}, final write at {resp.log_id!r}")
         try:
-            await c.wait_applied(resp.log_id.index, timeout=10.0)
+            await c.wait_applied(resp.log_id.index, timeout=10.0, ids=members)
         except WaitTimeout as e:
             raise Violation(f"liveness: nodes did not converge: {e}") from None
         self.checker.check("converged")
         ref = None
-        for nid in sorted(c.nodes):
+        for nid in sorted(members):
             alog = [x for x in c.disks[nid].applied_log if x[0].index <= resp.log_id.index]
             if ref is None:
                 ref = alog
             elif alog[-len(ref) :] != ref[-len(alog) :] if alog and ref else False:
                 raise Violation(f"n{nid} applied a different sequence than the others")
+
+    def _final_membership(self) -> Any:
+        """The latest committed membership any running node knows."""
+        best = None
+        for raft in self.cluster.nodes.values():
+            sm = raft._core.engine.state.membership.committed
+            if sm.log_id is not None and (best is None or sm.log_id > best.log_id):
+                best = sm
+        assert best is not None
+        return best.membership
+
+    async def _run_members(self) -> frozenset[NodeId]:
+        """Start every member of the latest committed membership that is not running and
+        stop every running node that is not a member; return the members."""
+        c = self.cluster
+        members = frozenset(self._final_membership().nodes)
+        for nid in sorted(c.nodes):
+            if nid not in members:
+                self.log(f"decommission n{nid}: not a member of the final membership")
+                store = c.log_stores.get(nid)
+                await c.crash(nid)
+                if isinstance(store, SimLogStore):
+                    store.crash()  # its writes still in flight never complete
+        for nid in sorted(members):
+            if nid not in c.nodes:
+                await self._restart(nid)
+        return members
 
     # -- the workload ------------------------------------------------------------------------
 
@@ -339,9 +439,11 @@ class Simulation(FaultSchedule):
                 continue
             try:
                 resp = await asyncio.wait_for(raft.client_write(encode_kv(cmd)), timeout)
-            except ForwardToLeader:
+            except ForwardToLeader as e:
                 believed = None
-                continue  # never appended, or cut off the log: did not take effect
+                if not getattr(e, "sim_refused", False):
+                    self._record(op, None, None, None)  # appended, then abandoned: unknown
+                continue  # refused: never appended, did not take effect
             except (Fatal, TimeoutError):
                 believed = None
                 self._record(op, None, None, None)

@@ -12,8 +12,6 @@ if TYPE_CHECKING:
     from .sim import Simulation
 
 
-
-
 class Violation(AssertionError):
     """A safety or liveness property broke."""
 
@@ -29,7 +27,9 @@ class Checker:
         self.applied: dict[int, tuple[LogId, bytes]] = {}
         self.last: dict[NodeId, tuple[int, int, LogId | None, LogId | None]] = {}  # boot, ...
         self.votes: dict[NodeId, Vote] = {}
-        self.applied_seen: dict[NodeId, int] = {}
+        self.applied_seen: dict[NodeId, tuple[Any, int]] = {}  # the list checked, how far
+        self.membership: LogId | None = None  # the latest committed membership logged
+        self.purged: dict[NodeId, int] = {}
         # (voter, term) -> the candidate it voted for, as seen on the wire: a granted vote
         # response, or a candidate's own vote request (it voted for itself).
         self.granted: dict[tuple[NodeId, int], NodeId] = {}
@@ -39,6 +39,8 @@ class Checker:
         """Router hook: a candidate asking for votes has voted for itself in that term."""
         if rpc == "vote" and not req.pre_vote:  # a pre-vote promises nothing
             self._voted(source, req.vote.term, req.vote.leader_id.node_id)
+        elif rpc == "install_snapshot":
+            self.sim._count("snapshot_chunk_sent" if req.offset == 0 else "snapshot_chunk_sent_later")
 
     def on_response(self, rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
         """Router response hook: record every granted vote."""
@@ -77,6 +79,17 @@ class Checker:
             boot = sim.boots[nid]
             ci = st.committed_index()
             ai = -1 if st.applied is None else st.applied.index
+            # Log compaction: only what a snapshot covers is purged, a snapshot covers only
+            # applied entries, and only committed entries are applied.
+            pi = -1 if (p := st.purged_log_id()) is None else p.index
+            si = -1 if st.snapshot is None else st.snapshot.index
+            if pi > self.purged.get(nid, -1):
+                sim._count("purge")
+            self.purged[nid] = pi
+            if not (pi <= si <= ai <= ci):
+                raise Violation(
+                    f"n{nid}: purged {pi} <= snapshot {si} <= applied {ai} <= committed {ci} broken"
+                )
             old = self.last.get(nid)
             if old is not None and old[0] == boot and (ci < old[1] or ai < old[2]):
                 raise Violation(f"n{nid} went back: committed {old[1]}->{ci} applied {old[2]}->{ai}")
@@ -102,10 +115,19 @@ class Checker:
                     self.committed[i] = (e, st.vote.term)
                 elif seen[0] != e:
                     raise Violation(f"committed entry at {i} changed: {seen[0]!r} then {e!r} on n{nid}")
-            # State machine safety (the applied log of Normal entries).
+            # The same on disk: the stored snapshot covers the purged entries.
+            dsnap = disk.snapshot
+            dpi = -1 if disk.last_purged is None else disk.last_purged.index
+            dsi = -1 if dsnap is None or dsnap[0].last_log_id is None else dsnap[0].last_log_id.index
+            if dpi > dsi:
+                raise Violation(f"n{nid}: the log is purged up to {dpi} on disk but the snapshot covers only {dsi}")
+            # State machine safety (the applied log of Normal entries). A snapshot carries
+            # the applied log: after an install it is a new list, checked from its start.
             alog = disk.applied_log
-            start = self.applied_seen.get(nid, 0)
-            if start > len(alog):
+            seen_list, start = self.applied_seen.get(nid, (None, 0))
+            if seen_list is not alog or start > len(alog):
+                if seen_list is not None and seen_list is not alog:
+                    sim._count("snapshot_installed")
                 start = 0
             for lid, data in alog[start:]:
                 seen2 = self.applied.get(lid.index)
@@ -113,7 +135,18 @@ class Checker:
                     self.applied[lid.index] = (lid, data)
                 elif seen2 != (lid, data):
                     raise Violation(f"n{nid} applied {lid!r} {data!r} at {lid.index}, another node applied {seen2!r}")
-            self.applied_seen[nid] = len(alog)
+            self.applied_seen[nid] = (alog, len(alog))
+            # Note membership changes in the trace (the latest committed one any node knows).
+            cm = st.membership.committed
+            if cm.log_id is not None and (self.membership is None or cm.log_id > self.membership):
+                if self.membership is not None:
+                    sim._count("membership_change")
+                self.membership = cm.log_id
+                m = cm.membership
+                sim.log(
+                    f"membership committed at {cm.log_id!r} (seen by n{nid}): voters "
+                    f"{[sorted(x) for x in m.configs]} learners {sorted(m.learner_ids())}"
+                )
         self._check_logs()
 
     def _check_logs(self) -> None:

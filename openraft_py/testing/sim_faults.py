@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..types import NodeId
+from ..errors import ApiError, Fatal
+from ..types import BasicNode, Membership, NodeId
 from .sim_env import SimLogStore
 
 if TYPE_CHECKING:
@@ -41,9 +42,14 @@ class FaultSchedule(_Base):
         },
     }
 
+    # Admin operations, added to the profile's weights in runs with ``admin`` on.
+    ADMIN: dict[str, int] = {"membership": 16, "snapshot": 5, "purge": 4, "transfer_leader": 5}
+
     async def _fault_step(self, step: int) -> None:
         rng = self.rng
         weights = self.PROFILES[self.profile]
+        if self.admin:
+            weights = {**weights, **self.ADMIN}
         names = list(weights)
         action = rng.choices(names, weights=[weights[n] for n in names])[0]
         await getattr(self, f"_fault_{action}")()
@@ -96,9 +102,10 @@ class FaultSchedule(_Base):
 
     async def _fault_crash(self) -> None:
         alive = sorted(self.cluster.nodes)
-        majority = len(self.cluster.disks) // 2 + 1
-        # Keep a majority of nodes running most of the time.
-        if alive and (len(alive) > majority or self.rng.random() < 0.2):
+        voters = self._membership().voter_ids()
+        majority = len(voters) // 2 + 1
+        # Keep a majority of the voters running most of the time.
+        if alive and (len(voters & set(alive)) > majority or self.rng.random() < 0.2):
             await self._crash(self._pick_crash_target(alive))
 
     async def _fault_restart(self) -> None:
@@ -343,3 +350,149 @@ class FaultSchedule(_Base):
             d.slow = False  # type: ignore[attr-defined]
         for n in sorted(self.crashed):
             await self._restart(n)
+
+    # -- admin operations ----------------------------------------------------------------------
+
+    def _membership(self) -> Membership:
+        """The effective membership of the leader (of the running node with the latest one
+        when there is no leader)."""
+        c = self.cluster
+        lid = c.leader()
+        if lid is not None:
+            return c.nodes[lid]._core.engine.state.membership.effective.membership
+        best = None
+        for nid in sorted(c.nodes):
+            sm = c.nodes[nid]._core.engine.state.membership.effective
+            if sm.log_id is not None and (best is None or sm.log_id > best.log_id):
+                best = sm
+        return best.membership if best is not None else Membership.new([set(range(1, self.n_nodes + 1))])
+
+    def _admin_target(self) -> NodeId | None:
+        """Usually the leader; now and then any running node (which refuses)."""
+        c = self.cluster
+        lid = c.leader()
+        if lid is not None and self.rng.random() < 0.85:
+            return lid
+        alive = sorted(c.nodes)
+        return self.rng.choice(alive) if alive else None
+
+    def _spawn_admin(self, what: str, call: Any, after: Any = None) -> None:
+        """Run the admin ``call`` (a coroutine) in the background with a timeout and log its
+        outcome; the expected refusals (``ForwardToLeader``, ``InProgress``, a timeout, ...)
+        are just logged. ``after``: a coroutine function called with the result on success."""
+        timeout = self.rng.uniform(0.3, 3.0)
+        self.log(f"admin {what}")
+        self._count("admin")
+
+        async def run() -> None:
+            try:
+                result = await asyncio.wait_for(call, timeout)
+            except (ApiError, Fatal, TimeoutError, ValueError) as e:
+                self.log(f"admin {what}: {type(e).__name__} {str(e)[:100]}")
+                return
+            self.log(f"admin {what}: ok")
+            self._count("admin_ok")
+            if after is not None and not self.faults_over:
+                await after(result)
+
+        self.admin_tasks.append(asyncio.ensure_future(run()))
+
+    async def _stop_admin(self) -> None:
+        """Cancel the admin calls still running (what they started goes on in the cluster);
+        an admin call that failed unexpectedly fails the run."""
+        tasks, self.admin_tasks = self.admin_tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+    async def _fault_membership(self) -> None:
+        """A membership change through the leader (sometimes through another node): add a
+        learner (starting the node if needed), change the voters to a random set of 3..7
+        members, remove the leader, or replace voters by learners."""
+        c = self.cluster
+        rng = self.rng
+        target = self._admin_target()
+        if target is None:
+            return
+        raft = c.nodes[target]
+        m = raft._core.engine.state.membership.effective.membership
+        voters = sorted(m.voter_ids())
+        members = sorted(m.nodes)
+        learners = sorted(set(members) - set(voters))
+        if learners or len(voters) > 3:
+            kind = rng.choice(("add_learner", "change", "change", "remove_leader", "replace"))
+        else:
+            kind = rng.choice(("add_learner", "add_learner", "add_learner", "change"))
+        if kind == "add_learner":
+            from .sim import MAX_NODES
+
+            cands = [n for n in range(1, MAX_NODES + 1) if n not in m.nodes]
+            if cands:
+                nid = rng.choice(cands)
+                if nid not in c.nodes:
+                    await self._restart(nid)
+                blocking = rng.random() < 0.5
+                self._spawn_admin(
+                    f"add_learner n{nid} blocking={blocking} via n{target}",
+                    raft.add_learner(nid, BasicNode(), blocking=blocking),
+                )
+                return
+            kind = "change"
+        retain = rng.random() < 0.5
+        if kind == "change":
+            if len(members) < 3:
+                return
+            new = set(rng.sample(members, rng.randint(3, len(members))))
+        elif kind == "remove_leader":
+            new = set(voters) - {target}
+            if len(new) < 3 and learners:
+                new.add(rng.choice(learners))
+        else:
+            if not learners:
+                return
+            k = rng.randint(1, min(len(learners), len(voters)))
+            new = (set(voters) - set(rng.sample(voters, k))) | set(rng.sample(learners, k))
+        if len(new) < 3:
+            return
+
+        async def after(resp: Any) -> None:
+            # An operator stops some of the nodes that left the cluster.
+            gone = sorted(set(voters) - set(new)) if not retain else []
+            for nid in gone:
+                if nid in c.nodes and rng.random() < 0.5:
+                    await self._crash(nid)
+
+        self._spawn_admin(
+            f"change_membership {kind} {sorted(new)} retain={retain} via n{target}",
+            raft.change_membership(new, retain=retain),
+            after,
+        )
+
+    async def _fault_snapshot(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self._pick_crash_target(alive)
+            self._spawn_admin(f"trigger snapshot on n{n}", self.cluster.nodes[n].trigger.snapshot())
+
+    async def _fault_purge(self) -> None:
+        alive = sorted(self.cluster.nodes)
+        if alive:
+            n = self._pick_crash_target(alive)
+            st = self.cluster.nodes[n]._core.engine.state
+            upto = self.rng.randint(0, max(0, st.committed_index()))
+            self._spawn_admin(f"trigger purge_log({upto}) on n{n}", self.cluster.nodes[n].trigger.purge_log(upto))
+
+    async def _fault_transfer_leader(self) -> None:
+        c = self.cluster
+        lid = c.leader()
+        if lid is None:
+            return
+        voters = sorted(self._membership().voter_ids() - {lid})
+        if not voters:
+            return
+        to = self.rng.choice(voters)
+        self._spawn_admin(f"transfer leader n{lid} -> n{to}", c.nodes[lid].trigger.transfer_leader(to))
