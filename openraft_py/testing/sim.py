@@ -177,6 +177,7 @@ class Simulation(FaultSchedule):
         self.checker = Checker(self)
         self._stop_clients = False
         self.faults_over = False
+        self._finished = False
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class Simulation(FaultSchedule):
     def run(self) -> SimResult:
         """Run the simulation to the end in a fresh virtual-time loop."""
         loop = VirtualTimeLoop()
+        loop.set_exception_handler(self._loop_error)
         violation: str | None = None
         main = loop.create_task(self._main())
         try:
@@ -228,6 +230,7 @@ class Simulation(FaultSchedule):
 
             violation = f"the simulation raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
         finally:
+            self._finished = True
             # A stuck run tripped the watchdog: give the teardown a fresh budget.
             loop._spins = 0
             loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0  # type: ignore[misc]
@@ -250,6 +253,14 @@ class Simulation(FaultSchedule):
             faults=self.faults,
             stats=dict(self.stats),
         )
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception escaped a callback or a task nobody awaited: a bug (reported at the
+        next check while the run goes on; ignored once the run is over)."""
+        if self.checker.pending is None and not self._finished:
+            exc = context.get("exception")
+            self.checker.pending = f"unhandled in the event loop: {context.get('message')} {exc!r}"
+            self.log(f"VIOLATION seen: {self.checker.pending}")
 
     async def _teardown(self) -> None:
         self._stop_clients = True
