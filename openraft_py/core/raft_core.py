@@ -443,8 +443,8 @@ class RaftCore:
                 except Exception as e:
                     self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
                     return
-                for _, io in run:
-                    self.notify(IOCompleted(io, None))
+                for _, io_seq in run:
+                    self.notify(IOCompleted(io_seq, None))
         finally:
             self._vote_writer = None
 
