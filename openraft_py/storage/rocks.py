@@ -115,7 +115,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import msgspec
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from .._core import (
     KIND_BLANK,
