@@ -69,18 +69,34 @@ class ApiError(RaftError):
 
 class ForwardToLeader(ApiError):
     """This node is not the leader. ``leader_id``/``leader_node`` name the leader it knows
-    of, or are ``None`` when it knows none (retry later)."""
+    of, or are ``None`` when it knows none (retry later).
 
-    def __init__(self, leader_id: NodeId | None = None, leader_node: BasicNode | None = None) -> None:
+    ``outcome_unknown`` is ``False`` when the write did not and will not take effect: it was
+    refused before it was appended, or its entry was replaced by another leader's. It is
+    ``True`` when the entry was appended and this node can no longer tell whether it commits
+    (the node left the cluster, or a snapshot it installed covers the entry): a retry may
+    then apply the command twice, so make such commands idempotent or check before retrying.
+    """
+
+    def __init__(
+        self,
+        leader_id: NodeId | None = None,
+        leader_node: BasicNode | None = None,
+        *,
+        outcome_unknown: bool = False,
+    ) -> None:
         if leader_id is None:
             msg = "not the leader, and no leader is known"
         else:
             msg = f"not the leader; forward to node {leader_id}"
             if leader_node is not None and leader_node.addr:
                 msg += f" at {leader_node.addr}"
+        if outcome_unknown:
+            msg += " (the write was appended; whether it commits is unknown)"
         super().__init__(msg)
         self.leader_id = leader_id
         self.leader_node = leader_node
+        self.outcome_unknown = outcome_unknown
 
 
 class ChangeMembershipError(ApiError):

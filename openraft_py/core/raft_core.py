@@ -169,7 +169,8 @@ class RaftCore:
         w = self._waiter
         if w is not None:
             self._waiter = None
-            w.set_result(None)
+            if not w.done():
+                w.set_result(None)
 
     def notify(self, note: Any) -> None:
         """Queue a notification."""
@@ -177,7 +178,8 @@ class RaftCore:
         w = self._waiter
         if w is not None:
             self._waiter = None
-            w.set_result(None)
+            if not w.done():
+                w.set_result(None)
 
     def now_ms(self) -> float:
         """The engine's clock: monotonic milliseconds."""
@@ -417,7 +419,7 @@ class RaftCore:
         elif t is RespondOnApply:
             self._add_responder(c.tx, c.log_id)  # type: ignore[union-attr]
         elif t is AbandonWrites:
-            self._fail_responders_after(c.after)  # type: ignore[union-attr]
+            self._fail_responders_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))  # type: ignore[union-attr]
         elif t is BuildSnapshot:
             self._spawn(self._build_snapshot(), "build-snapshot")
         elif t is ReceiveSnapshotChunk:
@@ -515,10 +517,12 @@ class RaftCore:
         items.insert(pos, r)
         self._responders = deque(items)
 
-    def _fail_responders_after(self, index: int) -> None:
-        """Entries after ``index`` were deleted: their writers lost."""
+    def _fail_responders_after(self, index: int, err: ForwardToLeader | None = None) -> None:
+        """Entries after ``index`` were deleted (their writers lost: the default ``err``),
+        or will never be known here (``err`` says the outcome is unknown)."""
         q = self._responders
-        err = self.engine.forward_to_leader()
+        if err is None:
+            err = self.engine.forward_to_leader()
         while q and q[-1].first + q[-1].count - 1 > index:
             q.pop().fail(err)
         # A client_write_many batch partly applied already waits in the worker.
@@ -644,7 +648,8 @@ class RaftCore:
         assert last is not None
         self._apply_submitted = max(self._apply_submitted, last.index)
         self.cache.clear()
-        err = ForwardToLeader(None, None)
+        # The snapshot may or may not hold these writers' entries.
+        err = ForwardToLeader(None, None, outcome_unknown=True)
         q = self._responders
         while q and q[0].first <= last.index:
             q.popleft().fail(err)
@@ -743,6 +748,7 @@ class RaftCore:
         if self.fatal is None:
             self.fatal = Stopped()
         w = self._waiter
+        self._waiter = None
         if w is not None and not w.done():
             w.set_result(None)
         if self.task is not None and not self.task.done():

@@ -208,20 +208,22 @@ class StateMachineWorker:
                 continue
             lo = r.first - start
             if lo < 0:
-                r.fail(ForwardToLeader(None, None))
+                # Applied before the buffer began (cannot be told apart any more).
+                r.fail(ForwardToLeader(None, None, outcome_unknown=True))
                 continue
-            out = []
+            out: list[ClientWriteResponse] | None = []
             for k in range(lo, lo + r.count):
                 e = self._buf_entries[k]
                 if e.log_id.term != r.term:
-                    # Our entry was replaced by another leader's: the write is lost.
+                    # Our entry was replaced by another leader's: the write is lost. If an
+                    # earlier entry of the batch was ours, that part took effect (by log
+                    # matching, nothing after a replaced entry is ours).
+                    r.fail(ForwardToLeader(None, None, outcome_unknown=k > lo))
                     out = None
                     break
                 p = e.payload
                 out.append(ClientWriteResponse(e.log_id, self._buf_results[k], p if type(p) is Membership else None))
-            if out is None:
-                r.fail(ForwardToLeader(None, None))
-            else:
+            if out is not None:
                 r.tx.set_result(out[0] if r.single else out)
         if not rs:
             self._buf_entries = []

@@ -196,20 +196,6 @@ class Simulation(FaultSchedule):
         eng = raft._core.engine
         eng.faults = set(self.faults)
         self.boots[nid] = self.boots.get(nid, 0) + 1
-        # A ``ForwardToLeader`` is ambiguous for a write: a refusal (never appended) or an
-        # entry abandoned after it was appended (replaced, covered by an installed snapshot,
-        # or the leader left the cluster), whose outcome is unknown. Tag the refusals, which
-        # the engine raises from ``client_write`` before appending anything.
-        append = eng.client_write
-
-        def client_write(payloads: Any) -> Any:
-            try:
-                return append(payloads)
-            except ForwardToLeader as e:
-                e.sim_refused = True  # type: ignore[attr-defined]
-                raise
-
-        eng.client_write = client_write  # type: ignore[method-assign]
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -457,9 +443,9 @@ class Simulation(FaultSchedule):
                 resp = await asyncio.wait_for(raft.client_write(encode_kv(cmd)), timeout)
             except ForwardToLeader as e:
                 believed = None
-                if not getattr(e, "sim_refused", False):
+                if e.outcome_unknown:
                     self._record(op, None, None, None)  # appended, then abandoned: unknown
-                continue  # refused: never appended, did not take effect
+                continue  # refused or replaced: did not take effect
             except (Fatal, TimeoutError):
                 believed = None
                 self._record(op, None, None, None)

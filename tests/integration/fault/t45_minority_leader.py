@@ -45,8 +45,9 @@ async def test_minority_leader_cannot_commit_and_is_overwritten(cluster: Cluster
     await cluster.nodes[old].wait(3.0).state(ServerState.FOLLOWER, "old leader steps down")
     await cluster.wait_applied(fresh[-1].log_id.index, timeout=3.0)
     for t in stale:
-        with pytest.raises(ForwardToLeader):
+        with pytest.raises(ForwardToLeader) as ei:
             await asyncio.wait_for(t, 3.0)
+        assert not ei.value.outcome_unknown, "a replaced entry is a definite failure"
     assert await cluster.wait_for_leader(timeout=3.0) == new
 
     # The stale entries are gone from every disk and were never applied anywhere.

@@ -113,8 +113,9 @@ async def test_hand_over_is_immediate_with_a_write_in_flight() -> None:
         nxt = await any_leader(c, new, timeout=3.0)
         took_ms = (now() - t_done) * 1000.0
         c.router.clear_hooks()
-        with pytest.raises(ForwardToLeader):
+        with pytest.raises(ForwardToLeader) as ei:
             await asyncio.wait_for(late[0], timeout=2.0)
+        assert ei.value.outcome_unknown, "the write was appended; the removed node cannot know if it commits"
         assert transfers and transfers[0].last_log_id is not None
         assert took_ms < cfg.election_timeout_min, (
             f"new leader n{nxt} only {took_ms:.1f} ms after the change; the hand-over asked "
