@@ -9,7 +9,11 @@ What it does (``make run``):
    retrying what the dead leader never acknowledged;
 4. prints every leader change, the throughput and the p50/p99/max write latency;
 5. restarts the killed node, waits until it caught up, and checks that every acknowledged
-   write is present, with its value, on all three nodes.
+   write is present, with its value, on all three nodes;
+6. grows and reshapes the cluster while a writer keeps writing: adds node 4 as a learner
+   (the log was purged behind a snapshot, so it catches up by snapshot transfer), replaces
+   node 1 with it by joint consensus, then hands leadership to node 4, and checks every
+   acknowledged write again on the final members.
 
 It exits non-zero if any acknowledged write is missing.
 """
@@ -21,12 +25,13 @@ import asyncio
 import statistics
 import sys
 import time
+from typing import Callable
 
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
 from .storage.memory import KvSet, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
-from .types import NodeId
+from .types import BasicNode, NodeId, ServerState
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -138,7 +143,66 @@ async def run(total: int, writers: int, seed: int) -> int:
             print(f"{stamp()} FAILED: {missing} acknowledged writes missing")
             return 1
         print(f"{stamp()} every acknowledged write is on every node")
-        return 0
+        return await _reshape(c, acked, stamp)
+
+
+async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) -> int:
+    """Step 6: add a learner, replace a voter with it and transfer leadership to it, with a
+    writer running; then check every acknowledged write on the final members."""
+    stop = asyncio.Event()
+    extra = 0
+
+    async def background_writer() -> None:
+        nonlocal extra
+        i = len(acked) + 1_000_000
+        while not stop.is_set():
+            lid = c.leader()
+            try:
+                if lid is None:
+                    raise ForwardToLeader()
+                key = f"key-{i:05d}"
+                await asyncio.wait_for(c.nodes[lid].client_write(encode_kv(KvSet(key, "bg"))), timeout=2.0)
+                acked[i] = "bg"
+                extra += 1
+                i += 1
+            except (ForwardToLeader, Fatal, TimeoutError, KeyError):
+                await asyncio.sleep(0.005)
+
+    writer = asyncio.ensure_future(background_writer())
+    lid = await c.wait_for_leader(timeout=10)
+    leader = c.nodes[lid]
+    m = leader.metrics
+    print(f"{stamp()} n{lid}: snapshot at {m.snapshot!r}, log purged up to {m.purged!r}")
+    await c.add_node(4)
+    t = time.perf_counter()
+    await leader.add_learner(4, BasicNode(), blocking=True)
+    sent = c.router.rpc_count("install_snapshot", target=4)
+    print(f"{stamp()} n4 added as a learner and caught up in {(time.perf_counter() - t) * 1e3:.0f} ms ({sent} snapshot chunks)")
+    t = time.perf_counter()
+    new_voters = {2, 3, 4}
+    await leader.change_membership(new_voters)
+    print(f"{stamp()} voters {{1,2,3}} -> {sorted(new_voters)} by joint consensus in {(time.perf_counter() - t) * 1e3:.0f} ms")
+    lid = await c.wait_for_leader(timeout=10, among=new_voters)
+    if lid != 4:
+        t = time.perf_counter()
+        await c.nodes[lid].trigger.transfer_leader(4)
+        await c.nodes[4].wait(5.0).state(ServerState.LEADER, "n4 leads")
+        print(f"{stamp()} leadership n{lid} -> n4 in {(time.perf_counter() - t) * 1e3:.1f} ms")
+    stop.set()
+    await writer
+    last = c.nodes[4].metrics.last_log_index
+    await c.wait_applied(last, timeout=20, ids=new_voters)
+    missing = 0
+    for nid in sorted(new_voters):
+        data = c.state_machines[nid].data
+        bad = sum(1 for i, v in acked.items() if data.get(f"key-{i:05d}") != v)
+        missing += bad
+        print(f"           n{nid}: {len(acked) - bad}/{len(acked)} acknowledged writes present ({extra} written during the changes)")
+    if missing:
+        print(f"{stamp()} FAILED: {missing} acknowledged writes missing")
+        return 1
+    print(f"{stamp()} every acknowledged write is on every member of {sorted(new_voters)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
