@@ -799,8 +799,8 @@ class RaftCore:
             st.membership.effective,
             None if self.engine.leader is None else self.engine.leader.acks,
             st.snapshot,
-            st.log_ids.purged(),
-            st.membership.committed,
+            # Every purge is a storage write: this moves with the purged log id (and more).
+            st.io.submitted,
         )
         if force or key != self._metrics_key:
             self._metrics_key = key

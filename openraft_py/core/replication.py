@@ -115,6 +115,9 @@ class ReplicationCore:
         """Send as many requests as the pipeline allows."""
         core = self.core
         eng = core.engine
+        # Nothing below awaits, so the log cannot be purged further during this call.
+        purged = eng.state.log_ids.purged()
+        purged_index = -1 if purged is None else purged[1]
         while not self.stopped and not self.backing_off and not self.snapshotting:
             leader = eng.leader
             if leader is None or leader.vote != self.vote:
@@ -129,8 +132,7 @@ class ReplicationCore:
             has_data = start <= self.last_index
             if not (has_data or self.heartbeat_due):
                 return
-            purged = eng.state.log_ids.purged()
-            if purged is not None and start <= purged[1]:
+            if start <= purged_index:
                 # The entries this follower needs are gone: send the snapshot instead.
                 self._start_snapshot()
                 return

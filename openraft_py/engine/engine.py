@@ -71,6 +71,8 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         # longer count as "leader seen", so we may grant the new candidate at once.
         self.transfer_from: Vote | None = None
         self.snapshot_building = False
+        # ``SnapshotPolicy.logs_since_last`` (None: never), read on every apply report.
+        self.snapshot_every: int | None = config.snapshot_policy.logs_since_last_n
         self.snapshot_installing: SnapshotMeta | None = None
         # A built snapshot past the applied log id known so far (its apply report is late).
         self.snapshot_unreported: LogId | None = None

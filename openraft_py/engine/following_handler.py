@@ -34,7 +34,7 @@ class FollowingHandler:
         if self.leader is not None or self.candidate is not None:
             # A leader of our own vote cannot send us AppendEntries; a candidate yields.
             self.become_following(now)
-        if self.transfer_from != vote:
+        if self.transfer_from is None or self.transfer_from != vote:
             self.leader_seen_at = now
         self.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
         self.reset_election_timer(now)

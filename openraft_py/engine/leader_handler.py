@@ -84,16 +84,22 @@ class LeaderHandler:
             return
         st = self.state
         ci = leader.progress.committed()
-        if ci <= st.committed_index():
+        before = st.committed_index()
+        if ci <= before:
             return
-        if ci < leader.noop_log_id.index and "commit_previous_term" not in self.faults:
+        noop_index = leader.noop_log_id.index
+        if ci < noop_index and "commit_previous_term" not in self.faults:
             return
+        membership_before = st.membership.committed
         # A quorum of followers may hold entries this leader has not flushed yet: apply them
         # only once they are durable here too.
         committed = self.commit_to(ci, when=self.io_covering(ci))
         if committed is not None:
             self.output.append(Replicate(st.last_log_id(), committed))
-            self.leader_after_commit()
+            # Membership follow-ups are due when a membership committed, or at this term's
+            # first commit (an inherited joint config is finished then).
+            if st.membership.committed is not membership_before or before < noop_index:
+                self.leader_after_commit()
 
     def leader_heartbeat(self: Engine, now: float) -> None:
         """Send a heartbeat round now."""
@@ -158,4 +164,5 @@ class LeaderHandler:
             if pending is not None and pending <= applied:
                 self.snapshot_unreported = None
                 self.adopt_snapshot(pending)
-            self.maybe_build_snapshot()
+            if self.snapshot_every is not None:
+                self.maybe_build_snapshot()
