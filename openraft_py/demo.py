@@ -133,17 +133,24 @@ async def run(total: int, writers: int, seed: int) -> int:
         lid = await c.wait_for_leader(timeout=10)
         last = c.nodes[lid].metrics.last_log_index
         await c.wait_applied(last, timeout=20)
-        missing = 0
-        for nid, sm in sorted(c.state_machines.items()):
-            data = sm.data
-            bad = sum(1 for i, v in acked.items() if data.get(f"key-{i:05d}") != v)
-            missing += bad
-            print(f"           n{nid}: applied up to {c.nodes[nid].metrics.last_applied!r}, {len(acked) - bad}/{len(acked)} acknowledged writes present")
-        if missing:
-            print(f"{stamp()} FAILED: {missing} acknowledged writes missing")
+        if _count_missing(c, acked, sorted(c.state_machines), ""):
+            print(f"{stamp()} FAILED: acknowledged writes missing")
             return 1
         print(f"{stamp()} every acknowledged write is on every node")
         return await _reshape(c, acked, stamp)
+
+
+def _count_missing(c: Cluster, acked: dict[int, str], ids: list[NodeId], note: str) -> int:
+    """Print, per node of ``ids``, how many acknowledged writes its state machine holds with
+    their value; return how many are missing in all."""
+    missing = 0
+    for nid in ids:
+        data = c.state_machines[nid].data
+        bad = sum(1 for i, v in acked.items() if data.get(f"key-{i:05d}") != v)
+        missing += bad
+        applied = c.nodes[nid].metrics.last_applied
+        print(f"           n{nid}: applied up to {applied!r}, {len(acked) - bad}/{len(acked)} acknowledged writes present{note}")
+    return missing
 
 
 async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) -> int:
@@ -192,14 +199,8 @@ async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) 
     await writer
     last = c.nodes[4].metrics.last_log_index
     await c.wait_applied(last, timeout=20, ids=new_voters)
-    missing = 0
-    for nid in sorted(new_voters):
-        data = c.state_machines[nid].data
-        bad = sum(1 for i, v in acked.items() if data.get(f"key-{i:05d}") != v)
-        missing += bad
-        print(f"           n{nid}: {len(acked) - bad}/{len(acked)} acknowledged writes present ({extra} written during the changes)")
-    if missing:
-        print(f"{stamp()} FAILED: {missing} acknowledged writes missing")
+    if _count_missing(c, acked, sorted(new_voters), f" ({extra} written during the changes)"):
+        print(f"{stamp()} FAILED: acknowledged writes missing")
         return 1
     print(f"{stamp()} every acknowledged write is on every member of {sorted(new_voters)}")
     return 0
