@@ -62,40 +62,24 @@ class Trigger:
     async def elect(self) -> None:
         """Start an election on this node now (it becomes a candidate)."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.elect(now)
-            tx.set_result(None)
-
-        await self._raft._call(fn)
+        await self._raft._act(lambda eng, now: eng.elect(now))
 
     async def heartbeat(self) -> None:
         """Make a leader send heartbeats to every target now (no-op on a non-leader)."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.leader_heartbeat(now)
-            tx.set_result(None)
-
-        await self._raft._call(fn)
+        await self._raft._act(lambda eng, now: eng.leader_heartbeat(now))
 
     async def snapshot(self) -> None:
         """Build a snapshot now, in the background (no-op while one is being built). Await
         ``raft.wait().snapshot(...)`` to see it done."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.trigger_snapshot()
-            tx.set_result(None)
-
-        await self._raft._call(fn)
+        await self._raft._act(lambda eng, now: eng.trigger_snapshot())
 
     async def purge_log(self, upto: int) -> None:
         """Purge the log up to index ``upto``, but never past the last snapshot (entries a
         snapshot does not cover are kept). Await ``raft.wait().purged(...)`` to see it done."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.trigger_purge_log(upto)
-            tx.set_result(None)
-
-        await self._raft._call(fn)
+        await self._raft._act(lambda eng, now: eng.trigger_purge_log(upto))
 
     async def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to``: this leader stops taking writes (they get
@@ -105,15 +89,7 @@ class Trigger:
         two election timeouts, this leader takes writes again. Raises ``ForwardToLeader``
         on a non-leader and ``ValueError`` if ``to`` is not a voter."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            try:
-                eng.transfer_leader(to, now)
-            except ValueError as e:
-                tx.set_exception(e)
-                return
-            tx.set_result(None)
-
-        await self._raft._call(fn)
+        await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
 
 
 class Raft:
@@ -186,6 +162,32 @@ class Raft:
         self._core.send_msg(EngineCall(fn, fut))
         return await fut
 
+    async def _act(self, action: Callable[[_Engine, float], object]) -> None:
+        """Run ``action(engine, now)`` inside the core and return when it ran. ``ApiError``s
+        and ``ValueError``s (a bad argument) it raises reach the caller."""
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            try:
+                action(eng, now)
+            except ValueError as e:
+                tx.set_exception(e)
+                return
+            tx.set_result(None)
+
+        await self._call(fn)
+
+    async def _until(self, done: Callable[[RaftMetrics], bool]) -> None:
+        """Wait until ``done(metrics)`` holds; raise the node's fatal error if it stops
+        first. ``done`` may raise to give up."""
+        watch = self._core.watch
+        while True:
+            m = watch.current
+            if done(m):
+                return
+            if not m.running:
+                raise self._core.fatal or Fatal("node stopped")
+            await watch.changed()
+
     # -- cluster setup -------------------------------------------------------------------------
 
     async def initialize(self, members: Mapping[NodeId, BasicNode] | Iterable[NodeId]) -> None:
@@ -201,11 +203,7 @@ class Raft:
             nodes = {nid: BasicNode() for nid in members}
         membership = Membership.new([set(nodes)], nodes)
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.initialize(membership, now)
-            tx.set_result(None)
-
-        await self._call(fn)
+        await self._act(lambda eng, now: eng.initialize(membership, now))
 
     async def add_learner(self, node_id: NodeId, node: BasicNode, blocking: bool = True) -> ClientWriteResponse:
         """Add ``node_id`` (reachable at ``node``) as a learner: it receives the log but does
@@ -225,17 +223,16 @@ class Raft:
         if blocking:
             threshold = self.config.replication_lag_threshold
             target = resp.log_id.index
-            watch = self._core.watch
-            while True:
-                m = watch.current
+
+            def caught_up(m: RaftMetrics) -> bool:
                 if not m.running:
-                    raise self._core.fatal or Fatal("node stopped")
+                    return False
                 if m.state != ServerState.LEADER or m.replication is None:
                     raise ForwardToLeader(m.current_leader, None)
                 matched = m.replication.get(node_id, -1)
-                if matched >= target and m.last_log_index - matched <= threshold:
-                    break
-                await watch.changed()
+                return matched >= target and m.last_log_index - matched <= threshold
+
+            await self._until(caught_up)
         return resp
 
     async def change_membership(self, members: Iterable[NodeId], retain: bool = False) -> ClientWriteResponse:
@@ -294,14 +291,8 @@ class Raft:
 
         read_log_id: LogId | None = await self._call(fn)
         if read_log_id is not None:
-            watch = self._core.watch
-            while True:
-                m = watch.current
-                if m.last_applied is not None and m.last_applied.index >= read_log_id.index:
-                    break
-                if not m.running:
-                    raise self._core.fatal or Fatal("node stopped")
-                await watch.changed()
+            index = read_log_id.index
+            await self._until(lambda m: m.last_applied is not None and m.last_applied.index >= index)
         return read_log_id
 
     # -- state -------------------------------------------------------------------------------
@@ -355,11 +346,7 @@ class Raft:
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
         """Handle a leader's hand-over notice (see ``Trigger.transfer_leader``)."""
 
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.handle_transfer_leader(req, now)
-            tx.set_result(None)
-
-        await self._call(fn)
+        await self._act(lambda eng, now: eng.handle_transfer_leader(req, now))
 
     async def get_current_snapshot(self) -> Snapshot | None:
         """The state machine's current snapshot (its ``data`` is the caller's to read and

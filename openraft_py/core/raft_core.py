@@ -10,7 +10,6 @@ not yet durable) is postponed until it holds. See ``docs/design/engine-runtime.m
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -70,6 +69,7 @@ from .messages import (
     VoteReply,
     TICK,
 )
+from . import snapshot_io
 from .replication import ReplicationCore
 from .sm_worker import Responder, StateMachineWorker
 
@@ -83,21 +83,9 @@ log = logging.getLogger("openraft_py.core")
 CACHE_MAX_ENTRIES = 65536
 
 
-def _close(f: Any) -> None:
-    close = getattr(f, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - closing a file we are done with
-            pass
-
-
-def _write_at(f: Any, offset: int, data: bytes) -> None:
-    f.seek(offset)
-    f.write(data)
-
-
 def _answer(tx: Any, value: Any) -> None:
+    """Resolve the caller's future with ``value`` (an exception is raised to it), unless the
+    caller gave up."""
     if not tx.done():
         if isinstance(value, BaseException):
             tx.set_exception(value)
@@ -342,13 +330,7 @@ class RaftCore:
             return
         t = type(c)
         if t is Respond:
-            tx = c.tx  # type: ignore[union-attr]
-            if not tx.done():
-                v = c.value  # type: ignore[union-attr]
-                if isinstance(v, BaseException):
-                    tx.set_exception(v)
-                else:
-                    tx.set_result(v)
+            _answer(c.tx, c.value)  # type: ignore[union-attr]
         elif t is AppendEntries:
             entries = c.entries  # type: ignore[union-attr]
             io = c.io  # type: ignore[union-attr]
@@ -509,13 +491,10 @@ class RaftCore:
                 tx.set_result(ClientWriteResponse(log_id, None, m.membership if m.log_id == log_id else None))
             return
         q = self._responders
-        if not q or q[-1].first < r.first:
-            q.append(r)
-            return
-        items = list(q)
-        pos = next(i for i, x in enumerate(items) if x.first > r.first)
-        items.insert(pos, r)
-        self._responders = deque(items)
+        pos = len(q)
+        while pos and q[pos - 1].first > r.first:
+            pos -= 1
+        q.insert(pos, r)
 
     def _fail_responders_after(self, index: int, err: ForwardToLeader | None = None) -> None:
         """Entries after ``index`` were deleted (their writers lost: the default ``err``),
@@ -597,7 +576,7 @@ class RaftCore:
         except Exception as e:
             self.notify(Failed(StorageError("building a snapshot", e)))
             return
-        _close(snap.data)
+        snapshot_io.close_quietly(snap.data)
         self.notify(SnapshotBuilt(snap.meta))
 
     async def get_current_snapshot(self) -> Any:
@@ -614,7 +593,7 @@ class RaftCore:
                 _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
                 return
             if self._receiving is not None:
-                _close(self._receiving[1])
+                snapshot_io.close_quietly(self._receiving[1])
             try:
                 f = await self.sm_worker.call(lambda sm: sm.begin_receiving_snapshot())
             except Exception as e:
@@ -626,19 +605,16 @@ class RaftCore:
             _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but {self._received} bytes received"))
             return
         try:
-            if isinstance(f, io.BytesIO):
-                _write_at(f, req.offset, req.data)
-            else:
-                await asyncio.to_thread(_write_at, f, req.offset, req.data)
+            await snapshot_io.call(f, snapshot_io.write_at, req.offset, req.data)
             self._received = max(self._received, req.offset + len(req.data))
+            if req.done:
+                await snapshot_io.call(f, snapshot_io.finish, self._received)
         except Exception as e:
             raise StorageError(f"writing snapshot {sid}", e) from e
         if not req.done:
             _answer(tx, InstallSnapshotResponse(self.engine.state.vote))
             return
         self._receiving = None
-        f.truncate(self._received)
-        f.seek(0)
         self.engine.handle_snapshot_received(req.meta, f, tx)
 
     def _install_snapshot(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
@@ -658,7 +634,7 @@ class RaftCore:
         fut = self.sm_worker.install_snapshot(meta, data)
 
         def done(f: asyncio.Future[None]) -> None:
-            _close(data)
+            snapshot_io.close_quietly(data)
             if f.cancelled():
                 return
             e = f.exception()
@@ -721,7 +697,7 @@ class RaftCore:
         self._streams.clear()
         self.sm_worker.stop()
         if self._receiving is not None:
-            _close(self._receiving[1])
+            snapshot_io.close_quietly(self._receiving[1])
             self._receiving = None
         for t in list(self._tasks):
             t.cancel()

@@ -23,11 +23,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import io
 import itertools
 
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError
 from ..types import AppendEntriesRequest, InstallSnapshotRequest, LogId, NodeId, RPCOption, Vote
+from . import snapshot_io
 from .messages import Failed, HigherVote, Progress
 
 _read_tokens = itertools.count(1)
@@ -243,7 +243,7 @@ class ReplicationCore:
         purged = core.engine.state.purged_log_id()
         if snap is None or snap.meta.last_log_id is None or (purged is not None and snap.meta.last_log_id < purged):
             if snap is not None:
-                snap.data.close()
+                snapshot_io.close_quietly(snap.data)
             log.warning("replication %s->%s: no snapshot covers the purged log yet", core.id, self.target)
             self._end_snapshot()
             self._back_off()
@@ -256,9 +256,9 @@ class ReplicationCore:
         pause = cfg.heartbeat_interval / 1000.0
         offset = 0
         try:
-            size = await _call_file(data, _size)
+            size = await snapshot_io.call(data, snapshot_io.size)
             while not self.stopped and self._still_leader():
-                buf = await _call_file(data, _read_at, offset, chunk)
+                buf = await snapshot_io.call(data, snapshot_io.read_at, offset, chunk)
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 sent_at = core.now_ms()
@@ -293,7 +293,7 @@ class ReplicationCore:
                 self.heartbeat_due = True
                 return
         finally:
-            data.close()
+            snapshot_io.close_quietly(data)
             self._end_snapshot()
 
     def _end_snapshot(self) -> None:
@@ -324,21 +324,3 @@ class ReplicationCore:
         self.heartbeat_due = True
         self._wake()
 
-
-def _size(f: io.IOBase) -> int:
-    f.seek(0, io.SEEK_END)
-    n = f.tell()
-    f.seek(0)
-    return n
-
-
-def _read_at(f: io.IOBase, offset: int, n: int) -> bytes:
-    f.seek(offset)
-    return f.read(n)  # type: ignore[attr-defined,no-any-return]
-
-
-async def _call_file(f: object, fn: object, *args: object) -> object:
-    """Run a file operation: inline for in-memory files, in a thread for real ones."""
-    if isinstance(f, io.BytesIO):
-        return fn(f, *args)  # type: ignore[operator]
-    return await asyncio.to_thread(fn, f, *args)  # type: ignore[arg-type]

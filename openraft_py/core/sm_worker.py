@@ -74,11 +74,7 @@ class StateMachineWorker:
     def submit(self, entries: list[Entry], responders: list[Responder]) -> None:
         """Queue ``entries`` (consecutive, continuing what was submitted before) for apply."""
         self._queue.append((entries, responders))
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+        self._wake()
 
     def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
         """Run ``fn(state_machine)`` after everything queued so far (the state machine is
@@ -86,12 +82,15 @@ class StateMachineWorker:
         An exception from ``fn`` goes to the future and does not stop the worker."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Op(fn, fut))
+        self._wake()
+        return fut
+
+    def _wake(self) -> None:
         w = self._waiter
         if w is not None:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
-        return fut
 
     def install_snapshot(self, meta: Any, data: Any) -> asyncio.Future[Any]:
         """Queue ``state_machine.install_snapshot(meta, data)`` after everything queued so

@@ -307,6 +307,12 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         out.pop(st.id, None)
         return dict(sorted(out.items()))
 
+    def voter_targets(self) -> dict[NodeId, BasicNode]:
+        """The other voters of the effective membership (who is asked for votes)."""
+        st = self.state
+        m = st.effective_membership()
+        return {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+
     def current_leader(self) -> NodeId | None:
         """The established leader this node knows of, if any. A committed vote naming this
         node while it is not leading (it restarted, or stepped down) names no leader."""
@@ -319,8 +325,10 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         return lid
 
     def forward_to_leader(self) -> ForwardToLeader:
-        """The error for a leader-only request arriving here."""
-        lid = self.current_leader()
+        """The error for a leader-only request arriving here (on a leader handing over: the
+        transfer target)."""
+        leader = self.leader
+        lid = self.current_leader() if leader is None or leader.transfer_to is None else leader.transfer_to
         node = None if lid is None else self.state.effective_membership().nodes.get(lid)
         return ForwardToLeader(lid, node)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..types import AppendEntriesRequest, AppendEntriesResponse, LogId
+from ..types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
 from .command import Respond
 
 if TYPE_CHECKING:
@@ -25,19 +25,9 @@ class FollowingHandler:
         """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
         st = self.state
         self.now = now
-        vote = req.vote
-        if vote != st.vote:
-            if not vote.is_ge(st.vote):
-                self.output.append(Respond(tx, AppendEntriesResponse(st.vote, False)))
-                return
-            self.update_vote(vote)
-        if self.leader is not None or self.candidate is not None:
-            # A leader of our own vote cannot send us AppendEntries; a candidate yields.
-            self.become_following(now)
-        if self.transfer_from is None or self.transfer_from != vote:
-            self.leader_seen_at = now
-        self.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
-        self.reset_election_timer(now)
+        if not self.accept_leader(req.vote, now):
+            self.output.append(Respond(tx, AppendEntriesResponse(st.vote, False)))
+            return
 
         prev = req.prev_log_id
         if prev is not None and not st.has_log_id(prev):
@@ -68,6 +58,24 @@ class FollowingHandler:
         self.output.append(
             Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
         )
+
+    def accept_leader(self: Engine, vote: Vote, now: float) -> bool:
+        """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
+        (``False``) if ``vote`` is not ``>=`` ours; otherwise adopt the vote, follow that
+        leader, note it as seen (unless it is handing over) and restart the election timer."""
+        st = self.state
+        if vote != st.vote:
+            if not vote.is_ge(st.vote):
+                return False
+            self.update_vote(vote)
+        if self.leader is not None or self.candidate is not None:
+            # A leader of our own vote cannot send us requests; a candidate yields.
+            self.become_following(now)
+        if self.transfer_from is None or self.transfer_from != vote:
+            self.leader_seen_at = now
+        self.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
+        self.reset_election_timer(now)
+        return True
 
     def follower_commit(self: Engine, leader_commit: LogId | None, matching: LogId | None) -> None:
         """Commit what the leader committed, but only within the part of our log this request

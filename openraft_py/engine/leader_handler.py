@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ForwardToLeader, QuorumNotEnough
+from ..errors import QuorumNotEnough
 from ..types import Entry, EntryPayload, LogId, ReadPolicy, Vote
 from .command import Heartbeat, Replicate, Respond
 from .leader import PendingRead
@@ -26,10 +26,8 @@ class LeaderHandler:
         """Append one entry per payload, in order; return the first new log id (the others
         follow at consecutive indexes). Raises ``ForwardToLeader`` on a non-leader."""
         leader = self.leader
-        if leader is None:
+        if leader is None or leader.transfer_to is not None:
             raise self.forward_to_leader()
-        if leader.transfer_to is not None:
-            raise ForwardToLeader(leader.transfer_to, self.state.effective_membership().nodes.get(leader.transfer_to))
         st = self.state
         term = leader.vote.term
         start = st.last_index() + 1

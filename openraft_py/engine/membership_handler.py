@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import EmptyMembership, ForwardToLeader, InProgress, LearnerNotFound
+from ..errors import EmptyMembership, InProgress, LearnerNotFound
 from ..types import BasicNode, Entry, LogId, Membership, NodeId, TransferLeaderRequest
 from .command import AbandonWrites, Replicate, RespondOnApply, SendTransferLeader
 
@@ -32,11 +32,8 @@ class MembershipHandler:
 
     def _require_leader(self: Engine) -> None:
         leader = self.leader
-        if leader is None:
+        if leader is None or leader.transfer_to is not None:
             raise self.forward_to_leader()
-        to = leader.transfer_to
-        if to is not None:
-            raise ForwardToLeader(to, self.state.effective_membership().nodes.get(to))
 
     def _require_no_change_in_progress(self: Engine) -> None:
         ms = self.state.membership
@@ -77,7 +74,7 @@ class MembershipHandler:
                 raise LearnerNotFound(nid)
         leader = self.leader
         assert leader is not None
-        if new == cur.configs[0] and len(cur.configs) == 1:
+        if new == cur.configs[0]:  # uniform: no change is in progress
             assert eff.log_id is not None
             self.output.append(RespondOnApply(tx, eff.log_id))
             return
@@ -151,8 +148,7 @@ class MembershipHandler:
             # anyone (we stopped replicating), and the target only elects itself if it
             # holds the named log id.
             req = TransferLeaderRequest(vote, best[1], st.log_id_at(best[0]))
-            targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
-            self.output.append(SendTransferLeader(req, targets))
+            self.output.append(SendTransferLeader(req, self.voter_targets()))
         if st.id not in m.nodes:
             # No longer replicated to: entries not committed yet never reach us as committed.
             self.output.append(AbandonWrites(st.committed_index()))
@@ -190,10 +186,8 @@ class MembershipHandler:
         if leader.progress.as_dict().get(to, -1) < st.last_index():
             return
         leader.transfer_sent = True
-        m = st.effective_membership()
         req = TransferLeaderRequest(leader.vote, to, st.last_log_id())
-        targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
-        self.output.append(SendTransferLeader(req, targets))
+        self.output.append(SendTransferLeader(req, self.voter_targets()))
 
     def handle_transfer_leader(self: Engine, req: TransferLeaderRequest, now: float) -> None:
         """The leader ``req.from_leader`` hands over to ``req.to``. If that is our leader, we

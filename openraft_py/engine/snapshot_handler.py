@@ -121,18 +121,9 @@ class SnapshotHandler:
         durable."""
         st = self.state
         self.now = now
-        vote = req.vote
-        if vote != st.vote:
-            if not vote.is_ge(st.vote):
-                self.output.append(Respond(tx, InstallSnapshotResponse(st.vote)))
-                return
-            self.update_vote(vote)
-        if self.leader is not None or self.candidate is not None:
-            self.become_following(now)
-        if self.transfer_from != vote:
-            self.leader_seen_at = now
-        self.pre_candidate = None
-        self.reset_election_timer(now)
+        if not self.accept_leader(req.vote, now):
+            self.output.append(Respond(tx, InstallSnapshotResponse(st.vote)))
+            return
         self.output.append(ReceiveSnapshotChunk(req, tx, when=st.io.vote_io))
 
     def handle_snapshot_received(self: Engine, meta: SnapshotMeta, data: Any, tx: Any) -> None:

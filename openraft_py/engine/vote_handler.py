@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..types import BLANK, Entry, LogId, Vote, VoteRequest, VoteResponse
-from .command import Replicate, Respond, SendVote, StartReplication
+from .command import Replicate, Respond, SendVote
 from .leader import Candidate, Leader
 
 if TYPE_CHECKING:
@@ -26,11 +26,10 @@ class VoteHandler:
         real election."""
         st = self.state
         self.now = now
-        m = st.effective_membership()
         vote = Vote.new(st.vote.term + 1, st.id)
-        self.pre_candidate = Candidate(vote, m, now)
+        self.pre_candidate = Candidate(vote, st.effective_membership(), now)
         self.reset_election_timer(now)
-        targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+        targets = self.voter_targets()
         if targets:
             self.output.append(SendVote(VoteRequest(vote, st.last_log_id(), pre_vote=True), targets))
         self.pre_vote_granted(st.id)
@@ -58,8 +57,7 @@ class VoteHandler:
         self.candidate = Candidate(vote, st.effective_membership(), now)
         self.set_server_state()
         self.reset_election_timer(now)
-        m = st.effective_membership()
-        targets = {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+        targets = self.voter_targets()
         if targets:
             req = VoteRequest(vote, st.last_log_id(), transfer_from=transfer_from)
             self.output.append(SendVote(req, targets, when=st.io.vote_io))
@@ -151,19 +149,17 @@ class VoteHandler:
         vote = Vote(cand.vote.leader_id, True)
         self.update_vote(vote)
         leader = Leader(vote, st.id, st.effective_membership(), now)
-        self.leader = leader
-        targets = self.replication_targets()
-        leader.set_membership(st.effective_membership(), now, frozenset(targets) - st.effective_membership().nodes.keys())
         # NB: the grants do not count as acks (``ack_at``): a voter's grant leaves its vote
         # uncommitted, so leader stickiness does not stop it from granting a higher-term
         # candidate a moment later; a grant confirms no lease. ``elected_at`` covers
         # check-quorum until the first heartbeat round is acked.
         leader.elected_at = now
+        self.leader = leader
         self.set_server_state()
-        ios = st.io
-        flushed = ios.flushed_log_id
+        flushed = st.io.flushed_log_id
         leader.progress.update(st.id, -1 if flushed is None else flushed.index)
-        self.output.append(StartReplication(vote, targets))
+        # Track and replicate to every member, and to nodes a pending change removes.
+        self.refresh_replication()
         last = st.last_log_id()
         noop = Entry(LogId(vote.term, 0 if last is None else last.index + 1), BLANK)
         leader.noop_log_id = noop.log_id

@@ -1,0 +1,55 @@
+"""Snapshot file operations for the runtime: in-memory files are used inline, real files
+(``RaftStateMachine`` may hand out temporary files) in a worker thread, so the event loop
+never waits on the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def size(f: Any) -> int:
+    """The length of ``f`` in bytes; leaves it positioned at 0."""
+    f.seek(0, io.SEEK_END)
+    n: int = f.tell()
+    f.seek(0)
+    return n
+
+
+def read_at(f: Any, offset: int, n: int) -> bytes:
+    """Up to ``n`` bytes of ``f`` from ``offset``."""
+    f.seek(offset)
+    data: bytes = f.read(n)
+    return data
+
+
+def write_at(f: Any, offset: int, data: bytes) -> None:
+    """Write ``data`` into ``f`` at ``offset``."""
+    f.seek(offset)
+    f.write(data)
+
+
+def finish(f: Any, length: int) -> None:
+    """Cut ``f`` to ``length`` bytes and rewind it for reading."""
+    f.truncate(length)
+    f.seek(0)
+
+
+async def call(f: Any, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(f, *args)``: inline for an ``io.BytesIO``, in a worker thread otherwise."""
+    if isinstance(f, io.BytesIO):
+        return fn(f, *args)
+    return await asyncio.to_thread(fn, f, *args)
+
+
+def close_quietly(f: Any) -> None:
+    """Close ``f`` (a file we are done with), ignoring errors."""
+    close = getattr(f, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - nothing to do about a failed close
+            pass
