@@ -17,6 +17,7 @@ from .errors import (
     ForwardToLeader,
     InitializeError,
     InProgress,
+    InvalidRequest,
     LearnerNotFound,
     LinearizableReadError,
     LogCompacted,
@@ -75,6 +76,7 @@ from .types import (
     VoteRequest,
     VoteResponse,
 )
+from .validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 __version__ = "0.1.0"
 
@@ -99,6 +101,7 @@ __all__ = [
     "InitializeError",
     "InstallSnapshotRequest",
     "InstallSnapshotResponse",
+    "InvalidRequest",
     "LeaderId",
     "LearnerNotFound",
     "LinearizableReadError",
@@ -106,6 +109,9 @@ __all__ = [
     "LogId",
     "LogState",
     "LogUnavailable",
+    "MAX_INDEX",
+    "MAX_NODE_ID",
+    "MAX_TERM",
     "Membership",
     "NetworkError",
     "Node",

@@ -5,7 +5,8 @@
 - ``Fatal``: the node stopped and will not serve again (``StorageError``, ``Stopped``,
   ``Panicked``). Every later call on the same ``Raft`` raises the same ``Fatal``.
 - ``ApiError``: a recoverable refusal of one call (``ForwardToLeader``,
-  ``ChangeMembershipError``, ``InitializeError``, ``LinearizableReadError``, ``WaitTimeout``).
+  ``ChangeMembershipError``, ``InitializeError``, ``LinearizableReadError``, ``WaitTimeout``,
+  ``InvalidRequest``).
 - ``ConfigError``: an invalid ``Config``, raised by ``Config.validate()`` and ``Raft.new``.
 - ``RPCError``: raised by a ``RaftNetwork`` implementation (``Unreachable``, ``Timeout``,
   ``NetworkError``, ``RemoteError``); the replication tasks back off on them.
@@ -164,6 +165,24 @@ class QuorumNotEnough(LinearizableReadError):
 class WaitTimeout(ApiError):
     """A ``Raft.wait(...)`` condition did not hold in time; the message names the condition
     and the last metrics seen."""
+
+
+class InvalidRequest(ApiError):
+    """A request from a peer (``Raft.append_entries``, ``vote``, ``install_snapshot``,
+    ``handle_transfer_leader``) is malformed: a field of the wrong type, a term, index or node
+    id out of range (see ``openraft_py.validation``), entries that are not contiguous from
+    ``prev_log_id`` or whose terms go backward. It was refused before the node looked at it:
+    nothing changed and the node keeps running. A correct peer never sends one, so a
+    transport should log it and may drop the connection.
+
+    ``rpc`` names the request kind (``"append_entries"``, ``"vote"``, ``"install_snapshot"``,
+    ``"transfer_leader"``); ``reason`` says what is wrong.
+    """
+
+    def __init__(self, rpc: str, reason: str) -> None:
+        super().__init__(f"invalid {rpc} request: {reason}")
+        self.rpc = rpc
+        self.reason = reason
 
 
 class ConfigError(RaftError):

@@ -20,6 +20,7 @@ from .core.raft_core import CACHE_MAX_ENTRIES, RaftCore
 from .engine import Engine, MembershipState, RaftState
 from .errors import Fatal, ForwardToLeader, StorageError
 from .metrics import RaftMetrics, Wait
+from . import validation as _v
 from .types import (
     EMPTY_STORED_MEMBERSHIP,
     AppendEntriesRequest,
@@ -77,8 +78,9 @@ class Trigger:
 
     async def purge_log(self, upto: int) -> None:
         """Purge the log up to index ``upto``, but never past the last snapshot (entries a
-        snapshot does not cover are kept). Await ``raft.wait().purged(...)`` to see it done."""
-
+        snapshot does not cover are kept). Await ``raft.wait().purged(...)`` to see it done.
+        ``TypeError``/``ValueError`` unless ``upto`` is an int in ``[0, MAX_INDEX]``."""
+        upto = _v.check_index(upto, "purge_log upto")
         await self._raft._act(lambda eng, now: eng.trigger_purge_log(upto))
 
     async def transfer_leader(self, to: NodeId) -> None:
@@ -87,8 +89,9 @@ class Trigger:
         elect itself at once. Returns when the hand-over started; await
         ``raft.wait().current_leader(to)`` for the outcome. If no new leader appears within
         two election timeouts, this leader takes writes again. Raises ``ForwardToLeader``
-        on a non-leader and ``ValueError`` if ``to`` is not a voter."""
-
+        on a non-leader and ``ValueError`` if ``to`` is not a voter; ``TypeError`` /
+        ``ValueError`` if ``to`` is not a node id."""
+        to = _v.check_node_id(to, "transfer_leader to")
         await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
 
 
@@ -127,8 +130,12 @@ class Raft:
         (default: the event loop's) and ``seed`` (the source of every random choice,
         default from ``os.urandom``) make runs reproducible under a simulator. Raises
         ``ConfigError`` for an invalid ``config`` and ``StorageError`` when storage cannot
-        be read.
+        be read; ``TypeError``/``ValueError`` if ``node_id`` is not an int in
+        ``[0, MAX_NODE_ID]``.
         """
+        node_id = _v.check_node_id(node_id)
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, got {type(config).__name__}")
         config.validate()
         clock = clock or LoopClock()
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
@@ -195,12 +202,11 @@ class Raft:
 
         Call it on one node (calling it on every node is fine too). Raises ``NotAllowed``
         if this node already has a log or a vote, and ``NotInMembers`` if it is not one of
-        ``members``.
+        ``members``; ``TypeError`` if ``members`` is neither a mapping of ids to ``BasicNode``
+        nor an iterable of ids, ``ValueError`` if an id is out of range, repeated, or there
+        is no member (see ``openraft_py.validation.check_members``).
         """
-        if isinstance(members, Mapping):
-            nodes = dict(members)
-        else:
-            nodes = {nid: BasicNode() for nid in members}
+        nodes = _v.check_members(members)
         membership = Membership.new([set(nodes)], nodes)
 
         await self._act(lambda eng, now: eng.initialize(membership, now))
@@ -213,8 +219,13 @@ class Raft:
 
         Adding a node that is already a member with the same ``node`` changes nothing.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
-        waiting) and ``InProgress`` while another membership change is not committed.
+        waiting) and ``InProgress`` while another membership change is not committed;
+        ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node
+        id, ``node`` a ``BasicNode`` and ``blocking`` a bool.
         """
+        node_id = _v.check_node_id(node_id)
+        _v.check_node(node)
+        _v.check_bool(blocking, "blocking")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)
@@ -246,9 +257,11 @@ class Raft:
         that removes itself steps down after the change commits and hands leadership to the
         most up-to-date remaining voter. Raises ``ForwardToLeader``, ``InProgress`` (another
         change is not committed yet) and ``EmptyMembership``. A request that changes nothing
-        returns the current membership at once.
+        returns the current membership at once. ``TypeError``/``ValueError`` (before anything
+        is logged) unless ``members`` is an iterable of node ids and ``retain`` a bool.
         """
-        voters = set(members)
+        voters = _v.check_voters(members)
+        _v.check_bool(retain, "retain")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.change_membership(voters, retain, tx)
@@ -257,20 +270,26 @@ class Raft:
 
     # -- writes and reads ----------------------------------------------------------------------
 
-    async def client_write(self, data: bytes) -> ClientWriteResponse:
+    async def client_write(self, data: bytes | bytearray | memoryview) -> ClientWriteResponse:
         """Replicate ``data`` as one log entry; return once it is committed and applied here,
         with what the state machine returned for it.
 
         Raises ``ForwardToLeader`` on a node that is not the leader, or that stopped being
         the leader before the entry committed (the write may or may not take effect then).
+        ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
+        ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
+        anything is logged.
         """
+        payload = Normal(_v.check_payload(data))
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
-        self._core.send_msg(ClientWrite([Normal(data)], fut, True))
+        self._core.send_msg(ClientWrite([payload], fut, True))
         return await fut
 
-    async def client_write_many(self, datas: Iterable[bytes]) -> list[ClientWriteResponse]:
-        """Like ``client_write`` for several payloads in one message; results in order."""
-        payloads = [Normal(d) for d in datas]
+    async def client_write_many(self, datas: Iterable[bytes | bytearray | memoryview]) -> list[ClientWriteResponse]:
+        """Like ``client_write`` for several payloads in one message; results in order.
+        ``TypeError`` (nothing is logged) if ``datas`` is not an iterable of bytes-like
+        payloads."""
+        payloads = [Normal(d) for d in _v.check_payloads(datas)]
         if not payloads:
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
@@ -283,8 +302,10 @@ class Raft:
 
         Returns the read log id. Raises ``ForwardToLeader`` on a non-leader and
         ``LinearizableReadError`` when leadership cannot be confirmed (for ``LEASE_READ``:
-        the lease expired).
+        the lease expired); ``TypeError`` if ``policy`` is not a ``ReadPolicy``.
         """
+        if type(policy) is not ReadPolicy:
+            raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {policy!r}")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)
@@ -318,7 +339,10 @@ class Raft:
     # -- called by a transport's server side -------------------------------------------------
 
     async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
-        """Handle an AppendEntries RPC from a leader."""
+        """Handle an AppendEntries RPC from a leader. Raises ``InvalidRequest`` for a
+        malformed request (``openraft_py.validation.check_append_entries``); the node
+        ignores it and keeps running."""
+        _v.check_append_entries(req)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_append_entries(req, tx, now)
@@ -326,7 +350,9 @@ class Raft:
         return await self._call(fn)  # type: ignore[no-any-return]
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
-        """Handle a RequestVote RPC from a candidate."""
+        """Handle a RequestVote RPC from a candidate. Raises ``InvalidRequest`` for a
+        malformed request (``openraft_py.validation.check_vote``)."""
+        _v.check_vote(req)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_vote_req(req, tx, now)
@@ -336,7 +362,9 @@ class Raft:
     async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
         """Handle one chunk of a leader's snapshot (chunks arrive in order; a repeated chunk
         is accepted again). Raises ``ApiError`` for a chunk that does not continue what was
-        received: the leader starts the transfer over."""
+        received: the leader starts the transfer over, and ``InvalidRequest`` for a
+        malformed chunk (``openraft_py.validation.check_install_snapshot``)."""
+        _v.check_install_snapshot(req)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_install_snapshot(req, tx, now)
@@ -344,7 +372,10 @@ class Raft:
         return await self._call(fn)  # type: ignore[no-any-return]
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
-        """Handle a leader's hand-over notice (see ``Trigger.transfer_leader``)."""
+        """Handle a leader's hand-over notice (see ``Trigger.transfer_leader``). Raises
+        ``InvalidRequest`` for a malformed notice
+        (``openraft_py.validation.check_transfer_leader``)."""
+        _v.check_transfer_leader(req)
 
         await self._act(lambda eng, now: eng.handle_transfer_leader(req, now))
 

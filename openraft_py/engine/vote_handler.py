@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..types import BLANK, Entry, LogId, Vote, VoteRequest, VoteResponse
+from ..validation import MAX_TERM
 from .command import Replicate, Respond, SendVote
 from .leader import Candidate, Leader
 
@@ -26,6 +27,10 @@ class VoteHandler:
         real election."""
         st = self.state
         self.now = now
+        if st.vote.term >= MAX_TERM:
+            # No term after MAX_TERM (docs/design/bad-input.md): this node never campaigns.
+            self.reset_election_timer(now)
+            return
         vote = Vote.new(st.vote.term + 1, st.id)
         self.pre_candidate = Candidate(vote, st.effective_membership(), now)
         self.reset_election_timer(now)
@@ -48,6 +53,10 @@ class VoteHandler:
         st = self.state
         self.now = now
         if not st.is_voter():
+            return
+        if st.vote.term >= MAX_TERM:
+            # No term after MAX_TERM (docs/design/bad-input.md): this node never campaigns.
+            self.reset_election_timer(now)
             return
         self.pre_candidate = None
         if self.leader is not None:

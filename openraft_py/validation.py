@@ -1,0 +1,396 @@
+"""Validation of everything that enters a node from outside: the caller's arguments to the
+``Raft`` methods and the requests a transport hands over from peers.
+
+Two layers, both run in the ``Raft`` method before anything reaches the node's core, so a
+refused call changes nothing, logs nothing and never stops the node
+(``docs/design/bad-input.md``):
+
+- **API arguments** (``check_node_id``, ``check_payload``, ...): a caller's mistake raises
+  ``TypeError`` (wrong type) or ``ValueError`` (right type, value out of range).
+- **Peer requests** (``check_append_entries``, ``check_vote``, ``check_install_snapshot``,
+  ``check_transfer_leader``): a malformed request raises ``InvalidRequest`` naming the RPC and
+  the field. msgspec Structs do not validate on construction, so every field is checked here,
+  nested ones included.
+
+Limits. Terms, log indexes and node ids are non-negative ``int``\\s (``bool`` is refused) no
+greater than ``MAX_TERM``, ``MAX_INDEX`` and ``MAX_NODE_ID``. The compiled kernels hold them
+as C ``int64``; terms and indexes stop at ``2**62 - 1`` so that every ``+ 1`` or ``+ count``
+the node does on an accepted value stays far from the ``int64`` ceiling and from the
+``INF_INDEX`` (``2**63 - 1``) sentinel of the quorum kernel. Node ids are never computed
+with, so they may use the whole non-negative ``int64`` range. The engine never raises its
+term past ``MAX_TERM`` (a node at ``MAX_TERM`` does not campaign), so both builds behave the
+same for every accepted input. A wire schema should declare the same bounds.
+
+The AppendEntries check runs for every replicated batch; it is written as one flat loop over
+the entries with ``type(x) is T`` tests (cheaper than ``isinstance`` and it refuses ``bool``
+and ``int`` subclasses alike).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import InvalidRequest
+from .types import (
+    AppendEntriesRequest,
+    BasicNode,
+    Blank,
+    Entry,
+    InstallSnapshotRequest,
+    LeaderId,
+    LogId,
+    Membership,
+    Normal,
+    SnapshotMeta,
+    StoredMembership,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+)
+
+__all__ = [
+    "MAX_TERM",
+    "MAX_INDEX",
+    "MAX_NODE_ID",
+    "check_node_id",
+    "check_index",
+    "check_payload",
+    "check_payloads",
+    "check_node",
+    "check_members",
+    "check_voters",
+    "check_bool",
+    "check_timeout",
+    "check_append_entries",
+    "check_vote",
+    "check_install_snapshot",
+    "check_transfer_leader",
+]
+
+MAX_TERM: int = 2**62 - 1
+"""The greatest term a node accepts from a peer or reaches itself (a node at ``MAX_TERM``
+does not campaign)."""
+
+MAX_INDEX: int = 2**62 - 1
+"""The greatest log index a node accepts (in a log id, an entry, a purge bound)."""
+
+MAX_NODE_ID: int = 2**63 - 1
+"""The greatest node id (the ``int64`` maximum)."""
+
+
+# -- API arguments (TypeError / ValueError) ----------------------------------------------------
+
+
+def check_node_id(value: Any, what: str = "node id") -> int:
+    """Return ``value`` as a plain ``int`` if it is a node id: an ``int`` (not ``bool``) in
+    ``[0, MAX_NODE_ID]``. ``TypeError`` for another type, ``ValueError`` out of range."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= MAX_NODE_ID:
+        raise ValueError(f"{what} must be within [0, {MAX_NODE_ID}], got {value}")
+    return int(value)
+
+
+def check_index(value: Any, what: str = "log index") -> int:
+    """Return ``value`` as a plain ``int`` if it is a log index: an ``int`` (not ``bool``) in
+    ``[0, MAX_INDEX]``. ``TypeError`` for another type, ``ValueError`` out of range."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= MAX_INDEX:
+        raise ValueError(f"{what} must be within [0, {MAX_INDEX}], got {value}")
+    return int(value)
+
+
+def check_payload(data: Any) -> bytes:
+    """Return an entry payload as ``bytes``: ``bytes`` as is, ``bytearray`` and ``memoryview``
+    copied. Anything else (``None``, ``str``, ``int``, ...) raises ``TypeError``."""
+    t = type(data)
+    if t is bytes:
+        return data  # type: ignore[no-any-return]
+    if t is bytearray or t is memoryview:
+        return bytes(data)
+    raise TypeError(f"a client write payload must be bytes, bytearray or memoryview, got {t.__name__}")
+
+
+def check_payloads(datas: Any) -> list[bytes]:
+    """``check_payload`` over an iterable of payloads (a bytes-like object itself, e.g. one
+    ``bytes``, is refused: it is not a list of payloads). ``TypeError`` names the position."""
+    if isinstance(datas, (bytes, bytearray, memoryview, str)) or not isinstance(datas, Iterable):
+        raise TypeError(f"client_write_many takes an iterable of payloads, got {type(datas).__name__}")
+    out: list[bytes] = []
+    for i, d in enumerate(datas):
+        try:
+            out.append(check_payload(d))
+        except TypeError as e:
+            raise TypeError(f"payload {i}: {e}") from None
+    return out
+
+
+def check_node(node: Any, what: str = "node") -> BasicNode:
+    """Return ``node`` if it is a ``BasicNode`` whose ``addr`` is a ``str``; else ``TypeError``."""
+    if not isinstance(node, BasicNode):
+        raise TypeError(f"{what} must be a BasicNode, got {type(node).__name__} {node!r}")
+    if type(node.addr) is not str:
+        raise TypeError(f"{what}.addr must be a str, got {type(node.addr).__name__}")
+    return node
+
+
+def check_members(members: Any) -> dict[int, BasicNode]:
+    """``Raft.initialize``'s members: a mapping of node ids to ``BasicNode``s, or an iterable
+    of node ids (each gets ``BasicNode()``). Returns the id -> node dict; ``TypeError`` for a
+    wrong type, ``ValueError`` for an id out of range, a repeated id or no member."""
+    if isinstance(members, Mapping):
+        nodes = {check_node_id(k, "member id"): check_node(v, f"member {k!r}") for k, v in members.items()}
+    elif isinstance(members, (str, bytes, bytearray, memoryview)) or not isinstance(members, Iterable):
+        raise TypeError(
+            f"members must be a mapping of node ids to BasicNode or an iterable of node ids, "
+            f"got {type(members).__name__}"
+        )
+    else:
+        nodes = {}
+        for m in members:
+            nid = check_node_id(m, "member id")
+            if nid in nodes:
+                raise ValueError(f"member {nid} is listed twice")
+            nodes[nid] = BasicNode()
+    if not nodes:
+        raise ValueError("members must name at least one node")
+    return nodes
+
+
+def check_voters(members: Any) -> set[int]:
+    """``Raft.change_membership``'s voters: an iterable of node ids. Returns them as a set;
+    ``TypeError``/``ValueError`` as ``check_node_id``."""
+    if isinstance(members, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(members, Iterable):
+        raise TypeError(f"voters must be an iterable of node ids, got {type(members).__name__}")
+    return {check_node_id(m, "voter id") for m in members}
+
+
+def check_bool(value: Any, what: str) -> bool:
+    """Return ``value`` if it is a ``bool``; else ``TypeError`` (``0``/``1``/``None`` too)."""
+    if type(value) is not bool:
+        raise TypeError(f"{what} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_timeout(value: Any, what: str = "timeout") -> float | None:
+    """Return a timeout in seconds (``None``: no bound) if it is a finite, non-negative real
+    number; ``TypeError`` for another type, ``ValueError`` for nan, infinities and
+    negatives."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{what} must be a number of seconds or None, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+# -- peer requests (InvalidRequest) -------------------------------------------------------------
+
+
+def _bad(rpc: str, msg: str) -> InvalidRequest:
+    return InvalidRequest(rpc, msg)
+
+
+def _check_vote(rpc: str, what: str, v: Any) -> int:
+    """Check a ``Vote`` and return its term."""
+    if type(v) is not Vote:
+        raise _bad(rpc, f"{what} must be a Vote, got {type(v).__name__}")
+    lid = v.leader_id
+    if type(lid) is not LeaderId:
+        raise _bad(rpc, f"{what}.leader_id must be a LeaderId, got {type(lid).__name__}")
+    term = lid.term
+    nid = lid.node_id
+    if type(term) is not int or not 0 <= term <= MAX_TERM:
+        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {term!r}")
+    if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:
+        raise _bad(rpc, f"{what} node id must be an int within [0, {MAX_NODE_ID}], got {nid!r}")
+    if type(v.committed) is not bool:
+        raise _bad(rpc, f"{what}.committed must be a bool, got {type(v.committed).__name__}")
+    return term
+
+
+def _check_log_id(rpc: str, what: str, lid: Any, max_term: int) -> None:
+    """Check a ``LogId`` (not ``None``) whose term may not exceed ``max_term``."""
+    if type(lid) is not LogId:
+        raise _bad(rpc, f"{what} must be a LogId or None, got {type(lid).__name__}")
+    term = lid.term
+    index = lid.index
+    if type(term) is not int or not 0 <= term <= MAX_TERM:
+        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {term!r}")
+    if type(index) is not int or not 0 <= index <= MAX_INDEX:
+        raise _bad(rpc, f"{what} index must be an int within [0, {MAX_INDEX}], got {index!r}")
+    if term > max_term:
+        raise _bad(rpc, f"{what} {lid!r} has a term above the sender's vote term {max_term}")
+
+
+def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
+    """Check a ``Membership``: one or two non-empty voter configs (frozensets of node ids),
+    ``nodes`` a dict of node id -> ``BasicNode`` holding every voter. ``allow_empty``: the
+    empty membership (no config, no node) of a cluster not yet initialized is accepted."""
+    if type(m) is not Membership:
+        raise _bad(rpc, f"{what} must be a Membership, got {type(m).__name__}")
+    configs = m.configs
+    nodes = m.nodes
+    if type(configs) is not tuple:
+        raise _bad(rpc, f"{what}.configs must be a tuple of frozensets, got {type(configs).__name__}")
+    if type(nodes) is not dict:
+        raise _bad(rpc, f"{what}.nodes must be a dict, got {type(nodes).__name__}")
+    for nid, node in nodes.items():
+        if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:
+            raise _bad(rpc, f"{what}.nodes: node id must be an int within [0, {MAX_NODE_ID}], got {nid!r}")
+        if type(node) is not BasicNode or type(node.addr) is not str:
+            raise _bad(rpc, f"{what}.nodes[{nid}] must be a BasicNode with a str addr, got {node!r}")
+    if not configs:
+        if allow_empty and not nodes:
+            return
+        raise _bad(rpc, f"{what} has no voter config")
+    if len(configs) > 2:
+        raise _bad(rpc, f"{what} has {len(configs)} configs (at most 2: a joint membership)")
+    for c in configs:
+        if type(c) is not frozenset:
+            raise _bad(rpc, f"{what}: a config must be a frozenset of node ids, got {type(c).__name__}")
+        if not c:
+            raise _bad(rpc, f"{what} has an empty voter config")
+        for nid in c:
+            if nid not in nodes:
+                raise _bad(rpc, f"{what}: voter {nid!r} is not in its nodes")
+
+
+def check_append_entries(req: Any) -> None:
+    """Refuse a malformed ``AppendEntriesRequest`` with ``InvalidRequest``.
+
+    Checks the types and ranges of every field (nested ones included: each entry's log id and
+    payload: ``Normal.data`` is ``bytes``, a ``Membership`` is well-formed); that the entries
+    are contiguous from ``prev_log_id.index + 1`` (from 0 without ``prev_log_id``); that
+    their terms never decrease, start at or above ``prev_log_id``'s term, and that no log id
+    (prev, entries, leader_commit) has a term above the request's vote. ``leader_commit``
+    only needs to be well-formed: the follower commits no further than what the request
+    proves to match.
+    """
+    rpc = "append_entries"
+    if type(req) is not AppendEntriesRequest:
+        raise _bad(rpc, f"request must be an AppendEntriesRequest, got {type(req).__name__}")
+    vterm = _check_vote(rpc, "vote", req.vote)
+    prev = req.prev_log_id
+    if prev is None:
+        next_index = 0
+        last_term = 0
+    else:
+        _check_log_id(rpc, "prev_log_id", prev, vterm)
+        next_index = prev.index + 1
+        last_term = prev.term
+    lc = req.leader_commit
+    if lc is not None:
+        _check_log_id(rpc, "leader_commit", lc, vterm)
+    entries = req.entries
+    te = type(entries)
+    if te is not list and te is not tuple:
+        raise _bad(rpc, f"entries must be a list of Entry, got {te.__name__}")
+    if not entries:
+        return
+    last = entries[-1]
+    if type(last) is Entry and type(last.log_id) is LogId:
+        # Fail fast (and bound the loop's work) before looking at each entry.
+        li = last.log_id.index
+        if type(li) is not int or li != next_index + len(entries) - 1:
+            raise _bad(rpc, f"entries are not contiguous from index {next_index}: {len(entries)} entries end at {li!r}")
+    for e in entries:
+        if type(e) is not Entry:
+            raise _bad(rpc, f"entry at position {next_index} must be an Entry, got {type(e).__name__}")
+        lid = e.log_id
+        if type(lid) is not LogId:
+            raise _bad(rpc, f"entry log_id must be a LogId, got {type(lid).__name__}")
+        term = lid.term
+        if lid.index != next_index or type(lid.index) is not int:
+            raise _bad(rpc, f"entry {lid!r}: expected index {next_index} (entries must be contiguous from prev + 1)")
+        if type(term) is not int or term < last_term or term > vterm:
+            if type(term) is not int:
+                raise _bad(rpc, f"entry at index {next_index}: term must be an int, got {term!r}")
+            if term < last_term:
+                raise _bad(rpc, f"entry {lid!r}: term below the previous entry's term {last_term}")
+            raise _bad(rpc, f"entry {lid!r} has a term above the sender's vote term {vterm}")
+        p = e.payload
+        tp = type(p)
+        if tp is Normal:
+            if type(p.data) is not bytes:
+                raise _bad(rpc, f"entry {lid!r}: Normal.data must be bytes, got {type(p.data).__name__}")
+        elif tp is not Blank:
+            _check_membership(rpc, f"entry {lid!r} membership", p, False)
+        last_term = term
+        next_index += 1
+
+
+def check_vote(req: Any) -> None:
+    """Refuse a malformed ``VoteRequest`` with ``InvalidRequest``: the vote (a candidate's,
+    so not committed), ``last_log_id`` (term not above the vote's), ``pre_vote`` a bool,
+    ``transfer_from`` ``None`` or a well-formed ``Vote``."""
+    rpc = "vote"
+    if type(req) is not VoteRequest:
+        raise _bad(rpc, f"request must be a VoteRequest, got {type(req).__name__}")
+    vterm = _check_vote(rpc, "vote", req.vote)
+    if req.vote.committed:
+        raise _bad(rpc, "vote must be a candidate's (committed=False)")
+    if req.last_log_id is not None:
+        _check_log_id(rpc, "last_log_id", req.last_log_id, vterm)
+    if type(req.pre_vote) is not bool:
+        raise _bad(rpc, f"pre_vote must be a bool, got {type(req.pre_vote).__name__}")
+    if req.transfer_from is not None:
+        _check_vote(rpc, "transfer_from", req.transfer_from)
+
+
+def _check_snapshot_meta(rpc: str, meta: Any, vterm: int) -> None:
+    if type(meta) is not SnapshotMeta:
+        raise _bad(rpc, f"meta must be a SnapshotMeta, got {type(meta).__name__}")
+    last = meta.last_log_id
+    if last is not None:
+        _check_log_id(rpc, "meta.last_log_id", last, vterm)
+    if type(meta.snapshot_id) is not str:
+        raise _bad(rpc, f"meta.snapshot_id must be a str, got {type(meta.snapshot_id).__name__}")
+    sm = meta.last_membership
+    if type(sm) is not StoredMembership:
+        raise _bad(rpc, f"meta.last_membership must be a StoredMembership, got {type(sm).__name__}")
+    if sm.log_id is not None:
+        _check_log_id(rpc, "meta.last_membership.log_id", sm.log_id, vterm)
+        if last is None or sm.log_id > last:
+            raise _bad(rpc, f"meta.last_membership.log_id {sm.log_id!r} is past meta.last_log_id {last!r}")
+    _check_membership(rpc, "meta.last_membership.membership", sm.membership, sm.log_id is None)
+
+
+def check_install_snapshot(req: Any) -> None:
+    """Refuse a malformed ``InstallSnapshotRequest`` chunk with ``InvalidRequest``: the vote,
+    the meta (log ids within range and not above the vote's term, the membership's log id not
+    past the snapshot's last log id, a well-formed membership, a ``str`` snapshot id),
+    ``offset`` a non-negative int with ``offset + len(data)`` within ``2**63 - 1``, ``data``
+    bytes and ``done`` a bool. Whether the chunk continues the bytes received so far is
+    checked by the node (an ``ApiError``: the leader starts over)."""
+    rpc = "install_snapshot"
+    if type(req) is not InstallSnapshotRequest:
+        raise _bad(rpc, f"request must be an InstallSnapshotRequest, got {type(req).__name__}")
+    vterm = _check_vote(rpc, "vote", req.vote)
+    _check_snapshot_meta(rpc, req.meta, vterm)
+    if type(req.data) is not bytes:
+        raise _bad(rpc, f"data must be bytes, got {type(req.data).__name__}")
+    off = req.offset
+    if type(off) is not int or off < 0 or off + len(req.data) > 2**63 - 1:
+        raise _bad(rpc, f"offset must be a non-negative int (offset + len(data) < 2**63), got {off!r}")
+    if type(req.done) is not bool:
+        raise _bad(rpc, f"done must be a bool, got {type(req.done).__name__}")
+
+
+def check_transfer_leader(req: Any) -> None:
+    """Refuse a malformed ``TransferLeaderRequest`` with ``InvalidRequest``: ``from_leader``
+    a well-formed ``Vote``, ``to`` a node id, ``last_log_id`` ``None`` or a log id whose term
+    is not above ``from_leader``'s."""
+    rpc = "transfer_leader"
+    if type(req) is not TransferLeaderRequest:
+        raise _bad(rpc, f"request must be a TransferLeaderRequest, got {type(req).__name__}")
+    vterm = _check_vote(rpc, "from_leader", req.from_leader)
+    to = req.to
+    if type(to) is not int or not 0 <= to <= MAX_NODE_ID:
+        raise _bad(rpc, f"to must be a node id within [0, {MAX_NODE_ID}], got {to!r}")
+    if req.last_log_id is not None:
+        _check_log_id(rpc, "last_log_id", req.last_log_id, vterm)
