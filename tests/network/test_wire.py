@@ -1,0 +1,266 @@
+"""The wire schema (openraft_py.network.wire): round trips, framing parity with the _core
+codec, bounds, versioning rule, and that any byte string decodes or raises WireError."""
+
+from __future__ import annotations
+
+import types as pytypes
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from openraft_py.network import wire
+from openraft_py.types import (
+    BLANK,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogId,
+    Membership,
+    Normal,
+    SnapshotMeta,
+    StoredMembership,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+    VoteResponse,
+)
+
+V = Vote.new(7, 2, True)
+M = Membership.new([{1, 2, 3}, {2, 3, 4}], {1: BasicNode("h1:1"), 4: BasicNode("h4:4"), 5: BasicNode("")})
+META = SnapshotMeta(LogId(6, 90), StoredMembership(LogId(5, 80), M), "snap-6-90-1")
+BIG = wire.MAX_U63
+
+
+def sample_messages() -> list[tuple[int, Any]]:
+    """One message of every kind, with every optional field set and unset somewhere."""
+    entries = [
+        Entry(LogId(7, 11), BLANK),
+        Entry(LogId(7, 12), Normal(b"\x00\xffpayload")),
+        Entry(LogId(7, 13), M),
+        Entry(LogId(BIG, BIG), Normal(b"")),
+    ]
+    return [
+        (wire.KIND_HELLO, wire.Hello(wire.PROTOCOL_VERSION, "prod", BIG)),
+        (wire.KIND_HELLO_ACK, wire.HelloAck(wire.PROTOCOL_VERSION, 3)),
+        (wire.KIND_ERROR, wire.ErrorBody(wire.ERR_REMOTE, "boom")),
+        (wire.KIND_APPEND_ENTRIES, AppendEntriesRequest(V, LogId(7, 10), entries, LogId(7, 9))),
+        (wire.KIND_APPEND_ENTRIES, AppendEntriesRequest(V, None, [], None)),
+        (wire.KIND_APPEND_ENTRIES_RESP, AppendEntriesResponse(V, True, LogId(7, 13))),
+        (wire.KIND_APPEND_ENTRIES_RESP, AppendEntriesResponse(V, False, None, 4)),
+        (wire.KIND_VOTE, VoteRequest(Vote.new(8, 3), LogId(7, 13), True, V)),
+        (wire.KIND_VOTE, VoteRequest(Vote.new(0, 0), None)),
+        (wire.KIND_VOTE_RESP, VoteResponse(V, False, LogId(7, 13), True)),
+        (wire.KIND_INSTALL_SNAPSHOT, InstallSnapshotRequest(V, META, 3 << 20, bytes(range(256)) * 9, False)),
+        (
+            wire.KIND_INSTALL_SNAPSHOT,
+            InstallSnapshotRequest(
+                V, SnapshotMeta(None, StoredMembership(None, Membership((), {})), ""), 0, b"", True
+            ),
+        ),
+        (wire.KIND_INSTALL_SNAPSHOT_RESP, InstallSnapshotResponse(V)),
+        (wire.KIND_TRANSFER_LEADER, TransferLeaderRequest(V, 4, LogId(7, 13))),
+        (wire.KIND_TRANSFER_LEADER, TransferLeaderRequest(V, 4, None)),
+        (wire.KIND_TRANSFER_LEADER_RESP, None),
+    ]
+
+
+def test_every_kind_has_a_sample() -> None:
+    assert {k for k, _ in sample_messages()} == set(wire.KIND_NAMES)
+
+
+@pytest.mark.parametrize("kind,msg", sample_messages(), ids=lambda x: str(x)[:30])
+def test_round_trip_through_frames(impl: pytypes.SimpleNamespace, kind: int, msg: Any) -> None:
+    frame = wire.frame_message(kind, 2**64 - 1, msg)
+    # The frame is the _core codec frame of the payload, byte for byte, in both builds.
+    assert bytes(frame) == impl.encode_frame(wire.encode_message(kind, 2**64 - 1, msg))
+    reader = impl.FrameReader(1 << 20)
+    # Fed a byte at a time around the header, then the rest: one frame comes out.
+    out = []
+    for i in range(12):
+        out += reader.feed(bytes(frame[i : i + 1]))
+    out += reader.feed(bytes(frame[12:]))
+    assert len(out) == 1 and reader.buffered() == 0
+    k, rid, body = wire.split_payload(out[0])
+    assert (k, rid) == (kind, 2**64 - 1)
+    back = wire.decode_body(k, body)
+    assert back == msg
+    if msg is not None:
+        assert type(back) is type(msg)
+
+
+def test_decoded_values_are_the_real_types() -> None:
+    kind, msg = sample_messages()[3]
+    back = wire.decode_body(kind, wire.encode_message(kind, 1, msg)[wire.HEADER_SIZE :])
+    assert type(back.entries[2].payload) is Membership
+    assert type(back.vote) is Vote and type(back.prev_log_id) is LogId
+    assert back.entries[0].log_id < back.entries[1].log_id  # comparable with LogId
+    assert back.entries[2].payload.voter_ids() == frozenset({1, 2, 3, 4})
+
+
+def test_many_frames_in_one_buffer(impl: pytypes.SimpleNamespace) -> None:
+    msgs = sample_messages()
+    stream = b"".join(bytes(wire.frame_message(k, i, m)) for i, (k, m) in enumerate(msgs))
+    reader = impl.FrameReader(1 << 20)
+    got = []
+    for i in range(0, len(stream), 97):
+        got += reader.feed(stream[i : i + 97])
+    assert [wire.split_payload(p)[:2] for p in got] == [(k, i) for i, (k, _) in enumerate(msgs)]
+
+
+def _body(fields: list[Any]) -> bytes:
+    return msgspec.msgpack.encode(fields)
+
+
+VOTE_OK = [[1, 2], False]
+
+
+@pytest.mark.parametrize(
+    "kind,fields",
+    [
+        (wire.KIND_APPEND_ENTRIES, [[[-1, 2], False], None, [], None]),  # negative term
+        (wire.KIND_APPEND_ENTRIES, [[[2**63, 2], False], None, [], None]),  # term > MAX
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, [1, -5], [], None]),  # negative index
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2**64 - 1], {"type": "Blank"}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2], {"type": "Nope"}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2], {"type": "Normal", "data": "str"}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, "entries", None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None]),  # missing required fields
+        (wire.KIND_APPEND_ENTRIES, {"vote": VOTE_OK}),  # a map, not an array
+        (wire.KIND_VOTE, [[[1, -1], False], None]),  # negative node id
+        (wire.KIND_VOTE, [[[1.5, 1], False], None]),  # float term
+        (wire.KIND_VOTE, [[[True, 1], False], None]),  # bool is not an int here
+        (wire.KIND_VOTE_RESP, [VOTE_OK, "yes", None]),
+        (wire.KIND_TRANSFER_LEADER, [VOTE_OK, -3, None]),
+        (wire.KIND_INSTALL_SNAPSHOT, [VOTE_OK, {"last_log_id": None}, 0, b"", True]),
+        (
+            wire.KIND_INSTALL_SNAPSHOT,
+            [
+                VOTE_OK,
+                {
+                    "last_log_id": None,
+                    "last_membership": {
+                        "log_id": None,
+                        "membership": {"type": "Membership", "configs": [[-1]], "nodes": {}},
+                    },
+                    "snapshot_id": "s",
+                },
+                0,
+                b"",
+                True,
+            ],
+        ),
+        (
+            wire.KIND_INSTALL_SNAPSHOT,
+            [
+                VOTE_OK,
+                {
+                    "last_log_id": None,
+                    "last_membership": {
+                        "log_id": None,
+                        "membership": {"type": "Membership", "configs": [[1], [2], [3]], "nodes": {}},
+                    },
+                    "snapshot_id": "s",
+                },
+                0,
+                b"",
+                True,
+            ],
+        ),
+        (wire.KIND_INSTALL_SNAPSHOT, [VOTE_OK, META, -1, b"", True]),  # negative offset
+        (wire.KIND_HELLO, [1, "x" * (wire.MAX_NAME_LEN + 1), 1]),
+        (wire.KIND_HELLO, [1, "prod", 2**63]),
+        (wire.KIND_HELLO, [-1, "prod", 1]),
+        (wire.KIND_ERROR, [256, "x"]),
+    ],
+)
+def test_out_of_bounds_and_mistyped_bodies_are_refused(kind: int, fields: Any) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_body(kind, _body(fields))
+
+
+def test_bounds_are_inclusive_at_max() -> None:
+    req = wire.decode_body(wire.KIND_VOTE, _body([[[BIG, BIG], True], [BIG, BIG]]))
+    assert req == VoteRequest(Vote.new(BIG, BIG, True), LogId(BIG, BIG))
+
+
+def test_trailing_and_truncated_bytes_are_refused() -> None:
+    kind, msg = sample_messages()[3]
+    body = wire.encode_message(kind, 1, msg)[wire.HEADER_SIZE :]
+    with pytest.raises(wire.WireError):
+        wire.decode_body(kind, body + b"\x00")
+    for cut in (0, 1, len(body) // 2, len(body) - 1):
+        with pytest.raises(wire.WireError):
+            wire.decode_body(kind, body[:cut])
+
+
+def test_versioning_rule_trailing_fields() -> None:
+    """A newer sender's extra trailing fields are ignored; an older sender's missing trailing
+    defaulted fields are filled in (the compatibility the versioning rule relies on)."""
+    newer = _body([VOTE_OK, [1, 5], True, None, "a field from the future", 7])
+    assert wire.decode_body(wire.KIND_VOTE, newer) == VoteRequest(Vote.new(1, 2), LogId(1, 5), True)
+    older = _body([VOTE_OK, False, None])
+    assert wire.decode_body(wire.KIND_APPEND_ENTRIES_RESP, older) == AppendEntriesResponse(
+        Vote.new(1, 2), False, None, -1
+    )
+
+
+def test_split_payload_refuses_short_and_unknown() -> None:
+    with pytest.raises(wire.WireError):
+        wire.split_payload(b"\x03" + b"\x00" * 7)
+    with pytest.raises(wire.WireError):
+        wire.split_payload(bytes([99]) + b"\x00" * 8 + b"\x90")
+    with pytest.raises(wire.WireError):
+        wire.decode_body(99, b"\x90")
+    with pytest.raises(wire.WireError):
+        wire.encode_message(99, 1, None)
+    with pytest.raises(wire.WireError):
+        wire.encode_message(wire.KIND_VOTE, -1, VoteRequest(V, None))
+    with pytest.raises(wire.WireError):
+        wire.encode_message(wire.KIND_VOTE, 1, None)
+
+
+def test_snapshot_data_is_written_once_into_the_frame() -> None:
+    """The chunk bytes appear in the frame exactly where msgspec wrote them; decoding hands
+    back bytes equal to the original (msgspec decodes bin into one bytes object)."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    req = InstallSnapshotRequest(V, META, 0, data, False)
+    frame = wire.frame_message(wire.KIND_INSTALL_SNAPSHOT, 5, req)
+    assert len(frame) < len(data) + 512
+    assert frame.find(data) > 0
+    _, _, body = wire.split_payload(bytes(frame[4:]))
+    assert wire.decode_body(wire.KIND_INSTALL_SNAPSHOT, body).data == data
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(wire.KIND_NAMES)), data=st.binary(max_size=300))
+def test_random_bodies_decode_or_raise_wire_error(kind: int, data: bytes) -> None:
+    try:
+        wire.decode_body(kind, data)
+    except wire.WireError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_valid_bodies_decode_or_raise_wire_error(data: st.DataObject) -> None:
+    kind, msg = data.draw(st.sampled_from(sample_messages()))
+    body = bytearray(wire.encode_message(kind, 1, msg)[wire.HEADER_SIZE :])
+    if not body:
+        return
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    try:
+        out = wire.decode_body(kind, bytes(body))
+    except wire.WireError:
+        return
+    # Whatever decodes passed the bounds: spot-check the vote of an RPC.
+    vote = getattr(out, "vote", None)
+    if vote is not None:
+        assert 0 <= vote.leader_id.term <= BIG and 0 <= vote.leader_id.node_id <= BIG
