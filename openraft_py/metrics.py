@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Callable
 
 import msgspec
@@ -91,13 +92,18 @@ class Wait:
     """Await conditions on a node's metrics, each bounded by ``timeout`` seconds.
 
     Every method returns the metrics that satisfied the condition, or raises
-    ``WaitTimeout`` naming the condition (``msg``) and the last metrics seen. Obtain one with
+    ``WaitTimeout`` naming the condition (``msg``) and the last metrics seen, or ``Fatal``
+    as soon as the node stops (also if it had stopped already). Obtain one with
     ``raft.wait(timeout=2.0)``.
+
+    ``timeout`` is a finite number of seconds ``>= 0`` (``0``: check once), or ``None`` for
+    no bound. Anything else is refused at once: ``TypeError`` for a non-number (a ``bool``
+    included), ``ValueError`` for NaN, infinity or a negative value.
     """
 
-    def __init__(self, watch: MetricsWatch, timeout: float) -> None:
+    def __init__(self, watch: MetricsWatch, timeout: float | None) -> None:
         self._watch = watch
-        self._timeout = timeout
+        self._timeout = check_timeout(timeout)
 
     async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
         """Wait until ``predicate(metrics)`` holds."""
@@ -170,6 +176,25 @@ class Wait:
         return await self.metrics(
             lambda m: set(m.membership_config.membership.voter_ids()) == set(ids), msg or f"voters {sorted(ids)}"
         )
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """Return ``timeout`` (seconds) if it is ``None`` or a finite real number ``>= 0``;
+    raise ``TypeError`` for a non-number (``bool`` included) and ``ValueError`` for NaN,
+    infinity or a negative number."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}")
+    try:
+        t = float(timeout)
+    except OverflowError:
+        raise ValueError(f"timeout must be finite, got {timeout!r}") from None
+    if not math.isfinite(t):
+        raise ValueError(f"timeout must be finite (None means no bound), got {timeout!r}")
+    if t < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    return t
 
 
 def _index_of(log_id: LogId | int) -> int:

@@ -112,6 +112,20 @@ class SnapshotInstalled:
         self.tx = tx
 
 
+class SnapshotRefused:
+    """The state machine did not install the received snapshot ``meta`` (``error`` is what
+    it raised); ``tx`` awaits the answer to the leader; ``before`` is the last index handed
+    to apply before the install was queued."""
+
+    __slots__ = ("meta", "tx", "before", "error")
+
+    def __init__(self, meta: Any, tx: Any, before: int, error: BaseException) -> None:
+        self.meta = meta
+        self.tx = tx
+        self.before = before
+        self.error = error
+
+
 class Tick:
     """The timer fired."""
 

@@ -5,6 +5,12 @@ notifications (storage IO completions, RPC replies, applied reports, ticks). All
 writes found in one drain become one engine call and one log append (batching). Then it runs
 the commands the engine emitted; a command whose ``when`` condition is unmet (a storage write
 not yet durable) is postponed until it holds. See ``docs/design/engine-runtime.md``.
+
+No caller ever hangs: every future a caller awaits is taken in through ``send_msg`` or
+``get_current_snapshot`` and recorded (``_callers``); whatever stops the node (shutdown, a
+storage error, a bug inside an engine call) ends in ``_teardown``, which fails every
+recorded future still pending with the node's ``Fatal`` error, and every later call fails at
+once with the same error. See ``docs/design/bad-input.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgspec
 
 from .._core import EntryCache
 from ..config import Config
@@ -65,6 +73,7 @@ from .messages import (
     Progress,
     SnapshotBuilt,
     SnapshotInstalled,
+    SnapshotRefused,
     Tick,
     VoteReply,
     TICK,
@@ -81,6 +90,10 @@ log = logging.getLogger("openraft_py.core")
 
 # Keep at most this many recent entries in memory for replication and apply.
 CACHE_MAX_ENTRIES = 65536
+
+# The record of callers' futures is compacted (answered ones dropped) when it reaches this
+# size, or twice the number still pending after the last compaction.
+CALLERS_COMPACT_MIN = 1024
 
 
 def _answer(tx: Any, value: Any) -> None:
@@ -145,14 +158,24 @@ class RaftCore:
         self._storage_reads: dict[int, int] = {}
         self._reads_done: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        # Every future a caller awaits (see the module docstring); answered ones are
+        # dropped in amortized O(1) by ``_track``.
+        self._callers: list[asyncio.Future[Any]] = []
+        self._callers_limit = CALLERS_COMPACT_MIN
+        # Set when a refused snapshot install put ``_apply_submitted`` back: the committed
+        # entries after it are handed to the state machine again before any new command.
+        self._resubmit_apply = False
 
     # -- queues --------------------------------------------------------------------------------
 
     def send_msg(self, msg: Any) -> None:
-        """Queue an API call (``ClientWrite`` or ``EngineCall``)."""
+        """Queue an API call (``ClientWrite`` or ``EngineCall``). Its ``tx`` is answered
+        exactly once: with the result, the call's error, or the node's ``Fatal`` error if
+        the node stops first (also when it has stopped already)."""
         if self.fatal is not None:
             self._fail_msg(msg, self.fatal)
             return
+        self._track(msg.tx)
         self._msgs.append(msg)
         w = self._waiter
         if w is not None:
@@ -168,6 +191,14 @@ class RaftCore:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        """Record a caller's future so teardown can fail it."""
+        cs = self._callers
+        cs.append(fut)
+        if len(cs) >= self._callers_limit:
+            cs = self._callers = [f for f in cs if not f.done()]
+            self._callers_limit = max(CALLERS_COMPACT_MIN, 2 * len(cs))
 
     def now_ms(self) -> float:
         """The engine's clock: monotonic milliseconds."""
@@ -217,6 +248,12 @@ class RaftCore:
             self._notes = deque()
             for n in notes:
                 self._handle_note(n, now)
+        if self._resubmit_apply:
+            # After a refused install: before anything can queue another install.
+            self._resubmit_apply = False
+            committed = eng.state.committed
+            if committed is not None:
+                await self._submit_apply(committed)
         if self._msgs:
             msgs = self._msgs
             self._msgs = deque()
@@ -253,6 +290,8 @@ class RaftCore:
             eng.handle_snapshot_built(n.meta)
         elif t is SnapshotInstalled:
             eng.handle_snapshot_installed(n.meta, n.tx)
+        elif t is SnapshotRefused:
+            self._snapshot_refused(n)
         elif t is Tick:
             eng.handle_tick(now)
         elif t is VoteReply:
@@ -286,6 +325,10 @@ class RaftCore:
             idx += n
 
     def _handle_call(self, m: EngineCall, now: float) -> None:
+        """Run one engine call. An ``ApiError`` refuses this call only (the engine checks
+        before it changes anything). Any other exception escapes: the engine may be left
+        half-way through a change, so the node stops with ``Panicked`` (in ``_run``) and
+        teardown answers this caller, like every other, with that error."""
         if m.tx.done():
             # The caller gave up (cancelled, timed out) before the call ran: as if the
             # request was lost. (Answering a cancelled future would raise.)
@@ -580,8 +623,13 @@ class RaftCore:
         self.notify(SnapshotBuilt(snap.meta))
 
     async def get_current_snapshot(self) -> Any:
-        """The state machine's current snapshot (through the worker, in order with apply)."""
-        return await self.sm_worker.call(lambda sm: sm.get_current_snapshot())
+        """The state machine's current snapshot (through the worker, in order with apply).
+        Raises the node's ``Fatal`` error if it has stopped or stops before answering."""
+        if self.fatal is not None:
+            raise self.fatal
+        fut = self.sm_worker.call(lambda sm: sm.get_current_snapshot())
+        self._track(fut)
+        return await fut
 
     async def _receive_chunk(self, req: InstallSnapshotRequest, tx: Any) -> None:
         """Write one chunk into the snapshot being received; on the last one hand the whole
@@ -619,10 +667,12 @@ class RaftCore:
 
     def _install_snapshot(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
         """Queue the install on the state machine worker (after pending applies); entries up
-        to the snapshot are never handed to apply after this."""
+        to the snapshot are not handed to apply after this (unless the state machine
+        refuses the snapshot: ``_snapshot_refused``)."""
         last = meta.last_log_id
         assert last is not None
-        self._apply_submitted = max(self._apply_submitted, last.index)
+        before = self._apply_submitted
+        self._apply_submitted = max(before, last.index)
         self.cache.clear()
         # The snapshot may or may not hold these writers' entries.
         err = ForwardToLeader(None, None, outcome_unknown=True)
@@ -639,12 +689,38 @@ class RaftCore:
                 return
             e = f.exception()
             if e is not None:
-                self.notify(Failed(StorageError(f"installing snapshot {meta.snapshot_id}", e)))
+                self.notify(SnapshotRefused(meta, tx, before, e))
                 return
             self.notify(Applied(last))
             self.notify(SnapshotInstalled(meta, tx))
 
         fut.add_done_callback(done)
+
+    def _snapshot_refused(self, n: SnapshotRefused) -> None:
+        """The state machine did not install a received snapshot.
+
+        ``ValueError`` (by the ``RaftStateMachine`` contract: the data is not a snapshot of
+        its format, and its state is unchanged): refuse this install only. Nothing else
+        changed for it: the engine touches the log, committed and applied only once the
+        install succeeded; the core puts ``_apply_submitted`` back and hands the committed
+        entries after it to the worker again (the batches queued behind the install were
+        held, not applied); the leader gets an ``ApiError`` and starts the transfer over
+        later. Any other exception is a storage failure: the node stops with
+        ``StorageError`` (the state machine kept its previous state and the log is
+        untouched, so a restart is consistent).
+        """
+        sid = n.meta.snapshot_id
+        if not isinstance(n.error, ValueError):
+            raise StorageError(f"installing snapshot {sid}", n.error) from n.error
+        log.warning("node %s: the state machine refused snapshot %s: %s", self.id, sid, n.error)
+        self._apply_submitted = n.before
+        held = self.sm_worker.resume()
+        if held:
+            self._responders = deque(sorted([*held, *self._responders], key=lambda r: r.first))
+        self._resubmit_apply = True
+        err = ApiError(f"node {self.id}: the state machine refused snapshot {sid}: {n.error}")
+        err.__cause__ = n.error
+        self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 
     def storage_read_started(self, token: int, start: int) -> None:
         """A replication stream began reading the log from ``start`` (purges wait)."""
@@ -689,34 +765,53 @@ class RaftCore:
             tx.set_exception(err)
 
     def _teardown(self) -> None:
+        """The node stopped (``fatal`` says why): fail every caller still waiting, end
+        every task, publish the final metrics. Each step runs even if an earlier one raises
+        (the engine may be in any state after a bug)."""
         self._stopping = True
         err = self.fatal or Stopped()
         self.fatal = err
+        # One mechanism for every waiting caller: the futures recorded on the way in
+        # (writes and their responders, engine calls and the Respond commands, reads,
+        # snapshot chunks, get_current_snapshot).
+        callers = self._callers
+        self._callers = []
+        for f in callers:
+            if not f.done():
+                f.set_exception(err)
+        self._msgs.clear()
+        self._responders.clear()
+        self._postponed.clear()
+        steps: list[Callable[[], None]] = [
+            self._stop_streams,
+            lambda: self.sm_worker.stop(err),
+            self._close_receiving,
+            self._cancel_tasks,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - teardown must finish
+                log.exception("node %s: teardown step failed", self.id)
+        try:
+            self.engine.state.server_state = ServerState.SHUTDOWN
+        except Exception:  # noqa: BLE001 - teardown must finish
+            log.exception("node %s: teardown could not mark the state", self.id)
+        self._publish_metrics(force=True)
+
+    def _stop_streams(self) -> None:
         for s in self._streams.values():
             s.stop()
         self._streams.clear()
-        self.sm_worker.stop()
+
+    def _close_receiving(self) -> None:
         if self._receiving is not None:
             snapshot_io.close_quietly(self._receiving[1])
             self._receiving = None
+
+    def _cancel_tasks(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-        for r in list(self._responders) + self.sm_worker.pending_responders():
-            r.fail(err)
-        self._responders.clear()
-        for c in self._postponed:
-            if type(c) is Respond and not c.tx.done():  # type: ignore[union-attr]
-                c.tx.set_exception(err)  # type: ignore[union-attr]
-        self._postponed.clear()
-        for m in list(self._msgs):
-            self._fail_msg(m, err)
-        self._msgs.clear()
-        if self.engine.leader is not None:
-            for r in self.engine.leader.reads:
-                if not r.tx.done():
-                    r.tx.set_exception(err)
-        self.engine.state.server_state = ServerState.SHUTDOWN
-        self._publish_metrics(force=True)
 
     async def shutdown(self) -> None:
         """Stop every task of this node and wait for them."""
@@ -742,6 +837,24 @@ class RaftCore:
     # -- metrics -------------------------------------------------------------------------------
 
     def _build_metrics(self) -> RaftMetrics:
+        """The node's metrics. On a stopped node whose engine state cannot be read any more
+        (a bug broke it), the last metrics marked stopped: a waiter gets ``Fatal``, never an
+        internal error."""
+        try:
+            return self._build_metrics_inner()
+        except Exception:
+            fatal = self.fatal
+            watch = getattr(self, "watch", None)
+            if fatal is None or watch is None:
+                raise
+            return msgspec.structs.replace(
+                watch._current,
+                state=ServerState.SHUTDOWN,
+                running=False,
+                error=None if isinstance(fatal, Stopped) else str(fatal),
+            )
+
+    def _build_metrics_inner(self) -> RaftMetrics:
         eng = self.engine
         st = eng.state
         leader = eng.leader
@@ -765,6 +878,10 @@ class RaftCore:
         )
 
     def _publish_metrics(self, force: bool = False) -> None:
+        if force:
+            self._metrics_key = ()
+            self.watch.mark_changed()
+            return
         st = self.engine.state
         key = (
             st.server_state,
@@ -778,7 +895,7 @@ class RaftCore:
             # Every purge is a storage write: this moves with the purged log id (and more).
             st.io.submitted,
         )
-        if force or key != self._metrics_key:
+        if key != self._metrics_key:
             self._metrics_key = key
             self.watch.mark_changed()
 

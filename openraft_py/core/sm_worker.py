@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from ..errors import ForwardToLeader, StorageError
+from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, Membership
 from .messages import Applied, Failed
 
@@ -55,8 +55,13 @@ class _Op:
 class StateMachineWorker:
     """Applies batches submitted by ``RaftCore`` and resolves their responders.
 
-    Invariant: ``_buf_entries``/``_buf_results`` hold the applied entries (and results) from
-    index ``_buf_start`` on, kept only while some responder still needs them.
+    Invariants: ``_buf_entries``/``_buf_results`` hold the applied entries (and results) from
+    index ``_buf_start`` on, kept only while some responder still needs them. Once the worker
+    ended (stopped, or an ``apply`` failed), every queued and later ``call`` fails with the
+    reason (``_ended``): no caller waits on a worker that will never run again. After a
+    refused snapshot install the worker holds the entry batches queued behind it
+    (``_held``) until the core calls ``resume``: they continue the refused snapshot, not
+    what the state machine holds.
     """
 
     def __init__(self, core: RaftCore, sm: RaftStateMachine, max_batch: int) -> None:
@@ -70,6 +75,9 @@ class StateMachineWorker:
         self._buf_entries: list[Entry] = []
         self._buf_results: list[Any] = []
         self._stopped = False
+        self._ended: BaseException | None = None
+        self._current: _Op | None = None
+        self._held: list[tuple[list[Entry], list[Responder]]] | None = None
 
     def submit(self, entries: list[Entry], responders: list[Responder]) -> None:
         """Queue ``entries`` (consecutive, continuing what was submitted before) for apply."""
@@ -81,6 +89,9 @@ class StateMachineWorker:
         only ever used from this task, one call at a time); return a future of its result.
         An exception from ``fn`` goes to the future and does not stop the worker."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._ended is not None:
+            fut.set_exception(self._ended)
+            return fut
         self._queue.append(_Op(fn, fut))
         self._wake()
         return fut
@@ -95,14 +106,38 @@ class StateMachineWorker:
     def install_snapshot(self, meta: Any, data: Any) -> asyncio.Future[Any]:
         """Queue ``state_machine.install_snapshot(meta, data)`` after everything queued so
         far; return a future of its completion. Applied entries buffered for responders are
-        dropped: what follows the snapshot does not continue them."""
+        dropped: what follows the snapshot does not continue them.
+
+        If the install raises (the state machine keeps its previous state, by contract), the
+        entry batches queued behind it are held, not applied, until ``resume``."""
 
         async def install(sm: Any) -> None:
-            await sm.install_snapshot(meta, data)
+            try:
+                await sm.install_snapshot(meta, data)
+            except BaseException:
+                self._held = []
+                raise
             self._buf_entries = []
             self._buf_results = []
 
         return self.call(install)
+
+    def resume(self) -> list[Responder]:
+        """After a refused install: drop the entry batches held or still queued (they were
+        submitted to follow the snapshot) and return their responders, in order, for the
+        core to hand over again with the entries resubmitted from what was applied."""
+        out: list[Responder] = []
+        for _, rs in self._held or ():
+            out.extend(rs)
+        self._held = None
+        keep: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
+        for item in self._queue:
+            if type(item) is _Op:
+                keep.append(item)
+            else:
+                out.extend(item[1])  # type: ignore[union-attr]
+        self._queue = keep
+        return out
 
     def fail_upto(self, index: int, err: BaseException) -> None:
         """Entries up to ``index`` will never be applied one by one (a snapshot replaced
@@ -110,16 +145,38 @@ class StateMachineWorker:
         rs = self._responders
         while rs and rs[0].first <= index:
             rs.popleft().fail(err)
-        for item in self._queue:
-            if type(item) is not _Op:
-                for r in item[1]:
-                    if r.first <= index:
-                        r.fail(err)
+        for item in self._batches():
+            for r in item[1]:
+                if r.first <= index:
+                    r.fail(err)
 
-    def stop(self) -> None:
-        """Stop after the current apply; pending responders are failed by the core."""
+    def stop(self, err: BaseException | None = None) -> None:
+        """Stop after the current apply; queued and later ``call``s fail with ``err``
+        (default ``Stopped``) at once; pending responders are failed by the core."""
         self._stopped = True
+        self._end(err if err is not None else Stopped())
         self.submit([], [])
+
+    def _end(self, err: BaseException) -> None:
+        """The worker will run nothing more: fail every queued call (and the running one,
+        which is being cancelled) with ``err``; later calls fail at once."""
+        if self._ended is None:
+            self._ended = err
+        ops = [item for item in self._queue if type(item) is _Op]
+        if self._current is not None:
+            ops.insert(0, self._current)
+            self._current = None
+        self._queue = deque(item for item in self._queue if type(item) is not _Op)
+        for op in ops:
+            if not op.fut.done():
+                op.fut.set_exception(self._ended)
+
+    def _batches(self) -> list[tuple[list[Entry], list[Responder]]]:
+        """The entry batches queued or held, not yet applied."""
+        out = [item for item in self._queue if type(item) is not _Op]
+        if self._held:
+            out = self._held + out
+        return out  # type: ignore[return-value]
 
     def fail_after(self, index: int, err: BaseException) -> None:
         """The log was truncated after ``index``: fail the responders waiting for an entry
@@ -127,23 +184,21 @@ class StateMachineWorker:
         rs = self._responders
         while rs and rs[-1].first + rs[-1].count - 1 > index:
             rs.pop().fail(err)
-        for item in self._queue:
-            if type(item) is _Op:
-                continue
+        for item in self._batches():
             for r in item[1]:
                 if r.first + r.count - 1 > index:
                     r.fail(err)
 
     def pending_responders(self) -> list[Responder]:
-        """Responders not answered yet (queued or waiting in the buffer)."""
+        """Responders not answered yet (queued, held or waiting in the buffer)."""
         out = list(self._responders)
-        for item in self._queue:
-            if type(item) is not _Op:
-                out.extend(item[1])
+        for item in self._batches():
+            out.extend(item[1])
         return out
 
     async def run(self) -> None:
-        """Apply until stopped; a failing ``apply`` stops the node."""
+        """Apply until stopped; a failing ``apply`` stops the node. However it ends, every
+        queued call fails (``_end``)."""
         loop = asyncio.get_running_loop()
         try:
             while not self._stopped:
@@ -154,6 +209,9 @@ class StateMachineWorker:
                 item = self._queue.popleft()
                 if type(item) is _Op:
                     await self._run_op(item)
+                    continue
+                if self._held is not None:
+                    self._held.append(item)  # type: ignore[arg-type]
                     continue
                 entries, responders = item
                 if responders:
@@ -171,13 +229,18 @@ class StateMachineWorker:
                         self._resolve(chunk, results)
                     self.core.notify(Applied(chunk[-1].log_id))
         except asyncio.CancelledError:
+            self._end(self.core.fatal or Stopped())
             raise
         except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
             err = StorageError("applying entries to the state machine", e)
             err.__cause__ = e
+            self._end(err)
             self.core.notify(Failed(err))
+        finally:
+            self._end(self.core.fatal or Stopped())
 
     async def _run_op(self, op: _Op) -> None:
+        self._current = op
         try:
             result = await op.fn(self.sm)
         except asyncio.CancelledError:
@@ -186,6 +249,8 @@ class StateMachineWorker:
             if not op.fut.done():
                 op.fut.set_exception(e)
             return
+        finally:
+            self._current = None
         if not op.fut.done():
             op.fut.set_result(result)
 

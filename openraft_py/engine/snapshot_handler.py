@@ -10,7 +10,9 @@
   (``InstallSnapshot``) and ``handle_snapshot_installed`` fixes the log: it keeps the entries
   after the snapshot when the log holds the snapshot's last log id, else drops every
   uncommitted entry; then purges up to the snapshot. The leader is answered only once that is
-  durable, so its ``matching`` is true on disk.
+  durable, so its ``matching`` is true on disk. Until the install succeeded nothing of the
+  log, committed or applied changed, so a snapshot the state machine refuses
+  (``handle_snapshot_refused``) only ends the install and answers the leader with the error.
 """
 
 from __future__ import annotations
@@ -164,3 +166,11 @@ class SnapshotHandler:
             st.snapshot = last
         self.on_membership_changed()
         self.output.append(Respond(tx, InstallSnapshotResponse(st.vote), when=st.io.submitted))
+
+    def handle_snapshot_refused(self: Engine, meta: SnapshotMeta, tx: Any, err: ApiError) -> None:
+        """The state machine refused the snapshot ``meta`` (its state is unchanged): end the
+        install and answer the leader with ``err``. The log, committed and applied were not
+        changed for this snapshot, so there is nothing to undo; the leader sends it again
+        later."""
+        self.snapshot_installing = None
+        self.output.append(Respond(tx, err))
