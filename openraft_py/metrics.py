@@ -56,6 +56,9 @@ class MetricsWatch:
         self._current = build()
         self._dirty = False
         self._changed: asyncio.Future[None] | None = None
+        # The error that stopped the node, set by its core before the last change: a
+        # waiter raises it (``Fatal`` naming the metrics' ``error`` when unset).
+        self.fatal: BaseException | None = None
 
     @property
     def current(self) -> RaftMetrics:
@@ -92,8 +95,9 @@ class Wait:
     """Await conditions on a node's metrics, each bounded by ``timeout`` seconds.
 
     Every method returns the metrics that satisfied the condition, or raises
-    ``WaitTimeout`` naming the condition (``msg``) and the last metrics seen, or ``Fatal``
-    as soon as the node stops (also if it had stopped already). Obtain one with
+    ``WaitTimeout`` naming the condition (``msg``) and the last metrics seen, or the node's
+    ``Fatal`` error (``Stopped``, ``StorageError``, ``Panicked``) as soon as the node stops
+    (also if it had stopped already). Obtain one with
     ``raft.wait(timeout=2.0)``.
 
     ``timeout`` is a finite number of seconds ``>= 0`` (``0``: check once), or ``None`` for
@@ -115,6 +119,8 @@ class Wait:
                     if predicate(m):
                         return m
                     if not m.running:
+                        if watch.fatal is not None:
+                            raise watch.fatal
                         raise Fatal(f"node {m.id} stopped while waiting for {msg}: {m.error or 'shut down'}")
                     await watch.changed()
         except TimeoutError:

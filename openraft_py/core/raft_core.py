@@ -797,6 +797,7 @@ class RaftCore:
             self.engine.state.server_state = ServerState.SHUTDOWN
         except Exception:  # noqa: BLE001 - teardown must finish
             log.exception("node %s: teardown could not mark the state", self.id)
+        self.watch.fatal = err
         self._publish_metrics(force=True)
 
     def _stop_streams(self) -> None:
