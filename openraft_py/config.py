@@ -72,9 +72,14 @@ class Config(msgspec.Struct, kw_only=True):
     """Let the leader send periodic heartbeats."""
     enable_elect: bool = True
     """Let a follower start an election on timeout."""
-    enable_pre_vote: bool = False
+    enable_pre_vote: bool = True
     """Run a pre-vote round before raising the term (thesis 9.6): a node that was cut off
-    and comes back cannot disrupt a healthy leader or inflate terms."""
+    and comes back cannot disrupt a healthy leader or inflate terms. On by default (an
+    addition to Openraft's fields): it is what keeps a voter that was removed while cut off,
+    and so never learned it is out, from raising its term on every election timeout and
+    deposing the leader when it is heard from again (``docs/design/joint-consensus.md``,
+    "Removed voters"). It costs an election one more round trip. A voter being removed
+    (not in the new config of a joint membership) asks first even when this is off."""
     lease_drift_margin: int = 20
     """Clock-drift margin (ms) subtracted from ``election_timeout_min`` for the leader lease."""
     max_apply_batch: int = 4096

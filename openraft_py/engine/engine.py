@@ -121,9 +121,14 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
                 self.become_following(now)
             return
         if c.enable_elect and now >= self.election_deadline:
-            if not self.state.is_voter():
+            st = self.state
+            if not st.is_voter():
+                # A learner, or a voter that appended a membership removing it: it never
+                # campaigns (its timer only keeps running).
                 self.reset_election_timer(now)
-            elif c.enable_pre_vote:
+            elif c.enable_pre_vote or st.is_leaving():
+                # A voter being removed asks first, even with pre-vote off: if it missed the
+                # final [C_new] it cannot win, and must not raise its term trying.
                 self.pre_vote(now)
             else:
                 self.elect(now)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import QuorumNotEnough
 from ..types import Entry, EntryPayload, LogId, ReadPolicy, Vote
+from ..validation import MAX_TERM
 from .command import Heartbeat, Replicate, Respond
 from .leader import PendingRead
 
@@ -68,12 +69,35 @@ class LeaderHandler:
             self.leader_check_reads()
 
     def handle_higher_vote(self: Engine, target: int, session: Vote, vote: Vote) -> None:
-        """A follower rejected leader ``session`` because it holds the greater ``vote``."""
-        if self.leader is None or session != self.leader.vote:
+        """A replication target rejected leader ``session`` because it holds the greater
+        ``vote``.
+
+        A voter's greater vote, or any committed one (a newer leader exists), ends this
+        leadership: adopt it and follow. A non-voter's *uncommitted* greater vote (its own
+        campaign, typically a removed voter that missed its removal and is being added back
+        as a learner, or a grant it gave) cannot have elected anyone here, so it does not
+        depose this leader: the leader re-elects itself in a term above that vote instead,
+        telling its followers it hands over to itself (``transfer_from``) so they grant at
+        once, and the learner then accepts its entries. See ``docs/design/joint-consensus.md``,
+        "Removed voters".
+        """
+        leader = self.leader
+        if leader is None or session != leader.vote:
             return
-        if vote.is_gt(self.state.vote):
-            self.update_vote(vote)
-            self.become_following(self.now)
+        st = self.state
+        if not vote.is_gt(st.vote):
+            return
+        if not vote.committed and vote.term < MAX_TERM and st.is_voter() and not self.is_member_voter(target):
+            self.elect(self.now, transfer_from=leader.vote, above_term=vote.term)
+            return
+        self.update_vote(vote)
+        self.become_following(self.now)
+
+    def is_member_voter(self: Engine, node_id: int) -> bool:
+        """Whether ``node_id`` is a voter of this node's effective or committed membership
+        (either config of a joint one)."""
+        ms = self.state.membership
+        return ms.effective.membership.is_voter(node_id) or ms.committed.membership.is_voter(node_id)
 
     def leader_try_commit(self: Engine) -> None:
         """Advance ``committed`` to the quorum-held index, if that includes our blank entry."""

@@ -168,6 +168,14 @@ class RaftState:
         """Whether this node votes in its effective membership."""
         return self.membership.effective.membership.is_voter(self.id)
 
+    def is_leaving(self) -> bool:
+        """Whether this node is a voter being removed: its effective membership is a joint
+        config ``[C_old, C_new]`` and it is not a voter of ``C_new``. Such a node still votes
+        (``C_old`` needs a quorum until ``[C_new]`` commits) but campaigns only through a
+        pre-vote round (``docs/design/joint-consensus.md``, "Removed voters")."""
+        configs = self.membership.effective.membership.configs
+        return len(configs) > 1 and self.id not in configs[-1]
+
     # -- invariants ----------------------------------------------------------------------
 
     def validate(self) -> None:

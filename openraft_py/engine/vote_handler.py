@@ -46,10 +46,13 @@ class VoteHandler:
             self.pre_candidate = None
             self.elect(self.now)
 
-    def elect(self: Engine, now: float, transfer_from: Vote | None = None) -> None:
+    def elect(self: Engine, now: float, transfer_from: Vote | None = None, above_term: int = 0) -> None:
         """Become a candidate: vote for self in the next term, persist it, ask every voter.
         This node's own grant counts once its vote is durable. A learner never campaigns.
-        ``transfer_from``: the leader that handed leadership to us (see ``VoteRequest``)."""
+        ``transfer_from``: the leader that handed leadership to us (see ``VoteRequest``).
+        ``above_term``: campaign in a term greater than this one too (a leader re-electing
+        itself above a non-voter's vote, ``handle_higher_vote``; the caller keeps it below
+        ``MAX_TERM``)."""
         st = self.state
         self.now = now
         if not st.is_voter():
@@ -61,7 +64,7 @@ class VoteHandler:
         self.pre_candidate = None
         if self.leader is not None:
             self.become_following(now)
-        vote = Vote.new(st.vote.term + 1, st.id)
+        vote = Vote.new(max(st.vote.term, above_term) + 1, st.id)
         self.update_vote(vote)
         self.candidate = Candidate(vote, st.effective_membership(), now)
         self.set_server_state()

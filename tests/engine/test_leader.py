@@ -175,7 +175,7 @@ def test_leader_handle_tick(ack, now, expected, still):
 
 
 def test_follower_tick_elects_on_deadline_only():
-    eng = make_engine(id=1, seed=3)
+    eng = make_engine(id=1, seed=3, config=Config(enable_pre_vote=False))
     deadline = eng.election_deadline
     assert 150 <= deadline < 300
     eng.handle_tick(deadline - 0.5)

@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from openraft_py.config import Config
 from openraft_py.engine import AppendEntries, Respond, SaveVote, SendVote, StopReplication, TruncateLog
 from openraft_py.types import (
     AppendEntriesRequest,
@@ -109,6 +110,7 @@ def test_start_election_on_timeout(role):
     """§5.2: a follower (or a candidate whose election timed out) that hears nothing for an
     election timeout increments its term and starts an election."""
     eng = node_in_role(role, term=2)
+    eng.config = Config(enable_pre_vote=False)  # the paper's election: no pre-vote round
     term = eng.state.vote.term
     eng.handle_tick(eng.election_deadline)
     cmds = eng.take_commands()
