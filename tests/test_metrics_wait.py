@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py import Fatal, WaitTimeout
+from openraft_py import Fatal, StorageError, WaitTimeout
 from openraft_py.metrics import MetricsWatch, RaftMetrics, Wait
 from openraft_py.types import LeaderId, LogId, Membership, ServerState, StoredMembership, Vote
 
@@ -151,3 +151,43 @@ async def test_metrics_are_rebuilt_only_when_changed() -> None:
     await n.wait(0.01).snapshot(1)
     assert n.builds == built + 1
 
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -1, -0.001, 10**400])
+def test_wait_refuses_a_timeout_that_is_not_finite_and_non_negative(bad: float) -> None:
+    n = FakeNode()
+    with pytest.raises(ValueError, match="timeout"):
+        n.wait(bad)
+
+
+@pytest.mark.parametrize("bad", ["1", True, b"1", [1]])
+def test_wait_refuses_a_timeout_that_is_not_a_number(bad: object) -> None:
+    n = FakeNode()
+    with pytest.raises(TypeError, match="timeout"):
+        Wait(n.watch, bad)  # type: ignore[arg-type]
+
+
+async def test_wait_accepts_zero_and_none() -> None:
+    n = FakeNode()
+    m = await asyncio.wait_for(n.wait(0).state(ServerState.FOLLOWER), 1.0)
+    assert m.state == ServerState.FOLLOWER
+    with pytest.raises(WaitTimeout):
+        await asyncio.wait_for(n.wait(0).state(ServerState.LEADER), 1.0)
+    later(n.set, state=ServerState.LEADER)
+    m = await asyncio.wait_for(Wait(n.watch, None).state(ServerState.LEADER), 1.0)
+    assert m.state == ServerState.LEADER
+
+
+async def test_a_stopped_node_fails_the_wait_with_its_own_error() -> None:
+    """The core sets ``watch.fatal`` before its last change: waiters raise that error."""
+    n = FakeNode()
+    w = asyncio.ensure_future(n.wait(None).state(ServerState.LEADER))
+    await asyncio.sleep(0)
+    err = StorageError("appending 1-5..1-9", OSError("disk gone"))
+    n.watch.fatal = err
+    later(n.set, running=False, error=str(err))
+    with pytest.raises(StorageError) as info:
+        await asyncio.wait_for(w, 1.0)
+    assert info.value is err
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(n.wait(0).state(ServerState.LEADER), 1.0)
