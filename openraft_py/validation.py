@@ -292,6 +292,8 @@ def check_append_entries(req: Any) -> None:
         raise _bad(rpc, f"entries must be a list of Entry, got {te.__name__}")
     if not entries:
         return
+    if next_index + len(entries) - 1 > MAX_INDEX:
+        raise _bad(rpc, f"entries reach past MAX_INDEX {MAX_INDEX}")
     last = entries[-1]
     if type(last) is Entry and type(last.log_id) is LogId:
         # Fail fast (and bound the loop's work) before looking at each entry.

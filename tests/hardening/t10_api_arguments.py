@@ -1,0 +1,161 @@
+"""The API boundary (``Raft`` methods): a caller's mistake raises ``TypeError`` /
+``ValueError`` at once, before anything is logged, and the node keeps running
+(``docs/design/bad-input.md``, "API arguments")."""
+
+from __future__ import annotations
+
+import pytest
+
+from integration.checks import fast_config
+from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPolicy
+from openraft_py.network.router import Router
+from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.testing.cluster import Cluster
+
+from .bad_input_helpers import assert_healthy, leader_and_follower, refused, three
+
+__all__ = ["three"]
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("data", [None, 7, "text", 1.5, [b"a"], object()], ids=repr)
+async def test_client_write_refuses_a_payload_that_is_not_bytes(three: Cluster, data: object) -> None:
+    """Issue 9: ``client_write(None)`` was committed and killed every node on apply."""
+    leader, _ = leader_and_follower(three)
+    before = leader.metrics.last_log_index
+    err = await refused(leader.client_write(data), TypeError)  # type: ignore[arg-type]
+    assert "bytes" in str(err)
+    assert leader.metrics.last_log_index == before, "a refused write was logged"
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize(
+    "data", [bytearray(b"ba"), memoryview(b"mv"), memoryview(b"xmvx")[1:3]], ids=["bytearray", "memoryview", "slice"]
+)
+async def test_client_write_stores_bytes_like_payloads_as_bytes(three: Cluster, data: object) -> None:
+    leader, _ = leader_and_follower(three)
+    resp = await leader.client_write(data)  # type: ignore[arg-type]
+    await three.wait_applied(resp.log_id.index)
+    for disk in three.disks.values():
+        e = disk.entries[resp.log_id.index - disk.offset]
+        assert type(e.payload) is Normal and type(e.payload.data) is bytes
+        assert e.payload.data == bytes(data)  # type: ignore[call-overload]
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize("datas", [[b"a", None], [b"a", "b"], b"abc", "abc", 5, None], ids=repr)
+async def test_client_write_many_refuses_bad_payloads_all_or_nothing(three: Cluster, datas: object) -> None:
+    leader, _ = leader_and_follower(three)
+    before = leader.metrics.last_log_index
+    await refused(leader.client_write_many(datas), TypeError)  # type: ignore[arg-type]
+    assert leader.metrics.last_log_index == before, "part of a refused batch was logged"
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize(
+    "node_id, node, blocking, error",
+    [
+        ("abc", BasicNode(), True, TypeError),  # issue 9: this hung the caller
+        (True, BasicNode(), True, TypeError),
+        (4.0, BasicNode(), True, TypeError),
+        (-1, BasicNode(), True, ValueError),
+        (MAX_NODE_ID + 1, BasicNode(), True, ValueError),
+        (4, "127.0.0.1:1", True, TypeError),
+        (4, None, True, TypeError),
+        (4, BasicNode(5), True, TypeError),  # type: ignore[arg-type]
+        (4, BasicNode(), "yes", TypeError),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+async def test_add_learner_refuses_bad_arguments(
+    three: Cluster, node_id: object, node: object, blocking: object, error: type[Exception]
+) -> None:
+    leader, _ = leader_and_follower(three)
+    before = leader.metrics.last_log_index
+    await refused(leader.add_learner(node_id, node, blocking), error)  # type: ignore[arg-type]
+    assert leader.metrics.last_log_index == before
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize(
+    "members, retain, error",
+    [
+        ({"a", "b"}, False, TypeError),
+        ([1, 2, True], False, TypeError),
+        ([1, 2, -3], False, ValueError),
+        ([1, 2, MAX_NODE_ID + 1], False, ValueError),
+        (5, False, TypeError),
+        ("123", False, TypeError),
+        ({1: BasicNode()}, False, TypeError),
+        ({1, 2, 3}, None, TypeError),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+async def test_change_membership_refuses_bad_voters(
+    three: Cluster, members: object, retain: object, error: type[Exception]
+) -> None:
+    leader, _ = leader_and_follower(three)
+    before = leader.metrics.last_log_index
+    await refused(leader.change_membership(members, retain), error)  # type: ignore[arg-type]
+    assert leader.metrics.last_log_index == before
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize(
+    "upto, error", [(-1, ValueError), (MAX_INDEX + 1, ValueError), ("3", TypeError), (None, TypeError), (True, TypeError)]
+)
+async def test_trigger_purge_log_checks_upto(three: Cluster, upto: object, error: type[Exception]) -> None:
+    leader, _ = leader_and_follower(three)
+    await refused(leader.trigger.purge_log(upto), error)  # type: ignore[arg-type]
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize("to, error", [("2", TypeError), (-1, ValueError), (None, TypeError), (False, TypeError)])
+async def test_trigger_transfer_leader_checks_the_target(three: Cluster, to: object, error: type[Exception]) -> None:
+    leader, _ = leader_and_follower(three)
+    await refused(leader.trigger.transfer_leader(to), error)  # type: ignore[arg-type]
+    assert leader.is_leader()
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize("policy", ["ReadIndex", None, 0], ids=repr)
+async def test_ensure_linearizable_takes_a_read_policy(three: Cluster, policy: object) -> None:
+    leader, _ = leader_and_follower(three)
+    await refused(leader.ensure_linearizable(policy), TypeError)  # type: ignore[arg-type]
+    assert await leader.ensure_linearizable(ReadPolicy.READ_INDEX) is not None
+    await assert_healthy(three)
+
+
+@pytest.mark.parametrize(
+    "members, error",
+    [
+        ({1: "127.0.0.1:1", 2: BasicNode()}, TypeError),
+        ({"1": BasicNode()}, TypeError),
+        ({-1: BasicNode(), 1: BasicNode()}, ValueError),
+        (["a"], TypeError),
+        ([1, 2, 2], ValueError),
+        ([], ValueError),
+        ({}, ValueError),
+        ("123", TypeError),
+        (None, TypeError),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+async def test_initialize_refuses_malformed_members_and_can_still_initialize(
+    members: object, error: type[Exception]
+) -> None:
+    async with Cluster(fast_config(), seed=3) as c:
+        await c.start({1, 2, 3}, initialize=False)
+        await refused(c.nodes[1].initialize(members), error)  # type: ignore[arg-type]
+        assert c.nodes[1].metrics.last_log_index == -1, "a refused initialize logged something"
+        await c.nodes[1].initialize({1: BasicNode("a"), 2: BasicNode("b"), 3: BasicNode("c")})
+        await assert_healthy(c)
+
+
+@pytest.mark.parametrize("node_id, error", [("1", TypeError), (-1, ValueError), (True, TypeError)])
+async def test_raft_new_checks_the_node_id(node_id: object, error: type[Exception]) -> None:
+    disk = MemDisk()
+    with pytest.raises(error):
+        await Raft.new(node_id, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk))  # type: ignore[arg-type]
+    assert disk.vote is None and not disk.entries
