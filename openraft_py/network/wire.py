@@ -17,8 +17,9 @@ nested values are the encodings of the ``openraft_py.types`` Structs (``LogId``,
 ``Entry`` ... as they encode themselves).
 
 Decoding is typed and bounded: :func:`decode_body` first validates the body against the
-schema Structs of this module (every term, index and node id an integer in
-``[0, MAX_U63]``, strings and collection sizes bounded) and only then builds the
+schema Structs of this module (every term, log index and node id an integer within the
+limits of ``openraft_py.validation``: ``MAX_TERM``, ``MAX_INDEX``, ``MAX_NODE_ID``; strings
+and collection sizes bounded) and only then builds the
 ``openraft_py.types`` values the ``Raft`` handlers take, so a malformed message raises
 :class:`WireError` and never reaches ``Raft``.
 
@@ -37,6 +38,7 @@ from typing import Annotated, Any, Final, Union
 import msgspec
 
 from .._core import FrameTooLarge
+from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -93,9 +95,7 @@ SUPPORTED_VERSIONS: Final = frozenset({1})
 """Versions a server accepts at the handshake."""
 
 MAX_U63: Final = 2**63 - 1
-"""Largest term, log index and node id on the wire (the ``_core`` codec stores terms and
-indexes as u64 below 2**63). TODO(limits): mirror the ``Raft`` validation layer's limit
-constants here once they land; until then the codec's bound is the wire's bound."""
+"""Largest unsigned value on the wire: request ids aside, the bound of snapshot offsets."""
 
 MAX_NAME_LEN: Final = 256
 """Longest cluster name in a ``Hello``."""
@@ -178,8 +178,16 @@ class WireError(ValueError):
 
 # -- bounded scalar types -------------------------------------------------------------------
 
+# The same limits as the ``Raft`` validation layer (``openraft_py.validation``), so a value
+# the node would refuse is refused at the door.
+Term = Annotated[int, msgspec.Meta(ge=0, le=MAX_TERM)]
+"""A term on the wire: ``[0, MAX_TERM]``."""
+Index = Annotated[int, msgspec.Meta(ge=0, le=MAX_INDEX)]
+"""A log index on the wire: ``[0, MAX_INDEX]``."""
+NodeIdW = Annotated[int, msgspec.Meta(ge=0, le=MAX_NODE_ID)]
+"""A node id on the wire: ``[0, MAX_NODE_ID]``."""
 U63 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U63)]
-"""A term, a log index or a node id on the wire."""
+"""A snapshot offset on the wire."""
 _Addr = Annotated[str, msgspec.Meta(max_length=MAX_ADDR_LEN)]
 _Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LEN)]
 _Message = Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_LEN)]
@@ -195,7 +203,7 @@ class Hello(msgspec.Struct, frozen=True, array_like=True):
     """The protocol version the client speaks (``PROTOCOL_VERSION``)."""
     cluster_name: _Name
     """Must equal the server's cluster name."""
-    node_id: U63
+    node_id: NodeIdW
     """The sender's node id; must be in the server's membership once it has one."""
 
 
@@ -204,7 +212,7 @@ class HelloAck(msgspec.Struct, frozen=True, array_like=True):
 
     version: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
     """The version the connection speaks from now on."""
-    node_id: U63
+    node_id: NodeIdW
     """The server's node id."""
 
 
@@ -226,13 +234,13 @@ class ErrorBody(msgspec.Struct, frozen=True, array_like=True):
 
 
 class _LogId(msgspec.Struct, frozen=True, array_like=True):
-    term: U63
-    index: U63
+    term: Term
+    index: Index
 
 
 class _LeaderId(msgspec.Struct, frozen=True, array_like=True):
-    term: U63
-    node_id: U63
+    term: Term
+    node_id: NodeIdW
 
 
 class _Vote(msgspec.Struct, frozen=True, array_like=True):
@@ -245,8 +253,8 @@ class _BasicNode(msgspec.Struct, frozen=True):
 
 
 class _Membership(msgspec.Struct, frozen=True, tag="Membership"):
-    configs: Annotated[tuple[frozenset[U63], ...], msgspec.Meta(max_length=MAX_CONFIGS)]
-    nodes: dict[U63, _BasicNode]
+    configs: Annotated[tuple[frozenset[NodeIdW], ...], msgspec.Meta(max_length=MAX_CONFIGS)]
+    nodes: dict[NodeIdW, _BasicNode]
 
 
 class _StoredMembership(msgspec.Struct, frozen=True):
@@ -288,7 +296,7 @@ class WireAppendEntriesResponse(msgspec.Struct, frozen=True, array_like=True):
     vote: _Vote
     success: bool
     matching: _LogId | None = None
-    conflict_hint: Annotated[int, msgspec.Meta(ge=-1, le=MAX_U63)] = -1
+    conflict_hint: Annotated[int, msgspec.Meta(ge=-1, le=MAX_INDEX)] = -1
 
 
 class WireVoteRequest(msgspec.Struct, frozen=True, array_like=True):
@@ -329,7 +337,7 @@ class WireTransferLeaderRequest(msgspec.Struct, frozen=True, array_like=True):
     """Schema of a leader-transfer request body (fields of ``TransferLeaderRequest``)."""
 
     from_leader: _Vote
-    to: U63
+    to: NodeIdW
     last_log_id: _LogId | None
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openraft_py.network import wire
+from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from openraft_py.types import (
     BLANK,
     AppendEntriesRequest,
@@ -34,7 +35,7 @@ from openraft_py.types import (
 V = Vote.new(7, 2, True)
 M = Membership.new([{1, 2, 3}, {2, 3, 4}], {1: BasicNode("h1:1"), 4: BasicNode("h4:4"), 5: BasicNode("")})
 META = SnapshotMeta(LogId(6, 90), StoredMembership(LogId(5, 80), M), "snap-6-90-1")
-BIG = wire.MAX_U63
+BIG = MAX_TERM  # == MAX_INDEX
 
 
 def sample_messages() -> list[tuple[int, Any]]:
@@ -46,7 +47,7 @@ def sample_messages() -> list[tuple[int, Any]]:
         Entry(LogId(BIG, BIG), Normal(b"")),
     ]
     return [
-        (wire.KIND_HELLO, wire.Hello(wire.PROTOCOL_VERSION, "prod", BIG)),
+        (wire.KIND_HELLO, wire.Hello(wire.PROTOCOL_VERSION, "prod", MAX_NODE_ID)),
         (wire.KIND_HELLO_ACK, wire.HelloAck(wire.PROTOCOL_VERSION, 3)),
         (wire.KIND_ERROR, wire.ErrorBody(wire.ERR_REMOTE, "boom")),
         (wire.KIND_APPEND_ENTRIES, AppendEntriesRequest(V, LogId(7, 10), entries, LogId(7, 9))),
@@ -124,7 +125,10 @@ VOTE_OK = [[1, 2], False]
     "kind,fields",
     [
         (wire.KIND_APPEND_ENTRIES, [[[-1, 2], False], None, [], None]),  # negative term
-        (wire.KIND_APPEND_ENTRIES, [[[2**63, 2], False], None, [], None]),  # term > MAX
+        (wire.KIND_APPEND_ENTRIES, [[[MAX_TERM + 1, 2], False], None, [], None]),  # term > MAX
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, [1, MAX_INDEX + 1], [], None]),  # index > MAX
+        (wire.KIND_VOTE, [[[1, MAX_NODE_ID + 1], False], None]),  # node id > MAX
+        (wire.KIND_APPEND_ENTRIES_RESP, [VOTE_OK, False, None, -2]),  # conflict hint < -1
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, [1, -5], [], None]),  # negative index
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2**64 - 1], {"type": "Blank"}]], None]),
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2], {"type": "Nope"}]], None]),
@@ -184,9 +188,9 @@ def test_out_of_bounds_and_mistyped_bodies_are_refused(kind: int, fields: Any) -
         wire.decode_body(kind, _body(fields))
 
 
-def test_bounds_are_inclusive_at_max() -> None:
-    req = wire.decode_body(wire.KIND_VOTE, _body([[[BIG, BIG], True], [BIG, BIG]]))
-    assert req == VoteRequest(Vote.new(BIG, BIG, True), LogId(BIG, BIG))
+def test_bounds_are_the_validation_limits_inclusive() -> None:
+    req = wire.decode_body(wire.KIND_VOTE, _body([[[MAX_TERM, MAX_NODE_ID], True], [MAX_TERM, MAX_INDEX]]))
+    assert req == VoteRequest(Vote.new(MAX_TERM, MAX_NODE_ID, True), LogId(MAX_TERM, MAX_INDEX))
 
 
 def test_trailing_and_truncated_bytes_are_refused() -> None:
@@ -263,4 +267,4 @@ def test_mutated_valid_bodies_decode_or_raise_wire_error(data: st.DataObject) ->
     # Whatever decodes passed the bounds: spot-check the vote of an RPC.
     vote = getattr(out, "vote", None)
     if vote is not None:
-        assert 0 <= vote.leader_id.term <= BIG and 0 <= vote.leader_id.node_id <= BIG
+        assert 0 <= vote.leader_id.term <= MAX_TERM and 0 <= vote.leader_id.node_id <= MAX_NODE_ID
