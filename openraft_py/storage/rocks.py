@@ -105,17 +105,19 @@ import gc
 import itertools
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import msgspec
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
 
 from .._core import (
     KIND_BLANK,
@@ -164,6 +166,7 @@ _K_FORMAT = b"format"
 _K_VOTE = b"vote"
 _K_COMMITTED = b"committed"
 _K_PURGED = b"purged"
+_K_ACKMARK = b"ackmark"  # present: the store has an OPENRAFT-ACKED file (see _AckMark)
 
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
@@ -176,10 +179,27 @@ _dec_any = msgspec.msgpack.Decoder()
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _raw_options(create: bool) -> Options:
+def _db_options(create: bool, *, atomic_flush: bool = False) -> Options:
+    """Options of every database of this module. The WAL recovery mode is
+    ``TolerateCorruptedTailRecords`` with paranoid checks: at open RocksDB replays the WAL and
+    fails (``Corruption: ...``) on a checksum mismatch, a bad record length or an unknown record
+    anywhere, dropping only a record that is cut off at the very end of a WAL file (a write a
+    crash interrupted). RocksDB's default, point-in-time recovery, silently stops the replay at
+    the first bad record instead (everything after it is gone, without an error), and
+    ``SkipAnyCorruptedRecords`` silently leaves holes; ``AbsoluteConsistency`` refuses even the
+    cut-off tail every crash during a write may leave, so a node could not restart after a
+    power loss. A tail cut off by corruption rather than by a crash looks the same to RocksDB;
+    the store's acknowledged mark (``_AckMark``) tells the two apart."""
     opts = Options(raw_mode=True)
     opts.create_if_missing(create)
     opts.create_missing_column_families(create)
+    opts.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
+    opts.set_paranoid_checks(True)
+    if atomic_flush:
+        # Flush every column family together: a WAL then stays live only while its flush
+        # runs (otherwise an old WAL holding a few meta records could live for a long time,
+        # and a tail cut off there would not show in the newest sequence number).
+        opts.set_atomic_flush(True)
     return opts
 
 
@@ -189,18 +209,206 @@ def _write_options(sync: bool) -> WriteOptions:
     return wo
 
 
-def _open_db(path: str, cfs: tuple[str, ...], marker: dict[str, Any], what: str) -> tuple[Rdict, bool]:
-    """Open (or create) the RocksDB at ``path`` with the column families ``cfs``.
+ACK_FILE = "OPENRAFT-ACKED"
+"""The file (in the RocksDB directory) holding the acknowledged mark; see ``_AckMark``."""
 
-    Returns ``(db, created)``. Raises ``StorageError`` (naming ``path`` and the cause) when
-    ``path`` is a plain file, is not a RocksDB, is a RocksDB of someone else (missing column
-    families or format marker) or cannot be opened; a database that is not ours is never
-    modified (its column families are listed read-only first).
+_ACK_MAGIC = b"ORPYACK1"
+_ACK_SLOT = struct.Struct("<8sQQ")  # magic, generation, acknowledged sequence number; + crc32
+_ACK_SLOT_SIZE = _ACK_SLOT.size + 4
+_ACK_OFFSETS = (0, 512)  # two slots in different disk sectors: a torn write spoils one at most
+
+
+def _ack_slot(generation: int, seqno: int) -> bytes:
+    body = _ACK_SLOT.pack(_ACK_MAGIC, generation, seqno)
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+class _AckMark:
+    """The end-to-end check that no acknowledged write was lost: the RocksDB sequence number
+    of the last write acknowledged to a caller, kept in ``<db>/OPENRAFT-ACKED``.
+
+    Every RocksDB write gets the next sequence number, and after a reopen
+    ``latest_sequence_number()`` is the number of the last write recovered. The writer records
+    the number of its group's last write after the group is durable and before it acknowledges
+    it (one ``pwrite`` of 28 bytes per group, no fsync); the open checks that the database
+    recovered at least that far. Whatever made RocksDB drop acknowledged writes (a corrupted
+    record that looked like a cut-off tail, a lost WAL file), the recovered number is then
+    smaller and the open raises ``StorageError`` instead of serving a shortened log.
+
+    The file has two slots (offsets 0 and 512: different disk sectors), each ``magic,
+    generation, seqno, crc32``, written alternately; the valid slot with the higher generation
+    counts, so a write torn by a power loss leaves the previous mark. The mark is recorded only
+    after the writes it covers are durable, so even a stale mark (not yet written back after a
+    power loss) never claims more than the disk holds: it can only make the check weaker (down
+    to the mark last written back; ``close()`` fsyncs it), never raise for writes that were not
+    acknowledged. A file whose slots are both invalid is corruption (``StorageError``).
+    """
+
+    __slots__ = ("path", "_fd", "generation", "seqno", "_lock")
+
+    def __init__(self, path: str, fd: int, generation: int, seqno: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.generation = generation
+        self.seqno = seqno
+        self._lock = threading.Lock()  # the state machine records from several threads
+
+    @staticmethod
+    def read(db_path: str, what: str) -> tuple[int, int] | None:
+        """``(generation, seqno)`` of the mark in ``db_path``, ``None`` when there is no
+        file; ``StorageError`` when it is present but unreadable or has no valid slot."""
+        path = os.path.join(db_path, ACK_FILE)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_ACK_OFFSETS[-1] + _ACK_SLOT_SIZE)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"opening {what} at {db_path!r}: reading {ACK_FILE}", e) from e
+        best: tuple[int, int] | None = None
+        for off in _ACK_OFFSETS:
+            slot = raw[off:off + _ACK_SLOT_SIZE]
+            if len(slot) != _ACK_SLOT_SIZE or zlib.crc32(slot[:-4]).to_bytes(4, "little") != slot[-4:]:
+                continue
+            magic, generation, seqno = _ACK_SLOT.unpack(slot[:-4])
+            if magic == _ACK_MAGIC and (best is None or generation > best[0]):
+                best = (generation, seqno)
+        if best is None:
+            raise StorageError(
+                f"opening {what} at {db_path!r}",
+                ValueError(f"{ACK_FILE} is corrupted (no valid slot): the acknowledged writes cannot be checked"),
+            )
+        return best
+
+    @classmethod
+    def open(cls, db_path: str, generation: int, seqno: int) -> _AckMark:
+        """Open the existing file for recording (the mark read is ``generation, seqno``)."""
+        path = os.path.join(db_path, ACK_FILE)
+        return cls(path, os.open(path, os.O_RDWR), generation, seqno)
+
+    @classmethod
+    def create(cls, db_path: str, seqno: int) -> _AckMark:
+        """Write a new file holding ``seqno`` in both slots, durably (file and directory)."""
+        path = os.path.join(db_path, ACK_FILE)
+        tmp = path + ".tmp"
+        data = bytearray(_ACK_OFFSETS[-1] + _ACK_SLOT_SIZE)
+        for off in _ACK_OFFSETS:
+            data[off:off + _ACK_SLOT_SIZE] = _ack_slot(0, seqno)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        _fsync_dir(db_path)
+        return cls(path, fd, 0, seqno)
+
+    def record(self, seqno: int) -> None:
+        """Every write up to ``seqno`` is durable (for the log store with ``sync=False``:
+        written to the OS); record it, in the slot not holding the current mark. A ``seqno``
+        not beyond the mark is a no-op (no system call)."""
+        if seqno <= self.seqno:
+            return
+        with self._lock:
+            if seqno <= self.seqno:
+                return
+            generation = self.generation + 1
+            os.pwrite(self._fd, _ack_slot(generation, seqno), _ACK_OFFSETS[generation & 1])
+            self.generation = generation
+            self.seqno = seqno
+
+    def sync(self) -> None:
+        """fsync the file (at a clean close, so the mark survives a power loss)."""
+        with self._lock:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the file descriptor; idempotent."""
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _check_recovered(db: Rdict, mark: tuple[int, int], path: str, what: str) -> None:
+    """``StorageError`` when the database recovered fewer writes than were acknowledged."""
+    recovered = db.latest_sequence_number()
+    if recovered < mark[1]:
+        raise StorageError(
+            f"opening {what} at {path!r}",
+            RuntimeError(
+                f"acknowledged writes are missing: writes up to sequence number {mark[1]} were "
+                f"acknowledged ({ACK_FILE}) but the database recovered only up to {recovered} "
+                f"(a corrupted or lost write-ahead log; RocksDB dropped what it took for a torn tail)"
+            ),
+        )
+
+
+def _open_error(path: str, what: str, e: BaseException) -> StorageError:
+    """A ``StorageError`` for a RocksDB open that failed with ``e``, saying what is wrong."""
+    msg = str(e)
+    if msg.startswith("Corruption"):
+        try:
+            wals = ", ".join(f"{n:06d}.log" for n in _wal_numbers(path)) or "none"
+        except OSError:
+            wals = "unknown"
+        return StorageError(
+            f"opening {what} at {path!r}: the database is corrupted (RocksDB refused to recover "
+            f"it: a damaged write-ahead log record or file; write-ahead logs: {wals})",
+            e,
+        )
+    if "lock" in msg.lower():
+        return StorageError(f"opening {what} at {path!r}: the database is in use (its LOCK is held)", e)
+    return StorageError(f"opening {what} at {path!r}", e)
+
+
+def _is_empty(cf: Rdict) -> bool:
+    return next(iter(cf.keys()), None) is None
+
+
+def _open_db(
+    path: str,
+    cfs: tuple[str, ...],
+    marker_cf: str,
+    marker_key: bytes,
+    flag_key: bytes,
+    marker: dict[str, Any],
+    what: str,
+    *,
+    atomic_flush: bool = False,
+) -> tuple[Rdict, _AckMark]:
+    """Open (or create) our RocksDB at ``path`` with the column families ``cfs``; return it
+    with its acknowledged mark (``_AckMark``), checked.
+
+    Ours means: the format ``marker`` at ``marker_key`` in ``marker_cf``. ``flag_key`` (in the
+    same column family, written in the same batch as the marker) says the database has an
+    ``OPENRAFT-ACKED`` file that must be there. Raises ``StorageError`` naming ``path`` and what
+    is wrong when ``path`` is a plain file, not a RocksDB, corrupted (RocksDB refuses to
+    recover it, or it recovered fewer writes than were acknowledged), in use, or not ours.
+
+    A database that is not ours is never written to: unless the directory holds our
+    ``OPENRAFT-ACKED`` file, the database is first opened read-only and its marker checked
+    (a read-write open alone writes: a new WAL, MANIFEST and OPTIONS file, flushed memtables).
+    A store created by an earlier version (marker, no flag) gets its file now. A creation
+    that crashed before the marker was written is recognised by the file with generation 0
+    and an empty database; without the file, a database without a marker is foreign.
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
     fresh = not os.path.exists(path) or not os.listdir(path)
-    if not fresh:
+    mark: _AckMark | None = None
+    cf_opts = {cf: Options(raw_mode=True) for cf in cfs}
+    if fresh:
+        try:
+            os.makedirs(path, exist_ok=True)
+            mark = _AckMark.create(path, 0)  # first: it identifies the database as ours
+        except OSError as e:
+            raise StorageError(f"creating {what} at {path!r}", e) from e
+        found: tuple[int, int] | None = (0, 0)
+    else:
+        found = _AckMark.read(path, what)
         try:
             present = set(Rdict.list_cf(path))
         except Exception as e:
@@ -211,12 +419,113 @@ def _open_db(path: str, cfs: tuple[str, ...], marker: dict[str, Any], what: str)
                 f"opening {what} at {path!r}",
                 ValueError(f"foreign database: column families {missing} missing (found {sorted(present)})"),
             )
+        if found is None:
+            _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
     try:
-        os.makedirs(path, exist_ok=True)
-        db = Rdict(path, _raw_options(fresh), column_families={cf: Options(raw_mode=True) for cf in cfs})
+        db = Rdict(path, _db_options(fresh, atomic_flush=atomic_flush), column_families=cf_opts)
     except Exception as e:
+        if mark is not None:
+            mark.close()
+        raise _open_error(path, what, e) from e
+    def setup() -> _AckMark:
+        # A function of its own: on an error, its frame (holding column family handles, which
+        # keep RocksDB open) is cleared with the traceback's.
+        if found is not None:
+            _check_recovered(db, found, path, what)
+        new_mark = mark
+        mcf = db.get_column_family(marker_cf)
+        try:
+            raw = mcf.get(marker_key)
+            if raw is None:
+                if found is None or found[0] != 0 or not all(_is_empty(db.get_column_family(cf)) for cf in cfs):
+                    raise StorageError(
+                        f"opening {what} at {path!r}",
+                        ValueError("foreign or damaged database: format marker missing"),
+                    )
+                # Our creation (fresh now, or one that crashed before this write).
+                wb = WriteBatch(raw_mode=True)
+                h = db.get_column_family_handle(marker_cf)
+                wb.put(marker_key, _enc.encode(marker), h)
+                wb.put(flag_key, b"\x01", h)
+                db.write(wb, _write_options(True))
+            else:
+                _check_marker(raw, marker, path, what)
+                if found is None:
+                    if mcf.get(flag_key) is not None:
+                        raise StorageError(
+                            f"opening {what} at {path!r}",
+                            FileNotFoundError(f"{ACK_FILE} is missing: the acknowledged writes cannot be checked"),
+                        )
+                    # A store of an earlier version: from now on it has the file.
+                    new_mark = _AckMark.create(path, db.latest_sequence_number())
+                    mcf.put(flag_key, b"\x01", _write_options(True))
+                elif mcf.get(flag_key) is None:
+                    # The file was written but not yet the flag when an upgrade crashed.
+                    mcf.put(flag_key, b"\x01", _write_options(True))
+        finally:
+            mcf.close()
+        if new_mark is None:
+            assert found is not None
+            new_mark = _AckMark.open(path, *found)
+        new_mark.record(db.latest_sequence_number())  # the writes above were synced
+        return new_mark
+
+    try:
+        mark = setup()
+    except BaseException as e:
+        _clear_frames(e)
+        _release_db(db)
+        del db
+        if mark is not None:
+            mark.close()
+        if isinstance(e, StorageError):
+            raise
         raise StorageError(f"opening {what} at {path!r}", e) from e
-    return db, fresh
+    return db, mark
+
+
+def _check_foreign_read_only(
+    path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, flag_key: bytes, marker: dict[str, Any], what: str
+) -> None:
+    """Open ``path`` read-only (nothing written) and raise ``StorageError`` unless it holds
+    our format ``marker``."""
+    try:
+        ro = Rdict(path, _db_options(False), column_families={cf: Options(raw_mode=True) for cf in cfs},
+                   access_type=AccessType.read_only())
+    except Exception as e:
+        raise _open_error(path, what, e) from e
+    try:
+        mcf = ro.get_column_family(marker_cf)
+        raw = mcf.get(marker_key)
+        mcf.close()
+        del mcf
+    except Exception as e:
+        _release_db(ro)
+        raise StorageError(f"opening {what} at {path!r}", e) from e
+    _release_db(ro)
+    if raw is None:
+        raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
+    _check_marker(raw, marker, path, what)
+
+
+def _clear_frames(e: BaseException) -> None:
+    """Clear the locals of the finished frames of ``e``'s traceback (and of its causes): a
+    frame holding a column family handle keeps RocksDB open, and its LOCK taken, for as long
+    as the exception lives (e.g. kept as a node's fatal error)."""
+    exc: BaseException | None = e
+    seen = 0
+    while exc is not None and seen < 8:
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def _release_db(db: Rdict) -> None:
+    """Close ``db`` ignoring errors (the caller reports its own)."""
+    try:
+        db.close()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:
@@ -241,10 +550,7 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except BaseException as e:
-            exc: BaseException | None = e
-            while exc is not None:
-                traceback.clear_frames(exc.__traceback__)
-                exc = exc.__cause__ or exc.__context__
+            _clear_frames(e)
             raise
 
     return await asyncio.to_thread(run)
@@ -380,12 +686,19 @@ class _GroupWriter:
     Durability step (``sync=True``): with ``wal`` (a ``_WalSyncer``) every batch of the group
     is written with ``sync=False`` and then the WAL files are fsynced outside RocksDB; without
     it, the last batch is written with ``sync=True`` (RocksDB fsyncs the WAL holding the GIL).
+    Then the sequence number of the group's last write is recorded in ``mark`` (one ``pwrite``),
+    before any ``done`` is called.
+
+    A failed write's exception reaches ``done`` with the locals of its traceback's frames
+    cleared (they hold the database and column family handles, which would keep RocksDB open,
+    and its LOCK taken, for as long as someone keeps the error).
     """
 
-    def __init__(self, db: Rdict, sync: bool, wal: _WalSyncer | None, name: str) -> None:
+    def __init__(self, db: Rdict, sync: bool, wal: _WalSyncer | None, name: str, mark: _AckMark) -> None:
         self._db = db
         self._sync = sync
         self._wal = wal
+        self._mark = mark
         self._sync_opts = _write_options(sync)
         self._nosync_opts = _write_options(False)
         self._cond = threading.Condition()
@@ -424,6 +737,9 @@ class _GroupWriter:
         if wal is not None and not wal.sync():
             self.fallbacks += 1
             db.flush_wal(True)  # no WAL file where expected: let RocksDB sync it
+        # Durable (or, with sync=False, written to the OS) up to here: record it before the
+        # group is acknowledged.
+        self._mark.record(db.latest_sequence_number())
 
     def _run(self) -> None:
         while True:
@@ -439,6 +755,7 @@ class _GroupWriter:
                     self._write_group(group)
                     self.groups += 1
                 except BaseException as e:  # noqa: BLE001 - reported to every waiter
+                    _clear_frames(e)
                     err = self._failed = e
             for _, done in group:
                 try:
@@ -548,7 +865,7 @@ class RocksLogStore(RocksLogReader):
 
     __slots__ = (
         "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
-        "_committed", "_purged", "_last", "_pending", "_closed",
+        "_committed", "_purged", "_last", "_pending", "_closed", "_mark",
     )
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
@@ -558,31 +875,40 @@ class RocksLogStore(RocksLogReader):
         self.path = os.fspath(path)
         self.sync = sync
         self._closed = True
-        db, created = _open_db(self.path, (_ENTRIES_CF, _META_CF), LOG_FORMAT, "log store")
-        try:
+        db, mark = _open_db(
+            self.path, (_ENTRIES_CF, _META_CF), _META_CF, _K_FORMAT, _K_ACKMARK, LOG_FORMAT, "log store", atomic_flush=True
+        )
+
+        def load() -> tuple[Vote | None, LogId | None, LogId | None, LogId | None]:
+            # Its own frame: cleared on an error (see _open_db).
             meta = db.get_column_family(_META_CF)
+            try:
+                vote = self._load(meta, _K_VOTE, _dec_vote)
+                committed = self._load(meta, _K_COMMITTED, _dec_logid)
+                purged = self._load(meta, _K_PURGED, _dec_logid)
+            finally:
+                meta.close()
+            it = db.get_column_family(_ENTRIES_CF).iter()
+            it.seek_to_last()
+            last_stored = _decode_entry_records([it.value()])[0].log_id if it.valid() else None
+            it.status()  # raises if the seek stopped on an error (a corrupted file), not at the end
+            return vote, committed, purged, last_stored
+
+        try:
+            self._vote, self._committed, self._purged, last_stored = load()
             self._entries = db.get_column_family(_ENTRIES_CF)
             self._entries_h = db.get_column_family_handle(_ENTRIES_CF)
             self._meta_h = db.get_column_family_handle(_META_CF)
-            marker = meta.get(_K_FORMAT)
-            if marker is None and (created or self._is_empty(meta)):
-                # A new store (or one whose creation crashed before the marker was written).
-                meta.put(_K_FORMAT, _enc.encode(LOG_FORMAT), _write_options(True))
-            else:
-                _check_marker(marker, LOG_FORMAT, self.path, "log store")
-            self._vote: Vote | None = self._load(meta, _K_VOTE, _dec_vote)
-            self._committed: LogId | None = self._load(meta, _K_COMMITTED, _dec_logid)
-            self._purged: LogId | None = self._load(meta, _K_PURGED, _dec_logid)
-            it = self._entries.iter()
-            it.seek_to_last()
-            last_stored = _decode_entry_records([it.value()])[0].log_id if it.valid() else None
-            del it
-            meta.close()
-        except StorageError:
-            self._release(db)
-            raise
-        except Exception as e:
-            self._release(db)
+        except BaseException as e:
+            _clear_frames(e)
+            for name in ("_entries", "_entries_h", "_meta_h"):
+                if hasattr(self, name):
+                    delattr(self, name)
+            _release_db(db)
+            del db
+            mark.close()
+            if isinstance(e, StorageError):
+                raise
             raise StorageError(f"opening log store at {self.path!r}", e) from e
         self._db = db
         # The in-memory view: the log as submitted (what readers see).
@@ -593,7 +919,8 @@ class RocksLogStore(RocksLogReader):
         self._pending: dict[int, Entry] = {}
         wal = self._wal_syncer() if sync and fsync_mode == "wal" else None
         self.fsync_mode = "wal" if wal is not None else "rocksdb"
-        self._writer = _GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}")
+        self._mark = mark
+        self._writer = _GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}", mark)
         self._closed = False
 
     def _wal_syncer(self) -> _WalSyncer | None:
@@ -616,10 +943,6 @@ class RocksLogStore(RocksLogReader):
         except OSError:
             return None
         return _WalSyncer(wal_dir)
-
-    @staticmethod
-    def _is_empty(meta: Rdict) -> bool:
-        return next(iter(meta.keys()), None) is None
 
     @staticmethod
     def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder) -> Any:
@@ -799,28 +1122,46 @@ class RocksLogStore(RocksLogReader):
         """How many write groups (fsyncs with ``sync=True``) the writer has done."""
         return self._writer.groups
 
-    @staticmethod
-    def _release(db: Rdict) -> None:
-        try:
-            db.close()
-        except Exception:  # noqa: BLE001
-            pass
-
     def close(self) -> None:
         """Write everything queued (durably), stop the writer thread and close the database,
         releasing its lock. Blocks until done (at most one group write); idempotent. Prefer
-        ``await aclose()`` on a running loop."""
+        ``await aclose()`` on a running loop.
+
+        The lock is released whatever happens (also after a failed write: the same path can
+        be opened again at once, in this process too). Raises ``StorageError`` (naming the
+        path, the cause chained) when RocksDB could not flush or close cleanly, e.g. after a
+        failed write; the store is closed then all the same, and what was acknowledged is on
+        disk (the next open checks it)."""
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
-        self._entries.close()
-        del self._entries_h, self._meta_h
-        self._db.close()
-        del self._entries, self._db
+        errors: list[BaseException] = []
+        try:
+            self._writer.close()
+        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
+            errors.append(e)
+        for close in (self._entries.close, self._db.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        del close
+        del self._entries, self._entries_h, self._meta_h, self._db
         # Column-family handles held by dead frames (e.g. a traceback cycle) keep RocksDB
         # open and its LOCK taken: collect them so the path can be reopened at once.
         gc.collect()
+        mark = self._mark
+        try:
+            if not errors:
+                mark.sync()  # everything is flushed: the mark may survive a power loss too
+        except OSError as e:
+            errors.append(e)
+        finally:
+            mark.close()
+        if errors:
+            for e in errors:
+                _clear_frames(e)
+            raise StorageError(f"closing log store at {self.path!r}", errors[0]) from errors[0]
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
@@ -844,6 +1185,7 @@ _DATA_END = b"e"
 _M_FORMAT = b"mformat"
 _M_APPLIED = b"mapplied"
 _M_MEMBERSHIP = b"mmembership"
+_M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see _AckMark)
 
 SNAPSHOT_MAGIC = b"ORPYKV1\n"
 """The first bytes of a ``RocksStateMachine`` snapshot file. Then length-prefixed frames
@@ -955,28 +1297,35 @@ class RocksStateMachine:
                     ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),
                 )
         self._snapdir = os.path.join(self.path, "snapshots")
-        db, created = _open_db(os.path.join(self.path, "db"), (_SM_CF,), SM_FORMAT, what)
-        try:
+        db, mark = _open_db(os.path.join(self.path, "db"), (_SM_CF,), _SM_CF, _M_FORMAT, _M_ACKMARK, SM_FORMAT, what)
+
+        def load() -> tuple[LogId | None, StoredMembership]:
+            # Its own frame: cleared on an error (see _open_db).
             cf = db.get_column_family(_SM_CF)
-            marker = cf.get(_M_FORMAT)
-            if marker is None and (created or next(iter(cf.keys()), None) is None):
-                cf.put(_M_FORMAT, _enc.encode(SM_FORMAT), _write_options(True))
-            else:
-                _check_marker(marker, SM_FORMAT, self.path, what)
-            raw = cf.get(_M_APPLIED)
-            self._applied: LogId | None = None if raw is None else _dec_logid.decode(raw)
-            raw = cf.get(_M_MEMBERSHIP)
-            self._membership: StoredMembership = EMPTY_STORED_MEMBERSHIP if raw is None else _dec_stored.decode(raw)
+            try:
+                raw = cf.get(_M_APPLIED)
+                applied = None if raw is None else _dec_logid.decode(raw)
+                raw = cf.get(_M_MEMBERSHIP)
+                membership = EMPTY_STORED_MEMBERSHIP if raw is None else _dec_stored.decode(raw)
+            finally:
+                cf.close()
+            return applied, membership
+
+        try:
+            self._applied, self._membership = load()
             os.makedirs(self._snapdir, exist_ok=True)
             self._current: _SnapRecord | None = self._load_current()
-        except StorageError:
-            RocksLogStore._release(db)
-            raise
-        except Exception as e:
-            RocksLogStore._release(db)
+        except BaseException as e:
+            _clear_frames(e)
+            _release_db(db)
+            del db
+            mark.close()
+            if isinstance(e, StorageError):
+                raise
             raise StorageError(f"opening {what} at {self.path!r}", e) from e
         self._db = db
-        self._cf = cf
+        self._mark = mark
+        self._cf = db.get_column_family(_SM_CF)
         self._h = db.get_column_family_handle(_SM_CF)
         self._nosync = _write_options(False)
         self._sync = _write_options(True)
@@ -1129,7 +1478,9 @@ class RocksStateMachine:
             del view
             # The state this snapshot covers must be durable before the snapshot lets the log
             # be purged up to it (apply writes without fsync).
+            seqno = self._db.latest_sequence_number()
             self._db.flush_wal(True)
+            self._mark.record(seqno)
             return self._make_current(meta, tmp)
         except BaseException:
             try:
@@ -1222,6 +1573,7 @@ class RocksStateMachine:
         wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
         wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
         self._db.write(wb, self._sync)
+        self._mark.record(self._db.latest_sequence_number())  # at least this write is synced
         self._applied = meta.last_log_id
         self._membership = meta.last_membership
         # Keep the received file as the current snapshot (or a durable copy of ``data``).
@@ -1275,18 +1627,41 @@ class RocksStateMachine:
 
     def close(self) -> None:
         """Flush and close the database, releasing its lock; idempotent. Call it when no
-        ``apply`` / snapshot build is running (after ``Raft.shutdown``)."""
+        ``apply`` / snapshot build is running (after ``Raft.shutdown``).
+
+        The lock is released whatever happens (the same path can be opened again at once, in
+        this process too); raises ``StorageError`` (naming the path, the cause chained) when
+        RocksDB could not flush or close cleanly. The state machine is closed all the same."""
         if self._closed:
             return
         self._closed = True
+        errors: list[BaseException] = []
+        mark = self._mark
         try:
+            seqno = self._db.latest_sequence_number()
             self._db.flush_wal(True)
+            mark.record(seqno)
+        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
+            errors.append(e)
+        for close in (self._cf.close, self._db.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        del close
+        del self._cf, self._h, self._db
+        gc.collect()  # see RocksLogStore.close
+        try:
+            if not errors:
+                mark.sync()
+        except OSError as e:
+            errors.append(e)
         finally:
-            self._cf.close()
-            del self._h
-            self._db.close()
-            del self._cf, self._db
-            gc.collect()  # see RocksLogStore.close
+            mark.close()
+        if errors:
+            for e in errors:
+                _clear_frames(e)
+            raise StorageError(f"closing state machine at {self.path!r}", errors[0]) from errors[0]
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread."""
