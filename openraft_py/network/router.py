@@ -10,7 +10,13 @@ Used by tests (with fault injection), by ``make run`` and by the throughput benc
 
 Requests and responses are passed as the very objects the caller built (they are frozen
 Structs) unless ``Router(serialize=True)``, which round-trips each through msgspec msgpack
-to check wire compatibility.
+to check wire compatibility, or ``Router(wire=True)`` (also ``set_wire(True)``), which
+passes each through the real TCP codec of ``openraft_py.network.wire``: the message is
+framed (``frame_message``), split back by a ``FrameReader``, its header checked and its
+body decoded with the typed, bounded decoder (``decode_body``), exactly as the TCP
+transport does on each side. A message the codec refuses fails the RPC with
+``NetworkError`` (request side: the target handles nothing) and is counted in
+``wire_errors``; the simulator runs a share of its seeds this way.
 
 Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
 ``set_duplicate_rate``, ``set_delay``, ``set_rpc_failure``. Every random choice (drops,
@@ -44,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..errors import Fatal, RemoteError, RPCError, Timeout, Unreachable
+from ..errors import Fatal, NetworkError, RemoteError, RPCError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -96,6 +102,50 @@ _encoder = msgspec.msgpack.Encoder()
 def _roundtrip(obj: Any, typ: type) -> Any:
     """``obj`` encoded to msgpack and decoded back as ``typ`` (as the TCP transport would)."""
     return msgspec.msgpack.decode(_encoder.encode(obj), type=typ)
+
+
+class _WireCodec:
+    """Passes RPC messages through the TCP transport's codec (``openraft_py.network.wire``
+    and the ``_core`` frame reader): encode, frame, split, check the header, decode."""
+
+    __slots__ = ("wire", "reader_cls", "max_frame", "req_kind", "resp_kind", "_next_id")
+
+    def __init__(self) -> None:
+        from .._core import FrameReader
+        from . import wire
+
+        self.wire = wire
+        self.reader_cls = FrameReader
+        self.max_frame = 2**32 - 1
+        self.req_kind = {
+            "append_entries": wire.KIND_APPEND_ENTRIES,
+            "vote": wire.KIND_VOTE,
+            "install_snapshot": wire.KIND_INSTALL_SNAPSHOT,
+            "transfer_leader": wire.KIND_TRANSFER_LEADER,
+        }
+        self.resp_kind = {rpc: wire.RESPONSE_KIND[k] for rpc, k in self.req_kind.items()}
+        self._next_id = 0
+
+    def roundtrip(self, kind: int, msg: Any) -> Any:
+        """``msg`` sent as ``kind`` and received on the other side; raises ``NetworkError``
+        when the codec refuses it on either side."""
+        w = self.wire
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            frame = w.frame_message(kind, rid, msg)
+            # Fed in two pieces: the reader must reassemble a frame split by the stream.
+            reader = self.reader_cls(self.max_frame)
+            cut = len(frame) // 2
+            payloads = reader.feed(frame[:cut]) + reader.feed(frame[cut:])
+            if len(payloads) != 1 or reader.buffered():
+                raise w.WireError(f"frame reader returned {len(payloads)} frames for one")
+            got_kind, got_id, body = w.split_payload(payloads[0])
+            if got_kind != kind or got_id != rid:
+                raise w.WireError(f"header mismatch: kind {got_kind} id {got_id}, sent {kind} id {rid}")
+            return w.decode_body(got_kind, body)
+        except (w.WireError, w.FrameTooLarge, ValueError, TypeError, OverflowError) as e:
+            raise NetworkError(f"wire codec refused a {w.KIND_NAMES.get(kind, kind)} message: {e}") from e
 
 
 class RouterClient:
@@ -173,13 +223,19 @@ class Router:
     docstring).
 
     ``seed`` seeds the one ``random.Random`` used for drops and delays; ``serialize=True``
-    round-trips every request and response through msgspec msgpack.
+    round-trips every request and response through msgspec msgpack; ``wire=True`` passes
+    them through the TCP codec (``set_wire``).
     """
 
-    def __init__(self, *, seed: int = 0, serialize: bool = False) -> None:
+    def __init__(self, *, seed: int = 0, serialize: bool = False, wire: bool = False) -> None:
         self.rng = random.Random(seed)
         """The source of every random choice the router makes."""
         self.serialize = serialize
+        self._wire: _WireCodec | None = None
+        self.wire_messages = 0
+        """Messages (requests and responses) passed through the wire codec."""
+        self.wire_errors = 0
+        """Messages the wire codec refused (each failed its RPC with ``NetworkError``)."""
         self._servers: dict[NodeId, RaftServer] = {}
         self._clients: dict[tuple[NodeId, NodeId], RouterClient] = {}
         self._hooks: list[Hook] = []
@@ -194,7 +250,31 @@ class Router:
         self._dup_rate = 0.0
         self._dup_tasks: set[asyncio.Task[None]] = set()
         self._fast = True
+        self.set_wire(wire)
+
+    @property
+    def wire(self) -> bool:
+        """Whether messages pass through the TCP wire codec (``set_wire``)."""
+        return self._wire is not None
+
+    def set_wire(self, enabled: bool) -> None:
+        """Pass every request and response through the TCP wire codec from now on
+        (``enabled=True``), or hand the objects over directly again. With it on, the
+        target receives the request as the TCP server would decode it and the caller the
+        response as the TCP client would; a message the codec refuses fails its RPC with
+        ``NetworkError`` (and counts in ``wire_errors``)."""
+        self._wire = _WireCodec() if enabled else None
         self._update_fast()
+
+    def _wire_pass(self, kind: int, msg: Any) -> Any:
+        codec = self._wire
+        assert codec is not None
+        self.wire_messages += 1
+        try:
+            return codec.roundtrip(kind, msg)
+        except NetworkError:
+            self.wire_errors += 1
+            raise
 
     # -- membership of the network ---------------------------------------------------------
 
@@ -343,6 +423,7 @@ class Router:
     def _update_fast(self) -> None:
         self._fast = not (
             self.serialize
+            or self._wire is not None
             or self._hooks
             or self._response_hooks
             or self._isolated
@@ -405,6 +486,8 @@ class Router:
                     raise err
             if self.serialize:
                 req = _roundtrip(req, type(req))
+            if self._wire is not None:
+                req = self._wire_pass(self._wire.req_kind[rpc], req)
             if self._dup_rate and self.rng.random() < self._dup_rate:
                 hi = self._delay[1] if self._delay is not None else 0.005
                 t = asyncio.ensure_future(self._deliver_duplicate(rpc, source, target, req, self.rng.uniform(0, hi)))
@@ -430,6 +513,8 @@ class Router:
             resp_type = _RESPONSE_TYPE[rpc]
             if self.serialize and resp_type is not None:
                 resp = _roundtrip(resp, resp_type)
+            if self._wire is not None:
+                resp = self._wire_pass(self._wire.resp_kind[rpc], resp)
         return resp
 
     # -- counters --------------------------------------------------------------------------
@@ -453,4 +538,4 @@ class Router:
             client.counts = [0, 0, 0, 0]
 
     def __repr__(self) -> str:
-        return f"Router(nodes={sorted(self._servers)}, fast={self._fast})"
+        return f"Router(nodes={sorted(self._servers)}, fast={self._fast}, wire={self.wire})"
