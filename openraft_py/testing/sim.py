@@ -24,6 +24,11 @@ After every fault step and every few milliseconds of virtual time the checker ve
   not even across a restart); no node fails with anything but a deliberate stop;
 - log compaction: purged <= snapshot <= applied <= committed on every node.
 
+One seed in ``WIRE_EVERY`` (``seed % WIRE_EVERY == 0``; ``--wire all|none`` overrides it)
+passes every message through the TCP wire codec (``Router.set_wire``): the nodes receive
+requests and responses exactly as the TCP transport decodes them, and a message the codec
+refuses is a violation.
+
 The checks compare only the entries a node still holds (purged ones are covered by its
 snapshot, and the record of applied entries travels in snapshots).
 
@@ -84,6 +89,9 @@ ENGINE_FAULTS = (
 )
 """Bugs the simulator can inject into the engine (test-only switches) to prove it finds them."""
 
+WIRE_EVERY = 4
+"""The share of seeds run through the wire codec: those with ``seed % WIRE_EVERY == 0``."""
+
 MAX_NODES = 7
 """Node ids are 1..MAX_NODES: the first 3 or 5 form the cluster, the others may join."""
 
@@ -104,6 +112,8 @@ class SimResult:
     ops: int
     faults: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+    wire: bool = False
+    """Whether the run passed its messages through the TCP wire codec."""
 
     def digest(self) -> str:
         """A hash of the trace and the history: equal for equal runs."""
@@ -119,13 +129,23 @@ class SimResult:
     def replay_command(self) -> str:
         """A one-line command that replays this run."""
         f = "".join(f" --fault {x}" for x in self.faults)
+        if self.wire != (self.seed % WIRE_EVERY == 0):
+            f += " --wire all" if self.wire else " --wire none"
         return f"python -m openraft_py.testing.sim --seed {self.seed}{f} --trace"
 
 
 class Simulation(FaultSchedule):
-    """One seeded run. ``faults`` names engine bugs to inject (``ENGINE_FAULTS``)."""
+    """One seeded run. ``faults`` names engine bugs to inject (``ENGINE_FAULTS``); ``wire``
+    passes every message through the TCP codec (default: ``seed % WIRE_EVERY == 0``)."""
 
-    def __init__(self, seed: int, *, faults: tuple[str, ...] | frozenset[str] = (), steps: int = 30) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        faults: tuple[str, ...] | frozenset[str] = (),
+        steps: int = 30,
+        wire: bool | None = None,
+    ) -> None:
         import random
 
         for f in faults:
@@ -135,6 +155,7 @@ class Simulation(FaultSchedule):
         self.faults = tuple(sorted(faults))
         self.rng = random.Random(seed)
         self.steps = steps
+        self.wire = (seed % WIRE_EVERY == 0) if wire is None else wire
         self.trace: list[str] = []
         self.history: list[lincheck.Operation] = []
         self.paused: dict[NodeId, asyncio.Event] = {}
@@ -243,6 +264,7 @@ class Simulation(FaultSchedule):
             ops=len(self.history),
             faults=self.faults,
             stats=dict(self.stats),
+            wire=self.wire,
         )
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -273,12 +295,13 @@ class Simulation(FaultSchedule):
             on_start=self._on_start,
         )
         c = self.cluster
+        c.router.set_wire(self.wire)
         # Snapshot ids come from a process-wide counter: restart it so that a run does not
         # depend on the runs before it in the same process.
         memory._snapshot_seq = itertools.count(1)
         self.log(
             f"start: {self.n_nodes} nodes (+{self.spares} spare), profile {self.profile}, "
-            f"admin={self.admin}, {self.config!r}, disk <= {self.disk_max_ms} ms, faults={self.faults}"
+            f"admin={self.admin}, wire={self.wire}, {self.config!r}, disk <= {self.disk_max_ms} ms, faults={self.faults}"
         )
         await c.start(ids)
         for nid in range(self.n_nodes + 1, self.n_nodes + self.spares + 1):
@@ -310,6 +333,10 @@ class Simulation(FaultSchedule):
                 t.cancel()
         if checker.done() and not checker.cancelled() and checker.exception() is not None:
             raise checker.exception()  # type: ignore[misc]
+        if c.router.wire_errors:
+            raise Violation(f"the wire codec refused {c.router.wire_errors} message(s) the nodes sent")
+        if self.wire:
+            self.stats["wire_messages"] = c.router.wire_messages
         result = lincheck.check(self.history, lincheck.kv_register, timeout=30.0)
         if result.ok is False:
             raise Violation("history is not linearizable:\n" + result.explain())
@@ -486,16 +513,18 @@ class Simulation(FaultSchedule):
         self.history.append(done)
 
 
-def run_seed(seed: int, faults: tuple[str, ...] = (), steps: int = 30) -> SimResult:
-    """Run one seed (see ``Simulation``)."""
-    return Simulation(seed, faults=faults, steps=steps).run()
+def run_seed(seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None) -> SimResult:
+    """Run one seed (see ``Simulation``; ``wire=None`` uses the seed's default share)."""
+    return Simulation(seed, faults=faults, steps=steps, wire=wire).run()
 
 
-def _run_batch(args: tuple[list[int], tuple[str, ...], int]) -> list[tuple[int, bool, str | None, str]]:
-    seeds, faults, steps = args
+def _run_batch(
+    args: tuple[list[int], tuple[str, ...], int, bool | None],
+) -> list[tuple[int, bool, str | None, str]]:
+    seeds, faults, steps, wire = args
     out = []
     for s in seeds:
-        r = run_seed(s, faults, steps)
+        r = run_seed(s, faults, steps, wire)
         out.append((s, r.ok, r.violation, r.replay_command()))
     return out
 
@@ -516,10 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
+    p.add_argument("--wire", choices=("share", "all", "none"), default="share",
+                   help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
     args = p.parse_args(argv)
     faults = tuple(args.fault)
+    wire = {"share": None, "all": True, "none": False}[args.wire]
     if args.seed is not None:
-        r = run_seed(args.seed, faults, args.steps)
+        r = run_seed(args.seed, faults, args.steps, wire)
         if args.trace or not r.ok:
             print("\n".join(r.trace if args.trace else r.trace[-60:]))
         print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
@@ -531,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        pending = [ex.submit(_run_batch, (ch, faults, args.steps)) for ch in chunks]
+        pending = [ex.submit(_run_batch, (ch, faults, args.steps, wire)) for ch in chunks]
         for fut in as_completed(pending):
             for s, ok, violation, cmd in fut.result():
                 done += 1
@@ -546,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         first = (violation or "").splitlines()[0] if violation else ""
         # Replay it alone: a failure that does not come back depends on the runs before it
         # in its worker process, which is a simulator bug of its own.
-        again = run_seed(s, faults, args.steps)
+        again = run_seed(s, faults, args.steps, wire)
         note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
         print(f"seed {s}: {first}\n  replay: {cmd}{note}")
     print(f"{len(seeds)} seeds, {len(seeds) - len(failures)} clean, {len(failures)} with violations "
