@@ -1,0 +1,250 @@
+"""A snapshot the state machine cannot install (issue 9, item 4).
+
+- The state machine rejects the data (``ValueError``: not a snapshot of its format; its
+  state is unchanged by the ``RaftStateMachine`` contract): that install is refused, the
+  leader gets an error and sends the snapshot again later, and the node keeps running with
+  its log, committed and applied state as they were. Entries committed while the install
+  was in progress are applied after the refusal, in order, with no gap.
+- Any other exception (a storage IO error): the node stops with ``StorageError``; its log
+  and state machine are as before the install, so a restart catches up consistently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any, BinaryIO
+
+import pytest
+
+from integration.checks import check_applied_prefix, check_log_matching
+from integration.snapshot.helpers import same_state, snap_config, write
+from openraft_py import ApiError, Fatal, SnapshotPolicy, StorageError
+from openraft_py.storage.memory import KvSet, MemDisk, MemStateMachine, encode_kv
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import (
+    AppendEntriesRequest,
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    LogId,
+    Membership,
+    Normal,
+    ServerState,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 5.0
+
+
+class FlakySM(MemStateMachine):
+    """A ``MemStateMachine`` whose next ``refuse`` installs are given garbage bytes instead
+    of the snapshot (the real decoder raises ``ValueError``), whose next ``io_errors``
+    installs raise ``OSError``, and whose installs wait for ``gate`` when it is set."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.refuse = 0
+        self.io_errors = 0
+        self.refused = 0
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+        self.failed = asyncio.Event()
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        try:
+            if self.io_errors > 0:
+                self.io_errors -= 1
+                raise OSError("device error while installing")
+            if self.refuse > 0:
+                self.refuse -= 1
+                self.refused += 1
+                await super().install_snapshot(meta, io.BytesIO(b"\x00 not a snapshot \xff"))
+                raise AssertionError("garbage was installed")
+        except BaseException:
+            self.failed.set()
+            raise
+        await super().install_snapshot(meta, data)
+
+
+async def lag_behind_a_purge(c: Cluster) -> tuple[int, int]:
+    """Start 3 nodes, cut one off while the leader writes past its purge point; return
+    ``(leader, lagger)``."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    first = await write(c, leader, 0, 5)
+    await c.wait_applied(first)
+    lagger = min(set(c.nodes) - {leader})
+    c.router.isolate(lagger)
+    last = first
+    for k in range(1, 6):
+        last = await write(c, leader, 10 * k, 10 * k + 10)
+    await c.wait_applied(last, ids=set(c.nodes) - {lagger})
+    m = await c.nodes[leader].wait(BOUND).purged(first + 1, "leader purged past the lagger")
+    assert m.purged is not None and c.nodes[lagger].metrics.last_log_index < m.purged.index
+    return leader, lagger
+
+
+def flaky(c: Cluster, nid: int) -> FlakySM:
+    sm = c.state_machines[nid]
+    assert isinstance(sm, FlakySM)
+    return sm
+
+
+async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again() -> None:
+    c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
+    try:
+        leader, lagger = await lag_behind_a_purge(c)
+        sm = flaky(c, lagger)
+        disk = c.disks[lagger]
+        before = (list(disk.entries), disk.offset, disk.last_applied, list(disk.applied_log), dict(disk.kv))
+        sm.refuse = 2
+        c.router.heal()
+        leader = await c.wait_for_leader()
+        applied = c.nodes[leader].metrics.last_applied
+        assert applied is not None
+        # Two refusals, then the third transfer installs; the node never stops.
+        await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+        assert sm.refused == 2 and sm.refuse == 0
+        assert c.nodes[lagger].metrics.running
+        assert c.nodes[lagger].metrics.snapshot is not None
+        same_state(c, leader, lagger)
+        # What it held before was a prefix of what it holds now: nothing was lost or skipped.
+        assert disk.applied_log[: len(before[3])] == before[3]
+        more = await write(c, leader, 100, 105)
+        await c.wait_applied(more)
+        for nid in c.nodes:
+            assert c.nodes[nid].metrics.running
+        same_state(c, leader, lagger)
+        check_log_matching(c.disks)
+        check_applied_prefix(c.disks)
+    finally:
+        await c.shutdown()
+
+
+async def test_install_io_error_stops_the_node_cleanly_and_a_restart_catches_up() -> None:
+    c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
+    try:
+        leader, lagger = await lag_behind_a_purge(c)
+        sm = flaky(c, lagger)
+        disk = c.disks[lagger]
+        log_before = (list(disk.entries), disk.offset, disk.last_purged)
+        sm_before = (disk.last_applied, list(disk.applied_log), dict(disk.kv), disk.snapshot)
+        sm.io_errors = 1
+        raft = c.nodes[lagger]
+        c.router.heal()
+        with pytest.raises(StorageError) as info:
+            await asyncio.wait_for(raft.wait(BOUND).state(ServerState.CANDIDATE, "never"), BOUND)
+        assert "installing snapshot" in str(info.value)
+        assert isinstance(info.value.__cause__, OSError)
+        assert not raft.metrics.running and "device error" in (raft.metrics.error or "")
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(raft.client_write(b"x"), BOUND)
+        # Nothing of the install was half-done on disk.
+        assert (list(disk.entries), disk.offset, disk.last_purged) == log_before
+        assert (disk.last_applied, list(disk.applied_log), dict(disk.kv), disk.snapshot) == sm_before
+        # The others go on; the restarted node catches up by snapshot.
+        others = set(c.nodes) - {lagger}
+        leader = await c.wait_for_leader(among=others)
+        more = await write(c, leader, 200, 205)
+        await c.wait_applied(more, ids=others)
+        await c.restart(lagger)
+        await c.wait_applied(more)
+        same_state(c, leader, lagger)
+        more = await write(c, leader, 300, 305)
+        await c.wait_applied(more)
+        check_log_matching(c.disks)
+        check_applied_prefix(c.disks)
+    finally:
+        await c.shutdown()
+
+
+# -- one follower driven directly by a fake leader -----------------------------------------------
+
+
+MEMBERSHIP = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
+LEADER_VOTE = Vote.new(1, 1, True)
+
+
+def entries(lo: int, hi: int) -> list[Entry]:
+    """The fake leader's entries ``[lo, hi)`` of term 1 (index 0 holds the membership)."""
+    out = []
+    for i in range(lo, hi):
+        payload: Any = MEMBERSHIP if i == 0 else Normal(encode_kv(KvSet(f"k{i}", str(i))))
+        out.append(Entry(LogId(1, i), payload))
+    return out
+
+
+async def snapshot_of(upto: int) -> tuple[SnapshotMeta, bytes]:
+    """A real ``MemStateMachine`` snapshot of the fake leader's entries up to ``upto``."""
+    sm = MemStateMachine(MemDisk())
+    await sm.apply(entries(0, upto + 1))
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    return snap.meta, snap.data.read()
+
+
+async def test_entries_committed_during_a_refused_install_are_applied_in_order() -> None:
+    """While the state machine works on a snapshot up to 7 (applied: 4), the leader commits
+    up to 9; the state machine then refuses the snapshot. The follower answers the install
+    with an error, keeps its log, and applies 5..9 in order (no gap from the refused
+    snapshot); a valid snapshot later installs."""
+    c = Cluster(snap_config(enable_tick=False), seed=7, state_machine=FlakySM)
+    try:
+        raft = await c.add_node(3)
+        sm = flaky(c, 3)
+        disk = c.disks[3]
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, None, entries(0, 10), LogId(1, 4))), BOUND
+        )
+        assert resp.success
+        await raft.wait(BOUND).applied_index_at_least(4)
+
+        sm.refuse = 1
+        sm.gate = asyncio.Event()
+        meta = SnapshotMeta(LogId(1, 7), StoredMembership(LogId(1, 0), MEMBERSHIP), "s-7")
+        install = asyncio.ensure_future(
+            raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, 0, b"any bytes", True))
+        )
+        await asyncio.wait_for(sm.entered.wait(), BOUND)
+        # Committed moves to 9 while the install is in progress.
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, LogId(1, 9), [], LogId(1, 9))), BOUND
+        )
+        assert resp.success
+        sm.gate.set()
+        with pytest.raises(ApiError, match="refused snapshot s-7") as info:
+            await asyncio.wait_for(install, BOUND)
+        assert not isinstance(info.value, Fatal) and isinstance(info.value.__cause__, ValueError)
+
+        m = await raft.wait(BOUND).applied_index_at_least(9)
+        assert m.running and m.last_applied == LogId(1, 9) and m.snapshot is None and m.purged is None
+        assert [lid.index for lid, _ in disk.applied_log] == list(range(1, 10))
+        assert disk.kv == {f"k{i}": str(i) for i in range(1, 10)}
+        assert [e.log_id.index for e in disk.entries] == list(range(10)) and disk.offset == 0
+        assert disk.snapshot is None
+
+        # The node still takes a valid snapshot (covering more than it holds) afterwards.
+        sm.gate = None
+        meta, data = await snapshot_of(20)
+        resp2 = await asyncio.wait_for(
+            raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, 0, data, True)), BOUND
+        )
+        assert resp2.vote == LEADER_VOTE
+        m = await raft.wait(BOUND).applied_index_at_least(20)
+        assert m.snapshot == LogId(1, 20) and m.running
+        assert disk.kv == {f"k{i}": str(i) for i in range(1, 21)}
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, LogId(1, 20), entries(21, 23), LogId(1, 22))), BOUND
+        )
+        assert resp.success
+        m = await raft.wait(BOUND).applied_index_at_least(22)
+        assert [lid.index for lid, _ in disk.applied_log] == list(range(1, 23))
+    finally:
+        await c.shutdown()
