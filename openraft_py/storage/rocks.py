@@ -209,6 +209,8 @@ def _write_options(sync: bool) -> WriteOptions:
     return wo
 
 
+_ROCKSDICT_CONFIG = "rocksdict-config.json"
+
 ACK_FILE = "OPENRAFT-ACKED"
 """The file (in the RocksDB directory) holding the acknowledged mark; see ``_AckMark``."""
 
@@ -487,25 +489,55 @@ def _open_db(
 def _check_foreign_read_only(
     path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, flag_key: bytes, marker: dict[str, Any], what: str
 ) -> None:
-    """Open ``path`` read-only (nothing written) and raise ``StorageError`` unless it holds
-    our format ``marker``."""
+    """Open ``path`` read-only and raise ``StorageError`` unless it holds our format
+    ``marker``. Nothing is written: RocksDB writes nothing in read-only mode, and rocksdict's
+    own ``rocksdict-config.json`` (which every rocksdict open writes) is put back as it was."""
+    config = os.path.join(path, _ROCKSDICT_CONFIG)
     try:
-        ro = Rdict(path, _db_options(False), column_families={cf: Options(raw_mode=True) for cf in cfs},
-                   access_type=AccessType.read_only())
-    except Exception as e:
-        raise _open_error(path, what, e) from e
-    try:
-        mcf = ro.get_column_family(marker_cf)
-        raw = mcf.get(marker_key)
-        mcf.close()
-        del mcf
-    except Exception as e:
-        _release_db(ro)
+        st = os.stat(config)
+        with open(config, "rb") as f:
+            saved: tuple[bytes, int, int] | None = (f.read(), st.st_atime_ns, st.st_mtime_ns)
+    except FileNotFoundError:
+        saved = None
+    except OSError as e:
         raise StorageError(f"opening {what} at {path!r}", e) from e
-    _release_db(ro)
+    try:
+        try:
+            ro = Rdict(path, _db_options(False), column_families={cf: Options(raw_mode=True) for cf in cfs},
+                       access_type=AccessType.read_only())
+        except Exception as e:
+            raise _open_error(path, what, e) from e
+        try:
+            mcf = ro.get_column_family(marker_cf)
+            raw = mcf.get(marker_key)
+            mcf.close()
+            del mcf
+        except Exception as e:
+            _release_db(ro)
+            raise StorageError(f"opening {what} at {path!r}", e) from e
+        _release_db(ro)
+        del ro
+    finally:
+        _restore_config(config, saved)
     if raw is None:
         raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
     _check_marker(raw, marker, path, what)
+
+
+def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
+    """Put rocksdict's config file back as ``saved`` (``None``: there was none)."""
+    try:
+        if saved is None:
+            os.unlink(config)
+            return
+        with open(config, "rb") as f:
+            same = f.read() == saved[0]
+        if not same:
+            with open(config, "wb") as f:
+                f.write(saved[0])
+        os.utime(config, ns=(saved[1], saved[2]))
+    except FileNotFoundError:
+        pass
 
 
 def _clear_frames(e: BaseException) -> None:
@@ -765,11 +797,15 @@ class _GroupWriter:
             del group
 
     def close(self) -> None:
-        """Write everything queued, then stop the thread (blocks until it has)."""
+        """Write everything queued, then stop the thread (blocks until it has) and drop the
+        database (a reference left here would keep RocksDB open if its own close fails)."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self._db = None
+        if self._failed is not None:
+            _clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
 
 
 def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> Callable[[BaseException | None], None]:
