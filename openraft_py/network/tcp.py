@@ -172,10 +172,9 @@ class _ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         _set_nodelay(transport)
-        self.writer = _FrameWriter(self.loop, transport)
+        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -550,8 +549,7 @@ class _ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         srv = self.server
@@ -564,7 +562,7 @@ class _ServerConnection(asyncio.Protocol):
             return
         srv._conns.add(self)
         _set_nodelay(transport)
-        self.writer = _FrameWriter(self.loop, transport)
+        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
         self.handshake_timer = self.loop.call_later(srv.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:

@@ -1,0 +1,462 @@
+"""The TCP transport (openraft_py.network.tcp) on loopback: every RPC round trip, pipelining
+on one connection answered out of order, reconnect after a server restart, the error
+mapping (Timeout, Unreachable, RemoteError, NetworkError), draining close, and a 3-node
+cluster electing and committing over TCP, plain, with TLS and with mutual TLS.
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import InvalidRequest, NetworkError, RemoteError, Stopped, Timeout, Unreachable
+from openraft_py.network import tcp
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, parse_addr
+from openraft_py.types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogId,
+    Membership,
+    Normal,
+    RPCOption,
+    StoredMembership,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+    VoteResponse,
+)
+
+from .tcp_cluster import TcpCluster, tcp_config
+from .test_wire import META, sample_messages
+
+pytestmark = pytest.mark.timeout(60)
+
+V1 = Vote.new(3, 1, True)
+OPT = RPCOption(hard_ttl=5.0, soft_ttl=5.0)
+
+
+class _Metrics:
+    def __init__(self, node_id: int, members: set[int]) -> None:
+        self.id = node_id
+        self.membership_config = StoredMembership(LogId(1, 0) if members else None, Membership.new([members]) if members else Membership((), {}))
+
+
+class FakeRaft:
+    """A scripted ``RaftServer``: records requests, answers from ``behaviour`` (a coroutine
+    function per handler name) or with a canned response."""
+
+    def __init__(self, node_id: int = 2, members: set[int] | None = None) -> None:
+        self.metrics = _Metrics(node_id, members if members is not None else {1, 2, 3})
+        self.received: list[tuple[str, Any]] = []
+        self.behaviour: dict[str, Any] = {}
+
+    async def _run(self, name: str, req: Any, default: Any) -> Any:
+        self.received.append((name, req))
+        fn = self.behaviour.get(name)
+        if fn is not None:
+            return await fn(req)
+        return default
+
+    async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        return await self._run("append_entries", req, AppendEntriesResponse(req.vote, True, req.prev_log_id))  # type: ignore[no-any-return]
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        return await self._run("vote", req, VoteResponse(req.vote, True, LogId(2, 9), req.pre_vote))  # type: ignore[no-any-return]
+
+    async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        return await self._run("install_snapshot", req, InstallSnapshotResponse(req.vote))  # type: ignore[no-any-return]
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        await self._run("handle_transfer_leader", req, None)
+
+
+async def _pair(raft: FakeRaft | None = None, **server_kw: Any) -> tuple[FakeRaft, TcpServer, TcpNetworkFactory, Any]:
+    raft = raft or FakeRaft()
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c", **server_kw)
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.05, seed=1)
+    client = factory.new_client(2, BasicNode(server.address))
+    return raft, server, factory, client
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_parse_addr() -> None:
+    assert parse_addr("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_addr("[::1]:9") == ("::1", 9)
+    assert parse_addr("node-1.example:65535") == ("node-1.example", 65535)
+    for bad in ("", "host", ":80", "h:0", "h:65536", "h:x"):
+        with pytest.raises(ValueError):
+            parse_addr(bad)
+
+
+async def test_every_rpc_round_trips() -> None:
+    raft, server, factory, client = await _pair()
+    try:
+        reqs = [(k, m) for k, m in sample_messages() if k in (3, 5, 7, 9)]
+        for kind, req in reqs:
+            # Every request in the samples names node 2 or 8 as leader; the handshake sender
+            # is node 1, so rebuild them from node 1.
+            if kind == 9:
+                req = TransferLeaderRequest(V1, req.to, req.last_log_id)
+            else:
+                req = type(req)(V1, *[getattr(req, f) for f in req.__struct_fields__[1:]])
+            call = {3: client.append_entries, 5: client.vote, 7: client.install_snapshot, 9: client.transfer_leader}[kind]
+            resp = await asyncio.wait_for(call(req, OPT), 5)
+            assert raft.received[-1][1] == req
+            if kind == 3:
+                assert resp == AppendEntriesResponse(V1, True, req.prev_log_id)
+            elif kind == 5:
+                assert resp == VoteResponse(V1, True, LogId(2, 9), req.pre_vote)
+            elif kind == 7:
+                assert resp == InstallSnapshotResponse(V1)
+            else:
+                assert resp is None
+        assert server.delivered == len(reqs) and server.connections == 1
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_pipelined_requests_overlap_and_are_answered_out_of_order() -> None:
+    n = 32
+    arrived = asyncio.Event()
+    release: dict[int, asyncio.Event] = {i: asyncio.Event() for i in range(n)}
+    raft = FakeRaft()
+
+    async def held(req: AppendEntriesRequest) -> AppendEntriesResponse:
+        if sum(1 for name, _ in raft.received if name == "append_entries") == n:
+            arrived.set()
+        i = req.prev_log_id.index  # type: ignore[union-attr]
+        await release[i].wait()
+        return AppendEntriesResponse(req.vote, True, LogId(3, i))
+
+    raft.behaviour["append_entries"] = held
+    _, server, factory, client = await _pair(raft)
+    try:
+        calls = [
+            asyncio.ensure_future(client.append_entries(AppendEntriesRequest(V1, LogId(3, i), [], None), OPT))
+            for i in range(n)
+        ]
+        # All n requests reach the server while none is answered: they overlap on the wire.
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert not any(c.done() for c in calls)
+        assert server.connections == 1 and factory.connected(2)
+        # Answer in reverse order; each caller gets its own response.
+        for i in reversed(range(n)):
+            release[i].set()
+            resp = await asyncio.wait_for(calls[i], 5)
+            assert resp.matching == LogId(3, i)
+            assert not any(c.done() for c in calls[:i])
+    finally:
+        for e in release.values():
+            e.set()
+        await server.close()
+        await factory.close()
+
+
+async def test_server_max_inflight_holds_the_rest_back() -> None:
+    raft = FakeRaft()
+    gate = asyncio.Event()
+    running = 0
+    peak = 0
+
+    async def slow(req: VoteRequest) -> VoteResponse:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+        return VoteResponse(req.vote, False, None)
+
+    raft.behaviour["vote"] = slow
+    _, server, factory, client = await _pair(raft, max_inflight=4)
+    try:
+        calls = [asyncio.ensure_future(client.vote(VoteRequest(V1, None), OPT)) for _ in range(20)]
+        await asyncio.wait_for(_until(lambda: running == 4), 5)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert peak == 4 and len(raft.received) == 4
+        gate.set()
+        out = await asyncio.wait_for(asyncio.gather(*calls), 5)
+        assert len(out) == 20 and peak == 4 and server.delivered == 20
+    finally:
+        gate.set()
+        await server.close()
+        await factory.close()
+
+
+async def _until(cond: Any) -> None:
+    while not cond():
+        await asyncio.sleep(0.005)  # polled; callers bound it with wait_for
+
+
+async def test_reconnect_after_server_restart() -> None:
+    raft, server, factory, client = await _pair()
+    port = server.port
+    try:
+        assert (await client.vote(VoteRequest(V1, None), OPT)).vote_granted
+        await server.close()
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        server = await TcpServer.start(raft, "127.0.0.1", port, "c")
+
+        async def until_ok() -> VoteResponse:
+            while True:
+                try:
+                    return await client.vote(VoteRequest(V1, None), OPT)
+                except Unreachable:
+                    await asyncio.sleep(0.01)  # backing off; bounded by wait_for
+
+        assert (await asyncio.wait_for(until_ok(), 5)).vote_granted
+        assert factory.connected(2)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_timeout_when_no_answer_and_the_connection_stays_usable() -> None:
+    raft = FakeRaft()
+    never = asyncio.Event()
+
+    async def stuck(req: AppendEntriesRequest) -> AppendEntriesResponse:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    raft.behaviour["append_entries"] = stuck
+    _, server, factory, client = await _pair(raft, drain_timeout=0.1)
+    loop = asyncio.get_running_loop()
+    try:
+        t0 = loop.time()
+        with pytest.raises(Timeout):
+            await asyncio.wait_for(
+                client.append_entries(AppendEntriesRequest(V1, None, [], None), RPCOption(hard_ttl=0.2, soft_ttl=0.1)),
+                5,
+            )
+        assert 0.15 <= loop.time() - t0 < 3.0
+        # The same connection answers the next request.
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        assert server.connections == 1
+    finally:
+        never.set()
+        await server.close()
+        await factory.close()
+
+
+async def test_unreachable_when_refused_then_backing_off() -> None:
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.5, backoff_max=1.0, seed=3)
+    client = factory.new_client(2, BasicNode(f"127.0.0.1:{_free_port()}"))
+    loop = asyncio.get_running_loop()
+    try:
+        with pytest.raises(Unreachable, match="failed"):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        t0 = loop.time()
+        with pytest.raises(Unreachable, match="backing off"):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        assert loop.time() - t0 < 0.2  # refused at once, without a connect attempt
+    finally:
+        await factory.close()
+
+
+async def test_unreachable_for_a_bad_address_and_a_closed_factory() -> None:
+    factory = TcpNetworkFactory(1, "c")
+    try:
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(factory.new_client(2, BasicNode("no-port")).vote(VoteRequest(V1, None), OPT), 5)
+    finally:
+        await factory.close()
+    with pytest.raises(Unreachable):
+        await asyncio.wait_for(factory.new_client(3, BasicNode("127.0.0.1:9")).vote(VoteRequest(V1, None), OPT), 5)
+
+
+async def test_handler_errors_are_mapped() -> None:
+    raft = FakeRaft()
+
+    async def bad_value(req: Any) -> Any:
+        raise ValueError("handler bug")
+
+    async def stopped(req: Any) -> Any:
+        raise Stopped()
+
+    async def invalid(req: Any) -> Any:
+        raise InvalidRequest("vote: term out of range")
+
+    _, server, factory, client = await _pair(raft)
+    try:
+        raft.behaviour["vote"] = bad_value
+        with pytest.raises(RemoteError, match="handler bug") as ei:
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        assert ei.value.target == 2
+        raft.behaviour["vote"] = stopped
+        with pytest.raises(Unreachable, match="stopped"):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        raft.behaviour["vote"] = invalid
+        with pytest.raises(RemoteError, match="InvalidRequest"):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        # Errors are answers: the connection is still the first one.
+        assert server.connections == 1 and server.dropped == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_request_from_another_leader_than_the_sender_is_refused() -> None:
+    raft, server, factory, client = await _pair()
+    try:
+        with pytest.raises(RemoteError, match="sender"):
+            await asyncio.wait_for(client.append_entries(AppendEntriesRequest(Vote.new(3, 3), None, [], None), OPT), 5)
+        assert raft.received == [] and server.connections == 1
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_oversized_request_is_a_network_error_and_the_connection_survives() -> None:
+    raft, server, _, _ = await _pair()
+    factory = TcpNetworkFactory(1, "c", max_frame_size=4096)
+    client = factory.new_client(2, BasicNode(server.address))
+    try:
+        big = InstallSnapshotRequest(V1, META, 0, b"x" * 10_000, False)
+        with pytest.raises(NetworkError, match="max_frame_size"):
+            await asyncio.wait_for(client.install_snapshot(big, OPT), 5)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        assert raft.received[0][0] == "vote"
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_close_drains_requests_in_flight() -> None:
+    raft = FakeRaft()
+    started = asyncio.Event()
+
+    async def slowish(req: AppendEntriesRequest) -> AppendEntriesResponse:
+        started.set()
+        await asyncio.sleep(0.1)
+        return AppendEntriesResponse(req.vote, True, LogId(3, 77))
+
+    raft.behaviour["append_entries"] = slowish
+    _, server, factory, client = await _pair(raft)
+    try:
+        call = asyncio.ensure_future(client.append_entries(AppendEntriesRequest(V1, None, [], None), OPT))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.wait_for(server.close(), 5)
+        assert (await asyncio.wait_for(call, 5)).matching == LogId(3, 77)
+        assert server.connections == 0
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_idle_connections_are_closed_and_clients_reconnect() -> None:
+    raft, server, factory, client = await _pair(idle_timeout=0.2)
+    try:
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        await asyncio.wait_for(_until(lambda: server.connections == 0), 5)
+        await asyncio.wait_for(_until(lambda: not factory.connected(2)), 5)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        assert server.dropped >= 1
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_clients_of_one_target_share_one_connection() -> None:
+    raft, server, factory, client = await _pair()
+    try:
+        other = factory.new_client(2, BasicNode(server.address))
+        await asyncio.wait_for(asyncio.gather(client.vote(VoteRequest(V1, None), OPT), other.vote(VoteRequest(V1, None), OPT)), 5)
+        assert server.connections == 1
+    finally:
+        await server.close()
+        await factory.close()
+
+
+def test_tcp_module_names_the_protocols() -> None:
+    assert tcp.__all__ and {"TcpNetworkFactory", "TcpServer"} <= set(tcp.__all__)
+
+
+# -- a 3-node cluster over TCP -------------------------------------------------------------------
+
+
+async def _commit_and_check(c: TcpCluster, writes: int) -> None:
+    await c.start([1, 2, 3])
+    leader = await c.wait_for_leader(15)
+    last = None
+    for i in range(writes):
+        last = await c.write(f"w{i}".encode())
+    assert last is not None
+    await c.wait_applied(last.index, 15)
+    logs = {nid: [(lid, d) for lid, d in n.disk.applied_log] for nid, n in c.nodes.items()}
+    assert logs[1] == logs[2] == logs[3]
+    assert [d for _, d in logs[1]] == [f"w{i}".encode() for i in range(writes)]
+    # Followers received AppendEntries over TCP.
+    for nid, n in c.nodes.items():
+        if nid != leader:
+            assert n.counting is not None and n.counting.calls["append_entries"] > 0
+
+
+@pytest.mark.parametrize("security", ["plain", "tls", "mtls"])
+async def test_three_node_cluster_elects_and_commits(security: str, request: pytest.FixtureRequest) -> None:
+    server_ssl = client_ssl = None
+    if security != "plain":
+        pki = request.getfixturevalue("pki")
+        server_ssl = pki.server_ctx(mtls=security == "mtls")
+        client_ssl = pki.client_ctx("client" if security == "mtls" else None)
+    async with TcpCluster(tcp_config(), server_ssl=server_ssl, client_ssl=client_ssl) as c:
+        await _commit_and_check(c, 200)
+
+
+async def test_three_node_cluster_fails_over_and_the_old_leader_catches_up() -> None:
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        old = await c.wait_for_leader(15)
+        for i in range(50):
+            await c.write(f"a{i}".encode())
+        await c.stop_node(old)
+        new = await c.wait_for_leader(15)
+        assert new != old
+        last = None
+        for i in range(50):
+            last = await c.write(f"b{i}".encode())
+        await c.start_node(old)  # same port, same disk
+        assert last is not None
+        await c.wait_applied(last.index, 15)
+        datas = [[d for _, d in n.disk.applied_log] for n in c.nodes.values()]
+        assert datas[0] == datas[1] == datas[2]
+        assert datas[0] == [f"a{i}".encode() for i in range(50)] + [f"b{i}".encode() for i in range(50)]
+
+
+async def test_a_big_batch_with_large_entries_goes_through() -> None:
+    """AppendEntries frames of several MiB (300 entries of 16 KiB) replicate fine."""
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        leader = await c.wait_for_leader(15)
+        raft = c.nodes[leader].raft
+        assert raft is not None
+        blob = bytes(range(256)) * 64
+        out = await asyncio.wait_for(raft.client_write_many([blob + bytes([i % 256]) for i in range(600)]), 30)
+        await c.wait_applied(out[-1].log_id.index, 30)
+        for n in c.nodes.values():
+            assert len(n.disk.applied_log) == 600 and n.disk.applied_log[-1][1] == blob + bytes([599 % 256])
+
+
+def test_entries_sample_is_normal() -> None:
+    # Guards the helper assumptions above: sample AppendEntries carry Normal entries.
+    kind, req = sample_messages()[3]
+    assert any(isinstance(e, Entry) and isinstance(e.payload, Normal) for e in req.entries)
