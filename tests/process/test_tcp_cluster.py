@@ -1,0 +1,168 @@
+"""Three node processes (RocksDB stores) over the TCP transport on loopback.
+
+One scenario, in order: elect a leader, commit 10,000 writes, SIGKILL the leader (a new
+leader within 1 s with the default timeouts, measured from the kill to the first survivor
+reporting itself leader of a higher term), restart the killed node from its data dir and
+watch it catch up, add a learner that can only catch up by snapshot transfer (the leader's
+log is purged up to a fresh snapshot), make it a voter, and check that every acknowledged
+write is on every node. Every wait is bounded; the harness kills every process and removes
+its directory even when the test fails (checked at the end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py.testing.proc_cluster import ProcCluster
+from openraft_py.testing.proc_node import value_of
+
+pytestmark = pytest.mark.timeout(150)
+
+IDS = (1, 2, 3)
+
+
+def acked_keys(result: dict[str, Any], prefix: str) -> list[str]:
+    """The keys a ``bulk`` operation acknowledged (writer ``w`` acked keys ``i < acked[w]``)."""
+    return [f"{prefix}{w}-{i}" for w, n in enumerate(result["acked"]) for i in range(n)]
+
+
+async def bulk(c: ProcCluster, leader: int, prefix: str, count: int, writers: int = 64) -> list[str]:
+    r = await c.call(leader, "bulk", timeout=90.0, writers=writers, count=count, prefix=prefix)
+    assert r["errors"] == [], r["errors"]
+    keys = acked_keys(r, prefix)
+    assert len(keys) == count
+    return keys
+
+
+async def first_leader_event(c: ProcCluster, ids: list[int], above_term: int, timeout: float) -> tuple[int, dict[str, Any]]:
+    """The earliest ``leader`` event of a term above ``above_term`` among ``ids`` (waits for
+    the first one to arrive, then takes the earliest timestamp seen)."""
+
+    def pred(e: dict[str, Any]) -> bool:
+        return e.get("event") == "leader" and e["term"] > above_term
+
+    waits = [asyncio.ensure_future(c.node(i).wait_event(pred, timeout)) for i in ids]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        assert done, f"no new leader among {ids} within {timeout}s"
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    seen = [(e["t"], i, e) for i in ids for e in c.node(i).events if pred(e)]
+    t, nid, ev = min(seen, key=lambda x: x[0])
+    return nid, ev
+
+
+async def wait_all_applied(c: ProcCluster, ids: list[int], index: int, timeout: float = 30.0) -> None:
+    await asyncio.gather(*(c.call(i, "wait", until="applied", index=index, timeout=timeout) for i in ids))
+
+
+async def test_three_processes_over_tcp_failover_learner_by_snapshot_and_membership() -> None:
+    c = ProcCluster(3, cluster_name="tcp-acceptance")
+    root = c.root
+    pids: list[int] = []
+    acked: list[str] = []
+    try:
+        leader = await c.start(timeout=30.0)
+        pids += [c.node(i).pid for i in IDS]
+
+        # 10,000 writes.
+        acked += await bulk(c, leader, "a", 10_000)
+        m = await c.call(leader, "metrics")
+        assert m["state"] == "Leader" and m["committed"] >= 10_000
+        await wait_all_applied(c, list(IDS), m["committed"])
+
+        # SIGKILL the leader: a survivor leads a higher term within 1 s.
+        old_term = c.term
+        t_kill = c.kill(leader)
+        survivors = [i for i in IDS if i != leader]
+        new_leader, ev = await first_leader_event(c, survivors, old_term, timeout=10.0)
+        failover = ev["t"] - t_kill
+        print(f"\nfailover: n{new_leader} leads term {ev['term']} {failover * 1000:.0f} ms after the kill")
+        assert failover < 1.0, f"new leader after {failover:.3f}s"
+        await c.wait_dead(leader)
+        lid, term = await c.wait_for_leader(min_term=ev["term"], timeout=10.0, among=survivors)
+        assert lid == new_leader
+
+        # The cluster commits without the old leader; the old leader restarts and catches up.
+        acked += await bulk(c, lid, "b", 1_000)
+        await c.restart(leader)
+        pids.append(c.node(leader).pid)
+        m = await c.call(lid, "metrics")
+        await wait_all_applied(c, list(IDS), m["committed"])
+        back = await c.call(leader, "metrics")
+        assert back["state"] == "Follower" and back["leader"] == lid and back["term"] == term
+
+        # Snapshot and purge on the leader, so a new learner must be sent the snapshot.
+        m = await c.call(lid, "metrics")
+        await c.call(lid, "trigger", action="snapshot")
+        m = await c.call(lid, "wait", until="snapshot", index=m["applied"], timeout=30.0)
+        snap = m["snapshot"]
+        await c.call(lid, "trigger", action="purge_log", upto=snap)
+        m = await c.call(lid, "wait", until="purged", index=snap, timeout=30.0)
+        assert m["purged"] >= snap > 10_000
+
+        await c.start_node(4, timeout=30.0)
+        pids.append(c.node(4).pid)
+        await c.call(lid, "add_learner", timeout=60.0, node=4, addr=c.addr(4), blocking=True)
+        m4 = await c.call(4, "metrics")
+        assert m4["state"] == "Learner"
+        assert m4["snapshot"] >= snap, m4  # caught up by snapshot: the log before it is gone
+        assert m4["applied"] >= snap
+
+        # Change the membership: the learner becomes a voter (four voters).
+        await c.call(lid, "change_membership", timeout=30.0, members=[1, 2, 3, 4])
+        ids = [1, 2, 3, 4]
+        await asyncio.gather(*(c.call(i, "wait", until="voters", ids=ids, timeout=30.0) for i in ids))
+        ms = await c.metrics(ids)
+        assert all(x["voters"] == ids and not x["joint"] for x in ms.values()), ms
+
+        # More writes in the new membership, then every acknowledged write on every node.
+        lid, _ = await c.wait_for_leader(timeout=10.0)
+        acked += await bulk(c, lid, "c", 1_000)
+        m = await c.call(lid, "metrics")
+        await wait_all_applied(c, ids, m["committed"])
+        for i in ids:
+            data = (await c.call(i, "dump", timeout=60.0))["data"]
+            missing = [k for k in acked if data.get(k) != value_of(k)]
+            assert not missing, f"n{i} misses {len(missing)} acknowledged writes, e.g. {missing[:5]}"
+        assert len(acked) == 12_000
+        finals = await c.metrics(ids)
+        assert len({x["term"] for x in finals.values()}) == 1
+        assert all(x["running"] and x["error"] is None for x in finals.values())
+    finally:
+        await c.close()
+    # Cleanup: every process is gone and the directory removed.
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not Path(root).exists()
+
+
+async def test_harness_cleans_up_after_a_failure() -> None:
+    """A failure inside the cluster's ``async with`` still kills every node process and
+    removes the directory; a call on a killed node raises ``NodeExited`` within its bound."""
+    from openraft_py.testing.proc_cluster import NodeExited
+
+    pids: list[int] = []
+    root: Path | None = None
+    with pytest.raises(RuntimeError, match="boom"):
+        async with ProcCluster(3, cluster_name="tcp-cleanup") as c:
+            root = c.root
+            await c.start(initialize=False, timeout=30.0)
+            pids = [c.node(i).pid for i in IDS]
+            c.kill(2)
+            await c.wait_dead(2)
+            with pytest.raises(NodeExited):
+                await c.call(2, "metrics", timeout=5.0)
+            raise RuntimeError("boom")
+    assert root is not None and not root.exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
