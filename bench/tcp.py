@@ -1,0 +1,212 @@
+"""TCP cluster benchmark: three node processes on loopback, RocksDB stores with fsync.
+
+Each node is ``openraft_py.testing.proc_node`` (``RocksLogStore(sync=True)`` +
+``RocksStateMachine``, the TCP transport, uvloop when installed), started by
+``openraft_py.testing.proc_cluster``. The writers run inside the leader's process: ``W``
+coroutines each await ``raft.client_write`` of a key-value set in a loop for ``--seconds``.
+The run reports writes/s at each writer count with the per-write latency percentiles, and
+measures in the same run, on the same machine:
+
+- the raw fsync latency: ``write`` + ``os.fsync`` of 128 bytes appended to a file in the
+  cluster's directory (the filesystem the stores use), median of ``--fsync-samples``;
+- the loopback TCP round trip: 64 bytes sent to an echo server in another process over
+  127.0.0.1 (TCP_NODELAY, blocking sockets), median of ``--rtt-samples``.
+
+Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer p50 <= 3 x
+(fsync + round trip). They are printed as met or not: nothing here is asserted.
+
+    python bench/tcp.py                      # 1, 64 and 256 writers, 3 s each
+    python bench/tcp.py --quick              # 1 s each, fewer samples
+    python bench/tcp.py --no-fsync           # log stores with sync=False
+    python bench/tcp.py --profile 256        # cProfile the leader during the 256-writer run
+    python bench/tcp.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pstats
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from openraft_py.testing.proc_cluster import ProcCluster  # noqa: E402
+
+_ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+"""
+
+
+def measure_fsync(directory: Path, samples: int) -> float:
+    """Median seconds of ``write`` + ``os.fsync`` of 128 bytes appended to a file in
+    ``directory``."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+        out = []
+        buf = b"y" * 128
+        for _ in range(samples):
+            t = time.perf_counter()
+            os.write(fd, buf)
+            os.fsync(fd)
+            out.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return statistics.median(out)
+
+
+def measure_rtt(samples: int) -> float:
+    """Median seconds of a 64-byte round trip to an echo server in another process over
+    127.0.0.1."""
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            msg = b"p" * 64
+            out = []
+            for i in range(samples + 50):
+                t = time.perf_counter()
+                s.sendall(msg)
+                got = 0
+                while got < len(msg):
+                    got += len(s.recv(65536))
+                if i >= 50:  # warm-up round trips are not counted
+                    out.append(time.perf_counter() - t)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    return statistics.median(out)
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the cluster, run every writer count, return the figures."""
+    root = Path(tempfile.mkdtemp(prefix="openraft-bench-tcp-", dir=args.dir))
+    raft_config = {"snapshot_policy": {"logs_since_last_n": None}}
+    results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "runs": []}
+    async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
+                           cluster_name="bench-tcp") as c:
+        try:
+            results["fsync_ms"] = measure_fsync(root, args.fsync_samples) * 1000.0
+            results["rtt_ms"] = measure_rtt(args.rtt_samples) * 1000.0
+            leader = await c.start(timeout=60.0)
+            # Warm up: connections, caches, the first RocksDB memtables.
+            await c.call(leader, "bulk", timeout=120.0, writers=64, seconds=min(1.0, args.seconds), prefix="w")
+            for w in args.writers:
+                prof = None
+                if args.profile == w:
+                    prof = str(root / f"leader-{w}.prof")
+                r = await c.call(leader, "bulk", timeout=args.seconds * 10 + 60, writers=w, seconds=args.seconds,
+                                 prefix=f"b{w}-", latencies=True, **({"profile": prof} if prof else {}))
+                if r["errors"]:
+                    raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
+                n = sum(r["acked"])
+                run = {"writers": w, "writes": n, "elapsed": r["elapsed"], "writes_per_s": n / r["elapsed"],
+                       **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "max")}}
+                results["runs"].append(run)
+                print(f"  {w:>4} writers: {run['writes_per_s']:>10,.0f} writes/s  p50 {run['p50']:.2f} ms  "
+                      f"p99 {run['p99']:.2f} ms", flush=True)
+                if prof:
+                    results["profile"] = prof
+                    print_profile(prof, args.profile_lines)
+            results["metrics"] = await c.metrics()
+        finally:
+            await c.close()
+            if args.keep:
+                print(f"(cluster directory kept: {root})")
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def print_profile(path: str, lines: int) -> None:
+    """Print the top functions of a cProfile dump by own time and by cumulative time."""
+    for key in ("tottime", "cumulative"):
+        print(f"\n--- leader profile, top {lines} by {key} ---")
+        st = pstats.Stats(path)
+        st.strip_dirs().sort_stats(key).print_stats(lines)
+
+
+def report(res: dict[str, Any]) -> None:
+    """Print the table and the targets."""
+    fs, rtt = res["fsync_ms"], res["rtt_ms"]
+    print()
+    print(f"log store sync={res['sync']}; raw fsync median {fs:.3f} ms; loopback round trip median {rtt * 1000:.0f} us")
+    print()
+    print("| writers |  writes/s | p50 ms | p90 ms | p99 ms |")
+    print("|--------:|----------:|-------:|-------:|-------:|")
+    for r in res["runs"]:
+        print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | {r['p99']:>6.2f} |")
+    print()
+    by_w = {r["writers"]: r for r in res["runs"]}
+    if 256 in by_w:
+        v = by_w[256]["writes_per_s"]
+        print(f"target 256 writers >= 50,000 writes/s: {v:,.0f} -> {'met' if v >= 50_000 else 'NOT met'}")
+    if 1 in by_w:
+        p50 = by_w[1]["p50"]
+        bound = 3 * (fs + rtt)
+        print(f"target 1-writer p50 <= 3 x (fsync + rtt) = {bound:.3f} ms: {p50:.3f} ms -> "
+              f"{'met' if p50 <= bound else 'NOT met'} ({p50 / (fs + rtt):.2f} x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--writers", default="1,64,256", help="comma-separated writer counts")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds per writer count")
+    p.add_argument("--quick", action="store_true", help="1 s per writer count, fewer samples")
+    p.add_argument("--no-fsync", action="store_true", help="log stores with sync=False")
+    p.add_argument("--fsync-samples", type=int, default=300)
+    p.add_argument("--rtt-samples", type=int, default=3000)
+    p.add_argument("--profile", type=int, metavar="W", help="cProfile the leader during the W-writer run")
+    p.add_argument("--profile-lines", type=int, default=25)
+    p.add_argument("--keep", action="store_true", help="keep the cluster directory (with the profile)")
+    p.add_argument("--dir", help="where to make the cluster directory (default: the system temp dir)")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args(argv)
+    args.writers = [int(x) for x in args.writers.split(",") if x.strip()]
+    if args.quick:
+        args.seconds = min(args.seconds, 1.0)
+        args.fsync_samples = min(args.fsync_samples, 100)
+        args.rtt_samples = min(args.rtt_samples, 1000)
+    try:
+        import uvloop  # noqa: F401
+
+        loop_name = "uvloop"
+    except ImportError:
+        loop_name = "asyncio"
+    print(f"3 node processes on loopback, RocksDB log sync={not args.no_fsync}, {loop_name} in the nodes, "
+          f"{args.seconds:g} s per writer count, {os.cpu_count()} CPUs")
+    res = asyncio.run(run_bench(args))
+    report(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
