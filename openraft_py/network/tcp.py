@@ -187,7 +187,13 @@ class _ClientConnection(asyncio.Protocol):
             self.fail(f"malformed data from node {self.peer.target}: {e}", log_it=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(f"connection lost: {exc}" if exc else self.close_reason)
+        if not self.hello.done():
+            reason = "the server closed the connection before answering the handshake"
+            if self.peer.factory.ssl is not None or exc is not None:
+                reason += " (TLS refused?)" if exc is None else f": {exc!r}"
+            self.fail(reason)
+        else:
+            self.fail(f"connection lost: {exc!r}" if exc else self.close_reason)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -788,7 +794,7 @@ class TcpServer:
         - ``max_connections``: connections open at once; more are closed on accept.
         - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
           long is closed. ``handshake_timeout``: a connection must complete the handshake
-          within this.
+          within this (and, with ``ssl``, the TLS handshake too).
         - ``drain_timeout``: how long ``close()`` waits for requests in flight.
         """
         self = object.__new__(cls)
@@ -813,8 +819,11 @@ class TcpServer:
         self._closing = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.address = f"{host}:{port}"
+        kw: dict[str, Any] = {}
+        if ssl is not None:
+            kw["ssl_handshake_timeout"] = handshake_timeout
         self._server = await self._loop.create_server(
-            lambda: _ServerConnection(self), host, port, ssl=ssl, reuse_address=True
+            lambda: _ServerConnection(self), host, port, ssl=ssl, reuse_address=True, **kw
         )
         sockname = self._server.sockets[0].getsockname()
         self.host: str = sockname[0]

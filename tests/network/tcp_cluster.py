@@ -47,6 +47,8 @@ class CountingRaft:
     def __init__(self, raft: Raft) -> None:
         self.raft = raft
         self.calls: Counter[str] = Counter()
+        self.terms: set[int] = set()
+        """The term of the vote (or ``from_leader``) of every request delivered."""
 
     @property
     def metrics(self) -> Any:
@@ -59,18 +61,22 @@ class CountingRaft:
 
     async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         self.calls["append_entries"] += 1
+        self.terms.add(req.vote.leader_id.term)
         return await self.raft.append_entries(req)
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         self.calls["vote"] += 1
+        self.terms.add(req.vote.leader_id.term)
         return await self.raft.vote(req)
 
     async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
         self.calls["install_snapshot"] += 1
+        self.terms.add(req.vote.leader_id.term)
         return await self.raft.install_snapshot(req)
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
         self.calls["handle_transfer_leader"] += 1
+        self.terms.add(req.from_leader.leader_id.term)
         await self.raft.handle_transfer_leader(req)
 
 

@@ -1,0 +1,197 @@
+"""Security of the TCP transport: peers that fail the handshake (wrong cluster name, a node id
+outside the membership, an unknown protocol version) or, with mutual TLS on, present no or a
+wrong client certificate get no RPC delivered to ``Raft``, and the cluster keeps committing
+while they try.
+
+Every attacker sends requests with a term no real node reaches (``EVIL_TERM``): had one been
+delivered, the counting wrapper on every node would have recorded it (and the cluster's
+term would have jumped)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import RPCError, Unreachable
+from openraft_py.network import wire
+from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.types import AppendEntriesRequest, BasicNode, LogId, RPCOption, Vote, VoteRequest
+
+from .tcp_cluster import TcpCluster, tcp_config
+
+pytestmark = pytest.mark.timeout(90)
+
+EVIL_TERM = 10**12
+OPT = RPCOption(hard_ttl=3.0, soft_ttl=3.0)
+
+
+async def _attack(c: TcpCluster, factory: TcpNetworkFactory, claimed_id: int, rounds: int = 3) -> list[BaseException]:
+    """Send EVIL_TERM vote and AppendEntries requests from ``factory`` to every node;
+    return the errors (every call must fail)."""
+    errors: list[BaseException] = []
+    evil = Vote.new(EVIL_TERM, claimed_id, True)
+    for _ in range(rounds):
+        for nid, node in c.nodes.items():
+            client = factory.new_client(nid, BasicNode(node.addr))
+            for call in (
+                client.vote(VoteRequest(evil, LogId(EVIL_TERM, 10**9)), OPT),
+                client.append_entries(AppendEntriesRequest(evil, None, [], LogId(EVIL_TERM, 0)), OPT),
+            ):
+                try:
+                    await asyncio.wait_for(call, 5)
+                except RPCError as e:
+                    errors.append(e)
+                else:
+                    raise AssertionError(f"an attacker's request to node {nid} was answered")
+        await asyncio.sleep(0.05)  # let back-offs expire so the next round reconnects
+    return errors
+
+
+async def _while_committing(c: TcpCluster, attack: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``attack`` while a writer commits; then check the writes committed everywhere,
+    nobody recorded EVIL_TERM and the leader's term did not move."""
+    leader = await c.wait_for_leader(15)
+    term = c.nodes[leader].raft.metrics.current_term  # type: ignore[union-attr]
+    stop = asyncio.Event()
+    written: list[LogId] = []
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            written.append(await c.write(f"s{i}".encode()))
+            i += 1
+
+    w = asyncio.ensure_future(writer())
+    try:
+        result = await attack()
+    finally:
+        stop.set()
+        await asyncio.wait_for(w, 15)
+    last = await c.write(b"after")
+    await c.wait_applied(last.index, 15)
+    assert len(written) > 0
+    for nid, node in c.nodes.items():
+        assert node.counting is not None
+        assert EVIL_TERM not in node.counting.terms, f"node {nid} received an attacker's request"
+        assert node.raft is not None and node.raft.metrics.current_term == term
+        assert node.disk.applied_log[-1][1] == b"after"
+    return result
+
+
+async def test_wrong_cluster_name_is_refused_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        bad = TcpNetworkFactory(1, "another-cluster", backoff_min=0.01, backoff_max=0.02)
+        try:
+            errors = await _while_committing(c, lambda: _attack(c, bad, claimed_id=1))
+        finally:
+            await bad.close()
+        assert errors and all(isinstance(e, Unreachable) for e in errors)
+        assert any("refused the handshake" in str(e) and "cluster name" in str(e) for e in errors)
+        refused = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+        assert refused and all("127.0.0.1:" in m and "wrong cluster name 'another-cluster'" in m for m in refused)
+        assert all(n.server is not None and n.server.refused > 0 for n in c.nodes.values())
+
+
+async def test_node_id_outside_the_membership_is_refused() -> None:
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        bad = TcpNetworkFactory(42, c.cluster_name, backoff_min=0.01, backoff_max=0.02)
+        try:
+            errors = await _while_committing(c, lambda: _attack(c, bad, claimed_id=42))
+        finally:
+            await bad.close()
+        assert errors and all(isinstance(e, Unreachable) and "not in the membership" in str(e) for e in errors)
+
+
+async def test_a_member_id_cannot_send_another_leaders_requests() -> None:
+    """Claiming member id 3 passes the handshake, but requests naming another node as the
+    leader are refused per request (RemoteError) and never delivered."""
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        bad = TcpNetworkFactory(3, c.cluster_name)
+
+        async def attack() -> list[BaseException]:
+            errors: list[BaseException] = []
+            evil = Vote.new(EVIL_TERM, 1, True)  # claims to come from 3, names 1 as leader
+            for nid in (1, 2):
+                client = bad.new_client(nid, BasicNode(c.nodes[nid].addr))
+                try:
+                    await asyncio.wait_for(client.append_entries(AppendEntriesRequest(evil, None, [], None), OPT), 5)
+                except RPCError as e:
+                    errors.append(e)
+            return errors
+
+        try:
+            errors = await _while_committing(c, attack)
+        finally:
+            await bad.close()
+        assert len(errors) == 2 and all("sender" in str(e) for e in errors)
+
+
+async def test_unknown_protocol_version_is_refused() -> None:
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+
+        async def attack() -> list[wire.ErrorBody]:
+            answers = []
+            hello = bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(99, c.cluster_name, 1)))
+            vote = bytes(wire.frame_message(wire.KIND_VOTE, 1, VoteRequest(Vote.new(EVIL_TERM, 1), None)))
+            for node in c.nodes.values():
+                # The hello alone: answered with ERR_UNSUPPORTED, then closed.
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                writer.write(hello)
+                data = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+                writer.close()
+                kind, rid, body = wire.split_payload(data[4:])
+                assert (kind, rid) == (wire.KIND_ERROR, 0)
+                answers.append(wire.decode_body(kind, body))
+                # The hello and a request at once: closed (refused, or dropped for sending
+                # before the answer), the request never delivered.
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                writer.write(hello + vote)
+                await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+            return answers
+
+        answers = await _while_committing(c, attack)
+        assert len(answers) == 3
+        assert all(a.code == wire.ERR_UNSUPPORTED and "version 99" in a.message for a in answers)
+
+
+@pytest.mark.parametrize("client_cert", [None, "rogue-client", "no-tls"])
+async def test_mtls_refuses_a_missing_or_wrong_client_certificate(client_cert: str | None, pki: Any) -> None:
+    async with TcpCluster(
+        tcp_config(), server_ssl=pki.server_ctx(mtls=True), client_ssl=pki.client_ctx("client")
+    ) as c:
+        await c.start([1, 2, 3])
+        ctx: ssl.SSLContext | None = None if client_cert == "no-tls" else pki.client_ctx(client_cert)
+        # Claims member id 1 and the right cluster name: only the certificate is wrong.
+        bad = TcpNetworkFactory(1, c.cluster_name, ssl=ctx, backoff_min=0.01, backoff_max=0.02)
+        try:
+            errors = await _while_committing(c, lambda: _attack(c, bad, claimed_id=1, rounds=2))
+        finally:
+            await bad.close()
+        assert errors and all(isinstance(e, Unreachable) for e in errors)
+
+
+async def test_tls_client_must_trust_the_server_certificate(pki: Any, tmp_path: Any) -> None:
+    """A client that does not trust the cluster CA refuses to talk to the server."""
+    async with TcpCluster(tcp_config(), server_ssl=pki.server_ctx(mtls=False), client_ssl=pki.client_ctx(None)) as c:
+        await c.start([1, 2, 3])
+        await c.wait_for_leader(15)
+        untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=pki.path("rogue-ca.pem"))
+        bad = TcpNetworkFactory(1, c.cluster_name, ssl=untrusting)
+        try:
+            with pytest.raises(Unreachable, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                await asyncio.wait_for(
+                    bad.new_client(2, BasicNode(c.nodes[2].addr)).vote(VoteRequest(Vote.new(1, 1), None), OPT), 5
+                )
+        finally:
+            await bad.close()
