@@ -300,6 +300,37 @@ def check_append_entries(req: Any) -> None:
         li = last.log_id.index
         if type(li) is not int or li != next_index + len(entries) - 1:
             raise _bad(rpc, f"entries are not contiguous from index {next_index}: {len(entries)} entries end at {li!r}")
+    # Fast path: one pass, no message building; on the first oddity, explain it below.
+    nxt = next_index
+    lt = last_term
+    entry_t, log_id_t, normal_t, blank_t, int_t, bytes_t = Entry, LogId, Normal, Blank, int, bytes
+    for e in entries:
+        if type(e) is not entry_t:
+            break
+        lid = e.log_id
+        if type(lid) is not log_id_t:
+            break
+        i = lid.index
+        t = lid.term
+        if i != nxt or type(i) is not int_t or type(t) is not int_t or t < lt or t > vterm:
+            break
+        p = e.payload
+        tp = type(p)
+        if tp is normal_t:
+            if type(p.data) is not bytes_t:
+                break
+        elif tp is not blank_t:
+            _check_membership(rpc, f"entry {lid!r} membership", p, False)
+        lt = t
+        nxt += 1
+    else:
+        return
+    _explain_entries(rpc, entries, next_index, last_term, vterm)
+
+
+def _explain_entries(rpc: str, entries: Any, next_index: int, last_term: int, vterm: int) -> None:
+    """The slow path of ``check_append_entries``: find the first bad entry and raise
+    ``InvalidRequest`` saying what is wrong with it."""
     for e in entries:
         if type(e) is not Entry:
             raise _bad(rpc, f"entry at position {next_index} must be an Entry, got {type(e).__name__}")
@@ -309,21 +340,18 @@ def check_append_entries(req: Any) -> None:
         term = lid.term
         if lid.index != next_index or type(lid.index) is not int:
             raise _bad(rpc, f"entry {lid!r}: expected index {next_index} (entries must be contiguous from prev + 1)")
-        if type(term) is not int or term < last_term or term > vterm:
-            if type(term) is not int:
-                raise _bad(rpc, f"entry at index {next_index}: term must be an int, got {term!r}")
-            if term < last_term:
-                raise _bad(rpc, f"entry {lid!r}: term below the previous entry's term {last_term}")
+        if type(term) is not int:
+            raise _bad(rpc, f"entry at index {next_index}: term must be an int, got {term!r}")
+        if term < last_term:
+            raise _bad(rpc, f"entry {lid!r}: term below the previous entry's term {last_term}")
+        if term > vterm:
             raise _bad(rpc, f"entry {lid!r} has a term above the sender's vote term {vterm}")
         p = e.payload
-        tp = type(p)
-        if tp is Normal:
-            if type(p.data) is not bytes:
-                raise _bad(rpc, f"entry {lid!r}: Normal.data must be bytes, got {type(p.data).__name__}")
-        elif tp is not Blank:
-            _check_membership(rpc, f"entry {lid!r} membership", p, False)
+        if type(p) is Normal and type(p.data) is not bytes:
+            raise _bad(rpc, f"entry {lid!r}: Normal.data must be bytes, got {type(p.data).__name__}")
         last_term = term
         next_index += 1
+    raise _bad(rpc, "malformed entries")  # pragma: no cover - the fast path found a fault
 
 
 def check_vote(req: Any) -> None:
