@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import itertools
 import os
 import shutil
@@ -110,7 +111,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 import zlib
 from collections.abc import Callable
@@ -540,6 +540,9 @@ def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
         pass
 
 
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
+
 def _clear_frames(e: BaseException) -> None:
     """Clear the locals of the finished frames of ``e``'s traceback (and of its causes): a
     frame holding a column family handle keeps RocksDB open, and its LOCK taken, for as long
@@ -547,7 +550,17 @@ def _clear_frames(e: BaseException) -> None:
     exc: BaseException | None = e
     seen = 0
     while exc is not None and seen < 8:
-        traceback.clear_frames(exc.__traceback__)
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            # Never a generator's or coroutine's frame: clearing a suspended one finalizes it
+            # (an exception raised in a caller's coroutine carries that coroutine's frames).
+            if not frame.f_code.co_flags & _GENERATOR_FLAGS:
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    pass  # still executing
+            tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
         seen += 1
 
@@ -808,8 +821,12 @@ class _GroupWriter:
             _clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
 
 
-def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> Callable[[BaseException | None], None]:
-    """A writer ``done`` callback that completes ``fut`` on ``loop``'s thread."""
+def _resolver(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], subject: str
+) -> Callable[[BaseException | None], None]:
+    """A writer ``done`` callback that completes ``fut`` on ``loop``'s thread; an error as a
+    new ``StorageError(subject, err)`` (each waiter gets its own: the writer's error object is
+    shared, and raising it would add the waiter's frames to its traceback)."""
 
     def settle(err: BaseException | None) -> None:
         if fut.done():
@@ -817,7 +834,7 @@ def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> Cal
         if err is None:
             fut.set_result(None)
         else:
-            fut.set_exception(err)
+            fut.set_exception(StorageError(subject, err))
 
     def done(err: BaseException | None) -> None:
         loop.call_soon_threadsafe(settle, err)
@@ -1006,10 +1023,12 @@ class RocksLogStore(RocksLogReader):
                 return entries[:i]
         return entries
 
-    async def _submit_and_wait(self, batch: WriteBatch) -> None:
+    async def _submit_and_wait(self, batch: WriteBatch, what: str) -> None:
+        """Queue ``batch``; return once durable, or raise ``StorageError`` (``what`` says
+        which call failed)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._writer.submit(batch, _resolver(loop, fut))
+        self._writer.submit(batch, _resolver(loop, fut, f"{what} in log store {self.path!r}"))
         await fut
 
     def _release_written(self, entries: list[Entry]) -> None:
@@ -1034,7 +1053,7 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(_K_VOTE, _enc.encode(vote), self._meta_h)
-        await self._submit_and_wait(wb)
+        await self._submit_and_wait(wb, "saving the vote")
         self._vote = vote
 
     async def read_vote(self) -> Vote | None:
@@ -1046,7 +1065,7 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(_K_COMMITTED, _enc.encode(committed), self._meta_h)
-        await self._submit_and_wait(wb)
+        await self._submit_and_wait(wb, "saving the committed log id")
         self._committed = committed
 
     async def read_committed(self) -> LogId | None:
@@ -1125,7 +1144,7 @@ class RocksLogStore(RocksLogReader):
             self._last = self._purged if keep_to == floor else log_id
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(encode_index_key(keep_to + 1), _END_KEY, self._entries_h)
-        await self._submit_and_wait(wb)
+        await self._submit_and_wait(wb, "truncating")
 
     async def purge(self, log_id: LogId) -> None:
         """Delete every entry up to ``log_id`` (a range delete) and record ``log_id`` as the
@@ -1145,7 +1164,7 @@ class RocksLogStore(RocksLogReader):
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(encode_index_key(0), encode_index_key(log_id.index + 1), self._entries_h)
         wb.put(_K_PURGED, _enc.encode(log_id), self._meta_h)
-        await self._submit_and_wait(wb)
+        await self._submit_and_wait(wb, "purging")
 
     def get_log_reader(self) -> RocksLogReader:
         """A new reader sharing this store's view; usable concurrently (same loop)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -472,3 +473,289 @@ async def test_snapshot_is_point_in_time_while_apply_runs(tmp_path: Path) -> Non
             assert all(i < last.index for i in late), f"a key applied after {last!r} is in its snapshot"
             assert sum(1 for k in pairs if k.startswith("base")) == 20000
             assert during > 0  # apply batches completed while the build ran
+
+
+# -- corruption, close after a failure, foreign databases (issue 9) -----------------------------
+
+WAL_BLOCK = 32 * 1024  # RocksDB's log block size; a record header is crc32c(4) length(2) type(1)
+
+
+def _newest_wal(path: Path) -> Path:
+    wals = [p for p in path.iterdir() if p.name.endswith(".log") and p.name[:-4].isdigit()]
+    assert wals, sorted(os.listdir(path))
+    return max(wals, key=lambda p: int(p.name[:-4]))
+
+
+def _flip(f: Path, offset: int) -> None:
+    data = bytearray(f.read_bytes())
+    data[offset] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def _last_block_first_record(data: bytes) -> int:
+    off = (len(data) // WAL_BLOCK) * WAL_BLOCK
+    return off if off < len(data) else off - WAL_BLOCK
+
+
+def _tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root`` with its bytes and mtime (to prove nothing was written)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[str(p)] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return out
+
+
+async def _crash_image(tmp_path: Path, n: int) -> tuple[Path, int]:
+    """The directory of a store that acknowledged entries ``0..n-1`` and a vote and was never
+    closed (a copy taken while open: what a process crash leaves, the data only in the WAL)."""
+    src = tmp_path / "live"
+    s = RocksLogStore(src)
+    try:
+        await s.save_vote(Vote.new(3, 1))
+        for lo in range(0, n, 100):
+            await append_durable(s, entries(3, lo, min(n, lo + 100)))
+        image = tmp_path / "image"
+        shutil.copytree(src, image)
+    finally:
+        await s.aclose()
+    return image, n - 1
+
+
+async def test_damaged_wal_raises_storage_error_never_silent_loss(tmp_path: Path) -> None:
+    """A crash image reopens with everything; the same image with one damaged WAL byte (a
+    checksum mismatch in the middle, or a length field that makes RocksDB take the rest of the
+    last block for a torn tail) raises ``StorageError`` naming the path and the problem."""
+    image, last = await _crash_image(tmp_path, 2000)
+    size = _newest_wal(image).stat().st_size
+    assert size > 2 * WAL_BLOCK
+    ok = tmp_path / "ok"
+    shutil.copytree(image, ok)
+    async with RocksLogStore(ok) as s:
+        assert await s.try_get_log_entries(0, last + 1) == entries(3, 0, last + 1)
+        assert await s.read_vote() == Vote.new(3, 1)
+    cases = {
+        "middle": (size // 2, "corrupted"),
+        "torn-looking": (_last_block_first_record(_newest_wal(image).read_bytes()) + 5, "acknowledged writes are missing"),
+    }
+    for name, (offset, what) in cases.items():
+        p = tmp_path / name
+        shutil.copytree(image, p)
+        _flip(_newest_wal(p), offset)
+        with pytest.raises(StorageError, match=what) as ei:
+            RocksLogStore(p)
+        assert str(p) in str(ei.value)
+        # Refused, nothing repaired: the same answer again.
+        with pytest.raises(StorageError, match=what):
+            RocksLogStore(p)
+
+
+async def test_ack_mark_is_recorded_per_group(tmp_path: Path) -> None:
+    """The acknowledged mark follows the group commit (one record per group, none per entry)
+    and covers every write of the group before its callbacks run."""
+    async with RocksLogStore(tmp_path / "log") as s:
+        g0, gen0 = s.groups_written, s._mark.generation
+        await append_durable(s, entries(1, 0, 500))
+        await s.save_vote(Vote.new(1, 1))
+        await s.save_committed(LogId(1, 10))
+        assert s._mark.seqno == s._db.latest_sequence_number()
+        assert 0 < s._mark.generation - gen0 <= s.groups_written - g0
+    # The mark is on disk with the same number.
+    from openraft_py.storage.rocks import _AckMark
+
+    gen, seqno = _AckMark.read(str(tmp_path / "log"), "log store")  # type: ignore[misc]
+    assert seqno >= 500 + 2
+
+
+async def test_ack_mark_file_damage(tmp_path: Path) -> None:
+    """One spoiled slot (a torn write) is survived; both spoiled, or the file missing from a
+    store that has one, is ``StorageError``."""
+    from openraft_py.storage.rocks import ACK_FILE
+
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, entries(1, 0, 10))
+    mark = p / ACK_FILE
+    good = mark.read_bytes()
+    for slot in (0, 512):
+        _flip(mark, slot + 10)
+        async with RocksLogStore(p) as s:
+            assert await s.try_get_log_entries(0, 10) == entries(1, 0, 10)
+        mark.write_bytes(good)
+    _flip(mark, 10)
+    _flip(mark, 512 + 10)
+    with pytest.raises(StorageError, match=ACK_FILE) as ei:
+        RocksLogStore(p)
+    assert str(p) in str(ei.value)
+    mark.unlink()
+    with pytest.raises(StorageError, match="missing"):
+        RocksLogStore(p)
+
+
+async def test_store_of_an_earlier_version_gets_its_mark(tmp_path: Path) -> None:
+    """A log store written before the mark existed (format marker, no mark file) opens, and
+    from then on has the mark."""
+    from rocksdict import Options, Rdict, WriteOptions
+
+    from openraft_py.storage.rocks import ACK_FILE, LOG_FORMAT, _encode_entry_records
+    from openraft_py._core import encode_index_key
+    import msgspec
+
+    p = tmp_path / "log"
+    o = Options(raw_mode=True)
+    o.create_if_missing(True)
+    o.create_missing_column_families(True)
+    db = Rdict(str(p), o, column_families={"entries": Options(raw_mode=True), "meta": Options(raw_mode=True)})
+    meta, ents = db.get_column_family("meta"), db.get_column_family("entries")
+    wo = WriteOptions()
+    wo.sync = True
+    meta.put(b"format", msgspec.msgpack.encode(LOG_FORMAT), wo)
+    for e, blob in zip(entries(1, 0, 5), _encode_entry_records(entries(1, 0, 5))):
+        ents.put(encode_index_key(e.log_id.index), blob, wo)
+    meta.close()
+    ents.close()
+    db.close()
+    del meta, ents, db
+    assert not (p / ACK_FILE).exists()
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(0, 5) == entries(1, 0, 5)
+    assert (p / ACK_FILE).exists()
+    (p / ACK_FILE).unlink()
+    with pytest.raises(StorageError, match="missing"):
+        RocksLogStore(p)
+
+
+def _foreign(path: Path, cfs: tuple[str, ...], data: bool) -> None:
+    from rocksdict import Options, Rdict
+
+    o = Options(raw_mode=True)
+    o.create_if_missing(True)
+    o.create_missing_column_families(True)
+    db = Rdict(str(path), o, column_families={cf: Options(raw_mode=True) for cf in cfs})
+    if data:
+        cf = db.get_column_family(cfs[-1])
+        cf[b"their key"] = b"their value"
+        cf.close()
+        del cf
+    db.close()
+    del db
+
+
+@pytest.mark.parametrize("data", [False, True], ids=["empty", "with-data"])
+@pytest.mark.parametrize("config", [True, False], ids=["rocksdict-config", "no-config"])
+def test_foreign_database_with_our_column_families_is_never_written(tmp_path: Path, data: bool, config: bool) -> None:
+    """A database of someone else that happens to have ``entries``/``meta`` (or ``sm``) column
+    families, empty or not, is refused and left byte for byte as it was (also rocksdict's own
+    config file, which every rocksdict open writes)."""
+    log = tmp_path / "log"
+    _foreign(log, ("entries", "meta"), data)
+    sm = tmp_path / "sm"
+    _foreign(sm / "db", ("sm",), data)
+    if not config:
+        (log / "rocksdict-config.json").unlink()
+        (sm / "db" / "rocksdict-config.json").unlink()
+    before = _tree_state(tmp_path)
+    with pytest.raises(StorageError, match="foreign") as ei:
+        RocksLogStore(log)
+    assert str(log) in str(ei.value)
+    with pytest.raises(StorageError, match="foreign") as ei:
+        RocksStateMachine(sm)
+    assert str(sm) in str(ei.value)
+    assert _tree_state(tmp_path) == before
+
+
+def test_creation_that_crashed_before_the_marker_is_ours(tmp_path: Path) -> None:
+    """An empty database with our (generation 0) mark file is a creation that crashed before
+    the format marker was written: it opens. Without the mark file it is foreign."""
+    from openraft_py.storage.rocks import _AckMark
+
+    p = tmp_path / "log"
+    _foreign(p, ("entries", "meta"), data=False)
+    _AckMark.create(str(p), 0).close()
+    RocksLogStore(p).close()
+    RocksLogStore(p).close()  # now with its marker
+
+
+class _CloseFails:
+    """Wraps a rocksdict object; ``close()`` raises what rocksdict raises after a failed write
+    (without closing: only dropping the last reference releases the database then)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def close(self) -> None:
+        raise Exception("IO error: injected; IO error: Writer has previous error.")
+
+    def flush_wal(self, sync: bool) -> None:
+        raise Exception("IO error: injected")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_close_after_failed_write_raises_storage_error_and_releases_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed group write reports ``StorageError`` to its callback and fails later writes;
+    ``close()`` then raises ``StorageError`` (not rocksdict's ``Exception``) and releases the
+    lock: the same path opens again in this process with every acknowledged entry."""
+    from openraft_py.storage import rocks
+
+    p = tmp_path / "log"
+    s = RocksLogStore(p)
+    await append_durable(s, entries(1, 0, 10))
+    real = rocks._GroupWriter._write_group
+
+    def failing(self: Any, group: Any) -> None:
+        handle = self._db.get_column_family_handle("entries")  # noqa: F841 - a handle in the frame
+        raise Exception("IO error: While appending to file: injected")
+
+    monkeypatch.setattr(rocks._GroupWriter, "_write_group", failing)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[BaseException | None] = loop.create_future()
+    await s.append(entries(1, 10, 20), IOFlushed(lambda e: fut.set_result(e), loop))
+    err = await asyncio.wait_for(fut, 5)
+    assert isinstance(err, StorageError) and str(p) in str(err)
+    monkeypatch.setattr(rocks._GroupWriter, "_write_group", real)
+    with pytest.raises(StorageError, match="saving the vote"):
+        await asyncio.wait_for(s.save_vote(Vote.new(1, 1)), 5)  # the writer stays failed
+    s._entries = _CloseFails(s._entries)  # type: ignore[assignment]
+    s._db = _CloseFails(s._db)  # type: ignore[assignment]
+    with pytest.raises(StorageError, match="closing") as ei:
+        await asyncio.wait_for(s.aclose(), 10)
+    assert str(p) in str(ei.value)
+    await s.aclose()  # idempotent, no error the second time
+    async with RocksLogStore(p) as again:  # the lock was released
+        assert await again.get_log_state() == LogState(None, LogId(1, 9))
+        assert await again.try_get_log_entries(0, 10) == entries(1, 0, 10)
+    del err, ei
+
+
+async def test_state_machine_close_failure_raises_storage_error_and_releases_lock(tmp_path: Path) -> None:
+    p = tmp_path / "sm"
+    sm = RocksStateMachine(p)
+    await sm.apply([kv(1, KvSet("a", "1"))])
+    sm._cf = _CloseFails(sm._cf)  # type: ignore[assignment]
+    sm._db = _CloseFails(sm._db)  # type: ignore[assignment]
+    with pytest.raises(StorageError, match="closing") as ei:
+        await asyncio.wait_for(sm.aclose(), 10)
+    assert str(p) in str(ei.value)
+    async with RocksStateMachine(p) as again:  # the lock was released
+        assert again.get("a") == "1"  # written to the WAL (the OS has it), recovered at open
+
+
+async def test_state_machine_records_its_sync_points(tmp_path: Path) -> None:
+    """The state machine's mark advances at its durable points (snapshot build, close), so a
+    WAL that lost what a snapshot covers is refused rather than silently rolled back."""
+    from openraft_py.storage.rocks import _AckMark
+
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([kv(i, KvSet(f"k{i}", "v")) for i in range(1, 200)])
+        before = sm._mark.seqno
+        snap = await sm.get_snapshot_builder().build_snapshot()
+        snap.data.close()
+        assert sm._mark.seqno > before
+    _, seqno = _AckMark.read(str(p / "db"), "state machine")  # type: ignore[misc]
+    assert seqno >= 200
