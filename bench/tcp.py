@@ -18,7 +18,7 @@ Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer 
     python bench/tcp.py                      # 1, 64 and 256 writers, 3 s each
     python bench/tcp.py --quick              # 1 s each, fewer samples
     python bench/tcp.py --no-fsync           # log stores with sync=False
-    python bench/tcp.py --profile 256        # cProfile the leader during the 256-writer run
+    python bench/tcp.py --profile 256        # cProfile the leader and a follower (256 writers)
     python bench/tcp.py --json out.json
 """
 
@@ -111,7 +111,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
                            cluster_name="bench-tcp") as c:
         try:
-            results["fsync_ms"] = measure_fsync(root, args.fsync_samples) * 1000.0
+            fsync_before = measure_fsync(root, args.fsync_samples) * 1000.0
             results["rtt_ms"] = measure_rtt(args.rtt_samples) * 1000.0
             leader = await c.start(timeout=60.0)
             # Warm up: connections, caches, the first RocksDB memtables.
@@ -120,20 +120,37 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 prof = None
                 if args.profile == w:
                     prof = str(root / f"leader-{w}.prof")
-                r = await c.call(leader, "bulk", timeout=args.seconds * 10 + 60, writers=w, seconds=args.seconds,
-                                 prefix=f"b{w}-", latencies=True, **({"profile": prof} if prof else {}))
+                follower = next(i for i in c.running() if i != leader)
+                fprof = str(root / f"follower-{w}.prof")
+                bulk = c.call(leader, "bulk", timeout=args.seconds * 10 + 60, writers=w, seconds=args.seconds,
+                              prefix=f"b{w}-", latencies=True, **({"profile": prof} if prof else {}))
+                if prof:
+                    r, _ = await asyncio.gather(
+                        bulk, c.call(follower, "profile", timeout=args.seconds + 60, seconds=args.seconds, path=fprof))
+                else:
+                    stats0 = await stats(c)
+                    r = await bulk
+                    stats1 = await stats(c)
                 if r["errors"]:
                     raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
                 n = sum(r["acked"])
                 run = {"writers": w, "writes": n, "elapsed": r["elapsed"], "writes_per_s": n / r["elapsed"],
-                       **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "max")}}
+                       **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "max")},
+                       "leader_groups": r["log_groups"]}
+                if not prof:  # CPU use of each node (all threads) and its fsync groups
+                    run["cpu"] = {i: (stats1[i]["cpu"] - stats0[i]["cpu"]) / r["elapsed"] for i in stats1 if i in stats0}
+                    run["groups"] = {i: stats1[i]["log_groups"] - stats0[i]["log_groups"] for i in stats1 if i in stats0}
                 results["runs"].append(run)
                 print(f"  {w:>4} writers: {run['writes_per_s']:>10,.0f} writes/s  p50 {run['p50']:.2f} ms  "
                       f"p99 {run['p99']:.2f} ms", flush=True)
                 if prof:
-                    results["profile"] = prof
-                    print_profile(prof, args.profile_lines)
+                    results["profile"] = [prof, fprof]
+                    print_profile(prof, args.profile_lines, f"leader n{leader}")
+                    print_profile(fprof, args.profile_lines, f"follower n{follower}")
             results["metrics"] = await c.metrics()
+            fsync_after = measure_fsync(root, args.fsync_samples) * 1000.0
+            results["fsync_ms_before_after"] = [fsync_before, fsync_after]
+            results["fsync_ms"] = statistics.median([fsync_before, fsync_after])
         finally:
             await c.close()
             if args.keep:
@@ -143,10 +160,17 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def print_profile(path: str, lines: int) -> None:
+async def stats(c: ProcCluster) -> dict[int, dict[str, Any]]:
+    """Each running node's CPU seconds and log write groups so far."""
+    ids = c.running()
+    got = await asyncio.gather(*(c.call(i, "stats") for i in ids))
+    return dict(zip(ids, got))
+
+
+def print_profile(path: str, lines: int, who: str) -> None:
     """Print the top functions of a cProfile dump by own time and by cumulative time."""
     for key in ("tottime", "cumulative"):
-        print(f"\n--- leader profile, top {lines} by {key} ---")
+        print(f"\n--- {who} profile, top {lines} by {key} ---")
         st = pstats.Stats(path)
         st.strip_dirs().sort_stats(key).print_stats(lines)
 
@@ -154,13 +178,22 @@ def print_profile(path: str, lines: int) -> None:
 def report(res: dict[str, Any]) -> None:
     """Print the table and the targets."""
     fs, rtt = res["fsync_ms"], res["rtt_ms"]
+    fb, fa = res["fsync_ms_before_after"]
     print()
-    print(f"log store sync={res['sync']}; raw fsync median {fs:.3f} ms; loopback round trip median {rtt * 1000:.0f} us")
+    print(f"log store sync={res['sync']}; raw fsync median {fs:.3f} ms (before the runs {fb:.3f}, after {fa:.3f}); "
+          f"loopback round trip median {rtt * 1000:.0f} us")
     print()
     print("| writers |  writes/s | p50 ms | p90 ms | p99 ms |")
     print("|--------:|----------:|-------:|-------:|-------:|")
     for r in res["runs"]:
         print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | {r['p99']:>6.2f} |")
+    print()
+    print("where the time goes: leader fsync groups/s (= replication rounds), writes per group, CPU per node")
+    for r in res["runs"]:
+        g = r["leader_groups"]
+        cpu = " ".join(f"n{i} {v * 100:.0f}%" for i, v in sorted(r.get("cpu", {}).items()))
+        print(f"  {r['writers']:>4} writers: {g / r['elapsed']:>7.0f} groups/s, {r['writes'] / max(g, 1):>6.1f} writes/group"
+              + (f", CPU {cpu}" if cpu else ""))
     print()
     by_w = {r["writers"]: r for r in res["runs"]}
     if 256 in by_w:
@@ -182,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fsync", action="store_true", help="log stores with sync=False")
     p.add_argument("--fsync-samples", type=int, default=300)
     p.add_argument("--rtt-samples", type=int, default=3000)
-    p.add_argument("--profile", type=int, metavar="W", help="cProfile the leader during the W-writer run")
+    p.add_argument("--profile", type=int, metavar="W", help="cProfile the leader and a follower during the W-writer run")
     p.add_argument("--profile-lines", type=int, default=25)
     p.add_argument("--keep", action="store_true", help="keep the cluster directory (with the profile)")
     p.add_argument("--dir", help="where to make the cluster directory (default: the system temp dir)")

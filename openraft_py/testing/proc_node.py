@@ -37,10 +37,13 @@ Operations (``op`` and its fields; the result):
   [``prefix``, ``value_size``, ``latencies``: bool, ``profile``: a path for cProfile
   stats]. Writer ``w`` writes keys ``f"{prefix}{w}-{i}"`` for ``i = 0, 1, ...`` in order,
   each with ``value_of(key, value_size)``, awaiting every ``client_write``, and stops at its
-  first error. -> ``{"acked": [per writer], "elapsed", "errors": [...], "latency_ms":
-  {"p50", "p90", "p99", "max", "mean"} when asked}``. The acknowledged writes are exactly
+  first error. -> ``{"acked": [per writer], "elapsed", "errors": [...], "log_groups": the
+  log store's write groups (one fsync each) meanwhile, "cpu": this process's CPU seconds
+  meanwhile (all threads), "latency_ms": {"p50", "p90", "p99", "max", "mean"} when asked}``. The acknowledged writes are exactly
   keys ``i < acked[w]`` of each writer.
 - ``metrics`` -> see ``metrics_dict``
+- ``stats`` -> ``{"cpu": CPU seconds of this process so far (all threads), "log_groups": the
+  log store's write groups so far (one fsync each with sync on)}``
 - ``read`` ``keys`` -> ``{"values": [value or null]}``; ``dump`` [``prefix``] -> ``{"data":
   {key: value}}`` (the applied state, a full scan)
 - ``wait`` ``until`` (``applied`` / ``log`` / ``snapshot`` / ``purged`` with ``index``;
@@ -49,6 +52,8 @@ Operations (``op`` and its fields; the result):
 - ``change_membership`` ``members`` [``retain``] -> ``{"index"}``
 - ``trigger`` ``action`` (``elect`` / ``heartbeat`` / ``snapshot`` / ``purge_log`` with
   ``upto`` / ``transfer_leader`` with ``to``)
+- ``profile`` ``seconds``, ``path``: runs cProfile over the whole node for ``seconds`` and
+  writes its stats to ``path`` (one profile at a time per process)
 - ``shutdown``: answers, then stops the server, the node and the stores and exits 0.
 
 The node also shuts down gracefully when stdin closes (its parent went away).
@@ -322,19 +327,29 @@ class Node:
 
             prof = cProfile.Profile()
             prof.enable()
+        assert self.log_store is not None
+        groups0 = self.log_store.groups_written
+        cpu0 = time.process_time()
         t0 = clock()
         await asyncio.gather(*(writer(w) for w in range(writers)))
         elapsed = clock() - t0
+        cpu = time.process_time() - cpu0
+        groups = self.log_store.groups_written - groups0
         if prof is not None:
             prof.disable()
             prof.dump_stats(req["profile"])
-        out: dict[str, Any] = {"acked": acked, "elapsed": elapsed, "errors": errors[:20]}
+        out: dict[str, Any] = {"acked": acked, "elapsed": elapsed, "errors": errors[:20], "log_groups": groups,
+                               "cpu": cpu}
         if want_lat:
             out["latency_ms"] = _percentiles(lat)
         return out
 
     async def op_metrics(self, req: dict[str, Any]) -> dict[str, Any]:
         return metrics_dict(self.raft)
+
+    async def op_stats(self, req: dict[str, Any]) -> dict[str, Any]:
+        assert self.log_store is not None
+        return {"cpu": time.process_time(), "log_groups": self.log_store.groups_written}
 
     async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.sm is not None
@@ -393,6 +408,17 @@ class Node:
             await t.transfer_leader(int(req["to"]))
         else:
             raise ValueError(f"unknown trigger {action!r}")
+
+    async def op_profile(self, req: dict[str, Any]) -> None:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            await asyncio.sleep(float(req["seconds"]))
+        finally:
+            prof.disable()
+        prof.dump_stats(req["path"])
 
     async def op_shutdown(self, req: dict[str, Any]) -> None:
         self._stopping.set()
