@@ -24,8 +24,8 @@ and the node answers each on stdout, in any order (requests run concurrently)::
     {"id": 7, "ok": true, "result": {"index": 12}}
     {"id": 7, "ok": false, "error": "ForwardToLeader", "message": "...", "leader": 2}
 
-Lines without ``id`` are events: ``{"event": "ready", "id_": N, "pid": P, "addr": "h:p"}``
-once the server listens, and (unless ``--no-events``) ``{"event": "leader", "term": T,
+Lines without ``id`` are events: ``{"event": "ready", "id_": N, "pid": P, "addr": "h:p",
+"extensions": bool}`` once the server listens (``extensions``: the compiled kernels run), and (unless ``--no-events``) ``{"event": "leader", "term": T,
 "t": MONO}`` each time this node becomes leader of a new term, where ``MONO`` is
 ``time.monotonic()`` (system-wide on Linux, so comparable with the parent's clock).
 
@@ -198,7 +198,10 @@ class Node:
         self.server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name)
         if o.events:
             self._spawn(self._watch_leader())
-        self.emit({"event": "ready", "id_": o.id, "pid": os.getpid(), "addr": o.raft_addr})
+        from .._core import USING_EXTENSIONS
+
+        self.emit({"event": "ready", "id_": o.id, "pid": os.getpid(), "addr": o.raft_addr,
+                   "extensions": USING_EXTENSIONS})
 
     async def stop(self) -> None:
         """Stop the server, the node and the stores (each step bounded)."""

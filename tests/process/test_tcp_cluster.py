@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from openraft_py._core import USING_EXTENSIONS
 from openraft_py.testing.proc_cluster import ProcCluster
 from openraft_py.testing.proc_node import value_of
 
@@ -71,6 +72,8 @@ async def test_three_processes_over_tcp_failover_learner_by_snapshot_and_members
     try:
         leader = await c.start(timeout=30.0)
         pids += [c.node(i).pid for i in IDS]
+        # The node processes run the same build (compiled or pure) as this one.
+        assert all(c.node(i).events[0]["extensions"] == USING_EXTENSIONS for i in IDS)
 
         # 10,000 writes.
         acked += await bulk(c, leader, "a", 10_000)
