@@ -6,7 +6,7 @@ driven over its stdin/stdout control channel (see that module for the operations
     async with ProcCluster(3) as c:               # ports and a temp dir picked, nothing started
         leader = await c.start()                  # start 1..3, initialize, wait for a leader
         r = await c.call(leader, "bulk", writers=8, count=1000)
-        t_kill = c.kill(leader)                   # SIGKILL
+        t_kill = c.kill(leader)                   # SIGKILL (pause/resume: SIGSTOP/SIGCONT)
         new, term = await c.wait_for_leader(min_term=c.term + 1, timeout=5)
         await c.restart(leader)                   # same port, same data dir
     # every process is killed and the temp dir removed here, even after a failure
@@ -235,6 +235,8 @@ class ProcCluster:
         """The node processes started last for each id (a killed one stays until restart)."""
         self.term = 0
         """The term of the last leader ``wait_for_leader`` found."""
+        self.paused: set[int] = set()
+        """Nodes stopped with ``pause`` (SIGSTOP) and not resumed yet."""
         for nid in range(1, n + 1):
             self.addr(nid)
 
@@ -371,6 +373,18 @@ class ProcCluster:
         os.kill(node.pid, signal.SIGKILL)
         return t
 
+    def pause(self, node_id: int) -> None:
+        """Freeze ``node_id`` with SIGSTOP (its sockets stay open, it answers nothing) until
+        ``resume``; ``close()`` resumes it before stopping it."""
+        os.kill(self.nodes[node_id].pid, signal.SIGSTOP)
+        self.paused.add(node_id)
+
+    def resume(self, node_id: int) -> None:
+        """Let a paused node run again (SIGCONT)."""
+        self.paused.discard(node_id)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.nodes[node_id].pid, signal.SIGCONT)
+
     async def wait_dead(self, node_id: int, timeout: float = 10.0) -> None:
         """Wait until ``node_id``'s process is reaped (after ``kill``)."""
         node = self.nodes[node_id]
@@ -383,12 +397,15 @@ class ProcCluster:
         node = self.nodes.get(node_id)
         if node is not None and node.proc.returncode is None:
             node.kill()
+        self.paused.discard(node_id)
         if node is not None:
             await self.wait_dead(node_id)
         return await self.start_node(node_id, timeout=timeout)
 
     async def close(self) -> None:
         """Stop every node (graceful, bounded, then SIGKILL) and remove the temp dir."""
+        for nid in list(self.paused):
+            self.resume(nid)
         try:
             await asyncio.gather(*(p.stop(timeout=10.0) for p in self.nodes.values()), return_exceptions=True)
         finally:

@@ -160,6 +160,7 @@ async def test_harness_cleans_up_after_a_failure() -> None:
             root = c.root
             await c.start(initialize=False, timeout=30.0)
             pids = [c.node(i).pid for i in IDS]
+            c.pause(3)  # a frozen node is resumed and stopped by the cleanup too
             c.kill(2)
             await c.wait_dead(2)
             with pytest.raises(NodeExited):
