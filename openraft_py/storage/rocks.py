@@ -18,7 +18,10 @@ On-disk layout of the log store (one RocksDB, raw bytes keys and values):
   msgspec-msgpack encoding of the ``Membership`` struct.
 - column family ``meta`` (msgspec-msgpack values): ``format`` (the marker
   ``{"format": "openraft-py-log", "version": 1}``, written when the store is created and
-  checked on every open), ``vote``, ``committed``, ``purged`` (the last purged log id).
+  checked on every open), ``ackmark`` (present: the store has an ``OPENRAFT-ACKED`` file),
+  ``vote``, ``committed``, ``purged`` (the last purged log id).
+- the file ``OPENRAFT-ACKED`` (outside RocksDB, in the same directory): the acknowledged mark,
+  see "Corruption" below.
 
 Durability design of ``RocksLogStore`` (``sync=True``):
 
@@ -67,10 +70,11 @@ Durability design of ``RocksLogStore`` (``sync=True``):
 - ``truncate_after`` / ``purge`` update the in-memory view (``_last``, ``_purged``,
   ``_pending``) at once and return when their batch is durable. A purge's batch deletes the
   entries with a range delete and records the last purged id atomically.
-- What a crash leaves: the WAL is recovered as a prefix (RocksDB's point-in-time recovery), and
-  each batch is atomic, so the reopened store holds the effect of a prefix of the calls, in
-  order, and at least every call that was acknowledged (callback called / coroutine returned).
-  An append whose callback was not called may or may not survive; it is never half present.
+- What a crash leaves: the WAL is replayed up to a record a crash cut off at its very end (a
+  write that was in progress; never acknowledged, since it was not yet durable), and each
+  batch is atomic, so the reopened store holds the effect of a prefix of the calls, in order,
+  and at least every call that was acknowledged (callback called / coroutine returned). An
+  append whose callback was not called may or may not survive; it is never half present.
   *Process crash* (SIGKILL, an exception): every write that returned is in the OS page cache
   and survives, whatever the mode (``tests/process/test_rocks_crash.py`` checks this with
   seeded SIGKILLs). *Power loss / kernel crash*: what was acknowledged survives because it was
@@ -78,7 +82,53 @@ Durability design of ``RocksLogStore`` (``sync=True``):
   fsync and is not exercised by the test suite (it would need a fault-injecting block device).
 
 With ``sync=False`` nothing is fsynced: writes survive a process crash (they are in the OS page
-cache) but not a machine crash. For tests and benchmarks.
+cache) but not a machine crash. For tests and benchmarks. (After a machine crash such a store
+may refuse to open: its acknowledged mark then reports the lost writes, see below.)
+
+Corruption: "either every acknowledged write is there, or ``StorageError``" (both stores):
+
+- WAL recovery mode ``TolerateCorruptedTailRecords`` with paranoid checks (``_db_options``):
+  the open fails on a checksum mismatch, a bad record length or an unknown record type
+  anywhere in a WAL, and drops only a record cut off at the end of a WAL file. RocksDB's
+  default (point-in-time recovery) stopped the replay at the first bad record without an error,
+  which is how one flipped bit in the middle of the WAL silently took hundreds of acknowledged
+  entries; ``SkipAnyCorruptedRecords`` would leave holes; ``AbsoluteConsistency`` refuses the
+  cut-off tail any crash during a write may leave (a node could then not restart after a power
+  loss).
+- RocksDB cannot tell a tail cut off by a crash from a damaged record that merely looks cut off
+  (e.g. a flipped length field in the last 32 KiB block of a WAL: everything after it is
+  dropped as "torn"). The acknowledged mark closes that gap end to end: after each group is
+  durable, and before it is acknowledged, the writer records RocksDB's sequence number of the
+  group's last write in ``OPENRAFT-ACKED`` (one 28-byte ``pwrite`` per group, no fsync; two
+  checksummed slots written alternately, so a torn write of the file leaves the previous mark).
+  The open checks ``latest_sequence_number() >= mark``: if RocksDB recovered fewer writes than
+  were acknowledged, for whatever reason (a damaged WAL, a lost or truncated WAL file), it
+  raises ``StorageError`` ("acknowledged writes are missing"). The mark never runs ahead of the
+  durable data (it is written after the fsync), so it cannot refuse a store that lost only
+  unacknowledged writes; a mark not yet written back when the power failed is older, which only
+  weakens the check for the last moments before the failure (``close()`` fsyncs it).
+  The state machine records its mark at its durable points (snapshot build, snapshot install,
+  close): its ``apply`` writes are not fsynced by design (Raft re-applies them from the log).
+- ``atomic_flush`` (log store): column families are flushed together, so an older WAL is live
+  only while its flush runs; otherwise an old WAL holding a few ``meta`` records could stay live
+  for long, and a damaged tail there would not show in the newest sequence number.
+- A damaged SST file or MANIFEST fails the open (paranoid checks) or the read (block
+  checksums); every such failure surfaces as ``StorageError`` naming the path.
+
+Foreign databases: a directory is used only if it is empty (then created) or holds our
+database. Unless it holds our ``OPENRAFT-ACKED`` file, the database is first opened read-only
+(a read-write open writes: a new WAL, MANIFEST, OPTIONS file) and refused unless it has our
+column families and format marker; rocksdict's ``rocksdict-config.json``, which even a
+read-only open rewrites, is put back as it was. A store created before the mark existed is
+upgraded at its first open (file, then ``ackmark``). A creation that crashed before its marker
+was written is recognised by the mark file of generation 0 and an empty database.
+
+Closing: ``close()`` always releases the RocksDB lock (the same path can be opened again at
+once, also in the same process): it closes every handle even when RocksDB's flush or close
+fails (e.g. after a failed write), drops the writer's references, and clears the frames of a
+failed write's traceback (a frame holding a column family handle keeps RocksDB open for as
+long as someone keeps the error); it then raises ``StorageError`` naming the path, never a raw
+rocksdict exception.
 
 Event-loop latency (application-level knobs, process-wide, so the library never sets them):
 the store's own loop work per append is small, but any thread holding the GIL delays the
@@ -910,10 +960,13 @@ class RocksLogStore(RocksLogReader):
     for the group-commit design); ``sync=False``: only a process crash.
 
     Opening is synchronous (a few milliseconds; use ``await RocksLogStore.open(path)`` from a
-    running loop to do it in a thread). Raises ``StorageError`` naming ``path`` when it is a
-    plain file, a corrupted database or a database that is not an openraft-py log (nothing is
-    written to it then). Use the store from one event loop; ``close()`` / ``aclose()`` /
-    ``async with`` flush everything queued and release the database lock.
+    running loop to do it in a thread). Raises ``StorageError`` naming ``path`` and what is
+    wrong when it is a plain file, a database that is not an openraft-py log (nothing is written
+    to it then), in use, or damaged: RocksDB finds a corrupted WAL record or file, or it
+    recovered fewer writes than were acknowledged (see "Corruption" in the module docstring).
+    Use the store from one event loop; ``close()`` / ``aclose()`` / ``async with`` flush
+    everything queued and always release the database lock (``StorageError`` if RocksDB could
+    not close cleanly). Every failed write reaches its caller as ``StorageError``.
     """
 
     __slots__ = (
@@ -1335,8 +1388,10 @@ class RocksStateMachine:
       new state with the previous snapshot current (still consistent: it is older).
 
     Opening raises ``StorageError`` naming ``path`` when it is a plain file, a non-empty
-    directory without ``db``, or a corrupted / foreign database (nothing is modified).
-    ``close()`` / ``aclose()`` / ``async with`` release the database lock.
+    directory without ``db``, a foreign database (nothing is written to it), or a damaged one
+    (a corrupted WAL record or file, or fewer writes recovered than its last durable point:
+    see "Corruption" in the module docstring). ``close()`` / ``aclose()`` / ``async with``
+    always release the database lock (``StorageError`` if RocksDB could not close cleanly).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
