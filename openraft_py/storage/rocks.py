@@ -1682,8 +1682,9 @@ class RocksStateMachine:
             raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): truncated")
         wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
         wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
+        seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...
         self._db.write(wb, self._sync)
-        self._mark.record(self._db.latest_sequence_number())  # at least this write is synced
+        self._mark.record(seqno)  # ... in the WAL, so the sync write made them durable too
         self._applied = meta.last_log_id
         self._membership = meta.last_membership
         # Keep the received file as the current snapshot (or a durable copy of ``data``).

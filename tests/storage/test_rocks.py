@@ -759,3 +759,26 @@ async def test_state_machine_records_its_sync_points(tmp_path: Path) -> None:
         assert sm._mark.seqno > before
     _, seqno = _AckMark.read(str(p / "db"), "state machine")  # type: ignore[misc]
     assert seqno >= 200
+
+
+async def test_state_machine_damaged_wal_after_snapshot_is_refused(tmp_path: Path) -> None:
+    """A state machine whose WAL lost what its last snapshot build made durable (a length
+    field damaged in the last block: RocksDB drops the rest as a torn tail) is refused, not
+    silently rolled back below its snapshot; the undamaged crash image opens with the data."""
+    live = tmp_path / "live"
+    sm = RocksStateMachine(live)
+    try:
+        await sm.apply([kv(i, KvSet(f"k{i}", "v" * 50)) for i in range(1, 1500)])
+        snap = await sm.get_snapshot_builder().build_snapshot()
+        snap.data.close()
+        shutil.copytree(live, tmp_path / "ok")
+        shutil.copytree(live, tmp_path / "bad")
+    finally:
+        await sm.aclose()
+    async with RocksStateMachine(tmp_path / "ok") as good:
+        assert good.get("k1499") == "v" * 50
+    wal = _newest_wal(tmp_path / "bad" / "db")
+    _flip(wal, _last_block_first_record(wal.read_bytes()) + 5)
+    with pytest.raises(StorageError, match="acknowledged writes are missing") as ei:
+        RocksStateMachine(tmp_path / "bad")
+    assert str(tmp_path / "bad") in str(ei.value)
