@@ -53,8 +53,31 @@ class NodeExited(Exception):
     end of its log."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the OS picks it)."""
+    """A TCP port on ``host`` that nothing is bound to right now.
+
+    Picked at random below the kernel's ephemeral range (where outgoing connections take
+    their local ports), so a node restarted on the same port does not find it taken by some
+    connection's source port; falls back to a port the OS picks."""
+    import random
+
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(20000, low) if low > 20001 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
