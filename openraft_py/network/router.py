@@ -16,7 +16,9 @@ framed (``frame_message``), split back by a ``FrameReader``, its header checked 
 body decoded with the typed, bounded decoder (``decode_body``), exactly as the TCP
 transport does on each side. A message the codec refuses fails the RPC with
 ``NetworkError`` (request side: the target handles nothing) and is counted in
-``wire_errors``; the simulator runs a share of its seeds this way.
+``wire_errors``; the simulator runs a share of its seeds this way. Setting the environment
+variable ``OPENRAFT_PY_ROUTER_WIRE=1`` makes ``wire=True`` the default of every ``Router``
+(to run a whole test suite through the codec).
 
 Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
 ``set_duplicate_rate``, ``set_delay``, ``set_rpc_failure``. Every random choice (drops,
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -224,10 +227,13 @@ class Router:
 
     ``seed`` seeds the one ``random.Random`` used for drops and delays; ``serialize=True``
     round-trips every request and response through msgspec msgpack; ``wire=True`` passes
-    them through the TCP codec (``set_wire``).
+    them through the TCP codec (``set_wire``; default: on iff ``OPENRAFT_PY_ROUTER_WIRE`` is
+    set to something other than ``""`` / ``"0"``).
     """
 
-    def __init__(self, *, seed: int = 0, serialize: bool = False, wire: bool = False) -> None:
+    def __init__(self, *, seed: int = 0, serialize: bool = False, wire: bool | None = None) -> None:
+        if wire is None:
+            wire = os.environ.get("OPENRAFT_PY_ROUTER_WIRE", "") not in ("", "0")
         self.rng = random.Random(seed)
         """The source of every random choice the router makes."""
         self.serialize = serialize

@@ -74,6 +74,7 @@ class FakeServer:
 
 
 def cluster(n: int = 3, **kw: Any) -> tuple[Router, dict[int, FakeServer]]:
+    kw.setdefault("wire", False)  # these tests pin the mode (OPENRAFT_PY_ROUTER_WIRE may be set)
     router = Router(**kw)
     servers = {i: FakeServer(i) for i in range(1, n + 1)}
     for i, s in servers.items():
@@ -512,6 +513,15 @@ async def test_wire_refuses_an_out_of_bounds_response_after_the_target_handled_i
         await client(router, 1, 2).vote(VoteRequest(V, None), OPT)
     assert [r for r, _ in servers[2].received] == ["vote"]
     assert router.wire_errors == 1
+
+
+def test_wire_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENRAFT_PY_ROUTER_WIRE", "1")
+    assert Router().wire and not Router(wire=False).wire
+    monkeypatch.setenv("OPENRAFT_PY_ROUTER_WIRE", "0")
+    assert not Router().wire and Router(wire=True).wire
+    monkeypatch.delenv("OPENRAFT_PY_ROUTER_WIRE")
+    assert not Router().wire and Router()._fast
 
 
 async def test_cluster_commits_over_the_wire_codec() -> None:
