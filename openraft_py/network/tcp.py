@@ -544,7 +544,7 @@ class _ServerConnection(asyncio.Protocol):
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.backlog: deque[tuple[int, int, Any]] = deque()
+        self.backlog: deque[tuple[int, int, memoryview]] = deque()
         self.paused = False
         self.write_paused = False
         self.draining = False
@@ -590,13 +590,8 @@ class _ServerConnection(asyncio.Protocol):
                     raise WireError(f"a client may not send {wire.KIND_NAMES[kind]}")
                 if rid == 0:
                     raise WireError("request id 0 is reserved for the handshake")
-                req = decode_body(kind, body)
-                if _request_sender(kind, req) != self.sender:
-                    # Well-formed but not from the handshake's sender: refuse this one request.
-                    self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
-                    self.server.refused += 1
-                    continue
-                self.backlog.append((kind, rid, req))
+                # Kept undecoded until it runs: the backlog holds at most one read's bytes.
+                self.backlog.append((kind, rid, body))
             self._pump()
         except (WireError, CodecError) as e:
             self._drop(f"malformed input: {e}")
@@ -611,13 +606,14 @@ class _ServerConnection(asyncio.Protocol):
             t.cancel()
 
     def pause_writing(self) -> None:
-        # The peer does not read its answers: stop reading its requests until it does.
+        # The peer does not read its answers: start none of its requests and read none until
+        # it does.
         self.write_paused = True
         self._set_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._set_reading()
+        self._pump()
 
     # -- handshake -------------------------------------------------------------------------
 
@@ -657,13 +653,23 @@ class _ServerConnection(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Start backlog requests while fewer than ``max_inflight`` run; pause reading
-        while the limit is reached."""
+        """Start backlog requests (decoding them now) while fewer than ``max_inflight``
+        run and the peer reads its answers; pause reading while any request waits."""
         srv = self.server
         limit = srv.max_inflight
         backlog = self.backlog
-        while backlog and len(self.tasks) < limit and not self.draining:
-            kind, rid, req = backlog.popleft()
+        while backlog and len(self.tasks) < limit and not (self.draining or self.closed or self.write_paused):
+            kind, rid, body = backlog.popleft()
+            try:
+                req = decode_body(kind, body)
+            except WireError as e:
+                self._drop(f"malformed input: {e}")
+                return
+            if _request_sender(kind, req) != self.sender:
+                # Well-formed but not from the handshake's sender: refuse this one request.
+                srv.refused += 1
+                self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
+                continue
             task = self.loop.create_task(self._handle(kind, rid, req))
             self.tasks.add(task)
             task.add_done_callback(self._done)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from openraft_py._core import FrameReader
 from openraft_py.errors import InvalidRequest, NetworkError, RemoteError, Stopped, Timeout, Unreachable
-from openraft_py.network import tcp
+from openraft_py.network import tcp, wire
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, parse_addr
 from openraft_py.types import (
     AppendEntriesRequest,
@@ -460,3 +461,58 @@ def test_entries_sample_is_normal() -> None:
     # Guards the helper assumptions above: sample AppendEntries carry Normal entries.
     kind, req = sample_messages()[3]
     assert any(isinstance(e, Entry) and isinstance(e.payload, Normal) for e in req.entries)
+
+
+async def test_a_peer_that_does_not_read_its_answers_is_not_buffered_without_bound() -> None:
+    """A peer that sends requests but never reads the answers: once the answers back up
+    past the transport's high-water mark, the server stops reading that peer's requests, so
+    what it holds for it stays bounded; reading the answers resumes the flow and every
+    request is answered."""
+    raft, server, factory, _ = await _pair()
+    total = 50_000
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the peer takes answers slowly
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(1, "c", 1))))
+        head = await asyncio.wait_for(reader.readexactly(4), 5)
+        await asyncio.wait_for(reader.readexactly(int.from_bytes(head, "big")), 5)
+        (conn,) = server._conns
+        # A small kernel send buffer on the server, so its answers back up in its own buffer.
+        conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        frame = bytes(wire.frame_message(wire.KIND_VOTE, 5, VoteRequest(V1, None)))
+
+        async def send_all() -> None:
+            for _ in range(total // 1000):
+                writer.write(frame * 1000)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send_all())
+        await asyncio.wait_for(_until(lambda: conn.write_paused), 20)
+        # The server stopped reading: nothing more is delivered while the answers wait.
+        assert conn.paused
+        stalled_at = server.delivered
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert server.delivered <= stalled_at + server.max_inflight
+        assert 0 < stalled_at < total
+        held = conn.transport.get_write_buffer_size() + conn.reader.buffered()
+        assert held < 1 << 20, held
+        # Now read the answers: everything flows and every request is answered.
+        fr = FrameReader(1 << 20)
+        answered = 0
+        while answered < total:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 10)
+            assert chunk
+            answered += len(fr.feed(chunk))
+        await asyncio.wait_for(sender, 10)
+        assert server.delivered == total and server.connections == 1 and not conn.paused
+        writer.close()
+        print(f"\nstalled after {stalled_at} of {total} requests holding {held} bytes")
+    finally:
+        sock.close()
+        await server.close()
+        await factory.close()
