@@ -18,8 +18,15 @@
 - ``RaftServer`` is what a transport's server side calls on the receiving node: the ``Raft``
   handle implements it.
 
-``openraft_py.network.router`` holds ``Router``, the in-process transport with fault
-injection used by tests and benchmarks; its names are re-exported here.
+Transports:
+
+- ``openraft_py.network.tcp``: the TCP transport users deploy. ``TcpNetworkFactory`` (client
+  side, one pipelined connection per peer, optional TLS) and ``TcpServer.start`` (serves a
+  ``Raft`` on a port; handshake on protocol version, cluster name and membership; mutual
+  TLS with a ``CERT_REQUIRED`` server context). Its wire format is
+  ``openraft_py.network.wire`` (``docs/design/wire.md``). Import it from its module.
+- ``openraft_py.network.router``: ``Router``, the in-process transport with fault injection
+  used by tests and benchmarks; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -103,7 +110,9 @@ class RaftServer(Protocol):
     """What a transport's server side calls on the receiving node (``Raft`` implements it).
 
     Each method raises ``openraft_py.errors.Fatal`` when the node has stopped; a transport
-    reports that to the sender as ``Unreachable``.
+    reports that to the sender as ``Unreachable``. A malformed request raises
+    ``InvalidRequest`` (the TCP transport refuses most of them before, at decoding); a
+    transport reports it, and any other exception, to the sender as ``RemoteError``.
     """
 
     async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
