@@ -174,3 +174,25 @@ async def test_harness_cleans_up_after_a_failure() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_node_options_from_flags_and_json(tmp_path: Path) -> None:
+    """``proc_node`` takes its options from flags, a JSON file, or both (flags win)."""
+    import json
+
+    from openraft_py.testing.proc_node import load_options, parse_peers
+
+    o = load_options(["--id", "2", "--raft-addr", "127.0.0.1:9", "--data-dir", str(tmp_path),
+                      "--peers", "1=127.0.0.1:8,2=127.0.0.1:9", "--raft-config", '{"heartbeat_interval": 20}',
+                      "--no-sync"])
+    assert (o.id, o.raft_addr, o.sync, o.events) == (2, "127.0.0.1:9", False, True)
+    assert o.peers == {1: "127.0.0.1:8", 2: "127.0.0.1:9"} and o.raft_config == {"heartbeat_interval": 20}
+    cfg = tmp_path / "n.json"
+    cfg.write_text(json.dumps({"id": 3, "raft_addr": "127.0.0.1:7", "data_dir": str(tmp_path),
+                               "peers": {"3": "127.0.0.1:7"}, "cluster_name": "x", "events": False}))
+    o = load_options(["--config", str(cfg), "--id", "4"])
+    assert (o.id, o.cluster_name, o.events, o.sync, o.peers) == (4, "x", False, True, {3: "127.0.0.1:7"})
+    with pytest.raises(ValueError):
+        parse_peers("1=127.0.0.1:8,nonsense")
+    with pytest.raises(SystemExit):
+        load_options(["--raft-addr", "127.0.0.1:9"])  # no id, no data dir
