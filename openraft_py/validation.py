@@ -28,7 +28,6 @@ and ``int`` subclasses alike).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,7 +61,6 @@ __all__ = [
     "check_members",
     "check_voters",
     "check_bool",
-    "check_timeout",
     "check_append_entries",
     "check_vote",
     "check_install_snapshot",
@@ -173,19 +171,6 @@ def check_bool(value: Any, what: str) -> bool:
     if type(value) is not bool:
         raise TypeError(f"{what} must be a bool, got {type(value).__name__} {value!r}")
     return value
-
-
-def check_timeout(value: Any, what: str = "timeout") -> float | None:
-    """Return a timeout in seconds (``None``: no bound) if it is a finite, non-negative real
-    number; ``TypeError`` for another type, ``ValueError`` for nan, infinities and
-    negatives."""
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{what} must be a number of seconds or None, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be finite and >= 0, got {value!r}")
-    return float(value)
 
 
 # -- peer requests (InvalidRequest) -------------------------------------------------------------

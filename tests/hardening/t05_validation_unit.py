@@ -1,0 +1,71 @@
+"""``openraft_py.validation`` on its own: what it accepts (everything a correct node sends,
+joint memberships and the empty snapshot membership included) and the error class."""
+
+from __future__ import annotations
+
+import pytest
+
+import openraft_py
+from openraft_py import (
+    MAX_INDEX,
+    MAX_NODE_ID,
+    MAX_TERM,
+    ApiError,
+    AppendEntriesRequest,
+    BasicNode,
+    Blank,
+    Entry,
+    Fatal,
+    InstallSnapshotRequest,
+    InvalidRequest,
+    LogId,
+    Membership,
+    Normal,
+    SnapshotMeta,
+    StoredMembership,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+)
+from openraft_py import validation as v
+from openraft_py.types import EMPTY_STORED_MEMBERSHIP
+
+JOINT = Membership.new([{1, 2, 3}, {2, 3, 4}], {5: BasicNode("h:5")})
+
+
+def test_invalid_request_is_a_recoverable_api_error() -> None:
+    assert issubclass(InvalidRequest, ApiError) and not issubclass(InvalidRequest, Fatal)
+    e = InvalidRequest("vote", "pre_vote must be a bool")
+    assert (e.rpc, e.reason) == ("vote", "pre_vote must be a bool")
+    assert str(e) == "invalid vote request: pre_vote must be a bool"
+    assert {"InvalidRequest", "MAX_TERM", "MAX_INDEX", "MAX_NODE_ID"} <= set(openraft_py.__all__)
+
+
+def test_well_formed_requests_pass() -> None:
+    vote = Vote.new(MAX_TERM, MAX_NODE_ID, True)
+    entries = [
+        Entry(LogId(0, 0), Membership.new([{1, 2, 3}])),
+        Entry(LogId(3, 1), Blank()),
+        Entry(LogId(3, 2), Normal(b"")),
+        Entry(LogId(MAX_TERM, 3), JOINT),
+        Entry(LogId(MAX_TERM, 4), Normal(b"x")),
+    ]
+    v.check_append_entries(AppendEntriesRequest(vote, None, entries, LogId(3, 2)))
+    v.check_append_entries(AppendEntriesRequest(vote, LogId(MAX_TERM, MAX_INDEX - 1), [Entry(LogId(MAX_TERM, MAX_INDEX), Blank())], None))
+    v.check_append_entries(AppendEntriesRequest(vote, LogId(2, 7), (), LogId(2, 9)))
+    v.check_vote(VoteRequest(Vote.new(4, 2), LogId(4, 9), True, Vote.new(3, 1, True)))
+    v.check_vote(VoteRequest(Vote.new(0, 0), None))
+    v.check_install_snapshot(InstallSnapshotRequest(vote, SnapshotMeta(None, EMPTY_STORED_MEMBERSHIP, ""), 0, b"", True))
+    sm = StoredMembership(LogId(2, 3), JOINT)
+    v.check_install_snapshot(InstallSnapshotRequest(vote, SnapshotMeta(LogId(2, 3), sm, "s"), 10, b"abc", False))
+    v.check_transfer_leader(TransferLeaderRequest(vote, 0, None))
+
+
+def test_payloads_and_ids() -> None:
+    assert v.check_payload(b"a") == b"a"
+    assert v.check_payloads(x for x in [b"a", bytearray(b"b"), memoryview(b"c")]) == [b"a", b"b", b"c"]
+    assert v.check_node_id(MAX_NODE_ID) == MAX_NODE_ID and v.check_index(MAX_INDEX) == MAX_INDEX
+    with pytest.raises(TypeError, match="payload 1"):
+        v.check_payloads([b"a", None])
+    assert v.check_members([3, 1]) == {3: BasicNode(), 1: BasicNode()}
+    assert v.check_voters(iter([1, 2])) == {1, 2}
