@@ -449,7 +449,8 @@ def _open_db(
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
-    fresh = not os.path.exists(path) or not os.listdir(path)
+    # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
+    fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_FILE + ".tmp"}
     mark: _AckMark | None = None
     cf_opts = {cf: Options(raw_mode=True) for cf in cfs}
     if fresh:
@@ -479,6 +480,7 @@ def _open_db(
         if mark is not None:
             mark.close()
         raise _open_error(path, what, e) from e
+
     def setup() -> _AckMark:
         # A function of its own: on an error, its frame (holding column family handles, which
         # keep RocksDB open) is cleared with the traceback's.

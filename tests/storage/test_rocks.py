@@ -782,3 +782,16 @@ async def test_state_machine_damaged_wal_after_snapshot_is_refused(tmp_path: Pat
     with pytest.raises(StorageError, match="acknowledged writes are missing") as ei:
         RocksStateMachine(tmp_path / "bad")
     assert str(tmp_path / "bad") in str(ei.value)
+
+
+def test_creation_that_stopped_before_rocksdb_is_retried(tmp_path: Path) -> None:
+    """A directory holding only our mark file (creation stopped before RocksDB wrote its
+    files) is created again, not refused as unreadable."""
+    from openraft_py.storage.rocks import ACK_FILE, _AckMark
+
+    p = tmp_path / "log"
+    p.mkdir()
+    _AckMark.create(str(p), 0).close()
+    assert os.listdir(p) == [ACK_FILE]
+    RocksLogStore(p).close()
+    RocksLogStore(p).close()
