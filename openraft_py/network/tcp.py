@@ -235,6 +235,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         if log_it:
             log.warning("tcp client %s -> node %s: %s; closing", self.peer.factory.node_id, self.peer.target, reason)
         if self.peer.conn is self:
@@ -282,6 +283,8 @@ class _Peer:
         conn = self.conn
         if conn is None or conn.closed:
             conn = await self._connect(deadline)
+            if conn.closed:  # lost between the connect and this caller resuming
+                raise Unreachable(f"node {self.target}: {conn.close_reason}")
         rid = self.next_id
         self.next_id = rid + 1 if rid < 2**63 else 1
         try:
@@ -731,12 +734,12 @@ class _ServerConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()  # writes what is buffered, then closes
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, level: int = logging.WARNING) -> None:
         """Close at once, logged once with the peer address."""
         if self.closed:
             return
         self.server.dropped += 1
-        log.warning("tcp server %s: closing the connection from %s: %s", self.server.address, self.peer, reason)
+        log.log(level, "tcp server %s: closing the connection from %s: %s", self.server.address, self.peer, reason)
         self.closed = True
         self.server._conns.discard(self)
         self.backlog.clear()
@@ -747,7 +750,7 @@ class _ServerConnection(asyncio.Protocol):
         """Close the connection if nothing came in for ``idle_timeout`` seconds and nothing
         is in flight."""
         if not self.closed and not self.tasks and now - self.last_activity >= self.server.idle_timeout:
-            self._drop(f"idle for {self.server.idle_timeout}s")
+            self._drop(f"idle for {self.server.idle_timeout}s", logging.DEBUG)
 
     def start_drain(self) -> None:
         """Stop reading; answer the requests in flight; the server closes it when done."""
