@@ -634,11 +634,19 @@ class RaftCore:
     async def _receive_chunk(self, req: InstallSnapshotRequest, tx: Any) -> None:
         """Write one chunk into the snapshot being received; on the last one hand the whole
         snapshot to the engine. A chunk that does not continue the received bytes (nor
-        repeat earlier ones) is refused: the leader starts over."""
+        repeat earlier ones) is refused: the leader starts over. So is the first chunk of a
+        transfer while a snapshot is being installed (the core never waits for an install)."""
         sid = req.meta.snapshot_id
         if self._receiving is None or self._receiving[0] != sid:
             if req.offset != 0:
                 _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
+                return
+            installing = self.engine.snapshot_installing
+            if installing is not None:
+                # Beginning to receive goes through the state machine worker, queued behind
+                # the install: the core would wait for the whole install. The leader starts
+                # over later (the engine would refuse the finished transfer anyway).
+                _answer(tx, ApiError(f"snapshot {sid}: snapshot {installing.snapshot_id} is being installed"))
                 return
             if self._receiving is not None:
                 snapshot_io.close_quietly(self._receiving[1])

@@ -248,3 +248,66 @@ async def test_entries_committed_during_a_refused_install_are_applied_in_order()
         assert [lid.index for lid, _ in disk.applied_log] == list(range(1, 23))
     finally:
         await c.shutdown()
+
+
+@pytest.mark.parametrize("cause", ["shutdown", "panic"])
+async def test_an_install_in_progress_fails_when_the_node_stops(cause: str) -> None:
+    """The leader's last chunk waits while the state machine installs (a new transfer is
+    refused meanwhile, the core keeps serving); the node stops: that call and a
+    get_current_snapshot queued behind the install are answered with the node's error at
+    once, and the node restarts from its disk as it was."""
+    from openraft_py import Panicked, Stopped
+    from openraft_py.core.messages import EngineCall
+
+    c = Cluster(snap_config(enable_tick=False), seed=9, state_machine=FlakySM)
+    try:
+        raft = await c.add_node(3)
+        sm = flaky(c, 3)
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, None, entries(0, 6), LogId(1, 2))), BOUND
+        )
+        assert resp.success
+        sm.gate = asyncio.Event()
+        meta, data = await snapshot_of(10)
+        install = asyncio.ensure_future(raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, 0, data, True)))
+        await asyncio.wait_for(sm.entered.wait(), BOUND)
+        queued = asyncio.ensure_future(raft.get_current_snapshot())
+        other = SnapshotMeta(LogId(1, 12), StoredMembership(LogId(1, 0), MEMBERSHIP), "s-12")
+        # A new transfer is refused while the install runs (the core does not wait for it).
+        with pytest.raises(ApiError, match="being installed"):
+            await asyncio.wait_for(
+                raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, other, 0, b"ab", False)), BOUND
+            )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not install.done() and not queued.done()
+        if cause == "shutdown":
+            err: type[Fatal] = Stopped
+            await asyncio.wait_for(raft.shutdown(), BOUND)
+        else:
+            err = Panicked
+
+            def fn(eng: Any, tx: Any, now: float) -> None:
+                raise RuntimeError("a bug")
+
+            bug: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            raft._core.send_msg(EngineCall(fn, bug))
+            with pytest.raises(Panicked):
+                await asyncio.wait_for(bug, BOUND)
+        for f in (install, queued):
+            with pytest.raises(err):
+                await asyncio.wait_for(f, BOUND)
+        with pytest.raises(err):
+            await asyncio.wait_for(raft.get_current_snapshot(), BOUND)
+        assert not raft.metrics.running
+        sm.gate.set()
+        # The snapshot was not installed half-way: the node restarts from its disk as it was.
+        disk = c.disks[3]
+        assert disk.snapshot is None and disk.last_applied is not None and disk.last_applied.index <= 5
+        c.nodes.pop(3)
+        c.router.unregister(3)
+        raft = await c.add_node(3)
+        m = await raft.wait(BOUND).applied_index_at_least(2)
+        assert m.running and m.last_log_index == 5
+    finally:
+        await c.shutdown()
