@@ -937,16 +937,24 @@ class RocksLogReader:
         if split == start:
             return tail
         n = split - start
-        if n <= INLINE_READ_MAX:
-            head = s._read_db(s._entries, start, split)
-        else:
-            view = s._entries.snapshot()
-            head = await _in_thread(s._read_db, view, start, split)
+        try:
+            if n <= INLINE_READ_MAX:
+                head = s._read_db(s._entries, start, split)
+            else:
+                view = s._entries.snapshot()
+                head = await _in_thread(s._read_db, view, start, split)
+        except Exception as e:  # e.g. an entry that does not decode
+            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", e) from e
         if len(head) != n:
-            raise StorageError(
-                f"reading log [{start}, {split}) from {s.path!r}",
-                RuntimeError(f"got {len(head)} entries: a hole in the stored log"),
-            )
+            # rocksdict's item iteration stops silently on an error: ask an iterator why.
+            cause: BaseException = RuntimeError(f"got {len(head)} entries: a hole in the stored log")
+            try:
+                probe = s._entries.iter()
+                probe.seek(encode_index_key(start + len(head)))
+                probe.status()
+            except Exception as e:  # noqa: BLE001 - the real cause (e.g. a corrupted SST block)
+                cause = e
+            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", cause) from cause
         head.extend(tail)
         return head
 
