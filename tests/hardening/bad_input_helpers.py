@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from integration.checks import check_applied_prefix, check_log_matching, fast_config
-from openraft_py import LogId, Raft, Vote
+from openraft_py import LogId, Membership, Normal, Raft, Vote
 from openraft_py.testing.cluster import Cluster
 
 BOUND = 2.0
@@ -62,6 +62,16 @@ def last_log_id(raft: Raft) -> LogId:
     last = raft._core.engine.state.last_log_id()
     assert last is not None
     return last
+
+
+def logged_writes(c: Cluster) -> list[tuple[int, int]]:
+    """Per node, how many ``Normal`` and ``Membership`` entries its log holds: what a refused
+    call must not change (blank entries of a new leader may come and go)."""
+    out = []
+    for nid in sorted(c.disks):
+        es = c.disks[nid].entries
+        out.append((sum(type(e.payload) is Normal for e in es), sum(type(e.payload) is Membership for e in es)))
+    return out
 
 
 def check_committed_agree(c: Cluster) -> None:
