@@ -1728,20 +1728,36 @@ class RocksStateMachine:
     # -- reading the data (for applications and tests)
 
     def get(self, key: str) -> str | None:
-        """The value of ``key`` as applied so far (a point read), or ``None``."""
+        """The value of ``key`` as applied so far (a point read), or ``None``. Raises
+        ``StorageError`` when RocksDB cannot read it (e.g. a damaged file)."""
         self._check_open()
-        raw = self._cf.get(_DATA + key.encode())
+        try:
+            raw = self._cf.get(_DATA + key.encode())
+        except Exception as e:
+            raise StorageError(f"reading {key!r} from state machine at {self.path!r}", e) from e
         return None if raw is None else raw.decode()
 
     @property
     def data(self) -> dict[str, str]:
-        """A copy of the whole key-value data (a full scan: for tests and small states)."""
+        """A copy of the whole key-value data (a full scan: for tests and small states).
+        Raises ``StorageError`` when the scan stops on an error (e.g. a damaged file) rather
+        than returning part of the data."""
         self._check_open()
         out: dict[str, str] = {}
-        for k, v in self._cf.items(from_key=_DATA):
-            if k[:1] != _DATA:
-                break
-            out[k[1:].decode()] = v.decode()
+        try:
+            it = self._cf.iter()
+            it.seek(_DATA)
+            while it.valid():
+                k = it.key()
+                if k[:1] != _DATA:
+                    break
+                out[k[1:].decode()] = it.value().decode()
+                it.next()
+            it.status()  # the scan stopped at the end, not on an error
+        except Exception as e:
+            raise StorageError(f"reading the data of state machine at {self.path!r}", e) from e
+        finally:
+            it = None
         return out
 
     # -- lifecycle
