@@ -127,8 +127,10 @@ def check_payloads(datas: Any) -> list[bytes]:
 
 
 def check_node(node: Any, what: str = "node") -> BasicNode:
-    """Return ``node`` if it is a ``BasicNode`` whose ``addr`` is a ``str``; else ``TypeError``."""
-    if not isinstance(node, BasicNode):
+    """Return ``node`` if it is a ``BasicNode`` (exactly: peers refuse a subclass in a
+    membership, as a wire decoder never makes one) whose ``addr`` is a ``str``; else
+    ``TypeError``."""
+    if type(node) is not BasicNode:
         raise TypeError(f"{what} must be a BasicNode, got {type(node).__name__} {node!r}")
     if type(node.addr) is not str:
         raise TypeError(f"{what}.addr must be a str, got {type(node.addr).__name__}")

@@ -19,6 +19,10 @@ __all__ = ["three"]
 pytestmark = pytest.mark.timeout(30)
 
 
+class SubNode(BasicNode, frozen=True):
+    """A ``BasicNode`` subclass: refused (a peer would refuse a membership holding it)."""
+
+
 @pytest.mark.parametrize("data", [None, 7, "text", 1.5, [b"a"], object()], ids=repr)
 async def test_client_write_refuses_a_payload_that_is_not_bytes(three: Cluster, data: object) -> None:
     """Issue 9: ``client_write(None)`` was committed and killed every node on apply."""
@@ -64,6 +68,7 @@ async def test_client_write_many_refuses_bad_payloads_all_or_nothing(three: Clus
         (4, "127.0.0.1:1", True, TypeError),
         (4, None, True, TypeError),
         (4, BasicNode(5), True, TypeError),  # type: ignore[arg-type]
+        (4, SubNode("h:1"), True, TypeError),
         (4, BasicNode(), "yes", TypeError),
     ],
     ids=lambda v: repr(v)[:24],
