@@ -250,11 +250,12 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
 def check_append_entries(req: Any) -> None:
     """Refuse a malformed ``AppendEntriesRequest`` with ``InvalidRequest``.
 
-    Checks the types and ranges of every field (nested ones included: each entry's log id and
-    payload: ``Normal.data`` is ``bytes``, a ``Membership`` is well-formed); that the entries
-    are contiguous from ``prev_log_id.index + 1`` (from 0 without ``prev_log_id``); that
-    their terms never decrease, start at or above ``prev_log_id``'s term, and that no log id
-    (prev, entries, leader_commit) has a term above the request's vote. ``leader_commit``
+    Checks the types and ranges of every field (nested ones included: ``entries`` is a
+    ``list`` of ``Entry``, each entry's log id and payload: ``Normal.data`` is ``bytes``, a
+    ``Membership`` is well-formed); that the entries are contiguous from
+    ``prev_log_id.index + 1`` (from 0 without ``prev_log_id``); that their terms never
+    decrease, start at or above ``prev_log_id``'s term, and that no log id (prev, entries,
+    leader_commit) has a term above the request's vote. ``leader_commit``
     only needs to be well-formed: the follower commits no further than what the request
     proves to match.
     """
@@ -274,9 +275,8 @@ def check_append_entries(req: Any) -> None:
     if lc is not None:
         _check_log_id(rpc, "leader_commit", lc, vterm)
     entries = req.entries
-    te = type(entries)
-    if te is not list and te is not tuple:
-        raise _bad(rpc, f"entries must be a list of Entry, got {te.__name__}")
+    if type(entries) is not list:
+        raise _bad(rpc, f"entries must be a list of Entry, got {type(entries).__name__}")
     if not entries:
         return
     if next_index + len(entries) - 1 > MAX_INDEX:

@@ -52,7 +52,7 @@ def test_well_formed_requests_pass() -> None:
     ]
     v.check_append_entries(AppendEntriesRequest(vote, None, entries, LogId(3, 2)))
     v.check_append_entries(AppendEntriesRequest(vote, LogId(MAX_TERM, MAX_INDEX - 1), [Entry(LogId(MAX_TERM, MAX_INDEX), Blank())], None))
-    v.check_append_entries(AppendEntriesRequest(vote, LogId(2, 7), (), LogId(2, 9)))
+    v.check_append_entries(AppendEntriesRequest(vote, LogId(2, 7), [], LogId(2, 9)))
     v.check_vote(VoteRequest(Vote.new(4, 2), LogId(4, 9), True, Vote.new(3, 1, True)))
     v.check_vote(VoteRequest(Vote.new(0, 0), None))
     v.check_install_snapshot(InstallSnapshotRequest(vote, SnapshotMeta(None, EMPTY_STORED_MEMBERSHIP, ""), 0, b"", True))

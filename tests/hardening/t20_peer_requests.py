@@ -80,6 +80,7 @@ APPEND_CASES: dict[str, Build] = {
     "leader_commit index negative": lambda v, L: ae(v, L, [], LogId(L.term, -1)),
     "entries None": lambda v, L: ae(v, L, None),
     "entries a dict": lambda v, L: ae(v, L, {1: ent(L.term, L.index + 1)}),
+    "entries a tuple": lambda v, L: ae(v, L, tuple(nxt(L, 1))),
     "entry not an Entry": lambda v, L: ae(v, L, [(L.term, L.index + 1)]),
     "entry log_id a tuple": lambda v, L: ae(v, L, [Entry((L.term, L.index + 1), Blank())]),  # type: ignore[arg-type]
     # issue 9: these killed the follower's core and the call never returned
