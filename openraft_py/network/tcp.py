@@ -34,6 +34,7 @@ coalesce the frames written in one loop turn into one write.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import logging
 import random
 import socket
@@ -554,6 +555,7 @@ class _ServerConnection(asyncio.Protocol):
         self.closed = False
         self.last_activity = self.loop.time()
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self.tls_task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -571,8 +573,43 @@ class _ServerConnection(asyncio.Protocol):
             return
         srv._conns.add(self)
         _set_nodelay(transport)
-        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
         self.handshake_timer = self.loop.call_later(srv.handshake_timeout, self._handshake_timeout)
+        if srv._ssl is not None:
+            # TLS is layered here rather than by the listener, so that a failed TLS handshake
+            # is seen (logged with its reason), counted and bounded like any refusal. This is
+            # what ``loop.start_tls`` does, done synchronously: no byte can reach this
+            # protocol unencrypted in between (uvloop reads before a coroutine could run).
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            tls = asyncio.sslproto.SSLProtocol(
+                self.loop,
+                self,
+                srv._ssl,
+                waiter,
+                server_side=True,
+                call_connection_made=False,
+                ssl_handshake_timeout=srv.handshake_timeout,
+            )
+            transport.set_protocol(tls)
+            tls.connection_made(transport)
+            self.transport = tls._get_app_transport()
+            self.writer = _FrameWriter(self.loop, self.transport)
+            self.tls_task = self.loop.create_task(self._tls_handshake(waiter, transport))
+            return
+        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
+
+    async def _tls_handshake(self, waiter: asyncio.Future[None], raw: asyncio.BaseTransport) -> None:
+        try:
+            await waiter
+        except (OSError, asyncio.TimeoutError, EOFError, ValueError, RuntimeError, ConnectionError) as e:
+            if not self.closed:
+                srv = self.server
+                self.closed = True
+                srv._conns.discard(self)
+                srv.refused += 1
+                if self.handshake_timer is not None:
+                    self.handshake_timer.cancel()
+                log.warning("tcp server %s: TLS refused the connection from %s: %r", srv.address, self.peer, e)
+                raw.close()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -828,11 +865,9 @@ class TcpServer:
         self._closing = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.address = f"{host}:{port}"
-        kw: dict[str, Any] = {}
-        if ssl is not None:
-            kw["ssl_handshake_timeout"] = handshake_timeout
+        self._ssl = ssl
         self._server = await self._loop.create_server(
-            lambda: _ServerConnection(self), host, port, ssl=ssl, reuse_address=True, **kw
+            lambda: _ServerConnection(self), host, port, reuse_address=True
         )
         sockname = self._server.sockets[0].getsockname()
         self.host: str = sockname[0]

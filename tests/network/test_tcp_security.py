@@ -166,7 +166,10 @@ async def test_unknown_protocol_version_is_refused() -> None:
 
 
 @pytest.mark.parametrize("client_cert", [None, "rogue-client", "no-tls"])
-async def test_mtls_refuses_a_missing_or_wrong_client_certificate(client_cert: str | None, pki: Any) -> None:
+async def test_mtls_refuses_a_missing_or_wrong_client_certificate(
+    client_cert: str | None, pki: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
     async with TcpCluster(
         tcp_config(), server_ssl=pki.server_ctx(mtls=True), client_ssl=pki.client_ctx("client")
     ) as c:
@@ -179,6 +182,12 @@ async def test_mtls_refuses_a_missing_or_wrong_client_certificate(client_cert: s
         finally:
             await bad.close()
         assert errors and all(isinstance(e, Unreachable) for e in errors)
+        # Each node logged the refusals with the peer address and the TLS reason.
+        refused = [r.getMessage() for r in caplog.records if "TLS refused the connection from 127.0.0.1:" in r.getMessage()]
+        assert refused
+        if client_cert == "rogue-client":
+            assert any("CERTIFICATE_VERIFY_FAILED" in m or "certificate verify failed" in m for m in refused)
+        assert all(n.server is not None and n.server.refused > 0 for n in c.nodes.values())
 
 
 async def test_tls_client_must_trust_the_server_certificate(pki: Any, tmp_path: Any) -> None:
