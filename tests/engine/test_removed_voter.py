@@ -35,6 +35,8 @@ from openraft_py.types import (
     AppendEntriesResponse,
     BasicNode,
     ServerState,
+    SnapshotMeta,
+    StoredMembership,
     VoteRequest,
     VoteResponse,
 )
@@ -66,6 +68,20 @@ def test_voter_that_appended_its_removal_never_campaigns():
     assert eng.state.vote == vote(1, 1, True)
     eng.elect(20_000.0)
     assert eng.take_commands() == [], "not even when told to"
+
+
+def test_voter_that_installs_a_snapshot_of_its_removal_never_campaigns():
+    # A lagging node being removed may learn of it from a snapshot instead of the entry.
+    eng = make_engine(id=3, voters=[{1, 2, 3}, {1, 2}], log=LOG, vote=(1, 1, True), config=NO_PRE_VOTE)
+    final = StoredMembership(lid(1, 3), membership({1, 2}))
+    eng.handle_snapshot_received(SnapshotMeta(lid(1, 5), final, "snap"), "file", TX)
+    eng.take_commands()
+    eng.handle_snapshot_installed(SnapshotMeta(lid(1, 5), final, "snap"), TX)
+    eng.take_commands()
+    assert eng.state.server_state is ServerState.LEARNER
+    eng.handle_tick(10_000.0)
+    assert eng.take_commands() == []
+    assert eng.state.vote == vote(1, 1, True)
 
 
 def test_voter_being_removed_asks_first_even_with_pre_vote_off():
