@@ -96,3 +96,70 @@ async def test_full_cluster_restart_keeps_acknowledged_writes(tmp_path: Path) ->
     finally:
         await c.shutdown()
         f.close_all()
+
+
+async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path: Path) -> None:
+    """Issue 9: a node whose log store's WAL was damaged while it was down must not come back
+    serving a shortened log. Its restart raises ``StorageError`` (promptly, naming the path);
+    the two other nodes keep committing and their committed logs agree."""
+    import asyncio
+    import shutil
+
+    from openraft_py.errors import ForwardToLeader, StorageError
+
+    f = RocksFactories(tmp_path)
+    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50)
+    c = Cluster(config, seed=11, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
+    try:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        for i in range(60):
+            await c.nodes[leader].client_write(encode_kv(KvSet(f"k{i}", f"v{i}")))
+        last = c.nodes[leader].metrics.last_log_index
+        await c.wait_applied(last)
+        victim = next(n for n in (3, 2, 1) if n != leader)
+        log_dir = f.disk(victim).log_path
+        image = tmp_path / "image"
+        shutil.copytree(log_dir, image)  # what a crash of the running node leaves (data in the WAL)
+        await c.crash(victim)
+        old_log, old_sm = f.open.pop(victim)
+        assert old_log is not None and old_sm is not None
+        old_log.close()
+        old_sm.close()
+        wals = sorted((p for p in image.iterdir() if p.name.endswith(".log")), key=lambda p: int(p.name[:-4]))
+        data = bytearray(wals[-1].read_bytes())
+        assert len(data) > 1000, "the WAL holds the node's writes"
+        data[len(data) // 2] ^= 0xFF
+        wals[-1].write_bytes(bytes(data))
+        shutil.rmtree(log_dir)
+        shutil.move(str(image), str(log_dir))
+
+        with pytest.raises(StorageError) as ei:
+            await asyncio.wait_for(c.add_node(victim), 10)
+        assert str(log_dir) in str(ei.value)
+        assert victim not in c.nodes
+
+        # The other two still form a majority: a write commits, and their logs agree.
+        rest = sorted(set(c.nodes))
+        # (The synchronous file work above held the loop: an election may be under way.)
+        for attempt in range(20):
+            leader = await c.wait_for_leader(timeout=10)
+            try:
+                await asyncio.wait_for(c.nodes[leader].client_write(encode_kv(KvSet("after", "x"))), 10)
+                break
+            except ForwardToLeader:
+                continue
+        else:
+            raise AssertionError("no write committed on the remaining two nodes")
+        last = c.nodes[leader].metrics.last_log_index
+        await c.wait_applied(last, timeout=10)
+        logs = []
+        for nid in rest:
+            assert c.nodes[nid].metrics.running, f"n{nid} stopped"
+            logs.append(await c.log_stores[nid].try_get_log_entries(0, last + 1))
+        assert logs[0] == logs[1] and len(logs[0]) == last + 1
+        datas = [c.state_machines[nid].data for nid in rest]
+        assert datas[0] == datas[1] and datas[0]["after"] == "x"
+    finally:
+        await c.shutdown()
+        f.close_all()
