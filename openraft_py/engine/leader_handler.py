@@ -87,7 +87,13 @@ class LeaderHandler:
         st = self.state
         if not vote.is_gt(st.vote):
             return
-        if not vote.committed and vote.term < MAX_TERM and st.is_voter() and not self.is_member_voter(target):
+        if (
+            not vote.committed
+            and vote.term < MAX_TERM
+            and leader.transfer_to is None  # handing over: it steps down anyway
+            and st.is_voter()
+            and not self.is_member_voter(target)
+        ):
             self.elect(self.now, transfer_from=leader.vote, above_term=vote.term)
             return
         self.update_vote(vote)

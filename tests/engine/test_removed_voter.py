@@ -232,6 +232,17 @@ def test_voter_being_removed_still_counts_while_joint():
     assert eng.take_commands() == [SaveVote(vote(7, 3), io), StopReplication()]
 
 
+def test_leader_handing_over_steps_down_on_a_learners_greater_vote():
+    # A transfer is under way: re-electing itself would undo it; it steps down as before.
+    eng = leader_with_learner_3()
+    eng.transfer_leader(2, now=1.0)
+    eng.take_commands()
+    io = eng.state.io.submitted + 1
+    eng.handle_higher_vote(3, vote(2, 1, True), vote(7, 3))
+    assert eng.take_commands() == [SaveVote(vote(7, 3), io), StopReplication()]
+    assert eng.leader is None
+
+
 def test_stale_session_or_lower_vote_is_ignored():
     eng = leader_with_learner_3()
     eng.handle_higher_vote(3, vote(1, 1, True), vote(7, 3))
