@@ -843,15 +843,56 @@ class TcpServer:
           within this (and, with ``ssl``, the TLS handshake too).
         - ``drain_timeout``: how long ``close()`` waits for requests in flight.
         """
-        self = object.__new__(cls)
-        self._loop = asyncio.get_running_loop()
-        self._raft = raft
-        self.cluster_name = cluster_name
-        self.node_id = raft.metrics.id if node_id is None else node_id
+        self = cls._unbound(
+            raft,
+            cluster_name,
+            ssl,
+            node_id=node_id,
+            max_frame_size=max_frame_size,
+            max_inflight=max_inflight,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self.address = f"{host}:{port}"
+        self._server = await self._loop.create_server(
+            lambda: _ServerConnection(self), host, port, reuse_address=True
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host = sockname[0]
+        self.port = sockname[1]
+        self.address = f"{host}:{self.port}"
+        self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
+        return self
+
+    @classmethod
+    def _unbound(
+        cls,
+        raft: Any,
+        cluster_name: str,
+        ssl: _ssl.SSLContext | None,
+        *,
+        node_id: NodeId | None,
+        max_frame_size: int,
+        max_inflight: int,
+        max_connections: int,
+        idle_timeout: float,
+        handshake_timeout: float,
+        drain_timeout: float,
+    ) -> TcpServer:
+        """A configured server that listens nowhere (``start`` binds it; the atheris
+        harness feeds its connections directly). Must be called in the running loop."""
         if max_frame_size < 64 or max_inflight < 1 or max_connections < 1:
             raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
         if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0:
             raise ValueError("timeouts must be positive")
+        self = object.__new__(cls)
+        self._loop = asyncio.get_running_loop()
+        self._raft = raft
+        self._ssl = ssl
+        self.cluster_name = cluster_name
+        self.node_id = raft.metrics.id if node_id is None else node_id
         self.max_frame_size = max_frame_size
         self.max_inflight = max_inflight
         self.max_connections = max_connections
@@ -864,17 +905,10 @@ class TcpServer:
         self._conns: set[_ServerConnection] = set()
         self._closing = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self.address = f"{host}:{port}"
-        self._ssl = ssl
-        self._server = await self._loop.create_server(
-            lambda: _ServerConnection(self), host, port, reuse_address=True
-        )
-        sockname = self._server.sockets[0].getsockname()
-        self.host: str = sockname[0]
-        self.port: int = sockname[1]
+        self.host = ""
+        self.port = 0
         """The bound port (the ephemeral one when started with port 0)."""
-        self.address = f"{host}:{self.port}"
-        self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
+        self.address = "unbound"
         return self
 
     def _idle_period(self) -> float:

@@ -412,3 +412,43 @@ def test_memory_per_connection_is_bounded(live: LiveCluster) -> None:
     # The RSS after the flood is within a generous margin of before (allocator slack, the
     # cluster's own growing log).
     assert out["rss1"] - out["rss0"] < 64 * 1024 * 1024
+
+
+# -- coverage-guided: atheris over the server's input path ----------------------------------------
+
+
+def test_atheris_server_input_path(tmp_path: Any) -> None:
+    """Runs ``atheris_tcp_server.py`` (coverage-guided, no sockets) for a bounded number of
+    inputs from a corpus of valid frames; any crash or broken invariant fails the run."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    harness = Path(__file__).with_name("atheris_tcp_server.py")
+    sys.path.insert(0, str(harness.parent))
+    try:
+        import atheris_tcp_server as h  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(harness.parent))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    hello = bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(wire.PROTOCOL_VERSION, "fz", SENDER)))
+    seeds = [h.seed(hello, handshake=False), h.seed(hello[:7], handshake=False, cuts=(3,))]
+    for i, t in enumerate(TEMPLATES):
+        seeds.append(h.seed(t, handshake=True))
+        seeds.append(h.seed(t + TEMPLATES[(i + 1) % len(TEMPLATES)], handshake=True, cuts=(5, len(t))))
+    for i, s in enumerate(seeds):
+        (corpus / f"seed{i}").write_bytes(s)
+    runs = 20_000
+    proc = subprocess.run(
+        [sys.executable, str(harness), f"-runs={runs}", "-max_len=4096", "-seed=1", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 0, tail
+    assert f"Done {runs} runs" in tail, tail
+    cov = [line for line in tail.splitlines() if "DONE" in line]
+    print("\natheris:", cov[-1] if cov else tail[-300:])
