@@ -516,3 +516,43 @@ async def test_a_peer_that_does_not_read_its_answers_is_not_buffered_without_bou
         sock.close()
         await server.close()
         await factory.close()
+
+
+async def test_frames_of_one_loop_turn_go_out_in_one_write_with_nagle_off() -> None:
+    raft, server, factory, client = await _pair()
+    try:
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        peer = factory._peers[2]
+        assert peer.conn is not None and peer.conn.transport is not None
+        ctrans = peer.conn.transport
+        (sconn,) = server._conns
+        for t in (ctrans, sconn.transport):
+            sock = t.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        writes: list[int] = []
+
+        class Counting:
+            """Counts the writes the connection's frame writer makes."""
+
+            def write(self, data: bytes) -> None:
+                writes.append(len(data))
+                ctrans.write(data)
+
+            def is_closing(self) -> bool:
+                return bool(ctrans.is_closing())
+
+        writer = peer.conn.writer
+        assert writer is not None
+        writer._transport = Counting()  # type: ignore[assignment]
+        try:
+            # 16 requests issued in one loop turn leave in one write.
+            calls = [asyncio.ensure_future(client.vote(VoteRequest(V1, LogId(1, i)), OPT)) for i in range(16)]
+            out = await asyncio.wait_for(asyncio.gather(*calls), 5)
+        finally:
+            writer._transport = ctrans
+        assert len(out) == 16 and len(writes) == 1
+        one = len(wire.frame_message(wire.KIND_VOTE, 1, VoteRequest(V1, LogId(1, 1))))
+        assert writes[0] >= 16 * (one - 2)
+    finally:
+        await server.close()
+        await factory.close()
