@@ -1,0 +1,321 @@
+"""The HTTP/JSON API of a service node (DESIGN §8), on aiohttp.
+
+==============================  ==========================================================
+``POST /cluster/init``          ``{"members": {"1": {"raft_addr", "http_addr"}, ...}}`` -> 200
+                                ``{"members": [ids]}``; 409 if the node is initialized already
+``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
+                                the learner caught up (503 if not within the bound)
+``POST /cluster/members``       ``{"voters": [ids], "retain": bool}`` -> 200 ``{"index",
+                                "voters", "learners"}``; 409 while another change runs
+``POST /cluster/transfer``      ``{"to": id}`` -> 200 ``{"leader_id"}`` once ``to`` leads
+``GET /cluster/status``         this node's view (``KvNode.status``); any node answers
+``PUT /kv/{key}``               raw body = the value (UTF-8) -> 200 ``{"index"}``
+``GET /kv/{key}``               ``?consistency=linearizable|lease|local`` (default
+                                linearizable) -> 200 raw value, 404 when absent
+``DELETE /kv/{key}``            -> 200 ``{"index"}``
+``POST /kv/{key}/cas``          ``{"expected": str|null, "value": str|null}`` -> 200
+                                ``{"ok", "current"}`` (``value`` null: delete if it matches)
+``GET /metrics``                Prometheus text format
+==============================  ==========================================================
+
+Keys are the percent-decoded path segment (encode ``/`` as ``%2F``): non-empty, at most
+``MAX_KEY_BYTES`` bytes of UTF-8. JSON bodies are decoded into typed structs: a wrong type, a
+missing or unknown field, or invalid JSON is a 400 before anything happens.
+
+The redirect rule: a node that is not the leader answers writes, linearizable and lease
+reads and the admin calls (learners, members, transfer) with ``307``, ``Location`` = the
+same path and query on the leader's HTTP address, and the body ``{"leader_id",
+"leader_http_addr"}``; with no known leader (or none whose HTTP address is known) ``503``.
+A write whose entry was appended but whose outcome this node can no longer tell
+(``ForwardToLeader.outcome_unknown``) is answered ``503`` with ``"outcome_unknown": true``,
+never redirected (a blind retry could apply it twice).
+
+Errors: every answer but a value is JSON; errors are ``{"error": message}`` (plus fields
+above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeouts -> 503;
+``InProgress`` and initialize's ``NotAllowed`` -> 409; other membership or initialize
+refusals, ``InvalidRequest``, ``TypeError``, ``ValueError`` -> 400; a body over
+``max_body`` -> 413; unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
+-> 503, logged. Nothing is half-applied: validation runs before the one Raft call a request
+makes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from .. import validation as _v
+from ..errors import (
+    ChangeMembershipError,
+    Fatal,
+    ForwardToLeader,
+    InitializeError,
+    InProgress,
+    InvalidRequest,
+    LinearizableReadError,
+    NotAllowed,
+    RPCError,
+    WaitTimeout,
+)
+from .metrics import CONTENT_TYPE
+from .node import CONSISTENCIES, MAX_KEY_BYTES, KvNode, ServiceUnavailable
+from .nodes import NodeAddrs, check_addr
+
+__all__ = ["make_app", "NODE_KEY"]
+
+log = logging.getLogger(__name__)
+
+NODE_KEY: web.AppKey[KvNode] = web.AppKey("kv_node", KvNode)
+"""The ``KvNode`` an application serves (``app[NODE_KEY]``)."""
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+class _Member(msgspec.Struct, forbid_unknown_fields=True):
+    raft_addr: str
+    http_addr: str
+
+
+class _InitBody(msgspec.Struct, forbid_unknown_fields=True):
+    members: dict[str, _Member]
+
+
+class _LearnerBody(msgspec.Struct, forbid_unknown_fields=True):
+    id: int
+    raft_addr: str
+    http_addr: str
+
+
+class _MembersBody(msgspec.Struct, forbid_unknown_fields=True):
+    voters: list[int]
+    retain: bool = False
+
+
+class _TransferBody(msgspec.Struct, forbid_unknown_fields=True):
+    to: int
+
+
+class _CasBody(msgspec.Struct, forbid_unknown_fields=True):
+    expected: str | None
+    value: str | None
+
+
+class BadRequest(Exception):
+    """The request is malformed (answered 400)."""
+
+
+async def _body(request: web.Request, typ: type[Any]) -> Any:
+    raw = await request.read()  # 413 (HTTPRequestEntityTooLarge) above client_max_size
+    if not raw:
+        raise BadRequest("a JSON body is required")
+    try:
+        return msgspec.json.decode(raw, type=typ)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"invalid body: {e}") from None
+    except msgspec.DecodeError as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if not key:
+        raise BadRequest("the key is empty")
+    try:
+        n = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadRequest("the key is not valid UTF-8") from None
+    if n > MAX_KEY_BYTES:
+        raise BadRequest(f"the key is longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _node_id(value: int, what: str) -> int:
+    try:
+        return _v.check_node_id(value, what)
+    except (TypeError, ValueError) as e:
+        raise BadRequest(str(e)) from None
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status)
+
+
+# -- handlers --------------------------------------------------------------------------------------
+
+
+def _node(request: web.Request) -> KvNode:
+    return request.app[NODE_KEY]
+
+
+async def cluster_init(request: web.Request) -> web.Response:
+    body: _InitBody = await _body(request, _InitBody)
+    if not body.members:
+        raise BadRequest("members is empty")
+    members: dict[int, NodeAddrs] = {}
+    for k, m in body.members.items():
+        if not k.isdigit() or not k.isascii():
+            raise BadRequest(f"member id {k!r} is not a decimal node id")
+        nid = _node_id(int(k), f"member id {k}")
+        try:
+            members[nid] = NodeAddrs(check_addr(m.raft_addr, f"members[{k}].raft_addr"),
+                                     check_addr(m.http_addr, f"members[{k}].http_addr"))
+        except (TypeError, ValueError) as e:
+            raise BadRequest(str(e)) from None
+    await _node(request).init(members)
+    return _json({"members": sorted(members)})
+
+
+async def cluster_learners(request: web.Request) -> web.Response:
+    body: _LearnerBody = await _body(request, _LearnerBody)
+    nid = _node_id(body.id, "id")
+    try:
+        check_addr(body.raft_addr, "raft_addr")
+        check_addr(body.http_addr, "http_addr")
+    except (TypeError, ValueError) as e:
+        raise BadRequest(str(e)) from None
+    index = await _node(request).add_learner(nid, body.raft_addr, body.http_addr)
+    return _json({"index": index})
+
+
+async def cluster_members(request: web.Request) -> web.Response:
+    body: _MembersBody = await _body(request, _MembersBody)
+    voters = [_node_id(v, "voter id") for v in body.voters]
+    if not voters:
+        raise BadRequest("voters is empty")
+    node = _node(request)
+    index = await node.change_members(voters, body.retain)
+    st = node.status()
+    return _json({"index": index, "voters": st["voters"], "learners": st["learners"]})
+
+
+async def cluster_transfer(request: web.Request) -> web.Response:
+    body: _TransferBody = await _body(request, _TransferBody)
+    to = _node_id(body.to, "to")
+    return _json({"leader_id": await _node(request).transfer(to)})
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    return _json(_node(request).status())
+
+
+async def kv_put(request: web.Request) -> web.Response:
+    key = _key(request)
+    raw = await request.read()
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the value is not valid UTF-8") from None
+    return _json({"index": await _node(request).put(key, value)})
+
+
+async def kv_get(request: web.Request) -> web.Response:
+    key = _key(request)
+    consistency = request.query.get("consistency", "linearizable")
+    if consistency not in CONSISTENCIES or len(request.query.getall("consistency", [])) > 1:
+        raise BadRequest(f"consistency must be one of {', '.join(CONSISTENCIES)}")
+    value = await _node(request).read(key, consistency)
+    if value is None:
+        return _error(404, "key not found", key=key)
+    return web.Response(body=value.encode("utf-8"), content_type="text/plain", charset="utf-8")
+
+
+async def kv_delete(request: web.Request) -> web.Response:
+    key = _key(request)
+    return _json({"index": await _node(request).delete(key)})
+
+
+async def kv_cas(request: web.Request) -> web.Response:
+    key = _key(request)
+    body: _CasBody = await _body(request, _CasBody)
+    ok, current = await _node(request).cas(key, body.expected, body.value)
+    return _json({"ok": ok, "current": current})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=_node(request).metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Response:
+    if e.outcome_unknown:
+        return _error(503, str(e), outcome_unknown=True, leader_id=e.leader_id)
+    leader_id, http = node.leader(e)
+    if leader_id is None:
+        return _error(503, "no leader is known; retry later", leader_id=None)
+    if leader_id == node.id:  # became leader meanwhile: the client retries here
+        http = node.opts.http_addr
+    if http is None:
+        return _error(503, f"the HTTP address of leader {leader_id} is unknown", leader_id=leader_id)
+    location = f"http://{http}{request.raw_path}"
+    return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
+
+
+def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
+    if isinstance(e, BadRequest):
+        return _error(400, str(e))
+    if isinstance(e, ForwardToLeader):
+        return _forward(node, request, e)
+    if isinstance(e, (InProgress, NotAllowed)):
+        return _error(409, f"{type(e).__name__}: {e}")
+    if isinstance(e, (ChangeMembershipError, InitializeError, InvalidRequest, TypeError, ValueError)):
+        return _error(400, f"{type(e).__name__}: {e}")
+    if isinstance(e, Fatal):
+        log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
+        return _error(503, f"the node has stopped: {type(e).__name__}: {e}")
+    if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
+        return _error(503, f"{type(e).__name__}: {e}")
+    log.exception("%s %s failed", request.method, request.path, exc_info=e)
+    return _error(500, f"internal error: {type(e).__name__}")
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def _errors_and_counts(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    resp: web.StreamResponse
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
+        resp = _json({"error": e.reason}, e.status, headers=headers)
+    except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
+        resp = _map_error(node, request, e)
+    node.metrics.http_requests.labels(_route(request), request.method, str(resp.status)).inc()
+    return resp
+
+
+def make_app(node: KvNode) -> web.Application:
+    """The aiohttp application serving ``node`` (see the module docstring)."""
+    app = web.Application(client_max_size=node.opts.max_body, middlewares=[_errors_and_counts])
+    app[NODE_KEY] = node
+    r = app.router
+    r.add_post("/cluster/init", cluster_init)
+    r.add_post("/cluster/learners", cluster_learners)
+    r.add_post("/cluster/members", cluster_members)
+    r.add_post("/cluster/transfer", cluster_transfer)
+    r.add_get("/cluster/status", cluster_status)
+    r.add_put("/kv/{key}", kv_put)
+    r.add_get("/kv/{key}", kv_get)
+    r.add_delete("/kv/{key}", kv_delete)
+    r.add_post("/kv/{key}/cas", kv_cas)
+    r.add_get("/metrics", metrics)
+    return app
+
+

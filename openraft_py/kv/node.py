@@ -1,0 +1,340 @@
+"""``KvNode``: one running node of the key-value service and its operations.
+
+A node owns, under its data directory ``D``: the RocksDB log store (``D/log``) and the state
+machine (``D/sm``, a ``KvStateMachine``); a ``Raft``; the TCP transport (a ``TcpServer`` on
+the raft address and a ``KvNetworkFactory`` for its peers, TLS when configured); the HTTP API
+(``http_api``) on the HTTP address; and its Prometheus registry (``metrics``). ``start()``
+brings all of it up (from whatever the data directory holds: a restart with the same options
+resumes the node), ``stop()`` takes it down in the reverse order, each step bounded.
+
+The operations (``put``, ``read``, ``init``, ...) are what the HTTP handlers call; they raise
+the library's errors (``ForwardToLeader``, ``QuorumNotEnough``, ``Fatal`` ...), ``TypeError``
+/ ``ValueError`` for bad arguments, and ``ServiceUnavailable`` when an operation could not
+finish within its bound. ``http_api`` maps them to HTTP answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .. import validation as _v
+from ..config import Config
+from ..errors import ForwardToLeader
+from ..network.tcp import TcpNetworkFactory, TcpServer, parse_addr
+from ..raft import Raft
+from ..storage.rocks import RocksLogStore
+from ..types import BasicNode, NodeId, ReadPolicy, ServerState
+from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
+from .metrics import KvMetrics
+from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
+
+__all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "CONSISTENCIES", "MAX_KEY_BYTES"]
+
+log = logging.getLogger(__name__)
+
+CONSISTENCIES = ("linearizable", "lease", "local")
+"""The ``consistency`` values of a read: ``linearizable`` (ReadIndex: a quorum confirms
+leadership after the request), ``lease`` (LeaseRead: no RPC while the leader lease holds),
+``local`` (this node's applied state as is; may be stale, any node answers)."""
+
+_POLICY = {"linearizable": ReadPolicy.READ_INDEX, "lease": ReadPolicy.LEASE_READ}
+
+MAX_KEY_BYTES = 4096
+"""Longest key (UTF-8 bytes) the service takes."""
+
+
+class ServiceUnavailable(Exception):
+    """An operation did not finish within its bound (the node may still complete it)."""
+
+
+class ServeOptions(msgspec.Struct, kw_only=True):
+    """What one ``serve`` process runs (the §8 flags of ``openraft-py serve``).
+
+    ``raft_config``: ``Config`` fields (milliseconds, Openraft's names) overriding the
+    defaults; ``max_body``: the largest HTTP request body in bytes (a larger one gets 413);
+    ``learner_timeout``: seconds ``POST /cluster/learners`` waits for the learner to catch up;
+    ``log_format`` / ``log_level``: see ``logs``."""
+
+    id: int
+    raft_addr: str
+    http_addr: str
+    data_dir: str
+    cluster_name: str = "openraft-py"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    raft_config: dict[str, Any] = {}
+    max_body: int = 1024 * 1024
+    learner_timeout: float = 60.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    def check(self) -> None:
+        """``ValueError`` unless the options are usable (ids, addresses, TLS files, limits)."""
+        _v.check_node_id(self.id)
+        check_addr(self.raft_addr, "--raft-addr")
+        check_addr(self.http_addr, "--http-addr")
+        if not self.data_dir:
+            raise ValueError("--data-dir is required")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key (mutual TLS)")
+        if self.max_body < 1024:
+            raise ValueError("max_body must be at least 1024 bytes")
+        if not self.learner_timeout > 0:
+            raise ValueError("learner_timeout must be positive")
+
+
+def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The (server, client) ``SSLContext``s of the raft port, or ``(None, None)`` without
+    ``tls_cert``. With ``tls_ca`` both sides verify the peer against that CA (mutual TLS:
+    a peer without a certificate the CA signed is refused); without it, clients verify the
+    servers against the system's CAs. Both present ``tls_cert``."""
+    if opts.tls_cert is None or opts.tls_key is None:
+        return None, None
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(opts.tls_cert, opts.tls_key)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
+    client.load_cert_chain(opts.tls_cert, opts.tls_key)
+    if opts.tls_ca is not None:
+        server.load_verify_locations(opts.tls_ca)
+        server.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
+def _index(log_id: Any) -> int | None:
+    return None if log_id is None else int(log_id.index)
+
+
+class KvNode:
+    """One node of the key-value service (see the module docstring)."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        opts.check()
+        self.opts = opts
+        self.id: NodeId = opts.id
+        self.raft: Raft | None = None
+        self.sm: KvStateMachine | None = None
+        self.log_store: RocksLogStore | None = None
+        self.tcp_server: TcpServer | None = None
+        self.factory: KvNetworkFactory | None = None
+        self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
+        self._http: Any = None  # aiohttp AppRunner
+        self.http_port: int | None = None
+        self.raft_port: int | None = None
+        self.stopped = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
+        started is stopped again and the error raised."""
+        from .http_api import make_app
+
+        o = self.opts
+        try:
+            data = Path(o.data_dir)
+            data.mkdir(parents=True, exist_ok=True)
+            config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
+            server_ctx, client_ctx = tls_contexts(o)
+            self.log_store = await RocksLogStore.open(data / "log")
+            self.sm = await KvStateMachine.open(data / "sm")
+            tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx)
+            self.factory = KvNetworkFactory(tcp, self.metrics.on_rpc_error)
+            self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
+            host, port = parse_addr(o.raft_addr)
+            self.tcp_server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name,
+                                                    ssl=server_ctx)
+            self.raft_port = self.tcp_server.port
+            from aiohttp import web
+
+            app = make_app(self)
+            self._http = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._http.setup()
+            hhost, hport = parse_addr(o.http_addr)
+            site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
+            await site.start()
+            self.http_port = self._http.addresses[0][1]
+        except BaseException:
+            await self.stop()
+            raise
+        m = self.raft.metrics
+        log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",
+                 o.raft_addr, o.http_addr, o.data_dir, m.current_term, m.last_log_index)
+
+    async def stop(self) -> None:
+        """Close the HTTP API, the TCP server, Raft, the network and the stores, in that
+        order, each step bounded and logged on failure. Idempotent."""
+        steps: list[tuple[str, Any]] = []
+        if self._http is not None:
+            steps.append(("http", self._http.cleanup()))
+            self._http = None
+        if self.tcp_server is not None:
+            steps.append(("tcp server", self.tcp_server.close()))
+            self.tcp_server = None
+        if self.raft is not None:
+            steps.append(("raft", self.raft.shutdown()))
+        if self.factory is not None:
+            steps.append(("network", self.factory.close()))
+            self.factory = None
+        for name, store in (("log store", self.log_store), ("state machine", self.sm)):
+            if store is not None:
+                steps.append((name, store.aclose()))
+        self.log_store = None
+        for name, coro in steps:
+            try:
+                await asyncio.wait_for(coro, 10.0)
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                log.error("stopping the %s failed: %r", name, e)
+        if steps:
+            log.info("stopped")
+        self.stopped.set()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _raft(self) -> Raft:
+        if self.raft is None:
+            raise ServiceUnavailable("the node is not running")
+        return self.raft
+
+    def nodes(self) -> dict[NodeId, NodeAddrs]:
+        """Every member's addresses, from the current membership."""
+        mem = self._raft().metrics.membership_config.membership
+        return {nid: addrs_of(n) for nid, n in mem.nodes.items()}
+
+    def leader(self, hint: ForwardToLeader | None = None) -> tuple[NodeId | None, str | None]:
+        """``(leader_id, leader_http_addr)`` as this node knows them (``hint``: a
+        ``ForwardToLeader`` naming them); either may be ``None``."""
+        leader_id = hint.leader_id if hint is not None else self._raft().metrics.current_leader
+        if leader_id is None:
+            return None, None
+        node: BasicNode | None = hint.leader_node if hint is not None else None
+        if node is None:
+            node = self._raft().metrics.membership_config.membership.nodes.get(leader_id)
+        http = addrs_of(node).http if node is not None else ""
+        return leader_id, http or None
+
+    def is_leader(self) -> bool:
+        """Whether this node leads right now."""
+        return self.raft is not None and self.raft.is_leader()
+
+    def require_leader(self) -> None:
+        """Raise ``ForwardToLeader`` (naming the known leader) unless this node leads."""
+        raft = self._raft()
+        if not raft.is_leader():
+            raise ForwardToLeader(raft.metrics.current_leader, None)
+
+    # -- key-value operations ------------------------------------------------------------------
+
+    async def _write(self, op: str, data: bytes) -> Any:
+        raft = self._raft()
+        t0 = time.perf_counter()
+        resp = await raft.client_write(data)
+        self.metrics.write_seconds.labels(op).observe(time.perf_counter() - t0)
+        return resp
+
+    async def put(self, key: str, value: str) -> int:
+        """Set ``key`` to ``value``; the log index once committed and applied here."""
+        return int((await self._write("put", encode_kv(KvSet(key, value)))).log_id.index)
+
+    async def delete(self, key: str) -> int:
+        """Delete ``key``; the log index once committed and applied here."""
+        return int((await self._write("delete", encode_kv(KvDelete(key)))).log_id.index)
+
+    async def cas(self, key: str, expected: str | None, value: str | None) -> tuple[bool, str | None]:
+        """Set ``key`` to ``value`` (``None``: delete it) iff its value is ``expected``
+        (``None``: absent); ``(ok, current value after the command)``."""
+        resp = await self._write("cas", encode_cas(key, expected, value))
+        ok, current = resp.data
+        return bool(ok), current
+
+    async def read(self, key: str, consistency: str) -> str | None:
+        """The value of ``key`` read with ``consistency`` (one of ``CONSISTENCIES``), or
+        ``None`` when absent."""
+        if consistency not in CONSISTENCIES:
+            raise ValueError(f"consistency must be one of {', '.join(CONSISTENCIES)}, got {consistency!r}")
+        raft = self._raft()
+        t0 = time.perf_counter()
+        policy = _POLICY.get(consistency)
+        if policy is not None:
+            await raft.ensure_linearizable(policy)
+        assert self.sm is not None
+        value = self.sm.get(key)
+        self.metrics.read_seconds.labels(consistency).observe(time.perf_counter() - t0)
+        return value
+
+    # -- cluster administration ----------------------------------------------------------------
+
+    async def init(self, members: dict[NodeId, NodeAddrs]) -> None:
+        """Initialize a new cluster of ``members`` (each with its raft and HTTP address)."""
+        nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}
+        await self._raft().initialize(nodes)
+
+    async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
+        """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught
+        up; the membership entry's log index."""
+        node = node_of(raft_addr, http_addr)
+        try:
+            resp = await asyncio.wait_for(self._raft().add_learner(node_id, node, blocking=True),
+                                          self.opts.learner_timeout)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(
+                f"node {node_id} was added as a learner but did not catch up within "
+                f"{self.opts.learner_timeout}s (is it running at {raft_addr}?)") from None
+        return int(resp.log_id.index)
+
+    async def change_members(self, voters: list[NodeId], retain: bool) -> int:
+        """Make ``voters`` the voters (joint consensus); the final entry's log index."""
+        resp = await self._raft().change_membership(voters, retain=retain)
+        return int(resp.log_id.index)
+
+    async def transfer(self, to: NodeId) -> NodeId:
+        """Hand leadership to voter ``to`` and wait (up to four election timeouts) until it
+        leads; returns ``to``."""
+        raft = self._raft()
+        await raft.trigger.transfer_leader(to)
+        bound = 4 * raft.config.election_timeout_max / 1000.0
+        try:
+            await raft.wait(bound).metrics(lambda m: m.current_leader == to, f"node {to} leads")
+        except Exception as e:  # WaitTimeout or Fatal: the transfer did not happen in time
+            if type(e).__name__ == "WaitTimeout":
+                raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
+            raise
+        return to
+
+    def status(self) -> dict[str, Any]:
+        """This node's view of the cluster (``GET /cluster/status``; see DESIGN §8)."""
+        raft = self._raft()
+        m = raft.metrics
+        mem = m.membership_config.membership
+        leader_id, leader_http = self.leader()
+        state = m.state.value if m.state != ServerState.SHUTDOWN else "Shutdown"
+        return {
+            "id": m.id,
+            "state": state,
+            "term": m.current_term,
+            "leader_id": leader_id,
+            "leader_http_addr": leader_http,
+            "last_log_index": m.last_log_index if m.last_log_index >= 0 else None,
+            "committed_index": _index(m.committed),
+            "applied_index": _index(m.last_applied),
+            "snapshot_index": _index(m.snapshot),
+            "purged_index": _index(m.purged),
+            "voters": sorted(mem.voter_ids()),
+            "learners": sorted(mem.learner_ids()),
+            "joint": mem.is_joint(),
+            "nodes": {str(nid): {"raft_addr": a.raft, "http_addr": a.http} for nid, a in sorted(self.nodes().items())},
+            "replication": None if m.replication is None else {str(k): v for k, v in sorted(m.replication.items())},
+            "raft_addr": self.opts.raft_addr,
+            "http_addr": self.opts.http_addr,
+            "running": m.running,
+            "error": m.error,
+        }

@@ -1,0 +1,166 @@
+"""How the cluster knows each node's two addresses, and the network factory that uses them.
+
+A node of the key-value service listens on two ports: the raft port (the TCP transport) and
+the HTTP port (clients, operators, and the redirect to the leader). Both must be known
+cluster-wide, atomically with the membership that names the node, and must survive
+snapshots and restarts. So both live in the membership itself: the node's ``BasicNode.addr``
+holds a compact JSON object::
+
+    BasicNode('{"raft":"127.0.0.1:21001","http":"127.0.0.1:28001"}')
+
+``node_of(raft, http)`` builds one, ``addrs_of(node)`` reads one back (a plain ``"host:port"``
+addr, as other tools write it, reads as a raft address with no HTTP address).
+``KvNetworkFactory`` hands the TCP transport a ``BasicNode`` holding the raft address only,
+and counts the RPC errors per peer for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Protocol
+
+import msgspec
+
+from ..errors import RPCError
+from ..network.tcp import TcpNetworkFactory, parse_addr
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    NodeId,
+    RPCOption,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
+
+__all__ = ["NodeAddrs", "node_of", "addrs_of", "check_addr", "KvNetworkFactory", "RpcErrorHook"]
+
+
+class NodeAddrs(msgspec.Struct, frozen=True):
+    """A node's addresses: ``raft`` (``"host:port"`` of its TCP transport) and ``http``
+    (``"host:port"`` of its HTTP API; ``""`` when unknown)."""
+
+    raft: str
+    http: str = ""
+
+
+def check_addr(addr: Any, what: str) -> str:
+    """``addr`` if it is a ``"host:port"`` string; ``TypeError`` / ``ValueError`` otherwise."""
+    if type(addr) is not str:
+        raise TypeError(f"{what} must be a \"host:port\" string, got {type(addr).__name__}")
+    if len(addr) > 255:
+        raise ValueError(f"{what} is longer than 255 characters")
+    try:
+        parse_addr(addr)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return addr
+
+
+def node_of(raft: str, http: str) -> BasicNode:
+    """The membership node of a service node reachable at ``raft`` and ``http`` (both
+    checked with ``check_addr``)."""
+    check_addr(raft, "raft_addr")
+    check_addr(http, "http_addr")
+    return BasicNode(json.dumps({"raft": raft, "http": http}, separators=(",", ":")))
+
+
+def addrs_of(node: BasicNode) -> NodeAddrs:
+    """The addresses a membership node holds (see the module docstring). An addr that is
+    neither our JSON nor ``"host:port"`` gives ``NodeAddrs("", "")`` (unknown)."""
+    addr = node.addr
+    if addr.startswith("{"):
+        try:
+            return msgspec.json.decode(addr, type=NodeAddrs)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return NodeAddrs("", "")
+    try:
+        parse_addr(addr)
+    except ValueError:
+        return NodeAddrs("", "")
+    return NodeAddrs(addr, "")
+
+
+RpcErrorHook = Callable[[NodeId, str, BaseException], None]
+"""Called with ``(target, rpc, error)`` for every RPC that raised an ``RPCError``."""
+
+
+class _Network(Protocol):
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption = ...) -> AppendEntriesResponse: ...
+    async def vote(self, req: VoteRequest, option: RPCOption = ...) -> VoteResponse: ...
+    async def install_snapshot(self, req: InstallSnapshotRequest, option: RPCOption = ...) -> InstallSnapshotResponse: ...
+    async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption = ...) -> None: ...
+
+
+_DEFAULT_OPTION = RPCOption()
+
+
+class _CountingClient:
+    """A ``RaftNetwork`` forwarding to the TCP client and reporting its ``RPCError``s."""
+
+    __slots__ = ("_inner", "_target", "_hook")
+
+    def __init__(self, inner: _Network, target: NodeId, hook: RpcErrorHook | None) -> None:
+        self._inner = inner
+        self._target = target
+        self._hook = hook
+
+    def _failed(self, rpc: str, e: BaseException) -> None:
+        if self._hook is not None:
+            self._hook(self._target, rpc, e)
+
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION) -> AppendEntriesResponse:
+        """Forward AppendEntries (errors as the TCP transport's)."""
+        try:
+            return await self._inner.append_entries(req, option)
+        except RPCError as e:
+            self._failed("append_entries", e)
+            raise
+
+    async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
+        """Forward a vote request (errors as the TCP transport's)."""
+        try:
+            return await self._inner.vote(req, option)
+        except RPCError as e:
+            self._failed("vote", e)
+            raise
+
+    async def install_snapshot(
+        self, req: InstallSnapshotRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> InstallSnapshotResponse:
+        """Forward a snapshot chunk (errors as the TCP transport's)."""
+        try:
+            return await self._inner.install_snapshot(req, option)
+        except RPCError as e:
+            self._failed("install_snapshot", e)
+            raise
+
+    async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption = _DEFAULT_OPTION) -> None:
+        """Forward a leader-transfer notice (errors as the TCP transport's)."""
+        try:
+            await self._inner.transfer_leader(req, option)
+        except RPCError as e:
+            self._failed("transfer_leader", e)
+            raise
+
+
+class KvNetworkFactory:
+    """A ``RaftNetworkFactory`` over ``TcpNetworkFactory`` for membership nodes written by
+    ``node_of``: each client connects to the node's raft address, and ``on_rpc_error`` (if
+    given) hears of every ``RPCError`` (for the per-peer error counters)."""
+
+    def __init__(self, tcp: TcpNetworkFactory, on_rpc_error: RpcErrorHook | None = None) -> None:
+        self.tcp = tcp
+        self.on_rpc_error = on_rpc_error
+
+    def new_client(self, target: NodeId, node: BasicNode) -> _CountingClient:
+        """A client for ``target`` at the raft address in ``node`` (no IO)."""
+        raft_addr = addrs_of(node).raft
+        return _CountingClient(self.tcp.new_client(target, BasicNode(raft_addr)), target, self.on_rpc_error)
+
+    async def close(self) -> None:
+        """Close every connection (after the node shut down)."""
+        await self.tcp.close()

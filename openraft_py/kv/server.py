@@ -1,0 +1,159 @@
+"""The ``serve`` verb: run one node of the key-value service in the foreground.
+
+::
+
+    openraft-py serve --id 1 --raft-addr 127.0.0.1:21001 --http-addr 127.0.0.1:28001 \\
+                      --data-dir DIR [--cluster-name NAME] [--tls-cert F --tls-key F --tls-ca F] \\
+                      [--log-format text|json] [--log-level LEVEL] [--raft-config JSON]
+    python -m openraft_py.kv.server ...        # the same, without the console script
+
+The node runs until SIGTERM or SIGINT (then it stops gracefully: HTTP, the TCP server, Raft,
+the network, the stores; exit code 0) or SIGKILL. Restarting it with the same arguments
+brings it back from ``--data-dir``. A node that fails to start exits with code 1 and a logged
+reason.
+
+For the command line: ``add_serve_arguments(parser)`` adds the flags to an argparse parser,
+``run_serve(args)`` runs the node from the parsed namespace (returns the exit code),
+``serve_main(argv)`` does both. ``serve(opts)`` is the async entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import msgspec
+
+from .logs import LOG_FORMATS, configure_logging
+from .node import KvNode, ServeOptions
+
+__all__ = ["add_serve_arguments", "options_from_args", "serve", "run_serve", "serve_main"]
+
+log = logging.getLogger("openraft_py.kv.server")
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``serve`` flags (DESIGN §8) to ``parser``; returns it."""
+    p = parser
+    p.add_argument("--id", type=int, required=True, help="this node's id (an integer >= 0)")
+    p.add_argument("--raft-addr", required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
+    p.add_argument("--http-addr", required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
+    p.add_argument("--cluster-name", default="openraft-py", help="peers of another cluster name are refused")
+    p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the raft port (TLS)")
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr)")
+    p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged")
+    p.add_argument("--raft-config", metavar="JSON", type=_json_object,
+                   help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\'')
+    p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+                   help="largest HTTP request body (default 1 MiB); larger gets 413")
+    return p
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return obj
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    """``ServeOptions`` from a namespace parsed with ``add_serve_arguments``'s flags;
+    ``ValueError`` if they are not usable (bad address, TLS flags not paired ...)."""
+    try:
+        opts = ServeOptions(
+            id=args.id, raft_addr=args.raft_addr, http_addr=args.http_addr, data_dir=args.data_dir,
+            cluster_name=args.cluster_name, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
+            raft_config=args.raft_config or {}, max_body=args.max_body,
+            log_format=args.log_format, log_level=args.log_level)
+        opts.check()
+        from ..config import Config
+
+        msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config).validate()
+    except (TypeError, msgspec.ValidationError) as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:
+        if isinstance(e, ValueError):
+            raise
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    return opts
+
+
+async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
+    """Run one node until SIGTERM/SIGINT (or ``stop`` is set); the exit code (0 after a
+    graceful stop, 1 if the node could not start)."""
+    node = KvNode(opts)
+    _running.append(node)
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            pass
+    try:
+        try:
+            await node.start()
+        except Exception as e:  # noqa: BLE001 - reported, exit code 1
+            log.error("the node could not start: %s: %s", type(e).__name__, e)
+            return 1
+        await stop.wait()
+        log.info("stopping (signal)")
+        await node.stop()
+        return 0
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        _running.remove(node)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``serve`` from parsed flags (see ``add_serve_arguments``): configures logging,
+    runs the node on uvloop when installed, returns the exit code (2 for unusable flags,
+    with a one-line message on stderr)."""
+    try:
+        opts = options_from_args(args)
+    except ValueError as e:
+        print(f"openraft-py serve: error: {e}", file=sys.stderr)
+        return 2
+    configure_logging(opts.log_format, opts.log_level, _current_metrics, node_id=opts.id)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(opts))
+    return uvloop.run(serve(opts))
+
+
+_running: list[KvNode] = []
+"""The nodes ``serve`` runs in this process (one in a ``serve`` process): the log context."""
+
+
+def _current_metrics() -> Any:
+    if not _running or _running[-1].raft is None:
+        return None
+    return _running[-1].raft.metrics
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``python -m openraft_py.kv.server [flags]``: parse the flags, run the node."""
+    parser = argparse.ArgumentParser(prog="openraft-py serve", description=__doc__.split("\n\n")[0])
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())
