@@ -42,6 +42,7 @@ makes.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any, Awaitable, Callable
 
 import msgspec
@@ -121,13 +122,17 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
 
 
 def _key(request: web.Request) -> str:
-    key = request.match_info["key"]
-    if not key:
+    # Decoded here from the raw segment, strictly: aiohttp leaves an undecodable escape
+    # such as %FF as is, which would make "/kv/%FF" and "/kv/%25FF" the same key.
+    parts = request.rel_url.raw_parts
+    raw = parts[2] if len(parts) > 2 else ""
+    if not raw:
         raise BadRequest("the key is empty")
     try:
+        key = urllib.parse.unquote(raw, errors="strict")
         n = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise BadRequest("the key is not valid UTF-8") from None
+    except UnicodeError:
+        raise BadRequest("the key is not valid percent-encoded UTF-8") from None
     if n > MAX_KEY_BYTES:
         raise BadRequest(f"the key is longer than {MAX_KEY_BYTES} bytes")
     return key

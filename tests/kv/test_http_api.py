@@ -1,0 +1,216 @@
+"""The HTTP/JSON API of DESIGN §8 against in-process nodes on loopback ports: every path, the
+redirect rule, 503 without a leader, membership changes and leader transfer over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from openraft_py.kv.node import KvNode
+
+from .kv_helpers import KvCluster, members_of, url
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        await c.start(3)
+        yield c
+    finally:
+        await c.close()
+
+
+def sess(c: KvCluster) -> aiohttp.ClientSession:
+    assert c.session is not None
+    return c.session
+
+
+async def test_put_get_delete_cas_on_the_leader(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    async with s.put(url(leader, "/kv/alpha"), data="one") as r:
+        assert r.status == 200
+        put = await r.json()
+        assert set(put) == {"index"} and isinstance(put["index"], int)
+    for consistency in ("", "?consistency=linearizable", "?consistency=lease", "?consistency=local"):
+        async with s.get(url(leader, "/kv/alpha" + consistency)) as r:
+            assert r.status == 200
+            assert await r.text() == "one"
+    async with s.get(url(leader, "/kv/missing")) as r:
+        assert r.status == 404
+        assert "error" in await r.json()
+    # cas: mismatch leaves the value, match replaces it, null expected means absent
+    async with s.post(url(leader, "/kv/alpha/cas"), json={"expected": "zero", "value": "two"}) as r:
+        assert r.status == 200 and await r.json() == {"ok": False, "current": "one"}
+    async with s.post(url(leader, "/kv/alpha/cas"), json={"expected": "one", "value": "two"}) as r:
+        assert await r.json() == {"ok": True, "current": "two"}
+    async with s.post(url(leader, "/kv/fresh/cas"), json={"expected": None, "value": "new"}) as r:
+        assert await r.json() == {"ok": True, "current": "new"}
+    # cas with value null deletes iff the value matches
+    async with s.post(url(leader, "/kv/fresh/cas"), json={"expected": "other", "value": None}) as r:
+        assert await r.json() == {"ok": False, "current": "new"}
+    async with s.post(url(leader, "/kv/fresh/cas"), json={"expected": "new", "value": None}) as r:
+        assert await r.json() == {"ok": True, "current": None}
+    async with s.get(url(leader, "/kv/fresh")) as r:
+        assert r.status == 404
+    async with s.delete(url(leader, "/kv/alpha")) as r:
+        assert r.status == 200
+        d = await r.json()
+        assert set(d) == {"index"} and d["index"] > put["index"]
+    async with s.get(url(leader, "/kv/alpha")) as r:
+        assert r.status == 404
+    # a key with a slash (percent-encoded), unicode, an empty value
+    async with s.put(url(leader, "/kv/a%2Fb%20%C3%A9"), data="") as r:
+        assert r.status == 200
+    async with s.get(url(leader, "/kv/a%2Fb%20%C3%A9")) as r:
+        assert r.status == 200 and await r.text() == ""
+    assert leader.sm is not None and leader.sm.get("a/b é") == ""
+    # every node applied the same state
+    await cluster.wait_applied(leader.raft.metrics.last_log_index)  # type: ignore[union-attr]
+    datas = [n.sm.data for n in cluster.nodes.values()]  # type: ignore[union-attr]
+    assert datas[0] == datas[1] == datas[2] == {"a/b é": ""}
+
+
+async def test_status_on_every_node(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    for n in cluster.nodes.values():
+        async with s.get(url(n, "/cluster/status")) as r:
+            assert r.status == 200
+            st = await r.json()
+        for field in ("id", "state", "term", "leader_id", "last_log_index", "committed_index",
+                      "applied_index", "voters", "learners"):
+            assert field in st
+        assert st["id"] == n.id
+        assert st["state"] == ("Leader" if n is leader else "Follower")
+        assert st["leader_id"] == leader.id
+        assert st["leader_http_addr"] == leader.opts.http_addr
+        assert st["voters"] == [1, 2, 3] and st["learners"] == []
+        assert st["term"] >= 1 and isinstance(st["last_log_index"], int)
+        assert st["nodes"]["2"] == members_of([cluster.nodes[2]])["2"]
+
+
+async def test_follower_redirects_writes_and_non_local_reads(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    f = cluster.followers(leader)[0]
+    requests = [
+        ("PUT", "/kv/k1", {"data": "v"}),
+        ("DELETE", "/kv/k1", {}),
+        ("POST", "/kv/k1/cas", {"json": {"expected": None, "value": "x"}}),
+        ("GET", "/kv/k1", {}),
+        ("GET", "/kv/k1?consistency=linearizable", {}),
+        ("GET", "/kv/k1?consistency=lease", {}),
+        ("POST", "/cluster/members", {"json": {"voters": [1, 2, 3], "retain": False}}),
+        ("POST", "/cluster/transfer", {"json": {"to": f.id}}),
+        ("POST", "/cluster/learners", {"json": {"id": 9, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}}),
+    ]
+    for method, path, kw in requests:
+        async with s.request(method, url(f, path), allow_redirects=False, **kw) as r:
+            assert r.status == 307, (method, path, r.status, await r.text())
+            assert r.headers["Location"] == url(leader, path)
+            assert await r.json() == {"leader_id": leader.id, "leader_http_addr": leader.opts.http_addr}
+    assert "k1" not in leader.sm.data  # type: ignore[union-attr]
+    # a client following the redirect writes through the follower's address
+    async with s.put(url(f, "/kv/k2"), data="via-follower") as r:
+        assert r.status == 200
+        assert [h.status for h in r.history] == [307]
+        index = (await r.json())["index"]
+    # local reads are served by the follower itself once it applied the write
+    await f.raft.wait(5).applied_index_at_least(index, "applied")  # type: ignore[union-attr]
+    async with s.get(url(f, "/kv/k2?consistency=local"), allow_redirects=False) as r:
+        assert r.status == 200 and await r.text() == "via-follower"
+    async with s.get(url(f, "/kv/k2")) as r:  # linearizable, redirect followed
+        assert r.status == 200 and await r.text() == "via-follower"
+
+
+async def test_no_leader_gives_503() -> None:
+    c = KvCluster()
+    try:
+        await c.start(1, init=False)
+        n = c.nodes[1]
+        s = sess(c)
+        for method, path, kw in [
+            ("PUT", "/kv/k", {"data": "v"}),
+            ("DELETE", "/kv/k", {}),
+            ("POST", "/kv/k/cas", {"json": {"expected": None, "value": "v"}}),
+            ("GET", "/kv/k", {}),
+            ("GET", "/kv/k?consistency=lease", {}),
+            ("POST", "/cluster/members", {"json": {"voters": [1]}}),
+            ("POST", "/cluster/transfer", {"json": {"to": 1}}),
+        ]:
+            async with s.request(method, url(n, path), allow_redirects=False, **kw) as r:
+                assert r.status == 503, (method, path, r.status)
+                body = await r.json()
+                assert body["error"] and body["leader_id"] is None
+        async with s.get(url(n, "/kv/k?consistency=local")) as r:
+            assert r.status == 404  # a local read needs no leader
+        async with s.get(url(n, "/cluster/status")) as r:
+            st = await r.json()
+            assert st["leader_id"] is None and st["voters"] == []
+        # init that does not include this node is refused; the right one works, a second 409s
+        async with s.post(url(n, "/cluster/init"), json={"members": {"7": {"raft_addr": "127.0.0.1:1",
+                                                                           "http_addr": "127.0.0.1:2"}}}) as r:
+            assert r.status == 400
+        async with s.post(url(n, "/cluster/init"), json={"members": members_of([n])}) as r:
+            assert r.status == 200 and await r.json() == {"members": [1]}
+        await n.raft.wait(5).state(n.raft.metrics.state.__class__.LEADER, "leads")  # type: ignore[union-attr]
+        async with s.post(url(n, "/cluster/init"), json={"members": members_of([n])}) as r:
+            assert r.status == 409
+        async with s.put(url(n, "/kv/k"), data="v") as r:
+            assert r.status == 200
+    finally:
+        await c.close()
+
+
+async def test_learner_membership_and_transfer_over_http(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    for i in range(20):
+        async with s.put(url(leader, f"/kv/pre{i}"), data=str(i)) as r:
+            assert r.status == 200
+    n4: KvNode = await cluster.start_node(4)
+    f = cluster.followers(leader)[0]
+    body = {"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
+    async with s.post(url(f, "/cluster/learners"), json=body) as r:  # via a redirect
+        assert r.status == 200, await r.text()
+        assert isinstance((await r.json())["index"], int)
+    assert n4.sm is not None and n4.sm.get("pre19") == "19"  # caught up before the answer
+    async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 3, 4], "retain": False}) as r:
+        assert r.status == 200, await r.text()
+        res = await r.json()
+        assert res["voters"] == [1, 2, 3, 4] and res["learners"] == []
+    async with s.get(url(n4, "/cluster/status")) as r:
+        st = await r.json()
+    assert st["voters"] == [1, 2, 3, 4] and st["leader_http_addr"] == leader.opts.http_addr
+    # hand leadership to node 4, then write through the new leader
+    async with s.post(url(leader, "/cluster/transfer"), json={"to": 4}) as r:
+        assert r.status == 200, await r.text()
+        assert await r.json() == {"leader_id": 4}
+    async with s.put(url(leader, "/kv/after"), data="transfer") as r:  # redirected to node 4
+        assert r.status == 200 and r.history and r.history[0].headers["Location"].startswith(url(n4, ""))
+    # back to three voters (node 4 leaves; it hands leadership over first)
+    async with s.post(url(n4, "/cluster/members"), json={"voters": [1, 2, 3], "retain": False}) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["voters"] == [1, 2, 3]
+    new_leader = await cluster.wait_leader(among=[1, 2, 3])
+    async with s.put(url(new_leader, "/kv/final"), data="x") as r:
+        assert r.status == 200
+    async with s.get(url(new_leader, "/kv/after")) as r:
+        assert await r.text() == "transfer"
+
+
+async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    async with s.post(url(leader, "/cluster/transfer"), json={"to": 42}) as r:
+        assert r.status == 400 and "error" in await r.json()
+    async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 42]}) as r:
+        assert r.status == 400, await r.text()  # LearnerNotFound
+    assert (await asyncio.wait_for(cluster.wait_leader(), 5)) is leader

@@ -1,0 +1,148 @@
+"""Bad input to the HTTP API gets a 4xx with a JSON error, changes nothing, and leaves the
+node running and the cluster committing (issue 12 acceptance)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from .kv_helpers import KvCluster, url
+
+pytestmark = pytest.mark.timeout(60)
+
+MAX_BODY = 64 * 1024
+
+# (method, path, body keyword arguments, expected status)
+CASES: list[tuple[str, str, dict[str, Any], int]] = [
+    # unknown paths and wrong methods
+    ("GET", "/nope", {}, 404),
+    ("GET", "/kv", {}, 404),
+    ("GET", "/kv/", {}, 404),
+    ("GET", "/kv/a/b", {}, 404),
+    ("POST", "/cluster/statuses", {"json": {}}, 404),
+    ("POST", "/kv/k", {"data": "v"}, 405),
+    ("PATCH", "/kv/k", {"data": "v"}, 405),
+    ("GET", "/kv/k/cas", {}, 405),
+    ("PUT", "/cluster/status", {"data": "x"}, 405),
+    ("DELETE", "/metrics", {}, 405),
+    ("GET", "/cluster/members", {}, 405),
+    # wrong JSON
+    ("POST", "/kv/k/cas", {"data": b"{not json"}, 400),
+    ("POST", "/kv/k/cas", {"data": b""}, 400),
+    ("POST", "/kv/k/cas", {"data": b"\xff\xfe"}, 400),
+    ("POST", "/kv/k/cas", {"json": [1, 2]}, 400),
+    ("POST", "/kv/k/cas", {"json": {"expected": None}}, 400),
+    ("POST", "/kv/k/cas", {"json": {"expected": 1, "value": "x"}}, 400),
+    ("POST", "/kv/k/cas", {"json": {"expected": None, "value": ["x"]}}, 400),
+    ("POST", "/kv/k/cas", {"json": {"expected": None, "value": "x", "extra": 1}}, 400),
+    ("POST", "/cluster/init", {"data": b"null"}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"x": {"raft_addr": "h:1", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"-1": {"raft_addr": "h:1", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "nohost", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:99999", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": "h:1"}}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": "1,2"}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": []}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": [1, -2]}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": [1, 2**64]}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": [1, 2.5]}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": [1, True]}}, 400),
+    ("POST", "/cluster/members", {"json": {"voters": [1, 2, 3], "retain": "no"}}, 400),
+    ("POST", "/cluster/transfer", {"json": {"to": "2"}}, 400),
+    ("POST", "/cluster/transfer", {"json": {"to": -1}}, 400),
+    ("POST", "/cluster/transfer", {"json": {"to": 2**70}}, 400),
+    ("POST", "/cluster/transfer", {"json": {"to": None}}, 400),
+    ("POST", "/cluster/transfer", {"json": {}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": "4", "raft_addr": "h:1", "http_addr": "h:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": 5, "http_addr": "h:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": -4, "raft_addr": "h:1", "http_addr": "h:2"}}, 400),
+    # bad values, keys and query strings
+    ("PUT", "/kv/k", {"data": b"\xff\xfe\x00"}, 400),
+    ("PUT", "/kv/" + "k" * 5000, {"data": "v"}, 400),
+    ("PUT", "/kv/%FF%FE", {"data": "v"}, 400),
+    ("GET", "/kv/k?consistency=strong", {}, 400),
+    ("GET", "/kv/k?consistency=", {}, 400),
+    ("GET", "/kv/k?consistency=local&consistency=lease", {}, 400),
+    # huge bodies
+    ("PUT", "/kv/k", {"data": b"x" * (MAX_BODY + 1)}, 413),
+    ("POST", "/kv/k/cas", {"data": b"{" + b" " * (2 * MAX_BODY) + b"}"}, 413),
+    ("POST", "/cluster/members", {"data": b"[" * (MAX_BODY + 10)}, 413),
+    # deeply nested JSON inside the limit
+    ("POST", "/cluster/members", {"data": b"[" * 50000}, 400),
+]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        await c.start(3, max_body=MAX_BODY)
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_bad_requests_get_4xx_and_change_nothing(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = cluster.session
+    assert s is not None
+    async with s.put(url(leader, "/kv/k"), data="before") as r:
+        assert r.status == 200
+    await cluster.wait_applied(leader.raft.metrics.last_log_index)  # type: ignore[union-attr]
+    before = {n.id: (n.sm.data, n.raft.metrics.last_log_index) for n in cluster.nodes.values()}  # type: ignore[union-attr]
+    targets = [leader, *cluster.followers(leader)]
+    for node in targets:
+        for method, path, kw, status in CASES:
+            async with s.request(method, url(node, path), allow_redirects=False, **kw) as r:
+                text = await r.text()
+                assert r.status == status, (node.id, method, path, r.status, text)
+                if method != "HEAD":
+                    assert r.headers["Content-Type"].startswith("application/json"), (method, path, text)
+                    assert "error" in await r.json(), (method, path, text)
+    # nothing changed, every node runs
+    after = {n.id: (n.sm.data, n.raft.metrics.last_log_index) for n in cluster.nodes.values()}  # type: ignore[union-attr]
+    assert after == before
+    for n in cluster.nodes.values():
+        assert n.raft is not None and n.raft.metrics.running
+        async with s.get(url(n, "/cluster/status")) as r:
+            assert r.status == 200
+    # and the cluster still commits
+    assert await asyncio.wait_for(cluster.wait_leader(), 5) is leader
+    async with s.put(url(leader, "/kv/k"), data="after") as r:
+        assert r.status == 200
+        index = (await r.json())["index"]
+    await cluster.wait_applied(index)
+    assert all(n.sm.get("k") == "after" for n in cluster.nodes.values())  # type: ignore[union-attr]
+    # 405 names the allowed methods
+    async with s.post(url(leader, "/kv/k"), data="v") as r:
+        assert r.status == 405 and "PUT" in r.headers["Allow"]
+
+
+async def test_garbage_on_the_http_port(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    host, port = leader.opts.http_addr.rsplit(":", 1)
+    for junk in (b"\x00\x01\x02garbage\r\n\r\n", b"GET /kv/k HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                 b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nshort"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(junk)
+        await writer.drain()
+        if junk.endswith(b"short"):
+            writer.close()  # body cut short: the request must not be applied
+        else:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            assert line.split()[1].startswith(b"4"), line
+            writer.close()
+        await writer.wait_closed()
+    s = cluster.session
+    assert s is not None
+    async with s.get(url(leader, "/kv/k?consistency=local")) as r:
+        assert r.status == 404  # the cut-short PUT wrote nothing
+    async with s.put(url(leader, "/kv/k"), data="fine") as r:
+        assert r.status == 200
+    # a client that disconnects mid-request changes nothing and harms nothing
+    assert leader.raft is not None and leader.raft.metrics.running
