@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build test test-pure run bench sim clean
+.PHONY: build test test-pure run bench sim wheel clean
 
 SEEDS ?= 1000
 
@@ -14,7 +14,7 @@ SEEDS ?= 1000
 $(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,kv]'
+	$(PY) -m pip install -q -e '.[test,bench,kv,release]'
 	touch $@
 
 # Also fails unless the compiled kernels are the ones `import openraft_py._core` gets.
@@ -34,6 +34,20 @@ run: build
 bench: build
 	$(PY) bench/cluster.py
 	$(PY) bench/storage.py
+
+# Release artefacts in $(DIST): the sdist, and a wheel built FROM that sdist (`python -m build`
+# does both, in that order), repaired to a manylinux tag by auditwheel, which also strips it.
+# twine then checks both files' metadata (licence, URLs, the README as the long description).
+DIST ?= dist
+WHEELHOUSE ?= build/wheelhouse
+wheel: build
+	rm -rf $(DIST) $(WHEELHOUSE)
+	env -u OPENRAFT_PY_NO_EXTENSIONS -u OPENRAFT_PY_DEBUG $(PY) -m build --outdir $(WHEELHOUSE) .
+	mkdir -p $(DIST)
+	cp $(WHEELHOUSE)/*.tar.gz $(DIST)/
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --strip -w $(DIST) $(WHEELHOUSE)/*.whl
+	$(PY) -m twine check --strict $(DIST)/*
+	@ls -l $(DIST)
 
 # The deterministic simulator over many seeds (make sim SEEDS=10000); make test runs 100.
 sim: build

@@ -3,7 +3,9 @@
 Environment switches (read at build time):
 
 - ``OPENRAFT_PY_NO_EXTENSIONS=1``: skip the extensions (a pure-Python wheel).
-- ``OPENRAFT_PY_DEBUG=1``: compile with ``-O0 -g`` and Cython line tracing.
+- ``OPENRAFT_PY_DEBUG=1``: compile with ``-O0 -g`` and Cython line tracing. Otherwise, on
+  Linux, the kernels are linked with ``-s`` (no debug info or symbol table in the ``.so``;
+  Python's own CFLAGS carry ``-g``).
 - ``OPENRAFT_PY_ANNOTATE=1``: write Cython's annotated HTML next to each ``.pyx``.
 
 Everything else is declared in pyproject.toml.
@@ -52,12 +54,16 @@ def _extensions() -> list:
     from Cython.Build import cythonize
 
     compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # Strip release builds: gcc/clang on Linux take -s at link time (macOS's ld64 treats it
+    # as obsolete, MSVC has no such flag).
+    link_args = ["-s"] if not DEBUG and sys.platform.startswith("linux") else []
     macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
     extensions = [
         Extension(
             f"openraft_py._core.{name}",
             [f"_core/{name}.pyx"],
             extra_compile_args=compile_args,
+            extra_link_args=link_args,
             define_macros=macros,
         )
         for name in KERNELS
