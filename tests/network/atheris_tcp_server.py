@@ -4,9 +4,9 @@ Run by ``test_tcp_fuzz.py::test_atheris_server_input_path`` as a subprocess::
 
     python tests/network/atheris_tcp_server.py -runs=20000 -max_len=4096 <corpus dir>
 
-Each input drives one server connection (``openraft_py.network.tcp._ServerConnection``) over
+Each input drives one server connection (``openraft_py.network._tcp_server._ServerConnection``) over
 a fake transport: optionally a valid handshake first, then the input's bytes in up to four
-chunks, then a few event-loop turns. The wire and tcp modules are instrumented, so atheris
+chunks, then a few event-loop turns. The wire and TCP modules are instrumented, so atheris
 mutates towards new branches of the framing, handshake, schema and dispatch code. A crash
 is any exception escaping the protocol callbacks, or a broken invariant:
 
@@ -26,7 +26,7 @@ from typing import Any
 import atheris
 
 with atheris.instrument_imports():
-    from openraft_py.network import tcp, wire
+    from openraft_py.network import _tcp_common, _tcp_server, wire  # noqa: F401 (instrumented)
 
 from openraft_py.types import (  # noqa: E402
     AppendEntriesRequest,
@@ -162,8 +162,8 @@ asyncio.set_event_loop(loop)
 raft = FakeRaft()
 
 
-async def _make_server() -> tcp.TcpServer:
-    return tcp.TcpServer._unbound(
+async def _make_server() -> _tcp_server.TcpServer:
+    return _tcp_server.TcpServer._unbound(
         raft,
         "fz",
         None,
@@ -197,7 +197,7 @@ def test_one_input(data: bytes) -> None:
     cuts = sorted(int.from_bytes(data[1 + 2 * i : 3 + 2 * i], "big") for i in range(ncuts))
     payload = data[head:]
     t = FakeTransport()
-    conn = tcp._ServerConnection(server)
+    conn = _tcp_server._ServerConnection(server)
     conn.connection_made(t)  # type: ignore[arg-type]
     if handshake:
         conn.data_received(HELLO)

@@ -1,0 +1,409 @@
+"""The TCP transport's client side: ``TcpNetworkFactory`` and the ``TcpClient`` objects it
+makes (see ``openraft_py.network.tcp`` for the picture and the errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl as _ssl
+from typing import Any
+
+from .._core import CodecError, FrameReader
+from ..errors import NetworkError, RemoteError, Timeout, Unreachable
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BasicNode,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    NodeId,
+    RPCOption,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
+from . import wire
+from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log, parse_addr
+from .wire import (
+    ERR_FATAL,
+    KIND_APPEND_ENTRIES,
+    KIND_ERROR,
+    KIND_HELLO,
+    KIND_HELLO_ACK,
+    KIND_INSTALL_SNAPSHOT,
+    KIND_TRANSFER_LEADER,
+    KIND_VOTE,
+    RESPONSE_KIND,
+    ErrorBody,
+    Hello,
+    HelloAck,
+    WireError,
+    decode_body,
+    frame_message,
+    split_payload,
+)
+
+__all__ = ["TcpNetworkFactory", "TcpClient"]
+
+_DEFAULT_OPTION = RPCOption()
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One established (or being established) connection from a ``_Peer`` to its target."""
+
+    def __init__(self, peer: _Peer) -> None:
+        self.peer = peer
+        self.loop = peer.loop
+        self.transport: asyncio.Transport | None = None
+        self.writer: _FrameWriter | None = None
+        self.reader = FrameReader(peer.factory.max_frame_size)
+        self.pending: dict[int, tuple[asyncio.Future[Any], int]] = {}
+        self.hello: asyncio.Future[HelloAck] = self.loop.create_future()
+        self.closed = False
+        self.close_reason = "connection closed"
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        _set_nodelay(transport)
+        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+            for payload in frames:
+                kind, rid, body = split_payload(payload)
+                msg = decode_body(kind, body)
+                self._on_message(kind, rid, msg)
+        except (WireError, CodecError) as e:
+            self.fail(f"malformed data from node {self.peer.target}: {e}", log_it=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.hello.done():
+            reason = "the server closed the connection before answering the handshake"
+            if self.peer.factory.ssl is not None or exc is not None:
+                reason += " (TLS refused?)" if exc is None else f": {exc!r}"
+            self.fail(reason)
+        else:
+            self.fail(f"connection lost: {exc!r}" if exc else self.close_reason)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _on_message(self, kind: int, rid: int, msg: Any) -> None:
+        if rid == 0:
+            if self.hello.done():
+                raise WireError(f"unexpected {wire.KIND_NAMES[kind]} with request id 0")
+            if kind == KIND_HELLO_ACK:
+                self.hello.set_result(msg)
+            elif kind == KIND_ERROR:
+                self.hello.set_exception(
+                    Unreachable(f"node {self.peer.target} refused the handshake: {msg.message}")
+                )
+            else:
+                raise WireError(f"unexpected {wire.KIND_NAMES[kind]} during the handshake")
+            return
+        entry = self.pending.pop(rid, None)
+        if entry is None:
+            return  # the caller gave up (timeout or cancellation)
+        fut, expected = entry
+        if fut.done():
+            return
+        if kind == expected:
+            fut.set_result(msg)
+        elif kind == KIND_ERROR:
+            fut.set_exception(self.peer.remote_error(msg))
+        else:
+            fut.set_exception(Unreachable(f"node {self.peer.target} answered the wrong kind"))
+            raise WireError(f"response of kind {wire.KIND_NAMES[kind]} to a request expecting {expected}")
+
+    def send(self, frame: bytes | bytearray) -> None:
+        """Queue a frame for this loop turn's write."""
+        assert self.writer is not None
+        self.writer.send(frame)
+
+    def fail(self, reason: str, log_it: bool = False) -> None:
+        """Close the connection and fail the handshake and every request in flight with
+        ``Unreachable(reason)``."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if log_it:
+            log.warning("tcp client %s -> node %s: %s; closing", self.peer.factory.node_id, self.peer.target, reason)
+        if self.peer.conn is self:
+            self.peer.conn = None
+        err = f"node {self.peer.target}: {reason}"
+        if not self.hello.done():
+            self.hello.set_exception(Unreachable(err))
+            self.hello.exception()  # mark retrieved: nobody may be awaiting it any more
+        pending, self.pending = self.pending, {}
+        for fut, _ in pending.values():
+            if not fut.done():
+                fut.set_exception(Unreachable(err))
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Peer:
+    """The connection state towards one target: the live connection, the connect in
+    progress, and the back-off after failures."""
+
+    def __init__(self, factory: TcpNetworkFactory, target: NodeId, addr: str) -> None:
+        self.factory = factory
+        self.loop = asyncio.get_running_loop()
+        self.target = target
+        self.addr = addr
+        self.conn: _ClientConnection | None = None
+        self.connecting: asyncio.Future[_ClientConnection] | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+        self.next_id = 1
+        self.closed = False
+
+    def remote_error(self, body: ErrorBody) -> Exception:
+        """The exception a caller sees for an ``ErrorBody`` answer."""
+        if body.code == ERR_FATAL:
+            return Unreachable(f"node {self.target} has stopped: {body.message}")
+        return RemoteError(self.target, body.message)
+
+    async def call(self, kind: int, req: Any, option: RPCOption) -> Any:
+        """Send ``req`` as ``kind`` and return the decoded response (see the module
+        docstring for the errors)."""
+        loop = self.loop
+        deadline = loop.time() + option.hard_ttl
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = await self._connect(deadline)
+            if conn.closed:  # lost between the connect and this caller resuming
+                raise Unreachable(f"node {self.target}: {conn.close_reason}")
+        rid = self.next_id
+        self.next_id = rid + 1 if rid < 2**63 else 1
+        try:
+            frame = frame_message(kind, rid, req)
+        except CodecError as e:
+            raise NetworkError(f"cannot frame a {wire.KIND_NAMES[kind]} request: {e}") from e
+        if len(frame) - 4 > self.factory.max_frame_size:
+            raise NetworkError(
+                f"a {wire.KIND_NAMES[kind]} frame of {len(frame)} bytes exceeds max_frame_size "
+                f"{self.factory.max_frame_size}"
+            )
+        fut: asyncio.Future[Any] = loop.create_future()
+        conn.pending[rid] = (fut, RESPONSE_KIND[kind])
+        conn.send(frame)
+        timer = loop.call_at(deadline, _expire, fut, self.target, kind, option.hard_ttl)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            conn.pending.pop(rid, None)
+
+    async def _connect(self, deadline: float) -> _ClientConnection:
+        """The live connection, connecting (and handshaking) if needed; shared by the
+        callers that arrive while a connect is in progress."""
+        if self.closed:
+            raise Unreachable(f"node {self.target}: the network factory is closed")
+        loop = self.loop
+        if self.connecting is None:
+            now = loop.time()
+            if now < self.retry_at:
+                raise Unreachable(
+                    f"node {self.target} at {self.addr}: backing off for {self.retry_at - now:.3f}s "
+                    f"after: {self.last_error}"
+                )
+            self.connecting = loop.create_future()
+            task = loop.create_task(self._open())
+            task.add_done_callback(self._opened)
+        fut = self.connecting
+        remaining = deadline - loop.time()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            raise Unreachable(
+                f"node {self.target} at {self.addr}: no connection within the RPC deadline"
+            ) from None
+
+    async def _open(self) -> _ClientConnection:
+        f = self.factory
+        host, port = parse_addr(self.addr)
+        conn = _ClientConnection(self)
+        kw: dict[str, Any] = {}
+        if f.ssl is not None:
+            kw["ssl"] = f.ssl
+            kw["server_hostname"] = f.server_hostname if f.server_hostname is not None else host
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, host, port, **kw), f.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            raise Unreachable(f"connect to {self.addr} timed out") from None
+        except (OSError, _ssl.SSLError, ValueError) as e:
+            raise Unreachable(f"connect to {self.addr} failed: {e!r}") from e
+        try:
+            conn.send(frame_message(KIND_HELLO, 0, Hello(wire.PROTOCOL_VERSION, f.cluster_name, f.node_id)))
+            ack = await asyncio.wait_for(asyncio.shield(conn.hello), f.connect_timeout)
+        except asyncio.TimeoutError:
+            conn.fail("no handshake answer")
+            raise Unreachable(f"node {self.target} at {self.addr}: no handshake answer") from None
+        except BaseException:
+            conn.fail("handshake failed")
+            raise
+        if ack.node_id != self.target:
+            conn.fail(f"the node at {self.addr} is node {ack.node_id}", log_it=True)
+            raise Unreachable(f"node {self.target} at {self.addr}: answered as node {ack.node_id}")
+        return conn
+
+    def _opened(self, task: asyncio.Task[_ClientConnection]) -> None:
+        fut, self.connecting = self.connecting, None
+        assert fut is not None
+        if task.cancelled():
+            fut.set_exception(Unreachable(f"node {self.target}: connect cancelled"))
+        elif (e := task.exception()) is not None:
+            self.failures += 1
+            f = self.factory
+            backoff = min(f.backoff_max, f.backoff_min * 2 ** min(self.failures - 1, 30))
+            self.retry_at = self.loop.time() + backoff * f._rng.uniform(0.5, 1.0)
+            self.last_error = str(e)
+            if not isinstance(e, Unreachable):
+                e = Unreachable(f"node {self.target}: connect failed: {e!r}")
+            fut.set_exception(e)
+        else:
+            conn = task.result()
+            if self.closed:
+                conn.fail("the network factory is closed")
+                fut.set_exception(Unreachable(f"node {self.target}: the network factory is closed"))
+            else:
+                self.failures = 0
+                self.retry_at = 0.0
+                self.conn = conn
+                fut.set_result(conn)
+        if fut.exception() is not None:
+            pass  # retrieved here, so a connect nobody awaits any more logs nothing
+
+    def close(self) -> None:
+        """Close the connection; later calls raise ``Unreachable``."""
+        self.closed = True
+        if self.conn is not None:
+            self.conn.fail("the network factory is closed")
+
+
+def _expire(fut: asyncio.Future[Any], target: NodeId, kind: int, ttl: float) -> None:
+    if not fut.done():
+        fut.set_exception(Timeout(f"node {target}: no {wire.KIND_NAMES[kind]} answer within {ttl}s"))
+
+
+class TcpClient:
+    """A ``RaftNetwork`` sending to one target over its factory's shared connection to it.
+
+    Calls may overlap freely: each is its own request id on the connection."""
+
+    __slots__ = ("_peer", "target")
+
+    def __init__(self, peer: _Peer) -> None:
+        self._peer = peer
+        self.target = peer.target
+
+    async def append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> AppendEntriesResponse:
+        """Send AppendEntries; see the module docstring for the errors."""
+        return await self._peer.call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
+
+    async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
+        """Send a vote request; see the module docstring for the errors."""
+        return await self._peer.call(KIND_VOTE, req, option)  # type: ignore[no-any-return]
+
+    async def install_snapshot(
+        self, req: InstallSnapshotRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> InstallSnapshotResponse:
+        """Send one snapshot chunk; see the module docstring for the errors."""
+        return await self._peer.call(KIND_INSTALL_SNAPSHOT, req, option)  # type: ignore[no-any-return]
+
+    async def transfer_leader(
+        self, req: TransferLeaderRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> None:
+        """Send a leader-transfer notice; see the module docstring for the errors."""
+        await self._peer.call(KIND_TRANSFER_LEADER, req, option)
+
+    def __repr__(self) -> str:
+        return f"TcpClient(-> {self.target} at {self._peer.addr})"
+
+
+class TcpNetworkFactory:
+    """A ``RaftNetworkFactory`` over TCP for node ``node_id`` of cluster ``cluster_name``.
+
+    - ``ssl``: a client ``ssl.SSLContext`` (TLS; give it a certificate for mutual TLS), or
+      ``None`` for plain TCP. ``server_hostname`` overrides the name checked against the
+      server's certificate (default: the host of the target's address).
+    - ``connect_timeout``: seconds for the TCP (and TLS) connect and for the handshake.
+    - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
+      ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
+      ``min(backoff_max, backoff_min * 2**(failures - 1))``) before the next attempt.
+    - ``max_frame_size``: largest frame sent or accepted.
+    - ``seed``: seeds the back-off jitter.
+
+    Create it in the event loop that runs the node; ``close()`` it after the node shut down.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        cluster_name: str,
+        ssl: _ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
+        connect_timeout: float = 1.0,
+        backoff_min: float = 0.05,
+        backoff_max: float = 1.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        seed: int | None = None,
+    ) -> None:
+        if not 0 <= node_id <= wire.MAX_U63:
+            raise ValueError(f"node id {node_id} out of range")
+        if len(cluster_name) > wire.MAX_NAME_LEN:
+            raise ValueError(f"cluster name longer than {wire.MAX_NAME_LEN} characters")
+        if not 0 < backoff_min <= backoff_max:
+            raise ValueError("need 0 < backoff_min <= backoff_max")
+        if connect_timeout <= 0 or max_frame_size < 64:
+            raise ValueError("connect_timeout must be positive and max_frame_size at least 64")
+        self.node_id = node_id
+        self.cluster_name = cluster_name
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.connect_timeout = connect_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.max_frame_size = max_frame_size
+        self._rng = random.Random(seed)
+        self._peers: dict[NodeId, _Peer] = {}
+        self._closed = False
+
+    def new_client(self, target: NodeId, node: BasicNode) -> TcpClient:
+        """A client for ``target`` at ``node.addr`` (``"host:port"``). Every client of one
+        target shares one connection; a changed address replaces that connection. Does no
+        IO (connects on the first RPC); must be called in the running loop."""
+        peer = self._peers.get(target)
+        if peer is None or peer.addr != node.addr or peer.closed:
+            if peer is not None:
+                peer.close()
+            peer = _Peer(self, target, node.addr)
+            if self._closed:
+                peer.closed = True
+            self._peers[target] = peer
+        return TcpClient(peer)
+
+    def connected(self, target: NodeId) -> bool:
+        """Whether a live connection to ``target`` exists now."""
+        peer = self._peers.get(target)
+        return peer is not None and peer.conn is not None and not peer.conn.closed
+
+    async def close(self) -> None:
+        """Close every connection; requests in flight and later calls raise ``Unreachable``."""
+        self._closed = True
+        for peer in self._peers.values():
+            peer.close()
+        await asyncio.sleep(0)  # let the transports run their close callbacks
+
+    def __repr__(self) -> str:
+        return f"TcpNetworkFactory(node_id={self.node_id}, cluster={self.cluster_name!r})"

@@ -1,0 +1,487 @@
+"""The TCP transport's server side: ``TcpServer`` and its connections (see
+``openraft_py.network.tcp`` for the picture)."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import logging
+import ssl as _ssl
+from collections import deque
+from typing import Any
+
+from .._core import CodecError, FrameReader
+from ..errors import Fatal, InvalidRequest
+from ..types import NodeId
+from . import wire
+from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log
+from .wire import (
+    ERR_FATAL,
+    ERR_INVALID,
+    ERR_REFUSED,
+    ERR_REMOTE,
+    ERR_UNSUPPORTED,
+    KIND_APPEND_ENTRIES,
+    KIND_ERROR,
+    KIND_HELLO,
+    KIND_HELLO_ACK,
+    KIND_INSTALL_SNAPSHOT,
+    KIND_TRANSFER_LEADER,
+    KIND_VOTE,
+    RESPONSE_KIND,
+    ErrorBody,
+    Hello,
+    HelloAck,
+    WireError,
+    decode_body,
+    frame_message,
+    split_payload,
+)
+
+__all__ = ["TcpServer"]
+
+_HANDLER = {
+    KIND_APPEND_ENTRIES: "append_entries",
+    KIND_VOTE: "vote",
+    KIND_INSTALL_SNAPSHOT: "install_snapshot",
+    KIND_TRANSFER_LEADER: "handle_transfer_leader",
+}
+
+
+def _request_sender(kind: int, req: Any) -> int:
+    """The node a well-formed request comes from: the leader or candidate it names."""
+    if kind == KIND_TRANSFER_LEADER:
+        return req.from_leader.leader_id.node_id  # type: ignore[no-any-return]
+    return req.vote.leader_id.node_id  # type: ignore[no-any-return]
+
+
+class _ServerConnection(asyncio.Protocol):
+    """One accepted connection: handshake, then requests dispatched concurrently."""
+
+    def __init__(self, server: TcpServer) -> None:
+        self.server = server
+        self.loop = server._loop
+        self.transport: asyncio.Transport | None = None
+        self.writer: _FrameWriter | None = None
+        self.peer = "?"
+        self.sender: NodeId | None = None
+        self.reader = FrameReader(wire.MAX_HELLO_FRAME)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.backlog: deque[tuple[int, int, memoryview]] = deque()
+        self.paused = False
+        self.write_paused = False
+        self.draining = False
+        self.closed = False
+        self.last_activity = self.loop.time()
+        self.handshake_timer: asyncio.TimerHandle | None = None
+        self.tls_task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        srv = self.server
+        if srv._closing:
+            transport.close()
+            self.closed = True
+            return
+        if len(srv._conns) >= srv.max_connections:
+            self._drop(f"too many connections ({srv.max_connections})")
+            return
+        srv._conns.add(self)
+        _set_nodelay(transport)
+        self.handshake_timer = self.loop.call_later(srv.handshake_timeout, self._handshake_timeout)
+        if srv._ssl is not None:
+            # TLS is layered here rather than by the listener, so that a failed TLS handshake
+            # is seen (logged with its reason), counted and bounded like any refusal. This is
+            # what ``loop.start_tls`` does, done synchronously: no byte can reach this
+            # protocol unencrypted in between (uvloop reads before a coroutine could run).
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            tls = asyncio.sslproto.SSLProtocol(
+                self.loop,
+                self,
+                srv._ssl,
+                waiter,
+                server_side=True,
+                call_connection_made=False,
+                ssl_handshake_timeout=srv.handshake_timeout,
+            )
+            transport.set_protocol(tls)
+            tls.connection_made(transport)
+            self.transport = tls._get_app_transport()
+            self.writer = _FrameWriter(self.loop, self.transport)
+            self.tls_task = self.loop.create_task(self._tls_handshake(waiter, transport))
+            return
+        self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
+
+    async def _tls_handshake(self, waiter: asyncio.Future[None], raw: asyncio.BaseTransport) -> None:
+        try:
+            await waiter
+        except (OSError, asyncio.TimeoutError, EOFError, ValueError, RuntimeError, ConnectionError) as e:
+            if not self.closed:
+                srv = self.server
+                self.closed = True
+                srv._conns.discard(self)
+                srv.refused += 1
+                if self.handshake_timer is not None:
+                    self.handshake_timer.cancel()
+                log.warning("tcp server %s: TLS refused the connection from %s: %r", srv.address, self.peer, e)
+                raw.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = self.loop.time()
+        try:
+            frames = self.reader.feed(data)
+            if self.sender is None:
+                if not frames:
+                    return
+                if len(frames) > 1 or self.reader.buffered():
+                    raise WireError("data after the hello before the handshake was answered")
+                self._handshake(frames[0])
+                return
+            for payload in frames:
+                kind, rid, body = split_payload(payload)
+                if kind not in _HANDLER:
+                    raise WireError(f"a client may not send {wire.KIND_NAMES[kind]}")
+                if rid == 0:
+                    raise WireError("request id 0 is reserved for the handshake")
+                # Kept undecoded until it runs: the backlog holds at most one read's bytes.
+                self.backlog.append((kind, rid, body))
+            self._pump()
+        except (WireError, CodecError) as e:
+            self._drop(f"malformed input: {e}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        self.server._conns.discard(self)
+        self.backlog.clear()
+        for t in list(self.tasks):
+            t.cancel()
+
+    def pause_writing(self) -> None:
+        # The peer does not read its answers: start none of its requests and read none until
+        # it does.
+        self.write_paused = True
+        self._set_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._pump()
+
+    # -- handshake -------------------------------------------------------------------------
+
+    def _handshake(self, payload: bytes) -> None:
+        srv = self.server
+        kind, rid, body = split_payload(payload)
+        if kind != KIND_HELLO or rid != 0:
+            raise WireError(f"the first frame is {wire.KIND_NAMES[kind]}, not hello")
+        hello: Hello = decode_body(kind, body)
+        if hello.version not in wire.SUPPORTED_VERSIONS:
+            return self._refuse(ERR_UNSUPPORTED, f"unsupported protocol version {hello.version}")
+        if hello.cluster_name != srv.cluster_name:
+            return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
+        nodes = srv._raft.metrics.membership_config.membership.nodes
+        if nodes and hello.node_id not in nodes:
+            return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership")
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
+        self.sender = hello.node_id
+        self.reader = FrameReader(srv.max_frame_size)
+        self._send(frame_message(KIND_HELLO_ACK, 0, HelloAck(wire.PROTOCOL_VERSION, srv.node_id)))
+        log.debug("tcp server %s: accepted node %s from %s", srv.address, hello.node_id, self.peer)
+
+    def _refuse(self, code: int, reason: str) -> None:
+        srv = self.server
+        srv.refused += 1
+        log.warning("tcp server %s: refused the connection from %s: %s", srv.address, self.peer, reason)
+        self._send(frame_message(KIND_ERROR, 0, ErrorBody(code, reason)))
+        self._close_after_flush()
+
+    def _handshake_timeout(self) -> None:
+        self.handshake_timer = None
+        if self.sender is None and not self.closed:
+            self._drop(f"no handshake within {self.server.handshake_timeout}s")
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start backlog requests (decoding them now) while fewer than ``max_inflight``
+        run and the peer reads its answers; pause reading while any request waits."""
+        srv = self.server
+        limit = srv.max_inflight
+        backlog = self.backlog
+        while backlog and len(self.tasks) < limit and not (self.draining or self.closed or self.write_paused):
+            kind, rid, body = backlog.popleft()
+            try:
+                req = decode_body(kind, body)
+            except WireError as e:
+                self._drop(f"malformed input: {e}")
+                return
+            if _request_sender(kind, req) != self.sender:
+                # Well-formed but not from the handshake's sender: refuse this one request.
+                srv.refused += 1
+                self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
+                continue
+            task = self.loop.create_task(self._handle(kind, rid, req))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        want_pause = (
+            self.draining or self.write_paused or bool(self.backlog) or len(self.tasks) >= self.server.max_inflight
+        )
+        if want_pause and not self.paused:
+            self.paused = True
+            t.pause_reading()
+        elif not want_pause and self.paused:
+            self.paused = False
+            t.resume_reading()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.closed:
+            self._pump()
+        if self.draining and not self.tasks:
+            self.server._drained(self)
+
+    async def _handle(self, kind: int, rid: int, req: Any) -> None:
+        srv = self.server
+        srv.delivered += 1
+        try:
+            resp = await getattr(srv._raft, _HANDLER[kind])(req)
+        except Fatal as e:
+            self._answer_error(rid, ERR_FATAL, str(e))
+            return
+        except Exception as e:  # the peer learns of it as RemoteError
+            code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
+            if code == ERR_REMOTE:
+                log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
+            self._answer_error(rid, code, f"{type(e).__name__}: {e}")
+            return
+        if not self.closed:
+            self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
+
+    def _answer_error(self, rid: int, code: int, message: str) -> None:
+        if not self.closed:
+            self._send(frame_message(KIND_ERROR, rid, ErrorBody(code, message[: wire.MAX_MESSAGE_LEN])))
+
+    # -- output and closing --------------------------------------------------------------------
+
+    def _send(self, frame: bytes | bytearray) -> None:
+        if self.writer is not None and not self.closed:
+            self.writer.send(frame)
+
+    def _close_after_flush(self) -> None:
+        self.closed = True
+        self.server._conns.discard(self)
+        if self.writer is not None:
+            self.writer.flush()
+        if self.transport is not None:
+            self.transport.close()  # writes what is buffered, then closes
+
+    def _drop(self, reason: str, level: int = logging.WARNING) -> None:
+        """Close at once, logged once with the peer address."""
+        if self.closed:
+            return
+        self.server.dropped += 1
+        log.log(level, "tcp server %s: closing the connection from %s: %s", self.server.address, self.peer, reason)
+        self.closed = True
+        self.server._conns.discard(self)
+        self.backlog.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def idle_check(self, now: float) -> None:
+        """Close the connection if nothing came in for ``idle_timeout`` seconds and nothing
+        is in flight."""
+        if not self.closed and not self.tasks and now - self.last_activity >= self.server.idle_timeout:
+            self._drop(f"idle for {self.server.idle_timeout}s", logging.DEBUG)
+
+    def start_drain(self) -> None:
+        """Stop reading; answer the requests in flight; the server closes it when done."""
+        self.draining = True
+        self.backlog.clear()
+        self._set_reading()
+        if not self.tasks:
+            self.server._drained(self)
+
+
+class TcpServer:
+    """Serves a ``Raft`` node's RPCs on a TCP port (see the module docstring).
+
+    Counters (for tests and monitoring): ``delivered`` requests handed to ``Raft``,
+    ``refused`` handshakes and requests refused, ``dropped`` connections closed for bad input,
+    idleness or limits.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("use `await TcpServer.start(...)`")
+
+    @classmethod
+    async def start(
+        cls,
+        raft: Any,
+        host: str,
+        port: int,
+        cluster_name: str,
+        ssl: _ssl.SSLContext | None = None,
+        *,
+        node_id: NodeId | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_inflight: int = 64,
+        max_connections: int = 256,
+        idle_timeout: float = 60.0,
+        handshake_timeout: float = 5.0,
+        drain_timeout: float = 5.0,
+    ) -> TcpServer:
+        """Listen on ``host:port`` (``port=0``: an ephemeral port, see ``port``) and serve
+        ``raft`` (anything implementing ``RaftServer`` with a ``metrics`` property).
+
+        - ``ssl``: a server ``ssl.SSLContext`` (TLS); with ``verify_mode = CERT_REQUIRED``
+          a client without a certificate of the context's CAs is refused (mutual TLS).
+        - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
+        - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
+          so this bounds a connection's input buffer). Before the handshake the bound is
+          ``wire.MAX_HELLO_FRAME``.
+        - ``max_inflight``: requests of one connection handled at once; more wait, and the
+          connection is not read meanwhile.
+        - ``max_connections``: connections open at once; more are closed on accept.
+        - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
+          long is closed. ``handshake_timeout``: a connection must complete the handshake
+          within this (and, with ``ssl``, the TLS handshake too).
+        - ``drain_timeout``: how long ``close()`` waits for requests in flight.
+        """
+        self = cls._unbound(
+            raft,
+            cluster_name,
+            ssl,
+            node_id=node_id,
+            max_frame_size=max_frame_size,
+            max_inflight=max_inflight,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self.address = f"{host}:{port}"
+        self._server = await self._loop.create_server(
+            lambda: _ServerConnection(self), host, port, reuse_address=True
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host = sockname[0]
+        self.port = sockname[1]
+        self.address = f"{host}:{self.port}"
+        self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
+        return self
+
+    @classmethod
+    def _unbound(
+        cls,
+        raft: Any,
+        cluster_name: str,
+        ssl: _ssl.SSLContext | None,
+        *,
+        node_id: NodeId | None,
+        max_frame_size: int,
+        max_inflight: int,
+        max_connections: int,
+        idle_timeout: float,
+        handshake_timeout: float,
+        drain_timeout: float,
+    ) -> TcpServer:
+        """A configured server that listens nowhere (``start`` binds it; the atheris
+        harness feeds its connections directly). Must be called in the running loop."""
+        if max_frame_size < 64 or max_inflight < 1 or max_connections < 1:
+            raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
+        if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0:
+            raise ValueError("timeouts must be positive")
+        self = object.__new__(cls)
+        self._loop = asyncio.get_running_loop()
+        self._raft = raft
+        self._ssl = ssl
+        self.cluster_name = cluster_name
+        self.node_id = raft.metrics.id if node_id is None else node_id
+        self.max_frame_size = max_frame_size
+        self.max_inflight = max_inflight
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.drain_timeout = drain_timeout
+        self.delivered = 0
+        self.refused = 0
+        self.dropped = 0
+        self._conns: set[_ServerConnection] = set()
+        self._closing = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.host = ""
+        self.port = 0
+        """The bound port (the ephemeral one when started with port 0)."""
+        self.address = "unbound"
+        return self
+
+    def _idle_period(self) -> float:
+        return max(min(self.idle_timeout, self.handshake_timeout) / 2, 0.01)
+
+    def _idle_tick(self) -> None:
+        now = self._loop.time()
+        for c in list(self._conns):
+            c.idle_check(now)
+        if not self._closing:
+            self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._conns)
+
+    def _drained(self, conn: _ServerConnection) -> None:
+        conn._close_after_flush()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            if not any(c.tasks for c in self._conns):
+                self._drain_waiter.set_result(None)
+
+    async def close(self) -> None:
+        """Stop accepting, let the requests in flight finish and answer (up to
+        ``drain_timeout``), then close every connection. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._idle_timer.cancel()
+        self._server.close()
+        self._drain_waiter = self._loop.create_future()
+        for c in list(self._conns):
+            c.start_drain()
+        if any(c.tasks for c in self._conns):
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drain_waiter), self.drain_timeout)
+            except asyncio.TimeoutError:
+                log.warning("tcp server %s: requests still in flight after %ss; cancelling", self.address, self.drain_timeout)
+        for c in list(self._conns):
+            for t in list(c.tasks):
+                t.cancel()
+            c._close_after_flush()
+        self._conns.clear()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        except asyncio.TimeoutError:  # pragma: no cover - depends on the loop implementation
+            pass
+
+    async def __aenter__(self) -> TcpServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"TcpServer({self.address}, node {self.node_id}, {len(self._conns)} connections)"
