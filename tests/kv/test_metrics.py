@@ -1,0 +1,172 @@
+"""``GET /metrics`` parses as Prometheus text and agrees with the node's state; structured
+logs carry node id, term and state on every line."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from typing import AsyncIterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from openraft_py.kv.logs import configure_logging
+
+from .kv_helpers import KvCluster, url
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        await c.start(3)
+        yield c
+    finally:
+        await c.close()
+
+
+async def scrape(c: KvCluster, node: object) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """``{sample name: {sorted labels: value}}`` of one scrape."""
+    assert c.session is not None
+    async with c.session.get(url(node, "/metrics")) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def one(m: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, **labels: str) -> float:
+    return m[name][tuple(sorted(labels.items()))]
+
+
+async def test_metrics_parse_and_match_the_state(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    s = cluster.session
+    assert s is not None
+    for i in range(10):
+        async with s.put(url(leader, f"/kv/k{i}"), data="v") as r:
+            assert r.status == 200
+    async with s.post(url(leader, "/kv/k0/cas"), json={"expected": "v", "value": "w"}) as r:
+        assert r.status == 200
+    for c in ("linearizable", "lease", "local"):
+        async with s.get(url(leader, f"/kv/k1?consistency={c}")) as r:
+            assert r.status == 200
+    async with s.get(url(leader, "/nope")) as r:
+        assert r.status == 404
+    index = leader.raft.metrics.last_log_index  # type: ignore[union-attr]
+    await cluster.wait_applied(index)
+    await leader.raft.wait(5).metrics(  # type: ignore[union-attr]
+        lambda m: m.replication is not None and all(v >= index for v in m.replication.values()), "replicated")
+    m = await scrape(cluster, leader)
+    rm = leader.raft.metrics  # type: ignore[union-attr]
+    assert one(m, "openraft_node_id") == leader.id
+    assert one(m, "openraft_running") == 1
+    assert one(m, "openraft_term") == rm.current_term
+    assert one(m, "openraft_state", state="Leader") == 1 and one(m, "openraft_state", state="Follower") == 0
+    assert one(m, "openraft_leader_id") == leader.id
+    assert one(m, "openraft_last_log_index") == index
+    assert one(m, "openraft_committed_index") == index
+    assert one(m, "openraft_applied_index") == index
+    assert one(m, "openraft_snapshot_index") == -1 and one(m, "openraft_purged_index") == -1
+    assert one(m, "openraft_voters") == 3 and one(m, "openraft_learners") == 0
+    for f in cluster.followers(leader):
+        assert one(m, "openraft_replication_matched_index", peer=str(f.id)) == index
+        assert one(m, "openraft_replication_lag", peer=str(f.id)) == 0
+    assert one(m, "openraft_kv_write_seconds_count", op="put") == 10
+    assert one(m, "openraft_kv_write_seconds_count", op="cas") == 1
+    assert one(m, "openraft_kv_write_seconds_bucket", op="put", le="+Inf") == 10
+    assert one(m, "openraft_kv_write_seconds_sum", op="put") > 0
+    for c in ("linearizable", "lease", "local"):
+        assert one(m, "openraft_kv_read_seconds_count", consistency=c) == 1
+    assert one(m, "openraft_kv_http_requests_total", route="/kv/{key}", method="PUT", status="200") == 10
+    assert one(m, "openraft_kv_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    # a follower's view
+    f = cluster.followers(leader)[0]
+    fm = await scrape(cluster, f)
+    assert one(fm, "openraft_state", state="Follower") == 1
+    assert one(fm, "openraft_leader_id") == leader.id
+    assert one(fm, "openraft_applied_index") == index
+    assert "openraft_replication_lag" not in fm  # a follower replicates to nobody
+
+
+async def test_rpc_errors_counted_per_peer(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    down = cluster.followers(leader)[0]
+    await down.stop()
+    s = cluster.session
+    assert s is not None
+    async with s.put(url(leader, "/kv/x"), data="y") as r:  # the other follower makes a quorum
+        assert r.status == 200
+
+    async def counted() -> float:
+        m = await scrape(cluster, leader)
+        return sum(v for labels, v in m.get("openraft_rpc_errors_total", {}).items()
+                   if dict(labels)["peer"] == str(down.id))
+
+    for _ in range(100):  # heartbeats to the stopped peer fail within a few RPC timeouts
+        if await counted() > 0:
+            break
+        await leader.raft.trigger.heartbeat()  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+    first = await counted()
+    assert first > 0
+    m = await scrape(cluster, leader)
+    errs = {dict(k)["error"] for k in m["openraft_rpc_errors_total"] if dict(k)["peer"] == str(down.id)}
+    assert errs and errs <= {"Unreachable", "Timeout"}
+    assert {dict(k)["rpc"] for k in m["openraft_rpc_errors_total"]} <= {"append_entries", "vote"}
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from openraft_py.types import ServerState
+
+        self.id = 7
+        self.current_term = 4
+        self.state = ServerState.FOLLOWER
+
+
+def test_json_logs_carry_node_term_state() -> None:
+    buf = io.StringIO()
+    source_value: list[object] = [None]
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("json", "info", lambda: source_value[0], node_id=7, stream=buf)
+        logging.getLogger("x.y").info("before %s", "start")
+        source_value[0] = _Metrics()
+        logging.getLogger("x.y").warning("after")
+        logging.getLogger("x.y").debug("not shown")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["node_id"] == 7 and lines[0]["term"] is None and lines[0]["state"] is None
+    assert lines[0]["msg"] == "before start" and lines[0]["level"] == "INFO" and lines[0]["logger"] == "x.y"
+    assert lines[1]["node_id"] == 7 and lines[1]["term"] == 4 and lines[1]["state"] == "Follower"
+    assert lines[1]["ts"].endswith("Z")
+
+
+def test_text_logs_carry_node_term_state() -> None:
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("text", "DEBUG", _Metrics, stream=buf)
+        logging.getLogger("x").debug("hello")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert "[n7 T4 Follower] x: hello" in buf.getvalue()
+    with pytest.raises(ValueError):
+        configure_logging("xml", "INFO", _Metrics, stream=buf)
+    with pytest.raises(ValueError):
+        configure_logging("text", "LOUD", _Metrics, stream=buf)
