@@ -1,0 +1,225 @@
+"""Release packaging: ``make wheel`` output, installed into a fresh venv outside the checkout.
+
+One module-scoped build runs ``make wheel`` into a temporary directory (the sdist, a wheel built
+from it, repaired to a manylinux tag and stripped by auditwheel). The tests then check what the
+two archives carry, install the wheel with the ``kv`` extra into a new venv whose working
+directory is outside the checkout, and check that the installed package (not the source tree)
+loads its compiled kernels and that its ``openraft-py`` console script runs the demo.
+
+Needs a source checkout (Makefile, pyproject.toml), ``make``, a C compiler, Linux (auditwheel)
+and PyPI or a local pip cache for the build requirements and the dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ("_quorum_c", "_logindex_c", "_codec_c")
+PYTHONS = ("3.11", "3.12", "3.13")
+LICENCES = ("LICENSE-MIT", "LICENSE-APACHE")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (ROOT / "Makefile").exists() or not (ROOT / "pyproject.toml").exists(),
+        reason="not a source checkout (installed-package run)",
+    ),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auditwheel repairs Linux wheels only"),
+    pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
+    pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="make wheel needs the project venv (run from .venv)"),
+]
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment for child processes: no build/kernel switches, no PYTHONPATH into the checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENRAFT_PY_", "PYTHON"))}
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run ``cmd``; return its combined output, or fail the test with it (and the time taken)."""
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=env if env is not None else _clean_env(), timeout=timeout,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{cmd} did not finish within {timeout:.0f} s:\n{exc.output or ''}"[-6000:])
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        pytest.fail(f"{cmd} exited {proc.returncode} after {took:.1f} s:\n{proc.stdout[-6000:]}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class Dist:
+    """What ``make wheel`` left in its output directory."""
+
+    wheel: Path
+    sdist: Path
+    build_seconds: float
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A fresh venv, outside the checkout, with the wheel and its ``kv`` extra installed."""
+
+    python: Path
+    bin: Path
+    workdir: Path
+    install_seconds: float
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dist]:
+    """Run ``make wheel`` into a temporary directory (not the checkout's dist/)."""
+    out = tmp_path_factory.mktemp("make-wheel")
+    venv = Path(sys.prefix)
+    start = time.monotonic()
+    # -o: never reinstall the venv from inside a test run (the install stamp is taken as is).
+    _run(
+        ["make", "-s", "-o", str(venv / ".stamp-install"), "wheel",
+         f"VENV={venv}", f"DIST={out / 'dist'}", f"WHEELHOUSE={out / 'wheelhouse'}"],
+        cwd=ROOT, timeout=540,
+    )
+    took = time.monotonic() - start
+    wheels = sorted((out / "dist").glob("*.whl"))
+    sdists = sorted((out / "dist").glob("*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in (out / "dist").iterdir())
+    yield Dist(wheels[0], sdists[0], took)
+
+
+@pytest.fixture(scope="module")
+def installed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """A new venv (no pip of its own: this venv's pip installs into it) holding ``wheel[kv]``."""
+    root = tmp_path_factory.mktemp("fresh-venv")
+    assert ROOT not in root.parents, "the venv must be outside the checkout"
+    venv = root / "venv"
+    workdir = root / "work"
+    workdir.mkdir()
+    start = time.monotonic()
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=workdir, timeout=120)
+    python = venv / "bin" / "python"
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+         f"openraft-py[kv] @ {dist.wheel.as_uri()}"],
+        cwd=workdir, timeout=420,
+    )
+    return Installed(python, venv / "bin", workdir, time.monotonic() - start)
+
+
+@pytest.mark.timeout(600)
+def test_wheel_is_manylinux_stripped_and_carries_no_sources(dist: Dist) -> None:
+    name = dist.wheel.name
+    assert "manylinux" in name and "-linux_" not in name, name
+    assert f"-cp{sys.version_info.major}{sys.version_info.minor}-" in name, name
+    with zipfile.ZipFile(dist.wheel) as zf:
+        names = zf.namelist()
+        info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = zf.read(info).decode()
+        for lic in LICENCES:
+            assert any(n.endswith(f".dist-info/licenses/{lic}") for n in names), lic
+        assert not [n for n in names if n.endswith((".pyx", ".pxd", ".c", ".html"))]
+        assert "openraft_py/py.typed" in names
+        sos = [n for n in names if n.startswith("openraft_py/_core/") and n.endswith(".so")]
+        assert sorted(Path(n).name.split(".")[0] for n in sos) == sorted(KERNELS), sos
+        so_bytes = {n: zf.read(n) for n in sos}
+    assert "License-Expression: MIT OR Apache-2.0" in metadata
+    for py in PYTHONS:
+        assert f"Classifier: Programming Language :: Python :: {py}" in metadata
+    for label in ("Homepage", "Documentation", "Repository", "Changelog", "Issues"):
+        assert f"Project-URL: {label}, https://" in metadata, label
+    assert 'Provides-Extra: kv' in metadata
+    # Stripped: no symbol table and no DWARF sections left in the kernels.
+    for n, data in so_bytes.items():
+        sections = _elf_section_names(data)
+        assert ".text" in sections, (n, sections)
+        assert not [s for s in sections if s == ".symtab" or s.startswith(".debug")], (n, sections)
+
+
+@pytest.mark.timeout(600)
+def test_sdist_carries_docs_bench_changelog_licences_and_kernel_sources(dist: Dist) -> None:
+    with tarfile.open(dist.sdist) as tf:
+        top = tf.getnames()[0].split("/")[0]
+        names = {n.removeprefix(f"{top}/") for n in tf.getnames()}
+    for must in ("CHANGELOG.md", "README.md", *LICENCES, "pyproject.toml", "setup.py", "MANIFEST.in",
+                 "docs/design/README.md", "bench/cluster.py"):
+        assert must in names, must
+    for kernel in KERNELS:
+        assert f"_core/{kernel}.pyx" in names and f"_core/{kernel}.pxd" in names, kernel
+        assert f"_core/_{kernel.split('_')[1]}_py.py" in names, kernel
+    assert len([n for n in names if n.startswith("docs/") and n.endswith(".md")]) == len(
+        list((ROOT / "docs").rglob("*.md"))
+    )
+    assert not [n for n in names if n.endswith((".so", ".c", ".pyc"))]
+
+
+@pytest.mark.timeout(900)
+def test_installed_wheel_loads_compiled_kernels_outside_the_checkout(installed: Installed) -> None:
+    out = _run(
+        [str(installed.python), "-c",
+         "import openraft_py, openraft_py._core as c, openraft_py._core._quorum_c as q\n"
+         "print(c.USING_EXTENSIONS)\nprint(openraft_py.__file__)\nprint(q.__file__)\n"
+         "print(c.majority_committed([5, 3, 9]))"],
+        cwd=installed.workdir, timeout=60,
+    )
+    using, pkg_file, so_file, committed = out.split()
+    assert using == "True", out
+    site = installed.python.parent.parent
+    assert Path(pkg_file).is_relative_to(site) and Path(so_file).is_relative_to(site), out
+    assert so_file.endswith(".so")
+    assert committed == "5", out
+
+
+@pytest.mark.timeout(900)
+def test_installed_console_script_runs_the_quick_demo(installed: Installed) -> None:
+    script = installed.bin / "openraft-py"
+    assert script.exists(), "the wheel installs no openraft-py console script"
+    has_cli = _run(
+        [str(installed.python), "-c",
+         "import importlib.util as u; print(u.find_spec('openraft_py.kv.cli') is not None)"],
+        cwd=installed.workdir, timeout=60,
+    ).strip()
+    if has_cli != "True":
+        pytest.skip("openraft_py/kv/cli.py (the openraft-py command line) is not in the tree yet")
+    out = _run([str(script), "demo", "--quick"], cwd=installed.workdir, timeout=600)
+    assert out.strip(), "demo --quick printed nothing"
+    # The demo cleans up after itself: it left nothing in the working directory.
+    assert list(installed.workdir.iterdir()) == []
+
+
+def _elf_section_names(data: bytes) -> set[str]:
+    """Section names of a 64-bit little-endian ELF image (what ``readelf -S`` lists)."""
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a 64-bit LE ELF file"
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    shentsize = int.from_bytes(data[0x3A:0x3C], "little")
+    shnum = int.from_bytes(data[0x3C:0x3E], "little")
+    shstrndx = int.from_bytes(data[0x3E:0x40], "little")
+
+    def header(i: int) -> tuple[int, int, int]:
+        base = shoff + i * shentsize
+        name = int.from_bytes(data[base:base + 4], "little")
+        offset = int.from_bytes(data[base + 0x18:base + 0x20], "little")
+        size = int.from_bytes(data[base + 0x20:base + 0x28], "little")
+        return name, offset, size
+
+    _, str_off, str_size = header(shstrndx)
+    strtab = data[str_off:str_off + str_size]
+    names = set()
+    for i in range(shnum):
+        name_off = header(i)[0]
+        names.add(strtab[name_off:strtab.index(b"\0", name_off)].decode())
+    return names
