@@ -55,6 +55,17 @@ def _request_sender(kind: int, req: Any) -> int:
     return req.vote.leader_id.node_id  # type: ignore[no-any-return]
 
 
+def _known_sender(metrics: Any, node_id: NodeId) -> bool:
+    """Whether the handshake may accept ``node_id``: any node while this one has no
+    membership yet (a node about to be added knows no one); otherwise a node of its
+    membership (voters and learners), or the leader it follows (a leader that removed itself
+    keeps replicating the change and hands over to nodes that already left it out)."""
+    nodes = metrics.membership_config.membership.nodes
+    if not nodes or node_id in nodes:
+        return True
+    return node_id == getattr(metrics, "current_leader", None)
+
+
 class _ServerConnection(asyncio.Protocol):
     """One accepted connection: handshake, then requests dispatched concurrently."""
 
@@ -186,8 +197,7 @@ class _ServerConnection(asyncio.Protocol):
             return self._refuse(ERR_UNSUPPORTED, f"unsupported protocol version {hello.version}")
         if hello.cluster_name != srv.cluster_name:
             return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
-        nodes = srv._raft.metrics.membership_config.membership.nodes
-        if nodes and hello.node_id not in nodes:
+        if not _known_sender(srv._raft.metrics, hello.node_id):
             return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership")
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()

@@ -47,6 +47,7 @@ OPT = RPCOption(hard_ttl=5.0, soft_ttl=5.0)
 class _Metrics:
     def __init__(self, node_id: int, members: set[int]) -> None:
         self.id = node_id
+        self.current_leader: int | None = None
         self.membership_config = StoredMembership(LogId(1, 0) if members else None, Membership.new([members]) if members else Membership((), {}))
 
 
@@ -556,3 +557,69 @@ async def test_frames_of_one_loop_turn_go_out_in_one_write_with_nagle_off() -> N
     finally:
         await server.close()
         await factory.close()
+
+
+async def test_handshake_accepts_members_the_followed_leader_and_anyone_before_a_membership() -> None:
+    """The sender check: members pass; a non-member passes only while it is the leader this
+    node follows (a leader that removed itself still replicates the change); a node with no
+    membership yet accepts any sender of its cluster."""
+    raft = FakeRaft(members={1, 2, 3})
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c")
+    factories: list[TcpNetworkFactory] = []
+
+    async def vote_from(node_id: int) -> Any:
+        f = TcpNetworkFactory(node_id, "c", backoff_min=0.01, backoff_max=0.02)
+        factories.append(f)
+        return await asyncio.wait_for(f.new_client(2, BasicNode(server.address)).vote(VoteRequest(Vote.new(1, node_id), None), OPT), 5)
+
+    try:
+        assert (await vote_from(3)).vote_granted
+        with pytest.raises(Unreachable, match="not in the membership"):
+            await vote_from(9)
+        raft.metrics.current_leader = 9
+        assert (await vote_from(9)).vote_granted
+        raft.metrics = _Metrics(2, set())
+        assert (await vote_from(77)).vote_granted
+    finally:
+        await server.close()
+        for f in factories:
+            await f.close()
+
+
+async def test_over_tcp_a_learner_joins_by_snapshot_then_replaces_the_leader() -> None:
+    """Snapshot transfer in 4 KiB chunks and a membership change that removes the leader,
+    all over TCP: the new node catches up from the snapshot, the old leader hands over, the
+    new membership commits writes and every remaining node applied the same."""
+    cfg = tcp_config(max_in_snapshot_log_to_keep=0, purge_batch_size=1, snapshot_max_chunk_size=4096)
+    async with TcpCluster(cfg) as c:
+        await c.start([1, 2, 3])
+        old = await c.wait_for_leader(15)
+        raft = c.nodes[old].raft
+        assert raft is not None
+        last = None
+        pad = b"." * 100
+        for i in range(300):
+            last = await c.write(b"v%05d" % i + pad)
+        assert last is not None
+        await c.wait_applied(last.index, 15)
+        await raft.trigger.snapshot()
+        await raft.wait(10).purged(last.index, "leader purged its log")
+        n4 = await c.start_node(4)
+        await asyncio.wait_for(raft.add_learner(4, BasicNode(n4.addr), blocking=True), 20)
+        assert n4.raft is not None and n4.counting is not None
+        await n4.raft.wait(10).snapshot(last.index, "learner installed the snapshot")
+        assert n4.counting.calls["install_snapshot"] >= 2  # chunked
+        rest = {1, 2, 3} - {old}
+        await asyncio.wait_for(raft.change_membership(rest | {4}), 20)
+        await c.stop_node(old)
+        new = await c.wait_for_leader(15)
+        assert new in rest | {4}
+        final = None
+        for i in range(20):
+            final = await c.write(b"after%d" % i)
+        assert final is not None
+        await c.wait_applied(final.index, 15)
+        datas = {nid: [d for _, d in n.disk.applied_log] for nid, n in c.nodes.items() if nid != old}
+        ref = datas[4]
+        assert all(d == ref for d in datas.values())
+        assert ref[:300] == [b"v%05d" % i + pad for i in range(300)] and ref[-1] == b"after19"
