@@ -623,3 +623,28 @@ async def test_over_tcp_a_learner_joins_by_snapshot_then_replaces_the_leader() -
         ref = datas[4]
         assert all(d == ref for d in datas.values())
         assert ref[:300] == [b"v%05d" % i + pad for i in range(300)] and ref[-1] == b"after19"
+
+
+async def test_connection_limit_and_handshake_timeout_close_only_the_offenders() -> None:
+    raft, server, factory, client = await _pair(max_connections=3, handshake_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        # Two silent connections fill the limit; a third is closed on accept.
+        silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await asyncio.wait_for(_until(lambda: server.connections == 3), 5)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(r3.read(), 5) == b""
+        w3.close()
+        # The silent ones are closed by the handshake timeout, bounded.
+        t0 = loop.time()
+        for r, w in silent:
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+        assert loop.time() - t0 < 3.0
+        # The established client was served throughout and still is.
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        assert server.dropped == 3 and server.connections == 1
+    finally:
+        await server.close()
+        await factory.close()
