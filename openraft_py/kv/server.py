@@ -81,6 +81,9 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         opts.check()
         from ..config import Config
 
+        unknown = sorted(set(opts.raft_config) - set(Config.__struct_fields__) - {"cluster_name"})
+        if unknown:
+            raise ValueError(f"--raft-config: unknown Config fields {unknown}")
         msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config).validate()
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
@@ -92,10 +95,10 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
 
 
 async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
-    """Run one node until SIGTERM/SIGINT (or ``stop`` is set); the exit code (0 after a
-    graceful stop, 1 if the node could not start)."""
-    node = KvNode(opts)
-    _running.append(node)
+    """Run one node until SIGTERM/SIGINT (or ``stop`` is set); the exit code: 0 after a
+    graceful stop, 1 if the node could not start or stopped on its own (a ``Fatal`` error
+    such as a storage failure: logged, then the process exits so a supervisor restarts
+    it)."""
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -105,20 +108,38 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             pass
+    node: KvNode | None = None
     try:
         try:
+            node = KvNode(opts)
+            _running.append(node)
             await node.start()
         except Exception as e:  # noqa: BLE001 - reported, exit code 1
             log.error("the node could not start: %s: %s", type(e).__name__, e)
             return 1
-        await stop.wait()
-        log.info("stopping (signal)")
+        assert node.raft is not None
+        stopping = asyncio.ensure_future(stop.wait())
+        died = asyncio.ensure_future(node.raft.wait(None).metrics(lambda m: not m.running, "the node stopped"))
+        try:
+            await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            died.cancel()
+        code = 0
+        if died.done() and not died.cancelled():
+            code = 1
+            err = died.exception()
+            log.error("the node stopped on its own: %s", f"{type(err).__name__}: {err}" if err else
+                      node.raft.metrics.error)
+        else:
+            log.info("stopping (signal)")
         await node.stop()
-        return 0
+        return code
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        _running.remove(node)
+        if node is not None and node in _running:
+            _running.remove(node)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,105 @@
+"""Units of the key-value service: the conditional delete of ``KvStateMachine``, the node
+addresses in a membership, the network factory's address resolution, and ``serve``'s
+flags."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
+
+from openraft_py.kv.commands import KvStateMachine, encode_cas
+from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, node_of
+from openraft_py.kv.server import add_serve_arguments, options_from_args
+from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.storage.memory import KvSet, encode_kv
+from openraft_py.storage.rocks import RocksStateMachine
+from openraft_py.types import BasicNode, Blank, Entry, LogId, Normal
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def entries(*datas: bytes | None) -> list[Entry]:
+    return [Entry(LogId(1, i), Blank() if d is None else Normal(d)) for i, d in enumerate(datas, 1)]
+
+
+async def test_cas_delete_applies_in_log_order_and_survives_a_restart() -> None:
+    d = tempfile.mkdtemp(prefix="kv-sm-")
+    try:
+        sm = await KvStateMachine.open(d)
+        batch = entries(
+            encode_kv(KvSet("k", "a")),
+            encode_cas("k", "a", None),  # matches: deleted
+            None,
+            encode_cas("k", None, None),  # absent matches None: ok, stays absent
+            encode_kv(KvSet("k", "b")),
+            encode_cas("k", "a", None),  # mismatch: kept
+            encode_cas("k", "b", "c"),  # the ordinary cas
+            b"opaque",
+        )
+        out = await sm.apply(batch)
+        assert out == [None, (True, None), None, (True, None), None, (False, "b"), (True, "c"), None]
+        assert sm.data == {"k": "c"}
+        applied, _ = await sm.applied_state()
+        assert applied == LogId(1, 8)
+        assert await sm.apply(entries(encode_cas("k", "c", None))) == [(True, None)]
+        await sm.aclose()
+        # a plain RocksStateMachine sees the conditional delete as opaque data; ours reopens
+        sm = await KvStateMachine.open(d)
+        assert sm.data == {} and (await sm.applied_state())[0] == LogId(1, 1)
+        await sm.aclose()
+        plain = await RocksStateMachine.open(d)
+        assert await plain.apply([Entry(LogId(2, 2), Normal(encode_cas("x", None, None)))]) == [None]
+        await plain.aclose()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_node_addresses_round_trip() -> None:
+    n = node_of("127.0.0.1:21001", "127.0.0.1:28001")
+    assert addrs_of(n) == NodeAddrs("127.0.0.1:21001", "127.0.0.1:28001")
+    assert addrs_of(BasicNode("10.0.0.1:5")) == NodeAddrs("10.0.0.1:5", "")
+    assert addrs_of(BasicNode("{broken")) == NodeAddrs("", "")
+    assert addrs_of(BasicNode("no port")) == NodeAddrs("", "")
+    assert addrs_of(node_of("[::1]:7", "[::1]:8")) == NodeAddrs("[::1]:7", "[::1]:8")
+    for bad in ("", "host", "h:0", "h:70000", ":5", "h:x"):
+        with pytest.raises(ValueError):
+            node_of(bad, "h:1")
+        with pytest.raises(ValueError):
+            node_of("h:1", bad)
+    with pytest.raises(TypeError):
+        node_of(5, "h:1")  # type: ignore[arg-type]
+
+
+async def test_factory_connects_to_the_raft_address() -> None:
+    tcp = TcpNetworkFactory(1, "c")
+    errors: list[Any] = []
+    f = KvNetworkFactory(tcp, lambda *a: errors.append(a))
+    client = f.new_client(2, node_of("127.0.0.1:21002", "127.0.0.1:28002"))
+    assert "127.0.0.1:21002" in repr(client._inner)
+    await f.close()
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return add_serve_arguments(argparse.ArgumentParser()).parse_args(argv)
+
+
+BASE = ["--id", "1", "--raft-addr", "127.0.0.1:21001", "--http-addr", "127.0.0.1:28001", "--data-dir", "/tmp/x"]
+
+
+def test_serve_flags() -> None:
+    o = options_from_args(parse(BASE + ["--cluster-name", "prod", "--log-format", "json", "--log-level", "debug",
+                                        "--raft-config", '{"heartbeat_interval": 20}']))
+    assert (o.id, o.cluster_name, o.log_format, o.log_level) == (1, "prod", "json", "DEBUG")
+    assert o.raft_config == {"heartbeat_interval": 20}
+    for bad in (["--raft-addr", "nope"], ["--http-addr", "h:0"], ["--tls-cert", "c.pem"], ["--tls-ca", "ca.pem"],
+                ["--id", "-3"], ["--raft-config", '{"heartbeat_interval": 1000}'],
+                ["--raft-config", '{"no_such_field": 1}']):
+        with pytest.raises(ValueError):
+            options_from_args(parse(BASE + bad))
+    for bad in (["--log-format", "xml"], ["--id", "x"], ["--raft-config", "[1]"]):
+        with pytest.raises(SystemExit):
+            parse(BASE + bad)
