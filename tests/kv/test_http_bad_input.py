@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-import aiohttp
 import pytest
 
 from .kv_helpers import KvCluster, url

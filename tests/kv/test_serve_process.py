@@ -195,3 +195,34 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
                     pass
         shutil.rmtree(root, ignore_errors=True)
     assert not os.path.exists(root)
+
+
+def test_serve_refuses_bad_flags_and_reports_start_failures() -> None:
+    root = tempfile.mkdtemp(prefix="kv-proc-")
+    holder = None
+    try:
+        base = [sys.executable, "-m", "openraft_py.kv.server", "--id", "1", "--data-dir", os.path.join(root, "n1")]
+        # an unusable address: exit 2, one line on stderr
+        r = subprocess.run(base + ["--raft-addr", "nope", "--http-addr", "127.0.0.1:1"], capture_output=True,
+                           timeout=30)
+        assert r.returncode == 2
+        assert len(r.stderr.decode().strip().splitlines()) == 1 and b"raft-addr" in r.stderr
+        # a missing flag: argparse's exit 2
+        r = subprocess.run(base, capture_output=True, timeout=30)
+        assert r.returncode == 2 and b"required" in r.stderr
+        # the HTTP port taken by another socket: the node does not start, exit 1, logged
+        import socket
+
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        r = subprocess.run(base + ["--raft-addr", f"127.0.0.1:{free_port()}", "--http-addr", f"127.0.0.1:{taken}",
+                                   "--log-format", "json"], capture_output=True, timeout=30)
+        assert r.returncode == 1
+        lines = [json.loads(x) for x in r.stderr.decode().splitlines() if x.strip()]
+        assert any("could not start" in x["msg"] and x["level"] == "ERROR" for x in lines)
+    finally:
+        if holder is not None:
+            holder.close()
+        shutil.rmtree(root, ignore_errors=True)
