@@ -267,7 +267,8 @@ class _Blank(msgspec.Struct, frozen=True, tag="Blank"):
 
 
 class _Normal(msgspec.Struct, frozen=True, tag="Normal"):
-    data: bytes
+    # Raw: the validation pass skips the bytes (no copy); the build pass checks their type.
+    data: msgspec.Raw
 
 
 class _Entry(msgspec.Struct, frozen=True, array_like=True):
@@ -323,7 +324,7 @@ class WireInstallSnapshotRequest(msgspec.Struct, frozen=True, array_like=True):
     vote: _Vote
     meta: _SnapshotMeta
     offset: U63
-    data: bytes
+    data: msgspec.Raw  # typed (bytes) by the build pass; not copied by the validation pass
     done: bool
 
 
