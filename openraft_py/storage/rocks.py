@@ -873,6 +873,11 @@ class _GroupWriter:
             _clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
 
 
+def _ignore_done(err: BaseException | None) -> None:
+    """The ``done`` of a write nobody waits for (a failure also fails every later write, so
+    it is reported there)."""
+
+
 def _resolver(
     loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], subject: str
 ) -> Callable[[BaseException | None], None]:
@@ -1124,11 +1129,17 @@ class RocksLogStore(RocksLogReader):
         return self._vote
 
     async def save_committed(self, committed: LogId | None) -> None:
-        """Persist the committed log id; returns when durable."""
+        """Queue the committed log id for the writer and return at once (the contract does
+        not ask for durability: it becomes durable with the next group commit).
+
+        The write is queued behind every append submitted before it, so the saved id never
+        becomes durable ahead of the entries it covers. A failure here fails the writer, so
+        the next append or save reports it (as ``StorageError``).
+        """
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(_K_COMMITTED, _enc.encode(committed), self._meta_h)
-        await self._submit_and_wait(wb, "saving the committed log id")
+        self._writer.submit(wb, _ignore_done)
         self._committed = committed
 
     async def read_committed(self) -> LogId | None:

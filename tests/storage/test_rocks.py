@@ -557,8 +557,8 @@ async def test_ack_mark_is_recorded_per_group(tmp_path: Path) -> None:
     async with RocksLogStore(tmp_path / "log") as s:
         g0, gen0 = s.groups_written, s._mark.generation
         await append_durable(s, entries(1, 0, 500))
+        await s.save_committed(LogId(1, 10))  # not waited for: the vote behind it is
         await s.save_vote(Vote.new(1, 1))
-        await s.save_committed(LogId(1, 10))
         assert s._mark.seqno == s._db.latest_sequence_number()
         assert 0 < s._mark.generation - gen0 <= s.groups_written - g0
     # The mark is on disk with the same number.
@@ -810,3 +810,31 @@ async def test_damaged_sst_read_raises_storage_error_naming_the_corruption(tmp_p
         with pytest.raises(StorageError, match="Corruption") as ei:
             await asyncio.wait_for(s.try_get_log_entries(0, 3000), 10)
         assert str(p) in str(ei.value)
+
+
+async def test_save_committed_does_not_wait_for_a_sync(tmp_path: Path) -> None:
+    """``save_committed`` returns while the writer is still busy (the contract asks for no
+    durability), is readable at once, and becomes durable behind the appends before it."""
+    import threading
+
+    from rocksdict import WriteBatch
+
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, entries(1, 0, 20))
+        busy = threading.Event()
+
+        def blocked_batch() -> WriteBatch:
+            busy.wait(10)
+            return WriteBatch(raw_mode=True)
+
+        s._writer.submit(blocked_batch, lambda err: None)
+        try:
+            # Had it waited for its group commit, this would wait for the blocked writer.
+            await asyncio.wait_for(s.save_committed(LogId(1, 19)), 2)
+            assert await s.read_committed() == LogId(1, 19)
+        finally:
+            busy.set()
+    async with RocksLogStore(p) as s:
+        assert await s.read_committed() == LogId(1, 19)
+        assert await s.get_log_state() == LogState(None, LogId(1, 19))
