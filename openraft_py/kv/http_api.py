@@ -295,13 +295,19 @@ async def _errors_and_counts(
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     resp: web.StreamResponse
-    try:
-        resp = await handler(request)
-    except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
-        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
-        resp = _json({"error": e.reason}, e.status, headers=headers)
-    except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
-        resp = _map_error(node, request, e)
+    if not node.accepting:
+        resp = _error(503, "the node is stopping")
+    else:
+        node.request_started()
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
+            headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
+            resp = _json({"error": e.reason}, e.status, headers=headers)
+        except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
+            resp = _map_error(node, request, e)
+        finally:
+            node.request_done()
     node.metrics.http_requests.labels(_route(request), request.method, str(resp.status)).inc()
     return resp
 

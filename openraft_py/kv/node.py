@@ -50,6 +50,10 @@ MAX_KEY_BYTES = 4096
 """Longest key (UTF-8 bytes) the service takes."""
 
 
+SHUTDOWN_GRACE = 3.0
+"""Seconds ``stop()`` lets HTTP requests in flight finish before it cancels them."""
+
+
 class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it)."""
 
@@ -131,6 +135,13 @@ class KvNode:
         self.http_port: int | None = None
         self.raft_port: int | None = None
         self.stopped = asyncio.Event()
+        self._stopping = False
+        self.accepting = True
+        """False once ``stop()`` began: the HTTP API answers 503."""
+        self.inflight = 0
+        """HTTP requests being handled now."""
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -157,7 +168,7 @@ class KvNode:
             from aiohttp import web
 
             app = make_app(self)
-            self._http = web.AppRunner(app, access_log=None, handle_signals=False)
+            self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
             await self._http.setup()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
@@ -171,17 +182,29 @@ class KvNode:
                  o.raft_addr, o.http_addr, o.data_dir, m.current_term, m.last_log_index)
 
     async def stop(self) -> None:
-        """Close the HTTP API, the TCP server, Raft, the network and the stores, in that
-        order, each step bounded and logged on failure. Idempotent."""
+        """Stop gracefully, each step bounded and logged on failure: the HTTP API answers
+        new requests 503 and lets those in flight finish (up to ``SHUTDOWN_GRACE`` seconds);
+        then the TCP server, Raft (requests still waiting get the node's ``Stopped``), the
+        HTTP server, the network and the stores close. Idempotent."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
+        self.accepting = False
+        http, self._http = self._http, None
+        if http is not None and self.inflight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE)
+            except asyncio.TimeoutError:
+                log.warning("stopping with %d HTTP requests still in flight", self.inflight)
         steps: list[tuple[str, Any]] = []
-        if self._http is not None:
-            steps.append(("http", self._http.cleanup()))
-            self._http = None
         if self.tcp_server is not None:
             steps.append(("tcp server", self.tcp_server.close()))
             self.tcp_server = None
         if self.raft is not None:
             steps.append(("raft", self.raft.shutdown()))
+        if http is not None:
+            steps.append(("http", http.cleanup()))
         if self.factory is not None:
             steps.append(("network", self.factory.close()))
             self.factory = None
@@ -190,13 +213,26 @@ class KvNode:
                 steps.append((name, store.aclose()))
         self.log_store = None
         for name, coro in steps:
+            t0 = time.perf_counter()
             try:
                 await asyncio.wait_for(coro, 10.0)
+                log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 log.error("stopping the %s failed: %r", name, e)
         if steps:
             log.info("stopped")
         self.stopped.set()
+
+    def request_started(self) -> None:
+        """An HTTP request began (the API's bookkeeping for a graceful stop)."""
+        self.inflight += 1
+        self._idle.clear()
+
+    def request_done(self) -> None:
+        """An HTTP request was answered."""
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -214,3 +214,28 @@ async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 42]}) as r:
         assert r.status == 400, await r.text()  # LearnerNotFound
     assert (await asyncio.wait_for(cluster.wait_leader(), 5)) is leader
+
+
+async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    for f in cluster.followers(leader):
+        await f.stop()
+    s = sess(cluster)
+
+    async def stuck_put() -> tuple[int, str] | str:
+        try:
+            async with s.put(url(leader, "/kv/stuck"), data="v") as r:
+                return r.status, (await r.json())["error"]
+        except aiohttp.ClientError as e:
+            return type(e).__name__
+
+    task = asyncio.ensure_future(stuck_put())
+    await asyncio.sleep(0.3)
+    assert not task.done()  # no quorum: the write cannot commit
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.wait_for(leader.stop(), 15)
+    assert loop.time() - t0 < 10
+    # the write waiting for a quorum gets a definite "stopped" answer, never an acknowledgement
+    status, error = await asyncio.wait_for(task, 5)  # type: ignore[misc]
+    assert status == 503 and "stopped" in error
