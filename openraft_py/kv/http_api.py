@@ -35,7 +35,8 @@ above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeout
 ``InProgress`` and initialize's ``NotAllowed`` -> 409; other membership or initialize
 refusals, ``InvalidRequest``, ``TypeError``, ``ValueError`` -> 400; a body over
 ``max_body`` -> 413; unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
--> 503, logged. Nothing is half-applied: validation runs before the one Raft call a request
+-> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
+was done). Nothing is half-applied: validation runs before the one Raft call a request
 makes.
 """
 
@@ -295,8 +296,9 @@ async def _errors_and_counts(
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     resp: web.StreamResponse
-    if not node.accepting:
-        resp = _error(503, "the node is stopping")
+    if not node.accepting:  # nothing was done: a client may retry on another node
+        leader_id = node.raft.metrics.current_leader if node.raft is not None else None
+        resp = _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
     else:
         node.request_started()
         try:

@@ -234,7 +234,12 @@ async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvClus
     assert not task.done()  # no quorum: the write cannot commit
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    await asyncio.wait_for(leader.stop(), 15)
+    stopping = asyncio.ensure_future(leader.stop())
+    await asyncio.sleep(0.2)  # within the grace the stuck write is given
+    async with s.get(url(leader, "/cluster/status")) as r:
+        assert r.status == 503
+        assert await r.json() == {"error": "the node is stopping", "leader_id": None}
+    await asyncio.wait_for(stopping, 15)
     assert loop.time() - t0 < 10
     # the write waiting for a quorum gets a definite "stopped" answer, never an acknowledgement
     status, error = await asyncio.wait_for(task, 5)  # type: ignore[misc]
