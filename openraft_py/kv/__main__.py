@@ -1,7 +1,4 @@
-"""``python -m openraft_py.kv ...``: the ``openraft-py`` command line without the console
-script (``openraft_py.kv.cli.main``), e.g. ``python -m openraft_py.kv serve --id 1 ...``."""
-
-from __future__ import annotations
+"""``python -m openraft_py.kv``: the ``openraft-py`` command line (see ``openraft_py.kv.cli``)."""
 
 import sys
 

@@ -1,0 +1,567 @@
+"""The ``openraft-py`` command line (DESIGN §8).
+
+::
+
+    openraft-py serve --id 1 --raft-addr 127.0.0.1:21001 --http-addr 127.0.0.1:28001 --data-dir DIR
+    openraft-py cluster up -n 3                  # a local dev cluster in the foreground
+    openraft-py cluster init --endpoints H:P,H:P,H:P
+    openraft-py cluster add-learner --endpoints E --id 4 --raft-addr H:P --http-addr H:P
+    openraft-py cluster members --endpoints E [--voters 1,2,3,4] [--retain]
+    openraft-py cluster status --endpoints E [--json]
+    openraft-py cluster transfer --endpoints E --to 2
+    openraft-py kv put|get|delete|cas ... --endpoints E
+    openraft-py demo [--quick]                   # what `make run` runs
+
+``--endpoints`` (HTTP addresses, comma-separated) defaults to ``$OPENRAFT_PY_ENDPOINTS``; the
+client verbs find the leader from any of them and follow its redirects. Exit codes: 0 done;
+1 failed (nothing was applied, or the key is absent, or a ``cas`` did not match); 2 bad
+command line; 3 outcome unknown (a write may or may not have been applied). Every error is
+one line on stderr. ``python -m openraft_py.kv`` is the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any, Callable, Coroutine, NoReturn, Sequence
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNKNOWN"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNKNOWN = 3
+
+ENDPOINTS_ENV = "OPENRAFT_PY_ENDPOINTS"
+
+
+class CliError(Exception):
+    """A verb failed: one line for stderr and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``PROG: error: MESSAGE (see PROG --help)``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- argument types --------------------------------------------------------------------------------
+
+
+def _endpoints(text: str) -> list[str]:
+    from .client import parse_endpoints
+
+    try:
+        return parse_endpoints(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids") from None
+    if not ids or any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids")
+    return ids
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return x
+
+
+def _node_id(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id")
+    return n
+
+
+def _addr(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
+    return text
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``openraft-py`` argument parser (every verb; see the module docstring)."""
+    from .. import __version__
+
+    p = _Parser(prog="openraft-py", description="openraft-py: run and operate the replicated key-value "
+                "service (DESIGN §8).",
+                epilog="Run 'openraft-py VERB --help' for a verb's flags.")
+    p.add_argument("--version", action="version", version=f"openraft-py {__version__}")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    # serve: the service engineer's flags and entry point.
+    from .server import add_serve_arguments
+
+    serve = verbs.add_parser("serve", help="run one node in the foreground",
+                             description="Run one node of the key-value service until SIGTERM/SIGINT. "
+                             "Restarting it with the same flags brings it back from --data-dir.")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=_run_serve)
+
+    client = _Parser(add_help=False)
+    client.add_argument("--endpoints", type=_endpoints, metavar="H:P,H:P",
+                        default=os.environ.get(ENDPOINTS_ENV) or None,
+                        help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
+    client.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                        help="seconds the call may take in all, retries included (default 10; 60 for "
+                        "add-learner, 30 for members)")
+
+    # cluster
+    cluster = verbs.add_parser("cluster", help="start a local cluster or administer one",
+                               description="Start a local development cluster, or administer a running one.")
+    cv = cluster.add_subparsers(dest="cluster_verb", metavar="VERB", required=True)
+
+    up = cv.add_parser("up", help="a local dev cluster in the foreground (Ctrl-C stops it)",
+                       description="Spawn N 'serve' processes on free loopback ports, initialize them as "
+                       "one cluster, wait for a leader and print the endpoints. Ctrl-C (or SIGTERM) stops "
+                       "every node and removes the temporary data directory.")
+    up.add_argument("-n", "--nodes", dest="n", type=_positive_int, default=3, help="number of nodes (default 3)")
+    up.add_argument("--data-dir", metavar="DIR",
+                    help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
+    up.add_argument("--host", default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
+    up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")
+    up.add_argument("--raft-config", metavar="JSON", type=_json_object, help="Config fields for every node")
+    up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                    default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
+    up.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                    help="seconds to wait for the nodes and the leader (default 60)")
+    up.set_defaults(run=_cluster_up)
+
+    init = cv.add_parser("init", parents=[client], help="initialize a new cluster of the given nodes",
+                         description="Initialize a cluster whose voters are the nodes at --endpoints "
+                         "(their ids and raft addresses are read from their GET /cluster/status); "
+                         "the first endpoint receives POST /cluster/init.")
+    init.set_defaults(run=_cluster_init)
+
+    learner = cv.add_parser("add-learner", parents=[client], help="add a node as a learner",
+                            description="POST /cluster/learners on the leader; returns once the learner "
+                            "caught up.")
+    learner.add_argument("--id", type=_node_id, required=True, help="the new node's id")
+    learner.add_argument("--raft-addr", type=_addr, required=True, metavar="H:P", help="its raft address")
+    learner.add_argument("--http-addr", type=_addr, required=True, metavar="H:P", help="its HTTP address")
+    learner.set_defaults(run=_cluster_add_learner, default_timeout=60.0)
+
+    members = cv.add_parser("members", parents=[client], help="show or change the voters",
+                            description="Without --voters: print the voters and learners. With --voters: "
+                            "make exactly those nodes the voters (joint consensus; POST /cluster/members).")
+    members.add_argument("--voters", type=_ids, metavar="ID,ID", help="the new voter ids")
+    members.add_argument("--retain", action="store_true", help="removed voters stay as learners")
+    members.set_defaults(run=_cluster_members, default_timeout=30.0)
+
+    status = cv.add_parser("status", parents=[client], help="a table of every member",
+                           description="GET /cluster/status of every endpoint and every member they name; "
+                           "one row per node.")
+    status.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    status.set_defaults(run=_cluster_status)
+
+    transfer = cv.add_parser("transfer", parents=[client], help="hand leadership to a voter",
+                             description="POST /cluster/transfer; returns once the target leads.")
+    transfer.add_argument("--to", type=_node_id, required=True, help="the voter to lead")
+    transfer.set_defaults(run=_cluster_transfer)
+
+    # kv
+    kv = verbs.add_parser("kv", help="read and write keys", description="Key-value client verbs.")
+    kvv = kv.add_subparsers(dest="kv_verb", metavar="VERB", required=True)
+    put = kvv.add_parser("put", parents=[client], help="set a key", description="PUT /kv/KEY; prints "
+                         '{"index": N} once committed.')
+    put.add_argument("key")
+    put.add_argument("value")
+    put.set_defaults(run=_kv_put)
+    get = kvv.add_parser("get", parents=[client], help="read a key",
+                         description="GET /kv/KEY; prints the value (exit 1 when absent).")
+    get.add_argument("key")
+    get.add_argument("--consistency", choices=("linearizable", "lease", "local"), default="linearizable",
+                     help="linearizable (default; ReadIndex), lease (leader lease) or local (this node's "
+                     "state, may be stale)")
+    get.set_defaults(run=_kv_get)
+    delete = kvv.add_parser("delete", parents=[client], help="delete a key",
+                            description='DELETE /kv/KEY; prints {"index": N}.')
+    delete.add_argument("key")
+    delete.set_defaults(run=_kv_delete)
+    cas = kvv.add_parser("cas", parents=[client], help="compare and set",
+                         description="Set KEY to --value (omitted: delete it) iff its value is --expected "
+                         '(omitted: absent). Prints {"ok": bool, "current": value}; exit 1 when it did '
+                         "not match.")
+    cas.add_argument("key")
+    cas.add_argument("--expected", help="the value KEY must have (omit: KEY must be absent)")
+    cas.add_argument("--value", help="the new value (omit: delete KEY)")
+    cas.set_defaults(run=_kv_cas)
+
+    # demo
+    from .demo import add_demo_arguments
+
+    demo = verbs.add_parser("demo", help="a 3-node cluster under load, a leader crash, a new member",
+                            description="What 'make run' runs: 3 serve processes, concurrent clients, "
+                            "SIGKILL of the leader and its restart, a fourth node added as a voter, "
+                            "then a summary with the durability and linearizability checks.")
+    add_demo_arguments(demo)
+    demo.set_defaults(run=_run_demo)
+    return p
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return obj
+
+
+# -- running verbs ---------------------------------------------------------------------------------
+
+
+def _prog(args: argparse.Namespace) -> str:
+    sub = getattr(args, "cluster_verb", None) or getattr(args, "kv_verb", None)
+    return " ".join(x for x in ("openraft-py", args.verb, sub) if x)
+
+
+def _async(fn: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(fn(args))
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .server import run_serve
+
+    return run_serve(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _client(args: argparse.Namespace, **kw: Any) -> Any:
+    from .client import KvClient
+
+    if not args.endpoints:
+        raise CliError(f"no endpoints: pass --endpoints H:P,H:P or set ${ENDPOINTS_ENV}", EXIT_USAGE)
+    if args.timeout is None:
+        args.timeout = getattr(args, "default_timeout", 10.0)
+    return KvClient(args.endpoints, deadline=args.timeout, attempt_timeout=args.timeout, **kw)
+
+
+def _check(r: Any, what: str) -> Any:
+    """``r`` if OK; otherwise ``CliError`` with the reason (exit 3 when unknown)."""
+    from .client import Outcome
+
+    if r.outcome is Outcome.OK:
+        return r
+    if r.outcome is Outcome.INFO:
+        raise CliError(f"{what}: outcome unknown (it may or may not have been applied): {r.error}", EXIT_UNKNOWN)
+    raise CliError(f"{what} failed: {r.error}")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+@_async
+async def _kv_put(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        r = _check(await c.put(args.key, args.value), f"put {args.key!r}")
+        _print_json(r.json())
+    return EXIT_OK
+
+
+@_async
+async def _kv_get(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        r = _check(await c.get(args.key, args.consistency), f"get {args.key!r}")
+        if r.value is None:
+            raise CliError(f"key {args.key!r} not found")
+        sys.stdout.write(r.value + "\n")
+    return EXIT_OK
+
+
+@_async
+async def _kv_delete(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        r = _check(await c.delete(args.key), f"delete {args.key!r}")
+        _print_json(r.json())
+    return EXIT_OK
+
+
+@_async
+async def _kv_cas(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        r = _check(await c.cas(args.key, args.expected, args.value), f"cas {args.key!r}")
+        ans = r.json()
+        _print_json(ans)
+    return EXIT_OK if ans.get("ok") else EXIT_FAILED
+
+
+@_async
+async def _cluster_init(args: argparse.Namespace) -> int:
+    from .client import ClientError
+
+    async with _client(args) as c:
+        members: dict[int, tuple[str, str]] = {}
+        for ep in c.endpoints:
+            try:
+                st = await c.status(ep, timeout=min(args.timeout, 5.0))
+            except ClientError as e:
+                raise CliError(f"cannot read the status of {ep}: {e}") from None
+            nid = st.get("id")
+            if not isinstance(nid, int) or not st.get("raft_addr"):
+                raise CliError(f"{ep} did not report its id and raft address")
+            if nid in members:
+                raise CliError(f"two endpoints report node id {nid}")
+            members[nid] = (str(st["raft_addr"]), str(st.get("http_addr") or ep))
+        r = _check(await c.init(members, endpoint=c.endpoints[0]), "init")
+        if r.status != 200:
+            raise CliError(f"init failed: HTTP {r.status}")
+        print(f"initialized: voters {sorted(members)}")
+        lid, _ = await c.find_leader(timeout=args.timeout)
+        print(f"leader: n{lid}")
+    return EXIT_OK
+
+
+@_async
+async def _cluster_add_learner(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        r = _check(await c.add_learner(args.id, args.raft_addr, args.http_addr), f"add-learner {args.id}")
+        print(f"n{args.id} added as a learner and caught up (log index {r.json().get('index')})")
+    return EXIT_OK
+
+
+@_async
+async def _cluster_members(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        if args.voters is None:
+            lid, http = await _leader_or_fail(c, args.timeout)
+            st = await c.status(http)
+        else:
+            r = _check(await c.change_members(args.voters, args.retain), "members")
+            st = r.json()
+        print(f"voters: {','.join(map(str, st.get('voters', [])))}")
+        print(f"learners: {','.join(map(str, st.get('learners', []))) or '-'}")
+    return EXIT_OK
+
+
+async def _leader_or_fail(c: Any, timeout: float) -> tuple[int, str]:
+    try:
+        return await c.find_leader(timeout=timeout)  # type: ignore[no-any-return]
+    except TimeoutError as e:
+        raise CliError(str(e)) from None
+
+
+@_async
+async def _cluster_transfer(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        _check(await c.transfer(args.to), f"transfer to {args.to}")
+        print(f"n{args.to} leads")
+    return EXIT_OK
+
+
+_COLUMNS = ("ID", "STATE", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMITTED", "APPLIED", "HTTP", "RAFT")
+
+
+def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], learners: Sequence[int]) -> str:
+    """The ``cluster status`` table: one row per node id of ``rows`` (a status dict, or a
+    string saying why there is none), roles from ``voters`` / ``learners``."""
+
+    def cell(v: Any) -> str:
+        return "-" if v is None else str(v)
+
+    lines = [list(_COLUMNS)]
+    for nid in sorted(rows):
+        st = rows[nid]
+        role = "voter" if nid in voters else "learner" if nid in learners else "-"
+        if isinstance(st, str):
+            lines.append([str(nid), st, role, "", "", "", "", "", "", ""])
+            continue
+        lines.append([str(nid), cell(st.get("state")), role, cell(st.get("term")), cell(st.get("leader_id")),
+                      cell(st.get("last_log_index")), cell(st.get("committed_index")), cell(st.get("applied_index")),
+                      cell(st.get("http_addr")), cell(st.get("raft_addr"))])
+    widths = [max(len(r[i]) for r in lines) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
+
+
+@_async
+async def _cluster_status(args: argparse.Namespace) -> int:
+    from .client import ClientError
+
+    async with _client(args) as c:
+        rows: dict[int, dict[str, Any] | str] = {}
+        asked: set[str] = set()
+        known: dict[int, str] = {}
+        pending = list(c.endpoints)
+        voters: list[int] = []
+        learners: list[int] = []
+        best_term = -1
+        unreachable_eps: list[str] = []
+        while pending:
+            batch = [ep for ep in dict.fromkeys(pending) if ep not in asked]
+            pending = []
+            asked.update(batch)
+            results = await asyncio.gather(*(c.status(ep, timeout=min(args.timeout, 3.0)) for ep in batch),
+                                           return_exceptions=True)
+            for ep, st in zip(batch, results):
+                if isinstance(st, ClientError):
+                    nid = next((i for i, h in known.items() if h == ep), None)
+                    if nid is None:
+                        unreachable_eps.append(ep)
+                    else:
+                        rows[nid] = "unreachable"
+                    continue
+                if isinstance(st, BaseException):
+                    raise st
+                nid = st.get("id")
+                if not isinstance(nid, int):
+                    continue
+                rows[nid] = st
+                term = st.get("term") if isinstance(st.get("term"), int) else -1
+                if st.get("voters") is not None and term >= best_term:
+                    best_term, voters, learners = term, list(st["voters"]), list(st.get("learners") or [])
+                for k, addrs in (st.get("nodes") or {}).items():
+                    http = addrs.get("http_addr") if isinstance(addrs, dict) else None
+                    if k.isdigit() and http:
+                        known[int(k)] = http
+                        if http not in asked:
+                            pending.append(http)
+        for nid, http in known.items():
+            rows.setdefault(nid, "unreachable")
+        if args.json:
+            _print_json({"nodes": {str(k): v for k, v in sorted(rows.items())}, "voters": voters,
+                         "learners": learners, "unreachable_endpoints": unreachable_eps})
+        else:
+            print(status_table(rows, voters, learners))
+            for ep in unreachable_eps:
+                print(f"(no answer from {ep})")
+        if not any(isinstance(v, dict) for v in rows.values()):
+            raise CliError(f"no node answered at {', '.join(c.endpoints)}")
+    return EXIT_OK
+
+
+@_async
+async def _cluster_up(args: argparse.Namespace) -> int:
+    from .local_cluster import ClusterError, LocalCluster
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
+                           raft_config=args.raft_config, log_level=args.log_level)
+    try:
+        starting = asyncio.ensure_future(_bring_up(cluster, args.timeout))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            stopper.cancel()
+            print("interrupted while starting; stopping the nodes", file=sys.stderr)
+            return 130
+        stopper.cancel()
+        try:
+            lid, term = starting.result()
+        except ClusterError as e:
+            raise CliError(str(e).splitlines()[0] + (f" (logs in {cluster.root})" if args.data_dir else "")) from None
+        eps = ",".join(cluster.endpoints())
+        for n in cluster.nodes.values():
+            print(f"n{n.id}  http {n.http_addr}  raft {n.raft_addr}  pid {n.proc.pid if n.proc else '-'}  "
+                  f"data {n.data_dir}  log {n.log}")
+        print(f"leader: n{lid} (term {term})")
+        print(f"endpoints: {eps}")
+        print(f"export {ENDPOINTS_ENV}={eps}")
+        print("ready; Ctrl-C stops the cluster", flush=True)
+        exited: set[int] = set()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+            for n in cluster.nodes.values():
+                if n.proc is not None and n.proc.poll() is not None and n.id not in exited:
+                    exited.add(n.id)
+                    print(f"n{n.id} exited with code {n.proc.returncode} (log: {n.log})", file=sys.stderr, flush=True)
+                elif n.running:
+                    exited.discard(n.id)
+        print("stopping the nodes", file=sys.stderr, flush=True)
+        return EXIT_OK
+    finally:
+        await cluster.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _bring_up(cluster: Any, timeout: float) -> tuple[int, int]:
+    from .local_cluster import ClusterError
+
+    await cluster.start(timeout=timeout)
+    try:
+        await cluster.init()
+    except ClusterError as e:
+        if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
+            raise
+    return await cluster.wait_leader(timeout=timeout)  # type: ignore[no-any-return]
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``openraft-py`` command line on ``argv`` (default ``sys.argv[1:]``); returns
+    the exit code (see the module docstring). Usage errors exit 2 with one line on stderr."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help / --version (0) or a usage error (2)
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except CliError as e:
+        print(f"{_prog(args)}: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"{_prog(args)}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""An async HTTP client of the key-value service (DESIGN §8) that finds the leader itself.
+
+Used by the ``openraft-py kv`` / ``cluster`` verbs, by ``openraft-py demo`` and by fault
+runners that record client histories for ``openraft_py.testing.lincheck``::
+
+    async with KvClient(["127.0.0.1:28001", "127.0.0.1:28002"]) as c:
+        r = await c.put("k", "v")          # Response(outcome=OK, status=200, ...)
+        r.json()["index"]                  # the log index of the write
+        r = await c.get("k", consistency="linearizable")
+        r.value                            # "v" (None when absent)
+
+How one call runs, within its ``deadline`` (seconds)::
+
+    attempt ─> node ─┬─ 2xx (or a GET's 404) ──────────────────────────> OK
+                     ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
+                     ├─ refused before anything happened ─┐
+                     │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
+                     │   leader, a redirect loop          ┘   (until the deadline: FAIL)
+                     ├─ other 4xx ─────────────────────────────────────────> FAIL
+                     └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
+                                                                        refusal; writes: INFO
+
+The outcome classes are Jepsen's, and what a linearizability checker needs:
+
+- ``OK``: the operation completed and ``Response`` holds its answer.
+- ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
+  was appended, or only refusals until the deadline).
+- ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
+  after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
+  after such an attempt: a blind retry could apply it twice.
+
+Reads (``GET``) have no effect, so every failure of a read is retried within the deadline;
+a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json as _json
+import random
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import aiohttp
+
+__all__ = ["Outcome", "Response", "KvClient", "ClientError", "parse_endpoints"]
+
+
+class Outcome(str, enum.Enum):
+    """How a call ended (see the module docstring): ``ok``, ``fail`` or ``info``."""
+
+    OK = "ok"
+    FAIL = "fail"
+    INFO = "info"
+
+
+class ClientError(Exception):
+    """A call did not succeed (raised by ``Response.raise_for_outcome``); ``response`` is the
+    failed ``Response``."""
+
+    def __init__(self, response: "Response") -> None:
+        super().__init__(response.error or f"{response.outcome.value} (HTTP {response.status})")
+        self.response = response
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The final answer of one call.
+
+    ``status`` and ``body`` are those of the last HTTP answer (``None`` / ``b""`` when the
+    last attempt got none); ``node`` the ``host:port`` that gave it; ``error`` a one-line
+    reason when the outcome is not ``OK``; ``redirects`` and ``retries`` how many 307 hops
+    were followed and attempts repeated."""
+
+    outcome: Outcome
+    status: int | None
+    body: bytes = b""
+    node: str | None = None
+    error: str | None = None
+    redirects: int = 0
+    retries: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the outcome is ``OK``."""
+        return self.outcome is Outcome.OK
+
+    def json(self) -> Any:
+        """The body decoded as JSON (``ValueError`` if it is not JSON)."""
+        return _json.loads(self.body)
+
+    @property
+    def value(self) -> str | None:
+        """A completed read's value: the body as text on 200, ``None`` on 404 (absent).
+        ``ValueError`` when the call is not a completed read."""
+        if not self.ok or self.status not in (200, 404):
+            raise ValueError(f"no value: the read ended {self.outcome.value} ({self.error})")
+        return None if self.status == 404 else self.body.decode("utf-8")
+
+    def raise_for_outcome(self) -> "Response":
+        """``self`` if ``OK``; ``ClientError`` otherwise."""
+        if not self.ok:
+            raise ClientError(self)
+        return self
+
+
+def parse_endpoints(text: str | Sequence[str]) -> list[str]:
+    """``"h:p,h:p"`` (or a list of such strings) as a list of ``host:port`` strings, with
+    ``http://`` prefixes and trailing slashes removed; ``ValueError`` if one is malformed or
+    none is given."""
+    parts = [text] if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for part in parts:
+        for item in part.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if item.startswith("http://"):
+                item = item[len("http://"):]
+            item = item.rstrip("/")
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"endpoint {item!r} is not host:port")
+            out.append(item)
+    if not out:
+        raise ValueError("no endpoint given")
+    return out
+
+
+def _quote_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError("a key is a non-empty string")
+    return urllib.parse.quote(key, safe="")
+
+
+class _Refused(Exception):
+    """An attempt that had no effect; the call may try again."""
+
+
+def _one_line(body: bytes, limit: int = 200) -> str:
+    try:
+        obj = _json.loads(body)
+        if isinstance(obj, dict) and "error" in obj:
+            text = str(obj["error"])
+        else:
+            text = body.decode("utf-8", "replace")
+    except ValueError:
+        text = body.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_leader_refusal(body: bytes) -> bool:
+    """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
+    appended), as opposed to an unknown outcome or a stopped node."""
+    try:
+        obj = _json.loads(body)
+    except ValueError:
+        return False
+    return (isinstance(obj, dict) and "leader_id" in obj and not obj.get("outcome_unknown")
+            and not str(obj.get("error", "")).startswith("the node has stopped"))
+
+
+class KvClient:
+    """A client of the service nodes at ``endpoints`` (``host:port`` of their HTTP API).
+
+    ``deadline``: seconds a call may take in all (attempts, back-off, redirects);
+    ``attempt_timeout``: seconds one HTTP attempt may take; ``max_redirects``: 307 hops
+    followed in a row before the chain counts as a refusal; ``backoff`` / ``max_backoff``:
+    the first and the largest pause between attempts (doubling, with jitter). ``session``: an
+    ``aiohttp.ClientSession`` to use (not closed by ``close()``); by default the client opens
+    its own. One client may run many calls concurrently.
+
+    The client remembers the last leader it was redirected to and sends the next call there.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        deadline: float = 10.0,
+        attempt_timeout: float = 5.0,
+        max_redirects: int = 5,
+        backoff: float = 0.02,
+        max_backoff: float = 0.5,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        if not deadline > 0 or not attempt_timeout > 0:
+            raise ValueError("deadline and attempt_timeout must be positive")
+        if max_redirects < 1:
+            raise ValueError("max_redirects must be at least 1")
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+        self.max_redirects = max_redirects
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._session = session
+        self._own_session = session is None
+        self._next = 0
+        self.leader: str | None = None
+        """``host:port`` of the leader as last learned from a redirect or an answer."""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+                timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session the client opened (not one it was given)."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> "KvClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the call loop ---------------------------------------------------------------------------
+
+    def _pick(self) -> str:
+        if self.leader is not None:
+            return self.leader
+        ep = self.endpoints[self._next % len(self.endpoints)]
+        return ep
+
+    def _rotate(self, failed: str) -> None:
+        if self.leader == failed:
+            self.leader = None
+        if failed in self.endpoints:
+            self._next = self.endpoints.index(failed) + 1
+        else:
+            self._next += 1
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        json: Any = None,
+        endpoint: str | None = None,
+        follow: bool = True,
+        deadline: float | None = None,
+        attempt_timeout: float | None = None,
+    ) -> Response:
+        """Run one call: ``method`` on ``path`` (with the query string), sending ``body``
+        (raw) or ``json``; see the module docstring for the retries and the outcome.
+
+        ``endpoint``: send the first attempt there (and only there when ``follow`` is
+        false: no redirects followed, no other endpoint tried; a 307 is then answered
+        as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + (deadline if deadline is not None else self.deadline)
+        per_try = attempt_timeout if attempt_timeout is not None else self.attempt_timeout
+        idempotent = method.upper() == "GET"
+        data = body if json is None else _json.dumps(json).encode()
+        headers = {"Content-Type": "application/json"} if json is not None else {}
+        pause = self.backoff
+        redirects = retries = hops = 0
+        node = endpoint if endpoint is not None else self._pick()
+        url = f"http://{node}{path}"
+        last: tuple[int | None, bytes, str] = (None, b"", "no attempt made")
+        while True:
+            remaining = end - loop.time()
+            if remaining <= 0:
+                status, rbody, why = last
+                return Response(Outcome.FAIL, status, rbody, node, f"gave up after {retries + 1} attempts: {why}",
+                                redirects, retries)
+            try:
+                status, rheaders, rbody = await self._attempt(method, url, data, headers, min(per_try, remaining))
+            except _Refused as e:
+                last = (None, b"", str(e))
+                if not follow:
+                    return Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries)
+            except _Unknown as e:
+                if not follow or not idempotent:
+                    return Response(Outcome.INFO, None, b"", node, str(e), redirects, retries)
+                last = (None, b"", str(e))
+            else:
+                if status == 307 and follow:
+                    location = rheaders.get("Location", "")
+                    target = urllib.parse.urlsplit(location)
+                    if target.scheme == "http" and target.netloc and hops < self.max_redirects:
+                        redirects += 1
+                        hops += 1
+                        node = target.netloc
+                        self.leader = node
+                        url = location
+                        continue
+                    last = (status, rbody, f"redirect loop or bad Location {location!r}")
+                elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")):
+                    if follow and status != 307:
+                        self.leader = node
+                    return Response(Outcome.OK, status, rbody, node, None, redirects, retries)
+                elif 400 <= status < 500:
+                    return Response(Outcome.FAIL, status, rbody, node, f"HTTP {status}: {_one_line(rbody)}",
+                                    redirects, retries)
+                elif status == 503 and _no_leader_refusal(rbody):
+                    last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
+                    if not follow:
+                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
+                else:  # 5xx or anything else: the outcome of a write is unknown
+                    why = f"HTTP {status}: {_one_line(rbody)}"
+                    if not follow or not idempotent:
+                        return Response(Outcome.INFO, status, rbody, node, why, redirects, retries)
+                    last = (status, rbody, why)
+            # Try again: after a pause, at the next endpoint (or the leader last heard of).
+            retries += 1
+            hops = 0
+            self._rotate(node)
+            await asyncio.sleep(min(pause * (0.5 + random.random()), max(0.0, end - loop.time())))
+            pause = min(pause * 2, self.max_backoff)
+            node = self._pick()
+            url = f"http://{node}{path}"
+
+    async def _attempt(
+        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], timeout: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One HTTP exchange without following redirects. ``_Refused`` if nothing reached
+        the server; ``_Unknown`` if the request may have been received but no answer came."""
+        try:
+            async with self._http().request(
+                method, url, data=data, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                rbody = await resp.read()
+                return resp.status, resp.headers, rbody
+        except aiohttp.ClientConnectorError as e:  # the connection could not be made
+            raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None
+        except asyncio.TimeoutError:
+            raise _Unknown(f"no answer from {_host(url)} within {timeout:.1f}s") from None
+        except (aiohttp.ClientError, OSError) as e:  # sent, then the connection broke
+            raise _Unknown(f"connection to {_host(url)} lost: {type(e).__name__}: {e}".rstrip(": ")) from None
+
+    # -- key-value verbs -------------------------------------------------------------------------
+
+    async def put(self, key: str, value: str, **kw: Any) -> Response:
+        """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied."""
+        return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)
+
+    async def get(self, key: str, consistency: str = "linearizable", **kw: Any) -> Response:
+        """``GET /kv/{key}?consistency=...``; an OK response has ``.value`` (``None`` when
+        absent). ``local`` reads are answered by whichever node is asked."""
+        path = f"/kv/{_quote_key(key)}?consistency={urllib.parse.quote(consistency, safe='')}"
+        return await self.request("GET", path, **kw)
+
+    async def delete(self, key: str, **kw: Any) -> Response:
+        """``DELETE /kv/{key}``; OK answers ``{"index": N}``."""
+        return await self.request("DELETE", f"/kv/{_quote_key(key)}", **kw)
+
+    async def cas(self, key: str, expected: str | None, value: str | None, **kw: Any) -> Response:
+        """``POST /kv/{key}/cas``: set ``key`` to ``value`` (``None``: delete it) iff its
+        value is ``expected`` (``None``: absent). OK answers ``{"ok": bool, "current": ...}``."""
+        return await self.request("POST", f"/kv/{_quote_key(key)}/cas",
+                                  json={"expected": expected, "value": value}, **kw)
+
+    # -- cluster administration ------------------------------------------------------------------
+
+    async def init(self, members: Mapping[int, tuple[str, str]], endpoint: str | None = None,
+                   **kw: Any) -> Response:
+        """``POST /cluster/init`` at ``endpoint`` (default: the first endpoint) with
+        ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected."""
+        body = {"members": {str(i): {"raft_addr": r, "http_addr": h} for i, (r, h) in members.items()}}
+        return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint or self.endpoints[0],
+                                  follow=False, **kw)
+
+    async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Any) -> Response:
+        """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``)."""
+        return await self.request("POST", "/cluster/learners",
+                                  json={"id": node_id, "raft_addr": raft_addr, "http_addr": http_addr}, **kw)
+
+    async def change_members(self, voters: Sequence[int], retain: bool = False, **kw: Any) -> Response:
+        """``POST /cluster/members``: make ``voters`` the voters (``retain``: removed voters
+        stay as learners); OK answers ``{"index", "voters", "learners"}``."""
+        return await self.request("POST", "/cluster/members", json={"voters": list(voters), "retain": retain}, **kw)
+
+    async def transfer(self, to: int, **kw: Any) -> Response:
+        """``POST /cluster/transfer``; OK once ``to`` leads (``{"leader_id": to}``)."""
+        return await self.request("POST", "/cluster/transfer", json={"to": to}, **kw)
+
+    async def status(self, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
+        """``GET /cluster/status`` of the node at ``endpoint`` (no redirect, no retry);
+        ``ClientError`` when it does not answer 200."""
+        r = await self.request("GET", "/cluster/status", endpoint=endpoint, follow=False,
+                               deadline=timeout, attempt_timeout=timeout)
+        if r.status != 200:
+            raise ClientError(Response(Outcome.FAIL, r.status, r.body, endpoint, r.error or
+                                       f"HTTP {r.status}: {_one_line(r.body)}"))
+        obj = r.json()
+        if not isinstance(obj, dict):
+            raise ClientError(Response(Outcome.FAIL, r.status, r.body, endpoint, "status is not a JSON object"))
+        return obj
+
+    async def find_leader(self, timeout: float = 5.0) -> tuple[int, str]:
+        """``(leader_id, leader_http_addr)`` once a node of ``endpoints`` names a leader
+        whose status says it leads; ``TimeoutError`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            for ep in self.endpoints:
+                try:
+                    st = await self.status(ep, timeout=min(2.0, max(0.1, end - loop.time())))
+                except ClientError:
+                    continue
+                http = st.get("leader_http_addr") or (st.get("http_addr") if st.get("state") == "Leader" else None)
+                lid = st.get("leader_id")
+                if lid is None or not http:
+                    continue
+                try:
+                    lst = st if http == ep else await self.status(http, timeout=2.0)
+                except ClientError:
+                    continue
+                if lst.get("state") == "Leader":
+                    self.leader = http
+                    return int(lid), http
+            if loop.time() >= end:
+                raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {timeout:g}s")
+            await asyncio.sleep(0.05)
+
+
+class _Unknown(Exception):
+    """An attempt whose effect is unknown (the request may have been received)."""
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
+
+
+def _os_reason(e: aiohttp.ClientConnectorError) -> str:
+    err = e.os_error
+    return (err.strerror or str(err)) if err is not None else str(e)

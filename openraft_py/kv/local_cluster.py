@@ -1,0 +1,318 @@
+"""A local cluster of ``openraft-py serve`` processes on loopback: ``cluster up`` and ``demo``.
+
+::
+
+    cluster = LocalCluster(3)                  # ports picked, a temporary root; nothing runs yet
+    try:
+        await cluster.start()                  # spawn n1..n3, wait for their HTTP APIs
+        await cluster.init()                   # POST /cluster/init to n1 with every node
+        leader = await cluster.wait_leader()   # every running node agrees on a leader
+        cluster.kill(leader)                   # SIGKILL
+        await cluster.start_node(leader)       # the same arguments: back from its data dir
+        cluster.add_node()                     # one more (not started), e.g. a learner to be
+    finally:
+        cluster.close()                        # SIGTERM (then SIGKILL) all, remove the temp root
+
+Each node is ``python -m openraft_py.kv serve --id I --raft-addr 127.0.0.1:P --http-addr
+127.0.0.1:Q --data-dir ROOT/nI`` with its stderr appended to ``ROOT/nI.log`` (quoted when a
+node fails to start). Processes run in their own session (a Ctrl-C on the terminal reaches
+only the parent, which stops them in order) and, on Linux, get SIGTERM if the parent dies.
+Every wait is bounded. This is a development tool: one machine, loopback, no TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..testing.proc_cluster import free_port
+from .client import ClientError, KvClient
+
+__all__ = ["LocalNode", "LocalCluster", "ClusterError"]
+
+
+class ClusterError(Exception):
+    """The local cluster could not do what was asked (a node did not start, no leader was
+    elected in time ...); the message says which node and quotes its log."""
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in lines)
+
+
+def _parent_death_sigterm() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class LocalNode:
+    """One node of a ``LocalCluster``: its id, addresses, data directory, log file and, while
+    started, its process. Invariant: the ports stay the same across restarts."""
+
+    id: int
+    raft_addr: str
+    http_addr: str
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def args(self, python: str) -> list[str]:
+        """The command line that runs this node."""
+        return [python, "-m", "openraft_py.kv", "serve", "--id", str(self.id), "--raft-addr", self.raft_addr,
+                "--http-addr", self.http_addr, "--data-dir", str(self.data_dir), *self.extra_args]
+
+
+class LocalCluster:
+    """``n`` service nodes (ids ``1..n``) on loopback ports, their data under ``root`` (a new
+    temporary directory, removed by ``close()``, when ``root`` is ``None``; a given root is
+    kept). ``cluster_name``, ``raft_config`` (``Config`` fields) and ``log_level`` are passed
+    to every ``serve``; ``python`` is the interpreter that runs them."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        cluster_name: str = "openraft-py",
+        raft_config: dict[str, Any] | None = None,
+        log_level: str = "INFO",
+        python: str = sys.executable,
+    ) -> None:
+        if n < 1:
+            raise ValueError("a cluster has at least one node")
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="openraft-py-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.cluster_name = cluster_name
+        self.raft_config = dict(raft_config or {})
+        self.log_level = log_level
+        self.python = python
+        self.nodes: dict[int, LocalNode] = {}
+        self._client: KvClient | None = None
+        self._closed = False
+        for _ in range(n):
+            self.add_node()
+
+    # -- nodes -------------------------------------------------------------------------------------
+
+    def add_node(self, node_id: int | None = None) -> LocalNode:
+        """Register one more node (default id: the largest + 1) on fresh ports; not started.
+        A root that already holds this node's data (``root/nI``) keeps it."""
+        nid = node_id if node_id is not None else max(self.nodes, default=0) + 1
+        if nid in self.nodes:
+            raise ValueError(f"node {nid} exists already")
+        extra = ["--cluster-name", self.cluster_name, "--log-level", self.log_level]
+        if self.raft_config:
+            extra += ["--raft-config", json.dumps(self.raft_config)]
+        node = LocalNode(nid, f"{self.host}:{free_port(self.host)}", f"{self.host}:{free_port(self.host)}",
+                         self.root / f"n{nid}", self.root / f"n{nid}.log", extra_args=extra)
+        self.nodes[nid] = node
+        return node
+
+    @property
+    def client(self) -> KvClient:
+        """A ``KvClient`` of every node's HTTP address (opened on first use)."""
+        if self._client is None:
+            self._client = KvClient([n.http_addr for n in self.nodes.values()])
+        return self._client
+
+    def endpoints(self, ids: Sequence[int] | None = None) -> list[str]:
+        """The HTTP addresses of ``ids`` (default: every node)."""
+        return [self.nodes[i].http_addr for i in (ids if ids is not None else sorted(self.nodes))]
+
+    def members(self, ids: Sequence[int] | None = None) -> dict[int, tuple[str, str]]:
+        """``{id: (raft_addr, http_addr)}`` of ``ids`` (default: every node)."""
+        return {i: (self.nodes[i].raft_addr, self.nodes[i].http_addr)
+                for i in (ids if ids is not None else sorted(self.nodes))}
+
+    def spawn(self, node_id: int) -> LocalNode:
+        """Start ``node_id``'s process (again, with the same arguments, after it exited);
+        does not wait for it to serve."""
+        node = self.nodes[node_id]
+        if node.running:
+            raise ClusterError(f"n{node_id} is running already (pid {node.proc.pid})")  # type: ignore[union-attr]
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(node.log, "ab") as err:
+            err.write(f"--- start n{node_id} at {time.strftime('%H:%M:%S')} ---\n".encode())
+            err.flush()
+            node.proc = subprocess.Popen(
+                node.args(self.python), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True,
+                preexec_fn=_parent_death_sigterm if sys.platform.startswith("linux") else None,
+            )
+        node.starts += 1
+        return node
+
+    async def wait_serving(self, node_id: int, timeout: float = 30.0) -> None:
+        """Until ``node_id`` answers ``GET /cluster/status``; ``ClusterError`` (quoting its
+        log) if its process exits or ``timeout`` passes first."""
+        node = self.nodes[node_id]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            if node.proc is None or node.proc.poll() is not None:
+                code = None if node.proc is None else node.proc.returncode
+                raise ClusterError(f"n{node_id} exited with code {code} while starting; "
+                                   f"the end of {node.log}:\n{_tail(node.log)}")
+            try:
+                await self.client.status(node.http_addr, timeout=1.0)
+                return
+            except ClientError:
+                pass
+            if loop.time() >= end:
+                raise ClusterError(f"n{node_id} did not serve HTTP at {node.http_addr} within {timeout:g}s; "
+                                   f"the end of {node.log}:\n{_tail(node.log)}")
+            await asyncio.sleep(0.05)
+
+    async def start_node(self, node_id: int, timeout: float = 30.0) -> LocalNode:
+        """``spawn`` then ``wait_serving``. A first start whose ports were taken meanwhile is
+        retried on new ports."""
+        node = self.nodes[node_id]
+        first = node.starts == 0
+        for attempt in range(3):
+            self.spawn(node_id)
+            try:
+                await self.wait_serving(node_id, timeout)
+                return node
+            except ClusterError:
+                port_taken = "Address already in use" in _tail(node.log, 40)
+                if not (first and port_taken and attempt < 2 and not node.running):
+                    raise
+            node.raft_addr = f"{self.host}:{free_port(self.host)}"
+            node.http_addr = f"{self.host}:{free_port(self.host)}"
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
+        raise AssertionError("unreachable")
+
+    async def start(self, ids: Sequence[int] | None = None, timeout: float = 30.0) -> None:
+        """Start ``ids`` (default: every node) in parallel and wait until each serves."""
+        await asyncio.gather(*(self.start_node(i, timeout) for i in (ids if ids is not None else sorted(self.nodes))))
+
+    async def init(self, ids: Sequence[int] | None = None, timeout: float = 10.0) -> None:
+        """Initialize the cluster with ``ids`` (default: every node) as voters, through the
+        first one's ``POST /cluster/init``."""
+        ids = list(ids if ids is not None else sorted(self.nodes))
+        r = await self.client.init(self.members(ids), endpoint=self.nodes[ids[0]].http_addr, deadline=timeout,
+                                   attempt_timeout=timeout)
+        if not r.ok or r.status != 200:
+            raise ClusterError(f"init through n{ids[0]} failed: {r.error}")
+
+    async def statuses(self, ids: Sequence[int] | None = None, timeout: float = 2.0) -> dict[int, dict[str, Any]]:
+        """``GET /cluster/status`` of each running node of ``ids`` that answers."""
+        ids = [i for i in (ids if ids is not None else sorted(self.nodes)) if self.nodes[i].running]
+
+        async def one(i: int) -> tuple[int, dict[str, Any] | None]:
+            try:
+                return i, await self.client.status(self.nodes[i].http_addr, timeout=timeout)
+            except ClientError:
+                return i, None
+
+        return {i: st for i, st in await asyncio.gather(*(one(i) for i in ids)) if st is not None}
+
+    async def wait_leader(self, ids: Sequence[int] | None = None, *, min_term: int = 0, timeout: float = 10.0,
+                          poll: float = 0.02) -> tuple[int, int]:
+        """``(leader_id, term)`` once every running node of ``ids`` (default: all) answers,
+        names the same leader in a term ``>= min_term``, and that leader says it leads."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        seen: dict[int, dict[str, Any]] = {}
+        while True:
+            want = [i for i in (ids if ids is not None else sorted(self.nodes)) if self.nodes[i].running]
+            seen = await self.statuses(want, timeout=1.0)
+            leaders = {st.get("leader_id") for st in seen.values()}
+            if len(seen) == len(want) and len(leaders) == 1:
+                lid = leaders.pop()
+                st = seen.get(lid) if isinstance(lid, int) else None
+                if st is not None and st.get("state") == "Leader" and st.get("term", -1) >= min_term:
+                    return lid, int(st["term"])
+            if loop.time() >= end:
+                view = ", ".join(f"n{i}: {st.get('state')} leader={st.get('leader_id')} term={st.get('term')}"
+                                 for i, st in sorted(seen.items()))
+                raise ClusterError(f"no agreed leader within {timeout:g}s ({view or 'no node answered'})")
+            await asyncio.sleep(poll)
+
+    # -- faults and shutdown -----------------------------------------------------------------------
+
+    def kill(self, node_id: int) -> float:
+        """SIGKILL ``node_id`` and reap it; returns the ``time.monotonic()`` of the kill."""
+        node = self.nodes[node_id]
+        if node.proc is None or node.proc.poll() is not None:
+            raise ClusterError(f"n{node_id} is not running")
+        t = time.monotonic()
+        node.proc.kill()
+        node.proc.wait(10)
+        return t
+
+    def stop(self, node_id: int, timeout: float = 10.0) -> int | None:
+        """SIGTERM ``node_id`` (a graceful stop), SIGKILL after ``timeout``; its exit code."""
+        node = self.nodes[node_id]
+        proc = node.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                proc.terminate()
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every node (SIGTERM to all, SIGKILL to those still running after
+        ``timeout``) and remove the root if this cluster created it. Idempotent; safe in a
+        ``finally`` and from a signal handler's aftermath."""
+        if self._closed:
+            return
+        self._closed = True
+        procs = [n.proc for n in self.nodes.values() if n.proc is not None and n.proc.poll() is None]
+        for p in procs:
+            try:
+                p.terminate()
+            except OSError:
+                pass
+        end = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """``close()`` from a coroutine (the waiting runs in a thread), and the client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        await asyncio.to_thread(self.close, timeout)
