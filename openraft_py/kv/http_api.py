@@ -171,6 +171,8 @@ async def cluster_init(request: web.Request) -> web.Response:
         if not k.isdigit() or not k.isascii():
             raise BadRequest(f"member id {k!r} is not a decimal node id")
         nid = _node_id(int(k), f"member id {k}")
+        if nid in members:
+            raise BadRequest(f"member id {nid} is given twice")
         try:
             members[nid] = NodeAddrs(check_addr(m.raft_addr, f"members[{k}].raft_addr"),
                                      check_addr(m.http_addr, f"members[{k}].http_addr"))
@@ -259,7 +261,7 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     leader_id, http = node.leader(e)
     if leader_id is None:
         return _error(503, "no leader is known; retry later", leader_id=None)
-    if leader_id == node.id:  # became leader meanwhile: the client retries here
+    if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
         http = node.opts.http_addr
     if http is None:
         return _error(503, f"the HTTP address of leader {leader_id} is unknown", leader_id=leader_id)

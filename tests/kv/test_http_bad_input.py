@@ -44,6 +44,11 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "nohost", "http_addr": "h:2"}}}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:99999", "http_addr": "h:2"}}}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": "h:1"}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"\uff11": {"raft_addr": "h:1", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"data": b'{"members": {"1": {"raft_addr": "h:1", "http_addr": "h:2"}, '
+                                       b'"01": {"raft_addr": "h:3", "http_addr": "h:4"}}}'}, 400),
+    ("POST", "/kv/k/cas", {"data": b'{"expected": null, "value": "a\\ud800"}'}, 400),
+    ("POST", "/cluster/learners", {"data": b'{"id": 4, "raft_addr": "\\udc00:1", "http_addr": "h:2"}'}, 400),
     ("POST", "/cluster/members", {"json": {"voters": "1,2"}}, 400),
     ("POST", "/cluster/members", {"json": {"voters": []}}, 400),
     ("POST", "/cluster/members", {"json": {"voters": [1, -2]}}, 400),
