@@ -31,6 +31,12 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 
 Reads (``GET``) have no effect, so every failure of a read is retried within the deadline;
 a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.
+
+Whether an attempt reached the wire is known exactly: sessions come from ``new_session()``,
+whose trace hook counts the request headers sent. (aiohttp itself resends a ``PUT`` or
+``DELETE`` once when the connection drops; without the count, a write received by a node
+that then died would look refused when the resend finds the port closed.) An attempt that
+failed before any headers were sent is a refusal; one that failed after is unknown.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import aiohttp
 
-__all__ = ["Outcome", "Response", "KvClient", "ClientError", "parse_endpoints"]
+__all__ = ["Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
 
 class Outcome(str, enum.Enum):
@@ -135,6 +141,35 @@ def _quote_key(key: str) -> str:
     return urllib.parse.quote(key, safe="")
 
 
+class _Sends:
+    """Per-request trace context: how many times aiohttp sent the request's headers."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+async def _on_headers_sent(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    sends = ctx.trace_request_ctx
+    if isinstance(sends, _Sends):
+        sends.count += 1
+
+
+_TRACE = aiohttp.TraceConfig()
+_TRACE.on_request_headers_sent.append(_on_headers_sent)
+
+
+def new_session(**kw: Any) -> aiohttp.ClientSession:
+    """An ``aiohttp.ClientSession`` a ``KvClient`` can use (``kw`` as for ``ClientSession``;
+    no connection limit by default). It carries the trace hook that tells a request that
+    never left from one that did (see the module docstring)."""
+    kw.setdefault("connector", aiohttp.TCPConnector(limit=0))
+    kw.setdefault("timeout", aiohttp.ClientTimeout(total=None))
+    kw["trace_configs"] = [*kw.get("trace_configs", []), _TRACE]
+    return aiohttp.ClientSession(**kw)
+
+
 class _Refused(Exception):
     """An attempt that had no effect; the call may try again."""
 
@@ -169,9 +204,10 @@ class KvClient:
     ``deadline``: seconds a call may take in all (attempts, back-off, redirects);
     ``attempt_timeout``: seconds one HTTP attempt may take; ``max_redirects``: 307 hops
     followed in a row before the chain counts as a refusal; ``backoff`` / ``max_backoff``:
-    the first and the largest pause between attempts (doubling, with jitter). ``session``: an
-    ``aiohttp.ClientSession`` to use (not closed by ``close()``); by default the client opens
-    its own. One client may run many calls concurrently.
+    the first and the largest pause between attempts (doubling, with jitter). ``session``: a
+    session from ``new_session()`` to use (not closed by ``close()``; ``ValueError`` for
+    another session); by default the client opens its own. One client may run many calls
+    concurrently.
 
     The client remembers the last leader it was redirected to and sends the next call there.
     """
@@ -197,6 +233,8 @@ class KvClient:
         self.max_redirects = max_redirects
         self.backoff = backoff
         self.max_backoff = max_backoff
+        if session is not None and _TRACE not in session.trace_configs:
+            raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session
         self._own_session = session is None
         self._next = 0
@@ -207,9 +245,7 @@ class KvClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
-                timeout=aiohttp.ClientTimeout(total=None))
+            self._session = new_session()
         return self._session
 
     async def close(self) -> None:
@@ -327,19 +363,28 @@ class KvClient:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One HTTP exchange without following redirects. ``_Refused`` if nothing reached
         the server; ``_Unknown`` if the request may have been received but no answer came."""
+        sends = _Sends()
         try:
             async with self._http().request(
                 method, url, data=data, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=sends,
             ) as resp:
                 rbody = await resp.read()
                 return resp.status, resp.headers, rbody
-        except aiohttp.ClientConnectorError as e:  # the connection could not be made
-            raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None
+        except aiohttp.ClientConnectorError as e:  # the (last) connection could not be made
+            if sends.count == 0:
+                raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None
+            raise _Unknown(f"connection to {_host(url)} lost after sending, then refused: "
+                           f"{_os_reason(e)}") from None
         except asyncio.TimeoutError:
+            if sends.count == 0:
+                raise _Refused(f"cannot connect to {_host(url)} within {timeout:.1f}s") from None
             raise _Unknown(f"no answer from {_host(url)} within {timeout:.1f}s") from None
-        except (aiohttp.ClientError, OSError) as e:  # sent, then the connection broke
-            raise _Unknown(f"connection to {_host(url)} lost: {type(e).__name__}: {e}".rstrip(": ")) from None
+        except (aiohttp.ClientError, OSError) as e:
+            what = f"{type(e).__name__}: {e}".rstrip(": ")
+            if sends.count == 0:
+                raise _Refused(f"cannot send to {_host(url)}: {what}") from None
+            raise _Unknown(f"connection to {_host(url)} lost: {what}") from None
 
     # -- key-value verbs -------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from ..testing import lincheck
-from .client import KvClient, Outcome, Response
+from .client import KvClient, Outcome, Response, new_session
 from .local_cluster import ClusterError, LocalCluster
 
 __all__ = ["add_demo_arguments", "run_demo", "DemoConfig", "Demo"]
@@ -377,7 +377,7 @@ class Demo:
         cfg = self.cfg
         started = time.monotonic()
         cluster = LocalCluster(3, root=cfg.data_dir, cluster_name="demo", log_level="INFO")
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        session = new_session()
         try:
             self._event(f"starting 3 serve processes (RocksDB under {cluster.root})")
             await cluster.start(timeout=60)

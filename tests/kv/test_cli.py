@@ -1,0 +1,124 @@
+"""The ``openraft-py`` command line without a cluster: help on every verb, usage errors as one
+line with exit code 2, client verbs without endpoints, ``python -m openraft_py.kv`` and the
+console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openraft_py.kv import cli
+
+pytestmark = pytest.mark.timeout(60)
+
+VERBS = [
+    ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
+    ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"], ["kv"], ["kv", "put"],
+    ["kv", "get"], ["kv", "delete"], ["kv", "cas"], ["demo"],
+]
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v))
+def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*verb, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: openraft-py {' '.join(verb)}")
+    assert "--help" in out
+
+
+BAD = [
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+    (["cluster"], "required"),
+    (["cluster", "up", "-n", "zero"], "-n"),
+    (["cluster", "up", "-n", "0"], "at least 1"),
+    (["cluster", "up", "--bogus"], "unrecognized arguments: --bogus"),
+    (["kv", "put", "k", "v", "--bogus"], "unrecognized arguments: --bogus"),
+    (["kv", "put", "k"], "required: value"),
+    (["kv", "get", "k", "--consistency", "sometimes"], "invalid choice"),
+    (["kv", "get", "k", "--endpoints", "nohost"], "not host:port"),
+    (["kv", "get", "k", "--endpoints", "h:99999"], "not host:port"),
+    (["kv", "get", "k", "--timeout", "-1"], "must be positive"),
+    (["cluster", "members", "--voters", "1,x"], "node ids"),
+    (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1"], "--http-addr"),
+    (["cluster", "transfer", "--to", "-3"], "not a node id"),
+    (["serve", "--id", "1"], "required"),
+    (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
+    (["demo", "--duration", "soon"], "not a number"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_bad_command_lines_exit_2_with_one_line(argv: list[str], needle: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("openraft-py") and "error:" in lines[0]
+    assert needle in lines[0]
+
+
+def test_serve_options_refused_by_the_service_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The flags parse, but the service refuses them (a TLS key without a certificate).
+    code = cli.main(["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+                     "--data-dir", str(tmp_path), "--tls-key", "k.pem"])
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--tls-cert and --tls-key go together" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_client_verbs_need_endpoints(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(cli.ENDPOINTS_ENV, raising=False)
+    assert cli.main(["kv", "get", "k"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"openraft-py kv get: error: no endpoints: pass --endpoints H:P,H:P or set ${cli.ENDPOINTS_ENV}"]
+
+
+def test_endpoints_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(cli.ENDPOINTS_ENV, "not-an-endpoint")
+    assert cli.main(["kv", "get", "k"]) == 2
+    assert "not host:port" in capsys.readouterr().err
+
+
+def test_unreachable_endpoints_fail_in_one_line_within_the_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    from openraft_py.testing.proc_cluster import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    for argv in (["kv", "put", "k", "v"], ["kv", "get", "k"], ["cluster", "status"], ["cluster", "members"]):
+        code = cli.main([*argv, "--endpoints", dead, "--timeout", "0.5"])
+        assert code == 1, argv
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"openraft-py {argv[0]} {argv[1]}: error:"), err
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(cli.ENDPOINTS_ENV, None)
+    return env
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    r = subprocess.run([sys.executable, "-m", "openraft_py.kv", "kv", "get"], capture_output=True, text=True,
+                       timeout=30, env=_env())
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "required: key" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "openraft_py.kv", "--version"], capture_output=True, text=True,
+                       timeout=30, env=_env())
+    assert r.returncode == 0 and r.stdout.startswith("openraft-py ")
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "openraft-py"
+    if not script.exists():
+        pytest.skip("openraft-py is not installed next to this interpreter (pip install -e '.[kv]')")
+    r = subprocess.run([str(script), "cluster", "up", "--help"], capture_output=True, text=True, timeout=30,
+                       env=_env())
+    assert r.returncode == 0 and "Ctrl-C" in r.stdout

@@ -1,0 +1,176 @@
+"""``openraft_py.kv.client.KvClient``: redirects followed to the leader, retries within the
+deadline, and the ok / fail / info classification a history checker relies on (a write that
+may have reached a node is never reported as failed, nor retried)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import pytest
+
+from openraft_py.kv.client import ClientError, KvClient, Outcome, new_session, parse_endpoints
+from openraft_py.testing.proc_cluster import free_port
+
+from .kv_helpers import KvCluster
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        await c.start(3)
+        yield c
+    finally:
+        await c.close()
+
+
+def test_parse_endpoints() -> None:
+    assert parse_endpoints("a:1, http://b:2/ ,") == ["a:1", "b:2"]
+    assert parse_endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
+    for bad in ("", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x"):
+        with pytest.raises(ValueError):
+            parse_endpoints(bad)
+
+
+async def test_a_session_without_the_trace_hook_is_refused() -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(ValueError, match="new_session"):
+            KvClient(["127.0.0.1:1"], session=s)
+
+
+async def test_writes_through_a_follower_follow_the_redirect(cluster: KvCluster) -> None:
+    leader = await cluster.wait_leader()
+    follower = cluster.followers(leader)[0]
+    async with KvClient([follower.opts.http_addr]) as c:
+        r = await c.put("a/b", "one")  # a key with a slash travels percent-encoded
+        assert r.outcome is Outcome.OK and r.status == 200 and r.redirects == 1
+        assert r.node == leader.opts.http_addr and c.leader == leader.opts.http_addr
+        index = r.json()["index"]
+        r = await c.put("a/b", "two")
+        assert r.ok and r.redirects == 0 and r.json()["index"] > index  # remembered the leader
+        assert (await c.get("a/b")).value == "two"
+        assert (await c.get("a/b", "lease")).value == "two"
+        assert (await c.get("missing")).value is None  # 404: a completed read of an absent key
+        r = await c.cas("a/b", "one", "three")
+        assert r.ok and r.json() == {"ok": False, "current": "two"}
+        r = await c.cas("a/b", "two", None)
+        assert r.ok and r.json() == {"ok": True, "current": None}
+        assert (await c.delete("a/b")).ok
+        # a local read is answered by the node asked, no redirect
+        await cluster.wait_applied(r.json().get("index", 0) or 0)
+        r = await c.get("a/b", "local", endpoint=follower.opts.http_addr, follow=False)
+        assert r.ok and r.node == follower.opts.http_addr and r.redirects == 0
+
+
+async def test_bad_requests_fail_at_once_and_change_nothing(cluster: KvCluster) -> None:
+    await cluster.wait_leader()
+    async with KvClient([n.opts.http_addr for n in cluster.nodes.values()]) as c:
+        t = time.monotonic()
+        r = await c.get("k", consistency="sometimes")
+        assert r.outcome is Outcome.FAIL and r.status == 400 and "consistency" in (r.error or "")
+        r = await c.request("POST", "/cluster/members", json={"voters": "all"})
+        assert r.outcome is Outcome.FAIL and r.status == 400 and r.retries == 0
+        assert time.monotonic() - t < 5.0
+        with pytest.raises(ClientError):
+            r.raise_for_outcome()
+        with pytest.raises(ValueError):
+            r.value
+
+
+async def test_an_unreachable_cluster_fails_by_the_deadline() -> None:
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    async with KvClient(dead, deadline=0.5) as c:
+        t = time.monotonic()
+        r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+        assert r.outcome is Outcome.FAIL and "cannot connect" in (r.error or "")
+        assert r.retries >= 2  # both endpoints tried
+        assert 0.4 < time.monotonic() - t < 3.0
+        with pytest.raises(TimeoutError):
+            await c.find_leader(timeout=0.3)
+
+
+async def test_no_leader_is_a_refusal_retried_until_the_deadline(tmp_path: object) -> None:
+    c0 = KvCluster()
+    try:
+        await c0.start(1, init=False)  # running, never initialized: 503 "no leader"
+        node = c0.nodes[1]
+        async with KvClient([node.opts.http_addr], deadline=0.6) as c:
+            r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+            assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries >= 1
+            st = await c.status(node.opts.http_addr)
+            assert st["id"] == 1 and st["leader_id"] is None
+    finally:
+        await c0.close()
+
+
+async def _silent_server(mode: str) -> tuple[asyncio.AbstractServer, str, list[bytes]]:
+    """A TCP server that reads a request and then says nothing (``mode="hang"``) or closes
+    the connection (``"close"``); the requests it got are collected."""
+    got: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        got.append(data)
+        if mode == "close":
+            writer.close()
+            return
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"127.0.0.1:{port}", got
+
+
+@pytest.mark.parametrize("mode", ["hang", "close"])
+async def test_a_write_that_reached_a_node_is_unknown_and_not_retried(mode: str) -> None:
+    server, ep, got = await _silent_server(mode)
+    try:
+        async with KvClient([ep], deadline=2.0, attempt_timeout=0.5) as c:
+            r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+            assert r.outcome is Outcome.INFO, r
+            assert r.retries == 0
+            sent = len(got)
+            assert sent >= 1 and got[0].startswith(b"PUT /kv/k ")
+            # a read has no effect: it is retried until the deadline
+            t = time.monotonic()
+            r = await asyncio.wait_for(c.get("k"), 5.0)
+            assert r.outcome in (Outcome.FAIL, Outcome.INFO) and r.retries >= 1
+            assert time.monotonic() - t < 4.0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_write_to_a_node_killed_mid_request_is_unknown() -> None:
+    # The server reads the request and then disappears entirely: aiohttp resends a PUT once
+    # and finds the port closed; the client must still report "unknown", not "refused".
+    got: list[bytes] = []
+    closed = asyncio.Event()
+    server: asyncio.AbstractServer | None = None
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.read(65536))
+        assert server is not None
+        server.close()  # no more connections ...
+        writer.transport.abort()  # ... and this one reset
+        closed.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    ep = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    session = new_session()
+    try:
+        c = KvClient([ep], deadline=2.0, attempt_timeout=1.0, session=session)
+        r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+        await c.close()
+        assert not session.closed  # a session the client was given stays open
+    finally:
+        await session.close()
+    assert closed.is_set() and got
+    assert r.outcome is Outcome.INFO and r.retries == 0, r
+    assert "then refused" in (r.error or ""), r  # aiohttp did resend, to a closed port
