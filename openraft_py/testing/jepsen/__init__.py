@@ -1,0 +1,19 @@
+"""A Jepsen-style test of real ``serve`` processes (see docs/design/jepsen.md).
+
+Modules, one job each:
+
+- ``procs``: spawn, SIGKILL, restart, SIGSTOP/SIGCONT the ``serve`` processes;
+- ``proxy``: the fault-injecting TCP proxy every raft connection goes through;
+- ``kvclient``: one HTTP call, following redirects, classified ``ok`` / ``fail`` / ``info``;
+- ``workload``: the concurrent clients (register and multi-key workloads);
+- ``history``: the recorded operations, in lincheck's JSON-lines format;
+- ``nemesis``: the seeded fault schedule and the task applying and healing it;
+- ``checks``: linearizability (lincheck), local reads, final state;
+- ``report``: the text report; ``runner``: one run end to end;
+- ``faulty_serve``: TEST ONLY, ``serve`` with engine bug switches on;
+- ``__main__``: ``python -m openraft_py.testing.jepsen --time 300 --seed N --nodes 5``.
+"""
+
+from .runner import RunConfig, RunResult, run
+
+__all__ = ["RunConfig", "RunResult", "run"]

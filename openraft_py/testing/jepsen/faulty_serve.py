@@ -1,0 +1,58 @@
+"""TEST ONLY: run ``serve`` with engine bug switches on, to prove the Jepsen runner catches bugs.
+
+``python -m openraft_py.testing.jepsen.faulty_serve [serve flags]`` is ``openraft-py serve``
+plus one thing: the engine fault names in the environment variable
+``OPENRAFT_PY_TEST_FAULTS`` (comma separated; see ``Engine.faults`` and
+``openraft_py.testing.sim.ENGINE_FAULTS``) are switched on in the node's engine right after
+``Raft.new`` returns, before the node's transport starts (so before any election). Each of
+these faults breaks a Raft safety rule on purpose. Nothing outside the Jepsen runner starts
+this module, and the production ``serve`` never reads the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+ENV = "OPENRAFT_PY_TEST_FAULTS"
+"""The environment variable naming the faults to switch on."""
+
+
+def faults_from_env() -> set[str]:
+    """The fault names in ``OPENRAFT_PY_TEST_FAULTS``; ``ValueError`` for an unknown name."""
+    from ..sim import ENGINE_FAULTS
+
+    names = {x.strip() for x in os.environ.get(ENV, "").split(",") if x.strip()}
+    unknown = names - set(ENGINE_FAULTS)
+    if unknown:
+        raise ValueError(f"{ENV}: unknown fault(s) {sorted(unknown)}; known: {list(ENGINE_FAULTS)}")
+    return names
+
+
+def install(faults: set[str]) -> None:
+    """Wrap ``Raft.new`` in this process so every new ``Raft`` gets ``faults`` switched on."""
+    from ...raft import Raft
+
+    original = Raft.new.__func__  # type: ignore[attr-defined]
+
+    async def new(cls: type[Raft], *args: Any, **kwargs: Any) -> Raft:
+        raft = await original(cls, *args, **kwargs)
+        raft._core.engine.faults = set(faults)
+        return raft
+
+    Raft.new = classmethod(new)  # type: ignore[method-assign,assignment]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Install the faults from the environment, then run ``serve`` with ``argv``."""
+    faults = faults_from_env()
+    install(faults)
+    from ...kv.server import serve_main
+
+    print(f"TEST ONLY: engine faults switched on: {sorted(faults)}", file=sys.stderr, flush=True)
+    return serve_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

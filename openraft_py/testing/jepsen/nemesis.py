@@ -1,0 +1,220 @@
+"""Nemeses: a seeded schedule of faults, and the task that applies and heals them.
+
+``make_schedule(seed, duration, n, kinds)`` draws the steps up front: after a quiet gap, one
+fault held for a few seconds, healed, the next gap ... until ``duration`` minus a final quiet
+period. Every random choice (victims, groups, link parameters) is drawn from the seed; only the
+identity of the leader (for the ``*-leader`` kinds) is resolved when the step runs, and the
+resolved step is logged. The kinds:
+
+==================  ==========================================================================
+``kill``            SIGKILL a minority of random nodes; restart them when the step ends
+``kill-leader``     SIGKILL the leader; restart it
+``pause``           SIGSTOP a random node; SIGCONT it
+``pause-leader``    SIGSTOP the leader; SIGCONT it (it must not serve stale lease reads)
+``partition``       random majority / minority halves
+``partition-leader``the leader (and maybe another node) in the minority
+``bridge``          two halves that cannot talk, one node talking to both
+``one-way``         one node's frames to every other node are discarded (it hears, cannot
+                    speak), or every other node's frames to it (it speaks, cannot hear)
+``flaky``           every link drops a share of frames and delays the rest
+==================  ==========================================================================
+
+Partitions also cut the open connections of the blocked pairs in half of the steps (drawn
+from the seed). ``heal_all`` ends every fault: links healed, paused nodes continued, killed
+nodes restarted. Clock-rate skew is out of scope (every process shares the host's clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Awaitable, Callable
+
+from .procs import NodeSet
+from .proxy import ProxyNet
+
+__all__ = ["KINDS", "Step", "make_schedule", "Nemesis"]
+
+KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "partition-leader", "bridge",
+         "one-way", "flaky")
+
+
+@dataclass
+class Step:
+    """One fault: starts ``at`` seconds into the run, held ``duration`` seconds. ``r`` is a
+    seed-drawn number the step uses for its random choices; ``resolved`` describes what was
+    actually done (filled when it runs)."""
+
+    at: float
+    kind: str
+    duration: float
+    r: int
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict of the step."""
+        return asdict(self)
+
+
+def make_schedule(seed: int, duration: float, n: int, kinds: tuple[str, ...] = KINDS,
+                  quiet: tuple[float, float] = (2.0, 5.0), hold: tuple[float, float] = (3.0, 8.0),
+                  tail: float = 5.0) -> list[Step]:
+    """The steps of a run of ``duration`` seconds over ``n`` nodes (see the module docstring);
+    nothing is scheduled in the last ``tail`` seconds."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown nemesis kind(s) {sorted(unknown)}; known: {list(KINDS)}")
+    if n < 3:
+        kinds = tuple(k for k in kinds if k not in ("partition", "partition-leader", "bridge"))
+    rng = random.Random(f"nemesis-{seed}")
+    steps: list[Step] = []
+    t = rng.uniform(*quiet)
+    while True:
+        d = rng.uniform(*hold)
+        if t + d > duration - tail or not kinds:
+            break
+        steps.append(Step(round(t, 3), rng.choice(kinds), round(d, 3), rng.randrange(2**31)))
+        t += d + rng.uniform(*quiet)
+    return steps
+
+
+class Nemesis:
+    """Applies a schedule to ``nodes`` and ``proxy``. ``leader()`` resolves the current leader
+    (``None`` if none is known); ``say(line)`` prints a progress line."""
+
+    def __init__(self, nodes: NodeSet, proxy: ProxyNet, leader: Callable[[], Awaitable[int | None]],
+                 say: Callable[[str], None], t0: float) -> None:
+        self.nodes = nodes
+        self.proxy = proxy
+        self.leader = leader
+        self.say = say
+        self.t0 = t0
+        self.done: list[Step] = []
+
+    def now(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.t0
+
+    async def run(self, steps: list[Step], stop: asyncio.Event) -> None:
+        """Apply every step at its time (each healed after its duration) until done or
+        ``stop`` is set; everything is healed before returning."""
+        total = len(steps)
+        try:
+            for i, step in enumerate(steps, 1):
+                if not await self._sleep_until(step.at, stop):
+                    break
+                await self._apply(step)
+                self.done.append(step)
+                self.say(f"[{self.now():7.1f}s] nemesis {i}/{total}: {step.kind} "
+                         f"{_describe(step.resolved)} for {step.duration:.1f}s")
+                await self._sleep_until(step.at + step.duration, stop)
+                await self.heal(step)
+        finally:
+            await self.heal_all()
+
+    async def _sleep_until(self, at: float, stop: asyncio.Event) -> bool:
+        wait = at - self.now()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+                return False
+            except asyncio.TimeoutError:
+                pass
+        return not stop.is_set()
+
+    async def _apply(self, step: Step) -> None:
+        rng = random.Random(step.r)
+        ids = sorted(self.nodes.nodes)
+        n = len(ids)
+        minority = (n - 1) // 2
+        res = step.resolved
+        k = step.kind
+        if k in ("kill-leader", "pause-leader", "partition-leader"):
+            leader = await self.leader()
+            res["leader"] = leader
+            target = leader if leader is not None else rng.choice(ids)
+        else:
+            target = rng.choice(ids)
+        if k in ("kill", "kill-leader"):
+            victims = [target] if k == "kill-leader" else rng.sample(ids, rng.randint(1, max(1, minority)))
+            for v in victims:
+                self.nodes.kill(v)
+            res["killed"] = victims
+        elif k in ("pause", "pause-leader"):
+            self.nodes.pause(target)
+            res["paused"] = [target]
+        elif k in ("partition", "partition-leader", "bridge"):
+            order = ids[:]
+            rng.shuffle(order)
+            if k == "partition-leader":
+                order.remove(target)
+                small = [target] + order[: rng.randint(0, max(0, minority - 1))]
+                groups = [small, [x for x in ids if x not in small]]
+                self.proxy.partition(groups)
+            elif k == "partition":
+                cut = rng.randint(1, max(1, minority))
+                groups = [order[:cut], order[cut:]]
+                self.proxy.partition(groups)
+            else:
+                bridge = order[0]
+                rest = order[1:]
+                half = len(rest) // 2
+                a, b = rest[:half], rest[half:]
+                for x in a:
+                    for y in b:
+                        self.proxy.block(x, y)
+                        self.proxy.block(y, x)
+                groups = [a + [bridge], [bridge] + b]
+                res["bridge"] = bridge
+            res["groups"] = groups
+            if rng.random() < 0.5:
+                res["cut"] = sum(self.proxy.cut(a, b) for a, b in self.proxy.faulty_links() if a < b)
+        elif k == "one-way":
+            others = [x for x in ids if x != target]
+            mute = rng.random() < 0.5
+            for o in others:
+                if mute:
+                    self.proxy.block(target, o)
+                else:
+                    self.proxy.block(o, target)
+            res["node"] = target
+            res["direction"] = "cannot speak" if mute else "cannot hear"
+        elif k == "flaky":
+            drop = round(rng.uniform(0.05, 0.3), 3)
+            delay = round(rng.uniform(0.0, 0.08), 3)
+            for (a, b) in self.proxy.links:
+                self.proxy.set_link(a, b, drop=drop, delay=delay)
+            res["drop"], res["delay"] = drop, delay
+        else:  # pragma: no cover - make_schedule refuses unknown kinds
+            raise ValueError(k)
+
+    async def heal(self, step: Step) -> None:
+        """End ``step``'s fault."""
+        res = step.resolved
+        for v in res.get("killed", []):
+            self.nodes.start(v)
+        for v in res.get("paused", []):
+            self.nodes.resume(v)
+        if step.kind in ("partition", "partition-leader", "bridge", "one-way", "flaky"):
+            self.proxy.heal()
+
+    async def heal_all(self) -> None:
+        """End every fault: heal the links, continue paused nodes, restart killed ones."""
+        self.proxy.heal()
+        for i, node in self.nodes.nodes.items():
+            if node.paused:
+                self.nodes.resume(i)
+            if i in self.nodes.killed_by_nemesis or not node.alive():
+                if i in self.nodes.killed_by_nemesis:
+                    self.nodes.start(i)
+
+
+def _describe(res: dict[str, Any]) -> str:
+    parts = []
+    for k, v in res.items():
+        if k == "groups":
+            v = "|".join("{" + ",".join(map(str, g)) + "}" for g in v)
+        parts.append(f"{k}={v}")
+    return " ".join(parts)

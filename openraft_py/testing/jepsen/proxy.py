@@ -1,0 +1,252 @@
+"""A fault-injecting TCP proxy between every pair of ``serve`` processes (asyncio, in the runner).
+
+Addressing: the membership is cluster-wide, so every node must reach node ``j`` at the same
+address. The cluster is therefore initialized with node ``j``'s raft address set to
+``ProxyNet.listen_addr(j)`` (one listener per destination), while ``j`` itself listens on its
+real raft port. The *source* of a connection is identified from the transport's handshake: the
+first frame a TCP client sends is a ``Hello`` naming the sender's node id (DESIGN §7,
+``network/wire.py``). The proxy reads that frame, connects to ``j``'s real port, forwards it,
+and from then on relays the two directions frame by frame::
+
+    node i ──> proxy listener of j ──(Hello: sender i)──> link (i -> j) ──> node j, real port
+                           <── responses (link j -> i) ──
+
+Every frame is length-prefixed, so the proxy can drop or delay *whole frames* and the streams
+stay well-formed. Frames carry requests on the connection ``i`` opened to ``j`` and their
+responses back, so the directed link ``a -> b`` covers a's requests to b *and* a's responses
+to b's requests: ``block(a, b)`` is a one-way partition (nothing from a reaches b).
+
+A directed link has three knobs (``LinkFault``):
+
+- ``blocked``: every frame from ``a`` to ``b`` is silently discarded (packet loss; the sender
+  sees RPC timeouts, not refusals);
+- ``drop``: each frame is discarded with this probability (a flaky link);
+- ``delay``: each frame is held this many seconds (order is kept).
+
+``cut(a, b)`` closes every connection between ``a`` and ``b`` (both directions) once; new
+connections are accepted again afterwards (a reset, as after a node's NIC flaps). ``heal()``
+clears every fault. The proxy never changes a byte of a forwarded frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+from dataclasses import dataclass, field
+
+from ...network.wire import KIND_HELLO, Hello, WireError, decode_body, split_payload
+
+__all__ = ["LinkFault", "ProxyNet"]
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct(">I")
+_MAX_FRAME = 64 * 1024 * 1024
+_HELLO_TIMEOUT = 5.0
+
+
+@dataclass
+class LinkFault:
+    """The faults of one directed link ``src -> dst`` (see the module docstring)."""
+
+    blocked: bool = False
+    drop: float = 0.0
+    delay: float = 0.0
+
+    def clear(self) -> bool:
+        """Whether the link is healthy."""
+        return not self.blocked and self.drop == 0.0 and self.delay == 0.0
+
+
+@dataclass(eq=False)
+class _Conn:
+    src: int
+    dst: int
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for w in self.writers:
+            with contextlib.suppress(Exception):
+                w.close()
+        for t in self.tasks:
+            t.cancel()
+
+
+class ProxyNet:
+    """The proxies of a cluster of node ids ``ids`` on ``host``.
+
+    ``start(real)`` opens one listener per node (``real[j]`` = node ``j``'s real raft
+    ``(host, port)``); ``listen_addr(j)`` is the address to put in the membership. ``rng``
+    drives the probabilistic drops (seeded by the runner). ``stats`` counts forwarded and
+    discarded frames.
+    """
+
+    def __init__(self, ids: list[int], host: str = "127.0.0.1", rng: random.Random | None = None) -> None:
+        self.ids = list(ids)
+        self.host = host
+        self.rng = rng or random.Random(0)
+        self.links: dict[tuple[int, int], LinkFault] = {(a, b): LinkFault() for a in ids for b in ids if a != b}
+        self.real: dict[int, tuple[str, int]] = {}
+        self.ports: dict[int, int] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._conns: set[_Conn] = set()
+        self.stats = {"forwarded": 0, "discarded": 0, "connections": 0, "refused": 0}
+
+    async def start(self, real: dict[int, tuple[str, int]], ports: dict[int, int] | None = None) -> None:
+        """Listen for every node (on ``ports[j]`` if given, else a free port)."""
+        self.real = dict(real)
+        for j in self.ids:
+            server = await asyncio.start_server(
+                lambda r, w, j=j: self._accept(j, r, w), self.host, (ports or {}).get(j, 0))
+            self._servers.append(server)
+            self.ports[j] = server.sockets[0].getsockname()[1]
+
+    def listen_addr(self, j: int) -> str:
+        """``"host:port"`` at which every node reaches node ``j`` (through the proxy)."""
+        return f"{self.host}:{self.ports[j]}"
+
+    async def close(self) -> None:
+        """Stop listening and close every relayed connection."""
+        for s in self._servers:
+            s.close()
+        for c in list(self._conns):
+            c.close()
+        self._conns.clear()
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        self._servers.clear()
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def block(self, src: int, dst: int) -> None:
+        """Discard every frame from ``src`` to ``dst`` (one direction)."""
+        self.links[(src, dst)].blocked = True
+
+    def partition(self, groups: list[list[int]]) -> None:
+        """Block every link between nodes of different ``groups`` (both directions); nodes
+        not named in any group are isolated from everyone."""
+        where = {n: gi for gi, g in enumerate(groups) for n in g}
+        for (a, b), f in self.links.items():
+            if where.get(a, -1 - a) != where.get(b, -1 - b):
+                f.blocked = True
+
+    def set_link(self, src: int, dst: int, *, drop: float | None = None, delay: float | None = None) -> None:
+        """Set the drop probability and/or delay (seconds) of the link ``src -> dst``."""
+        f = self.links[(src, dst)]
+        if drop is not None:
+            f.drop = drop
+        if delay is not None:
+            f.delay = delay
+
+    def cut(self, a: int, b: int) -> int:
+        """Close every open connection between ``a`` and ``b``; how many were closed."""
+        n = 0
+        for c in list(self._conns):
+            if {c.src, c.dst} == {a, b}:
+                c.close()
+                self._conns.discard(c)
+                n += 1
+        return n
+
+    def heal(self) -> None:
+        """Clear every link fault."""
+        for f in self.links.values():
+            f.blocked, f.drop, f.delay = False, 0.0, 0.0
+
+    def faulty_links(self) -> list[tuple[int, int]]:
+        """The directed links that have a fault now."""
+        return sorted(k for k, f in self.links.items() if not f.clear())
+
+    # -- relaying -------------------------------------------------------------------------------
+
+    async def _accept(self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            hello_frame, src = await asyncio.wait_for(self._read_hello(reader), _HELLO_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
+            log.debug("proxy %s: no usable handshake: %r", dst, e)
+            self.stats["refused"] += 1
+            writer.close()
+            return
+        if src not in self.ids or src == dst or dst not in self.real:
+            self.stats["refused"] += 1
+            writer.close()
+            return
+        host, port = self.real[dst]
+        try:
+            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (OSError, asyncio.TimeoutError):
+            self.stats["refused"] += 1
+            writer.close()  # the destination is down: the source sees the connection fail
+            return
+        self.stats["connections"] += 1
+        conn = _Conn(src, dst, [writer, up_w])
+        self._conns.add(conn)
+        # The handshake itself travels src -> dst like any frame (a blocked link loses it).
+        conn.tasks.append(asyncio.create_task(self._pump(conn, reader, up_w, src, dst, first=hello_frame)))
+        conn.tasks.append(asyncio.create_task(self._pump(conn, up_r, writer, dst, src)))
+
+    async def _read_hello(self, reader: asyncio.StreamReader) -> tuple[bytes, int]:
+        head = await reader.readexactly(4)
+        (n,) = _LEN.unpack(head)
+        if n > 4096:
+            raise ValueError(f"handshake frame of {n} bytes")
+        payload = await reader.readexactly(n)
+        kind, _rid, body = split_payload(payload)
+        if kind != KIND_HELLO:
+            raise ValueError(f"first frame is kind {kind}, not a handshake")
+        hello = decode_body(kind, body)
+        assert isinstance(hello, Hello)
+        return head + payload, int(hello.node_id)
+
+    async def _pump(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    src: int, dst: int, first: bytes | None = None) -> None:
+        """Relay frames ``src -> dst`` through the link's faults until either side closes."""
+        link = self.links[(src, dst)]
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                due, frame = item
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(frame)
+                await writer.drain()
+
+        sender = asyncio.create_task(deliver())
+        conn.tasks.append(sender)
+
+        def offer(frame: bytes) -> None:
+            if link.blocked or (link.drop > 0.0 and self.rng.random() < link.drop):
+                self.stats["discarded"] += 1
+                return
+            self.stats["forwarded"] += 1
+            queue.put_nowait((loop.time() + link.delay, frame))
+
+        try:
+            if first is not None:
+                offer(first)
+            while True:
+                head = await reader.readexactly(4)
+                (n,) = _LEN.unpack(head)
+                if n > _MAX_FRAME:
+                    break
+                payload = await reader.readexactly(n)
+                offer(head + payload)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            queue.put_nowait(None)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(sender, 5.0)
+            conn.close()
+            self._conns.discard(conn)
