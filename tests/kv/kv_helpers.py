@@ -61,7 +61,8 @@ class KvCluster:
         return self
 
     async def wait_leader(self, among: list[int] | None = None, timeout: float = 5.0) -> KvNode:
-        """The leader once every node of ``among`` (default all running) agrees on it."""
+        """The leader once every node of ``among`` (default all running) agrees on it and
+        knows its addresses."""
         ids = among or [i for i, n in self.nodes.items() if n.raft is not None]
 
         async def agreed() -> KvNode:
@@ -69,7 +70,10 @@ class KvCluster:
                 leaders = {self.nodes[i].raft.metrics.current_leader for i in ids}  # type: ignore[union-attr]
                 if len(leaders) == 1 and None not in leaders:
                     lid = leaders.pop()
-                    if lid in self.nodes and self.nodes[lid].raft is not None and self.nodes[lid].is_leader():
+                    # ... and every node has a membership naming it (a follower may hear
+                    # from the leader before it holds the membership entry with its address)
+                    known = all(lid in self.nodes[i].nodes() for i in ids)
+                    if known and lid in self.nodes and self.nodes[lid].raft is not None and self.nodes[lid].is_leader():
                         return self.nodes[lid]
                 await asyncio.sleep(0.02)
 

@@ -180,8 +180,10 @@ async def test_learner_membership_and_transfer_over_http(cluster: KvCluster) -> 
     body = {"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
     async with s.post(url(f, "/cluster/learners"), json=body) as r:  # via a redirect
         assert r.status == 200, await r.text()
-        assert isinstance((await r.json())["index"], int)
-    assert n4.sm is not None and n4.sm.get("pre19") == "19"  # caught up before the answer
+        index = (await r.json())["index"]
+    assert n4.raft is not None and n4.raft.metrics.last_log_index >= index  # holds the log on the answer
+    await n4.raft.wait(5).applied_index_at_least(index, "learner applied")
+    assert n4.sm is not None and n4.sm.get("pre19") == "19"
     async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 3, 4], "retain": False}) as r:
         assert r.status == 200, await r.text()
         res = await r.json()
