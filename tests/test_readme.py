@@ -15,6 +15,15 @@ says why not::
 - ``sh`` / ``shell`` / ``bash`` blocks run as one bash script (``set -euo pipefail``) and must
   exit 0.
 
+A block printed for several machines may instead carry ``<!-- loopback: REASON -->``: the
+test then runs it on this machine (Linux, where all of 127.0.0.0/8 is loopback). Every
+``10.0.0.N`` becomes ``127.A.B.N`` (``A.B`` random per run), each ``openraft-py serve`` line is
+started in the background with ``/var/lib/openraft-py`` replaced by a directory of its own
+(and is waited for until its HTTP address answers), and the other lines run as bash scripts
+that must exit 0, in README order, with the ``export`` lines of earlier loopback blocks in
+effect. ``curl`` runs with ``--fail`` (a ``.curlrc`` in a temporary ``HOME``), so an HTTP error
+fails the test. Every node is stopped (SIGTERM, then SIGKILL) at the end.
+
 Blocks with another tag, or none, are text (layouts, tables) and are not run. Commands run in
 an empty temporary directory with ``OPENRAFT_PY_*`` switches removed from the environment, so
 the transcript means the same under ``make test`` and ``make test-pure``.
@@ -28,9 +37,14 @@ import contextlib
 import inspect
 import io
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +56,7 @@ SCRIPT = frozenset({"sh", "shell", "bash"})
 CONSOLE = frozenset({"console"})
 COMMAND_TIMEOUT = 60.0
 
-_MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
+_MARKER = re.compile(r"^<!--\s*(not-run|loopback):(.*?)-->\s*$")
 _FENCE = re.compile(r"^```\s*([\w+-]*)")
 
 pytestmark = pytest.mark.skipif(
@@ -57,7 +71,8 @@ class Block:
     lang: str
     code: str
     line: int  # 1-based line of the opening fence
-    not_run: str | None  # the marker's reason, or None when the block runs
+    not_run: str | None  # the not-run marker's reason, or None when the block runs
+    loopback: str | None = None  # the loopback marker's reason: run with 10.0.0.N on loopback
 
     @property
     def runs(self) -> bool:
@@ -66,14 +81,14 @@ class Block:
 
 @dataclass(frozen=True)
 class Parsed:
-    """The README's blocks and the markers that precede no block (``(line, text)``)."""
+    """The README's blocks and the markers that precede no block (``(line, reason)``)."""
 
     blocks: list[Block]
     orphan_markers: list[tuple[int, str]]
 
 
 def parse_readme(text: str) -> Parsed:
-    """Split Markdown ``text`` into fenced blocks, attaching each ``not-run`` marker to its block.
+    """Split Markdown ``text`` into fenced blocks, attaching each marker to its block.
 
     A marker attaches to the next fence when only blank lines separate them; a marker followed
     by anything else is reported in ``orphan_markers``. An unclosed fence raises ``ValueError``.
@@ -81,7 +96,7 @@ def parse_readme(text: str) -> Parsed:
     lines = text.splitlines()
     blocks: list[Block] = []
     orphans: list[tuple[int, str]] = []
-    pending: tuple[int, str] | None = None
+    pending: tuple[int, str, str] | None = None  # (line, kind, reason)
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -89,22 +104,26 @@ def parse_readme(text: str) -> Parsed:
         fence = _FENCE.match(line)
         if marker:
             if pending is not None:
-                orphans.append(pending)
-            pending = (i + 1, marker.group(1).strip())
+                orphans.append((pending[0], pending[2]))
+            pending = (i + 1, marker.group(1), marker.group(2).strip())
         elif fence:
             end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
             if end is None:
                 raise ValueError(f"README.md:{i + 1}: unclosed code fence")
-            reason = pending[1] if pending is not None else None
-            blocks.append(Block(fence.group(1).lower(), "\n".join(lines[i + 1:end]) + "\n", i + 1, reason))
+            kind, reason = (pending[1], pending[2]) if pending is not None else ("", None)
+            blocks.append(Block(
+                fence.group(1).lower(), "\n".join(lines[i + 1:end]) + "\n", i + 1,
+                not_run=reason if kind == "not-run" else None,
+                loopback=reason if kind == "loopback" else None,
+            ))
             pending = None
             i = end
         elif line.strip() and pending is not None:
-            orphans.append(pending)
+            orphans.append((pending[0], pending[2]))
             pending = None
         i += 1
     if pending is not None:
-        orphans.append(pending)
+        orphans.append((pending[0], pending[2]))
     return Parsed(blocks, orphans)
 
 
@@ -181,12 +200,17 @@ def test_every_code_block_runs_or_says_why_not(parsed: Parsed) -> None:
     for block in code_blocks:
         if block.not_run is not None:
             assert block.not_run, f"README.md:{block.line}: a not-run marker needs a reason"
+        if block.loopback is not None:
+            assert block.loopback, f"README.md:{block.line}: a loopback marker needs a reason"
+            assert block.lang in SCRIPT, f"README.md:{block.line}: loopback blocks are sh blocks"
     for block in parsed.blocks:
         if block.lang not in PYTHON | SCRIPT | CONSOLE:
-            assert block.not_run is None, f"README.md:{block.line}: a not-run marker on a text block"
+            assert block.not_run is None and block.loopback is None, (
+                f"README.md:{block.line}: a marker on a text block")
     running = [b for b in code_blocks if b.runs]
     skipped = [b for b in code_blocks if not b.runs]
-    print(f"README: {len(running)} code blocks run, {len(skipped)} not run:")
+    on_loopback = [b for b in running if b.loopback is not None]
+    print(f"README: {len(running)} code blocks run ({len(on_loopback)} on loopback), {len(skipped)} not run:")
     for b in skipped:
         print(f"  README.md:{b.line} ({b.lang}): {b.not_run}")
     assert any(b.lang in PYTHON for b in running)
@@ -216,7 +240,7 @@ def test_conformance_example_passes_on_the_rocks_log_store(python_run: PythonRun
 
 @pytest.mark.timeout(180)
 def test_shell_blocks_run(parsed: Parsed, tmp_path: Path) -> None:
-    blocks = [b for b in parsed.blocks if b.lang in SCRIPT | CONSOLE and b.runs]
+    blocks = [b for b in parsed.blocks if b.lang in SCRIPT | CONSOLE and b.runs and b.loopback is None]
     for block in blocks:
         cwd = tmp_path / f"block-{block.line}"
         cwd.mkdir()
@@ -231,6 +255,97 @@ def test_shell_blocks_run(parsed: Parsed, tmp_path: Path) -> None:
             assert proc.returncode == 0, (block.line, proc.stdout[-3000:], proc.stderr[-3000:])
 
 
+_MACHINE = re.compile(r"\b10\.0\.0\.(\d{1,3})\b")
+_DATA_DIR = "/var/lib/openraft-py"
+SERVE_READY_TIMEOUT = 30.0
+
+
+def logical_lines(code: str) -> list[str]:
+    """The lines of a shell block with ``\\``-continued lines joined (as bash reads them)."""
+    out: list[str] = []
+    for line in code.splitlines():
+        if out and out[-1].endswith("\\"):
+            out[-1] = out[-1] + "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+def _wait_http(addr: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once ``GET http://addr/cluster/status`` gets any HTTP answer; fail if ``proc`` exits."""
+    deadline = time.monotonic() + SERVE_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"serve on {addr} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{addr}/cluster/status", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"serve on {addr} did not answer within {SERVE_READY_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.timeout(300)
+def test_loopback_blocks_run_on_one_machine(parsed: Parsed, tmp_path: Path) -> None:
+    blocks = [b for b in parsed.blocks if b.loopback is not None and b.runs]
+    if not blocks:
+        pytest.skip("the README has no loopback block")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("loopback blocks map machines to 127.0.0.0/8 addresses, all local on Linux only")
+    assert (Path(sys.executable).parent / "openraft-py").exists(), "openraft-py is not installed in this venv"
+    net = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}."
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".curlrc").write_text("fail\nsilent\nshow-error\nmax-time = 60\n")
+    env = {**_shell_env(), "HOME": str(home)}
+    exports: list[str] = []
+    nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def run_script(lines: list[str], block: Block) -> None:
+        if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines):
+            return
+        script = "\n".join(["set -euo pipefail", *exports, *lines])
+        proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, timeout=120,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.returncode == 0, (f"README.md:{block.line}", "\n".join(lines),
+                                      proc.stdout[-3000:], proc.stderr[-3000:])
+        exports.extend(ln for ln in lines if ln.startswith("export "))
+
+    try:
+        for block in blocks:
+            pending: list[str] = []
+            for line in logical_lines(_MACHINE.sub(lambda m: net + m.group(1), block.code)):
+                if not line.lstrip().startswith("openraft-py serve "):
+                    pending.append(line)
+                    continue
+                run_script(pending, block)
+                pending = []
+                http = re.search(r"--http-addr\s+(\S+)", line)
+                assert http, f"README.md:{block.line}: a serve line without --http-addr"
+                data_dir = tmp_path / f"data-{http.group(1).replace(':', '-')}"
+                log = tmp_path / f"serve-{http.group(1).replace(':', '-')}.log"
+                with log.open("wb") as out:
+                    proc = subprocess.Popen(["bash", "-c", "exec " + line.replace(_DATA_DIR, str(data_dir))],
+                                            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+                nodes.append((proc, log))
+                _wait_http(http.group(1), proc, log)
+            run_script(pending, block)
+        for proc, log in nodes:
+            assert proc.poll() is None, f"a node stopped during the README's commands:\n{log.read_text()[-3000:]}"
+    finally:
+        for proc, _ in nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in nodes:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 def test_parser_attaches_markers_and_reads_transcripts() -> None:
     text = (
         "<!-- not-run: needs three machines -->\n\n```sh\nserve\n```\n"
@@ -243,6 +358,9 @@ def test_parser_attaches_markers_and_reads_transcripts() -> None:
         ("sh", 3, "needs three machines"), ("console", 8, None), ("", 14, None)]
     assert p.orphan_markers == [(6, "dangling")]
     assert console_steps(p.blocks[1].code) == [("echo a \\\n  b", ["a b"]), ("true", [])]
+    looped = parse_readme("<!-- loopback: two machines -->\n```sh\nserve a \\\n  b\nx\n```\n").blocks[0]
+    assert (looped.not_run, looped.loopback, looped.runs) == (None, "two machines", True)
+    assert logical_lines(looped.code) == ["serve a \\\n  b", "x"]
     with pytest.raises(ValueError, match="unclosed"):
         parse_readme("```python\nx = 1\n")
     with pytest.raises(ValueError, match="before any command"):
