@@ -103,3 +103,48 @@ def test_serve_flags() -> None:
     for bad in (["--log-format", "xml"], ["--id", "x"], ["--raft-config", "[1]"]):
         with pytest.raises(SystemExit):
             parse(BASE + bad)
+
+
+class _FakeNode:
+    """What ``_map_error`` reads of a node: its id, options and leader lookup."""
+
+    def __init__(self, leader: tuple[int | None, str | None]) -> None:
+        self.id = 1
+        self._leader = leader
+
+        class _O:
+            http_addr = "127.0.0.1:28001"
+
+        self.opts = _O()
+
+    def leader(self, hint: Any = None) -> tuple[int | None, str | None]:
+        return self._leader
+
+
+def test_error_mapping() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from openraft_py import errors as E
+    from openraft_py.kv.http_api import BadRequest, _map_error
+    from openraft_py.kv.node import ServiceUnavailable
+
+    req = make_mocked_request("PUT", "/kv/a%2Fb?x=1")
+    known = _FakeNode((2, "127.0.0.1:28002"))
+    r = _map_error(known, req, E.ForwardToLeader(2, None))  # type: ignore[arg-type]
+    assert r.status == 307 and r.headers["Location"] == "http://127.0.0.1:28002/kv/a%2Fb?x=1"
+    r = _map_error(known, req, E.ForwardToLeader(2, None, outcome_unknown=True))  # type: ignore[arg-type]
+    assert r.status == 503 and b'"outcome_unknown":true' in r.body  # type: ignore[operator]
+    assert _map_error(_FakeNode((None, None)), req, E.ForwardToLeader()).status == 503  # type: ignore[arg-type]
+    assert _map_error(_FakeNode((3, None)), req, E.ForwardToLeader(3)).status == 503  # type: ignore[arg-type]
+    cases: list[tuple[BaseException, int]] = [
+        (BadRequest("x"), 400), (TypeError("x"), 400), (ValueError("x"), 400),
+        (E.InvalidRequest("vote", "x"), 400), (E.EmptyMembership(), 400), (E.LearnerNotFound(5), 400),
+        (E.NotInMembers(1, {2}), 400), (E.InProgress(), 409), (E.NotAllowed(None, None), 409),
+        (E.QuorumNotEnough("no quorum"), 503), (E.Timeout("t"), 503), (E.Unreachable("u"), 503),
+        (E.WaitTimeout("w"), 503), (ServiceUnavailable("s"), 503), (E.Stopped(), 503),
+        (E.StorageError("append 1-2", OSError("disk")), 503), (RuntimeError("bug"), 500),
+    ]
+    for exc, status in cases:
+        r = _map_error(known, req, exc)  # type: ignore[arg-type]
+        assert r.status == status, (exc, r.status)
+        assert r.content_type == "application/json" and b'"error"' in r.body  # type: ignore[operator]
