@@ -4,6 +4,8 @@ Each node has its own ``CollectorRegistry`` (never the process-global one), so s
 in one process (tests) keep separate figures. Exposed families:
 
 ===========================================  =====================================================
+``openraft_build_info{version,extensions}``  1; the package version and whether the compiled
+                                             kernels run (``"true"``) or the pure twins
 ``openraft_node_id``                         this node's id
 ``openraft_running``                         1 while the node runs, 0 once it stopped
 ``openraft_term``                            current term
@@ -34,6 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .. import __version__ as _VERSION
+from .._core import USING_EXTENSIONS
 from ..metrics import RaftMetrics
 from ..types import NodeId, ServerState
 
@@ -64,6 +68,10 @@ class _RaftCollector(Collector):
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
 
+        info = GaugeMetricFamily("openraft_build_info", "The package version and whether the compiled kernels run.",
+                                 labels=["version", "extensions"])
+        info.add_metric([_VERSION, "true" if USING_EXTENSIONS else "false"], 1)
+        yield info
         yield gauge("openraft_node_id", "This node's id.", m.id)
         yield gauge("openraft_running", "1 while the node runs, 0 once it stopped.", 1 if m.running else 0)
         yield gauge("openraft_term", "The current term.", m.current_term)

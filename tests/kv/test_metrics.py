@@ -12,6 +12,8 @@ from typing import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import openraft_py
+from openraft_py._core import USING_EXTENSIONS
 from openraft_py.kv.logs import configure_logging
 
 from .kv_helpers import KvCluster, url
@@ -68,6 +70,8 @@ async def test_metrics_parse_and_match_the_state(cluster: KvCluster) -> None:
     m = await scrape(cluster, leader)
     rm = leader.raft.metrics  # type: ignore[union-attr]
     assert one(m, "openraft_node_id") == leader.id
+    assert one(m, "openraft_build_info", version=openraft_py.__version__,
+               extensions="true" if USING_EXTENSIONS else "false") == 1
     assert one(m, "openraft_running") == 1
     assert one(m, "openraft_term") == rm.current_term
     assert one(m, "openraft_state", state="Leader") == 1 and one(m, "openraft_state", state="Follower") == 0
