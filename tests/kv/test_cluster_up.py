@@ -1,0 +1,382 @@
+"""Process-level: ``openraft-py cluster up -n 3`` in a subprocess, driven through the command
+line and over HTTP. Writes and reads with redirects followed; SIGKILL of the leader (a new
+leader serves writes within 1 s with the default timeouts); the killed node restarted from its
+data directory catches up; membership to five nodes and back through the CLI; no acknowledged
+write lost; Ctrl-C stops every node and removes the data. Loopback only; every process this
+module starts is stopped by it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import pytest
+
+from openraft_py.kv import cli
+from openraft_py.kv.client import KvClient, Outcome
+from openraft_py.testing.proc_cluster import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+PY = sys.executable
+LINE = re.compile(r"^n(\d+)\s+http (\S+)\s+raft (\S+)\s+pid (\d+)\s+data (\S+)\s+log (\S+)$")
+
+
+@dataclass
+class Member:
+    id: int
+    http: str
+    raft: str
+    pid: int
+    data: str
+    proc: subprocess.Popen[bytes] | None = None  # when this module started it
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    members: dict[int, Member]
+    root: Path
+    acked: dict[str, str | None] = field(default_factory=dict)  # every acknowledged write: key -> value
+    extra: list[Member] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.http for m in self.members.values())
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(cli.ENDPOINTS_ENV, None)
+    return env
+
+
+def _start_up(n: int) -> tuple[subprocess.Popen[str], dict[int, Member]]:
+    proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", str(n), "--timeout", "40"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    members: dict[int, Member] = {}
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        m = LINE.match(line.strip())
+        if m:
+            nid = int(m[1])
+            members[nid] = Member(nid, m[2], m[3], int(m[4]), m[5])
+        if line.startswith("ready"):
+            return proc, members
+    proc.kill()
+    out, err = proc.communicate(timeout=10)
+    raise AssertionError(f"cluster up did not get ready:\n{''.join(lines)}\n{out}\n{err}")
+
+
+def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[Up]:
+    proc, members = _start_up(3)
+    root = Path(members[1].data).parent
+    u = Up(proc, members, root)
+    try:
+        yield u
+    finally:
+        for m in [*u.extra, *u.members.values()]:
+            if m.proc is not None:
+                _stop(m.proc)
+        _stop(proc)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """The command line in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_sub(argv: list[str]) -> tuple[int, str, str]:
+    """The command line as a separate process: (exit code, stdout, stderr)."""
+    r = subprocess.run([PY, "-m", "openraft_py.kv", *argv], capture_output=True, text=True, timeout=60, env=_env())
+    return r.returncode, r.stdout, r.stderr
+
+
+def statuses(u: Up, ids: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    async def go() -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        async with KvClient(u.endpoints) as c:
+            for m in [*u.members.values(), *u.extra]:
+                if ids is not None and m.id not in ids:
+                    continue
+                with contextlib.suppress(Exception):
+                    out[m.id] = await c.status(m.http, timeout=2.0)
+        return out
+
+    return asyncio.run(go())
+
+
+def leader_of(u: Up) -> int:
+    leaders = {st["id"] for st in statuses(u).values() if st["state"] == "Leader"}
+    assert len(leaders) == 1, leaders
+    return leaders.pop()
+
+
+def wait_caught_up(u: Up, ids: list[int], timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        sts = statuses(u)
+        lead = [st for st in sts.values() if st["state"] == "Leader"]
+        if lead and all(i in sts and (sts[i]["applied_index"] or 0) >= (lead[0]["committed_index"] or 0)
+                        for i in ids):
+            return
+        assert time.monotonic() < end, f"not caught up: {sts}"
+        time.sleep(0.05)
+
+
+def spawn_serve(u: Up, nid: int, raft: str, http: str, data: str) -> subprocess.Popen[bytes]:
+    log = open(Path(data).parent / f"test-n{nid}.log", "ab")
+    try:
+        return subprocess.Popen([PY, "-m", "openraft_py.kv", "serve", "--id", str(nid), "--raft-addr", raft,
+                                 "--http-addr", http, "--data-dir", data], stdout=log, stderr=log, env=_env())
+    finally:
+        log.close()
+
+
+def wait_serving(u: Up, m: Member, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not statuses(u, [m.id]):
+        assert m.proc is not None and m.proc.poll() is None, f"n{m.id} exited with {m.proc and m.proc.returncode}"
+        assert time.monotonic() < end, f"n{m.id} does not serve"
+        time.sleep(0.05)
+
+
+# -- the scenario ----------------------------------------------------------------------------------
+
+
+def test_cluster_up_prints_every_endpoint_and_elects_a_leader(up: Up) -> None:
+    assert sorted(up.members) == [1, 2, 3]
+    assert len({m.http for m in up.members.values()}) == 3
+    code, out, err = run(["cluster", "status", "--endpoints", up.members[1].http])
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sorted(int(r[0]) for r in rows) == [1, 2, 3]  # every member, found from one endpoint
+    assert [r[1] for r in rows].count("Leader") == 1
+    assert all(r[2] == "voter" for r in rows)
+
+
+def test_writes_and_reads_through_the_cli_follow_redirects(up: Up) -> None:
+    lid = leader_of(up)
+    follower = next(m for m in up.members.values() if m.id != lid)
+    code, out, err = run_sub(["kv", "put", "greeting", "hello world", "--endpoints", follower.http])
+    assert code == 0, err
+    assert isinstance(__import__("json").loads(out)["index"], int)
+    up.acked["greeting"] = "hello world"
+    code, out, _ = run_sub(["kv", "get", "greeting", "--endpoints", follower.http])
+    assert (code, out) == (0, "hello world\n")
+    for i in range(5):
+        code, _, err = run(["kv", "put", f"k{i}", f"v{i}", "--endpoints", follower.http])
+        assert code == 0, err
+        up.acked[f"k{i}"] = f"v{i}"
+    code, out, _ = run(["kv", "cas", "k0", "--expected", "v0", "--value", "w0", "--endpoints", up.endpoints])
+    assert code == 0 and '"ok": true' in out
+    up.acked["k0"] = "w0"
+    code, out, _ = run(["kv", "cas", "k0", "--expected", "v0", "--value", "x0", "--endpoints", up.endpoints])
+    assert code == 1 and '"current": "w0"' in out  # completed, did not match
+    code, _, _ = run(["kv", "delete", "k4", "--endpoints", follower.http])
+    assert code == 0
+    up.acked["k4"] = None
+    code, out, err = run(["kv", "get", "k4", "--endpoints", follower.http])
+    assert code == 1 and out == "" and err.strip() == "openraft-py kv get: error: key 'k4' not found"
+    for consistency in ("linearizable", "lease", "local"):
+        # local: the follower answers from its own state (it may lag; the value was committed
+        # before the cas above returned, and a follower applies within a heartbeat or two)
+        deadline = time.monotonic() + 5
+        while True:
+            code, out, _ = run(["kv", "get", "k1", "--consistency", consistency, "--endpoints", follower.http])
+            if (code, out) == (0, "v1\n") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (code, out) == (0, "v1\n"), consistency
+
+    # Over HTTP: the follower answers 307 to the same path on the leader.
+    async def http() -> None:
+        leader = up.members[lid]
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"http://{follower.http}/kv/raw", data=b"r1", allow_redirects=False) as r:
+                assert r.status == 307
+                body = await r.json()
+                assert body == {"leader_id": lid, "leader_http_addr": leader.http}
+                assert r.headers["Location"] == f"http://{leader.http}/kv/raw"
+            async with s.put(r.headers["Location"], data=b"r1") as r2:
+                assert r2.status == 200
+            async with s.get(f"http://{follower.http}/kv/raw") as r3:  # aiohttp follows the 307
+                assert r3.status == 200 and await r3.text() == "r1"
+
+    asyncio.run(http())
+    up.acked["raw"] = "r1"
+
+
+def test_sigkill_leader_then_a_new_leader_serves_writes_within_1s_and_the_old_one_catches_up(up: Up) -> None:
+    old = leader_of(up)
+    victim = up.members[old]
+    term = statuses(up, [old])[old]["term"]
+
+    async def failover() -> float:
+        t_kill = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        # The kill completes asynchronously (every thread exits before the sockets close):
+        # wait until the HTTP port refuses connections.
+        host, port = victim.http.rsplit(":", 1)
+        while True:
+            try:
+                _, w = await asyncio.open_connection(host, int(port))
+            except ConnectionRefusedError:
+                break
+            w.close()
+            await asyncio.sleep(0.002)
+        # A new client: no connection to the dead node is pooled, so no write reaches it.
+        async with KvClient(up.endpoints, deadline=10.0, attempt_timeout=2.0, backoff=0.01, max_backoff=0.05) as c:
+            first: float | None = None
+            for i in range(30):
+                r = await c.put(f"after-kill-{i}", str(i))
+                assert r.outcome is not Outcome.INFO, r  # the node was dead before these writes
+                if r.ok:
+                    up.acked[f"after-kill-{i}"] = str(i)
+                    if first is None:
+                        first = time.monotonic() - t_kill
+            assert first is not None
+            return first
+
+    first_write = asyncio.run(failover())
+    print(f"a new leader acknowledged a write {first_write * 1000:.0f} ms after the SIGKILL")
+    assert first_write < 1.0, f"the first write after the kill was acknowledged after {first_write:.3f}s"
+    new = leader_of(up)
+    assert new != old and statuses(up, [new])[new]["term"] > term
+    assert _gone(victim.pid)
+
+    # Restart it with the same flags: it comes back from its data directory and catches up.
+    victim.proc = spawn_serve(up, old, victim.raft, victim.http, victim.data)
+    wait_serving(up, victim)
+    wait_caught_up(up, [old])
+    code, out, _ = run(["kv", "get", "after-kill-29", "--consistency", "local", "--endpoints", victim.http])
+    assert (code, out) == (0, "29\n")
+    st = statuses(up, [old])[old]
+    assert st["state"] == "Follower" and st["leader_id"] == new
+
+
+def test_membership_to_five_nodes_and_back_through_the_cli(up: Up) -> None:
+    for nid in (4, 5):
+        m = Member(nid, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", 0, str(up.root / f"extra-n{nid}"))
+        m.proc = spawn_serve(up, nid, m.raft, m.http, m.data)
+        m.pid = m.proc.pid
+        up.extra.append(m)
+    for m in up.extra:
+        wait_serving(up, m)
+    n4, n5 = up.extra
+    code, out, err = run_sub(["cluster", "add-learner", "--endpoints", up.endpoints, "--id", "4",
+                              "--raft-addr", n4.raft, "--http-addr", n4.http])
+    assert code == 0, err
+    assert "n4 added as a learner" in out
+    code, _, err = run(["cluster", "add-learner", "--endpoints", up.endpoints, "--id", "5",
+                        "--raft-addr", n5.raft, "--http-addr", n5.http])
+    assert code == 0, err
+    code, out, _ = run(["cluster", "members", "--endpoints", up.endpoints])
+    assert out.splitlines() == ["voters: 1,2,3", "learners: 4,5"]
+
+    code, out, err = run_sub(["cluster", "members", "--endpoints", up.endpoints, "--voters", "1,2,3,4,5"])
+    assert code == 0, err
+    assert out.splitlines() == ["voters: 1,2,3,4,5", "learners: -"]
+    code, _, _ = run(["kv", "put", "five", "5", "--endpoints", n5.http])  # through the newest member
+    assert code == 0
+    up.acked["five"] = "5"
+    code, out, _ = run(["cluster", "status", "--endpoints", up.endpoints])
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sorted(int(r[0]) for r in rows) == [1, 2, 3, 4, 5] and all(r[2] == "voter" for r in rows)
+    wait_caught_up(up, [1, 2, 3, 4, 5])
+
+    code, out, err = run(["cluster", "members", "--endpoints", n4.http, "--voters", "1,2,3"])
+    assert code == 0, err
+    assert out.splitlines() == ["voters: 1,2,3", "learners: -"]
+    code, _, _ = run(["kv", "put", "three", "3", "--endpoints", up.endpoints])
+    assert code == 0
+    up.acked["three"] = "3"
+    code, out, _ = run(["cluster", "members", "--endpoints", up.endpoints])
+    assert out.splitlines() == ["voters: 1,2,3", "learners: -"]
+    for m in up.extra:
+        assert m.proc is not None
+        assert _stop(m.proc) == 0  # SIGTERM: a graceful stop
+
+
+def test_no_acknowledged_write_is_lost(up: Up) -> None:
+    assert len(up.acked) >= 30
+    wait_caught_up(up, [1, 2, 3])
+
+    async def read_all() -> None:
+        async with KvClient(up.endpoints) as c:
+            for m in up.members.values():
+                for key, value in up.acked.items():
+                    r = await c.get(key, "local", endpoint=m.http, follow=False)
+                    assert r.ok and r.value == value, (m.id, key, r)
+            for key, value in up.acked.items():
+                r = await c.get(key)
+                assert r.ok and r.value == value, (key, r)
+
+    asyncio.run(read_all())
+
+
+def test_sigterm_stops_cluster_up_and_removes_its_data(up: Up) -> None:
+    # Last: stop the module's cluster the way a service manager would.
+    pids = [m.pid for m in up.members.values() if m.proc is None]
+    assert pids  # the nodes cluster up started (the restarted one is this module's)
+    for m in up.members.values():
+        if m.proc is not None:
+            assert _stop(m.proc) == 0
+    assert _stop(up.proc, signal.SIGTERM) == 0
+    assert all(_gone(p) for p in pids)
+    assert not up.root.exists()
+
+
+def test_ctrl_c_stops_every_node_and_removes_the_data() -> None:
+    proc, members = _start_up(1)
+    try:
+        root = Path(members[1].data).parent
+        assert root.exists()
+        code, out, _ = run(["kv", "put", "solo", "1", "--endpoints", members[1].http])
+        assert code == 0
+        assert _stop(proc, signal.SIGINT) == 0
+        assert _gone(members[1].pid)
+        assert not root.exists()
+        assert proc.stderr is not None and "stopping the nodes" in proc.stderr.read()
+    finally:
+        _stop(proc, signal.SIGKILL)
