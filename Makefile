@@ -28,8 +28,10 @@ test: build
 test-pure: build
 	OPENRAFT_PY_NO_EXTENSIONS=1 $(PYTEST) --no-c-extensions tests/
 
+# The key-value service's demo (DESIGN §8): 3 `serve` processes, clients, a leader crash, a new member.
+# The in-process demo of the library alone: $(PY) -m openraft_py.demo
 run: build
-	$(PY) -m openraft_py.demo
+	$(VENV)/bin/openraft-py demo
 
 bench: build
 	$(PY) bench/cluster.py
