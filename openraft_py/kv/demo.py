@@ -392,14 +392,19 @@ class Demo:
             progress = asyncio.ensure_future(self._show_progress(cluster))
             try:
                 await self._conduct(cluster)
-            finally:
+            except BaseException:  # a failed phase, Ctrl-C, SIGTERM: stop the clients now
                 self.stop_load.set()
-                done = await asyncio.gather(*workers, progress, return_exceptions=True)
+                for task in (*workers, progress):
+                    task.cancel()
+                await asyncio.gather(*workers, progress, return_exceptions=True)
+                raise
+            self.stop_load.set()
+            done = await asyncio.gather(*workers, progress, return_exceptions=True)
             load_time = time.monotonic() - self.t0
             for x in done:
                 if isinstance(x, BaseException):
                     raise x
-            self._event(f"load stopped; waiting for every node to apply the log")
+            self._event("load stopped; waiting for every node to apply the log")
             sts = await self._converge(cluster)
             final = await self._final_reads(cluster, session)
             keys = sorted(final) + sorted(self.unique_acked)

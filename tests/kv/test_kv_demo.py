@@ -1,0 +1,123 @@
+"""``openraft-py demo`` (what ``make run`` runs): ``--quick`` passes end to end across real
+processes and leaves nothing behind; Ctrl-C mid-run stops every process and removes the data;
+the summary fails the run on a lost write or a history that is not linearizable."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from openraft_py.kv.demo import Demo, DemoConfig
+from openraft_py.testing import lincheck
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = re.compile(r"RocksDB under (\S+)\)")
+
+
+def _processes_under(root: str) -> list[int]:
+    """Pids of processes whose command line mentions ``root``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if root in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def test_demo_quick_passes_and_cleans_up(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    r = subprocess.run([sys.executable, "-m", "openraft_py.kv", "demo", "--quick", "--seed", "7",
+                        "--history", str(history), "--no-progress"],
+                       capture_output=True, text=True, timeout=110)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    for line in ("writes ", "write latency    p50", "failover         SIGKILL n", "new leader n",
+                 "restart ", "membership       n4 added as a learner", "entries per node n1:",
+                 "durability       OK", "linearizability  linearizable:", "result           PASS"):
+        assert line in out, out
+    assert re.search(r"writes\s+(\d+) acknowledged \((\d+)/s\)", out)
+    m = ROOT.search(r.stderr)
+    assert m, r.stderr
+    root = m[1]
+    assert not Path(root).exists()
+    assert _processes_under(root) == []
+    # The recorded history is the one checked: it reads back and is linearizable.
+    ops = lincheck.parse_jsonl(history)
+    assert len(ops) > 100
+    assert {op.op for op in ops} >= {"put", "get", "cas"}
+    assert lincheck.check(ops, lincheck.kv_register, timeout=60).ok is True
+
+
+def test_ctrl_c_mid_run_stops_everything_and_removes_the_data() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "openraft_py.kv", "demo", "--duration", "30", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        root = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "the demo exited before the load started"
+            m = ROOT.search(line)
+            if m:
+                root = m[1]
+            if "load:" in line:
+                break
+        assert root is not None and Path(root).exists()
+        assert len(_processes_under(root)) == 3
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert not Path(root).exists()
+        assert _processes_under(root) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _summary(history: list[lincheck.Operation], unique: dict[str, str],
+             values: dict[int, dict[str, str | None]]) -> tuple[int, str]:
+    demo = Demo(DemoConfig(duration=1.0, clients=1, keys=1), out=io.StringIO(), err=io.StringIO())
+    demo.history = history
+    demo.unique_acked = unique
+    demo.stats.ok_writes = sum(1 for op in history if op.ok and op.op != "get")
+    verdict = lincheck.check(history, lincheck.kv_register, timeout=10)
+    sts = {i: {"last_log_index": 3, "applied_index": 3} for i in values}
+    code = demo._summary(SimpleNamespace(nodes=dict.fromkeys(values)), 1.0, sts, {"k0": "b"}, values,  # type: ignore[arg-type]
+                         verdict)
+    assert isinstance(demo.out, io.StringIO)
+    return code, demo.out.getvalue()
+
+
+def test_the_summary_fails_the_run_on_a_lost_write_or_a_violation() -> None:
+    Op = lincheck.Operation
+    good = [Op(0, "put", "k0", "a", None, 0.0, 1.0), Op(1, "put", "k0", "b", None, 2.0, 3.0),
+            Op(0, "get", "k0", None, "b", 4.0, 5.0), Op(0, "put", "u/0/1", "x", None, 6.0, 7.0)]
+    everywhere = {i: {"k0": "b", "u/0/1": "x"} for i in (1, 2, 3)}
+    code, out = _summary(good, {"u/0/1": "x"}, everywhere)
+    assert code == 0 and "result           PASS" in out and "durability       OK" in out
+
+    lost = {**everywhere, 2: {"k0": "b"}}  # n2 lacks an acknowledged write
+    code, out = _summary(good, {"u/0/1": "x"}, lost)
+    assert code == 1 and "PROBLEM: 1 acknowledged writes missing, e.g. 'u/0/1' on n2" in out
+    assert "result           FAIL" in out
+
+    stale = good[:3] + [Op(2, "get", "k0", None, "a", 6.0, 6.5)]  # reads an overwritten value
+    code, out = _summary(stale, {}, {i: {"k0": "b"} for i in (1, 2, 3)})
+    assert code == 1 and "NOT linearizable" in out and "PROBLEM: the history is NOT linearizable" in out
