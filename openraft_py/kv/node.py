@@ -26,7 +26,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader
+from ..errors import ForwardToLeader, WaitTimeout
 from ..network.tcp import TcpNetworkFactory, TcpServer, parse_addr
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
@@ -119,7 +119,15 @@ def _index(log_id: Any) -> int | None:
 
 
 class KvNode:
-    """One node of the key-value service (see the module docstring)."""
+    """One node of the key-value service (see the module docstring).
+
+    Attributes: ``opts``; ``raft``, ``sm``, ``log_store``, ``tcp_server``, ``factory``
+    (``None`` before ``start()``; ``raft`` and ``sm`` stay readable after ``stop()``);
+    ``metrics`` (the node's ``KvMetrics``); ``raft_port`` / ``http_port`` (the bound ports);
+    ``accepting`` (``False`` once ``stop()`` began: the HTTP API answers 503); ``inflight``
+    (HTTP requests being handled); ``stopped`` (an ``asyncio.Event`` set when ``stop()``
+    finished).
+    """
 
     def __init__(self, opts: ServeOptions) -> None:
         opts.check()
@@ -137,9 +145,7 @@ class KvNode:
         self.stopped = asyncio.Event()
         self._stopping = False
         self.accepting = True
-        """False once ``stop()`` began: the HTTP API answers 503."""
         self.inflight = 0
-        """HTTP requests being handled now."""
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -340,10 +346,8 @@ class KvNode:
         bound = 4 * raft.config.election_timeout_max / 1000.0
         try:
             await raft.wait(bound).metrics(lambda m: m.current_leader == to, f"node {to} leads")
-        except Exception as e:  # WaitTimeout or Fatal: the transfer did not happen in time
-            if type(e).__name__ == "WaitTimeout":
-                raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
-            raise
+        except WaitTimeout:
+            raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
         return to
 
     def status(self) -> dict[str, Any]:
