@@ -21,8 +21,8 @@ test then runs it on this machine (Linux, where all of 127.0.0.0/8 is loopback).
 started in the background with ``/var/lib/openraft-py`` replaced by a directory of its own
 (and is waited for until its HTTP address answers), and the other lines run as bash scripts
 that must exit 0, in README order, with the ``export`` lines of earlier loopback blocks in
-effect. ``curl`` runs with ``--fail`` (a ``.curlrc`` in a temporary ``HOME``), so an HTTP error
-fails the test. Every node is stopped (SIGTERM, then SIGKILL) at the end.
+effect. ``curl`` runs with ``--fail`` and ``--retry 3`` (a ``.curlrc`` in a temporary ``HOME``),
+so an HTTP error other than a passing 503 fails the test. Every node is stopped (SIGTERM, then SIGKILL) at the end.
 
 Blocks with another tag, or none, are text (layouts, tables) and are not run. Commands run in
 an empty temporary directory with ``OPENRAFT_PY_*`` switches removed from the environment, so
@@ -298,7 +298,9 @@ def test_loopback_blocks_run_on_one_machine(parsed: Parsed, tmp_path: Path) -> N
     net = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}."
     home = tmp_path / "home"
     home.mkdir()
-    (home / ".curlrc").write_text("fail\nsilent\nshow-error\nmax-time = 60\n")
+    # --fail: an HTTP error fails the block. --retry: a 503 (no leader known for a moment, and
+    # nothing done) is retried as a user would; 4xx are not retried.
+    (home / ".curlrc").write_text("fail\nsilent\nshow-error\nmax-time = 60\nretry = 3\nretry-delay = 1\n")
     env = {**_shell_env(), "HOME": str(home)}
     exports: list[str] = []
     nodes: list[tuple[subprocess.Popen[bytes], Path]] = []

@@ -42,8 +42,10 @@ pytestmark = [
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment for child processes: no build/kernel switches, no PYTHONPATH into the checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENRAFT_PY_", "PYTHON"))}
+    """The environment for child processes: no build/kernel switches, no PYTHONPATH into the
+    checkout, no flags of an outer ``make`` (``make test`` runs this file)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENRAFT_PY_", "PYTHON")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["PYTHONNOUSERSITE"] = "1"
     return env
 
