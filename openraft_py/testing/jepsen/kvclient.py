@@ -69,12 +69,12 @@ class KvHttp:
             async with asyncio.timeout(self.timeout):
                 for _ in range(MAX_REDIRECTS + 1):
                     url = f"http://{node}{path}"
+                    sent = True  # from here on the request may have reached the server
                     try:
                         resp_cm = self._session.request(method, url, data=data, allow_redirects=False)
                         resp = await resp_cm.__aenter__()
                     except aiohttp.ClientConnectorError as e:  # never reached the server
                         return Outcome("fail", error=f"connect: {e.os_error}", node=node)
-                    sent = True
                     try:
                         body = await resp.read()
                     finally:
@@ -85,7 +85,7 @@ class KvHttp:
                         if not parsed.netloc:
                             return Outcome("fail", error="307 without Location", node=node)
                         node = parsed.netloc
-                        sent = False  # a redirect took no effect
+                        sent = False  # a redirect took no effect; the next request may
                         continue
                     return parse(resp.status, body, node)
                 return Outcome("fail", error="too many redirects", node=node)

@@ -86,6 +86,19 @@ class NodeSet:
             d.mkdir(parents=True, exist_ok=True)
             self.nodes[i] = NodeProc(i, ports[0], ports[1], d)
 
+    def new_ports(self, i: int) -> None:
+        """Give node ``i`` fresh ports (only before the cluster is initialized: the HTTP
+        address is part of the membership)."""
+        node = self.nodes[i]
+        taken = {p for n in self.nodes.values() for p in (n.raft_port, n.http_port)}
+        ports: list[int] = []
+        while len(ports) < 2:
+            p = free_port()
+            if p not in taken:
+                taken.add(p)
+                ports.append(p)
+        node.raft_port, node.http_port = ports
+
     def _argv(self, node: NodeProc) -> list[str]:
         module = "openraft_py.testing.jepsen.faulty_serve" if self.bugs else "openraft_py.kv.server"
         argv = [sys.executable, "-m", module, "--id", str(node.id), "--raft-addr", node.raft_addr,

@@ -132,8 +132,18 @@ class _Cluster:
         for i in self.nodes.nodes:
             self.nodes.start(i)
 
+        retries = {i: 0 for i in self.nodes.nodes}
+
         async def all_up() -> bool:
-            self._exits_fatal()
+            # A port taken meanwhile (by another program) makes a node exit at once: before
+            # the cluster is initialized its ports may still change, so pick new ones.
+            for i, _code in self.nodes.unexpected_exits():
+                retries[i] += 1
+                if retries[i] > 3:
+                    self._exits_fatal()
+                self.nodes.new_ports(i)
+                self.proxy.real[i] = ("127.0.0.1", self.nodes.nodes[i].raft_port)
+                self.nodes.start(i)
             st = await self.statuses()
             return len(st) == self.cfg.nodes and all(st.values())
 
@@ -249,7 +259,9 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
         say(f"artifacts: {out_dir}")
     if not ok:
         say(f"FAILED: seed {cfg.seed} (rerun: python -m openraft_py.testing.jepsen --seed {cfg.seed} "
-            f"--time {cfg.time:g} --nodes {cfg.nodes}" + "".join(f" --bug {b}" for b in cfg.bugs) + ")")
+            f"--time {cfg.time:g} --nodes {cfg.nodes} --clients {cfg.workload.clients}"
+            + "".join(f" --bug {b}" for b in cfg.bugs)
+            + (f" --nemesis {','.join(cfg.kinds)}" if tuple(cfg.kinds) != KINDS else "") + ")")
     return RunResult(ok, cfg.seed, verdicts, summary, report, out_dir, history, schedule, lin_seconds)
 
 
