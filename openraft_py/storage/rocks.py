@@ -786,6 +786,12 @@ class _GroupWriter:
     Then the sequence number of the group's last write is recorded in ``mark`` (one ``pwrite``),
     before any ``done`` is called.
 
+    ``submit(..., durable=False)`` queues a write that needs no durability of its own (the
+    committed log id: ``save_committed``). A group made only of such writes is written without
+    the durability step and without recording the mark (it would claim more than the disk
+    holds): it becomes durable with the next durable group (one WAL, written in order) or at
+    ``close()``. So a commit-index update never costs a round an fsync of its own.
+
     A failed write's exception reaches ``done`` with the locals of its traceback's frames
     cleared (they hold the database and column family handles, which would keep RocksDB open,
     and its LOCK taken, for as long as someone keeps the error).
@@ -800,22 +806,39 @@ class _GroupWriter:
         self._nosync_opts = _write_options(False)
         self._cond = threading.Condition()
         self._queue: list[tuple[Any, Callable[[BaseException | None], None]]] = []
+        # How many writes queued in ``_queue`` need the durability step.
+        self._durable_queued = 0
+        # Writes since the last durability step (lazy groups): ``close()`` syncs them.
+        self._unsynced = False
         self._closing = False
         self._failed: BaseException | None = None
-        self.groups = 0  # number of groups written (for tests and benchmarks)
+        self.groups = 0  # number of groups written with the durability step (for tests and benchmarks)
+        self.lazy_groups = 0  # groups of non-durable writes only (no durability step)
         self.fallbacks = 0  # groups synced through RocksDB because no WAL file was found
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any, done: Callable[[BaseException | None], None]) -> None:
+    def submit(self, item: Any, done: Callable[[BaseException | None], None], durable: bool = True) -> None:
+        """Queue ``item``; ``done`` is called once it is durable (``durable=False``: once it
+        is written; durable with a later group, see the class docstring)."""
         with self._cond:
             if self._closing:
                 raise RuntimeError("the store is closed")
             self._queue.append((item, done))
+            if durable:
+                self._durable_queued += 1
             self._cond.notify()
 
-    def _write_group(self, group: list[tuple[Any, Callable[[BaseException | None], None]]]) -> None:
+    def _write_group(self, group: list[tuple[Any, Callable[[BaseException | None], None]]], durable: bool) -> None:
         db = self._db
+        if not durable and self._sync:
+            # Only writes that need no durability: no fsync, and no mark (see the class
+            # docstring); the next durable group, or close(), syncs them.
+            nosync = self._nosync_opts
+            for item, _ in group:
+                db.write(item if isinstance(item, WriteBatch) else item(), nosync)
+            self._unsynced = True
+            return
         wal = self._wal if self._sync else None
         nosync = self._nosync_opts
         last = len(group) - 1
@@ -836,6 +859,15 @@ class _GroupWriter:
             db.flush_wal(True)  # no WAL file where expected: let RocksDB sync it
         # Durable (or, with sync=False, written to the OS) up to here: record it before the
         # group is acknowledged.
+        self._unsynced = False
+        self._mark.record(db.latest_sequence_number())
+
+    def _sync_unsynced(self) -> None:
+        """At close: make the writes of trailing lazy groups durable and record the mark."""
+        db = self._db
+        if self._wal is None or not self._wal.sync():
+            db.flush_wal(True)
+        self._unsynced = False
         self._mark.record(db.latest_sequence_number())
 
     def _run(self) -> None:
@@ -844,13 +876,24 @@ class _GroupWriter:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
+                    if self._unsynced and self._failed is None:
+                        try:
+                            self._sync_unsynced()
+                        except BaseException as e:  # noqa: BLE001 - close() reports it
+                            _clear_frames(e)
+                            self._failed = e
                     return  # closing and drained
                 group, self._queue = self._queue, []
+                durable = self._durable_queued > 0
+                self._durable_queued = 0
             err: BaseException | None = self._failed
             if err is None:
                 try:
-                    self._write_group(group)
-                    self.groups += 1
+                    self._write_group(group, durable)
+                    if durable or not self._sync:
+                        self.groups += 1
+                    else:
+                        self.lazy_groups += 1
                 except BaseException as e:  # noqa: BLE001 - reported to every waiter
                     _clear_frames(e)
                     err = self._failed = e
@@ -1130,7 +1173,8 @@ class RocksLogStore(RocksLogReader):
 
     async def save_committed(self, committed: LogId | None) -> None:
         """Queue the committed log id for the writer and return at once (the contract does
-        not ask for durability: it becomes durable with the next group commit).
+        not ask for durability: it becomes durable with the next group commit; a group holding
+        only such writes is not fsynced).
 
         The write is queued behind every append submitted before it, so the saved id never
         becomes durable ahead of the entries it covers. A failure here fails the writer, so
@@ -1139,7 +1183,7 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(_K_COMMITTED, _enc.encode(committed), self._meta_h)
-        self._writer.submit(wb, _ignore_done)
+        self._writer.submit(wb, _ignore_done, durable=False)
         self._committed = committed
 
     async def read_committed(self) -> LogId | None:

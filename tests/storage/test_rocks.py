@@ -838,3 +838,34 @@ async def test_save_committed_does_not_wait_for_a_sync(tmp_path: Path) -> None:
     async with RocksLogStore(p) as s:
         assert await s.read_committed() == LogId(1, 19)
         assert await s.get_log_state() == LogState(None, LogId(1, 19))
+
+
+async def test_save_committed_alone_costs_no_fsync(tmp_path: Path) -> None:
+    """A group holding only ``save_committed`` writes is written without an fsync and without
+    moving the acknowledged mark; the next durable write syncs it (the mark then covers it),
+    and a close with nothing after it syncs it too."""
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        wal = s._writer._wal
+        assert wal is not None
+        await append_durable(s, entries(1, 0, 20))
+        fsyncs0, groups0, mark0 = wal.fsyncs, s.groups_written, s._mark.seqno
+        await s.save_committed(LogId(1, 10))
+
+        async def lazy_written(n: int) -> None:
+            while s._writer.lazy_groups < n:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(lazy_written(1), 5)
+        assert wal.fsyncs == fsyncs0 and s.groups_written == groups0
+        assert s._mark.seqno == mark0 < s._db.latest_sequence_number()
+        await append_durable(s, entries(1, 20, 21))
+        assert wal.fsyncs > fsyncs0 and s._mark.seqno == s._db.latest_sequence_number()
+        await s.save_committed(LogId(1, 20))  # the last write before close
+        await asyncio.wait_for(lazy_written(2), 5)
+    from openraft_py.storage.rocks import _AckMark
+
+    _, seqno = _AckMark.read(str(p), "log store")  # type: ignore[misc]
+    async with RocksLogStore(p) as s:
+        assert await s.read_committed() == LogId(1, 20)
+        assert seqno == s._db.latest_sequence_number()  # close synced and recorded it
