@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
@@ -376,6 +375,10 @@ class Demo:
         """Run the demo; the exit code (0 when every check passed)."""
         cfg = self.cfg
         started = time.monotonic()
+        if cfg.data_dir is not None and os.path.isdir(cfg.data_dir) and os.listdir(cfg.data_dir):
+            print(f"openraft-py demo: error: --data-dir {cfg.data_dir} is not empty (the demo starts a new cluster)",
+                  file=self.err)
+            return 2
         cluster = LocalCluster(3, root=cfg.data_dir, cluster_name="demo", log_level="INFO")
         session = new_session()
         try:

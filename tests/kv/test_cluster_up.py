@@ -380,3 +380,38 @@ def test_ctrl_c_stops_every_node_and_removes_the_data() -> None:
         assert proc.stderr is not None and "stopping the nodes" in proc.stderr.read()
     finally:
         _stop(proc, signal.SIGKILL)
+
+
+def test_cluster_init_and_transfer_through_the_cli() -> None:
+    from openraft_py.kv.local_cluster import LocalCluster
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3)
+        try:
+            await cluster.start()  # three fresh nodes, not initialized
+            eps = ",".join(cluster.endpoints())
+            code, out, err = await asyncio.to_thread(run, ["cluster", "init", "--endpoints", eps])
+            assert code == 0, err
+            lines = out.splitlines()
+            assert lines[0] == "initialized: voters [1, 2, 3]" and lines[1].startswith("leader: n")
+            lid, term = await cluster.wait_leader()
+            # a second init is refused by the node (409) and reported in one line
+            code, out, err = await asyncio.to_thread(run, ["cluster", "init", "--endpoints", eps])
+            assert code == 1 and len(err.splitlines()) == 1 and "HTTP 409" in err
+            to = next(i for i in (1, 2, 3) if i != lid)
+            code, out, err = await asyncio.to_thread(run, ["cluster", "transfer", "--endpoints", eps, "--to", str(to)])
+            assert (code, out) == (0, f"n{to} leads\n"), err
+            assert (await cluster.wait_leader(min_term=term + 1))[0] == to
+            code, out, _ = await asyncio.to_thread(run, ["kv", "put", "after-transfer", "1", "--endpoints", eps])
+            assert code == 0
+            code, out, _ = await asyncio.to_thread(run, ["cluster", "status", "--json", "--endpoints",
+                                                         cluster.nodes[lid].http_addr])
+            doc = __import__("json").loads(out)
+            assert doc["voters"] == [1, 2, 3] and sorted(doc["nodes"]) == ["1", "2", "3"]
+            assert [n["state"] for n in doc["nodes"].values()].count("Leader") == 1
+        finally:
+            await cluster.aclose()
+        assert not cluster.root.exists()
+        assert all(not n.running for n in cluster.nodes.values())
+
+    asyncio.run(scenario())

@@ -5,7 +5,6 @@ the summary fails the run on a lost write or a history that is not linearizable.
 from __future__ import annotations
 
 import io
-import os
 import re
 import signal
 import subprocess
