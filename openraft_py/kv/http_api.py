@@ -287,6 +287,9 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
     return _error(500, f"internal error: {type(e).__name__}")
 
 
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
+
+
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
@@ -312,7 +315,8 @@ async def _errors_and_counts(
             resp = _map_error(node, request, e)
         finally:
             node.request_done()
-    node.metrics.http_requests.labels(_route(request), request.method, str(resp.status)).inc()
+    method = request.method if request.method in _METHODS else "other"  # bounded label values
+    node.metrics.http_requests.labels(_route(request), method, str(resp.status)).inc()
     return resp
 
 

@@ -63,6 +63,9 @@ async def test_metrics_parse_and_match_the_state(cluster: KvCluster) -> None:
             assert r.status == 200
     async with s.get(url(leader, "/nope")) as r:
         assert r.status == 404
+    for method in ("PROPFIND", "MKCOL", "LOCK"):  # other methods share one label value
+        async with s.request(method, url(leader, "/kv/k1")) as r:
+            assert r.status == 405
     index = leader.raft.metrics.last_log_index  # type: ignore[union-attr]
     await cluster.wait_applied(index)
     await leader.raft.wait(5).metrics(  # type: ignore[union-attr]
@@ -92,6 +95,7 @@ async def test_metrics_parse_and_match_the_state(cluster: KvCluster) -> None:
         assert one(m, "openraft_kv_read_seconds_count", consistency=c) == 1
     assert one(m, "openraft_kv_http_requests_total", route="/kv/{key}", method="PUT", status="200") == 10
     assert one(m, "openraft_kv_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert one(m, "openraft_kv_http_requests_total", route="unmatched", method="other", status="405") == 3
     # a follower's view
     f = cluster.followers(leader)[0]
     fm = await scrape(cluster, f)
