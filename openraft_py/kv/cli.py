@@ -486,8 +486,11 @@ async def _cluster_up(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
-                           raft_config=args.raft_config, log_level=args.log_level)
+    try:
+        cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
+                               raft_config=args.raft_config, log_level=args.log_level)
+    except (ClusterError, OSError) as e:
+        raise CliError(str(e)) from None
     try:
         starting = asyncio.ensure_future(_bring_up(cluster, args.timeout))
         stopper = asyncio.ensure_future(stop.wait())
@@ -501,7 +504,10 @@ async def _cluster_up(args: argparse.Namespace) -> int:
         try:
             lid, term = starting.result()
         except ClusterError as e:
-            raise CliError(str(e).splitlines()[0] + (f" (logs in {cluster.root})" if args.data_dir else "")) from None
+            first, *details = str(e).splitlines()
+            if details:  # the end of the node's log, before the one-line error
+                print("\n".join(details), file=sys.stderr)
+            raise CliError(first) from None
         eps = ",".join(cluster.endpoints())
         for n in cluster.nodes.values():
             print(f"n{n.id}  http {n.http_addr}  raft {n.raft_addr}  pid {n.proc.pid if n.proc else '-'}  "
@@ -561,6 +567,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_prog(args)}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug or an environment problem: still one line
+        if os.environ.get("OPENRAFT_PY_DEBUG"):
+            raise
+        print(f"{_prog(args)}: error: {type(e).__name__}: {e} (OPENRAFT_PY_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

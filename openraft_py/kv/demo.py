@@ -49,8 +49,10 @@ __all__ = ["add_demo_arguments", "run_demo", "DemoConfig", "Demo"]
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``demo`` flags to ``parser``; returns it."""
     p = parser
-    p.add_argument("--quick", action="store_true", help="a short run (about 3 s of load, 4 clients)")
-    p.add_argument("--duration", type=_positive_float, metavar="S", help="seconds of load (default 10; 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a short run (about 4 s of load, 4 clients)")
+    p.add_argument("--duration", type=_positive_float, metavar="S",
+                   help="seconds of load, at least (default 10; 4 with --quick); the load also lasts until "
+                   "the restart and the membership change are done")
     p.add_argument("--clients", type=_positive_int, metavar="N", help="concurrent clients (default 8; 4 with --quick)")
     p.add_argument("--keys", type=_positive_int, default=8, metavar="N", help="shared keys the clients contend on (default 8)")
     p.add_argument("--seed", type=int, default=None, help="seed of the clients' choices (default: random)")
@@ -97,7 +99,7 @@ class DemoConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DemoConfig":
         """The configuration the parsed ``demo`` flags ask for."""
-        return cls(duration=args.duration or (3.0 if args.quick else 10.0),
+        return cls(duration=args.duration or (4.0 if args.quick else 10.0),
                    clients=args.clients or (4 if args.quick else 8), keys=args.keys, seed=args.seed,
                    data_dir=args.data_dir, history=args.history, progress=not args.no_progress)
 
@@ -138,6 +140,7 @@ class Demo:
         self.unique_acked: dict[str, str] = {}
         self.events: list[str] = []
         self.leader: tuple[int, int] | None = None  # (id, term) as last seen
+        self.t_start = time.monotonic()  # start of the demo
         self.t0 = 0.0  # start of the load (monotonic)
         self.stop_load = asyncio.Event()
         self.t_kill: float | None = None
@@ -150,8 +153,7 @@ class Demo:
     # -- output ----------------------------------------------------------------------------------
 
     def _event(self, text: str) -> None:
-        stamp = time.monotonic() - self.t0 if self.t0 else 0.0
-        line = f"[{stamp:6.2f}s] {text}"
+        line = f"[{time.monotonic() - self.t_start:6.2f}s] {text}"
         self.events.append(line)
         if self.cfg.progress and self.err.isatty():
             self.err.write("\r\033[K")
@@ -159,9 +161,9 @@ class Demo:
 
     def _progress_line(self) -> str:
         d = self.cfg.duration
-        el = min(d, time.monotonic() - self.t0)
+        el = time.monotonic() - self.t0
         width = 24
-        filled = int(width * el / d)
+        filled = int(width * min(1.0, el / d))
         bar = "#" * filled + "." * (width - filled)
         s = self.stats
         rate = s.ok_writes / el if el > 0 else 0.0
@@ -288,11 +290,14 @@ class Demo:
             if now > end:
                 raise DemoFailed(f"no new leader within 10 s of killing n{old}")
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
+
+    async def _restart(self, cluster: LocalCluster) -> None:
+        assert self.killed is not None
+        await asyncio.sleep(0.3)
         t = time.monotonic()
-        await cluster.start_node(old, timeout=30)
+        await cluster.start_node(self.killed, timeout=30)
         self.timings["restart"] = time.monotonic() - t
-        self._event(f"n{old} restarted from its data directory")
+        self._event(f"n{self.killed} restarted from its data directory")
 
     async def _grow(self, cluster: LocalCluster) -> None:
         node = cluster.add_node()
@@ -317,8 +322,13 @@ class Demo:
         d = self.cfg.duration
         await asyncio.sleep(max(0.0, self.t0 + 0.3 * d - time.monotonic()))
         await self._failover(cluster)
-        await asyncio.sleep(max(0.0, self.t0 + 0.6 * d - time.monotonic()))
-        await self._grow(cluster)
+        restart = asyncio.ensure_future(self._restart(cluster))
+        try:
+            await asyncio.sleep(max(0.0, self.t0 + 0.6 * d - time.monotonic()))
+            await self._grow(cluster)
+            await restart
+        finally:
+            restart.cancel()
         await asyncio.sleep(max(0.0, self.t0 + d - time.monotonic()))
 
     # -- the checks ------------------------------------------------------------------------------

@@ -55,12 +55,23 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join("    " + line for line in lines)
 
 
-def _parent_death_sigterm() -> None:  # pragma: no cover - runs in the child before exec
+def _prctl() -> Any:
+    """libc's ``prctl``, looked up in the parent (a forked child must not call dlopen)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_sigterm() -> None:  # pragma: no cover - runs in the child before exec
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass
@@ -118,8 +129,12 @@ class LocalCluster:
         self.nodes: dict[int, LocalNode] = {}
         self._client: KvClient | None = None
         self._closed = False
-        for _ in range(n):
-            self.add_node()
+        try:
+            for _ in range(n):
+                self.add_node()
+        except OSError as e:
+            self.close()
+            raise ClusterError(f"cannot listen on {host}: {e.strerror or e}") from None
 
     # -- nodes -------------------------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ class LocalCluster:
             node.proc = subprocess.Popen(
                 node.args(self.python), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                 start_new_session=True,
-                preexec_fn=_parent_death_sigterm if sys.platform.startswith("linux") else None,
+                preexec_fn=_parent_death_sigterm if _PRCTL is not None else None,
             )
         node.starts += 1
         return node
