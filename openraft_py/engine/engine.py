@@ -8,6 +8,7 @@ bookkeeping and the clock-driven ``handle_tick``. See ``docs/design/engine-runti
 from __future__ import annotations
 
 import random
+from typing import Iterable
 
 from ..config import Config
 from ..errors import ForwardToLeader, NotAllowed, NotInMembers, Panicked
@@ -32,6 +33,7 @@ from .command import (
     StopReplication,
     TruncateLog,
 )
+from .faults import NO_FAULTS, EngineFault, inject
 from .following_handler import FollowingHandler
 from .leader import Candidate, Leader
 from .leader_handler import LeaderHandler
@@ -78,12 +80,21 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         self.snapshot_unreported: LogId | None = None
         self.election_deadline: float = 0.0
         self.now = now
-        # Test-only fault switches, used by the simulator to prove it catches bugs. Never set
-        # them in production: each one breaks a Raft safety rule. Known names:
-        # "grant_without_log_check", "commit_previous_term", "reply_before_vote_persisted",
-        # "apply_before_commit", "expired_lease_read".
-        self.faults: set[str] = set()
+        # TEST ONLY: the bug switches on (``faults.inject``); empty in production, where each
+        # check costs one truth test of this empty frozenset.
+        self.injected_faults: frozenset[EngineFault] = NO_FAULTS
         self.become_following(now)
+
+    @property
+    def faults(self) -> frozenset[EngineFault]:
+        """TEST ONLY: the bug switches on. Assigning names or members (``eng.faults =
+        {"apply_before_commit"}``) is kept for older callers and means
+        ``faults.inject(eng, ...)``, which new code should call."""
+        return self.injected_faults
+
+    @faults.setter
+    def faults(self, value: Iterable[EngineFault | str]) -> None:
+        inject(self, value)
 
     # -- output ----------------------------------------------------------------------------
 

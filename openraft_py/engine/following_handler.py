@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
 from .command import Respond
+from .faults import EngineFault
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -83,7 +84,7 @@ class FollowingHandler:
         if matching is None:
             return
         st = self.state
-        if "apply_before_commit" in self.faults:
+        if self.injected_faults and EngineFault.APPLY_BEFORE_COMMIT in self.injected_faults:
             index = matching.index  # the injected bug: apply whatever the leader sent
         elif leader_commit is None:
             return

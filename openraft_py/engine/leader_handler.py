@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import QuorumNotEnough
 from ..types import Entry, EntryPayload, LogId, ReadPolicy, Vote
 from ..validation import MAX_TERM
+from .faults import EngineFault
 from .command import Heartbeat, Replicate, Respond
 from .leader import PendingRead
 
@@ -116,7 +117,9 @@ class LeaderHandler:
         if ci <= before:
             return
         noop_index = leader.noop_log_id.index
-        if ci < noop_index and "commit_previous_term" not in self.faults:
+        if ci < noop_index and not (
+            self.injected_faults and EngineFault.COMMIT_PREVIOUS_TERM in self.injected_faults
+        ):
             return
         membership_before = st.membership.committed
         # A quorum of followers may hold entries this leader has not flushed yet: apply them
@@ -157,9 +160,10 @@ class LeaderHandler:
         if policy is ReadPolicy.LEASE_READ:
             acked = leader.quorum_acked_at(now)
             lease = self.config.lease_ms()
-            if leader.lease_disabled and "expired_lease_read" not in self.faults:
+            bug = bool(self.injected_faults) and EngineFault.EXPIRED_LEASE_READ in self.injected_faults
+            if leader.lease_disabled and not bug:
                 self.output.append(Respond(tx, QuorumNotEnough("no lease: this leader is handing over leadership")))
-            elif "expired_lease_read" in self.faults or (acked >= 0 and now - acked < lease):
+            elif bug or (acked >= 0 and now - acked < lease):
                 self.output.append(Respond(tx, read_log_id))
             else:
                 self.output.append(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..types import BLANK, Entry, LogId, Vote, VoteRequest, VoteResponse
 from ..validation import MAX_TERM
+from .faults import EngineFault
 from .command import Replicate, Respond, SendVote
 from .leader import Candidate, Leader
 
@@ -79,7 +80,7 @@ class VoteHandler:
     def log_is_up_to_date(self: Engine, last_log_id: LogId | None) -> bool:
         """§5.4.1: the candidate's log is at least as up to date as ours."""
         mine = self.state.last_log_id()
-        if "grant_without_log_check" in self.faults:
+        if self.injected_faults and EngineFault.GRANT_WITHOUT_LOG_CHECK in self.injected_faults:
             return True
         return mine is None or (last_log_id is not None and last_log_id >= mine)
 
@@ -124,7 +125,9 @@ class VoteHandler:
             if self.leader is not None or self.candidate is not None:
                 self.become_following(now)
             self.reset_election_timer(now)
-        when = None if "reply_before_vote_persisted" in self.faults else st.io.vote_io
+        when = st.io.vote_io
+        if self.injected_faults and EngineFault.REPLY_BEFORE_VOTE_PERSISTED in self.injected_faults:
+            when = None
         self.output.append(Respond(tx, VoteResponse(st.vote, True, st.last_log_id()), when=when))
 
     def handle_vote_resp(self: Engine, target: int, resp: VoteResponse, now: float) -> None:
