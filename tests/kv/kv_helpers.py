@@ -14,6 +14,10 @@ from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import ServerState
 
 
+STABLE_TIMEOUTS = {"heartbeat_interval": 50, "election_timeout_min": 1000, "election_timeout_max": 2000}
+"""The in-process tests' Raft timeouts (ms); the process-level test runs the defaults."""
+
+
 def node_options(nid: int, data_root: str, **kw: Any) -> ServeOptions:
     """Options of node ``nid`` on fresh loopback ports, its data under ``data_root``."""
     return ServeOptions(id=nid, raft_addr=f"127.0.0.1:{free_port()}", http_addr=f"127.0.0.1:{free_port()}",
@@ -40,7 +44,10 @@ class KvCluster:
         self.session: aiohttp.ClientSession | None = None
 
     async def start_node(self, nid: int, **kw: Any) -> KvNode:
-        """Start node ``nid`` (not initialized)."""
+        """Start node ``nid`` (not initialized). Unless ``raft_config`` says otherwise, the
+        election timeout is 1-2 s: these tests share two cores with other work, and a
+        leader change under CPU contention would move the leader they address."""
+        kw.setdefault("raft_config", STABLE_TIMEOUTS)
         node = KvNode(node_options(nid, self.root, **kw))
         await node.start()
         self.nodes[nid] = node
@@ -57,6 +64,7 @@ class KvCluster:
             async with self.session.post(url(first, "/cluster/init"),
                                          json={"members": members_of(list(self.nodes.values()))}) as r:
                 assert r.status == 200, await r.text()
+            await first.raft.trigger.elect()  # type: ignore[union-attr]  # no election timeout to wait
             await self.wait_leader()
         return self
 

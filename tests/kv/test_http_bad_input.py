@@ -8,6 +8,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from openraft_py.types import Blank
+
 from .kv_helpers import KvCluster, url
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,7 +100,8 @@ async def test_bad_requests_get_4xx_and_change_nothing(cluster: KvCluster) -> No
     async with s.put(url(leader, "/kv/k"), data="before") as r:
         assert r.status == 200
     await cluster.wait_applied(leader.raft.metrics.last_log_index)  # type: ignore[union-attr]
-    before = {n.id: (n.sm.data, n.raft.metrics.last_log_index) for n in cluster.nodes.values()}  # type: ignore[union-attr]
+    before = {n.id: n.sm.data for n in cluster.nodes.values()}  # type: ignore[union-attr]
+    first_index = leader.raft.metrics.last_log_index + 1  # type: ignore[union-attr]
     targets = [leader, *cluster.followers(leader)]
     for node in targets:
         for method, path, kw, status in CASES:
@@ -108,15 +111,20 @@ async def test_bad_requests_get_4xx_and_change_nothing(cluster: KvCluster) -> No
                 if method != "HEAD":
                     assert r.headers["Content-Type"].startswith("application/json"), (method, path, text)
                     assert "error" in await r.json(), (method, path, text)
-    # nothing changed, every node runs
-    after = {n.id: (n.sm.data, n.raft.metrics.last_log_index) for n in cluster.nodes.values()}  # type: ignore[union-attr]
+    # nothing changed: the same data everywhere, and no command (nor membership) was logged
+    after = {n.id: n.sm.data for n in cluster.nodes.values()}  # type: ignore[union-attr]
     assert after == before
+    for n in cluster.nodes.values():
+        assert n.log_store is not None and n.raft is not None
+        logged = await n.log_store.get_log_reader().try_get_log_entries(first_index, n.raft.metrics.last_log_index + 1)
+        assert all(type(e.payload) is Blank for e in logged), logged  # at most an election's blank entry
+    # every node runs
     for n in cluster.nodes.values():
         assert n.raft is not None and n.raft.metrics.running
         async with s.get(url(n, "/cluster/status")) as r:
             assert r.status == 200
     # and the cluster still commits
-    assert await asyncio.wait_for(cluster.wait_leader(), 5) is leader
+    leader = await asyncio.wait_for(cluster.wait_leader(), 10)
     async with s.put(url(leader, "/kv/k"), data="after") as r:
         assert r.status == 200
         index = (await r.json())["index"]
