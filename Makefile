@@ -37,9 +37,10 @@ bench: build
 	$(PY) bench/cluster.py
 	$(PY) bench/storage.py
 
-# Release artefacts in $(DIST): the sdist, and a wheel built FROM that sdist (`python -m build`
-# does both, in that order), repaired to a manylinux tag by auditwheel, which also strips it.
-# twine then checks both files' metadata (licence, URLs, the README as the long description).
+# Release artefacts in $(DIST): the sdist; a wheel built FROM that sdist (`python -m build`
+# does both, in that order), repaired to a manylinux tag by auditwheel, which also strips it;
+# and the pure-Python py3-none-any wheel, also from the sdist, for every other platform and
+# interpreter. twine then checks their metadata (licence, URLs, the README as the description).
 DIST ?= dist
 WHEELHOUSE ?= build/wheelhouse
 wheel: build
@@ -48,6 +49,7 @@ wheel: build
 	mkdir -p $(DIST)
 	cp $(WHEELHOUSE)/*.tar.gz $(DIST)/
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --strip -w $(DIST) $(WHEELHOUSE)/*.whl
+	OPENRAFT_PY_NO_EXTENSIONS=1 $(PY) -m pip wheel -q --no-deps -w $(DIST) $(DIST)/*.tar.gz
 	$(PY) -m twine check --strict $(DIST)/*
 	@ls -l $(DIST)
 

@@ -1,8 +1,8 @@
 """Release packaging: ``make wheel`` output, installed into a fresh venv outside the checkout.
 
-One module-scoped build runs ``make wheel`` into a temporary directory (the sdist, a wheel built
-from it, repaired to a manylinux tag and stripped by auditwheel). The tests then check what the
-two archives carry, install the wheel with the ``kv`` extra into a new venv whose working
+One module-scoped build runs ``make wheel`` into a temporary directory (the sdist; a wheel built
+from it, repaired to a manylinux tag and stripped by auditwheel; the pure-Python ``py3-none-any``
+wheel). The tests then check what the archives carry, install the wheel with the ``kv`` extra into a new venv whose working
 directory is outside the checkout, and check that the installed package (not the source tree)
 loads its compiled kernels and that its ``openraft-py`` console script runs the demo.
 
@@ -70,7 +70,8 @@ def _run(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None =
 class Dist:
     """What ``make wheel`` left in its output directory."""
 
-    wheel: Path
+    wheel: Path  # the manylinux wheel, with the compiled kernels
+    pure_wheel: Path  # py3-none-any, the pure-Python twins only
     sdist: Path
     build_seconds: float
 
@@ -98,10 +99,13 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dist]:
         cwd=ROOT, timeout=540,
     )
     took = time.monotonic() - start
+    files = sorted(p.name for p in (out / "dist").iterdir())
     wheels = sorted((out / "dist").glob("*.whl"))
+    pure = [w for w in wheels if w.name.endswith("-py3-none-any.whl")]
+    platform = [w for w in wheels if w not in pure]
     sdists = sorted((out / "dist").glob("*.tar.gz"))
-    assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in (out / "dist").iterdir())
-    yield Dist(wheels[0], sdists[0], took)
+    assert len(platform) == 1 and len(pure) == 1 and len(sdists) == 1 and len(files) == 3, files
+    yield Dist(platform[0], pure[0], sdists[0], took)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +154,19 @@ def test_wheel_is_manylinux_stripped_and_carries_no_sources(dist: Dist) -> None:
         sections = _elf_section_names(data)
         assert ".text" in sections, (n, sections)
         assert not [s for s in sections if s == ".symtab" or s.startswith(".debug")], (n, sections)
+
+
+@pytest.mark.timeout(600)
+def test_pure_wheel_carries_the_twins_and_no_compiled_code(dist: Dist) -> None:
+    with zipfile.ZipFile(dist.pure_wheel) as zf:
+        names = zf.namelist()
+        wheel_info = zf.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+    assert "Root-Is-Purelib: true" in wheel_info and "Tag: py3-none-any" in wheel_info, wheel_info
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".pyx", ".pxd", ".c"))]
+    for kernel in KERNELS:
+        assert f"openraft_py/_core/_{kernel.split('_')[1]}_py.py" in names, kernel
+    for lic in LICENCES:
+        assert any(n.endswith(f".dist-info/licenses/{lic}") for n in names), lic
 
 
 @pytest.mark.timeout(600)
