@@ -22,7 +22,8 @@ started in the background with ``/var/lib/openraft-py`` replaced by a directory 
 (and is waited for until its HTTP address answers), and the other lines run as bash scripts
 that must exit 0, in README order, with the ``export`` lines of earlier loopback blocks in
 effect. ``curl`` runs with ``--fail`` and ``--retry 3`` (a ``.curlrc`` in a temporary ``HOME``),
-so an HTTP error other than a passing 503 fails the test. Every node is stopped (SIGTERM, then SIGKILL) at the end.
+so an HTTP error other than a passing 503 fails the test. Every node is stopped (SIGTERM, then
+SIGKILL) at the end.
 
 Blocks with another tag, or none, are text (layouts, tables) and are not run. Commands run in
 an empty temporary directory with ``OPENRAFT_PY_*`` switches removed from the environment, so
@@ -76,6 +77,7 @@ class Block:
 
     @property
     def runs(self) -> bool:
+        """True when the test runs this block: a code block without a not-run marker."""
         return self.not_run is None and self.lang in PYTHON | SCRIPT | CONSOLE
 
 
@@ -170,6 +172,8 @@ def parsed() -> Parsed:
 
 @dataclass
 class PythonRun:
+    """The README's python blocks after running: their namespace, stdout and fence lines."""
+
     namespace: dict[str, object]
     stdout: str
     ran: list[int]
@@ -195,7 +199,7 @@ def python_run(parsed: Parsed) -> PythonRun:
 
 
 def test_every_code_block_runs_or_says_why_not(parsed: Parsed) -> None:
-    assert not parsed.orphan_markers, f"not-run markers with no code block after them: {parsed.orphan_markers}"
+    assert not parsed.orphan_markers, f"markers with no code block after them: {parsed.orphan_markers}"
     code_blocks = [b for b in parsed.blocks if b.lang in PYTHON | SCRIPT | CONSOLE]
     for block in code_blocks:
         if block.not_run is not None:
@@ -210,7 +214,8 @@ def test_every_code_block_runs_or_says_why_not(parsed: Parsed) -> None:
     running = [b for b in code_blocks if b.runs]
     skipped = [b for b in code_blocks if not b.runs]
     on_loopback = [b for b in running if b.loopback is not None]
-    print(f"README: {len(running)} code blocks run ({len(on_loopback)} on loopback), {len(skipped)} not run:")
+    print(f"README: {len(running)} code blocks run ({len(on_loopback)} on loopback), "
+          f"{len(skipped)} not run:")
     for b in skipped:
         print(f"  README.md:{b.line} ({b.lang}): {b.not_run}")
     assert any(b.lang in PYTHON for b in running)
@@ -335,7 +340,8 @@ def test_loopback_blocks_run_on_one_machine(parsed: Parsed, tmp_path: Path) -> N
                 _wait_http(http.group(1), proc, log)
             run_script(pending, block)
         for proc, log in nodes:
-            assert proc.poll() is None, f"a node stopped during the README's commands:\n{log.read_text()[-3000:]}"
+            assert proc.poll() is None, (
+                f"a node stopped during the README's commands:\n{log.read_text()[-3000:]}")
     finally:
         for proc, _ in nodes:
             if proc.poll() is None:

@@ -2,9 +2,10 @@
 
 One module-scoped build runs ``make wheel`` into a temporary directory (the sdist; a wheel built
 from it, repaired to a manylinux tag and stripped by auditwheel; the pure-Python ``py3-none-any``
-wheel). The tests then check what the archives carry, install the wheel with the ``kv`` extra into a new venv whose working
-directory is outside the checkout, and check that the installed package (not the source tree)
-loads its compiled kernels and that its ``openraft-py`` console script runs the demo.
+wheel). The tests then check what the archives carry, install the manylinux wheel with the
+``kv`` extra into a new venv whose working directory is outside the checkout, and check that the
+installed package (not the source tree) loads its compiled kernels and that its ``openraft-py``
+console script runs the demo.
 
 Needs a source checkout (Makefile, pyproject.toml), ``make``, a C compiler, Linux (auditwheel)
 and PyPI or a local pip cache for the build requirements and the dependencies.
@@ -37,7 +38,8 @@ pytestmark = [
     ),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auditwheel repairs Linux wheels only"),
     pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
-    pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="make wheel needs the project venv (run from .venv)"),
+    pytest.mark.skipif(sys.prefix == sys.base_prefix,
+                       reason="make wheel needs the project venv (run from .venv)"),
 ]
 
 
@@ -207,9 +209,11 @@ def test_installed_wheel_loads_compiled_kernels_outside_the_checkout(installed: 
 def test_installed_console_script_runs_the_quick_demo(installed: Installed) -> None:
     script = installed.bin / "openraft-py"
     assert script.exists(), "the wheel installs no openraft-py console script"
-    version = _run([str(installed.python), "-c", "import importlib.metadata as m; print(m.version('openraft-py'))"],
+    version = _run([str(installed.python), "-c",
+                    "import importlib.metadata as m; print(m.version('openraft-py'))"],
                    cwd=installed.workdir, timeout=60).strip()
-    assert _run([str(script), "--version"], cwd=installed.workdir, timeout=60).split() == ["openraft-py", version]
+    reported = _run([str(script), "--version"], cwd=installed.workdir, timeout=60).split()
+    assert reported == ["openraft-py", version]
     out = _run([str(script), "demo", "--quick"], cwd=installed.workdir, timeout=600)
     assert out.strip(), "demo --quick printed nothing"
     # The demo cleans up after itself: it left nothing in the working directory.
