@@ -18,8 +18,11 @@ Modules, one job each:
 - ``http_api``: the aiohttp application (every path of DESIGN §8, the redirect rule, the
   error mapping);
 - ``metrics``: the Prometheus registry of one node; ``logs``: structured logging;
-- ``server``: the ``serve`` verb (flags, signals, graceful stop).
+- ``server``: the ``serve`` verb (flags, signals, graceful stop);
+- ``cli``: the ``openraft-py`` command line (``python -m openraft_py.kv``); ``client``: an
+  HTTP client that finds the leader and follows redirects; ``local_cluster``: ``serve``
+  processes on loopback (``cluster up``); ``demo``: ``openraft-py demo`` (``make run``).
 
-Importing this package imports neither aiohttp nor prometheus_client (the ``kv`` extra):
-only ``http_api``, ``metrics`` and ``server`` need them.
+Design notes: ``docs/design/kv-service.md``. Importing this package imports neither aiohttp
+nor prometheus_client (the ``kv`` extra).
 """
