@@ -50,10 +50,20 @@ class KvHttp:
     def __init__(self, timeout: float = 5.0) -> None:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._connect_fail_is_safe = False
 
     async def __aenter__(self) -> "KvHttp":
         conn = aiohttp.TCPConnector(limit=0, force_close=False)
         self._session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None))
+        # aiohttp silently resends an idempotent request (PUT, DELETE, GET) once when the
+        # connection breaks; a resent write that then meets a refused connection would look
+        # like "fail" although the first attempt may have been applied. Turn that off; on an
+        # aiohttp without the switch, a refused connection after a write counts as unknown.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
+            self._connect_fail_is_safe = True
+        else:
+            self._connect_fail_is_safe = False
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -74,7 +84,8 @@ class KvHttp:
                         resp_cm = self._session.request(method, url, data=data, allow_redirects=False)
                         resp = await resp_cm.__aenter__()
                     except aiohttp.ClientConnectorError as e:  # never reached the server
-                        return Outcome("fail", error=f"connect: {e.os_error}", node=node)
+                        kind = "fail" if self._connect_fail_is_safe or not write else "info"
+                        return Outcome(kind, error=f"connect: {e.os_error}", node=node)
                     try:
                         body = await resp.read()
                     finally:

@@ -206,9 +206,8 @@ class Nemesis:
         for i, node in self.nodes.nodes.items():
             if node.paused:
                 self.nodes.resume(i)
-            if i in self.nodes.killed_by_nemesis or not node.alive():
-                if i in self.nodes.killed_by_nemesis:
-                    self.nodes.start(i)
+            if i in self.nodes.killed_by_nemesis:
+                self.nodes.start(i)
 
 
 def _describe(res: dict[str, Any]) -> str:
