@@ -148,3 +148,13 @@ def test_error_mapping() -> None:
         r = _map_error(known, req, exc)  # type: ignore[arg-type]
         assert r.status == status, (exc, r.status)
         assert r.content_type == "application/json" and b'"error"' in r.body  # type: ignore[operator]
+
+
+def test_the_package_imports_without_the_kv_extra() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, openraft_py.kv, openraft_py.kv.commands, openraft_py.kv.nodes; "
+            "assert 'aiohttp' not in sys.modules and 'prometheus_client' not in sys.modules, 'imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
