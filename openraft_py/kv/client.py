@@ -33,10 +33,11 @@ Reads (``GET``) have no effect, so every failure of a read is retried within the
 a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.
 
 Whether an attempt reached the wire is known exactly: sessions come from ``new_session()``,
-whose trace hook counts the request headers sent. (aiohttp itself resends a ``PUT`` or
+whose trace hook counts the request headers sent. An attempt that failed before any headers
+were sent is a refusal; one that failed after is unknown. (aiohttp resends a ``PUT`` or
 ``DELETE`` once when the connection drops; without the count, a write received by a node
-that then died would look refused when the resend finds the port closed.) An attempt that
-failed before any headers were sent is a refusal; one that failed after is unknown.
+that then died would look refused when the resend finds the port closed. ``new_session()``
+also turns that resend off where aiohttp lets it, so a write is sent once per attempt.)
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ def new_session(**kw: Any) -> aiohttp.ClientSession:
     kw.setdefault("connector", aiohttp.TCPConnector(limit=0))
     kw.setdefault("timeout", aiohttp.ClientTimeout(total=None))
     kw["trace_configs"] = [*kw.get("trace_configs", []), _TRACE]
-    return aiohttp.ClientSession(**kw)
+    session = aiohttp.ClientSession(**kw)
+    if hasattr(session, "_retry_connection"):  # aiohttp >= 3.9: no silent resend of PUT/DELETE
+        session._retry_connection = False
+    return session
 
 
 class _Refused(Exception):
