@@ -128,6 +128,17 @@ VOTE_OK = [[1, 2], False]
         (wire.KIND_APPEND_ENTRIES, [[[MAX_TERM + 1, 2], False], None, [], None]),  # term > MAX
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, [1, MAX_INDEX + 1], [], None]),  # index > MAX
         (wire.KIND_VOTE, [[[1, MAX_NODE_ID + 1], False], None]),  # node id > MAX
+        # AppendEntries is decoded in one typed pass and bounds-checked after: every bound.
+        (wire.KIND_APPEND_ENTRIES, [[[1, MAX_NODE_ID + 1], False], None, [], None]),  # node id > MAX
+        (wire.KIND_APPEND_ENTRIES, [[[1, -1], False], None, [], None]),  # negative node id
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [], [MAX_TERM + 1, 1]]),  # leader_commit term
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [], [1, -1]]),  # leader_commit index
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[-1, 2], {"type": "Blank"}]], None]),  # entry term
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 0], {"type": "Blank"}], [[1, MAX_INDEX + 1], {"type": "Blank"}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 0], {"type": "Membership", "configs": [[1], [2], [3]], "nodes": {}}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 0], {"type": "Membership", "configs": [[-1]], "nodes": {}}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 0], {"type": "Membership", "configs": [[1]], "nodes": {MAX_NODE_ID + 1: {}}}]], None]),
+        (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 0], {"type": "Membership", "configs": [[1]], "nodes": {1: {"addr": "x" * (wire.MAX_ADDR_LEN + 1)}}}]], None]),
         (wire.KIND_APPEND_ENTRIES_RESP, [VOTE_OK, False, None, -2]),  # conflict hint < -1
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, [1, -5], [], None]),  # negative index
         (wire.KIND_APPEND_ENTRIES, [VOTE_OK, None, [[[1, 2**64 - 1], {"type": "Blank"}]], None]),
@@ -268,3 +279,28 @@ def test_mutated_valid_bodies_decode_or_raise_wire_error(data: st.DataObject) ->
     vote = getattr(out, "vote", None)
     if vote is not None:
         assert 0 <= vote.leader_id.term <= MAX_TERM and 0 <= vote.leader_id.node_id <= MAX_NODE_ID
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_append_entries_one_pass_agrees_with_the_schema(data: st.DataObject) -> None:
+    """AppendEntries skips the schema pass (one typed decode, then the bounds on the values):
+    on mutated valid bodies it accepts exactly what the schema ``WireAppendEntriesRequest``
+    accepts, and builds the same request as the two-pass decode."""
+    kind, msg = data.draw(st.sampled_from([m for m in sample_messages() if m[0] == wire.KIND_APPEND_ENTRIES]))
+    body = bytearray(wire.encode_message(kind, 1, msg)[wire.HEADER_SIZE :])
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    schema = msgspec.msgpack.Decoder(wire.WireAppendEntriesRequest)
+    twin, cls = wire._BUILDERS[kind]
+    try:
+        schema.decode(bytes(body))
+        expected = cls(*msgspec.structs.astuple(twin.decode(bytes(body))))
+    except (msgspec.DecodeError, TypeError, ValueError):
+        expected = None
+    try:
+        got = wire.decode_body(kind, bytes(body))
+    except wire.WireError:
+        got = None
+    assert got == expected
