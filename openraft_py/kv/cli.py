@@ -27,7 +27,11 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Callable, Coroutine, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, NoReturn, Sequence
+
+if TYPE_CHECKING:  # the verbs import them when they run (a usage error needs no aiohttp)
+    from .client import KvClient, Response
+    from .local_cluster import LocalCluster
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNKNOWN"]
 
@@ -275,7 +279,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _client(args: argparse.Namespace, **kw: Any) -> Any:
+def _client(args: argparse.Namespace, **kw: Any) -> "KvClient":
     from .client import KvClient
 
     if not args.endpoints:
@@ -285,7 +289,7 @@ def _client(args: argparse.Namespace, **kw: Any) -> Any:
     return KvClient(args.endpoints, deadline=args.timeout, attempt_timeout=args.timeout, **kw)
 
 
-def _check(r: Any, what: str) -> Any:
+def _check(r: "Response", what: str) -> "Response":
     """``r`` if OK; otherwise ``CliError`` with the reason (exit 3 when unknown)."""
     from .client import Outcome
 
@@ -383,9 +387,9 @@ async def _cluster_members(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _leader_or_fail(c: Any, timeout: float) -> tuple[int, str]:
+async def _leader_or_fail(c: "KvClient", timeout: float) -> tuple[int, str]:
     try:
-        return await c.find_leader(timeout=timeout)  # type: ignore[no-any-return]
+        return await c.find_leader(timeout=timeout)
     except TimeoutError as e:
         raise CliError(str(e)) from None
 
@@ -536,7 +540,9 @@ async def _cluster_up(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _bring_up(cluster: Any, timeout: float) -> tuple[int, int]:
+async def _bring_up(cluster: "LocalCluster", timeout: float) -> tuple[int, int]:
+    """Start the nodes, initialize them (a --data-dir initialized before just restarts) and
+    wait for a leader; ``(leader_id, term)``."""
     from .local_cluster import ClusterError
 
     await cluster.start(timeout=timeout)
@@ -545,7 +551,7 @@ async def _bring_up(cluster: Any, timeout: float) -> tuple[int, int]:
     except ClusterError as e:
         if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
             raise
-    return await cluster.wait_leader(timeout=timeout)  # type: ignore[no-any-return]
+    return await cluster.wait_leader(timeout=timeout)
 
 
 # -- main ------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 
 Each node is ``python -m openraft_py.kv serve --id I --raft-addr 127.0.0.1:P --http-addr
 127.0.0.1:Q --data-dir ROOT/nI`` with its stderr appended to ``ROOT/nI.log`` (quoted when a
-node fails to start). Processes run in their own session (a Ctrl-C on the terminal reaches
+node fails to start). ``ROOT/cluster.json`` records every node's addresses, so a cluster
+started again on the same root (``cluster up --data-dir``) comes back on the same ports. Processes run in their own session (a Ctrl-C on the terminal reaches
 only the parent, which stops them in order) and, on Linux, get SIGTERM if the parent dies.
 Every wait is bounded. This is a development tool: one machine, loopback, no TLS.
 """
@@ -139,18 +140,39 @@ class LocalCluster:
     # -- nodes -------------------------------------------------------------------------------------
 
     def add_node(self, node_id: int | None = None) -> LocalNode:
-        """Register one more node (default id: the largest + 1) on fresh ports; not started.
-        A root that already holds this node's data (``root/nI``) keeps it."""
+        """Register one more node (default id: the largest + 1); not started. Its ports are
+        the ones ``root/cluster.json`` recorded for it (a root used before: the membership
+        names those addresses), else fresh ones, then recorded there."""
         nid = node_id if node_id is not None else max(self.nodes, default=0) + 1
         if nid in self.nodes:
             raise ValueError(f"node {nid} exists already")
         extra = ["--cluster-name", self.cluster_name, "--log-level", self.log_level]
         if self.raft_config:
             extra += ["--raft-config", json.dumps(self.raft_config)]
-        node = LocalNode(nid, f"{self.host}:{free_port(self.host)}", f"{self.host}:{free_port(self.host)}",
-                         self.root / f"n{nid}", self.root / f"n{nid}.log", extra_args=extra)
+        known = self._recorded().get(str(nid))
+        if known is not None and (self.root / f"n{nid}").is_dir():
+            raft, http = known["raft_addr"], known["http_addr"]
+        else:
+            raft, http = f"{self.host}:{free_port(self.host)}", f"{self.host}:{free_port(self.host)}"
+        node = LocalNode(nid, raft, http, self.root / f"n{nid}", self.root / f"n{nid}.log", extra_args=extra)
         self.nodes[nid] = node
+        self._record()
         return node
+
+    def _recorded(self) -> dict[str, dict[str, str]]:
+        try:
+            doc = json.loads((self.root / "cluster.json").read_text())
+            nodes = doc["nodes"]
+            return {k: {"raft_addr": str(v["raft_addr"]), "http_addr": str(v["http_addr"])} for k, v in nodes.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+    def _record(self) -> None:
+        nodes = {**self._recorded(), **{str(n.id): {"raft_addr": n.raft_addr, "http_addr": n.http_addr}
+                                         for n in self.nodes.values()}}
+        tmp = self.root / "cluster.json.tmp"
+        tmp.write_text(json.dumps({"nodes": nodes}, indent=1, sort_keys=True))
+        tmp.replace(self.root / "cluster.json")
 
     @property
     def client(self) -> KvClient:
@@ -223,6 +245,7 @@ class LocalCluster:
                     raise
             node.raft_addr = f"{self.host}:{free_port(self.host)}"
             node.http_addr = f"{self.host}:{free_port(self.host)}"
+            self._record()
             if self._client is not None:
                 await self._client.close()
                 self._client = None

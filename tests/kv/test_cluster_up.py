@@ -415,3 +415,38 @@ def test_cluster_init_and_transfer_through_the_cli() -> None:
         assert all(not n.running for n in cluster.nodes.values())
 
     asyncio.run(scenario())
+
+
+def _start_up_in(data_dir: Path) -> tuple[subprocess.Popen[str], dict[int, Member]]:
+    proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", "1", "--data-dir", str(data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    members: dict[int, Member] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = LINE.match(line.strip())
+        if m:
+            members[int(m[1])] = Member(int(m[1]), m[2], m[3], int(m[4]), m[5])
+        if line.startswith("ready"):
+            return proc, members
+    proc.wait(10)
+    raise AssertionError(f"cluster up did not get ready: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_cluster_up_with_a_data_dir_comes_back_with_its_data_on_the_same_ports(tmp_path: Path) -> None:
+    proc, members = _start_up_in(tmp_path)
+    try:
+        code, _, err = run(["kv", "put", "kept", "yes", "--endpoints", members[1].http])
+        assert code == 0, err
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    assert (tmp_path / "n1").is_dir()  # a given --data-dir is kept
+    proc, again = _start_up_in(tmp_path)
+    try:
+        assert (again[1].http, again[1].raft) == (members[1].http, members[1].raft)
+        code, out, err = run(["kv", "get", "kept", "--endpoints", again[1].http])
+        assert (code, out) == (0, "yes\n"), err
+        assert _stop(proc, signal.SIGINT) == 0
+        assert _gone(again[1].pid)
+    finally:
+        _stop(proc, signal.SIGKILL)
