@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterator
 
 from ..lincheck import Operation
 
@@ -116,7 +116,8 @@ class History:
                     continue
                 fh.write(json.dumps(rec) + "\n")
 
-    def __iter__(self) -> Iterable[Record]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Record]:
+        """The records in invocation order."""
         return iter(self.records)
 
     def __len__(self) -> int:
