@@ -284,6 +284,10 @@ def test_sigkill_leader_then_a_new_leader_serves_writes_within_1s_and_the_old_on
     new = leader_of(up)
     assert new != old and statuses(up, [new])[new]["term"] > term
     assert _gone(victim.pid)
+    code, out, _ = run(["cluster", "status", "--endpoints", up.endpoints, "--timeout", "2"])
+    assert code == 0
+    rows = {int(r.split()[0]): r.split() for r in out.splitlines()[1:] if r[:1].isdigit()}
+    assert rows[old][1] == "unreachable" and rows[new][1] == "Leader", out
 
     # Restart it with the same flags: it comes back from its data directory and catches up.
     victim.proc = spawn_serve(up, old, victim.raft, victim.http, victim.data)
