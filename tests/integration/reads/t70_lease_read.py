@@ -100,15 +100,16 @@ async def test_lease_reads_send_no_rpc_and_read_index_writes_no_entry() -> None:
         last_log = {nid: r.metrics.last_log_index for nid, r in c.nodes.items()}
 
         c.router.reset_counters()
-        start = asyncio.get_running_loop().time()
+        acked = raft.metrics.last_quorum_acked
+        # A lease read past the lease would raise QuorumNotEnough: all of them succeeding on
+        # the same quorum acknowledgement (no round renewed it) is the "within the lease".
         reads = [await raft.ensure_linearizable(ReadPolicy.LEASE_READ) for _ in range(N_READS)]
-        took = asyncio.get_running_loop().time() - start
         assert c.router.rpc_count() == 0, (
             f"{N_READS} lease reads sent RPCs: "
             f"append_entries={c.router.rpc_count('append_entries')} vote={c.router.rpc_count('vote')}"
         )
         assert reads == [resp.log_id] * N_READS, "every lease read waits for the last write"
-        assert took * 1000 < c.config.lease_ms(), f"{N_READS} lease reads took {took * 1000:.1f} ms"
+        assert raft.metrics.last_quorum_acked == acked, "the reads were served from one lease"
 
         # By contrast, ReadIndex confirms leadership with a heartbeat round.
         c.router.reset_counters()
@@ -157,14 +158,13 @@ async def test_isolated_leader_refuses_lease_and_read_index_reads() -> None:
 
         c.router.isolate(leader)
         await wait_lease_over(raft, c.config.lease_ms())
-        # Refused at once: either the lease is over (still leader) or check-quorum already
-        # stepped it down. Never a read log id.
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        async with asyncio.timeout(0.5):
+        # Refused: either the lease is over (still leader) or check-quorum already stepped it
+        # down. Never a read log id. (That the lease check refuses without waiting for a round
+        # is asserted on the engine's commands in tests/engine/test_leader.py::test_lease_read;
+        # the timeout here only bounds a hang.)
+        async with asyncio.timeout(5):
             with pytest.raises((LinearizableReadError, ForwardToLeader)):
                 await raft.ensure_linearizable(ReadPolicy.LEASE_READ)
-        assert loop.time() - t0 < 0.5
         # ReadIndex cannot get its heartbeat acked: it fails once check-quorum steps the
         # leader down (at most election_timeout_max after the last ack).
         async with asyncio.timeout(2.0):

@@ -86,7 +86,6 @@ async def settle_and_check(c: Cluster, w: Writer) -> None:
 )
 async def test_transfer_leader_under_writes(size: int, delay_ms: tuple[int, int] | None) -> None:
     config = fast_config()
-    timeout_max = config.election_timeout_max
     async with Cluster(config, seed=11) as c:
         await c.start(range(1, size + 1))
         old = await c.wait_for_leader(timeout=5)
@@ -105,11 +104,17 @@ async def test_transfer_leader_under_writes(size: int, delay_ms: tuple[int, int]
             to = max(set(c.nodes) - {old})
             acked_before = acked()
             t0 = now_ms()
+            c.router.reset_counters()
             await c.nodes[old].trigger.transfer_leader(to)
             await c.nodes[to].wait(5).state(ServerState.LEADER, f"n{to} leads after the transfer")
             elapsed = now_ms() - t0
-            print(f"n{to} leads {elapsed:.1f} ms after transfer_leader (bound {2 * timeout_max} ms)")
-            assert elapsed < 2 * timeout_max, f"n{to} became leader {elapsed:.0f} ms after the transfer"
+            print(f"n{to} leads {elapsed:.1f} ms after transfer_leader (term {term} -> "
+                  f"{c.nodes[to].metrics.current_term})")
+            # The hand-over is one election, the target's, not a wait for a timeout: the
+            # target wins the very next term, and it is the only node that asked for votes.
+            assert c.nodes[to].metrics.current_term == term + 1, "the target won the first election after the transfer"
+            others_voting = {n: c.router.rpc_count("vote", source=n) for n in c.nodes if n != to}
+            assert not any(others_voting.values()), f"other nodes campaigned during the transfer: {others_voting}"
             await c.nodes[old].wait(5).state(ServerState.FOLLOWER, f"old leader n{old} follows")
             assert c.nodes[to].metrics.current_term > term
             assert await c.wait_for_leader(timeout=5) == to
@@ -184,7 +189,9 @@ async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(cluste
     with pytest.raises(ForwardToLeader) as ei:
         await asyncio.wait_for(raft.client_write(b"refused"), timeout=WRITE_BOUND)
     assert ei.value.leader_id == to, "a write during the transfer names the target"
-    # Retry until the leader gives up; each attempt is bounded and fails fast.
+    # Retry until the leader gives up; each attempt is bounded and fails fast, and every
+    # refusal until then names the target.
+    refused = 1
     async with asyncio.timeout(5):
         while True:
             try:
@@ -192,9 +199,13 @@ async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(cluste
                 break
             except ForwardToLeader as e:
                 assert e.leader_id == to
+                refused += 1
                 await asyncio.sleep(0.005)
     resumed = now_ms() - t0
-    assert 2 * timeout_max <= resumed < 5 * timeout_max, f"writes resumed {resumed:.0f} ms after the transfer"
+    # The leader does not give up early (a lower bound: a loaded machine only makes it later;
+    # the upper bound is the 5 s above).
+    assert resumed >= 2 * timeout_max, f"writes resumed {resumed:.0f} ms after the transfer"
+    assert refused >= 2, f"only {refused} write(s) refused before the leader gave up"
     assert resp.log_id.index > behind.log_id.index
     assert raft.metrics.state is ServerState.LEADER and cluster.leader() == leader
     others = set(cluster.nodes) - {to}
