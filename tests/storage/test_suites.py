@@ -4,7 +4,6 @@ a deliberately broken store fails."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 import openraft_py
 from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage
+from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine  # rocksdict is a required dependency
 from openraft_py.testing import (
     LogStoreSuite,
     StateMachineSuite,
@@ -25,8 +25,6 @@ from openraft_py.testing import (
 from openraft_py.types import LogId, Vote
 
 pytestmark = pytest.mark.timeout(120)
-
-HAS_ROCKS = importlib.util.find_spec("rocksdict") is not None and importlib.util.find_spec("openraft_py.storage.rocks") is not None
 
 
 async def _view(sm: Any) -> dict[str, str]:
@@ -58,8 +56,6 @@ async def adaptor_builder() -> AsyncIterator[StoreHandle]:
 
 
 def rocks_builder(root: Path) -> Any:
-    from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine
-
     @contextlib.asynccontextmanager
     async def builder() -> AsyncIterator[StoreHandle]:
         base = root / uuid.uuid4().hex
@@ -116,12 +112,10 @@ async def test_adaptor_state_machine_suite() -> None:
     _assert_all_ran(await run_state_machine_suite(adaptor_builder), StateMachineSuite)
 
 
-@pytest.mark.skipif(not HAS_ROCKS, reason="openraft_py.storage.rocks (rocksdict) is not importable")
 async def test_rocks_log_suite(tmp_path: Path) -> None:
     _assert_all_ran(await run_log_storage_suite(rocks_builder(tmp_path)), LogStoreSuite)
 
 
-@pytest.mark.skipif(not HAS_ROCKS, reason="openraft_py.storage.rocks (rocksdict) is not importable")
 async def test_rocks_state_machine_suite(tmp_path: Path) -> None:
     _assert_all_ran(await run_state_machine_suite(rocks_builder(tmp_path)), StateMachineSuite)
 
