@@ -1,63 +1,65 @@
 """``Engine``: the sans-IO Raft state machine. Events in, ``Command`` values out.
 
-The handlers live in mixins, one module each (``vote_handler``, ``following_handler``,
-``leader_handler``); this module holds the shared state, role transitions, storage-IO
-bookkeeping and the clock-driven ``handle_tick``. See ``docs/design/engine-runtime.md``.
+This module holds the engine's data (``RaftState``, the role, follower and snapshot
+bookkeeping) and its public entry points. Each entry point hands the work to the handler of
+its concern (``handler/``: vote, following, leader, replication, membership, transfer,
+snapshot, log), an object that holds references to the engine's state. See
+``handler/__init__.py`` for the map and ``docs/design/engine-runtime.md``.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..config import Config
-from ..errors import ForwardToLeader, NotAllowed, NotInMembers, Panicked
+from ..errors import ApiError, ForwardToLeader
 from ..types import (
+    AppendEntriesRequest,
     BasicNode,
-    Entry,
+    EntryPayload,
+    InstallSnapshotRequest,
     LogId,
     Membership,
     NodeId,
-    ServerState,
+    ReadPolicy,
     SnapshotMeta,
-    StoredMembership,
+    TransferLeaderRequest,
     Vote,
+    VoteRequest,
+    VoteResponse,
 )
-from .command import (
-    AppendEntries,
-    Command,
-    Respond,
-    SaveCommittedAndApply,
-    SaveVote,
-    StartReplication,
-    StopReplication,
-    TruncateLog,
-)
+from .command import Command, Respond
 from .faults import NO_FAULTS, EngineFault, inject
-from .following_handler import FollowingHandler
+from .handler.following import FollowingHandler
+from .handler.leader import LeaderHandler
+from .handler.log import LogHandler
+from .handler.membership import MembershipHandler
+from .handler.replication import ReplicationHandler
+from .handler.snapshot import SnapshotHandler
+from .handler.transfer import TransferHandler, is_handing_over, redirect_target
+from .handler.vote import VoteHandler
 from .leader import Candidate, Leader
-from .leader_handler import LeaderHandler
-from .membership_handler import MembershipHandler
-from .snapshot_handler import SnapshotHandler
 from .state import RaftState
-from .vote_handler import VoteHandler
 
 
-class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, SnapshotHandler):
+class Engine:
     """The Raft protocol for one node, with no IO and no clock.
 
     Time enters only as the ``now`` argument (milliseconds, monotonic, from the runtime's
     clock); randomness only from ``rng``. Given the same calls, an engine emits the same
     commands. Handlers append to ``output``; the runtime drains it with ``take_commands()``.
 
-    ``leader`` is set iff this node is an established leader; ``candidate`` iff an election
-    of its own is in progress. Both ``None`` means follower or learner.
+    The role is data: ``leader`` is set iff this node is an established leader;
+    ``candidate`` iff an election of its own is in progress. Both ``None`` means follower or
+    learner (``state.server_state`` says which).
     """
 
     def __init__(self, config: Config, state: RaftState, rng: random.Random, now: float = 0.0) -> None:
         self.config = config
         self.state = state
         self.rng = rng
+        # Invariant: the same list for the engine's lifetime (handlers hold it).
         self.output: list[Command] = []
         self.leader: Leader | None = None
         self.candidate: Candidate | None = None
@@ -71,6 +73,7 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         self.leader_seen_at: float = now if state.vote.committed else -1e18
         # The leader vote that told us it is handing over (TransferLeader): its messages no
         # longer count as "leader seen", so we may grant the new candidate at once.
+        # Invariant: ``None`` or our current vote (``update_vote`` clears it). See transfer.py.
         self.transfer_from: Vote | None = None
         self.snapshot_building = False
         # ``SnapshotPolicy.logs_since_last`` (None: never), read on every apply report.
@@ -83,7 +86,18 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         # TEST ONLY: the bug switches on (``faults.inject``); empty in production, where each
         # check costs one truth test of this empty frozenset.
         self.injected_faults: frozenset[EngineFault] = NO_FAULTS
-        self.become_following(now)
+        # The handlers that act for no particular role, made once: they hold only ``self``,
+        # ``state`` and ``output``, which live as long as the engine. The leader's handlers
+        # are made for the ``Leader`` they act for, and reused while it leads.
+        self._leader_h: LeaderHandler | None = None
+        self._replication_h: ReplicationHandler | None = None
+        self._membership_h: MembershipHandler | None = None
+        self._vote = VoteHandler(self)
+        self._log = LogHandler(self)
+        self._following = FollowingHandler(self)
+        self._snapshot = SnapshotHandler(self)
+        self._transfer = TransferHandler(self)
+        self._vote.become_following(now)
 
     @property
     def faults(self) -> frozenset[EngineFault]:
@@ -96,15 +110,66 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
     def faults(self, value: Iterable[EngineFault | str]) -> None:
         inject(self, value)
 
-    # -- output ----------------------------------------------------------------------------
+    # -- handlers (the map: handler/__init__.py). The leader's take the ``Leader`` they act
+    # for (``self.leader``; a leader-only request gets it from writable_leader()) and are
+    # never handed out for another one, so none acts for a leadership that ended.
+
+    def vote_handler(self) -> VoteHandler:
+        """Elections, the vote, role transitions (``handler/vote.py``)."""
+        return self._vote
+
+    def log_handler(self) -> LogHandler:
+        """Log writes, commit, IO bookkeeping (``handler/log.py``)."""
+        return self._log
+
+    def following_handler(self) -> FollowingHandler:
+        """Requests from a leader (``handler/following.py``)."""
+        return self._following
+
+    def snapshot_handler(self) -> SnapshotHandler:
+        """Snapshot build, purge, install (``handler/snapshot.py``)."""
+        return self._snapshot
+
+    def transfer_handler(self) -> TransferHandler:
+        """Leader transfer, both sides (``handler/transfer.py``)."""
+        return self._transfer
+
+    def leader_handler(self, leader: Leader) -> LeaderHandler:
+        """Writes, reads, ticks of ``leader`` (``handler/leader.py``)."""
+        h = self._leader_h
+        if h is None or h.leader is not leader:
+            h = self._leader_h = LeaderHandler(self, leader)
+        return h
+
+    def replication_handler(self, leader: Leader) -> ReplicationHandler:
+        """Targets, acks, commit of ``leader`` (``handler/replication.py``)."""
+        h = self._replication_h
+        if h is None or h.leader is not leader:
+            h = self._replication_h = ReplicationHandler(self, leader)
+        return h
+
+    def membership_handler(self, leader: Leader) -> MembershipHandler:
+        """Membership changes of ``leader`` (``handler/membership.py``)."""
+        h = self._membership_h
+        if h is None or h.leader is not leader:
+            h = self._membership_h = MembershipHandler(self, leader)
+        return h
+
+    def writable_leader(self) -> Leader:
+        """The ``Leader`` if this node leads and takes writes; raises ``ForwardToLeader``
+        otherwise (also while it hands leadership over: then naming the target)."""
+        leader = self.leader
+        if leader is None or is_handing_over(leader):
+            raise self.forward_to_leader()
+        return leader
+
+    # -- output, time, role ------------------------------------------------------------------
 
     def take_commands(self) -> list[Command]:
-        """Return and clear the commands emitted so far."""
-        out = self.output
-        self.output = []
+        """Return and clear the commands emitted so far (``output`` stays the same list)."""
+        out = self.output.copy()
+        self.output.clear()
         return out
-
-    # -- time ------------------------------------------------------------------------------
 
     def reset_election_timer(self, now: float) -> None:
         """Pick a new random election deadline after ``now``."""
@@ -115,219 +180,11 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         """Advance the clock: leaders send heartbeats and check quorum contact; followers and
         candidates start an election when their deadline passed."""
         self.now = now
-        c = self.config
         leader = self.leader
         if leader is not None:
-            if c.enable_heartbeat and now - leader.last_heartbeat >= c.heartbeat_interval:
-                self.leader_heartbeat(now)
-            if leader.reads:
-                self.leader_check_reads()
-            if leader.transfer_to is not None and now > leader.transfer_deadline:
-                # No new leader appeared: take writes again (lease reads stay off).
-                leader.transfer_to = None
-            # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
-            # election timeout steps down, so a minority leader stops taking writes.
-            acked = max(leader.quorum_acked_at(now), leader.elected_at)
-            if now - acked > c.election_timeout_max:
-                self.become_following(now)
-            return
-        if c.enable_elect and now >= self.election_deadline:
-            st = self.state
-            if not st.is_voter():
-                # A learner, or a voter that appended a membership removing it: it never
-                # campaigns (its timer only keeps running).
-                self.reset_election_timer(now)
-            elif c.enable_pre_vote or st.is_leaving():
-                # A voter being removed asks first, even with pre-vote off: if it missed the
-                # final [C_new] it cannot win, and must not raise its term trying.
-                self.pre_vote(now)
-            else:
-                self.elect(now)
-
-    # -- storage IO bookkeeping --------------------------------------------------------------
-
-    def next_io(self) -> int:
-        """Allocate the next storage-write sequence number."""
-        io = self.state.io
-        io.submitted += 1
-        return io.submitted
-
-    def update_vote(self, vote: Vote) -> None:
-        """Adopt ``vote`` (which must be >= the current one) and persist it. A leader whose
-        vote is replaced steps down."""
-        st = self.state
-        if vote == st.vote:
-            return
-        if not vote.is_ge(st.vote):
-            raise Panicked(f"node {st.id}: vote may not go backward: {st.vote!r} -> {vote!r}")
-        st.vote = vote
-        self.transfer_from = None
-        io = self.next_io()
-        st.io.pending.append((io, None, vote))
-        st.io.vote_io = io
-        self.output.append(SaveVote(vote, io))
-        if self.leader is not None and self.leader.vote != vote:
-            self.become_following(self.now)
-        if self.candidate is not None and self.candidate.vote != vote:
-            self.candidate = None
-            self.set_server_state()
-
-    def append_local(self, entries: list[Entry]) -> None:
-        """Append ``entries`` (which continue the log) to the log: index, memberships, and an
-        ``AppendEntries`` write."""
-        st = self.state
-        first = entries[0].log_id
-        last = entries[-1].log_id
-        if first.term == last.term:
-            st.log_ids.append_term(first.term, first.index, len(entries))
-        else:
-            st.log_ids.append_many([(e.log_id.term, e.log_id.index) for e in entries])
-        membership_changed = False
-        for e in entries:
-            p = e.payload
-            if type(p) is Membership:
-                st.membership.append(StoredMembership(e.log_id, p))
-                membership_changed = True
-        io = self.next_io()
-        st.io.pending.append((io, last, None))
-        self.output.append(AppendEntries(entries, io))
-        if membership_changed:
-            self.on_membership_changed()
-
-    def truncate_local(self, after_index: int) -> None:
-        """Delete every entry after ``after_index``. Committed entries are never deleted."""
-        st = self.state
-        if after_index < st.committed_index():
-            raise Panicked(
-                f"node {st.id}: refusing to truncate committed entries: after={after_index} "
-                f"committed={st.committed!r}"
-            )
-        after = st.log_id_at(after_index)
-        st.log_ids.truncate_after(after_index)
-        before = st.membership.effective
-        st.membership.truncate(after_index)
-        io = self.next_io()
-        st.io.pending.append((io, after, None))
-        self.output.append(TruncateLog(after, io))
-        if st.membership.effective is not before:
-            self.on_membership_changed()
-
-    def commit_to(self, index: int, when: int | None) -> LogId | None:
-        """Advance ``committed`` to ``index`` when that is higher and held in the log:
-        promote the memberships it covers and emit ``SaveCommittedAndApply`` waiting on IO
-        ``when``. Returns the new committed log id, or ``None`` when nothing changed."""
-        st = self.state
-        if index <= st.committed_index():
-            return None
-        committed = st.log_id_at(index)
-        if committed is None:
-            return None
-        st.committed = committed
-        before = st.membership.committed
-        st.membership.commit(index)
-        self.output.append(SaveCommittedAndApply(committed, when=when))
-        if st.membership.committed is not before and self.leader is not None:
-            # Nodes removed by the now committed membership get no more entries.
-            self.refresh_replication()
-        return committed
-
-    def io_covering(self, index: int) -> int | None:
-        """The storage write after which the log is durable up to ``index``: the first
-        pending log write whose resulting log reaches ``index``; ``None`` when it is
-        durable already."""
-        ios = self.state.io
-        fl = ios.flushed_log_id
-        if not ios.pending or (fl is not None and fl.index >= index):
-            return None
-        for io, log_id, vote in ios.pending:
-            if vote is None and log_id is not None and log_id.index >= index:
-                return io
-        return ios.submitted
-
-    def handle_io_flushed(self, io: int) -> None:
-        """Every storage write numbered ``<= io`` is durable."""
-        st = self.state
-        ios = st.io
-        if io <= ios.flushed:
-            return
-        vote_flushed = False
-        pending = ios.pending
-        while pending and pending[0][0] <= io:
-            _, log_id, vote = pending.popleft()
-            if vote is not None:
-                ios.flushed_vote = vote
-                vote_flushed = True
-            else:
-                ios.flushed_log_id = log_id
-        ios.flushed = io
-        if vote_flushed and self.candidate is not None and ios.flushed_vote == self.candidate.vote:
-            self.candidate_granted(st.id)
-        if self.leader is not None:
-            self.leader_self_flushed()
-            if self.leader is not None and self.leader.reads:
-                self.leader_check_reads()
-
-    # -- roles -------------------------------------------------------------------------------
-
-    def set_server_state(self) -> None:
-        """Derive the server state from the role and the effective membership."""
-        st = self.state
-        if self.leader is not None:
-            st.server_state = ServerState.LEADER
-        elif self.candidate is not None:
-            st.server_state = ServerState.CANDIDATE
-        elif st.is_voter():
-            st.server_state = ServerState.FOLLOWER
-        else:
-            st.server_state = ServerState.LEARNER
-
-    def become_following(self, now: float) -> None:
-        """Drop any leader or candidate role; become a follower (voter) or learner."""
-        if self.leader is not None:
-            self.output.append(StopReplication())
-            stepped_down = ForwardToLeader(None, None)
-            for r in self.leader.reads:
-                self.output.append(Respond(r.tx, stepped_down))
-            if self.leader.change_tx is not None:
-                self.output.append(Respond(self.leader.change_tx, stepped_down))
-            self.leader = None
-        self.candidate = None
-        self.pre_candidate = None
-        self.set_server_state()
-        self.reset_election_timer(now)
-
-    def on_membership_changed(self) -> None:
-        """The effective membership changed (appended or truncated)."""
-        if self.leader is not None:
-            self.refresh_replication()
-            self.leader_try_commit()
-        self.set_server_state()
-
-    def refresh_replication(self) -> None:
-        """The leader's membership or targets changed: update progress tracking and the set
-        of replication streams."""
-        leader = self.leader
-        assert leader is not None
-        targets = self.replication_targets()
-        others = frozenset(targets) - self.state.effective_membership().nodes.keys()
-        leader.set_membership(self.state.effective_membership(), self.now, others)
-        self.output.append(StartReplication(leader.vote, targets))
-
-    def replication_targets(self) -> dict[NodeId, BasicNode]:
-        """Every node but this one in the effective membership (voters and learners), and
-        the nodes the committed membership still has: a removed node keeps receiving the log
-        until its removal commits, so it learns it is out and does not campaign."""
-        st = self.state
-        out = dict(st.membership.committed.membership.nodes)
-        out.update(st.effective_membership().nodes)
-        out.pop(st.id, None)
-        return dict(sorted(out.items()))
-
-    def voter_targets(self) -> dict[NodeId, BasicNode]:
-        """The other voters of the effective membership (who is asked for votes)."""
-        st = self.state
-        m = st.effective_membership()
-        return {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
+            self.leader_handler(leader).tick(now)
+        elif self.config.enable_elect and now >= self.election_deadline:
+            self.vote_handler().on_election_timeout(now)
 
     def current_leader(self) -> NodeId | None:
         """The established leader this node knows of, if any. A committed vote naming this
@@ -344,11 +201,31 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         """The error for a leader-only request arriving here (on a leader handing over: the
         transfer target)."""
         leader = self.leader
-        lid = self.current_leader() if leader is None or leader.transfer_to is None else leader.transfer_to
+        lid = self.current_leader() if leader is None or not is_handing_over(leader) else redirect_target(leader)
         node = None if lid is None else self.state.effective_membership().nodes.get(lid)
         return ForwardToLeader(lid, node)
 
-    # -- initialize --------------------------------------------------------------------------
+    # -- storage IO --------------------------------------------------------------------------
+
+    def handle_io_flushed(self, io: int) -> None:
+        """Every storage write numbered ``<= io`` is durable."""
+        st = self.state
+        if io <= st.io.flushed:
+            return
+        vote_flushed = self.log_handler().mark_flushed(io)
+        if vote_flushed and self.candidate is not None and st.io.flushed_vote == self.candidate.vote:
+            self.vote_handler().count_grant(st.id)
+        leader = self.leader
+        if leader is not None:
+            self.replication_handler(leader).update_self_flushed()
+            if self.leader is leader and leader.reads:
+                self.leader_handler(leader).check_reads()
+
+    def handle_applied(self, applied: LogId | None) -> None:
+        """The state machine applied every entry up to ``applied``."""
+        self.snapshot_handler().on_applied(applied)
+
+    # -- elections ---------------------------------------------------------------------------
 
     def initialize(self, membership: Membership, now: float) -> None:
         """Start a new cluster: append ``membership`` as the first entry ``LogId(0, 0)``.
@@ -358,16 +235,167 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
         only voter it elects itself at once; otherwise it starts an election right away too,
         so a freshly initialized cluster needs no timeout to get a leader.
         """
-        st = self.state
+        self.vote_handler().initialize(membership, now)
+
+    def pre_vote(self, now: float) -> None:
+        """Ask the voters whether they would vote for this node in the next term, without
+        raising the term or persisting anything (thesis 9.6); a quorum of yes starts the
+        real election."""
+        self.vote_handler().pre_vote(now)
+
+    def elect(self, now: float, transfer_from: Vote | None = None, above_term: int = 0) -> None:
+        """Become a candidate: vote for self in the next term, persist it, ask every voter.
+        This node's own grant counts once its vote is durable. A learner never campaigns.
+        ``transfer_from``: the leader that handed leadership to us (see ``VoteRequest``).
+        ``above_term``: campaign in a term greater than this one too (a leader re-electing
+        itself above a non-voter's vote, ``handle_higher_vote``; the caller keeps it below
+        ``MAX_TERM``)."""
+        self.vote_handler().elect(now, transfer_from, above_term)
+
+    def handle_vote_req(self, req: VoteRequest, tx: Any, now: float) -> None:
+        """Answer a vote request with ``Respond(tx, VoteResponse)``.
+
+        Rejected when: a known leader is alive here (leader stickiness, thesis 4.2.3: it
+        heard from its leader less than ``election_timeout_min`` ago), the candidate's log is
+        behind, or the request's vote is not ``>=`` ours. A grant is sent only once the vote
+        is durable.
+        """
+        self.vote_handler().handle_vote_req(req, tx, now)
+
+    def handle_vote_resp(self, target: int, resp: VoteResponse, now: float) -> None:
+        """Count a vote response. A higher vote in it ends the election (we adopt it)."""
+        self.vote_handler().handle_vote_resp(target, resp, now)
+
+    # -- following a leader ------------------------------------------------------------------
+
+    def handle_append_entries(self, req: AppendEntriesRequest, tx: Any, now: float) -> None:
+        """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
         self.now = now
-        last = st.last_log_id()
-        if last is not None or st.vote.term != 0:
-            raise NotAllowed(last, st.vote)
-        if not membership.is_voter(st.id):
-            raise NotInMembers(st.id, membership.voter_ids())
-        self.append_local([Entry(LogId(0, 0), membership)])
-        self.set_server_state()
-        self.elect(now)
+        self.following_handler().append_entries(req, tx, now)
+
+    def handle_install_snapshot(self, req: InstallSnapshotRequest, tx: Any, now: float) -> None:
+        """A chunk of a leader's snapshot. A stale leader is refused; otherwise we follow it
+        and the runtime writes the chunk (``ReceiveSnapshotChunk``) once the adopted vote is
+        durable."""
+        self.now = now
+        self.snapshot_handler().receive_chunk(req, tx, now)
+
+    def handle_snapshot_received(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
+        """Every chunk arrived: install it unless we already have what it covers."""
+        self.snapshot_handler().received(meta, data, tx)
+
+    def handle_snapshot_installed(self, meta: SnapshotMeta, tx: Any) -> None:
+        """The state machine holds the snapshot ``meta``: make the log agree, advance
+        committed/applied/snapshot, and answer the leader once that is durable."""
+        self.snapshot_handler().installed(meta, tx)
+
+    def handle_snapshot_refused(self, meta: SnapshotMeta, tx: Any, err: ApiError) -> None:
+        """The state machine refused the snapshot ``meta`` (its state is unchanged): end the
+        install and answer the leader with ``err``; the leader sends it again later."""
+        self.snapshot_handler().refused(meta, tx, err)
+
+    # -- leading -----------------------------------------------------------------------------
+
+    def client_write(self, payloads: list[EntryPayload]) -> LogId:
+        """Append one entry per payload, in order; return the first new log id (the others
+        follow at consecutive indexes). Raises ``ForwardToLeader`` on a non-leader and on a
+        leader handing over."""
+        return self.leader_handler(self.writable_leader()).client_write(payloads)
+
+    def handle_replication_progress(
+        self, target: int, session: Vote, matching: LogId | None, sent_at: float
+    ) -> None:
+        """A follower acknowledged a request sent at ``sent_at`` by leader ``session``; its
+        log matches ours up to ``matching`` (``None``: only an ack, e.g. a conflict)."""
+        leader = self.leader
+        if leader is None or session != leader.vote:
+            return
+        self.replication_handler(leader).handle_progress(target, matching, sent_at)
+
+    def handle_higher_vote(self, target: int, session: Vote, vote: Vote) -> None:
+        """A replication target rejected leader ``session`` because it holds the greater
+        ``vote``: adopt it and follow, unless it is a non-voter's uncommitted vote, which
+        cannot depose this leader; the leader then re-elects itself above it
+        (``LeaderHandler.higher_vote``, ``docs/design/joint-consensus.md`` "Removed voters")."""
+        leader = self.leader
+        if leader is None or session != leader.vote:
+            return
+        self.leader_handler(leader).higher_vote(target, vote)
+
+    def leader_heartbeat(self, now: float) -> None:
+        """Send a heartbeat round now (a no-op unless leading)."""
+        leader = self.leader
+        if leader is not None:
+            self.leader_handler(leader).heartbeat(now)
+
+    def handle_read(self, tx: Any, policy: ReadPolicy, now: float) -> None:
+        """Start a linearizable read; answer ``tx`` with the read log id (the caller waits
+        until it is applied) or an error.
+
+        - ``READ_INDEX``: read_log_id = max(blank entry of this term, committed), confirmed
+          by a quorum ack of a heartbeat sent after this call.
+        - ``LEASE_READ``: answered at once while a quorum acked within the lease; refused
+          with ``QuorumNotEnough`` once this leader started handing over.
+        """
+        self.now = now
+        leader = self.leader
+        if leader is None:
+            self.output.append(Respond(tx, self.forward_to_leader()))
+            return
+        self.leader_handler(leader).read(tx, policy, now)
+
+    # -- membership and leader transfer ------------------------------------------------------
+
+    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any) -> None:
+        """Change the voters to exactly ``voters`` by joint consensus; ``tx`` is answered with
+        the ``ClientWriteResponse`` of the final uniform config once it is applied here.
+
+        ``retain``: removed voters stay as learners (else they leave the cluster). Raises
+        ``ForwardToLeader``, ``InProgress``, ``EmptyMembership`` or ``LearnerNotFound``.
+        A request that changes nothing is answered with the current membership at once.
+        """
+        self.membership_handler(self.writable_leader()).change_membership(voters, retain, tx)
+
+    def add_learner(self, node_id: NodeId, node: BasicNode, tx: Any) -> LogId:
+        """Add ``node_id`` as a learner (it receives the log, does not vote); ``tx`` is
+        answered with the ``ClientWriteResponse`` of its membership entry once applied. A node
+        already in the membership with the same address is not re-added: ``tx`` gets the
+        current membership entry. Returns that entry's log id. Raises ``ForwardToLeader`` or
+        ``InProgress``."""
+        return self.membership_handler(self.writable_leader()).add_learner(node_id, node, tx)
+
+    def transfer_leader(self, to: NodeId, now: float) -> None:
+        """Hand leadership to voter ``to``: stop taking writes, wait until ``to`` holds the
+        whole log, then tell every voter. Gives up (and resumes writes) when no new leader
+        appeared within two election timeouts. Raises ``ForwardToLeader`` on a non-leader and
+        ``ValueError`` when ``to`` is not a voter. Transferring to this node does nothing."""
+        self.now = now
+        leader = self.leader
+        if leader is None:
+            raise self.forward_to_leader()
+        self.transfer_handler().start(leader, to, now)
+
+    def handle_transfer_leader(self, req: TransferLeaderRequest, now: float) -> None:
+        """The leader ``req.from_leader`` hands over to ``req.to``. If that is our leader, we
+        stop treating it as alive (we may grant votes at once); if we are ``req.to`` and hold
+        its log, we start an election now."""
+        self.now = now
+        self.transfer_handler().handle_transfer_leader(req, now)
+
+    # -- snapshots and purging ---------------------------------------------------------------
+
+    def trigger_snapshot(self) -> bool:
+        """Build a snapshot now unless one is being built; return whether one was started."""
+        return self.snapshot_handler().trigger()
+
+    def handle_snapshot_built(self, meta: SnapshotMeta | None) -> None:
+        """A build finished (``meta`` ``None``: it failed or built nothing)."""
+        self.snapshot_handler().built(meta)
+
+    def trigger_purge_log(self, upto: int) -> LogId | None:
+        """Purge entries up to index ``upto``, but never past the last snapshot; return the
+        new last purged log id (``None`` when nothing could be purged)."""
+        return self.snapshot_handler().trigger_purge(upto)
 
     def describe(self) -> str:
         """A one-line summary for traces and golden files."""
@@ -376,4 +404,3 @@ class Engine(VoteHandler, FollowingHandler, LeaderHandler, MembershipHandler, Sn
             f"n{st.id} {st.server_state.value} vote={st.vote!r} last={st.last_log_id()!r} "
             f"committed={st.committed!r} applied={st.applied!r} io={st.io.flushed}/{st.io.submitted}"
         )
-

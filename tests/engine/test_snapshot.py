@@ -126,7 +126,7 @@ PURGE_CASES = [
 def test_snapshot_built_purges_per_keep_and_batch(keep, batch, purged, snap, upto):
     eng = node(cfg(every=None, keep=keep, batch=batch), applied=lid(1, 6), snapshot=purged)
     if purged is not None:
-        eng.purge_local(purged)
+        eng.log_handler().purge(purged)
         eng.take_commands()
     io = eng.state.io.submitted
     eng.trigger_snapshot()

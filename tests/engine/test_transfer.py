@@ -1,5 +1,5 @@
-"""Engine unit tests: leader transfer (thesis 3.10): ``transfer_leader``,
-``leader_try_transfer`` and ``handle_transfer_leader``.
+"""Engine unit tests: leader transfer (thesis 3.10, ``engine/handler/transfer.py``):
+``transfer_leader``, the send once the target caught up, and ``handle_transfer_leader``.
 
 Each test sets state, calls one handler and asserts the exact command list; ``validate()``
 holds after every step.

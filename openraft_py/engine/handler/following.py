@@ -1,0 +1,100 @@
+"""The follower side of replication: ``append_entries`` (thesis 3.5, §5.3).
+
+1. Reject a request whose vote is not ``>=`` ours (a stale leader); otherwise adopt it.
+2. Consistency check on ``prev_log_id``; on a mismatch reply with a hint for fast back-off.
+3. Skip entries already held, truncate at the first conflicting one, append the rest.
+4. Commit up to ``min(leader_commit, last entry of this request)``.
+5. Reply once every write so far (vote and entries) is durable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
+from ..command import Respond
+from ..faults import EngineFault
+from . import Handler
+from .transfer import announced_handover
+
+
+class FollowingHandler(Handler):
+    """Handlers of requests from a leader, for every role (a leader or candidate that gets
+    one from a leader of a vote ``>=`` its own follows it)."""
+
+    __slots__ = ()
+
+    def append_entries(self, req: AppendEntriesRequest, tx: Any, now: float) -> None:
+        """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
+        st = self.state
+        if not self.accept_leader(req.vote, now):
+            self.output.append(Respond(tx, AppendEntriesResponse(st.vote, False)))
+            return
+
+        prev = req.prev_log_id
+        if prev is not None and not st.has_log_id(prev):
+            last_index = st.last_index()
+            if prev.index > last_index:
+                hint = last_index + 1
+            else:
+                # Skip the whole conflicting term at once (thesis 5.3 optimization), but never
+                # before what is committed: committed entries always match.
+                term = st.log_ids.term_at(prev.index)
+                hint = max(st.log_ids.term_first_index(term), st.committed_index() + 1)
+                hint = min(hint, prev.index)
+            self.output.append(
+                Respond(tx, AppendEntriesResponse(st.vote, False, conflict_hint=hint), when=st.io.vote_io)
+            )
+            return
+
+        entries = req.entries
+        if entries:
+            pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
+            if pos < len(entries):
+                log = self.eng.log_handler()
+                first_new = entries[pos].log_id.index
+                if first_new <= st.last_index():
+                    log.truncate(first_new - 1)
+                log.append(entries[pos:] if pos else entries)
+        matching = req.last_log_id()
+        self.commit(req.leader_commit, matching)
+        self.output.append(
+            Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
+        )
+
+    def accept_leader(self, vote: Vote, now: float) -> bool:
+        """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
+        (``False``) if ``vote`` is not ``>=`` ours; otherwise adopt the vote, follow that
+        leader, note it as seen (unless it announced a handover, ``transfer.py``) and restart
+        the election timer."""
+        st = self.state
+        eng = self.eng
+        if vote != st.vote:
+            if not vote.is_ge(st.vote):
+                return False
+            eng.vote_handler().update_vote(vote)
+        if eng.leader is not None or eng.candidate is not None:
+            # A leader of our own vote cannot send us requests; a candidate yields.
+            eng.vote_handler().become_following(now)
+        if not announced_handover(eng, vote):
+            eng.leader_seen_at = now
+        eng.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
+        eng.reset_election_timer(now)
+        return True
+
+    def commit(self, leader_commit: LogId | None, matching: LogId | None) -> None:
+        """Commit what the leader committed, but only within the part of our log this request
+        proved to match the leader's."""
+        if matching is None:
+            return
+        st = self.state
+        faults = self.eng.injected_faults
+        if faults and EngineFault.APPLY_BEFORE_COMMIT in faults:
+            index = matching.index  # the injected bug: apply whatever the leader sent
+        elif leader_commit is None:
+            return
+        else:
+            index = min(leader_commit.index, matching.index)
+        # Apply only entries that are durable here: after every write submitted so far (a
+        # follower's flushed log id may still name entries a pending truncation removes).
+        self.eng.log_handler().commit_to(index, when=st.io.submitted)

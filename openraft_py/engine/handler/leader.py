@@ -1,0 +1,137 @@
+"""The leader's own duties: client writes, heartbeats and check-quorum, linearizable reads,
+and a replication target's greater vote.
+
+- ``client_write`` appends and replicates; a leader handing over refuses writes before a
+  handler is made (``Engine.writable_leader``).
+- ``tick``: a heartbeat round every ``heartbeat_interval``; a leader that heard from no
+  quorum for a whole election timeout steps down (check quorum, thesis 6.2).
+- Reads (thesis 6.4): ``READ_INDEX`` waits for a quorum ack of a heartbeat sent after the
+  read arrived; ``LEASE_READ`` answers at once while a quorum acked within the lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import QuorumNotEnough
+from ...types import Entry, EntryPayload, LogId, NodeId, ReadPolicy, Vote
+from ...validation import MAX_TERM
+from ..command import Heartbeat, Respond
+from ..faults import EngineFault
+from ..leader import PendingRead
+from . import LeadingHandler
+from .transfer import is_handing_over
+
+
+class LeaderHandler(LeadingHandler):
+    """Handlers of an established leader."""
+
+    __slots__ = ()
+
+    def client_write(self, payloads: list[EntryPayload]) -> LogId:
+        """Append one entry per payload, in order, and replicate; return the first new log id
+        (the others follow at consecutive indexes)."""
+        st = self.state
+        eng = self.eng
+        term = self.leader.vote.term
+        start = st.last_index() + 1
+        entries = [Entry(LogId(term, start + i), p) for i, p in enumerate(payloads)]
+        eng.log_handler().append(entries)
+        eng.replication_handler(self.leader).replicate()
+        return entries[0].log_id
+
+    def tick(self, now: float) -> None:
+        """The clock advanced to ``now``: heartbeat, answer confirmed reads, expire a stalled
+        transfer, and step down without quorum contact."""
+        c = self.eng.config
+        leader = self.leader
+        if c.enable_heartbeat and now - leader.last_heartbeat >= c.heartbeat_interval:
+            self.heartbeat(now)
+        if leader.reads:
+            self.check_reads()
+        if is_handing_over(leader):
+            self.eng.transfer_handler().expire(leader, now)
+        # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
+        # election timeout steps down, so a minority leader stops taking writes.
+        acked = max(leader.quorum_acked_at(now), leader.elected_at)
+        if now - acked > c.election_timeout_max:
+            self.eng.vote_handler().become_following(now)
+
+    def heartbeat(self, now: float) -> None:
+        """Send a heartbeat round now."""
+        self.leader.last_heartbeat = now
+        self.output.append(Heartbeat())
+
+    def read(self, tx: Any, policy: ReadPolicy, now: float) -> None:
+        """Start a linearizable read; see ``Engine.handle_read``."""
+        leader = self.leader
+        st = self.state
+        read_log_id = leader.noop_log_id
+        if st.committed is not None and (read_log_id is None or st.committed > read_log_id):
+            read_log_id = st.committed
+        if policy is ReadPolicy.LEASE_READ:
+            acked = leader.quorum_acked_at(now)
+            lease = self.eng.config.lease_ms()
+            faults = self.eng.injected_faults
+            bug = bool(faults) and EngineFault.EXPIRED_LEASE_READ in faults
+            if leader.lease_disabled and not bug:
+                self.output.append(Respond(tx, QuorumNotEnough("no lease: this leader is handing over leadership")))
+            elif bug or (acked >= 0 and now - acked < lease):
+                self.output.append(Respond(tx, read_log_id))
+            else:
+                self.output.append(
+                    Respond(tx, QuorumNotEnough(f"leader lease expired: last quorum ack {now - acked:.1f} ms ago"))
+                )
+            return
+        leader.reads.append(PendingRead(tx, read_log_id, now))
+        self.heartbeat(now)
+        self.check_reads()
+
+    def check_reads(self) -> None:
+        """Answer the ReadIndex reads a quorum has confirmed."""
+        leader = self.leader
+        acked = leader.quorum_acked_at(self.eng.now)
+        keep = []
+        for r in leader.reads:
+            if acked >= r.since:
+                self.output.append(Respond(r.tx, r.read_log_id))
+            else:
+                keep.append(r)
+        leader.reads = keep
+
+    def higher_vote(self, target: NodeId, vote: Vote) -> None:
+        """Replication target ``target`` rejected this leader because it holds the greater
+        ``vote``.
+
+        A voter's greater vote, or any committed one (a newer leader exists), ends this
+        leadership: adopt it and follow. A non-voter's *uncommitted* greater vote (its own
+        campaign, typically a removed voter that missed its removal and is being added back
+        as a learner, or a grant it gave) cannot have elected anyone here, so it does not
+        depose this leader: the leader re-elects itself in a term above that vote instead,
+        telling its followers it hands over to itself (``transfer_from``) so they grant at
+        once, and the learner then accepts its entries. See ``docs/design/joint-consensus.md``,
+        "Removed voters".
+        """
+        leader = self.leader
+        st = self.state
+        eng = self.eng
+        if not vote.is_gt(st.vote):
+            return
+        if (
+            not vote.committed
+            and vote.term < MAX_TERM
+            and not is_handing_over(leader)  # handing over: it steps down anyway
+            and st.is_voter()
+            and not self.is_member_voter(target)
+        ):
+            eng.vote_handler().elect(eng.now, transfer_from=leader.vote, above_term=vote.term)
+            return
+        vh = eng.vote_handler()
+        vh.update_vote(vote)
+        vh.become_following(eng.now)
+
+    def is_member_voter(self, node_id: NodeId) -> bool:
+        """Whether ``node_id`` is a voter of this node's effective or committed membership
+        (either config of a joint one)."""
+        ms = self.state.membership
+        return ms.effective.membership.is_voter(node_id) or ms.committed.membership.is_voter(node_id)

@@ -1,0 +1,106 @@
+"""Membership changes (thesis 4.3, joint consensus).
+
+- ``change_membership(voters)`` appends the joint config ``[C_old, C_new]``; once it commits,
+  the leader appends ``[C_new]`` by itself (``after_commit``), also when it inherited a
+  committed joint config from a previous leader. A membership takes effect when appended.
+- ``add_learner`` appends the current configs with one more node.
+- One change at a time: a change is refused with ``InProgress`` while an appended membership
+  is not committed.
+- A leader that is not a voter of a committed uniform config steps down and hands leadership
+  to the most up-to-date voter (``TransferHandler.hand_over_as_removed``).
+
+See ``docs/design/joint-consensus.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ...errors import EmptyMembership, InProgress, LearnerNotFound
+from ...types import BasicNode, Entry, LogId, Membership, NodeId
+from ..command import RespondOnApply
+from . import LeadingHandler
+
+
+class MembershipHandler(LeadingHandler):
+    """Membership changes, for a leader that takes writes (``Engine.writable_leader``)."""
+
+    __slots__ = ()
+
+    def _require_no_change_in_progress(self) -> None:
+        ms = self.state.membership
+        if ms.uncommitted:
+            raise InProgress(ms.uncommitted[-1].log_id)
+        if ms.committed.membership.is_joint():
+            # Committed joint config: the leader is about to finish it.
+            raise InProgress(ms.committed.log_id)
+
+    def append_membership(self, m: Membership) -> LogId:
+        """Append ``m`` as a new entry of this leader's term and replicate it."""
+        st = self.state
+        eng = self.eng
+        log_id = LogId(self.leader.vote.term, st.last_index() + 1)
+        eng.log_handler().append([Entry(log_id, m)])
+        eng.replication_handler(self.leader).replicate()
+        return log_id
+
+    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any) -> None:
+        """Change the voters to exactly ``voters`` by joint consensus; see
+        ``Engine.change_membership``."""
+        self._require_no_change_in_progress()
+        new = frozenset(voters)
+        if not new:
+            raise EmptyMembership()
+        eff = self.state.membership.effective
+        cur = eff.membership
+        for nid in sorted(new):
+            if nid not in cur.nodes:
+                raise LearnerNotFound(nid)
+        if new == cur.configs[0]:  # uniform: no change is in progress
+            assert eff.log_id is not None
+            self.output.append(RespondOnApply(tx, eff.log_id))
+            return
+        self.leader.change_tx = tx
+        self.leader.change_retain = retain
+        self.append_membership(Membership.new([set(cur.configs[0]), set(new)], cur.nodes))
+
+    def add_learner(self, node_id: NodeId, node: BasicNode, tx: Any) -> LogId:
+        """Add ``node_id`` as a learner; see ``Engine.add_learner``."""
+        eff = self.state.membership.effective
+        cur = eff.membership
+        if cur.nodes.get(node_id) == node:
+            assert eff.log_id is not None
+            self.output.append(RespondOnApply(tx, eff.log_id))
+            return eff.log_id
+        self._require_no_change_in_progress()
+        nodes = dict(cur.nodes)
+        nodes[node_id] = node
+        log_id = self.append_membership(Membership.new([set(c) for c in cur.configs], nodes))
+        self.output.append(RespondOnApply(tx, log_id))
+        return log_id
+
+    def after_commit(self) -> None:
+        """Something committed on the leader: finish a committed joint config, and step
+        down if a committed uniform config no longer has this node as a voter."""
+        leader = self.leader
+        if self.eng.leader is not leader:
+            return
+        st = self.state
+        ms = st.membership
+        if ms.uncommitted:
+            return
+        cur = ms.committed.membership
+        if cur.is_joint():
+            final = cur.configs[-1]
+            nodes = dict(cur.nodes)
+            if not leader.change_retain:
+                removed = cur.voter_ids() - final
+                for nid in removed:
+                    nodes.pop(nid, None)
+            log_id = self.append_membership(Membership.new([set(final)], nodes))
+            if leader.change_tx is not None:
+                self.output.append(RespondOnApply(leader.change_tx, log_id))
+                leader.change_tx = None
+            return
+        if not cur.is_voter(st.id):
+            self.eng.transfer_handler().hand_over_as_removed(leader)

@@ -1,0 +1,137 @@
+"""Leader transfer (thesis 3.10), the whole protocol in one place.
+
+Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transfer_deadline``
+/ ``lease_disabled``::
+
+    transfer_leader(to) ──> start: writes and membership changes refused (ForwardToLeader
+        │                   naming ``to``), lease reads off for the rest of the term,
+        │                   a heartbeat round to learn where ``to`` is
+        v
+    maybe_send: once ``to`` matches our last log id ──> SendTransferLeader to every voter
+        │
+        ├── a new leader appears: this one steps down on its greater vote
+        └── expire (tick): no new leader after 2 election timeouts ──> writes again
+                                                                       (lease stays off)
+
+A leader removed from the voters by a committed config hands over at once
+(``hand_over_as_removed``): it steps down and names the most up-to-date remaining voter.
+
+Follower side, on ``Engine.transfer_from``: ``handle_transfer_leader`` takes the notice from
+our leader: its messages no longer count as leader contact (``FollowingHandler.accept_leader``)
+and we grant its successor at once (``VoteHandler.handle_vote_req`` sees
+``req.transfer_from``); the target itself elects at once with ``transfer_from`` set. A new
+vote forgets the notice (``VoteHandler.update_vote``).
+
+The queries other handlers ask (``is_handing_over``, ``redirect_target``,
+``announced_handover``) are functions of
+the role data, here too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...types import NodeId, TransferLeaderRequest, Vote
+from ..command import AbandonWrites, SendTransferLeader
+from . import Handler
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..leader import Leader
+
+
+def is_handing_over(leader: Leader) -> bool:
+    """Whether ``leader`` is transferring leadership (it takes no writes meanwhile)."""
+    return leader.transfer_to is not None
+
+
+def redirect_target(leader: Leader) -> NodeId | None:
+    """Where a leader sends leader-only requests while handing over: the target (``None``
+    when not handing over)."""
+    return leader.transfer_to
+
+
+def announced_handover(eng: Engine, vote: Vote) -> bool:
+    """Whether leader ``vote`` told this node it hands over: its messages then are no
+    leader contact (stickiness does not hold its successor off)."""
+    return eng.transfer_from is not None and eng.transfer_from == vote
+
+
+class TransferHandler(Handler):
+    """Leader transfer, on the leader that hands over and on the nodes told about it."""
+
+    __slots__ = ()
+
+    # -- leader side -----------------------------------------------------------------------------
+
+    def start(self, leader: Leader, to: NodeId, now: float) -> None:
+        """Hand leadership to voter ``to``; see ``Engine.transfer_leader``."""
+        st = self.state
+        if to == st.id:
+            return
+        if not st.effective_membership().is_voter(to):
+            raise ValueError(f"cannot transfer leadership to node {to}: it is not a voter")
+        leader.transfer_to = to
+        leader.transfer_sent = False
+        leader.lease_disabled = True
+        leader.transfer_deadline = now + 2 * self.eng.config.election_timeout_max
+        self.eng.leader_handler(leader).heartbeat(now)
+        self.maybe_send(leader)
+
+    def maybe_send(self, leader: Leader) -> None:
+        """Send the TransferLeader once the target holds this leader's whole log."""
+        to = leader.transfer_to
+        if to is None or leader.transfer_sent:
+            return
+        st = self.state
+        if leader.progress.as_dict().get(to, -1) < st.last_index():
+            return
+        leader.transfer_sent = True
+        req = TransferLeaderRequest(leader.vote, to, st.last_log_id())
+        self.output.append(SendTransferLeader(req, self.eng.vote_handler().voter_targets()))
+
+    def expire(self, leader: Leader, now: float) -> None:
+        """Give up a transfer whose deadline passed with no new leader: take writes again.
+        Lease reads stay off: followers told of the handover no longer count us as alive."""
+        if leader.transfer_to is not None and now > leader.transfer_deadline:
+            leader.transfer_to = None
+
+    def hand_over_as_removed(self, leader: Leader) -> None:
+        """``leader`` was removed from the voters by a committed config: step down and ask the
+        most up-to-date remaining voter to elect itself at once (no election timeout)."""
+        st = self.state
+        eng = self.eng
+        m = st.effective_membership()
+        best: tuple[int, NodeId] | None = None
+        progress = leader.progress.as_dict()
+        for nid in sorted(m.voter_ids()):
+            idx = progress.get(nid, -1)
+            if best is None or idx > best[0]:
+                best = (idx, nid)
+        vote = leader.vote
+        eng.vote_handler().become_following(eng.now)
+        if best is not None:
+            # Name what the target is known to hold: entries after it may not have reached
+            # anyone (we stopped replicating), and the target only elects itself if it
+            # holds the named log id.
+            req = TransferLeaderRequest(vote, best[1], st.log_id_at(best[0]))
+            self.output.append(SendTransferLeader(req, eng.vote_handler().voter_targets()))
+        if st.id not in m.nodes:
+            # No longer replicated to: entries not committed yet never reach us as committed.
+            self.output.append(AbandonWrites(st.committed_index()))
+
+    # -- follower side ---------------------------------------------------------------------------
+
+    def handle_transfer_leader(self, req: TransferLeaderRequest, now: float) -> None:
+        """The notice that leader ``req.from_leader`` hands over to ``req.to``; see
+        ``Engine.handle_transfer_leader``."""
+        st = self.state
+        eng = self.eng
+        if req.from_leader != st.vote or eng.leader is not None:
+            return
+        eng.leader_seen_at = -1e18
+        eng.transfer_from = req.from_leader
+        if req.to == st.id and st.is_voter() and st.has_log_id(req.last_log_id):
+            last = st.last_log_id()
+            if req.last_log_id is None or (last is not None and last >= req.last_log_id):
+                eng.vote_handler().elect(now, transfer_from=req.from_leader)
