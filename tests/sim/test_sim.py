@@ -3,9 +3,12 @@ catches real bugs (engine fault switches that each break one Raft rule)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from openraft_py.testing import sim
+from openraft_py.testing import lincheck, sim
 from openraft_py.testing.sim import ENGINE_FAULTS, Simulation, run_seed
 
 SMOKE_SEEDS = 100
@@ -66,7 +69,7 @@ def test_same_seed_same_run_byte_for_byte(seed: int) -> None:
     a = run_seed(seed)
     b = run_seed(seed)
     assert a.trace == b.trace
-    assert [sim.lincheck.describe_op(o) for o in a.history] == [sim.lincheck.describe_op(o) for o in b.history]
+    assert [lincheck.describe_op(o) for o in a.history] == [lincheck.describe_op(o) for o in b.history]
     assert a.digest() == b.digest()
     assert run_seed(seed + 1).digest() != a.digest(), "different seeds should make different runs"
 
@@ -103,6 +106,16 @@ def test_cli_replays_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim.main(["--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert "seed 5: ok" in out and "digest" in out
+
+
+@pytest.mark.timeout(60)
+def test_python_m_runs_the_package() -> None:
+    """``python -m openraft_py.testing.sim`` (what ``make sim`` and the docs call) runs a seed
+    and prints the same digest as ``run_seed``."""
+    p = subprocess.run([sys.executable, "-m", "openraft_py.testing.sim", "--seed", "5"],
+                       capture_output=True, text=True, timeout=50)
+    assert p.returncode == 0, p.stderr
+    assert f"digest {run_seed(5).digest()[:16]}" in p.stdout
 
 
 @pytest.mark.timeout(60)

@@ -1,19 +1,26 @@
 """The simulator's checker: the Raft safety properties over the nodes' states, step after
-step. See ``docs/design/simulation.md``."""
+step, built on the shared checks of ``openraft_py.testing.invariants`` plus the ones that need
+the run's history (committed entries never change, nothing goes back, no double vote). See
+``docs/design/simulation.md``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Fatal, Stopped
-from ..types import Entry, LogId, NodeId, Vote
+from ...errors import Fatal, Stopped
+from ...types import Entry, LogId, NodeId, Vote
+from ..invariants import (
+    Violation,
+    check_compaction_order,
+    check_election_safety,
+    check_leader_completeness,
+    check_log_matching,
+)
 
 if TYPE_CHECKING:
-    from .sim import Simulation
+    from .simulation import Simulation
 
-
-class Violation(AssertionError):
-    """A safety or liveness property broke."""
+__all__ = ["Checker", "Violation"]
 
 
 class Checker:
@@ -55,6 +62,8 @@ class Checker:
             self.sim.log(f"VIOLATION seen: {self.pending}")
 
     def check(self, where: str) -> None:
+        """Check every property over the nodes' current states (``where`` names the step in
+        the trace); raise ``Violation`` at the first one broken."""
         if self.pending is not None:
             raise Violation(self.pending)
         sim = self.sim
@@ -71,25 +80,19 @@ class Checker:
                 raise Violation(str(e)) from e
             # Election safety.
             if eng.leader is not None:
-                term = st.vote.term
-                prev = self.leaders.setdefault(term, nid)
-                if prev != nid:
-                    raise Violation(f"two leaders in term {term}: n{prev} and n{nid}")
+                check_election_safety(self.leaders, st.vote.term, nid)
             # Monotonic per incarnation: committed, applied; the vote across restarts too.
             boot = sim.boots[nid]
             ci = st.committed_index()
             ai = -1 if st.applied is None else st.applied.index
             # Log compaction: only what a snapshot covers is purged, a snapshot covers only
             # applied entries, and only committed entries are applied.
-            pi = -1 if (p := st.purged_log_id()) is None else p.index
-            si = -1 if st.snapshot is None else st.snapshot.index
+            purged = st.purged_log_id()
+            pi = -1 if purged is None else purged.index
             if pi > self.purged.get(nid, -1):
                 sim._count("purge")
             self.purged[nid] = pi
-            if not (pi <= si <= ai <= ci):
-                raise Violation(
-                    f"n{nid}: purged {pi} <= snapshot {si} <= applied {ai} <= committed {ci} broken"
-                )
+            check_compaction_order(nid, purged, st.snapshot, st.applied, ci)
             old = self.last.get(nid)
             if old is not None and old[0] == boot and (ci < old[1] or ai < old[2]):
                 raise Violation(f"n{nid} went back: committed {old[1]}->{ci} applied {old[2]}->{ai}")
@@ -151,31 +154,9 @@ class Checker:
 
     def _check_logs(self) -> None:
         c = self.sim.cluster
-        ids = sorted(c.disks)
-        logs = {nid: (c.disks[nid].offset, c.disks[nid].entries) for nid in ids}
-        # Leader completeness: a leader of term t holds every entry first seen committed in a
-        # term <= t (entries purged from its log are covered by its snapshot).
+        logs = {nid: (d.offset, d.entries) for nid, d in c.disks.items()}
         for nid, raft in c.nodes.items():
             eng = raft._core.engine
-            if eng.leader is None:
-                continue
-            term = eng.state.vote.term
-            off, log = logs[nid]
-            for i, (e, seen_term) in self.committed.items():
-                if seen_term > term or i < off:
-                    continue
-                if i - off >= len(log) or log[i - off] != e:
-                    raise Violation(f"leader n{nid} (term {term}) lacks committed entry {e!r} at {i}")
-        # Log matching, pairwise: find the highest common index with equal log ids and require
-        # equal prefixes.
-        for a_i, a in enumerate(ids):
-            oa, la = logs[a]
-            for b in ids[a_i + 1 :]:
-                ob, lb = logs[b]
-                lo = max(oa, ob)
-                hi = min(oa + len(la), ob + len(lb))
-                for i in range(hi - 1, lo - 1, -1):
-                    if la[i - oa].log_id == lb[i - ob].log_id:
-                        if la[lo - oa : i - oa + 1] != lb[lo - ob : i - ob + 1]:
-                            raise Violation(f"log matching broken between n{a} and n{b} below index {i}")
-                        break
+            if eng.leader is not None:
+                check_leader_completeness(nid, eng.state.vote.term, logs[nid], self.committed)
+        check_log_matching(logs)

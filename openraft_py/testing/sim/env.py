@@ -7,12 +7,12 @@ import asyncio
 import selectors
 from typing import TYPE_CHECKING, Any
 
-from ..storage import IOFlushed
-from ..storage.memory import MemDisk, MemLogStore
-from ..types import Entry, LogId, NodeId, Vote
+from ...storage import IOFlushed
+from ...storage.memory import MemDisk, MemLogStore
+from ...types import Entry, LogId, NodeId, Vote
 
 if TYPE_CHECKING:
-    from .sim import Simulation
+    from .simulation import Simulation
 
 
 class SimStuck(RuntimeError):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ApiError, Fatal
-from ..types import BasicNode, Membership, NodeId
-from .sim_env import SimLogStore
+from ...errors import ApiError, Fatal
+from ...types import BasicNode, Membership, NodeId
+from .env import SimLogStore
 
 if TYPE_CHECKING:
-    from .sim import Simulation
+    from .simulation import Simulation
 
     _Base = Simulation
 else:
@@ -169,7 +169,7 @@ class FaultSchedule(_Base):
         a = c.leader()
         if len(ids) != 3 or a is None or self.crashed or self.paused or len(c.nodes) != 3:
             return
-        from ..errors import Unreachable
+        from ...errors import Unreachable
 
         router = c.router
         router.heal()
@@ -428,7 +428,7 @@ class FaultSchedule(_Base):
         else:
             kind = rng.choice(("add_learner", "add_learner", "add_learner", "change"))
         if kind == "add_learner":
-            from .sim import MAX_NODES
+            from .simulation import MAX_NODES
 
             cands = [n for n in range(1, MAX_NODES + 1) if n not in m.nodes]
             if cands:

@@ -1,69 +1,27 @@
-"""A deterministic simulator: the real ``Engine`` and ``RaftCore`` under faults, in virtual time.
+"""One simulated run: ``Simulation`` (the cluster, the client workload, the admin steps and the
+end-of-run liveness and linearizability checks), ``SimResult`` and ``run_seed``. The package
+docstring (``openraft_py.testing.sim``) describes what a run does and checks."""
 
-One run (``Simulation(seed).run()``) builds a cluster of 3 or 5 voters (and, in some runs,
-spare nodes up to id 7) on the in-process router, with simulated disks, inside an event
-loop whose clock is virtual: when nothing is
-runnable, time jumps to the next timer. Every random choice (the cluster's configuration,
-fault schedule, client workload, message drops and delays, disk latencies, election
-timeouts) comes from the seed, and the loop runs callbacks in a fixed order, so the same seed
-gives the same run, byte for byte (the trace and the history are compared in the tests).
-
-During the run, clients write and read a few keys while a fault schedule partitions the
-network (symmetric, one-way, bridge), drops, duplicates and delays messages, crashes nodes
-(losing what their disk had not flushed) and restarts them, slows disks and pauses nodes.
-Admin steps change the membership (add learners, change the voters, remove the leader),
-trigger snapshots and log purges and transfer leadership; small snapshot policies and
-chunk sizes make followers catch up by chunked snapshots.
-After every fault step and every few milliseconds of virtual time the checker verifies:
-
-- election safety: at most one leader per term;
-- log matching: two logs holding the same log id at an index agree on every entry before it;
-- leader completeness: a leader holds every entry committed in an earlier or equal term;
-- state machine safety: every node applied the same entry at each index;
-- committed entries never change; commit, applied and vote never go back on a node (the vote
-  not even across a restart); no node fails with anything but a deliberate stop;
-- log compaction: purged <= snapshot <= applied <= committed on every node.
-
-One seed in ``WIRE_EVERY`` (``seed % WIRE_EVERY == 0``; ``--wire all|none`` overrides it)
-passes every message through the TCP wire codec (``Router.set_wire``): the nodes receive
-requests and responses exactly as the TCP transport decodes them, and a message the codec
-refuses is a violation.
-
-The checks compare only the entries a node still holds (purged ones are covered by its
-snapshot, and the record of applied entries travels in snapshots).
-
-At the end all faults heal, crashed nodes restart and only the members of the latest
-committed membership keep running: its voters must elect a leader that serves a write, and
-every member must converge (liveness). Then the client history is checked for linearizability
-(``openraft_py.testing.lincheck``).
-
-Command line (``make sim SEEDS=N``)::
-
-    python -m openraft_py.testing.sim --seeds 1000           # seeds 0..999, progress, summary
-    python -m openraft_py.testing.sim --seed 17 --trace      # replay one seed, print its trace
-    python -m openraft_py.testing.sim --seeds 200 --fault grant_without_log_check
-"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import itertools
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, SnapshotPolicy
-from ..errors import Fatal, ForwardToLeader, LinearizableReadError, WaitTimeout
-from ..raft import Raft
-from ..storage import memory
-from ..storage.memory import KvCas, KvDelete, KvGet, KvSet, MemStateMachine, encode_kv
-from ..types import NodeId, ReadPolicy
-from . import lincheck
-from .cluster import Cluster
-from .sim_checks import Checker, Violation
-from .sim_env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop
-from .sim_faults import FaultSchedule
+from ...config import Config, SnapshotPolicy
+from ...errors import Fatal, ForwardToLeader, LinearizableReadError, WaitTimeout
+from ...raft import Raft
+from ...storage import memory
+from ...storage.memory import KvCas, KvDelete, KvGet, KvSet, MemStateMachine, encode_kv
+from ...types import NodeId, ReadPolicy
+from .. import lincheck
+from ..cluster import Cluster
+from .checks import Checker, Violation
+from .env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop
+from .faults import FaultSchedule
 
 __all__ = [
     "ENGINE_FAULTS",
@@ -76,7 +34,6 @@ __all__ = [
     "Simulation",
     "Violation",
     "VirtualTimeLoop",
-    "main",
     "run_seed",
 ]
 
@@ -516,75 +473,3 @@ class Simulation(FaultSchedule):
 def run_seed(seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None) -> SimResult:
     """Run one seed (see ``Simulation``; ``wire=None`` uses the seed's default share)."""
     return Simulation(seed, faults=faults, steps=steps, wire=wire).run()
-
-
-def _run_batch(
-    args: tuple[list[int], tuple[str, ...], int, bool | None],
-) -> list[tuple[int, bool, str | None, str]]:
-    seeds, faults, steps, wire = args
-    out = []
-    for s in seeds:
-        r = run_seed(s, faults, steps, wire)
-        out.append((s, r.ok, r.violation, r.replay_command()))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: run many seeds with a progress bar, or replay one."""
-    import argparse
-    import os
-    import time
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=100, help="run seeds start..start+N-1")
-    p.add_argument("--start", type=int, default=0)
-    p.add_argument("--seed", type=int, help="run this one seed")
-    p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
-    p.add_argument("--wire", choices=("share", "all", "none"), default="share",
-                   help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
-    args = p.parse_args(argv)
-    faults = tuple(args.fault)
-    wire = {"share": None, "all": True, "none": False}[args.wire]
-    if args.seed is not None:
-        r = run_seed(args.seed, faults, args.steps, wire)
-        if args.trace or not r.ok:
-            print("\n".join(r.trace if args.trace else r.trace[-60:]))
-        print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
-              f"({r.ops} ops, {r.virtual_seconds:.2f} virtual s, digest {r.digest()[:16]})")
-        return 0 if r.ok else 1
-    seeds = list(range(args.start, args.start + args.seeds))
-    chunks = [seeds[i : i + 10] for i in range(0, len(seeds), 10)]
-    failures: list[tuple[int, str | None, str]] = []
-    done = 0
-    t0 = time.time()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        pending = [ex.submit(_run_batch, (ch, faults, args.steps, wire)) for ch in chunks]
-        for fut in as_completed(pending):
-            for s, ok, violation, cmd in fut.result():
-                done += 1
-                if not ok:
-                    failures.append((s, violation, cmd))
-            bar = "#" * int(30 * done / len(seeds))
-            sys.stdout.write(f"\r[{bar:<30}] {done}/{len(seeds)} seeds, {len(failures)} violations, {time.time() - t0:.0f}s")
-            sys.stdout.flush()
-    print()
-    failures.sort()
-    for s, violation, cmd in failures:
-        first = (violation or "").splitlines()[0] if violation else ""
-        # Replay it alone: a failure that does not come back depends on the runs before it
-        # in its worker process, which is a simulator bug of its own.
-        again = run_seed(s, faults, args.steps, wire)
-        note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
-        print(f"seed {s}: {first}\n  replay: {cmd}{note}")
-    print(f"{len(seeds)} seeds, {len(seeds) - len(failures)} clean, {len(failures)} with violations "
-          f"(faults: {', '.join(faults) or 'none'}) in {time.time() - t0:.0f}s")
-    return 0 if not failures else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
