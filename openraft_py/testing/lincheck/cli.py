@@ -1,0 +1,56 @@
+"""The checker's command line, ``python -m openraft_py.testing.lincheck``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .model import Model, Operation, kv, kv_register, register
+from .parse import HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl
+from .search import check
+
+__all__ = ["main"]
+
+_FORMATS: dict[str, tuple[Callable[[str | Path], list[Operation]], Model]] = {
+    "jepsen": (parse_jepsen, register),
+    "edn-kv": (parse_edn_kv, kv),
+    "jsonl": (parse_jsonl, kv_register),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Check history files; exit 0 if all are linearizable, 1 if not (or unknown), 2 if a
+    file cannot be read or parsed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m openraft_py.testing.lincheck",
+        description="Check client histories for linearizability.",
+    )
+    parser.add_argument("--format", required=True, choices=sorted(_FORMATS))
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per file before giving up with an unknown verdict")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    args = parser.parse_args(argv)
+    parse, model = _FORMATS[args.format]
+    status = 0
+    for name in args.files:
+        try:
+            history = parse(name)
+        except (OSError, UnicodeDecodeError, HistoryParseError) as e:
+            print(f"lincheck: cannot read {name}: {e}", file=sys.stderr)
+            status = 2
+            continue
+        result = check(history, model, timeout=args.timeout)
+        if result.ok:
+            print(f"{name} linearizable")
+            continue
+        if result.ok is None:
+            print(f"{name} unknown (time budget of {args.timeout} s exceeded)")
+        else:
+            print(f"{name} NOT linearizable")
+            print("\n".join("    " + line for line in result.explain().splitlines()))
+        status = max(status, 1)
+    sys.stdout.flush()
+    return status
+

@@ -1,0 +1,309 @@
+"""History readers and writers: Jepsen etcd register logs (``parse_jepsen``), EDN key-value
+histories (``parse_edn_kv``) and this project's JSON-lines recordings (``parse_jsonl`` /
+``write_jsonl``), and ``HistoryParseError``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from .model import INF, Operation
+
+__all__ = ["HistoryParseError", "parse_edn_kv", "parse_jepsen", "parse_jsonl", "write_jsonl"]
+
+
+class HistoryParseError(ValueError):
+    """A history file could not be understood."""
+
+    def __init__(self, path: str | Path, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+_EDN_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<open>[\[{(])|(?P<close>[\]})])
+      | "(?P<str>(?:[^"\\]|\\.)*)"
+      | (?P<kw>:[^\s,\[\]{}()"]+)
+      | (?P<num>[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?=[\s,\[\]{}()]|$)
+      | (?P<sym>[^\s,\[\]{}()"]+)
+    )[\s,]*""",
+    re.VERBOSE,
+)
+_EDN_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+class _Keyword(str):
+    """An EDN keyword (``:ok``), kept apart from strings."""
+
+
+def _read_edn(text: str) -> Any:
+    """Read one EDN value (the subset histories use: maps, vectors, lists, strings,
+    keywords, integers, floats, ``nil``, ``true``/``false``)."""
+    pos = 0
+    stack: list[tuple[str, list[Any]]] = []
+    result: list[Any] = []
+    text = text.strip()
+    while pos < len(text):
+        m = _EDN_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(f"unexpected input at column {pos + 1}: {text[pos:pos + 20]!r}")
+        pos = m.end()
+        if m.group("open"):
+            stack.append((m.group("open"), []))
+            continue
+        if m.group("close"):
+            if not stack:
+                raise ValueError(f"unbalanced {m.group('close')!r}")
+            opener, items = stack.pop()
+            if "[{(".index(opener) != "]})".index(m.group("close")):
+                raise ValueError(f"{opener!r} closed by {m.group('close')!r}")
+            if opener == "{":
+                if len(items) % 2:
+                    raise ValueError("a map needs an even number of forms")
+                value: Any = dict(zip(items[::2], items[1::2]))
+            else:
+                value = tuple(items)
+        elif m.group("str") is not None:
+            value = re.sub(r"\\(.)", lambda e: _EDN_ESCAPES.get(e.group(1), e.group(1)),
+                           m.group("str"))
+        elif m.group("kw"):
+            value = _Keyword(m.group("kw"))
+        elif m.group("num"):
+            s = m.group("num")
+            value = float(s) if any(c in s for c in ".eE") else int(s)
+        else:
+            s = m.group("sym")
+            if s == "nil":
+                value = None
+            elif s in ("true", "false"):
+                value = s == "true"
+            else:
+                raise ValueError(f"unsupported EDN symbol {s!r}")
+        if stack:
+            stack[-1][1].append(value)
+        else:
+            result.append(value)
+    if stack:
+        raise ValueError("unterminated collection")
+    if len(result) != 1:
+        raise ValueError(f"expected one value, found {len(result)}")
+    return result[0]
+
+
+class _Pairing:
+    """Matches completions to invocations by process, as Jepsen histories are written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.open: dict[Any, dict[str, Any]] = {}
+        self.done: list[dict[str, Any]] = []
+
+    def invoke(self, lineno: int, process: Any, rec: dict[str, Any]) -> None:
+        prev = self.open.pop(process, None)
+        if prev is not None:  # a process that invokes again never heard back: unknown outcome
+            self.done.append(prev)
+        self.open[process] = rec
+
+    def complete(self, lineno: int, process: Any, f: str) -> dict[str, Any]:
+        rec = self.open.pop(process, None)
+        if rec is None:
+            raise HistoryParseError(self.path, lineno, f"completion of process {process} "
+                                    "without a matching :invoke")
+        if rec["op"] != f:
+            raise HistoryParseError(self.path, lineno, f"process {process} invoked "
+                                    f":{rec['op']} but completed :{f}")
+        self.done.append(rec)
+        return rec
+
+    def operations(self) -> list[Operation]:
+        recs = self.done + list(self.open.values())
+        recs.sort(key=lambda r: r["call"])
+        return [Operation(**r) for r in recs]
+
+
+_JEPSEN_LINE = re.compile(r"jepsen\.util\s+-\s+(\S+)\s+(:\S+)\s+(:\S+)\s*(.*?)\s*$")
+_JEPSEN_TYPES = (":invoke", ":ok", ":fail", ":info")
+
+
+def parse_jepsen(path: str | Path) -> list[Operation]:
+    """Read a Jepsen etcd register log (``INFO  jepsen.util - 3\\t:invoke\\t:read\\tnil``).
+
+    Values are ``nil``, integers, or ``[expected new]`` for ``cas``; columns may be
+    separated by tabs or spaces. Lines that are not client operations (other loggers,
+    ``:nemesis`` lines, blank lines) are skipped. The line number is the clock. ``:ok``
+    completes an operation (a read's value is on the completion line), ``:fail`` means it
+    did not take effect, ``:info`` (e.g. ``:timed-out``) and a missing completion mean the
+    outcome is unknown.
+    """
+    pairing = _Pairing(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            m = _JEPSEN_LINE.search(line)
+            if m is None:
+                continue
+            proc_s, typ, f, val_s = m.groups()
+            if not re.fullmatch(r"\d+", proc_s):
+                continue  # :nemesis and other non-client actors
+            if typ not in _JEPSEN_TYPES:
+                raise HistoryParseError(path, lineno, f"unknown operation type {typ}")
+            f = f[1:]
+            if f not in ("read", "write", "cas"):
+                raise HistoryParseError(path, lineno, f"unknown register operation :{f}")
+            try:
+                value = _read_edn(val_s) if val_s else None
+            except ValueError as e:
+                raise HistoryParseError(path, lineno, f"bad value {val_s!r}: {e}") from None
+            process = int(proc_s)
+            if typ == ":invoke":
+                if f == "cas" and not (isinstance(value, tuple) and len(value) == 2):
+                    raise HistoryParseError(path, lineno,
+                                            f"cas needs [expected new], got {val_s!r}")
+                pairing.invoke(lineno, process, dict(
+                    client=process, op=f, key=None, value=None if f == "read" else value,
+                    output=None, call=float(lineno), ret=INF, ok=None))
+                continue
+            rec = pairing.complete(lineno, process, f)
+            if typ == ":ok":
+                rec.update(ok=True, ret=float(lineno),
+                           output=value if f == "read" else (True if f == "cas" else None))
+            elif typ == ":fail":
+                rec.update(ok=False, ret=float(lineno))
+            # :info: outcome unknown, keep ret = inf and ok = None
+    return pairing.operations()
+
+
+def parse_edn_kv(path: str | Path) -> list[Operation]:
+    """Read an EDN key-value history, one map per line::
+
+        {:process 0, :type :invoke, :f :append, :key "0", :value "x 0 0 y"}
+        {:process 0, :type :ok, :f :get, :key "0", :value "x 0 0 y"}
+
+    Operations ``get``/``put``/``append``; a ``get``'s value is on its completion. The line
+    number is the clock; ``:fail``/``:info``/no completion as for ``parse_jepsen``.
+    """
+    pairing = _Pairing(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip() or line.lstrip().startswith(";"):
+                continue
+            try:
+                rec = _read_edn(line)
+            except ValueError as e:
+                raise HistoryParseError(path, lineno, f"bad EDN: {e}") from None
+            if not isinstance(rec, dict):
+                raise HistoryParseError(path, lineno, "expected a map")
+            process, typ, f = rec.get(":process"), rec.get(":type"), rec.get(":f")
+            if isinstance(process, _Keyword) or process is None:
+                continue  # :nemesis
+            if typ not in _JEPSEN_TYPES:
+                raise HistoryParseError(path, lineno, f"bad :type {typ!r}")
+            if f not in (":get", ":put", ":append"):
+                raise HistoryParseError(path, lineno, f"unknown key-value operation {f!r}")
+            f = f[1:]
+            value = rec.get(":value")
+            if typ == ":invoke":
+                pairing.invoke(lineno, process, dict(
+                    client=process, op=f, key=rec.get(":key"),
+                    value=None if f == "get" else value, output=None,
+                    call=float(lineno), ret=INF, ok=None))
+                continue
+            done = pairing.complete(lineno, process, f)
+            if typ == ":ok":
+                done.update(ok=True, ret=float(lineno), output=value if f == "get" else None)
+            elif typ == ":fail":
+                done.update(ok=False, ret=float(lineno))
+    return pairing.operations()
+
+
+_JSONL_OPS = ("put", "get", "cas", "delete")
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def parse_jsonl(path: str | Path) -> list[Operation]:
+    """Read a JSON-lines history for the ``kv_register`` model, one object per line::
+
+        {"client": 1, "op": "cas", "key": "k", "expected": "a", "value": "b",
+         "ok": false, "call": 1.5, "ret": 1.7}
+
+    ``ok: null`` or ``ret: null`` means the outcome is unknown. A ``cas`` with
+    ``ok: false`` completed without applying (the value differed from ``expected``); any
+    other operation with ``ok: false`` failed and did not take effect. A ``get`` has its
+    value in ``result`` (``null`` when the key is absent).
+    """
+    ops: list[Operation] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("expected a JSON object")
+                name = rec["op"]
+                if name not in _JSONL_OPS:
+                    raise ValueError(f"unknown op {name!r}")
+                call = float(rec["call"])
+                ret_raw = rec.get("ret")
+                ok_raw = rec.get("ok")
+                if ok_raw not in (True, False, None):
+                    raise ValueError(f"ok must be true, false or null, not {ok_raw!r}")
+                value = _hashable(rec.get("value"))
+                if name == "cas":
+                    value = (_hashable(rec.get("expected")), value)
+                elif name in ("get", "delete"):
+                    value = None
+                pending = ok_raw is None or ret_raw is None
+                ret = INF if pending else float(ret_raw)
+                if pending:
+                    ok, output = None, None
+                elif name == "cas":
+                    ok, output = True, ok_raw
+                elif ok_raw:
+                    ok, output = True, _hashable(rec.get("result")) if name == "get" else None
+                else:
+                    ok, output = False, None
+                ops.append(Operation(
+                    client=int(rec["client"]), op=name, key=_hashable(rec.get("key")),
+                    value=value, output=output, call=call, ret=ret, ok=ok))
+            except (ValueError, KeyError, TypeError) as e:
+                msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+                raise HistoryParseError(path, lineno, msg) from None
+    return ops
+
+
+def write_jsonl(ops: Iterable[Operation], path: str | Path) -> None:
+    """Write operations in the format ``parse_jsonl`` reads (for history recorders).
+
+    A ``cas`` is written with ``ok`` = its output (applied or not); a failed operation
+    (``ok=False``) as ``ok: false``, which ``parse_jsonl`` reads back as failed except for
+    ``cas``, where it means "completed, not applied".
+    """
+    with open(path, "w", encoding="utf-8") as fh:
+        for op in ops:
+            rec: dict[str, Any] = {"client": op.client, "op": op.op, "key": op.key}
+            if op.op == "cas":
+                rec["expected"], rec["value"] = op.value
+            elif op.op == "put":
+                rec["value"] = op.value
+            if op.ok is None:
+                rec["ok"] = None
+            elif op.ok and op.op == "cas":
+                rec["ok"] = bool(op.output)
+            else:
+                rec["ok"] = op.ok
+            if op.op == "get" and op.ok:
+                rec["result"] = op.output
+            rec["call"] = op.call
+            rec["ret"] = None if op.ok is None or op.ret == INF else op.ret
+            fh.write(json.dumps(rec) + "\n")
