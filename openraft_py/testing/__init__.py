@@ -19,9 +19,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster
-from .log_suite import LogStoreSuite, run_log_storage_suite
-from .sm_suite import StateMachineSuite, run_state_machine_suite
-from .suite_base import CheckOutcome, StoreHandle, SuiteFailure
+from .suite import (
+    CheckOutcome,
+    LogStoreSuite,
+    StateMachineSuite,
+    StoreHandle,
+    SuiteFailure,
+    run_log_storage_suite,
+    run_state_machine_suite,
+)
 
 if TYPE_CHECKING:
     from . import lincheck, sim

@@ -1,4 +1,4 @@
-"""The machinery shared by the storage conformance suites (``log_suite``, ``sm_suite``).
+"""The machinery shared by the storage conformance suites (``log_store``, ``state_machine``).
 
 The builder contract
 --------------------
@@ -45,9 +45,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, ClassVar, NamedTuple, Union
 
-from ..storage import IOFlushed, RaftLogStorage, RaftStateMachine
-from ..storage.memory import KvSet, encode_kv
-from ..types import BLANK, Entry, LogId, Membership, Normal
+from ...storage import IOFlushed, RaftLogStorage, RaftStateMachine
+from ...storage.memory import KvSet, encode_kv
+from ...types import BLANK, Entry, LogId, Membership, Normal
 
 __all__ = [
     "Builder",

@@ -1,8 +1,8 @@
 """The log-store conformance suite: checks any ``RaftLogStorage`` against its contract.
 
-Run it from your own tests (see ``suite_base`` for the builder contract)::
+Run it from your own tests (see ``base`` for the builder contract)::
 
-    from openraft_py.testing.log_suite import run_log_storage_suite
+    from openraft_py.testing import run_log_storage_suite
 
     async def test_my_store(tmp_path):
         @contextlib.asynccontextmanager
@@ -18,7 +18,7 @@ Run it from your own tests (see ``suite_base`` for the builder contract)::
 
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
 reads over every half-open range, purge, truncate, append (holes, the flush callback),
-readers, and (in ``restore_checks``) the start-up state the runtime restores from the store.
+readers, and (in ``restore``) the start-up state the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -28,10 +28,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from ..errors import LogCompacted
-from ..types import LogId, LogState, Vote
-from . import restore_checks
-from .suite_base import (
+from ...errors import LogCompacted
+from ...types import LogId, LogState, Vote
+from . import restore
+from .base import (
     Builder,
     CheckOutcome,
     CheckRegistry,
@@ -390,7 +390,7 @@ async def append_batch(h: StoreHandle) -> None:
 async def append_hole_refused(h: StoreHandle) -> None:
     """An append leaving a hole raises ``ValueError``; the log is unchanged and the
     callback is not called. Also for a pristine log not starting at 0."""
-    from .suite_base import RecordingFlushed
+    from .base import RecordingFlushed
 
     for prefill, bad in ((0, 1), (5, 7)):
         if prefill:
@@ -419,7 +419,7 @@ async def append_callback_called_once(h: StoreHandle) -> None:
 @check
 async def append_readable_on_return(h: StoreHandle) -> None:
     """Entries are readable as soon as ``append`` returns, before the flush is awaited."""
-    from .suite_base import RecordingFlushed
+    from .base import RecordingFlushed
 
     cb = RecordingFlushed()
     await h.log_store.append(ents(0, 5), cb)
@@ -477,10 +477,10 @@ async def reopen_keeps_log(h: StoreHandle) -> None:
 
 
 class LogStoreSuite(Suite):
-    """Every log-store check, then the start-up checks of ``restore_checks``."""
+    """Every log-store check, then the start-up checks of ``restore``."""
 
     name = "LogStoreSuite"
-    checks = {**_reg.checks, **restore_checks.registry.checks}
+    checks = {**_reg.checks, **restore.registry.checks}
 
 
 async def run_log_storage_suite(

@@ -7,15 +7,15 @@ The membership checks cover every combination of the state machine's stored memb
 (none / some) with membership entries in the log (none / before the applied index / after
 it / purged), as Openraft's ``get_membership_*`` and ``get_initial_state_*`` checks do.
 
-Part of ``LogStoreSuite`` (see ``log_suite``); the builder contract is in ``suite_base``.
+Part of ``LogStoreSuite`` (see ``log_store``); the builder contract is in ``base``.
 """
 
 from __future__ import annotations
 
-from ..engine import RaftState
-from ..raft import _restore_state
-from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, StoredMembership, Vote
-from .suite_base import CheckRegistry, StoreHandle, append, blank, ents, expect, member, normal
+from ...engine import RaftState
+from ...raft import _restore_state
+from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, StoredMembership, Vote
+from .base import CheckRegistry, StoreHandle, append, blank, ents, expect, member, normal
 
 __all__ = ["registry"]
 
@@ -205,9 +205,9 @@ async def membership_joint_effective(h: StoreHandle) -> None:
 async def restore_reapplies_committed(h: StoreHandle) -> None:
     """A node restarted with committed > applied re-applies the rest: a real single-node
     ``Raft`` over the pair (in-process router) applies up to the saved committed id."""
-    from ..config import Config
-    from ..network.router import Router
-    from ..raft import Raft
+    from ...config import Config
+    from ...network.router import Router
+    from ...raft import Raft
 
     log = [member(1, 0, {NODE})] + [normal(1, i, h.normal_data(i)) for i in range(1, 6)] + [blank(1, 6)]
     await append(h.log_store, log)

@@ -1,6 +1,6 @@
 """The state-machine conformance suite: checks any ``RaftStateMachine`` against its contract.
 
-Run it like the log suite (see ``log_suite`` and, for the builder contract, ``suite_base``)::
+Run it like the log suite (see ``log_store`` and, for the builder contract, ``base``)::
 
     await run_state_machine_suite(builder)      # raises SuiteFailure naming failed checks
 
@@ -20,8 +20,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import IO, Any
 
-from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
-from .suite_base import (
+from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
+from .base import (
     Builder,
     CheckOutcome,
     CheckRegistry,
