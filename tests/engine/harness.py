@@ -12,7 +12,8 @@ FIFO order and routes every reply back to ``handle_vote_resp`` /
 Faults: ``drop(frm, to)`` cuts one direction of a link, ``isolate(n)`` every link of a node,
 ``recover()`` heals everything. Time moves only when a test says so (``advance``, ``tick``,
 ``campaign``). After every step ``validate()`` checks each ``RaftState`` plus the cross-node
-safety properties (one leader per term, log matching, applied prefixes agree).
+safety properties (one leader per term, log matching, applied prefixes agree: the shared
+checks of ``openraft_py.testing.invariants``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from openraft_py.engine import (
     StopReplication,
     TruncateLog,
 )
+from openraft_py.testing.invariants import check_applied_agree, check_election_safety, check_log_matching
 from openraft_py.types import AppendEntriesRequest, Entry, LogId, Normal, Vote
 
 from .helpers import make_engine, membership
@@ -284,16 +286,7 @@ class Network:
             for i, e in log.items():
                 assert st.log_id_at(i) == e.log_id, f"n{n}: engine has {st.log_id_at(i)} at {i}, store {e!r}"
             if eng.leader is not None:
-                term = st.vote.term
-                assert self.leaders.setdefault(term, n) == n, f"two leaders in term {term}"
-        ids = list(self.ids)
-        for a in ids:
-            for b in ids[ids.index(a) + 1 :]:
-                la, lb = self.entries[a], self.entries[b]
-                common = [i for i in range(min(len(la), len(lb))) if la[i].log_id == lb[i].log_id]
-                if common:
-                    top = common[-1]
-                    assert all(la[i] == lb[i] for i in range(top + 1)), f"log matching broken: n{a} vs n{b}"
-                pa, pb = self.applied[a], self.applied[b]
-                k = min(len(pa), len(pb))
-                assert pa[:k] == pb[:k], f"n{a} and n{b} applied different entries"
+                check_election_safety(self.leaders, st.vote.term, n)
+        # The logs have no holes (checked above): each is held from index 0.
+        check_log_matching({n: (0, [log[i] for i in range(len(log))]) for n, log in self.entries.items()})
+        check_applied_agree(self.applied)

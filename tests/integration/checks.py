@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from openraft_py import Config, SnapshotPolicy
 from openraft_py.storage.memory import MemDisk
+from openraft_py.testing.invariants import check_applied_agree
+from openraft_py.testing.invariants import check_log_matching as _check_log_matching
 from openraft_py.types import LogId, Normal
 
 
@@ -41,37 +43,13 @@ def holds(disk: MemDisk, log_id: LogId, data: bytes) -> bool:
 
 
 def check_log_matching(disks: dict[int, MemDisk]) -> None:
-    """Log matching: if two logs hold an entry with the same log id, every earlier entry both
-    hold is identical."""
-    ids = sorted(disks)
-    for ai, a in enumerate(ids):
-        for b in ids[ai + 1 :]:
-            da, db = disks[a], disks[b]
-            lo = max(da.offset, db.offset)
-            hi = min(da.offset + len(da.entries), db.offset + len(db.entries))
-            # the highest common index whose log ids agree
-            top = -1
-            for i in range(hi - 1, lo - 1, -1):
-                if da.entries[i - da.offset].log_id == db.entries[i - db.offset].log_id:
-                    top = i
-                    break
-            for i in range(lo, top + 1):
-                ea, eb = da.entries[i - da.offset], db.entries[i - db.offset]
-                assert ea == eb, (
-                    f"log matching violated: n{a} and n{b} agree at index {top} "
-                    f"({da.entries[top - da.offset].log_id!r}) but differ at {i}: {ea!r} vs {eb!r}"
-                )
+    """Log matching over the entries each disk holds (``openraft_py.testing.invariants``): if
+    two logs hold an entry with the same log id, every earlier entry both hold is identical.
+    Raises ``Violation`` (an ``AssertionError``)."""
+    _check_log_matching({n: (d.offset, d.entries) for n, d in disks.items()})
 
 
 def check_applied_prefix(disks: dict[int, MemDisk]) -> None:
-    """State machine safety: every node's ``applied_log`` is a prefix of the longest one."""
-    ids = sorted(disks, key=lambda n: len(disks[n].applied_log), reverse=True)
-    longest = disks[ids[0]].applied_log
-    for n in ids[1:]:
-        al = disks[n].applied_log
-        if al != longest[: len(al)]:
-            k = next(i for i, (x, y) in enumerate(zip(al, longest)) if x != y)
-            raise AssertionError(
-                f"state machine safety violated: n{n} applied {al[k]!r} at position {k}, "
-                f"n{ids[0]} applied {longest[k]!r}"
-            )
+    """State machine safety: every node's ``applied_log`` is a prefix of the longest one
+    (``openraft_py.testing.invariants.check_applied_agree``)."""
+    check_applied_agree({n: d.applied_log for n, d in disks.items()})
