@@ -119,3 +119,11 @@ def test_commit_previous_term(on: bool) -> None:
     else:
         assert applied == [], "an entry of a previous term is not committed by counting replicas"
 
+
+
+def test_the_simulator_offers_exactly_these_switches() -> None:
+    """The simulator's ``--fault`` choices (and the Jepsen runner's env check) are names of
+    ``EngineFault``: a switch added here without the simulator, or the other way, fails."""
+    from openraft_py.testing.sim import ENGINE_FAULTS
+
+    assert sorted(ENGINE_FAULTS) == sorted(f.value for f in EngineFault)
