@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from openraft_py._core import USING_EXTENSIONS
-from openraft_py.testing.proc_cluster import ProcCluster
-from openraft_py.testing.proc_node import value_of
+from openraft_py.testing.proc.cluster import ProcCluster
+from openraft_py.testing.proc.node import value_of
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -155,7 +155,7 @@ async def test_three_processes_over_tcp_failover_learner_by_snapshot_and_members
 async def test_harness_cleans_up_after_a_failure() -> None:
     """A failure inside the cluster's ``async with`` still kills every node process and
     removes the directory; a call on a killed node raises ``NodeExited`` within its bound."""
-    from openraft_py.testing.proc_cluster import NodeExited
+    from openraft_py.testing.proc.cluster import NodeExited
 
     pids: list[int] = []
     root: Path | None = None
@@ -177,10 +177,10 @@ async def test_harness_cleans_up_after_a_failure() -> None:
 
 
 def test_node_options_from_flags_and_json(tmp_path: Path) -> None:
-    """``proc_node`` takes its options from flags, a JSON file, or both (flags win)."""
+    """``proc.node`` takes its options from flags, a JSON file, or both (flags win)."""
     import json
 
-    from openraft_py.testing.proc_node import load_options, parse_peers
+    from openraft_py.testing.proc.node import load_options, parse_peers
 
     o = load_options(["--id", "2", "--raft-addr", "127.0.0.1:9", "--data-dir", str(tmp_path),
                       "--peers", "1=127.0.0.1:8,2=127.0.0.1:9", "--raft-config", '{"heartbeat_interval": 20}',

@@ -4,9 +4,9 @@ benchmark harness (not the production server: that is ``openraft-py serve``, DES
 The node runs a ``RocksLogStore`` + ``RocksStateMachine`` under ``--data-dir``, a
 ``TcpServer`` on ``--raft-addr`` and a ``TcpNetworkFactory`` for its peers::
 
-    python -m openraft_py.testing.proc_node --id 1 --raft-addr 127.0.0.1:21001 \\
+    python -m openraft_py.testing.proc.node --id 1 --raft-addr 127.0.0.1:21001 \\
         --data-dir /tmp/n1 --peers 1=127.0.0.1:21001,2=127.0.0.1:21002,3=127.0.0.1:21003
-    python -m openraft_py.testing.proc_node --config node1.json   # the same keys, as JSON
+    python -m openraft_py.testing.proc.node --config node1.json   # the same keys, as JSON
 
 Options (JSON keys in brackets): ``--id`` [id], ``--raft-addr`` [raft_addr], ``--data-dir``
 [data_dir], ``--peers`` [peers: ``{"1": "h:p", ...}``, the default members of
@@ -75,12 +75,12 @@ from typing import Any
 
 import msgspec
 
-from ..config import Config
-from ..errors import ForwardToLeader
-from ..raft import Raft
-from ..storage.memory import KvSet, encode_kv
-from ..storage.rocks import RocksLogStore, RocksStateMachine
-from ..types import BasicNode, NodeId, ServerState
+from ...config import Config
+from ...errors import ForwardToLeader
+from ...raft import Raft
+from ...storage.memory import KvSet, encode_kv
+from ...storage.rocks import RocksLogStore, RocksStateMachine
+from ...types import BasicNode, NodeId, ServerState
 
 __all__ = ["NodeOptions", "metrics_dict", "value_of", "parse_peers", "main"]
 
@@ -185,7 +185,7 @@ class Node:
 
     async def start(self) -> None:
         """Open the stores, start Raft and the TCP server."""
-        from ..network.tcp import TcpNetworkFactory, TcpServer
+        from ...network.tcp import TcpNetworkFactory, TcpServer
 
         o = self.opts
         data = Path(o.data_dir)
@@ -199,7 +199,7 @@ class Node:
         self.server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name)
         if o.events:
             self._spawn(self._watch_leader())
-        from .._core import USING_EXTENSIONS
+        from ..._core import USING_EXTENSIONS
 
         self.emit({"event": "ready", "id_": o.id, "pid": os.getpid(), "addr": o.raft_addr,
                    "extensions": USING_EXTENSIONS})
@@ -474,7 +474,7 @@ async def run(opts: NodeOptions) -> int:
 
 def load_options(argv: list[str] | None = None) -> NodeOptions:
     """Parse the command line (and the ``--config`` JSON it may name) into ``NodeOptions``."""
-    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.proc_node",
+    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.proc.node",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="a JSON file with the options below (flags override it)")
     p.add_argument("--id", type=int)

@@ -1,6 +1,6 @@
 """A cluster of node processes on loopback: the process-level test and benchmark harness.
 
-Each node is ``python -m openraft_py.testing.proc_node`` (RocksDB stores, TCP transport)
+Each node is ``python -m openraft_py.testing.proc.node`` (RocksDB stores, TCP transport)
 driven over its stdin/stdout control channel (see that module for the operations)::
 
     async with ProcCluster(3) as c:               # ports and a temp dir picked, nothing started
@@ -298,7 +298,7 @@ class ProcCluster:
         d.mkdir(parents=True, exist_ok=True)
         peers = ",".join(f"{i}={self.addr(i)}" for i in range(1, self.n + 1))
         args = [
-            self.python, "-m", "openraft_py.testing.proc_node",
+            self.python, "-m", "openraft_py.testing.proc.node",
             "--id", str(node_id), "--raft-addr", self.addr(node_id), "--data-dir", str(d),
             "--peers", peers, "--cluster-name", self.cluster_name,
             "--raft-config", json.dumps(self.raft_config),
