@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from ..sim import ENGINE_FAULTS
+from ...engine.faults import EngineFault
 from .nemesis import KINDS
 from .runner import RunConfig, run
 from .workload import WorkloadConfig
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="the seed (default: random, printed)")
     p.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
     p.add_argument("--clients", type=int, default=6, help="concurrent clients (default 6)")
-    p.add_argument("--bug", action="append", default=[], choices=ENGINE_FAULTS,
+    p.add_argument("--bug", action="append", default=[], choices=[f.value for f in EngineFault],
                    help="TEST ONLY: start the nodes with this engine bug switched on (repeatable)")
     p.add_argument("--nemesis", type=_csv(KINDS), default=KINDS, help=f"kinds (default all: {','.join(KINDS)})")
     p.add_argument("--workload", type=_csv(("register", "multi")), default=("register", "multi"))

@@ -2,8 +2,8 @@
 
 ``python -m openraft_py.testing.jepsen.faulty_serve [serve flags]`` is ``openraft-py serve``
 plus one thing: the engine fault names in the environment variable
-``OPENRAFT_PY_TEST_FAULTS`` (comma separated; see ``Engine.faults`` and
-``openraft_py.testing.sim.ENGINE_FAULTS``) are switched on in the node's engine right after
+``OPENRAFT_PY_TEST_FAULTS`` (comma separated; the names of ``openraft_py.engine.faults.
+EngineFault``) are switched on with ``faults.inject`` in the node's engine right after
 ``Raft.new`` returns, before the node's transport starts (so before any election). Each of
 these faults breaks a Raft safety rule on purpose. Nothing outside the Jepsen runner starts
 this module, and the production ``serve`` never reads the variable.
@@ -21,24 +21,26 @@ ENV = "OPENRAFT_PY_TEST_FAULTS"
 
 def faults_from_env() -> set[str]:
     """The fault names in ``OPENRAFT_PY_TEST_FAULTS``; ``ValueError`` for an unknown name."""
-    from ..sim import ENGINE_FAULTS
+    from ...engine.faults import parse_faults
 
     names = {x.strip() for x in os.environ.get(ENV, "").split(",") if x.strip()}
-    unknown = names - set(ENGINE_FAULTS)
-    if unknown:
-        raise ValueError(f"{ENV}: unknown fault(s) {sorted(unknown)}; known: {list(ENGINE_FAULTS)}")
+    try:
+        parse_faults(names)
+    except ValueError as e:
+        raise ValueError(f"{ENV}: {e}") from None
     return names
 
 
 def install(faults: set[str]) -> None:
     """Wrap ``Raft.new`` in this process so every new ``Raft`` gets ``faults`` switched on."""
+    from ...engine.faults import inject
     from ...raft import Raft
 
     original = Raft.new.__func__  # type: ignore[attr-defined]
 
     async def new(cls: type[Raft], *args: Any, **kwargs: Any) -> Raft:
         raft = await original(cls, *args, **kwargs)
-        raft._core.engine.faults = set(faults)
+        inject(raft._core.engine, faults)
         return raft
 
     Raft.new = classmethod(new)  # type: ignore[method-assign,assignment]

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..proc_cluster import free_port
+from ..proc.cluster import free_port
 
 __all__ = ["NodeProc", "NodeSet"]
 
