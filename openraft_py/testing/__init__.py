@@ -8,7 +8,13 @@
   faults, with safety, liveness and linearizability checks
   (``python -m openraft_py.testing.sim``).
 - ``run_log_storage_suite`` / ``run_state_machine_suite`` (``LogStoreSuite``,
-  ``StateMachineSuite``): the storage conformance suites, to run on your own stores.
+  ``StateMachineSuite``): the storage conformance suites, to run on your own stores
+  (the ``suite`` sub-package).
+- ``invariants``: the Raft safety properties as functions over nodes' logs and states
+  (log matching, election safety, leader completeness, applied prefixes, compaction order),
+  shared by the simulator and the test suites.
+- ``proc``: clusters of node processes on loopback (TCP, RocksDB), for process-level tests
+  and benchmarks.
 
 ``lincheck`` and ``sim`` load on first use, so ``python -m`` can run them as scripts.
 """
