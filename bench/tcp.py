@@ -21,6 +21,8 @@ Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer 
     python bench/tcp.py --quick              # 1 s each, fewer samples
     python bench/tcp.py --no-fsync           # log stores with sync=False
     python bench/tcp.py --profile 256        # cProfile the leader and a follower (256 writers)
+    python bench/tcp.py --spy 256            # py-spy every node, all threads (256 writers)
+    python bench/tcp.py --raft-config '{"max_apply_batch": 32}'   # extra Config fields
     python bench/tcp.py --json out.json
 """
 
@@ -108,7 +110,7 @@ def measure_rtt(samples: int) -> float:
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, run every writer count, return the figures."""
     root = Path(tempfile.mkdtemp(prefix="openraft-bench-tcp-", dir=args.dir))
-    raft_config = {"snapshot_policy": {"logs_since_last_n": None}}
+    raft_config = {"snapshot_policy": {"logs_since_last_n": None}, **json.loads(args.raft_config)}
     results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "runs": []}
     async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
                            cluster_name="bench-tcp") as c:
@@ -126,6 +128,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     more = measure_fsync(root, args.fsync_samples // 2)
                     fsync_samples += more
                     fsync_medians.append(statistics.median(more) * 1000.0)
+                spies = start_spies(c, root, w, args) if args.spy == w else []
                 prof = None
                 if args.profile == w:
                     prof = str(root / f"leader-{w}.prof")
@@ -140,6 +143,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     stats0 = await stats(c)
                     r = await bulk
                     stats1 = await stats(c)
+                for node_id, proc, path in spies:
+                    await asyncio.to_thread(proc.wait)
+                    print_spy(path, args.profile_lines, f"n{node_id}" + (" (leader)" if node_id == leader else ""))
                 if r["errors"]:
                     raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
                 n = sum(r["acked"])
@@ -176,6 +182,51 @@ async def stats(c: ProcCluster) -> dict[int, dict[str, Any]]:
     ids = c.running()
     got = await asyncio.gather(*(c.call(i, "stats") for i in ids))
     return dict(zip(ids, got))
+
+
+def start_spies(c: ProcCluster, root: Path, w: int, args: argparse.Namespace) -> list[tuple[int, Any, str]]:
+    """Start ``py-spy record`` (sampling, ``--nonblocking``: the nodes are never paused, so no
+    election is provoked) on every node process for the middle of the ``w``-writer run."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        raise SystemExit("--spy needs py-spy (pip install 'openraft-py[bench]')")
+    seconds = max(1, int(args.seconds * 0.6))
+    out = []
+    for i in c.running():
+        path = str(root / f"spy-n{i}-{w}.txt")
+        cmd = [exe, "record", "-p", str(c.nodes[i].proc.pid), "-d", str(seconds), "-r", "200", "--nonblocking",
+               "--threads", "-f", "raw", "-o", path]
+        out.append((i, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    return out
+
+
+def print_spy(path: str, lines: int, who: str) -> None:
+    """Print, per thread of one node, the share of samples and the functions seen most
+    often on top of the stack (own time) in a ``py-spy record -f raw`` file."""
+    from collections import Counter
+
+    threads: Counter[str] = Counter()
+    own: dict[str, Counter[str]] = {}
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        print(f"\n--- {who}: no py-spy samples ({e}) ---")
+        return
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1]
+        threads[thread] += int(n)
+        top = frames[-1].rsplit("/", 1)[-1] if len(frames) > 1 else "?"
+        own.setdefault(thread, Counter())[frames[-1].split(" (")[0] + " " + top.rstrip(")")] += int(n)
+    total = sum(threads.values())
+    print(f"\n--- {who}: py-spy, {total} samples (active threads only) ---")
+    for thread, n in threads.most_common():
+        print(f"  thread {thread}: {n * 100 / max(total, 1):.0f}%")
+        for fn, k in own[thread].most_common(max(3, lines // 3)):
+            print(f"    {k * 100 / n:5.1f}%  {fn}")
 
 
 def print_profile(path: str, lines: int, who: str) -> None:
@@ -227,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fsync-samples", type=int, default=300)
     p.add_argument("--rtt-samples", type=int, default=3000)
     p.add_argument("--profile", type=int, metavar="W", help="cProfile the leader and a follower during the W-writer run")
+    p.add_argument("--spy", type=int, metavar="W",
+                   help="sample every node with py-spy during the W-writer run (all threads, nodes never paused)")
     p.add_argument("--profile-lines", type=int, default=25)
+    p.add_argument("--raft-config", default="{}", metavar="JSON",
+                   help="extra Config fields for every node, e.g. '{\"max_apply_batch\": 32}'")
     p.add_argument("--keep", action="store_true", help="keep the cluster directory (with the profile)")
     p.add_argument("--dir", help="where to make the cluster directory (default: the system temp dir)")
     p.add_argument("--json", help="also write the figures to this file")
@@ -244,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop_name = "asyncio"
     print(f"3 node processes on loopback, RocksDB log sync={not args.no_fsync}, {loop_name} in the nodes, "
-          f"{args.seconds:g} s per writer count, {os.cpu_count()} CPUs")
+          f"{args.seconds:g} s per writer count, {os.cpu_count()} CPUs"
+          + (f", Config {args.raft_config}" if args.raft_config != "{}" else ""))
     res = asyncio.run(run_bench(args))
     report(res)
     if args.json:
