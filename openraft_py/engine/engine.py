@@ -167,9 +167,12 @@ class Engine:
 
     def take_commands(self) -> list[Command]:
         """Return and clear the commands emitted so far (``output`` stays the same list)."""
-        out = self.output.copy()
-        self.output.clear()
-        return out
+        out = self.output
+        if not out:
+            return []
+        taken = out[:]
+        del out[:]
+        return taken
 
     def reset_election_timer(self, now: float) -> None:
         """Pick a new random election deadline after ``now``."""
@@ -184,7 +187,7 @@ class Engine:
         if leader is not None:
             self.leader_handler(leader).tick(now)
         elif self.config.enable_elect and now >= self.election_deadline:
-            self.vote_handler().on_election_timeout(now)
+            self._vote.on_election_timeout(now)
 
     def current_leader(self) -> NodeId | None:
         """The established leader this node knows of, if any. A committed vote naming this
@@ -212,9 +215,9 @@ class Engine:
         st = self.state
         if io <= st.io.flushed:
             return
-        vote_flushed = self.log_handler().mark_flushed(io)
+        vote_flushed = self._log.mark_flushed(io)
         if vote_flushed and self.candidate is not None and st.io.flushed_vote == self.candidate.vote:
-            self.vote_handler().count_grant(st.id)
+            self._vote.count_grant(st.id)
         leader = self.leader
         if leader is not None:
             self.replication_handler(leader).update_self_flushed()
@@ -223,7 +226,7 @@ class Engine:
 
     def handle_applied(self, applied: LogId | None) -> None:
         """The state machine applied every entry up to ``applied``."""
-        self.snapshot_handler().on_applied(applied)
+        self._snapshot.on_applied(applied)
 
     # -- elections ---------------------------------------------------------------------------
 
@@ -235,13 +238,13 @@ class Engine:
         only voter it elects itself at once; otherwise it starts an election right away too,
         so a freshly initialized cluster needs no timeout to get a leader.
         """
-        self.vote_handler().initialize(membership, now)
+        self._vote.initialize(membership, now)
 
     def pre_vote(self, now: float) -> None:
         """Ask the voters whether they would vote for this node in the next term, without
         raising the term or persisting anything (thesis 9.6); a quorum of yes starts the
         real election."""
-        self.vote_handler().pre_vote(now)
+        self._vote.pre_vote(now)
 
     def elect(self, now: float, transfer_from: Vote | None = None, above_term: int = 0) -> None:
         """Become a candidate: vote for self in the next term, persist it, ask every voter.
@@ -250,7 +253,7 @@ class Engine:
         ``above_term``: campaign in a term greater than this one too (a leader re-electing
         itself above a non-voter's vote, ``handle_higher_vote``; the caller keeps it below
         ``MAX_TERM``)."""
-        self.vote_handler().elect(now, transfer_from, above_term)
+        self._vote.elect(now, transfer_from, above_term)
 
     def handle_vote_req(self, req: VoteRequest, tx: Any, now: float) -> None:
         """Answer a vote request with ``Respond(tx, VoteResponse)``.
@@ -260,39 +263,39 @@ class Engine:
         behind, or the request's vote is not ``>=`` ours. A grant is sent only once the vote
         is durable.
         """
-        self.vote_handler().handle_vote_req(req, tx, now)
+        self._vote.handle_vote_req(req, tx, now)
 
     def handle_vote_resp(self, target: int, resp: VoteResponse, now: float) -> None:
         """Count a vote response. A higher vote in it ends the election (we adopt it)."""
-        self.vote_handler().handle_vote_resp(target, resp, now)
+        self._vote.handle_vote_resp(target, resp, now)
 
     # -- following a leader ------------------------------------------------------------------
 
     def handle_append_entries(self, req: AppendEntriesRequest, tx: Any, now: float) -> None:
         """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
         self.now = now
-        self.following_handler().append_entries(req, tx, now)
+        self._following.append_entries(req, tx, now)
 
     def handle_install_snapshot(self, req: InstallSnapshotRequest, tx: Any, now: float) -> None:
         """A chunk of a leader's snapshot. A stale leader is refused; otherwise we follow it
         and the runtime writes the chunk (``ReceiveSnapshotChunk``) once the adopted vote is
         durable."""
         self.now = now
-        self.snapshot_handler().receive_chunk(req, tx, now)
+        self._snapshot.receive_chunk(req, tx, now)
 
     def handle_snapshot_received(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
         """Every chunk arrived: install it unless we already have what it covers."""
-        self.snapshot_handler().received(meta, data, tx)
+        self._snapshot.received(meta, data, tx)
 
     def handle_snapshot_installed(self, meta: SnapshotMeta, tx: Any) -> None:
         """The state machine holds the snapshot ``meta``: make the log agree, advance
         committed/applied/snapshot, and answer the leader once that is durable."""
-        self.snapshot_handler().installed(meta, tx)
+        self._snapshot.installed(meta, tx)
 
     def handle_snapshot_refused(self, meta: SnapshotMeta, tx: Any, err: ApiError) -> None:
         """The state machine refused the snapshot ``meta`` (its state is unchanged): end the
         install and answer the leader with ``err``; the leader sends it again later."""
-        self.snapshot_handler().refused(meta, tx, err)
+        self._snapshot.refused(meta, tx, err)
 
     # -- leading -----------------------------------------------------------------------------
 
@@ -373,29 +376,29 @@ class Engine:
         leader = self.leader
         if leader is None:
             raise self.forward_to_leader()
-        self.transfer_handler().start(leader, to, now)
+        self._transfer.start(leader, to, now)
 
     def handle_transfer_leader(self, req: TransferLeaderRequest, now: float) -> None:
         """The leader ``req.from_leader`` hands over to ``req.to``. If that is our leader, we
         stop treating it as alive (we may grant votes at once); if we are ``req.to`` and hold
         its log, we start an election now."""
         self.now = now
-        self.transfer_handler().handle_transfer_leader(req, now)
+        self._transfer.handle_transfer_leader(req, now)
 
     # -- snapshots and purging ---------------------------------------------------------------
 
     def trigger_snapshot(self) -> bool:
         """Build a snapshot now unless one is being built; return whether one was started."""
-        return self.snapshot_handler().trigger()
+        return self._snapshot.trigger()
 
     def handle_snapshot_built(self, meta: SnapshotMeta | None) -> None:
         """A build finished (``meta`` ``None``: it failed or built nothing)."""
-        self.snapshot_handler().built(meta)
+        self._snapshot.built(meta)
 
     def trigger_purge_log(self, upto: int) -> LogId | None:
         """Purge entries up to index ``upto``, but never past the last snapshot; return the
         new last purged log id (``None`` when nothing could be purged)."""
-        return self.snapshot_handler().trigger_purge(upto)
+        return self._snapshot.trigger_purge(upto)
 
     def describe(self) -> str:
         """A one-line summary for traces and golden files."""
