@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config import Config, SnapshotPolicy
+from ...engine.faults import inject
 from ...errors import Fatal, ForwardToLeader, LinearizableReadError, WaitTimeout
 from ...raft import Raft
 from ...storage import memory
@@ -171,8 +172,7 @@ class Simulation(FaultSchedule):
         self.stats[what] = self.stats.get(what, 0) + 1
 
     def _on_start(self, nid: NodeId, raft: Raft) -> None:
-        eng = raft._core.engine
-        eng.faults = set(self.faults)
+        inject(raft._core.engine, self.faults)  # test-only bug switches (engine/faults.py)
         self.boots[nid] = self.boots.get(nid, 0) + 1
 
     # -- the run -----------------------------------------------------------------------------
