@@ -11,6 +11,8 @@ measures in the same run, on the same machine:
   cluster's directory (the filesystem the stores use): ``--fsync-samples`` before the runs,
   half as many between runs and as many after, reported as the median of all of them (and
   the median of each batch: on a shared VM it moves with the machine's other IO);
+- the fsync latency when three threads fsync at once, each its own file (what each node of
+  the cluster meets when all three fsync in the same round), informational;
 - the loopback TCP round trip: 64 bytes sent to an echo server in another process over
   127.0.0.1 (TCP_NODELAY, blocking sockets), median of ``--rtt-samples``.
 
@@ -80,6 +82,39 @@ def measure_fsync(directory: Path, samples: int) -> list[float]:
         os.close(fd)
         path.unlink(missing_ok=True)
     return out
+
+
+def measure_fsync_concurrent(directory: Path, samples: int, n: int = 3) -> float:
+    """Median seconds of ``write`` + ``os.fsync`` of 128 bytes when ``n`` threads do it at
+    once, each to its own file in ``directory``: what each node of an ``n``-node cluster on
+    one disk meets when the nodes fsync in the same round (their journal commits queue up).
+    Informational; the targets use the single-file ``measure_fsync``."""
+    import threading
+
+    out: list[float] = []
+    start = threading.Barrier(n)
+
+    def probe(k: int) -> None:
+        path = directory / f"fsync-probe-{k}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            buf = b"y" * 128
+            start.wait()
+            for _ in range(samples):
+                t = time.perf_counter()
+                os.write(fd, buf)
+                os.fsync(fd)
+                out.append(time.perf_counter() - t)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+    threads = [threading.Thread(target=probe, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statistics.median(out)
 
 
 def measure_rtt(samples: int) -> float:
@@ -166,6 +201,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             more = measure_fsync(root, args.fsync_samples)
             fsync_samples += more
             fsync_medians.append(statistics.median(more) * 1000.0)
+            results["fsync3_ms"] = measure_fsync_concurrent(root, max(20, args.fsync_samples // 3)) * 1000.0
             results["fsync_ms_each"] = fsync_medians
             results["fsync_ms"] = statistics.median(fsync_samples) * 1000.0
         finally:
@@ -244,6 +280,8 @@ def report(res: dict[str, Any]) -> None:
     print()
     print(f"log store sync={res['sync']}; raw fsync median {fs:.3f} ms (medians before / between / after the "
           f"runs: {each}); loopback round trip median {rtt * 1000:.0f} us")
+    if "fsync3_ms" in res:
+        print(f"(3 concurrent fsyncs on that disk, as the 3 nodes do in one round: median {res['fsync3_ms']:.3f} ms each)")
     print()
     print("| writers |  writes/s | p50 ms | p90 ms | p99 ms |")
     print("|--------:|----------:|-------:|-------:|-------:|")
