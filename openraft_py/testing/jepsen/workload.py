@@ -1,7 +1,8 @@
 """The client workloads: concurrent HTTP clients recording every operation into a ``History``.
 
 Two workloads, each over "independent" keys (Jepsen's trick to keep every per-key history
-short enough to check: a key slot moves on to a fresh key after ``ops_per_key`` operations):
+short enough to check: a key slot moves on to a fresh key after ``ops_per_key`` operations,
+or sooner once ``max_info_per_key`` of its writes ended with an unknown outcome):
 
 - ``register``: a few hot keys (``register_slots``), every client contending on them;
 - ``multi``: many keys (``multi_slots``), operations spread across them.
@@ -30,7 +31,9 @@ __all__ = ["WorkloadConfig", "Workload"]
 @dataclass
 class WorkloadConfig:
     """Knobs of the client side. ``think``: seconds a client waits between two operations
-    (keeps the load modest on a small machine); ``mix``: relative weights of the operation
+    (keeps the load modest on a small machine); ``ops_per_key`` / ``max_info_per_key``: a
+    key slot moves to a fresh key after that many operations / writes of unknown outcome;
+    ``timeout``: seconds per call; ``mix``: relative weights of the operation
     kinds; ``workloads``: which workloads run (clients alternate between them)."""
 
     clients: int = 6
@@ -38,6 +41,7 @@ class WorkloadConfig:
     register_slots: int = 2
     multi_slots: int = 12
     ops_per_key: int = 120
+    max_info_per_key: int = 4
     think: float = 0.01
     timeout: float = 4.0
     mix: dict[str, float] = field(default_factory=lambda: {
@@ -46,25 +50,37 @@ class WorkloadConfig:
 
 
 class _Slots:
-    """Key slots of one workload, each rotating to a fresh key after ``per_key`` operations."""
+    """Key slots of one workload, each rotating to a fresh key after ``per_key`` operations
+    or ``max_info`` writes of unknown outcome (each of those may take effect at any later
+    time, so the checker's search grows exponentially with their number on one key)."""
 
-    def __init__(self, prefix: str, n: int, per_key: int) -> None:
+    def __init__(self, prefix: str, n: int, per_key: int, max_info: int) -> None:
         self.prefix = prefix
         self.gen = [0] * n
         self.count = [0] * n
+        self.infos = [0] * n
         self.per_key = per_key
+        self.max_info = max_info
         self.recent: dict[str, list[str | None]] = {}
         self.keys: set[str] = set()
 
     def pick(self, rng: random.Random) -> str:
         s = rng.randrange(len(self.gen))
         self.count[s] += 1
-        if self.count[s] > self.per_key:
+        if self.count[s] > self.per_key or self.infos[s] >= self.max_info:
             self.count[s] = 1
+            self.infos[s] = 0
             self.gen[s] += 1
         key = f"{self.prefix}{s}.{self.gen[s]}"
         self.keys.add(key)
         return key
+
+    def unknown_write(self, key: str) -> None:
+        """A write on ``key`` ended ``info``: count it against the key's slot."""
+        slot, _, gen = key[len(self.prefix):].partition(".")
+        s = int(slot)
+        if self.gen[s] == int(gen):
+            self.infos[s] += 1
 
     def seen(self, key: str, value: str | None) -> None:
         r = self.recent.setdefault(key, [])
@@ -84,8 +100,8 @@ class Workload:
         self.history = history
         self.rng = rng
         self.t0 = t0
-        self.slots = {"register": _Slots("r", cfg.register_slots, cfg.ops_per_key),
-                      "multi": _Slots("m", cfg.multi_slots, cfg.ops_per_key)}
+        self.slots = {"register": _Slots("r", cfg.register_slots, cfg.ops_per_key, cfg.max_info_per_key),
+                      "multi": _Slots("m", cfg.multi_slots, cfg.ops_per_key, cfg.max_info_per_key)}
         kinds = list(cfg.mix)
         self._kinds = kinds
         self._weights = [cfg.mix[k] for k in kinds]
@@ -149,6 +165,7 @@ class Workload:
                     slots.seen(key, rec.value)
             elif out.kind == "info":
                 process += self.cfg.clients  # a fresh process: the old call may still land
+                slots.unknown_write(key)
             if out.kind != "ok":
                 await asyncio.sleep(0.05 + rng.random() * 0.1)  # back off a little on errors
             elif self.cfg.think > 0:
