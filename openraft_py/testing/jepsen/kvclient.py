@@ -95,8 +95,7 @@ class KvHttp:
                         parsed = urllib.parse.urlsplit(loc)
                         if not parsed.netloc:
                             return Outcome("fail", error="307 without Location", node=node)
-                        node = parsed.netloc
-                        sent = False  # a redirect took no effect; the next request may
+                        node = parsed.netloc  # the 307 took no effect: ask the leader
                         continue
                     return parse(resp.status, body, node)
                 return Outcome("fail", error="too many redirects", node=node)
