@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build test test-pure run bench sim wheel clean
+.PHONY: build test test-pure run bench sim wheel jepsen clean
 
 SEEDS ?= 1000
 
@@ -53,9 +53,18 @@ wheel: build
 	$(PY) -m twine check --strict $(DIST)/*
 	@ls -l $(DIST)
 
-# The deterministic simulator over many seeds (make sim SEEDS=10000); make test runs 100.
+# The deterministic simulator over many seeds (make sim SEEDS=10000 JOBS=2); make test runs 100.
+JOBS ?= 2
 sim: build
-	$(PY) -m openraft_py.testing.sim --seeds $(SEEDS)
+	$(PY) -m openraft_py.testing.sim --seeds $(SEEDS) --jobs $(JOBS)
+
+# A Jepsen-style run of 5 real `serve` processes under faults (docs/design/jepsen.md);
+# a progress line per nemesis step. make jepsen TIME=600 SEED=7 (no SEED: a random one,
+# printed). make test runs a 60-second smoke run.
+TIME ?= 300
+SEED ?=
+jepsen: build
+	$(PY) -m openraft_py.testing.jepsen --time $(TIME) --nodes 5 $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks
