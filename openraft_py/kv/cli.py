@@ -29,6 +29,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, NoReturn, Sequence
 
+from .argtypes import json_object as _json_object
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
+
 if TYPE_CHECKING:  # the verbs import them when they run (a usage error needs no aiohttp)
     from .client import KvClient, Response
     from .local_cluster import LocalCluster
@@ -80,24 +84,8 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return n
 
 
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return x
 
 
 def _node_id(text: str) -> int:
@@ -240,14 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return obj
 
 
 # -- running verbs ---------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ import aiohttp
 from ..testing import lincheck
 from .client import KvClient, Outcome, Response, new_session
 from .local_cluster import ClusterError, LocalCluster
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
 
 __all__ = ["add_demo_arguments", "run_demo", "DemoConfig", "Demo"]
 
@@ -62,24 +64,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return p
 
 
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return x
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return n
 
 
 @dataclass

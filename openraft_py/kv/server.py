@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -31,6 +30,7 @@ import msgspec
 
 from .logs import LOG_FORMATS, configure_logging
 from .node import KvNode, ServeOptions
+from .argtypes import json_object as _json_object
 
 __all__ = ["add_serve_arguments", "options_from_args", "serve", "run_serve", "serve_main"]
 
@@ -59,14 +59,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return p
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return obj
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:

@@ -1,0 +1,44 @@
+"""Argument types shared by the ``openraft-py`` verbs (``argparse`` ``type=`` callables).
+
+Each returns the parsed value or raises ``argparse.ArgumentTypeError`` with a one-line
+reason, which argparse turns into a usage error (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return n
+
+
+def positive_float(text: str) -> float:
+    """A number greater than 0 (``nan`` is refused)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return x
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object (``{...}``)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return obj
