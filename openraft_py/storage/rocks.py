@@ -1406,14 +1406,6 @@ def _atomic_write(path: str, data: bytes) -> None:
     _fsync_dir(d)
 
 
-APPLY_INLINE_MAX = 16
-"""``RocksStateMachine.apply`` runs a batch of at most this many entries on the event loop:
-it takes ~10-40 us there (no fsync), while the hop to a worker thread and back (two thread
-wake-ups) costs 0.1-0.4 ms on a loaded 2-core VM, a quarter of a 1-writer write's latency in
-``bench/tcp.py``. It still yields one loop turn first. Larger batches go to the thread so
-the loop is never blocked for long."""
-
-
 class _RocksSnapshotBuilder:
     """A ``SnapshotBuilder`` of a ``RocksStateMachine``."""
 
@@ -1550,22 +1542,11 @@ class RocksStateMachine:
         return self._applied, self._membership
 
     async def apply(self, entries: list[Entry]) -> list[Any]:
-        """Apply ``entries`` as ONE atomic ``WriteBatch`` (data + last applied + membership);
-        one response per entry (see ``MemStateMachine``). In a worker thread, except a batch
-        of at most ``APPLY_INLINE_MAX`` entries, applied on the loop (see there)."""
+        """Apply ``entries`` in a worker thread as ONE atomic ``WriteBatch`` (data + last
+        applied + membership); one response per entry (see ``MemStateMachine``)."""
         self._check_open()
         if not entries:
             return []
-        if len(entries) <= APPLY_INLINE_MAX:
-            # One loop turn first, as the thread hop gave: a caller applying in a loop never
-            # starves the other tasks (a snapshot build, the Raft core).
-            await asyncio.sleep(0)
-            self._check_open()
-            try:
-                return self._apply_sync(entries)
-            except BaseException as e:
-                _clear_frames(e)  # as _in_thread does: no frame keeps RocksDB open
-                raise
         return await _in_thread(self._apply_sync, entries)
 
     def _apply_sync(self, entries: list[Entry]) -> list[Any]:
