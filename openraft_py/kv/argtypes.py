@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from ..validation import MAX_NODE_ID
+
 
 def positive_int(text: str) -> int:
     """An integer of at least 1."""
@@ -31,6 +33,17 @@ def positive_float(text: str) -> float:
     if not x > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     return x
+
+
+def node_id(text: str) -> int:
+    """A node id: an integer in ``[0, MAX_NODE_ID]``."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id") from None
+    if not 0 <= n <= MAX_NODE_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id (0 to {MAX_NODE_ID})")
+    return n
 
 
 def json_object(text: str) -> dict[str, Any]:

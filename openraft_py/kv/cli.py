@@ -30,6 +30,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, NoReturn, Sequence
 
 from .argtypes import json_object as _json_object
+from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 
@@ -82,20 +83,6 @@ def _ids(text: str) -> list[int]:
     if not ids or any(i < 0 for i in ids):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids")
     return ids
-
-
-
-
-
-
-def _node_id(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a node id") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a node id")
-    return n
 
 
 def _addr(text: str) -> str:
@@ -226,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     demo.set_defaults(run=_run_demo)
     return p
-
-
 
 
 # -- running verbs ---------------------------------------------------------------------------------
