@@ -14,7 +14,7 @@ SEEDS ?= 1000
 $(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,kv,release]'
+	$(PY) -m pip install -q -e '.[test,bench,kv,release,lint,docs]'
 	touch $@
 
 # Also fails unless the compiled kernels are the ones `import openraft_py._core` gets.
