@@ -544,26 +544,24 @@ async def test_cluster_commits_over_the_wire_codec() -> None:
 # -- hot path ----------------------------------------------------------------------------------
 
 
-async def test_fast_path_overhead_is_small() -> None:
-    """The no-fault path adds little to a direct await (generous bound against CI noise; the
-    real figure is ~0.1-0.2 us, see the module docstring of router.py)."""
+async def test_fast_path_is_a_direct_await() -> None:
+    """With no fault configured the router adds no task, no copy and no encoding: the server's
+    handler runs inside the caller's own task and sees the caller's request object. (Its cost,
+    ~0.1-0.2 us a call, is measured by the benchmarks, not asserted here.)"""
     router, servers = cluster()
     s = servers[2]
+    seen: list[asyncio.Task[Any] | None] = []
+    handler = s.append_entries
+
+    async def recording(req: AppendEntriesRequest) -> AppendEntriesResponse:
+        seen.append(asyncio.current_task())
+        return await handler(req)
+
+    s.append_entries = recording  # type: ignore[method-assign]
     c = client(router, 1, 2)
     assert router._fast
-    n = 20_000
-
-    async def direct() -> float:
-        t = time.perf_counter()
-        for _ in range(n):
-            await s.append_entries(HEARTBEAT)
-        return time.perf_counter() - t
-
-    async def routed() -> float:
-        t = time.perf_counter()
-        for _ in range(n):
-            await c.append_entries(HEARTBEAT, OPT)
-        return time.perf_counter() - t
-
-    overhead = min([await routed() for _ in range(3)]) - min([await direct() for _ in range(3)])
-    assert overhead / n < 5e-6
+    req = AppendEntriesRequest(V, None, [], None)
+    resp = await c.append_entries(req, OPT)
+    assert seen == [asyncio.current_task()]
+    assert s.received[-1][1] is req
+    assert resp.success and router.wire_messages == 0

@@ -259,16 +259,15 @@ async def test_timeout_when_no_answer_and_the_connection_stays_usable() -> None:
 
 
 async def test_unreachable_when_refused_then_backing_off() -> None:
-    factory = TcpNetworkFactory(1, "c", backoff_min=0.5, backoff_max=1.0, seed=3)
+    # The back-off (30-60 s) is far longer than the 5 s bound on the second call: it can only
+    # finish in time by being refused at once, without waiting or a connect attempt.
+    factory = TcpNetworkFactory(1, "c", backoff_min=30.0, backoff_max=60.0, seed=3)
     client = factory.new_client(2, BasicNode(f"127.0.0.1:{_free_port()}"))
-    loop = asyncio.get_running_loop()
     try:
         with pytest.raises(Unreachable, match="failed"):
             await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
-        t0 = loop.time()
         with pytest.raises(Unreachable, match="backing off"):
             await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
-        assert loop.time() - t0 < 0.2  # refused at once, without a connect attempt
     finally:
         await factory.close()
 
