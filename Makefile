@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build test test-pure run bench sim wheel jepsen clean
+.PHONY: build test test-pure run bench sim wheel jepsen docs clean
 
 SEEDS ?= 1000
 
@@ -65,6 +65,11 @@ TIME ?= 300
 SEED ?=
 jepsen: build
 	$(PY) -m openraft_py.testing.jepsen --time $(TIME) --nodes 5 $(if $(SEED),--seed $(SEED))
+
+# The user guide and API reference (mkdocs.yml, docs/) into build/site; --strict: a broken
+# link, reference or docstring fails the build. tests/test_docs.py runs every code block.
+docs: build
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks
