@@ -10,6 +10,7 @@ import msgspec
 
 from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
+from .wakeup import Wakeup
 
 
 class RaftMetrics(msgspec.Struct, frozen=True):
@@ -55,7 +56,7 @@ class MetricsWatch:
         self._build = build
         self._current = build()
         self._dirty = False
-        self._changed: asyncio.Future[None] | None = None
+        self._changed = Wakeup()
         # The error that stopped the node, set by its core before the last change: a
         # waiter raises it (``Fatal`` naming the metrics' ``error`` when unset).
         self.fatal: BaseException | None = None
@@ -71,24 +72,13 @@ class MetricsWatch:
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter."""
         self._dirty = True
-        ch = self._changed
-        if ch is not None:
-            self._changed = None
-            if not ch.done():
-                ch.set_result(None)
+        self._changed.wake()
 
     def changed(self) -> asyncio.Future[None]:
-        """A future of the caller's own that completes at the next change.
-
-        Every caller gets a shield over one shared future: cancelling it (a waiter that
-        times out or is cancelled) must not cancel the shared one, which would wake every
-        other waiter with ``CancelledError`` and keep failing later waiters until the next
-        change.
-        """
-        ch = self._changed
-        if ch is None:
-            ch = self._changed = asyncio.get_running_loop().create_future()
-        return asyncio.shield(ch)
+        """A future of the caller's own that completes at the next change. Cancelling
+        it (a waiter that times out or is cancelled) affects no other waiter
+        (``openraft_py.wakeup.Wakeup``)."""
+        return self._changed.wait()
 
 
 class Wait:

@@ -48,6 +48,7 @@ from ..engine import (
 from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed
+from ..wakeup import Wakeup
 from ..types import (
     ClientWriteResponse,
     Entry,
@@ -129,7 +130,8 @@ class RaftCore:
         self.cache = cache
         self._msgs: deque[Any] = deque()
         self._notes: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        # Wakes the core task when either queue gets an item (or at shutdown).
+        self._wakeup = Wakeup()
         self._postponed: list[Command] = []
         self._io_done: set[int] = set()
         self._io_contiguous = 0
@@ -156,7 +158,7 @@ class RaftCore:
         # Log reads from storage in progress by replication streams: their start indexes. A
         # purge waits until no read covers what it deletes.
         self._storage_reads: dict[int, int] = {}
-        self._reads_done: asyncio.Future[None] | None = None
+        self._reads_done = Wakeup()
         self.task: asyncio.Task[None] | None = None
         # Every future a caller awaits (see the module docstring); answered ones are
         # dropped in amortized O(1) by ``_track``.
@@ -177,20 +179,12 @@ class RaftCore:
             return
         self._track(msg.tx)
         self._msgs.append(msg)
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+        self._wakeup.wake()
 
     def notify(self, note: Any) -> None:
         """Queue a notification."""
         self._notes.append(note)
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+        self._wakeup.wake()
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
         """Record a caller's future so teardown can fail it."""
@@ -214,7 +208,6 @@ class RaftCore:
             self._spawn(self._ticker(), "ticker")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             # Apply what was committed but not applied before a restart.
             st = self.engine.state
@@ -222,8 +215,7 @@ class RaftCore:
                 await self._submit_apply(st.committed)
             while not self._stopping:
                 if not self._msgs and not self._notes:
-                    w = self._waiter = loop.create_future()
-                    await w
+                    await self._wakeup.wait()
                     continue
                 await self._run_once()
         except asyncio.CancelledError:
@@ -422,8 +414,7 @@ class RaftCore:
             self.cache.evict_upto(upto.index)
             # Never delete entries a replication stream is reading right now.
             while any(start <= upto.index for start in self._storage_reads.values()):
-                fut = self._reads_done = asyncio.get_running_loop().create_future()
-                await fut
+                await self._reads_done.wait()
             try:
                 await self.log_store.purge(upto)
             except Exception as e:
@@ -737,10 +728,7 @@ class RaftCore:
     def storage_read_done(self, token: int) -> None:
         """That read finished."""
         self._storage_reads.pop(token, None)
-        f = self._reads_done
-        if f is not None and not f.done():
-            self._reads_done = None
-            f.set_result(None)
+        self._reads_done.wake()
 
     async def _ticker(self) -> None:
         interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
@@ -827,10 +815,7 @@ class RaftCore:
         self._stopping = True
         if self.fatal is None:
             self.fatal = Stopped()
-        w = self._waiter
-        self._waiter = None
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wakeup.wake()
         if self.task is not None and not self.task.done():
             self.task.cancel()
             try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, Membership
+from ..wakeup import Wakeup
 from .messages import Applied, Failed
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class StateMachineWorker:
         self.sm = sm
         self.max_batch = max_batch
         self._queue: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
         self._buf_entries: list[Entry] = []
@@ -82,7 +83,7 @@ class StateMachineWorker:
     def submit(self, entries: list[Entry], responders: list[Responder]) -> None:
         """Queue ``entries`` (consecutive, continuing what was submitted before) for apply."""
         self._queue.append((entries, responders))
-        self._wake()
+        self._wakeup.wake()
 
     def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
         """Run ``fn(state_machine)`` after everything queued so far (the state machine is
@@ -93,15 +94,8 @@ class StateMachineWorker:
             fut.set_exception(self._ended)
             return fut
         self._queue.append(_Op(fn, fut))
-        self._wake()
+        self._wakeup.wake()
         return fut
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
 
     def install_snapshot(self, meta: Any, data: Any) -> asyncio.Future[Any]:
         """Queue ``state_machine.install_snapshot(meta, data)`` after everything queued so
@@ -199,12 +193,10 @@ class StateMachineWorker:
     async def run(self) -> None:
         """Apply until stopped; a failing ``apply`` stops the node. However it ends, every
         queued call fails (``_end``)."""
-        loop = asyncio.get_running_loop()
         try:
             while not self._stopped:
                 if not self._queue:
-                    self._waiter = loop.create_future()
-                    await self._waiter
+                    await self._wakeup.wait()
                     continue
                 item = self._queue.popleft()
                 if type(item) is _Op:
