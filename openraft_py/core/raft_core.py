@@ -360,93 +360,109 @@ class RaftCore:
         return when is None or when <= self.engine.state.io.flushed
 
     async def _run_command(self, c: Command) -> None:
+        """Run one command, or postpone it until the write it waits on is durable. The
+        cases are ordered by frequency (the write path first)."""
         if not self._condition_met(c):
             self._postponed.append(c)
             return
-        t = type(c)
-        if t is Respond:
-            _answer(c.tx, c.value)  # type: ignore[union-attr]
-        elif t is AppendEntries:
-            entries = c.entries  # type: ignore[union-attr]
-            io = c.io  # type: ignore[union-attr]
-            first = entries[0].log_id.index
-            cache = self.cache
-            if len(cache) and cache.last_index() + 1 != first:
-                cache.clear()
-            cache.append(first, entries)
-            cb = IOFlushed(lambda err, io=io: self._on_log_flushed(io, err), asyncio.get_running_loop())
-            try:
-                await self.log_store.append(entries, cb)
-            except Exception as e:
-                raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
-        elif t is Replicate:
-            for s in self._streams.values():
-                s.update(c.last_log_id, c.committed)  # type: ignore[union-attr]
-        elif t is SaveCommittedAndApply:
-            committed = c.committed  # type: ignore[union-attr]
-            # Postponed commands may run after a later one: never save a lower value.
-            if self._saved_committed is not None and committed <= self._saved_committed:
-                return
-            self._saved_committed = committed
-            try:
-                await self.log_store.save_committed(committed)
-            except Exception as e:
-                raise StorageError(f"saving committed {committed!r}", e) from e
-            await self._submit_apply(committed)
-        elif t is SaveVote:
-            # Written by a writer task so a slow vote write does not stall the core; what
-            # must wait for it waits on its io number.
-            self._vote_writes.append((c.vote, c.io))  # type: ignore[union-attr]
-            if self._vote_writer is None:
-                self._vote_writer = self._spawn(self._write_votes(), "vote-writer")
-        elif t is TruncateLog:
-            after = c.after  # type: ignore[union-attr]
-            idx = -1 if after is None else after.index
-            self.cache.truncate_after(idx)
-            self._fail_responders_after(idx)
-            try:
-                await self.log_store.truncate_after(after)
-            except Exception as e:
-                raise StorageError(f"truncating after {after!r}", e) from e
-            self._io_completed(c.io)  # type: ignore[union-attr]
-        elif t is PurgeLog:
-            upto = c.upto  # type: ignore[union-attr]
-            self.cache.evict_upto(upto.index)
-            # Never delete entries a replication stream is reading right now.
-            while any(start <= upto.index for start in self._storage_reads.values()):
-                await self._reads_done.wait()
-            try:
-                await self.log_store.purge(upto)
-            except Exception as e:
-                raise StorageError(f"purging up to {upto!r}", e) from e
-            self._io_completed(c.io)  # type: ignore[union-attr]
-        elif t is SendVote:
-            for target, node in c.targets.items():  # type: ignore[union-attr]
-                self._spawn(self._send_vote(target, node, c.req), "vote")  # type: ignore[union-attr]
-        elif t is StartReplication:
-            self._start_replication(c)  # type: ignore[arg-type]
-        elif t is StopReplication:
-            for s in self._streams.values():
-                s.stop()
-            self._streams.clear()
-        elif t is Heartbeat:
-            for s in self._streams.values():
-                s.heartbeat()
-        elif t is RespondOnApply:
-            self._add_responder(c.tx, c.log_id)  # type: ignore[union-attr]
-        elif t is AbandonWrites:
-            self._fail_responders_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))  # type: ignore[union-attr]
-        elif t is BuildSnapshot:
-            self._spawn(self._build_snapshot(), "build-snapshot")
-        elif t is ReceiveSnapshotChunk:
-            await self._receive_chunk(c.req, c.tx)  # type: ignore[union-attr]
-        elif t is InstallSnapshot:
-            self._install_snapshot(c.meta, c.data, c.tx)  # type: ignore[union-attr]
-        elif t is SendTransferLeader:
-            for target, node in c.targets.items():  # type: ignore[union-attr]
-                self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")  # type: ignore[union-attr]
-        else:
-            raise Panicked(f"unknown command {c!r}")
+        match c:
+            case Respond():
+                _answer(c.tx, c.value)
+            case AppendEntries():
+                await self._append_entries(c)
+            case Replicate():
+                for s in self._streams.values():
+                    s.update(c.last_log_id, c.committed)
+            case SaveCommittedAndApply():
+                await self._save_committed_and_apply(c.committed)
+            case SaveVote():
+                # Written by a writer task so a slow vote write does not stall the core;
+                # what must wait for it waits on its io number.
+                self._vote_writes.append((c.vote, c.io))
+                if self._vote_writer is None:
+                    self._vote_writer = self._spawn(self._write_votes(), "vote-writer")
+            case TruncateLog():
+                await self._truncate_log(c)
+            case PurgeLog():
+                await self._purge_log(c)
+            case SendVote():
+                for target, node in c.targets.items():
+                    self._spawn(self._send_vote(target, node, c.req), "vote")
+            case StartReplication():
+                self._start_replication(c)
+            case StopReplication():
+                self._stop_streams()
+            case Heartbeat():
+                for s in self._streams.values():
+                    s.heartbeat()
+            case RespondOnApply():
+                self._add_responder(c.tx, c.log_id)
+            case AbandonWrites():
+                self._fail_responders_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
+            case BuildSnapshot():
+                self._spawn(self._build_snapshot(), "build-snapshot")
+            case ReceiveSnapshotChunk():
+                await self._receive_chunk(c.req, c.tx)
+            case InstallSnapshot():
+                self._install_snapshot(c.meta, c.data, c.tx)
+            case SendTransferLeader():
+                for target, node in c.targets.items():
+                    self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
+            case _:
+                raise Panicked(f"unknown command {c!r}")
+
+    async def _append_entries(self, c: AppendEntries) -> None:
+        """Put the entries in the cache (a gap before them clears it) and hand them to the
+        log store; its flush callback reports IO ``c.io`` durable."""
+        entries = c.entries
+        io = c.io
+        first = entries[0].log_id.index
+        cache = self.cache
+        if len(cache) and cache.last_index() + 1 != first:
+            cache.clear()
+        cache.append(first, entries)
+        cb = IOFlushed(lambda err: self._on_log_flushed(io, err), asyncio.get_running_loop())
+        try:
+            await self.log_store.append(entries, cb)
+        except Exception as e:
+            raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
+
+    async def _save_committed_and_apply(self, committed: LogId) -> None:
+        """Persist ``committed`` and hand the entries up to it to the state machine."""
+        # Postponed commands may run after a later one: never save a lower value.
+        if self._saved_committed is not None and committed <= self._saved_committed:
+            return
+        self._saved_committed = committed
+        try:
+            await self.log_store.save_committed(committed)
+        except Exception as e:
+            raise StorageError(f"saving committed {committed!r}", e) from e
+        await self._submit_apply(committed)
+
+    async def _truncate_log(self, c: TruncateLog) -> None:
+        """Delete the entries after ``c.after`` (cache, waiting writers, then storage)."""
+        after = c.after
+        idx = -1 if after is None else after.index
+        self.cache.truncate_after(idx)
+        self._fail_responders_after(idx)
+        try:
+            await self.log_store.truncate_after(after)
+        except Exception as e:
+            raise StorageError(f"truncating after {after!r}", e) from e
+        self._io_completed(c.io)
+
+    async def _purge_log(self, c: PurgeLog) -> None:
+        """Delete the entries up to ``c.upto``, once no log read covers them."""
+        upto = c.upto
+        self.cache.evict_upto(upto.index)
+        # Never delete entries a replication stream is reading right now.
+        while any(start <= upto.index for start in self._storage_reads.values()):
+            await self._reads_done.wait()
+        try:
+            await self.log_store.purge(upto)
+        except Exception as e:
+            raise StorageError(f"purging up to {upto!r}", e) from e
+        self._io_completed(c.io)
 
     async def _write_votes(self) -> None:
         """Persist queued votes in order; only the newest of a queued run is written, and
@@ -746,8 +762,11 @@ class RaftCore:
 
     def _task_done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.pop(t, None)
-        if not t.cancelled() and t.exception() is not None and not self._stopping:
-            self.notify(Failed(t.exception()))  # type: ignore[arg-type]
+        if t.cancelled() or self._stopping:
+            return
+        e = t.exception()
+        if e is not None:
+            self.notify(Failed(e))
 
     def _set_fatal(self, err: Fatal) -> None:
         if self.fatal is None:
