@@ -3,11 +3,12 @@
 Three nodes in one process, in-memory log store, the in-process router passing request
 objects without serialization, and a state machine that stores nothing. For each writer
 count, ``W`` coroutines call ``client_write`` on the leader in a loop; the run reports
-writes/s (median of ``--repeat`` runs) for the compiled build and the pure-Python build
-(each in its own subprocess, ``OPENRAFT_PY_NO_EXTENSIONS=1`` for the pure one).
+writes/s and the p50/p99/p99.9 write latency (each the median of ``--repeat`` runs; every
+write is timed) for the compiled build and the pure-Python build (each in its own
+subprocess, ``OPENRAFT_PY_NO_EXTENSIONS=1`` for the pure one).
 
     python bench/cluster.py                      # both builds, 1/64/256 writers
-    python bench/cluster.py --build c --writers 256 --seconds 3
+    python bench/cluster.py --build c --writers 256 --seconds 3 --json out.json
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def _loop_factory() -> str:
-    try:
-        import uvloop  # noqa: F401
-
-        return "uvloop"
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return "asyncio"
+from bench.common import loop_name, percentiles_ms, run_loop, summarize
 
 
 async def run_once(writers: int, seconds: float) -> dict[str, float]:
-    """One measurement: ``writers`` concurrent writers for ``seconds``."""
+    """One measurement: ``writers`` concurrent writers for ``seconds``; ``{"writes",
+    "seconds", "writes_per_s", "p50", "p99", "p999"}`` (latencies in ms)."""
     from openraft_py import Config, SnapshotPolicy
     from openraft_py.storage.memory import NoopStateMachine
     from openraft_py.testing import Cluster
@@ -44,54 +42,37 @@ async def run_once(writers: int, seconds: float) -> dict[str, float]:
         # Warm up.
         await asyncio.gather(*(leader.client_write(b"w") for _ in range(1000)))
         stop_at = 0.0
-        counts = [0] * writers
+        lat: list[float] = []
         payload = b"x" * 16
+        clock = time.perf_counter
 
-        async def writer(k: int) -> None:
-            n = 0
+        async def writer() -> None:
             write = leader.client_write
-            while time.perf_counter() < stop_at:
-                for _ in range(64):
-                    await write(payload)
-                n += 64
-            counts[k] = n
+            record = lat.append
+            while True:
+                t0 = clock()
+                if t0 >= stop_at:
+                    return
+                await write(payload)
+                record(clock() - t0)
 
-        start = time.perf_counter()
+        start = clock()
         stop_at = start + seconds
-        await asyncio.gather(*(writer(k) for k in range(writers)))
-        elapsed = time.perf_counter() - start
-        total = sum(counts)
+        await asyncio.gather(*(writer() for _ in range(writers)))
+        elapsed = clock() - start
         await c.wait_applied(leader.metrics.last_log_index, timeout=30)
-        return {"writes": total, "seconds": elapsed, "writes_per_s": total / elapsed}
+        return {"writes": len(lat), "seconds": elapsed, "writes_per_s": len(lat) / elapsed, **percentiles_ms(lat)}
 
 
 def child_main(writers: list[int], seconds: float, repeat: int) -> None:
-    """Run the measurements of one build and print them as JSON lines."""
+    """Run the measurements of one build and print each point as a JSON line (the point of
+    ``bench.common.summarize`` plus ``compiled`` and ``loop``)."""
     import openraft_py._core as core
 
-    loop_name = _loop_factory()
     for w in writers:
-        rates = []
-        for _ in range(repeat):
-            if loop_name == "uvloop":
-                import uvloop
-
-                r = uvloop.run(run_once(w, seconds))
-            else:
-                r = asyncio.run(run_once(w, seconds))
-            rates.append(r["writes_per_s"])
-        print(
-            json.dumps(
-                {
-                    "writers": w,
-                    "compiled": core.USING_EXTENSIONS,
-                    "loop": loop_name,
-                    "median": statistics.median(rates),
-                    "runs": rates,
-                }
-            ),
-            flush=True,
-        )
+        runs = [run_loop(run_once(w, seconds)) for _ in range(repeat)]
+        point = {**summarize(w, runs), "compiled": core.USING_EXTENSIONS, "loop": loop_name()}
+        print(json.dumps(point), flush=True)
 
 
 def main() -> None:
@@ -100,13 +81,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="length of one run")
     p.add_argument("--repeat", type=int, default=3, help="runs per point; the median is reported")
     p.add_argument("--build", choices=["both", "c", "py"], default="both")
+    p.add_argument("--json", help="also write the points to this file ({build: [point, ...]})")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child_main(args.writers, args.seconds, args.repeat)
         return
     builds = ["c", "py"] if args.build == "both" else [args.build]
-    results: dict[tuple[str, int], dict[str, object]] = {}
+    results: dict[tuple[str, int], dict[str, Any]] = {}
     for b in builds:
         env = dict(os.environ)
         env.pop("OPENRAFT_PY_NO_EXTENSIONS", None)
@@ -114,24 +96,33 @@ def main() -> None:
             env["OPENRAFT_PY_NO_EXTENSIONS"] = "1"
         cmd = [sys.executable, __file__, "--child", "--seconds", str(args.seconds), "--repeat", str(args.repeat)]
         cmd += ["--writers", *map(str, args.writers)]
-        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            r = json.loads(line)
-            if b == "c" and not r["compiled"]:
-                sys.exit("the compiled kernels did not load: build the package first (make build)")
-            results[(b, r["writers"])] = r
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                r = json.loads(line)
+                if b == "c" and not r["compiled"]:
+                    proc.kill()
+                    sys.exit("the compiled kernels did not load: build the package first (make build)")
+                results[(b, r["writers"])] = r
+                print(f"  in-process {b:>2} {r['writers']:>4} writers: {r['writes_per_s']:>10,.0f} writes/s  "
+                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms", flush=True)
+        if proc.returncode:
+            sys.exit(f"the {b} build's benchmark failed (exit {proc.returncode})")
     print(f"3-node in-process cluster, in-memory store, no-op state machine; median of {args.repeat} x {args.seconds}s")
     header = f"{'writers':>8} " + " ".join(f"{b + ' writes/s':>16}" for b in builds)
     if len(builds) == 2:
         header += f" {'c/py':>6}"
     print(header)
     for w in args.writers:
-        row = f"{w:>8} " + " ".join(f"{results[(b, w)]['median']:>16,.0f}" for b in builds)
+        row = f"{w:>8} " + " ".join(f"{results[(b, w)]['writes_per_s']:>16,.0f}" for b in builds)
         if len(builds) == 2:
-            row += f" {results[('c', w)]['median'] / results[('py', w)]['median']:>6.2f}"
+            row += f" {results[('c', w)]['writes_per_s'] / results[('py', w)]['writes_per_s']:>6.2f}"
         print(row)
     loop = next(iter(results.values()))["loop"]
     print(f"event loop: {loop}")
+    if args.json:
+        out = {b: [results[(b, w)] for w in args.writers] for b in builds}
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

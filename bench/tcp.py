@@ -4,8 +4,9 @@ Each node is ``openraft_py.testing.proc_node`` (``RocksLogStore(sync=True)`` +
 ``RocksStateMachine``, the TCP transport, uvloop when installed), started by
 ``openraft_py.testing.proc_cluster``. The writers run inside the leader's process: ``W``
 coroutines each await ``raft.client_write`` of a key-value set in a loop for ``--seconds``.
-The run reports writes/s at each writer count with the per-write latency percentiles, and
-measures in the same run, on the same machine:
+The run reports writes/s at each writer count with the per-write latency percentiles
+(p50/p90/p99/p99.9; with ``--repeat N``, N runs per writer count on the same cluster and the
+median of each figure), and measures in the same run, on the same machine:
 
 - the raw fsync latency: ``write`` + ``os.fsync`` of 128 bytes appended to a file in the
   cluster's directory (the filesystem the stores use): ``--fsync-samples`` before the runs,
@@ -21,6 +22,7 @@ Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer 
 
     python bench/tcp.py                      # 1, 64 and 256 writers, 3 s each
     python bench/tcp.py --quick              # 1 s each, fewer samples
+    python bench/tcp.py --repeat 3           # 3 runs per writer count, medians
     python bench/tcp.py --no-fsync           # log stores with sync=False
     python bench/tcp.py --profile 256        # cProfile the leader and a follower (256 writers)
     python bench/tcp.py --spy 256            # py-spy every node, all threads (256 writers)
@@ -47,7 +49,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from openraft_py.testing.proc_cluster import ProcCluster  # noqa: E402
+from bench.common import summarize
+from bench.tcp_node import write_launcher
+from openraft_py.testing.proc_cluster import ProcCluster
 
 _ECHO_SERVER = r"""
 import socket, sys
@@ -146,9 +150,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, run every writer count, return the figures."""
     root = Path(tempfile.mkdtemp(prefix="openraft-bench-tcp-", dir=args.dir))
     raft_config = {"snapshot_policy": {"logs_since_last_n": None}, **json.loads(args.raft_config)}
-    results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "runs": []}
+    results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "repeat": args.repeat,
+                               "runs": [], "points": []}
     async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
-                           cluster_name="bench-tcp") as c:
+                           cluster_name="bench-tcp", python=write_launcher(root)) as c:
         try:
             # fsync latency on this kind of VM changes with the other IO on the machine: sample
             # it before, between and after the runs and report the median of all samples.
@@ -163,40 +168,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     more = measure_fsync(root, args.fsync_samples // 2)
                     fsync_samples += more
                     fsync_medians.append(statistics.median(more) * 1000.0)
-                spies = start_spies(c, root, w, args) if args.spy == w else []
-                prof = None
-                if args.profile == w:
-                    prof = str(root / f"leader-{w}.prof")
-                follower = next(i for i in c.running() if i != leader)
-                fprof = str(root / f"follower-{w}.prof")
-                bulk = c.call(leader, "bulk", timeout=args.seconds * 10 + 60, writers=w, seconds=args.seconds,
-                              prefix=f"b{w}-", latencies=True, **({"profile": prof} if prof else {}))
-                if prof:
-                    r, _ = await asyncio.gather(
-                        bulk, c.call(follower, "profile", timeout=args.seconds + 60, seconds=args.seconds, path=fprof))
-                else:
-                    stats0 = await stats(c)
-                    r = await bulk
-                    stats1 = await stats(c)
-                for node_id, proc, path in spies:
-                    await asyncio.to_thread(proc.wait)
-                    print_spy(path, args.profile_lines, f"n{node_id}" + (" (leader)" if node_id == leader else ""))
-                if r["errors"]:
-                    raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
-                n = sum(r["acked"])
-                run = {"writers": w, "writes": n, "elapsed": r["elapsed"], "writes_per_s": n / r["elapsed"],
-                       **{k: r["latency_ms"][k] for k in ("p50", "p90", "p99", "max")},
-                       "leader_groups": r["log_groups"]}
-                if not prof:  # CPU use of each node (all threads) and its fsync groups
-                    run["cpu"] = {i: (stats1[i]["cpu"] - stats0[i]["cpu"]) / r["elapsed"] for i in stats1 if i in stats0}
-                    run["groups"] = {i: stats1[i]["log_groups"] - stats0[i]["log_groups"] for i in stats1 if i in stats0}
-                results["runs"].append(run)
-                print(f"  {w:>4} writers: {run['writes_per_s']:>10,.0f} writes/s  p50 {run['p50']:.2f} ms  "
-                      f"p99 {run['p99']:.2f} ms", flush=True)
-                if prof:
-                    results["profile"] = [prof, fprof]
-                    print_profile(prof, args.profile_lines, f"leader n{leader}")
-                    print_profile(fprof, args.profile_lines, f"follower n{follower}")
+                for rep in range(args.repeat):
+                    run = await one_run(c, root, leader, w, rep, args, results)
+                    results["runs"].append(run)
+                    print(f"  {w:>4} writers: {run['writes_per_s']:>10,.0f} writes/s  p50 {run['p50']:.2f} ms  "
+                          f"p99 {run['p99']:.2f} ms", flush=True)
+                results["points"].append(summarize(w, [r for r in results["runs"] if r["writers"] == w]))
             results["metrics"] = await c.metrics()
             more = measure_fsync(root, args.fsync_samples)
             fsync_samples += more
@@ -211,6 +188,44 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+async def one_run(c: ProcCluster, root: Path, leader: int, w: int, rep: int, args: argparse.Namespace,
+                  results: dict[str, Any]) -> dict[str, Any]:
+    """Run ``w`` writers in the leader for ``args.seconds`` (run ``rep`` of that writer count)
+    and return the run's figures (profiling / sampling it as asked, on its first run)."""
+    spies = start_spies(c, root, w, args) if args.spy == w and rep == 0 else []
+    prof = None
+    if args.profile == w and rep == 0:
+        prof = str(root / f"leader-{w}.prof")
+    follower = next(i for i in c.running() if i != leader)
+    fprof = str(root / f"follower-{w}.prof")
+    bulk = c.call(leader, "bulk", timeout=args.seconds * 10 + 60, writers=w, seconds=args.seconds,
+                  prefix=f"b{w}.{rep}-", latencies=True, **({"profile": prof} if prof else {}))
+    if prof:
+        r, _ = await asyncio.gather(
+            bulk, c.call(follower, "profile", timeout=args.seconds + 60, seconds=args.seconds, path=fprof))
+    else:
+        stats0 = await stats(c)
+        r = await bulk
+        stats1 = await stats(c)
+    for node_id, proc, path in spies:
+        await asyncio.to_thread(proc.wait)
+        print_spy(path, args.profile_lines, f"n{node_id}" + (" (leader)" if node_id == leader else ""))
+    if r["errors"]:
+        raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
+    n = sum(r["acked"])
+    run = {"writers": w, "writes": n, "elapsed": r["elapsed"], "writes_per_s": n / r["elapsed"],
+           **{k: r["latency_ms"].get(k) for k in ("p50", "p90", "p99", "p999", "max")},
+           "leader_groups": r["log_groups"]}
+    if not prof:  # CPU use of each node (all threads) and its fsync groups
+        run["cpu"] = {i: (stats1[i]["cpu"] - stats0[i]["cpu"]) / r["elapsed"] for i in stats1 if i in stats0}
+        run["groups"] = {i: stats1[i]["log_groups"] - stats0[i]["log_groups"] for i in stats1 if i in stats0}
+    if prof:
+        results["profile"] = [prof, fprof]
+        print_profile(prof, args.profile_lines, f"leader n{leader}")
+        print_profile(fprof, args.profile_lines, f"follower n{follower}")
+    return run
 
 
 async def stats(c: ProcCluster) -> dict[int, dict[str, Any]]:
@@ -283,10 +298,12 @@ def report(res: dict[str, Any]) -> None:
     if "fsync3_ms" in res:
         print(f"(3 concurrent fsyncs on that disk, as the 3 nodes do in one round: median {res['fsync3_ms']:.3f} ms each)")
     print()
-    print("| writers |  writes/s | p50 ms | p90 ms | p99 ms |")
-    print("|--------:|----------:|-------:|-------:|-------:|")
-    for r in res["runs"]:
-        print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | {r['p99']:>6.2f} |")
+    print(f"medians of {res['repeat']} run(s) per writer count")
+    print("| writers |  writes/s | p50 ms | p99 ms | p99.9 ms |")
+    print("|--------:|----------:|-------:|-------:|---------:|")
+    for r in res["points"]:
+        p999 = "-" if r["p999"] is None else f"{r['p999']:.2f}"
+        print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p99']:>6.2f} | {p999:>8} |")
     print()
     print("where the time goes: leader fsync groups/s (= replication rounds), writes per group, CPU per node")
     for r in res["runs"]:
@@ -295,7 +312,7 @@ def report(res: dict[str, Any]) -> None:
         print(f"  {r['writers']:>4} writers: {g / r['elapsed']:>7.0f} groups/s, {r['writes'] / max(g, 1):>6.1f} writes/group"
               + (f", CPU {cpu}" if cpu else ""))
     print()
-    by_w = {r["writers"]: r for r in res["runs"]}
+    by_w = {r["writers"]: r for r in res["points"]}
     if 256 in by_w:
         v = by_w[256]["writes_per_s"]
         print(f"target 256 writers >= 50,000 writes/s: {v:,.0f} -> {'met' if v >= 50_000 else 'NOT met'}")
@@ -311,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", default="1,64,256", help="comma-separated writer counts")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per writer count")
+    p.add_argument("--repeat", type=int, default=1, help="runs per writer count; medians are reported")
     p.add_argument("--quick", action="store_true", help="1 s per writer count, fewer samples")
     p.add_argument("--no-fsync", action="store_true", help="log stores with sync=False")
     p.add_argument("--fsync-samples", type=int, default=300)

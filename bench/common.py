@@ -1,0 +1,65 @@
+"""What every benchmark of ``make bench`` shares: latency percentiles, the summary of
+repeated runs of one point, and the event loop they run on.
+
+A *point* is one configuration at one writer count (e.g. "TCP, fsync on, 64 writers"). It is
+measured ``repeat`` times; each run gives writes/s and the percentiles of its per-write
+latencies. The point reports the median of each figure over its runs (``summarize``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PERCENTILES: dict[str, float] = {"p50": 0.50, "p99": 0.99, "p999": 0.999}
+"""The latency percentiles every point reports (key -> quantile)."""
+
+
+def percentiles_ms(samples: Sequence[float]) -> dict[str, float]:
+    """``{"p50", "p99", "p999"}`` of ``samples`` (seconds) in milliseconds: the sample at rank
+    ``floor(q * n)`` of the sorted samples (nearest rank, no interpolation). Empty input -> {}."""
+    if not samples:
+        return {}
+    s = sorted(samples)
+    n = len(s)
+    return {k: s[min(n - 1, int(q * n))] * 1000.0 for k, q in PERCENTILES.items()}
+
+
+def summarize(writers: int, runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The point of ``writers`` writers from its ``runs`` (each ``{"writes_per_s", "p50",
+    "p99", "p999"}``, latencies in ms; a missing percentile is skipped): ``{"writers",
+    "writes_per_s": median, "p50"/"p99"/"p999": median over the runs that have it (None if
+    none), "runs": [writes/s of each run]}``."""
+    if not runs:
+        raise ValueError("a point needs at least one run")
+    out: dict[str, Any] = {
+        "writers": writers,
+        "writes_per_s": statistics.median(r["writes_per_s"] for r in runs),
+    }
+    for k in PERCENTILES:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k] = statistics.median(vals) if vals else None
+    out["runs"] = [r["writes_per_s"] for r in runs]
+    return out
+
+
+def loop_name() -> str:
+    """``"uvloop"`` when uvloop is installed (what the benchmarks run on), else ``"asyncio"``."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return "asyncio"
+    return "uvloop"
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh uvloop loop (plain asyncio without uvloop)."""
+    if loop_name() == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)  # pragma: no cover - uvloop is a dependency
