@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import logging
-import ssl as _ssl
 from collections import deque
+from ssl import SSLContext
 from typing import Any
 
 from .._core import CodecError, FrameReader
 from ..errors import Fatal, InvalidRequest
-from ..types import NodeId
+from ..types import NodeId, Vote
 from . import wire
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log
 from .wire import (
@@ -48,11 +48,10 @@ _HANDLER = {
 }
 
 
-def _request_sender(kind: int, req: Any) -> int:
+def _request_sender(kind: int, req: Any) -> NodeId:
     """The node a well-formed request comes from: the leader or candidate it names."""
-    if kind == KIND_TRANSFER_LEADER:
-        return req.from_leader.leader_id.node_id  # type: ignore[no-any-return]
-    return req.vote.leader_id.node_id  # type: ignore[no-any-return]
+    vote: Vote = req.from_leader if kind == KIND_TRANSFER_LEADER else req.vote
+    return vote.leader_id.node_id
 
 
 def _known_sender(metrics: Any, node_id: NodeId) -> bool:
@@ -117,11 +116,11 @@ class _ServerConnection(asyncio.Protocol):
                 waiter,
                 server_side=True,
                 call_connection_made=False,
-                ssl_handshake_timeout=srv.handshake_timeout,
+                ssl_handshake_timeout=srv.handshake_timeout,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds as float
             )
             transport.set_protocol(tls)
             tls.connection_made(transport)
-            self.transport = tls._get_app_transport()
+            self.transport = tls._get_app_transport()  # type: ignore[attr-defined]  # private in CPython 3.11-3.13, not in typeshed
             self.writer = _FrameWriter(self.loop, self.transport)
             self.tls_task = self.loop.create_task(self._tls_handshake(waiter, transport))
             return
@@ -335,6 +334,33 @@ class TcpServer:
     idleness or limits.
     """
 
+    # Set by ``_unbound`` (the constructor is closed: ``start`` or ``_unbound`` make one).
+    _loop: asyncio.AbstractEventLoop
+    _raft: Any
+    _ssl: SSLContext | None
+    cluster_name: str
+    node_id: NodeId
+    max_frame_size: int
+    max_inflight: int
+    max_connections: int
+    idle_timeout: float
+    handshake_timeout: float
+    drain_timeout: float
+    delivered: int
+    refused: int
+    dropped: int
+    _conns: set[_ServerConnection]
+    """Open connections (handshaken or not); a closed one leaves at once."""
+    _closing: bool
+    _drain_waiter: asyncio.Future[None] | None
+    host: str
+    port: int
+    """The bound port (the ephemeral one when started with port 0)."""
+    address: str
+    # Set by ``start`` (an unbound server has neither; ``close`` is for started servers).
+    _server: asyncio.AbstractServer
+    _idle_timer: asyncio.TimerHandle
+
     def __init__(self) -> None:
         raise TypeError("use `await TcpServer.start(...)`")
 
@@ -345,7 +371,7 @@ class TcpServer:
         host: str,
         port: int,
         cluster_name: str,
-        ssl: _ssl.SSLContext | None = None,
+        ssl: SSLContext | None = None,
         *,
         node_id: NodeId | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -400,7 +426,7 @@ class TcpServer:
         cls,
         raft: Any,
         cluster_name: str,
-        ssl: _ssl.SSLContext | None,
+        ssl: SSLContext | None,
         *,
         node_id: NodeId | None,
         max_frame_size: int,
@@ -431,12 +457,11 @@ class TcpServer:
         self.delivered = 0
         self.refused = 0
         self.dropped = 0
-        self._conns: set[_ServerConnection] = set()
+        self._conns = set()
         self._closing = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter = None
         self.host = ""
         self.port = 0
-        """The bound port (the ephemeral one when started with port 0)."""
         self.address = "unbound"
         return self
 

@@ -369,7 +369,7 @@ _SCHEMA: dict[int, tuple[type[msgspec.Struct], type | None]] = {
 def _array_twin(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """An ``array_like`` Struct with the fields, types and defaults of ``cls``: decodes a body
     into the real (unbounded) types, filling in trailing defaults."""
-    fields = []
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for f in msgspec.structs.fields(cls):
         if f.default is not msgspec.NODEFAULT:
             fields.append((f.name, f.type, f.default))
@@ -500,11 +500,11 @@ def _check_append_entries_bounds(req: AppendEntriesRequest) -> None:
     _check_log_id_bounds("leader_commit", req.leader_commit)
     membership = Membership
     for e in req.entries:
-        lid = e.log_id
-        t = lid.term
-        i = lid.index
+        log_id = e.log_id
+        t = log_id.term
+        i = log_id.index
         if t < 0 or t > MAX_TERM or i < 0 or i > MAX_INDEX:
-            raise _bad_bounds("entry log id", lid)
+            raise _bad_bounds("entry log id", log_id)
         if type(e.payload) is membership:
             _check_membership_bounds(e.payload)
 
