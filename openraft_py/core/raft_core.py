@@ -81,7 +81,9 @@ from .messages import (
 )
 from . import snapshot_io
 from .replication import ReplicationCore
+from .log_source import LogSource
 from .sm_worker import Responder, StateMachineWorker
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork, RaftNetworkFactory
@@ -125,9 +127,12 @@ class RaftCore:
         self.id: NodeId = engine.state.id
         self.network = network
         self.log_store = log_store
-        self.log_reader = log_store.get_log_reader()
         self.clock = clock
+        # The seams handed to the child tasks instead of the core: where log entries are
+        # read from, the task set, and ``notify`` (see docs/design/engine-runtime.md).
         self.cache = cache
+        self.log = LogSource(self.id, cache, log_store.get_log_reader())
+        self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
         self._msgs: deque[Any] = deque()
         self._notes: deque[Any] = deque()
         # Wakes the core task when either queue gets an item (or at shutdown).
@@ -143,9 +148,7 @@ class RaftCore:
         self._vote_writer: asyncio.Task[None] | None = None
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
-        # Insertion-ordered (a dict, not a set) so teardown is deterministic under a simulator.
-        self._tasks: dict[asyncio.Task[Any], None] = {}
-        self.sm_worker = StateMachineWorker(self, state_machine, config.max_apply_batch)
+        self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch)
         self.fatal: Fatal | None = None
         self.watch = MetricsWatch(self._build_metrics)
         self._metrics_key: tuple[Any, ...] = ()
@@ -155,10 +158,8 @@ class RaftCore:
         # how many bytes arrived (the next chunk must start there, or repeat an earlier one).
         self._receiving: tuple[str, Any] | None = None
         self._received = 0
-        # Log reads from storage in progress by replication streams: their start indexes. A
-        # purge waits until no read covers what it deletes.
-        self._storage_reads: dict[int, int] = {}
-        self._reads_done = Wakeup()
+        # Tokens of ``storage_read_started`` (the caller's) to those of ``self.log``.
+        self._read_tokens: dict[int, int] = {}
         self.task: asyncio.Task[None] | None = None
         # Every future a caller awaits (see the module docstring); answered ones are
         # dropped in amortized O(1) by ``_track``.
@@ -456,8 +457,7 @@ class RaftCore:
         upto = c.upto
         self.cache.evict_upto(upto.index)
         # Never delete entries a replication stream is reading right now.
-        while any(start <= upto.index for start in self._storage_reads.values()):
-            await self._reads_done.wait()
+        await self.log.purge_allowed(upto.index)
         try:
             await self.log_store.purge(upto)
         except Exception as e:
@@ -509,10 +509,10 @@ class RaftCore:
         stop = committed.index + 1
         if stop <= start:
             return
-        entries = self.cache.get(start, stop)
+        entries = self.log.cached(start, stop)
         if len(entries) < stop - start:
             # The cache holds a suffix of the log: read what it lacks from storage.
-            rest = await self._read_entries(start + len(entries), stop)
+            rest = await self.log.read_storage(start + len(entries), stop)
             entries = entries + rest if entries else rest
         self._apply_submitted = committed.index
         rs: list[Responder] = []
@@ -522,13 +522,8 @@ class RaftCore:
         self.sm_worker.submit(entries, rs)
 
     async def _read_entries(self, start: int, stop: int) -> list[Entry]:
-        try:
-            entries = await self.log_reader.try_get_log_entries(start, stop)
-        except Exception as e:
-            raise StorageError(f"reading log entries [{start}, {stop})", e) from e
-        if len(entries) != stop - start:
-            raise Panicked(f"node {self.id}: log store returned {len(entries)} entries for [{start}, {stop})")
-        return entries
+        """Kept for ``ReplicationCore`` until it reads through ``self.log``."""
+        return await self.log.read_storage(start, stop)
 
     def _add_responder(self, tx: Any, log_id: LogId) -> None:
         """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the
@@ -738,13 +733,15 @@ class RaftCore:
         self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 
     def storage_read_started(self, token: int, start: int) -> None:
-        """A replication stream began reading the log from ``start`` (purges wait)."""
-        self._storage_reads[token] = start
+        """A replication stream began reading the log from ``start`` (purges wait). Kept
+        for ``ReplicationCore`` until it reads through ``self.log`` (which tracks reads)."""
+        self._read_tokens[token] = self.log.begin_read(start)
 
     def storage_read_done(self, token: int) -> None:
         """That read finished."""
-        self._storage_reads.pop(token, None)
-        self._reads_done.wake()
+        t = self._read_tokens.pop(token, None)
+        if t is not None:
+            self.log.end_read(t)
 
     async def _ticker(self) -> None:
         interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
@@ -755,17 +752,12 @@ class RaftCore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        t = asyncio.get_running_loop().create_task(coro, name=f"raft-{self.id}-{name}")
-        self._tasks[t] = None
-        t.add_done_callback(self._task_done)
-        return t
+        """``self.tasks.spawn`` (kept for ``ReplicationCore`` until it takes the task set)."""
+        return self.tasks.spawn(coro, name)
 
-    def _task_done(self, t: asyncio.Task[Any]) -> None:
-        self._tasks.pop(t, None)
-        if t.cancelled() or self._stopping:
-            return
-        e = t.exception()
-        if e is not None:
+    def _task_failed(self, e: BaseException) -> None:
+        """A child task raised: stop the node (unless it is stopping already)."""
+        if not self._stopping:
             self.notify(Failed(e))
 
     def _set_fatal(self, err: Fatal) -> None:
@@ -826,8 +818,7 @@ class RaftCore:
             self._receiving = None
 
     def _cancel_tasks(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
+        self.tasks.cancel_all()
 
     async def shutdown(self) -> None:
         """Stop every task of this node and wait for them."""
@@ -841,11 +832,7 @@ class RaftCore:
                 await self.task
             except BaseException:  # noqa: BLE001 - shutting down
                 pass
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
 
     # -- metrics -------------------------------------------------------------------------------
 

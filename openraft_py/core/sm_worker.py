@@ -18,7 +18,6 @@ from .messages import Applied, Failed
 
 if TYPE_CHECKING:
     from ..storage import RaftStateMachine
-    from .raft_core import RaftCore
 
 
 class Responder:
@@ -65,8 +64,11 @@ class StateMachineWorker:
     what the state machine holds.
     """
 
-    def __init__(self, core: RaftCore, sm: RaftStateMachine, max_batch: int) -> None:
-        self.core = core
+    def __init__(self, notify: Callable[[Any], None], sm: RaftStateMachine, max_batch: int) -> None:
+        """``notify`` queues a notification to the core (``Applied`` after each applied
+        batch, ``Failed`` when ``apply`` fails); ``sm`` is used only from this worker's task;
+        ``apply`` gets at most ``max_batch`` entries at a time."""
+        self.notify = notify
         self.sm = sm
         self.max_batch = max_batch
         self._queue: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
@@ -126,10 +128,10 @@ class StateMachineWorker:
         self._held = None
         keep: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
         for item in self._queue:
-            if type(item) is _Op:
+            if isinstance(item, _Op):
                 keep.append(item)
             else:
-                out.extend(item[1])  # type: ignore[union-attr]
+                out.extend(item[1])
         self._queue = keep
         return out
 
@@ -156,21 +158,21 @@ class StateMachineWorker:
         which is being cancelled) with ``err``; later calls fail at once."""
         if self._ended is None:
             self._ended = err
-        ops = [item for item in self._queue if type(item) is _Op]
+        ops = [item for item in self._queue if isinstance(item, _Op)]
         if self._current is not None:
             ops.insert(0, self._current)
             self._current = None
-        self._queue = deque(item for item in self._queue if type(item) is not _Op)
+        self._queue = deque(item for item in self._queue if not isinstance(item, _Op))
         for op in ops:
             if not op.fut.done():
                 op.fut.set_exception(self._ended)
 
     def _batches(self) -> list[tuple[list[Entry], list[Responder]]]:
         """The entry batches queued or held, not yet applied."""
-        out = [item for item in self._queue if type(item) is not _Op]
+        out = [item for item in self._queue if not isinstance(item, _Op)]
         if self._held:
             out = self._held + out
-        return out  # type: ignore[return-value]
+        return out
 
     def fail_after(self, index: int, err: BaseException) -> None:
         """The log was truncated after ``index``: fail the responders waiting for an entry
@@ -199,11 +201,11 @@ class StateMachineWorker:
                     await self._wakeup.wait()
                     continue
                 item = self._queue.popleft()
-                if type(item) is _Op:
+                if isinstance(item, _Op):
                     await self._run_op(item)
                     continue
                 if self._held is not None:
-                    self._held.append(item)  # type: ignore[arg-type]
+                    self._held.append(item)
                     continue
                 entries, responders = item
                 if responders:
@@ -219,17 +221,18 @@ class StateMachineWorker:
                         )
                     if self._responders:
                         self._resolve(chunk, results)
-                    self.core.notify(Applied(chunk[-1].log_id))
+                    self.notify(Applied(chunk[-1].log_id))
         except asyncio.CancelledError:
-            self._end(self.core.fatal or Stopped())
+            # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
+            self._end(Stopped())
             raise
         except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
             err = StorageError("applying entries to the state machine", e)
             err.__cause__ = e
             self._end(err)
-            self.core.notify(Failed(err))
+            self.notify(Failed(err))
         finally:
-            self._end(self.core.fatal or Stopped())
+            self._end(Stopped())
 
     async def _run_op(self, op: _Op) -> None:
         self._current = op
@@ -267,7 +270,7 @@ class StateMachineWorker:
                 # Applied before the buffer began (cannot be told apart any more).
                 r.fail(ForwardToLeader(None, None, outcome_unknown=True))
                 continue
-            out: list[ClientWriteResponse] | None = []
+            out: list[ClientWriteResponse] = []
             for k in range(lo, lo + r.count):
                 e = self._buf_entries[k]
                 if e.log_id.term != r.term:
@@ -275,11 +278,10 @@ class StateMachineWorker:
                     # earlier entry of the batch was ours, that part took effect (by log
                     # matching, nothing after a replaced entry is ours).
                     r.fail(ForwardToLeader(None, None, outcome_unknown=k > lo))
-                    out = None
                     break
                 p = e.payload
                 out.append(ClientWriteResponse(e.log_id, self._buf_results[k], p if type(p) is Membership else None))
-            if out is not None:
+            else:
                 r.tx.set_result(out[0] if r.single else out)
         if not rs:
             self._buf_entries = []

@@ -327,7 +327,7 @@ async def test_worker_fails_queued_and_later_calls_when_apply_fails() -> None:
     from openraft_py.types import Entry, LogId, Normal
 
     core = _Core()
-    w = StateMachineWorker(core, _FailingSM(), 16)  # type: ignore[arg-type]
+    w = StateMachineWorker(core.notify, _FailingSM(), 16)  # type: ignore[arg-type]
     task = asyncio.ensure_future(w.run())
     w.submit([Entry(LogId(1, 0), Normal(b"x"))], [])
     queued = w.call(lambda sm: sm.get_current_snapshot())
@@ -341,7 +341,7 @@ async def test_worker_fails_queued_and_later_calls_when_apply_fails() -> None:
 async def test_worker_stop_fails_the_running_call() -> None:
     core = _Core()
     sm = _FailingSM()
-    w = StateMachineWorker(core, sm, 16)  # type: ignore[arg-type]
+    w = StateMachineWorker(core.notify, sm, 16)  # type: ignore[arg-type]
     task = asyncio.ensure_future(w.run())
     running = w.call(lambda s: s.get_current_snapshot())
     queued = w.call(lambda s: s.get_current_snapshot())

@@ -1,0 +1,60 @@
+"""``TaskSet``: the background tasks of one node (state-machine worker, ticker, replication
+streams and their requests, vote requests, snapshot builds), started and ended in one place.
+
+A task that fails while the set is open is reported through ``on_failure`` (the core turns
+it into a ``Failed`` notification and stops the node); a cancelled task, or one that fails
+after ``close`` began, is not reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Coroutine
+
+
+class TaskSet:
+    """Spawns named tasks, keeps them until they end, and cancels what is left on close.
+
+    Invariant: ``_tasks`` holds every spawned task not yet done, in spawn order (a dict, not
+    a set, so cancelling is deterministic under a simulator).
+    """
+
+    def __init__(self, prefix: str, on_failure: Callable[[BaseException], None]) -> None:
+        """``prefix`` starts every task's name; ``on_failure(exc)`` is called on the loop for
+        a task that raised (not for a cancelled one, nor once ``closing``)."""
+        self.prefix = prefix
+        self.on_failure = on_failure
+        self.closing = False
+        self._tasks: dict[asyncio.Task[Any], None] = {}
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task named ``<prefix>-<name>`` and return it."""
+        t = asyncio.get_running_loop().create_task(coro, name=f"{self.prefix}-{name}")
+        self._tasks[t] = None
+        t.add_done_callback(self._done)
+        return t
+
+    def _done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.pop(t, None)
+        if t.cancelled() or self.closing:
+            return
+        e = t.exception()
+        if e is not None:
+            self.on_failure(e)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def cancel_all(self) -> list[asyncio.Task[Any]]:
+        """Stop reporting failures and cancel every task still running; return them."""
+        self.closing = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        return tasks
+
+    async def close(self) -> None:
+        """``cancel_all`` and wait until those tasks ended (their results are dropped)."""
+        tasks = self.cancel_all()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
