@@ -1,9 +1,12 @@
-"""Kernel micro-benchmarks: the pure twins vs the compiled modules on batch inputs.
+"""Kernel micro-benchmarks: each ``_core`` kernel, the compiled module (``c``) against its
+pure twin (``py``), on batch inputs (1,000 calls or records per round).
 
-    .venv/bin/python -m pytest bench/test_kernels_bench.py -p no:cacheprovider \
-        --benchmark-group-by=func --benchmark-columns=mean,stddev,ops
+Both twins are imported directly (``openraft_py._core._<kernel>_c`` / ``_py``), whatever
+``OPENRAFT_PY_NO_EXTENSIONS`` says; the compiled ones must be built (``make build``).
+``bench/run.py`` pairs the ``[c]`` and ``[py]`` results of each test into a speed-up.
 
-Not collected by ``make test`` (testpaths = tests).
+    .venv/bin/python -m pytest bench/micro/test_kernels.py -p no:cacheprovider \
+        --benchmark-group-by=func --benchmark-columns=median,ops
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ pytest.importorskip("pytest_benchmark")
 
 
 def _load(suffix: str) -> types.SimpleNamespace:
+    """The public names of every kernel module of one twin (``"c"`` or ``"py"``)."""
     ns = types.SimpleNamespace()
     for kernel in ("quorum", "logindex", "codec"):
         mod = importlib.import_module(f"openraft_py._core._{kernel}_{suffix}")
