@@ -304,7 +304,7 @@ def check_append_entries(req: Any) -> None:
         p = e.payload
         tp = type(p)
         if tp is normal_t:
-            if type(p.data) is not bytes_t:
+            if type(p.data) is not bytes_t:  # type: ignore[union-attr]  # narrowed by `tp is normal_t`
                 break
         elif tp is not blank_t:
             _check_membership(rpc, f"entry {lid!r} membership", p, False)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ...engine.faults import EngineFault
@@ -23,7 +24,7 @@ from .runner import RunConfig, run
 from .workload import WorkloadConfig
 
 
-def _csv(choices: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(x.strip() for x in text.split(",") if x.strip())
         bad = [x for x in items if x not in choices]

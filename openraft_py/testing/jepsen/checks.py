@@ -108,7 +108,8 @@ def check_final_state(history: History, final: dict[int, dict[str, str | None]])
         producers = [w for w in ws if w.outcome != "fail" and _writes_value(w) == value
                      and not (w.op == "cas" and w.outcome == "ok" and not w.result)]
         if value is None:
-            latest = max([(w.ret if w.outcome == "ok" else math.inf) for w in producers], default=-math.inf)
+            latest = max([(w.ret if w.outcome == "ok" and w.ret is not None else math.inf) for w in producers],
+                         default=-math.inf)
         else:
             if not producers:
                 problems.append(f"{key!r} ends as {value!r}, which no operation wrote")

@@ -39,7 +39,7 @@ def install(faults: set[str]) -> None:
     original = Raft.new.__func__  # type: ignore[attr-defined]
 
     async def new(cls: type[Raft], *args: Any, **kwargs: Any) -> Raft:
-        raft = await original(cls, *args, **kwargs)
+        raft: Raft = await original(cls, *args, **kwargs)
         inject(raft._core.engine, faults)
         return raft
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ class KvHttp:
             await self._session.close()
 
     async def _call(self, method: str, addr: str, path: str, *, data: bytes | None = None,
-                    write: bool, parse: Any) -> Outcome:
+                    write: bool, parse: Callable[[int, bytes, str], Outcome]) -> Outcome:
         assert self._session is not None
         sent = False
         node = addr

@@ -161,12 +161,12 @@ class Nemesis:
                 bridge = order[0]
                 rest = order[1:]
                 half = len(rest) // 2
-                a, b = rest[:half], rest[half:]
-                for x in a:
-                    for y in b:
+                left, right = rest[:half], rest[half:]
+                for x in left:
+                    for y in right:
                         self.proxy.block(x, y)
                         self.proxy.block(y, x)
-                groups = [a + [bridge], [bridge] + b]
+                groups = [left + [bridge], [bridge] + right]
                 res["bridge"] = bridge
             res["groups"] = groups
             if rng.random() < 0.5:

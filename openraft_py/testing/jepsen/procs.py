@@ -76,7 +76,7 @@ class NodeSet:
     def __post_init__(self) -> None:
         used: set[int] = set()
         for i in range(1, self.n + 1):
-            ports = []
+            ports: list[int] = []
             while len(ports) < 2:
                 p = free_port()
                 if p not in used:

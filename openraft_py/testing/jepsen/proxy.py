@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import struct
@@ -101,7 +102,7 @@ class ProxyNet:
         self.real = dict(real)
         for j in self.ids:
             server = await asyncio.start_server(
-                lambda r, w, j=j: self._accept(j, r, w), self.host, (ports or {}).get(j, 0))
+                functools.partial(self._accept, j), self.host, (ports or {}).get(j, 0))
             self._servers.append(server)
             self.ports[j] = server.sockets[0].getsockname()[1]
 

@@ -264,7 +264,7 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                 elif name in ("get", "delete"):
                     value = None
                 pending = ok_raw is None or ret_raw is None
-                ret = INF if pending else float(ret_raw)
+                ret = INF if pending or ret_raw is None else float(ret_raw)
                 if pending:
                     ok, output = None, None
                 elif name == "cas":

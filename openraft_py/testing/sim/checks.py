@@ -32,7 +32,7 @@ class Checker:
         # index -> (entry, term of the node that first saw it committed)
         self.committed: dict[int, tuple[Entry, int]] = {}
         self.applied: dict[int, tuple[LogId, bytes]] = {}
-        self.last: dict[NodeId, tuple[int, int, LogId | None, LogId | None]] = {}  # boot, ...
+        self.last: dict[NodeId, tuple[int, int, int]] = {}  # boot, committed index, applied index
         self.votes: dict[NodeId, Vote] = {}
         self.applied_seen: dict[NodeId, tuple[Any, int]] = {}  # the list checked, how far
         self.membership: LogId | None = None  # the latest committed membership logged
@@ -76,8 +76,8 @@ class Checker:
             st = eng.state
             try:
                 st.validate()
-            except Fatal as e:
-                raise Violation(str(e)) from e
+            except Fatal as err:
+                raise Violation(str(err)) from err
             # Election safety.
             if eng.leader is not None:
                 check_election_safety(self.leaders, st.vote.term, nid)
@@ -96,7 +96,7 @@ class Checker:
             old = self.last.get(nid)
             if old is not None and old[0] == boot and (ci < old[1] or ai < old[2]):
                 raise Violation(f"n{nid} went back: committed {old[1]}->{ci} applied {old[2]}->{ai}")
-            self.last[nid] = (boot, ci, ai, None)
+            self.last[nid] = (boot, ci, ai)
             # A vote that was never durable may be lost by a crash (nothing depended on it);
             # a durable one never goes back, even across restarts.
             fv = st.io.flushed_vote

@@ -113,7 +113,8 @@ class SimLogStore(MemLogStore):
         return self._disk  # type: ignore[return-value]
 
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
-        await super().append(entries, _NoCallback())
+        # The memory store's own callback is ignored: durability is this store's simulated flush.
+        await super().append(entries, IOFlushed(_ignore_io_result))
         disk = self.sdisk
         end = disk.offset + len(disk.entries)
         loop = asyncio.get_running_loop()
@@ -153,9 +154,8 @@ class SimLogStore(MemLogStore):
         disk.durable_end = disk.offset + len(disk.entries)
 
 
-class _NoCallback:
-    def io_completed(self, error: BaseException | None = None) -> None:
-        pass
+def _ignore_io_result(error: BaseException | None) -> None:
+    pass
 
 
 class SimClock:

@@ -4,6 +4,8 @@ by weight from the run's profile. See ``docs/design/simulation.md``."""
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ApiError, Fatal
@@ -11,15 +13,30 @@ from ...types import BasicNode, Membership, NodeId
 from .env import SimLogStore
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
-
-    _Base = Simulation
-else:
-    _Base = object
+    from ...config import Config
+    from ..cluster import Cluster
+    from .checks import Checker
 
 
-class FaultSchedule(_Base):
+class FaultSchedule:
     """Fault actions of a ``Simulation``: ``_fault_step`` draws one by the profile's weights."""
+
+    # What the fault actions use of the ``Simulation`` they are mixed into (set up by
+    # ``Simulation.__init__``; see there).
+    rng: random.Random
+    config: Config
+    cluster: Cluster
+    checker: Checker
+    n_nodes: int
+    profile: str
+    admin: bool
+    disk_max_ms: float
+    paused: dict[NodeId, asyncio.Event]
+    crashed: set[NodeId]
+    admin_tasks: list[asyncio.Future[None]]
+    faults_over: bool
+    log: Callable[[str], None]
+    _count: Callable[[str], None]
 
 
     # Fault mixes: each run draws one. "mixed" exercises everything; "elections" kills and
@@ -363,7 +380,7 @@ class FaultSchedule(_Base):
         best = None
         for nid in sorted(c.nodes):
             sm = c.nodes[nid]._core.engine.state.membership.effective
-            if sm.log_id is not None and (best is None or sm.log_id > best.log_id):
+            if sm.log_id is not None and (best is None or best.log_id is None or sm.log_id > best.log_id):
                 best = sm
         return best.membership if best is not None else Membership.new([set(range(1, self.n_nodes + 1))])
 

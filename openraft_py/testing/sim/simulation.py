@@ -202,7 +202,7 @@ class Simulation(FaultSchedule):
             self._finished = True
             # A stuck run tripped the watchdog: give the teardown a fresh budget.
             loop._spins = 0
-            loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0  # type: ignore[misc]
+            loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0
             main.cancel()  # a run stopped by the watchdog must not go on during teardown
             try:
                 loop.run_until_complete(self._teardown())
@@ -354,7 +354,7 @@ class Simulation(FaultSchedule):
         best = None
         for raft in self.cluster.nodes.values():
             sm = raft._core.engine.state.membership.committed
-            if sm.log_id is not None and (best is None or sm.log_id > best.log_id):
+            if sm.log_id is not None and (best is None or best.log_id is None or sm.log_id > best.log_id):
                 best = sm
         assert best is not None
         return best.membership
