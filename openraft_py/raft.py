@@ -10,24 +10,23 @@ import asyncio
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ._core import EntryCache, LogIndex
+from . import validation as _v
 from .config import Config
 from .core.clock import Clock, LoopClock
 from .core.messages import ClientWrite, EngineCall
-from .core.raft_core import CACHE_MAX_ENTRIES, RaftCore
-from .engine import Engine, MembershipState, RaftState
+from .core.raft_core import RaftCore
+from .core.restore import restore_state
+from .engine import Engine
 from .errors import Fatal, ForwardToLeader, StorageError
 from .metrics import RaftMetrics, Wait
-from . import validation as _v
 from .types import (
-    EMPTY_STORED_MEMBERSHIP,
     AppendEntriesRequest,
     AppendEntriesResponse,
     BasicNode,
     ClientWriteResponse,
-    Entry,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     LogId,
@@ -37,9 +36,7 @@ from .types import (
     ReadPolicy,
     ServerState,
     Snapshot,
-    StoredMembership,
     TransferLeaderRequest,
-    Vote,
     VoteRequest,
     VoteResponse,
 )
@@ -48,8 +45,6 @@ if TYPE_CHECKING:
     from .engine import Engine as _Engine
     from .network import RaftNetworkFactory
     from .storage import RaftLogStorage, RaftStateMachine
-
-READ_CHUNK = 4096
 
 log = logging.getLogger("openraft_py.raft")
 
@@ -140,7 +135,7 @@ class Raft:
         clock = clock or LoopClock()
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
-            state, cache = await _restore_state(node_id, log_store, state_machine)
+            state, cache = await restore_state(node_id, log_store, state_machine)
         except Fatal:
             raise
         except Exception as e:
@@ -386,85 +381,3 @@ class Raft:
 
     def __repr__(self) -> str:
         return f"Raft({self.metrics.describe()})"
-
-
-async def _restore_state(
-    node_id: NodeId, log_store: RaftLogStorage, state_machine: RaftStateMachine
-) -> tuple[RaftState, EntryCache]:
-    """Rebuild the engine state from storage: vote, log ids, committed, memberships, and an
-    in-memory tail of the log."""
-    vote = await log_store.read_vote() or Vote.new(0, 0)
-    log_state = await log_store.get_log_state()
-    committed = await log_store.read_committed()
-    applied, sm_membership = await state_machine.applied_state()
-    snap = await state_machine.get_current_snapshot()
-    snapshot: LogId | None = None
-    if snap is not None:
-        snapshot = snap.meta.last_log_id
-        snap.data.close()
-    if snapshot is not None and (applied is None or snapshot > applied):
-        raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
-    if applied is not None and not await _log_holds(log_store, log_state, applied):
-        # A snapshot was installed but the log was not fixed before a crash: the log's
-        # entries after what it has in common with the snapshot cannot be committed ones.
-        log.warning("node %s: the log does not hold the applied %r; discarding it up to there", node_id, applied)
-        purged0 = log_state.last_purged_log_id
-        await log_store.truncate_after(purged0)
-        await log_store.purge(applied)
-        log_state = await log_store.get_log_state()
-    purged = log_state.last_purged_log_id
-    last = log_state.last_log_id
-    start = 0 if purged is None else purged.index + 1
-    stop = 0 if last is None else last.index + 1
-    reader = log_store.get_log_reader()
-    keys: list[tuple[int, int]] = []
-    memberships: list[StoredMembership] = []
-    cache = EntryCache()
-    cache_from = max(start, stop - CACHE_MAX_ENTRIES // 2)
-    for lo in range(start, stop, READ_CHUNK):
-        hi = min(stop, lo + READ_CHUNK)
-        entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
-        if len(entries) != hi - lo:
-            raise StorageError(f"reading log [{lo}, {hi}): got {len(entries)} entries (a hole in the log?)")
-        for e in entries:
-            lid = e.log_id
-            if not keys or keys[-1][0] != lid.term:
-                keys.append((lid.term, lid.index))
-            if type(e.payload) is Membership:
-                memberships.append(StoredMembership(lid, e.payload))
-        if hi > cache_from:
-            tail = entries[max(0, cache_from - lo) :]
-            cache.append(tail[0].log_id.index, tail)
-    log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
-    if committed is not None and (last is None or committed.index > last.index):
-        # The store kept a committed id past its own log (it lost an unflushed tail that the
-        # rest of the cluster holds). Those entries come back by replication.
-        log.warning("node %s: saved committed %r is past the last log id %r; using the log", node_id, committed, last)
-        committed = last
-    if applied is not None and (committed is None or applied > committed):
-        committed = applied
-    ci = -1 if committed is None else committed.index
-    committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
-    ms = MembershipState(committed_m)
-    for sm in memberships:
-        assert sm.log_id is not None
-        if sm.log_id.index <= ci:
-            if committed_m.log_id is None or sm.log_id > committed_m.log_id:
-                committed_m = sm
-        else:
-            ms.uncommitted.append(sm)
-    ms.committed = committed_m
-    state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied, snapshot=snapshot)
-    return state, cache
-
-
-async def _log_holds(log_store: RaftLogStorage, log_state: Any, log_id: LogId) -> bool:
-    """Whether the log holds ``log_id``, or purged past it (purged entries were committed)."""
-    purged = log_state.last_purged_log_id
-    if purged is not None and log_id.index <= purged.index:
-        return True
-    last = log_state.last_log_id
-    if last is None or log_id.index > last.index:
-        return False
-    entries = await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1)
-    return bool(entries) and entries[0].log_id == log_id

@@ -20,6 +20,10 @@ from ..wakeup import Wakeup
 if TYPE_CHECKING:
     from ..storage import RaftLogReader
 
+# Keep at most this many recent entries in memory for replication and apply (a boot fills
+# the cache with half of it).
+CACHE_MAX_ENTRIES = 65536
+
 
 class LogSource:
     """The entry cache plus a log reader, for one node.

@@ -81,7 +81,7 @@ from .messages import (
 )
 from . import snapshot_io
 from .replication import ReplicationCore
-from .log_source import LogSource
+from .log_source import CACHE_MAX_ENTRIES, LogSource
 from .sm_worker import Responder, StateMachineWorker
 from .tasks import TaskSet
 
@@ -90,9 +90,6 @@ if TYPE_CHECKING:
     from ..storage import RaftLogStorage, RaftStateMachine
 
 log = logging.getLogger("openraft_py.core")
-
-# Keep at most this many recent entries in memory for replication and apply.
-CACHE_MAX_ENTRIES = 65536
 
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.

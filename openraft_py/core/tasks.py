@@ -9,7 +9,8 @@ after ``close`` began, is not reported.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 class TaskSet:

@@ -1,7 +1,7 @@
 """Start-up checks: what the runtime restores from a store pair.
 
 Each check fills the log store and the state machine, then calls the very function
-``Raft.new`` uses (``openraft_py.raft._restore_state``) and compares the restored vote, log
+``Raft.new`` uses (``openraft_py.core.restore.restore_state``) and compares the restored vote, log
 ids, committed and applied log ids and ``MembershipState`` with what the contract implies.
 The membership checks cover every combination of the state machine's stored membership
 (none / some) with membership entries in the log (none / before the applied index / after
@@ -13,7 +13,7 @@ Part of ``LogStoreSuite`` (see ``log_store``); the builder contract is in ``base
 from __future__ import annotations
 
 from ...engine import RaftState
-from ...raft import _restore_state
+from ...core.restore import restore_state
 from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, StoredMembership, Vote
 from .base import CheckRegistry, StoreHandle, append, blank, ents, expect, member, normal
 
@@ -31,7 +31,7 @@ def _sm(e: Entry) -> StoredMembership:
 
 
 async def _restore(h: StoreHandle) -> RaftState:
-    state, _cache = await _restore_state(NODE, h.log_store, h.state_machine)
+    state, _cache = await restore_state(NODE, h.log_store, h.state_machine)
     return state
 
 

@@ -1,0 +1,157 @@
+"""Boot recovery: the engine's starting state rebuilt from a node's storage.
+
+``restore_state`` is what ``Raft.new`` runs before the engine exists (and what the store
+conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
+
+1. read the vote, the log's bounds, the saved committed id and the state machine's applied
+   id, membership and snapshot; a snapshot past what is applied is a broken store;
+2. repair the log: if it does not hold the applied id (a snapshot was installed and a crash
+   came before the log was fixed), its entries cannot be committed ones: discard them up to
+   the applied id;
+3. scan the log once: the term-change keys of ``LogIndex``, the membership entries, and the
+   in-memory tail for the entry cache;
+4. clamp committed: never past the log's last entry (a store that lost an unflushed tail the
+   cluster still holds), never before what is applied;
+5. split the memberships: the newest one at or below committed is the committed one (the
+   state machine's own when the log has none newer), the rest are uncommitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .._core import EntryCache, LogIndex
+from ..engine import MembershipState, RaftState
+from ..errors import StorageError
+from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Membership, NodeId, StoredMembership, Vote
+from .log_source import CACHE_MAX_ENTRIES
+
+if TYPE_CHECKING:
+    from ..storage import RaftLogStorage, RaftStateMachine
+
+__all__ = ["restore_state"]
+
+log = logging.getLogger("openraft_py.core.restore")
+
+# Entries read from the log store per call while scanning the log at boot.
+READ_CHUNK = 4096
+
+
+async def restore_state(
+    node_id: NodeId, log_store: RaftLogStorage, state_machine: RaftStateMachine
+) -> tuple[RaftState, EntryCache]:
+    """Rebuild node ``node_id``'s engine state from its storage (vote, log ids, committed,
+    applied, snapshot, memberships) and an entry cache holding the tail of its log (at most
+    ``CACHE_MAX_ENTRIES // 2`` entries). May repair the log first (step 2 of the module
+    docstring). Raises ``StorageError`` for a store whose state is inconsistent (a snapshot
+    past its applied id, a hole in the log); whatever the stores raise passes through."""
+    vote = await log_store.read_vote() or Vote.new(0, 0)
+    committed = await log_store.read_committed()
+    applied, sm_membership = await state_machine.applied_state()
+    snap = await state_machine.get_current_snapshot()
+    snapshot: LogId | None = None
+    if snap is not None:
+        snapshot = snap.meta.last_log_id
+        snap.data.close()
+    if snapshot is not None and (applied is None or snapshot > applied):
+        raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
+    log_state = await _repair_log(node_id, log_store, applied)
+    log_ids, memberships, cache = await _scan_log(log_store, log_state)
+    committed = _clamp_committed(node_id, committed, applied, log_state.last_log_id)
+    committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
+    ms = _split_memberships(committed_m, memberships, committed)
+    state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied, snapshot=snapshot)
+    return state, cache
+
+
+async def _repair_log(node_id: NodeId, log_store: RaftLogStorage, applied: LogId | None) -> LogState:
+    """The log's state, after discarding it up to ``applied`` if it does not hold that id."""
+    log_state = await log_store.get_log_state()
+    if applied is None or await _log_holds(log_store, log_state, applied):
+        return log_state
+    # A snapshot was installed but the log was not fixed before a crash: the log's entries
+    # after what it has in common with the snapshot cannot be committed ones.
+    log.warning("node %s: the log does not hold the applied %r; discarding it up to there", node_id, applied)
+    await log_store.truncate_after(log_state.last_purged_log_id)
+    await log_store.purge(applied)
+    return await log_store.get_log_state()
+
+
+async def _log_holds(log_store: RaftLogStorage, log_state: LogState, log_id: LogId) -> bool:
+    """Whether the log holds ``log_id``, or purged past it (purged entries were committed)."""
+    purged = log_state.last_purged_log_id
+    if purged is not None and log_id.index <= purged.index:
+        return True
+    last = log_state.last_log_id
+    if last is None or log_id.index > last.index:
+        return False
+    entries = await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1)
+    return bool(entries) and entries[0].log_id == log_id
+
+
+async def _scan_log(
+    log_store: RaftLogStorage, log_state: LogState
+) -> tuple[LogIndex, list[StoredMembership], EntryCache]:
+    """Read the whole log once: its ``LogIndex``, its membership entries in log order, and a
+    cache of its tail."""
+    purged = log_state.last_purged_log_id
+    last = log_state.last_log_id
+    start = 0 if purged is None else purged.index + 1
+    stop = 0 if last is None else last.index + 1
+    reader = log_store.get_log_reader()
+    # (term, first index of that term), one per term change.
+    keys: list[tuple[int, int]] = []
+    memberships: list[StoredMembership] = []
+    cache = EntryCache()
+    cache_from = max(start, stop - CACHE_MAX_ENTRIES // 2)
+    for lo in range(start, stop, READ_CHUNK):
+        hi = min(stop, lo + READ_CHUNK)
+        entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
+        if len(entries) != hi - lo:
+            raise StorageError(f"reading log [{lo}, {hi}): got {len(entries)} entries (a hole in the log?)")
+        for e in entries:
+            lid = e.log_id
+            if not keys or keys[-1][0] != lid.term:
+                keys.append((lid.term, lid.index))
+            if type(e.payload) is Membership:
+                memberships.append(StoredMembership(lid, e.payload))
+        if hi > cache_from:
+            tail = entries[max(0, cache_from - lo) :]
+            cache.append(tail[0].log_id.index, tail)
+    log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
+    return log_ids, memberships, cache
+
+
+def _clamp_committed(
+    node_id: NodeId, committed: LogId | None, applied: LogId | None, last: LogId | None
+) -> LogId | None:
+    """The saved committed id, at most the log's last id and at least the applied id."""
+    if committed is not None and (last is None or committed.index > last.index):
+        # The store kept a committed id past its own log (it lost an unflushed tail that the
+        # rest of the cluster holds). Those entries come back by replication.
+        log.warning("node %s: saved committed %r is past the last log id %r; using the log", node_id, committed, last)
+        committed = last
+    if applied is not None and (committed is None or applied > committed):
+        committed = applied
+    return committed
+
+
+def _split_memberships(
+    base: StoredMembership, in_log: list[StoredMembership], committed: LogId | None
+) -> MembershipState:
+    """The membership state: the newest of ``base`` (the state machine's membership) and
+    the log's membership entries at or below ``committed`` is the committed one; the log's
+    entries past ``committed`` are uncommitted, in log order."""
+    ci = -1 if committed is None else committed.index
+    committed_m = base
+    ms = MembershipState(base)
+    for sm in in_log:
+        assert sm.log_id is not None
+        if sm.log_id.index <= ci:
+            if committed_m.log_id is None or sm.log_id > committed_m.log_id:
+                committed_m = sm
+        else:
+            ms.uncommitted.append(sm)
+    ms.committed = committed_m
+    return ms
