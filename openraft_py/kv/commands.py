@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 from ..storage.memory import KV_PREFIX, KvCas, KvCommand, KvDelete, KvGet, KvSet, decode_kv, encode_kv
-from ..storage.rocks import RocksStateMachine
 from ..types import Entry, Normal
+from .rocks_state_machine import RocksStateMachine
 
 __all__ = [
     "KV_PREFIX",
@@ -91,6 +91,7 @@ class KvStateMachine(RocksStateMachine):
             if start < i:
                 out.extend(await super().apply(entries[start:i]))
             current = self.get(cmd.key)
+            resp: tuple[bool, str | None]
             if current == cmd.expected:
                 data, resp = encode_kv(KvDelete(cmd.key)), (True, None)
             else:

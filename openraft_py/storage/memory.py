@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from typing import Any, BinaryIO, Iterator, Union
+from typing import Any, BinaryIO, Iterator, Protocol, Union
 
 import msgspec
 
@@ -55,6 +55,8 @@ __all__ = [
     "KvGet",
     "KvCommand",
     "KV_PREFIX",
+    "KvMap",
+    "apply_kv",
     "encode_kv",
     "decode_kv",
 ]
@@ -118,6 +120,47 @@ def decode_kv(data: bytes) -> KvCommand | None:
         return _kv_decoder.decode(memoryview(data)[1:])
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+class KvMap(Protocol):
+    """The key-value data a state machine lets ``apply_kv`` read and write: a ``dict[str,
+    str]``, or an adaptor in front of other storage (``_LayeredKv`` here; the RocksDB state
+    machine's write batch)."""
+
+    def get(self, key: str) -> str | None:
+        """The current value of ``key``, or ``None`` when absent."""
+        ...
+
+    def __setitem__(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``."""
+        ...
+
+    def pop(self, key: str, default: None = None) -> str | None:
+        """Delete ``key``; its previous value, or ``None`` when it was absent."""
+        ...
+
+
+def apply_kv(kv: KvMap, cmd: KvCommand | None) -> Any:
+    """Apply one decoded command to ``kv`` and return its response: the one definition of
+    the key-value commands' semantics, shared by every shipped key-value state machine
+    (``MemStateMachine``, ``openraft_py.kv.rocks_state_machine.RocksStateMachine``).
+    ``None`` (data behind ``KV_PREFIX`` that does not decode) is opaque: no change, response
+    ``None``. The responses are the ones each command's docstring gives."""
+    if type(cmd) is KvSet:
+        prev = kv.get(cmd.key)
+        kv[cmd.key] = cmd.value
+        return prev
+    if type(cmd) is KvGet:
+        return kv.get(cmd.key)
+    if type(cmd) is KvDelete:
+        return kv.pop(cmd.key, None)
+    if type(cmd) is KvCas:
+        cur = kv.get(cmd.key)
+        if cur == cmd.expected:
+            kv[cmd.key] = cmd.value
+            return (True, cmd.value)
+        return (False, cur)
+    return None  # undecodable data behind the prefix: opaque
 
 
 # -- the disk -----------------------------------------------------------------------------------
@@ -317,7 +360,7 @@ DELETED: Any = msgspec.UNSET
 
 class _LayeredKv:
     """``kv`` (frozen while a build reads it) with the changes since in ``overlay``: the
-    ``get`` / ``[]=`` / ``pop`` that ``_apply_kv`` uses."""
+    ``KvMap`` that ``apply_kv`` uses."""
 
     __slots__ = ("base", "overlay")
 
@@ -497,7 +540,7 @@ class MemStateMachine:
         """Apply ``entries``; one response per entry (``None`` for blank, membership and
         opaque entries)."""
         disk = self._disk
-        kv: Any = disk.kv if disk.kv_overlay is None else _LayeredKv(disk.kv, disk.kv_overlay)
+        kv: KvMap = disk.kv if disk.kv_overlay is None else _LayeredKv(disk.kv, disk.kv_overlay)
         record = disk.applied_log.append if self.record_applied else None
         responses: list[Any] = []
         out = responses.append
@@ -508,7 +551,7 @@ class MemStateMachine:
                 if record is not None:
                     record((entry.log_id, data))
                 if data[:1] == KV_PREFIX:
-                    out(_apply_kv(kv, decode_kv(data)))
+                    out(apply_kv(kv, decode_kv(data)))
                 else:
                     out(None)
             else:
@@ -585,25 +628,6 @@ class MemStateMachine:
     def __repr__(self) -> str:
         disk = self._disk
         return f"MemStateMachine(applied={disk.last_applied!r}, keys={len(disk.kv)})"
-
-
-def _apply_kv(kv: dict[str, str], cmd: KvCommand | None) -> Any:
-    """Apply one decoded command to ``kv`` and return its response."""
-    if type(cmd) is KvSet:
-        prev = kv.get(cmd.key)
-        kv[cmd.key] = cmd.value
-        return prev
-    if type(cmd) is KvGet:
-        return kv.get(cmd.key)
-    if type(cmd) is KvDelete:
-        return kv.pop(cmd.key, None)
-    if type(cmd) is KvCas:
-        cur = kv.get(cmd.key)
-        if cur == cmd.expected:
-            kv[cmd.key] = cmd.value
-            return (True, cmd.value)
-        return (False, cur)
-    return None  # undecodable data behind the prefix: opaque
 
 
 class NoopStateMachine:

@@ -13,10 +13,10 @@ import pytest
 
 from openraft_py.kv.commands import KvStateMachine, encode_cas
 from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, node_of
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.kv.server import add_serve_arguments, options_from_args
 from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.storage.memory import KvSet, encode_kv
-from openraft_py.storage.rocks import RocksStateMachine
 from openraft_py.types import BasicNode, Blank, Entry, LogId, Normal
 
 pytestmark = pytest.mark.timeout(30)

@@ -463,7 +463,7 @@ async def test_noop_state_machine() -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 4096, 4097, 70000])
 def test_piecewise_snapshot_encoding_is_byte_identical(n: int) -> None:
-    from openraft_py.storage.memory import _KvSnapshotData, _encode_snapshot_body, _snap_encoder
+    from openraft_py.storage.memory import _encode_snapshot_body, _KvSnapshotData, _snap_encoder
 
     kv = {f"k{i}": str(i) * (i % 5) for i in range(n)}
     log = [(LogId(1, i), b"d%d" % i) for i in range(n + 3)]

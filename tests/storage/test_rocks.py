@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 import pytest
 
 from openraft_py.errors import LogCompacted, StorageError
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import IOFlushed, KvCas, KvDelete, KvGet, KvSet, encode_kv
-from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine
+from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.types import (
     BLANK,
     EMPTY_STORED_MEMBERSHIP,
@@ -253,7 +254,7 @@ async def test_fsync_mode_rocksdb_and_fallback(tmp_path: Path, monkeypatch: pyte
         await append_durable(s, entries(1, 0, 10))
     async with RocksLogStore(tmp_path / "b") as s:
         assert s.fsync_mode == "wal"
-        monkeypatch.setattr("openraft_py.storage.rocks._wal_numbers", lambda d: [])
+        monkeypatch.setattr("openraft_py.storage.rocks.wal.wal_numbers", lambda d: [])
         await append_durable(s, entries(1, 0, 10))
         assert s._writer.fallbacks >= 1
     for name in ("a", "b"):
@@ -439,7 +440,7 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
 def _read_snapshot_pairs(data: Any) -> dict[str, str]:
     """The key-value pairs of a ``RocksStateMachine`` snapshot file (its frames)."""
     from openraft_py._core import FrameReader
-    from openraft_py.storage.rocks import _MAX_FRAME, SNAPSHOT_MAGIC, _dec_any
+    from openraft_py.kv.rocks_state_machine import _MAX_FRAME, SNAPSHOT_MAGIC, _dec_any
 
     data.seek(0)
     assert data.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC
@@ -576,16 +577,16 @@ async def test_ack_mark_is_recorded_per_group(tmp_path: Path) -> None:
         assert s._mark.seqno == s._db.latest_sequence_number()
         assert 0 < s._mark.generation - gen0 <= s.groups_written - g0
     # The mark is on disk with the same number.
-    from openraft_py.storage.rocks import _AckMark
+    from openraft_py.storage.rocks.ackmark import AckMark
 
-    gen, seqno = _AckMark.read(str(tmp_path / "log"), "log store")  # type: ignore[misc]
+    gen, seqno = AckMark.read(str(tmp_path / "log"), "log store")  # type: ignore[misc]
     assert seqno >= 500 + 2
 
 
 async def test_ack_mark_file_damage(tmp_path: Path) -> None:
     """One spoiled slot (a torn write) is survived; both spoiled, or the file missing from a
     store that has one, is ``StorageError``."""
-    from openraft_py.storage.rocks import ACK_FILE
+    from openraft_py.storage.rocks.ackmark import ACK_FILE
 
     p = tmp_path / "log"
     async with RocksLogStore(p) as s:
@@ -610,11 +611,12 @@ async def test_ack_mark_file_damage(tmp_path: Path) -> None:
 async def test_store_of_an_earlier_version_gets_its_mark(tmp_path: Path) -> None:
     """A log store written before the mark existed (format marker, no mark file) opens, and
     from then on has the mark."""
+    import msgspec
     from rocksdict import Options, Rdict, WriteOptions
 
-    from openraft_py.storage.rocks import ACK_FILE, LOG_FORMAT, _encode_entry_records
     from openraft_py._core import encode_index_key
-    import msgspec
+    from openraft_py.storage.rocks.ackmark import ACK_FILE
+    from openraft_py.storage.rocks.log_format import LOG_FORMAT, encode_entry_records
 
     p = tmp_path / "log"
     o = Options(raw_mode=True)
@@ -625,7 +627,7 @@ async def test_store_of_an_earlier_version_gets_its_mark(tmp_path: Path) -> None
     wo = WriteOptions()
     wo.sync = True
     meta.put(b"format", msgspec.msgpack.encode(LOG_FORMAT), wo)
-    for e, blob in zip(entries(1, 0, 5), _encode_entry_records(entries(1, 0, 5))):
+    for e, blob in zip(entries(1, 0, 5), encode_entry_records(entries(1, 0, 5))):
         ents.put(encode_index_key(e.log_id.index), blob, wo)
     meta.close()
     ents.close()
@@ -682,11 +684,11 @@ def test_foreign_database_with_our_column_families_is_never_written(tmp_path: Pa
 def test_creation_that_crashed_before_the_marker_is_ours(tmp_path: Path) -> None:
     """An empty database with our (generation 0) mark file is a creation that crashed before
     the format marker was written: it opens. Without the mark file it is foreign."""
-    from openraft_py.storage.rocks import _AckMark
+    from openraft_py.storage.rocks.ackmark import AckMark
 
     p = tmp_path / "log"
     _foreign(p, ("entries", "meta"), data=False)
-    _AckMark.create(str(p), 0).close()
+    AckMark.create(str(p), 0).close()
     RocksLogStore(p).close()
     RocksLogStore(p).close()  # now with its marker
 
@@ -714,24 +716,24 @@ async def test_close_after_failed_write_raises_storage_error_and_releases_lock(
     """A failed group write reports ``StorageError`` to its callback and fails later writes;
     ``close()`` then raises ``StorageError`` (not rocksdict's ``Exception``) and releases the
     lock: the same path opens again in this process with every acknowledged entry."""
-    from openraft_py.storage import rocks
+    from openraft_py.storage.rocks import group_writer
 
     p = tmp_path / "log"
     s = RocksLogStore(p)
     await append_durable(s, entries(1, 0, 10))
-    real = rocks._GroupWriter._write_group
+    real = group_writer.GroupWriter._write_group
 
-    def failing(self: Any, group: Any) -> None:
+    def failing(self: Any, group: Any, durable: bool) -> None:
         handle = self._db.get_column_family_handle("entries")  # noqa: F841 - a handle in the frame
         raise Exception("IO error: While appending to file: injected")
 
-    monkeypatch.setattr(rocks._GroupWriter, "_write_group", failing)
+    monkeypatch.setattr(group_writer.GroupWriter, "_write_group", failing)
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[BaseException | None] = loop.create_future()
     await s.append(entries(1, 10, 20), IOFlushed(lambda e: fut.set_result(e), loop))
     err = await asyncio.wait_for(fut, 5)
     assert isinstance(err, StorageError) and str(p) in str(err)
-    monkeypatch.setattr(rocks._GroupWriter, "_write_group", real)
+    monkeypatch.setattr(group_writer.GroupWriter, "_write_group", real)
     with pytest.raises(StorageError, match="saving the vote"):
         await asyncio.wait_for(s.save_vote(Vote.new(1, 1)), 5)  # the writer stays failed
     s._entries = _CloseFails(s._entries)  # type: ignore[assignment]
@@ -762,7 +764,7 @@ async def test_state_machine_close_failure_raises_storage_error_and_releases_loc
 async def test_state_machine_records_its_sync_points(tmp_path: Path) -> None:
     """The state machine's mark advances at its durable points (snapshot build, close), so a
     WAL that lost what a snapshot covers is refused rather than silently rolled back."""
-    from openraft_py.storage.rocks import _AckMark
+    from openraft_py.storage.rocks.ackmark import AckMark
 
     p = tmp_path / "sm"
     async with RocksStateMachine(p) as sm:
@@ -771,7 +773,7 @@ async def test_state_machine_records_its_sync_points(tmp_path: Path) -> None:
         snap = await sm.get_snapshot_builder().build_snapshot()
         snap.data.close()
         assert sm._mark.seqno > before
-    _, seqno = _AckMark.read(str(p / "db"), "state machine")  # type: ignore[misc]
+    _, seqno = AckMark.read(str(p / "db"), "state machine")  # type: ignore[misc]
     assert seqno >= 200
 
 
@@ -801,11 +803,11 @@ async def test_state_machine_damaged_wal_after_snapshot_is_refused(tmp_path: Pat
 def test_creation_that_stopped_before_rocksdb_is_retried(tmp_path: Path) -> None:
     """A directory holding only our mark file (creation stopped before RocksDB wrote its
     files) is created again, not refused as unreadable."""
-    from openraft_py.storage.rocks import ACK_FILE, _AckMark
+    from openraft_py.storage.rocks.ackmark import ACK_FILE, AckMark
 
     p = tmp_path / "log"
     p.mkdir()
-    _AckMark.create(str(p), 0).close()
+    AckMark.create(str(p), 0).close()
     assert os.listdir(p) == [ACK_FILE]
     RocksLogStore(p).close()
     RocksLogStore(p).close()
@@ -900,9 +902,9 @@ async def test_save_committed_alone_costs_no_fsync(tmp_path: Path) -> None:
         assert wal.fsyncs == fsyncs1 + 1  # the blocked batch's group only
         assert s._mark.seqno < s._db.latest_sequence_number() and s._mark.seqno >= mark1
         await s.save_committed(LogId(1, 20))  # the last write before close
-    from openraft_py.storage.rocks import _AckMark
+    from openraft_py.storage.rocks.ackmark import AckMark
 
-    _, seqno = _AckMark.read(str(p), "log store")  # type: ignore[misc]
+    _, seqno = AckMark.read(str(p), "log store")  # type: ignore[misc]
     async with RocksLogStore(p) as s:
         assert await s.read_committed() == LogId(1, 20)
         assert seqno == s._db.latest_sequence_number()  # close wrote, synced and recorded it

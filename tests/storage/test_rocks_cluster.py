@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from openraft_py.config import Config
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import KvSet, encode_kv
-from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine
+from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.testing import Cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,7 +143,7 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
         # The other two still form a majority: a write commits, and their logs agree.
         rest = sorted(set(c.nodes))
         # (The synchronous file work above held the loop: an election may be under way.)
-        for attempt in range(20):
+        for _attempt in range(20):
             leader = await c.wait_for_leader(timeout=10)
             try:
                 await asyncio.wait_for(c.nodes[leader].client_write(encode_kv(KvSet("after", "x"))), 10)

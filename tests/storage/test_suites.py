@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 import openraft_py
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage
-from openraft_py.storage.rocks import RocksLogStore, RocksStateMachine  # rocksdict is a required dependency
+from openraft_py.storage.rocks import RocksLogStore  # rocksdict is a required dependency
 from openraft_py.testing import (
     LogStoreSuite,
     StateMachineSuite,

@@ -77,10 +77,11 @@ import msgspec
 
 from ...config import Config
 from ...errors import ForwardToLeader
+from ...kv.rocks_state_machine import RocksStateMachine
 from ...raft import Raft
 from ...storage.memory import KvSet, encode_kv
-from ...storage.rocks import RocksLogStore, RocksStateMachine
-from ...types import BasicNode, NodeId, ServerState
+from ...storage.rocks import RocksLogStore
+from ...types import BasicNode, ServerState
 
 __all__ = ["NodeOptions", "metrics_dict", "value_of", "parse_peers", "main"]
 

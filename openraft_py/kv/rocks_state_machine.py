@@ -1,0 +1,548 @@
+"""``RocksStateMachine``: the key-value example's durable state machine, on RocksDB.
+
+It applies the key-value commands of ``openraft_py.storage.memory`` (``KvSet`` /
+``KvDelete`` / ``KvCas`` / ``KvGet``) with the same ``apply_kv`` as ``MemStateMachine``, so
+the two answer alike. One column family ``sm`` holds data keys ``b"d" + key`` and the meta keys
+``b"m..."`` (applied log id, stored membership, format marker), so one RocksDB snapshot is a
+consistent image of data and meta together. Each ``apply`` batch is one ``WriteBatch`` written
+without fsync in a worker thread (the log is the durable record: a restarted node re-applies
+from it; the state is always a prefix of the applied batches). Snapshots are files under
+``<path>/snapshots``, made durable (and preceded by a WAL sync of the state they cover) before
+they become current.
+
+It opens its database with the log store's machinery (``openraft_py.storage.rocks``: the
+format marker, the acknowledged mark, the handle hygiene); the durability design is
+``docs/design/durability.md``. ``openraft_py.kv.commands.KvStateMachine`` adds the service's
+compare-and-delete on top. Importing this module imports no aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from typing import Any, BinaryIO
+
+import msgspec
+from rocksdict import Rdict, ReadOptions, WriteBatch
+
+from .._core import FrameReader, encode_frame
+from ..errors import StorageError
+from ..storage.memory import KV_PREFIX, apply_kv, decode_kv
+from ..storage.rocks.db import clear_frames, in_thread, open_db, release_db, write_options
+from ..storage.rocks.files import durable_temp, replace_durably
+from ..types import (
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    Membership,
+    Normal,
+    Snapshot,
+    SnapshotMeta,
+    StoredMembership,
+)
+
+__all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
+
+_enc = msgspec.msgpack.Encoder()
+_dec_logid = msgspec.msgpack.Decoder(LogId | None)
+_dec_stored = msgspec.msgpack.Decoder(StoredMembership)
+_dec_any = msgspec.msgpack.Decoder()
+
+SM_FORMAT = {"format": "openraft-py-kv-sm", "version": 1}
+"""The marker a ``RocksStateMachine`` writes on creation (``mformat``)."""
+
+# The database: ONE column family, so one RocksDB snapshot is an image of data and meta
+# together. Invariant: every key is a data key (range [_DATA, _DATA_END)) or a meta key
+# (range [_META, _META_END)), and the meta range sorts after the data range.
+_SM_CF = "sm"
+_DATA = b"d"  # data keys: b"d" + utf-8 key; values: utf-8 value
+_DATA_END = b"e"
+_META = b"m"
+_META_END = b"n"
+_M_FORMAT = b"mformat"  # SM_FORMAT
+_M_APPLIED = b"mapplied"  # LogId | None: the last applied
+_M_MEMBERSHIP = b"mmembership"  # StoredMembership: the last applied membership
+_M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see AckMark)
+
+SNAPSHOT_MAGIC = b"ORPYKV1\n"
+"""The first bytes of a ``RocksStateMachine`` snapshot file. Then length-prefixed frames
+(``_core`` ``encode_frame``), each a msgpack ``[tag, body]``: ``["h", [last_applied,
+membership]]`` first, ``["d", [[key, value], ...]]`` chunks, and ``["e", pair_count]`` last
+(so a truncated file is detected)."""
+
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
+"""Approximate size of one data frame of a snapshot (bounds the memory of build/install)."""
+
+_MAX_FRAME = 64 * 1024 * 1024
+
+
+class _SnapRecord(msgspec.Struct):
+    """What ``<path>/snapshots/current.meta`` holds."""
+
+    meta: SnapshotMeta
+    file: str
+
+
+_dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
+
+
+def _bounded(upper: bytes) -> ReadOptions:
+    """Read options of an iterator that stops by itself before ``upper``."""
+    opts = ReadOptions()
+    opts.set_iterate_upper_bound(upper)
+    return opts
+
+
+class _BatchKv:
+    """The ``KvMap`` that ``apply_kv`` uses during one apply batch: reads see the batch's own
+    writes first, then RocksDB; writes go into the batch (and its overlay)."""
+
+    __slots__ = ("_cf", "_wb", "_h", "_overlay")
+
+    def __init__(self, cf: Rdict, wb: WriteBatch, h: Any) -> None:
+        self._cf = cf
+        self._wb = wb
+        self._h = h
+        self._overlay: dict[str, str | None] = {}  # this batch's writes (None: deleted)
+
+    def get(self, key: str) -> str | None:
+        overlay = self._overlay
+        if key in overlay:
+            return overlay[key]
+        raw = self._cf.get(_DATA + key.encode())
+        return None if raw is None else raw.decode()
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._overlay[key] = value
+        self._wb.put(_DATA + key.encode(), value.encode(), self._h)
+
+    def pop(self, key: str, default: None = None) -> str | None:
+        prev = self.get(key)
+        self._overlay[key] = None
+        self._wb.delete(_DATA + key.encode(), self._h)
+        return prev
+
+
+class _RocksSnapshotBuilder:
+    """A ``SnapshotBuilder`` of a ``RocksStateMachine``."""
+
+    __slots__ = ("_sm",)
+
+    def __init__(self, sm: RocksStateMachine) -> None:
+        self._sm = sm
+
+    async def build_snapshot(self) -> Snapshot:
+        """Take a RocksDB snapshot now (a consistent image of one applied batch boundary) and
+        stream it into a snapshot file in a worker thread; see ``RocksStateMachine``."""
+        sm = self._sm
+        sm._check_open()
+        # ONE iterator is the image: RocksDB reads an iterator created without an explicit
+        # snapshot from an implicit snapshot taken at its creation (pinned until it is
+        # dropped; re-seeking keeps it), and each apply batch is one WriteBatch, so the
+        # image is the state after some apply batch. NB: not ``cf.snapshot().items()``:
+        # rocksdict (0.3.x) sets the snapshot on a copy of the read options and iterates
+        # the live data (only ``snapshot[key]`` honours it), which let a build read data
+        # newer than its meta. RocksDB has one upper bound per iterator: it ends the meta
+        # range, the last one.
+        view = sm._cf.iter(_bounded(_META_END))
+        return await in_thread(sm._build_from, view)
+
+
+class RocksStateMachine:
+    """A durable key-value ``RaftStateMachine`` under the directory ``path`` (created when
+    missing): the same commands and responses as ``MemStateMachine`` (``KvSet`` / ``KvDelete``
+    / ``KvCas`` / ``KvGet`` from ``encode_kv``, applied by the one ``apply_kv``; other data is
+    an opaque no-op answering ``None``).
+
+    Layout: ``<path>/db`` (RocksDB, column family ``sm``) and ``<path>/snapshots`` (the current
+    snapshot file ``<id>.snap`` and ``current.meta``).
+
+    Durability:
+
+    - ``apply``: data, last applied log id and stored membership go in ONE ``WriteBatch``
+      (atomic), written without fsync in a worker thread. After a crash the state is the one
+      after some earlier apply batch (never a torn batch); Raft re-applies the rest from the
+      log, which is durable up to the commit.
+    - ``build_snapshot``: the image is one RocksDB iterator created between two apply
+      batches (its implicit snapshot is a point-in-time view; meta and data are read through
+      it alone), streamed to a temporary file in a worker thread (apply keeps running and
+      never waits for the build), fsynced; the WAL
+      is synced too (so the state the snapshot covers can not be lost once the log is purged
+      up to it), then the file is renamed into place and ``current.meta`` replaced atomically.
+      A crash before that rename leaves the previous snapshot current.
+    - ``install_snapshot``: one synced ``WriteBatch`` deletes the old data range and writes the
+      new data, applied id and membership (atomic: a crash leaves the old state or the new
+      one), then the snapshot file becomes current as above. A crash between the two leaves the
+      new state with the previous snapshot current (still consistent: it is older).
+
+    Opening raises ``StorageError`` naming ``path`` when it is a plain file, a non-empty
+    directory without ``db``, a foreign database (nothing is written to it), or a damaged one
+    (a corrupted WAL record or file, or fewer writes recovered than its last durable point:
+    see "Corruption" in ``docs/design/durability.md``). ``close()`` / ``aclose()`` / ``async with``
+    always release the database lock (``StorageError`` if RocksDB could not close cleanly).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._closed = True
+        what = "state machine"
+        if os.path.exists(self.path):
+            if not os.path.isdir(self.path):
+                raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(f"{self.path} is not a directory"))
+            if os.listdir(self.path) and not os.path.isdir(os.path.join(self.path, "db")):
+                raise StorageError(
+                    f"opening {what} at {self.path!r}",
+                    ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),
+                )
+        self._snapdir = os.path.join(self.path, "snapshots")
+        db, mark = open_db(os.path.join(self.path, "db"), (_SM_CF,), _SM_CF, _M_FORMAT, _M_ACKMARK, SM_FORMAT, what)
+
+        def load() -> tuple[LogId | None, StoredMembership]:
+            # Its own frame: cleared on an error (see open_db).
+            cf = db.get_column_family(_SM_CF)
+            try:
+                raw = cf.get(_M_APPLIED)
+                applied = None if raw is None else _dec_logid.decode(raw)
+                raw = cf.get(_M_MEMBERSHIP)
+                membership = EMPTY_STORED_MEMBERSHIP if raw is None else _dec_stored.decode(raw)
+            finally:
+                cf.close()
+            return applied, membership
+
+        try:
+            self._applied, self._membership = load()
+            os.makedirs(self._snapdir, exist_ok=True)
+            self._current: _SnapRecord | None = self._load_current()
+        except BaseException as e:
+            clear_frames(e)
+            release_db(db)
+            del db
+            mark.close()
+            if isinstance(e, StorageError):
+                raise
+            raise StorageError(f"opening {what} at {self.path!r}", e) from e
+        self._db = db
+        self._mark = mark
+        self._cf = db.get_column_family(_SM_CF)
+        self._h = db.get_column_family_handle(_SM_CF)
+        self._nosync = write_options(False)
+        self._sync = write_options(True)
+        self._snap_lock = threading.Lock()  # guards _current and the files of snapshots/
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> RocksStateMachine:
+        """Open the state machine in a worker thread."""
+        return await asyncio.to_thread(cls, path)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"using state machine at {self.path!r}", RuntimeError("closed"))
+
+    def _load_current(self) -> _SnapRecord | None:
+        """Read ``current.meta`` and delete leftovers (temporary and superseded files)."""
+        rec: _SnapRecord | None = None
+        meta_path = os.path.join(self._snapdir, "current.meta")
+        if os.path.exists(meta_path):
+            with open(meta_path, "rb") as f:
+                rec = _dec_snaprec.decode(f.read())
+            if not os.path.exists(os.path.join(self._snapdir, rec.file)):
+                raise StorageError(f"opening state machine at {self.path!r}", FileNotFoundError(f"snapshot file {rec.file} missing"))
+        for name in os.listdir(self._snapdir):
+            if name != "current.meta" and (rec is None or name != rec.file):
+                os.unlink(os.path.join(self._snapdir, name))
+        return rec
+
+    # -- RaftStateMachine
+
+    async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
+        """``(last applied log id, last applied membership)`` (after a reopen: as stored)."""
+        return self._applied, self._membership
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        """Apply ``entries`` in a worker thread as ONE atomic ``WriteBatch`` (data + last
+        applied + membership); one response per entry (see ``MemStateMachine``)."""
+        self._check_open()
+        if not entries:
+            return []
+        return await in_thread(self._apply_sync, entries)
+
+    def _apply_sync(self, entries: list[Entry]) -> list[Any]:
+        wb = WriteBatch(raw_mode=True)
+        kv = _BatchKv(self._cf, wb, self._h)
+        membership = self._membership
+        out: list[Any] = []
+        add = out.append
+        for entry in entries:
+            p = entry.payload
+            if type(p) is Normal:
+                data = p.data
+                add(apply_kv(kv, decode_kv(data)) if data[:1] == KV_PREFIX else None)
+            else:
+                if type(p) is Membership:
+                    membership = StoredMembership(entry.log_id, p)
+                add(None)
+        h = self._h
+        last = entries[-1].log_id
+        wb.put(_M_APPLIED, _enc.encode(last), h)
+        if membership is not self._membership:
+            wb.put(_M_MEMBERSHIP, _enc.encode(membership), h)
+        self._db.write(wb, self._nosync)
+        self._applied = last
+        self._membership = membership
+        return out
+
+    def get_snapshot_builder(self) -> _RocksSnapshotBuilder:
+        """A builder; ``build_snapshot`` does not block ``apply`` (see the class docstring)."""
+        return _RocksSnapshotBuilder(self)
+
+    def _build_from(self, view: Any) -> Snapshot:
+        """Worker thread: stream the iterator ``view`` (one point-in-time image: its meta
+        and data are read through it alone) into a snapshot file and make it current.
+        ``apply`` keeps writing meanwhile."""
+        meta_raw: dict[bytes, bytes] = {}
+        view.seek(_META)
+        while view.valid():  # to the iterator's bound: the end of the meta range
+            meta_raw[view.key()] = view.value()
+            view.next()
+        last = None if _M_APPLIED not in meta_raw else _dec_logid.decode(meta_raw[_M_APPLIED])
+        membership = (
+            EMPTY_STORED_MEMBERSHIP if _M_MEMBERSHIP not in meta_raw else _dec_stored.decode(meta_raw[_M_MEMBERSHIP])
+        )
+        where = "none" if last is None else f"{last.term}-{last.index}"
+        meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
+        with durable_temp(self._snapdir, prefix="build-") as tmp:
+            f = tmp.file
+            f.write(SNAPSHOT_MAGIC)
+            f.write(encode_frame(_enc.encode(("h", (last, membership)))))
+            chunk: list[tuple[bytes, bytes]] = []
+            size = count = 0
+            view.seek(_DATA)
+            valid, key, value, step = view.valid, view.key, view.value, view.next
+            while valid():
+                k = key()
+                if k >= _DATA_END:  # the meta range, after the data (see the builder)
+                    break
+                v = value()
+                step()
+                chunk.append((k[1:], v))
+                size += len(k) + len(v)
+                count += 1
+                if size >= SNAPSHOT_CHUNK_BYTES:
+                    f.write(encode_frame(_enc.encode(("d", chunk))))
+                    chunk, size = [], 0
+            view.status()  # raises if the iteration stopped on an error, not at the end
+            if chunk:
+                f.write(encode_frame(_enc.encode(("d", chunk))))
+            f.write(encode_frame(_enc.encode(("e", count))))
+            tmp.sync()
+            del view, valid, key, value, step  # unpin the image
+            # The state this snapshot covers must be durable before the snapshot lets the log
+            # be purged up to it (apply writes without fsync).
+            seqno = self._db.latest_sequence_number()
+            self._db.flush_wal(True)
+            self._mark.record(seqno)
+            return self._make_current(meta, tmp.path)
+
+    def _make_current(self, meta: SnapshotMeta, tmp: str) -> Snapshot:
+        """Rename the fsynced file ``tmp`` to ``<id>.snap`` and make it current unless the
+        current one is newer; return the snapshot over a fresh read handle."""
+        name = f"{meta.snapshot_id}.snap"
+        final = os.path.join(self._snapdir, name)
+        with self._snap_lock:
+            os.replace(tmp, final)
+            f = open(final, "rb")
+            cur = self._current
+            newer = cur is None or cur.meta.last_log_id is None or (
+                meta.last_log_id is not None and meta.last_log_id >= cur.meta.last_log_id
+            )
+            if newer:
+                replace_durably(os.path.join(self._snapdir, "current.meta"), _enc.encode(_SnapRecord(meta, name)))
+                self._current = _SnapRecord(meta, name)
+                if cur is not None and cur.file != name:
+                    os.unlink(os.path.join(self._snapdir, cur.file))  # open readers keep their data
+            else:
+                os.unlink(final)  # an older image than the current one: hand it out, keep none
+        return Snapshot(meta, f)
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        """A new empty temporary file under ``<path>/snapshots`` (``w+b``). It becomes the
+        current snapshot file when installed; otherwise it is deleted at the next open."""
+        self._check_open()
+        return tempfile.NamedTemporaryFile(  # type: ignore[return-value]
+            mode="w+b", dir=self._snapdir, prefix="recv-", suffix=".tmp", delete=False
+        )
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Replace the whole state with the snapshot in ``data`` atomically (in a worker
+        thread). Raises ``ValueError`` (state unchanged) when ``data`` is not a complete
+        ``RocksStateMachine`` snapshot."""
+        self._check_open()
+        await in_thread(self._install_sync, meta, data)
+
+    def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        wb = WriteBatch(raw_mode=True)
+        try:
+            self._install_into(wb, meta, data)
+        except BaseException:
+            wb.clear()
+            raise
+
+    def _install_into(self, wb: WriteBatch, meta: SnapshotMeta, data: BinaryIO) -> None:
+        h = self._h
+        wb.delete_range(_DATA, _DATA_END, h)
+        data.seek(0)
+        if data.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): bad magic")
+        reader = FrameReader(_MAX_FRAME)
+        seen_header = False
+        ended = False
+        count = 0
+        try:
+            while True:
+                buf = data.read(SNAPSHOT_CHUNK_BYTES)
+                if not buf:
+                    break
+                for frame in reader.feed(buf):
+                    if ended:
+                        raise ValueError("data after the end frame")
+                    tag, body = _dec_any.decode(frame)
+                    if tag == "h":
+                        seen_header = True
+                    elif tag == "d" and seen_header:
+                        for k, v in body:
+                            wb.put(_DATA + k, v, h)
+                            count += 1
+                    elif tag == "e" and seen_header:
+                        if body != count:
+                            raise ValueError(f"end frame says {body} pairs, read {count}")
+                        ended = True
+                    else:
+                        raise ValueError(f"unexpected frame {tag!r}")
+        except (msgspec.DecodeError, TypeError) as e:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
+        except ValueError as e:
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
+        if not ended or reader.buffered():
+            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): truncated")
+        wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
+        wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
+        seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...
+        self._db.write(wb, self._sync)
+        self._mark.record(seqno)  # ... in the WAL, so the sync write made them durable too
+        self._applied = meta.last_log_id
+        self._membership = meta.last_membership
+        # Keep the received file as the current snapshot (or a durable copy of ``data``).
+        name = getattr(data, "name", None)
+        if isinstance(name, str) and os.path.dirname(os.path.abspath(name)) == os.path.abspath(self._snapdir):
+            data.flush()
+            os.fsync(data.fileno())
+            self._make_current(meta, name).data.close()
+            return
+        with durable_temp(self._snapdir, prefix="copy-") as copy:
+            data.seek(0)
+            shutil.copyfileobj(data, copy.file, SNAPSHOT_CHUNK_BYTES)
+            self._make_current(meta, copy.sync()).data.close()
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        """The last snapshot built or installed (also across restarts), over a fresh read
+        handle positioned at 0, or ``None``."""
+        self._check_open()
+        return await asyncio.to_thread(self._open_current)
+
+    def _open_current(self) -> Snapshot | None:
+        with self._snap_lock:
+            cur = self._current
+            if cur is None:
+                return None
+            return Snapshot(cur.meta, open(os.path.join(self._snapdir, cur.file), "rb"))
+
+    # -- reading the data (for applications and tests)
+
+    def get(self, key: str) -> str | None:
+        """The value of ``key`` as applied so far (a point read), or ``None``. Raises
+        ``StorageError`` when RocksDB cannot read it (e.g. a damaged file)."""
+        self._check_open()
+        try:
+            raw = self._cf.get(_DATA + key.encode())
+        except Exception as e:
+            raise StorageError(f"reading {key!r} from state machine at {self.path!r}", e) from e
+        return None if raw is None else raw.decode()
+
+    @property
+    def data(self) -> dict[str, str]:
+        """A copy of the whole key-value data (a full scan: for tests and small states).
+        Raises ``StorageError`` when the scan stops on an error (e.g. a damaged file) rather
+        than returning part of the data."""
+        self._check_open()
+        out: dict[str, str] = {}
+        try:
+            it: Any = self._cf.iter(_bounded(_DATA_END))
+            it.seek(_DATA)
+            while it.valid():
+                out[it.key()[1:].decode()] = it.value().decode()
+                it.next()
+            it.status()  # the scan stopped at the end, not on an error
+        except Exception as e:
+            raise StorageError(f"reading the data of state machine at {self.path!r}", e) from e
+        finally:
+            it = None
+        return out
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Flush and close the database, releasing its lock; idempotent. Call it when no
+        ``apply`` / snapshot build is running (after ``Raft.shutdown``).
+
+        The lock is released whatever happens (the same path can be opened again at once, in
+        this process too); raises ``StorageError`` (naming the path, the cause chained) when
+        RocksDB could not flush or close cleanly. The state machine is closed all the same."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+        mark = self._mark
+        try:
+            seqno = self._db.latest_sequence_number()
+            self._db.flush_wal(True)
+            mark.record(seqno)
+        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
+            errors.append(e)
+        for close in (self._cf.close, self._db.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        del close
+        del self._cf, self._h, self._db
+        gc.collect()  # see RocksLogStore.close
+        try:
+            if not errors:
+                mark.sync()
+        except OSError as e:
+            errors.append(e)
+        finally:
+            mark.close()
+        if errors:
+            for err in errors:
+                clear_frames(err)
+            raise StorageError(f"closing state machine at {self.path!r}", errors[0]) from errors[0]
+
+    async def aclose(self) -> None:
+        """``close()`` in a worker thread."""
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> RocksStateMachine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RocksStateMachine({self.path!r}, applied={self._applied!r}, closed={self._closed})"

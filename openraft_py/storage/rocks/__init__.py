@@ -1,0 +1,77 @@
+"""Durable storage on RocksDB (via ``rocksdict``): ``RocksLogStore``, the log store.
+
+One store owns one directory; open one path with one store object at a time (RocksDB holds a
+lock on it until ``close()``)::
+
+    log = RocksLogStore("/var/lib/app/n1/log")
+    sm = RocksStateMachine("/var/lib/app/n1/sm")     # openraft_py.kv.rocks_state_machine
+    raft = await Raft.new(1, config, network, log, sm)
+    ...
+    await raft.shutdown()
+    await log.aclose(); await sm.aclose()
+
+Modules, one job each:
+
+- ``log_store``: ``RocksLogStore`` / ``RocksLogReader`` (the ``RaftLogStorage``);
+- ``log_format``: the log store's on-disk format (column families, keys, entry records);
+- ``group_writer``: the group-commit writer thread; ``wal``: the WAL syncer it uses;
+- ``db``: opening a database of ours (options, versioned format marker, foreign and damaged
+  databases refused) and the handle hygiene that always releases the RocksDB lock;
+- ``ackmark``: the acknowledged mark (``OPENRAFT-ACKED``); ``files``: durable file writes.
+
+The design (group commit, the fsync modes, what a crash leaves, corruption and foreign
+databases, closing, event-loop latency): ``docs/design/durability.md``.
+
+``RocksStateMachine`` (the key-value example's state machine) lives in
+``openraft_py.kv.rocks_state_machine``; importing it from here still works, for compatibility.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .ackmark import ACK_FILE
+from .log_format import LOG_FORMAT
+from .log_store import FSYNC_MODES, INLINE_READ_MAX, RocksLogReader, RocksLogStore
+
+if TYPE_CHECKING:
+    from ...kv.rocks_state_machine import SM_FORMAT, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, RocksStateMachine
+
+__all__ = [
+    "ACK_FILE",
+    "FSYNC_MODES",
+    "INLINE_READ_MAX",
+    "LOG_FORMAT",
+    "RocksLogReader",
+    "RocksLogStore",
+    "RocksStateMachine",
+    "SM_FORMAT",
+    "SNAPSHOT_CHUNK_BYTES",
+    "SNAPSHOT_MAGIC",
+]
+
+# Names that lived in the former single module ``storage/rocks.py``: old name -> (module, name).
+# Resolved on first use, so this package never imports the ``kv`` package on its own.
+_MOVED: dict[str, tuple[str, str]] = {
+    "RocksStateMachine": ("openraft_py.kv.rocks_state_machine", "RocksStateMachine"),
+    "SM_FORMAT": ("openraft_py.kv.rocks_state_machine", "SM_FORMAT"),
+    "SNAPSHOT_MAGIC": ("openraft_py.kv.rocks_state_machine", "SNAPSHOT_MAGIC"),
+    "SNAPSHOT_CHUNK_BYTES": ("openraft_py.kv.rocks_state_machine", "SNAPSHOT_CHUNK_BYTES"),
+    "_MAX_FRAME": ("openraft_py.kv.rocks_state_machine", "_MAX_FRAME"),
+    "_dec_any": ("openraft_py.kv.rocks_state_machine", "_dec_any"),
+    "_AckMark": ("openraft_py.storage.rocks.ackmark", "AckMark"),
+    "_encode_entry_records": ("openraft_py.storage.rocks.log_format", "encode_entry_records"),
+    "_GroupWriter": ("openraft_py.storage.rocks.group_writer", "GroupWriter"),
+    "_WalSyncer": ("openraft_py.storage.rocks.wal", "WalSyncer"),
+    "_wal_numbers": ("openraft_py.storage.rocks.wal", "wal_numbers"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The compatibility names of ``_MOVED`` (PEP 562)."""
+    try:
+        module, attr = _MOVED[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,319 @@
+"""Opening our RocksDB databases: the options every one runs with, the versioned format
+marker and the column families that identify a database as ours, refusing foreign or damaged
+ones without writing to them, and the handle hygiene that lets ``close()`` always release the
+RocksDB lock (``clear_frames``, ``release_db``, ``in_thread``).
+
+See "Corruption" and "Foreign databases" in ``docs/design/durability.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
+
+from ...errors import StorageError
+from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
+from .wal import wal_numbers
+
+__all__ = ["clear_frames", "in_thread", "open_db", "release_db", "write_options"]
+
+T = TypeVar("T")
+
+_enc = msgspec.msgpack.Encoder()
+_dec_any = msgspec.msgpack.Decoder()
+
+
+def _db_options(create: bool, *, atomic_flush: bool = False) -> Options:
+    """Options of every database of this package. The WAL recovery mode is
+    ``TolerateCorruptedTailRecords`` with paranoid checks: at open RocksDB replays the WAL and
+    fails (``Corruption: ...``) on a checksum mismatch, a bad record length or an unknown record
+    anywhere, dropping only a record that is cut off at the very end of a WAL file (a write a
+    crash interrupted). RocksDB's default, point-in-time recovery, silently stops the replay at
+    the first bad record instead (everything after it is gone, without an error), and
+    ``SkipAnyCorruptedRecords`` silently leaves holes; ``AbsoluteConsistency`` refuses even the
+    cut-off tail every crash during a write may leave, so a node could not restart after a
+    power loss. A tail cut off by corruption rather than by a crash looks the same to RocksDB;
+    the store's acknowledged mark (``AckMark``) tells the two apart."""
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(create)
+    opts.create_missing_column_families(create)
+    opts.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
+    opts.set_paranoid_checks(True)
+    if atomic_flush:
+        # Flush every column family together: a WAL then stays live only while its flush
+        # runs (otherwise an old WAL holding a few meta records could live for a long time,
+        # and a tail cut off there would not show in the newest sequence number).
+        opts.set_atomic_flush(True)
+    return opts
+
+
+def write_options(sync: bool) -> WriteOptions:
+    """``WriteOptions`` with ``sync`` set (``True``: the write fsyncs the WAL, holding the GIL)."""
+    wo = WriteOptions()
+    wo.sync = sync
+    return wo
+
+_ROCKSDICT_CONFIG = "rocksdict-config.json"
+
+
+def _open_error(path: str, what: str, e: BaseException) -> StorageError:
+    """A ``StorageError`` for a RocksDB open that failed with ``e``, saying what is wrong."""
+    msg = str(e)
+    if msg.startswith("Corruption"):
+        try:
+            wals = ", ".join(f"{n:06d}.log" for n in wal_numbers(path)) or "none"
+        except OSError:
+            wals = "unknown"
+        return StorageError(
+            f"opening {what} at {path!r}: the database is corrupted (RocksDB refused to recover "
+            f"it: a damaged write-ahead log record or file; write-ahead logs: {wals})",
+            e,
+        )
+    if "lock" in msg.lower():
+        return StorageError(f"opening {what} at {path!r}: the database is in use (its LOCK is held)", e)
+    return StorageError(f"opening {what} at {path!r}", e)
+
+
+def _is_empty(cf: Rdict) -> bool:
+    return next(iter(cf.keys()), None) is None
+
+
+def open_db(
+    path: str,
+    cfs: tuple[str, ...],
+    marker_cf: str,
+    marker_key: bytes,
+    flag_key: bytes,
+    marker: dict[str, Any],
+    what: str,
+    *,
+    atomic_flush: bool = False,
+) -> tuple[Rdict, AckMark]:
+    """Open (or create) our RocksDB at ``path`` with the column families ``cfs``; return it
+    with its acknowledged mark (``AckMark``), checked.
+
+    Ours means: the format ``marker`` at ``marker_key`` in ``marker_cf``. ``flag_key`` (in the
+    same column family, written in the same batch as the marker) says the database has an
+    ``OPENRAFT-ACKED`` file that must be there. Raises ``StorageError`` naming ``path`` and what
+    is wrong when ``path`` is a plain file, not a RocksDB, corrupted (RocksDB refuses to
+    recover it, or it recovered fewer writes than were acknowledged), in use, or not ours.
+
+    A database that is not ours is never written to: unless the directory holds our
+    ``OPENRAFT-ACKED`` file, the database is first opened read-only and its marker checked
+    (a read-write open alone writes: a new WAL, MANIFEST and OPTIONS file, flushed memtables).
+    A store created by an earlier version (marker, no flag) gets its file now. A creation
+    that crashed before the marker was written is recognised by the file with generation 0
+    and an empty database; without the file, a database without a marker is foreign.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
+    # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
+    fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_TMP_FILE}
+    mark: AckMark | None = None
+    cf_opts = {cf: Options(raw_mode=True) for cf in cfs}
+    if fresh:
+        try:
+            os.makedirs(path, exist_ok=True)
+            mark = AckMark.create(path, 0)  # first: it identifies the database as ours
+        except OSError as e:
+            raise StorageError(f"creating {what} at {path!r}", e) from e
+        found: tuple[int, int] | None = (0, 0)
+    else:
+        found = AckMark.read(path, what)
+        try:
+            present = set(Rdict.list_cf(path))
+        except Exception as e:
+            raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
+        missing = [cf for cf in cfs if cf not in present]
+        if missing:
+            raise StorageError(
+                f"opening {what} at {path!r}",
+                ValueError(f"foreign database: column families {missing} missing (found {sorted(present)})"),
+            )
+        if found is None:
+            _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
+    try:
+        db = Rdict(path, _db_options(fresh, atomic_flush=atomic_flush), column_families=cf_opts)
+    except Exception as e:
+        if mark is not None:
+            mark.close()
+        raise _open_error(path, what, e) from e
+
+    def setup() -> AckMark:
+        # A function of its own: on an error, its frame (holding column family handles, which
+        # keep RocksDB open) is cleared with the traceback's.
+        if found is not None:
+            check_recovered(db, found, path, what)
+        new_mark = mark
+        mcf = db.get_column_family(marker_cf)
+        try:
+            raw = mcf.get(marker_key)
+            if raw is None:
+                if found is None or found[0] != 0 or not all(_is_empty(db.get_column_family(cf)) for cf in cfs):
+                    raise StorageError(
+                        f"opening {what} at {path!r}",
+                        ValueError("foreign or damaged database: format marker missing"),
+                    )
+                # Our creation (fresh now, or one that crashed before this write).
+                wb = WriteBatch(raw_mode=True)
+                h = db.get_column_family_handle(marker_cf)
+                wb.put(marker_key, _enc.encode(marker), h)
+                wb.put(flag_key, b"\x01", h)
+                db.write(wb, write_options(True))
+            else:
+                _check_marker(raw, marker, path, what)
+                if found is None:
+                    if mcf.get(flag_key) is not None:
+                        raise StorageError(
+                            f"opening {what} at {path!r}",
+                            FileNotFoundError(f"{ACK_FILE} is missing: the acknowledged writes cannot be checked"),
+                        )
+                    # A store of an earlier version: from now on it has the file.
+                    new_mark = AckMark.create(path, db.latest_sequence_number())
+                    mcf.put(flag_key, b"\x01", write_options(True))
+                elif mcf.get(flag_key) is None:
+                    # The file was written but not yet the flag when an upgrade crashed.
+                    mcf.put(flag_key, b"\x01", write_options(True))
+        finally:
+            mcf.close()
+        if new_mark is None:
+            assert found is not None
+            new_mark = AckMark.open(path, *found)
+        new_mark.record(db.latest_sequence_number())  # the writes above were synced
+        return new_mark
+
+    try:
+        mark = setup()
+    except BaseException as e:
+        clear_frames(e)
+        release_db(db)
+        del db
+        if mark is not None:
+            mark.close()
+        if isinstance(e, StorageError):
+            raise
+        raise StorageError(f"opening {what} at {path!r}", e) from e
+    return db, mark
+
+
+def _check_foreign_read_only(
+    path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, flag_key: bytes, marker: dict[str, Any], what: str
+) -> None:
+    """Open ``path`` read-only and raise ``StorageError`` unless it holds our format
+    ``marker``. Nothing is written: RocksDB writes nothing in read-only mode, and rocksdict's
+    own ``rocksdict-config.json`` (which every rocksdict open writes) is put back as it was."""
+    config = os.path.join(path, _ROCKSDICT_CONFIG)
+    try:
+        st = os.stat(config)
+        with open(config, "rb") as f:
+            saved: tuple[bytes, int, int] | None = (f.read(), st.st_atime_ns, st.st_mtime_ns)
+    except FileNotFoundError:
+        saved = None
+    except OSError as e:
+        raise StorageError(f"opening {what} at {path!r}", e) from e
+    try:
+        try:
+            ro = Rdict(path, _db_options(False), column_families={cf: Options(raw_mode=True) for cf in cfs},
+                       access_type=AccessType.read_only())
+        except Exception as e:
+            raise _open_error(path, what, e) from e
+        try:
+            mcf = ro.get_column_family(marker_cf)
+            raw = mcf.get(marker_key)
+            mcf.close()
+            del mcf
+        except Exception as e:
+            release_db(ro)
+            raise StorageError(f"opening {what} at {path!r}", e) from e
+        release_db(ro)
+        del ro
+    finally:
+        _restore_config(config, saved)
+    if raw is None:
+        raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
+    _check_marker(raw, marker, path, what)
+
+
+def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
+    """Put rocksdict's config file back as ``saved`` (``None``: there was none)."""
+    try:
+        if saved is None:
+            os.unlink(config)
+            return
+        with open(config, "rb") as f:
+            same = f.read() == saved[0]
+        if not same:
+            with open(config, "wb") as f:
+                f.write(saved[0])
+        os.utime(config, ns=(saved[1], saved[2]))
+    except FileNotFoundError:
+        pass
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
+
+def clear_frames(e: BaseException) -> None:
+    """Clear the locals of the finished frames of ``e``'s traceback (and of its causes): a
+    frame holding a column family handle keeps RocksDB open, and its LOCK taken, for as long
+    as the exception lives (e.g. kept as a node's fatal error)."""
+    exc: BaseException | None = e
+    seen = 0
+    while exc is not None and seen < 8:
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            # Never a generator's or coroutine's frame: clearing a suspended one finalizes it
+            # (an exception raised in a caller's coroutine carries that coroutine's frames).
+            if not frame.f_code.co_flags & _GENERATOR_FLAGS:
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    pass  # still executing
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def release_db(db: Rdict) -> None:
+    """Close ``db`` ignoring errors (the caller reports its own)."""
+    try:
+        db.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:
+    try:
+        value = None if found is None else _dec_any.decode(found)
+    except msgspec.DecodeError as e:
+        raise StorageError(f"opening {what} at {path!r}", ValueError(f"corrupted format marker {found!r}")) from e
+    if value != marker:
+        raise StorageError(
+            f"opening {what} at {path!r}",
+            ValueError(f"foreign database: format marker {value!r}, expected {marker!r}"),
+        )
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
+    traceback's frames cleared: a frame holding a column family handle would otherwise keep
+    RocksDB open (and its LOCK taken) after ``close()``, since the exception outlives the call
+    in the executor's futures."""
+
+    def run() -> T:
+        try:
+            return fn(*args)
+        except BaseException as e:
+            clear_frames(e)
+            raise
+
+    return await asyncio.to_thread(run)
+
+

@@ -1,0 +1,89 @@
+"""Durable files next to a RocksDB: a directory fsync, and new files that appear whole or not
+at all (``durable_temp`` / ``replace_durably``). Used by the acknowledged mark and by the
+key-value state machine's snapshot files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+__all__ = ["DurableTemp", "durable_temp", "fsync_dir", "replace_durably"]
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory ``path`` (makes its entries, e.g. a rename, durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DurableTemp:
+    """A new temporary file being written (see ``durable_temp``).
+
+    ``file`` is open for writing (binary) until ``sync()``; ``path`` is its name, in the
+    directory it will be renamed within (a rename across directories is not atomic)."""
+
+    __slots__ = ("file", "path")
+
+    def __init__(self, file: BinaryIO, path: str) -> None:
+        self.file = file
+        self.path = path
+
+    def sync(self) -> str:
+        """Flush, fsync and close the file; return its path (ready to be renamed into place)."""
+        f = self.file
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        return self.path
+
+
+@contextmanager
+def durable_temp(directory: str, *, prefix: str = "tmp-", name: str | None = None) -> Iterator[DurableTemp]:
+    """A new temporary file in ``directory``: ``<prefix>*.tmp`` (unique), or exactly ``name``
+    (created or truncated) when given.
+
+    The block writes ``tmp.file``, calls ``tmp.sync()`` and moves ``tmp.path`` into place
+    (``os.replace``). Contract: no temporary file outlives the block: when the block raises,
+    or leaves without having moved it, the file is closed and deleted. The directory is not
+    fsynced here (``replace_durably`` does it; the snapshot files rely on the ``current.meta``
+    replacement that follows)."""
+    if name is None:
+        fd, path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    else:
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        f = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    try:
+        yield DurableTemp(f, path)
+    finally:
+        f.close()
+        _unlink_quietly(path)  # moved into place already: nothing there
+
+
+def replace_durably(path: str, data: bytes, *, tmp_name: str | None = None) -> None:
+    """Make ``path`` hold ``data``, atomically (a crash leaves the old file or the new one)
+    and durably (temporary file fsynced, renamed over ``path``, directory fsynced).
+    ``tmp_name``: the temporary file's exact name (default: a unique ``tmp-*.tmp``)."""
+    directory = os.path.dirname(path) or "."
+    with durable_temp(directory, name=tmp_name) as tmp:
+        tmp.file.write(data)
+        os.replace(tmp.sync(), path)
+    fsync_dir(directory)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,448 @@
+"""``RocksLogStore``: the durable ``RaftLogStorage`` on RocksDB, and its ``RocksLogReader``.
+
+Mutations go, in call order, to ONE group-commit writer thread (``group_writer.py``);
+``append`` returns once its entries are readable (they wait in ``_pending`` until written) and
+reports durability through its ``IOFlushed``. The format: ``log_format.py``; the durability
+design: ``docs/design/durability.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import os
+from concurrent.futures import Future
+from typing import Any
+
+import msgspec
+from rocksdict import Rdict, WriteBatch
+
+from ..._core import encode_index_key
+from ...errors import LogCompacted, StorageError
+from ...types import Entry, LogId, LogState, Vote
+from .. import IOFlushed
+from .db import clear_frames, in_thread, open_db, release_db
+from .group_writer import GroupWriter, ignore_done
+from .log_format import (
+    END_KEY,
+    ENTRIES_CF,
+    K_ACKMARK,
+    K_COMMITTED,
+    K_FORMAT,
+    K_PURGED,
+    K_VOTE,
+    LOG_FORMAT,
+    META_CF,
+    decode_entry_records,
+    encode_entry_records,
+)
+from .wal import wal_syncer_for
+
+__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "RocksLogReader", "RocksLogStore"]
+
+FSYNC_MODES = ("wal", "rocksdb")
+"""``fsync_mode`` values of ``RocksLogStore``: ``"wal"`` (fsync the WAL files outside
+rocksdict, the default on Linux) or ``"rocksdb"`` (RocksDB's own sync write); see "The
+durability step" in ``docs/design/durability.md``."""
+
+INLINE_READ_MAX = 64
+"""Reads of at most this many entries from RocksDB run on the event-loop thread (a short
+range read, mostly from the memtable / block cache); larger ones run in a worker thread over a
+RocksDB snapshot."""
+
+_enc = msgspec.msgpack.Encoder()
+_dec_vote = msgspec.msgpack.Decoder(Vote)
+_dec_logid = msgspec.msgpack.Decoder(LogId | None)
+
+
+class RocksLogReader:
+    """A ``RaftLogReader`` over a ``RocksLogStore``; see ``RaftLogReader`` for the contract.
+
+    Shares the store's in-memory view (the not-yet-written entries and the log bounds), so it
+    sees every appended entry at once. Usable concurrently with the store and other readers
+    from the store's event loop.
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, store: RocksLogStore) -> None:
+        self._s = store
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        """The entries with ``start <= index < stop``. Raises ``LogCompacted`` when ``start``
+        is at or below the last purged index.
+
+        Cost: O(stop - start). Entries not yet written come from memory; a range of at most
+        ``INLINE_READ_MAX`` entries is read from RocksDB on the loop thread, a larger one in a
+        worker thread over a RocksDB snapshot taken now (so a later truncate or purge cannot
+        tear it)."""
+        s = self._s
+        s._check_open()
+        purged = s._purged
+        if purged is not None and start <= purged.index:
+            raise LogCompacted(f"entries [{start}, {stop}) requested but the log is purged up to {purged!r}")
+        start = max(start, 0)
+        last = s._last
+        stop = min(stop, 0 if last is None else last.index + 1)
+        if stop <= start:
+            return []
+        pending = s._pending
+        # _pending is a contiguous suffix of the log: find where it starts within the range.
+        split = start
+        while split < stop and split not in pending:
+            split += 1
+        tail = [pending[i] for i in range(split, stop)]
+        if split == start:
+            return tail
+        n = split - start
+        try:
+            if n <= INLINE_READ_MAX:
+                head = s._read_db(s._entries, start, split)
+            else:
+                view = s._entries.snapshot()
+                head = await in_thread(s._read_db, view, start, split)
+        except Exception as e:  # e.g. an entry that does not decode
+            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", e) from e
+        if len(head) != n:
+            # rocksdict's item iteration stops silently on an error: ask an iterator why.
+            cause: BaseException = RuntimeError(f"got {len(head)} entries: a hole in the stored log")
+            try:
+                probe = s._entries.iter()
+                probe.seek(encode_index_key(start + len(head)))
+                probe.status()
+            except Exception as e:  # noqa: BLE001 - the real cause (e.g. a corrupted SST block)
+                cause = e
+            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", cause) from cause
+        head.extend(tail)
+        return head
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved (durably) with ``save_vote``, or ``None``."""
+        return self._s._vote
+
+
+class RocksLogStore(RocksLogReader):
+    """A durable ``RaftLogStorage`` in the RocksDB at ``path`` (created when missing or empty).
+
+    ``sync=True``: every acknowledged write survives a machine crash (see ``docs/design/durability.md``
+    for the group-commit design); ``sync=False``: only a process crash.
+
+    Opening is synchronous (a few milliseconds; use ``await RocksLogStore.open(path)`` from a
+    running loop to do it in a thread). Raises ``StorageError`` naming ``path`` and what is
+    wrong when it is a plain file, a database that is not an openraft-py log (nothing is written
+    to it then), in use, or damaged: RocksDB finds a corrupted WAL record or file, or it
+    recovered fewer writes than were acknowledged (see "Corruption" in ``docs/design/durability.md``).
+    Use the store from one event loop; ``close()`` / ``aclose()`` / ``async with`` flush
+    everything queued and always release the database lock (``StorageError`` if RocksDB could
+    not close cleanly). Every failed write reaches its caller as ``StorageError``.
+    """
+
+    __slots__ = (
+        "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
+        "_committed", "_purged", "_last", "_pending", "_closed", "_mark",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
+        super().__init__(self)
+        if fsync_mode not in FSYNC_MODES:
+            raise ValueError(f"fsync_mode must be one of {FSYNC_MODES}, not {fsync_mode!r}")
+        self.path = os.fspath(path)
+        self.sync = sync
+        self._closed = True
+        db, mark = open_db(
+            self.path, (ENTRIES_CF, META_CF), META_CF, K_FORMAT, K_ACKMARK, LOG_FORMAT, "log store", atomic_flush=True
+        )
+
+        def load() -> tuple[Vote | None, LogId | None, LogId | None, LogId | None]:
+            # Its own frame: cleared on an error (see open_db).
+            meta = db.get_column_family(META_CF)
+            try:
+                vote = self._load(meta, K_VOTE, _dec_vote)
+                committed = self._load(meta, K_COMMITTED, _dec_logid)
+                purged = self._load(meta, K_PURGED, _dec_logid)
+            finally:
+                meta.close()
+            it = db.get_column_family(ENTRIES_CF).iter()
+            it.seek_to_last()
+            last_stored = decode_entry_records([it.value()])[0].log_id if it.valid() else None
+            it.status()  # raises if the seek stopped on an error (a corrupted file), not at the end
+            return vote, committed, purged, last_stored
+
+        try:
+            self._vote, self._committed, self._purged, last_stored = load()
+            self._entries = db.get_column_family(ENTRIES_CF)
+            self._entries_h = db.get_column_family_handle(ENTRIES_CF)
+            self._meta_h = db.get_column_family_handle(META_CF)
+        except BaseException as e:
+            clear_frames(e)
+            for name in ("_entries", "_entries_h", "_meta_h"):
+                if hasattr(self, name):
+                    delattr(self, name)
+            release_db(db)
+            del db
+            mark.close()
+            if isinstance(e, StorageError):
+                raise
+            raise StorageError(f"opening log store at {self.path!r}", e) from e
+        self._db = db
+        # The in-memory view: the log as submitted (what readers see).
+        self._last: LogId | None = (
+            last_stored if last_stored is not None and (self._purged is None or last_stored > self._purged)
+            else self._purged
+        )
+        self._pending: dict[int, Entry] = {}
+        wal = wal_syncer_for(self.path) if sync and fsync_mode == "wal" else None
+        self.fsync_mode = "wal" if wal is not None else "rocksdb"
+        self._mark = mark
+        self._writer = GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}", mark)
+        self._closed = False
+
+    @staticmethod
+    def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder) -> Any:
+        raw = meta.get(key)
+        return None if raw is None else dec.decode(raw)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> RocksLogStore:
+        """Open the store in a worker thread (does not block the running loop)."""
+        return await asyncio.to_thread(cls, path, sync=sync, fsync_mode=fsync_mode)
+
+    # -- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"using log store at {self.path!r}", RuntimeError("the store is closed"))
+
+    def _read_db(self, view: Any, start: int, stop: int) -> list[Entry]:
+        """Entries ``[start, stop)`` from RocksDB (``view``: the CF or a snapshot of it)."""
+        blobs = [v for _, v in itertools.islice(view.items(from_key=encode_index_key(start)), stop - start)]
+        entries = decode_entry_records(blobs)
+        # Keep only a gap-free run starting at ``start`` (a hole shows up as a short result).
+        for i, e in enumerate(entries):
+            if e.log_id.index != start + i:
+                return entries[:i]
+        return entries
+
+    async def _submit_and_wait(self, batch: WriteBatch, what: str) -> None:
+        """Queue ``batch``; return once durable, or raise ``StorageError`` (``what`` says
+        which call failed). Each waiter gets its own ``StorageError`` around the writer's
+        error (that object is shared: raising it would add this waiter's frames to it)."""
+        written: Future[None] = Future()
+        subject = f"{what} in log store {self.path!r}"
+
+        def done(err: BaseException | None) -> None:  # writer thread
+            if err is None:
+                written.set_result(None)
+            else:
+                written.set_exception(StorageError(subject, err))
+
+        self._writer.submit(batch, done)
+        await asyncio.wrap_future(written)
+
+    def _release_written(self, entries: list[Entry]) -> None:
+        """On the loop: ``entries`` are in RocksDB; drop those still pending (not replaced by a
+        truncate and re-append meanwhile)."""
+        pending = self._pending
+        for e in entries:
+            i = e.log_id.index
+            if pending.get(i) is e:
+                del pending[i]
+
+    # -- RaftLogStorage
+
+    async def get_log_state(self) -> LogState:
+        """``LogState(last_purged_log_id, last_log_id)`` of the log as submitted (after a
+        reopen: as durable)."""
+        self._check_open()
+        return LogState(self._purged, self._last)
+
+    async def save_vote(self, vote: Vote) -> None:
+        """Persist ``vote``; returns when durable (ordered after every earlier call)."""
+        self._check_open()
+        wb = WriteBatch(raw_mode=True)
+        wb.put(K_VOTE, _enc.encode(vote), self._meta_h)
+        await self._submit_and_wait(wb, "saving the vote")
+        self._vote = vote
+
+    async def read_vote(self) -> Vote | None:
+        """The last vote saved with ``save_vote`` (durable), or ``None``."""
+        return self._vote
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        """Queue the committed log id for the writer and return at once (the contract does
+        not ask for durability: it becomes durable with the next group commit; a group holding
+        only such writes is not fsynced).
+
+        The write is queued behind every append submitted before it, so the saved id never
+        becomes durable ahead of the entries it covers. A failure here fails the writer, so
+        the next append or save reports it (as ``StorageError``).
+        """
+        self._check_open()
+        wb = WriteBatch(raw_mode=True)
+        wb.put(K_COMMITTED, _enc.encode(committed), self._meta_h)
+        self._writer.submit(wb, ignore_done, durable=False)
+        self._committed = committed
+
+    async def read_committed(self) -> LogId | None:
+        """The last saved committed log id, or ``None``."""
+        return self._committed
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """Queue ``entries`` for the writer; returns once they are readable (at once).
+
+        ``callback.io_completed`` is called from the writer thread when they are durable (with
+        the error if the write failed). Raises ``ValueError`` (log and callback untouched) when
+        the batch does not continue the log without a hole or its indexes are not consecutive.
+        Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
+        the entries and building the ``WriteBatch`` happen in the writer thread.
+        """
+        self._check_open()
+        if not entries:
+            callback.io_completed(None)
+            return
+        first = entries[0].log_id.index
+        last = self._last
+        expected = 0 if last is None else last.index + 1
+        if first != expected:
+            raise ValueError(
+                f"append must continue the log without a hole: the first entry is "
+                f"{entries[0].log_id!r} but the next index is {expected}"
+            )
+        if entries[-1].log_id.index - first != len(entries) - 1:
+            raise ValueError(
+                f"append needs consecutive indexes: {len(entries)} entries span "
+                f"{entries[0].log_id!r}..{entries[-1].log_id!r}"
+            )
+        owned = list(entries)
+        h = self._entries_h
+
+        def build() -> WriteBatch:
+            # Writer thread: encoding and batch building are off the loop.
+            wb = WriteBatch(raw_mode=True)
+            put = wb.put
+            for e, blob in zip(owned, encode_entry_records(owned)):
+                put(encode_index_key(e.log_id.index), blob, h)
+            return wb
+
+        pending = self._pending
+        for e in owned:
+            pending[e.log_id.index] = e
+        self._last = owned[-1].log_id
+        loop = asyncio.get_running_loop()
+
+        def done(err: BaseException | None) -> None:
+            # Writer thread. Order: release the pending copies, then report durability.
+            if err is None:
+                loop.call_soon_threadsafe(self._release_written, owned)
+            callback.io_completed(None if err is None else StorageError(f"appending to {self.path!r}", err))
+
+        try:
+            self._writer.submit(build, done)
+        except RuntimeError:
+            for e in owned:
+                pending.pop(e.log_id.index, None)
+            self._last = last
+            raise
+
+    async def truncate_after(self, log_id: LogId | None) -> None:
+        """Delete every entry after ``log_id`` (every non-purged one for ``None``) with one
+        range delete; returns when durable."""
+        self._check_open()
+        floor = -1 if self._purged is None else self._purged.index
+        keep_to = max(-1 if log_id is None else log_id.index, floor)
+        last = self._last
+        if last is not None and keep_to < last.index:
+            pending = self._pending
+            for i in range(keep_to + 1, last.index + 1):
+                pending.pop(i, None)
+            # keep_to > floor implies it is log_id's index (so log_id is an entry we keep).
+            self._last = self._purged if keep_to == floor else log_id
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(encode_index_key(keep_to + 1), END_KEY, self._entries_h)
+        await self._submit_and_wait(wb, "truncating")
+
+    async def purge(self, log_id: LogId) -> None:
+        """Delete every entry up to ``log_id`` (a range delete) and record ``log_id`` as the
+        last purged, atomically; returns when durable. No-op when not beyond the last purged."""
+        self._check_open()
+        if self._purged is not None and log_id.index <= self._purged.index:
+            return
+        pending = self._pending
+        lo = 0 if self._purged is None else self._purged.index + 1
+        if pending:
+            for i in range(max(lo, min(pending)), log_id.index + 1):
+                pending.pop(i, None)
+        self._purged = log_id
+        if self._last is None or self._last.index <= log_id.index:
+            self._last = log_id
+            pending.clear()
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(encode_index_key(0), encode_index_key(log_id.index + 1), self._entries_h)
+        wb.put(K_PURGED, _enc.encode(log_id), self._meta_h)
+        await self._submit_and_wait(wb, "purging")
+
+    def get_log_reader(self) -> RocksLogReader:
+        """A new reader sharing this store's view; usable concurrently (same loop)."""
+        return RocksLogReader(self)
+
+    # -- lifecycle
+
+    @property
+    def groups_written(self) -> int:
+        """How many write groups (fsyncs with ``sync=True``) the writer has done."""
+        return self._writer.groups
+
+    def close(self) -> None:
+        """Write everything queued (durably), stop the writer thread and close the database,
+        releasing its lock. Blocks until done (at most one group write); idempotent. Prefer
+        ``await aclose()`` on a running loop.
+
+        The lock is released whatever happens (also after a failed write: the same path can
+        be opened again at once, in this process too). Raises ``StorageError`` (naming the
+        path, the cause chained) when RocksDB could not flush or close cleanly, e.g. after a
+        failed write; the store is closed then all the same, and what was acknowledged is on
+        disk (the next open checks it)."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+        try:
+            self._writer.close()
+        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
+            errors.append(e)
+        for close in (self._entries.close, self._db.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        del close
+        del self._entries, self._entries_h, self._meta_h, self._db
+        # Column-family handles held by dead frames (e.g. a traceback cycle) keep RocksDB
+        # open and its LOCK taken: collect them so the path can be reopened at once.
+        gc.collect()
+        mark = self._mark
+        try:
+            if not errors:
+                mark.sync()  # everything is flushed: the mark may survive a power loss too
+        except OSError as e:
+            errors.append(e)
+        finally:
+            mark.close()
+        if errors:
+            for e in errors:
+                clear_frames(e)
+            raise StorageError(f"closing log store at {self.path!r}", errors[0]) from errors[0]
+
+    async def aclose(self) -> None:
+        """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> RocksLogStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RocksLogStore({self.path!r}, purged={self._purged!r}, last={self._last!r}, closed={self._closed})"

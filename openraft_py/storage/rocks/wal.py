@@ -1,0 +1,102 @@
+"""The WAL syncer: makes RocksDB's write-ahead log durable with ``os.fsync`` of its files,
+outside rocksdict (which keeps the GIL for a ``sync=True`` write's fsync; ``os.fsync``
+releases it). Why that is equivalent to RocksDB's own sync, and the assumptions checked
+before it is used: "The durability step" in ``docs/design/durability.md``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .files import fsync_dir
+
+__all__ = ["WalSyncer", "read_db_options", "wal_numbers", "wal_syncer_for"]
+
+
+def read_db_options(path: str) -> dict[str, str]:
+    """``key=value`` lines of the newest ``OPTIONS-<n>`` file RocksDB wrote in ``path`` (the
+    options in effect), or ``{}`` when there is none."""
+    best = -1
+    name = None
+    for n in os.listdir(path):
+        if n.startswith("OPTIONS-") and n[8:].isdigit() and int(n[8:]) > best:
+            best, name = int(n[8:]), n
+    if name is None:
+        return {}
+    out: dict[str, str] = {}
+    with open(os.path.join(path, name), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            k, sep, v = line.strip().partition("=")
+            if sep and k not in out:  # the DBOptions section comes first
+                out[k] = v
+    return out
+
+
+def wal_numbers(wal_dir: str) -> list[int]:
+    """The numbers of the WAL files ``<n>.log`` in ``wal_dir``, ascending."""
+    return sorted(int(n[:-4]) for n in os.listdir(wal_dir) if n.endswith(".log") and n[:-4].isdigit())
+
+
+class WalSyncer:
+    """Makes the WAL writes of a RocksDB durable with ``os.fsync`` (which releases the GIL;
+    rocksdict's ``sync=True`` write does not). See ``docs/design/durability.md``.
+
+    ``sync()`` must be called by the (one) writing thread after its writes returned. It fsyncs
+    every WAL file numbered at least the newest one the previous call fsynced (RocksDB never
+    writes to a WAL again once a newer one exists, so older ones are complete and synced), skips
+    those deleted meanwhile, and fsyncs the directory when a WAL newer than any seen before
+    appeared (its directory entry). Returns ``False`` when no WAL file is found (the caller
+    then syncs through RocksDB)."""
+
+    __slots__ = ("wal_dir", "_from", "_dir_synced", "fsyncs")
+
+    def __init__(self, wal_dir: str) -> None:
+        self.wal_dir = wal_dir
+        self._from = -1  # the newest WAL number fsynced by the last sync()
+        self._dir_synced = -1  # the newest WAL number whose directory entry is known durable
+        self.fsyncs = 0
+
+    def sync(self) -> bool:
+        nums = [n for n in wal_numbers(self.wal_dir) if n >= self._from]
+        if not nums:
+            return False
+        for n in nums:
+            try:
+                fd = os.open(os.path.join(self.wal_dir, f"{n:06d}.log"), os.O_RDONLY)
+            except FileNotFoundError:
+                # RocksDB deletes a WAL only once every memtable it holds was flushed to SST
+                # files that are synced and recorded in the synced MANIFEST: nothing to do.
+                continue
+            try:
+                os.fsync(fd)
+                self.fsyncs += 1
+            finally:
+                os.close(fd)
+        newest = nums[-1]
+        if newest > self._dir_synced:
+            fsync_dir(self.wal_dir)
+            self._dir_synced = newest
+        self._from = newest
+        return True
+
+
+def wal_syncer_for(path: str) -> WalSyncer | None:
+    """A ``WalSyncer`` for the open database at ``path``, or ``None`` when its assumptions do
+    not hold (then the store syncs through RocksDB): Linux, the options RocksDB runs with (its
+    newest ``OPTIONS`` file) say the WAL is written to the OS on every write
+    (``manual_wal_flush=false``) into fresh files (``recycle_log_file_num=0``), and a WAL
+    file is present."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        opts = read_db_options(path)
+        if opts.get("manual_wal_flush") != "false" or opts.get("recycle_log_file_num") != "0":
+            return None
+        wal_dir = opts.get("wal_dir", "").strip().strip('"') or os.path.abspath(path)
+        if not os.path.isabs(wal_dir):
+            return None
+        if not wal_numbers(wal_dir):
+            return None
+    except OSError:
+        return None
+    return WalSyncer(wal_dir)
