@@ -1,0 +1,131 @@
+"""``examples/lock_service``: fencing tokens are log indexes, leases expire by the clock the
+leader recorded in the log, and a paused holder's stale token is refused by the resource."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from lease_locks import Acquire, Denied, Granted, Lease, LockStateMachine, Release, Renew, encode_command
+from lock_cluster import FencedResource, LockCluster, ManualClock, StaleToken
+
+from openraft_py import Entry, LogId, Normal, RaftStateMachine
+from openraft_py.storage import MemLogStore
+from openraft_py.testing.suite import StateMachineSuite, StoreHandle, run_state_machine_suite
+
+from .conftest import EXAMPLES
+
+LOCK = "L"
+TTL = 5_000
+
+
+def _entry(index: int, cmd: Acquire | Renew | Release) -> Entry:
+    return Entry(LogId(1, index), Normal(encode_command(cmd)))
+
+
+async def test_state_machine_suite() -> None:
+    """The lock table passes the state-machine conformance checks; only the restart check
+    is skipped (the table lives in memory, so the builder gives no ``reopen``)."""
+
+    async def state_view(sm: RaftStateMachine) -> tuple[dict[str, Lease], float]:
+        assert isinstance(sm, LockStateMachine)
+        return dict(sm.locks), sm.clock_ms
+
+    async def builder() -> StoreHandle:
+        return StoreHandle(
+            MemLogStore(),
+            LockStateMachine(),
+            normal_data=lambda i: encode_command(Acquire(f"lock{i}", f"holder{i}", TTL, float(i))),
+            state_view=state_view,
+        )
+
+    report = await run_state_machine_suite(builder)
+    assert [o.name for o in report] == StateMachineSuite.check_names()
+    assert len(report) == 20
+    assert [o.name for o in report if not o.ok] == []
+    assert [o.name for o in report if o.skipped] == ["reopen_keeps_applied_state"]
+
+
+async def test_tokens_and_expiry_follow_the_log() -> None:
+    """The token is the granting entry's index; expiry uses the recorded times, and a
+    command stamped by a lagging clock cannot move time back to revive a lease."""
+    sm = LockStateMachine()
+    [a] = await sm.apply([_entry(3, Acquire(LOCK, "A", TTL, 1_000.0))])
+    assert a == Granted(3, 6_000.0)
+    [denied] = await sm.apply([_entry(4, Acquire(LOCK, "B", TTL, 5_999.0))])
+    assert isinstance(denied, Denied) and denied.current == Lease("A", 3, 6_000.0)
+    [again] = await sm.apply([_entry(5, Acquire(LOCK, "A", TTL, 2_000.0))])  # re-entrant, lagging clock
+    assert again == Granted(3, 10_999.0)  # same token; time is max(5999, 2000)
+    [b] = await sm.apply([_entry(6, Acquire(LOCK, "B", TTL, 11_000.0))])
+    assert b == Granted(6, 16_000.0)
+    [renew_a, release_a] = await sm.apply(
+        [_entry(7, Renew(LOCK, "A", 3, TTL, 11_001.0)), _entry(8, Release(LOCK, "A", 3, 11_002.0))]
+    )
+    assert isinstance(renew_a, Denied) and release_a is False
+    # A lagging leader clock (t=1) after t=11002 was recorded: B's lease is still live.
+    [c] = await sm.apply([_entry(9, Acquire(LOCK, "C", TTL, 1.0))])
+    assert isinstance(c, Denied) and c.current is not None and c.current.holder == "B"
+    assert sm.clock_ms == 11_002.0
+
+
+async def test_paused_holder_is_fenced_off() -> None:
+    """A acquires (t1) and writes; B is denied while A's lease is live; A pauses past its
+    lease; B acquires (t2 > t1); A's write with t1 is refused (not live), B's with t2 is
+    accepted, A's next one is refused again (older than t2), A cannot renew, and a
+    linearizable read names B. A leader change keeps B's lease and the token order."""
+    clock = ManualClock()
+    cluster = await LockCluster.start(clock)
+    try:
+        locks = cluster.client()
+        resource = FencedResource(locks)
+
+        a = await locks.acquire(LOCK, "A", TTL)
+        assert isinstance(a, Granted)
+        await resource.write(LOCK, a.token, "k", "from A")
+        assert isinstance(await locks.acquire(LOCK, "B", TTL), Denied)
+
+        clock.advance(2 * TTL)  # A is paused: no renewal
+        b = await locks.acquire(LOCK, "B", TTL)
+        assert isinstance(b, Granted) and b.token > a.token
+
+        try:
+            await resource.write(LOCK, a.token, "k", "stale A")
+        except StaleToken as e:
+            assert "not live" in str(e)
+        else:
+            raise AssertionError("the paused holder's stale token was accepted")
+        await resource.write(LOCK, b.token, "k", "from B")
+        try:
+            await resource.write(LOCK, a.token, "k", "stale A again")
+        except StaleToken as e:
+            assert "older" in str(e)
+        else:
+            raise AssertionError("a token older than one already used was accepted")
+        assert resource.data == {"k": "from B"}
+        assert isinstance(await locks.renew(LOCK, "A", a.token, TTL), Denied)
+        assert await locks.lease(LOCK) == Lease("B", b.token, clock() + TTL)
+
+        # The leader crashes: the new leader has the same lease table; tokens keep growing.
+        leader = next(n for n in cluster.nodes.values() if n.raft.is_leader())
+        await cluster.stop_node(leader.raft.id)
+        assert await locks.lease(LOCK) == Lease("B", b.token, clock() + TTL)
+        clock.advance(2 * TTL)
+        c = await locks.acquire(LOCK, "C", TTL)
+        assert isinstance(c, Granted) and c.token > b.token
+        try:
+            await resource.write(LOCK, b.token, "k", "stale B")
+        except StaleToken:
+            pass
+        else:
+            raise AssertionError("B's expired token was accepted after C acquired")
+    finally:
+        await cluster.stop()
+
+
+def test_main_runs() -> None:
+    """``python examples/lock_service/main.py`` runs and shows A's stale writes refused."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "lock_service" / "main.py")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("REFUSED") == 2 and "B writes with token" in out.stdout, out.stdout
