@@ -21,15 +21,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from openraft_py import Config, SnapshotPolicy  # noqa: E402
-from openraft_py.storage.memory import (  # noqa: E402
+from openraft_py import Config, SnapshotPolicy
+from openraft_py.storage.memory import (
     EMPTY_STORED_MEMBERSHIP,
     KvSet,
     _KvSnapshotData,
     _snap_encoder,
     encode_kv,
 )
-from openraft_py.testing import Cluster  # noqa: E402
+from openraft_py.testing import Cluster
 
 
 def one_shot_encode(keys: int) -> float:

@@ -27,12 +27,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions  # noqa: E402
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from openraft_py._core import KIND_NORMAL, encode_entries, encode_index_key  # noqa: E402
-from openraft_py.storage import IOFlushed  # noqa: E402
-from openraft_py.storage.rocks import RocksLogStore  # noqa: E402
-from openraft_py.types import Entry, LogId, Normal  # noqa: E402
+from openraft_py._core import KIND_NORMAL, encode_entries, encode_index_key
+from openraft_py.storage import IOFlushed
+from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.types import Entry, LogId, Normal
 
 WRITERS = 8
 

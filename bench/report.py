@@ -1,0 +1,220 @@
+"""What ``bench/run.py`` makes of the figures: the fractions of the floor, issue 14's
+acceptance ratios, the markdown table and the plots.
+
+``results`` is the driver's dict (``bench/results/latest.json``): ``series`` maps a series
+name (``"floor"``, ``"inprocess-c"``, ``"tcp-fsync"``, ``"pysyncobj-memory-batched"``, ...)
+to ``{"label", "points": [{"writers", "writes_per_s", "p50", "p99", "p999", "runs"}]}``
+(latencies in ms), ``micro`` holds ``{"kernels": [{"name", "c_us", "py_us", "speedup"}],
+"other": [{"name", "median_us"}]}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("throughput.png", "latency.png", "micro.png")
+"""The plots ``write_plots`` makes (the last only when there are micro-benchmark figures)."""
+
+# Acceptance targets (issue 14).
+TCP_VS_PEER_FSYNC = 3.0
+TCP_VS_PEER_NOSYNC = 5.0
+INPROC_256_FLOOR = 0.35
+INPROC_1_FLOOR = 0.06
+TCP_1W_P50_BOUND = 2.0
+KERNEL_SPEEDUP = 5.0
+
+
+def point(results: dict[str, Any], series: str, writers: int) -> dict[str, Any] | None:
+    """The point of ``series`` at ``writers`` writers, or ``None`` if it was not measured."""
+    s = results["series"].get(series)
+    if s is None:
+        return None
+    return next((p for p in s["points"] if p["writers"] == writers), None)
+
+
+def add_floor_fractions(results: dict[str, Any]) -> None:
+    """Give every point ``floor_fraction``: its writes/s over the floor's at the same writer
+    count (``None`` where the floor was not measured at that count)."""
+    for s in results["series"].values():
+        for p in s["points"]:
+            f = point(results, "floor", p["writers"])
+            p["floor_fraction"] = p["writes_per_s"] / f["writes_per_s"] if f else None
+
+
+def best_peer(results: dict[str, Any], journal: str, writers: int) -> tuple[str, dict[str, Any]] | None:
+    """PySyncObj's faster tuning with ``journal`` at ``writers``: ``(series name, point)``."""
+    found = [(name, p) for name in results["series"] if name.startswith(f"pysyncobj-{journal}-")
+             if (p := point(results, name, writers)) is not None]
+    return max(found, key=lambda x: x[1]["writes_per_s"]) if found else None
+
+
+def _check(name: str, value: float | None, target: str, ok: bool | None, detail: str) -> dict[str, Any]:
+    return {"name": name, "value": value, "target": target, "pass": ok, "detail": detail}
+
+
+def acceptance(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's acceptance checks from this run's figures: ``[{"name", "value", "target",
+    "pass": True / False / None (not measured), "detail"}]``."""
+    out = []
+    peer = best_peer(results, "memory", 256)
+    for series, target, what in (("tcp-fsync", TCP_VS_PEER_FSYNC, "fsync on"),
+                                 ("tcp-nofsync", TCP_VS_PEER_NOSYNC, "fsync off")):
+        name = f"TCP + RocksDB ({what}) 256 writers vs PySyncObj memory journal 256 writers"
+        ours = point(results, series, 256)
+        if ours is None or peer is None:
+            out.append(_check(name, None, f">= {target:g}x", None, "not measured"))
+            continue
+        ratio = ours["writes_per_s"] / peer[1]["writes_per_s"]
+        out.append(_check(name, ratio, f">= {target:g}x", ratio >= target,
+                          f"{ours['writes_per_s']:,.0f} / {peer[1]['writes_per_s']:,.0f} writes/s ({peer[0]})"))
+    for writers, target in ((256, INPROC_256_FLOOR), (1, INPROC_1_FLOOR)):
+        name = f"in-process (compiled) {writers} writer{'s' if writers > 1 else ''} vs the floor"
+        p, f = point(results, "inprocess-c", writers), point(results, "floor", writers)
+        if p is None or f is None:
+            out.append(_check(name, None, f">= {target:.0%}", None, "not measured"))
+            continue
+        frac = p["writes_per_s"] / f["writes_per_s"]
+        out.append(_check(name, frac, f">= {target:.0%}", frac >= target,
+                          f"{p['writes_per_s']:,.0f} / {f['writes_per_s']:,.0f} writes/s"))
+    name = "TCP fsync on, 1 writer: p50 vs 2 x (fsync + loopback RTT)"
+    tcp = results["series"].get("tcp-fsync")
+    p = point(results, "tcp-fsync", 1)
+    if tcp is None or p is None:
+        out.append(_check(name, None, f"<= {TCP_1W_P50_BOUND:g}x", None, "not measured"))
+    else:
+        base = tcp["fsync_ms"] + tcp["rtt_ms"]
+        x = p["p50"] / base
+        out.append(_check(name, x, f"<= {TCP_1W_P50_BOUND:g}x", x <= TCP_1W_P50_BOUND,
+                          f"p50 {p['p50']:.3f} ms; fsync {tcp['fsync_ms']:.3f} ms + RTT {tcp['rtt_ms']:.3f} ms "
+                          f"(bound {TCP_1W_P50_BOUND * base:.3f} ms)"))
+    micro = results.get("micro") or {"kernels": []}
+    if not micro["kernels"]:
+        out.append(_check("each kernel vs its pure twin", None, f">= {KERNEL_SPEEDUP:g}x", None, "not measured"))
+    for k in micro["kernels"]:
+        out.append(_check(f"kernel {k['name']}: compiled vs pure", k["speedup"], f">= {KERNEL_SPEEDUP:g}x",
+                          k["speedup"] >= KERNEL_SPEEDUP, f"{k['py_us']:.1f} us / {k['c_us']:.1f} us"))
+    return out
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def _fmt_value(c: dict[str, Any]) -> str:
+    v = c["value"]
+    if v is None:
+        return "-"
+    return f"{v:.1%}" if c["target"].endswith("%") else f"{v:.2f}x"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown: the throughput and latency table, the acceptance checks, the
+    micro-benchmarks."""
+    meta = results["meta"]
+    m = meta["machine"]
+    lines = [
+        f"Mode `{meta['mode']}`, {meta['date']}: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+        f"uvloop {m['uvloop']}, PySyncObj {m['pysyncobj']}. Each point: median of {meta['repeat']} run(s); "
+        "latencies are the medians of the runs' percentiles; *of floor* is writes/s over the asyncio floor's "
+        "round trips/s at the same writer count.",
+        "",
+        "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms |",
+        "|:-------|--------:|---------:|---------:|-------:|-------:|---------:|",
+    ]
+    for s in results["series"].values():
+        for p in s["points"]:
+            frac = "-" if p.get("floor_fraction") is None else f"{p['floor_fraction']:.1%}"
+            lines.append(f"| {s['label']} | {p['writers']} | {p['writes_per_s']:,.0f} | {frac} | {_fmt_ms(p['p50'])} "
+                         f"| {_fmt_ms(p['p99'])} | {_fmt_ms(p['p999'])} |")
+    tcp = results["series"].get("tcp-fsync")
+    if tcp is not None:
+        lines += ["", f"Measured in the TCP run: raw fsync {tcp['fsync_ms']:.3f} ms (median), loopback round trip "
+                      f"{tcp['rtt_ms'] * 1000:.0f} us (median)."]
+    lines += ["", "| acceptance check | measured | target | result | figures |",
+              "|:-----------------|---------:|-------:|:------:|:--------|"]
+    for c in results["acceptance"]:
+        verdict = "n/a" if c["pass"] is None else "PASS" if c["pass"] else "FAIL"
+        lines.append(f"| {c['name']} | {_fmt_value(c)} | {c['target']} | {verdict} | {c['detail']} |")
+    micro = results.get("micro")
+    if micro:
+        lines += ["", "| micro-benchmark | compiled us | pure us | speed-up |", "|:--|--:|--:|--:|"]
+        for k in micro["kernels"]:
+            lines.append(f"| {k['name']} | {k['c_us']:.1f} | {k['py_us']:.1f} | {k['speedup']:.1f}x |")
+        for o in micro["other"]:
+            lines.append(f"| {o['name']} | {o['median_us']:.2f} | - | - |")
+    if results.get("errors"):
+        lines += ["", "Steps that failed: " + "; ".join(f"`{k}`: {v}" for k, v in results["errors"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> str:
+    """Write ``markdown(results)`` to ``path`` and return it."""
+    text = markdown(results)
+    path.write_text(text)
+    return text
+
+
+def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write the PNG plots (matplotlib, Agg backend) into ``out``; return their paths:
+    writes/s against writers for every series (log scales), the p50/p99/p99.9 latency of every
+    series at the smallest and largest writer counts, and the kernels' speed-ups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    series = results["series"]
+    if series:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, s in series.items():
+            pts = sorted(s["points"], key=lambda p: p["writers"])
+            style = "k--" if name == "floor" else "-o"
+            ax.plot([p["writers"] for p in pts], [p["writes_per_s"] for p in pts], style, label=s["label"])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent writers")
+        ax.set_ylabel("writes/s (median)")
+        ax.set_title("Throughput, 3-node clusters")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "throughput.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        counts = sorted({p["writers"] for s in series.values() for p in s["points"]})
+        picks = sorted({counts[0], counts[-1]})
+        fig, axes = plt.subplots(1, len(picks), figsize=(6 * len(picks), 5), squeeze=False)
+        for ax, w in zip(axes[0], picks):
+            names = [n for n in series if point(results, n, w)]
+            ys = range(len(names))
+            for k, (q, label) in enumerate((("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))):
+                vals = [point(results, n, w)[q] or 0 for n in names]  # type: ignore[index]
+                ax.barh([y + (k - 1) * 0.27 for y in ys], vals, height=0.27, label=label)
+            ax.set_yticks(list(ys), [series[n]["label"] for n in names], fontsize=7)
+            ax.set_xscale("log")
+            ax.set_xlabel("write latency, ms (median of runs)")
+            ax.set_title(f"Latency at {w} writer{'s' if w > 1 else ''}")
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "latency.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    micro = results.get("micro")
+    if micro and micro["kernels"]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ks = micro["kernels"]
+        ax.barh([k["name"] for k in ks], [k["speedup"] for k in ks])
+        ax.axvline(KERNEL_SPEEDUP, color="r", linestyle="--", label=f"target {KERNEL_SPEEDUP:g}x")
+        ax.set_xlabel("compiled speed-up over the pure-Python twin (median times)")
+        ax.set_title("Cython kernels")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "micro.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written

@@ -1,0 +1,293 @@
+"""``make bench``: every benchmark in one go, then the table, the plots and the acceptance
+ratios of issue 14.
+
+The steps, each a subprocess whose progress lines are passed through:
+
+- ``floor``: the asyncio floor (``bench/floor.py``);
+- ``inprocess-c`` / ``inprocess-py``: the in-process cluster, compiled and pure builds
+  (``bench/cluster.py``; the pure one under ``OPENRAFT_PY_NO_EXTENSIONS=1``);
+- ``tcp-fsync`` / ``tcp-nofsync``: 3 processes on loopback, RocksDB, fsync on and off
+  (``bench/tcp.py``, which also measures the raw fsync latency and the loopback round trip);
+- ``pysyncobj-{memory,file}-{unbatched,batched}``: PySyncObj, 3 processes on loopback, its
+  memory and file journals, each in its two tunings (``bench/peers/pysyncobj_bench.py``);
+- ``micro``: the pytest-benchmark micro-benchmarks (``bench/micro``).
+
+Every throughput point is the median of ``repeat`` runs (3 unless ``--smoke``), with the
+medians of the runs' p50/p99/p99.9 latencies, and also given as a fraction of the floor at the
+same writer count. Writes ``latest.json``, ``latest.md`` and ``throughput.png``,
+``latency.png``, ``micro.png`` into ``--out`` (default ``bench/results``). A step that fails
+is reported and the others still run; the exit status is then 1. The acceptance ratios are
+printed as PASS / FAIL but never change the exit status.
+
+    python bench/run.py            # the full run (about 10 minutes on 2 cores)
+    python bench/run.py --quick    # all points, shorter runs (under 2 minutes)
+    python bench/run.py --smoke --out /tmp/b   # a few points, 1 short run each (the test suite's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import acceptance, add_floor_fractions, write_markdown, write_plots  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How long and how often each step measures, and which steps run."""
+
+    name: str
+    writers: tuple[int, ...]
+    repeat: int
+    floor_s: float
+    cluster_s: float
+    tcp_s: float
+    peer_s: float
+    micro_max_time: float
+    """pytest-benchmark's ``--benchmark-max-time`` per micro-benchmark (seconds)."""
+    steps: frozenset[str] | None = None
+    """The steps to run (``None``: all)."""
+    micro_filter: str | None = None
+    """A pytest ``-k`` expression selecting the micro-benchmarks (``None``: all)."""
+
+
+MODES: dict[str, Mode] = {
+    "full": Mode("full", (1, 64, 256), 3, floor_s=2.0, cluster_s=2.0, tcp_s=3.0, peer_s=3.0, micro_max_time=0.5),
+    "quick": Mode("quick", (1, 64, 256), 3, floor_s=0.2, cluster_s=0.3, tcp_s=0.3, peer_s=0.3, micro_max_time=0.02),
+    "smoke": Mode("smoke", (1, 64), 1, floor_s=0.2, cluster_s=0.2, tcp_s=0.2, peer_s=0.2, micro_max_time=0.005,
+                  steps=frozenset({"floor", "inprocess-c", "pysyncobj-memory-unbatched", "micro"}),
+                  micro_filter="majority_committed or append_entries"),
+}
+
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Step:
+    """One benchmark subprocess: ``cmd`` writes its figures as JSON to the file that
+    ``{json}`` in ``cmd`` is replaced with; ``kind`` says how to read them."""
+
+    name: str
+    label: str
+    kind: str
+    cmd: tuple[str, ...]
+    budget_s: float
+    """Generous wall-clock bound: the step is killed (its whole process group) past it."""
+
+
+def plan(mode: Mode) -> list[Step]:
+    """The steps of ``mode``, in running order."""
+    w = ",".join(map(str, mode.writers))
+    r = str(mode.repeat)
+    n_points = len(mode.writers) * mode.repeat
+    steps = [
+        Step("floor", "asyncio floor", "floor",
+             (PY, "bench/floor.py", "--writers", w, "--seconds", str(mode.floor_s), "--repeat", r, "--json", "{json}"),
+             60 + 3 * n_points * mode.floor_s),
+    ]
+    for build, label in (("c", "in-process, compiled"), ("py", "in-process, pure Python")):
+        steps.append(Step(f"inprocess-{build}", label, "cluster",
+                          (PY, "bench/cluster.py", "--build", build, "--writers", *map(str, mode.writers),
+                           "--seconds", str(mode.cluster_s), "--repeat", r, "--json", "{json}"),
+                          120 + 3 * n_points * (mode.cluster_s + 1)))
+    quick = ("--quick",) if mode.name != "full" else ()
+    for sync in (True, False):
+        steps.append(Step("tcp-fsync" if sync else "tcp-nofsync",
+                          "TCP + RocksDB, fsync on" if sync else "TCP + RocksDB, fsync off", "tcp",
+                          (PY, "bench/tcp.py", "--writers", w, "--seconds", str(mode.tcp_s), "--repeat", r, *quick,
+                           *(() if sync else ("--no-fsync",)), "--json", "{json}"),
+                          180 + 3 * n_points * mode.tcp_s))
+    for journal in ("memory", "file"):
+        for tuning in ("unbatched", "batched"):
+            steps.append(Step(f"pysyncobj-{journal}-{tuning}", f"PySyncObj, {journal} journal, {tuning}", "peer",
+                              (PY, "bench/peers/pysyncobj_bench.py", "--journal", journal, "--tuning", tuning,
+                               "--writers", w, "--seconds", str(mode.peer_s), "--repeat", r, "--json", "{json}"),
+                              120 + 3 * n_points * (mode.peer_s + 0.5)))
+    micro = [PY, "-m", "pytest", "bench/micro", "-q", "-p", "no:cacheprovider", "--benchmark-json={json}",
+             f"--benchmark-max-time={mode.micro_max_time}", "--benchmark-min-rounds=5",
+             "--benchmark-columns=median,ops", "--benchmark-sort=name"]
+    if mode.micro_filter:
+        micro += ["-k", mode.micro_filter]
+    steps.append(Step("micro", "micro-benchmarks", "micro", tuple(micro), 600))
+    return [s for s in steps if mode.steps is None or s.name in mode.steps]
+
+
+def run_step(step: Step, json_path: Path, index: int, total: int, t0: float) -> dict[str, Any]:
+    """Run ``step`` (its output passed through, indented) and return its JSON figures.
+
+    ``RuntimeError`` if it exits non-zero, runs past its budget (its process group is then
+    killed) or writes no JSON."""
+    cmd = [a.replace("{json}", str(json_path)) for a in step.cmd]
+    env = dict(os.environ)
+    env.pop("OPENRAFT_PY_NO_EXTENSIONS", None)  # bench/cluster.py --build py sets it for its child
+    print(f"[{index}/{total} {time.monotonic() - t0:6.1f} s] {step.label}", flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + step.budget_s
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{step.name}: still running after {step.budget_s:.0f} s")
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            print(f"    {line.rstrip()}", flush=True)
+        code = proc.wait(max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if code != 0:
+        raise RuntimeError(f"{step.name}: exited with {code}")
+    if not json_path.exists():
+        raise RuntimeError(f"{step.name}: wrote no figures")
+    return json.loads(json_path.read_text())
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL ``proc``'s whole process group (the step and everything it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def to_series(step: Step, raw: dict[str, Any]) -> dict[str, Any]:
+    """A step's JSON as a series ``{"label", "points": [point], ...}`` (extra fields kept:
+    the TCP steps' ``fsync_ms`` and ``rtt_ms``, PySyncObj's ``conf``)."""
+    if step.kind == "floor":
+        return {"label": step.label, "points": raw["points"], "loop": raw["loop"]}
+    if step.kind == "cluster":
+        (points,) = raw.values()
+        return {"label": step.label, "points": [{k: v for k, v in p.items() if k not in ("compiled", "loop")}
+                                                for p in points],
+                "compiled": points[0]["compiled"]}
+    if step.kind == "tcp":
+        return {"label": step.label, "points": raw["points"], "fsync_ms": raw["fsync_ms"], "rtt_ms": raw["rtt_ms"],
+                "fsync3_ms": raw.get("fsync3_ms")}
+    if step.kind == "peer":
+        return {"label": step.label, "points": raw["points"], "conf": raw["conf"]}
+    raise ValueError(step.kind)
+
+
+def micro_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """pytest-benchmark's JSON as ``{"kernels": [{"name", "c_us", "py_us", "speedup"}],
+    "other": [{"name", "median_us"}]}`` (medians; ``[c]``/``[py]`` tests paired by name)."""
+    twins: dict[str, dict[str, float]] = {}
+    other = []
+    for b in raw["benchmarks"]:
+        us = b["stats"]["median"] * 1e6
+        name = b["name"].removeprefix("test_")
+        base, sep, param = name.partition("[")
+        if sep and param.rstrip("]") in ("c", "py"):
+            twins.setdefault(base, {})[param.rstrip("]")] = us
+        else:
+            other.append({"name": name, "median_us": us})
+    kernels = [{"name": k, "c_us": v["c"], "py_us": v["py"], "speedup": v["py"] / v["c"]}
+               for k, v in sorted(twins.items()) if "c" in v and "py" in v]
+    return {"kernels": kernels, "other": other}
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures come from: CPUs, CPU model, Python, uvloop, PySyncObj."""
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import uvloop
+
+        uv = uvloop.__version__
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uv = None
+    try:
+        from pysyncobj.version import VERSION as pso
+    except ImportError:  # pragma: no cover - the bench extra
+        pso = None
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "uvloop": uv, "pysyncobj": pso, "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="all points, shorter runs (under 2 minutes)")
+    g.add_argument("--smoke", action="store_true", help="a few points, one short run each (seconds)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where the results go")
+    p.add_argument("--only", help="comma-separated step names to run (default: all of the mode's)")
+    args = p.parse_args(argv)
+    mode = MODES["quick" if args.quick else "smoke" if args.smoke else "full"]
+    steps = plan(mode)
+    if args.only:
+        wanted = set(args.only.split(","))
+        steps = [s for s in steps if s.name in wanted]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {"mode": mode.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+                 "repeat": mode.repeat, "writers": list(mode.writers),
+                 "seconds": {"floor": mode.floor_s, "cluster": mode.cluster_s, "tcp": mode.tcp_s,
+                             "pysyncobj": mode.peer_s}},
+        "series": {}, "micro": None, "errors": {},
+    }
+    print(f"make bench ({mode.name}): {len(steps)} steps, {mode.repeat} run(s) per point, writers "
+          f"{', '.join(map(str, mode.writers))}; results in {out}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        for i, step in enumerate(steps, 1):
+            try:
+                raw = run_step(step, Path(tmp) / f"{step.name}.json", i, len(steps), t0)
+                if step.kind == "micro":
+                    results["micro"] = micro_figures(raw)
+                else:
+                    results["series"][step.name] = to_series(step, raw)
+            except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                print(f"    FAILED: {e}", flush=True)
+                results["errors"][step.name] = str(e)
+    add_floor_fractions(results)
+    results["acceptance"] = acceptance(results)
+    results["meta"]["elapsed_s"] = time.monotonic() - t0
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    md = write_markdown(results, out / "latest.md")
+    write_plots(results, out)
+    print()
+    print(md)
+    print(f"finished in {results['meta']['elapsed_s']:.0f} s; wrote {out}/latest.json, latest.md and the plots")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
