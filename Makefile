@@ -33,9 +33,13 @@ test-pure: build
 run: build
 	$(VENV)/bin/openraft-py demo
 
+# Every benchmark in one go (bench/run.py): the table, the plots and issue 14's acceptance
+# ratios in bench/results/. bench-quick: all points, shorter runs (under 2 minutes).
 bench: build
-	$(PY) bench/cluster.py
-	$(PY) bench/storage.py
+	$(PY) bench/run.py
+
+bench-quick: build
+	$(PY) bench/run.py --quick
 
 # Release artefacts in $(DIST): the sdist; a wheel built FROM that sdist (`python -m build`
 # does both, in that order), repaired to a manylinux tag by auditwheel, which also strips it;
