@@ -1,0 +1,151 @@
+"""The shape of the RocksDB storage: the compatibility names of ``openraft_py.storage.rocks``,
+its layering (it does not import the key-value service), the one key-value apply shared by
+both state machines, and the durable temp-file helper."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openraft_py.kv import rocks_state_machine
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.storage import rocks
+from openraft_py.storage.memory import KvCas, KvCommand, KvDelete, KvGet, KvSet, MemStateMachine, encode_kv
+from openraft_py.storage.rocks.ackmark import AckMark
+from openraft_py.storage.rocks.files import durable_temp, replace_durably
+from openraft_py.storage.rocks.group_writer import GroupWriter
+from openraft_py.storage.rocks.log_format import encode_entry_records
+from openraft_py.storage.rocks.wal import wal_numbers
+from openraft_py.types import Entry, LogId, Membership, Normal
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_old_names_still_import_from_storage_rocks() -> None:
+    """Every name imported from the former module ``storage/rocks.py`` resolves to the object
+    at its new home; an unknown name is an ``AttributeError``."""
+    from openraft_py.storage.rocks import (  # noqa: F401 - the import is the check
+        LOG_FORMAT,
+        SM_FORMAT,
+        SNAPSHOT_MAGIC,
+        RocksLogReader,
+        RocksLogStore,
+    )
+
+    assert rocks.RocksStateMachine is RocksStateMachine
+    assert rocks.SM_FORMAT is rocks_state_machine.SM_FORMAT
+    assert rocks._MAX_FRAME == rocks_state_machine._MAX_FRAME
+    assert rocks._AckMark is AckMark
+    assert rocks._GroupWriter is GroupWriter
+    assert rocks._encode_entry_records is encode_entry_records
+    assert rocks._wal_numbers is wal_numbers
+    with pytest.raises(AttributeError, match="no_such_name"):
+        rocks.no_such_name  # noqa: B018
+    for name in rocks.__all__:
+        assert getattr(rocks, name) is not None, name
+
+
+def test_storage_rocks_does_not_import_the_kv_service() -> None:
+    """Layering: the log store imports nothing of ``openraft_py.kv``, and the state machine
+    imports no aiohttp (a fresh interpreter, so earlier imports do not hide it)."""
+    code = (
+        "import sys\n"
+        "import openraft_py.storage.rocks\n"
+        "assert not [m for m in sys.modules if m.startswith('openraft_py.kv')], 'kv imported'\n"
+        "import openraft_py.kv.rocks_state_machine\n"
+        "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _random_commands(rng: random.Random, n: int) -> list[KvCommand | bytes]:
+    keys = [f"k{i}" for i in range(6)]
+    values = [None, "a", "b", "c"]
+    out: list[KvCommand | bytes] = []
+    for _ in range(n):
+        k = rng.choice(keys)
+        r = rng.random()
+        if r < 0.35:
+            out.append(KvSet(k, rng.choice(values[1:])))
+        elif r < 0.5:
+            out.append(KvDelete(k))
+        elif r < 0.75:
+            out.append(KvCas(k, rng.choice(values), rng.choice(values[1:])))
+        elif r < 0.95:
+            out.append(KvGet(k))
+        else:
+            out.append(b"opaque")
+    return out
+
+
+async def test_rocks_and_memory_state_machines_answer_alike(tmp_path: Path) -> None:
+    """Both state machines apply the key-value commands with the one ``apply_kv``: for the
+    same batches (several commands on one key within a batch, memberships, opaque data) they
+    give the same responses and end with the same data and applied state, also after the
+    RocksDB one is reopened."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    mem = MemStateMachine()
+    path = tmp_path / "sm"
+    sm = RocksStateMachine(path)
+    index = 0
+    try:
+        for _ in range(40):
+            batch: list[Entry] = []
+            for cmd in _random_commands(rng, rng.randint(1, 12)):
+                data = cmd if isinstance(cmd, bytes) else encode_kv(cmd)
+                batch.append(Entry(LogId(1, index), Normal(data)))
+                index += 1
+            if rng.random() < 0.1:
+                batch.append(Entry(LogId(1, index), Membership.new([{1, 2, 3}])))
+                index += 1
+            assert await sm.apply(batch) == await mem.apply(batch), f"seed={seed}"
+        assert sm.data == mem.data, f"seed={seed}"
+        assert await sm.applied_state() == await mem.applied_state()
+    finally:
+        sm.close()
+    async with RocksStateMachine(path) as again:
+        assert again.data == mem.data
+        assert await again.applied_state() == await mem.applied_state()
+
+
+def test_durable_temp_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A block that fails, or leaves without moving its file, leaves no temporary file;
+    one that moves it leaves exactly the target."""
+    with pytest.raises(RuntimeError), durable_temp(str(tmp_path), prefix="x-") as tmp:
+        tmp.file.write(b"half")
+        raise RuntimeError("the writer failed")
+    assert os.listdir(tmp_path) == []
+    with durable_temp(str(tmp_path)) as tmp:
+        tmp.file.write(b"never placed")
+    assert os.listdir(tmp_path) == []
+    with durable_temp(str(tmp_path), name="fixed.tmp") as tmp:
+        assert tmp.path == str(tmp_path / "fixed.tmp")
+        tmp.file.write(b"whole")
+        os.replace(tmp.sync(), tmp_path / "target")
+    assert os.listdir(tmp_path) == ["target"]
+    assert (tmp_path / "target").read_bytes() == b"whole"
+
+
+def test_replace_durably_keeps_the_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``replace_durably`` swaps the whole content; when the rename fails the old content
+    stays and no temporary file is left."""
+    target = tmp_path / "current.meta"
+    replace_durably(str(target), b"one")
+    replace_durably(str(target), b"two")
+    assert target.read_bytes() == b"two"
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("injected")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        replace_durably(str(target), b"three")
+    assert os.listdir(tmp_path) == ["current.meta"]
+    assert target.read_bytes() == b"two"
