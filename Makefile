@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build test test-pure run bench sim wheel jepsen docs clean
+.PHONY: build lint test test-pure run bench sim wheel jepsen docs clean
 
 SEEDS ?= 1000
 
@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd
 build: $(STAMP)
 	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -c 'import openraft_py._core as c; assert c.USING_EXTENSIONS, "compiled kernels did not load"'
 
-test: build
+# Static checks (configuration in pyproject.toml): mypy on the package; mypy --strict on a
+# program that uses the public API as a user's would (the library followed silently, as mypy
+# treats an installed package); ruff's lint rules (lint only, no reformatting).
+lint: $(STAMP)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --follow-imports=silent --no-warn-unused-configs tests/typecheck/public_api_user.py
+	$(VENV)/bin/ruff check
+
+test: build lint
 	$(PYTEST) tests/
 
 # The pure-Python twins only (the compiled kernels' own tests are deselected).
@@ -76,6 +84,6 @@ docs: build
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .benchmarks .mypy_cache .ruff_cache
 	rm -f _core/*.c _core/*.html _core/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

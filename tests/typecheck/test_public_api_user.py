@@ -1,0 +1,18 @@
+"""The typed user program (``public_api_user.py``, which ``make lint`` checks with
+``mypy --strict``) runs and does what it says."""
+
+from __future__ import annotations
+
+from .public_api_user import main
+
+
+async def test_public_api_user_program_runs() -> None:
+    report = await main()
+    assert report.leader in (1, 2, 3)
+    assert [w.index for w in report.writes] == sorted({w.index for w in report.writes})
+    assert len(report.writes) == 3
+    assert report.read_value == "3"
+    assert report.forwarded_to == report.leader
+    assert report.refused_voter == 4
+    assert report.voters == {1, 2, 3, 4}
+    assert report.new_leader == 4
