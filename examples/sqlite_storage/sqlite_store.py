@@ -96,10 +96,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with ``synchronous=FULL`` (see the module docstring).
 
     ``isolation_level=None``: no implicit transactions; every write below opens its own
-    ``BEGIN IMMEDIATE`` and ends it with ``COMMIT``. ``check_same_thread=False`` because the
-    connection is made on the event loop's thread and used on the worker thread (only there).
+    ``BEGIN IMMEDIATE`` and ends it with ``COMMIT``. The connection is made, used and closed on
+    one thread (``sqlite3``'s default ``check_same_thread`` enforces it).
     """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sqlite_cluster import SqliteNode, leader_of
-from sqlite_store import SqliteLogStore, SqliteStateMachine, open_node_storage, set_command
+from sqlite_store import SqliteLogStore, SqliteStateMachine, delete_command, open_node_storage, set_command
 
 from openraft_py import Config, RaftLogStorage, RaftStateMachine, ServerState
 from openraft_py.network.router import Router
@@ -112,6 +112,8 @@ async def test_cluster_survives_restart_from_files(tmp_path: Path) -> None:
         leader = await _wait_leader(nodes)
         for i in range(10):
             await leader.raft.client_write(set_command(f"k{i}", str(i)))
+        assert (await leader.raft.client_write(set_command("k9", "nine"))).data == "9"  # the previous value
+        assert (await leader.raft.client_write(delete_command("k0"))).data == "0"
         old = leader.raft.id
         before = leader.raft.metrics
         applied_before = await leader.sm.applied_state()
@@ -130,7 +132,7 @@ async def test_cluster_survives_restart_from_files(tmp_path: Path) -> None:
         assert restarted.raft.metrics.current_term >= before.current_term
         assert restarted.raft.metrics.last_log_index >= before.last_log_index
         await restarted.raft.wait(10.0).applied_index_at_least(last.index, "the restarted node catches up")
-        want = {f"k{i}": str(i) for i in range(10)} | {"while-down": "yes"}
+        want = {f"k{i}": str(i) for i in range(1, 9)} | {"k9": "nine", "while-down": "yes"}
         for node in nodes.values():
             await node.raft.wait(10.0).applied_index_at_least(last.index)
             assert await node.sm.items() == want
