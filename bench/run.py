@@ -68,7 +68,7 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "full": Mode("full", (1, 64, 256), 3, floor_s=2.0, cluster_s=2.0, tcp_s=3.0, peer_s=3.0, micro_max_time=0.5),
-    "quick": Mode("quick", (1, 64, 256), 3, floor_s=0.2, cluster_s=0.3, tcp_s=0.3, peer_s=0.3, micro_max_time=0.02),
+    "quick": Mode("quick", (1, 64, 256), 3, floor_s=0.3, cluster_s=0.4, tcp_s=0.5, peer_s=0.4, micro_max_time=0.02),
     "smoke": Mode("smoke", (1, 64), 1, floor_s=0.2, cluster_s=0.2, tcp_s=0.2, peer_s=0.2, micro_max_time=0.005,
                   steps=frozenset({"floor", "inprocess-c", "pysyncobj-memory-unbatched", "micro"}),
                   micro_filter="majority_committed or append_entries"),

@@ -6,7 +6,8 @@ same keys and values, writes/s and p50/p99/p99.9 latency at 1, 64 and 256 writer
 ``--journal memory`` is PySyncObj's in-memory journal (nothing reaches the disk);
 ``--journal file`` its file journal (an mmap'ed file, never fsynced: PySyncObj has no option
 for it). Log compaction is off, as on the openraft-py side. Each node is
-``bench/peers/pysyncobj_node.py``; every process is stopped at the end (and on failure:
+``bench/peers/pysyncobj_node.py``. At the end every node must have applied every
+acknowledged write (else the run fails). Every process is stopped at the end (and on failure:
 shutdown, then SIGKILL), and the nodes die with this process.
 
     python bench/peers/pysyncobj_bench.py                    # memory journal, 3 x 3 s per point
@@ -111,6 +112,19 @@ def wait_leader(nodes: list[NodeProc], timeout: float) -> NodeProc:
     raise RuntimeError(f"no leader agreed on within {timeout:g} s")
 
 
+def wait_applied(nodes: list[NodeProc], acked: int, timeout: float) -> None:
+    """Wait until every node has applied at least ``acked`` writes (each write sets a new
+    key); ``RuntimeError`` after ``timeout`` seconds: an acknowledged write went missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sizes = [n.call(10.0, op="size")["size"] for n in nodes]
+        if min(sizes) >= acked:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{acked} writes acknowledged, but the nodes applied {sizes}")
+        time.sleep(0.1)
+
+
 def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: int,
         extra_conf: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the cluster (``journal``: ``"memory"`` or ``"file"``; ``tuning``: a key of
@@ -138,6 +152,7 @@ def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: i
         warm = leader.call(60.0, op="bulk", writers=64, seconds=min(1.0, seconds), prefix="w")
         if warm["errors"]:
             raise RuntimeError(f"warm-up: {warm['errors'][:3]}")
+        acked = warm["acked"]
         for w in writers:
             runs = []
             for rep in range(repeat):
@@ -145,10 +160,12 @@ def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: i
                 if r["errors"]:
                     raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
                 runs.append({"writers": w, **r})
+                acked += r["acked"]
                 print(f"  pysyncobj {journal:>6} {tuning:>9} {w:>4} writers: {r['writes_per_s']:>10,.0f} writes/s  "
                       f"p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms", flush=True)
             out["runs"] += runs
             out["points"].append(summarize(w, runs))
+        wait_applied(nodes, acked, 30.0)  # the figures count only writes every node applied
     finally:
         for n in nodes:
             n.stop()

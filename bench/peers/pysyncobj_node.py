@@ -17,6 +17,8 @@ SyncObj is built; then it answers each request line on stdin, in order:
   ``f"{P}{w}-{i}"``, value ``"v:" + key`` (the key and value ``bench/tcp.py`` writes). ->
   ``{"acked": writes acknowledged, "elapsed", "errors": [...], "writes_per_s", "p50",
   "p99", "p999"}`` (latencies in ms)
+- ``{"op": "size"}`` -> ``{"size": keys in this node's dict}`` (every write sets a new key,
+  so it counts the writes this node has applied)
 - ``{"op": "shutdown"}``: the node stops and exits 0 (it does as well when stdin closes).
 
 The process is killed with its parent (``PR_SET_PDEATHSIG``) so none outlives a crashed run.
@@ -52,6 +54,10 @@ class KvStore(SyncObj):
     def set(self, key: str, value: str) -> None:
         """Set ``key`` to ``value`` on every node (applied in log order)."""
         self._data[key] = value
+
+    def size(self) -> int:
+        """How many keys this node has applied so far."""
+        return len(self._data)
 
 
 def make_conf(journal: str | None, overrides: dict[str, Any]) -> SyncObjConf:
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             if op == "status":
                 leader = node._getLeader()
                 reply({"leader": node._isLeader(), "leader_addr": None if leader is None else str(leader)})
+            elif op == "size":
+                reply({"size": node.size()})
             elif op == "bulk":
                 reply(run_loop(bulk(node, int(req["writers"]), float(req["seconds"]), str(req.get("prefix", "k")))))
             elif op == "shutdown":
