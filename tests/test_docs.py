@@ -1,0 +1,236 @@
+"""The user guide's code blocks run as printed, and the site builds with ``--strict``.
+
+Every fenced block tagged ``python``, ``sh``, ``shell``, ``bash`` or ``console`` in
+``docs/**/*.md`` (the design notes in ``docs/design/`` excepted: they are developer notes whose
+blocks are sketches) either runs here or carries, on the line before its fence (blank lines
+allowed), a marker that says why not::
+
+    <!-- not-run: needs three machines -->
+
+- ``python`` blocks of one page run in order in one namespace and on one event loop, as a
+  reader pasting them into one ``python -m asyncio`` session would: a later block may use an
+  earlier block's imports and objects (a cluster started in one block serves the next).
+  Top-level ``await`` is allowed; such a block runs to completion on the page's loop
+  (``asyncio.Runner``) before the next block starts. At the end of the page the loop is
+  closed, so a page must shut down what it started.
+- ``console`` blocks are transcripts: each ``$ `` line is a command run by bash with this
+  venv's ``bin`` first on ``PATH``, and the lines up to the next ``$ `` are its exact output.
+- ``sh`` / ``shell`` / ``bash`` blocks run as one bash script (``set -euo pipefail``) and must
+  exit 0.
+
+Blocks with another tag (``text``, ``mermaid``, none) are text and are not run. Each page runs
+in an empty temporary directory with ``OPENRAFT_PY_*`` switches removed from the environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import inspect
+import io
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXCLUDED = DOCS / "design"  # developer notes: sketches, not runnable examples
+PYTHON = frozenset({"python", "py", "python3"})
+SCRIPT = frozenset({"sh", "shell", "bash"})
+CONSOLE = frozenset({"console"})
+RUNNABLE = PYTHON | SCRIPT | CONSOLE
+COMMAND_TIMEOUT = 60.0
+
+_MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
+_FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)")
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "mkdocs.yml").exists(), reason="the docs are not next to the tests (installed-package run)"
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a page."""
+
+    lang: str
+    code: str
+    line: int  # 1-based line of the opening fence
+    not_run: str | None  # the not-run marker's reason, or None
+
+    @property
+    def runs(self) -> bool:
+        """True when the test runs this block: a code block without a not-run marker."""
+        return self.not_run is None and self.lang in RUNNABLE
+
+
+def parse_page(text: str, name: str = "page") -> tuple[list[Block], list[int]]:
+    """``(blocks, lines of markers that precede no block)`` of Markdown ``text``.
+
+    A marker attaches to the next fence when only blank lines separate them. A fence may be
+    indented (inside a list or an admonition): its indentation is removed from the code. An
+    unclosed fence raises ``ValueError``.
+    """
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    orphans: list[int] = []
+    pending: tuple[int, str] | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        marker = _MARKER.match(line.strip())
+        fence = _FENCE.match(line)
+        if marker:
+            if pending is not None:
+                orphans.append(pending[0])
+            pending = (i + 1, marker.group(1).strip())
+        elif fence:
+            indent = len(fence.group(1))
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")
+                        and len(lines[j]) - len(lines[j].lstrip()) == indent), None)
+            if end is None:
+                raise ValueError(f"{name}:{i + 1}: unclosed code fence")
+            code = "\n".join(ln[indent:] for ln in lines[i + 1:end]) + "\n"
+            blocks.append(Block(fence.group(2).lower(), code, i + 1, pending[1] if pending else None))
+            pending = None
+            i = end
+        elif line.strip() and pending is not None:
+            orphans.append(pending[0])
+            pending = None
+        i += 1
+    if pending is not None:
+        orphans.append(pending[0])
+    return blocks, orphans
+
+
+def console_steps(code: str) -> list[tuple[str, list[str]]]:
+    """``(command, expected output lines)`` pairs of a console transcript."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in code.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif not steps:
+            raise ValueError(f"console block: output before any command: {line!r}")
+        else:
+            steps[-1][1].append(line.rstrip())
+    return steps
+
+
+def _pages() -> list[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if EXCLUDED not in p.parents)
+
+
+def _id(page: Path) -> str:
+    return str(page.relative_to(DOCS))
+
+
+def _pages_that_run() -> list[Path]:
+    """The pages with at least one block to run (an unclosed fence fails collection)."""
+    return [p for p in _pages() if any(b.runs for b in parse_page(p.read_text(), _id(p))[0])]
+
+
+def _shell_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENRAFT_PY_")}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_every_code_block_runs_or_says_why_not() -> None:
+    pages = _pages()
+    assert pages, "no pages under docs/"
+    running = skipped = 0
+    for page in pages:
+        blocks, orphans = parse_page(page.read_text(), _id(page))
+        assert not orphans, f"{_id(page)}: markers with no code block after them at lines {orphans}"
+        for b in blocks:
+            where = f"{_id(page)}:{b.line}"
+            if b.lang not in RUNNABLE:
+                assert b.not_run is None, f"{where}: a not-run marker on a text block"
+            elif b.not_run is not None:
+                assert b.not_run, f"{where}: a not-run marker needs a reason"
+                skipped += 1
+                print(f"  not run: {where} ({b.lang}): {b.not_run}")
+            else:
+                running += 1
+    print(f"docs: {running} code blocks run, {skipped} not run")
+    assert running > skipped
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("page", _pages_that_run(), ids=_id)
+def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = [b for b in parse_page(page.read_text(), _id(page))[0] if b.runs]
+    for key in [k for k in os.environ if k.startswith("OPENRAFT_PY_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "docs"}
+    out = io.StringIO()
+    with asyncio.Runner() as runner:
+        for block in blocks:
+            where = f"{_id(page)}:{block.line}"
+            if block.lang in PYTHON:
+                # Padded so that tracebacks give the line in the page.
+                code = compile("\n" * block.line + block.code, _id(page), "exec",
+                               flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+                with contextlib.redirect_stdout(out):
+                    result = eval(code, namespace)  # noqa: S307 - the guide's own examples
+                    if code.co_flags & inspect.CO_COROUTINE:
+                        runner.run(result)
+            elif block.lang in CONSOLE:
+                for command, expected in console_steps(block.code):
+                    proc = _bash(command, tmp_path)
+                    assert proc.returncode == 0, (where, command, proc.stderr[-3000:])
+                    got = [ln.rstrip() for ln in proc.stdout.splitlines()]
+                    assert got == expected, (f"{where}: {command}", proc.stderr[-3000:])
+            else:
+                proc = _bash("set -euo pipefail\n" + block.code, tmp_path)
+                assert proc.returncode == 0, (where, proc.stdout[-3000:], proc.stderr[-3000:])
+    print(out.getvalue())
+
+
+@pytest.mark.timeout(120)
+def test_site_builds_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (the `docs` extra)")
+    pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (the `docs` extra)")
+    env = {**_shell_env(), "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    for page in ("index.html", "getting-started/index.html", "concepts/index.html",
+                 "reference/errors/index.html", "reference/api/index.html"):
+        assert (tmp_path / "site" / page).exists(), page
+    # mkdocstrings rendered the docstrings: the Raft handle's methods are on the API page.
+    assert "client_write_many" in (tmp_path / "site" / "reference/api/index.html").read_text()
+
+
+def test_parser_attaches_markers_and_reads_transcripts() -> None:
+    text = (
+        "<!-- not-run: needs three machines -->\n\n```sh\nserve\n```\n"
+        "<!-- not-run: dangling -->\nprose\n"
+        "```console\n$ echo a\na\n$ true\n```\n"
+        "- item\n\n    ```python\n    x = 1\n    ```\n"
+    )
+    blocks, orphans = parse_page(text)
+    assert [(b.lang, b.line, b.not_run) for b in blocks] == [
+        ("sh", 3, "needs three machines"), ("console", 8, None), ("python", 15, None)]
+    assert orphans == [6]
+    assert blocks[2].code == "x = 1\n"
+    assert console_steps(blocks[1].code) == [("echo a", ["a"]), ("true", [])]
+    with pytest.raises(ValueError, match="unclosed"):
+        parse_page("```python\nx = 1\n")
+    with pytest.raises(ValueError, match="before any command"):
+        console_steps("output\n$ true\n")
