@@ -69,6 +69,12 @@ class MetricsWatch:
             self._current = self._build()
         return self._current
 
+    @property
+    def last(self) -> RaftMetrics:
+        """The metrics built last, without rebuilding (what a node whose state cannot be
+        read any more last reported)."""
+        return self._current
+
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter."""
         self._dirty = True

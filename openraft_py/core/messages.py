@@ -4,10 +4,10 @@ the hot path, so they stay as cheap as a tuple."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..types import EntryPayload, LogId, NodeId, Vote, VoteResponse
-
 
 # -- RaftMsg: calls from the Raft handle ----------------------------------------------------------
 
@@ -142,3 +142,13 @@ class Failed:
 
 
 TICK = Tick()
+
+
+def answer(tx: Any, value: Any) -> None:
+    """Resolve a caller's future ``tx`` with ``value`` (an exception is raised to it),
+    unless the caller gave up (``tx`` is done: cancelled or timed out)."""
+    if not tx.done():
+        if isinstance(value, BaseException):
+            tx.set_exception(value)
+        else:
+            tx.set_result(value)

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
-
-import msgspec
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .._core import EntryCache
 from ..config import Config
@@ -29,17 +28,17 @@ from ..engine import (
     AppendEntries,
     BuildSnapshot,
     Command,
-    InstallSnapshot,
-    ReceiveSnapshotChunk,
-    RespondOnApply,
-    SendTransferLeader,
     Engine,
     Heartbeat,
+    InstallSnapshot,
     PurgeLog,
+    ReceiveSnapshotChunk,
     Replicate,
     Respond,
+    RespondOnApply,
     SaveCommittedAndApply,
     SaveVote,
+    SendTransferLeader,
     SendVote,
     StartReplication,
     StopReplication,
@@ -48,23 +47,23 @@ from ..engine import (
 from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed
-from ..wakeup import Wakeup
 from ..types import (
-    ClientWriteResponse,
     Entry,
-    InstallSnapshotRequest,
-    InstallSnapshotResponse,
     LogId,
     NodeId,
     RPCOption,
     ServerState,
-    SnapshotMeta,
     TransferLeaderRequest,
     Vote,
     VoteRequest,
 )
+from ..wakeup import Wakeup
+from . import metrics_view
+from .apply_feed import ApplyFeed
 from .clock import Clock
+from .log_source import CACHE_MAX_ENTRIES, LogSource
 from .messages import (
+    TICK,
     Applied,
     ClientWrite,
     EngineCall,
@@ -77,12 +76,11 @@ from .messages import (
     SnapshotRefused,
     Tick,
     VoteReply,
-    TICK,
+    answer,
 )
-from . import snapshot_io
 from .replication import ReplicationCore
-from .log_source import CACHE_MAX_ENTRIES, LogSource
-from .sm_worker import Responder, StateMachineWorker
+from .sm_worker import StateMachineWorker
+from .snapshots import Snapshots
 from .tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -94,16 +92,6 @@ log = logging.getLogger("openraft_py.core")
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
-
-
-def _answer(tx: Any, value: Any) -> None:
-    """Resolve the caller's future with ``value`` (an exception is raised to it), unless the
-    caller gave up."""
-    if not tx.done():
-        if isinstance(value, BaseException):
-            tx.set_exception(value)
-        else:
-            tx.set_result(value)
 
 
 class RaftCore:
@@ -137,24 +125,19 @@ class RaftCore:
         self._postponed: list[Command] = []
         self._io_done: set[int] = set()
         self._io_contiguous = 0
-        self._responders: deque[Responder] = deque()
-        # Last index handed to the state machine worker.
-        self._apply_submitted = -1 if engine.state.applied is None else engine.state.applied.index
         self._saved_committed: LogId | None = None
         self._vote_writes: deque[tuple[Vote, int]] = deque()
         self._vote_writer: asyncio.Task[None] | None = None
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch)
+        self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
+        self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
         self.fatal: Fatal | None = None
         self.watch = MetricsWatch(self._build_metrics)
         self._metrics_key: tuple[Any, ...] = ()
         self._stopping = False
         self._running_commands = False
-        # The snapshot being received from a leader: its id, the file its chunks go to, and
-        # how many bytes arrived (the next chunk must start there, or repeat an earlier one).
-        self._receiving: tuple[str, Any] | None = None
-        self._received = 0
         # Tokens of ``storage_read_started`` (the caller's) to those of ``self.log``.
         self._read_tokens: dict[int, int] = {}
         self.task: asyncio.Task[None] | None = None
@@ -162,9 +145,6 @@ class RaftCore:
         # dropped in amortized O(1) by ``_track``.
         self._callers: list[asyncio.Future[Any]] = []
         self._callers_limit = CALLERS_COMPACT_MIN
-        # Set when a refused snapshot install put ``_apply_submitted`` back: the committed
-        # entries after it are handed to the state machine again before any new command.
-        self._resubmit_apply = False
 
     # -- queues --------------------------------------------------------------------------------
 
@@ -208,9 +188,9 @@ class RaftCore:
     async def _run(self) -> None:
         try:
             # Apply what was committed but not applied before a restart.
-            st = self.engine.state
-            if st.committed is not None and st.committed.index > self._apply_submitted:
-                await self._submit_apply(st.committed)
+            committed = self.engine.state.committed
+            if committed is not None:
+                await self.feed.submit(committed)
             while not self._stopping:
                 if not self._msgs and not self._notes:
                     await self._wakeup.wait()
@@ -221,7 +201,7 @@ class RaftCore:
                 self._set_fatal(Stopped("raft core task was cancelled"))
         except Fatal as e:
             self._set_fatal(e)
-        except BaseException as e:  # noqa: BLE001 - a bug: stop the node, keep the cause
+        except BaseException as e:
             log.exception("node %s: raft core failed", self.id)
             err = Panicked(f"node {self.id}: raft core failed: {type(e).__name__}: {e}")
             err.__cause__ = e
@@ -238,12 +218,12 @@ class RaftCore:
             self._notes = deque()
             for n in notes:
                 self._handle_note(n, now)
-        if self._resubmit_apply:
+        if self.feed.resubmit:
             # After a refused install: before anything can queue another install.
-            self._resubmit_apply = False
+            self.feed.resubmit = False
             committed = eng.state.committed
             if committed is not None:
-                await self._submit_apply(committed)
+                await self.feed.submit(committed)
         if self._msgs:
             msgs = self._msgs
             self._msgs = deque()
@@ -281,7 +261,7 @@ class RaftCore:
         elif t is SnapshotInstalled:
             eng.handle_snapshot_installed(n.meta, n.tx)
         elif t is SnapshotRefused:
-            self._snapshot_refused(n)
+            self.snapshots.refused(n)
         elif t is Tick:
             eng.handle_tick(now)
         elif t is VoteReply:
@@ -306,13 +286,7 @@ class RaftCore:
                 if not w.tx.done():
                     w.tx.set_exception(e)
             return
-        idx = first.index
-        term = first.term
-        rs = self._responders
-        for w in writes:
-            n = len(w.payloads)
-            rs.append(Responder(idx, n, term, w.tx, w.single))
-            idx += n
+        self.feed.add_writes(first.index, first.term, writes)
 
     def _handle_call(self, m: EngineCall, now: float) -> None:
         """Run one engine call. An ``ApiError`` refuses this call only (the engine checks
@@ -365,7 +339,7 @@ class RaftCore:
             return
         match c:
             case Respond():
-                _answer(c.tx, c.value)
+                answer(c.tx, c.value)
             case AppendEntries():
                 await self._append_entries(c)
             case Replicate():
@@ -394,15 +368,15 @@ class RaftCore:
                 for s in self._streams.values():
                     s.heartbeat()
             case RespondOnApply():
-                self._add_responder(c.tx, c.log_id)
+                self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
             case AbandonWrites():
-                self._fail_responders_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
+                self.feed.fail_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
             case BuildSnapshot():
-                self._spawn(self._build_snapshot(), "build-snapshot")
+                self._spawn(self.snapshots.build(), "build-snapshot")
             case ReceiveSnapshotChunk():
-                await self._receive_chunk(c.req, c.tx)
+                await self.snapshots.receive_chunk(c.req, c.tx)
             case InstallSnapshot():
-                self._install_snapshot(c.meta, c.data, c.tx)
+                self.snapshots.install(c.meta, c.data, c.tx)
             case SendTransferLeader():
                 for target, node in c.targets.items():
                     self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
@@ -435,14 +409,15 @@ class RaftCore:
             await self.log_store.save_committed(committed)
         except Exception as e:
             raise StorageError(f"saving committed {committed!r}", e) from e
-        await self._submit_apply(committed)
+        await self.feed.submit(committed)
 
     async def _truncate_log(self, c: TruncateLog) -> None:
         """Delete the entries after ``c.after`` (cache, waiting writers, then storage)."""
         after = c.after
         idx = -1 if after is None else after.index
         self.cache.truncate_after(idx)
-        self._fail_responders_after(idx)
+        # Their writers lost.
+        self.feed.fail_after(idx, self.engine.forward_to_leader())
         try:
             await self.log_store.truncate_after(after)
         except Exception as e:
@@ -471,7 +446,7 @@ class RaftCore:
                 vote = run[-1][0]
                 try:
                     await self.log_store.save_vote(vote)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - reported: the node stops
                     self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
                     return
                 for _, io_seq in run:
@@ -500,54 +475,9 @@ class RaftCore:
                 self._io_done.discard(self._io_contiguous)
         self.engine.handle_io_flushed(self._io_contiguous)
 
-    async def _submit_apply(self, committed: LogId) -> None:
-        """Hand the entries up to ``committed`` not yet handed over to the state machine."""
-        start = self._apply_submitted + 1
-        stop = committed.index + 1
-        if stop <= start:
-            return
-        entries = self.log.cached(start, stop)
-        if len(entries) < stop - start:
-            # The cache holds a suffix of the log: read what it lacks from storage.
-            rest = await self.log.read_storage(start + len(entries), stop)
-            entries = entries + rest if entries else rest
-        self._apply_submitted = committed.index
-        rs: list[Responder] = []
-        q = self._responders
-        while q and q[0].first <= committed.index:
-            rs.append(q.popleft())
-        self.sm_worker.submit(entries, rs)
-
     async def _read_entries(self, start: int, stop: int) -> list[Entry]:
         """Kept for ``ReplicationCore`` until it reads through ``self.log``."""
         return await self.log.read_storage(start, stop)
-
-    def _add_responder(self, tx: Any, log_id: LogId) -> None:
-        """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the
-        others; an entry already handed to the state machine is answered with the current
-        value at once: it is a no-op change that applied earlier)."""
-        r = Responder(log_id.index, 1, log_id.term, tx, True)
-        if log_id.index <= self._apply_submitted:
-            m = self.engine.state.membership.effective
-            if not tx.done():
-                tx.set_result(ClientWriteResponse(log_id, None, m.membership if m.log_id == log_id else None))
-            return
-        q = self._responders
-        pos = len(q)
-        while pos and q[pos - 1].first > r.first:
-            pos -= 1
-        q.insert(pos, r)
-
-    def _fail_responders_after(self, index: int, err: ForwardToLeader | None = None) -> None:
-        """Entries after ``index`` were deleted (their writers lost: the default ``err``),
-        or will never be known here (``err`` says the outcome is unknown)."""
-        q = self._responders
-        if err is None:
-            err = self.engine.forward_to_leader()
-        while q and q[-1].first + q[-1].count - 1 > index:
-            q.pop().fail(err)
-        # A client_write_many batch partly applied already waits in the worker.
-        self.sm_worker.fail_after(index, err)
 
     def _maybe_evict_cache(self) -> None:
         cache = self.cache
@@ -611,16 +541,6 @@ class RaftCore:
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    async def _build_snapshot(self) -> None:
-        """Build a snapshot in the background (concurrently with apply, by contract)."""
-        try:
-            snap = await self.sm_worker.sm.get_snapshot_builder().build_snapshot()
-        except Exception as e:
-            self.notify(Failed(StorageError("building a snapshot", e)))
-            return
-        snapshot_io.close_quietly(snap.data)
-        self.notify(SnapshotBuilt(snap.meta))
-
     async def get_current_snapshot(self) -> Any:
         """The state machine's current snapshot (through the worker, in order with apply).
         Raises the node's ``Fatal`` error if it has stopped or stops before answering."""
@@ -629,105 +549,6 @@ class RaftCore:
         fut = self.sm_worker.call(lambda sm: sm.get_current_snapshot())
         self._track(fut)
         return await fut
-
-    async def _receive_chunk(self, req: InstallSnapshotRequest, tx: Any) -> None:
-        """Write one chunk into the snapshot being received; on the last one hand the whole
-        snapshot to the engine. A chunk that does not continue the received bytes (nor
-        repeat earlier ones) is refused: the leader starts over. So is the first chunk of a
-        transfer while a snapshot is being installed (the core never waits for an install)."""
-        sid = req.meta.snapshot_id
-        if self._receiving is None or self._receiving[0] != sid:
-            if req.offset != 0:
-                _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
-                return
-            installing = self.engine.snapshot_installing
-            if installing is not None:
-                # Beginning to receive goes through the state machine worker, queued behind
-                # the install: the core would wait for the whole install. The leader starts
-                # over later (the engine would refuse the finished transfer anyway).
-                _answer(tx, ApiError(f"snapshot {sid}: snapshot {installing.snapshot_id} is being installed"))
-                return
-            if self._receiving is not None:
-                snapshot_io.close_quietly(self._receiving[1])
-            try:
-                f = await self.sm_worker.call(lambda sm: sm.begin_receiving_snapshot())
-            except Exception as e:
-                raise StorageError("beginning to receive a snapshot", e) from e
-            self._receiving = (sid, f)
-            self._received = 0
-        f = self._receiving[1]
-        if req.offset > self._received:
-            _answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but {self._received} bytes received"))
-            return
-        try:
-            await snapshot_io.call(f, snapshot_io.write_at, req.offset, req.data)
-            self._received = max(self._received, req.offset + len(req.data))
-            if req.done:
-                await snapshot_io.call(f, snapshot_io.finish, self._received)
-        except Exception as e:
-            raise StorageError(f"writing snapshot {sid}", e) from e
-        if not req.done:
-            _answer(tx, InstallSnapshotResponse(self.engine.state.vote))
-            return
-        self._receiving = None
-        self.engine.handle_snapshot_received(req.meta, f, tx)
-
-    def _install_snapshot(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
-        """Queue the install on the state machine worker (after pending applies); entries up
-        to the snapshot are not handed to apply after this (unless the state machine
-        refuses the snapshot: ``_snapshot_refused``)."""
-        last = meta.last_log_id
-        assert last is not None
-        before = self._apply_submitted
-        self._apply_submitted = max(before, last.index)
-        self.cache.clear()
-        # The snapshot may or may not hold these writers' entries.
-        err = ForwardToLeader(None, None, outcome_unknown=True)
-        q = self._responders
-        while q and q[0].first <= last.index:
-            q.popleft().fail(err)
-        self.sm_worker.fail_upto(last.index, err)
-
-        fut = self.sm_worker.install_snapshot(meta, data)
-
-        def done(f: asyncio.Future[None]) -> None:
-            snapshot_io.close_quietly(data)
-            if f.cancelled():
-                return
-            e = f.exception()
-            if e is not None:
-                self.notify(SnapshotRefused(meta, tx, before, e))
-                return
-            self.notify(Applied(last))
-            self.notify(SnapshotInstalled(meta, tx))
-
-        fut.add_done_callback(done)
-
-    def _snapshot_refused(self, n: SnapshotRefused) -> None:
-        """The state machine did not install a received snapshot.
-
-        ``ValueError`` (by the ``RaftStateMachine`` contract: the data is not a snapshot of
-        its format, and its state is unchanged): refuse this install only. Nothing else
-        changed for it: the engine touches the log, committed and applied only once the
-        install succeeded; the core puts ``_apply_submitted`` back and hands the committed
-        entries after it to the worker again (the batches queued behind the install were
-        held, not applied); the leader gets an ``ApiError`` and starts the transfer over
-        later. Any other exception is a storage failure: the node stops with
-        ``StorageError`` (the state machine kept its previous state and the log is
-        untouched, so a restart is consistent).
-        """
-        sid = n.meta.snapshot_id
-        if not isinstance(n.error, ValueError):
-            raise StorageError(f"installing snapshot {sid}", n.error) from n.error
-        log.warning("node %s: the state machine refused snapshot %s: %s", self.id, sid, n.error)
-        self._apply_submitted = n.before
-        held = self.sm_worker.resume()
-        if held:
-            self._responders = deque(sorted([*held, *self._responders], key=lambda r: r.first))
-        self._resubmit_apply = True
-        err = ApiError(f"node {self.id}: the state machine refused snapshot {sid}: {n.error}")
-        err.__cause__ = n.error
-        self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 
     def storage_read_started(self, token: int, start: int) -> None:
         """A replication stream began reading the log from ``start`` (purges wait). Kept
@@ -784,22 +605,22 @@ class RaftCore:
             if not f.done():
                 f.set_exception(err)
         self._msgs.clear()
-        self._responders.clear()
+        self.feed.clear()
         self._postponed.clear()
         steps: list[Callable[[], None]] = [
             self._stop_streams,
             lambda: self.sm_worker.stop(err),
-            self._close_receiving,
+            self.snapshots.close,
             self._cancel_tasks,
         ]
         for step in steps:
             try:
                 step()
-            except Exception:  # noqa: BLE001 - teardown must finish
+            except Exception:
                 log.exception("node %s: teardown step failed", self.id)
         try:
             self.engine.state.server_state = ServerState.SHUTDOWN
-        except Exception:  # noqa: BLE001 - teardown must finish
+        except Exception:
             log.exception("node %s: teardown could not mark the state", self.id)
         self.watch.fatal = err
         self._publish_metrics(force=True)
@@ -808,11 +629,6 @@ class RaftCore:
         for s in self._streams.values():
             s.stop()
         self._streams.clear()
-
-    def _close_receiving(self) -> None:
-        if self._receiving is not None:
-            snapshot_io.close_quietly(self._receiving[1])
-            self._receiving = None
 
     def _cancel_tasks(self) -> None:
         self.tasks.cancel_all()
@@ -838,61 +654,21 @@ class RaftCore:
         (a bug broke it), the last metrics marked stopped: a waiter gets ``Fatal``, never an
         internal error."""
         try:
-            return self._build_metrics_inner()
+            return metrics_view.build(self.engine, self.fatal)
         except Exception:
             fatal = self.fatal
             watch = getattr(self, "watch", None)
             if fatal is None or watch is None:
                 raise
-            return msgspec.structs.replace(
-                watch._current,
-                state=ServerState.SHUTDOWN,
-                running=False,
-                error=None if isinstance(fatal, Stopped) else str(fatal),
-            )
-
-    def _build_metrics_inner(self) -> RaftMetrics:
-        eng = self.engine
-        st = eng.state
-        leader = eng.leader
-        fatal = self.fatal
-        return RaftMetrics(
-            id=st.id,
-            state=st.server_state,
-            current_term=st.vote.term,
-            vote=st.vote,
-            last_log_index=st.last_index(),
-            last_applied=st.applied,
-            committed=st.committed,
-            current_leader=eng.current_leader(),
-            membership_config=st.membership.effective,
-            purged=st.purged_log_id(),
-            snapshot=st.snapshot,
-            replication=None if leader is None else leader.progress.as_dict(),
-            last_quorum_acked=None if leader is None else leader.quorum_acked_at(eng.now),
-            running=fatal is None,
-            error=None if fatal is None or isinstance(fatal, Stopped) else str(fatal),
-        )
+            return metrics_view.stopped(watch.last, fatal)
 
     def _publish_metrics(self, force: bool = False) -> None:
+        """Mark the metrics changed if they did since the last call (always if ``force``)."""
         if force:
             self._metrics_key = ()
             self.watch.mark_changed()
             return
-        st = self.engine.state
-        key = (
-            st.server_state,
-            st.vote,
-            st.log_ids.last_index(),
-            st.committed,
-            st.applied,
-            st.membership.effective,
-            None if self.engine.leader is None else self.engine.leader.acks,
-            st.snapshot,
-            # Every purge is a storage write: this moves with the purged log id (and more).
-            st.io.submitted,
-        )
+        key = metrics_view.change_key(self.engine)
         if key != self._metrics_key:
             self._metrics_key = key
             self.watch.mark_changed()
-

@@ -1,0 +1,116 @@
+"""``ApplyFeed``: the hand-off of committed entries from the core to the state-machine
+worker, and the clients waiting for their entries to be applied.
+
+The core records each client write's ``Responder`` here when the engine assigns its log
+index; on every new committed id it ``submit``s the entries not yet handed over, with the
+responders they answer, to the worker. Truncations and snapshot installs fail the
+responders whose entries will never be applied here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from ..errors import ForwardToLeader
+from ..types import ClientWriteResponse, LogId, StoredMembership
+from .log_source import LogSource
+from .messages import ClientWrite
+from .sm_worker import Responder, StateMachineWorker
+
+
+class ApplyFeed:
+    """What was handed to the state machine, and who waits for what is not yet.
+
+    Invariants: ``submitted`` is the last log index handed to the worker (entries are
+    handed over in index order, each once, except again after ``rewind``); ``responders``
+    waits for entries after ``submitted``, ordered by first index.
+    """
+
+    def __init__(self, log: LogSource, worker: StateMachineWorker, applied: LogId | None) -> None:
+        self.log = log
+        self.worker = worker
+        self.submitted = -1 if applied is None else applied.index
+        self.responders: deque[Responder] = deque()
+        # Set by ``rewind``: the committed entries after ``submitted`` must be handed over
+        # again before anything else is (the core checks it each pass).
+        self.resubmit = False
+
+    def add_writes(self, first: int, term: int, writes: list[ClientWrite]) -> None:
+        """The engine logged ``writes``' payloads, in order, from index ``first`` in
+        ``term``: answer each writer when its entries are applied."""
+        rs = self.responders
+        for w in writes:
+            n = len(w.payloads)
+            rs.append(Responder(first, n, term, w.tx, w.single))
+            first += n
+
+    def add_responder(self, tx: Any, log_id: LogId, effective: StoredMembership) -> None:
+        """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the
+        others). An entry already handed over is answered at once with the ``effective``
+        membership: it is a no-op change that applied earlier."""
+        if log_id.index <= self.submitted:
+            if not tx.done():
+                m = effective.membership if effective.log_id == log_id else None
+                tx.set_result(ClientWriteResponse(log_id, None, m))
+            return
+        r = Responder(log_id.index, 1, log_id.term, tx, True)
+        q = self.responders
+        pos = len(q)
+        while pos and q[pos - 1].first > r.first:
+            pos -= 1
+        q.insert(pos, r)
+
+    async def submit(self, committed: LogId) -> None:
+        """Hand the entries up to ``committed`` not handed over yet to the worker, with the
+        responders they complete."""
+        start = self.submitted + 1
+        stop = committed.index + 1
+        if stop <= start:
+            return
+        entries = self.log.cached(start, stop)
+        if len(entries) < stop - start:
+            # The cache holds a suffix of the log: read what it lacks from storage.
+            rest = await self.log.read_storage(start + len(entries), stop)
+            entries = entries + rest if entries else rest
+        self.submitted = committed.index
+        rs: list[Responder] = []
+        q = self.responders
+        while q and q[0].first <= committed.index:
+            rs.append(q.popleft())
+        self.worker.submit(entries, rs)
+
+    def fail_after(self, index: int, err: ForwardToLeader) -> None:
+        """Entries after ``index`` were deleted, or their outcome will never be known here:
+        fail their writers with ``err`` (a batch partly applied waits in the worker)."""
+        q = self.responders
+        while q and q[-1].first + q[-1].count - 1 > index:
+            q.pop().fail(err)
+        self.worker.fail_after(index, err)
+
+    def skip_to(self, last: int) -> int:
+        """A snapshot up to index ``last`` is being installed: entries up to it are not
+        handed over one by one (their writers fail: the snapshot may or may not hold their
+        entries). Returns the previous ``submitted`` for ``rewind``."""
+        before = self.submitted
+        self.submitted = max(before, last)
+        err = ForwardToLeader(None, None, outcome_unknown=True)
+        q = self.responders
+        while q and q[0].first <= last:
+            q.popleft().fail(err)
+        self.worker.fail_upto(last, err)
+        return before
+
+    def rewind(self, before: int) -> None:
+        """The install that ``skip_to`` returned ``before`` for was refused: go back to
+        ``before``, take back the responders of the batches the worker held, and set
+        ``resubmit``."""
+        self.submitted = before
+        held = self.worker.resume()
+        if held:
+            self.responders = deque(sorted([*held, *self.responders], key=lambda r: r.first))
+        self.resubmit = True
+
+    def clear(self) -> None:
+        """Forget every responder (the core fails their futures itself at teardown)."""
+        self.responders.clear()

@@ -1,0 +1,156 @@
+"""``Snapshots``: the runtime side of snapshots on one node: building one in the
+background, receiving a leader's chunks into a file, installing a received snapshot through
+the state-machine worker, and undoing the hand-off when the state machine refuses it.
+
+The engine decides (``BuildSnapshot``, ``ReceiveSnapshotChunk``, ``InstallSnapshot``
+commands); ``RaftCore`` calls these methods from its task, and the outcomes come back as
+notifications (``SnapshotBuilt``, ``Applied`` + ``SnapshotInstalled``, ``SnapshotRefused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import Engine
+from ..errors import ApiError, StorageError
+from ..types import InstallSnapshotRequest, InstallSnapshotResponse, NodeId, SnapshotMeta
+from . import snapshot_io
+from .apply_feed import ApplyFeed
+from .messages import Applied, Failed, SnapshotBuilt, SnapshotInstalled, SnapshotRefused, answer
+from .sm_worker import StateMachineWorker
+
+log = logging.getLogger("openraft_py.core")
+
+
+class Snapshots:
+    """Snapshot building, receiving and installing for one node.
+
+    Invariant: ``_receiving`` is the snapshot being received from a leader (its id and the
+    file its chunks go to) and ``_received`` how many bytes of it arrived; the next chunk
+    must start at or before ``_received`` (a repeated chunk is written again).
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        engine: Engine,
+        worker: StateMachineWorker,
+        feed: ApplyFeed,
+        notify: Callable[[Any], None],
+    ) -> None:
+        self.node_id = node_id
+        self.engine = engine
+        self.worker = worker
+        self.feed = feed
+        self.notify = notify
+        self._receiving: tuple[str, Any] | None = None
+        self._received = 0
+
+    async def build(self) -> None:
+        """Build a snapshot (a task body: concurrently with apply, by contract); report
+        ``SnapshotBuilt``, or ``Failed`` with a ``StorageError``."""
+        try:
+            snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
+        except Exception as e:  # noqa: BLE001 - reported: the node stops
+            self.notify(Failed(StorageError("building a snapshot", e)))
+            return
+        snapshot_io.close_quietly(snap.data)
+        self.notify(SnapshotBuilt(snap.meta))
+
+    async def receive_chunk(self, req: InstallSnapshotRequest, tx: Any) -> None:
+        """Write one chunk into the snapshot being received; on the last one hand the whole
+        snapshot to the engine. A chunk that does not continue the received bytes (nor
+        repeat earlier ones) is refused with ``ApiError``: the leader starts over. So is the
+        first chunk of a transfer while a snapshot is being installed (the core never waits
+        for an install). Raises ``StorageError`` when the state machine or the file fails."""
+        sid = req.meta.snapshot_id
+        if self._receiving is None or self._receiving[0] != sid:
+            if req.offset != 0:
+                answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
+                return
+            installing = self.engine.snapshot_installing
+            if installing is not None:
+                # Beginning to receive goes through the state machine worker, queued behind
+                # the install: the core would wait for the whole install. The leader starts
+                # over later (the engine would refuse the finished transfer anyway).
+                answer(tx, ApiError(f"snapshot {sid}: snapshot {installing.snapshot_id} is being installed"))
+                return
+            self.close()
+            try:
+                f = await self.worker.call(lambda sm: sm.begin_receiving_snapshot())
+            except Exception as e:
+                raise StorageError("beginning to receive a snapshot", e) from e
+            self._receiving = (sid, f)
+            self._received = 0
+        f = self._receiving[1]
+        if req.offset > self._received:
+            answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but {self._received} bytes received"))
+            return
+        try:
+            await snapshot_io.call(f, snapshot_io.write_at, req.offset, req.data)
+            self._received = max(self._received, req.offset + len(req.data))
+            if req.done:
+                await snapshot_io.call(f, snapshot_io.finish, self._received)
+        except Exception as e:
+            raise StorageError(f"writing snapshot {sid}", e) from e
+        if not req.done:
+            answer(tx, InstallSnapshotResponse(self.engine.state.vote))
+            return
+        self._receiving = None
+        self.engine.handle_snapshot_received(req.meta, f, tx)
+
+    def install(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
+        """Queue the install on the state machine worker (after pending applies); then
+        notify ``Applied`` and ``SnapshotInstalled``, or ``SnapshotRefused`` (see
+        ``refused``); ``data`` is closed either way. Entries up to the snapshot are not
+        handed to apply after this (``ApplyFeed.skip_to``), and the entry cache is cleared
+        (the log after the install does not continue it)."""
+        last = meta.last_log_id
+        assert last is not None
+        before = self.feed.skip_to(last.index)
+        self.feed.log.cache.clear()
+        fut = self.worker.install_snapshot(meta, data)
+
+        def done(f: asyncio.Future[None]) -> None:
+            snapshot_io.close_quietly(data)
+            if f.cancelled():
+                return
+            e = f.exception()
+            if e is not None:
+                self.notify(SnapshotRefused(meta, tx, before, e))
+                return
+            self.notify(Applied(last))
+            self.notify(SnapshotInstalled(meta, tx))
+
+        fut.add_done_callback(done)
+
+    def refused(self, n: SnapshotRefused) -> None:
+        """The state machine did not install a received snapshot.
+
+        ``ValueError`` (by the ``RaftStateMachine`` contract: the data is not a snapshot of
+        its format, and its state is unchanged): refuse this install only. Nothing else
+        changed for it: the engine touches the log, committed and applied only once the
+        install succeeded; the apply feed goes back to where it was (``ApplyFeed.rewind``:
+        the batches queued behind the install were held, not applied, and are handed over
+        again); the leader gets an ``ApiError`` and starts the transfer over later. Any
+        other exception is a storage failure: raises ``StorageError`` (the node stops; the
+        state machine kept its previous state and the log is untouched, so a restart is
+        consistent).
+        """
+        sid = n.meta.snapshot_id
+        if not isinstance(n.error, ValueError):
+            raise StorageError(f"installing snapshot {sid}", n.error) from n.error
+        log.warning("node %s: the state machine refused snapshot %s: %s", self.node_id, sid, n.error)
+        self.feed.rewind(n.before)
+        err = ApiError(f"node {self.node_id}: the state machine refused snapshot {sid}: {n.error}")
+        err.__cause__ = n.error
+        self.engine.handle_snapshot_refused(n.meta, n.tx, err)
+
+    def close(self) -> None:
+        """Drop the snapshot being received, if any (its file is closed)."""
+        if self._receiving is not None:
+            snapshot_io.close_quietly(self._receiving[1])
+            self._receiving = None
