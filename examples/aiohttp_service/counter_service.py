@@ -57,7 +57,7 @@ from openraft_py import (
     StoredMembership,
 )
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
-from openraft_py.storage import MemLogStore
+from openraft_py.storage import EMPTY_STORED_MEMBERSHIP, MemLogStore
 
 __all__ = [
     "FORWARDED_HEADER",
@@ -76,7 +76,7 @@ FORWARDED_HEADER = "X-Counter-Forwarded-By"
 FORWARD_TIMEOUT = 5.0
 """Seconds a follower waits for the leader's answer to a forwarded request."""
 
-EMPTY_MEMBERSHIP = StoredMembership(None, Membership((), {}))
+EMPTY_MEMBERSHIP = EMPTY_STORED_MEMBERSHIP
 
 
 def incr_command(by: int) -> bytes:

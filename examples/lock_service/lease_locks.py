@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from openraft_py import Entry, LogId, Membership, Normal, Snapshot, SnapshotMeta, StoredMembership
+from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 
 __all__ = [
     "Acquire",
@@ -108,7 +109,7 @@ _command_decoder = msgspec.msgpack.Decoder(Command)
 _state_decoder = msgspec.msgpack.Decoder(_State)
 _SNAPSHOT_MAGIC = b"lease-locks/1\n"
 
-EMPTY_MEMBERSHIP = StoredMembership(None, Membership((), {}))
+EMPTY_MEMBERSHIP = EMPTY_STORED_MEMBERSHIP
 """The stored membership of a fresh state machine."""
 
 

@@ -68,6 +68,7 @@ from openraft_py import (
     StoredMembership,
     Vote,
 )
+from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 
 __all__ = [
     "EMPTY_MEMBERSHIP",
@@ -81,7 +82,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-EMPTY_MEMBERSHIP = StoredMembership(None, Membership((), {}))
+EMPTY_MEMBERSHIP = EMPTY_STORED_MEMBERSHIP
 """The stored membership of a fresh state machine (what the storage contract calls
 ``EMPTY_STORED_MEMBERSHIP``)."""
 

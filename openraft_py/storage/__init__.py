@@ -34,9 +34,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
-from ..types import Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
+from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
 
 __all__ = [
+    "EMPTY_STORED_MEMBERSHIP",
     "IOFlushed",
     "RaftLogReader",
     "RaftLogStorage",
