@@ -25,7 +25,7 @@ import asyncio
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
@@ -65,7 +65,8 @@ async def run(total: int, writers: int, seed: int) -> int:
                     changes.append((time.perf_counter() - t0, lid, term))
                     print(f"{stamp()} leader change: n{last} -> n{lid} (term {term})")
                     last = lid
-                waits = [asyncio.ensure_future(r._core.watch.changed()) for r in c.nodes.values()]
+                waits: list[asyncio.Future[object]] = [
+                    asyncio.ensure_future(r._core.watch.changed()) for r in c.nodes.values()]
                 waits.append(asyncio.ensure_future(done.wait()))
                 _, pending = await asyncio.wait(waits, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
                 for p in pending:

@@ -19,7 +19,7 @@ Conventions (see ``docs/design/log-pointers.md``):
 from __future__ import annotations
 
 import enum
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import msgspec
 
@@ -196,7 +196,7 @@ class Normal(msgspec.Struct, frozen=True, tag=True, gc=False):
     data: bytes
 
 
-EntryPayload = Union[Blank, Normal, Membership]
+EntryPayload = Blank | Normal | Membership
 """What an ``Entry`` carries."""
 
 BLANK = Blank()

@@ -161,7 +161,7 @@ def _shell_env() -> dict[str, str]:
 def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        capture_output=True, text=True,
     )
 
 
@@ -315,7 +315,7 @@ def test_loopback_blocks_run_on_one_machine(parsed: Parsed, tmp_path: Path) -> N
             return
         script = "\n".join(["set -euo pipefail", *exports, *lines])
         proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, timeout=120,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              capture_output=True, text=True)
         assert proc.returncode == 0, (f"README.md:{block.line}", "\n".join(lines),
                                       proc.stdout[-3000:], proc.stderr[-3000:])
         exports.extend(ln for ln in lines if ln.startswith("export "))

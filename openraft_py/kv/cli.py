@@ -27,7 +27,8 @@ import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, NoReturn, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
@@ -244,7 +245,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _client(args: argparse.Namespace, **kw: Any) -> "KvClient":
+def _client(args: argparse.Namespace, **kw: Any) -> KvClient:
     from .client import KvClient
 
     if not args.endpoints:
@@ -254,7 +255,7 @@ def _client(args: argparse.Namespace, **kw: Any) -> "KvClient":
     return KvClient(args.endpoints, deadline=args.timeout, attempt_timeout=args.timeout, **kw)
 
 
-def _check(r: "Response", what: str) -> "Response":
+def _check(r: Response, what: str) -> Response:
     """``r`` if OK; otherwise ``CliError`` with the reason (exit 3 when unknown)."""
     from .client import Outcome
 
@@ -352,7 +353,7 @@ async def _cluster_members(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _leader_or_fail(c: "KvClient", timeout: float) -> tuple[int, str]:
+async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:
     try:
         return await c.find_leader(timeout=timeout)
     except TimeoutError as e:
@@ -424,7 +425,8 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                 if not isinstance(nid, int):
                     continue
                 rows[nid] = st
-                term = st.get("term") if isinstance(st.get("term"), int) else -1
+                st_term = st.get("term")
+                term = st_term if isinstance(st_term, int) else -1
                 if st.get("voters") is not None and term >= best_term:
                     best_term, voters, learners = term, list(st["voters"]), list(st.get("learners") or [])
                 for k, addrs in (st.get("nodes") or {}).items():
@@ -433,7 +435,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                         known[int(k)] = http
                         if http not in asked:
                             pending.append(http)
-        for nid, http in known.items():
+        for nid in known:
             rows.setdefault(nid, "unreachable")
         if args.json:
             _print_json({"nodes": {str(k): v for k, v in sorted(rows.items())}, "voters": voters,
@@ -489,7 +491,7 @@ async def _cluster_up(args: argparse.Namespace) -> int:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             for n in cluster.nodes.values():
                 if n.proc is not None and n.proc.poll() is not None and n.id not in exited:
@@ -505,7 +507,7 @@ async def _cluster_up(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _bring_up(cluster: "LocalCluster", timeout: float) -> tuple[int, int]:
+async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
     """Start the nodes, initialize them (a --data-dir initialized before just restarts) and
     wait for a leader; ``(leader_id, term)``."""
     from .local_cluster import ClusterError
@@ -538,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_prog(args)}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - a bug or an environment problem: still one line
+    except Exception as e:  # a bug or an environment problem: still one line
         if os.environ.get("OPENRAFT_PY_DEBUG"):
             raise
         print(f"{_prog(args)}: error: {type(e).__name__}: {e} (OPENRAFT_PY_DEBUG=1 shows the traceback)",

@@ -47,8 +47,9 @@ import enum
 import json as _json
 import random
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 
@@ -67,7 +68,7 @@ class ClientError(Exception):
     """A call did not succeed (raised by ``Response.raise_for_outcome``); ``response`` is the
     failed ``Response``."""
 
-    def __init__(self, response: "Response") -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(response.error or f"{response.outcome.value} (HTTP {response.status})")
         self.response = response
 
@@ -106,7 +107,7 @@ class Response:
             raise ValueError(f"no value: the read ended {self.outcome.value} ({self.error})")
         return None if self.status == 404 else self.body.decode("utf-8")
 
-    def raise_for_outcome(self) -> "Response":
+    def raise_for_outcome(self) -> Response:
         """``self`` if ``OK``; ``ClientError`` otherwise."""
         if not self.ok:
             raise ClientError(self)
@@ -258,7 +259,7 @@ class KvClient:
             await self._session.close()
         self._session = None
 
-    async def __aenter__(self) -> "KvClient":
+    async def __aenter__(self) -> KvClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -380,7 +381,7 @@ class KvClient:
                 raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None
             raise _Unknown(f"connection to {_host(url)} lost after sending, then refused: "
                            f"{_os_reason(e)}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if sends.count == 0:
                 raise _Refused(f"cannot connect to {_host(url)} within {timeout:.1f}s") from None
             raise _Unknown(f"no answer from {_host(url)} within {timeout:.1f}s") from None

@@ -40,10 +40,10 @@ from typing import Any, TextIO
 import aiohttp
 
 from ..testing import lincheck
-from .client import KvClient, Outcome, Response, new_session
-from .local_cluster import ClusterError, LocalCluster
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
+from .client import KvClient, Outcome, Response, new_session
+from .local_cluster import ClusterError, LocalCluster
 
 __all__ = ["add_demo_arguments", "run_demo", "DemoConfig", "Demo"]
 
@@ -83,7 +83,7 @@ class DemoConfig:
     """Seconds lincheck may take; past it the verdict is "undecided" (a failed run)."""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DemoConfig":
+    def from_args(cls, args: argparse.Namespace) -> DemoConfig:
         """The configuration the parsed ``demo`` flags ask for."""
         return cls(duration=args.duration or (4.0 if args.quick else 10.0),
                    clients=args.clients or (4 if args.quick else 8), keys=args.keys, seed=args.seed,
@@ -175,7 +175,7 @@ class Demo:
                     last_line = now
             try:
                 await asyncio.wait_for(self.stop_load.wait(), 0.25)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.cfg.progress:
             if tty:

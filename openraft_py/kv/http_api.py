@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web

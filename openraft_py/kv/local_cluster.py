@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
@@ -290,7 +291,8 @@ class LocalCluster:
             if len(seen) == len(want) and len(leaders) == 1:
                 lid = leaders.pop()
                 st = seen.get(lid) if isinstance(lid, int) else None
-                if st is not None and st.get("state") == "Leader" and st.get("term", -1) >= min_term:
+                if (isinstance(lid, int) and st is not None and st.get("state") == "Leader"
+                        and st.get("term", -1) >= min_term):
                     return lid, int(st["term"])
             if loop.time() >= end:
                 view = ", ".join(f"n{i}: {st.get('state')} leader={st.get('leader_id')} term={st.get('term')}"

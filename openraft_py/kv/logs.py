@@ -17,7 +17,8 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["configure_logging", "NodeContextFilter", "JsonFormatter", "TEXT_FORMAT", "LOG_FORMATS"]
 

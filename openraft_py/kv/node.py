@@ -201,7 +201,7 @@ class KvNode:
         if http is not None and self.inflight:
             try:
                 await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("stopping with %d HTTP requests still in flight", self.inflight)
         steps: list[tuple[str, Any]] = []
         if self.tcp_server is not None:
@@ -327,7 +327,7 @@ class KvNode:
         try:
             resp = await asyncio.wait_for(self._raft().add_learner(node_id, node, blocking=True),
                                           self.opts.learner_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailable(
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?)") from None

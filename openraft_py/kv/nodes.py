@@ -17,7 +17,8 @@ and counts the RPC errors per peer for ``/metrics``.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import msgspec
 

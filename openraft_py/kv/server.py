@@ -28,9 +28,9 @@ from typing import Any
 
 import msgspec
 
+from .argtypes import json_object as _json_object
 from .logs import LOG_FORMATS, configure_logging
 from .node import KvNode, ServeOptions
-from .argtypes import json_object as _json_object
 
 __all__ = ["add_serve_arguments", "options_from_args", "serve", "run_serve", "serve_main"]
 

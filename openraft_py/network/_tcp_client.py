@@ -219,7 +219,7 @@ class _Peer:
         remaining = deadline - loop.time()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unreachable(
                 f"node {self.target} at {self.addr}: no connection within the RPC deadline"
             ) from None
@@ -236,14 +236,14 @@ class _Peer:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, host, port, **kw), f.connect_timeout
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unreachable(f"connect to {self.addr} timed out") from None
         except (OSError, _ssl.SSLError, ValueError) as e:
             raise Unreachable(f"connect to {self.addr} failed: {e!r}") from e
         try:
             conn.send(frame_message(KIND_HELLO, 0, Hello(wire.PROTOCOL_VERSION, f.cluster_name, f.node_id)))
             ack = await asyncio.wait_for(asyncio.shield(conn.hello), f.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             conn.fail("no handshake answer")
             raise Unreachable(f"node {self.target} at {self.addr}: no handshake answer") from None
         except BaseException:

@@ -129,7 +129,7 @@ class _ServerConnection(asyncio.Protocol):
     async def _tls_handshake(self, waiter: asyncio.Future[None], raw: asyncio.BaseTransport) -> None:
         try:
             await waiter
-        except (OSError, asyncio.TimeoutError, EOFError, ValueError, RuntimeError, ConnectionError) as e:
+        except (TimeoutError, OSError, EOFError, ValueError, RuntimeError, ConnectionError) as e:
             if not self.closed:
                 srv = self.server
                 self.closed = True
@@ -272,7 +272,7 @@ class _ServerConnection(asyncio.Protocol):
         except Fatal as e:
             self._answer_error(rid, ERR_FATAL, str(e))
             return
-        except Exception as e:  # the peer learns of it as RemoteError
+        except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
             code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
             if code == ERR_REMOTE:
                 log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
@@ -500,7 +500,7 @@ class TcpServer:
         if any(c.tasks for c in self._conns):
             try:
                 await asyncio.wait_for(asyncio.shield(self._drain_waiter), self.drain_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("tcp server %s: requests still in flight after %ss; cancelling", self.address, self.drain_timeout)
         for c in list(self._conns):
             for t in list(c.tasks):
@@ -509,7 +509,7 @@ class TcpServer:
         self._conns.clear()
         try:
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        except asyncio.TimeoutError:  # pragma: no cover - depends on the loop implementation
+        except TimeoutError:  # pragma: no cover - depends on the loop implementation
             pass
 
     async def __aenter__(self) -> TcpServer:

@@ -89,7 +89,7 @@ _RESPONSE_TYPE: dict[str, type | None] = {
     "transfer_leader": None,
 }
 
-Hook = Callable[[str, NodeId, NodeId, Any], "None | Awaitable[None]"]
+Hook = Callable[[str, NodeId, NodeId, Any], "Awaitable[None] | None"]
 """``hook(rpc_name, source, target, request)``; may be a coroutine function; raise an
 ``RPCError`` to fail the RPC."""
 

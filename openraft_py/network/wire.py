@@ -36,12 +36,11 @@ meaning, a renumbered kind) is a new version. A server accepts the versions in
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Any, Final, Union
+from typing import Annotated, Any, Final
 
 import msgspec
 
 from .._core import FrameTooLarge
-from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -55,6 +54,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
+from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -277,7 +277,7 @@ class _Normal(msgspec.Struct, frozen=True, tag="Normal"):
 
 class _Entry(msgspec.Struct, frozen=True, array_like=True):
     log_id: _LogId
-    payload: Union[_Blank, _Normal, _Membership]
+    payload: _Blank | _Normal | _Membership
 
 
 class _SnapshotMeta(msgspec.Struct, frozen=True):

@@ -15,7 +15,8 @@ disk::
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..config import Config
 from ..core.clock import Clock

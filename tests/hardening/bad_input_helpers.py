@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
-
 from integration.checks import check_applied_prefix, check_log_matching, fast_config
+
 from openraft_py import LogId, Membership, Normal, Raft, Vote
 from openraft_py.testing.cluster import Cluster
 

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import pytest
-
 from integration.checks import fast_config
+
 from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPolicy
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine

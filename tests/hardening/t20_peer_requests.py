@@ -229,7 +229,7 @@ async def test_a_leader_still_replicates_to_a_follower_that_refused_garbage(thre
     every node and the committed logs agree."""
     leader, _ = leader_and_follower(three)
     v = leader_vote(three)
-    for nid, r in three.nodes.items():
+    for r in three.nodes.values():
         if r is leader:
             continue
         L = last_log_id(r)

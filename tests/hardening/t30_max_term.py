@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from engine.helpers import make_engine
+
 from openraft_py import MAX_TERM, AppendEntriesRequest, ServerState, Vote, WaitTimeout
 from openraft_py.engine.command import SendVote
 from openraft_py.testing.cluster import Cluster

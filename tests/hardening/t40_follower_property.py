@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
 from integration.checks import fast_config
+
 from openraft_py import (
+    ApiError,
     AppendEntriesRequest,
     AppendEntriesResponse,
-    ApiError,
     Blank,
     Entry,
     InstallSnapshotRequest,
@@ -188,7 +188,7 @@ class Follower:
     async def call(self, method: str, req: Any, *allowed: type[BaseException]) -> Any:
         try:
             return await asyncio.wait_for(getattr(self.raft, method)(req), BOUND)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"{method}({req!r}) did not return within {BOUND}s") from None
         except allowed:
             return None
@@ -198,7 +198,7 @@ class Follower:
             await asyncio.wait_for(getattr(self.raft, method)(req), BOUND)
         except InvalidRequest:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"{method}({req!r}) did not return within {BOUND}s") from None
         raise AssertionError(f"{method}({req!r}) was not refused")
 

@@ -16,9 +16,9 @@ import io
 from typing import Any, BinaryIO
 
 import pytest
-
 from integration.checks import check_applied_prefix, check_log_matching
 from integration.snapshot.helpers import same_state, snap_config, write
+
 from openraft_py import ApiError, Fatal, SnapshotPolicy, StorageError
 from openraft_py.storage.memory import KvSet, MemDisk, MemStateMachine, encode_kv
 from openraft_py.testing.cluster import Cluster

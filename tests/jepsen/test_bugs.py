@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from openraft_py.testing.jepsen import RunConfig, run  # noqa: E402
-from openraft_py.testing.jepsen.workload import WorkloadConfig  # noqa: E402
+from openraft_py.testing.jepsen import RunConfig, run
+from openraft_py.testing.jepsen.workload import WorkloadConfig
 
 SEEDS = (1, 2, 3)
 TIME = 30.0

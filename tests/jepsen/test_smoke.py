@@ -20,9 +20,9 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from openraft_py.testing.jepsen import RunConfig, run  # noqa: E402
-from openraft_py.testing.jepsen.nemesis import KINDS  # noqa: E402
-from openraft_py.testing.jepsen.workload import WorkloadConfig  # noqa: E402
+from openraft_py.testing.jepsen import RunConfig, run
+from openraft_py.testing.jepsen.nemesis import KINDS
+from openraft_py.testing.jepsen.workload import WorkloadConfig
 
 TIME = float(os.environ.get("JEPSEN_SMOKE_TIME", "60"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -116,7 +117,7 @@ def test_frame_reader_random_splits(impl, payloads, cuts) -> None:
     r = impl.FrameReader(40)
     got = []
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         got.extend(r.feed(stream[lo:hi]))
     assert got == payloads
     assert r.buffered() == 0

@@ -13,7 +13,6 @@ from openraft_py.kv.node import KvNode, ServeOptions
 from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import ServerState
 
-
 STABLE_TIMEOUTS = {"heartbeat_interval": 50, "election_timeout_min": 1000, "election_timeout_max": 2000}
 """The in-process tests' Raft timeouts (ms); the process-level test runs the defaults."""
 

@@ -4,7 +4,7 @@ redirect rule, 503 without a leader, membership changes and leader transfer over
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest

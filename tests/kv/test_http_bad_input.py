@@ -4,7 +4,8 @@ node running and the cluster committing (issue 12 acceptance)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -80,7 +80,7 @@ async def test_bad_requests_fail_at_once_and_change_nothing(cluster: KvCluster) 
         with pytest.raises(ClientError):
             r.raise_for_outcome()
         with pytest.raises(ValueError):
-            r.value
+            _ = r.value
 
 
 async def test_an_unreachable_cluster_fails_by_the_deadline() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families

@@ -59,7 +59,7 @@ async def status(s: aiohttp.ClientSession, p: ServeProc) -> dict[str, Any] | Non
     try:
         async with s.get(p.url("/cluster/status"), timeout=aiohttp.ClientTimeout(total=1)) as r:
             return await r.json() if r.status == 200 else None
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return None
 
 
@@ -81,7 +81,7 @@ async def put(s: aiohttp.ClientSession, p: ServeProc, key: str, value: str, time
             if r.status == 200:
                 return int((await r.json())["index"])
             return None
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return None
 
 

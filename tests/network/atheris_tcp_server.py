@@ -28,7 +28,7 @@ import atheris
 with atheris.instrument_imports():
     from openraft_py.network import _tcp_common, _tcp_server, wire  # noqa: F401 (instrumented)
 
-from openraft_py.types import (  # noqa: E402
+from openraft_py.types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -41,7 +41,7 @@ from openraft_py.types import (  # noqa: E402
     VoteRequest,
     VoteResponse,
 )
-from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM  # noqa: E402
+from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 SENDER = 3
 MAX_FRAME = 8192

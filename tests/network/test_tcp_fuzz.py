@@ -88,7 +88,7 @@ class LiveCluster:
         try:
             with asyncio.Runner(loop_factory=self.loop_factory) as runner:
                 runner.run(self._main())
-        except BaseException as e:  # reported by the test
+        except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
             self.ready.set()
 
@@ -278,7 +278,7 @@ async def _perform(lc: LiveCluster, a: Attack) -> dict[str, Any]:
                 chunk = await asyncio.wait_for(reader.read(65536), remaining)
             except (ConnectionResetError, BrokenPipeError):
                 chunk = b""
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if not chunk:
                 out["closed"] = True

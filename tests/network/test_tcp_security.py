@@ -198,7 +198,7 @@ async def test_tls_client_must_trust_the_server_certificate(pki: Any, tmp_path: 
         untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=pki.path("rogue-ca.pem"))
         bad = TcpNetworkFactory(1, c.cluster_name, ssl=untrusting)
         try:
-            with pytest.raises(Unreachable, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            with pytest.raises(Unreachable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
                 await asyncio.wait_for(
                     bad.new_client(2, BasicNode(c.nodes[2].addr)).vote(VoteRequest(Vote.new(1, 1), None), OPT), 5
                 )

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openraft_py.network import wire
-from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from openraft_py.types import (
     BLANK,
     AppendEntriesRequest,
@@ -31,6 +30,7 @@ from openraft_py.types import (
     VoteRequest,
     VoteResponse,
 )
+from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 V = Vote.new(7, 2, True)
 M = Membership.new([{1, 2, 3}, {2, 3, 4}], {1: BasicNode("h1:1"), 4: BasicNode("h4:4"), 5: BasicNode("")})

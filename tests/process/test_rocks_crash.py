@@ -81,7 +81,7 @@ def test_sigkill_never_loses_acknowledged_writes(tmp_path: Path) -> None:
         best_acked = max(best_acked, acked)
         best_vote = max(best_vote, voted)
 
-        async def check() -> None:
+        async def check(round_: int, best_acked: int, best_vote: int) -> None:
             store = RocksLogStore(path)  # opens cleanly after the kill
             try:
                 state = await store.get_log_state()
@@ -97,6 +97,6 @@ def test_sigkill_never_loses_acknowledged_writes(tmp_path: Path) -> None:
             finally:
                 await store.aclose()
 
-        asyncio.run(check())
+        asyncio.run(check(round_, best_acked, best_vote))
     assert best_acked > 0, f"seed={seed}: nothing was acknowledged"
     assert time.monotonic() - started < 45, f"seed={seed}: too slow"

@@ -478,7 +478,7 @@ def _random_concurrent(rng, n_ops, clients, pending_rate):
         ops.append([point, c, kind, args, call, ret])
     ops.sort()
     state, out = None, []
-    for point, c, kind, args, call, ret in ops:
+    for _point, c, kind, args, call, ret in ops:
         lost = kind != "read" and rng.random() < pending_rate
         happened = not lost or rng.random() < 0.5
         if kind == "read":

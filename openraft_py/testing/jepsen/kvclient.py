@@ -53,7 +53,7 @@ class KvHttp:
         self._session: aiohttp.ClientSession | None = None
         self._connect_fail_is_safe = False
 
-    async def __aenter__(self) -> "KvHttp":
+    async def __aenter__(self) -> KvHttp:
         conn = aiohttp.TCPConnector(limit=0, force_close=False)
         self._session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None))
         # aiohttp silently resends an idempotent request (PUT, DELETE, GET) once when the
@@ -100,7 +100,7 @@ class KvHttp:
                         continue
                     return parse(resp.status, body, node)
                 return Outcome("fail", error="too many redirects", node=node)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return Outcome("info" if write and sent else "fail", error="timeout", node=node)
         except (aiohttp.ClientError, OSError) as e:
             return Outcome("info" if write and sent else "fail", error=f"{type(e).__name__}: {e}", node=node)
@@ -169,7 +169,7 @@ class KvHttp:
                     if resp.status != 200:
                         return None
                     return dict(await resp.json())
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return None
 
     async def post_json(self, addr: str, path: str, obj: Any) -> tuple[int, Any]:
@@ -184,5 +184,5 @@ class KvHttp:
                         return resp.status, json.loads(raw)
                     except ValueError:
                         return resp.status, raw.decode(errors="replace")
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return 0, repr(e)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .procs import NodeSet
 from .proxy import ProxyNet
@@ -120,7 +121,7 @@ class Nemesis:
             try:
                 await asyncio.wait_for(stop.wait(), wait)
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return not stop.is_set()
 

@@ -168,7 +168,7 @@ class ProxyNet:
     async def _accept(self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             hello_frame, src = await asyncio.wait_for(self._read_hello(reader), _HELLO_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
             log.debug("proxy %s: no usable handshake: %r", dst, e)
             self.stats["refused"] += 1
             writer.close()
@@ -180,7 +180,7 @@ class ProxyNet:
         host, port = self.real[dst]
         try:
             up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             self.stats["refused"] += 1
             writer.close()  # the destination is down: the source sees the connection fail
             return

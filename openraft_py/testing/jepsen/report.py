@@ -31,8 +31,8 @@ def _bar(n: int, top: int, width: int = 40) -> str:
     return "#" * (0 if top == 0 else round(width * n / top))
 
 
-def render_report(cfg: "RunConfig", ok: bool, verdicts: list[Verdict], summary: dict[str, dict[str, int]],
-                  history: History, schedule: "list[Step]", lincheck_seconds: float,
+def render_report(cfg: RunConfig, ok: bool, verdicts: list[Verdict], summary: dict[str, dict[str, int]],
+                  history: History, schedule: list[Step], lincheck_seconds: float,
                   recovery: float | None) -> str:
     """The report printed at the end of a run."""
     lines: list[str] = []

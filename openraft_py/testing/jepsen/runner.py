@@ -30,9 +30,10 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .checks import Verdict, check_final_state, check_linearizable, check_local_reads, for_lincheck, summarize
 from .history import History, Record
@@ -180,7 +181,7 @@ class _Cluster:
                     self.say(f"[{now():7.1f}s] !! {self.unexpected[-1]}")
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -220,7 +221,7 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
         ticker = asyncio.create_task(_progress(stop, now, history, say))
         try:
             await asyncio.wait_for(stop.wait(), cfg.time)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         stop.set()
         await asyncio.gather(*tasks)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .model import Model, Operation, kv, kv_register, register
 from .parse import HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl

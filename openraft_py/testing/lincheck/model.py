@@ -5,8 +5,9 @@ and ``describe_op``."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 __all__ = ["INF", "Model", "Operation", "by_key", "describe_op", "kv", "kv_register", "register"]
 

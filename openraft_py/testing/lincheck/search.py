@@ -5,8 +5,9 @@ partition of the model) and its verdict ``CheckResult``. The package docstring
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 from .model import Model, Operation, describe_op, register
 

@@ -28,8 +28,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 __all__ = ["NodeCallError", "NodeExited", "NodeProcess", "ProcCluster", "free_port"]
 

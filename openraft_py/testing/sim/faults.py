@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import ApiError, Fatal
 from ...types import BasicNode, Membership, NodeId
@@ -41,7 +41,7 @@ class FaultSchedule:
 
     # Fault mixes: each run draws one. "mixed" exercises everything; "elections" kills and
     # crash-restarts nodes around elections; "partitions" favours network faults.
-    PROFILES: dict[str, dict[str, int]] = {
+    PROFILES: ClassVar[dict[str, dict[str, int]]] = {
         "mixed": {
             "partition": 12, "one_way": 8, "bridge": 6, "isolate": 6, "heal": 12, "drops": 6,
             "duplicates": 5, "delay": 6, "crash": 14, "restart": 10, "slow_disk": 5, "pause": 5,
@@ -60,7 +60,7 @@ class FaultSchedule:
     }
 
     # Admin operations, added to the profile's weights in runs with ``admin`` on.
-    ADMIN: dict[str, int] = {"membership": 16, "snapshot": 5, "purge": 4, "transfer_leader": 5}
+    ADMIN: ClassVar[dict[str, int]] = {"membership": 16, "snapshot": 5, "purge": 4, "transfer_leader": 5}
 
     async def _fault_step(self, step: int) -> None:
         rng = self.rng
@@ -214,7 +214,7 @@ class FaultSchedule:
         for x in ids:
             router.set_rpc_failure(x, "out", None, rpc="append_entries")
         armed = [True]
-        cnode = [x for x in others if x != b][0]
+        cnode = next(x for x in others if x != b)
 
         def rhook(name: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
             if armed[0] and source == a and target == cnode and name == "append_entries" and resp.success and req.entries:
@@ -300,7 +300,7 @@ class FaultSchedule:
         self.log(f"arm crash-restart of n{n} on its next {rpc}")
 
         def hook(name: str, source: NodeId, target: NodeId, req: Any) -> None:
-            if armed[0] and target == n and (name == rpc or rpc == "any" and name in ("vote", "append_entries")):
+            if armed[0] and target == n and (name == rpc or (rpc == "any" and name in ("vote", "append_entries"))):
                 armed[0] = False
                 delay = rng.uniform(0.0, self.disk_max_ms * 2) / 1000.0
                 down = rng.uniform(0.001, 0.03)

@@ -42,8 +42,9 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, AsyncContextManager, ClassVar, NamedTuple, Union
+from typing import Any, ClassVar, NamedTuple, Union
 
 from ...storage import IOFlushed, RaftLogStorage, RaftStateMachine
 from ...storage.memory import KvSet, encode_kv
@@ -77,7 +78,7 @@ class StoreHandle:
     reopen: Callable[[], Awaitable[tuple[RaftLogStorage, RaftStateMachine]]] | None = None
     normal_data: Callable[[int], bytes] = field(default=_default_normal_data)
     state_view: Callable[[RaftStateMachine], Awaitable[Any]] | None = None
-    another: Callable[[], AsyncContextManager[StoreHandle]] | None = field(default=None, repr=False)
+    another: Callable[[], AbstractAsyncContextManager[StoreHandle]] | None = field(default=None, repr=False)
     """Set by the suite (not the builder): opens a second fresh pair from the same builder,
     for checks that move a snapshot from one store to another."""
 
@@ -90,7 +91,7 @@ class StoreHandle:
 
 
 _Built = Union[StoreHandle, "tuple[RaftLogStorage, RaftStateMachine]"]
-Builder = Callable[[], Union[AsyncContextManager[Any], Awaitable[Any]]]
+Builder = Callable[[], AbstractAsyncContextManager[Any] | Awaitable[Any]]
 """A zero-argument factory of fresh store pairs (see the module docstring)."""
 
 CheckFn = Callable[[StoreHandle], Awaitable[None]]
@@ -204,9 +205,9 @@ class Suite:
             return CheckOutcome(name, True, e)
         except AssertionError as e:
             return CheckOutcome(name, False, AssertionError(f"[{name}] {e}"))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return CheckOutcome(name, False, AssertionError(f"[{name}] timed out after {timeout}s"))
-        except Exception as e:  # a store that raises fails the check, it does not stop the suite
+        except Exception as e:  # noqa: BLE001 - a store that raises fails the check, it does not stop the suite
             return CheckOutcome(name, False, e)
         return CheckOutcome(name, True, None)
 
@@ -280,7 +281,7 @@ class RecordingFlushed(IOFlushed):
         reports an error."""
         try:
             await asyncio.wait_for(self.event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"append: IOFlushed.io_completed not called within {timeout}s") from None
         if self.errors[0] is not None:
             raise AssertionError(f"append: IOFlushed reported an error: {self.errors[0]!r}")

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import ClassVar
 
 from ...errors import LogCompacted
 from ...types import LogId, LogState, Vote
 from . import restore
 from .base import (
     Builder,
+    CheckFn,
     CheckOutcome,
     CheckRegistry,
-    Suite,
     StoreHandle,
+    Suite,
     append,
     ents,
     expect,
@@ -480,7 +482,7 @@ class LogStoreSuite(Suite):
     """Every log-store check, then the start-up checks of ``restore``."""
 
     name = "LogStoreSuite"
-    checks = {**_reg.checks, **restore.registry.checks}
+    checks: ClassVar[dict[str, CheckFn]] = {**_reg.checks, **restore.registry.checks}
 
 
 async def run_log_storage_suite(

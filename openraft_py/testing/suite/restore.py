@@ -12,8 +12,8 @@ Part of ``LogStoreSuite`` (see ``log_store``); the builder contract is in ``base
 
 from __future__ import annotations
 
-from ...engine import RaftState
 from ...core.restore import restore_state
+from ...engine import RaftState
 from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, StoredMembership, Vote
 from .base import CheckRegistry, StoreHandle, append, blank, ents, expect, member, normal
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
 from .base import (
     Builder,
+    CheckFn,
     CheckOutcome,
     CheckRegistry,
     StoreHandle,
@@ -363,7 +364,7 @@ class StateMachineSuite(Suite):
     """Every state-machine check."""
 
     name = "StateMachineSuite"
-    checks = dict(_reg.checks)
+    checks: ClassVar[dict[str, CheckFn]] = dict(_reg.checks)
 
 
 async def run_state_machine_suite(

@@ -90,7 +90,7 @@ async def test_change_membership_under_writes(old: set[int], new: set[int], reta
         during = writer.acked_between(t0, t1)
         assert during >= 1, f"no write acknowledged during the change ({t1 - t0:.4f}s)"
         between = [lid for lid, _, _ in writer.acked if joint_lid.index < lid.index < final_lid.index]
-        assert between, f"no acknowledged write between the joint {joint_lid!r} and final {final_lid!r} entries: {[(l, round((t - t0) * 1000, 2)) for l, _, t in writer.acked]} t1={(t1 - t0) * 1000:.2f}"
+        assert between, f"no acknowledged write between the joint {joint_lid!r} and final {final_lid!r} entries: {[(lid, round((t - t0) * 1000, 2)) for lid, _, t in writer.acked]} t1={(t1 - t0) * 1000:.2f}"
 
         # Every final member: the target voters, retained nodes as learners, a leader among
         # the new voters, and every acknowledged write applied.

@@ -9,6 +9,7 @@ build is measured by ``bench/snapshot_stall.py``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,7 +102,7 @@ async def test_large_snapshot_build_does_not_stall_writes(monkeypatch: pytest.Mo
         # of the pieces sees writes acknowledged.
         quarters = [pieces[q * len(pieces) // 4] for q in range(4)] + [last]
         per_quarter = [
-            sum(1 for kind, _ in events[a:b] if kind == "ack") for a, b in zip(quarters, quarters[1:])
+            sum(1 for kind, _ in events[a:b] if kind == "ack") for a, b in itertools.pairwise(quarters)
         ]
         print(f"\nsnapshot of {N_KEYS} keys in {len(pieces)} pieces: {len(during)} writes acknowledged "
               f"during the build (per quarter: {per_quarter}), {acked} in all")
