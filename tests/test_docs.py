@@ -38,6 +38,12 @@ from pathlib import Path
 
 import pytest
 
+import openraft_py
+import openraft_py.network
+import openraft_py.network.tcp
+import openraft_py.storage
+import openraft_py.testing
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXCLUDED = DOCS / "design"  # developer notes: sketches, not runnable examples
@@ -213,8 +219,16 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     for page in ("index.html", "getting-started/index.html", "concepts/index.html",
                  "reference/errors/index.html", "reference/api/index.html"):
         assert (tmp_path / "site" / page).exists(), page
-    # mkdocstrings rendered the docstrings: the Raft handle's methods are on the API page.
+    # mkdocstrings rendered the docstrings: the Raft handle's methods are on the API page, and
+    # every public name has an entry (an anchor) in the reference.
     assert "client_write_many" in (tmp_path / "site" / "reference/api/index.html").read_text()
+    anchors: set[str] = set()
+    for html in (tmp_path / "site" / "reference").rglob("*.html"):
+        anchors |= {a.rsplit(".", 1)[-1] for a in re.findall(r'id="(openraft_py[\w.]*)"', html.read_text())}
+    for module in (openraft_py, openraft_py.storage, openraft_py.network, openraft_py.network.tcp,
+                   openraft_py.testing):
+        undocumented = [n for n in module.__all__ if n not in anchors and n != "__version__"]
+        assert not undocumented, f"{module.__name__}: public names missing from docs/reference: {undocumented}"
 
 
 def test_parser_attaches_markers_and_reads_transcripts() -> None:
