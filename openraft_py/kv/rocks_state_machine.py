@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import msgspec
 from rocksdict import Rdict, ReadOptions, WriteBatch
@@ -121,7 +121,7 @@ class _BatchKv:
         self._overlay[key] = value
         self._wb.put(_DATA + key.encode(), value.encode(), self._h)
 
-    def pop(self, key: str, default: None = None) -> str | None:
+    def pop(self, key: str, default: None, /) -> str | None:
         prev = self.get(key)
         self._overlay[key] = None
         self._wb.delete(_DATA + key.encode(), self._h)
@@ -236,7 +236,7 @@ class RocksStateMachine:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> RocksStateMachine:
+    async def open(cls, path: str | os.PathLike[str]) -> Self:
         """Open the state machine in a worker thread."""
         return await asyncio.to_thread(cls, path)
 
@@ -538,7 +538,7 @@ class RocksStateMachine:
         """``close()`` in a worker thread."""
         await asyncio.to_thread(self.close)
 
-    async def __aenter__(self) -> RocksStateMachine:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -127,16 +127,16 @@ class KvMap(Protocol):
     str]``, or an adaptor in front of other storage (``_LayeredKv`` here; the RocksDB state
     machine's write batch)."""
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str, /) -> str | None:
         """The current value of ``key``, or ``None`` when absent."""
         ...
 
-    def __setitem__(self, key: str, value: str) -> None:
+    def __setitem__(self, key: str, value: str, /) -> None:
         """Set ``key`` to ``value``."""
         ...
 
-    def pop(self, key: str, default: None = None) -> str | None:
-        """Delete ``key``; its previous value, or ``None`` when it was absent."""
+    def pop(self, key: str, default: None, /) -> str | None:
+        """Delete ``key``; its previous value, or ``default`` (``None``) when it was absent."""
         ...
 
 
@@ -372,7 +372,7 @@ class _LayeredKv:
         v = self.overlay.get(key, None)
         if v is None:
             return self.base.get(key)
-        return None if v is DELETED else v  # type: ignore[no-any-return]
+        return None if v is DELETED else v
 
     def __setitem__(self, key: str, value: str) -> None:
         self.overlay[key] = value

@@ -170,7 +170,7 @@ class GroupWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        self._db = None
+        del self._db
         if self._failed is not None:
             clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
 

@@ -43,7 +43,7 @@ _dec_membership = msgspec.msgpack.Decoder(Membership)
 
 def encode_entry_records(entries: list[Entry]) -> list[bytes]:
     """The ``entries`` column family values of ``entries``, in order."""
-    records = []
+    records: list[tuple[int, int, int, bytes]] = []
     add = records.append
     for e in entries:
         p = e.payload
@@ -60,7 +60,7 @@ def encode_entry_records(entries: list[Entry]) -> list[bytes]:
 
 def decode_entry_records(blobs: list[bytes]) -> list[Entry]:
     """The entries of the stored values ``blobs`` (raises on a malformed record)."""
-    out = []
+    out: list[Entry] = []
     add = out.append
     for term, index, kind, payload in decode_entries(blobs):
         if kind == KIND_NORMAL:

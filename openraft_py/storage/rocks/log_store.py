@@ -13,7 +13,7 @@ import gc
 import itertools
 import os
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from rocksdict import Rdict, WriteBatch
@@ -204,7 +204,7 @@ class RocksLogStore(RocksLogReader):
         return None if raw is None else dec.decode(raw)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> RocksLogStore:
+    async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> Self:
         """Open the store in a worker thread (does not block the running loop)."""
         return await asyncio.to_thread(cls, path, sync=sync, fsync_mode=fsync_mode)
 
@@ -430,15 +430,15 @@ class RocksLogStore(RocksLogReader):
         finally:
             mark.close()
         if errors:
-            for e in errors:
-                clear_frames(e)
+            for err in errors:
+                clear_frames(err)
             raise StorageError(f"closing log store at {self.path!r}", errors[0]) from errors[0]
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
         await asyncio.to_thread(self.close)
 
-    async def __aenter__(self) -> RocksLogStore:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

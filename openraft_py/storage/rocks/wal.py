@@ -57,6 +57,8 @@ class WalSyncer:
         self.fsyncs = 0
 
     def sync(self) -> bool:
+        """fsync the WAL files (and the directory) as the class docstring says; ``False``
+        when there is no WAL file."""
         nums = [n for n in wal_numbers(self.wal_dir) if n >= self._from]
         if not nums:
             return False
