@@ -6,6 +6,11 @@ writes found in one drain become one engine call and one log append (batching). 
 the commands the engine emitted; a command whose ``when`` condition is unmet (a storage write
 not yet durable) is postponed until it holds. See ``docs/design/engine-runtime.md``.
 
+The other jobs of the runtime are objects it owns, each in its own module: ``LogSource``
+(entry cache + log reader), ``TaskSet`` (child tasks), ``ApplyFeed`` (hand-off to the
+state-machine worker), ``Snapshots``, ``metrics_view``; a child task gets those and
+``notify``, not the core (the "Seams" section of the design note).
+
 No caller ever hangs: every future a caller awaits is taken in through ``send_msg`` or
 ``get_current_snapshot`` and recorded (``_callers``); whatever stops the node (shutdown, a
 storage error, a bug inside an engine call) ends in ``_teardown``, which fails every
