@@ -20,6 +20,9 @@ allowed), a marker that says why not::
 
 Blocks with another tag (``text``, ``mermaid``, none) are text and are not run. Each page runs
 in an empty temporary directory with ``OPENRAFT_PY_*`` switches removed from the environment.
+On Linux, where all of 127.0.0.0/8 is loopback, every ``127.0.0.1`` of a page becomes one
+``127.A.B.1`` address (``A.B`` random per run), so the fixed ports a page listens on do not
+collide with another run of this test on the same machine.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import inspect
 import io
 import os
+import random
 import re
 import subprocess
 import sys
@@ -54,6 +58,7 @@ RUNNABLE = PYTHON | SCRIPT | CONSOLE
 COMMAND_TIMEOUT = 60.0
 
 _MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
+_LOCALHOST = re.compile(r"\b127\.0\.0\.1\b")
 _FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)")
 
 pytestmark = pytest.mark.skipif(
@@ -177,7 +182,10 @@ def test_every_code_block_runs_or_says_why_not() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("page", _pages_that_run(), ids=_id)
 def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = [b for b in parse_page(page.read_text(), _id(page))[0] if b.runs]
+    text = page.read_text()
+    if sys.platform.startswith("linux"):
+        text = _LOCALHOST.sub(f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.1", text)
+    blocks = [b for b in parse_page(text, _id(page))[0] if b.runs]
     for key in [k for k in os.environ if k.startswith("OPENRAFT_PY_")]:
         monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
