@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from typing import Any, BinaryIO, Iterator, Protocol, Union
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Protocol
 
 import msgspec
 
@@ -96,7 +97,7 @@ class KvGet(msgspec.Struct, frozen=True, tag="get", array_like=True):
     key: str
 
 
-KvCommand = Union[KvSet, KvDelete, KvCas, KvGet]
+KvCommand = KvSet | KvDelete | KvCas | KvGet
 """Any key-value command."""
 
 KV_PREFIX = b"\xc1"
