@@ -70,6 +70,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ import msgspec
 from ...config import Config
 from ...errors import ForwardToLeader
 from ...kv.rocks_state_machine import RocksStateMachine
+from ...metrics import RaftMetrics
 from ...raft import Raft
 from ...storage.memory import KvSet, encode_kv
 from ...storage.rocks import RocksLogStore
@@ -150,6 +152,11 @@ def metrics_dict(raft: Raft) -> dict[str, Any]:
         "running": m.running,
         "error": m.error,
     }
+
+
+def _leads_after(term: int) -> Callable[[RaftMetrics], bool]:
+    """A metrics predicate: the node leads, in a term after ``term``."""
+    return lambda m: m.state == ServerState.LEADER and m.current_term > term
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -230,8 +237,7 @@ class Node:
     async def _watch_leader(self) -> None:
         last_term = -1
         while True:
-            m = await self.raft.wait(None).metrics(
-                lambda m: m.state == ServerState.LEADER and m.current_term > last_term, "leader")
+            m = await self.raft.wait(None).metrics(_leads_after(last_term), "leader")
             last_term = m.current_term
             self.emit({"event": "leader", "term": last_term, "t": time.monotonic()})
 
