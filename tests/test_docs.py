@@ -155,7 +155,7 @@ def _shell_env() -> dict[str, str]:
 
 def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True)
 
 
 def test_every_code_block_runs_or_says_why_not() -> None:
