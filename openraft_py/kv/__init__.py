@@ -13,7 +13,8 @@ Modules, one job each:
 - ``commands``: the key-value commands (``put`` / ``delete`` / ``cas``) as entry data, and
   ``KvStateMachine`` (``RocksStateMachine`` plus the conditional delete ``cas`` needs);
 - ``rocks_state_machine``: ``RocksStateMachine``, the durable state machine on RocksDB (the
-  same ``apply_kv`` as ``MemStateMachine``; no aiohttp);
+  same ``apply_kv`` as ``MemStateMachine``; no aiohttp); ``rocks_snapshot``: its snapshot file
+  format;
 - ``nodes``: how a membership node carries both addresses (raft and HTTP), and the network
   factory that resolves the raft address and counts RPC errors per peer;
 - ``node``: ``KvNode``, one running node (stores, Raft, transport) and its operations;

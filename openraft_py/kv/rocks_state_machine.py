@@ -25,12 +25,12 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any, BinaryIO, Self
 
 import msgspec
 from rocksdict import Rdict, ReadOptions, WriteBatch
 
-from .._core import FrameReader, encode_frame
 from ..errors import StorageError
 from ..storage.memory import KV_PREFIX, apply_kv, decode_kv
 from ..storage.rocks.db import clear_frames, in_thread, open_db, release_db, write_options
@@ -45,13 +45,13 @@ from ..types import (
     SnapshotMeta,
     StoredMembership,
 )
+from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, read_snapshot_pairs, write_snapshot
 
 __all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
 
 _enc = msgspec.msgpack.Encoder()
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
 _dec_stored = msgspec.msgpack.Decoder(StoredMembership)
-_dec_any = msgspec.msgpack.Decoder()
 
 SM_FORMAT = {"format": "openraft-py-kv-sm", "version": 1}
 """The marker a ``RocksStateMachine`` writes on creation (``mformat``)."""
@@ -69,17 +69,6 @@ _M_APPLIED = b"mapplied"  # LogId | None: the last applied
 _M_MEMBERSHIP = b"mmembership"  # StoredMembership: the last applied membership
 _M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see AckMark)
 
-SNAPSHOT_MAGIC = b"ORPYKV1\n"
-"""The first bytes of a ``RocksStateMachine`` snapshot file. Then length-prefixed frames
-(``_core`` ``encode_frame``), each a msgpack ``[tag, body]``: ``["h", [last_applied,
-membership]]`` first, ``["d", [[key, value], ...]]`` chunks, and ``["e", pair_count]`` last
-(so a truncated file is detected)."""
-
-SNAPSHOT_CHUNK_BYTES = 256 * 1024
-"""Approximate size of one data frame of a snapshot (bounds the memory of build/install)."""
-
-_MAX_FRAME = 64 * 1024 * 1024
-
 
 class _SnapRecord(msgspec.Struct):
     """What ``<path>/snapshots/current.meta`` holds."""
@@ -89,6 +78,22 @@ class _SnapRecord(msgspec.Struct):
 
 
 _dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
+
+
+def _data_pairs(view: Any) -> Iterator[tuple[bytes, bytes]]:
+    """The data of the image ``view`` (an iterator over the whole column family, see
+    ``_RocksSnapshotBuilder``): ``(key without its prefix, value)`` in key order. Raises when
+    the scan stops on an error (e.g. a damaged file) rather than at the end of the data."""
+    view.seek(_DATA)
+    valid, key, value, step = view.valid, view.key, view.value, view.next
+    while valid():
+        k = key()
+        if k >= _DATA_END:  # the meta range, after the data: the iterator's bound is its end
+            break
+        v = value()
+        step()
+        yield k[1:], v
+    view.status()
 
 
 def _bounded(upper: bytes) -> ReadOptions:
@@ -317,31 +322,9 @@ class RocksStateMachine:
         where = "none" if last is None else f"{last.term}-{last.index}"
         meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
         with durable_temp(self._snapdir, prefix="build-") as tmp:
-            f = tmp.file
-            f.write(SNAPSHOT_MAGIC)
-            f.write(encode_frame(_enc.encode(("h", (last, membership)))))
-            chunk: list[tuple[bytes, bytes]] = []
-            size = count = 0
-            view.seek(_DATA)
-            valid, key, value, step = view.valid, view.key, view.value, view.next
-            while valid():
-                k = key()
-                if k >= _DATA_END:  # the meta range, after the data (see the builder)
-                    break
-                v = value()
-                step()
-                chunk.append((k[1:], v))
-                size += len(k) + len(v)
-                count += 1
-                if size >= SNAPSHOT_CHUNK_BYTES:
-                    f.write(encode_frame(_enc.encode(("d", chunk))))
-                    chunk, size = [], 0
-            view.status()  # raises if the iteration stopped on an error, not at the end
-            if chunk:
-                f.write(encode_frame(_enc.encode(("d", chunk))))
-            f.write(encode_frame(_enc.encode(("e", count))))
+            write_snapshot(tmp.file, last, membership, _data_pairs(view))
             tmp.sync()
-            del view, valid, key, value, step  # unpin the image
+            del view  # unpin the image
             # The state this snapshot covers must be durable before the snapshot lets the log
             # be purged up to it (apply writes without fsync).
             seqno = self._db.latest_sequence_number()
@@ -396,40 +379,9 @@ class RocksStateMachine:
     def _install_into(self, wb: WriteBatch, meta: SnapshotMeta, data: BinaryIO) -> None:
         h = self._h
         wb.delete_range(_DATA, _DATA_END, h)
-        data.seek(0)
-        if data.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): bad magic")
-        reader = FrameReader(_MAX_FRAME)
-        seen_header = False
-        ended = False
-        count = 0
-        try:
-            while True:
-                buf = data.read(SNAPSHOT_CHUNK_BYTES)
-                if not buf:
-                    break
-                for frame in reader.feed(buf):
-                    if ended:
-                        raise ValueError("data after the end frame")
-                    tag, body = _dec_any.decode(frame)
-                    if tag == "h":
-                        seen_header = True
-                    elif tag == "d" and seen_header:
-                        for k, v in body:
-                            wb.put(_DATA + k, v, h)
-                            count += 1
-                    elif tag == "e" and seen_header:
-                        if body != count:
-                            raise ValueError(f"end frame says {body} pairs, read {count}")
-                        ended = True
-                    else:
-                        raise ValueError(f"unexpected frame {tag!r}")
-        except (msgspec.DecodeError, TypeError) as e:
-            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
-        except ValueError as e:
-            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): {e}") from e
-        if not ended or reader.buffered():
-            raise ValueError(f"not a RocksStateMachine snapshot ({meta.snapshot_id}): truncated")
+        put = wb.put
+        for k, v in read_snapshot_pairs(data, meta.snapshot_id):  # ValueError: not a snapshot
+            put(_DATA + k, v, h)
         wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
         wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
         seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...

@@ -440,7 +440,7 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
 def _read_snapshot_pairs(data: Any) -> dict[str, str]:
     """The key-value pairs of a ``RocksStateMachine`` snapshot file (its frames)."""
     from openraft_py._core import FrameReader
-    from openraft_py.kv.rocks_state_machine import _MAX_FRAME, SNAPSHOT_MAGIC, _dec_any
+    from openraft_py.kv.rocks_snapshot import _MAX_FRAME, SNAPSHOT_MAGIC, _dec_any
 
     data.seek(0)
     assert data.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC

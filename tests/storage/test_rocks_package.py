@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from openraft_py.kv import rocks_state_machine
+from openraft_py.kv import rocks_snapshot, rocks_state_machine
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import rocks
 from openraft_py.storage.memory import KvCas, KvCommand, KvDelete, KvGet, KvSet, MemStateMachine, encode_kv
@@ -39,7 +39,8 @@ def test_old_names_still_import_from_storage_rocks() -> None:
 
     assert rocks.RocksStateMachine is RocksStateMachine
     assert rocks.SM_FORMAT is rocks_state_machine.SM_FORMAT
-    assert rocks._MAX_FRAME == rocks_state_machine._MAX_FRAME
+    assert rocks.SNAPSHOT_MAGIC is rocks_snapshot.SNAPSHOT_MAGIC
+    assert rocks._MAX_FRAME == rocks_snapshot._MAX_FRAME
     assert rocks._AckMark is AckMark
     assert rocks._GroupWriter is GroupWriter
     assert rocks._encode_entry_records is encode_entry_records

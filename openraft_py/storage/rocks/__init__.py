@@ -36,7 +36,8 @@ from .log_format import LOG_FORMAT
 from .log_store import FSYNC_MODES, INLINE_READ_MAX, RocksLogReader, RocksLogStore
 
 if TYPE_CHECKING:
-    from ...kv.rocks_state_machine import SM_FORMAT, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, RocksStateMachine
+    from ...kv.rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC
+    from ...kv.rocks_state_machine import SM_FORMAT, RocksStateMachine
 
 __all__ = [
     "ACK_FILE",
@@ -56,10 +57,10 @@ __all__ = [
 _MOVED: dict[str, tuple[str, str]] = {
     "RocksStateMachine": ("openraft_py.kv.rocks_state_machine", "RocksStateMachine"),
     "SM_FORMAT": ("openraft_py.kv.rocks_state_machine", "SM_FORMAT"),
-    "SNAPSHOT_MAGIC": ("openraft_py.kv.rocks_state_machine", "SNAPSHOT_MAGIC"),
-    "SNAPSHOT_CHUNK_BYTES": ("openraft_py.kv.rocks_state_machine", "SNAPSHOT_CHUNK_BYTES"),
-    "_MAX_FRAME": ("openraft_py.kv.rocks_state_machine", "_MAX_FRAME"),
-    "_dec_any": ("openraft_py.kv.rocks_state_machine", "_dec_any"),
+    "SNAPSHOT_MAGIC": ("openraft_py.kv.rocks_snapshot", "SNAPSHOT_MAGIC"),
+    "SNAPSHOT_CHUNK_BYTES": ("openraft_py.kv.rocks_snapshot", "SNAPSHOT_CHUNK_BYTES"),
+    "_MAX_FRAME": ("openraft_py.kv.rocks_snapshot", "_MAX_FRAME"),
+    "_dec_any": ("openraft_py.kv.rocks_snapshot", "_dec_any"),
     "_AckMark": ("openraft_py.storage.rocks.ackmark", "AckMark"),
     "_encode_entry_records": ("openraft_py.storage.rocks.log_format", "encode_entry_records"),
     "_GroupWriter": ("openraft_py.storage.rocks.group_writer", "GroupWriter"),
