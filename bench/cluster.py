@@ -1,7 +1,8 @@
 """Cluster throughput benchmark: Openraft's minimal cluster benchmark, in Python.
 
 Three nodes in one process, in-memory log store, the in-process router passing request
-objects without serialization, and a state machine that stores nothing. For each writer
+objects without serialization, a state machine that stores nothing, and election timeouts
+of 1-2 s (so a stall of a busy machine starts no election mid-run). For each writer
 count, ``W`` coroutines call ``client_write`` on the leader in a loop; the run reports
 writes/s and the p50/p99/p99.9 write latency (each the median of ``--repeat`` runs; every
 write is timed) for the compiled build and the pure-Python build (each in its own
@@ -35,7 +36,9 @@ async def run_once(writers: int, seconds: float) -> dict[str, float]:
     from openraft_py.storage.memory import NoopStateMachine
     from openraft_py.testing import Cluster
 
-    config = Config(snapshot_policy=SnapshotPolicy.never())
+    # Election timeouts of 1-2 s (heartbeats stay at 50 ms): the three nodes share one event
+    # loop, and on a busy machine a stall of a few hundred ms would start an election mid-run.
+    config = Config(snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000)
     async with Cluster(config, state_machine=lambda disk: NoopStateMachine(disk)) as c:
         await c.start({1, 2, 3})
         leader = c.nodes[await c.wait_for_leader(timeout=10)]
