@@ -108,6 +108,32 @@ def _fmt_value(c: dict[str, Any]) -> str:
     return f"{v:.1%}" if c["target"].endswith("%") else f"{v:.2f}x"
 
 
+def summary_table(results: dict[str, Any]) -> list[str]:
+    """One row per series: writes/s (and the fraction of the floor) at each writer count, and
+    the p50 / p99 / p99.9 latency at the smallest writer count (the latency-sensitive case)."""
+    counts = sorted({p["writers"] for s in results["series"].values() for p in s["points"]})
+    if not counts:
+        return []
+    one = counts[0]
+    head = "| system | " + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts)
+    head += f" | p50 / p99 / p99.9 ms at {one} writer{'s' if one > 1 else ''} |"
+    out = [head, "|:--" + "|--:" * (len(counts) + 1) + "|"]
+    for name, s in results["series"].items():
+        cells = []
+        for w in counts:
+            p = point(results, name, w)
+            if p is None:
+                cells.append("-")
+            elif name == "floor" or p.get("floor_fraction") is None:
+                cells.append(f"{p['writes_per_s']:,.0f}")
+            else:
+                cells.append(f"{p['writes_per_s']:,.0f} ({p['floor_fraction']:.1%})")
+        p1 = point(results, name, one)
+        lat = "-" if p1 is None else " / ".join(_fmt_ms(p1[k]) for k in ("p50", "p99", "p999"))
+        out.append(f"| {s['label']} | " + " | ".join(cells) + f" | {lat} |")
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as markdown: the throughput and latency table, the acceptance checks, the
     micro-benchmarks."""
@@ -118,6 +144,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"uvloop {m['uvloop']}, PySyncObj {m['pysyncobj']}. Each point: median of {meta['repeat']} run(s); "
         "latencies are the medians of the runs' percentiles; *of floor* is writes/s over the asyncio floor's "
         "round trips/s at the same writer count.",
+        "",
+    ]
+    lines += summary_table(results)
+    lines += [
         "",
         "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms |",
         "|:-------|--------:|---------:|---------:|-------:|-------:|---------:|",

@@ -254,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--smoke", action="store_true", help="a few points, one short run each (seconds)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where the results go")
     p.add_argument("--only", help="comma-separated step names to run (default: all of the mode's)")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: rewrite the table, the acceptance checks and the plots from a latest.json")
     args = p.parse_args(argv)
+    if args.from_json:
+        return rewrite(Path(args.from_json), Path(args.out))
     mode = MODES["quick" if args.quick else "smoke" if args.smoke else "full"]
     steps = plan(mode)
     if args.only:
@@ -286,16 +290,29 @@ def main(argv: list[str] | None = None) -> int:
                 except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
                     print(f"    FAILED ({'retrying' if attempt == 1 else 'giving up'}): {e}", flush=True)
                     results["errors"][step.name] = str(e)
+    results["meta"]["elapsed_s"] = time.monotonic() - t0
+    finish(results, out)
+    print(f"finished in {results['meta']['elapsed_s']:.0f} s; wrote {out}/latest.json, latest.md and the plots")
+    return 1 if results["errors"] else 0
+
+
+def finish(results: dict[str, Any], out: Path) -> None:
+    """Add the fractions of the floor and the acceptance checks to ``results``, write
+    ``latest.json``, ``latest.md`` and the plots into ``out``, print the markdown."""
     add_floor_fractions(results)
     results["acceptance"] = acceptance(results)
-    results["meta"]["elapsed_s"] = time.monotonic() - t0
+    out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
     md = write_markdown(results, out / "latest.md")
     write_plots(results, out)
     print()
     print(md)
-    print(f"finished in {results['meta']['elapsed_s']:.0f} s; wrote {out}/latest.json, latest.md and the plots")
-    return 1 if results["errors"] else 0
+
+
+def rewrite(src: Path, out: Path) -> int:
+    """``--from-json``: redo the derived figures, the table and the plots of a saved run."""
+    finish(json.loads(src.read_text()), out)
+    return 0
 
 
 if __name__ == "__main__":
