@@ -103,11 +103,17 @@ def parse_page(text: str, name: str = "page") -> tuple[list[Block], list[int]]:
             pending = (i + 1, marker.group(1).strip())
         elif fence:
             indent = len(fence.group(1))
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")
-                        and len(lines[j]) - len(lines[j].lstrip()) == indent), None)
+            end = next(
+                (
+                    j
+                    for j in range(i + 1, len(lines))
+                    if lines[j].strip().startswith("```") and len(lines[j]) - len(lines[j].lstrip()) == indent
+                ),
+                None,
+            )
             if end is None:
                 raise ValueError(f"{name}:{i + 1}: unclosed code fence")
-            code = "\n".join(ln[indent:] for ln in lines[i + 1:end]) + "\n"
+            code = "\n".join(ln[indent:] for ln in lines[i + 1 : end]) + "\n"
             blocks.append(Block(fence.group(2).lower(), code, i + 1, pending[1] if pending else None))
             pending = None
             i = end
@@ -154,8 +160,9 @@ def _shell_env() -> dict[str, str]:
 
 
 def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT, capture_output=True, text=True
+    )
 
 
 def test_every_code_block_runs_or_says_why_not() -> None:
@@ -196,8 +203,13 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
             where = f"{_id(page)}:{block.line}"
             if block.lang in PYTHON:
                 # Padded so that tracebacks give the line in the page.
-                code = compile("\n" * block.line + block.code, _id(page), "exec",
-                               flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+                code = compile(
+                    "\n" * block.line + block.code,
+                    _id(page),
+                    "exec",
+                    flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                    dont_inherit=True,
+                )
                 with contextlib.redirect_stdout(out):
                     result = eval(code, namespace)  # noqa: S307 - the guide's own examples
                     if code.co_flags & inspect.CO_COROUTINE:
@@ -221,11 +233,21 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     env = {**_shell_env(), "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=110,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=110,
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
-    for page in ("index.html", "getting-started/index.html", "concepts/index.html",
-                 "reference/errors/index.html", "reference/api/index.html"):
+    for page in (
+        "index.html",
+        "getting-started/index.html",
+        "concepts/index.html",
+        "reference/errors/index.html",
+        "reference/api/index.html",
+    ):
         assert (tmp_path / "site" / page).exists(), page
     # mkdocstrings rendered the docstrings: the Raft handle's methods are on the API page, and
     # every public name has an entry (an anchor) in the reference.
@@ -233,8 +255,7 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     anchors: set[str] = set()
     for html in (tmp_path / "site" / "reference").rglob("*.html"):
         anchors |= {a.rsplit(".", 1)[-1] for a in re.findall(r'id="(openraft_py[\w.]*)"', html.read_text())}
-    for module in (openraft_py, openraft_py.storage, openraft_py.network, openraft_py.network.tcp,
-                   openraft_py.testing):
+    for module in (openraft_py, openraft_py.storage, openraft_py.network, openraft_py.network.tcp, openraft_py.testing):
         undocumented = [n for n in module.__all__ if n not in anchors and n != "__version__"]
         assert not undocumented, f"{module.__name__}: public names missing from docs/reference: {undocumented}"
 
@@ -248,7 +269,10 @@ def test_parser_attaches_markers_and_reads_transcripts() -> None:
     )
     blocks, orphans = parse_page(text)
     assert [(b.lang, b.line, b.not_run) for b in blocks] == [
-        ("sh", 3, "needs three machines"), ("console", 8, None), ("python", 15, None)]
+        ("sh", 3, "needs three machines"),
+        ("console", 8, None),
+        ("python", 15, None),
+    ]
     assert orphans == [6]
     assert blocks[2].code == "x = 1\n"
     assert console_steps(blocks[1].code) == [("echo a", ["a"]), ("true", [])]
