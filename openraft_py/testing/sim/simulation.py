@@ -288,8 +288,9 @@ class Simulation(FaultSchedule):
             checker.cancel()
             for t in clients:
                 t.cancel()
-        if checker.done() and not checker.cancelled() and checker.exception() is not None:
-            raise checker.exception()  # type: ignore[misc]
+        failure = checker.exception() if checker.done() and not checker.cancelled() else None
+        if failure is not None:
+            raise failure
         if c.router.wire_errors:
             raise Violation(f"the wire codec refused {c.router.wire_errors} message(s) the nodes sent")
         if self.wire:
