@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Self
 
 import msgspec
-from rocksdict import Rdict, ReadOptions, WriteBatch
+from rocksdict import Rdict, WriteBatch
 
 from ..errors import StorageError
 from ..storage.memory import KV_PREFIX, apply_kv, decode_kv
-from ..storage.rocks.db import clear_frames, in_thread, open_db, release_db, write_options
+from ..storage.rocks.db import BoundedIter, clear_frames, in_thread, open_db, release_db, write_options
 from ..storage.rocks.files import durable_temp, replace_durably
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -80,27 +80,14 @@ class _SnapRecord(msgspec.Struct):
 _dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
 
 
-def _data_pairs(view: Any) -> Iterator[tuple[bytes, bytes]]:
-    """The data of the image ``view`` (an iterator over the whole column family, see
-    ``_RocksSnapshotBuilder``): ``(key without its prefix, value)`` in key order. Raises when
-    the scan stops on an error (e.g. a damaged file) rather than at the end of the data."""
-    view.seek(_DATA)
-    valid, key, value, step = view.valid, view.key, view.value, view.next
-    while valid():
-        k = key()
-        if k >= _DATA_END:  # the meta range, after the data: the iterator's bound is its end
-            break
-        v = value()
-        step()
+def _data_pairs(image: BoundedIter) -> Iterator[tuple[bytes, bytes]]:
+    """The data of ``image`` (the whole column family, see ``_RocksSnapshotBuilder``):
+    ``(key without its prefix, value)`` in key order. Raises when the scan stops on an error
+    (e.g. a damaged file) rather than at the end of the data."""
+    for k, v in image.scan(_DATA):
+        if k >= _DATA_END:  # the meta range, after the data: the image's bound is its end
+            return
         yield k[1:], v
-    view.status()
-
-
-def _bounded(upper: bytes) -> ReadOptions:
-    """Read options of an iterator that stops by itself before ``upper``."""
-    opts = ReadOptions()
-    opts.set_iterate_upper_bound(upper)
-    return opts
 
 
 class _BatchKv:
@@ -154,8 +141,8 @@ class _RocksSnapshotBuilder:
         # the live data (only ``snapshot[key]`` honours it), which let a build read data
         # newer than its meta. RocksDB has one upper bound per iterator: it ends the meta
         # range, the last one.
-        view = sm._cf.iter(_bounded(_META_END))
-        return await in_thread(sm._build_from, view)
+        image = BoundedIter(sm._cf, _META_END)
+        return await in_thread(sm._build_from, image)
 
 
 class RocksStateMachine:
@@ -306,15 +293,17 @@ class RocksStateMachine:
         """A builder; ``build_snapshot`` does not block ``apply`` (see the class docstring)."""
         return _RocksSnapshotBuilder(self)
 
-    def _build_from(self, view: Any) -> Snapshot:
-        """Worker thread: stream the iterator ``view`` (one point-in-time image: its meta
+    def _build_from(self, image: BoundedIter) -> Snapshot:
+        """Worker thread: stream ``image`` (one point-in-time iterator: its meta
         and data are read through it alone) into a snapshot file and make it current.
         ``apply`` keeps writing meanwhile."""
-        meta_raw: dict[bytes, bytes] = {}
-        view.seek(_META)
-        while view.valid():  # to the iterator's bound: the end of the meta range
-            meta_raw[view.key()] = view.value()
-            view.next()
+        try:
+            return self._build_image(image)
+        finally:
+            image.close()
+
+    def _build_image(self, image: BoundedIter) -> Snapshot:
+        meta_raw = dict(image.scan(_META))  # to the image's bound: the end of the meta range
         last = None if _M_APPLIED not in meta_raw else _dec_logid.decode(meta_raw[_M_APPLIED])
         membership = (
             EMPTY_STORED_MEMBERSHIP if _M_MEMBERSHIP not in meta_raw else _dec_stored.decode(meta_raw[_M_MEMBERSHIP])
@@ -322,9 +311,9 @@ class RocksStateMachine:
         where = "none" if last is None else f"{last.term}-{last.index}"
         meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
         with durable_temp(self._snapdir, prefix="build-") as tmp:
-            write_snapshot(tmp.file, last, membership, _data_pairs(view))
+            write_snapshot(tmp.file, last, membership, _data_pairs(image))
             tmp.sync()
-            del view  # unpin the image
+            image.close()  # unpin it
             # The state this snapshot covers must be durable before the snapshot lets the log
             # be purged up to it (apply writes without fsync).
             seqno = self._db.latest_sequence_number()
@@ -433,17 +422,14 @@ class RocksStateMachine:
         than returning part of the data."""
         self._check_open()
         out: dict[str, str] = {}
+        image = BoundedIter(self._cf, _DATA_END)
         try:
-            it: Any = self._cf.iter(_bounded(_DATA_END))
-            it.seek(_DATA)
-            while it.valid():
-                out[it.key()[1:].decode()] = it.value().decode()
-                it.next()
-            it.status()  # the scan stopped at the end, not on an error
+            for k, v in image.scan(_DATA):
+                out[k[1:].decode()] = v.decode()
         except Exception as e:
             raise StorageError(f"reading the data of state machine at {self.path!r}", e) from e
         finally:
-            it = None
+            image.close()  # the iterator keeps RocksDB open (a kept traceback holds ``image``)
         return out
 
     # -- lifecycle

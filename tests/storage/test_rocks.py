@@ -174,6 +174,32 @@ async def test_large_read_goes_to_thread_and_is_consistent(tmp_path: Path) -> No
         assert got == entries(1, 0, 3100)
 
 
+async def test_large_read_is_an_image_of_the_log_at_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that goes to a worker thread returns the log as it was when it was called,
+    even when a purge and a truncate are made durable before the thread reads."""
+    from openraft_py.storage.rocks import log_store
+
+    real = log_store.in_thread
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def held_in_thread(fn: Any, *args: Any) -> Any:
+        reached.set()
+        await release.wait()
+        return await real(fn, *args)
+
+    monkeypatch.setattr(log_store, "in_thread", held_in_thread)
+    async with RocksLogStore(tmp_path / "log") as s:
+        await append_durable(s, entries(1, 0, 300))
+        read = asyncio.create_task(s.get_log_reader().try_get_log_entries(100, 300))
+        await asyncio.wait_for(reached.wait(), 5)
+        await s.purge(LogId(1, 149))
+        await s.truncate_after(LogId(1, 249))
+        await append_durable(s, entries(2, 250, 300))
+        release.set()
+        assert await asyncio.wait_for(read, 10) == entries(1, 100, 300)
+        assert await s.try_get_log_entries(150, 300) == entries(1, 150, 250) + entries(2, 250, 300)
+
+
 async def test_closed_store_refuses(tmp_path: Path) -> None:
     s = RocksLogStore(tmp_path / "log")
     await s.aclose()

@@ -150,3 +150,42 @@ def test_replace_durably_keeps_the_old_file_on_failure(tmp_path: Path, monkeypat
         replace_durably(str(target), b"three")
     assert os.listdir(tmp_path) == ["current.meta"]
     assert target.read_bytes() == b"two"
+
+
+def test_bounded_iter_is_a_point_in_time_image_with_its_bound(tmp_path: Path) -> None:
+    """A ``BoundedIter`` read from another thread, after the data changed and memory was
+    churned, yields exactly the keys below its bound as of its creation (rocksdict's iterator
+    alone does not keep its bound alive: that read came back empty); ``close()`` releases the
+    iterator, so the database closes and its path opens again."""
+    import gc
+    import threading
+
+    from rocksdict import Options, Rdict
+
+    from openraft_py.storage.rocks.db import BoundedIter
+
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    db = Rdict(str(tmp_path / "db"), opts)
+    for i in range(300):
+        db[i.to_bytes(8, "big")] = b"v%d" % i
+    image = BoundedIter(db, (250).to_bytes(8, "big"))
+    db.delete_range((0).to_bytes(8, "big"), (200).to_bytes(8, "big"))
+    db[(100).to_bytes(8, "big")] = b"new"
+    churn = [bytes(8) * (i % 7) for i in range(20_000)]
+    gc.collect()
+    got: list[list[bytes]] = []
+    reader = threading.Thread(target=lambda: got.append(image.values((100).to_bytes(8, "big"))))
+    reader.start()
+    reader.join(30)
+    assert got == [[b"v%d" % i for i in range(100, 250)]]
+    pairs = list(image.scan((240).to_bytes(8, "big")))
+    assert [int.from_bytes(k, "big") for k, _ in pairs] == list(range(240, 250))
+    image.close()
+    image.close()  # idempotent
+    with pytest.raises(AttributeError):
+        image.values(b"")
+    del churn
+    db.close()
+    del db
+    Rdict(str(tmp_path / "db"), opts).close()  # the lock was released

@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import msgspec
-from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from ...errors import StorageError
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .wal import wal_numbers
 
-__all__ = ["clear_frames", "in_thread", "open_db", "release_db", "write_options"]
+__all__ = ["BoundedIter", "clear_frames", "in_thread", "open_db", "release_db", "write_options"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,57 @@ def write_options(sync: bool) -> WriteOptions:
     return wo
 
 _ROCKSDICT_CONFIG = "rocksdict-config.json"
+
+
+class BoundedIter:
+    """A RocksDB iterator over ``cf`` that ends by itself before the key ``upper``
+    (``ReadOptions.set_iterate_upper_bound``). Created now: RocksDB pins an implicit snapshot
+    when an iterator is made, so every ``scan`` reads the same point-in-time image, from any
+    thread.
+
+    NB: it holds its ``ReadOptions``: rocksdict's iterator does not keep them alive, and a
+    bound freed under the iterator reads as garbage (seen: an empty scan). Keep this object,
+    not a bare iterator, for as long as the scan runs; its owner calls ``close()`` when done
+    (also on an error: the iterator keeps RocksDB open, and a frame kept by an exception's
+    traceback may still hold this object, but then not the iterator)."""
+
+    __slots__ = ("_opts", "_it")
+
+    def __init__(self, cf: Rdict, upper: bytes) -> None:
+        self._opts = ReadOptions()
+        self._opts.set_iterate_upper_bound(upper)
+        self._it = cf.iter(self._opts)
+
+    def values(self, start: bytes) -> list[bytes]:
+        """Every value from the key ``start`` to the bound, in key order. Raises when the scan
+        stops on an error (e.g. a damaged file) rather than at the bound."""
+        it = self._it
+        it.seek(start)
+        out: list[bytes] = []
+        add, valid, value, step = out.append, it.valid, it.value, it.next
+        while valid():
+            add(value())
+            step()
+        it.status()
+        return out
+
+    def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` from the key ``start`` to the bound, in key order, streamed. Raises
+        when the scan stops on an error rather than at the bound. (The generator keeps no
+        reference to the iterator of its own: ``close()`` releases it.)"""
+        self._it.seek(start)
+        while self._it.valid():
+            k, v = self._it.key(), self._it.value()
+            self._it.next()
+            yield k, v
+        self._it.status()
+
+    def close(self) -> None:
+        """Release the iterator (and then its read options); idempotent. Using the object
+        afterwards raises ``AttributeError``."""
+        if hasattr(self, "_it"):
+            del self._it
+            del self._opts
 
 
 def _open_error(path: str, what: str, e: BaseException) -> StorageError:

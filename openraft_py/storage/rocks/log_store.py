@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import os
 from concurrent.futures import Future
 from typing import Any, Self
@@ -22,7 +21,7 @@ from ..._core import encode_index_key
 from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Vote
 from .. import IOFlushed
-from .db import clear_frames, in_thread, open_db, release_db
+from .db import BoundedIter, clear_frames, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
 from .log_format import (
     END_KEY,
@@ -48,12 +47,41 @@ durability step" in ``docs/design/durability.md``."""
 
 INLINE_READ_MAX = 64
 """Reads of at most this many entries from RocksDB run on the event-loop thread (a short
-range read, mostly from the memtable / block cache); larger ones run in a worker thread over a
-RocksDB snapshot."""
+range read, mostly from the memtable / block cache); larger ones run in a worker thread, over
+an iterator created at the call (a point-in-time image)."""
 
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
+
+
+def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
+    """The entries of ``image`` from index ``start`` to its bound: the gap-free run starting at
+    ``start`` (a hole in the stored log shows as a short result). Raises when the scan stops
+    on an error (e.g. a damaged file) or a record does not decode. Closes ``image``."""
+    try:
+        blobs = image.values(encode_index_key(start))
+    finally:
+        image.close()
+    entries = decode_entry_records(blobs)
+    for i, e in enumerate(entries):
+        if e.log_id.index != start + i:
+            return entries[:i]
+    return entries
+
+
+def _short_read_cause(entries_cf: Rdict, index: int, got: int) -> BaseException:
+    """Why a read found only ``got`` entries: the error an iterator seeking to ``index``
+    reports (e.g. a corrupted SST block), else a hole in the stored log."""
+    probe = entries_cf.iter()
+    try:
+        probe.seek(encode_index_key(index))
+        probe.status()
+    except Exception as e:  # noqa: BLE001 - the real cause
+        return e
+    finally:
+        del probe  # the iterator keeps RocksDB open; a kept error must not hold it
+    return RuntimeError(f"got {got} entries: a hole in the stored log")
 
 
 class RocksLogReader:
@@ -75,8 +103,8 @@ class RocksLogReader:
 
         Cost: O(stop - start). Entries not yet written come from memory; a range of at most
         ``INLINE_READ_MAX`` entries is read from RocksDB on the loop thread, a larger one in a
-        worker thread over a RocksDB snapshot taken now (so a later truncate or purge cannot
-        tear it)."""
+        worker thread; either way through a RocksDB iterator created at the call, a point-in-time
+        image (so a truncate or purge written meanwhile cannot tear it)."""
         s = self._s
         s._check_open()
         purged = s._purged
@@ -96,23 +124,22 @@ class RocksLogReader:
         if split == start:
             return tail
         n = split - start
+        # The iterator is the image of the log as of this call (RocksDB pins an implicit
+        # snapshot when it is created), so a truncate or purge written while a large read runs
+        # in its thread cannot tear it. NB: not ``cf.snapshot()``: rocksdict (0.3.x) iterates
+        # a snapshot's live data.
+        image = BoundedIter(s._entries, encode_index_key(split))
         try:
             if n <= INLINE_READ_MAX:
-                head = s._read_db(s._entries, start, split)
+                head = _read_entries(image, start)
             else:
-                view = s._entries.snapshot()
-                head = await in_thread(s._read_db, view, start, split)
+                head = await in_thread(_read_entries, image, start)
         except Exception as e:  # e.g. an entry that does not decode
             raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", e) from e
+        finally:
+            del image  # _read_entries closed it; if the thread still runs, it owns it
         if len(head) != n:
-            # rocksdict's item iteration stops silently on an error: ask an iterator why.
-            cause: BaseException = RuntimeError(f"got {len(head)} entries: a hole in the stored log")
-            try:
-                probe = s._entries.iter()
-                probe.seek(encode_index_key(start + len(head)))
-                probe.status()
-            except Exception as e:  # noqa: BLE001 - the real cause (e.g. a corrupted SST block)
-                cause = e
+            cause = _short_read_cause(s._entries, start + len(head), len(head))
             raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", cause) from cause
         head.extend(tail)
         return head
@@ -213,16 +240,6 @@ class RocksLogStore(RocksLogReader):
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"using log store at {self.path!r}", RuntimeError("the store is closed"))
-
-    def _read_db(self, view: Any, start: int, stop: int) -> list[Entry]:
-        """Entries ``[start, stop)`` from RocksDB (``view``: the CF or a snapshot of it)."""
-        blobs = [v for _, v in itertools.islice(view.items(from_key=encode_index_key(start)), stop - start)]
-        entries = decode_entry_records(blobs)
-        # Keep only a gap-free run starting at ``start`` (a hole shows up as a short result).
-        for i, e in enumerate(entries):
-            if e.log_id.index != start + i:
-                return entries[:i]
-        return entries
 
     async def _submit_and_wait(self, batch: WriteBatch, what: str) -> None:
         """Queue ``batch``; return once durable, or raise ``StorageError`` (``what`` says
