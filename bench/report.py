@@ -197,24 +197,26 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
     written = []
     series = results["series"]
     if series:
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(10, 5))
         for name, s in series.items():
             pts = sorted(s["points"], key=lambda p: p["writers"])
-            style = "k--" if name == "floor" else "-o"
+            # The floor dashed black; openraft-py solid; the other libraries dotted.
+            style = "k--" if name == "floor" else ":s" if name.startswith("pysyncobj") else "-o"
             ax.plot([p["writers"] for p in pts], [p["writes_per_s"] for p in pts], style, label=s["label"])
+        counts = sorted({p["writers"] for s in series.values() for p in s["points"]})
         ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(w) for w in counts])
         ax.set_yscale("log")
         ax.set_xlabel("concurrent writers")
         ax.set_ylabel("writes/s (median)")
         ax.set_title("Throughput, 3-node clusters")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         written.append(out / "throughput.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
 
-        counts = sorted({p["writers"] for s in series.values() for p in s["points"]})
         picks = sorted({counts[0], counts[-1]})
         fig, axes = plt.subplots(1, len(picks), figsize=(6 * len(picks), 5), squeeze=False)
         for ax, w in zip(axes[0], picks):
