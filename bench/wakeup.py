@@ -1,5 +1,5 @@
 """Micro-benchmark: ``openraft_py.wakeup.Wakeup`` against the hand-written futures it
-replaced (same event loop as the node: uvloop when installed).
+replaced (on uvloop, the node's event loop).
 
 - ``handoff``: one consumer task sleeps on an empty queue, a producer task puts one item and
   wakes it (the core's, the state-machine worker's and a replication stream's loop).
@@ -19,7 +19,10 @@ import asyncio
 import statistics
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvloop
 
 from openraft_py.wakeup import Wakeup
 
@@ -123,15 +126,7 @@ def main() -> None:
     ap.add_argument("--waiters", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    try:
-        import uvloop
-
-        run = uvloop.run
-        loop_name = "uvloop"
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        run = asyncio.run
-        loop_name = "asyncio"
-    cases: list[tuple[str, Callable[[], object]]] = [
+    cases: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
         ("handoff  old future", lambda: handoff(OldSlot, a.rounds)),
         ("handoff  Wakeup", lambda: handoff(Wakeup, a.rounds)),
         (f"broadcast({a.waiters}) old shield", lambda: broadcast(OldShield, a.rounds // 10, a.waiters)),
@@ -141,8 +136,8 @@ def main() -> None:
     # Interleave the cases so a load change on the machine hits them alike.
     for _ in range(a.repeat):
         for name, case in cases:
-            results[name].append(run(case()))  # type: ignore[arg-type]
-    print(f"loop: {loop_name}, rounds: {a.rounds}, repeat: {a.repeat} (median ns per round)")
+            results[name].append(uvloop.run(case()))
+    print(f"loop: uvloop, rounds: {a.rounds}, repeat: {a.repeat} (median ns per round)")
     for name, xs in results.items():
         print(f"  {name:28s} {statistics.median(xs):8.0f} ns")
 
