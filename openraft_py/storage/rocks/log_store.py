@@ -226,7 +226,7 @@ class RocksLogStore(RocksLogReader):
         self._closed = False
 
     @staticmethod
-    def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder) -> Any:
+    def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder[Any]) -> Any:
         raw = meta.get(key)
         return None if raw is None else dec.decode(raw)
 
