@@ -188,7 +188,8 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 def to_series(step: Step, raw: dict[str, Any]) -> dict[str, Any]:
     """A step's JSON as a series ``{"label", "points": [point], ...}`` (extra fields kept:
-    the TCP steps' ``fsync_ms`` and ``rtt_ms``, PySyncObj's ``conf``)."""
+    the TCP steps' ``fsync_ms``, ``rtt_ms`` and the fsync medians before / between / after
+    their runs ``fsync_ms_each``, PySyncObj's ``conf``)."""
     if step.kind == "floor":
         return {"label": step.label, "points": raw["points"], "loop": raw["loop"]}
     if step.kind == "cluster":
@@ -198,7 +199,7 @@ def to_series(step: Step, raw: dict[str, Any]) -> dict[str, Any]:
                 "compiled": points[0]["compiled"]}
     if step.kind == "tcp":
         return {"label": step.label, "points": raw["points"], "fsync_ms": raw["fsync_ms"], "rtt_ms": raw["rtt_ms"],
-                "fsync3_ms": raw.get("fsync3_ms")}
+                "fsync_ms_each": raw.get("fsync_ms_each"), "fsync3_ms": raw.get("fsync3_ms")}
     if step.kind == "peer":
         return {"label": step.label, "points": raw["points"], "conf": raw["conf"]}
     raise ValueError(step.kind)
