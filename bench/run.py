@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = plan(mode)
     if args.only:
         wanted = set(args.only.split(","))
+        unknown = wanted - {s.name for s in steps}
+        if unknown:
+            p.error(f"no step {', '.join(sorted(unknown))} in mode {mode.name}: {', '.join(s.name for s in steps)}")
         steps = [s for s in steps if s.name in wanted]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
