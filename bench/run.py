@@ -28,6 +28,7 @@ printed as PASS / FAIL but never change the exit status.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -174,7 +175,8 @@ def run_step(step: Step, json_path: Path, index: int, total: int, t0: float) -> 
         raise RuntimeError(f"{step.name}: exited with {code}")
     if not json_path.exists():
         raise RuntimeError(f"{step.name}: wrote no figures")
-    return json.loads(json_path.read_text())
+    figures: dict[str, Any] = json.loads(json_path.read_text())
+    return figures
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -233,18 +235,14 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        import uvloop
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - both are installed
+            return None
 
-        uv = uvloop.__version__
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        uv = None
-    try:
-        from pysyncobj.version import VERSION as pso
-    except ImportError:  # pragma: no cover - the bench extra
-        pso = None
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "uvloop": uv, "pysyncobj": pso, "platform": platform.platform()}
+            "uvloop": version("uvloop"), "pysyncobj": version("pysyncobj"), "platform": platform.platform()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,8 @@ class NodeProc:
             raise RuntimeError(f"node {self.addr}: no answer within {timeout:g} s") from None
         if line is None:
             raise RuntimeError(f"node {self.addr} exited (code {self.proc.wait()}); see {self._log.name}")
-        return json.loads(line)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
 
     def call(self, timeout: float, **req: Any) -> dict[str, Any]:
         """Send one request and return its answer."""
