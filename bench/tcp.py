@@ -50,7 +50,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import summarize
-from bench.tcp_node import write_launcher
 from openraft_py.testing.proc_cluster import ProcCluster
 
 _ECHO_SERVER = r"""
@@ -153,7 +152,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "repeat": args.repeat,
                                "runs": [], "points": []}
     async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
-                           cluster_name="bench-tcp", python=write_launcher(root)) as c:
+                           cluster_name="bench-tcp") as c:
         try:
             # fsync latency on this kind of VM changes with the other IO on the machine: sample
             # it before, between and after the runs and report the median of all samples.

@@ -168,7 +168,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     def q(p: float) -> float:
         return s[min(n - 1, int(p * n))] * 1000.0
 
-    return {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": s[-1] * 1000.0,
+    return {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": s[-1] * 1000.0,
             "mean": statistics.fmean(s) * 1000.0, "n": n}
 
 
