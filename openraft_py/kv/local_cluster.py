@@ -195,8 +195,8 @@ class LocalCluster:
         """Start ``node_id``'s process (again, with the same arguments, after it exited);
         does not wait for it to serve."""
         node = self.nodes[node_id]
-        if node.running:
-            raise ClusterError(f"n{node_id} is running already (pid {node.proc.pid})")  # type: ignore[union-attr]
+        if node.proc is not None and node.running:
+            raise ClusterError(f"n{node_id} is running already (pid {node.proc.pid})")
         node.data_dir.mkdir(parents=True, exist_ok=True)
         with open(node.log, "ab") as err:
             err.write(f"--- start n{node_id} at {time.strftime('%H:%M:%S')} ---\n".encode())

@@ -138,15 +138,15 @@ class NodeSet:
     def pause(self, i: int) -> None:
         """SIGSTOP node ``i``."""
         node = self.nodes[i]
-        if node.alive():
-            os.kill(node.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+        if node.proc is not None and node.alive():
+            os.kill(node.proc.pid, signal.SIGSTOP)
             node.paused = True
 
     def resume(self, i: int) -> None:
         """SIGCONT node ``i`` (no-op unless paused)."""
         node = self.nodes[i]
-        if node.alive() and node.paused:
-            os.kill(node.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        if node.proc is not None and node.alive() and node.paused:
+            os.kill(node.proc.pid, signal.SIGCONT)
         node.paused = False
 
     def unexpected_exits(self) -> list[tuple[int, int | None]]:
