@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, get_args
 
 from .._core import EntryCache
 from ..config import Config
@@ -59,7 +59,6 @@ from ..types import (
     RPCOption,
     ServerState,
     TransferLeaderRequest,
-    Vote,
     VoteRequest,
 )
 from ..wakeup import Wakeup
@@ -87,12 +86,16 @@ from .replication import ReplicationCore
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
 from .tasks import TaskSet
+from .vote_writer import VoteWriter
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork, RaftNetworkFactory
     from ..storage import RaftLogStorage, RaftStateMachine
 
 log = logging.getLogger("openraft_py.core")
+
+# The command types that carry ``when`` (the io number that must be durable first).
+_WAITING: frozenset[type[Any]] = frozenset(t for t in get_args(Command) if "when" in t.__struct_fields__)
 
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
@@ -123,6 +126,7 @@ class RaftCore:
         self.cache = cache
         self.log = LogSource(self.id, cache, log_store.get_log_reader())
         self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
+        self.votes = VoteWriter(log_store, self.tasks, self.notify)
         self._msgs: deque[Any] = deque()
         self._notes: deque[Any] = deque()
         # Wakes the core task when either queue gets an item (or at shutdown).
@@ -131,8 +135,6 @@ class RaftCore:
         self._io_done: set[int] = set()
         self._io_contiguous = 0
         self._saved_committed: LogId | None = None
-        self._vote_writes: deque[tuple[Vote, int]] = deque()
-        self._vote_writer: asyncio.Task[None] | None = None
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._clients: dict[NodeId, RaftNetwork] = {}
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch)
@@ -143,6 +145,7 @@ class RaftCore:
         self._metrics_key: tuple[Any, ...] = ()
         self._stopping = False
         self._running_commands = False
+        self._handlers = self._command_handlers()
         # Tokens of ``storage_read_started`` (the caller's) to those of ``self.log``.
         self._read_tokens: dict[int, int] = {}
         self.task: asyncio.Task[None] | None = None
@@ -333,60 +336,86 @@ class RaftCore:
 
     def _condition_met(self, c: Command) -> bool:
         """Whether the storage write ``c`` waits on (its ``when``) is durable."""
-        when: int | None = getattr(c, "when", None)
+        if type(c) not in _WAITING:
+            return True
+        when: int | None = getattr(c, "when")  # noqa: B009 - every type in _WAITING has it
         return when is None or when <= self.engine.state.io.flushed
 
     async def _run_command(self, c: Command) -> None:
-        """Run one command, or postpone it until the write it waits on is durable. The
-        cases are ordered by frequency (the write path first)."""
+        """Run one command (the method ``_handlers`` maps its type to), or postpone it until
+        the write it waits on is durable."""
         if not self._condition_met(c):
             self._postponed.append(c)
             return
-        match c:
-            case Respond():
-                answer(c.tx, c.value)
-            case AppendEntries():
-                await self._append_entries(c)
-            case Replicate():
-                for s in self._streams.values():
-                    s.update(c.last_log_id, c.committed)
-            case SaveCommittedAndApply():
-                await self._save_committed_and_apply(c.committed)
-            case SaveVote():
-                # Written by a writer task so a slow vote write does not stall the core;
-                # what must wait for it waits on its io number.
-                self._vote_writes.append((c.vote, c.io))
-                if self._vote_writer is None:
-                    self._vote_writer = self._spawn(self._write_votes(), "vote-writer")
-            case TruncateLog():
-                await self._truncate_log(c)
-            case PurgeLog():
-                await self._purge_log(c)
-            case SendVote():
-                for target, node in c.targets.items():
-                    self._spawn(self._send_vote(target, node, c.req), "vote")
-            case StartReplication():
-                self._start_replication(c)
-            case StopReplication():
-                self._stop_streams()
-            case Heartbeat():
-                for s in self._streams.values():
-                    s.heartbeat()
-            case RespondOnApply():
-                self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
-            case AbandonWrites():
-                self.feed.fail_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
-            case BuildSnapshot():
-                self._spawn(self.snapshots.build(), "build-snapshot")
-            case ReceiveSnapshotChunk():
-                await self.snapshots.receive_chunk(c.req, c.tx)
-            case InstallSnapshot():
-                self.snapshots.install(c.meta, c.data, c.tx)
-            case SendTransferLeader():
-                for target, node in c.targets.items():
-                    self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
-            case _:
-                raise Panicked(f"unknown command {c!r}")
+        handler = self._handlers.get(type(c))
+        if handler is None:
+            raise Panicked(f"unknown command {c!r}")
+        pending = handler(c)
+        if pending is not None:
+            await pending
+
+    def _command_handlers(self) -> dict[type[Any], Callable[[Any], Awaitable[None] | None]]:
+        """One method per command type, each taking that type. A method that does IO is a
+        coroutine function: ``_run_command`` awaits what it returns."""
+        return {
+            Respond: self._respond,
+            AppendEntries: self._append_entries,
+            Replicate: self._replicate,
+            SaveCommittedAndApply: self._save_committed_and_apply,
+            SaveVote: self._save_vote,
+            TruncateLog: self._truncate_log,
+            PurgeLog: self._purge_log,
+            SendVote: self._send_votes,
+            StartReplication: self._start_replication,
+            StopReplication: self._stop_replication,
+            Heartbeat: self._heartbeat,
+            RespondOnApply: self._respond_on_apply,
+            AbandonWrites: self._abandon_writes,
+            BuildSnapshot: self._build_snapshot,
+            ReceiveSnapshotChunk: self._receive_chunk,
+            InstallSnapshot: self._install_snapshot,
+            SendTransferLeader: self._send_transfer_leaders,
+        }
+
+    def _respond(self, c: Respond) -> None:
+        answer(c.tx, c.value)
+
+    def _replicate(self, c: Replicate) -> None:
+        for s in self._streams.values():
+            s.update(c.last_log_id, c.committed)
+
+    def _save_vote(self, c: SaveVote) -> None:
+        self.votes.save(c.vote, c.io)
+
+    def _send_votes(self, c: SendVote) -> None:
+        for target, node in c.targets.items():
+            self._spawn(self._send_vote(target, node, c.req), "vote")
+
+    def _stop_replication(self, c: StopReplication) -> None:
+        self._stop_streams()
+
+    def _heartbeat(self, c: Heartbeat) -> None:
+        for s in self._streams.values():
+            s.heartbeat()
+
+    def _respond_on_apply(self, c: RespondOnApply) -> None:
+        self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
+
+    def _abandon_writes(self, c: AbandonWrites) -> None:
+        self.feed.fail_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
+
+    def _build_snapshot(self, c: BuildSnapshot) -> None:
+        self._spawn(self.snapshots.build(), "build-snapshot")
+
+    def _receive_chunk(self, c: ReceiveSnapshotChunk) -> Awaitable[None]:
+        return self.snapshots.receive_chunk(c.req, c.tx)
+
+    def _install_snapshot(self, c: InstallSnapshot) -> None:
+        self.snapshots.install(c.meta, c.data, c.tx)
+
+    def _send_transfer_leaders(self, c: SendTransferLeader) -> None:
+        for target, node in c.targets.items():
+            self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
 
     async def _append_entries(self, c: AppendEntries) -> None:
         """Put the entries in the cache (a gap before them clears it) and hand them to the
@@ -404,8 +433,9 @@ class RaftCore:
         except Exception as e:
             raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
 
-    async def _save_committed_and_apply(self, committed: LogId) -> None:
-        """Persist ``committed`` and hand the entries up to it to the state machine."""
+    async def _save_committed_and_apply(self, c: SaveCommittedAndApply) -> None:
+        """Persist ``c.committed`` and hand the entries up to it to the state machine."""
+        committed = c.committed
         # Postponed commands may run after a later one: never save a lower value.
         if self._saved_committed is not None and committed <= self._saved_committed:
             return
@@ -440,24 +470,6 @@ class RaftCore:
         except Exception as e:
             raise StorageError(f"purging up to {upto!r}", e) from e
         self._io_completed(c.io)
-
-    async def _write_votes(self) -> None:
-        """Persist queued votes in order; only the newest of a queued run is written, and
-        every io number of the run completes with it."""
-        try:
-            while self._vote_writes:
-                run = list(self._vote_writes)
-                self._vote_writes.clear()
-                vote = run[-1][0]
-                try:
-                    await self.log_store.save_vote(vote)
-                except Exception as e:  # noqa: BLE001 - reported: the node stops
-                    self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
-                    return
-                for _, io_seq in run:
-                    self.notify(IOCompleted(io_seq, None))
-        finally:
-            self._vote_writer = None
 
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs

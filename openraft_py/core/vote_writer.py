@@ -1,0 +1,58 @@
+"""``VoteWriter``: persists the votes the engine saves (``SaveVote``) in a task of its own,
+so a slow vote write does not stall the core; what must wait for a vote waits on its io
+number, reported with ``IOCompleted`` once the write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StorageError
+from ..types import Vote
+from .messages import Failed, IOCompleted
+from .tasks import TaskSet
+
+if TYPE_CHECKING:
+    from ..storage import RaftLogStorage
+
+
+class VoteWriter:
+    """Writes queued votes in order; of a run queued while a write was in flight only the
+    newest is written, and every io number of the run completes with it.
+
+    Invariant: ``_writer`` is the running writer task, or ``None`` when ``_queue`` is empty
+    and nothing is being written.
+    """
+
+    def __init__(self, log_store: RaftLogStorage, tasks: TaskSet, notify: Callable[[Any], None]) -> None:
+        self.log_store = log_store
+        self.tasks = tasks
+        self.notify = notify
+        self._queue: deque[tuple[Vote, int]] = deque()
+        self._writer: asyncio.Task[Any] | None = None
+
+    def save(self, vote: Vote, io: int) -> None:
+        """Persist ``vote`` (storage write number ``io``); report ``IOCompleted(io)`` when it
+        is durable, or ``Failed`` with a ``StorageError`` (the node stops)."""
+        self._queue.append((vote, io))
+        if self._writer is None:
+            self._writer = self.tasks.spawn(self._write(), "vote-writer")
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                run = list(self._queue)
+                self._queue.clear()
+                vote = run[-1][0]
+                try:
+                    await self.log_store.save_vote(vote)
+                except Exception as e:  # noqa: BLE001 - reported: the node stops
+                    self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
+                    return
+                for _, io in run:
+                    self.notify(IOCompleted(io, None))
+        finally:
+            self._writer = None
