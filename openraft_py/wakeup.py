@@ -21,12 +21,15 @@ Cost: the first waiter takes a slot (no list), so a loop with one consumer pays 
 would. Further waiters go to a list, from which cancelled futures are dropped in amortized
 O(1) so a stream of waiters that time out without a wake-up does not grow it unboundedly.
 
-Only use it from the event loop's thread.
+A ``Wakeup`` belongs to the event loop of its first ``wait()`` (as the node that owns it
+does); use it only from that loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+_get_running_loop = asyncio.get_running_loop
 
 # The list of extra waiters is compacted (done futures dropped) when it reaches this size,
 # or twice the number still waiting after the last compaction.
@@ -37,7 +40,7 @@ class Wakeup:
     """Wake the tasks waiting in ``wait()`` at the next ``wake()`` (see the module
     docstring for the contract)."""
 
-    __slots__ = ("_first", "_more", "_limit")
+    __slots__ = ("_first", "_more", "_limit", "_loop")
 
     def __init__(self) -> None:
         # Invariant: every pending future handed out by ``wait()`` since the last ``wake()``
@@ -45,11 +48,15 @@ class Wakeup:
         self._first: asyncio.Future[None] | None = None
         self._more: list[asyncio.Future[None]] = []
         self._limit = _COMPACT_MIN
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def wait(self) -> asyncio.Future[None]:
         """A new future, the caller's own, that completes (with ``None``) at the next
         ``wake()``. Cancelling it affects no other waiter."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = _get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         first = self._first
         if first is None or first.done():
             # The slot is free, or holds a waiter that gave up.

@@ -68,7 +68,7 @@ class ApplyFeed:
         stop = committed.index + 1
         if stop <= start:
             return
-        entries = self.log.cached(start, stop)
+        entries = self.log.cache.get(start, stop)
         if len(entries) < stop - start:
             # The cache holds a suffix of the log: read what it lacks from storage.
             rest = await self.log.read_storage(start + len(entries), stop)

@@ -1,7 +1,6 @@
-"""The node's ``RaftMetrics`` as read from its engine, and the key that tells when they
-changed. ``RaftCore`` publishes through a ``MetricsWatch``: after every pass it compares
-``change_key`` with the last one and marks the watch changed; the watch calls ``build``
-lazily, when someone reads the metrics.
+"""The node's ``RaftMetrics`` as read from its engine (``build``), and the ``Publisher``
+that tells the node's ``MetricsWatch`` when they changed: ``RaftCore`` calls ``publish``
+after every pass; the watch calls ``build`` lazily, when someone reads the metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import msgspec
 
 from ..engine import Engine
 from ..errors import Fatal, Stopped
-from ..metrics import RaftMetrics
+from ..metrics import MetricsWatch, RaftMetrics
 from ..types import ServerState
 
 
@@ -53,21 +52,40 @@ def stopped(last: RaftMetrics, fatal: Fatal) -> RaftMetrics:
     return out
 
 
-def change_key(engine: Engine) -> tuple[Any, ...]:
-    """A value that changes whenever ``build`` would return different metrics (the
-    leader's ``acks`` counts the acknowledgements that move ``replication`` and
-    ``last_quorum_acked``)."""
-    st = engine.state
-    leader = engine.leader
-    return (
-        st.server_state,
-        st.vote,
-        st.log_ids.last_index(),
-        st.committed,
-        st.applied,
-        st.membership.effective,
-        None if leader is None else leader.acks,
-        st.snapshot,
-        # Every purge is a storage write: this moves with the purged log id (and more).
-        st.io.submitted,
-    )
+class Publisher:
+    """Marks a node's ``MetricsWatch`` changed when its engine state moved: ``publish``
+    runs after every pass of the core, so it computes a cheap key, not the metrics."""
+
+    def __init__(self, engine: Engine, watch: MetricsWatch) -> None:
+        self.engine = engine
+        self.watch = watch
+        # The key at the last change; ``()`` never equals a real key.
+        self._key: tuple[Any, ...] = ()
+
+    def publish(self, force: bool = False) -> None:
+        """Mark the watch changed if the metrics changed since the last call (always if
+        ``force``)."""
+        if force:
+            self._key = ()
+            self.watch.mark_changed()
+            return
+        eng = self.engine
+        st = eng.state
+        leader = eng.leader
+        # Changes whenever ``build`` would return different metrics (the leader's ``acks``
+        # counts the acknowledgements that move ``replication`` and ``last_quorum_acked``).
+        key = (
+            st.server_state,
+            st.vote,
+            st.log_ids.last_index(),
+            st.committed,
+            st.applied,
+            st.membership.effective,
+            None if leader is None else leader.acks,
+            st.snapshot,
+            # Every purge is a storage write: this moves with the purged log id (and more).
+            st.io.submitted,
+        )
+        if key != self._key:
+            self._key = key
+            self.watch.mark_changed()

@@ -142,7 +142,7 @@ class RaftCore:
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
         self.fatal: Fatal | None = None
         self.watch = MetricsWatch(self._build_metrics)
-        self._metrics_key: tuple[Any, ...] = ()
+        self.metrics = metrics_view.Publisher(engine, self.watch)
         self._stopping = False
         self._running_commands = False
         self._handlers = self._command_handlers()
@@ -247,7 +247,7 @@ class RaftCore:
             if writes:
                 self._handle_writes(writes)
         await self._run_commands()
-        self._publish_metrics()
+        self.metrics.publish()
 
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine
@@ -332,7 +332,9 @@ class RaftCore:
             if not cmds:
                 return
             for c in cmds:
-                await self._run_command(c)
+                pending = self._run_command(c)
+                if pending is not None:
+                    await pending
 
     def _condition_met(self, c: Command) -> bool:
         """Whether the storage write ``c`` waits on (its ``when``) is durable."""
@@ -341,22 +343,22 @@ class RaftCore:
         when: int | None = getattr(c, "when")  # noqa: B009 - every type in _WAITING has it
         return when is None or when <= self.engine.state.io.flushed
 
-    async def _run_command(self, c: Command) -> None:
+    def _run_command(self, c: Command) -> Awaitable[None] | None:
         """Run one command (the method ``_handlers`` maps its type to), or postpone it until
-        the write it waits on is durable."""
+        the write it waits on is durable. Returns what the caller must await (the IO of
+        the command) or ``None``: a command without IO costs no coroutine."""
         if not self._condition_met(c):
             self._postponed.append(c)
-            return
-        handler = self._handlers.get(type(c))
-        if handler is None:
-            raise Panicked(f"unknown command {c!r}")
-        pending = handler(c)
-        if pending is not None:
-            await pending
+            return None
+        try:
+            handler = self._handlers[type(c)]
+        except KeyError:
+            raise Panicked(f"unknown command {c!r}") from None
+        return handler(c)
 
     def _command_handlers(self) -> dict[type[Any], Callable[[Any], Awaitable[None] | None]]:
         """One method per command type, each taking that type. A method that does IO is a
-        coroutine function: ``_run_command`` awaits what it returns."""
+        coroutine function: what it returns is awaited."""
         return {
             Respond: self._respond,
             AppendEntries: self._append_entries,
@@ -640,7 +642,7 @@ class RaftCore:
         except Exception:
             log.exception("node %s: teardown could not mark the state", self.id)
         self.watch.fatal = err
-        self._publish_metrics(force=True)
+        self.metrics.publish(force=True)
 
     def _stop_streams(self) -> None:
         for s in self._streams.values():
@@ -678,14 +680,3 @@ class RaftCore:
             if fatal is None or watch is None:
                 raise
             return metrics_view.stopped(watch.last, fatal)
-
-    def _publish_metrics(self, force: bool = False) -> None:
-        """Mark the metrics changed if they did since the last call (always if ``force``)."""
-        if force:
-            self._metrics_key = ()
-            self.watch.mark_changed()
-            return
-        key = metrics_view.change_key(self.engine)
-        if key != self._metrics_key:
-            self._metrics_key = key
-            self.watch.mark_changed()
