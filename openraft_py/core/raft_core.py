@@ -314,27 +314,26 @@ class RaftCore:
     # -- commands ------------------------------------------------------------------------------
 
     async def _run_commands(self) -> None:
+        """Run the engine's commands until it emits no more (running one may make the
+        engine emit others: a flush completing while commands run is handled at once)."""
+        eng = self.engine
         self._running_commands = True
         try:
-            await self._run_commands_inner()
+            while True:
+                cmds = eng.take_commands()
+                if self._postponed:
+                    ready = [c for c in self._postponed if self._condition_met(c)]
+                    if ready:
+                        self._postponed = [c for c in self._postponed if not self._condition_met(c)]
+                        cmds = ready + cmds
+                if not cmds:
+                    return
+                for c in cmds:
+                    pending = self._run_command(c)
+                    if pending is not None:
+                        await pending
         finally:
             self._running_commands = False
-
-    async def _run_commands_inner(self) -> None:
-        eng = self.engine
-        while True:
-            cmds = eng.take_commands()
-            if self._postponed:
-                ready = [c for c in self._postponed if self._condition_met(c)]
-                if ready:
-                    self._postponed = [c for c in self._postponed if not self._condition_met(c)]
-                    cmds = ready + cmds
-            if not cmds:
-                return
-            for c in cmds:
-                pending = self._run_command(c)
-                if pending is not None:
-                    await pending
 
     def _condition_met(self, c: Command) -> bool:
         """Whether the storage write ``c`` waits on (its ``when``) is durable."""
@@ -347,7 +346,7 @@ class RaftCore:
         """Run one command (the method ``_handlers`` maps its type to), or postpone it until
         the write it waits on is durable. Returns what the caller must await (the IO of
         the command) or ``None``: a command without IO costs no coroutine."""
-        if not self._condition_met(c):
+        if type(c) in _WAITING and not self._condition_met(c):
             self._postponed.append(c)
             return None
         try:
