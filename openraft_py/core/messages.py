@@ -60,7 +60,9 @@ class VoteReply:
 
 class Progress:
     """Replication to ``target`` for leader ``session``: an ack of a request sent at
-    ``sent_at``; ``matching`` is set when the follower's log matches up to it."""
+    ``sent_at`` (a snapshot chunk's; the outcomes of ``Replicate`` and ``SendSnapshot`` are
+    the engine's ``ReplicationResult`` notes); ``matching`` is set when the follower's log
+    matches up to it."""
 
     __slots__ = ("target", "session", "matching", "sent_at", "has_matching")
 
@@ -70,17 +72,6 @@ class Progress:
         self.matching = matching
         self.sent_at = sent_at
         self.has_matching = has_matching
-
-
-class HigherVote:
-    """``target`` rejected leader ``session`` with its greater ``vote``."""
-
-    __slots__ = ("target", "session", "vote")
-
-    def __init__(self, target: NodeId, session: Vote, vote: Vote) -> None:
-        self.target = target
-        self.session = session
-        self.vote = vote
 
 
 class Applied:

@@ -34,15 +34,17 @@ from ..engine import (
     BuildSnapshot,
     Command,
     Engine,
-    Heartbeat,
     InstallSnapshot,
+    Matched,
     PurgeLog,
     ReceiveSnapshotChunk,
     Replicate,
+    ReplicationResult,
     Respond,
     RespondOnApply,
     SaveCommittedAndApply,
     SaveVote,
+    SendSnapshot,
     SendTransferLeader,
     SendVote,
     StartReplication,
@@ -53,7 +55,6 @@ from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopp
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed
 from ..types import (
-    Entry,
     LogId,
     NodeId,
     RPCOption,
@@ -72,7 +73,6 @@ from .messages import (
     ClientWrite,
     EngineCall,
     Failed,
-    HigherVote,
     IOCompleted,
     Progress,
     SnapshotBuilt,
@@ -82,7 +82,7 @@ from .messages import (
     VoteReply,
     answer,
 )
-from .replication import ReplicationCore
+from .replication import ReplicationCore, ReplicationEnv
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
 from .tasks import TaskSet
@@ -135,7 +135,11 @@ class RaftCore:
         self._io_done: set[int] = set()
         self._io_contiguous = 0
         self._saved_committed: LogId | None = None
+        # The replication channels of this leader, one per target (``StartReplication``).
         self._streams: dict[NodeId, ReplicationCore] = {}
+        self._replication_env = ReplicationEnv(
+            self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify
+        )
         self._clients: dict[NodeId, RaftNetwork] = {}
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch)
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
@@ -146,8 +150,6 @@ class RaftCore:
         self._stopping = False
         self._running_commands = False
         self._handlers = self._command_handlers()
-        # Tokens of ``storage_read_started`` (the caller's) to those of ``self.log``.
-        self._read_tokens: dict[int, int] = {}
         self.task: asyncio.Task[None] | None = None
         # Every future a caller awaits (see the module docstring); answered ones are
         # dropped in amortized O(1) by ``_track``.
@@ -252,7 +254,9 @@ class RaftCore:
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine
         t = type(n)
-        if t is Progress:
+        if t is Matched:
+            eng.handle_replication_result(n)
+        elif t is Progress:
             if n.has_matching:
                 eng.handle_replication_progress(n.target, n.session, n.matching, n.sent_at)
             else:
@@ -274,8 +278,8 @@ class RaftCore:
             eng.handle_tick(now)
         elif t is VoteReply:
             eng.handle_vote_resp(n.target, n.resp, now)
-        elif t is HigherVote:
-            eng.handle_higher_vote(n.target, n.session, n.vote)
+        elif isinstance(n, ReplicationResult):
+            eng.handle_replication_result(n)
         elif t is Failed:
             if isinstance(n.error, Fatal):
                 raise n.error
@@ -369,7 +373,7 @@ class RaftCore:
             SendVote: self._send_votes,
             StartReplication: self._start_replication,
             StopReplication: self._stop_replication,
-            Heartbeat: self._heartbeat,
+            SendSnapshot: self._send_snapshot,
             RespondOnApply: self._respond_on_apply,
             AbandonWrites: self._abandon_writes,
             BuildSnapshot: self._build_snapshot,
@@ -382,8 +386,10 @@ class RaftCore:
         answer(c.tx, c.value)
 
     def _replicate(self, c: Replicate) -> None:
-        for s in self._streams.values():
-            s.update(c.last_log_id, c.committed)
+        self._streams[c.target].replicate(c)
+
+    def _send_snapshot(self, c: SendSnapshot) -> None:
+        self._streams[c.target].send_snapshot(c)
 
     def _save_vote(self, c: SaveVote) -> None:
         self.votes.save(c.vote, c.io)
@@ -394,10 +400,6 @@ class RaftCore:
 
     def _stop_replication(self, c: StopReplication) -> None:
         self._stop_streams()
-
-    def _heartbeat(self, c: Heartbeat) -> None:
-        for s in self._streams.values():
-            s.heartbeat()
 
     def _respond_on_apply(self, c: RespondOnApply) -> None:
         self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
@@ -493,10 +495,6 @@ class RaftCore:
                 self._io_done.discard(self._io_contiguous)
         self.engine.handle_io_flushed(self._io_contiguous)
 
-    async def _read_entries(self, start: int, stop: int) -> list[Entry]:
-        """Kept for ``ReplicationCore`` until it reads through ``self.log``."""
-        return await self.log.read_storage(start, stop)
-
     def _maybe_evict_cache(self) -> None:
         cache = self.cache
         n = len(cache)
@@ -519,24 +517,16 @@ class RaftCore:
         return c
 
     def _start_replication(self, c: StartReplication) -> None:
+        """Close the channels of another leadership or to nodes no longer targeted; open one
+        to each new target."""
         for target in list(self._streams):
             s = self._streams[target]
             if target not in c.targets or s.vote != c.vote:
                 s.stop()
                 del self._streams[target]
-        st = self.engine.state
-        leader = self.engine.leader
-        # Start optimistic: right at this leader's blank entry when the stream starts with
-        # the term (the first request carries it), else after the last entry.
-        start = st.last_index() + 1
-        if leader is not None and leader.noop_log_id is not None:
-            start = min(start, leader.noop_log_id.index)
         for target, node in c.targets.items():
             if target not in self._streams:
-                s = ReplicationCore(self, target, self.client(target, node), c.vote, start)
-                self._streams[target] = s
-                s.update(st.last_log_id(), st.committed)
-                self._spawn(s.run(), f"replication-{target}")
+                self._streams[target] = ReplicationCore(target, c.vote, self.client(target, node), self._replication_env)
 
     async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0
@@ -568,17 +558,6 @@ class RaftCore:
         self._track(fut)
         return await fut
 
-    def storage_read_started(self, token: int, start: int) -> None:
-        """A replication stream began reading the log from ``start`` (purges wait). Kept
-        for ``ReplicationCore`` until it reads through ``self.log`` (which tracks reads)."""
-        self._read_tokens[token] = self.log.begin_read(start)
-
-    def storage_read_done(self, token: int) -> None:
-        """That read finished."""
-        t = self._read_tokens.pop(token, None)
-        if t is not None:
-            self.log.end_read(t)
-
     async def _ticker(self) -> None:
         interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
         while not self._stopping:
@@ -588,7 +567,7 @@ class RaftCore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        """``self.tasks.spawn`` (kept for ``ReplicationCore`` until it takes the task set)."""
+        """``self.tasks.spawn``."""
         return self.tasks.spawn(coro, name)
 
     def _task_failed(self, e: BaseException) -> None:

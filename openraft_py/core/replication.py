@@ -1,255 +1,202 @@
-"""``ReplicationCore``: the leader's replication stream to one target (a task per target).
+"""``ReplicationCore``: the IO of a leader's replication channel to one target.
 
-It keeps up to ``max_inflight_requests`` AppendEntries in flight (pipelining), each carrying
-up to ``max_payload_entries`` entries read from the in-memory tail of the log (storage only
-on a miss). It starts optimistic (``next_index`` = the leader's last index + 1) and, while
-probing, sends one request at a time; a conflict moves ``next_index`` to the follower's hint
-(fast back-off) and probes again. On an RPC error it backs off for a heartbeat interval.
-Every response is reported to the core as a notification; the engine decides commits.
+The engine decides what a target is sent (``engine/progress.py``); this module only does
+it. Given a ``Replicate`` it reads the entries ``[start, end)`` (from the in-memory tail of
+the log, storage on a miss) and sends one AppendEntries; given a ``SendSnapshot`` it streams
+the state machine's current snapshot in chunks. Each request runs as a task of its own, so
+the engine's pipelining window is the only bound on what is in flight. Every outcome goes
+back to the core as a notification, the engine's ``ReplicationResult`` types:
 
-When the entries a follower needs were purged, the stream sends the state machine's current
-snapshot instead (``install_snapshot`` in chunks of ``snapshot_max_chunk_size``, one in flight,
-each bounded by ``install_snapshot_timeout``). A lost chunk is sent again from the same
-offset; a chunk the follower refuses (it lost what came before) restarts the transfer. Then
-replication continues after the snapshot's last log id.
+    AppendEntries answered: success        Matched(matching, sent_at)
+                            conflict       Conflict(hint, sent_at)
+                            greater vote   Rejected(vote)
+    no answer (RPCError)                   Unreachable(start)
+    entries purged before the read         EntriesPurged(start)
+    snapshot transferred / none usable     SnapshotSent(last log id / None, sent_at)
 
-Commit-only updates ride on the next data request or heartbeat: the commit index matters to
-followers for apply only, and the leader answers its clients itself.
+plus a ``Progress`` ack (no matching) for every snapshot chunk but the last, which keeps
+the leader's lease fresh during a long transfer.
+
+Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
+the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
+before) restarts the transfer from offset 0. Each chunk is bounded by
+``install_snapshot_timeout``.
+
+Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
+without this target) nothing more is read or reported: the leader's log may be truncated
+from then on, and ``RaftCore`` runs commands in order, so a stop always precedes any
+truncation. A channel reads no engine state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
-import itertools
-
+from ..config import Config
+from ..engine import (
+    Conflict,
+    EntriesPurged,
+    Matched,
+    Rejected,
+    Replicate,
+    ReplicationResult,
+    SendSnapshot,
+    SnapshotSent,
+    Unreachable,
+)
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError
-from ..types import AppendEntriesRequest, InstallSnapshotRequest, LogId, NodeId, RPCOption, Vote
+from ..types import AppendEntriesRequest, Entry, InstallSnapshotRequest, NodeId, RPCOption, Vote
 from . import snapshot_io
-from .messages import Failed, HigherVote, Progress
-
-_read_tokens = itertools.count(1)
+from .clock import Clock
+from .messages import Failed, Progress
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork
-    from .raft_core import RaftCore
+    from ..types import Snapshot
 
 log = logging.getLogger("openraft_py.replication")
 
 
-class ReplicationCore:
-    """One leader's stream to ``target``.
+class EntrySource(Protocol):
+    """Where a channel reads entries (``core.log_source.LogSource``)."""
 
-    Invariants: ``inflight`` counts requests sent and not answered; responses to requests of
-    an older ``gen`` (sent before the last conflict or error) update nothing but acks and
-    matching; ``next_index`` is the first index not yet sent in the current ``gen``.
+    def cached(self, start: int, stop: int) -> list[Entry]:
+        """The cached prefix of ``[start, stop)``, without awaiting."""
+        ...
+
+    async def read(self, start: int, stop: int) -> list[Entry]:
+        """Exactly ``[start, stop)``; a purged range raises ``StorageError`` caused by
+        ``LogCompacted``."""
+        ...
+
+
+class ReplicationEnv:
+    """What every replication channel of one node may use (made once by ``RaftCore``).
+
+    - ``entries``: the log's entries; ``snapshot()``: the state machine's current snapshot.
+    - ``spawn(coro, name)``: run a task of the node (a failure stops the node).
+    - ``notify(note)``: queue a notification for the core.
+    - ``clock``: sleeps and the send time of requests (``now_ms``).
     """
 
-    def __init__(self, core: RaftCore, target: NodeId, client: RaftNetwork, vote: Vote, next_index: int) -> None:
-        self.core = core
-        self.target = target
-        self.client = client
-        self.vote = vote
-        self.next_index = next_index
-        self.matching: LogId | None = None
-        self.has_matching = False
-        self.last_index = -1
-        self.committed: LogId | None = None
-        self.inflight = 0
-        self.gen = 0
-        self.probing = True
-        self.backing_off = False
-        # The first request (a probe) goes out at once.
-        self.heartbeat_due = True
-        self.stopped = False
-        # A snapshot transfer is running (it holds the one in-flight slot).
-        self.snapshotting = False
-        self._waiter: asyncio.Future[None] | None = None
-        cfg = core.config
-        self.max_inflight = cfg.max_inflight_requests
-        self.max_entries = cfg.max_payload_entries
-        ttl = max(cfg.heartbeat_interval * 4, cfg.election_timeout_min) / 1000.0
+    __slots__ = ("node_id", "config", "clock", "entries", "snapshot", "spawn", "notify", "option")
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        config: Config,
+        clock: Clock,
+        entries: EntrySource,
+        snapshot: Callable[[], Awaitable[Snapshot | None]],
+        spawn: Callable[[Coroutine[Any, Any, None], str], Any],
+        notify: Callable[[Any], None],
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.clock = clock
+        self.entries = entries
+        self.snapshot = snapshot
+        self.spawn = spawn
+        self.notify = notify
+        ttl = max(config.heartbeat_interval * 4, config.election_timeout_min) / 1000.0
+        # The deadline of one AppendEntries.
         self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
 
-    # -- from the core -------------------------------------------------------------------------
+    def now_ms(self) -> float:
+        """The runtime clock in milliseconds (the engine's ``now``)."""
+        return self.clock.now() * 1000.0
 
-    def update(self, last_log_id: LogId | None, committed: LogId | None) -> None:
-        """The leader's log now ends at ``last_log_id``; ``committed`` is committed."""
-        self.last_index = -1 if last_log_id is None else last_log_id.index
-        self.committed = committed
-        self._wake()
 
-    def heartbeat(self) -> None:
-        """Send a request now, even an empty one."""
-        self.heartbeat_due = True
-        self._wake()
+class ReplicationCore:
+    """The channel of leader ``vote`` to ``target``: carries out the engine's ``Replicate``
+    and ``SendSnapshot`` for that target and reports their results.
+
+    Invariant: once ``stopped``, no task of this channel reads the log or reports anything.
+    """
+
+    __slots__ = ("target", "vote", "client", "env", "stopped")
+
+    def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
+        self.target = target
+        self.vote = vote
+        self.client = client
+        self.env = env
+        self.stopped = False
+
+    def replicate(self, c: Replicate) -> None:
+        """Send the AppendEntries ``c`` describes, in a task of its own."""
+        self.env.spawn(self._send(c), f"append-{self.target}")
+
+    def send_snapshot(self, c: SendSnapshot) -> None:
+        """Transfer the current snapshot, in a task of its own."""
+        self.env.spawn(self._send_snapshot(c), f"snapshot-{self.target}")
 
     def stop(self) -> None:
-        """Stop sending; answers still in flight are reported with this stream's vote and
-        ignored by a core that moved on."""
+        """Stop: requests in flight end without reading the log again or reporting."""
         self.stopped = True
-        self._wake()
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+    def _report(self, result: ReplicationResult | Progress) -> None:
+        if not self.stopped:
+            self.env.notify(result)
 
-    # -- the task ------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Send until stopped."""
-        loop = asyncio.get_running_loop()
-        while not self.stopped:
-            self._pump()
-            if self.stopped:
-                break
-            w = self._waiter = loop.create_future()
-            await w
-
-    def _pump(self) -> None:
-        """Send as many requests as the pipeline allows."""
-        core = self.core
-        eng = core.engine
-        # Nothing below awaits, so the log cannot be purged further during this call.
-        purged = eng.state.log_ids.purged()
-        purged_index = -1 if purged is None else purged[1]
-        while not self.stopped and not self.backing_off and not self.snapshotting:
-            leader = eng.leader
-            if leader is None or leader.vote != self.vote:
-                # Our leadership ended; the core stops us too. Never read the log past here:
-                # a non-leader's log may be truncated.
-                self.stopped = True
-                return
-            limit = 1 if self.probing else self.max_inflight
-            if self.inflight >= limit:
-                return
-            start = self.next_index
-            has_data = start <= self.last_index
-            if not (has_data or self.heartbeat_due):
-                return
-            if start <= purged_index:
-                # The entries this follower needs are gone: send the snapshot instead.
-                self._start_snapshot()
-                return
-            prev_index = start - 1
-            prev = None
-            if prev_index >= 0:
-                prev = eng.state.log_id_at(prev_index)
-                if prev is None:
-                    self._back_off()
-                    return
-            end = min(self.last_index + 1, start + self.max_entries) if has_data else start
-            self.next_index = end
-            self.heartbeat_due = False
-            self.inflight += 1
-            core._spawn(self._send(prev, start, end, self.committed, self.gen), f"append-{self.target}")
-
-    def _still_leader(self) -> bool:
-        leader = self.core.engine.leader
-        return leader is not None and leader.vote == self.vote
-
-    async def _send(self, prev: LogId | None, start: int, end: int, committed: LogId | None, gen: int) -> None:
-        core = self.core
-        # The log is append-only only while we lead: check right before every read, so
-        # ``prev`` and the entries come from one and the same leader log.
-        if not self._still_leader():
-            self.inflight -= 1
+    async def _send(self, c: Replicate) -> None:
+        if self.stopped:
             return
-        entries = core.cache.get(start, end) if end > start else []
-        if len(entries) < end - start:
-            token = next(_read_tokens)
-            core.storage_read_started(token, start + len(entries))
+        env = self.env
+        target = self.target
+        n = c.end - c.start
+        entries = env.entries.cached(c.start, c.end) if n else []
+        if len(entries) < n:
             try:
-                rest = await core._read_entries(start + len(entries), end)
-            except Exception as e:
-                if not self._still_leader():
-                    self.inflight -= 1
+                entries = await env.entries.read(c.start, c.end)
+            except StorageError as e:
+                if self.stopped:
                     return
-                if isinstance(e, StorageError) and isinstance(e.__cause__, LogCompacted):
-                    # Purged after this request was planned: the follower needs a snapshot.
-                    self.inflight -= 1
-                    if gen == self.gen:
-                        self.gen += 1
-                        self.next_index = start
-                        self._start_snapshot()
-                    self._wake()
+                if isinstance(e.__cause__, LogCompacted):
+                    # Purged after this request was planned: the target needs a snapshot.
+                    self._report(EntriesPurged(target, self.vote, c.gen, c.start))
                     return
                 raise
-            finally:
-                core.storage_read_done(token)
-            if not self._still_leader():
-                self.inflight -= 1
+            if self.stopped:
                 return
-            entries = entries + rest if entries else rest
-        req = AppendEntriesRequest(self.vote, prev, entries, committed)
-        sent_at = core.now_ms()
+        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
+        sent_at = env.now_ms()
         try:
-            resp = await self.client.append_entries(req, self.option)
+            resp = await self.client.append_entries(req, env.option)
         except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
-            self.inflight -= 1
             if isinstance(e, RPCError):
-                log.debug("replication %s->%s failed: %s", core.id, self.target, e)
+                log.debug("replication %s->%s failed: %s", env.node_id, target, e)
             else:
-                log.warning("replication %s->%s: the network raised %r (expected an RPCError)", core.id, self.target, e)
-            if gen == self.gen:
-                self._restart(start)
-                self._back_off()
-            self._wake()
+                log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, target, e)
+            self._report(Unreachable(target, self.vote, c.gen, c.start))
             return
-        self.inflight -= 1
         if resp.success:
-            m = resp.matching
-            if not self.has_matching or (m is not None and (self.matching is None or m > self.matching)):
-                self.matching = m
-                self.has_matching = True
-            core.notify(Progress(self.target, self.vote, self.matching, sent_at, True))
-            if gen == self.gen:
-                self.probing = False
+            self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
         elif resp.vote != self.vote and not self.vote.is_ge(resp.vote):
-            core.notify(HigherVote(self.target, self.vote, resp.vote))
-            self.stopped = True
+            self._report(Rejected(target, self.vote, c.gen, resp.vote))
         else:
-            core.notify(Progress(self.target, self.vote, None, sent_at, False))
-            if gen == self.gen:
-                floor = self.matching.index + 1 if self.matching is not None else 0
-                self.gen += 1
-                self.next_index = max(resp.conflict_hint, floor)
-                self.probing = True
-        self._wake()
+            self._report(Conflict(target, self.vote, c.gen, resp.conflict_hint, sent_at))
 
-    # -- snapshot transfer ---------------------------------------------------------------------
-
-    def _start_snapshot(self) -> None:
-        if self.snapshotting or self.stopped:
-            return
-        self.snapshotting = True
-        self.inflight += 1
-        self.core._spawn(self._send_snapshot(), f"snapshot-{self.target}")
-
-    async def _send_snapshot(self) -> None:
-        core = self.core
-        cfg = core.config
+    async def _send_snapshot(self, c: SendSnapshot) -> None:
+        env = self.env
+        target = self.target
         try:
-            snap = await core.get_current_snapshot()
+            snap = await env.snapshot()
         except Exception as e:  # noqa: BLE001 - the state machine failed: fatal
-            self._end_snapshot()
-            core.notify(Failed(StorageError("reading the current snapshot", e)))
+            env.notify(Failed(StorageError("reading the current snapshot", e)))
             return
-        purged = core.engine.state.purged_log_id()
-        if snap is None or snap.meta.last_log_id is None or (purged is not None and snap.meta.last_log_id < purged):
+        if snap is None or snap.meta.last_log_id is None or snap.meta.last_log_id < c.purged:
             if snap is not None:
                 snapshot_io.close_quietly(snap.data)
-            log.warning("replication %s->%s: no snapshot covers the purged log yet", core.id, self.target)
-            self._end_snapshot()
-            self._back_off()
+            log.warning("replication %s->%s: no snapshot covers the purged log yet", env.node_id, target)
+            self._report(SnapshotSent(target, self.vote, c.gen, None, 0.0))
             return
         data = snap.data
         meta = snap.meta
+        cfg = env.config
         ttl = cfg.install_snapshot_timeout / 1000.0
         option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
         chunk = cfg.snapshot_max_chunk_size
@@ -257,70 +204,31 @@ class ReplicationCore:
         offset = 0
         try:
             size = await snapshot_io.call(data, snapshot_io.size)
-            while not self.stopped and self._still_leader():
+            while not self.stopped:
                 buf = await snapshot_io.call(data, snapshot_io.read_at, offset, chunk)
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
-                sent_at = core.now_ms()
+                sent_at = env.now_ms()
                 try:
                     async with asyncio.timeout(ttl):
                         resp = await self.client.install_snapshot(req, option)
                 except RemoteError as e:
-                    log.debug("snapshot %s->%s refused at %d: %s; starting over", core.id, self.target, offset, e)
+                    log.debug("snapshot %s->%s refused at %d: %s; starting over", env.node_id, target, offset, e)
                     offset = 0
-                    await core.clock.sleep(pause)
+                    await env.clock.sleep(pause)
                     continue
                 except (RPCError, TimeoutError) as e:
-                    log.debug("snapshot %s->%s chunk at %d failed: %s; resending", core.id, self.target, offset, e)
-                    await core.clock.sleep(pause)
+                    log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
+                    await env.clock.sleep(pause)
                     continue
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
-                    core.notify(HigherVote(self.target, self.vote, resp.vote))
-                    self.stopped = True
+                    self._report(Rejected(target, self.vote, c.gen, resp.vote))
                     return
                 if not done:
-                    core.notify(Progress(self.target, self.vote, None, sent_at, False))
+                    self._report(Progress(target, self.vote, None, sent_at, False))
                     offset += len(buf)
                     continue
-                m = meta.last_log_id
-                if self.matching is None or m > self.matching:
-                    self.matching = m
-                self.has_matching = True
-                core.notify(Progress(self.target, self.vote, self.matching, sent_at, True))
-                self.gen += 1
-                self.next_index = m.index + 1
-                self.probing = True
-                self.heartbeat_due = True
+                self._report(SnapshotSent(target, self.vote, c.gen, meta.last_log_id, sent_at))
                 return
         finally:
             snapshot_io.close_quietly(data)
-            self._end_snapshot()
-
-    def _end_snapshot(self) -> None:
-        if self.snapshotting:
-            self.snapshotting = False
-            self.inflight -= 1
-            self._wake()
-
-    def _restart(self, failed_start: int) -> None:
-        """Resend from the first index not known to match (after a failed request)."""
-        self.gen += 1
-        if self.has_matching:
-            self.next_index = 0 if self.matching is None else self.matching.index + 1
-        else:
-            self.next_index = failed_start
-        self.probing = True
-
-    def _back_off(self) -> None:
-        """Pause sending for one heartbeat interval."""
-        if self.backing_off:
-            return
-        self.backing_off = True
-        self.core._spawn(self._back_off_wait(), f"backoff-{self.target}")
-
-    async def _back_off_wait(self) -> None:
-        await self.core.clock.sleep(self.core.config.heartbeat_interval / 1000.0)
-        self.backing_off = False
-        self.heartbeat_due = True
-        self._wake()
-

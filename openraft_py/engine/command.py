@@ -13,7 +13,7 @@ a command until ``flushed_io >= when``. Durability ordering is data, not control
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -67,29 +67,44 @@ class SendVote(msgspec.Struct, frozen=True):
 
 
 class StartReplication(msgspec.Struct, frozen=True):
-    """Run one replication stream to each of ``targets`` for the leader ``vote`` (replacing
-    any stream of another vote; streams to nodes not in ``targets`` stop)."""
+    """Open a replication channel to each of ``targets`` for the leader ``vote`` (closing any
+    channel of another vote; channels to nodes not in ``targets`` close). A channel carries
+    out ``Replicate`` and ``SendSnapshot`` for its target and reports their results; it
+    decides nothing."""
 
     vote: Vote
     targets: dict[NodeId, BasicNode]
 
 
 class StopReplication(msgspec.Struct, frozen=True):
-    """Stop every replication stream (this node is no longer the leader). Must run before any
-    later command: streams read the leader's log index, which may change from here on."""
+    """Close every replication channel (this node is no longer the leader); results of
+    requests in flight are not reported. Must run before any later command: a channel reads
+    the leader's log, which may change from here on."""
 
 
 class Replicate(msgspec.Struct, frozen=True):
-    """Tell every stream that the leader's log now ends at ``last_log_id`` and that
-    ``committed`` is committed."""
+    """Send ``target`` one AppendEntries of the leader's entries ``[start, end)`` (none when
+    ``start == end``: a heartbeat or a probe) after ``prev`` (the log id at ``start - 1``),
+    with ``committed``. ``gen``: the target's request generation, echoed in the result
+    (``engine.progress``). The entries are in the leader's log (or purged since: report
+    ``EntriesPurged``)."""
 
-    last_log_id: LogId | None
+    target: NodeId
+    gen: int
+    prev: LogId | None
+    start: int
+    end: int
     committed: LogId | None
 
 
-class Heartbeat(msgspec.Struct, frozen=True):
-    """Make every stream send an AppendEntries now (even an empty one), stamped with the send
-    time, to confirm leadership."""
+class SendSnapshot(msgspec.Struct, frozen=True):
+    """Send ``target`` the state machine's current snapshot: the entries it needs are purged
+    up to ``purged``. A snapshot that does not reach ``purged`` is not sent (the target
+    would need another one at once). Report ``SnapshotSent`` with ``gen``."""
+
+    target: NodeId
+    gen: int
+    purged: LogId
 
 
 class Respond(msgspec.Struct, frozen=True):
@@ -149,23 +164,23 @@ class SendTransferLeader(msgspec.Struct, frozen=True):
     targets: dict[NodeId, BasicNode]
 
 
-Command = Union[
-    SaveVote,
-    AppendEntries,
-    TruncateLog,
-    PurgeLog,
-    SaveCommittedAndApply,
-    SendVote,
-    StartReplication,
-    StopReplication,
-    Replicate,
-    Heartbeat,
-    Respond,
-    RespondOnApply,
-    AbandonWrites,
-    BuildSnapshot,
-    ReceiveSnapshotChunk,
-    InstallSnapshot,
-    SendTransferLeader,
-]
+Command = (
+    SaveVote
+    | AppendEntries
+    | TruncateLog
+    | PurgeLog
+    | SaveCommittedAndApply
+    | SendVote
+    | StartReplication
+    | StopReplication
+    | Replicate
+    | SendSnapshot
+    | Respond
+    | RespondOnApply
+    | AbandonWrites
+    | BuildSnapshot
+    | ReceiveSnapshotChunk
+    | InstallSnapshot
+    | SendTransferLeader
+)
 """Everything the engine may emit."""

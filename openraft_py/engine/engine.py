@@ -10,7 +10,8 @@ snapshot, log), an object that holds references to the engine's state. See
 from __future__ import annotations
 
 import random
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..config import Config
 from ..errors import ApiError, ForwardToLeader
@@ -40,6 +41,7 @@ from .handler.snapshot import SnapshotHandler
 from .handler.transfer import TransferHandler, is_handing_over, redirect_target
 from .handler.vote import VoteHandler
 from .leader import Candidate, Leader
+from .progress import ReplicationResult
 from .state import RaftState
 
 
@@ -166,7 +168,13 @@ class Engine:
     # -- output, time, role ------------------------------------------------------------------
 
     def take_commands(self) -> list[Command]:
-        """Return and clear the commands emitted so far (``output`` stays the same list)."""
+        """Return and clear the commands emitted so far (``output`` stays the same list).
+        A leader first plans the replication requests its targets are due
+        (``ReplicationHandler.send``): after all the events before this call, so one request
+        carries every entry they appended."""
+        leader = self.leader
+        if leader is not None and leader.send_due:
+            self.replication_handler(leader).send()
         out = self.output
         if not out:
             return []
@@ -309,11 +317,22 @@ class Engine:
         self, target: int, session: Vote, matching: LogId | None, sent_at: float
     ) -> None:
         """A follower acknowledged a request sent at ``sent_at`` by leader ``session``; its
-        log matches ours up to ``matching`` (``None``: only an ack, e.g. a conflict)."""
+        log matches ours up to ``matching`` (``None``: only an ack). For acks outside the
+        request window (a snapshot chunk's); the outcome of a ``Replicate`` or
+        ``SendSnapshot`` goes to ``handle_replication_result``, which acks as well."""
         leader = self.leader
         if leader is None or session != leader.vote:
             return
         self.replication_handler(leader).handle_progress(target, matching, sent_at)
+
+    def handle_replication_result(self, result: ReplicationResult) -> None:
+        """The runtime's report on a ``Replicate`` or ``SendSnapshot`` this node planned as
+        leader ``result.session`` (ignored for any other leadership): frees its slot in the
+        target's window and moves the target's progress (``handler/replication.py``)."""
+        leader = self.leader
+        if leader is None or result.session != leader.vote:
+            return
+        self.replication_handler(leader).handle_result(result)
 
     def handle_higher_vote(self, target: int, session: Vote, vote: Vote) -> None:
         """A replication target rejected leader ``session`` because it holds the greater

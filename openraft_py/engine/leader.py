@@ -6,6 +6,7 @@ from typing import Any
 
 from .._core import ProgressTable, is_quorum_granted
 from ..types import LogId, Membership, NodeId, Vote
+from .progress import ProgressEntry
 
 
 def voter_configs(m: Membership) -> list[list[NodeId]]:
@@ -50,6 +51,9 @@ class Leader:
 
     - ``progress``: the highest index known to match on each voter and learner (this node's
       own entry is its flushed index); its joint quorum value is the commit candidate.
+    - ``replication``: per replication target (every node but this one that receives the
+      log), what it is sent next and what is in flight (``progress.ProgressEntry``); kept
+      in step with the targets by ``ReplicationHandler.refresh``.
     - ``ack_at``: per voter, the send time (engine clock, ms) of the newest request it
       acknowledged; the quorum of these is the last time leadership was confirmed. This
       node's own entry is "now".
@@ -61,6 +65,9 @@ class Leader:
         "vote",
         "node_id",
         "progress",
+        "replication",
+        "gens",
+        "send_due",
         "configs",
         "ack_at",
         "noop_log_id",
@@ -88,6 +95,12 @@ class Leader:
         self.acks = 0
         self.configs: list[list[NodeId]] = []
         self.progress: ProgressTable = ProgressTable([], [], node_id)
+        self.replication: dict[NodeId, ProgressEntry] = {}
+        # The last request generation handed out (``new_gen``); unique within this leadership.
+        self.gens = 0
+        # Some target may have something to send: ``Engine.take_commands`` plans the requests
+        # (after every handler of the batch ran, so one request carries all new entries).
+        self.send_due = False
         self.ack_at: dict[NodeId, float] = {}
         # A change_membership caller waiting for the final (uniform) config, and whether
         # removed voters stay as learners. A leader that inherits a joint config finishes it
@@ -119,6 +132,11 @@ class Leader:
         self.ack_at = {nid: self.ack_at.get(nid, -1.0) for nid in voters}
         if self.node_id in self.ack_at:
             self.ack_at[self.node_id] = now
+
+    def new_gen(self) -> int:
+        """A request generation no target of this leadership had before."""
+        self.gens += 1
+        return self.gens
 
     def quorum_acked_at(self, now: float) -> float:
         """The latest time by which a quorum of every config acknowledged this leader

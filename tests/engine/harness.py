@@ -2,15 +2,16 @@
 
 ``Network`` plays the runtime's part for every node: it runs the commands each engine emits
 (storage writes into a per-node ``{index: Entry}`` log, flushed at once or on demand with
-``flush``; ``Respond`` postponed until its ``when`` is flushed), turns ``SendVote``,
-``Replicate`` and ``Heartbeat`` into RPCs built the way ``openraft_py/core/replication.py``
-does (``prev_log_id`` = the leader's log id at ``next_index - 1``; on a conflict,
-``next_index`` = the follower's hint, never below what is known to match), queues them in
-FIFO order and routes every reply back to ``handle_vote_resp`` /
-``handle_replication_progress`` / ``handle_higher_vote``.
+``flush``; ``Respond`` postponed until its ``when`` is flushed), turns ``SendVote`` and
+``Replicate`` into RPCs (a ``Replicate`` carries exactly what to send: the harness only reads
+the entries, as ``openraft_py/core/replication.py`` does), queues them in FIFO order and
+routes every reply back to ``handle_vote_resp`` / ``handle_replication_result``. What the
+leader sends next is the engine's decision (``engine/progress.py``), not the harness's.
 
 Faults: ``drop(frm, to)`` cuts one direction of a link, ``isolate(n)`` every link of a node,
-``recover()`` heals everything. Time moves only when a test says so (``advance``, ``tick``,
+``recover()`` heals everything. An AppendEntries or its answer lost on a cut link is
+reported to the leader as ``Unreachable`` at once (the RPC error a real network would raise
+after its timeout); the leader then backs off until a ``tick`` a heartbeat interval later. Time moves only when a test says so (``advance``, ``tick``,
 ``campaign``). After every step ``validate()`` checks each ``RaftState`` plus the cross-node
 safety properties (one leader per term, log matching, applied prefixes agree: the shared
 checks of ``openraft_py.testing.invariants``).
@@ -25,8 +26,11 @@ from typing import Any
 from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
+    Conflict,
     Engine,
-    Heartbeat,
+    EntriesPurged,
+    Matched,
+    Rejected,
     Replicate,
     Respond,
     SaveCommittedAndApply,
@@ -35,6 +39,7 @@ from openraft_py.engine import (
     StartReplication,
     StopReplication,
     TruncateLog,
+    Unreachable,
 )
 from openraft_py.testing.invariants import check_applied_agree, check_election_safety, check_log_matching
 from openraft_py.types import AppendEntriesRequest, Entry, LogId, Normal, Vote
@@ -51,22 +56,15 @@ def payload_entry(term: int, index: int, voters: Any) -> Entry:
 
 @dataclass
 class Tx:
-    """Where a reply goes: ``kind`` "vote" or "append", from ``frm`` back to ``to``."""
+    """Where a reply goes: ``kind`` "vote" or "append", from ``frm`` back to ``to``; for an
+    append, the request, the ``Replicate`` generation it was planned in and its send time."""
 
     kind: str
     frm: int
     to: int
     req: Any = None
+    gen: int = 0
     sent_at: float = 0.0
-
-
-@dataclass
-class Stream:
-    """The leader ``vote``'s replication state toward one target."""
-
-    vote: Vote
-    next_index: int
-    matching: int = -1
 
 
 @dataclass
@@ -75,7 +73,6 @@ class Network:
     logs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     votes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     config: Config = field(default_factory=Config)
-    max_entries: int = 100
     auto_flush: bool = True
     now: float = 0.0
 
@@ -91,7 +88,8 @@ class Network:
             self.entries[n] = {i: payload_entry(t, i, voters) for t, i in log}
         self.queue: deque[tuple[int, int, str, Any, Tx | None]] = deque()
         self.cut: set[tuple[int, int]] = set()
-        self.streams: dict[int, dict[int, Stream]] = {n: {} for n in self.ids}
+        # Per leader: the session and the targets of its open replication channels.
+        self.channels: dict[int, tuple[Vote, frozenset[int]] | None] = {n: None for n in self.ids}
         self.postponed: dict[int, list[Any]] = {n: [] for n in self.ids}
         self.applied: dict[int, list[Entry]] = {n: [] for n in self.ids}
         self.responses: dict[int, list[tuple[Any, Any]]] = {n: [] for n in self.ids}
@@ -176,19 +174,11 @@ class Network:
             for target in c.targets:
                 self.send(n, target, "vote_req", c.req)
         elif t is StartReplication:
-            # Like ReplicationCore: a new stream starts optimistic at the leader's last index
-            # + 1. Unlike it, it probes at once (etcd's leader does), so that a new leader's
-            # blank entry goes out without waiting for a heartbeat tick.
-            old, nxt = self.streams[n], eng.state.last_index() + 1
-            self.streams[n] = {m: old[m] if m in old and old[m].vote == c.vote else Stream(c.vote, nxt) for m in c.targets}
-            for m in c.targets:
-                self.replicate(n, heartbeat=m not in old, only=m)
+            self.channels[n] = (c.vote, frozenset(c.targets))
         elif t is StopReplication:
-            self.streams[n] = {}
+            self.channels[n] = None
         elif t is Replicate:
-            self.replicate(n, heartbeat=False)
-        elif t is Heartbeat:
-            self.replicate(n, heartbeat=True)
+            self.replicate(n, c)
         elif t is SaveCommittedAndApply:
             applied = self.applied[n]
             applied.extend(log[i] for i in range(len(applied), c.committed.index + 1))
@@ -206,29 +196,34 @@ class Network:
         if self.auto_flush:
             eng.handle_io_flushed(io)
 
-    def replicate(self, n: int, heartbeat: bool, only: int | None = None) -> None:
-        """Send each stream of leader ``n`` (or just the one to ``only``) what it lacks, or an
-        empty request when ``heartbeat``."""
-        eng = self.engines[n]
-        for target, s in self.streams[n].items():
-            if eng.leader is None or eng.leader.vote != s.vote:
-                return
-            if only is not None and target != only:
-                continue
-            last = eng.state.last_index()
-            send = heartbeat
-            while send or s.next_index <= last:  # pipelined: every batch of what it lacks
-                end = min(last + 1, s.next_index + self.max_entries)
-                prev = eng.state.log_id_at(s.next_index - 1)
-                entries = [self.entries[n][i] for i in range(s.next_index, end)]
-                s.next_index, send = end, False
-                self.send(n, target, "append_req", AppendEntriesRequest(s.vote, prev, entries, eng.state.committed))
+    def replicate(self, n: int, c: Replicate) -> None:
+        """Send what ``c`` says, reading the entries from leader ``n``'s log store."""
+        ch = self.channels[n]
+        assert ch is not None and c.target in ch[1], f"n{n}: {c!r} without a channel"
+        session = ch[0]
+        log = self.entries[n]
+        if any(i not in log for i in range(c.start, c.end)):
+            self.engines[n].handle_replication_result(EntriesPurged(c.target, session, c.gen, c.start))
+            return
+        req = AppendEntriesRequest(session, c.prev, [log[i] for i in range(c.start, c.end)], c.committed)
+        # The follower answers through this ``Tx``: from the target back to ``n``.
+        self.send(n, c.target, "append_req", req, Tx("append", c.target, n, req, c.gen, self.now))
 
     # -- messages ----------------------------------------------------------------------------
 
     def send(self, frm: int, to: int, kind: str, msg: Any, tx: Tx | None = None) -> None:
         if (frm, to) not in self.cut:
             self.queue.append((frm, to, kind, msg, tx))
+        else:
+            self.lost(kind, tx)
+
+    def lost(self, kind: str, tx: Tx | None) -> None:
+        """A message was lost on a cut link: an AppendEntries or its answer fails the
+        leader's RPC (``Unreachable``); other messages are just gone."""
+        if tx is not None and tx.kind == "append" and kind in ("append_req", "append_resp"):
+            prev = tx.req.prev_log_id
+            start = 0 if prev is None else prev.index + 1
+            self.engines[tx.to].handle_replication_result(Unreachable(tx.frm, tx.req.vote, tx.gen, start))
 
     def deliver(self, limit: int | None = None) -> int:
         """Deliver queued messages (those now sent on a cut link are lost) in FIFO order; at
@@ -237,13 +232,15 @@ class Network:
         while self.queue and (limit is None or done < limit):
             frm, to, kind, msg, tx = self.queue.popleft()
             if (frm, to) in self.cut:
+                self.lost(kind, tx)
+                self.process()
                 continue
             done += 1
             eng = self.engines[to]
             if kind == "vote_req":
                 eng.handle_vote_req(msg, Tx("vote", to, frm), self.now)
             elif kind == "append_req":
-                eng.handle_append_entries(msg, Tx("append", to, frm, msg, self.now), self.now)
+                eng.handle_append_entries(msg, tx, self.now)
             elif kind == "vote_resp":
                 eng.handle_vote_resp(frm, msg, self.now)
             elif kind == "append_resp":
@@ -252,20 +249,15 @@ class Network:
         return done
 
     def on_append_resp(self, n: int, target: int, resp: Any, tx: Tx) -> None:
-        eng, req = self.engines[n], tx.req
-        s = self.streams[n].get(target)
+        """Report leader ``n``'s AppendEntries outcome, classified as the runtime does."""
+        v = tx.req.vote
         if resp.success:
-            eng.handle_replication_progress(target, req.vote, resp.matching, tx.sent_at)
-            if s is not None and s.vote == req.vote and resp.matching is not None:
-                s.matching = max(s.matching, resp.matching.index)
-                self.replicate(n, heartbeat=False, only=target)
-        elif resp.vote != req.vote and not req.vote.is_ge(resp.vote):
-            eng.handle_higher_vote(target, req.vote, resp.vote)
+            r: Any = Matched(target, v, tx.gen, resp.matching, tx.sent_at)
+        elif resp.vote != v and not v.is_ge(resp.vote):
+            r = Rejected(target, v, tx.gen, resp.vote)
         else:
-            eng.handle_replication_progress(target, req.vote, None, tx.sent_at)
-            if s is not None and s.vote == req.vote:
-                s.next_index = max(resp.conflict_hint, s.matching + 1)
-                self.replicate(n, heartbeat=True, only=target)
+            r = Conflict(target, v, tx.gen, resp.conflict_hint, tx.sent_at)
+        self.engines[n].handle_replication_result(r)
 
     def stabilize(self, max_steps: int = 10_000) -> None:
         """Deliver until no message is left."""

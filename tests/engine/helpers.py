@@ -15,6 +15,9 @@ Conventions:
   ``StoredMembership`` is recorded at ``LogId(0, 0)`` (else at ``None``).
 - Storage writes emitted by a handler are durable only after ``eng.handle_io_flushed(io)``;
   ``flush(eng)`` marks every submitted write flushed.
+- ``make_leader`` leaves each target's first probe in flight (no ``Replicate`` goes out to
+  it until a result frees the slot); ``make_idle_leader`` answers them, so the next request
+  to every target shows in the commands.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from typing import Any
 
 from openraft_py._core import LogIndex
 from openraft_py.config import Config
-from openraft_py.engine import Engine, MembershipState, RaftState
+from openraft_py.engine import (
+    Command,
+    Engine,
+    Matched,
+    MembershipState,
+    RaftState,
+    Replicate,
+)
 from openraft_py.types import (
     EMPTY_STORED_MEMBERSHIP,
     BasicNode,
@@ -136,7 +146,43 @@ def make_leader(
 ) -> Engine:
     """An engine that won an election at ``now`` (term ``vote.term + 1``) with the grants of
     the fewest other voters needed, its blank entry appended and everything flushed; the
-    commands emitted on the way are discarded."""
+    commands emitted on the way are discarded. Each target's first probe (the blank entry)
+    is in flight, unanswered: its window is full until a result frees it."""
+    return _elect(id, voters, log, vote, now, **kw)[0]
+
+
+def make_idle_leader(
+    id: int = 1,
+    voters: set[int] | Sequence[set[int]] = frozenset({1, 2, 3}),
+    log: Sequence[tuple[int, int]] = ((0, 0),),
+    vote: Vote | tuple[int, ...] = (0, 0, False),
+    now: float = 0.0,
+    **kw: Any,
+) -> Engine:
+    """``make_leader`` whose targets all answered their probe at ``now`` holding the leader's
+    whole log: the blank entry is committed, nothing is in flight and every target is
+    pipelining, so the next request to each shows in the commands. Commands discarded."""
+    eng, cmds = _elect(id, voters, log, vote, now, **kw)
+    session = eng.state.vote
+    for c in cmds:
+        if isinstance(c, Replicate):
+            matching = eng.state.log_id_at(c.end - 1)
+            eng.handle_replication_result(Matched(c.target, session, c.gen, matching, now))
+    flush(eng)
+    eng.take_commands()
+    assert eng.state.committed == eng.state.last_log_id(), "make_idle_leader: blank entry not committed"
+    return eng
+
+
+def _elect(
+    id: int,
+    voters: set[int] | Sequence[set[int]],
+    log: Sequence[tuple[int, int]],
+    vote: Vote | tuple[int, ...],
+    now: float,
+    **kw: Any,
+) -> tuple[Engine, list[Command]]:
+    """The leader of ``make_leader`` and the commands it emitted after its election."""
     eng = make_engine(id=id, voters=voters, log=log, vote=vote, now=now, **kw)
     eng.elect(now)
     flush(eng)
@@ -147,5 +193,4 @@ def make_leader(
         eng.handle_vote_resp(peer, VoteResponse(v, True, None), now)
     assert eng.leader is not None, "make_leader: election not won"
     flush(eng)
-    eng.take_commands()
-    return eng
+    return eng, eng.take_commands()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from openraft_py.engine import Heartbeat
+from openraft_py.engine import Replicate
 from openraft_py.errors import ForwardToLeader
 from openraft_py.types import VoteResponse
 
-from .helpers import flush, make_leader, vote
+from .helpers import flush, make_idle_leader, make_leader, vote
 
 
 def test_a_new_leadership_gets_new_leader_handlers() -> None:
@@ -35,11 +35,11 @@ def test_a_new_leadership_gets_new_leader_handlers() -> None:
 
 
 def test_the_role_free_handlers_live_as_long_as_the_engine() -> None:
-    eng = make_leader(now=0.0)
+    eng = make_idle_leader(now=0.0)
     assert eng.vote_handler() is eng.vote_handler() and eng.log_handler() is eng.log_handler()
     out = eng.output
     eng.leader_heartbeat(10.0)
-    assert eng.take_commands() == [Heartbeat()]
+    assert [type(c) for c in eng.take_commands()] == [Replicate, Replicate]
     assert eng.output is out and out == [], "take_commands keeps the one output list the handlers hold"
 
 

@@ -9,7 +9,6 @@ import pytest
 from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
-    Heartbeat,
     Replicate,
     Respond,
     SaveCommittedAndApply,
@@ -31,7 +30,7 @@ from openraft_py.types import (
     VoteResponse,
 )
 
-from .helpers import TX, ent, flush, lid, make_engine, make_leader, membership, vote
+from .helpers import TX, ent, flush, lid, make_engine, make_idle_leader, make_leader, membership, vote
 
 L1 = vote(1, 1, True)
 
@@ -40,10 +39,20 @@ L1 = vote(1, 1, True)
 
 
 def test_client_write_appends_and_replicates():
-    eng = make_leader(id=1)
+    eng = make_idle_leader(id=1)
     first = eng.client_write([Normal(b"a"), Normal(b"b")])
     assert first == lid(1, 2)
-    assert eng.take_commands() == [AppendEntries([ent(1, 2, b"a"), ent(1, 3, b"b")], 4), Replicate(lid(1, 3), None)]
+    assert eng.take_commands() == [
+        AppendEntries([ent(1, 2, b"a"), ent(1, 3, b"b")], 4),
+        Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1)),
+        Replicate(3, 2, lid(1, 1), 2, 4, lid(1, 1)),
+    ]
+
+
+def test_client_write_while_the_probe_is_in_flight_waits_for_its_answer():
+    eng = make_leader(id=1)
+    eng.client_write([Normal(b"a")])
+    assert eng.take_commands() == [AppendEntries([ent(1, 2, b"a")], 4)], "probing: one request in flight"
 
 
 def test_client_write_on_follower_forwards_to_known_leader():
@@ -59,12 +68,12 @@ def test_client_write_on_follower_forwards_to_known_leader():
 # Leader node 1 of {1,2,3}, log 0-0 + blank 1-1 flushed. (target, session, matching) steps and
 # the commands each one must emit.
 PROGRESS_CASES = [
-    ("majority-commits-blank", [(2, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]),
+    ("majority-commits-blank", [(2, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1))]),
     ("ack-without-matching", [(2, L1, None)], []),
     ("matching-below-blank", [(2, L1, lid(0, 0))], []),
     ("stale-session-ignored", [(2, vote(0, 1, True), lid(1, 1))], []),
     ("unknown-target-ignored", [(9, L1, lid(1, 1))], []),
-    ("second-ack-no-recommit", [(2, L1, lid(1, 1)), (3, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]),
+    ("second-ack-no-recommit", [(2, L1, lid(1, 1)), (3, L1, lid(1, 1))], [SaveCommittedAndApply(lid(1, 1))]),
 ]
 
 
@@ -87,17 +96,16 @@ def test_leader_own_entry_counts_only_once_flushed():
     write_io = eng.state.io.submitted
     assert eng.take_commands() == [
         SaveCommittedAndApply(lid(1, 2), when=write_io),
-        Replicate(lid(1, 2), lid(1, 2)),
     ], "2 and 3 are a quorum without the leader's own unflushed copy, but the leader applies 1-2 only once its own write of it is durable"
     eng2 = make_leader(id=1)
     eng2.client_write([Normal(b"a")])
     eng2.take_commands()
     eng2.handle_replication_progress(2, L1, lid(1, 2), 1.0)
-    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 2), lid(1, 1))], (
+    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 1))], (
         "only 1-1: the leader's own copy of 1-2 is not durable yet"
     )
     flush(eng2)
-    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 2)), Replicate(lid(1, 2), lid(1, 2))]
+    assert eng2.take_commands() == [SaveCommittedAndApply(lid(1, 2))]
 
 
 def test_figure_3_7_previous_term_entry_not_committed_by_counting_replicas():
@@ -109,7 +117,7 @@ def test_figure_3_7_previous_term_entry_not_committed_by_counting_replicas():
     assert eng.take_commands() == [], "no SaveCommittedAndApply: 2-2 is of a previous term"
     assert eng.state.committed is None
     eng.handle_replication_progress(2, eng.state.vote, lid(3, 3), 1.0)
-    assert eng.take_commands() == [SaveCommittedAndApply(lid(3, 3)), Replicate(lid(3, 3), lid(3, 3))]
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(3, 3))]
 
 
 @pytest.mark.parametrize(
@@ -134,8 +142,7 @@ def test_joint_config_commit_needs_a_majority_of_both(acks, committed):
         # The committed joint config is finished at once: the leader appends [C_new],
         # keeping the removed voters as learners (it does not know the caller's ``retain``).
         final = Membership.new([{1, 4, 5}], {n: BasicNode() for n in (1, 2, 3, 4, 5)})
-        assert cmds[:2] == [SaveCommittedAndApply(committed), Replicate(lid(1, 1), committed)]
-        assert cmds[2] == AppendEntries([Entry(lid(1, 2), final)], 4)
+        assert cmds[:2] == [SaveCommittedAndApply(committed), AppendEntries([Entry(lid(1, 2), final)], 4)]
         assert eng.state.membership.effective.membership == final
 
 
@@ -152,19 +159,23 @@ def test_joint_election_needs_a_majority_of_both():
 
 # -- heartbeats and check-quorum: handle_tick ---------------------------------------------------
 
+# An idle leader's heartbeat round: an empty request to each target after its whole log.
+HEARTBEAT = [Replicate(2, 1, lid(1, 1), 2, 2, lid(1, 1)), Replicate(3, 2, lid(1, 1), 2, 2, lid(1, 1))]
+
 TICK_CASES = [
     # id, ack sent_at from node 2 (None: none), tick time, expected commands, still leader
     ("quiet-before-interval", None, 49.0, [], True),
-    ("heartbeat-on-interval", None, 50.0, [Heartbeat()], True),
-    ("no-quorum-for-a-timeout-steps-down", None, 301.0, [Heartbeat(), StopReplication()], False),
-    ("recent-ack-keeps-leadership", 200.0, 450.0, [Heartbeat()], True),
-    ("old-ack-steps-down", 100.0, 401.0, [Heartbeat(), StopReplication()], False),
+    ("heartbeat-on-interval", None, 50.0, HEARTBEAT, True),
+    ("no-quorum-for-a-timeout-steps-down", None, 301.0, [StopReplication()], False),
+    ("recent-ack-keeps-leadership", 200.0, 450.0, HEARTBEAT, True),
+    ("old-ack-steps-down", 100.0, 401.0, [StopReplication()], False),
 ]
 
 
 @pytest.mark.parametrize("ack,now,expected,still", [c[1:] for c in TICK_CASES], ids=[c[0] for c in TICK_CASES])
 def test_leader_handle_tick(ack, now, expected, still):
-    eng = make_leader(id=1, now=0.0)
+    """A leader stepping down plans no heartbeat: its progress went with its role."""
+    eng = make_idle_leader(id=1, now=0.0)
     if ack is not None:
         eng.handle_replication_progress(2, L1, None, ack)
         assert eng.take_commands() == []
@@ -204,9 +215,9 @@ def test_tick_with_elections_disabled():
 
 
 def test_read_index_answers_after_a_quorum_ack_sent_after_the_request():
-    eng = make_leader(id=1, now=0.0)
+    eng = make_idle_leader(id=1, now=0.0)
     eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
-    assert eng.take_commands() == [Heartbeat()], "no Respond before a quorum confirms leadership"
+    assert eng.take_commands() == HEARTBEAT, "no Respond before a quorum confirms leadership"
     eng.handle_replication_progress(2, L1, None, 9.0)
     assert eng.take_commands() == [], "an ack of a request sent before the read confirms nothing"
     eng.handle_replication_progress(2, L1, None, 10.0)
@@ -214,7 +225,7 @@ def test_read_index_answers_after_a_quorum_ack_sent_after_the_request():
 
 
 def test_read_index_uses_committed_when_past_the_blank():
-    eng = make_leader(id=1, now=0.0)
+    eng = make_leader(id=1, now=0.0)  # probes in flight: the read's heartbeat waits for a slot
     eng.handle_replication_progress(2, L1, lid(1, 1), 0.0)
     eng.client_write([Normal(b"a")])
     flush(eng)
@@ -222,13 +233,13 @@ def test_read_index_uses_committed_when_past_the_blank():
     eng.take_commands()
     eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
     eng.handle_replication_progress(3, L1, None, 11.0)
-    assert eng.take_commands() == [Heartbeat(), Respond(TX, lid(1, 2))]
+    assert eng.take_commands() == [Respond(TX, lid(1, 2))]
 
 
 def test_read_index_single_voter_answers_at_once():
     eng = make_leader(id=1, voters={1}, now=0.0)
     eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
-    assert eng.take_commands() == [Heartbeat(), Respond(TX, lid(1, 1))]
+    assert eng.take_commands() == [Respond(TX, lid(1, 1))], "no target, no heartbeat"
 
 
 def test_read_on_follower_forwards():
@@ -245,8 +256,8 @@ def test_pending_reads_fail_when_the_leader_steps_down():
     eng.take_commands()
     eng.handle_tick(301.0)
     cmds = eng.take_commands()
-    assert cmds == [Heartbeat(), StopReplication(), Respond(TX, ANY)]
-    assert isinstance(cmds[2].value, ForwardToLeader)
+    assert cmds == [StopReplication(), Respond(TX, ANY)]
+    assert isinstance(cmds[1].value, ForwardToLeader)
 
 
 @pytest.mark.parametrize(
@@ -315,7 +326,6 @@ def test_initialize_single_node_becomes_leader_when_flushed():
         SaveVote(vote(1, 1, True), 3),
         StartReplication(vote(1, 1, True), {}),
         AppendEntries([Entry(lid(1, 1), BLANK)], 4),
-        Replicate(lid(1, 1), None),
     ]
 
 

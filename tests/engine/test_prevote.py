@@ -14,9 +14,10 @@ from .helpers import TX, flush, lid, make_engine, vote
 PEERS = {2: BasicNode(), 3: BasicNode()}
 LOG = [(0, 0), (1, 1), (1, 2)]
 PRE = Config(enable_pre_vote=True)
+LAST = lid(1, 2)
 
 
-def pre_req(term: int, node: int, last=lid(1, 2)) -> VoteRequest:
+def pre_req(term: int, node: int, last=LAST) -> VoteRequest:
     return VoteRequest(vote(term, node), last, pre_vote=True)
 
 
@@ -102,4 +103,4 @@ def test_single_voter_with_pre_vote_elects_itself():
     cmds = eng.take_commands()
     assert cmds == [SaveVote(vote(2, 1), 1)], "its own pre-vote is a quorum; no request is sent"
     flush(eng)
-    assert eng.leader is not None and type(eng.take_commands()[-2]) is AppendEntries
+    assert eng.leader is not None and type(eng.take_commands()[-1]) is AppendEntries

@@ -256,25 +256,7 @@ def test_stale_session_or_lower_vote_is_ignored():
 
 class MembershipNetwork(Network):
     """The engine ``Network`` plus the membership commands (answers are recorded, hand-over
-    notices dropped: no leader is removed here). A leader replicates only what its log store
-    holds already: the final ``[C_new]`` is appended while a response is handled, before its
-    ``AppendEntries`` command ran."""
-
-    def replicate(self, n: int, heartbeat: bool, only: int | None = None) -> None:
-        eng = self.engines[n]
-        for target, s in self.streams[n].items():
-            if eng.leader is None or eng.leader.vote != s.vote:
-                return
-            if only is not None and target != only:
-                continue
-            last = min(eng.state.last_index(), max(self.entries[n]))
-            send = heartbeat
-            while send or s.next_index <= last:
-                end = min(last + 1, s.next_index + self.max_entries)
-                prev = eng.state.log_id_at(s.next_index - 1)
-                entries = [self.entries[n][i] for i in range(s.next_index, end)]
-                s.next_index, send = end, False
-                self.send(n, target, "append_req", AppendEntriesRequest(s.vote, prev, entries, eng.state.committed))
+    notices dropped: no leader is removed here)."""
 
     def run_command(self, n: int, eng: Any, c: Any) -> None:
         if type(c) is RespondOnApply:

@@ -11,7 +11,6 @@ import pytest
 
 from openraft_py.engine import (
     AppendEntries,
-    Heartbeat,
     Replicate,
     Respond,
     SaveCommittedAndApply,
@@ -32,33 +31,35 @@ from openraft_py.types import (
     VoteResponse,
 )
 
-from .helpers import TX, ent, flush, lid, make_engine, make_leader, vote
+from .helpers import TX, ent, flush, lid, make_engine, make_idle_leader, make_leader, vote
 
 L1 = vote(1, 1, True)
 PEERS = {2: BasicNode(), 3: BasicNode()}
 TIMEOUT_MAX = 300  # Config().election_timeout_max
 
 
-def leader(target_at: int | None = None):
-    """Leader 1 of {1,2,3}, term 1, blank 1-1 committed by node 2 (acked at t=0). Node 3 holds
-    the log up to ``target_at`` (``None``: nothing known)."""
-    eng = make_leader(id=1)
-    eng.handle_replication_progress(2, L1, lid(1, 1), 0.0)
-    if target_at is not None:
-        eng.handle_replication_progress(3, L1, lid(1, target_at), 0.0)
+def leader():
+    """Leader 1 of {1,2,3}, term 1, blank 1-1 committed: nodes 2 and 3 answered the probe
+    holding it at t=0; nothing in flight."""
+    eng = make_idle_leader(id=1)
     assert eng.state.committed == lid(1, 1)
-    eng.take_commands()
     return eng
+
+
+def heartbeat(after: int, committed: int) -> list[Replicate]:
+    """The heartbeat round of ``leader()`` once the requests for entries up to ``after`` are
+    in flight: an empty request to each target, pipelined behind them."""
+    return [Replicate(t, t - 1, lid(1, after), after + 1, after + 1, lid(1, committed)) for t in (2, 3)]
 
 
 def transferring(now: float = 10.0):
     """``leader()`` with a write 1-2 not yet on node 3, transferring to node 3 at ``now``."""
-    eng = leader(target_at=1)
+    eng = leader()
     eng.client_write([Normal(b"a")])
     flush(eng)
     eng.take_commands()
     eng.transfer_leader(3, now)
-    assert eng.take_commands() == [Heartbeat()], "node 3 lacks 1-2: no TransferLeader yet"
+    assert eng.take_commands() == heartbeat(2, 1), "node 3 lacks 1-2: no TransferLeader yet"
     return eng
 
 
@@ -66,11 +67,11 @@ def transferring(now: float = 10.0):
 
 
 def test_transfer_to_an_up_to_date_target_sends_at_once():
-    eng = leader(target_at=1)
+    eng = leader()
     eng.transfer_leader(3, 10.0)
     assert eng.take_commands() == [
-        Heartbeat(),
         SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS),
+        *heartbeat(1, 1),
     ]
     assert eng.leader.transfer_to == 3 and eng.leader.transfer_deadline == 10.0 + 2 * TIMEOUT_MAX
     eng.state.validate()
@@ -79,7 +80,7 @@ def test_transfer_to_an_up_to_date_target_sends_at_once():
 def test_transfer_leader_waits_until_the_target_holds_the_whole_log():
     eng = transferring()
     eng.handle_replication_progress(2, L1, lid(1, 2), 11.0)
-    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 2)), Replicate(lid(1, 2), lid(1, 2))], (
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 2))], (
         "node 2 catching up commits 1-2 but sends no TransferLeader"
     )
     eng.handle_replication_progress(3, L1, lid(1, 1), 12.0)
@@ -117,7 +118,7 @@ def test_lease_read_refused_during_transfer_but_read_index_still_works():
         "followers may already grant the target: no lease"
     )
     eng.handle_read("ri", ReadPolicy.READ_INDEX, 12.0)
-    assert eng.take_commands() == [Heartbeat()]
+    assert eng.take_commands() == heartbeat(2, 1)
     eng.handle_replication_progress(2, L1, None, 12.0)
     assert eng.take_commands() == [Respond("ri", lid(1, 1))]
 
@@ -134,10 +135,14 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
         eng.client_write([Normal(b"b")])
     eng.handle_replication_progress(2, L1, None, deadline)
     eng.handle_tick(deadline + 1)
-    assert eng.take_commands() == [Heartbeat()]
+    assert eng.take_commands() == heartbeat(2, 1)
     assert eng.leader is not None and eng.leader.transfer_to is None
     assert eng.client_write([Normal(b"b")]) == lid(1, 3)
-    assert eng.take_commands() == [AppendEntries([ent(1, 3, b"b")], eng.state.io.submitted), Replicate(lid(1, 3), lid(1, 1))]
+    assert eng.take_commands() == [
+        AppendEntries([ent(1, 3, b"b")], eng.state.io.submitted),
+        Replicate(2, 1, lid(1, 2), 3, 4, lid(1, 1)),
+        Replicate(3, 2, lid(1, 2), 3, 4, lid(1, 1)),
+    ]
     eng.handle_read(TX, ReadPolicy.LEASE_READ, deadline + 2)
     (resp,) = eng.take_commands()
     assert isinstance(resp.value, QuorumNotEnough), "followers stopped treating this leader as alive this term"
@@ -145,7 +150,7 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
 
 
 def test_transfer_to_self_is_a_no_op():
-    eng = leader(target_at=1)
+    eng = leader()
     eng.transfer_leader(1, 10.0)
     assert eng.take_commands() == []
     assert eng.leader.transfer_to is None and not eng.leader.lease_disabled

@@ -67,11 +67,10 @@ def test_elect_single_voter_wins_once_its_vote_is_flushed():
         SaveVote(vote(1, 1, True), 2),
         StartReplication(vote(1, 1, True), {}),
         AppendEntries([Entry(lid(1, 1), BLANK)], 3),
-        Replicate(lid(1, 1), None),
     ]
     assert eng.state.server_state is ServerState.LEADER
     flush(eng)
-    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Replicate(lid(1, 1), lid(1, 1))]
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 1))], "no target: nothing to replicate"
 
 
 def test_elect_from_leader_steps_down_first():
@@ -209,7 +208,9 @@ def test_vote_resp_win():
         SaveVote(vote(1, 1, True), 2),
         StartReplication(vote(1, 1, True), PEERS),
         AppendEntries([Entry(lid(1, 1), BLANK)], 3),
-        Replicate(lid(1, 1), None),
+        # Each target is probed at once with the blank entry (generations 1 and 2).
+        Replicate(2, 1, lid(0, 0), 1, 2, None),
+        Replicate(3, 2, lid(0, 0), 1, 2, None),
     ]
     assert eng.state.server_state is ServerState.LEADER
     assert eng.leader is not None and eng.leader.noop_log_id == lid(1, 1)

@@ -16,7 +16,9 @@ leads), so none acts for a leadership that ended::
       handle_install_snapshot
     client_write, handle_read,      LeaderHandler      leader.py      Leader
       handle_higher_vote, tick
-    handle_replication_progress     ReplicationHandler replication.py Leader
+    handle_replication_result,      ReplicationHandler replication.py Leader
+      handle_replication_progress,
+      take_commands (plans requests)
     change_membership, add_learner  MembershipHandler  membership.py  Leader
     transfer_leader,                TransferHandler    transfer.py    Leader / follower
       handle_transfer_leader
@@ -31,16 +33,21 @@ Who calls whom (each arrow is a call through ``eng.<x>_handler()``)::
     Membership-, SnapshotHandler ──> (a membership changed) ──> ReplicationHandler.refresh,
                                                                 try_commit
     FollowingHandler.accept_leader ──> VoteHandler.update_vote, become_following
-    ReplicationHandler.handle_progress ──> try_commit ──> LogHandler.commit_to
-                                       │             └──> MembershipHandler.after_commit
-                                       ├──> TransferHandler.maybe_send (target caught up)
-                                       └──> LeaderHandler.check_reads
+    ReplicationHandler.handle_result ──> handle_progress ──> try_commit ──> LogHandler.commit_to
+                                 │                        │           └──> MembershipHandler.after_commit
+                                 │                        ├──> TransferHandler.maybe_send (target caught up)
+                                 │                        └──> LeaderHandler.check_reads
+                                 └──> LeaderHandler.higher_vote (Rejected)
     MembershipHandler.after_commit ──> TransferHandler.hand_over_as_removed
                                           ──> VoteHandler.become_following
-    LeaderHandler.tick ──> TransferHandler.expire; VoteHandler.become_following (no quorum)
+    LeaderHandler.tick ──> ReplicationHandler.expire_backoffs; TransferHandler.expire;
+                           VoteHandler.become_following (no quorum)
+    LeaderHandler.client_write / heartbeat ──> ReplicationHandler.replicate / heartbeat
+    Engine.take_commands ──> ReplicationHandler.send (when the leader has requests due)
 
-``ReplicationHandler`` is where per-target progress (next index, inflight window, probing,
-snapshot-needed) and per-target ``Replicate`` commands belong when they move into the engine.
+``ReplicationHandler`` owns per-target progress (``engine/progress.py``: next index, the
+inflight window, probing, snapshot-needed, back-off): ``send`` plans the per-target
+``Replicate`` / ``SendSnapshot`` commands, ``handle_result`` consumes what the runtime reports.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ and a replication target's greater vote.
 
 - ``client_write`` appends and replicates; a leader handing over refuses writes before a
   handler is made (``Engine.writable_leader``).
-- ``tick``: a heartbeat round every ``heartbeat_interval``; a leader that heard from no
+- ``tick``: a heartbeat round every ``heartbeat_interval``, the end of replication
+  back-offs; a leader that heard from no
   quorum for a whole election timeout steps down (check quorum, thesis 6.2).
 - Reads (thesis 6.4): ``READ_INDEX`` waits for a quorum ack of a heartbeat sent after the
   read arrived; ``LEASE_READ`` answers at once while a quorum acked within the lease.
@@ -16,7 +17,7 @@ from typing import Any
 from ...errors import QuorumNotEnough
 from ...types import Entry, EntryPayload, LogId, NodeId, ReadPolicy, Vote
 from ...validation import MAX_TERM
-from ..command import Heartbeat, Respond
+from ..command import Respond
 from ..faults import EngineFault
 from ..leader import PendingRead
 from . import LeadingHandler
@@ -47,6 +48,7 @@ class LeaderHandler(LeadingHandler):
         leader = self.leader
         if c.enable_heartbeat and now - leader.last_heartbeat >= c.heartbeat_interval:
             self.heartbeat(now)
+        self.eng.replication_handler(leader).expire_backoffs(now)
         if leader.reads:
             self.check_reads()
         if is_handing_over(leader):
@@ -58,9 +60,10 @@ class LeaderHandler(LeadingHandler):
             self.eng.vote_handler().become_following(now)
 
     def heartbeat(self, now: float) -> None:
-        """Send a heartbeat round now."""
+        """Send a heartbeat round now: a request to every target (``Replicate``, planned by
+        ``ReplicationHandler.send``)."""
         self.leader.last_heartbeat = now
-        self.output.append(Heartbeat())
+        self.eng.replication_handler(self.leader).heartbeat()
 
     def read(self, tx: Any, policy: ReadPolicy, now: float) -> None:
         """Start a linearizable read; see ``Engine.handle_read``."""

@@ -1,20 +1,46 @@
-"""The leader's replication: who it replicates to, what each target acknowledged, and commit.
+"""The leader's replication: who it replicates to, what each target is sent next, what
+each acknowledged, and commit.
+
+Per target, a ``ProgressEntry`` (``engine/progress.py``) decides the next request: from
+``next_index``, up to ``max_payload_entries`` entries each, up to ``max_inflight_requests``
+in flight while pipelining and one while probing; a ``SendSnapshot`` instead when the entries
+it needs are purged. ``send`` plans them (``Engine.take_commands`` calls it once the batch of
+events is handled, so one request carries every entry appended meanwhile); ``handle_result``
+feeds back what the runtime reports:
+
+    result           current generation                         any generation of the entry
+    ------           ------------------                         ---------------------------
+    Matched          probing ends (pipelining)                  slot freed; matched; ack
+    Conflict         new gen, next = max(hint, matched + 1)     slot freed; ack
+    Unreachable      new gen from matched + 1 (or the same      slot freed
+                     start), back off a heartbeat interval
+    EntriesPurged    new gen from the same start (a snapshot)   slot freed
+    SnapshotSent     new gen after the snapshot, probe at once  slot freed; matched; ack
+                     (no snapshot yet: back off)
+    Rejected         back off; the greater vote may depose us   slot freed
 
 Commit rule (thesis 3.6.2, Figure 3.7): the commit candidate is the greatest index held by a
 quorum of every config (``Leader.progress``); it commits only once it reaches this leader's
 own blank entry, so an entry of a previous term is never committed by counting replicas, only
-together with one of the current term.
-
-Today a target's progress is only its matching index, and ``Replicate`` tells every stream
-the log's end and the commit; the runtime's streams decide what to send. Per-target progress
-records and per-target ``Replicate``/``SendSnapshot`` commands belong in this handler.
+together with one of the current term. A commit sends nothing by itself: followers learn it
+from the next request (they need it only to apply; the leader answers its clients itself).
 """
 
 from __future__ import annotations
 
 from ...types import BasicNode, LogId, NodeId
-from ..command import Replicate, StartReplication
+from ..command import Replicate, SendSnapshot, StartReplication
 from ..faults import EngineFault
+from ..progress import (
+    Conflict,
+    EntriesPurged,
+    Matched,
+    ProgressEntry,
+    Rejected,
+    ReplicationResult,
+    SnapshotSent,
+    Unreachable,
+)
 from . import LeadingHandler
 
 
@@ -35,17 +61,145 @@ class ReplicationHandler(LeadingHandler):
 
     def refresh(self) -> None:
         """The membership or the targets changed: update progress tracking and the set of
-        replication streams."""
+        replication channels. A remaining target keeps its ``ProgressEntry``; a new one
+        starts optimistic, at this leader's blank entry if the log ends there (the first
+        request carries it), else after the last entry, and probes at once."""
+        leader = self.leader
+        st = self.state
         targets = self.targets()
-        m = self.state.effective_membership()
+        m = st.effective_membership()
         others = frozenset(targets) - m.nodes.keys()
-        self.leader.set_membership(m, self.eng.now, others)
-        self.output.append(StartReplication(self.leader.vote, targets))
+        leader.set_membership(m, self.eng.now, others)
+        start = st.last_index() + 1
+        noop = leader.noop_log_id
+        if noop is not None and noop.index < start:
+            start = noop.index
+        old = leader.replication
+        entries: dict[NodeId, ProgressEntry] = {}
+        for target in targets:
+            p = old.get(target)
+            entries[target] = p if p is not None else ProgressEntry(start, leader.new_gen())
+        leader.replication = entries
+        self.output.append(StartReplication(leader.vote, targets))
+        leader.send_due = True
 
     def replicate(self) -> None:
-        """The log grew or the commit moved: tell the streams (``Replicate``)."""
+        """The log grew: every target may have entries to send."""
+        self.leader.send_due = True
+
+    def heartbeat(self) -> None:
+        """Every target is sent a request at the next ``send``, even an empty one (unless
+        one is waiting for a free slot or a back-off: it goes out then)."""
+        leader = self.leader
+        for p in leader.replication.values():
+            p.heartbeat_due = True
+        leader.send_due = True
+
+    def send(self) -> None:
+        """Plan the requests each target is due: ``Replicate`` while its window has room and
+        it lacks entries (or a heartbeat is due), ``SendSnapshot`` when the entries it needs
+        are purged. Called by ``Engine.take_commands``."""
+        leader = self.leader
+        leader.send_due = False
         st = self.state
-        self.output.append(Replicate(st.last_log_id(), st.committed))
+        last = st.last_index()
+        purged = st.log_ids.purged()
+        purged_index = -1 if purged is None else purged[1]
+        committed = st.committed
+        cfg = self.eng.config
+        max_inflight = cfg.max_inflight_requests
+        max_entries = cfg.max_payload_entries
+        out = self.output
+        for target, p in leader.replication.items():
+            if p.snapshotting or p.backoff_until is not None:
+                continue
+            limit = 1 if p.probing else max_inflight
+            while p.inflight < limit:
+                # Invariant: start <= last + 1 (hints, matches and snapshots come from this log).
+                start = p.next_index
+                if start > last:
+                    if not p.heartbeat_due:
+                        break
+                    end = start
+                elif start <= purged_index:
+                    # The entries this target needs are gone: send the snapshot instead.
+                    purged_id = st.purged_log_id()
+                    assert purged_id is not None  # start <= purged_index
+                    p.gen = leader.new_gen()
+                    p.snapshotting = True
+                    p.inflight += 1
+                    out.append(SendSnapshot(target, p.gen, purged_id))
+                    break
+                else:
+                    end = min(last + 1, start + max_entries)
+                p.next_index = end
+                p.heartbeat_due = False
+                p.inflight += 1
+                out.append(Replicate(target, p.gen, st.log_id_at(start - 1), start, end, committed))
+
+    def expire_backoffs(self, now: float) -> None:
+        """The clock reached ``now``: targets whose back-off ended are probed again."""
+        leader = self.leader
+        for p in leader.replication.values():
+            until = p.backoff_until
+            if until is not None and now >= until:
+                p.backoff_until = None
+                p.heartbeat_due = True
+                leader.send_due = True
+
+    def handle_result(self, r: ReplicationResult) -> None:
+        """The runtime's report on a request this leader planned (the table in the module
+        docstring). Results of an older generation free their slot and report what they
+        learned, but change no plan."""
+        leader = self.leader
+        p = leader.replication.get(r.target)
+        if p is not None and r.gen >= p.first_gen:
+            p.inflight -= 1
+            leader.send_due = True
+        else:
+            p = None  # a removed target, or its previous entry: nothing is planned for it
+        # The entry whose plan this result may change (it answers the current generation).
+        cur = p if p is not None and r.gen == p.gen else None
+        match r:
+            case Matched(matching=matching, sent_at=sent_at):
+                if cur is not None:
+                    cur.probing = False
+                self.handle_progress(r.target, matching, sent_at)
+            case Conflict(hint=hint, sent_at=sent_at):
+                if cur is not None:
+                    cur.restart(leader.new_gen(), max(hint, cur.matched + 1))
+                self.handle_progress(r.target, None, sent_at)
+            case Unreachable(start=start):
+                if cur is not None:
+                    # Resend from the first index not known to match.
+                    cur.restart(leader.new_gen(), cur.matched + 1 if cur.matched >= 0 else start)
+                    self.back_off(cur)
+            case EntriesPurged(start=start):
+                if cur is not None:
+                    cur.restart(leader.new_gen(), start)
+            case SnapshotSent(matching=matching, sent_at=sent_at):
+                if cur is not None:
+                    cur.snapshotting = False
+                    if matching is None:
+                        self.back_off(cur)
+                    else:
+                        cur.restart(leader.new_gen(), matching.index + 1)
+                        cur.heartbeat_due = True
+                if matching is not None:
+                    self.handle_progress(r.target, matching, sent_at)
+            case Rejected(vote=vote):
+                if cur is not None:
+                    cur.snapshotting = False
+                    cur.restart(leader.new_gen(), cur.matched + 1 if cur.matched >= 0 else cur.next_index)
+                    self.back_off(cur)
+                self.eng.leader_handler(leader).higher_vote(r.target, vote)
+            case _:
+                raise TypeError(f"unknown replication result {r!r}")
+
+    def back_off(self, p: ProgressEntry) -> None:
+        """Send ``p``'s target nothing for one heartbeat interval."""
+        if p.backoff_until is None:
+            p.backoff_until = self.eng.now + self.eng.config.heartbeat_interval
 
     def update_self_flushed(self) -> None:
         """This node's own log became durable further: it counts toward the quorum."""
@@ -63,6 +217,9 @@ class ReplicationHandler(LeadingHandler):
         if target in leader.ack_at and sent_at > leader.ack_at[target]:
             leader.ack_at[target] = sent_at
         if matching is not None:
+            p = leader.replication.get(target)
+            if p is not None and matching.index > p.matched:
+                p.matched = matching.index
             leader.progress.update(target, matching.index)
             self.try_commit()
             if eng.leader is not leader:
@@ -93,7 +250,6 @@ class ReplicationHandler(LeadingHandler):
         # only once they are durable here too.
         committed = log.commit_to(ci, when=log.io_covering(ci))
         if committed is not None:
-            self.output.append(Replicate(st.last_log_id(), committed))
             # Membership follow-ups are due when a membership committed, or at this term's
             # first commit (an inherited joint config is finished then).
             if st.membership.committed is not membership_before or before < noop_index:

@@ -1,0 +1,291 @@
+"""Engine unit tests: per-target replication progress (``engine/progress.py``) and the
+``Replicate`` / ``SendSnapshot`` commands it plans, driven by the results the runtime reports.
+
+Leader 1 of term 1 (``L1``). ``Replicate(target, gen, prev, start, end, committed)``: one
+AppendEntries of ``[start, end)`` after ``prev``; ``gen`` is the target's request generation.
+"""
+
+from __future__ import annotations
+
+from openraft_py.config import Config, SnapshotPolicy
+from openraft_py.engine import (
+    AppendEntries,
+    Conflict,
+    EntriesPurged,
+    Matched,
+    PurgeLog,
+    Rejected,
+    Replicate,
+    SaveCommittedAndApply,
+    SendSnapshot,
+    SnapshotSent,
+    StartReplication,
+    StopReplication,
+    Unreachable,
+)
+from openraft_py.types import BasicNode, Normal, SnapshotMeta, StoredMembership
+
+from .helpers import ent, flush, lid, make_idle_leader, make_leader, membership, vote
+
+L1 = vote(1, 1, True)
+WINDOW = Config(max_inflight_requests=3, max_payload_entries=2)
+
+
+def write(eng, n: int) -> None:
+    """Append ``n`` entries on leader ``eng`` and make them durable there."""
+    eng.client_write([Normal(b"x")] * n)
+    flush(eng)
+
+
+# -- pipelining ---------------------------------------------------------------------------------
+
+
+def test_pipelining_fills_the_window_and_each_answer_frees_one_slot():
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 9)  # 1-2 .. 1-10
+    cmds = eng.take_commands()
+    assert cmds[0] == AppendEntries(cmds[0].entries, 4)
+    assert cmds[1:] == [
+        Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1)),
+        Replicate(2, 1, lid(1, 3), 4, 6, lid(1, 1)),
+        Replicate(2, 1, lid(1, 5), 6, 8, lid(1, 1)),
+    ], "max_inflight_requests=3 requests of max_payload_entries=2 entries, then the window is full"
+    eng.leader_heartbeat(1.0)
+    assert eng.take_commands() == [], "a full window defers the heartbeat too"
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 3), 1.0))
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 3)),
+        Replicate(2, 1, lid(1, 7), 8, 10, lid(1, 3)),
+    ], "the freed slot takes the next entries (it is the deferred heartbeat too); the commit rides along"
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 5), 2.0))
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 5)),
+        Replicate(2, 1, lid(1, 9), 10, 11, lid(1, 5)),
+    ]
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 7), 3.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 7))], "everything is in flight: nothing to send"
+    eng.leader_heartbeat(4.0)
+    assert eng.take_commands() == [Replicate(2, 1, lid(1, 10), 11, 11, lid(1, 7))], (
+        "a heartbeat with room in the window: an empty request after the last entry"
+    )
+
+
+def test_writes_of_one_batch_go_out_in_one_request():
+    eng = make_idle_leader(voters={1, 2})
+    eng.client_write([Normal(b"a")])
+    eng.client_write([Normal(b"b")])
+    assert eng.take_commands() == [
+        AppendEntries([ent(1, 2, b"a")], 4),
+        AppendEntries([ent(1, 3, b"b")], 5),
+        Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1)),
+    ], "requests are planned when the commands are taken, after every event of the batch"
+
+
+# -- probing, conflicts and back-off ----------------------------------------------------------
+
+
+def test_a_new_leader_probes_each_target_with_one_request():
+    eng = make_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 4)
+    assert [type(c) for c in eng.take_commands()] == [AppendEntries], "the election's probe is in flight"
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 1), 1.0))
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 1)),
+        Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1)),
+        Replicate(2, 1, lid(1, 3), 4, 6, lid(1, 1)),
+    ], "the probe matched: pipelining"
+
+
+def test_conflict_probes_from_the_hint_with_one_request_in_flight():
+    """The follower lost 2-5 and 2-6 (say, they were not durable when it restarted): every
+    pipelined request conflicts. The first conflict starts a new generation probing from its
+    hint; the others, of the old generation, only free their slots."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW, log=[(0, 0), (1, 1), (1, 2), (1, 3)], vote=(1, 2))
+    L2 = vote(2, 1, True)
+    write(eng, 5)  # 2-5 .. 2-9 after the blank 2-4
+    assert eng.take_commands()[1:] == [
+        Replicate(2, 1, lid(2, 4), 5, 7, lid(2, 4)),
+        Replicate(2, 1, lid(2, 6), 7, 9, lid(2, 4)),
+        Replicate(2, 1, lid(2, 8), 9, 10, lid(2, 4)),
+    ]
+    eng.handle_replication_result(Conflict(2, L2, 1, 5, 1.0))
+    assert eng.take_commands() == [], "probing allows one request in flight: two still are"
+    eng.handle_replication_result(Conflict(2, L2, 1, 5, 1.0))
+    assert eng.take_commands() == []
+    eng.handle_replication_result(Conflict(2, L2, 1, 5, 1.0))
+    assert eng.take_commands() == [Replicate(2, 2, lid(2, 4), 5, 7, lid(2, 4))], "the probe, from the hint"
+    eng.handle_replication_result(Matched(2, L2, 2, lid(2, 6), 2.0))
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(2, 6)),
+        Replicate(2, 2, lid(2, 6), 7, 9, lid(2, 6)),
+        Replicate(2, 2, lid(2, 8), 9, 10, lid(2, 6)),
+    ], "the probe matched: pipelining again"
+
+
+def test_conflict_hint_moves_next_back_but_never_below_the_match():
+    eng = make_idle_leader(voters={1, 2}, log=[(0, 0), (1, 1), (1, 2), (1, 3), (1, 4)], vote=(1, 2))
+    L2 = vote(2, 1, True)
+    # The probe matched everything up to the blank 2-5; a write goes out.
+    write(eng, 1)
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(2, 5), 6, 7, lid(2, 5))]
+    eng.handle_replication_result(Conflict(2, L2, 1, 2, 1.0))
+    assert eng.take_commands() == [Replicate(2, 2, lid(2, 5), 6, 7, lid(2, 5))], (
+        "hint 2 is below what matched (2-5): resend from 6"
+    )
+    eng.handle_replication_result(Conflict(2, L2, 2, 6, 2.0))
+    assert eng.take_commands() == [Replicate(2, 3, lid(2, 5), 6, 7, lid(2, 5))]
+
+
+def test_conflict_hint_jumps_back_over_a_whole_term():
+    eng = make_leader(voters={1, 2}, log=[(0, 0), (1, 1), (1, 2), (1, 3), (1, 4)], vote=(1, 2))
+    L2 = vote(2, 1, True)
+    # The election's probe (blank 2-5 after 1-4) conflicts: the follower's log ends at 1-1.
+    eng.handle_replication_result(Conflict(2, L2, 1, 2, 1.0))
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 6, None)]
+    eng.handle_replication_result(Matched(2, L2, 2, lid(2, 5), 2.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(2, 5))]
+
+
+def test_unreachable_backs_off_a_heartbeat_interval_then_probes_from_the_match():
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 4)  # 1-2 .. 1-5
+    assert [c.start for c in eng.take_commands()[1:]] == [2, 4]
+    eng.handle_replication_result(Unreachable(2, L1, 1, 2))
+    eng.handle_replication_result(Unreachable(2, L1, 1, 4))
+    eng.handle_tick(49.0)
+    assert eng.take_commands() == [], "backing off: not even a heartbeat"
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 4, lid(1, 1))], (
+        "after heartbeat_interval (50 ms): one probe from the first index not known to match"
+    )
+
+
+def test_rejected_by_a_greater_vote_steps_down():
+    eng = make_idle_leader(voters={1, 2})
+    write(eng, 1)
+    eng.take_commands()
+    eng.handle_replication_result(Rejected(2, L1, 1, vote(2, 2, True)))
+    cmds = eng.take_commands()
+    assert cmds[1:] == [StopReplication()] and eng.leader is None
+
+
+def test_results_of_another_leadership_are_ignored():
+    eng = make_idle_leader(voters={1, 2})
+    write(eng, 1)
+    eng.take_commands()
+    eng.handle_replication_result(Matched(2, vote(0, 1, True), 1, lid(1, 2), 1.0))
+    assert eng.take_commands() == [] and eng.state.committed == lid(1, 1)
+
+
+# -- heartbeat ----------------------------------------------------------------------------------
+
+
+def test_heartbeat_sends_each_idle_target_an_empty_request():
+    eng = make_idle_leader(voters={1, 2, 3})
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [
+        Replicate(2, 1, lid(1, 1), 2, 2, lid(1, 1)),
+        Replicate(3, 2, lid(1, 1), 2, 2, lid(1, 1)),
+    ]
+
+
+def test_heartbeat_ends_a_back_off_and_waits_behind_nothing_else():
+    eng = make_idle_leader(voters={1, 2, 3}, config=WINDOW)
+    write(eng, 1)
+    assert eng.take_commands()[1:] == [
+        Replicate(2, 1, lid(1, 1), 2, 3, lid(1, 1)),
+        Replicate(3, 2, lid(1, 1), 2, 3, lid(1, 1)),
+    ]
+    eng.handle_replication_result(Unreachable(2, L1, 1, 2))
+    assert eng.take_commands() == []
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [
+        Replicate(2, 3, lid(1, 1), 2, 3, lid(1, 1)),
+        Replicate(3, 2, lid(1, 2), 3, 3, lid(1, 1)),
+    ], "node 2's back-off ends: its probe carries 1-2 again; node 3 pipelines an empty request"
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+
+def purged_leader():
+    """Idle leader of {1,2,3} whose entries up to 1-5 are committed, applied, snapshotted and
+    purged; node 2 matched 1-5, node 3's request for 1-2..1-5 is in flight."""
+    eng = make_idle_leader(voters={1, 2, 3}, config=Config(snapshot_policy=SnapshotPolicy.never()))
+    write(eng, 4)
+    assert eng.take_commands()[1:] == [
+        Replicate(2, 1, lid(1, 1), 2, 6, lid(1, 1)),
+        Replicate(3, 2, lid(1, 1), 2, 6, lid(1, 1)),
+    ]
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 5), 1.0))
+    eng.handle_applied(lid(1, 5))
+    sm = StoredMembership(lid(0, 0), membership({1, 2, 3}))
+    eng.handle_snapshot_built(SnapshotMeta(lid(1, 5), sm, "s-5"))
+    assert eng.trigger_purge_log(5) == lid(1, 5)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 5)), PurgeLog(lid(1, 5), eng.state.io.submitted)]
+    return eng
+
+
+def test_entries_purged_before_the_read_send_the_snapshot():
+    eng = purged_leader()
+    eng.handle_replication_result(EntriesPurged(3, L1, 2, 2))
+    assert eng.take_commands() == [SendSnapshot(3, 4, lid(1, 5))]
+    eng.leader_heartbeat(2.0)
+    assert eng.take_commands() == [Replicate(2, 1, lid(1, 5), 6, 6, lid(1, 5))], (
+        "the transfer holds node 3's one slot"
+    )
+    eng.handle_replication_result(SnapshotSent(3, L1, 4, lid(1, 5), 3.0))
+    assert eng.take_commands() == [Replicate(3, 5, lid(1, 5), 6, 6, lid(1, 5))], (
+        "then a probe after the snapshot's last log id"
+    )
+    assert eng.leader.progress.as_dict()[3] == 5
+
+
+def test_conflict_into_the_purged_range_sends_the_snapshot():
+    eng = purged_leader()
+    eng.handle_replication_result(Conflict(3, L1, 2, 1, 1.0))
+    assert eng.take_commands() == [SendSnapshot(3, 4, lid(1, 5))]
+
+
+def test_no_snapshot_yet_backs_off_and_tries_again():
+    eng = purged_leader()
+    eng.handle_replication_result(EntriesPurged(3, L1, 2, 2))
+    eng.take_commands()
+    eng.handle_replication_result(SnapshotSent(3, L1, 4, None, 0.0))
+    assert eng.take_commands() == []
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Replicate(2, 1, lid(1, 5), 6, 6, lid(1, 5)), SendSnapshot(3, 5, lid(1, 5))]
+
+
+# -- targets come and go ------------------------------------------------------------------------
+
+
+def test_step_down_clears_progress():
+    eng = make_idle_leader(voters={1, 2})
+    write(eng, 1)
+    eng.take_commands()
+    eng.elect(100.0)
+    assert eng.take_commands()[0] == StopReplication()
+    assert eng.leader is None
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 2), 1.0))
+    eng.leader_heartbeat(101.0)
+    assert [c for c in eng.take_commands() if isinstance(c, Replicate)] == [], "no progress left to plan"
+
+
+def test_a_re_added_target_ignores_results_of_its_previous_entry():
+    eng = make_idle_leader(voters={1, 2})
+    eng.add_learner(3, BasicNode(), "tx")
+    cmds = eng.take_commands()
+    assert cmds[1] == StartReplication(L1, {2: BasicNode(), 3: BasicNode()})
+    assert cmds[-1] == Replicate(3, 2, lid(0, 0), 1, 3, lid(1, 1)), "a new target is probed from the blank entry"
+    leader = eng.leader
+    old = leader.replication[3]
+    # As if node 3 was removed and added back: the next refresh makes it a fresh entry.
+    del leader.replication[3]
+    eng.replication_handler(leader).refresh()
+    eng.take_commands()
+    assert leader.replication[3] is not old and leader.replication[3].first_gen > old.gen
+    eng.handle_replication_result(Conflict(3, L1, 2, 0, 1.0))
+    assert leader.replication[3].inflight == 1 and leader.replication[3].next_index == 3, (
+        "the old generation's conflict changes nothing of the new entry"
+    )
