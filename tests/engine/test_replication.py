@@ -160,6 +160,17 @@ def test_unreachable_backs_off_a_heartbeat_interval_then_probes_from_the_match()
     )
 
 
+def test_a_triggered_heartbeat_ends_an_expired_back_off():
+    eng = make_idle_leader(voters={1, 2}, config=Config(enable_tick=False))
+    write(eng, 1)
+    eng.take_commands()
+    eng.handle_replication_result(Unreachable(2, L1, 1, 2))
+    eng.leader_heartbeat(10.0)
+    assert eng.take_commands() == [], "the back-off runs until 50 ms"
+    eng.leader_heartbeat(50.0)
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 3, lid(1, 1))], "ticks off: the heartbeat ends it"
+
+
 def test_rejected_by_a_greater_vote_steps_down():
     eng = make_idle_leader(voters={1, 2})
     write(eng, 1)

@@ -48,7 +48,8 @@ class LeaderHandler(LeadingHandler):
         leader = self.leader
         if c.enable_heartbeat and now - leader.last_heartbeat >= c.heartbeat_interval:
             self.heartbeat(now)
-        self.eng.replication_handler(leader).expire_backoffs(now)
+        else:
+            self.eng.replication_handler(leader).expire_backoffs(now)
         if leader.reads:
             self.check_reads()
         if is_handing_over(leader):
@@ -63,7 +64,7 @@ class LeaderHandler(LeadingHandler):
         """Send a heartbeat round now: a request to every target (``Replicate``, planned by
         ``ReplicationHandler.send``)."""
         self.leader.last_heartbeat = now
-        self.eng.replication_handler(self.leader).heartbeat()
+        self.eng.replication_handler(self.leader).heartbeat(now)
 
     def read(self, tx: Any, policy: ReadPolicy, now: float) -> None:
         """Start a linearizable read; see ``Engine.handle_read``."""

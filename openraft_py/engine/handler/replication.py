@@ -87,12 +87,14 @@ class ReplicationHandler(LeadingHandler):
         """The log grew: every target may have entries to send."""
         self.leader.send_due = True
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, now: float) -> None:
         """Every target is sent a request at the next ``send``, even an empty one (unless
-        one is waiting for a free slot or a back-off: it goes out then)."""
+        one is waiting for a free slot or a back-off: it goes out then). Back-offs that ended
+        by ``now`` end here too (ticks may be off: ``Config.enable_tick``)."""
         leader = self.leader
         for p in leader.replication.values():
             p.heartbeat_due = True
+        self.expire_backoffs(now)
         leader.send_due = True
 
     def send(self) -> None:
