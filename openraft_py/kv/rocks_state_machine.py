@@ -120,6 +120,19 @@ class _BatchKv:
         return prev
 
 
+APPLY_INLINE_MAX = 256
+"""``RocksStateMachine.apply`` runs a batch of at most this many entries on the event loop
+(after one loop turn) while no snapshot build runs. Applying is mostly Python work holding
+the GIL (decoding, building the batch; rocksdict keeps it during ``write``), so a worker
+thread barely ran it in parallel with the loop and added its hop: two thread wake-ups and
+GIL hand-offs, measured at 0.1-0.16 ms of a 1-writer write's latency over TCP and 1.3-1.5 us
+of CPU per write per node at 64-256 writers (``bench/tcp.py``; docs/design/performance.md).
+A batch this size takes about 0.5 ms on the loop. Larger batches (a follower catching up),
+and every batch while a build streams the image in its thread, go to the worker thread:
+there the interpreter's switch interval bounds how long the loop waits for the GIL, and a
+loop applying continuously would starve the build, which needs the GIL too."""
+
+
 class _RocksSnapshotBuilder:
     """A ``SnapshotBuilder`` of a ``RocksStateMachine``."""
 
@@ -142,7 +155,11 @@ class _RocksSnapshotBuilder:
         # newer than its meta. RocksDB has one upper bound per iterator: it ends the meta
         # range, the last one.
         image = BoundedIter(sm._cf, _META_END)
-        return await in_thread(sm._build_from, image)
+        sm._building += 1  # apply stays off the loop meanwhile (see APPLY_INLINE_MAX)
+        try:
+            return await in_thread(sm._build_from, image)
+        finally:
+            sm._building -= 1
 
 
 class RocksStateMachine:
@@ -157,7 +174,8 @@ class RocksStateMachine:
     Durability:
 
     - ``apply``: data, last applied log id and stored membership go in ONE ``WriteBatch``
-      (atomic), written without fsync in a worker thread. After a crash the state is the one
+      (atomic), written without fsync (in a worker thread; a small batch on the loop, see
+      ``APPLY_INLINE_MAX``). After a crash the state is the one
       after some earlier apply batch (never a torn batch); Raft re-applies the rest from the
       log, which is durable up to the commit.
     - ``build_snapshot``: the image is one RocksDB iterator created between two apply
@@ -225,6 +243,7 @@ class RocksStateMachine:
         self._nosync = write_options(False)
         self._sync = write_options(True)
         self._snap_lock = threading.Lock()  # guards _current and the files of snapshots/
+        self._building = 0  # snapshot builds streaming their image in a worker thread
         self._closed = False
 
     @classmethod
@@ -257,11 +276,24 @@ class RocksStateMachine:
         return self._applied, self._membership
 
     async def apply(self, entries: list[Entry]) -> list[Any]:
-        """Apply ``entries`` in a worker thread as ONE atomic ``WriteBatch`` (data + last
-        applied + membership); one response per entry (see ``MemStateMachine``)."""
+        """Apply ``entries`` as ONE atomic ``WriteBatch`` (data + last applied + membership);
+        one response per entry (see ``MemStateMachine``). In a worker thread, except a batch
+        of at most ``APPLY_INLINE_MAX`` entries while no snapshot build runs, which is applied
+        on the loop (see there)."""
         self._check_open()
         if not entries:
             return []
+        if len(entries) <= APPLY_INLINE_MAX and not self._building:
+            # One loop turn first, as the thread hop gave: a caller applying in a loop never
+            # starves the other tasks (the Raft core, a response waiting to be sent).
+            await asyncio.sleep(0)
+            self._check_open()
+            if not self._building:
+                try:
+                    return self._apply_sync(entries)
+                except BaseException as e:
+                    clear_frames(e)  # as in_thread does: no frame keeps RocksDB open
+                    raise
         return await in_thread(self._apply_sync, entries)
 
     def _apply_sync(self, entries: list[Entry]) -> list[Any]:
