@@ -35,7 +35,7 @@ CASES = [
         LOG3,
         None,
         (lid(1, 3), [], lid(1, 2)),
-        [SaveCommittedAndApply(lid(1, 2), when=0), Respond(TX, ok(lid(1, 3)), when=0)],
+        [Respond(TX, ok(lid(1, 3)), when=0), SaveCommittedAndApply(lid(1, 2), when=0)],
     ),
     (
         "append-new",
@@ -105,14 +105,14 @@ CASES = [
         LOG3,
         None,
         (lid(1, 3), ents((2, 4)), lid(2, 9)),
-        [AppendEntries(ents((2, 4)), 1), SaveCommittedAndApply(lid(2, 4), when=1), Respond(TX, ok(lid(2, 4)), when=1)],
+        [AppendEntries(ents((2, 4)), 1), Respond(TX, ok(lid(2, 4)), when=1), SaveCommittedAndApply(lid(2, 4), when=1)],
     ),
     (
         "commit-bounded-by-what-this-request-proved",
         LOG3,
         None,
         (lid(1, 1), [], lid(2, 9)),
-        [SaveCommittedAndApply(lid(1, 1), when=0), Respond(TX, ok(lid(1, 1)), when=0)],
+        [Respond(TX, ok(lid(1, 1)), when=0), SaveCommittedAndApply(lid(1, 1), when=0)],
     ),
     (
         "commit-never-goes-back",
@@ -196,4 +196,4 @@ def test_append_entries_unflushed_entries_are_not_applied_before_they_are_durabl
     eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), None), TX, now=10.0)
     eng.take_commands()  # io 1 not flushed
     eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 4), [], lid(2, 4)), "tx2", now=20.0)
-    assert eng.take_commands() == [SaveCommittedAndApply(lid(2, 4), when=1), Respond("tx2", ok(lid(2, 4)), when=1)]
+    assert eng.take_commands() == [Respond("tx2", ok(lid(2, 4)), when=1), SaveCommittedAndApply(lid(2, 4), when=1)]

@@ -66,7 +66,7 @@ def test_apply_before_commit(on: bool) -> None:
     eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), [], lid(1, 1)), TX, now=0.0)
     ok = Respond(TX, AppendEntriesResponse(L, True, matching=lid(1, 3)), when=0)
     committed = lid(1, 3) if on else lid(1, 1)
-    assert eng.take_commands() == [SaveCommittedAndApply(committed, when=0), ok]
+    assert eng.take_commands() == [ok, SaveCommittedAndApply(committed, when=0)]
 
 
 @pytest.mark.parametrize("on", [False, True], ids=["off", "on"])

@@ -57,10 +57,12 @@ class FollowingHandler(Handler):
                     log.truncate(first_new - 1)
                 log.append(entries[pos:] if pos else entries)
         matching = req.last_log_id()
-        self.commit(req.leader_commit, matching)
+        # The answer first: both wait on the same write, and the one emitted first runs first
+        # once it is durable; the leader's commit waits on the answer, the apply on nothing.
         self.output.append(
             Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
         )
+        self.commit(req.leader_commit, matching)
 
     def accept_leader(self, vote: Vote, now: float) -> bool:
         """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
