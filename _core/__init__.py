@@ -37,6 +37,7 @@ __all__ = [
     "KIND_MEMBERSHIP",
     "encode_entries",
     "decode_entries",
+    "put_entry_records",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -67,6 +68,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_frame,
         encode_frames,
         encode_index_key,
+        put_entry_records,
     )
     from ._logindex_py import EntryCache, LogIndex
     from ._quorum_py import (
@@ -88,6 +90,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            put_entry_records,
         )
         from ._logindex_c import EntryCache, LogIndex
         from ._quorum_c import (
@@ -108,6 +111,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            put_entry_records,
         )
         from ._logindex_py import EntryCache, LogIndex
         from ._quorum_py import (

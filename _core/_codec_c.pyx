@@ -84,6 +84,43 @@ def encode_entries(records) -> list:
     return out
 
 
+def put_entry_records(put, cf, entries, normal_type, membership_type, encode_membership) -> None:
+    """Put each entry's index key and record (see ``_codec_py.put_entry_records``)."""
+    cdef int64_t term, index
+    cdef unsigned char kind
+    cdef Py_ssize_t n
+    cdef bytes blob, key
+    cdef unsigned char* p
+    for e in entries:
+        lid = e.log_id
+        term = _as_index("term", lid.term)
+        index = _as_index("index", lid.index)
+        payload = e.payload
+        tp = type(payload)
+        if tp is normal_type:
+            kind = 1
+            data = payload.data
+        elif tp is membership_type:
+            kind = 2
+            data = encode_membership(payload)
+        else:
+            kind = 0
+            data = b""
+        if not isinstance(data, bytes):
+            raise TypeError(f"payload must be bytes, not {type(data).__name__}")
+        n = PyBytes_GET_SIZE(data)
+        blob = PyBytes_FromStringAndSize(NULL, 17 + n)
+        p = <unsigned char*>PyBytes_AS_STRING(blob)
+        _put_u64(p, <uint64_t>term)
+        _put_u64(p + 8, <uint64_t>index)
+        p[16] = kind
+        if n:
+            memcpy(p + 17, PyBytes_AS_STRING(data), n)
+        key = PyBytes_FromStringAndSize(NULL, 8)
+        _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>index)
+        put(key, blob, cf)
+
+
 def decode_entries(blobs) -> list:
     """Decode blobs produced by ``encode_entries``; ``CodecError`` if one is malformed."""
     cdef list out = []

@@ -121,3 +121,65 @@ def test_frame_reader_random_splits(impl, payloads, cuts) -> None:
         got.extend(r.feed(stream[lo:hi]))
     assert got == payloads
     assert r.buffered() == 0
+
+
+class _LogId:
+    def __init__(self, term: int, index: int) -> None:
+        self.term, self.index = term, index
+
+
+class _Normal:
+    def __init__(self, data: object) -> None:
+        self.data = data
+
+
+class _Membership:
+    pass
+
+
+class _Entry:
+    def __init__(self, term: int, index: int, payload: object) -> None:
+        self.log_id, self.payload = _LogId(term, index), payload
+
+
+def _put_all(impl, entries, encode_membership=lambda m: b"M") -> list[tuple[bytes, bytes, object]]:
+    puts: list[tuple[bytes, bytes, object]] = []
+    impl.put_entry_records(lambda k, v, cf: puts.append((k, v, cf)), "cf", entries, _Normal, _Membership,
+                           encode_membership)
+    return puts
+
+
+def test_put_entry_records_matches_encode_entries(impl) -> None:
+    entries = [_Entry(2, 5, _Normal(b"abc")), _Entry(2, 6, _Membership()), _Entry(3, 7, object()),
+               _Entry(MAX, MAX, _Normal(b""))]
+    puts = _put_all(impl, entries)
+    records = [(2, 5, 1, b"abc"), (2, 6, 2, b"M"), (3, 7, 0, b""), (MAX, MAX, 1, b"")]
+    assert puts == [(impl.encode_index_key(r[1]), blob, "cf") for r, blob in zip(records, impl.encode_entries(records))]
+    assert _put_all(impl, []) == []
+
+
+@SETTINGS
+@given(records=st.lists(record_st, max_size=20))
+def test_put_entry_records_round_trip(impl, records) -> None:
+    payloads = {0: lambda d: None, 1: _Normal, 2: lambda d: _Membership()}
+    entries = [_Entry(t, i, payloads[k](d)) for t, i, k, d in records]
+    puts = _put_all(impl, entries, encode_membership=lambda m: b"members")
+    want = [(t, i, k, d if k == 1 else b"members" if k == 2 else b"") for t, i, k, d in records]
+    assert impl.decode_entries([v for _, v, _ in puts]) == want
+    assert [impl.decode_index_key(k) for k, _, _ in puts] == [i for _, i, _, _ in records]
+
+
+@pytest.mark.parametrize("term, index", [(-1, 0), (0, -1), (2**63, 0), (0, 2**64)])
+def test_put_entry_records_rejects_range(impl, term, index) -> None:
+    good = _Entry(1, 1, _Normal(b"ok"))
+    puts: list[object] = []
+    with pytest.raises(CodecError):
+        impl.put_entry_records(lambda *a: puts.append(a), None, [good, _Entry(term, index, _Normal(b""))],
+                               _Normal, _Membership, bytes)
+    assert len(puts) == 1  # the entries before the bad one were put
+
+
+@pytest.mark.parametrize("entry", [_Entry(1, 1, _Normal("text")), _Entry(1, 1, _Membership())])
+def test_put_entry_records_rejects_non_bytes(impl, entry) -> None:
+    with pytest.raises(TypeError):
+        _put_all(impl, [entry], encode_membership=lambda m: "not bytes")

@@ -16,13 +16,14 @@ Changing any of this needs a new ``LOG_FORMAT`` version and a migration.
 from __future__ import annotations
 
 import msgspec
+from rocksdict import ColumnFamily, WriteBatch
 
-from ..._core import KIND_BLANK, KIND_MEMBERSHIP, KIND_NORMAL, decode_entries, encode_entries
+from ..._core import KIND_BLANK, KIND_MEMBERSHIP, KIND_NORMAL, decode_entries, encode_entries, put_entry_records
 from ...types import BLANK, Entry, LogId, Membership, Normal
 
 __all__ = [
     "END_KEY", "ENTRIES_CF", "K_ACKMARK", "K_COMMITTED", "K_FORMAT", "K_PURGED", "K_VOTE", "LOG_FORMAT", "META_CF",
-    "decode_entry_records", "encode_entry_records",
+    "decode_entry_records", "encode_entry_records", "put_entries",
 ]
 
 LOG_FORMAT = {"format": "openraft-py-log", "version": 1}
@@ -56,6 +57,13 @@ def encode_entry_records(entries: list[Entry]) -> list[bytes]:
         else:
             add((lid.term, lid.index, KIND_BLANK, b""))
     return encode_entries(records)
+
+
+def put_entries(wb: WriteBatch, cf: ColumnFamily, entries: list[Entry]) -> None:
+    """Put every entry of ``entries`` into ``wb`` (raw mode) in the ``entries`` column family
+    ``cf``: key ``encode_index_key(index)``, value the record ``encode_entry_records`` makes
+    (one ``_core`` kernel call for the batch)."""
+    put_entry_records(wb.put, cf, entries, Normal, Membership, _enc.encode)
 
 
 def decode_entry_records(blobs: list[bytes]) -> list[Entry]:

@@ -34,7 +34,7 @@ from .log_format import (
     LOG_FORMAT,
     META_CF,
     decode_entry_records,
-    encode_entry_records,
+    put_entries,
 )
 from .wal import wal_syncer_for
 
@@ -337,9 +337,7 @@ class RocksLogStore(RocksLogReader):
         def build() -> WriteBatch:
             # Writer thread: encoding and batch building are off the loop.
             wb = WriteBatch(raw_mode=True)
-            put = wb.put
-            for e, blob in zip(owned, encode_entry_records(owned)):
-                put(encode_index_key(e.log_id.index), blob, h)
+            put_entries(wb, h, owned)
             return wb
 
         pending = self._pending
