@@ -191,9 +191,9 @@ class RaftCore:
     def start(self) -> None:
         """Start the core, state machine and timer tasks."""
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-core-{self.id}")
-        self._spawn(self.sm_worker.run(), "sm-worker")
+        self.tasks.spawn(self.sm_worker.run(), "sm-worker")
         if self.config.enable_tick:
-            self._spawn(self._ticker(), "ticker")
+            self.tasks.spawn(self._ticker(), "ticker")
 
     async def _run(self) -> None:
         try:
@@ -396,7 +396,7 @@ class RaftCore:
 
     def _send_votes(self, c: SendVote) -> None:
         for target, node in c.targets.items():
-            self._spawn(self._send_vote(target, node, c.req), "vote")
+            self.tasks.spawn(self._send_vote(target, node, c.req), "vote")
 
     def _stop_replication(self, c: StopReplication) -> None:
         self._stop_streams()
@@ -408,7 +408,7 @@ class RaftCore:
         self.feed.fail_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))
 
     def _build_snapshot(self, c: BuildSnapshot) -> None:
-        self._spawn(self.snapshots.build(), "build-snapshot")
+        self.tasks.spawn(self.snapshots.build(), "build-snapshot")
 
     def _receive_chunk(self, c: ReceiveSnapshotChunk) -> Awaitable[None]:
         return self.snapshots.receive_chunk(c.req, c.tx)
@@ -418,7 +418,7 @@ class RaftCore:
 
     def _send_transfer_leaders(self, c: SendTransferLeader) -> None:
         for target, node in c.targets.items():
-            self._spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
+            self.tasks.spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
 
     async def _append_entries(self, c: AppendEntries) -> None:
         """Put the entries in the cache (a gap before them clears it) and hand them to the
@@ -565,10 +565,6 @@ class RaftCore:
             self.notify(TICK)
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        """``self.tasks.spawn``."""
-        return self.tasks.spawn(coro, name)
 
     def _task_failed(self, e: BaseException) -> None:
         """A child task raised: stop the node (unless it is stopping already)."""
