@@ -1,7 +1,7 @@
 """Builders for engine unit tests: ``make_engine`` and short constructors.
 
 ``make_engine`` builds ``RaftState`` + ``Engine`` directly, the way ``openraft_py.raft``
-``_restore_state`` does from storage, so a test can start from any state without running
+``core.restore.restore_state`` does from storage, so a test can start from any state without running
 the protocol to get there::
 
     eng = make_engine(id=1, voters={1, 2, 3}, log=[(0, 0), (1, 1)], vote=(1, 2, True))
