@@ -74,6 +74,21 @@ def test_decode_entries_x1000(benchmark, impl) -> None:
     benchmark(impl.decode_entries, blobs)
 
 
+def test_put_entry_records_x1000(benchmark, impl) -> None:
+    """The RocksDB log store's write of a batch, into a real (unwritten) rocksdict WriteBatch."""
+    from rocksdict import WriteBatch
+
+    from openraft_py.types import Entry, LogId, Membership, Normal
+
+    entries = [Entry(LogId(5, i), Normal(b"x" * 64)) for i in range(1_000)]
+
+    def run() -> None:
+        wb = WriteBatch(raw_mode=True)
+        impl.put_entry_records(wb.put, None, entries, Normal, Membership, bytes)
+
+    benchmark(run)
+
+
 def test_frame_reader_x1000(benchmark, impl) -> None:
     stream = impl.encode_frames([b"y" * 100] * 1_000)
     chunks = [stream[i : i + 1_500] for i in range(0, len(stream), 1_500)]
