@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
