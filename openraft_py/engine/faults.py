@@ -20,7 +20,8 @@ truth test of an empty ``frozenset`` on the paths that check one.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .engine import Engine
