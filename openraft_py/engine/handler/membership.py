@@ -14,7 +14,8 @@ See ``docs/design/joint-consensus.md``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ...errors import EmptyMembership, InProgress, LearnerNotFound
 from ...types import BasicNode, Entry, LogId, Membership, NodeId
