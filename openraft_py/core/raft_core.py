@@ -141,7 +141,7 @@ class RaftCore:
             self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify
         )
         self._clients: dict[NodeId, RaftNetwork] = {}
-        self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch)
+        self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
         self.fatal: Fatal | None = None
@@ -482,6 +482,18 @@ class RaftCore:
             self._io_completed(io)
         else:
             self.notify(IOCompleted(io, err))
+
+    def _on_applied(self, log_id: LogId) -> None:
+        """The state machine applied every entry up to ``log_id`` (the worker's report).
+        While the core runs commands the engine is idle, so it is told at once (an apply
+        that the worker ran inline, from ``SaveCommittedAndApply``, costs no further pass);
+        otherwise the report is queued. Reports may reach the engine out of order (a
+        queued one after an inline one): it keeps the greatest."""
+        if self._running_commands:
+            self.engine.handle_applied(log_id)
+            self._maybe_evict_cache()
+        else:
+            self.notify(Applied(log_id))
 
     def _io_completed(self, io: int) -> None:
         """Storage write ``io`` is durable; tell the engine how far writes are durable in

@@ -3,16 +3,24 @@ answers the clients that wrote them.
 
 Applying runs here, not in ``RaftCore``, so a slow ``apply`` delays neither appends nor
 replication. Clients are answered straight from this task (no hop back through the core).
+
+The inline fast path: while the worker's task is idle, ``submit`` starts ``apply`` on the
+caller's task (the core's) and, if it returns without suspending, finishes the batch there:
+the responders are answered and ``applied`` reported with no wake-up of this task and no
+loop turn. An ``apply`` that suspends is continued by this task, and from then on every
+batch goes through the task (a state machine that awaits in ``apply`` keeps its own task).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ForwardToLeader, Stopped, StorageError
-from ..types import ClientWriteResponse, Entry, Membership
+from ..types import ClientWriteResponse, Entry, LogId, Membership
 from ..wakeup import Wakeup
 from .messages import Applied, Failed
 
@@ -52,6 +60,38 @@ class _Op:
         self.fut = fut
 
 
+class _Started:
+    """An ``apply`` that ``submit`` started inline and that suspended: the worker's task
+    continues ``coro`` (which last yielded ``pending``) and finishes ``chunk`` with it."""
+
+    __slots__ = ("coro", "pending", "chunk")
+
+    def __init__(self, coro: Coroutine[Any, Any, list[Any]], pending: Any, chunk: list[Entry]) -> None:
+        self.coro = coro
+        self.pending = pending
+        self.chunk = chunk
+
+    def __await__(self) -> Generator[Any, Any, list[Any]]:
+        """Drive the rest of ``coro`` from the awaiting task, as ``await coro`` would have
+        from the point where it suspended (what it yields goes to the task, what the task
+        sends or throws goes to it)."""
+        coro = self.coro
+        value = self.pending
+        while True:
+            try:
+                sent = yield value
+            except BaseException as e:  # noqa: BLE001 - handed on to the coroutine, as await does
+                try:
+                    value = coro.throw(e)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+
+
 class StateMachineWorker:
     """Applies batches submitted by ``RaftCore`` and resolves their responders.
 
@@ -64,15 +104,27 @@ class StateMachineWorker:
     what the state machine holds.
     """
 
-    def __init__(self, notify: Callable[[Any], None], sm: RaftStateMachine, max_batch: int) -> None:
-        """``notify`` queues a notification to the core (``Applied`` after each applied
-        batch, ``Failed`` when ``apply`` fails); ``sm`` is used only from this worker's task;
-        ``apply`` gets at most ``max_batch`` entries at a time."""
+    def __init__(
+        self,
+        notify: Callable[[Any], None],
+        sm: RaftStateMachine,
+        max_batch: int,
+        applied: Callable[[LogId], None] | None = None,
+    ) -> None:
+        """``notify`` queues a notification to the core (``Failed`` when ``apply`` fails);
+        ``applied(log_id)`` reports each applied batch (default: ``notify(Applied(log_id))``);
+        ``sm`` is used by one call at a time, in queue order; ``apply`` gets at most
+        ``max_batch`` entries at a time."""
         self.notify = notify
+        self.applied: Callable[[LogId], None] = applied if applied is not None else lambda i: notify(Applied(i))
         self.sm = sm
         self.max_batch = max_batch
-        self._queue: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
+        self._queue: deque[tuple[list[Entry], list[Responder]] | _Op | _Started] = deque()
         self._wakeup = Wakeup()
+        # The task waits for work (nothing queued, nothing running): ``submit`` may apply
+        # on the caller's task. ``_inline`` is false once an inline ``apply`` suspended.
+        self._idle = False
+        self._inline = inspect.iscoroutinefunction(sm.apply)
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
         self._buf_entries: list[Entry] = []
@@ -83,9 +135,64 @@ class StateMachineWorker:
         self._held: list[tuple[list[Entry], list[Responder]]] | None = None
 
     def submit(self, entries: list[Entry], responders: list[Responder]) -> None:
-        """Queue ``entries`` (consecutive, continuing what was submitted before) for apply."""
+        """Apply ``entries`` (consecutive, continuing what was submitted before) after
+        everything queued so far, and answer ``responders`` as their entries are applied.
+        If the worker is idle and ``apply`` completes without suspending, that happens
+        before ``submit`` returns (``applied`` is then called from here)."""
+        if self._idle and self._inline and entries and not self._queue and self._held is None:
+            self._apply_inline(entries, responders)
+            return
         self._queue.append((entries, responders))
         self._wakeup.wake()
+
+    def _apply_inline(self, entries: list[Entry], responders: list[Responder]) -> None:
+        """Apply ``entries`` on the caller's task, chunk by chunk, while ``apply`` returns
+        without suspending; a chunk whose ``apply`` suspends, and the chunks after it, go to
+        the worker's task (at the head of its queue, which is empty)."""
+        if responders:
+            self._responders.extend(responders)
+        n = len(entries)
+        step = self.max_batch
+        for i in range(0, n, step):
+            chunk = entries[i : i + step] if n > step else entries
+            coro = self.sm.apply(chunk)
+            try:
+                pending = coro.send(None)
+            except StopIteration as stop:
+                if not self._finish(chunk, stop.value):
+                    return
+                continue
+            except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
+                self._fail(e)
+                return
+            # It suspended: the worker's task continues it, and applies every later batch.
+            self._inline = False
+            self._queue.append(_Started(coro, pending, chunk))
+            if i + step < n:
+                self._queue.append((entries[i + step :], []))
+            self._wakeup.wake()
+            return
+
+    def _finish(self, chunk: list[Entry], results: list[Any]) -> bool:
+        """``chunk`` was applied with ``results``: answer the responders it completes and
+        report it. False (and the node stops) if ``results`` does not fit ``chunk``."""
+        if len(results) != len(chunk):
+            self._fail(RuntimeError(f"state machine apply returned {len(results)} responses for {len(chunk)} entries"))
+            return False
+        if self._responders:
+            self._resolve(chunk, results)
+        self.applied(chunk[-1].log_id)
+        return True
+
+    def _fail(self, e: BaseException) -> None:
+        """``apply`` failed on the caller's task: end the worker and stop the node, as a
+        failure in the worker's task does."""
+        err = StorageError("applying entries to the state machine", e)
+        err.__cause__ = e
+        self._stopped = True
+        self._end(err)
+        self._wakeup.wake()
+        self.notify(Failed(err))
 
     def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
         """Run ``fn(state_machine)`` after everything queued so far (the state machine is
@@ -126,12 +233,12 @@ class StateMachineWorker:
         for _, rs in self._held or ():
             out.extend(rs)
         self._held = None
-        keep: deque[tuple[list[Entry], list[Responder]] | _Op] = deque()
+        keep: deque[tuple[list[Entry], list[Responder]] | _Op | _Started] = deque()
         for item in self._queue:
-            if isinstance(item, _Op):
-                keep.append(item)
-            else:
+            if type(item) is tuple:
                 out.extend(item[1])
+            else:
+                keep.append(item)
         self._queue = keep
         return out
 
@@ -169,7 +276,7 @@ class StateMachineWorker:
 
     def _batches(self) -> list[tuple[list[Entry], list[Responder]]]:
         """The entry batches queued or held, not yet applied."""
-        out = [item for item in self._queue if not isinstance(item, _Op)]
+        out = [item for item in self._queue if type(item) is tuple]
         if self._held:
             out = self._held + out
         return out
@@ -198,11 +305,19 @@ class StateMachineWorker:
         try:
             while not self._stopped:
                 if not self._queue:
-                    await self._wakeup.wait()
+                    self._idle = True
+                    try:
+                        await self._wakeup.wait()
+                    finally:
+                        self._idle = False
                     continue
                 item = self._queue.popleft()
                 if isinstance(item, _Op):
                     await self._run_op(item)
+                    continue
+                if isinstance(item, _Started):
+                    if not self._finish(item.chunk, await item):
+                        return
                     continue
                 if self._held is not None:
                     self._held.append(item)
@@ -214,14 +329,8 @@ class StateMachineWorker:
                     continue
                 for i in range(0, len(entries), self.max_batch):
                     chunk = entries[i : i + self.max_batch] if len(entries) > self.max_batch else entries
-                    results = await self.sm.apply(chunk)
-                    if len(results) != len(chunk):
-                        raise RuntimeError(
-                            f"state machine apply returned {len(results)} responses for {len(chunk)} entries"
-                        )
-                    if self._responders:
-                        self._resolve(chunk, results)
-                    self.notify(Applied(chunk[-1].log_id))
+                    if not self._finish(chunk, await self.sm.apply(chunk)):
+                        return
         except asyncio.CancelledError:
             # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
             self._end(Stopped())

@@ -1,0 +1,160 @@
+"""``StateMachineWorker``'s inline fast path: while its task is idle, a batch whose
+``apply`` returns without suspending is applied, answered and reported before ``submit``
+returns; an ``apply`` that suspends is finished by the worker's task (and later batches
+go through the task, in order); an inline failure stops the worker as a failure in its
+task does; nothing runs inline past a queued or running call."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from openraft_py.core.messages import Failed
+from openraft_py.core.sm_worker import Responder, StateMachineWorker
+from openraft_py.errors import StorageError
+from openraft_py.types import ClientWriteResponse, Entry, LogId, Normal
+
+pytestmark = pytest.mark.timeout(10)
+
+TERM = 1
+
+
+def entries(first: int, n: int) -> list[Entry]:
+    return [Entry(LogId(TERM, i), Normal(b"%d" % i)) for i in range(first, first + n)]
+
+
+class SM:
+    """Answers each entry with its index. ``gate``, when set, is awaited by the next
+    ``apply`` (it is cleared once used); ``fail`` makes ``apply`` raise."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def apply(self, batch: list[Entry]) -> list[Any]:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            await gate.wait()
+        if self.fail:
+            raise OSError("apply failed")
+        self.batches.append([e.log_id.index for e in batch])
+        return [e.log_id.index for e in batch]
+
+    async def get_current_snapshot(self) -> None:
+        return None
+
+
+class Harness:
+    def __init__(self, max_batch: int = 16) -> None:
+        self.sm = SM()
+        self.notes: list[Any] = []
+        self.applied: list[int] = []
+        self.worker = StateMachineWorker(self.notes.append, self.sm, max_batch, lambda i: self.applied.append(i.index))  # type: ignore[arg-type]
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the worker's task and let it reach its wait."""
+        self.task = asyncio.ensure_future(self.worker.run())
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    def writer(self, first: int, count: int) -> tuple[Responder, asyncio.Future[Any]]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return Responder(first, count, TERM, fut, count == 1), fut
+
+    async def stop(self) -> None:
+        self.worker.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+
+async def test_apply_that_does_not_suspend_completes_inside_submit() -> None:
+    h = Harness(max_batch=2)
+    await h.start()
+    r, fut = h.writer(1, 5)
+    h.worker.submit(entries(1, 5), [r])
+    # No await since submit: applied in chunks of max_batch, answered, reported.
+    assert h.sm.batches == [[1, 2], [3, 4], [5]]
+    assert h.applied == [2, 4, 5]
+    assert fut.done()
+    assert [x.data for x in fut.result()] == [1, 2, 3, 4, 5]
+    assert all(type(x) is ClientWriteResponse for x in fut.result())
+    assert h.notes == []
+    await h.stop()
+
+
+async def test_apply_that_suspends_is_finished_by_the_task_and_later_batches_follow_it() -> None:
+    h = Harness(max_batch=2)
+    await h.start()
+    gate = h.sm.gate = asyncio.Event()
+    r1, f1 = h.writer(1, 3)
+    h.worker.submit(entries(1, 3), [r1])
+    r2, f2 = h.writer(4, 1)
+    h.worker.submit(entries(4, 1), [r2])
+    await asyncio.sleep(0)
+    assert h.applied == [] and not f1.done() and not f2.done()
+    gate.set()
+    res1 = await asyncio.wait_for(f1, 5)
+    res2 = await asyncio.wait_for(f2, 5)
+    assert [x.data for x in res1] == [1, 2, 3] and res2.data == 4
+    assert h.sm.batches == [[1, 2], [3], [4]]
+    assert h.applied == [2, 3, 4]
+    # The state machine awaited once: later batches stay on the worker's task.
+    r3, f3 = h.writer(5, 1)
+    h.worker.submit(entries(5, 1), [r3])
+    assert not f3.done()
+    assert (await asyncio.wait_for(f3, 5)).data == 5
+    await h.stop()
+
+
+async def test_inline_failure_stops_the_worker_like_a_failure_in_its_task() -> None:
+    h = Harness()
+    await h.start()
+    h.sm.fail = True
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert len(h.notes) == 1 and type(h.notes[0]) is Failed
+    err = h.notes[0].error
+    assert isinstance(err, StorageError) and "apply failed" in str(err.__cause__)
+    assert h.applied == [] and not fut.done()
+    assert h.task is not None
+    await asyncio.wait_for(h.task, 5)
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(h.worker.call(lambda sm: sm.get_current_snapshot()), 5)
+
+
+async def test_no_inline_apply_behind_a_queued_call() -> None:
+    h = Harness()
+    await h.start()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def op(sm: Any) -> None:
+        order.append("op")
+        await release.wait()
+
+    done = h.worker.call(op)
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert h.applied == []
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert order == ["op"] and h.applied == []
+    release.set()
+    await asyncio.wait_for(done, 5)
+    assert (await asyncio.wait_for(fut, 5)).data == 1
+    assert h.applied == [1]
+    await h.stop()
+
+
+async def test_not_inline_before_the_task_waits() -> None:
+    h = Harness()
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert h.applied == [] and not fut.done()
+    await h.start()
+    assert (await asyncio.wait_for(fut, 5)).data == 1
+    await h.stop()
