@@ -49,7 +49,12 @@ class FollowingHandler(Handler):
 
         entries = req.entries
         if entries:
-            pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
+            if entries[0].log_id.index > st.last_index():
+                # The common case, a leader sending what follows our log: nothing overlaps
+                # (and the purged index is never past the last), so all are new.
+                pos = 0
+            else:
+                pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
             if pos < len(entries):
                 log = self.eng.log_handler()
                 first_new = entries[pos].log_id.index
