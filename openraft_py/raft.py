@@ -275,7 +275,7 @@ class Raft:
         ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
         anything is logged.
         """
-        payload = Normal(_v.check_payload(data))
+        payload = Normal(data if type(data) is bytes else _v.check_payload(data))
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
         self._core.send_msg(ClientWrite([payload], fut, True))
         return await fut

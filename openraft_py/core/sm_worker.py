@@ -379,6 +379,16 @@ class StateMachineWorker:
                 # Applied before the buffer began (cannot be told apart any more).
                 r.fail(ForwardToLeader(None, None, outcome_unknown=True))
                 continue
+            if r.count == 1:
+                # One entry (every client_write): no list to build.
+                e = self._buf_entries[lo]
+                if e.log_id.term != r.term:
+                    r.fail(ForwardToLeader(None, None, outcome_unknown=False))
+                    continue
+                p = e.payload
+                one = ClientWriteResponse(e.log_id, self._buf_results[lo], p if type(p) is Membership else None)
+                r.tx.set_result(one if r.single else [one])
+                continue
             out: list[ClientWriteResponse] = []
             for k in range(lo, lo + r.count):
                 e = self._buf_entries[k]

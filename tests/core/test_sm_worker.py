@@ -158,3 +158,24 @@ async def test_not_inline_before_the_task_waits() -> None:
     await h.start()
     assert (await asyncio.wait_for(fut, 5)).data == 1
     await h.stop()
+
+
+async def test_one_entry_writers_get_their_shape_and_a_replaced_entry_fails() -> None:
+    """A one-entry writer gets the response itself (``single``) or a list of one
+    (``client_write_many``); an entry whose term is not the writer's was replaced by another
+    leader's, and the write is reported lost (not ``outcome_unknown``: nothing of it applied)."""
+    from openraft_py.errors import ForwardToLeader
+
+    h = Harness()
+    await h.start()
+    loop = asyncio.get_running_loop()
+    single: asyncio.Future[Any] = loop.create_future()
+    many: asyncio.Future[Any] = loop.create_future()
+    lost: asyncio.Future[Any] = loop.create_future()
+    rs = [Responder(1, 1, TERM, single, True), Responder(2, 1, TERM, many, False), Responder(3, 1, TERM + 1, lost, True)]
+    h.worker.submit(entries(1, 3), rs)
+    assert single.result().data == 1
+    assert [x.data for x in many.result()] == [2]
+    err = lost.exception()
+    assert isinstance(err, ForwardToLeader) and not err.outcome_unknown
+    await h.stop()
