@@ -6,9 +6,11 @@ the other nodes keep running, commit, and the logs agree."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
+from integration.checks import check_applied_prefix, check_log_matching, fast_config
 
 from openraft_py import Fatal, Panicked, Stopped, StorageError
 from openraft_py.core.messages import EngineCall
@@ -16,8 +18,6 @@ from openraft_py.core.sm_worker import StateMachineWorker
 from openraft_py.storage.memory import MemDisk, MemLogStore
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import AppendEntriesRequest, BasicNode, ServerState, Vote, VoteRequest
-
-from integration.checks import check_applied_prefix, check_log_matching, fast_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -147,7 +147,7 @@ async def test_every_pending_call_fails_when_the_leader_stops(cause: str) -> Non
         else:
             pending["bug"] = raising_call(raft, RuntimeError("a bug inside the engine"))
 
-        for name, f in pending.items():
+        for f in pending.values():
             await expect(f, err)
         if cause != "shutdown":
             assert raft.metrics.error is not None and ("disk gone" in raft.metrics.error or "a bug" in raft.metrics.error)
