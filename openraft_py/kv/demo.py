@@ -476,19 +476,23 @@ class Demo:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo from parsed ``demo`` flags; the exit code. SIGTERM stops it like Ctrl-C
-    (the processes and the temporary directory are removed either way)."""
+    """Run the demo from parsed ``demo`` flags; the exit code. Ctrl-C (SIGINT) and SIGTERM
+    stop it, removing the processes and the temporary directory, with exit code 130."""
     cfg = DemoConfig.from_args(args)
 
     async def main() -> int:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        # The loop's own handlers, not asyncio.run's Python-level SIGINT handler: the loop
+        # wakes for them at once and they cancel the demo exactly once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
         try:
             return await Demo(cfg).run()
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     try:
         return asyncio.run(main())
