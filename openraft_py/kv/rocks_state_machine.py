@@ -33,7 +33,7 @@ from rocksdict import Rdict, WriteBatch
 
 from ..errors import StorageError
 from ..storage.memory import KV_PREFIX, apply_kv, decode_kv
-from ..storage.rocks.db import BoundedIter, clear_frames, in_thread, open_db, release_db, write_options
+from ..storage.rocks.db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db, write_options
 from ..storage.rocks.files import durable_temp, replace_durably
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -492,17 +492,7 @@ class RocksStateMachine:
         del close
         del self._cf, self._h, self._db
         gc.collect()  # see RocksLogStore.close
-        try:
-            if not errors:
-                mark.sync()
-        except OSError as e:
-            errors.append(e)
-        finally:
-            mark.close()
-        if errors:
-            for err in errors:
-                clear_frames(err)
-            raise StorageError(f"closing state machine at {self.path!r}", errors[0]) from errors[0]
+        finish_close(mark, errors, f"closing state machine at {self.path!r}")
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread."""

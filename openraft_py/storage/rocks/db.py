@@ -310,6 +310,24 @@ def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 
+def finish_close(mark: AckMark, errors: list[BaseException], what: str) -> None:
+    """The last step of closing a store whose database is closed: fsync ``mark`` when the
+    close went cleanly (everything is flushed, so the mark may survive a power loss too),
+    close it, and raise ``StorageError(what, first error)`` if anything failed, the frames of
+    every error cleared (see ``clear_frames``)."""
+    try:
+        if not errors:
+            mark.sync()
+    except OSError as e:
+        errors.append(e)
+    finally:
+        mark.close()
+    if errors:
+        for err in errors:
+            clear_frames(err)
+        raise StorageError(what, errors[0]) from errors[0]
+
+
 def clear_frames(e: BaseException) -> None:
     """Clear the locals of the finished frames of ``e``'s traceback (and of its causes): a
     frame holding a column family handle keeps RocksDB open, and its LOCK taken, for as long

@@ -21,7 +21,7 @@ from ..._core import encode_index_key
 from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Vote
 from .. import IOFlushed
-from .db import BoundedIter, clear_frames, in_thread, open_db, release_db
+from .db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
 from .log_format import (
     END_KEY,
@@ -436,18 +436,7 @@ class RocksLogStore(RocksLogReader):
         # Column-family handles held by dead frames (e.g. a traceback cycle) keep RocksDB
         # open and its LOCK taken: collect them so the path can be reopened at once.
         gc.collect()
-        mark = self._mark
-        try:
-            if not errors:
-                mark.sync()  # everything is flushed: the mark may survive a power loss too
-        except OSError as e:
-            errors.append(e)
-        finally:
-            mark.close()
-        if errors:
-            for err in errors:
-                clear_frames(err)
-            raise StorageError(f"closing log store at {self.path!r}", errors[0]) from errors[0]
+        finish_close(self._mark, errors, f"closing log store at {self.path!r}")
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
