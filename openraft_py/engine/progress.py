@@ -113,9 +113,7 @@ class Matched(ReplicationResult):
     __slots__ = ("matching", "sent_at")
 
     def __init__(self, target: NodeId, session: Vote, gen: int, matching: LogId | None, sent_at: float) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.matching = matching
         self.sent_at = sent_at
 
@@ -127,9 +125,7 @@ class Conflict(ReplicationResult):
     __slots__ = ("hint", "sent_at")
 
     def __init__(self, target: NodeId, session: Vote, gen: int, hint: int, sent_at: float) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.hint = hint
         self.sent_at = sent_at
 
@@ -141,9 +137,7 @@ class Unreachable(ReplicationResult):
     __slots__ = ("start",)
 
     def __init__(self, target: NodeId, session: Vote, gen: int, start: int) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.start = start
 
 
@@ -154,9 +148,7 @@ class EntriesPurged(ReplicationResult):
     __slots__ = ("start",)
 
     def __init__(self, target: NodeId, session: Vote, gen: int, start: int) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.start = start
 
 
@@ -168,9 +160,7 @@ class SnapshotSent(ReplicationResult):
     __slots__ = ("matching", "sent_at")
 
     def __init__(self, target: NodeId, session: Vote, gen: int, matching: LogId | None, sent_at: float) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.matching = matching
         self.sent_at = sent_at
 
@@ -183,7 +173,5 @@ class Rejected(ReplicationResult):
     __slots__ = ("vote",)
 
     def __init__(self, target: NodeId, session: Vote, gen: int, vote: Vote) -> None:
-        self.target = target
-        self.session = session
-        self.gen = gen
+        super().__init__(target, session, gen)
         self.vote = vote
