@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from codeblocks import CONSOLE, PYTHON, RUNNABLE, bash, console_steps, shell_env
 
 import openraft_py
 import openraft_py.network
@@ -51,11 +52,6 @@ import openraft_py.testing
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXCLUDED = DOCS / "design"  # developer notes: sketches, not runnable examples
-PYTHON = frozenset({"python", "py", "python3"})
-SCRIPT = frozenset({"sh", "shell", "bash"})
-CONSOLE = frozenset({"console"})
-RUNNABLE = PYTHON | SCRIPT | CONSOLE
-COMMAND_TIMEOUT = 60.0
 
 _MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
 _LOCALHOST = re.compile(r"\b127\.0\.0\.1\b")
@@ -126,19 +122,6 @@ def parse_page(text: str, name: str = "page") -> tuple[list[Block], list[int]]:
     return blocks, orphans
 
 
-def console_steps(code: str) -> list[tuple[str, list[str]]]:
-    """``(command, expected output lines)`` pairs of a console transcript."""
-    steps: list[tuple[str, list[str]]] = []
-    for line in code.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        elif not steps:
-            raise ValueError(f"console block: output before any command: {line!r}")
-        else:
-            steps[-1][1].append(line.rstrip())
-    return steps
-
-
 def _pages() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md") if EXCLUDED not in p.parents)
 
@@ -150,19 +133,6 @@ def _id(page: Path) -> str:
 def _pages_that_run() -> list[Path]:
     """The pages with at least one block to run (an unclosed fence fails collection)."""
     return [p for p in _pages() if any(b.runs for b in parse_page(p.read_text(), _id(p))[0])]
-
-
-def _shell_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENRAFT_PY_")}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT, capture_output=True, text=True
-    )
 
 
 def test_every_code_block_runs_or_says_why_not() -> None:
@@ -216,12 +186,12 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
                         runner.run(result)
             elif block.lang in CONSOLE:
                 for command, expected in console_steps(block.code):
-                    proc = _bash(command, tmp_path)
+                    proc = bash(command, tmp_path)
                     assert proc.returncode == 0, (where, command, proc.stderr[-3000:])
                     got = [ln.rstrip() for ln in proc.stdout.splitlines()]
                     assert got == expected, (f"{where}: {command}", proc.stderr[-3000:])
             else:
-                proc = _bash("set -euo pipefail\n" + block.code, tmp_path)
+                proc = bash("set -euo pipefail\n" + block.code, tmp_path)
                 assert proc.returncode == 0, (where, proc.stdout[-3000:], proc.stderr[-3000:])
     print(out.getvalue())
 
@@ -230,7 +200,7 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
 def test_site_builds_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (the `docs` extra)")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (the `docs` extra)")
-    env = {**_shell_env(), "NO_MKDOCS_2_WARNING": "1"}
+    env = {**shell_env(), "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT,

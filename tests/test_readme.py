@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import inspect
 import io
-import os
 import random
 import re
 import signal
@@ -50,12 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from codeblocks import CONSOLE, PYTHON, SCRIPT, bash, console_steps, shell_env
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-PYTHON = frozenset({"python", "py", "python3"})
-SCRIPT = frozenset({"sh", "shell", "bash"})
-CONSOLE = frozenset({"console"})
-COMMAND_TIMEOUT = 60.0
 
 _MARKER = re.compile(r"^<!--\s*(not-run|loopback):(.*?)-->\s*$")
 _FENCE = re.compile(r"^```\s*([\w+-]*)")
@@ -127,42 +123,6 @@ def parse_readme(text: str) -> Parsed:
     if pending is not None:
         orphans.append((pending[0], pending[2]))
     return Parsed(blocks, orphans)
-
-
-def console_steps(code: str) -> list[tuple[str, list[str]]]:
-    """``(command, expected output lines)`` pairs of a console transcript."""
-    steps: list[tuple[str, list[str]]] = []
-    lines = code.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.startswith("$ "):
-            raise ValueError(f"console block: output before any command: {line!r}")
-        command = line[2:]
-        while command.endswith("\\") and i + 1 < len(lines):
-            i += 1
-            command = command + "\n" + lines[i]  # bash joins the lines
-        expected: list[str] = []
-        while i + 1 < len(lines) and not lines[i + 1].startswith("$ "):
-            i += 1
-            expected.append(lines[i].rstrip())
-        steps.append((command, expected))
-        i += 1
-    return steps
-
-
-def _shell_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENRAFT_PY_")}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", script], cwd=cwd, env=_shell_env(), timeout=COMMAND_TIMEOUT,
-        capture_output=True, text=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -251,12 +211,12 @@ def test_shell_blocks_run(parsed: Parsed, tmp_path: Path) -> None:
         cwd.mkdir()
         if block.lang in CONSOLE:
             for command, expected in console_steps(block.code):
-                proc = _bash(command, cwd)
+                proc = bash(command, cwd)
                 assert proc.returncode == 0, (block.line, command, proc.stderr[-3000:])
                 got = [line.rstrip() for line in proc.stdout.splitlines()]
                 assert got == expected, (f"README.md:{block.line}: {command}", proc.stderr[-3000:])
         else:
-            proc = _bash("set -euo pipefail\n" + block.code, cwd)
+            proc = bash("set -euo pipefail\n" + block.code, cwd)
             assert proc.returncode == 0, (block.line, proc.stdout[-3000:], proc.stderr[-3000:])
 
 
@@ -306,7 +266,7 @@ def test_loopback_blocks_run_on_one_machine(parsed: Parsed, tmp_path: Path) -> N
     # --fail: an HTTP error fails the block. --retry: a 503 (no leader known for a moment, and
     # nothing done) is retried as a user would; 4xx are not retried.
     (home / ".curlrc").write_text("fail\nsilent\nshow-error\nmax-time = 60\nretry = 3\nretry-delay = 1\n")
-    env = {**_shell_env(), "HOME": str(home)}
+    env = {**shell_env(), "HOME": str(home)}
     exports: list[str] = []
     nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
 
