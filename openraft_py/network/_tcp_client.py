@@ -9,7 +9,8 @@ import ssl as _ssl
 from typing import Any
 
 from .._core import CodecError, FrameReader
-from ..errors import NetworkError, RemoteError, Timeout, Unreachable
+from ..config import Config
+from ..errors import ConfigError, NetworkError, RemoteError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -43,9 +44,52 @@ from .wire import (
     split_payload,
 )
 
-__all__ = ["TcpNetworkFactory", "TcpClient"]
+__all__ = ["TcpNetworkFactory", "TcpClient", "required_frame_size", "check_frame_size"]
 
 _DEFAULT_OPTION = RPCOption()
+
+# -- what a Config needs of the frame limit ------------------------------------------------------
+
+ENTRY_FRAMING = 64
+"""Bytes an AppendEntries body spends on one entry besides its payload bytes (its log id
+and payload wrapper: 43 at most in msgpack, rounded up)."""
+REQUEST_FRAMING = 256
+"""Bytes of an AppendEntries frame besides its entries (header, vote, prev and commit log
+ids, the list header: 74 at most, rounded up)."""
+SNAPSHOT_FRAMING = 64 * 1024
+"""Bytes of an install-snapshot frame besides its data: the meta, whose membership holds a
+node's address (at most ``wire.MAX_ADDR_LEN``) per node; enough for about 60 nodes with the
+longest addresses."""
+
+_RAISE_FRAME = "raise max_frame_size (of TcpNetworkFactory and TcpServer, on every node)"
+_TOO_LARGE_HINT = {
+    KIND_APPEND_ENTRIES: "lower Config.max_payload_bytes (an entry larger than it on its own was written "
+    f"under an older setting and needs the frame), or {_RAISE_FRAME}",
+    KIND_INSTALL_SNAPSHOT: f"lower Config.snapshot_max_chunk_size, or {_RAISE_FRAME}",
+}
+
+
+def required_frame_size(config: Config) -> int:
+    """The largest frame payload a node running ``config`` sends: an AppendEntries of
+    ``max_payload_bytes`` payload bytes in ``max_payload_entries`` entries, or a snapshot
+    chunk of ``snapshot_max_chunk_size`` bytes, with their framing. Both ends' ``max_frame_size``
+    must be at least this (``TcpNetworkFactory.check_config``, ``TcpServer.start``)."""
+    append = config.max_payload_bytes + config.max_payload_entries * ENTRY_FRAMING + REQUEST_FRAMING
+    snapshot = config.snapshot_max_chunk_size + SNAPSHOT_FRAMING
+    return max(append, snapshot)
+
+
+def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
+    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends."""
+    need = required_frame_size(config)
+    if need > max_frame_size:
+        raise ConfigError(
+            f"{who} max_frame_size={max_frame_size} cannot carry what this Config sends: "
+            f"{need} bytes for Config.max_payload_bytes={config.max_payload_bytes} in up to "
+            f"max_payload_entries={config.max_payload_entries} entries (or "
+            f"snapshot_max_chunk_size={config.snapshot_max_chunk_size}) with their framing; "
+            f"lower those or raise max_frame_size on every node's TcpNetworkFactory and TcpServer"
+        )
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -186,8 +230,8 @@ class _Peer:
             raise NetworkError(f"cannot frame a {wire.KIND_NAMES[kind]} request: {e}") from e
         if len(frame) - 4 > self.factory.max_frame_size:
             raise NetworkError(
-                f"a {wire.KIND_NAMES[kind]} frame of {len(frame)} bytes exceeds max_frame_size "
-                f"{self.factory.max_frame_size}"
+                f"a {wire.KIND_NAMES[kind]} frame of {len(frame) - 4} bytes exceeds max_frame_size="
+                f"{self.factory.max_frame_size}: {_TOO_LARGE_HINT.get(kind, _RAISE_FRAME)}"
             )
         fut: asyncio.Future[Any] = loop.create_future()
         conn.pending[rid] = (fut, RESPONSE_KIND[kind])
@@ -340,7 +384,8 @@ class TcpNetworkFactory:
     - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
       ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
       ``min(backoff_max, backoff_min * 2**(failures - 1))``) before the next attempt.
-    - ``max_frame_size``: largest frame sent or accepted.
+    - ``max_frame_size``: largest frame sent or accepted; ``Raft.new`` refuses a ``Config``
+      whose requests need more (``check_config``, ``required_frame_size``).
     - ``seed``: seeds the back-off jitter.
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down.
@@ -392,6 +437,11 @@ class TcpNetworkFactory:
                 peer.closed = True
             self._peers[target] = peer
         return TcpClient(peer)
+
+    def check_config(self, config: Config) -> None:
+        """Raise ``ConfigError`` if ``config`` makes requests larger than ``max_frame_size``
+        (``required_frame_size``). ``Raft.new`` calls it."""
+        check_frame_size(config, self.max_frame_size, "TcpNetworkFactory")
 
     def connected(self, target: NodeId) -> bool:
         """Whether a live connection to ``target`` exists now."""

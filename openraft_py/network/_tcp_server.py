@@ -11,9 +11,11 @@ from ssl import SSLContext
 from typing import Any
 
 from .._core import CodecError, FrameReader
+from ..config import Config
 from ..errors import Fatal, InvalidRequest
 from ..types import NodeId, Vote
 from . import wire
+from ._tcp_client import check_frame_size
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log
 from .wire import (
     ERR_FATAL,
@@ -389,7 +391,9 @@ class TcpServer:
         - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
         - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
           so this bounds a connection's input buffer). Before the handshake the bound is
-          ``wire.MAX_HELLO_FRAME``.
+          ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
+          ``Config``) makes requests larger (``tcp.required_frame_size``): its leader would
+          send frames this server refuses.
         - ``max_inflight``: requests of one connection handled at once; more wait, and the
           connection is not read meanwhile.
         - ``max_connections``: connections open at once; more are closed on accept.
@@ -442,6 +446,9 @@ class TcpServer:
             raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
         if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0:
             raise ValueError("timeouts must be positive")
+        config = getattr(raft, "config", None)
+        if isinstance(config, Config):
+            check_frame_size(config, max_frame_size, "TcpServer")
         self = object.__new__(cls)
         self._loop = asyncio.get_running_loop()
         self._raft = raft
