@@ -69,27 +69,40 @@ _TOO_LARGE_HINT = {
 }
 
 
+def _append_frame_size(config: Config) -> int:
+    return config.max_payload_bytes + config.max_payload_entries * ENTRY_FRAMING + REQUEST_FRAMING
+
+
+def _snapshot_frame_size(config: Config) -> int:
+    return config.snapshot_max_chunk_size + SNAPSHOT_FRAMING
+
+
 def required_frame_size(config: Config) -> int:
     """The largest frame payload a node running ``config`` sends: an AppendEntries of
     ``max_payload_bytes`` payload bytes in ``max_payload_entries`` entries, or a snapshot
-    chunk of ``snapshot_max_chunk_size`` bytes, with their framing. Both ends' ``max_frame_size``
-    must be at least this (``TcpNetworkFactory.check_config``, ``TcpServer.start``)."""
-    append = config.max_payload_bytes + config.max_payload_entries * ENTRY_FRAMING + REQUEST_FRAMING
-    snapshot = config.snapshot_max_chunk_size + SNAPSHOT_FRAMING
-    return max(append, snapshot)
+    chunk of ``snapshot_max_chunk_size`` bytes, with their framing. Both ends'
+    ``max_frame_size`` must be at least this (``TcpNetworkFactory.check_config``,
+    ``TcpServer.start``)."""
+    return max(_append_frame_size(config), _snapshot_frame_size(config))
 
 
 def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
-    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends."""
-    need = required_frame_size(config)
-    if need > max_frame_size:
-        raise ConfigError(
-            f"{who} max_frame_size={max_frame_size} cannot carry what this Config sends: "
-            f"{need} bytes for Config.max_payload_bytes={config.max_payload_bytes} in up to "
-            f"max_payload_entries={config.max_payload_entries} entries (or "
-            f"snapshot_max_chunk_size={config.snapshot_max_chunk_size}) with their framing; "
-            f"lower those or raise max_frame_size on every node's TcpNetworkFactory and TcpServer"
+    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends,
+    naming the setting that needs more."""
+    append = _append_frame_size(config)
+    if append > max_frame_size:
+        what = (
+            f"an AppendEntries of Config.max_payload_bytes={config.max_payload_bytes} in up to "
+            f"max_payload_entries={config.max_payload_entries} entries needs {append} bytes"
         )
+    elif (snapshot := _snapshot_frame_size(config)) > max_frame_size:
+        what = f"a snapshot chunk of Config.snapshot_max_chunk_size={config.snapshot_max_chunk_size} needs {snapshot} bytes"
+    else:
+        return
+    raise ConfigError(
+        f"{who} max_frame_size={max_frame_size} cannot carry what this Config sends: {what} with its "
+        f"framing; lower that setting, or raise max_frame_size on every node's TcpNetworkFactory and TcpServer"
+    )
 
 
 class _ClientConnection(asyncio.Protocol):
