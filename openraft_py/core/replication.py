@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -94,16 +93,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("openraft_py.replication")
 
 
-_data_of = attrgetter("payload.data")
-
-
 def payload_bytes(entries: list[Entry]) -> int:
     """The payload bytes of ``entries`` against ``Config.max_payload_bytes``: ``len(data)``
     of each normal entry, the msgpack size of each membership entry, 0 for a blank one."""
     try:
-        return sum(map(len, map(_data_of, entries)))  # all normal entries: the common case
+        # All normal entries, the common case: the cheapest exact sum (~20 ns an entry).
+        return sum([len(e.payload.data) for e in entries])  # type: ignore[union-attr,misc]
     except AttributeError:
-        return sum(_entry_bytes(e) for e in entries)
+        return sum([_entry_bytes(e) for e in entries])
 
 
 def _entry_bytes(e: Entry) -> int:
@@ -148,7 +145,18 @@ class ReplicationEnv:
     - ``clock``: sleeps and the send time of requests (``now_ms``).
     """
 
-    __slots__ = ("node_id", "config", "clock", "entries", "snapshot", "spawn", "notify", "option")
+    __slots__ = (
+        "node_id",
+        "config",
+        "clock",
+        "entries",
+        "snapshot",
+        "spawn",
+        "notify",
+        "option",
+        "_sized_key",
+        "_sized",
+    )
 
     def __init__(
         self,
@@ -170,6 +178,20 @@ class ReplicationEnv:
         ttl = max(config.heartbeat_interval * 4, config.election_timeout_min) / 1000.0
         # The deadline of one AppendEntries.
         self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
+        # The last batch ``batch_bytes`` sized: (first, last log id) and its payload bytes.
+        self._sized_key: tuple[LogId, LogId] | None = None
+        self._sized = 0
+
+    def batch_bytes(self, entries: list[Entry]) -> int:
+        """``payload_bytes(entries)`` of a non-empty batch, remembered for the last one: every
+        target of a leader is usually sent the same batch in a row. Two batches with the
+        same first and last log id hold the same entries (a log id names one entry, and a log
+        that keeps an entry keeps every entry before it), so the key is exact."""
+        key = (entries[0].log_id, entries[-1].log_id)
+        if key != self._sized_key:
+            self._sized = payload_bytes(entries)
+            self._sized_key = key
+        return self._sized
 
     def now_ms(self) -> float:
         """The runtime clock in milliseconds (the engine's ``now``)."""
@@ -247,13 +269,15 @@ class ReplicationCore:
                     return
             prev = c.prev
             start = c.start
-            if n > 1 and payload_bytes(entries) > env.config.max_payload_bytes:
+            if n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes:
                 rest = await self._send_parts(c, entries)
                 if rest is None:
                     return
                 prev, start, entries = rest
             req = AppendEntriesRequest(self.vote, prev, entries, c.committed)
-            self._pass_turn(turn)  # the call below hands the request over before it suspends
+            # Our turn ends: the call below hands the request over before it suspends.
+            self._issued = turn + 1
+            self._turn.wake()
             sent_at = env.now_ms()
             try:
                 resp = await self.client.append_entries(req, env.option)
@@ -265,7 +289,8 @@ class ReplicationCore:
             else:
                 self._report_refusal(resp, c.gen, sent_at)
         finally:
-            self._pass_turn(turn)  # on every early exit; a no-op once the last request went
+            if self._issued == turn:  # an early exit (or an error) before the last request
+                self._pass_turn(turn)
 
     async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
         """Send the leading parts of ``entries``, one request per budget, each once the one
