@@ -36,8 +36,8 @@ __all__ = [
     "KIND_NORMAL",
     "KIND_MEMBERSHIP",
     "encode_entries",
+    "encode_entry_batch",
     "decode_entries",
-    "put_entry_records",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -65,10 +65,10 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         decode_entries,
         decode_index_key,
         encode_entries,
+        encode_entry_batch,
         encode_frame,
         encode_frames,
         encode_index_key,
-        put_entry_records,
     )
     from ._logindex_py import EntryCache, LogIndex
     from ._quorum_py import (
@@ -87,10 +87,10 @@ else:
             decode_entries,
             decode_index_key,
             encode_entries,
+            encode_entry_batch,
             encode_frame,
             encode_frames,
             encode_index_key,
-            put_entry_records,
         )
         from ._logindex_c import EntryCache, LogIndex
         from ._quorum_c import (
@@ -108,10 +108,10 @@ else:
             decode_entries,
             decode_index_key,
             encode_entries,
+            encode_entry_batch,
             encode_frame,
             encode_frames,
             encode_index_key,
-            put_entry_records,
         )
         from ._logindex_py import EntryCache, LogIndex
         from ._quorum_py import (

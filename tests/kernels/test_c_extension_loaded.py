@@ -12,7 +12,7 @@ NO_EXTENSIONS = os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0")
 NAMES = {
     "quorum": ["majority_committed", "joint_committed", "is_quorum_granted", "ProgressTable"],
     "logindex": ["LogIndex", "EntryCache"],
-    "codec": ["encode_entries", "decode_entries", "put_entry_records", "encode_index_key", "decode_index_key",
+    "codec": ["encode_entries", "decode_entries", "encode_entry_batch", "encode_index_key", "decode_index_key",
               "encode_frame", "encode_frames", "FrameReader"],
 }
 
