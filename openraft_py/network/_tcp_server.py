@@ -238,9 +238,9 @@ class _ServerConnection(asyncio.Protocol):
                 srv.refused += 1
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
-            task = self.loop.create_task(self._handle(kind, rid, req))
-            self.tasks.add(task)
-            task.add_done_callback(self._done)
+            # The task leaves ``tasks`` itself as it ends (no done callback: one loop
+            # callback less per request); connection_lost cancels what is left.
+            self.tasks.add(self.loop.create_task(self._handle(kind, rid, req)))
         self._set_reading()
 
     def _set_reading(self) -> None:
@@ -257,8 +257,9 @@ class _ServerConnection(asyncio.Protocol):
             self.paused = False
             t.resume_reading()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+    def _done(self, task: asyncio.Task[Any] | None) -> None:
+        """A request's task ends: start what it held back; finish a drain."""
+        self.tasks.discard(task)  # type: ignore[arg-type]  # None (no task) is never in it
         if not self.closed:
             self._pump()
         if self.draining and not self.tasks:
@@ -268,18 +269,21 @@ class _ServerConnection(asyncio.Protocol):
         srv = self.server
         srv.delivered += 1
         try:
-            resp = await getattr(srv._raft, _HANDLER[kind])(req)
-        except Fatal as e:
-            self._answer_error(rid, ERR_FATAL, str(e))
-            return
-        except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
-            code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
-            if code == ERR_REMOTE:
-                log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
-            self._answer_error(rid, code, f"{type(e).__name__}: {e}")
-            return
-        if not self.closed:
-            self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
+            try:
+                resp = await getattr(srv._raft, _HANDLER[kind])(req)
+            except Fatal as e:
+                self._answer_error(rid, ERR_FATAL, str(e))
+                return
+            except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
+                code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
+                if code == ERR_REMOTE:
+                    log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
+                self._answer_error(rid, code, f"{type(e).__name__}: {e}")
+                return
+            if not self.closed:
+                self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
+        finally:
+            self._done(asyncio.current_task())  # after the answer is queued: a drain may close
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
