@@ -76,7 +76,10 @@ class _ServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        """The requests being handled, by a number of this connection (``started``); a
+        task removes itself as it ends (connection_lost cancels what is left)."""
+        self.started = 0
         self.backlog: deque[tuple[int, int, memoryview]] = deque()
         self.paused = False
         self.write_paused = False
@@ -171,7 +174,7 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer.cancel()
         self.server._conns.discard(self)
         self.backlog.clear()
-        for t in list(self.tasks):
+        for t in list(self.tasks.values()):
             t.cancel()
 
     def pause_writing(self) -> None:
@@ -238,9 +241,10 @@ class _ServerConnection(asyncio.Protocol):
                 srv.refused += 1
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
-            # The task leaves ``tasks`` itself as it ends (no done callback: one loop
-            # callback less per request); connection_lost cancels what is left.
-            self.tasks.add(self.loop.create_task(self._handle(kind, rid, req)))
+            # The task leaves ``tasks`` itself as it ends: no done callback (one loop
+            # callback less per request) and no current_task() (a getpid syscall).
+            n = self.started = self.started + 1
+            self.tasks[n] = self.loop.create_task(self._handle(n, kind, rid, req))
         self._set_reading()
 
     def _set_reading(self) -> None:
@@ -257,15 +261,15 @@ class _ServerConnection(asyncio.Protocol):
             self.paused = False
             t.resume_reading()
 
-    def _done(self, task: asyncio.Task[Any] | None) -> None:
-        """A request's task ends: start what it held back; finish a drain."""
-        self.tasks.discard(task)  # type: ignore[arg-type]  # None (no task) is never in it
+    def _done(self, n: int) -> None:
+        """Request task ``n`` ends: start what it held back; finish a drain."""
+        self.tasks.pop(n, None)
         if not self.closed:
             self._pump()
         if self.draining and not self.tasks:
             self.server._drained(self)
 
-    async def _handle(self, kind: int, rid: int, req: Any) -> None:
+    async def _handle(self, n: int, kind: int, rid: int, req: Any) -> None:
         srv = self.server
         srv.delivered += 1
         try:
@@ -283,7 +287,7 @@ class _ServerConnection(asyncio.Protocol):
             if not self.closed:
                 self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
         finally:
-            self._done(asyncio.current_task())  # after the answer is queued: a drain may close
+            self._done(n)  # after the answer is queued: a drain may close
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
@@ -507,7 +511,7 @@ class TcpServer:
             except TimeoutError:
                 log.warning("tcp server %s: requests still in flight after %ss; cancelling", self.address, self.drain_timeout)
         for c in list(self._conns):
-            for t in list(c.tasks):
+            for t in list(c.tasks.values()):
                 t.cancel()
             c._close_after_flush()
         self._conns.clear()
