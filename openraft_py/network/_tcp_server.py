@@ -264,8 +264,8 @@ class _ServerConnection(asyncio.Protocol):
     def _done(self, n: int) -> None:
         """Request task ``n`` ends: start what it held back; finish a drain."""
         self.tasks.pop(n, None)
-        if not self.closed:
-            self._pump()
+        if not self.closed and (self.backlog or self.paused):
+            self._pump()  # otherwise nothing waits and reading is on: nothing to start
         if self.draining and not self.tasks:
             self.server._drained(self)
 
