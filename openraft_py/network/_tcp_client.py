@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as _ssl
+from collections.abc import Awaitable
 from typing import Any
 
 from .._core import CodecError, FrameReader
@@ -105,8 +106,23 @@ def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
     )
 
 
+_SWEEP_SLACK = 0.001
+"""A request whose deadline is this close (seconds) when the sweep runs expires in that
+sweep: uvloop's timers have millisecond resolution and may fire just before the deadline."""
+
+_Pending = tuple[asyncio.Future[Any], int, float, int, float]
+"""A request in flight: (its future, the expected response kind, its deadline on the loop
+clock, its request kind, its ``hard_ttl``)."""
+
+
 class _ClientConnection(asyncio.Protocol):
-    """One established (or being established) connection from a ``_Peer`` to its target."""
+    """One established (or being established) connection from a ``_Peer`` to its target.
+
+    Deadlines: one timer per connection (``sweep``), not one per request. It is armed for
+    the earliest deadline of ``pending`` (or earlier); when it fires it fails the requests
+    whose deadline passed with ``Timeout``, forgets the ones whose caller gave up, and
+    re-arms itself for the earliest deadline left.
+    """
 
     def __init__(self, peer: _Peer) -> None:
         self.peer = peer
@@ -114,7 +130,14 @@ class _ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: _FrameWriter | None = None
         self.reader = FrameReader(peer.factory.max_frame_size)
-        self.pending: dict[int, tuple[asyncio.Future[Any], int]] = {}
+        self.pending: dict[int, _Pending] = {}
+        """Requests in flight by request id. Invariant: an entry leaves when its answer
+        comes, when the sweep expires it or finds its future done (the caller gave up), or
+        when the connection fails (every entry, with ``Unreachable``)."""
+        self.sweep: asyncio.TimerHandle | None = None
+        self.sweep_at = 0.0
+        """When ``sweep`` fires. Invariant: while ``pending`` holds an entry whose future is
+        not done, ``sweep`` is armed at or before that entry's deadline."""
         self.hello: asyncio.Future[HelloAck] = self.loop.create_future()
         self.closed = False
         self.close_reason = "connection closed"
@@ -162,8 +185,9 @@ class _ClientConnection(asyncio.Protocol):
             return
         entry = self.pending.pop(rid, None)
         if entry is None:
-            return  # the caller gave up (timeout or cancellation)
-        fut, expected = entry
+            return  # expired, or the caller gave up and the sweep forgot it
+        fut = entry[0]
+        expected = entry[1]
         if fut.done():
             return
         if kind == expected:
@@ -179,6 +203,42 @@ class _ClientConnection(asyncio.Protocol):
         assert self.writer is not None
         self.writer.send(frame)
 
+    def request(self, rid: int, frame: bytes | bytearray, kind: int, deadline: float, ttl: float) -> asyncio.Future[Any]:
+        """Send the request ``frame`` (id ``rid``, of ``kind``) and return the future of its
+        answer: the decoded response, or ``RemoteError`` / ``Unreachable`` / ``Timeout``
+        (no answer by ``deadline`` on the loop clock; the message names ``ttl``)."""
+        loop = self.loop
+        fut: asyncio.Future[Any] = loop.create_future()
+        self.pending[rid] = (fut, RESPONSE_KIND[kind], deadline, kind, ttl)
+        self.send(frame)
+        if self.sweep is None:
+            self.sweep_at = deadline
+            self.sweep = loop.call_at(deadline, self._sweep)
+        elif deadline < self.sweep_at:  # a shorter ttl than the requests before it
+            self.sweep.cancel()
+            self.sweep_at = deadline
+            self.sweep = loop.call_at(deadline, self._sweep)
+        return fut
+
+    def _sweep(self) -> None:
+        """Expire the requests past their deadline; re-arm for the earliest one left."""
+        self.sweep = None
+        now = self.loop.time()
+        pending = self.pending
+        target = self.peer.target
+        next_at: float | None = None
+        for rid, (fut, _, deadline, kind, ttl) in list(pending.items()):
+            if fut.done():
+                del pending[rid]
+            elif deadline - now <= _SWEEP_SLACK:
+                del pending[rid]
+                fut.set_exception(Timeout(f"node {target}: no {wire.KIND_NAMES[kind]} answer within {ttl}s"))
+            elif next_at is None or deadline < next_at:
+                next_at = deadline
+        if next_at is not None and not self.closed:
+            self.sweep_at = next_at
+            self.sweep = self.loop.call_at(next_at, self._sweep)
+
     def fail(self, reason: str, log_it: bool = False) -> None:
         """Close the connection and fail the handshake and every request in flight with
         ``Unreachable(reason)``."""
@@ -191,11 +251,15 @@ class _ClientConnection(asyncio.Protocol):
         if self.peer.conn is self:
             self.peer.conn = None
         err = f"node {self.peer.target}: {reason}"
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         if not self.hello.done():
             self.hello.set_exception(Unreachable(err))
             self.hello.exception()  # mark retrieved: nobody may be awaiting it any more
         pending, self.pending = self.pending, {}
-        for fut, _ in pending.values():
+        for entry in pending.values():
+            fut = entry[0]
             if not fut.done():
                 fut.set_exception(Unreachable(err))
         if self.transport is not None:
@@ -225,16 +289,32 @@ class _Peer:
             return Unreachable(f"node {self.target} has stopped: {body.message}")
         return RemoteError(self.target, body.message)
 
-    async def call(self, kind: int, req: Any, option: RPCOption) -> Any:
-        """Send ``req`` as ``kind`` and return the decoded response (see the module
-        docstring for the errors)."""
-        loop = self.loop
-        deadline = loop.time() + option.hard_ttl
+    def call(self, kind: int, req: Any, option: RPCOption) -> Awaitable[Any]:
+        """Send ``req`` as ``kind``; await the result for the decoded response (see the
+        module docstring for the errors).
+
+        Connected, the request is framed and queued now and the result is the answer's
+        future (no coroutine, no timer of its own: the connection's sweep keeps the
+        deadline); otherwise a coroutine that connects first."""
         conn = self.conn
         if conn is None or conn.closed:
-            conn = await self._connect(deadline)
-            if conn.closed:  # lost between the connect and this caller resuming
-                raise Unreachable(f"node {self.target}: {conn.close_reason}")
+            return self._connect_and_call(kind, req, option)
+        rid, frame = self._frame(kind, req)
+        ttl = option.hard_ttl
+        return conn.request(rid, frame, kind, self.loop.time() + ttl, ttl)
+
+    async def _connect_and_call(self, kind: int, req: Any, option: RPCOption) -> Any:
+        loop = self.loop
+        deadline = loop.time() + option.hard_ttl
+        conn = await self._connect(deadline)
+        if conn.closed:  # lost between the connect and this caller resuming
+            raise Unreachable(f"node {self.target}: {conn.close_reason}")
+        rid, frame = self._frame(kind, req)
+        return await conn.request(rid, frame, kind, deadline, option.hard_ttl)
+
+    def _frame(self, kind: int, req: Any) -> tuple[int, bytearray]:
+        """The next request id and the frame of ``req`` with it; ``NetworkError`` if it
+        cannot be framed or exceeds ``max_frame_size``."""
         rid = self.next_id
         self.next_id = rid + 1 if rid < 2**63 else 1
         try:
@@ -246,15 +326,7 @@ class _Peer:
                 f"a {wire.KIND_NAMES[kind]} frame of {len(frame) - 4} bytes exceeds max_frame_size="
                 f"{self.factory.max_frame_size}: {_TOO_LARGE_HINT.get(kind, _RAISE_FRAME)}"
             )
-        fut: asyncio.Future[Any] = loop.create_future()
-        conn.pending[rid] = (fut, RESPONSE_KIND[kind])
-        conn.send(frame)
-        timer = loop.call_at(deadline, _expire, fut, self.target, kind, option.hard_ttl)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            conn.pending.pop(rid, None)
+        return rid, frame
 
     async def _connect(self, deadline: float) -> _ClientConnection:
         """The live connection, connecting (and handshaking) if needed; shared by the
@@ -343,11 +415,6 @@ class _Peer:
         self.closed = True
         if self.conn is not None:
             self.conn.fail("the network factory is closed")
-
-
-def _expire(fut: asyncio.Future[Any], target: NodeId, kind: int, ttl: float) -> None:
-    if not fut.done():
-        fut.set_exception(Timeout(f"node {target}: no {wire.KIND_NAMES[kind]} answer within {ttl}s"))
 
 
 class TcpClient:
