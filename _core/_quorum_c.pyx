@@ -52,16 +52,12 @@ cdef inline int64_t _kth_desc(int64_t* buf, Py_ssize_t n) noexcept nogil:
     return buf[n // 2]
 
 
-# Both _rank functions: fill from ``m`` (``n == len(m) > 0``) and return the position in ``m``
-# of the element ``sorted(m, reverse=True)[n // 2]``, its value in ``*value``.
-#
-# With ``exact_only`` they return -2 at the first element that is not an exact ``int``: the
-# caller then passes a private copy, since converting such an element can run Python code
-# that mutates ``m``. Exact ints convert without running any, so ``m`` cannot change.
-# ``OverflowError`` outside int64, ``TypeError`` for a non-integer.
-
-cdef inline Py_ssize_t _rank_small(list m, Py_ssize_t n, bint exact_only, int64_t* value) except -3:
-    """``n <= 16``: an insertion sort into stack arrays (clusters are small)."""
+cdef inline Py_ssize_t _rank_exact(list m, Py_ssize_t n, int64_t* value) except -3:
+    """For ``0 < n == len(m) <= 16``: the position in ``m`` of the element
+    ``sorted(m, reverse=True)[n // 2]``, its value in ``*value``; -2 at the first element
+    that is not an exact ``int``. Exact ints convert without running Python code, so ``m``
+    cannot change under the borrowed reads. ``OverflowError`` outside int64."""
+    # An insertion sort into stack arrays (clusters are small).
     # Invariant after step i: vals[0:i+1] descending, pos[k] is where vals[k] is in m.
     cdef int64_t vals[16]
     cdef Py_ssize_t pos[16]
@@ -70,7 +66,7 @@ cdef inline Py_ssize_t _rank_small(list m, Py_ssize_t n, bint exact_only, int64_
     cdef int64_t v
     for i in range(n):
         o = PyList_GET_ITEM(m, i)
-        if exact_only and not PyLong_CheckExact(<object>o):
+        if not PyLong_CheckExact(<object>o):
             return -2
         v = <object>o
         j = i - 1
@@ -85,19 +81,17 @@ cdef inline Py_ssize_t _rank_small(list m, Py_ssize_t n, bint exact_only, int64_
     return pos[n // 2]
 
 
-cdef Py_ssize_t _rank_large(list m, Py_ssize_t n, bint exact_only, int64_t* value) except -3:
-    """``n > 16``: qsort of a heap array."""
+cdef Py_ssize_t _rank_any(list m, Py_ssize_t n, int64_t* value) except -3:
+    """``_rank_exact`` for any integers and any ``n > 0``, by a qsort of a heap array. ``m``
+    must be private: converting an element may run Python code. ``TypeError`` for a
+    non-integer."""
     cdef Ranked* r = <Ranked*>PyMem_Malloc(n * sizeof(Ranked))
     cdef Py_ssize_t i
-    cdef PyObject* o
     if r == NULL:
         raise MemoryError()
     try:
         for i in range(n):
-            o = PyList_GET_ITEM(m, i)
-            if exact_only and not PyLong_CheckExact(<object>o):
-                return -2
-            r[i].value = <object>o
+            r[i].value = m[i]
             r[i].pos = i
         qsort(r, n, sizeof(Ranked), _cmp_ranked_desc)
         value[0] = r[n // 2].value
@@ -111,13 +105,15 @@ cdef inline object _majority(object matched, int64_t* value):
     None if the config is empty."""
     cdef list m = matched if type(matched) is list else list(matched)
     cdef Py_ssize_t n = PyList_GET_SIZE(m)
-    cdef Py_ssize_t pos
+    cdef Py_ssize_t pos = -2
     if n == 0:
         return None
-    pos = _rank_small(m, n, True, value) if n <= 16 else _rank_large(m, n, True, value)
+    if n <= 16:
+        pos = _rank_exact(m, n, value)
     if pos == -2:
+        # A large config, or elements that may run code when read: rank a private copy.
         m = list(m)
-        pos = _rank_small(m, n, False, value) if n <= 16 else _rank_large(m, n, False, value)
+        pos = _rank_any(m, n, value)
     return <object>PyList_GET_ITEM(m, pos)
 
 
