@@ -316,14 +316,20 @@ def encode_entry_batch(entries, normal_type, membership_type, encode_membership)
     return keys, records
 
 
+cdef tuple _KINDS = (0, 1, 2)
+
+
 def decode_entries(blobs) -> list:
     """Decode blobs produced by ``encode_entries``; ``CodecError`` if one is malformed."""
     cdef Py_ssize_t i = 0, n
     cdef list out = _presized(blobs)
     cdef const unsigned char* p
-    cdef uint64_t term, index
+    cdef uint64_t term, index, last_term = 0
     cdef unsigned char kind
     cdef bytes b
+    # The int of the last term seen: a batch's records nearly all share it, so no
+    # conversion per record (nor for the kind, from _KINDS).
+    cdef object term_obj = None
     for blob in blobs:
         b = blob if type(blob) is bytes else bytes(blob)
         n = PyBytes_GET_SIZE(b)
@@ -337,7 +343,10 @@ def decode_entries(blobs) -> list:
             raise CodecError(f"term/index out of range in record ({term}, {index})")
         if kind > 2:
             raise CodecError(f"unknown entry kind {kind}")
-        _store(out, i, (<int64_t>term, <int64_t>index, <int>kind,
+        if term_obj is None or term != last_term:
+            term_obj = <int64_t>term
+            last_term = term
+        _store(out, i, (term_obj, <int64_t>index, _KINDS[kind],
                         PyBytes_FromStringAndSize(<const char*>p + 17, n - 17)))
         i += 1
     _finish(out, i)
