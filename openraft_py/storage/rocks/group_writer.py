@@ -170,6 +170,8 @@ class GroupWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        if self._wal is not None:
+            self._wal.close()
         del self._db
         if self._failed is not None:
             clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
