@@ -257,14 +257,15 @@ class RocksLogStore(RocksLogReader):
         self._writer.submit(batch, done)
         await asyncio.wrap_future(written)
 
-    def _release_written(self, entries: list[Entry]) -> None:
-        """On the loop: ``entries`` are in RocksDB; drop those still pending (not replaced by a
-        truncate and re-append meanwhile)."""
+    def _written(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """On the loop: ``entries`` are durable in RocksDB. Drop those still pending (not
+        replaced by a truncate and re-append meanwhile), then report it to ``callback``."""
         pending = self._pending
         for e in entries:
             i = e.log_id.index
             if pending.get(i) is e:
                 del pending[i]
+        callback.io_completed(None)
 
     # -- RaftLogStorage
 
@@ -308,8 +309,8 @@ class RocksLogStore(RocksLogReader):
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
         """Queue ``entries`` for the writer; returns once they are readable (at once).
 
-        ``callback.io_completed`` is called from the writer thread when they are durable (with
-        the error if the write failed). Raises ``ValueError`` (log and callback untouched) when
+        ``callback.io_completed`` is called on the loop when they are durable, or from the
+        writer thread with the error if the write failed. Raises ``ValueError`` (log and callback untouched) when
         the batch does not continue the log without a hole or its indexes are not consecutive.
         Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
         the entries and building the ``WriteBatch`` happen in the writer thread.
@@ -347,10 +348,13 @@ class RocksLogStore(RocksLogReader):
         loop = asyncio.get_running_loop()
 
         def done(err: BaseException | None) -> None:
-            # Writer thread. Order: release the pending copies, then report durability.
+            # Writer thread. A success is reported on the loop, in ONE hop (one wake-up of
+            # the loop, and the writer thread's GIL time stays short): release the pending
+            # copies, then report durability (``IOFlushed`` calls its function at once there).
             if err is None:
-                loop.call_soon_threadsafe(self._release_written, owned)
-            callback.io_completed(None if err is None else StorageError(f"appending to {self.path!r}", err))
+                loop.call_soon_threadsafe(self._written, owned, callback)
+            else:
+                callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
             self._writer.submit(build, done)
