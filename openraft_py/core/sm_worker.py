@@ -8,8 +8,7 @@ The inline fast path: while the worker's task is idle, ``submit`` starts ``apply
 caller's task (the core's) and, if it returns without suspending, finishes the batch there:
 the responders are answered and ``applied`` reported with no wake-up of this task and no
 loop turn. An ``apply`` that suspends is continued by this task, and from then on every
-batch goes through the task (a state machine that awaits in ``apply`` keeps its own task)
-until one ``apply`` there returns without suspending: then the inline path is used again.
+batch goes through the task (a state machine that awaits in ``apply`` keeps its own task).
 """
 
 from __future__ import annotations
@@ -123,11 +122,9 @@ class StateMachineWorker:
         self._queue: deque[tuple[list[Entry], list[Responder]] | _Op | _Started] = deque()
         self._wakeup = Wakeup()
         # The task waits for work (nothing queued, nothing running): ``submit`` may apply
-        # on the caller's task. ``_inline`` is false from an ``apply`` that suspended to the
-        # next one that did not (run on the worker's task).
+        # on the caller's task. ``_inline`` is false once an inline ``apply`` suspended.
         self._idle = False
-        self._inline_capable = inspect.iscoroutinefunction(sm.apply)
-        self._inline = self._inline_capable
+        self._inline = inspect.iscoroutinefunction(sm.apply)
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
         self._buf_entries: list[Entry] = []
@@ -332,7 +329,7 @@ class StateMachineWorker:
                     continue
                 for i in range(0, len(entries), self.max_batch):
                     chunk = entries[i : i + self.max_batch] if len(entries) > self.max_batch else entries
-                    if not self._finish(chunk, await self._apply_in_task(chunk)):
+                    if not self._finish(chunk, await self.sm.apply(chunk)):
                         return
         except asyncio.CancelledError:
             # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
@@ -345,20 +342,6 @@ class StateMachineWorker:
             self.notify(Failed(err))
         finally:
             self._end(Stopped())
-
-    async def _apply_in_task(self, chunk: list[Entry]) -> list[Any]:
-        """``await sm.apply(chunk)`` on the worker's task; if that ``apply`` returns without
-        suspending, the inline path is used again for the next batch (a state machine that
-        suspends only sometimes, e.g. for large batches, loses the fast path only meanwhile)."""
-        if not self._inline_capable:
-            return await self.sm.apply(chunk)  # type: ignore[no-any-return]
-        coro = self.sm.apply(chunk)
-        try:
-            pending = coro.send(None)
-        except StopIteration as stop:
-            self._inline = True
-            return stop.value  # type: ignore[no-any-return]
-        return await _Started(coro, pending, chunk)
 
     async def _run_op(self, op: _Op) -> None:
         self._current = op

@@ -133,15 +133,6 @@ there the interpreter's switch interval bounds how long the loop waits for the G
 loop applying continuously would starve the build, which needs the GIL too."""
 
 
-APPLY_NOW_MAX = 8
-"""``apply`` of at most this many entries (on the loop, see ``APPLY_INLINE_MAX``) runs without
-a loop turn first, i.e. without suspending: the state-machine worker then applies it on the
-Raft core's task in the same pass that committed it (its inline path; about 2 us per entry),
-instead of waking its own task one loop turn later. Measured on ``bench/tcp.py``: the 1-writer
-write's commit -> writer-resumes hop (docs/design/performance.md, fourth round). Larger
-batches keep the loop turn, so a response queued in the same pass goes out before them."""
-
-
 class _RocksSnapshotBuilder:
     """A ``SnapshotBuilder`` of a ``RocksStateMachine``."""
 
@@ -288,16 +279,15 @@ class RocksStateMachine:
         """Apply ``entries`` as ONE atomic ``WriteBatch`` (data + last applied + membership);
         one response per entry (see ``MemStateMachine``). In a worker thread, except a batch
         of at most ``APPLY_INLINE_MAX`` entries while no snapshot build runs, which is applied
-        on the loop (see there), without suspending for at most ``APPLY_NOW_MAX``."""
+        on the loop (see there)."""
         self._check_open()
         if not entries:
             return []
         if len(entries) <= APPLY_INLINE_MAX and not self._building:
-            if len(entries) > APPLY_NOW_MAX:
-                # One loop turn first, as the thread hop gave: a caller applying in a loop
-                # never starves the other tasks (the Raft core, a response waiting to be sent).
-                await asyncio.sleep(0)
-                self._check_open()
+            # One loop turn first, as the thread hop gave: a caller applying in a loop never
+            # starves the other tasks (the Raft core, a response waiting to be sent).
+            await asyncio.sleep(0)
+            self._check_open()
             if not self._building:
                 try:
                     return self._apply_sync(entries)

@@ -1,8 +1,7 @@
 """``StateMachineWorker``'s inline fast path: while its task is idle, a batch whose
 ``apply`` returns without suspending is applied, answered and reported before ``submit``
 returns; an ``apply`` that suspends is finished by the worker's task (and later batches
-go through the task, in order, until one ``apply`` there returns without suspending); an
-inline failure stops the worker as a failure in its
+go through the task, in order); an inline failure stops the worker as a failure in its
 task does; nothing runs inline past a queued or running call."""
 
 from __future__ import annotations
@@ -28,20 +27,14 @@ def entries(first: int, n: int) -> list[Entry]:
 
 class SM:
     """Answers each entry with its index. ``gate``, when set, is awaited by the next
-    ``apply`` (it is cleared once used); ``always_suspend`` makes every ``apply`` yield a loop
-    turn; ``fail`` makes ``apply`` raise. ``started`` counts the ``apply`` calls begun."""
+    ``apply`` (it is cleared once used); ``fail`` makes ``apply`` raise."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
         self.gate: asyncio.Event | None = None
-        self.always_suspend = False
         self.fail = False
-        self.started = 0
 
     async def apply(self, batch: list[Entry]) -> list[Any]:
-        self.started += 1
-        if self.always_suspend:
-            await asyncio.sleep(0)
         gate, self.gate = self.gate, None
         if gate is not None:
             await gate.wait()
@@ -109,36 +102,11 @@ async def test_apply_that_suspends_is_finished_by_the_task_and_later_batches_fol
     assert [x.data for x in res1] == [1, 2, 3] and res2.data == 4
     assert h.sm.batches == [[1, 2], [3], [4]]
     assert h.applied == [2, 3, 4]
-    # Batches [3] and [4] were applied on the worker's task without suspending: the
-    # inline path is back for the next batch.
+    # The state machine awaited once: later batches stay on the worker's task.
     r3, f3 = h.writer(5, 1)
     h.worker.submit(entries(5, 1), [r3])
-    assert f3.done() and f3.result().data == 5
-    await h.stop()
-
-
-async def test_batches_stay_on_the_task_while_apply_keeps_suspending() -> None:
-    h = Harness()
-    h.sm.always_suspend = True
-    await h.start()
-    r1, f1 = h.writer(1, 1)
-    h.worker.submit(entries(1, 1), [r1])
-    assert h.sm.started == 1  # tried inline: it suspended, the task finishes it
-    assert (await asyncio.wait_for(f1, 5)).data == 1
-    r2, f2 = h.writer(2, 1)
-    h.worker.submit(entries(2, 1), [r2])
-    assert h.sm.started == 1  # not started on the caller's task: queued for the worker's
-    assert (await asyncio.wait_for(f2, 5)).data == 2
-    # Once an apply returns without suspending (on the worker's task), the inline path is back.
-    h.sm.always_suspend = False
-    r3, f3 = h.writer(3, 1)
-    h.worker.submit(entries(3, 1), [r3])
     assert not f3.done()
-    assert (await asyncio.wait_for(f3, 5)).data == 3
-    r4, f4 = h.writer(4, 1)
-    h.worker.submit(entries(4, 1), [r4])
-    assert f4.done() and f4.result().data == 4
-    assert h.sm.batches == [[1], [2], [3], [4]] and h.applied == [1, 2, 3, 4]
+    assert (await asyncio.wait_for(f3, 5)).data == 5
     await h.stop()
 
 

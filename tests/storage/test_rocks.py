@@ -497,9 +497,6 @@ async def test_snapshot_is_point_in_time_while_apply_runs(tmp_path: Path) -> Non
                 await sm.apply([kv(index, KvSet("counter", str(index))), kv(index + 1, KvSet(f"late{index}", "y"))])
                 index += 1
                 during += 1
-                # A batch this small is applied without suspending (APPLY_NOW_MAX): yield a
-                # loop turn between batches, as the state-machine worker does between passes.
-                await asyncio.sleep(0)
             snap = await build
             try:
                 last = snap.meta.last_log_id
