@@ -14,6 +14,7 @@ import pytest
 from openraft_py.storage import IOFlushed
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.storage.rocks.dirwatch import DirWatch
+from openraft_py.storage.rocks.group_writer import GroupWriter
 from openraft_py.storage.rocks.wal import WalSyncer
 from openraft_py.types import Entry, LogId, Normal
 
@@ -71,6 +72,9 @@ async def test_a_new_wal_is_fsynced_and_listing_is_rare(tmp_path: Path, monkeypa
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
+    # The writer thread's durability step (the loop's fast path hands its fsync to the kernel:
+    # its own test of a new WAL is in test_rocks_fast_path.py).
+    monkeypatch.setattr(GroupWriter, "write_now", lambda *a, **k: False)
     path = tmp_path / "log"
     store = RocksLogStore(path)
     try:
@@ -95,7 +99,8 @@ async def test_a_new_wal_is_fsynced_and_listing_is_rare(tmp_path: Path, monkeypa
         store.close()
 
 
-async def test_without_a_watch_every_sync_lists(tmp_path: Path) -> None:
+async def test_without_a_watch_every_sync_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GroupWriter, "write_now", lambda *a, **k: False)  # the thread's path
     path = tmp_path / "log"
     store = RocksLogStore(path)
     try:

@@ -38,7 +38,7 @@ from .log_format import (
 )
 from .wal import wal_syncer_for
 
-__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "RocksLogReader", "RocksLogStore"]
+__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "WRITE_NOW_MAX", "RocksLogReader", "RocksLogStore"]
 
 FSYNC_MODES = ("wal", "rocksdb")
 """``fsync_mode`` values of ``RocksLogStore``: ``"wal"`` (fsync the WAL files outside
@@ -49,6 +49,12 @@ INLINE_READ_MAX = 64
 """Reads of at most this many entries from RocksDB run on the event-loop thread (a short
 range read, mostly from the memtable / block cache); larger ones run in a worker thread, over
 an iterator created at the call (a point-in-time image)."""
+
+WRITE_NOW_MAX = 64
+"""An append of at most this many entries may take the writer's fast path (``GroupWriter.
+write_now``): written on the event loop while the writer thread is idle, its fsync handed to
+the kernel, no thread hop (``docs/design/durability.md``, "The loop's fast path"). A write of
+64 entries takes ~20-40 us; larger ones stay in the writer thread."""
 
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
@@ -299,7 +305,8 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(K_COMMITTED, _enc.encode(committed), self._meta_h)
-        self._writer.submit(wb, ignore_done, durable=False)
+        if not self._writer.write_now(lambda: wb, ignore_done, durable=False):
+            self._writer.submit(wb, ignore_done, durable=False)
         self._committed = committed
 
     async def read_committed(self) -> LogId | None:
@@ -313,7 +320,9 @@ class RocksLogStore(RocksLogReader):
         writer thread with the error if the write failed. Raises ``ValueError`` (log and callback untouched) when
         the batch does not continue the log without a hole or its indexes are not consecutive.
         Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
-        the entries and building the ``WriteBatch`` happen in the writer thread.
+        the entries and building the ``WriteBatch`` happen in the writer thread, except for an
+        append of at most ``WRITE_NOW_MAX`` entries on the writer's fast path (written here,
+        fsynced by the kernel; ``GroupWriter.write_now``).
         """
         self._check_open()
         if not entries:
@@ -357,7 +366,8 @@ class RocksLogStore(RocksLogReader):
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
-            self._writer.submit(build, done)
+            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done):
+                self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
                 pending.pop(e.log_id.index, None)
@@ -409,8 +419,9 @@ class RocksLogStore(RocksLogReader):
 
     @property
     def groups_written(self) -> int:
-        """How many write groups (fsyncs with ``sync=True``) the writer has done."""
-        return self._writer.groups
+        """How many durability steps (fsyncs with ``sync=True``) the writer has done: its
+        thread's groups plus the appends made durable on its fast path."""
+        return self._writer.groups + self._writer.fast_writes
 
     def close(self) -> None:
         """Write everything queued (durably), stop the writer thread and close the database,
@@ -443,7 +454,10 @@ class RocksLogStore(RocksLogReader):
         finish_close(self._mark, errors, f"closing log store at {self.path!r}")
 
     async def aclose(self) -> None:
-        """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
+        """``close()`` in a worker thread (after the writer's fast path, which lives on this
+        loop, has finished); callbacks of the last writes still reach the loop."""
+        if not self._closed:
+            await self._writer.close_fast()
         await asyncio.to_thread(self.close)
 
     async def __aenter__(self) -> Self:

@@ -120,6 +120,22 @@ class WalSyncer:
         self._from = newest
         return True
 
+    @property
+    def ready(self) -> bool:
+        """Whether a descriptor of the newest WAL (as of the last listing) is open."""
+        return self._fd >= 0
+
+    def current_fd(self) -> int:
+        """The open descriptor of the newest WAL, or -1: for the loop's fast path, called
+        after its write returned, while it has the syncer to itself (the writer thread idle).
+        It drains the watch: if no entry appeared in the directory since the last listing, the
+        write went to that WAL and an fsync of the descriptor covers every write so far; if one
+        may have (e.g. the write started a new WAL), the descriptor is dropped, -1 is returned,
+        and the next ``sync()`` lists the directory."""
+        if self._watch.changed():
+            self._close_fd()
+        return self._fd
+
     def _close_fd(self) -> None:
         fd, self._fd, self._fd_num = self._fd, -1, -1
         if fd >= 0:
