@@ -7,11 +7,12 @@ wakes the loop directly (see "The loop's fast path" in ``docs/design/durability.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
 import sys
+
+from .dirwatch import loaded_libc
 
 __all__ = ["AioFsync"]
 
@@ -22,6 +23,15 @@ _IOCB_FLAG_RESFD = 1
 # aio_fildes, aio_buf, aio_nbytes, aio_offset, aio_reserved2, aio_flags, aio_resfd.
 _IOCB = struct.Struct("<QIIHhIQQqQII")
 _EVENT = struct.Struct("<QQqq")  # struct io_event: data, obj, res, res2
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library loaded in this process, with ``syscall`` returning a long (see
+    ``dirwatch.loaded_libc``)."""
+    libc = loaded_libc()
+    if libc is not None:
+        libc.syscall.restype = ctypes.c_long
+    return libc
 
 
 class _Timespec(ctypes.Structure):
@@ -49,8 +59,9 @@ class AioFsync:
         calls = _SYS.get(platform.machine())
         if not sys.platform.startswith("linux") or calls is None or sys.byteorder != "little":
             raise OSError("Linux native AIO is not available here")
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.syscall.restype = ctypes.c_long
+        libc = _libc()
+        if libc is None:
+            raise OSError("Linux native AIO is not available here")
         ctx = ctypes.c_ulong(0)
         if libc.syscall(calls[0], ctypes.c_uint(depth), ctypes.byref(ctx)) < 0:
             err = ctypes.get_errno()

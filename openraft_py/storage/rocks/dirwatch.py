@@ -6,12 +6,12 @@ directory only when RocksDB may have started a new WAL (see "The durability step
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import struct
 import sys
 
-__all__ = ["DirWatch"]
+__all__ = ["DirWatch", "loaded_libc"]
 
 # <sys/inotify.h>
 _IN_CREATE = 0x00000100
@@ -29,11 +29,14 @@ _LOST = _IN_Q_OVERFLOW | _IN_IGNORED | _IN_UNMOUNT | _IN_DELETE_SELF | _IN_MOVE_
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
-def _libc() -> ctypes.CDLL | None:
+@functools.cache
+def loaded_libc() -> ctypes.CDLL | None:
+    """The C library already loaded in this process (``dlopen(NULL)``; no library search, which
+    would run ``ldconfig``), or ``None`` when not on Linux."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
@@ -55,7 +58,7 @@ class DirWatch:
 
     def __init__(self, path: str) -> None:
         self._fd = -1  # the inotify instance; -1: no watch (``changed()`` always True)
-        libc = _libc()
+        libc = loaded_libc()
         if libc is None:
             return
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
