@@ -27,7 +27,7 @@ import msgspec
 from .. import validation as _v
 from ..config import Config
 from ..errors import ForwardToLeader, WaitTimeout
-from ..network.tcp import TcpNetworkFactory, TcpServer, parse_addr
+from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, parse_addr
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
@@ -64,7 +64,9 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     ``raft_config``: ``Config`` fields (milliseconds, Openraft's names) overriding the
     defaults; ``max_body``: the largest HTTP request body in bytes (a larger one gets 413);
     ``learner_timeout``: seconds ``POST /cluster/learners`` waits for the learner to catch up;
-    ``log_format`` / ``log_level``: see ``logs``."""
+    ``tls_bind_node_ids``: with mutual TLS, a peer's certificate must name the node id it
+    speaks as, in a subjectAltName URI ``openraft://<cluster_name>/<id>`` (both directions;
+    ``openraft_py.network.tcp.node_id_from_cert``); ``log_format`` / ``log_level``: see ``logs``."""
 
     id: int
     raft_addr: str
@@ -74,6 +76,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    tls_bind_node_ids: bool = False
     raft_config: dict[str, Any] = {}
     max_body: int = 1024 * 1024
     learner_timeout: float = 60.0
@@ -91,6 +94,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-ca needs --tls-cert and --tls-key (mutual TLS)")
+        if self.tls_bind_node_ids and self.tls_ca is None:
+            raise ValueError("--tls-bind-node-ids needs mutual TLS (--tls-cert, --tls-key and --tls-ca)")
         if self.max_body < 1024:
             raise ValueError("max_body must be at least 1024 bytes")
         if not self.learner_timeout > 0:
@@ -164,12 +169,15 @@ class KvNode:
             server_ctx, client_ctx = tls_contexts(o)
             self.log_store = await RocksLogStore.open(data / "log")
             self.sm = await KvStateMachine.open(data / "sm")
-            tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx)
+            # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
+            # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
+            bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None
+            tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx, peer_id_of_cert=bind)
             self.factory = KvNetworkFactory(tcp, self.metrics.on_rpc_error)
             self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
             host, port = parse_addr(o.raft_addr)
             self.tcp_server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name,
-                                                    ssl=server_ctx)
+                                                    ssl=server_ctx, peer_id_of_cert=bind)
             self.raft_port = self.tcp_server.port
             from aiohttp import web
 

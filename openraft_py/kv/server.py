@@ -3,7 +3,7 @@
 ::
 
     openraft-py serve --id 1 --raft-addr 127.0.0.1:21001 --http-addr 127.0.0.1:28001 \\
-                      --data-dir DIR [--cluster-name NAME] [--tls-cert F --tls-key F --tls-ca F] \\
+                      --data-dir DIR [--cluster-name NAME] [--tls-cert F --tls-key F --tls-ca F [--tls-bind-node-ids]] \\
                       [--log-format text|json] [--log-level LEVEL] [--raft-config JSON]
     python -m openraft_py.kv.server ...        # the same, without the console script
 
@@ -50,6 +50,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the raft port (TLS)")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")
+    p.add_argument("--tls-bind-node-ids", action="store_true",
+                   help="with --tls-ca: a peer's certificate must name its node id "
+                        "(subjectAltName URI openraft://<cluster-name>/<id>)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr)")
     p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged")
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
@@ -68,6 +71,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         opts = ServeOptions(
             id=args.id, raft_addr=args.raft_addr, http_addr=args.http_addr, data_dir=args.data_dir,
             cluster_name=args.cluster_name, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
+            tls_bind_node_ids=args.tls_bind_node_ids,
             raft_config=args.raft_config or {}, max_body=args.max_body,
             log_format=args.log_format, log_level=args.log_level)
         opts.check()
