@@ -52,8 +52,8 @@ from ..engine import (
 )
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError
 from ..types import AppendEntriesRequest, Entry, InstallSnapshotRequest, NodeId, RPCOption, Vote
-from . import snapshot_io
 from ..wakeup import Wakeup
+from . import snapshot_io
 from .clock import Clock
 from .messages import Failed, Progress
 
