@@ -37,6 +37,7 @@ __all__ = [
     "KIND_MEMBERSHIP",
     "encode_entries",
     "decode_entries",
+    "plain_entries_prefix",
     "put_entry_records",
     "encode_index_key",
     "decode_index_key",
@@ -68,6 +69,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_frame,
         encode_frames,
         encode_index_key,
+        plain_entries_prefix,
         put_entry_records,
     )
     from ._logindex_py import EntryCache, LogIndex
@@ -90,6 +92,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            plain_entries_prefix,
             put_entry_records,
         )
         from ._logindex_c import EntryCache, LogIndex
@@ -111,6 +114,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            plain_entries_prefix,
             put_entry_records,
         )
         from ._logindex_py import EntryCache, LogIndex
