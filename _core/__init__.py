@@ -36,9 +36,9 @@ __all__ = [
     "KIND_NORMAL",
     "KIND_MEMBERSHIP",
     "encode_entries",
+    "encode_entry_batch",
     "decode_entries",
     "plain_entries_prefix",
-    "put_entry_records",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -66,11 +66,11 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         decode_entries,
         decode_index_key,
         encode_entries,
+        encode_entry_batch,
         encode_frame,
         encode_frames,
         encode_index_key,
         plain_entries_prefix,
-        put_entry_records,
     )
     from ._logindex_py import EntryCache, LogIndex
     from ._quorum_py import (
@@ -89,11 +89,11 @@ else:
             decode_entries,
             decode_index_key,
             encode_entries,
+            encode_entry_batch,
             encode_frame,
             encode_frames,
             encode_index_key,
             plain_entries_prefix,
-            put_entry_records,
         )
         from ._logindex_c import EntryCache, LogIndex
         from ._quorum_c import (
@@ -111,11 +111,11 @@ else:
             decode_entries,
             decode_index_key,
             encode_entries,
+            encode_entry_batch,
             encode_frame,
             encode_frames,
             encode_index_key,
             plain_entries_prefix,
-            put_entry_records,
         )
         from ._logindex_py import EntryCache, LogIndex
         from ._quorum_py import (

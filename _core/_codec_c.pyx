@@ -1,8 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Codec kernel, compiled. The readable contract is the twin ``_codec_py.py``."""
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_TYPE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
@@ -18,19 +23,43 @@ cdef uint64_t _MAX_INT = 0x8000000000000000ULL
 cdef Py_ssize_t _MAX_FRAME = 0xFFFFFFFF
 
 
-cdef inline void _put_u64(unsigned char* p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        p[7 - i] = <unsigned char>(v & 0xFF)
-        v >>= 8
+# Big-endian u64 loads and stores as one 8-byte access (a byte swap on little-endian
+# hosts): byte-at-a-time stores that the compiler merges into wider loads stall on store
+# forwarding, which made these the slowest lines of encode_entries.
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      #define __ORP_BE64(v) __builtin_bswap64(v)
+    #elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+      #define __ORP_BE64(v) (v)
+    #endif
 
+    static CYTHON_INLINE void __orp_put_u64(unsigned char *p, uint64_t v) {
+    #ifdef __ORP_BE64
+        v = __ORP_BE64(v);
+        memcpy(p, &v, 8);
+    #else
+        int i;
+        for (i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xFF); v >>= 8; }
+    #endif
+    }
 
-cdef inline uint64_t _get_u64(const unsigned char* p) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(8):
-        v = (v << 8) | p[i]
-    return v
+    static CYTHON_INLINE uint64_t __orp_get_u64(const unsigned char *p) {
+    #ifdef __ORP_BE64
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return __ORP_BE64(v);
+    #else
+        uint64_t v = 0;
+        int i;
+        for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+        return v;
+    #endif
+    }
+    """
+    void _put_u64 "__orp_put_u64"(unsigned char* p, uint64_t v) noexcept nogil
+    uint64_t _get_u64 "__orp_get_u64"(const unsigned char* p) noexcept nogil
 
 
 cdef inline void _put_u32(unsigned char* p, uint32_t v) noexcept nogil:
@@ -44,14 +73,17 @@ cdef inline uint32_t _get_u32(const unsigned char* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
-cdef int64_t _as_index(str what, object value) except? -1:
-    cdef int64_t v
-    try:
-        v = value
-    except OverflowError:
-        raise CodecError(f"{what} {value!r} out of range [0, 2**63)") from None
-    if v < 0:
-        raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
+cdef int64_t _range_error(str what, object value) except -1:
+    raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
+
+
+cdef inline int64_t _as_index(str what, object value) except? -1:
+    """``value`` as an index or term: ``CodecError`` outside ``[0, 2**63)``."""
+    cdef int overflow = 0
+    # except? -1: Cython raises the TypeError of a non-integer.
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or v < 0:
+        return _range_error(what, value)
     return v
 
 
@@ -84,22 +116,156 @@ def encode_entries(records) -> list:
     return out
 
 
-def put_entry_records(put, cf, entries, normal_type, membership_type, encode_membership) -> None:
-    """Put each entry's index key and record (see ``_codec_py.put_entry_records``)."""
+# -- attribute reads straight from instance slots ---------------------------------------
+#
+# encode_entry_batch reads five attributes per entry; through getattr they cost more than
+# everything else it does. msgspec Structs (and __slots__ classes) keep their fields in
+# member slots at fixed offsets, which a _Field reads directly, for the type it resolved
+# while that type is unmodified (CPython resets a type's version tag on every change).
+
+cdef extern from *:
+    """
+    #include <structmember.h>
+
+    /* The slot offset that the attribute descriptor `descr` reads, or -1 unless it is a
+       plain object member (T_OBJECT_EX, no audit hook). */
+    static Py_ssize_t __orp_member_offset(PyObject *descr) {
+        PyMemberDef *m;
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) return -1;
+        m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & PY_AUDIT_READ)) return -1;
+        return m->offset;
+    }
+
+    /* The version tag of `t`, 0 if it has none (0 is never a valid tag). */
+    static CYTHON_INLINE unsigned int __orp_version_tag(PyTypeObject *t) {
+        return (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? t->tp_version_tag : 0;
+    }
+
+    /* The object in the slot at `offset` of `o` (borrowed; NULL if unset). */
+    static CYTHON_INLINE PyObject *__orp_slot(PyObject *o, Py_ssize_t offset) {
+        return *(PyObject **)((char *)o + offset);
+    }
+
+    /* Whether `t` reads attributes with the generic algorithm (data descriptors first). */
+    static CYTHON_INLINE int __orp_generic_getattr(PyTypeObject *t) {
+        return t->tp_getattro == PyObject_GenericGetAttr;
+    }
+    """
+    Py_ssize_t _member_offset "__orp_member_offset"(PyObject* descr)
+    unsigned int _version_tag "__orp_version_tag"(PyTypeObject* t)
+    PyObject* _slot "__orp_slot"(PyObject* o, Py_ssize_t offset)
+    bint _generic_getattr "__orp_generic_getattr"(PyTypeObject* t)
+    PyObject* _PyType_Lookup(PyTypeObject* t, PyObject* name)
+
+
+@cython.final
+cdef class _Field:
+    """Reads the attribute ``name`` as ``getattr`` does, from the instance slot when the
+    object's type keeps it in a plain member slot and reads attributes generically."""
+
+    cdef str name
+    # Invariant: _tp is NULL or the type held by _tp_ref; then _offset is where that type,
+    # as of version tag _tag, keeps name (-1: not in a plain slot, use getattr).
+    cdef PyTypeObject* _tp
+    cdef object _tp_ref
+    cdef unsigned int _tag
+    cdef Py_ssize_t _offset
+
+    def __cinit__(self, str name):
+        self.name = name
+        self._tp = NULL
+        self._tag = 0
+        self._offset = -1
+
+    cdef inline object get(self, object obj):
+        cdef PyTypeObject* tp = Py_TYPE(obj)
+        cdef PyObject* v
+        if tp != self._tp or _version_tag(tp) != self._tag:
+            self._resolve(obj)
+        if self._offset >= 0:
+            v = _slot(<PyObject*>obj, self._offset)
+            if v != NULL:
+                return <object>v
+        return getattr(obj, self.name)  # unset slots raise AttributeError here
+
+    cdef int _resolve(self, object obj) except -1:
+        cdef object tp = type(obj)
+        cdef PyTypeObject* t = <PyTypeObject*>tp
+        # _PyType_Lookup: the attribute on the type by MRO (borrowed); it also gives the type
+        # a version tag. A member descriptor is a data descriptor, so it beats the
+        # instance dict, as in generic getattr.
+        cdef Py_ssize_t offset = _member_offset(_PyType_Lookup(t, <PyObject*>self.name))
+        cdef unsigned int tag = _version_tag(t)
+        # Without a tag (none left to give) a change to the type would go unseen: getattr.
+        if tag == 0 or not _generic_getattr(t):
+            offset = -1
+        self._tp = t
+        self._tag = tag
+        self._offset = offset
+        self._tp_ref = tp  # last: the old type's release may run code that reads this _Field
+        return 0
+
+
+cdef _Field _LOG_ID = _Field("log_id")
+cdef _Field _PAYLOAD = _Field("payload")
+cdef _Field _TERM = _Field("term")
+cdef _Field _INDEX = _Field("index")
+cdef _Field _DATA = _Field("data")
+
+
+cdef extern from "Python.h":
+    void PyObject_GC_Track(object op)
+    void PyObject_GC_UnTrack(object op)
+
+
+cdef list _presized(object items):
+    """A list of ``len(items)`` NULL slots for a list or tuple (empty for other iterables),
+    hidden from the garbage collector until ``_finish``: no Python code (a
+    ``gc.get_objects()`` in a callback) can see the unset slots. Appends and their regrowth
+    were a tenth of ``encode_entry_batch``'s time."""
+    cdef Py_ssize_t n = len(items) if type(items) is list or type(items) is tuple else 0
+    cdef list out = PyList_New(n)
+    PyObject_GC_UnTrack(out)
+    return out
+
+
+cdef inline int _store(list out, Py_ssize_t i, object item) except -1:
+    """``out[i] = item`` into a ``_presized`` list's unset slot, or an append past its end."""
+    if i < PyList_GET_SIZE(out):
+        Py_INCREF(item)  # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(out, i, item)
+        return 0
+    return PyList_Append(out, item)
+
+
+cdef int _finish(list out, Py_ssize_t n) except -1:
+    """Drop the unset slots past the first ``n`` and give ``out`` back to the collector."""
+    if n < PyList_GET_SIZE(out):
+        del out[n:]
+    PyObject_GC_Track(out)
+    return 0
+
+
+def encode_entry_batch(entries, normal_type, membership_type, encode_membership) -> tuple:
+    """Return ``(keys, records)`` of a batch of entries (see ``_codec_py.encode_entry_batch``)."""
+    cdef Py_ssize_t i = 0, n
+    cdef list keys = _presized(entries)
+    cdef list records = _presized(entries)
     cdef int64_t term, index
     cdef unsigned char kind
-    cdef Py_ssize_t n
     cdef bytes blob, key
     cdef unsigned char* p
+    cdef object lid, payload, tp, data
     for e in entries:
-        lid = e.log_id
-        term = _as_index("term", lid.term)
-        index = _as_index("index", lid.index)
-        payload = e.payload
+        lid = _LOG_ID.get(e)
+        term = _as_index("term", _TERM.get(lid))
+        index = _as_index("index", _INDEX.get(lid))
+        payload = _PAYLOAD.get(e)
         tp = type(payload)
         if tp is normal_type:
             kind = 1
-            data = payload.data
+            data = _DATA.get(payload)
         elif tp is membership_type:
             kind = 2
             data = encode_membership(payload)
@@ -118,7 +284,12 @@ def put_entry_records(put, cf, entries, normal_type, membership_type, encode_mem
             memcpy(p + 17, PyBytes_AS_STRING(data), n)
         key = PyBytes_FromStringAndSize(NULL, 8)
         _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>index)
-        put(key, blob, cf)
+        _store(keys, i, key)
+        _store(records, i, blob)
+        i += 1
+    _finish(keys, i)
+    _finish(records, i)
+    return keys, records
 
 
 def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_type, log_id_type, normal_type, blank_type) -> int:
@@ -163,9 +334,9 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
 
 def decode_entries(blobs) -> list:
     """Decode blobs produced by ``encode_entries``; ``CodecError`` if one is malformed."""
-    cdef list out = []
+    cdef Py_ssize_t i = 0, n
+    cdef list out = _presized(blobs)
     cdef const unsigned char* p
-    cdef Py_ssize_t n
     cdef uint64_t term, index
     cdef unsigned char kind
     cdef bytes b
@@ -182,8 +353,10 @@ def decode_entries(blobs) -> list:
             raise CodecError(f"term/index out of range in record ({term}, {index})")
         if kind > 2:
             raise CodecError(f"unknown entry kind {kind}")
-        out.append((<int64_t>term, <int64_t>index, <int>kind,
-                    PyBytes_FromStringAndSize(<const char*>p + 17, n - 17)))
+        _store(out, i, (<int64_t>term, <int64_t>index, <int>kind,
+                        PyBytes_FromStringAndSize(<const char*>p + 17, n - 17)))
+        i += 1
+    _finish(out, i)
     return out
 
 

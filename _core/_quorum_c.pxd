@@ -15,8 +15,11 @@ cdef class ProgressTable:
     cdef int64_t* _scratch       # sort buffer, as long as the largest config
     # Invariant: == joint committed index recomputed from _matched (-1 if no configs).
     cdef int64_t _committed
+    # Invariant: == _committed as a Python int (None only before __init__ ran).
+    cdef object _committed_obj
     cdef int64_t _self_id
     cdef list _learners          # learner ids as given (may overlap voters)
 
     cdef Py_ssize_t _slot(self, int64_t node_id)
     cdef int64_t _recompute(self)
+    cdef int _refresh(self) except -1

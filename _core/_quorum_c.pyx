@@ -1,12 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Quorum kernel, compiled. The readable contract is the twin ``_quorum_py.py``."""
 
+cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t
 from libc.stdlib cimport qsort
 
 INF_INDEX = 2**63 - 1
 cdef int64_t C_INF_INDEX = 0x7FFFFFFFFFFFFFFF
+
+
+# A matched index and the position of its object in the caller's list.
+ctypedef struct Ranked:
+    int64_t value
+    Py_ssize_t pos
+
+
+cdef int _cmp_ranked_desc(const void* a, const void* b) noexcept nogil:
+    # Descending by value, ties in list order: the order of sorted(..., reverse=True).
+    cdef const Ranked* x = <const Ranked*>a
+    cdef const Ranked* y = <const Ranked*>b
+    if x.value != y.value:
+        return -1 if x.value > y.value else 1
+    return (x.pos > y.pos) - (x.pos < y.pos)
 
 
 cdef int _cmp_desc(const void* a, const void* b) noexcept nogil:
@@ -19,61 +38,115 @@ cdef inline int64_t _kth_desc(int64_t* buf, Py_ssize_t n) noexcept nogil:
     """Return the n//2-th largest of buf[0:n] (n > 0); reorders buf."""
     cdef Py_ssize_t i, j
     cdef int64_t v
-    if n <= 16:
-        # Insertion sort, descending: clusters are small.
-        for i in range(1, n):
-            v = buf[i]
-            j = i - 1
-            while j >= 0 and buf[j] < v:
-                buf[j + 1] = buf[j]
-                j -= 1
-            buf[j + 1] = v
-    else:
+    if n > 16:
         qsort(buf, n, sizeof(int64_t), _cmp_desc)
+        return buf[n // 2]
+    # Insertion sort, descending: clusters are small.
+    for i in range(1, n):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] < v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
     return buf[n // 2]
 
 
-cdef int64_t _majority(object seq) except? -2:
-    cdef list matched = seq if type(seq) is list else list(seq)
-    cdef Py_ssize_t n = len(matched)
+cdef inline Py_ssize_t _rank_exact(list m, Py_ssize_t n, int64_t* value) except -3:
+    """For ``0 < n == len(m) <= 16``: the position in ``m`` of the element
+    ``sorted(m, reverse=True)[n // 2]``, its value in ``*value``; -2 at the first element
+    that is not an exact ``int``. Exact ints convert without running Python code, so ``m``
+    cannot change under the borrowed reads. ``OverflowError`` outside int64."""
+    # An insertion sort into stack arrays (clusters are small).
+    # Invariant after step i: vals[0:i+1] descending, pos[k] is where vals[k] is in m.
+    cdef int64_t vals[16]
+    cdef Py_ssize_t pos[16]
+    cdef Py_ssize_t i, j
+    cdef PyObject* o
+    cdef int64_t v
+    for i in range(n):
+        o = PyList_GET_ITEM(m, i)
+        if not PyLong_CheckExact(<object>o):
+            return -2
+        v = <object>o
+        j = i - 1
+        # Strict <: equal values keep list order, as the stable sorted() does.
+        while j >= 0 and vals[j] < v:
+            vals[j + 1] = vals[j]
+            pos[j + 1] = pos[j]
+            j -= 1
+        vals[j + 1] = v
+        pos[j + 1] = i
+    value[0] = vals[n // 2]
+    return pos[n // 2]
+
+
+cdef Py_ssize_t _rank_any(list m, Py_ssize_t n, int64_t* value) except -3:
+    """``_rank_exact`` for any integers and any ``n > 0``, by a qsort of a heap array. ``m``
+    must be private: converting an element may run Python code. ``TypeError`` for a
+    non-integer."""
+    cdef Ranked* r = <Ranked*>PyMem_Malloc(n * sizeof(Ranked))
     cdef Py_ssize_t i
-    cdef int64_t stack_buf[16]
-    cdef int64_t* buf
-    cdef int64_t result
-    if n == 0:
-        return C_INF_INDEX
-    if n <= 16:
-        for i in range(n):
-            stack_buf[i] = matched[i]
-        return _kth_desc(stack_buf, n)
-    buf = <int64_t*>PyMem_Malloc(n * sizeof(int64_t))
-    if buf == NULL:
+    if r == NULL:
         raise MemoryError()
     try:
         for i in range(n):
-            buf[i] = matched[i]
-        result = _kth_desc(buf, n)
+            r[i].value = m[i]
+            r[i].pos = i
+        qsort(r, n, sizeof(Ranked), _cmp_ranked_desc)
+        value[0] = r[n // 2].value
+        return r[n // 2].pos
     finally:
-        PyMem_Free(buf)
-    return result
+        PyMem_Free(r)
 
 
-def majority_committed(matched) -> int:
-    """Return the largest index acknowledged by a strict majority; ``INF_INDEX`` if empty."""
-    return _majority(matched)
+cdef inline object _majority(object matched, int64_t* value):
+    """The committed element object of one config's ``matched`` and its value in ``*value``;
+    None if the config is empty."""
+    cdef list m = matched if type(matched) is list else list(matched)
+    cdef Py_ssize_t n = PyList_GET_SIZE(m)
+    cdef Py_ssize_t pos = -2
+    if n == 0:
+        return None
+    if n <= 16:
+        pos = _rank_exact(m, n, value)
+    if pos == -2:
+        # A large config, or elements that may run code when read: rank a private copy.
+        m = list(m)
+        pos = _rank_any(m, n, value)
+    return <object>PyList_GET_ITEM(m, pos)
 
 
-def joint_committed(configs) -> int:
+# Positional-only, METH_O and unbound (no keyword parsing, no function object of Cython's
+# own): with a handful of voters the call itself is most of the cost. The pure twin's
+# signatures are positional-only too.
+@cython.binding(False)
+@cython.always_allow_keywords(False)
+def majority_committed(matched, /):
+    """Return the largest index acknowledged by a strict majority; ``INF_INDEX`` if empty.
+
+    Returns the element of ``matched`` itself, as the pure twin's ``sorted(...)[n // 2]`` does.
+    """
+    cdef int64_t value
+    r = _majority(matched, &value)
+    return INF_INDEX if r is None else r
+
+
+@cython.binding(False)
+@cython.always_allow_keywords(False)
+def joint_committed(configs, /):
     """Return the min of ``majority_committed`` over ``configs``; ``-1`` if no configs."""
-    cdef int64_t best, c
+    cdef int64_t best = C_INF_INDEX, value
+    best_obj = INF_INDEX
     if not configs:
         return -1
-    best = C_INF_INDEX
     for m in configs:
-        c = _majority(m)
-        if c < best:
-            best = c
-    return best
+        r = _majority(m, &value)
+        # Strictly less: the first of equal minima, as min() keeps.
+        if r is not None and value < best:
+            best = value
+            best_obj = r
+    return best_obj
 
 
 def is_quorum_granted(granted, configs) -> bool:
@@ -149,7 +222,7 @@ cdef class ProgressTable:
                 self._cfg_slots[k] = slots[n]
                 k += 1
         self._cfg_start[self._nconfigs] = k
-        self._committed = self._recompute()
+        self._refresh()
 
     def __dealloc__(self):
         PyMem_Free(self._ids)
@@ -184,14 +257,22 @@ cdef class ProgressTable:
                 best = c
         return best
 
+    cdef int _refresh(self) except -1:
+        cdef int64_t c = self._recompute()
+        # Callers get the same int object until the commit moves: no allocation per ack.
+        if self._committed_obj is None or c != self._committed:
+            self._committed = c
+            self._committed_obj = c
+        return 0
+
     def update(self, int64_t node_id, int64_t index) -> int:
         """Raise ``matched[node_id]`` to ``index``; return ``committed()``. Unknown ids ignored."""
         cdef Py_ssize_t s = self._slot(node_id)
         if s >= 0 and index > self._matched[s]:
             self._matched[s] = index
             if self._is_voter[s]:
-                self._committed = self._recompute()
-        return self._committed
+                self._refresh()
+        return self._committed_obj
 
     def update_many(self, pairs) -> int:
         """Apply ``update`` to each ``(node_id, index)``; return ``committed()`` once."""
@@ -205,8 +286,8 @@ cdef class ProgressTable:
                 if self._is_voter[s]:
                     changed = True
         if changed:
-            self._committed = self._recompute()
-        return self._committed
+            self._refresh()
+        return self._committed_obj
 
     def reset(self, node_id, int64_t index) -> int:
         """Set ``matched[node_id]`` to exactly ``index``; return ``committed()``. KeyError if unknown."""
@@ -216,8 +297,8 @@ cdef class ProgressTable:
         if self._matched[s] != index:
             self._matched[s] = index
             if self._is_voter[s]:
-                self._committed = self._recompute()
-        return self._committed
+                self._refresh()
+        return self._committed_obj
 
     def matched(self, node_id) -> int:
         """Return the matched index of ``node_id``; ``KeyError`` if it is not tracked."""
@@ -228,7 +309,7 @@ cdef class ProgressTable:
 
     def committed(self) -> int:
         """Return the joint committed index (``-1`` if nothing is committed or no configs)."""
-        return self._committed
+        return self._committed_obj
 
     def voter_ids(self) -> list:
         """Return the sorted ids of all voters (union of the configs)."""

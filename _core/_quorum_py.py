@@ -19,11 +19,12 @@ INF_INDEX: int = 2**63 - 1
 """Committed index of the empty config ("the empty majority commits ∞")."""
 
 
-def majority_committed(matched: list[int]) -> int:
+def majority_committed(matched: list[int], /) -> int:
     """Return the largest index acknowledged by a strict majority of ``matched``.
 
     ``matched`` holds one matched index per voter of a single config (any order; not
-    modified). Returns ``INF_INDEX`` for an empty list.
+    modified). Returns that element of ``matched`` itself, or ``INF_INDEX`` for an empty list.
+    Positional-only, as in the compiled twin (where that makes the call cheaper).
     """
     n = len(matched)
     if n == 0:
@@ -31,15 +32,16 @@ def majority_committed(matched: list[int]) -> int:
     return sorted(matched, reverse=True)[n // 2]
 
 
-def joint_committed(configs: list[list[int]]) -> int:
+def joint_committed(configs: list[list[int]], /) -> int:
     """Return the min of :func:`majority_committed` over ``configs``; ``-1`` if no configs.
 
     Each inner list holds the matched indexes of one config's voters. An index is
     committed in a joint membership only if every config has it on a majority.
+    Positional-only, as :func:`majority_committed`.
     """
     if not configs:
         return -1
-    return min(majority_committed(m) for m in configs)
+    return min(map(majority_committed, configs))
 
 
 def is_quorum_granted(granted: set[int] | frozenset[int], configs: list[list[int]]) -> bool:

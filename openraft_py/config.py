@@ -37,7 +37,8 @@ class Config(msgspec.Struct, kw_only=True):
     """Settings of a Raft node. Field names and defaults follow Openraft.
 
     Invariants checked by ``validate()``: ``0 < heartbeat_interval < election_timeout_min <
-    election_timeout_max``; every size and count is positive.
+    election_timeout_max``; every size and count is positive; ``max_entry_bytes <=
+    max_payload_bytes``.
     """
 
     cluster_name: str = "foo"
@@ -54,6 +55,22 @@ class Config(msgspec.Struct, kw_only=True):
     """Deprecated in Openraft; kept for compatibility, ignored."""
     max_payload_entries: int = 300
     """At most this many entries in one AppendEntries request."""
+    max_payload_bytes: int = 8 * 1024 * 1024
+    """At most this many payload bytes in one AppendEntries request (an addition to
+    Openraft's fields, the byte twin of ``max_payload_entries``): a replication stream sends
+    a planned batch whose entries add up to more as several consecutive requests, each
+    within the budget. An entry larger than the budget on its own (written under an older,
+    larger setting) goes alone in a request. Payload bytes are ``len(data)`` of a normal
+    entry and the msgpack size of a membership entry; a blank entry counts 0. A transport
+    must carry a request of this many payload bytes plus ``max_payload_entries`` entries'
+    framing: the TCP transport checks that at ``Raft.new`` and ``TcpServer.start``
+    (``openraft_py.network.tcp.required_frame_size``)."""
+    max_entry_bytes: int = 4 * 1024 * 1024
+    """The largest payload (bytes) ``client_write`` and ``client_write_many`` accept; a
+    longer one raises ``EntryTooLarge`` before anything is logged (an addition to Openraft's
+    fields). At most ``max_payload_bytes``, so every entry this node writes fits one request.
+    Membership entries are made by the node itself and are not checked (their size is bounded
+    by the node count, and every address by ``validation.MAX_ADDR_LEN``)."""
     max_inflight_requests: int = 8
     """AppendEntries requests a replication stream keeps in flight (pipelining)."""
     replication_lag_threshold: int = 5000
@@ -99,6 +116,8 @@ class Config(msgspec.Struct, kw_only=True):
             "heartbeat_interval",
             "install_snapshot_timeout",
             "max_payload_entries",
+            "max_payload_bytes",
+            "max_entry_bytes",
             "max_inflight_requests",
             "replication_lag_threshold",
             "snapshot_max_chunk_size",
@@ -118,6 +137,8 @@ class Config(msgspec.Struct, kw_only=True):
             raise bad("heartbeat_interval", f"must be less than election_timeout_min={self.election_timeout_min}")
         if self.lease_drift_margin >= self.election_timeout_min:
             raise bad("lease_drift_margin", f"must be less than election_timeout_min={self.election_timeout_min}")
+        if self.max_entry_bytes > self.max_payload_bytes:
+            raise bad("max_entry_bytes", f"must be at most max_payload_bytes={self.max_payload_bytes}")
         if not isinstance(self.snapshot_policy, SnapshotPolicy):
             raise bad("snapshot_policy", "must be a SnapshotPolicy")
         n = self.snapshot_policy.logs_since_last_n

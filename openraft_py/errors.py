@@ -6,7 +6,7 @@
   ``Panicked``). Every later call on the same ``Raft`` raises the same ``Fatal``.
 - ``ApiError``: a recoverable refusal of one call (``ForwardToLeader``,
   ``ChangeMembershipError``, ``InitializeError``, ``LinearizableReadError``, ``WaitTimeout``,
-  ``InvalidRequest``).
+  ``InvalidRequest``, ``EntryTooLarge``).
 - ``ConfigError``: an invalid ``Config``, raised by ``Config.validate()`` and ``Raft.new``.
 - ``RPCError``: raised by a ``RaftNetwork`` implementation (``Unreachable``, ``Timeout``,
   ``NetworkError``, ``RemoteError``); the replication tasks back off on them.
@@ -183,6 +183,27 @@ class InvalidRequest(ApiError):
         super().__init__(f"invalid {rpc} request: {reason}")
         self.rpc = rpc
         self.reason = reason
+
+
+class EntryTooLarge(ApiError, ValueError):
+    """A client write payload is longer than ``Config.max_entry_bytes``. Raised by
+    ``Raft.client_write`` and ``client_write_many`` before anything is logged: nothing of the
+    call took effect (for ``client_write_many``, none of its payloads) and the node keeps
+    running. Also a ``ValueError``, like every other refused API argument
+    (``openraft_py.validation``).
+
+    ``size`` is the payload's length in bytes, ``limit`` the ``max_entry_bytes`` in force,
+    ``position`` its index in ``client_write_many``'s payloads (``None`` for
+    ``client_write``). Split the value, store it elsewhere, or raise the limit (see
+    ``Config.max_entry_bytes`` for what else then has to grow).
+    """
+
+    def __init__(self, size: int, limit: int, position: int | None = None) -> None:
+        which = "a client write payload" if position is None else f"payload {position}"
+        super().__init__(f"{which} of {size} bytes exceeds Config.max_entry_bytes={limit}")
+        self.size = size
+        self.limit = limit
+        self.position = position
 
 
 class ConfigError(RaftError):

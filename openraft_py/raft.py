@@ -20,7 +20,7 @@ from .core.messages import AppendEntriesCall, ClientWrite, EngineCall
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
-from .errors import Fatal, ForwardToLeader, StorageError
+from .errors import EntryTooLarge, Fatal, ForwardToLeader, StorageError
 from .metrics import RaftMetrics, Wait
 from .types import (
     AppendEntriesRequest,
@@ -124,7 +124,9 @@ class Raft:
         rejoins on its own; entries committed but not applied are applied first. ``clock``
         (default: the event loop's) and ``seed`` (the source of every random choice,
         default from ``os.urandom``) make runs reproducible under a simulator. Raises
-        ``ConfigError`` for an invalid ``config`` and ``StorageError`` when storage cannot
+        ``ConfigError`` for an invalid ``config`` or one ``network_factory`` cannot carry
+        (if it has the optional ``check_config(config)`` method, e.g. a request budget
+        larger than the TCP transport's frame limit), and ``StorageError`` when storage cannot
         be read; ``TypeError``/``ValueError`` if ``node_id`` is not an int in
         ``[0, MAX_NODE_ID]``.
         """
@@ -132,6 +134,9 @@ class Raft:
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
         config.validate()
+        check_config = getattr(network_factory, "check_config", None)
+        if check_config is not None:
+            check_config(config)  # a transport with limits refuses what it cannot carry
         clock = clock or LoopClock()
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
@@ -273,18 +278,25 @@ class Raft:
         the leader before the entry committed (the write may or may not take effect then).
         ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
         ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
-        anything is logged.
+        anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
+        ``EntryTooLarge`` (a ``ValueError``), also before anything is logged.
         """
-        payload = Normal(data if type(data) is bytes else _v.check_payload(data))
+        b = data if type(data) is bytes else _v.check_payload(data)
+        if len(b) > self.config.max_entry_bytes:
+            raise EntryTooLarge(len(b), self.config.max_entry_bytes)
+        payload = Normal(b)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
         self._core.send_msg(ClientWrite([payload], fut, True))
         return await fut
 
     async def client_write_many(self, datas: Iterable[bytes | bytearray | memoryview]) -> list[ClientWriteResponse]:
         """Like ``client_write`` for several payloads in one message; results in order.
-        ``TypeError`` (nothing is logged) if ``datas`` is not an iterable of bytes-like
-        payloads."""
-        payloads = [Normal(d) for d in _v.check_payloads(datas)]
+        ``TypeError`` if ``datas`` is not an iterable of bytes-like payloads, and
+        ``EntryTooLarge`` (naming its ``position``) if one is longer than
+        ``Config.max_entry_bytes``: then nothing of the call is logged."""
+        checked = _v.check_payloads(datas)
+        _v.check_entry_sizes(checked, self.config.max_entry_bytes)
+        payloads = [Normal(d) for d in checked]
         if not payloads:
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()

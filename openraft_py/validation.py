@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._core import plain_entries_prefix
-from .errors import InvalidRequest
+from .errors import EntryTooLarge, InvalidRequest
 from .types import (
     AppendEntriesRequest,
     BasicNode,
@@ -54,10 +54,12 @@ __all__ = [
     "MAX_TERM",
     "MAX_INDEX",
     "MAX_NODE_ID",
+    "MAX_ADDR_LEN",
     "check_node_id",
     "check_index",
     "check_payload",
     "check_payloads",
+    "check_entry_sizes",
     "check_node",
     "check_members",
     "check_voters",
@@ -77,6 +79,10 @@ MAX_INDEX: int = 2**62 - 1
 
 MAX_NODE_ID: int = 2**63 - 1
 """The greatest node id (the ``int64`` maximum)."""
+
+MAX_ADDR_LEN: int = 1024
+"""The longest ``BasicNode.addr`` an API call accepts: the TCP wire schema's bound
+(``network.wire.MAX_ADDR_LEN``), so a membership entry a caller makes always replicates."""
 
 
 # -- API arguments (TypeError / ValueError) ----------------------------------------------------
@@ -127,14 +133,25 @@ def check_payloads(datas: Any) -> list[bytes]:
     return out
 
 
+def check_entry_sizes(payloads: list[bytes], limit: int) -> None:
+    """``client_write_many``'s payloads: refuse with ``EntryTooLarge`` (a ``ValueError``)
+    the first one longer than ``limit`` bytes (``Config.max_entry_bytes``), naming its
+    position. (``client_write`` checks its one payload inline.)"""
+    for i, d in enumerate(payloads):
+        if len(d) > limit:
+            raise EntryTooLarge(len(d), limit, i)
+
+
 def check_node(node: Any, what: str = "node") -> BasicNode:
     """Return ``node`` if it is a ``BasicNode`` (exactly: peers refuse a subclass in a
     membership, as a wire decoder never makes one) whose ``addr`` is a ``str``; else
-    ``TypeError``."""
+    ``TypeError``. ``ValueError`` if ``addr`` is longer than ``MAX_ADDR_LEN``."""
     if type(node) is not BasicNode:
         raise TypeError(f"{what} must be a BasicNode, got {type(node).__name__} {node!r}")
     if type(node.addr) is not str:
         raise TypeError(f"{what}.addr must be a str, got {type(node.addr).__name__}")
+    if len(node.addr) > MAX_ADDR_LEN:
+        raise ValueError(f"{what}.addr is {len(node.addr)} characters long (at most {MAX_ADDR_LEN})")
     return node
 
 

@@ -35,28 +35,48 @@ def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
 
 
 RNG = random.Random(42)
-MATCHED_BATCH = [[RNG.randrange(10_000) for _ in range(5)] for _ in range(1_000)]
+# Matched indexes of 1,000 acks' worth of configs: a 3- and a 5-voter cluster, and a joint
+# membership ([C_old, C_new] with one voter in common) during a change.
+MATCHED_3 = [[RNG.randrange(10_000) for _ in range(3)] for _ in range(1_000)]
+MATCHED_5 = [[RNG.randrange(10_000) for _ in range(5)] for _ in range(1_000)]
+MATCHED_JOINT = [[[RNG.randrange(10_000) for _ in range(3)] for _ in range(2)] for _ in range(1_000)]
 ACKS = [(RNG.randrange(1, 6), i) for i in range(1_000)]
 LOG_KEYS = [(t, t * 1_000) for t in range(1, 200)]
 PROBES = [RNG.randrange(1_000, 199_000) for _ in range(1_000)]
 RECORDS = [(5, i, 1, b"x" * 64) for i in range(1_000)]
 
 
-def test_majority_committed_x1000(benchmark, impl) -> None:
+def test_majority_committed_3_voters_x1000(benchmark, impl) -> None:
     f = impl.majority_committed
-    benchmark(lambda: [f(m) for m in MATCHED_BATCH])
+    benchmark(lambda: [f(m) for m in MATCHED_3])
+
+
+def test_majority_committed_5_voters_x1000(benchmark, impl) -> None:
+    f = impl.majority_committed
+    benchmark(lambda: [f(m) for m in MATCHED_5])
+
+
+def test_joint_committed_x1000(benchmark, impl) -> None:
+    f = impl.joint_committed
+    benchmark(lambda: [f(c) for c in MATCHED_JOINT])
+
+
+def _acks(table, update) -> None:
+    table.reset(1, -1)
+    for node, index in ACKS:
+        update(node, index)
 
 
 def test_progress_update_x1000(benchmark, impl) -> None:
+    """The leader's table of a 5-voter cluster and a learner: one ``update`` per ack."""
     table = impl.ProgressTable([[1, 2, 3, 4, 5]], [6], 1)
-    update = table.update
+    benchmark(_acks, table, table.update)
 
-    def run() -> None:
-        table.reset(1, -1)
-        for node, index in ACKS:
-            update(node, index)
 
-    benchmark(run)
+def test_progress_update_joint_x1000(benchmark, impl) -> None:
+    """The same acks during a membership change, [C_old, C_new] = [{1, 2, 3}, {3, 4, 5}]."""
+    table = impl.ProgressTable([[1, 2, 3], [3, 4, 5]], [6], 1)
+    benchmark(_acks, table, table.update)
 
 
 def test_logindex_term_at_x1000(benchmark, impl) -> None:
@@ -74,19 +94,13 @@ def test_decode_entries_x1000(benchmark, impl) -> None:
     benchmark(impl.decode_entries, blobs)
 
 
-def test_put_entry_records_x1000(benchmark, impl) -> None:
-    """The RocksDB log store's write of a batch, into a real (unwritten) rocksdict WriteBatch."""
-    from rocksdict import WriteBatch
-
+def test_encode_entry_batch_x1000(benchmark, impl) -> None:
+    """The RocksDB log store's encoding of a batch: index keys and records of ``Entry``
+    structs (it then puts each pair into its ``WriteBatch``, ``log_format.put_entries``)."""
     from openraft_py.types import Entry, LogId, Membership, Normal
 
     entries = [Entry(LogId(5, i), Normal(b"x" * 64)) for i in range(1_000)]
-
-    def run() -> None:
-        wb = WriteBatch(raw_mode=True)
-        impl.put_entry_records(wb.put, None, entries, Normal, Membership, bytes)
-
-    benchmark(run)
+    benchmark(impl.encode_entry_batch, entries, Normal, Membership, bytes)
 
 
 def test_frame_reader_x1000(benchmark, impl) -> None:

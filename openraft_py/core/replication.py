@@ -20,6 +20,25 @@ outcome goes back to the core as a notification, the engine's ``ReplicationResul
 plus a ``Progress`` ack (no matching) for every snapshot chunk but the last, which keeps
 the leader's lease fresh during a long transfer.
 
+Byte budget. One AppendEntries carries at most ``Config.max_payload_bytes`` payload bytes
+(``payload_bytes``), except that an entry larger than that on its own goes alone. The
+engine plans ``[start, end)`` by entry count only (it never sees the payloads of entries it
+did not write), so a planned batch that adds up to more is sent here as several requests in
+a row: each the longest prefix of what is left that fits, sent once the one before it
+matched, which is reported as a ``Progress`` with its matching (the target's matched index
+and the commit move on; the request's slot stays taken). The last part's answer is the
+``Replicate``'s result as above; a part that fails ends the ``Replicate`` with that part's
+result (``Unreachable`` names that part's start). ``docs/design/engine-runtime.md``,
+"Byte budget", argues the choice.
+
+Order. A follower accepts a request only right after what it holds, so a channel hands its
+requests to the network in plan order: each ``Replicate`` takes a turn when the core runs
+it (``_planned``) and sends its first request only once every earlier one of the channel has
+handed over its last (``_issued``). This holds back a request behind an earlier one that is
+reading storage or sending a split batch part by part, instead of letting it overtake and
+be refused. (The network sends a request before ``append_entries`` first suspends, as the
+TCP client and the router do, so handing over is calling it.)
+
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
 before) restarts the transfer from offset 0. Each chunk is bounded by
@@ -38,6 +57,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from ..config import Config
 from ..engine import (
     Conflict,
@@ -51,7 +72,18 @@ from ..engine import (
     Unreachable,
 )
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError
-from ..types import AppendEntriesRequest, Entry, InstallSnapshotRequest, NodeId, RPCOption, Vote
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    Entry,
+    InstallSnapshotRequest,
+    LogId,
+    Membership,
+    NodeId,
+    Normal,
+    RPCOption,
+    Vote,
+)
 from ..wakeup import Wakeup
 from . import snapshot_io
 from .clock import Clock
@@ -62,6 +94,36 @@ if TYPE_CHECKING:
     from ..types import Snapshot
 
 log = logging.getLogger("openraft_py.replication")
+
+
+def payload_bytes(entries: list[Entry]) -> int:
+    """The payload bytes of ``entries`` against ``Config.max_payload_bytes``: ``len(data)``
+    of each normal entry, the msgpack size of each membership entry, 0 for a blank one."""
+    try:
+        # All normal entries, the common case: the cheapest exact sum (~20 ns an entry).
+        return sum([len(e.payload.data) for e in entries])  # type: ignore[union-attr,misc]
+    except AttributeError:
+        return sum([_entry_bytes(e) for e in entries])
+
+
+def _entry_bytes(e: Entry) -> int:
+    p = e.payload
+    if type(p) is Normal:
+        return len(p.data)
+    if type(p) is Membership:
+        return len(msgspec.msgpack.encode(p))
+    return 0
+
+
+def fitting_prefix(entries: list[Entry], budget: int) -> int:
+    """How many of ``entries`` the next request carries: the longest prefix whose payload
+    bytes are at most ``budget``, and at least one entry (a larger one goes alone)."""
+    total = 0
+    for i, e in enumerate(entries):
+        total += _entry_bytes(e)
+        if total > budget:
+            return max(i, 1)
+    return len(entries)
 
 
 class EntrySource(Protocol):
@@ -86,7 +148,18 @@ class ReplicationEnv:
     - ``clock``: sleeps and the send time of requests (``now_ms``).
     """
 
-    __slots__ = ("node_id", "config", "clock", "entries", "snapshot", "spawn", "notify", "option")
+    __slots__ = (
+        "node_id",
+        "config",
+        "clock",
+        "entries",
+        "snapshot",
+        "spawn",
+        "notify",
+        "option",
+        "_sized_key",
+        "_sized",
+    )
 
     def __init__(
         self,
@@ -108,6 +181,20 @@ class ReplicationEnv:
         ttl = max(config.heartbeat_interval * 4, config.election_timeout_min) / 1000.0
         # The deadline of one AppendEntries.
         self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
+        # The last batch ``batch_bytes`` sized: (first, last log id) and its payload bytes.
+        self._sized_key: tuple[LogId, LogId] | None = None
+        self._sized = 0
+
+    def batch_bytes(self, entries: list[Entry]) -> int:
+        """``payload_bytes(entries)`` of a non-empty batch, remembered for the last one: every
+        target of a leader is usually sent the same batch in a row. Two batches with the
+        same first and last log id hold the same entries (a log id names one entry, and a log
+        that keeps an entry keeps every entry before it), so the key is exact."""
+        key = (entries[0].log_id, entries[-1].log_id)
+        if key != self._sized_key:
+            self._sized = payload_bytes(entries)
+            self._sized_key = key
+        return self._sized
 
     def now_ms(self) -> float:
         """The runtime clock in milliseconds (the engine's ``now``)."""
@@ -119,11 +206,26 @@ class ReplicationCore:
     and ``SendSnapshot`` for that target and reports their results.
 
     Invariants: once ``stopped``, no task of this channel reads the log or reports anything.
+    ``_issued <= _planned``; the ``Replicate``s of turns ``< _issued`` have handed every
+    request to the network, and only the task of turn ``_issued`` may hand one over.
     ``_next`` is set only while the sender task is started and waits in ``_wakeup`` with
     nothing to do (``_idle``); the sender clears it when it takes it.
     """
 
-    __slots__ = ("target", "vote", "client", "env", "stopped", "_idle", "_next", "_wakeup", "_started")
+    __slots__ = (
+        "target",
+        "vote",
+        "client",
+        "env",
+        "stopped",
+        "_planned",
+        "_issued",
+        "_turn",
+        "_idle",
+        "_next",
+        "_wakeup",
+        "_started",
+    )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
         self.target = target
@@ -131,25 +233,31 @@ class ReplicationCore:
         self.client = client
         self.env = env
         self.stopped = False
+        self._planned = 0  # turns given out: one per Replicate, in the order the core ran them
+        self._issued = 0  # the turn whose task may hand its requests to the network now
+        self._turn = Wakeup()  # woken when _issued moves
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
-        # The request handed to the idle sender, not taken yet.
-        self._next: Replicate | None = None
+        # The request (and its turn) handed to the idle sender, not taken yet.
+        self._next: tuple[Replicate, int] | None = None
         self._wakeup = Wakeup()
         self._started = False
 
     def replicate(self, c: Replicate) -> None:
-        """Send the AppendEntries ``c`` describes: by the sender task if it is idle, else
-        (a pipelined request) in a task of its own. Requests start in the order given."""
+        """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
+        ``Config.max_payload_bytes``), after those planned before it: by the sender task if
+        it is idle, else (a pipelined request) in a task of its own."""
+        turn = self._planned
+        self._planned = turn + 1
         if self._idle:
             self._idle = False
-            self._next = c
+            self._next = (c, turn)
             self._wakeup.wake()
         elif not self._started:
             self._started = True
-            self.env.spawn(self._sender(c), f"append-{self.target}")
+            self.env.spawn(self._sender(c, turn), f"append-{self.target}")
         else:
-            self.env.spawn(self._send(c), f"append-{self.target}")
+            self.env.spawn(self._send(c, turn), f"append-{self.target}")
 
     def send_snapshot(self, c: SendSnapshot) -> None:
         """Transfer the current snapshot, in a task of its own."""
@@ -161,61 +269,122 @@ class ReplicationCore:
         self.stopped = True
         self._wakeup.wake()
 
-    async def _sender(self, first: Replicate) -> None:
-        """The long-lived sender: send ``first``, then each request ``replicate`` hands
-        over while this task is idle, until the channel stops."""
-        await self._send(first)
+    async def _sender(self, first: Replicate, turn: int) -> None:
+        """The long-lived sender: send ``first`` (planned as ``turn``), then each request
+        ``replicate`` hands over while this task is idle, until the channel stops."""
+        await self._send(first, turn)
         while not self.stopped:
-            c = self._next
-            if c is None:
+            nxt = self._next
+            if nxt is None:
                 self._idle = True
                 await self._wakeup.wait()
                 continue
             self._next = None
-            await self._send(c)
+            await self._send(*nxt)
         self._idle = False
 
     def _report(self, result: ReplicationResult | Progress) -> None:
         if not self.stopped:
             self.env.notify(result)
 
-    async def _send(self, c: Replicate) -> None:
-        if self.stopped:
-            return
-        env = self.env
-        target = self.target
-        n = c.end - c.start
-        entries = env.entries.cached(c.start, c.end) if n else []
-        if len(entries) < n:
-            try:
-                entries = await env.entries.read(c.start, c.end)
-            except StorageError as e:
-                if self.stopped:
-                    return
-                if isinstance(e.__cause__, LogCompacted):
-                    # Purged after this request was planned: the target needs a snapshot.
-                    self._report(EntriesPurged(target, self.vote, c.gen, c.start))
-                    return
-                raise
+    def _pass_turn(self, turn: int) -> None:
+        """Turn ``turn`` handed over its last request (or ended): the next one may send."""
+        if self._issued == turn:
+            self._issued = turn + 1
+            self._turn.wake()
+
+    async def _send(self, c: Replicate, turn: int) -> None:
+        try:
+            while self._issued != turn:
+                await self._turn.wait()
             if self.stopped:
                 return
-        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
-        sent_at = env.now_ms()
-        try:
-            resp = await self.client.append_entries(req, env.option)
-        except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
-            if isinstance(e, RPCError):
-                log.debug("replication %s->%s failed: %s", env.node_id, target, e)
+            env = self.env
+            target = self.target
+            n = c.end - c.start
+            entries = env.entries.cached(c.start, c.end) if n else []
+            if len(entries) < n:
+                try:
+                    entries = await env.entries.read(c.start, c.end)
+                except StorageError as e:
+                    if self.stopped:
+                        return
+                    if isinstance(e.__cause__, LogCompacted):
+                        # Purged after this request was planned: the target needs a snapshot.
+                        self._report(EntriesPurged(target, self.vote, c.gen, c.start))
+                        return
+                    raise
+                if self.stopped:
+                    return
+            prev = c.prev
+            start = c.start
+            if n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes:
+                rest = await self._send_parts(c, entries)
+                if rest is None:
+                    return
+                prev, start, entries = rest
+            req = AppendEntriesRequest(self.vote, prev, entries, c.committed)
+            # Our turn ends: the call below hands the request over before it suspends.
+            self._issued = turn + 1
+            self._turn.wake()
+            sent_at = env.now_ms()
+            try:
+                resp = await self.client.append_entries(req, env.option)
+            except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
+                self._unreachable(e, c.gen, start)
+                return
+            if resp.success:
+                self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
             else:
-                log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, target, e)
-            self._report(Unreachable(target, self.vote, c.gen, c.start))
-            return
-        if resp.success:
-            self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
-        elif resp.vote != self.vote and not self.vote.is_ge(resp.vote):
-            self._report(Rejected(target, self.vote, c.gen, resp.vote))
+                self._report_refusal(resp, c.gen, sent_at)
+        finally:
+            if self._issued == turn:  # an early exit (or an error) before the last request
+                self._pass_turn(turn)
+
+    async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
+        """Send the leading parts of ``entries``, one request per budget, each once the one
+        before matched (reported as a ``Progress``). Returns ``(prev, start, rest)``, the
+        last part for the caller to send, or ``None`` once a part failed (reported)."""
+        env = self.env
+        budget = env.config.max_payload_bytes
+        prev = c.prev
+        start = c.start
+        while True:
+            k = fitting_prefix(entries, budget)
+            if k == len(entries):
+                return prev, start, entries
+            part = entries[:k]
+            req = AppendEntriesRequest(self.vote, prev, part, c.committed)
+            sent_at = env.now_ms()
+            try:
+                resp = await self.client.append_entries(req, env.option)
+            except Exception as e:  # noqa: BLE001 - as in _send
+                self._unreachable(e, c.gen, start)
+                return None
+            if not resp.success:
+                self._report_refusal(resp, c.gen, sent_at)
+                return None
+            if self.stopped:
+                return None
+            self._report(Progress(self.target, self.vote, resp.matching, sent_at, True))
+            prev = part[-1].log_id
+            start += k
+            entries = entries[k:]
+
+    def _unreachable(self, e: Exception, gen: int, start: int) -> None:
+        """The request of generation ``gen`` whose entries start at ``start`` got no answer."""
+        env = self.env
+        if isinstance(e, RPCError):
+            log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
         else:
-            self._report(Conflict(target, self.vote, c.gen, resp.conflict_hint, sent_at))
+            log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
+        self._report(Unreachable(self.target, self.vote, gen, start))
+
+    def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float) -> None:
+        if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
+            self._report(Rejected(self.target, self.vote, gen, resp.vote))
+        else:
+            self._report(Conflict(self.target, self.vote, gen, resp.conflict_hint, sent_at))
 
     async def _send_snapshot(self, c: SendSnapshot) -> None:
         env = self.env

@@ -34,7 +34,8 @@ Errors: every answer but a value is JSON; errors are ``{"error": message}`` (plu
 above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeouts -> 503;
 ``InProgress`` and initialize's ``NotAllowed`` -> 409; other membership or initialize
 refusals, ``InvalidRequest``, ``TypeError``, ``ValueError`` -> 400; a body over
-``max_body`` -> 413; unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
+``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
+unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done). Nothing is half-applied: validation runs before the one Raft call a request
 makes.
@@ -53,6 +54,7 @@ from aiohttp import web
 from .. import validation as _v
 from ..errors import (
     ChangeMembershipError,
+    EntryTooLarge,
     Fatal,
     ForwardToLeader,
     InitializeError,
@@ -275,6 +277,8 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _error(400, str(e))
     if isinstance(e, ForwardToLeader):
         return _forward(node, request, e)
+    if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes
+        return _error(413, f"{type(e).__name__}: {e}")
     if isinstance(e, (InProgress, NotAllowed)):
         return _error(409, f"{type(e).__name__}: {e}")
     if isinstance(e, (ChangeMembershipError, InitializeError, InvalidRequest, TypeError, ValueError)):

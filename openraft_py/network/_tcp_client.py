@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as _ssl
+from collections.abc import Awaitable
 from typing import Any
 
 from .._core import CodecError, FrameReader
-from ..errors import NetworkError, RemoteError, Timeout, Unreachable
+from ..config import Config
+from ..errors import ConfigError, NetworkError, RemoteError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -43,13 +45,84 @@ from .wire import (
     split_payload,
 )
 
-__all__ = ["TcpNetworkFactory", "TcpClient"]
+__all__ = ["TcpNetworkFactory", "TcpClient", "required_frame_size", "check_frame_size"]
 
 _DEFAULT_OPTION = RPCOption()
 
+# -- what a Config needs of the frame limit ------------------------------------------------------
+
+ENTRY_FRAMING = 64
+"""Bytes an AppendEntries body spends on one entry besides its payload bytes (its log id
+and payload wrapper: 43 at most in msgpack, rounded up)."""
+REQUEST_FRAMING = 256
+"""Bytes of an AppendEntries frame besides its entries (header, vote, prev and commit log
+ids, the list header: 74 at most, rounded up)."""
+SNAPSHOT_FRAMING = 64 * 1024
+"""Bytes of an install-snapshot frame besides its data: the meta, whose membership holds a
+node's address (at most ``wire.MAX_ADDR_LEN``) per node; enough for about 60 nodes with the
+longest addresses."""
+
+_RAISE_FRAME = "raise max_frame_size (of TcpNetworkFactory and TcpServer, on every node)"
+_TOO_LARGE_HINT = {
+    KIND_APPEND_ENTRIES: "lower Config.max_payload_bytes (an entry larger than it on its own was written "
+    f"under an older setting and needs the frame), or {_RAISE_FRAME}",
+    KIND_INSTALL_SNAPSHOT: f"lower Config.snapshot_max_chunk_size, or {_RAISE_FRAME}",
+}
+
+
+def _append_frame_size(config: Config) -> int:
+    return config.max_payload_bytes + config.max_payload_entries * ENTRY_FRAMING + REQUEST_FRAMING
+
+
+def _snapshot_frame_size(config: Config) -> int:
+    return config.snapshot_max_chunk_size + SNAPSHOT_FRAMING
+
+
+def required_frame_size(config: Config) -> int:
+    """The largest frame payload a node running ``config`` sends: an AppendEntries of
+    ``max_payload_bytes`` payload bytes in ``max_payload_entries`` entries, or a snapshot
+    chunk of ``snapshot_max_chunk_size`` bytes, with their framing. Both ends'
+    ``max_frame_size`` must be at least this (``TcpNetworkFactory.check_config``,
+    ``TcpServer.start``)."""
+    return max(_append_frame_size(config), _snapshot_frame_size(config))
+
+
+def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
+    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends,
+    naming the setting that needs more."""
+    append = _append_frame_size(config)
+    if append > max_frame_size:
+        what = (
+            f"an AppendEntries of Config.max_payload_bytes={config.max_payload_bytes} in up to "
+            f"max_payload_entries={config.max_payload_entries} entries needs {append} bytes"
+        )
+    elif (snapshot := _snapshot_frame_size(config)) > max_frame_size:
+        what = f"a snapshot chunk of Config.snapshot_max_chunk_size={config.snapshot_max_chunk_size} needs {snapshot} bytes"
+    else:
+        return
+    raise ConfigError(
+        f"{who} max_frame_size={max_frame_size} cannot carry what this Config sends: {what} with its "
+        f"framing; lower that setting, or raise max_frame_size on every node's TcpNetworkFactory and TcpServer"
+    )
+
+
+_SWEEP_SLACK = 0.001
+"""A request whose deadline is this close (seconds) when the sweep runs expires in that
+sweep: uvloop's timers have millisecond resolution and may fire just before the deadline."""
+
+_Pending = tuple[asyncio.Future[Any], int, float, int, float]
+"""A request in flight: (its future, the expected response kind, its deadline on the loop
+clock, its request kind, its ``hard_ttl``)."""
+
 
 class _ClientConnection(asyncio.Protocol):
-    """One established (or being established) connection from a ``_Peer`` to its target."""
+    """One established (or being established) connection from a ``_Peer`` to its target.
+
+    Deadlines: one timer per connection (``sweep``), not one per request. It is armed for
+    the earliest deadline of ``pending`` (or earlier); when it fires it fails the requests
+    whose deadline passed with ``Timeout``, forgets the ones whose caller gave up, and
+    re-arms itself for the earliest deadline left.
+    """
 
     def __init__(self, peer: _Peer) -> None:
         self.peer = peer
@@ -57,7 +130,14 @@ class _ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: _FrameWriter | None = None
         self.reader = FrameReader(peer.factory.max_frame_size)
-        self.pending: dict[int, tuple[asyncio.Future[Any], int]] = {}
+        self.pending: dict[int, _Pending] = {}
+        """Requests in flight by request id. Invariant: an entry leaves when its answer
+        comes, when the sweep expires it or finds its future done (the caller gave up), or
+        when the connection fails (every entry, with ``Unreachable``)."""
+        self.sweep: asyncio.TimerHandle | None = None
+        self.sweep_at = 0.0
+        """When ``sweep`` fires. Invariant: while ``pending`` holds an entry whose future is
+        not done, ``sweep`` is armed at or before that entry's deadline."""
         self.hello: asyncio.Future[HelloAck] = self.loop.create_future()
         self.closed = False
         self.close_reason = "connection closed"
@@ -105,8 +185,9 @@ class _ClientConnection(asyncio.Protocol):
             return
         entry = self.pending.pop(rid, None)
         if entry is None:
-            return  # the caller gave up (timeout or cancellation)
-        fut, expected = entry
+            return  # expired, or the caller gave up and the sweep forgot it
+        fut = entry[0]
+        expected = entry[1]
         if fut.done():
             return
         if kind == expected:
@@ -122,6 +203,42 @@ class _ClientConnection(asyncio.Protocol):
         assert self.writer is not None
         self.writer.send(frame)
 
+    def request(self, rid: int, frame: bytes | bytearray, kind: int, deadline: float, ttl: float) -> asyncio.Future[Any]:
+        """Send the request ``frame`` (id ``rid``, of ``kind``) and return the future of its
+        answer: the decoded response, or ``RemoteError`` / ``Unreachable`` / ``Timeout``
+        (no answer by ``deadline`` on the loop clock; the message names ``ttl``)."""
+        loop = self.loop
+        fut: asyncio.Future[Any] = loop.create_future()
+        self.pending[rid] = (fut, RESPONSE_KIND[kind], deadline, kind, ttl)
+        self.send(frame)
+        if self.sweep is None:
+            self.sweep_at = deadline
+            self.sweep = loop.call_at(deadline, self._sweep)
+        elif deadline < self.sweep_at:  # a shorter ttl than the requests before it
+            self.sweep.cancel()
+            self.sweep_at = deadline
+            self.sweep = loop.call_at(deadline, self._sweep)
+        return fut
+
+    def _sweep(self) -> None:
+        """Expire the requests past their deadline; re-arm for the earliest one left."""
+        self.sweep = None
+        now = self.loop.time()
+        pending = self.pending
+        target = self.peer.target
+        next_at: float | None = None
+        for rid, (fut, _, deadline, kind, ttl) in list(pending.items()):
+            if fut.done():
+                del pending[rid]
+            elif deadline - now <= _SWEEP_SLACK:
+                del pending[rid]
+                fut.set_exception(Timeout(f"node {target}: no {wire.KIND_NAMES[kind]} answer within {ttl}s"))
+            elif next_at is None or deadline < next_at:
+                next_at = deadline
+        if next_at is not None and not self.closed:
+            self.sweep_at = next_at
+            self.sweep = self.loop.call_at(next_at, self._sweep)
+
     def fail(self, reason: str, log_it: bool = False) -> None:
         """Close the connection and fail the handshake and every request in flight with
         ``Unreachable(reason)``."""
@@ -134,11 +251,15 @@ class _ClientConnection(asyncio.Protocol):
         if self.peer.conn is self:
             self.peer.conn = None
         err = f"node {self.peer.target}: {reason}"
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         if not self.hello.done():
             self.hello.set_exception(Unreachable(err))
             self.hello.exception()  # mark retrieved: nobody may be awaiting it any more
         pending, self.pending = self.pending, {}
-        for fut, _ in pending.values():
+        for entry in pending.values():
+            fut = entry[0]
             if not fut.done():
                 fut.set_exception(Unreachable(err))
         if self.transport is not None:
@@ -168,16 +289,32 @@ class _Peer:
             return Unreachable(f"node {self.target} has stopped: {body.message}")
         return RemoteError(self.target, body.message)
 
-    async def call(self, kind: int, req: Any, option: RPCOption) -> Any:
-        """Send ``req`` as ``kind`` and return the decoded response (see the module
-        docstring for the errors)."""
-        loop = self.loop
-        deadline = loop.time() + option.hard_ttl
+    def call(self, kind: int, req: Any, option: RPCOption) -> Awaitable[Any]:
+        """Send ``req`` as ``kind``; await the result for the decoded response (see the
+        module docstring for the errors).
+
+        Connected, the request is framed and queued now and the result is the answer's
+        future (no coroutine, no timer of its own: the connection's sweep keeps the
+        deadline); otherwise a coroutine that connects first."""
         conn = self.conn
         if conn is None or conn.closed:
-            conn = await self._connect(deadline)
-            if conn.closed:  # lost between the connect and this caller resuming
-                raise Unreachable(f"node {self.target}: {conn.close_reason}")
+            return self._connect_and_call(kind, req, option)
+        rid, frame = self._frame(kind, req)
+        ttl = option.hard_ttl
+        return conn.request(rid, frame, kind, self.loop.time() + ttl, ttl)
+
+    async def _connect_and_call(self, kind: int, req: Any, option: RPCOption) -> Any:
+        loop = self.loop
+        deadline = loop.time() + option.hard_ttl
+        conn = await self._connect(deadline)
+        if conn.closed:  # lost between the connect and this caller resuming
+            raise Unreachable(f"node {self.target}: {conn.close_reason}")
+        rid, frame = self._frame(kind, req)
+        return await conn.request(rid, frame, kind, deadline, option.hard_ttl)
+
+    def _frame(self, kind: int, req: Any) -> tuple[int, bytearray]:
+        """The next request id and the frame of ``req`` with it; ``NetworkError`` if it
+        cannot be framed or exceeds ``max_frame_size``."""
         rid = self.next_id
         self.next_id = rid + 1 if rid < 2**63 else 1
         try:
@@ -186,18 +323,10 @@ class _Peer:
             raise NetworkError(f"cannot frame a {wire.KIND_NAMES[kind]} request: {e}") from e
         if len(frame) - 4 > self.factory.max_frame_size:
             raise NetworkError(
-                f"a {wire.KIND_NAMES[kind]} frame of {len(frame)} bytes exceeds max_frame_size "
-                f"{self.factory.max_frame_size}"
+                f"a {wire.KIND_NAMES[kind]} frame of {len(frame) - 4} bytes exceeds max_frame_size="
+                f"{self.factory.max_frame_size}: {_TOO_LARGE_HINT.get(kind, _RAISE_FRAME)}"
             )
-        fut: asyncio.Future[Any] = loop.create_future()
-        conn.pending[rid] = (fut, RESPONSE_KIND[kind])
-        conn.send(frame)
-        timer = loop.call_at(deadline, _expire, fut, self.target, kind, option.hard_ttl)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            conn.pending.pop(rid, None)
+        return rid, frame
 
     async def _connect(self, deadline: float) -> _ClientConnection:
         """The live connection, connecting (and handshaking) if needed; shared by the
@@ -288,11 +417,6 @@ class _Peer:
             self.conn.fail("the network factory is closed")
 
 
-def _expire(fut: asyncio.Future[Any], target: NodeId, kind: int, ttl: float) -> None:
-    if not fut.done():
-        fut.set_exception(Timeout(f"node {target}: no {wire.KIND_NAMES[kind]} answer within {ttl}s"))
-
-
 class TcpClient:
     """A ``RaftNetwork`` sending to one target over its factory's shared connection to it.
 
@@ -340,7 +464,8 @@ class TcpNetworkFactory:
     - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
       ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
       ``min(backoff_max, backoff_min * 2**(failures - 1))``) before the next attempt.
-    - ``max_frame_size``: largest frame sent or accepted.
+    - ``max_frame_size``: largest frame sent or accepted; ``Raft.new`` refuses a ``Config``
+      whose requests need more (``check_config``, ``required_frame_size``).
     - ``seed``: seeds the back-off jitter.
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down.
@@ -392,6 +517,11 @@ class TcpNetworkFactory:
                 peer.closed = True
             self._peers[target] = peer
         return TcpClient(peer)
+
+    def check_config(self, config: Config) -> None:
+        """Raise ``ConfigError`` if ``config`` makes requests larger than ``max_frame_size``
+        (``required_frame_size``). ``Raft.new`` calls it."""
+        check_frame_size(config, self.max_frame_size, "TcpNetworkFactory")
 
     def connected(self, target: NodeId) -> bool:
         """Whether a live connection to ``target`` exists now."""

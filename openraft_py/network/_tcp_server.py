@@ -11,9 +11,11 @@ from ssl import SSLContext
 from typing import Any
 
 from .._core import CodecError, FrameReader
+from ..config import Config
 from ..errors import Fatal, InvalidRequest
 from ..types import NodeId, Vote
 from . import wire
+from ._tcp_client import check_frame_size
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log
 from .wire import (
     ERR_FATAL,
@@ -76,7 +78,10 @@ class _ServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        """The requests being handled, by a number of this connection (``started``); a
+        task removes itself as it ends (connection_lost cancels what is left)."""
+        self.started = 0
         self.backlog: deque[tuple[int, int, memoryview]] = deque()
         self.paused = False
         self.write_paused = False
@@ -171,7 +176,7 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer.cancel()
         self.server._conns.discard(self)
         self.backlog.clear()
-        for t in list(self.tasks):
+        for t in list(self.tasks.values()):
             t.cancel()
 
     def pause_writing(self) -> None:
@@ -238,9 +243,10 @@ class _ServerConnection(asyncio.Protocol):
                 srv.refused += 1
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
-            task = self.loop.create_task(self._handle(kind, rid, req))
-            self.tasks.add(task)
-            task.add_done_callback(self._done)
+            # The task leaves ``tasks`` itself as it ends: no done callback (one loop
+            # callback less per request) and no current_task() (a getpid syscall).
+            n = self.started = self.started + 1
+            self.tasks[n] = self.loop.create_task(self._handle(n, kind, rid, req))
         self._set_reading()
 
     def _set_reading(self) -> None:
@@ -257,29 +263,33 @@ class _ServerConnection(asyncio.Protocol):
             self.paused = False
             t.resume_reading()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not self.closed:
-            self._pump()
+    def _done(self, n: int) -> None:
+        """Request task ``n`` ends: start what it held back; finish a drain."""
+        self.tasks.pop(n, None)
+        if not self.closed and (self.backlog or self.paused):
+            self._pump()  # otherwise nothing waits and reading is on: nothing to start
         if self.draining and not self.tasks:
             self.server._drained(self)
 
-    async def _handle(self, kind: int, rid: int, req: Any) -> None:
+    async def _handle(self, n: int, kind: int, rid: int, req: Any) -> None:
         srv = self.server
         srv.delivered += 1
         try:
-            resp = await getattr(srv._raft, _HANDLER[kind])(req)
-        except Fatal as e:
-            self._answer_error(rid, ERR_FATAL, str(e))
-            return
-        except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
-            code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
-            if code == ERR_REMOTE:
-                log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
-            self._answer_error(rid, code, f"{type(e).__name__}: {e}")
-            return
-        if not self.closed:
-            self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
+            try:
+                resp = await getattr(srv._raft, _HANDLER[kind])(req)
+            except Fatal as e:
+                self._answer_error(rid, ERR_FATAL, str(e))
+                return
+            except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
+                code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
+                if code == ERR_REMOTE:
+                    log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
+                self._answer_error(rid, code, f"{type(e).__name__}: {e}")
+                return
+            if not self.closed:
+                self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
+        finally:
+            self._done(n)  # after the answer is queued: a drain may close
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
@@ -389,7 +399,9 @@ class TcpServer:
         - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
         - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
           so this bounds a connection's input buffer). Before the handshake the bound is
-          ``wire.MAX_HELLO_FRAME``.
+          ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
+          ``Config``) makes requests larger (``tcp.required_frame_size``): its leader would
+          send frames this server refuses.
         - ``max_inflight``: requests of one connection handled at once; more wait, and the
           connection is not read meanwhile.
         - ``max_connections``: connections open at once; more are closed on accept.
@@ -442,6 +454,9 @@ class TcpServer:
             raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
         if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0:
             raise ValueError("timeouts must be positive")
+        config = getattr(raft, "config", None)
+        if isinstance(config, Config):
+            check_frame_size(config, max_frame_size, "TcpServer")
         self = object.__new__(cls)
         self._loop = asyncio.get_running_loop()
         self._raft = raft
@@ -503,7 +518,7 @@ class TcpServer:
             except TimeoutError:
                 log.warning("tcp server %s: requests still in flight after %ss; cancelling", self.address, self.drain_timeout)
         for c in list(self._conns):
-            for t in list(c.tasks):
+            for t in list(c.tasks.values()):
                 t.cancel()
             c._close_after_flush()
         self._conns.clear()

@@ -18,7 +18,14 @@ with jittered exponential back-off after a failure. Errors (``openraft_py.errors
   with the request in flight, or the target's node has stopped;
 - ``Timeout``: the request was sent and no answer came within ``RPCOption.hard_ttl``;
 - ``RemoteError``: the target received the request and answered an error;
-- ``NetworkError``: the request cannot be framed (larger than ``max_frame_size``).
+- ``NetworkError``: the request cannot be framed (larger than ``max_frame_size``; the
+  message names the setting to change).
+
+Limits agree with the node's ``Config``: ``max_frame_size`` (32 MiB by default, the same on
+every node) must hold ``required_frame_size(config)``, an AppendEntries of
+``Config.max_payload_bytes`` payload bytes in ``max_payload_entries`` entries or a snapshot
+chunk, with their framing. ``Raft.new`` (through ``TcpNetworkFactory.check_config``) and
+``TcpServer.start`` raise ``ConfigError`` otherwise.
 
 Server side: every accepted connection must open with the handshake (protocol version,
 cluster name, sender id; the sender must be in the node's membership once it has one);
@@ -33,8 +40,8 @@ coalesce the frames written in one loop turn into one write.
 
 from __future__ import annotations
 
-from ._tcp_client import TcpClient, TcpNetworkFactory
+from ._tcp_client import TcpClient, TcpNetworkFactory, required_frame_size
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, parse_addr
 from ._tcp_server import TcpServer
 
-__all__ = ["TcpNetworkFactory", "TcpClient", "TcpServer", "DEFAULT_MAX_FRAME_SIZE", "parse_addr"]
+__all__ = ["TcpNetworkFactory", "TcpClient", "TcpServer", "DEFAULT_MAX_FRAME_SIZE", "parse_addr", "required_frame_size"]

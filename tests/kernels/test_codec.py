@@ -142,47 +142,137 @@ class _Entry:
         self.log_id, self.payload = _LogId(term, index), payload
 
 
-def _put_all(impl, entries, encode_membership=lambda m: b"M") -> list[tuple[bytes, bytes, object]]:
-    puts: list[tuple[bytes, bytes, object]] = []
-    impl.put_entry_records(lambda k, v, cf: puts.append((k, v, cf)), "cf", entries, _Normal, _Membership,
-                           encode_membership)
-    return puts
+class _SlotLogId:
+    __slots__ = ("term", "index")
+
+    def __init__(self, term: int, index: int) -> None:
+        self.term, self.index = term, index
 
 
-def test_put_entry_records_matches_encode_entries(impl) -> None:
+class _SlotEntry:
+    __slots__ = ("log_id", "payload")
+
+    def __init__(self, term: int, index: int, payload: object) -> None:
+        self.log_id, self.payload = _SlotLogId(term, index), payload
+
+
+def _batch(impl, entries, encode_membership=lambda m: b"M") -> list[tuple[bytes, bytes]]:
+    keys, records = impl.encode_entry_batch(entries, _Normal, _Membership, encode_membership)
+    assert len(keys) == len(records)
+    assert all(type(k) is bytes for k in keys) and all(type(r) is bytes for r in records)
+    return list(zip(keys, records))
+
+
+def _want(impl, records) -> list[tuple[bytes, bytes]]:
+    return list(zip([impl.encode_index_key(r[1]) for r in records], impl.encode_entries(records)))
+
+
+def test_encode_entry_batch_matches_encode_entries(impl) -> None:
     entries = [_Entry(2, 5, _Normal(b"abc")), _Entry(2, 6, _Membership()), _Entry(3, 7, object()),
                _Entry(MAX, MAX, _Normal(b""))]
-    puts = _put_all(impl, entries)
     records = [(2, 5, 1, b"abc"), (2, 6, 2, b"M"), (3, 7, 0, b""), (MAX, MAX, 1, b"")]
-    assert puts == [(impl.encode_index_key(r[1]), blob, "cf") for r, blob in zip(records, impl.encode_entries(records))]
-    assert _put_all(impl, []) == []
+    assert _batch(impl, entries) == _want(impl, records)
+    assert _batch(impl, []) == []
 
 
 @SETTINGS
 @given(records=st.lists(record_st, max_size=20))
-def test_put_entry_records_round_trip(impl, records) -> None:
+def test_encode_entry_batch_round_trip(impl, records) -> None:
     payloads = {0: lambda d: None, 1: _Normal, 2: lambda d: _Membership()}
     entries = [_Entry(t, i, payloads[k](d)) for t, i, k, d in records]
-    puts = _put_all(impl, entries, encode_membership=lambda m: b"members")
+    pairs = _batch(impl, entries, encode_membership=lambda m: b"members")
     want = [(t, i, k, d if k == 1 else b"members" if k == 2 else b"") for t, i, k, d in records]
-    assert impl.decode_entries([v for _, v, _ in puts]) == want
-    assert [impl.decode_index_key(k) for k, _, _ in puts] == [i for _, i, _, _ in records]
+    assert impl.decode_entries([r for _, r in pairs]) == want
+    assert [impl.decode_index_key(k) for k, _ in pairs] == [i for _, i, _, _ in records]
 
 
-@pytest.mark.parametrize("term, index", [(-1, 0), (0, -1), (2**63, 0), (0, 2**64)])
-def test_put_entry_records_rejects_range(impl, term, index) -> None:
+@pytest.mark.parametrize("term, index", [(-1, 0), (0, -1), (2**63, 0), (0, 2**64), (-(2**70), 0)])
+def test_encode_entry_batch_rejects_range(impl, term, index) -> None:
     good = _Entry(1, 1, _Normal(b"ok"))
-    puts: list[object] = []
-    with pytest.raises(CodecError):
-        impl.put_entry_records(lambda *a: puts.append(a), None, [good, _Entry(term, index, _Normal(b""))],
-                               _Normal, _Membership, bytes)
-    assert len(puts) == 1  # the entries before the bad one were put
+    with pytest.raises(CodecError, match="term" if term != 0 else "index"):
+        impl.encode_entry_batch([good, _Entry(term, index, _Normal(b""))], _Normal, _Membership, bytes)
 
 
 @pytest.mark.parametrize("entry", [_Entry(1, 1, _Normal("text")), _Entry(1, 1, _Membership())])
-def test_put_entry_records_rejects_non_bytes(impl, entry) -> None:
+def test_encode_entry_batch_rejects_non_bytes(impl, entry) -> None:
     with pytest.raises(TypeError):
-        _put_all(impl, [entry], encode_membership=lambda m: "not bytes")
+        _batch(impl, [entry], encode_membership=lambda m: "not bytes")
+
+
+def test_encode_entry_batch_reads_fields_of_any_class(impl) -> None:
+    """Plain, ``__slots__`` and msgspec classes (the compiled twin reads the last two from
+    their member slots), alone and mixed in one batch: the same keys and records."""
+    from openraft_py.types import Entry, LogId, Membership, Normal
+
+    records = [(4, i, 1, b"p%d" % i) for i in range(6)]
+    want = _want(impl, records)
+    for make in (_Entry, _SlotEntry, lambda t, i, p: (_Entry, _SlotEntry)[i % 2](t, i, p)):
+        assert _batch(impl, [make(t, i, _Normal(d)) for t, i, _, d in records]) == want
+    structs = [Entry(LogId(t, i), Normal(d)) for t, i, _, d in records]
+    assert list(zip(*impl.encode_entry_batch(structs, Normal, Membership, bytes))) == want
+
+
+def test_encode_entry_batch_sees_class_changes(impl) -> None:
+    """A field that becomes a property after a batch was encoded is read through it."""
+
+    class Slotted:
+        __slots__ = ("log_id", "payload")
+
+        def __init__(self, index: int) -> None:
+            self.log_id, self.payload = _SlotLogId(1, index), _Normal(b"x")
+
+    e = Slotted(3)
+    assert _batch(impl, [e]) == _want(impl, [(1, 3, 1, b"x")])
+    Slotted.log_id = property(lambda self: _SlotLogId(9, 99))  # type: ignore[assignment]
+    assert _batch(impl, [e]) == _want(impl, [(9, 99, 1, b"x")])
+
+
+def test_encode_entry_batch_unset_slot(impl) -> None:
+    e = _SlotEntry(1, 1, _Normal(b""))
+    del e.log_id
+    with pytest.raises(AttributeError):
+        _batch(impl, [_SlotEntry(1, 0, _Normal(b"")), e])
+
+
+class _Hinted:
+    """An iterable of ``items`` whose ``__length_hint__`` says ``hint``."""
+
+    def __init__(self, items: list[object], hint: int) -> None:
+        self.items, self.hint = items, hint
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __length_hint__(self) -> int:
+        return self.hint
+
+
+@pytest.mark.parametrize("hint", [0, 2, 5, 50])
+def test_encode_entry_batch_any_iterable(impl, hint) -> None:
+    records = [(1, i, 1, b"d") for i in range(5)]
+    entries = [_Entry(t, i, _Normal(d)) for t, i, _, d in records]
+    assert _batch(impl, _Hinted(entries, hint)) == _want(impl, records)
+    assert _batch(impl, (e for e in entries)) == _want(impl, records)
+    assert _batch(impl, tuple(entries)) == _want(impl, records)
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+def test_encode_entry_batch_list_changed_by_the_encoder(impl, change) -> None:
+    """``encode_membership`` may run any code, even change the list being encoded: the batch
+    is what iterating the list yields, as in a plain loop."""
+    entries = [_Entry(1, i, _Normal(b"n")) for i in range(4)] + [_Entry(1, 4, _Membership())]
+    entries += [_Entry(1, i, _Normal(b"n")) for i in range(5, 8)]
+
+    def encode(m: object) -> bytes:
+        if change == "shrink":
+            del entries[6:]
+        else:
+            entries.append(_Entry(1, 8, _Normal(b"n")))
+        return b"M"
+
+    last = 6 if change == "shrink" else 9
+    records = [(1, i, 2 if i == 4 else 1, b"M" if i == 4 else b"n") for i in range(last)]
+    assert _batch(impl, entries, encode_membership=encode) == _want(impl, records)
 
 
 # -- plain_entries_prefix: the fast path of a follower's AppendEntries check -----------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,6 +63,64 @@ def test_inf_index_exported(impl) -> None:
 def test_majority_committed_large(impl) -> None:
     matched = list(range(101))
     assert impl.majority_committed(matched) == 50
+
+
+def test_majority_returns_the_element(impl) -> None:
+    """The result is the element of ``matched`` itself (no new int), with ties in list order,
+    as ``sorted(..., reverse=True)[n // 2]``."""
+    matched = [1000 + i for i in (5, 9, 1, 7, 3)]
+    assert impl.majority_committed(matched) is matched[0]
+    big = [10**6 + i for i in range(20)]
+    assert impl.majority_committed(big) is big[9]
+    assert impl.joint_committed([matched, big]) is matched[0]
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 7
+
+
+@pytest.mark.parametrize("n", [3, 5, 20])
+def test_majority_of_int_subclasses(impl, n) -> None:
+    matched = [(_Level.HIGH, True, _Level.LOW)[i % 3] for i in range(n)]
+    got = impl.majority_committed(matched)
+    assert got == sorted(matched, reverse=True)[n // 2]
+    assert type(got) is type(sorted(matched, reverse=True)[n // 2])
+    assert impl.majority_committed(tuple(matched)) == got
+    assert impl.joint_committed([matched, [5, 5, 5]]) == min(got, 5)
+
+
+class _Clearing:
+    """An index whose conversion to an int empties the list it is in."""
+
+    def __init__(self, value: int, home: list[object]) -> None:
+        self.value, self.home = value, home
+
+    def __index__(self) -> int:
+        self.home.clear()
+        return self.value
+
+    __int__ = __index__  # what Cython's int64 conversion calls
+
+    def __lt__(self, other: _Clearing) -> bool:
+        return self.value < other.value
+
+
+def test_majority_survives_a_list_changed_while_read(impl) -> None:
+    """The compiled twin reads a private copy of a list whose elements run Python code."""
+    for n in (3, 20):
+        matched: list[object] = []
+        matched.extend(_Clearing(v, matched) for v in range(n))
+        got = impl.majority_committed(matched)
+        assert isinstance(got, _Clearing) and got.value == n - 1 - n // 2
+
+
+def test_majority_positional_only(impl) -> None:
+    """Both twins take ``matched`` and ``configs`` by position only."""
+    with pytest.raises(TypeError):
+        impl.majority_committed(matched=[1, 2, 3])
+    with pytest.raises(TypeError):
+        impl.joint_committed(configs=[[1, 2, 3]])
 
 
 def test_joint_committed(impl) -> None:

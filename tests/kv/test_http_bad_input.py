@@ -159,3 +159,28 @@ async def test_garbage_on_the_http_port(cluster: KvCluster) -> None:
         assert r.status == 200
     # a client that disconnects mid-request changes nothing and harms nothing
     assert leader.raft is not None and leader.raft.metrics.running
+
+
+async def test_a_value_over_max_entry_bytes_gets_413_and_the_cluster_goes_on() -> None:
+    """A body within ``max_body`` whose entry is over the Raft ``max_entry_bytes`` is refused
+    with 413 (``EntryTooLarge``) before anything is logged; smaller writes still commit."""
+    c = KvCluster()
+    try:
+        cfg = {"heartbeat_interval": 50, "election_timeout_min": 1000, "election_timeout_max": 2000,
+               "max_entry_bytes": 4096, "max_payload_bytes": 8192}
+        await c.start(3, max_body=MAX_BODY, raft_config=cfg)
+        leader = await c.wait_leader()
+        s = c.session
+        assert s is not None
+        last = leader.raft.metrics.last_log_index  # type: ignore[union-attr]
+        async with s.put(url(leader, "/kv/big"), data=b"x" * 8000) as r:
+            body = await r.json()
+            assert r.status == 413, body
+            assert "EntryTooLarge" in body["error"]
+        assert leader.raft.metrics.last_log_index == last  # type: ignore[union-attr]
+        async with s.put(url(leader, "/kv/small"), data=b"x" * 100) as r:
+            assert r.status == 200
+        async with s.get(url(leader, "/kv/small")) as r:
+            assert r.status == 200 and await r.read() == b"x" * 100
+    finally:
+        await c.close()

@@ -218,7 +218,7 @@ def test_one_input(data: bytes) -> None:
         raise raft.violations[0]
     conn.connection_lost(None)
     _turns(2)
-    assert not conn.tasks or all(task.done() for task in conn.tasks)
+    assert not conn.tasks or all(task.done() for task in conn.tasks.values())
 
 
 def seed(payload: bytes, *, handshake: bool, cuts: tuple[int, ...] = ()) -> bytes:

@@ -100,7 +100,9 @@ class TcpNode:
 
 
 class TcpCluster:
-    """Nodes on loopback TCP. ``server_ssl`` / ``client_ssl`` turn on (mutual) TLS."""
+    """Nodes on loopback TCP. ``server_ssl`` / ``client_ssl`` turn on (mutual) TLS;
+    ``server_kw`` / ``factory_kw`` are extra arguments of every ``TcpServer.start`` /
+    ``TcpNetworkFactory``."""
 
     def __init__(
         self,
@@ -110,12 +112,14 @@ class TcpCluster:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         server_kw: dict[str, Any] | None = None,
+        factory_kw: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or tcp_config()
         self.cluster_name = cluster_name
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.server_kw = server_kw or {}
+        self.factory_kw = factory_kw or {}
         self.nodes: dict[NodeId, TcpNode] = {}
 
     async def __aenter__(self) -> TcpCluster:
@@ -128,7 +132,13 @@ class TcpCluster:
         """Start (or restart, on its old port and disk) node ``nid``."""
         node = self.nodes.setdefault(nid, TcpNode(nid))
         node.factory = TcpNetworkFactory(
-            nid, self.cluster_name, ssl=self.client_ssl, backoff_min=0.02, backoff_max=0.2, seed=nid
+            nid,
+            self.cluster_name,
+            ssl=self.client_ssl,
+            backoff_min=0.02,
+            backoff_max=0.2,
+            seed=nid,
+            **self.factory_kw,
         )
         node.raft = await Raft.new(
             nid, self.config, node.factory, MemLogStore(node.disk), MemStateMachine(node.disk), seed=nid

@@ -258,6 +258,60 @@ async def test_timeout_when_no_answer_and_the_connection_stays_usable() -> None:
         await factory.close()
 
 
+async def test_each_request_times_out_at_its_own_deadline_with_one_timer_per_connection() -> None:
+    """Deadlines are kept by one sweep timer per connection: a short ttl sent after a long
+    one still expires on time, the long one later, an answered request in between is not
+    disturbed, and a request whose caller gave up is forgotten by the next sweep."""
+    raft = FakeRaft()
+    release = asyncio.Event()
+
+    async def held(req: VoteRequest) -> VoteResponse:
+        if req.last_log_id is not None and req.last_log_id.index == 0:
+            await release.wait()  # index 0: answered only when released
+        elif req.last_log_id is not None:
+            await asyncio.Event().wait()  # any other index: never answered
+        return VoteResponse(req.vote, True, None, req.pre_vote)
+
+    raft.behaviour["vote"] = held
+    _, server, factory, client = await _pair(raft, drain_timeout=0.1)
+    loop = asyncio.get_running_loop()
+
+    async def timed(index: int | None, ttl: float) -> tuple[str, float]:
+        t0 = loop.time()
+        try:
+            await client.vote(VoteRequest(V1, None if index is None else LogId(1, index)), RPCOption(hard_ttl=ttl, soft_ttl=ttl))
+            return "ok", loop.time() - t0
+        except Timeout:
+            return "timeout", loop.time() - t0
+
+    try:
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted  # connected
+        conn = factory._peers[2].conn
+        assert conn is not None
+        long = asyncio.ensure_future(timed(1, 1.5))
+        await asyncio.sleep(0.05)
+        short = asyncio.ensure_future(timed(2, 0.3))
+        answered = asyncio.ensure_future(timed(0, 5.0))
+        abandoned = asyncio.ensure_future(client.vote(VoteRequest(V1, LogId(1, 3)), RPCOption(hard_ttl=0.5, soft_ttl=0.5)))
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        release.set()
+        assert (await asyncio.wait_for(answered, 5))[0] == "ok"
+        kind, took = await asyncio.wait_for(short, 5)
+        # Before the long request's deadline (1.45 s after the short one started): the short
+        # deadline did not wait for the timer armed for the long one.
+        assert kind == "timeout" and 0.25 <= took < 1.2, took
+        assert not long.done()
+        kind, took = await asyncio.wait_for(long, 5)
+        assert kind == "timeout" and 1.4 <= took < 3.0, took
+        assert conn.pending == {} and conn.sweep is None  # the abandoned one was forgotten
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        release.set()
+        await server.close()
+        await factory.close()
+
+
 async def test_unreachable_when_refused_then_backing_off() -> None:
     # The back-off (30-60 s) is far longer than the 5 s bound on the second call: it can only
     # finish in time by being refused at once, without waiting or a connect attempt.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import msgspec
 from rocksdict import ColumnFamily, WriteBatch
 
-from ..._core import KIND_BLANK, KIND_MEMBERSHIP, KIND_NORMAL, decode_entries, encode_entries, put_entry_records
+from ..._core import KIND_BLANK, KIND_MEMBERSHIP, KIND_NORMAL, decode_entries, encode_entries, encode_entry_batch
 from ...types import BLANK, Entry, LogId, Membership, Normal
 
 __all__ = [
@@ -61,9 +61,14 @@ def encode_entry_records(entries: list[Entry]) -> list[bytes]:
 
 def put_entries(wb: WriteBatch, cf: ColumnFamily, entries: list[Entry]) -> None:
     """Put every entry of ``entries`` into ``wb`` (raw mode) in the ``entries`` column family
-    ``cf``: key ``encode_index_key(index)``, value the record ``encode_entry_records`` makes
-    (one ``_core`` kernel call for the batch)."""
-    put_entry_records(wb.put, cf, entries, Normal, Membership, _enc.encode)
+    ``cf``: key ``encode_index_key(index)``, value the record ``encode_entry_records`` makes.
+    One ``_core`` kernel call encodes the whole batch, then one ``put`` per entry: rocksdict
+    has no batch put, and this loop costs less than the kernel's own calls to ``put`` did
+    (``docs/design/performance.md``)."""
+    keys, records = encode_entry_batch(entries, Normal, Membership, _enc.encode)
+    put = wb.put
+    for key, record in zip(keys, records):
+        put(key, record, cf)
 
 
 def decode_entry_records(blobs: list[bytes]) -> list[Entry]:

@@ -92,6 +92,18 @@ class SimResult:
         return f"python -m openraft_py.testing.sim --seed {self.seed}{f} --trace"
 
 
+
+def _byte_budget(seed: int) -> dict[str, int]:
+    """A small ``max_payload_bytes`` for one seed in three, so replication sends batches in
+    parts under faults (the workload's entries are under 64 bytes). Drawn from an RNG of its
+    own: the other seeds' configurations and traces are those they had without it."""
+    import random
+
+    r = random.Random(f"byte-budget-{seed}")
+    if r.random() >= 1 / 3:
+        return {}
+    return {"max_entry_bytes": 128, "max_payload_bytes": r.choice((128, 200, 400))}
+
 class Simulation(FaultSchedule):
     """One seeded run. ``faults`` names engine bugs to inject (``ENGINE_FAULTS``); ``wire``
     passes every message through the TCP codec (default: ``seed % WIRE_EVERY == 0``)."""
@@ -139,6 +151,7 @@ class Simulation(FaultSchedule):
             snapshot_max_chunk_size=rng.choice((3 * 1024 * 1024, 3 * 1024 * 1024, 512, 64)),
             lease_drift_margin=min(20, emin // 3),
             enable_pre_vote=rng.random() < 0.5,
+            **_byte_budget(seed),
         )
         self.disk_max_ms = rng.choice((0.2, 1.0, 5.0))
         self.profile = rng.choice(("mixed", "mixed", "elections", "partitions"))
