@@ -273,3 +273,12 @@ def test_encode_entry_batch_list_changed_by_the_encoder(impl, change) -> None:
     last = 6 if change == "shrink" else 9
     records = [(1, i, 2 if i == 4 else 1, b"M" if i == 4 else b"n") for i in range(last)]
     assert _batch(impl, entries, encode_membership=encode) == _want(impl, records)
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**30 - 1, 2**30, 2**31, 2**60, MAX])
+def test_encode_entry_batch_int_widths(impl, value) -> None:
+    """Terms and indexes of one CPython digit and of more (the compiled twin reads the first
+    kind in place), as both fields."""
+    records = [(value, 7, 1, b"d"), (3, value, 1, b"d")]
+    assert _batch(impl, [_SlotEntry(t, i, _Normal(d)) for t, i, _, d in records]) == _want(impl, records)
+    assert impl.encode_entries(records) == [r for _, r in _want(impl, records)]

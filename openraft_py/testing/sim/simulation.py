@@ -93,7 +93,7 @@ class SimResult:
 
 
 
-def _byte_budget(seed: int) -> dict[str, int]:
+def _byte_budget(seed: int) -> tuple[int, int] | None:
     """A small ``max_payload_bytes`` for one seed in three, so replication sends batches in
     parts under faults (the workload's entries are under 64 bytes). Drawn from an RNG of its
     own: the other seeds' configurations and traces are those they had without it."""
@@ -101,8 +101,8 @@ def _byte_budget(seed: int) -> dict[str, int]:
 
     r = random.Random(f"byte-budget-{seed}")
     if r.random() >= 1 / 3:
-        return {}
-    return {"max_entry_bytes": 128, "max_payload_bytes": r.choice((128, 200, 400))}
+        return None
+    return 128, r.choice((128, 200, 400))  # (max_entry_bytes, max_payload_bytes)
 
 class Simulation(FaultSchedule):
     """One seeded run. ``faults`` names engine bugs to inject (``ENGINE_FAULTS``); ``wire``
@@ -151,8 +151,10 @@ class Simulation(FaultSchedule):
             snapshot_max_chunk_size=rng.choice((3 * 1024 * 1024, 3 * 1024 * 1024, 512, 64)),
             lease_drift_margin=min(20, emin // 3),
             enable_pre_vote=rng.random() < 0.5,
-            **_byte_budget(seed),
         )
+        budget = _byte_budget(seed)
+        if budget is not None:
+            self.config.max_entry_bytes, self.config.max_payload_bytes = budget
         self.disk_max_ms = rng.choice((0.2, 1.0, 5.0))
         self.profile = rng.choice(("mixed", "mixed", "elections", "partitions"))
         if self.n_nodes == 3 and self.config.max_payload_entries == 1 and rng.random() < 0.5:
