@@ -496,7 +496,7 @@ cdef class FrameReader:
 
 def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_type, log_id_type, normal_type, blank_type) -> int:
     """How many entries at the start of ``entries`` are well-formed plain entries (the
-    contract is in the twin)."""
+    contract is in the twin). Attributes are read from their slots (``_Field``)."""
     cdef Py_ssize_t k
     cdef Py_ssize_t n = len(entries)
     cdef int64_t nxt, lt, hi, i, t
@@ -508,11 +508,11 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
         e = entries[k]
         if type(e) is not entry_type:
             return k
-        lid = e.log_id
+        lid = _LOG_ID.get(e)
         if type(lid) is not log_id_type:
             return k
-        oi = lid.index
-        ot = lid.term
+        oi = _INDEX.get(lid)
+        ot = _TERM.get(lid)
         if type(oi) is not int or type(ot) is not int:
             return k
         try:
@@ -522,10 +522,10 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
             return k
         if i != nxt or t < lt or t > hi:
             return k
-        p = e.payload
+        p = _PAYLOAD.get(e)
         tp = type(p)
         if tp is normal_type:
-            if type(p.data) is not bytes:
+            if type(_DATA.get(p)) is not bytes:
                 return k
         elif tp is not blank_type:
             return k
