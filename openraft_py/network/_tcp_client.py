@@ -25,7 +25,16 @@ from ..types import (
     VoteResponse,
 )
 from . import wire
-from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log, parse_addr
+from ._tcp_common import (
+    DEFAULT_MAX_FRAME_SIZE,
+    PeerIdOfCert,
+    _FrameWriter,
+    _set_nodelay,
+    cert_mismatch,
+    check_cert_binding,
+    log,
+    parse_addr,
+)
 from .wire import (
     ERR_FATAL,
     KIND_APPEND_ENTRIES,
@@ -369,6 +378,12 @@ class _Peer:
             raise Unreachable(f"connect to {self.addr} timed out") from None
         except (OSError, _ssl.SSLError, ValueError) as e:
             raise Unreachable(f"connect to {self.addr} failed: {e!r}") from e
+        if f.peer_id_of_cert is not None:
+            # Before the hello: a server that cannot prove it is the target learns nothing.
+            why = cert_mismatch(conn.transport, f.peer_id_of_cert, self.target, "server")
+            if why is not None:
+                conn.fail(f"{why} at {self.addr}", log_it=True)
+                raise Unreachable(f"node {self.target} at {self.addr}: {why}")
         try:
             conn.send(frame_message(KIND_HELLO, 0, Hello(wire.PROTOCOL_VERSION, f.cluster_name, f.node_id)))
             ack = await asyncio.wait_for(asyncio.shield(conn.hello), f.connect_timeout)
@@ -460,6 +475,12 @@ class TcpNetworkFactory:
     - ``ssl``: a client ``ssl.SSLContext`` (TLS; give it a certificate for mutual TLS), or
       ``None`` for plain TCP. ``server_hostname`` overrides the name checked against the
       server's certificate (default: the host of the target's address).
+    - ``peer_id_of_cert``: binds server certificates to node ids (off by default): a
+      callable from the verified server certificate to its node id (or ``None``), e.g.
+      ``node_id_from_cert(cluster_name)``; a connection whose server certificate does not
+      name the target node is closed before the handshake and the call raises
+      ``Unreachable``. Needs an ``ssl`` context that verifies the server (``ValueError``
+      otherwise).
     - ``connect_timeout``: seconds for the TCP (and TLS) connect and for the handshake.
     - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
       ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
@@ -478,6 +499,7 @@ class TcpNetworkFactory:
         ssl: _ssl.SSLContext | None = None,
         *,
         server_hostname: str | None = None,
+        peer_id_of_cert: PeerIdOfCert | None = None,
         connect_timeout: float = 1.0,
         backoff_min: float = 0.05,
         backoff_max: float = 1.0,
@@ -492,10 +514,12 @@ class TcpNetworkFactory:
             raise ValueError("need 0 < backoff_min <= backoff_max")
         if connect_timeout <= 0 or max_frame_size < 64:
             raise ValueError("connect_timeout must be positive and max_frame_size at least 64")
+        check_cert_binding(ssl, peer_id_of_cert, "TcpNetworkFactory")
         self.node_id = node_id
         self.cluster_name = cluster_name
         self.ssl = ssl
         self.server_hostname = server_hostname
+        self.peer_id_of_cert = peer_id_of_cert
         self.connect_timeout = connect_timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max

@@ -1,13 +1,30 @@
 """Pieces the TCP client and server share: address parsing, TCP_NODELAY, the per-loop-turn
-frame writer, the default frame limit and the logger (see ``openraft_py.network.tcp``)."""
+frame writer, the default frame limit, the logger, and the node identity of a TLS
+certificate (``node_uri``, ``node_id_from_cert``; see ``openraft_py.network.tcp``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, unquote
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "parse_addr", "log"]
+from ..types import NodeId
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PeerCert",
+    "PeerIdOfCert",
+    "cert_mismatch",
+    "check_cert_binding",
+    "log",
+    "node_id_from_cert",
+    "node_uri",
+    "parse_addr",
+]
 
 log = logging.getLogger("openraft_py.network.tcp")
 """The transport's logger (client and server): refusals and dropped connections at WARNING."""
@@ -30,6 +47,82 @@ def parse_addr(addr: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"port out of range in {addr!r}")
     return host, port
+
+
+PeerCert = Mapping[str, Any]
+"""A peer's certificate as ``ssl.SSLSocket.getpeercert()`` returns it (``subject``,
+``subjectAltName``, ...): what a ``peer_id_of_cert`` callable reads."""
+
+PeerIdOfCert = Callable[[PeerCert], NodeId | None]
+"""The node id a verified peer certificate belongs to, or ``None`` if it names none (the
+``peer_id_of_cert`` argument of ``TcpServer.start`` and ``TcpNetworkFactory``)."""
+
+NODE_URI_SCHEME = "openraft://"
+_MAX_NODE_ID = 2**63 - 1
+
+
+def node_uri(cluster_name: str, node_id: NodeId) -> str:
+    """The subjectAltName URI that binds a certificate to node ``node_id`` of cluster
+    ``cluster_name``: ``openraft://<cluster_name, percent-encoded>/<node_id in decimal>``
+    (``node_uri("prod", 3) == "openraft://prod/3"``). Put it in a node's certificate
+    (``subjectAltName=URI:openraft://prod/3``) and ``node_id_from_cert("prod")`` reads it."""
+    if not 0 <= node_id <= _MAX_NODE_ID:
+        raise ValueError(f"node id {node_id} out of range")
+    return f"{NODE_URI_SCHEME}{quote(cluster_name, safe='')}/{node_id}"
+
+
+def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
+    """A ``peer_id_of_cert`` callable for the ``node_uri`` convention: the node id of the
+    certificate's ``openraft://<cluster_name>/<id>`` subjectAltName URI.
+
+    It returns ``None`` (so the peer is refused) when the certificate has no such URI for
+    ``cluster_name``, when an id is not a plain decimal in ``[0, 2**63 - 1]``, or when
+    URIs name different ids; URIs of other clusters and other SAN entries are ignored."""
+
+    def peer_id_of_cert(cert: PeerCert) -> NodeId | None:
+        found: set[NodeId] = set()
+        for typ, value in cert.get("subjectAltName", ()):
+            if typ != "URI" or not value.startswith(NODE_URI_SCHEME):
+                continue
+            cluster, sep, id_s = value[len(NODE_URI_SCHEME) :].rpartition("/")
+            if not sep or unquote(cluster) != cluster_name:
+                continue
+            if not (id_s.isdigit() and id_s.isascii()) or (len(id_s) > 1 and id_s[0] == "0"):
+                return None
+            nid = int(id_s)
+            if nid > _MAX_NODE_ID:
+                return None
+            found.add(nid)
+        return found.pop() if len(found) == 1 else None
+
+    return peer_id_of_cert
+
+
+def check_cert_binding(ctx: ssl.SSLContext | None, peer_id_of_cert: PeerIdOfCert | None, who: str) -> None:
+    """``ValueError`` if ``peer_id_of_cert`` is set but ``ctx`` verifies no peer certificate
+    (no TLS, or ``verify_mode == CERT_NONE``): there would be no certificate to bind."""
+    if peer_id_of_cert is not None and (ctx is None or ctx.verify_mode == ssl.CERT_NONE):
+        raise ValueError(f"{who}: peer_id_of_cert needs an ssl context that verifies the peer's certificate")
+
+
+def cert_mismatch(
+    transport: asyncio.BaseTransport | None, peer_id_of_cert: PeerIdOfCert, node_id: NodeId, side: str
+) -> str | None:
+    """Why the verified certificate ``transport``'s peer presented does not prove it is node
+    ``node_id`` (``side``: ``"client"`` or ``"server"``, for the message), or ``None`` if it
+    does. A callable that raises counts as naming no node."""
+    cert = None if transport is None else transport.get_extra_info("peercert")
+    if not cert:
+        return f"no verified {side} certificate to bind to node {node_id}"
+    try:
+        cert_id = peer_id_of_cert(cert)
+    except Exception as e:  # noqa: BLE001 - a user callable; its failure refuses the peer
+        return f"peer_id_of_cert failed on the {side} certificate: {e!r}"
+    if cert_id is None:
+        return f"the {side} certificate names no node id"
+    if cert_id != node_id:
+        return f"the {side} certificate is node {cert_id}'s, not node {node_id}'s"
+    return None
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:

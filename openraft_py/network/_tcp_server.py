@@ -16,7 +16,15 @@ from ..errors import Fatal, InvalidRequest
 from ..types import NodeId, Vote
 from . import wire
 from ._tcp_client import check_frame_size
-from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, _FrameWriter, _set_nodelay, log
+from ._tcp_common import (
+    DEFAULT_MAX_FRAME_SIZE,
+    PeerIdOfCert,
+    _FrameWriter,
+    _set_nodelay,
+    cert_mismatch,
+    check_cert_binding,
+    log,
+)
 from .wire import (
     ERR_FATAL,
     ERR_INVALID,
@@ -57,10 +65,11 @@ def _request_sender(kind: int, req: Any) -> NodeId:
 
 
 def _known_sender(metrics: Any, node_id: NodeId) -> bool:
-    """Whether the handshake may accept ``node_id``: any node while this one has no
-    membership yet (a node about to be added knows no one); otherwise a node of its
-    membership (voters and learners), or the leader it follows (a leader that removed itself
-    keeps replicating the change and hands over to nodes that already left it out)."""
+    """Whether the handshake may accept ``node_id``, and whether a connection from it may
+    stay open (the membership re-check): any node while this one has no membership yet (a
+    node about to be added knows no one); otherwise a node of its membership (voters and
+    learners), or the leader it follows (a leader that removed itself keeps replicating the
+    change and hands over to nodes that already left it out)."""
     nodes = metrics.membership_config.membership.nodes
     if not nodes or node_id in nodes:
         return True
@@ -201,6 +210,10 @@ class _ServerConnection(asyncio.Protocol):
             return self._refuse(ERR_UNSUPPORTED, f"unsupported protocol version {hello.version}")
         if hello.cluster_name != srv.cluster_name:
             return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
+        if srv.peer_id_of_cert is not None:
+            why = cert_mismatch(self.transport, srv.peer_id_of_cert, hello.node_id, "client")
+            if why is not None:
+                return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})")
         if not _known_sender(srv._raft.metrics, hello.node_id):
             return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership")
         if self.handshake_timer is not None:
@@ -341,13 +354,16 @@ class TcpServer:
 
     Counters (for tests and monitoring): ``delivered`` requests handed to ``Raft``,
     ``refused`` handshakes and requests refused, ``dropped`` connections closed for bad input,
-    idleness or limits.
+    idleness, limits, or a sender that left the membership.
     """
 
     # Set by ``_unbound`` (the constructor is closed: ``start`` or ``_unbound`` make one).
     _loop: asyncio.AbstractEventLoop
     _raft: Any
     _ssl: SSLContext | None
+    peer_id_of_cert: PeerIdOfCert | None
+    """Binds a client certificate to the hello's sender id (``None``: not bound)."""
+    membership_check_interval: float
     cluster_name: str
     node_id: NodeId
     max_frame_size: int
@@ -370,6 +386,7 @@ class TcpServer:
     # Set by ``start`` (an unbound server has neither; ``close`` is for started servers).
     _server: asyncio.AbstractServer
     _idle_timer: asyncio.TimerHandle
+    _member_timer: asyncio.TimerHandle
 
     def __init__(self) -> None:
         raise TypeError("use `await TcpServer.start(...)`")
@@ -384,6 +401,8 @@ class TcpServer:
         ssl: SSLContext | None = None,
         *,
         node_id: NodeId | None = None,
+        peer_id_of_cert: PeerIdOfCert | None = None,
+        membership_check_interval: float = 0.1,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_inflight: int = 64,
         max_connections: int = 256,
@@ -397,6 +416,19 @@ class TcpServer:
         - ``ssl``: a server ``ssl.SSLContext`` (TLS); with ``verify_mode = CERT_REQUIRED``
           a client without a certificate of the context's CAs is refused (mutual TLS).
         - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
+        - ``peer_id_of_cert``: binds client certificates to node ids (off by default; turn
+          it on in production mutual TLS). A callable from the verified client certificate
+          (``getpeercert()``'s dict) to the node id it belongs to, or ``None``; the handshake
+          is refused unless it returns the hello's sender id (no certificate, ``None``, another
+          id or an exception: refused and logged like the other handshake refusals).
+          ``node_id_from_cert(cluster_name)`` reads the ``node_uri`` subjectAltName
+          convention. Needs an ``ssl`` context that verifies client certificates
+          (``ValueError`` otherwise).
+        - ``membership_check_interval``: every this many seconds the server re-checks the
+          sender of every open connection against the node's membership (the handshake's
+          rule) and closes the connections of senders that left it (logged at WARNING), so a
+          removed node stops being served within this interval of its removal reaching
+          this node's log.
         - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
           so this bounds a connection's input buffer). Before the handshake the bound is
           ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
@@ -415,6 +447,8 @@ class TcpServer:
             cluster_name,
             ssl,
             node_id=node_id,
+            peer_id_of_cert=peer_id_of_cert,
+            membership_check_interval=membership_check_interval,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
             max_connections=max_connections,
@@ -431,6 +465,7 @@ class TcpServer:
         self.port = sockname[1]
         self.address = f"{host}:{self.port}"
         self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
+        self._member_timer = self._loop.call_later(self.membership_check_interval, self._member_tick)
         return self
 
     @classmethod
@@ -447,13 +482,16 @@ class TcpServer:
         idle_timeout: float,
         handshake_timeout: float,
         drain_timeout: float,
+        peer_id_of_cert: PeerIdOfCert | None = None,
+        membership_check_interval: float = 0.1,
     ) -> TcpServer:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
         if max_frame_size < 64 or max_inflight < 1 or max_connections < 1:
             raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
-        if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0:
-            raise ValueError("timeouts must be positive")
+        if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0 or membership_check_interval <= 0:
+            raise ValueError("timeouts and membership_check_interval must be positive")
+        check_cert_binding(ssl, peer_id_of_cert, "TcpServer")
         config = getattr(raft, "config", None)
         if isinstance(config, Config):
             check_frame_size(config, max_frame_size, "TcpServer")
@@ -461,6 +499,8 @@ class TcpServer:
         self._loop = asyncio.get_running_loop()
         self._raft = raft
         self._ssl = ssl
+        self.peer_id_of_cert = peer_id_of_cert
+        self.membership_check_interval = membership_check_interval
         self.cluster_name = cluster_name
         self.node_id = raft.metrics.id if node_id is None else node_id
         self.max_frame_size = max_frame_size
@@ -490,6 +530,23 @@ class TcpServer:
         if not self._closing:
             self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
 
+    def _member_tick(self) -> None:
+        try:
+            self.recheck_membership()
+        finally:
+            if not self._closing:
+                self._member_timer = self._loop.call_later(self.membership_check_interval, self._member_tick)
+
+    def recheck_membership(self) -> int:
+        """Close the handshaken connections whose sender the handshake would refuse now (it
+        left the membership and is not the leader this node follows); return how many.
+        Runs every ``membership_check_interval`` seconds; callable at any time."""
+        metrics = self._raft.metrics
+        gone = [c for c in self._conns if c.sender is not None and not _known_sender(metrics, c.sender)]
+        for c in gone:
+            c._drop(f"node {c.sender} is no longer in the membership")
+        return len(gone)
+
     @property
     def connections(self) -> int:
         """Connections open now."""
@@ -508,6 +565,7 @@ class TcpServer:
             return
         self._closing = True
         self._idle_timer.cancel()
+        self._member_timer.cancel()
         self._server.close()
         self._drain_waiter = self._loop.create_future()
         for c in list(self._conns):

@@ -32,7 +32,14 @@ cluster name, sender id; the sender must be in the node's membership once it has
 then its requests are handed to the ``Raft`` handlers concurrently and answered in
 whatever order they finish. Malformed input, an oversized frame, a protocol violation or an
 idle connection closes that connection only, logged once with the peer address; every other
-connection keeps being served.
+connection keeps being served. Every ``membership_check_interval`` (0.1 s) the server
+closes the connections whose sender has left the membership since its handshake.
+
+Identity (opt-in, for mutual TLS): with ``peer_id_of_cert`` (e.g.
+``node_id_from_cert(cluster_name)``, which reads a ``node_uri`` subjectAltName such as
+``openraft://prod/3``) the server refuses a handshake whose sender id is not the one its
+client certificate names, and the client refuses a server whose certificate does not name
+the node it dials. Without it any certificate of the cluster's CA may claim any node id.
 
 Both sides run on whatever event loop is running (asyncio or uvloop), set TCP_NODELAY, and
 coalesce the frames written in one loop turn into one write.
@@ -41,7 +48,18 @@ coalesce the frames written in one loop turn into one write.
 from __future__ import annotations
 
 from ._tcp_client import TcpClient, TcpNetworkFactory, required_frame_size
-from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, parse_addr
+from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, PeerCert, PeerIdOfCert, node_id_from_cert, node_uri, parse_addr
 from ._tcp_server import TcpServer
 
-__all__ = ["TcpNetworkFactory", "TcpClient", "TcpServer", "DEFAULT_MAX_FRAME_SIZE", "parse_addr", "required_frame_size"]
+__all__ = [
+    "TcpNetworkFactory",
+    "TcpClient",
+    "TcpServer",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PeerCert",
+    "PeerIdOfCert",
+    "node_id_from_cert",
+    "node_uri",
+    "parse_addr",
+    "required_frame_size",
+]

@@ -5,8 +5,10 @@
   installed. Other modules here run on plain asyncio only.
 - ``pki``: a session-wide directory with two certificate authorities made by the ``openssl``
   command line: the cluster CA (signing a server and a client certificate for 127.0.0.1)
-  and a rogue CA (signing a client certificate the cluster must refuse). Helper methods
-  build the ``ssl.SSLContext``\\s the tests need.
+  and a rogue CA (signing a client certificate the cluster must refuse); the cluster CA also
+  signs ``node-1`` .. ``node-3``, certificates for both roles bound to their node ids of
+  cluster ``test-cluster`` (the ``node_uri`` subjectAltName). Helper methods build the
+  ``ssl.SSLContext``\\s the tests need.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
+from openraft_py.network.tcp import node_uri
 
 try:
     import uvloop
@@ -53,13 +57,13 @@ def _make_ca(d: Path, name: str) -> None:
     )  # fmt: skip
 
 
-def _make_leaf(d: Path, name: str, ca: str, usage: str) -> None:
+def _make_leaf(d: Path, name: str, ca: str, usage: str, uris: tuple[str, ...] = ()) -> None:
     _run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=d)
     _run("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr", cwd=d)
     (d / f"{name}.ext").write_text(
         "basicConstraints=CA:FALSE\n"
         f"extendedKeyUsage={usage}\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost" + "".join(f",URI:{u}" for u in uris) + "\n"
     )
     _run(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
@@ -78,11 +82,11 @@ class Pki:
         """The path of ``name`` (``"ca.pem"``, ``"server.key"``, ...)."""
         return str(self.dir / name)
 
-    def server_ctx(self, *, mtls: bool) -> ssl.SSLContext:
-        """The server context: the server certificate; with ``mtls`` it requires a client
-        certificate signed by the cluster CA."""
+    def server_ctx(self, *, mtls: bool, cert: str = "server") -> ssl.SSLContext:
+        """The server context presenting ``cert`` (``"server"``, ``"node-1"``, ...); with
+        ``mtls`` it requires a client certificate signed by the cluster CA."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.path("server.pem"), self.path("server.key"))
+        ctx.load_cert_chain(self.path(f"{cert}.pem"), self.path(f"{cert}.key"))
         if mtls:
             ctx.load_verify_locations(self.path("ca.pem"))
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -90,7 +94,7 @@ class Pki:
 
     def client_ctx(self, cert: str | None = "client") -> ssl.SSLContext:
         """A client context trusting the cluster CA, presenting ``cert`` (``"client"``,
-        ``"rogue-client"``) or no certificate (``None``)."""
+        ``"rogue-client"``, ``"node-1"``, ...) or no certificate (``None``)."""
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.path("ca.pem"))
         if cert is not None:
             ctx.load_cert_chain(self.path(f"{cert}.pem"), self.path(f"{cert}.key"))
@@ -99,8 +103,8 @@ class Pki:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A throwaway PKI: ``ca`` signs ``server`` and ``client``; ``rogue-ca`` signs
-    ``rogue-client``."""
+    """A throwaway PKI: ``ca`` signs ``server``, ``client`` and ``node-1`` .. ``node-3``
+    (bound to their ids in ``test-cluster``); ``rogue-ca`` signs ``rogue-client``."""
     if not Path(OPENSSL).exists():
         pytest.skip("the openssl command line is not installed")
     d = tmp_path_factory.mktemp("pki")
@@ -109,4 +113,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     _make_leaf(d, "server", "ca", "serverAuth")
     _make_leaf(d, "client", "ca", "clientAuth")
     _make_leaf(d, "rogue-client", "rogue-ca", "clientAuth")
+    for nid in (1, 2, 3):
+        _make_leaf(d, f"node-{nid}", "ca", "serverAuth,clientAuth", (node_uri("test-cluster", nid),))
     return Pki(d)

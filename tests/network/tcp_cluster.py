@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from openraft_py import Config, SnapshotPolicy
@@ -100,9 +101,10 @@ class TcpNode:
 
 
 class TcpCluster:
-    """Nodes on loopback TCP. ``server_ssl`` / ``client_ssl`` turn on (mutual) TLS;
-    ``server_kw`` / ``factory_kw`` are extra arguments of every ``TcpServer.start`` /
-    ``TcpNetworkFactory``."""
+    """Nodes on loopback TCP. ``server_ssl`` / ``client_ssl`` turn on (mutual) TLS, the same
+    contexts for every node; ``ssl_of(node_id)`` instead gives each node its own
+    ``(server context, client context)``. ``server_kw`` / ``factory_kw`` are extra arguments
+    of every ``TcpServer.start`` / ``TcpNetworkFactory``."""
 
     def __init__(
         self,
@@ -111,6 +113,7 @@ class TcpCluster:
         cluster_name: str = "test-cluster",
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        ssl_of: Callable[[NodeId], tuple[ssl.SSLContext, ssl.SSLContext]] | None = None,
         server_kw: dict[str, Any] | None = None,
         factory_kw: dict[str, Any] | None = None,
     ) -> None:
@@ -118,6 +121,7 @@ class TcpCluster:
         self.cluster_name = cluster_name
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
+        self.ssl_of = ssl_of
         self.server_kw = server_kw or {}
         self.factory_kw = factory_kw or {}
         self.nodes: dict[NodeId, TcpNode] = {}
@@ -131,10 +135,11 @@ class TcpCluster:
     async def start_node(self, nid: NodeId) -> TcpNode:
         """Start (or restart, on its old port and disk) node ``nid``."""
         node = self.nodes.setdefault(nid, TcpNode(nid))
+        server_ssl, client_ssl = self.ssl_of(nid) if self.ssl_of is not None else (self.server_ssl, self.client_ssl)
         node.factory = TcpNetworkFactory(
             nid,
             self.cluster_name,
-            ssl=self.client_ssl,
+            ssl=client_ssl,
             backoff_min=0.02,
             backoff_max=0.2,
             seed=nid,
@@ -145,7 +150,7 @@ class TcpCluster:
         )
         node.counting = CountingRaft(node.raft)
         node.server = await TcpServer.start(
-            node.counting, "127.0.0.1", node.port, self.cluster_name, ssl=self.server_ssl, **self.server_kw
+            node.counting, "127.0.0.1", node.port, self.cluster_name, ssl=server_ssl, **self.server_kw
         )
         node.port = node.server.port
         return node

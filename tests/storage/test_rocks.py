@@ -17,6 +17,7 @@ from openraft_py.errors import LogCompacted, StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import IOFlushed, KvCas, KvDelete, KvGet, KvSet, encode_kv
 from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.storage.rocks.group_writer import GroupWriter
 from openraft_py.types import (
     BLANK,
     EMPTY_STORED_MEMBERSHIP,
@@ -232,6 +233,9 @@ async def test_event_loop_not_blocked_while_appending(tmp_path: Path, monkeypatc
             fsyncs.append((threading.get_ident() == loop_thread, ticks - before))
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
+    # The writer thread's path (the loop's fast path, which hands its fsync to the kernel and
+    # never calls os.fsync, has its own tests in test_rocks_fast_path.py).
+    monkeypatch.setattr(GroupWriter, "write_now", lambda *a, **k: False)
     async with RocksLogStore(tmp_path / "log") as s:
         assert s.fsync_mode == "wal"
         loop = asyncio.get_running_loop()
@@ -754,6 +758,7 @@ async def test_close_after_failed_write_raises_storage_error_and_releases_lock(
         raise Exception("IO error: While appending to file: injected")
 
     monkeypatch.setattr(group_writer.GroupWriter, "_write_group", failing)
+    monkeypatch.setattr(group_writer.GroupWriter, "write_now", lambda *a, **k: False)  # the thread's path
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[BaseException | None] = loop.create_future()
     await s.append(entries(1, 10, 20), IOFlushed(lambda e: fut.set_result(e), loop))

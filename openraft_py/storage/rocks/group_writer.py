@@ -4,6 +4,7 @@ the latency knobs: "Group commit" in ``docs/design/durability.md``."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 from rocksdict import Rdict, WriteBatch
 
 from .ackmark import AckMark
+from .aio import AioFsync
 from .db import clear_frames, write_options
 from .wal import WalSyncer
 
@@ -51,6 +53,12 @@ class GroupWriter:
     A failed write's exception reaches ``done`` with the locals of its traceback's frames
     cleared (they hold the database and column family handles, which would keep RocksDB open,
     and its LOCK taken, for as long as someone keeps the error).
+
+    The loop's fast path (``write_now``, with ``wal`` and Linux native AIO): while the thread is
+    idle with nothing queued, the caller's thread (the event loop) writes the batch itself and
+    hands the fsync of the newest WAL to the kernel (``AioFsync``); the completion wakes the
+    loop, which records the mark and calls ``done``: no thread hop either way. See "The loop's
+    fast path" in ``docs/design/durability.md`` for why order and durability are kept.
     """
 
     def __init__(self, db: Rdict, sync: bool, wal: WalSyncer | None, name: str, mark: AckMark) -> None:
@@ -71,6 +79,22 @@ class GroupWriter:
         self.groups = 0  # number of groups written with the durability step (for tests and benchmarks)
         self.lazy_groups = 0  # groups of non-durable writes only (no durability step)
         self.fallbacks = 0  # groups synced through RocksDB because no WAL file was found
+        # The thread has taken a group and not finished it (its dones called): the loop's
+        # fast path stays off meanwhile (the WAL syncer is the thread's then).
+        self._busy = False
+        self._aio: AioFsync | None = None
+        if sync and wal is not None:
+            try:
+                self._aio = AioFsync()
+            except OSError:
+                pass  # no native AIO: every write goes through the thread
+        # Fast-path writes whose fsync is with the kernel: token -> (sequence number, done).
+        self._fast: dict[int, tuple[int, Callable[[BaseException | None], None]]] = {}
+        self._next_token = 0
+        self._fast_closed = False
+        self._reader_loop: asyncio.AbstractEventLoop | None = None  # watching the AIO eventfd
+        self._drained: asyncio.Future[None] | None = None
+        self.fast_writes = 0  # writes made durable by the fast path (for tests and benchmarks)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -88,6 +112,134 @@ class GroupWriter:
             # durable write (or close()), so it costs no thread wake-up of its own (0.1-0.5 ms
             # of the submitting loop's time on a loaded 2-core VM, measured).
 
+    def write_now(
+        self, build: Callable[[], WriteBatch], done: Callable[[BaseException | None], None], durable: bool = True
+    ) -> bool:
+        """From the event loop: if the fast path is available and the thread is idle with
+        nothing queued, write ``build()`` now, here, and (``durable``) queue its durability
+        step with the kernel; ``done(error_or_None)`` is called from this loop once it is
+        durable (``durable=False``: before this returns; durable with a later step, as with
+        ``submit``). Returns ``False`` (nothing done: use ``submit``) otherwise. For small
+        batches only: the write runs on the caller's thread (no fsync there)."""
+        aio = self._aio
+        if aio is None:
+            return False
+        with self._cond:
+            wal = self._wal
+            if (
+                self._queue or self._busy or self._closing or self._fast_closed or self._failed is not None
+                or wal is None or not wal.ready
+            ):
+                return False
+            err = self._write_built(build)
+            if err is not None:
+                # Drop the traceback: its frames' ``f_back`` chain reaches the loop's callers
+                # (``append``, with the batch builder and its column family handle), which
+                # would keep RocksDB open and its LOCK taken for as long as the error lives.
+                err = err.with_traceback(None)
+                self._failed = err
+                done(err)
+                return True
+            if not durable:
+                self._unsynced = True  # the next durability step (or close()) covers it
+                done(None)
+                return True
+            # Only now (the write returned): a WAL it started is seen by the watch.
+            fd = wal.current_fd()
+            seq = self._db.latest_sequence_number()
+            token = self._next_token
+            if fd < 0 or not aio.submit(fd, token):
+                # A new WAL may exist (or the kernel refused the request): the thread's
+                # durability step (which lists the WAL directory) covers this write.
+                self._queue.append((None, done))
+                self._durable_queued += 1
+                self._cond.notify()
+                return True
+            self._next_token = token + 1
+            self._fast[token] = (seq, done)
+        if self._reader_loop is None:
+            self._reader_loop = asyncio.get_running_loop()
+            self._reader_loop.add_reader(aio.efd, self._reap)
+        return True
+
+    def _write_built(self, build: Callable[[], WriteBatch]) -> BaseException | None:
+        """Write ``build()`` (no sync); the error if it failed."""
+        try:
+            self._db.write(build(), self._nosync_opts)
+        except BaseException as e:  # noqa: BLE001 - fails the writer, as in the thread
+            return e
+        return None
+
+    def _reap(self) -> None:
+        """On the loop, when the AIO eventfd is readable: finish the completed fast-path writes."""
+        aio = self._aio
+        if aio is None:
+            return
+        for token, err in aio.reap():
+            self._finish_fast(token, err)
+        if self._drained is not None and not aio.inflight and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _finish_fast(self, token: int, err: BaseException | None) -> None:
+        seq, done = self._fast.pop(token)
+        if err is None:
+            try:
+                # Durable up to ``seq``: recorded before the write is acknowledged.
+                self._mark.record(seq)
+                self.fast_writes += 1
+            except BaseException as e:  # noqa: BLE001 - reported to the waiter
+                err = e.with_traceback(None)  # its frames reach the loop's (see write_now)
+        if err is not None:
+            with self._cond:
+                if self._failed is None:
+                    self._failed = err
+        try:
+            done(err)
+        except Exception:  # noqa: BLE001 - e.g. the waiter's loop is closed
+            pass
+
+    async def close_fast(self) -> None:
+        """On the loop: end the fast path; return once its writes in flight are finished
+        (their ``done`` called) and the loop no longer watches the AIO eventfd."""
+        with self._cond:
+            self._fast_closed = True
+        aio = self._aio
+        if aio is None:
+            return
+        while aio.inflight:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        self._drained = None
+        if self._reader_loop is not None:
+            self._reader_loop.remove_reader(aio.efd)
+            self._reader_loop = None
+
+    def _close_aio(self) -> None:
+        """At ``close()``: stop watching the eventfd (on its loop), wait for the fast-path
+        writes still in flight and finish them, free the AIO context."""
+        aio = self._aio
+        if aio is None:
+            return
+        with self._cond:
+            self._fast_closed = True
+        loop = self._reader_loop
+        if loop is not None:
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop and loop.is_running():
+                asyncio.run_coroutine_threadsafe(self.close_fast(), loop).result()
+            elif self._reader_loop is not None:
+                try:
+                    loop.remove_reader(aio.efd)
+                except Exception:  # noqa: BLE001 - a closed loop watches nothing any more
+                    pass
+                self._reader_loop = None
+        for token, err in aio.close():
+            self._finish_fast(token, err)
+        self._aio = None
+
     def _write_group(self, group: list[tuple[Any, Callable[[BaseException | None], None]]], durable: bool) -> None:
         db = self._db
         if not durable and self._sync:
@@ -95,7 +247,8 @@ class GroupWriter:
             # docstring); the next durable group, or close(), syncs them.
             nosync = self._nosync_opts
             for item, _ in group:
-                db.write(item if isinstance(item, WriteBatch) else item(), nosync)
+                if item is not None:
+                    db.write(item if isinstance(item, WriteBatch) else item(), nosync)
             self._unsynced = True
             return
         wal = self._wal if self._sync else None
@@ -104,6 +257,11 @@ class GroupWriter:
         clock = time.perf_counter
         held_since = clock()
         for i, (item, _) in enumerate(group):
+            if item is None:
+                # The loop's fast path wrote it already; only its durability step is ours.
+                if wal is None and i == last:
+                    db.flush_wal(True)
+                continue
             batch = item if isinstance(item, WriteBatch) else item()
             if wal is None and i == last:
                 # The last write's sync covers every earlier WAL write of the group.
@@ -132,6 +290,7 @@ class GroupWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._busy = False
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
@@ -143,6 +302,7 @@ class GroupWriter:
                             self._failed = e
                     return  # closing and drained
                 group, self._queue = self._queue, []
+                self._busy = True
                 durable = self._durable_queued > 0
                 self._durable_queued = 0
             err: BaseException | None = self._failed
@@ -170,6 +330,9 @@ class GroupWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self._close_aio()
+        if self._wal is not None:
+            self._wal.close()
         del self._db
         if self._failed is not None:
             clear_frames(self._failed)  # now also the writer loop's frame (it has returned)

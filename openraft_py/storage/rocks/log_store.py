@@ -38,7 +38,7 @@ from .log_format import (
 )
 from .wal import wal_syncer_for
 
-__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "RocksLogReader", "RocksLogStore"]
+__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "WRITE_NOW_MAX", "RocksLogReader", "RocksLogStore"]
 
 FSYNC_MODES = ("wal", "rocksdb")
 """``fsync_mode`` values of ``RocksLogStore``: ``"wal"`` (fsync the WAL files outside
@@ -49,6 +49,12 @@ INLINE_READ_MAX = 64
 """Reads of at most this many entries from RocksDB run on the event-loop thread (a short
 range read, mostly from the memtable / block cache); larger ones run in a worker thread, over
 an iterator created at the call (a point-in-time image)."""
+
+WRITE_NOW_MAX = 64
+"""An append of at most this many entries may take the writer's fast path (``GroupWriter.
+write_now``): written on the event loop while the writer thread is idle, its fsync handed to
+the kernel, no thread hop (``docs/design/durability.md``, "The loop's fast path"). A write of
+64 entries takes ~20-40 us; larger ones stay in the writer thread."""
 
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
@@ -257,14 +263,15 @@ class RocksLogStore(RocksLogReader):
         self._writer.submit(batch, done)
         await asyncio.wrap_future(written)
 
-    def _release_written(self, entries: list[Entry]) -> None:
-        """On the loop: ``entries`` are in RocksDB; drop those still pending (not replaced by a
-        truncate and re-append meanwhile)."""
+    def _written(self, entries: list[Entry], callback: IOFlushed) -> None:
+        """On the loop: ``entries`` are durable in RocksDB. Drop those still pending (not
+        replaced by a truncate and re-append meanwhile), then report it to ``callback``."""
         pending = self._pending
         for e in entries:
             i = e.log_id.index
             if pending.get(i) is e:
                 del pending[i]
+        callback.io_completed(None)
 
     # -- RaftLogStorage
 
@@ -298,7 +305,8 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(K_COMMITTED, _enc.encode(committed), self._meta_h)
-        self._writer.submit(wb, ignore_done, durable=False)
+        if not self._writer.write_now(lambda: wb, ignore_done, durable=False):
+            self._writer.submit(wb, ignore_done, durable=False)
         self._committed = committed
 
     async def read_committed(self) -> LogId | None:
@@ -308,11 +316,13 @@ class RocksLogStore(RocksLogReader):
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
         """Queue ``entries`` for the writer; returns once they are readable (at once).
 
-        ``callback.io_completed`` is called from the writer thread when they are durable (with
-        the error if the write failed). Raises ``ValueError`` (log and callback untouched) when
+        ``callback.io_completed`` is called on the loop when they are durable, or from the
+        writer thread with the error if the write failed. Raises ``ValueError`` (log and callback untouched) when
         the batch does not continue the log without a hole or its indexes are not consecutive.
         Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
-        the entries and building the ``WriteBatch`` happen in the writer thread.
+        the entries and building the ``WriteBatch`` happen in the writer thread, except for an
+        append of at most ``WRITE_NOW_MAX`` entries on the writer's fast path (written here,
+        fsynced by the kernel; ``GroupWriter.write_now``).
         """
         self._check_open()
         if not entries:
@@ -347,13 +357,17 @@ class RocksLogStore(RocksLogReader):
         loop = asyncio.get_running_loop()
 
         def done(err: BaseException | None) -> None:
-            # Writer thread. Order: release the pending copies, then report durability.
+            # Writer thread. A success is reported on the loop, in ONE hop (one wake-up of
+            # the loop, and the writer thread's GIL time stays short): release the pending
+            # copies, then report durability (``IOFlushed`` calls its function at once there).
             if err is None:
-                loop.call_soon_threadsafe(self._release_written, owned)
-            callback.io_completed(None if err is None else StorageError(f"appending to {self.path!r}", err))
+                loop.call_soon_threadsafe(self._written, owned, callback)
+            else:
+                callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
-            self._writer.submit(build, done)
+            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done):
+                self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
                 pending.pop(e.log_id.index, None)
@@ -405,8 +419,9 @@ class RocksLogStore(RocksLogReader):
 
     @property
     def groups_written(self) -> int:
-        """How many write groups (fsyncs with ``sync=True``) the writer has done."""
-        return self._writer.groups
+        """How many durability steps (fsyncs with ``sync=True``) the writer has done: its
+        thread's groups plus the appends made durable on its fast path."""
+        return self._writer.groups + self._writer.fast_writes
 
     def close(self) -> None:
         """Write everything queued (durably), stop the writer thread and close the database,
@@ -439,7 +454,10 @@ class RocksLogStore(RocksLogReader):
         finish_close(self._mark, errors, f"closing log store at {self.path!r}")
 
     async def aclose(self) -> None:
-        """``close()`` in a worker thread; callbacks of the last writes still reach the loop."""
+        """``close()`` in a worker thread (after the writer's fast path, which lives on this
+        loop, has finished); callbacks of the last writes still reach the loop."""
+        if not self._closed:
+            await self._writer.close_fast()
         await asyncio.to_thread(self.close)
 
     async def __aenter__(self) -> Self:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .dirwatch import DirWatch
 from .files import fsync_dir
 
 __all__ = ["WalSyncer", "read_db_options", "wal_numbers", "wal_syncer_for"]
@@ -46,40 +47,105 @@ class WalSyncer:
     writes to a WAL again once a newer one exists, so older ones are complete and synced), skips
     those deleted meanwhile, and fsyncs the directory when a WAL newer than any seen before
     appeared (its directory entry). Returns ``False`` when no WAL file is found (the caller
-    then syncs through RocksDB)."""
+    then syncs through RocksDB).
 
-    __slots__ = ("wal_dir", "_from", "_dir_synced", "fsyncs")
+    The cheap path: the newest WAL's file descriptor stays open, and while the directory watch
+    (``DirWatch``, made before the first listing) reports no new entry since the last listing,
+    no WAL newer than it can exist, so ``sync()`` is one ``os.fsync`` of that descriptor: no
+    directory listing, no ``open``/``close``. Any new entry in the directory (a WAL, or any
+    other file RocksDB creates) makes the next ``sync()`` list the directory again.
+    ``close()`` closes the descriptors."""
+
+    __slots__ = ("wal_dir", "_from", "_dir_synced", "_fd", "_fd_num", "_watch", "fsyncs", "listings")
 
     def __init__(self, wal_dir: str) -> None:
         self.wal_dir = wal_dir
+        # Made before the first listing: every entry created after a listing is reported.
+        self._watch = DirWatch(wal_dir)
         self._from = -1  # the newest WAL number fsynced by the last sync()
         self._dir_synced = -1  # the newest WAL number whose directory entry is known durable
+        # Invariant: ``_fd`` is an open descriptor of WAL number ``_fd_num`` == ``_from``, or
+        # both are -1 (then the next sync() lists the directory).
+        self._fd = -1
+        self._fd_num = -1
         self.fsyncs = 0
+        self.listings = 0  # syncs that listed the directory (for tests and benchmarks)
 
     def sync(self) -> bool:
         """fsync the WAL files (and the directory) as the class docstring says; ``False``
         when there is no WAL file."""
+        # Drain the watch first: an entry created after this point is reported next time.
+        changed = self._watch.changed()
+        if self._fd >= 0 and not changed:
+            os.fsync(self._fd)
+            self.fsyncs += 1
+            return True
+        return self._sync_listed()
+
+    def _sync_listed(self) -> bool:
+        self.listings += 1
         nums = [n for n in wal_numbers(self.wal_dir) if n >= self._from]
         if not nums:
+            self._close_fd()
             return False
-        for n in nums:
-            try:
-                fd = os.open(os.path.join(self.wal_dir, f"{n:06d}.log"), os.O_RDONLY)
-            except FileNotFoundError:
-                # RocksDB deletes a WAL only once every memtable it holds was flushed to SST
-                # files that are synced and recorded in the synced MANIFEST: nothing to do.
-                continue
-            try:
-                os.fsync(fd)
-                self.fsyncs += 1
-            finally:
-                os.close(fd)
         newest = nums[-1]
+        for n in nums:
+            if n == self._fd_num:
+                # Still open from an earlier sync (fsyncing it is harmless if RocksDB has
+                # deleted the file since).
+                os.fsync(self._fd)
+            else:
+                try:
+                    fd = os.open(os.path.join(self.wal_dir, f"{n:06d}.log"), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    # RocksDB deletes a WAL only once every memtable it holds was flushed to SST
+                    # files that are synced and recorded in the synced MANIFEST: nothing to do.
+                    continue
+                try:
+                    os.fsync(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if n == newest:
+                    self._close_fd()
+                    self._fd, self._fd_num = fd, n
+                else:
+                    os.close(fd)
+            self.fsyncs += 1
+        if self._fd_num != newest:
+            self._close_fd()  # only the newest WAL is kept open (none if it was deleted)
         if newest > self._dir_synced:
             fsync_dir(self.wal_dir)
             self._dir_synced = newest
         self._from = newest
         return True
+
+    @property
+    def ready(self) -> bool:
+        """Whether a descriptor of the newest WAL (as of the last listing) is open."""
+        return self._fd >= 0
+
+    def current_fd(self) -> int:
+        """The open descriptor of the newest WAL, or -1: for the loop's fast path, called
+        after its write returned, while it has the syncer to itself (the writer thread idle).
+        It drains the watch: if no entry appeared in the directory since the last listing, the
+        write went to that WAL and an fsync of the descriptor covers every write so far; if one
+        may have (e.g. the write started a new WAL), the descriptor is dropped, -1 is returned,
+        and the next ``sync()`` lists the directory."""
+        if self._watch.changed():
+            self._close_fd()
+        return self._fd
+
+    def _close_fd(self) -> None:
+        fd, self._fd, self._fd_num = self._fd, -1, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the open WAL descriptor and the directory watch; idempotent. A later
+        ``sync()`` lists the directory every time."""
+        self._close_fd()
+        self._watch.close()
 
 
 def wal_syncer_for(path: str) -> WalSyncer | None:

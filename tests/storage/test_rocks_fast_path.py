@@ -1,0 +1,199 @@
+"""The log store writer's fast path (``GroupWriter.write_now``): a small append made while the
+writer thread is idle is written on the event loop and its fsync handed to the kernel (Linux
+native AIO). Asserted: it is taken, nothing fsyncs on the loop's thread, every acknowledged
+write survives a reopen (its acknowledged mark included), a new WAL is fsynced, a failed
+write or fsync fails the store (and still releases its lock), and ``close()`` finishes the
+writes in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import StorageError
+from openraft_py.storage import IOFlushed
+from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.storage.rocks.aio import AioFsync
+from openraft_py.types import Entry, LogId, Normal, Vote
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def _aio_available() -> bool:
+    try:
+        AioFsync(1).close()
+    except OSError:
+        return False
+    return True
+
+
+needs_aio = pytest.mark.skipif(not _aio_available(), reason="needs Linux native AIO")
+
+
+def ent(i: int) -> Entry:
+    return Entry(LogId(1, i), Normal(b"v%d" % i))
+
+
+async def append(store: RocksLogStore, first: int, n: int = 1) -> asyncio.Future[BaseException | None]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException | None] = loop.create_future()
+    await store.append([ent(i) for i in range(first, first + n)], IOFlushed(done.set_result, loop))
+    return done
+
+
+@needs_aio
+async def test_small_appends_take_the_fast_path_and_survive_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop_thread = threading.get_ident()
+    fsync_threads: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        fsync_threads.append(threading.get_ident())
+        real_fsync(fd)
+
+    path = tmp_path / "log"
+    store = RocksLogStore(path)  # (opening fsyncs on the caller's thread: not an append's)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    try:
+        for i in range(40):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+            if i == 20:
+                await store.save_vote(Vote.new(3, 1))  # the thread's path, in between
+            if i % 5 == 0:
+                await store.save_committed(LogId(1, i))
+        assert store._writer.fast_writes >= 35  # the first append (no WAL listed yet) and the vote go through the thread
+        assert loop_thread not in fsync_threads  # no fsync on the loop's thread
+    finally:
+        await store.aclose()
+    reopened = RocksLogStore(path)  # also checks the acknowledged mark against what RocksDB recovered
+    try:
+        got = await reopened.try_get_log_entries(0, 40)
+        assert [e.log_id.index for e in got] == list(range(40))
+        assert await reopened.read_vote() == Vote.new(3, 1)
+        assert await reopened.read_committed() == LogId(1, 35)
+    finally:
+        reopened.close()
+
+
+@needs_aio
+async def test_fast_path_fsyncs_the_new_wal_after_a_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a memtable flush RocksDB writes to a new WAL: the first append after it goes to
+    the thread (the directory watch reported the new file), and every later fast-path fsync
+    is of the new WAL."""
+    submitted: list[str] = []
+    real_submit = AioFsync.submit
+
+    def recording_submit(self: AioFsync, fd: int, token: int) -> bool:
+        submitted.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_submit(self, fd, token)
+
+    monkeypatch.setattr(AioFsync, "submit", recording_submit)
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    try:
+        for i in range(5):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+        old = {n for n in os.listdir(path) if n.endswith(".log")}
+        assert set(submitted) <= old and submitted
+        store._entries.flush()  # a new WAL
+        new = {n for n in os.listdir(path) if n.endswith(".log")} - old
+        assert len(new) == 1
+        submitted.clear()
+        for i in range(5, 15):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+        assert submitted and set(submitted) == new, submitted
+    finally:
+        await store.aclose()
+    reopened = RocksLogStore(path)
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 15)] == list(range(15))
+    finally:
+        reopened.close()
+
+
+class _FailingWrites:
+    """Wraps the writer's database: every ``write`` after the first ``ok`` ones raises."""
+
+    def __init__(self, inner: Any, ok: int) -> None:
+        self._inner = inner
+        self._ok = ok
+
+    def write(self, batch: Any, opts: Any) -> None:
+        if self._ok <= 0:
+            raise Exception("IO error: injected")
+        self._ok -= 1
+        self._inner.write(batch, opts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@needs_aio
+async def test_failed_fast_path_write_fails_the_store_and_releases_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    for i in range(3):
+        assert await asyncio.wait_for(await append(store, i), 10) is None
+    assert store._writer.fast_writes >= 2
+    store._writer._db = _FailingWrites(store._writer._db, 0)
+    err = await asyncio.wait_for(await append(store, 3), 10)
+    assert isinstance(err, StorageError)
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(store.save_vote(Vote.new(1, 1)), 10)  # the writer stays failed
+    store._writer._db = store._writer._db._inner
+    try:
+        await store.aclose()
+    except StorageError:
+        pass
+    reopened = RocksLogStore(path)  # the lock was released
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 3)] == [0, 1, 2]
+    finally:
+        reopened.close()
+
+
+@needs_aio
+async def test_failed_fast_path_fsync_fails_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        for i in range(3):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+        real_reap = AioFsync.reap
+
+        def failing_reap(self: AioFsync) -> list[tuple[int, OSError | None]]:
+            return [(token, OSError(5, "fsync: injected EIO")) for token, _ in real_reap(self)]
+
+        monkeypatch.setattr(AioFsync, "reap", failing_reap)
+        err = await asyncio.wait_for(await append(store, 3), 10)
+        assert isinstance(err, StorageError) and "EIO" in str(err.__cause__ or err)
+        monkeypatch.setattr(AioFsync, "reap", real_reap)
+        err2 = await asyncio.wait_for(await append(store, 4), 10)
+        assert isinstance(err2, StorageError)  # every later write fails
+    finally:
+        try:
+            await store.aclose()
+        except StorageError:
+            pass
+
+
+@needs_aio
+async def test_close_finishes_the_fast_path_writes_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    assert await asyncio.wait_for(await append(store, 0), 10) is None
+    pending = [await append(store, i) for i in range(1, 6)]
+    assert store._writer._fast  # fsyncs in flight with the kernel
+    store.close()  # on the loop's thread: waits for them
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert all(f.done() and f.result() is None for f in pending)
+    reopened = RocksLogStore(path)
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 6)] == list(range(6))
+    finally:
+        reopened.close()
