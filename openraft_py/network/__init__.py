@@ -22,8 +22,9 @@ Transports:
 
 - ``openraft_py.network.tcp``: the TCP transport users deploy. ``TcpNetworkFactory`` (client
   side, one pipelined connection per peer, optional TLS) and ``TcpServer.start`` (serves a
-  ``Raft`` on a port; handshake on protocol version, cluster name and membership; mutual
-  TLS with a ``CERT_REQUIRED`` server context). Its wire format is
+  ``Raft`` on a port; handshake on protocol version, cluster name and membership, re-checked
+  on open connections as the membership changes; mutual TLS with a ``CERT_REQUIRED`` server
+  context, optionally binding certificates to node ids: ``peer_id_of_cert``). Its wire format is
   ``openraft_py.network.wire`` (``docs/design/wire.md``). Import it from its module.
 - ``openraft_py.network.router``: ``Router``, the in-process transport with fault injection
   used by tests and benchmarks; its names are re-exported here.

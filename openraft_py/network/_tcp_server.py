@@ -364,6 +364,7 @@ class TcpServer:
     peer_id_of_cert: PeerIdOfCert | None
     """Binds a client certificate to the hello's sender id (``None``: not bound)."""
     membership_check_interval: float
+    """Seconds between two re-checks of the open connections' senders (``_member_tick``)."""
     cluster_name: str
     node_id: NodeId
     max_frame_size: int
