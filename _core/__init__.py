@@ -38,6 +38,7 @@ __all__ = [
     "encode_entries",
     "encode_entry_batch",
     "decode_entries",
+    "plain_entries_prefix",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -69,6 +70,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_frame,
         encode_frames,
         encode_index_key,
+        plain_entries_prefix,
     )
     from ._logindex_py import EntryCache, LogIndex
     from ._quorum_py import (
@@ -91,6 +93,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            plain_entries_prefix,
         )
         from ._logindex_c import EntryCache, LogIndex
         from ._quorum_c import (
@@ -112,6 +115,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            plain_entries_prefix,
         )
         from ._logindex_py import EntryCache, LogIndex
         from ._quorum_py import (

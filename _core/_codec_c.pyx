@@ -493,3 +493,42 @@ cdef class FrameReader:
         """Return the number of bytes of the pending incomplete frame."""
         return self._end - self._start
 
+
+def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_type, log_id_type, normal_type, blank_type) -> int:
+    """How many entries at the start of ``entries`` are well-formed plain entries (the
+    contract is in the twin). Attributes are read from their slots (``_Field``)."""
+    cdef Py_ssize_t k
+    cdef Py_ssize_t n = len(entries)
+    cdef int64_t nxt, lt, hi, i, t
+    # The arguments are in [0, 2**63) by contract.
+    nxt = next_index
+    lt = min_term
+    hi = max_term
+    for k in range(n):
+        e = entries[k]
+        if type(e) is not entry_type:
+            return k
+        lid = _LOG_ID.get(e)
+        if type(lid) is not log_id_type:
+            return k
+        oi = _INDEX.get(lid)
+        ot = _TERM.get(lid)
+        if type(oi) is not int or type(ot) is not int:
+            return k
+        try:
+            i = oi
+            t = ot
+        except OverflowError:
+            return k
+        if i != nxt or t < lt or t > hi:
+            return k
+        p = _PAYLOAD.get(e)
+        tp = type(p)
+        if tp is normal_type:
+            if type(_DATA.get(p)) is not bytes:
+                return k
+        elif tp is not blank_type:
+            return k
+        lt = t
+        nxt += 1
+    return n

@@ -213,3 +213,51 @@ class FrameReader:
     def buffered(self) -> int:
         """Return the number of bytes of the pending incomplete frame."""
         return len(self._buf)
+
+
+def plain_entries_prefix(
+    entries: list[Any],
+    next_index: int,
+    min_term: int,
+    max_term: int,
+    entry_type: Any,
+    log_id_type: Any,
+    normal_type: Any,
+    blank_type: Any,
+) -> int:
+    """How many entries at the start of ``entries`` are well-formed plain entries: the fast
+    path of a follower's check of an AppendEntries (``validation.check_append_entries``),
+    which looks at the rest itself (explaining what is wrong, or checking a membership).
+
+    Entry ``k`` passes while every entry before it passed and: it is exactly of
+    ``entry_type``; its ``log_id`` exactly of ``log_id_type``; its index an ``int`` equal to
+    ``next_index + k``; its term an ``int`` within ``[previous term, max_term]`` (the
+    previous term of entry 0 is ``min_term``); its payload exactly of ``blank_type``, or of
+    ``normal_type`` with ``data`` exactly ``bytes``. ``next_index``, ``min_term`` and
+    ``max_term`` are ints in ``[0, 2**63)`` (so is every index and term that passes). Never
+    raises for a malformed entry.
+    """
+    nxt = next_index
+    lt = min_term
+    k = 0
+    for e in entries:
+        if type(e) is not entry_type:
+            break
+        lid = e.log_id
+        if type(lid) is not log_id_type:
+            break
+        i = lid.index
+        t = lid.term
+        if type(i) is not int or type(t) is not int or i != nxt or t < lt or t > max_term:
+            break
+        p = e.payload
+        tp = type(p)
+        if tp is normal_type:
+            if type(p.data) is not bytes:
+                break
+        elif tp is not blank_type:
+            break
+        lt = t
+        nxt += 1
+        k += 1
+    return k

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import validation as _v
 from .config import Config
 from .core.clock import Clock, LoopClock
-from .core.messages import ClientWrite, EngineCall
+from .core.messages import AppendEntriesCall, ClientWrite, EngineCall
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
@@ -350,11 +350,9 @@ class Raft:
         malformed request (``openraft_py.validation.check_append_entries``); the node
         ignores it and keeps running."""
         _v.check_append_entries(req)
-
-        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.handle_append_entries(req, tx, now)
-
-        return await self._call(fn)  # type: ignore[no-any-return]
+        fut: asyncio.Future[AppendEntriesResponse] = self._loop.create_future()
+        self._core.send_msg(AppendEntriesCall(req, fut))
+        return await fut
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """Handle a RequestVote RPC from a candidate. Raises ``InvalidRequest`` for a

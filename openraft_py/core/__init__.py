@@ -2,14 +2,15 @@
 
 ::
 
-      Raft handle ──RaftMsg (ClientWrite, EngineCall)──┐
+      Raft handle ──RaftMsg (ClientWrite, EngineCall, AppendEntriesCall)──┐
+                                                      ┌─────────────────┘
                                                       v
       storage IO done, RPC replies, ticks ──────> RaftCore task ──> Engine (pure)
                      (notifications)                  │ commands
              ┌────────────────────┬───────────────────┼──────────────────────┐
              v                    v                   v                      v
       ReplicationCore       RaftLogStorage      StateMachineWorker      RaftNetwork.vote
-      (task per target)     (append, vote,      (own task: apply,       (a task per
+      (sender per target)   (append, vote,      (own task: apply,       (a task per
       AppendEntries,        truncate, purge)    answer clients)          request)
       pipelined
 

@@ -1,7 +1,7 @@
 """``ApplyFeed``: the hand-off of committed entries from the core to the state-machine
 worker, and the clients waiting for their entries to be applied.
 
-The core records each client write's ``Responder`` here when the engine assigns its log
+The core records each client write (its own ``Responder``) here when the engine assigns its log
 index; on every new committed id it ``submit``s the entries not yet handed over, with the
 responders they answer, to the worker. Truncations and snapshot installs fail the
 responders whose entries will never be applied here.
@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import ForwardToLeader
 from ..types import ClientWriteResponse, LogId, StoredMembership
 from .log_source import LogSource
-from .messages import ClientWrite
-from .sm_worker import Responder, StateMachineWorker
+from .messages import ClientWrite, Responder
+from .sm_worker import StateMachineWorker
 
 
 class ApplyFeed:
@@ -39,11 +39,11 @@ class ApplyFeed:
     def add_writes(self, first: int, term: int, writes: list[ClientWrite]) -> None:
         """The engine logged ``writes``' payloads, in order, from index ``first`` in
         ``term``: answer each writer when its entries are applied."""
-        rs = self.responders
         for w in writes:
-            n = len(w.payloads)
-            rs.append(Responder(first, n, term, w.tx, w.single))
-            first += n
+            w.first = first
+            w.term = term
+            first += w.count
+        self.responders.extend(writes)
 
     def add_responder(self, tx: Any, log_id: LogId, effective: StoredMembership) -> None:
         """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the

@@ -1,25 +1,54 @@
 """What flows into ``RaftCore``: ``RaftMsg`` (API calls) and notifications (IO done, RPC
-replies, ticks). Plain ``__slots__`` classes: they live for one loop iteration and are made on
-the hot path, so they stay as cheap as a tuple."""
+replies, ticks). Plain ``__slots__`` classes: they are made on the hot path, so they stay as
+cheap as a tuple; most live for one loop iteration (a ``ClientWrite`` lives on as its own
+``Responder`` until it is answered)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ..types import EntryPayload, LogId, NodeId, Vote, VoteResponse
+from ..types import AppendEntriesRequest, EntryPayload, LogId, NodeId, Vote, VoteResponse
 
 # -- RaftMsg: calls from the Raft handle ----------------------------------------------------------
 
 
-class ClientWrite:
+class Responder:
+    """Clients waiting for the entries ``[first, first + count)``, written in ``term``.
+
+    ``tx`` is a future; it gets one ``ClientWriteResponse`` (``single``) or the list of them.
+    """
+
+    __slots__ = ("first", "count", "term", "tx", "single")
+
+    def __init__(self, first: int, count: int, term: int, tx: asyncio.Future[Any], single: bool) -> None:
+        self.first = first
+        self.count = count
+        self.term = term
+        self.tx = tx
+        self.single = single
+
+    def fail(self, err: BaseException) -> None:
+        """Answer with ``err`` (unless the caller gave up)."""
+        if not self.tx.done():
+            self.tx.set_exception(err)
+
+
+class ClientWrite(Responder):
     """Append ``payloads`` (one entry each); ``tx`` gets the list of responses (or an error)
-    once applied. ``single`` means the caller wants the one response, not a list."""
+    once applied. ``single`` means the caller wants the one response, not a list.
 
-    __slots__ = ("payloads", "tx", "single")
+    A write is its own ``Responder``: once the engine logged its payloads, the core sets
+    ``first`` and ``term`` (``count`` is ``len(payloads)`` from the start) and the same
+    object waits in the apply feed, then the worker (one object per write, not two).
+    ``first`` and ``term`` are unset before that."""
 
-    def __init__(self, payloads: list[EntryPayload], tx: Any, single: bool) -> None:
+    __slots__ = ("payloads",)
+
+    def __init__(self, payloads: list[EntryPayload], tx: asyncio.Future[Any], single: bool) -> None:
         self.payloads = payloads
+        self.count = len(payloads)
         self.tx = tx
         self.single = single
 
@@ -32,6 +61,19 @@ class EngineCall:
 
     def __init__(self, fn: Callable[..., Any], tx: Any) -> None:
         self.fn = fn
+        self.tx = tx
+
+
+class AppendEntriesCall:
+    """An AppendEntries RPC from a leader (``Raft.append_entries``, the request already
+    validated): the core hands ``req`` to ``Engine.handle_append_entries``, which answers
+    ``tx``. A follower gets one per replication request, so it has a message of its own
+    instead of an ``EngineCall`` with a closure."""
+
+    __slots__ = ("req", "tx")
+
+    def __init__(self, req: AppendEntriesRequest, tx: asyncio.Future[Any]) -> None:
+        self.req = req
         self.tx = tx
 
 

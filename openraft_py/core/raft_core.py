@@ -73,6 +73,7 @@ from .clock import Clock
 from .log_source import CACHE_MAX_ENTRIES, LogSource
 from .messages import (
     TICK,
+    AppendEntriesCall,
     Applied,
     ClientWrite,
     EngineCall,
@@ -163,9 +164,9 @@ class RaftCore:
     # -- queues --------------------------------------------------------------------------------
 
     def send_msg(self, msg: Any) -> None:
-        """Queue an API call (``ClientWrite`` or ``EngineCall``). Its ``tx`` is answered
-        exactly once: with the result, the call's error, or the node's ``Fatal`` error if
-        the node stops first (also when it has stopped already)."""
+        """Queue an API call (``ClientWrite``, ``EngineCall`` or ``AppendEntriesCall``). Its
+        ``tx`` is answered exactly once: with the result, the call's error, or the node's
+        ``Fatal`` error if the node stops first (also when it has stopped already)."""
         if self.fatal is not None:
             self._fail_msg(msg, self.fatal)
             return
@@ -312,17 +313,21 @@ class RaftCore:
             return
         self.feed.add_writes(first.index, first.term, writes)
 
-    def _handle_call(self, m: EngineCall, now: float) -> None:
-        """Run one engine call. An ``ApiError`` refuses this call only (the engine checks
-        before it changes anything). Any other exception escapes: the engine may be left
-        half-way through a change, so the node stops with ``Panicked`` (in ``_run``) and
-        teardown answers this caller, like every other, with that error."""
+    def _handle_call(self, m: EngineCall | AppendEntriesCall, now: float) -> None:
+        """Run one engine call (an ``AppendEntriesCall`` is a call of
+        ``Engine.handle_append_entries``). An ``ApiError`` refuses this call only (the
+        engine checks before it changes anything). Any other exception escapes: the engine
+        may be left half-way through a change, so the node stops with ``Panicked`` (in
+        ``_run``) and teardown answers this caller, like every other, with that error."""
         if m.tx.done():
             # The caller gave up (cancelled, timed out) before the call ran: as if the
             # request was lost. (Answering a cancelled future would raise.)
             return
         try:
-            m.fn(self.engine, m.tx, now)
+            if isinstance(m, AppendEntriesCall):
+                self.engine.handle_append_entries(m.req, m.tx, now)
+            else:
+                m.fn(self.engine, m.tx, now)
         except ApiError as e:
             if not m.tx.done():
                 m.tx.set_exception(e)

@@ -3,9 +3,12 @@
 The engine decides what a target is sent (``engine/progress.py``); this module only does
 it. Given a ``Replicate`` it reads the entries ``[start, end)`` (from the in-memory tail of
 the log, storage on a miss) and sends one AppendEntries; given a ``SendSnapshot`` it streams
-the state machine's current snapshot in chunks. Each request runs as a task of its own, so
-the engine's pipelining window is the only bound on what is in flight. Every outcome goes
-back to the core as a notification, the engine's ``ReplicationResult`` types:
+the state machine's current snapshot in chunks. Each channel has one long-lived sender task
+that carries out one ``Replicate`` at a time; a ``Replicate`` that arrives while the sender
+is busy (the engine pipelines) runs as a task of its own, so the engine's pipelining window
+is still the only bound on what is in flight. (The sender saves, per request, the creation
+of a task and its done callback: the 1-writer path sends two requests per write.) Every
+outcome goes back to the core as a notification, the engine's ``ReplicationResult`` types:
 
     AppendEntries answered: success        Matched(matching, sent_at)
                             conflict       Conflict(hint, sent_at)
@@ -44,7 +47,7 @@ before) restarts the transfer from offset 0. Each chunk is bounded by
 Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
 without this target) nothing more is read or reported: the leader's log may be truncated
 from then on, and ``RaftCore`` runs commands in order, so a stop always precedes any
-truncation. A channel reads no engine state.
+truncation; the sender task ends. A channel reads no engine state.
 """
 
 from __future__ import annotations
@@ -205,9 +208,24 @@ class ReplicationCore:
     Invariants: once ``stopped``, no task of this channel reads the log or reports anything.
     ``_issued <= _planned``; the ``Replicate``s of turns ``< _issued`` have handed every
     request to the network, and only the task of turn ``_issued`` may hand one over.
+    ``_next`` is set only while the sender task is started and waits in ``_wakeup`` with
+    nothing to do (``_idle``); the sender clears it when it takes it.
     """
 
-    __slots__ = ("target", "vote", "client", "env", "stopped", "_planned", "_issued", "_turn")
+    __slots__ = (
+        "target",
+        "vote",
+        "client",
+        "env",
+        "stopped",
+        "_planned",
+        "_issued",
+        "_turn",
+        "_idle",
+        "_next",
+        "_wakeup",
+        "_started",
+    )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
         self.target = target
@@ -218,21 +236,52 @@ class ReplicationCore:
         self._planned = 0  # turns given out: one per Replicate, in the order the core ran them
         self._issued = 0  # the turn whose task may hand its requests to the network now
         self._turn = Wakeup()  # woken when _issued moves
+        # The sender task (started by the first ``replicate``) waits for work.
+        self._idle = False
+        # The request (and its turn) handed to the idle sender, not taken yet.
+        self._next: tuple[Replicate, int] | None = None
+        self._wakeup = Wakeup()
+        self._started = False
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
-        ``Config.max_payload_bytes``), in a task of its own, after those planned before it."""
+        ``Config.max_payload_bytes``), after those planned before it: by the sender task if
+        it is idle, else (a pipelined request) in a task of its own."""
         turn = self._planned
         self._planned = turn + 1
-        self.env.spawn(self._send(c, turn), f"append-{self.target}")
+        if self._idle:
+            self._idle = False
+            self._next = (c, turn)
+            self._wakeup.wake()
+        elif not self._started:
+            self._started = True
+            self.env.spawn(self._sender(c, turn), f"append-{self.target}")
+        else:
+            self.env.spawn(self._send(c, turn), f"append-{self.target}")
 
     def send_snapshot(self, c: SendSnapshot) -> None:
         """Transfer the current snapshot, in a task of its own."""
         self.env.spawn(self._send_snapshot(c), f"snapshot-{self.target}")
 
     def stop(self) -> None:
-        """Stop: requests in flight end without reading the log again or reporting."""
+        """Stop: requests in flight end without reading the log again or reporting, and
+        the sender task ends."""
         self.stopped = True
+        self._wakeup.wake()
+
+    async def _sender(self, first: Replicate, turn: int) -> None:
+        """The long-lived sender: send ``first`` (planned as ``turn``), then each request
+        ``replicate`` hands over while this task is idle, until the channel stops."""
+        await self._send(first, turn)
+        while not self.stopped:
+            nxt = self._next
+            if nxt is None:
+                self._idle = True
+                await self._wakeup.wait()
+                continue
+            self._next = None
+            await self._send(*nxt)
+        self._idle = False
 
     def _report(self, result: ReplicationResult | Progress) -> None:
         if not self.stopped:

@@ -22,31 +22,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
 from ..wakeup import Wakeup
-from .messages import Applied, Failed
+from .messages import Applied, Failed, Responder
 
 if TYPE_CHECKING:
     from ..storage import RaftStateMachine
 
-
-class Responder:
-    """Clients waiting for the entries ``[first, first + count)``, written in ``term``.
-
-    ``tx`` is a future; it gets one ``ClientWriteResponse`` (``single``) or the list of them.
-    """
-
-    __slots__ = ("first", "count", "term", "tx", "single")
-
-    def __init__(self, first: int, count: int, term: int, tx: asyncio.Future[Any], single: bool) -> None:
-        self.first = first
-        self.count = count
-        self.term = term
-        self.tx = tx
-        self.single = single
-
-    def fail(self, err: BaseException) -> None:
-        """Answer with ``err`` (unless the caller gave up)."""
-        if not self.tx.done():
-            self.tx.set_exception(err)
+__all__ = ["Responder", "StateMachineWorker"]
 
 
 class _Op:
