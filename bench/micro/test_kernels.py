@@ -103,6 +103,20 @@ def test_encode_entry_batch_x1000(benchmark, impl) -> None:
     benchmark(impl.encode_entry_batch, entries, Normal, Membership, bytes)
 
 
+def test_plain_entries_prefix_x1000(benchmark, impl) -> None:
+    """A follower's check of a 1,000-entry AppendEntries of plain entries (the steady state
+    of ``validation.check_append_entries``)."""
+    from openraft_py.types import Blank, Entry, LogId, Normal
+
+    entries = [Entry(LogId(5, i), Normal(b"x" * 64)) for i in range(1_000)]
+    f = impl.plain_entries_prefix
+
+    def run() -> None:
+        assert f(entries, 0, 5, 9, Entry, LogId, Normal, Blank) == 1_000
+
+    benchmark(run)
+
+
 def test_frame_reader_x1000(benchmark, impl) -> None:
     stream = impl.encode_frames([b"y" * 100] * 1_000)
     chunks = [stream[i : i + 1_500] for i in range(0, len(stream), 1_500)]
