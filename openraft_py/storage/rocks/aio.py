@@ -7,12 +7,11 @@ wakes the loop directly (see "The loop's fast path" in ``docs/design/durability.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import struct
 import sys
-
-from .dirwatch import loaded_libc
 
 __all__ = ["AioFsync"]
 
@@ -25,12 +24,18 @@ _IOCB = struct.Struct("<QIIHhIQQqQII")
 _EVENT = struct.Struct("<QQqq")  # struct io_event: data, obj, res, res2
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """The C library loaded in this process, with ``syscall`` returning a long (see
-    ``dirwatch.loaded_libc``)."""
-    libc = loaded_libc()
-    if libc is not None:
-        libc.syscall.restype = ctypes.c_long
+    """The C library already loaded in this process (``dlopen(NULL)``: no library search,
+    which would run ``ldconfig`` at every store open), with ``syscall`` returning a long;
+    ``None`` when not on Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    libc.syscall.restype = ctypes.c_long
     return libc
 
 

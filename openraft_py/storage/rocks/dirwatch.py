@@ -1,44 +1,26 @@
-"""``DirWatch``: tells, with one non-blocking ``read``, whether entries may have been created in
-a directory since the last look (Linux ``inotify``). The WAL syncer uses it to list the WAL
-directory only when RocksDB may have started a new WAL (see "The durability step" in
-``docs/design/durability.md``)."""
+"""``DirWatch``: tells, with one non-blocking look, whether entries may have been created in a
+directory since the last look (Linux ``inotify``, through ``inotify_simple``). The WAL syncer
+uses it to list the WAL directory only when RocksDB may have started a new WAL (see "The
+durability step" in ``docs/design/durability.md``)."""
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import os
-import struct
 import sys
+from typing import Any
 
-__all__ = ["DirWatch", "loaded_libc"]
+__all__ = ["DirWatch"]
 
-# <sys/inotify.h>
-_IN_CREATE = 0x00000100
-_IN_MOVED_TO = 0x00000080
-_IN_DELETE_SELF = 0x00000400
-_IN_MOVE_SELF = 0x00000800
-_IN_UNMOUNT = 0x00002000
-_IN_Q_OVERFLOW = 0x00004000
-_IN_IGNORED = 0x00008000
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-_WATCH = _IN_CREATE | _IN_MOVED_TO | _IN_DELETE_SELF | _IN_MOVE_SELF
-# After any of these the watch no longer reports every new entry: it is given up.
-_LOST = _IN_Q_OVERFLOW | _IN_IGNORED | _IN_UNMOUNT | _IN_DELETE_SELF | _IN_MOVE_SELF
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
-
-
-@functools.cache
-def loaded_libc() -> ctypes.CDLL | None:
-    """The C library already loaded in this process (``dlopen(NULL)``; no library search, which
-    would run ``ldconfig``), or ``None`` when not on Linux."""
+try:
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
+        raise ImportError("inotify is Linux only")
+    from inotify_simple import INotify, flags  # type: ignore[import-untyped]
+except (ImportError, OSError):  # no inotify here: every look says "changed"
+    INotify = flags = None
+
+if flags is not None:
+    _WATCH = flags.CREATE | flags.MOVED_TO | flags.DELETE_SELF | flags.MOVE_SELF
+    # After any of these the watch no longer reports every new entry: it is given up.
+    _LOST = flags.Q_OVERFLOW | flags.IGNORED | flags.UNMOUNT | flags.DELETE_SELF | flags.MOVE_SELF
 
 
 class DirWatch:
@@ -50,56 +32,55 @@ class DirWatch:
     system call that creates (or renames in) the entry, before that call returns, so an entry
     created before ``changed()`` starts is either reported now or was reported by an earlier
     call. When the watch cannot guarantee that any more (its event queue overflowed, the
-    directory was removed, moved or unmounted) or could not be made at all, ``active`` is
-    false and ``changed()`` returns ``True`` every time. Not thread-safe: one caller.
+    directory was removed, moved or unmounted) or could not be made at all (not Linux, the
+    per-user limit of inotify instances reached), ``active`` is false and ``changed()``
+    returns ``True`` every time. Not thread-safe: one caller.
     """
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_ino",)
 
     def __init__(self, path: str) -> None:
-        self._fd = -1  # the inotify instance; -1: no watch (``changed()`` always True)
-        libc = loaded_libc()
-        if libc is None:
+        self._ino: Any = None  # the inotify instance; None: no watch (``changed()`` always True)
+        if INotify is None:
             return
-        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:  # e.g. the per-user limit of inotify instances is reached
+        try:
+            ino = INotify(nonblocking=True)
+        except OSError:
             return
-        if libc.inotify_add_watch(fd, os.fsencode(path), _WATCH) < 0:
-            os.close(fd)
+        try:
+            ino.add_watch(path, _WATCH)
+        except OSError:
+            ino.close()
             return
-        self._fd = fd
+        self._ino = ino
 
     @property
     def active(self) -> bool:
         """Whether the watch still reports every new entry (else ``changed()`` is always
         ``True``)."""
-        return self._fd >= 0
+        return self._ino is not None
 
     def changed(self) -> bool:
         """Whether an entry may have been created since the last call; drains the events."""
-        fd = self._fd
-        if fd < 0:
+        ino = self._ino
+        if ino is None:
             return True
         got = False
         while True:
             try:
-                buf = os.read(fd, 65536)
-            except BlockingIOError:
-                return got
+                events = ino.read(timeout=0)
             except OSError:
                 self.close()
                 return True
+            if not events:
+                return got
             got = True
-            pos = 0
-            while pos + _EVENT.size <= len(buf):
-                _, mask, _, n = _EVENT.unpack_from(buf, pos)
-                if mask & _LOST:
-                    self.close()
-                    return True
-                pos += _EVENT.size + n
+            if any(e.mask & _LOST for e in events):
+                self.close()
+                return True
 
     def close(self) -> None:
         """Stop watching (``changed()`` is then always ``True``); idempotent."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        ino, self._ino = self._ino, None
+        if ino is not None:
+            ino.close()
