@@ -237,3 +237,30 @@ async def test_a_removed_nodes_open_connections_are_closed(caplog: pytest.LogCap
         closed = [r.getMessage() for r in caplog.records if f"node {removed} is no longer in the membership" in r.getMessage()]
         assert len(closed) >= len(rest) and all("closing the connection from 127.0.0.1:" in m for m in closed)
         assert all((server := c.nodes[nid].server) is not None and server.dropped >= 1 for nid in rest)
+
+
+class _FakeTransport:
+    def __init__(self, cert: dict[str, Any] | None) -> None:
+        self.cert = cert
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.cert if name == "peercert" else default
+
+
+def test_cert_mismatch_refuses_a_failing_callable_and_a_missing_certificate() -> None:
+    """``peer_id_of_cert`` raising counts as naming no node (the peer is refused with the
+    error in the reason), as does a connection without a verified certificate."""
+    from openraft_py.network._tcp_common import cert_mismatch
+
+    cert = {"subjectAltName": (("URI", node_uri(CLUSTER, 2)),)}
+
+    def boom(_: Any) -> int:
+        raise KeyError("subjectAltName")
+
+    why = cert_mismatch(_FakeTransport(cert), boom, 2, "client")
+    assert why is not None and "peer_id_of_cert failed on the client certificate" in why and "KeyError" in why
+    assert cert_mismatch(_FakeTransport(None), node_id_from_cert(CLUSTER), 2, "server") == (
+        "no verified server certificate to bind to node 2"
+    )
+    assert cert_mismatch(_FakeTransport(cert), node_id_from_cert(CLUSTER), 2, "client") is None
+    assert "node 2's, not node 3's" in (cert_mismatch(_FakeTransport(cert), node_id_from_cert(CLUSTER), 3, "client") or "")
