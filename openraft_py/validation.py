@@ -305,34 +305,28 @@ def check_append_entries(req: Any) -> None:
         li = last.log_id.index
         if type(li) is not int or li != next_index + len(entries) - 1:
             raise _bad(rpc, f"entries are not contiguous from index {next_index}: {len(entries)} entries end at {li!r}")
-    # Fastest path, the steady state: a kernel passes a batch of plain entries in one call
-    # (compiled, no Python loop per entry).
-    if plain_entries_prefix(entries, next_index, last_term, vterm, Entry, LogId, Normal, Blank) == len(entries):
-        return
-    # Fast path (memberships included): one pass, no message building; on the first
-    # oddity, explain it below.
-    nxt = next_index
-    lt = last_term
-    entry_t, log_id_t, normal_t, blank_t, int_t, bytes_t = Entry, LogId, Normal, Blank, int, bytes
-    for e in entries:
-        if type(e) is not entry_t:
+    # The steady state: a kernel passes a run of plain entries in one call (compiled, no
+    # Python loop per entry). It stops at a membership entry (checked here, then the next run)
+    # or at a bad entry (explained by the slow path).
+    n = len(entries)
+    k = plain_entries_prefix(entries, next_index, last_term, vterm, Entry, LogId, Normal, Blank)
+    while k < n:
+        e = entries[k]
+        lid = e.log_id if type(e) is Entry else None
+        if type(lid) is not LogId:
             break
-        lid = e.log_id
-        if type(lid) is not log_id_t:
-            break
-        i = lid.index
-        t = lid.term
-        if i != nxt or type(i) is not int_t or type(t) is not int_t or t < lt or t > vterm:
+        i, t = lid.index, lid.term
+        prev_term = entries[k - 1].log_id.term if k else last_term
+        if type(i) is not int or type(t) is not int or i != next_index + k or t < prev_term or t > vterm:
             break
         p = e.payload
-        tp = type(p)
-        if tp is normal_t:
-            if type(p.data) is not bytes_t:  # type: ignore[union-attr]  # narrowed by `tp is normal_t`
-                break
-        elif tp is not blank_t:
-            _check_membership(rpc, f"entry {lid!r} membership", p, False)
-        lt = t
-        nxt += 1
+        if type(p) is Normal or type(p) is Blank:
+            break  # refused by the kernel: a Normal whose data is not bytes
+        # Raises unless ``p`` is a well-formed Membership (naming what else it is).
+        _check_membership(rpc, f"entry {lid!r} membership", p, False)
+        k += 1
+        if k < n:
+            k += plain_entries_prefix(entries[k:], next_index + k, t, vterm, Entry, LogId, Normal, Blank)
     else:
         return
     _explain_entries(rpc, entries, next_index, last_term, vterm)
