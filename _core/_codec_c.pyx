@@ -111,14 +111,32 @@ cdef inline int64_t _as_index(str what, object value) except? -1:
     return v
 
 
+cdef inline bytes _record(int64_t term, int64_t index, unsigned char kind, bytes data):
+    """One entry record: the 17-byte header (term, index: u64 big-endian; kind: u8), then
+    ``data``. ``term`` and ``index`` are checked (``_as_index``) by the caller."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef bytes blob = PyBytes_FromStringAndSize(NULL, 17 + n)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(blob)
+    _put_u64(p, <uint64_t>term)
+    _put_u64(p + 8, <uint64_t>index)
+    p[16] = kind
+    if n:
+        memcpy(p + 17, PyBytes_AS_STRING(data), n)
+    return blob
+
+
+cdef inline bytes _index_key(int64_t index):
+    """The 8-byte big-endian storage key of a checked ``index``."""
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, 8)
+    _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>index)
+    return key
+
+
 def encode_entries(records) -> list:
     """Encode ``(term, index, kind, payload)`` records, one blob each."""
     cdef list out = []
     cdef int64_t term, index
     cdef long kind
-    cdef Py_ssize_t n
-    cdef bytes blob
-    cdef unsigned char* p
     for rec in records:
         t, i, k, payload = rec
         term = _as_index("term", t)
@@ -128,15 +146,7 @@ def encode_entries(records) -> list:
             raise CodecError(f"unknown entry kind {k!r}")
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        n = PyBytes_GET_SIZE(payload)
-        blob = PyBytes_FromStringAndSize(NULL, 17 + n)
-        p = <unsigned char*>PyBytes_AS_STRING(blob)
-        _put_u64(p, <uint64_t>term)
-        _put_u64(p + 8, <uint64_t>index)
-        p[16] = <unsigned char>kind
-        if n:
-            memcpy(p + 17, PyBytes_AS_STRING(payload), n)
-        out.append(blob)
+        out.append(_record(term, index, <unsigned char>kind, payload))
     return out
 
 
@@ -273,13 +283,11 @@ cdef int _finish(list out, Py_ssize_t n) except -1:
 
 def encode_entry_batch(entries, normal_type, membership_type, encode_membership) -> tuple:
     """Return ``(keys, records)`` of a batch of entries (see ``_codec_py.encode_entry_batch``)."""
-    cdef Py_ssize_t i = 0, n
+    cdef Py_ssize_t i = 0
     cdef list keys = _presized(entries)
     cdef list records = _presized(entries)
     cdef int64_t term, index
     cdef unsigned char kind
-    cdef bytes blob, key
-    cdef unsigned char* p
     cdef object lid, payload, tp, data
     for e in entries:
         lid = _LOG_ID.get(e)
@@ -298,18 +306,8 @@ def encode_entry_batch(entries, normal_type, membership_type, encode_membership)
             data = b""
         if not isinstance(data, bytes):
             raise TypeError(f"payload must be bytes, not {type(data).__name__}")
-        n = PyBytes_GET_SIZE(data)
-        blob = PyBytes_FromStringAndSize(NULL, 17 + n)
-        p = <unsigned char*>PyBytes_AS_STRING(blob)
-        _put_u64(p, <uint64_t>term)
-        _put_u64(p + 8, <uint64_t>index)
-        p[16] = kind
-        if n:
-            memcpy(p + 17, PyBytes_AS_STRING(data), n)
-        key = PyBytes_FromStringAndSize(NULL, 8)
-        _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>index)
-        _store(keys, i, key)
-        _store(records, i, blob)
+        _store(keys, i, _index_key(index))
+        _store(records, i, _record(term, index, kind, data))
         i += 1
     _finish(keys, i)
     _finish(records, i)
@@ -355,10 +353,7 @@ def decode_entries(blobs) -> list:
 
 def encode_index_key(index) -> bytes:
     """Return the 8-byte big-endian storage key of ``index``."""
-    cdef int64_t v = _as_index("index", index)
-    cdef bytes key = PyBytes_FromStringAndSize(NULL, 8)
-    _put_u64(<unsigned char*>PyBytes_AS_STRING(key), <uint64_t>v)
-    return key
+    return _index_key(_as_index("index", index))
 
 
 def decode_index_key(b) -> int:
