@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..config import Config
 from ..errors import RPCError
 from ..network.tcp import TcpNetworkFactory, parse_addr
 from ..types import (
@@ -161,6 +162,11 @@ class KvNetworkFactory:
         """A client for ``target`` at the raft address in ``node`` (no IO)."""
         raft_addr = addrs_of(node).raft
         return _CountingClient(self.tcp.new_client(target, BasicNode(raft_addr)), target, self.on_rpc_error)
+
+    def check_config(self, config: Config) -> None:
+        """The TCP factory's ``check_config`` (``Raft.new`` calls it): ``ConfigError`` if the
+        config's requests cannot fit its ``max_frame_size``."""
+        self.tcp.check_config(config)
 
     async def close(self) -> None:
         """Close every connection (after the node shut down)."""

@@ -80,7 +80,15 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         unknown = sorted(set(opts.raft_config) - set(Config.__struct_fields__) - {"cluster_name"})
         if unknown:
             raise ValueError(f"--raft-config: unknown Config fields {unknown}")
-        msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config).validate()
+        config = msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config)
+        config.validate()
+        from ..network.tcp import DEFAULT_MAX_FRAME_SIZE, required_frame_size
+
+        if required_frame_size(config) > DEFAULT_MAX_FRAME_SIZE:
+            raise ValueError(
+                f"--raft-config: max_payload_bytes or snapshot_max_chunk_size make frames of up to "
+                f"{required_frame_size(config)} bytes, over the raft port's limit of {DEFAULT_MAX_FRAME_SIZE}"
+            )
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
     except Exception as e:

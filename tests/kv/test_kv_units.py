@@ -5,6 +5,7 @@ flags."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from typing import Any
@@ -103,6 +104,23 @@ def test_serve_flags() -> None:
     for bad in (["--log-format", "xml"], ["--id", "x"], ["--raft-config", "[1]"]):
         with pytest.raises(SystemExit):
             parse(BASE + bad)
+
+
+def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> None:
+    """A request budget over the raft port's frame limit is refused at start (exit code 2),
+    and the KV network factory passes ``Raft.new`` the TCP factory's check."""
+    from openraft_py.config import Config
+    from openraft_py.errors import ConfigError
+    from openraft_py.kv.nodes import KvNetworkFactory
+    from openraft_py.network.tcp import DEFAULT_MAX_FRAME_SIZE, TcpNetworkFactory
+
+    huge = {"max_payload_bytes": 2 * DEFAULT_MAX_FRAME_SIZE, "max_entry_bytes": 1024}
+    with pytest.raises(ValueError, match="over the raft port's limit"):
+        options_from_args(parse(BASE + ["--raft-config", json.dumps(huge)]))
+    factory = KvNetworkFactory(TcpNetworkFactory(1, "kv-test"))
+    with pytest.raises(ConfigError, match="max_payload_bytes"):
+        factory.check_config(Config(**huge))
+    factory.check_config(Config())  # the defaults fit
 
 
 class _FakeNode:
