@@ -38,7 +38,11 @@ async def purged_leader_and_learner(c: Cluster) -> tuple[int, int]:
 
 @pytest.mark.parametrize("lose", ["request", "response"])
 async def test_a_lost_chunk_is_resent_and_the_transfer_completes(lose: str) -> None:
-    c = Cluster(snap_config(snapshot_max_chunk_size=CHUNK, install_snapshot_timeout=100), seed=3)
+    # Elections are not what this tests: timeouts of 1-2 s keep one leader through a stall of
+    # a loaded machine (with 50-100 ms, a re-election before add_learner failed it once).
+    cfg = snap_config(snapshot_max_chunk_size=CHUNK, install_snapshot_timeout=100,
+                      election_timeout_min=1000, election_timeout_max=2000)
+    c = Cluster(cfg, seed=3)
     try:
         leader, size = await purged_leader_and_learner(c)
         offsets: list[int] = []
