@@ -187,7 +187,8 @@ async def test_close_finishes_the_fast_path_writes_in_flight(tmp_path: Path) -> 
     store = RocksLogStore(path)
     assert await asyncio.wait_for(await append(store, 0), 10) is None
     pending = [await append(store, i) for i in range(1, 6)]
-    assert store._writer._fast  # fsyncs in flight with the kernel
+    # Written on the loop; their fsyncs not handed to the kernel yet, or in flight there.
+    assert store._writer._written or store._writer._fast
     store.close()  # on the loop's thread: waits for them
     for _ in range(3):
         await asyncio.sleep(0)
@@ -195,5 +196,82 @@ async def test_close_finishes_the_fast_path_writes_in_flight(tmp_path: Path) -> 
     reopened = RocksLogStore(path)
     try:
         assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 6)] == list(range(6))
+    finally:
+        reopened.close()
+
+
+@needs_aio
+async def test_fast_path_submits_the_fsync_after_the_work_its_pass_scheduled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel worker that runs a fast-path fsync preempts the submitting thread, so the
+    fsync is handed over only after what the write's loop pass scheduled, and what that
+    scheduled in turn (on a leader: its replication sender's step, then the transport's
+    end-of-pass write of the AppendEntries), has run."""
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None  # the first lists the WAL
+        events: list[str] = []
+        real_submit = AioFsync.submit
+
+        def recording_submit(self: AioFsync, fd: int, token: int) -> bool:
+            events.append("fsync submitted")
+            return real_submit(self, fd, token)
+
+        monkeypatch.setattr(AioFsync, "submit", recording_submit)
+        loop = asyncio.get_running_loop()
+        fast_before = store._writer.fast_writes
+        done = await append(store, 1)
+        loop.call_soon(lambda: loop.call_soon(events.append, "frame written"))
+        assert events == []  # written, and nothing handed to the kernel yet
+        assert await asyncio.wait_for(done, 10) is None
+        assert events == ["frame written", "fsync submitted"]
+        assert store._writer.fast_writes == fast_before + 1
+    finally:
+        await store.aclose()
+
+
+@needs_aio
+async def test_fast_path_write_refused_by_the_kernel_is_made_durable_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None
+        monkeypatch.setattr(AioFsync, "submit", lambda self, fd, token: False)  # e.g. its queue is full
+        groups_before = store._writer.groups
+        assert await asyncio.wait_for(await append(store, 1), 10) is None
+        assert store._writer.groups == groups_before + 1  # the thread's durability step
+    finally:
+        await store.aclose()
+    reopened = RocksLogStore(path)
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
+    finally:
+        reopened.close()
+
+
+@needs_aio
+async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` right after a fast-path write, before the loop passes that would hand its
+    fsync to the kernel: the write is still made durable and acknowledged, even when the
+    kernel refuses the request then (the writer thread has already ended: fsynced in close)."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    assert await asyncio.wait_for(await append(store, 0), 10) is None
+    monkeypatch.setattr(AioFsync, "submit", lambda self, fd, token: False)
+    pending = await append(store, 1)
+    assert store._writer._written  # not handed over yet
+    store.close()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert pending.done() and pending.result() is None
+    monkeypatch.undo()
+    reopened = RocksLogStore(path)  # the acknowledged mark must match what RocksDB recovered
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
     finally:
         reopened.close()

@@ -5,6 +5,7 @@ the latency knobs: "Group commit" in ``docs/design/durability.md``."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,15 @@ at most about this long between two writes of a group before pausing ..."""
 _GIL_PAUSE = 0.0001
 """... for this long, GIL released, so the event loop gets it without waiting for the
 interpreter's switch interval (5 ms by default)."""
+_SUBMIT_AFTER_PASSES = 3
+"""The loop's fast path hands a write's fsync to the kernel this many loop passes after the
+write (``call_soon`` chained), not at once: the kernel worker that runs the fsync is queued
+on the submitting CPU and preempts the loop's thread there, so submitting at once delays
+whatever the current pass scheduled. On a leader that is its AppendEntries: the core's pass
+wakes the replication senders (one pass), which queue the frames, which the transport
+writes at the end of the next (two passes). Measured in ``bench/tcp.py`` (1 writer): the
+leader's AppendEntries left 160-230 us after the client's call with the fsync submitted at
+once, 80 us after it with this; see ``docs/design/performance.md``, sixth round."""
 
 
 class GroupWriter:
@@ -91,6 +101,11 @@ class GroupWriter:
         # Fast-path writes whose fsync is with the kernel: token -> (sequence number, done).
         self._fast: dict[int, tuple[int, Callable[[BaseException | None], None]]] = {}
         self._next_token = 0
+        # Fast-path writes written and not yet handed to the kernel, in write order:
+        # (token, a duplicate of the WAL descriptor the write went to, sequence number, done).
+        # Each one is handed over (or given to the thread) by ``_submit_written``, which a
+        # chain of loop passes calls, and ``close_fast``/``_close_aio`` before they wait.
+        self._written: list[tuple[int, int, int, Callable[[BaseException | None], None]]] = []
         self._fast_closed = False
         self._reader_loop: asyncio.AbstractEventLoop | None = None  # watching the AIO eventfd
         self._drained: asyncio.Future[None] | None = None
@@ -146,21 +161,65 @@ class GroupWriter:
                 return True
             # Only now (the write returned): a WAL it started is seen by the watch.
             fd = wal.current_fd()
-            seq = self._db.latest_sequence_number()
-            token = self._next_token
-            if fd < 0 or not aio.submit(fd, token):
-                # A new WAL may exist (or the kernel refused the request): the thread's
-                # durability step (which lists the WAL directory) covers this write.
-                self._queue.append((None, done))
-                self._durable_queued += 1
-                self._cond.notify()
+            if fd < 0:
+                # A new WAL may exist: the thread's durability step (which lists the WAL
+                # directory) covers this write.
+                self._to_thread(done)
                 return True
-            self._next_token = token + 1
-            self._fast[token] = (seq, done)
-        if self._reader_loop is None:
-            self._reader_loop = asyncio.get_running_loop()
-            self._reader_loop.add_reader(aio.efd, self._reap)
+            # A descriptor of our own: the syncer may close its descriptor (and the number
+            # be reused) before the fsync is submitted; this one stays the WAL that holds
+            # this write.
+            self._written.append((self._next_token, os.dup(fd), self._db.latest_sequence_number(), done))
+            self._next_token += 1
+            first = len(self._written) == 1
+        loop = self._reader_loop
+        if loop is None:
+            loop = self._reader_loop = asyncio.get_running_loop()
+            loop.add_reader(aio.efd, self._reap)
+        if first:
+            loop.call_soon(self._submit_after, _SUBMIT_AFTER_PASSES - 1)
         return True
+
+    def _to_thread(self, done: Callable[[BaseException | None], None]) -> None:
+        """Under the lock: queue a durability step only (the write is made) to the thread."""
+        self._queue.append((None, done))
+        self._durable_queued += 1
+        self._cond.notify()
+
+    def _submit_after(self, passes: int) -> None:
+        """On the loop: ``_submit_written`` after ``passes`` more loop passes."""
+        if passes > 0 and self._reader_loop is not None:
+            self._reader_loop.call_soon(self._submit_after, passes - 1)
+        else:
+            self._submit_written()
+
+    def _submit_written(self, thread_gone: bool = False) -> None:
+        """Hand the fsync of every write in ``_written`` to the kernel, in write order; one
+        the kernel refuses (e.g. its queue is full) gets the thread's durability step, or
+        (``thread_gone``: at ``close()``, after the thread ended) an ``os.fsync`` here."""
+        aio = self._aio
+        refused: list[tuple[int, int, Callable[[BaseException | None], None]]] = []
+        with self._cond:
+            written, self._written = self._written, []
+            for token, fd, seq, done in written:
+                if aio is not None and aio.submit(fd, token):
+                    self._fast[token] = (seq, done)
+                    os.close(fd)  # a queued request holds its own reference to the file
+                elif thread_gone:
+                    refused.append((fd, seq, done))
+                else:
+                    os.close(fd)
+                    self._to_thread(done)
+        for fd, seq, done in refused:
+            self._fast[-1] = (seq, done)
+            try:
+                os.fsync(fd)
+                err: BaseException | None = None
+            except OSError as e:
+                err = e
+            finally:
+                os.close(fd)
+            self._finish_fast(-1, err)
 
     def _write_built(self, build: Callable[[], WriteBatch]) -> BaseException | None:
         """Write ``build()`` (no sync); the error if it failed."""
@@ -206,6 +265,7 @@ class GroupWriter:
         aio = self._aio
         if aio is None:
             return
+        self._submit_written()
         while aio.inflight:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
@@ -236,6 +296,7 @@ class GroupWriter:
                 except Exception:  # noqa: BLE001 - a closed loop watches nothing any more
                     pass
                 self._reader_loop = None
+        self._submit_written(thread_gone=True)  # none left unless close_fast did not run
         for token, err in aio.close():
             self._finish_fast(token, err)
         self._aio = None
