@@ -349,10 +349,17 @@ class Raft:
         """Handle an AppendEntries RPC from a leader. Raises ``InvalidRequest`` for a
         malformed request (``openraft_py.validation.check_append_entries``); the node
         ignores it and keeps running."""
+        return await self.start_append_entries(req)
+
+    def start_append_entries(self, req: AppendEntriesRequest) -> asyncio.Future[AppendEntriesResponse]:
+        """``append_entries`` without a coroutine, for a transport that delivers from a
+        callback or from another node's task: checks ``req`` and hands it to the node now
+        (``InvalidRequest`` is raised here), and returns the future of the response, which
+        fails as ``append_entries`` would. Must be called on the node's event loop."""
         _v.check_append_entries(req)
         fut: asyncio.Future[AppendEntriesResponse] = self._loop.create_future()
         self._core.send_msg(AppendEntriesCall(req, fut))
-        return await fut
+        return fut
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """Handle a RequestVote RPC from a candidate. Raises ``InvalidRequest`` for a

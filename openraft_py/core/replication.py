@@ -7,8 +7,12 @@ the state machine's current snapshot in chunks. Each channel has one long-lived 
 that carries out one ``Replicate`` at a time; a ``Replicate`` that arrives while the sender
 is busy (the engine pipelines) runs as a task of its own, so the engine's pipelining window
 is still the only bound on what is in flight. (The sender saves, per request, the creation
-of a task and its done callback: the 1-writer path sends two requests per write.) Every
-outcome goes back to the core as a notification, the engine's ``ReplicationResult`` types:
+of a task and its done callback: the 1-writer path sends two requests per write.) With a
+network that has the optional ``send_append_entries`` (``RaftNetwork``), a request for the
+idle sender whose entries are cached and fit one request is handed to the network by
+``replicate`` itself, in the core's pass, and the sender only awaits its answer: the request
+leaves one task step earlier. Every outcome goes back to the core as a notification, the
+engine's ``ReplicationResult`` types:
 
     AppendEntries answered: success        Matched(matching, sent_at)
                             conflict       Conflict(hint, sent_at)
@@ -126,6 +130,25 @@ def fitting_prefix(entries: list[Entry], budget: int) -> int:
     return len(entries)
 
 
+class _Call(msgspec.Struct):
+    """An AppendEntries handed to the network by ``ReplicationCore._start_now``: the
+    awaitable of its answer, or the error the network raised at once; sent at ``sent_at``."""
+
+    answer: Awaitable[AppendEntriesResponse] | None
+    error: Exception | None
+    sent_at: float
+
+
+def _abandon(call: _Call) -> None:
+    """Drop a started request nobody will await: a coroutine is closed (it has not run), a
+    future cancelled (so no unretrieved exception is logged)."""
+    answer = call.answer
+    if asyncio.iscoroutine(answer):
+        answer.close()
+    elif isinstance(answer, asyncio.Future):
+        answer.cancel()
+
+
 class EntrySource(Protocol):
     """Where a channel reads entries (``core.log_source.LogSource``)."""
 
@@ -207,7 +230,8 @@ class ReplicationCore:
 
     Invariants: once ``stopped``, no task of this channel reads the log or reports anything.
     ``_issued <= _planned``; the ``Replicate``s of turns ``< _issued`` have handed every
-    request to the network, and only the task of turn ``_issued`` may hand one over.
+    request to the network, and only the task of turn ``_issued`` (or the core's pass, for
+    the idle sender: ``_start_now``) may hand one over.
     ``_next`` is set only while the sender task is started and waits in ``_wakeup`` with
     nothing to do (``_idle``); the sender clears it when it takes it.
     """
@@ -225,6 +249,7 @@ class ReplicationCore:
         "_next",
         "_wakeup",
         "_started",
+        "_send_now",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -238,10 +263,16 @@ class ReplicationCore:
         self._turn = Wakeup()  # woken when _issued moves
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
-        # The request (and its turn) handed to the idle sender, not taken yet.
-        self._next: tuple[Replicate, int] | None = None
+        # The request (its turn, and its call if already started) handed to the idle
+        # sender, not taken yet.
+        self._next: tuple[Replicate, int, _Call | None] | None = None
         self._wakeup = Wakeup()
         self._started = False
+        # The network's optional ``send_append_entries`` (see ``RaftNetwork``): with it, a
+        # request for the idle sender is handed to the network from the core's pass.
+        self._send_now: Callable[[AppendEntriesRequest, RPCOption], Awaitable[AppendEntriesResponse]] | None = (
+            getattr(client, "send_append_entries", None)
+        )
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
@@ -251,7 +282,7 @@ class ReplicationCore:
         self._planned = turn + 1
         if self._idle:
             self._idle = False
-            self._next = (c, turn)
+            self._next = (c, turn, self._start_now(c, turn))
             self._wakeup.wake()
         elif not self._started:
             self._started = True
@@ -269,6 +300,31 @@ class ReplicationCore:
         self.stopped = True
         self._wakeup.wake()
 
+    def _start_now(self, c: Replicate, turn: int) -> _Call | None:
+        """From the core's pass, for the idle sender: hand the request of ``c`` to the
+        network now (``send_append_entries``), when the network can take it without the
+        sender's task and nothing has to come first: ``c``'s turn has come, its entries are
+        cached and fit one request. The sender then only awaits the answer: the request
+        leaves at the end of this loop pass instead of after the sender's next step (on a
+        loaded loop, other callbacks can run in between: an answer from another target, a
+        flush callback). ``None``: the sender does it all."""
+        send = self._send_now
+        if send is None or self._issued != turn or self.stopped:
+            return None
+        env = self.env
+        n = c.end - c.start
+        entries = env.entries.cached(c.start, c.end) if n else []
+        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
+            return None
+        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
+        self._issued = turn + 1
+        self._turn.wake()
+        sent_at = env.now_ms()
+        try:
+            return _Call(send(req, env.option), None, sent_at)
+        except Exception as e:  # noqa: BLE001 - reported by the sender, as a failed call
+            return _Call(None, e, sent_at)
+
     async def _sender(self, first: Replicate, turn: int) -> None:
         """The long-lived sender: send ``first`` (planned as ``turn``), then each request
         ``replicate`` hands over while this task is idle, until the channel stops."""
@@ -280,8 +336,17 @@ class ReplicationCore:
                 await self._wakeup.wait()
                 continue
             self._next = None
-            await self._send(*nxt)
+            c, turn, call = nxt
+            if call is None:
+                await self._send(c, turn)
+            else:
+                await self._finish(c, call)
         self._idle = False
+        nxt = self._next
+        if nxt is not None and nxt[2] is not None:
+            # Stopped before taking a started request: its answer is not wanted.
+            self._next = None
+            _abandon(nxt[2])
 
     def _report(self, result: ReplicationResult | Progress) -> None:
         if not self.stopped:
@@ -340,6 +405,22 @@ class ReplicationCore:
         finally:
             if self._issued == turn:  # an early exit (or an error) before the last request
                 self._pass_turn(turn)
+
+    async def _finish(self, c: Replicate, call: _Call) -> None:
+        """Await the answer of ``c``'s request started by ``_start_now`` and report it,
+        as ``_send`` does."""
+        try:
+            if call.error is not None:
+                raise call.error
+            assert call.answer is not None
+            resp = await call.answer
+        except Exception as e:  # noqa: BLE001 - as in _send
+            self._unreachable(e, c.gen, c.start)
+            return
+        if resp.success:
+            self._report(Matched(self.target, self.vote, c.gen, resp.matching, call.sent_at))
+        else:
+            self._report_refusal(resp, c.gen, call.sent_at)
 
     async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
         """Send the leading parts of ``entries``, one request per budget, each once the one

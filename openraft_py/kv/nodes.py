@@ -17,7 +17,7 @@ and counts the RPC errors per peer for ``/metrics``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -92,6 +92,9 @@ RpcErrorHook = Callable[[NodeId, str, BaseException], None]
 
 class _Network(Protocol):
     async def append_entries(self, req: AppendEntriesRequest, option: RPCOption = ...) -> AppendEntriesResponse: ...
+    def send_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = ...
+    ) -> Awaitable[AppendEntriesResponse]: ...
     async def vote(self, req: VoteRequest, option: RPCOption = ...) -> VoteResponse: ...
     async def install_snapshot(self, req: InstallSnapshotRequest, option: RPCOption = ...) -> InstallSnapshotResponse: ...
     async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption = ...) -> None: ...
@@ -118,6 +121,25 @@ class _CountingClient:
         """Forward AppendEntries (errors as the TCP transport's)."""
         try:
             return await self._inner.append_entries(req, option)
+        except RPCError as e:
+            self._failed("append_entries", e)
+            raise
+
+    def send_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> Awaitable[AppendEntriesResponse]:
+        """Forward AppendEntries started now (the TCP client's ``send_append_entries``; see
+        ``RaftNetwork``), its errors reported as ``append_entries``'s are."""
+        try:
+            answer = self._inner.send_append_entries(req, option)
+        except RPCError as e:
+            self._failed("append_entries", e)
+            raise
+        return self._reported(answer)
+
+    async def _reported(self, answer: Awaitable[AppendEntriesResponse]) -> AppendEntriesResponse:
+        try:
+            return await answer
         except RPCError as e:
             self._failed("append_entries", e)
             raise

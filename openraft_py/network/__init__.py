@@ -60,7 +60,17 @@ __all__ = [
 
 class RaftNetwork(Protocol):
     """A client sending RPCs from one node to one target node (see the module docstring for
-    the errors every method may raise)."""
+    the errors every method may raise).
+
+    Optional: ``send_append_entries(req, option) -> Awaitable[AppendEntriesResponse]``, a
+    plain (not ``async``) method that hands the request to the network at once and returns
+    what to await for the answer, with ``append_entries``'s result and errors (it may also
+    raise them at once). It must not block, and what it does before returning must not
+    depend on the calling task (it is called from the Raft core's task, and the replication
+    task awaits the result): queue a frame, not open a connection with a timeout. With it,
+    a leader hands an AppendEntries to the network in the same loop pass that decided it,
+    not one task step later. ``TcpClient`` has it.
+    """
 
     async def append_entries(
         self, req: AppendEntriesRequest, option: RPCOption

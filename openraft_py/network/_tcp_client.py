@@ -449,6 +449,14 @@ class TcpClient:
         """Send AppendEntries; see the module docstring for the errors."""
         return await self._peer.call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
 
+    def send_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> Awaitable[AppendEntriesResponse]:
+        """``append_entries`` started now (see ``RaftNetwork``): connected, the frame is
+        queued and the answer's future returned; otherwise a coroutine that connects
+        first, run by whoever awaits it."""
+        return self._peer.call(KIND_APPEND_ENTRIES, req, option)
+
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Send a vote request; see the module docstring for the errors."""
         return await self._peer.call(KIND_VOTE, req, option)  # type: ignore[no-any-return]

@@ -151,6 +151,17 @@ class _WireCodec:
             raise NetworkError(f"wire codec refused a {w.KIND_NAMES.get(kind, kind)} message: {e}") from e
 
 
+async def _answer(target: NodeId, fut: Awaitable[AppendEntriesResponse]) -> AppendEntriesResponse:
+    """The answer of an AppendEntries delivered directly (the router's fast mode), with the
+    server's errors mapped as ``RouterClient.append_entries`` maps them."""
+    try:
+        return await fut
+    except Fatal as e:
+        raise Unreachable(f"node {target} has stopped: {e}") from e
+    except Exception as e:
+        raise RemoteError(target, e) from e
+
+
 class RouterClient:
     """A ``RaftNetwork`` sending from ``source`` to ``target`` through a ``Router``.
 
@@ -182,6 +193,27 @@ class RouterClient:
                 except Exception as e:
                     raise RemoteError(self.target, e) from e
         return await router._send("append_entries", self, req)  # type: ignore[no-any-return]
+
+    def send_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> Awaitable[AppendEntriesResponse]:
+        """``append_entries`` started now (see ``RaftNetwork``). In the fast mode, to a
+        server with ``start_append_entries`` (a ``Raft``), the request is delivered here
+        and then; otherwise the returned coroutine delivers it when awaited."""
+        router = self._router
+        if router._fast:
+            server = router._servers.get(self.target)
+            start = getattr(server, "start_append_entries", None)
+            if start is not None:
+                self.counts[0] += 1
+                try:
+                    fut = start(req)
+                except Fatal as e:
+                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
+                except Exception as e:
+                    raise RemoteError(self.target, e) from e
+                return _answer(self.target, fut)
+        return self.append_entries(req, option)
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Deliver a vote request to the target (see ``Router`` for the errors)."""

@@ -239,3 +239,24 @@ async def test_a_leader_still_replicates_to_a_follower_that_refused_garbage(thre
         await leader.client_write(f"w{i}".encode())
     await assert_healthy(three)
 
+
+
+@pytest.mark.parametrize("case", list(APPEND_CASES), ids=list(APPEND_CASES))
+async def test_start_append_entries_refuses_at_the_call(three: Cluster, case: str) -> None:
+    """``Raft.start_append_entries`` (a transport's way without a coroutine) checks the
+    request as ``append_entries`` does, raising ``InvalidRequest`` before it returns."""
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    with pytest.raises(InvalidRequest):
+        follower.start_append_entries(APPEND_CASES[case](v, L))
+    await assert_healthy(three)
+
+
+async def test_start_append_entries_answers_a_well_formed_request(three: Cluster) -> None:
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    fut = follower.start_append_entries(ae(v, L, []))
+    resp = await fut
+    assert resp.success and resp.matching == L

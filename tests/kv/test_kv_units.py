@@ -7,18 +7,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import tempfile
 from typing import Any
 
 import pytest
 
+from openraft_py.errors import RPCError
 from openraft_py.kv.commands import KvStateMachine, encode_cas
 from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, node_of
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.kv.server import add_serve_arguments, options_from_args
 from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.storage.memory import KvSet, encode_kv
-from openraft_py.types import BasicNode, Blank, Entry, LogId, Normal
+from openraft_py.types import AppendEntriesRequest, BasicNode, Blank, Entry, LogId, Normal, Vote
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -81,6 +83,24 @@ async def test_factory_connects_to_the_raft_address() -> None:
     f = KvNetworkFactory(tcp, lambda *a: errors.append(a))
     client = f.new_client(2, node_of("127.0.0.1:21002", "127.0.0.1:28002"))
     assert "127.0.0.1:21002" in repr(client._inner)
+    await f.close()
+
+
+async def test_started_append_entries_reports_its_errors() -> None:
+    """The KV client's ``send_append_entries`` (the leader's path for an idle sender)
+    reports an ``RPCError`` to the per-peer counters like ``append_entries``: here, nothing
+    listens at the address, so the connection is refused when the answer is awaited."""
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    errors: list[Any] = []
+    f = KvNetworkFactory(TcpNetworkFactory(1, "c", connect_timeout=1.0), lambda *a: errors.append(a))
+    client = f.new_client(2, node_of(f"127.0.0.1:{port}", "127.0.0.1:28002"))
+    req = AppendEntriesRequest(Vote.new(1, 1, True), None, [], None)
+    answer = client.send_append_entries(req)
+    with pytest.raises(RPCError):
+        await answer
+    assert [(t, rpc) for t, rpc, _ in errors] == [(2, "append_entries")]
     await f.close()
 
 

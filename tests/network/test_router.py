@@ -565,3 +565,52 @@ async def test_fast_path_is_a_direct_await() -> None:
     assert seen == [asyncio.current_task()]
     assert s.received[-1][1] is req
     assert resp.success and router.wire_messages == 0
+
+
+class StartingServer(FakeServer):
+    """A FakeServer with ``start_append_entries`` (as ``Raft`` has): the request is taken at
+    the call, the answer comes through the returned future."""
+
+    def start_append_entries(self, req: AppendEntriesRequest) -> asyncio.Future[AppendEntriesResponse]:
+        self._got("append_entries", req)
+        fut: asyncio.Future[AppendEntriesResponse] = asyncio.get_running_loop().create_future()
+        fut.set_result(AppendEntriesResponse(req.vote, True, req.last_log_id()))
+        return fut
+
+
+async def test_send_append_entries_delivers_at_the_call_in_the_fast_path() -> None:
+    router = Router(wire=False)
+    servers = {i: StartingServer(i) for i in (1, 2)}
+    for i, s in servers.items():
+        router.register(i, s)
+    c = client(router, 1, 2)
+    req = AppendEntriesRequest(V, None, [Entry(LogId(1, 0), BLANK)], None)
+    answer = c.send_append_entries(req, OPT)  # type: ignore[attr-defined]
+    assert servers[2].received == [("append_entries", req)]  # before anything is awaited
+    assert await answer == AppendEntriesResponse(V, True, LogId(1, 0))
+    # Errors: mapped as append_entries maps them, raised at the call.
+    servers[2].fail = Stopped()
+    with pytest.raises(Unreachable, match="stopped"):
+        c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+    servers[2].fail = KeyError("boom")
+    with pytest.raises(RemoteError):
+        c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+
+
+async def test_send_append_entries_without_the_fast_path_delivers_when_awaited() -> None:
+    """With a fault configured (or a server without ``start_append_entries``) the request
+    takes ``append_entries``'s way, when the returned coroutine is awaited."""
+    router = Router(wire=False)
+    servers = {i: StartingServer(i) for i in (1, 2)}
+    for i, s in servers.items():
+        router.register(i, s)
+    router.set_delay(0, 1)
+    c = client(router, 1, 2)
+    answer = c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+    assert servers[2].received == []
+    assert (await answer).success
+    assert servers[2].received == [("append_entries", HEARTBEAT)]
+    plain_router, plain = cluster()
+    answer = client(plain_router, 1, 2).send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+    assert plain[2].received == []
+    assert (await answer).success and plain[2].received == [("append_entries", HEARTBEAT)]
