@@ -275,3 +275,30 @@ async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
         assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
     finally:
         reopened.close()
+
+
+@needs_aio
+async def test_out_of_descriptors_the_write_is_made_durable_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path keeps a descriptor of its own per waiting write; when ``dup`` fails
+    (e.g. ``EMFILE``) the write, already made, gets the thread's durability step instead."""
+    import errno
+
+    from openraft_py.storage.rocks import group_writer
+
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None
+
+        def no_descriptors(fd: int) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(group_writer.os, "dup", no_descriptors)
+        groups_before = store._writer.groups
+        assert await asyncio.wait_for(await append(store, 1), 10) is None
+        assert store._writer.groups == groups_before + 1
+        monkeypatch.undo()
+        assert await asyncio.wait_for(await append(store, 2), 10) is None  # the fast path again
+    finally:
+        await store.aclose()

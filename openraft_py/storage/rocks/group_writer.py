@@ -30,11 +30,12 @@ _SUBMIT_AFTER_PASSES = 3
 """The loop's fast path hands a write's fsync to the kernel this many loop passes after the
 write (``call_soon`` chained), not at once: the kernel worker that runs the fsync is queued
 on the submitting CPU and preempts the loop's thread there, so submitting at once delays
-whatever the current pass scheduled. On a leader that is its AppendEntries: the core's pass
-wakes the replication senders (one pass), which queue the frames, which the transport
-writes at the end of the next (two passes). Measured in ``bench/tcp.py`` (1 writer): the
-leader's AppendEntries left 160-230 us after the client's call with the fsync submitted at
-once, 80 us after it with this; see ``docs/design/performance.md``, sixth round."""
+whatever the current pass scheduled. On a leader that is its AppendEntries: the transport
+writes the frames at the end of the pass after the one that queued them, and they are queued
+in the core's pass itself (a network with ``send_append_entries``) or one pass later (by
+the replication sender's step). Measured in ``bench/tcp.py`` (1 writer): the leader's
+AppendEntries left 160-230 us after the client's call with the fsync submitted at once, 80
+us after it with this; see ``docs/design/performance.md``, sixth round."""
 
 
 class GroupWriter:
@@ -169,7 +170,12 @@ class GroupWriter:
             # A descriptor of our own: the syncer may close its descriptor (and the number
             # be reused) before the fsync is submitted; this one stays the WAL that holds
             # this write.
-            self._written.append((self._next_token, os.dup(fd), self._db.latest_sequence_number(), done))
+            try:
+                own = os.dup(fd)
+            except OSError:  # e.g. out of descriptors: the thread's step covers the write
+                self._to_thread(done)
+                return True
+            self._written.append((self._next_token, own, self._db.latest_sequence_number(), done))
             self._next_token += 1
             first = len(self._written) == 1
         loop = self._reader_loop
