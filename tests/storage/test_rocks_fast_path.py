@@ -8,8 +8,10 @@ writes in flight."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 from openraft_py.errors import StorageError
 from openraft_py.storage import IOFlushed
-from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.storage.rocks import RocksLogStore, group_writer
 from openraft_py.storage.rocks.aio import AioFsync
 from openraft_py.types import Entry, LogId, Normal, Vote
 
@@ -231,23 +233,40 @@ async def test_fast_path_submits_the_fsync_after_the_work_its_pass_scheduled(
         await store.aclose()
 
 
+def _kernel_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AioFsync, "submit", lambda self, fd, token: False)  # e.g. its queue is full
+
+
+def _out_of_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dup(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(group_writer.os, "dup", no_dup)  # the write's own WAL descriptor
+
+
 @needs_aio
-async def test_fast_path_write_refused_by_the_kernel_is_made_durable_by_the_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fault", [_kernel_refuses, _out_of_descriptors], ids=["kernel refuses", "out of descriptors"])
+async def test_fast_path_write_it_cannot_hand_over_is_made_durable_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Callable[[pytest.MonkeyPatch], None]
 ) -> None:
+    """A write made on the loop whose fsync cannot go to the kernel (the request refused, or
+    no descriptor of its own for it) gets the writer thread's durability step; the store
+    goes on, and everything survives a reopen."""
     path = tmp_path / "log"
     store = RocksLogStore(path)
     try:
         assert await asyncio.wait_for(await append(store, 0), 10) is None
-        monkeypatch.setattr(AioFsync, "submit", lambda self, fd, token: False)  # e.g. its queue is full
+        fault(monkeypatch)
         groups_before = store._writer.groups
         assert await asyncio.wait_for(await append(store, 1), 10) is None
         assert store._writer.groups == groups_before + 1  # the thread's durability step
+        monkeypatch.undo()
+        assert await asyncio.wait_for(await append(store, 2), 10) is None
     finally:
         await store.aclose()
     reopened = RocksLogStore(path)
     try:
-        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 3)] == [0, 1, 2]
     finally:
         reopened.close()
 
@@ -275,30 +294,3 @@ async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
         assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
     finally:
         reopened.close()
-
-
-@needs_aio
-async def test_out_of_descriptors_the_write_is_made_durable_by_the_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The fast path keeps a descriptor of its own per waiting write; when ``dup`` fails
-    (e.g. ``EMFILE``) the write, already made, gets the thread's durability step instead."""
-    import errno
-
-    from openraft_py.storage.rocks import group_writer
-
-    store = RocksLogStore(tmp_path / "log")
-    try:
-        assert await asyncio.wait_for(await append(store, 0), 10) is None
-
-        def no_descriptors(fd: int) -> int:
-            raise OSError(errno.EMFILE, "Too many open files")
-
-        monkeypatch.setattr(group_writer.os, "dup", no_descriptors)
-        groups_before = store._writer.groups
-        assert await asyncio.wait_for(await append(store, 1), 10) is None
-        assert store._writer.groups == groups_before + 1
-        monkeypatch.undo()
-        assert await asyncio.wait_for(await append(store, 2), 10) is None  # the fast path again
-    finally:
-        await store.aclose()
