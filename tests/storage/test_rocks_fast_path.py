@@ -19,7 +19,7 @@ import pytest
 
 from openraft_py.errors import StorageError
 from openraft_py.storage import IOFlushed
-from openraft_py.storage.rocks import RocksLogStore, group_writer
+from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.storage.rocks.aio import AioFsync
 from openraft_py.types import Entry, LogId, Normal, Vote
 
@@ -241,7 +241,7 @@ def _out_of_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_dup(fd: int) -> int:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(group_writer.os, "dup", no_dup)  # the write's own WAL descriptor
+    monkeypatch.setattr(os, "dup", no_dup)  # the descriptor of its own a waiting write takes
 
 
 @needs_aio
