@@ -409,13 +409,15 @@ class ReplicationCore:
     async def _finish(self, c: Replicate, call: _Call) -> None:
         """Await the answer of ``c``'s request started by ``_start_now`` and report it,
         as ``_send`` does."""
-        try:
-            if call.error is not None:
-                raise call.error
-            assert call.answer is not None
-            resp = await call.answer
-        except Exception as e:  # noqa: BLE001 - as in _send
-            self._unreachable(e, c.gen, c.start)
+        err = call.error
+        if err is None:
+            assert call.answer is not None  # a _Call holds one of the two
+            try:
+                resp = await call.answer
+            except Exception as e:  # noqa: BLE001 - as in _send
+                err = e
+        if err is not None:
+            self._unreachable(err, c.gen, c.start)
             return
         if resp.success:
             self._report(Matched(self.target, self.vote, c.gen, resp.matching, call.sent_at))

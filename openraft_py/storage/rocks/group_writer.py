@@ -217,15 +217,14 @@ class GroupWriter:
                     os.close(fd)
                     self._to_thread(done)
         for fd, seq, done in refused:
-            self._fast[-1] = (seq, done)
+            err: BaseException | None = None
             try:
                 os.fsync(fd)
-                err: BaseException | None = None
             except OSError as e:
                 err = e
             finally:
                 os.close(fd)
-            self._finish_fast(-1, err)
+            self._finish_write(seq, done, err)
 
     def _write_built(self, build: Callable[[], WriteBatch]) -> BaseException | None:
         """Write ``build()`` (no sync); the error if it failed."""
@@ -246,7 +245,13 @@ class GroupWriter:
             self._drained.set_result(None)
 
     def _finish_fast(self, token: int, err: BaseException | None) -> None:
+        """The kernel's fsync request ``token`` completed (with ``err``)."""
         seq, done = self._fast.pop(token)
+        self._finish_write(seq, done, err)
+
+    def _finish_write(self, seq: int, done: Callable[[BaseException | None], None], err: BaseException | None) -> None:
+        """A fast-path write is durable up to ``seq`` (or failed with ``err``): record the
+        mark, then acknowledge it."""
         if err is None:
             try:
                 # Durable up to ``seq``: recorded before the write is acknowledged.
