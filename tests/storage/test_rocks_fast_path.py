@@ -294,3 +294,33 @@ async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
         assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
     finally:
         reopened.close()
+
+
+@needs_aio
+async def test_fast_path_completion_reaches_the_callback_without_a_thread_hop(tmp_path: Path) -> None:
+    """A fast-path write completes on the loop, so its durability is reported there and then:
+    no ``call_soon_threadsafe`` (an eventfd write, a poll and a read, one more loop pass) and
+    the entries it wrote are released from the store's pending view."""
+    loop = asyncio.get_running_loop()
+    hops: list[Any] = []
+    real = loop.call_soon_threadsafe
+
+    def recording(cb: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        hops.append(cb)
+        return real(cb, *args, **kw)
+
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None  # (may take the thread: no WAL listed yet)
+        fast0 = store._writer.fast_writes
+        loop.call_soon_threadsafe = recording  # type: ignore[method-assign]
+        try:
+            for i in range(1, 11):
+                assert await asyncio.wait_for(await append(store, i), 10) is None
+                assert i not in store._pending
+        finally:
+            del loop.call_soon_threadsafe
+        assert store._writer.fast_writes - fast0 == 10
+        assert not [cb for cb in hops if getattr(cb, "__name__", "") == "_written"]
+    finally:
+        await store.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 from concurrent.futures import Future
 from typing import Any, Self
 
@@ -355,13 +356,20 @@ class RocksLogStore(RocksLogReader):
             pending[e.log_id.index] = e
         self._last = owned[-1].log_id
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
 
         def done(err: BaseException | None) -> None:
-            # Writer thread. A success is reported on the loop, in ONE hop (one wake-up of
-            # the loop, and the writer thread's GIL time stays short): release the pending
-            # copies, then report durability (``IOFlushed`` calls its function at once there).
+            # The writer thread, or the loop (the fast path's completion). From the thread a
+            # success is reported on the loop in ONE hop (one wake-up of the loop, and the
+            # writer thread's GIL time stays short): release the pending copies, then report
+            # durability (``IOFlushed`` calls its function at once there). On the loop it is
+            # reported here: a ``call_soon_threadsafe`` would cost an eventfd write, a poll,
+            # a read and one more loop pass before the node learns of it.
             if err is None:
-                loop.call_soon_threadsafe(self._written, owned, callback)
+                if threading.get_ident() == loop_thread:
+                    self._written(owned, callback)
+                else:
+                    loop.call_soon_threadsafe(self._written, owned, callback)
             else:
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
