@@ -174,7 +174,7 @@ class RocksLogStore(RocksLogReader):
 
     __slots__ = (
         "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
-        "_committed", "_purged", "_last", "_pending", "_closed", "_mark",
+        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark",
     )
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
@@ -230,6 +230,8 @@ class RocksLogStore(RocksLogReader):
         self.fsync_mode = "wal" if wal is not None else "rocksdb"
         self._mark = mark
         self._writer = GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}", mark)
+        # ``save_committed`` called since the committed id was last put in a write's batch.
+        self._committed_unsaved = False
         self._closed = False
 
     @staticmethod
@@ -287,6 +289,7 @@ class RocksLogStore(RocksLogReader):
         self._check_open()
         wb = WriteBatch(raw_mode=True)
         wb.put(K_VOTE, _enc.encode(vote), self._meta_h)
+        self._put_committed(wb)
         await self._submit_and_wait(wb, "saving the vote")
         self._vote = vote
 
@@ -295,24 +298,36 @@ class RocksLogStore(RocksLogReader):
         return self._vote
 
     async def save_committed(self, committed: LogId | None) -> None:
-        """Queue the committed log id for the writer and return at once (the contract does
-        not ask for durability: it becomes durable with the next group commit; a group holding
-        only such writes is not fsynced).
+        """Record the committed log id and return at once: it is written with the store's
+        next write (an append, truncate, purge or vote, in that write's batch) or at
+        ``close()``, never by itself (the contract does not ask for durability, and a write
+        of its own would cost every commit a RocksDB write on the event loop).
 
-        The write is queued behind every append submitted before it, so the saved id never
-        becomes durable ahead of the entries it covers. A failure here fails the writer, so
-        the next append or save reports it (as ``StorageError``).
-        """
+        Written in a later batch than every append submitted before it, the saved id never
+        becomes durable ahead of the entries it covers. Until that write a crash loses it
+        and a reopen reads the one saved before (restart then applies from there: the
+        state machine's own applied id bounds it from below)."""
         self._check_open()
-        wb = WriteBatch(raw_mode=True)
-        wb.put(K_COMMITTED, _enc.encode(committed), self._meta_h)
-        if not self._writer.write_now(lambda: wb, ignore_done, durable=False):
-            self._writer.submit(wb, ignore_done, durable=False)
         self._committed = committed
+        self._committed_unsaved = True
 
     async def read_committed(self) -> LogId | None:
         """The last saved committed log id, or ``None``."""
         return self._committed
+
+    def _committed_put(self) -> bytes | None:
+        """The committed id for the next write's batch (encoded), or ``None`` when it was
+        written already; the caller puts it in that batch (``put_committed``)."""
+        if not self._committed_unsaved:
+            return None
+        self._committed_unsaved = False
+        return _enc.encode(self._committed)
+
+    def _put_committed(self, wb: WriteBatch) -> None:
+        """Add the committed id to ``wb`` if it waits to be written."""
+        committed = self._committed_put()
+        if committed is not None:
+            wb.put(K_COMMITTED, committed, self._meta_h)
 
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
         """Queue ``entries`` for the writer; returns once they are readable (at once).
@@ -344,11 +359,15 @@ class RocksLogStore(RocksLogReader):
             )
         owned = list(entries)
         h = self._entries_h
+        committed = self._committed_put()
+        meta_h = self._meta_h
 
         def build() -> WriteBatch:
             # Writer thread: encoding and batch building are off the loop.
             wb = WriteBatch(raw_mode=True)
             put_entries(wb, h, owned)
+            if committed is not None:
+                wb.put(K_COMMITTED, committed, meta_h)
             return wb
 
         pending = self._pending
@@ -380,6 +399,7 @@ class RocksLogStore(RocksLogReader):
             for e in owned:
                 pending.pop(e.log_id.index, None)
             self._last = last
+            self._committed_unsaved = self._committed_unsaved or committed is not None
             raise
 
     async def truncate_after(self, log_id: LogId | None) -> None:
@@ -397,6 +417,7 @@ class RocksLogStore(RocksLogReader):
             self._last = self._purged if keep_to == floor else log_id
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(encode_index_key(keep_to + 1), END_KEY, self._entries_h)
+        self._put_committed(wb)
         await self._submit_and_wait(wb, "truncating")
 
     async def purge(self, log_id: LogId) -> None:
@@ -417,6 +438,7 @@ class RocksLogStore(RocksLogReader):
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(encode_index_key(0), encode_index_key(log_id.index + 1), self._entries_h)
         wb.put(K_PURGED, _enc.encode(log_id), self._meta_h)
+        self._put_committed(wb)
         await self._submit_and_wait(wb, "purging")
 
     def get_log_reader(self) -> RocksLogReader:
@@ -445,6 +467,12 @@ class RocksLogStore(RocksLogReader):
             return
         self._closed = True
         errors: list[BaseException] = []
+        committed = self._committed_put()
+        if committed is not None:
+            # Written, synced and covered by the acknowledged mark by the writer's close.
+            wb = WriteBatch(raw_mode=True)
+            wb.put(K_COMMITTED, committed, self._meta_h)
+            self._writer.submit(wb, ignore_done, durable=False)
         try:
             self._writer.close()
         except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
