@@ -393,6 +393,45 @@ async def test_state_machine_apply_semantics(tmp_path: Path) -> None:
         assert sm.get("b") == "new"
 
 
+async def test_state_machine_applies_small_batches_without_suspending(tmp_path: Path) -> None:
+    """On the loop, ``apply`` suspends (one loop turn) only once ``APPLY_NO_YIELD_MAX``
+    entries were applied since the last turn: a small batch after a turn finishes at its
+    first step (no loop turn on a write's path); a larger batch, or a caller applying in a
+    loop without turns, yields one."""
+    from openraft_py.kv.rocks_state_machine import APPLY_NO_YIELD_MAX
+
+    def steps(coro: Any) -> int:
+        n = 0
+        try:
+            while True:
+                coro.send(None)
+                n += 1
+        except StopIteration:
+            return n
+
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        i = 0
+
+        def batch(n: int) -> list[Entry]:
+            nonlocal i
+            i += n
+            return [kv(k, KvSet(f"k{k}", "v")) for k in range(i - n, i)]
+
+        assert steps(sm.apply(batch(APPLY_NO_YIELD_MAX))) == 0
+        assert steps(sm.apply(batch(1))) == 1  # no turn since: it yields first
+        await asyncio.sleep(0)
+        assert steps(sm.apply(batch(1))) == 0  # a turn passed
+        await asyncio.sleep(0)
+        assert steps(sm.apply(batch(APPLY_NO_YIELD_MAX + 1))) == 1
+        await asyncio.sleep(0)
+        # A caller applying in a loop: every APPLY_NO_YIELD_MAX entries one turn.
+        assert [steps(sm.apply(batch(2))) for _ in range(APPLY_NO_YIELD_MAX)] == (
+            [0] * (APPLY_NO_YIELD_MAX // 2) + [1] + [0] * (APPLY_NO_YIELD_MAX // 2 - 1)
+        )
+        assert await sm.applied_state() == (LogId(1, i - 1), EMPTY_STORED_MEMBERSHIP)
+        assert sm.get("k0") == "v" and sm.get(f"k{i - 1}") == "v"
+
+
 async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
     opened: list[Any] = []  # every snapshot file object the test gets: closed at the end
 
@@ -887,52 +926,33 @@ async def test_save_committed_does_not_wait_for_a_sync(tmp_path: Path) -> None:
         assert await s.get_log_state() == LogState(None, LogId(1, 19))
 
 
-async def test_save_committed_alone_costs_no_fsync(tmp_path: Path) -> None:
-    """``save_committed`` neither wakes the writer nor costs an fsync: its write waits for the
-    next durable write and is synced with it (the acknowledged mark then covers it); a close
-    with nothing after it writes and syncs it too. A group of such writes alone (queued while
-    the writer was busy) is written without an fsync and without moving the mark."""
-    import threading
-
-    from rocksdict import WriteBatch
-
+async def test_save_committed_alone_writes_nothing(tmp_path: Path) -> None:
+    """``save_committed`` writes nothing by itself (no RocksDB write, no fsync, no wake-up of
+    the writer): the committed id goes into the batch of the store's next write (an append,
+    a vote, a truncate, a purge), synced and covered by the acknowledged mark with it, or is
+    written and synced by ``close()``."""
     p = tmp_path / "log"
     async with RocksLogStore(p) as s:
         wal = s._writer._wal
         assert wal is not None
         await append_durable(s, entries(1, 0, 20))
-        fsyncs0, groups0, mark0 = wal.fsyncs, s.groups_written, s._mark.seqno
+        fsyncs0, groups0, seq0 = wal.fsyncs, s.groups_written, s._db.latest_sequence_number()
         await s.save_committed(LogId(1, 10))
+        await s.save_committed(LogId(1, 12))
         await asyncio.sleep(0.05)
-        # (The writer may have picked it up on its way back from the last group: written
-        # then, but still without an fsync and without moving the mark.)
-        assert (wal.fsyncs, s.groups_written, s._mark.seqno) == (fsyncs0, groups0, mark0)
-        assert await s.read_committed() == LogId(1, 10)
-        await append_durable(s, entries(1, 20, 21))  # syncs the committed id with the entry
+        assert (wal.fsyncs, s.groups_written, s._db.latest_sequence_number()) == (fsyncs0, groups0, seq0)
+        assert await s.read_committed() == LogId(1, 12)
+        await append_durable(s, entries(1, 20, 21))  # one batch: the entry and the committed id
         assert s.groups_written == groups0 + 1
-        assert s._mark.seqno == s._db.latest_sequence_number() == mark0 + 2
-        # A lazy write queued while the writer is busy forms a group of its own: no fsync.
-        busy = threading.Event()
-
-        def blocked_batch() -> WriteBatch:
-            busy.wait(10)
-            return WriteBatch(raw_mode=True)
-
-        lazy0 = s._writer.lazy_groups
-        s._writer.submit(blocked_batch, lambda err: None)
-        await asyncio.sleep(0.05)
+        assert s._mark.seqno == s._db.latest_sequence_number() == seq0 + 2
+        await append_durable(s, entries(1, 21, 22))  # nothing new to save: the entry alone
+        assert s._db.latest_sequence_number() == seq0 + 3
         await s.save_committed(LogId(1, 15))
-        fsyncs1, mark1 = wal.fsyncs, s._mark.seqno
-        busy.set()
-
-        async def lazy_written() -> None:
-            while s._writer.lazy_groups == lazy0:
-                await asyncio.sleep(0.001)
-
-        await asyncio.wait_for(lazy_written(), 5)
-        assert wal.fsyncs == fsyncs1 + 1  # the blocked batch's group only
-        assert s._mark.seqno < s._db.latest_sequence_number() and s._mark.seqno >= mark1
-        await s.save_committed(LogId(1, 20))  # the last write before close
+        await s.save_vote(Vote.new(2, 1))  # the vote's batch carries it
+        assert s._mark.seqno == s._db.latest_sequence_number() == seq0 + 5
+    async with RocksLogStore(p) as s:
+        assert await s.read_committed() == LogId(1, 15)
+        await s.save_committed(LogId(1, 20))  # the last call before close
     from openraft_py.storage.rocks.ackmark import AckMark
 
     _, seqno = AckMark.read(str(p), "log store")  # type: ignore[misc]
