@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import validation as _v
 from .config import Config
 from .core.clock import Clock, LoopClock
-from .core.messages import AppendEntriesCall, ClientWrite, EngineCall
+from .core.messages import AppendEntriesCall, ClientWrite, EngineCall, Reply
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
@@ -360,6 +360,22 @@ class Raft:
         fut: asyncio.Future[AppendEntriesResponse] = self._loop.create_future()
         self._core.send_msg(AppendEntriesCall(req, fut))
         return fut
+
+    def submit_append_entries(self, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> Reply:
+        """``append_entries`` with a callback, for a transport that writes the response
+        itself: checks ``req`` and hands it to the node now (``InvalidRequest`` is raised
+        here, and ``reply`` is not called), then calls ``reply`` exactly once, on the node's
+        loop, with the ``AppendEntriesResponse`` or with the exception ``append_entries``
+        would raise (a ``Fatal`` once the node stopped). Must be called on the node's loop.
+
+        ``reply`` runs inside the node's pass, as soon as the response is known (before the
+        state machine applies what the same request committed): it must be quick, must not
+        block, and must not raise (an exception is logged and dropped). Returns the handle:
+        its ``cancel()`` (the connection went away) means ``reply`` is never called."""
+        _v.check_append_entries(req)
+        tx = Reply(reply)
+        self._core.send_msg(AppendEntriesCall(req, tx))
+        return tx
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """Handle a RequestVote RPC from a candidate. Raises ``InvalidRequest`` for a

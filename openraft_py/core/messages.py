@@ -6,10 +6,13 @@ cheap as a tuple; most live for one loop iteration (a ``ClientWrite`` lives on a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..types import AppendEntriesRequest, EntryPayload, LogId, NodeId, Vote, VoteResponse
+
+log = logging.getLogger("openraft_py.core")
 
 # -- RaftMsg: calls from the Raft handle ----------------------------------------------------------
 
@@ -72,9 +75,55 @@ class AppendEntriesCall:
 
     __slots__ = ("req", "tx")
 
-    def __init__(self, req: AppendEntriesRequest, tx: asyncio.Future[Any]) -> None:
+    def __init__(self, req: AppendEntriesRequest, tx: asyncio.Future[Any] | Reply) -> None:
         self.req = req
         self.tx = tx
+
+
+class Reply:
+    """A caller's answer slot that calls ``fn`` instead of resolving a future: ``fn(value)``
+    with the result, or ``fn(error)`` with the exception, exactly once (``Raft.submit_append_entries``).
+
+    It offers what the core uses of a future (``done``, ``set_result``, ``set_exception``),
+    so it goes wherever a caller's future goes. ``fn`` runs where the answer is given: inside
+    the core's pass, before the commands after the answer (a transport writes the response
+    there, ahead of the state machine's apply of the same pass). ``cancel()`` is the caller
+    giving up: ``fn`` is then never called. An exception from ``fn`` is logged and dropped:
+    the caller's mistake must not stop the node."""
+
+    __slots__ = ("fn", "_done")
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+        self._done = False
+
+    def done(self) -> bool:
+        """Whether it was answered or cancelled."""
+        return self._done
+
+    def cancel(self) -> bool:
+        """Give up: ``fn`` will not be called. ``False`` if it was answered already."""
+        if self._done:
+            return False
+        self._done = True
+        return True
+
+    def set_result(self, value: Any) -> None:
+        """Answer with ``value`` (once; later answers are ignored)."""
+        self._call(value)
+
+    def set_exception(self, err: BaseException) -> None:
+        """Answer with the error ``err`` (once; later answers are ignored)."""
+        self._call(err)
+
+    def _call(self, value: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.fn(value)
+        except Exception:  # a caller's bug: logged, the node goes on
+            log.exception("the reply callback %r failed", self.fn)
 
 
 # -- notifications ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._core import CodecError, FrameReader
 from ..config import Config
+from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
 from ..types import NodeId, Vote
 from . import wire
@@ -32,6 +33,7 @@ from .wire import (
     ERR_REMOTE,
     ERR_UNSUPPORTED,
     KIND_APPEND_ENTRIES,
+    KIND_APPEND_ENTRIES_RESP,
     KIND_ERROR,
     KIND_HELLO,
     KIND_HELLO_ACK,
@@ -76,6 +78,32 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     return node_id == getattr(metrics, "current_leader", None)
 
 
+class _Answer:
+    """The ``reply`` of one AppendEntries handed to ``Raft.submit_append_entries``: writes
+    the response (or the error) to the connection at once, then ends the request."""
+
+    __slots__ = ("conn", "n", "rid", "fired")
+
+    def __init__(self, conn: _ServerConnection, n: int, rid: int) -> None:
+        self.conn = conn
+        self.n = n
+        self.rid = rid
+        self.fired = False
+
+    def __call__(self, value: Any) -> None:
+        self.fired = True
+        conn = self.conn
+        try:
+            if isinstance(value, BaseException):
+                conn._answer_exception(self.rid, value)
+            elif not conn.closed and conn.writer is not None:
+                conn.writer.send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
+            if conn.writer is not None and not conn.closed:
+                conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
+        finally:
+            conn._done(self.n)
+
+
 class _ServerConnection(asyncio.Protocol):
     """One accepted connection: handshake, then requests dispatched concurrently."""
 
@@ -87,7 +115,9 @@ class _ServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        # Requests in flight: their tasks, or the handles of those given to
+        # ``submit_append_entries`` (both have ``cancel()``).
+        self.tasks: dict[int, asyncio.Task[None] | Reply] = {}
         """The requests being handled, by a number of this connection (``started``); a
         task removes itself as it ends (connection_lost cancels what is left)."""
         self.started = 0
@@ -256,11 +286,31 @@ class _ServerConnection(asyncio.Protocol):
                 srv.refused += 1
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
+            n = self.started = self.started + 1
+            submit = srv._submit_append_entries if kind == KIND_APPEND_ENTRIES else None
+            if submit is not None:
+                self._submit(submit, n, rid, req)
+                continue
             # The task leaves ``tasks`` itself as it ends: no done callback (one loop
             # callback less per request) and no current_task() (a getpid syscall).
-            n = self.started = self.started + 1
             self.tasks[n] = self.loop.create_task(self._handle(n, kind, rid, req))
         self._set_reading()
+
+    def _submit(self, submit: Any, n: int, rid: int, req: Any) -> None:
+        """Hand AppendEntries request ``n`` to the node with a callback that writes the
+        answer at once (``Raft.submit_append_entries``): from inside the node's pass, before
+        it applies what the request committed, and without a task per request. The handle
+        stands in ``tasks`` for the request in flight (``cancel()`` when the connection
+        goes)."""
+        self.server.delivered += 1
+        answer = _Answer(self, n, rid)
+        try:
+            handle = submit(req, answer)
+        except Exception as e:  # noqa: BLE001 - InvalidRequest or a bug: the peer learns of it
+            self._answer_exception(rid, e)
+            return
+        if not answer.fired:  # (a stopped node answers before the call returns)
+            self.tasks[n] = handle
 
     def _set_reading(self) -> None:
         t = self.transport
@@ -290,19 +340,24 @@ class _ServerConnection(asyncio.Protocol):
         try:
             try:
                 resp = await getattr(srv._raft, _HANDLER[kind])(req)
-            except Fatal as e:
-                self._answer_error(rid, ERR_FATAL, str(e))
-                return
-            except Exception as e:  # noqa: BLE001 - the peer learns of it as RemoteError
-                code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
-                if code == ERR_REMOTE:
-                    log.warning("tcp server %s: %s from node %s failed: %r", srv.address, _HANDLER[kind], self.sender, e)
-                self._answer_error(rid, code, f"{type(e).__name__}: {e}")
+            except Exception as e:  # noqa: BLE001 - the peer learns of it
+                self._answer_exception(rid, e, _HANDLER[kind])
                 return
             if not self.closed:
                 self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
         finally:
             self._done(n)  # after the answer is queued: a drain may close
+
+    def _answer_exception(self, rid: int, e: BaseException, what: str = "append_entries") -> None:
+        """Answer request ``rid`` with the error its handler raised: ``Fatal`` (the node
+        stopped), ``InvalidRequest``, or anything else as a remote error (logged)."""
+        if isinstance(e, Fatal):
+            self._answer_error(rid, ERR_FATAL, str(e))
+            return
+        code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
+        if code == ERR_REMOTE:
+            log.warning("tcp server %s: %s from node %s failed: %r", self.server.address, what, self.sender, e)
+        self._answer_error(rid, code, f"{type(e).__name__}: {e}")
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
@@ -360,6 +415,7 @@ class TcpServer:
     # Set by ``_unbound`` (the constructor is closed: ``start`` or ``_unbound`` make one).
     _loop: asyncio.AbstractEventLoop
     _raft: Any
+    _submit_append_entries: Any
     _ssl: SSLContext | None
     peer_id_of_cert: PeerIdOfCert | None
     """Binds a client certificate to the hello's sender id (``None``: not bound)."""
@@ -499,6 +555,9 @@ class TcpServer:
         self = object.__new__(cls)
         self._loop = asyncio.get_running_loop()
         self._raft = raft
+        # ``Raft.submit_append_entries`` when the node has it (a ``RaftServer`` need not):
+        # AppendEntries answers are then written from inside the node's pass.
+        self._submit_append_entries = getattr(raft, "submit_append_entries", None)
         self._ssl = ssl
         self.peer_id_of_cert = peer_id_of_cert
         self.membership_check_interval = membership_check_interval

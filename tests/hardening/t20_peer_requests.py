@@ -21,6 +21,7 @@ from openraft_py import (
     BasicNode,
     Blank,
     Entry,
+    Fatal,
     InstallSnapshotRequest,
     InvalidRequest,
     LogId,
@@ -260,3 +261,56 @@ async def test_start_append_entries_answers_a_well_formed_request(three: Cluster
     fut = follower.start_append_entries(ae(v, L, []))
     resp = await fut
     assert resp.success and resp.matching == L
+
+
+@pytest.mark.parametrize("case", list(APPEND_CASES), ids=list(APPEND_CASES))
+async def test_submit_append_entries_refuses_at_the_call(three: Cluster, case: str) -> None:
+    """``Raft.submit_append_entries`` (a transport's callback way) checks the request as
+    ``append_entries`` does, raising ``InvalidRequest`` before it returns; the callback is
+    never called."""
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    got: list[Any] = []
+    with pytest.raises(InvalidRequest):
+        follower.submit_append_entries(APPEND_CASES[case](v, L), got.append)
+    await assert_healthy(three)
+    assert got == []
+
+
+async def test_submit_append_entries_answers_once_and_survives_a_failing_callback(three: Cluster) -> None:
+    """A well-formed request is answered through the callback, once; a callback that
+    raises is logged and dropped (the node keeps committing); a cancelled handle is never
+    answered."""
+    import asyncio
+
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    handle = follower.submit_append_entries(ae(v, L, []), fut.set_result)
+    resp = await asyncio.wait_for(fut, 5)
+    assert resp.success and resp.matching == L and handle.done()
+
+    calls: list[Any] = []
+
+    def bad(value: Any) -> None:
+        calls.append(value)
+        raise RuntimeError("transport bug")
+
+    follower.submit_append_entries(ae(v, L, []), bad)
+    cancelled: list[Any] = []
+    follower.submit_append_entries(ae(v, L, []), cancelled.append).cancel()
+    await assert_healthy(three)
+    assert len(calls) == 1 and calls[0].success and cancelled == []
+
+
+async def test_submit_append_entries_on_a_stopped_node_answers_at_once(three: Cluster) -> None:
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    await follower.shutdown()
+    got: list[Any] = []
+    handle = follower.submit_append_entries(ae(v, L, []), got.append)
+    assert handle.done() and len(got) == 1 and isinstance(got[0], Fatal)

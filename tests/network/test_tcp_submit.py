@@ -1,0 +1,211 @@
+"""The TCP server's AppendEntries path through ``submit_append_entries`` (what ``Raft`` has):
+the node calls a reply callback that writes the answer at once, without a task per request.
+Asserted: answers reach the right callers in any order, ``max_inflight`` still holds,
+every error a node can give maps as on the task path (stopped -> ``Unreachable``, a bad
+request or a failure -> ``RemoteError``), a closed connection cancels the handles of its
+requests in flight, and ``close()`` waits for them.
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from openraft_py.core.messages import Reply
+from openraft_py.errors import InvalidRequest, RemoteError, Stopped, Unreachable
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, BasicNode, LogId, RPCOption
+
+from .test_tcp import V1, FakeRaft
+
+pytestmark = pytest.mark.timeout(60)
+
+OPT = RPCOption(hard_ttl=5.0, soft_ttl=5.0)
+
+
+class SubmitRaft(FakeRaft):
+    """A ``FakeRaft`` with ``submit_append_entries``: each request waits in ``pending``
+    (prev index -> its ``Reply``) until the test answers it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[int, Reply] = {}
+        self.refuse: BaseException | None = None  # raised by the call itself
+        self.answer_now: Any = None  # answered before the call returns (a stopped node)
+
+    def submit_append_entries(self, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> Reply:
+        self.received.append(("submit_append_entries", req))
+        if self.refuse is not None:
+            raise self.refuse
+        handle = Reply(reply)
+        if self.answer_now is not None:
+            handle.set_exception(self.answer_now)
+            return handle
+        self.pending[-1 if req.prev_log_id is None else req.prev_log_id.index] = handle
+        return handle
+
+
+def ae(i: int | None) -> AppendEntriesRequest:
+    return AppendEntriesRequest(V1, None if i is None else LogId(3, i), [], None)
+
+
+def ok(i: int) -> AppendEntriesResponse:
+    return AppendEntriesResponse(V1, True, LogId(3, i))
+
+
+async def _pair(raft: SubmitRaft, **kw: Any) -> tuple[TcpServer, TcpNetworkFactory, Any]:
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c", **kw)
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.05, seed=1)
+    return server, factory, factory.new_client(2, BasicNode(server.address))
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.005)  # polled; callers bound it with wait_for
+
+
+async def test_answers_reach_their_callers_in_any_order_within_max_inflight() -> None:
+    raft = SubmitRaft()
+    server, factory, client = await _pair(raft, max_inflight=8)
+    try:
+        calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(20)]
+        await asyncio.wait_for(_until(lambda: len(raft.pending) == 8), 5)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(raft.received) == 8  # the rest wait until answers free a slot
+        answered = 0
+        while answered < 20:
+            await asyncio.wait_for(_until(lambda: bool(raft.pending)), 5)
+            i = max(raft.pending)  # newest first: out of order
+            raft.pending.pop(i).set_result(ok(i))
+            assert (await asyncio.wait_for(calls[i], 5)).matching == LogId(3, i)
+            answered += 1
+        assert server.delivered == 20 and not any(name == "append_entries" for name, _ in raft.received)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "refused_at_call"),
+    [
+        (Stopped(), Unreachable, False),
+        (InvalidRequest("append_entries", "bad"), RemoteError, False),
+        (RuntimeError("boom"), RemoteError, False),
+        (InvalidRequest("append_entries", "bad"), RemoteError, True),
+    ],
+    ids=["stopped", "invalid-answered", "failure-answered", "invalid-at-call"],
+)
+async def test_errors_map_as_on_the_task_path(given: BaseException, expected: type[Exception], refused_at_call: bool) -> None:
+    raft = SubmitRaft()
+    server, factory, client = await _pair(raft)
+    try:
+        call = asyncio.ensure_future(client.append_entries(ae(1), OPT))
+        if refused_at_call:
+            raft.refuse = given
+        else:
+            await asyncio.wait_for(_until(lambda: 1 in raft.pending), 5)
+            raft.pending.pop(1).set_exception(given)
+        with pytest.raises(expected):
+            await asyncio.wait_for(call, 5)
+        # The connection serves on.
+        raft.refuse = None
+        nxt = asyncio.ensure_future(client.append_entries(ae(2), OPT))
+        await asyncio.wait_for(_until(lambda: 2 in raft.pending), 5)
+        raft.pending.pop(2).set_result(ok(2))
+        assert (await asyncio.wait_for(nxt, 5)).matching == LogId(3, 2)
+        assert server.dropped == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_node_answering_before_the_call_returns() -> None:
+    """A stopped node answers inside ``submit_append_entries``: the request is over then
+    (nothing stays in flight: ``close()`` does not wait for it)."""
+    raft = SubmitRaft()
+    raft.answer_now = Stopped()
+    server, factory, client = await _pair(raft)
+    try:
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.append_entries(ae(1), OPT), 5)
+        await asyncio.wait_for(server.close(), 2)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_lost_connection_cancels_its_requests_in_flight() -> None:
+    raft = SubmitRaft()
+    server, factory, client = await _pair(raft)
+    try:
+        calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(3)]
+        await asyncio.wait_for(_until(lambda: len(raft.pending) == 3), 5)
+        handles = list(raft.pending.values())
+        await factory.close()  # the client goes away
+        await asyncio.gather(*calls, return_exceptions=True)
+        await asyncio.wait_for(_until(lambda: server.connections == 0), 5)
+        assert all(h.done() for h in handles)  # cancelled: a late answer is ignored
+        handles[0].set_result(ok(0))
+        assert server.dropped == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_close_drains_submitted_requests() -> None:
+    raft = SubmitRaft()
+    server, factory, client = await _pair(raft)
+    try:
+        call = asyncio.ensure_future(client.append_entries(ae(7), OPT))
+        await asyncio.wait_for(_until(lambda: 7 in raft.pending), 5)
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # waits for the request in flight
+        raft.pending.pop(7).set_result(ok(7))
+        assert (await asyncio.wait_for(call, 5)).matching == LogId(3, 7)
+        await asyncio.wait_for(closing, 5)
+        assert server.connections == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_reply_callback_that_raises_is_logged_and_dropped() -> None:
+    """``Reply`` protects the node's pass from its callback: the error is logged, the
+    handle is done, and a second answer is ignored."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("openraft_py.core")
+    # (An earlier test's logging setup may have disabled or quietened it.)
+    saved = logger.disabled, logger.level
+    logger.disabled = False
+    logger.setLevel(logging.ERROR)
+    logger.addHandler(handler)
+    seen: list[Any] = []
+
+    def bad(value: Any) -> None:
+        seen.append(value)
+        raise RuntimeError("transport bug")
+
+    try:
+        r = Reply(bad)
+        r.set_result(1)
+        r.set_result(2)
+        r.set_exception(RuntimeError("late"))
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled = saved[0]
+        logger.setLevel(saved[1])
+    assert seen == [1] and r.done() and not r.cancel()
+    assert [rec.getMessage() for rec in records] == [f"the reply callback {bad!r} failed"]
+    c = Reply(seen.append)
+    assert c.cancel() and c.done()
+    c.set_result(3)
+    assert seen == [1]
