@@ -447,7 +447,10 @@ class RaftCore:
         if len(cache) and cache.last_index() + 1 != first:
             cache.clear()
         cache.append(first, entries)
-        cb = IOFlushed(lambda err: self._on_log_flushed(io, err), asyncio.get_running_loop())
+        # A leader replicates these entries in this same pass: the store may let the sends
+        # go first (``IOFlushed.sends_first``).
+        leading = self.engine.leader is not None
+        cb = IOFlushed(lambda err: self._on_log_flushed(io, err), asyncio.get_running_loop(), leading)
         try:
             await self.log_store.append(entries, cb)
         except Exception as e:

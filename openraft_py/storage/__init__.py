@@ -71,18 +71,26 @@ class IOFlushed:
     ``loop.call_soon_threadsafe`` so ``fn`` always runs on the loop's thread. Without ``loop``,
     ``fn`` runs in the caller's thread and the store is responsible for thread-safety.
     RaftCore always passes its loop.
+
+    ``sends_first`` is a hint for the store: the caller (a leader) sends these entries to its
+    followers in the same loop turn. A store whose durability step takes the caller's CPU
+    right away (the RocksDB store hands its fsync to a kernel worker queued on that CPU) may
+    start it a few loop passes later, so the sends go out first; without the hint (a
+    follower, which answers only once the entries are durable) it starts it at once.
     """
 
-    __slots__ = ("_fn", "_loop", "_done")
+    __slots__ = ("_fn", "_loop", "_done", "sends_first")
 
     def __init__(
         self,
         fn: Callable[[BaseException | None], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        sends_first: bool = False,
     ) -> None:
         self._fn = fn
         self._loop = loop
         self._done = False
+        self.sends_first = sends_first
 
     @property
     def done(self) -> bool:

@@ -42,9 +42,10 @@ def ent(i: int) -> Entry:
 
 
 async def append(store: RocksLogStore, first: int, n: int = 1) -> asyncio.Future[BaseException | None]:
+    """A leader's append (``sends_first``: the fsync is handed over a few passes later)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[BaseException | None] = loop.create_future()
-    await store.append([ent(i) for i in range(first, first + n)], IOFlushed(done.set_result, loop))
+    await store.append([ent(i) for i in range(first, first + n)], IOFlushed(done.set_result, loop, sends_first=True))
     return done
 
 
@@ -322,5 +323,25 @@ async def test_fast_path_completion_reaches_the_callback_without_a_thread_hop(tm
             del loop.call_soon_threadsafe
         assert store._writer.fast_writes - fast0 == 10
         assert not [cb for cb in hops if getattr(cb, "__name__", "") == "_written"]
+    finally:
+        await store.aclose()
+
+
+@needs_aio
+async def test_the_fsync_waits_a_few_passes_only_when_the_caller_sends_first(tmp_path: Path) -> None:
+    """``IOFlushed.sends_first`` (a leader, which replicates the entries in the same pass):
+    the fast path hands the fsync to the kernel a few loop passes after the write. Without
+    it (a follower, which answers only once durable) the fsync is handed over at once."""
+    loop = asyncio.get_running_loop()
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None  # (may take the thread)
+        writer = store._writer
+        for i, sends_first in ((1, False), (2, True), (3, False)):
+            done: asyncio.Future[BaseException | None] = loop.create_future()
+            await store.append([ent(i)], IOFlushed(done.set_result, loop, sends_first=sends_first))
+            assert len(writer._written) == (1 if sends_first else 0)
+            assert await asyncio.wait_for(done, 10) is None
+        assert writer.fast_writes >= 3
     finally:
         await store.aclose()

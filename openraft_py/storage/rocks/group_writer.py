@@ -28,7 +28,8 @@ _GIL_PAUSE = 0.0001
 interpreter's switch interval (5 ms by default)."""
 _SUBMIT_AFTER_PASSES = 3
 """The loop's fast path hands a write's fsync to the kernel this many loop passes after the
-write (``call_soon`` chained), not at once: the kernel worker that runs the fsync is queued
+write (``call_soon`` chained) when the caller sends first (``write_now(defer_sync=True)``: a
+leader's append), not at once: the kernel worker that runs the fsync is queued
 on the submitting CPU and preempts the loop's thread there, so submitting at once delays
 whatever the current pass scheduled. On a leader that is its AppendEntries: the transport
 writes the frames at the end of the pass after the one that queued them, and they are queued
@@ -129,14 +130,21 @@ class GroupWriter:
             # of the submitting loop's time on a loaded 2-core VM, measured).
 
     def write_now(
-        self, build: Callable[[], WriteBatch], done: Callable[[BaseException | None], None], durable: bool = True
+        self,
+        build: Callable[[], WriteBatch],
+        done: Callable[[BaseException | None], None],
+        durable: bool = True,
+        defer_sync: bool = True,
     ) -> bool:
         """From the event loop: if the fast path is available and the thread is idle with
         nothing queued, write ``build()`` now, here, and (``durable``) queue its durability
         step with the kernel; ``done(error_or_None)`` is called from this loop once it is
         durable (``durable=False``: before this returns; durable with a later step, as with
         ``submit``). Returns ``False`` (nothing done: use ``submit``) otherwise. For small
-        batches only: the write runs on the caller's thread (no fsync there)."""
+        batches only: the write runs on the caller's thread (no fsync there).
+
+        ``defer_sync``: the fsync is handed to the kernel ``_SUBMIT_AFTER_PASSES`` loop
+        passes later (what the caller sends in this pass leaves first); otherwise now."""
         aio = self._aio
         if aio is None:
             return False
@@ -182,7 +190,9 @@ class GroupWriter:
         if loop is None:
             loop = self._reader_loop = asyncio.get_running_loop()
             loop.add_reader(aio.efd, self._reap)
-        if first:
+        if not defer_sync:
+            self._submit_written()  # (with any deferred before it, in write order)
+        elif first:
             loop.call_soon(self._submit_after, _SUBMIT_AFTER_PASSES - 1)
         return True
 

@@ -393,7 +393,7 @@ class RocksLogStore(RocksLogReader):
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
-            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done):
+            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done, defer_sync=callback.sends_first):
                 self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
