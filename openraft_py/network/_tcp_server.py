@@ -115,12 +115,15 @@ class _ServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
-        # Requests in flight: their tasks, or the handles of those given to
-        # ``submit_append_entries`` (both have ``cancel()``).
         self.tasks: dict[int, asyncio.Task[None] | Reply] = {}
-        """The requests being handled, by a number of this connection (``started``); a
-        task removes itself as it ends (connection_lost cancels what is left)."""
+        """The requests being handled, by a number of this connection (``started``): their
+        tasks, or the handles of those given to ``submit_append_entries`` (both have
+        ``cancel()``). Each removes itself as it ends (connection_lost cancels the rest)."""
         self.started = 0
+        # Inside ``_pump``'s loop: a request ending meanwhile (a stopped node answers a
+        # submitted request before the call returns) leaves the backlog to that loop
+        # instead of starting a nested one (one level per request: a deep recursion).
+        self.pumping = False
         self.backlog: deque[tuple[int, int, memoryview]] = deque()
         self.paused = False
         self.write_paused = False
@@ -271,6 +274,16 @@ class _ServerConnection(asyncio.Protocol):
     def _pump(self) -> None:
         """Start backlog requests (decoding them now) while fewer than ``max_inflight``
         run and the peer reads its answers; pause reading while any request waits."""
+        if self.pumping:
+            return
+        self.pumping = True
+        try:
+            self._pump_backlog()
+        finally:
+            self.pumping = False
+        self._set_reading()
+
+    def _pump_backlog(self) -> None:
         srv = self.server
         limit = srv.max_inflight
         backlog = self.backlog
@@ -294,7 +307,6 @@ class _ServerConnection(asyncio.Protocol):
             # The task leaves ``tasks`` itself as it ends: no done callback (one loop
             # callback less per request) and no current_task() (a getpid syscall).
             self.tasks[n] = self.loop.create_task(self._handle(n, kind, rid, req))
-        self._set_reading()
 
     def _submit(self, submit: Any, n: int, rid: int, req: Any) -> None:
         """Hand AppendEntries request ``n`` to the node with a callback that writes the

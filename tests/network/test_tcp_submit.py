@@ -209,3 +209,23 @@ async def test_a_reply_callback_that_raises_is_logged_and_dropped() -> None:
     assert c.cancel() and c.done()
     c.set_result(3)
     assert seen == [1]
+
+
+async def test_a_stopped_node_answers_a_long_backlog_without_recursion() -> None:
+    """Thousands of pipelined requests reach a node that answers each before the call
+    returns (stopped): every one is answered (``Unreachable``) by one loop over the
+    backlog, not one nested call per request."""
+    import sys
+
+    raft = SubmitRaft()
+    raft.answer_now = Stopped()
+    n = sys.getrecursionlimit() + 500
+    server, factory, client = await _pair(raft, max_inflight=4)
+    try:
+        calls = [client.append_entries(ae(i), OPT) for i in range(n)]
+        out = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert len(out) == n and all(isinstance(e, Unreachable) for e in out)
+        assert server.dropped == 0 and server.delivered == n
+    finally:
+        await server.close()
+        await factory.close()
