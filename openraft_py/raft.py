@@ -371,7 +371,10 @@ class Raft:
         ``reply`` runs inside the node's pass, as soon as the response is known (before the
         state machine applies what the same request committed): it must be quick, must not
         block, and must not raise (an exception is logged and dropped). Returns the handle:
-        its ``cancel()`` (the connection went away) means ``reply`` is never called."""
+        its ``cancel()`` (the connection went away) means ``reply`` is never called.
+        ``TypeError`` (before anything happens) if ``reply`` is not callable."""
+        if not callable(reply):
+            raise TypeError(f"submit_append_entries needs a callable reply, got {type(reply).__name__}")
         _v.check_append_entries(req)
         tx = Reply(reply)
         self._core.send_msg(AppendEntriesCall(req, tx))

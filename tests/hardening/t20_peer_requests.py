@@ -306,6 +306,16 @@ async def test_submit_append_entries_answers_once_and_survives_a_failing_callbac
     assert len(calls) == 1 and calls[0].success and cancelled == []
 
 
+async def test_submit_append_entries_refuses_a_reply_that_is_not_callable(three: Cluster) -> None:
+    _, follower = leader_and_follower(three)
+    v = leader_vote(three)
+    L = last_log_id(follower)
+    for bad in (None, 3, "reply"):
+        with pytest.raises(TypeError, match="callable"):
+            follower.submit_append_entries(ae(v, L, []), bad)  # type: ignore[arg-type]
+    await assert_healthy(three)
+
+
 async def test_submit_append_entries_on_a_stopped_node_answers_at_once(three: Cluster) -> None:
     _, follower = leader_and_follower(three)
     v = leader_vote(three)
