@@ -315,9 +315,10 @@ class RocksLogStore(RocksLogReader):
         """The last saved committed log id, or ``None``."""
         return self._committed
 
-    def _committed_put(self) -> bytes | None:
-        """The committed id for the next write's batch (encoded), or ``None`` when it was
-        written already; the caller puts it in that batch (``put_committed``)."""
+    def _take_committed(self) -> bytes | None:
+        """The committed id for the batch of the write being made (encoded), or ``None``
+        when no ``save_committed`` came since the last one carried it; the caller puts it in
+        that batch (``_put_committed``, or ``build`` in ``append``)."""
         if not self._committed_unsaved:
             return None
         self._committed_unsaved = False
@@ -325,7 +326,7 @@ class RocksLogStore(RocksLogReader):
 
     def _put_committed(self, wb: WriteBatch) -> None:
         """Add the committed id to ``wb`` if it waits to be written."""
-        committed = self._committed_put()
+        committed = self._take_committed()
         if committed is not None:
             wb.put(K_COMMITTED, committed, self._meta_h)
 
@@ -359,7 +360,7 @@ class RocksLogStore(RocksLogReader):
             )
         owned = list(entries)
         h = self._entries_h
-        committed = self._committed_put()
+        committed = self._take_committed()
         meta_h = self._meta_h
 
         def build() -> WriteBatch:
@@ -467,7 +468,7 @@ class RocksLogStore(RocksLogReader):
             return
         self._closed = True
         errors: list[BaseException] = []
-        committed = self._committed_put()
+        committed = self._take_committed()
         if committed is not None:
             # Written, synced and covered by the acknowledged mark by the writer's close.
             wb = WriteBatch(raw_mode=True)
