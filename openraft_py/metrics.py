@@ -75,6 +75,10 @@ class MetricsWatch:
         read any more last reported)."""
         return self._current
 
+    def waited_on(self) -> bool:
+        """Whether a waiter may be waiting for the next change."""
+        return self._changed.waiting()
+
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter."""
         self._dirty = True

@@ -69,6 +69,12 @@ class Wakeup:
                 self._limit = max(_COMPACT_MIN, 2 * len(more))
         return fut
 
+    def waiting(self) -> bool:
+        """Whether a future handed out by ``wait()`` may still be pending (a waiter that
+        gave up may still count until the next ``wake()``)."""
+        first = self._first
+        return first is not None and (not first.done() or bool(self._more))
+
     def wake(self) -> None:
         """Complete every future handed out by ``wait()`` since the last ``wake()`` (those
         cancelled meanwhile are skipped). A ``wake()`` with no waiter does nothing."""

@@ -90,3 +90,18 @@ async def test_the_slot_is_reused_after_its_waiter_gave_up() -> None:
     f = w.wait()
     w.wake()
     assert f.result() is None
+
+
+async def test_waiting_says_whether_a_waiter_may_be_pending() -> None:
+    w = Wakeup()
+    assert not w.waiting()
+    f1 = w.wait()
+    assert w.waiting()
+    w.wake()
+    assert f1.done() and not w.waiting()
+    f2, f3 = w.wait(), w.wait()
+    f2.cancel()
+    assert w.waiting()  # f3 still waits
+    f3.cancel()
+    w.wake()
+    assert not w.waiting()
