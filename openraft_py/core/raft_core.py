@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, get_args
@@ -109,6 +110,10 @@ CALLERS_COMPACT_MIN = 1024
 
 class RaftCore:
     """The runtime of one node. Only ``RaftCore`` calls the engine and the log store."""
+
+    # Set by ``start`` (on the loop): the node's loop and the id of the thread running it.
+    _loop: asyncio.AbstractEventLoop
+    _loop_thread: int
 
     def __init__(
         self,
@@ -196,7 +201,9 @@ class RaftCore:
 
     def start(self) -> None:
         """Start the core, state machine and timer tasks."""
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-core-{self.id}")
+        loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
         self.tasks.spawn(self.sm_worker.run(), "sm-worker")
         if self.config.enable_tick:
             self.tasks.spawn(self._ticker(), "ticker")
@@ -448,9 +455,11 @@ class RaftCore:
             cache.clear()
         cache.append(first, entries)
         # A leader replicates these entries in this same pass: the store may let the sends
-        # go first (``IOFlushed.sends_first``).
+        # go first (``IOFlushed.sends_first``). No loop given: ``_log_flushed`` hops to the
+        # loop itself, comparing thread ids (3.11's ``get_running_loop``, which IOFlushed
+        # would call, costs a getpid system call).
         leading = self.engine.leader is not None
-        cb = IOFlushed(lambda err: self._on_log_flushed(io, err), asyncio.get_running_loop(), leading)
+        cb = IOFlushed(lambda err: self._log_flushed(io, err), None, leading)
         try:
             await self.log_store.append(entries, cb)
         except Exception as e:
@@ -493,6 +502,14 @@ class RaftCore:
         except Exception as e:
             raise StorageError(f"purging up to {upto!r}", e) from e
         self._io_completed(c.io)
+
+    def _log_flushed(self, io: int, err: BaseException | None) -> None:
+        """A log store's ``IOFlushed`` callback, from any thread: ``_on_log_flushed`` on
+        the loop's thread."""
+        if threading.get_ident() == self._loop_thread:
+            self._on_log_flushed(io, err)
+        else:
+            self._loop.call_soon_threadsafe(self._on_log_flushed, io, err)
 
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs

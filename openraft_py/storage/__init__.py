@@ -70,7 +70,8 @@ class IOFlushed:
     running inside that loop, the call is forwarded to the loop with
     ``loop.call_soon_threadsafe`` so ``fn`` always runs on the loop's thread. Without ``loop``,
     ``fn`` runs in the caller's thread and the store is responsible for thread-safety.
-    RaftCore always passes its loop.
+    (RaftCore passes no loop: its ``fn`` hops to the node's loop itself when called from
+    another thread, comparing thread ids, which is cheaper than the running-loop check.)
 
     ``sends_first`` is a hint for the store: the caller (a leader) sends these entries to its
     followers in the same loop turn. A store whose durability step takes the caller's CPU

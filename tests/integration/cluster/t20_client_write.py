@@ -4,6 +4,7 @@ the KV state machine; a serializing router (wire round trip)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,41 @@ async def test_serializing_router_cluster_works() -> None:
         assert c.disks[1].applied_log[-1] == (r.log_id, b"\x00opaque\xff")
         assert resps[-1].log_id.index + 1 == r.log_id.index
         assert c.router.rpc_count("append_entries") > 0 and c.router.rpc_count("vote") > 0
+
+
+async def test_a_store_reporting_durability_from_its_own_thread() -> None:
+    """A log store may call ``IOFlushed.io_completed`` from a thread of its own (a writer
+    thread doing the fsync): the node takes it on its loop, and writes commit everywhere."""
+    import threading
+
+    from openraft_py.storage import IOFlushed
+    from openraft_py.storage.memory import MemDisk, MemLogStore
+
+    threads: set[int] = set()
+
+    class ThreadedStore(MemLogStore):
+        async def append(self, entries: Any, callback: IOFlushed) -> None:
+            relay = IOFlushed(lambda err: threading.Thread(target=report, args=(err,)).start())
+
+            def report(err: BaseException | None) -> None:
+                threads.add(threading.get_ident())
+                callback.io_completed(err)
+
+            await super().append(entries, relay)
+
+    def store(nid: int, disk: MemDisk) -> ThreadedStore:
+        return ThreadedStore(disk)
+
+    c = Cluster(fast_config(), seed=3, log_store=store)
+    try:
+        await c.start({1, 2, 3})
+        leader = c.nodes[await c.wait_for_leader(timeout=2.0)]
+        last = None
+        for i in range(30):
+            last = await asyncio.wait_for(leader.client_write(f"t{i}".encode()), 5)
+        assert last is not None
+        await c.wait_applied(last.log_id.index, timeout=5.0)
+        assert threads and threading.get_ident() not in threads
+        assert_same_applied(c)
+    finally:
+        await c.shutdown()
