@@ -343,23 +343,37 @@ class RaftCore:
 
     async def _run_commands(self) -> None:
         """Run the engine's commands until it emits no more (running one may make the
-        engine emit others: a flush completing while commands run is handled at once)."""
+        engine emit others: a flush completing while commands run is handled at once).
+        Each command runs the method ``_handlers`` maps its type to, unless it waits for a
+        storage write that is not durable yet (postponed: it runs in a later round, once
+        the write is). A method doing IO returns what to await; others return ``None`` (a
+        command without IO costs no coroutine)."""
         eng = self.engine
+        handlers = self._handlers
+        postponed = self._postponed
         self._running_commands = True
         try:
             while True:
                 cmds = eng.take_commands()
-                if self._postponed:
-                    ready = [c for c in self._postponed if self._condition_met(c)]
+                if postponed:
+                    ready = [c for c in postponed if self._condition_met(c)]
                     if ready:
-                        self._postponed = [c for c in self._postponed if not self._condition_met(c)]
+                        postponed = self._postponed = [c for c in postponed if not self._condition_met(c)]
                         cmds = ready + cmds
                 if not cmds:
                     return
                 for c in cmds:
-                    pending = self._run_command(c)
+                    t = type(c)
+                    if t in _WAITING and not self._condition_met(c):
+                        postponed.append(c)
+                        continue
+                    handler = handlers.get(t)
+                    if handler is None:
+                        raise Panicked(f"unknown command {c!r}")
+                    pending = handler(c)
                     if pending is not None:
                         await pending
+                        postponed = self._postponed  # (teardown may have replaced it)
         finally:
             self._running_commands = False
 
@@ -369,19 +383,6 @@ class RaftCore:
             return True
         when: int | None = getattr(c, "when")  # noqa: B009 - every type in _WAITING has it
         return when is None or when <= self.engine.state.io.flushed
-
-    def _run_command(self, c: Command) -> Awaitable[None] | None:
-        """Run one command (the method ``_handlers`` maps its type to), or postpone it until
-        the write it waits on is durable. Returns what the caller must await (the IO of
-        the command) or ``None``: a command without IO costs no coroutine."""
-        if type(c) in _WAITING and not self._condition_met(c):
-            self._postponed.append(c)
-            return None
-        try:
-            handler = self._handlers[type(c)]
-        except KeyError:
-            raise Panicked(f"unknown command {c!r}") from None
-        return handler(c)
 
     def _command_handlers(self) -> dict[type[Any], Callable[[Any], Awaitable[None] | None]]:
         """One method per command type, each taking that type. A method that does IO is a
