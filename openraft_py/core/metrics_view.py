@@ -66,16 +66,11 @@ class Publisher:
 
     def publish(self, force: bool = False) -> None:
         """Mark the watch changed if the metrics changed since the last call (always if
-        ``force``)."""
-        if force:
+        ``force``, or while nobody waits: then no key is computed and the next read
+        rebuilds the metrics)."""
+        if force or not self.watch.waited_on():
             self._key = ()
             self.watch.mark_changed()
-            return
-        watch = self.watch
-        if not watch.waited_on():
-            # Nobody waits: no key to compute; the next read rebuilds the metrics.
-            self._key = ()
-            watch.mark_changed()
             return
         eng = self.engine
         st = eng.state

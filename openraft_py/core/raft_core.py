@@ -373,7 +373,6 @@ class RaftCore:
                     pending = handler(c)
                     if pending is not None:
                         await pending
-                        postponed = self._postponed  # (teardown may have replaced it)
         finally:
             self._running_commands = False
 

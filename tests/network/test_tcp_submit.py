@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -58,10 +59,17 @@ def ok(i: int) -> AppendEntriesResponse:
     return AppendEntriesResponse(V1, True, LogId(3, i))
 
 
-async def _pair(raft: SubmitRaft, **kw: Any) -> tuple[TcpServer, TcpNetworkFactory, Any]:
+@asynccontextmanager
+async def serving(raft: SubmitRaft, **kw: Any) -> AsyncIterator[tuple[TcpServer, TcpNetworkFactory, Any]]:
+    """A ``TcpServer`` for ``raft`` (``kw``: its limits) and a client to it from node 1;
+    both closed at the end."""
     server = await TcpServer.start(raft, "127.0.0.1", 0, "c", **kw)
     factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.05, seed=1)
-    return server, factory, factory.new_client(2, BasicNode(server.address))
+    try:
+        yield server, factory, factory.new_client(2, BasicNode(server.address))
+    finally:
+        await server.close()
+        await factory.close()
 
 
 async def _until(cond: Callable[[], bool]) -> None:
@@ -71,8 +79,7 @@ async def _until(cond: Callable[[], bool]) -> None:
 
 async def test_answers_reach_their_callers_in_any_order_within_max_inflight() -> None:
     raft = SubmitRaft()
-    server, factory, client = await _pair(raft, max_inflight=8)
-    try:
+    async with serving(raft, max_inflight=8) as (server, factory, client):
         calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(20)]
         await asyncio.wait_for(_until(lambda: len(raft.pending) == 8), 5)
         for _ in range(5):
@@ -86,9 +93,6 @@ async def test_answers_reach_their_callers_in_any_order_within_max_inflight() ->
             assert (await asyncio.wait_for(calls[i], 5)).matching == LogId(3, i)
             answered += 1
         assert server.delivered == 20 and not any(name == "append_entries" for name, _ in raft.received)
-    finally:
-        await server.close()
-        await factory.close()
 
 
 @pytest.mark.parametrize(
@@ -103,12 +107,11 @@ async def test_answers_reach_their_callers_in_any_order_within_max_inflight() ->
 )
 async def test_errors_map_as_on_the_task_path(given: BaseException, expected: type[Exception], refused_at_call: bool) -> None:
     raft = SubmitRaft()
-    server, factory, client = await _pair(raft)
-    try:
-        call = asyncio.ensure_future(client.append_entries(ae(1), OPT))
+    async with serving(raft) as (server, factory, client):
         if refused_at_call:
             raft.refuse = given
-        else:
+        call = asyncio.ensure_future(client.append_entries(ae(1), OPT))
+        if not refused_at_call:
             await asyncio.wait_for(_until(lambda: 1 in raft.pending), 5)
             raft.pending.pop(1).set_exception(given)
         with pytest.raises(expected):
@@ -120,9 +123,6 @@ async def test_errors_map_as_on_the_task_path(given: BaseException, expected: ty
         raft.pending.pop(2).set_result(ok(2))
         assert (await asyncio.wait_for(nxt, 5)).matching == LogId(3, 2)
         assert server.dropped == 0
-    finally:
-        await server.close()
-        await factory.close()
 
 
 async def test_a_node_answering_before_the_call_returns() -> None:
@@ -130,20 +130,15 @@ async def test_a_node_answering_before_the_call_returns() -> None:
     (nothing stays in flight: ``close()`` does not wait for it)."""
     raft = SubmitRaft()
     raft.answer_now = Stopped()
-    server, factory, client = await _pair(raft)
-    try:
+    async with serving(raft) as (server, factory, client):
         with pytest.raises(Unreachable):
             await asyncio.wait_for(client.append_entries(ae(1), OPT), 5)
         await asyncio.wait_for(server.close(), 2)
-    finally:
-        await server.close()
-        await factory.close()
 
 
 async def test_a_lost_connection_cancels_its_requests_in_flight() -> None:
     raft = SubmitRaft()
-    server, factory, client = await _pair(raft)
-    try:
+    async with serving(raft) as (server, factory, client):
         calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(3)]
         await asyncio.wait_for(_until(lambda: len(raft.pending) == 3), 5)
         handles = list(raft.pending.values())
@@ -153,15 +148,11 @@ async def test_a_lost_connection_cancels_its_requests_in_flight() -> None:
         assert all(h.done() for h in handles)  # cancelled: a late answer is ignored
         handles[0].set_result(ok(0))
         assert server.dropped == 0
-    finally:
-        await server.close()
-        await factory.close()
 
 
 async def test_close_drains_submitted_requests() -> None:
     raft = SubmitRaft()
-    server, factory, client = await _pair(raft)
-    try:
+    async with serving(raft) as (server, factory, client):
         call = asyncio.ensure_future(client.append_entries(ae(7), OPT))
         await asyncio.wait_for(_until(lambda: 7 in raft.pending), 5)
         closing = asyncio.ensure_future(server.close())
@@ -171,9 +162,6 @@ async def test_close_drains_submitted_requests() -> None:
         assert (await asyncio.wait_for(call, 5)).matching == LogId(3, 7)
         await asyncio.wait_for(closing, 5)
         assert server.connections == 0
-    finally:
-        await server.close()
-        await factory.close()
 
 
 async def test_a_reply_callback_that_raises_is_logged_and_dropped() -> None:
@@ -181,7 +169,7 @@ async def test_a_reply_callback_that_raises_is_logged_and_dropped() -> None:
     handle is done, and a second answer is ignored."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
     logger = logging.getLogger("openraft_py.core")
     # (An earlier test's logging setup may have disabled or quietened it.)
     saved = logger.disabled, logger.level
@@ -220,12 +208,8 @@ async def test_a_stopped_node_answers_a_long_backlog_without_recursion() -> None
     raft = SubmitRaft()
     raft.answer_now = Stopped()
     n = sys.getrecursionlimit() + 500
-    server, factory, client = await _pair(raft, max_inflight=4)
-    try:
+    async with serving(raft, max_inflight=4) as (server, factory, client):
         calls = [client.append_entries(ae(i), OPT) for i in range(n)]
         out = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert len(out) == n and all(isinstance(e, Unreachable) for e in out)
         assert server.dropped == 0 and server.delivered == n
-    finally:
-        await server.close()
-        await factory.close()
