@@ -5,9 +5,13 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
 
 1. read the vote, the log's bounds, the saved committed id and the state machine's applied
    id, membership and snapshot; a snapshot past what is applied is a broken store;
-2. repair the log: if it does not hold the applied id (a snapshot was installed and a crash
-   came before the log was fixed), its entries cannot be committed ones: discard them up to
-   the applied id;
+2. repair the log: if it does not hold the applied id, discard it up to the applied id. Two
+   ways to get there: a snapshot was installed and a crash came before the log was fixed
+   (the log's entries past what it shares with the snapshot cannot be committed ones), or a
+   leader applied entries a quorum of followers held before its own copy was durable and a
+   crash lost that copy (every entry the log still holds is applied). The purged range
+   must stay covered by a snapshot, so when the current one is older than the applied id
+   one is built first;
 3. scan the log once: the term-change keys of ``LogIndex``, the membership entries, and the
    in-memory tail for the entry cache;
 4. clamp committed: never past the log's last entry (a store that lost an unflushed tail the
@@ -56,7 +60,7 @@ async def restore_state(
         snap.data.close()
     if snapshot is not None and (applied is None or snapshot > applied):
         raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
-    log_state = await _repair_log(node_id, log_store, applied)
+    log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
     log_ids, memberships, cache = await _scan_log(log_store, log_state)
     committed = _clamp_committed(node_id, committed, applied, log_state.last_log_id)
     committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
@@ -65,17 +69,31 @@ async def restore_state(
     return state, cache
 
 
-async def _repair_log(node_id: NodeId, log_store: RaftLogStorage, applied: LogId | None) -> LogState:
-    """The log's state, after discarding it up to ``applied`` if it does not hold that id."""
+async def _repair_log(
+    node_id: NodeId, log_store: RaftLogStorage, state_machine: RaftStateMachine, applied: LogId | None, snapshot: LogId | None
+) -> tuple[LogState, LogId | None]:
+    """The log's state and the snapshot's id, after discarding the log up to ``applied`` if
+    it does not hold that id. The log's purged id never passes the snapshot: when the
+    snapshot is older than ``applied`` (or there is none), one is built first (so a crash
+    between the two steps leaves a log that still needs the repair, never a purged range
+    without a snapshot covering it; a follower needing those entries gets the snapshot)."""
     log_state = await log_store.get_log_state()
     if applied is None or await _log_holds(log_store, log_state, applied):
-        return log_state
-    # A snapshot was installed but the log was not fixed before a crash: the log's entries
-    # after what it has in common with the snapshot cannot be committed ones.
+        return log_state, snapshot
+    # Either a snapshot was installed but the log was not fixed before a crash (the log's
+    # entries after what it has in common with the snapshot cannot be committed ones), or
+    # the log lost an unflushed tail its leader had already applied (all it holds is applied).
     log.warning("node %s: the log does not hold the applied %r; discarding it up to there", node_id, applied)
+    if snapshot is None or snapshot < applied:
+        snap = await state_machine.get_snapshot_builder().build_snapshot()
+        snap.data.close()
+        if snap.meta.last_log_id != applied:
+            raise StorageError(f"node {node_id}: a snapshot built at applied {applied!r} is of {snap.meta.last_log_id!r}")
+        snapshot = applied
+        log.warning("node %s: built a snapshot of %r to cover the discarded log", node_id, applied)
     await log_store.truncate_after(log_state.last_purged_log_id)
     await log_store.purge(applied)
-    return await log_store.get_log_state()
+    return await log_store.get_log_state(), snapshot
 
 
 async def _log_holds(log_store: RaftLogStorage, log_state: LogState, log_id: LogId) -> bool:

@@ -74,7 +74,7 @@ class LogHandler(Handler):
         st.io.pending.append((io, st.last_log_id(), None))
         self.output.append(PurgeLog(upto, io))
 
-    def commit_to(self, index: int, when: int | None) -> LogId | None:
+    def commit_to(self, index: int, when: int | None = None) -> LogId | None:
         """Advance ``committed`` to ``index`` when that is higher and held in the log:
         promote the memberships it covers and emit ``SaveCommittedAndApply`` waiting on IO
         ``when``. Returns the new committed log id, or ``None`` when nothing changed."""
@@ -104,19 +104,6 @@ class LogHandler(Handler):
             rh.refresh()
             rh.try_commit()
         eng.vote_handler().set_server_state()
-
-    def io_covering(self, index: int) -> int | None:
-        """The storage write after which the log is durable up to ``index``: the first
-        pending log write whose resulting log reaches ``index``; ``None`` when it is
-        durable already."""
-        ios = self.state.io
-        fl = ios.flushed_log_id
-        if not ios.pending or (fl is not None and fl.index >= index):
-            return None
-        for io, log_id, vote in ios.pending:
-            if vote is None and log_id is not None and log_id.index >= index:
-                return io
-        return ios.submitted
 
     def mark_flushed(self, io: int) -> bool:
         """Every storage write numbered ``<= io`` (``> IOState.flushed``) is durable: retire

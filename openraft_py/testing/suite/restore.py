@@ -94,6 +94,32 @@ async def restore_committed_and_applied(h: StoreHandle) -> None:
 
 
 @check
+async def restore_log_behind_state_machine(h: StoreHandle) -> None:
+    """A log that lost a tail the state machine applied (a leader applies what a quorum of
+    followers holds before its own copy is durable; a crash then loses that copy): the log
+    is discarded up to the applied id, which becomes the purged and last log id; committed is
+    the applied id (the saved one past the log is clamped); the membership is the state
+    machine's. The purged range stays covered: a snapshot of the applied id is built first."""
+    await append(h.log_store, LOG[:5])
+    await h.state_machine.apply(LOG[:8])
+    await h.log_store.save_committed(LogId(1, 7))
+    st = await _restore(h)
+    expect((st.purged_log_id(), st.last_log_id()), (LogId(1, 7), LogId(1, 7)), "restored (purged, last)")
+    expect((st.committed, st.applied), (LogId(1, 7), LogId(1, 7)), "restored (committed, applied)")
+    _expect_membership(st, _sm(M3), [], "the state machine's, the log holds none past it")
+    expect(st.snapshot, LogId(1, 7), "restored snapshot id (built to cover the purged range)")
+    snap = await h.state_machine.get_current_snapshot()
+    if snap is None:
+        raise AssertionError("no current snapshot after a restore that purged the log past it")
+    snap.data.close()
+    expect(snap.meta.last_log_id, LogId(1, 7), "the current snapshot's last log id")
+    log_state = await h.log_store.get_log_state()
+    expect((log_state.last_purged_log_id, log_state.last_log_id), (LogId(1, 7), LogId(1, 7)), "the store's log state after restore")
+    await append(h.log_store, [normal(1, 8)])  # the log continues after the applied id
+    expect((await h.log_store.get_log_state()).last_log_id, LogId(1, 8), "last log id after an append")
+
+
+@check
 async def membership_in_log_uncommitted(h: StoreHandle) -> None:
     """Memberships only in the log, nothing committed: all uncommitted, in order."""
     await append(h.log_store, LOG)
