@@ -101,7 +101,9 @@ async def restore_log_behind_state_machine(h: StoreHandle) -> None:
     the applied id (the saved one past the log is clamped); the membership is the state
     machine's. The purged range stays covered: a snapshot of the applied id is built first."""
     await append(h.log_store, LOG[:5])
-    await h.state_machine.apply(LOG[:8])
+    await h.state_machine.apply(LOG[:3])
+    (await h.state_machine.get_snapshot_builder().build_snapshot()).data.close()  # 1-2: older
+    await h.state_machine.apply(LOG[3:8])
     await h.log_store.save_committed(LogId(1, 7))
     st = await _restore(h)
     expect((st.purged_log_id(), st.last_log_id()), (LogId(1, 7), LogId(1, 7)), "restored (purged, last)")
