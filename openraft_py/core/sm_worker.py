@@ -47,12 +47,12 @@ class _Started:
 
     __slots__ = ("coro", "pending", "chunk")
 
-    def __init__(self, coro: Coroutine[Any, Any, list[Any]], pending: Any, chunk: list[Entry]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, list[Any] | None], pending: Any, chunk: list[Entry]) -> None:
         self.coro = coro
         self.pending = pending
         self.chunk = chunk
 
-    def __await__(self) -> Generator[Any, Any, list[Any]]:
+    def __await__(self) -> Generator[Any, Any, list[Any] | None]:
         """Drive the rest of ``coro`` from the awaiting task, as ``await coro`` would have
         from the point where it suspended (what it yields goes to the task, what the task
         sends or throws goes to it)."""
@@ -71,6 +71,29 @@ class _Started:
                     value = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
+
+
+def _defined_by(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s MRO whose body defines ``name``."""
+    return next((k for k in cls.__mro__ if name in k.__dict__), None)
+
+
+def _apply_without_responses(sm: Any) -> Callable[[list[Entry]], Coroutine[Any, Any, None]] | None:
+    """``sm``'s optional ``apply_without_responses`` (see ``RaftStateMachine``), when it can
+    stand in for ``sm.apply``: a coroutine function defined by the class that defines
+    ``apply`` or by a subclass of it. A subclass overriding only ``apply`` (to add commands,
+    say) would have its own ``apply`` bypassed by an inherited one: it gets ``apply`` always."""
+    quiet = getattr(sm, "apply_without_responses", None)
+    if quiet is None or not inspect.iscoroutinefunction(quiet):
+        return None
+    cls = type(sm)
+    quiet_owner = _defined_by(cls, "apply_without_responses")
+    if quiet_owner is None:  # set on the instance itself: meant for it
+        return quiet  # type: ignore[no-any-return]
+    apply_owner = _defined_by(cls, "apply")
+    if apply_owner is None or not issubclass(quiet_owner, apply_owner):
+        return None
+    return quiet  # type: ignore[no-any-return]
 
 
 class StateMachineWorker:
@@ -106,6 +129,7 @@ class StateMachineWorker:
         # on the caller's task. ``_inline`` is false once an inline ``apply`` suspended.
         self._idle = False
         self._inline = inspect.iscoroutinefunction(sm.apply)
+        self._apply_quiet = _apply_without_responses(sm)
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
         self._buf_entries: list[Entry] = []
@@ -136,7 +160,7 @@ class StateMachineWorker:
         step = self.max_batch
         for i in range(0, n, step):
             chunk = entries[i : i + step] if n > step else entries
-            coro = self.sm.apply(chunk)
+            coro = self._apply(chunk)
             try:
                 pending = coro.send(None)
             except StopIteration as stop:
@@ -154,9 +178,23 @@ class StateMachineWorker:
             self._wakeup.wake()
             return
 
-    def _finish(self, chunk: list[Entry], results: list[Any]) -> bool:
-        """``chunk`` was applied with ``results``: answer the responders it completes and
-        report it. False (and the node stops) if ``results`` does not fit ``chunk``."""
+    def _apply(self, chunk: list[Entry]) -> Coroutine[Any, Any, list[Any] | None]:
+        """The state machine's ``apply(chunk)``, or its ``apply_without_responses(chunk)``
+        when it has one and no responder waits (responders are queued in index order, so
+        none waiting now means none of ``chunk``'s results would be read: a follower's
+        batches, or a leader's entries of an earlier term)."""
+        quiet = self._apply_quiet
+        if quiet is not None and not self._responders:
+            return quiet(chunk)
+        return self.sm.apply(chunk)
+
+    def _finish(self, chunk: list[Entry], results: list[Any] | None) -> bool:
+        """``chunk`` was applied with ``results`` (``None``: without responses, none read):
+        answer the responders it completes and report it. False (and the node stops) if
+        ``results`` does not fit ``chunk``."""
+        if results is None:
+            self.applied(chunk[-1].log_id)
+            return True
         if len(results) != len(chunk):
             self._fail(RuntimeError(f"state machine apply returned {len(results)} responses for {len(chunk)} entries"))
             return False
@@ -310,7 +348,7 @@ class StateMachineWorker:
                     continue
                 for i in range(0, len(entries), self.max_batch):
                     chunk = entries[i : i + self.max_batch] if len(entries) > self.max_batch else entries
-                    if not self._finish(chunk, await self.sm.apply(chunk)):
+                    if not self._finish(chunk, await self._apply(chunk)):
                         return
         except asyncio.CancelledError:
             # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.

@@ -102,3 +102,11 @@ class KvStateMachine(RocksStateMachine):
         if start < len(entries):
             out.extend(await super().apply(entries[start:]))
         return out
+
+    async def apply_without_responses(self, entries: list[Entry]) -> None:
+        """``apply`` for entries whose responses nobody reads (see ``RaftStateMachine``):
+        ``RocksStateMachine``'s for a batch without a ``KvCasDelete``, ``apply`` otherwise."""
+        if any(_maybe_casdel(e) is not None for e in entries):
+            await self.apply(entries)
+        else:
+            await super().apply_without_responses(entries)

@@ -25,14 +25,14 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Self
 
 import msgspec
 from rocksdict import Rdict, WriteBatch
 
 from ..errors import StorageError
-from ..storage.memory import KV_PREFIX, apply_kv, decode_kv
+from ..storage.memory import KV_PREFIX, KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
 from ..storage.rocks.db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db, write_options
 from ..storage.rocks.files import durable_temp, replace_durably
 from ..types import (
@@ -293,6 +293,15 @@ class RocksStateMachine:
         of at most ``APPLY_INLINE_MAX`` entries while no snapshot build runs, which is applied
         on the loop (see there): at once, or after one loop turn once ``APPLY_NO_YIELD_MAX``
         entries were applied since the last turn."""
+        return await self._apply(entries, apply_kv)
+
+    async def apply_without_responses(self, entries: list[Entry]) -> None:
+        """``apply`` for entries whose responses nobody reads (see ``RaftStateMachine``; a
+        follower's): the same batch, without the work only the responses need (a ``KvSet``
+        writes without reading the previous value: one RocksDB point read less per set)."""
+        await self._apply(entries, apply_kv_effect)
+
+    async def _apply(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
         self._check_open()
         if not entries:
             return []
@@ -309,16 +318,16 @@ class RocksStateMachine:
                     asyncio.get_running_loop().call_soon(self._loop_turned)
                 self._unyielded += n
                 try:
-                    return self._apply_sync(entries)
+                    return self._apply_sync(entries, run)
                 except BaseException as e:
                     clear_frames(e)  # as in_thread does: no frame keeps RocksDB open
                     raise
-        return await in_thread(self._apply_sync, entries)
+        return await in_thread(self._apply_sync, entries, run)
 
     def _loop_turned(self) -> None:
         self._unyielded = 0
 
-    def _apply_sync(self, entries: list[Entry]) -> list[Any]:
+    def _apply_sync(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
         wb = WriteBatch(raw_mode=True)
         kv = _BatchKv(self._cf, wb, self._h)
         membership = self._membership
@@ -328,7 +337,7 @@ class RocksStateMachine:
             p = entry.payload
             if type(p) is Normal:
                 data = p.data
-                add(apply_kv(kv, decode_kv(data)) if data[:1] == KV_PREFIX else None)
+                add(run(kv, decode_kv(data)) if data[:1] == KV_PREFIX else None)
             else:
                 if type(p) is Membership:
                     membership = StoredMembership(entry.log_id, p)

@@ -243,6 +243,14 @@ class RaftStateMachine(Protocol):
 
     Called from the state-machine worker task only, one call at a time, except the builders
     returned by ``get_snapshot_builder`` which run concurrently.
+
+    Optional: ``async def apply_without_responses(self, entries: list[Entry]) -> None``.
+    When a state machine has it, the worker calls it instead of ``apply`` for the batches
+    whose responses nobody reads (no client on this node waits for them: every batch of a
+    follower, and a leader's entries of earlier terms). It must leave exactly the state
+    ``apply`` would, and may skip the work only the responses need (the shipped key-value
+    state machines skip reading a key's previous value on a set). Not part of the protocol's
+    required members: a state machine without it gets ``apply`` for every batch.
     """
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
 import msgspec
@@ -58,6 +58,7 @@ __all__ = [
     "KV_PREFIX",
     "KvMap",
     "apply_kv",
+    "apply_kv_effect",
     "encode_kv",
     "decode_kv",
 ]
@@ -162,6 +163,17 @@ def apply_kv(kv: KvMap, cmd: KvCommand | None) -> Any:
             return (True, cmd.value)
         return (False, cur)
     return None  # undecodable data behind the prefix: opaque
+
+
+def apply_kv_effect(kv: KvMap, cmd: KvCommand | None) -> None:
+    """Make the change ``apply_kv(kv, cmd)`` makes, without its response: for a node whose
+    responses nobody reads (``apply_without_responses``). A ``KvSet`` then writes without
+    reading the previous value, and a ``KvGet`` does nothing; the state afterwards is the
+    one ``apply_kv`` leaves."""
+    if type(cmd) is KvSet:
+        kv[cmd.key] = cmd.value
+    elif type(cmd) is not KvGet:
+        apply_kv(kv, cmd)  # a delete or compare-and-set reads what it changes anyway
 
 
 # -- the disk -----------------------------------------------------------------------------------
@@ -540,6 +552,14 @@ class MemStateMachine:
     async def apply(self, entries: list[Entry]) -> list[Any]:
         """Apply ``entries``; one response per entry (``None`` for blank, membership and
         opaque entries)."""
+        return self._apply(entries, apply_kv)
+
+    async def apply_without_responses(self, entries: list[Entry]) -> None:
+        """``apply`` for entries whose responses nobody reads (see ``RaftStateMachine``):
+        the same state afterwards, without computing the responses (``apply_kv_effect``)."""
+        self._apply(entries, apply_kv_effect)
+
+    def _apply(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
         disk = self._disk
         kv: KvMap = disk.kv if disk.kv_overlay is None else _LayeredKv(disk.kv, disk.kv_overlay)
         record = disk.applied_log.append if self.record_applied else None
@@ -552,7 +572,7 @@ class MemStateMachine:
                 if record is not None:
                     record((entry.log_id, data))
                 if data[:1] == KV_PREFIX:
-                    out(apply_kv(kv, decode_kv(data)))
+                    out(run(kv, decode_kv(data)))
                 else:
                     out(None)
             else:

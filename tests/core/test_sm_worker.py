@@ -179,3 +179,69 @@ async def test_one_entry_writers_get_their_shape_and_a_replaced_entry_fails() ->
     err = lost.exception()
     assert isinstance(err, ForwardToLeader) and not err.outcome_unknown
     await h.stop()
+
+
+class QuietSM(SM):
+    """``SM`` with ``apply_without_responses``, which records its batches apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet: list[list[int]] = []
+
+    async def apply_without_responses(self, batch: list[Entry]) -> None:
+        self.quiet.append([e.log_id.index for e in batch])
+
+
+class OverridesApplyOnly(QuietSM):
+    """Overrides ``apply`` but inherits ``apply_without_responses``: the inherited one
+    would bypass this ``apply``, so the worker must not use it."""
+
+    async def apply(self, batch: list[Entry]) -> list[Any]:
+        return await super().apply(batch)
+
+
+async def test_batches_no_responder_waits_on_are_applied_without_responses() -> None:
+    h = Harness(max_batch=4)
+    h.sm = QuietSM()
+    h.worker = StateMachineWorker(h.notes.append, h.sm, 4, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    await h.start()
+    h.worker.submit(entries(1, 6), [])  # a follower's: no responder
+    assert h.sm.quiet == [[1, 2, 3, 4], [5, 6]] and h.sm.batches == []
+    assert h.applied == [4, 6]
+    r, fut = h.writer(7, 2)
+    h.worker.submit(entries(7, 3), [r])  # a client waits on 7-8: answered by apply
+    assert h.sm.batches == [[7, 8, 9]]
+    assert [c.log_id.index for c in fut.result()] == [7, 8] and [c.data for c in fut.result()] == [7, 8]
+    h.worker.submit(entries(10, 1), [])
+    assert h.sm.quiet[-1] == [10] and h.applied[-1] == 10
+    await h.stop()
+    assert h.notes == []
+
+
+async def test_apply_without_responses_in_the_worker_task_when_apply_suspends() -> None:
+    """Through the worker's task too (after an inline ``apply`` suspended)."""
+    h = Harness(max_batch=8)
+    h.sm = QuietSM()
+    h.worker = StateMachineWorker(h.notes.append, h.sm, 8, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    await h.start()
+    gate = asyncio.Event()
+    h.sm.gate = gate
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])  # suspends: the task finishes it
+    h.worker.submit(entries(2, 2), [])
+    gate.set()
+    await asyncio.wait_for(fut, 5)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert h.sm.batches == [[1]] and h.sm.quiet == [[2, 3]] and h.applied == [1, 3]
+    await h.stop()
+
+
+async def test_inherited_apply_without_responses_does_not_bypass_an_overriding_apply() -> None:
+    h = Harness(max_batch=4)
+    h.sm = OverridesApplyOnly()
+    h.worker = StateMachineWorker(h.notes.append, h.sm, 4, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    await h.start()
+    h.worker.submit(entries(1, 3), [])
+    assert h.sm.batches == [[1, 2, 3]] and h.sm.quiet == []
+    await h.stop()

@@ -196,3 +196,32 @@ def test_the_package_imports_without_the_kv_extra() -> None:
             "assert 'aiohttp' not in sys.modules and 'prometheus_client' not in sys.modules, 'imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
+
+
+async def test_cas_delete_applies_alike_without_responses() -> None:
+    """``KvStateMachine.apply_without_responses`` (a follower's) applies a conditional
+    delete as ``apply`` does: the inherited ``RocksStateMachine`` one would see it as opaque
+    data and keep the key (the divergence the HTTP test caught)."""
+    batch = entries(
+        encode_kv(KvSet("k", "a")),
+        encode_cas("k", "a", None),  # matches: deleted
+        encode_kv(KvSet("j", "x")),
+        encode_cas("j", "y", None),  # mismatch: kept
+    )
+    dirs = [tempfile.mkdtemp(prefix="kv-sm-") for _ in range(2)]
+    try:
+        answered, quiet = await KvStateMachine.open(dirs[0]), await KvStateMachine.open(dirs[1])
+        await answered.apply(batch)
+        assert await quiet.apply_without_responses(batch) is None
+        assert quiet.data == answered.data == {"j": "x"}
+        assert await quiet.applied_state() == await answered.applied_state()
+        # Batches without a conditional delete take RocksStateMachine's path.
+        more = [Entry(LogId(1, 5), Normal(encode_kv(KvSet("k", "b"))))]
+        await answered.apply(more)
+        await quiet.apply_without_responses(more)
+        assert quiet.data == answered.data == {"j": "x", "k": "b"}
+        await answered.aclose()
+        await quiet.aclose()
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)

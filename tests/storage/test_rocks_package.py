@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,55 @@ def test_bounded_iter_is_a_point_in_time_image_with_its_bound(tmp_path: Path) ->
     db.close()
     del db
     Rdict(str(tmp_path / "db"), opts).close()  # the lock was released
+
+
+async def test_apply_without_responses_leaves_the_state_apply_leaves(tmp_path: Path) -> None:
+    """``apply_without_responses`` (what a follower's worker calls) makes the same changes
+    as ``apply`` on both key-value state machines, for the same random batches: same data
+    and applied state (also after the RocksDB one reopens)."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    answered, quiet = MemStateMachine(), MemStateMachine()
+    path = tmp_path / "sm"
+    sm = RocksStateMachine(path)
+    index = 0
+    try:
+        for _ in range(40):
+            batch: list[Entry] = []
+            for cmd in _random_commands(rng, rng.randint(1, 12)):
+                data = cmd if isinstance(cmd, bytes) else encode_kv(cmd)
+                batch.append(Entry(LogId(1, index), Normal(data)))
+                index += 1
+            if rng.random() < 0.1:
+                batch.append(Entry(LogId(1, index), Membership.new([{1, 2, 3}])))
+                index += 1
+            await answered.apply(batch)
+            assert await quiet.apply_without_responses(batch) is None
+            assert await sm.apply_without_responses(batch) is None
+        assert quiet.data == answered.data == sm.data, f"seed={seed}"
+        assert await quiet.applied_state() == await answered.applied_state() == await sm.applied_state()
+    finally:
+        sm.close()
+    async with RocksStateMachine(path) as again:
+        assert again.data == answered.data
+        assert await again.applied_state() == await answered.applied_state()
+
+
+async def test_apply_without_responses_reads_no_previous_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set applied without responses writes without the point read ``apply`` needs for
+    the previous value it answers with."""
+    reads: list[str] = []
+    real_get = rocks_state_machine._BatchKv.get
+
+    def counting_get(self: Any, key: str) -> str | None:
+        reads.append(key)
+        return real_get(self, key)
+
+    monkeypatch.setattr(rocks_state_machine._BatchKv, "get", counting_get)
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        batch = [Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", "v")))) for i in range(1, 6)]
+        await sm.apply_without_responses(batch)
+        assert reads == [] and sm.data == {f"k{i}": "v" for i in range(1, 6)}
+        assert await sm.apply([Entry(LogId(1, 6), Normal(encode_kv(KvSet("k1", "w"))))]) == ["v"]
+        assert reads == ["k1"]
