@@ -90,7 +90,7 @@ def measure_fsync(directory: Path, samples: int) -> list[float]:
 def measure_fsync_concurrent(directory: Path, samples: int, n: int = 3) -> float:
     """Median seconds of ``write`` + ``os.fsync`` of 128 bytes when ``n`` threads do it at
     once, each to its own file in ``directory``: what each node of an ``n``-node cluster on
-    one disk meets when the nodes fsync in the same round (their journal commits queue up).
+    one disk meets when the nodes fsync in the same round (their writes and device flushes queue up).
     Informational; the targets use the single-file ``measure_fsync``."""
     import threading
 
