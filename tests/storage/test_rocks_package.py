@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,22 @@ def _random_commands(rng: random.Random, n: int) -> list[KvCommand | bytes]:
     return out
 
 
+def _random_batches(rng: random.Random, n: int) -> Iterator[list[Entry]]:
+    """``n`` batches of consecutive entries from index 0: 1-12 random commands each (see
+    ``_random_commands``), and now and then a membership entry after them."""
+    index = 0
+    for _ in range(n):
+        batch: list[Entry] = []
+        for cmd in _random_commands(rng, rng.randint(1, 12)):
+            data = cmd if isinstance(cmd, bytes) else encode_kv(cmd)
+            batch.append(Entry(LogId(1, index), Normal(data)))
+            index += 1
+        if rng.random() < 0.1:
+            batch.append(Entry(LogId(1, index), Membership.new([{1, 2, 3}])))
+            index += 1
+        yield batch
+
+
 async def test_rocks_and_memory_state_machines_answer_alike(tmp_path: Path) -> None:
     """Both state machines apply the key-value commands with the one ``apply_kv``: for the
     same batches (several commands on one key within a batch, memberships, opaque data) they
@@ -96,17 +113,8 @@ async def test_rocks_and_memory_state_machines_answer_alike(tmp_path: Path) -> N
     mem = MemStateMachine()
     path = tmp_path / "sm"
     sm = RocksStateMachine(path)
-    index = 0
     try:
-        for _ in range(40):
-            batch: list[Entry] = []
-            for cmd in _random_commands(rng, rng.randint(1, 12)):
-                data = cmd if isinstance(cmd, bytes) else encode_kv(cmd)
-                batch.append(Entry(LogId(1, index), Normal(data)))
-                index += 1
-            if rng.random() < 0.1:
-                batch.append(Entry(LogId(1, index), Membership.new([{1, 2, 3}])))
-                index += 1
+        for batch in _random_batches(rng, 40):
             assert await sm.apply(batch) == await mem.apply(batch), f"seed={seed}"
         assert sm.data == mem.data, f"seed={seed}"
         assert await sm.applied_state() == await mem.applied_state()
@@ -202,17 +210,8 @@ async def test_apply_without_responses_leaves_the_state_apply_leaves(tmp_path: P
     answered, quiet = MemStateMachine(), MemStateMachine()
     path = tmp_path / "sm"
     sm = RocksStateMachine(path)
-    index = 0
     try:
-        for _ in range(40):
-            batch: list[Entry] = []
-            for cmd in _random_commands(rng, rng.randint(1, 12)):
-                data = cmd if isinstance(cmd, bytes) else encode_kv(cmd)
-                batch.append(Entry(LogId(1, index), Normal(data)))
-                index += 1
-            if rng.random() < 0.1:
-                batch.append(Entry(LogId(1, index), Membership.new([{1, 2, 3}])))
-                index += 1
+        for batch in _random_batches(rng, 40):
             await answered.apply(batch)
             assert await quiet.apply_without_responses(batch) is None
             assert await sm.apply_without_responses(batch) is None
