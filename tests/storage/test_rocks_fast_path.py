@@ -345,3 +345,40 @@ async def test_the_fsync_waits_a_few_passes_only_when_the_caller_sends_first(tmp
         assert writer.fast_writes >= 3
     finally:
         await store.aclose()
+
+
+@needs_aio
+async def test_which_appends_take_the_fast_path_by_count_and_bytes(tmp_path: Path) -> None:
+    """Up to ``WRITE_NOW_MAX`` entries and ``WRITE_NOW_MAX_BYTES`` of payload are written on
+    the loop (a 256-writer round's batch among them); one entry more, or a batch over the
+    byte bound, goes to the writer thread. Every one is durable and reads back."""
+    from openraft_py.storage.rocks.log_store import WRITE_NOW_MAX, WRITE_NOW_MAX_BYTES
+
+    loop = asyncio.get_running_loop()
+    store = RocksLogStore(tmp_path / "log")
+    writer = store._writer
+    next_index = 0
+
+    async def append_batch(n: int, size: int = 8) -> bool:
+        """Append ``n`` entries of ``size`` bytes; whether it took the fast path."""
+        nonlocal next_index
+        first = next_index
+        next_index += n
+        fast0 = writer.fast_writes
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        batch = [Entry(LogId(1, i), Normal(b"x" * size)) for i in range(first, first + n)]
+        await store.append(batch, IOFlushed(done.set_result, loop, sends_first=False))
+        assert await asyncio.wait_for(done, 10) is None
+        return writer.fast_writes > fast0
+
+    try:
+        await append_batch(1)  # (may take the thread: no WAL listed yet)
+        assert await append_batch(1)
+        assert await append_batch(WRITE_NOW_MAX)
+        assert not await append_batch(WRITE_NOW_MAX + 1)
+        assert await append_batch(4, WRITE_NOW_MAX_BYTES // 4)
+        assert not await append_batch(4, WRITE_NOW_MAX_BYTES // 4 + 1)
+        got = await store.try_get_log_entries(0, next_index)
+        assert [e.log_id.index for e in got] == list(range(next_index))
+    finally:
+        await store.aclose()
