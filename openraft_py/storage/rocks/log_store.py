@@ -20,7 +20,7 @@ from rocksdict import Rdict, WriteBatch
 
 from ..._core import encode_index_key
 from ...errors import LogCompacted, StorageError
-from ...types import Entry, LogId, LogState, Normal, Vote
+from ...types import Entry, LogId, LogState, Vote
 from .. import IOFlushed
 from .db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
@@ -39,7 +39,7 @@ from .log_format import (
 )
 from .wal import wal_syncer_for
 
-__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "WRITE_NOW_MAX", "WRITE_NOW_MAX_BYTES", "RocksLogReader", "RocksLogStore"]
+__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "WRITE_NOW_MAX", "RocksLogReader", "RocksLogStore"]
 
 FSYNC_MODES = ("wal", "rocksdb")
 """``fsync_mode`` values of ``RocksLogStore``: ``"wal"`` (fsync the WAL files outside
@@ -51,25 +51,11 @@ INLINE_READ_MAX = 64
 range read, mostly from the memtable / block cache); larger ones run in a worker thread, over
 an iterator created at the call (a point-in-time image)."""
 
-WRITE_NOW_MAX = 512
-"""An append of at most this many entries (and ``WRITE_NOW_MAX_BYTES`` of payload) may take
-the writer's fast path (``GroupWriter.write_now``): written on the event loop while the writer
-thread is idle, its fsync handed to the kernel, no thread hop (``docs/design/durability.md``,
-"The loop's fast path"). Larger ones go to the writer thread. The thread does not spare the
-loop that work: rocksdict holds the GIL while it writes, and while the thread encodes the
-batch the loop gets the GIL back only after the interpreter's switch interval (5 ms), so
-the hop mostly adds a wake-up and GIL hand-offs (``docs/design/performance.md``, eighth
-round)."""
-
-WRITE_NOW_MAX_BYTES = 1 << 20
-"""The payload bytes (``len(data)`` of the normal entries) an append may hold to take the
-fast path: a batch of large entries goes to the writer thread, where the loop at least gets
-the GIL back every switch interval while the batch is encoded."""
-
-def _normal_bytes(entries: list[Entry]) -> int:
-    """``len(data)`` summed over the normal entries of ``entries`` (others count 0)."""
-    return sum([len(p.data) for e in entries if type(p := e.payload) is Normal])
-
+WRITE_NOW_MAX = 64
+"""An append of at most this many entries may take the writer's fast path (``GroupWriter.
+write_now``): written on the event loop while the writer thread is idle, its fsync handed to
+the kernel, no thread hop (``docs/design/durability.md``, "The loop's fast path"). A write of
+64 entries takes ~20-40 us; larger ones stay in the writer thread."""
 
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
@@ -352,8 +338,8 @@ class RocksLogStore(RocksLogReader):
         the batch does not continue the log without a hole or its indexes are not consecutive.
         Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
         the entries and building the ``WriteBatch`` happen in the writer thread, except for an
-        append of at most ``WRITE_NOW_MAX`` entries and ``WRITE_NOW_MAX_BYTES`` on the
-        writer's fast path (written here, fsynced by the kernel; ``GroupWriter.write_now``).
+        append of at most ``WRITE_NOW_MAX`` entries on the writer's fast path (written here,
+        fsynced by the kernel; ``GroupWriter.write_now``).
         """
         self._check_open()
         if not entries:
@@ -407,13 +393,8 @@ class RocksLogStore(RocksLogReader):
             else:
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
-        n = len(owned)
         try:
-            if (
-                n > WRITE_NOW_MAX
-                or _normal_bytes(owned) > WRITE_NOW_MAX_BYTES
-                or not self._writer.write_now(build, done, defer_sync=callback.sends_first)
-            ):
+            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done, defer_sync=callback.sends_first):
                 self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
