@@ -93,14 +93,13 @@ class _Answer:
     def __call__(self, value: Any) -> None:
         self.fired = True
         conn = self.conn
-        writer = conn.writer
         try:
             if isinstance(value, BaseException):
                 conn._answer_exception(self.rid, value)  # (logged even if the peer is gone)
-            elif not conn.closed and writer is not None:
-                writer.send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
-            if not conn.closed and writer is not None:
-                writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
+            else:
+                conn._send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
+            if not conn.closed and conn.writer is not None:
+                conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
         finally:
             conn._done(self.n)
 

@@ -173,7 +173,9 @@ def apply_kv_effect(kv: KvMap, cmd: KvCommand | None) -> None:
     if type(cmd) is KvSet:
         kv[cmd.key] = cmd.value
     elif type(cmd) is not KvGet:
-        apply_kv(kv, cmd)  # a delete or compare-and-set reads what it changes anyway
+        # A compare-and-set must read the current value; a delete goes through ``pop``,
+        # the one delete a ``KvMap`` offers (it reads the previous value too).
+        apply_kv(kv, cmd)
 
 
 # -- the disk -----------------------------------------------------------------------------------

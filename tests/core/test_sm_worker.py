@@ -48,8 +48,8 @@ class SM:
 
 
 class Harness:
-    def __init__(self, max_batch: int = 16) -> None:
-        self.sm = SM()
+    def __init__(self, max_batch: int = 16, sm: SM | None = None) -> None:
+        self.sm = SM() if sm is None else sm
         self.notes: list[Any] = []
         self.applied: list[int] = []
         self.worker = StateMachineWorker(self.notes.append, self.sm, max_batch, lambda i: self.applied.append(i.index))  # type: ignore[arg-type]
@@ -201,28 +201,26 @@ class OverridesApplyOnly(QuietSM):
 
 
 async def test_batches_no_responder_waits_on_are_applied_without_responses() -> None:
-    h = Harness(max_batch=4)
-    h.sm = QuietSM()
-    h.worker = StateMachineWorker(h.notes.append, h.sm, 4, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    sm = QuietSM()
+    h = Harness(4, sm)
     await h.start()
     h.worker.submit(entries(1, 6), [])  # a follower's: no responder
-    assert h.sm.quiet == [[1, 2, 3, 4], [5, 6]] and h.sm.batches == []
+    assert sm.quiet == [[1, 2, 3, 4], [5, 6]] and sm.batches == []
     assert h.applied == [4, 6]
     r, fut = h.writer(7, 2)
     h.worker.submit(entries(7, 3), [r])  # a client waits on 7-8: answered by apply
-    assert h.sm.batches == [[7, 8, 9]]
+    assert sm.batches == [[7, 8, 9]]
     assert [c.log_id.index for c in fut.result()] == [7, 8] and [c.data for c in fut.result()] == [7, 8]
     h.worker.submit(entries(10, 1), [])
-    assert h.sm.quiet[-1] == [10] and h.applied[-1] == 10
+    assert sm.quiet[-1] == [10] and h.applied[-1] == 10
     await h.stop()
     assert h.notes == []
 
 
 async def test_apply_without_responses_in_the_worker_task_when_apply_suspends() -> None:
     """Through the worker's task too (after an inline ``apply`` suspended)."""
-    h = Harness(max_batch=8)
-    h.sm = QuietSM()
-    h.worker = StateMachineWorker(h.notes.append, h.sm, 8, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    sm = QuietSM()
+    h = Harness(8, sm)
     await h.start()
     gate = asyncio.Event()
     h.sm.gate = gate
@@ -233,15 +231,14 @@ async def test_apply_without_responses_in_the_worker_task_when_apply_suspends() 
     await asyncio.wait_for(fut, 5)
     for _ in range(10):
         await asyncio.sleep(0)
-    assert h.sm.batches == [[1]] and h.sm.quiet == [[2, 3]] and h.applied == [1, 3]
+    assert sm.batches == [[1]] and sm.quiet == [[2, 3]] and h.applied == [1, 3]
     await h.stop()
 
 
 async def test_inherited_apply_without_responses_does_not_bypass_an_overriding_apply() -> None:
-    h = Harness(max_batch=4)
-    h.sm = OverridesApplyOnly()
-    h.worker = StateMachineWorker(h.notes.append, h.sm, 4, lambda i: h.applied.append(i.index))  # type: ignore[arg-type]
+    sm = OverridesApplyOnly()
+    h = Harness(4, sm)
     await h.start()
     h.worker.submit(entries(1, 3), [])
-    assert h.sm.batches == [[1, 2, 3]] and h.sm.quiet == []
+    assert sm.batches == [[1, 2, 3]] and sm.quiet == []
     await h.stop()

@@ -468,11 +468,10 @@ class RocksLogStore(RocksLogReader):
             return
         self._closed = True
         errors: list[BaseException] = []
-        committed = self._take_committed()
-        if committed is not None:
+        if self._committed_unsaved:
             # Written, synced and covered by the acknowledged mark by the writer's close.
             wb = WriteBatch(raw_mode=True)
-            wb.put(K_COMMITTED, committed, self._meta_h)
+            self._put_committed(wb)
             self._writer.submit(wb, ignore_done, durable=False)
         try:
             self._writer.close()
