@@ -11,8 +11,10 @@ of a task and its done callback: the 1-writer path sends two requests per write.
 network that has the optional ``send_append_entries`` (``RaftNetwork``), a request for the
 idle sender whose entries are cached and fit one request is handed to the network by
 ``replicate`` itself, in the core's pass, and the sender only awaits its answer: the request
-leaves one task step earlier. Every outcome goes back to the core as a notification, the
-engine's ``ReplicationResult`` types:
+leaves one task step earlier. With a network that has the optional ``submit_append_entries``,
+such a request (for the idle sender or pipelined behind others, once its turn has come) is
+handed over with a callback that reports the answer, and no task awaits it at all. Every
+outcome goes back to the core as a notification, the engine's ``ReplicationResult`` types:
 
     AppendEntries answered: success        Matched(matching, sent_at)
                             conflict       Conflict(hint, sent_at)
@@ -59,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -250,6 +253,7 @@ class ReplicationCore:
         "_wakeup",
         "_started",
         "_send_now",
+        "_submit",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -273,6 +277,10 @@ class ReplicationCore:
         self._send_now: Callable[[AppendEntriesRequest, RPCOption], Awaitable[AppendEntriesResponse]] | None = (
             getattr(client, "send_append_entries", None)
         )
+        # The network's optional ``submit_append_entries`` (see ``RaftNetwork``): with it,
+        # such a request is handed over from the core's pass with a callback that reports
+        # its answer, and no task awaits it.
+        self._submit: Callable[..., Any] | None = getattr(client, "submit_append_entries", None)
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
@@ -280,6 +288,8 @@ class ReplicationCore:
         it is idle, else (a pipelined request) in a task of its own."""
         turn = self._planned
         self._planned = turn + 1
+        if self._submit is not None and self._submit_now(c, turn):
+            return
         if self._idle:
             self._idle = False
             self._next = (c, turn, self._start_now(c, turn))
@@ -299,6 +309,48 @@ class ReplicationCore:
         the sender task ends."""
         self.stopped = True
         self._wakeup.wake()
+
+    def _submit_now(self, c: Replicate, turn: int) -> bool:
+        """From the core's pass: hand the request of ``c`` to the network's
+        ``submit_append_entries`` with a callback that reports the answer (``_answered``),
+        when nothing has to come first (``c``'s turn has come, its entries are cached and fit
+        one request, as in ``_start_now``). The sender task is not involved: it stays idle,
+        and the answer is reported from where the network learns it (for the TCP client,
+        the connection's read callback), one task step earlier than an awaited answer.
+        ``False``: nothing was done (the request must wait, or the network cannot take it
+        now, e.g. it is not connected): the caller goes on as without the method."""
+        if self._issued != turn or self.stopped:
+            return False
+        env = self.env
+        n = c.end - c.start
+        entries = env.entries.cached(c.start, c.end) if n else []
+        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
+            return False
+        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
+        answered = partial(self._answered, c.gen, c.start, env.now_ms())
+        try:
+            handle = self._submit(req, env.option, answered)  # type: ignore[misc]  # not None: checked by replicate
+        except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
+            self._pass_turn(turn)
+            self._unreachable(e, c.gen, c.start)
+            return True
+        if handle is None:
+            return False
+        self._pass_turn(turn)
+        return True
+
+    def _answered(self, gen: int, start: int, sent_at: float, result: AppendEntriesResponse | Exception) -> None:
+        """The answer to a request handed over by ``_submit_now`` (generation ``gen``,
+        entries from ``start``, sent at ``sent_at``): reported as ``_send`` reports it."""
+        if self.stopped:
+            return
+        if isinstance(result, AppendEntriesResponse):
+            if result.success:
+                self._report(Matched(self.target, self.vote, gen, result.matching, sent_at))
+            else:
+                self._report_refusal(result, gen, sent_at)
+        else:
+            self._unreachable(result, gen, start)
 
     def _start_now(self, c: Replicate, turn: int) -> _Call | None:
         """From the core's pass, for the idle sender: hand the request of ``c`` to the

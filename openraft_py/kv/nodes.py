@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 import msgspec
@@ -95,6 +96,9 @@ class _Network(Protocol):
     def send_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption = ...
     ) -> Awaitable[AppendEntriesResponse]: ...
+    def submit_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+    ) -> Any | None: ...
     async def vote(self, req: VoteRequest, option: RPCOption = ...) -> VoteResponse: ...
     async def install_snapshot(self, req: InstallSnapshotRequest, option: RPCOption = ...) -> InstallSnapshotResponse: ...
     async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption = ...) -> None: ...
@@ -136,6 +140,22 @@ class _CountingClient:
             self._failed("append_entries", e)
             raise
         return self._reported(answer)
+
+    def submit_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+    ) -> Any | None:
+        """Forward AppendEntries with a callback (the TCP client's ``submit_append_entries``;
+        see ``RaftNetwork``), its errors reported as ``append_entries``'s are."""
+        try:
+            return self._inner.submit_append_entries(req, option, partial(self._counted, reply))
+        except RPCError as e:
+            self._failed("append_entries", e)
+            raise
+
+    def _counted(self, reply: Callable[[Any], None], result: Any) -> None:
+        if isinstance(result, RPCError):
+            self._failed("append_entries", result)
+        reply(result)
 
     async def _reported(self, answer: Awaitable[AppendEntriesResponse]) -> AppendEntriesResponse:
         try:

@@ -70,6 +70,16 @@ class RaftNetwork(Protocol):
     task awaits the result): queue a frame, not open a connection with a timeout. With it,
     a leader hands an AppendEntries to the network in the same loop pass that decided it,
     not one task step later. ``TcpClient`` has it.
+
+    Optional: ``submit_append_entries(req, option, reply) -> handle | None``, the same with
+    a callback instead of an awaitable: it hands the request over at once and returns a
+    handle (with ``cancel()``), then calls ``reply`` exactly once, on the loop, with the
+    ``AppendEntriesResponse`` or with the error ``append_entries`` would raise (it may also
+    raise it at once, and then never calls ``reply``). ``reply`` is quick and never raises.
+    When the request cannot be handed over at once (e.g. not connected yet), it returns
+    ``None`` and does nothing: the leader then uses the methods above. With it, the answer
+    is reported from where the network learns it (the connection's read callback) instead of
+    from a task that awaits it. ``TcpClient`` has it.
     """
 
     async def append_entries(

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl as _ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core import CodecError, FrameReader
 from ..config import Config
+from ..core.messages import Reply
 from ..errors import ConfigError, NetworkError, RemoteError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
@@ -119,8 +120,8 @@ _SWEEP_SLACK = 0.001
 """A request whose deadline is this close (seconds) when the sweep runs expires in that
 sweep: uvloop's timers have millisecond resolution and may fire just before the deadline."""
 
-_Pending = tuple[asyncio.Future[Any], int, float, int, float]
-"""A request in flight: (its future, the expected response kind, its deadline on the loop
+_Pending = tuple["asyncio.Future[Any] | Reply", int, float, int, float]
+"""A request in flight: (its future, or the ``Reply`` of ``submit``, the expected response kind, its deadline on the loop
 clock, its request kind, its ``hard_ttl``)."""
 
 
@@ -216,9 +217,20 @@ class _ClientConnection(asyncio.Protocol):
         """Send the request ``frame`` (id ``rid``, of ``kind``) and return the future of its
         answer: the decoded response, or ``RemoteError`` / ``Unreachable`` / ``Timeout``
         (no answer by ``deadline`` on the loop clock; the message names ``ttl``)."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._pend(rid, fut, frame, kind, deadline, ttl)
+        return fut
+
+    def submit(self, rid: int, frame: bytes | bytearray, kind: int, deadline: float, ttl: float, slot: Reply) -> None:
+        """``request`` with the answer (or the error) given to ``slot`` instead of a future,
+        from this connection's callbacks: the read that decoded it, the sweep, ``fail``."""
+        self._pend(rid, slot, frame, kind, deadline, ttl)
+
+    def _pend(
+        self, rid: int, slot: asyncio.Future[Any] | Reply, frame: bytes | bytearray, kind: int, deadline: float, ttl: float
+    ) -> None:
         loop = self.loop
-        fut: asyncio.Future[Any] = loop.create_future()
-        self.pending[rid] = (fut, RESPONSE_KIND[kind], deadline, kind, ttl)
+        self.pending[rid] = (slot, RESPONSE_KIND[kind], deadline, kind, ttl)
         self.send(frame)
         if self.sweep is None:
             self.sweep_at = deadline
@@ -227,7 +239,6 @@ class _ClientConnection(asyncio.Protocol):
             self.sweep.cancel()
             self.sweep_at = deadline
             self.sweep = loop.call_at(deadline, self._sweep)
-        return fut
 
     def _sweep(self) -> None:
         """Expire the requests past their deadline; re-arm for the earliest one left."""
@@ -297,6 +308,20 @@ class _Peer:
         if body.code == ERR_FATAL:
             return Unreachable(f"node {self.target} has stopped: {body.message}")
         return RemoteError(self.target, body.message)
+
+    def submit(self, kind: int, req: Any, option: RPCOption, reply: Callable[[Any], None]) -> Reply | None:
+        """Send ``req`` as ``kind`` now if connected; ``reply`` is then called once with the
+        decoded response or the error ``call``'s result would raise (unless the returned
+        handle is cancelled first). Not connected: ``None``, nothing sent. ``NetworkError``
+        at once if ``req`` cannot be framed."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return None
+        rid, frame = self._frame(kind, req)
+        slot = Reply(reply)
+        ttl = option.hard_ttl
+        conn.submit(rid, frame, kind, self.loop.time() + ttl, ttl, slot)
+        return slot
 
     def call(self, kind: int, req: Any, option: RPCOption) -> Awaitable[Any]:
         """Send ``req`` as ``kind``; await the result for the decoded response (see the
@@ -456,6 +481,16 @@ class TcpClient:
         queued and the answer's future returned; otherwise a coroutine that connects
         first, run by whoever awaits it."""
         return self._peer.call(KIND_APPEND_ENTRIES, req, option)
+
+    def submit_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+    ) -> Reply | None:
+        """``append_entries`` with a callback (see ``RaftNetwork``): connected, the frame is
+        queued now and ``reply`` is called once, from the connection's callbacks, with the
+        ``AppendEntriesResponse`` or the error ``append_entries`` would raise (``cancel()``
+        on the returned handle withdraws it); not connected, nothing is sent and ``None`` is
+        returned (the caller uses ``send_append_entries``, which connects first)."""
+        return self._peer.submit(KIND_APPEND_ENTRIES, req, option, reply)
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Send a vote request; see the module docstring for the errors."""

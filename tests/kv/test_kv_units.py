@@ -104,6 +104,39 @@ async def test_started_append_entries_reports_its_errors() -> None:
     await f.close()
 
 
+def test_submitted_append_entries_reports_its_errors() -> None:
+    """The KV client's ``submit_append_entries`` forwards the callback's results and reports
+    an ``RPCError``, given to the callback or raised at the call, to the per-peer counters."""
+    from openraft_py.errors import NetworkError, Timeout
+    from openraft_py.kv.nodes import _CountingClient
+    from openraft_py.types import AppendEntriesResponse
+
+    vote = Vote.new(1, 1, True)
+    ok = AppendEntriesResponse(vote, True, None)
+
+    class Inner:
+        def __init__(self) -> None:
+            self.results: list[Any] = [ok, Timeout("no answer within 1s")]
+
+        def submit_append_entries(self, req: Any, option: Any, reply: Any) -> object:
+            if not self.results:
+                raise NetworkError("cannot frame it")
+            reply(self.results.pop(0))
+            return object()
+
+    errors: list[Any] = []
+    client = _CountingClient(Inner(), 2, lambda *a: errors.append(a))  # type: ignore[arg-type]
+    got: list[Any] = []
+    req = AppendEntriesRequest(vote, None, [], None)
+    assert client.submit_append_entries(req, None, got.append) is not None  # type: ignore[arg-type]
+    assert got == [ok] and errors == []
+    client.submit_append_entries(req, None, got.append)  # type: ignore[arg-type]
+    assert isinstance(got[1], Timeout) and [(t, rpc) for t, rpc, _ in errors] == [(2, "append_entries")]
+    with pytest.raises(NetworkError):
+        client.submit_append_entries(req, None, got.append)  # type: ignore[arg-type]
+    assert len(errors) == 2 and len(got) == 2
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     return add_serve_arguments(argparse.ArgumentParser()).parse_args(argv)
 
