@@ -368,9 +368,10 @@ class Raft:
         loop, with the ``AppendEntriesResponse`` or with the exception ``append_entries``
         would raise (a ``Fatal`` once the node stopped). Must be called on the node's loop.
 
-        ``reply`` runs inside the node's pass, as soon as the response is known (before the
-        state machine applies what the same request committed): it must be quick, must not
-        block, and must not raise (an exception is logged and dropped). Returns the handle:
+        ``reply`` runs as soon as the response is known (inside the node's pass, or from the
+        log store's flush callback when it waited for the request's entries to be durable;
+        before the state machine applies what the same request committed): it must be
+        quick, must not block, and must not raise (an exception is logged and dropped). Returns the handle:
         its ``cancel()`` (the connection went away) means ``reply`` is never called.
         ``TypeError`` (before anything happens) if ``reply`` is not callable."""
         if not callable(reply):

@@ -103,6 +103,9 @@ log = logging.getLogger("openraft_py.core")
 # The command types that carry ``when`` (the io number that must be durable first).
 _WAITING: frozenset[type[Any]] = frozenset(t for t in get_args(Command) if "when" in t.__struct_fields__)
 
+_IO_ADVANCED = object()
+"""Note: writes became durable (counted already by ``_on_log_flushed``): tell the engine."""
+
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
@@ -285,6 +288,8 @@ class RaftCore:
             if n.error is not None:
                 raise StorageError(f"flushing storage write #{n.io}", n.error)
             self._io_completed(n.io)
+        elif n is _IO_ADVANCED:
+            self.engine.handle_io_flushed(self._io_contiguous)
         elif t is Applied:
             eng.handle_applied(n.log_id)
             self._maybe_evict_cache()
@@ -514,11 +519,26 @@ class RaftCore:
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs
         commands the engine is idle, so the completion is handled at once (the commands it
-        causes run in the same pass); otherwise it is queued."""
-        if err is None and self._running_commands:
+        causes run in the same pass). Otherwise the ``Respond`` commands waiting for writes
+        that are now durable are run here and then (a follower's AppendEntries answer
+        leaves from the flush callback instead of one loop pass later: a ``Respond`` only
+        waits for its ``when``, its value was decided with the request), and the engine
+        learns how far writes are durable in the next pass."""
+        if err is not None:
+            self.notify(IOCompleted(io, err))
+        elif self._running_commands:
             self._io_completed(io)
         else:
-            self.notify(IOCompleted(io, err))
+            flushed = self._advance_io(io)
+            postponed = self._postponed
+            if postponed:
+                # (A postponed command has a ``when``: it waited for a write.)
+                ready = [c for c in postponed if type(c) is Respond and (c.when or 0) <= flushed]
+                if ready:
+                    self._postponed = [c for c in postponed if not (type(c) is Respond and (c.when or 0) <= flushed)]
+                    for r in ready:
+                        answer(r.tx, r.value)
+            self.notify(_IO_ADVANCED)
 
     def _on_applied(self, log_id: LogId) -> None:
         """The state machine applied every entry up to ``log_id`` (the worker's report).
@@ -535,6 +555,11 @@ class RaftCore:
     def _io_completed(self, io: int) -> None:
         """Storage write ``io`` is durable; tell the engine how far writes are durable in
         order (writes may report out of order; the engine only sees the contiguous prefix)."""
+        self.engine.handle_io_flushed(self._advance_io(io))
+
+    def _advance_io(self, io: int) -> int:
+        """Count storage write ``io`` as durable; return the greatest io up to which every
+        write is durable."""
         if io == self._io_contiguous + 1 and not self._io_done:
             self._io_contiguous = io
         else:
@@ -542,7 +567,7 @@ class RaftCore:
             while self._io_contiguous + 1 in self._io_done:
                 self._io_contiguous += 1
                 self._io_done.discard(self._io_contiguous)
-        self.engine.handle_io_flushed(self._io_contiguous)
+        return self._io_contiguous
 
     def _maybe_evict_cache(self) -> None:
         cache = self.cache

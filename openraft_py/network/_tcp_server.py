@@ -310,8 +310,8 @@ class _ServerConnection(asyncio.Protocol):
 
     def _submit(self, submit: Any, n: int, rid: int, req: Any) -> None:
         """Hand AppendEntries request ``n`` to the node with a callback that writes the
-        answer at once (``Raft.submit_append_entries``): from inside the node's pass, before
-        it applies what the request committed, and without a task per request. The handle
+        answer at once (``Raft.submit_append_entries``): from inside the node's pass or its
+        log store's flush callback, before it applies what the request committed, and without a task per request. The handle
         stands in ``tasks`` for the request in flight (``cancel()`` when the connection
         goes)."""
         self.server.delivered += 1
@@ -568,7 +568,7 @@ class TcpServer:
         self._loop = asyncio.get_running_loop()
         self._raft = raft
         # ``Raft.submit_append_entries`` when the node has it (a ``RaftServer`` need not):
-        # AppendEntries answers are then written from inside the node's pass.
+        # AppendEntries answers are then written as soon as the node knows them.
         self._submit_append_entries = getattr(raft, "submit_append_entries", None)
         self._ssl = ssl
         self.peer_id_of_cert = peer_id_of_cert
