@@ -311,9 +311,9 @@ class _ServerConnection(asyncio.Protocol):
     def _submit(self, submit: Any, n: int, rid: int, req: Any) -> None:
         """Hand AppendEntries request ``n`` to the node with a callback that writes the
         answer at once (``Raft.submit_append_entries``): from inside the node's pass or its
-        log store's flush callback, before it applies what the request committed, and without a task per request. The handle
-        stands in ``tasks`` for the request in flight (``cancel()`` when the connection
-        goes)."""
+        log store's flush callback, before it applies what the request committed, and
+        without a task per request. The handle stands in ``tasks`` for the request in flight
+        (``cancel()`` when the connection goes)."""
         self.server.delivered += 1
         answer = _Answer(self, n, rid)
         try:
