@@ -371,8 +371,9 @@ class Raft:
         ``reply`` runs as soon as the response is known (inside the node's pass, or from the
         log store's flush callback when it waited for the request's entries to be durable;
         before the state machine applies what the same request committed): it must be
-        quick, must not block, and must not raise (an exception is logged and dropped). Returns the handle:
-        its ``cancel()`` (the connection went away) means ``reply`` is never called.
+        quick, must not block, and must not raise (an exception is logged and dropped).
+        Returns the handle: its ``cancel()`` (the connection went away) means ``reply`` is
+        never called.
         ``TypeError`` (before anything happens) if ``reply`` is not callable."""
         if not callable(reply):
             raise TypeError(f"submit_append_entries needs a callable reply, got {type(reply).__name__}")

@@ -231,10 +231,11 @@ class ReplicationCore:
     """The channel of leader ``vote`` to ``target``: carries out the engine's ``Replicate``
     and ``SendSnapshot`` for that target and reports their results.
 
-    Invariants: once ``stopped``, no task of this channel reads the log or reports anything.
-    ``_issued <= _planned``; the ``Replicate``s of turns ``< _issued`` have handed every
-    request to the network, and only the task of turn ``_issued`` (or the core's pass, for
-    the idle sender: ``_start_now``) may hand one over.
+    Invariants: once ``stopped``, no task or callback of this channel reads the log or
+    reports anything. ``_issued <= _planned``; the ``Replicate``s of turns ``< _issued`` have
+    handed every request to the network, and only the task of turn ``_issued`` (or the
+    core's pass: ``_submit_now`` for a request in turn, ``_start_now`` for the idle sender)
+    may hand one over.
     ``_next`` is set only while the sender task is started and waits in ``_wakeup`` with
     nothing to do (``_idle``); the sender clears it when it takes it.
     """
@@ -284,8 +285,9 @@ class ReplicationCore:
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
-        ``Config.max_payload_bytes``), after those planned before it: by the sender task if
-        it is idle, else (a pipelined request) in a task of its own."""
+        ``Config.max_payload_bytes``), after those planned before it: here, with the
+        network's ``submit_append_entries`` when it can take it now (``_submit_now``); else
+        by the sender task if it is idle, else (a pipelined request) in a task of its own."""
         turn = self._planned
         self._planned = turn + 1
         if self._submit is not None and self._submit_now(c, turn):

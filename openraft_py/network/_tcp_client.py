@@ -121,8 +121,8 @@ _SWEEP_SLACK = 0.001
 sweep: uvloop's timers have millisecond resolution and may fire just before the deadline."""
 
 _Pending = tuple["asyncio.Future[Any] | Reply", int, float, int, float]
-"""A request in flight: (its future, or the ``Reply`` of ``submit``, the expected response kind, its deadline on the loop
-clock, its request kind, its ``hard_ttl``)."""
+"""A request in flight: (its future, or the ``Reply`` of ``submit``, the expected response
+kind, its deadline on the loop clock, its request kind, its ``hard_ttl``)."""
 
 
 class _ClientConnection(asyncio.Protocol):
