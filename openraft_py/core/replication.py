@@ -255,6 +255,8 @@ class ReplicationCore:
         "_started",
         "_send_now",
         "_submit",
+        "_submitted",
+        "_next_call",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -282,6 +284,11 @@ class ReplicationCore:
         # such a request is handed over from the core's pass with a callback that reports
         # its answer, and no task awaits it.
         self._submit: Callable[..., Any] | None = getattr(client, "submit_append_entries", None)
+        # The requests handed over by ``_submit_now`` and not answered yet, by a number of
+        # this channel: their handles (``None`` while the call that hands one over runs).
+        # ``stop()`` cancels them.
+        self._submitted: dict[int, Any] = {}
+        self._next_call = 0
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
@@ -307,10 +314,14 @@ class ReplicationCore:
         self.env.spawn(self._send_snapshot(c), f"snapshot-{self.target}")
 
     def stop(self) -> None:
-        """Stop: requests in flight end without reading the log again or reporting, and
-        the sender task ends."""
+        """Stop: requests in flight end without reading the log again or reporting (those
+        handed over with a callback are withdrawn), and the sender task ends."""
         self.stopped = True
         self._wakeup.wake()
+        submitted, self._submitted = self._submitted, {}
+        for handle in submitted.values():
+            if handle is not None:
+                handle.cancel()
 
     def _submit_now(self, c: Replicate, turn: int) -> bool:
         """From the core's pass: hand the request of ``c`` to the network's
@@ -329,21 +340,31 @@ class ReplicationCore:
         if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
             return False
         req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
-        answered = partial(self._answered, c.gen, c.start, env.now_ms())
+        key = self._next_call
+        self._next_call = key + 1
+        submitted = self._submitted
+        submitted[key] = None  # (the answer may come before the call returns)
         try:
-            handle = self._submit(req, env.option, answered)  # type: ignore[misc]  # not None: checked by replicate
+            handle = self._submit(req, env.option, partial(self._answered, key, c.gen, c.start, env.now_ms()))  # type: ignore[misc]  # not None: checked by replicate
         except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
+            submitted.pop(key, None)
             self._pass_turn(turn)
             self._unreachable(e, c.gen, c.start)
             return True
         if handle is None:
+            submitted.pop(key, None)
             return False
+        if key in submitted:
+            submitted[key] = handle
         self._pass_turn(turn)
         return True
 
-    def _answered(self, gen: int, start: int, sent_at: float, result: AppendEntriesResponse | Exception) -> None:
-        """The answer to a request handed over by ``_submit_now`` (generation ``gen``,
+    def _answered(
+        self, key: int, gen: int, start: int, sent_at: float, result: AppendEntriesResponse | Exception
+    ) -> None:
+        """The answer to request ``key`` handed over by ``_submit_now`` (generation ``gen``,
         entries from ``start``, sent at ``sent_at``): reported as ``_send`` reports it."""
+        self._submitted.pop(key, None)
         if self.stopped:
             return
         if isinstance(result, AppendEntriesResponse):

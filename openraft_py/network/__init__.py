@@ -79,7 +79,8 @@ class RaftNetwork(Protocol):
     When the request cannot be handed over at once (e.g. not connected yet), it returns
     ``None`` and does nothing: the leader then uses the methods above. With it, the answer
     is reported from where the network learns it (the connection's read callback) instead of
-    from a task that awaits it. ``TcpClient`` has it.
+    from a task that awaits it. ``TcpClient`` has it, and ``RouterClient`` while the
+    router's wire codec is on.
     """
 
     async def append_entries(

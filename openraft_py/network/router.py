@@ -18,7 +18,9 @@ transport does on each side. A message the codec refuses fails the RPC with
 ``NetworkError`` (request side: the target handles nothing) and is counted in
 ``wire_errors``; the simulator runs a share of its seeds this way. Setting the environment
 variable ``OPENRAFT_PY_ROUTER_WIRE=1`` makes ``wire=True`` the default of every ``Router``
-(to run a whole test suite through the codec).
+(to run a whole test suite through the codec). With the codec on, the clients also offer
+``submit_append_entries`` (as the TCP client does): the leader's replication channels then
+take the callback path they take over TCP, with every fault applied.
 
 Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
 ``set_duplicate_rate``, ``set_delay``, ``set_rpc_failure``. Every random choice (drops,
@@ -215,6 +217,20 @@ class RouterClient:
                 return _answer(self.target, fut)
         return self.append_entries(req, option)
 
+    def submit_append_entries(
+        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+    ) -> asyncio.Task[None] | None:
+        """``append_entries`` with a callback (see ``RaftNetwork``), offered while the wire
+        codec is on (``Router.set_wire``), where the router stands in for the TCP transport,
+        whose client has it: the request goes through every fault as ``append_entries``'s
+        does, delivered by a task of the router that calls ``reply`` with the response or
+        the error (requests start in call order); cancelling the returned task withdraws
+        it. Otherwise ``None``: the caller uses the other methods."""
+        router = self._router
+        if router._wire is None:
+            return None
+        return router._deliver_then_reply(self, req, reply)
+
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Deliver a vote request to the target (see ``Router`` for the errors)."""
         return await self._router._send("vote", self, req)  # type: ignore[no-any-return]
@@ -287,6 +303,8 @@ class Router:
         self._failures: dict[tuple[NodeId, str, str | None], type[RPCError]] = {}
         self._dup_rate = 0.0
         self._dup_tasks: set[asyncio.Task[None]] = set()
+        # Deliveries of ``submit_append_entries`` in flight (kept referenced until done).
+        self._reply_tasks: set[asyncio.Task[None]] = set()
         self._fast = True
         self.set_wire(wire)
 
@@ -502,6 +520,26 @@ class Router:
         return None
 
     # -- delivery --------------------------------------------------------------------------
+
+    def _deliver_then_reply(
+        self, client: RouterClient, req: AppendEntriesRequest, reply: Callable[[Any], None]
+    ) -> asyncio.Task[None]:
+        """``RouterClient.submit_append_entries``: a task delivering ``req`` (tasks start in
+        creation order) that calls ``reply`` with the outcome unless it is cancelled first."""
+        task = asyncio.ensure_future(self._send_then_reply(client, req, reply))
+        self._reply_tasks.add(task)
+        task.add_done_callback(self._reply_tasks.discard)
+        return task
+
+    async def _send_then_reply(self, client: RouterClient, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> None:
+        try:
+            resp = await self._send("append_entries", client, req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the RPC's error, given to the caller
+            reply(e)
+            return
+        reply(resp)
 
     async def _send(self, rpc: str, client: RouterClient, req: Any) -> Any:
         """Deliver ``req`` from ``client.source`` to ``client.target`` applying every fault;

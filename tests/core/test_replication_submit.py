@@ -39,6 +39,7 @@ class SubmittingNetwork:
 
     def __init__(self) -> None:
         self.submitted: list[tuple[AppendEntriesRequest, Callable[[Any], None]]] = []
+        self.handles: list[Handle] = []
         self.sent: list[AppendEntriesRequest] = []
         self.take = True
         self.raise_at_call: Exception | None = None
@@ -49,7 +50,8 @@ class SubmittingNetwork:
         if not self.take:
             return None
         self.submitted.append((req, reply))
-        return Handle()
+        self.handles.append(Handle())
+        return self.handles[-1]
 
     async def append_entries(self, req: AppendEntriesRequest, option: Any = None) -> AppendEntriesResponse:
         self.sent.append(req)
@@ -139,12 +141,16 @@ async def test_refusals_are_a_conflict_or_rejected() -> None:
     assert isinstance(h.notes[1], Rejected) and h.notes[1].vote == newer
 
 
-async def test_nothing_is_reported_after_the_channel_stopped() -> None:
+async def test_stop_withdraws_what_is_in_flight_and_nothing_is_reported_after_it() -> None:
     net = SubmittingNetwork()
-    h = harness([10, 10, 10], net)
+    h = harness([10, 10, 10, 10], net)
     h.replicate(1, 2)
+    h.replicate(2, 3)
+    net.answer(1)  # answered: its handle is forgotten, not cancelled
     h.core.stop()
-    net.answer(0)
-    h.replicate(2, 3)  # a stopped channel hands nothing over
-    assert h.notes == [] and len(net.submitted) == 1
+    assert [x.cancelled for x in net.handles] == [True, False]
+    assert len(h.notes) == 1
+    net.answer(0)  # a network that answers anyway: nothing is reported
+    h.replicate(3, 4)  # a stopped channel hands nothing over
+    assert len(h.notes) == 1 and len(net.submitted) == 2
     await asyncio.gather(*h.tasks)

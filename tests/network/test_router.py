@@ -614,3 +614,46 @@ async def test_send_append_entries_without_the_fast_path_delivers_when_awaited()
     answer = client(plain_router, 1, 2).send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
     assert plain[2].received == []
     assert (await answer).success and plain[2].received == [("append_entries", HEARTBEAT)]
+
+
+async def test_submit_append_entries_is_offered_with_the_wire_codec_only() -> None:
+    """``submit_append_entries`` stands in for the TCP client's: with the codec off it takes
+    nothing (``None``: the caller uses the other methods)."""
+    router, servers = cluster()
+    got: list[Any] = []
+    assert client(router, 1, 2).submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert got == [] and servers[2].received == []
+
+
+async def test_submit_append_entries_with_the_wire_codec_applies_faults_and_replies_once() -> None:
+    router, servers = cluster(wire=True)
+    c = client(router, 1, 2)
+    got: list[Any] = []
+    req = AppendEntriesRequest(V, None, [Entry(LogId(1, 0), BLANK)], None)
+    handles = [c.submit_append_entries(r, OPT, got.append) for r in (req, HEARTBEAT)]  # type: ignore[attr-defined]
+    assert all(h is not None for h in handles)
+    await asyncio.gather(*handles)
+    # Delivered in call order, through the codec; each reply once, with the response.
+    assert [r for _, r in servers[2].received] == [req, HEARTBEAT]
+    assert got == [AppendEntriesResponse(V, True, LogId(1, 0)), AppendEntriesResponse(V, True, None)]
+    assert router.wire_messages == 4
+    # Faults apply: a cut path is Unreachable, a stopped target too, a failing one RemoteError.
+    router.cut(1, 2)
+    await c.submit_append_entries(HEARTBEAT, OPT, got.append)  # type: ignore[attr-defined]
+    assert isinstance(got[-1], Unreachable)
+    router.heal()  # (the codec stays on)
+    servers[2].fail = Stopped()
+    await c.submit_append_entries(HEARTBEAT, OPT, got.append)  # type: ignore[attr-defined]
+    assert isinstance(got[-1], Unreachable)
+    servers[2].fail = KeyError("boom")
+    await c.submit_append_entries(HEARTBEAT, OPT, got.append)  # type: ignore[attr-defined]
+    assert isinstance(got[-1], RemoteError)
+    assert len(got) == 5
+    # A withdrawn request is never answered.
+    servers[2].fail = None
+    router.set_delay(0.01, 0.02)
+    handle = c.submit_append_entries(HEARTBEAT, OPT, got.append)  # type: ignore[attr-defined]
+    handle.cancel()
+    await asyncio.sleep(0.05)
+    assert len(got) == 5

@@ -27,7 +27,8 @@ After every fault step and every few milliseconds of virtual time the checker ve
 One seed in ``WIRE_EVERY`` (``seed % WIRE_EVERY == 0``; ``--wire all|none`` overrides it)
 passes every message through the TCP wire codec (``Router.set_wire``): the nodes receive
 requests and responses exactly as the TCP transport decodes them, and a message the codec
-refuses is a violation.
+refuses is a violation. Those seeds also replicate as over TCP: the leaders hand their
+AppendEntries over with ``submit_append_entries`` and get the answers through its callback.
 
 The checks compare only the entries a node still holds (purged ones are covered by its
 snapshot, and the record of applied entries travels in snapshots).

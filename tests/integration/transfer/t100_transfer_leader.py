@@ -7,6 +7,7 @@ writes again, but its lease reads stay refused for the rest of its term."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -175,7 +176,20 @@ async def test_transfer_on_a_follower_raises_forward_to_leader(cluster: Cluster)
     assert cluster.leader() == leader
 
 
-async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(cluster: Cluster) -> None:
+@pytest.fixture
+async def slower_cluster() -> AsyncIterator[Cluster]:
+    """``fast_config()`` with election timeouts of 150-300 ms (heartbeats stay at 15 ms): the
+    whole cluster shares the test's loop, and on a loaded machine a stall of over 50 ms would
+    let the reachable follower start an election, which the test below must not see."""
+    c = Cluster(fast_config(election_timeout_min=150, election_timeout_max=300), seed=1)
+    try:
+        yield c
+    finally:
+        await c.shutdown()
+
+
+async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(slower_cluster: Cluster) -> None:
+    cluster = slower_cluster
     timeout_max = cluster.config.election_timeout_max
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5)
