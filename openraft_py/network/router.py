@@ -217,19 +217,21 @@ class RouterClient:
                 return _answer(self.target, fut)
         return self.append_entries(req, option)
 
-    def submit_append_entries(
+    @property
+    def submit_append_entries(self) -> Callable[[AppendEntriesRequest, RPCOption, Callable[[Any], None]], Any] | None:
+        """``RaftNetwork``'s optional ``submit_append_entries``, offered (not ``None``) while
+        the wire codec is on (``Router.set_wire``), where the router stands in for the TCP
+        transport, whose client has it. A replication channel reads it when it starts."""
+        return None if self._router._wire is None else self._submit_append_entries
+
+    def _submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
-    ) -> asyncio.Task[None] | None:
-        """``append_entries`` with a callback (see ``RaftNetwork``), offered while the wire
-        codec is on (``Router.set_wire``), where the router stands in for the TCP transport,
-        whose client has it: the request goes through every fault as ``append_entries``'s
-        does, delivered by a task of the router that calls ``reply`` with the response or
-        the error (requests start in call order); cancelling the returned task withdraws
-        it. Otherwise ``None``: the caller uses the other methods."""
-        router = self._router
-        if router._wire is None:
-            return None
-        return router._deliver_then_reply(self, req, reply)
+    ) -> asyncio.Task[None]:
+        """``append_entries`` with a callback (see ``RaftNetwork``): the request goes through
+        every fault as ``append_entries``'s does, delivered by a task of the router that
+        calls ``reply`` with the response or the error (requests start in call order);
+        cancelling the returned task withdraws it."""
+        return self._router._deliver_then_reply(self, req, reply)
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Deliver a vote request to the target (see ``Router`` for the errors)."""
