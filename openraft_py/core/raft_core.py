@@ -555,7 +555,11 @@ class RaftCore:
     def _io_completed(self, io: int) -> None:
         """Storage write ``io`` is durable; tell the engine how far writes are durable in
         order (writes may report out of order; the engine only sees the contiguous prefix)."""
-        self.engine.handle_io_flushed(self._advance_io(io))
+        if io == self._io_contiguous + 1 and not self._io_done:  # in order: the usual case
+            self._io_contiguous = io
+            self.engine.handle_io_flushed(io)
+        else:
+            self.engine.handle_io_flushed(self._advance_io(io))
 
     def _advance_io(self, io: int) -> int:
         """Count storage write ``io`` as durable; return the greatest io up to which every
