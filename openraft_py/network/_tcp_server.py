@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import ipaddress
 import logging
+import os
 from collections import deque
 from ssl import SSLContext
 from typing import Any
@@ -78,6 +80,22 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     return node_id == getattr(metrics, "current_leader", None)
 
 
+_sched_yield = getattr(os, "sched_yield", None)  # POSIX only
+
+
+def is_loopback_peer(peername: object) -> bool:
+    """Whether a socket's ``peername`` is a loopback address (``127.0.0.0/8``, ``::1``, or
+    an IPv4-mapped loopback): the peer runs on this machine."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return False
+    try:
+        addr = ipaddress.ip_address(peername[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
 class _Answer:
     """The ``reply`` of one AppendEntries handed to ``Raft.submit_append_entries``: writes
     the response (or the error) to the connection at once, then ends the request."""
@@ -100,6 +118,10 @@ class _Answer:
                 conn._send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
             if not conn.closed and conn.writer is not None:
                 conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
+                if conn.yield_after_answer and _sched_yield is not None:
+                    # The answer woke the leader; on a shared core it waits behind what this
+                    # node does next (its apply): let it run first (``TcpServer.start``).
+                    _sched_yield()
         finally:
             conn._done(self.n)
 
@@ -113,6 +135,9 @@ class _ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: _FrameWriter | None = None
         self.peer = "?"
+        self.yield_after_answer = False
+        """Whether an AppendEntries answer is followed by ``os.sched_yield()`` (see
+        ``TcpServer.start``); decided when the connection is made."""
         self.sender: NodeId | None = None
         self.reader = FrameReader(wire.MAX_HELLO_FRAME)
         self.tasks: dict[int, asyncio.Task[None] | Reply] = {}
@@ -140,6 +165,9 @@ class _ServerConnection(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         srv = self.server
+        self.yield_after_answer = (
+            is_loopback_peer(peername) if srv.yield_after_answer is None else srv.yield_after_answer
+        )
         if srv._closing:
             transport.close()
             self.closed = True
@@ -441,6 +469,9 @@ class TcpServer:
     idle_timeout: float
     handshake_timeout: float
     drain_timeout: float
+    yield_after_answer: bool | None
+    """``True``/``False``: whether AppendEntries answers are followed by a yield of the CPU;
+    ``None``: on loopback connections only (``start``)."""
     delivered: int
     refused: int
     dropped: int
@@ -478,6 +509,7 @@ class TcpServer:
         idle_timeout: float = 60.0,
         handshake_timeout: float = 5.0,
         drain_timeout: float = 5.0,
+        yield_after_answer: bool | None = None,
     ) -> TcpServer:
         """Listen on ``host:port`` (``port=0``: an ephemeral port, see ``port``) and serve
         ``raft`` (anything implementing ``RaftServer`` with a ``metrics`` property).
@@ -510,6 +542,14 @@ class TcpServer:
           long is closed. ``handshake_timeout``: a connection must complete the handshake
           within this (and, with ``ssl``, the TLS handshake too).
         - ``drain_timeout``: how long ``close()`` waits for requests in flight.
+        - ``yield_after_answer``: after writing an AppendEntries answer, give up the CPU
+          (``os.sched_yield()``, where the OS has it) before doing anything else. The answer
+          wakes the leader; when the leader runs on this machine, the scheduler often puts
+          it on this node's core, where it would wait behind what this node does next (it
+          applies the entries the request committed) although its commit, and the client it
+          answers, wait for it. ``None`` (default): only on connections from a loopback
+          address (the leader runs on this machine); ``True``: every connection; ``False``:
+          never. On a core nothing else waits for, the call returns at once.
         """
         self = cls._unbound(
             raft,
@@ -524,6 +564,7 @@ class TcpServer:
             idle_timeout=idle_timeout,
             handshake_timeout=handshake_timeout,
             drain_timeout=drain_timeout,
+            yield_after_answer=yield_after_answer,
         )
         self.address = f"{host}:{port}"
         self._server = await self._loop.create_server(
@@ -553,6 +594,7 @@ class TcpServer:
         drain_timeout: float,
         peer_id_of_cert: PeerIdOfCert | None = None,
         membership_check_interval: float = 0.1,
+        yield_after_answer: bool | None = None,
     ) -> TcpServer:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
@@ -581,6 +623,7 @@ class TcpServer:
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.drain_timeout = drain_timeout
+        self.yield_after_answer = yield_after_answer
         self.delivered = 0
         self.refused = 0
         self.dropped = 0

@@ -213,3 +213,42 @@ async def test_a_stopped_node_answers_a_long_backlog_without_recursion() -> None
         out = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert len(out) == n and all(isinstance(e, Unreachable) for e in out)
         assert server.dropped == 0 and server.delivered == n
+
+
+def test_loopback_peers_are_recognised() -> None:
+    from openraft_py.network._tcp_server import is_loopback_peer
+
+    for peer in [("127.0.0.1", 5), ("127.9.8.7", 5), ("::1", 5, 0, 0), ("::ffff:127.0.0.1", 5, 0, 0)]:
+        assert is_loopback_peer(peer), peer
+    for peer in [("10.0.0.1", 5), ("192.168.1.2", 5), ("fe80::1%eth0", 5, 0, 2), ("2001:db8::1", 5, 0, 0), None, "?", (), ("not an ip", 5)]:
+        assert not is_loopback_peer(peer), peer
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 3), (True, 3), (False, 0)], ids=["default-loopback", "on", "off"])
+async def test_an_answer_is_followed_by_a_yield_as_configured(
+    monkeypatch: pytest.MonkeyPatch, setting: bool | None, expected: int
+) -> None:
+    """By default a connection from a loopback address (every test's) yields the CPU after
+    each AppendEntries answer, after the answer is written; ``yield_after_answer`` forces it
+    either way."""
+    from openraft_py.network import _tcp_server
+
+    raft = SubmitRaft()
+    written_before_yield: list[bool] = []
+
+    async with serving(raft, yield_after_answer=setting) as (server, factory, client):
+        conn = None
+
+        def counting_yield() -> None:
+            assert conn is not None
+            written_before_yield.append(conn.writer is not None and not conn.writer._out)
+
+        monkeypatch.setattr(_tcp_server, "_sched_yield", counting_yield)
+        calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(3)]
+        await asyncio.wait_for(_until(lambda: len(raft.pending) == 3), 5)
+        (conn,) = server._conns
+        for i in range(3):
+            raft.pending.pop(i).set_result(ok(i))
+        for i in range(3):
+            assert (await asyncio.wait_for(calls[i], 5)).matching == LogId(3, i)
+    assert len(written_before_yield) == expected and all(written_before_yield)
