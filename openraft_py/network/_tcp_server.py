@@ -82,6 +82,11 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
 
 _sched_yield = getattr(os, "sched_yield", None)  # POSIX only
 
+YIELD_MAX_ENTRIES = 16
+"""A follower yields after answering (``TcpServer.start(yield_after_answer=...)``) only a
+request of 1 to this many entries: what it does next (applying them) is short, while after a
+large batch the delay would hold back its next round."""
+
 
 def is_loopback_peer(peername: object) -> bool:
     """Whether a socket's ``peername`` is a loopback address (``127.0.0.0/8``, ``::1``, or
@@ -100,13 +105,14 @@ class _Answer:
     """The ``reply`` of one AppendEntries handed to ``Raft.submit_append_entries``: writes
     the response (or the error) to the connection at once, then ends the request."""
 
-    __slots__ = ("conn", "n", "rid", "fired")
+    __slots__ = ("conn", "n", "rid", "fired", "yields")
 
-    def __init__(self, conn: _ServerConnection, n: int, rid: int) -> None:
+    def __init__(self, conn: _ServerConnection, n: int, rid: int, yields: bool) -> None:
         self.conn = conn
         self.n = n
         self.rid = rid
         self.fired = False
+        self.yields = yields  # yield the CPU once the answer is written (``TcpServer.start``)
 
     def __call__(self, value: Any) -> None:
         self.fired = True
@@ -118,7 +124,7 @@ class _Answer:
                 conn._send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
             if not conn.closed and conn.writer is not None:
                 conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
-                if conn.yield_after_answer and _sched_yield is not None:
+                if self.yields and _sched_yield is not None:
                     # The answer woke the leader; on a shared core it waits behind what this
                     # node does next (its apply): let it run first (``TcpServer.start``).
                     _sched_yield()
@@ -343,7 +349,7 @@ class _ServerConnection(asyncio.Protocol):
         without a task per request. The handle stands in ``tasks`` for the request in flight
         (``cancel()`` when the connection goes)."""
         self.server.delivered += 1
-        answer = _Answer(self, n, rid)
+        answer = _Answer(self, n, rid, self.yield_after_answer and 0 < len(req.entries) <= YIELD_MAX_ENTRIES)
         try:
             handle = submit(req, answer)
         except Exception as e:  # noqa: BLE001 - InvalidRequest or a bug: the peer learns of it
@@ -549,7 +555,9 @@ class TcpServer:
           applies the entries the request committed) although its commit, and the client it
           answers, wait for it. ``None`` (default): only on connections from a loopback
           address (the leader runs on this machine); ``True``: every connection; ``False``:
-          never. On a core nothing else waits for, the call returns at once.
+          never. Only after a request of 1 to ``YIELD_MAX_ENTRIES`` (16) entries: after a
+          large batch, what the node does next is long and holds back its next round. On a
+          core nothing else waits for, the call returns at once.
         """
         self = cls._unbound(
             raft,

@@ -224,13 +224,21 @@ def test_loopback_peers_are_recognised() -> None:
         assert not is_loopback_peer(peer), peer
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, 3), (True, 3), (False, 0)], ids=["default-loopback", "on", "off"])
+@pytest.mark.parametrize(("setting", "expected"), [(None, 2), (True, 2), (False, 0)], ids=["default-loopback", "on", "off"])
 async def test_an_answer_is_followed_by_a_yield_as_configured(
     monkeypatch: pytest.MonkeyPatch, setting: bool | None, expected: int
 ) -> None:
     """By default a connection from a loopback address (every test's) yields the CPU after
-    each AppendEntries answer, after the answer is written; ``yield_after_answer`` forces it
+    answering an AppendEntries of 1 to ``YIELD_MAX_ENTRIES`` entries, once the answer is
+    written; not after a heartbeat or a larger batch. ``yield_after_answer`` forces it
     either way."""
+    from openraft_py.network._tcp_server import YIELD_MAX_ENTRIES
+    from openraft_py.types import Entry, Normal
+
+    def with_entries(i: int, n: int) -> AppendEntriesRequest:
+        return AppendEntriesRequest(V1, LogId(3, i), [Entry(LogId(3, 100 * i + k), Normal(b"x")) for k in range(n)], None)
+
+    requests = [with_entries(0, 1), with_entries(1, YIELD_MAX_ENTRIES), with_entries(2, YIELD_MAX_ENTRIES + 1), ae(3)]
     from openraft_py.network import _tcp_server
 
     raft = SubmitRaft()
@@ -244,11 +252,11 @@ async def test_an_answer_is_followed_by_a_yield_as_configured(
             written_before_yield.append(conn.writer is not None and not conn.writer._out)
 
         monkeypatch.setattr(_tcp_server, "_sched_yield", counting_yield)
-        calls = [asyncio.ensure_future(client.append_entries(ae(i), OPT)) for i in range(3)]
-        await asyncio.wait_for(_until(lambda: len(raft.pending) == 3), 5)
+        calls = [asyncio.ensure_future(client.append_entries(r, OPT)) for r in requests]
+        await asyncio.wait_for(_until(lambda: len(raft.pending) == 4), 5)
         (conn,) = server._conns
-        for i in range(3):
+        for i in range(4):
             raft.pending.pop(i).set_result(ok(i))
-        for i in range(3):
+        for i in range(4):
             assert (await asyncio.wait_for(calls[i], 5)).matching == LogId(3, i)
     assert len(written_before_yield) == expected and all(written_before_yield)
