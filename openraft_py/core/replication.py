@@ -323,6 +323,19 @@ class ReplicationCore:
             if handle is not None:
                 handle.cancel()
 
+    def _request_now(self, c: Replicate, turn: int) -> AppendEntriesRequest | None:
+        """The one request of ``c`` if it can be handed over from the core's pass: ``c``'s
+        turn has come, the channel runs, its entries are cached and fit one request;
+        otherwise ``None`` (the sender does it)."""
+        if self._issued != turn or self.stopped:
+            return None
+        env = self.env
+        n = c.end - c.start
+        entries = env.entries.cached(c.start, c.end) if n else []
+        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
+            return None
+        return AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
+
     def _submit_now(self, c: Replicate, turn: int) -> bool:
         """From the core's pass: hand the request of ``c`` to the network's
         ``submit_append_entries`` with a callback that reports the answer (``_answered``),
@@ -332,14 +345,10 @@ class ReplicationCore:
         the connection's read callback), one task step earlier than an awaited answer.
         ``False``: nothing was done (the request must wait, or the network cannot take it
         now, e.g. it is not connected): the caller goes on as without the method."""
-        if self._issued != turn or self.stopped:
+        req = self._request_now(c, turn)
+        if req is None:
             return False
         env = self.env
-        n = c.end - c.start
-        entries = env.entries.cached(c.start, c.end) if n else []
-        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
-            return False
-        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
         key = self._next_call
         self._next_call = key + 1
         submitted = self._submitted
@@ -384,14 +393,12 @@ class ReplicationCore:
         loaded loop, other callbacks can run in between: an answer from another target, a
         flush callback). ``None``: the sender does it all."""
         send = self._send_now
-        if send is None or self._issued != turn or self.stopped:
+        if send is None:
+            return None
+        req = self._request_now(c, turn)
+        if req is None:
             return None
         env = self.env
-        n = c.end - c.start
-        entries = env.entries.cached(c.start, c.end) if n else []
-        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
-            return None
-        req = AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
         self._issued = turn + 1
         self._turn.wake()
         sent_at = env.now_ms()

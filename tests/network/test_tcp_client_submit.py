@@ -10,6 +10,8 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -102,7 +104,10 @@ async def test_a_handler_error_is_a_remote_error() -> None:
         await factory.close()
 
 
-async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_not_answered() -> None:
+@asynccontextmanager
+async def stuck_server(drain_timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+    """A server that answers only the connecting heartbeat (no ``prev_log_id``) and never
+    another AppendEntries, and a connected client to it: ``(server, client)``."""
     raft = FakeRaft()
     never = asyncio.Event()
 
@@ -113,10 +118,19 @@ async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_
         raise AssertionError("unreachable")
 
     raft.behaviour["append_entries"] = stuck
-    _, server, factory, client = await _pair(raft, drain_timeout=0.1)
-    loop = asyncio.get_running_loop()
+    _, server, factory, client = await _pair(raft, drain_timeout=drain_timeout)
     try:
         await connected(client)
+        yield server, client
+    finally:
+        never.set()
+        await server.close()
+        await factory.close()
+
+
+async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_not_answered() -> None:
+    loop = asyncio.get_running_loop()
+    async with stuck_server(drain_timeout=0.1) as (server, client):
         replies, withdrawn = Replies(), Replies()
         t0 = loop.time()
         short = RPCOption(hard_ttl=0.2, soft_ttl=0.1)
@@ -126,28 +140,12 @@ async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_
         (err,) = await replies.wait(1)
         assert isinstance(err, Timeout)
         assert 0.15 <= loop.time() - t0 < 3.0
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # past the withdrawn one's deadline too: still nothing
         assert withdrawn.got == []
-    finally:
-        never.set()
-        await server.close()
-        await factory.close()
 
 
 async def test_a_lost_connection_answers_unreachable() -> None:
-    raft = FakeRaft()
-    never = asyncio.Event()
-
-    async def stuck(req: AppendEntriesRequest) -> AppendEntriesResponse:
-        if req.prev_log_id is None:
-            return AppendEntriesResponse(req.vote, True, None)
-        await never.wait()
-        raise AssertionError("unreachable")
-
-    raft.behaviour["append_entries"] = stuck
-    _, server, factory, client = await _pair(raft, drain_timeout=0.05)
-    try:
-        await connected(client)
+    async with stuck_server(drain_timeout=0.05) as (server, client):
         replies = Replies()
         assert client.submit_append_entries(ae(1), OPT, replies) is not None
         await asyncio.sleep(0.05)
@@ -156,10 +154,6 @@ async def test_a_lost_connection_answers_unreachable() -> None:
         assert isinstance(err, Unreachable)
         # Disconnected now: the next request is not taken.
         assert client.submit_append_entries(ae(2), OPT, Replies()) is None
-    finally:
-        never.set()
-        await server.close()
-        await factory.close()
 
 
 async def test_a_request_too_large_to_frame_raises_at_the_call() -> None:
