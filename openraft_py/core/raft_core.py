@@ -530,12 +530,17 @@ class RaftCore:
             self._io_completed(io)
         else:
             flushed = self._advance_io(io)
-            postponed = self._postponed
-            if postponed:
-                # (A postponed command has a ``when``: it waited for a write.)
-                ready = [c for c in postponed if type(c) is Respond and (c.when or 0) <= flushed]
+            if self._postponed:
+                ready: list[Respond] = []
+                waiting: list[Command] = []
+                for c in self._postponed:
+                    # (A postponed command has a ``when``: it waited for a write.)
+                    if type(c) is Respond and (c.when or 0) <= flushed:
+                        ready.append(c)
+                    else:
+                        waiting.append(c)
                 if ready:
-                    self._postponed = [c for c in postponed if not (type(c) is Respond and (c.when or 0) <= flushed)]
+                    self._postponed = waiting
                     for r in ready:
                         answer(r.tx, r.value)
             self.notify(_IO_ADVANCED)
@@ -555,11 +560,7 @@ class RaftCore:
     def _io_completed(self, io: int) -> None:
         """Storage write ``io`` is durable; tell the engine how far writes are durable in
         order (writes may report out of order; the engine only sees the contiguous prefix)."""
-        if io == self._io_contiguous + 1 and not self._io_done:  # in order: the usual case
-            self._io_contiguous = io
-            self.engine.handle_io_flushed(io)
-        else:
-            self.engine.handle_io_flushed(self._advance_io(io))
+        self.engine.handle_io_flushed(self._advance_io(io))
 
     def _advance_io(self, io: int) -> int:
         """Count storage write ``io`` as durable; return the greatest io up to which every

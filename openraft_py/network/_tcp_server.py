@@ -112,7 +112,7 @@ class _Answer:
         self.n = n
         self.rid = rid
         self.fired = False
-        self.yields = yields  # yield the CPU once the answer is written (``TcpServer.start``)
+        self.yields = yields  # ``os.sched_yield()`` once the answer is written (``TcpServer.start``)
 
     def __call__(self, value: Any) -> None:
         self.fired = True
@@ -124,10 +124,10 @@ class _Answer:
                 conn._send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
             if not conn.closed and conn.writer is not None:
                 conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
-                if self.yields and _sched_yield is not None:
+                if self.yields:
                     # The answer woke the leader; on a shared core it waits behind what this
                     # node does next (its apply): let it run first (``TcpServer.start``).
-                    _sched_yield()
+                    _sched_yield()  # type: ignore[misc]  # not None: ``yields`` checks it
         finally:
             conn._done(self.n)
 
@@ -171,7 +171,7 @@ class _ServerConnection(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         srv = self.server
-        self.yield_after_answer = (
+        self.yield_after_answer = _sched_yield is not None and (
             is_loopback_peer(peername) if srv.yield_after_answer is None else srv.yield_after_answer
         )
         if srv._closing:

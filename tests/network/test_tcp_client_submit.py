@@ -105,9 +105,9 @@ async def test_a_handler_error_is_a_remote_error() -> None:
 
 
 @asynccontextmanager
-async def stuck_server(drain_timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+async def stuck_server(drain_timeout: float) -> AsyncIterator[tuple[Any, Any, FakeRaft]]:
     """A server that answers only the connecting heartbeat (no ``prev_log_id``) and never
-    another AppendEntries, and a connected client to it: ``(server, client)``."""
+    another AppendEntries, and a connected client to it: ``(server, client, raft)``."""
     raft = FakeRaft()
     never = asyncio.Event()
 
@@ -121,7 +121,7 @@ async def stuck_server(drain_timeout: float) -> AsyncIterator[tuple[Any, Any]]:
     _, server, factory, client = await _pair(raft, drain_timeout=drain_timeout)
     try:
         await connected(client)
-        yield server, client
+        yield server, client, raft
     finally:
         never.set()
         await server.close()
@@ -130,7 +130,7 @@ async def stuck_server(drain_timeout: float) -> AsyncIterator[tuple[Any, Any]]:
 
 async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_not_answered() -> None:
     loop = asyncio.get_running_loop()
-    async with stuck_server(drain_timeout=0.1) as (server, client):
+    async with stuck_server(drain_timeout=0.1) as (server, client, _):
         replies, withdrawn = Replies(), Replies()
         t0 = loop.time()
         short = RPCOption(hard_ttl=0.2, soft_ttl=0.1)
@@ -145,10 +145,11 @@ async def test_no_answer_is_a_timeout_at_the_deadline_and_a_cancelled_handle_is_
 
 
 async def test_a_lost_connection_answers_unreachable() -> None:
-    async with stuck_server(drain_timeout=0.05) as (server, client):
+    async with stuck_server(drain_timeout=0.05) as (server, client, raft):
         replies = Replies()
         assert client.submit_append_entries(ae(1), OPT, replies) is not None
-        await asyncio.sleep(0.05)
+        while len(raft.received) < 2:  # the server holds it (bounded by the test's timeout)
+            await asyncio.sleep(0.002)
         await server.close()  # drops the connection with the request unanswered
         (err,) = await replies.wait(1)
         assert isinstance(err, Unreachable)
