@@ -220,7 +220,11 @@ class RocksStateMachine:
                     ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),
                 )
         self._snapdir = os.path.join(self.path, "snapshots")
-        db, mark = open_db(os.path.join(self.path, "db"), (_SM_CF,), _SM_CF, _M_FORMAT, _M_ACKMARK, SM_FORMAT, what)
+        # Point lookups: a set reads the key's previous value first, and a new key's read
+        # misses (bloom filters make the miss cheap).
+        db, mark = open_db(
+            os.path.join(self.path, "db"), (_SM_CF,), _SM_CF, _M_FORMAT, _M_ACKMARK, SM_FORMAT, what, point_lookup_cfs=(_SM_CF,)
+        )
 
         def load() -> tuple[LogId | None, StoredMembership]:
             # Its own frame: cleared on an error (see open_db).

@@ -393,6 +393,49 @@ async def test_state_machine_apply_semantics(tmp_path: Path) -> None:
         assert sm.get("b") == "new"
 
 
+def _cf_section(db_dir: Path, section: str) -> dict[str, str]:
+    """``key=value`` lines of one section of the newest RocksDB OPTIONS file in ``db_dir``."""
+    newest = max(db_dir.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
+    out: dict[str, str] = {}
+    inside = False
+    for line in newest.read_text().splitlines():
+        if line.startswith("["):
+            inside = line.strip() == section
+        elif inside and "=" in line:
+            k, _, v = line.strip().partition("=")
+            out[k] = v
+    return out
+
+
+async def test_state_machine_has_bloom_filters_for_its_point_lookups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set reads the key's previous value first, mostly of an absent key: the column family
+    gets whole-key bloom filters in its table files and its memtable. A state machine created
+    without them (an earlier version) opens with them and keeps its data."""
+    from rocksdict import Options
+
+    import openraft_py.storage.rocks.db as db_mod
+
+    p = tmp_path / "sm"
+    real = db_mod._cf_options
+    monkeypatch.setattr(db_mod, "_cf_options", lambda point_lookups: Options(raw_mode=True))
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([kv(1, KvSet("a", "1"))])
+    assert _cf_section(p / "db", '[TableOptions/BlockBasedTable "sm"]')["filter_policy"] == "nullptr"
+    monkeypatch.setattr(db_mod, "_cf_options", real)
+    async with RocksStateMachine(p) as sm:
+        assert sm.get("a") == "1"
+        assert await sm.apply([kv(2, KvSet("a", "2")), kv(3, KvSet("b", "3"))]) == ["1", None]
+    table = _cf_section(p / "db", '[TableOptions/BlockBasedTable "sm"]')
+    cf = _cf_section(p / "db", '[CFOptions "sm"]')
+    assert table["filter_policy"] == "bloomfilter" and table["whole_key_filtering"] == "true"
+    assert cf["memtable_whole_key_filtering"] == "true"
+    assert float(cf["memtable_prefix_bloom_size_ratio"]) == db_mod.POINT_LOOKUP_MEMTABLE_BLOOM_RATIO
+    async with RocksStateMachine(p) as sm:
+        assert (sm.get("a"), sm.get("b"), sm.get("c")) == ("2", "3", None)
+
+
 async def test_state_machine_applies_small_batches_without_suspending(tmp_path: Path) -> None:
     """On the loop, ``apply`` suspends (one loop turn) only once ``APPLY_NO_YIELD_MAX``
     entries were applied since the last turn: a small batch after a turn finishes at its

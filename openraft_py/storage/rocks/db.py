@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import msgspec
-from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from ...errors import StorageError
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
@@ -50,6 +59,32 @@ def _db_options(create: bool, *, atomic_flush: bool = False) -> Options:
         # runs (otherwise an old WAL holding a few meta records could live for a long time,
         # and a tail cut off there would not show in the newest sequence number).
         opts.set_atomic_flush(True)
+    return opts
+
+
+POINT_LOOKUP_BLOOM_BITS = 10
+"""Bloom filter bits per key of a column family opened for point lookups (about 1% false
+positives)."""
+
+POINT_LOOKUP_MEMTABLE_BLOOM_RATIO = 0.02
+"""The memtable's bloom filter of such a column family, as a share of its write buffer (64 MiB
+by default: 1.3 MiB per memtable, about 10 bits per key for entries of 60-100 bytes)."""
+
+
+def _cf_options(point_lookups: bool) -> Options:
+    """Options of one column family. ``point_lookups``: it is read mostly by ``get`` of single
+    keys, often absent (a state machine reading a key's previous value before it sets it):
+    whole-key bloom filters in its table files and in its memtable, so a miss skips each file
+    and the memtable's skip list instead of searching them (measured on 1.5 million absent
+    keys: 0.7-1.1 us per miss without, 0.34-0.40 us with). A database opened before keeps its
+    files as they are; files written from then on get the filters."""
+    opts = Options(raw_mode=True)
+    if point_lookups:
+        table = BlockBasedOptions()
+        table.set_bloom_filter(POINT_LOOKUP_BLOOM_BITS, False)
+        opts.set_block_based_table_factory(table)
+        opts.set_memtable_whole_key_filtering(True)
+        opts.set_memtable_prefix_bloom_ratio(POINT_LOOKUP_MEMTABLE_BLOOM_RATIO)
     return opts
 
 
@@ -145,6 +180,7 @@ def open_db(
     what: str,
     *,
     atomic_flush: bool = False,
+    point_lookup_cfs: tuple[str, ...] = (),
 ) -> tuple[Rdict, AckMark]:
     """Open (or create) our RocksDB at ``path`` with the column families ``cfs``; return it
     with its acknowledged mark (``AckMark``), checked.
@@ -161,13 +197,16 @@ def open_db(
     A store created by an earlier version (marker, no flag) gets its file now. A creation
     that crashed before the marker was written is recognised by the file with generation 0
     and an empty database; without the file, a database without a marker is foreign.
+
+    ``point_lookup_cfs``: the column families (of ``cfs``) read mostly by single-key ``get``,
+    often of absent keys; they get bloom filters (see ``_cf_options``).
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
     # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
     fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_TMP_FILE}
     mark: AckMark | None = None
-    cf_opts = {cf: Options(raw_mode=True) for cf in cfs}
+    cf_opts = {cf: _cf_options(cf in point_lookup_cfs) for cf in cfs}
     if fresh:
         try:
             os.makedirs(path, exist_ok=True)
