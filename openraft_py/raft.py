@@ -286,7 +286,7 @@ class Raft:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
         payload = Normal(b)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
-        self._core.send_msg(ClientWrite([payload], fut, True))
+        self._core.send_msg(ClientWrite(0, 1, 0, fut, True, [payload]))
         return await fut
 
     async def client_write_many(self, datas: Iterable[bytes | bytearray | memoryview]) -> list[ClientWriteResponse]:
@@ -300,7 +300,7 @@ class Raft:
         if not payloads:
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
-        self._core.send_msg(ClientWrite(payloads, fut, False))  # type: ignore[arg-type]
+        self._core.send_msg(ClientWrite(0, len(payloads), 0, fut, False, payloads))  # type: ignore[arg-type]
         return await fut
 
     async def ensure_linearizable(self, policy: ReadPolicy = ReadPolicy.READ_INDEX) -> LogId | None:

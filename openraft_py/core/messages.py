@@ -1,7 +1,7 @@
 """What flows into ``RaftCore``: ``RaftMsg`` (API calls) and notifications (IO done, RPC
-replies, ticks). Plain ``__slots__`` classes: they are made on the hot path, so they stay as
-cheap as a tuple; most live for one loop iteration (a ``ClientWrite`` lives on as its own
-``Responder`` until it is answered)."""
+replies, ticks). Plain ``__slots__`` classes, and msgspec Structs for the one made per client
+write: they are made on the hot path, so they stay as cheap as a tuple; most live for one loop
+iteration (a ``ClientWrite`` lives on as its own ``Responder`` until it is answered)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from ..types import AppendEntriesRequest, EntryPayload, LogId, NodeId, Vote, VoteResponse
 
 log = logging.getLogger("openraft_py.core")
@@ -17,20 +19,19 @@ log = logging.getLogger("openraft_py.core")
 # -- RaftMsg: calls from the Raft handle ----------------------------------------------------------
 
 
-class Responder:
+class Responder(msgspec.Struct, eq=False):
     """Clients waiting for the entries ``[first, first + count)``, written in ``term``.
 
     ``tx`` is a future; it gets one ``ClientWriteResponse`` (``single``) or the list of them.
+    A msgspec Struct (one is made per write: its construction is about half a ``__slots__``
+    class's ``__init__``) compared and hashed by identity (``eq=False``).
     """
 
-    __slots__ = ("first", "count", "term", "tx", "single")
-
-    def __init__(self, first: int, count: int, term: int, tx: asyncio.Future[Any], single: bool) -> None:
-        self.first = first
-        self.count = count
-        self.term = term
-        self.tx = tx
-        self.single = single
+    first: int
+    count: int
+    term: int
+    tx: Any
+    single: bool
 
     def fail(self, err: BaseException) -> None:
         """Answer with ``err`` (unless the caller gave up)."""
@@ -42,18 +43,12 @@ class ClientWrite(Responder):
     """Append ``payloads`` (one entry each); ``tx`` gets the list of responses (or an error)
     once applied. ``single`` means the caller wants the one response, not a list.
 
-    A write is its own ``Responder``: once the engine logged its payloads, the core sets
-    ``first`` and ``term`` (``count`` is ``len(payloads)`` from the start) and the same
-    object waits in the apply feed, then the worker (one object per write, not two).
-    ``first`` and ``term`` are unset before that."""
+    A write is its own ``Responder``: made with ``first`` and ``term`` 0 and ``count`` =
+    ``len(payloads)``; once the engine logged its payloads, the core sets ``first`` and
+    ``term``, and the same object waits in the apply feed, then the worker (one object per
+    write, not two)."""
 
-    __slots__ = ("payloads",)
-
-    def __init__(self, payloads: list[EntryPayload], tx: asyncio.Future[Any], single: bool) -> None:
-        self.payloads = payloads
-        self.count = len(payloads)
-        self.tx = tx
-        self.single = single
+    payloads: list[EntryPayload]
 
 
 class EngineCall:

@@ -56,7 +56,7 @@ def feed(applied: int | None = None) -> tuple[ApplyFeed, Worker]:
 
 
 def write(loop: asyncio.AbstractEventLoop, n: int = 1) -> ClientWrite:
-    return ClientWrite([Normal(b"x")] * n, loop.create_future(), n == 1)
+    return ClientWrite(0, n, 0, loop.create_future(), n == 1, [Normal(b"x")] * n)
 
 
 async def test_submit_hands_each_entry_over_once_with_its_writers() -> None:
