@@ -32,7 +32,7 @@ import msgspec
 from rocksdict import Rdict, WriteBatch
 
 from ..errors import StorageError
-from ..storage.memory import KV_PREFIX, KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
+from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
 from ..storage.rocks.db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db, write_options
 from ..storage.rocks.files import durable_temp, replace_durably
 from ..types import (
@@ -349,28 +349,18 @@ class RocksStateMachine:
         membership = self._membership
         out: list[Any] = []
         add = out.append
+        cmds = [decode_kv(p.data) if type(p := e.payload) is Normal else None for e in entries]
         if run is apply_kv and len(entries) > 1:
             # Every command reads its key's current value: read them all at once first.
-            cmds = [decode_kv(p.data) if type(p := e.payload) is Normal else None for e in entries]
             kv.read_ahead([c.key for c in cmds if c is not None])
-            for entry, cmd in zip(entries, cmds):
-                if cmd is not None:
-                    add(run(kv, cmd))
-                else:
-                    p = entry.payload
-                    if type(p) is Membership:
-                        membership = StoredMembership(entry.log_id, p)
-                    add(None)
-        else:
-            for entry in entries:
+        for entry, cmd in zip(entries, cmds):
+            if cmd is not None:
+                add(run(kv, cmd))
+            else:  # not a command (opaque data, a blank, a membership): no change
                 p = entry.payload
-                if type(p) is Normal:
-                    data = p.data
-                    add(run(kv, decode_kv(data)) if data[:1] == KV_PREFIX else None)
-                else:
-                    if type(p) is Membership:
-                        membership = StoredMembership(entry.log_id, p)
-                    add(None)
+                if type(p) is Membership:
+                    membership = StoredMembership(entry.log_id, p)
+                add(None)
         h = self._h
         last = entries[-1].log_id
         wb.put(_M_APPLIED, _enc.encode(last), h)

@@ -398,7 +398,7 @@ async def test_state_machine_answers_like_the_memory_one(tmp_path: Path, seed: i
     """Random batches of sets, deletes, compare-and-sets and gets over a few keys (so a batch
     often reads a key it wrote itself, or one an earlier batch wrote or deleted), with opaque
     and membership entries in between: every response and the final data equal
-    ``MemStateMachine``'s. A batch of more than one entry reads its keys ahead in one
+    ``MemStateMachine``'s, and ``apply_without_responses`` leaves the same data. A batch of more than one entry reads its keys ahead in one
     multi-get; the last ones are single entries (one get each)."""
     import random
 
@@ -430,12 +430,13 @@ async def test_state_machine_answers_like_the_memory_one(tmp_path: Path, seed: i
             cmd = KvGet(key)
         return kv(index, cmd)
 
-    async with RocksStateMachine(tmp_path / "sm") as sm:
+    async with RocksStateMachine(tmp_path / "sm") as sm, RocksStateMachine(tmp_path / "quiet") as quiet:
         for size in [rng.randrange(2, 40) for _ in range(30)] + [1] * 20:
             batch = [entry() for _ in range(size)]
             got, want = await sm.apply(batch), await mem.apply(batch)
             assert got == want, f"seed {seed}, batch ending at {index}"
-        assert sm.data == mem.data, f"seed {seed}"
+            await quiet.apply_without_responses(batch)  # a follower's apply: the same state
+        assert sm.data == mem.data == quiet.data, f"seed {seed}"
 
 
 def _cf_section(db_dir: Path, section: str) -> dict[str, str]:
