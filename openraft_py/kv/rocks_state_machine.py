@@ -4,9 +4,13 @@ It applies the key-value commands of ``openraft_py.storage.memory`` (``KvSet`` /
 ``KvDelete`` / ``KvCas`` / ``KvGet``) with the same ``apply_kv`` as ``MemStateMachine``, so
 the two answer alike. One column family ``sm`` holds data keys ``b"d" + key`` and the meta keys
 ``b"m..."`` (applied log id, stored membership, format marker), so one RocksDB snapshot is a
-consistent image of data and meta together. Each ``apply`` batch is one ``WriteBatch`` written
-without fsync in a worker thread (the log is the durable record: a restarted node re-applies
-from it; the state is always a prefix of the applied batches). Snapshots are files under
+consistent image of data and meta together. An ``apply`` batch of several entries first reads
+the keys of its commands in one multi-get (every command reads its key's current value; the
+column family has whole-key bloom filters, so a read of an absent key is cheap, for about 1.25
+bytes per key in its table files and 1.3 MiB per memtable). Each batch is then one
+``WriteBatch`` written without fsync, on the event loop (``APPLY_INLINE_MAX``) or in a worker
+thread (the log is the durable record: a restarted node re-applies from it; the state is
+always a prefix of the applied batches). Snapshots are files under
 ``<path>/snapshots``, made durable (and preceded by a WAL sync of the state they cover) before
 they become current.
 
