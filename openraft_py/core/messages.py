@@ -30,7 +30,7 @@ class Responder(msgspec.Struct, eq=False):
     first: int
     count: int
     term: int
-    tx: Any
+    tx: asyncio.Future[Any]
     single: bool
 
     def fail(self, err: BaseException) -> None:

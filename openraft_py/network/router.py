@@ -536,9 +536,7 @@ class Router:
     async def _send_then_reply(self, client: RouterClient, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> None:
         try:
             resp = await self._send("append_entries", client, req)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the RPC's error, given to the caller
+        except Exception as e:  # noqa: BLE001 - the RPC's error, given to the caller (not a cancel)
             reply(e)
             return
         reply(resp)
