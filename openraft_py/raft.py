@@ -284,9 +284,17 @@ class Raft:
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
-        payload = Normal(b)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
-        self._core.send_msg(ClientWrite(0, 1, 0, fut, True, [payload]))
+        msg = ClientWrite(0, 1, 0, fut, True, [Normal(b)])
+        core = self._core
+        if core.fatal is None:
+            # ``RaftCore.send_msg`` inlined (every write takes this path): queue, and wake
+            # the core only if it sleeps (at many writers it is mostly busy already).
+            core._msgs.append(msg)
+            if core._wakeup.first is not None:
+                core._wakeup.wake()
+        else:
+            core.send_msg(msg)  # fails ``fut`` with the reason the node stopped
         return await fut
 
     async def client_write_many(self, datas: Iterable[bytes | bytearray | memoryview]) -> list[ClientWriteResponse]:

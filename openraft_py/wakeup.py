@@ -40,12 +40,16 @@ class Wakeup:
     """Wake the tasks waiting in ``wait()`` at the next ``wake()`` (see the module
     docstring for the contract)."""
 
-    __slots__ = ("_first", "_more", "_limit", "_loop")
+    __slots__ = ("first", "_more", "_limit", "_loop")
 
     def __init__(self) -> None:
         # Invariant: every pending future handed out by ``wait()`` since the last ``wake()``
-        # is ``_first`` or in ``_more``; ``_more`` is non-empty only if ``_first`` is set.
-        self._first: asyncio.Future[None] | None = None
+        # is ``first`` or in ``_more``; ``_more`` is non-empty only if ``first`` is set.
+        self.first: asyncio.Future[None] | None = None
+        """The first future handed out by ``wait()`` since the last ``wake()``, or ``None``.
+        Read-only outside this class: ``None`` means nobody waits, so a hot path may test
+        ``w.first is not None`` before calling ``w.wake()`` (the test ``wake()`` starts with,
+        without the call)."""
         self._more: list[asyncio.Future[None]] = []
         self._limit = _COMPACT_MIN
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,10 +61,10 @@ class Wakeup:
         if loop is None:
             loop = self._loop = _get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        first = self._first
+        first = self.first
         if first is None or first.done():
             # The slot is free, or holds a waiter that gave up.
-            self._first = fut
+            self.first = fut
         else:
             more = self._more
             more.append(fut)
@@ -72,16 +76,16 @@ class Wakeup:
     def waiting(self) -> bool:
         """Whether a future handed out by ``wait()`` may still be pending (a waiter that
         gave up may still count until the next ``wake()``)."""
-        first = self._first
+        first = self.first
         return first is not None and (not first.done() or bool(self._more))
 
     def wake(self) -> None:
         """Complete every future handed out by ``wait()`` since the last ``wake()`` (those
         cancelled meanwhile are skipped). A ``wake()`` with no waiter does nothing."""
-        first = self._first
+        first = self.first
         if first is None:
             return
-        self._first = None
+        self.first = None
         if not first.done():
             first.set_result(None)
         more = self._more

@@ -174,7 +174,8 @@ class RaftCore:
     def send_msg(self, msg: Any) -> None:
         """Queue an API call (``ClientWrite``, ``EngineCall`` or ``AppendEntriesCall``). Its
         ``tx`` is answered exactly once: with the result, the call's error, or the node's
-        ``Fatal`` error if the node stops first (also when it has stopped already)."""
+        ``Fatal`` error if the node stops first (also when it has stopped already).
+        ``Raft.client_write`` inlines this for its ``ClientWrite`` while the node runs."""
         if self.fatal is not None:
             self._fail_msg(msg, self.fatal)
             return
