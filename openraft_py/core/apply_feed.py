@@ -74,10 +74,15 @@ class ApplyFeed:
             rest = await self.log.read_storage(start + len(entries), stop)
             entries = entries + rest if entries else rest
         self.submitted = committed.index
-        rs: list[Responder] = []
         q = self.responders
-        while q and q[0].first <= committed.index:
-            rs.append(q.popleft())
+        if q and q[-1].first <= committed.index:
+            # Every waiting writer's entries are committed (the usual case): all at once.
+            rs = list(q)
+            q.clear()
+        else:
+            rs = []
+            while q and q[0].first <= committed.index:
+                rs.append(q.popleft())
         self.worker.submit(entries, rs)
 
     def fail_after(self, index: int, err: ForwardToLeader) -> None:
