@@ -389,28 +389,37 @@ class StateMachineWorker:
         last = entries[-1].log_id.index
         rs = self._responders
         start = self._buf_start
-        while rs and rs[0].first + rs[0].count - 1 <= last:
-            r = rs.popleft()
-            if r.tx.done():
+        buf_entries = self._buf_entries
+        buf_results = self._buf_results
+        while rs:
+            r = rs[0]
+            first = r.first
+            count = r.count
+            if first + count - 1 > last:
+                break
+            rs.popleft()
+            tx = r.tx
+            if tx.done():
                 continue
-            lo = r.first - start
+            lo = first - start
             if lo < 0:
                 # Applied before the buffer began (cannot be told apart any more).
                 r.fail(ForwardToLeader(None, None, outcome_unknown=True))
                 continue
-            if r.count == 1:
+            if count == 1:
                 # One entry (every client_write): no list to build.
-                e = self._buf_entries[lo]
-                if e.log_id.term != r.term:
+                e = buf_entries[lo]
+                log_id = e.log_id
+                if log_id.term != r.term:
                     r.fail(ForwardToLeader(None, None, outcome_unknown=False))
                     continue
                 p = e.payload
-                one = ClientWriteResponse(e.log_id, self._buf_results[lo], p if type(p) is Membership else None)
-                r.tx.set_result(one if r.single else [one])
+                one = ClientWriteResponse(log_id, buf_results[lo], p if type(p) is Membership else None)
+                tx.set_result(one if r.single else [one])
                 continue
             out: list[ClientWriteResponse] = []
-            for k in range(lo, lo + r.count):
-                e = self._buf_entries[k]
+            for k in range(lo, lo + count):
+                e = buf_entries[k]
                 if e.log_id.term != r.term:
                     # Our entry was replaced by another leader's: the write is lost. If an
                     # earlier entry of the batch was ours, that part took effect (by log
@@ -418,9 +427,9 @@ class StateMachineWorker:
                     r.fail(ForwardToLeader(None, None, outcome_unknown=k > lo))
                     break
                 p = e.payload
-                out.append(ClientWriteResponse(e.log_id, self._buf_results[k], p if type(p) is Membership else None))
+                out.append(ClientWriteResponse(e.log_id, buf_results[k], p if type(p) is Membership else None))
             else:
-                r.tx.set_result(out[0] if r.single else out)
+                tx.set_result(out[0] if r.single else out)
         if not rs:
             self._buf_entries = []
             self._buf_results = []
