@@ -39,6 +39,7 @@ __all__ = [
     "encode_entry_batch",
     "decode_entries",
     "plain_entries_prefix",
+    "find_payload",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -70,6 +71,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_frame,
         encode_frames,
         encode_index_key,
+        find_payload,
         plain_entries_prefix,
     )
     from ._logindex_py import EntryCache, LogIndex
@@ -93,6 +95,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            find_payload,
             plain_entries_prefix,
         )
         from ._logindex_c import EntryCache, LogIndex
@@ -115,6 +118,7 @@ else:
             encode_frame,
             encode_frames,
             encode_index_key,
+            find_payload,
             plain_entries_prefix,
         )
         from ._logindex_py import EntryCache, LogIndex

@@ -527,3 +527,17 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
         lt = t
         nxt += 1
     return n
+
+
+def find_payload(list entries, payload_type, Py_ssize_t start=0) -> int:
+    """The position of the first entry at or after ``start`` whose payload is exactly of
+    ``payload_type``, or -1 (the contract is in the twin). ``payload`` is read from its slot
+    (``_Field``); the list's length is read again at each step (a ``payload`` read through
+    ``getattr`` may run code that shrinks the list)."""
+    cdef Py_ssize_t k = start if start > 0 else 0
+    while k < PyList_GET_SIZE(entries):
+        e = entries[k]
+        if type(_PAYLOAD.get(e)) is payload_type:
+            return k
+        k += 1
+    return -1

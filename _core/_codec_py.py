@@ -19,6 +19,8 @@ catch the same types whichever implementation is loaded.
 
 from __future__ import annotations
 
+import itertools
+
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -261,3 +263,20 @@ def plain_entries_prefix(
         nxt += 1
         k += 1
     return k
+
+
+def find_payload(entries: list[Any], payload_type: Any, start: int = 0) -> int:
+    """The position of the first entry of ``entries`` at or after ``start`` whose ``payload``
+    is exactly of ``payload_type`` (a subclass does not count), or -1 if there is none.
+
+    The scan a log append and a state machine make for membership entries, which are rare:
+    a batch without one costs one call. ``start`` below 0 counts as 0. An entry without a
+    ``payload`` attribute raises ``AttributeError``, as reading the attribute does.
+    """
+    first = max(start, 0)
+    # The list's own iterator: it stops at the list's end as of each step (a ``payload``
+    # read through ``getattr`` may run code that shrinks the list).
+    for k, e in enumerate(itertools.islice(entries, first, None), first):
+        if type(e.payload) is payload_type:
+            return k
+    return -1

@@ -117,6 +117,20 @@ def test_plain_entries_prefix_x1000(benchmark, impl) -> None:
     benchmark(run)
 
 
+def test_find_payload_x1000(benchmark, impl) -> None:
+    """The membership scan of a 1,000-entry batch without one (every log append of a batch,
+    ``LogHandler.append``)."""
+    from openraft_py.types import Entry, LogId, Membership, Normal
+
+    entries = [Entry(LogId(5, i), Normal(b"x" * 64)) for i in range(1_000)]
+    f = impl.find_payload
+
+    def run() -> None:
+        assert f(entries, Membership) == -1
+
+    benchmark(run)
+
+
 def test_frame_reader_x1000(benchmark, impl) -> None:
     stream = impl.encode_frames([b"y" * 100] * 1_000)
     chunks = [stream[i : i + 1_500] for i in range(0, len(stream), 1_500)]

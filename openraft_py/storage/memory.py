@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, Protocol
 
 import msgspec
 
+from .._core import find_payload
 from ..errors import LogCompacted
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -674,9 +675,11 @@ class NoopStateMachine:
         if not entries:
             return []
         disk = self._disk
-        for entry in entries:
-            if type(entry.payload) is Membership:
-                disk.membership = StoredMembership(entry.log_id, entry.payload)
+        k = find_payload(entries, Membership)
+        while k >= 0:
+            entry = entries[k]
+            disk.membership = StoredMembership(entry.log_id, entry.payload)  # type: ignore[arg-type]
+            k = find_payload(entries, Membership, k + 1)
         disk.last_applied = entries[-1].log_id
         return [None] * len(entries)
 

@@ -13,7 +13,7 @@ NAMES = {
     "quorum": ["majority_committed", "joint_committed", "is_quorum_granted", "ProgressTable"],
     "logindex": ["LogIndex", "EntryCache"],
     "codec": ["encode_entries", "decode_entries", "encode_entry_batch", "encode_index_key", "decode_index_key",
-              "encode_frame", "encode_frames", "FrameReader"],
+              "encode_frame", "encode_frames", "FrameReader", "plain_entries_prefix", "find_payload"],
 }
 
 

@@ -8,6 +8,7 @@ dropped when truncated (``docs/design/log-pointers.md``, ``docs/design/io-orderi
 
 from __future__ import annotations
 
+from ..._core import find_payload
 from ...errors import Panicked
 from ...types import Entry, LogId, Membership, StoredMembership
 from ..command import AppendEntries, PurgeLog, SaveCommittedAndApply, TruncateLog
@@ -35,12 +36,13 @@ class LogHandler(Handler):
             st.log_ids.append_term(first.term, first.index, len(entries))
         else:
             st.log_ids.append_many([(e.log_id.term, e.log_id.index) for e in entries])
-        membership_changed = False
-        for e in entries:
-            p = e.payload
-            if type(p) is Membership:
-                st.membership.append(StoredMembership(e.log_id, p))
-                membership_changed = True
+        # Memberships are rare: one kernel call finds that a batch has none.
+        k = find_payload(entries, Membership)
+        membership_changed = k >= 0
+        while k >= 0:
+            e = entries[k]
+            st.membership.append(StoredMembership(e.log_id, e.payload))  # type: ignore[arg-type]
+            k = find_payload(entries, Membership, k + 1)
         io = self.next_io()
         st.io.pending.append((io, last, None))
         self.output.append(AppendEntries(entries, io))
