@@ -12,9 +12,14 @@ The steps, each a subprocess whose progress lines are passed through:
   memory and file journals, each in its two tunings (``bench/peers/pysyncobj_bench.py``);
 - ``micro``: the pytest-benchmark micro-benchmarks (``bench/micro``).
 
-Every throughput point is the median of ``repeat`` runs (3 unless ``--smoke``), with the
-medians of the runs' p50/p99/p99.9 latencies, and also given as a fraction of the floor at the
-same writer count. Writes ``latest.json``, ``latest.md`` and ``throughput.png``,
+The measuring steps run in ``repeat`` rounds (3 unless ``--smoke``): each round runs every
+one of them once (one run per writer count), in the order above, and the micro-benchmarks run
+after the last round. A point is the median of its ``repeat`` runs, with the medians of the
+runs' p50/p99/p99.9 latencies, and is also given as a fraction of the floor at the same writer
+count. Interleaving pairs the runs: a ratio the acceptance checks compute (ours against the
+floor, ours against PySyncObj) is the median of the per-round ratios, each of two runs made
+minutes apart at most, so a machine that slows down or speeds up during the benchmark moves
+both sides of each ratio (shared machines do, by a third within minutes). Writes ``latest.json``, ``latest.md`` and ``throughput.png``,
 ``latency.png``, ``micro.png`` into ``--out`` (default ``bench/results``). A step that fails
 is run once more; if it fails again it is reported, the others still run and the exit status
 is 1. The acceptance ratios are
@@ -34,6 +39,7 @@ import os
 import platform
 import queue
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import PERCENTILES, summarize  # noqa: E402
 from bench.report import acceptance, add_floor_fractions, write_markdown, write_plots  # noqa: E402
 
 
@@ -99,8 +106,8 @@ class Step:
 def plan(mode: Mode) -> list[Step]:
     """The steps of ``mode``, in running order."""
     w = ",".join(map(str, mode.writers))
-    r = str(mode.repeat)
-    n_points = len(mode.writers) * mode.repeat
+    r = "1"  # one run per writer count: the rounds repeat the step (see the module docstring)
+    n_points = len(mode.writers)
     steps = [
         Step("floor", "asyncio floor", "floor",
              (PY, "bench/floor.py", "--writers", w, "--seconds", str(mode.floor_s), "--repeat", r, "--json", "{json}"),
@@ -134,15 +141,16 @@ def plan(mode: Mode) -> list[Step]:
     return [s for s in steps if mode.steps is None or s.name in mode.steps]
 
 
-def run_step(step: Step, json_path: Path, index: int, total: int, t0: float) -> dict[str, Any]:
-    """Run ``step`` (its output passed through, indented) and return its JSON figures.
+def run_step(step: Step, json_path: Path, index: int, total: int, t0: float, label: str | None = None) -> dict[str, Any]:
+    """Run ``step`` (its output passed through, indented, after a progress line naming
+    ``label``, default the step's) and return its JSON figures.
 
     ``RuntimeError`` if it exits non-zero, runs past its budget (its process group is then
     killed) or writes no JSON."""
     cmd = [a.replace("{json}", str(json_path)) for a in step.cmd]
     env = dict(os.environ)
     env.pop("OPENRAFT_PY_NO_EXTENSIONS", None)  # bench/cluster.py --build py sets it for its child
-    print(f"[{index}/{total} {time.monotonic() - t0:6.1f} s] {step.label}", flush=True)
+    print(f"[{index}/{total} {time.monotonic() - t0:6.1f} s] {label or step.label}", flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + step.budget_s
@@ -205,6 +213,34 @@ def to_series(step: Step, raw: dict[str, Any]) -> dict[str, Any]:
     if step.kind == "peer":
         return {"label": step.label, "points": raw["points"], "conf": raw["conf"]}
     raise ValueError(step.kind)
+
+
+def merge_rounds(step: Step, by_round: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The series of ``step`` from its figures of each round (``{round: JSON}``, one run per
+    writer count each): every point the median of its runs (``bench.common.summarize``),
+    with ``rounds``, the round of each of its ``runs``, for the paired ratios of
+    ``bench.report``. The TCP steps' fsync and round-trip figures are the medians of the
+    rounds' (``fsync_ms_each``: every round's medians, in order)."""
+    series = {r: to_series(step, raw) for r, raw in sorted(by_round.items())}
+    first = next(iter(series.values()))
+    out: dict[str, Any] = {k: v for k, v in first.items() if k != "points"}
+    out["rounds"] = sorted(series)
+    points = []
+    for w in sorted({p["writers"] for s in series.values() for p in s["points"]}):
+        runs, which = [], []
+        for r, s in series.items():
+            for p in s["points"]:
+                if p["writers"] == w:
+                    runs.append({k: p[k] for k in ("writes_per_s", *PERCENTILES) if k in p})
+                    which.append(r)
+        points.append({**summarize(w, runs), "rounds": which})
+    out["points"] = points
+    if step.kind == "tcp":
+        for k in ("fsync_ms", "rtt_ms", "fsync3_ms"):
+            vals = [s[k] for s in series.values() if s.get(k) is not None]
+            out[k] = statistics.median(vals) if vals else None
+        out["fsync_ms_each"] = [x for s in series.values() for x in (s.get("fsync_ms_each") or [])]
+    return out
 
 
 def micro_figures(raw: dict[str, Any]) -> dict[str, Any]:
@@ -278,20 +314,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"make bench ({mode.name}): {len(steps)} steps, {mode.repeat} run(s) per point, writers "
           f"{', '.join(map(str, mode.writers))}; results in {out}", flush=True)
+    measuring = [s for s in steps if s.kind != "micro"]
+    schedule = [(r, s) for r in range(1, mode.repeat + 1) for s in measuring]
+    schedule += [(0, s) for s in steps if s.kind == "micro"]
+    # Each measuring step's figures, by round.
+    rounds: dict[str, dict[int, dict[str, Any]]] = {s.name: {} for s in measuring}
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
-        for i, step in enumerate(steps, 1):
+        for i, (rnd, step) in enumerate(schedule, 1):
+            label = step.label if rnd == 0 else f"round {rnd}/{mode.repeat}: {step.label}"
             for attempt in (1, 2):  # one retry: on a shared machine a run can be upset (an election)
                 try:
-                    raw = run_step(step, Path(tmp) / f"{step.name}.json", i, len(steps), t0)
+                    raw = run_step(step, Path(tmp) / f"{step.name}-{rnd}.json", i, len(schedule), t0, label)
                     if step.kind == "micro":
                         results["micro"] = micro_figures(raw)
                     else:
-                        results["series"][step.name] = to_series(step, raw)
-                    results["errors"].pop(step.name, None)
+                        rounds[step.name][rnd] = raw
                     break
                 except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
                     print(f"    FAILED ({'retrying' if attempt == 1 else 'giving up'}): {e}", flush=True)
-                    results["errors"][step.name] = str(e)
+                    if attempt == 2:
+                        results["errors"][step.name if rnd == 0 else f"{step.name} (round {rnd})"] = str(e)
+    for step in measuring:
+        if rounds[step.name]:
+            results["series"][step.name] = merge_rounds(step, rounds[step.name])
     results["meta"]["elapsed_s"] = time.monotonic() - t0
     finish(results, out)
     print(f"finished in {results['meta']['elapsed_s']:.0f} s; wrote {out}/latest.json, latest.md and the plots")
