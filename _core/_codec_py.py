@@ -20,7 +20,6 @@ catch the same types whichever implementation is loaded.
 from __future__ import annotations
 
 import itertools
-
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
