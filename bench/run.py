@@ -12,13 +12,13 @@ The steps, each a subprocess whose progress lines are passed through:
   memory and file journals, each in its two tunings (``bench/peers/pysyncobj_bench.py``);
 - ``micro``: the pytest-benchmark micro-benchmarks (``bench/micro``).
 
-The measuring steps run in ``repeat`` rounds (3 unless ``--smoke``): each round runs every
-one of them once (one run per writer count), in the order above, and the micro-benchmarks run
-after the last round. A point is the median of its ``repeat`` runs, with the medians of the
+The steps run in ``repeat`` rounds (3 unless ``--smoke``): each round runs every one of
+them once (one run per writer count; the micro-benchmarks once each), in the order above. A
+point is the median of its ``repeat`` runs, with the medians of the
 runs' p50/p99/p99.9 latencies, and is also given as a fraction of the floor at the same writer
 count. Interleaving pairs the runs: a ratio the acceptance checks compute (ours against the
-floor, ours against PySyncObj) is the median of the per-round ratios, each of two runs made
-minutes apart at most, so a machine that slows down or speeds up during the benchmark moves
+floor, ours against PySyncObj, a kernel against its pure twin) is the median of the per-round
+ratios, each of two runs made minutes apart at most (a kernel's two timings: seconds), so a machine that slows down or speeds up during the benchmark moves
 both sides of each ratio (shared machines do, by a third within minutes). Writes ``latest.json``, ``latest.md`` and ``throughput.png``,
 ``latency.png``, ``micro.png`` into ``--out`` (default ``bench/results``). A step that fails
 is run once more; if it fails again it is reported, the others still run and the exit status
@@ -261,6 +261,27 @@ def micro_figures(raw: dict[str, Any]) -> dict[str, Any]:
     return {"kernels": kernels, "other": other}
 
 
+def merge_micro(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The micro-benchmark figures of several rounds (each ``micro_figures``) as one: per
+    kernel the medians of its compiled and pure times and the median of its per-round
+    speed-ups (each of two timings made seconds apart), ``rounds`` of them; per other
+    benchmark the median of its medians."""
+    kernels: dict[str, list[dict[str, float]]] = {}
+    other: dict[str, list[float]] = {}
+    for r in rounds:
+        for k in r["kernels"]:
+            kernels.setdefault(k["name"], []).append(k)
+        for o in r["other"]:
+            other.setdefault(o["name"], []).append(o["median_us"])
+    med = statistics.median
+    return {
+        "kernels": [{"name": name, "c_us": med(k["c_us"] for k in ks), "py_us": med(k["py_us"] for k in ks),
+                     "speedup": med(k["speedup"] for k in ks), "rounds": len(ks)}
+                    for name, ks in sorted(kernels.items())],
+        "other": [{"name": name, "median_us": med(v)} for name, v in sorted(other.items())],
+    }
+
+
 def machine() -> dict[str, Any]:
     """The machine the figures come from: CPUs, CPU model, Python, uvloop, PySyncObj."""
     model = "?"
@@ -314,28 +335,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"make bench ({mode.name}): {len(steps)} steps, {mode.repeat} run(s) per point, writers "
           f"{', '.join(map(str, mode.writers))}; results in {out}", flush=True)
-    measuring = [s for s in steps if s.kind != "micro"]
-    schedule = [(r, s) for r in range(1, mode.repeat + 1) for s in measuring]
-    schedule += [(0, s) for s in steps if s.kind == "micro"]
-    # Each measuring step's figures, by round.
-    rounds: dict[str, dict[int, dict[str, Any]]] = {s.name: {} for s in measuring}
+    schedule = [(r, s) for r in range(1, mode.repeat + 1) for s in steps]
+    # Each step's figures, by round.
+    rounds: dict[str, dict[int, dict[str, Any]]] = {s.name: {} for s in steps}
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         for i, (rnd, step) in enumerate(schedule, 1):
-            label = step.label if rnd == 0 else f"round {rnd}/{mode.repeat}: {step.label}"
+            label = f"round {rnd}/{mode.repeat}: {step.label}"
             for attempt in (1, 2):  # one retry: on a shared machine a run can be upset (an election)
                 try:
                     raw = run_step(step, Path(tmp) / f"{step.name}-{rnd}.json", i, len(schedule), t0, label)
-                    if step.kind == "micro":
-                        results["micro"] = micro_figures(raw)
-                    else:
-                        rounds[step.name][rnd] = raw
+                    rounds[step.name][rnd] = micro_figures(raw) if step.kind == "micro" else raw
                     break
                 except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
                     print(f"    FAILED ({'retrying' if attempt == 1 else 'giving up'}): {e}", flush=True)
                     if attempt == 2:
-                        results["errors"][step.name if rnd == 0 else f"{step.name} (round {rnd})"] = str(e)
-    for step in measuring:
-        if rounds[step.name]:
+                        results["errors"][f"{step.name} (round {rnd})"] = str(e)
+    for step in steps:
+        if not rounds[step.name]:
+            continue
+        if step.kind == "micro":
+            results["micro"] = merge_micro(list(rounds[step.name].values()))
+        else:
             results["series"][step.name] = merge_rounds(step, rounds[step.name])
     results["meta"]["elapsed_s"] = time.monotonic() - t0
     finish(results, out)

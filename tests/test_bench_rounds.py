@@ -69,3 +69,21 @@ def test_acceptance_uses_the_paired_ratio() -> None:
     c = checks["in-process (compiled) 256 writers vs the floor"]
     assert c["value"] == pytest.approx(0.36) and c["pass"] is True
     assert "median of 3 paired rounds" in c["detail"]
+
+
+def test_merge_micro_takes_the_median_speedup_of_the_rounds() -> None:
+    from bench.run import merge_micro
+
+    def rnd(c: float, py: float, wire: float) -> dict:
+        return {"kernels": [{"name": "k", "c_us": c, "py_us": py, "speedup": py / c}],
+                "other": [{"name": "wire", "median_us": wire}]}
+
+    # The middle round's compiled timing was upset: its speed-up is not the median.
+    m = merge_micro([rnd(10.0, 100.0, 5.0), rnd(30.0, 90.0, 7.0), rnd(11.0, 99.0, 6.0)])
+    (k,) = m["kernels"]
+    assert k["speedup"] == pytest.approx(9.0) and k["rounds"] == 3
+    assert k["c_us"] == 11.0 and k["py_us"] == 99.0
+    assert m["other"] == [{"name": "wire", "median_us": 6.0}]
+    checks = {c["name"]: c for c in acceptance({"series": {}, "micro": m})}
+    assert checks["kernel k: compiled vs pure"]["pass"] is True
+    assert "median of 3 rounds' speed-ups" in checks["kernel k: compiled vs pure"]["detail"]
