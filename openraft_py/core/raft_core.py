@@ -141,6 +141,10 @@ class RaftCore:
         self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
         self.votes = VoteWriter(log_store, self.tasks, self.notify)
         self._msgs: deque[Any] = deque()
+        # How many of ``_msgs`` are not one-payload ``ClientWrite``s (``send_msg`` counts
+        # them; ``Raft.client_write`` queues only one-payload writes). While it is 0 a pass
+        # takes the whole queue as one batch of writes, without a look at each message.
+        self._other_msgs = 0
         self._notes: deque[Any] = deque()
         # Wakes the core task when either queue gets an item (or at shutdown).
         self._wakeup = Wakeup()
@@ -181,6 +185,9 @@ class RaftCore:
             return
         if type(msg) is not ClientWrite:
             self._track(msg.tx)
+            self._other_msgs += 1
+        elif msg.count != 1:
+            self._other_msgs += 1
         self._msgs.append(msg)
         self._wakeup.wake()
 
@@ -254,26 +261,43 @@ class RaftCore:
         if self._msgs:
             msgs = self._msgs
             self._msgs = deque()
-            writes: list[ClientWrite] = []
-            try:
-                while msgs:
-                    m = msgs.popleft()
-                    if type(m) is ClientWrite:
-                        writes.append(m)
-                        continue
-                    if writes:
-                        self._handle_writes(writes)
-                        writes = []
-                    self._handle_call(m, now)
-                if writes:
-                    self._handle_writes(writes)
-            except BaseException:
-                # The node stops: the writes not handled go back to the queue, where
-                # teardown answers them (they are in no ``Responder`` yet).
-                self._msgs.extendleft(reversed([*writes, *msgs]))
-                raise
+            if self._other_msgs:
+                self._other_msgs = 0
+                self._handle_msgs(msgs, now)
+            else:
+                # One-payload writes only (the steady state of a busy leader): one batch.
+                writes: list[ClientWrite] = list(msgs)
+                try:
+                    self._handle_writes(writes, True)
+                except BaseException:
+                    # The node stops: the writes go back to the queue, where teardown
+                    # answers them (answering one twice is a no-op).
+                    self._msgs.extendleft(reversed(writes))
+                    raise
         await self._run_commands()
         self.metrics.publish()
+
+    def _handle_msgs(self, msgs: deque[Any], now: float) -> None:
+        """Handle ``msgs`` in order: each run of consecutive ``ClientWrite``s as one batch,
+        every other call by itself."""
+        writes: list[ClientWrite] = []
+        try:
+            while msgs:
+                m = msgs.popleft()
+                if type(m) is ClientWrite:
+                    writes.append(m)
+                    continue
+                if writes:
+                    self._handle_writes(writes)
+                    writes = []
+                self._handle_call(m, now)
+            if writes:
+                self._handle_writes(writes)
+        except BaseException:
+            # The node stops: the writes not handled go back to the queue, where
+            # teardown answers them (they are in no ``Responder`` yet).
+            self._msgs.extendleft(reversed([*writes, *msgs]))
+            raise
 
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine
@@ -315,8 +339,15 @@ class RaftCore:
         else:
             raise Panicked(f"unknown notification {n!r}")
 
-    def _handle_writes(self, writes: list[ClientWrite]) -> None:
-        payloads = writes[0].payloads if len(writes) == 1 else [p for w in writes for p in w.payloads]
+    def _handle_writes(self, writes: list[ClientWrite], one_payload_each: bool = False) -> None:
+        """Log the payloads of ``writes`` (``one_payload_each``: every write has exactly one)
+        and queue each write to be answered once its entries are applied."""
+        if one_payload_each:
+            payloads = [w.payloads[0] for w in writes]
+        elif len(writes) == 1:
+            payloads = writes[0].payloads
+        else:
+            payloads = [p for w in writes for p in w.payloads]
         try:
             first = self.engine.client_write(payloads)
         except ApiError as e:

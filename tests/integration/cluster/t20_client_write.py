@@ -69,6 +69,32 @@ async def test_client_write_many_results_in_order(cluster: Cluster) -> None:
         assert [d for _, d in tail] == datas
 
 
+async def test_writes_mixed_with_other_calls_in_one_pass_keep_their_order(cluster: Cluster) -> None:
+    # Everything below is queued before the core runs, so one pass takes it all: one-payload
+    # writes, a many-payload write and a read call between them (the core's general path),
+    # then one-payload writes only (the path that takes the whole queue as one batch).
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=2.0)
+    raft = cluster.nodes[leader]
+    await raft.client_write(b"warm-up")
+    mixed = [
+        asyncio.ensure_future(raft.client_write(b"a")),
+        asyncio.ensure_future(raft.client_write_many([b"b1", b"b2"])),
+        asyncio.ensure_future(raft.ensure_linearizable()),
+        asyncio.ensure_future(raft.client_write(b"c")),
+    ]
+    a, (b1, b2), _, c = await asyncio.gather(*mixed)
+    assert [a.log_id.index, b1.log_id.index, b2.log_id.index, c.log_id.index] == list(
+        range(a.log_id.index, a.log_id.index + 4)
+    )
+    only_writes = await asyncio.gather(*(raft.client_write(f"w{i}".encode()) for i in range(40)))
+    idx = [r.log_id.index for r in only_writes]
+    assert idx == list(range(c.log_id.index + 1, c.log_id.index + 41))
+    await cluster.wait_applied(idx[-1])
+    tail = cluster.disks[leader].applied_log[-44:]
+    assert [d for _, d in tail] == [b"a", b"b1", b"b2", b"c", *(f"w{i}".encode() for i in range(40))]
+
+
 async def test_kv_state_machine_same_data_on_every_node(cluster: Cluster) -> None:
     await cluster.start({1, 2, 3, 4, 5})
     leader = await cluster.wait_for_leader(timeout=2.0)
