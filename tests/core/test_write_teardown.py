@@ -42,6 +42,28 @@ async def test_writes_of_a_batch_the_engine_raised_on_get_panicked() -> None:
         await c.shutdown()
 
 
+async def test_a_batch_of_one_payload_writes_the_engine_raised_on_get_panicked() -> None:
+    # Only one-payload writes queued: the pass takes them as one batch (its own path).
+    c = Cluster(fast_config(), seed=13)
+    try:
+        await c.start({1, 2, 3})
+        raft = c.nodes[await c.wait_for_leader()]
+        await raft.client_write(b"ok")
+
+        def broken(*args: Any, **kw: Any) -> None:
+            raise RuntimeError("a bug inside client_write")
+
+        raft._core.engine.client_write = broken  # type: ignore[method-assign]
+        writes = [asyncio.ensure_future(raft.client_write(b"%d" % i)) for i in range(8)]
+        for f in writes:
+            with pytest.raises(Panicked):
+                await asyncio.wait_for(f, BOUND)
+        with pytest.raises(Panicked):
+            await asyncio.wait_for(raft.client_write(b"later"), BOUND)
+    finally:
+        await c.shutdown()
+
+
 async def test_writes_waiting_to_commit_fail_at_shutdown() -> None:
     c = Cluster(fast_config(), seed=12)
     try:
