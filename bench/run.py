@@ -18,9 +18,12 @@ point is the median of its ``repeat`` runs, with the medians of the
 runs' p50/p99/p99.9 latencies, and is also given as a fraction of the floor at the same writer
 count. Interleaving pairs the runs: a ratio the acceptance checks compute (ours against the
 floor, ours against PySyncObj, a kernel against its pure twin) is the median of the per-round
-ratios, each of two runs made minutes apart at most (a kernel's two timings: seconds), so a machine that slows down or speeds up during the benchmark moves
-both sides of each ratio (shared machines do, by a third within minutes). Writes ``latest.json``, ``latest.md`` and ``throughput.png``,
-``latency.png``, ``micro.png`` into ``--out`` (default ``bench/results``). A step that fails
+ratios (the 1-writer TCP latency check: of each round's p50 over that round's fsync and
+round-trip probes), each of two runs made minutes apart at most (a kernel's two timings:
+seconds), so a machine that slows down or speeds up during the benchmark moves both sides of
+each ratio (shared machines do, by a third within minutes). Writes ``latest.json``,
+``latest.md`` and ``throughput.png``, ``latency.png``, ``micro.png`` into ``--out`` (default
+``bench/results``). A step that fails
 is run once more; if it fails again it is reported, the others still run and the exit status
 is 1. The acceptance ratios are
 printed as PASS / FAIL but never change the exit status.
@@ -218,9 +221,11 @@ def to_series(step: Step, raw: dict[str, Any]) -> dict[str, Any]:
 def merge_rounds(step: Step, by_round: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The series of ``step`` from its figures of each round (``{round: JSON}``, one run per
     writer count each): every point the median of its runs (``bench.common.summarize``),
-    with ``rounds``, the round of each of its ``runs``, for the paired ratios of
-    ``bench.report``. The TCP steps' fsync and round-trip figures are the medians of the
-    rounds' (``fsync_ms_each``: every round's medians, in order)."""
+    with ``rounds``, the round of each of its ``runs``, and ``p50_runs``, each run's p50, for
+    the paired ratios of ``bench.report``. The TCP steps' fsync and round-trip figures are
+    the medians of the rounds' (``fsync_ms_each``: every round's medians, in order;
+    ``probe_ms_runs``: each round's fsync + round trip, in the order of the series'
+    ``rounds``)."""
     series = {r: to_series(step, raw) for r, raw in sorted(by_round.items())}
     first = next(iter(series.values()))
     out: dict[str, Any] = {k: v for k, v in first.items() if k != "points"}
@@ -233,13 +238,16 @@ def merge_rounds(step: Step, by_round: dict[int, dict[str, Any]]) -> dict[str, A
                 if p["writers"] == w:
                     runs.append({k: p[k] for k in ("writes_per_s", *PERCENTILES) if k in p})
                     which.append(r)
-        points.append({**summarize(w, runs), "rounds": which})
+        points.append({**summarize(w, runs), "rounds": which, "p50_runs": [r.get("p50") for r in runs]})
     out["points"] = points
     if step.kind == "tcp":
         for k in ("fsync_ms", "rtt_ms", "fsync3_ms"):
             vals = [s[k] for s in series.values() if s.get(k) is not None]
             out[k] = statistics.median(vals) if vals else None
         out["fsync_ms_each"] = [x for s in series.values() for x in (s.get("fsync_ms_each") or [])]
+        # Each round's fsync + round trip, in the order of ``rounds``: the 1-writer latency
+        # check divides each round's p50 by its own round's probes.
+        out["probe_ms_runs"] = [s["fsync_ms"] + s["rtt_ms"] for s in series.values()]
     return out
 
 

@@ -45,6 +45,26 @@ def test_merge_rounds_of_a_cluster_step_and_of_a_tcp_step() -> None:
     t = merge_rounds(TCP, tcp)
     assert t["fsync_ms"] == pytest.approx(0.2) and t["rtt_ms"] == pytest.approx(0.05)
     assert t["fsync_ms_each"] == [0.1, 0.1, 0.3, 0.3, 0.2, 0.2] and t["fsync3_ms"] is None
+    assert t["probe_ms_runs"] == [pytest.approx(0.15), pytest.approx(0.35), pytest.approx(0.25)]
+    assert t["points"][0]["p50_runs"] == [0.1, 0.1, 0.1]
+
+
+def test_the_latency_check_pairs_each_rounds_p50_with_its_probes() -> None:
+    # Round 2's disk was slow (its p50 and its probe both grew); round 3's p50 was upset alone.
+    # Per round: 0.3 / 0.2 = 1.5, 0.6 / 0.4 = 1.5, 0.5 / 0.1 = 5 -> median 1.5. The medians
+    # alone would read 0.5 / (0.15 + 0.05) = 2.5.
+    tcp = {r: {"points": [_point(1, 1000.0, p50)], "fsync_ms": f, "rtt_ms": 0.05, "fsync_ms_each": [f]}
+           for r, p50, f in ((1, 0.3, 0.15), (2, 0.6, 0.35), (3, 0.5, 0.05))}
+    series = {"tcp-fsync": merge_rounds(TCP, tcp)}
+    checks = {c["name"]: c for c in acceptance({"series": series, "micro": None})}
+    c = checks["TCP fsync on, 1 writer: p50 vs 2 x (fsync + loopback RTT)"]
+    assert c["value"] == pytest.approx(1.5) and c["pass"] is True
+    assert c["detail"].startswith("median of 3 paired rounds")
+    # An older latest.json, without per-round figures: the median p50 over the medians.
+    old = {"label": "t", "fsync_ms": 0.1, "rtt_ms": 0.05, "points": [{"writers": 1, "writes_per_s": 1.0, "p50": 0.45}]}
+    checks = {c["name"]: c for c in acceptance({"series": {"tcp-fsync": old}, "micro": None})}
+    c = checks["TCP fsync on, 1 writer: p50 vs 2 x (fsync + loopback RTT)"]
+    assert c["value"] == pytest.approx(3.0) and c["pass"] is False
 
 
 def test_paired_ratio_pairs_runs_of_the_same_round() -> None:
