@@ -55,8 +55,12 @@ class MetricsWatch:
     def __init__(self, build: Callable[[], RaftMetrics]) -> None:
         self._build = build
         self._current = build()
-        self._dirty = False
-        self._changed = Wakeup()
+        self.dirty = False
+        """Whether the state changed since the metrics were last built (read-only outside
+        this class)."""
+        self.changes = Wakeup()
+        """Wakes the waiters at each change (read-only outside this class: ``changes.first
+        is None`` means nobody waits)."""
         # The error that stopped the node, set by its core before the last change: a
         # waiter raises it (``Fatal`` naming the metrics' ``error`` when unset).
         self.fatal: BaseException | None = None
@@ -64,8 +68,8 @@ class MetricsWatch:
     @property
     def current(self) -> RaftMetrics:
         """The metrics as of now."""
-        if self._dirty:
-            self._dirty = False
+        if self.dirty:
+            self.dirty = False
             self._current = self._build()
         return self._current
 
@@ -77,18 +81,18 @@ class MetricsWatch:
 
     def waited_on(self) -> bool:
         """Whether a waiter may be waiting for the next change."""
-        return self._changed.waiting()
+        return self.changes.waiting()
 
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter."""
-        self._dirty = True
-        self._changed.wake()
+        self.dirty = True
+        self.changes.wake()
 
     def changed(self) -> asyncio.Future[None]:
         """A future of the caller's own that completes at the next change. Cancelling
         it (a waiter that times out or is cancelled) affects no other waiter
         (``openraft_py.wakeup.Wakeup``)."""
-        return self._changed.wait()
+        return self.changes.wait()
 
 
 class Wait:

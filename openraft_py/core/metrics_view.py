@@ -68,9 +68,15 @@ class Publisher:
         """Mark the watch changed if the metrics changed since the last call (always if
         ``force``, or while nobody waits: then no key is computed and the next read
         rebuilds the metrics)."""
-        if force or not self.watch.waited_on():
+        watch = self.watch
+        if not force and watch.dirty and watch.changes.first is None:
+            # Marked already, and nobody waits (a busy node whose metrics nobody reads):
+            # what the branch below would do, without its calls.
             self._key = ()
-            self.watch.mark_changed()
+            return
+        if force or not watch.waited_on():
+            self._key = ()
+            watch.mark_changed()
             return
         eng = self.engine
         st = eng.state

@@ -245,8 +245,7 @@ class RaftCore:
 
     async def _run_once(self) -> None:
         eng = self.engine
-        now = self.now_ms()
-        eng.now = now
+        now = eng.now = self.clock.now() * 1000.0  # ``now_ms()``
         if self._notes:
             notes = self._notes
             self._notes = deque()
@@ -401,9 +400,12 @@ class RaftCore:
                     return
                 for c in cmds:
                     t = type(c)
-                    if t in _WAITING and not self._condition_met(c):
-                        postponed.append(c)
-                        continue
+                    if t in _WAITING:
+                        # ``_condition_met``, inline (a write's path meets five a write).
+                        when = c.when  # type: ignore[union-attr]  # every type in _WAITING has it
+                        if when is not None and when > eng.state.io.flushed:
+                            postponed.append(c)
+                            continue
                     handler = handlers.get(t)
                     if handler is None:
                         raise Panicked(f"unknown command {c!r}")
