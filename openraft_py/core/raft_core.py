@@ -561,7 +561,12 @@ class RaftCore:
         if err is not None:
             self.notify(IOCompleted(io, err))
         elif self._running_commands:
-            self._io_completed(io)
+            if io == self._io_contiguous + 1 and not self._io_done:
+                # ``_io_completed`` for the usual in-order completion, inline.
+                self._io_contiguous = io
+                self.engine.handle_io_flushed(io)
+            else:
+                self._io_completed(io)
         else:
             flushed = self._advance_io(io)
             if self._postponed:
@@ -587,7 +592,8 @@ class RaftCore:
         queued one after an inline one): it keeps the greatest."""
         if self._running_commands:
             self.engine.handle_applied(log_id)
-            self._maybe_evict_cache()
+            if len(self.cache) > CACHE_MAX_ENTRIES:
+                self._maybe_evict_cache()
         else:
             self.notify(Applied(log_id))
 

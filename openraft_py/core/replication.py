@@ -400,8 +400,9 @@ class ReplicationCore:
             return None
         env = self.env
         self._issued = turn + 1
-        self._turn.wake()
-        sent_at = env.now_ms()
+        if self._turn.first is not None:  # (a later turn waits)
+            self._turn.wake()
+        sent_at = env.clock.now() * 1000.0  # ``env.now_ms()``
         try:
             return _Call(send(req, env.option), None, sent_at)
         except Exception as e:  # noqa: BLE001 - reported by the sender, as a failed call
