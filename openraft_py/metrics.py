@@ -58,8 +58,8 @@ class MetricsWatch:
         self.dirty = False
         """Whether the state changed since the metrics were last built (read-only outside
         this class)."""
-        self.changes = Wakeup()
-        """Wakes the waiters at each change (read-only outside this class: ``changes.first
+        self.waiters = Wakeup()
+        """Wakes the waiters at each change (read-only outside this class: ``waiters.first
         is None`` means nobody waits)."""
         # The error that stopped the node, set by its core before the last change: a
         # waiter raises it (``Fatal`` naming the metrics' ``error`` when unset).
@@ -81,18 +81,18 @@ class MetricsWatch:
 
     def waited_on(self) -> bool:
         """Whether a waiter may be waiting for the next change."""
-        return self.changes.waiting()
+        return self.waiters.waiting()
 
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter."""
         self.dirty = True
-        self.changes.wake()
+        self.waiters.wake()
 
     def changed(self) -> asyncio.Future[None]:
         """A future of the caller's own that completes at the next change. Cancelling
         it (a waiter that times out or is cancelled) affects no other waiter
         (``openraft_py.wakeup.Wakeup``)."""
-        return self.changes.wait()
+        return self.waiters.wait()
 
 
 class Wait:

@@ -69,7 +69,7 @@ class Publisher:
         ``force``, or while nobody waits: then no key is computed and the next read
         rebuilds the metrics)."""
         watch = self.watch
-        if not force and watch.dirty and watch.changes.first is None:
+        if not force and watch.dirty and watch.waiters.first is None:
             # Marked already, and nobody waits (a busy node whose metrics nobody reads):
             # what the branch below would do, without its calls.
             self._key = ()

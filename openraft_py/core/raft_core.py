@@ -401,7 +401,7 @@ class RaftCore:
                 for c in cmds:
                     t = type(c)
                     if t in _WAITING:
-                        # ``_condition_met``, inline (a write's path meets five a write).
+                        # ``_condition_met``, inline (five commands a write wait on a write).
                         when = c.when  # type: ignore[union-attr]  # every type in _WAITING has it
                         if when is not None and when > eng.state.io.flushed:
                             postponed.append(c)
