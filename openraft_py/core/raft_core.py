@@ -561,12 +561,7 @@ class RaftCore:
         if err is not None:
             self.notify(IOCompleted(io, err))
         elif self._running_commands:
-            if io == self._io_contiguous + 1 and not self._io_done:
-                # ``_io_completed`` for the usual in-order completion, inline.
-                self._io_contiguous = io
-                self.engine.handle_io_flushed(io)
-            else:
-                self._io_completed(io)
+            self.engine.handle_io_flushed(self._advance_io(io))  # ``_io_completed(io)``
         else:
             flushed = self._advance_io(io)
             if self._postponed:
