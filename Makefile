@@ -11,15 +11,19 @@ SEEDS ?= 1000
 
 # Create the venv and install the package editable, with the compiled kernels
 # (setuptools builds _core/*.pyx in place). Redone whenever the build inputs change.
-$(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd)
+# The package modules the build also compiles (openraft_py/_compiled.py's COMPILED_MODULES).
+COMPILED_SOURCES := $(shell sed -n 's/^ *"\(openraft_py\.[a-z_.]*\)",$$/\1/p' openraft_py/_compiled.py | tr . / | sed 's/$$/.py/')
+
+$(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd) openraft_py/_compiled.py $(COMPILED_SOURCES)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench,kv,release,lint,docs]'
 	touch $@
 
-# Also fails unless the compiled kernels are the ones `import openraft_py._core` gets.
+# Also fails unless the compiled kernels and modules are the ones imports get.
 build: $(STAMP)
 	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -c 'import openraft_py._core as c; assert c.USING_EXTENSIONS, "compiled kernels did not load"'
+	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -W error::RuntimeWarning -c 'from openraft_py._compiled import loaded_compiled as l; n = [m for m, c in l().items() if not c]; assert not n, f"not compiled: {n}"'
 
 # Static checks (configuration in pyproject.toml): mypy on the package; mypy --strict on a
 # program that uses the public API as a user's would (the library followed silently, as mypy

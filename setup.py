@@ -1,8 +1,13 @@
-"""Build script: packages, the ``_core`` -> ``openraft_py._core`` mapping and the Cython kernels.
+"""Build script: packages, the ``_core`` -> ``openraft_py._core`` mapping, the Cython kernels
+and the package modules compiled as written (``openraft_py/_compiled.py`` lists them).
 
 Environment switches (read at build time):
 
 - ``OPENRAFT_PY_NO_EXTENSIONS=1``: skip the extensions (a pure-Python wheel).
+
+With the extensions, ``openraft_py/_compiled_sources.py`` records the SHA-256 of each
+compiled module's source: at import, a module whose source no longer matches loads from
+the source (``openraft_py/_compiled.py``).
 - ``OPENRAFT_PY_DEBUG=1``: compile with ``-O0 -g`` and Cython line tracing. Otherwise, on
   Linux, the kernels are linked with ``-s`` (no debug info or symbol table in the ``.so``;
   Python's own CFLAGS carry ``-g``).
@@ -11,6 +16,8 @@ Environment switches (read at build time):
 Everything else is declared in pyproject.toml.
 """
 
+import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -48,6 +55,38 @@ def _pxd_include_dir() -> str:
     return root
 
 
+def _compiled_modules() -> tuple:
+    """``COMPILED_MODULES`` from ``openraft_py/_compiled.py`` (loaded alone: it imports
+    nothing of the package)."""
+    spec = importlib.util.spec_from_file_location("_openraft_py_compiled", os.path.join("openraft_py", "_compiled.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.COMPILED_MODULES
+
+
+def _module_source(name: str) -> str:
+    return os.path.join(*name.split(".")) + ".py"
+
+
+def _write_source_hashes(modules: tuple) -> None:
+    """Write ``openraft_py/_compiled_sources.py``: each compiled module's source SHA-256."""
+    lines = [
+        '"""Written by setup.py with the compiled modules: the SHA-256 of the source each was',
+        'built from (``openraft_py/_compiled.py`` compares them at import). Not in git."""',
+        "",
+        "SOURCE_SHA256: dict[str, str] = {",
+    ]
+    for name in modules:
+        with open(_module_source(name), "rb") as f:
+            lines.append(f'    "{name}": "{hashlib.sha256(f.read()).hexdigest()}",')
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    path = os.path.join("openraft_py", "_compiled_sources.py")
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
+
+
 def _extensions() -> list:
     if NO_EXTENSIONS:
         return []
@@ -71,12 +110,34 @@ def _extensions() -> list:
     directives = {"language_level": "3", "embedsignature": True}
     if DEBUG:
         directives["linetrace"] = True
-    return cythonize(
+    kernels = cythonize(
         extensions,
         include_path=[_pxd_include_dir()],
         compiler_directives=directives,
         annotate=ANNOTATE,
     )
+    # The package's own modules, compiled as written: type annotations are not C types
+    # (``annotation_typing``), functions keep their Python signatures (``binding``). The
+    # generated C goes to build/, not beside the sources.
+    modules = _compiled_modules()
+    _write_source_hashes(modules)
+    module_directives = dict(directives, annotation_typing=False, binding=True)
+    compiled = cythonize(
+        [
+            Extension(
+                name,
+                [_module_source(name)],
+                extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+                extra_link_args=link_args,
+                define_macros=macros,
+            )
+            for name in modules
+        ],
+        build_dir=os.path.join("build", "cython"),
+        compiler_directives=module_directives,
+        annotate=ANNOTATE,
+    )
+    return kernels + compiled
 
 
 setup(

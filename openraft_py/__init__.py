@@ -7,6 +7,8 @@ Everything public is importable from here::
 See README.md for a tour and ``docs/design/`` for the architecture.
 """
 
+# First: importing _compiled installs the finder that picks each compiled module's file.
+from . import _compiled  # noqa: F401
 from .config import Config, SnapshotPolicy
 from .errors import (
     ApiError,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from openraft_py._compiled import COMPILED_MODULES
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ("_quorum_c", "_logindex_c", "_codec_c")
 PYTHONS = ("3.11", "3.12", "3.13")
@@ -144,6 +146,14 @@ def test_wheel_is_manylinux_stripped_and_carries_no_sources(dist: Dist) -> None:
         assert "openraft_py/py.typed" in names
         sos = [n for n in names if n.startswith("openraft_py/_core/") and n.endswith(".so")]
         assert sorted(Path(n).name.split(".")[0] for n in sos) == sorted(KERNELS), sos
+        # Each compiled package module: its extension beside its source (which the
+        # pure fallback, tracebacks and type checkers read).
+        modules = [n for n in names if n.endswith(".so") and not n.startswith("openraft_py/_core/")]
+        assert sorted(n.split(".")[0].replace("/", ".") for n in modules) == sorted(COMPILED_MODULES), modules
+        for m in COMPILED_MODULES:
+            assert m.replace(".", "/") + ".py" in names, m
+        assert "openraft_py/_compiled_sources.py" in names
+        sos += modules
         so_bytes = {n: zf.read(n) for n in sos}
     assert "License-Expression: MIT OR Apache-2.0" in metadata
     for py in PYTHONS:
@@ -167,6 +177,8 @@ def test_pure_wheel_carries_the_twins_and_no_compiled_code(dist: Dist) -> None:
     assert not [n for n in names if n.endswith((".so", ".pyd", ".pyx", ".pxd", ".c"))]
     for kernel in KERNELS:
         assert f"openraft_py/_core/_{kernel.split('_')[1]}_py.py" in names, kernel
+    for m in COMPILED_MODULES:
+        assert m.replace(".", "/") + ".py" in names, m
     for lic in LICENCES:
         assert any(n.endswith(f".dist-info/licenses/{lic}") for n in names), lic
 
@@ -193,12 +205,15 @@ def test_installed_wheel_loads_compiled_kernels_outside_the_checkout(installed: 
     out = _run(
         [str(installed.python), "-c",
          "import openraft_py, openraft_py._core as c, openraft_py._core._quorum_c as q\n"
+         "from openraft_py._compiled import loaded_compiled\n"
          "print(c.USING_EXTENSIONS)\nprint(openraft_py.__file__)\nprint(q.__file__)\n"
-         "print(c.majority_committed([5, 3, 9]))"],
-        cwd=installed.workdir, timeout=60,
+         "print(c.majority_committed([5, 3, 9]))\n"
+         "print(all(loaded_compiled().values()))"],
+        cwd=installed.workdir, timeout=60, env={**_clean_env(), "PYTHONWARNINGS": "error::RuntimeWarning"},
     )
-    using, pkg_file, so_file, committed = out.split()
+    using, pkg_file, so_file, committed, modules_compiled = out.split()
     assert using == "True", out
+    assert modules_compiled == "True", out
     site = installed.python.parent.parent
     assert Path(pkg_file).is_relative_to(site) and Path(so_file).is_relative_to(site), out
     assert so_file.endswith(".so")

@@ -1,0 +1,96 @@
+"""The package modules the build compiles as written (``openraft_py/_compiled.py``): the
+compiled build loads every one of them compiled, ``OPENRAFT_PY_NO_EXTENSIONS`` loads their
+sources, an edited source is never shadowed by an extension built from an older one, and
+none of them defines a coroutine (the rule ``COMPILED_MODULES`` documents)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from openraft_py import _compiled
+from openraft_py._compiled import COMPILED_MODULES, _SourceFirstFinder, source_path, source_sha256
+
+_CHECK = (
+    "import json, warnings\n"
+    "warnings.simplefilter('error', RuntimeWarning)\n"
+    "from openraft_py._compiled import loaded_compiled\n"
+    "print(json.dumps(loaded_compiled()))\n"
+)
+
+
+def _loaded_in_child(no_extensions: str | None) -> dict[str, bool]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENRAFT_PY_NO_EXTENSIONS"}
+    if no_extensions is not None:
+        env["OPENRAFT_PY_NO_EXTENSIONS"] = no_extensions
+    out = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    loaded: dict[str, bool] = json.loads(out.stdout)
+    return loaded
+
+
+@pytest.mark.c_extension
+@pytest.mark.timeout(120)
+def test_the_compiled_build_loads_every_listed_module_compiled() -> None:
+    # Fails when the build silently skipped a module or a stale build is shadowed (a
+    # RuntimeWarning, an error here).
+    loaded = _loaded_in_child(None)
+    assert sorted(loaded) == sorted(COMPILED_MODULES)
+    assert [m for m, compiled in loaded.items() if not compiled] == []
+
+
+@pytest.mark.timeout(120)
+def test_no_extensions_loads_every_listed_module_from_its_source() -> None:
+    loaded = _loaded_in_child("1")
+    assert [m for m, compiled in loaded.items() if compiled] == []
+
+
+def test_the_finder_loads_an_edited_source_with_a_warning() -> None:
+    name = "openraft_py.engine.state"
+    src = source_path(name)
+    stale = _SourceFirstFinder(False, {name: "0" * 64})
+    with pytest.warns(RuntimeWarning, match="built from another version"):
+        spec = stale.find_spec(name, None)
+    assert spec is not None and spec.origin == src
+    assert isinstance(spec.loader, importlib.machinery.SourceFileLoader)
+
+
+def test_the_finder_defers_to_the_extension_when_the_source_matches() -> None:
+    name = "openraft_py.engine.state"
+    current = _SourceFirstFinder(False, {name: source_sha256(source_path(name))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert current.find_spec(name, None) is None
+        assert current.find_spec("openraft_py.raft", None) is None  # not a compiled module
+    # Without the build's record (a pure install): the normal finders too.
+    assert _SourceFirstFinder(False, None).find_spec(name, None) is None
+
+
+def test_the_finder_forces_sources_under_no_extensions() -> None:
+    name = "openraft_py.validation"
+    spec = _SourceFirstFinder(True, None).find_spec(name, None)
+    assert spec is not None and spec.origin == source_path(name)
+    assert isinstance(spec.loader, importlib.machinery.SourceFileLoader)
+
+
+def test_install_puts_the_finder_before_the_path_finder_once() -> None:
+    _compiled.install()
+    finders = [f for f in sys.meta_path if isinstance(f, _SourceFirstFinder)]
+    assert len(finders) == 1
+    assert sys.meta_path.index(finders[0]) < sys.meta_path.index(importlib.machinery.PathFinder)
+
+
+@pytest.mark.parametrize("name", COMPILED_MODULES)
+def test_a_compiled_module_defines_no_coroutine(name: str) -> None:
+    with open(source_path(name)) as f:
+        tree = ast.parse(f.read())
+    coroutines = [n.name for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef)]
+    assert coroutines == [], f"{name} defines coroutines {coroutines}: keep it out of COMPILED_MODULES"
