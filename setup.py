@@ -4,14 +4,14 @@ and the package modules compiled as written (``openraft_py/_compiled.py`` lists 
 Environment switches (read at build time):
 
 - ``OPENRAFT_PY_NO_EXTENSIONS=1``: skip the extensions (a pure-Python wheel).
-
-With the extensions, ``openraft_py/_compiled_sources.py`` records the SHA-256 of each
-compiled module's source: at import, a module whose source no longer matches loads from
-the source (``openraft_py/_compiled.py``).
 - ``OPENRAFT_PY_DEBUG=1``: compile with ``-O0 -g`` and Cython line tracing. Otherwise, on
   Linux, the kernels are linked with ``-s`` (no debug info or symbol table in the ``.so``;
   Python's own CFLAGS carry ``-g``).
 - ``OPENRAFT_PY_ANNOTATE=1``: write Cython's annotated HTML next to each ``.pyx``.
+
+With the extensions, ``openraft_py/_compiled_sources.py`` records the SHA-256 of each
+compiled module's source: at import, a module whose source no longer matches loads from
+the source (``openraft_py/_compiled.py``).
 
 Everything else is declared in pyproject.toml.
 """

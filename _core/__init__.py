@@ -14,8 +14,6 @@ modules import kernels only from here.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING
 
 __all__ = [
@@ -47,13 +45,11 @@ __all__ = [
     "FrameReader",
 ]
 
-NO_EXTENSIONS: bool = (
-    os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0")
-    or sys.implementation.name != "cpython"
-)
+# The one switch for every extension of the package (``openraft_py/_compiled.py``).
+from .._compiled import NO_EXTENSIONS
 
 # Shared by both implementations.
-from ._codec_py import (  # noqa: E402
+from ._codec_py import (
     KIND_BLANK,
     KIND_MEMBERSHIP,
     KIND_NORMAL,

@@ -23,6 +23,7 @@ module imports nothing of the package.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -53,13 +54,15 @@ COMPILED_MODULES: tuple[str, ...] = (
     "openraft_py.validation",
     "openraft_py.wakeup",
 )
-"""Modules built as extensions too. None defines a coroutine the hot path awaits: a compiled
-coroutine resumed from interpreted code costs more than its body saves (see
-``docs/design/performance.md``, thirteenth round)."""
+"""Modules built as extensions too. None defines a coroutine (a test keeps it so): compiled,
+the runtime's coroutine modules saved nothing in process and cost over TCP at 1 writer (see
+``docs/design/performance.md``, the twelfth and thirteenth rounds)."""
 
 NO_EXTENSIONS: bool = (
     os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0") or sys.implementation.name != "cpython"
 )
+"""Whether no extension of the package is used (the kernels' twins and these modules'
+sources): ``OPENRAFT_PY_NO_EXTENSIONS`` set at import, or not CPython."""
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,8 +79,6 @@ def source_sha256(path: str) -> str:
 
 
 def _built_hashes() -> dict[str, str] | None:
-    import importlib
-
     try:  # written by setup.py when it builds the extensions
         built = importlib.import_module(f"{__package__}._compiled_sources")
     except ImportError:
@@ -127,8 +128,6 @@ def install() -> None:
 def loaded_compiled() -> dict[str, bool]:
     """For each of ``COMPILED_MODULES``: whether the imported module is the extension
     (imports each)."""
-    import importlib
-
     out: dict[str, bool] = {}
     for name in COMPILED_MODULES:
         mod = importlib.import_module(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.machinery
+import json
 import os
 import subprocess
 import sys
@@ -31,8 +32,6 @@ def _loaded_in_child(no_extensions: str | None) -> dict[str, bool]:
         env["OPENRAFT_PY_NO_EXTENSIONS"] = no_extensions
     out = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    import json
-
     loaded: dict[str, bool] = json.loads(out.stdout)
     return loaded
 
