@@ -58,8 +58,9 @@ from ..engine import (
 )
 from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError
 from ..metrics import MetricsWatch, RaftMetrics
-from ..storage import IOFlushed
+from ..storage import IOFlushed, durable_append_of
 from ..types import (
+    Entry,
     LogId,
     NodeId,
     RPCOption,
@@ -133,6 +134,8 @@ class RaftCore:
         self.id: NodeId = engine.state.id
         self.network = network
         self.log_store = log_store
+        # The store's synchronous append, when it offers one (``storage.durable_append_of``).
+        self._append_durable = durable_append_of(log_store)
         self.clock = clock
         # The seams handed to the child tasks instead of the core: where log entries are
         # read from, the task set, and ``notify`` (see docs/design/engine-runtime.md).
@@ -483,9 +486,11 @@ class RaftCore:
         for target, node in c.targets.items():
             self.tasks.spawn(self._send_transfer_leader(target, node, c.req), "transfer-leader")
 
-    async def _append_entries(self, c: AppendEntries) -> None:
+    def _append_entries(self, c: AppendEntries) -> Awaitable[None] | None:
         """Put the entries in the cache (a gap before them clears it) and hand them to the
-        log store; its flush callback reports IO ``c.io`` durable."""
+        log store: to its ``append_durable`` when it offers one (IO ``c.io`` is durable on
+        return), otherwise to its ``append``, whose flush callback reports IO ``c.io``
+        durable (the coroutine returned)."""
         entries = c.entries
         io = c.io
         first = entries[0].log_id.index
@@ -493,6 +498,18 @@ class RaftCore:
         if len(cache) and cache.last_index() + 1 != first:
             cache.clear()
         cache.append(first, entries)
+        append_durable = self._append_durable
+        if append_durable is None:
+            return self._append_with_callback(entries, io)
+        try:
+            append_durable(entries)
+        except Exception as e:
+            raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
+        # Commands are running, so the engine is idle: told at once (as ``_on_log_flushed``).
+        self.engine.handle_io_flushed(self._advance_io(io))
+        return None
+
+    async def _append_with_callback(self, entries: list[Entry], io: int) -> None:
         # A leader replicates these entries in this same pass: the store may let the sends
         # go first (``IOFlushed.sends_first``). No loop given: ``_log_flushed`` hops to the
         # loop itself, comparing thread ids (3.11's ``get_running_loop``, which IOFlushed

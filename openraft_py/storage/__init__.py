@@ -41,6 +41,7 @@ __all__ = [
     "IOFlushed",
     "RaftLogReader",
     "RaftLogStorage",
+    "durable_append_of",
     "SnapshotBuilder",
     "RaftStateMachine",
     "MemDisk",
@@ -153,6 +154,13 @@ class RaftLogStorage(RaftLogReader, Protocol):
     Called from RaftCore's task only, one call at a time (calls never overlap).
     "Durable on return" means: after the coroutine returns, a crash and restart of the process
     (or machine) observes the write.
+
+    Optional: a store whose appends are durable on return and never wait (an in-memory one)
+    may also offer ``append_durable(entries)``, a plain method: ``append`` without the
+    callback, raising ``ValueError`` as ``append`` does. The node then calls it instead of
+    ``append``, without the coroutine and the callback (``durable_append_of``). A subclass
+    that overrides ``append`` alone keeps its ``append``: the offer holds only where the class
+    that defines ``append_durable`` also defines the ``append`` in use.
     """
 
     async def get_log_state(self) -> LogState:
@@ -293,6 +301,19 @@ class RaftStateMachine(Protocol):
     def get_snapshot_builder(self) -> SnapshotBuilder:
         """A builder for one snapshot (see ``SnapshotBuilder``). Plain method."""
         ...
+
+
+def durable_append_of(store: Any) -> Callable[[list[Entry]], None] | None:
+    """The ``append_durable`` method ``store`` offers (see ``RaftLogStorage``), or ``None``:
+    also ``None`` when the class that defines ``append_durable`` is not the one that defines
+    the ``append`` the store uses (a subclass that delays or fails its appends)."""
+    mro = type(store).__mro__
+    fn: Callable[[list[Entry]], None] | None = getattr(store, "append_durable", None)
+    if fn is None:
+        return None
+    durable_owner = next((k for k in mro if "append_durable" in k.__dict__), None)
+    append_owner = next((k for k in mro if "append" in k.__dict__), None)
+    return fn if durable_owner is not None and durable_owner is append_owner else None
 
 
 from .memory import (  # noqa: E402  (the memory stores import IOFlushed from here)

@@ -297,6 +297,12 @@ class MemLogStore(MemLogReader):
         Raises ``ValueError`` (log unchanged, callback not called) when the first index is not
         the next index of the log, or the batch's indexes are not consecutive.
         """
+        self.append_durable(entries)
+        callback.io_completed(None)
+
+    def append_durable(self, entries: list[Entry]) -> None:
+        """``append`` without the callback (durable on return; see ``RaftLogStorage``): what
+        the node calls while the class's ``append`` is this one."""
         if entries:
             disk = self._disk
             first = entries[0].log_id.index
@@ -313,7 +319,6 @@ class MemLogStore(MemLogReader):
                     f"{entries[0].log_id!r}..{entries[-1].log_id!r}"
                 )
             disk.entries.extend(entries)
-        callback.io_completed(None)
 
     async def truncate_after(self, log_id: LogId | None) -> None:
         """Delete the entries with ``index > log_id.index`` (all non-purged ones for
