@@ -5,6 +5,7 @@ appends through when it is offered."""
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -62,7 +63,7 @@ class _Counting(MemLogStore):
     """Offers both, counting which one the node calls (shared across the cluster's nodes)."""
 
     __slots__ = ()
-    calls: dict[str, int] = {"append": 0, "append_durable": 0}
+    calls: ClassVar[dict[str, int]] = {"append": 0, "append_durable": 0}
 
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
         _Counting.calls["append"] += 1
