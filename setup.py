@@ -82,9 +82,12 @@ def _write_source_hashes(modules: tuple) -> None:
     lines.append("}")
     text = "\n".join(lines) + "\n"
     path = os.path.join("openraft_py", "_compiled_sources.py")
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as f:
-            f.write(text)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _extensions() -> list:

@@ -43,8 +43,10 @@ class _DelayedAppend(MemLogStore):
     """Overrides ``append`` alone (as a store that delays or fails its appends does)."""
 
     __slots__ = ()
+    calls: ClassVar[int] = 0
 
     async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        _DelayedAppend.calls += 1
         await asyncio.sleep(0)
         await super().append(entries, callback)
 
@@ -77,6 +79,7 @@ class _Counting(MemLogStore):
 @pytest.mark.parametrize("store", [_Counting, _DelayedAppend])
 async def test_a_cluster_appends_through_the_offer_or_else_append(store: type[MemLogStore]) -> None:
     _Counting.calls.update(append=0, append_durable=0)
+    _DelayedAppend.calls = 0
     async with Cluster(Config(election_timeout_min=150, election_timeout_max=300),
                        log_store=lambda _id, disk: store(disk)) as c:
         await c.start({1, 2, 3})
@@ -89,5 +92,7 @@ async def test_a_cluster_appends_through_the_offer_or_else_append(store: type[Me
             await n.wait(5).applied_index_at_least(last.index, "every node applies")
     if store is _Counting:
         assert _Counting.calls["append_durable"] >= 20 and _Counting.calls["append"] == 0
+    else:  # the override is what the node appends through
+        assert _DelayedAppend.calls >= 20
     for d in c.disks.values():
         assert isinstance(d, MemDisk) and len(d.entries) >= 21
