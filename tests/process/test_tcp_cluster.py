@@ -194,5 +194,52 @@ def test_node_options_from_flags_and_json(tmp_path: Path) -> None:
     assert (o.id, o.cluster_name, o.events, o.sync, o.peers) == (4, "x", False, True, {3: "127.0.0.1:7"})
     with pytest.raises(ValueError):
         parse_peers("1=127.0.0.1:8,nonsense")
+    assert o.state_machine == "rocks"
+    o = load_options(["--id", "1", "--raft-addr", "127.0.0.1:9", "--data-dir", str(tmp_path),
+                      "--state-machine", "memory"])
+    assert o.state_machine == "memory"
+    with pytest.raises(SystemExit):
+        load_options(["--id", "1", "--raft-addr", "127.0.0.1:9", "--data-dir", str(tmp_path),
+                      "--state-machine", "sqlite"])
     with pytest.raises(SystemExit):
         load_options(["--raft-addr", "127.0.0.1:9"])  # no id, no data dir
+
+
+async def test_memory_state_machine_nodes_rebuild_from_the_log_and_refuse_a_purged_one() -> None:
+    """``state_machine="memory"`` (the benchmarks' like-for-like comparison with PySyncObj):
+    every node applies every acknowledged write; a node restarted with its log intact
+    re-applies the log into its empty state machine; a node whose log was purged refuses to
+    start with it (nothing could rebuild the purged part) and says why."""
+    from openraft_py.testing.proc.cluster import NodeExited
+
+    async with ProcCluster(3, cluster_name="tcp-memsm", state_machine="memory") as c:
+        await c.start(timeout=30.0)
+        acked = await bulk(c, "m", 2_000, writers=16)
+        lid, _ = await c.wait_for_leader(timeout=10.0)
+        follower = next(i for i in IDS if i != lid)
+        m = await c.call(lid, "metrics")
+        await wait_all_applied(c, list(IDS), m["committed"])
+
+        c.kill(follower)
+        await c.wait_dead(follower)
+        await c.restart(follower)
+        await wait_all_applied(c, [follower], m["committed"])
+        data = (await c.call(follower, "dump", timeout=30.0))["data"]
+        missing = [k for k in acked if data.get(k) != value_of(k)]
+        assert not missing, f"n{follower} misses {len(missing)} acknowledged writes after its restart"
+        assert (await c.call(follower, "read", keys=[acked[0], "absent"]))["values"] == [value_of(acked[0]), None]
+
+        await c.call(follower, "trigger", action="snapshot")
+        snap = (await c.call(follower, "wait", until="snapshot", index=m["applied"], timeout=30.0))["snapshot"]
+        await c.call(follower, "trigger", action="purge_log", upto=snap)
+        await c.call(follower, "wait", until="purged", index=snap, timeout=30.0)
+        c.kill(follower)
+        await c.wait_dead(follower)
+        with pytest.raises(NodeExited):
+            await c.start_node(follower, timeout=30.0)
+        assert "cannot be rebuilt" in c.node(follower).log.read_text()
+
+
+def test_proc_cluster_refuses_an_unknown_state_machine() -> None:
+    with pytest.raises(ValueError, match="state_machine"):
+        ProcCluster(3, state_machine="sqlite")

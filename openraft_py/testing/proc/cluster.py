@@ -224,7 +224,9 @@ class ProcCluster:
     dir, removed by ``close()`` unless ``keep=True``).
 
     ``raft_config``: ``Config`` fields for every node; ``sync=False`` opens the log stores
-    without fsync; ``events=False`` turns leadership events off (the benchmark);
+    without fsync; ``state_machine="memory"`` runs each node on a ``MemStateMachine`` (no
+    disk; see ``openraft_py.testing.proc.node``) instead of a ``RocksStateMachine``;
+    ``events=False`` turns leadership events off (the benchmark);
     ``cluster_name`` is the TCP handshake's cluster name. Node ids above ``n`` can be
     started later (``start_node``) and added as learners. ``close()`` (or leaving ``async
     with``) stops every process (graceful, then SIGKILL) and removes the directory.
@@ -239,6 +241,7 @@ class ProcCluster:
         sync: bool = True,
         events: bool = True,
         cluster_name: str = "proc-cluster",
+        state_machine: str = "rocks",
         keep: bool = False,
         env: dict[str, str] | None = None,
         python: str = sys.executable,
@@ -247,8 +250,11 @@ class ProcCluster:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="openraft-proc-")) if root is None else Path(root)
         self.raft_config = dict(raft_config or {})
+        if state_machine not in ("rocks", "memory"):
+            raise ValueError(f"state_machine must be 'rocks' or 'memory', not {state_machine!r}")
         self.sync = sync
         self.events = events
+        self.state_machine = state_machine
         self.cluster_name = cluster_name
         self.keep = keep
         self.env = {**os.environ, **(env or {})}
@@ -308,6 +314,8 @@ class ProcCluster:
             args.append("--no-sync")
         if not self.events:
             args.append("--no-events")
+        if self.state_machine != "rocks":
+            args += ["--state-machine", self.state_machine]
         log = d / "node.log"
         with open(log, "ab") as err:
             err.write(f"--- start n{node_id} at {time.strftime('%H:%M:%S')} ---\n".encode())

@@ -1,8 +1,9 @@
 """One Raft node in its own process, driven over stdin/stdout: the process-level test and
 benchmark harness (not the production server: that is ``openraft-py serve``, DESIGN §8).
 
-The node runs a ``RocksLogStore`` + ``RocksStateMachine`` under ``--data-dir``, a
-``TcpServer`` on ``--raft-addr`` and a ``TcpNetworkFactory`` for its peers::
+The node runs a ``RocksLogStore`` + ``RocksStateMachine`` under ``--data-dir`` (or, with
+``--state-machine memory``, a ``MemStateMachine`` in place of the latter), a ``TcpServer`` on
+``--raft-addr`` and a ``TcpNetworkFactory`` for its peers::
 
     python -m openraft_py.testing.proc.node --id 1 --raft-addr 127.0.0.1:21001 \\
         --data-dir /tmp/n1 --peers 1=127.0.0.1:21001,2=127.0.0.1:21002,3=127.0.0.1:21003
@@ -12,8 +13,11 @@ Options (JSON keys in brackets): ``--id`` [id], ``--raft-addr`` [raft_addr], ``-
 [data_dir], ``--peers`` [peers: ``{"1": "h:p", ...}``, the default members of
 ``initialize``], ``--cluster-name`` [cluster_name], ``--raft-config`` [raft_config: ``Config``
 fields as a JSON object], ``--no-sync`` [sync: false; the log store's ``sync=False``],
-``--no-events`` [events: false]. Restarting the node with the same options brings it back
-from its data directory.
+``--no-events`` [events: false], ``--state-machine`` [state_machine: ``rocks``, the default,
+or ``memory``]. Restarting the node with the same options brings it back from its data
+directory. The ``memory`` state machine (what PySyncObj keeps: a dict, no disk; the benchmarks'
+like-for-like comparison) starts empty on every start and Raft re-applies the log into it, so
+a node with a purged log refuses to start with it (nothing could rebuild the purged part).
 
 Control protocol, one JSON object per line. The parent writes requests to stdin::
 
@@ -72,7 +76,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -81,7 +85,7 @@ from ...errors import ForwardToLeader
 from ...kv.rocks_state_machine import RocksStateMachine
 from ...metrics import RaftMetrics
 from ...raft import Raft
-from ...storage.memory import KvSet, encode_kv
+from ...storage.memory import KvSet, MemStateMachine, encode_kv
 from ...storage.rocks import RocksLogStore
 from ...types import BasicNode, ServerState
 
@@ -99,6 +103,7 @@ class NodeOptions(msgspec.Struct, kw_only=True):
     raft_config: dict[str, Any] = {}
     sync: bool = True
     events: bool = True
+    state_machine: Literal["rocks", "memory"] = "rocks"
 
 
 def value_of(key: str, size: int = 0) -> str:
@@ -181,7 +186,7 @@ class Node:
         self.server: Any = None
         self.factory: Any = None
         self.log_store: RocksLogStore | None = None
-        self.sm: RocksStateMachine | None = None
+        self.sm: RocksStateMachine | MemStateMachine | None = None
         self._out = sys.stdout
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -200,7 +205,16 @@ class Node:
         data.mkdir(parents=True, exist_ok=True)
         config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
         self.log_store = await RocksLogStore.open(data / "log", sync=o.sync)
-        self.sm = await RocksStateMachine.open(data / "sm")
+        if o.state_machine == "memory":
+            purged = (await self.log_store.get_log_state()).last_purged_log_id
+            if purged is not None:
+                raise SystemExit(
+                    f"n{o.id}: the log is purged up to {purged}: a memory state machine, empty at start, cannot be "
+                    "rebuilt from it (run this data directory with --state-machine rocks)"
+                )
+            self.sm = MemStateMachine(record_applied=False)
+        else:
+            self.sm = await RocksStateMachine.open(data / "sm")
         self.factory = TcpNetworkFactory(o.id, o.cluster_name)
         self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
         host, port = _split_addr(o.raft_addr)
@@ -225,9 +239,10 @@ class Node:
             await asyncio.wait_for(self.raft.shutdown(), 10.0)
         if self.factory is not None:
             await self.factory.close()
-        for store in (self.log_store, self.sm):
-            if store is not None:
-                await store.aclose()
+        if isinstance(self.sm, RocksStateMachine):
+            await self.sm.aclose()
+        if self.log_store is not None:
+            await self.log_store.aclose()
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
@@ -364,7 +379,9 @@ class Node:
 
     async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.sm is not None
-        return {"values": [self.sm.get(k) for k in req["keys"]]}
+        sm = self.sm
+        get = sm.data.get if isinstance(sm, MemStateMachine) else sm.get
+        return {"values": [get(k) for k in req["keys"]]}
 
     async def op_dump(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.sm is not None
@@ -492,6 +509,8 @@ def load_options(argv: list[str] | None = None) -> NodeOptions:
     p.add_argument("--raft-config", help="Config fields as a JSON object")
     p.add_argument("--no-sync", action="store_true", help="open the log store with sync=False")
     p.add_argument("--no-events", action="store_true", help="do not report leadership events")
+    p.add_argument("--state-machine", choices=("rocks", "memory"),
+                   help="the state machine: RocksStateMachine (default) or MemStateMachine (no disk)")
     a = p.parse_args(argv)
     raw: dict[str, Any] = {}
     if a.config:
@@ -508,6 +527,8 @@ def load_options(argv: list[str] | None = None) -> NodeOptions:
         raw["sync"] = False
     if a.no_events:
         raw["events"] = False
+    if a.state_machine:
+        raw["state_machine"] = a.state_machine
     try:
         return msgspec.convert(raw, NodeOptions, strict=False)
     except msgspec.ValidationError as e:
