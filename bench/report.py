@@ -95,7 +95,9 @@ def acceptance(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     peer = best_peer(results, "memory", 256)
     for series, target, what in (("tcp-fsync", TCP_VS_PEER_FSYNC, "fsync on"),
-                                 ("tcp-nofsync", TCP_VS_PEER_NOSYNC, "fsync off")):
+                                 ("tcp-nofsync", TCP_VS_PEER_NOSYNC, "fsync off"),
+                                 ("tcp-memsm-fsync", TCP_VS_PEER_FSYNC, "in-memory state machine, fsync on"),
+                                 ("tcp-memsm-nofsync", TCP_VS_PEER_NOSYNC, "in-memory state machine, fsync off")):
         name = f"TCP + RocksDB ({what}) 256 writers vs PySyncObj memory journal 256 writers"
         ours = point(results, series, 256)
         if ours is None or peer is None:

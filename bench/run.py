@@ -8,6 +8,9 @@ The steps, each a subprocess whose progress lines are passed through:
   (``bench/cluster.py``; the pure one under ``OPENRAFT_PY_NO_EXTENSIONS=1``);
 - ``tcp-fsync`` / ``tcp-nofsync``: 3 processes on loopback, RocksDB, fsync on and off
   (``bench/tcp.py``, which also measures the raw fsync latency and the loopback round trip);
+- ``tcp-memsm-fsync`` / ``tcp-memsm-nofsync``: the same at the largest writer count only, each
+  node's state machine in memory (``--state-machine memory``: the dict PySyncObj keeps), the
+  log on RocksDB as before: the comparison with PySyncObj doing the same work on both sides;
 - ``pysyncobj-{memory,file}-{unbatched,batched}``: PySyncObj, 3 processes on loopback, its
   memory and file journals, each in its two tunings (``bench/peers/pysyncobj_bench.py``);
 - ``micro``: the pytest-benchmark micro-benchmarks (``bench/micro``).
@@ -129,6 +132,15 @@ def plan(mode: Mode) -> list[Step]:
                            "--raft-config", json.dumps(ELECTION),
                            *(() if sync else ("--no-fsync",)), "--json", "{json}"),
                           180 + 3 * n_points * mode.tcp_s))
+    top = str(max(mode.writers))
+    for sync in (True, False):
+        what = "fsync on" if sync else "fsync off"
+        steps.append(Step("tcp-memsm-fsync" if sync else "tcp-memsm-nofsync",
+                          f"TCP + RocksDB log, in-memory state machine, {what}", "tcp",
+                          (PY, "bench/tcp.py", "--writers", top, "--seconds", str(mode.tcp_s), "--repeat", r, *quick,
+                           "--state-machine", "memory", "--raft-config", json.dumps(ELECTION),
+                           *(() if sync else ("--no-fsync",)), "--json", "{json}"),
+                          180 + 3 * mode.tcp_s))
     for journal in ("memory", "file"):
         for tuning in ("unbatched", "batched"):
             steps.append(Step(f"pysyncobj-{journal}-{tuning}", f"PySyncObj, {journal} journal, {tuning}", "peer",

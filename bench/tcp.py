@@ -2,7 +2,9 @@
 
 Each node is ``openraft_py.testing.proc_node`` (``RocksLogStore(sync=True)`` +
 ``RocksStateMachine``, the TCP transport, uvloop when installed), started by
-``openraft_py.testing.proc_cluster``. The writers run inside the leader's process: ``W``
+``openraft_py.testing.proc_cluster``. ``--state-machine memory`` gives each node a
+``MemStateMachine`` instead (a dict, no disk: the state PySyncObj keeps, so the comparison with
+it does the same work on both sides apart from our log's RocksDB and fsync). The writers run inside the leader's process: ``W``
 coroutines each await ``raft.client_write`` of a key-value set in a loop for ``--seconds``.
 The run reports writes/s at each writer count with the per-write latency percentiles
 (p50/p90/p99/p99.9; with ``--repeat N``, N runs per writer count on the same cluster and the
@@ -24,6 +26,7 @@ Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer 
     python bench/tcp.py --quick              # 1 s each, fewer samples
     python bench/tcp.py --repeat 3           # 3 runs per writer count, medians
     python bench/tcp.py --no-fsync           # log stores with sync=False
+    python bench/tcp.py --state-machine memory   # in-memory state machines (RocksDB log as before)
     python bench/tcp.py --profile 256        # cProfile the leader and a follower (256 writers)
     python bench/tcp.py --spy 256            # py-spy every node, all threads (256 writers)
     python bench/tcp.py --raft-config '{"max_apply_batch": 32}'   # extra Config fields
@@ -149,9 +152,11 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, run every writer count, return the figures."""
     root = Path(tempfile.mkdtemp(prefix="openraft-bench-tcp-", dir=args.dir))
     raft_config = {"snapshot_policy": {"logs_since_last_n": None}, **json.loads(args.raft_config)}
-    results: dict[str, Any] = {"sync": not args.no_fsync, "seconds": args.seconds, "repeat": args.repeat,
+    results: dict[str, Any] = {"sync": not args.no_fsync, "state_machine": args.state_machine,
+                               "seconds": args.seconds, "repeat": args.repeat,
                                "runs": [], "points": []}
     async with ProcCluster(3, root=root, raft_config=raft_config, sync=not args.no_fsync, events=False,
+                           state_machine=args.state_machine,
                            cluster_name="bench-tcp") as c:
         try:
             # fsync latency on this kind of VM changes with the other IO on the machine: sample
@@ -330,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per writer count; medians are reported")
     p.add_argument("--quick", action="store_true", help="1 s per writer count, fewer samples")
     p.add_argument("--no-fsync", action="store_true", help="log stores with sync=False")
+    p.add_argument("--state-machine", choices=("rocks", "memory"), default="rocks",
+                   help="each node's state machine: RocksStateMachine (default) or MemStateMachine")
     p.add_argument("--fsync-samples", type=int, default=300)
     p.add_argument("--rtt-samples", type=int, default=3000)
     p.add_argument("--profile", type=int, metavar="W", help="cProfile the leader and a follower during the W-writer run")
@@ -353,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         loop_name = "uvloop"
     except ImportError:
         loop_name = "asyncio"
-    print(f"3 node processes on loopback, RocksDB log sync={not args.no_fsync}, {loop_name} in the nodes, "
+    print(f"3 node processes on loopback, RocksDB log sync={not args.no_fsync}, {args.state_machine} state machine, "
+          f"{loop_name} in the nodes, "
           f"{args.seconds:g} s per writer count, {os.cpu_count()} CPUs"
           + (f", Config {args.raft_config}" if args.raft_config != "{}" else ""))
     res = asyncio.run(run_bench(args))

@@ -72,7 +72,7 @@ def test_acceptance_checks_are_computed_or_marked_not_measured(smoke: tuple[Path
     assert kernel["pass"] is (kernel["value"] >= 5.0)
     # No TCP step in the smoke run: those checks say so instead of passing or failing.
     tcp = [c for n, c in checks.items() if n.startswith("TCP")]
-    assert len(tcp) == 3 and all(c["pass"] is None and c["value"] is None for c in tcp)
+    assert len(tcp) == 5 and all(c["pass"] is None and c["value"] is None for c in tcp)
 
 
 def test_markdown_table_and_plots_are_written(smoke: tuple[Path, str]) -> None:
