@@ -31,7 +31,7 @@ is run once more; if it fails again it is reported, the others still run and the
 is 1. The acceptance ratios are
 printed as PASS / FAIL but never change the exit status.
 
-    python bench/run.py            # the full run (about 10 minutes on 2 cores)
+    python bench/run.py            # the full run (about 6 minutes on 2 cores)
     python bench/run.py --quick    # all points, shorter runs (under 2 minutes)
     python bench/run.py --smoke --out /tmp/b   # a few points, 1 short run each (the test suite's)
 """
