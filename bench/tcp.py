@@ -3,9 +3,10 @@
 Each node is ``openraft_py.testing.proc_node`` (``RocksLogStore(sync=True)`` +
 ``RocksStateMachine``, the TCP transport, uvloop when installed), started by
 ``openraft_py.testing.proc_cluster``. ``--state-machine memory`` gives each node a
-``MemStateMachine`` instead (a dict, no disk: the state PySyncObj keeps, so the comparison with
-it does the same work on both sides apart from our log's RocksDB and fsync). The writers run inside the leader's process: ``W``
-coroutines each await ``raft.client_write`` of a key-value set in a loop for ``--seconds``.
+``MemStateMachine`` instead (a dict, no disk: the state PySyncObj keeps, so the comparison
+with it does the same work on both sides apart from our log's RocksDB and fsync). The
+writers run inside the leader's process: ``W`` coroutines each await ``raft.client_write``
+of a key-value set in a loop for ``--seconds``.
 The run reports writes/s at each writer count with the per-write latency percentiles
 (p50/p90/p99/p99.9; with ``--repeat N``, N runs per writer count on the same cluster and the
 median of each figure), and measures in the same run, on the same machine:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["NodeCallError", "NodeExited", "NodeProcess", "ProcCluster", "free_port"]
 
@@ -241,7 +241,7 @@ class ProcCluster:
         sync: bool = True,
         events: bool = True,
         cluster_name: str = "proc-cluster",
-        state_machine: str = "rocks",
+        state_machine: Literal["rocks", "memory"] = "rocks",
         keep: bool = False,
         env: dict[str, str] | None = None,
         python: str = sys.executable,

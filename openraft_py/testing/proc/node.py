@@ -239,10 +239,10 @@ class Node:
             await asyncio.wait_for(self.raft.shutdown(), 10.0)
         if self.factory is not None:
             await self.factory.close()
-        if isinstance(self.sm, RocksStateMachine):
-            await self.sm.aclose()
         if self.log_store is not None:
             await self.log_store.aclose()
+        if isinstance(self.sm, RocksStateMachine):  # a MemStateMachine holds nothing to close
+            await self.sm.aclose()
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
