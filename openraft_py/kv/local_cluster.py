@@ -241,7 +241,9 @@ class LocalCluster:
                 await self.wait_serving(node_id, timeout)
                 return node
             except ClusterError:
-                port_taken = "Address already in use" in _tail(node.log, 40)
+                # The server logs the OSError of its bind: "[Errno 98] ... address already in
+                # use" (asyncio lower-cases the strerror), "Address already in use" elsewhere.
+                port_taken = "address already in use" in _tail(node.log, 40).lower()
                 if not (first and port_taken and attempt < 2 and not node.running):
                     raise
             node.raft_addr = f"{self.host}:{free_port(self.host)}"

@@ -455,3 +455,36 @@ def test_cluster_up_with_a_data_dir_comes_back_with_its_data_on_the_same_ports(t
         assert _gone(again[1].pid)
     finally:
         _stop(proc, signal.SIGKILL)
+
+
+def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> None:
+    """Between picking a free port and the node's bind, another process may take it: the
+    first start of that node is retried on new ports (recorded in ``cluster.json``) instead of
+    failing the whole cluster."""
+    import json
+    import socket
+
+    from openraft_py.kv.local_cluster import LocalCluster
+
+    async def scenario() -> None:
+        cluster = LocalCluster(1)
+        node = cluster.nodes[1]
+        taken = node.raft_addr
+        host, port = taken.rsplit(":", 1)
+        squatter = socket.socket()
+        try:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((host, int(port)))
+            squatter.listen(1)
+            await cluster.start_node(1, timeout=30.0)
+            assert node.starts == 2 and node.raft_addr != taken
+            assert "address already in use" in node.log.read_text().lower()
+            recorded = json.loads((cluster.root / "cluster.json").read_text())["nodes"]["1"]
+            assert recorded == {"raft_addr": node.raft_addr, "http_addr": node.http_addr}
+            assert (await cluster.client.status(node.http_addr, timeout=5.0))  # it serves
+        finally:
+            squatter.close()
+            await cluster.aclose()
+        assert not cluster.root.exists()
+
+    asyncio.run(scenario())
