@@ -240,6 +240,11 @@ async def test_memory_state_machine_nodes_rebuild_from_the_log_and_refuse_a_purg
         assert "cannot be rebuilt" in c.node(follower).log.read_text()
 
 
-def test_proc_cluster_refuses_an_unknown_state_machine() -> None:
+def test_proc_cluster_refuses_an_unknown_state_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before anything is made: no temporary directory is left behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(ValueError, match="state_machine"):
-        ProcCluster(3, state_machine="sqlite")
+        ProcCluster(3, state_machine="sqlite")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

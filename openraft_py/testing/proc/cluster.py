@@ -246,12 +246,12 @@ class ProcCluster:
         env: dict[str, str] | None = None,
         python: str = sys.executable,
     ) -> None:
+        if state_machine not in ("rocks", "memory"):
+            raise ValueError(f"state_machine must be 'rocks' or 'memory', not {state_machine!r}")
         self.n = n
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="openraft-proc-")) if root is None else Path(root)
         self.raft_config = dict(raft_config or {})
-        if state_machine not in ("rocks", "memory"):
-            raise ValueError(f"state_machine must be 'rocks' or 'memory', not {state_machine!r}")
         self.sync = sync
         self.events = events
         self.state_machine = state_machine
