@@ -3,7 +3,9 @@ writer thread is idle is written on the event loop and its fsync handed to the k
 native AIO). Asserted: it is taken, nothing fsyncs on the loop's thread, every acknowledged
 write survives a reopen (its acknowledged mark included), a new WAL is fsynced, a failed
 write or fsync fails the store (and still releases its lock), and ``close()`` finishes the
-writes in flight."""
+writes in flight. With ``sync=False`` the fast path is the write alone: made on the loop,
+refused (and left to the thread) rather than stalled, done before ``append`` returns. Large
+appends never take either."""
 
 from __future__ import annotations
 
@@ -359,5 +361,147 @@ async def test_the_fsync_waits_a_few_passes_only_when_the_caller_sends_first(tmp
             assert len(writer._written) == (1 if sends_first else 0)
             assert await asyncio.wait_for(done, 10) is None
         assert writer.fast_writes >= 3
+    finally:
+        await store.aclose()
+
+
+# -- sync=False: the fast path is the write alone -----------------------------------------------
+
+
+class _RecordingWrites:
+    """Wraps the writer's database: records each ``write``'s thread and ``no_slowdown``;
+    ``refuse_no_wait``: a write with ``no_slowdown`` raises, as RocksDB refuses one it would
+    stall; ``fail``: every write raises."""
+
+    def __init__(self, inner: Any, *, refuse_no_wait: bool = False, fail: bool = False) -> None:
+        self._inner = inner
+        self.refuse_no_wait = refuse_no_wait
+        self.fail = fail
+        self.writes: list[tuple[int, bool]] = []
+
+    def write(self, batch: Any, opts: Any) -> None:
+        self.writes.append((threading.get_ident(), bool(opts.no_slowdown)))
+        if self.fail:
+            raise Exception("IO error: injected")
+        if self.refuse_no_wait and opts.no_slowdown:
+            raise Exception("Result incomplete: Write stall")
+        self._inner.write(batch, opts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def ents(first: int, n: int, size: int = 8) -> list[Entry]:
+    return [Entry(LogId(1, i), Normal(b"v" * size)) for i in range(first, first + n)]
+
+
+async def unsynced_append(store: RocksLogStore, entries: list[Entry]) -> tuple[asyncio.Future[BaseException | None], bool]:
+    """Append ``entries`` once the writer thread is idle; whether ``append`` had called back
+    by the time it returned."""
+    await writer_idle(store)
+    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    await store.append(entries, IOFlushed(done.set_result, sends_first=True))
+    return done, done.done()
+
+
+async def test_unsynced_appends_are_written_on_the_loop_and_survive_reopen(tmp_path: Path) -> None:
+    """With ``sync=False`` an append of up to ``WRITE_NOW_MAX_UNSYNCED`` entries is written on
+    the loop's thread (no thread hop), refused rather than stalled (``no_slowdown``), and done
+    before ``append`` returns; a reopen finds every entry."""
+    from openraft_py.storage.rocks import log_store
+
+    path = tmp_path / "log"
+    store = RocksLogStore(path, sync=False)
+    rec = _RecordingWrites(store._writer._db)
+    store._writer._db = rec
+    try:
+        for k in range(8):
+            size = log_store.WRITE_NOW_MAX_UNSYNCED if k == 7 else 256
+            done, at_once = await unsynced_append(store, ents(k * 256, size))
+            assert at_once and done.result() is None
+        assert not store._pending
+        assert store._writer.fast_writes == 8 and store._writer.groups == 0
+        assert store.groups_written == 8
+        assert rec.writes == [(threading.get_ident(), True)] * 8
+    finally:
+        store._writer._db = rec._inner
+        await store.aclose()
+    reopened = RocksLogStore(path, sync=False)  # also checks the acknowledged mark against what RocksDB recovered
+    try:
+        last = 7 * 256 + log_store.WRITE_NOW_MAX_UNSYNCED
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, last)] == list(range(last))
+    finally:
+        reopened.close()
+
+
+async def test_unsynced_append_refused_on_the_loop_is_written_by_the_thread(tmp_path: Path) -> None:
+    """A write RocksDB refuses on the loop (it would stall) is written by the thread, with the
+    usual options; the store goes on, and everything survives a reopen."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path, sync=False)
+    rec = _RecordingWrites(store._writer._db, refuse_no_wait=True)
+    store._writer._db = rec
+    try:
+        done, at_once = await unsynced_append(store, ents(0, 256))
+        assert not at_once
+        assert await asyncio.wait_for(done, 10) is None
+        assert [no_wait for _, no_wait in rec.writes] == [True, False]
+        assert rec.writes[1][0] != threading.get_ident()  # the thread
+        assert store._writer.groups == 1 and store._writer.fast_writes == 0
+        rec.refuse_no_wait = False
+        done, at_once = await unsynced_append(store, ents(256, 10))
+        assert at_once and done.result() is None
+        await store.save_vote(Vote.new(2, 1))
+    finally:
+        store._writer._db = rec._inner
+        await store.aclose()
+    reopened = RocksLogStore(path, sync=False)
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 266)] == list(range(266))
+        assert await reopened.read_vote() == Vote.new(2, 1)
+    finally:
+        reopened.close()
+
+
+async def test_failed_unsynced_write_fails_the_store(tmp_path: Path) -> None:
+    """A write that fails on the loop is tried once more by the thread, where the failure is
+    reported and fails the store, as any failed write does."""
+    store = RocksLogStore(tmp_path / "log", sync=False)
+    rec = _RecordingWrites(store._writer._db, fail=True)
+    store._writer._db = rec
+    try:
+        done, _ = await unsynced_append(store, ents(0, 4))
+        assert isinstance(await asyncio.wait_for(done, 10), StorageError)
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(store.save_vote(Vote.new(1, 1)), 10)
+    finally:
+        store._writer._db = rec._inner
+        try:
+            await store.aclose()
+        except StorageError:
+            pass
+
+
+@pytest.mark.parametrize("sync", [False, pytest.param(True, marks=needs_aio)], ids=["sync=False", "sync=True"])
+async def test_large_appends_stay_off_the_loop(tmp_path: Path, sync: bool) -> None:
+    """An append over the fast path's entry count or ``WRITE_NOW_MAX_BYTES`` goes to the
+    thread, so a large write never holds the loop."""
+    from openraft_py.storage.rocks import log_store
+
+    store = RocksLogStore(tmp_path / "log", sync=sync)
+    try:
+        assert await asyncio.wait_for((await unsynced_append(store, ents(0, 1)))[0], 10) is None  # (the first lists the WAL)
+        max_n = log_store.WRITE_NOW_MAX if sync else log_store.WRITE_NOW_MAX_UNSYNCED
+        big = log_store.WRITE_NOW_MAX_BYTES // 2 + 1
+        nxt = 1
+        for batch in (ents(nxt, max_n + 1), ents(nxt + max_n + 1, 2, size=big)):
+            fast, groups = store._writer.fast_writes, store._writer.groups
+            done, _ = await unsynced_append(store, batch)
+            assert await asyncio.wait_for(done, 10) is None
+            assert (store._writer.fast_writes, store._writer.groups) == (fast, groups + 1)
+        fast = store._writer.fast_writes
+        done, _ = await unsynced_append(store, ents(max_n + 4, 2, size=big - 1))  # at the limit: fast
+        assert await asyncio.wait_for(done, 10) is None
+        assert store._writer.fast_writes == fast + 1
     finally:
         await store.aclose()

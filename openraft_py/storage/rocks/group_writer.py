@@ -69,8 +69,10 @@ class GroupWriter:
     The loop's fast path (``write_now``, with ``wal`` and Linux native AIO): while the thread is
     idle with nothing queued, the caller's thread (the event loop) writes the batch itself and
     hands the fsync of the newest WAL to the kernel (``AioFsync``); the completion wakes the
-    loop, which records the mark and calls ``done``: no thread hop either way. See "The loop's
-    fast path" in ``docs/design/durability.md`` for why order and durability are kept.
+    loop, which records the mark and calls ``done``: no thread hop either way. With
+    ``sync=False`` the fast path is the write alone: made on the loop, refused rather than
+    stalled, done before ``write_now`` returns. See "The loop's fast path" in
+    ``docs/design/durability.md`` for why order and durability are kept.
     """
 
     def __init__(self, db: Rdict, sync: bool, wal: WalSyncer | None, name: str, mark: AckMark) -> None:
@@ -80,6 +82,10 @@ class GroupWriter:
         self._mark = mark
         self._sync_opts = write_options(sync)
         self._nosync_opts = write_options(False)
+        # The fast path's write with ``sync=False``: refused instead of stalled (see
+        # ``_write_now_unsynced``).
+        self._no_wait_opts = write_options(False)
+        self._no_wait_opts.no_slowdown = True
         self._cond = threading.Condition()
         self._queue: list[tuple[Any, Callable[[BaseException | None], None]]] = []
         # How many writes queued in ``_queue`` need the durability step.
@@ -111,7 +117,7 @@ class GroupWriter:
         self._fast_closed = False
         self._reader_loop: asyncio.AbstractEventLoop | None = None  # watching the AIO eventfd
         self._drained: asyncio.Future[None] | None = None
-        self.fast_writes = 0  # writes made durable by the fast path (for tests and benchmarks)
+        self.fast_writes = 0  # writes made durable (sync=False: written) by the fast path (for tests and benchmarks)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -144,7 +150,12 @@ class GroupWriter:
         batches only: the write runs on the caller's thread (no fsync there).
 
         ``defer_sync``: the fsync is handed to the kernel ``_SUBMIT_AFTER_PASSES`` loop
-        passes later (what the caller sends in this pass leaves first); otherwise now."""
+        passes later (what the caller sends in this pass leaves first); otherwise now.
+
+        With ``sync=False`` there is no durability step: the batch is done once written, and
+        ``done`` is called before this returns (``_write_now_unsynced``)."""
+        if not self._sync:
+            return self._write_now_unsynced(build, done)
         aio = self._aio
         if aio is None:
             return False
@@ -194,6 +205,30 @@ class GroupWriter:
             self._submit_written()  # (with any deferred before it, in write order)
         elif first:
             loop.call_soon(self._submit_after, _SUBMIT_AFTER_PASSES - 1)
+        return True
+
+    def _write_now_unsynced(self, build: Callable[[], WriteBatch], done: Callable[[BaseException | None], None]) -> bool:
+        """``write_now`` of a store with ``sync=False``: while the thread is idle with nothing
+        queued, write ``build()`` here, record the mark and call ``done``. The write does not
+        wait: RocksDB refuses one it would stall (``no_slowdown``: too many memtables or level-0
+        files), and then, or on any other failure of the write, nothing is written and this
+        returns ``False``: the thread writes it (waiting for the stall there, or failing the
+        store with the error). A batch is atomic, so a refused one can be written again."""
+        with self._cond:
+            if self._queue or self._busy or self._closing or self._fast_closed or self._failed is not None:
+                return False
+            try:
+                self._db.write(build(), self._no_wait_opts)
+            except Exception:  # noqa: BLE001 - the thread tries again and reports a real failure
+                return False
+            err: BaseException | None = None
+            try:
+                # Written to the OS: recorded before the write is acknowledged, as the thread does.
+                self._mark.record(self._db.latest_sequence_number())
+                self.fast_writes += 1
+            except Exception as e:  # noqa: BLE001 - reported to the waiter; the writer fails
+                err = self._failed = e.with_traceback(None)  # its frames reach the loop's (see write_now)
+        done(err)
         return True
 
     def _to_thread(self, done: Callable[[BaseException | None], None]) -> None:

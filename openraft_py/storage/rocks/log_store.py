@@ -20,7 +20,7 @@ from rocksdict import Rdict, WriteBatch
 
 from ..._core import encode_index_key
 from ...errors import LogCompacted, StorageError
-from ...types import Entry, LogId, LogState, Vote
+from ...types import Entry, LogId, LogState, Normal, Vote
 from .. import IOFlushed
 from .db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
@@ -39,7 +39,15 @@ from .log_format import (
 )
 from .wal import wal_syncer_for
 
-__all__ = ["FSYNC_MODES", "INLINE_READ_MAX", "WRITE_NOW_MAX", "RocksLogReader", "RocksLogStore"]
+__all__ = [
+    "FSYNC_MODES",
+    "INLINE_READ_MAX",
+    "WRITE_NOW_MAX",
+    "WRITE_NOW_MAX_BYTES",
+    "WRITE_NOW_MAX_UNSYNCED",
+    "RocksLogReader",
+    "RocksLogStore",
+]
 
 FSYNC_MODES = ("wal", "rocksdb")
 """``fsync_mode`` values of ``RocksLogStore``: ``"wal"`` (fsync the WAL files outside
@@ -57,9 +65,27 @@ write_now``): written on the event loop while the writer thread is idle, its fsy
 the kernel, no thread hop (``docs/design/durability.md``, "The loop's fast path"). A write of
 64 entries takes ~20-40 us; larger ones stay in the writer thread."""
 
+WRITE_NOW_MAX_UNSYNCED = 1024
+"""``WRITE_NOW_MAX`` for a store with ``sync=False``: with no fsync to wait for, the fast path
+is the whole write, and a thread hop would cost more than the write (256 entries of ~60 bytes:
+~0.1 ms)."""
+
+WRITE_NOW_MAX_BYTES = 512 * 1024
+"""An append whose payloads add up to more than this many bytes never takes the fast path, so
+the event loop is never held by a large write."""
+
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
+
+
+def _payload_bytes(entries: list[Entry]) -> int:
+    """The data bytes of the normal entries of ``entries`` (a membership entry is small)."""
+    try:
+        # All normal entries, the common case: one pass without a type test.
+        return sum([len(e.payload.data) for e in entries])  # type: ignore[union-attr,misc]
+    except AttributeError:
+        return sum([len(p.data) for e in entries if type(p := e.payload) is Normal])
 
 
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
@@ -338,8 +364,10 @@ class RocksLogStore(RocksLogReader):
         the batch does not continue the log without a hole or its indexes are not consecutive.
         Cost on the loop: O(len(entries)) dictionary updates (the in-memory view); encoding
         the entries and building the ``WriteBatch`` happen in the writer thread, except for an
-        append of at most ``WRITE_NOW_MAX`` entries on the writer's fast path (written here,
-        fsynced by the kernel; ``GroupWriter.write_now``).
+        append of at most ``WRITE_NOW_MAX`` entries (``WRITE_NOW_MAX_UNSYNCED`` with
+        ``sync=False``) and ``WRITE_NOW_MAX_BYTES`` payload bytes on the writer's fast path
+        (written here, fsynced by the kernel; with ``sync=False`` done once written, and
+        ``callback`` called before ``append`` returns; ``GroupWriter.write_now``).
         """
         self._check_open()
         if not entries:
@@ -394,7 +422,11 @@ class RocksLogStore(RocksLogReader):
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
-            if len(owned) > WRITE_NOW_MAX or not self._writer.write_now(build, done, defer_sync=callback.sends_first):
+            if (
+                len(owned) > (WRITE_NOW_MAX if self.sync else WRITE_NOW_MAX_UNSYNCED)
+                or _payload_bytes(owned) > WRITE_NOW_MAX_BYTES
+                or not self._writer.write_now(build, done, defer_sync=callback.sends_first)
+            ):
                 self._writer.submit(build, done)
         except RuntimeError:
             for e in owned:
