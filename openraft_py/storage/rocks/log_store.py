@@ -65,7 +65,7 @@ write_now``): written on the event loop while the writer thread is idle, its fsy
 the kernel, no thread hop (``docs/design/durability.md``, "The loop's fast path"). A write of
 64 entries takes ~20-40 us, one of 512 small entries ~0.3 ms; larger ones stay in the writer
 thread. (At 64 until the fifteenth round of ``docs/design/performance.md``: at 256 writers
-over TCP the thread's path cost each node 10-15% more CPU per write.)"""
+over TCP the thread's path cost the nodes 8-14% more CPU per write.)"""
 
 WRITE_NOW_MAX_UNSYNCED = 1024
 """``WRITE_NOW_MAX`` for a store with ``sync=False``: with no fsync to wait for, the fast path
