@@ -371,18 +371,15 @@ async def test_the_fsync_waits_a_few_passes_only_when_the_caller_sends_first(tmp
 class _RecordingWrites:
     """Wraps the writer's database: records each ``write``'s thread and ``no_slowdown``;
     ``refuse_no_wait``: a write with ``no_slowdown`` raises, as RocksDB refuses one it would
-    stall; ``fail``: every write raises."""
+    stall."""
 
-    def __init__(self, inner: Any, *, refuse_no_wait: bool = False, fail: bool = False) -> None:
+    def __init__(self, inner: Any, *, refuse_no_wait: bool = False) -> None:
         self._inner = inner
         self.refuse_no_wait = refuse_no_wait
-        self.fail = fail
         self.writes: list[tuple[int, bool]] = []
 
     def write(self, batch: Any, opts: Any) -> None:
         self.writes.append((threading.get_ident(), bool(opts.no_slowdown)))
-        if self.fail:
-            raise Exception("IO error: injected")
         if self.refuse_no_wait and opts.no_slowdown:
             raise Exception("Result incomplete: Write stall")
         self._inner.write(batch, opts)
@@ -395,9 +392,9 @@ def ents(first: int, n: int, size: int = 8) -> list[Entry]:
     return [Entry(LogId(1, i), Normal(b"v" * size)) for i in range(first, first + n)]
 
 
-async def unsynced_append(store: RocksLogStore, entries: list[Entry]) -> tuple[asyncio.Future[BaseException | None], bool]:
-    """Append ``entries`` once the writer thread is idle; whether ``append`` had called back
-    by the time it returned."""
+async def idle_append(store: RocksLogStore, entries: list[Entry]) -> tuple[asyncio.Future[BaseException | None], bool]:
+    """Append ``entries`` once the writer thread is idle (so a fast path is open to it);
+    whether ``append`` had called back by the time it returned."""
     await writer_idle(store)
     done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
     await store.append(entries, IOFlushed(done.set_result, sends_first=True))
@@ -417,7 +414,7 @@ async def test_unsynced_appends_are_written_on_the_loop_and_survive_reopen(tmp_p
     try:
         for k in range(8):
             size = log_store.WRITE_NOW_MAX_UNSYNCED if k == 7 else 256
-            done, at_once = await unsynced_append(store, ents(k * 256, size))
+            done, at_once = await idle_append(store, ents(k * 256, size))
             assert at_once and done.result() is None
         assert not store._pending
         assert store._writer.fast_writes == 8 and store._writer.groups == 0
@@ -442,14 +439,14 @@ async def test_unsynced_append_refused_on_the_loop_is_written_by_the_thread(tmp_
     rec = _RecordingWrites(store._writer._db, refuse_no_wait=True)
     store._writer._db = rec
     try:
-        done, at_once = await unsynced_append(store, ents(0, 256))
+        done, at_once = await idle_append(store, ents(0, 256))
         assert not at_once
         assert await asyncio.wait_for(done, 10) is None
         assert [no_wait for _, no_wait in rec.writes] == [True, False]
         assert rec.writes[1][0] != threading.get_ident()  # the thread
         assert store._writer.groups == 1 and store._writer.fast_writes == 0
         rec.refuse_no_wait = False
-        done, at_once = await unsynced_append(store, ents(256, 10))
+        done, at_once = await idle_append(store, ents(256, 10))
         assert at_once and done.result() is None
         await store.save_vote(Vote.new(2, 1))
     finally:
@@ -467,15 +464,17 @@ async def test_failed_unsynced_write_fails_the_store(tmp_path: Path) -> None:
     """A write that fails on the loop is tried once more by the thread, where the failure is
     reported and fails the store, as any failed write does."""
     store = RocksLogStore(tmp_path / "log", sync=False)
-    rec = _RecordingWrites(store._writer._db, fail=True)
+    real = store._writer._db
+    rec = _RecordingWrites(_FailingWrites(real, 0))
     store._writer._db = rec
     try:
-        done, _ = await unsynced_append(store, ents(0, 4))
+        done, _ = await idle_append(store, ents(0, 4))
         assert isinstance(await asyncio.wait_for(done, 10), StorageError)
+        assert [no_wait for _, no_wait in rec.writes] == [True, False]  # the loop, then the thread
         with pytest.raises(StorageError):
             await asyncio.wait_for(store.save_vote(Vote.new(1, 1)), 10)
     finally:
-        store._writer._db = rec._inner
+        store._writer._db = real
         try:
             await store.aclose()
         except StorageError:
@@ -490,17 +489,17 @@ async def test_large_appends_stay_off_the_loop(tmp_path: Path, sync: bool) -> No
 
     store = RocksLogStore(tmp_path / "log", sync=sync)
     try:
-        assert await asyncio.wait_for((await unsynced_append(store, ents(0, 1)))[0], 10) is None  # (the first lists the WAL)
+        assert await asyncio.wait_for((await idle_append(store, ents(0, 1)))[0], 10) is None  # (the first lists the WAL)
         max_n = log_store.WRITE_NOW_MAX if sync else log_store.WRITE_NOW_MAX_UNSYNCED
         big = log_store.WRITE_NOW_MAX_BYTES // 2 + 1
         nxt = 1
         for batch in (ents(nxt, max_n + 1), ents(nxt + max_n + 1, 2, size=big)):
             fast, groups = store._writer.fast_writes, store._writer.groups
-            done, _ = await unsynced_append(store, batch)
+            done, _ = await idle_append(store, batch)
             assert await asyncio.wait_for(done, 10) is None
             assert (store._writer.fast_writes, store._writer.groups) == (fast, groups + 1)
         fast = store._writer.fast_writes
-        done, _ = await unsynced_append(store, ents(max_n + 4, 2, size=big - 1))  # at the limit: fast
+        done, _ = await idle_append(store, ents(max_n + 4, 2, size=big - 1))  # at the limit: fast
         assert await asyncio.wait_for(done, 10) is None
         assert store._writer.fast_writes == fast + 1
     finally:

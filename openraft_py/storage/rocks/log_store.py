@@ -82,7 +82,9 @@ _dec_logid = msgspec.msgpack.Decoder(LogId | None)
 
 
 def _payload_bytes(entries: list[Entry]) -> int:
-    """The data bytes of the normal entries of ``entries`` (a membership entry is small)."""
+    """The data bytes of the normal entries of ``entries``, for the fast path's limit. (The
+    replication byte budget's ``core.replication.payload_bytes`` also counts a membership
+    entry's encoding; here it is left out as small, and storage does not import core.)"""
     try:
         # All normal entries, the common case: one pass without a type test.
         return sum([len(e.payload.data) for e in entries])  # type: ignore[union-attr,misc]
