@@ -32,6 +32,10 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 Reads (``GET``) have no effect, so every failure of a read is retried within the deadline;
 a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.
 
+No attempt after the first starts with less than ``_RETRY_MIN`` seconds left before the
+deadline: the call ends ``FAIL`` with the last refusal instead. An attempt that cannot get
+its answer in time would only turn a write's known refusal into an unknown outcome.
+
 Whether an attempt reached the wire is known exactly: sessions come from ``new_session()``,
 whose trace hook counts the request headers sent. An attempt that failed before any headers
 were sent is a refusal; one that failed after is unknown. (aiohttp resends a ``PUT`` or
@@ -54,6 +58,10 @@ from typing import Any
 import aiohttp
 
 __all__ = ["Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+
+_RETRY_MIN = 0.05
+"""Seconds a call must have left before its deadline to start another attempt (a retry or a
+redirect hop); see the module docstring."""
 
 
 class Outcome(str, enum.Enum):
@@ -312,7 +320,7 @@ class KvClient:
         last: tuple[int | None, bytes, str] = (None, b"", "no attempt made")
         while True:
             remaining = end - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or (remaining < _RETRY_MIN and (retries or redirects)):
                 status, rbody, why = last
                 return Response(Outcome.FAIL, status, rbody, node, f"gave up after {retries + 1} attempts: {why}",
                                 redirects, retries)

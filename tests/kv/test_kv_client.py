@@ -95,6 +95,28 @@ async def test_an_unreachable_cluster_fails_by_the_deadline() -> None:
             await c.find_leader(timeout=0.3)
 
 
+async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusals until the deadline end as ``FAIL`` with the last refusal: no attempt after the
+    first starts with less than ``_RETRY_MIN`` left (it could not get its answer in time, and a
+    write's unanswered attempt would make the outcome unknown). The back-off pauses (jitter
+    fixed: 20, 40, 80, 160 ms) end about 30 ms before the deadline."""
+    from openraft_py.kv import client as client_mod
+
+    monkeypatch.setattr(client_mod.random, "random", lambda: 0.5)
+    timeouts: list[float] = []
+    no_leader = b'{"error": "no leader is known", "leader_id": null}'
+
+    async def refused(method: str, url: str, data: object, headers: object, timeout: float) -> tuple[int, dict[str, str], bytes]:
+        timeouts.append(timeout)
+        return 503, {}, no_leader
+
+    async with KvClient(["127.0.0.1:1"], deadline=0.33, backoff=0.02, max_backoff=1.0) as c:
+        monkeypatch.setattr(c, "_attempt", refused)
+        r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+    assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries >= 3, r
+    assert len(timeouts) >= 4 and all(t >= client_mod._RETRY_MIN for t in timeouts[1:]), timeouts
+
+
 async def test_no_leader_is_a_refusal_retried_until_the_deadline(tmp_path: object) -> None:
     c0 = KvCluster()
     try:
