@@ -33,7 +33,7 @@ NO_EXTENSIONS = _flag("OPENRAFT_PY_NO_EXTENSIONS") or sys.implementation.name !=
 DEBUG = _flag("OPENRAFT_PY_DEBUG")
 ANNOTATE = _flag("OPENRAFT_PY_ANNOTATE")
 
-KERNELS = ["_quorum_c", "_logindex_c", "_codec_c"]
+KERNELS = ["_quorum_c", "_logindex_c", "_codec_c", "_kv_c"]
 
 
 def _pxd_include_dir() -> str:

@@ -43,6 +43,9 @@ __all__ = [
     "encode_frame",
     "encode_frames",
     "FrameReader",
+    # kv
+    "KV_SET_HEADER",
+    "apply_kv_sets",
 ]
 
 # The one switch for every extension of the package (``openraft_py/_compiled.py``).
@@ -56,6 +59,7 @@ from ._codec_py import (
     CodecError,
     FrameTooLarge,
 )
+from ._kv_py import KV_SET_HEADER
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._codec_py import (
@@ -70,6 +74,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         find_payload,
         plain_entries_prefix,
     )
+    from ._kv_py import apply_kv_sets
     from ._logindex_py import EntryCache, LogIndex
     from ._quorum_py import (
         INF_INDEX,
@@ -94,6 +99,7 @@ else:
             find_payload,
             plain_entries_prefix,
         )
+        from ._kv_c import apply_kv_sets
         from ._logindex_c import EntryCache, LogIndex
         from ._quorum_c import (
             INF_INDEX,
@@ -117,6 +123,7 @@ else:
             find_payload,
             plain_entries_prefix,
         )
+        from ._kv_py import apply_kv_sets
         from ._logindex_py import EntryCache, LogIndex
         from ._quorum_py import (
             INF_INDEX,

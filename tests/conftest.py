@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-KERNELS = ("quorum", "logindex", "codec")
+KERNELS = ("quorum", "logindex", "codec", "kv")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -29,7 +29,7 @@ import pytest
 from openraft_py._compiled import COMPILED_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNELS = ("_quorum_c", "_logindex_c", "_codec_c")
+KERNELS = ("_quorum_c", "_logindex_c", "_codec_c", "_kv_c")
 PYTHONS = ("3.11", "3.12", "3.13")
 LICENCES = ("LICENSE-MIT", "LICENSE-APACHE")
 

@@ -23,7 +23,7 @@ pytest.importorskip("pytest_benchmark")
 def _load(suffix: str) -> types.SimpleNamespace:
     """The public names of every kernel module of one twin (``"c"`` or ``"py"``)."""
     ns = types.SimpleNamespace()
-    for kernel in ("quorum", "logindex", "codec"):
+    for kernel in ("quorum", "logindex", "codec", "kv"):
         mod = importlib.import_module(f"openraft_py._core._{kernel}_{suffix}")
         ns.__dict__.update({k: v for k, v in vars(mod).items() if not k.startswith("_")})
     return ns
@@ -139,5 +139,23 @@ def test_frame_reader_x1000(benchmark, impl) -> None:
         r = impl.FrameReader(1 << 20)
         for c in chunks:
             r.feed(c)
+
+    benchmark(run)
+
+
+def test_apply_kv_sets_x1000(benchmark, impl) -> None:
+    """A key-value state machine's apply of a 1,000-entry batch of ``set`` commands (keys
+    and values as the benchmarks write them), with the responses a leader computes: the
+    previous value of each key, here all present (updates of 1,000 keys)."""
+    from openraft_py.storage.memory import KvSet, encode_kv
+    from openraft_py.types import Entry, LogId, Normal
+
+    entries = [Entry(LogId(5, i), Normal(encode_kv(KvSet(f"k{i % 256}-{i}", f"v:k{i % 256}-{i}"))))
+               for i in range(1_000)]
+    kv: dict[str, str] = {}
+    f = impl.apply_kv_sets
+
+    def run() -> None:
+        assert f(kv, entries, 0, Normal, [], None) == 1_000
 
     benchmark(run)

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Protocol
 
 import msgspec
 
-from .._core import find_payload
+from .._core import apply_kv_sets, find_payload
 from ..errors import LogCompacted
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -568,12 +568,28 @@ class MemStateMachine:
         self._apply(entries, apply_kv_effect)
 
     def _apply(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
+        """Apply ``entries`` with ``run`` (``apply_kv``, or ``apply_kv_effect``: then the
+        returned list is not the responses and nobody reads it)."""
         disk = self._disk
         kv: KvMap = disk.kv if disk.kv_overlay is None else _LayeredKv(disk.kv, disk.kv_overlay)
-        record = disk.applied_log.append if self.record_applied else None
+        applied_log = disk.applied_log if self.record_applied else None
+        record = None if applied_log is None else applied_log.append
         responses: list[Any] = []
         out = responses.append
-        for entry in entries:
+        # Runs of ``set`` commands go through the kernel when the data is one plain dict
+        # (no snapshot build holds it frozen): the same changes, responses and records as
+        # the loop below makes for them, without a decode and a Struct per entry.
+        sets_to = disk.kv if disk.kv_overlay is None and type(disk.kv) is dict else None
+        set_responses = responses if run is apply_kv else None
+        i = 0
+        n = len(entries)
+        while i < n:
+            if sets_to is not None:
+                i = apply_kv_sets(sets_to, entries, i, Normal, set_responses, applied_log)
+                if i == n:
+                    break
+            entry = entries[i]
+            i += 1
             payload = entry.payload
             if type(payload) is Normal:
                 data = payload.data

@@ -14,6 +14,7 @@ NAMES = {
     "logindex": ["LogIndex", "EntryCache"],
     "codec": ["encode_entries", "decode_entries", "encode_entry_batch", "encode_index_key", "decode_index_key",
               "encode_frame", "encode_frames", "FrameReader", "plain_entries_prefix", "find_payload"],
+    "kv": ["apply_kv_sets"],
 }
 
 

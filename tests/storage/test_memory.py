@@ -330,6 +330,35 @@ async def test_sm_kv_commands_and_responses() -> None:
     assert sm.applied_log[-2] == (LogId(1, 11), b"opaque payload")
 
 
+async def test_sm_applies_runs_of_sets_through_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs of sets between other entries go to ``apply_kv_sets`` (the compiled kernel
+    in a compiled build), with the same responses, data and records as the general path."""
+    import openraft_py.storage.memory as memory
+
+    taken: list[tuple[int, int]] = []
+    kernel = memory.apply_kv_sets
+
+    def spy(kv, entries, start, normal_type, responses, applied_log):  # type: ignore[no-untyped-def]
+        stop = kernel(kv, entries, start, normal_type, responses, applied_log)
+        taken.append((start, stop))
+        return stop
+
+    monkeypatch.setattr(memory, "apply_kv_sets", spy)
+    entries = [kv_entry(1, KvSet("a", "1")), kv_entry(2, KvSet("b", "2")), kv_entry(3, KvGet("a")),
+               kv_entry(4, KvSet("a", "3")), blank(1, 5), kv_entry(6, KvSet("c", "4"))]
+    sm = MemStateMachine()
+    assert await sm.apply(entries) == [None, None, "1", "1", None, None]
+    assert taken == [(0, 2), (3, 4), (5, 6)]  # the get and the blank by the general path
+    assert sm.data == {"a": "3", "b": "2", "c": "4"}
+    assert [lid.index for lid, _ in sm.applied_log] == [1, 2, 3, 4, 6]
+    assert await sm.applied_state() == (LogId(1, 6), EMPTY_STORED_MEMBERSHIP)
+    taken.clear()
+    quiet = MemStateMachine(record_applied=False)
+    await quiet.apply_without_responses(entries)
+    assert taken == [(0, 2), (3, 4), (5, 6)]
+    assert quiet.data == sm.data and quiet.applied_log == []
+
+
 async def test_sm_membership_entries_update_stored_membership() -> None:
     sm = MemStateMachine()
     m1 = Membership.new([{1}])

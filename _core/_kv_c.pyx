@@ -1,0 +1,84 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Key-value kernel, compiled. The readable contract is the twin ``_kv_py.py``."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+KV_SET_HEADER = b"\xc1\x93\xa3set"
+cdef enum:
+    _HEADER_SIZE = 6  # len(KV_SET_HEADER)
+
+
+cdef inline Py_ssize_t _str_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
+                               Py_ssize_t* length) noexcept:
+    """The start of the msgpack str whose header is at ``p[pos]`` (its length in
+    ``length``), or -1 when there is none there."""
+    cdef unsigned char b
+    if pos >= n:
+        return -1
+    b = p[pos]
+    if 0xA0 <= b <= 0xBF:  # fixstr
+        length[0] = b & 0x1F
+        return pos + 1
+    if b == 0xD9:  # str8
+        if pos + 2 > n:
+            return -1
+        length[0] = p[pos + 1]
+        return pos + 2
+    if b == 0xDA:  # str16
+        if pos + 3 > n:
+            return -1
+        length[0] = (<Py_ssize_t>p[pos + 1] << 8) | p[pos + 2]
+        return pos + 3
+    if b == 0xDB:  # str32
+        if pos + 5 > n:
+            return -1
+        length[0] = ((<Py_ssize_t>p[pos + 1] << 24) | (<Py_ssize_t>p[pos + 2] << 16)
+                     | (<Py_ssize_t>p[pos + 3] << 8) | p[pos + 4])
+        return pos + 5
+    return -1
+
+
+def apply_kv_sets(dict kv not None, list entries not None, Py_ssize_t start, normal_type,
+                  list responses, list applied_log) -> int:
+    """See ``_kv_py.apply_kv_sets``."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(entries), m, ks, kl = 0, vs, vl = 0
+    cdef const unsigned char* p
+    cdef PyObject* prev
+    cdef object entry, payload, data, key, value
+    i = start if start > 0 else 0
+    while i < n:
+        entry = <object>PyList_GET_ITEM(entries, i)
+        payload = entry.payload
+        if type(payload) is not normal_type:
+            return i
+        data = payload.data
+        if type(data) is not bytes:
+            return i
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        m = PyBytes_GET_SIZE(data)
+        if (m < _HEADER_SIZE or p[0] != 0xC1 or p[1] != 0x93 or p[2] != 0xA3
+                or p[3] != 0x73 or p[4] != 0x65 or p[5] != 0x74):  # 0xc1 0x93 0xa3 "set"
+            return i
+        ks = _str_at(p, _HEADER_SIZE, m, &kl)
+        if ks < 0 or ks + kl > m:
+            return i
+        vs = _str_at(p, ks + kl, m, &vl)
+        if vs < 0 or vs + vl != m:
+            return i
+        try:
+            key = PyUnicode_DecodeUTF8(<const char*>p + ks, kl, NULL)
+            value = PyUnicode_DecodeUTF8(<const char*>p + vs, vl, NULL)
+        except UnicodeDecodeError:
+            return i
+        if applied_log is not None:
+            PyList_Append(applied_log, (entry.log_id, data))
+        if responses is not None:
+            prev = PyDict_GetItem(kv, key)
+            PyList_Append(responses, <object>prev if prev is not NULL else None)
+        PyDict_SetItem(kv, key, value)
+        i += 1
+    return i
