@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Self, cast
 import msgspec
 from rocksdict import Rdict, WriteBatch
 
+from .._core import apply_kv_sets
 from ..errors import StorageError
 from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
 from ..storage.rocks.db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db, write_options
@@ -110,12 +111,42 @@ class _BatchKv:
         self._read: dict[str, bytes | None] = {}
 
     def read_ahead(self, keys: list[str]) -> None:
-        """Read ``keys`` from RocksDB in one multi-get (one call and one sorted lookup
-        instead of one ``get`` each); before the batch writes anything."""
-        if keys:
+        """Read those of ``keys`` not read yet from RocksDB in one multi-get (one call and
+        one sorted lookup instead of one ``get`` each). The batch is not written before its
+        end, so what RocksDB holds now is what it held before the batch."""
+        read = self._read
+        missing = [k for k in keys if k not in read]
+        if missing:
             # Given a list, rocksdict's ``get`` is a multi-get: a list of values (or None).
-            values = cast("list[bytes | None]", self._cf.get([_DATA + k.encode() for k in keys]))
-            self._read = dict(zip(keys, values))
+            values = cast("list[bytes | None]", self._cf.get([_DATA + k.encode() for k in missing]))
+            read.update(zip(missing, values))
+
+    def apply_sets(self, entries: list[Entry], start: int, responses: list[Any] | None) -> int:
+        """Apply the run of ``KvSet`` commands at ``entries[start:]`` (``apply_kv_sets``, the
+        ``_core`` kernel); return where the run stops. The same writes, reads and responses
+        as ``apply_kv`` (``responses`` not ``None``) or ``apply_kv_effect`` one entry at a
+        time, with one ``put`` per key of the run (its last value)."""
+        run: dict[str, str] = {}
+        mark = -1 if responses is None else len(responses)
+        stop = apply_kv_sets(run, entries, start, Normal, responses, None)
+        if not run:
+            return stop
+        if responses is not None:
+            # The kernel answered from ``run`` alone: ``None`` exactly for the first set of
+            # each key in the run (values are never ``None``), in the order ``run`` lists its
+            # keys. Those get the value the key had before the run.
+            firsts = list(run)
+            self.read_ahead([k for k in firsts if k not in self._overlay])
+            prev = iter([self.get(k) for k in firsts])
+            for j in range(mark, len(responses)):
+                if responses[j] is None:
+                    responses[j] = next(prev)
+        self._overlay.update(run)
+        put = self._wb.put
+        h = self._h
+        for key, value in run.items():
+            put(_DATA + key.encode(), value.encode(), h)
+        return stop
 
     def get(self, key: str) -> str | None:
         overlay = self._overlay
@@ -353,11 +384,15 @@ class RocksStateMachine:
         membership = self._membership
         out: list[Any] = []
         add = out.append
-        cmds = [decode_kv(p.data) if type(p := e.payload) is Normal else None for e in entries]
-        if run is apply_kv and len(entries) > 1:
+        # A leading run of sets (every write of a key-value workload) through the kernel;
+        # the rest one command at a time.
+        start = kv.apply_sets(entries, 0, out if run is apply_kv else None)
+        rest = entries if start == 0 else entries[start:]
+        cmds = [decode_kv(p.data) if type(p := e.payload) is Normal else None for e in rest]
+        if run is apply_kv and len(rest) > 1:
             # Every command reads its key's current value: read them all at once first.
             kv.read_ahead([c.key for c in cmds if c is not None])
-        for entry, cmd in zip(entries, cmds):
+        for entry, cmd in zip(rest, cmds):
             if cmd is not None:
                 add(run(kv, cmd))
             else:  # not a command (opaque data, a blank, a membership): no change
