@@ -385,7 +385,7 @@ class RocksStateMachine:
         out: list[Any] = []
         add = out.append
         # A leading run of sets (every write of a key-value workload) through the kernel;
-        # the rest one command at a time.
+        # the rest one command at a time. (With ``apply_kv_effect`` nobody reads ``out``.)
         start = kv.apply_sets(entries, 0, out if run is apply_kv else None)
         rest = entries if start == 0 else entries[start:]
         cmds = [decode_kv(p.data) if type(p := e.payload) is Normal else None for e in rest]
