@@ -19,6 +19,7 @@ path, msgspec's decoder, which gives the same answer for everything this kernel 
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 KV_SET_HEADER = b"\xc1\x93\xa3set"
@@ -63,8 +64,10 @@ def apply_kv_sets(
     ``responses`` is not ``None``, append the key's previous value (``None`` when absent);
     then set ``kv[key] = value``. The first entry that is not in the run is not touched.
 
-    ``TypeError`` when ``kv`` is not exactly a ``dict``, ``entries`` not a ``list``, or
-    ``responses`` / ``applied_log`` neither a ``list`` nor ``None``.
+    ``TypeError`` when ``kv`` is not exactly a ``dict``, ``entries`` not a ``list``,
+    ``responses`` / ``applied_log`` neither a ``list`` nor ``None``, or ``start`` not an
+    integer (``operator.index``); ``OverflowError`` when ``start`` is outside the C
+    ``Py_ssize_t`` range ``[-2**63, 2**63)`` (the compiled kernel's index type).
     """
     if type(kv) is not dict:
         raise TypeError(f"kv must be a dict, got {type(kv).__name__}")
@@ -73,8 +76,11 @@ def apply_kv_sets(
     for name, v in (("responses", responses), ("applied_log", applied_log)):
         if v is not None and type(v) is not list:
             raise TypeError(f"{name} must be a list or None, got {type(v).__name__}")
+    i = operator.index(start)
+    if not -(2**63) <= i < 2**63:
+        raise OverflowError(f"start {i} does not fit a Py_ssize_t")
     n = len(entries)
-    i = max(start, 0)
+    i = max(i, 0)
     while i < n:
         entry = entries[i]
         payload = entry.payload

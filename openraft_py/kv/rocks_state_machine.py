@@ -127,7 +127,7 @@ class _BatchKv:
         as ``apply_kv`` (``responses`` not ``None``) or ``apply_kv_effect`` one entry at a
         time, with one ``put`` per key of the run (its last value)."""
         run: dict[str, str] = {}
-        mark = -1 if responses is None else len(responses)
+        mark = 0 if responses is None else len(responses)
         stop = apply_kv_sets(run, entries, start, Normal, responses, None)
         if not run:
             return stop

@@ -208,6 +208,19 @@ def test_wrong_argument_types_are_type_errors(impl) -> None:
         impl.apply_kv_sets({}, entries, 0, Normal, None, ())
     with pytest.raises(TypeError):
         impl.apply_kv_sets({}, entries, "0", Normal, None, None)
+    with pytest.raises(TypeError):
+        impl.apply_kv_sets({}, entries, 1.0, Normal, None, None)
+
+
+def test_start_is_a_c_index(impl) -> None:
+    """Both builds take ``start`` as a ``Py_ssize_t``: an ``__index__`` integer in range."""
+    entries = _entries([encode_kv(KvSet("a", "1"))])
+    for bad in (2**63, -(2**63) - 1, 2**70):
+        with pytest.raises(OverflowError):
+            impl.apply_kv_sets({}, entries, bad, Normal, None, None)
+    assert impl.apply_kv_sets({}, entries, 2**63 - 1, Normal, None, None) == 2**63 - 1
+    assert impl.apply_kv_sets({}, entries, -(2**63), Normal, None, None) == 1
+    assert impl.apply_kv_sets({}, entries, False, Normal, None, None) == 1
 
 
 _text = st.text(max_size=40)
