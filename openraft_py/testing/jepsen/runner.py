@@ -284,18 +284,28 @@ async def _after_heal(cluster: _Cluster, history: History, wl: Workload, now: Ca
     http = cluster.http
     first = cluster.nodes.nodes[min(cluster.nodes.nodes)].http_addr
 
+    down: list[int] = []
+
     async def all_answer() -> bool:
+        # Nothing restarts a node that exited on its own: it will never answer, so the wait
+        # ends there (a failed verdict) rather than at the bound.
+        down[:] = sorted(i for i, _code in cluster.nodes.unexpected_exits())
+        if down:
+            return True
         st = await cluster.statuses()
         return len(st) == cfg.nodes and all(st.values())
 
     try:
         await cluster.wait("every node answers /cluster/status after the heal", cfg.recovery_bound, all_answer)
-        verdicts.append(Verdict("all nodes answer", True))
+        problem = f"node(s) {down} exited without the nemesis killing them" if down else None
     except TimeoutError as e:
+        problem = str(e)
+    if problem is not None:
         st = await cluster.statuses()
         verdicts.append(Verdict("all nodes answer", False,
-                                [str(e), f"answering: {sorted(i for i, s in st.items() if s)}"]))
+                                [problem, f"answering: {sorted(i for i, s in st.items() if s)}"]))
         return None, verdicts
+    verdicts.append(Verdict("all nodes answer", True))
 
     # A write must succeed within the bound; the probes join the history.
     t_heal = time.monotonic()
