@@ -396,8 +396,10 @@ async def idle_append(store: RocksLogStore, entries: list[Entry]) -> tuple[async
     """Append ``entries`` once the writer thread is idle (so a fast path is open to it);
     whether ``append`` had called back by the time it returned."""
     await writer_idle(store)
-    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    await store.append(entries, IOFlushed(done.set_result, sends_first=True))
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException | None] = loop.create_future()
+    # With the loop: a failure reported from the writer thread reaches this loop's thread.
+    await store.append(entries, IOFlushed(done.set_result, loop, sends_first=True))
     return done, done.done()
 
 
