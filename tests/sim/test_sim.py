@@ -1,10 +1,20 @@
 """The deterministic simulator: a smoke set of seeds, reproducibility, and proof that it
-catches real bugs (engine fault switches that each break one Raft rule)."""
+catches real bugs (engine fault switches that each break one Raft rule).
+
+The smoke seeds and the injected-bug scans run in worker processes (one per CPU, at most
+four): every run is deterministic and independent of the process it runs in (the CLI checks
+that a failure replays alone), so this only spreads the same runs over the machine's cores.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Any
 
 import pytest
 
@@ -12,19 +22,49 @@ from openraft_py.testing import lincheck, sim
 from openraft_py.testing.sim import ENGINE_FAULTS, Simulation, run_seed
 
 SMOKE_SEEDS = 100
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
-def _fail_message(r: sim.SimResult) -> str:
-    tail = "\n".join(r.trace[-40:])
-    return f"seed {r.seed}: {r.violation}\n--- last trace lines ---\n{tail}\nreplay: {r.replay_command()}"
+def _fail_message(r: sim.SimResult | dict[str, Any]) -> str:
+    if isinstance(r, sim.SimResult):
+        r = _summary(r)
+    tail = "\n".join(r["trace_tail"])
+    return f"seed {r['seed']}: {r['violation']}\n--- last trace lines ---\n{tail}\nreplay: {r['replay']}"
 
 
-@pytest.mark.timeout(60)
+def _summary(r: sim.SimResult) -> dict[str, Any]:
+    """What the tests need of a run, small enough to send back from a worker process."""
+    return {"seed": r.seed, "ok": r.ok, "violation": r.violation, "ops": r.ops, "stats": dict(r.stats),
+            "trace_tail": r.trace[-40:], "replay": r.replay_command()}
+
+
+def _run_summary(seed: int, faults: tuple[str, ...] = ()) -> dict[str, Any]:
+    return _summary(run_seed(seed, faults))
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    # spawn: the pytest process may hold threads (executors, RocksDB), which fork would copy
+    # in whatever state they were in.
+    ex = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)  # runs nobody awaited (a -k selection)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(pool: ProcessPoolExecutor) -> dict[int, Future[dict[str, Any]]]:
+    """Seeds 0..SMOKE_SEEDS-1 without faults, submitted at once; each test awaits its own."""
+    return {seed: pool.submit(_run_summary, seed) for seed in range(SMOKE_SEEDS)}
+
+
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("seed", range(SMOKE_SEEDS), ids=lambda s: f"seed{s}")
-def test_sim_seed_is_clean(seed: int) -> None:
-    r = run_seed(seed)
-    assert r.ok, _fail_message(r)
-    assert r.ops > 0, f"seed {seed}: the workload completed no operation"
+def test_sim_seed_is_clean(seed: int, smoke_runs: dict[int, Future[dict[str, Any]]]) -> None:
+    r = smoke_runs[seed].result()
+    assert r["ok"], _fail_message(r)
+    assert r["ops"] > 0, f"seed {seed}: the workload completed no operation"
 
 
 @pytest.mark.timeout(60)
@@ -49,15 +89,15 @@ def test_regression_seed_membership_and_transfer(seed: int) -> None:
     assert r.ok, _fail_message(r)
 
 
-@pytest.mark.timeout(120)
-def test_admin_operations_are_exercised() -> None:
+@pytest.mark.timeout(180)
+def test_admin_operations_are_exercised(smoke_runs: dict[int, Future[dict[str, Any]]]) -> None:
     """The smoke seeds do change memberships, build, purge and install snapshots (chunked
     too), and complete admin calls: the checks above are not vacuous for them."""
     total: dict[str, int] = {}
     for seed in range(20):
-        r = run_seed(seed)
-        assert r.ok, _fail_message(r)
-        for k, v in r.stats.items():
+        r = smoke_runs[seed].result()
+        assert r["ok"], _fail_message(r)
+        for k, v in r["stats"].items():
             total[k] = total.get(k, 0) + v
     for what in ("admin_ok", "membership_change", "purge", "snapshot_installed", "snapshot_chunk_sent_later"):
         assert total.get(what, 0) > 0, f"no {what} in seeds 0..19: {total}"
@@ -86,14 +126,19 @@ FAULT_BOUNDS = {
 
 @pytest.mark.timeout(170)
 @pytest.mark.parametrize("fault", ENGINE_FAULTS)
-def test_simulator_catches_injected_bug(fault: str) -> None:
+def test_simulator_catches_injected_bug(fault: str, pool: ProcessPoolExecutor) -> None:
     bound = FAULT_BOUNDS[fault]
-    for seed in range(bound):
-        r = run_seed(seed, (fault,))
-        if not r.ok:
-            assert r.violation
-            assert f"--fault {fault}" in r.replay_command()
-            return
+    runs = [pool.submit(_run_summary, seed, (fault,)) for seed in range(bound)]
+    try:
+        for done in as_completed(runs):
+            r = done.result()
+            if not r["ok"]:
+                assert r["violation"]
+                assert f"--fault {fault}" in r["replay"]
+                return
+    finally:
+        for f in runs:
+            f.cancel()  # the seeds not started yet
     pytest.fail(f"the simulator found no violation with {fault!r} injected in seeds 0..{bound - 1}")
 
 
