@@ -156,10 +156,10 @@ class FakeTransport:
         return len(self.out)
 
 
-logging.getLogger("openraft_py").setLevel(logging.CRITICAL)  # one line per dropped input is noise here
-loop = asyncio.new_event_loop()
-asyncio.set_event_loop(loop)
 raft = FakeRaft()
+# Made by main(), not at import: the test imports this module (for ``seed``) in its own process.
+loop: asyncio.AbstractEventLoop
+server: _tcp_server.TcpServer
 
 
 async def _make_server() -> _tcp_server.TcpServer:
@@ -176,8 +176,6 @@ async def _make_server() -> _tcp_server.TcpServer:
         drain_timeout=0.0,
     )
 
-
-server = loop.run_until_complete(_make_server())
 
 
 def _turns(n: int) -> None:
@@ -228,6 +226,11 @@ def seed(payload: bytes, *, handshake: bool, cuts: tuple[int, ...] = ()) -> byte
 
 
 def main() -> None:
+    global loop, server
+    logging.getLogger("openraft_py").setLevel(logging.CRITICAL)  # one line per dropped input is noise here
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(_make_server())
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 
