@@ -23,7 +23,6 @@ compare-and-delete on top. Importing this module imports no aiohttp.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import tempfile
@@ -38,7 +37,16 @@ from rocksdict import Rdict, WriteBatch
 from .._core import apply_kv_sets
 from ..errors import StorageError
 from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
-from ..storage.rocks.db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db, write_options
+from ..storage.rocks.db import (
+    BoundedIter,
+    clear_frames,
+    drop_handles,
+    finish_close,
+    in_thread,
+    open_db,
+    release_db,
+    write_options,
+)
 from ..storage.rocks.files import durable_temp, replace_durably
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
@@ -579,8 +587,9 @@ class RocksStateMachine:
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         del close
+        handles = [self._cf, self._h, self._db]
         del self._cf, self._h, self._db
-        gc.collect()  # see RocksLogStore.close
+        drop_handles(handles)  # see RocksLogStore.close
         finish_close(mark, errors, f"closing state machine at {self.path!r}")
 
     async def aclose(self) -> None:

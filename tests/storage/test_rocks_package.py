@@ -241,3 +241,44 @@ async def test_apply_without_responses_reads_no_previous_value(tmp_path: Path, m
         assert reads == [] and sm.data == {f"k{i}": "v" for i in range(1, 6)}
         assert await sm.apply([Entry(LogId(1, 6), Normal(encode_kv(KvSet("k1", "w"))))]) == ["v"]
         assert reads == ["k1"]
+
+
+# -- closing: the handles are dropped, a full collection only when one is held elsewhere --------
+
+
+@pytest.mark.parametrize("store", ["log", "state machine"])
+@pytest.mark.parametrize("held_by_a_cycle", [False, True], ids=["nothing else holds a handle", "a cycle holds one"])
+def test_close_frees_the_lock_and_collects_only_when_a_handle_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, held_by_a_cycle: bool
+) -> None:
+    import gc
+
+    from openraft_py.storage.rocks import RocksLogStore
+
+    def open_store() -> Any:
+        return RocksLogStore(tmp_path / "log") if store == "log" else RocksStateMachine(tmp_path / "sm")
+
+    collects: list[int] = []
+    real_collect = gc.collect
+
+    def counting_collect(*args: Any) -> int:
+        collects.append(1)
+        return real_collect(*args)
+
+    s = open_store()
+    if held_by_a_cycle:
+        # What a dead frame in a traceback cycle amounts to: garbage that only a collection frees.
+        cycle: list[Any] = [s._entries if store == "log" else s._cf]
+        cycle.append(cycle)
+        del cycle
+    was_enabled = gc.isenabled()
+    gc.disable()  # no automatic collection frees the cycle first
+    monkeypatch.setattr(gc, "collect", counting_collect)
+    try:
+        s.close()
+    finally:
+        monkeypatch.undo()
+        if was_enabled:
+            gc.enable()
+    assert len(collects) == (1 if held_by_a_cycle else 0)
+    open_store().close()  # the lock was released: the same path opens again at once

@@ -9,8 +9,10 @@ See "Corruption" and "Foreign databases" in ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -30,7 +32,7 @@ from ...errors import StorageError
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .wal import wal_numbers
 
-__all__ = ["BoundedIter", "clear_frames", "in_thread", "open_db", "release_db", "write_options"]
+__all__ = ["BoundedIter", "clear_frames", "drop_handles", "in_thread", "open_db", "release_db", "write_options"]
 
 T = TypeVar("T")
 
@@ -395,6 +397,26 @@ def release_db(db: Rdict) -> None:
         db.close()
     except Exception:  # noqa: BLE001
         pass
+
+
+def drop_handles(handles: list[Any]) -> None:
+    """Drop the last references to a closed database's handles (the ``Rdict`` and its
+    column family handles), emptying ``handles``, so RocksDB closes and frees its LOCK now.
+
+    ``handles`` must be the caller's only reference to each. A handle nobody else holds is
+    freed as it is dropped here; only when something else still holds one (typically a
+    dead frame in a traceback cycle) does this run a full garbage collection, which takes
+    the GIL for as long as it walks every object of the process (110 ms with 127k objects
+    in a test process, measured)."""
+    held = False
+    while handles:
+        handle = handles.pop()
+        # References now: ``handle`` and ``getrefcount``'s argument, unless held elsewhere.
+        if sys.getrefcount(handle) > 2:
+            held = True
+        del handle
+    if held:
+        gc.collect()
 
 
 def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:

@@ -9,7 +9,6 @@ design: ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import threading
 from concurrent.futures import Future
@@ -22,7 +21,7 @@ from ..._core import encode_index_key
 from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Normal, Vote
 from .. import IOFlushed
-from .db import BoundedIter, clear_frames, finish_close, in_thread, open_db, release_db
+from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
 from .log_format import (
     END_KEY,
@@ -519,10 +518,12 @@ class RocksLogStore(RocksLogReader):
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         del close
+        handles = [self._entries, self._entries_h, self._meta_h, self._db]
         del self._entries, self._entries_h, self._meta_h, self._db
-        # Column-family handles held by dead frames (e.g. a traceback cycle) keep RocksDB
-        # open and its LOCK taken: collect them so the path can be reopened at once.
-        gc.collect()
+        # A handle held elsewhere (e.g. by a dead frame in a traceback cycle) keeps RocksDB
+        # open and its LOCK taken: drop_handles collects those, so the path can be reopened
+        # at once.
+        drop_handles(handles)
         finish_close(self._mark, errors, f"closing log store at {self.path!r}")
 
     async def aclose(self) -> None:
