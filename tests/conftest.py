@@ -4,6 +4,11 @@ Kernel tests take the ``impl`` fixture and so run against both implementations o
 ``openraft_py._core``: ``py`` (the pure twins) and ``c`` (the compiled modules, marked
 ``c_extension``). ``--no-c-extensions`` deselects the ``c`` cases; without it a compiled
 module that fails to import FAILS the test rather than skipping it.
+
+A test module may define ``start_early(config)``: called once, after collection, when at
+least one of its tests was selected, to start slow setup that needs nothing from the other
+tests (``test_wheel.py`` starts ``make wheel`` there, at the lowest CPU priority, so it runs
+on the core the rest of the suite leaves idle).
 """
 
 from __future__ import annotations
@@ -34,6 +39,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    started: set[object] = set()
+    for item in session.items:
+        module = getattr(item, "module", None)
+        start = getattr(module, "start_early", None)
+        if start is not None and module not in started:
+            started.add(module)
+            start(session.config)
 
 
 def _load_impl(suffix: str) -> types.SimpleNamespace:
