@@ -3,10 +3,10 @@
 One build runs ``make wheel`` into a temporary directory (the sdist; a wheel built from it,
 repaired to a manylinux tag and stripped by auditwheel; the pure-Python ``py3-none-any`` wheel).
 It starts right after collection, in the background at the lowest CPU priority
-(``start_early``), and the first test waits for it. The tests then check what the archives carry, install the manylinux wheel with the
-``kv`` extra into a new venv whose working directory is outside the checkout, and check that the
-installed package (not the source tree) loads its compiled kernels and that its ``openraft-py``
-console script runs the demo.
+(``start_early``), and the first test waits for it. The tests then check what the archives
+carry, install the manylinux wheel with the ``kv`` extra into a new venv whose working
+directory is outside the checkout, and check that the installed package (not the source tree)
+loads its compiled kernels and that its ``openraft-py`` console script runs the demo.
 
 Needs a source checkout (Makefile, pyproject.toml), ``make``, a C compiler, Linux (auditwheel)
 and PyPI or a local pip cache for the build requirements and the dependencies.
@@ -37,6 +37,7 @@ KERNELS = ("_quorum_c", "_logindex_c", "_codec_c", "_kv_c")
 PYTHONS = ("3.11", "3.12", "3.13")
 LICENCES = ("LICENSE-MIT", "LICENSE-APACHE")
 
+
 def _skip_reason() -> str | None:
     """Why this module cannot run here, or None."""
     if not (ROOT / "Makefile").exists() or not (ROOT / "pyproject.toml").exists():
@@ -50,7 +51,8 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+SKIP_REASON = _skip_reason()
+pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 BUILD_TIMEOUT = 540.0  # seconds for `make wheel` once the tests wait for it
 
@@ -121,7 +123,7 @@ def start_early(config: pytest.Config) -> None:
     """Called after collection (``tests/conftest.py``): start ``make wheel`` now, in the
     background at the lowest CPU priority, so it compiles on the core the other tests leave
     idle; the ``dist`` fixture waits for it. The build reads only the checkout."""
-    if _skip_reason() is not None or shutil.which("nice") is None:
+    if SKIP_REASON is not None or shutil.which("nice") is None:
         return
     out = Path(tempfile.mkdtemp(prefix="openraft-py-make-wheel-"))
     with open(out / "make.log", "wb") as log:  # a file: nothing reads a pipe meanwhile

@@ -25,9 +25,8 @@ SMOKE_SEEDS = 100
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
-def _fail_message(r: sim.SimResult | dict[str, Any]) -> str:
-    if isinstance(r, sim.SimResult):
-        r = _summary(r)
+def _fail_message(r: dict[str, Any]) -> str:
+    """``r``: a ``_summary``."""
     tail = "\n".join(r["trace_tail"])
     return f"seed {r['seed']}: {r['violation']}\n--- last trace lines ---\n{tail}\nreplay: {r['replay']}"
 
@@ -74,7 +73,7 @@ def test_regression_seed_armed_fault_after_final_heal(seed: int) -> None:
     it and left a node isolated, so liveness was judged on an unhealed cluster (a simulator
     bug, not a Raft one). Faults armed earlier must not fire once the run heals."""
     r = run_seed(seed)
-    assert r.ok, _fail_message(r)
+    assert r.ok, _fail_message(_summary(r))
 
 
 @pytest.mark.timeout(60)
@@ -86,7 +85,7 @@ def test_regression_seed_membership_and_transfer(seed: int) -> None:
     the engine refused it before appending). Seed 305: the final liveness loop retried a
     write refused by a leader handing over without letting virtual time pass (livelock)."""
     r = run_seed(seed)
-    assert r.ok, _fail_message(r)
+    assert r.ok, _fail_message(_summary(r))
 
 
 @pytest.mark.timeout(180)
