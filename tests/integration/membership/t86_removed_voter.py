@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, Membership, Unreachable, Vote
+from openraft_py import BasicNode, ForwardToLeader, Membership, Unreachable, Vote
 from openraft_py.testing.cluster import Cluster
 
 from ..checks import check_applied_prefix, check_log_matching
@@ -90,21 +90,37 @@ def terms(c: Cluster) -> dict[int, int]:
     return {nid: r.metrics.current_term for nid, r in sorted(c.nodes.items())}
 
 
+async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> Any:
+    """``client_write(data)`` on whichever node leads, retried while the node asked turns
+    out to lead no more (``ForwardToLeader``: refused before anything was appended)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()))
+        try:
+            return await c.nodes[lid].client_write(data)
+        except ForwardToLeader:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.01)  # its metrics may lag the step-down by a loop turn
+
+
 async def re_add_and_catch_up(
     c: Cluster, leader: int, removed: set[int], writer: Writer, blocking: bool = True
 ) -> None:
     """Add ``removed`` back as learners while writes go on; then every acked write reaches
-    them and the logs agree. ``blocking=False`` where the leader re-elects itself meanwhile
-    (a blocking add waits on the leader's replication metrics, and answers
-    ``ForwardToLeader`` while it is a candidate for that one round trip)."""
+    them and the logs agree. ``blocking=False`` where the re-added node's higher term makes
+    the leader step down meanwhile (a blocking add waits on the leader's replication
+    metrics, and answers ``ForwardToLeader`` while it is a candidate for that one round
+    trip); either remaining voter may win that election, so the writes after it go to
+    whichever node leads."""
     raft = c.nodes[leader]
     for nid in sorted(removed):
         await asyncio.wait_for(raft.add_learner(nid, BasicNode(), blocking=blocking), timeout=10.0)
-    await c.wait_for_leader(timeout=10.0)
-    last = await raft.client_write(b"after re-adding")
+    last = await write_on_leader(c, b"after re-adding")
     await c.wait_applied(last.log_id.index, timeout=10.0)
     await writer.stop()
-    final = await raft.client_write(b"last")
+    final = await write_on_leader(c, b"last")
     await c.wait_applied(final.log_id.index, timeout=10.0)
     assert_acked_applied(c, writer.acked, removed)
     check_log_matching(c.disks)
