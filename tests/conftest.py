@@ -5,10 +5,12 @@ Kernel tests take the ``impl`` fixture and so run against both implementations o
 ``c_extension``). ``--no-c-extensions`` deselects the ``c`` cases; without it a compiled
 module that fails to import FAILS the test rather than skipping it.
 
-A test module may define ``start_early(config)``: called once, after collection, when at
-least one of its tests was selected, to start slow setup that needs nothing from the other
-tests (``test_wheel.py`` starts ``make wheel`` there, at the lowest CPU priority, so it runs
-on the core the rest of the suite leaves idle).
+A test module may define ``start_early(config, items)``: called once, after collection, with
+the module's selected tests when there is at least one, to start slow work that needs nothing
+from the other tests, so that it runs on the core the rest of the suite leaves idle:
+``test_wheel.py`` starts ``make wheel`` there at the lowest CPU priority, and the Jepsen tests
+queue their runs of real processes (``tests/jepsen/cases.py``). Such modules' tests run after
+all the others.
 """
 
 from __future__ import annotations
@@ -31,26 +33,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--no-c-extensions"):
-        return
-    kept, deselected = [], []
-    for item in items:
-        (deselected if item.get_closest_marker("c_extension") else kept).append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+    if config.getoption("--no-c-extensions"):
+        kept, deselected = [], []
+        for item in items:
+            (deselected if item.get_closest_marker("c_extension") else kept).append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
+    # The tests whose work starts early run last (each group in its order), so that their
+    # background work has had the rest of the suite's time to finish.
+    early = [item for item in items if hasattr(getattr(item, "module", None), "start_early")]
+    if early:
+        late = set(early)
+        items[:] = [item for item in items if item not in late] + early
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
-    started: set[object] = set()
+    selected: dict[types.ModuleType, list[pytest.Item]] = {}
     for item in session.items:
         module = getattr(item, "module", None)
-        start = getattr(module, "start_early", None)
-        if start is not None and module not in started:
-            started.add(module)
-            start(session.config)
+        if module is not None and hasattr(module, "start_early"):
+            selected.setdefault(module, []).append(item)
+    for module, items in selected.items():  # in collection order
+        module.start_early(session.config, items)
 
 
 def _load_impl(suffix: str) -> types.SimpleNamespace:

@@ -119,7 +119,7 @@ class _Background:
 _background: list[_Background] = []
 
 
-def start_early(config: pytest.Config) -> None:
+def start_early(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Called after collection (``tests/conftest.py``): start ``make wheel`` now, in the
     background at the lowest CPU priority, so it compiles on the core the other tests leave
     idle; the ``dist`` fixture waits for it. The build reads only the checkout."""

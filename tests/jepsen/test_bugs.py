@@ -11,61 +11,53 @@ runs a short, targeted schedule, and expects a failed check within a bounded num
   the node stops (or its state diverges), which the liveness and final-state checks report.
 
 The same runs without the fault pass (the control case), so the catches come from the bug.
+The runs themselves (``cases.py``) start in the background right after collection.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("aiohttp")
 
-from openraft_py.testing.jepsen import RunConfig, run
-from openraft_py.testing.jepsen.workload import WorkloadConfig
+from . import cases
 
-SEEDS = (1, 2, 3)
-TIME = 30.0
+pytestmark = pytest.mark.timeout(cases.TOTAL_BUDGET + 120)
 
 
-def _cfg(seed: int, bugs: tuple[str, ...], nodes: int, out: Path | None = None) -> RunConfig:
-    # Read-heavy, and a short client timeout: the clients of a stale leader must not spend
-    # the window waiting on writes it cannot commit.
-    wl = WorkloadConfig(clients=6, workloads=("register",), register_slots=1, timeout=0.5,
-                        mix={"get-lease": 6.0, "get-linearizable": 1.0, "put": 2.0, "cas": 1.0})
-    # Followers time out early (400 ms) while an isolated leader keeps leading until check
-    # quorum steps it down (4 s): the window in which a stale leader can still answer.
-    raft = {"heartbeat_interval": 100, "election_timeout_min": 400, "election_timeout_max": 4000}
-    return RunConfig(time=TIME, seed=seed, nodes=nodes, bugs=bugs, kinds=("partition-leader",),
-                     workload=wl, hold=(6.0, 10.0), check_timeout=60.0, out=out, raft_config=raft)
+def start_early(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Queue the selected tests' runs (``tests/conftest.py``)."""
+    cases.start(config, [CASE_OF[item.originalname] for item in items if item.originalname in CASE_OF])
 
 
-async def _first_failure(bug: str, nodes: int, tmp: Path) -> tuple[int, list[str]]:
-    for seed in SEEDS:
-        lines: list[str] = []
-        result = await run(_cfg(seed, (bug,), nodes, tmp / f"seed{seed}"), lines.append)
-        if not result.ok:
-            assert result.out_dir is not None and (result.out_dir / "history.jsonl").exists()
-            assert (result.out_dir / "schedule.json").exists()
-            return seed, [v.name for v in result.verdicts if not v.ok]
-    raise AssertionError(f"{bug} was not caught within seeds {SEEDS}")
+def _caught(name: str) -> dict[str, Any]:
+    res = cases.result(name)
+    text = "\n".join(res["lines"])
+    assert res["seed"] is not None, f"{name} was not caught within seeds {cases.BUG_SEEDS}:\n{text}"
+    assert res["artifacts"], f"a failed run left no history.jsonl and schedule.json:\n{text}"
+    return res
 
 
-@pytest.mark.timeout(len(SEEDS) * (TIME + 120))
-async def test_expired_lease_read_is_caught(tmp_path: Path) -> None:
-    seed, failed = await _first_failure("expired_lease_read", 3, tmp_path)
-    assert "linearizable" in failed, failed
+def test_expired_lease_read_is_caught() -> None:
+    res = _caught("expired_lease_read")
+    assert "linearizable" in res["failed"], res["failed"]
 
 
-@pytest.mark.timeout(len(SEEDS) * (TIME + 120))
-async def test_apply_before_commit_is_caught(tmp_path: Path) -> None:
-    seed, failed = await _first_failure("apply_before_commit", 5, tmp_path)
-    assert set(failed) & {"no unexpected exits", "all nodes answer", "final state", "convergence",
-                          "linearizable"}, failed
+def test_apply_before_commit_is_caught() -> None:
+    res = _caught("apply_before_commit")
+    assert set(res["failed"]) & {"no unexpected exits", "all nodes answer", "final state", "convergence",
+                                 "linearizable"}, res["failed"]
 
 
-@pytest.mark.timeout(TIME + 120)
-async def test_same_schedule_without_a_bug_passes() -> None:
-    lines: list[str] = []
-    result = await run(_cfg(SEEDS[0], (), 3), lines.append)
-    assert result.ok, "\n".join(lines)
+def test_same_schedule_without_a_bug_passes() -> None:
+    res = cases.result("no_bug")
+    assert res["ok"], "\n".join(res["lines"])
+
+
+CASE_OF = {
+    "test_expired_lease_read_is_caught": "expired_lease_read",
+    "test_apply_before_commit_is_caught": "apply_before_commit",
+    "test_same_schedule_without_a_bug_passes": "no_bug",
+}

@@ -7,42 +7,33 @@ register and multi-key workloads, a seed per run that is printed (rerun it with
 ``JEPSEN_SMOKE_TIME`` changes the duration. Passes only when every check passes: the history
 is linearizable per key (lincheck), local reads invent nothing, every node ends with the same
 state and no acknowledged write was lost, every node answers and none exited except by the
-nemesis, and a write succeeds within the bound after the final heal.
+nemesis, and a write succeeds within the bound after the final heal. The run itself
+(``cases.py``) starts in the background right after collection.
 """
 
 from __future__ import annotations
-
-import os
-import random
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("aiohttp")
 
-from openraft_py.testing.jepsen import RunConfig, run
-from openraft_py.testing.jepsen.nemesis import KINDS
-from openraft_py.testing.jepsen.workload import WorkloadConfig
+from . import cases
 
-TIME = float(os.environ.get("JEPSEN_SMOKE_TIME", "60"))
-
-pytestmark = pytest.mark.timeout(TIME + 240)
+pytestmark = pytest.mark.timeout(cases.TOTAL_BUDGET + 120)
 
 
-async def test_jepsen_smoke(tmp_path: Path) -> None:
-    seed = int(os.environ.get("JEPSEN_SMOKE_SEED", random.randrange(2**31)))
-    cfg = RunConfig(time=TIME, seed=seed, nodes=3, kinds=KINDS,
-                    workload=WorkloadConfig(clients=4, think=0.02), check_timeout=120.0,
-                    out=tmp_path / "artifacts")
-    lines: list[str] = []
-    result = await run(cfg, lines.append)
-    text = "\n".join(lines)
-    assert result.ok, f"jepsen smoke run failed, seed {seed}:\n{text}"
+def start_early(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Queue the smoke run (``tests/conftest.py``)."""
+    cases.start(config, ["smoke"])
+
+
+def test_jepsen_smoke() -> None:
+    res = cases.result("smoke")
+    text = "\n".join(res["lines"])
+    assert res["ok"], f"jepsen smoke run failed, seed {res['seed']}:\n{text}"
     # The run did real work: operations completed, faults were applied, every check ran.
-    assert result.summary, text
-    ok_ops = sum(n for row in result.summary.values() for k, n in row.items() if k.startswith("ok"))
-    assert ok_ops > 100, text
-    assert any(s.resolved for s in result.schedule), text
-    names = {v.name for v in result.verdicts}
+    assert res["has_summary"], text
+    assert res["ok_ops"] > 100, text
+    assert res["resolved_steps"] > 0, text
     assert {"linearizable", "local reads", "final state", "writes after the final heal",
-            "no unexpected exits", "all nodes answer", "convergence"} <= names, text
+            "no unexpected exits", "all nodes answer", "convergence"} <= set(res["verdicts"]), text
