@@ -35,10 +35,13 @@ def test_compiled_objects_are_compiled() -> None:
     import openraft_py._core._quorum_c as quorum_c
 
     assert quorum_c.__file__.endswith((".so", ".pyd"))
-    # Compiled functions: Cython's own function type, or a plain builtin where the module
-    # turns binding off for the call's speed (majority_committed).
-    assert type(core.encode_entries).__name__ == "cython_function_or_method"
-    assert isinstance(core.majority_committed, types.BuiltinFunctionType)
+    # Compiled functions, where the twins' are Python functions: builtins (a release build
+    # turns Cython's ``binding`` off for the call's speed) or, in a debug build with line
+    # tracing, Cython's own function type.
+    for fn in (core.encode_entries, core.majority_committed, core.apply_kv_sets, core.LogIndex.term_at):
+        assert not isinstance(fn, types.FunctionType), fn
+        assert type(fn).__name__ in ("builtin_function_or_method", "method_descriptor",
+                                     "cython_function_or_method"), fn
     # cdef classes are static extension types, not Python classes with __slots__.
     assert "__slots__" not in vars(core.LogIndex)
 
