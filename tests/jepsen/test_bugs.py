@@ -26,6 +26,12 @@ from . import cases
 
 pytestmark = pytest.mark.timeout(cases.TOTAL_BUDGET + 120)
 
+CASE_OF = {  # each test's run in cases.py
+    "test_expired_lease_read_is_caught": "expired_lease_read",
+    "test_apply_before_commit_is_caught": "apply_before_commit",
+    "test_same_schedule_without_a_bug_passes": "no_bug",
+}
+
 
 def start_early(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Queue the selected tests' runs (``tests/conftest.py``)."""
@@ -54,10 +60,3 @@ def test_apply_before_commit_is_caught() -> None:
 def test_same_schedule_without_a_bug_passes() -> None:
     res = cases.result("no_bug")
     assert res["ok"], "\n".join(res["lines"])
-
-
-CASE_OF = {
-    "test_expired_lease_read_is_caught": "expired_lease_read",
-    "test_apply_before_commit_is_caught": "apply_before_commit",
-    "test_same_schedule_without_a_bug_passes": "no_bug",
-}
