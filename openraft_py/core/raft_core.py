@@ -395,16 +395,26 @@ class RaftCore:
             while True:
                 cmds = eng.take_commands()
                 if postponed:
-                    ready = [c for c in postponed if self._condition_met(c)]
+                    # One pass over the postponed commands (each has a ``when``: it waited
+                    # for a write): those now durable run first, in their order.
+                    flushed = eng.state.io.flushed
+                    ready: list[Command] = []
+                    waiting: list[Command] = []
+                    for c in postponed:
+                        if (c.when or 0) <= flushed:  # type: ignore[union-attr]  # every postponed command has it
+                            ready.append(c)
+                        else:
+                            waiting.append(c)
                     if ready:
-                        postponed = self._postponed = [c for c in postponed if not self._condition_met(c)]
+                        postponed = self._postponed = waiting
                         cmds = ready + cmds
                 if not cmds:
                     return
                 for c in cmds:
                     t = type(c)
                     if t in _WAITING:
-                        # ``_condition_met``, inline (five commands a write wait on a write).
+                        # Postponed until the write it waits for is durable (five commands
+                        # a write wait on one).
                         when = c.when  # type: ignore[union-attr]  # every type in _WAITING has it
                         if when is not None and when > eng.state.io.flushed:
                             postponed.append(c)
@@ -417,13 +427,6 @@ class RaftCore:
                         await pending
         finally:
             self._running_commands = False
-
-    def _condition_met(self, c: Command) -> bool:
-        """Whether the storage write ``c`` waits on (its ``when``) is durable."""
-        if type(c) not in _WAITING:
-            return True
-        when: int | None = getattr(c, "when")  # noqa: B009 - every type in _WAITING has it
-        return when is None or when <= self.engine.state.io.flushed
 
     def _command_handlers(self) -> dict[type[Any], Callable[[Any], Awaitable[None] | None]]:
         """One method per command type, each taking that type. A method that does IO is a
