@@ -4,9 +4,10 @@ Three nodes in one process, in-memory log store, the in-process router passing r
 objects without serialization, a state machine that stores nothing, and election timeouts
 of 1-2 s (so a stall of a busy machine starts no election mid-run). For each writer
 count, ``W`` coroutines call ``client_write`` on the leader in a loop; the run reports
-writes/s and the p50/p99/p99.9 write latency (each the median of ``--repeat`` runs; every
-write is timed) for the compiled build and the pure-Python build (each in its own
-subprocess, ``OPENRAFT_PY_NO_EXTENSIONS=1`` for the pure one).
+writes/s, the p50/p99/p99.9 write latency and the process's CPU time per write (each the
+median of ``--repeat`` runs; every write is timed) for the compiled build and the
+pure-Python build (each in its own subprocess, ``OPENRAFT_PY_NO_EXTENSIONS=1`` for the pure
+one).
 
     python bench/cluster.py                      # both builds, 1/64/256 writers
     python bench/cluster.py --build c --writers 256 --seconds 3 --json out.json
@@ -26,12 +27,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import loop_name, percentiles_ms, run_loop, summarize
+from bench.common import cpu_us_per_write, loop_name, percentiles_ms, run_loop, summarize
 
 
 async def run_once(writers: int, seconds: float) -> dict[str, float]:
     """One measurement: ``writers`` concurrent writers for ``seconds``; ``{"writes",
-    "seconds", "writes_per_s", "p50", "p99", "p999"}`` (latencies in ms)."""
+    "seconds", "writes_per_s", "p50", "p99", "p999", "cpu_us"}`` (latencies in ms;
+    ``cpu_us``: this process's CPU time per write while the writers ran, the three nodes and
+    the writers together)."""
     from openraft_py import Config, SnapshotPolicy
     from openraft_py.storage.memory import NoopStateMachine
     from openraft_py.testing import Cluster
@@ -59,12 +62,19 @@ async def run_once(writers: int, seconds: float) -> dict[str, float]:
                 await write(payload)
                 record(clock() - t0)
 
+        cpu0 = time.process_time()
         start = clock()
         stop_at = start + seconds
         await asyncio.gather(*(writer() for _ in range(writers)))
         elapsed = clock() - start
+        cpu = time.process_time() - cpu0
         await c.wait_applied(leader.metrics.last_log_index, timeout=30)
-        return {"writes": len(lat), "seconds": elapsed, "writes_per_s": len(lat) / elapsed, **percentiles_ms(lat)}
+        return {"writes": len(lat), "seconds": elapsed, "writes_per_s": len(lat) / elapsed, **percentiles_ms(lat),
+                "cpu_us": cpu_us_per_write(cpu, len(lat))}
+
+
+def _fmt_cpu(cpu_us: float | None) -> str:
+    return "-" if cpu_us is None else f"{cpu_us:.1f} us/write"
 
 
 def child_main(writers: list[int], seconds: float, repeat: int) -> None:
@@ -108,16 +118,18 @@ def main() -> None:
                     sys.exit("the compiled kernels did not load: build the package first (make build)")
                 results[(b, r["writers"])] = r
                 print(f"  in-process {b:>2} {r['writers']:>4} writers: {r['writes_per_s']:>10,.0f} writes/s  "
-                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms", flush=True)
+                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  CPU {_fmt_cpu(r.get('cpu_us'))}", flush=True)
         if proc.returncode:
             sys.exit(f"the {b} build's benchmark failed (exit {proc.returncode})")
     print(f"3-node in-process cluster, in-memory store, no-op state machine; median of {args.repeat} x {args.seconds}s")
-    header = f"{'writers':>8} " + " ".join(f"{b + ' writes/s':>16}" for b in builds)
+    header = f"{'writers':>8} " + " ".join(f"{b + ' writes/s':>16} {b + ' CPU us/write':>16}" for b in builds)
     if len(builds) == 2:
         header += f" {'c/py':>6}"
     print(header)
     for w in args.writers:
-        row = f"{w:>8} " + " ".join(f"{results[(b, w)]['writes_per_s']:>16,.0f}" for b in builds)
+        row = f"{w:>8} " + " ".join(
+            f"{results[(b, w)]['writes_per_s']:>16,.0f} {_fmt_cpu(results[(b, w)].get('cpu_us')).removesuffix(' us/write'):>16}"
+            for b in builds)
         if len(builds) == 2:
             row += f" {results[('c', w)]['writes_per_s'] / results[('py', w)]['writes_per_s']:>6.2f}"
         print(row)

@@ -31,9 +31,10 @@ def percentiles_ms(samples: Sequence[float]) -> dict[str, float]:
 
 def summarize(writers: int, runs: list[dict[str, float]]) -> dict[str, Any]:
     """The point of ``writers`` writers from its ``runs`` (each ``{"writes_per_s", "p50",
-    "p99", "p999"}``, latencies in ms; a missing percentile is skipped): ``{"writers",
-    "writes_per_s": median, "p50"/"p99"/"p999": median over the runs that have it (None if
-    none), "runs": [writes/s of each run]}``."""
+    "p99", "p999"}``, latencies in ms; a missing percentile is skipped; optionally
+    ``"cpu_us"``): ``{"writers", "writes_per_s": median, "p50"/"p99"/"p999": median over the
+    runs that have it (None if none), "runs": [writes/s of each run]}``, and ``"cpu_us"``, the
+    median over the runs that have it, when one has it."""
     if not runs:
         raise ValueError("a point needs at least one run")
     out: dict[str, Any] = {
@@ -44,7 +45,16 @@ def summarize(writers: int, runs: list[dict[str, float]]) -> dict[str, Any]:
         vals = [r[k] for r in runs if r.get(k) is not None]
         out[k] = statistics.median(vals) if vals else None
     out["runs"] = [r["writes_per_s"] for r in runs]
+    cpu = [r["cpu_us"] for r in runs if r.get("cpu_us") is not None]
+    if cpu:
+        out["cpu_us"] = statistics.median(cpu)
     return out
+
+
+def cpu_us_per_write(cpu_seconds: float, writes: int) -> float | None:
+    """CPU microseconds per write (``None`` without writes): the CPU time of every process
+    of the system under test (all their threads) during a run, over the writes it made."""
+    return cpu_seconds / writes * 1e6 if writes else None
 
 
 def loop_name() -> str:

@@ -174,6 +174,25 @@ def summary_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def cpu_table(results: dict[str, Any]) -> list[str]:
+    """One row per series that measured it: the CPU time per write (us, every process of
+    the system together) at each writer count; no rows, no table."""
+    counts = sorted({p["writers"] for s in results["series"].values() for p in s["points"]})
+    rows = []
+    for name, s in results["series"].items():
+        if not any(p.get("cpu_us") is not None for p in s["points"]):
+            continue
+        cells = []
+        for w in counts:
+            p = point(results, name, w)
+            cells.append("-" if p is None or p.get("cpu_us") is None else f"{p['cpu_us']:,.1f}")
+        rows.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = "| CPU us per write | " + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts) + " |"
+    return [head, "|:--" + "|--:" * len(counts) + "|", *rows]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as markdown: the throughput and latency table, the acceptance checks, the
     micro-benchmarks."""
@@ -183,21 +202,27 @@ def markdown(results: dict[str, Any]) -> str:
         f"Mode `{meta['mode']}`, {meta['date']}: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
         f"uvloop {m['uvloop']}, PySyncObj {m['pysyncobj']}. Each point: median of {meta['repeat']} run(s), one per "
         "round (each round runs every system once); latencies are the medians of the runs' percentiles; *of floor* "
-        "is writes/s over the asyncio floor's round trips/s at the same writer count (medians). The acceptance "
+        "is writes/s over the asyncio floor's round trips/s at the same writer count (medians); *CPU us/write* is "
+        "the CPU time of every process of the system (all threads: the three nodes, and the writers in the "
+        "leader's) during a run over the writes it made (median of the runs). The acceptance "
         "ratios are the medians of the per-round ratios (paired rounds).",
         "",
     ]
     lines += summary_table(results)
+    cpu = cpu_table(results)
+    if cpu:
+        lines += ["", *cpu]
     lines += [
         "",
-        "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms |",
-        "|:-------|--------:|---------:|---------:|-------:|-------:|---------:|",
+        "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms | CPU us/write |",
+        "|:-------|--------:|---------:|---------:|-------:|-------:|---------:|-------------:|",
     ]
     for s in results["series"].values():
         for p in s["points"]:
             frac = "-" if p.get("floor_fraction") is None else f"{p['floor_fraction']:.1%}"
+            cpu = "-" if p.get("cpu_us") is None else f"{p['cpu_us']:,.1f}"
             lines.append(f"| {s['label']} | {p['writers']} | {p['writes_per_s']:,.0f} | {frac} | {_fmt_ms(p['p50'])} "
-                         f"| {_fmt_ms(p['p99'])} | {_fmt_ms(p['p999'])} |")
+                         f"| {_fmt_ms(p['p99'])} | {_fmt_ms(p['p999'])} | {cpu} |")
     tcp = results["series"].get("tcp-fsync")
     if tcp is not None:
         lines += ["", f"Measured in the TCP run: raw fsync {tcp['fsync_ms']:.3f} ms (median), loopback round trip "

@@ -248,7 +248,7 @@ def merge_rounds(step: Step, by_round: dict[int, dict[str, Any]]) -> dict[str, A
         for r, s in series.items():
             for p in s["points"]:
                 if p["writers"] == w:
-                    runs.append({k: p[k] for k in ("writes_per_s", *PERCENTILES) if k in p})
+                    runs.append({k: p[k] for k in ("writes_per_s", *PERCENTILES, "cpu_us") if k in p})
                     which.append(r)
         points.append({**summarize(w, runs), "rounds": which, "p50_runs": [r.get("p50") for r in runs]})
     out["points"] = points

@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import summarize
+from bench.common import cpu_us_per_write, summarize
 from openraft_py.testing.proc_cluster import ProcCluster
 
 _ECHO_SERVER = r"""
@@ -226,6 +226,7 @@ async def one_run(c: ProcCluster, root: Path, leader: int, w: int, rep: int, arg
     if not prof:  # CPU use of each node (all threads) and its fsync groups
         run["cpu"] = {i: (stats1[i]["cpu"] - stats0[i]["cpu"]) / r["elapsed"] for i in stats1 if i in stats0}
         run["groups"] = {i: stats1[i]["log_groups"] - stats0[i]["log_groups"] for i in stats1 if i in stats0}
+        run["cpu_us"] = cpu_us_per_write(sum(stats1[i]["cpu"] - stats0[i]["cpu"] for i in run["cpu"]), n)
     if prof:
         results["profile"] = [prof, fprof]
         print_profile(prof, args.profile_lines, f"leader n{leader}")
@@ -304,18 +305,22 @@ def report(res: dict[str, Any]) -> None:
         print(f"(3 concurrent fsyncs on that disk, as the 3 nodes do in one round: median {res['fsync3_ms']:.3f} ms each)")
     print()
     print(f"medians of {res['repeat']} run(s) per writer count")
-    print("| writers |  writes/s | p50 ms | p99 ms | p99.9 ms |")
-    print("|--------:|----------:|-------:|-------:|---------:|")
+    print("| writers |  writes/s | p50 ms | p99 ms | p99.9 ms | CPU us/write |")
+    print("|--------:|----------:|-------:|-------:|---------:|-------------:|")
     for r in res["points"]:
         p999 = "-" if r["p999"] is None else f"{r['p999']:.2f}"
-        print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p99']:>6.2f} | {p999:>8} |")
+        cpu = "-" if r.get("cpu_us") is None else f"{r['cpu_us']:.1f}"
+        print(f"| {r['writers']:>7} | {r['writes_per_s']:>9,.0f} | {r['p50']:>6.2f} | {r['p99']:>6.2f} | {p999:>8} "
+              f"| {cpu:>12} |")
     print()
-    print("where the time goes: leader fsync groups/s (= replication rounds), writes per group, CPU per node")
+    print("where the time goes: leader fsync groups/s (= replication rounds), writes per group, CPU per node "
+          "and per write (the three nodes)")
     for r in res["runs"]:
         g = r["leader_groups"]
         cpu = " ".join(f"n{i} {v * 100:.0f}%" for i, v in sorted(r.get("cpu", {}).items()))
+        per_write = "" if r.get("cpu_us") is None else f", {r['cpu_us']:.1f} us/write"
         print(f"  {r['writers']:>4} writers: {g / r['elapsed']:>7.0f} groups/s, {r['writes'] / max(g, 1):>6.1f} writes/group"
-              + (f", CPU {cpu}" if cpu else ""))
+              + (f", CPU {cpu}{per_write}" if cpu else ""))
     print()
     by_w = {r["writers"]: r for r in res["points"]}
     if 256 in by_w:

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_us_per_write  # noqa: E402
 from bench.report import acceptance, paired_ratio  # noqa: E402
 from bench.run import Step, merge_rounds  # noqa: E402
 
@@ -35,6 +36,20 @@ def test_merge_rounds_takes_the_median_and_keeps_each_runs_round() -> None:
     assert one["writes_per_s"] == 200.0 and one["p50"] == pytest.approx(0.2)
     assert one["runs"] == [100.0, 200.0, 400.0] and one["rounds"] == [1, 2, 3]
     assert many["writes_per_s"] == 1500.0 and many["rounds"] == [1, 2]
+
+
+def test_merge_rounds_takes_the_median_cpu_per_write_of_the_runs_that_have_it() -> None:
+    by_round = {r: {"points": [{**_point(1, 100.0), "cpu_us": cpu}], "loop": "uvloop"}
+                for r, cpu in ((1, 30.0), (2, 10.0), (3, 20.0))}
+    assert merge_rounds(FLOOR, by_round)["points"][0]["cpu_us"] == 20.0
+    by_round[3]["points"][0].pop("cpu_us")
+    assert merge_rounds(FLOOR, by_round)["points"][0]["cpu_us"] == 20.0  # the median of 30 and 10
+    assert "cpu_us" not in merge_rounds(FLOOR, {1: {"points": [_point(1, 1.0)], "loop": "uvloop"}})["points"][0]
+
+
+def test_cpu_per_write_is_cpu_time_over_writes() -> None:
+    assert cpu_us_per_write(0.5, 1000) == pytest.approx(500.0)
+    assert cpu_us_per_write(0.5, 0) is None
 
 
 def test_merge_rounds_of_a_cluster_step_and_of_a_tcp_step() -> None:

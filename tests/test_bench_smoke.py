@@ -3,7 +3,7 @@ each (the floor, the compiled in-process cluster, PySyncObj with its memory jour
 64 writers, two micro-benchmarks). The figures are not judged here (the machine running the
 suite is busy); what is checked is that every step ran and wrote what the README and the
 acceptance checks are built from: the JSON's shape, positive figures, ordered percentiles,
-the fractions of the floor, the markdown table and the PNG plots."""
+the fractions of the floor, the CPU time per write, the markdown table and the PNG plots."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def test_points_have_positive_figures_and_ordered_percentiles(smoke: tuple[Path,
             assert 0 < p["p50"] <= p["p99"] <= p["p999"], (name, p)
             assert p["floor_fraction"] > 0, (name, p)
     assert all(p["floor_fraction"] == 1.0 for p in res["series"]["floor"]["points"])
+    # CPU per write: measured for the clusters (ours and PySyncObj's), not for the floor.
+    for name in ("inprocess-c", "pysyncobj-memory-unbatched"):
+        assert all(p["cpu_us"] > 0 for p in res["series"][name]["points"]), name
+    assert all("cpu_us" not in p for p in res["series"]["floor"]["points"])
 
 
 def test_micro_pairs_each_kernel_with_its_twin(smoke: tuple[Path, str]) -> None:
@@ -78,7 +82,8 @@ def test_acceptance_checks_are_computed_or_marked_not_measured(smoke: tuple[Path
 def test_markdown_table_and_plots_are_written(smoke: tuple[Path, str]) -> None:
     out, _ = smoke
     md = (out / "latest.md").read_text()
-    assert "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms |" in md
+    assert "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms | CPU us/write |" in md
+    assert "| CPU us per write | 1 writer | 64 writers |" in md
     assert "| PySyncObj, memory journal, unbatched | 64 |" in md
     assert "| acceptance check |" in md and "n/a" in md
     for png in ("throughput.png", "latency.png", "micro.png"):

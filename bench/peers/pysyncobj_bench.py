@@ -1,7 +1,8 @@
 """PySyncObj, the incumbent Python Raft library, measured as ``bench/tcp.py`` measures
 openraft-py: three node processes on loopback (127.0.0.1, free ports), the writers embedded
 in the leader's process as asyncio coroutines (uvloop), one write in flight per writer, the
-same keys and values, writes/s and p50/p99/p99.9 latency at 1, 64 and 256 writers.
+same keys and values, writes/s, p50/p99/p99.9 latency and the CPU time per write of the three
+processes together at 1, 64 and 256 writers.
 
 ``--journal memory`` is PySyncObj's in-memory journal (nothing reaches the disk);
 ``--journal file`` its file journal (an mmap'ed file, never fsynced: PySyncObj has no option
@@ -30,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from bench.common import summarize
+from bench.common import cpu_us_per_write, summarize
 from openraft_py.testing.proc_cluster import free_port
 
 NODE = Path(__file__).resolve().with_name("pysyncobj_node.py")
@@ -126,6 +127,12 @@ def wait_applied(nodes: list[NodeProc], acked: int, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def cpu_seconds(nodes: list[NodeProc]) -> float:
+    """The CPU seconds the node processes have used so far, together (each its own figure,
+    every thread: ``time.process_time`` in the node)."""
+    return sum(float(n.call(30.0, op="stats")["cpu"]) for n in nodes)
+
+
 def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: int,
         extra_conf: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the cluster (``journal``: ``"memory"`` or ``"file"``; ``tuning``: a key of
@@ -157,13 +164,17 @@ def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: i
         for w in writers:
             runs = []
             for rep in range(repeat):
+                cpu0 = cpu_seconds(nodes)
                 r = leader.call(seconds + 60.0, op="bulk", writers=w, seconds=seconds, prefix=f"b{w}.{rep}-")
+                cpu = cpu_seconds(nodes) - cpu0
                 if r["errors"]:
                     raise RuntimeError(f"{w} writers: {r['errors'][:3]}")
-                runs.append({"writers": w, **r})
+                runs.append({"writers": w, **r, "cpu_us": cpu_us_per_write(cpu, r["acked"])})
                 acked += r["acked"]
+                per_write = runs[-1]["cpu_us"]
                 print(f"  pysyncobj {journal:>6} {tuning:>9} {w:>4} writers: {r['writes_per_s']:>10,.0f} writes/s  "
-                      f"p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms", flush=True)
+                      f"p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  CPU "
+                      + ("-" if per_write is None else f"{per_write:.1f} us/write"), flush=True)
             out["runs"] += runs
             out["points"].append(summarize(w, runs))
         wait_applied(nodes, acked, 30.0)  # the figures count only writes every node applied

@@ -19,6 +19,7 @@ SyncObj is built; then it answers each request line on stdin, in order:
   "p99", "p999"}`` (latencies in ms)
 - ``{"op": "size"}`` -> ``{"size": keys in this node's dict}`` (every write sets a new key,
   so it counts the writes this node has applied)
+- ``{"op": "stats"}`` -> ``{"cpu": CPU seconds of this process so far (every thread)}``
 - ``{"op": "shutdown"}``: the node stops and exits 0 (it does as well when stdin closes).
 
 The process is killed with its parent (``PR_SET_PDEATHSIG``) so none outlives a crashed run.
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 reply({"leader": node._isLeader(), "leader_addr": None if leader is None else str(leader)})
             elif op == "size":
                 reply({"size": node.size()})
+            elif op == "stats":
+                reply({"cpu": time.process_time()})  # this process's CPU seconds, every thread
             elif op == "bulk":
                 reply(run_loop(bulk(node, int(req["writers"]), float(req["seconds"]), str(req.get("prefix", "k")))))
             elif op == "shutdown":
