@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import cpu_us_per_write, loop_name, percentiles_ms, run_loop, summarize
 
 
-async def run_once(writers: int, seconds: float) -> dict[str, float]:
+async def run_once(writers: int, seconds: float) -> dict[str, Any]:
     """One measurement: ``writers`` concurrent writers for ``seconds``; ``{"writes",
     "seconds", "writes_per_s", "p50", "p99", "p999", "cpu_us"}`` (latencies in ms;
     ``cpu_us``: this process's CPU time per write while the writers ran, the three nodes and
@@ -74,7 +74,8 @@ async def run_once(writers: int, seconds: float) -> dict[str, float]:
 
 
 def _fmt_cpu(cpu_us: float | None) -> str:
-    return "-" if cpu_us is None else f"{cpu_us:.1f} us/write"
+    """A point's or run's CPU us per write for the printed lines: one decimal, or ``-``."""
+    return "-" if cpu_us is None else f"{cpu_us:.1f}"
 
 
 def child_main(writers: list[int], seconds: float, repeat: int) -> None:
@@ -118,7 +119,7 @@ def main() -> None:
                     sys.exit("the compiled kernels did not load: build the package first (make build)")
                 results[(b, r["writers"])] = r
                 print(f"  in-process {b:>2} {r['writers']:>4} writers: {r['writes_per_s']:>10,.0f} writes/s  "
-                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  CPU {_fmt_cpu(r.get('cpu_us'))}", flush=True)
+                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  CPU {_fmt_cpu(r.get('cpu_us'))} us/write", flush=True)
         if proc.returncode:
             sys.exit(f"the {b} build's benchmark failed (exit {proc.returncode})")
     print(f"3-node in-process cluster, in-memory store, no-op state machine; median of {args.repeat} x {args.seconds}s")
@@ -128,8 +129,7 @@ def main() -> None:
     print(header)
     for w in args.writers:
         row = f"{w:>8} " + " ".join(
-            f"{results[(b, w)]['writes_per_s']:>16,.0f} {_fmt_cpu(results[(b, w)].get('cpu_us')).removesuffix(' us/write'):>16}"
-            for b in builds)
+            f"{results[(b, w)]['writes_per_s']:>16,.0f} {_fmt_cpu(results[(b, w)].get('cpu_us')):>16}" for b in builds)
         if len(builds) == 2:
             row += f" {results[('c', w)]['writes_per_s'] / results[('py', w)]['writes_per_s']:>6.2f}"
         print(row)

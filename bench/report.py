@@ -209,9 +209,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += summary_table(results)
-    cpu = cpu_table(results)
-    if cpu:
-        lines += ["", *cpu]
+    by_cpu = cpu_table(results)
+    if by_cpu:
+        lines += ["", *by_cpu]
     lines += [
         "",
         "| system | writers | writes/s | of floor | p50 ms | p99 ms | p99.9 ms | CPU us/write |",
