@@ -46,7 +46,7 @@ run: build
 	$(VENV)/bin/openraft-py demo
 
 # Every benchmark in one go (bench/run.py): the table, the plots and issue 14's acceptance
-# ratios in bench/results/. bench-quick: all points, shorter runs (under 2 minutes).
+# ratios in bench/results/. bench-quick: all points, shorter runs, 2 rounds (under 2 minutes).
 bench: build
 	$(PY) bench/run.py
 

@@ -15,7 +15,7 @@ The steps, each a subprocess whose progress lines are passed through:
   memory and file journals, each in its two tunings (``bench/peers/pysyncobj_bench.py``);
 - ``micro``: the pytest-benchmark micro-benchmarks (``bench/micro``).
 
-The steps run in ``repeat`` rounds (3 unless ``--smoke``): each round runs every one of
+The steps run in ``repeat`` rounds (3; 2 with ``--quick``, 1 with ``--smoke``): each round runs every one of
 them once (one run per writer count; the micro-benchmarks once each), in the order above. A
 point is the median of its ``repeat`` runs, with the medians of the
 runs' p50/p99/p99.9 latencies, and is also given as a fraction of the floor at the same writer
@@ -32,7 +32,7 @@ is 1. The acceptance ratios are
 printed as PASS / FAIL but never change the exit status.
 
     python bench/run.py            # the full run (about 6 minutes on 2 cores)
-    python bench/run.py --quick    # all points, shorter runs (under 2 minutes)
+    python bench/run.py --quick    # all points, shorter runs, 2 rounds (under 2 minutes)
     python bench/run.py --smoke --out /tmp/b   # a few points, 1 short run each (the test suite's)
 """
 
@@ -83,7 +83,9 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "full": Mode("full", (1, 64, 256), 3, floor_s=2.0, cluster_s=2.0, tcp_s=3.0, peer_s=3.0, micro_max_time=0.5),
-    "quick": Mode("quick", (1, 64, 256), 3, floor_s=0.3, cluster_s=0.4, tcp_s=0.5, peer_s=0.4, micro_max_time=0.02),
+    # Two rounds: three took 117 s of the 2 minutes on the Intel machine (75 s on the AMD one),
+    # most of it the 36 steps' process and cluster starts.
+    "quick": Mode("quick", (1, 64, 256), 2, floor_s=0.3, cluster_s=0.4, tcp_s=0.5, peer_s=0.4, micro_max_time=0.02),
     "smoke": Mode("smoke", (1, 64), 1, floor_s=0.2, cluster_s=0.2, tcp_s=0.2, peer_s=0.2, micro_max_time=0.005,
                   steps=frozenset({"floor", "inprocess-c", "pysyncobj-memory-unbatched", "micro"}),
                   micro_filter="majority_committed or append_entries"),
