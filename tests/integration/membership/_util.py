@@ -1,10 +1,12 @@
 """Helpers of the membership-change tests: a settled leader, learners added on the router, a
-background writer that follows the leader, heartbeat rounds counted on the router, and the
-check that every acknowledged write reached a node's state machine."""
+background writer that follows the leader, heartbeat rounds counted on the router, the
+check that every acknowledged write reached a node's state machine, and the event loop's
+longest stall during a test."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +24,48 @@ def steady_config(**kw: object) -> Config:
     base: dict[str, object] = dict(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=30)
     base.update(kw)
     return fast_config(**base)
+
+
+class LoopStalls:
+    """The longest stall of this event loop while the watch runs: a task wakes every
+    ``period`` seconds and records by how much its wake-up was late. A stall of the whole
+    process (a collection of a large heap, a machine loaded by other processes) delays every
+    node of an in-process cluster at once, and one longer than an election timeout lets
+    followers time out whatever the code does. Use as ``async with LoopStalls() as s:``;
+    ``s.worst()`` in seconds, counting the time since the watcher last woke (a stall that
+    has just happened)."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self._worst = 0.0
+        # The monotonic clock of the watcher's last wake-up (not the loop's clock: uvloop's
+        # is read once per loop iteration).
+        self._last = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopStalls:
+        self._last = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    def worst(self) -> float:
+        """The longest stall so far (seconds)."""
+        return max(self._worst, time.monotonic() - self._last - self.period)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            t = time.monotonic()
+            self._worst = max(self._worst, t - self._last - self.period)
+            self._last = t
 
 
 def now() -> float:

@@ -25,7 +25,7 @@ from openraft_py import BasicNode, ForwardToLeader, Membership, Unreachable, Vot
 from openraft_py.testing.cluster import Cluster
 
 from ..checks import check_applied_prefix, check_log_matching
-from ._util import RpcCounter, Writer, assert_acked_applied, settled_leader, steady_config
+from ._util import LoopStalls, RpcCounter, Writer, assert_acked_applied, settled_leader, steady_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -166,12 +166,33 @@ async def test_removed_voter_missing_the_final_config_does_not_disturb(old: set[
             await writer.stop()
 
 
+STALL_LIMIT = 0.15
+"""A loop stall (seconds) past which ``test_voter_cut_off_before_its_removal`` runs its
+scenario once more: with its 30 ms heartbeats and election timeouts from 300 ms, a stall of
+this much and the machine's slowness besides can let a voter time out."""
+
+
 @pytest.mark.parametrize("pre_vote", [pytest.param(True, id="pre-vote"), pytest.param(False, id="no-pre-vote")])
 async def test_voter_cut_off_before_its_removal(pre_vote: bool) -> None:
-    # Election timeouts of 300-600 ms: the test asserts that the leader's term never moves,
-    # and a loop stall of over 150 ms (seen once in a full run on a loaded 2-core machine:
-    # the two remaining voters went through two elections, terms {1: 3, 2: 3}) is not what
-    # it tests.
+    # The scenario asserts that the leader's term never moves. The in-process cluster shares
+    # one event loop, so a stall of the whole process stops heartbeats and election timers
+    # alike, and the remaining voters may hold elections of their own: seen twice in full runs
+    # on a loaded 2-core machine (terms {1: 3, 2: 3}; with 150-300 ms timeouts, then with
+    # 300-600 ms while the Jepsen runs of `make test` ran beside it). That is not what the
+    # test is about: a failure after such a stall runs the scenario once more, which must pass.
+    for attempt in (1, 2):
+        async with LoopStalls() as stalls:
+            try:
+                await _cut_off_before_removal(pre_vote)
+                return
+            except AssertionError:
+                stalled = stalls.worst()
+                if attempt == 2 or stalled < STALL_LIMIT:
+                    raise
+        print(f"the event loop stalled {stalled * 1000:.0f} ms: running the scenario again")
+
+
+async def _cut_off_before_removal(pre_vote: bool) -> None:
     cfg = steady_config(enable_pre_vote=pre_vote, election_timeout_min=300, election_timeout_max=600)
     async with Cluster(cfg, seed=861) as c:
         await c.start({1, 2, 3})
