@@ -178,8 +178,8 @@ async def test_voter_cut_off_before_its_removal(pre_vote: bool) -> None:
     # one event loop, so a stall of the whole process stops heartbeats and election timers
     # alike, and the remaining voters may hold elections of their own: seen twice in full runs
     # on a loaded 2-core machine (terms {1: 3, 2: 3}; with 150-300 ms timeouts, then with
-    # 300-600 ms while the Jepsen runs of `make test` ran beside it). That is not what the
-    # test is about: a failure after such a stall runs the scenario once more, which must pass.
+    # 300-600 ms). That is not what the test is about: a failure after such a stall runs the
+    # scenario once more, which must pass.
     for attempt in (1, 2):
         async with LoopStalls() as stalls:
             try:
