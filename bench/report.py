@@ -148,14 +148,23 @@ def _fmt_value(c: dict[str, Any]) -> str:
     return f"{v:.1%}" if c["target"].endswith("%") else f"{v:.2f}x"
 
 
+def _writer_counts(results: dict[str, Any]) -> list[int]:
+    """Every writer count some series measured, ascending: the columns of the tables."""
+    return sorted({p["writers"] for s in results["series"].values() for p in s["points"]})
+
+
+def _writers_label(w: int) -> str:
+    return f"{w} writer{'s' if w > 1 else ''}"
+
+
 def summary_table(results: dict[str, Any]) -> list[str]:
     """One row per series: writes/s (and the fraction of the floor) at each writer count, and
     the p50 / p99 / p99.9 latency at the smallest writer count (the latency-sensitive case)."""
-    counts = sorted({p["writers"] for s in results["series"].values() for p in s["points"]})
+    counts = _writer_counts(results)
     if not counts:
         return []
     one = counts[0]
-    head = "| system | " + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts)
+    head = "| system | " + " | ".join(_writers_label(w) for w in counts)
     head += f" | p50 / p99 / p99.9 ms at {one} writer{'s' if one > 1 else ''} |"
     out = [head, "|:--" + "|--:" * (len(counts) + 1) + "|"]
     for name, s in results["series"].items():
@@ -177,7 +186,7 @@ def summary_table(results: dict[str, Any]) -> list[str]:
 def cpu_table(results: dict[str, Any]) -> list[str]:
     """One row per series that measured it: the CPU time per write (us, every process of
     the system together) at each writer count; no rows, no table."""
-    counts = sorted({p["writers"] for s in results["series"].values() for p in s["points"]})
+    counts = _writer_counts(results)
     rows = []
     for name, s in results["series"].items():
         if not any(p.get("cpu_us") is not None for p in s["points"]):
@@ -189,7 +198,7 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
         rows.append(f"| {s['label']} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    head = "| CPU us per write | " + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts) + " |"
+    head = "| CPU us per write | " + " | ".join(_writers_label(w) for w in counts) + " |"
     return [head, "|:--" + "|--:" * len(counts) + "|", *rows]
 
 
@@ -294,7 +303,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_yticks(list(ys), [series[n]["label"] for n in names], fontsize=7)
             ax.set_xscale("log")
             ax.set_xlabel("write latency, ms (median of runs)")
-            ax.set_title(f"Latency at {w} writer{'s' if w > 1 else ''}")
+            ax.set_title(f"Latency at {_writers_label(w)}")
             ax.grid(True, axis="x", which="both", alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()

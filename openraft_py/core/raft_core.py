@@ -413,8 +413,7 @@ class RaftCore:
                 for c in cmds:
                     t = type(c)
                     if t in _WAITING:
-                        # Postponed until the write it waits for is durable (five commands
-                        # a write wait on one).
+                        # Postponed while the write it waits for is not durable yet.
                         when = c.when  # type: ignore[union-attr]  # every type in _WAITING has it
                         if when is not None and when > eng.state.io.flushed:
                             postponed.append(c)
