@@ -40,6 +40,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "openraft_py.engine.leader",
     "openraft_py.engine.progress",
     "openraft_py.engine.state",
+    "openraft_py.engine.handler.base",
     "openraft_py.engine.handler.following",
     "openraft_py.engine.handler.leader",
     "openraft_py.engine.handler.log",

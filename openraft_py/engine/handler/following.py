@@ -14,7 +14,7 @@ from typing import Any
 from ...types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
 from ..command import Respond
 from ..faults import EngineFault
-from . import Handler
+from .base import Handler
 from .transfer import announced_handover
 
 

@@ -20,7 +20,7 @@ from ...validation import MAX_TERM
 from ..command import Respond
 from ..faults import EngineFault
 from ..leader import PendingRead
-from . import LeadingHandler
+from .base import LeadingHandler
 from .transfer import is_handing_over
 
 

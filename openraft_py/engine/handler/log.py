@@ -12,7 +12,7 @@ from ..._core import find_payload
 from ...errors import Panicked
 from ...types import Entry, LogId, Membership, StoredMembership
 from ..command import AppendEntries, PurgeLog, SaveCommittedAndApply, TruncateLog
-from . import Handler
+from .base import Handler
 
 
 class LogHandler(Handler):

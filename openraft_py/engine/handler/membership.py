@@ -20,7 +20,7 @@ from typing import Any
 from ...errors import EmptyMembership, InProgress, LearnerNotFound
 from ...types import BasicNode, Entry, LogId, Membership, NodeId
 from ..command import RespondOnApply
-from . import LeadingHandler
+from .base import LeadingHandler
 
 
 class MembershipHandler(LeadingHandler):

@@ -41,7 +41,7 @@ from ..progress import (
     SnapshotSent,
     Unreachable,
 )
-from . import LeadingHandler
+from .base import LeadingHandler
 
 
 class ReplicationHandler(LeadingHandler):

@@ -22,7 +22,7 @@ from typing import Any
 from ...errors import ApiError
 from ...types import InstallSnapshotRequest, InstallSnapshotResponse, LogId, SnapshotMeta
 from ..command import BuildSnapshot, InstallSnapshot, ReceiveSnapshotChunk, Respond, SaveCommittedAndApply
-from . import Handler
+from .base import Handler
 
 
 class SnapshotHandler(Handler):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ...types import NodeId, TransferLeaderRequest, Vote
 from ..command import AbandonWrites, SendTransferLeader
-from . import Handler
+from .base import Handler
 
 if TYPE_CHECKING:
     from ..engine import Engine

@@ -30,7 +30,7 @@ from ...validation import MAX_TERM
 from ..command import Respond, SaveVote, SendVote, StopReplication
 from ..faults import EngineFault
 from ..leader import Candidate, Leader
-from . import Handler
+from .base import Handler
 from .transfer import is_handing_over
 
 

@@ -1,0 +1,18 @@
+# Compiled builds only (Cython reads this beside engine.py; the pure build never sees it): the
+# classes of engine.py as extension types, their fields at fixed offsets (see state.pxd).
+
+from openraft_py.engine.state cimport RaftState
+from openraft_py.engine.leader cimport Leader, Candidate
+
+cdef class Engine:
+    # An instance dict as well, as a plain class has: a test may replace one node's method.
+    cdef dict __dict__
+    cdef public object config, rng
+    cdef public RaftState state
+    cdef public list output
+    cdef public Leader leader
+    cdef public Candidate candidate, pre_candidate
+    cdef public object leader_seen_at, transfer_from, snapshot_building, snapshot_every, snapshot_installing
+    cdef public object snapshot_unreported, election_deadline, now, injected_faults
+    # The handlers stay untyped here: their .pxd files cimport this one (for ``Handler.eng``).
+    cdef public object _leader_h, _replication_h, _membership_h, _vote, _log, _following, _snapshot, _transfer

@@ -1,0 +1,7 @@
+# Compiled builds only (Cython reads this beside log.py; the pure build never sees it): the
+# classes of log.py as extension types, their fields at fixed offsets (see state.pxd).
+
+from openraft_py.engine.handler.base cimport Handler
+
+cdef class LogHandler(Handler):
+    pass

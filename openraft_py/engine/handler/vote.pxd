@@ -1,0 +1,7 @@
+# Compiled builds only (Cython reads this beside vote.py; the pure build never sees it): the
+# classes of vote.py as extension types, their fields at fixed offsets (see state.pxd).
+
+from openraft_py.engine.handler.base cimport Handler
+
+cdef class VoteHandler(Handler):
+    pass

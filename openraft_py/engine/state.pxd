@@ -1,0 +1,14 @@
+# Compiled builds only (Cython reads this beside state.py; the pure build never sees it):
+# the classes of state.py as extension types, so the compiled engine reads and writes their
+# fields at fixed offsets instead of through attribute lookups. Fields typed ``object`` hold
+# what the .py puts there; each class here must list every field its .py assigns.
+
+cdef class MembershipState:
+    cdef public object committed, uncommitted
+
+cdef class IOState:
+    cdef public object submitted, flushed, pending, flushed_log_id, flushed_vote, vote_io
+
+cdef class RaftState:
+    cdef public object id, vote, log_ids, committed, applied, snapshot, membership, server_state
+    cdef public IOState io
