@@ -185,7 +185,10 @@ class Engine:
     def reset_election_timer(self, now: float) -> None:
         """Pick a new random election deadline after ``now``."""
         c = self.config
-        self.election_deadline = now + self.rng.uniform(c.election_timeout_min, c.election_timeout_max)
+        lo = c.election_timeout_min
+        # ``rng.uniform(lo, hi)`` as that method computes it (the same draws for a seed),
+        # without its Python frame: every accepted AppendEntries resets the timer.
+        self.election_deadline = now + (lo + (c.election_timeout_max - lo) * self.rng.random())
 
     def handle_tick(self, now: float) -> None:
         """Advance the clock: leaders send heartbeats and check quorum contact; followers and
