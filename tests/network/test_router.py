@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from openraft_py.core.messages import Reply
 from openraft_py.errors import (
     NetworkError,
     RemoteError,
@@ -617,87 +616,14 @@ async def test_send_append_entries_without_the_fast_path_delivers_when_awaited()
     assert (await answer).success and plain[2].received == [("append_entries", HEARTBEAT)]
 
 
-class SubmittingServer(FakeServer):
-    """A FakeServer with ``submit_append_entries`` (as ``Raft`` has): the request is taken
-    at the call (``fail`` raises there), and ``reply`` is called before it returns, with
-    ``reply_error`` when set (a node that stopped or failed answers so)."""
-
-    def __init__(self, node_id: int) -> None:
-        super().__init__(node_id)
-        self.reply_error: Exception | None = None
-
-    def submit_append_entries(self, req: AppendEntriesRequest, reply: Any) -> Reply:
-        self._got("append_entries", req)
-        tx = Reply(reply)
-        if self.reply_error is not None:
-            tx.set_exception(self.reply_error)
-        else:
-            tx.set_result(AppendEntriesResponse(req.vote, True, req.last_log_id()))
-        return tx
-
-
-async def test_submit_append_entries_is_offered_in_both_modes() -> None:
-    """``submit_append_entries`` is always offered: with the codec on it stands in for the
-    TCP client's (a task of the router delivers); with it off it hands the request straight
-    to the target's own ``submit_append_entries``."""
+async def test_submit_append_entries_is_offered_with_the_wire_codec_only() -> None:
+    """``submit_append_entries`` stands in for the TCP client's: with the codec off it is not
+    offered (``None``: the replication channel uses the other methods)."""
     router, servers = cluster()
     c = client(router, 1, 2)
-    assert callable(c.submit_append_entries)  # type: ignore[attr-defined]
+    assert c.submit_append_entries is None  # type: ignore[attr-defined]
     router.set_wire(True)
     assert callable(c.submit_append_entries)  # type: ignore[attr-defined]
-
-
-async def test_submit_append_entries_in_the_fast_path_replies_from_the_target() -> None:
-    router = Router(wire=False)
-    servers = {i: SubmittingServer(i) for i in (1, 2)}
-    for i, s in servers.items():
-        router.register(i, s)
-    c = client(router, 1, 2)
-    submit = c.submit_append_entries  # type: ignore[attr-defined]
-    got: list[Any] = []
-    req = AppendEntriesRequest(V, None, [Entry(LogId(1, 0), BLANK)], None)
-    handle = submit(req, OPT, got.append)
-    # Delivered and answered before the call returns; the handle is the target's.
-    assert isinstance(handle, Reply) and handle.done()
-    assert servers[2].received == [("append_entries", req)]
-    assert got == [AppendEntriesResponse(V, True, LogId(1, 0))]
-    assert c.counts[0] == 1  # type: ignore[attr-defined]
-    # The target's answers that are errors: mapped as append_entries maps them.
-    servers[2].reply_error = Stopped()
-    submit(HEARTBEAT, OPT, got.append)
-    assert isinstance(got[-1], Unreachable) and isinstance(got[-1].__cause__, Stopped)
-    servers[2].reply_error = KeyError("boom")
-    submit(HEARTBEAT, OPT, got.append)
-    assert isinstance(got[-1], RemoteError) and isinstance(got[-1].__cause__, KeyError)
-    # Raised at the call (the request refused there): raised, mapped, and never answered.
-    servers[2].reply_error = None
-    servers[2].fail = Stopped()
-    with pytest.raises(Unreachable, match="stopped"):
-        submit(HEARTBEAT, OPT, got.append)
-    servers[2].fail = KeyError("boom")
-    with pytest.raises(RemoteError):
-        submit(HEARTBEAT, OPT, got.append)
-    assert len(got) == 3
-
-
-async def test_submit_append_entries_outside_the_fast_path_does_nothing() -> None:
-    """With a fault configured, or a target without ``submit_append_entries``, the direct
-    path returns ``None`` and delivers nothing: the channel sends the request as it would
-    without the method (the faults apply there)."""
-    router = Router(wire=False)
-    servers = {i: SubmittingServer(i) for i in (1, 2)}
-    for i, s in servers.items():
-        router.register(i, s)
-    c = client(router, 1, 2)
-    got: list[Any] = []
-    router.set_delay(0, 1)
-    assert c.submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
-    router.heal()
-    router.add_hook(lambda rpc, source, target, req: None)
-    assert c.submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
-    plain_router, plain = cluster()
-    assert client(plain_router, 1, 2).submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
-    assert servers[2].received == [] and plain[2].received == [] and got == []
 
 
 async def test_submit_append_entries_with_the_wire_codec_applies_faults_and_replies_once() -> None:
