@@ -218,50 +218,11 @@ class RouterClient:
         return self.append_entries(req, option)
 
     @property
-    def submit_append_entries(self) -> Callable[[AppendEntriesRequest, RPCOption, Callable[[Any], None]], Any]:
-        """``RaftNetwork``'s optional ``submit_append_entries`` (a replication channel reads
-        it when it starts). While the wire codec is on (``Router.set_wire``), the router
-        stands in for the TCP transport: a task of the router delivers the request through
-        every fault. Otherwise the request goes straight to the target's
-        ``submit_append_entries`` (a ``Raft``), whose callback answers from inside the
-        target's pass, when nothing stands between the two (no fault, no hook, no
-        serialization); when something does, it returns ``None`` and the channel sends the
-        request as it would without the method."""
-        return self._submit_append_entries if self._router._wire is not None else self._submit_direct
-
-    def _submit_direct(
-        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
-    ) -> Any:
-        """The fast mode's ``submit_append_entries``: ``req`` handed to the target's
-        ``submit_append_entries`` now, its answer given to ``reply`` with the server's errors
-        mapped as ``append_entries`` maps them. ``None`` (nothing done) outside the fast
-        mode or when the target has no such method."""
-        router = self._router
-        if not router._fast:
-            return None
-        target = self.target
-        submit = getattr(router._servers.get(target), "submit_append_entries", None)
-        if submit is None:
-            return None
-        self.counts[0] += 1
-
-        def answer(result: Any) -> None:
-            if isinstance(result, Exception):
-                if isinstance(result, Fatal):
-                    err: Exception = Unreachable(f"node {target} has stopped: {result}")
-                else:
-                    err = RemoteError(target, result)
-                err.__cause__ = result
-                reply(err)
-            else:
-                reply(result)
-
-        try:
-            return submit(req, answer)
-        except Fatal as e:
-            raise Unreachable(f"node {target} has stopped: {e}") from e
-        except Exception as e:
-            raise RemoteError(target, e) from e
+    def submit_append_entries(self) -> Callable[[AppendEntriesRequest, RPCOption, Callable[[Any], None]], Any] | None:
+        """``RaftNetwork``'s optional ``submit_append_entries``, offered (not ``None``) while
+        the wire codec is on (``Router.set_wire``), where the router stands in for the TCP
+        transport, whose client has it. A replication channel reads it when it starts."""
+        return None if self._router._wire is None else self._submit_append_entries
 
     def _submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
