@@ -439,7 +439,8 @@ class ReplicationCore:
         """Turn ``turn`` handed over its last request (or ended): the next one may send."""
         if self._issued == turn:
             self._issued = turn + 1
-            self._turn.wake()
+            if self._turn.first is not None:  # (a later turn waits)
+                self._turn.wake()
 
     async def _send(self, c: Replicate, turn: int) -> None:
         try:
