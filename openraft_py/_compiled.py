@@ -6,6 +6,13 @@ compiles each ``.py`` as written (Cython's pure-Python mode, annotations not use
 typing) into an extension module of the same name beside it. The ``.py`` stays the one
 source, and is what type checkers, debuggers and the pure-Python build read.
 
+A ``.pxd`` beside some of them (``engine/state.pxd``, ``engine/handler/base.pxd``,
+``wakeup.pxd``, ...) is read by the compiled build only: it makes that module's classes
+extension types with declared fields, which the compiled code reads at fixed offsets
+instead of through attribute lookups (and the checks in ``validation.pxd`` C functions).
+Such a class has no instance ``__dict__`` (as the ``__slots__`` its ``.py`` declares) unless
+its ``.pxd`` gives it one; its ``.pxd`` lists every field its ``.py`` assigns.
+
 Which file an import loads:
 
 - the source when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``, as for the
