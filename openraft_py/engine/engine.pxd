@@ -16,3 +16,13 @@ cdef class Engine:
     cdef public object snapshot_unreported, election_deadline, now, injected_faults
     # The handlers stay untyped here: their .pxd files cimport this one (for ``Handler.eng``).
     cdef public object _leader_h, _replication_h, _membership_h, _vote, _log, _following, _snapshot, _transfer
+    # The handler getters and the timer: C calls from the handlers (``cpdef``).
+    cpdef vote_handler(self)
+    cpdef log_handler(self)
+    cpdef following_handler(self)
+    cpdef snapshot_handler(self)
+    cpdef transfer_handler(self)
+    cpdef leader_handler(self, leader)
+    cpdef replication_handler(self, leader)
+    cpdef membership_handler(self, leader)
+    cpdef reset_election_timer(self, now)

@@ -12,3 +12,10 @@ cdef class IOState:
 cdef class RaftState:
     cdef public object id, vote, log_ids, committed, applied, snapshot, membership, server_state
     cdef public IOState io
+    # Methods the compiled engine calls on its state: C calls (``cpdef``), still methods in Python.
+    cpdef last_log_id(self)
+    cpdef last_index(self)
+    cpdef log_id_at(self, index)
+    cpdef has_log_id(self, log_id)
+    cpdef purged_log_id(self)
+    cpdef committed_index(self)

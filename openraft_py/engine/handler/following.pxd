@@ -4,4 +4,7 @@
 from openraft_py.engine.handler.base cimport Handler
 
 cdef class FollowingHandler(Handler):
-    pass
+    # C calls between these methods (``cpdef``).
+    cpdef append_entries(self, req, tx, now)
+    cpdef accept_leader(self, vote, now)
+    cpdef commit(self, leader_commit, matching)

@@ -4,4 +4,10 @@
 from openraft_py.engine.handler.base cimport Handler
 
 cdef class LogHandler(Handler):
-    pass
+    # C calls between these methods (``cpdef``).
+    cpdef next_io(self)
+    cpdef append(self, entries)
+    cpdef truncate(self, after_index)
+    cpdef commit_to(self, index, when=*)
+    cpdef membership_changed(self)
+    cpdef mark_flushed(self, io)
