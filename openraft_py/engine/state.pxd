@@ -5,6 +5,9 @@
 
 cdef class MembershipState:
     cdef public object committed, uncommitted
+    cpdef append(self, sm)
+    cpdef commit(self, index)
+    cpdef truncate(self, after_index)
 
 cdef class IOState:
     cdef public object submitted, flushed, pending, flushed_log_id, flushed_vote, vote_io

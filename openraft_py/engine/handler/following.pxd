@@ -1,10 +1,14 @@
 # Compiled builds only (Cython reads this beside following.py; the pure build never sees it): the
 # classes of following.py as extension types, their fields at fixed offsets (see state.pxd).
 
+cimport cython
 from openraft_py.engine.handler.base cimport Handler
+from openraft_py.engine.handler.log cimport LogHandler
 
 cdef class FollowingHandler(Handler):
     # C calls between these methods (``cpdef``).
+    @cython.locals(log=LogHandler)
     cpdef append_entries(self, req, tx, now)
     cpdef accept_leader(self, vote, now)
+    @cython.locals(log=LogHandler)
     cpdef commit(self, leader_commit, matching)

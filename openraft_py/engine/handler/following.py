@@ -104,4 +104,5 @@ class FollowingHandler(Handler):
             index = min(leader_commit.index, matching.index)
         # Apply only entries that are durable here: after every write submitted so far (a
         # follower's flushed log id may still name entries a pending truncation removes).
-        self.eng.log_handler().commit_to(index, when=st.io.submitted)
+        log = self.eng.log_handler()
+        log.commit_to(index, when=st.io.submitted)

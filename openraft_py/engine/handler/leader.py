@@ -37,8 +37,10 @@ class LeaderHandler(LeadingHandler):
         term = self.leader.vote.term
         start = st.last_index() + 1
         entries = [Entry(LogId(term, start + i), p) for i, p in enumerate(payloads)]
-        eng.log_handler().append(entries)
-        eng.replication_handler(self.leader).replicate()
+        log = eng.log_handler()
+        log.append(entries)
+        rh = eng.replication_handler(self.leader)
+        rh.replicate()
         return entries[0].log_id
 
     def tick(self, now: float) -> None:

@@ -4,10 +4,12 @@
 cimport cython
 from openraft_py.engine.progress cimport ProgressEntry
 from openraft_py.engine.handler.base cimport LeadingHandler
+from openraft_py.engine.handler.log cimport LogHandler
 
 cdef class ReplicationHandler(LeadingHandler):
     # C calls between these methods (``cpdef``); ``p`` and ``cur`` are the target's
     # ``ProgressEntry`` (or ``None``), read at fixed offsets.
+    cpdef replicate(self)
     @cython.locals(p=ProgressEntry)
     cpdef heartbeat(self, now)
     @cython.locals(p=ProgressEntry)
@@ -20,4 +22,5 @@ cdef class ReplicationHandler(LeadingHandler):
     cpdef update_self_flushed(self)
     @cython.locals(p=ProgressEntry)
     cpdef handle_progress(self, target, matching, sent_at)
+    @cython.locals(log=LogHandler)
     cpdef try_commit(self)

@@ -250,7 +250,8 @@ class ReplicationHandler(LeadingHandler):
         # A quorum of followers may hold entries this leader has not flushed yet: they are
         # committed all the same, and applied at once (they are readable here; restore copes
         # with a state machine ahead of a log that lost its unflushed tail).
-        committed = self.eng.log_handler().commit_to(ci)
+        log = self.eng.log_handler()
+        committed = log.commit_to(ci)
         if committed is not None:
             # Membership follow-ups are due when a membership committed, or at this term's
             # first commit (an inherited joint config is finished then).
