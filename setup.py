@@ -125,11 +125,15 @@ def _extensions() -> list:
                   "binding": False}
     if DEBUG:
         directives.update(linetrace=True, binding=True)  # coverage's tracing wants function objects
+    # The kernels' methods of no or one argument take it positionally only
+    # (``always_allow_keywords=False``): CPython calls them as METH_NOARGS / METH_O, without
+    # parsing keywords (``LogIndex.term_at``, 1,000 lookups in a list comprehension: see
+    # docs/design/performance.md, the nineteenth round).
     kernels = cythonize(
         extensions,
         nthreads=JOBS,
         include_path=[_pxd_include_dir()],
-        compiler_directives=directives,
+        compiler_directives=dict(directives, always_allow_keywords=False),
         annotate=ANNOTATE,
     )
     # The package's own modules, compiled as written: type annotations are not C types
