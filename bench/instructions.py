@@ -1,0 +1,101 @@
+"""Instructions per write of the in-process cluster, counted by valgrind: a measure of CPU
+work that a shared machine's noise does not move (``docs/design/performance.md``, the
+nineteenth round).
+
+The cluster of ``bench/cluster.py`` (3 nodes, in-memory log store, no-op state machine,
+router without faults) with its timers off (``enable_tick=False``; node 1 is made leader by
+``trigger.elect()``), so that no heartbeat or tick runs a number of times that depends on
+how slowly valgrind runs the process. ``N1`` and then ``N2`` writes run under
+``valgrind --tool=cachegrind --cache-sim=no``; the difference of the two instruction counts
+over ``N2 - N1`` is the cost of one write, start-up and teardown cancelled out. Counts
+repeat within about 1% between runs of the same code::
+
+    python bench/instructions.py                  # 1 writer, 500 and 2,500 writes
+    python bench/instructions.py --writers 256 --n1 5000 --n2 25000
+
+The result is instructions, not time: a change that saves instructions may still be slower
+(cache misses, branch mispredictions, the interpreter's specializations), so a change is
+kept on timed runs (``bench/cluster.py``, alternate pairs), with this as the steady figure.
+Needs valgrind on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+async def _writes(writers: int, total: int) -> None:
+    from openraft_py import Config, SnapshotPolicy
+    from openraft_py.storage.memory import NoopStateMachine
+    from openraft_py.testing import Cluster
+
+    config = Config(
+        snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000, enable_tick=False
+    )
+    async with Cluster(config, state_machine=lambda disk: NoopStateMachine(disk)) as c:
+        await c.start({1, 2, 3})
+        await c.nodes[1].trigger.elect()
+        leader = c.nodes[await c.wait_for_leader(timeout=60)]
+        await asyncio.gather(*(leader.client_write(b"w") for _ in range(200)))
+        payload = b"x" * 16
+        left = total
+
+        async def writer() -> None:
+            nonlocal left
+            write = leader.client_write
+            while left > 0:
+                left -= 1
+                await write(payload)
+
+        await asyncio.gather(*(writer() for _ in range(writers)))
+
+
+def _count(writers: int, total: int) -> int:
+    """Instructions of a whole child process making ``total`` writes."""
+    cmd = [
+        "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+        sys.executable, __file__, "--child", str(writers), str(total),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stderr
+    m = re.search(r"I\s+refs:\s+([\d,]+)", out)
+    if m is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--writers", type=int, default=1)
+    p.add_argument("--n1", type=int, default=500, help="writes of the first run")
+    p.add_argument("--n2", type=int, default=2500, help="writes of the second run (more than n1)")
+    p.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        import uvloop
+
+        uvloop.run(_writes(*args.child))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not on PATH")
+    if args.n2 <= args.n1:
+        sys.exit("--n2 must be greater than --n1")
+    build = "pure" if os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0") else "compiled"
+    a = _count(args.writers, args.n1)
+    b = _count(args.writers, args.n2)
+    per_write = (b - a) / (args.n2 - args.n1)
+    print(f"in-process ({build}), {args.writers} writer(s): {per_write / 1000:.1f}k instructions per write "
+          f"({args.n1:,} and {args.n2:,} writes: {a:,} and {b:,})")
+
+
+if __name__ == "__main__":
+    main()
