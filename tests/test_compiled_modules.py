@@ -1,14 +1,17 @@
 """The package modules the build compiles as written (``openraft_py/_compiled.py``): the
 compiled build loads every one of them compiled, ``OPENRAFT_PY_NO_EXTENSIONS`` loads their
-sources, an edited source is never shadowed by an extension built from an older one, and
-none of them defines a coroutine (the rule ``COMPILED_MODULES`` documents)."""
+sources, an edited source is never shadowed by an extension built from an older one, the
+classes their ``.pxd`` files declare are extension types when compiled, and none of them
+defines a coroutine (the rule ``COMPILED_MODULES`` documents)."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.machinery
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -24,6 +27,22 @@ _CHECK = (
     "from openraft_py._compiled import loaded_compiled\n"
     "print(json.dumps(loaded_compiled()))\n"
 )
+
+
+# A class CPython allocated at runtime (a ``class`` statement) has this flag; an extension
+# type (a C struct, as Cython makes a class its ``.pxd`` declares) has not.
+_PY_TPFLAGS_HEAPTYPE = 1 << 9
+
+
+def _pxd_classes() -> list[tuple[str, str]]:
+    """``(module, class)`` for each ``cdef class`` of a ``.pxd`` beside a listed module."""
+    out: list[tuple[str, str]] = []
+    for name in COMPILED_MODULES:
+        pxd = source_path(name)[: -len(".py")] + ".pxd"
+        if os.path.exists(pxd):
+            with open(pxd) as f:
+                out += [(name, cls) for cls in re.findall(r"^cdef class (\w+)", f.read(), re.M)]
+    return out
 
 
 def _loaded_in_child(no_extensions: str | None) -> dict[str, bool]:
@@ -44,6 +63,17 @@ def test_the_compiled_build_loads_every_listed_module_compiled() -> None:
     loaded = _loaded_in_child(None)
     assert sorted(loaded) == sorted(COMPILED_MODULES)
     assert [m for m, compiled in loaded.items() if not compiled] == []
+
+
+@pytest.mark.c_extension
+def test_the_classes_a_pxd_declares_are_extension_types_when_compiled() -> None:
+    # Fails when a .pxd stops applying to its module (the class renamed or moved, the .pxd
+    # left out of the build): the compiled engine would read its fields by lookup again.
+    classes = _pxd_classes()
+    names = {c for _, c in classes}
+    assert {"RaftState", "IOState", "ProgressEntry", "Leader", "Engine", "Handler", "LogHandler", "Wakeup"} <= names
+    heap = [f"{m}.{c}" for m, c in classes if getattr(importlib.import_module(m), c).__flags__ & _PY_TPFLAGS_HEAPTYPE]
+    assert heap == []
 
 
 @pytest.mark.timeout(120)
