@@ -12,8 +12,8 @@ Environment switches (read at build time):
   per CPU).
 
 With the extensions, ``openraft_py/_compiled_sources.py`` records the SHA-256 of each
-compiled module's source: at import, a module whose source no longer matches loads from
-the source (``openraft_py/_compiled.py``).
+compiled module's source and ``.pxd``: at import, if any of them no longer matches, every
+compiled module loads from its source (``openraft_py/_compiled.py``).
 
 Everything else is declared in pyproject.toml.
 """
@@ -74,17 +74,27 @@ def _module_source(name: str) -> str:
     return os.path.join(*name.split(".")) + ".py"
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _write_source_hashes(modules: tuple) -> None:
-    """Write ``openraft_py/_compiled_sources.py``: each compiled module's source SHA-256."""
+    """Write ``openraft_py/_compiled_sources.py``: the SHA-256 of each compiled module's
+    source and of each ``.pxd`` beside one."""
     lines = [
         '"""Written by setup.py with the compiled modules: the SHA-256 of the source each was',
-        'built from (``openraft_py/_compiled.py`` compares them at import). Not in git."""',
+        'built from, and of the ``.pxd`` beside it (``openraft_py/_compiled.py`` compares them',
+        'at import). Not in git."""',
         "",
         "SOURCE_SHA256: dict[str, str] = {",
     ]
+    lines += [f'    "{name}": "{_sha256(_module_source(name))}",' for name in modules]
+    lines += ["}", "", "DECLARATIONS_SHA256: dict[str, str] = {"]
     for name in modules:
-        with open(_module_source(name), "rb") as f:
-            lines.append(f'    "{name}": "{hashlib.sha256(f.read()).hexdigest()}",')
+        pxd = _module_source(name)[: -len(".py")] + ".pxd"
+        if os.path.exists(pxd):
+            lines.append(f'    "{name}": "{_sha256(pxd)}",')
     lines.append("}")
     text = "\n".join(lines) + "\n"
     path = os.path.join("openraft_py", "_compiled_sources.py")

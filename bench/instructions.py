@@ -87,8 +87,8 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not on PATH")
-    if args.n2 <= args.n1:
-        sys.exit("--n2 must be greater than --n1")
+    if args.writers < 1 or args.n1 < 0 or args.n2 <= args.n1:
+        sys.exit("need --writers >= 1 and 0 <= --n1 < --n2")
     build = "pure" if os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0") else "compiled"
     a = _count(args.writers, args.n1)
     b = _count(args.writers, args.n2)

@@ -7,19 +7,26 @@ typing) into an extension module of the same name beside it. The ``.py`` stays t
 source, and is what type checkers, debuggers and the pure-Python build read.
 
 A ``.pxd`` beside some of them (``engine/state.pxd``, ``engine/handler/base.pxd``,
-``wakeup.pxd``, ...) is read by the compiled build only: it makes that module's classes
+``wakeup.pxd``, ...) is read by the compiled build only. It makes that module's classes
 extension types with declared fields, which the compiled code reads at fixed offsets
-instead of through attribute lookups (and the checks in ``validation.pxd`` C functions).
-Such a class has no instance ``__dict__`` (as the ``__slots__`` its ``.py`` declares) unless
-its ``.pxd`` gives it one; its ``.pxd`` lists every field its ``.py`` assigns.
+instead of through attribute lookups, and ``validation.pxd`` makes two of the request
+checks C functions. Such a class has no instance ``__dict__`` (as the ``__slots__`` its
+``.py`` declares) unless its ``.pxd`` gives it one; its ``.pxd`` lists every field its
+``.py`` assigns. The compiled modules use each other's declared types (the engine's handlers
+hold a ``RaftState``), so they are one unit: an extension checks at import that the types it
+was built against have the layout it expects.
 
 Which file an import loads:
 
 - the source when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``, as for the
   ``_core`` kernels), on interpreters other than CPython, or when no extension was built;
-- the source, with a ``RuntimeWarning``, when the extension was built from another
-  version of the source (an edited checkout not rebuilt yet: ``make build``); the build
-  records each source's SHA-256 in ``_compiled_sources.py``;
+- the source, for every listed module, with one ``RuntimeWarning``, when the extensions
+  were built from another version of any listed module's source or ``.pxd`` (an edited
+  checkout not rebuilt yet: ``make build``). All of them, not only the edited one: an
+  extension next to the source of a module whose declared types it uses would fail to
+  import. The build records each source's and each ``.pxd``'s SHA-256 in
+  ``_compiled_sources.py``; a ``.pxd`` absent at import (a wheel does not carry them) is
+  not compared;
 - the extension otherwise.
 
 Importing this module (the first thing ``openraft_py/__init__.py`` does) calls
@@ -80,29 +87,70 @@ def source_path(name: str) -> str:
     return os.path.join(_ROOT, *name.split(".")[1:]) + ".py"
 
 
+def declarations_path(name: str) -> str:
+    """The ``.pxd`` file beside module ``name``'s source (it may not exist)."""
+    return source_path(name)[: -len(".py")] + ".pxd"
+
+
 def source_sha256(path: str) -> str:
     """The hex SHA-256 of the file at ``path`` (what the build records per module)."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _built_hashes() -> dict[str, str] | None:
+def _built_hashes() -> tuple[dict[str, str], dict[str, str]] | None:
+    """The build's record: the SHA-256 of each module's source and of each ``.pxd``."""
     try:  # written by setup.py when it builds the extensions
         built = importlib.import_module(f"{__package__}._compiled_sources")
     except ImportError:
         return None
-    hashes: dict[str, str] = built.SOURCE_SHA256
-    return hashes
+    sources: dict[str, str] = built.SOURCE_SHA256
+    declarations: dict[str, str] = getattr(built, "DECLARATIONS_SHA256", {})
+    return sources, declarations
 
 
 class _SourceFirstFinder(importlib.abc.MetaPathFinder):
-    """Loads a module of ``COMPILED_MODULES`` from its source when the extension must not
-    be used (see the module docstring); defers to the normal finders otherwise."""
+    """Loads the modules of ``COMPILED_MODULES`` from their sources when the extensions
+    must not be used (see the module docstring); defers to the normal finders otherwise.
 
-    def __init__(self, force_source: bool, hashes: dict[str, str] | None) -> None:
+    ``hashes``: the build's SHA-256 of each module's source, by module name (a module not in
+    it is not compared: nothing was built from it); ``declarations``: the same for the
+    ``.pxd`` files. Whether any differs is found once, at the first listed import."""
+
+    def __init__(
+        self, force_source: bool, hashes: dict[str, str] | None, declarations: dict[str, str] | None = None
+    ) -> None:
         self.force_source = force_source
         self.hashes = hashes
+        self.declarations = declarations or {}
         self.names = frozenset(COMPILED_MODULES)
+        self._stale: list[str] | None = None
+
+    def stale_files(self) -> list[str]:
+        """The sources and ``.pxd`` files that differ from what the extensions were built
+        from (empty without the build's record)."""
+        if self._stale is None:
+            stale: list[str] = []
+            if self.hashes is not None:
+                for name in COMPILED_MODULES:
+                    src = source_path(name)
+                    built = self.hashes.get(name)
+                    if built is not None and os.path.exists(src) and source_sha256(src) != built:
+                        stale.append(src)
+                    pxd = declarations_path(name)
+                    built = self.declarations.get(name)
+                    if built is not None and os.path.exists(pxd) and source_sha256(pxd) != built:
+                        stale.append(pxd)
+            self._stale = stale
+            if stale and not self.force_source:
+                warnings.warn(
+                    f"the compiled modules were built from other versions of {', '.join(stale)}; "
+                    "loading every compiled module from its source instead (rebuild: make build, "
+                    "or pip install the package again)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return self._stale
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -112,16 +160,8 @@ class _SourceFirstFinder(importlib.abc.MetaPathFinder):
         src = source_path(fullname)
         if not os.path.exists(src):
             return None
-        if not self.force_source:
-            hashes = self.hashes
-            if hashes is None or source_sha256(src) == hashes.get(fullname):
-                return None  # the normal finders: the extension when there is one
-            warnings.warn(
-                f"{fullname}: the compiled module was built from another version of {src}; "
-                "loading the source instead (rebuild: make build, or pip install the package again)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        if not self.force_source and not self.stale_files():
+            return None  # the normal finders: the extension when there is one
         loader = importlib.machinery.SourceFileLoader(fullname, src)
         return importlib.util.spec_from_file_location(fullname, src, loader=loader)
 
@@ -130,7 +170,11 @@ def install() -> None:
     """Put the finder in front of ``sys.meta_path`` (once)."""
     if any(isinstance(f, _SourceFirstFinder) for f in sys.meta_path):
         return
-    sys.meta_path.insert(0, _SourceFirstFinder(NO_EXTENSIONS, _built_hashes()))
+    built = _built_hashes()
+    if built is None:
+        sys.meta_path.insert(0, _SourceFirstFinder(NO_EXTENSIONS, None))
+    else:
+        sys.meta_path.insert(0, _SourceFirstFinder(NO_EXTENSIONS, *built))
 
 
 def loaded_compiled() -> dict[str, bool]:

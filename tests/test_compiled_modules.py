@@ -12,14 +12,22 @@ import importlib.machinery
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 from openraft_py import _compiled
-from openraft_py._compiled import COMPILED_MODULES, _SourceFirstFinder, source_path, source_sha256
+from openraft_py._compiled import (
+    COMPILED_MODULES,
+    _SourceFirstFinder,
+    declarations_path,
+    source_path,
+    source_sha256,
+)
 
 _CHECK = (
     "import json, warnings\n"
@@ -38,7 +46,7 @@ def _pxd_classes() -> list[tuple[str, str]]:
     """``(module, class)`` for each ``cdef class`` of a ``.pxd`` beside a listed module."""
     out: list[tuple[str, str]] = []
     for name in COMPILED_MODULES:
-        pxd = source_path(name)[: -len(".py")] + ".pxd"
+        pxd = declarations_path(name)
         if os.path.exists(pxd):
             with open(pxd) as f:
                 out += [(name, cls) for cls in re.findall(r"^cdef class (\w+)", f.read(), re.M)]
@@ -82,14 +90,66 @@ def test_no_extensions_loads_every_listed_module_from_its_source() -> None:
     assert [m for m, compiled in loaded.items() if compiled] == []
 
 
-def test_the_finder_loads_an_edited_source_with_a_warning() -> None:
+def test_the_finder_loads_every_module_from_source_when_one_source_was_edited() -> None:
     name = "openraft_py.engine.state"
-    src = source_path(name)
-    stale = _SourceFirstFinder(False, {name: "0" * 64})
-    with pytest.warns(RuntimeWarning, match="built from another version"):
+    other = "openraft_py.engine.engine"  # built against state's declared types
+    stale = _SourceFirstFinder(False, {name: "0" * 64, other: source_sha256(source_path(other))})
+    with pytest.warns(RuntimeWarning, match="built from other versions of .*state.py") as caught:
         spec = stale.find_spec(name, None)
-    assert spec is not None and spec.origin == src
+    assert spec is not None and spec.origin == source_path(name)
     assert isinstance(spec.loader, importlib.machinery.SourceFileLoader)
+    # Every other listed module too (its extension would refuse state's source), warned once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = stale.find_spec(other, None)
+    assert spec is not None and spec.origin == source_path(other)
+    assert len(caught) == 1
+
+
+def test_the_finder_loads_the_sources_when_a_pxd_was_edited() -> None:
+    name = "openraft_py.engine.state"
+    assert os.path.exists(declarations_path(name))
+    hashes = {name: source_sha256(source_path(name))}
+    stale = _SourceFirstFinder(False, hashes, {name: "0" * 64})
+    with pytest.warns(RuntimeWarning, match="state.pxd"):
+        spec = stale.find_spec(name, None)
+    assert spec is not None and spec.origin == source_path(name)
+    # The .pxd as built: the extension; a .pxd not recorded (or absent, as in a wheel): too.
+    for declarations in ({name: source_sha256(declarations_path(name))}, {}):
+        current = _SourceFirstFinder(False, hashes, declarations)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert current.find_spec(name, None) is None
+
+
+_EDITED_CHECK = (
+    "import warnings\n"
+    "with warnings.catch_warnings(record=True) as w:\n"
+    "    warnings.simplefilter('always')\n"
+    "    from openraft_py._compiled import loaded_compiled\n"
+    "    loaded = loaded_compiled()\n"
+    "print(sum(loaded.values()), len([x for x in w if 'built from other versions' in str(x.message)]))\n"
+)
+
+
+@pytest.mark.c_extension
+@pytest.mark.timeout(120)
+def test_an_edited_checkout_imports_from_source(tmp_path: Path) -> None:
+    # A copy of the installed package whose one source differs from the build's record:
+    # every listed module imports, from source, with one warning (an extension built against
+    # the edited module's types would fail to import next to its source).
+    import openraft_py
+
+    root = os.path.dirname(os.path.dirname(openraft_py.__file__))
+    copy = tmp_path / "pkg"
+    shutil.copytree(os.path.join(root, "openraft_py"), copy / "openraft_py", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "openraft_py" / "engine" / "state.py", "a") as f:
+        f.write("# edited\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENRAFT_PY_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = str(copy)
+    out = subprocess.run([sys.executable, "-c", _EDITED_CHECK], env=env, cwd=str(copy), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1"]
 
 
 def test_the_finder_defers_to_the_extension_when_the_source_matches() -> None:
