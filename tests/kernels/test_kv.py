@@ -151,6 +151,25 @@ def test_long_strings_in_the_formats_msgspec_writes(impl) -> None:
         assert kv == {key: value}
 
 
+def test_one_non_ascii_or_invalid_byte_anywhere_in_a_string(impl) -> None:
+    """The compiled kernel checks strings for ASCII 8 bytes at a time: a non-ASCII
+    character, or a byte that is not UTF-8, at every position of strings of 0 to 24 bytes
+    (both sides of each 8-byte word and the tail) decodes as the general path says."""
+    for n in range(25):
+        for pos in range(n):
+            for odd, good in (("é".encode(), True), (b"\xff", False), (b"\x00", True)):
+                raw = b"a" * pos + odd + b"b" * (n - pos - 1)
+                data = b"\xc1\x93\xa3set" + _str("k", "8") + b"\xd9" + bytes([len(raw)]) + raw
+                kv: dict[str, str] = {}
+                got = impl.apply_kv_sets(kv, _entries([data]), 0, Normal, None, None)
+                if good:
+                    assert (got, kv) == (1, {"k": raw.decode()}), (n, pos, odd)
+                else:
+                    assert (got, kv) == (0, {}), (n, pos, odd)
+    assert impl.apply_kv_sets(kv := {}, _entries([b"\xc1\x93\xa3set\xa0\xa0"]), 0, Normal, None, None) == 1
+    assert kv == {"": ""}
+
+
 @pytest.mark.parametrize("data", [
     b"\xc1\x93\xa3set\xa1a",                      # no value
     b"\xc1\x93\xa3set\xa1a\xa1",                  # value cut short
