@@ -166,8 +166,9 @@ def test_one_non_ascii_or_invalid_byte_anywhere_in_a_string(impl) -> None:
                     assert (got, kv) == (1, {"k": raw.decode()}), (n, pos, odd)
                 else:
                     assert (got, kv) == (0, {}), (n, pos, odd)
-    assert impl.apply_kv_sets(kv := {}, _entries([b"\xc1\x93\xa3set\xa0\xa0"]), 0, Normal, None, None) == 1
-    assert kv == {"": ""}
+    empty: dict[str, str] = {}
+    assert impl.apply_kv_sets(empty, _entries([b"\xc1\x93\xa3set\xa0\xa0"]), 0, Normal, None, None) == 1
+    assert empty == {"": ""}
 
 
 @pytest.mark.parametrize("data", [
