@@ -11,7 +11,8 @@ from openraft_py._core._codec_c cimport _Field
 
 # A key or value is nearly always ASCII: check 8 bytes at a time and copy them into a new
 # compact ASCII string, without PyUnicode_DecodeUTF8's decoding loop (its ASCII scan and
-# the copy were a sixth of the kernel's instructions). Anything else goes to the decoder.
+# decoding calls were an eighth of the kernel's instructions). Anything else goes to the
+# decoder.
 cdef extern from *:
     """
     #include <string.h>
