@@ -5,7 +5,8 @@ Each kernel comes in three files: ``_<name>_py.py`` is the readable, annotated r
 and exception types). This module picks one set:
 
 - the pure twins when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``), on
-  non-CPython interpreters, or when a compiled module fails to import;
+  non-CPython interpreters, or when a compiled module fails to import (with a
+  ``RuntimeWarning``, unless none was built);
 - the compiled modules otherwise.
 
 ``USING_EXTENSIONS`` says which. Type checkers always read the pure twins. Public
@@ -110,7 +111,20 @@ else:
         )
 
         USING_EXTENSIONS = True
-    except ImportError:  # pragma: no cover - depends on the build
+    except (ImportError, ValueError) as e:
+        # No compiled kernels at all (a pure-Python build: ModuleNotFoundError): the twins,
+        # quietly. Compiled kernels that do not load: the twins, with a warning. That is a
+        # broken or mixed build, e.g. a ``_kv_c`` built against another layout of a type
+        # that ``_codec_c`` declares (Cython's import check: ``ValueError: ... size
+        # changed``); ``make build`` rebuilds them together.
+        if not isinstance(e, ModuleNotFoundError):
+            import warnings
+
+            warnings.warn(
+                f"the compiled kernels did not load ({type(e).__name__}: {e}); using the pure-Python twins",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         from ._codec_py import (
             FrameReader,
             decode_entries,

@@ -52,3 +52,57 @@ def test_shared_exception_types() -> None:
     assert core.CodecError is _codec_py.CodecError
     assert issubclass(core.FrameTooLarge, core.CodecError)
     assert issubclass(core.CodecError, ValueError)
+
+
+# A child process whose import of one compiled kernel fails as given, before the package is
+# imported; it prints which twins the dispatcher picked and the warnings it gave.
+_FAILING_KERNEL = """
+import importlib.abc, importlib.machinery, json, sys, warnings
+
+class Failing(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise {error}
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "openraft_py._core._kv_c":
+            return importlib.machinery.ModuleSpec(name, Failing())
+        return None
+
+sys.meta_path.insert(0, Finder())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import openraft_py._core as core
+print(json.dumps({{"using": core.USING_EXTENSIONS, "codec": core.encode_entries.__module__,
+                  "kv": core.apply_kv_sets.__module__,
+                  "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning]}}))
+"""
+
+
+@pytest.mark.parametrize("error, warned", [
+    # Another kernel's declared type with another layout: Cython's check at import.
+    ('ValueError("openraft_py._core._codec_c._Field size changed, may indicate binary incompatibility")', True),
+    ('ImportError("undefined symbol: __orp_utf8_str")', True),  # a broken build
+    ('ModuleNotFoundError("no compiled kernels", name="openraft_py._core._kv_c")', False),  # none built
+])
+def test_a_kernel_that_does_not_load_gives_every_pure_twin(error: str, warned: bool) -> None:
+    """All kernels fall back together (one failing module gives no mixed set), with a
+    ``RuntimeWarning`` unless the failure is a module that was never built."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    spec = importlib.util.find_spec("openraft_py._core._codec_c")
+    if spec is None or not str(spec.origin).endswith((".so", ".pyd")):
+        pytest.skip("no compiled kernels in this install: nothing to fall back from")
+    env = {k: v for k, v in os.environ.items() if k != "OPENRAFT_PY_NO_EXTENSIONS"}
+    out = subprocess.run([sys.executable, "-c", _FAILING_KERNEL.format(error=error)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["using"] is False
+    assert (got["codec"], got["kv"]) == ("openraft_py._core._codec_py", "openraft_py._core._kv_py")
+    kernel_warnings = [w for w in got["warnings"] if "compiled kernels did not load" in w]
+    assert len(kernel_warnings) == (1 if warned else 0), got["warnings"]
