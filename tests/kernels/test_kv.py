@@ -153,8 +153,9 @@ def test_long_strings_in_the_formats_msgspec_writes(impl) -> None:
 
 def test_one_non_ascii_or_invalid_byte_anywhere_in_a_string(impl) -> None:
     """The compiled kernel checks strings for ASCII 8 bytes at a time: a non-ASCII
-    character, or a byte that is not UTF-8, at every position of strings of 0 to 24 bytes
-    (both sides of each 8-byte word and the tail) decodes as the general path says."""
+    character, a byte that is not UTF-8 or a NUL, at every position of strings of 0 to 24
+    bytes (both sides of each 8-byte word and the tail), is taken or left as the general
+    path (``decode_kv``) takes or refuses it."""
     for n in range(25):
         for pos in range(n):
             for odd, good in (("é".encode(), True), (b"\xff", False), (b"\x00", True)):
@@ -163,8 +164,10 @@ def test_one_non_ascii_or_invalid_byte_anywhere_in_a_string(impl) -> None:
                 kv: dict[str, str] = {}
                 got = impl.apply_kv_sets(kv, _entries([data]), 0, Normal, None, None)
                 if good:
+                    assert decode_kv(data) == KvSet("k", raw.decode())
                     assert (got, kv) == (1, {"k": raw.decode()}), (n, pos, odd)
                 else:
+                    assert decode_kv(data) is None  # not a command to the general path either
                     assert (got, kv) == (0, {}), (n, pos, odd)
     empty: dict[str, str] = {}
     assert impl.apply_kv_sets(empty, _entries([b"\xc1\x93\xa3set\xa0\xa0"]), 0, Normal, None, None) == 1
