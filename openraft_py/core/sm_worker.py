@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from .._core import find_payload
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
 from ..wakeup import Wakeup
@@ -28,6 +29,20 @@ if TYPE_CHECKING:
     from ..storage import RaftStateMachine
 
 __all__ = ["Responder", "StateMachineWorker"]
+
+
+def _answer_one(r: Responder, log_id: LogId, result: Any) -> None:
+    """Answer ``r``, the responder of the one entry ``log_id``, now applied with ``result``:
+    with the response (in a list unless ``r.single``), or with ``ForwardToLeader`` if
+    another leader's entry replaced the one ``r`` wrote (the write did not take effect)."""
+    tx = r.tx
+    if tx.done():
+        return
+    if log_id.term != r.term:
+        r.fail(ForwardToLeader(None, None, outcome_unknown=False))
+        return
+    one = ClientWriteResponse(log_id, result, None)
+    tx.set_result(one if r.single else [one])
 
 
 class _Op:
@@ -379,6 +394,32 @@ class StateMachineWorker:
 
     def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer every responder whose entries are now all applied."""
+        rs = self._responders
+        start = entries[0].log_id.index
+        last = entries[-1].log_id.index
+        if (
+            not self._buf_entries
+            and len(rs) == len(entries)
+            and rs[0].first == start
+            and rs[-1].first == last
+            and rs[-1].count == 1
+            and find_payload(entries, Membership) < 0
+        ):
+            # The steady state of a busy leader: one responder per entry, in order (the
+            # responders are disjoint and ordered by ``first``, each of at least one entry,
+            # so ``len(entries)`` of them from ``start`` to ``last`` hold one entry each).
+            # Without a membership entry in ``entries`` every responder is a client write.
+            for r, e, v in zip(rs, entries, results):
+                log_id = e.log_id
+                if log_id.term == r.term and r.single:
+                    try:
+                        r.tx.set_result(ClientWriteResponse(log_id, v, None))
+                    except asyncio.InvalidStateError:
+                        pass  # the caller gave up (its future was cancelled)
+                else:
+                    _answer_one(r, log_id, v)
+            rs.clear()
+            return
         if not self._buf_entries:
             self._buf_start = entries[0].log_id.index
             self._buf_entries = list(entries)
@@ -386,8 +427,6 @@ class StateMachineWorker:
         else:
             self._buf_entries.extend(entries)
             self._buf_results.extend(results)
-        last = entries[-1].log_id.index
-        rs = self._responders
         start = self._buf_start
         buf_entries = self._buf_entries
         buf_results = self._buf_results

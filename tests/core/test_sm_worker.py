@@ -14,7 +14,7 @@ import pytest
 from openraft_py.core.messages import Failed
 from openraft_py.core.sm_worker import Responder, StateMachineWorker
 from openraft_py.errors import StorageError
-from openraft_py.types import ClientWriteResponse, Entry, LogId, Normal
+from openraft_py.types import Blank, ClientWriteResponse, Entry, LogId, Membership, Normal
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -241,4 +241,114 @@ async def test_inherited_apply_without_responses_does_not_bypass_an_overriding_a
     await h.start()
     h.worker.submit(entries(1, 3), [])
     assert sm.batches == [[1, 2, 3]] and sm.quiet == []
+    await h.stop()
+
+
+async def test_a_cancelled_writer_does_not_stop_the_others_being_answered() -> None:
+    """One responder per entry (the busy leader's case): a writer that gave up (its future
+    cancelled) is skipped, the writers after it are answered."""
+    h = Harness()
+    await h.start()
+    pairs = [h.writer(i, 1) for i in range(1, 5)]
+    pairs[1][1].cancel()
+    h.worker.submit(entries(1, 4), [r for r, _ in pairs])
+    assert pairs[1][1].cancelled()
+    assert [f.result().data for i, (_, f) in enumerate(pairs) if i != 1] == [1, 3, 4]
+    assert h.applied == [4] and h.notes == []
+    await h.stop()
+
+
+def _expected(r: Responder, log: dict[int, Entry]) -> Any:
+    """What ``r`` must get once its entries are applied (the SM answers each entry with its
+    index): the responses (the first alone if ``single``), or ``ForwardToLeader`` naming
+    whether an earlier entry of its batch was its own when one was replaced."""
+    from openraft_py.errors import ForwardToLeader
+
+    out = []
+    for k in range(r.first, r.first + r.count):
+        e = log[k]
+        if e.log_id.term != r.term:
+            return ForwardToLeader(None, None, outcome_unknown=k > r.first)
+        p = e.payload
+        out.append(ClientWriteResponse(e.log_id, k, p if isinstance(p, Membership) else None))
+    return out[0] if r.single else out
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_answers_match_the_model_for_any_mix_of_responders(seed: int) -> None:
+    """Random logs and responders, applied in random chunks: blank and membership entries,
+    several responders waiting on one membership entry, multi-entry writers (whole or as a
+    list), writers whose entries another leader replaced, cancelled writers. Every writer
+    gets what the model says, whichever way the worker resolves a chunk."""
+    import random
+
+    from openraft_py.errors import ForwardToLeader
+
+    rng = random.Random(seed)
+    h = Harness(max_batch=rng.choice([1, 3, 8, 64]))
+    await h.start()
+    loop = asyncio.get_running_loop()
+    members = Membership.new([{1, 2, 3}], None)
+    log: dict[int, Entry] = {}
+    rs: list[Responder] = []
+    i = 1
+    while i <= 200:
+        kind = rng.random()
+        term = rng.choice([TERM, TERM, TERM, TERM + 1])  # the entry applied may not be the writer's
+        if kind < 0.1:
+            log[i] = Entry(LogId(term, i), Blank())
+            i += 1
+        elif kind < 0.2:
+            log[i] = Entry(LogId(TERM, i), members)
+            for _ in range(rng.choice([1, 1, 2, 3])):
+                rs.append(Responder(i, 1, TERM, loop.create_future(), True))
+            i += 1
+        else:
+            count = rng.choice([1, 1, 1, 1, 2, 5])
+            rs.append(Responder(i, count, TERM, loop.create_future(), count == 1 or rng.random() < 0.5))
+            for k in range(i, i + count):
+                log[k] = Entry(LogId(term if k == i + count - 1 else TERM, k), Normal(b"%d" % k))
+            i += count
+    for r in rs:
+        if rng.random() < 0.05:
+            r.tx.cancel()
+    last = max(log)
+    start = 1
+    pending = list(rs)
+    while start <= last:
+        stop = min(last, start + rng.choice([0, 1, 4, 30, 100]))
+        handed = [r for r in pending if r.first <= stop]
+        pending = pending[len(handed) :]
+        h.worker.submit([log[k] for k in range(start, stop + 1)], handed)
+        start = stop + 1
+    for r in rs:
+        assert r.tx.done(), f"seed {seed}: responder {r.first}+{r.count} not answered"
+        if r.tx.cancelled():
+            continue
+        want = _expected(r, log)
+        if isinstance(want, ForwardToLeader):
+            err = r.tx.exception()
+            assert isinstance(err, ForwardToLeader), f"seed {seed}: {r.first}+{r.count} got {r.tx.result()!r}"
+            assert err.outcome_unknown == want.outcome_unknown, f"seed {seed}: {r.first}+{r.count}"
+        else:
+            assert r.tx.result() == want, f"seed {seed}: {r.first}+{r.count}"
+    assert h.notes == [] and h.applied[-1] == last
+    await h.stop()
+
+
+async def test_a_responder_handed_over_after_its_entry_applied_is_failed_as_unknown() -> None:
+    """Its entry left the buffer before the responder arrived, so whether it was its own
+    cannot be told: ``ForwardToLeader`` with ``outcome_unknown``, even when the chunk has
+    as many entries as there are responders."""
+    from openraft_py.errors import ForwardToLeader
+
+    h = Harness()
+    await h.start()
+    h.worker.submit(entries(1, 1), [])
+    late, late_fut = h.writer(1, 1)
+    on_time, on_time_fut = h.writer(3, 1)
+    h.worker.submit([Entry(LogId(TERM, 2), Blank()), *entries(3, 1)], [late, on_time])
+    err = late_fut.exception()
+    assert isinstance(err, ForwardToLeader) and err.outcome_unknown
+    assert on_time_fut.result().data == 3
     await h.stop()
