@@ -442,33 +442,39 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
     nxt = next_index
     lt = min_term
     hi = max_term
-    for k in range(n):
-        e = entries[k]
-        if type(e) is not entry_type:
-            return k
-        lid = _LOG_ID.get(e)
-        if type(lid) is not log_id_type:
-            return k
-        oi = _INDEX.get(lid)
-        ot = _TERM.get(lid)
-        if type(oi) is not int or type(ot) is not int:
-            return k
-        try:
+    k = 0
+    # One ``try`` around the loop, not one per entry (entering a ``try`` saves the thread's
+    # exception state): the only OverflowError possible here is an int index or term past
+    # int64 (entries and log ids are of the exact types given, read from their slots), and
+    # entry ``k`` fails then.
+    try:
+        while k < n:
+            e = entries[k]
+            if type(e) is not entry_type:
+                return k
+            lid = _LOG_ID.get(e)
+            if type(lid) is not log_id_type:
+                return k
+            oi = _INDEX.get(lid)
+            ot = _TERM.get(lid)
+            if type(oi) is not int or type(ot) is not int:
+                return k
             i = oi
             t = ot
-        except OverflowError:
-            return k
-        if i != nxt or t < lt or t > hi:
-            return k
-        p = _PAYLOAD.get(e)
-        tp = type(p)
-        if tp is normal_type:
-            if type(_DATA.get(p)) is not bytes:
+            if i != nxt or t < lt or t > hi:
                 return k
-        elif tp is not blank_type:
-            return k
-        lt = t
-        nxt += 1
+            p = _PAYLOAD.get(e)
+            tp = type(p)
+            if tp is normal_type:
+                if type(_DATA.get(p)) is not bytes:
+                    return k
+            elif tp is not blank_type:
+                return k
+            lt = t
+            nxt += 1
+            k += 1
+    except OverflowError:
+        return k
     return n
 
 
