@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import validation as _v
 from .config import Config
 from .core.clock import Clock, LoopClock
-from .core.messages import AppendEntriesCall, ClientWrite, EngineCall, Reply
+from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
@@ -285,7 +285,7 @@ class Raft:
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
-        msg = ClientWrite(0, 1, 0, fut, True, [Normal(b)])
+        msg = ClientWriteOne(0, 1, 0, fut, True, Normal(b))
         core = self._core
         if core.fatal is None:
             # ``RaftCore.send_msg`` inlined (every write takes this path): queue, and wake

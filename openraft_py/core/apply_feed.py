@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ForwardToLeader
 from ..types import ClientWriteResponse, LogId, StoredMembership
 from .log_source import LogSource
-from .messages import ClientWrite, Responder
+from .messages import ClientWrite, ClientWriteOne, Responder
 from .sm_worker import StateMachineWorker
 
 
@@ -36,7 +36,7 @@ class ApplyFeed:
         # again before anything else is (the core checks it each pass).
         self.resubmit = False
 
-    def add_writes(self, first: int, term: int, writes: list[ClientWrite]) -> None:
+    def add_writes(self, first: int, term: int, writes: list[ClientWrite | ClientWriteOne]) -> None:
         """The engine logged ``writes``' payloads, in order, from index ``first`` in
         ``term``: answer each writer when its entries are applied."""
         for w in writes:

@@ -51,6 +51,14 @@ class ClientWrite(Responder):
     payloads: list[EntryPayload]
 
 
+class ClientWriteOne(Responder):
+    """``Raft.client_write``'s message: ``ClientWrite`` for the one ``payload`` (``count``
+    1), without a list to hold it (one is made per write). The caller wants the response
+    itself (``single``)."""
+
+    payload: EntryPayload
+
+
 class EngineCall:
     """Run ``fn(engine, tx, now)`` inside the core (vote/append RPCs, reads, initialize,
     triggers). ``fn`` may raise an ``ApiError``: it is sent to ``tx``."""

@@ -61,6 +61,7 @@ from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed, durable_append_of
 from ..types import (
     Entry,
+    EntryPayload,
     LogId,
     NodeId,
     RPCOption,
@@ -78,6 +79,7 @@ from .messages import (
     AppendEntriesCall,
     Applied,
     ClientWrite,
+    ClientWriteOne,
     EngineCall,
     Failed,
     IOCompleted,
@@ -144,9 +146,9 @@ class RaftCore:
         self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
         self.votes = VoteWriter(log_store, self.tasks, self.notify)
         self._msgs: deque[Any] = deque()
-        # How many of ``_msgs`` are not one-payload ``ClientWrite``s (``send_msg`` counts
-        # them; ``Raft.client_write`` queues only one-payload writes). While it is 0 a pass
-        # takes the whole queue as one batch of writes, without a look at each message.
+        # How many of ``_msgs`` are not ``ClientWriteOne``s (``send_msg`` counts them;
+        # ``Raft.client_write`` queues only those). While it is 0 a pass takes the whole
+        # queue as one batch of writes, without a look at each message.
         self._other_msgs = 0
         self._notes: deque[Any] = deque()
         # Wakes the core task when either queue gets an item (or at shutdown).
@@ -186,10 +188,10 @@ class RaftCore:
         if self.fatal is not None:
             self._fail_msg(msg, self.fatal)
             return
-        if type(msg) is not ClientWrite:
-            self._track(msg.tx)
-            self._other_msgs += 1
-        elif msg.count != 1:
+        t = type(msg)
+        if t is not ClientWriteOne:
+            if t is not ClientWrite:
+                self._track(msg.tx)
             self._other_msgs += 1
         self._msgs.append(msg)
         self._wakeup.wake()
@@ -267,8 +269,8 @@ class RaftCore:
                 self._other_msgs = 0
                 self._handle_msgs(msgs, now)
             else:
-                # One-payload writes only (the steady state of a busy leader): one batch.
-                writes: list[ClientWrite] = list(msgs)
+                # ``client_write``s only (the steady state of a busy leader): one batch.
+                writes: list[ClientWrite | ClientWriteOne] = list(msgs)
                 try:
                     self._handle_writes(writes, True)
                 except BaseException:
@@ -280,13 +282,14 @@ class RaftCore:
         self.metrics.publish()
 
     def _handle_msgs(self, msgs: deque[Any], now: float) -> None:
-        """Handle ``msgs`` in order: each run of consecutive ``ClientWrite``s as one batch,
-        every other call by itself."""
-        writes: list[ClientWrite] = []
+        """Handle ``msgs`` in order: each run of consecutive writes (``ClientWrite``,
+        ``ClientWriteOne``) as one batch, every other call by itself."""
+        writes: list[ClientWrite | ClientWriteOne] = []
         try:
             while msgs:
                 m = msgs.popleft()
-                if type(m) is ClientWrite:
+                t = type(m)
+                if t is ClientWriteOne or t is ClientWrite:
                     writes.append(m)
                     continue
                 if writes:
@@ -341,15 +344,19 @@ class RaftCore:
         else:
             raise Panicked(f"unknown notification {n!r}")
 
-    def _handle_writes(self, writes: list[ClientWrite], one_payload_each: bool = False) -> None:
-        """Log the payloads of ``writes`` (``one_payload_each``: every write has exactly one)
+    def _handle_writes(self, writes: list[ClientWrite | ClientWriteOne], all_one: bool = False) -> None:
+        """Log the payloads of ``writes`` (``all_one``: every write is a ``ClientWriteOne``)
         and queue each write to be answered once its entries are applied."""
-        if one_payload_each:
-            payloads = [w.payloads[0] for w in writes]
-        elif len(writes) == 1:
-            payloads = writes[0].payloads
+        payloads: list[EntryPayload]
+        if all_one:
+            payloads = [w.payload for w in writes]  # type: ignore[union-attr]
         else:
-            payloads = [p for w in writes for p in w.payloads]
+            payloads = []
+            for w in writes:
+                if type(w) is ClientWriteOne:
+                    payloads.append(w.payload)
+                else:
+                    payloads.extend(w.payloads)  # type: ignore[union-attr]
         try:
             first = self.engine.client_write(payloads)
         except ApiError as e:

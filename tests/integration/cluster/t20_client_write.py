@@ -90,9 +90,24 @@ async def test_writes_mixed_with_other_calls_in_one_pass_keep_their_order(cluste
     only_writes = await asyncio.gather(*(raft.client_write(f"w{i}".encode()) for i in range(40)))
     idx = [r.log_id.index for r in only_writes]
     assert idx == list(range(c.log_id.index + 1, c.log_id.index + 41))
-    await cluster.wait_applied(idx[-1])
-    tail = cluster.disks[leader].applied_log[-44:]
-    assert [d for _, d in tail] == [b"a", b"b1", b"b2", b"c", *(f"w{i}".encode() for i in range(40))]
+    # One-payload writes of both calls, and nothing else: ``client_write_many`` of one
+    # payload answers with a list, ``client_write`` with the response.
+    both = await asyncio.gather(
+        *(raft.client_write_many([f"m{i}".encode()]) if i % 3 == 0 else raft.client_write(f"m{i}".encode()) for i in range(9))
+    )
+    assert all(isinstance(r, list) and len(r) == 1 for r in both[::3])
+    flat = [r[0] if isinstance(r, list) else r for r in both]
+    assert [r.log_id.index for r in flat] == list(range(idx[-1] + 1, idx[-1] + 10))
+    await cluster.wait_applied(flat[-1].log_id.index)
+    tail = cluster.disks[leader].applied_log[-53:]
+    assert [d for _, d in tail] == [
+        b"a",
+        b"b1",
+        b"b2",
+        b"c",
+        *(f"w{i}".encode() for i in range(40)),
+        *(f"m{i}".encode() for i in range(9)),
+    ]
 
 
 async def test_kv_state_machine_same_data_on_every_node(cluster: Cluster) -> None:
