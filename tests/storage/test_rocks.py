@@ -92,6 +92,40 @@ async def test_readable_before_durable_and_callback_once(tmp_path: Path) -> None
         assert not s._pending
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["alone", "with a later batch", "tail replaced", "tail truncated", "head purged", "all gone"],
+)
+async def test_a_written_batch_leaves_exactly_its_own_entries_pending(tmp_path: Path, case: str) -> None:
+    """Once a batch is durable its entries stop being held in memory, except those a truncate
+    replaced meanwhile (the re-appended ones are not durable yet); whatever a purge or a
+    truncate already dropped stays dropped, and later batches stay pending."""
+    async with RocksLogStore(tmp_path / "log") as s:
+        batch = entries(1, 0, 10)
+        later = entries(1, 10, 20)
+        newer = entries(2, 6, 12)
+        held: dict[int, Entry] = {e.log_id.index: e for e in batch}
+        want: dict[int, Entry] = {}
+        if case == "with a later batch":
+            held.update((e.log_id.index, e) for e in later)
+            want = {e.log_id.index: e for e in later}
+        elif case == "tail replaced":
+            held = {i: e for i, e in held.items() if i < 6} | {e.log_id.index: e for e in newer}
+            want = {e.log_id.index: e for e in newer}
+        elif case == "tail truncated":
+            held = {i: e for i, e in held.items() if i < 7}
+        elif case == "head purged":
+            held = {i: e for i, e in held.items() if i > 3}
+        elif case == "all gone":
+            held = {}
+        s._pending = dict(held)
+        reported: list[BaseException | None] = []
+        s._written(batch, IOFlushed(reported.append))
+        assert s._pending == want
+        assert all(s._pending[i] is e for i, e in want.items())
+        assert reported == [None]
+
+
 def threading_is_loop() -> bool:
     try:
         asyncio.get_running_loop()

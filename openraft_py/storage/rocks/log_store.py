@@ -299,10 +299,23 @@ class RocksLogStore(RocksLogReader):
         """On the loop: ``entries`` are durable in RocksDB. Drop those still pending (not
         replaced by a truncate and re-append meanwhile), then report it to ``callback``."""
         pending = self._pending
-        for e in entries:
-            i = e.log_id.index
-            if pending.get(i) is e:
-                del pending[i]
+        head = entries[0]
+        tail = entries[-1]
+        first = head.log_id.index
+        last = tail.log_id.index
+        if pending.get(first) is head and pending.get(last) is tail:
+            # Both ends still pending, so all of ``entries`` is (their indexes are
+            # consecutive; a purge drops a prefix of the log, a truncate a suffix).
+            if len(pending) == len(entries):
+                pending.clear()  # nothing else pending: the usual case
+            else:
+                for i in range(first, last + 1):
+                    del pending[i]
+        else:
+            for e in entries:
+                i = e.log_id.index
+                if pending.get(i) is e:
+                    del pending[i]
         callback.io_completed(None)
 
     # -- RaftLogStorage
@@ -403,8 +416,7 @@ class RocksLogStore(RocksLogReader):
             return wb
 
         pending = self._pending
-        for e in owned:
-            pending[e.log_id.index] = e
+        pending.update(zip(range(first, first + len(owned)), owned))  # (indexes checked consecutive above)
         self._last = owned[-1].log_id
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
