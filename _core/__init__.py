@@ -39,6 +39,7 @@ __all__ = [
     "decode_entries",
     "plain_entries_prefix",
     "find_payload",
+    "normal_data_bytes",
     "encode_index_key",
     "decode_index_key",
     "encode_frame",
@@ -73,6 +74,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         encode_frames,
         encode_index_key,
         find_payload,
+        normal_data_bytes,
         plain_entries_prefix,
     )
     from ._kv_py import apply_kv_sets
@@ -98,6 +100,7 @@ else:
             encode_frames,
             encode_index_key,
             find_payload,
+            normal_data_bytes,
             plain_entries_prefix,
         )
         from ._kv_c import apply_kv_sets
@@ -135,6 +138,7 @@ else:
             encode_frames,
             encode_index_key,
             find_payload,
+            normal_data_bytes,
             plain_entries_prefix,
         )
         from ._kv_py import apply_kv_sets

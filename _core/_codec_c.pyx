@@ -490,3 +490,23 @@ def find_payload(list entries, payload_type, Py_ssize_t start=0) -> int:
             return k
         k += 1
     return -1
+
+
+def normal_data_bytes(list entries, normal_type) -> int:
+    """The sum of ``len(payload.data)`` over the entries whose payload is exactly of
+    ``normal_type`` (the contract is in the twin). ``payload`` and ``data`` are read from
+    their slots (``_Field``); the list's length is read again at each step (a read through
+    ``getattr``, or a ``len``, may run code that shrinks the list)."""
+    cdef Py_ssize_t k = 0
+    cdef Py_ssize_t total = 0
+    while k < PyList_GET_SIZE(entries):
+        e = entries[k]
+        p = _PAYLOAD.get(e)
+        if type(p) is normal_type:
+            d = _DATA.get(p)
+            if type(d) is bytes:
+                total += PyBytes_GET_SIZE(d)
+            else:
+                total += len(d)
+        k += 1
+    return total

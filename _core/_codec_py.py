@@ -279,3 +279,22 @@ def find_payload(entries: list[Any], payload_type: Any, start: int = 0) -> int:
         if type(e.payload) is payload_type:
             return k
     return -1
+
+
+def normal_data_bytes(entries: list[Any], normal_type: Any) -> int:
+    """The sum of ``len(payload.data)`` over the entries of ``entries`` whose ``payload`` is
+    exactly of ``normal_type`` (a subclass does not count); every other payload counts 0.
+
+    The payload bytes of a log append or an AppendEntries batch, for their size limits (a
+    caller adds what it counts for other payloads). An entry without a ``payload`` attribute,
+    or a normal payload without ``data``, raises ``AttributeError``, as reading the attribute
+    does; ``len`` of a ``data`` that is not sized raises ``TypeError``.
+    """
+    total = 0
+    # The list's own iterator: it stops at the list's end as of each step (an attribute
+    # read or a ``len`` may run code that shrinks the list).
+    for e in entries:
+        p = e.payload
+        if type(p) is normal_type:
+            total += len(p.data)
+    return total

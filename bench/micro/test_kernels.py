@@ -135,6 +135,20 @@ def test_find_payload_x1000(benchmark, impl) -> None:
     benchmark(run)
 
 
+def test_normal_data_bytes_x1000(benchmark, impl) -> None:
+    """The payload bytes of a 1,000-entry batch (a log append's fast-path limit, an
+    AppendEntries batch's byte budget)."""
+    from openraft_py.types import Entry, LogId, Normal
+
+    entries = [Entry(LogId(5, i), Normal(b"x" * 64)) for i in range(1_000)]
+    f = impl.normal_data_bytes
+
+    def run() -> None:
+        assert f(entries, Normal) == 64_000
+
+    benchmark(run)
+
+
 def test_frame_reader_x1000(benchmark, impl) -> None:
     stream = impl.encode_frames([b"y" * 100] * 1_000)
     chunks = [stream[i : i + 1_500] for i in range(0, len(stream), 1_500)]

@@ -13,7 +13,8 @@ NAMES = {
     "quorum": ["majority_committed", "joint_committed", "is_quorum_granted", "ProgressTable"],
     "logindex": ["LogIndex", "EntryCache"],
     "codec": ["encode_entries", "decode_entries", "encode_entry_batch", "encode_index_key", "decode_index_key",
-              "encode_frame", "encode_frames", "FrameReader", "plain_entries_prefix", "find_payload"],
+              "encode_frame", "encode_frames", "FrameReader", "plain_entries_prefix", "find_payload",
+              "normal_data_bytes"],
     "kv": ["apply_kv_sets"],
 }
 

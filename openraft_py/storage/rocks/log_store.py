@@ -17,7 +17,7 @@ from typing import Any, Self
 import msgspec
 from rocksdict import Rdict, WriteBatch
 
-from ..._core import encode_index_key
+from ..._core import encode_index_key, normal_data_bytes
 from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Normal, Vote
 from .. import IOFlushed
@@ -84,11 +84,7 @@ def _payload_bytes(entries: list[Entry]) -> int:
     """The data bytes of the normal entries of ``entries``, for the fast path's limit. (The
     replication byte budget's ``core.replication.payload_bytes`` also counts a membership
     entry's encoding; here it is left out as small, and storage does not import core.)"""
-    try:
-        # All normal entries, the common case: one pass without a type test.
-        return sum([len(e.payload.data) for e in entries])  # type: ignore[union-attr,misc]
-    except AttributeError:
-        return sum([len(p.data) for e in entries if type(p := e.payload) is Normal])
+    return normal_data_bytes(entries, Normal)
 
 
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
