@@ -40,15 +40,17 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from .._core import FrameTooLarge
+from .._core import FrameTooLarge, plain_entries_prefix
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
+    Blank,
     Entry,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     LogId,
     Membership,
+    Normal,
     TransferLeaderRequest,
     Vote,
     VoteRequest,
@@ -498,8 +500,24 @@ def _check_append_entries_bounds(req: AppendEntriesRequest) -> None:
         raise _bad_bounds("vote", req.vote)
     _check_log_id_bounds("prev_log_id", req.prev_log_id)
     _check_log_id_bounds("leader_commit", req.leader_commit)
+    entries = req.entries
+    if not entries:
+        return
+    # The usual batch, in one kernel call: plain entries (no membership to check) with
+    # consecutive indexes from a first one in bounds to a last one in bounds, and terms
+    # that never decrease from a first one in bounds up to MAX_TERM. Anything else is
+    # checked entry by entry below, which names what is out of bounds.
+    head = entries[0].log_id
+    first = head.index
+    t0 = head.term
+    if (
+        0 <= first <= MAX_INDEX - len(entries) + 1
+        and 0 <= t0 <= MAX_TERM
+        and plain_entries_prefix(entries, first, t0, MAX_TERM, Entry, LogId, Normal, Blank) == len(entries)
+    ):
+        return
     membership = Membership
-    for e in req.entries:
+    for e in entries:
         log_id = e.log_id
         t = log_id.term
         i = log_id.index

@@ -304,3 +304,72 @@ def test_append_entries_one_pass_agrees_with_the_schema(data: st.DataObject) -> 
     except wire.WireError:
         got = None
     assert got == expected
+
+
+def _ae_entry(term: int, index: int, kind: str = "n") -> list[Any]:
+    payload = {
+        "n": {"type": "Normal", "data": b"x"},
+        "b": {"type": "Blank"},
+        "m": {"type": "Membership", "configs": [[1, 2, 3]], "nodes": {}},
+        "bad-m": {"type": "Membership", "configs": [[-1]], "nodes": {}},
+    }[kind]
+    return [[term, index], payload]
+
+
+@pytest.mark.parametrize(
+    ("entries", "ok"),
+    [
+        ([_ae_entry(1, MAX_INDEX - 1), _ae_entry(1, MAX_INDEX)], True),
+        ([_ae_entry(1, MAX_INDEX), _ae_entry(1, MAX_INDEX + 1)], False),
+        ([_ae_entry(MAX_TERM, 5), _ae_entry(MAX_TERM, 6, "b")], True),
+        ([_ae_entry(MAX_TERM - 1, 5), _ae_entry(MAX_TERM + 1, 6)], False),
+        ([_ae_entry(MAX_TERM + 1, 5), _ae_entry(1, 6)], False),
+        ([_ae_entry(3, 5), _ae_entry(2, 6)], True),  # a term going down is in bounds
+        ([_ae_entry(1, 7), _ae_entry(1, 5)], True),  # so are indexes out of order
+        ([_ae_entry(1, 5), _ae_entry(1, 6, "m")], True),
+        ([_ae_entry(1, 5), _ae_entry(1, 6, "bad-m")], False),
+        ([_ae_entry(1, 5), _ae_entry(1, -1, "b")], False),
+        ([_ae_entry(1, 5), _ae_entry(-3, 6, "b")], False),
+        ([_ae_entry(0, 0), _ae_entry(0, 1)], True),
+        ([_ae_entry(2**64 - 1, 5), _ae_entry(2**64 - 1, 6)], False),  # past int64 too
+        ([_ae_entry(1, 2**64 - 2), _ae_entry(1, 2**64 - 1)], False),
+    ],
+)
+def test_append_entries_entry_bounds_whatever_the_batch_looks_like(entries: list[Any], ok: bool) -> None:
+    """Every entry's term and index within the validation limits, memberships bounded, for
+    any batch: a run of consecutive plain entries is checked in one kernel call, any other
+    batch entry by entry, and both accept exactly the same."""
+    body = _body([VOTE_OK, None, entries, None])
+    if ok:
+        req = wire.decode_body(wire.KIND_APPEND_ENTRIES, body)
+        assert [(e.log_id.term, e.log_id.index) for e in req.entries] == [tuple(e[0]) for e in entries]
+    else:
+        with pytest.raises(wire.WireError):
+            wire.decode_body(wire.KIND_APPEND_ENTRIES, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 7, MAX_TERM - 1, MAX_TERM, MAX_TERM + 1, -1]),
+            st.sampled_from([0, 1, 2, 3, MAX_INDEX - 1, MAX_INDEX, MAX_INDEX + 1, -1]),
+            st.sampled_from(["n", "b", "m", "bad-m"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_append_entries_entry_bounds_match_a_reference(items: list[tuple[int, int, str]], consecutive: bool) -> None:
+    if consecutive:  # a leader's batch: indexes from the first one on, terms never going down
+        t0, i0, _ = items[0]
+        items = [(t0, i0 + k, kind) for k, (_, _, kind) in enumerate(items)]
+    body = _body([VOTE_OK, None, [_ae_entry(*it) for it in items], None])
+    want = all(0 <= t <= MAX_TERM and 0 <= i <= MAX_INDEX and kind != "bad-m" for t, i, kind in items)
+    try:
+        wire.decode_body(wire.KIND_APPEND_ENTRIES, body)
+        got = True
+    except wire.WireError:
+        got = False
+    assert got == want, items
