@@ -31,17 +31,19 @@ if TYPE_CHECKING:
 __all__ = ["Responder", "StateMachineWorker"]
 
 
-def _answer_one(r: Responder, log_id: LogId, result: Any) -> None:
-    """Answer ``r``, the responder of the one entry ``log_id``, now applied with ``result``:
-    with the response (in a list unless ``r.single``), or with ``ForwardToLeader`` if
-    another leader's entry replaced the one ``r`` wrote (the write did not take effect)."""
+def _answer_one(r: Responder, e: Entry, result: Any) -> None:
+    """Answer ``r``, the responder of the one entry ``e``, now applied with ``result``: with
+    the response (in a list unless ``r.single``), or with ``ForwardToLeader`` if another
+    leader's entry replaced the one ``r`` wrote (the write did not take effect)."""
     tx = r.tx
     if tx.done():
         return
+    log_id = e.log_id
     if log_id.term != r.term:
         r.fail(ForwardToLeader(None, None, outcome_unknown=False))
         return
-    one = ClientWriteResponse(log_id, result, None)
+    p = e.payload
+    one = ClientWriteResponse(log_id, result, p if type(p) is Membership else None)
     tx.set_result(one if r.single else [one])
 
 
@@ -417,11 +419,11 @@ class StateMachineWorker:
                     except asyncio.InvalidStateError:
                         pass  # the caller gave up (its future was cancelled)
                 else:
-                    _answer_one(r, log_id, v)
+                    _answer_one(r, e, v)
             rs.clear()
             return
         if not self._buf_entries:
-            self._buf_start = entries[0].log_id.index
+            self._buf_start = start
             self._buf_entries = list(entries)
             self._buf_results = list(results)
         else:
@@ -447,14 +449,7 @@ class StateMachineWorker:
                 continue
             if count == 1:
                 # One entry (every client_write): no list to build.
-                e = buf_entries[lo]
-                log_id = e.log_id
-                if log_id.term != r.term:
-                    r.fail(ForwardToLeader(None, None, outcome_unknown=False))
-                    continue
-                p = e.payload
-                one = ClientWriteResponse(log_id, buf_results[lo], p if type(p) is Membership else None)
-                tx.set_result(one if r.single else [one])
+                _answer_one(r, buf_entries[lo], buf_results[lo])
                 continue
             out: list[ClientWriteResponse] = []
             for k in range(lo, lo + count):
