@@ -3,7 +3,6 @@ machine's apply, against both implementations."""
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,47 +41,6 @@ def test_find_payload_wants_the_exact_type(impl) -> None:
     entries = [Entry(LogId(1, 1), MyNormal(b"x")), Entry(LogId(1, 2), Normal(b"y"))]
     assert impl.find_payload(entries, Normal) == 1
     assert impl.find_payload(entries, MyNormal) == 0
-
-
-def test_find_payload_reads_any_object_with_a_payload(impl) -> None:
-    # Not only Entry structs: an attribute read through getattr (a property, a plain class).
-    from openraft_py.types import Membership
-
-    class Plain:
-        def __init__(self, payload: object) -> None:
-            self.payload = payload
-
-    class Computed:
-        @property
-        def payload(self) -> object:
-            return Membership.new([{1}])
-
-    assert impl.find_payload([Plain(1), Plain(Membership.new([{1}]))], Membership) == 1
-    assert impl.find_payload([_entry("n"), Computed()], Membership) == 1
-
-
-def test_find_payload_raises_for_an_entry_without_a_payload(impl) -> None:
-    from openraft_py.types import Membership
-
-    with pytest.raises(AttributeError):
-        impl.find_payload([_entry("n"), object()], Membership)
-
-
-def test_find_payload_survives_a_list_shrinking_under_it(impl) -> None:
-    # A payload read that runs code may shrink the list: the scan stops at the new end.
-    from openraft_py.types import Membership
-
-    entries: list = []
-
-    class Shrinking:
-        @property
-        def payload(self) -> object:
-            del entries[1:]
-            return None
-
-    entries.extend([Shrinking(), _entry("m"), _entry("m")])
-    assert impl.find_payload(entries, Membership) == -1
-    assert len(entries) == 1
 
 
 @SETTINGS

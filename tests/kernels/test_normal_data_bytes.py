@@ -48,45 +48,6 @@ def test_normal_data_bytes_takes_the_len_of_any_data(impl) -> None:
         impl.normal_data_bytes([Entry(LogId(1, 1), Normal(7))], Normal)  # type: ignore[arg-type]
 
 
-def test_normal_data_bytes_reads_any_object_with_a_payload(impl) -> None:
-    from openraft_py.types import Normal
-
-    class Plain:
-        def __init__(self, payload: object) -> None:
-            self.payload = payload
-
-    class Computed:
-        @property
-        def payload(self) -> object:
-            return Normal(b"12345")
-
-    assert impl.normal_data_bytes([Plain(Normal(b"ab")), Plain(1), Computed()], Normal) == 7
-
-
-def test_normal_data_bytes_raises_for_an_entry_without_a_payload(impl) -> None:
-    from openraft_py.types import Normal
-
-    with pytest.raises(AttributeError):
-        impl.normal_data_bytes([_entry("n"), object()], Normal)
-
-
-def test_normal_data_bytes_survives_a_list_shrinking_under_it(impl) -> None:
-    # A payload read that runs code may shrink the list: the sum stops at the new end.
-    from openraft_py.types import Normal
-
-    entries: list = []
-
-    class Shrinking:
-        @property
-        def payload(self) -> object:
-            del entries[1:]
-            return Normal(b"abc")
-
-    entries.extend([Shrinking(), _entry("n", 2, 10), _entry("n", 3, 10)])
-    assert impl.normal_data_bytes(entries, Normal) == 3
-    assert len(entries) == 1
-
-
 @SETTINGS
 @given(items=st.lists(st.tuples(st.sampled_from("nbm"), st.integers(0, 300)), max_size=30))
 def test_normal_data_bytes_matches_a_reference(impl, items) -> None:

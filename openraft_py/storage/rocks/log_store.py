@@ -80,13 +80,6 @@ _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
 
 
-def _payload_bytes(entries: list[Entry]) -> int:
-    """The data bytes of the normal entries of ``entries``, for the fast path's limit. (The
-    replication byte budget's ``core.replication.payload_bytes`` also counts a membership
-    entry's encoding; here it is left out as small, and storage does not import core.)"""
-    return normal_data_bytes(entries, Normal)
-
-
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
     """The entries of ``image`` from index ``start`` to its bound: the gap-free run starting at
     ``start`` (a hole in the stored log shows as a short result). Raises when the scan stops
@@ -433,9 +426,11 @@ class RocksLogStore(RocksLogReader):
                 callback.io_completed(StorageError(f"appending to {self.path!r}", err))
 
         try:
+            # The payload limit counts normal entries' data only: a membership entry is small
+            # (the replication byte budget, ``core.replication.payload_bytes``, counts it).
             if (
                 len(owned) > (WRITE_NOW_MAX if self.sync else WRITE_NOW_MAX_UNSYNCED)
-                or _payload_bytes(owned) > WRITE_NOW_MAX_BYTES
+                or normal_data_bytes(owned, Normal) > WRITE_NOW_MAX_BYTES
                 or not self._writer.write_now(build, done, defer_sync=callback.sends_first)
             ):
                 self._writer.submit(build, done)
