@@ -109,6 +109,12 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
+def _in_progress(r: Response) -> bool:
+    """Whether ``r`` is the service's refusal of a membership change while another one is
+    not committed (``409`` with ``InProgress``)."""
+    return r.status == 409 and b"InProgress" in r.body
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -298,7 +304,16 @@ class Demo:
         self._event(f"n{node.id} caught up as a learner in {_ms(self.timings['learner'])}")
         voters = sorted(cluster.nodes)
         t = time.monotonic()
-        r = await cluster.client.change_members(voters, deadline=30.0, attempt_timeout=30.0)
+        end = t + 30.0
+        while True:
+            r = await cluster.client.change_members(voters, deadline=max(0.1, end - time.monotonic()),
+                                                    attempt_timeout=30.0)
+            # 409 InProgress: the leader has not committed the previous change yet. A leader
+            # elected after the learner's entry commits it with its own first entry, so this
+            # passes; asked again until the deadline.
+            if r.ok or not _in_progress(r) or time.monotonic() >= end:
+                break
+            await asyncio.sleep(0.05)
         if not r.ok:
             raise DemoFailed(f"changing the voters to {voters} failed: {r.error}")
         self.timings["members"] = time.monotonic() - t

@@ -123,3 +123,62 @@ def test_the_summary_fails_the_run_on_a_lost_write_or_a_violation() -> None:
     stale = good[:3] + [Op(2, "get", "k0", None, "a", 6.0, 6.5)]  # reads an overwritten value
     code, out = _summary(stale, {}, {i: {"k0": "b"} for i in (1, 2, 3)})
     assert code == 1 and "NOT linearizable" in out and "PROBLEM: the history is NOT linearizable" in out
+
+
+class _GrowingCluster:
+    """What ``Demo._grow`` uses of a ``LocalCluster``: three nodes and a fourth to add, a
+    client whose ``change_members`` answers ``answers`` in turn."""
+
+    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
+        from openraft_py.kv.client import Outcome, Response
+
+        self.nodes = {1: None, 2: None, 3: None}
+        self.asked: list[list[int]] = []
+        answers_left = list(answers)
+        cluster = self
+
+        class Client:
+            async def add_learner(self, *args: object, **kw: object) -> Response:
+                return Response(Outcome.OK, 200, b"{}")
+
+            async def change_members(self, voters: list[int], **kw: object) -> Response:
+                cluster.asked.append(voters)
+                status, body = answers_left.pop(0)
+                if status == 200:
+                    return Response(Outcome.OK, 200, body)
+                return Response(Outcome.FAIL, status, body, error=f"HTTP {status}: {body.decode()}")
+
+        self.client = Client()
+
+    def add_node(self) -> SimpleNamespace:
+        self.nodes[4] = None
+        return SimpleNamespace(id=4, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2")
+
+    async def start_node(self, node_id: int, timeout: float) -> None:
+        pass
+
+
+IN_PROGRESS = (409, b'{"error": "InProgress: a membership change is in progress (entry 3-1200)"}')
+
+
+async def test_growing_asks_again_while_the_previous_change_is_not_committed() -> None:
+    # A leader elected after the learner's entry commits it with its own first entry; until
+    # then it refuses the change with InProgress, which is worth asking again.
+    cluster = _GrowingCluster([IN_PROGRESS, IN_PROGRESS, (200, b'{"voters": [1, 2, 3, 4]}')])
+    demo = Demo(DemoConfig(progress=False), err=io.StringIO())
+    await demo._grow(cluster)  # type: ignore[arg-type]
+    assert cluster.asked == [[1, 2, 3, 4]] * 3
+    assert "voters are now [1, 2, 3, 4]" in demo.events[-1]
+
+
+@pytest.mark.parametrize(
+    "refusal", [(409, b'{"error": "NotAllowed: initialized already"}'), (400, b'{"error": "LearnerNotFound: 4"}')]
+)
+async def test_growing_fails_at_once_on_any_other_refusal(refusal: tuple[int, bytes]) -> None:
+    from openraft_py.kv.demo import DemoFailed
+
+    cluster = _GrowingCluster([refusal, (200, b"{}")])
+    demo = Demo(DemoConfig(progress=False), err=io.StringIO())
+    with pytest.raises(DemoFailed, match="changing the voters"):
+        await demo._grow(cluster)  # type: ignore[arg-type]
+    assert len(cluster.asked) == 1
