@@ -1,0 +1,198 @@
+"""What one message between two event loops costs on this machine, with no Raft in it.
+
+Two processes, each running uvloop, bounce a 64-byte message over a loopback TCP connection
+(``TCP_NODELAY``). On every message each side first runs ``W`` calls of a one-line Python
+function (``--work``, a stand-in for what a Raft node does per message), then answers. For
+each ``W`` it reports:
+
+- ``rtt``: wall time per round trip (median over the run's round trips);
+- ``user`` and ``system``: CPU time of the client process per round trip, in user and in
+  kernel mode (its whole run over the trips);
+- ``work here``: CPU time of the ``W`` calls inside the message handler (median; the
+  thread's CPU clock, so time the process spends preempted is not in it), against ``work
+  warm``: the same calls timed back to back in a loop that never sleeps.
+
+Where ``work here`` is several times ``work warm``, code that runs right after the process
+wakes up runs that much slower (caches and branch predictors that other work had meanwhile),
+and the per-message costs of a multi-process benchmark are higher than in-process figures
+suggest. ``docs/design/performance.md`` (twenty-second round) has what it measured here.
+
+    python bench/loop_rtt.py [--round-trips 5000] [--work 0,100,400,1600] [--repeat 3] [--json F]
+
+The raw-socket loopback round trip that ``bench/tcp.py`` reports is the floor of this
+(blocking sockets, no event loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import sys
+import time
+from typing import Any, cast
+
+import uvloop
+
+MESSAGE = b"p" * 64
+
+
+def one_call(x: int) -> int:
+    """The unit of work: one Python function call."""
+    return x + 1
+
+
+def work(calls: int) -> int:
+    """``calls`` calls of ``one_call``."""
+    s = 0
+    for _ in range(calls):
+        s = one_call(s)
+    return s
+
+
+class _Bouncer(asyncio.Protocol):
+    """Answers every complete message after ``calls`` calls of work; the client side counts
+    ``round_trips`` answers, timing each, then resolves ``done``."""
+
+    def __init__(self, calls: int, round_trips: int = 0, done: asyncio.Future[None] | None = None) -> None:
+        self.calls = calls
+        self.round_trips = round_trips
+        self.done = done
+        self.buf = 0
+        self.transport: asyncio.Transport | None = None
+        self.rtts: list[float] = []
+        self.work_times: list[float] = []
+        self.sent_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(MESSAGE)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += len(data)
+        while self.buf >= len(MESSAGE):
+            self.buf -= len(MESSAGE)
+            self._message()
+
+    def _message(self) -> None:
+        now = time.perf_counter()
+        if self.done is not None:
+            self.rtts.append(now - self.sent_at)
+            if len(self.rtts) >= self.round_trips:
+                if not self.done.done():
+                    self.done.set_result(None)
+                return
+        t = time.thread_time()
+        work(self.calls)
+        self.work_times.append(time.thread_time() - t)
+        self.send()
+
+
+async def _serve(calls: int, port_out: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Bouncer(calls), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    os.write(port_out, f"{port}\n".encode())
+    os.close(port_out)
+    await asyncio.Event().wait()
+
+
+async def _client(calls: int, port: int, round_trips: int) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    transport, proto = await loop.create_connection(lambda: _Bouncer(calls, round_trips, done), "127.0.0.1", port)
+    try:
+        t0 = resource.getrusage(resource.RUSAGE_SELF)
+        proto.send()
+        await asyncio.wait_for(done, 60.0)
+        t1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        transport.close()
+    return {
+        "rtt_us": statistics.median(proto.rtts) * 1e6,
+        "user_us": (t1.ru_utime - t0.ru_utime) / round_trips * 1e6,
+        "system_us": (t1.ru_stime - t0.ru_stime) / round_trips * 1e6,
+        "work_here_us": statistics.median(proto.work_times) * 1e6 if proto.work_times else 0.0,
+    }
+
+
+def warm_work_us(calls: int, repeat: int = 2000) -> float:
+    """Median CPU time of ``work(calls)`` run back to back (the process never sleeps)."""
+    times = []
+    for _ in range(repeat):
+        t = time.thread_time()
+        work(calls)
+        times.append(time.thread_time() - t)
+    return statistics.median(times) * 1e6
+
+
+def measure(calls: int, round_trips: int) -> dict[str, float]:
+    """One run: a server process (forked) and this process as the client."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the server: never returns
+        try:
+            os.close(r)
+            uvloop.run(_serve(calls, w))
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            port = int(f.readline())
+        out = uvloop.run(_client(calls, port, round_trips))
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    out["work_warm_us"] = warm_work_us(calls)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--round-trips", type=int, default=5000)
+    p.add_argument("--work", default="0,100,400,1600", help="comma-separated calls of work per message")
+    p.add_argument("--repeat", type=int, default=3, help="runs per work size; medians are reported")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args(argv)
+    if args.round_trips < 1 or args.repeat < 1:
+        p.error("--round-trips and --repeat must be at least 1")
+    try:
+        sizes = [int(x) for x in args.work.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 0:
+        p.error(f"--work needs comma-separated whole numbers of calls >= 0, got {args.work!r}")
+    print(f"{args.round_trips} round trips per run, {args.repeat} run(s) per size, {os.cpu_count()} CPUs")
+    print("| calls per message | rtt us | client CPU us per round trip (user + system) "
+          "| work here us | work warm us | here / warm |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    points = []
+    for calls in sizes:
+        runs = [measure(calls, args.round_trips) for _ in range(args.repeat)]
+        point = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        point["calls"] = calls
+        points.append(point)
+        ratio = point["work_here_us"] / point["work_warm_us"] if point["work_warm_us"] > 0 else float("nan")
+        print(f"| {calls} | {point['rtt_us']:.1f} | {point['user_us']:.1f} + {point['system_us']:.1f} "
+              f"| {point['work_here_us']:.2f} "
+              f"| {point['work_warm_us']:.2f} | {ratio:.2f} |", flush=True)
+    result = {"round_trips": args.round_trips, "repeat": args.repeat, "points": points}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
