@@ -32,17 +32,6 @@ def test_find_payload_finds_the_first_one_at_or_after_start(impl) -> None:
     assert impl.find_payload([_entry("n"), _entry("b")], Membership) == -1
 
 
-def test_find_payload_wants_the_exact_type(impl) -> None:
-    from openraft_py.types import Entry, LogId, Normal
-
-    class MyNormal(Normal):
-        pass
-
-    entries = [Entry(LogId(1, 1), MyNormal(b"x")), Entry(LogId(1, 2), Normal(b"y"))]
-    assert impl.find_payload(entries, Normal) == 1
-    assert impl.find_payload(entries, MyNormal) == 0
-
-
 @SETTINGS
 @given(kinds=st.lists(st.sampled_from("nbm"), max_size=20), start=st.integers(-2, 22))
 def test_find_payload_matches_a_reference(impl, kinds, start) -> None:

@@ -26,17 +26,6 @@ def test_normal_data_bytes_sums_the_normal_payloads_only(impl) -> None:
     assert impl.normal_data_bytes([_entry("b"), _entry("m")], Normal) == 0
 
 
-def test_normal_data_bytes_wants_the_exact_type(impl) -> None:
-    from openraft_py.types import Entry, LogId, Normal
-
-    class MyNormal(Normal):
-        pass
-
-    entries = [Entry(LogId(1, 1), MyNormal(b"xx")), Entry(LogId(1, 2), Normal(b"yyy"))]
-    assert impl.normal_data_bytes(entries, Normal) == 3
-    assert impl.normal_data_bytes(entries, MyNormal) == 2
-
-
 def test_normal_data_bytes_takes_the_len_of_any_data(impl) -> None:
     # ``data`` that is not bytes (a struct built without validation) counts its ``len``;
     # one without a length raises as ``len`` does.

@@ -1,8 +1,9 @@
 """What the two payload scans of a batch share (``find_payload``, the membership scan, and
-``normal_data_bytes``, the payload bytes), against both implementations: each reads
-``payload`` as ``getattr`` does, from any object; an entry without one raises
-``AttributeError``; and a read that runs code and shrinks the list ends the scan at the new
-end. Each scan's own contract is tested in its module."""
+``normal_data_bytes``, the payload bytes), against both implementations: each counts a
+payload of exactly the type it is given (a subclass is another type); it reads ``payload`` as
+``getattr`` does, from any object; an entry without one raises ``AttributeError``; and a read
+that runs code and shrinks the list ends the scan at the new end. Each scan's own contract is
+tested in its module."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ SCANS = {
 }
 
 
-def _scan(impl, name: str, entries: list[Any]) -> int:
+def _scan(impl, name: str, entries: list[Any], payload_type: type | None = None) -> int:
+    """The scan ``name`` of ``entries`` for ``payload_type`` (by default the type it is used
+    for: ``Membership`` for ``find_payload``, ``Normal`` for ``normal_data_bytes``)."""
     from openraft_py.types import Membership, Normal
 
     if name == "find_payload":
-        return impl.find_payload(entries, Membership)
-    return impl.normal_data_bytes(entries, Normal)
+        return impl.find_payload(entries, Membership if payload_type is None else payload_type)
+    return impl.normal_data_bytes(entries, Normal if payload_type is None else payload_type)
 
 
 def _hit(name: str) -> Any:
@@ -31,6 +34,19 @@ def _hit(name: str) -> Any:
     from openraft_py.types import Membership, Normal
 
     return Membership.new([{1}]) if name == "find_payload" else Normal(b"12345")
+
+
+@pytest.mark.parametrize(("name", "for_normal", "for_subclass"), [("find_payload", 1, 0), ("normal_data_bytes", 3, 2)])
+def test_a_scan_wants_the_exact_type(impl, name: str, for_normal: int, for_subclass: int) -> None:
+    # find_payload: the index of the first such payload; normal_data_bytes: their bytes.
+    from openraft_py.types import Entry, LogId, Normal
+
+    class MyNormal(Normal):
+        pass
+
+    entries = [Entry(LogId(1, 1), MyNormal(b"xx")), Entry(LogId(1, 2), Normal(b"yyy"))]
+    assert _scan(impl, name, entries, Normal) == for_normal
+    assert _scan(impl, name, entries, MyNormal) == for_subclass
 
 
 @pytest.mark.parametrize("name", SCANS)
