@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
-from integration.checks import check_applied_prefix, check_log_matching, fast_config
+from integration.checks import check_applied_prefix, check_log_matching, fast_config, write_on_leader
 
 from openraft_py import LogId, Membership, Normal, Raft, Vote
 from openraft_py.testing.cluster import Cluster
@@ -99,8 +99,7 @@ async def assert_healthy(c: Cluster, write: bytes = b"after") -> None:
     node, and the committed logs agree."""
     for nid, r in c.nodes.items():
         assert r.metrics.running, f"n{nid} stopped: {r.metrics.error}"
-    leader = await c.wait_for_leader(timeout=5.0)
-    resp = await asyncio.wait_for(c.nodes[leader].client_write(write), 5.0)
+    resp = await write_on_leader(c, write, timeout=5.0)
     await c.wait_applied(resp.log_id.index, timeout=5.0)
     for nid, r in c.nodes.items():
         assert r.metrics.running, f"n{nid} stopped: {r.metrics.error}"

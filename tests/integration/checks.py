@@ -1,10 +1,13 @@
-"""Invariant checks over the nodes' ``MemDisk``s, and the fast test config, shared by the
-integration tests (``from integration.checks import ...``)."""
+"""Invariant checks over the nodes' ``MemDisk``s, the fast test config, and a write that
+follows the leader, shared by the integration tests (``from integration.checks import ...``)."""
 
 from __future__ import annotations
 
-from openraft_py import Config, SnapshotPolicy
+import asyncio
+
+from openraft_py import ClientWriteResponse, Config, ForwardToLeader, SnapshotPolicy
 from openraft_py.storage.memory import MemDisk
+from openraft_py.testing.cluster import Cluster
 from openraft_py.testing.invariants import check_applied_agree
 from openraft_py.testing.invariants import check_log_matching as _check_log_matching
 from openraft_py.types import LogId, Normal
@@ -53,3 +56,18 @@ def check_applied_prefix(disks: dict[int, MemDisk]) -> None:
     """State machine safety: every node's ``applied_log`` is a prefix of the longest one
     (``openraft_py.testing.invariants.check_applied_agree``)."""
     check_applied_agree({n: d.applied_log for n, d in disks.items()})
+
+
+async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> ClientWriteResponse:
+    """``client_write(data)`` on whichever node leads, retried while the node asked turns
+    out to lead no more (``ForwardToLeader``: refused before anything was appended)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()))
+        try:
+            return await c.nodes[lid].client_write(data)
+        except ForwardToLeader:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.01)  # its metrics may lag the step-down by a loop turn

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, ForwardToLeader, Membership, Unreachable, Vote
+from openraft_py import BasicNode, Membership, Unreachable, Vote
 from openraft_py.testing.cluster import Cluster
 
-from ..checks import check_applied_prefix, check_log_matching
+from ..checks import check_applied_prefix, check_log_matching, write_on_leader
 from ._util import RpcCounter, Writer, assert_acked_applied, run_unless_stalled, settled_leader, steady_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -88,21 +88,6 @@ def hold_back_final_config(c: Cluster, removed: set[int], new: frozenset[int]) -
 
 def terms(c: Cluster) -> dict[int, int]:
     return {nid: r.metrics.current_term for nid, r in sorted(c.nodes.items())}
-
-
-async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> Any:
-    """``client_write(data)`` on whichever node leads, retried while the node asked turns
-    out to lead no more (``ForwardToLeader``: refused before anything was appended)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()))
-        try:
-            return await c.nodes[lid].client_write(data)
-        except ForwardToLeader:
-            if loop.time() >= deadline:
-                raise
-            await asyncio.sleep(0.01)  # its metrics may lag the step-down by a loop turn
 
 
 async def re_add_and_catch_up(
