@@ -60,13 +60,14 @@ def check_applied_prefix(disks: dict[int, MemDisk]) -> None:
 
 async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> ClientWriteResponse:
     """``client_write(data)`` on whichever node leads, retried while the node asked turns
-    out to lead no more (``ForwardToLeader``: refused before anything was appended)."""
+    out to lead no more (``ForwardToLeader``: refused before anything was appended). The
+    whole call, the write included, is bounded by ``timeout`` seconds (``TimeoutError``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()))
         try:
-            return await c.nodes[lid].client_write(data)
+            return await asyncio.wait_for(c.nodes[lid].client_write(data), max(0.1, deadline - loop.time()))
         except ForwardToLeader:
             if loop.time() >= deadline:
                 raise

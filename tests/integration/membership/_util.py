@@ -248,8 +248,8 @@ async def run_unless_stalled(scenario: Callable[[], Awaitable[None]], limit: flo
     For scenarios that assert nobody held an election: an in-process cluster shares one event
     loop, so a stall of the whole process (a loaded CI machine, a collection of a large heap)
     stops heartbeats and election timers alike, and followers time out when it ends whatever
-    the code does. A failure without such a stall, or a second failure, is raised as it is;
-    the stall is printed either way."""
+    the code does. A failure without such a stall, or a second failure, is raised with the
+    run's longest stall added as a note; a rerun prints the stall that caused it."""
     for attempt in (1, 2):
         async with LoopStalls() as stalls:
             try:
