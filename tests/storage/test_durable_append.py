@@ -8,9 +8,9 @@ import asyncio
 from typing import ClassVar
 
 import pytest
+from integration.checks import write_on_leader
 
 from openraft_py import Config
-from openraft_py.errors import ForwardToLeader
 from openraft_py.storage import IOFlushed, MemDisk, MemLogStore, durable_append_of
 from openraft_py.testing import Cluster
 from openraft_py.types import Blank, Entry, LogId
@@ -87,13 +87,7 @@ async def test_a_cluster_appends_through_the_offer_or_else_append(store: type[Me
         last = None
         for i in range(20):
             # Follow the leader: on a loaded machine an election may move it mid-test.
-            while True:
-                leader = await c.wait_for_leader(timeout=10)
-                try:
-                    last = (await c.nodes[leader].client_write(b"w%d" % i)).log_id
-                    break
-                except ForwardToLeader:
-                    await asyncio.sleep(0.01)
+            last = (await write_on_leader(c, b"w%d" % i)).log_id
         assert last is not None
         await c.wait_applied(last.index, timeout=10)
     if store is _Counting:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.checks import write_on_leader
 
 from openraft_py.config import Config
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
@@ -106,7 +107,7 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
     import asyncio
     import shutil
 
-    from openraft_py.errors import ForwardToLeader, StorageError
+    from openraft_py.errors import StorageError
 
     f = RocksFactories(tmp_path)
     config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50)
@@ -143,16 +144,8 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
         # The other two still form a majority: a write commits, and their logs agree.
         rest = sorted(set(c.nodes))
         # (The synchronous file work above held the loop: an election may be under way.)
-        for _attempt in range(20):
-            leader = await c.wait_for_leader(timeout=10)
-            try:
-                await asyncio.wait_for(c.nodes[leader].client_write(encode_kv(KvSet("after", "x"))), 10)
-                break
-            except ForwardToLeader:
-                continue
-        else:
-            raise AssertionError("no write committed on the remaining two nodes")
-        last = c.nodes[leader].metrics.last_log_index
+        resp = await write_on_leader(c, encode_kv(KvSet("after", "x")), timeout=30)
+        last = resp.log_id.index
         await c.wait_applied(last, timeout=10)
         logs = []
         for nid in rest:

@@ -1,5 +1,6 @@
-"""``run_unless_stalled``: a scenario that failed after the event loop stalled runs once
-more; a failure without a stall, or a second one, is raised with the stall noted."""
+"""``run_unless_stalled``: a scenario that failed (an assertion or another exception) after
+the event loop stalled runs once more; a failure without a stall, or a second one, is raised
+with the stall noted."""
 
 from __future__ import annotations
 
@@ -7,23 +8,29 @@ import time
 
 import pytest
 
+from openraft_py import ForwardToLeader
+
 from ._util import run_unless_stalled
 
 pytestmark = pytest.mark.timeout(10)
 
 
 class Scenario:
-    """Fails its first ``failures`` runs; with ``stall`` set, blocks the loop that long first."""
+    """Fails its first ``failures`` runs (an assertion, or ``ForwardToLeader`` with
+    ``forwarded``); with ``stall`` set, blocks the loop that long first."""
 
-    def __init__(self, failures: int, stall: float) -> None:
+    def __init__(self, failures: int, stall: float, forwarded: bool = False) -> None:
         self.failures = failures
         self.stall = stall
+        self.forwarded = forwarded
         self.runs = 0
 
     async def __call__(self) -> None:
         self.runs += 1
         if self.stall:
             time.sleep(self.stall)  # blocks the event loop, as a loaded machine would
+        if self.forwarded and self.runs <= self.failures:
+            raise ForwardToLeader(2)
         assert self.runs > self.failures, f"run {self.runs} fails"
 
 
@@ -32,6 +39,19 @@ async def test_a_failure_after_a_stall_runs_the_scenario_once_more(capsys: pytes
     await run_unless_stalled(s, limit=0.15)
     assert s.runs == 2
     assert "the event loop stalled" in capsys.readouterr().out
+
+
+async def test_a_moved_leader_after_a_stall_runs_the_scenario_once_more() -> None:
+    s = Scenario(failures=1, stall=0.2, forwarded=True)
+    await run_unless_stalled(s, limit=0.15)
+    assert s.runs == 2
+
+
+async def test_a_moved_leader_without_a_stall_is_raised_at_once() -> None:
+    s = Scenario(failures=1, stall=0.0, forwarded=True)
+    with pytest.raises(ForwardToLeader):
+        await run_unless_stalled(s, limit=0.15)
+    assert s.runs == 1
 
 
 async def test_a_failure_without_a_stall_is_raised_at_once() -> None:
