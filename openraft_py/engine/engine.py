@@ -83,6 +83,14 @@ class Engine:
         self.snapshot_installing: SnapshotMeta | None = None
         # A built snapshot past the applied log id known so far (its apply report is late).
         self.snapshot_unreported: LogId | None = None
+        # Pacing of policy builds (``Config.snapshot_pacing``): when the running build (or the
+        # last one) started, and the earliest ``now`` at which the policy may start another:
+        # the last build's end plus ``snapshot_pacing`` times its duration. A build reads the
+        # whole state, so without this the policy would start one after another as soon as
+        # each is due, and a large state would keep every node building all the time.
+        self.snapshot_pacing: float = config.snapshot_pacing
+        self.snapshot_build_started: float = now
+        self.snapshot_next_due: float = -1e18
         self.election_deadline: float = 0.0
         self.now = now
         # TEST ONLY: the bug switches on (``faults.inject``); empty in production, where each
@@ -192,13 +200,17 @@ class Engine:
 
     def handle_tick(self, now: float) -> None:
         """Advance the clock: leaders send heartbeats and check quorum contact; followers and
-        candidates start an election when their deadline passed."""
+        candidates start an election when their deadline passed; a snapshot build the policy's
+        pacing held back starts once its time has come."""
         self.now = now
         leader = self.leader
         if leader is not None:
             self.leader_handler(leader).tick(now)
         elif self.config.enable_elect and now >= self.election_deadline:
             self._vote.on_election_timeout(now)
+        if self.snapshot_every is not None and not self.snapshot_building and now >= self.snapshot_next_due:
+            # A build the pacing held back starts here if no apply report comes to start it.
+            self._snapshot.maybe_build()
 
     def current_leader(self) -> NodeId | None:
         """The established leader this node knows of, if any. A committed vote naming this

@@ -40,9 +40,11 @@ def meta(term: int, index: int, sm: StoredMembership = SM) -> SnapshotMeta:
     return SnapshotMeta(lid(term, index), sm, f"snap-{term}-{index}")
 
 
-def cfg(every: int | None = None, keep: int = 1000, batch: int = 1) -> Config:
+def cfg(every: int | None = None, keep: int = 1000, batch: int = 1, pacing: float = 3.0) -> Config:
     policy = SnapshotPolicy.never() if every is None else SnapshotPolicy.logs_since_last(every)
-    return Config(snapshot_policy=policy, max_in_snapshot_log_to_keep=keep, purge_batch_size=batch)
+    # No elections: the pacing tests tick a follower whose election deadline has passed.
+    return Config(snapshot_policy=policy, max_in_snapshot_log_to_keep=keep, purge_batch_size=batch,
+                  snapshot_pacing=pacing, enable_elect=False)
 
 
 def node(config: Config, log=LOG7, committed=(1, 6), applied=None, snapshot=None):
@@ -104,6 +106,86 @@ def test_older_snapshot_never_moves_the_snapshot_back():
     assert eng.take_commands() == [BuildSnapshot()]
     assert eng.state.snapshot == lid(1, 5)
     assert not eng.snapshot_building
+
+
+def built_after(eng, took_ms: float, snap: int) -> None:
+    """The running build finishes ``took_ms`` after it started, covering up to ``1-snap``."""
+    eng.now = eng.snapshot_build_started + took_ms
+    eng.handle_snapshot_built(meta(1, snap))
+
+
+def test_policy_waits_pacing_times_the_last_build_then_a_tick_starts_it():
+    eng = node(cfg(every=3, pacing=3.0))
+    eng.now = 1000.0
+    eng.handle_applied(lid(1, 2))
+    assert eng.take_commands() == [BuildSnapshot()]
+    built_after(eng, 100.0, 2)
+    assert eng.take_commands() == [], "keep 1000: nothing to purge"
+    assert eng.snapshot_next_due == 1100.0 + 3 * 100.0
+    eng.now = 1399.0
+    eng.handle_applied(lid(1, 5))
+    assert eng.take_commands() == [], "due by count (3 since 1-2) but within 3 x 100 ms of the last build's end"
+    eng.handle_tick(1399.9)
+    assert eng.take_commands() == [], "a tick before the time starts nothing"
+    eng.handle_tick(1400.0)
+    assert eng.take_commands() == [BuildSnapshot()], "the tick at the time starts the held-back build"
+    assert eng.snapshot_building and eng.snapshot_build_started == 1400.0
+    eng.handle_tick(1500.0)
+    assert eng.take_commands() == [], "one build at a time"
+    eng.state.validate()
+
+
+def test_pacing_holds_nothing_back_once_its_time_has_passed():
+    eng = node(cfg(every=3, pacing=3.0))
+    eng.now = 0.0
+    eng.handle_applied(lid(1, 2))
+    eng.take_commands()
+    built_after(eng, 10.0, 2)
+    eng.now = 40.0
+    eng.handle_applied(lid(1, 5))
+    assert eng.take_commands() == [BuildSnapshot()], "10 + 3 x 10 = 40: due and allowed"
+
+
+def test_pacing_does_not_start_a_build_that_is_not_due():
+    eng = node(cfg(every=3, pacing=3.0))
+    eng.handle_applied(lid(1, 2))
+    eng.take_commands()
+    built_after(eng, 10.0, 2)
+    eng.handle_tick(10_000.0)
+    assert eng.take_commands() == [], "nothing applied since the snapshot: not due"
+
+
+def test_pacing_zero_builds_as_soon_as_one_is_due():
+    eng = node(cfg(every=3, pacing=0.0))
+    eng.handle_applied(lid(1, 2))
+    eng.take_commands()
+    built_after(eng, 5_000.0, 2)
+    eng.handle_applied(lid(1, 5))
+    assert eng.take_commands() == [BuildSnapshot()]
+
+
+def test_trigger_is_never_paced():
+    eng = node(cfg(every=3, pacing=3.0))
+    eng.handle_applied(lid(1, 2))
+    eng.take_commands()
+    built_after(eng, 1_000.0, 2)
+    assert eng.now < eng.snapshot_next_due
+    assert eng.trigger_snapshot() is True
+    assert eng.take_commands() == [BuildSnapshot()]
+
+
+def test_pacing_counts_a_triggered_build_and_a_failed_one():
+    eng = node(cfg(every=3, pacing=2.0), applied=lid(1, 6))
+    eng.now = 50.0
+    eng.trigger_snapshot()
+    eng.take_commands()
+    eng.now = 80.0
+    eng.handle_snapshot_built(None)
+    assert eng.snapshot_next_due == 80.0 + 2 * 30.0
+    eng.handle_tick(139.0)
+    assert eng.take_commands() == [], "6 applied, no snapshot: due, but paced after the failed build"
+    eng.handle_tick(140.0)
+    assert eng.take_commands() == [BuildSnapshot()]
 
 
 # -- purging after a build -------------------------------------------------------------------------

@@ -36,6 +36,17 @@ def test_config_refuses_bad_limits(kw: dict[str, Any], field: str) -> None:
         Config(**kw).validate()
 
 
+@pytest.mark.parametrize("pacing", [-0.5, float("nan"), float("inf"), "3", True, None])
+def test_config_refuses_a_bad_snapshot_pacing(pacing: Any) -> None:
+    with pytest.raises(ConfigError, match=r"Config\.snapshot_pacing="):
+        Config(snapshot_pacing=pacing).validate()
+
+
+@pytest.mark.parametrize("pacing", [0, 0.0, 2.5, 10])
+def test_config_accepts_a_snapshot_pacing(pacing: float) -> None:
+    assert Config(snapshot_pacing=pacing).validate().snapshot_pacing == pacing
+
+
 def test_config_accepts_an_entry_limit_equal_to_the_budget() -> None:
     Config(max_entry_bytes=1024, max_payload_bytes=1024).validate()
 

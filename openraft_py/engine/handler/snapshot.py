@@ -1,7 +1,10 @@
 """Snapshots and log compaction (thesis 5.1-5.4).
 
 - Build: when ``SnapshotPolicy`` says so (or on ``trigger.snapshot()``), one build at a time,
-  in the background (``BuildSnapshot``); ``built`` records it.
+  in the background (``BuildSnapshot``); ``built`` records it. The policy is paced
+  (``Config.snapshot_pacing``): after a build that took ``d`` ms it starts none for
+  ``snapshot_pacing * d`` ms, so building takes a bounded share of the node's time however
+  large the state grows; ``trigger.snapshot()`` is not paced.
 - Purge: after a snapshot, entries up to ``snapshot - max_in_snapshot_log_to_keep`` go, once
   at least ``purge_batch_size`` of them can. Only entries a snapshot covers are purged:
   ``purged <= snapshot <= applied``.
@@ -47,32 +50,39 @@ class SnapshotHandler(Handler):
                 self.maybe_build()
 
     def maybe_build(self) -> None:
-        """Start a build if the policy says one is due and none is running."""
+        """Start a build if the policy says one is due, none is running and the pacing allows
+        one (``eng.now`` at or past ``snapshot_next_due``)."""
         eng = self.eng
         every = eng.snapshot_every
-        if every is None or eng.snapshot_building:
+        if every is None or eng.snapshot_building or eng.now < eng.snapshot_next_due:
             return
         st = self.state
         if st.applied is None:
             return
         snap = -1 if st.snapshot is None else st.snapshot.index
         if st.applied.index - snap >= every:
-            eng.snapshot_building = True
-            self.output.append(BuildSnapshot())
+            self._start()
 
     def trigger(self) -> bool:
         """Build a snapshot now unless one is being built; return whether one was started."""
-        eng = self.eng
-        if eng.snapshot_building:
+        if self.eng.snapshot_building:
             return False
-        eng.snapshot_building = True
-        self.output.append(BuildSnapshot())
+        self._start()
         return True
 
+    def _start(self) -> None:
+        eng = self.eng
+        eng.snapshot_building = True
+        eng.snapshot_build_started = eng.now
+        self.output.append(BuildSnapshot())
+
     def built(self, meta: SnapshotMeta | None) -> None:
-        """A build finished (``meta`` ``None``: it failed or built nothing)."""
+        """A build finished (``meta`` ``None``: it failed or built nothing). The policy's next
+        build is due no sooner than ``snapshot_pacing`` times this one's duration from now."""
         eng = self.eng
         eng.snapshot_building = False
+        took = eng.now - eng.snapshot_build_started
+        eng.snapshot_next_due = eng.now + eng.snapshot_pacing * (took if took > 0 else 0.0)
         if meta is None or meta.last_log_id is None:
             return
         st = self.state

@@ -1,14 +1,19 @@
 """When snapshots are built and what a purge deletes: ``SnapshotPolicy.logs_since_last(n)``
-builds on every node as entries apply, ``never()`` builds none, ``trigger.snapshot()`` builds
+builds on every node as entries apply (paced by ``Config.snapshot_pacing``), ``never()`` builds none, ``trigger.snapshot()`` builds
 one now; a purge keeps ``max_in_snapshot_log_to_keep`` entries, waits for
 ``purge_batch_size`` of them, and ``trigger.purge_log(upto)`` never purges past the last
 snapshot."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from typing import Any
+
 import pytest
 
 from openraft_py import SnapshotPolicy
+from openraft_py.storage.memory import KvSet, MemDisk, MemStateMachine, encode_kv
 from openraft_py.testing.cluster import Cluster
 
 from .helpers import snap_config, write
@@ -133,3 +138,76 @@ async def test_trigger_purge_log_never_purges_past_the_snapshot() -> None:
         assert c.nodes[leader].metrics.purged == m.purged
     finally:
         await c.shutdown()
+
+
+# -- pacing (``Config.snapshot_pacing``) -------------------------------------------------------
+
+BUILD_S = 0.08  # how long each build of ``SlowBuilds`` takes
+
+
+class SlowBuilds(MemStateMachine):
+    """A ``MemStateMachine`` whose builds take ``BUILD_S`` (a large state's build, without the
+    data), recording when each one ran: ``(start, end)`` on the loop's clock."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.builds: list[tuple[float, float]] = []
+
+    def get_snapshot_builder(self) -> Any:
+        inner = super().get_snapshot_builder()
+        sm = self
+
+        class Builder:
+            async def build_snapshot(self) -> Any:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                await asyncio.sleep(BUILD_S)
+                snap = await inner.build_snapshot()
+                sm.builds.append((start, loop.time()))
+                return snap
+
+        return Builder()
+
+
+async def builds_under_steady_writes(pacing: float, builds: int) -> list[tuple[float, float]]:
+    """The leader's first ``builds`` policy builds while one writer writes without pause
+    (``logs_since_last(5)``: a build is due again long before the last one ends)."""
+    cfg = snap_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(5), snapshot_pacing=pacing, max_in_snapshot_log_to_keep=1000,
+        election_timeout_min=500, election_timeout_max=1000, heartbeat_interval=50,
+    )
+    c = Cluster(cfg, seed=3, state_machine=SlowBuilds)
+    try:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        sm = c.state_machines[leader]
+        assert isinstance(sm, SlowBuilds)
+        raft = c.nodes[leader]
+        n = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while len(sm.builds) < builds:
+            assert loop.time() < deadline, f"only {len(sm.builds)} builds in 10 s of writes"
+            await raft.client_write(encode_kv(KvSet(f"k{n}", str(n))))
+            n += 1
+        return sm.builds[:builds]
+    finally:
+        await c.shutdown()
+
+
+def gaps(builds: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(time from a build's end to the next one's start, that build's duration)``."""
+    return [(nxt[0] - cur[1], cur[1] - cur[0]) for cur, nxt in itertools.pairwise(builds)]
+
+
+async def test_pacing_waits_a_multiple_of_the_last_build_before_the_next() -> None:
+    pairs = gaps(await builds_under_steady_writes(pacing=3.0, builds=4))
+    for gap, took in pairs:
+        # The engine measures a build from the core's pass that started it to the pass that
+        # saw it finish: at least the build itself, so the next one waits at least 3 x that.
+        assert gap >= 2.9 * took, f"a build {gap * 1000:.0f} ms after one of {took * 1000:.0f} ms: {pairs}"
+
+
+async def test_without_pacing_a_due_build_starts_right_after_the_last() -> None:
+    pairs = gaps(await builds_under_steady_writes(pacing=0.0, builds=4))
+    assert all(gap < took for gap, took in pairs), f"(gap, duration) pairs: {pairs}"
