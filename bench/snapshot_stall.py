@@ -9,6 +9,14 @@ keep being acknowledged between the build's pieces, is
 ``tests/integration/snapshot/t95_snapshot_no_stall.py``.
 
     python bench/snapshot_stall.py [--keys 600000] [--runs 3]
+
+``--rocks`` measures ``RocksStateMachine`` instead, alone (no cluster): it applies ``--keys``
+keys, then builds a snapshot ``--runs`` times while a timer on the event loop wakes every
+millisecond, and reports the build's duration and how late the timer woke during it. The
+build runs in a worker thread; what the loop waits for there is the GIL (see
+``GIL_SHARE_PAIRS`` in ``openraft_py.kv.rocks_state_machine``).
+
+    python bench/snapshot_stall.py --rocks [--keys 300000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,6 +40,15 @@ from openraft_py.storage.memory import (
     encode_kv,
 )
 from openraft_py.testing import Cluster
+
+
+def _uvloop_run() -> Any:
+    """``uvloop.run`` when uvloop is installed (what the nodes use), else ``asyncio.run``."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 def one_shot_encode(keys: int) -> float:
@@ -89,12 +108,61 @@ async def one_run(keys: int, seed: int) -> tuple[float, list[float]]:
         await c.shutdown()
 
 
+async def rocks_runs(keys: int, runs: int) -> list[tuple[float, list[float]]]:
+    """``runs`` builds of a ``RocksStateMachine`` holding ``keys`` keys: ``(build seconds,
+    lateness of each 1 ms timer wake-up during it)``."""
+    from openraft_py.kv.rocks_state_machine import RocksStateMachine
+    from openraft_py.types import Entry, LogId, Normal
+
+    out: list[tuple[float, list[float]]] = []
+    with tempfile.TemporaryDirectory(prefix="openraft-bench-stall-") as d:
+        async with RocksStateMachine(os.path.join(d, "sm")) as sm:
+            for lo in range(0, keys, 4096):
+                hi = min(keys, lo + 4096)
+                await sm.apply([Entry(LogId(1, i + 1), Normal(encode_kv(KvSet(f"key{i:09d}", "v" * 40))))
+                                for i in range(lo, hi)])
+            for _ in range(runs):
+                late: list[float] = []
+                building = True
+
+                async def ticker() -> None:
+                    while building:
+                        t = time.perf_counter()
+                        await asyncio.sleep(0.001)
+                        late.append(time.perf_counter() - t - 0.001)
+
+                tick = asyncio.ensure_future(ticker())
+                await asyncio.sleep(0.02)
+                late.clear()
+                t0 = time.perf_counter()
+                snap = await sm.get_snapshot_builder().build_snapshot()
+                took = time.perf_counter() - t0
+                snap.data.close()
+                building = False
+                await tick
+                out.append((took, late))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per run."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--keys", type=int, default=600_000)
+    p.add_argument("--keys", type=int, default=None, help="keys in the state (600,000; 300,000 with --rocks)")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--rocks", action="store_true", help="RocksStateMachine alone: the loop's lag during its builds")
     args = p.parse_args(argv)
+    if args.rocks:
+        keys = args.keys or 300_000
+        run_loop = _uvloop_run()
+        for run, (took, late) in enumerate(run_loop(rocks_runs(keys, args.runs))):
+            late.sort()
+            q = [late[min(len(late) - 1, int(len(late) * f))] * 1e3 for f in (0.5, 0.99)] if late else [0.0, 0.0]
+            print(f"run {run}: RocksStateMachine build of {keys} keys {took * 1e3:.1f} ms "
+                  f"({took / keys * 1e6:.2f} us/key); a 1 ms timer woke {len(late)} times during it "
+                  f"({took / 0.001:.0f} without delays), late by median {q[0]:.2f} ms, p99 {q[1]:.2f} ms, "
+                  f"max {(late[-1] if late else 0.0) * 1e3:.2f} ms")
+        return 0
+    args.keys = args.keys or 600_000
     print(f"one-shot encode of {args.keys} keys: {one_shot_encode(args.keys) * 1e3:.1f} ms")
     for run in range(args.runs):
         build, lats = asyncio.run(one_run(args.keys, seed=6 + run))

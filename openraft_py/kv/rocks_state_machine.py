@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Self, cast
@@ -93,14 +94,31 @@ class _SnapRecord(msgspec.Struct):
 _dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
 
 
+GIL_SHARE_PAIRS = 1000
+"""A snapshot build or install (each in a worker thread, a loop over every key in Python)
+releases the GIL for a moment (``time.sleep(0)``) after this many key-value pairs, so the
+event loop's thread, when it wakes, gets the GIL within a fraction of a millisecond. Without
+it, the loop waited for the interpreter's switch interval (5 ms) at every wake-up while a
+build ran: on the node building, each replication round took several times longer. Measured
+(a 1 ms timer on the loop during a build of 300,000 keys): lag median 3.8 ms without, 0.3 ms
+with, the build 20-40% longer since the loop now gets its share (``bench/snapshot_stall.py
+--rocks``)."""
+
+
 def _data_pairs(image: BoundedIter) -> Iterator[tuple[bytes, bytes]]:
     """The data of ``image`` (the whole column family, see ``_RocksSnapshotBuilder``):
-    ``(key without its prefix, value)`` in key order. Raises when the scan stops on an error
-    (e.g. a damaged file) rather than at the end of the data."""
+    ``(key without its prefix, value)`` in key order, sharing the GIL (``GIL_SHARE_PAIRS``).
+    Raises when the scan stops on an error (e.g. a damaged file) rather than at the end of
+    the data."""
+    n = 0
     for k, v in image.scan(_DATA):
         if k >= _DATA_END:  # the meta range, after the data: the image's bound is its end
             return
         yield k[1:], v
+        n += 1
+        if n == GIL_SHARE_PAIRS:
+            n = 0
+            time.sleep(0)
 
 
 class _BatchKv:
@@ -498,8 +516,13 @@ class RocksStateMachine:
         h = self._h
         wb.delete_range(_DATA, _DATA_END, h)
         put = wb.put
+        n = 0
         for k, v in read_snapshot_pairs(data, meta.snapshot_id):  # ValueError: not a snapshot
             put(_DATA + k, v, h)
+            n += 1
+            if n == GIL_SHARE_PAIRS:  # the loop's thread may take the GIL (see there)
+                n = 0
+                time.sleep(0)
         wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
         wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
         seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...

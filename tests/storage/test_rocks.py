@@ -647,6 +647,47 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
             x.close()
         a.close()
 
+async def test_snapshot_build_and_install_let_the_loop_take_the_gil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both loop over every key in a worker thread: every ``GIL_SHARE_PAIRS`` pairs they
+    release the GIL (``time.sleep(0)``), so a waking event loop need not wait for the
+    interpreter's switch interval. (What that does to the loop: ``bench/snapshot_stall.py
+    --rocks``.)"""
+    import openraft_py.kv.rocks_state_machine as rsm
+
+    pauses: list[tuple[float, str]] = []
+
+    class Clock:
+        @staticmethod
+        def sleep(s: float) -> None:
+            pauses.append((s, threading.current_thread().name))
+
+    monkeypatch.setattr(rsm, "GIL_SHARE_PAIRS", 10)
+    monkeypatch.setattr(rsm, "time", Clock)
+    loop_thread = threading.current_thread().name
+    a = RocksStateMachine(tmp_path / "a")
+    b = RocksStateMachine(tmp_path / "b")
+    try:
+        await a.apply([kv(i, KvSet(f"k{i}", str(i))) for i in range(1, 96)])
+        snap = await a.get_snapshot_builder().build_snapshot()
+        snap.data.close()
+        assert len(pauses) == 9 and all(s == 0 and t != loop_thread for s, t in pauses), pauses
+        pauses.clear()
+        cur = await a.get_current_snapshot()
+        assert cur is not None
+        f = await b.begin_receiving_snapshot()
+        f.write(cur.data.read())
+        cur.data.close()
+        await b.install_snapshot(cur.meta, f)
+        f.close()
+        assert len(pauses) == 9 and all(s == 0 and t != loop_thread for s, t in pauses), pauses
+        assert b.data == {f"k{i}": str(i) for i in range(1, 96)}
+    finally:
+        a.close()
+        b.close()
+
+
 def _read_snapshot_pairs(data: Any) -> dict[str, str]:
     """The key-value pairs of a ``RocksStateMachine`` snapshot file (its frames)."""
     from openraft_py._core import FrameReader
