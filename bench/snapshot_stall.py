@@ -108,6 +108,14 @@ async def one_run(keys: int, seed: int) -> tuple[float, list[float]]:
         await c.shutdown()
 
 
+async def _ticker(late: list[float], done: asyncio.Event) -> None:
+    """Sleep 1 ms at a time until ``done``, appending how late each wake-up was (seconds)."""
+    while not done.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.001)
+        late.append(time.perf_counter() - t - 0.001)
+
+
 async def rocks_runs(keys: int, runs: int) -> list[tuple[float, list[float]]]:
     """``runs`` builds of a ``RocksStateMachine`` holding ``keys`` keys: ``(build seconds,
     lateness of each 1 ms timer wake-up during it)``."""
@@ -123,22 +131,15 @@ async def rocks_runs(keys: int, runs: int) -> list[tuple[float, list[float]]]:
                                 for i in range(lo, hi)])
             for _ in range(runs):
                 late: list[float] = []
-                building = True
-
-                async def ticker() -> None:
-                    while building:
-                        t = time.perf_counter()
-                        await asyncio.sleep(0.001)
-                        late.append(time.perf_counter() - t - 0.001)
-
-                tick = asyncio.ensure_future(ticker())
+                built = asyncio.Event()
+                tick = asyncio.ensure_future(_ticker(late, built))
                 await asyncio.sleep(0.02)
                 late.clear()
                 t0 = time.perf_counter()
                 snap = await sm.get_snapshot_builder().build_snapshot()
                 took = time.perf_counter() - t0
                 snap.data.close()
-                building = False
+                built.set()
                 await tick
                 out.append((took, late))
     return out
