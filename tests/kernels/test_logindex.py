@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -248,6 +251,80 @@ def test_logindex_vs_model(impl, ops, probes) -> None:
             want = pos
             break
     assert li.first_conflict(entries) == want
+
+
+class KeyModel:
+    """The log as its key log ids ``[(term, first index)]``, last index and purged log id: the
+    reference for ``term_at`` over logs of many terms (the compiled ``term_at`` looks those up
+    through a table rebuilt after every change of the keys)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+        self.last = -1
+        self.purged: tuple[int, int] | None = None
+
+    def term_at(self, i: int) -> int:
+        if self.purged is not None and i == self.purged[1]:
+            return self.purged[0]
+        if i > self.last or not self.keys or i < self.keys[0][1]:
+            return -1
+        return self.keys[bisect.bisect_right([f for _, f in self.keys], i) - 1][0]
+
+    def last_term(self) -> int:
+        return self.keys[-1][0] if self.keys else (-1 if self.purged is None else self.purged[0])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_term_at_over_many_terms_vs_model(impl, seed) -> None:
+    """Logs of up to a few hundred terms of very different lengths (1 entry to 10**12), with
+    appends, truncations, purges and rebuilds from the key log ids interleaved with lookups at
+    every key's edges and at random indexes."""
+    rng = random.Random(seed)
+    li, m = impl.LogIndex(), KeyModel()
+
+    def check(what: str) -> None:
+        probes = {-1, m.last, m.last + 1, rng.randint(-2, m.last + 2)}
+        for _, f in m.keys:
+            probes.update((f - 1, f, f + 1))
+        probes.update(rng.randint(0, max(m.last, 0)) for _ in range(30))
+        for i in sorted(probes):
+            assert li.term_at(i) == m.term_at(i), f"seed {seed}, after {what}: term_at({i})"
+            t = m.term_at(i)
+            assert li.has_log_id(t, i) == (t >= 0), f"seed {seed}, after {what}: has_log_id({t}, {i})"
+
+    for step in range(120):
+        op = rng.random()
+        if op < 0.55 or not m.keys:
+            term = m.last_term() + rng.randint(1, 3) if m.last_term() >= 0 else rng.randint(0, 3)
+            count = rng.choice([1, 1, 2, rng.randint(1, 40), rng.randint(1_000, 10**6), 10**12])
+            li.append_term(term, m.last + 1, count)
+            m.keys.append((term, m.last + 1))
+            m.last += count
+            what = f"append_term({term}, count {count})"
+        elif op < 0.7:
+            lo = -1 if m.purged is None else m.purged[1]
+            idx = rng.randint(lo, m.last)
+            li.truncate_after(idx)
+            m.keys = [(t, f) for t, f in m.keys if f <= idx]
+            m.last = idx
+            what = f"truncate_after({idx})"
+        elif op < 0.85:
+            lo = 0 if m.purged is None else m.purged[1] + 1
+            if lo > m.last:
+                continue
+            idx = rng.randint(lo, min(m.last, lo + rng.choice([0, 5, 10**6, 10**13])))
+            term = m.term_at(idx)
+            li.purge(term, idx)
+            kept = [(t, f) for t, f in m.keys if f > idx]
+            if idx < m.last and (not kept or kept[0][1] != idx + 1):
+                kept.insert(0, (m.term_at(idx + 1), idx + 1))
+            m.keys, m.purged = kept, (term, idx)
+            what = f"purge({term}, {idx})"
+        else:
+            li = impl.LogIndex(m.purged, list(m.keys), m.last)
+            what = "a rebuild from the key log ids"
+        assert li.key_log_ids() == m.keys, f"seed {seed}, after {what}"
+        check(what)
 
 
 # -- EntryCache ------------------------------------------------------------------------
