@@ -292,7 +292,7 @@ def test_term_at_over_many_terms_vs_model(impl, seed) -> None:
             t = m.term_at(i)
             assert li.has_log_id(t, i) == (t >= 0), f"seed {seed}, after {what}: has_log_id({t}, {i})"
 
-    for step in range(120):
+    for _step in range(120):
         op = rng.random()
         if op < 0.55 or not m.keys:
             term = m.last_term() + rng.randint(1, 3) if m.last_term() >= 0 else rng.randint(0, 3)
