@@ -2,7 +2,7 @@
 """Log index kernel, compiled. The readable contract is the twin ``_logindex_py.py``."""
 
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memmove
 
 
@@ -126,7 +126,8 @@ cdef class LogIndex:
             return
         self._table = table
         for j in range(nb + 1):
-            while k < n and self._firsts[k] < f0 + (<int64_t>j << shift):
+            # Offsets from f0, unsigned: the last bucket's end may lie past the largest int64.
+            while k < n and <uint64_t>(self._firsts[k] - f0) < (<uint64_t>j << shift):
                 k += 1
             table[j] = k
         self._table_shift = shift

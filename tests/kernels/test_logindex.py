@@ -327,6 +327,29 @@ def test_term_at_over_many_terms_vs_model(impl, seed) -> None:
         check(what)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_term_at_up_to_the_largest_index(impl, seed) -> None:
+    """A log of many terms whose last index is ``2**63 - 1``: the compiled lookup table's
+    buckets reach past it (no overflow of the index arithmetic)."""
+    rng = random.Random(seed)
+    counts = [rng.choice([1, 7, 2**20, 2**40, 2**44, 2**46]) for _ in range(rng.randint(17, 80))]
+    first = 2**63 - sum(counts)
+    m = KeyModel()
+    m.purged, m.last = (0, first - 1), first - 1
+    li = impl.LogIndex(m.purged, None, m.last)
+    for term, count in enumerate(counts, start=1):
+        li.append_term(term, m.last + 1, count)
+        m.keys.append((term, m.last + 1))
+        m.last += count
+    assert m.last == 2**63 - 1
+    probes = {m.last, m.last - 1, first - 1, first - 2}
+    for _, f in m.keys:
+        probes.update((f - 1, f, f + 1))
+    probes.update(rng.randint(first, m.last) for _ in range(200))
+    for i in sorted(p for p in probes if p < 2**63):
+        assert li.term_at(i) == m.term_at(i), f"seed {seed}: term_at({i})"
+
+
 # -- EntryCache ------------------------------------------------------------------------
 
 
