@@ -100,9 +100,9 @@ releases the GIL for a moment (``time.sleep(0)``) after this many key-value pair
 event loop's thread, when it wakes, gets the GIL within a fraction of a millisecond. Without
 it, the loop waited for the interpreter's switch interval (5 ms) at every wake-up while a
 build ran: on the node building, each replication round took several times longer. Measured
-(a 1 ms timer on the loop during a build of 300,000 keys): lag median 3.8 ms without, 0.3 ms
-with, the build 20-40% longer since the loop now gets its share (``bench/snapshot_stall.py
---rocks``)."""
+(a 1 ms timer on the loop during a build of 300,000 keys, 6 builds each way): lag median
+2.1-4.3 ms without, 0.27-0.76 ms with, the build 20-50% longer in wall time since the loop
+now gets its share (``bench/snapshot_stall.py --rocks``)."""
 
 
 def _data_pairs(image: BoundedIter) -> Iterator[tuple[bytes, bytes]]:
