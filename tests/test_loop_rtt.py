@@ -37,7 +37,26 @@ def test_reports_each_work_size(tmp_path: Path) -> None:
     assert len(lines) == 2, proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--round-trips", "0"], ["--repeat", "0"], ["--work", "-1"], ["--work", ","], ["--work", "abc"]])
+@pytest.mark.timeout(90)
+def test_pages_add_work_and_both_processes_share_one_cpu(tmp_path: Path) -> None:
+    got = {}
+    for pages in (0, 400):
+        out = tmp_path / f"rtt{pages}.json"
+        proc = run("--round-trips", "200", "--work", "0", "--pages", str(pages), "--cpus", "one", "--repeat", "1",
+                   "--json", str(out))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"{pages} pages read per message, CPUs: one" in proc.stdout
+        got[pages] = json.loads(out.read_text())
+        assert (got[pages]["pages"], got[pages]["cpus"]) == (pages, "one")
+        assert got[pages]["points"][0]["rtt_us"] > 0
+    (none,), (some,) = got[0]["points"], got[400]["points"]
+    # 400 page reads take measurably longer than no work at all, in the handler and warm.
+    assert some["work_warm_us"] > none["work_warm_us"]
+    assert some["work_here_us"] > none["work_here_us"]
+
+
+@pytest.mark.parametrize("args", [["--round-trips", "0"], ["--repeat", "0"], ["--work", "-1"], ["--work", ","], ["--work", "abc"],
+                                  ["--pages", "-1"], ["--cpus", "three"]])
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     proc = run(*args)
     assert proc.returncode == 2
