@@ -18,8 +18,9 @@ message switches the CPU from one process to the other) or ``two`` (one each). F
 
 Where ``work here`` is several times ``work warm``, code that runs right after the process
 wakes up runs that much slower (caches, TLBs and branch predictors that other work had
-meanwhile), and the per-message costs of a multi-process benchmark are higher than in-process figures
-suggest. ``docs/design/performance.md`` (twenty-second round) has what it measured here.
+meanwhile), and the per-message costs of a multi-process benchmark are higher than
+in-process figures suggest. ``docs/design/performance.md`` (twenty-second and twenty-sixth
+rounds) has what it measured here.
 
     python bench/loop_rtt.py [--round-trips 5000] [--work 0,100,400,1600] [--pages 0]
                              [--cpus any|one|two] [--repeat 3] [--json F]
@@ -46,6 +47,8 @@ import uvloop
 
 MESSAGE = b"p" * 64
 PAGE = 4096
+MAX_PAGES = 262_144
+"""The most pages ``--pages`` takes: 1 GiB of buffer in each process."""
 
 
 def one_call(x: int) -> int:
@@ -168,8 +171,10 @@ def warm_work_us(work: Work, repeat: int = 2000) -> float:
 
 def measure(calls: int, round_trips: int, pages: int = 0, cpus: str = "any") -> dict[str, float]:
     """One run: a server process (forked) and this process as the client, placed by ``cpus``
-    (this process's own placement is restored afterwards)."""
-    work = Work(calls, pages)
+    (this process's own placement is restored afterwards). Each process builds its own
+    ``Work`` after the fork, so the two never read the same physical pages (a buffer built
+    before the fork would be shared until written, and the other process's reads would keep
+    it in the shared caches)."""
     mine = os.sched_getaffinity(0)
     r, w = os.pipe()
     pid = os.fork()
@@ -177,12 +182,13 @@ def measure(calls: int, round_trips: int, pages: int = 0, cpus: str = "any") -> 
         try:
             os.close(r)
             pin(cpus, 1)
-            uvloop.run(_serve(work, w))
+            uvloop.run(_serve(Work(calls, pages), w))
         finally:
             os._exit(0)
     os.close(w)
     try:
         pin(cpus, 0)
+        work = Work(calls, pages)
         with os.fdopen(r) as f:
             port = int(f.readline())
         out = uvloop.run(_client(work, port, round_trips))
@@ -212,8 +218,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = []
     if not sizes or min(sizes) < 0:
         p.error(f"--work needs comma-separated whole numbers of calls >= 0, got {args.work!r}")
-    if args.pages < 0:
-        p.error(f"--pages must be at least 0, got {args.pages}")
+    if not 0 <= args.pages <= MAX_PAGES:
+        p.error(f"--pages must be from 0 to {MAX_PAGES} ({MAX_PAGES * PAGE >> 20} MiB), got {args.pages}")
     usable = os.sched_getaffinity(0)
     needed = {"any": set(), "one": {0}, "two": {0, 1}}[args.cpus]
     if not needed <= usable:

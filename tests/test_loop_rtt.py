@@ -56,7 +56,7 @@ def test_pages_add_work_and_both_processes_share_one_cpu(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("args", [["--round-trips", "0"], ["--repeat", "0"], ["--work", "-1"], ["--work", ","], ["--work", "abc"],
-                                  ["--pages", "-1"], ["--cpus", "three"]])
+                                  ["--pages", "-1"], ["--pages", "262145"], ["--cpus", "three"]])
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     proc = run(*args)
     assert proc.returncode == 2
