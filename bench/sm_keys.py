@@ -45,6 +45,8 @@ from openraft_py.types import Entry, LogId, Normal
 
 ORDERS = ("writers", "sorted", "sequential", "random")
 VALUE = "v" * 16
+MAX_BATCH = 65_536
+"""The largest ``--batch``: its entries are built in memory at once, per order."""
 
 
 def keys_for(order: str, batch_no: int, batch: int, rng: random.Random) -> list[str]:
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.batches < 1 or args.batch < 1 or args.segment < 1:
         p.error("--batches, --batch and --segment must be at least 1")
+    if args.batch > MAX_BATCH:
+        p.error(f"--batch must be at most {MAX_BATCH}, got {args.batch}")
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
     bad = [o for o in orders if o not in ORDERS]
     if not orders or bad or len(set(orders)) != len(orders):

@@ -57,7 +57,7 @@ def test_the_keys_of_each_order() -> None:
         keys_for("reverse", 0, 1, rng)
 
 
-@pytest.mark.parametrize("args", [["--batches", "0"], ["--batch", "0"], ["--segment", "0"], ["--orders", "foo"],
+@pytest.mark.parametrize("args", [["--batches", "0"], ["--batch", "0"], ["--batch", "65537"], ["--segment", "0"], ["--orders", "foo"],
                                   ["--orders", "random,random"], ["--orders", ","], ["--dir", "/nonexistent/x"]])
 def test_bad_arguments_are_refused(args: list[str]) -> None:
     proc = run(*args)
