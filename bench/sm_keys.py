@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.batches} batches of {args.batch} sets per key order, alternating, state machines under {where}")
     result = asyncio.run(run(orders, args.batches, args.batch, args.segment, where))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        Path(args.json).write_text(json.dumps(result, indent=1))
     return result
 
 

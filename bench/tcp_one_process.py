@@ -86,15 +86,16 @@ async def run(writers: list[int], seconds: float, repeat: int, sync: bool, state
                 if out["errors"]:
                     raise RuntimeError(f"{w} writers: {out['errors'][0]}")
                 acked = sum(out["acked"])
+                if not acked:
+                    raise RuntimeError(f"{w} writers: no write was acknowledged in {seconds:g} s")
                 lat = out["latency_ms"]
                 runs.append({"writes_per_s": acked / out["elapsed"], "p50": lat.get("p50"), "p99": lat.get("p99"),
-                             "p999": lat.get("p999"), "cpu_us": out["cpu"] / acked * 1e6 if acked else None,
-                             "groups_per_write": out["log_groups"] / acked if acked else None})
+                             "p999": lat.get("p999"), "cpu_us": out["cpu"] / acked * 1e6,
+                             "groups_per_write": out["log_groups"] / acked})
                 print(f"  {w} writers, run {r + 1}: {runs[-1]['writes_per_s']:,.0f} writes/s, "
                       f"p50 {lat.get('p50', float('nan')):.3f} ms", flush=True)
             point = summarize(w, runs)
-            point["groups_per_write"] = statistics.median(r["groups_per_write"] for r in runs
-                                                          if r["groups_per_write"] is not None)
+            point["groups_per_write"] = statistics.median(r["groups_per_write"] for r in runs)
             points.append(point)
     finally:
         for n in reversed(started):
@@ -134,10 +135,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print("|--:|--:|--:|--:|--:|--:|--:|")
     for pt in points:
         print(f"| {pt['writers']} | {pt['writes_per_s']:,.0f} | {pt['p50']:.3f} | {pt['p99']:.3f} | {pt['p999']:.3f} "
-              f"| {pt.get('cpu_us', float('nan')):.1f} | {pt['groups_per_write']:.3f} |")
+              f"| {pt['cpu_us']:.1f} | {pt['groups_per_write']:.3f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(points, f, indent=1)
+        Path(args.json).write_text(json.dumps(points, indent=1))
     return points
 
 
