@@ -20,6 +20,11 @@ median of each figure), and measures in the same run, on the same machine:
 - the loopback TCP round trip: 64 bytes sent to an echo server in another process over
   127.0.0.1 (TCP_NODELAY, blocking sockets), median of ``--rtt-samples``.
 
+Each run also shows where the time goes: the leader's fsync groups (= replication rounds) per
+second and writes per group, each node's share of a CPU and the CPU per write (every thread
+of the three nodes), and each node's voluntary and involuntary context switches per group
+(``getrusage``: a node sleeping and waking, or preempted).
+
 Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer p50 <= 3 x
 (fsync + round trip). They are printed as met or not: nothing here is asserted.
 
@@ -227,6 +232,9 @@ async def one_run(c: ProcCluster, root: Path, leader: int, w: int, rep: int, arg
         run["cpu"] = {i: (stats1[i]["cpu"] - stats0[i]["cpu"]) / r["elapsed"] for i in stats1 if i in stats0}
         run["groups"] = {i: stats1[i]["log_groups"] - stats0[i]["log_groups"] for i in stats1 if i in stats0}
         run["cpu_us"] = cpu_us_per_write(sum(stats1[i]["cpu"] - stats0[i]["cpu"] for i in run["cpu"]), n)
+        # Context switches of each node (all threads) meanwhile: [voluntary, involuntary].
+        run["switches"] = {i: [b - a for a, b in zip(stats0[i]["switches"], stats1[i]["switches"])]
+                           for i in stats1 if i in stats0}
     if prof:
         results["profile"] = [prof, fprof]
         print_profile(prof, args.profile_lines, f"leader n{leader}")
@@ -235,7 +243,7 @@ async def one_run(c: ProcCluster, root: Path, leader: int, w: int, rep: int, arg
 
 
 async def stats(c: ProcCluster) -> dict[int, dict[str, Any]]:
-    """Each running node's CPU seconds and log write groups so far."""
+    """Each running node's CPU seconds, log write groups and context switches so far."""
     ids = c.running()
     got = await asyncio.gather(*(c.call(i, "stats") for i in ids))
     return dict(zip(ids, got))
@@ -314,13 +322,16 @@ def report(res: dict[str, Any]) -> None:
               f"| {cpu:>12} |")
     print()
     print("where the time goes: leader fsync groups/s (= replication rounds), writes per group, CPU per node "
-          "and per write (the three nodes)")
+          "and per write (the three nodes), each node's context switches per group")
     for r in res["runs"]:
         g = r["leader_groups"]
         cpu = " ".join(f"n{i} {v * 100:.0f}%" for i, v in sorted(r.get("cpu", {}).items()))
         per_write = "" if r.get("cpu_us") is None else f", {r['cpu_us']:.1f} us/write"
         print(f"  {r['writers']:>4} writers: {g / r['elapsed']:>7.0f} groups/s, {r['writes'] / max(g, 1):>6.1f} writes/group"
               + (f", CPU {cpu}{per_write}" if cpu else ""))
+        if r.get("switches") and g:
+            sw = " ".join(f"n{i} {v / g:.1f}+{iv / g:.1f}" for i, (v, iv) in sorted(r["switches"].items()))
+            print(f"{'':>20}context switches per group, voluntary+involuntary: {sw}")
     print()
     by_w = {r["writers"]: r for r in res["points"]}
     if 256 in by_w:

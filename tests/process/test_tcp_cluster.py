@@ -218,6 +218,14 @@ async def test_memory_state_machine_nodes_rebuild_from_the_log_and_refuse_a_purg
         lid, _ = await c.wait_for_leader(timeout=10.0)
         follower = next(i for i in IDS if i != lid)
         m = await c.call(lid, "metrics")
+        # ``stats`` (what bench/tcp.py reads around a run): the leader has written log groups
+        # and, having slept between them, counted voluntary context switches.
+        st = await c.call(lid, "stats")
+        assert st["log_groups"] > 0 and st["cpu"] > 0
+        vol, invol = st["switches"]
+        assert type(vol) is int and type(invol) is int and vol > 0 and invol >= 0
+        again = await c.call(lid, "stats")
+        assert again["switches"][0] >= vol and again["switches"][1] >= invol
         await wait_all_applied(c, list(IDS), m["committed"])
 
         c.kill(follower)

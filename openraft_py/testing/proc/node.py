@@ -47,7 +47,8 @@ Operations (``op`` and its fields; the result):
   keys ``i < acked[w]`` of each writer.
 - ``metrics`` -> see ``metrics_dict``
 - ``stats`` -> ``{"cpu": CPU seconds of this process so far (all threads), "log_groups": the
-  log store's write groups so far (one fsync each with sync on)}``
+  log store's write groups so far (one fsync each with sync on), "switches": [voluntary,
+  involuntary] context switches of this process so far (all threads; ``getrusage``)}``
 - ``read`` ``keys`` -> ``{"values": [value or null]}``; ``dump`` [``prefix``] -> ``{"data":
   {key: value}}`` (the applied state, a full scan)
 - ``wait`` ``until`` (``applied`` / ``log`` / ``snapshot`` / ``purged`` with ``index``;
@@ -70,6 +71,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import signal
 import statistics
 import sys
@@ -375,7 +377,9 @@ class Node:
 
     async def op_stats(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.log_store is not None
-        return {"cpu": time.process_time(), "log_groups": self.log_store.groups_written}
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"cpu": time.process_time(), "log_groups": self.log_store.groups_written,
+                "switches": [ru.ru_nvcsw, ru.ru_nivcsw]}
 
     async def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
         assert self.sm is not None
