@@ -23,6 +23,7 @@ from openraft_py.errors import StorageError
 from openraft_py.storage import IOFlushed
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.storage.rocks.aio import AioFsync
+from openraft_py.storage.rocks.log_store import WRITE_AFTER_SENDS_MAX, WRITE_NOW_MAX
 from openraft_py.types import Entry, LogId, Normal, Vote
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -207,8 +208,9 @@ async def test_close_finishes_the_fast_path_writes_in_flight(tmp_path: Path) -> 
     store = RocksLogStore(path)
     assert await asyncio.wait_for(await append(store, 0), 10) is None
     pending = [await append(store, i) for i in range(1, 6)]
-    # Written on the loop; their fsyncs not handed to the kernel yet, or in flight there.
-    assert store._writer._written or store._writer._fast
+    # A leader's small appends: waiting to be written on the loop, written with their fsyncs
+    # not handed to the kernel yet, or in flight there.
+    assert store._writer._deferred or store._writer._written or store._writer._fast
     store.close()  # on the loop's thread: waits for them
     for _ in range(3):
         await asyncio.sleep(0)
@@ -300,8 +302,9 @@ async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
     store = RocksLogStore(path)
     assert await asyncio.wait_for(await append(store, 0), 10) is None
     monkeypatch.setattr(AioFsync, "submit", lambda self, fd, token: False)
-    pending = await append(store, 1)
-    assert store._writer._written  # not handed over yet
+    n = WRITE_AFTER_SENDS_MAX + 1  # written at once (a small one would wait to be written)
+    pending = await append(store, 1, n)
+    assert store._writer._written and not store._writer._deferred  # written, not handed over yet
     store.close()
     for _ in range(5):
         await asyncio.sleep(0)
@@ -309,7 +312,37 @@ async def test_close_before_the_fsync_was_handed_over_makes_the_write_durable(
     monkeypatch.undo()
     reopened = RocksLogStore(path)  # the acknowledged mark must match what RocksDB recovered
     try:
-        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 2)] == [0, 1]
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, n + 1)] == list(range(n + 1))
+    finally:
+        reopened.close()
+
+
+@needs_aio
+@pytest.mark.parametrize("how", ["close", "aclose"])
+async def test_close_before_a_small_append_was_written_makes_it_durable(tmp_path: Path, how: str) -> None:
+    """A leader's small append still waiting to be written (``close()`` or ``aclose()`` in
+    the same loop pass): closing writes it, makes it durable and acknowledges it."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    assert await asyncio.wait_for(await append(store, 0), 10) is None
+    pending = [await append(store, 1), await append(store, 2, 3)]
+    writer = store._writer
+    assert len(writer._deferred) == 2  # nothing of them written yet
+    fast0, groups0 = writer.fast_writes, writer.groups
+    if how == "close":
+        store.close()  # the thread writes them
+    else:
+        await store.aclose()  # ``close_fast`` writes them on the loop, fsyncs with the kernel
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(f.done() and f.result() is None for f in pending)
+    if how == "aclose":
+        assert writer.fast_writes == fast0 + 2 and writer.groups == groups0
+    else:
+        assert writer.groups > groups0
+    reopened = RocksLogStore(path)
+    try:
+        assert [e.log_id.index for e in await reopened.try_get_log_entries(0, 5)] == [0, 1, 2, 3, 4]
     finally:
         reopened.close()
 
@@ -354,15 +387,102 @@ async def test_the_fsync_waits_a_few_passes_only_when_the_caller_sends_first(tmp
     try:
         assert await asyncio.wait_for(await append(store, 0), 10) is None  # (may take the thread)
         writer = store._writer
-        for i, sends_first in ((1, False), (2, True), (3, False)):
+        big = WRITE_AFTER_SENDS_MAX + 1
+        first = 1
+        # (entries, sends_first): a follower's append; a leader's large one, written at once
+        # with its fsync waiting; a leader's small one, waiting whole; a follower's again.
+        for n, sends_first in ((1, False), (big, True), (1, True), (1, False)):
             done: asyncio.Future[BaseException | None] = loop.create_future()
             await writer_idle(store)
-            await store.append([ent(i)], IOFlushed(done.set_result, loop, sends_first=sends_first))
-            assert len(writer._written) == (1 if sends_first else 0)
+            await store.append(ents(first, n), IOFlushed(done.set_result, loop, sends_first=sends_first))
+            first += n
+            assert len(writer._written) == (1 if sends_first and n == big else 0)
+            assert len(writer._deferred) == (1 if sends_first and n == 1 else 0)
             assert await asyncio.wait_for(done, 10) is None
-        assert writer.fast_writes >= 3
+        assert writer.fast_writes >= 4 and writer.deferred_writes == 1
     finally:
         await store.aclose()
+
+
+@needs_aio
+async def test_a_leaders_small_append_is_written_after_its_sends(tmp_path: Path) -> None:
+    """A leader's append of at most ``WRITE_AFTER_SENDS_MAX`` entries is written only after
+    what its loop pass scheduled, and what that scheduled in turn (the AppendEntries' frames),
+    has run; its entries are readable meanwhile, and it is acknowledged once durable."""
+    loop = asyncio.get_running_loop()
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None
+        writer = store._writer
+        seq0 = writer._db.latest_sequence_number()
+        seen: list[int] = []
+        done = await append(store, 1, WRITE_AFTER_SENDS_MAX)
+        loop.call_soon(lambda: loop.call_soon(lambda: seen.append(writer._db.latest_sequence_number())))
+        assert writer._db.latest_sequence_number() == seq0  # not written in append
+        got = await store.try_get_log_entries(1, 1 + WRITE_AFTER_SENDS_MAX)  # the pending view
+        assert [e.log_id.index for e in got] == list(range(1, 1 + WRITE_AFTER_SENDS_MAX))
+        assert await asyncio.wait_for(done, 10) is None
+        assert seen == [seq0]  # the "frames" went first
+        assert writer._db.latest_sequence_number() > seq0
+        assert writer.deferred_writes >= 1 and not writer._deferred
+    finally:
+        await store.aclose()
+
+
+async def _then_large_append(store: RocksLogStore) -> list[int]:
+    n = WRITE_NOW_MAX + 1  # the thread's path
+    await store.append(ents(2, n), IOFlushed(lambda err: None))
+    return list(range(2 + n))
+
+
+async def _then_truncate(store: RocksLogStore) -> list[int]:
+    await store.truncate_after(LogId(1, 0))  # removes the small append's entry 1
+    return [0]
+
+
+async def _then_follower_append(store: RocksLogStore) -> list[int]:
+    await store.append(ents(2, 2), IOFlushed(lambda err: None))  # written at once, no deferral
+    return [0, 1, 2, 3]
+
+
+@needs_aio
+@pytest.mark.parametrize("then", [_then_large_append, _then_truncate, _then_follower_append],
+                         ids=["large append", "truncate", "follower append"])
+async def test_writes_given_while_a_small_append_waits_keep_call_order(
+    tmp_path: Path, then: Callable[[RocksLogStore], Any]
+) -> None:
+    """Whatever the writer is given while a leader's small append waits to be written (the
+    thread's path, a truncation, an append written at once) is written after it: RocksDB
+    receives the batches in call order, and a reopen reads the log the calls made."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None
+        writer = store._writer
+        order: list[int] = []
+        real_write = writer._write_built
+
+        def recording_write(build: Callable[[], Any]) -> BaseException | None:
+            batch = build()
+            order.append(batch.len())
+            return real_write(lambda: batch)
+
+        writer._write_built = recording_write  # type: ignore[method-assign]
+        small = await append(store, 1)
+        assert len(writer._deferred) == 1
+        expected = await then(store)
+        assert await asyncio.wait_for(small, 10) is None
+        if then is _then_follower_append:
+            assert order == [1, 2]  # the waiting batch first, then the follower's
+        await store.save_vote(Vote.new(2, 1))  # a durable write after everything
+    finally:
+        await store.aclose()
+    reopened = RocksLogStore(path)
+    try:
+        got = await reopened.try_get_log_entries(0, 1000)
+        assert [e.log_id.index for e in got] == expected
+    finally:
+        reopened.close()
 
 
 # -- sync=False: the fast path is the write alone -----------------------------------------------

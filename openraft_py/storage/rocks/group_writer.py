@@ -114,9 +114,16 @@ class GroupWriter:
         # Each one is handed over (or given to the thread) by ``_submit_written``, which a
         # chain of loop passes calls, and ``close_fast``/``_close_aio`` before they wait.
         self._written: list[tuple[int, int, int, Callable[[BaseException | None], None]]] = []
+        # Fast-path writes accepted with ``defer_write`` and not written yet, in call order:
+        # (build, done). ``_write_deferred`` writes them ``_SUBMIT_AFTER_PASSES`` loop passes
+        # later, or before anything the writer is given meanwhile (``submit``, another
+        # ``write_now``, the closes), so batches still reach RocksDB in call order.
+        self._deferred: list[tuple[Callable[[], WriteBatch], Callable[[BaseException | None], None]]] = []
         self._fast_closed = False
         self._reader_loop: asyncio.AbstractEventLoop | None = None  # watching the AIO eventfd
+        self._reader_thread: int | None = None  # the thread running ``_reader_loop``
         self._drained: asyncio.Future[None] | None = None
+        self.deferred_writes = 0  # fast-path writes accepted with ``defer_write`` (for tests and benchmarks)
         self.fast_writes = 0  # writes made durable (sync=False: written) by the fast path (for tests and benchmarks)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -127,6 +134,9 @@ class GroupWriter:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the store is closed")
+            if self._deferred:
+                # Written before ``item`` (call order); on the loop's own thread only.
+                self._write_deferred(to_thread=threading.get_ident() != self._reader_thread)
             self._queue.append((item, done))
             if durable:
                 self._durable_queued += 1
@@ -141,6 +151,7 @@ class GroupWriter:
         done: Callable[[BaseException | None], None],
         durable: bool = True,
         defer_sync: bool = True,
+        defer_write: bool = False,
     ) -> bool:
         """From the event loop: if the fast path is available and the thread is idle with
         nothing queued, write ``build()`` now, here, and (``durable``) queue its durability
@@ -152,6 +163,12 @@ class GroupWriter:
         ``defer_sync``: the fsync is handed to the kernel ``_SUBMIT_AFTER_PASSES`` loop
         passes later (what the caller sends in this pass leaves first); otherwise now.
 
+        ``defer_write`` (``durable`` only): the write waits as well. The batch is accepted
+        now and written, its fsync handed to the kernel at once after it,
+        ``_SUBMIT_AFTER_PASSES`` loop passes later, so what the caller sends in this pass
+        leaves before the write takes the loop (a leader's small append). Anything the writer
+        is given meanwhile is written after it.
+
         With ``sync=False`` there is no durability step: the batch is done once written, and
         ``done`` is called before this returns (``_write_now_unsynced``)."""
         if not self._sync:
@@ -159,53 +176,105 @@ class GroupWriter:
         aio = self._aio
         if aio is None:
             return False
+        deferring = defer_write and durable
         with self._cond:
-            wal = self._wal
-            if (
-                self._queue or self._busy or self._closing or self._fast_closed or self._failed is not None
-                or wal is None or not wal.ready
-            ):
+            if self._deferred and not deferring:
+                self._write_deferred()  # written before this batch: call order
+            if not self._fast_available():
                 return False
-            err = self._write_built(build)
-            if err is not None:
-                # Drop the traceback: its frames' ``f_back`` chain reaches the loop's callers
-                # (``append``, with the batch builder and its column family handle), which
-                # would keep RocksDB open and its LOCK taken for as long as the error lives.
-                err = err.with_traceback(None)
-                self._failed = err
-                done(err)
-                return True
-            if not durable:
-                self._unsynced = True  # the next durability step (or close()) covers it
-                done(None)
-                return True
-            # Only now (the write returned): a WAL it started is seen by the watch.
-            fd = wal.current_fd()
-            if fd < 0:
-                # A new WAL may exist: the thread's durability step (which lists the WAL
-                # directory) covers this write.
-                self._to_thread(done)
-                return True
-            # A descriptor of our own: the syncer may close its descriptor (and the number
-            # be reused) before the fsync is submitted; this one stays the WAL that holds
-            # this write.
-            try:
-                own = os.dup(fd)
-            except OSError:  # e.g. out of descriptors: the thread's step covers the write
-                self._to_thread(done)
-                return True
-            self._written.append((self._next_token, own, self._db.latest_sequence_number(), done))
-            self._next_token += 1
-            first = len(self._written) == 1
+            if deferring:
+                self._deferred.append((build, done))
+                self.deferred_writes += 1
+                first = len(self._deferred) == 1
+            else:
+                # ``first``: no submission is scheduled yet for ``_written``.
+                first = self._write_fast(build, done, durable) and len(self._written) == 1
         loop = self._reader_loop
         if loop is None:
             loop = self._reader_loop = asyncio.get_running_loop()
+            self._reader_thread = threading.get_ident()
             loop.add_reader(aio.efd, self._reap)
-        if not defer_sync:
+        if deferring:
+            if first:
+                loop.call_soon(self._write_deferred_after, _SUBMIT_AFTER_PASSES - 1)
+        elif not defer_sync:
             self._submit_written()  # (with any deferred before it, in write order)
         elif first:
             loop.call_soon(self._submit_after, _SUBMIT_AFTER_PASSES - 1)
         return True
+
+    def _fast_available(self) -> bool:
+        """Under the lock: whether the loop may write now (the thread idle with nothing
+        queued, the fast path open, nothing failed, the WAL syncer ready)."""
+        wal = self._wal
+        return not (
+            self._queue or self._busy or self._closing or self._fast_closed or self._failed is not None
+            or wal is None or not wal.ready
+        )
+
+    def _write_fast(self, build: Callable[[], WriteBatch], done: Callable[[BaseException | None], None],
+                    durable: bool) -> bool:
+        """Under the lock, the fast path available: write ``build()`` here. ``True`` when its
+        fsync waits in ``_written`` for ``_submit_written``; otherwise ``done`` has been called
+        (a failed write, which fails the writer; ``durable=False``) or the thread's next
+        durability step covers it."""
+        err = self._write_built(build)
+        if err is not None:
+            # Drop the traceback: its frames' ``f_back`` chain reaches the loop's callers
+            # (``append``, with the batch builder and its column family handle), which
+            # would keep RocksDB open and its LOCK taken for as long as the error lives.
+            err = err.with_traceback(None)
+            self._failed = err
+            done(err)
+            return False
+        if not durable:
+            self._unsynced = True  # the next durability step (or close()) covers it
+            done(None)
+            return False
+        # Only now (the write returned): a WAL it started is seen by the watch.
+        wal = self._wal
+        assert wal is not None  # (the fast path is available)
+        fd = wal.current_fd()
+        if fd < 0:
+            # A new WAL may exist: the thread's durability step (which lists the WAL
+            # directory) covers this write.
+            self._to_thread(done)
+            return False
+        # A descriptor of our own: the syncer may close its descriptor (and the number
+        # be reused) before the fsync is submitted; this one stays the WAL that holds
+        # this write.
+        try:
+            own = os.dup(fd)
+        except OSError:  # e.g. out of descriptors: the thread's step covers the write
+            self._to_thread(done)
+            return False
+        self._written.append((self._next_token, own, self._db.latest_sequence_number(), done))
+        self._next_token += 1
+        return True
+
+    def _write_deferred_after(self, passes: int) -> None:
+        """On the loop: ``_write_deferred`` after ``passes`` more loop passes."""
+        if passes > 0 and self._reader_loop is not None:
+            self._reader_loop.call_soon(self._write_deferred_after, passes - 1)
+        else:
+            self._write_deferred()
+
+    def _write_deferred(self, to_thread: bool = False) -> None:
+        """Write the deferred batches (``write_now(defer_write=True)``) here, in order, and
+        hand their fsyncs to the kernel. Once the fast path cannot take one (the thread got
+        work, a write failed, or ``to_thread``: not on the loop), it and the rest go to the
+        thread's queue as they are, still in order (a failure then fails them there)."""
+        with self._cond:
+            deferred, self._deferred = self._deferred, []
+            for i, (build, done) in enumerate(deferred):
+                if to_thread or not self._fast_available():
+                    self._queue.extend(deferred[i:])
+                    self._durable_queued += len(deferred) - i
+                    self._cond.notify()
+                    break
+                self._write_fast(build, done, True)
+        if not to_thread:
+            self._submit_written()
 
     def _write_now_unsynced(self, build: Callable[[], WriteBatch], done: Callable[[BaseException | None], None]) -> bool:
         """``write_now`` of a store with ``sync=False``: while the thread is idle with nothing
@@ -317,6 +386,8 @@ class GroupWriter:
         """On the loop: end the fast path; return once its writes in flight are finished
         (their ``done`` called) and the loop no longer watches the AIO eventfd."""
         with self._cond:
+            if self._deferred:
+                self._write_deferred()  # before the fast path closes
             self._fast_closed = True
         aio = self._aio
         if aio is None:
@@ -329,6 +400,7 @@ class GroupWriter:
         if self._reader_loop is not None:
             self._reader_loop.remove_reader(aio.efd)
             self._reader_loop = None
+            self._reader_thread = None
 
     def _close_aio(self) -> None:
         """At ``close()``: stop watching the eventfd (on its loop), wait for the fast-path
@@ -352,6 +424,7 @@ class GroupWriter:
                 except Exception:  # noqa: BLE001 - a closed loop watches nothing any more
                     pass
                 self._reader_loop = None
+                self._reader_thread = None
         self._submit_written(thread_gone=True)  # none left unless close_fast did not run
         for token, err in aio.close():
             self._finish_fast(token, err)
@@ -444,6 +517,9 @@ class GroupWriter:
         """Write everything queued, then stop the thread (blocks until it has) and drop the
         database (a reference left here would keep RocksDB open if its own close fails)."""
         with self._cond:
+            if self._deferred:
+                # Not written yet (``close_fast`` did not run): the thread writes them.
+                self._write_deferred(to_thread=True)
             self._closing = True
             self._cond.notify()
         self._thread.join()

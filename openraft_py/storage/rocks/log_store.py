@@ -41,6 +41,7 @@ from .wal import wal_syncer_for
 __all__ = [
     "FSYNC_MODES",
     "INLINE_READ_MAX",
+    "WRITE_AFTER_SENDS_MAX",
     "WRITE_NOW_MAX",
     "WRITE_NOW_MAX_BYTES",
     "WRITE_NOW_MAX_UNSYNCED",
@@ -70,6 +71,14 @@ WRITE_NOW_MAX_UNSYNCED = 1024
 """``WRITE_NOW_MAX`` for a store with ``sync=False``: with no fsync to wait for, the fast path
 is the whole write, and a thread hop would cost more than the write (256 entries of ~60 bytes:
 ~0.1 ms)."""
+
+WRITE_AFTER_SENDS_MAX = 16
+"""A leader's append (``IOFlushed.sends_first``) of at most this many entries on the fast path
+is written after its AppendEntries leave, a few loop passes later, not before them
+(``GroupWriter.write_now(defer_write=True)``): the followers get the entries one RocksDB
+write sooner, and the leader's own write overlaps their round trip. Larger appends are
+written at once (only their fsync waits for the sends). See ``docs/design/performance.md``,
+twenty-seventh round."""
 
 WRITE_NOW_MAX_BYTES = 512 * 1024
 """An append whose payloads add up to more than this many bytes never takes the fast path, so
@@ -431,7 +440,10 @@ class RocksLogStore(RocksLogReader):
             if (
                 len(owned) > (WRITE_NOW_MAX if self.sync else WRITE_NOW_MAX_UNSYNCED)
                 or normal_data_bytes(owned, Normal) > WRITE_NOW_MAX_BYTES
-                or not self._writer.write_now(build, done, defer_sync=callback.sends_first)
+                or not self._writer.write_now(
+                    build, done, defer_sync=callback.sends_first,
+                    defer_write=callback.sends_first and len(owned) <= WRITE_AFTER_SENDS_MAX,
+                )
             ):
                 self._writer.submit(build, done)
         except RuntimeError:
