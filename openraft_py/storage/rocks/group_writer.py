@@ -196,11 +196,11 @@ class GroupWriter:
             loop.add_reader(aio.efd, self._reap)
         if deferring:
             if first:
-                loop.call_soon(self._write_deferred_after, _SUBMIT_AFTER_PASSES - 1)
+                loop.call_soon(self._after_passes, _SUBMIT_AFTER_PASSES - 1, self._write_deferred)
         elif not defer_sync:
             self._submit_written()  # (with any deferred before it, in write order)
         elif first:
-            loop.call_soon(self._submit_after, _SUBMIT_AFTER_PASSES - 1)
+            loop.call_soon(self._after_passes, _SUBMIT_AFTER_PASSES - 1, self._submit_written)
         return True
 
     def _fast_available(self) -> bool:
@@ -252,13 +252,6 @@ class GroupWriter:
         self._next_token += 1
         return True
 
-    def _write_deferred_after(self, passes: int) -> None:
-        """On the loop: ``_write_deferred`` after ``passes`` more loop passes."""
-        if passes > 0 and self._reader_loop is not None:
-            self._reader_loop.call_soon(self._write_deferred_after, passes - 1)
-        else:
-            self._write_deferred()
-
     def _write_deferred(self, to_thread: bool = False) -> None:
         """Write the deferred batches (``write_now(defer_write=True)``) here, in order, and
         hand their fsyncs to the kernel. Once the fast path cannot take one (the thread got
@@ -306,12 +299,13 @@ class GroupWriter:
         self._durable_queued += 1
         self._cond.notify()
 
-    def _submit_after(self, passes: int) -> None:
-        """On the loop: ``_submit_written`` after ``passes`` more loop passes."""
+    def _after_passes(self, passes: int, fn: Callable[[], None]) -> None:
+        """On the loop: ``fn()`` after ``passes`` more loop passes (``call_soon`` chained); at
+        once when the loop no longer watches the fast path (``close_fast`` ran)."""
         if passes > 0 and self._reader_loop is not None:
-            self._reader_loop.call_soon(self._submit_after, passes - 1)
+            self._reader_loop.call_soon(self._after_passes, passes - 1, fn)
         else:
-            self._submit_written()
+            fn()
 
     def _submit_written(self, thread_gone: bool = False) -> None:
         """Hand the fsync of every write in ``_written`` to the kernel, in write order; one
