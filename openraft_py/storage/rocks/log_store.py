@@ -381,7 +381,9 @@ class RocksLogStore(RocksLogReader):
         append of at most ``WRITE_NOW_MAX`` entries (``WRITE_NOW_MAX_UNSYNCED`` with
         ``sync=False``) and ``WRITE_NOW_MAX_BYTES`` payload bytes on the writer's fast path
         (written here, fsynced by the kernel; with ``sync=False`` done once written, and
-        ``callback`` called before ``append`` returns; ``GroupWriter.write_now``).
+        ``callback`` called before ``append`` returns; ``GroupWriter.write_now``). With
+        ``callback.sends_first`` an append of at most ``WRITE_AFTER_SENDS_MAX`` entries on that
+        path is written a few loop passes later, after the caller's sends, not in this call.
         """
         self._check_open()
         if not entries:
