@@ -69,8 +69,9 @@ class GroupWriter:
     The loop's fast path (``write_now``, with ``wal`` and Linux native AIO): while the thread is
     idle with nothing queued, the caller's thread (the event loop) writes the batch itself and
     hands the fsync of the newest WAL to the kernel (``AioFsync``); the completion wakes the
-    loop, which records the mark and calls ``done``: no thread hop either way. With
-    ``sync=False`` the fast path is the write alone: made on the loop, refused rather than
+    loop, which records the mark and calls ``done``: no thread hop either way. A batch given
+    with ``defer_write`` waits a few loop passes before it is written; anything given
+    meanwhile is written after it. With ``sync=False`` the fast path is the write alone: made on the loop, refused rather than
     stalled, done before ``write_now`` returns. See "The loop's fast path" in
     ``docs/design/durability.md`` for why order and durability are kept.
     """
