@@ -1,7 +1,7 @@
 """``RocksLogStore``: the durable ``RaftLogStorage`` on RocksDB, and its ``RocksLogReader``.
 
 Mutations go, in call order, to ONE group-commit writer thread (``group_writer.py``);
-``append`` returns once its entries are readable (they wait in ``_pending`` until written) and
+``append`` returns once its entries are readable (they wait in ``_pending`` until durable) and
 reports durability through its ``IOFlushed``. The format: ``log_format.py``; the durability
 design: ``docs/design/durability.md``.
 """
@@ -150,33 +150,78 @@ class RocksLogReader:
         if stop <= start:
             return []
         pending = s._pending
-        # _pending is a contiguous suffix of the log: find where it starts within the range.
+        # An entry waits in _pending from its append until it is durable; every other entry
+        # of the log is in RocksDB. Usually _pending is a suffix of the log: find where it
+        # starts within the range.
         split = start
         while split < stop and split not in pending:
             split += 1
-        tail = [pending[i] for i in range(split, stop)]
+        try:
+            tail = [pending[i] for i in range(split, stop)]
+        except KeyError:
+            # A later append became durable before an earlier one (the writer's fast path
+            # hands each fsync to the kernel; the thread makes its own groups durable).
+            return await self._read_runs(start, stop)
         if split == start:
             return tail
-        n = split - start
         # The iterator is the image of the log as of this call (RocksDB pins an implicit
         # snapshot when it is created), so a truncate or purge written while a large read runs
         # in its thread cannot tear it. NB: not ``cf.snapshot()``: rocksdict (0.3.x) iterates
         # a snapshot's live data.
-        image = BoundedIter(s._entries, encode_index_key(split))
-        try:
-            if n <= INLINE_READ_MAX:
-                head = _read_entries(image, start)
-            else:
-                head = await in_thread(_read_entries, image, start)
-        except Exception as e:  # e.g. an entry that does not decode
-            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", e) from e
-        finally:
-            del image  # _read_entries closed it; if the thread still runs, it owns it
-        if len(head) != n:
-            cause = _short_read_cause(s._entries, start + len(head), len(head))
-            raise StorageError(f"reading log [{start}, {split}) from {s.path!r}", cause) from cause
+        head = await self._read_stored(start, split, BoundedIter(s._entries, encode_index_key(split)))
         head.extend(tail)
         return head
+
+    async def _read_runs(self, start: int, stop: int) -> list[Entry]:
+        """``[start, stop)`` when ``_pending`` has holes: each run of it is taken from
+        ``_pending`` or read from RocksDB. Both are taken now, before the first wait: the
+        pending entries are copied (a write completing meanwhile drops them) and every stored
+        run's image is made (no write of this store can come between two of them)."""
+        s = self._s
+        pending = s._pending
+        parts: list[list[Entry] | tuple[int, int, BoundedIter]] = []
+        try:
+            i = start
+            while i < stop:
+                stored = i not in pending
+                j = i + 1
+                while j < stop and (j not in pending) == stored:
+                    j += 1
+                if stored:
+                    parts.append((i, j, BoundedIter(s._entries, encode_index_key(j))))
+                else:
+                    parts.append([pending[k] for k in range(i, j)])
+                i = j
+            out: list[Entry] = []
+            for part in parts:
+                if isinstance(part, list):
+                    out.extend(part)
+                else:
+                    out.extend(await self._read_stored(*part))
+            return out
+        finally:
+            for part in parts:
+                if not isinstance(part, list):
+                    part[2].close()  # (idempotent: a read closes its own)
+
+    async def _read_stored(self, start: int, stop: int, image: BoundedIter) -> list[Entry]:
+        """The entries ``[start, stop)`` from ``image`` (bounded at ``stop``), which must hold
+        all of them: in this thread up to ``INLINE_READ_MAX`` entries, else in a worker thread.
+        Raises ``StorageError`` on a short or failed read."""
+        s = self._s
+        try:
+            if stop - start <= INLINE_READ_MAX:
+                got = _read_entries(image, start)
+            else:
+                got = await in_thread(_read_entries, image, start)
+        except Exception as e:  # e.g. an entry that does not decode
+            raise StorageError(f"reading log [{start}, {stop}) from {s.path!r}", e) from e
+        finally:
+            del image  # _read_entries closed it; if the thread still runs, it owns it
+        if len(got) != stop - start:
+            cause = _short_read_cause(s._entries, start + len(got), len(got))
+            raise StorageError(f"reading log [{start}, {stop}) from {s.path!r}", cause) from cause
+        return got
 
     async def read_vote(self) -> Vote | None:
         """The last vote saved (durably) with ``save_vote``, or ``None``."""
