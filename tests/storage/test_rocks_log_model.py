@@ -1,16 +1,17 @@
 """``RocksLogStore`` against a model of its log, over random sequences of the calls a Raft node
 makes: a leader's small appends (which wait a few loop passes to be written), its larger ones,
 a follower's appends, appends large enough for the writer thread, truncations, purges, votes
-and committed ids, with a random number of loop passes between calls. After each call the
-store's view must match the model; every append must be acknowledged exactly once, without
-error; and after ``close()`` or ``aclose()`` a reopened store must read what the model holds.
-A failure names its seed, which reproduces it."""
+and committed ids, with a random number of loop passes between calls, in each durability mode
+of the store. After each call the store's view must match the model; every append must be
+acknowledged exactly once, without error; and after ``close()`` or ``aclose()`` a reopened
+store must read what the model holds. A failure names its seed, which reproduces it."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,12 +49,12 @@ def payload(term: int, index: int) -> bytes:
     return b"t%d-i%d" % (term, index)
 
 
-async def run_sequence(path: Path, seed: int, steps: int) -> None:
+async def run_sequence(path: Path, seed: int, steps: int, **store_options: Any) -> None:
     rng = random.Random(seed)
     model = Model()
     acks: dict[int, list[BaseException | None]] = {}
     term = 1
-    store = RocksLogStore(path)
+    store = RocksLogStore(path, **store_options)
     closed = False
     try:
         for step in range(steps):
@@ -120,7 +121,7 @@ async def run_sequence(path: Path, seed: int, steps: int) -> None:
             await store.aclose()
     unacked = {s: a for s, a in acks.items() if a != [None]}
     assert not unacked, f"seed {seed}: appends not acknowledged exactly once without error: {unacked}"
-    reopened = RocksLogStore(path)
+    reopened = RocksLogStore(path, **store_options)
     try:
         assert await reopened.get_log_state() == LogState(model.purged, model.last), f"seed {seed}"
         got_entries = await reopened.try_get_log_entries(model.first_index(), model.next_index())
@@ -133,12 +134,22 @@ async def run_sequence(path: Path, seed: int, steps: int) -> None:
         reopened.close()
 
 
+STORE_OPTIONS = {
+    "wal fsync": {},
+    "rocksdb fsync": {"fsync_mode": "rocksdb"},
+    "no fsync": {"sync": False},
+}
+
+
+@pytest.mark.parametrize("options", list(STORE_OPTIONS.values()), ids=list(STORE_OPTIONS))
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, None], ids=["1", "2", "3", "4", "random"])
-async def test_random_calls_leave_the_log_the_model_holds(tmp_path: Path, seed: int | None) -> None:
+async def test_random_calls_leave_the_log_the_model_holds(
+    tmp_path: Path, seed: int | None, options: dict[str, Any]
+) -> None:
     if seed is None:
         seed = random.randrange(2**32)  # a new one each run; a failure names it
-    print(f"seed={seed}")
-    await run_sequence(tmp_path / "log", seed, steps=300)
+    print(f"seed={seed}, store options {options}")
+    await run_sequence(tmp_path / "log", seed, 300, **options)
 
 
 @pytest.mark.parametrize("n, hole", [(10, (2, 4)), (200, (50, 60))], ids=["inline reads", "a read in a thread"])
