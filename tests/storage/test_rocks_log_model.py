@@ -52,7 +52,9 @@ def payload(term: int, index: int) -> bytes:
 async def run_sequence(path: Path, seed: int, steps: int, **store_options: Any) -> None:
     rng = random.Random(seed)
     model = Model()
-    acks: dict[int, list[BaseException | None]] = {}
+    loop = asyncio.get_running_loop()
+    # Each append's acknowledgement (``IOFlushed`` refuses a second one), by step.
+    acks: dict[int, asyncio.Future[BaseException | None]] = {}
     term = 1
     store = RocksLogStore(path, **store_options)
     closed = False
@@ -72,8 +74,8 @@ async def run_sequence(path: Path, seed: int, steps: int, **store_options: Any) 
                 }[op]
                 first = model.next_index()
                 entries = [Entry(LogId(term, i), Normal(payload(term, i))) for i in range(first, first + n)]
-                got = acks[step] = []
-                await store.append(entries, IOFlushed(got.append, sends_first=op != "follower"))
+                ack = acks[step] = loop.create_future()
+                await store.append(entries, IOFlushed(ack.set_result, loop, sends_first=op != "follower"))
                 for i in range(first, first + n):
                     model.terms[i] = term
                 model.last = LogId(term, first + n - 1)
@@ -114,13 +116,14 @@ async def run_sequence(path: Path, seed: int, steps: int, **store_options: Any) 
         else:
             await store.aclose()
         closed = True
-        for _ in range(5):
-            await asyncio.sleep(0)  # acknowledgements the writer thread forwarded to this loop
+        # Closing made everything durable; acknowledgements from the writer thread reach this
+        # loop through ``call_soon_threadsafe``.
+        await asyncio.wait_for(asyncio.gather(*acks.values()), 10)
     finally:
         if not closed:
             await store.aclose()
-    unacked = {s: a for s, a in acks.items() if a != [None]}
-    assert not unacked, f"seed {seed}: appends not acknowledged exactly once without error: {unacked}"
+    failed = {s: a.result() for s, a in acks.items() if a.result() is not None}
+    assert not failed, f"seed {seed}: appends acknowledged with an error: {failed}"
     reopened = RocksLogStore(path, **store_options)
     try:
         assert await reopened.get_log_state() == LogState(model.purged, model.last), f"seed {seed}"
@@ -160,14 +163,10 @@ async def test_a_read_across_entries_made_durable_out_of_order(tmp_path: Path, n
     batch's entries back in the pending view once everything is durable.)"""
     store = RocksLogStore(tmp_path / "log")
     try:
-        acks: list[BaseException | None] = []
+        ack: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         entries = [Entry(LogId(1, i), Normal(payload(1, i))) for i in range(n)]
-        await store.append(entries, IOFlushed(acks.append))
-        for _ in range(1000):
-            if acks:
-                break
-            await asyncio.sleep(0.005)
-        assert acks == [None] and not store._pending
+        await store.append(entries, IOFlushed(ack.set_result, asyncio.get_running_loop()))
+        assert await asyncio.wait_for(ack, 10) is None and not store._pending
         store._pending.update((i, entries[i]) for i in range(*hole))
         got = await store.try_get_log_entries(0, n)
         assert [e.log_id.index for e in got] == list(range(n))
