@@ -52,14 +52,14 @@ BAD_UTF8_SET = KV_PREFIX + b"\x93\xa3set\xa2\xff\xfe\xa1v"
 
 class Model:
     """The key-value data, the applied log id and membership that the calls so far leave, and
-    the state after every entry applied (by index): what a snapshot at that index holds."""
+    the state after every entry applied (by log id): what a snapshot at that id holds."""
 
     def __init__(self, casdel: bool) -> None:
         self.casdel = casdel  # whether ``KvCasDelete`` is a command (the service's state machine) or opaque
         self.kv: dict[str, str] = {}
         self.applied: LogId | None = None
         self.membership: StoredMembership = EMPTY_STORED_MEMBERSHIP
-        self.at: dict[int, tuple[dict[str, str], StoredMembership]] = {}
+        self.at: dict[LogId, tuple[dict[str, str], StoredMembership]] = {}
 
     def next_index(self) -> int:
         return 0 if self.applied is None else self.applied.index + 1
@@ -96,7 +96,7 @@ class Model:
     def boundary(self) -> None:
         """An entry (or an install) was applied: the state now is one a snapshot may capture."""
         assert self.applied is not None
-        self.at[self.applied.index] = (dict(self.kv), self.membership)
+        self.at[self.applied] = (dict(self.kv), self.membership)
 
 
 def newer(newest: LogId | None, snap: Snapshot) -> LogId:
@@ -107,6 +107,7 @@ def newer(newest: LogId | None, snap: Snapshot) -> LogId:
 
 
 def start_build(sm: Any, builds: list[tuple[asyncio.Task[Snapshot], int]], step: int) -> None:
+    """Start a snapshot build of ``sm`` as a task (it runs while the sequence goes on)."""
     builds.append((asyncio.ensure_future(sm.get_snapshot_builder().build_snapshot()), step))
 
 
@@ -202,10 +203,10 @@ async def check_state(sm: Any, model: Model, where: str) -> None:
 
 
 async def check_snapshot(kind: Kind, snap: Snapshot, model: Model, where: str) -> None:
-    """``snap`` holds exactly the state at the batch boundary its meta names."""
+    """``snap`` holds exactly the state after the entry its meta names."""
     last = snap.meta.last_log_id
-    assert last is not None and last.index in model.at, f"{where}: a snapshot at {last!r}, never applied"
-    kv, membership = model.at[last.index]
+    assert last is not None and last in model.at, f"{where}: a snapshot at {last!r}, never applied"
+    kv, membership = model.at[last]
     assert snap.meta.last_membership == membership, f"{where}: the snapshot's membership"
     fresh, _ = kind.new()
     try:
