@@ -359,4 +359,4 @@ async def test_state_machine_matches_the_model(
     if seed is None:
         seed = random.randrange(2**32)  # a new one each run; a failure names it
     print(f"seed={seed}, {kind}")
-    await run_sequence(Kind(kind, tmp_path), seed, 150)
+    await run_sequence(Kind(kind, tmp_path), seed, 300)
