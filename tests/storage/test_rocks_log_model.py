@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -174,4 +175,62 @@ async def test_a_read_across_entries_made_durable_out_of_order(tmp_path: Path, n
         got = await store.try_get_log_entries(hole[0] + 1, n)  # starting inside the hole
         assert [e.log_id.index for e in got] == list(range(hole[0] + 1, n))
     finally:
+        await store.aclose()
+
+
+async def test_a_read_across_a_hole_cancelled_mid_read_leaves_the_threads_image_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read across a hole in the pending view, cancelled while one stored run is read in a
+    worker thread: the images not yet given to a read are closed at once, and the one the
+    thread scans stays open until the thread is done with it (closing it would free the read
+    options its scan uses)."""
+    from openraft_py.storage.rocks import log_store
+
+    n, hole = 300, (150, 160)  # stored [0, 150) and [160, 300): both read in a thread
+    images: list[Any] = []
+
+    class Recorded(log_store.BoundedIter):  # type: ignore[misc, name-defined]
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            images.append(self)
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    open_when_released: list[bool] = []
+    real_read = log_store._read_entries
+
+    def held_read(image: Any, start: int) -> list[Entry]:
+        try:
+            started.set()
+            release.wait(10)
+            open_when_released.append(hasattr(image, "_it"))
+            return real_read(image, start)
+        finally:
+            finished.set()
+
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        ack: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        entries = [Entry(LogId(1, i), Normal(payload(1, i))) for i in range(n)]
+        await store.append(entries, IOFlushed(ack.set_result, asyncio.get_running_loop()))
+        assert await asyncio.wait_for(ack, 10) is None and not store._pending
+        store._pending.update((i, entries[i]) for i in range(*hole))
+        monkeypatch.setattr(log_store, "BoundedIter", Recorded)
+        monkeypatch.setattr(log_store, "_read_entries", held_read)
+        read = asyncio.ensure_future(store.try_get_log_entries(0, n))
+        assert await asyncio.to_thread(started.wait, 10)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        assert len(images) == 2
+        assert not hasattr(images[1], "_it"), "the image no read was given is closed"
+        assert hasattr(images[0], "_it"), "the image the thread scans is left to it"
+        release.set()
+        assert await asyncio.to_thread(finished.wait, 10)
+        assert open_when_released == [True]
+        assert not hasattr(images[0], "_it")  # the read closed its own
+    finally:
+        release.set()
         await store.aclose()

@@ -180,6 +180,7 @@ class RocksLogReader:
         s = self._s
         pending = s._pending
         parts: list[list[Entry] | tuple[int, int, BoundedIter]] = []
+        handed = 0  # parts[:handed] are done or being read: their images are the reads' own
         try:
             i = start
             while i < stop:
@@ -194,15 +195,19 @@ class RocksLogReader:
                 i = j
             out: list[Entry] = []
             for part in parts:
+                handed += 1
                 if isinstance(part, list):
                     out.extend(part)
                 else:
                     out.extend(await self._read_stored(*part))
             return out
         finally:
-            for part in parts:
+            # Only the images no read was given: one read in a worker thread may still be
+            # scanning its own (when this call is cancelled), and closing it would free the
+            # read options its scan uses (``BoundedIter``).
+            for part in parts[handed:]:
                 if not isinstance(part, list):
-                    part[2].close()  # (idempotent: a read closes its own)
+                    part[2].close()
 
     async def _read_stored(self, start: int, stop: int, image: BoundedIter) -> list[Entry]:
         """The entries ``[start, stop)`` from ``image`` (bounded at ``stop``), which must hold
