@@ -66,7 +66,9 @@ class Model:
 
     def apply(self, entry: Entry, cmd: Any) -> Any:
         """The response the state machine owes for ``entry`` (``cmd``: its command, or
-        ``None``), and its change."""
+        ``None``), and its change. Written out from the commands' docstrings rather than
+        calling ``apply_kv``: the state machines run ``apply_kv`` on some paths, and a model
+        sharing it would share its mistakes."""
         if type(entry.payload) is Membership:
             self.membership = StoredMembership(entry.log_id, entry.payload)
             return None
