@@ -23,6 +23,7 @@ compare-and-delete on top. Importing this module imports no aiohttp.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -62,6 +63,8 @@ from ..types import (
 from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, read_snapshot_pairs, write_snapshot
 
 __all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
+
+log = logging.getLogger("openraft_py.kv.state_machine")
 
 _enc = msgspec.msgpack.Encoder()
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
@@ -206,6 +209,27 @@ there the interpreter's switch interval bounds how long the loop waits for the G
 loop applying continuously would starve the build, which needs the GIL too."""
 
 
+WRITE_AFTER_PASSES = 6
+"""``apply`` on the loop answers first and writes its batch this many loop passes later
+(``call_soon`` chained). Its callers wait for the responses, not for the write: on a leader
+the writers it answers submit their next commands, the Raft core appends them and the
+transport sends the AppendEntries within a few passes, and RocksDB's write of the batch
+(its memtable inserts, the largest part of an apply) then runs while the leader waits for
+the followers instead of before. Until then the batch is the "deferred" one: every other
+operation (``apply``, ``get``, ``data``, a snapshot build or install, ``close``) writes it
+first, so nothing ever reads the database without it, and batches reach RocksDB in apply
+order. A crash before the write loses no more than any unsynced apply batch (the log is the
+durable record). Only a batch of at least ``DEFER_WRITE_MIN_ENTRIES`` entries waits.
+Measured in ``bench/tcp.py`` (RocksDB state machines, fsync on; ``docs/design/performance.md``,
+twenty-ninth round): at 256 writers ahead in 13 of 14 alternate pairs; at 1 and 64 writers,
+where the batches are small, no gain (behind in 6 of 10 and 3 of 4 pairs)."""
+
+DEFER_WRITE_MIN_ENTRIES = 128
+"""The smallest batch whose write ``apply`` on the loop defers (``WRITE_AFTER_PASSES``). A
+smaller one is written before ``apply`` returns: its write is short, and deferred it gained
+nothing measurable."""
+
+
 APPLY_NO_YIELD_MAX = 32
 """``apply`` on the loop yields one loop turn first only once this many entries were applied
 there since the last turn: a small batch (one per Raft core pass on a write's path) is
@@ -229,6 +253,7 @@ class _RocksSnapshotBuilder:
         stream it into a snapshot file in a worker thread; see ``RocksStateMachine``."""
         sm = self._sm
         sm._check_open()
+        sm._write_deferred()  # the image holds every applied batch
         # ONE iterator is the image: RocksDB reads an iterator created without an explicit
         # snapshot from an implicit snapshot taken at its creation (pinned until it is
         # dropped; re-seeking keeps it), and each apply batch is one WriteBatch, so the
@@ -258,7 +283,9 @@ class RocksStateMachine:
 
     - ``apply``: data, last applied log id and stored membership go in ONE ``WriteBatch``
       (atomic), written without fsync (in a worker thread; a small batch on the loop, see
-      ``APPLY_INLINE_MAX``). After a crash the state is the one
+      ``APPLY_INLINE_MAX``, where ``apply`` answers first and writes a large batch a few loop
+      passes later, see ``WRITE_AFTER_PASSES``: anything that reads or replaces the state
+      writes it first). After a crash the state is the one
       after some earlier apply batch (never a torn batch); Raft re-applies the rest from the
       log, which is durable up to the commit.
     - ``build_snapshot``: the image is one RocksDB iterator created between two apply
@@ -333,6 +360,13 @@ class RocksStateMachine:
         self._building = 0  # snapshot builds streaming their image in a worker thread
         # Entries applied on the loop without a loop turn since (``_loop_turned`` resets it).
         self._unyielded = 0
+        # The batch an ``apply`` on the loop left to write (``WRITE_AFTER_PASSES``), and the
+        # error of one whose write failed (raised by every later operation). The lock makes
+        # taking the batch and writing it one step for any thread (``aclose`` runs ``close``
+        # in a worker thread; ``get`` may be called from any thread).
+        self._deferred: WriteBatch | None = None
+        self._deferred_error: BaseException | None = None
+        self._deferred_lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -343,6 +377,35 @@ class RocksStateMachine:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"using state machine at {self.path!r}", RuntimeError("closed"))
+
+    def _write_deferred(self, only: WriteBatch | None = None) -> None:
+        """Write the deferred batch (``WRITE_AFTER_PASSES``), if any (if it is ``only``, when
+        given). Raises ``StorageError`` when that write, or an earlier deferred one, failed:
+        the database then lacks a batch that was applied (and answered), so nothing may read
+        or write it any more."""
+        with self._deferred_lock:
+            wb = self._deferred
+            if wb is not None and (only is None or wb is only):
+                self._deferred = None
+                try:
+                    self._db.write(wb, self._nosync)
+                except Exception as e:  # noqa: BLE001 - kept, and raised now and by every later call
+                    self._deferred_error = e
+            if self._deferred_error is not None:
+                raise StorageError(
+                    f"using state machine at {self.path!r}: writing an applied batch failed", self._deferred_error
+                ) from self._deferred_error
+
+    def _deferred_due(self, loop: asyncio.AbstractEventLoop, passes: int, wb: WriteBatch) -> None:
+        """On the loop: after ``passes`` more loop passes, write ``wb`` if it is still the
+        deferred batch (something may have written it already, and deferred a later one)."""
+        if passes > 0:
+            loop.call_soon(self._deferred_due, loop, passes - 1, wb)
+            return
+        try:
+            self._write_deferred(wb)
+        except StorageError as e:
+            log.error("%s", e)  # and every later call raises it
 
     def _load_current(self) -> _SnapRecord | None:
         """Read ``current.meta`` and delete leftovers (temporary and superseded files)."""
@@ -380,6 +443,7 @@ class RocksStateMachine:
 
     async def _apply(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
         self._check_open()
+        self._write_deferred()
         if not entries:
             return []
         n = len(entries)
@@ -395,16 +459,24 @@ class RocksStateMachine:
                     asyncio.get_running_loop().call_soon(self._loop_turned)
                 self._unyielded += n
                 try:
-                    return self._apply_sync(entries, run)
+                    out = self._apply_sync(entries, run, defer=run is apply_kv and n >= DEFER_WRITE_MIN_ENTRIES)
                 except BaseException as e:
                     clear_frames(e)  # as in_thread does: no frame keeps RocksDB open
                     raise
+                if self._deferred is not None:
+                    loop = asyncio.get_running_loop()
+                    loop.call_soon(self._deferred_due, loop, WRITE_AFTER_PASSES - 1, self._deferred)
+                return out
         return await in_thread(self._apply_sync, entries, run)
 
     def _loop_turned(self) -> None:
         self._unyielded = 0
 
-    def _apply_sync(self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any]) -> list[Any]:
+    def _apply_sync(
+        self, entries: list[Entry], run: Callable[[KvMap, KvCommand | None], Any], defer: bool = False
+    ) -> list[Any]:
+        """Apply ``entries`` as one batch; with ``defer`` (on the loop, no batch deferred)
+        leave the batch's write to ``_deferred_due``."""
         wb = WriteBatch(raw_mode=True)
         kv = _BatchKv(self._cf, wb, self._h)
         membership = self._membership
@@ -431,7 +503,11 @@ class RocksStateMachine:
         wb.put(_M_APPLIED, _enc.encode(last), h)
         if membership is not self._membership:
             wb.put(_M_MEMBERSHIP, _enc.encode(membership), h)
-        self._db.write(wb, self._nosync)
+        if defer:
+            self._write_deferred()  # none, unless applies overlapped: never drop one
+            self._deferred = wb
+        else:
+            self._db.write(wb, self._nosync)
         self._applied = last
         self._membership = membership
         return out
@@ -502,6 +578,7 @@ class RocksStateMachine:
         thread). Raises ``ValueError`` (state unchanged) when ``data`` is not a complete
         ``RocksStateMachine`` snapshot."""
         self._check_open()
+        self._write_deferred()  # in apply order: the installed state replaces it
         await in_thread(self._install_sync, meta, data)
 
     def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
@@ -561,6 +638,7 @@ class RocksStateMachine:
         """The value of ``key`` as applied so far (a point read), or ``None``. Raises
         ``StorageError`` when RocksDB cannot read it (e.g. a damaged file)."""
         self._check_open()
+        self._write_deferred()
         try:
             raw = self._cf.get(_DATA + key.encode())
         except Exception as e:
@@ -573,6 +651,7 @@ class RocksStateMachine:
         Raises ``StorageError`` when the scan stops on an error (e.g. a damaged file) rather
         than returning part of the data."""
         self._check_open()
+        self._write_deferred()
         out: dict[str, str] = {}
         image = BoundedIter(self._cf, _DATA_END)
         try:
@@ -598,6 +677,10 @@ class RocksStateMachine:
         self._closed = True
         errors: list[BaseException] = []
         mark = self._mark
+        try:
+            self._write_deferred()
+        except StorageError as e:
+            errors.append(e)
         try:
             seqno = self._db.latest_sequence_number()
             self._db.flush_wal(True)

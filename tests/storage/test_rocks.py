@@ -4,6 +4,7 @@ and foreign databases, and that the event loop is not blocked while appending.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import threading
@@ -571,6 +572,159 @@ async def test_state_machine_applies_small_batches_without_suspending(tmp_path: 
         )
         assert await sm.applied_state() == (LogId(1, i - 1), EMPTY_STORED_MEMBERSHIP)
         assert sm.get("k0") == "v" and sm.get(f"k{i - 1}") == "v"
+
+
+class _WriteLog:
+    """Wraps a state machine's rocksdict database: records each ``write`` (or raises
+    ``fail`` from it while set)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.writes = 0
+        self.fail: Exception | None = None
+
+    def write(self, wb: Any, opts: Any) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self._inner.write(wb, opts)
+        self.writes += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _sets(first: int, n: int, key: str | None = None) -> list[Entry]:
+    """``n`` sets from log index ``first`` (of ``key``, or of ``k<index>`` each)."""
+    return [kv(i, KvSet(key or f"k{i}", str(i))) for i in range(first, first + n)]
+
+
+async def test_state_machine_answers_before_it_writes_and_reads_see_the_batch(tmp_path: Path) -> None:
+    """``apply`` on the loop returns its responses with a batch of ``DEFER_WRITE_MIN_ENTRIES``
+    entries not yet written: it is written ``WRITE_AFTER_PASSES`` loop passes later, or at
+    once when anything reads the state first. A smaller batch, ``apply_without_responses``
+    and a batch applied in the worker thread are written before they return."""
+    from openraft_py.kv.rocks_state_machine import APPLY_INLINE_MAX, DEFER_WRITE_MIN_ENTRIES, WRITE_AFTER_PASSES
+
+    n = DEFER_WRITE_MIN_ENTRIES
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        db = sm._db = _WriteLog(sm._db)  # type: ignore[assignment]
+        out = await sm.apply(_sets(1, n, "a"))
+        assert out == [None] + [str(i) for i in range(1, n)]
+        assert db.writes == 0
+        assert sm.get("a") == str(n) and db.writes == 1  # the read wrote it first
+        assert (await sm.apply(_sets(n + 1, n, "a")))[0] == str(n)
+        for _ in range(WRITE_AFTER_PASSES - 1):
+            await asyncio.sleep(0)
+        assert db.writes == 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert db.writes == 2  # written by itself, once the passes went by
+        i = 2 * n + 1
+        await sm.apply(_sets(i, n - 1))
+        assert db.writes == 3  # smaller: written at once
+        i += n - 1
+        await sm.apply_without_responses(_sets(i, n))
+        assert db.writes == 4
+        i += n
+        big = _sets(i, APPLY_INLINE_MAX + 1)
+        assert await sm.apply(big) == [None] * len(big)  # in the worker thread
+        assert db.writes == 5
+        assert await sm.applied_state() == (big[-1].log_id, EMPTY_STORED_MEMBERSHIP)
+
+
+@pytest.mark.parametrize("then", ["apply", "data", "build", "install", "close"])
+async def test_a_deferred_batch_is_written_before_anything_reads_or_replaces_the_state(
+    tmp_path: Path, then: str
+) -> None:
+    """Whatever comes right after an ``apply`` whose batch still waits to be written finds
+    the batch in the database: the next apply's reads, a full scan, a snapshot build's
+    image, an install (which then replaces it) and a close (the reopened state has it)."""
+    from openraft_py.kv.rocks_state_machine import DEFER_WRITE_MIN_ENTRIES
+
+    n = DEFER_WRITE_MIN_ENTRIES
+    first = {f"k{i}": str(i) for i in range(1, n + 1)}
+    opened: list[Any] = []
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        await sm.apply(_sets(1, n))
+        assert sm._deferred is not None
+        if then == "apply":
+            assert await sm.apply([kv(n + 1, KvCas("k1", "1", "x"))]) == [(True, "x")]
+            assert sm.data == {**first, "k1": "x"}
+        elif then == "data":
+            assert sm.data == first
+        elif then == "build":
+            snap = await sm.get_snapshot_builder().build_snapshot()
+            opened.append(snap.data)
+            assert snap.meta.last_log_id == LogId(1, n)
+            assert _read_snapshot_pairs(snap.data) == first
+        elif then == "install":
+            async with RocksStateMachine(tmp_path / "donor") as donor:
+                await donor.apply_without_responses([kv(7 * n, KvSet("z", "9"))])
+                snap = await donor.get_snapshot_builder().build_snapshot()
+                opened.append(snap.data)
+            await sm.apply(_sets(n + 1, n))  # deferred again
+            assert sm._deferred is not None
+            await sm.install_snapshot(snap.meta, snap.data)
+            for _ in range(10):  # the passes of the deferred write go by: nothing changes
+                await asyncio.sleep(0)
+            assert sm.data == {"z": "9"}
+            assert await sm.applied_state() == (LogId(1, 7 * n), EMPTY_STORED_MEMBERSHIP)
+        else:
+            sm.close()  # no loop pass in between
+            sm = RocksStateMachine(tmp_path / "sm")
+            assert await sm.applied_state() == (LogId(1, n), EMPTY_STORED_MEMBERSHIP)
+            assert sm.data == first
+    finally:
+        for f in opened:
+            f.close()
+        sm.close()
+
+
+async def test_overlapping_applies_never_drop_a_deferred_batch(tmp_path: Path) -> None:
+    """Two ``apply`` calls at once (Raft never makes them; a caller might): each yields a
+    loop turn first, and the second to run writes the first one's deferred batch before it
+    defers its own."""
+    from openraft_py.kv.rocks_state_machine import DEFER_WRITE_MIN_ENTRIES
+
+    n = DEFER_WRITE_MIN_ENTRIES
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply(_sets(1, n))
+        await asyncio.gather(sm.apply(_sets(n + 1, n)), sm.apply(_sets(2 * n + 1, n)))
+        assert sm.data == {f"k{i}": str(i) for i in range(1, 3 * n + 1)}
+
+
+async def test_a_failed_deferred_write_fails_every_later_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deferred batch whose write fails is logged when it fails, and every later call
+    raises ``StorageError`` (the database lacks a batch that was answered); ``close``
+    raises it too and still releases the database."""
+    from openraft_py.kv.rocks_state_machine import DEFER_WRITE_MIN_ENTRIES, WRITE_AFTER_PASSES
+
+    n = DEFER_WRITE_MIN_ENTRIES
+    p = tmp_path / "sm"
+    sm = RocksStateMachine(p)
+    await sm.apply_without_responses([kv(1, KvSet("a", "1"))])
+    db = sm._db = _WriteLog(sm._db)  # type: ignore[assignment]
+    db.fail = Exception("IO error: injected")
+    assert (await sm.apply(_sets(2, n, "a")))[0] == "1"
+    with caplog.at_level(logging.ERROR, logger="openraft_py.kv.state_machine"):
+        for _ in range(WRITE_AFTER_PASSES + 1):
+            await asyncio.sleep(0)
+    assert "writing an applied batch failed" in caplog.text
+    db.fail = None  # the database works again: the lost batch still fails every call
+    with pytest.raises(StorageError, match="writing an applied batch failed"):
+        sm.get("a")
+    with pytest.raises(StorageError, match="writing an applied batch failed"):
+        await sm.apply([kv(n + 2, KvSet("b", "3"))])
+    with pytest.raises(StorageError, match="writing an applied batch failed"):
+        await sm.get_snapshot_builder().build_snapshot()
+    with pytest.raises(StorageError, match="closing"):
+        await asyncio.wait_for(sm.aclose(), 10)
+    async with RocksStateMachine(p) as again:  # the lock was released; the batch is not there
+        assert again.get("a") == "1"
+        assert (await again.applied_state())[0] == LogId(1, 1)
 
 
 async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
