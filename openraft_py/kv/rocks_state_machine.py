@@ -221,8 +221,9 @@ first, so nothing ever reads the database without it, and batches reach RocksDB 
 order. A crash before the write loses no more than any unsynced apply batch (the log is the
 durable record). Only a batch of at least ``DEFER_WRITE_MIN_ENTRIES`` entries waits.
 Measured in ``bench/tcp.py`` (RocksDB state machines, fsync on; ``docs/design/performance.md``,
-twenty-ninth round): at 256 writers ahead in 13 of 14 alternate pairs; at 1 and 64 writers,
-where the batches are small, no gain (behind in 6 of 10 and 3 of 4 pairs)."""
+twenty-ninth round): at 256 writers ahead in 18 of 20 alternate pairs (three sets, medians
+9-19% higher); at 1 and 64 writers, where the batches are small, no gain (behind in 6 of 10
+and 3 of 4 pairs)."""
 
 DEFER_WRITE_MIN_ENTRIES = 128
 """The smallest batch whose write ``apply`` on the loop defers (``WRITE_AFTER_PASSES``). A
