@@ -391,7 +391,8 @@ class RocksStateMachine:
                 try:
                     self._db.write(wb, self._nosync)
                 except Exception as e:  # noqa: BLE001 - kept, and raised now and by every later call
-                    self._deferred_error = e
+                    # Kept without its traceback: no frame of it keeps anything alive.
+                    self._deferred_error = e.with_traceback(None)
             if self._deferred_error is not None:
                 raise StorageError(
                     f"using state machine at {self.path!r}: writing an applied batch failed", self._deferred_error
@@ -403,6 +404,8 @@ class RocksStateMachine:
         if passes > 0:
             loop.call_soon(self._deferred_due, loop, passes - 1, wb)
             return
+        if self._deferred is not wb:
+            return  # written already (by a read, the next apply, an install, close)
         try:
             self._write_deferred(wb)
         except StorageError as e:
