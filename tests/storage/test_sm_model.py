@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from openraft_py.kv.commands import KvCasDelete, KvStateMachine, encode_cas
 from openraft_py.kv import rocks_state_machine
+from openraft_py.kv.commands import KvCasDelete, KvStateMachine, encode_cas
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import MemStateMachine, memory
 from openraft_py.storage.memory import KV_PREFIX, KvCas, KvDelete, KvGet, KvSet, encode_kv
