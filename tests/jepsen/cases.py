@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +165,17 @@ class _Queue:
 
     def _work(self) -> None:
         while (p := self._todo.get()) is not None:
-            if self._closed:
-                p.error = "the test session ended before the case ran"
-            else:
-                self._run(p)
-            p.done.set()
+            try:
+                if self._closed:
+                    p.error = "the test session ended before the case ran"
+                else:
+                    self._run(p)
+            except BaseException:  # noqa: BLE001 - the case fails with it; the queue goes on
+                # Never leave a test waiting out the whole budget on a runner that died.
+                p.result = None
+                p.error = "the case runner failed:\n" + traceback.format_exc()
+            finally:
+                p.done.set()
 
     def _run(self, p: _Pending) -> None:
         out = self._dir / p.name
