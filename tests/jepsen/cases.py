@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from openraft_py.testing.jepsen import RunConfig, RunResult, run
 from openraft_py.testing.jepsen.nemesis import KINDS
@@ -186,9 +186,7 @@ class _Queue:
                 if self._closed:
                     p.error = "the test session ended before the case ran"
                     return
-                self._proc = proc = subprocess.Popen(
-                    [sys.executable, __file__, p.name, str(out)], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
+                self._proc = proc = _spawn([sys.executable, __file__, p.name, str(out)], log)
             started = time.monotonic()
             try:
                 proc.wait(timeout=BUDGET[p.name])
@@ -220,6 +218,20 @@ class _Queue:
             self._thread.join(timeout=30)
         if self._remove_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _spawn(argv: list[str], log: IO[bytes], popen: Callable[..., Any] = subprocess.Popen) -> Any:
+    """Start a case process (its own session, output to ``log``). A spawn that fails is
+    tried once more, noted in ``log``: once, in a fresh-clone ``make test``, ``exec`` of the
+    interpreter failed with EFAULT ("Bad address") in the child while the suite ran on; the
+    case had not started."""
+    try:
+        return popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        log.write(f"starting the case process failed ({e!r}); trying once more\n".encode())
+        log.flush()
+        time.sleep(0.2)
+        return popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

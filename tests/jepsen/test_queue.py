@@ -3,6 +3,8 @@ the queue goes on with the next case."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from . import cases
@@ -29,3 +31,24 @@ def test_a_runner_error_fails_its_case_at_once_and_the_queue_goes_on() -> None:
         assert next_one.result == {"ok": True} and ran == ["no_bug", "smoke"]
     finally:
         q.close()
+
+
+def test_a_failed_spawn_is_tried_once_more_and_noted(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def popen(argv: list[str], **kw: object) -> str:
+        calls.append(argv)
+        if len(calls) == 1:
+            raise OSError(14, "Bad address")
+        return "started"
+
+    with open(tmp_path / "case.log", "wb") as log:
+        assert cases._spawn(["x"], log, popen) == "started"
+    assert calls == [["x"], ["x"]]
+    assert b"Bad address" in (tmp_path / "case.log").read_bytes()
+
+    def never(argv: list[str], **kw: object) -> str:
+        raise OSError(14, "Bad address")
+
+    with open(tmp_path / "again.log", "wb") as log, pytest.raises(OSError):
+        cases._spawn(["x"], log, never)
