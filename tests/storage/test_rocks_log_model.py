@@ -156,6 +156,18 @@ async def test_random_calls_leave_the_log_the_model_holds(
     await run_sequence(tmp_path / "log", seed, 300, **options)
 
 
+async def durable_with_a_pending_hole(store: RocksLogStore, n: int, hole: tuple[int, int]) -> list[Entry]:
+    """Append entries ``[0, n)`` and wait until they are durable, then put ``range(*hole)``
+    back in the store's pending view: as when a later append became durable before an
+    earlier one. Returns the entries."""
+    ack: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    entries = [Entry(LogId(1, i), Normal(payload(1, i))) for i in range(n)]
+    await store.append(entries, IOFlushed(ack.set_result, asyncio.get_running_loop()))
+    assert await asyncio.wait_for(ack, 10) is None and not store._pending
+    store._pending.update((i, entries[i]) for i in range(*hole))
+    return entries
+
+
 @pytest.mark.parametrize("n, hole", [(10, (2, 4)), (200, (50, 60))], ids=["inline reads", "a read in a thread"])
 async def test_a_read_across_entries_made_durable_out_of_order(tmp_path: Path, n: int, hole: tuple[int, int]) -> None:
     """Entries wait in the store's pending view until durable, and a later append can become
@@ -164,11 +176,7 @@ async def test_a_read_across_entries_made_durable_out_of_order(tmp_path: Path, n
     batch's entries back in the pending view once everything is durable.)"""
     store = RocksLogStore(tmp_path / "log")
     try:
-        ack: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        entries = [Entry(LogId(1, i), Normal(payload(1, i))) for i in range(n)]
-        await store.append(entries, IOFlushed(ack.set_result, asyncio.get_running_loop()))
-        assert await asyncio.wait_for(ack, 10) is None and not store._pending
-        store._pending.update((i, entries[i]) for i in range(*hole))
+        entries = await durable_with_a_pending_hole(store, n, hole)
         got = await store.try_get_log_entries(0, n)
         assert [e.log_id.index for e in got] == list(range(n))
         assert [e.payload for e in got] == [e.payload for e in entries]
@@ -212,11 +220,7 @@ async def test_a_read_across_a_hole_cancelled_mid_read_leaves_the_threads_image_
 
     store = RocksLogStore(tmp_path / "log")
     try:
-        ack: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        entries = [Entry(LogId(1, i), Normal(payload(1, i))) for i in range(n)]
-        await store.append(entries, IOFlushed(ack.set_result, asyncio.get_running_loop()))
-        assert await asyncio.wait_for(ack, 10) is None and not store._pending
-        store._pending.update((i, entries[i]) for i in range(*hole))
+        await durable_with_a_pending_hole(store, n, hole)
         monkeypatch.setattr(log_store, "BoundedIter", Recorded)
         monkeypatch.setattr(log_store, "_read_entries", held_read)
         read = asyncio.ensure_future(store.try_get_log_entries(0, n))
