@@ -127,6 +127,25 @@ class LearnerNotFound(ChangeMembershipError):
         self.node_id = node_id
 
 
+class LearnerIsLagging(ChangeMembershipError):
+    """Most of the requested voters have not caught up with the leader: ``node_ids`` are the
+    requested voters whose replication is unknown or more than ``threshold`` entries
+    (``Config.replication_lag_threshold``) behind the leader's log. Appended, the joint config
+    could not commit until they caught up, and the cluster would take no writes meanwhile (the
+    leader, reaching no quorum of the new voters, steps down). Wait until they catch up
+    (``add_learner(..., blocking=True)`` does), or pass ``allow_lagging=True``."""
+
+    def __init__(self, node_ids: list[NodeId], threshold: int) -> None:
+        super().__init__(
+            f"nodes {node_ids} have not caught up with the leader (replication unknown or more than "
+            f"{threshold} entries behind): with them, the new voters have no majority that could "
+            "commit; wait until they catch up (add_learner(..., blocking=True) waits), or pass "
+            "allow_lagging=True"
+        )
+        self.node_ids = node_ids
+        self.threshold = threshold
+
+
 class InitializeError(ApiError):
     """``Raft.initialize`` was refused."""
 

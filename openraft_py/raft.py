@@ -246,7 +246,9 @@ class Raft:
             await self._until(caught_up)
         return resp
 
-    async def change_membership(self, members: Iterable[NodeId], retain: bool = False) -> ClientWriteResponse:
+    async def change_membership(
+        self, members: Iterable[NodeId], retain: bool = False, allow_lagging: bool = False
+    ) -> ClientWriteResponse:
         """Make ``members`` the voters, by joint consensus: appends ``[C_old, C_new]``, and
         once that commits, ``[C_new]``. Returns the ``ClientWriteResponse`` of the final
         entry once it is committed and applied here. Writes keep flowing meanwhile.
@@ -256,15 +258,23 @@ class Raft:
         leave the cluster and replication to them stops once the change commits. A leader
         that removes itself steps down after the change commits and hands leadership to the
         most up-to-date remaining voter. Raises ``ForwardToLeader``, ``InProgress`` (another
-        change is not committed yet) and ``EmptyMembership``. A request that changes nothing
-        returns the current membership at once. ``TypeError``/``ValueError`` (before anything
-        is logged) unless ``members`` is an iterable of node ids and ``retain`` a bool.
+        change is not committed yet) and ``EmptyMembership``.
+
+        A majority of ``members`` must have caught up with this leader: this node, and nodes
+        whose replication is within ``Config.replication_lag_threshold`` entries of its log.
+        Otherwise the call raises ``LearnerIsLagging`` before anything is logged: the joint
+        config could not commit until they caught up, and the cluster would take no writes
+        meanwhile. ``allow_lagging=True`` skips that check (a learner known to be about to
+        catch up). A request that changes nothing returns the current membership at once.
+        ``TypeError``/``ValueError`` (before anything is logged) unless ``members`` is an
+        iterable of node ids and ``retain`` and ``allow_lagging`` are bools.
         """
         voters = _v.check_voters(members)
         _v.check_bool(retain, "retain")
+        _v.check_bool(allow_lagging, "allow_lagging")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
-            eng.change_membership(voters, retain, tx)
+            eng.change_membership(voters, retain, tx, allow_lagging)
 
         return await self._call(fn)  # type: ignore[no-any-return]
 

@@ -383,15 +383,17 @@ class Engine:
 
     # -- membership and leader transfer ------------------------------------------------------
 
-    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any) -> None:
+    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any, allow_lagging: bool = False) -> None:
         """Change the voters to exactly ``voters`` by joint consensus; ``tx`` is answered with
         the ``ClientWriteResponse`` of the final uniform config once it is applied here.
 
         ``retain``: removed voters stay as learners (else they leave the cluster). Raises
-        ``ForwardToLeader``, ``InProgress``, ``EmptyMembership`` or ``LearnerNotFound``.
-        A request that changes nothing is answered with the current membership at once.
+        ``ForwardToLeader``, ``InProgress``, ``EmptyMembership``, ``LearnerNotFound``, or
+        ``LearnerIsLagging`` when a majority of ``voters`` has not caught up with this leader
+        (unless ``allow_lagging``). A request that changes nothing is answered with the
+        current membership at once.
         """
-        self.membership_handler(self.writable_leader()).change_membership(voters, retain, tx)
+        self.membership_handler(self.writable_leader()).change_membership(voters, retain, tx, allow_lagging)
 
     def add_learner(self, node_id: NodeId, node: BasicNode, tx: Any) -> LogId:
         """Add ``node_id`` as a learner (it receives the log, does not vote); ``tx`` is

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from openraft_py.config import Config
 from openraft_py.engine import (
     AbandonWrites,
     AppendEntries,
@@ -21,8 +22,8 @@ from openraft_py.engine import (
     StartReplication,
     StopReplication,
 )
-from openraft_py.errors import EmptyMembership, ForwardToLeader, InProgress, LearnerNotFound
-from openraft_py.types import BasicNode, Entry, Membership, ServerState, TransferLeaderRequest
+from openraft_py.errors import EmptyMembership, ForwardToLeader, InProgress, LearnerIsLagging, LearnerNotFound
+from openraft_py.types import BasicNode, Entry, Membership, Normal, ServerState, TransferLeaderRequest
 
 from .helpers import TX, flush, lid, make_engine, make_leader, vote
 
@@ -212,6 +213,77 @@ def test_no_op_change_answers_with_the_current_membership_entry():
     assert eng.state.last_log_id() == lid(1, 1)
     assert eng.leader.change_tx is None
 
+
+
+def test_change_refused_when_most_new_voters_have_not_caught_up():
+    """Learners 4 and 5 never answered: with them, {1, 4, 5} has one caught-up node (this
+    leader), no majority. Nothing is appended (appended, [C_old, C_new] could not commit, and
+    the leader, reaching no quorum of C_new, would step down)."""
+    eng = committed_leader(learners=[4, 5])
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({1, 4, 5}, False, TX)
+    assert ei.value.node_ids == [4, 5]
+    assert ei.value.threshold == Config().replication_lag_threshold
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == lid(1, 1)
+    assert eng.leader.change_tx is None
+
+
+def test_leader_leaving_the_voters_is_not_counted_as_caught_up():
+    eng = committed_leader(learners=[4, 5])
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({2, 4, 5}, False, TX)
+    assert ei.value.node_ids == [4, 5], "voter 2 is caught up; the leader is not a new voter"
+    assert eng.take_commands() == []
+
+
+def test_a_silent_current_voter_counts_as_lagging():
+    eng = committed_leader(learners=[4, 5], acks=(2,))
+    ack(eng, [4], 1)
+    eng.take_commands()
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({3, 4, 5}, False, TX)
+    assert ei.value.node_ids == [3, 5], "voter 3 never answered this leader, like learner 5"
+    assert eng.take_commands() == []
+
+
+def test_change_allowed_when_only_a_minority_of_new_voters_lags():
+    eng = committed_leader(learners=[4, 5])
+    eng.change_membership({1, 2, 3, 4, 5}, False, TX)
+    joint = mship([{1, 2, 3}, {1, 2, 3, 4, 5}])
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), joint)], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4, 5)),
+    ], "1, 2 and 3 are caught up: a majority of five"
+
+
+def test_allow_lagging_appends_the_joint_config_anyway():
+    eng = committed_leader(learners=[4, 5])
+    eng.change_membership({1, 4, 5}, False, TX, allow_lagging=True)
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), mship([{1, 2, 3}, {1, 4, 5}]))], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4, 5)),
+    ]
+    assert eng.leader.change_tx == TX
+
+
+@pytest.mark.parametrize("writes,refused", [(10, False), (11, True)], ids=["at-the-threshold", "one-past-it"])
+def test_caught_up_means_within_replication_lag_threshold_entries(writes, refused):
+    """Learner 4 holds the log up to index 1; the leader then appends ``writes`` entries.
+    Within ``replication_lag_threshold`` (10) entries of the leader's last index it counts."""
+    eng = make_leader(id=1, voters={1, 2, 3}, learners=[4], config=Config(replication_lag_threshold=10))
+    ack(eng, [2, 3, 4], 1)
+    eng.client_write([Normal(b"x")] * writes)
+    flush(eng)
+    eng.take_commands()
+    assert eng.state.last_index() == 1 + writes
+    if refused:
+        with pytest.raises(LearnerIsLagging) as ei:
+            eng.change_membership({2, 4}, False, TX)
+        assert ei.value.node_ids == [2, 4] and ei.value.threshold == 10
+    else:
+        eng.change_membership({2, 4}, False, TX)
+        assert eng.leader.change_tx == TX
 
 # -- the leader steps down -----------------------------------------------------------------------
 

@@ -116,6 +116,15 @@ async def test_change_membership_refuses_bad_voters(
     await assert_healthy(three)
 
 
+@pytest.mark.parametrize("allow_lagging", [None, 1, "yes"], ids=repr)
+async def test_change_membership_refuses_a_non_bool_allow_lagging(three: Cluster, allow_lagging: object) -> None:
+    leader, _ = leader_and_follower(three)
+    before = logged_writes(three)
+    await refused(leader.change_membership({1, 2}, False, allow_lagging), TypeError)  # type: ignore[arg-type]
+    assert logged_writes(three) == before
+    await assert_healthy(three)
+
+
 @pytest.mark.parametrize(
     "upto, error", [(-1, ValueError), (MAX_INDEX + 1, ValueError), ("3", TypeError), (None, TypeError), (True, TypeError)]
 )

@@ -6,6 +6,9 @@
 - ``add_learner`` appends the current configs with one more node.
 - One change at a time: a change is refused with ``InProgress`` while an appended membership
   is not committed.
+- A change whose new voters have no majority of caught-up nodes (this leader, and nodes whose
+  replication is within ``Config.replication_lag_threshold`` entries of its log) is refused
+  with ``LearnerIsLagging`` unless the caller allows it: that joint config could not commit.
 - A leader that is not a voter of a committed uniform config steps down and hands leadership
   to the most up-to-date voter (``TransferHandler.hand_over_as_removed``).
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import EmptyMembership, InProgress, LearnerNotFound
+from ...errors import EmptyMembership, InProgress, LearnerIsLagging, LearnerNotFound
 from ...types import BasicNode, Entry, LogId, Membership, NodeId
 from ..command import RespondOnApply
 from .base import LeadingHandler
@@ -45,7 +48,25 @@ class MembershipHandler(LeadingHandler):
         eng.replication_handler(self.leader).replicate()
         return log_id
 
-    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any) -> None:
+    def _require_caught_up(self, new: frozenset[NodeId]) -> None:
+        """Raise ``LearnerIsLagging`` unless a majority of ``new`` is caught up: this leader,
+        and each node whose matched index is known and within
+        ``Config.replication_lag_threshold`` entries of this leader's last log index."""
+        leader = self.leader
+        last = self.state.last_index()
+        threshold = self.eng.config.replication_lag_threshold
+        lagging: list[NodeId] = []
+        for nid in sorted(new):
+            if nid == leader.node_id:
+                continue
+            p = leader.replication.get(nid)
+            matched = -1 if p is None else p.matched  # -1: no answer from it yet
+            if matched < 0 or last - matched > threshold:
+                lagging.append(nid)
+        if 2 * (len(new) - len(lagging)) <= len(new):
+            raise LearnerIsLagging(lagging, threshold)
+
+    def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any, allow_lagging: bool = False) -> None:
         """Change the voters to exactly ``voters`` by joint consensus; see
         ``Engine.change_membership``."""
         self._require_no_change_in_progress()
@@ -61,6 +82,8 @@ class MembershipHandler(LeadingHandler):
             assert eff.log_id is not None
             self.output.append(RespondOnApply(tx, eff.log_id))
             return
+        if not allow_lagging:
+            self._require_caught_up(new)
         self.leader.change_tx = tx
         self.leader.change_retain = retain
         self.append_membership(Membership.new([set(cur.configs[0]), set(new)], cur.nodes))

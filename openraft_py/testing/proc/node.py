@@ -54,7 +54,7 @@ Operations (``op`` and its fields; the result):
 - ``wait`` ``until`` (``applied`` / ``log`` / ``snapshot`` / ``purged`` with ``index``;
   ``leader`` with optional ``leader``; ``voters`` with ``ids``), ``timeout`` -> metrics
 - ``add_learner`` ``node``, ``addr`` [``blocking``] -> ``{"index"}``
-- ``change_membership`` ``members`` [``retain``] -> ``{"index"}``
+- ``change_membership`` ``members`` [``retain``, ``allow_lagging``] -> ``{"index"}``
 - ``trigger`` ``action`` (``elect`` / ``heartbeat`` / ``snapshot`` / ``purge_log`` with
   ``upto`` / ``transfer_leader`` with ``to``)
 - ``profile`` ``seconds``, ``path``: runs cProfile over the whole node for ``seconds`` and
@@ -422,7 +422,8 @@ class Node:
 
     async def op_change_membership(self, req: dict[str, Any]) -> dict[str, Any]:
         resp = await self.raft.change_membership({int(i) for i in req["members"]},
-                                                 retain=bool(req.get("retain", False)))
+                                                 retain=bool(req.get("retain", False)),
+                                                 allow_lagging=bool(req.get("allow_lagging", False)))
         return {"index": resp.log_id.index}
 
     async def op_trigger(self, req: dict[str, Any]) -> None:

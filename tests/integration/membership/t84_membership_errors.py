@@ -1,6 +1,6 @@
 """``change_membership`` refusals: ``InProgress`` while a change is uncommitted (also for
-``add_learner``), ``EmptyMembership``, ``LearnerNotFound``, ``ForwardToLeader`` on a
-follower; and a request that changes nothing answers with the current membership. A refused
+``add_learner``), ``EmptyMembership``, ``LearnerNotFound``, ``LearnerIsLagging`` (most new
+voters have not caught up), ``ForwardToLeader`` on a follower; and a request that changes nothing answers with the current membership. A refused
 request changes nothing."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from openraft_py import (
     EmptyMembership,
     ForwardToLeader,
     InProgress,
+    LearnerIsLagging,
     LearnerNotFound,
 )
 from openraft_py.testing.cluster import Cluster
@@ -117,3 +118,32 @@ async def test_a_change_that_changes_nothing_returns_the_current_membership(clus
     follower = next(n for n in (1, 2, 3) if n != leader)
     await counter.rounds(leader, follower, 2)
     assert cluster.nodes[follower].metrics.membership_config == cur
+
+
+async def test_promoting_learners_that_never_caught_up_is_refused(cluster: Cluster) -> None:
+    """Learners 4 and 5, cut off since before they were added, hold nothing: voters {leader,
+    4, 5} would have no majority able to commit (and the leader, hearing from no quorum of
+    them, would step down: the cluster would take no writes until they came). Refused before
+    anything is logged; the cluster goes on; once they have caught up the same change passes."""
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    for nid in (4, 5):
+        await cluster.add_node(nid)
+        cluster.router.isolate(nid)
+        await raft.add_learner(nid, BasicNode(), blocking=False)
+    last = raft.metrics.last_log_index
+    target = {leader, 4, 5}
+    with pytest.raises(LearnerIsLagging) as ei:
+        await raft.change_membership(target)
+    assert ei.value.node_ids == [4, 5]
+    assert isinstance(ei.value, ChangeMembershipError)
+    assert raft.metrics.last_log_index == last, "a refused change appended an entry"
+    await raft.client_write(b"still taking writes")
+    assert cluster.leader() == leader
+
+    cluster.router.heal()
+    for nid in (4, 5):
+        await raft.add_learner(nid, BasicNode(), blocking=True)  # already a learner: waits until caught up
+    resp = await raft.change_membership(target)
+    assert resp.membership is not None and resp.membership.configs == (frozenset(target),)
