@@ -137,10 +137,9 @@ class LearnerIsLagging(ChangeMembershipError):
 
     def __init__(self, node_ids: list[NodeId], threshold: int) -> None:
         super().__init__(
-            f"nodes {node_ids} have not caught up with the leader (replication unknown or more than "
-            f"{threshold} entries behind): with them, the new voters have no majority that could "
-            "commit; wait until they catch up (add_learner(..., blocking=True) waits), or pass "
-            "allow_lagging=True"
+            f"nodes {node_ids} have not caught up with the leader (replication unknown or over "
+            f"{threshold} entries behind), so the new voters have no majority able to commit; "
+            "retry once they have (add_learner with blocking=True waits for it), or pass allow_lagging=True"
         )
         self.node_ids = node_ids
         self.threshold = threshold

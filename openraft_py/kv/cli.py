@@ -6,7 +6,7 @@
     openraft-py cluster up -n 3                  # a local dev cluster in the foreground
     openraft-py cluster init --endpoints H:P,H:P,H:P
     openraft-py cluster add-learner --endpoints E --id 4 --raft-addr H:P --http-addr H:P
-    openraft-py cluster members --endpoints E [--voters 1,2,3,4] [--retain]
+    openraft-py cluster members --endpoints E [--voters 1,2,3,4] [--retain] [--allow-lagging]
     openraft-py cluster status --endpoints E [--json]
     openraft-py cluster transfer --endpoints E --to 2
     openraft-py kv put|get|delete|cas ... --endpoints E
@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "make exactly those nodes the voters (joint consensus; POST /cluster/members).")
     members.add_argument("--voters", type=_ids, metavar="ID,ID", help="the new voter ids")
     members.add_argument("--retain", action="store_true", help="removed voters stay as learners")
+    members.add_argument("--allow-lagging", action="store_true",
+                         help="change even if most new voters have not caught up with the leader "
+                         "(refused otherwise: such a change cannot commit until they do)")
     members.set_defaults(run=_cluster_members, default_timeout=30.0)
 
     status = cv.add_parser("status", parents=[client], help="a table of every member",
@@ -346,7 +349,7 @@ async def _cluster_members(args: argparse.Namespace) -> int:
             lid, http = await _leader_or_fail(c, args.timeout)
             st = await c.status(http)
         else:
-            r = _check(await c.change_members(args.voters, args.retain), "members")
+            r = _check(await c.change_members(args.voters, args.retain, args.allow_lagging), "members")
             st = r.json()
         print(f"voters: {','.join(map(str, st.get('voters', [])))}")
         print(f"learners: {','.join(map(str, st.get('learners', []))) or '-'}")

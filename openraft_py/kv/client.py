@@ -187,7 +187,10 @@ class _Refused(Exception):
     """An attempt that had no effect; the call may try again."""
 
 
-def _one_line(body: bytes, limit: int = 200) -> str:
+def _one_line(body: bytes, limit: int = 400) -> str:
+    """``body`` for an error message, on one line: its JSON ``error`` field when it has one
+    (the service's own text, with what to do next), otherwise the body; cut at ``limit``
+    characters (a foreign server may send anything)."""
     try:
         obj = _json.loads(body)
         if isinstance(obj, dict) and "error" in obj:
@@ -436,10 +439,16 @@ class KvClient:
         return await self.request("POST", "/cluster/learners",
                                   json={"id": node_id, "raft_addr": raft_addr, "http_addr": http_addr}, **kw)
 
-    async def change_members(self, voters: Sequence[int], retain: bool = False, **kw: Any) -> Response:
+    async def change_members(
+        self, voters: Sequence[int], retain: bool = False, allow_lagging: bool = False, **kw: Any
+    ) -> Response:
         """``POST /cluster/members``: make ``voters`` the voters (``retain``: removed voters
-        stay as learners); OK answers ``{"index", "voters", "learners"}``."""
-        return await self.request("POST", "/cluster/members", json={"voters": list(voters), "retain": retain}, **kw)
+        stay as learners; ``allow_lagging``: even if most of them have not caught up with the
+        leader, which answers 409 otherwise); OK answers ``{"index", "voters", "learners"}``."""
+        body = {"voters": list(voters), "retain": retain}
+        if allow_lagging:
+            body["allow_lagging"] = True
+        return await self.request("POST", "/cluster/members", json=body, **kw)
 
     async def transfer(self, to: int, **kw: Any) -> Response:
         """``POST /cluster/transfer``; OK once ``to`` leads (``{"leader_id": to}``)."""

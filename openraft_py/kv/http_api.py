@@ -5,8 +5,9 @@
                                 ``{"members": [ids]}``; 409 if the node is initialized already
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
                                 the learner caught up (503 if not within the bound)
-``POST /cluster/members``       ``{"voters": [ids], "retain": bool}`` -> 200 ``{"index",
-                                "voters", "learners"}``; 409 while another change runs
+``POST /cluster/members``       ``{"voters": [ids], "retain": bool, "allow_lagging": bool}``
+                                -> 200 ``{"index", "voters", "learners"}``; 409 while another
+                                change runs, or when most new voters have not caught up
 ``POST /cluster/transfer``      ``{"to": id}`` -> 200 ``{"leader_id"}`` once ``to`` leads
 ``GET /cluster/status``         this node's view (``KvNode.status``); any node answers
 ``PUT /kv/{key}``               raw body = the value (UTF-8) -> 200 ``{"index"}``
@@ -60,6 +61,7 @@ from ..errors import (
     InitializeError,
     InProgress,
     InvalidRequest,
+    LearnerIsLagging,
     LinearizableReadError,
     NotAllowed,
     RPCError,
@@ -98,6 +100,7 @@ class _LearnerBody(msgspec.Struct, forbid_unknown_fields=True):
 class _MembersBody(msgspec.Struct, forbid_unknown_fields=True):
     voters: list[int]
     retain: bool = False
+    allow_lagging: bool = False  # skip the caught-up check (``Raft.change_membership``)
 
 
 class _TransferBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -203,7 +206,7 @@ async def cluster_members(request: web.Request) -> web.Response:
     if not voters:
         raise BadRequest("voters is empty")
     node = _node(request)
-    index = await node.change_members(voters, body.retain)
+    index = await node.change_members(voters, body.retain, body.allow_lagging)
     st = node.status()
     return _json({"index": index, "voters": st["voters"], "learners": st["learners"]})
 
@@ -279,7 +282,7 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _forward(node, request, e)
     if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes
         return _error(413, f"{type(e).__name__}: {e}")
-    if isinstance(e, (InProgress, NotAllowed)):
+    if isinstance(e, (InProgress, LearnerIsLagging, NotAllowed)):  # the state, not the request: retry later
         return _error(409, f"{type(e).__name__}: {e}")
     if isinstance(e, (ChangeMembershipError, InitializeError, InvalidRequest, TypeError, ValueError)):
         return _error(400, f"{type(e).__name__}: {e}")

@@ -341,9 +341,10 @@ class KvNode:
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?)") from None
         return int(resp.log_id.index)
 
-    async def change_members(self, voters: list[NodeId], retain: bool) -> int:
-        """Make ``voters`` the voters (joint consensus); the final entry's log index."""
-        resp = await self._raft().change_membership(voters, retain=retain)
+    async def change_members(self, voters: list[NodeId], retain: bool, allow_lagging: bool = False) -> int:
+        """Make ``voters`` the voters (joint consensus; see ``Raft.change_membership``); the
+        final entry's log index."""
+        resp = await self._raft().change_membership(voters, retain=retain, allow_lagging=allow_lagging)
         return int(resp.log_id.index)
 
     async def transfer(self, to: NodeId) -> NodeId:

@@ -11,7 +11,7 @@ import pytest
 
 from openraft_py.kv.node import KvNode
 
-from .kv_helpers import KvCluster, members_of, url
+from .kv_helpers import KvCluster, free_port, members_of, url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,6 +216,36 @@ async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 42]}) as r:
         assert r.status == 400, await r.text()  # LearnerNotFound
     assert (await asyncio.wait_for(cluster.wait_leader(), 5)) is leader
+
+
+async def test_promoting_learners_that_never_caught_up_is_409() -> None:
+    """Learners 4 and 5 were added but never started: making {1, 4, 5} the voters would
+    leave no majority able to commit (the cluster would stall), so the leader answers 409
+    (``LearnerIsLagging``) and logs nothing. ``allow_lagging`` is a known field; with a
+    majority caught up ({1, 2, 3, 4}) the change goes through."""
+    c = KvCluster()
+    try:
+        await c.start(3, learner_timeout=0.3)
+        leader = await c.wait_leader()
+        s = sess(c)
+        for nid in (4, 5):
+            body = {"id": nid, "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+            async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+                assert r.status == 503, await r.text()  # added, but not caught up within learner_timeout
+        assert leader.raft is not None
+        last = leader.raft.metrics.last_log_index
+        async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 4, 5], "allow_lagging": False}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 409, error
+            assert error.startswith("LearnerIsLagging: nodes [4, 5] ") and "allow_lagging" in error, error
+        assert leader.raft.metrics.last_log_index == last
+        async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 3, 4], "allow_lagging": False}) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["voters"] == [1, 2, 3, 4]
+        async with s.put(url(leader, "/kv/k"), data="v") as r:
+            assert r.status == 200
+    finally:
+        await c.close()
 
 
 async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvCluster) -> None:
