@@ -10,6 +10,7 @@ import msgspec
 
 from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
+from .validation import check_node_id, check_voters
 from .wakeup import Wakeup
 
 
@@ -106,7 +107,11 @@ class Wait:
 
     ``timeout`` is a finite number of seconds ``>= 0`` (``0``: check once), or ``None`` for
     no bound. Anything else is refused at once: ``TypeError`` for a non-number (a ``bool``
-    included), ``ValueError`` for NaN, infinity or a negative value.
+    included), ``ValueError`` for NaN, infinity or a negative value. The methods check their
+    arguments the same way before waiting (``TypeError``: a state that is not a
+    ``ServerState``, a leader that is not a node id or ``None``, an index that is not an
+    ``int``, voters that are not an iterable of node ids, a predicate that is not callable, a
+    ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
     """
 
     def __init__(self, watch: MetricsWatch, timeout: float | None) -> None:
@@ -115,6 +120,10 @@ class Wait:
 
     async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
         """Wait until ``predicate(metrics)`` holds."""
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {predicate!r}")
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
         watch = self._watch
         try:
             async with asyncio.timeout(self._timeout):
@@ -134,18 +143,24 @@ class Wait:
 
     async def state(self, state: ServerState, msg: str = "") -> RaftMetrics:
         """Wait until the node is in ``state``."""
+        if type(state) is not ServerState:
+            raise TypeError(f"state must be a ServerState, got {type(state).__name__} {state!r}")
         return await self.metrics(lambda m: m.state == state, msg or f"state {state.value}")
 
     async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
-        """Wait until the node knows ``leader_id`` as the leader."""
+        """Wait until the node knows ``leader_id`` as the leader (``None``: knows none)."""
+        if leader_id is not None:
+            leader_id = check_node_id(leader_id, "leader_id")
         return await self.metrics(lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}")
 
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last log index is ``>= index``."""
+        _check_int(index, "index")
         return await self.metrics(lambda m: m.last_log_index >= index, msg or f"log index >= {index}")
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last applied index is ``>= index``."""
+        _check_int(index, "index")
         return await self.metrics(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
@@ -183,8 +198,9 @@ class Wait:
 
     async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
         """Wait until the effective membership's voters are exactly ``ids``."""
+        want = check_voters(ids)
         return await self.metrics(
-            lambda m: set(m.membership_config.membership.voter_ids()) == set(ids), msg or f"voters {sorted(ids)}"
+            lambda m: set(m.membership_config.membership.voter_ids()) == want, msg or f"voters {sorted(want)}"
         )
 
 
@@ -205,6 +221,11 @@ def check_timeout(timeout: float | None) -> float | None:
     if t < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout!r}")
     return t
+
+
+def _check_int(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
 
 
 def _index_of(log_id: LogId | int) -> int:

@@ -109,6 +109,42 @@ async def test_snapshot_and_purged_reject_other_types(method: str) -> None:
             await getattr(n.wait(0.01), method)(bad)
 
 
+@pytest.mark.parametrize(
+    "method, bad",
+    [
+        ("state", "LEADER"),
+        ("state", "Leader"),
+        ("state", 2),
+        ("current_leader", "1"),
+        ("current_leader", True),
+        ("current_leader", -1),
+        ("log_index_at_least", "5"),
+        ("log_index_at_least", 5.0),
+        ("log_index_at_least", None),
+        ("applied_index_at_least", "5"),
+        ("applied_index_at_least", True),
+        ("voter_ids", 1),
+        ("voter_ids", "123"),
+        ("voter_ids", {"1"}),
+        ("metrics", None),
+        ("metrics", "m.state == 'Leader'"),
+    ],
+    ids=repr,
+)
+async def test_a_wrong_argument_fails_at_once_instead_of_waiting(method: str, bad: object) -> None:
+    """Without a timeout: a wrong argument that never matches would otherwise wait forever."""
+    n = FakeNode()
+    with pytest.raises((TypeError, ValueError)) as ei:
+        await asyncio.wait_for(getattr(n.wait(None), method)(bad), 2)
+    assert type(ei.value) in (TypeError, ValueError), ei.value
+
+
+async def test_msg_must_be_a_str() -> None:
+    n = FakeNode()
+    with pytest.raises(TypeError, match="msg must be a str"):
+        await n.wait(None).state(ServerState.FOLLOWER, 5)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("method", ["snapshot", "purged"])
 async def test_a_node_stopping_fails_the_wait(method: str) -> None:
     n = FakeNode()
