@@ -128,11 +128,16 @@ class Raft:
         (if it has the optional ``check_config(config)`` method, e.g. a request budget
         larger than the TCP transport's frame limit), and ``StorageError`` when storage cannot
         be read; ``TypeError``/``ValueError`` if ``node_id`` is not an int in
-        ``[0, MAX_NODE_ID]``.
+        ``[0, MAX_NODE_ID]``, and ``TypeError`` if ``network_factory``, ``log_store`` or
+        ``state_machine`` lacks a method of its protocol (a class passed instead of an
+        instance, ``None``, ...), before anything is read.
         """
         node_id = _v.check_node_id(node_id)
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
+        _v.check_implements(network_factory, "network_factory", "RaftNetworkFactory", _v.NETWORK_FACTORY_METHODS)
+        _v.check_implements(log_store, "log_store", "RaftLogStorage", _v.LOG_STORAGE_METHODS)
+        _v.check_implements(state_machine, "state_machine", "RaftStateMachine", _v.STATE_MACHINE_METHODS)
         config.validate()
         check_config = getattr(network_factory, "check_config", None)
         if check_config is not None:

@@ -186,6 +186,35 @@ def check_voters(members: Any) -> set[int]:
     return {check_node_id(m, "voter id") for m in members}
 
 
+NETWORK_FACTORY_METHODS = ("new_client",)
+"""The methods of ``network.RaftNetworkFactory``."""
+
+LOG_STORAGE_METHODS = (
+    "append", "get_log_reader", "get_log_state", "purge", "read_committed", "read_vote",
+    "save_committed", "save_vote", "truncate_after", "try_get_log_entries",
+)
+"""The methods of ``storage.RaftLogStorage`` (its ``RaftLogReader`` part included)."""
+
+STATE_MACHINE_METHODS = (
+    "applied_state", "apply", "begin_receiving_snapshot", "get_current_snapshot",
+    "get_snapshot_builder", "install_snapshot",
+)
+"""The methods of ``storage.RaftStateMachine``."""
+
+
+def check_implements(obj: Any, what: str, protocol: str, methods: tuple[str, ...]) -> None:
+    """``TypeError`` unless ``obj`` is an instance with a callable attribute for each of
+    ``methods`` (``Raft.new``'s storage and network: a structural check, as the protocols
+    are structural; it names what is missing, and a class passed instead of an instance)."""
+    if isinstance(obj, type):
+        raise TypeError(f"{what} must be a {protocol} instance, got the class {obj.__name__} itself "
+                        f"(pass {obj.__name__}(...))")
+    missing = [m for m in methods if not callable(getattr(obj, m, None))]
+    if missing:
+        raise TypeError(f"{what} must implement {protocol}: {type(obj).__name__} has no method "
+                        f"{', '.join(missing)}")
+
+
 def check_bool(value: Any, what: str) -> bool:
     """Return ``value`` if it is a ``bool``; else ``TypeError`` (``0``/``1``/``None`` too)."""
     if type(value) is not bool:

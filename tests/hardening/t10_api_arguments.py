@@ -181,3 +181,60 @@ async def test_raft_new_checks_the_node_id(node_id: object, error: type[Exceptio
     with pytest.raises(error):
         await Raft.new(node_id, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk))  # type: ignore[arg-type]
     assert disk.vote is None and not disk.entries
+
+
+class _NoPurge(MemLogStore):
+    purge = None  # type: ignore[assignment]  # a store missing one method of the protocol
+
+
+@pytest.mark.parametrize(
+    "which, bad, needle",
+    [
+        ("network_factory", None, "network_factory must implement RaftNetworkFactory: NoneType has no method new_client"),
+        ("network_factory", Router, "got the class Router itself (pass Router(...))"),
+        ("log_store", MemLogStore, "got the class MemLogStore itself (pass MemLogStore(...))"),
+        ("log_store", _NoPurge(), "log_store must implement RaftLogStorage: _NoPurge has no method purge"),
+        ("log_store", MemStateMachine(), "has no method append, get_log_reader"),
+        ("state_machine", None, "state_machine must implement RaftStateMachine: NoneType has no method applied_state"),
+        ("state_machine", MemLogStore(), "MemLogStore has no method applied_state, apply, begin_receiving_snapshot"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
+async def test_raft_new_refuses_what_is_not_its_storage_or_network(which: str, bad: object, needle: str) -> None:
+    """A class passed for an instance, ``None`` or a wrong object: ``TypeError`` naming what is
+    missing, before storage is read (it used to surface as a ``StorageError`` while restoring,
+    or, for the network, as errors logged at every election)."""
+    disk = MemDisk()
+    args: dict[str, object] = dict(
+        network_factory=Router().factory(1), log_store=MemLogStore(disk), state_machine=MemStateMachine(disk)
+    )
+    args[which] = bad
+    with pytest.raises(TypeError) as ei:
+        await Raft.new(1, fast_config(), **args)  # type: ignore[arg-type]
+    assert needle in str(ei.value), ei.value
+    assert disk.vote is None and not disk.entries
+
+
+@pytest.mark.parametrize(
+    "protocol, names",
+    [
+        ("network.RaftNetworkFactory", "NETWORK_FACTORY_METHODS"),
+        ("storage.RaftLogStorage", "LOG_STORAGE_METHODS"),
+        ("storage.RaftStateMachine", "STATE_MACHINE_METHODS"),
+    ],
+)
+def test_the_checked_methods_are_the_protocols_methods(protocol: str, names: str) -> None:
+    import importlib
+
+    from openraft_py import validation
+
+    module, _, cls = protocol.partition(".")
+    proto = getattr(importlib.import_module(f"openraft_py.{module}"), cls)
+    declared = {
+        name
+        for klass in proto.__mro__
+        if klass.__module__.startswith("openraft_py")
+        for name, value in vars(klass).items()
+        if callable(value) and not name.startswith("_")
+    }
+    assert set(getattr(validation, names)) == declared
