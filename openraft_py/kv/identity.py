@@ -1,0 +1,86 @@
+"""Whose data a service node's data directory holds: ``<data-dir>/node.json``.
+
+A Raft node's log and vote belong to one node id. A node started on another node's
+directory (two directories swapped, a copied machine image, a typo in ``--data-dir``) would
+take over that node's log and vote as its own: it could vote twice in one term, or count as
+a copy of entries it never acknowledged. So ``serve`` records the node id and cluster name in
+the directory at its first start and refuses, at every later start, a directory recorded for
+another node or cluster (``DataDirMismatch``), before it opens anything in it.
+
+A directory that already holds stores but no ``node.json`` (made by an earlier version) is
+adopted: the record is written for the node starting on it, which cannot be checked then.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from ..storage.rocks.files import replace_durably
+
+__all__ = ["IDENTITY_FILE", "DataDirMismatch", "NodeIdentity", "check_identity", "holds_stores"]
+
+IDENTITY_FILE = "node.json"
+"""The record's name in the data directory."""
+
+_STORES = ("log", "sm")
+"""The directories of the stores in a data directory (see ``KvNode.start``)."""
+
+
+class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True):
+    """The record: the node id and cluster name the directory's data belongs to."""
+
+    node_id: int
+    cluster_name: str
+
+
+class DataDirMismatch(ValueError):
+    """The data directory belongs to another node or cluster, or its record is unreadable."""
+
+
+def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> bool:
+    """Check ``data_dir``'s record against ``node_id`` and ``cluster_name``, or write it (made
+    durable: the file and the directory are fsynced) if there is none. Returns whether it
+    was written. Raises ``DataDirMismatch`` for another node id or cluster name, or a record
+    that cannot be read; ``OSError`` if the directory cannot be read or written. Blocking:
+    call it in a worker thread."""
+    path = data_dir / IDENTITY_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    if raw is None:
+        replace_durably(str(path), msgspec.json.encode(NodeIdentity(node_id, cluster_name)) + b"\n")
+        return True
+    try:
+        found = msgspec.json.decode(raw, type=NodeIdentity)
+    except msgspec.DecodeError as e:
+        raise DataDirMismatch(
+            f"{path} is not a readable node record ({e}); it names the node and cluster whose data "
+            f"{data_dir} holds: restore it, or start node {node_id} on a directory of its own"
+        ) from None
+    if found.node_id != node_id:
+        raise DataDirMismatch(
+            f"{data_dir} holds the data of node {found.node_id}, not node {node_id}: start it with "
+            f"--id {found.node_id}, or give node {node_id} a data directory of its own (a node must "
+            "never take over another node's log and vote)"
+        )
+    if found.cluster_name != cluster_name:
+        raise DataDirMismatch(
+            f"{data_dir} holds the data of node {node_id} of cluster {found.cluster_name!r}, not of "
+            f"cluster {cluster_name!r}: start it with --cluster-name {found.cluster_name}, or give "
+            "it a data directory of its own"
+        )
+    return False
+
+
+def holds_stores(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a non-empty store directory. Blocking."""
+    for name in _STORES:
+        if os.path.isdir(data_dir / name):
+            with os.scandir(data_dir / name) as it:
+                if next(it, None) is not None:
+                    return True
+    return False
