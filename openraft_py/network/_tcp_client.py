@@ -28,11 +28,13 @@ from ..types import (
 from . import wire
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
+    FIRST_BYTES_KEPT,
     PeerIdOfCert,
     _FrameWriter,
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
+    foreign_protocol_hint,
     log,
     parse_addr,
 )
@@ -149,6 +151,8 @@ class _ClientConnection(asyncio.Protocol):
         """When ``sweep`` fires. Invariant: while ``pending`` holds an entry whose future is
         not done, ``sweep`` is armed at or before that entry's deadline."""
         self.hello: asyncio.Future[HelloAck] = self.loop.create_future()
+        self.first = b""
+        """The first bytes received before the handshake answer (``foreign_protocol_hint``)."""
         self.closed = False
         self.close_reason = "connection closed"
 
@@ -160,6 +164,8 @@ class _ClientConnection(asyncio.Protocol):
         self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
+        if not self.hello.done() and len(self.first) < FIRST_BYTES_KEPT:
+            self.first += data[: FIRST_BYTES_KEPT - len(self.first)]
         try:
             frames = self.reader.feed(data)
             for payload in frames:
@@ -167,7 +173,8 @@ class _ClientConnection(asyncio.Protocol):
                 msg = decode_body(kind, body)
                 self._on_message(kind, rid, msg)
         except (WireError, CodecError) as e:
-            self.fail(f"malformed data from node {self.peer.target}: {e}", log_it=True)
+            hint = "" if self.hello.done() else foreign_protocol_hint(self.first, dialled=True)
+            self.fail(f"malformed data from node {self.peer.target} at {self.peer.addr}: {e}{hint}", log_it=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.hello.done():

@@ -16,10 +16,12 @@ from ..types import NodeId
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "FIRST_BYTES_KEPT",
     "PeerCert",
     "PeerIdOfCert",
     "cert_mismatch",
     "check_cert_binding",
+    "foreign_protocol_hint",
     "log",
     "node_id_from_cert",
     "node_uri",
@@ -123,6 +125,27 @@ def cert_mismatch(
     if cert_id != node_id:
         return f"the {side} certificate is node {cert_id}'s, not node {node_id}'s"
     return None
+
+
+FIRST_BYTES_KEPT = 64
+"""How many of the first bytes a connection received before its handshake completed are kept
+for ``foreign_protocol_hint``."""
+
+
+def foreign_protocol_hint(first: bytes, dialled: bool) -> str:
+    """What a peer that does not speak this protocol seems to speak, from the first bytes it
+    sent (``""`` when they look like nothing in particular): appended to the error that
+    closes the connection, which otherwise names only a bogus frame length (the first four
+    bytes of ``HTTP/1.1`` read as a length are 1.2 GB). ``dialled``: the peer is a server
+    this node connected to (else a client that connected to it)."""
+    if len(first) >= 2 and first[0] in (0x15, 0x16) and first[1] == 0x03:
+        return " (it looks like TLS: is TLS configured on one side only?)"
+    head = first[:8]
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        line = first.split(b"\n", 1)[0].rstrip(b"\r").decode("ascii", "replace")
+        what = "not an openraft-py raft port; is the address right?" if dialled else "not an openraft-py node"
+        return f" (it sent text, {line!r}: {what})"
+    return ""
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -21,11 +21,13 @@ from . import wire
 from ._tcp_client import check_frame_size
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
+    FIRST_BYTES_KEPT,
     PeerIdOfCert,
     _FrameWriter,
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
+    foreign_protocol_hint,
     log,
 )
 from .wire import (
@@ -162,6 +164,8 @@ class _ServerConnection(asyncio.Protocol):
         self.closed = False
         self.last_activity = self.loop.time()
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self.first = b""
+        """The first bytes received before the handshake (``foreign_protocol_hint``)."""
         self.tls_task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -225,6 +229,8 @@ class _ServerConnection(asyncio.Protocol):
         if self.closed:
             return
         self.last_activity = self.loop.time()
+        if self.sender is None and len(self.first) < FIRST_BYTES_KEPT:
+            self.first += data[: FIRST_BYTES_KEPT - len(self.first)]
         try:
             frames = self.reader.feed(data)
             if self.sender is None:
@@ -244,7 +250,8 @@ class _ServerConnection(asyncio.Protocol):
                 self.backlog.append((kind, rid, body))
             self._pump()
         except (WireError, CodecError) as e:
-            self._drop(f"malformed input: {e}")
+            hint = foreign_protocol_hint(self.first, dialled=False) if self.sender is None else ""
+            self._drop(f"malformed input: {e}{hint}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -204,3 +204,64 @@ async def test_tls_client_must_trust_the_server_certificate(pki: Any, tmp_path: 
                 )
         finally:
             await bad.close()
+
+
+@pytest.mark.parametrize(
+    "first, dialled, hint",
+    [
+        (b"HTTP/1.0 400 Bad Request\r\nServer: x\r\n", True,
+         " (it sent text, 'HTTP/1.0 400 Bad Request': not an openraft-py raft port; is the address right?)"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", False, " (it sent text, 'GET / HTTP/1.1': not an openraft-py node)"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", True, " (it sent text, 'SSH-2.0-OpenSSH_9.2': not an openraft-py raft port; is the address right?)"),
+        (b"\x16\x03\x01\x02\x00\x01", False, " (it looks like TLS: is TLS configured on one side only?)"),
+        (b"\x15\x03\x03\x00\x02\x02\x28", True, " (it looks like TLS: is TLS configured on one side only?)"),
+        (b"\x00\x00\x00\x10\x01\x00", True, ""),
+        (b"\xff\xff\xff\xff", False, ""),
+        (b"", True, ""),
+    ],
+)
+def test_foreign_protocol_hint(first: bytes, dialled: bool, hint: str) -> None:
+    from openraft_py.network._tcp_common import foreign_protocol_hint
+
+    assert foreign_protocol_hint(first, dialled) == hint
+
+
+async def test_a_raft_address_that_is_not_a_raft_port_is_named_in_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A membership naming another service's port as a node's raft address (its HTTP port,
+    say): the call fails with ``Unreachable`` saying what answered, and the warning too."""
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+
+    async def http_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http_like, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02)
+    try:
+        client = factory.new_client(2, BasicNode(f"127.0.0.1:{port}"))
+        with pytest.raises(Unreachable) as ei:
+            await asyncio.wait_for(client.vote(VoteRequest(Vote.new(1, 1), None), OPT), 5)
+        assert "'HTTP/1.0 400 Bad Request': not an openraft-py raft port" in str(ei.value), ei.value
+        assert f"at 127.0.0.1:{port}" in str(ei.value)
+        assert any("not an openraft-py raft port" in r.getMessage() for r in caplog.records)
+    finally:
+        await factory.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_http_client_on_the_raft_port_is_logged_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1])
+        node = c.nodes[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "closed without an answer"
+        writer.close()
+        dropped = [r.getMessage() for r in caplog.records if "closing the connection from" in r.getMessage()]
+        assert any("'GET /cluster/status HTTP/1.1': not an openraft-py node" in m for m in dropped), dropped
+        await c.write(b"still serving")
