@@ -101,6 +101,11 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             raise ValueError("max_body must be at least 1024 bytes")
         if not self.learner_timeout > 0:
             raise ValueError("learner_timeout must be positive")
+        named = self.raft_config.get("cluster_name", self.cluster_name)
+        if named != self.cluster_name:
+            # It would be overridden: one name per node, and --cluster-name is the one.
+            raise ValueError(f"--raft-config: cluster_name {named!r} differs from --cluster-name "
+                             f"{self.cluster_name!r}; set the cluster name with --cluster-name only")
 
 
 def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:

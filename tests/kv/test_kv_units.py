@@ -157,6 +157,11 @@ def test_serve_flags() -> None:
     for bad in (["--log-format", "xml"], ["--id", "x"], ["--raft-config", "[1]"]):
         with pytest.raises(SystemExit):
             parse(BASE + bad)
+    # a cluster name in --raft-config: only the one --cluster-name gives (it would be overridden)
+    with pytest.raises(ValueError, match="cluster_name 'other' differs from --cluster-name 'prod'"):
+        options_from_args(parse(BASE + ["--cluster-name", "prod", "--raft-config", '{"cluster_name": "other"}']))
+    o = options_from_args(parse(BASE + ["--cluster-name", "prod", "--raft-config", '{"cluster_name": "prod"}']))
+    assert o.cluster_name == "prod"
 
 
 def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> None:
