@@ -95,7 +95,10 @@ class Raft:
     manager or call ``shutdown()`` when done.
 
     All methods are coroutines unless noted, and raise ``Fatal`` (``Stopped``,
-    ``StorageError``, ``Panicked``) once the node has stopped.
+    ``StorageError``, ``Panicked``) once the node has stopped. A node belongs to the event
+    loop it was created on: its methods raise ``RuntimeError`` at once, before anything is
+    logged, when called from another loop (or outside one); from another thread, use
+    ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``.
     """
 
     def __init__(self, core: RaftCore) -> None:
@@ -165,11 +168,24 @@ class Raft:
 
     async def shutdown(self) -> None:
         """Stop the node: its tasks end, pending calls fail with ``Stopped``. Idempotent."""
+        self._check_loop()
         await self._core.shutdown()
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _check_loop(self) -> None:
+        """``RuntimeError`` unless called on this node's event loop. (A call from another
+        loop used to be logged and applied, and then fail in its caller with asyncio's
+        "attached to a different loop".)"""
+        if asyncio.get_running_loop() is not self._loop:  # (raises itself outside any loop)
+            raise RuntimeError(
+                f"node {self.id} belongs to the event loop it was created on, and this call ran on "
+                "another one; call it from that loop (from another thread: "
+                "asyncio.run_coroutine_threadsafe(coro, loop))"
+            )
+
     async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
+        self._check_loop()
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._core.send_msg(EngineCall(fn, fut))
         return await fut
@@ -296,6 +312,8 @@ class Raft:
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
         ``EntryTooLarge`` (a ``ValueError``), also before anything is logged.
         """
+        if asyncio.get_running_loop() is not self._loop:
+            self._check_loop()
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
@@ -317,6 +335,7 @@ class Raft:
         ``TypeError`` if ``datas`` is not an iterable of bytes-like payloads, and
         ``EntryTooLarge`` (naming its ``position``) if one is longer than
         ``Config.max_entry_bytes``: then nothing of the call is logged."""
+        self._check_loop()
         checked = _v.check_payloads(datas)
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
@@ -363,7 +382,9 @@ class Raft:
 
     def wait(self, timeout: float | None = None) -> Wait:
         """Conditions on this node's metrics to await, each bounded by ``timeout`` seconds
-        (``None``: no bound). Example: ``await raft.wait(2.0).state(ServerState.LEADER)``."""
+        (``None``: no bound). Example: ``await raft.wait(2.0).state(ServerState.LEADER)``.
+        Not a coroutine, but it too must be called on the node's loop."""
+        self._check_loop()
         return Wait(self._core.watch, timeout)
 
     # -- called by a transport's server side -------------------------------------------------
@@ -379,6 +400,7 @@ class Raft:
         callback or from another node's task: checks ``req`` and hands it to the node now
         (``InvalidRequest`` is raised here), and returns the future of the response, which
         fails as ``append_entries`` would. Must be called on the node's event loop."""
+        self._check_loop()
         _v.check_append_entries(req)
         fut: asyncio.Future[AppendEntriesResponse] = self._loop.create_future()
         self._core.send_msg(AppendEntriesCall(req, fut))
@@ -400,6 +422,7 @@ class Raft:
         ``TypeError`` (before anything happens) if ``reply`` is not callable."""
         if not callable(reply):
             raise TypeError(f"submit_append_entries needs a callable reply, got {type(reply).__name__}")
+        self._check_loop()
         _v.check_append_entries(req)
         tx = Reply(reply)
         self._core.send_msg(AppendEntriesCall(req, tx))

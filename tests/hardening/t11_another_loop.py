@@ -1,0 +1,97 @@
+"""A node belongs to the event loop it was created on. A call from another loop (another
+thread running its own loop, a common mistake) raises ``RuntimeError`` at once, saying so,
+before anything is logged; the node is unharmed. (It used to log and apply the write, then
+fail in the caller with asyncio's "attached to a different loop".)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from openraft_py import BasicNode, Raft, ReadPolicy, ServerState
+from openraft_py.network.router import Router
+from openraft_py.storage.memory import MemLogStore, MemStateMachine
+from openraft_py.types import AppendEntriesRequest, Vote
+
+from integration.checks import fast_config
+
+pytestmark = pytest.mark.timeout(30)
+
+CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
+    "client_write": lambda r: r.client_write(b"x"),
+    "client_write_many": lambda r: r.client_write_many([b"x", b"y"]),
+    "ensure_linearizable": lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX),
+    "add_learner": lambda r: r.add_learner(2, BasicNode("b"), blocking=False),
+    "change_membership": lambda r: r.change_membership({1}),
+    "initialize": lambda r: r.initialize([1]),
+    "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
+    "trigger.snapshot": lambda r: r.trigger.snapshot(),
+    "wait": lambda r: r.wait(1.0).state(ServerState.LEADER),
+    "shutdown": lambda r: r.shutdown(),
+}
+
+
+def in_another_thread(make: Callable[[], Awaitable[Any]]) -> BaseException | None:
+    """Run ``make()`` on a new loop in a new thread; the exception it raised, if any."""
+    out: list[BaseException | None] = [None]
+
+    def run() -> None:
+        async def go() -> None:
+            await asyncio.wait_for(make(), 5)
+
+        try:
+            asyncio.run(go())
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            out[0] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the call from another loop hung"
+    return out[0]
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+async def test_a_call_from_another_loop_is_refused_and_changes_nothing(name: str) -> None:
+    router = Router()
+    raft = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(), MemStateMachine())
+    router.register(1, raft)
+    try:
+        await raft.initialize([1])
+        await raft.wait(5).state(ServerState.LEADER)
+        await raft.client_write(b"before")
+        last = raft.metrics.last_log_index
+        err = await asyncio.to_thread(in_another_thread, lambda: CALLS[name](raft))
+        assert isinstance(err, RuntimeError), repr(err)
+        assert "belongs to the event loop it was created on" in str(err)
+        assert raft.metrics.last_log_index == last, "the refused call logged something"
+        assert raft.metrics.running
+        resp = await raft.client_write(b"after")
+        assert resp.log_id.index == last + 1
+    finally:
+        await raft.shutdown()
+
+
+async def test_a_peer_request_outside_the_loop_is_refused() -> None:
+    router = Router()
+    raft = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(), MemStateMachine())
+    try:
+        req = AppendEntriesRequest(Vote.new(1, 2, True), None, [], None)
+        for call in (lambda: raft.start_append_entries(req), lambda: raft.submit_append_entries(req, lambda r: None)):
+            err = await asyncio.to_thread(lambda c=call: _raises(c))
+            assert isinstance(err, RuntimeError), repr(err)
+        assert raft.metrics.current_term == 0, "the refused request reached the node"
+    finally:
+        await raft.shutdown()
+
+
+def _raises(call: Callable[[], Any]) -> BaseException | None:
+    try:
+        call()
+    except BaseException as e:  # noqa: BLE001 - returned to the test
+        return e
+    return None
