@@ -11,13 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from integration.checks import fast_config
 
 from openraft_py import BasicNode, Raft, ReadPolicy, ServerState
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.types import AppendEntriesRequest, Vote
-
-from integration.checks import fast_config
 
 pytestmark = pytest.mark.timeout(30)
 
