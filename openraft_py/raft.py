@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import random
+from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,7 @@ class Raft:
         """Internal: use ``Raft.new``."""
         self._core = core
         self._loop = asyncio.get_running_loop()
+        self._thread = _get_ident()  # the loop's thread (``_check_loop``)
         self.id: NodeId = core.id
         self.config = core.config
         self.trigger = Trigger(self)
@@ -176,8 +178,10 @@ class Raft:
     def _check_loop(self) -> None:
         """``RuntimeError`` unless called on this node's event loop. (A call from another
         loop used to be logged and applied, and then fail in its caller with asyncio's
-        "attached to a different loop".)"""
-        if asyncio.get_running_loop() is not self._loop:  # (raises itself outside any loop)
+        "attached to a different loop".) Cheap: a thread id and ``is_running`` (one thread
+        runs one loop at a time); not ``asyncio.get_running_loop()``, which makes a
+        ``getpid`` system call on CPython 3.11 (170 ns measured, on every write)."""
+        if _get_ident() != self._thread or not self._loop.is_running():
             raise RuntimeError(
                 f"node {self.id} belongs to the event loop it was created on, and this call ran on "
                 "another one; call it from that loop (from another thread: "
@@ -312,8 +316,8 @@ class Raft:
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
         ``EntryTooLarge`` (a ``ValueError``), also before anything is logged.
         """
-        if asyncio.get_running_loop() is not self._loop:
-            self._check_loop()
+        if _get_ident() != self._thread or not self._loop.is_running():
+            self._check_loop()  # raises: not on this node's loop
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)

@@ -94,3 +94,20 @@ def _raises(call: Callable[[], Any]) -> BaseException | None:
     except BaseException as e:  # noqa: BLE001 - returned to the test
         return e
     return None
+
+
+def test_a_call_from_a_later_loop_on_the_same_thread_is_refused() -> None:
+    """The node's loop ended (``asyncio.run`` returned), and another ``asyncio.run`` on the same
+    thread uses the node: refused, instead of queueing to a node whose tasks are gone."""
+
+    async def make() -> Raft:
+        router = Router()
+        return await Raft.new(1, fast_config(), router.factory(1), MemLogStore(), MemStateMachine())
+
+    raft = asyncio.run(make())
+
+    async def use() -> None:
+        await asyncio.wait_for(raft.client_write(b"x"), 5)
+
+    with pytest.raises(RuntimeError, match="belongs to the event loop it was created on"):
+        asyncio.run(use())
