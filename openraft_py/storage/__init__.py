@@ -274,6 +274,12 @@ class RaftStateMachine(Protocol):
         entry, ``None`` for ``Blank`` and ``Membership`` entries. A ``Membership`` entry sets
         the stored membership to ``StoredMembership(entry.log_id, membership)``. Records the
         last entry's log id as the last applied. An exception here is fatal for the node.
+
+        Every node applies the same committed entries, so an exception caused by what an entry
+        says (a malformed or invalid command) stops every node that applies it: the whole
+        cluster. Check commands before ``client_write``, and answer a bad one here with an
+        error value (a deterministic no-op); raise only for a failure of this node itself
+        (its disk).
         """
         ...
 
