@@ -3,13 +3,18 @@ pairs, and reading one back with every structural check.
 
 A file is ``SNAPSHOT_MAGIC``, then length-prefixed frames (``_core`` ``encode_frame``), each a
 msgpack ``[tag, body]``: ``["h", [last_applied, membership]]`` first, ``["d", [[key, value],
-...]]`` chunks of about ``SNAPSHOT_CHUNK_BYTES``, and ``["e", pair_count]`` last (so a
-truncated file is detected). Keys and values are the raw bytes the state machine stores
-(utf-8). Changing the format needs a new magic: installed snapshots travel between versions.
+...]]`` chunks of about ``SNAPSHOT_CHUNK_BYTES``, and ``["e", [pair_count, crc]]`` last (so a
+truncated file is detected), where ``crc`` is the CRC-32 (``zlib.crc32``) of every frame's
+payload before the end frame, in order: a damaged byte anywhere is detected too (a file on a
+failing disk is refused by the node it is sent to, instead of installed with wrong values).
+Keys and values are the raw bytes the state machine stores (utf-8). Changing the format needs a
+new magic: installed snapshots travel between versions. Files of the first format
+(``SNAPSHOT_MAGIC_V1``: the end frame is ``["e", pair_count]``, no checksum) are still read.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -18,10 +23,13 @@ import msgspec
 from .._core import FrameReader, encode_frame
 from ..types import LogId, StoredMembership
 
-__all__ = ["SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC", "read_snapshot_pairs", "write_snapshot"]
+__all__ = ["SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC", "SNAPSHOT_MAGIC_V1", "read_snapshot_pairs", "write_snapshot"]
 
-SNAPSHOT_MAGIC = b"ORPYKV1\n"
+SNAPSHOT_MAGIC = b"ORPYKV2\n"
 """The first bytes of a ``RocksStateMachine`` snapshot file (see the module docstring)."""
+
+SNAPSHOT_MAGIC_V1 = b"ORPYKV1\n"
+"""The first bytes of a snapshot file of the first format (no checksum); still read."""
 
 SNAPSHOT_CHUNK_BYTES = 256 * 1024
 """Approximate size of one data frame of a snapshot (bounds the memory of build/install)."""
@@ -38,7 +46,9 @@ def write_snapshot(
     """Write a whole snapshot file to ``f``: the header for ``last`` / ``membership``, the
     ``pairs`` in chunks, the end frame. Returns the number of pairs. Memory: one chunk."""
     f.write(SNAPSHOT_MAGIC)
-    f.write(encode_frame(_enc.encode(("h", (last, membership)))))
+    payload = _enc.encode(("h", (last, membership)))
+    crc = zlib.crc32(payload)
+    f.write(encode_frame(payload))
     chunk: list[tuple[bytes, bytes]] = []
     size = count = 0
     for k, v in pairs:
@@ -46,11 +56,15 @@ def write_snapshot(
         size += len(k) + len(v) + 1  # + 1: the stored key's prefix byte (chunks as always cut)
         count += 1
         if size >= SNAPSHOT_CHUNK_BYTES:
-            f.write(encode_frame(_enc.encode(("d", chunk))))
+            payload = _enc.encode(("d", chunk))
+            crc = zlib.crc32(payload, crc)
+            f.write(encode_frame(payload))
             chunk, size = [], 0
     if chunk:
-        f.write(encode_frame(_enc.encode(("d", chunk))))
-    f.write(encode_frame(_enc.encode(("e", count))))
+        payload = _enc.encode(("d", chunk))
+        crc = zlib.crc32(payload, crc)
+        f.write(encode_frame(payload))
+    f.write(encode_frame(_enc.encode(("e", (count, crc)))))
     return count
 
 
@@ -58,32 +72,43 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
     """The key-value pairs of the snapshot file ``data``, read from its start in chunks.
 
     Raises ``ValueError("not a RocksStateMachine snapshot (<id>): <why>")`` when ``data`` is
-    not one complete, well-formed snapshot: bad magic, an undecodable or unexpected frame, a
-    pair count that does not match, data after the end frame, or a truncated file. The error
-    comes after the pairs read before the defect were yielded: a caller keeps nothing until
-    the iteration ended without an error."""
+    not one complete, well-formed, intact snapshot: bad magic, an undecodable or unexpected
+    frame, a pair count or checksum that does not match, data after the end frame, or a
+    truncated file. The error comes after the pairs read before the defect were yielded (a
+    damaged byte inside a value is found at the end frame): a caller keeps nothing until the
+    iteration ended without an error."""
     data.seek(0)
-    if data.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+    magic = data.read(len(SNAPSHOT_MAGIC))
+    if magic not in (SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1):
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): bad magic")
+    checked = magic == SNAPSHOT_MAGIC
     reader = FrameReader(_MAX_FRAME)
     seen_header = False
     ended = False
     count = 0
+    crc = 0
     try:
         while buf := data.read(SNAPSHOT_CHUNK_BYTES):
             for frame in reader.feed(buf):
                 if ended:
                     raise ValueError("data after the end frame")
                 tag, body = _dec_any.decode(frame)
-                if tag == "h":
+                if tag == "h" and not seen_header:
                     seen_header = True
+                    crc = zlib.crc32(frame, crc)
                 elif tag == "d" and seen_header:
+                    crc = zlib.crc32(frame, crc)
                     for k, v in body:
                         yield k, v
                         count += 1
                 elif tag == "e" and seen_header:
-                    if body != count:
-                        raise ValueError(f"end frame says {body} pairs, read {count}")
+                    n = body
+                    if checked:
+                        n, want = body
+                        if want != crc:
+                            raise ValueError("checksum mismatch: the file is damaged")
+                    if n != count:
+                        raise ValueError(f"end frame says {n} pairs, read {count}")
                     ended = True
                 else:
                     raise ValueError(f"unexpected frame {tag!r}")

@@ -746,7 +746,7 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
         await a.apply([kv(5001, KvSet("late", "x"))])
         snap = keep(await build)
         assert snap.meta.last_log_id in (LogId(1, 5000), LogId(1, 5001))
-        assert snap.data.read(8) == b"ORPYKV1\n"
+        assert snap.data.read(8) == b"ORPYKV2\n"
         cur = keep(await a.get_current_snapshot())
         assert cur is not None and cur.meta == snap.meta
 
@@ -773,6 +773,17 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
         truncated.write(cur2.data.read()[:-3])
         with pytest.raises(ValueError):
             await b.install_snapshot(cur2.meta, truncated)
+        assert b.data == expected
+        # One damaged byte inside a value (the frames still decode): refused by the checksum.
+        cur3 = keep(await a.get_current_snapshot())
+        assert cur3 is not None
+        raw = bytearray(cur3.data.read())
+        at = raw.index(b"v" * 100 + b"2500")
+        raw[at + 3] ^= 0x01
+        damaged = keep(await b.begin_receiving_snapshot())
+        damaged.write(bytes(raw))
+        with pytest.raises(ValueError, match="checksum mismatch: the file is damaged"):
+            await b.install_snapshot(cur3.meta, damaged)
         assert b.data == expected
     finally:
         for x in opened:
@@ -1295,3 +1306,44 @@ async def test_save_committed_alone_writes_nothing(tmp_path: Path) -> None:
     async with RocksLogStore(p) as s:
         assert await s.read_committed() == LogId(1, 20)
         assert seqno == s._db.latest_sequence_number()  # close wrote, synced and recorded it
+
+
+def test_snapshot_files_of_the_first_format_are_still_read(tmp_path: Path) -> None:
+    """A file written before the checksum (``SNAPSHOT_MAGIC_V1``, end frame ``["e", count]``),
+    as an older node sends it, is read; its count is still checked."""
+    import io
+
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC_V1, _enc, read_snapshot_pairs
+
+    def v1(pairs: list[tuple[bytes, bytes]], count: int) -> io.BytesIO:
+        f = io.BytesIO()
+        f.write(SNAPSHOT_MAGIC_V1)
+        f.write(encode_frame(_enc.encode(("h", (LogId(1, 2), StoredMembership(None, Membership.new([{1}])))))))
+        f.write(encode_frame(_enc.encode(("d", pairs))))
+        f.write(encode_frame(_enc.encode(("e", count))))
+        return f
+
+    pairs = [(b"a", b"1"), (b"b", b"2")]
+    assert list(read_snapshot_pairs(v1(pairs, 2), "old")) == pairs
+    with pytest.raises(ValueError, match="end frame says 3 pairs, read 2"):
+        list(read_snapshot_pairs(v1(pairs, 3), "old"))
+
+
+def test_a_checksummed_end_frame_is_required_of_the_second_format() -> None:
+    """A file with the current magic whose end frame has no checksum (a v1 body under a v2
+    magic) is refused, as is one whose checksum covers other bytes."""
+    import io
+
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC, _enc, read_snapshot_pairs, write_snapshot
+
+    f = io.BytesIO()
+    f.write(SNAPSHOT_MAGIC)
+    f.write(encode_frame(_enc.encode(("h", (None, StoredMembership(None, Membership.new([{1}])))))))
+    f.write(encode_frame(_enc.encode(("e", 0))))
+    with pytest.raises(ValueError, match="not a RocksStateMachine snapshot"):
+        list(read_snapshot_pairs(f, "x"))
+    good = io.BytesIO()
+    assert write_snapshot(good, None, StoredMembership(None, Membership.new([{1}])), [(b"k", b"v")]) == 1
+    assert list(read_snapshot_pairs(good, "x")) == [(b"k", b"v")]
