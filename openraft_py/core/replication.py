@@ -259,6 +259,7 @@ class ReplicationCore:
         "_submit",
         "_submitted",
         "_next_call",
+        "_refused_snapshot",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -270,6 +271,9 @@ class ReplicationCore:
         self._planned = 0  # turns given out: one per Replicate, in the order the core ran them
         self._issued = 0  # the turn whose task may hand its requests to the network now
         self._turn = Wakeup()  # woken when _issued moves
+        # The id of the last snapshot the target refused (its refusal was logged at WARNING:
+        # once per snapshot, not at every resend).
+        self._refused_snapshot: str | None = None
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -588,7 +592,13 @@ class ReplicationCore:
                     async with asyncio.timeout(ttl):
                         resp = await self.client.install_snapshot(req, option)
                 except RemoteError as e:
-                    log.debug("snapshot %s->%s refused at %d: %s; starting over", env.node_id, target, offset, e)
+                    # E.g. the target's state machine refused the file (damaged on this disk):
+                    # said once per snapshot, since it is resent until a newer one replaces it.
+                    first = meta.snapshot_id != self._refused_snapshot
+                    self._refused_snapshot = meta.snapshot_id
+                    log.log(logging.WARNING if first else logging.DEBUG,
+                            "snapshot %s %s->%s refused at %d: %s; starting over",
+                            meta.snapshot_id, env.node_id, target, offset, e)
                     offset = 0
                     await env.clock.sleep(pause)
                     continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from typing import Any, BinaryIO
 
 import pytest
@@ -98,7 +99,8 @@ def flaky(c: Cluster, nid: int) -> FlakySM:
     return sm
 
 
-async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again() -> None:
+async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="openraft_py.replication")
     c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
     try:
         leader, lagger = await lag_behind_a_purge(c)
@@ -114,6 +116,12 @@ async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again() -> No
         await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
         assert sm.refused == 2 and sm.refuse == 0
         assert c.nodes[lagger].metrics.running
+        # The sender says so at WARNING once per snapshot (it resends until one installs).
+        refusals = [r for r in caplog.records if "refused at" in r.getMessage() and f"->{lagger} " in r.getMessage()]
+        assert len(refusals) == 2, [r.getMessage() for r in refusals]
+        warned = [r for r in refusals if r.levelno == logging.WARNING]
+        ids = {r.getMessage().split()[1] for r in refusals}
+        assert len(warned) == len(ids) >= 1, [(r.levelname, r.getMessage()) for r in refusals]
         assert c.nodes[lagger].metrics.snapshot is not None
         same_state(c, leader, lagger)
         # What it held before was a prefix of what it holds now: nothing was lost or skipped.
