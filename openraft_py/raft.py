@@ -183,9 +183,9 @@ class Raft:
         ``getpid`` system call on CPython 3.11 (170 ns measured, on every write)."""
         if _get_ident() != self._thread or not self._loop.is_running():
             raise RuntimeError(
-                f"node {self.id} belongs to the event loop it was created on, and this call ran on "
-                "another one; call it from that loop (from another thread: "
-                "asyncio.run_coroutine_threadsafe(coro, loop))"
+                f"node {self.id} belongs to the event loop it was created on, and this call was made "
+                "outside it (from another thread or loop); call it from that loop (from another "
+                "thread: asyncio.run_coroutine_threadsafe(coro, loop))"
             )
 
     async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
