@@ -60,7 +60,7 @@ from ..types import (
     SnapshotMeta,
     StoredMembership,
 )
-from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, read_snapshot_pairs, write_snapshot
+from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, check_snapshot, read_snapshot_pairs, write_snapshot
 
 __all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
 
@@ -625,16 +625,39 @@ class RocksStateMachine:
 
     async def get_current_snapshot(self) -> Snapshot | None:
         """The last snapshot built or installed (also across restarts), over a fresh read
-        handle positioned at 0, or ``None``."""
-        self._check_open()
-        return await asyncio.to_thread(self._open_current)
+        handle positioned at 0, or ``None``.
 
-    def _open_current(self) -> Snapshot | None:
+        Its file is checked whole first, against its checksum (``check_snapshot``: about the
+        cost of reading it; files of the first format have none). A damaged file (its disk
+        failed since it was written) is never handed out: it is logged at ERROR and replaced
+        by a snapshot built now from the state, which is returned (it covers at least as much
+        of the log). Otherwise a follower would refuse it at every resend and could not catch
+        up from this node."""
+        self._check_open()
+        snap, damage = await asyncio.to_thread(self._open_current)
+        if damage is None:
+            return snap
+        log.error("state machine at %r: %s; building a new snapshot in its place", self.path, damage)
+        return await self.get_snapshot_builder().build_snapshot()
+
+    def _open_current(self) -> tuple[Snapshot | None, ValueError | None]:
+        """Worker thread: the current snapshot, checked; or ``(None, why)`` when its file is
+        damaged."""
         with self._snap_lock:
             cur = self._current
             if cur is None:
-                return None
-            return Snapshot(cur.meta, open(os.path.join(self._snapdir, cur.file), "rb"))
+                return None, None
+            f = open(os.path.join(self._snapdir, cur.file), "rb")
+        try:
+            check_snapshot(f, cur.meta.snapshot_id)
+        except ValueError as e:
+            f.close()
+            return None, e
+        except BaseException:
+            f.close()
+            raise
+        f.seek(0)
+        return Snapshot(cur.meta, f), None
 
     # -- reading the data (for applications and tests)
 

@@ -1347,3 +1347,73 @@ def test_a_checksummed_end_frame_is_required_of_the_second_format() -> None:
     good = io.BytesIO()
     assert write_snapshot(good, None, StoredMembership(None, Membership.new([{1}])), [(b"k", b"v")]) == 1
     assert list(read_snapshot_pairs(good, "x")) == [(b"k", b"v")]
+
+
+async def test_a_damaged_current_snapshot_is_rebuilt_not_handed_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The current snapshot's file is damaged on disk after it was built (one byte inside a
+    value): ``get_current_snapshot`` checks it, logs the damage at ERROR and returns a snapshot
+    built now from the state instead (the damaged file is gone), which another state machine
+    installs with the right data."""
+    import logging
+
+    from openraft_py.kv.rocks_snapshot import check_snapshot
+
+    async with RocksStateMachine(tmp_path / "a") as a, RocksStateMachine(tmp_path / "b") as b:
+        await a.apply([kv(i, KvSet(f"k{i}", "v" * 50 + str(i))) for i in range(1, 2001)])
+        built = await a.get_snapshot_builder().build_snapshot()
+        built.data.close()
+        path = tmp_path / "a" / "snapshots" / f"{built.meta.snapshot_id}.snap"
+        raw = bytearray(path.read_bytes())
+        raw[raw.index(b"v" * 50 + b"1000") + 5] ^= 0x01
+        path.write_bytes(bytes(raw))
+        with open(path, "rb") as f, pytest.raises(ValueError, match="checksum mismatch"):
+            check_snapshot(f, built.meta.snapshot_id)
+
+        caplog.set_level(logging.ERROR, logger="openraft_py.kv.state_machine")
+        snap = await a.get_current_snapshot()
+        assert snap is not None
+        try:
+            assert snap.meta.snapshot_id != built.meta.snapshot_id
+            assert snap.meta.last_log_id == built.meta.last_log_id
+            assert check_snapshot(snap.data, snap.meta.snapshot_id) is True
+            assert not path.exists(), "the damaged file is still there"
+            assert any("checksum mismatch" in r.getMessage() and "building a new snapshot" in r.getMessage()
+                       for r in caplog.records)
+            f = await b.begin_receiving_snapshot()
+            snap.data.seek(0)
+            f.write(snap.data.read())
+            await b.install_snapshot(snap.meta, f)
+            assert b.data == a.data and b.data["k1000"] == "v" * 50 + "1000"
+        finally:
+            snap.data.close()
+        # Checked once more, the new one is handed out as it is.
+        again = await a.get_current_snapshot()
+        assert again is not None
+        again.data.close()
+        assert again.meta == snap.meta
+
+
+def test_check_snapshot_reads_the_checksum_not_the_pairs() -> None:
+    import io
+
+    from openraft_py.kv.rocks_snapshot import check_snapshot, write_snapshot
+
+    f = io.BytesIO()
+    write_snapshot(f, LogId(1, 3), StoredMembership(None, Membership.new([{1}])),
+                   [(f"k{i}".encode(), b"v" * 300) for i in range(3000)])  # several data frames
+    good = f.getvalue()
+    assert check_snapshot(io.BytesIO(good), "s") is True
+    for at in (len(good) // 3, len(good) // 2, len(good) - 40):
+        bad = bytearray(good)
+        bad[at] ^= 0x01
+        with pytest.raises(ValueError, match="not a RocksStateMachine snapshot"):
+            check_snapshot(io.BytesIO(bytes(bad)), "s")
+    with pytest.raises(ValueError, match="truncated"):
+        check_snapshot(io.BytesIO(good[:-2]), "s")
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import _enc
+
+    with pytest.raises(ValueError, match="data after the end frame"):
+        check_snapshot(io.BytesIO(good + encode_frame(_enc.encode(("d", [])))), "s")
