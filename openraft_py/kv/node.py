@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from pathlib import Path
@@ -97,6 +98,9 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             raise ValueError("--tls-ca needs --tls-cert and --tls-key (mutual TLS)")
         if self.tls_bind_node_ids and self.tls_ca is None:
             raise ValueError("--tls-bind-node-ids needs mutual TLS (--tls-cert, --tls-key and --tls-ca)")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{flag}: no such file: {path!r}")
         if self.max_body < 1024:
             raise ValueError("max_body must be at least 1024 bytes")
         if not self.learner_timeout > 0:
@@ -115,13 +119,19 @@ def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLCont
     servers against the system's CAs. Both present ``tls_cert``."""
     if opts.tls_cert is None or opts.tls_key is None:
         return None, None
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(opts.tls_cert, opts.tls_key)
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
-    client.load_cert_chain(opts.tls_cert, opts.tls_key)
-    if opts.tls_ca is not None:
-        server.load_verify_locations(opts.tls_ca)
-        server.verify_mode = ssl.CERT_REQUIRED
+    try:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(opts.tls_cert, opts.tls_key)
+    except (OSError, ssl.SSLError) as e:  # (ssl.SSLError is an OSError; named for the reader)
+        raise ValueError(f"--tls-cert {opts.tls_cert!r} / --tls-key {opts.tls_key!r}: cannot load them: {e}") from None
+    try:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
+        client.load_cert_chain(opts.tls_cert, opts.tls_key)
+        if opts.tls_ca is not None:
+            server.load_verify_locations(opts.tls_ca)
+            server.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"--tls-ca {opts.tls_ca!r}: cannot load it: {e}") from None
     return server, client
 
 

@@ -164,6 +164,21 @@ def test_serve_flags() -> None:
     assert o.cluster_name == "prod"
 
 
+def test_serve_names_a_tls_file_it_cannot_use(tmp_path: Any) -> None:
+    """A missing TLS file is a usage error naming the flag and the path (``ssl`` says only
+    "No such file or directory"); a file that is not a PEM certificate and key is refused at
+    start naming both flags."""
+    from openraft_py.kv.node import tls_contexts
+
+    with pytest.raises(ValueError, match=r"--tls-key: no such file: '/nonexistent/k.pem'"):
+        options_from_args(parse(BASE + ["--tls-cert", __file__, "--tls-key", "/nonexistent/k.pem"]))
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    o = options_from_args(parse(BASE + ["--tls-cert", str(junk), "--tls-key", str(junk)]))
+    with pytest.raises(ValueError, match=r"--tls-cert .*junk.pem' / --tls-key .*junk.pem': cannot load them"):
+        tls_contexts(o)
+
+
 def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> None:
     """A request budget over the raft port's frame limit is refused at start (exit code 2),
     and the KV network factory passes ``Raft.new`` the TCP factory's check."""
