@@ -57,7 +57,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+__all__ = ["CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
 _RETRY_MIN = 0.05
 """Seconds a call must have left before its deadline to start another attempt (a retry or a
@@ -122,13 +122,19 @@ class Response:
         return self
 
 
+CONSISTENCIES = ("linearizable", "lease", "local")
+"""The ``consistency`` values of ``GET /kv/{key}`` (DESIGN §8)."""
+
+
 def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     """``"h:p,h:p"`` (or a list of such strings) as a list of ``host:port`` strings, with
     ``http://`` prefixes and trailing slashes removed; ``ValueError`` if one is malformed or
-    none is given."""
+    none is given; ``TypeError`` if one is not a string."""
     parts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
     for part in parts:
+        if not isinstance(part, str):
+            raise TypeError(f"an endpoint is a 'host:port' string, got {type(part).__name__} {part!r}")
         for item in part.split(","):
             item = item.strip()
             if not item:
@@ -309,7 +315,11 @@ class KvClient:
 
         ``endpoint``: send the first attempt there (and only there when ``follow`` is
         false: no redirects followed, no other endpoint tried; a 307 is then answered
-        as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's."""
+        as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's
+        (``ValueError``, nothing sent, unless positive)."""
+        for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{what} must be positive, got {v!r}")
         loop = asyncio.get_running_loop()
         end = loop.time() + (deadline if deadline is not None else self.deadline)
         per_try = attempt_timeout if attempt_timeout is not None else self.attempt_timeout
@@ -405,12 +415,18 @@ class KvClient:
     # -- key-value verbs -------------------------------------------------------------------------
 
     async def put(self, key: str, value: str, **kw: Any) -> Response:
-        """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied."""
+        """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied.
+        ``TypeError`` (nothing sent) unless ``value`` is a ``str``."""
+        if not isinstance(value, str):
+            raise TypeError(f"a value is a str, got {type(value).__name__} {value!r}")
         return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)
 
     async def get(self, key: str, consistency: str = "linearizable", **kw: Any) -> Response:
         """``GET /kv/{key}?consistency=...``; an OK response has ``.value`` (``None`` when
-        absent). ``local`` reads are answered by whichever node is asked."""
+        absent). ``local`` reads are answered by whichever node is asked. ``ValueError``
+        (nothing sent) unless ``consistency`` is one the service knows."""
+        if consistency not in CONSISTENCIES:
+            raise ValueError(f"consistency must be one of {', '.join(CONSISTENCIES)}, got {consistency!r}")
         path = f"/kv/{_quote_key(key)}?consistency={urllib.parse.quote(consistency, safe='')}"
         return await self.request("GET", path, **kw)
 
@@ -420,7 +436,12 @@ class KvClient:
 
     async def cas(self, key: str, expected: str | None, value: str | None, **kw: Any) -> Response:
         """``POST /kv/{key}/cas``: set ``key`` to ``value`` (``None``: delete it) iff its
-        value is ``expected`` (``None``: absent). OK answers ``{"ok": bool, "current": ...}``."""
+        value is ``expected`` (``None``: absent). OK answers ``{"ok": bool, "current": ...}``.
+        ``TypeError`` (nothing sent) unless each of ``expected`` and ``value`` is a ``str`` or
+        ``None``."""
+        for what, v in (("expected", expected), ("value", value)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{what} is a str or None, got {type(v).__name__} {v!r}")
         return await self.request("POST", f"/kv/{_quote_key(key)}/cas",
                                   json={"expected": expected, "value": value}, **kw)
 

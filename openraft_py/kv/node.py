@@ -32,6 +32,7 @@ from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, parse
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
+from .client import CONSISTENCIES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
 from .identity import IDENTITY_FILE, check_identity, holds_stores
 from .metrics import KvMetrics
@@ -41,7 +42,6 @@ __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "CONSISTENCIES", "MAX
 
 log = logging.getLogger(__name__)
 
-CONSISTENCIES = ("linearizable", "lease", "local")
 """The ``consistency`` values of a read: ``linearizable`` (ReadIndex: a quorum confirms
 leadership after the request), ``lease`` (LeaseRead: no RPC while the leader lease holds),
 ``local`` (this node's applied state as is; may be stale, any node answers)."""

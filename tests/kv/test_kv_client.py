@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,30 @@ def test_parse_endpoints() -> None:
     for bad in ("", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x"):
         with pytest.raises(ValueError):
             parse_endpoints(bad)
+
+
+    with pytest.raises(TypeError, match="an endpoint is a 'host:port' string, got int 123"):
+        parse_endpoints([123])  # type: ignore[list-item]
+
+
+async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None:
+    """Checked before any attempt (the endpoint does not exist: an attempt would take the
+    whole deadline to fail)."""
+    async with KvClient(["127.0.0.1:1"], deadline=30) as c:
+        calls: list[tuple[str, Any]] = [
+            ("put", lambda: c.put("k", 5)),
+            ("put", lambda: c.put("k", b"v")),
+            ("cas", lambda: c.cas("k", 1, "v")),
+            ("cas", lambda: c.cas("k", None, b"v")),
+        ]
+        for _, call in calls:
+            with pytest.raises(TypeError):
+                await asyncio.wait_for(call(), 2)
+        with pytest.raises(ValueError, match="consistency must be one of linearizable, lease, local, got 'strong'"):
+            await asyncio.wait_for(c.get("k", consistency="strong"), 2)
+        for kw in ({"deadline": -1}, {"deadline": 0}, {"attempt_timeout": 0}):
+            with pytest.raises(ValueError, match="must be positive"):
+                await asyncio.wait_for(c.put("k", "v", **kw), 2)
 
 
 async def test_a_session_without_the_trace_hook_is_refused() -> None:
@@ -72,7 +97,9 @@ async def test_bad_requests_fail_at_once_and_change_nothing(cluster: KvCluster) 
     await cluster.wait_leader()
     async with KvClient([n.opts.http_addr for n in cluster.nodes.values()]) as c:
         t = time.monotonic()
-        r = await c.get("k", consistency="sometimes")
+        with pytest.raises(ValueError, match="consistency"):  # the client's own check
+            await c.get("k", consistency="sometimes")
+        r = await c.request("GET", "/kv/k?consistency=sometimes")  # the service's
         assert r.outcome is Outcome.FAIL and r.status == 400 and "consistency" in (r.error or "")
         r = await c.request("POST", "/cluster/members", json={"voters": "all"})
         assert r.outcome is Outcome.FAIL and r.status == 400 and r.retries == 0
