@@ -49,9 +49,15 @@ def write_snapshot(
     """Write a whole snapshot file to ``f``: the header for ``last`` / ``membership``, the
     ``pairs`` in chunks, the end frame. Returns the number of pairs. Memory: one chunk."""
     f.write(SNAPSHOT_MAGIC)
-    payload = _enc.encode(("h", (last, membership)))
-    crc = zlib.crc32(payload)
-    f.write(encode_frame(payload))
+    crc = 0
+
+    def put(frame: tuple[str, object]) -> None:
+        nonlocal crc
+        payload = _enc.encode(frame)
+        crc = zlib.crc32(payload, crc)
+        f.write(encode_frame(payload))
+
+    put(("h", (last, membership)))
     chunk: list[tuple[bytes, bytes]] = []
     size = count = 0
     for k, v in pairs:
@@ -59,15 +65,11 @@ def write_snapshot(
         size += len(k) + len(v) + 1  # + 1: the stored key's prefix byte (chunks as always cut)
         count += 1
         if size >= SNAPSHOT_CHUNK_BYTES:
-            payload = _enc.encode(("d", chunk))
-            crc = zlib.crc32(payload, crc)
-            f.write(encode_frame(payload))
+            put(("d", chunk))
             chunk, size = [], 0
     if chunk:
-        payload = _enc.encode(("d", chunk))
-        crc = zlib.crc32(payload, crc)
-        f.write(encode_frame(payload))
-    f.write(encode_frame(_enc.encode(("e", (count, crc)))))
+        put(("d", chunk))
+    f.write(encode_frame(_enc.encode(("e", (count, crc)))))  # not in the checksum: it holds it
     return count
 
 
@@ -80,11 +82,35 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
     truncated file. The error comes after the pairs read before the defect were yielded (a
     damaged byte inside a value is found at the end frame): a caller keeps nothing until the
     iteration ended without an error."""
+    return _read(data, snapshot_id, decode=True)
+
+
+def check_snapshot(data: BinaryIO, snapshot_id: str) -> bool:
+    """Check the snapshot file ``data`` whole against its checksum, without decoding its data
+    frames (each is only fed to ``zlib.crc32``, which releases the GIL for large buffers):
+    about the cost of reading the file. Returns ``False`` for a file of the first format,
+    which has no checksum (nothing checked), ``True`` when it checked out; raises the
+    ``ValueError`` of ``read_snapshot_pairs`` otherwise. Leaves ``data`` at its end."""
+    data.seek(0)
+    if data.read(len(SNAPSHOT_MAGIC_V1)) == SNAPSHOT_MAGIC_V1:
+        return False
+    for _ in _read(data, snapshot_id, decode=False):
+        pass
+    return True
+
+
+_DATA_TAG = b"\x92\xa1d"  # msgpack ["d", ...]: an array of 2, then the 1-character string "d"
+
+
+def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[bytes, bytes]]:
+    """Both readers: with ``decode``, the pairs; without, the data frames of a checksummed
+    file are only checksummed (told apart by their first bytes) and nothing is yielded."""
     data.seek(0)
     magic = data.read(len(SNAPSHOT_MAGIC))
     if magic not in (SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1):
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): bad magic")
     checked = magic == SNAPSHOT_MAGIC
+    decode = decode or not checked  # without a checksum, only decoding checks the data
     reader = FrameReader(_MAX_FRAME)
     seen_header = False
     ended = False
@@ -95,6 +121,9 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
             for frame in reader.feed(buf):
                 if ended:
                     raise ValueError("data after the end frame")
+                if not decode and seen_header and bytes(frame[:3]) == _DATA_TAG:
+                    crc = zlib.crc32(frame, crc)
+                    continue
                 tag, body = _dec_any.decode(frame)
                 if tag == "h" and not seen_header:
                     seen_header = True
@@ -110,7 +139,7 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
                         n, want = body
                         if want != crc:
                             raise ValueError("checksum mismatch: the file is damaged")
-                    if n != count:
+                    if decode and n != count:
                         raise ValueError(f"end frame says {n} pairs, read {count}")
                     ended = True
                 else:
@@ -119,47 +148,3 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): {e}") from e
     if not ended or reader.buffered():
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): truncated")
-
-
-_DATA_TAG = b"\x92\xa1d"  # msgpack ["d", ...]: an array of 2, then the 1-character string "d"
-
-
-def check_snapshot(data: BinaryIO, snapshot_id: str) -> bool:
-    """Check the snapshot file ``data`` whole against its checksum, without decoding its data
-    frames (each is only fed to ``zlib.crc32``, which releases the GIL for large buffers):
-    about the cost of reading the file. Returns ``False`` for a file of the first format,
-    which has no checksum (nothing checked), ``True`` when it checked out; raises the
-    ``ValueError`` of ``read_snapshot_pairs`` otherwise. Leaves ``data`` at its end."""
-    data.seek(0)
-    magic = data.read(len(SNAPSHOT_MAGIC))
-    if magic == SNAPSHOT_MAGIC_V1:
-        return False
-    if magic != SNAPSHOT_MAGIC:
-        raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): bad magic")
-    reader = FrameReader(_MAX_FRAME)
-    crc = 0
-    frames = 0
-    ended = False
-    try:
-        while buf := data.read(SNAPSHOT_CHUNK_BYTES):
-            for frame in reader.feed(buf):
-                if ended:
-                    raise ValueError("data after the end frame")
-                frames += 1
-                if frames > 1 and bytes(frame[:3]) == _DATA_TAG:
-                    crc = zlib.crc32(frame, crc)
-                    continue
-                tag, body = _dec_any.decode(frame)
-                if tag == "h" and frames == 1:
-                    crc = zlib.crc32(frame, crc)
-                elif tag == "e" and frames > 1:
-                    if body[1] != crc:
-                        raise ValueError("checksum mismatch: the file is damaged")
-                    ended = True
-                else:
-                    raise ValueError(f"unexpected frame {tag!r}")
-    except (msgspec.DecodeError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): {e}") from e
-    if not ended or reader.buffered():
-        raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): truncated")
-    return True
