@@ -20,14 +20,10 @@ import msgspec
 
 from ..storage.rocks.files import replace_durably
 
-__all__ = ["IDENTITY_FILE", "DataDirMismatch", "NodeIdentity", "check_identity", "holds_stores"]
+__all__ = ["IDENTITY_FILE", "DataDirMismatch", "NodeIdentity", "check_identity"]
 
 IDENTITY_FILE = "node.json"
 """The record's name in the data directory."""
-
-_STORES = ("log", "sm")
-"""The directories of the stores in a data directory (see ``KvNode.start``)."""
-
 
 class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True):
     """The record: the node id and cluster name the directory's data belongs to."""
@@ -40,10 +36,11 @@ class DataDirMismatch(ValueError):
     """The data directory belongs to another node or cluster, or its record is unreadable."""
 
 
-def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> bool:
+def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
     """Check ``data_dir``'s record against ``node_id`` and ``cluster_name``, or write it (made
-    durable: the file and the directory are fsynced) if there is none. Returns whether it
-    was written. Raises ``DataDirMismatch`` for another node id or cluster name, or a record
+    durable: the file and the directory are fsynced) if there is none. Returns ``"checked"``,
+    ``"new"`` (written in an empty directory) or ``"adopted"`` (written in a directory that
+    already held something: one made before the record existed). Raises ``DataDirMismatch`` for another node id or cluster name, or a record
     that cannot be read; ``OSError`` if the directory cannot be read or written. Blocking:
     call it in a worker thread."""
     path = data_dir / IDENTITY_FILE
@@ -52,8 +49,9 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> bool:
     except FileNotFoundError:
         raw = None
     if raw is None:
+        adopted = any(name != IDENTITY_FILE for name in os.listdir(data_dir))
         replace_durably(str(path), msgspec.json.encode(NodeIdentity(node_id, cluster_name)) + b"\n")
-        return True
+        return "adopted" if adopted else "new"
     try:
         found = msgspec.json.decode(raw, type=NodeIdentity)
     except msgspec.DecodeError as e:
@@ -73,14 +71,4 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> bool:
             f"cluster {cluster_name!r}: start it with --cluster-name {found.cluster_name}, or give "
             "it a data directory of its own"
         )
-    return False
-
-
-def holds_stores(data_dir: Path) -> bool:
-    """Whether ``data_dir`` holds a non-empty store directory. Blocking."""
-    for name in _STORES:
-        if os.path.isdir(data_dir / name):
-            with os.scandir(data_dir / name) as it:
-                if next(it, None) is not None:
-                    return True
-    return False
+    return "checked"

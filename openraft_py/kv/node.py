@@ -34,7 +34,7 @@ from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .client import CONSISTENCIES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
-from .identity import IDENTITY_FILE, check_identity, holds_stores
+from .identity import IDENTITY_FILE, check_identity
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
 
@@ -182,8 +182,7 @@ class KvNode:
             data = Path(o.data_dir)
             data.mkdir(parents=True, exist_ok=True)
             # Whose data this is (``identity``): checked before anything in it is opened.
-            had_stores = await asyncio.to_thread(holds_stores, data)
-            if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) and had_stores:
+            if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) == "adopted":
                 log.warning("%s had no %s (made by an earlier version): recorded as node %s of cluster %r",
                             data, IDENTITY_FILE, o.id, o.cluster_name)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)

@@ -33,9 +33,9 @@ def root() -> Iterator[Path]:
 
 
 def test_the_first_check_records_and_later_ones_compare(root: Path) -> None:
-    assert check_identity(root, 2, "prod") is True
+    assert check_identity(root, 2, "prod") == "new"
     assert (root / IDENTITY_FILE).read_bytes() == b'{"node_id":2,"cluster_name":"prod"}\n'
-    assert check_identity(root, 2, "prod") is False
+    assert check_identity(root, 2, "prod") == "checked"
     with pytest.raises(DataDirMismatch, match=r"holds the data of node 2, not node 3: start it with --id 2"):
         check_identity(root, 3, "prod")
     with pytest.raises(DataDirMismatch, match=r"of cluster 'prod', not of cluster 'test'"):
@@ -81,7 +81,7 @@ async def test_a_directory_from_before_the_record_is_adopted(root: Path, caplog:
     node = KvNode(node_options(1, str(root)))
     await node.start()
     await node.stop()
-    assert check_identity(data, 1, "kv-test") is False
+    assert check_identity(data, 1, "kv-test") == "checked"
     assert any("made by an earlier version" in r.getMessage() for r in caplog.records)
 
 
