@@ -10,7 +10,7 @@ import msgspec
 
 from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
-from .validation import check_node_id, check_voters
+from .validation import check_index, check_node_id, check_voters
 from .wakeup import Wakeup
 
 
@@ -110,7 +110,7 @@ class Wait:
     included), ``ValueError`` for NaN, infinity or a negative value. The methods check their
     arguments the same way before waiting (``TypeError``: a state that is not a
     ``ServerState``, a leader that is not a node id or ``None``, an index that is not an
-    ``int``, voters that are not an iterable of node ids, a predicate that is not callable, a
+    ``int`` (``ValueError`` outside ``[0, MAX_INDEX]``), voters that are not an iterable of node ids, a predicate that is not callable, a
     ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
     """
 
@@ -155,12 +155,12 @@ class Wait:
 
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last log index is ``>= index``."""
-        _check_int(index, "index")
+        check_index(index, "index")
         return await self.metrics(lambda m: m.last_log_index >= index, msg or f"log index >= {index}")
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last applied index is ``>= index``."""
-        _check_int(index, "index")
+        check_index(index, "index")
         return await self.metrics(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
@@ -221,11 +221,6 @@ def check_timeout(timeout: float | None) -> float | None:
     if t < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout!r}")
     return t
-
-
-def _check_int(value: object, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
 
 
 def _index_of(log_id: LogId | int) -> int:

@@ -123,6 +123,7 @@ async def test_snapshot_and_purged_reject_other_types(method: str) -> None:
         ("log_index_at_least", None),
         ("applied_index_at_least", "5"),
         ("applied_index_at_least", True),
+        ("applied_index_at_least", -1),
         ("voter_ids", 1),
         ("voter_ids", "123"),
         ("voter_ids", {"1"}),
