@@ -4,8 +4,11 @@ makes (see ``openraft_py.network.tcp`` for the picture and the errors)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
+import socket
 import ssl as _ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -125,6 +128,46 @@ sweep: uvloop's timers have millisecond resolution and may fire just before the 
 _Pending = tuple["asyncio.Future[Any] | Reply", int, float, int, float]
 """A request in flight: (its future, or the ``Reply`` of ``submit``, the expected response
 kind, its deadline on the loop clock, its request kind, its ``hard_ttl``)."""
+
+
+def _resolve_in_thread(loop: asyncio.AbstractEventLoop, host: str, port: int) -> asyncio.Future[list[tuple[int, str]]]:
+    """A future of ``host``'s addresses for a TCP connection, as ``(family, IP address)``
+    pairs in ``socket.getaddrinfo``'s order, duplicates dropped; or of the resolver's error.
+    The call runs in a daemon thread of its own, not in the loop's default executor: a
+    resolver that hangs holds no worker thread the node needs (storage runs there) and
+    does not keep the process from exiting."""
+    fut: asyncio.Future[list[tuple[int, str]]] = loop.create_future()
+
+    def settle(addrs: list[tuple[int, str]], err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(addrs)
+
+    def run() -> None:
+        addrs: list[tuple[int, str]] = []
+        err: BaseException | None = None
+        try:
+            for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                ip = str(sockaddr[0])
+                if len(sockaddr) >= 4 and sockaddr[3]:
+                    ip = f"{ip}%{sockaddr[3]}"  # an IPv6 address's zone (a link-local one's interface)
+                pair = (int(family), ip)
+                if pair not in addrs:
+                    addrs.append(pair)
+            if not addrs:
+                err = OSError(f"no address for {host!r}")
+        except Exception as e:  # noqa: BLE001 - handed to the waiting connect attempt
+            err = e
+        try:
+            loop.call_soon_threadsafe(settle, addrs, err)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for it any more
+
+    threading.Thread(target=run, name=f"openraft-resolve:{host}", daemon=True).start()
+    return fut
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -309,6 +352,8 @@ class _Peer:
         self.last_error = ""
         self.next_id = 1
         self.closed = False
+        self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None
+        """The resolution of this peer's host name in progress (``_addresses``), if any."""
 
     def remote_error(self, body: ErrorBody) -> Exception:
         """The exception a caller sees for an ``ErrorBody`` answer."""
@@ -394,22 +439,73 @@ class _Peer:
                 f"node {self.target} at {self.addr}: no connection within the RPC deadline"
             ) from None
 
+    async def _addresses(self, host: str, port: int, deadline: float) -> list[tuple[int, str]]:
+        """``(family, IP address)`` pairs to connect to for ``host``, in ``getaddrinfo``'s
+        order: ``host`` itself (family 0: any) when it is an IP address; otherwise ``host``
+        resolved by ``socket.getaddrinfo`` in a thread of its own (``_resolve_in_thread``),
+        waited for until ``deadline``. ``Unreachable`` when the name does not resolve or its
+        resolution is not done by then.
+
+        At most one resolution per peer runs at a time: a connect attempt that finds one
+        still running (a resolver that hangs: its timeout is often 5-30 s, far longer than
+        ``connect_timeout``) waits for it instead of starting another. ``loop.getaddrinfo``,
+        which ``create_connection`` uses for a name, runs in the loop's default executor,
+        shared with the storage's worker threads: there every reconnect to a peer whose name
+        did not resolve left one more hanging call, and they held back the node's own
+        reads, applies and snapshot builds for seconds."""
+        try:
+            ipaddress.ip_address(host)
+            return [(0, host)]
+        except ValueError:
+            pass
+        fut = self.resolving
+        if fut is None:
+            fut = self.resolving = _resolve_in_thread(self.loop, host, port)
+            fut.add_done_callback(self._resolved)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(deadline - self.loop.time(), 0.0))
+        except TimeoutError:
+            raise Unreachable(
+                f"connect to {self.addr} failed: resolving {host!r} took more than connect_timeout="
+                f"{self.factory.connect_timeout}s (still resolving: the next attempt waits for it)"
+            ) from None
+        except Exception as e:  # socket.gaierror, or UnicodeError for a bad name
+            raise Unreachable(f"connect to {self.addr} failed: cannot resolve {host!r}: {e}") from e
+
+    def _resolved(self, fut: asyncio.Future[list[tuple[int, str]]]) -> None:
+        """A resolution ended: the next connect attempt starts a new one."""
+        if self.resolving is fut:
+            self.resolving = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the attempts that waited for it may have given up
+
     async def _open(self) -> _ClientConnection:
         f = self.factory
         host, port = parse_addr(self.addr)
-        conn = _ClientConnection(self)
+        deadline = self.loop.time() + f.connect_timeout
         kw: dict[str, Any] = {}
         if f.ssl is not None:
             kw["ssl"] = f.ssl
             kw["server_hostname"] = f.server_hostname if f.server_hostname is not None else host
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, host, port, **kw), f.connect_timeout
-            )
-        except TimeoutError:
-            raise Unreachable(f"connect to {self.addr} timed out") from None
-        except (OSError, _ssl.SSLError, ValueError) as e:
-            raise Unreachable(f"connect to {self.addr} failed: {e!r}") from e
+        conn: _ClientConnection | None = None
+        error: BaseException | None = None
+        # Each address in turn, as ``create_connection`` does with a name, within the deadline.
+        for family, ip in await self._addresses(host, port, deadline):
+            attempt = _ClientConnection(self)
+            try:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda c=attempt: c, ip, port, family=family, **kw),  # type: ignore[misc]
+                    max(deadline - self.loop.time(), 0.0),
+                )
+            except TimeoutError:
+                raise Unreachable(f"connect to {self.addr} timed out") from None
+            except (OSError, _ssl.SSLError, ValueError) as e:
+                error = e
+                continue
+            conn = attempt
+            break
+        if conn is None:
+            raise Unreachable(f"connect to {self.addr} failed: {error!r}") from error
         if f.peer_id_of_cert is not None:
             # Before the hello: a server that cannot prove it is the target learns nothing.
             why = cert_mismatch(conn.transport, f.peer_id_of_cert, self.target, "server")

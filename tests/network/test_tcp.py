@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -335,6 +336,66 @@ async def test_unreachable_for_a_bad_address_and_a_closed_factory() -> None:
         await factory.close()
     with pytest.raises(Unreachable):
         await asyncio.wait_for(factory.new_client(3, BasicNode("127.0.0.1:9")).vote(VoteRequest(V1, None), OPT), 5)
+
+
+async def test_a_host_name_whose_resolver_hangs_holds_one_thread_and_no_worker_of_the_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A resolver that hangs (a DNS server that does not answer: glibc waits 5 s per try)
+    # for one name; every other name resolves as usual.
+    real = socket.getaddrinfo
+    release = threading.Event()
+    running: list[int] = []
+    most = 0
+
+    def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+        nonlocal most
+        if host != "hangs.test":
+            return real(host, *args, **kw)
+        running.append(1)
+        most = max(most, len(running))
+        try:
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    raft, server, factory, _ = await _pair()
+    slow = TcpNetworkFactory(1, "c", connect_timeout=0.1, backoff_min=0.01, backoff_max=0.02, seed=1)
+    loop = asyncio.get_running_loop()
+    try:
+        client = slow.new_client(2, BasicNode("hangs.test:4000"))
+        errors: list[str] = []
+        for _ in range(12):
+            with pytest.raises(Unreachable) as e:
+                await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+            errors.append(str(e.value))
+            await asyncio.sleep(0.03)  # past the back-off: the next call tries again
+        # One resolution at a time, and the loop's worker threads (the storage's) are free.
+        assert most == 1
+        t0 = loop.time()
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)
+        assert loop.time() - t0 < 0.5
+        tried = [m for m in errors if "backing off" not in m]
+        assert len(tried) >= 6, errors
+        assert all("resolving 'hangs.test' took more than connect_timeout=0.1s" in m for m in tried), errors
+        release.set()  # the resolver gives up: the next attempts say so
+        for _ in range(100):
+            with pytest.raises(Unreachable) as e:
+                await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+            if "cannot resolve 'hangs.test'" in str(e.value):
+                break
+            await asyncio.sleep(0.03)
+        assert "Temporary failure in name resolution" in str(e.value)
+        # A name that resolves connects (to the first of its addresses that answers).
+        named = slow.new_client(2, BasicNode(f"localhost:{server.port}"))
+        assert (await asyncio.wait_for(named.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        release.set()
+        await slow.close()
+        await server.close()
+        await factory.close()
 
 
 async def test_handler_errors_are_mapped() -> None:
