@@ -1245,6 +1245,120 @@ async def test_damaged_sst_read_raises_storage_error_naming_the_corruption(tmp_p
         assert str(p) in str(ei.value)
 
 
+def _record(term: int, index: int, kind: int, payload: bytes) -> bytes:
+    """An ``entries`` value as the log store writes it (``_core`` codec record)."""
+    return term.to_bytes(8, "big") + index.to_bytes(8, "big") + bytes([kind]) + payload
+
+
+def _tamper_entries(path: Path, put: dict[bytes, bytes], delete: tuple[bytes, ...] = (), cf_name: str = "entries") -> None:
+    """Write ``put`` and delete ``delete`` in the column family ``cf_name`` of the closed log
+    store at ``path``, behind its back (a bug or another program did it: RocksDB's own
+    checksums are intact)."""
+    from rocksdict import Options, Rdict
+
+    db = Rdict(str(path), Options(raw_mode=True), column_families={cf: Options(raw_mode=True) for cf in ("entries", "meta")})
+    cf = db.get_column_family(cf_name)
+    for k, v in put.items():
+        cf[k] = v
+    for k in delete:
+        del cf[k]
+    cf.close()
+    del cf
+    db.close()
+    del db
+
+
+def _key(index: int) -> bytes:
+    return index.to_bytes(8, "big")
+
+
+@pytest.mark.parametrize(
+    ("put", "delete", "error"),
+    [
+        ({_key(50): b"xx"}, (), "the record of entry 50 (key 0000000000000032) does not decode: entry record too short"),
+        ({_key(50): _record(1, 50, 9, b"")}, (), "the record of entry 50 (key 0000000000000032) does not decode: unknown entry kind 9"),
+        ({_key(50): _record(1, 50, 2, b"\xc1")}, (), "the record of entry 50 (key 0000000000000032) does not decode: MessagePack"),
+        ({_key(50): _record(1, 52, 1, b"q")}, (), "the record of entry 50 (key 0000000000000032) holds index 52"),
+        ({_key(50): _record(0, 50, 1, b"q")}, (), "the record of entry 50 holds term 0, below the term 1 of the entry before it"),
+        ({}, (_key(50),), "no entry at index 50"),
+    ],
+    ids=["short", "kind", "membership", "index", "term-down", "hole"],
+)
+async def test_a_damaged_record_is_a_storage_error_naming_the_entry(
+    tmp_path: Path, put: dict[bytes, bytes], delete: tuple[bytes, ...], error: str
+) -> None:
+    """A record of the ``entries`` column family that RocksDB reads back intact but that is
+    not what the store wrote (a bug, another program): a read that covers it raises
+    ``StorageError`` naming the entry, inline (at most 64 entries) and in a worker thread
+    alike; it was decoded as it came (a wrong term was returned as the entry's, a record under
+    another index was taken for a hole) or failed naming no entry. Reads that do not cover it
+    still work."""
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, [normal(1, 0), *entries(1, 1, 100)])
+    _tamper_entries(p, put, delete)
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(0, 50) == [normal(1, 0), *entries(1, 1, 50)]
+        for start, stop in ((45, 100), (0, 100)):  # inline, then in a worker thread
+            with pytest.raises(StorageError) as ei:
+                await asyncio.wait_for(s.try_get_log_entries(start, stop), 10)
+            assert error in str(ei.value), str(ei.value)
+            assert f"reading log [{start}, {stop}) from {str(p)!r}" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("put", "delete", "error"),
+    [
+        ({_key(99): _record(1, 150, 1, b"q")}, (), "the record of entry 99 (key 0000000000000063) holds index 150"),
+        ({_key(99): b""}, (), "the record of entry 99 (key 0000000000000063) does not decode"),
+        ({_key(99): _record(2**62, 99, 1, b"q")}, (), "the record of entry 99 holds term 4611686018427387904, above MAX_TERM"),
+        ({b"zzz": b"hello"}, (), "holds a key that is no entry index: b'zzz'"),
+        ({}, (_key(0), _key(1)), "entries [0, 2) are missing: the first stored entry is 2, but the log starts at 0"),
+    ],
+    ids=["last-index", "last-short", "last-term-max", "foreign-key", "first-missing"],
+)
+async def test_an_open_refuses_a_log_whose_ends_are_damaged(
+    tmp_path: Path, put: dict[bytes, bytes], delete: tuple[bytes, ...], error: str
+) -> None:
+    """The open reads the last entry (the log's last log id) and the first: a record there that
+    is not the entry its key names, a key that is no index, or a log that does not start right
+    after its purged entries is refused with ``StorageError`` naming it. (The last record's
+    index was taken as it came: the log claimed entries up to 150 that it does not hold.)"""
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, [normal(1, 0), *entries(1, 1, 100)])
+    _tamper_entries(p, put, delete)
+    with pytest.raises(StorageError) as ei:
+        RocksLogStore(p)
+    assert error in str(ei.value), str(ei.value)
+    assert f"opening log store at {str(p)!r}" in str(ei.value)
+
+
+async def test_an_open_names_a_meta_value_that_does_not_decode(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await s.save_vote(Vote.new(1, 1, False))
+    _tamper_entries(p, {b"vote": b"\xc1"}, cf_name="meta")
+    with pytest.raises(StorageError, match="the stored 'vote' does not decode"):
+        RocksLogStore(p)
+
+
+async def test_an_open_accepts_a_log_that_starts_after_its_purged_entries(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, entries(1, 0, 100))
+        await s.purge(LogId(1, 49))
+    async with RocksLogStore(p) as s:
+        assert await s.get_log_state() == LogState(LogId(1, 49), LogId(1, 99))
+        assert await s.try_get_log_entries(50, 100) == entries(1, 50, 100)
+        await s.purge(LogId(1, 120))  # past the last entry: nothing stored is left
+    async with RocksLogStore(p) as s:
+        assert await s.get_log_state() == LogState(LogId(1, 120), LogId(1, 120))
+        await append_durable(s, entries(1, 121, 125))
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(121, 125) == entries(1, 121, 125)
+
+
 async def test_save_committed_does_not_wait_for_a_sync(tmp_path: Path) -> None:
     """``save_committed`` returns while the writer is still busy (the contract asks for no
     durability), is readable at once, and becomes durable behind the appends before it."""

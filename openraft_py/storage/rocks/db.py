@@ -131,6 +131,18 @@ class BoundedIter:
         it.status()
         return out
 
+    def keys(self, start: bytes) -> list[bytes]:
+        """Every key from ``start`` to the bound, in key order (the keys of what ``values``
+        returns from the same ``start``: the image does not change). Raises as ``values``."""
+        it = self._it
+        it.seek(start)
+        out: list[bytes] = []
+        while it.valid():
+            out.append(it.key())
+            it.next()
+        it.status()
+        return out
+
     def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` from the key ``start`` to the bound, in key order, streamed. Raises
         when the scan stops on an error rather than at the bound. (The generator keeps no

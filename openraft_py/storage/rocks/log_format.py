@@ -20,10 +20,11 @@ from rocksdict import ColumnFamily, WriteBatch
 
 from ..._core import KIND_BLANK, KIND_MEMBERSHIP, KIND_NORMAL, decode_entries, encode_entries, encode_entry_batch
 from ...types import BLANK, Entry, LogId, Membership, Normal
+from ...validation import MAX_TERM
 
 __all__ = [
     "END_KEY", "ENTRIES_CF", "K_ACKMARK", "K_COMMITTED", "K_FORMAT", "K_PURGED", "K_VOTE", "LOG_FORMAT", "META_CF",
-    "decode_entry_records", "encode_entry_records", "put_entries",
+    "check_stored_run", "decode_entry_records", "decode_stored_entry", "encode_entry_records", "put_entries",
 ]
 
 LOG_FORMAT = {"format": "openraft-py-log", "version": 1}
@@ -82,4 +83,52 @@ def decode_entry_records(blobs: list[bytes]) -> list[Entry]:
             add(Entry(LogId(term, index), BLANK))
         else:
             add(Entry(LogId(term, index), _dec_membership.decode(payload)))
+    return out
+
+
+def _entry_index_of_key(key: bytes) -> int:
+    """The index an ``entries`` key stands for; ``ValueError`` naming it if it is no index key
+    (not 8 bytes)."""
+    if len(key) != 8:
+        raise ValueError(f"the entries column family holds a key that is no entry index: {key!r}")
+    return int.from_bytes(key, "big")
+
+
+def decode_stored_entry(key: bytes, blob: bytes, prev_term: int = 0) -> Entry:
+    """The entry stored at ``key`` with the record ``blob``, checked against the key: it must
+    decode, hold the key's index, and a term in ``[prev_term, MAX_TERM]`` (``prev_term``: the
+    term of the entry before it; a log's terms never decrease). ``ValueError`` naming the
+    entry otherwise: a damaged record is never returned as an entry."""
+    index = _entry_index_of_key(key)
+    try:
+        entry = decode_entry_records([blob])[0]
+    except (ValueError, msgspec.DecodeError) as e:  # CodecError is a ValueError
+        raise ValueError(f"the record of entry {index} (key {key.hex()}) does not decode: {e}") from e
+    lid = entry.log_id
+    if lid.index != index:
+        raise ValueError(f"the record of entry {index} (key {key.hex()}) holds index {lid.index}: it is damaged")
+    if lid.term > MAX_TERM:
+        raise ValueError(f"the record of entry {index} holds term {lid.term}, above MAX_TERM: it is damaged")
+    if lid.term < prev_term:
+        raise ValueError(
+            f"the record of entry {index} holds term {lid.term}, below the term {prev_term} of the entry "
+            f"before it: it is damaged"
+        )
+    return entry
+
+
+def check_stored_run(keys: list[bytes], blobs: list[bytes], start: int) -> list[Entry]:
+    """The slow, exact reading of the records ``blobs`` stored at ``keys`` (a scan from the key
+    of ``start``): the entries from ``start`` up to the first missing index (a hole: the
+    caller finds the result short), each checked by ``decode_stored_entry``. ``ValueError``
+    naming the entry for a damaged record or a key that is no index. Used when the fast read
+    (one batch decode) found anything amiss."""
+    out: list[Entry] = []
+    prev_term = 0
+    for i, (key, blob) in enumerate(zip(keys, blobs, strict=True)):
+        if _entry_index_of_key(key) != start + i:
+            break  # index start + i is missing
+        entry = decode_stored_entry(key, blob, prev_term)
+        prev_term = entry.log_id.term
+        out.append(entry)
     return out

@@ -20,6 +20,7 @@ from rocksdict import Rdict, WriteBatch
 from ..._core import encode_index_key, normal_data_bytes
 from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Normal, Vote
+from ...validation import MAX_TERM
 from .. import IOFlushed
 from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db
 from .group_writer import GroupWriter, ignore_done
@@ -33,7 +34,9 @@ from .log_format import (
     K_VOTE,
     LOG_FORMAT,
     META_CF,
+    check_stored_run,
     decode_entry_records,
+    decode_stored_entry,
     put_entries,
 )
 from .wal import wal_syncer_for
@@ -92,16 +95,35 @@ _dec_logid = msgspec.msgpack.Decoder(LogId | None)
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
     """The entries of ``image`` from index ``start`` to its bound: the gap-free run starting at
     ``start`` (a hole in the stored log shows as a short result). Raises when the scan stops
-    on an error (e.g. a damaged file) or a record does not decode. Closes ``image``."""
+    on an error (e.g. a damaged file), and ``ValueError`` naming the entry when a record is
+    damaged: it does not decode, or holds another index than its key, a term above
+    ``MAX_TERM`` or below the entry before it (``log_format.decode_stored_entry``). Closes
+    ``image``.
+
+    The usual read is one batch decode and one pass over the entries; anything amiss there
+    (a hole included) is looked at again with the keys (``check_stored_run``)."""
     try:
-        blobs = image.values(encode_index_key(start))
+        key = encode_index_key(start)
+        blobs = image.values(key)
+        try:
+            entries = decode_entry_records(blobs)
+        except (ValueError, msgspec.DecodeError):  # CodecError is a ValueError
+            return check_stored_run(image.keys(key), blobs, start)
+        # Terms never decrease: the last one bounds them all by MAX_TERM.
+        prev_term = 0
+        index = start
+        for e in entries:
+            lid = e.log_id
+            term = lid.term
+            if lid.index != index or term < prev_term:
+                return check_stored_run(image.keys(key), blobs, start)
+            prev_term = term
+            index += 1
+        if prev_term > MAX_TERM:
+            return check_stored_run(image.keys(key), blobs, start)
+        return entries
     finally:
         image.close()
-    entries = decode_entry_records(blobs)
-    for i, e in enumerate(entries):
-        if e.log_id.index != start + i:
-            return entries[:i]
-    return entries
 
 
 def _short_read_cause(entries_cf: Rdict, index: int, got: int) -> BaseException:
@@ -115,7 +137,7 @@ def _short_read_cause(entries_cf: Rdict, index: int, got: int) -> BaseException:
         return e
     finally:
         del probe  # the iterator keeps RocksDB open; a kept error must not hold it
-    return RuntimeError(f"got {got} entries: a hole in the stored log")
+    return RuntimeError(f"no entry at index {index} (got {got} entries): a hole in the stored log")
 
 
 class RocksLogReader:
@@ -276,8 +298,20 @@ class RocksLogStore(RocksLogReader):
                 meta.close()
             it = db.get_column_family(ENTRIES_CF).iter()
             it.seek_to_last()
-            last_stored = decode_entry_records([it.value()])[0].log_id if it.valid() else None
+            last_stored = decode_stored_entry(it.key(), it.value()).log_id if it.valid() else None
             it.status()  # raises if the seek stopped on an error (a corrupted file), not at the end
+            if last_stored is not None:
+                # The log starts right after the purged entries: a first entry past that means
+                # the entries in between are lost (reading them would fail much later).
+                it.seek_to_first()
+                first = decode_stored_entry(it.key(), it.value()).log_id.index if it.valid() else None
+                it.status()
+                expected = 0 if purged is None else purged.index + 1
+                if first is not None and first > expected:
+                    raise ValueError(
+                        f"entries [{expected}, {first}) are missing: the first stored entry is {first}, "
+                        f"but the log {'starts at 0' if purged is None else f'is purged only up to {purged.index}'}"
+                    )
             return vote, committed, purged, last_stored
 
         try:
@@ -313,8 +347,15 @@ class RocksLogStore(RocksLogReader):
 
     @staticmethod
     def _load(meta: Rdict, key: bytes, dec: msgspec.msgpack.Decoder[Any]) -> Any:
+        """The value of the meta ``key``, or ``None``; ``ValueError`` naming the key when it
+        does not decode."""
         raw = meta.get(key)
-        return None if raw is None else dec.decode(raw)
+        if raw is None:
+            return None
+        try:
+            return dec.decode(raw)
+        except msgspec.DecodeError as e:
+            raise ValueError(f"the stored {key.decode()!r} does not decode: {e}") from e
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> Self:
