@@ -28,6 +28,7 @@ from openraft_py.types import (
     Membership,
     Normal,
     Snapshot,
+    SnapshotMeta,
     StoredMembership,
     Vote,
 )
@@ -1461,6 +1462,55 @@ def test_a_checksummed_end_frame_is_required_of_the_second_format() -> None:
     good = io.BytesIO()
     assert write_snapshot(good, None, StoredMembership(None, Membership.new([{1}])), [(b"k", b"v")]) == 1
     assert list(read_snapshot_pairs(good, "x")) == [(b"k", b"v")]
+
+
+def _snapshot_with_chunks(chunks: list[Any]) -> Any:
+    """A snapshot file of the current format, checksummed, whose data frames hold ``chunks``
+    as they are (a peer wrote them: they pass the checksum)."""
+    import io
+    import zlib
+
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC, _enc
+
+    f = io.BytesIO()
+    f.write(SNAPSHOT_MAGIC)
+    crc = 0
+    for frame in [("h", (LogId(1, 5), EMPTY_STORED_MEMBERSHIP)), *[("d", c) for c in chunks]]:
+        payload = _enc.encode(frame)
+        crc = zlib.crc32(payload, crc)
+        f.write(encode_frame(payload))
+    f.write(encode_frame(_enc.encode(("e", (sum(len(c) for c in chunks), crc)))))
+    f.seek(0)
+    return f
+
+
+@pytest.mark.parametrize(
+    ("chunk", "error"),
+    [
+        ([["k", b"v"]], "pair 0 is not two byte strings: str, bytes"),
+        ([[b"k", 5]], "pair 0 is not two byte strings: bytes, int"),
+        ({"ab": 1}, "pair 0 is not two byte strings: str, str"),
+        ([[b"k", b"v"], [b"k2", b"\xff\xfe"]], "pair 1 is not utf-8"),
+        ([[b"\xc3", b"v"]], "pair 0 is not utf-8"),
+    ],
+    ids=["str-key", "int-value", "map", "value-not-utf8", "key-not-utf8"],
+)
+async def test_a_snapshot_whose_pairs_are_not_utf8_byte_strings_is_refused(tmp_path: Path, chunk: Any, error: str) -> None:
+    """A checksummed snapshot from a peer whose data frames hold something else than pairs of
+    utf-8 byte strings is refused with ``ValueError`` (the node keeps running, its state
+    unchanged) instead of failing the install with a ``TypeError`` (taken for a failing
+    storage: the node stopped) or installing bytes every later read of the key fails on."""
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("before", "x"))))])
+        meta = SnapshotMeta(LogId(1, 5), EMPTY_STORED_MEMBERSHIP, "peer-snap")
+        with pytest.raises(ValueError, match=f"not a RocksStateMachine snapshot \\(peer-snap\\): {error}"):
+            await sm.install_snapshot(meta, _snapshot_with_chunks([chunk]))
+        assert sm.data == {"before": "x"}
+        assert (await sm.applied_state())[0] == LogId(1, 1)
+        # Utf-8 that is not ascii installs as ever.
+        await sm.install_snapshot(meta, _snapshot_with_chunks([[["ключ".encode(), "значение".encode()]]]))
+        assert sm.data == {"ключ": "значение"}
 
 
 async def test_a_damaged_current_snapshot_is_rebuilt_not_handed_out(
