@@ -8,6 +8,7 @@ import asyncio.sslproto
 import ipaddress
 import logging
 import os
+import socket
 from collections import deque
 from ssl import SSLContext
 from typing import Any
@@ -565,6 +566,10 @@ class TcpServer:
           never. Only after a request of 1 to ``YIELD_MAX_ENTRIES`` (16) entries: after a
           large batch, what the node does next is long and holds back its next round. On a
           core nothing else waits for, the call returns at once.
+
+        Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
+        use or not allowed, the address is not this machine's, or (``socket.gaierror``)
+        ``host`` is a name that does not resolve.
         """
         self = cls._unbound(
             raft,
@@ -582,9 +587,15 @@ class TcpServer:
             yield_after_answer=yield_after_answer,
         )
         self.address = f"{host}:{port}"
-        self._server = await self._loop.create_server(
-            lambda: _ServerConnection(self), host, port, reuse_address=True
-        )
+        try:
+            self._server = await self._loop.create_server(
+                lambda: _ServerConnection(self), host, port, reuse_address=True
+            )
+        except socket.gaierror as e:
+            # The resolver's message names no host (the bind errors name their address).
+            raise socket.gaierror(
+                e.errno, f"cannot listen on {host}:{port}: the host name does not resolve ({e.strerror})"
+            ) from e
         sockname = self._server.sockets[0].getsockname()
         self.host = sockname[0]
         self.port = sockname[1]

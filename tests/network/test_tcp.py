@@ -398,6 +398,22 @@ async def test_a_host_name_whose_resolver_hangs_holds_one_thread_and_no_worker_o
         await factory.close()
 
 
+async def test_a_server_address_it_cannot_listen_on_is_named() -> None:
+    # A host name that does not resolve: the resolver's own message names no host.
+    with pytest.raises(socket.gaierror, match=r"cannot listen on nosuchhost\.invalid:21999: the host name does not resolve"):
+        await asyncio.wait_for(TcpServer.start(FakeRaft(), "nosuchhost.invalid", 21999, "c"), 30)
+    # A port in use: the bind error names the address.
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1.*{port}"):
+            await asyncio.wait_for(TcpServer.start(FakeRaft(), "127.0.0.1", port, "c"), 30)
+    finally:
+        taken.close()
+
+
 async def test_handler_errors_are_mapped() -> None:
     raft = FakeRaft()
 
