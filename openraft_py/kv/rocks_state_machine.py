@@ -87,6 +87,15 @@ _M_MEMBERSHIP = b"mmembership"  # StoredMembership: the last applied membership
 _M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see AckMark)
 
 
+def _decode_meta(key: bytes, raw: bytes, dec: msgspec.msgpack.Decoder[Any]) -> Any:
+    """The stored meta value ``raw`` of ``key``; ``ValueError`` naming the key when it does not
+    decode."""
+    try:
+        return dec.decode(raw)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"the stored {key.decode()!r} does not decode: {e}") from e
+
+
 class _SnapRecord(msgspec.Struct):
     """What ``<path>/snapshots/current.meta`` holds."""
 
@@ -332,9 +341,9 @@ class RocksStateMachine:
             cf = db.get_column_family(_SM_CF)
             try:
                 raw = cf.get(_M_APPLIED)
-                applied = None if raw is None else _dec_logid.decode(raw)
+                applied = None if raw is None else _decode_meta(_M_APPLIED, raw, _dec_logid)
                 raw = cf.get(_M_MEMBERSHIP)
-                membership = EMPTY_STORED_MEMBERSHIP if raw is None else _dec_stored.decode(raw)
+                membership = EMPTY_STORED_MEMBERSHIP if raw is None else _decode_meta(_M_MEMBERSHIP, raw, _dec_stored)
             finally:
                 cf.close()
             return applied, membership
@@ -417,7 +426,11 @@ class RocksStateMachine:
         meta_path = os.path.join(self._snapdir, "current.meta")
         if os.path.exists(meta_path):
             with open(meta_path, "rb") as f:
-                rec = _dec_snaprec.decode(f.read())
+                raw = f.read()
+            try:
+                rec = _dec_snaprec.decode(raw)
+            except msgspec.DecodeError as e:
+                raise ValueError(f"{meta_path} does not decode: {e}") from e
             if not os.path.exists(os.path.join(self._snapdir, rec.file)):
                 raise StorageError(f"opening state machine at {self.path!r}", FileNotFoundError(f"snapshot file {rec.file} missing"))
         for name in os.listdir(self._snapdir):

@@ -1464,6 +1464,32 @@ def test_a_checksummed_end_frame_is_required_of_the_second_format() -> None:
     assert list(read_snapshot_pairs(good, "x")) == [(b"k", b"v")]
 
 
+@pytest.mark.parametrize("damaged", ["mapplied", "mmembership", "current.meta"])
+async def test_a_state_machine_names_the_meta_value_that_does_not_decode(tmp_path: Path, damaged: str) -> None:
+    from rocksdict import Options, Rdict
+
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        mem = Membership.new([{1}])
+        await sm.apply([Entry(LogId(1, 1), mem), Entry(LogId(1, 2), Normal(encode_kv(KvSet("k", "v"))))])
+        await sm.get_snapshot_builder().build_snapshot()
+    if damaged == "current.meta":
+        (p / "snapshots" / "current.meta").write_bytes(b"\xc1")
+        named = f"{p / 'snapshots' / 'current.meta'} does not decode"
+    else:
+        db = Rdict(str(p / "db"), Options(raw_mode=True), column_families={"sm": Options(raw_mode=True)})
+        cf = db.get_column_family("sm")
+        cf[damaged.encode()] = b"\xc1"
+        cf.close()
+        del cf
+        db.close()
+        del db
+        named = f"the stored {damaged!r} does not decode"
+    with pytest.raises(StorageError, match="opening state machine at") as ei:
+        RocksStateMachine(p)
+    assert named in str(ei.value), str(ei.value)
+
+
 def _snapshot_with_chunks(chunks: list[Any]) -> Any:
     """A snapshot file of the current format, checksummed, whose data frames hold ``chunks``
     as they are (a peer wrote them: they pass the checksum)."""
