@@ -222,8 +222,13 @@ class _ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.hello.done():
             reason = "the server closed the connection before answering the handshake"
-            if self.peer.factory.ssl is not None or exc is not None:
-                reason += " (TLS refused?)" if exc is None else f": {exc!r}"
+            if exc is not None:
+                reason += f": {exc!r}"
+            elif self.peer.factory.ssl is not None:
+                reason += " (TLS refused?)"
+            else:
+                # What a TLS server does with a plain hello (it logs the TLS error).
+                reason += " (does the server expect TLS? this node connects without)"
             self.fail(reason)
         else:
             self.fail(f"connection lost: {exc!r}" if exc else self.close_reason)
@@ -505,7 +510,11 @@ class _Peer:
             conn = attempt
             break
         if conn is None:
-            raise Unreachable(f"connect to {self.addr} failed: {error!r}") from error
+            hint = ""
+            if f.ssl is not None and isinstance(error, (ConnectionResetError, _ssl.SSLEOFError)):
+                # What a plain server does with a TLS hello (it logs "it looks like TLS").
+                hint = " (in the TLS handshake: does the server speak TLS?)"
+            raise Unreachable(f"connect to {self.addr} failed: {error!r}{hint}") from error
         if f.peer_id_of_cert is not None:
             # Before the hello: a server that cannot prove it is the target learns nothing.
             why = cert_mismatch(conn.transport, f.peer_id_of_cert, self.target, "server")

@@ -83,6 +83,10 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     return node_id == getattr(metrics, "current_leader", None)
 
 
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"})
+"""The ``ssl.SSLError.reason`` of a TLS handshake whose peer sent something else than TLS (a
+node without a TLS context sends its plain hello)."""
+
 _sched_yield = getattr(os, "sched_yield", None)  # POSIX only
 
 YIELD_MAX_ENTRIES = 16
@@ -223,7 +227,10 @@ class _ServerConnection(asyncio.Protocol):
                 srv.refused += 1
                 if self.handshake_timer is not None:
                     self.handshake_timer.cancel()
-                log.warning("tcp server %s: TLS refused the connection from %s: %r", srv.address, self.peer, e)
+                hint = ""
+                if getattr(e, "reason", None) in _NOT_TLS_REASONS:
+                    hint = " (the peer does not speak TLS: is TLS configured on this node only?)"
+                log.warning("tcp server %s: TLS refused the connection from %s: %r%s", srv.address, self.peer, e, hint)
                 raw.close()
 
     def data_received(self, data: bytes) -> None:

@@ -265,3 +265,36 @@ async def test_an_http_client_on_the_raft_port_is_logged_as_such(caplog: pytest.
         dropped = [r.getMessage() for r in caplog.records if "closing the connection from" in r.getMessage()]
         assert any("'GET /cluster/status HTTP/1.1': not an openraft-py node" in m for m in dropped), dropped
         await c.write(b"still serving")
+
+
+@pytest.mark.parametrize("tls_on", ["server", "client"])
+async def test_tls_on_one_side_only_is_named_on_both_sides(tls_on: str, pki: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """TLS configured on the server only, or on the client only: the caller's ``Unreachable``
+    and the server's warning both say that the other side does not speak TLS (the caller saw
+    only a closed connection or ``ConnectionResetError()``, the server a bare
+    ``WRONG_VERSION_NUMBER``)."""
+    from openraft_py.network.tcp import TcpServer
+
+    from .test_tcp import FakeRaft
+
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", ssl=pki.server_ctx(mtls=False) if tls_on == "server" else None)
+    factory = TcpNetworkFactory(1, "c", ssl=pki.client_ctx() if tls_on == "client" else None)
+    if tls_on == "server":
+        caller_hint = "does the server expect TLS? this node connects without"
+        server_hint = "the peer does not speak TLS: is TLS configured on this node only?"
+    else:
+        caller_hint = "in the TLS handshake: does the server speak TLS?"
+        server_hint = "it looks like TLS: is TLS configured on one side only?"
+    try:
+        with pytest.raises(Unreachable) as ei:
+            await asyncio.wait_for(factory.new_client(2, BasicNode(server.address)).vote(VoteRequest(Vote.new(1, 1), None), OPT), 5)
+        assert caller_hint in str(ei.value), ei.value
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not any(server_hint in r.getMessage() for r in caplog.records):
+            assert loop.time() < deadline, [r.getMessage() for r in caplog.records]
+            await asyncio.sleep(0.01)  # the server's side of the close may come a moment later; bounded
+    finally:
+        await factory.close()
+        await server.close()
