@@ -157,7 +157,8 @@ def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[byte
                     raise ValueError(f"unexpected frame {tag!r}")
     except UnicodeDecodeError as e:
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): pair {count} is not utf-8: {e}") from e
-    except (msgspec.DecodeError, TypeError, ValueError) as e:
+    except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as e:
+        # RecursionError: a frame nested deeper than the interpreter's recursion limit.
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): {e}") from e
     if not ended or reader.buffered():
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): truncated")

@@ -536,12 +536,13 @@ def decode_body(kind: int, body: bytes | memoryview) -> Any:
     Returns the ``openraft_py.types`` value for an RPC kind (``None`` for
     ``KIND_TRANSFER_LEADER_RESP``), or the ``Hello`` / ``HelloAck`` / ``ErrorBody``.
     Raises ``WireError`` for an unknown kind or a body that does not match the schema (wrong
-    types, values out of bounds, truncated or trailing bytes).
+    types, values out of bounds, truncated or trailing bytes, nesting deeper than the
+    interpreter's recursion limit).
     """
     if kind == KIND_APPEND_ENTRIES:
         try:
             req = _AE_CLS(*_astuple(_AE_DECODER.decode(body)))
-        except (msgspec.DecodeError, TypeError, ValueError) as e:
+        except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as e:
             raise WireError(f"malformed {KIND_NAMES[kind]} body: {e}") from None
         _check_append_entries_bounds(req)
         return req
@@ -555,7 +556,9 @@ def decode_body(kind: int, body: bytes | memoryview) -> Any:
             return None if kind == KIND_TRANSFER_LEADER_RESP else checked
         decoder, cls = built
         return cls(*_astuple(decoder.decode(body)))
-    except (msgspec.DecodeError, TypeError, ValueError) as e:
+    except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as e:
+        # RecursionError: msgspec skipping a value nested deeper than the interpreter's
+        # recursion limit (a snapshot chunk's data, held as ``msgspec.Raw``, is skipped).
         raise WireError(f"malformed {KIND_NAMES[kind]} body: {e}") from None
 
 

@@ -12,6 +12,7 @@ import socket
 import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 from openraft_py._core import FrameReader
@@ -412,6 +413,46 @@ async def test_a_server_address_it_cannot_listen_on_is_named() -> None:
             await asyncio.wait_for(TcpServer.start(FakeRaft(), "127.0.0.1", port, "c"), 30)
     finally:
         taken.close()
+
+
+async def test_a_request_nested_deeper_than_the_recursion_limit_closes_only_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An install_snapshot whose data is a msgpack value nested 5000 deep: the connection is
+    closed as for any malformed input (a WARNING naming the peer, counted in ``dropped``),
+    nothing is delivered, and the server goes on serving. (``RecursionError`` escaped the
+    server's protocol callback: asyncio logged a fatal error with a traceback.)"""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    raft, server, factory, client = await _pair()
+    try:
+        fields = msgspec.msgpack.decode(
+            wire.encode_message(wire.KIND_INSTALL_SNAPSHOT, 1, InstallSnapshotRequest(V1, META, 0, b"x", True))[
+                wire.HEADER_SIZE :
+            ]
+        )
+        enc = msgspec.msgpack.Encoder()
+        parts = [enc.encode(f) for f in fields]
+        parts[3] = b"\x91" * 5000 + b"\xc0"  # the data: [[[...nil]]]
+        payload = wire.HEADER.pack(wire.KIND_INSTALL_SNAPSHOT, 7) + bytes([0x90 | len(fields)]) + b"".join(parts)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(wire.PROTOCOL_VERSION, "c", 1))))
+        await writer.drain()
+        ack = FrameReader(1024)
+        while not ack.feed(await asyncio.wait_for(reader.read(100), 5)):
+            pass
+        writer.write(len(payload).to_bytes(4, "big") + payload)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        assert server.dropped == 1 and server.delivered == 0 and raft.received == []
+        dropped = [r for r in caplog.records if "closing the connection from 127.0.0.1:" in r.getMessage()]
+        assert len(dropped) == 1 and "malformed install_snapshot body" in dropped[0].getMessage()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        await server.close()
+        await factory.close()
 
 
 async def test_handler_errors_are_mapped() -> None:

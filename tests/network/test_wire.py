@@ -225,6 +225,26 @@ def test_versioning_rule_trailing_fields() -> None:
     )
 
 
+DEEP = b"\x91" * 5000 + b"\xc0"
+"""A msgpack value nested far deeper than the interpreter's recursion limit: ``[[[...nil]]]``."""
+
+
+@pytest.mark.parametrize("kind, msg", [m for m in sample_messages() if m[1] is not None], ids=lambda v: str(v)[:30])
+def test_a_value_nested_deeper_than_the_recursion_limit_is_malformed(kind: int, msg: Any) -> None:
+    """Any field of any message replaced by a deeply nested value raises ``WireError`` (a
+    snapshot chunk's data, skipped as ``msgspec.Raw`` by the schema pass, raised
+    ``RecursionError``, which the TCP server did not take for malformed input: asyncio logged
+    a fatal error with a traceback and closed the connection)."""
+    fields = msgspec.msgpack.decode(wire.encode_message(kind, 1, msg)[wire.HEADER_SIZE :])
+    enc = msgspec.msgpack.Encoder()
+    for i in range(len(fields)):
+        parts = [enc.encode(f) for f in fields]
+        parts[i] = DEEP
+        body = bytes([0x90 | len(fields)]) + b"".join(parts)
+        with pytest.raises(wire.WireError):
+            wire.decode_body(kind, body)
+
+
 def test_split_payload_refuses_short_and_unknown() -> None:
     with pytest.raises(wire.WireError):
         wire.split_payload(b"\x03" + b"\x00" * 7)

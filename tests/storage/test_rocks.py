@@ -1539,6 +1539,28 @@ async def test_a_snapshot_whose_pairs_are_not_utf8_byte_strings_is_refused(tmp_p
         assert sm.data == {"ключ": "значение"}
 
 
+async def test_a_snapshot_frame_nested_deeper_than_the_recursion_limit_is_refused(tmp_path: Path) -> None:
+    """A checksummed snapshot whose data frame is ``["d", [[[...nil]]]]`` 5000 deep: refused
+    with ``ValueError`` (``RecursionError`` escaped the reader: the install failed as if the
+    storage did, which stops the node)."""
+    import io
+    import zlib
+
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC, _enc
+
+    header = _enc.encode(("h", (LogId(1, 5), EMPTY_STORED_MEMBERSHIP)))
+    deep = b"\x92\xa1d" + b"\x91" * 5000 + b"\xc0"
+    f = io.BytesIO()
+    f.write(SNAPSHOT_MAGIC + encode_frame(header) + encode_frame(deep))
+    f.write(encode_frame(_enc.encode(("e", (0, zlib.crc32(deep, zlib.crc32(header)))))))
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        meta = SnapshotMeta(LogId(1, 5), EMPTY_STORED_MEMBERSHIP, "deep")
+        with pytest.raises(ValueError, match=r"not a RocksStateMachine snapshot \(deep\): maximum recursion depth"):
+            await sm.install_snapshot(meta, f)
+        assert (await sm.applied_state())[0] is None
+
+
 async def test_a_damaged_current_snapshot_is_rebuilt_not_handed_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
