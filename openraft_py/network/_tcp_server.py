@@ -43,6 +43,7 @@ from .wire import (
     KIND_HELLO,
     KIND_HELLO_ACK,
     KIND_INSTALL_SNAPSHOT,
+    KIND_NAMES,
     KIND_TRANSFER_LEADER,
     KIND_VOTE,
     RESPONSE_KIND,
@@ -343,9 +344,14 @@ class _ServerConnection(asyncio.Protocol):
             except WireError as e:
                 self._drop(f"malformed input: {e}")
                 return
-            if _request_sender(kind, req) != self.sender:
+            leader = _request_sender(kind, req)
+            if leader != self.sender:
                 # Well-formed but not from the handshake's sender: refuse this one request.
                 srv.refused += 1
+                log.warning(
+                    "tcp server %s: refused %s from node %s at %s: it names node %s as its leader",
+                    srv.address, KIND_NAMES[kind], self.sender, self.peer, leader,
+                )
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
             n = self.started = self.started + 1
@@ -415,10 +421,15 @@ class _ServerConnection(asyncio.Protocol):
         if isinstance(e, Fatal):
             self._answer_error(rid, ERR_FATAL, str(e))
             return
-        code = ERR_INVALID if isinstance(e, InvalidRequest) else ERR_REMOTE
-        if code == ERR_REMOTE:
-            log.warning("tcp server %s: %s from node %s failed: %r", self.server.address, what, self.sender, e)
-        self._answer_error(rid, code, f"{type(e).__name__}: {e}")
+        srv = self.server
+        if isinstance(e, InvalidRequest):
+            # A correct peer never sends one (docs/design/bad-input.md): worth a warning.
+            srv.refused += 1
+            log.warning("tcp server %s: refused an invalid %s from node %s at %s: %s", srv.address, what, self.sender, self.peer, e)
+            self._answer_error(rid, ERR_INVALID, f"{type(e).__name__}: {e}")
+            return
+        log.warning("tcp server %s: %s from node %s failed: %r", srv.address, what, self.sender, e)
+        self._answer_error(rid, ERR_REMOTE, f"{type(e).__name__}: {e}")
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
@@ -469,7 +480,9 @@ class TcpServer:
     """Serves a ``Raft`` node's RPCs on a TCP port (see the module docstring).
 
     Counters (for tests and monitoring): ``delivered`` requests handed to ``Raft``,
-    ``refused`` handshakes and requests refused, ``dropped`` connections closed for bad input,
+    ``refused`` handshakes and requests refused (a request naming another leader than the
+    connection's sender, or one the node refused as ``InvalidRequest``: each logged at
+    WARNING), ``dropped`` connections closed for bad input,
     idleness, limits, or a sender that left the membership.
     """
 

@@ -455,7 +455,10 @@ async def test_a_request_nested_deeper_than_the_recursion_limit_closes_only_its_
         await factory.close()
 
 
-async def test_handler_errors_are_mapped() -> None:
+async def test_handler_errors_are_mapped(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
     raft = FakeRaft()
 
     async def bad_value(req: Any) -> Any:
@@ -465,7 +468,7 @@ async def test_handler_errors_are_mapped() -> None:
         raise Stopped()
 
     async def invalid(req: Any) -> Any:
-        raise InvalidRequest("vote: term out of range")
+        raise InvalidRequest("vote", "term out of range")
 
     _, server, factory, client = await _pair(raft)
     try:
@@ -479,6 +482,11 @@ async def test_handler_errors_are_mapped() -> None:
         raft.behaviour["vote"] = invalid
         with pytest.raises(RemoteError, match="InvalidRequest"):
             await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        # A correct peer never sends an invalid request: the server says so, and counts it
+        # (it answered without a word).
+        assert server.refused == 1
+        warned = [r.getMessage() for r in caplog.records if "refused an invalid vote" in r.getMessage()]
+        assert len(warned) == 1 and "from node 1 at 127.0.0.1:" in warned[0] and "term out of range" in warned[0]
         # Errors are answers: the connection is still the first one.
         assert server.connections == 1 and server.dropped == 0
     finally:
@@ -486,12 +494,17 @@ async def test_handler_errors_are_mapped() -> None:
         await factory.close()
 
 
-async def test_a_request_from_another_leader_than_the_sender_is_refused() -> None:
+async def test_a_request_from_another_leader_than_the_sender_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
     raft, server, factory, client = await _pair()
     try:
         with pytest.raises(RemoteError, match="sender"):
             await asyncio.wait_for(client.append_entries(AppendEntriesRequest(Vote.new(3, 3), None, [], None), OPT), 5)
-        assert raft.received == [] and server.connections == 1
+        assert raft.received == [] and server.connections == 1 and server.refused == 1
+        warned = [r.getMessage() for r in caplog.records if "refused append_entries from node 1" in r.getMessage()]
+        assert len(warned) == 1 and "it names node 3 as its leader" in warned[0], warned
     finally:
         await server.close()
         await factory.close()
