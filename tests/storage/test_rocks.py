@@ -331,6 +331,43 @@ async def test_fsync_mode_rocksdb_and_fallback(tmp_path: Path, monkeypatch: pyte
 # -- corrupted / foreign databases --------------------------------------------------------------
 
 
+def _spellings(tmp_path: Path, path: Path) -> list[str]:
+    """Other names of the directory ``path``: with a trailing slash, through ``.``, through a
+    symlink."""
+    link = tmp_path / f"link-to-{path.name}"
+    link.symlink_to(path, target_is_directory=True)
+    return [f"{path}/", str(path.parent / "." / path.name), str(link)]
+
+
+async def test_a_log_store_open_under_another_name_of_its_directory_is_refused(tmp_path: Path) -> None:
+    """RocksDB tells a second open in the same process by the name of its LOCK file (the
+    fcntl lock is the process's own): a store opened again as ``log/``, ``./log`` or through a
+    symlink was a second writer on the same database. Now it is "in use" like the same
+    spelling; the open store is unaffected, and once it is closed any spelling opens."""
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, entries(1, 0, 3))
+        for other in _spellings(tmp_path, p):
+            with pytest.raises(StorageError, match="the database is in use"):
+                RocksLogStore(other)
+        await append_durable(s, entries(1, 3, 6))
+        assert await s.try_get_log_entries(0, 6) == entries(1, 0, 6)
+    async with RocksLogStore(tmp_path / f"link-to-{p.name}") as s:
+        assert await s.try_get_log_entries(0, 6) == entries(1, 0, 6)
+
+
+async def test_a_state_machine_open_under_another_name_of_its_directory_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("k", "v"))))])
+        for other in _spellings(tmp_path, p):
+            with pytest.raises(StorageError, match="the database is in use"):
+                RocksStateMachine(other)
+        assert sm.data == {"k": "v"}
+    async with RocksStateMachine(f"{p}/") as sm:
+        assert sm.data == {"k": "v"}
+
+
 def test_plain_file_refused(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_bytes(b"hello")

@@ -243,7 +243,12 @@ def open_db(
         if found is None:
             _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
     try:
-        db = Rdict(path, _db_options(fresh, atomic_flush=atomic_flush), column_families=cf_opts)
+        # RocksDB refuses a second open of a database in the same process by its LOCK file's
+        # name (the lock itself, fcntl's, is the process's: it does not conflict with itself).
+        # The canonical path makes every spelling of the directory one name: given as
+        # "db/", "./db" or through a symlink, it was opened a second time, two writers on one
+        # database.
+        db = Rdict(os.path.realpath(path), _db_options(fresh, atomic_flush=atomic_flush), column_families=cf_opts)
     except Exception as e:
         if mark is not None:
             mark.close()
