@@ -87,6 +87,21 @@ _M_MEMBERSHIP = b"mmembership"  # StoredMembership: the last applied membership
 _M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see AckMark)
 
 
+def _not_utf8(key: str, e: UnicodeDecodeError) -> ValueError:
+    """The error for the stored value of ``key`` that is not utf-8 (this state machine writes
+    only utf-8: the database was written by something else)."""
+    return ValueError(f"the stored value of the key {key!r} is not utf-8: {e}")
+
+
+def _stored_str(key: str, raw: bytes) -> str:
+    """The stored value ``raw`` of ``key`` as a ``str``; ``ValueError`` naming the key when it is
+    not utf-8."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as e:
+        raise _not_utf8(key, e) from e
+
+
 def _decode_meta(key: bytes, raw: bytes, dec: msgspec.msgpack.Decoder[Any]) -> Any:
     """The stored meta value ``raw`` of ``key``; ``ValueError`` naming the key when it does not
     decode."""
@@ -192,7 +207,12 @@ class _BatchKv:
             return overlay[key]
         read = self._read
         raw = read[key] if key in read else self._cf.get(_DATA + key.encode())
-        return None if raw is None else raw.decode()
+        if raw is None:
+            return None
+        try:  # (inline: on every set's path)
+            return raw.decode()
+        except UnicodeDecodeError as e:
+            raise _not_utf8(key, e) from e
 
     def __setitem__(self, key: str, value: str) -> None:
         self._overlay[key] = value
@@ -676,14 +696,15 @@ class RocksStateMachine:
 
     def get(self, key: str) -> str | None:
         """The value of ``key`` as applied so far (a point read), or ``None``. Raises
-        ``StorageError`` when RocksDB cannot read it (e.g. a damaged file)."""
+        ``StorageError`` when RocksDB cannot read it (e.g. a damaged file) or the stored value
+        is not utf-8 (the database was written by something else)."""
         self._check_open()
         self._write_deferred()
         try:
             raw = self._cf.get(_DATA + key.encode())
+            return None if raw is None else _stored_str(key, raw)
         except Exception as e:
             raise StorageError(f"reading {key!r} from state machine at {self.path!r}", e) from e
-        return None if raw is None else raw.decode()
 
     @property
     def data(self) -> dict[str, str]:
@@ -696,7 +717,11 @@ class RocksStateMachine:
         image = BoundedIter(self._cf, _DATA_END)
         try:
             for k, v in image.scan(_DATA):
-                out[k[1:].decode()] = v.decode()
+                try:
+                    name = k[1:].decode()
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"a stored key is not utf-8: {k[1:]!r}") from e
+                out[name] = _stored_str(name, v)
         except Exception as e:
             raise StorageError(f"reading the data of state machine at {self.path!r}", e) from e
         finally:

@@ -1527,6 +1527,32 @@ async def test_a_state_machine_names_the_meta_value_that_does_not_decode(tmp_pat
     assert named in str(ei.value), str(ei.value)
 
 
+async def test_a_stored_value_that_is_not_utf8_is_a_storage_error_naming_the_key(tmp_path: Path) -> None:
+    """Data the state machine never writes (a value that is not utf-8, put by another
+    program): ``get`` and ``data`` raise ``StorageError`` naming the key (``get`` raised a bare
+    ``UnicodeDecodeError``), and an ``apply`` that reads the key raises naming it."""
+    from rocksdict import Options, Rdict
+
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("k", "v"))))])
+    db = Rdict(str(p / "db"), Options(raw_mode=True), column_families={"sm": Options(raw_mode=True)})
+    cf = db.get_column_family("sm")
+    cf[b"dk"] = b"\xff\xfe"
+    cf.close()
+    del cf
+    db.close()
+    del db
+    named = "the stored value of the key 'k' is not utf-8"
+    async with RocksStateMachine(p) as sm:
+        with pytest.raises(StorageError, match=f"reading 'k' from state machine at .*{named}"):
+            sm.get("k")
+        with pytest.raises(StorageError, match=f"reading the data of state machine at .*{named}"):
+            sm.data  # noqa: B018 - the property reads
+        with pytest.raises(ValueError, match=named):
+            await sm.apply([Entry(LogId(1, 2), Normal(encode_kv(KvCas("k", "v", "w"))))])
+
+
 def _snapshot_with_chunks(chunks: list[Any]) -> Any:
     """A snapshot file of the current format, checksummed, whose data frames hold ``chunks``
     as they are (a peer wrote them: they pass the checksum)."""
