@@ -87,9 +87,23 @@ def _ids(text: str) -> list[int]:
 
 
 def _addr(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
+    """An address for the membership (``nodes.check_member_addr``)."""
+    from .nodes import check_member_addr
+
+    try:
+        return check_member_addr(text, repr(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _host(text: str) -> str:
+    """A host the local cluster's addresses can name (``LocalCluster``'s check)."""
+    from .local_cluster import ClusterError, check_host
+
+    try:
+        check_host(text)
+    except ClusterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -135,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-n", "--nodes", dest="n", type=_positive_int, default=3, help="number of nodes (default 3)")
     up.add_argument("--data-dir", metavar="DIR",
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
-    up.add_argument("--host", default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
+    up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
     up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")
     up.add_argument("--raft-config", metavar="JSON", type=_json_object, help="Config fields for every node")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -311,6 +325,7 @@ async def _kv_cas(args: argparse.Namespace) -> int:
 @_async
 async def _cluster_init(args: argparse.Namespace) -> int:
     from .client import ClientError
+    from .nodes import check_member_addr
 
     async with _client(args) as c:
         members: dict[int, tuple[str, str]] = {}
@@ -325,6 +340,12 @@ async def _cluster_init(args: argparse.Namespace) -> int:
             if nid in members:
                 raise CliError(f"two endpoints report node id {nid}")
             members[nid] = (str(st["raft_addr"]), str(st.get("http_addr") or ep))
+            try:  # what the node listens on goes into the membership: it must be reachable
+                for addr in members[nid]:
+                    check_member_addr(addr, f"node {nid} (at {ep}) listens on {addr!r}:")
+            except ValueError as e:
+                raise CliError(f"{e}; start it with --raft-addr and --http-addr set to addresses the other "
+                               "nodes reach, or POST /cluster/init with them") from None
         r = _check(await c.init(members, endpoint=c.endpoints[0]), "init")
         if r.status != 200:
             raise CliError(f"init failed: HTTP {r.status}")

@@ -21,7 +21,9 @@
 
 Keys are the percent-decoded path segment (encode ``/`` as ``%2F``): non-empty, at most
 ``MAX_KEY_BYTES`` bytes of UTF-8. JSON bodies are decoded into typed structs: a wrong type, a
-missing or unknown field, or invalid JSON is a 400 before anything happens.
+missing or unknown field, or invalid JSON is a 400 before anything happens. The addresses of
+``init`` and ``learners`` go into the membership: each is checked with
+``nodes.check_member_addr`` (a host name or IP, no wildcard).
 
 The redirect rule: a node that is not the leader answers writes, linearizable and lease
 reads and the admin calls (learners, members, transfer) with ``307``, ``Location`` = the
@@ -69,7 +71,7 @@ from ..errors import (
 )
 from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, KvNode, ServiceUnavailable
-from .nodes import NodeAddrs, check_addr
+from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "NODE_KEY"]
 
@@ -180,8 +182,8 @@ async def cluster_init(request: web.Request) -> web.Response:
         if nid in members:
             raise BadRequest(f"member id {nid} is given twice")
         try:
-            members[nid] = NodeAddrs(check_addr(m.raft_addr, f"members[{k}].raft_addr"),
-                                     check_addr(m.http_addr, f"members[{k}].http_addr"))
+            members[nid] = NodeAddrs(check_member_addr(m.raft_addr, f"members[{k}].raft_addr"),
+                                     check_member_addr(m.http_addr, f"members[{k}].http_addr"))
         except (TypeError, ValueError) as e:
             raise BadRequest(str(e)) from None
     await _node(request).init(members)
@@ -192,8 +194,8 @@ async def cluster_learners(request: web.Request) -> web.Response:
     body: _LearnerBody = await _body(request, _LearnerBody)
     nid = _node_id(body.id, "id")
     try:
-        check_addr(body.raft_addr, "raft_addr")
-        check_addr(body.http_addr, "http_addr")
+        check_member_addr(body.raft_addr, "raft_addr")
+        check_member_addr(body.http_addr, "http_addr")
     except (TypeError, ValueError) as e:
         raise BadRequest(str(e)) from None
     index = await _node(request).add_learner(nid, body.raft_addr, body.http_addr)

@@ -40,8 +40,22 @@ from typing import Any
 
 from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
+from .nodes import check_member_addr
 
-__all__ = ["LocalNode", "LocalCluster", "ClusterError"]
+__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host"]
+
+
+def check_host(host: str) -> str:
+    """``host`` as it goes into a node's ``"host:port"`` address (an IPv6 address in
+    brackets); ``ClusterError`` unless other nodes and clients can connect to it (the
+    addresses go into the membership: a wildcard such as ``0.0.0.0`` cannot be used)."""
+    addr_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    try:
+        check_member_addr(f"{addr_host}:1", "host")
+    except ValueError:
+        raise ClusterError(f"--host {host!r} is not an address the nodes and clients can connect to "
+                           "(a host name or an IP address, not a wildcard such as 0.0.0.0)") from None
+    return addr_host
 
 
 class ClusterError(Exception):
@@ -120,6 +134,7 @@ class LocalCluster:
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
+        self._addr_host = check_host(host)
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="openraft-py-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -154,7 +169,7 @@ class LocalCluster:
         if known is not None and (self.root / f"n{nid}").is_dir():
             raft, http = known["raft_addr"], known["http_addr"]
         else:
-            raft, http = f"{self.host}:{free_port(self.host)}", f"{self.host}:{free_port(self.host)}"
+            raft, http = f"{self._addr_host}:{free_port(self.host)}", f"{self._addr_host}:{free_port(self.host)}"
         node = LocalNode(nid, raft, http, self.root / f"n{nid}", self.root / f"n{nid}.log", extra_args=extra)
         self.nodes[nid] = node
         self._record()
@@ -246,8 +261,8 @@ class LocalCluster:
                 port_taken = "address already in use" in _tail(node.log, 40).lower()
                 if not (first and port_taken and attempt < 2 and not node.running):
                     raise
-            node.raft_addr = f"{self.host}:{free_port(self.host)}"
-            node.http_addr = f"{self.host}:{free_port(self.host)}"
+            node.raft_addr = f"{self._addr_host}:{free_port(self.host)}"
+            node.http_addr = f"{self._addr_host}:{free_port(self.host)}"
             self._record()
             if self._client is not None:
                 await self._client.close()

@@ -16,7 +16,9 @@ and counts the RPC errors per peer for ``/metrics``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol
@@ -39,7 +41,7 @@ from ..types import (
     VoteResponse,
 )
 
-__all__ = ["NodeAddrs", "node_of", "addrs_of", "check_addr", "KvNetworkFactory", "RpcErrorHook"]
+__all__ = ["NodeAddrs", "node_of", "addrs_of", "check_addr", "check_member_addr", "KvNetworkFactory", "RpcErrorHook"]
 
 
 class NodeAddrs(msgspec.Struct, frozen=True):
@@ -50,8 +52,17 @@ class NodeAddrs(msgspec.Struct, frozen=True):
     http: str = ""
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""The characters of a host name or an IPv4 address (an IPv6 address goes in brackets)."""
+
+
 def check_addr(addr: Any, what: str) -> str:
-    """``addr`` if it is a ``"host:port"`` string; ``TypeError`` / ``ValueError`` otherwise."""
+    """``addr`` if it is a ``"host:port"`` string; ``TypeError`` / ``ValueError`` otherwise.
+
+    The host is a name or an IPv4 address (letters, digits, ``.``, ``-``, ``_``) or an IPv6
+    address in brackets (``[::1]:21001``): an address is also put into URLs (the redirect's
+    ``Location``) and HTTP headers, where anything else (a space, a control character, a
+    ``/``, a bare IPv6 address) would make a broken one."""
     if type(addr) is not str:
         raise TypeError(f"{what} must be a \"host:port\" string, got {type(addr).__name__}")
     if len(addr) > 255:
@@ -60,14 +71,43 @@ def check_addr(addr: Any, what: str) -> str:
         parse_addr(addr)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
+    host = addr.rpartition(":")[0]
+    if host.startswith("[") and host.endswith("]"):
+        ip, percent, zone = host[1:-1].partition("%")  # a zone (fe80::1%eth0) is a name too
+        try:
+            ipaddress.IPv6Address(ip)
+        except ValueError:
+            zone = " "
+        if (percent or zone) and not _HOST_NAME.fullmatch(zone):
+            raise ValueError(f"{what}: {host!r} is not an IPv6 address in brackets")
+    elif not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{what}: {host!r} is not a host name or IP address (letters, digits, '.', '-', '_'; "
+                         "an IPv6 address goes in brackets, as in [::1]:21001)")
     return addr
+
+
+def check_member_addr(addr: Any, what: str) -> str:
+    """``addr`` if it can go into the membership: ``check_addr``, and not a wildcard host
+    (``0.0.0.0``, ``[::]``). The membership's addresses are the ones other nodes connect to
+    and clients are redirected to; a wildcard is only good to listen on (a peer dialling
+    ``0.0.0.0`` reaches its own machine). ``TypeError`` / ``ValueError`` otherwise."""
+    checked = check_addr(addr, what)
+    host = checked.rpartition(":")[0].strip("[]")
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        unspecified = False
+    if unspecified:
+        raise ValueError(f"{what}: {checked!r} is a wildcard address (listen on every interface), which other "
+                         "nodes and clients cannot connect to; give an address they reach this node at")
+    return checked
 
 
 def node_of(raft: str, http: str) -> BasicNode:
     """The membership node of a service node reachable at ``raft`` and ``http`` (both
-    checked with ``check_addr``)."""
-    check_addr(raft, "raft_addr")
-    check_addr(http, "http_addr")
+    checked with ``check_member_addr``)."""
+    check_member_addr(raft, "raft_addr")
+    check_member_addr(http, "http_addr")
     return BasicNode(json.dumps({"raft": raft, "http": http}, separators=(",", ":")))
 
 

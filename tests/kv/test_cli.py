@@ -46,6 +46,9 @@ BAD = [
     (["cluster", "members", "--voters", "1,x"], "node ids"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1"], "--http-addr"),
     (["cluster", "transfer", "--to", "-3"], "not a node id"),
+    (["cluster", "add-learner", "--id", "4", "--raft-addr", "0.0.0.0:1", "--http-addr", "h:2"], "wildcard"),
+    (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1", "--http-addr", "h/x:2"], "not a host name"),
+    (["cluster", "up", "--host", "0.0.0.0"], "not an address the nodes and clients can connect to"),
     (["serve", "--id", "1"], "required"),
     (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
     (["demo", "--duration", "soon"], "not a number"),
@@ -122,3 +125,38 @@ def test_console_script_is_installed() -> None:
     r = subprocess.run([str(script), "cluster", "up", "--help"], capture_output=True, text=True, timeout=30,
                        env=_env())
     assert r.returncode == 0 and "Ctrl-C" in r.stdout
+
+
+async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> None:
+    """``cluster init`` puts the addresses a node reports in the membership: a node started
+    with ``--raft-addr 0.0.0.0:P`` is named with the fix, and nothing is posted (other nodes
+    would dial 0.0.0.0, their own machine). A fake node on loopback answers the status."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    posted: list[str] = []
+    port = free_port()
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "raft_addr": "0.0.0.0:21001", "http_addr": f"127.0.0.1:{port}"})
+
+    async def init(request: web.Request) -> web.Response:
+        posted.append(await request.text())
+        return web.json_response({"members": [1]})
+
+    app = web.Application()
+    app.router.add_get("/cluster/status", status)
+    app.router.add_post("/cluster/init", init)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", f"127.0.0.1:{port}",
+                                                  "--timeout", "5"])
+    finally:
+        await runner.cleanup()
+    assert code == 1
+    assert posted == []

@@ -68,6 +68,15 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": 5, "http_addr": "h:2"}}, 400),
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1"}}, 400),
     ("POST", "/cluster/learners", {"json": {"id": -4, "raft_addr": "h:1", "http_addr": "h:2"}}, 400),
+    # addresses go into the membership, then into redirects: a wildcard, a header injection,
+    # a path, a bare IPv6 address
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "0.0.0.0:1", "http_addr": "h:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "[::]:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "a\r\nX-Evil: 1\r\nb:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "evil.example/x?:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "::1:1", "http_addr": "h:2"}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "0.0.0.0:1", "http_addr": "h:2"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "a b:2"}}}}, 400),
     # bad values, keys and query strings
     ("PUT", "/kv/k", {"data": b"\xff\xfe\x00"}, 400),
     ("PUT", "/kv/" + "k" * 5000, {"data": "v"}, 400),

@@ -15,7 +15,7 @@ import pytest
 
 from openraft_py.errors import RPCError
 from openraft_py.kv.commands import KvStateMachine, encode_cas
-from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, node_of
+from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.kv.server import add_serve_arguments, options_from_args
 from openraft_py.network.tcp import TcpNetworkFactory
@@ -75,6 +75,29 @@ def test_node_addresses_round_trip() -> None:
             node_of("h:1", bad)
     with pytest.raises(TypeError):
         node_of(5, "h:1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["a b:1", "a\r\nX-Evil: 1\r\nb:2", "h/x:1", "evil.example/x?:2", "u@h:1",
+                                 "::1:80", "[zz]:1", "[fe80::1%a b]:1", "[fe80::1%]:1", "h\u00e9:1"])
+def test_an_address_is_a_host_name_or_ip_and_a_port(bad: str) -> None:
+    """The addresses go into URLs (the redirect's ``Location``) and headers: a host with a
+    space, a control character, a ``/`` or an unbracketed IPv6 address is refused."""
+    with pytest.raises(ValueError, match="not"):
+        check_addr(bad, "--raft-addr")
+    with pytest.raises(ValueError):
+        node_of("h:1", bad)
+
+
+def test_a_wildcard_address_is_refused_in_the_membership_only() -> None:
+    """``0.0.0.0`` is good to listen on, but a peer dialling it reaches its own machine."""
+    for wildcard in ("0.0.0.0:21001", "[::]:21001", "[0:0::0]:5"):
+        assert check_addr(wildcard, "--raft-addr") == wildcard
+        with pytest.raises(ValueError, match="wildcard"):
+            check_member_addr(wildcard, "raft_addr")
+        with pytest.raises(ValueError, match="wildcard"):
+            node_of("h:1", wildcard)
+    for good in ("localhost:1", "10.0.0.4:21001", "[::1]:7", "[fe80::1%eth0]:7", "node_3.example-x.org:5"):
+        assert check_member_addr(good, "raft_addr") == good
 
 
 async def test_factory_connects_to_the_raft_address() -> None:
