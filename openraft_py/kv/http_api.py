@@ -4,7 +4,8 @@
 ``POST /cluster/init``          ``{"members": {"1": {"raft_addr", "http_addr"}, ...}}`` -> 200
                                 ``{"members": [ids]}``; 409 if the node is initialized already
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
-                                the learner caught up (503 if not within the bound)
+                                the learner caught up (503 if not within the bound); 409 if
+                                ``id`` is a voter
 ``POST /cluster/members``       ``{"voters": [ids], "retain": bool, "allow_lagging": bool}``
                                 -> 200 ``{"index", "voters", "learners"}``; 409 while another
                                 change runs, or when most new voters have not caught up
@@ -35,8 +36,9 @@ never redirected (a blind retry could apply it twice).
 
 Errors: every answer but a value is JSON; errors are ``{"error": message}`` (plus fields
 above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeouts -> 503;
-``InProgress`` and initialize's ``NotAllowed`` -> 409; other membership or initialize
-refusals, ``InvalidRequest``, ``TypeError``, ``ValueError`` -> 400; a body over
+``InProgress``, ``LearnerIsLagging``, initialize's ``NotAllowed`` and ``Conflict`` -> 409;
+other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``ValueError``
+-> 400; a body over
 ``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
@@ -70,7 +72,7 @@ from ..errors import (
     WaitTimeout,
 )
 from .metrics import CONTENT_TYPE
-from .node import CONSISTENCIES, MAX_KEY_BYTES, KvNode, ServiceUnavailable
+from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "NODE_KEY"]
@@ -286,6 +288,8 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _error(413, f"{type(e).__name__}: {e}")
     if isinstance(e, (InProgress, LearnerIsLagging, NotAllowed)):  # the state, not the request: retry later
         return _error(409, f"{type(e).__name__}: {e}")
+    if isinstance(e, Conflict):  # the request contradicts the cluster's state
+        return _error(409, str(e))
     if isinstance(e, (ChangeMembershipError, InitializeError, InvalidRequest, TypeError, ValueError)):
         return _error(400, f"{type(e).__name__}: {e}")
     if isinstance(e, Fatal):

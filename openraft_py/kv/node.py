@@ -38,7 +38,7 @@ from .identity import IDENTITY_FILE, check_identity
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
 
-__all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "CONSISTENCIES", "MAX_KEY_BYTES"]
+__all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ SHUTDOWN_GRACE = 3.0
 
 class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it)."""
+
+
+class Conflict(Exception):
+    """The request contradicts the cluster's current state (answered 409); nothing was done."""
 
 
 class ServeOptions(msgspec.Struct, kw_only=True):
@@ -350,11 +354,20 @@ class KvNode:
 
     async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught
-        up; the membership entry's log index."""
+        up; the membership entry's log index. Adding a learner again with the same addresses
+        changes nothing; with other addresses, they replace its old ones. ``Conflict`` when
+        ``node_id`` is a voter: ``Raft.add_learner`` would keep it a voter and give it the new
+        addresses, cutting it off if they are wrong (a typo in the id); a voter leaves with
+        ``change_members``."""
         node = node_of(raft_addr, http_addr)
+        raft = self._raft()
+        if raft.is_leader():  # (a follower's answer is the redirect: add_learner raises ForwardToLeader)
+            if node_id in raft.metrics.membership_config.membership.voter_ids():
+                raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner); "
+                               "to replace a voter's machine, add a new node id as a learner, then change "
+                               "the voters")
         try:
-            resp = await asyncio.wait_for(self._raft().add_learner(node_id, node, blocking=True),
-                                          self.opts.learner_timeout)
+            resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
         except TimeoutError:
             raise ServiceUnavailable(
                 f"node {node_id} was added as a learner but did not catch up within "

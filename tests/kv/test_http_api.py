@@ -218,6 +218,37 @@ async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     assert (await asyncio.wait_for(cluster.wait_leader(), 5)) is leader
 
 
+async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: KvCluster) -> None:
+    """``POST /cluster/learners`` with the id of a voter (a typo, or a replaced machine's id)
+    is refused with 409 before anything is logged. It used to answer 200 ("added as a
+    learner") and write the new addresses into the voter's membership entry: the leader then
+    replicated to the wrong address and the voter was cut off, with every redirect to it
+    broken. A follower still answers with the redirect; re-adding a learner is accepted."""
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    f = cluster.followers(leader)[0]
+    assert leader.raft is not None
+    before = leader.nodes()
+    last = leader.raft.metrics.last_log_index
+    for nid in (f.id, leader.id):
+        body = {"id": nid, "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+        async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 409, error
+            assert f"node {nid} is a voter" in error, error
+        async with s.post(url(f, "/cluster/learners"), json=body, allow_redirects=False) as r:
+            assert r.status == 307  # the leader decides
+    assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+    # a learner (here, node 4 added twice with the same addresses) is added as before
+    n4 = await cluster.start_node(4)
+    body = {"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
+    for _ in range(2):
+        async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+            assert r.status == 200, await r.text()
+    async with s.put(url(f, "/kv/k"), data="v") as r:  # the redirect to the leader still works
+        assert r.status == 200, await r.text()
+
+
 async def test_promoting_learners_that_never_caught_up_is_409() -> None:
     """Learners 4 and 5 were added but never started: making {1, 4, 5} the voters would
     leave no majority able to commit (the cluster would stall), so the leader answers 409
