@@ -16,8 +16,10 @@ finish within its bound. ``http_api`` maps them to HTTP answers.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -94,6 +96,10 @@ class ServeOptions(msgspec.Struct, kw_only=True):
         _v.check_node_id(self.id)
         check_addr(self.raft_addr, "--raft-addr")
         check_addr(self.http_addr, "--http-addr")
+        (rhost, rport), (hhost, hport) = parse_addr(self.raft_addr), parse_addr(self.http_addr)
+        if rport == hport and (rhost == hhost or {rhost, hhost} & {"0.0.0.0", "::"}):
+            raise ValueError(f"--raft-addr {self.raft_addr} and --http-addr {self.http_addr} are the same port: "
+                             "the node listens on two ports")
         if not self.data_dir:
             raise ValueError("--data-dir is required")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -137,6 +143,20 @@ def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLCont
     except (OSError, ssl.SSLError) as e:
         raise ValueError(f"--tls-ca {opts.tls_ca!r}: cannot load it: {e}") from None
     return server, client
+
+
+def _listen_error(flag: str, addr: str, e: OSError) -> OSError:
+    """``e`` (from binding ``addr``) as an ``OSError`` of the same kind naming ``flag``:
+    asyncio's own says only "error while attempting to bind on address (host, port)"."""
+    if isinstance(e, socket.gaierror):  # (its errno is the resolver's, not the system's)
+        why = "the host name does not resolve"
+    elif e.errno and e.errno > 0:
+        why = os.strerror(e.errno)  # (asyncio's strerror holds its whole message)
+    else:
+        why = str(e)
+    if e.errno == errno.EADDRINUSE:
+        why += " (another process listens there)"
+    return type(e)(e.errno, f"{flag} {addr}: cannot listen there: {why}")
 
 
 def _index(log_id: Any) -> int | None:
@@ -184,7 +204,12 @@ class KvNode:
         o = self.opts
         try:
             data = Path(o.data_dir)
-            data.mkdir(parents=True, exist_ok=True)
+            try:
+                if data.exists() and not data.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+                data.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None
             # Whose data this is (``identity``): checked before anything in it is opened.
             if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) == "adopted":
                 log.warning("%s had no %s (made by an earlier version): recorded as node %s of cluster %r",
@@ -200,8 +225,11 @@ class KvNode:
             self.factory = KvNetworkFactory(tcp, self.metrics.on_rpc_error)
             self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
             host, port = parse_addr(o.raft_addr)
-            self.tcp_server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name,
-                                                    ssl=server_ctx, peer_id_of_cert=bind)
+            try:
+                self.tcp_server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name,
+                                                        ssl=server_ctx, peer_id_of_cert=bind)
+            except OSError as e:
+                raise _listen_error("--raft-addr", o.raft_addr, e) from None
             self.raft_port = self.tcp_server.port
             from aiohttp import web
 
@@ -210,7 +238,10 @@ class KvNode:
             await self._http.setup()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                raise _listen_error("--http-addr", o.http_addr, e) from None
             self.http_port = self._http.addresses[0][1]
         except BaseException:
             await self.stop()

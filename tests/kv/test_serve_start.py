@@ -1,0 +1,79 @@
+"""A node that cannot start on its flags says which flag: a data directory that is a file, a
+port another process listens on, one port for both addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openraft_py.kv.node import KvNode, ServeOptions
+
+from .kv_helpers import node_options
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="kv-start-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_a_data_dir_that_is_a_file_is_named(root: Path) -> None:
+    opts = node_options(1, str(root))
+    Path(opts.data_dir).write_text("not a directory")
+    node = KvNode(opts)
+    with pytest.raises(NotADirectoryError, match=r"--data-dir '.*n1': it is a file, not a directory"):
+        await node.start()
+    opts.data_dir = str(Path(opts.data_dir) / "below")  # a directory below the file
+    with pytest.raises(NotADirectoryError, match=r"--data-dir '.*below': Not a directory"):
+        await KvNode(opts).start()
+    assert node.raft is None and node.log_store is None
+
+
+@pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
+async def test_a_port_in_use_is_named_with_its_flag(root: Path, flag: str) -> None:
+    opts = node_options(1, str(root))
+    busy = opts.raft_addr if flag == "--raft-addr" else opts.http_addr
+    host, port = busy.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        node = KvNode(opts)
+        with pytest.raises(OSError, match=rf"^\[Errno \d+\] {flag} {busy}: cannot listen there: .*in use"):
+            await node.start()
+    assert node.stopped.is_set() and node.tcp_server is None  # what was started is stopped again
+    # and the same options start once the port is free
+    node = KvNode(opts)
+    await node.start()
+    await node.stop()
+
+
+@pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
+async def test_a_host_that_does_not_resolve_is_named_with_its_flag(root: Path, flag: str) -> None:
+    opts = node_options(1, str(root))
+    if flag == "--raft-addr":
+        opts.raft_addr = "nosuchhost.invalid:21999"
+    else:
+        opts.http_addr = "nosuchhost.invalid:28999"
+    with pytest.raises(OSError, match=rf"{flag} nosuchhost\.invalid:2\d+: cannot listen there: the host name does "
+                                      "not resolve$"):
+        await asyncio.wait_for(KvNode(opts).start(), 30)
+
+
+@pytest.mark.parametrize("raft,http", [("127.0.0.1:21001", "127.0.0.1:21001"), ("0.0.0.0:21001", "127.0.0.1:21001"),
+                                       ("[::1]:21001", "[::]:21001")])
+def test_one_port_for_both_addresses_is_refused(raft: str, http: str) -> None:
+    opts = ServeOptions(id=1, raft_addr=raft, http_addr=http, data_dir="d")
+    with pytest.raises(ValueError, match="are the same port"):
+        opts.check()
+    ServeOptions(id=1, raft_addr="10.0.0.1:21001", http_addr="10.0.0.2:21001", data_dir="d").check()
