@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from ..validation import MAX_NODE_ID
@@ -25,13 +26,16 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A number greater than 0 (``nan`` is refused)."""
+    """A finite number greater than 0 (``nan`` and ``inf`` are refused: every wait and
+    duration of the command line is bounded)."""
     try:
         x = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not x > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds")
     return x
 
 

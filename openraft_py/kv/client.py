@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json as _json
+import math
 import random
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -152,9 +153,21 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
 
 
 def _quote_key(key: str) -> str:
-    if not isinstance(key, str) or not key:
+    if not isinstance(key, str):
+        raise TypeError(f"a key is a str, got {type(key).__name__} {key!r}")
+    if not key:
         raise ValueError("a key is a non-empty string")
     return urllib.parse.quote(key, safe="")
+
+
+def _seconds(value: Any, what: str, *, zero: bool = False) -> float:
+    """``value`` if it is a finite number of seconds, above 0 (``zero``: at least 0);
+    ``TypeError`` for a non-number (a ``bool`` too), ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} is a number of seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{what} must be {'at least 0' if zero else 'positive'} and finite, got {value!r}")
+    return float(value)
 
 
 class _Sends:
@@ -229,7 +242,9 @@ class KvClient:
     the first and the largest pause between attempts (doubling, with jitter). ``session``: a
     session from ``new_session()`` to use (not closed by ``close()``; ``ValueError`` for
     another session); by default the client opens its own. One client may run many calls
-    concurrently.
+    concurrently. The numbers are checked: ``deadline`` and ``attempt_timeout`` finite and
+    above 0, ``backoff`` and ``max_backoff`` finite and at least 0, ``max_redirects`` an int
+    of at least 1 (``TypeError`` for a non-number or a ``bool``, ``ValueError`` otherwise).
 
     The client remembers the last leader it was redirected to and sends the next call there.
     """
@@ -246,15 +261,15 @@ class KvClient:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
-        if not deadline > 0 or not attempt_timeout > 0:
-            raise ValueError("deadline and attempt_timeout must be positive")
+        self.deadline = _seconds(deadline, "deadline")
+        self.attempt_timeout = _seconds(attempt_timeout, "attempt_timeout")
+        if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
+            raise TypeError(f"max_redirects is an int, got {type(max_redirects).__name__} {max_redirects!r}")
         if max_redirects < 1:
             raise ValueError("max_redirects must be at least 1")
-        self.deadline = deadline
-        self.attempt_timeout = attempt_timeout
         self.max_redirects = max_redirects
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.backoff = _seconds(backoff, "backoff", zero=True)
+        self.max_backoff = _seconds(max_backoff, "max_backoff", zero=True)
         if session is not None and _TRACE not in session.trace_configs:
             raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session
@@ -316,10 +331,10 @@ class KvClient:
         ``endpoint``: send the first attempt there (and only there when ``follow`` is
         false: no redirects followed, no other endpoint tried; a 307 is then answered
         as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's
-        (``ValueError``, nothing sent, unless positive)."""
+        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0)."""
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
-            if v is not None and not v > 0:
-                raise ValueError(f"{what} must be positive, got {v!r}")
+            if v is not None:
+                _seconds(v, what)
         loop = asyncio.get_running_loop()
         end = loop.time() + (deadline if deadline is not None else self.deadline)
         per_try = attempt_timeout if attempt_timeout is not None else self.attempt_timeout
@@ -416,7 +431,8 @@ class KvClient:
 
     async def put(self, key: str, value: str, **kw: Any) -> Response:
         """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied.
-        ``TypeError`` (nothing sent) unless ``value`` is a ``str``."""
+        ``TypeError`` (nothing sent) unless ``key`` and ``value`` are ``str`` (``ValueError``
+        for an empty key, in every key-value verb)."""
         if not isinstance(value, str):
             raise TypeError(f"a value is a str, got {type(value).__name__} {value!r}")
         return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)

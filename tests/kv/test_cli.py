@@ -43,6 +43,7 @@ BAD = [
     (["kv", "get", "k", "--endpoints", "nohost"], "not host:port"),
     (["kv", "get", "k", "--endpoints", "h:99999"], "not host:port"),
     (["kv", "get", "k", "--timeout", "-1"], "must be positive"),
+    (["kv", "get", "k", "--timeout", "inf"], "must be a finite number"),
     (["cluster", "members", "--voters", "1,x"], "node ids"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1"], "--http-addr"),
     (["cluster", "transfer", "--to", "-3"], "not a node id"),

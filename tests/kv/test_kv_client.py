@@ -56,9 +56,30 @@ async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None
                 await asyncio.wait_for(call(), 2)
         with pytest.raises(ValueError, match="consistency must be one of linearizable, lease, local, got 'strong'"):
             await asyncio.wait_for(c.get("k", consistency="strong"), 2)
-        for kw in ({"deadline": -1}, {"deadline": 0}, {"attempt_timeout": 0}):
+        for kw in ({"deadline": -1}, {"deadline": 0}, {"attempt_timeout": 0}, {"deadline": float("inf")}):
             with pytest.raises(ValueError, match="must be positive"):
                 await asyncio.wait_for(c.put("k", "v", **kw), 2)
+        for kw in ({"deadline": "5"}, {"attempt_timeout": True}):
+            with pytest.raises(TypeError, match="is a number of seconds"):
+                await asyncio.wait_for(c.put("k", "v", **kw), 2)
+        for key_call in (lambda: c.put(5, "v"), lambda: c.get(b"k"), lambda: c.delete(None), lambda: c.cas(1, None, "v")):
+            with pytest.raises(TypeError, match="a key is a str"):
+                await asyncio.wait_for(key_call(), 2)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="non-empty"):
+            await asyncio.wait_for(c.get(""), 2)
+
+
+@pytest.mark.parametrize("kw,error", [
+    ({"deadline": "5"}, TypeError), ({"deadline": True}, TypeError), ({"deadline": float("nan")}, ValueError),
+    ({"deadline": float("inf")}, ValueError), ({"attempt_timeout": -1}, ValueError),
+    ({"backoff": -1}, ValueError), ({"backoff": float("nan")}, ValueError), ({"max_backoff": -0.5}, ValueError),
+    ({"backoff": "0.1"}, TypeError), ({"max_redirects": 2.5}, TypeError), ({"max_redirects": 0}, ValueError),
+])
+def test_the_client_s_settings_are_checked(kw: dict[str, Any], error: type[Exception]) -> None:
+    """A negative ``backoff`` used to be taken: the retry loop then ran without pausing, the
+    pause doubling towards minus infinity until ``OverflowError`` ended the call."""
+    with pytest.raises(error, match=next(iter(kw))):
+        KvClient(["127.0.0.1:1"], **kw)
 
 
 async def test_a_session_without_the_trace_hook_is_refused() -> None:
