@@ -189,12 +189,20 @@ _TRACE = aiohttp.TraceConfig()
 _TRACE.on_request_headers_sent.append(_on_headers_sent)
 
 
+_MAX_HEADER_LINE = 16384
+"""The longest status line or header a session of ``new_session()`` reads."""
+
+
 def new_session(**kw: Any) -> aiohttp.ClientSession:
     """An ``aiohttp.ClientSession`` a ``KvClient`` can use (``kw`` as for ``ClientSession``;
     no connection limit by default). It carries the trace hook that tells a request that
     never left from one that did (see the module docstring)."""
     kw.setdefault("connector", aiohttp.TCPConnector(limit=0))
     kw.setdefault("timeout", aiohttp.ClientTimeout(total=None))
+    # A redirect's Location repeats the path, whose key may take 12 KiB percent-encoded
+    # (the service's MAX_KEY_BYTES, three characters a byte): over aiohttp's 8190 default.
+    kw.setdefault("max_line_size", _MAX_HEADER_LINE)
+    kw.setdefault("max_field_size", _MAX_HEADER_LINE)
     kw["trace_configs"] = [*kw.get("trace_configs", []), _TRACE]
     session = aiohttp.ClientSession(**kw)
     if hasattr(session, "_retry_connection"):  # aiohttp >= 3.9: no silent resend of PUT/DELETE

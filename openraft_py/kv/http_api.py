@@ -75,12 +75,17 @@ from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
-__all__ = ["make_app", "NODE_KEY"]
+__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE"]
 
 log = logging.getLogger(__name__)
 
 NODE_KEY: web.AppKey[KvNode] = web.AppKey("kv_node", KvNode)
 """The ``KvNode`` an application serves (``app[NODE_KEY]``)."""
+
+MAX_REQUEST_LINE = 3 * MAX_KEY_BYTES + 1024
+"""The longest request line the server reads (aiohttp's ``max_line_size``; its default, 8190,
+is too short): every byte of a key may take three characters percent-encoded, so a key of
+``MAX_KEY_BYTES`` fits with the method, ``/kv/``, ``/cas``, the query and the version."""
 
 
 # -- request bodies ------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ class KvNode:
     async def start(self) -> None:
         """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
         started is stopped again and the error raised."""
-        from .http_api import make_app
+        from .http_api import MAX_REQUEST_LINE, make_app
 
         o = self.opts
         try:
@@ -234,7 +234,8 @@ class KvNode:
             from aiohttp import web
 
             app = make_app(self)
-            self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+            self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
+                                       max_line_size=MAX_REQUEST_LINE)
             await self._http.setup()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
