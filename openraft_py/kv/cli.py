@@ -86,6 +86,23 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
+def _text(text: str) -> str:
+    """A value: text that UTF-8 can encode (an argument that was not valid UTF-8 in the
+    terminal's encoding arrives holding surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
+    return text
+
+
+def _key(text: str) -> str:
+    """A key: non-empty ``_text``."""
+    if not text:
+        raise argparse.ArgumentTypeError("a key is a non-empty string")
+    return _text(text)
+
+
 def _addr(text: str) -> str:
     """An address for the membership (``nodes.check_member_addr``)."""
     from .nodes import check_member_addr
@@ -198,27 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     kvv = kv.add_subparsers(dest="kv_verb", metavar="VERB", required=True)
     put = kvv.add_parser("put", parents=[client], help="set a key", description="PUT /kv/KEY; prints "
                          '{"index": N} once committed.')
-    put.add_argument("key")
-    put.add_argument("value")
+    put.add_argument("key", type=_key)
+    put.add_argument("value", type=_text)
     put.set_defaults(run=_kv_put)
     get = kvv.add_parser("get", parents=[client], help="read a key",
                          description="GET /kv/KEY; prints the value (exit 1 when absent).")
-    get.add_argument("key")
+    get.add_argument("key", type=_key)
     get.add_argument("--consistency", choices=("linearizable", "lease", "local"), default="linearizable",
                      help="linearizable (default; ReadIndex), lease (leader lease) or local (this node's "
                      "state, may be stale)")
     get.set_defaults(run=_kv_get)
     delete = kvv.add_parser("delete", parents=[client], help="delete a key",
                             description='DELETE /kv/KEY; prints {"index": N}.')
-    delete.add_argument("key")
+    delete.add_argument("key", type=_key)
     delete.set_defaults(run=_kv_delete)
     cas = kvv.add_parser("cas", parents=[client], help="compare and set",
                          description="Set KEY to --value (omitted: delete it) iff its value is --expected "
                          '(omitted: absent). Prints {"ok": bool, "current": value}; exit 1 when it did '
                          "not match.")
-    cas.add_argument("key")
-    cas.add_argument("--expected", help="the value KEY must have (omit: KEY must be absent)")
-    cas.add_argument("--value", help="the new value (omit: delete KEY)")
+    cas.add_argument("key", type=_key)
+    cas.add_argument("--expected", type=_text, help="the value KEY must have (omit: KEY must be absent)")
+    cas.add_argument("--value", type=_text, help="the new value (omit: delete KEY)")
     cas.set_defaults(run=_kv_cas)
 
     # demo

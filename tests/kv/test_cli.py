@@ -39,6 +39,12 @@ BAD = [
     (["cluster", "up", "--bogus"], "unrecognized arguments: --bogus"),
     (["kv", "put", "k", "v", "--bogus"], "unrecognized arguments: --bogus"),
     (["kv", "put", "k"], "required: value"),
+    (["kv", "put", "", "v"], "a key is a non-empty string"),
+    (["kv", "put", "k", "\udcff"], "is not valid UTF-8"),  # a non-UTF-8 byte in argv
+    (["kv", "get", "\udcffk"], "is not valid UTF-8"),
+    (["kv", "delete", ""], "a key is a non-empty string"),
+    (["kv", "cas", "k", "--expected", "\udcff"], "is not valid UTF-8"),
+    (["kv", "cas", "k", "--value", "a\udcff"], "is not valid UTF-8"),
     (["kv", "get", "k", "--consistency", "sometimes"], "invalid choice"),
     (["kv", "get", "k", "--endpoints", "nohost"], "not host:port"),
     (["kv", "get", "k", "--endpoints", "h:99999"], "not host:port"),
