@@ -42,8 +42,8 @@ other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``Va
 ``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
-was done). Nothing is half-applied: validation runs before the one Raft call a request
-makes.
+was done), and every answer then closes its connection. Nothing is half-applied: validation
+runs before the one Raft call a request makes.
 """
 
 from __future__ import annotations
@@ -319,6 +319,7 @@ async def _errors_and_counts(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
+    node.request_seen()
     resp: web.StreamResponse
     if not node.accepting:  # nothing was done: a client may retry on another node
         leader_id = node.raft.metrics.current_leader if node.raft is not None else None
@@ -337,6 +338,10 @@ async def _errors_and_counts(
             resp = _map_error(node, request, e)
         finally:
             node.request_done()
+    if not node.accepting:
+        # Stopping: the client must not send another request on this connection, which
+        # closes with the HTTP server (a request sent on it then is lost: an unknown outcome).
+        resp.force_close()
     method = request.method if request.method in _METHODS else "other"  # bounded label values
     node.metrics.http_requests.labels(_route(request), method, str(resp.status)).inc()
     return resp

@@ -57,6 +57,10 @@ MAX_KEY_BYTES = 4096
 SHUTDOWN_GRACE = 3.0
 """Seconds ``stop()`` lets HTTP requests in flight finish before it cancels them."""
 
+DRAIN_QUIET = 0.05
+"""Seconds without a new HTTP request after which ``stop()`` closes the HTTP server (see
+``KvNode._drain_http``)."""
+
 
 class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it)."""
@@ -191,6 +195,7 @@ class KvNode:
         self._stopping = False
         self.accepting = True
         self.inflight = 0
+        self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -252,21 +257,30 @@ class KvNode:
                  o.raft_addr, o.http_addr, o.data_dir, m.current_term, m.last_log_index)
 
     async def stop(self) -> None:
-        """Stop gracefully, each step bounded and logged on failure: the HTTP API answers
-        new requests 503 and lets those in flight finish (up to ``SHUTDOWN_GRACE`` seconds);
-        then the TCP server, Raft (requests still waiting get the node's ``Stopped``), the
-        HTTP server, the network and the stores close. Idempotent."""
+        """Stop gracefully, each step bounded and logged on failure: the HTTP port stops
+        taking connections (a client's connect is refused: nothing was sent), requests on
+        open connections get 503, and those in flight finish (every answer from now on
+        closes its connection: ``Connection: close``); once none is in flight and none came
+        for ``DRAIN_QUIET`` seconds (at most ``SHUTDOWN_GRACE`` seconds in all), the TCP
+        server, Raft (requests still waiting get the node's ``Stopped``), the HTTP server,
+        the network and the stores close. Idempotent.
+
+        So when the HTTP server closes its connections, no client is about to send a
+        request on one of them: for the client, a request dropped with its connection has
+        an unknown outcome."""
         if self._stopping:
             await self.stopped.wait()
             return
         self._stopping = True
         self.accepting = False
         http, self._http = self._http, None
-        if http is not None and self.inflight:
-            try:
-                await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE)
-            except TimeoutError:
-                log.warning("stopping with %d HTTP requests still in flight", self.inflight)
+        if http is not None:
+            for site in list(http.sites):
+                try:
+                    await site.stop()  # closes the listening socket only
+                except Exception as e:  # noqa: BLE001 - keep stopping
+                    log.error("closing the HTTP port failed: %r", e)
+            await self._drain_http()
         steps: list[tuple[str, Any]] = []
         if self.tcp_server is not None:
             steps.append(("tcp server", self.tcp_server.close()))
@@ -292,6 +306,33 @@ class KvNode:
         if steps:
             log.info("stopped")
         self.stopped.set()
+
+    async def _drain_http(self) -> None:
+        """Until no HTTP request is in flight and none has come for ``DRAIN_QUIET`` seconds,
+        at most ``SHUTDOWN_GRACE`` seconds. A request that arrived before the stop but was
+        not read yet (the loop was busy) is answered then (503, ``Connection: close``)
+        instead of being lost when the HTTP server closes its connections."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                if self.inflight:
+                    log.warning("stopping with %d HTTP requests still in flight", self.inflight)
+                return
+            if self.inflight:
+                try:
+                    await asyncio.wait_for(self._idle.wait(), left)
+                except TimeoutError:
+                    continue
+            quiet = loop.time() - self.last_request_at
+            if self.inflight == 0 and quiet >= DRAIN_QUIET:
+                return
+            await asyncio.sleep(min(DRAIN_QUIET - quiet, left))
+
+    def request_seen(self) -> None:
+        """An HTTP request came (any, also one refused while stopping)."""
+        self.last_request_at = asyncio.get_running_loop().time()
 
     def request_started(self) -> None:
         """An HTTP request began (the API's bookkeeping for a graceful stop)."""

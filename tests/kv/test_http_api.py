@@ -320,13 +320,25 @@ async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvClus
     task = asyncio.ensure_future(stuck_put())
     await asyncio.sleep(0.3)
     assert not task.done()  # no quorum: the write cannot commit
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    stopping = asyncio.ensure_future(leader.stop())
-    await asyncio.sleep(0.2)  # within the grace the stuck write is given
-    async with s.get(url(leader, "/cluster/status")) as r:
-        assert r.status == 503
-        assert await r.json() == {"error": "the node is stopping", "leader_id": None}
+    # a client with a connection open before the stop (one connection: it is reused)
+    kept = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=5))
+    try:
+        async with kept.get(url(leader, "/cluster/status")) as r:
+            assert r.status == 200
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        stopping = asyncio.ensure_future(leader.stop())
+        await asyncio.sleep(0.2)  # within the grace the stuck write is given
+        # a request on an open connection: 503, and the connection is closed after it
+        async with kept.get(url(leader, "/cluster/status")) as r:
+            assert r.status == 503 and r.headers.get("Connection", "").lower() == "close"
+            assert await r.json() == {"error": "the node is stopping", "leader_id": None}
+        # a new connection is refused: nothing was sent
+        with pytest.raises(aiohttp.ClientConnectorError):
+            async with kept.get(url(leader, "/cluster/status")):
+                pass
+    finally:
+        await kept.close()
     await asyncio.wait_for(stopping, 15)
     assert loop.time() - t0 < 10
     # the write waiting for a quorum gets a definite "stopped" answer, never an acknowledgement
