@@ -31,6 +31,7 @@ from .. import validation as _v
 from ..config import Config
 from ..errors import ForwardToLeader, WaitTimeout
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, parse_addr
+from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
@@ -106,6 +107,16 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                              "the node listens on two ports")
         if not self.data_dir:
             raise ValueError("--data-dir is required")
+        # The name is recorded in the data directory at the first start (``identity``): one
+        # the transport refuses later would bind the directory to it.
+        if type(self.cluster_name) is not str or not self.cluster_name:
+            raise ValueError("--cluster-name must be a non-empty string")
+        if len(self.cluster_name) > MAX_NAME_LEN:
+            raise ValueError(f"--cluster-name is longer than {MAX_NAME_LEN} characters (the raft handshake's limit)")
+        try:
+            self.cluster_name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"--cluster-name {self.cluster_name!r} is not valid UTF-8") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_ca is not None and self.tls_cert is None:

@@ -77,3 +77,23 @@ def test_one_port_for_both_addresses_is_refused(raft: str, http: str) -> None:
     with pytest.raises(ValueError, match="are the same port"):
         opts.check()
     ServeOptions(id=1, raft_addr="10.0.0.1:21001", http_addr="10.0.0.2:21001", data_dir="d").check()
+
+
+@pytest.mark.parametrize("name,why", [("x" * 257, "longer than 256"), ("a\udcffb", "not valid UTF-8"),
+                                      ("", "non-empty")])
+def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(root: Path, name: str, why: str) -> None:
+    """The name is recorded in the data directory at the first start. A name over the
+    handshake's limit used to be refused by the transport only after that (exit 1), and
+    the directory then refused the corrected flag as another cluster's."""
+    from openraft_py.kv import cli
+
+    data = root / "n1"
+    argv = ["serve", "--id", "1", "--raft-addr", "127.0.0.1:21001", "--http-addr", "127.0.0.1:28001",
+            "--data-dir", str(data), "--cluster-name", name]
+    assert cli.main(argv) == 2
+    assert not data.exists()
+    with pytest.raises(ValueError, match=why):
+        ServeOptions(id=1, raft_addr="127.0.0.1:21001", http_addr="127.0.0.1:28001", data_dir=str(data),
+                     cluster_name=name).check()
+    ServeOptions(id=1, raft_addr="127.0.0.1:21001", http_addr="127.0.0.1:28001", data_dir=str(data),
+                 cluster_name="x" * 256).check()
