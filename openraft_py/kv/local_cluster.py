@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -42,7 +43,10 @@ from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
 
-__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host"]
+__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "LOCK_FILE"]
+
+LOCK_FILE = "cluster.lock"
+"""The file in a local cluster's root that one ``LocalCluster`` at a time holds locked."""
 
 
 def check_host(host: str) -> str:
@@ -138,6 +142,7 @@ class LocalCluster:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="openraft-py-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._lock_root()
         self.host = host
         self.cluster_name = cluster_name
         self.raft_config = dict(raft_config or {})
@@ -152,6 +157,21 @@ class LocalCluster:
         except OSError as e:
             self.close()
             raise ClusterError(f"cannot listen on {host}: {e.strerror or e}") from None
+
+    def _lock_root(self) -> int:
+        """Hold ``root/cluster.lock`` (``flock``, released when the process ends, however it
+        ends): ``ClusterError`` while another local cluster holds it. Its nodes would
+        otherwise start on the recorded ports, where that cluster's nodes answer: this one
+        took them for its own and reported itself ready while its own nodes exited."""
+        path = self.root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterError(f"{self.root} is in use by another local cluster ({path} is locked): stop "
+                               "it first, or use another data directory") from None
+        return fd
 
     # -- nodes -------------------------------------------------------------------------------------
 
@@ -366,6 +386,7 @@ class LocalCluster:
                 p.wait(10)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+        os.close(self._lock)  # releases the root
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """``close()`` from a coroutine (the waiting runs in a thread), and the client."""

@@ -488,3 +488,24 @@ def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> No
         assert not cluster.root.exists()
 
     asyncio.run(scenario())
+
+
+def test_a_data_dir_in_use_by_another_local_cluster_is_refused(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A second ``cluster up --data-dir D`` while the first runs: its nodes would start on
+    the recorded ports, where the first cluster's nodes answer, and it reported itself ready
+    with their statuses while its own nodes exited (the data was locked). Now it is refused
+    before anything starts; the directory is free again once the first cluster closed."""
+    from openraft_py.kv.local_cluster import ClusterError, LocalCluster
+
+    first = LocalCluster(2, root=tmp_path)
+    try:
+        with pytest.raises(ClusterError, match="in use by another local cluster"):
+            LocalCluster(2, root=tmp_path)
+        assert cli.main(["cluster", "up", "-n", "2", "--data-dir", str(tmp_path), "--timeout", "5"]) == 1
+        err = capsys.readouterr().err
+        assert "in use by another local cluster" in err and "ready" not in err, err
+    finally:
+        first.close()
+    second = LocalCluster(2, root=tmp_path)
+    second.close()
