@@ -11,7 +11,7 @@ runners that record client histories for ``openraft_py.testing.lincheck``::
 
 How one call runs, within its ``deadline`` (seconds)::
 
-    attempt ─> node ─┬─ 2xx (or a GET's 404) ──────────────────────────> OK
+    attempt ─> node ─┬─ 2xx (or a GET's 404 "key not found") ──────────> OK
                      ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
@@ -230,6 +230,16 @@ def _one_line(body: bytes, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _key_not_found(body: bytes) -> bool:
+    """Whether a 404 body is the service's answer for an absent key (another server's 404,
+    an endpoint that is not a service node, does not say the key is absent)."""
+    try:
+        obj = _json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("error") == "key not found"
+
+
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
@@ -382,7 +392,8 @@ class KvClient:
                         url = location
                         continue
                     last = (status, rbody, f"redirect loop or bad Location {location!r}")
-                elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")):
+                elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")
+                                                                and _key_not_found(rbody)):
                     if follow and status != 307:
                         self.leader = node
                     return Response(Outcome.OK, status, rbody, node, None, redirects, retries)
@@ -501,15 +512,21 @@ class KvClient:
 
     async def status(self, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
         """``GET /cluster/status`` of the node at ``endpoint`` (no redirect, no retry);
-        ``ClientError`` when it does not answer 200."""
+        ``ClientError`` when it does not answer 200 with a service node's status (a JSON
+        object with an integer ``id``)."""
         r = await self.request("GET", "/cluster/status", endpoint=endpoint, follow=False,
                                deadline=timeout, attempt_timeout=timeout)
         if r.status != 200:
             raise ClientError(Response(Outcome.FAIL, r.status, r.body, endpoint, r.error or
                                        f"HTTP {r.status}: {_one_line(r.body)}"))
-        obj = r.json()
-        if not isinstance(obj, dict):
-            raise ClientError(Response(Outcome.FAIL, r.status, r.body, endpoint, "status is not a JSON object"))
+        try:
+            obj = r.json()
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
+            raise ClientError(Response(Outcome.FAIL, r.status, r.body, endpoint,
+                                       f"{endpoint} answered a status that is not a service node's "
+                                       f"(is it an openraft-py HTTP address?): {_one_line(r.body, 100)}"))
         return obj
 
     async def find_leader(self, timeout: float = 5.0) -> tuple[int, str]:

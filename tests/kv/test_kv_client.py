@@ -254,3 +254,38 @@ async def test_a_write_to_a_node_killed_mid_request_is_unknown(resend: bool) -> 
     assert len(got) == 1
     if resend:
         assert "then refused" in (r.error or ""), r  # resent, to a closed port
+
+
+async def test_an_endpoint_that_is_not_a_service_node_is_named_as_such() -> None:
+    """Another HTTP server at an endpoint (a wrong port): its 404 is not "key absent" (a
+    read reported the key absent, OK), and its non-JSON status is a ``ClientError`` (it
+    escaped as a ``JSONDecodeError``: ``cluster status`` and ``cluster init`` stopped on it)."""
+    from aiohttp import web
+
+    from openraft_py.kv import cli
+
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>hello</html>", content_type="text/html")
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="<html>no such file</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/cluster/status", html)
+    app.router.add_get("/kv/{key}", not_found)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    ep = f"127.0.0.1:{port}"
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with KvClient([ep], deadline=2) as c:
+            r = await c.get("k")
+            assert r.outcome is Outcome.FAIL and r.status == 404 and "no such file" in (r.error or ""), r
+            with pytest.raises(ClientError, match="not a service node"):
+                await c.status(ep)
+        for verb in (["cluster", "status"], ["cluster", "init"]):
+            code = await asyncio.to_thread(cli.main, [*verb, "--endpoints", ep, "--timeout", "2"])
+            assert code == 1, verb
+    finally:
+        await runner.cleanup()
