@@ -127,7 +127,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{flag}: no such file: {path!r}")
         if self.max_body < 1024:
-            raise ValueError("max_body must be at least 1024 bytes")
+            raise ValueError(f"--max-body must be at least 1024 bytes, got {self.max_body}")
         if not self.learner_timeout > 0:
             raise ValueError("learner_timeout must be positive")
         named = self.raft_config.get("cluster_name", self.cluster_name)

@@ -76,12 +76,16 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             log_format=args.log_format, log_level=args.log_level)
         opts.check()
         from ..config import Config
+        from ..errors import ConfigError
 
         unknown = sorted(set(opts.raft_config) - set(Config.__struct_fields__) - {"cluster_name"})
         if unknown:
             raise ValueError(f"--raft-config: unknown Config fields {unknown}")
-        config = msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config)
-        config.validate()
+        try:
+            config = msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config)
+            config.validate()
+        except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
+            raise ValueError(f"--raft-config: {e}") from None
         from ..network.tcp import DEFAULT_MAX_FRAME_SIZE, required_frame_size
 
         if required_frame_size(config) > DEFAULT_MAX_FRAME_SIZE:

@@ -59,6 +59,15 @@ BAD = [
     (["serve", "--id", "1"], "required"),
     (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
     (["demo", "--duration", "soon"], "not a number"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+      "--raft-config", '{"heartbeat_interval": "50"}'], "--raft-config: Expected `int`, got `str`"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+      "--raft-config", '{"snapshot_policy": "never"}'], "--raft-config: Expected `object`"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+      "--raft-config", '{"election_timeout_min": 100, "election_timeout_max": 50}'],
+     "--raft-config: invalid Config.election_timeout_min=100"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+      "--max-body", "5"], "--max-body must be at least 1024 bytes, got 5"),
 ]
 
 
