@@ -129,8 +129,11 @@ CONSISTENCIES = ("linearizable", "lease", "local")
 
 def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     """``"h:p,h:p"`` (or a list of such strings) as a list of ``host:port`` strings, with
-    ``http://`` prefixes and trailing slashes removed; ``ValueError`` if one is malformed or
-    none is given; ``TypeError`` if one is not a string."""
+    ``http://`` prefixes and trailing slashes removed; ``ValueError`` if one is malformed (the
+    host as ``nodes.check_addr`` takes it; an ``https://`` one: the service speaks plain
+    HTTP) or none is given; ``TypeError`` if one is not a string."""
+    from .nodes import check_addr
+
     parts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
     for part in parts:
@@ -142,10 +145,13 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
                 continue
             if item.startswith("http://"):
                 item = item[len("http://"):]
+            elif "://" in item:
+                raise ValueError(f"endpoint {item!r}: the service speaks plain HTTP; give host:port")
             item = item.rstrip("/")
             host, sep, port = item.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"endpoint {item!r} is not host:port")
+            check_addr(item, f"endpoint {item!r}")
             out.append(item)
     if not out:
         raise ValueError("no endpoint given")

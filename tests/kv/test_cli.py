@@ -48,6 +48,7 @@ BAD = [
     (["kv", "get", "k", "--consistency", "sometimes"], "invalid choice"),
     (["kv", "get", "k", "--endpoints", "nohost"], "not host:port"),
     (["kv", "get", "k", "--endpoints", "h:99999"], "not host:port"),
+    (["kv", "get", "k", "--endpoints", "https://h:8443"], "plain HTTP"),
     (["kv", "get", "k", "--timeout", "-1"], "must be positive"),
     (["kv", "get", "k", "--timeout", "inf"], "must be a finite number"),
     (["cluster", "members", "--voters", "1,x"], "node ids"),

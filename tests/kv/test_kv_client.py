@@ -32,9 +32,13 @@ async def cluster() -> AsyncIterator[KvCluster]:
 def test_parse_endpoints() -> None:
     assert parse_endpoints("a:1, http://b:2/ ,") == ["a:1", "b:2"]
     assert parse_endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
-    for bad in ("", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x"):
+    for bad in ("", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x", "a b:1", "user@h:1", "h\r\n:1", "::1:5"):
         with pytest.raises(ValueError):
             parse_endpoints(bad)
+    # an https:// endpoint was taken as the host "https:" (a connect error after the deadline)
+    with pytest.raises(ValueError, match="plain HTTP"):
+        parse_endpoints("https://127.0.0.1:8443")
+    assert parse_endpoints("[::1]:5,localhost:7") == ["[::1]:5", "localhost:7"]
 
 
     with pytest.raises(TypeError, match="an endpoint is a 'host:port' string, got int 123"):
