@@ -432,7 +432,17 @@ class KvNode:
     # -- cluster administration ----------------------------------------------------------------
 
     async def init(self, members: dict[NodeId, NodeAddrs]) -> None:
-        """Initialize a new cluster of ``members`` (each with its raft and HTTP address)."""
+        """Initialize a new cluster of ``members`` (each with its raft and HTTP address).
+        ``ValueError`` (nothing done) when two addresses are the same: a node dialling
+        another member would reach the wrong one, and a cluster needing it could never
+        elect a leader."""
+        used: dict[str, str] = {}
+        for nid, a in members.items():
+            for kind, addr in (("raft_addr", a.raft), ("http_addr", a.http)):
+                if addr in used:
+                    raise ValueError(f"member {nid}'s {kind} {addr!r} is also {used[addr]}: each member "
+                                     "needs addresses of its own")
+                used[addr] = f"member {nid}'s {kind}"
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}
         await self._raft().initialize(nodes)
 

@@ -233,6 +233,30 @@ async def test_every_key_within_max_key_bytes_is_served(cluster: KvCluster) -> N
         assert r.status == 400 and r.json()["error"] == f"the key is longer than {MAX_KEY_BYTES} bytes", r.body
 
 
+async def test_init_with_two_members_at_one_address_is_400_and_the_node_stays_new() -> None:
+    """``{"1": {"raft_addr": A}, "2": {"raft_addr": A}}`` (a copy-paste slip) was taken: node 1
+    then dialled itself as node 2, and the two-voter cluster never elected a leader."""
+    c = KvCluster()
+    try:
+        await c.start(2, init=False)
+        s = sess(c)
+        n1, n2 = c.nodes[1], c.nodes[2]
+        good = members_of([n1, n2])
+        for kind in ("raft_addr", "http_addr"):
+            bad = {k: dict(v) for k, v in good.items()}
+            bad["2"][kind] = bad["1"][kind]
+            async with s.post(url(n1, "/cluster/init"), json={"members": bad}) as r:
+                error = (await r.json())["error"]
+                assert r.status == 400, error
+                assert f"member 2's {kind} {good['1'][kind]!r} is also member 1's {kind}" in error, error
+        assert n1.raft is not None and n1.raft.metrics.last_log_index < 0  # still new: init works
+        async with s.post(url(n1, "/cluster/init"), json={"members": good}) as r:
+            assert r.status == 200, await r.text()
+        await c.wait_leader(timeout=10)
+    finally:
+        await c.close()
+
+
 async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     leader = await cluster.wait_leader()
     s = sess(cluster)

@@ -77,6 +77,12 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "::1:1", "http_addr": "h:2"}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "0.0.0.0:1", "http_addr": "h:2"}}}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "a b:2"}}}}, 400),
+    # two members at one address (a copy-paste slip): the cluster could never elect
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "h:2"},
+                                                    "2": {"raft_addr": "h:1", "http_addr": "h:3"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "h:2"},
+                                                    "2": {"raft_addr": "h:2", "http_addr": "h:3"}}}}, 400),
+    ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "h:1"}}}}, 400),
     # bad values, keys and query strings
     ("PUT", "/kv/k", {"data": b"\xff\xfe\x00"}, 400),
     ("PUT", "/kv/" + "k" * 5000, {"data": "v"}, 400),
