@@ -147,6 +147,9 @@ class StateMachineWorker:
         self._idle = False
         self._inline = inspect.iscoroutinefunction(sm.apply)
         self._apply_quiet = _apply_without_responses(sm)
+        # Whether the last ``_apply`` called ``apply_without_responses`` (its result is not
+        # read). One chunk is applied at a time, and ``_finish`` follows its ``_apply``.
+        self._quiet = False
         self._responders: deque[Responder] = deque()
         self._buf_start = 0
         self._buf_entries: list[Entry] = []
@@ -202,16 +205,29 @@ class StateMachineWorker:
         batches, or a leader's entries of an earlier term)."""
         quiet = self._apply_quiet
         if quiet is not None and not self._responders:
+            self._quiet = True
             return quiet(chunk)
+        self._quiet = False
         return self.sm.apply(chunk)
 
     def _finish(self, chunk: list[Entry], results: list[Any] | None) -> bool:
-        """``chunk`` was applied with ``results`` (``None``: without responses, none read):
-        answer the responders it completes and report it. False (and the node stops) if
-        ``results`` does not fit ``chunk``."""
-        if results is None:
+        """``chunk`` was applied with ``results``: answer the responders it completes and
+        report it. What ``apply_without_responses`` returned is not read. False (and the
+        node stops with ``StorageError``) if ``apply`` broke its contract: ``results`` is not
+        a list (or tuple) of one response per entry of ``chunk``. (``None`` from ``apply``
+        used to be taken for "no responses": the node went on and its clients waiting for
+        those entries were never answered.)"""
+        if self._quiet:
             self.applied(chunk[-1].log_id)
             return True
+        if type(results) is not list and not isinstance(results, (list, tuple)):
+            self._fail(
+                TypeError(
+                    f"state machine apply returned {type(results).__name__} {results!r:.80}, "
+                    f"expected a list of one response per entry ({len(chunk)} entries)"
+                )
+            )
+            return False
         if len(results) != len(chunk):
             self._fail(RuntimeError(f"state machine apply returned {len(results)} responses for {len(chunk)} entries"))
             return False

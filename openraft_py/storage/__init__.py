@@ -270,8 +270,9 @@ class RaftStateMachine(Protocol):
     async def apply(self, entries: list[Entry]) -> list[Any]:
         """Apply committed ``entries`` (consecutive, in order, each after the last applied).
 
-        Returns one response per entry, in order: the application's answer for a ``Normal``
-        entry, ``None`` for ``Blank`` and ``Membership`` entries. A ``Membership`` entry sets
+        Returns a list of one response per entry, in order: the application's answer for a
+        ``Normal`` entry, ``None`` for ``Blank`` and ``Membership`` entries (anything else,
+        ``None`` included, stops the node with ``StorageError``). A ``Membership`` entry sets
         the stored membership to ``StoredMembership(entry.log_id, membership)``. Records the
         last entry's log id as the last applied. An exception here is fatal for the node.
 

@@ -126,6 +126,54 @@ async def test_inline_failure_stops_the_worker_like_a_failure_in_its_task() -> N
         await asyncio.wait_for(h.worker.call(lambda sm: sm.get_current_snapshot()), 5)
 
 
+class WrongResultSM(SM):
+    """``SM`` whose ``apply`` returns ``result`` instead of its list of responses."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+    async def apply(self, batch: list[Entry]) -> Any:
+        await super().apply(batch)
+        return self.result
+
+
+@pytest.mark.parametrize("result", [None, 5, iter([1]), "x"], ids=["None", "int", "iterator", "str"])
+@pytest.mark.parametrize("suspends", [False, True], ids=["inline", "task"])
+async def test_apply_that_returns_no_list_stops_the_worker_with_a_clear_error(result: Any, suspends: bool) -> None:
+    """``apply`` returning ``None`` (a forgotten ``return``) was taken for "no responses":
+    the worker went on and the client waiting for the entry was never answered; a value
+    without ``len`` escaped as a bare ``TypeError`` (the core failed with ``Panicked``).
+    Now both stop the worker with a ``StorageError`` that says what ``apply`` returned."""
+    h = Harness(sm=WrongResultSM(result))
+    await h.start()
+    if suspends:
+        h.sm.gate = gate = asyncio.Event()
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    if suspends:
+        gate.set()
+    assert h.task is not None
+    await asyncio.wait_for(h.task, 5)
+    assert len(h.notes) == 1 and type(h.notes[0]) is Failed
+    err = h.notes[0].error
+    assert isinstance(err, StorageError) and isinstance(err.__cause__, TypeError)
+    assert f"state machine apply returned {type(result).__name__}" in str(err)
+    assert "expected a list of one response per entry (1 entries)" in str(err)
+    assert h.applied == [] and not fut.done()  # the core fails the writer with the node's error
+    assert r in h.worker.pending_responders()
+
+
+async def test_apply_may_return_a_tuple() -> None:
+    h = Harness(sm=WrongResultSM((7,)))
+    await h.start()
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert fut.result().data == 7 and h.applied == [1]
+    await h.stop()
+    assert h.notes == []
+
+
 async def test_no_inline_apply_behind_a_queued_call() -> None:
     h = Harness()
     await h.start()
@@ -213,6 +261,21 @@ async def test_batches_no_responder_waits_on_are_applied_without_responses() -> 
     assert [c.log_id.index for c in fut.result()] == [7, 8] and [c.data for c in fut.result()] == [7, 8]
     h.worker.submit(entries(10, 1), [])
     assert sm.quiet[-1] == [10] and h.applied[-1] == 10
+    await h.stop()
+    assert h.notes == []
+
+
+async def test_what_apply_without_responses_returns_is_not_read() -> None:
+    class ReturnsSomething(QuietSM):
+        async def apply_without_responses(self, batch: list[Entry]) -> Any:
+            await super().apply_without_responses(batch)
+            return 5
+
+    sm = ReturnsSomething()
+    h = Harness(4, sm)
+    await h.start()
+    h.worker.submit(entries(1, 2), [])
+    assert sm.quiet == [[1, 2]] and h.applied == [2]
     await h.stop()
     assert h.notes == []
 
