@@ -68,6 +68,7 @@ from ..types import (
     ServerState,
     TransferLeaderRequest,
     VoteRequest,
+    VoteResponse,
 )
 from ..wakeup import Wakeup
 from . import metrics_view
@@ -676,7 +677,14 @@ class RaftCore:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
             return
         except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
-            log.warning("node %s: vote request to %s raised %s (expected an RPCError)", self.id, target, e)
+            log.warning("node %s: vote request to %s raised %r (expected an RPCError)", self.id, target, e)
+            return
+        if not isinstance(resp, VoteResponse):
+            # As above (the engine would fail on it, and the node with it): a lost answer.
+            log.warning(
+                "node %s: vote request to %s: the network returned %s %r instead of VoteResponse",
+                self.id, target, type(resp).__name__, resp,
+            )
             return
         self.notify(VoteReply(target, resp))
 

@@ -85,6 +85,7 @@ from ..types import (
     AppendEntriesResponse,
     Entry,
     InstallSnapshotRequest,
+    InstallSnapshotResponse,
     LogId,
     Membership,
     NodeId,
@@ -152,6 +153,20 @@ def _abandon(call: _Call) -> None:
         answer.close()
     elif isinstance(answer, asyncio.Future):
         answer.cancel()
+
+
+class WrongResponse(TypeError):
+    """What a ``RaftNetwork`` call returned is not the response type of its RPC (a bug of
+    the network): the call counts as failed, as if the network had raised this."""
+
+
+def _not_a_response(got: object, expected: type) -> Exception:
+    """The error for a network call that returned ``got`` instead of an ``expected``: an
+    exception ``got`` is itself (a ``submit_append_entries`` reply may be one); anything
+    else a ``WrongResponse`` naming both."""
+    if isinstance(got, Exception):
+        return got
+    return WrongResponse(f"the network returned {type(got).__name__} {got!r:.80} instead of {expected.__name__}")
 
 
 class EntrySource(Protocol):
@@ -388,7 +403,7 @@ class ReplicationCore:
             else:
                 self._report_refusal(result, gen, sent_at)
         else:
-            self._unreachable(result, gen, start)
+            self._unreachable(_not_a_response(result, AppendEntriesResponse), gen, start)
 
     def _start_now(self, c: Replicate, turn: int) -> _Call | None:
         """From the core's pass, for the idle sender: hand the request of ``c`` to the
@@ -488,6 +503,9 @@ class ReplicationCore:
             except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
                 self._unreachable(e, c.gen, start)
                 return
+            if not isinstance(resp, AppendEntriesResponse):
+                self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
+                return
             if resp.success:
                 self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
             else:
@@ -506,6 +524,9 @@ class ReplicationCore:
                 resp = await call.answer
             except Exception as e:  # noqa: BLE001 - as in _send
                 err = e
+            else:
+                if not isinstance(resp, AppendEntriesResponse):
+                    err = _not_a_response(resp, AppendEntriesResponse)
         if err is not None:
             self._unreachable(err, c.gen, c.start)
             return
@@ -534,6 +555,9 @@ class ReplicationCore:
             except Exception as e:  # noqa: BLE001 - as in _send
                 self._unreachable(e, c.gen, start)
                 return None
+            if not isinstance(resp, AppendEntriesResponse):
+                self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
+                return None
             if not resp.success:
                 self._report_refusal(resp, c.gen, sent_at)
                 return None
@@ -549,6 +573,8 @@ class ReplicationCore:
         env = self.env
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
+        elif isinstance(e, WrongResponse):
+            log.warning("replication %s->%s: %s (expected by the RaftNetwork contract)", env.node_id, self.target, e)
         else:
             log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
         self._report(Unreachable(self.target, self.vote, gen, start))
@@ -591,6 +617,8 @@ class ReplicationCore:
                 try:
                     async with asyncio.timeout(ttl):
                         resp = await self.client.install_snapshot(req, option)
+                    if not isinstance(resp, InstallSnapshotResponse):
+                        raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
                     # E.g. the target's state machine refused the file (damaged on this disk):
                     # said once per snapshot, since it is resent until a newer one replaces it.
@@ -604,6 +632,11 @@ class ReplicationCore:
                     continue
                 except (RPCError, TimeoutError) as e:
                     log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
+                    await env.clock.sleep(pause)
+                    continue
+                except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
+                    what = str(e) if isinstance(e, WrongResponse) else f"the network raised {e!r} (expected an RPCError)"
+                    log.warning("snapshot %s->%s chunk at %d: %s; resending", env.node_id, target, offset, what)
                     await env.clock.sleep(pause)
                     continue
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):

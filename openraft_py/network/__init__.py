@@ -13,8 +13,10 @@
   - ``NetworkError``: another transport failure that may succeed if retried.
   - ``RemoteError``: the target received the request but failed to handle it.
 
-  Raising anything else is a bug in the client. Calls on one client may overlap (replication
-  pipelines AppendEntries); a client must keep them independent.
+  Raising anything else, or returning anything but the RPC's response type, is a bug in the
+  client: the node logs a warning and counts the call as failed (it does not stop). Calls on
+  one client may overlap (replication pipelines AppendEntries); a client must keep them
+  independent.
 - ``RaftServer`` is what a transport's server side calls on the receiving node: the ``Raft``
   handle implements it.
 

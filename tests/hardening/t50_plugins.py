@@ -6,20 +6,27 @@ forever, and no acknowledged write is lost.
   entry (``None`` from a forgotten ``return``): the node stops with ``StorageError`` saying
   what ``apply`` returned, and its waiting writers get that error (they used to wait
   forever: ``None`` was taken for "no responses").
+- A network client whose RPC returns something other than its response type (``None``, a
+  ``dict``), or whose ``install_snapshot`` raises an exception that is not an ``RPCError``:
+  the call counts as failed (a warning names what came back) and is retried as a lost one
+  is; the node keeps running. (A wrong vote or AppendEntries response, or an odd
+  exception from ``install_snapshot``, used to stop the node with ``Panicked``.)
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from integration.checks import fast_config
+from integration.checks import check_applied_prefix, check_log_matching, fast_config
 
-from openraft_py import StorageError
+from openraft_py import BasicNode, SnapshotPolicy, StorageError
+from openraft_py.network.router import RouterClient, RouterFactory
 from openraft_py.storage.memory import MemDisk, MemStateMachine
 from openraft_py.testing.cluster import Cluster
-from openraft_py.types import Entry
+from openraft_py.types import AppendEntriesRequest, Entry, RPCOption
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,3 +62,169 @@ async def test_apply_returning_none_fails_the_writer_with_a_clear_error() -> Non
         assert "expected a list of one response per entry" in str(info.value)
         assert raft.metrics.running is False
         assert "apply returned NoneType" in (raft.metrics.error or "")
+
+
+class Garble:
+    """What the broken clients do while ``rpc`` is set: each call of that RPC from a node of
+    ``sources`` is delivered, then its response replaced by ``answer()`` (a wrong value);
+    with ``raises``, not delivered and ``raises`` is raised. ``bad`` counts those calls."""
+
+    def __init__(self) -> None:
+        self.rpc: str | None = None
+        self.sources: set[int] = set()
+        self.answer: Callable[[], Any] = lambda: None
+        self.raises: BaseException | None = None
+        self.bad = 0
+
+    def hits(self, rpc: str, source: int) -> bool:
+        return self.rpc == rpc and source in self.sources
+
+    async def wrong(self, rpc: str, source: int, call: Callable[[], Any]) -> Any:
+        """``call()`` (the real RPC), garbled when it should be."""
+        if not self.hits(rpc, source):
+            return await call()
+        self.bad += 1
+        if self.raises is not None:
+            raise self.raises
+        await call()
+        return self.answer()
+
+
+class BrokenClient:
+    """A ``RouterClient`` whose calls go through ``Garble``. ``path`` says how a leader hands
+    over AppendEntries: ``"task"`` (``append_entries`` only), ``"send_now"`` (the optional
+    ``send_append_entries``) or ``"submit"`` (the optional ``submit_append_entries``)."""
+
+    def __init__(self, inner: RouterClient, garble: Garble, path: str) -> None:
+        self.inner = inner
+        self.garble = garble
+        self.source = inner.source
+        if path == "send_now":
+            self.send_append_entries = self._send_now
+        elif path == "submit":
+            self.submit_append_entries = self._submit
+
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption) -> Any:
+        return await self.garble.wrong("append_entries", self.source, lambda: self.inner.append_entries(req, option))
+
+    def _send_now(self, req: AppendEntriesRequest, option: RPCOption) -> Any:
+        return self.append_entries(req, option)
+
+    def _submit(self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]) -> Any:
+        async def run() -> None:
+            try:
+                resp = await self.append_entries(req, option)
+            except Exception as e:  # noqa: BLE001 - handed to reply, as a network does
+                reply(e)
+                return
+            reply(resp)
+
+        return asyncio.ensure_future(run())
+
+    async def vote(self, req: Any, option: RPCOption) -> Any:
+        return await self.garble.wrong("vote", self.source, lambda: self.inner.vote(req, option))
+
+    async def install_snapshot(self, req: Any, option: RPCOption) -> Any:
+        return await self.garble.wrong("install_snapshot", self.source, lambda: self.inner.install_snapshot(req, option))
+
+    async def transfer_leader(self, req: Any, option: RPCOption) -> Any:
+        return await self.inner.transfer_leader(req, option)
+
+
+def broken_network(c: Cluster, garble: Garble, path: str = "task") -> None:
+    """Give every node of ``c`` started from now on clients that go through ``garble``."""
+    factory = c.router.factory
+
+    class Factory:
+        def __init__(self, inner: RouterFactory) -> None:
+            self.inner = inner
+
+        def new_client(self, target: int, node: BasicNode) -> BrokenClient:
+            return BrokenClient(self.inner.new_client(target, node), garble, path)
+
+    c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    """Wait (polling) until ``cond()`` holds, at most ``BOUND`` seconds."""
+    async with asyncio.timeout(BOUND):
+        while not cond():
+            await asyncio.sleep(0.005)
+    assert cond(), what
+
+
+def all_running(c: Cluster) -> None:
+    for nid, raft in c.nodes.items():
+        assert raft.metrics.running, f"n{nid} stopped: {raft.metrics.error}"
+
+
+WRONG: dict[str, Callable[[], Any]] = {"None": lambda: None, "dict": lambda: {"success": True}}
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG))
+@pytest.mark.parametrize("path", ["task", "send_now", "submit"])
+async def test_a_wrong_append_entries_response_does_not_stop_the_leader(path: str, wrong: str) -> None:
+    garble = Garble()
+    async with Cluster(fast_config(), seed=11) as c:
+        broken_network(c, garble, path)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await asyncio.wait_for(raft.client_write(b"before"), BOUND)
+        garble.rpc, garble.sources, garble.answer = "append_entries", {leader}, WRONG[wrong]
+        pending = asyncio.ensure_future(raft.client_write(b"while garbled"))
+        await until(lambda: garble.bad >= 6, "the leader sent AppendEntries")
+        all_running(c)
+        assert not pending.done()  # not acknowledged: no follower's answer was read
+        garble.rpc = None
+        resp = await asyncio.wait_for(pending, BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        check_log_matching(c.disks)
+        check_applied_prefix(c.disks)
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG))
+async def test_a_wrong_vote_response_does_not_stop_the_candidate(wrong: str) -> None:
+    garble = Garble()
+    garble.rpc, garble.sources, garble.answer = "vote", {1, 2, 3}, WRONG[wrong]
+    async with Cluster(fast_config(), seed=12) as c:
+        broken_network(c, garble)
+        await c.start({1, 2, 3})
+        await until(lambda: garble.bad >= 6, "the nodes campaigned")
+        all_running(c)
+        assert c.leader() is None  # no vote was counted
+        garble.rpc = None
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+
+
+@pytest.mark.parametrize("wrong", ["None", "KeyError"])
+async def test_a_broken_install_snapshot_call_does_not_stop_the_leader(wrong: str) -> None:
+    garble = Garble()
+    config = fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
+    )
+    async with Cluster(config, seed=13) as c:
+        broken_network(c, garble)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        for i in range(30):
+            resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+        await raft.wait(BOUND).purged(10)  # a new learner needs a snapshot
+        garble.rpc, garble.sources = "install_snapshot", {leader}
+        if wrong == "KeyError":
+            garble.raises = KeyError("not an RPCError")
+        await c.add_node(4)
+        adding = asyncio.ensure_future(raft.add_learner(4, BasicNode(""), blocking=True))
+        await until(lambda: garble.bad >= 2, "the leader sent the snapshot")
+        all_running(c)
+        assert not adding.done()
+        garble.rpc = None
+        await asyncio.wait_for(adding, BOUND * 2)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        check_applied_prefix(c.disks)
