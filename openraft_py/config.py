@@ -12,6 +12,13 @@ import msgspec
 
 from .errors import ConfigError
 
+MAX_CONFIG_INT: int = 2**62 - 1
+"""The largest value of an integer field of ``Config``: far beyond any useful setting, and
+within what the node's int64 arithmetic (the compiled kernels, ``read(n)`` of a snapshot
+chunk) holds with room to spare. A larger one passed ``validate`` and failed later: a
+``snapshot_max_chunk_size`` of ``2**64`` stopped the leader with ``Panicked``
+(``OverflowError``) at its first snapshot transfer."""
+
 
 class SnapshotPolicy(msgspec.Struct, frozen=True):
     """When to build a snapshot. Use ``SnapshotPolicy.logs_since_last(n)`` or ``.never()``."""
@@ -39,8 +46,9 @@ class Config(msgspec.Struct, kw_only=True):
     """Settings of a Raft node. Field names and defaults follow Openraft.
 
     Invariants checked by ``validate()``: ``0 < heartbeat_interval < election_timeout_min <
-    election_timeout_max``; every size and count is positive; ``max_entry_bytes <=
-    max_payload_bytes``.
+    election_timeout_max``; every size and count is positive, and every integer at most
+    ``MAX_CONFIG_INT``; ``max_entry_bytes <= max_payload_bytes``; the ``enable_*``
+    switches are ``bool``s.
     """
 
     cluster_name: str = "foo"
@@ -138,10 +146,18 @@ class Config(msgspec.Struct, kw_only=True):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "must be a positive integer")
+            if v > MAX_CONFIG_INT:
+                raise bad(name, f"must be at most {MAX_CONFIG_INT} (2**62 - 1)")
         for name in ("max_in_snapshot_log_to_keep", "lease_drift_margin", "send_snapshot_timeout"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise bad(name, "must be a non-negative integer")
+            if v > MAX_CONFIG_INT:
+                raise bad(name, f"must be at most {MAX_CONFIG_INT} (2**62 - 1)")
+        for name in ("enable_tick", "enable_heartbeat", "enable_elect", "enable_pre_vote"):
+            # Not just truthy: "false" would switch it on.
+            if type(getattr(self, name)) is not bool:
+                raise bad(name, "must be True or False")
         if self.election_timeout_min >= self.election_timeout_max:
             raise bad("election_timeout_min", f"must be less than election_timeout_max={self.election_timeout_max}")
         if self.heartbeat_interval >= self.election_timeout_min:
@@ -156,8 +172,8 @@ class Config(msgspec.Struct, kw_only=True):
         if not isinstance(self.snapshot_policy, SnapshotPolicy):
             raise bad("snapshot_policy", "must be a SnapshotPolicy")
         n = self.snapshot_policy.logs_since_last_n
-        if n is not None and (not isinstance(n, int) or n <= 0):
-            raise bad("snapshot_policy", "logs_since_last(n) needs n > 0")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_CONFIG_INT):
+            raise bad("snapshot_policy", f"logs_since_last(n) needs an int n in [1, {MAX_CONFIG_INT}]")
         return self
 
     def lease_ms(self) -> int:

@@ -610,7 +610,8 @@ class ReplicationCore:
         try:
             size = await snapshot_io.call(data, snapshot_io.size)
             while not self.stopped:
-                buf = await snapshot_io.call(data, snapshot_io.read_at, offset, chunk)
+                # (No more than what is left: a file's read(n) may allocate n bytes first.)
+                buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 sent_at = env.now_ms()

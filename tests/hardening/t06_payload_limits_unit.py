@@ -4,14 +4,17 @@ network factory whether it can carry the ``Config``."""
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import pytest
 
-from openraft_py import ApiError, BasicNode, Config, ConfigError, EntryTooLarge, Fatal, Raft
+from openraft_py import ApiError, BasicNode, Config, ConfigError, EntryTooLarge, Fatal, Raft, SnapshotPolicy
 from openraft_py import validation as v
+from openraft_py.config import MAX_CONFIG_INT
 from openraft_py.network import wire
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.types import Snapshot
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -34,6 +37,80 @@ def test_defaults_entry_limit_within_the_request_budget_within_the_tcp_frame() -
 def test_config_refuses_bad_limits(kw: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=f"Config.{field}="):
         Config(**kw).validate()
+
+
+@pytest.mark.parametrize("field", ["enable_tick", "enable_heartbeat", "enable_elect", "enable_pre_vote"])
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_config_switches_must_be_bools(field: str, value: Any) -> None:
+    """``enable_tick="false"`` passed and switched the timer on (any non-empty string is
+    true)."""
+    with pytest.raises(ConfigError, match=f"Config.{field}=.*must be True or False"):
+        Config(**{field: value}).validate()
+
+
+INT_FIELDS = [
+    "election_timeout_max",
+    "install_snapshot_timeout",
+    "max_payload_entries",
+    "max_payload_bytes",
+    "max_inflight_requests",
+    "replication_lag_threshold",
+    "snapshot_max_chunk_size",
+    "purge_batch_size",
+    "max_apply_batch",
+    "max_in_snapshot_log_to_keep",
+    "send_snapshot_timeout",
+]
+
+
+@pytest.mark.parametrize("field", INT_FIELDS)
+def test_config_refuses_an_integer_past_the_bound(field: str) -> None:
+    """``snapshot_max_chunk_size=2**64`` passed and stopped the leader with ``Panicked``
+    (``OverflowError``) at its first snapshot transfer; every integer field is bounded."""
+    with pytest.raises(ConfigError, match=rf"Config\.{field}=.*at most {MAX_CONFIG_INT}"):
+        Config(**{field: MAX_CONFIG_INT + 1}).validate()
+    Config(**{field: MAX_CONFIG_INT}).validate()
+
+
+@pytest.mark.parametrize("n", [True, 0, MAX_CONFIG_INT + 1, 2**64])
+def test_config_refuses_a_bad_snapshot_policy_count(n: Any) -> None:
+    with pytest.raises(ConfigError, match=r"Config\.snapshot_policy=.*logs_since_last\(n\) needs an int n"):
+        Config(snapshot_policy=SnapshotPolicy.logs_since_last(n)).validate()
+
+
+class FileSnapshots(MemStateMachine):
+    """A ``MemStateMachine`` that hands out its snapshots as real files (as a state machine
+    with large state does)."""
+
+    async def get_current_snapshot(self) -> Any:
+        snap = await super().get_current_snapshot()
+        if snap is None:
+            return None
+        f = tempfile.TemporaryFile()
+        f.write(snap.data.read())
+        f.seek(0)
+        return Snapshot(snap.meta, f)
+
+
+async def test_the_largest_chunk_size_sends_a_snapshot_file() -> None:
+    """At the bound, a snapshot transfer from a real file works (one chunk): the sender reads
+    no more than the file holds (a file's ``read(n)`` may allocate ``n`` bytes first: a
+    ``MemoryError``, and the leader stopped with ``Panicked``)."""
+    from integration.snapshot.helpers import snap_config
+
+    from openraft_py.testing.cluster import Cluster
+
+    config = snap_config(snapshot_max_chunk_size=MAX_CONFIG_INT, snapshot_policy=SnapshotPolicy.logs_since_last(5))
+    async with Cluster(config, seed=3, state_machine=FileSnapshots) as c:
+        await c.start({1, 2})
+        leader = await c.wait_for_leader()
+        for i in range(10):
+            resp = await c.nodes[leader].client_write(b"%d" % i)
+        await c.nodes[leader].wait(5).purged(5)
+        await c.add_node(3)
+        await c.nodes[leader].add_learner(3, BasicNode(""))
+        await c.wait_applied(resp.log_id.index, timeout=5)
+        assert c.nodes[leader].metrics.running
 
 
 @pytest.mark.parametrize("pacing", [-0.5, float("nan"), float("inf"), "3", True, None])
