@@ -52,7 +52,8 @@ class LogSource:
         """Exactly the entries ``[start, stop)``: from the cache, the rest from storage (a
         purge waits until that read ends). Raises ``StorageError`` whose ``__cause__`` is
         the store's error (``LogCompacted`` if purged meanwhile), ``Panicked`` if the
-        store returns the wrong number of entries."""
+        store returns the wrong number of entries, or a first or last entry of another
+        index."""
         entries = self.cached(start, stop)
         if len(entries) == stop - start:
             return entries
@@ -70,8 +71,16 @@ class LogSource:
                 raise StorageError(f"reading log entries [{start}, {stop})", e) from e
         finally:
             self.end_read(token)
-        if len(entries) != stop - start:
+        n = len(entries)
+        if n != stop - start:
             raise Panicked(f"node {self.node_id}: log store returned {len(entries)} entries for [{start}, {stop})")
+        if n and (entries[0].log_id.index != start or entries[-1].log_id.index != stop - 1):
+            # (Cheap: the ends only. Entries of other indexes would be replicated or
+            # applied in place of these.)
+            raise Panicked(
+                f"node {self.node_id}: log store returned entries {entries[0].log_id!r}..{entries[-1].log_id!r} "
+                f"for [{start}, {stop})"
+            )
         return entries
 
     def begin_read(self, start: int) -> int:

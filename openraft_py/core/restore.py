@@ -105,7 +105,14 @@ async def _log_holds(log_store: RaftLogStorage, log_state: LogState, log_id: Log
     if last is None or log_id.index > last.index:
         return False
     entries = await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1)
-    return bool(entries) and entries[0].log_id == log_id
+    if not entries:
+        return False
+    e = entries[0]
+    if not isinstance(e, Entry) or e.log_id.index != log_id.index:
+        # Not an answer: the repair would discard the log on the word of a broken read.
+        got = f"entry {e.log_id!r}" if isinstance(e, Entry) else f"{type(e).__name__} {e!r:.80}"
+        raise StorageError(f"reading log [{log_id.index}, {log_id.index + 1}): the log store returned {got}")
+    return e.log_id == log_id
 
 
 async def _scan_log(
@@ -128,8 +135,14 @@ async def _scan_log(
         entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
         if len(entries) != hi - lo:
             raise StorageError(f"reading log [{lo}, {hi}): got {len(entries)} entries (a hole in the log?)")
-        for e in entries:
-            lid = e.log_id
+        for i, e in enumerate(entries, lo):
+            lid = e.log_id if isinstance(e, Entry) else None
+            if lid is None or lid.index != i:
+                # A store that returns other entries (out of order, repeated, shifted by
+                # one) would give the node a log it does not hold: it stalled, or discarded
+                # its log, without an error.
+                what = f"entry {lid!r}" if lid is not None else f"{type(e).__name__} {e!r:.80}"
+                raise StorageError(f"reading log [{lo}, {hi}): the log store returned {what} at index {i}")
             if not keys or keys[-1][0] != lid.term:
                 keys.append((lid.term, lid.index))
             if type(e.payload) is Membership:

@@ -29,6 +29,7 @@ class Reader:
         self.gate: asyncio.Event | None = None
         self.error: BaseException | None = None
         self.short = False
+        self.shift = 0
 
     async def try_get_log_entries(self, start: int, stop: int) -> list[Any]:
         self.calls.append((start, stop))
@@ -36,7 +37,7 @@ class Reader:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return entries(start, stop - 1 if self.short else stop)
+        return entries(start + self.shift, (stop - 1 if self.short else stop) + self.shift)
 
 
 def source(cached_from: int = 50) -> tuple[LogSource, Reader]:
@@ -105,6 +106,16 @@ async def test_a_short_answer_is_a_bug_of_the_store() -> None:
     r.short = True
     with pytest.raises(Panicked):
         await src.read(0, 10)
+
+
+@pytest.mark.parametrize("shift", [1, -1])
+async def test_entries_of_other_indexes_are_a_bug_of_the_store(shift: int) -> None:
+    """An off-by-one store answers with as many entries, of other indexes: they would have
+    been replicated or applied in place of the ones asked for."""
+    src, r = source()
+    r.shift = shift
+    with pytest.raises(Panicked, match=rf"log store returned entries 1-{5 + shift}\.\.1-{9 + shift} for \[5, 10\)"):
+        await src.read(5, 10)
 
 
 async def test_begin_and_end_read_track_an_outside_read() -> None:

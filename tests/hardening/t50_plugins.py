@@ -11,6 +11,10 @@ forever, and no acknowledged write is lost.
   the call counts as failed (a warning names what came back) and is retried as a lost one
   is; the node keeps running. (A wrong vote or AppendEntries response, or an odd
   exception from ``install_snapshot``, used to stop the node with ``Panicked``.)
+- A log store whose reads return other entries than asked for (reversed, repeated, shifted
+  by one, not ``Entry`` objects): the node refuses to start with a ``StorageError`` naming
+  the index, and its log is untouched (a shifted read made the boot repair discard the whole
+  log; a repeated one left the node stalled without an error).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from integration.checks import check_applied_prefix, check_log_matching, fast_co
 
 from openraft_py import BasicNode, SnapshotPolicy, StorageError
 from openraft_py.network.router import RouterClient, RouterFactory
-from openraft_py.storage.memory import MemDisk, MemStateMachine
+from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import AppendEntriesRequest, Entry, RPCOption
 
@@ -228,3 +232,60 @@ async def test_a_broken_install_snapshot_call_does_not_stop_the_leader(wrong: st
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
         all_running(c)
         check_applied_prefix(c.disks)
+
+
+class MisreadingReader:
+    """A log reader whose answers are rewritten by ``MisreadingStore.how`` once it is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def read_vote(self) -> Any:
+        return await self.inner.read_vote()
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Any]:
+        out: list[Any] = await self.inner.try_get_log_entries(start, stop)
+        how = MisreadingStore.how
+        if how is None or not out:
+            return out
+        if how == "reversed":
+            return out[::-1]
+        if how == "repeated":
+            return [out[0]] * len(out)
+        if how == "shifted":  # off by one: [start - 1, stop - 1)
+            return await self.inner.try_get_log_entries(start - 1, stop - 1) if start > 0 else out
+        return [(e.log_id, e.payload) for e in out]  # "tuples"
+
+
+class MisreadingStore(MemLogStore):
+    how: str | None = None
+
+    def get_log_reader(self) -> Any:
+        return MisreadingReader(super().get_log_reader())
+
+
+@pytest.mark.parametrize("how", ["reversed", "repeated", "shifted", "tuples"])
+async def test_a_log_store_that_returns_other_entries_is_refused_at_start(how: str) -> None:
+    MisreadingStore.how = None
+    async with Cluster(fast_config(), seed=21, log_store=lambda nid, disk: MisreadingStore(disk)) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        for i in range(20):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        follower = min(n for n in c.nodes if n != leader)
+        await c.crash(follower)
+        disk = c.disks[follower]
+        held = (disk.offset, list(disk.entries))
+        MisreadingStore.how = how
+        try:
+            with pytest.raises(StorageError, match=r"reading log \[\d+, \d+\): the log store returned"):
+                await c.add_node(follower)
+        finally:
+            MisreadingStore.how = None
+        assert (disk.offset, disk.entries) == held  # nothing discarded
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        await c.add_node(follower)  # a store that reads correctly again: it rejoins
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
