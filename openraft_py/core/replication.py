@@ -160,6 +160,12 @@ class WrongResponse(TypeError):
     the network): the call counts as failed, as if the network had raised this."""
 
 
+class NoAnswer(Exception):
+    """A ``RaftNetwork.append_entries`` call that did not return within twice its
+    ``hard_ttl`` (a bug of the network, which must raise ``Timeout`` after one): given up,
+    the request counts as lost."""
+
+
 def _not_a_response(got: object, expected: type) -> Exception:
     """The error for a network call that returned ``got`` instead of an ``expected``: an
     exception ``got`` is itself (a ``submit_append_entries`` reply may be one); anything
@@ -499,7 +505,7 @@ class ReplicationCore:
             self._turn.wake()
             sent_at = env.now_ms()
             try:
-                resp = await self.client.append_entries(req, env.option)
+                resp = await self._call_append_entries(req)
             except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
                 self._unreachable(e, c.gen, start)
                 return
@@ -551,7 +557,7 @@ class ReplicationCore:
             req = AppendEntriesRequest(self.vote, prev, part, c.committed)
             sent_at = env.now_ms()
             try:
-                resp = await self.client.append_entries(req, env.option)
+                resp = await self._call_append_entries(req)
             except Exception as e:  # noqa: BLE001 - as in _send
                 self._unreachable(e, c.gen, start)
                 return None
@@ -568,13 +574,32 @@ class ReplicationCore:
             start += k
             entries = entries[k:]
 
+    async def _call_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        """``client.append_entries(req, option)``, bounded: a call still unanswered after
+        twice ``option.hard_ttl`` (the network had to raise ``Timeout`` after one) is given up
+        as lost (``NoAnswer``). Without the bound, one call that never returned (a network
+        with no timeout of its own) left its request in flight for good: the engine sent
+        that target nothing more, and the follower never caught up. (The calls handed over
+        by the optional ``send_append_entries`` / ``submit_append_entries`` are the
+        network's to bound: the fast paths take no timer.)"""
+        option = self.env.option
+        limit = 2 * option.hard_ttl
+        try:
+            async with asyncio.timeout(limit):
+                return await self.client.append_entries(req, option)
+        except TimeoutError:
+            raise NoAnswer(
+                f"the network did not answer AppendEntries within {limit:g}s "
+                f"(twice option.hard_ttl; it must raise Timeout after hard_ttl)"
+            ) from None
+
     def _unreachable(self, e: Exception, gen: int, start: int) -> None:
         """The request of generation ``gen`` whose entries start at ``start`` got no answer."""
         env = self.env
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
-        elif isinstance(e, WrongResponse):
-            log.warning("replication %s->%s: %s (expected by the RaftNetwork contract)", env.node_id, self.target, e)
+        elif isinstance(e, (WrongResponse, NoAnswer)):
+            log.warning("replication %s->%s: %s", env.node_id, self.target, e)
         else:
             log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
         self._report(Unreachable(self.target, self.vote, gen, start))

@@ -9,7 +9,9 @@
   - ``Unreachable``: the target cannot be reached now (connection refused, node down,
     partition). Replication backs off before retrying.
   - ``Timeout``: no response within ``option.hard_ttl`` seconds (the request may or may not
-    have been handled).
+    have been handled). The node gives up an ``append_entries`` call still running after
+    twice that; the optional ``send_append_entries`` and ``submit_append_entries`` (see
+    ``RaftNetwork``) must keep to the deadline themselves.
   - ``NetworkError``: another transport failure that may succeed if retried.
   - ``RemoteError``: the target received the request but failed to handle it.
 

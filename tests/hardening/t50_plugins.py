@@ -11,6 +11,9 @@ forever, and no acknowledged write is lost.
   the call counts as failed (a warning names what came back) and is retried as a lost one
   is; the node keeps running. (A wrong vote or AppendEntries response, or an odd
   exception from ``install_snapshot``, used to stop the node with ``Panicked``.)
+- A network client whose ``append_entries`` never returns (no timeout of its own): the
+  call is given up after twice ``option.hard_ttl`` and the request resent; the follower
+  catches up (it used to stay behind for good: the request stayed in flight).
 - A log store whose reads return other entries than asked for (reversed, repeated, shifted
   by one, not ``Entry`` objects): the node refuses to start with a ``StorageError`` naming
   the index, and its log is untouched (a shifted read made the boot repair discard the whole
@@ -289,3 +292,42 @@ async def test_a_log_store_that_returns_other_entries_is_refused_at_start(how: s
         all_running(c)
         await c.add_node(follower)  # a store that reads correctly again: it rejoins
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
+
+
+class HangsOnce(BrokenClient):
+    """``append_entries`` with entries to ``target`` never returns, once, while ``armed``."""
+
+    armed = False
+    target = 0
+
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption) -> Any:
+        if HangsOnce.armed and req.entries and self.inner.target == HangsOnce.target:
+            HangsOnce.armed = False
+            await asyncio.Event().wait()  # never set: no answer, and no Timeout either
+        return await self.inner.append_entries(req, option)
+
+
+async def test_an_append_entries_call_that_never_returns_is_given_up() -> None:
+    async with Cluster(fast_config(), seed=31) as c:
+        factory = c.router.factory
+
+        class Factory:
+            def __init__(self, inner: RouterFactory) -> None:
+                self.inner = inner
+
+            def new_client(self, target: int, node: BasicNode) -> HangsOnce:
+                return HangsOnce(self.inner.new_client(target, node), Garble(), "task")
+
+        c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        await c.wait_applied(0, timeout=BOUND)
+        HangsOnce.target = min(n for n in c.nodes if n != leader)
+        HangsOnce.armed = True
+        for i in range(10):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        assert not HangsOnce.armed  # one call hangs
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)  # and the follower caught up
+        all_running(c)
+        check_log_matching(c.disks)
+
