@@ -615,6 +615,8 @@ class ReplicationCore:
         target = self.target
         try:
             snap = await env.snapshot()
+            if snap is not None:
+                snapshot_io.check_snapshot(snap, "RaftStateMachine.get_current_snapshot")
         except Exception as e:  # noqa: BLE001 - the state machine failed: fatal
             env.notify(Failed(StorageError("reading the current snapshot", e)))
             return

@@ -9,7 +9,19 @@ import io
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..types import Snapshot, SnapshotMeta
+
 T = TypeVar("T")
+
+
+def check_snapshot(snap: Any, what: str) -> None:
+    """``TypeError`` naming ``what`` (the state machine method) unless ``snap`` is a
+    ``Snapshot`` whose ``meta`` is a ``SnapshotMeta``: a state machine that returned
+    something else used to stop its node with ``Panicked`` and an ``AttributeError`` about
+    ``.data`` or ``.meta``."""
+    if not isinstance(snap, Snapshot) or not isinstance(snap.meta, SnapshotMeta):
+        got = f"{type(snap).__name__} {snap!r:.80}" if not isinstance(snap, Snapshot) else f"a Snapshot whose meta is {snap.meta!r:.80}"
+        raise TypeError(f"{what} returned {got}, expected a Snapshot")
 
 
 def size(f: Any) -> int:

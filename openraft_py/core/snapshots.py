@@ -54,6 +54,7 @@ class Snapshots:
         ``SnapshotBuilt``, or ``Failed`` with a ``StorageError``."""
         try:
             snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
+            snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
         except Exception as e:  # noqa: BLE001 - reported: the node stops
             self.notify(Failed(StorageError("building a snapshot", e)))
             return

@@ -241,7 +241,9 @@ class SnapshotBuilder(Protocol):
 
         Runs concurrently with ``RaftStateMachine.apply``: the snapshot must be a consistent
         image of one applied point. ``Snapshot.data`` is a readable binary file positioned at
-        0. Durable on return (for stores whose state is durable).
+        0. Durable on return (for stores whose state is durable). Returning anything but a
+        ``Snapshot`` with a ``SnapshotMeta`` stops the node with ``StorageError``, as raising
+        does (so does such a value from ``get_current_snapshot`` when a leader sends it).
         """
         ...
 

@@ -6,6 +6,9 @@ forever, and no acknowledged write is lost.
   entry (``None`` from a forgotten ``return``): the node stops with ``StorageError`` saying
   what ``apply`` returned, and its waiting writers get that error (they used to wait
   forever: ``None`` was taken for "no responses").
+- A snapshot builder that returns something other than a ``Snapshot``: its node stops with
+  ``StorageError`` naming the method and what it returned (it was ``Panicked`` with an
+  ``AttributeError`` about ``.data``); the other nodes go on.
 - A network client whose RPC returns something other than its response type (``None``, a
   ``dict``), or whose ``install_snapshot`` raises an exception that is not an ``RPCError``:
   the call counts as failed (a warning names what came back) and is retried as a lost one
@@ -23,6 +26,7 @@ forever, and no acknowledged write is lost.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -331,3 +335,42 @@ async def test_an_append_entries_call_that_never_returns_is_given_up() -> None:
         all_running(c)
         check_log_matching(c.disks)
 
+
+class BadBuilder:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    async def build_snapshot(self) -> Any:
+        return self.value
+
+
+class BuildsGarbage(MemStateMachine):
+    garbage: Any = None
+
+    def get_snapshot_builder(self) -> Any:
+        return BadBuilder(BuildsGarbage.garbage)
+
+
+@pytest.mark.parametrize("garbage", [None, b"snapshot", "meta-less"], ids=["None", "bytes", "no-meta"])
+async def test_a_snapshot_builder_that_returns_no_snapshot_stops_only_its_node(garbage: Any) -> None:
+    from openraft_py.types import Snapshot
+
+    BuildsGarbage.garbage = Snapshot(None, io.BytesIO()) if garbage == "meta-less" else garbage  # type: ignore[arg-type]
+    async with Cluster(fast_config(), seed=41, state_machine=BuildsGarbage) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        follower = min(n for n in c.nodes if n != leader)
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        raft = c.nodes[follower]
+        await raft.trigger.snapshot()
+        with pytest.raises(StorageError) as info:
+            await raft.wait(BOUND).snapshot(resp.log_id)
+        assert "SnapshotBuilder.build_snapshot returned" in str(info.value)
+        assert "expected a Snapshot" in str(info.value)
+        c.router.unregister(follower)
+        c.nodes.pop(follower)
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"y"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        await raft.shutdown()
