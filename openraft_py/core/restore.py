@@ -23,7 +23,7 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .._core import EntryCache, LogIndex
 from ..engine import MembershipState, RaftState
@@ -38,6 +38,8 @@ __all__ = ["restore_state"]
 
 log = logging.getLogger("openraft_py.core.restore")
 
+T = TypeVar("T")
+
 # Entries read from the log store per call while scanning the log at boot.
 READ_CHUNK = 4096
 
@@ -50,9 +52,15 @@ async def restore_state(
     ``CACHE_MAX_ENTRIES // 2`` entries). May repair the log first (step 2 of the module
     docstring). Raises ``StorageError`` for a store whose state is inconsistent (a snapshot
     past its applied id, a hole in the log); whatever the stores raise passes through."""
-    vote = await log_store.read_vote() or Vote.new(0, 0)
-    committed = await log_store.read_committed()
-    applied, sm_membership = await state_machine.applied_state()
+    vote = _expect(await log_store.read_vote(), Vote, "the log store's read_vote") or Vote.new(0, 0)
+    committed = _expect(await log_store.read_committed(), LogId, "the log store's read_committed")
+    applied_state = await state_machine.applied_state()
+    if not (isinstance(applied_state, tuple) and len(applied_state) == 2):
+        raise _unexpected(applied_state, "the state machine's applied_state", "a (LogId or None, StoredMembership) pair")
+    applied = _expect(applied_state[0], LogId, "the state machine's applied_state (its applied log id)")
+    sm_membership = applied_state[1]
+    if sm_membership is not None and not isinstance(sm_membership, StoredMembership):
+        raise _unexpected(sm_membership, "the state machine's applied_state (its membership)", "a StoredMembership")
     snap = await state_machine.get_current_snapshot()
     snapshot: LogId | None = None
     if snap is not None:
@@ -69,6 +77,20 @@ async def restore_state(
     return state, cache
 
 
+def _unexpected(value: object, what: str, expected: str) -> StorageError:
+    """The error for a store method ``what`` that returned ``value`` instead of ``expected``."""
+    return StorageError(f"{what} returned {type(value).__name__} {value!r:.80}, expected {expected}")
+
+
+def _expect(value: T | None, cls: type[T], what: str) -> T | None:
+    """``value`` if it is a ``cls`` or ``None``; otherwise ``StorageError`` naming ``what``
+    (the method that returned it). Checked once, at start: a value of another type (a
+    tuple for a vote) failed later with an ``AttributeError`` that named no store."""
+    if value is None or isinstance(value, cls):
+        return value
+    raise _unexpected(value, what, f"a {cls.__name__} or None")
+
+
 async def _repair_log(
     node_id: NodeId, log_store: RaftLogStorage, state_machine: RaftStateMachine, applied: LogId | None, snapshot: LogId | None
 ) -> tuple[LogState, LogId | None]:
@@ -78,6 +100,8 @@ async def _repair_log(
     between the two steps leaves a log that still needs the repair, never a purged range
     without a snapshot covering it; a follower needing those entries gets the snapshot)."""
     log_state = await log_store.get_log_state()
+    if not isinstance(log_state, LogState):
+        raise _unexpected(log_state, "the log store's get_log_state", "a LogState")
     if applied is None or await _log_holds(log_store, log_state, applied):
         return log_state, snapshot
     # Either a snapshot was installed but the log was not fixed before a crash (the log's

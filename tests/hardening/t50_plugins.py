@@ -17,6 +17,10 @@ forever, and no acknowledged write is lost.
 - A network client whose ``append_entries`` never returns (no timeout of its own): the
   call is given up after twice ``option.hard_ttl`` and the request resent; the follower
   catches up (it used to stay behind for good: the request stayed in flight).
+- A store whose ``read_vote``, ``read_committed``, ``get_log_state`` or ``applied_state``
+  returns a value of another type: ``Raft.new`` raises ``StorageError`` naming the method
+  and the value (a tuple for a vote failed with a bare ``AttributeError``; an int for the
+  committed id was silently dropped on an empty log).
 - A log store whose reads return other entries than asked for (reversed, repeated, shifted
   by one, not ``Entry`` objects): the node refuses to start with a ``StorageError`` naming
   the index, and its log is untouched (a shifted read made the boot repair discard the whole
@@ -27,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from integration.checks import check_applied_prefix, check_log_matching, fast_config
@@ -374,3 +379,48 @@ async def test_a_snapshot_builder_that_returns_no_snapshot_stops_only_its_node(g
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
         all_running(c)
         await raft.shutdown()
+
+
+class OddBootStore(MemLogStore):
+    """Returns ``OddBootStore.odd[name]`` from the method ``name`` when it is set."""
+
+    odd: ClassVar[dict[str, Any]] = {}
+
+    async def read_vote(self) -> Any:
+        return self.odd["read_vote"] if "read_vote" in self.odd else await super().read_vote()
+
+    async def read_committed(self) -> Any:
+        return self.odd["read_committed"] if "read_committed" in self.odd else await super().read_committed()
+
+    async def get_log_state(self) -> Any:
+        return self.odd["get_log_state"] if "get_log_state" in self.odd else await super().get_log_state()
+
+
+class OddBootStateMachine(MemStateMachine):
+    async def applied_state(self) -> Any:
+        odd = OddBootStore.odd
+        return odd["applied_state"] if "applied_state" in odd else await super().applied_state()
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "expected"),
+    [
+        ("read_vote", (1, 2), "a Vote or None"),
+        ("read_committed", 5, "a LogId or None"),
+        ("get_log_state", (None, None), "a LogState"),
+        ("applied_state", None, "a (LogId or None, StoredMembership) pair"),
+        ("applied_state", ((1, 5), None), "a LogId or None"),
+        ("applied_state", (None, "members"), "a StoredMembership"),
+    ],
+)
+async def test_a_store_value_of_another_type_is_refused_at_start(method: str, value: Any, expected: str) -> None:
+    from openraft_py import Config, Raft
+    from openraft_py.network.router import Router
+
+    disk = MemDisk()
+    OddBootStore.odd = {method: value}
+    try:
+        with pytest.raises(StorageError, match=rf"{method}.* returned .*, expected {re.escape(expected)}"):
+            await Raft.new(1, Config(), Router().factory(1), OddBootStore(disk), OddBootStateMachine(disk))
+    finally:
+        OddBootStore.odd = {}
