@@ -56,7 +56,7 @@ from ..engine import (
     StopReplication,
     TruncateLog,
 )
-from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError
+from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError, Unreachable
 from ..metrics import MetricsWatch, RaftMetrics
 from ..storage import IOFlushed, durable_append_of
 from ..types import (
@@ -113,6 +113,26 @@ _IO_ADVANCED = object()
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
+
+
+class _NoClient:
+    """The client to a target the network factory could not make one for: every call raises
+    ``Unreachable`` naming the factory's error (replication backs off and tries again)."""
+
+    def __init__(self, target: NodeId, node: Any, error: Exception) -> None:
+        self.why = f"no network client to node {target} at {node!r}: new_client raised {error!r}"
+
+    async def append_entries(self, req: Any, option: RPCOption) -> Any:
+        raise Unreachable(self.why)
+
+    async def vote(self, req: Any, option: RPCOption) -> Any:
+        raise Unreachable(self.why)
+
+    async def install_snapshot(self, req: Any, option: RPCOption) -> Any:
+        raise Unreachable(self.why)
+
+    async def transfer_leader(self, req: Any, option: RPCOption) -> None:
+        raise Unreachable(self.why)
 
 
 class RaftCore:
@@ -651,10 +671,19 @@ class RaftCore:
     # -- replication and votes -------------------------------------------------------------------
 
     def client(self, target: NodeId, node: Any) -> RaftNetwork:
-        """The network client to ``target`` (one per target, reused)."""
+        """The network client to ``target`` (one per target, reused). If the factory's
+        ``new_client`` raises (an address it cannot use: the node's address came from an
+        ``add_learner`` call), a stand-in whose calls raise ``Unreachable`` with that error,
+        not kept: the next call asks the factory again. (The exception used to stop the
+        leader with ``Panicked``, and every leader after it while the membership held the
+        address.)"""
         c = self._clients.get(target)
         if c is None:
-            c = self._clients[target] = self.network.new_client(target, node)
+            try:
+                c = self._clients[target] = self.network.new_client(target, node)
+            except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
+                log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
+                return _NoClient(target, node, e)
         return c
 
     def _start_replication(self, c: StartReplication) -> None:

@@ -14,6 +14,9 @@ forever, and no acknowledged write is lost.
   the call counts as failed (a warning names what came back) and is retried as a lost one
   is; the node keeps running. (A wrong vote or AppendEntries response, or an odd
   exception from ``install_snapshot``, used to stop the node with ``Panicked``.)
+- A network factory whose ``new_client`` raises for an address it cannot use (given to
+  ``add_learner``): that target is unreachable, the leader goes on (it stopped with
+  ``Panicked``, in the core's pass).
 - A network client whose ``append_entries`` never returns (no timeout of its own): the
   call is given up after twice ``option.hard_ttl`` and the request resent; the follower
   catches up (it used to stay behind for good: the request stayed in flight).
@@ -424,3 +427,37 @@ async def test_a_store_value_of_another_type_is_refused_at_start(method: str, va
             await Raft.new(1, Config(), Router().factory(1), OddBootStore(disk), OddBootStateMachine(disk))
     finally:
         OddBootStore.odd = {}
+
+
+class PicksyFactory:
+    """A network factory that refuses an address with a space in it, at ``new_client``."""
+
+    def __init__(self, inner: RouterFactory) -> None:
+        self.inner = inner
+
+    def new_client(self, target: int, node: BasicNode) -> RouterClient:
+        if " " in node.addr:
+            raise ValueError(f"malformed address {node.addr!r}")
+        return self.inner.new_client(target, node)
+
+
+async def test_a_factory_that_refuses_an_address_leaves_only_that_target_unreachable() -> None:
+    async with Cluster(fast_config(), seed=51) as c:
+        factory = c.router.factory
+        c.router.factory = lambda source: PicksyFactory(factory(source))  # type: ignore[assignment, return-value]
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await asyncio.wait_for(raft.client_write(b"first"), BOUND)  # the membership is committed
+        resp = await asyncio.wait_for(raft.add_learner(4, BasicNode("no such host"), blocking=False), BOUND)
+        assert resp.membership is not None and 4 in resp.membership.nodes
+        for i in range(5):
+            resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        # A new leader (whose factory refuses the same address) goes on too.
+        await raft.trigger.transfer_leader(min(n for n in c.nodes if n != leader))
+        new = await c.wait_for_leader(among={n for n in c.nodes if n != leader})
+        resp = await asyncio.wait_for(c.nodes[new].client_write(b"after"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
