@@ -700,10 +700,21 @@ class RaftCore:
 
     async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0
+        # A call still running after two of the longest election timeouts is given up: its
+        # answer could no longer count (this node campaigned again since), and a network
+        # without a timeout of its own would keep one task per election forever.
+        limit = 2 * self.config.election_timeout_max / 1000.0
         try:
-            resp = await self.client(target, node).vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+            async with asyncio.timeout(limit):
+                resp = await self.client(target, node).vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except RPCError as e:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
+            return
+        except TimeoutError:
+            log.warning(
+                "node %s: vote request to %s: the network did not answer within %gs (it must raise Timeout "
+                "after option.hard_ttl=%gs)", self.id, target, limit, timeout,
+            )
             return
         except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
             log.warning("node %s: vote request to %s raised %r (expected an RPCError)", self.id, target, e)
@@ -720,7 +731,8 @@ class RaftCore:
     async def _send_transfer_leader(self, target: NodeId, node: Any, req: TransferLeaderRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0
         try:
-            await self.client(target, node).transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+            async with asyncio.timeout(2 * self.config.election_timeout_max / 1000.0):  # as in _send_vote
+                await self.client(target, node).transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except Exception as e:  # noqa: BLE001 - best effort: the election timeout is the fallback
             log.debug("node %s: transfer-leader to %s failed: %s", self.id, target, e)
 

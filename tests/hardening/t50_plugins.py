@@ -24,6 +24,9 @@ forever, and no acknowledged write is lost.
   returns a value of another type: ``Raft.new`` raises ``StorageError`` naming the method
   and the value (a tuple for a vote failed with a bare ``AttributeError``; an int for the
   committed id was silently dropped on an empty log).
+- A network client whose ``vote`` (or ``transfer_leader``) never returns: the call is
+  given up after two of the longest election timeouts (it used to stay, one task per
+  election, for good).
 - A log store whose reads return other entries than asked for (reversed, repeated, shifted
   by one, not ``Entry`` objects): the node refuses to start with a ``StorageError`` naming
   the index, and its log is untouched (a shifted read made the boot repair discard the whole
@@ -460,4 +463,48 @@ async def test_a_factory_that_refuses_an_address_leaves_only_that_target_unreach
         new = await c.wait_for_leader(among={n for n in c.nodes if n != leader})
         resp = await asyncio.wait_for(c.nodes[new].client_write(b"after"), BOUND)
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+
+
+class VoteHangs(BrokenClient):
+    """``vote`` to ``HANG_TARGET`` never returns; ``started`` / ``cancelled`` count those calls."""
+
+    started = 0
+    cancelled = 0
+
+    async def vote(self, req: Any, option: RPCOption) -> Any:
+        if self.inner.target == HANG_TARGET:
+            VoteHangs.started += 1
+            try:
+                await asyncio.Event().wait()  # never set
+            except asyncio.CancelledError:
+                VoteHangs.cancelled += 1
+                raise
+        return await self.inner.vote(req, option)
+
+
+HANG_TARGET = 3
+
+
+async def test_a_vote_call_that_never_returns_is_given_up() -> None:
+    VoteHangs.started = VoteHangs.cancelled = 0
+    async with Cluster(fast_config(), seed=61) as c:
+        factory = c.router.factory
+
+        class Factory:
+            def __init__(self, inner: RouterFactory) -> None:
+                self.inner = inner
+
+            def new_client(self, target: int, node: BasicNode) -> VoteHangs:
+                return VoteHangs(self.inner.new_client(target, node), Garble(), "task")
+
+        c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+        await c.start({1, 2, 3})
+        await c.wait_for_leader()
+        if VoteHangs.started == 0:  # node 3 won the first election: make another campaign
+            await c.nodes[1].trigger.elect()
+        await until(lambda: VoteHangs.started > 0, "node 3 was asked for its vote")
+        # Given up within 2 * election_timeout_max (200 ms) of being started, not when the
+        # node shuts down.
+        await until(lambda: VoteHangs.cancelled == VoteHangs.started, "the hung vote calls were given up")
         all_running(c)
