@@ -166,6 +166,23 @@ class NoAnswer(Exception):
     the request counts as lost."""
 
 
+class StrayCancel(Exception):
+    """A ``RaftNetwork`` call raised ``CancelledError`` while its task was not being
+    cancelled (the network cancelled a future of its own, e.g. on a lost connection): the
+    call counts as failed. Let through, it ended the task without a result, and the request
+    stayed in flight for good: that target was sent nothing more."""
+
+
+def _stray_cancel(rpc: str) -> StrayCancel | None:
+    """Called in an ``except CancelledError``: the error to report instead when the task is
+    not being cancelled (``Task.cancelling()`` is 0), ``None`` when it is (shutdown, stop:
+    the ``CancelledError`` must go on)."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return None
+    return StrayCancel(f"the network's {rpc} raised CancelledError (its task was not being cancelled)")
+
+
 def _not_a_response(got: object, expected: type) -> Exception:
     """The error for a network call that returned ``got`` instead of an ``expected``: an
     exception ``got`` is itself (a ``submit_append_entries`` reply may be one); anything
@@ -530,6 +547,10 @@ class ReplicationCore:
                 resp = await call.answer
             except Exception as e:  # noqa: BLE001 - as in _send
                 err = e
+            except asyncio.CancelledError:
+                err = _stray_cancel("send_append_entries")
+                if err is None:
+                    raise
             else:
                 if not isinstance(resp, AppendEntriesResponse):
                     err = _not_a_response(resp, AppendEntriesResponse)
@@ -592,13 +613,18 @@ class ReplicationCore:
                 f"the network did not answer AppendEntries within {limit:g}s "
                 f"(twice option.hard_ttl; it must raise Timeout after hard_ttl)"
             ) from None
+        except asyncio.CancelledError:
+            stray = _stray_cancel("append_entries")
+            if stray is None:
+                raise
+            raise stray from None
 
     def _unreachable(self, e: Exception, gen: int, start: int) -> None:
         """The request of generation ``gen`` whose entries start at ``start`` got no answer."""
         env = self.env
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
-        elif isinstance(e, (WrongResponse, NoAnswer)):
+        elif isinstance(e, (WrongResponse, NoAnswer, StrayCancel)):
             log.warning("replication %s->%s: %s", env.node_id, self.target, e)
         else:
             log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
@@ -643,8 +669,14 @@ class ReplicationCore:
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 sent_at = env.now_ms()
                 try:
-                    async with asyncio.timeout(ttl):
-                        resp = await self.client.install_snapshot(req, option)
+                    try:
+                        async with asyncio.timeout(ttl):
+                            resp = await self.client.install_snapshot(req, option)
+                    except asyncio.CancelledError:
+                        stray = _stray_cancel("install_snapshot")
+                        if stray is None:
+                            raise
+                        raise stray from None
                     if not isinstance(resp, InstallSnapshotResponse):
                         raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
@@ -663,7 +695,7 @@ class ReplicationCore:
                     await env.clock.sleep(pause)
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
-                    what = str(e) if isinstance(e, WrongResponse) else f"the network raised {e!r} (expected an RPCError)"
+                    what = str(e) if isinstance(e, (WrongResponse, StrayCancel)) else f"the network raised {e!r} (expected an RPCError)"
                     log.warning("snapshot %s->%s chunk at %d: %s; resending", env.node_id, target, offset, what)
                     await env.clock.sleep(pause)
                     continue

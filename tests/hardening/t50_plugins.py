@@ -14,6 +14,10 @@ forever, and no acknowledged write is lost.
   the call counts as failed (a warning names what came back) and is retried as a lost one
   is; the node keeps running. (A wrong vote or AppendEntries response, or an odd
   exception from ``install_snapshot``, used to stop the node with ``Panicked``.)
+- A network client whose call raises ``CancelledError`` though its task is not being
+  cancelled (a future the network cancelled on a lost connection): the call counts as
+  failed and is retried (the request stayed in flight for good: the follower, or a learner
+  being sent a snapshot, was sent nothing more).
 - A network factory whose ``new_client`` raises for an address it cannot use (given to
   ``add_learner``): that target is unreachable, the leader goes on (it stopped with
   ``Panicked``, in the core's pass).
@@ -136,7 +140,7 @@ class BrokenClient:
         async def run() -> None:
             try:
                 resp = await self.append_entries(req, option)
-            except Exception as e:  # noqa: BLE001 - handed to reply, as a network does
+            except BaseException as e:  # noqa: BLE001 - handed to reply, as a network does
                 reply(e)
                 return
             reply(resp)
@@ -507,4 +511,45 @@ async def test_a_vote_call_that_never_returns_is_given_up() -> None:
         # Given up within 2 * election_timeout_max (200 ms) of being started, not when the
         # node shuts down.
         await until(lambda: VoteHangs.cancelled == VoteHangs.started, "the hung vote calls were given up")
+        all_running(c)
+
+
+@pytest.mark.parametrize("path", ["task", "send_now", "submit"])
+async def test_a_stray_cancelled_error_from_append_entries_is_a_failed_call(path: str) -> None:
+    garble = Garble()
+    async with Cluster(fast_config(), seed=71) as c:
+        broken_network(c, garble, path)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await asyncio.wait_for(raft.client_write(b"before"), BOUND)
+        garble.rpc, garble.sources, garble.raises = "append_entries", {leader}, asyncio.CancelledError()
+        pending = asyncio.ensure_future(raft.client_write(b"while cancelled"))
+        await until(lambda: garble.bad >= 4, "the leader sent AppendEntries")
+        garble.rpc = None
+        resp = await asyncio.wait_for(pending, BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+
+
+async def test_a_stray_cancelled_error_from_install_snapshot_is_a_failed_call() -> None:
+    garble = Garble()
+    config = fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
+    )
+    async with Cluster(config, seed=72) as c:
+        broken_network(c, garble)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        for i in range(30):
+            resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+        await raft.wait(BOUND).purged(10)
+        garble.rpc, garble.sources, garble.raises = "install_snapshot", {leader}, asyncio.CancelledError()
+        await c.add_node(4)
+        adding = asyncio.ensure_future(raft.add_learner(4, BasicNode(""), blocking=True))
+        await until(lambda: garble.bad >= 2, "the leader sent the snapshot")
+        garble.rpc = None
+        await asyncio.wait_for(adding, BOUND * 2)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
         all_running(c)
