@@ -90,6 +90,20 @@ class _Started:
                     return stop.value  # type: ignore[no-any-return]
 
 
+def _stray_cancel(what: str, e: asyncio.CancelledError) -> RuntimeError | None:
+    """Called in an ``except CancelledError``: ``None`` when the running task is being
+    cancelled (the node stops: the error must go on); otherwise the state machine raised it
+    on its own (a future it cancelled itself), and this is the error to report instead.
+    Let through, it ended the worker as if the node were stopping, and nothing was applied
+    again while the node ran on (or, inline, it stopped the node as "cancelled")."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return None
+    err = RuntimeError(f"the state machine's {what} raised CancelledError (its task was not being cancelled)")
+    err.__cause__ = e
+    return err
+
+
 def _defined_by(cls: type, name: str) -> type | None:
     """The class of ``cls``'s MRO whose body defines ``name``."""
     return next((k for k in cls.__mro__ if name in k.__dict__), None)
@@ -189,6 +203,12 @@ class StateMachineWorker:
                 continue
             except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
                 self._fail(e)
+                return
+            except asyncio.CancelledError as e:
+                stray = _stray_cancel("apply", e)
+                if stray is None:
+                    raise
+                self._fail(stray)
                 return
             # It suspended: the worker's task continues it, and applies every later batch.
             self._inline = False
@@ -383,10 +403,16 @@ class StateMachineWorker:
                     chunk = entries[i : i + self.max_batch] if len(entries) > self.max_batch else entries
                     if not self._finish(chunk, await self._apply(chunk)):
                         return
-        except asyncio.CancelledError:
-            # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
-            self._end(Stopped())
-            raise
+        except asyncio.CancelledError as e:
+            stray = _stray_cancel("apply", e)
+            if stray is None:
+                # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
+                self._end(Stopped())
+                raise
+            err = StorageError("applying entries to the state machine", stray)
+            err.__cause__ = stray
+            self._end(err)
+            self.notify(Failed(err))
         except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
             err = StorageError("applying entries to the state machine", e)
             err.__cause__ = e
@@ -399,8 +425,13 @@ class StateMachineWorker:
         self._current = op
         try:
             result = await op.fn(self.sm)
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as e:
+            stray = _stray_cancel("get_current_snapshot, begin_receiving_snapshot or install_snapshot", e)
+            if stray is None:
+                raise
+            if not op.fut.done():
+                op.fut.set_exception(stray)  # as any exception of ``fn``: the worker goes on
+            return
         except BaseException as e:  # noqa: BLE001 - the caller decides what a failure means
             if not op.fut.done():
                 op.fut.set_exception(e)

@@ -174,6 +174,76 @@ async def test_apply_may_return_a_tuple() -> None:
     assert h.notes == []
 
 
+async def _stray_cancel() -> None:
+    """Raise ``CancelledError`` the way a library does with a future it cancelled itself:
+    the awaiting task is not being cancelled."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.cancel()
+    await fut
+
+
+class CancelsSM(SM):
+    """``SM`` whose next ``apply`` raises a stray ``CancelledError`` (after suspending once
+    if ``suspend``)."""
+
+    def __init__(self, suspend: bool) -> None:
+        super().__init__()
+        self.suspend = suspend
+
+    async def apply(self, batch: list[Entry]) -> list[Any]:
+        if self.suspend:
+            await asyncio.sleep(0)
+        await _stray_cancel()
+        return await super().apply(batch)
+
+
+@pytest.mark.parametrize("suspend", [False, True], ids=["inline", "task"])
+async def test_a_stray_cancelled_error_from_apply_stops_the_worker_with_a_storage_error(suspend: bool) -> None:
+    """Inline, it escaped into the core's task (the node stopped as if shut down, with no
+    error); in the worker's task, it ended the worker as if the node were stopping, and the
+    node ran on applying nothing. Now it is a failed ``apply`` like any other."""
+    h = Harness(sm=CancelsSM(suspend))
+    await h.start()
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert h.task is not None
+    await asyncio.wait_for(h.task, 5)
+    assert not h.task.cancelled()
+    assert len(h.notes) == 1 and type(h.notes[0]) is Failed
+    err = h.notes[0].error
+    assert isinstance(err, StorageError)
+    assert "the state machine's apply raised CancelledError (its task was not being cancelled)" in str(err)
+    assert isinstance(err.__cause__.__cause__, asyncio.CancelledError)  # type: ignore[union-attr]
+
+
+async def test_a_stray_cancelled_error_from_a_call_fails_that_call_only() -> None:
+    h = Harness()
+    await h.start()
+
+    async def snapshot(sm: Any) -> None:
+        await _stray_cancel()
+
+    with pytest.raises(RuntimeError, match="raised CancelledError"):
+        await asyncio.wait_for(h.worker.call(snapshot), 5)
+    r, fut = h.writer(1, 1)
+    h.worker.submit(entries(1, 1), [r])
+    assert (await asyncio.wait_for(fut, 5)).data == 1  # the worker goes on
+    await h.stop()
+    assert h.notes == []
+
+
+async def test_a_cancelled_worker_still_ends_as_cancelled() -> None:
+    h = Harness()
+    await h.start()
+    h.sm.gate = asyncio.Event()
+    h.worker.submit(entries(1, 1), [])
+    assert h.task is not None
+    h.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(h.task, 5)
+    assert h.notes == []
+
+
 async def test_no_inline_apply_behind_a_queued_call() -> None:
     h = Harness()
     await h.start()
