@@ -95,7 +95,7 @@ from .messages import (
 from .replication import ReplicationCore, ReplicationEnv
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
-from .tasks import TaskSet
+from .tasks import TaskSet, stray_cancel
 from .vote_writer import VoteWriter
 
 if TYPE_CHECKING:
@@ -113,6 +113,17 @@ _IO_ADVANCED = object()
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
+
+
+def _log_store_cancel(method: str, e: asyncio.CancelledError, subject: str) -> StorageError | None:
+    """In an ``except CancelledError`` around the log store's ``method``: ``None`` when the
+    core is being cancelled (``e`` must go on), else the ``StorageError`` for ``subject``."""
+    stray = stray_cancel(f"the log store's {method}", e)
+    if stray is None:
+        return None
+    err = StorageError(subject, stray)
+    err.__cause__ = stray
+    return err
 
 
 class _NoClient:
@@ -256,8 +267,15 @@ class RaftCore:
                     await self._wakeup.wait()
                     continue
                 await self._run_once()
-        except asyncio.CancelledError:
-            if not self._stopping:
+        except asyncio.CancelledError as e:
+            stray = stray_cancel("a call in the raft core's task", e)
+            if stray is not None:
+                # Not a shutdown: a plug-in let out a CancelledError of its own (the log
+                # store calls say which one; this is for any other).
+                err = Panicked(f"node {self.id}: {stray}")
+                err.__cause__ = stray
+                self._set_fatal(err)
+            elif not self._stopping:
                 self._set_fatal(Stopped("raft core task was cancelled"))
         except Fatal as e:
             self._set_fatal(e)
@@ -550,6 +568,11 @@ class RaftCore:
             await self.log_store.append(entries, cb)
         except Exception as e:
             raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
+        except asyncio.CancelledError as e:
+            err = _log_store_cancel("append", e, f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}")
+            if err is None:
+                raise
+            raise err from None
 
     async def _save_committed_and_apply(self, c: SaveCommittedAndApply) -> None:
         """Persist ``c.committed`` and hand the entries up to it to the state machine."""
@@ -562,6 +585,11 @@ class RaftCore:
             await self.log_store.save_committed(committed)
         except Exception as e:
             raise StorageError(f"saving committed {committed!r}", e) from e
+        except asyncio.CancelledError as e:
+            err = _log_store_cancel("save_committed", e, f"saving committed {committed!r}")
+            if err is None:
+                raise
+            raise err from None
         await self.feed.submit(committed)
 
     async def _truncate_log(self, c: TruncateLog) -> None:
@@ -575,6 +603,11 @@ class RaftCore:
             await self.log_store.truncate_after(after)
         except Exception as e:
             raise StorageError(f"truncating after {after!r}", e) from e
+        except asyncio.CancelledError as e:
+            err = _log_store_cancel("truncate_after", e, f"truncating after {after!r}")
+            if err is None:
+                raise
+            raise err from None
         self._io_completed(c.io)
 
     async def _purge_log(self, c: PurgeLog) -> None:
@@ -587,6 +620,11 @@ class RaftCore:
             await self.log_store.purge(upto)
         except Exception as e:
             raise StorageError(f"purging up to {upto!r}", e) from e
+        except asyncio.CancelledError as e:
+            err = _log_store_cancel("purge", e, f"purging up to {upto!r}")
+            if err is None:
+                raise
+            raise err from None
         self._io_completed(c.io)
 
     def _log_flushed(self, io: int, err: BaseException | None) -> None:

@@ -97,6 +97,7 @@ from ..wakeup import Wakeup
 from . import snapshot_io
 from .clock import Clock
 from .messages import Failed, Progress
+from .tasks import stray_cancel
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork
@@ -173,14 +174,16 @@ class StrayCancel(Exception):
     stayed in flight for good: that target was sent nothing more."""
 
 
-def _stray_cancel(rpc: str) -> StrayCancel | None:
+def _stray_cancel(rpc: str, e: asyncio.CancelledError) -> StrayCancel | None:
     """Called in an ``except CancelledError``: the error to report instead when the task is
-    not being cancelled (``Task.cancelling()`` is 0), ``None`` when it is (shutdown, stop:
-    the ``CancelledError`` must go on)."""
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
+    not being cancelled, ``None`` when it is (shutdown, stop: ``e`` must go on); see
+    ``tasks.stray_cancel``."""
+    cause = stray_cancel(f"the network's {rpc}", e)
+    if cause is None:
         return None
-    return StrayCancel(f"the network's {rpc} raised CancelledError (its task was not being cancelled)")
+    err = StrayCancel(str(cause))
+    err.__cause__ = e
+    return err
 
 
 def _not_a_response(got: object, expected: type) -> Exception:
@@ -547,8 +550,8 @@ class ReplicationCore:
                 resp = await call.answer
             except Exception as e:  # noqa: BLE001 - as in _send
                 err = e
-            except asyncio.CancelledError:
-                err = _stray_cancel("send_append_entries")
+            except asyncio.CancelledError as e:
+                err = _stray_cancel("send_append_entries", e)
                 if err is None:
                     raise
             else:
@@ -613,8 +616,8 @@ class ReplicationCore:
                 f"the network did not answer AppendEntries within {limit:g}s "
                 f"(twice option.hard_ttl; it must raise Timeout after hard_ttl)"
             ) from None
-        except asyncio.CancelledError:
-            stray = _stray_cancel("append_entries")
+        except asyncio.CancelledError as e:
+            stray = _stray_cancel("append_entries", e)
             if stray is None:
                 raise
             raise stray from None
@@ -672,8 +675,8 @@ class ReplicationCore:
                     try:
                         async with asyncio.timeout(ttl):
                             resp = await self.client.install_snapshot(req, option)
-                    except asyncio.CancelledError:
-                        stray = _stray_cancel("install_snapshot")
+                    except asyncio.CancelledError as e:
+                        stray = _stray_cancel("install_snapshot", e)
                         if stray is None:
                             raise
                         raise stray from None

@@ -24,6 +24,7 @@ from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
 from ..wakeup import Wakeup
 from .messages import Applied, Failed, Responder
+from .tasks import stray_cancel
 
 if TYPE_CHECKING:
     from ..storage import RaftStateMachine
@@ -88,20 +89,6 @@ class _Started:
                     value = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
-
-
-def _stray_cancel(what: str, e: asyncio.CancelledError) -> RuntimeError | None:
-    """Called in an ``except CancelledError``: ``None`` when the running task is being
-    cancelled (the node stops: the error must go on); otherwise the state machine raised it
-    on its own (a future it cancelled itself), and this is the error to report instead.
-    Let through, it ended the worker as if the node were stopping, and nothing was applied
-    again while the node ran on (or, inline, it stopped the node as "cancelled")."""
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
-        return None
-    err = RuntimeError(f"the state machine's {what} raised CancelledError (its task was not being cancelled)")
-    err.__cause__ = e
-    return err
 
 
 def _defined_by(cls: type, name: str) -> type | None:
@@ -205,7 +192,7 @@ class StateMachineWorker:
                 self._fail(e)
                 return
             except asyncio.CancelledError as e:
-                stray = _stray_cancel("apply", e)
+                stray = stray_cancel("the state machine's apply", e)
                 if stray is None:
                     raise
                 self._fail(stray)
@@ -404,7 +391,7 @@ class StateMachineWorker:
                     if not self._finish(chunk, await self._apply(chunk)):
                         return
         except asyncio.CancelledError as e:
-            stray = _stray_cancel("apply", e)
+            stray = stray_cancel("the state machine's apply", e)
             if stray is None:
                 # The core calls ``stop(err)`` before cancelling: ``err`` is kept, not this.
                 self._end(Stopped())
@@ -426,7 +413,7 @@ class StateMachineWorker:
         try:
             result = await op.fn(self.sm)
         except asyncio.CancelledError as e:
-            stray = _stray_cancel("get_current_snapshot, begin_receiving_snapshot or install_snapshot", e)
+            stray = stray_cancel("the state machine's get_current_snapshot, begin_receiving_snapshot or install_snapshot", e)
             if stray is None:
                 raise
             if not op.fut.done():

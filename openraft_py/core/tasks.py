@@ -59,3 +59,18 @@ class TaskSet:
         tasks = self.cancel_all()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def stray_cancel(who: str, e: asyncio.CancelledError) -> RuntimeError | None:
+    """Called in an ``except CancelledError`` around a call of a plug-in (a store, the state
+    machine, the network): ``None`` when the running task is being cancelled
+    (``Task.cancelling()``: the node is stopping, the error must go on); otherwise ``who``
+    raised it on its own (a future it cancelled itself), and this is the error to report in
+    its place (the ``CancelledError`` as its cause). Let through, such an error ended a task
+    of the node as if the node were stopping."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return None
+    err = RuntimeError(f"{who} raised CancelledError (its task was not being cancelled)")
+    err.__cause__ = e
+    return err

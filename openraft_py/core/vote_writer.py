@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StorageError
 from ..types import Vote
 from .messages import Failed, IOCompleted
-from .tasks import TaskSet
+from .tasks import TaskSet, stray_cancel
 
 if TYPE_CHECKING:
     from ..storage import RaftLogStorage
@@ -51,6 +51,14 @@ class VoteWriter:
                     await self.log_store.save_vote(vote)
                 except Exception as e:  # noqa: BLE001 - reported: the node stops
                     self.notify(Failed(StorageError(f"saving vote {vote!r}", e)))
+                    return
+                except asyncio.CancelledError as e:
+                    stray = stray_cancel("the log store's save_vote", e)
+                    if stray is None:
+                        raise
+                    # (Let through, it ended this task unreported: the vote never became
+                    # durable and the node waited for it for good.)
+                    self.notify(Failed(StorageError(f"saving vote {vote!r}", stray)))
                     return
                 for _, io in run:
                     self.notify(IOCompleted(io, None))

@@ -18,6 +18,9 @@ forever, and no acknowledged write is lost.
   cancelled (a future the network cancelled on a lost connection): the call counts as
   failed and is retried (the request stayed in flight for good: the follower, or a learner
   being sent a snapshot, was sent nothing more).
+- A log store call that raises ``CancelledError`` on its own (``append``, ``save_committed``,
+  ``save_vote``): its node stops with ``StorageError`` naming the call (it stopped as if
+  shut down, with no error; a vote write's left the node waiting for the vote for good).
 - A network factory whose ``new_client`` raises for an address it cannot use (given to
   ``add_learner``): that target is unreachable, the leader goes on (it stopped with
   ``Panicked``, in the core's pass).
@@ -52,7 +55,7 @@ from openraft_py import BasicNode, SnapshotPolicy, StorageError
 from openraft_py.network.router import RouterClient, RouterFactory
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
-from openraft_py.types import AppendEntriesRequest, Entry, RPCOption
+from openraft_py.types import AppendEntriesRequest, Entry, RPCOption, ServerState
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -553,3 +556,67 @@ async def test_a_stray_cancelled_error_from_install_snapshot_is_a_failed_call() 
         await asyncio.wait_for(adding, BOUND * 2)
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
         all_running(c)
+
+
+async def _raise_stray_cancel() -> None:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.cancel()
+    await fut  # CancelledError, though the awaiting task is not being cancelled
+
+
+class CancellingStore(MemLogStore):
+    """Its method named ``CancellingStore.method`` raises a stray ``CancelledError`` once, on
+    the node ``CancellingStore.node``."""
+
+    method: str | None = None
+    node = 0
+    hit = False
+
+    def __init__(self, nid: int, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.nid = nid
+
+    async def _maybe(self, name: str) -> None:
+        cls = CancellingStore
+        if cls.method == name and self.nid == cls.node and not cls.hit:
+            cls.hit = True
+            await _raise_stray_cancel()
+
+    async def append(self, entries: list[Entry], callback: Any) -> None:
+        await self._maybe("append")
+        await super().append(entries, callback)
+
+    async def save_committed(self, committed: Any) -> None:
+        await self._maybe("save_committed")
+        await super().save_committed(committed)
+
+    async def save_vote(self, vote: Any) -> None:
+        await self._maybe("save_vote")
+        await super().save_vote(vote)
+
+
+@pytest.mark.parametrize("method", ["append", "save_committed", "save_vote"])
+async def test_a_stray_cancelled_error_from_the_log_store_stops_its_node_with_a_storage_error(method: str) -> None:
+    CancellingStore.method, CancellingStore.hit = None, False
+    async with Cluster(fast_config(), seed=81, log_store=CancellingStore) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        await asyncio.wait_for(c.nodes[leader].client_write(b"before"), BOUND)
+        victim = min(n for n in c.nodes if n != leader)
+        CancellingStore.node, CancellingStore.method = victim, method
+        if method == "save_vote":
+            await c.nodes[victim].trigger.elect()
+        else:
+            await asyncio.wait_for(c.nodes[leader].client_write(b"during"), BOUND)
+        raft = c.nodes[victim]
+        with pytest.raises(StorageError) as info:
+            await raft.wait(BOUND).state(ServerState.LEADER)  # the node stops first
+        assert f"the log store's {method} raised CancelledError (its task was not being cancelled)" in str(info.value)
+        assert raft.metrics.error == str(info.value)
+        c.router.unregister(victim)
+        c.nodes.pop(victim)
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        await raft.shutdown()
