@@ -9,6 +9,7 @@ truncated under it; purges are the one deletion it can race with, hence the trac
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from .._core import EntryCache
 from ..errors import Panicked, StorageError
 from ..types import Entry, NodeId
 from ..wakeup import Wakeup
+from .tasks import stray_cancel
 
 if TYPE_CHECKING:
     from ..storage import RaftLogReader
@@ -69,6 +71,11 @@ class LogSource:
                 entries = await self.reader.try_get_log_entries(start, stop)
             except Exception as e:
                 raise StorageError(f"reading log entries [{start}, {stop})", e) from e
+            except asyncio.CancelledError as e:
+                stray = stray_cancel("the log reader's try_get_log_entries", e)
+                if stray is None:
+                    raise
+                raise StorageError(f"reading log entries [{start}, {stop})", stray) from stray
         finally:
             self.end_read(token)
         n = len(entries)

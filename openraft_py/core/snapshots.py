@@ -21,6 +21,7 @@ from . import snapshot_io
 from .apply_feed import ApplyFeed
 from .messages import Applied, Failed, SnapshotBuilt, SnapshotInstalled, SnapshotRefused, answer
 from .sm_worker import StateMachineWorker
+from .tasks import stray_cancel
 
 log = logging.getLogger("openraft_py.core")
 
@@ -57,6 +58,13 @@ class Snapshots:
             snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
         except Exception as e:  # noqa: BLE001 - reported: the node stops
             self.notify(Failed(StorageError("building a snapshot", e)))
+            return
+        except asyncio.CancelledError as e:
+            stray = stray_cancel("SnapshotBuilder.build_snapshot", e)
+            if stray is None:
+                raise
+            # (Let through, it ended the build unreported: the node never built another.)
+            self.notify(Failed(StorageError("building a snapshot", stray)))
             return
         snapshot_io.close_quietly(snap.data)
         self.notify(SnapshotBuilt(snap.meta))

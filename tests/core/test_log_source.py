@@ -118,6 +118,36 @@ async def test_entries_of_other_indexes_are_a_bug_of_the_store(shift: int) -> No
         await src.read(5, 10)
 
 
+async def test_a_stray_cancelled_error_of_the_reader_is_a_storage_error() -> None:
+    """A reader that lets out a ``CancelledError`` of its own (its task is not being
+    cancelled): a failed read, which used to end the replication task that read, unreported
+    (its request stayed in flight for good)."""
+    src, r = source()
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.cancel()
+    r.error = None
+    r.gate = None
+
+    async def stray(start: int, stop: int) -> list[Any]:
+        await fut
+        return []
+
+    r.try_get_log_entries = stray  # type: ignore[method-assign]
+    with pytest.raises(StorageError, match="try_get_log_entries raised CancelledError"):
+        await src.read(0, 10)
+    assert src._reads == {}  # the read is not tracked any more
+
+
+async def test_a_cancelled_read_is_still_cancelled() -> None:
+    src, r = source()
+    r.gate = asyncio.Event()
+    task = asyncio.ensure_future(src.read(0, 10))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_begin_and_end_read_track_an_outside_read() -> None:
     src, _ = source()
     token = src.begin_read(5)

@@ -620,3 +620,26 @@ async def test_a_stray_cancelled_error_from_the_log_store_stops_its_node_with_a_
         await c.wait_applied(resp.log_id.index, timeout=BOUND)
         all_running(c)
         await raft.shutdown()
+
+
+class CancellingBuilder:
+    async def build_snapshot(self) -> Any:
+        await _raise_stray_cancel()
+
+
+class BuildCancels(MemStateMachine):
+    def get_snapshot_builder(self) -> Any:
+        return CancellingBuilder()
+
+
+async def test_a_snapshot_builder_that_raises_a_stray_cancelled_error_stops_its_node() -> None:
+    """It ended the build unreported: the node never built another snapshot."""
+    async with Cluster(fast_config(), seed=91, state_machine=BuildCancels) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        raft = c.nodes[leader]
+        await raft.trigger.snapshot()
+        with pytest.raises(StorageError, match="build_snapshot raised CancelledError"):
+            await raft.wait(BOUND).snapshot(resp.log_id)
