@@ -645,7 +645,7 @@ class ReplicationCore:
         try:
             snap = await env.snapshot()
             if snap is not None:
-                snapshot_io.check_snapshot(snap, "RaftStateMachine.get_current_snapshot")
+                snapshot_io.check_snapshot(snap, "RaftStateMachine.get_current_snapshot", readable=True)
         except Exception as e:  # noqa: BLE001 - the state machine failed: fatal
             env.notify(Failed(StorageError("reading the current snapshot", e)))
             return
@@ -664,10 +664,20 @@ class ReplicationCore:
         pause = cfg.heartbeat_interval / 1000.0
         offset = 0
         try:
-            size = await snapshot_io.call(data, snapshot_io.size)
+            try:
+                size = await snapshot_io.call(data, snapshot_io.size)
+            except Exception as e:  # noqa: BLE001 - the state machine's file failed: fatal
+                env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id}", e)))
+                return
             while not self.stopped:
-                # (No more than what is left: a file's read(n) may allocate n bytes first.)
-                buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
+                try:
+                    # (No more than what is left: a file's read(n) may allocate n bytes first.)
+                    buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
+                    if type(buf) is not bytes:
+                        buf = snapshot_io.chunk_bytes(buf)
+                except Exception as e:  # noqa: BLE001 - as above (it failed the task: Panicked)
+                    env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id} at {offset}", e)))
+                    return
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 sent_at = env.now_ms()

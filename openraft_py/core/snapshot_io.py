@@ -14,14 +14,27 @@ from ..types import Snapshot, SnapshotMeta
 T = TypeVar("T")
 
 
-def check_snapshot(snap: Any, what: str) -> None:
+def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
     """``TypeError`` naming ``what`` (the state machine method) unless ``snap`` is a
-    ``Snapshot`` whose ``meta`` is a ``SnapshotMeta``: a state machine that returned
-    something else used to stop its node with ``Panicked`` and an ``AttributeError`` about
-    ``.data`` or ``.meta``."""
+    ``Snapshot`` whose ``meta`` is a ``SnapshotMeta`` and, with ``readable`` (a snapshot to
+    send), whose ``data`` is a file (has ``read`` and ``seek``). A state machine that
+    returned something else used to stop its node with ``Panicked`` and an
+    ``AttributeError`` about ``.data``, ``.meta`` or ``.seek``."""
     if not isinstance(snap, Snapshot) or not isinstance(snap.meta, SnapshotMeta):
         got = f"{type(snap).__name__} {snap!r:.80}" if not isinstance(snap, Snapshot) else f"a Snapshot whose meta is {snap.meta!r:.80}"
         raise TypeError(f"{what} returned {got}, expected a Snapshot")
+    data = snap.data
+    if readable and not (callable(getattr(data, "read", None)) and callable(getattr(data, "seek", None))):
+        raise TypeError(f"{what} returned a Snapshot whose data is {type(data).__name__}, expected a binary file")
+
+
+def chunk_bytes(buf: Any) -> bytes:
+    """What a snapshot file's ``read`` returned, as ``bytes`` (a ``bytearray`` or
+    ``memoryview`` is copied); ``TypeError`` for anything else: a file opened in text mode
+    reads ``str``, which every follower would refuse, at every resend."""
+    if isinstance(buf, (bytearray, memoryview)):
+        return bytes(buf)
+    raise TypeError(f"the snapshot file's read returned {type(buf).__name__}, expected bytes (a file opened in binary mode)")
 
 
 def size(f: Any) -> int:

@@ -9,6 +9,10 @@ forever, and no acknowledged write is lost.
 - A snapshot builder that returns something other than a ``Snapshot``: its node stops with
   ``StorageError`` naming the method and what it returned (it was ``Panicked`` with an
   ``AttributeError`` about ``.data``); the other nodes go on.
+- A ``get_current_snapshot`` whose ``data`` a leader cannot send (bytes rather than a file, a
+  text-mode file, a file whose read fails): the leader stops with ``StorageError`` naming
+  the problem (``Panicked`` with an ``AttributeError``, or, for a text file, every follower
+  refused every resend and the learner never caught up).
 - A network client whose RPC returns something other than its response type (``None``, a
   ``dict``), or whose ``install_snapshot`` raises an exception that is not an ``RPCError``:
   the call counts as failed (a warning names what came back) and is retried as a lost one
@@ -643,3 +647,53 @@ async def test_a_snapshot_builder_that_raises_a_stray_cancelled_error_stops_its_
         await raft.trigger.snapshot()
         with pytest.raises(StorageError, match="build_snapshot raised CancelledError"):
             await raft.wait(BOUND).snapshot(resp.log_id)
+
+
+class FailingFile(io.BytesIO):
+    def read(self, n: int | None = -1) -> bytes:
+        raise OSError("disk read error")
+
+
+class OddSnapshotData(MemStateMachine):
+    """Hands out its current snapshot with ``OddSnapshotData.kind`` of data."""
+
+    kind = "bytes"
+
+    async def get_current_snapshot(self) -> Any:
+        from openraft_py.types import Snapshot
+
+        snap = await super().get_current_snapshot()
+        if snap is None:
+            return None
+        raw = snap.data.read()
+        if OddSnapshotData.kind == "bytes":
+            return Snapshot(snap.meta, raw)  # type: ignore[arg-type]
+        if OddSnapshotData.kind == "text":
+            return Snapshot(snap.meta, io.StringIO(raw.decode("latin-1")))
+        return Snapshot(snap.meta, FailingFile(raw))
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("bytes", "get_current_snapshot returned a Snapshot whose data is bytes, expected a binary file"),
+        ("text", "the snapshot file's read returned str, expected bytes"),
+        ("failing", "reading snapshot .* at 0: OSError: disk read error"),
+    ],
+)
+async def test_a_snapshot_the_leader_cannot_read_stops_it_with_a_storage_error(kind: str, error: str) -> None:
+    OddSnapshotData.kind = kind
+    config = fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
+    )
+    async with Cluster(config, seed=101, state_machine=OddSnapshotData) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        for i in range(30):
+            await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+        await raft.wait(BOUND).purged(10)
+        await c.add_node(4)
+        with pytest.raises(StorageError, match=error):
+            await asyncio.wait_for(raft.add_learner(4, BasicNode(""), blocking=True), BOUND)
+        assert not raft.metrics.running
