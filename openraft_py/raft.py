@@ -242,7 +242,10 @@ class Raft:
         ``blocking``, also waits until the learner is caught up: it holds that entry and is
         within ``Config.replication_lag_threshold`` entries of this leader's log.
 
-        Adding a node that is already a member with the same ``node`` changes nothing.
+        Adding a node that is already a member with the same ``node`` changes nothing. With
+        another ``node``, the member moves there (a voter stays a voter): every node sends
+        to it at the new address once it holds the entry (its network factory's
+        ``new_client`` is asked again). Check the id: a wrong one cuts that member off.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
         waiting) and ``InProgress`` while another membership change is not committed;
         ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node

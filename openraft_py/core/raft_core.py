@@ -194,7 +194,9 @@ class RaftCore:
         self._replication_env = ReplicationEnv(
             self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify
         )
-        self._clients: dict[NodeId, RaftNetwork] = {}
+        # The network client of each target, with the ``BasicNode`` it was made for: a target
+        # whose node (address) changed in the membership gets a new one (``client``).
+        self._clients: dict[NodeId, tuple[Any, RaftNetwork]] = {}
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
@@ -709,32 +711,45 @@ class RaftCore:
     # -- replication and votes -------------------------------------------------------------------
 
     def client(self, target: NodeId, node: Any) -> RaftNetwork:
-        """The network client to ``target`` (one per target, reused). If the factory's
-        ``new_client`` raises (an address it cannot use: the node's address came from an
-        ``add_learner`` call), a stand-in whose calls raise ``Unreachable`` with that error,
-        not kept: the next call asks the factory again. (The exception used to stop the
-        leader with ``Panicked``, and every leader after it while the membership held the
-        address.)"""
-        c = self._clients.get(target)
-        if c is None:
-            try:
-                c = self._clients[target] = self.network.new_client(target, node)
-            except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
-                log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
-                return _NoClient(target, node, e)
+        """The network client to ``target`` at ``node``: one per target, reused while the
+        membership gives the target the same ``node``. A changed ``node`` (a member given a
+        new address by ``add_learner``) gets a new client from the factory (which may close
+        the old one's connections: the TCP factory does).
+
+        If the factory's ``new_client`` raises (an address it cannot use: the node's address
+        came from an ``add_learner`` call), a stand-in whose calls raise ``Unreachable`` with
+        that error, not kept: the next call asks the factory again. (The exception used to
+        stop the leader with ``Panicked``, and every leader after it while the membership
+        held the address.)"""
+        known = self._clients.get(target)
+        if known is not None and known[0] == node:
+            return known[1]
+        try:
+            c = self.network.new_client(target, node)
+        except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
+            log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
+            return _NoClient(target, node, e)
+        if known is not None:
+            log.info("node %s: node %s is now at %r (was %r)", self.id, target, node, known[0])
+        self._clients[target] = (node, c)
         return c
 
     def _start_replication(self, c: StartReplication) -> None:
         """Close the channels of another leadership or to nodes no longer targeted; open one
-        to each new target."""
+        to each new target; point a channel whose target has a new address at it."""
         for target in list(self._streams):
             s = self._streams[target]
             if target not in c.targets or s.vote != c.vote:
                 s.stop()
                 del self._streams[target]
         for target, node in c.targets.items():
-            if target not in self._streams:
+            s = self._streams.get(target)
+            if s is None:
                 self._streams[target] = ReplicationCore(target, c.vote, self.client(target, node), self._replication_env)
+            else:
+                client = self.client(target, node)
+                if client is not s.client:
+                    s.set_client(client)
 
     async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0

@@ -337,6 +337,14 @@ class ReplicationCore:
         self._submitted: dict[int, Any] = {}
         self._next_call = 0
 
+    def set_client(self, client: RaftNetwork) -> None:
+        """Send through ``client`` from now on (the target has a new address). Requests in
+        flight on the old client finish there: answered, or failed and then resent (the TCP
+        factory closes the old connection, so they fail at once)."""
+        self.client = client
+        self._send_now = getattr(client, "send_append_entries", None)
+        self._submit = getattr(client, "submit_append_entries", None)
+
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
         ``Config.max_payload_bytes``), after those planned before it: here, with the

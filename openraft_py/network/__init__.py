@@ -127,8 +127,10 @@ class RaftNetworkFactory(Protocol):
 
     def new_client(self, target: NodeId, node: BasicNode) -> RaftNetwork:
         """A client sending to ``target`` at ``node`` (its address). Plain method: it must not
-        block or do IO; connect lazily on the first RPC. May be called again for the same
-        target (for example after a membership change); each call returns a usable client.
+        block or do IO; connect lazily on the first RPC. Called again for the same target when
+        the membership gives it another ``node`` (it moved: ``add_learner`` with a new
+        address); the node then sends to the target only through the new client. Each call
+        returns a usable client.
         If it raises, the node treats ``target`` as unreachable (its RPCs raise
         ``Unreachable`` naming the error) and asks again later; it does not stop."""
         ...

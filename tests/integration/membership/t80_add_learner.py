@@ -1,6 +1,8 @@
 """``add_learner``: a blocking add returns once the learner holds the membership entry; a
 non-blocking one once the entry commits; a learner receives later writes but never votes,
-campaigns or leads; re-adding is a no-op; a follower refuses with ``ForwardToLeader``."""
+campaigns or leads; re-adding is a no-op; re-adding with another address moves the member
+there (every node's network client to it is made anew); a follower refuses with
+``ForwardToLeader``."""
 
 from __future__ import annotations
 
@@ -181,6 +183,41 @@ async def test_re_adding_a_learner_is_a_no_op(cluster: Cluster) -> None:
     again = await raft.add_learner(voter, BasicNode(), blocking=False)
     assert again.log_id == first.log_id and raft.metrics.last_log_index == last_before
     assert raft.metrics.membership_config.membership.voter_ids() == {1, 2, 3}
+
+
+async def test_re_adding_a_member_with_another_address_moves_it_there(cluster: Cluster) -> None:
+    made: list[tuple[int, int, BasicNode]] = []  # (source, target, node) of every new client
+    inner = cluster.router.factory
+
+    class Recording:
+        def __init__(self, source: int) -> None:
+            self.source = source
+            self.inner = inner(source)
+
+        def new_client(self, target: int, node: BasicNode) -> Any:
+            made.append((self.source, target, node))
+            return self.inner.new_client(target, node)
+
+    cluster.router.factory = Recording  # type: ignore[assignment]
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    voter = next(n for n in (1, 2, 3) if n != leader)
+    moved = BasicNode("moved:1")
+    assert (leader, voter, moved) not in made
+    resp = await raft.add_learner(voter, moved, blocking=True)
+    m = resp.membership
+    assert m is not None and m.nodes[voter] == moved and m.voter_ids() == {1, 2, 3}, "still a voter"
+    assert (leader, voter, moved) in made, "the leader's replication to the voter uses its new address"
+    # A later leader sends to it at its new address too (made when it first needs a client).
+    other = 6 - leader - voter
+    await cluster.nodes[other].wait(5).applied_index_at_least(resp.log_id.index, "the change reached it")
+    await raft.trigger.transfer_leader(other)
+    await cluster.nodes[other].wait(5).state(ServerState.LEADER, "the other voter leads")
+    assert (other, voter, moved) in made
+    assert [n for s, t, n in made if (s, t) == (other, voter)][-1] == moved
+    w = await cluster.nodes[other].client_write(b"after")
+    await cluster.nodes[voter].wait(5).applied_index_at_least(w.log_id.index, "the moved voter applied it")
 
 
 async def test_add_learner_on_a_follower_forwards_to_the_leader(cluster: Cluster) -> None:
