@@ -743,13 +743,13 @@ class RaftCore:
                 s.stop()
                 del self._streams[target]
         for target, node in c.targets.items():
-            s = self._streams.get(target)
-            if s is None:
+            stream = self._streams.get(target)
+            if stream is None:
                 self._streams[target] = ReplicationCore(target, c.vote, self.client(target, node), self._replication_env)
             else:
                 client = self.client(target, node)
-                if client is not s.client:
-                    s.set_client(client)
+                if client is not stream.client:
+                    stream.set_client(client)
 
     async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0
