@@ -20,6 +20,11 @@ def build(engine: Engine, fatal: Fatal | None) -> RaftMetrics:
     did)."""
     st = engine.state
     leader = engine.leader
+    current_leader = engine.current_leader()
+    if fatal is not None and current_leader == st.id:
+        # A stopped node leads nothing (its engine may still hold its leadership): naming
+        # itself would send clients to a node that only answers ``Fatal``.
+        current_leader = None
     return RaftMetrics(
         id=st.id,
         state=st.server_state,
@@ -28,7 +33,7 @@ def build(engine: Engine, fatal: Fatal | None) -> RaftMetrics:
         last_log_index=st.last_index(),
         last_applied=st.applied,
         committed=st.committed,
-        current_leader=engine.current_leader(),
+        current_leader=current_leader,
         membership_config=st.membership.effective,
         purged=st.purged_log_id(),
         snapshot=st.snapshot,

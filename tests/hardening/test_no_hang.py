@@ -101,6 +101,7 @@ async def later_calls_fail(raft: Any, err: type[Fatal]) -> None:
         await expect(aw, err)
     assert raft.metrics.running is False
     assert raft.metrics.state == ServerState.SHUTDOWN
+    assert raft.current_leader() != raft.metrics.id, "a stopped node names itself the leader"
 
 
 @pytest.mark.parametrize("cause", sorted(ERRORS))
