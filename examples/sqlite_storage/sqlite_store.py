@@ -373,32 +373,63 @@ _meta_decoder = msgspec.msgpack.Decoder(SnapshotMeta)
 _snapshot_body_decoder = msgspec.msgpack.Decoder(dict[str, str])
 
 
+def _is_text(value: object) -> bool:
+    """True for a ``str`` SQLite can store: JSON may carry lone surrogates (``"\\ud800"``),
+    which have no UTF-8 form."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(name: str, value: object) -> None:
+    """``TypeError`` / ``ValueError`` naming ``name`` unless ``value`` is storable text."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not _is_text(value):
+        raise ValueError(f"{name} must be encodable as UTF-8 (it holds a lone surrogate): {value!r}")
+
+
 def set_command(key: str, value: str) -> bytes:
-    """The entry data that sets ``key`` to ``value``; the response is the previous value."""
+    """The entry data that sets ``key`` to ``value``; the response is the previous value.
+    ``TypeError`` / ``ValueError`` for a key or value that is not storable text."""
+    _check_text("key", key)
+    _check_text("value", value)
     return json.dumps({"op": "set", "key": key, "value": value}).encode()
 
 
 def delete_command(key: str) -> bytes:
-    """The entry data that deletes ``key``; the response is the previous value."""
+    """The entry data that deletes ``key``; the response is the previous value.
+    ``TypeError`` / ``ValueError`` for a key that is not storable text."""
+    _check_text("key", key)
     return json.dumps({"op": "delete", "key": key}).encode()
 
 
 def _apply_command(conn: sqlite3.Connection, data: bytes) -> str | None:
     """Apply one command inside the caller's transaction; return the previous value.
 
-    Data that is not a command of ``set_command`` / ``delete_command`` is applied as a no-op
-    (response ``None``): a committed entry can never be refused.
+    Data that is not a command of ``set_command`` / ``delete_command`` (not JSON, another
+    ``op``, a ``key`` or ``value`` that is not a string, a missing field) is applied as a no-op
+    (response ``None``): a committed entry can never be refused, and an exception here would
+    stop every node that applies the entry, the whole cluster.
     """
     try:
         cmd = json.loads(data)
-        op, key = cmd["op"], cmd["key"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(cmd, dict) or not _is_text(cmd.get("key")):
+        return None
+    op, key, value = cmd.get("op"), cmd["key"], cmd.get("value")
+    if not (op == "delete" or (op == "set" and _is_text(value))):
         return None
     row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
     prev = None if row is None else str(row[0])
     if op == "set":
-        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, str(cmd["value"])))
-    elif op == "delete":
+        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+    else:
         conn.execute("DELETE FROM kv WHERE key = ?", (key,))
     return prev
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import uuid
@@ -11,10 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import pytest
 from sqlite_cluster import SqliteNode, leader_of
 from sqlite_store import SqliteLogStore, SqliteStateMachine, delete_command, open_node_storage, set_command
 
-from openraft_py import Config, RaftLogStorage, RaftStateMachine, ServerState
+from openraft_py import Config, Entry, LogId, Normal, RaftLogStorage, RaftStateMachine, ServerState
 from openraft_py.network.router import Router
 from openraft_py.testing.suite import (
     LogStoreSuite,
@@ -152,3 +154,68 @@ def test_main_runs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "caught up" in out.stdout and "'after': 'failover'" in out.stdout, out.stdout
+
+
+MALFORMED_COMMANDS = [
+    b"not json",
+    b"\xff\xfe",
+    b"[" * 100_000,  # nested deeper than json's recursion limit
+    b"[1, 2]",
+    b"null",
+    b'{"op": "set", "key": "k"}',  # no value
+    b'{"op": "set", "key": "k", "value": 5}',
+    b'{"op": "set", "key": [1], "value": "v"}',
+    b'{"op": "set", "key": null, "value": "v"}',
+    b'{"op": "set", "key": 99999999999999999999999, "value": "v"}',
+    b'{"op": "set", "key": "\\ud800", "value": "v"}',  # a lone surrogate: no UTF-8 form
+    b'{"op": "delete", "key": {"a": 1}}',
+    b'{"op": "incr", "key": "k"}',
+    b'{"key": "k", "value": "v"}',
+]
+
+
+async def test_malformed_commands_are_no_ops(tmp_path: Path) -> None:
+    """Entry data that is not a set or delete command applies as a no-op answering ``None``
+    (an exception from ``apply`` would stop every node of the cluster); the entries still
+    count as applied and a good command after them applies."""
+    log, sm = await open_node_storage(tmp_path)
+    try:
+        await sm.apply([Entry(LogId(1, 1), Normal(set_command("k", "v")))])
+        entries = [Entry(LogId(1, i), Normal(data)) for i, data in enumerate(MALFORMED_COMMANDS, start=2)]
+        assert await sm.apply(entries) == [None] * len(MALFORMED_COMMANDS)
+        assert await sm.items() == {"k": "v"}
+        assert (await sm.applied_state())[0] == entries[-1].log_id
+        last = LogId(1, len(MALFORMED_COMMANDS) + 2)
+        assert await sm.apply([Entry(last, Normal(delete_command("k")))]) == ["v"]
+        assert await sm.items() == {}
+    finally:
+        await log.close()
+        await sm.close()
+
+
+def test_commands_refuse_what_cannot_be_stored() -> None:
+    """``set_command`` / ``delete_command`` refuse a key or value the state machine would
+    ignore, naming it, before anything reaches the log."""
+    with pytest.raises(TypeError, match="key must be a str, got int"):
+        set_command(1, "v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="value must be a str, got NoneType"):
+        set_command("k", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="key must be encodable as UTF-8"):
+        delete_command("\ud800")
+    assert json.loads(set_command("k\u00e9", "v")) == {"op": "set", "key": "k\u00e9", "value": "v"}
+
+
+async def test_a_malformed_command_leaves_the_node_running(tmp_path: Path) -> None:
+    """A one-node cluster on SQLite takes a malformed command: it commits, answers ``None``
+    and the node goes on taking writes."""
+    router = Router(seed=3)
+    node = await SqliteNode.start(1, tmp_path / "n1", router, CONFIG)
+    try:
+        await node.raft.initialize([1])
+        await node.raft.wait(10.0).state(ServerState.LEADER, "n1 leads")
+        assert (await node.raft.client_write(b'{"op": "set", "key": "k"}')).data is None
+        assert (await node.raft.client_write(set_command("k", "v"))).data is None
+        assert node.raft.metrics.running and await node.sm.items() == {"k": "v"}
+    finally:
+        await node.stop(router)
+
