@@ -5,7 +5,9 @@ Run it (from the repository root)::
 
     python examples/sqlite_storage/main.py [--dir DIR]
 
-Without ``--dir`` the databases go to a temporary directory removed at the end.
+Without ``--dir`` the databases go to a temporary directory removed at the end. A ``--dir``
+must be new or empty: the demo initializes a new cluster, which a node that kept an earlier
+run's files refuses (it is not pristine).
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where the nodes' databases go (default: a temporary directory)")
     args = parser.parse_args()
     if args.dir is not None:
+        if args.dir.exists() and not args.dir.is_dir():
+            parser.error(f"--dir {args.dir} is not a directory")
+        if args.dir.is_dir() and any(args.dir.iterdir()):
+            parser.error(f"--dir {args.dir} is not empty (an earlier run's databases?): the demo starts a new cluster; "
+                         "give a new or empty directory")
         asyncio.run(run(args.dir))
     else:
         with tempfile.TemporaryDirectory(prefix="openraft-sqlite-") as tmp:

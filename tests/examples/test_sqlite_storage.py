@@ -219,3 +219,18 @@ async def test_a_malformed_command_leaves_the_node_running(tmp_path: Path) -> No
     finally:
         await node.stop(router)
 
+
+def test_main_refuses_a_used_dir(tmp_path: Path) -> None:
+    """A second run with the same ``--dir`` stops at once with a usage error naming the
+    directory (it used to fail deep in ``initialize`` with a traceback), and leaves the first
+    run's databases alone; a plain file as ``--dir`` is refused the same way."""
+    main = [sys.executable, str(EXAMPLES / "sqlite_storage" / "main.py"), "--dir"]
+    first = subprocess.run([*main, str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    files = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "d").rglob("*"))
+    second = subprocess.run([*main, str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and "is not empty" in second.stderr and "Traceback" not in second.stderr, second
+    assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "d").rglob("*")) == files
+    (tmp_path / "f").write_text("")
+    third = subprocess.run([*main, str(tmp_path / "f")], capture_output=True, text=True, timeout=60)
+    assert third.returncode == 2 and "is not a directory" in third.stderr, third
