@@ -4,8 +4,8 @@
 cleanup context that starts the Raft node (its TCP transport included) when the application
 starts and stops it when the application stops, and three routes:
 
-- ``POST /counter/incr`` (JSON body ``{"by": n}``, default 1): add ``n`` to the counter
-  through the Raft log; answers ``{"value", "log_index", "served_by"}`` once the increment is
+- ``POST /counter/incr`` (JSON body ``{"by": n}``, default 1, an integer within
+  ``+-MAX_BY``; anything else gets 400): add ``n`` to the counter through the Raft log; answers ``{"value", "log_index", "served_by"}`` once the increment is
   committed and applied on the leader.
 - ``GET /counter``: a linearizable read (ReadIndex on the leader): ``{"value", "served_by"}``.
 - ``GET /counter/status``: this node's view: id, role, leader, term, last applied index and
@@ -84,6 +84,25 @@ def incr_command(by: int) -> bytes:
     return json.dumps({"op": "incr", "by": by}).encode()
 
 
+MAX_BY = 2**63 - 1
+"""The largest increment (in absolute value) ``POST /counter/incr`` takes: a 64-bit counter's
+range, which keeps the value far from the size where ``json`` refuses to print an integer."""
+
+
+def _increment(data: bytes) -> int | None:
+    """The ``by`` of ``incr_command`` data, or ``None`` when ``data`` is not such a command
+    (not JSON, another op, a ``by`` that is not an integer). Never raises: ``apply`` answers
+    ``None`` for such an entry, since an exception there would stop every node."""
+    try:
+        cmd = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(cmd, dict) or cmd.get("op") != "incr":
+        return None
+    by = cmd.get("by")
+    return by if isinstance(by, int) and not isinstance(by, bool) else None
+
+
 class _Builder:
     def __init__(self, sm: CounterStateMachine) -> None:
         self._sm = sm
@@ -97,7 +116,7 @@ class CounterStateMachine:
     """A ``RaftStateMachine`` holding one integer, in memory (snapshots in memory too).
 
     ``Normal`` entries from ``incr_command`` add to it and answer the new value; other data
-    is a no-op answering ``None``.
+    (``_increment`` gives ``None``) is a no-op answering ``None``.
     """
 
     def __init__(self) -> None:
@@ -117,11 +136,7 @@ class CounterStateMachine:
         for entry in entries:
             payload = entry.payload
             if isinstance(payload, Normal):
-                try:
-                    cmd = json.loads(payload.data)
-                    by = int(cmd["by"]) if cmd.get("op") == "incr" else None
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    by = None
+                by = _increment(payload.data)
                 if by is None:
                     out.append(None)
                     continue
@@ -259,9 +274,11 @@ class CounterNode:
         """``POST /counter/incr``: replicate an increment (forwarded when not the leader)."""
         try:
             body = await request.json() if request.can_read_body else {}
-            by = int(body.get("by", 1))
-        except (ValueError, TypeError, AttributeError):
-            return self._answer({"error": 'the body must be JSON like {"by": 1}'}, 400)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            body = None
+        by = body.get("by", 1) if isinstance(body, dict) else None
+        if not isinstance(by, int) or isinstance(by, bool) or abs(by) > MAX_BY:
+            return self._answer({"error": f'the body must be JSON like {{"by": 1}}, "by" an integer within +-{MAX_BY}'}, 400)
         try:
             resp = await self.raft.client_write(incr_command(by))
         except ForwardToLeader as e:

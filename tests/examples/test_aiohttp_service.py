@@ -15,11 +15,14 @@ import pytest
 from counter_cluster import LocalCluster
 from counter_service import FORWARDED_HEADER, CounterStateMachine, incr_command
 
-from openraft_py import RaftStateMachine
+from openraft_py import Entry, LogId, Normal, RaftStateMachine
 from openraft_py.storage import MemLogStore
 from openraft_py.testing.suite import StoreHandle, run_state_machine_suite
 
 from .conftest import EXAMPLES
+
+MAX_BY = 2**63 - 1
+"""The documented bound of an increment (the 64-bit range)."""
 
 
 @pytest.fixture
@@ -82,6 +85,39 @@ async def test_no_second_hop(cluster: LocalCluster) -> None:
         assert status == 400, body
         status, body = await _call(s, "GET", cluster.url(leader, "/counter"))
         assert (status, body["value"]) == (200, 0), body
+
+
+
+@pytest.mark.parametrize("to", ["leader", "follower"])
+async def test_incr_takes_integers_only(cluster: LocalCluster, to: str) -> None:
+    """An increment that is not a JSON integer within +-MAX_BY gets 400 naming the rule, from
+    the leader or a follower, and changes nothing (1e999 was a 500 with a traceback in the
+    node's log; 1.7 and true were counted as 1)."""
+    leader = await cluster.wait_for_leader()
+    node = leader if to == "leader" else next(i for i in cluster.peers if i != leader)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        for body in (b'{"by": 1e999}', b'{"by": 1.7}', b'{"by": true}', b'{"by": "2"}', b'{"by": null}',
+                     f'{{"by": {MAX_BY + 1}}}'.encode(), b"[1]", b"[" * 100_000):
+            status, answer = await _call(s, "POST", cluster.url(node, "/counter/incr"), data=body)
+            assert status == 400 and "an integer" in answer["error"], (body[:20], status, answer)
+        status, answer = await _call(s, "POST", cluster.url(node, "/counter/incr"), json={"by": -MAX_BY})
+        assert (status, answer["value"]) == (200, -MAX_BY), answer
+        status, answer = await _call(s, "GET", cluster.url(leader, "/counter"))
+        assert (status, answer["value"]) == (200, -MAX_BY), answer
+    assert "Traceback" not in cluster.logs()
+
+
+async def test_counter_apply_answers_none_to_malformed_entries() -> None:
+    """Entry data that is not an increment by an integer applies as a no-op answering
+    ``None``: an exception from ``apply`` would stop every node of the cluster."""
+    sm = CounterStateMachine()
+    bad = [b'{"op": "incr", "by": 1e999}', b'{"op": "incr", "by": 1.5}', b'{"op": "incr", "by": "3"}',
+           b'{"op": "incr", "by": true}', b'{"op": "incr"}', b'{"op": "decr", "by": 1}', b"[" * 100_000,
+           b"\xff", b"[1]", b"7"]
+    entries = [Entry(LogId(1, i), Normal(data)) for i, data in enumerate(bad, start=1)]
+    assert await sm.apply(entries) == [None] * len(bad)
+    assert sm.value == 0 and (await sm.applied_state())[0] == entries[-1].log_id
+    assert await sm.apply([Entry(LogId(1, 99), Normal(incr_command(4)))]) == [4]
 
 
 async def test_counter_state_machine_suite() -> None:
