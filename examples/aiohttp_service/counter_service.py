@@ -196,12 +196,19 @@ class Peer:
     http: str
 
 
+def _is_address(text: str) -> bool:
+    """True for ``HOST:PORT`` with a host and a port in 1..65535."""
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdecimal() and port.isascii() and 0 < int(port) < 65536
+
+
 def parse_peer(text: str) -> tuple[NodeId, Peer]:
-    """``"ID=RAFT_HOST:PORT/HTTP_HOST:PORT"`` -> ``(id, Peer)``; ``ValueError`` otherwise."""
+    """``"ID=RAFT_HOST:PORT/HTTP_HOST:PORT"`` -> ``(id, Peer)``; ``ValueError`` otherwise (a
+    port must be a number in 1..65535)."""
     node_id, _, addrs = text.partition("=")
     raft, _, http = addrs.partition("/")
-    if not node_id.isdigit() or ":" not in raft or ":" not in http:
-        raise ValueError(f"a peer is ID=RAFT_HOST:PORT/HTTP_HOST:PORT, got {text!r}")
+    if not (node_id.isdecimal() and node_id.isascii()) or not _is_address(raft) or not _is_address(http):
+        raise ValueError(f"a peer is ID=RAFT_HOST:PORT/HTTP_HOST:PORT (ports 1-65535), got {text!r}")
     return int(node_id), Peer(raft, http)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from counter_cluster import LocalCluster
-from counter_service import CounterOptions, add_raft_counter, parse_peer
+from counter_service import CounterOptions, Peer, add_raft_counter, parse_peer
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -40,11 +40,23 @@ def make_app(options: CounterOptions) -> web.Application:
     return app
 
 
-def run_node(args: argparse.Namespace) -> None:
+def peer_arg(text: str) -> tuple[int, Peer]:
+    """``--peer``'s type: ``parse_peer``, its ``ValueError`` as argparse's usage error."""
+    try:
+        return parse_peer(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def run_node(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Serve one node until SIGINT / SIGTERM (aiohttp then stops the Raft node cleanly)."""
-    peers = dict(parse_peer(p) for p in args.peer)
+    peers: dict[int, Peer] = {}
+    for node_id, peer in args.peer:
+        if node_id in peers:
+            parser.error(f"--peer {node_id}= is given twice")
+        peers[node_id] = peer
     if args.id not in peers:
-        raise SystemExit(f"--id {args.id} has no --peer entry")
+        parser.error(f"--id {args.id} has no --peer entry")
     options = CounterOptions(node_id=args.id, peers=peers, initialize=args.init)
     host, _, port = peers[args.id].http.rpartition(":")
     web.run_app(make_app(options), host=host, port=int(port), print=lambda msg: print(msg, flush=True))
@@ -89,11 +101,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command")
     node = sub.add_parser("node", help="run one node")
     node.add_argument("--id", type=int, required=True, help="this node's id")
-    node.add_argument("--peer", action="append", default=[], help="ID=RAFT_HOST:PORT/HTTP_HOST:PORT, one per node")
+    node.add_argument(
+        "--peer", action="append", default=[], type=peer_arg, help="ID=RAFT_HOST:PORT/HTTP_HOST:PORT, one per node"
+    )
     node.add_argument("--init", action="store_true", help="initialize the cluster (one node only)")
     args = parser.parse_args()
     if args.command == "node":
-        run_node(args)
+        run_node(node, args)
     else:
         with tempfile.TemporaryDirectory(prefix="openraft-counter-") as tmp:
             asyncio.run(demo(Path(tmp)))

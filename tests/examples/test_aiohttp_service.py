@@ -120,6 +120,23 @@ async def test_counter_apply_answers_none_to_malformed_entries() -> None:
     assert await sm.apply([Entry(LogId(1, 99), Normal(incr_command(4)))]) == [4]
 
 
+def test_node_command_line_mistakes_are_usage_errors() -> None:
+    """``main.py node`` with a malformed ``--peer`` (no HTTP address, a port that is not a
+    number or out of range), a node id given twice, or an ``--id`` without its ``--peer``
+    exits 2 with a usage message naming the mistake, not a traceback."""
+    main = [sys.executable, str(EXAMPLES / "aiohttp_service" / "main.py"), "node", "--id", "1"]
+    cases = {
+        ("--peer", "1=127.0.0.1:7001"): "argument --peer",
+        ("--peer", "1=127.0.0.1:x/127.0.0.1:y"): "argument --peer",
+        ("--peer", "1=127.0.0.1:70001/127.0.0.1:8001"): "argument --peer",
+        ("--peer", "1=127.0.0.1:7001/127.0.0.1:8001", "--peer", "1=127.0.0.1:7002/127.0.0.1:8002"): "given twice",
+        ("--peer", "2=127.0.0.1:7002/127.0.0.1:8002"): "--id 1 has no --peer entry",
+    }
+    for extra, expected in cases.items():
+        out = subprocess.run([*main, *extra], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr, (extra, out)
+
+
 async def test_counter_state_machine_suite() -> None:
     """The counter passes the state-machine conformance checks (the restart check is
     skipped: it lives in memory)."""
