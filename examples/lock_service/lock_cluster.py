@@ -61,9 +61,26 @@ class ManualClock:
         self.now_ms += ms
 
 
+def _check_call(lock: object, holder: object, *, ttl_ms: object = 1, token: object = 0) -> None:
+    """``TypeError`` / ``ValueError`` naming the argument unless ``lock`` and ``holder`` are
+    strings, ``ttl_ms`` a positive int and ``token`` a non-negative int. Checked before the
+    command is written: the state machine answers a command it cannot decode with ``None``,
+    and a lease of no duration would be granted already expired."""
+    for name, value in (("lock", lock), ("holder", holder)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    for name, value, least in (("ttl_ms", ttl_ms, 1), ("token", token, 0)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+
+
 class LockNode:
     """One lock-service node: a ``Raft`` over a ``LockStateMachine`` with the leader clock
-    ``clock``. Every method raises ``ForwardToLeader`` on a node that is not the leader."""
+    ``clock``. Every method raises ``ForwardToLeader`` on a node that is not the leader, and
+    ``TypeError`` / ``ValueError`` for an argument of the wrong type or range (a ``ttl_ms``
+    that is not a positive int, say) before anything is written."""
 
     def __init__(self, raft: Raft, sm: LockStateMachine, clock: Clock) -> None:
         self.raft = raft
@@ -72,14 +89,17 @@ class LockNode:
 
     async def acquire(self, lock: str, holder: str, ttl_ms: int) -> Granted | Denied:
         """Take ``lock`` for ``ttl_ms``; ``Granted.token`` is the fencing token."""
+        _check_call(lock, holder, ttl_ms=ttl_ms)
         return await self._write(Acquire(lock, holder, ttl_ms, self.clock()))
 
     async def renew(self, lock: str, holder: str, token: int, ttl_ms: int) -> Granted | Denied:
         """Extend a live lease; ``Denied`` once it expired or changed hands."""
+        _check_call(lock, holder, ttl_ms=ttl_ms, token=token)
         return await self._write(Renew(lock, holder, token, ttl_ms, self.clock()))
 
     async def release(self, lock: str, holder: str, token: int) -> bool:
         """Give the lease up; ``False`` if it was no longer live."""
+        _check_call(lock, holder, token=token)
         resp = await self.raft.client_write(encode_command(Release(lock, holder, token, self.clock())))
         return bool(resp.data)
 

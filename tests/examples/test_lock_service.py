@@ -3,9 +3,11 @@ leader recorded in the log, and a paused holder's stale token is refused by the 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
 from lease_locks import Acquire, Denied, Granted, Lease, LockStateMachine, Release, Renew, encode_command
 from lock_cluster import FencedResource, LockCluster, ManualClock, StaleToken
 
@@ -129,3 +131,34 @@ def test_main_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("REFUSED") == 2 and "B writes with token" in out.stdout, out.stdout
+
+
+async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
+    """``acquire`` / ``renew`` / ``release`` with an argument of the wrong type or range raise
+    ``TypeError`` / ``ValueError`` naming it and write nothing (a ``ttl_ms`` given as a string
+    was committed, answered ``None`` and failed an assertion; a ``ttl_ms`` of 0 or less was
+    ``Granted`` a lease that had already expired)."""
+    cluster = await LockCluster.start(ManualClock())
+    try:
+        locks = cluster.client()
+        leader = next(n for n in cluster.nodes.values() if n.raft.is_leader())
+        before = leader.raft.metrics.last_log_index
+        calls = [
+            (locks.acquire(LOCK, "A", "5000"), TypeError, "ttl_ms must be an int, got str"),  # type: ignore[arg-type]
+            (locks.acquire(LOCK, "A", 1.5), TypeError, "ttl_ms must be an int, got float"),  # type: ignore[arg-type]
+            (locks.acquire(LOCK, "A", True), TypeError, "ttl_ms must be an int, got bool"),
+            (locks.acquire(LOCK, "A", 0), ValueError, "ttl_ms must be at least 1, got 0"),
+            (locks.acquire(LOCK, "A", -5), ValueError, "ttl_ms must be at least 1, got -5"),
+            (locks.acquire(7, "A", TTL), TypeError, "lock must be a str, got int"),  # type: ignore[arg-type]
+            (locks.acquire(LOCK, None, TTL), TypeError, "holder must be a str, got NoneType"),  # type: ignore[arg-type]
+            (locks.renew(LOCK, "A", "2", TTL), TypeError, "token must be an int, got str"),  # type: ignore[arg-type]
+            (locks.release(LOCK, "A", -1), ValueError, "token must be at least 0, got -1"),
+        ]
+        for call, error, message in calls:
+            with pytest.raises(error, match=f"^{re.escape(message)}$"):
+                await call
+        assert leader.raft.metrics.last_log_index == before
+        granted = await locks.acquire(LOCK, "A", 1)
+        assert isinstance(granted, Granted) and granted.expires_ms == cluster.clock() + 1
+    finally:
+        await cluster.stop()
