@@ -230,6 +230,39 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         assert not undocumented, f"{module.__name__}: public names missing from docs/reference: {undocumented}"
 
 
+_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+
+
+def split_table_rows(text: str) -> list[int]:
+    """The lines of ``text`` (1-based) that start a table with no delimiter row under them:
+    outside code fences, a ``|`` line after a non-table line whose next line is not
+    ``|---|---|``. Markdown renders such a line as a paragraph of pipes; it is usually a row
+    cut off from its table by a blank line."""
+    lines = text.splitlines()
+    bad: list[int] = []
+    in_fence = False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+            continue
+        if in_fence or not line.lstrip().startswith("|") or (i > 0 and lines[i - 1].lstrip().startswith("|")):
+            continue
+        if i + 1 >= len(lines) or not _TABLE_DELIMITER.match(lines[i + 1]):
+            bad.append(i + 1)
+    return bad
+
+
+def test_no_table_row_is_cut_off_from_its_table() -> None:
+    """Every table of the site, the README and the examples' READMEs starts with a header
+    and a delimiter row (a blank line inside a table turned the rest into a paragraph of
+    pipes: the error reference's EntryTooLarge row)."""
+    pages = [*DOCS.rglob("*.md"), ROOT / "README.md", *(ROOT / "examples").rglob("*.md")]
+    bad = {str(p.relative_to(ROOT)): rows for p in pages if (rows := split_table_rows(p.read_text()))}
+    assert not bad, f"table rows cut off from their table (file: lines): {bad}"
+    assert split_table_rows("| a | b |\n|:--|--:|\n| 1 | 2 |\n\n| 3 | 4 |\n") == [5]
+    assert split_table_rows("```\n| not a table |\n```\n| h |\n|---|\n") == []
+
+
 def test_parser_attaches_markers_and_reads_transcripts() -> None:
     text = (
         "<!-- not-run: needs three machines -->\n\n```sh\nserve\n```\n"
