@@ -101,9 +101,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     one thread (``sqlite3``'s default ``check_same_thread`` enforces it).
     """
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -130,15 +134,28 @@ class _Worker:
 
     def _open(self) -> None:
         created = not self._path.exists()
-        self._conn = _connect(self._path)
-        self._conn.executescript(self._schema)
+        conn = _connect(self._path)
+        try:
+            conn.executescript(self._schema)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
         if created:
             _fsync_dir(self._path.parent)
 
     async def start(self) -> None:
-        """Open the database (creating it and its tables when missing)."""
+        """Open the database (creating it and its tables when missing). A file that is not
+        an SQLite database (or cannot be opened) raises ``sqlite3.DatabaseError`` naming its
+        path, and leaves no thread or connection behind."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._open)
+        try:
+            await loop.run_in_executor(self._executor, self._open)
+        except BaseException as e:
+            await self.close()
+            if isinstance(e, sqlite3.Error):
+                raise sqlite3.DatabaseError(f"cannot open {self._path}: {e}") from e
+            raise
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(conn)`` on the worker thread; its exception is raised here."""

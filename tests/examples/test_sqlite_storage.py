@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -234,3 +237,21 @@ def test_main_refuses_a_used_dir(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     third = subprocess.run([*main, str(tmp_path / "f")], capture_output=True, text=True, timeout=60)
     assert third.returncode == 2 and "is not a directory" in third.stderr, third
+
+
+async def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
+    """Opening over a ``log.db`` or ``state.db`` that is not an SQLite database raises
+    ``sqlite3.DatabaseError`` naming the file (it said only "file is not a database"), and
+    leaves no worker thread behind; the file is not changed."""
+    for name in ("log.db", "state.db"):
+        directory = tmp_path / name.split(".")[0]
+        directory.mkdir()
+        garbage = b"not a database" * 100
+        (directory / name).write_bytes(garbage)
+        before = set(threading.enumerate())
+        with pytest.raises(sqlite3.DatabaseError, match=f"cannot open {directory / name}: file is not a database"):
+            await open_node_storage(directory)
+        async with asyncio.timeout(10):
+            while any(t.is_alive() for t in set(threading.enumerate()) - before):
+                await asyncio.sleep(0.01)
+        assert (directory / name).read_bytes() == garbage
