@@ -91,8 +91,9 @@ range, which keeps the value far from the size where ``json`` refuses to print a
 
 def _increment(data: bytes) -> int | None:
     """The ``by`` of ``incr_command`` data, or ``None`` when ``data`` is not such a command
-    (not JSON, another op, a ``by`` that is not an integer). Never raises: ``apply`` answers
-    ``None`` for such an entry, since an exception there would stop every node."""
+    (not JSON, another op, a ``by`` that is not an integer within ``+-MAX_BY``). Never raises:
+    ``apply`` answers ``None`` for such an entry, since an exception there would stop every
+    node; and the bound keeps the value printable as JSON, which every snapshot does."""
     try:
         cmd = json.loads(data)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -100,7 +101,9 @@ def _increment(data: bytes) -> int | None:
     if not isinstance(cmd, dict) or cmd.get("op") != "incr":
         return None
     by = cmd.get("by")
-    return by if isinstance(by, int) and not isinstance(by, bool) else None
+    if not isinstance(by, int) or isinstance(by, bool) or abs(by) > MAX_BY:
+        return None
+    return by
 
 
 class _Builder:

@@ -120,6 +120,20 @@ async def test_counter_apply_answers_none_to_malformed_entries() -> None:
     assert await sm.apply([Entry(LogId(1, 99), Normal(incr_command(4)))]) == [4]
 
 
+async def test_counter_apply_ignores_increments_past_the_bound() -> None:
+    """An entry whose ``by`` is beyond +-MAX_BY applies as a no-op answering ``None``: a value
+    grown past 4300 digits made every snapshot build fail (json refuses to print such an
+    integer), stopping every node at its next snapshot."""
+    sm = CounterStateMachine()
+    huge = incr_command(int("9" * 4299))
+    entries = [Entry(LogId(1, i), Normal(huge)) for i in range(1, 30)]
+    entries.append(Entry(LogId(1, 30), Normal(incr_command(MAX_BY + 1))))
+    assert await sm.apply(entries) == [None] * 30 and sm.value == 0
+    assert await sm.apply([Entry(LogId(1, 31), Normal(incr_command(-MAX_BY)))]) == [-MAX_BY]
+    snapshot = await sm.get_snapshot_builder().build_snapshot()
+    assert snapshot.meta.last_log_id == LogId(1, 31) and str(-MAX_BY).encode() in snapshot.data.read()
+
+
 def test_node_command_line_mistakes_are_usage_errors() -> None:
     """``main.py node`` with a malformed ``--peer`` (no HTTP address, a port that is not a
     number or out of range), a node id given twice, or an ``--id`` without its ``--peer``
