@@ -408,6 +408,21 @@ def test_cli_exit_codes(tmp_path):
     assert "garbage.jsonl:1" in res.stderr
 
 
+def test_cli_refuses_a_file_without_operations(tmp_path):
+    """A file with no client operation is exit 2 naming it and the format, never
+    "linearizable": an empty file, or a history given with the wrong --format (the Jepsen
+    reader skips lines that are not operations, so a JSON lines history read as Jepsen was
+    an empty history, reported linearizable with exit 0)."""
+    good = _jsonl(tmp_path, "good.jsonl", stale=True)
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    for fmt, path in (("jepsen", good), ("jepsen", empty), ("jsonl", empty), ("edn-kv", empty)):
+        res = _cli("--format", fmt, path)
+        assert res.returncode == 2, (fmt, path, res.stdout, res.stderr)
+        assert res.stdout == ""
+        assert f"{path}: no client operations found (is --format {fmt} right?)" in res.stderr
+
+
 @pytest.mark.skipif(not (HISTORIES / "jepsen").exists(), reason="shared histories not found")
 def test_cli_on_shared_histories():
     res = _cli("--format", "jepsen", HISTORIES / "jepsen" / "etcd_002.log",

@@ -22,7 +22,9 @@ _FORMATS: dict[str, tuple[Callable[[str | Path], list[Operation]], Model]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Check history files; exit 0 if all are linearizable, 1 if not (or unknown), 2 if a
-    file cannot be read or parsed."""
+    file cannot be read or parsed, or holds no client operation (an empty file, or one of
+    another format: the Jepsen reader skips every line that is not an operation, so a file of
+    another format would read as an empty, trivially linearizable history)."""
     parser = argparse.ArgumentParser(
         prog="python -m openraft_py.testing.lincheck",
         description="Check client histories for linearizability.",
@@ -39,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             history = parse(name)
         except (OSError, UnicodeDecodeError, HistoryParseError) as e:
             print(f"lincheck: cannot read {name}: {e}", file=sys.stderr)
+            status = 2
+            continue
+        if not history:
+            print(f"lincheck: {name}: no client operations found (is --format {args.format} right?)", file=sys.stderr)
             status = 2
             continue
         result = check(history, model, timeout=args.timeout)
