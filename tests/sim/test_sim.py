@@ -152,6 +152,25 @@ def test_cli_replays_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "seed 5: ok" in out and "digest" in out
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+    (["--seeds", "-5"], "argument --seeds: must be at least 1, got -5"),
+    (["--seed", "1", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["--seeds", "2", "--jobs", "0"], "argument --jobs: must be at least 1, got 0"),
+    (["--seeds", "ten"], "argument --seeds: not an integer: 'ten'"),
+])
+def test_cli_refuses_a_run_that_checks_nothing(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No seeds or no steps is a usage error (exit 2), not "0 seeds, 0 clean" with exit 0
+    (``make sim SEEDS=0`` passed having run nothing)."""
+    with pytest.raises(SystemExit) as e:
+        sim.main(args)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
 @pytest.mark.timeout(60)
 def test_python_m_runs_the_package() -> None:
     """``python -m openraft_py.testing.sim`` (what ``make sim`` and the docs call) runs a seed

@@ -28,6 +28,20 @@ def _run_batch(
     return out
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an int of at least 1 (a run of no seeds or no steps checks nothing,
+    and would report success)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: run many seeds with a progress bar, or replay one."""
     import argparse
@@ -37,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=100, help="run seeds start..start+N-1")
+    p.add_argument("--seeds", type=_positive_int, default=100, help="run seeds start..start+N-1")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--steps", type=_positive_int, default=30)
+    p.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1)
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
     p.add_argument("--wire", choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
@@ -61,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[tuple[int, str | None, str]] = []
     done = 0
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+    with ProcessPoolExecutor(max_workers=args.jobs) as ex:
         pending = [ex.submit(_run_batch, (ch, faults, args.steps, wire)) for ch in chunks]
         for fut in as_completed(pending):
             for s, ok, violation, cmd in fut.result():
