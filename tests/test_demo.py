@@ -16,3 +16,21 @@ async def test_demo_small_run_succeeds(capsys: pytest.CaptureFixture[str]) -> No
     assert "every acknowledged write is on every node" in out
     assert "n4 added as a learner" in out
     assert "every acknowledged write is on every member of [2, 3, 4]" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--writes", "0"], "argument --writes: must be at least 1, got 0"),
+    (["--writes", "-3"], "argument --writes: must be at least 1, got -3"),
+    (["--writers", "0"], "argument --writers: must be at least 1, got 0"),
+    (["--writers", "many"], "argument --writers: not an integer: 'many'"),
+])
+def test_demo_refuses_no_writes_or_no_writers(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--writes 0`` or ``--writers 0`` is a usage error (exit 2), before any node starts
+    (it ran the cluster, then died with an IndexError computing the latency of no write)."""
+    with pytest.raises(SystemExit) as e:
+        demo.main(args)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
