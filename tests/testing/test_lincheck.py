@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openraft_py.testing.lincheck import (
+    HistoryParseError,
     Model,
     Operation,
     check,
@@ -421,6 +423,25 @@ def test_cli_refuses_a_file_without_operations(tmp_path):
         assert res.returncode == 2, (fmt, path, res.stdout, res.stderr)
         assert res.stdout == ""
         assert f"{path}: no client operations found (is --format {fmt} right?)" in res.stderr
+
+
+@pytest.mark.parametrize(("times", "message"), [
+    ('"call": 5, "ret": 1', "ret 1 is before call 5"),
+    ('"call": NaN, "ret": 1', "call must be a finite number, not nan"),
+    ('"call": Infinity, "ret": null', "call must be a finite number, not inf"),
+    ('"call": 0, "ret": NaN', "ret must be a finite number or null, not nan"),
+])
+def test_jsonl_times_out_of_order_are_a_parse_error(tmp_path, times, message):
+    """A JSON lines record whose ``ret`` is before its ``call``, or whose times are not finite,
+    is a parse error naming the line (ret before call was a ValueError traceback from the
+    command line; a NaN call was accepted and the history reported linearizable)."""
+    path = tmp_path / "times.jsonl"
+    path.write_text('{"client": 0, "op": "put", "key": "k", "value": 1, "ok": true, ' + times + "}\n")
+    with pytest.raises(HistoryParseError, match=f"times.jsonl:1: {re.escape(message)}$"):
+        parse_jsonl(path)
+    res = _cli("--format", "jsonl", path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"times.jsonl:1: {message}" in res.stderr
 
 
 @pytest.mark.skipif(not (HISTORIES / "jepsen").exists(), reason="shared histories not found")

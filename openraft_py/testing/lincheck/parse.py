@@ -5,6 +5,7 @@ histories (``parse_edn_kv``) and this project's JSON-lines recordings (``parse_j
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -237,7 +238,8 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
         {"client": 1, "op": "cas", "key": "k", "expected": "a", "value": "b",
          "ok": false, "call": 1.5, "ret": 1.7}
 
-    ``ok: null`` or ``ret: null`` means the outcome is unknown. A ``cas`` with
+    ``call`` and ``ret`` are finite numbers, ``ret >= call``. ``ok: null`` or ``ret: null``
+    means the outcome is unknown. A ``cas`` with
     ``ok: false`` completed without applying (the value differed from ``expected``); any
     other operation with ``ok: false`` failed and did not take effect. A ``get`` has its
     value in ``result`` (``null`` when the key is absent).
@@ -266,6 +268,12 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                     value = None
                 pending = ok_raw is None or ret_raw is None
                 ret = INF if pending or ret_raw is None else float(ret_raw)
+                if not math.isfinite(call):
+                    raise ValueError(f"call must be a finite number, not {rec['call']!r}")
+                if ret_raw is not None and not math.isfinite(float(ret_raw)):
+                    raise ValueError(f"ret must be a finite number or null, not {ret_raw!r}")
+                if ret < call:
+                    raise ValueError(f"ret {ret_raw!r} is before call {rec['call']!r}")
                 if pending:
                     ok, output = None, None
                 elif name == "cas":
