@@ -138,6 +138,15 @@ async def test_awaitable_builder_returning_a_tuple_skips_reopen() -> None:
     assert [(o.name, o.ok, o.skipped) for o in report] == [("purge_upto_5", True, False), ("reopen_keeps_log", True, True)]
 
 
+async def test_only_rejects_a_single_string() -> None:
+    """``only="purge_upto_5"`` is a TypeError saying to pass a list (it iterated the string
+    and reported 'no check named' its letters)."""
+    with pytest.raises(TypeError, match=r"^only must be a list of check names, not a str: only=\['purge_upto_5'\]$"):
+        await run_log_storage_suite(mem_builder(), only="purge_upto_5")
+    with pytest.raises(TypeError, match="not a str"):
+        await run_state_machine_suite(mem_builder(), only="apply_multiple")
+
+
 async def test_only_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="no_such_check"):
         await run_log_storage_suite(mem_builder(), only=["no_such_check"])

@@ -178,9 +178,12 @@ class Suite:
         ``builder`` and bounded by ``timeout`` seconds.
 
         Returns the report. Raises ``SuiteFailure`` naming every failed check unless
-        ``raise_on_failure`` is false, and ``ValueError`` for an unknown name in ``only``.
+        ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only``, and
+        ``TypeError`` for an ``only`` that is one string (a string iterates as its letters).
         """
         names = cls.check_names()
+        if isinstance(only, str):
+            raise TypeError(f"only must be a list of check names, not a str: only=[{only!r}]")
         if only is not None:
             wanted = list(only)
             unknown = sorted(set(wanted) - set(names))
