@@ -72,7 +72,11 @@ class Cluster:
         await self.shutdown()
 
     async def add_node(self, node_id: NodeId) -> Raft:
-        """Start node ``node_id`` (on its existing disk if it had one) and register it."""
+        """Start node ``node_id`` (on its existing disk if it had one) and register it.
+        ``ValueError`` if it is running already: a second node on the same disk would not
+        stop the first (``restart`` stops it, then starts it again)."""
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id} is running already; crash() or restart() it")
         disk = self.disks.get(node_id)
         if disk is None:
             disk = self.disks[node_id] = self._disk_factory(node_id)
@@ -97,15 +101,24 @@ class Cluster:
         return raft
 
     async def start(self, ids: Iterable[NodeId], *, initialize: bool = True) -> None:
-        """Start every node of ``ids``; initialize the cluster from the smallest id."""
+        """Start every node of ``ids``; initialize the cluster from the smallest id.
+        ``ValueError`` (nothing started) for no ids, or an id of a running node."""
         ids = sorted(ids)
+        if not ids:
+            raise ValueError("start needs at least one node id")
+        running = [nid for nid in ids if nid in self.nodes]
+        if running:
+            raise ValueError(f"nodes {running} are running already; crash() or restart() them")
         for nid in ids:
             await self.add_node(nid)
         if initialize:
             await self.nodes[ids[0]].initialize(set(ids))
 
     async def crash(self, node_id: NodeId) -> None:
-        """Stop ``node_id`` abruptly (its disk stays): it becomes unreachable."""
+        """Stop ``node_id`` abruptly (its disk stays): it becomes unreachable. ``ValueError``
+        if it is not running (never started, or crashed already)."""
+        if node_id not in self.nodes:
+            raise ValueError(f"node {node_id} is not running (running: {sorted(self.nodes)})")
         self.router.unregister(node_id)
         raft = self.nodes.pop(node_id)
         self.state_machines.pop(node_id, None)
