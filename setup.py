@@ -35,9 +35,19 @@ NO_EXTENSIONS = _flag("OPENRAFT_PY_NO_EXTENSIONS") or sys.implementation.name !=
 DEBUG = _flag("OPENRAFT_PY_DEBUG")
 ANNOTATE = _flag("OPENRAFT_PY_ANNOTATE")
 
+def _build_jobs() -> int:
+    """``OPENRAFT_PY_BUILD_JOBS`` (unset, empty or 0: one per CPU); anything but a
+    non-negative integer stops the build with a message naming the variable."""
+    raw = os.environ.get("OPENRAFT_PY_BUILD_JOBS", "").strip()
+    jobs = int(raw) if raw.isdecimal() and raw.isascii() else -1 if raw else 0
+    if jobs < 0:
+        raise SystemExit(f"OPENRAFT_PY_BUILD_JOBS must be a number of jobs (0: one per CPU), got {raw!r}")
+    return jobs or os.cpu_count() or 1
+
+
 # Cython's translation and the C compiler both run one job per CPU (OPENRAFT_PY_BUILD_JOBS
 # overrides): the build is two dozen independent extensions.
-JOBS = int(os.environ.get("OPENRAFT_PY_BUILD_JOBS", "0")) or os.cpu_count() or 1
+JOBS = _build_jobs()
 
 KERNELS = ["_quorum_c", "_logindex_c", "_codec_c", "_kv_c"]
 

@@ -183,3 +183,17 @@ def test_a_compiled_module_defines_no_coroutine(name: str) -> None:
         tree = ast.parse(f.read())
     coroutines = [n.name for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef)]
     assert coroutines == [], f"{name} defines coroutines {coroutines}: keep it out of COMPILED_MODULES"
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "setup.py").exists(), reason="no checkout")
+@pytest.mark.parametrize("value", ["-2", "four", "1.5"])
+def test_build_jobs_that_are_no_number_stop_the_build_naming_the_variable(value: str, tmp_path: Path) -> None:
+    """``OPENRAFT_PY_BUILD_JOBS`` that is not a number of jobs stops ``setup.py`` at once with
+    a message naming it ('four' was a ValueError traceback from ``int()``, -2 reached
+    Cython's process pool as ``nthreads=-2``)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OPENRAFT_PY_BUILD_JOBS": value, "OPENRAFT_PY_NO_EXTENSIONS": "1"}
+    proc = subprocess.run([sys.executable, str(root / "setup.py"), "--name"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"OPENRAFT_PY_BUILD_JOBS must be a number of jobs (0: one per CPU), got {value!r}" in proc.stderr
