@@ -559,7 +559,25 @@ async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
     except ClusterError as e:
         if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
             raise
+        await _check_members_of_earlier_cluster(cluster)
     return await cluster.wait_leader(timeout=timeout)
+
+
+async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> None:
+    """``ClusterError`` if ``-n`` started nodes beyond the cluster its ``--data-dir`` held
+    (``-n 4`` over a directory of 3 nodes: the fourth node would never join, and ``cluster
+    up`` waited out its timeout for a leader every node agreed on)."""
+    from .local_cluster import ClusterError
+
+    first = min(cluster.nodes)
+    status = (await cluster.statuses([first])).get(first) or {}
+    members = set(status.get("voters") or []) | set(status.get("learners") or [])
+    outside = sorted(i for i in cluster.nodes if members and i > max(members))
+    if outside:
+        names = ", ".join(f"n{i}" for i in outside)
+        raise ClusterError(f"{cluster.root} holds a cluster of nodes {sorted(members)}, initialized before; {names} "
+                           f"{'is' if len(outside) == 1 else 'are'} not in it: run with -n {max(members)}, "
+                           f"or add {'it' if len(outside) == 1 else 'them'} with 'openraft-py cluster add-learner' and 'cluster members'")
 
 
 # -- main ------------------------------------------------------------------------------------------

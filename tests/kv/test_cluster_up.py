@@ -457,6 +457,31 @@ def test_cluster_up_with_a_data_dir_comes_back_with_its_data_on_the_same_ports(t
         _stop(proc, signal.SIGKILL)
 
 
+def test_more_nodes_than_the_data_dir_held_is_refused_naming_them(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster up -n 2`` over a ``--data-dir`` a one-node cluster was initialized in: n2 is
+    no member and would never join, and ``cluster up`` waited its whole timeout for a leader
+    n2 agreed on, then said only "no agreed leader". Now it stops at once naming n2 and the
+    cluster's nodes, and stops every node it started; ``-n 1`` still comes back."""
+    proc, members = _start_up_in(tmp_path)
+    try:
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    started = time.monotonic()
+    assert cli.main(["cluster", "up", "-n", "2", "--data-dir", str(tmp_path), "--timeout", "30"]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert (f"{tmp_path} holds a cluster of nodes [1], initialized before; n2 is not in it: run with -n 1, "
+            "or add it with 'openraft-py cluster add-learner'") in err, err
+    proc, again = _start_up_in(tmp_path)
+    try:
+        assert again[1].http == members[1].http
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+
+
 def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> None:
     """Between picking a free port and the node's bind, another process may take it: the
     first start of that node is retried on new ports (recorded in ``cluster.json``) instead of
