@@ -390,6 +390,13 @@ class Demo:
             print(f"openraft-py demo: error: --data-dir {cfg.data_dir} is not empty (the demo starts a new cluster)",
                   file=self.err)
             return 2
+        if cfg.history is not None:
+            try:  # before the run, not after it: a run whose history cannot be written is lost
+                open(cfg.history, "w").close()
+            except OSError as e:
+                print(f"openraft-py demo: error: cannot write --history {cfg.history}: {e.strerror or e}",
+                      file=self.err)
+                return 2
         cluster = LocalCluster(3, root=cfg.data_dir, cluster_name="demo", log_level="INFO")
         session = new_session()
         try:

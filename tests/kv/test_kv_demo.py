@@ -182,3 +182,17 @@ async def test_growing_fails_at_once_on_any_other_refusal(refusal: tuple[int, by
     with pytest.raises(DemoFailed, match="changing the voters"):
         await demo._grow(cluster)  # type: ignore[arg-type]
     assert len(cluster.asked) == 1
+
+
+async def test_a_history_file_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    """``--history`` in a directory that does not exist, or naming a directory, is a usage
+    error (exit 2) before any node starts (the run went to the end and failed writing it:
+    the summary and the verdict were lost)."""
+    for path in (tmp_path / "missing" / "h.jsonl", tmp_path):
+        err = io.StringIO()
+        started = time.monotonic()
+        code = await Demo(DemoConfig(duration=1.0, clients=1, history=str(path), progress=False),
+                          out=io.StringIO(), err=err).run()
+        assert code == 2 and time.monotonic() - started < 5, err.getvalue()
+        assert err.getvalue().startswith(f"openraft-py demo: error: cannot write --history {path}: "), err.getvalue()
+    assert list(tmp_path.iterdir()) == []
