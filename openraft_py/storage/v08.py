@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Protocol
 
 from ..types import Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
+from ..validation import check_implements
 from . import IOFlushed
 from .memory import MemDisk, MemLogStore, MemStateMachine
 
@@ -224,9 +225,17 @@ class AdaptedStateMachine:
         return f"AdaptedStateMachine({self.storage!r})"
 
 
+_RAFT_STORAGE_METHODS = tuple(name for name, value in vars(RaftStorage).items()
+                              if callable(value) and not name.startswith("_"))
+"""The methods of ``RaftStorage``."""
+
+
 def Adaptor(storage: RaftStorage) -> tuple[AdaptedLogStore, AdaptedStateMachine]:  # noqa: N802
     """Split a v0.8 ``RaftStorage`` into the ``(log_store, state_machine)`` pair ``Raft.new``
-    takes (see the module docstring for the semantics)."""
+    takes (see the module docstring for the semantics). ``TypeError`` naming the missing
+    methods unless ``storage`` implements ``RaftStorage`` (a wrong object would otherwise
+    pass ``Raft.new``'s check, the adapters having every method, and fail as a storage error)."""
+    check_implements(storage, "Adaptor's storage", "RaftStorage", _RAFT_STORAGE_METHODS)
     return AdaptedLogStore(storage), AdaptedStateMachine(storage)
 
 

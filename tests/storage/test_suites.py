@@ -152,6 +152,21 @@ async def test_only_rejects_unknown_names() -> None:
         await run_log_storage_suite(mem_builder(), only=["no_such_check"])
 
 
+async def test_adaptor_refuses_what_is_not_a_raft_storage() -> None:
+    """``Adaptor`` of an object that is not a ``RaftStorage`` (a split log store, ``None``,
+    the class itself) is a ``TypeError`` naming what is missing; it used to pass ``Raft.new``'s
+    check (the adapters have every method) and stop the node with a ``StorageError``."""
+    with pytest.raises(TypeError, match=r"^Adaptor's storage must implement RaftStorage: MemLogStore has no method "
+                                        r"append_to_log, delete_conflict_logs_since, purge_logs_upto, last_applied_state"):
+        Adaptor(MemLogStore())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="NoneType has no method get_log_state, save_vote"):
+        Adaptor(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got the class MemRaftStorage itself \(pass MemRaftStorage\(\.\.\.\)\)"):
+        Adaptor(MemRaftStorage)  # type: ignore[arg-type]
+    log_store, state_machine = Adaptor(MemRaftStorage())
+    assert log_store is not None and state_machine is not None
+
+
 def test_exports() -> None:
     assert openraft_py.Adaptor is Adaptor and openraft_py.RaftStorage is RaftStorage
     assert "Adaptor" in openraft_py.__all__ and "RaftStorage" in openraft_py.__all__
