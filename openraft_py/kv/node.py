@@ -30,6 +30,7 @@ import msgspec
 from .. import validation as _v
 from ..config import Config
 from ..errors import ForwardToLeader, WaitTimeout
+from ..metrics import RaftMetrics
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, parse_addr
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
@@ -476,14 +477,28 @@ class KvNode:
 
     async def transfer(self, to: NodeId) -> NodeId:
         """Hand leadership to voter ``to`` and wait (up to four election timeouts) until it
-        leads; returns ``to``."""
+        leads; returns ``to``. ``Conflict`` when another node took over instead (a transfer
+        asked of this leader meanwhile replaced this one, or an election came first): the
+        cluster has a leader, just not ``to``. ``ServiceUnavailable`` when nobody took over
+        within the bound."""
         raft = self._raft()
         await raft.trigger.transfer_leader(to)
         bound = 4 * raft.config.election_timeout_max / 1000.0
+        me = self.id
+
+        def settled(m: RaftMetrics) -> bool:
+            leader = m.current_leader
+            return leader == to or (leader is not None and leader != me)
+
         try:
-            await raft.wait(bound).metrics(lambda m: m.current_leader == to, f"node {to} leads")
+            m = await raft.wait(bound).metrics(settled, f"node {to} leads")
         except WaitTimeout:
             raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
+        if m.current_leader != to:
+            raise Conflict(
+                f"node {m.current_leader} took over, not node {to}: another transfer or an election "
+                f"came first (node {m.current_leader} leads now)"
+            )
         return to
 
     def status(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from openraft_py.kv.node import KvNode
+from openraft_py.kv.node import Conflict, KvNode
 
 from .kv_helpers import KvCluster, free_port, members_of, url
 
@@ -368,3 +368,20 @@ async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvClus
     # the write waiting for a quorum gets a definite "stopped" answer, never an acknowledgement
     status, error = await asyncio.wait_for(task, 5)  # type: ignore[misc]
     assert status == 503 and "stopped" in error
+
+
+
+async def test_a_transfer_that_another_one_overtook_is_a_conflict_at_once(cluster: KvCluster) -> None:
+    """Two transfers asked of the leader at once, to different voters: the engine keeps the
+    later one. The earlier caller is told at once that another node took over (``Conflict``,
+    answered 409), where it used to wait out four election timeouts for a node that would
+    never lead and get 503, which the CLI reports as an unknown outcome."""
+    leader = await cluster.wait_leader()
+    a, b = cluster.followers(leader)
+    first = asyncio.ensure_future(leader.transfer(a.id))
+    second = asyncio.ensure_future(leader.transfer(b.id))
+    assert await asyncio.wait_for(second, 10) == b.id
+    # Answered as soon as node b leads (the bound is 4 x 2 s election timeouts here).
+    with pytest.raises(Conflict, match=f"node {b.id} took over, not node {a.id}"):
+        await asyncio.wait_for(first, 1.0)
+    assert (await cluster.wait_leader()) is b
