@@ -442,6 +442,78 @@ def test_jsonl_times_out_of_order_are_a_parse_error(tmp_path, times, message):
     res = _cli("--format", "jsonl", path)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert f"times.jsonl:1: {message}" in res.stderr
+def test_check_refuses_bad_times_and_timeouts():
+    # A return before the call, a NaN or infinite call, a NaN return: ValueError naming the
+    # operation (NaN compared false everywhere and the verdict was "linearizable").
+    for op in (w(0, 1, 5, 2), w(0, 1, math.nan, 2), w(0, 1, INF, INF), w(0, 1, 1, math.nan),
+               r(0, None, math.nan, INF, ok=None)):
+        with pytest.raises(ValueError, match="operation"):
+            check([w(1, 0, 0, 1), op], register)
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="timeout"):
+            check([w(1, 0, 0, 1)], register, timeout=bad)
+    assert check([w(1, 0, 0, 1), w(0, 1, 2, INF, ok=None)], register, timeout=0.0).ok in (True, None)
+
+
+_JSONL_OK = {"client": 1, "op": "put", "key": "k", "value": "a", "ok": True, "call": 1, "ret": 2}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"call": 5, "ret": 2}, "ret 2 is before call 5"),
+    ({"call": "nan"}, "call must be a finite number"),
+    ({"call": "1"}, "call must be a finite number"),
+    ({"ret": float("inf")}, "ret must be a finite number"),
+    ({"client": 1.7}, "client must be an integer"),
+    ({"client": True}, "client must be an integer"),
+])
+def test_parse_jsonl_refuses_bad_times_and_clients(tmp_path, change, message):
+    path = tmp_path / "h.jsonl"
+    path.write_text(json.dumps(_JSONL_OK) + "\n" + json.dumps({**_JSONL_OK, **change}) + "\n")
+    with pytest.raises(HistoryParseError, match=f"h.jsonl:2: {message}"):
+        parse_jsonl(path)
+
+
+_J = "INFO  jepsen.util - "
+
+
+@pytest.mark.parametrize(("fmt", "text", "message"), [
+    ("jepsen", f"{_J}0\t:invoke\t:write\t{{:a 1}}\n{_J}0\t:ok\t:write\t{{:a 1}}\n",
+     "1: value .* is not supported"),
+    ("jepsen", f"{_J}0\t:invoke\t:read\tnil\n{_J}0\t:ok\t:read\t[1 {{:a 1}}]\n",
+     "2: value .* is not supported"),
+    ("edn-kv", '{:process {:a 1}, :type :invoke, :f :get, :key "0"}\n', "1: :process must be an integer"),
+    ("edn-kv", '{:process "p", :type :invoke, :f :get, :key "0"}\n', "1: :process must be an integer"),
+    ("edn-kv", '{:process 0, :type :invoke, :f :put, :key {:a 1}, :value "x"}\n', "1: :key .* is not supported"),
+    ("edn-kv", '{:process 0, :type :invoke, :f :append, :key "k", :value 5}\n', "1: the :value of a :append must be a string"),
+    ("edn-kv", '{:process 0, :type :invoke, :f :put, :key "k", :value {:a 1}}\n', "1: the :value of a :put must be a string"),
+    ("edn-kv", '{:process 0, :type :invoke, :f :get, :key "k"}\n{:process 0, :type :ok, :f :get, :key "k", :value 5}\n',
+     "2: the :value of a :get must be a string"),
+])
+def test_parsers_refuse_values_the_checker_cannot_hold(tmp_path, fmt, text, message):
+    # Maps, non-integer processes and non-string kv values were read, and the checker then
+    # died with a bare TypeError (unhashable dict, str + int) or gave a verdict on nonsense.
+    path = tmp_path / "h.txt"
+    path.write_text(text)
+    parse = {"jepsen": parse_jepsen, "edn-kv": parse_edn_kv}[fmt]
+    with pytest.raises(HistoryParseError, match=f"h.txt:{message}"):
+        parse(path)
+    res = _cli("--format", fmt, path)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "lincheck: cannot read" in res.stderr
+
+
+def test_cli_refuses_a_bad_timeout_and_reports_a_history_check_cannot_take(tmp_path):
+    good = _jsonl(tmp_path, "good.jsonl", stale=False)
+    for bad in ("-1", "nan", "soon"):
+        res = _cli("--format", "jsonl", "--timeout", bad, good)
+        assert res.returncode == 2
+        assert "argument --timeout" in res.stderr and "Traceback" not in res.stderr
+    backwards = tmp_path / "backwards.jsonl"
+    backwards.write_text(json.dumps({**_JSONL_OK, "call": 5, "ret": 2}) + "\n")
+    res = _cli("--format", "jsonl", backwards, good)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "backwards.jsonl:1: ret 2 is before call 5" in res.stderr
+    assert f"{good} linearizable" in res.stdout
 
 
 @pytest.mark.skipif(not (HISTORIES / "jepsen").exists(), reason="shared histories not found")

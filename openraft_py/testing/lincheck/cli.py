@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,17 @@ _FORMATS: dict[str, tuple[Callable[[str | Path], list[Operation]], Model]] = {
 }
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check history files; exit 0 if all are linearizable, 1 if not (or unknown), 2 if a
     file cannot be read or parsed, or holds no client operation (an empty file, or one of
@@ -30,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Check client histories for linearizability.",
     )
     parser.add_argument("--format", required=True, choices=sorted(_FORMATS))
-    parser.add_argument("--timeout", type=float, default=None,
+    parser.add_argument("--timeout", type=_seconds, default=None,
                         help="seconds per file before giving up with an unknown verdict")
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
@@ -47,7 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lincheck: {name}: no client operations found (is --format {args.format} right?)", file=sys.stderr)
             status = 2
             continue
-        result = check(history, model, timeout=args.timeout)
+        try:
+            result = check(history, model, timeout=args.timeout)
+        except (ValueError, TypeError) as e:  # times out of order, values the model refuses
+            print(f"lincheck: cannot check {name}: {e}", file=sys.stderr)
+            status = 2
+            continue
         if result.ok:
             print(f"{name} linearizable")
             continue

@@ -96,6 +96,16 @@ def _read_edn(text: str) -> Any:
     return result[0]
 
 
+def _require_hashable(path: str | Path, lineno: int, what: str, value: Any) -> None:
+    """A value the checker keeps in its states or groups by must be hashable (EDN maps are
+    not): raise ``HistoryParseError`` naming it otherwise."""
+    try:
+        hash(value)
+    except TypeError:
+        raise HistoryParseError(path, lineno, f"{what} {value!r} is not supported "
+                                "(maps cannot be values, keys or processes)") from None
+
+
 class _Pairing:
     """Matches completions to invocations by process, as Jepsen histories are written."""
 
@@ -139,7 +149,7 @@ def parse_jepsen(path: str | Path) -> list[Operation]:
     ``:nemesis`` lines, blank lines) are skipped. The line number is the clock. ``:ok``
     completes an operation (a read's value is on the completion line), ``:fail`` means it
     did not take effect, ``:info`` (e.g. ``:timed-out``) and a missing completion mean the
-    outcome is unknown.
+    outcome is unknown. A value that is, or holds, a map is a ``HistoryParseError``.
     """
     pairing = _Pairing(path)
     with open(path, encoding="utf-8") as fh:
@@ -160,6 +170,7 @@ def parse_jepsen(path: str | Path) -> list[Operation]:
             except ValueError as e:
                 raise HistoryParseError(path, lineno, f"bad value {val_s!r}: {e}") from None
             process = int(proc_s)
+            _require_hashable(path, lineno, "value", value)
             if typ == ":invoke":
                 if f == "cas" and not (isinstance(value, tuple) and len(value) == 2):
                     raise HistoryParseError(path, lineno,
@@ -186,6 +197,9 @@ def parse_edn_kv(path: str | Path) -> list[Operation]:
 
     Operations ``get``/``put``/``append``; a ``get``'s value is on its completion. The line
     number is the clock; ``:fail``/``:info``/no completion as for ``parse_jepsen``.
+    ``:process`` is an integer (or a keyword such as ``:nemesis``, skipped), the values of
+    ``put``/``append`` strings (a completed ``get``'s a string or ``nil``), and a map is never a key;
+    anything else is a ``HistoryParseError`` naming the line.
     """
     pairing = _Pairing(path)
     with open(path, encoding="utf-8") as fh:
@@ -201,15 +215,25 @@ def parse_edn_kv(path: str | Path) -> list[Operation]:
             process, typ, f = rec.get(":process"), rec.get(":type"), rec.get(":f")
             if isinstance(process, _Keyword) or process is None:
                 continue  # :nemesis
+            if isinstance(process, bool) or not isinstance(process, int):
+                raise HistoryParseError(path, lineno, f":process must be an integer, not {process!r}")
             if typ not in _JEPSEN_TYPES:
                 raise HistoryParseError(path, lineno, f"bad :type {typ!r}")
             if f not in (":get", ":put", ":append"):
                 raise HistoryParseError(path, lineno, f"unknown key-value operation {f!r}")
             f = f[1:]
             value = rec.get(":value")
+            key = rec.get(":key")
+            _require_hashable(path, lineno, ":key", key)
+            # The kv model's values are strings: what a put or append writes, what a get saw
+            # (or nil).
+            if (typ == ":invoke" and f != "get" and not isinstance(value, str)) or (
+                    typ == ":ok" and f == "get" and not isinstance(value, (str, type(None)))):
+                raise HistoryParseError(path, lineno, f"the :value of a :{f} must be a string, "
+                                        f"not {value!r}")
             if typ == ":invoke":
                 pairing.invoke(lineno, process, dict(
-                    client=process, op=f, key=rec.get(":key"),
+                    client=process, op=f, key=key,
                     value=None if f == "get" else value, output=None,
                     call=float(lineno), ret=INF, ok=None))
                 continue
@@ -232,6 +256,14 @@ def _hashable(v: Any) -> Any:
     return v
 
 
+def _time(value: Any, name: str) -> float:
+    """A JSON-lines time: a finite JSON number (``ValueError`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        nullable = " or null" if name == "ret" else ""
+        raise ValueError(f"{name} must be a finite number{nullable}, not {value!r}")
+    return float(value)
+
+
 def parse_jsonl(path: str | Path) -> list[Operation]:
     """Read a JSON-lines history for the ``kv_register`` model, one object per line::
 
@@ -242,7 +274,8 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
     means the outcome is unknown. A ``cas`` with
     ``ok: false`` completed without applying (the value differed from ``expected``); any
     other operation with ``ok: false`` failed and did not take effect. A ``get`` has its
-    value in ``result`` (``null`` when the key is absent).
+    value in ``result`` (``null`` when the key is absent). ``client`` is an integer;
+    anything else is a ``HistoryParseError`` naming the line.
     """
     ops: list[Operation] = []
     with open(path, encoding="utf-8") as fh:
@@ -256,8 +289,13 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                 name = rec["op"]
                 if name not in _JSONL_OPS:
                     raise ValueError(f"unknown op {name!r}")
-                call = float(rec["call"])
+                call = _time(rec["call"], "call")
                 ret_raw = rec.get("ret")
+                if ret_raw is not None and _time(ret_raw, "ret") < call:
+                    raise ValueError(f"ret {ret_raw!r} is before call {rec['call']!r}")
+                client = rec["client"]
+                if isinstance(client, bool) or not isinstance(client, int):
+                    raise ValueError(f"client must be an integer, not {client!r}")
                 ok_raw = rec.get("ok")
                 if ok_raw not in (True, False, None):
                     raise ValueError(f"ok must be true, false or null, not {ok_raw!r}")
@@ -268,12 +306,6 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                     value = None
                 pending = ok_raw is None or ret_raw is None
                 ret = INF if pending or ret_raw is None else float(ret_raw)
-                if not math.isfinite(call):
-                    raise ValueError(f"call must be a finite number, not {rec['call']!r}")
-                if ret_raw is not None and not math.isfinite(float(ret_raw)):
-                    raise ValueError(f"ret must be a finite number or null, not {ret_raw!r}")
-                if ret < call:
-                    raise ValueError(f"ret {ret_raw!r} is before call {rec['call']!r}")
                 if pending:
                     ok, output = None, None
                 elif name == "cas":
@@ -283,7 +315,7 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                 else:
                     ok, output = False, None
                 ops.append(Operation(
-                    client=int(rec["client"]), op=name, key=_hashable(rec.get("key")),
+                    client=client, op=name, key=_hashable(rec.get("key")),
                     value=value, output=output, call=call, ret=ret, ok=ok))
             except (ValueError, KeyError, TypeError) as e:
                 msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)

@@ -4,6 +4,7 @@ partition of the model) and its verdict ``CheckResult``. The package docstring
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -192,13 +193,30 @@ def _unplaced(prefix: list[int], nxt: list[int]) -> list[int]:
     return out
 
 
+def _check_times(op: Operation) -> None:
+    """Raise ``ValueError`` unless ``op.call`` is a finite number and ``op.ret`` a number
+    not before it (``inf`` for an operation that never returned)."""
+    call, ret = op.call, op.ret
+    for name, t in (("call", call), ("ret", ret)):
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise ValueError(f"operation's {name} time must be a number, not {t!r}: {op}")
+    if not math.isfinite(call):
+        raise ValueError(f"operation's call time must be finite, not {call!r}: {op}")
+    if math.isnan(ret):
+        raise ValueError(f"operation's return time must be a number or inf, not nan: {op}")
+    if ret < call:
+        raise ValueError(f"operation returns before it is called: {op}")
+
+
 def _prepare(ops: Iterable[Operation], model: Model) -> list[Operation]:
-    """Drop what cannot matter: failed operations, and read-only ones of unknown outcome."""
-    return [
-        op
-        for op in ops
-        if op.ok is not False and not (op.ok is None and op.op in model.read_only)
-    ]
+    """Check every operation's times (``ValueError``), then drop what cannot matter: failed
+    operations, and read-only ones of unknown outcome."""
+    kept = []
+    for op in ops:
+        _check_times(op)
+        if op.ok is not False and not (op.ok is None and op.op in model.read_only):
+            kept.append(op)
+    return kept
 
 
 def check(
@@ -207,8 +225,12 @@ def check(
     """Check whether ``history`` is linearizable with respect to ``model``.
 
     ``timeout`` bounds the wall-clock time in seconds; past it the result is unknown
-    (``ok=None``), so a caller never hangs on a pathological history.
+    (``ok=None``), so a caller never hangs on a pathological history. Raises ``ValueError``
+    for a ``timeout`` that is negative or not a number, and for an operation whose ``call``
+    is not a finite number or whose ``ret`` is NaN or before its ``call``.
     """
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     ops = _prepare(history, model)
