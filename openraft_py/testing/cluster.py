@@ -71,6 +71,13 @@ class Cluster:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
+    def _running(self, node_id: NodeId) -> Raft:
+        """The running node ``node_id``; ``ValueError`` naming the running ones otherwise."""
+        raft = self.nodes.get(node_id)
+        if raft is None:
+            raise ValueError(f"node {node_id!r} is not running (running: {sorted(self.nodes)})")
+        return raft
+
     async def add_node(self, node_id: NodeId) -> Raft:
         """Start node ``node_id`` (on its existing disk if it had one) and register it.
         ``ValueError`` if it is running already: a second node on the same disk would not
@@ -142,7 +149,8 @@ class Cluster:
 
     async def wait_for_leader(self, timeout: float = 5.0, among: Iterable[NodeId] | None = None) -> NodeId:
         """Wait until one of ``among`` (default: the running nodes) is the leader known by
-        every other running node of ``among``; return its id."""
+        every other running node of ``among``; return its id. Raises ``WaitTimeout`` after
+        ``timeout`` seconds, also when none of ``among`` is running."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -153,8 +161,14 @@ class Cluster:
                 return lid
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if not ids:
+                    wanted = "the cluster" if among is None else f"among {sorted(set(among))}"
+                    raise WaitTimeout(f"no leader {wanted} within {timeout}s: no node of it is running")
                 states = "; ".join(self.nodes[i].metrics.describe() for i in sorted(ids))
                 raise WaitTimeout(f"no leader agreed by {sorted(ids)} within {timeout}s: {states}")
+            if not ids:  # nothing running to watch yet: poll until one starts or time is up
+                await asyncio.sleep(min(remaining, 0.05))
+                continue
             # Wake on any node's metrics change, bounded by the remaining time.
             waits = [asyncio.ensure_future(self.nodes[i]._core.watch.changed()) for i in ids]
             done, pending = await asyncio.wait(waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED)
@@ -162,8 +176,13 @@ class Cluster:
                 p.cancel()
 
     async def wait_applied(self, index: int, timeout: float = 5.0, ids: Iterable[NodeId] | None = None) -> None:
-        """Wait until every node of ``ids`` (default: running ones) applied up to ``index``."""
-        for nid in sorted(ids if ids is not None else self.nodes):
+        """Wait until every node of ``ids`` (default: running ones) applied up to ``index``.
+        Raises ``ValueError`` if one of ``ids`` is not running, ``WaitTimeout`` after
+        ``timeout`` seconds (per node)."""
+        wanted = sorted(ids if ids is not None else self.nodes)
+        for nid in wanted:
+            self._running(nid)
+        for nid in wanted:
             await self.nodes[nid].wait(timeout).applied_index_at_least(index, f"n{nid} applied >= {index}")
 
     async def shutdown(self) -> None:

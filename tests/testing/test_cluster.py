@@ -1,0 +1,37 @@
+"""``Cluster`` used the wrong way: an unknown node waited on, a wait with nothing running, a
+timeout that is not a number of seconds. Each gets a clear error instead of a bare
+``KeyError``, asyncio's "Set of Tasks/Futures is empty" or a wait that never ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openraft_py import Config, WaitTimeout
+from openraft_py.testing import Cluster
+
+
+async def test_wait_applied_of_a_node_that_is_not_running_names_it() -> None:
+    async with Cluster(Config(), seed=4) as c:
+        await c.start({1, 2, 3})
+        with pytest.raises(ValueError, match=r"node 9 is not running \(running: \[1, 2, 3\]\)"):
+            await c.wait_applied(1, ids=[1, 9])
+        assert set(c.nodes) == {1, 2, 3}
+
+
+async def test_waiting_for_a_leader_with_nothing_running_times_out_clearly() -> None:
+    async with Cluster(Config(), seed=5) as c:
+        with pytest.raises(WaitTimeout, match=r"no leader the cluster within 0\.2s: no node of it is running"):
+            await asyncio.wait_for(c.wait_for_leader(timeout=0.2), 5)
+        await c.start({1, 2, 3})
+        with pytest.raises(WaitTimeout, match=r"among \[8, 9\] within 0\.2s: no node of it is running"):
+            await asyncio.wait_for(c.wait_for_leader(timeout=0.2, among={8, 9}), 5)
+        # Nodes that start while the wait runs are found.
+        await c.shutdown()
+        waiter = asyncio.ensure_future(c.wait_for_leader(timeout=10.0))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        for nid in (1, 2, 3):
+            await c.restart(nid)
+        assert await asyncio.wait_for(waiter, 15) in {1, 2, 3}
