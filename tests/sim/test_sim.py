@@ -188,3 +188,27 @@ def test_cli_reports_a_violation(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim.main(["--seed", str(seed), "--fault", fault]) == 1
     out = capsys.readouterr().out
     assert f"seed {seed}: VIOLATION" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--trace", "--seeds", "3"], "--trace prints one run's trace: give the seed with --seed"),
+    (["--seed", "1", "--seeds", "5"], "--seed runs one seed: it cannot be combined with --seeds or --start"),
+    (["--seed", "1", "--start", "3"], "--seed runs one seed"),
+])
+def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Arguments that were silently ignored (--trace without --seed, --seeds or --start with
+    --seed) are usage errors."""
+    with pytest.raises(SystemExit) as e:
+        sim.main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_steps_are_checked_and_kept_in_the_replay_command() -> None:
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            Simulation(1, steps=bad)  # type: ignore[arg-type]
+    # A run with other steps replays only with those steps: the command says so.
+    r = run_seed(1, steps=2)
+    assert r.replay_command().endswith("--seed 1 --steps 2 --trace")
+    assert run_seed(1).replay_command().endswith("--seed 1 --trace")

@@ -4,6 +4,7 @@ its trace."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .simulation import ENGINE_FAULTS, WIRE_EVERY, run_seed
@@ -31,8 +32,6 @@ def _run_batch(
 def _positive_int(text: str) -> int:
     """An argparse type: an int of at least 1 (a run of no seeds or no steps checks nothing,
     and would report success)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -44,23 +43,30 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run many seeds with a progress bar, or replay one."""
-    import argparse
     import os
     import time
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=_positive_int, default=100, help="run seeds start..start+N-1")
-    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--seeds", type=_positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
+    p.add_argument("--start", type=int, default=None, help="the first seed of --seeds (default 0)")
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
-    p.add_argument("--steps", type=_positive_int, default=30)
-    p.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1)
-    p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
+    p.add_argument("--steps", type=_positive_int, default=30, help="admin and fault steps per run (default 30)")
+    p.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--trace", action="store_true", help="print the trace of a single seed (with --seed)")
     p.add_argument("--wire", choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
     args = p.parse_args(argv)
+    if args.seed is not None and (args.seeds is not None or args.start is not None):
+        p.error("--seed runs one seed: it cannot be combined with --seeds or --start")
+    if args.trace and args.seed is None:
+        p.error("--trace prints one run's trace: give the seed with --seed")
+    if args.seeds is None:
+        args.seeds = 100
+    if args.start is None:
+        args.start = 0
     faults = tuple(args.fault)
     wire = {"share": None, "all": True, "none": False}[args.wire]
     if args.seed is not None:

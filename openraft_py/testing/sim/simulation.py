@@ -72,6 +72,8 @@ class SimResult:
     stats: dict[str, int] = field(default_factory=dict)
     wire: bool = False
     """Whether the run passed its messages through the TCP wire codec."""
+    steps: int = 30
+    """The run's number of steps (``--steps``)."""
 
     def digest(self) -> str:
         """A hash of the trace and the history: equal for equal runs."""
@@ -89,6 +91,8 @@ class SimResult:
         f = "".join(f" --fault {x}" for x in self.faults)
         if self.wire != (self.seed % WIRE_EVERY == 0):
             f += " --wire all" if self.wire else " --wire none"
+        if self.steps != 30:
+            f += f" --steps {self.steps}"
         return f"python -m openraft_py.testing.sim --seed {self.seed}{f} --trace"
 
 
@@ -121,6 +125,8 @@ class Simulation(FaultSchedule):
         for f in faults:
             if f not in ENGINE_FAULTS:
                 raise ValueError(f"unknown engine fault {f!r}; known: {', '.join(ENGINE_FAULTS)}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, not {steps!r}")
         self.seed = seed
         self.faults = tuple(sorted(faults))
         self.rng = random.Random(seed)
@@ -237,6 +243,7 @@ class Simulation(FaultSchedule):
             faults=self.faults,
             stats=dict(self.stats),
             wire=self.wire,
+            steps=self.steps,
         )
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
