@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import sys
 from collections.abc import Callable
@@ -49,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the artifacts here (always on failure)")
     p.add_argument("--check-timeout", type=float, default=300.0, help="seconds for lincheck (default 300)")
     a = p.parse_args(argv)
-    if a.nodes < 1 or a.time <= 0 or a.clients < 1:
-        p.error("--nodes, --time and --clients must be positive")
+    if a.nodes < 1 or a.clients < 1:
+        p.error("--nodes and --clients must be positive")
+    if not (math.isfinite(a.time) and a.time > 0):
+        p.error(f"--time must be a finite number of seconds > 0, not {a.time}")
+    if not (math.isfinite(a.check_timeout) and a.check_timeout > 0):
+        p.error(f"--check-timeout must be a finite number of seconds > 0, not {a.check_timeout}")
     seed = a.seed if a.seed is not None else random.randrange(2**31)
     cfg = RunConfig(time=a.time, seed=seed, nodes=a.nodes, bugs=tuple(a.bug), kinds=tuple(a.nemesis), out=a.out,
                     workload=WorkloadConfig(clients=a.clients, workloads=tuple(a.workload)),

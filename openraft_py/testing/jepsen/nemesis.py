@@ -27,6 +27,7 @@ nodes restarted. Clock-rate skew is out of scope (every process shares the host'
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -63,7 +64,10 @@ def make_schedule(seed: int, duration: float, n: int, kinds: tuple[str, ...] = K
                   quiet: tuple[float, float] = (2.0, 5.0), hold: tuple[float, float] = (3.0, 8.0),
                   tail: float = 5.0) -> list[Step]:
     """The steps of a run of ``duration`` seconds over ``n`` nodes (see the module docstring);
-    nothing is scheduled in the last ``tail`` seconds."""
+    nothing is scheduled in the last ``tail`` seconds. Raises ``ValueError`` for a
+    ``duration`` that is not a finite number (the schedule would never end)."""
+    if not math.isfinite(duration):
+        raise ValueError(f"duration must be a finite number of seconds, not {duration!r}")
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown nemesis kind(s) {sorted(unknown)}; known: {list(KINDS)}")
