@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -417,9 +418,11 @@ class Router:
     def set_delay(self, min_ms: float, max_ms: float) -> None:
         """Delay each request and each response by a uniform ``[min_ms, max_ms]``
         milliseconds (``asyncio.sleep``), so concurrent messages may be reordered.
-        ``set_delay(0, 0)`` turns delays off."""
-        if not 0 <= min_ms <= max_ms:
-            raise ValueError(f"need 0 <= min_ms <= max_ms, got {min_ms}, {max_ms}")
+        ``set_delay(0, 0)`` turns delays off. Raises ``ValueError`` unless
+        ``0 <= min_ms <= max_ms`` and both are finite (an infinite delay held every message
+        for good)."""
+        if not (0 <= min_ms <= max_ms and math.isfinite(max_ms)):
+            raise ValueError(f"need 0 <= min_ms <= max_ms, both finite, got {min_ms}, {max_ms}")
         self._delay = None if max_ms == 0 else (min_ms / 1000.0, max_ms / 1000.0)
         self._update_fast()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -255,6 +256,15 @@ async def test_delay_and_reordering() -> None:
     with pytest.raises(ValueError):
         router.set_delay(10, 5)
     router.set_delay(0, 0)
+    assert router._fast
+
+
+def test_set_delay_refuses_infinite_and_nan_delays() -> None:
+    # set_delay(0, inf) was accepted: every message then slept for good (a hang, not a delay).
+    router, _servers = cluster()
+    for lo, hi in ((0, math.inf), (math.inf, math.inf), (math.nan, 1), (0, math.nan), (-1, 1)):
+        with pytest.raises(ValueError, match="need 0 <= min_ms <= max_ms, both finite"):
+            router.set_delay(lo, hi)
     assert router._fast
 
 
