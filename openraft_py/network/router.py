@@ -465,13 +465,19 @@ class Router:
     def add_hook(self, fn: Hook) -> None:
         """Call ``fn(rpc_name, source, target, request)`` for every RPC a client sends,
         before any fault applies (``fn`` may be a coroutine function). If it raises, the RPC
-        fails with that exception and the target handles nothing."""
+        fails with that exception and the target handles nothing. Raises ``TypeError`` if
+        ``fn`` is not callable."""
+        if not callable(fn):
+            raise TypeError(f"a hook must be callable, got {fn!r}")
         self._hooks.append(fn)
         self._update_fast()
 
     def add_response_hook(self, fn: ResponseHook) -> None:
         """Call ``fn(rpc_name, source, target, request, response)`` for every response a
-        server returns, before response faults apply (an observer: it must not raise)."""
+        server returns, before response faults apply (an observer: it must not raise).
+        Raises ``TypeError`` if ``fn`` is not callable."""
+        if not callable(fn):
+            raise TypeError(f"a response hook must be callable, got {fn!r}")
         self._response_hooks.append(fn)
         self._update_fast()
 

@@ -667,3 +667,15 @@ async def test_submit_append_entries_with_the_wire_codec_applies_faults_and_repl
     handle.cancel()
     await asyncio.sleep(0.05)
     assert len(got) == 5
+
+
+def test_hooks_must_be_callable() -> None:
+    # add_hook(None) was accepted: every RPC then failed with "'NoneType' object is not
+    # callable" and no node could elect, far from the mistake.
+    router, _servers = cluster()
+    for bad in (None, 42, "hook"):
+        with pytest.raises(TypeError, match="hook must be callable"):
+            router.add_hook(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="response hook must be callable"):
+            router.add_response_hook(bad)  # type: ignore[arg-type]
+    assert router._fast
