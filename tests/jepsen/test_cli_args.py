@@ -4,7 +4,14 @@ process starts: a ``--time`` of ``nan`` or ``inf`` made the nemesis schedule loo
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +41,62 @@ def test_schedule_refuses_a_duration_that_never_ends() -> None:
         with pytest.raises(ValueError, match="duration must be a finite number"):
             make_schedule(1, bad, 3)
     assert make_schedule(1, 30.0, 3)
+
+
+def _children(pid: int) -> set[int]:
+    """The direct children of ``pid`` (from /proc)."""
+    kids: set[int] = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.add(int(d.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the node processes")
+@pytest.mark.timeout(90)
+def test_ctrl_c_stops_every_node_and_removes_the_data(tmp_path: Path) -> None:
+    """Ctrl-C during a run: exit 130 with one line, no traceback, no node process left and
+    no data directory left in the temporary directory (it printed a KeyboardInterrupt
+    traceback and left the nodes' data behind)."""
+    pytest.importorskip("aiohttp")
+    # Python ignores SIGINT in a child started with it ignored (a background job): restore it.
+    code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'openraft_py.testing.jepsen', "
+            "'--time', '25', '--nodes', '3', '--clients', '1', '--seed', '11'])")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    kids: set[int] = set()
+    try:
+        assert p.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            lines.append(line)
+            if "cluster up" in line or not line:
+                break
+        assert any("cluster up" in x for x in lines), "".join(lines)
+        kids = _children(p.pid)
+        assert len(kids) >= 3, kids  # the three nodes
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=40)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for k in kids:  # whatever the outcome, leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(k, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "jepsen: interrupted (seed 11); every node process was stopped" in err
+    assert "Traceback" not in err
+    alive = {k for k in kids if Path(f"/proc/{k}").exists()
+             and (Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}
+    assert not alive
+    assert not list(tmp_path.glob("jepsen-11-*")), list(tmp_path.iterdir())

@@ -6,7 +6,8 @@
         [--clients C] [--nemesis KIND,KIND] [--workload register,multi]
 
 Exit status 0 when every check passed, 1 when one failed (the seed and the artifact directory
-are printed), 2 for bad arguments.
+are printed), 2 for bad arguments, 130 when interrupted (Ctrl-C: the node processes are
+stopped and their data removed).
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    result = asyncio.run(run(cfg, say))
+    try:
+        result = asyncio.run(run(cfg, say))
+    except KeyboardInterrupt:
+        print(f"jepsen: interrupted (seed {seed}); every node process was stopped", file=sys.stderr)
+        return 130
     return 0 if result.ok else 1
 
 

@@ -187,7 +187,9 @@ class _Cluster:
 
 async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
     """Run once (see the module docstring); never raises for a failed check or a cluster
-    that misbehaves (those are failed verdicts), only for bad configuration."""
+    that misbehaves (those are failed verdicts), only for bad configuration. When it is
+    cancelled (Ctrl-C), every node process is stopped and the data directory removed
+    before the cancellation goes on."""
     schedule = make_schedule(cfg.seed, cfg.time, cfg.nodes, cfg.kinds, cfg.quiet, cfg.hold)
     tmp = Path(tempfile.mkdtemp(prefix=f"jepsen-{cfg.seed}-"))
     history = History()
@@ -198,6 +200,7 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
     recovery: float | None = None
     t0 = time.monotonic()
     wl: Workload | None = None
+    interrupted = False
     say(f"jepsen: seed {cfg.seed}, {cfg.nodes} nodes, {cfg.time:.0f}s, {len(schedule)} nemesis steps"
         + (f", TEST-ONLY bugs {list(cfg.bugs)}" if cfg.bugs else "") + f", data in {tmp}")
     try:
@@ -234,10 +237,15 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
         verdicts.append(Verdict("no unexpected exits", not cluster.unexpected, cluster.unexpected))
     except _Abort:
         pass
+    except BaseException:  # interrupted (Ctrl-C cancels this task) or a bug: no verdict
+        interrupted = True
+        raise
     finally:
         cluster.nodes.stop_all()
         await cluster.proxy.close()
         await cluster.http.__aexit__(None, None, None)
+        if interrupted:  # the nodes are stopped: their data is of no use to anyone
+            shutil.rmtree(tmp, ignore_errors=True)
 
     if len(history):
         lin, res = check_linearizable(history, cfg.check_timeout)
