@@ -36,6 +36,19 @@ def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest
 
 
 @pytest.mark.timeout(30)
+def test_cli_refuses_an_out_that_cannot_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out`` naming a file was found only after the whole run, when the artifacts were
+    written: a FileExistsError traceback, no report, the data directory left behind."""
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "sub"):
+        with pytest.raises(SystemExit) as e:
+            main(["--out", str(out)])
+        assert e.value.code == 2
+        assert f"--out {out}: cannot make this directory" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
 def test_schedule_refuses_a_duration_that_never_ends() -> None:
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError, match="duration must be a finite number"):

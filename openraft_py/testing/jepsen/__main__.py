@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--time must be a finite number of seconds > 0, not {a.time}")
     if not (math.isfinite(a.check_timeout) and a.check_timeout > 0):
         p.error(f"--check-timeout must be a finite number of seconds > 0, not {a.check_timeout}")
+    if a.out is not None:  # found out now, not after the run when the artifacts are written
+        try:
+            a.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            p.error(f"--out {a.out}: cannot make this directory: {e.strerror or e}")
+        if not os.access(a.out, os.W_OK | os.X_OK):
+            p.error(f"--out {a.out}: this directory is not writable")
     seed = a.seed if a.seed is not None else random.randrange(2**31)
     cfg = RunConfig(time=a.time, seed=seed, nodes=a.nodes, bugs=tuple(a.bug), kinds=tuple(a.nemesis), out=a.out,
                     workload=WorkloadConfig(clients=a.clients, workloads=tuple(a.workload)),
