@@ -72,10 +72,16 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the node processes")
 @pytest.mark.timeout(90)
-def test_ctrl_c_stops_every_node_and_removes_the_data(tmp_path: Path) -> None:
-    """Ctrl-C during a run: exit 130 with one line, no traceback, no node process left and
-    no data directory left in the temporary directory (it printed a KeyboardInterrupt
-    traceback and left the nodes' data behind)."""
+@pytest.mark.parametrize(("signum", "status", "word"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_stops_every_node_and_removes_the_data(
+    tmp_path: Path, signum: signal.Signals, status: int, word: str
+) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM (``timeout``, a cancelled CI job) during a run: one line,
+    no traceback, no node process left and no data directory left in the temporary
+    directory. Ctrl-C printed a KeyboardInterrupt traceback and left the nodes' data behind;
+    SIGTERM killed the runner alone and left every node running (they are in sessions of
+    their own)."""
     pytest.importorskip("aiohttp")
     # Python ignores SIGINT in a child started with it ignored (a background job): restore it.
     code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
@@ -97,7 +103,7 @@ def test_ctrl_c_stops_every_node_and_removes_the_data(tmp_path: Path) -> None:
         assert any("cluster up" in x for x in lines), "".join(lines)
         kids = _children(p.pid)
         assert len(kids) >= 3, kids  # the three nodes
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signum)
         _out, err = p.communicate(timeout=40)
     finally:
         if p.poll() is None:
@@ -106,8 +112,8 @@ def test_ctrl_c_stops_every_node_and_removes_the_data(tmp_path: Path) -> None:
         for k in kids:  # whatever the outcome, leave nothing running
             with contextlib.suppress(ProcessLookupError):
                 os.kill(k, signal.SIGKILL)
-    assert p.returncode == 130, err
-    assert "jepsen: interrupted (seed 11); every node process was stopped" in err
+    assert p.returncode == status, err
+    assert f"jepsen: {word} (seed 11); every node process was stopped" in err
     assert "Traceback" not in err
     alive = {k for k in kids if Path(f"/proc/{k}").exists()
              and (Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}

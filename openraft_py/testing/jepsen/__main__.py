@@ -6,8 +6,8 @@
         [--clients C] [--nemesis KIND,KIND] [--workload register,multi]
 
 Exit status 0 when every check passed, 1 when one failed (the seed and the artifact directory
-are printed), 2 for bad arguments, 130 when interrupted (Ctrl-C: the node processes are
-stopped and their data removed).
+are printed), 2 for bad arguments, 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM): the node
+processes are then stopped and their data removed.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import asyncio
 import math
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ...engine.faults import EngineFault
 from .nemesis import KINDS
-from .runner import RunConfig, run
+from .runner import RunConfig, RunResult, run
 from .workload import WorkloadConfig
 
 
@@ -73,12 +74,29 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    async def run_until_terminated() -> RunResult:
+        # SIGTERM (``timeout``, a CI job cancelled) cancels the run like Ctrl-C does, so the
+        # nodes (in sessions of their own, out of reach of the signal) are stopped too.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _cancel_current(asyncio.current_task()))
+        return await run(cfg, say)
+
     try:
-        result = asyncio.run(run(cfg, say))
+        result = asyncio.run(run_until_terminated())
     except KeyboardInterrupt:
         print(f"jepsen: interrupted (seed {seed}); every node process was stopped", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:
+        print(f"jepsen: terminated (seed {seed}); every node process was stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0 if result.ok else 1
+
+
+def _cancel_current(task: asyncio.Task[RunResult] | None) -> Callable[[], None]:
+    """A SIGTERM handler cancelling ``task`` (the run)."""
+    def cancel() -> None:
+        if task is not None:
+            task.cancel()
+    return cancel
 
 
 if __name__ == "__main__":
