@@ -21,6 +21,7 @@ from typing import Any
 from ..config import Config
 from ..core.clock import Clock
 from ..errors import WaitTimeout
+from ..metrics import check_timeout
 from ..network.router import Router
 from ..raft import Raft
 from ..storage.memory import MemDisk, MemLogStore, MemStateMachine
@@ -150,7 +151,12 @@ class Cluster:
     async def wait_for_leader(self, timeout: float = 5.0, among: Iterable[NodeId] | None = None) -> NodeId:
         """Wait until one of ``among`` (default: the running nodes) is the leader known by
         every other running node of ``among``; return its id. Raises ``WaitTimeout`` after
-        ``timeout`` seconds, also when none of ``among`` is running."""
+        ``timeout`` seconds, also when none of ``among`` is running; ``TypeError`` or
+        ``ValueError`` for a ``timeout`` that is not a finite number of seconds >= 0."""
+        checked = check_timeout(timeout)
+        if checked is None:
+            raise TypeError("wait_for_leader needs a timeout in seconds, got None")
+        timeout = checked
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -5,6 +5,7 @@ timeout that is not a number of seconds. Each gets a clear error instead of a ba
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -35,3 +36,14 @@ async def test_waiting_for_a_leader_with_nothing_running_times_out_clearly() -> 
         for nid in (1, 2, 3):
             await c.restart(nid)
         assert await asyncio.wait_for(waiter, 15) in {1, 2, 3}
+
+
+async def test_wait_for_leader_refuses_a_timeout_that_is_not_a_number_of_seconds() -> None:
+    # timeout=nan never expired: with no leader to find, the wait went on for good.
+    async with Cluster(Config(), seed=6) as c:
+        await c.start({1, 2, 3})
+        for bad, err in ((math.nan, ValueError), (math.inf, ValueError), (-1.0, ValueError),
+                         ("5", TypeError), (None, TypeError)):
+            with pytest.raises(err, match="timeout"):
+                await asyncio.wait_for(c.wait_for_leader(timeout=bad), 5)  # type: ignore[arg-type]
+        assert await c.wait_for_leader(timeout=5) in {1, 2, 3}
