@@ -226,6 +226,26 @@ def test_pluggable_model_counter():
     assert check(h, counter).ok is False
 
 
+def test_a_long_sequential_history_is_checked_in_linear_time():
+    # The search copied its whole stack at every placement to remember the longest prefix:
+    # a 40,000-operation history of one register took minutes (quadratic); it takes well
+    # under a second now.
+    n = 40_000
+    ops = []
+    for i in range(n // 2):
+        ops.append(w(i % 5, i, 4 * i, 4 * i + 1))
+        ops.append(r(i % 5, i, 4 * i + 2, 4 * i + 3))
+    t0 = time.monotonic()
+    res = check(ops, register, timeout=10.0)
+    assert res.ok is True, res.explain()
+    assert time.monotonic() - t0 < 10.0
+    # The report of a violation at the end still shows the longest prefix.
+    bad = [*ops, r(9, -1, 4 * n, 4 * n + 1)]
+    res = check(bad, register, timeout=10.0)
+    assert res.ok is False
+    assert len(res.longest_prefix) == n and res.unplaced == [bad[-1]]
+
+
 def test_timeout_gives_an_unknown_verdict():
     # 18 overlapping writes of distinct values, then reads that see each value in turn: not
     # linearizable, but proving it takes exploring every subset of the writes.

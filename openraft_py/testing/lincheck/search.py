@@ -107,8 +107,9 @@ def _search(
     lin = 0
     cache: set[tuple[int, Any]] = set()
     stack: list[tuple[int, Any]] = []
+    # The longest linearization seen, for the report: taken when the search backs out of a
+    # stack longer than it (not at every placement, which made a long history quadratic).
     best: list[int] = []
-    best_len = -1
     iterations = 0
     cur = nxt[0]
     while remaining:
@@ -135,9 +136,6 @@ def _search(
                         nxt[p] = q
                         prv[q] = p
                         remaining -= 1
-                    if len(stack) > best_len:
-                        best_len = len(stack)
-                        best = [c >> 1 for c, _ in stack]
                     cur = nxt[0]
                     iterations += 1
                     if deadline is not None and not iterations & 0x3FF:
@@ -156,6 +154,8 @@ def _search(
         if deadline is not None and not iterations & 0x3FF:
             if time.monotonic() > deadline:
                 raise _Timeout
+        if len(stack) > len(best):
+            best = [c >> 1 for c, _ in stack]
         while True:
             if not stack:
                 return False, best, _unplaced(best, nxt)
