@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
+from .kv.argtypes import positive_int
 from .storage.memory import KvSet, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
 from .types import BasicNode, NodeId, ServerState
@@ -207,23 +208,11 @@ async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) 
     return 0
 
 
-def _at_least_one(text: str) -> int:
-    """An argparse type: an int of at least 1 (with no write or no writer the demo has no
-    latency to report)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(prog="python -m openraft_py.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--writes", type=_at_least_one, default=10_000)
-    p.add_argument("--writers", type=_at_least_one, default=64)
+    p.add_argument("--writes", type=positive_int, default=10_000)
+    p.add_argument("--writers", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     try:

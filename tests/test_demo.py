@@ -19,10 +19,10 @@ async def test_demo_small_run_succeeds(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--writes", "0"], "argument --writes: must be at least 1, got 0"),
-    (["--writes", "-3"], "argument --writes: must be at least 1, got -3"),
-    (["--writers", "0"], "argument --writers: must be at least 1, got 0"),
-    (["--writers", "many"], "argument --writers: not an integer: 'many'"),
+    (["--writes", "0"], "argument --writes: '0' must be at least 1"),
+    (["--writes", "-3"], "argument --writes: '-3' must be at least 1"),
+    (["--writers", "0"], "argument --writers: '0' must be at least 1"),
+    (["--writers", "many"], "argument --writers: 'many' is not an integer"),
 ])
 def test_demo_refuses_no_writes_or_no_writers(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]

@@ -153,11 +153,11 @@ def test_cli_replays_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
-    (["--seeds", "-5"], "argument --seeds: must be at least 1, got -5"),
-    (["--seed", "1", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
-    (["--seeds", "2", "--jobs", "0"], "argument --jobs: must be at least 1, got 0"),
-    (["--seeds", "ten"], "argument --seeds: not an integer: 'ten'"),
+    (["--seeds", "0"], "argument --seeds: '0' must be at least 1"),
+    (["--seeds", "-5"], "argument --seeds: '-5' must be at least 1"),
+    (["--seed", "1", "--steps", "0"], "argument --steps: '0' must be at least 1"),
+    (["--seeds", "2", "--jobs", "0"], "argument --jobs: '0' must be at least 1"),
+    (["--seeds", "ten"], "argument --seeds: 'ten' is not an integer"),
 ])
 def test_cli_refuses_a_run_that_checks_nothing(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]

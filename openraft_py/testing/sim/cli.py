@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ...kv.argtypes import positive_int
 from .simulation import ENGINE_FAULTS, WIRE_EVERY, run_seed
 
 __all__ = ["main"]
@@ -29,18 +30,6 @@ def _run_batch(
     return out
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: an int of at least 1 (a run of no seeds or no steps checks nothing,
-    and would report success)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: run many seeds with a progress bar, or replay one."""
     import os
@@ -49,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=_positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
     p.add_argument("--start", type=int, default=None, help="the first seed of --seeds (default 0)")
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
-    p.add_argument("--steps", type=_positive_int, default=30, help="admin and fault steps per run (default 30)")
-    p.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--steps", type=positive_int, default=30, help="admin and fault steps per run (default 30)")
+    p.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="worker processes")
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed (with --seed)")
     p.add_argument("--wire", choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
