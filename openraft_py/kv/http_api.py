@@ -42,6 +42,9 @@ above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeout
 other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``ValueError``
 -> 400; a body over
 ``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
+a body with a ``Content-Encoding`` other than ``identity`` (a compressed one) -> 415, before it
+is read (the value is the body's bytes as sent: a coding the service decoded or passed through
+would store something else than the client meant); a body that cannot be read -> 400;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
@@ -57,6 +60,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from .. import validation as _v
 from ..errors import (
@@ -289,6 +293,11 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
+    if isinstance(e, (RequestPayloadError, ConnectionResetError)):
+        # The body could not be read (cut short: the client went away): nothing was done,
+        # and it is the client's failure, not the service's (not logged as an error).
+        log.info("%s %s: the request body could not be read: %r", request.method, request.path, e)
+        return _error(400, f"the request body could not be read: {e}")
     if isinstance(e, ForwardToLeader):
         return _forward(node, request, e)
     if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes
@@ -323,9 +332,12 @@ async def _errors_and_counts(
     node = request.app[NODE_KEY]
     node.request_seen()
     resp: web.StreamResponse
+    coding = request.headers.get("Content-Encoding")
     if not node.accepting:  # nothing was done: a client may retry on another node
         leader_id = node.raft.metrics.current_leader if node.raft is not None else None
         resp = _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
+    elif coding is not None and coding.strip().lower() not in ("", "identity"):
+        resp = _error(415, f"Content-Encoding {coding!r} is not supported: send the body uncompressed")
     else:
         node.request_started()
         try:

@@ -251,8 +251,10 @@ class KvNode:
             from aiohttp import web
 
             app = make_app(self)
+            # auto_decompress=False: a compressed body is refused by the API (415) rather than
+            # decoded, or refused as plain text, by aiohttp's parser (``http_api``).
             self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
-                                       max_line_size=MAX_REQUEST_LINE)
+                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False)
             await self._http.setup()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)

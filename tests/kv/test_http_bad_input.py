@@ -4,6 +4,7 @@ node running and the cluster committing (issue 12 acceptance)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,6 +97,12 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/members", {"data": b"[" * (MAX_BODY + 10)}, 413),
     # deeply nested JSON inside the limit
     ("POST", "/cluster/members", {"data": b"[" * 50000}, 400),
+    # a compressed body: a value is the body as sent (aiohttp would have decoded gzip, refused
+    # br in plain text with a logged traceback, and stored a body of an unknown coding as is)
+    ("PUT", "/kv/k", {"data": b"\x1f\x8b not gzip", "headers": {"Content-Encoding": "gzip"}}, 415),
+    ("PUT", "/kv/k", {"data": b"v", "headers": {"Content-Encoding": "br"}}, 415),
+    ("PUT", "/kv/k", {"data": b"v", "headers": {"Content-Encoding": "x-unknown"}}, 415),
+    ("POST", "/kv/k/cas", {"data": b"{}", "headers": {"Content-Encoding": "deflate"}}, 415),
 ]
 
 
@@ -153,7 +160,7 @@ async def test_bad_requests_get_4xx_and_change_nothing(cluster: KvCluster) -> No
         assert r.status == 405 and "PUT" in r.headers["Allow"]
 
 
-async def test_garbage_on_the_http_port(cluster: KvCluster) -> None:
+async def test_garbage_on_the_http_port(cluster: KvCluster, caplog: pytest.LogCaptureFixture) -> None:
     leader = await cluster.wait_leader()
     host, port = leader.opts.http_addr.rsplit(":", 1)
     for junk in (b"\x00\x01\x02garbage\r\n\r\n", b"GET /kv/k HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
@@ -176,6 +183,12 @@ async def test_garbage_on_the_http_port(cluster: KvCluster) -> None:
         assert r.status == 200
     # a client that disconnects mid-request changes nothing and harms nothing
     assert leader.raft is not None and leader.raft.metrics.running
+    # ... nor is it logged as the service's failure (it was an ERROR with a traceback)
+    errors = [r for r in caplog.records if r.name == "openraft_py.kv.http_api" and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    # the explicit identity coding is no coding
+    async with s.put(url(leader, "/kv/k"), data="plain", headers={"Content-Encoding": "identity"}) as r:
+        assert r.status == 200
 
 
 async def test_a_value_over_max_entry_bytes_gets_413_and_the_cluster_goes_on() -> None:
