@@ -164,8 +164,9 @@ class BrokenClient:
         return await self.inner.transfer_leader(req, option)
 
 
-def broken_network(c: Cluster, garble: Garble, path: str = "task") -> None:
-    """Give every node of ``c`` started from now on clients that go through ``garble``."""
+def broken_network(c: Cluster, garble: Garble, path: str = "task", client: type[BrokenClient] = BrokenClient) -> None:
+    """Give every node of ``c`` started from now on clients of class ``client`` that go
+    through ``garble``."""
     factory = c.router.factory
 
     class Factory:
@@ -173,7 +174,7 @@ def broken_network(c: Cluster, garble: Garble, path: str = "task") -> None:
             self.inner = inner
 
         def new_client(self, target: int, node: BasicNode) -> BrokenClient:
-            return BrokenClient(self.inner.new_client(target, node), garble, path)
+            return client(self.inner.new_client(target, node), garble, path)
 
     c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
 
@@ -335,16 +336,7 @@ class HangsOnce(BrokenClient):
 
 async def test_an_append_entries_call_that_never_returns_is_given_up() -> None:
     async with Cluster(fast_config(), seed=31) as c:
-        factory = c.router.factory
-
-        class Factory:
-            def __init__(self, inner: RouterFactory) -> None:
-                self.inner = inner
-
-            def new_client(self, target: int, node: BasicNode) -> HangsOnce:
-                return HangsOnce(self.inner.new_client(target, node), Garble(), "task")
-
-        c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+        broken_network(c, Garble(), "task", HangsOnce)
         await c.start({1, 2, 3})
         leader = await c.wait_for_leader()
         await c.wait_applied(0, timeout=BOUND)
@@ -500,16 +492,7 @@ HANG_TARGET = 3
 async def test_a_vote_call_that_never_returns_is_given_up() -> None:
     VoteHangs.started = VoteHangs.cancelled = 0
     async with Cluster(fast_config(), seed=61) as c:
-        factory = c.router.factory
-
-        class Factory:
-            def __init__(self, inner: RouterFactory) -> None:
-                self.inner = inner
-
-            def new_client(self, target: int, node: BasicNode) -> VoteHangs:
-                return VoteHangs(self.inner.new_client(target, node), Garble(), "task")
-
-        c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+        broken_network(c, Garble(), "task", VoteHangs)
         await c.start({1, 2, 3})
         await c.wait_for_leader()
         if VoteHangs.started == 0:  # node 3 won the first election: make another campaign

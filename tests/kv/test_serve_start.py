@@ -4,10 +4,7 @@ port another process listens on, one port for both addresses."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +16,8 @@ from .kv_helpers import node_options
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kv-start-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-async def test_a_data_dir_that_is_a_file_is_named(root: Path) -> None:
-    opts = node_options(1, str(root))
+async def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    opts = node_options(1, str(tmp_path))
     Path(opts.data_dir).write_text("not a directory")
     node = KvNode(opts)
     with pytest.raises(NotADirectoryError, match=r"--data-dir '.*n1': it is a file, not a directory"):
@@ -41,8 +29,8 @@ async def test_a_data_dir_that_is_a_file_is_named(root: Path) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
-async def test_a_port_in_use_is_named_with_its_flag(root: Path, flag: str) -> None:
-    opts = node_options(1, str(root))
+async def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
+    opts = node_options(1, str(tmp_path))
     busy = opts.raft_addr if flag == "--raft-addr" else opts.http_addr
     host, port = busy.rsplit(":", 1)
     with socket.socket() as taken:
@@ -59,8 +47,8 @@ async def test_a_port_in_use_is_named_with_its_flag(root: Path, flag: str) -> No
 
 
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
-async def test_a_host_that_does_not_resolve_is_named_with_its_flag(root: Path, flag: str) -> None:
-    opts = node_options(1, str(root))
+async def test_a_host_that_does_not_resolve_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
+    opts = node_options(1, str(tmp_path))
     if flag == "--raft-addr":
         opts.raft_addr = "nosuchhost.invalid:21999"
     else:
@@ -81,13 +69,13 @@ def test_one_port_for_both_addresses_is_refused(raft: str, http: str) -> None:
 
 @pytest.mark.parametrize("name,why", [("x" * 257, "longer than 256"), ("a\udcffb", "not valid UTF-8"),
                                       ("", "non-empty")])
-def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(root: Path, name: str, why: str) -> None:
+def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(tmp_path: Path, name: str, why: str) -> None:
     """The name is recorded in the data directory at the first start. A name over the
     handshake's limit used to be refused by the transport only after that (exit 1), and
     the directory then refused the corrected flag as another cluster's."""
     from openraft_py.kv import cli
 
-    data = root / "n1"
+    data = tmp_path / "n1"
     argv = ["serve", "--id", "1", "--raft-addr", "127.0.0.1:21001", "--http-addr", "127.0.0.1:28001",
             "--data-dir", str(data), "--cluster-name", name]
     assert cli.main(argv) == 2
