@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
 import msgspec
 
 from .._core import apply_kv_sets, find_payload
-from ..errors import LogCompacted
+from ..errors import LogCompacted, StorageError
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
     Entry,
@@ -350,7 +351,8 @@ class MemLogStore(MemLogReader):
 
 
 class _KvSnapshotData(msgspec.Struct, array_like=True):
-    """What a ``MemStateMachine`` snapshot holds (msgpack-encoded)."""
+    """What a ``MemStateMachine`` snapshot holds (msgpack-encoded, after the header: see
+    ``_SNAP_MARK``)."""
 
     kv: dict[str, str]
     last_applied: LogId | None
@@ -360,6 +362,51 @@ class _KvSnapshotData(msgspec.Struct, array_like=True):
 
 _snap_encoder = msgspec.msgpack.Encoder()
 _snap_decoder = msgspec.msgpack.Decoder(_KvSnapshotData)
+
+# The snapshot format. A snapshot is a header, then the msgpack of ``_KvSnapshotData`` (the
+# body). The header: ``_SNAP_MARK`` (``0xc1``, never a msgpack byte, so never the first byte
+# of a first-format snapshot), the format number ``_SNAP_FORMAT``, the body's length (8 bytes)
+# and its CRC-32 (``zlib.crc32``, 4 bytes), both big-endian. A damaged or cut snapshot (a
+# network or custom store that spoils its bytes) is refused, not installed as wrong state.
+# Snapshots of the first format (the body alone, no header: it starts with msgpack's
+# ``0x94``) are still read, unchecked: a node of this version catches up from a leader of
+# the previous one.
+_SNAP_MARK = 0xC1
+_SNAP_FORMAT = 2
+_SNAP_HEADER_LEN = 14
+
+
+def _snapshot_header(length: int, crc: int) -> bytes:
+    """The header of a snapshot whose body has ``length`` bytes and CRC-32 ``crc``."""
+    return bytes((_SNAP_MARK, _SNAP_FORMAT)) + length.to_bytes(8, "big") + crc.to_bytes(4, "big")
+
+
+def _decode_snapshot(raw: bytes) -> _KvSnapshotData:
+    """The data of the snapshot ``raw`` (the header checked, see ``_SNAP_MARK``). Raises
+    ``ValueError`` saying what is wrong: a header cut short, an unknown format number, a
+    body of another length than the header says (cut short, or with bytes after it), a
+    checksum mismatch (damaged), or a body that does not decode."""
+    if raw[:1] == bytes((_SNAP_MARK,)):
+        if len(raw) < _SNAP_HEADER_LEN:
+            raise ValueError(f"truncated: {len(raw)} bytes, less than its {_SNAP_HEADER_LEN}-byte header")
+        if raw[1] != _SNAP_FORMAT:
+            raise ValueError(f"snapshot format {raw[1]} is not one this version reads ({_SNAP_FORMAT})")
+        length = int.from_bytes(raw[2:10], "big")
+        want = int.from_bytes(raw[10:14], "big")
+        body = memoryview(raw)[_SNAP_HEADER_LEN:]
+        if len(body) < length:
+            raise ValueError(f"truncated: {len(body)} bytes of data, its header says {length}")
+        if len(body) > length:
+            raise ValueError(f"{len(body) - length} bytes after the end of its data ({length} bytes)")
+        crc = zlib.crc32(body)
+        if crc != want:
+            raise ValueError(f"checksum mismatch: the data is damaged (CRC-32 {crc:08x}, its header says {want:08x})")
+    else:
+        body = memoryview(raw)  # the first format: the body alone, nothing to check it by
+    try:
+        return _snap_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ValueError(str(e)) from e
 _snapshot_seq = itertools.count(1)
 
 
@@ -507,6 +554,11 @@ class MemStateMachine:
     thread would stall the loop for as long as one big ``encode`` (and every GIL hand-off
     costs the loop up to the interpreter's 5 ms switch interval); cooperative pieces keep
     each stall well under a millisecond and keep the deterministic simulator deterministic.
+
+    A snapshot's bytes carry their length and CRC-32 in a small header: ``install_snapshot``
+    refuses a snapshot cut short or damaged on its way (``ValueError``, the state unchanged)
+    instead of installing wrong data. Snapshots of the first format (no header, from
+    earlier versions) are still installed, unchecked.
     """
 
     def __init__(self, disk: MemDisk | None = None, *, record_applied: bool = True, volatile: bool = False) -> None:
@@ -528,7 +580,10 @@ class MemStateMachine:
             disk.membership = EMPTY_STORED_MEMBERSHIP
             return
         meta, body = snap
-        data = _snap_decoder.decode(body)
+        try:
+            data = _decode_snapshot(body)
+        except ValueError as e:
+            raise StorageError(f"restoring MemStateMachine from its snapshot {meta.snapshot_id}", e) from e
         disk.kv = data.kv
         disk.applied_log = data.applied_log
         disk.last_applied = meta.last_log_id
@@ -621,11 +676,15 @@ class MemStateMachine:
         log = disk.applied_log
         n_log = len(log)
         try:
-            parts: list[bytes] = []
+            parts: list[bytes] = [b""]  # [0]: the header, once the body is known
+            crc = length = 0
             for i, part in enumerate(_snapshot_pieces(kv, last, membership, log, n_log)):
                 if i > 1:
                     await asyncio.sleep(0)  # let apply, appends and RPCs run between pieces
                 parts.append(part)
+                crc = zlib.crc32(part, crc)
+                length += len(part)
+            parts[0] = _snapshot_header(length, crc)
             body = b"".join(parts)
         finally:
             # Unfreeze (also when cancelled), unless an install replaced the data meanwhile.
@@ -649,11 +708,13 @@ class MemStateMachine:
 
     async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
         """Replace the state with the snapshot in ``data``. Raises ``ValueError`` (state
-        unchanged) when ``data`` is not a ``MemStateMachine`` snapshot."""
+        unchanged) when ``data`` is not an intact ``MemStateMachine`` snapshot: not one, cut
+        short, with bytes after its end, or damaged (its checksum does not match); the
+        message says which."""
         body = _read_all(data)
         try:
-            snap = _snap_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            snap = _decode_snapshot(body)
+        except ValueError as e:
             raise ValueError(f"not a MemStateMachine snapshot ({meta.snapshot_id}): {e}") from e
         disk = self._disk
         disk.kv = snap.kv

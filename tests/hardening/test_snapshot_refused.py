@@ -319,3 +319,49 @@ async def test_an_install_in_progress_fails_when_the_node_stops(cause: str) -> N
         assert m.running and m.last_log_index == 5
     finally:
         await c.shutdown()
+
+
+async def test_a_snapshot_damaged_in_transit_is_refused_and_the_intact_one_installs() -> None:
+    """A leader's ``MemStateMachine`` snapshot reaches the follower with one bit flipped
+    inside a value (a network that spoils a chunk): the follower refuses it (``ApiError``
+    naming the checksum mismatch), keeps running with its log and state as they were, and
+    installs the intact bytes sent again. The damaged bytes used to be installed: the
+    follower then held another value for the key than the leader."""
+    c = Cluster(snap_config(enable_tick=False), seed=11)
+    try:
+        raft = await c.add_node(3)
+        disk = c.disks[3]
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, None, entries(0, 6), LogId(1, 5))), BOUND
+        )
+        assert resp.success
+        await raft.wait(BOUND).applied_index_at_least(5)
+        before = (list(disk.entries), disk.last_applied, list(disk.applied_log), dict(disk.kv))
+
+        meta, data = await snapshot_of(40)
+        damaged = bytearray(data)
+        damaged[damaged.index(b"k30") + 4] ^= 0x01  # the value "30" becomes "20": it still decodes
+        half = len(data) // 2
+
+        async def send(body: bytes) -> Any:
+            await asyncio.wait_for(
+                raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, 0, body[:half], False)), BOUND
+            )
+            return await asyncio.wait_for(
+                raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, half, body[half:], True)), BOUND
+            )
+
+        with pytest.raises(ApiError, match=f"refused snapshot {meta.snapshot_id}: .*checksum mismatch") as info:
+            await send(bytes(damaged))
+        assert not isinstance(info.value, Fatal)
+        m = raft.metrics
+        assert m.running and m.snapshot is None and m.last_applied == LogId(1, 5)
+        assert (list(disk.entries), disk.last_applied, list(disk.applied_log), dict(disk.kv)) == before
+
+        resp2 = await send(data)
+        assert resp2.vote == LEADER_VOTE
+        m = await raft.wait(BOUND).applied_index_at_least(40)
+        assert m.snapshot == LogId(1, 40) and m.running
+        assert disk.kv == {f"k{i}": str(i) for i in range(1, 41)}
+    finally:
+        await c.shutdown()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 
 import pytest
 
-from openraft_py.errors import LogCompacted
+from openraft_py.errors import LogCompacted, StorageError
 from openraft_py.storage import (
     IOFlushed,
     KvCas,
@@ -29,6 +30,7 @@ from openraft_py.types import (
     LogState,
     Membership,
     Normal,
+    SnapshotMeta,
     StoredMembership,
     Vote,
 )
@@ -420,6 +422,110 @@ async def test_sm_install_garbage_keeps_state() -> None:
         await sm.install_snapshot(snap.meta, f)
     assert sm.data == {"a": "1"}
     assert await sm.applied_state() == (LogId(1, 0), EMPTY_STORED_MEMBERSHIP)
+
+
+def _damaged(body: bytes, how: str) -> bytes:
+    """``body`` (a built snapshot: 14-byte header, then its data) spoiled as ``how`` says."""
+    raw = bytearray(body)
+    if how == "bit-in-value":
+        raw[raw.index(b"value0050") + 6] ^= 0x01  # still decodes: value0150
+    elif how == "bit-in-checksum":
+        raw[12] ^= 0x80
+    elif how == "bit-in-length":
+        raw[8] ^= 0x40  # 16 KiB more than there are
+    elif how == "format":
+        raw[1] = 7
+    elif how == "cut":
+        del raw[-3:]
+    elif how == "cut-in-header":
+        del raw[9:]
+    elif how == "appended":
+        raw += b"\x00"
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("bit-in-value", r"checksum mismatch: the data is damaged \(CRC-32 [0-9a-f]{8}, its header says [0-9a-f]{8}\)"),
+        ("bit-in-checksum", "checksum mismatch: the data is damaged"),
+        ("bit-in-length", r"truncated: (\d+) bytes of data, its header says \d+"),
+        ("format", r"snapshot format 7 is not one this version reads \(2\)"),
+        ("cut", r"truncated: \d+ bytes of data, its header says \d+"),
+        ("cut-in-header", "truncated: 9 bytes, less than its 14-byte header"),
+        ("appended", r"1 bytes after the end of its data \(\d+ bytes\)"),
+    ],
+    ids=["bit-in-value", "bit-in-checksum", "bit-in-length", "format", "cut", "cut-in-header", "appended"],
+)
+async def test_sm_damaged_or_cut_snapshot_is_refused_state_unchanged(how: str, error: str) -> None:
+    """A snapshot whose bytes were spoiled on their way (one bit flipped, cut short, a byte
+    added) is refused with ``ValueError`` saying what is wrong, and the state (data, applied,
+    current snapshot) is unchanged. A flipped bit inside a value used to be installed: the
+    key then held another value than on the leader."""
+    src = MemStateMachine()
+    await src.apply([kv_entry(i, KvSet(f"k{i}", f"value{i:04d}")) for i in range(1, 100)])
+    snap = await src.get_snapshot_builder().build_snapshot()
+    body = snap.data.read()
+
+    dst = MemStateMachine()
+    await dst.apply([kv_entry(0, KvSet("mine", "1"))])
+    mine = await dst.get_snapshot_builder().build_snapshot()
+    f = await dst.begin_receiving_snapshot()
+    f.write(_damaged(body, how))
+    with pytest.raises(ValueError, match=f"not a MemStateMachine snapshot \\({snap.meta.snapshot_id}\\): {error}"):
+        await dst.install_snapshot(snap.meta, f)
+    assert dst.data == {"mine": "1"}
+    assert await dst.applied_state() == (LogId(1, 0), EMPTY_STORED_MEMBERSHIP)
+    cur = await dst.get_current_snapshot()
+    assert cur is not None and cur.meta == mine.meta
+    # The intact bytes install.
+    await dst.install_snapshot(snap.meta, snap.data)
+    assert dst.data == src.data and dst.data["k50"] == "value0050"
+
+
+async def test_sm_every_spoiled_byte_is_refused() -> None:
+    """Any one byte of a snapshot changed (header or data) is refused, never installed."""
+    src = MemStateMachine()
+    m = Membership.new([{1, 2}])
+    await src.apply([Entry(LogId(0, 0), m)] + [kv_entry(i, KvSet(f"k{i}", f"v{i}")) for i in range(1, 20)])
+    snap = await src.get_snapshot_builder().build_snapshot()
+    body = snap.data.read()
+    for at in range(len(body)):
+        raw = bytearray(body)
+        raw[at] ^= 0x40
+        with pytest.raises(ValueError, match="not a MemStateMachine snapshot"):
+            await MemStateMachine().install_snapshot(snap.meta, io.BytesIO(bytes(raw)))
+
+
+async def test_sm_snapshot_of_the_first_format_is_still_installed() -> None:
+    """A snapshot from an earlier version (the msgpack body alone, no header) installs, so a
+    node catches up from a leader not upgraded yet."""
+    from openraft_py.storage.memory import _encode_snapshot_body
+
+    m = StoredMembership(LogId(0, 0), Membership.new([{1}]))
+    log = [(LogId(1, 1), encode_kv(KvSet("a", "1")))]
+    old = _encode_snapshot_body({"a": "1"}, LogId(1, 1), m, log, 1)
+    assert old[:1] == b"\x94"
+    sm = MemStateMachine()
+    await sm.install_snapshot(SnapshotMeta(LogId(1, 1), m, "old"), io.BytesIO(old))
+    assert sm.data == {"a": "1"} and sm.applied_log == log
+    # Built again here, it has the header.
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    assert snap.data.read()[:2] == b"\xc1\x02"
+
+
+async def test_sm_volatile_restart_over_a_damaged_snapshot_is_a_storage_error() -> None:
+    """A volatile state machine restarting over a disk whose snapshot is damaged raises
+    ``StorageError`` naming the snapshot (it would have restored wrong data)."""
+    disk = MemDisk()
+    sm = MemStateMachine(disk, volatile=True)
+    await sm.apply([kv_entry(i, KvSet(f"k{i}", f"value{i:04d}")) for i in range(1, 100)])
+    snap = await sm.get_snapshot_builder().build_snapshot()
+    assert disk.snapshot is not None
+    disk.snapshot = (disk.snapshot[0], _damaged(disk.snapshot[1], "bit-in-value"))
+    with pytest.raises(StorageError, match=f"restoring MemStateMachine from its snapshot {snap.meta.snapshot_id}: "
+                       "ValueError: checksum mismatch"):
+        MemStateMachine(disk, volatile=True)
 
 
 async def test_sm_snapshot_ids_unique() -> None:
