@@ -9,11 +9,14 @@ payload before the end frame, in order: a damaged byte anywhere is detected too 
 failing disk is refused by the node it is sent to, instead of installed with wrong values).
 Keys and values are the raw bytes the state machine stores (utf-8). Changing the format needs a
 new magic: installed snapshots travel between versions. Files of the first format
-(``SNAPSHOT_MAGIC_V1``: the end frame is ``["e", pair_count]``, no checksum) are still read.
+(``SNAPSHOT_MAGIC_V1``: the end frame is ``["e", pair_count]``, no checksum) are still read,
+with every check their content allows (see ``_read``): a damaged byte inside a value that
+still decodes is the one damage that goes unseen in them.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -77,9 +80,12 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
     """The key-value pairs of the snapshot file ``data``, read from its start in chunks.
 
     Raises ``ValueError("not a RocksStateMachine snapshot (<id>): <why>")`` when ``data`` is
-    not one complete, well-formed, intact snapshot: bad magic, an undecodable or unexpected
-    frame, a pair that is not two utf-8 byte strings, a pair count or checksum that does not
-    match, data after the end frame, or a truncated file. The error comes after the pairs
+    not one complete, well-formed, intact snapshot: bad magic, a damaged frame length, an
+    undecodable or unexpected frame (named by its number), a data frame that is not a list
+    of pairs, a pair that is not two utf-8 byte strings, an end frame without a pair count
+    (and checksum), a pair count or checksum that does not match, in a file of the first
+    format a key not after the one before it, data after the end frame, or a truncated
+    file. The error comes after the pairs
     read before the defect were yielded (a
     damaged byte inside a value is found at the end frame): a caller keeps nothing until the
     iteration ended without an error."""
@@ -87,17 +93,19 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
 
 
 def check_snapshot(data: BinaryIO, snapshot_id: str) -> bool:
-    """Check the snapshot file ``data`` whole against its checksum, without decoding its data
-    frames (each is only fed to ``zlib.crc32``, which releases the GIL for large buffers):
-    about the cost of reading the file. Returns ``False`` for a file of the first format,
-    which has no checksum (nothing checked), ``True`` when it checked out; raises the
-    ``ValueError`` of ``read_snapshot_pairs`` otherwise. Leaves ``data`` at its end."""
+    """Check the snapshot file ``data`` whole. A file of the current format is checked against
+    its checksum, without decoding its data frames (each is only fed to ``zlib.crc32``, which
+    releases the GIL for large buffers): about the cost of reading the file; returns ``True``.
+    A file of the first format has no checksum: it is read whole with every check
+    ``read_snapshot_pairs`` makes (its pairs decoded, not kept); returns ``False``. Raises the
+    ``ValueError`` of ``read_snapshot_pairs`` when the file is damaged. Leaves ``data`` at its
+    end."""
     data.seek(0)
-    if data.read(len(SNAPSHOT_MAGIC_V1)) == SNAPSHOT_MAGIC_V1:
-        return False
-    for _ in _read(data, snapshot_id, decode=False):
-        pass
-    return True
+    checked = data.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC
+    for n, _ in enumerate(_read(data, snapshot_id, decode=not checked), 1):
+        if n % 1000 == 0:
+            time.sleep(0)  # (a worker thread decoding: the event loop's thread may take the GIL)
+    return checked
 
 
 _DATA_TAG = b"\x92\xa1d"  # msgpack ["d", ...]: an array of 2, then the 1-character string "d"
@@ -105,7 +113,13 @@ _DATA_TAG = b"\x92\xa1d"  # msgpack ["d", ...]: an array of 2, then the 1-charac
 
 def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[bytes, bytes]]:
     """Both readers: with ``decode``, the pairs; without, the data frames of a checksummed
-    file are only checksummed (told apart by their first bytes) and nothing is yielded."""
+    file are only checksummed (told apart by their first bytes) and nothing is yielded.
+
+    A file of the first format has no checksum: a damaged byte inside a key or value that
+    leaves the frames decodable cannot be found. What can be checked is: the structure of
+    every frame, the pair count, utf-8, and the order of the keys (the state machine wrote
+    them from a RocksDB scan, in strictly ascending order: a damaged or repeated key, or a
+    chunk out of place, breaks it)."""
     data.seek(0)
     magic = data.read(len(SNAPSHOT_MAGIC))
     if magic not in (SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1):
@@ -115,46 +129,77 @@ def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[byte
     reader = FrameReader(_MAX_FRAME)
     seen_header = False
     ended = False
+    frames = 0  # frames read, the current one included
     count = 0
     crc = 0
+    prev_key = b""  # (first format) the last key read: keys ascend strictly
     try:
         while buf := data.read(SNAPSHOT_CHUNK_BYTES):
-            for frame in reader.feed(buf):
+            try:
+                got = reader.feed(buf)
+            except ValueError as e:
+                raise ValueError(f"a frame's length is damaged: {e}") from e
+            for frame in got:
+                frames += 1
                 if ended:
                     raise ValueError("data after the end frame")
                 if not decode and seen_header and bytes(frame[:3]) == _DATA_TAG:
                     crc = zlib.crc32(frame, crc)
                     continue
-                tag, body = _dec_any.decode(frame)
+                try:
+                    decoded = _dec_any.decode(frame)
+                except msgspec.DecodeError as e:
+                    raise ValueError(f"frame {frames} does not decode: {e}") from e
+                if type(decoded) is not list or len(decoded) != 2:
+                    raise ValueError(f"frame {frames} is not a [tag, body] pair: {type(decoded).__name__}")
+                tag, body = decoded
                 if tag == "h" and not seen_header:
                     seen_header = True
                     crc = zlib.crc32(frame, crc)
                 elif tag == "d" and seen_header:
                     crc = zlib.crc32(frame, crc)
-                    for k, v in body:
+                    if type(body) is not list:
+                        raise ValueError(f"data frame {frames} holds {type(body).__name__}, not a list of pairs")
+                    for pair in body:
                         # Two utf-8 byte strings, what the state machine stores: a pair of
                         # other types failed the install with a TypeError (which stops the
                         # node as a storage failure) instead of refusing the snapshot, and
                         # bytes that are not utf-8 were installed, then failed every read of
                         # the key. About 0.06 us per pair of ascii (an install: about 0.8 us per pair).
+                        try:
+                            k, v = pair
+                        except (TypeError, ValueError):
+                            raise ValueError(f"pair {count} is not a [key, value] pair: {type(pair).__name__}") from None
                         if type(k) is not bytes or type(v) is not bytes:
                             raise ValueError(f"pair {count} is not two byte strings: {type(k).__name__}, {type(v).__name__}")
                         if not (k.isascii() and v.isascii()):  # (ascii: utf-8 at a tenth of the cost)
                             k.decode()
                             v.decode()  # UnicodeDecodeError: named below
+                        if not checked:
+                            if k <= prev_key and count:
+                                raise ValueError(
+                                    f"pair {count}'s key {k[:40]!r} is not after the key before it, {prev_key[:40]!r} "
+                                    "(keys are written in ascending order: the file is damaged)"
+                                )
+                            prev_key = k
                         yield k, v
                         count += 1
                 elif tag == "e" and seen_header:
-                    n = body
                     if checked:
+                        if not (type(body) is list and len(body) == 2 and all(type(x) is int for x in body)):
+                            raise ValueError(f"the end frame holds {type(body).__name__}, not [pair count, checksum]")
                         n, want = body
                         if want != crc:
                             raise ValueError("checksum mismatch: the file is damaged")
+                    else:
+                        n = body
+                        if type(n) is not int:
+                            raise ValueError(f"the end frame holds {type(n).__name__}, not a pair count")
                     if decode and n != count:
                         raise ValueError(f"end frame says {n} pairs, read {count}")
                     ended = True
                 else:
-                    raise ValueError(f"unexpected frame {tag!r}")
+                    raise ValueError(f"unexpected frame {str(tag)[:40]!r}")
     except UnicodeDecodeError as e:
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): pair {count} is not utf-8: {e}") from e
     except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as e:

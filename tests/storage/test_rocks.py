@@ -1482,6 +1482,156 @@ def test_snapshot_files_of_the_first_format_are_still_read(tmp_path: Path) -> No
         list(read_snapshot_pairs(v1(pairs, 3), "old"))
 
 
+def _first_format(
+    pairs: list[tuple[bytes, bytes]], chunk: int = 10, frames: list[bytes] | None = None, end: Any = None
+) -> bytes:
+    """A snapshot file of the first format (``SNAPSHOT_MAGIC_V1``: no checksum, end frame
+    ``["e", count]``) holding ``pairs`` in data frames of ``chunk`` pairs; ``frames``: the
+    frames' payloads to write instead of the data frames; ``end``: the end frame's body
+    instead of the count."""
+    from openraft_py._core import encode_frame
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC_V1, _enc
+
+    out = [SNAPSHOT_MAGIC_V1, encode_frame(_enc.encode(("h", (LogId(1, 40), EMPTY_STORED_MEMBERSHIP))))]
+    if frames is None:
+        frames = [_enc.encode(("d", pairs[i : i + chunk])) for i in range(0, len(pairs), chunk)]
+    out += [encode_frame(f) for f in frames]
+    out.append(encode_frame(_enc.encode(("e", len(pairs) if end is None else end))))
+    return b"".join(out)
+
+
+_V1_PAIRS = [(f"key{i:03d}".encode(), f"value{i}".encode()) for i in range(40)]
+
+
+def _spoiled_first_format(how: str) -> bytes:
+    from openraft_py.kv.rocks_snapshot import _enc
+
+    good = _first_format(_V1_PAIRS)
+    if how == "cut-in-data":
+        return good[: len(good) // 2]
+    if how == "cut-before-end":
+        return good[: len(good) - len(_enc.encode(("e", 40))) - 4]
+    if how == "cut-in-end":
+        return good[:-1]
+    if how == "bit-in-key":
+        raw = bytearray(good)
+        raw[raw.index(b"key017") + 5] ^= 0x01  # key017 -> key016: the key before it again
+        return bytes(raw)
+    if how == "bit-in-frame-length":
+        raw = bytearray(good)
+        at = raw.index(b"\x92\xa1d")  # the first data frame's payload; its length is before it
+        raw[at - 4] ^= 0x10  # 256 MiB more
+        return bytes(raw)
+    if how == "bit-in-frame":
+        raw = bytearray(good)
+        raw[raw.index(b"\x92\xa1d")] ^= 0x01  # ["d", pairs] -> ["d", pairs, <what follows>]
+        return bytes(raw)
+    if how == "chunk-repeated":
+        chunks = [_enc.encode(("d", _V1_PAIRS[i : i + 10])) for i in range(0, 40, 10)]
+        return _first_format(_V1_PAIRS, frames=[chunks[0], chunks[1], chunks[1], chunks[2], chunks[3]])
+    if how == "chunks-swapped":
+        chunks = [_enc.encode(("d", _V1_PAIRS[i : i + 10])) for i in range(0, 40, 10)]
+        return _first_format(_V1_PAIRS, frames=[chunks[0], chunks[2], chunks[1], chunks[3]])
+    if how == "end-not-a-count":
+        return _first_format(_V1_PAIRS, end="40")
+    if how == "bit-in-tag":
+        raw = bytearray(good)
+        raw[raw.index(b"\x92\xa1d") + 2] ^= 0x40
+        return bytes(raw)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("cut-in-data", "truncated"),
+        ("cut-before-end", "truncated"),
+        ("cut-in-end", "truncated"),
+        ("bit-in-key", r"pair 17's key b'key016' is not after the key before it, b'key016' \(keys are written in "
+                       r"ascending order: the file is damaged\)"),
+        ("bit-in-frame-length", "a frame's length is damaged: frame of 268435\\d+ bytes exceeds max_frame_size 67108864"),
+        ("bit-in-frame", "frame 2 does not decode: Input data was truncated"),
+        ("chunk-repeated", "pair 20's key b'key010' is not after the key before it, b'key019'"),
+        ("chunks-swapped", "pair 20's key b'key010' is not after the key before it, b'key029'"),
+        ("end-not-a-count", "the end frame holds str, not a pair count"),
+        ("bit-in-tag", "unexpected frame '\\$'"),
+    ],
+    ids=["cut-in-data", "cut-before-end", "cut-in-end", "bit-in-key", "bit-in-frame-length", "bit-in-frame",
+         "chunk-repeated", "chunks-swapped", "end-not-a-count", "bit-in-tag"],
+)
+async def test_a_damaged_first_format_snapshot_is_refused_naming_the_damage(tmp_path: Path, how: str, error: str) -> None:
+    """A file of the first format (no checksum) cut short or damaged where it can be seen (a
+    key out of order, a frame that does not decode, an end frame without a count) is refused
+    by ``read_snapshot_pairs``, ``check_snapshot`` and ``install_snapshot`` with
+    ``ValueError`` saying what is wrong, the state unchanged. ``check_snapshot`` used to
+    return ``False`` for every such file without reading it (a damaged current snapshot was
+    handed out), and a damaged key was installed."""
+    import io
+
+    from openraft_py.kv.rocks_snapshot import check_snapshot, read_snapshot_pairs
+
+    good = _first_format(_V1_PAIRS)
+    assert list(read_snapshot_pairs(io.BytesIO(good), "old")) == _V1_PAIRS
+    assert check_snapshot(io.BytesIO(good), "old") is False  # intact, and nothing to check it by
+    bad = _spoiled_first_format(how)
+    pattern = f"not a RocksStateMachine snapshot \\(old\\): {error}"
+    with pytest.raises(ValueError, match=pattern):
+        list(read_snapshot_pairs(io.BytesIO(bad), "old"))
+    with pytest.raises(ValueError, match=pattern):
+        check_snapshot(io.BytesIO(bad), "old")
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("before", "x"))))])
+        meta = SnapshotMeta(LogId(1, 40), EMPTY_STORED_MEMBERSHIP, "old")
+        f = await sm.begin_receiving_snapshot()
+        f.write(bad)
+        with pytest.raises(ValueError, match=pattern):
+            await sm.install_snapshot(meta, f)
+        assert sm.data == {"before": "x"}
+        assert (await sm.applied_state())[0] == LogId(1, 1)
+        f = await sm.begin_receiving_snapshot()
+        f.write(good)
+        await sm.install_snapshot(meta, f)
+        assert sm.data == {k.decode(): v.decode() for k, v in _V1_PAIRS}
+
+
+async def test_a_damaged_current_snapshot_of_the_first_format_is_rebuilt_not_handed_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state machine whose current snapshot is a file of the first format (written by an
+    earlier version) hands it out while it is intact, and rebuilds it, logged at ERROR, once
+    it is damaged (cut short): it was handed out unchecked, and every follower refused it at
+    every resend."""
+    import logging
+
+    from openraft_py.kv.rocks_snapshot import check_snapshot, read_snapshot_pairs
+
+    async with RocksStateMachine(tmp_path / "a") as a:
+        await a.apply([kv(i, KvSet(f"k{i:04d}", f"v{i}")) for i in range(1, 501)])
+        built = await a.get_snapshot_builder().build_snapshot()
+        built.data.close()
+        path = tmp_path / "a" / "snapshots" / f"{built.meta.snapshot_id}.snap"
+        with open(path, "rb") as f:
+            pairs = list(read_snapshot_pairs(f, "x"))
+        old = _first_format(pairs, chunk=100)
+        path.write_bytes(old)  # as an earlier version left it
+        snap = await a.get_current_snapshot()
+        assert snap is not None
+        with snap.data:
+            assert snap.meta == built.meta and snap.data.read() == old
+
+        path.write_bytes(old[:-7])
+        caplog.set_level(logging.ERROR, logger="openraft_py.kv.state_machine")
+        snap = await a.get_current_snapshot()
+        assert snap is not None
+        with snap.data:
+            assert snap.meta.snapshot_id != built.meta.snapshot_id
+            assert snap.meta.last_log_id == built.meta.last_log_id
+            assert check_snapshot(snap.data, snap.meta.snapshot_id) is True  # the current format
+            assert list(read_snapshot_pairs(snap.data, "y")) == pairs
+        assert not path.exists(), "the damaged file is still there"
+        assert any("truncated" in r.getMessage() and "building a new snapshot" in r.getMessage() for r in caplog.records)
+
+
 def test_a_checksummed_end_frame_is_required_of_the_second_format() -> None:
     """A file with the current magic whose end frame has no checksum (a v1 body under a v2
     magic) is refused, as is one whose checksum covers other bytes."""
@@ -1579,11 +1729,13 @@ def _snapshot_with_chunks(chunks: list[Any]) -> Any:
     [
         ([["k", b"v"]], "pair 0 is not two byte strings: str, bytes"),
         ([[b"k", 5]], "pair 0 is not two byte strings: bytes, int"),
-        ({"ab": 1}, "pair 0 is not two byte strings: str, str"),
+        ({"ab": 1}, "data frame 2 holds dict, not a list of pairs"),
+        ([[b"k", b"v", b"w"]], "pair 0 is not a \\[key, value\\] pair: list"),
+        ([5], "pair 0 is not a \\[key, value\\] pair: int"),
         ([[b"k", b"v"], [b"k2", b"\xff\xfe"]], "pair 1 is not utf-8"),
         ([[b"\xc3", b"v"]], "pair 0 is not utf-8"),
     ],
-    ids=["str-key", "int-value", "map", "value-not-utf8", "key-not-utf8"],
+    ids=["str-key", "int-value", "map", "triple", "int-pair", "value-not-utf8", "key-not-utf8"],
 )
 async def test_a_snapshot_whose_pairs_are_not_utf8_byte_strings_is_refused(tmp_path: Path, chunk: Any, error: str) -> None:
     """A checksummed snapshot from a peer whose data frames hold something else than pairs of
