@@ -23,8 +23,10 @@ compare-and-delete on top. Importing this module imports no aiohttp.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -109,6 +111,21 @@ def _decode_meta(key: bytes, raw: bytes, dec: msgspec.msgpack.Decoder[Any]) -> A
         return dec.decode(raw)
     except msgspec.DecodeError as e:
         raise ValueError(f"the stored {key.decode()!r} does not decode: {e}") from e
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+def _snapshot_file_name(snapshot_id: str) -> str:
+    """The name of the file under ``snapshots/`` that holds the snapshot ``snapshot_id``:
+    ``<id>.snap`` when the id is a plain name (letters, digits, ``_``, ``-`` and ``.``, not
+    first; at most 100 characters), as every id this state machine builds is. Any other id
+    (a leader's snapshot id is any string) is hashed: ``id-<sha256 of its utf-8>.snap``. The
+    id was the file name as it came: ``../x`` wrote the file outside the directory, and an id
+    with a ``/``, a NUL or too long failed the install after the state was replaced."""
+    if _SAFE_ID.fullmatch(snapshot_id):
+        return f"{snapshot_id}.snap"
+    return f"id-{hashlib.sha256(snapshot_id.encode('utf-8', 'surrogatepass')).hexdigest()}.snap"
 
 
 class _SnapRecord(msgspec.Struct):
@@ -307,7 +324,7 @@ class RocksStateMachine:
     an opaque no-op answering ``None``).
 
     Layout: ``<path>/db`` (RocksDB, column family ``sm``) and ``<path>/snapshots`` (the current
-    snapshot file ``<id>.snap`` and ``current.meta``).
+    snapshot file ``<id>.snap``, see ``_snapshot_file_name``, and ``current.meta``).
 
     Durability:
 
@@ -582,9 +599,9 @@ class RocksStateMachine:
             return self._make_current(meta, tmp.path)
 
     def _make_current(self, meta: SnapshotMeta, tmp: str) -> Snapshot:
-        """Rename the fsynced file ``tmp`` to ``<id>.snap`` and make it current unless the
+        """Rename the fsynced file ``tmp`` to ``<id>.snap`` (``_snapshot_file_name``) and make it current unless the
         current one is newer; return the snapshot over a fresh read handle."""
-        name = f"{meta.snapshot_id}.snap"
+        name = _snapshot_file_name(meta.snapshot_id)
         final = os.path.join(self._snapdir, name)
         with self._snap_lock:
             os.replace(tmp, final)
@@ -621,12 +638,29 @@ class RocksStateMachine:
     def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
         wb = WriteBatch(raw_mode=True)
         try:
-            self._install_into(wb, meta, data)
+            self._fill_install_batch(wb, meta, data)
         except BaseException:
             wb.clear()
             raise
+        seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...
+        self._db.write(wb, self._sync)
+        self._mark.record(seqno)  # ... in the WAL, so the sync write made them durable too
+        self._applied = meta.last_log_id
+        self._membership = meta.last_membership
+        try:
+            self._keep_installed_file(meta, data)
+        except Exception as e:
+            # Not a ValueError whatever it is: that would say the state is unchanged.
+            raise StorageError(
+                f"installing snapshot {meta.snapshot_id!r:.80} into state machine at {self.path!r}: the state is "
+                "installed, but its snapshot file could not be kept",
+                e,
+            ) from e
 
-    def _install_into(self, wb: WriteBatch, meta: SnapshotMeta, data: BinaryIO) -> None:
+    def _fill_install_batch(self, wb: WriteBatch, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Put the whole install into ``wb``: the data of the snapshot file ``data`` (read with
+        every check: ``ValueError`` when it is not an intact snapshot), the applied id and
+        membership of ``meta``."""
         h = self._h
         wb.delete_range(_DATA, _DATA_END, h)
         put = wb.put
@@ -639,12 +673,9 @@ class RocksStateMachine:
                 time.sleep(0)
         wb.put(_M_APPLIED, _enc.encode(meta.last_log_id), h)
         wb.put(_M_MEMBERSHIP, _enc.encode(meta.last_membership), h)
-        seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...
-        self._db.write(wb, self._sync)
-        self._mark.record(seqno)  # ... in the WAL, so the sync write made them durable too
-        self._applied = meta.last_log_id
-        self._membership = meta.last_membership
-        # Keep the received file as the current snapshot (or a durable copy of ``data``).
+
+    def _keep_installed_file(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        """Keep the received file ``data`` as the current snapshot (or a durable copy of it)."""
         name = getattr(data, "name", None)
         if isinstance(name, str) and os.path.dirname(os.path.abspath(name)) == os.path.abspath(self._snapdir):
             data.flush()

@@ -4,6 +4,7 @@ and foreign databases, and that the event loop is not blocked while appending.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from openraft_py.errors import LogCompacted, StorageError
+from openraft_py.kv.rocks_snapshot import read_snapshot_pairs, write_snapshot
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import IOFlushed, KvCas, KvDelete, KvGet, KvSet, encode_kv
 from openraft_py.storage.rocks import RocksLogStore
@@ -1844,3 +1846,66 @@ def test_check_snapshot_reads_the_checksum_not_the_pairs() -> None:
 
     with pytest.raises(ValueError, match="data after the end frame"):
         check_snapshot(io.BytesIO(good + encode_frame(_enc.encode(("d", [])))), "s")
+
+
+@pytest.mark.parametrize(
+    "sid", ["../../escaped", "a/b", "x" * 300, "bad\0id", "", ".", "..", "ключ", "-9-abc", "plain-1-2.x"]
+)
+async def test_a_leaders_snapshot_id_never_names_a_file_outside_the_snapshot_directory(tmp_path: Path, sid: str) -> None:
+    """A snapshot id is any string a leader sends. Used as the file name as it came, ``../x``
+    wrote the snapshot file outside ``snapshots/``, and an id with a ``/``, a NUL or 300
+    characters failed the install after the state was replaced (with rocksdict's "this batch is
+    already consumed", which stopped the node). Now a plain id names its file, any other is
+    hashed; the snapshot installs, is current under its id, and is there after a reopen."""
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([kv(1, KvSet("before", "x"))])
+        f = await sm.begin_receiving_snapshot()
+        write_snapshot(f, LogId(1, 5), EMPTY_STORED_MEMBERSHIP, [(b"k", b"v")])
+        meta = SnapshotMeta(LogId(1, 5), EMPTY_STORED_MEMBERSHIP, sid)
+        await sm.install_snapshot(meta, f)
+        assert sm.data == {"k": "v"}
+    assert not [n for n in os.listdir(p) if n.endswith(".snap")]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".snap")]
+    files = sorted(os.listdir(p / "snapshots"))
+    assert len(files) == 2 and "current.meta" in files, files
+    name = next(n for n in files if n != "current.meta")
+    plain = sid in ("-9-abc", "plain-1-2.x")
+    assert name == (f"{sid}.snap" if plain else f"id-{hashlib.sha256(sid.encode()).hexdigest()}.snap")
+    async with RocksStateMachine(p) as sm:
+        snap = await sm.get_current_snapshot()
+        assert snap is not None
+        with snap.data:
+            assert snap.meta == meta
+            assert list(read_snapshot_pairs(snap.data, "x")) == [(b"k", b"v")]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), ValueError("I/O operation on closed file")])
+async def test_an_install_whose_file_cannot_be_kept_says_so_and_never_claims_the_state_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The state was written, then keeping the snapshot file fails: ``StorageError`` saying
+    so, with the real error chained (it was rocksdict's "this batch is already consumed",
+    raised by clearing the written batch), and never a ``ValueError``, which tells the node
+    the state is unchanged. The state is the snapshot's, after a reopen too."""
+    import io
+
+    from openraft_py.kv import rocks_state_machine
+
+    def fail(*args: Any) -> None:
+        raise error
+
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([kv(1, KvSet("before", "x"))])
+        f = io.BytesIO()  # no file under snapshots/: it is copied
+        write_snapshot(f, LogId(1, 5), EMPTY_STORED_MEMBERSHIP, [(b"k", b"v")])
+        monkeypatch.setattr(rocks_state_machine.shutil, "copyfileobj", fail)
+        with pytest.raises(StorageError, match="the state is installed, but its snapshot file could not be kept") as ei:
+            await sm.install_snapshot(SnapshotMeta(LogId(1, 5), EMPTY_STORED_MEMBERSHIP, "s-5"), f)
+        assert ei.value.__cause__ is error
+        assert sm.data == {"k": "v"} and (await sm.applied_state())[0] == LogId(1, 5)
+        monkeypatch.undo()
+    async with RocksStateMachine(p) as sm:
+        assert sm.data == {"k": "v"} and (await sm.applied_state())[0] == LogId(1, 5)
+        assert await sm.get_current_snapshot() is None

@@ -157,3 +157,54 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
     finally:
         await c.shutdown()
         f.close_all()
+
+
+@pytest.mark.parametrize("sid", ["../../../escaped", "a/b"])
+async def test_a_snapshot_whose_id_is_no_file_name_installs_and_the_node_keeps_running(tmp_path: Path, sid: str) -> None:
+    """A leader's snapshot id is any string. A RocksDB node given one that is not a plain
+    file name installs it and keeps running; its file stays under ``snapshots/`` (``../`` wrote
+    it outside; ``a/b`` failed after the state was replaced, and the node stopped with
+    ``StorageError``)."""
+    import asyncio
+    import io
+
+    from openraft_py.kv.rocks_snapshot import write_snapshot
+    from openraft_py.types import (
+        AppendEntriesRequest,
+        BasicNode,
+        Entry,
+        InstallSnapshotRequest,
+        LogId,
+        Membership,
+        SnapshotMeta,
+        StoredMembership,
+        Vote,
+    )
+
+    f = RocksFactories(tmp_path)
+    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50, enable_tick=False)
+    c = Cluster(config, seed=3, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
+    try:
+        raft = await c.add_node(3)
+        members = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
+        vote = Vote.new(1, 1, True)
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(1, 0), members)], LogId(1, 0))), 5
+        )
+        assert resp.success
+        meta = SnapshotMeta(LogId(1, 9), StoredMembership(LogId(1, 0), members), sid)
+        data = io.BytesIO()
+        write_snapshot(data, meta.last_log_id, meta.last_membership, [(b"k", b"v")])
+        got = await asyncio.wait_for(
+            raft.install_snapshot(InstallSnapshotRequest(vote, meta, 0, data.getvalue(), True)), 5
+        )
+        assert got.vote == vote
+        m = await raft.wait(5).applied_index_at_least(9)
+        assert m.running and m.snapshot == LogId(1, 9)
+        assert c.state_machines[3].get("k") == "v"
+        assert not list(tmp_path.rglob("escaped*")), list(tmp_path.rglob("escaped*"))
+        snap = await raft.get_current_snapshot()
+        assert snap is not None and snap.meta == meta
+    finally:
+        await c.shutdown()
+        f.close_all()
