@@ -23,6 +23,7 @@ compare-and-delete on top. Importing this module imports no aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -403,7 +404,10 @@ class RocksStateMachine:
         self._h = db.get_column_family_handle(_SM_CF)
         self._nosync = write_options(False)
         self._sync = write_options(True)
-        self._snap_lock = threading.Lock()  # guards _current and the files of snapshots/
+        self._snap_lock = threading.Lock()  # guards _current, _receiving and the files of snapshots/
+        # The files ``begin_receiving_snapshot`` handed out that were neither kept (installed)
+        # nor deleted yet (see ``_drop_abandoned_receives``).
+        self._receiving: set[Any] = set()
         self._building = 0  # snapshot builds streaming their image in a worker thread
         # Entries applied on the loop without a loop turn since (``_loop_turned`` resets it).
         self._unyielded = 0
@@ -621,11 +625,38 @@ class RocksStateMachine:
 
     async def begin_receiving_snapshot(self) -> BinaryIO:
         """A new empty temporary file under ``<path>/snapshots`` (``w+b``). It becomes the
-        current snapshot file when installed; otherwise it is deleted at the next open."""
+        current snapshot file when installed. It is deleted when ``install_snapshot`` refuses
+        it, when it was closed without an install by the next ``begin_receiving_snapshot``
+        (an abandoned transfer), and otherwise at the next open."""
         self._check_open()
-        return tempfile.NamedTemporaryFile(  # type: ignore[return-value]
-            mode="w+b", dir=self._snapdir, prefix="recv-", suffix=".tmp", delete=False
-        )
+        self._drop_abandoned_receives()
+        f = tempfile.NamedTemporaryFile(mode="w+b", dir=self._snapdir, prefix="recv-", suffix=".tmp", delete=False)
+        with self._snap_lock:
+            self._receiving.add(f)
+        return f  # type: ignore[return-value]
+
+    def _drop_abandoned_receives(self) -> None:
+        """Delete the files of earlier receives that were closed without being installed (a
+        transfer the leader abandoned: it changed, or started over with another snapshot).
+        They stayed until the next open, each up to a whole snapshot's size."""
+        with self._snap_lock:
+            done = [f for f in self._receiving if f.closed]
+            self._receiving.difference_update(done)
+        for f in done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f.name)
+
+    def _forget_received(self, data: Any, delete: bool) -> None:
+        """``data`` (given to ``install_snapshot``) is done with: installed and kept, or, with
+        ``delete``, refused; then it is deleted if ``begin_receiving_snapshot`` made it. Each
+        refused file stayed until the next open: a follower refusing a leader's snapshot
+        (which resends it after every heartbeat interval) filled its disk with copies."""
+        with self._snap_lock:
+            ours = data in self._receiving
+            self._receiving.discard(data)
+        if ours and delete:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(data.name)
 
     async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
         """Replace the whole state with the snapshot in ``data`` atomically (in a worker
@@ -641,6 +672,7 @@ class RocksStateMachine:
             self._fill_install_batch(wb, meta, data)
         except BaseException:
             wb.clear()
+            self._forget_received(data, delete=True)
             raise
         seqno = self._db.latest_sequence_number()  # every write up to here precedes ours ...
         self._db.write(wb, self._sync)
@@ -649,6 +681,7 @@ class RocksStateMachine:
         self._membership = meta.last_membership
         try:
             self._keep_installed_file(meta, data)
+            self._forget_received(data, delete=False)
         except Exception as e:
             # Not a ValueError whatever it is: that would say the state is unchanged.
             raise StorageError(

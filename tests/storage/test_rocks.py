@@ -1909,3 +1909,40 @@ async def test_an_install_whose_file_cannot_be_kept_says_so_and_never_claims_the
     async with RocksStateMachine(p) as sm:
         assert sm.data == {"k": "v"} and (await sm.applied_state())[0] == LogId(1, 5)
         assert await sm.get_current_snapshot() is None
+
+
+async def test_received_snapshot_files_that_are_refused_or_abandoned_are_deleted(tmp_path: Path) -> None:
+    """A received file the install refuses is deleted at once, one closed without an install
+    (an abandoned transfer) at the next ``begin_receiving_snapshot``; one still open, and an
+    installed one (now the current snapshot), stay. Each stayed until the next open, a whole
+    snapshot's size each time a leader resent a snapshot the follower refused."""
+    snapdir = tmp_path / "sm" / "snapshots"
+
+    def received() -> list[str]:
+        return sorted(n for n in os.listdir(snapdir) if n.startswith("recv-"))
+
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        meta = SnapshotMeta(LogId(1, 5), EMPTY_STORED_MEMBERSHIP, "s-5")
+        for _ in range(3):
+            f = await sm.begin_receiving_snapshot()
+            f.write(b"ORPYKV2\n not a snapshot")
+            with pytest.raises(ValueError, match="not a RocksStateMachine snapshot"):
+                await sm.install_snapshot(meta, f)
+            f.close()
+        assert received() == []
+
+        abandoned = await sm.begin_receiving_snapshot()
+        abandoned.write(b"half of a snapshot")
+        abandoned.close()
+        assert len(received()) == 1
+        live = await sm.begin_receiving_snapshot()
+        assert received() == [os.path.basename(live.name)]  # the abandoned one is gone
+        write_snapshot(live, LogId(1, 5), EMPTY_STORED_MEMBERSHIP, [(b"k", b"v")])
+        other = await sm.begin_receiving_snapshot()  # ``live`` is open: it stays
+        assert received() == sorted([os.path.basename(live.name), os.path.basename(other.name)])
+        await sm.install_snapshot(meta, live)
+        live.close()
+        other.close()
+        await sm.begin_receiving_snapshot()
+        assert len(received()) == 1 and sorted(os.listdir(snapdir)) == sorted(["current.meta", "s-5.snap", *received()])
+        assert sm.data == {"k": "v"}

@@ -208,3 +208,58 @@ async def test_a_snapshot_whose_id_is_no_file_name_installs_and_the_node_keeps_r
     finally:
         await c.shutdown()
         f.close_all()
+
+
+async def test_refused_and_abandoned_transfers_leave_no_files_behind(tmp_path: Path) -> None:
+    """A leader sends a RocksDB follower a snapshot it refuses (damaged), five times, then
+    starts three transfers it abandons: the follower keeps running and holds only the file of
+    the transfer still in progress (each refused or abandoned file stayed until the next
+    open: a leader resending a snapshot the follower cannot read filled its disk)."""
+    import asyncio
+    import io
+    import os
+
+    from openraft_py.errors import ApiError
+    from openraft_py.kv.rocks_snapshot import write_snapshot
+    from openraft_py.types import (
+        AppendEntriesRequest,
+        BasicNode,
+        Entry,
+        InstallSnapshotRequest,
+        LogId,
+        Membership,
+        SnapshotMeta,
+        StoredMembership,
+        Vote,
+    )
+
+    f = RocksFactories(tmp_path)
+    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50, enable_tick=False)
+    c = Cluster(config, seed=3, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
+    try:
+        raft = await c.add_node(3)
+        members = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
+        vote = Vote.new(1, 1, True)
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(1, 0), members)], LogId(1, 0))), 5
+        )
+        assert resp.success
+        meta = SnapshotMeta(LogId(1, 9), StoredMembership(LogId(1, 0), members), "s-9")
+        data = io.BytesIO()
+        write_snapshot(data, meta.last_log_id, meta.last_membership, [(b"k%04d" % i, b"v" * 1000) for i in range(1000)])
+        bad = bytearray(data.getvalue())
+        bad[len(bad) // 2] ^= 0x01
+        for _ in range(5):
+            with pytest.raises(ApiError, match="checksum mismatch"):
+                await asyncio.wait_for(raft.install_snapshot(InstallSnapshotRequest(vote, meta, 0, bytes(bad), True)), 5)
+        for i in range(3):
+            other = SnapshotMeta(meta.last_log_id, meta.last_membership, f"abandoned-{i}")
+            await asyncio.wait_for(
+                raft.install_snapshot(InstallSnapshotRequest(vote, other, 0, bytes(bad[:100_000]), False)), 5
+            )
+        snapdir = tmp_path / "n3" / "sm" / "snapshots"
+        assert [os.path.getsize(snapdir / n) for n in os.listdir(snapdir)] == [100_000]
+        assert raft.metrics.running and raft.metrics.last_applied == LogId(1, 0)
+    finally:
+        await c.shutdown()
+        f.close_all()
