@@ -46,9 +46,13 @@ def size(f: Any) -> int:
 
 
 def read_at(f: Any, offset: int, n: int) -> bytes:
-    """Up to ``n`` bytes of ``f`` from ``offset``."""
+    """Up to ``n`` bytes of ``f`` from ``offset``. Raises ``EOFError`` when ``n > 0`` and
+    nothing is left there: the file is shorter than when its ``size`` was taken (changed
+    while it was being sent). A sender reading on used to send empty chunks for good."""
     f.seek(offset)
     data: bytes = f.read(n)
+    if n > 0 and not data:
+        raise EOFError(f"the snapshot file ends at byte {offset}: it became shorter while it was being sent")
     return data
 
 

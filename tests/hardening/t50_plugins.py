@@ -637,6 +637,17 @@ class FailingFile(io.BytesIO):
         raise OSError("disk read error")
 
 
+class ShrinkingFile(io.BytesIO):
+    """A snapshot file another writer cuts to half its length once the sender has read it
+    the first time (after its size was taken)."""
+
+    def read(self, n: int | None = -1) -> bytes:
+        if not getattr(self, "shrunk", False):
+            self.shrunk = True
+            self.truncate(len(self.getvalue()) // 2)
+        return super().read(n)
+
+
 class OddSnapshotData(MemStateMachine):
     """Hands out its current snapshot with ``OddSnapshotData.kind`` of data."""
 
@@ -653,6 +664,8 @@ class OddSnapshotData(MemStateMachine):
             return Snapshot(snap.meta, raw)  # type: ignore[arg-type]
         if OddSnapshotData.kind == "text":
             return Snapshot(snap.meta, io.StringIO(raw.decode("latin-1")))
+        if OddSnapshotData.kind == "shrinking":
+            return Snapshot(snap.meta, ShrinkingFile(raw))
         return Snapshot(snap.meta, FailingFile(raw))
 
 
@@ -662,6 +675,9 @@ class OddSnapshotData(MemStateMachine):
         ("bytes", "get_current_snapshot returned a Snapshot whose data is bytes, expected a binary file"),
         ("text", "the snapshot file's read returned str, expected bytes"),
         ("failing", "reading snapshot .* at 0: OSError: disk read error"),
+        # It sent empty chunks for good (tens of thousands a second), never done.
+        ("shrinking", r"reading snapshot .* at (\d+): EOFError: the snapshot file ends at byte \1: it became shorter "
+                      "while it was being sent"),
     ],
 )
 async def test_a_snapshot_the_leader_cannot_read_stops_it_with_a_storage_error(kind: str, error: str) -> None:
