@@ -16,6 +16,7 @@ still decodes is the one damage that goes unseen in them.
 
 from __future__ import annotations
 
+import io
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from .._core import FrameReader, encode_frame
+from .._core import FrameReader, FrameTooLarge, encode_frame
 from ..types import LogId, StoredMembership
 
 __all__ = [
@@ -40,7 +41,8 @@ SNAPSHOT_MAGIC_V1 = b"ORPYKV1\n"
 SNAPSHOT_CHUNK_BYTES = 256 * 1024
 """Approximate size of one data frame of a snapshot (bounds the memory of build/install)."""
 
-_MAX_FRAME = 64 * 1024 * 1024  # a frame's length limit when reading
+
+_MAX_FRAME = 2**32 - 1  # the longest frame a 4-byte length holds (reading also stops at the file's size)
 
 _enc = msgspec.msgpack.Encoder()
 _dec_any = msgspec.msgpack.Decoder()
@@ -126,7 +128,14 @@ def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[byte
         raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): bad magic")
     checked = magic == SNAPSHOT_MAGIC
     decode = decode or not checked  # without a checksum, only decoding checks the data
-    reader = FrameReader(_MAX_FRAME)
+    # No frame is longer than the file: a longer length is damaged, found at once. (A fixed
+    # limit, 64 MiB, refused every snapshot holding a value that size or larger, which a
+    # Config with a larger max_entry_bytes lets a client write: no follower could install
+    # any snapshot of that state, and its own node took each for damaged.)
+    data.seek(0, io.SEEK_END)
+    size = data.tell()
+    data.seek(len(magic))
+    reader = FrameReader(min(size, _MAX_FRAME))
     seen_header = False
     ended = False
     frames = 0  # frames read, the current one included
@@ -137,8 +146,8 @@ def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[byte
         while buf := data.read(SNAPSHOT_CHUNK_BYTES):
             try:
                 got = reader.feed(buf)
-            except ValueError as e:
-                raise ValueError(f"a frame's length is damaged: {e}") from e
+            except FrameTooLarge as e:
+                raise ValueError(f"a frame's length is damaged: {e} (the whole file has {size} bytes)") from e
             for frame in got:
                 frames += 1
                 if ended:

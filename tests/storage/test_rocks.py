@@ -896,11 +896,11 @@ async def test_snapshot_build_and_install_let_the_loop_take_the_gil(
 def _read_snapshot_pairs(data: Any) -> dict[str, str]:
     """The key-value pairs of a ``RocksStateMachine`` snapshot file (its frames)."""
     from openraft_py._core import FrameReader
-    from openraft_py.kv.rocks_snapshot import _MAX_FRAME, SNAPSHOT_MAGIC, _dec_any
+    from openraft_py.kv.rocks_snapshot import SNAPSHOT_MAGIC, _dec_any
 
     data.seek(0)
     assert data.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC
-    reader = FrameReader(_MAX_FRAME)
+    reader = FrameReader(2**32)
     out: dict[str, str] = {}
     for frame in reader.feed(data.read()):
         tag, body = _dec_any.decode(frame)
@@ -1551,7 +1551,8 @@ def _spoiled_first_format(how: str) -> bytes:
         ("cut-in-end", "truncated"),
         ("bit-in-key", r"pair 17's key b'key016' is not after the key before it, b'key016' \(keys are written in "
                        r"ascending order: the file is damaged\)"),
-        ("bit-in-frame-length", "a frame's length is damaged: frame of 268435\\d+ bytes exceeds max_frame_size 67108864"),
+        ("bit-in-frame-length", "a frame's length is damaged: frame of 268435\\d+ bytes exceeds max_frame_size (\\d+) "
+                                r"\(the whole file has \1 bytes\)"),
         ("bit-in-frame", "frame 2 does not decode: Input data was truncated"),
         ("chunk-repeated", "pair 20's key b'key010' is not after the key before it, b'key019'"),
         ("chunks-swapped", "pair 20's key b'key010' is not after the key before it, b'key029'"),
@@ -1822,6 +1823,29 @@ async def test_a_damaged_current_snapshot_is_rebuilt_not_handed_out(
         assert again is not None
         again.data.close()
         assert again.meta == snap.meta
+
+
+def test_a_snapshot_holding_a_value_over_64_mib_is_read() -> None:
+    """A value of 65 MiB (a Config with a larger ``max_entry_bytes`` lets a client write one)
+    makes a data frame that large: read and checked like any other. The reader limited a frame
+    to 64 MiB, so no follower could install any snapshot of such a state, and its own node took
+    each for damaged and built it again every time it handed one out. A frame length past the
+    end of the file is still refused at once."""
+    import io
+
+    from openraft_py.kv.rocks_snapshot import check_snapshot
+
+    big = b"v" * (65 * 1024 * 1024)
+    f = io.BytesIO()
+    write_snapshot(f, LogId(1, 3), EMPTY_STORED_MEMBERSHIP, [(b"a", b"1"), (b"k", big)])
+    assert check_snapshot(f, "big") is True
+    assert [(k, len(v)) for k, v in read_snapshot_pairs(f, "big")] == [(b"a", 1), (b"k", len(big))]
+    del big
+    raw = bytearray(f.getvalue()[:100])
+    raw[8] ^= 0x40  # the header frame's length: 1 GiB more than the file holds
+    with pytest.raises(ValueError, match=r"a frame's length is damaged: frame of \d+ bytes exceeds max_frame_size 100 "
+                       r"\(the whole file has 100 bytes\)"):
+        check_snapshot(io.BytesIO(bytes(raw)), "x")
 
 
 def test_check_snapshot_reads_the_checksum_not_the_pairs() -> None:
