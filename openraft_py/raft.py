@@ -246,6 +246,9 @@ class Raft:
         another ``node``, the member moves there (a voter stays a voter): every node sends
         to it at the new address once it holds the entry (its network factory's
         ``new_client`` is asked again). Check the id: a wrong one cuts that member off.
+        ``node.addr`` is opaque here (its meaning is the network factory's): the call does
+        not compare it with other members' addresses, so check that a new learner's address
+        is not another member's, whose node would receive the learner's replication.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
         waiting) and ``InProgress`` while another membership change is not committed;
         ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node

@@ -5,7 +5,8 @@
                                 ``{"members": [ids]}``; 409 if the node is initialized already
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
                                 the learner caught up (503 if not within the bound); 409 if
-                                ``id`` is a voter
+                                ``id`` is a voter or another member has one of the
+                                addresses; 400 if the two addresses are the same
 ``POST /cluster/members``       ``{"voters": [ids], "retain": bool, "allow_lagging": bool}``
                                 -> 200 ``{"index", "voters", "learners"}``; 409 while another
                                 change runs, or when most new voters have not caught up

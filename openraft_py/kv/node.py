@@ -452,17 +452,31 @@ class KvNode:
     async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught
         up; the membership entry's log index. Adding a learner again with the same addresses
-        changes nothing; with other addresses, they replace its old ones. ``Conflict`` when
+        changes nothing; with other addresses, they replace its old ones. ``ValueError`` when
+        ``raft_addr`` and ``http_addr`` are the same. ``Conflict`` (nothing done) when
         ``node_id`` is a voter: ``Raft.add_learner`` would keep it a voter and give it the new
         addresses, cutting it off if they are wrong (a typo in the id); a voter leaves with
-        ``change_members``."""
+        ``change_members``. ``Conflict`` too when another member already has ``raft_addr`` or
+        ``http_addr`` (either of its two, compared as strings): replication to the learner
+        would reach that member (the transport refuses it: the learner never catches up), and
+        a redirect to the learner would reach that member."""
         node = node_of(raft_addr, http_addr)
+        if raft_addr == http_addr:
+            raise ValueError(f"raft_addr and http_addr are both {raft_addr!r}: a node listens on two ports")
         raft = self._raft()
         if raft.is_leader():  # (a follower's answer is the redirect: add_learner raises ForwardToLeader)
             if node_id in raft.metrics.membership_config.membership.voter_ids():
                 raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner); "
                                "to replace a voter's machine, add a new node id as a learner, then change "
                                "the voters")
+            for other, a in sorted(self.nodes().items()):
+                if other == node_id:  # its own addresses: a learner added again, or moved
+                    continue
+                for kind, addr in (("raft_addr", raft_addr), ("http_addr", http_addr)):
+                    if addr in (a.raft, a.http):
+                        theirs = "raft_addr" if addr == a.raft else "http_addr"
+                        raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
+                                       f"of its own (to move node {other}, add it with its own id)")
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
         except TimeoutError:

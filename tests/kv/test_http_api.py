@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from openraft_py.kv.node import Conflict, KvNode
+from openraft_py.kv.nodes import NodeAddrs
 
 from .kv_helpers import KvCluster, free_port, members_of, url
 
@@ -296,6 +297,55 @@ async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: K
             assert r.status == 200, await r.text()
     async with s.put(url(f, "/kv/k"), data="v") as r:  # the redirect to the leader still works
         assert r.status == 200, await r.text()
+
+
+async def test_a_learner_at_another_members_address_is_409_and_changes_nothing(cluster: KvCluster) -> None:
+    """``POST /cluster/learners`` with a raft or HTTP address another member has (a copied
+    line, a wrong port) is refused with 409 before anything is logged. It used to be added:
+    the leader's replication to it reached that member, whose transport answered as the
+    other node, so the learner never caught up (503 after ``learner_timeout``), and a
+    redirect to it would have reached that member. Both addresses the same is a 400. The
+    same learner added again, or moved to addresses of its own, is accepted."""
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    f = cluster.followers(leader)[0]
+    assert leader.raft is not None and f.raft is not None
+    before = leader.nodes()
+    last = leader.raft.metrics.last_log_index
+    fresh = f"127.0.0.1:{free_port()}"
+    for raft_addr, http_addr, named in (
+        (f.opts.raft_addr, fresh, f"raft_addr {f.opts.raft_addr!r} is node {f.id}'s raft_addr"),
+        (fresh, f.opts.http_addr, f"http_addr {f.opts.http_addr!r} is node {f.id}'s http_addr"),
+        (leader.opts.http_addr, fresh, f"raft_addr {leader.opts.http_addr!r} is node {leader.id}'s http_addr"),
+    ):
+        body = {"id": 4, "raft_addr": raft_addr, "http_addr": http_addr}
+        async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 409, error
+            assert named in error, error
+    async with s.post(url(leader, "/cluster/learners"), json={"id": 4, "raft_addr": fresh, "http_addr": fresh}) as r:
+        error = (await r.json())["error"]
+        assert r.status == 400, error
+        assert "raft_addr and http_addr are both" in error, error
+    assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+    # node 4 added, added again, then moved (restarted on new ports): each is accepted
+    n4 = await cluster.start_node(4)
+    for _ in range(2):
+        body = {"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
+        async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+            assert r.status == 200, await r.text()
+    await n4.stop()
+    del cluster.nodes[4]
+    n4 = await cluster.start_node(4)  # the same data directory, new ports
+    body = {"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
+    async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+        assert r.status == 200, await r.text()
+    assert leader.nodes()[4] == NodeAddrs(n4.opts.raft_addr, n4.opts.http_addr)
+    # ... and node 5 may not take node 4's addresses
+    body = {"id": 5, "raft_addr": n4.opts.raft_addr, "http_addr": f"127.0.0.1:{free_port()}"}
+    async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+        assert r.status == 409, await r.text()
+        assert "is node 4's raft_addr" in (await r.json())["error"]
 
 
 async def test_promoting_learners_that_never_caught_up_is_409() -> None:
