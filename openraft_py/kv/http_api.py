@@ -45,7 +45,8 @@ other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``Va
 ``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
 a body with a ``Content-Encoding`` other than ``identity`` (a compressed one) -> 415, before it
 is read (the value is the body's bytes as sent: a coding the service decoded or passed through
-would store something else than the client meant); a body that cannot be read -> 400;
+would store something else than the client meant); a body that cannot be read (cut short, or
+its chunked framing malformed) -> 400, logged at INFO;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
@@ -61,6 +62,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .. import validation as _v
@@ -294,11 +296,13 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
-    if isinstance(e, (RequestPayloadError, ConnectionResetError)):
-        # The body could not be read (cut short: the client went away): nothing was done,
-        # and it is the client's failure, not the service's (not logged as an error).
+    if isinstance(e, (RequestPayloadError, HttpProcessingError, ConnectionResetError)):
+        # The body could not be read (cut short: the client went away; its framing is
+        # malformed, a bad chunk): nothing was done, and it is the client's failure, not the
+        # service's (not logged as an error).
+        why = e.message if isinstance(e, HttpProcessingError) else str(e)
         log.info("%s %s: the request body could not be read: %r", request.method, request.path, e)
-        return _error(400, f"the request body could not be read: {e}")
+        return _error(400, f"the request body could not be read: {why}")
     if isinstance(e, ForwardToLeader):
         return _forward(node, request, e)
     if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes

@@ -236,6 +236,7 @@ class _FakeNode:
 
 
 def test_error_mapping() -> None:
+    from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
     from aiohttp.test_utils import make_mocked_request
 
     from openraft_py import errors as E
@@ -257,6 +258,10 @@ def test_error_mapping() -> None:
         (E.QuorumNotEnough("no quorum"), 503), (E.Timeout("t"), 503), (E.Unreachable("u"), 503),
         (E.WaitTimeout("w"), 503), (ServiceUnavailable("s"), 503), (E.Stopped(), 503),
         (E.StorageError("append 1-2", OSError("disk")), 503), (RuntimeError("bug"), 500),
+        # a body whose framing is malformed (aiohttp's pure-Python parser raises it in
+        # request.read(): it was a 500 'internal error', logged as the service's failure)
+        (TransferEncodingError("Not enough data to satisfy transfer length header."), 400),
+        (ContentLengthError("Not enough data to satisfy content length header."), 400),
     ]
     for exc, status in cases:
         r = _map_error(known, req, exc)  # type: ignore[arg-type]
