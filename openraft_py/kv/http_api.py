@@ -51,6 +51,11 @@ unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
 runs before the one Raft call a request makes.
+
+One answer is not JSON: a request that is not well-formed HTTP (a malformed request line,
+header, ``Content-Length`` or chunk framing) is refused by aiohttp's parser before the
+application sees it, with 400 in plain text, and its connection closed. aiohttp has no hook
+for that answer; it is logged in one line at INFO (``SERVER_LOG``), not as an error.
 """
 
 from __future__ import annotations
@@ -84,9 +89,45 @@ from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
-__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE"]
+__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG"]
 
 log = logging.getLogger(__name__)
+
+
+class _MalformedHttpInOneLine(logging.Filter):
+    """Logs a request aiohttp's parser refused as the client's mistake it is: one line at
+    INFO (or the record's own lower level), not an ERROR with aiohttp's traceback. Records
+    of any other error pass unchanged. (aiohttp answers such a request itself, 400 in plain
+    text, before any handler or middleware runs: it has no hook for that answer.)"""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (HttpProcessingError, RequestPayloadError)):
+            return True
+        try:  # (a filter that raised would fail the logging call, and aiohttp's answer with it)
+            what = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+            lines = [line.strip() for line in str(what).splitlines()]
+            detail = " ".join(line for line in lines if line and set(line) != {"^"})[:300]
+            record.args = (record.getMessage(), detail)
+        except Exception:  # noqa: BLE001 - then the record is logged as it came
+            return True
+        record.msg = "%s: not a well-formed HTTP request (answered 400, connection closed): %s"
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.levelno = min(record.levelno, logging.INFO)
+        record.levelname = logging.getLevelName(record.levelno)
+        return self._logger.isEnabledFor(record.levelno)  # (the logger let it through as an ERROR)
+
+
+SERVER_LOG = logging.getLogger(f"{__name__}.server")
+"""The logger of the HTTP server under the API (aiohttp's ``logger`` parameter, given to its
+``AppRunner`` in ``KvNode.start``): a request it cannot parse (a malformed request line,
+header, ``Content-Length`` or chunk) is logged in one line at INFO, other errors as aiohttp
+logs them."""
+SERVER_LOG.addFilter(_MalformedHttpInOneLine(SERVER_LOG))
 
 NODE_KEY: web.AppKey[KvNode] = web.AppKey("kv_node", KvNode)
 """The ``KvNode`` an application serves (``app[NODE_KEY]``)."""

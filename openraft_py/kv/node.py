@@ -216,7 +216,7 @@ class KvNode:
     async def start(self) -> None:
         """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
         started is stopped again and the error raised."""
-        from .http_api import MAX_REQUEST_LINE, make_app
+        from .http_api import MAX_REQUEST_LINE, SERVER_LOG, make_app
 
         o = self.opts
         try:
@@ -252,9 +252,10 @@ class KvNode:
 
             app = make_app(self)
             # auto_decompress=False: a compressed body is refused by the API (415) rather than
-            # decoded, or refused as plain text, by aiohttp's parser (``http_api``).
+            # decoded, or refused as plain text, by aiohttp's parser (``http_api``). logger: a
+            # request the parser refuses is logged in one line (``http_api.SERVER_LOG``).
             self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
-                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False)
+                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG)
             await self._http.setup()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)

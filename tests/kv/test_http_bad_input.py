@@ -191,6 +191,50 @@ async def test_garbage_on_the_http_port(cluster: KvCluster, caplog: pytest.LogCa
         assert r.status == 200
 
 
+MALFORMED_HTTP: list[tuple[bytes, str]] = [
+    (b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+     "Invalid character in chunk size"),
+    (b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nxyz", "Invalid character in Content-Length"),
+    (b"PUT /kv/k HTTP/1.1 extra\r\nHost: x\r\n\r\n", "Bad status line"),
+    (b"GET /cluster/status HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", "Invalid header token"),
+]
+"""Requests aiohttp's parser refuses before the API sees them, and what its answer says."""
+
+
+async def test_malformed_http_is_a_400_logged_in_one_line(cluster: KvCluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A request that is not well-formed HTTP (a bad chunk size, Content-Length or request
+    line, a bad header name) is answered 400 by aiohttp's parser, which closes the
+    connection, and is logged as the client's mistake: one line at INFO naming what was
+    wrong, no traceback (it was an ERROR with aiohttp's traceback, every time). The answer
+    itself stays aiohttp's, in plain text: aiohttp has no hook for it (kv-service.md)."""
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api.server")
+    leader = await cluster.wait_leader()
+    host, port = leader.opts.http_addr.rsplit(":", 1)
+    for junk, why in MALFORMED_HTTP:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(junk)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert answer.split(b"\r\n", 1)[0].split()[1] == b"400", answer
+        assert why.encode() in answer, answer
+    noisy = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info or r.exc_text]
+    assert not noisy, [(r.name, r.levelname, r.getMessage()) for r in noisy]
+    lines = [r.getMessage() for r in caplog.records if r.name == "openraft_py.kv.http_api.server"]
+    for _, why in MALFORMED_HTTP:
+        told = [line for line in lines if why in line and "not a well-formed HTTP request" in line]
+        assert len(told) == 1 and "\n" not in told[0], lines
+    s = cluster.session
+    assert s is not None
+    async with s.get(url(leader, "/kv/k?consistency=local")) as r:
+        assert r.status == 404  # none of them wrote anything
+    async with s.put(url(leader, "/kv/k"), data="fine") as r:
+        assert r.status == 200
+
+
 async def test_a_value_over_max_entry_bytes_gets_413_and_the_cluster_goes_on() -> None:
     """A body within ``max_body`` whose entry is over the Raft ``max_entry_bytes`` is refused
     with 413 (``EntryTooLarge``) before anything is logged; smaller writes still commit."""
