@@ -45,7 +45,9 @@ other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``Va
 ``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
 a body with a ``Content-Encoding`` other than ``identity`` (a compressed one) -> 415, before it
 is read (the value is the body's bytes as sent: a coding the service decoded or passed through
-would store something else than the client meant); a body that cannot be read (cut short, or
+would store something else than the client meant); a ``Transfer-Encoding`` other than
+``chunked`` (``gzip, chunked``) -> 501 (RFC 9112: a transfer coding the server does not
+implement), for the same reason; a body that cannot be read (cut short, or
 its chunked framing malformed) -> 400, logged at INFO;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
@@ -363,6 +365,12 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
     return _error(500, f"internal error: {type(e).__name__}")
 
 
+def _codings(header: str) -> set[str]:
+    """The codings a ``Content-Encoding`` or ``Transfer-Encoding`` header value lists (every
+    header of that name joined with commas), lower-cased; none for an absent header."""
+    return {c.strip().lower() for c in header.split(",")} - {""}
+
+
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -378,12 +386,16 @@ async def _errors_and_counts(
     node = request.app[NODE_KEY]
     node.request_seen()
     resp: web.StreamResponse
-    coding = request.headers.get("Content-Encoding")
+    coding = ", ".join(request.headers.getall("Content-Encoding", []))
+    transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))
     if not node.accepting:  # nothing was done: a client may retry on another node
         leader_id = node.raft.metrics.current_leader if node.raft is not None else None
         resp = _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
-    elif coding is not None and coding.strip().lower() not in ("", "identity"):
+    elif not _codings(coding) <= {"identity"}:
         resp = _error(415, f"Content-Encoding {coding!r} is not supported: send the body uncompressed")
+    elif not _codings(transfer) <= {"chunked"}:  # (aiohttp's parser takes "gzip, chunked" as chunked)
+        resp = _error(501, f"Transfer-Encoding {transfer!r} is not supported: send the body as it is, "
+                           "with a Content-Length or chunked")
     else:
         node.request_started()
         try:

@@ -4,6 +4,7 @@ node running and the cluster committing (issue 12 acceptance)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -233,6 +234,46 @@ async def test_malformed_http_is_a_400_logged_in_one_line(cluster: KvCluster, ca
         assert r.status == 404  # none of them wrote anything
     async with s.put(url(leader, "/kv/k"), data="fine") as r:
         assert r.status == 200
+
+
+async def test_a_coded_body_is_refused_whatever_headers_carry_the_coding(cluster: KvCluster) -> None:
+    """A value is the body's bytes as sent. A ``Transfer-Encoding`` other than ``chunked``
+    (``gzip, chunked``) is answered 501 before the body is read: it
+    was stored as the value as sent, still coded (aiohttp's parser only takes the chunks
+    apart). A ``Content-Encoding`` is refused (415) also when a first header says
+    ``identity`` and a second one ``gzip`` (only the first was looked at). Plain chunked
+    bodies are taken as before."""
+    leader = await cluster.wait_leader()
+    host, port = leader.opts.http_addr.rsplit(":", 1)
+
+    async def send(headers: bytes) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers +
+                         b"\r\n3\r\nabc\r\n0\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    for headers, status, named in (
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501, "Transfer-Encoding 'gzip, chunked'"),
+        (b"Transfer-Encoding: chunked\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\n", 415,
+         "Content-Encoding 'identity, gzip'"),
+    ):
+        got, body = await send(headers)
+        assert got == status, (headers, got, body)
+        assert named in json.loads(body)["error"], body
+    s = cluster.session
+    assert s is not None
+    async with s.get(url(leader, "/kv/k?consistency=local")) as r:
+        assert r.status == 404  # nothing was stored
+    assert (await send(b"Transfer-Encoding: chunked\r\n"))[0] == 200
+    async with s.get(url(leader, "/kv/k?consistency=local")) as r:
+        assert await r.text() == "abc"
 
 
 async def test_a_value_over_max_entry_bytes_gets_413_and_the_cluster_goes_on() -> None:
