@@ -51,12 +51,14 @@ import enum
 import json as _json
 import math
 import random
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 __all__ = ["CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
@@ -159,11 +161,32 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
 
 
 def _quote_key(key: str) -> str:
+    """``key`` as one path segment. The keys ``.`` and ``..`` go as ``%2E`` and ``%2E%2E``:
+    written as dots they are dot-segments, which a URL drops (``/kv/.`` is ``/kv/``)."""
     if not isinstance(key, str):
         raise TypeError(f"a key is a str, got {type(key).__name__} {key!r}")
     if not key:
         raise ValueError("a key is a non-empty string")
+    if key in (".", ".."):
+        return key.replace(".", "%2E")
     return urllib.parse.quote(key, safe="")
+
+
+_QUOTED = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+"""A URL that is already percent-encoded: only characters a URL may hold as they are, and
+``%`` escapes."""
+
+
+def _url(text: str) -> yarl.URL:
+    """The URL ``text`` as the request sends it. Already encoded (the client's own paths, a
+    redirect that repeats one), it is sent as written: parsing it again would decode ``%2E``
+    and drop the dot-segments, the keys ``.`` and ``..``. Anything else (a path given to
+    ``request`` with a space, say) is encoded by yarl as before. ``aiohttp.InvalidURL`` (as
+    aiohttp raises for a URL it cannot parse) if it is not a URL."""
+    try:
+        return yarl.URL(text, encoded=_QUOTED.fullmatch(text) is not None)
+    except ValueError as e:
+        raise aiohttp.InvalidURL(text, str(e)) from None
 
 
 def _seconds(value: Any, what: str, *, zero: bool = False) -> float:
@@ -432,7 +455,7 @@ class KvClient:
         sends = _Sends()
         try:
             async with self._http().request(
-                method, url, data=data, headers=headers, allow_redirects=False,
+                method, _url(url), data=data, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=sends,
             ) as resp:
                 rbody = await resp.read()

@@ -118,6 +118,31 @@ async def test_writes_through_a_follower_follow_the_redirect(cluster: KvCluster)
         assert r.ok and r.node == follower.opts.http_addr and r.redirects == 0
 
 
+async def test_the_keys_dot_and_dot_dot_are_keys_like_any_other(cluster: KvCluster) -> None:
+    """``.`` and ``..`` travel as ``%2E`` and ``%2E%2E`` and stay so through a redirect.
+    Written as dots, the URL dropped them as dot-segments (``/kv/.`` became ``/kv/``): every
+    verb failed with the router's 404 "Not Found" (``cas`` of ``.`` with a 405), though the
+    service takes them. Other keys and paths are sent as before."""
+    leader = await cluster.wait_leader()
+    follower = cluster.followers(leader)[0]
+    async with KvClient([follower.opts.http_addr]) as c:
+        for key in (".", "..", "...", "./..", "%2E"):
+            c.leader = None  # every write goes through the follower's redirect
+            r = await c.put(key, f"v{key}")
+            assert r.ok and r.redirects == 1, (key, r)
+            assert (await c.get(key)).value == f"v{key}", key
+            r = await c.cas(key, f"v{key}", "w")
+            assert r.ok and r.json() == {"ok": True, "current": "w"}, (key, r)
+            assert (await c.get(key, "local", endpoint=follower.opts.http_addr, follow=False)).ok
+        assert leader.sm is not None
+        assert {k: leader.sm.get(k) for k in (".", "..", "...", "./..", "%2E")} == dict.fromkeys(
+            (".", "..", "...", "./..", "%2E"), "w")
+        assert (await c.delete("..")).ok and (await c.get("..")).value is None
+        assert (await c.get(".")).value == "w"
+        r = await c.request("GET", "/kv/a b?consistency=local")  # a path not yet encoded still is
+        assert r.ok and r.value is None
+
+
 async def test_bad_requests_fail_at_once_and_change_nothing(cluster: KvCluster) -> None:
     await cluster.wait_leader()
     async with KvClient([n.opts.http_addr for n in cluster.nodes.values()]) as c:
