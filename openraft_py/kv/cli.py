@@ -14,8 +14,9 @@
 
 ``--endpoints`` (HTTP addresses, comma-separated) defaults to ``$OPENRAFT_PY_ENDPOINTS``; the
 client verbs find the leader from any of them and follow its redirects. Exit codes: 0 done;
-1 failed (nothing was applied, or the key is absent, or a ``cas`` did not match); 2 bad
-command line; 3 outcome unknown (a write may or may not have been applied). Every error is
+1 failed (nothing was applied, or the key is absent, or a ``cas`` did not match; or a
+learner was added but has not caught up); 2 bad command line; 3 outcome unknown (a write may
+or may not have been applied). Every error is
 one line on stderr. ``python -m openraft_py.kv`` is the same command.
 """
 
@@ -374,10 +375,38 @@ async def _cluster_init(args: argparse.Namespace) -> int:
 
 @_async
 async def _cluster_add_learner(args: argparse.Namespace) -> int:
+    from .client import Outcome
+
     async with _client(args) as c:
-        r = _check(await c.add_learner(args.id, args.raft_addr, args.http_addr), f"add-learner {args.id}")
+        r = await c.add_learner(args.id, args.raft_addr, args.http_addr)
+        if r.outcome is Outcome.INFO:
+            await _added_but_not_caught_up(c, args, r.error)
+        r = _check(r, f"add-learner {args.id}")
         print(f"n{args.id} added as a learner and caught up (log index {r.json().get('index')})")
     return EXIT_OK
+
+
+async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: str | None) -> None:
+    """After an add-learner whose outcome is unknown (the leader's 503 when the learner did
+    not catch up within its bound, or no answer within ``--timeout``): ``CliError`` (exit 1)
+    saying so when the leader's membership holds the learner at the addresses given, which
+    is what happens when the node is not running there. Returns when that cannot be told
+    (the outcome stays unknown)."""
+    from .client import ClientError
+
+    try:
+        _, http = await c.find_leader(timeout=5.0)
+        st = await c.status(http, timeout=2.0)
+    except (TimeoutError, ClientError):
+        return
+    learners = st.get("learners")
+    nodes = st.get("nodes")
+    node = nodes.get(str(args.id)) if isinstance(nodes, dict) else None
+    if isinstance(learners, list) and args.id in learners and node == {"raft_addr": args.raft_addr,
+                                                                       "http_addr": args.http_addr}:
+        raise CliError(f"add-learner {args.id}: n{args.id} was added as a learner but has not caught up with the "
+                       f"leader ({why}): is it running at {args.raft_addr}? It stays a learner and catches up once "
+                       "it runs there; if the address was wrong, run add-learner again with the right one")
 
 
 @_async

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from openraft_py.kv import cli
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs
 
@@ -346,6 +347,32 @@ async def test_a_learner_at_another_members_address_is_409_and_changes_nothing(c
     async with s.post(url(leader, "/cluster/learners"), json=body) as r:
         assert r.status == 409, await r.text()
         assert "is node 4's raft_addr" in (await r.json())["error"]
+
+
+async def test_cli_add_learner_of_a_node_not_running_says_it_was_added(capsys: pytest.CaptureFixture[str]) -> None:
+    """``openraft-py cluster add-learner`` for a node that is not running at the address
+    given exits 1 saying the learner was added but has not caught up, whether the leader's
+    503 came first (its ``learner_timeout``) or the client's ``--timeout`` ran out. It said
+    "outcome unknown (it may or may not have been applied)" and exited 3, though the
+    membership held the learner."""
+    c = KvCluster()
+    try:
+        await c.start(3, learner_timeout=3.0)
+        leader = await c.wait_leader()
+        endpoints = ",".join(n.opts.http_addr for n in c.nodes.values())
+        for nid, timeout in ((4, "10"), (5, "1")):  # the leader's 503 first; the client's timeout first
+            raft_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            code = await asyncio.to_thread(cli.main, ["cluster", "add-learner", "--endpoints", endpoints, "--id",
+                                                      str(nid), "--raft-addr", raft_addr, "--http-addr", http_addr,
+                                                      "--timeout", timeout])
+            err = capsys.readouterr().err
+            assert code == 1, (nid, code, err)
+            assert f"n{nid} was added as a learner but has not caught up" in err, err
+            assert f"is it running at {raft_addr}?" in err and "outcome unknown" not in err, err
+            assert err.count("\n") == 1, err
+            assert leader.nodes()[nid] == NodeAddrs(raft_addr, http_addr)
+    finally:
+        await c.close()
 
 
 async def test_promoting_learners_that_never_caught_up_is_409() -> None:
