@@ -32,7 +32,8 @@ missing or unknown field, or invalid JSON is a 400 before anything happens. The 
 The redirect rule: a node that is not the leader answers writes, linearizable and lease
 reads and the admin calls (learners, members, transfer) with ``307``, ``Location`` = the
 same path and query on the leader's HTTP address, and the body ``{"leader_id",
-"leader_http_addr"}``; with no known leader (or none whose HTTP address is known) ``503``.
+"leader_http_addr"}``; with no known leader (or none whose HTTP address is known) ``503``
+(saying so when the node is in no cluster yet: ``POST /cluster/init`` first).
 A write whose entry was appended but whose outcome this node can no longer tell
 (``ForwardToLeader.outcome_unknown``) is answered ``503`` with ``"outcome_unknown": true``,
 never redirected (a blind retry could apply it twice).
@@ -326,6 +327,10 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     if e.outcome_unknown:
         return _error(503, str(e), outcome_unknown=True, leader_id=e.leader_id)
     leader_id, http = node.leader(e)
+    if leader_id is None and not node.initialized():  # retrying will not help: say what will
+        return _error(503, f"no leader is known: node {node.id} is not in a cluster yet (initialize one with "
+                           "'openraft-py cluster init' or POST /cluster/init, or add this node to one)",
+                      leader_id=None)
     if leader_id is None:
         return _error(503, "no leader is known; retry later", leader_id=None)
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses

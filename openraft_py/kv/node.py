@@ -384,6 +384,11 @@ class KvNode:
         http = addrs_of(node).http if node is not None else ""
         return leader_id, http or None
 
+    def initialized(self) -> bool:
+        """Whether this node holds a membership with voters: it is in a cluster that was
+        initialized (``False`` for a node never initialized nor added)."""
+        return self.raft is not None and bool(self.raft.metrics.membership_config.membership.voter_ids())
+
     def is_leader(self) -> bool:
         """Whether this node leads right now."""
         return self.raft is not None and self.raft.is_leader()

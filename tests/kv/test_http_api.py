@@ -146,11 +146,15 @@ async def test_no_leader_gives_503() -> None:
             ("GET", "/kv/k?consistency=lease", {}),
             ("POST", "/cluster/members", {"json": {"voters": [1]}}),
             ("POST", "/cluster/transfer", {"json": {"to": 1}}),
+            ("POST", "/cluster/learners", {"json": {"id": 2, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}}),
         ]:
             async with s.request(method, url(n, path), allow_redirects=False, **kw) as r:
                 assert r.status == 503, (method, path, r.status)
                 body = await r.json()
                 assert body["error"] and body["leader_id"] is None
+                # never initialized: the answer says what to do (it said "retry later", which
+                # never helps: the clients retried until their deadline, then said that)
+                assert "node 1 is not in a cluster yet" in body["error"] and "cluster init" in body["error"], body
         async with s.get(url(n, "/kv/k?consistency=local")) as r:
             assert r.status == 404  # a local read needs no leader
         async with s.get(url(n, "/cluster/status")) as r:

@@ -234,6 +234,9 @@ class _FakeNode:
     def leader(self, hint: Any = None) -> tuple[int | None, str | None]:
         return self._leader
 
+    def initialized(self) -> bool:
+        return True
+
 
 def test_error_mapping() -> None:
     from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
