@@ -60,9 +60,10 @@ def check_addr(addr: Any, what: str) -> str:
     """``addr`` if it is a ``"host:port"`` string; ``TypeError`` / ``ValueError`` otherwise.
 
     The host is a name or an IPv4 address (letters, digits, ``.``, ``-``, ``_``) or an IPv6
-    address in brackets (``[::1]:21001``): an address is also put into URLs (the redirect's
-    ``Location``) and HTTP headers, where anything else (a space, a control character, a
-    ``/``, a bare IPv6 address) would make a broken one."""
+    address in brackets (``[::1]:21001``), the port ASCII digits: an address is also put
+    into URLs (the redirect's ``Location``) and HTTP headers, where anything else (a space, a
+    control character, a ``/``, a bare IPv6 address, a port in other digits such as
+    ``٢١٠٠١``, which ``int`` reads) would make a broken one."""
     if type(addr) is not str:
         raise TypeError(f"{what} must be a \"host:port\" string, got {type(addr).__name__}")
     if len(addr) > 255:
@@ -71,7 +72,9 @@ def check_addr(addr: Any, what: str) -> str:
         parse_addr(addr)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
-    host = addr.rpartition(":")[0]
+    host, _, port = addr.rpartition(":")
+    if not port.isascii():
+        raise ValueError(f"{what}: the port {port!r} is not written in ASCII digits (0-9)")
     if host.startswith("[") and host.endswith("]"):
         ip, percent, zone = host[1:-1].partition("%")  # a zone (fe80::1%eth0) is a name too
         try:

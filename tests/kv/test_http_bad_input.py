@@ -77,6 +77,7 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "a\r\nX-Evil: 1\r\nb:2"}}, 400),
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "evil.example/x?:2"}}, 400),
     ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "::1:1", "http_addr": "h:2"}}, 400),
+    ("POST", "/cluster/learners", {"json": {"id": 4, "raft_addr": "h:1", "http_addr": "h:\u0662\u0668"}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "0.0.0.0:1", "http_addr": "h:2"}}}}, 400),
     ("POST", "/cluster/init", {"json": {"members": {"1": {"raft_addr": "h:1", "http_addr": "a b:2"}}}}, 400),
     # two members at one address (a copy-paste slip): the cluster could never elect

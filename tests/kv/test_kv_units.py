@@ -78,10 +78,13 @@ def test_node_addresses_round_trip() -> None:
 
 
 @pytest.mark.parametrize("bad", ["a b:1", "a\r\nX-Evil: 1\r\nb:2", "h/x:1", "evil.example/x?:2", "u@h:1",
-                                 "::1:80", "[zz]:1", "[fe80::1%a b]:1", "[fe80::1%]:1", "h\u00e9:1"])
+                                 "::1:80", "[zz]:1", "[fe80::1%a b]:1", "[fe80::1%]:1", "h\u00e9:1",
+                                 "h:\u0662\u0661\u0660\u0660\u0661", "h:2100\uff11"])
 def test_an_address_is_a_host_name_or_ip_and_a_port(bad: str) -> None:
     """The addresses go into URLs (the redirect's ``Location``) and headers: a host with a
-    space, a control character, a ``/`` or an unbracketed IPv6 address is refused."""
+    space, a control character, a ``/`` or an unbracketed IPv6 address is refused, and so
+    is a port in digits other than ASCII (``int`` reads Arabic-Indic or full-width digits:
+    such a port was taken, and a redirect to that node had it in its ``Location``)."""
     with pytest.raises(ValueError, match="not"):
         check_addr(bad, "--raft-addr")
     with pytest.raises(ValueError):
