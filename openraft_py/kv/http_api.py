@@ -51,7 +51,8 @@ would store something else than the client meant); a ``Transfer-Encoding`` other
 implement), for the same reason; a body that cannot be read (cut short, or
 its chunked framing malformed) -> 400, logged at INFO;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
--> 503, logged; a node that is stopping answers new requests 503 (with ``leader_id``: nothing
+-> 503, logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
+asked for); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
 runs before the one Raft call a request makes.
 
@@ -86,6 +87,7 @@ from ..errors import (
     LinearizableReadError,
     NotAllowed,
     RPCError,
+    Stopped,
     WaitTimeout,
 )
 from .metrics import CONTENT_TYPE
@@ -362,7 +364,10 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
     if isinstance(e, (ChangeMembershipError, InitializeError, InvalidRequest, TypeError, ValueError)):
         return _error(400, f"{type(e).__name__}: {e}")
     if isinstance(e, Fatal):
-        log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
+        if isinstance(e, Stopped) and not node.accepting:  # stopped as asked (a signal): no failure
+            log.info("%s %s: the node has stopped (asked to): %r", request.method, request.path, e)
+        else:
+            log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
         return _error(503, f"the node has stopped: {type(e).__name__}: {e}")
     if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
         return _error(503, f"{type(e).__name__}: {e}")

@@ -4,6 +4,7 @@ redirect rule, 503 without a leader, membership changes and leader transfer over
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -377,6 +378,39 @@ async def test_cli_add_learner_of_a_node_not_running_says_it_was_added(capsys: p
             assert leader.nodes()[nid] == NodeAddrs(raft_addr, http_addr)
     finally:
         await c.close()
+
+
+async def test_a_request_waiting_when_the_node_is_stopped_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request still waiting when the node is asked to stop (here an add-learner waiting
+    for a learner that is not running) gets 503 "the node has stopped", logged at INFO: the
+    stop was asked for. It was an ERROR, at every orderly stop with such a request."""
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
+    c = KvCluster()
+    try:
+        await c.start(1, learner_timeout=30.0)
+        leader = await c.wait_leader()
+        body = {"id": 4, "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+
+        async def add() -> tuple[int, str]:
+            async with sess(c).post(url(leader, "/cluster/learners"), json=body) as r:
+                return r.status, (await r.json())["error"]
+
+        waiting = asyncio.ensure_future(add())
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5
+        while leader.inflight == 0:  # the request reached the node and waits
+            assert loop.time() < end and not waiting.done()
+            await asyncio.sleep(0.01)
+        await leader.stop()
+        status, error = await asyncio.wait_for(waiting, 10)
+        assert status == 503 and error.startswith("the node has stopped"), (status, error)
+    finally:
+        await c.close()
+    mine = [r for r in caplog.records if r.name == "openraft_py.kv.http_api"]
+    assert not [r for r in mine if r.levelno >= logging.WARNING], [r.getMessage() for r in mine]
+    assert any("the node has stopped" in r.getMessage() for r in mine), [r.getMessage() for r in mine]
 
 
 async def test_promoting_learners_that_never_caught_up_is_409() -> None:

@@ -240,6 +240,8 @@ class _FakeNode:
     def initialized(self) -> bool:
         return True
 
+    accepting = True
+
 
 def test_error_mapping() -> None:
     from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
