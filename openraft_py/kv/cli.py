@@ -389,14 +389,21 @@ async def _cluster_add_learner(args: argparse.Namespace) -> int:
 async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: str | None) -> None:
     """After an add-learner whose outcome is unknown (the leader's 503 when the learner did
     not catch up within its bound, or no answer within ``--timeout``): ``CliError`` (exit 1)
-    saying so when the leader's membership holds the learner at the addresses given, which
-    is what happens when the node is not running there. Returns when that cannot be told
-    (the outcome stays unknown)."""
+    saying so when the leader's membership holds the learner at the addresses given and the
+    leader has committed its whole log (so that membership too), which is what happens when
+    the node is not running there. Returns when that cannot be told (the outcome stays
+    unknown: with no quorum, say, the entry may never commit)."""
     from .client import ClientError
 
     try:
         _, http = await c.find_leader(timeout=5.0)
-        st = await c.status(http, timeout=2.0)
+        for _ in range(5):  # (writes in flight: the leader commits its log within moments)
+            st = await c.status(http, timeout=2.0)
+            if st.get("committed_index") is not None and st.get("committed_index") == st.get("last_log_index"):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            return
     except (TimeoutError, ClientError):
         return
     learners = st.get("learners")

@@ -462,7 +462,9 @@ class KvNode:
         ``raft_addr`` and ``http_addr`` are the same. ``Conflict`` (nothing done) when
         ``node_id`` is a voter: ``Raft.add_learner`` would keep it a voter and give it the new
         addresses, cutting it off if they are wrong (a typo in the id); a voter leaves with
-        ``change_members``. ``Conflict`` too when another member already has ``raft_addr`` or
+        ``change_members``. ``ServiceUnavailable`` when the bound ran out, saying whether the
+        membership entry committed (then the learner is in, but has not caught up) or not (no
+        quorum). ``Conflict`` too when another member already has ``raft_addr`` or
         ``http_addr`` (either of its two, compared as strings): replication to the learner
         would reach that member (the transport refuses it: the learner never catches up), and
         a redirect to the learner would reach that member."""
@@ -486,6 +488,13 @@ class KvNode:
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
         except TimeoutError:
+            m = raft.metrics
+            entry = m.membership_config.log_id
+            committed = m.committed.index if m.committed is not None else -1
+            if entry is not None and entry.index > committed:  # (no quorum: the learner is not in yet)
+                raise ServiceUnavailable(
+                    f"node {node_id} is not added yet: the membership entry adding it did not commit within "
+                    f"{self.opts.learner_timeout}s (is a majority of the voters running?)") from None
             raise ServiceUnavailable(
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?)") from None

@@ -413,6 +413,29 @@ async def test_a_request_waiting_when_the_node_is_stopped_is_not_logged_as_an_er
     assert any("the node has stopped" in r.getMessage() for r in mine), [r.getMessage() for r in mine]
 
 
+async def test_add_learner_without_a_quorum_says_the_learner_is_not_added(capsys: pytest.CaptureFixture[str]) -> None:
+    """With most voters down, the membership entry adding a learner cannot commit: the
+    leader's 503 says the node is not added yet and asks whether a majority runs (it said
+    the node "was added as a learner but did not catch up"), and ``cluster add-learner``
+    reports the outcome as unknown (exit 3), not as a learner added."""
+    c = KvCluster()
+    try:
+        await c.start(3, learner_timeout=1.0)
+        leader = await c.wait_leader()
+        for f in c.followers(leader):
+            await f.stop()
+        raft_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        code = await asyncio.to_thread(cli.main, ["cluster", "add-learner", "--endpoints", leader.opts.http_addr,
+                                                  "--id", "4", "--raft-addr", raft_addr, "--http-addr", http_addr,
+                                                  "--timeout", "10"])
+        err = capsys.readouterr().err
+        assert code == 3, (code, err)
+        assert "node 4 is not added yet: the membership entry adding it did not commit" in err, err
+        assert "was added as a learner" not in err, err
+    finally:
+        await c.close()
+
+
 async def test_promoting_learners_that_never_caught_up_is_409() -> None:
     """Learners 4 and 5 were added but never started: making {1, 4, 5} the voters would
     leave no majority able to commit (the cluster would stall), so the leader answers 409
