@@ -39,9 +39,9 @@ chunk or a full AppendEntries batch of large entries. Raise it (on every node) w
 
 def parse_addr(addr: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[v6addr]:port"``) as ``(host, port)``; ``ValueError`` if
-    malformed."""
+    malformed (the port must be ASCII digits: ``int`` also reads other scripts' digits)."""
     host, sep, port_s = addr.rpartition(":")
-    if not sep or not host or not port_s.isdigit():
+    if not sep or not host or not (port_s.isascii() and port_s.isdigit()):
         raise ValueError(f"not a host:port address: {addr!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -102,7 +102,9 @@ def test_parse_addr() -> None:
     assert parse_addr("127.0.0.1:80") == ("127.0.0.1", 80)
     assert parse_addr("[::1]:9") == ("::1", 9)
     assert parse_addr("node-1.example:65535") == ("node-1.example", 65535)
-    for bad in ("", "host", ":80", "h:0", "h:65536", "h:x"):
+    # A port in other digits than ASCII's (Arabic-Indic, full-width, superscript) is no port,
+    # though ``int`` reads the first two.
+    for bad in ("", "host", ":80", "h:0", "h:65536", "h:x", "h:\u0662\u0661\u0660\u0660\u0661", "h:\uff18\uff10", "h:\u00b2"):
         with pytest.raises(ValueError):
             parse_addr(bad)
 
