@@ -49,7 +49,8 @@ is read (the value is the body's bytes as sent: a coding the service decoded or 
 would store something else than the client meant); a ``Transfer-Encoding`` other than
 ``chunked`` (``gzip, chunked``) -> 501 (RFC 9112: a transfer coding the server does not
 implement), for the same reason; a body that cannot be read (cut short, or
-its chunked framing malformed) -> 400, logged at INFO;
+its chunked framing malformed) -> 400, logged at INFO; a body that does not arrive within
+``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
@@ -64,6 +65,7 @@ for that answer; it is logged in one line at INFO (``SERVER_LOG``), not as an er
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -143,7 +145,38 @@ is too short): every byte of a key may take three characters percent-encoded, so
 ``MAX_KEY_BYTES`` fits with the method, ``/kv/``, ``/cas``, the query and the version."""
 
 
+BODY_GRACE = 30.0
+"""Seconds a request body may take to arrive beyond its share of ``BODY_MIN_RATE``."""
+
+BODY_MIN_RATE = 16 * 1024
+"""Bytes per second a request body must arrive at, on average, after ``BODY_GRACE``: a body
+of ``n`` bytes (its ``Content-Length``, or ``max_body`` for a chunked one) has ``BODY_GRACE
++ n / BODY_MIN_RATE`` seconds in all (94 s for the default ``max_body`` of 1 MiB). Otherwise
+the request is answered ``408`` and its connection closed: a client that sends the headers
+and then trickles the body, or stops, held its handler and connection for good (and so did
+a bad chunk size arriving after the headers, which aiohttp's compiled parser drops without
+an error)."""
+
+
 # -- request bodies ------------------------------------------------------------------------------
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive in time (``BODY_GRACE``; answered 408)."""
+
+
+async def _read(request: web.Request) -> bytes:
+    """The request's body, within ``BODY_GRACE`` + its size at ``BODY_MIN_RATE``; else
+    ``BodyTimeout``. 413 (``HTTPRequestEntityTooLarge``) above ``client_max_size``."""
+    size = request.content_length
+    if size is None:  # chunked, or no body: at most the largest body allowed
+        size = request.app[NODE_KEY].opts.max_body
+    limit = BODY_GRACE + size / BODY_MIN_RATE
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {limit:.0f}s") from None
 
 
 class _Member(msgspec.Struct, forbid_unknown_fields=True):
@@ -181,7 +214,7 @@ class BadRequest(Exception):
 
 
 async def _body(request: web.Request, typ: type[Any]) -> Any:
-    raw = await request.read()  # 413 (HTTPRequestEntityTooLarge) above client_max_size
+    raw = await _read(request)
     if not raw:
         raise BadRequest("a JSON body is required")
     try:
@@ -287,7 +320,7 @@ async def cluster_status(request: web.Request) -> web.Response:
 
 async def kv_put(request: web.Request) -> web.Response:
     key = _key(request)
-    raw = await request.read()
+    raw = await _read(request)
     try:
         value = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -346,6 +379,11 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
+    if isinstance(e, BodyTimeout):  # the client's failure: logged at INFO, the connection closed
+        log.info("%s %s: %s", request.method, request.path, e)
+        resp = _error(408, str(e))
+        resp.force_close()  # the rest of the body may still come: this connection is done
+        return resp
     if isinstance(e, (RequestPayloadError, HttpProcessingError, ConnectionResetError)):
         # The body could not be read (cut short: the client went away; its framing is
         # malformed, a bad chunk): nothing was done, and it is the client's failure, not the

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from openraft_py.kv import http_api
 from openraft_py.types import Blank
 
 from .kv_helpers import KvCluster, url
@@ -300,3 +301,51 @@ async def test_a_value_over_max_entry_bytes_gets_413_and_the_cluster_goes_on() -
             assert r.status == 200 and await r.read() == b"x" * 100
     finally:
         await c.close()
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+    cluster: KvCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends a request's headers and then trickles its body, or stops, or
+    sends a bad chunk size after the headers (which aiohttp's compiled parser drops without
+    an error), is answered 408 once ``BODY_GRACE`` + the body's size at ``BODY_MIN_RATE``
+    have passed, logged at INFO, and its connection closed. Each of these held its handler
+    and connection until the client went away. A body that arrives in time is served."""
+    monkeypatch.setattr(http_api, "BODY_GRACE", 0.5)
+    monkeypatch.setattr(http_api, "BODY_MIN_RATE", 1024 * 1024 * 1024)
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
+    leader = await cluster.wait_leader()
+    host, port = leader.opts.http_addr.rsplit(":", 1)
+    head = b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\n"
+    for first, later in (
+        (head + b"Content-Length: 10\r\n\r\nab", b""),  # stops
+        (head + b"Transfer-Encoding: chunked\r\n\r\n", b"zz\r\nabc\r\n0\r\n\r\n"),  # a bad chunk size, later
+        (head + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n", b""),  # no last chunk
+    ):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(first)
+            await writer.drain()
+            if later:
+                await asyncio.sleep(0.1)  # a separate packet, after the headers were parsed
+                writer.write(later)
+                await writer.drain()
+            # The answer, not EOF: aiohttp keeps reading what more comes of the body for its
+            # lingering time (10 s) before it closes the connection.
+            head_ = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = next(int(h.split(b":")[1]) for h in head_.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            body = await asyncio.wait_for(reader.readexactly(length), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert head_.split()[1] == b"408", head_
+        assert b"connection: close" in head_.lower(), head_
+        assert "did not arrive within" in json.loads(body)["error"], body
+    noisy = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info]
+    assert not noisy, [(r.name, r.levelname, r.getMessage()) for r in noisy]
+    s = cluster.session
+    assert s is not None
+    async with s.get(url(leader, "/kv/slow?consistency=local")) as r:
+        assert r.status == 404  # none of them wrote anything
+    async with s.put(url(leader, "/kv/slow"), data="fine") as r:
+        assert r.status == 200
