@@ -90,6 +90,15 @@ node without a TLS context sends its plain hello)."""
 
 _sched_yield = getattr(os, "sched_yield", None)  # POSIX only
 
+DEFAULT_FRAME_TIMEOUT = 30.0
+"""``TcpServer.start(frame_timeout=...)``: seconds a frame in progress may stall in all."""
+
+DEFAULT_MIN_FRAME_RATE = 16 * 1024
+"""``TcpServer.start(min_frame_rate=...)``: bytes per second a frame in progress must arrive
+at, on average, after its ``frame_timeout``. Far below any link a cluster can work on (a
+leader waits ``Config.install_snapshot_timeout``, 200 ms by default, for a whole snapshot
+chunk), and still enough to close a peer that trickles a frame."""
+
 YIELD_MAX_ENTRIES = 16
 """A follower yields after answering (``TcpServer.start(yield_after_answer=...)``) only a
 request of 1 to this many entries: what it does next (applying them) is short, while after a
@@ -169,6 +178,14 @@ class _ServerConnection(asyncio.Protocol):
         self.draining = False
         self.closed = False
         self.last_activity = self.loop.time()
+        self.in_frame = False
+        """Whether a frame has started to arrive and is not complete (after the handshake)."""
+        self.frame_time = 0.0
+        """Seconds the server has been reading this connection since the frame in progress
+        started (``_frame_clock``): time with reading paused does not count."""
+        self.frame_since: float | None = None
+        """The loop time ``frame_time`` was last brought up to, while it runs (a frame in
+        progress and reading on); ``None`` while it stands still."""
         self.handshake_timer: asyncio.TimerHandle | None = None
         self.first = b""
         """The first bytes received before the handshake (``foreign_protocol_hint``)."""
@@ -257,6 +274,15 @@ class _ServerConnection(asyncio.Protocol):
                     raise WireError("request id 0 is reserved for the handshake")
                 # Kept undecoded until it runs: the backlog holds at most one read's bytes.
                 self.backlog.append((kind, rid, body))
+            if self.reader.buffered():
+                if frames or not self.in_frame:
+                    # A frame started in this read: its clock starts (``_frame_check``).
+                    self.in_frame = True
+                    self.frame_time = 0.0
+                    self.frame_since = None if self.paused else self.last_activity
+            elif self.in_frame:
+                self.in_frame = False
+                self.frame_since = None
             self._pump()
         except (WireError, CodecError) as e:
             hint = foreign_protocol_hint(self.first, dialled=False) if self.sender is None else ""
@@ -388,9 +414,14 @@ class _ServerConnection(asyncio.Protocol):
         )
         if want_pause and not self.paused:
             self.paused = True
+            if self.frame_since is not None:  # the frame in progress cannot arrive meanwhile
+                self._frame_clock(self.loop.time())
+                self.frame_since = None
             t.pause_reading()
         elif not want_pause and self.paused:
             self.paused = False
+            if self.in_frame:
+                self.frame_since = self.loop.time()
             t.resume_reading()
 
     def _done(self, n: int) -> None:
@@ -462,10 +493,43 @@ class _ServerConnection(asyncio.Protocol):
             self.transport.abort()
 
     def idle_check(self, now: float) -> None:
-        """Close the connection if nothing came in for ``idle_timeout`` seconds and nothing
-        is in flight."""
+        """Close the connection if the frame in progress arrives too slowly
+        (``_frame_check``), or if nothing came in for ``idle_timeout`` seconds and nothing is
+        in flight."""
+        if self.frame_since is not None and self._frame_check(now):
+            return
         if not self.closed and not self.tasks and now - self.last_activity >= self.server.idle_timeout:
             self._drop(f"idle for {self.server.idle_timeout}s", logging.DEBUG)
+
+    def _frame_clock(self, now: float) -> None:
+        """Add the reading time since ``frame_since`` to ``frame_time``. One step adds at
+        most two idle ticks: a longer one means this node's event loop did not run (a step
+        happens every tick while a frame is read), and what the peer sent meanwhile waits
+        unread in the socket, so the peer is not charged with it."""
+        since = self.frame_since
+        if since is not None:
+            self.frame_time += min(now - since, 2 * self.server._idle_period())
+            self.frame_since = now
+
+    def _frame_check(self, now: float) -> bool:
+        """Close the connection (and return ``True``) if the frame in progress is behind
+        the server's rule: after ``t`` seconds of reading it (``frame_time``), at least
+        ``(t - frame_timeout) * min_frame_rate`` of its bytes must have come. A peer that
+        trickles a frame, or sends a length and stops, would otherwise hold a connection
+        slot and its buffer for good (each byte counts as activity for ``idle_timeout``)."""
+        self._frame_clock(now)
+        srv = self.server
+        late = self.frame_time - srv.frame_timeout
+        if late <= 0:
+            return False
+        got = self.reader.buffered()
+        if got >= late * srv.min_frame_rate:
+            return False
+        self._drop(
+            f"a frame arrives too slowly: {got} bytes in {self.frame_time:.1f}s of reading "
+            f"(frame_timeout {srv.frame_timeout}s, then min_frame_rate {srv.min_frame_rate} bytes/s)"
+        )
+        return True
 
     def start_drain(self) -> None:
         """Stop reading; answer the requests in flight; the server closes it when done."""
@@ -482,7 +546,7 @@ class TcpServer:
     Counters (for tests and monitoring): ``delivered`` requests handed to ``Raft``,
     ``refused`` handshakes and requests refused (a request naming another leader than the
     connection's sender, or one the node refused as ``InvalidRequest``: each logged at
-    WARNING), ``dropped`` connections closed for bad input,
+    WARNING), ``dropped`` connections closed for bad input, a frame arriving too slowly,
     idleness, limits, or a sender that left the membership.
     """
 
@@ -502,6 +566,8 @@ class TcpServer:
     max_connections: int
     idle_timeout: float
     handshake_timeout: float
+    frame_timeout: float
+    min_frame_rate: float
     drain_timeout: float
     yield_after_answer: bool | None
     """``True``/``False``: whether AppendEntries answers are followed by a yield of the CPU;
@@ -542,6 +608,8 @@ class TcpServer:
         max_connections: int = 256,
         idle_timeout: float = 60.0,
         handshake_timeout: float = 5.0,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        min_frame_rate: float = DEFAULT_MIN_FRAME_RATE,
         drain_timeout: float = 5.0,
         yield_after_answer: bool | None = None,
     ) -> TcpServer:
@@ -575,6 +643,18 @@ class TcpServer:
         - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
           long is closed. ``handshake_timeout``: a connection must complete the handshake
           within this (and, with ``ssl``, the TLS handshake too).
+        - ``frame_timeout`` (seconds, default 30) and ``min_frame_rate`` (bytes per second,
+          default 16 KiB/s): a frame that has started to arrive after the handshake must
+          keep arriving. After ``t`` seconds of reading it, at least ``(t - frame_timeout)
+          * min_frame_rate`` of its bytes must have come, else the connection is closed
+          (logged at WARNING, counted in ``dropped``). So a frame may stall for
+          ``frame_timeout`` in all, and a frame of ``n`` bytes has at least ``frame_timeout
+          + n / min_frame_rate`` seconds (a 32 MiB frame: over 34 minutes). Time the server
+          does not read the connection (its requests in flight are at ``max_inflight``, or
+          its peer leaves answers unread) does not count, and a connection between frames
+          is only subject to ``idle_timeout``. Without this, a peer trickling a frame (a
+          byte now and then counts as activity) or sending a length and nothing more held
+          its connection slot for good.
         - ``drain_timeout``: how long ``close()`` waits for requests in flight.
         - ``yield_after_answer``: after writing an AppendEntries answer, give up the CPU
           (``os.sched_yield()``, where the OS has it) before doing anything else. The answer
@@ -603,6 +683,8 @@ class TcpServer:
             max_connections=max_connections,
             idle_timeout=idle_timeout,
             handshake_timeout=handshake_timeout,
+            frame_timeout=frame_timeout,
+            min_frame_rate=min_frame_rate,
             drain_timeout=drain_timeout,
             yield_after_answer=yield_after_answer,
         )
@@ -641,6 +723,8 @@ class TcpServer:
         peer_id_of_cert: PeerIdOfCert | None = None,
         membership_check_interval: float = 0.1,
         yield_after_answer: bool | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        min_frame_rate: float = DEFAULT_MIN_FRAME_RATE,
     ) -> TcpServer:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
@@ -648,6 +732,10 @@ class TcpServer:
             raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
         if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0 or membership_check_interval <= 0:
             raise ValueError("timeouts and membership_check_interval must be positive")
+        if not frame_timeout > 0 or not min_frame_rate > 0:
+            raise ValueError(
+                f"frame_timeout and min_frame_rate must be positive (got {frame_timeout!r}, {min_frame_rate!r})"
+            )
         check_cert_binding(ssl, peer_id_of_cert, "TcpServer")
         config = getattr(raft, "config", None)
         if isinstance(config, Config):
@@ -668,6 +756,8 @@ class TcpServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
+        self.min_frame_rate = min_frame_rate
         self.drain_timeout = drain_timeout
         self.yield_after_answer = yield_after_answer
         self.delivered = 0
@@ -682,7 +772,7 @@ class TcpServer:
         return self
 
     def _idle_period(self) -> float:
-        return max(min(self.idle_timeout, self.handshake_timeout) / 2, 0.01)
+        return max(min(self.idle_timeout, self.handshake_timeout, self.frame_timeout) / 2, 0.01)
 
     def _idle_tick(self) -> None:
         now = self._loop.time()

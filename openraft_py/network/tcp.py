@@ -30,9 +30,10 @@ chunk, with their framing. ``Raft.new`` (through ``TcpNetworkFactory.check_confi
 Server side: every accepted connection must open with the handshake (protocol version,
 cluster name, sender id; the sender must be in the node's membership once it has one);
 then its requests are handed to the ``Raft`` handlers concurrently and answered in
-whatever order they finish. Malformed input, an oversized frame, a protocol violation or an
-idle connection closes that connection only, logged once with the peer address; every other
-connection keeps being served. Every ``membership_check_interval`` (0.1 s) the server
+whatever order they finish. Malformed input, an oversized frame, a protocol violation, a
+frame arriving too slowly (``frame_timeout``, ``min_frame_rate``) or an idle connection
+closes that connection only, logged once with the peer address; every other connection
+keeps being served. Every ``membership_check_interval`` (0.1 s) the server
 closes the connections whose sender has left the membership since its handshake.
 
 Identity (opt-in, for mutual TLS): with ``peer_id_of_cert`` (e.g.

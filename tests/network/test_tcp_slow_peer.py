@@ -1,0 +1,259 @@
+"""The TCP server against peers that send a frame slowly, on loopback with raw sockets.
+
+A handshaken peer that trickles the bytes of a frame (one byte now and then, or a length
+header and then nothing) used to hold its connection slot and its input buffer for good:
+every byte counted as activity for ``idle_timeout``, and enough such peers filled
+``max_connections`` so that no real leader could connect. Now a frame in progress must keep
+arriving at ``min_frame_rate`` after a grace of ``frame_timeout`` (``TcpServer.start``);
+these tests use small settings to stay short. A peer that has not completed the handshake
+is bounded by ``handshake_timeout`` however it trickles.
+
+What must NOT be cut: an idle connection with no frame in progress (only ``idle_timeout``
+applies to it), a frame that arrives slowly but above the rate, and a frame in progress on a
+connection the server itself stopped reading (its requests in flight are at
+``max_inflight``): the time reading is paused does not count.
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import Any
+
+import pytest
+
+from openraft_py._core import FrameReader
+from openraft_py.network import wire
+from openraft_py.network.tcp import TcpServer
+from openraft_py.types import VoteRequest, VoteResponse
+
+from .test_tcp import OPT, V1, FakeRaft, _pair, _until
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAME_TIMEOUT = 0.4
+"""The grace of these tests' servers (``frame_timeout``), in seconds."""
+MIN_RATE = 2000
+"""Their ``min_frame_rate``, in bytes per second."""
+CUT_BOUND = 5.0
+"""How long a test waits for the server to close a slow connection (the rule closes it
+within about ``FRAME_TIMEOUT`` plus a tick; generous for a loaded machine)."""
+
+
+def _hello(node_id: int = 1) -> bytes:
+    return bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(wire.PROTOCOL_VERSION, "c", node_id)))
+
+
+def _vote_frame(rid: int) -> bytes:
+    return bytes(wire.frame_message(wire.KIND_VOTE, rid, VoteRequest(V1, None)))
+
+
+async def _handshaken(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that has passed the handshake as node 1."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(_hello())
+    ack = FrameReader(1024)
+    while not ack.feed(await asyncio.wait_for(r.read(100), 5)):
+        pass
+    return r, w
+
+
+async def _trickle(w: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    """Write ``data`` one byte at a time, ``every`` seconds apart, until the peer goes."""
+    for i in range(len(data)):
+        if w.is_closing():
+            return
+        w.write(data[i : i + 1])
+        try:
+            await w.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(every)
+
+
+async def _closed(r: asyncio.StreamReader, bound: float) -> None:
+    """Wait (at most ``bound`` seconds) for the server to close the connection."""
+    try:
+        while await asyncio.wait_for(r.read(4096), bound):
+            pass
+    except ConnectionError:
+        pass
+
+
+async def test_a_trickled_frame_is_cut_and_frees_its_slot_for_a_real_peer(caplog: pytest.LogCaptureFixture) -> None:
+    # Two handshaken peers fill the server's two slots; each announces a 10,000-byte frame
+    # and sends it a byte every 50 ms (20 B/s: it stays "active" for idle_timeout).
+    raft, server, factory, client = await _pair(
+        max_connections=2, idle_timeout=30.0, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE
+    )
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    try:
+        conns = [await _handshaken(server.port) for _ in range(2)]
+        assert server.connections == 2
+        body = _vote_frame(5)
+        frame = struct.pack(">I", 10_000) + body[4:] + b"\x00" * (10_000 - len(body) + 4)
+        trickles = [asyncio.ensure_future(_trickle(w, frame, 0.05)) for _, w in conns]
+        t0 = loop.time()
+        for r, _ in conns:
+            await _closed(r, CUT_BOUND)
+        assert loop.time() - t0 < CUT_BOUND
+        await asyncio.wait_for(asyncio.gather(*trickles), 5)
+        for _, w in conns:
+            w.close()
+        assert server.dropped == 2 and server.delivered == 0
+        cut = [r.getMessage() for r in caplog.records if "closing the connection from 127.0.0.1:" in r.getMessage()]
+        assert len(cut) == 2 and all("frame_timeout" in m and "min_frame_rate" in m for m in cut), cut
+        # The slots are free: a real peer connects and is served.
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_length_header_then_nothing_is_cut_after_the_grace() -> None:
+    raft, server, factory, client = await _pair(idle_timeout=30.0, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE)
+    loop = asyncio.get_running_loop()
+    try:
+        r, w = await _handshaken(server.port)
+        t0 = loop.time()
+        w.write(struct.pack(">I", 1_000_000) + b"\x05")
+        await _closed(r, CUT_BOUND)
+        assert FRAME_TIMEOUT <= loop.time() - t0 < CUT_BOUND
+        w.close()
+        assert server.dropped == 1 and server.delivered == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_frame_slower_than_the_grace_but_above_the_rate_is_delivered() -> None:
+    # 200 bytes every 50 ms (4,000 B/s, twice the minimum) of a 6,000-byte vote request:
+    # about 1.5 s, several times the grace. It must arrive whole and be answered.
+    raft, server, factory, client = await _pair(idle_timeout=30.0, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE)
+    try:
+        r, w = await _handshaken(server.port)
+        frame = bytes(wire.frame_message(wire.KIND_VOTE, 9, VoteRequest(V1, None)))
+        # Pad the body with trailing array items a decoder ignores (the versioning rule): the
+        # frame stays a valid vote request, only longer.
+        body = bytearray(frame[4 + wire.HEADER_SIZE :])
+        assert body[0] & 0xF0 == 0x90
+        pad = b"\xc5" + struct.pack(">H", 6000) + b"p" * 6000  # one msgpack bin item
+        body = bytes([body[0] + 1]) + bytes(body[1:]) + pad
+        payload = frame[4 : 4 + wire.HEADER_SIZE] + body
+        data = struct.pack(">I", len(payload)) + payload
+        assert len(data) > 6000
+        for i in range(0, len(data), 200):
+            w.write(data[i : i + 200])
+            await w.drain()
+            await asyncio.sleep(0.05)
+        got = FrameReader(1 << 20)
+        frames: list[bytes] = []
+        while not frames:
+            chunk = await asyncio.wait_for(r.read(4096), 5)
+            assert chunk, "the server closed a frame arriving above min_frame_rate"
+            frames = got.feed(chunk)
+        kind, rid, _ = wire.split_payload(frames[0])
+        assert (kind, rid) == (wire.KIND_VOTE_RESP, 9)
+        assert server.dropped == 0 and raft.received and raft.received[-1][0] == "vote"
+        w.close()
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_an_idle_connection_between_frames_is_not_cut() -> None:
+    # No frame in progress: only idle_timeout applies, however long past frame_timeout.
+    raft, server, factory, client = await _pair(idle_timeout=30.0, frame_timeout=0.1, min_frame_rate=MIN_RATE)
+    loop = asyncio.get_running_loop()
+    try:
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        r, w = await _handshaken(server.port)
+        w.write(_vote_frame(3))
+        await asyncio.wait_for(_until(lambda: len(raft.received) == 2), 5)
+        t0 = loop.time()
+        while loop.time() - t0 < 1.0:  # ten times frame_timeout, with ticks every 50 ms
+            await asyncio.sleep(0.1)
+            assert server.connections == 2 and server.dropped == 0
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        w.write(_vote_frame(4))
+        await asyncio.wait_for(_until(lambda: len(raft.received) == 4), 5)
+        assert server.dropped == 0
+        w.close()
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_time_the_server_does_not_read_does_not_count() -> None:
+    # max_inflight=1 and a vote handler held for ten times the grace: the server stops
+    # reading the connection while the vote runs, with the next frame's first bytes already
+    # in its buffer. The peer can send nothing meanwhile; it must not be cut for it.
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def held(req: VoteRequest) -> VoteResponse:
+        started.set()
+        await gate.wait()
+        return VoteResponse(req.vote, True, None, req.pre_vote)
+
+    raft = FakeRaft()
+    raft.behaviour["vote"] = held
+    raft, server, factory, client = await _pair(
+        raft, idle_timeout=30.0, max_inflight=1, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE
+    )
+    try:
+        r, w = await _handshaken(server.port)
+        second = _vote_frame(2)
+        w.write(_vote_frame(1) + second[:6])
+        await asyncio.wait_for(started.wait(), 5)
+        conn = next(iter(server._conns))
+        await asyncio.wait_for(_until(lambda: conn.reader.buffered() == 6), 5)
+        await asyncio.sleep(10 * FRAME_TIMEOUT)
+        assert server.dropped == 0 and server.connections == 1
+        gate.set()
+        w.write(second[6:])
+        got = FrameReader(1 << 20)
+        frames: list[Any] = []
+        while len(frames) < 2:
+            chunk = await asyncio.wait_for(r.read(4096), 5)
+            assert chunk, "the server closed the connection"
+            frames += got.feed(chunk)
+        assert sorted(wire.split_payload(f)[1] for f in frames) == [1, 2]
+        assert server.dropped == 0
+        w.close()
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_peer_trickling_its_hello_is_cut_by_the_handshake_timeout() -> None:
+    # Before the handshake the bound is handshake_timeout, from the connection's start,
+    # however the hello's bytes trickle in.
+    raft, server, factory, client = await _pair(handshake_timeout=0.5, idle_timeout=30.0)
+    loop = asyncio.get_running_loop()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        t0 = loop.time()
+        trickle = asyncio.ensure_future(_trickle(w, _hello(), 0.05))
+        await _closed(r, CUT_BOUND)
+        assert 0.5 <= loop.time() - t0 < CUT_BOUND
+        await asyncio.wait_for(trickle, 5)
+        w.close()
+        assert server.dropped == 1 and server.delivered == 0
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        await server.close()
+        await factory.close()
+
+
+def test_frame_limits_are_checked() -> None:
+    async def start(**kw: Any) -> None:
+        server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", **kw)
+        await server.close()
+
+    for kw in ({"frame_timeout": 0}, {"frame_timeout": -1.0}, {"min_frame_rate": 0}, {"min_frame_rate": -5}):
+        with pytest.raises(ValueError):
+            asyncio.run(start(**kw))
