@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ __all__ = [
     "PeerIdOfCert",
     "cert_mismatch",
     "check_cert_binding",
+    "check_count",
+    "check_seconds",
     "foreign_protocol_hint",
     "log",
     "node_id_from_cert",
@@ -98,6 +101,35 @@ def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
         return found.pop() if len(found) == 1 else None
 
     return peer_id_of_cert
+
+
+def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
+    """Return ``value`` (a setting in seconds, or another rate or amount) as a ``float`` if it
+    is a finite real number above 0 (at least 0 with ``zero_ok``). ``TypeError`` naming
+    ``what`` for anything else than an ``int`` or a ``float`` (``bool`` included),
+    ``ValueError`` for NaN, an infinity or a number out of range: a NaN timer fires at once
+    on asyncio and cannot be set on uvloop, an infinite one never fires."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be finite, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    if number < 0 or (number == 0 and not zero_ok):
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0, got {value!r}")
+    return number
+
+
+def check_count(value: object, what: str, minimum: int) -> int:
+    """Return ``value`` as a plain ``int`` if it is an ``int`` (not ``bool``) of at least
+    ``minimum``; ``TypeError`` (a ``float`` too) or ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {value}")
+    return int(value)
 
 
 def check_cert_binding(ctx: ssl.SSLContext | None, peer_id_of_cert: PeerIdOfCert | None, who: str) -> None:

@@ -18,6 +18,7 @@ from ..config import Config
 from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
 from ..types import NodeId, Vote
+from ..validation import check_node_id
 from . import wire
 from ._tcp_client import check_frame_size
 from ._tcp_common import (
@@ -28,6 +29,8 @@ from ._tcp_common import (
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
+    check_count,
+    check_seconds,
     foreign_protocol_hint,
     log,
 )
@@ -667,6 +670,12 @@ class TcpServer:
           large batch, what the node does next is long and holds back its next round. On a
           core nothing else waits for, the call returns at once.
 
+        Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``host``
+        must be a ``str`` and ``port`` an ``int`` in ``[0, 65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` must be finite
+        numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
+        refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at least
+        1), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node id,
+        ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
         Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
         use or not allowed, the address is not this machine's, or (``socket.gaierror``)
         ``host`` is a name that does not resolve.
@@ -688,6 +697,12 @@ class TcpServer:
             drain_timeout=drain_timeout,
             yield_after_answer=yield_after_answer,
         )
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, got {type(host).__name__} {host!r}")
+        # asyncio bound a float port truncated, uvloop took 70000 as 70000 - 65536.
+        port = check_count(port, "port", 0)
+        if port > 65535:
+            raise ValueError(f"port must be within [0, 65535], got {port}")
         self.address = f"{host}:{port}"
         try:
             self._server = await self._loop.create_server(
@@ -728,14 +743,34 @@ class TcpServer:
     ) -> TcpServer:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
-        if max_frame_size < 64 or max_inflight < 1 or max_connections < 1:
-            raise ValueError("max_frame_size >= 64, max_inflight >= 1 and max_connections >= 1")
-        if idle_timeout <= 0 or handshake_timeout <= 0 or drain_timeout < 0 or membership_check_interval <= 0:
-            raise ValueError("timeouts and membership_check_interval must be positive")
-        if not frame_timeout > 0 or not min_frame_rate > 0:
-            raise ValueError(
-                f"frame_timeout and min_frame_rate must be positive (got {frame_timeout!r}, {min_frame_rate!r})"
+        # Each argument is checked here, naming it: a wrong one otherwise failed far from
+        # the call (a NaN timeout fired at once on asyncio and raised inside every accepted
+        # connection on uvloop, a str node id or ssl failed every peer's connection, a float
+        # max_frame_size every handshake) or silently (a non-str cluster name refused
+        # every peer as of a "wrong cluster name").
+        if not isinstance(cluster_name, str):
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        if len(cluster_name) > wire.MAX_NAME_LEN:
+            raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
+        if ssl is not None and not isinstance(ssl, SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
+        if node_id is not None:
+            node_id = check_node_id(node_id, "node_id")
+        if peer_id_of_cert is not None and not callable(peer_id_of_cert):
+            raise TypeError(f"peer_id_of_cert must be callable or None, got {type(peer_id_of_cert).__name__}")
+        if yield_after_answer is not None and not isinstance(yield_after_answer, bool):
+            raise TypeError(
+                f"yield_after_answer must be a bool or None, got {type(yield_after_answer).__name__} {yield_after_answer!r}"
             )
+        max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
+        max_inflight = check_count(max_inflight, "max_inflight", 1)
+        max_connections = check_count(max_connections, "max_connections", 1)
+        idle_timeout = check_seconds(idle_timeout, "idle_timeout")
+        handshake_timeout = check_seconds(handshake_timeout, "handshake_timeout")
+        frame_timeout = check_seconds(frame_timeout, "frame_timeout")
+        min_frame_rate = check_seconds(min_frame_rate, "min_frame_rate")
+        drain_timeout = check_seconds(drain_timeout, "drain_timeout", zero_ok=True)
+        membership_check_interval = check_seconds(membership_check_interval, "membership_check_interval")
         check_cert_binding(ssl, peer_id_of_cert, "TcpServer")
         config = getattr(raft, "config", None)
         if isinstance(config, Config):

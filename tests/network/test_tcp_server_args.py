@@ -1,0 +1,81 @@
+"""``TcpServer.start`` refuses wrong arguments at the call, naming the argument.
+
+Each of these used to be accepted and to fail far from the mistake, or silently:
+``handshake_timeout=nan`` raised inside every accepted connection on uvloop (no peer could
+connect) and fired at once on asyncio, ``idle_timeout=nan`` raised a bare "cannot convert
+float NaN to integer" on uvloop; ``node_id="x"`` made every client fail to decode the
+handshake answer, ``ssl="yes"`` raised in every accepted connection, a float
+``max_frame_size`` failed every handshake (the client was told the server might expect
+TLS), a non-str ``cluster_name`` refused every peer for a "wrong cluster name"; port 70000
+listened on port 4464 on uvloop, and port 1.5 on port 1 on asyncio.
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from typing import Any
+
+import pytest
+
+from openraft_py.network.tcp import TcpServer
+
+from .test_tcp import FakeRaft
+
+pytestmark = pytest.mark.timeout(60)
+
+SECONDS = ("idle_timeout", "handshake_timeout", "frame_timeout", "min_frame_rate", "membership_check_interval")
+COUNTS = {"max_frame_size": 64, "max_inflight": 1, "max_connections": 1}
+
+BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    *[({name: v}, TypeError, f"{name} must be a number") for name in SECONDS + ("drain_timeout",) for v in ("5", None, True)],
+    *[({name: v}, ValueError, f"{name} must be finite") for name in SECONDS + ("drain_timeout",) for v in (math.nan, math.inf, -math.inf)],
+    *[({name: v}, ValueError, f"{name} must be above 0") for name in SECONDS for v in (0, -1.5)],
+    ({"drain_timeout": -0.5}, ValueError, "drain_timeout must be at least 0"),
+    *[({name: v}, TypeError, f"{name} must be an int") for name in COUNTS for v in (1e9, 100.5, "100", None, True)],
+    *[({name: low - 1}, ValueError, f"{name} must be at least {low}") for name, low in COUNTS.items()],
+    ({"cluster_name": 5}, TypeError, "cluster_name must be a str"),
+    ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str"),
+    ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
+    ({"node_id": "x"}, TypeError, "node_id must be an int"),
+    ({"node_id": -1}, ValueError, "node_id must be within"),
+    ({"node_id": True}, TypeError, "node_id must be an int"),
+    ({"ssl": "yes"}, TypeError, "ssl must be an ssl.SSLContext"),
+    ({"yield_after_answer": "no"}, TypeError, "yield_after_answer must be a bool"),
+    ({"yield_after_answer": 0}, TypeError, "yield_after_answer must be a bool"),
+    ({"peer_id_of_cert": 3, "ssl": ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)}, TypeError, "peer_id_of_cert must be callable"),
+    ({"host": None}, TypeError, "host must be a str"),
+    ({"host": 5}, TypeError, "host must be a str"),
+    ({"port": 70000}, ValueError, "port must be within [0, 65535]"),
+    ({"port": -1}, ValueError, "port must be at least 0"),
+    ({"port": 1.5}, TypeError, "port must be an int"),
+    ({"port": "0"}, TypeError, "port must be an int"),
+    ({"port": True}, TypeError, "port must be an int"),
+]
+
+
+@pytest.mark.parametrize(("kw", "error", "message"), BAD, ids=[f"{k}={v!r}"[:40] for k, v in (next(iter(b[0].items())) for b in BAD)])
+async def test_wrong_arguments_are_refused_naming_them(kw: dict[str, Any], error: type[Exception], message: str) -> None:
+    kw = dict(kw)
+    host = kw.pop("host", "127.0.0.1")
+    port = kw.pop("port", 0)
+    cluster_name = kw.pop("cluster_name", "c")
+    with pytest.raises(error) as info:
+        server = await TcpServer.start(FakeRaft(), host, port, cluster_name, **kw)
+        await server.close()
+    assert message in str(info.value)
+
+
+async def test_right_arguments_of_every_kind_are_accepted() -> None:
+    server = await TcpServer.start(
+        FakeRaft(), "127.0.0.1", 0, "c", node_id=7, idle_timeout=1, handshake_timeout=0.5, frame_timeout=2,
+        min_frame_rate=100, drain_timeout=0, membership_check_interval=0.05, max_frame_size=64, max_inflight=1,
+        max_connections=1, yield_after_answer=False,
+    )  # fmt: skip
+    try:
+        assert (server.idle_timeout, server.handshake_timeout, server.frame_timeout) == (1.0, 0.5, 2.0)
+        assert (server.min_frame_rate, server.drain_timeout, server.node_id) == (100.0, 0.0, 7)
+        assert server.port > 0
+    finally:
+        await server.close()
