@@ -193,6 +193,9 @@ class _ServerConnection(asyncio.Protocol):
         self.first = b""
         """The first bytes received before the handshake (``foreign_protocol_hint``)."""
         self.tls_task: asyncio.Task[None] | None = None
+        self.gone: asyncio.Future[None] = self.loop.create_future()
+        """Done once the transport is closed (``connection_lost``): ``TcpServer.close`` waits
+        for it after asking a connection to close once its answers are written."""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -293,6 +296,8 @@ class _ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
         self.server._conns.discard(self)
@@ -658,7 +663,8 @@ class TcpServer:
           is only subject to ``idle_timeout``. Without this, a peer trickling a frame (a
           byte now and then counts as activity) or sending a length and nothing more held
           its connection slot for good.
-        - ``drain_timeout``: how long ``close()`` waits for requests in flight.
+        - ``drain_timeout``: how long ``close()`` waits for requests in flight, and then for
+          each peer to take its answers (a connection whose peer does not is aborted).
         - ``yield_after_answer``: after writing an AppendEntries answer, give up the CPU
           (``os.sched_yield()``, where the OS has it) before doing anything else. The answer
           wakes the leader; when the leader runs on this machine, the scheduler often puts
@@ -846,7 +852,9 @@ class TcpServer:
 
     async def close(self) -> None:
         """Stop accepting, let the requests in flight finish and answer (up to
-        ``drain_timeout``), then close every connection. Idempotent."""
+        ``drain_timeout``), then close every connection once its answers are written: a
+        connection whose peer has not taken them within ``drain_timeout`` more is aborted.
+        Idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -854,7 +862,8 @@ class TcpServer:
         self._member_timer.cancel()
         self._server.close()
         self._drain_waiter = self._loop.create_future()
-        for c in list(self._conns):
+        conns = list(self._conns)
+        for c in conns:
             c.start_drain()
         if any(c.tasks for c in self._conns):
             try:
@@ -866,6 +875,19 @@ class TcpServer:
                 t.cancel()
             c._close_after_flush()
         self._conns.clear()
+        # A transport closes once its output is written: a peer that does not read kept its
+        # socket and the answers buffered for it open for good after close() returned (and,
+        # never seeing the connection end, did not reconnect to a restarted server).
+        lingering = [c.gone for c in conns if not c.gone.done()]
+        if lingering:
+            await asyncio.wait(lingering, timeout=self.drain_timeout)
+        for c in conns:
+            if not c.gone.done() and c.transport is not None:
+                log.warning(
+                    "tcp server %s: the connection from %s did not take its answers within %ss; aborting it",
+                    self.address, c.peer, self.drain_timeout,
+                )  # fmt: skip
+                c.transport.abort()
         try:
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
         except TimeoutError:  # pragma: no cover - depends on the loop implementation

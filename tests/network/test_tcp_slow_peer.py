@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from typing import Any
 
@@ -188,7 +189,7 @@ async def test_an_idle_connection_between_frames_is_not_cut() -> None:
 
 
 async def test_time_the_server_does_not_read_does_not_count() -> None:
-    # max_inflight=1 and a vote handler held for ten times the grace: the server stops
+    # max_inflight=1 and a vote handler held for five times the grace: the server stops
     # reading the connection while the vote runs, with the next frame's first bytes already
     # in its buffer. The peer can send nothing meanwhile; it must not be cut for it.
     gate = asyncio.Event()
@@ -211,7 +212,7 @@ async def test_time_the_server_does_not_read_does_not_count() -> None:
         await asyncio.wait_for(started.wait(), 5)
         conn = next(iter(server._conns))
         await asyncio.wait_for(_until(lambda: conn.reader.buffered() == 6), 5)
-        await asyncio.sleep(10 * FRAME_TIMEOUT)
+        await asyncio.sleep(5 * FRAME_TIMEOUT)
         assert server.dropped == 0 and server.connections == 1
         gate.set()
         w.write(second[6:])
@@ -257,3 +258,44 @@ def test_frame_limits_are_checked() -> None:
     for kw in ({"frame_timeout": 0}, {"frame_timeout": -1.0}, {"min_frame_rate": 0}, {"min_frame_rate": -5}):
         with pytest.raises(ValueError):
             asyncio.run(start(**kw))
+
+
+async def test_close_aborts_a_peer_that_does_not_read_its_answers(caplog: pytest.LogCaptureFixture) -> None:
+    # A handshaken peer sends requests and never reads: the server stops reading it once
+    # its answers back up. close() used to leave that connection open for good (a
+    # transport closes once its output is written), with its socket and answers.
+    raft, server, factory, client = await _pair(drain_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers back up sooner
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        r, w = await asyncio.open_connection(sock=sock)
+        w.write(_hello())
+        ack = FrameReader(1024)
+        while not ack.feed(await asyncio.wait_for(r.read(100), 5)):
+            pass
+        conn = next(iter(server._conns))
+        batch = _vote_frame(7) * 200
+        for _ in range(4000):
+            if conn.write_paused:
+                break
+            if w.transport.get_write_buffer_size() < 1 << 20:
+                w.write(batch)
+            await asyncio.sleep(0.002)
+        assert conn.write_paused, "the server's answers never backed up"
+        server_side = conn.transport.get_extra_info("socket")
+        t0 = loop.time()
+        await asyncio.wait_for(server.close(), 5)
+        assert loop.time() - t0 < 3.0
+        # The server's end of the connection is closed (its file descriptor released).
+        await asyncio.wait_for(_until(lambda: server_side.fileno() == -1), 2)
+        # The peer sees the connection end (reset, or the end after what was buffered).
+        await _closed(r, CUT_BOUND)
+        w.close()
+        assert any("did not take its answers" in rec.getMessage() for rec in caplog.records)
+    finally:
+        await server.close()
+        await factory.close()
