@@ -180,7 +180,11 @@ class _ServerConnection(asyncio.Protocol):
         self.write_paused = False
         self.draining = False
         self.closed = False
-        self.last_activity = self.loop.time()
+        self.last_activity = self.opened = self.loop.time()
+        server._accepted += 1
+        self.number = server._accepted
+        """Its place in the order connections were accepted (``TcpServer._make_room``: the
+        loop's clock may give several the same ``opened``)."""
         self.in_frame = False
         """Whether a frame has started to arrive and is not complete (after the handshake)."""
         self.frame_time = 0.0
@@ -211,7 +215,7 @@ class _ServerConnection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        if len(srv._conns) >= srv.max_connections:
+        if len(srv._conns) >= srv.max_connections and not srv._make_room():
             self._drop(f"too many connections ({srv.max_connections})")
             return
         srv._conns.add(self)
@@ -584,6 +588,8 @@ class TcpServer:
     refused: int
     dropped: int
     _conns: set[_ServerConnection]
+    _accepted: int
+    """Connections accepted so far (``_ServerConnection.number``)."""
     """Open connections (handshaken or not); a closed one leaves at once."""
     _closing: bool
     _drain_waiter: asyncio.Future[None] | None
@@ -647,7 +653,10 @@ class TcpServer:
           send frames this server refuses.
         - ``max_inflight``: requests of one connection handled at once; more wait, and the
           connection is not read meanwhile.
-        - ``max_connections``: connections open at once; more are closed on accept.
+        - ``max_connections``: connections open at once. At the limit a new connection
+          takes the place of the one that has waited longest for its handshake (closed,
+          logged at WARNING); when every open connection has completed it, the new one is
+          closed on accept.
         - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
           long is closed. ``handshake_timeout``: a connection must complete the handshake
           within this (and, with ``ssl``, the TLS handshake too).
@@ -805,12 +814,29 @@ class TcpServer:
         self.refused = 0
         self.dropped = 0
         self._conns = set()
+        self._accepted = 0
         self._closing = False
         self._drain_waiter = None
         self.host = ""
         self.port = 0
         self.address = "unbound"
         return self
+
+    def _make_room(self) -> bool:
+        """At ``max_connections``: close the connection that has waited longest for its
+        handshake, if any, so that a new one can be accepted; return whether one was closed.
+        Otherwise clients that connect and never complete the handshake, reconnecting each
+        time ``handshake_timeout`` closes them, keep the slots for good and every real peer
+        that has to reconnect out (the new connection was the one refused)."""
+        waiting = [c for c in self._conns if c.sender is None and not c.closed]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c.number)
+        oldest._drop(
+            f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
+            f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one"
+        )
+        return True
 
     def _idle_period(self) -> float:
         return max(min(self.idle_timeout, self.handshake_timeout, self.frame_timeout) / 2, 0.01)

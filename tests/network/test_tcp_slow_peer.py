@@ -1,4 +1,5 @@
-"""The TCP server against peers that send a frame slowly, on loopback with raw sockets.
+"""The TCP server against peers that hold its connections, on loopback with raw sockets:
+frames sent slowly, answers left unread, connections that never complete the handshake.
 
 A handshaken peer that trickles the bytes of a frame (one byte now and then, or a length
 header and then nothing) used to hold its connection slot and its input buffer for good:
@@ -296,6 +297,45 @@ async def test_close_aborts_a_peer_that_does_not_read_its_answers(caplog: pytest
         await _closed(r, CUT_BOUND)
         w.close()
         assert any("did not take its answers" in rec.getMessage() for rec in caplog.records)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_at_the_limit_a_new_connection_replaces_the_longest_waiting_for_its_handshake(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Three clients connect and never send a hello; the server's three slots are full. A real
+    # peer that connects now used to be closed on accept (and clients reconnecting each time
+    # handshake_timeout closed them kept every slot for good); now the oldest silent one
+    # makes room for it, and the others stay.
+    raft, server, factory, client = await _pair(max_connections=3, handshake_timeout=30.0, idle_timeout=30.0)
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    try:
+        silent = []
+        for _ in range(3):
+            silent.append(await asyncio.open_connection("127.0.0.1", server.port))
+            await asyncio.wait_for(_until(lambda: server.connections == len(silent)), 5)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        await _closed(silent[0][0], CUT_BOUND)  # the first to connect gave way
+        assert server.connections == 3 and server.dropped == 1
+        assert not silent[1][0].at_eof() and not silent[2][0].at_eof()
+        gave_way = [r.getMessage() for r in caplog.records if "makes room for a new one" in r.getMessage()]
+        assert len(gave_way) == 1, gave_way
+        # Once every open connection has completed its handshake, a new one is refused.
+        for _, w in silent[1:]:
+            w.close()
+        await asyncio.wait_for(_until(lambda: server.connections == 1), 5)
+        handshaken = [await _handshaken(server.port) for _ in range(2)]
+        await asyncio.wait_for(_until(lambda: server.connections == 3), 5)
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        await _closed(r, CUT_BOUND)
+        w.close()
+        assert server.connections == 3 and not any(hr.at_eof() for hr, _ in handshaken)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        for _, hw in handshaken:
+            hw.close()
+        silent[0][1].close()
     finally:
         await server.close()
         await factory.close()
