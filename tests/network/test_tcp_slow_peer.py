@@ -115,6 +115,30 @@ async def test_a_trickled_frame_is_cut_and_frees_its_slot_for_a_real_peer(caplog
         await factory.close()
 
 
+async def test_a_frame_trickled_inside_tls_is_cut(pki: Any) -> None:
+    # The rule reads the decrypted stream: one byte per TLS record, a record every 50 ms.
+    raft, server, factory, client = await _pair(
+        ssl=pki.server_ctx(mtls=True), idle_timeout=30.0, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", server.port, ssl=pki.client_ctx("client"))
+        w.write(_hello())
+        ack = FrameReader(1024)
+        while not ack.feed(await asyncio.wait_for(r.read(100), 5)):
+            pass
+        t0 = loop.time()
+        trickle = asyncio.ensure_future(_trickle(w, struct.pack(">I", 10_000) + b"\x05" * 200, 0.05))
+        await _closed(r, CUT_BOUND)
+        assert loop.time() - t0 < CUT_BOUND
+        await asyncio.wait_for(trickle, 5)
+        w.close()
+        assert server.dropped == 1 and server.delivered == 0
+    finally:
+        await server.close()
+        await factory.close()
+
+
 async def test_a_length_header_then_nothing_is_cut_after_the_grace() -> None:
     raft, server, factory, client = await _pair(idle_timeout=30.0, frame_timeout=FRAME_TIMEOUT, min_frame_rate=MIN_RATE)
     loop = asyncio.get_running_loop()
