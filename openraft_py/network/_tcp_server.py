@@ -108,6 +108,16 @@ request of 1 to this many entries: what it does next (applying them) is short, w
 large batch the delay would hold back its next round."""
 
 
+def _error_frame(rid: int, code: int, message: str) -> bytearray:
+    """The error frame answering request ``rid`` (0: the handshake) with ``message`` as
+    the wire can carry it: at most ``wire.MAX_MESSAGE_LEN`` characters, and a lone surrogate
+    (a path decoded with ``surrogateescape`` in a storage error, a state machine's message)
+    written as its escape. msgspec refuses to encode one, so the request used to go
+    unanswered (the peer waited for its timeout) with a traceback logged instead."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return frame_message(KIND_ERROR, rid, ErrorBody(code, text[: wire.MAX_MESSAGE_LEN]))
+
+
 def is_loopback_peer(peername: object) -> bool:
     """Whether a socket's ``peername`` is a loopback address (``127.0.0.0/8``, ``::1``, or
     an IPv4-mapped loopback): the peer runs on this machine."""
@@ -349,7 +359,7 @@ class _ServerConnection(asyncio.Protocol):
         srv = self.server
         srv.refused += 1
         log.warning("tcp server %s: refused the connection from %s: %s", srv.address, self.peer, reason)
-        self._send(frame_message(KIND_ERROR, 0, ErrorBody(code, reason)))
+        self._send(_error_frame(0, code, reason))
         self._close_after_flush()
 
     def _handshake_timeout(self) -> None:
@@ -476,7 +486,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:
-            self._send(frame_message(KIND_ERROR, rid, ErrorBody(code, message[: wire.MAX_MESSAGE_LEN])))
+            self._send(_error_frame(rid, code, message))
 
     # -- output and closing --------------------------------------------------------------------
 

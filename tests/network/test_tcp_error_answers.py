@@ -1,0 +1,80 @@
+"""The TCP server answers every error as the wire can carry it.
+
+An error message holding a lone surrogate (a path decoded with ``surrogateescape`` in a
+storage error, a state machine's message) could not be encoded (msgspec refuses it): the
+request went unanswered, the peer waited for its timeout (``Timeout`` instead of the error)
+and the server logged a traceback. A handshake refusal longer than ``wire.MAX_MESSAGE_LEN``
+(a ``peer_id_of_cert`` that raises with a long message) was sent whole, and the client
+could not decode it ("malformed data" instead of the refusal).
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import RemoteError, StorageError, Unreachable
+from openraft_py.network import wire
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.types import BasicNode, InstallSnapshotRequest, VoteRequest
+
+from .test_tcp import OPT, V1, FakeRaft, _pair
+from .test_wire import META
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_error_message_with_a_lone_surrogate_is_answered_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    raft = FakeRaft()
+
+    async def refuse(req: Any) -> Any:
+        raise ValueError("cannot read /data/\udcff/x")
+
+    async def stopped(req: Any) -> Any:
+        raise StorageError("opening log store at /data/\udcfe")
+
+    raft.behaviour["vote"] = refuse
+    raft.behaviour["install_snapshot"] = stopped
+    raft, server, factory, client = await _pair(raft)
+    try:
+        with pytest.raises(RemoteError, match=r"ValueError: cannot read /data/\\udcff/x"):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        with pytest.raises(Unreachable, match=r"/data/\\udcfe"):
+            await asyncio.wait_for(client.install_snapshot(InstallSnapshotRequest(V1, META, 0, b"x", True), OPT), 5)
+        assert server.dropped == 0 and server.connections == 1
+        assert not [r for r in caplog.records if "UnicodeEncodeError" in r.getMessage() or r.exc_info]
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_an_error_message_longer_than_the_wire_allows_is_cut(pki: Any) -> None:
+    raft = FakeRaft()
+
+    async def refuse(req: Any) -> Any:
+        raise ValueError("é" * (2 * wire.MAX_MESSAGE_LEN))
+
+    raft.behaviour["vote"] = refuse
+
+    def binding(cert: Any) -> int:
+        raise RuntimeError("x" * (2 * wire.MAX_MESSAGE_LEN))
+
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c", pki.server_ctx(mtls=True), peer_id_of_cert=binding)
+    _, plain, plain_factory, plain_client = await _pair(raft)  # the request path, without TLS
+    factory = TcpNetworkFactory(1, "c", ssl=pki.client_ctx("client"), backoff_min=0.01, backoff_max=0.05, seed=1)
+    try:
+        with pytest.raises(RemoteError) as info:
+            await asyncio.wait_for(plain_client.vote(VoteRequest(V1, None), OPT), 5)
+        assert "ValueError: éé" in str(info.value) and len(str(info.value)) < wire.MAX_MESSAGE_LEN + 100
+        # The handshake refusal names its reason (cut), not "malformed data".
+        with pytest.raises(Unreachable, match="refused the handshake: peer_id_of_cert failed"):
+            await asyncio.wait_for(factory.new_client(2, BasicNode(server.address)).vote(VoteRequest(V1, None), OPT), 5)
+        assert server.refused == 1
+    finally:
+        await server.close()
+        await plain.close()
+        await factory.close()
+        await plain_factory.close()
