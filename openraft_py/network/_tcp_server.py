@@ -17,7 +17,7 @@ from .._core import CodecError, FrameReader
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
-from ..types import NodeId, Vote
+from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
 from ..validation import check_node_id
 from . import wire
 from ._tcp_client import check_frame_size
@@ -67,6 +67,15 @@ _HANDLER = {
     KIND_INSTALL_SNAPSHOT: "install_snapshot",
     KIND_TRANSFER_LEADER: "handle_transfer_leader",
 }
+
+
+_RESPONSE_TYPE: dict[int, type] = {
+    KIND_APPEND_ENTRIES: AppendEntriesResponse,
+    KIND_VOTE: VoteResponse,
+    KIND_INSTALL_SNAPSHOT: InstallSnapshotResponse,
+    KIND_TRANSFER_LEADER: type(None),
+}
+"""What each handler of a ``RaftServer`` must return (``handle_transfer_leader``: ``None``)."""
 
 
 def _request_sender(kind: int, req: Any) -> NodeId:
@@ -151,7 +160,12 @@ class _Answer:
             if isinstance(value, BaseException):
                 conn._answer_exception(self.rid, value)  # (logged even if the peer is gone)
             else:
-                conn._send(frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value))
+                try:
+                    frame = frame_message(KIND_APPEND_ENTRIES_RESP, self.rid, value)
+                except (TypeError, ValueError):  # not a response: a bug of the RaftServer
+                    conn._answer_bad_value(self.rid, "append_entries", value)
+                else:
+                    conn._send(frame)
             if not conn.closed and conn.writer is not None:
                 conn.writer.flush()  # now: the node's pass goes on (e.g. to apply) after this
                 if self.yields:
@@ -464,6 +478,11 @@ class _ServerConnection(asyncio.Protocol):
                 self._answer_exception(rid, e, _HANDLER[kind])
                 return
             if not self.closed:
+                if not isinstance(resp, _RESPONSE_TYPE[kind]):
+                    # A RaftServer's bug: it would not encode, or not decode as the answer,
+                    # and the request went unanswered until the peer's timeout.
+                    self._answer_bad_value(rid, _HANDLER[kind], resp)
+                    return
                 self._send(frame_message(RESPONSE_KIND[kind], rid, resp))
         finally:
             self._done(n)  # after the answer is queued: a drain may close
@@ -483,6 +502,15 @@ class _ServerConnection(asyncio.Protocol):
             return
         log.warning("tcp server %s: %s from node %s failed: %r", srv.address, what, self.sender, e)
         self._answer_error(rid, ERR_REMOTE, f"{type(e).__name__}: {e}")
+
+    def _answer_bad_value(self, rid: int, what: str, value: object) -> None:
+        """Answer request ``rid`` with an error: the node's ``what`` returned ``value``, which
+        is not the response the RPC carries (logged at ERROR: a bug of the ``RaftServer``)."""
+        expected = {"append_entries": "an AppendEntriesResponse", "vote": "a VoteResponse",
+                    "install_snapshot": "an InstallSnapshotResponse"}.get(what, "None")  # fmt: skip
+        why = f"{what} returned {type(value).__name__}, not {expected}"
+        log.error("tcp server %s: %s (request from node %s at %s)", self.server.address, why, self.sender, self.peer)
+        self._answer_error(rid, ERR_REMOTE, f"the node's {why}")
 
     def _answer_error(self, rid: int, code: int, message: str) -> None:
         if not self.closed:

@@ -1,4 +1,5 @@
-"""The TCP server answers every error as the wire can carry it.
+"""The TCP server answers every error as the wire can carry it, and answers an error when
+its ``RaftServer`` returns something else than the RPC's response.
 
 An error message holding a lone surrogate (a path decoded with ``surrogateescape`` in a
 storage error, a state machine's message) could not be encoded (msgspec refuses it): the
@@ -12,6 +13,7 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -19,7 +21,14 @@ import pytest
 from openraft_py.errors import RemoteError, StorageError, Unreachable
 from openraft_py.network import wire
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
-from openraft_py.types import BasicNode, InstallSnapshotRequest, VoteRequest
+from openraft_py.types import (
+    AppendEntriesRequest,
+    BasicNode,
+    InstallSnapshotRequest,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
 
 from .test_tcp import OPT, V1, FakeRaft, _pair
 from .test_wire import META
@@ -78,3 +87,53 @@ async def test_an_error_message_longer_than_the_wire_allows_is_cut(pki: Any) -> 
         await plain.close()
         await factory.close()
         await plain_factory.close()
+
+
+class _SubmittingRaft(FakeRaft):
+    """A ``RaftServer`` with ``submit_append_entries`` whose reply is ``answer``."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def submit_append_entries(self, req: AppendEntriesRequest, reply: Any) -> Any:
+        asyncio.get_running_loop().call_soon(reply, self.answer)
+        return asyncio.get_running_loop().create_future()  # a handle with cancel()
+
+
+async def test_a_handler_returning_something_else_than_its_response_is_answered_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A RaftServer's bug: the request used to go unanswered (the peer got Timeout) with
+    # "Task exception was never retrieved" logged, or a wrong Struct was sent as the answer.
+    raft = FakeRaft()
+
+    async def returns(value: Any) -> Any:
+        return value
+
+    raft, server, factory, client = await _pair(raft)
+    vote = VoteRequest(V1, None)
+    try:
+        for value in (None, object(), {"vote": 1}):
+            raft.behaviour["vote"] = lambda req, v=value: returns(v)
+            with pytest.raises(RemoteError, match=f"the node's vote returned {type(value).__name__}, not a VoteResponse"):
+                await asyncio.wait_for(client.vote(vote, OPT), 5)
+        raft.behaviour["install_snapshot"] = lambda req: returns(VoteResponse(V1, True, None))
+        with pytest.raises(RemoteError, match="install_snapshot returned VoteResponse, not an InstallSnapshotResponse"):
+            await asyncio.wait_for(client.install_snapshot(InstallSnapshotRequest(V1, META, 0, b"x", True), OPT), 5)
+        raft.handle_transfer_leader = lambda req: returns(True)  # type: ignore[method-assign]
+        with pytest.raises(RemoteError, match="handle_transfer_leader returned bool, not None"):
+            await asyncio.wait_for(client.transfer_leader(TransferLeaderRequest(V1, 2, None), OPT), 5)
+        assert server.connections == 1 and server.dropped == 0
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 5 and all("127.0.0.1:" in m for m in errors), errors
+    finally:
+        await server.close()
+        await factory.close()
+    _, server, factory, client = await _pair(_SubmittingRaft(None))
+    try:
+        with pytest.raises(RemoteError, match="append_entries returned NoneType, not an AppendEntriesResponse"):
+            await asyncio.wait_for(client.append_entries(AppendEntriesRequest(V1, None, [], None), OPT), 5)
+    finally:
+        await server.close()
+        await factory.close()
