@@ -18,7 +18,7 @@ from ..config import Config
 from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
 from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
-from ..validation import check_node_id
+from ..validation import check_implements, check_node_id
 from . import wire
 from ._tcp_client import check_frame_size
 from ._tcp_common import (
@@ -723,12 +723,14 @@ class TcpServer:
           large batch, what the node does next is long and holds back its next round. On a
           core nothing else waits for, the call returns at once.
 
-        Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``host``
-        must be a ``str`` and ``port`` an ``int`` in ``[0, 65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` must be finite
+        Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``raft``
+        must be an instance with the ``RaftServer`` methods and ``metrics`` (a ``Raft.new``
+        not awaited is named as such), ``host`` a ``str``, ``port`` an ``int`` in ``[0,
+        65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
-        refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at least
-        1), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node id,
-        ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
+        refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at
+        least 1), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node
+        id, ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
         Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
         use or not allowed, the address is not this machine's, or (``socket.gaierror``)
         ``host`` is a name that does not resolve.
@@ -796,6 +798,11 @@ class TcpServer:
     ) -> TcpServer:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
+        if asyncio.iscoroutine(raft):
+            raise TypeError("raft is a coroutine: await Raft.new(...) before serving it")
+        check_implements(raft, "raft", "RaftServer", tuple(_HANDLER.values()))
+        if not hasattr(raft, "metrics"):
+            raise TypeError(f"raft must be a RaftServer with a metrics property: {type(raft).__name__} has none")
         # Each argument is checked here, naming it: a wrong one otherwise failed far from
         # the call (a NaN timeout fired at once on asyncio and raised inside every accepted
         # connection on uvloop, a str node id or ssl failed every peer's connection, a float

@@ -79,3 +79,28 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
         assert server.port > 0
     finally:
         await server.close()
+
+
+async def test_what_is_served_must_be_a_node() -> None:
+    # Raft.new(...) without await (a coroutine), the class itself, None with a node_id: each
+    # used to be taken (with node_id given) and every request to fail in the handler.
+    async def not_awaited() -> FakeRaft:
+        return FakeRaft()
+
+    pending = not_awaited()
+    with pytest.raises(TypeError, match=r"raft is a coroutine: await Raft.new\(...\)"):
+        await TcpServer.start(pending, "127.0.0.1", 0, "c", node_id=2)
+    await pending  # (awaited here, so no warning)
+    with pytest.raises(TypeError, match="got the class FakeRaft itself"):
+        await TcpServer.start(FakeRaft, "127.0.0.1", 0, "c", node_id=2)
+    with pytest.raises(TypeError, match="NoneType has no method append_entries"):
+        await TcpServer.start(None, "127.0.0.1", 0, "c", node_id=2)
+
+    class NoMetrics:
+        async def append_entries(self, req: Any) -> Any: ...
+        async def vote(self, req: Any) -> Any: ...
+        async def install_snapshot(self, req: Any) -> Any: ...
+        async def handle_transfer_leader(self, req: Any) -> None: ...
+
+    with pytest.raises(TypeError, match="NoMetrics has none"):
+        await TcpServer.start(NoMetrics(), "127.0.0.1", 0, "c", node_id=2)
