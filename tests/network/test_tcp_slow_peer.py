@@ -28,8 +28,8 @@ import pytest
 
 from openraft_py._core import FrameReader
 from openraft_py.network import wire
-from openraft_py.network.tcp import TcpServer
-from openraft_py.types import VoteRequest, VoteResponse
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.types import BasicNode, VoteRequest, VoteResponse
 
 from .test_tcp import OPT, V1, FakeRaft, _pair, _until
 
@@ -363,3 +363,27 @@ async def test_at_the_limit_a_new_connection_replaces_the_longest_waiting_for_it
     finally:
         await server.close()
         await factory.close()
+
+
+async def test_with_tls_a_connection_stuck_in_the_tls_handshake_makes_room_too(
+    pki: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server_ssl, client_ssl = pki.server_ctx(mtls=True), pki.client_ctx("client")
+    raft, server, plain, _ = await _pair(ssl=server_ssl, max_connections=2, handshake_timeout=30.0, idle_timeout=30.0)
+    factory = TcpNetworkFactory(1, "c", ssl=client_ssl, backoff_min=0.01, backoff_max=0.05, seed=1)
+    client = factory.new_client(2, BasicNode(server.address))
+    try:
+        silent = []
+        for _ in range(2):  # plain TCP, never a TLS ClientHello
+            silent.append(await asyncio.open_connection("127.0.0.1", server.port))
+            await asyncio.wait_for(_until(lambda: server.connections == len(silent)), 5)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        await _closed(silent[0][0], CUT_BOUND)
+        assert server.connections == 2 and server.dropped == 1 and not silent[1][0].at_eof()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+        for _, w in silent:
+            w.close()
+    finally:
+        await server.close()
+        await factory.close()
+        await plain.close()
