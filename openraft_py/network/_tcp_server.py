@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 from collections import deque
-from ssl import SSLContext
+from ssl import PROTOCOL_TLS_CLIENT, SSLContext
 from typing import Any
 
 from .._core import CodecError, FrameReader
@@ -251,17 +251,21 @@ class _ServerConnection(asyncio.Protocol):
             # what ``loop.start_tls`` does, done synchronously: no byte can reach this
             # protocol unencrypted in between (uvloop reads before a coroutine could run).
             waiter: asyncio.Future[None] = self.loop.create_future()
-            tls = asyncio.sslproto.SSLProtocol(
-                self.loop,
-                self,
-                srv._ssl,
-                waiter,
-                server_side=True,
-                call_connection_made=False,
-                ssl_handshake_timeout=srv.handshake_timeout,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds as float
-            )
-            transport.set_protocol(tls)
-            tls.connection_made(transport)
+            try:
+                tls = asyncio.sslproto.SSLProtocol(
+                    self.loop,
+                    self,
+                    srv._ssl,
+                    waiter,
+                    server_side=True,
+                    call_connection_made=False,
+                    ssl_handshake_timeout=srv.handshake_timeout,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds as float
+                )
+                transport.set_protocol(tls)
+                tls.connection_made(transport)
+            except Exception as e:  # noqa: BLE001 - the context cannot serve: never go on in plain TCP
+                self._drop(f"TLS cannot start on it: {e!r}", logging.ERROR)
+                return
             self.transport = tls._get_app_transport()  # type: ignore[attr-defined]  # private in CPython 3.11-3.13, not in typeshed
             self.writer = _FrameWriter(self.loop, self.transport)
             self.tls_task = self.loop.create_task(self._tls_handshake(waiter, transport))
@@ -282,6 +286,8 @@ class _ServerConnection(asyncio.Protocol):
                 hint = ""
                 if getattr(e, "reason", None) in _NOT_TLS_REASONS:
                     hint = " (the peer does not speak TLS: is TLS configured on this node only?)"
+                elif getattr(e, "reason", None) == "NO_SHARED_CIPHER":
+                    hint = " (has this node's ssl context a certificate? load_cert_chain)"
                 log.warning("tcp server %s: TLS refused the connection from %s: %r%s", srv.address, self.peer, e, hint)
                 raw.close()
 
@@ -669,7 +675,9 @@ class TcpServer:
         ``raft`` (anything implementing ``RaftServer`` with a ``metrics`` property).
 
         - ``ssl``: a server ``ssl.SSLContext`` (TLS); with ``verify_mode = CERT_REQUIRED``
-          a client without a certificate of the context's CAs is refused (mutual TLS).
+          a client without a certificate of the context's CAs is refused (mutual TLS). A
+          client context (``ssl.create_default_context()``, ``PROTOCOL_TLS_CLIENT``) is a
+          ``ValueError``: no connection could start TLS on it.
         - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
         - ``peer_id_of_cert``: binds client certificates to node ids (off by default; turn
           it on in production mutual TLS). A callable from the verified client certificate
@@ -814,6 +822,13 @@ class TcpServer:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
         if ssl is not None and not isinstance(ssl, SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
+        if ssl is not None and ssl.protocol == PROTOCOL_TLS_CLIENT:
+            # Every accepted connection failed to start TLS, and went on in plain TCP: a peer
+            # not speaking TLS had its requests delivered (its answers went nowhere).
+            raise ValueError(
+                "ssl is a client context (ssl.create_default_context() or PROTOCOL_TLS_CLIENT): a server "
+                "needs ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) or SSLContext(PROTOCOL_TLS_SERVER)"
+            )
         if node_id is not None:
             node_id = check_node_id(node_id, "node_id")
         if peer_id_of_cert is not None and not callable(peer_id_of_cert):

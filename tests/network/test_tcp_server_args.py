@@ -13,15 +13,19 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import ssl
 from typing import Any
 
 import pytest
 
+from openraft_py.network import wire
 from openraft_py.network.tcp import TcpServer
+from openraft_py.types import Vote, VoteRequest
 
-from .test_tcp import FakeRaft
+from .test_tcp import FakeRaft, _until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +108,40 @@ async def test_what_is_served_must_be_a_node() -> None:
 
     with pytest.raises(TypeError, match="NoMetrics has none"):
         await TcpServer.start(NoMetrics(), "127.0.0.1", 0, "c", node_id=2)
+
+
+async def test_a_client_tls_context_is_refused() -> None:
+    # ssl.create_default_context() makes a client context: every accepted connection failed
+    # to start TLS and went on in plain TCP.
+    with pytest.raises(ValueError, match="ssl is a client context"):
+        await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", ssl.create_default_context())
+
+
+class _BrokenContext(ssl.SSLContext):
+    """A server context on which TLS cannot start (as a client context could not)."""
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
+        raise ssl.SSLError("cannot start TLS here")
+
+
+async def test_a_connection_on_which_tls_cannot_start_is_closed_never_served_in_plain_tcp(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    raft = FakeRaft()
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c", _BrokenContext(ssl.PROTOCOL_TLS_SERVER))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        hello = wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(wire.PROTOCOL_VERSION, "c", 1))
+        vote = wire.frame_message(wire.KIND_VOTE, 1, VoteRequest(Vote.new(3, 1, True), None))
+        writer.write(bytes(hello))  # a blind sender: the hello, then (once it is read) a request
+        await asyncio.wait_for(_until(lambda: server.dropped or any(c.sender is not None for c in server._conns)), 5)
+        writer.write(bytes(vote))
+        try:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionError:
+            pass
+        writer.close()
+        assert raft.received == [] and server.delivered == 0 and server.dropped == 1
+        assert any("TLS cannot start on it" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    finally:
+        await server.close()
