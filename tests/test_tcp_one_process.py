@@ -35,8 +35,11 @@ def test_reports_each_writer_count(tmp_path: Path, extra: list[str]) -> None:
         assert p["writes_per_s"] > 0
         assert 0 < p["p50"] <= p["p99"] <= p["p999"]
         assert p["cpu_us"] > 0
-        # Every write is in a log group; a group holds one write at 1 writer.
-        assert 0 < p["groups_per_write"] <= 1.0
+        # Every write is in a log group; a group holds one write at 1 writer. A run's count
+        # can also take in the leader's fsync of the previous run's last write: a write is
+        # acknowledged once a follower has it, and the leader's own durability step may end
+        # after that (about 500 writes in 0.5 s then read 1.002 at 1 writer).
+        assert 0 < p["groups_per_write"] <= 1.05
     assert points[0]["groups_per_write"] == pytest.approx(1.0, abs=0.05)
     assert prof.stat().st_size > 0  # the profile of the 8-writer run
     assert list(work.iterdir()) == []  # the cluster's directory is gone
