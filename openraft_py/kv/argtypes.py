@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..validation import MAX_NODE_ID
@@ -23,6 +24,20 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return n
+
+
+def positive_int_at_most(limit: int) -> Callable[[str], int]:
+    """The type of an integer from 1 to ``limit``: ``positive_int`` with an upper bound, for
+    counts that become processes, workers or connections (a typo of a few zeros must not
+    try to start a hundred thousand of them)."""
+
+    def parse(text: str) -> int:
+        n = positive_int(text)
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {limit}")
+        return n
+
+    return parse
 
 
 def positive_float(text: str) -> float:

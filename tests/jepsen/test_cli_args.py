@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from openraft_py.testing.jepsen.__main__ import main
+from openraft_py.kv.argtypes import positive_int_at_most
+from openraft_py.testing.jepsen.__main__ import MAX_CLIENTS, MAX_NODES, main
 from openraft_py.testing.jepsen.nemesis import make_schedule
+from tests.process.children import alive, children
 
 
 @pytest.mark.timeout(30)
@@ -26,7 +28,14 @@ from openraft_py.testing.jepsen.nemesis import make_schedule
     (["--time", "0"], "--time must be a finite number of seconds > 0"),
     (["--check-timeout", "-1"], "--check-timeout must be a finite number of seconds > 0"),
     (["--check-timeout", "nan"], "--check-timeout must be a finite number of seconds > 0"),
-    (["--nodes", "0"], "--nodes and --clients must be positive"),
+    (["--nodes", "0"], "argument --nodes: '0' must be at least 1"),
+    (["--clients", "0"], "argument --clients: '0' must be at least 1"),
+    (["--nodes", "five"], "argument --nodes: 'five' is not an integer"),
+    # A few zeros too many started that many serve processes / connections.
+    (["--nodes", "100000"], f"argument --nodes: '100000' must be at most {MAX_NODES}"),
+    (["--nodes", str(MAX_NODES + 1)], f"must be at most {MAX_NODES}"),
+    (["--clients", "100000"], f"argument --clients: '100000' must be at most {MAX_CLIENTS}"),
+    (["--clients", str(MAX_CLIENTS + 1)], f"must be at most {MAX_CLIENTS}"),
 ])
 def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
@@ -56,18 +65,12 @@ def test_schedule_refuses_a_duration_that_never_ends() -> None:
     assert make_schedule(1, 30.0, 3)
 
 
-def _children(pid: int) -> set[int]:
-    """The direct children of ``pid`` (from /proc)."""
-    kids: set[int] = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.add(int(d.name))
-    return kids
+def test_the_count_bounds_are_inclusive() -> None:
+    """The largest count allowed is accepted (the bound is documented in --help)."""
+    nodes = positive_int_at_most(MAX_NODES)
+    assert nodes("1") == 1 and nodes(str(MAX_NODES)) == MAX_NODES
+    assert positive_int_at_most(MAX_CLIENTS)(str(MAX_CLIENTS)) == MAX_CLIENTS
+    assert 3 <= MAX_NODES < 16 and 6 <= MAX_CLIENTS <= 256
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the node processes")
@@ -101,7 +104,7 @@ def test_a_signal_stops_every_node_and_removes_the_data(
             if "cluster up" in line or not line:
                 break
         assert any("cluster up" in x for x in lines), "".join(lines)
-        kids = _children(p.pid)
+        kids = children(p.pid)
         assert len(kids) >= 3, kids  # the three nodes
         p.send_signal(signum)
         _out, err = p.communicate(timeout=40)
@@ -115,7 +118,5 @@ def test_a_signal_stops_every_node_and_removes_the_data(
     assert p.returncode == status, err
     assert f"jepsen: {word} (seed 11); every node process was stopped" in err
     assert "Traceback" not in err
-    alive = {k for k in kids if Path(f"/proc/{k}").exists()
-             and (Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}
-    assert not alive
+    assert not alive(kids)
     assert not list(tmp_path.glob("jepsen-11-*")), list(tmp_path.iterdir())

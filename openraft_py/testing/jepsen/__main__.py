@@ -23,9 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...engine.faults import EngineFault
+from ...kv.argtypes import positive_int_at_most
 from .nemesis import KINDS
 from .runner import RunConfig, RunResult, run
 from .workload import WorkloadConfig
+
+MAX_NODES = 9
+"""The largest ``--nodes``: Raft clusters have 3, 5 or 7 voters (every write waits for a
+majority, so more voters make each write slower and the cluster no more available in
+practice), and each node here is a ``serve`` process of this one machine."""
+
+MAX_CLIENTS = 64
+"""The largest ``--clients``: each client is a connection with one operation in flight, and
+the linearizability check's search grows with the operations concurrent on one key; beyond
+a few dozen clients the machine, not the cluster, is what the run measures."""
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -44,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                                 description="A Jepsen-style test of real serve processes.")
     p.add_argument("--time", type=float, default=300.0, help="seconds of clients and faults (default 300)")
     p.add_argument("--seed", type=int, default=None, help="the seed (default: random, printed)")
-    p.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
-    p.add_argument("--clients", type=int, default=6, help="concurrent clients (default 6)")
+    p.add_argument("--nodes", type=positive_int_at_most(MAX_NODES), default=5,
+                   help=f"cluster size, 1 to {MAX_NODES}: each node is a serve process of this machine, and Raft "
+                   "clusters have 3, 5 or 7 voters (default 5)")
+    p.add_argument("--clients", type=positive_int_at_most(MAX_CLIENTS), default=6,
+                   help=f"concurrent clients, 1 to {MAX_CLIENTS}: each is a connection with one operation in flight, "
+                   "and the linearizability check grows with the operations concurrent on a key (default 6)")
     p.add_argument("--bug", action="append", default=[], choices=[f.value for f in EngineFault],
                    help="TEST ONLY: start the nodes with this engine bug switched on (repeatable)")
     p.add_argument("--nemesis", type=_csv(KINDS), default=KINDS, help=f"kinds (default all: {','.join(KINDS)})")
@@ -53,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the artifacts here (always on failure)")
     p.add_argument("--check-timeout", type=float, default=300.0, help="seconds for lincheck (default 300)")
     a = p.parse_args(argv)
-    if a.nodes < 1 or a.clients < 1:
-        p.error("--nodes and --clients must be positive")
     if not (math.isfinite(a.time) and a.time > 0):
         p.error(f"--time must be a finite number of seconds > 0, not {a.time}")
     if not (math.isfinite(a.check_timeout) and a.check_timeout > 0):
