@@ -20,6 +20,7 @@ import pytest
 
 from openraft_py.testing import lincheck, sim
 from openraft_py.testing.sim import ENGINE_FAULTS, Simulation, run_seed
+from openraft_py.testing.sim.cli import MAX_JOBS
 
 SMOKE_SEEDS = 100
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -158,6 +159,9 @@ def test_cli_replays_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
     (["--seed", "1", "--steps", "0"], "argument --steps: '0' must be at least 1"),
     (["--seeds", "2", "--jobs", "0"], "argument --jobs: '0' must be at least 1"),
     (["--seeds", "ten"], "argument --seeds: 'ten' is not an integer"),
+    # A few zeros too many started that many worker processes.
+    (["--seeds", "2", "--jobs", "100000"], f"argument --jobs: '100000' must be at most {MAX_JOBS}"),
+    (["--seeds", "2", "--jobs", str(MAX_JOBS + 1)], f"must be at most {MAX_JOBS}\n"),
 ])
 def test_cli_refuses_a_run_that_checks_nothing(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]

@@ -5,9 +5,10 @@ its trace."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ...kv.argtypes import positive_int
+from ...kv.argtypes import positive_int, positive_int_at_most
 from .simulation import ENGINE_FAULTS, WIRE_EVERY, run_seed
 
 __all__ = ["main"]
@@ -17,6 +18,12 @@ def _package_doc() -> str | None:
     from .. import sim
 
     return sim.__doc__
+
+
+MAX_JOBS = 4 * (os.cpu_count() or 1)
+"""The largest ``--jobs``: four worker processes per CPU. A run is pure CPU work, so workers
+beyond the CPU count only share the same CPUs (and each holds a Python interpreter's memory);
+the margin lets a command line written for a bigger machine still run on this one."""
 
 
 def _run_batch(
@@ -32,7 +39,6 @@ def _run_batch(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run many seeds with a progress bar, or replay one."""
-    import os
     import time
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
     p.add_argument("--steps", type=positive_int, default=30, help="admin and fault steps per run (default 30)")
-    p.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--jobs", type=positive_int_at_most(MAX_JOBS), default=os.cpu_count() or 1,
+                   help=f"worker processes, 1 to {MAX_JOBS} (four per CPU: the runs are CPU-bound, more workers "
+                   "than CPUs only share them) (default: the CPU count)")
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed (with --seed)")
     p.add_argument("--wire", choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
@@ -70,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[tuple[int, str | None, str]] = []
     done = 0
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=args.jobs) as ex:
+    # No more workers than chunks: the others would only start and wait.
+    with ProcessPoolExecutor(max_workers=min(args.jobs, len(chunks))) as ex:
         pending = [ex.submit(_run_batch, (ch, faults, args.steps, wire)) for ch in chunks]
         for fut in as_completed(pending):
             for s, ok, violation, cmd in fut.result():
