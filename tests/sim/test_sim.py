@@ -8,10 +8,13 @@ that a failure replays alone), so this only spreads the same runs over the machi
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
@@ -21,6 +24,7 @@ import pytest
 from openraft_py.testing import lincheck, sim
 from openraft_py.testing.sim import ENGINE_FAULTS, Simulation, run_seed
 from openraft_py.testing.sim.cli import MAX_JOBS
+from tests.process.children import alive, children
 
 SMOKE_SEEDS = 100
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -216,3 +220,51 @@ def test_steps_are_checked_and_kept_in_the_replay_command() -> None:
     r = run_seed(1, steps=2)
     assert r.replay_command().endswith("--seed 1 --steps 2 --trace")
     assert run_seed(1).replay_command().endswith("--seed 1 --trace")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("signum", "group", "status", "word"), [
+    (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C: the terminal signals the whole group
+    (signal.SIGINT, False, 130, "interrupted"),  # kill -INT, timeout -s INT: the parent alone
+    (signal.SIGTERM, False, 143, "terminated"),  # timeout, a cancelled CI job
+], ids=["ctrl-c", "sigint", "sigterm"])
+@pytest.mark.parametrize("argv", [["--seeds", "2000", "--jobs", "2"], ["--seed", "3", "--steps", "100000"]],
+                         ids=["seeds", "one-seed"])
+def test_a_signal_stops_the_workers_with_one_line(
+    argv: list[str], signum: signal.Signals, group: bool, status: int, word: str
+) -> None:
+    """Ctrl-C printed a KeyboardInterrupt traceback, then ran every chunk already submitted
+    (the whole run) before exiting; SIGTERM killed the parent alone and left its workers
+    waiting for work for good. Now: the workers are killed, one line, 130 or 143. A single
+    seed (run in a worker too) was reported as a VIOLATION when Ctrl-C landed in a node's
+    task."""
+    # Python ignores SIGINT in a child started with it ignored (a background job): restore it.
+    code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'openraft_py.testing.sim'] + sys.argv[1:])")
+    p = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    workers: set[int] = set()
+    try:
+        want = 2 if "--jobs" in argv else 1
+        deadline = time.monotonic() + 30
+        while len(workers) < want and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+            workers = children(p.pid)
+        assert len(workers) == want, (workers, p.poll())
+        if group:
+            os.killpg(p.pid, signum)
+        else:
+            p.send_signal(signum)
+        out, err = p.communicate(timeout=20)  # the whole run would take many minutes
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for w in workers:  # whatever the outcome, leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+    assert p.returncode == status, err
+    assert err.strip().splitlines()[-1] == f"sim: {word}; every worker process was stopped", err
+    assert "Traceback" not in err and "VIOLATION" not in out, (out, err)
+    assert not alive(workers)

@@ -5,13 +5,24 @@ its trace."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from types import FrameType
+from typing import Any, TypeVar
 
 from ...kv.argtypes import positive_int, positive_int_at_most
-from .simulation import ENGINE_FAULTS, WIRE_EVERY, run_seed
+from .simulation import ENGINE_FAULTS, WIRE_EVERY, SimResult, run_seed
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _package_doc() -> str | None:
@@ -26,6 +37,70 @@ beyond the CPU count only share the same CPUs (and each holds a Python interpret
 the margin lets a command line written for a bigger machine still run on this one."""
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, a cancelled CI job): the command stops as on Ctrl-C.
+    (Not an ``Exception``, which a caller's ``except Exception`` would swallow.)"""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _init_worker() -> None:
+    """Worker processes leave Ctrl-C to the parent (the terminal sends SIGINT to the whole
+    process group; the parent stops the workers) and die on SIGTERM. They start with both
+    signals blocked (``_submit``), so one that came in between is dropped or acted on now."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _submit(ex: ProcessPoolExecutor, fn: Callable[..., T], *calls: tuple[Any, ...]) -> list[Future[T]]:
+    """``ex.submit(fn, *args)`` for each ``args`` of ``calls``, with SIGINT and SIGTERM held
+    back meanwhile: the executor starts its worker processes here, and a worker forked
+    with them unblocked would take a Ctrl-C for its own (a traceback) before
+    ``_init_worker`` ran. This process gets a held signal once they are submitted."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return [ex.submit(fn, *args) for args in calls]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def _workers(jobs: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``jobs`` worker processes that run the simulations (this process only waits
+    for them, so Ctrl-C never lands inside a run, where a node's task would take it for a
+    failure of its own). When the block raises (Ctrl-C, SIGTERM, an error) the workers are
+    killed and the work not done dropped: shutting down alone would wait for every
+    submitted run, and a worker left behind by its dead parent never exits."""
+    before = set(multiprocessing.active_children())
+    ex = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+    try:
+        yield ex
+    except BaseException:
+        started = [w for w in multiprocessing.active_children() if w not in before]
+        for w in started:
+            w.kill()
+        for w in started:
+            w.join()
+        # The executor's thread finds its workers dead, fails what was pending and ends:
+        # wait for it (the interpreter's exit could otherwise race it and print an error).
+        ex.shutdown(cancel_futures=True)
+        raise
+    ex.shutdown()
+
+
+def _run_alone(seed: int, faults: tuple[str, ...], steps: int, wire: bool | None) -> SimResult:
+    """``run_seed`` in a fresh worker process (one that ran nothing before)."""
+    with _workers(1) as ex:
+        [run] = _submit(ex, run_seed, (seed, faults, steps, wire))
+        return run.result()
+
+
 def _run_batch(
     args: tuple[list[int], tuple[str, ...], int, bool | None],
 ) -> list[tuple[int, bool, str | None, str]]:
@@ -38,10 +113,11 @@ def _run_batch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: run many seeds with a progress bar, or replay one."""
-    import time
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Command line: run many seeds with a progress bar, or replay one.
 
+    Exit status 0 when every run is clean, 1 when one found a violation, 2 for bad
+    arguments, 130 on Ctrl-C (SIGINT) and 143 on SIGTERM: the worker processes are then
+    stopped, and one line says so (no traceback)."""
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
@@ -64,10 +140,27 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = 100
     if args.start is None:
         args.start = 0
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it takes signals
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("sim: interrupted; every worker process was stopped", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("sim: terminated; every worker process was stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run what the parsed ``args`` ask for; returns the exit status."""
     faults = tuple(args.fault)
     wire = {"share": None, "all": True, "none": False}[args.wire]
     if args.seed is not None:
-        r = run_seed(args.seed, faults, args.steps, wire)
+        r = _run_alone(args.seed, faults, args.steps, wire)
         if args.trace or not r.ok:
             print("\n".join(r.trace if args.trace else r.trace[-60:]))
         print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
@@ -79,23 +172,26 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     t0 = time.time()
     # No more workers than chunks: the others would only start and wait.
-    with ProcessPoolExecutor(max_workers=min(args.jobs, len(chunks))) as ex:
-        pending = [ex.submit(_run_batch, (ch, faults, args.steps, wire)) for ch in chunks]
-        for fut in as_completed(pending):
-            for s, ok, violation, cmd in fut.result():
-                done += 1
-                if not ok:
-                    failures.append((s, violation, cmd))
-            bar = "#" * int(30 * done / len(seeds))
-            sys.stdout.write(f"\r[{bar:<30}] {done}/{len(seeds)} seeds, {len(failures)} violations, {time.time() - t0:.0f}s")
-            sys.stdout.flush()
-    print()
+    with _workers(min(args.jobs, len(chunks))) as ex:
+        pending = _submit(ex, _run_batch, *(((ch, faults, args.steps, wire),) for ch in chunks))
+        try:
+            for fut in as_completed(pending):
+                for s, ok, violation, cmd in fut.result():
+                    done += 1
+                    if not ok:
+                        failures.append((s, violation, cmd))
+                bar = "#" * int(30 * done / len(seeds))
+                sys.stdout.write(f"\r[{bar:<30}] {done}/{len(seeds)} seeds, {len(failures)} violations, "
+                                 f"{time.time() - t0:.0f}s")
+                sys.stdout.flush()
+        finally:
+            print()  # ends the progress line
     failures.sort()
     for s, violation, cmd in failures:
         first = (violation or "").splitlines()[0] if violation else ""
         # Replay it alone: a failure that does not come back depends on the runs before it
         # in its worker process, which is a simulator bug of its own.
-        again = run_seed(s, faults, args.steps, wire)
+        again = _run_alone(s, faults, args.steps, wire)
         note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
         print(f"seed {s}: {first}\n  replay: {cmd}{note}")
     print(f"{len(seeds)} seeds, {len(seeds) - len(failures)} clean, {len(failures)} with violations "
