@@ -226,6 +226,31 @@ def test_pluggable_model_counter():
     assert check(h, counter).ok is False
 
 
+def test_a_model_state_that_is_not_hashable_is_named():
+    """A model whose states were lists died with a bare "unhashable type: 'list'" from deep
+    inside the search; now a TypeError names the model, what gave the state and the fix."""
+    add = Operation(1, "add", value=1, call=0, ret=1)
+    listy = Model("bag", init=lambda: [], step=lambda s, op: (True, [*s, op.value]), partition=None)
+    with pytest.raises(TypeError, match=r"lincheck model 'bag': its states must be hashable .* "
+                       r"init\(\) gave list \[\] \(unhashable type: 'list'\)"):
+        check([add], listy)
+    nested = Model("bag", init=lambda: (), step=lambda s, op: (True, (*s, [op.value])), partition=None)
+    with pytest.raises(TypeError, match=r"model 'bag'.* step\(state, client 1: add\(1\)  \[0, 1\]\) gave tuple"):
+        check([add], nested)
+    # The built-in models keep the operations' values as their state.
+    with pytest.raises(TypeError, match=r"model 'register'.* step\(state, client 1: write\(\[1\]\)"):
+        check([w(1, [1], 0, 1)], register)
+
+
+def test_a_key_that_is_not_hashable_is_named():
+    with pytest.raises(TypeError, match=r"an operation's key must be hashable, not list .*key=\['k'\]"):
+        check([w(1, 1, 0, 1, key=["k"])], register)
+    # A model that does not partition takes any key, also in its report of a failure.
+    one = Model("one", init=lambda: 0, step=lambda s, op: (op.value == 1, s), partition=None)
+    res = check([Operation(1, "x", key=["k"], value=2, call=0, ret=1)], one)
+    assert res.ok is False and res.key == ["k"]
+
+
 def test_a_long_sequential_history_is_checked_in_linear_time():
     # The search copied its whole stack at every placement to remember the longest prefix:
     # a 40,000-operation history of one register took minutes (quadratic); it takes well

@@ -40,10 +40,15 @@ class Operation:
 
 
 def by_key(history: Sequence[Operation]) -> list[list[Operation]]:
-    """Split a history into one sub-history per ``key`` (P-compositionality)."""
+    """Split a history into one sub-history per ``key`` (P-compositionality). Raises
+    ``TypeError`` naming the operation for a key that is not hashable."""
     parts: dict[Hashable, list[Operation]] = {}
     for op in history:
-        parts.setdefault(op.key, []).append(op)
+        try:
+            part = parts.setdefault(op.key, [])
+        except TypeError as e:
+            raise TypeError(f"an operation's key must be hashable, not {type(op.key).__name__} ({e}): {op}") from None
+        part.append(op)
     return list(parts.values())
 
 
@@ -74,7 +79,9 @@ class Model:
     """A sequential specification.
 
     ``init()`` gives the initial state and ``step(state, op)`` returns ``(ok, new_state)``:
-    whether ``op`` with its recorded output is legal in ``state``. States must be hashable.
+    whether ``op`` with its recorded output is legal in ``state``. States must be hashable
+    (tuples, frozensets, frozen dataclasses): ``check`` raises ``TypeError`` naming the model
+    and the operation for one that is not.
     ``step`` is called with indeterminate operations too (``op.ok is None``): it must then
     accept every outcome the operation could have had. ``partition`` splits a history into
     independent sub-histories, each checked from ``init()`` (the built-in models split by key,

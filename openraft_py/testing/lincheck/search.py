@@ -104,6 +104,7 @@ def _search(
     remaining = sum(has_ret)
     step = model.step
     state = model.init()
+    _require_hashable(model, state, "init()")
     lin = 0
     cache: set[tuple[int, Any]] = set()
     stack: list[tuple[int, Any]] = []
@@ -121,7 +122,12 @@ def _search(
             if accepted and (has_ret[i] or new_state != state):
                 new_lin = lin | (1 << i)
                 key = (new_lin, new_state)
-                if key not in cache:
+                try:
+                    seen = key in cache
+                except TypeError:
+                    _require_hashable(model, new_state, f"step(state, {model.describe_op(ops[i])})")
+                    raise
+                if not seen:
                     cache.add(key)
                     stack.append((cur, state))
                     state = new_state
@@ -173,6 +179,25 @@ def _search(
                 break
         cur = nxt[cur]
     return True, [c >> 1 for c, _ in stack], []
+
+
+def _require_hashable(model: Model, state: Any, source: str) -> None:
+    """Raise ``TypeError`` naming ``model`` and ``source`` (what produced ``state``) unless
+    ``state`` is hashable: the search keeps the states it has explored in a set."""
+    try:
+        hash(state)
+    except TypeError as e:
+        raise TypeError(
+            f"lincheck model {model.name!r}: its states must be hashable (the search remembers the "
+            f"states it explored), but {source} gave {type(state).__name__} {_short(state)} ({e}): "
+            f"build states of tuples, frozensets or frozen dataclasses, not lists, sets or dicts"
+        ) from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unplaced(prefix: list[int], nxt: list[int]) -> list[int]:
@@ -227,7 +252,9 @@ def check(
     ``timeout`` bounds the wall-clock time in seconds; past it the result is unknown
     (``ok=None``), so a caller never hangs on a pathological history. Raises ``ValueError``
     for a ``timeout`` that is negative or not a number, and for an operation whose ``call``
-    is not a finite number or whose ``ret`` is NaN or before its ``call``.
+    is not a finite number or whose ``ret`` is NaN or before its ``call``; ``TypeError``
+    naming the model for a state (from ``model.init`` or ``model.step``) that is not
+    hashable, and naming the operation for a ``key`` that is not (with ``by_key``).
     """
     if timeout is not None and not timeout >= 0:
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
@@ -254,8 +281,8 @@ def check(
             break
         if not ok:
             result.ok = False
-            keys = {op.key for op in part}
-            result.key = keys.pop() if len(keys) == 1 else None
+            first = part[0].key  # compared, not hashed: a model that does not partition takes any key
+            result.key = first if all(op.key == first for op in part) else None
             result.longest_prefix = [part[i] for i in prefix]
             result.unplaced = [part[i] for i in unplaced]
             break
