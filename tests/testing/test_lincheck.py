@@ -9,6 +9,7 @@ import json
 import math
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -559,6 +560,38 @@ def test_cli_refuses_a_bad_timeout_and_reports_a_history_check_cannot_take(tmp_p
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "backwards.jsonl:1: ret 2 is before call 5" in res.stderr
     assert f"{good} linearizable" in res.stdout
+
+
+@pytest.mark.timeout(60)
+def test_cli_ctrl_c_exits_130_with_one_line(tmp_path):
+    """Ctrl-C during a long check printed a KeyboardInterrupt traceback from inside the
+    search; now one line naming the file, exit 130, the verdicts printed before it kept."""
+    quick = _jsonl(tmp_path, "quick.jsonl", stale=False)
+    # 24 overlapping puts, then gets seeing each value in turn: not linearizable, and proving
+    # it explores every subset of the puts (no --timeout: it would run for a very long time).
+    n = 24
+    slow = tmp_path / "slow.jsonl"
+    write_jsonl([Operation(i, "put", "k", str(i), None, 0, 100) for i in range(n)]
+                + [Operation(n + i, "get", "k", None, str(i), 101 + 2 * i, 102 + 2 * i) for i in range(n)], slow)
+    # Python ignores SIGINT in a child started with it ignored (a background job): restore it.
+    code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'openraft_py.testing.lincheck'] + sys.argv[1:])")
+    p = subprocess.Popen([sys.executable, "-c", code, "--format", "jsonl", str(quick), str(slow)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert p.stdout is not None
+        first = p.stdout.readline()  # the quick file's verdict: the slow one is being checked
+        assert first == f"{quick} linearizable\n"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    # (The signal may land as the loop moves from the quick file to the slow one.)
+    assert err in (f"lincheck: interrupted while checking {slow}\n", f"lincheck: interrupted while checking {quick}\n")
+    assert out == ""
 
 
 @pytest.mark.skipif(not (HISTORIES / "jepsen").exists(), reason="shared histories not found")

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Check history files; exit 0 if all are linearizable, 1 if not (or unknown), 2 if a
     file cannot be read or parsed, or holds no client operation (an empty file, or one of
     another format: the Jepsen reader skips every line that is not an operation, so a file of
-    another format would read as an empty, trivially linearizable history)."""
+    another format would read as an empty, trivially linearizable history), 130 on Ctrl-C
+    (one line naming the file being checked; the verdicts printed before it stand)."""
     parser = argparse.ArgumentParser(
         prog="python -m openraft_py.testing.lincheck",
         description="Check client histories for linearizability.",
@@ -46,34 +47,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds per file before giving up with an unknown verdict")
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
-    parse, model = _FORMATS[args.format]
     status = 0
-    for name in args.files:
-        try:
-            history = parse(name)
-        except (OSError, UnicodeDecodeError, HistoryParseError) as e:
-            print(f"lincheck: cannot read {name}: {e}", file=sys.stderr)
-            status = 2
-            continue
-        if not history:
-            print(f"lincheck: {name}: no client operations found (is --format {args.format} right?)", file=sys.stderr)
-            status = 2
-            continue
-        try:
-            result = check(history, model, timeout=args.timeout)
-        except (ValueError, TypeError) as e:  # times out of order, values the model refuses
-            print(f"lincheck: cannot check {name}: {e}", file=sys.stderr)
-            status = 2
-            continue
-        if result.ok:
-            print(f"{name} linearizable")
-            continue
-        if result.ok is None:
-            print(f"{name} unknown (time budget of {args.timeout} s exceeded)")
-        else:
-            print(f"{name} NOT linearizable")
-            print("\n".join("    " + line for line in result.explain().splitlines()))
-        status = max(status, 1)
-    sys.stdout.flush()
+    name = args.files[0]
+    try:
+        for name in args.files:
+            status = max(status, _check_file(name, args.format, args.timeout))
+    except KeyboardInterrupt:  # the verdicts printed so far stand
+        print(f"lincheck: interrupted while checking {name}", file=sys.stderr)
+        return 130
     return status
 
+
+def _check_file(name: str, fmt: str, timeout: float | None) -> int:
+    """Check one history file, print its verdict; returns its exit status (see ``main``)."""
+    parse, model = _FORMATS[fmt]
+    try:
+        history = parse(name)
+    except (OSError, UnicodeDecodeError, HistoryParseError) as e:
+        print(f"lincheck: cannot read {name}: {e}", file=sys.stderr)
+        return 2
+    if not history:
+        print(f"lincheck: {name}: no client operations found (is --format {fmt} right?)", file=sys.stderr)
+        return 2
+    try:
+        result = check(history, model, timeout=timeout)
+    except (ValueError, TypeError) as e:  # times out of order, values the model refuses
+        print(f"lincheck: cannot check {name}: {e}", file=sys.stderr)
+        return 2
+    if result.ok:
+        print(f"{name} linearizable", flush=True)
+        return 0
+    if result.ok is None:
+        print(f"{name} unknown (time budget of {timeout} s exceeded)")
+    else:
+        print(f"{name} NOT linearizable")
+        print("\n".join("    " + line for line in result.explain().splitlines()))
+    sys.stdout.flush()
+    return 1
