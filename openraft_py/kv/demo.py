@@ -41,11 +41,20 @@ import aiohttp
 
 from ..testing import lincheck
 from .argtypes import positive_float as _positive_float
-from .argtypes import positive_int as _positive_int
+from .argtypes import positive_int_at_most
 from .client import KvClient, Outcome, Response, new_session
 from .local_cluster import ClusterError, LocalCluster
 
 __all__ = ["add_demo_arguments", "run_demo", "DemoConfig", "Demo"]
+
+
+MAX_CLIENTS = 64
+"""The largest ``--clients``: each client is a connection to the three nodes with one
+operation in flight; a few thousand swamped them (the demo failed with "no agreed leader")."""
+
+MAX_KEYS = 1000
+"""The largest ``--keys``: the end reads every shared key once linearizably and on every
+node (about 7 ms a key here), so a million keys kept the demo reading for two hours."""
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -55,8 +64,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     p.add_argument("--duration", type=_positive_float, metavar="S",
                    help="seconds of load, at least (default 10; 4 with --quick); the load also lasts until "
                    "the restart and the membership change are done")
-    p.add_argument("--clients", type=_positive_int, metavar="N", help="concurrent clients (default 8; 4 with --quick)")
-    p.add_argument("--keys", type=_positive_int, default=8, metavar="N", help="shared keys the clients contend on (default 8)")
+    p.add_argument("--clients", type=positive_int_at_most(MAX_CLIENTS), metavar="N",
+                   help=f"concurrent clients, 1 to {MAX_CLIENTS}: each is a connection with one operation in flight "
+                   "(default 8; 4 with --quick)")
+    p.add_argument("--keys", type=positive_int_at_most(MAX_KEYS), default=8, metavar="N",
+                   help=f"shared keys the clients contend on, 1 to {MAX_KEYS}: the end reads each one on every node "
+                   "(default 8)")
     p.add_argument("--seed", type=int, default=None, help="seed of the clients' choices (default: random)")
     p.add_argument("--data-dir", metavar="DIR", help="keep the nodes' data and logs in DIR (default: a temporary directory, removed)")
     p.add_argument("--history", metavar="FILE", help="also write the client history as JSON lines (lincheck --format jsonl)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from openraft_py.kv import cli
+from openraft_py.kv import cli, demo
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,6 +60,11 @@ BAD = [
     (["serve", "--id", "1"], "required"),
     (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
     (["demo", "--duration", "soon"], "not a number"),
+    # A few thousand clients swamped the nodes ("no agreed leader"); a million keys kept the
+    # end's reads going for hours.
+    (["demo", "--clients", "3000"], f"argument --clients: '3000' must be at most {demo.MAX_CLIENTS}"),
+    (["demo", "--clients", "0"], "argument --clients: '0' must be at least 1"),
+    (["demo", "--keys", "1000000"], f"argument --keys: '1000000' must be at most {demo.MAX_KEYS}"),
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
       "--raft-config", '{"heartbeat_interval": "50"}'], "--raft-config: Expected `int`, got `str`"),
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
