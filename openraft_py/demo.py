@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
-from .kv.argtypes import positive_int
+from .kv.argtypes import positive_int_at_most
 from .storage.memory import KvSet, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
 from .types import BasicNode, NodeId, ServerState
@@ -208,19 +208,35 @@ async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) 
     return 0
 
 
+MAX_WRITES = 1_000_000
+"""The largest ``--writes``: the three in-memory state machines hold every write (a million
+take about 20 s and a gigabyte here; ten million ran the machine out of memory)."""
+
+MAX_WRITERS = 1000
+"""The largest ``--writers``: each keeps one write in flight on the one event loop that
+also runs the three nodes; with ten thousand the nodes' heartbeats and votes were not
+answered in time, the cluster kept re-electing and the demo never finished."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point: the run's exit status; 2 for bad arguments, 130 on Ctrl-C
+    (one line; everything runs in this process, so nothing is left behind)."""
     p = argparse.ArgumentParser(prog="python -m openraft_py.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--writes", type=positive_int, default=10_000)
-    p.add_argument("--writers", type=positive_int, default=64)
+    p.add_argument("--writes", type=positive_int_at_most(MAX_WRITES), default=10_000,
+                   help=f"entries to write, 1 to {MAX_WRITES:,} (default 10,000)")
+    p.add_argument("--writers", type=positive_int_at_most(MAX_WRITERS), default=64,
+                   help=f"concurrent writers, 1 to {MAX_WRITERS}, each with one write in flight (default 64)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     try:
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            return asyncio.run(run(args.writes, args.writers, args.seed))
         return uvloop.run(run(args.writes, args.writers, args.seed))
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        return asyncio.run(run(args.writes, args.writers, args.seed))
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ acknowledged write on every node, through the failover and the membership change
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from openraft_py import demo
@@ -23,6 +27,10 @@ async def test_demo_small_run_succeeds(capsys: pytest.CaptureFixture[str]) -> No
     (["--writes", "-3"], "argument --writes: '-3' must be at least 1"),
     (["--writers", "0"], "argument --writers: '0' must be at least 1"),
     (["--writers", "many"], "argument --writers: 'many' is not an integer"),
+    # Ten thousand writers starved the nodes' heartbeats on the one event loop: the cluster
+    # kept re-electing and the demo never finished; ten million writes ran out of memory.
+    (["--writers", "10000"], f"argument --writers: '10000' must be at most {demo.MAX_WRITERS}"),
+    (["--writes", "10000000"], f"argument --writes: '10000000' must be at most {demo.MAX_WRITES}"),
 ])
 def test_demo_refuses_no_writes_or_no_writers(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -34,3 +42,25 @@ def test_demo_refuses_no_writes_or_no_writers(
     assert e.value.code == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.out == ""
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_exits_130_with_one_line() -> None:
+    """Ctrl-C printed a CancelledError and a KeyboardInterrupt traceback."""
+    # Python ignores SIGINT in a child started with it ignored (a background job): restore it.
+    code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-u', '-m', 'openraft_py.demo', '--writes', "
+            f"'{demo.MAX_WRITES}'])")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        first = p.stdout.readline()
+        assert "cluster of 3 nodes up" in first, first
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert err.splitlines()[-1] == "demo: interrupted" and "Traceback" not in err, err
