@@ -243,6 +243,28 @@ def test_a_model_state_that_is_not_hashable_is_named():
         check([w(1, [1], 0, 1)], register)
 
 
+@pytest.mark.parametrize(("model", "op", "error", "message"), [
+    (register, Operation(1, "cas", None, 5, True, 0, 1), ValueError,
+     r"lincheck model 'register' cannot take client 1: cas\(5\) -> True  \[0, 1\]: a cas's value must be the pair "
+     r"\(expected, new\), not 5"),
+    (kv_register, Operation(1, "cas", "k", ("a", "b", "c"), True, 0, 1), ValueError,
+     r"model 'kv_register' cannot take client 1: cas\('k', \('a', 'b', 'c'\)\).*must be the pair"),
+    (kv, Operation(1, "append", "k", 5, None, 0, 1), TypeError,
+     r"model 'kv' cannot take client 1: append\('k', 5\)  \[0, 1\]: can only concatenate str"),
+    # A step that does not return (legal, new_state).
+    (Model("bad", init=lambda: 0, step=lambda s, op: None, partition=None), Operation(1, "x", call=0, ret=1),
+     TypeError, r"model 'bad' cannot take client 1: x\(None\)  \[0, 1\]: cannot unpack non-iterable NoneType"),
+    (register, Operation(1, "write", None, 1, None, 0, 1, "yes"), ValueError,
+     r"operation's ok must be True, False or None, not 'yes'"),
+])
+def test_an_operation_the_model_cannot_take_is_named(model, op, error, message):
+    """A cas whose value was not a pair, or an append of a number to the kv model's string,
+    died with a bare "cannot unpack non-iterable int object" or "can only concatenate str"
+    from inside the search; an ok of "yes" was taken for True."""
+    with pytest.raises(error, match=message):
+        check([op], model)
+
+
 def test_a_key_that_is_not_hashable_is_named():
     with pytest.raises(TypeError, match=r"an operation's key must be hashable, not list .*key=\['k'\]"):
         check([w(1, 1, 0, 1, key=["k"])], register)

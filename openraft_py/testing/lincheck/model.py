@@ -98,7 +98,10 @@ class Model:
 
 
 def _cas(state: Any, op: Operation) -> tuple[bool, Any]:
-    expected, new = op.value
+    try:
+        expected, new = op.value
+    except (TypeError, ValueError):
+        raise ValueError(f"a cas's value must be the pair (expected, new), not {op.value!r}") from None
     if op.ok is None:  # may have applied or not; either way nothing is known about the state
         return True, (new if state == expected else state)
     if op.output:

@@ -116,7 +116,10 @@ def _search(
     while remaining:
         if cur & 1:  # a call: try to linearize the operation now
             i = cur >> 1
-            accepted, new_state = step(state, ops[i])
+            try:
+                accepted, new_state = step(state, ops[i])
+            except (TypeError, ValueError) as e:  # an operation the model cannot take
+                raise _step_error(model, ops[i], e) from e
             # An operation of unknown outcome that would leave the state as it is need not
             # be placed here: not placing it at all reaches everything placing it does.
             if accepted and (has_ret[i] or new_state != state):
@@ -181,6 +184,13 @@ def _search(
     return True, [c >> 1 for c, _ in stack], []
 
 
+def _step_error(model: Model, op: Operation, error: TypeError | ValueError) -> TypeError | ValueError:
+    """``error`` (raised by ``model.step`` or unpacking its result) with the model and the
+    operation named: a cas whose value is not a pair, an append of a number to a string."""
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(f"lincheck model {model.name!r} cannot take {model.describe_op(op)}: {error}")
+
+
 def _require_hashable(model: Model, state: Any, source: str) -> None:
     """Raise ``TypeError`` naming ``model`` and ``source`` (what produced ``state``) unless
     ``state`` is hashable: the search keeps the states it has explored in a set."""
@@ -220,7 +230,8 @@ def _unplaced(prefix: list[int], nxt: list[int]) -> list[int]:
 
 def _check_times(op: Operation) -> None:
     """Raise ``ValueError`` unless ``op.call`` is a finite number and ``op.ret`` a number
-    not before it (``inf`` for an operation that never returned)."""
+    not before it (``inf`` for an operation that never returned), and ``op.ok`` is ``True``,
+    ``False`` or ``None``."""
     call, ret = op.call, op.ret
     for name, t in (("call", call), ("ret", ret)):
         if isinstance(t, bool) or not isinstance(t, (int, float)):
@@ -231,6 +242,8 @@ def _check_times(op: Operation) -> None:
         raise ValueError(f"operation's return time must be a number or inf, not nan: {op}")
     if ret < call:
         raise ValueError(f"operation returns before it is called: {op}")
+    if op.ok is not True and op.ok is not False and op.ok is not None:
+        raise ValueError(f"operation's ok must be True, False or None, not {op.ok!r}: {op}")
 
 
 def _prepare(ops: Iterable[Operation], model: Model) -> list[Operation]:
@@ -252,7 +265,10 @@ def check(
     ``timeout`` bounds the wall-clock time in seconds; past it the result is unknown
     (``ok=None``), so a caller never hangs on a pathological history. Raises ``ValueError``
     for a ``timeout`` that is negative or not a number, and for an operation whose ``call``
-    is not a finite number or whose ``ret`` is NaN or before its ``call``; ``TypeError``
+    is not a finite number or whose ``ret`` is NaN or before its ``call`` or whose ``ok`` is
+    not ``True``, ``False`` or ``None``; the ``TypeError`` or ``ValueError`` of
+    ``model.step`` for an operation it cannot take (a ``cas`` whose value is not a pair),
+    naming the model and the operation; ``TypeError``
     naming the model for a state (from ``model.init`` or ``model.step``) that is not
     hashable, and naming the operation for a ``key`` that is not (with ``by_key``).
     """
