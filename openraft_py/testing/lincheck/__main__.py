@@ -2,7 +2,8 @@
 
 import sys
 
+from .._cli import run_cli
 from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,0 +1,42 @@
+"""The testing kit's command lines piped into a reader that goes away (``--trace | head``,
+``lincheck ... | head -1``) stop quietly with 141, as other tools killed by SIGPIPE do: they
+printed a BrokenPipeError traceback (the simulator from inside its run, its workers then
+left to the executor)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _jsonl(tmp_path: Path) -> Path:
+    path = tmp_path / "h.jsonl"
+    path.write_text(json.dumps({"client": 1, "op": "put", "key": "k", "value": "a", "ok": True, "call": 1, "ret": 2})
+                    + "\n")
+    return path
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("argv", [
+    ["openraft_py.testing.lincheck", "--format", "jsonl", "HISTORY"],
+    ["openraft_py.testing.sim", "--seed", "3", "--trace"],
+    ["openraft_py.testing.sim", "--seeds", "20", "--jobs", "2"],
+], ids=["lincheck", "sim-trace", "sim-seeds"])
+def test_a_reader_that_went_away_stops_the_command_quietly(argv: list[str], tmp_path: Path) -> None:
+    argv = [str(_jsonl(tmp_path)) if a == "HISTORY" else a for a in argv]
+    p = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # the reader is gone before the first line is written
+        err = p.stderr.read()
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
