@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,4 +268,49 @@ def test_a_signal_stops_the_workers_with_one_line(
     assert p.returncode == status, err
     assert err.strip().splitlines()[-1] == f"sim: {word}; every worker process was stopped", err
     assert "Traceback" not in err and "VIOLATION" not in out, (out, err)
+    assert not alive(workers)
+
+
+def _rss_mb(pid: int) -> float:
+    """The resident memory of ``pid`` in MB (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0.0)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to watch the process")
+@pytest.mark.timeout(90)
+def test_many_seeds_start_at_once_in_little_memory() -> None:
+    """``--seeds 10000000`` made every seed and submitted every chunk before the first ran:
+    2.7 GB before starting, and Ctrl-C waited 40 s for the submitting to end. The chunks are
+    now made as the workers take them."""
+    code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'openraft_py.testing.sim'] + sys.argv[1:])")
+    p = subprocess.Popen([sys.executable, "-c", code, "--seeds", "10000000", "--jobs", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers: set[int] = set()
+    try:
+        peak = 0.0
+        deadline = time.monotonic() + 30
+        while not workers and time.monotonic() < deadline and p.poll() is None and peak < 400:
+            time.sleep(0.05)
+            peak = max(peak, _rss_mb(p.pid))
+            workers = children(p.pid)
+        assert workers and peak < 400, (workers, peak)  # a run holds ~40 MB
+        time.sleep(1)  # let it hand out a few chunks
+        assert _rss_mb(p.pid) < 400
+        started = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+        assert time.monotonic() - started < 10
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+    assert p.returncode == 130, err
     assert not alive(workers)

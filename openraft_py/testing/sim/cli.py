@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import signal
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -101,10 +102,20 @@ def _run_alone(seed: int, faults: tuple[str, ...], steps: int, wire: bool | None
         return run.result()
 
 
+_CHUNK = 10
+"""Seeds per task handed to a worker."""
+
+
+def _chunks(start: int, count: int) -> Iterator[list[int]]:
+    """The seeds ``start .. start + count - 1`` in lists of ``_CHUNK``, made as they are taken."""
+    for lo in range(start, start + count, _CHUNK):
+        yield list(range(lo, min(lo + _CHUNK, start + count)))
+
+
 def _run_batch(
-    args: tuple[list[int], tuple[str, ...], int, bool | None],
+    seeds: list[int], faults: tuple[str, ...], steps: int, wire: bool | None
 ) -> list[tuple[int, bool, str | None, str]]:
-    seeds, faults, steps, wire = args
+    """Run ``seeds`` one after another (in a worker): ``(seed, ok, violation, replay command)``."""
     out = []
     for s in seeds:
         r = run_seed(s, faults, steps, wire)
@@ -166,22 +177,33 @@ def _run(args: argparse.Namespace) -> int:
         print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
               f"({r.ops} ops, {r.virtual_seconds:.2f} virtual s, digest {r.digest()[:16]})")
         return 0 if r.ok else 1
-    seeds = list(range(args.start, args.start + args.seeds))
-    chunks = [seeds[i : i + 10] for i in range(0, len(seeds), 10)]
+    total = args.seeds
+    chunks = _chunks(args.start, total)
+    n_chunks = -(-total // _CHUNK)
     failures: list[tuple[int, str | None, str]] = []
     done = 0
     t0 = time.time()
     # No more workers than chunks: the others would only start and wait.
-    with _workers(min(args.jobs, len(chunks))) as ex:
-        pending = _submit(ex, _run_batch, *(((ch, faults, args.steps, wire),) for ch in chunks))
+    jobs = min(args.jobs, n_chunks)
+    with _workers(jobs) as ex:
+        running: set[Future[list[tuple[int, bool, str | None, str]]]] = set()
         try:
-            for fut in as_completed(pending):
-                for s, ok, violation, cmd in fut.result():
-                    done += 1
-                    if not ok:
-                        failures.append((s, violation, cmd))
-                bar = "#" * int(30 * done / len(seeds))
-                sys.stdout.write(f"\r[{bar:<30}] {done}/{len(seeds)} seeds, {len(failures)} violations, "
+            while True:
+                # A few chunks per worker in flight, the next ones made as these finish:
+                # submitting them all at once held every seed in memory before the first
+                # ran (gigabytes for ten million seeds), and Ctrl-C waited for it.
+                for ch in itertools.islice(chunks, 4 * jobs - len(running)):
+                    running.update(_submit(ex, _run_batch, (ch, faults, args.steps, wire)))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    for s, ok, violation, cmd in fut.result():
+                        done += 1
+                        if not ok:
+                            failures.append((s, violation, cmd))
+                bar = "#" * int(30 * done / total)
+                sys.stdout.write(f"\r[{bar:<30}] {done}/{total} seeds, {len(failures)} violations, "
                                  f"{time.time() - t0:.0f}s")
                 sys.stdout.flush()
         finally:
@@ -194,6 +216,6 @@ def _run(args: argparse.Namespace) -> int:
         again = _run_alone(s, faults, args.steps, wire)
         note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
         print(f"seed {s}: {first}\n  replay: {cmd}{note}")
-    print(f"{len(seeds)} seeds, {len(seeds) - len(failures)} clean, {len(failures)} with violations "
+    print(f"{total} seeds, {total - len(failures)} clean, {len(failures)} with violations "
           f"(faults: {', '.join(faults) or 'none'}) in {time.time() - t0:.0f}s")
     return 0 if not failures else 1
