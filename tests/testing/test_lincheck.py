@@ -265,6 +265,21 @@ def test_an_operation_the_model_cannot_take_is_named(model, op, error, message):
         check([op], model)
 
 
+def test_check_refuses_arguments_of_the_wrong_type():
+    """The model's name for the model failed with "must be str, not list" (str.partition
+    was called), a timeout of "5" with a bare comparison error, a dict for an operation with
+    "'dict' object has no attribute 'call'"."""
+    h = [w(1, 1, 0, 1)]
+    with pytest.raises(TypeError, match=r"model must be a lincheck Model .*, not str 'register'"):
+        check(h, "register")
+    for bad in ("5", True):
+        with pytest.raises(TypeError, match=r"timeout must be a number of seconds or None, not "):
+            check(h, timeout=bad)
+    with pytest.raises(TypeError, match=r"a history is a sequence of lincheck Operations; item 1 is dict"):
+        check([*h, {"op": "write"}])
+    assert check(h, timeout=2).ok is True
+
+
 def test_a_key_that_is_not_hashable_is_named():
     with pytest.raises(TypeError, match=r"an operation's key must be hashable, not list .*key=\['k'\]"):
         check([w(1, 1, 0, 1, key=["k"])], register)

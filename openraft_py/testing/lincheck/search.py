@@ -250,7 +250,9 @@ def _prepare(ops: Iterable[Operation], model: Model) -> list[Operation]:
     """Check every operation's times (``ValueError``), then drop what cannot matter: failed
     operations, and read-only ones of unknown outcome."""
     kept = []
-    for op in ops:
+    for n, op in enumerate(ops):
+        if not isinstance(op, Operation):
+            raise TypeError(f"a history is a sequence of lincheck Operations; item {n} is {type(op).__name__} {op!r:.80}")
         _check_times(op)
         if op.ok is not False and not (op.ok is None and op.op in model.read_only):
             kept.append(op)
@@ -270,8 +272,15 @@ def check(
     ``model.step`` for an operation it cannot take (a ``cas`` whose value is not a pair),
     naming the model and the operation; ``TypeError``
     naming the model for a state (from ``model.init`` or ``model.step``) that is not
-    hashable, and naming the operation for a ``key`` that is not (with ``by_key``).
+    hashable, and naming the operation for a ``key`` that is not (with ``by_key``);
+    ``TypeError`` for a ``model`` that is not a ``Model`` (its name, say), a ``timeout`` that
+    is not a number, and an item of ``history`` that is not an ``Operation``.
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a lincheck Model (register, kv, kv_register or a Model of your own), "
+                        f"not {type(model).__name__} {model!r:.80}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__} {timeout!r:.80}")
     if timeout is not None and not timeout >= 0:
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
     start = time.monotonic()
