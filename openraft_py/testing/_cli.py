@@ -1,4 +1,5 @@
-"""What the testing kit's command lines (``lincheck``, ``sim``) share at their entry point."""
+"""What the testing kit's command lines (``lincheck``, ``sim``, ``jepsen``) share at their
+entry point."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """The testing kit's command lines piped into a reader that goes away (``--trace | head``,
 ``lincheck ... | head -1``) stop quietly with 141, as other tools killed by SIGPIPE do: they
 printed a BrokenPipeError traceback (the simulator from inside its run, its workers then
-left to the executor)."""
+left to the executor; the Jepsen runner also left its data directory behind)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,15 @@ def _jsonl(tmp_path: Path) -> Path:
     ["openraft_py.testing.lincheck", "--format", "jsonl", "HISTORY"],
     ["openraft_py.testing.sim", "--seed", "3", "--trace"],
     ["openraft_py.testing.sim", "--seeds", "20", "--jobs", "2"],
-], ids=["lincheck", "sim-trace", "sim-seeds"])
+    # The Jepsen runner's first line: it left its (empty) data directory behind too.
+    ["openraft_py.testing.jepsen", "--time", "5", "--nodes", "3", "--clients", "1", "--seed", "5"],
+], ids=["lincheck", "sim-trace", "sim-seeds", "jepsen"])
 def test_a_reader_that_went_away_stops_the_command_quietly(argv: list[str], tmp_path: Path) -> None:
     argv = [str(_jsonl(tmp_path)) if a == "HISTORY" else a for a in argv]
-    p = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "TMPDIR": str(temp)})
     try:
         assert p.stdout is not None and p.stderr is not None
         p.stdout.close()  # the reader is gone before the first line is written
@@ -40,3 +46,4 @@ def test_a_reader_that_went_away_stops_the_command_quietly(argv: list[str], tmp_
             p.wait()
     assert p.returncode == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert list(temp.iterdir()) == []

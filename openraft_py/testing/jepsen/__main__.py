@@ -7,7 +7,8 @@
 
 Exit status 0 when every check passed, 1 when one failed (the seed and the artifact directory
 are printed), 2 for bad arguments, 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM): the node
-processes are then stopped and their data removed.
+processes are then stopped and their data removed. Piped into a reader that goes away, it stops
+the same way, quietly, with 141.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ...engine.faults import EngineFault
 from ...kv.argtypes import positive_int_at_most
+from .._cli import run_cli
 from .nemesis import KINDS
 from .runner import RunConfig, RunResult, run
 from .workload import WorkloadConfig
@@ -113,4 +115,4 @@ def _cancel_current(task: asyncio.Task[RunResult] | None) -> Callable[[], None]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -201,9 +201,10 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
     t0 = time.monotonic()
     wl: Workload | None = None
     interrupted = False
-    say(f"jepsen: seed {cfg.seed}, {cfg.nodes} nodes, {cfg.time:.0f}s, {len(schedule)} nemesis steps"
-        + (f", TEST-ONLY bugs {list(cfg.bugs)}" if cfg.bugs else "") + f", data in {tmp}")
     try:
+        # In here, so that a say that fails (its reader went away) removes the directory too.
+        say(f"jepsen: seed {cfg.seed}, {cfg.nodes} nodes, {cfg.time:.0f}s, {len(schedule)} nemesis steps"
+            + (f", TEST-ONLY bugs {list(cfg.bugs)}" if cfg.bugs else "") + f", data in {tmp}")
         await cluster.http.__aenter__()
         try:
             await cluster.start()
