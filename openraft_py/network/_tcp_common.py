@@ -5,8 +5,10 @@ certificate (``node_uri``, ``node_id_from_cert``; see ``openraft_py.network.tcp`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -25,6 +27,7 @@ __all__ = [
     "check_count",
     "check_seconds",
     "foreign_protocol_hint",
+    "http_refusal",
     "log",
     "node_id_from_cert",
     "node_uri",
@@ -178,6 +181,31 @@ def foreign_protocol_hint(first: bytes, dialled: bool) -> str:
         what = "not an openraft-py raft port; is the address right?" if dialled else "not an openraft-py node"
         return f" (it sent text, {line!r}: {what})"
     return ""
+
+
+_HTTP_REQUEST = re.compile(rb"[A-Z]{3,16} /")
+"""The start of an HTTP request line with a path (``PUT /kv/a HTTP/1.1``)."""
+
+
+def http_refusal(first: bytes) -> bytes | None:
+    """A whole ``HTTP/1.1 400`` answer with a JSON ``{"error": ...}`` body for a client whose
+    first bytes are an HTTP request (``first`` as kept for ``foreign_protocol_hint``), else
+    ``None``. The server writes it before it closes such a connection, so an HTTP client
+    given a raft port by mistake (the key-value service's API is on another port) reports
+    what is wrong; with the connection closed unanswered, the outcome of a write it sent was
+    unknown to it."""
+    if not _HTTP_REQUEST.match(first):
+        return None
+    body = json.dumps({
+        "error": "this is an openraft-py raft port, where nodes talk to each other; it does not "
+                 "serve HTTP: is the address right (the key-value service's HTTP API is on its "
+                 "--http-addr)?"
+    }).encode()
+    head = (
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:

@@ -32,6 +32,7 @@ from ._tcp_common import (
     check_count,
     check_seconds,
     foreign_protocol_hint,
+    http_refusal,
     log,
 )
 from .wire import (
@@ -325,8 +326,12 @@ class _ServerConnection(asyncio.Protocol):
                 self.frame_since = None
             self._pump()
         except (WireError, CodecError) as e:
-            hint = foreign_protocol_hint(self.first, dialled=False) if self.sender is None else ""
-            self._drop(f"malformed input: {e}{hint}")
+            if self.sender is not None:
+                self._drop(f"malformed input: {e}")
+                return
+            hint = foreign_protocol_hint(self.first, dialled=False)
+            answer = http_refusal(self.first)  # an HTTP client at the wrong port: tell it
+            self._drop(f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}", answer=answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -536,8 +541,9 @@ class _ServerConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()  # writes what is buffered, then closes
 
-    def _drop(self, reason: str, level: int = logging.WARNING) -> None:
-        """Close at once, logged once with the peer address."""
+    def _drop(self, reason: str, level: int = logging.WARNING, answer: bytes | None = None) -> None:
+        """Close at once, logged once with the peer address; ``answer``: bytes written
+        first (the connection then closes once they are sent)."""
         if self.closed:
             return
         self.server.dropped += 1
@@ -546,7 +552,11 @@ class _ServerConnection(asyncio.Protocol):
         self.server._conns.discard(self)
         self.backlog.clear()
         if self.transport is not None:
-            self.transport.abort()
+            if answer is None:
+                self.transport.abort()
+            else:
+                self.transport.write(answer)
+                self.transport.close()
 
     def idle_check(self, now: float) -> None:
         """Close the connection if the frame in progress arrives too slowly

@@ -318,3 +318,19 @@ async def test_an_endpoint_that_is_not_a_service_node_is_named_as_such() -> None
             assert code == 1, verb
     finally:
         await runner.cleanup()
+
+
+async def test_a_raft_port_given_as_an_endpoint_is_named_and_nothing_is_unknown(cluster: KvCluster) -> None:
+    """A node's raft address given as an endpoint (the wrong one of its two ports): a write
+    fails at once (``fail``, not ``info``) with the transport's answer saying what the port
+    is. The transport closed such a connection unanswered, so a write was reported with an
+    unknown outcome (``openraft-py kv put`` exited 3)."""
+    leader = await cluster.wait_leader()
+    async with KvClient([leader.opts.raft_addr], deadline=5) as c:
+        r = await c.put("k", "v")
+        assert r.outcome is Outcome.FAIL and r.status == 400, r
+        assert "openraft-py raft port" in (r.error or "") and "--http-addr" in (r.error or ""), r
+        r = await c.get("k")
+        assert r.outcome is Outcome.FAIL and r.status == 400, r
+    async with KvClient([leader.opts.http_addr]) as c:
+        assert (await c.get("k")).value is None  # nothing was written

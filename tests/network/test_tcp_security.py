@@ -10,6 +10,7 @@ term would have jumped)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -253,17 +254,34 @@ async def test_a_raft_address_that_is_not_a_raft_port_is_named_in_the_error(capl
         await server.wait_closed()
 
 
-async def test_an_http_client_on_the_raft_port_is_logged_as_such(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_http_client_on_the_raft_port_is_answered_400_and_logged_as_such(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An HTTP client given a raft port by mistake (the key-value service's API is on
+    another port) is answered ``400`` with a JSON error saying what the port is, then the
+    connection closes; it was closed unanswered, which left a client's write with an unknown
+    outcome. Anything else that is not the protocol is still closed without an answer."""
     caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
     async with TcpCluster(tcp_config()) as c:
         await c.start([1])
         node = c.nodes[1]
+        for request in (b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(request)
+            answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b"\r\n")[0] == b"HTTP/1.1 400 Bad Request", answer
+            assert f"content-length: {len(body)}".encode() in head.lower(), answer
+            assert "openraft-py raft port" in json.loads(body)["error"], body
         reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-        writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
         assert await asyncio.wait_for(reader.read(), 5) == b"", "closed without an answer"
         writer.close()
         dropped = [r.getMessage() for r in caplog.records if "closing the connection from" in r.getMessage()]
-        assert any("'GET /cluster/status HTTP/1.1': not an openraft-py node" in m for m in dropped), dropped
+        assert any("'GET /cluster/status HTTP/1.1': not an openraft-py node); answered HTTP 400" in m
+                   for m in dropped), dropped
         await c.write(b"still serving")
 
 
