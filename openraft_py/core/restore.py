@@ -11,7 +11,8 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
    leader applied entries a quorum of followers held before its own copy was durable and a
    crash lost that copy (every entry the log still holds is applied). The purged range
    must stay covered by a snapshot, so when the current one is older than the applied id
-   one is built first;
+   one is built first. A state machine behind the log's purged id is refused: it lost its
+   state, and the entries it would need are gone;
 3. scan the log once: the term-change keys of ``LogIndex``, the membership entries, and the
    in-memory tail for the entry cache;
 4. clamp committed: never past the log's last entry (a store that lost an unflushed tail the
@@ -51,7 +52,7 @@ async def restore_state(
     applied, snapshot, memberships) and an entry cache holding the tail of its log (at most
     ``CACHE_MAX_ENTRIES // 2`` entries). May repair the log first (step 2 of the module
     docstring). Raises ``StorageError`` for a store whose state is inconsistent (a snapshot
-    past its applied id, a hole in the log); whatever the stores raise passes through."""
+    past its applied id, a state machine behind the purged log, a hole in the log); whatever the stores raise passes through."""
     vote = _expect(await log_store.read_vote(), Vote, "the log store's read_vote") or Vote.new(0, 0)
     committed = _expect(await log_store.read_committed(), LogId, "the log store's read_committed")
     applied_state = await state_machine.applied_state()
@@ -69,6 +70,7 @@ async def restore_state(
     if snapshot is not None and (applied is None or snapshot > applied):
         raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
     log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
+    _check_not_behind_purged(node_id, applied, log_state.last_purged_log_id)
     log_ids, memberships, cache = await _scan_log(log_store, log_state)
     committed = _clamp_committed(node_id, committed, applied, log_state.last_log_id)
     committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
@@ -89,6 +91,25 @@ def _expect(value: T | None, cls: type[T], what: str) -> T | None:
     if value is None or isinstance(value, cls):
         return value
     raise _unexpected(value, what, f"a {cls.__name__} or None")
+
+
+def _check_not_behind_purged(node_id: NodeId, applied: LogId | None, purged: LogId | None) -> None:
+    """Raise ``StorageError`` when the state machine has applied less than the log purged.
+
+    A log is purged only up to a snapshot, and a snapshot only of what the state machine
+    applied (durably: a snapshot build makes its state durable), so a state machine behind
+    the purged id lost its state: reset or removed (a state machine kept in memory over a
+    durable log, its files deleted). The entries it would need were discarded, and Raft never
+    sends a snapshot to a node whose log matches: the node would start, then stop at its
+    first apply with a ``LogCompacted`` error that names neither store."""
+    if purged is None or (applied is not None and applied.index >= purged.index):
+        return
+    raise StorageError(
+        f"node {node_id}: the state machine has applied {'nothing' if applied is None else f'up to {applied!r}'} "
+        f"but the log is purged up to {purged!r}: the entries between are gone, so the state machine "
+        "cannot catch up (it lost its state: its data was removed or reset, or it does not keep it across "
+        "restarts). Restore the state machine's data, or start the node on empty storage under a new node id"
+    )
 
 
 async def _repair_log(
