@@ -9,6 +9,10 @@ another node or cluster (``DataDirMismatch``), before it opens anything in it.
 
 A directory that already holds stores but no ``node.json`` (made by an earlier version) is
 adopted: the record is written for the node starting on it, which cannot be checked then.
+
+``check_stores`` refuses a directory whose log store is gone while its state machine is
+there (``log/`` removed, say after it was reported damaged): the node would start with no
+vote and no log, and could vote twice in a term or count as holding entries it lost.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ from pathlib import Path
 
 import msgspec
 
+from ..errors import StorageError
 from ..storage.rocks.files import replace_durably
 
-__all__ = ["IDENTITY_FILE", "DataDirMismatch", "NodeIdentity", "check_identity"]
+__all__ = ["IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores"]
 
 IDENTITY_FILE = "node.json"
 """The record's name in the data directory."""
+
+LOG_DIR = "log"
+"""The log store's directory in the data directory (``RocksLogStore``): the node's log and vote."""
+
+SM_DIR = "sm"
+"""The state machine's directory in the data directory (``KvStateMachine``)."""
 
 class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True):
     """The record: the node id and cluster name the directory's data belongs to."""
@@ -72,3 +83,36 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
             "it a data directory of its own"
         )
     return "checked"
+
+
+def _entries(path: Path) -> int | None:
+    """How many entries the directory ``path`` holds, at most 1 (0: missing or empty);
+    ``None`` when it is not a directory (the store's own open names that). ``OSError`` if it
+    cannot be listed."""
+    try:
+        with os.scandir(path) as it:
+            return 0 if next(it, None) is None else 1
+    except FileNotFoundError:
+        return 0
+    except NotADirectoryError:
+        return None
+
+
+def check_stores(data_dir: Path) -> None:
+    """Raise ``StorageError`` if ``data_dir``'s log store is missing (or empty) while its state
+    machine holds a database. A node creates its log store before its state machine, so that
+    combination means the log was removed: the node's vote and log are gone, and a node
+    started on the rest would take part in elections and replication as if it had never voted
+    or acknowledged anything (it could vote twice in a term, or let an acknowledged write be
+    lost). Blocking: call it in a worker thread."""
+    log_dir, sm_db = data_dir / LOG_DIR, data_dir / SM_DIR / "db"
+    if _entries(log_dir) == 0 and _entries(sm_db) == 1:
+        raise StorageError(
+            f"opening log store at {str(log_dir)!r}",
+            FileNotFoundError(
+                f"{log_dir} is missing or empty but {sm_db.parent} holds the node's state machine: the node's "
+                "log and vote are gone (removed?), and a node that forgot its vote could vote twice in a term "
+                "or lose acknowledged writes. Put the log directory back as it was; otherwise treat the node as "
+                "a failed machine: replace it with a new node id and an empty data directory"
+            ),
+        )

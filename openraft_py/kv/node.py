@@ -38,7 +38,7 @@ from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .client import CONSISTENCIES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
-from .identity import IDENTITY_FILE, check_identity
+from .identity import IDENTITY_FILE, LOG_DIR, SM_DIR, check_identity, check_stores
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
 
@@ -231,10 +231,12 @@ class KvNode:
             if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) == "adopted":
                 log.warning("%s had no %s (made by an earlier version): recorded as node %s of cluster %r",
                             data, IDENTITY_FILE, o.id, o.cluster_name)
+            # ... and that it holds the node's log if it holds its state machine.
+            await asyncio.to_thread(check_stores, data)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
             server_ctx, client_ctx = tls_contexts(o)
-            self.log_store = await RocksLogStore.open(data / "log")
-            self.sm = await KvStateMachine.open(data / "sm")
+            self.log_store = await RocksLogStore.open(data / LOG_DIR)
+            self.sm = await KvStateMachine.open(data / SM_DIR)
             # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None

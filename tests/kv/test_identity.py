@@ -1,6 +1,7 @@
 """A data directory records whose data it holds (``kv/identity.py``): a node started on
 another node's (or cluster's) directory is refused before it opens anything there; a new
-directory gets the record; one made before the record existed is adopted."""
+directory gets the record; one made before the record existed is adopted. A directory whose
+log store is gone but whose state machine is there is refused too."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from openraft_py.kv.identity import IDENTITY_FILE, DataDirMismatch, check_identity
+from openraft_py import StorageError
+from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity
 from openraft_py.kv.node import KvNode
+from openraft_py.kv.nodes import node_of
+from openraft_py.types import ServerState
 
-from .kv_helpers import free_port, node_options
+from .kv_helpers import STABLE_TIMEOUTS, free_port, node_options
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,3 +102,60 @@ def test_serve_on_another_nodes_directory_exits_1_saying_whose_it_is(root: Path)
     err = r.stderr.decode()
     assert "could not start" in err and "holds the data of node 2, not node 3" in err, err
     assert not (data / "log").exists(), "the stores were created before the check"
+
+
+async def _one_node_with_writes(root: Path) -> KvNode:
+    """Node 1 of a one-node cluster under ``root``, initialized, with two keys written; stopped."""
+    node = KvNode(node_options(1, str(root), raft_config=STABLE_TIMEOUTS))
+    await node.start()
+    try:
+        assert node.raft is not None
+        await node.raft.initialize({1: node_of(node.opts.raft_addr, node.opts.http_addr)})
+        await node.raft.trigger.elect()
+        await node.raft.wait(10).current_leader(1, "elected")
+        await node.put("a", "1")
+        await node.put("b", "2")
+    finally:
+        await node.stop()
+    return node
+
+
+@pytest.mark.parametrize("how", ["removed", "emptied"])
+async def test_a_directory_whose_log_is_gone_is_refused(root: Path, how: str) -> None:
+    """``log/`` removed (say after it was reported damaged) while ``sm/`` stays: the node would
+    start with no vote and no log (it could vote twice in a term, or lose acknowledged writes;
+    alone, it elected itself in a term below its state's and stopped with ``Panicked``)."""
+    first = await _one_node_with_writes(root)
+    log_dir = root / "n1" / LOG_DIR
+    shutil.rmtree(log_dir)
+    if how == "emptied":
+        log_dir.mkdir()
+    again = KvNode(first.opts)
+    with pytest.raises(StorageError, match=r"log is missing or empty but .*/n1/sm holds the node's state machine: "
+                                           r"the node's log and vote are gone"):
+        await again.start()
+    assert again.raft is None and again.log_store is None, "it opened the stores"
+    assert not log_dir.exists() or not any(log_dir.iterdir()), "the refused start created a log store"
+
+
+async def test_a_directory_whose_state_machine_is_gone_is_rebuilt_from_the_log(root: Path) -> None:
+    """The other way round, with the whole log still there: the state machine is rebuilt by
+    applying the log again (a log purged past it is refused: ``tests/storage/test_lost_state.py``);
+    and a first start that stopped after making the log store, before the state machine, starts."""
+    first = await _one_node_with_writes(root)
+    shutil.rmtree(root / "n1" / SM_DIR)
+    again = KvNode(first.opts)
+    await again.start()
+    try:
+        assert again.raft is not None
+        await again.raft.wait(10).state(ServerState.LEADER, "elected")
+        assert await again.read("b", "linearizable") == "2"
+        assert again.sm is not None and again.sm.get("a") == "1"
+    finally:
+        await again.stop()
+    shutil.rmtree(root / "n1" / SM_DIR)
+    shutil.rmtree(root / "n1" / LOG_DIR)
+    (root / "n1" / LOG_DIR).mkdir()  # as a crash right after the log store's creation leaves it
+    fresh = KvNode(first.opts)
+    await fresh.start()
+    await fresh.stop()
