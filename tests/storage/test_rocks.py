@@ -1970,3 +1970,22 @@ async def test_received_snapshot_files_that_are_refused_or_abandoned_are_deleted
         await sm.begin_receiving_snapshot()
         assert len(received()) == 1 and sorted(os.listdir(snapdir)) == sorted(["current.meta", "s-5.snap", *received()])
         assert sm.data == {"k": "v"}
+
+
+def test_a_store_with_a_zeroed_manifest_is_called_damaged_not_foreign(tmp_path: Path) -> None:
+    """An all-zero MANIFEST reads as a database with only the default column family. The store
+    holds our OPENRAFT-ACKED, so it is not a foreign database (as it was called: the user was
+    told they had pointed the node at someone else's data); the message names the MANIFEST.
+    The state machine's database opened as a log store says "another store's database"."""
+    p = tmp_path / "log"
+    RocksLogStore(p).close()
+    for m in p.glob("MANIFEST-*"):
+        m.write_bytes(b"\0" * m.stat().st_size)
+    with pytest.raises(StorageError, match=r"not a log store database: column families \['entries', 'meta'\] "
+                                           r"missing \(found \['default'\]\), though it holds our OPENRAFT-ACKED: "
+                                           r"another store's database, or its MANIFEST file is damaged") as ei:
+        RocksLogStore(p)
+    assert "foreign" not in str(ei.value)
+    RocksStateMachine(tmp_path / "sm").close()
+    with pytest.raises(StorageError, match=r"not a log store database: .* \(found \['default', 'sm'\]\)"):
+        RocksLogStore(tmp_path / "sm" / "db")

@@ -236,10 +236,15 @@ def open_db(
             raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
         missing = [cf for cf in cfs if cf not in present]
         if missing:
-            raise StorageError(
-                f"opening {what} at {path!r}",
-                ValueError(f"foreign database: column families {missing} missing (found {sorted(present)})"),
-            )
+            why = f"column families {missing} missing (found {sorted(present)})"
+            if found is not None:
+                # Our mark file is there: another store of ours (a state machine's database
+                # opened as a log), or ours with its MANIFEST damaged (an all-zero MANIFEST
+                # reads as a database with only the default column family).
+                why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: another store's database, "
+                       "or its MANIFEST file is damaged")
+                raise StorageError(f"opening {what} at {path!r}", ValueError(why))
+            raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
         if found is None:
             _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
     try:
