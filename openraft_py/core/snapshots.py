@@ -110,6 +110,11 @@ class Snapshots:
             return
         self._receiving = None
         self.engine.handle_snapshot_received(req.meta, f, tx)
+        if self.engine.snapshot_installing is not req.meta:
+            # Answered without an install (the node holds what it covers already, or another
+            # snapshot is being installed): nothing will read the file. Closed, so that a
+            # state machine may delete it (``RocksStateMachine`` does at the next receive).
+            snapshot_io.close_quietly(f)
 
     def install(self, meta: SnapshotMeta, data: Any, tx: Any) -> None:
         """Queue the install on the state machine worker (after pending applies); then

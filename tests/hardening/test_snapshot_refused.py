@@ -7,6 +7,8 @@
   was in progress are applied after the refusal, in order, with no gap.
 - Any other exception (a storage IO error): the node stops with ``StorageError``; its log
   and state machine are as before the install, so a restart catches up consistently.
+- A whole snapshot the node does not need (it holds what it covers): answered without an
+  install, and its received file closed.
 """
 
 from __future__ import annotations
@@ -363,5 +365,43 @@ async def test_a_snapshot_damaged_in_transit_is_refused_and_the_intact_one_insta
         m = await raft.wait(BOUND).applied_index_at_least(40)
         assert m.snapshot == LogId(1, 40) and m.running
         assert disk.kv == {f"k{i}": str(i) for i in range(1, 41)}
+
+
+class TrackingSM(MemStateMachine):
+    """A ``MemStateMachine`` that keeps every file ``begin_receiving_snapshot`` handed out."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.files: list[BinaryIO] = []
+
+    async def begin_receiving_snapshot(self) -> BinaryIO:
+        f = await super().begin_receiving_snapshot()
+        self.files.append(f)
+        return f
+
+
+async def test_a_received_snapshot_that_is_not_installed_is_closed() -> None:
+    """A whole snapshot that arrives when the node already holds what it covers (a leader
+    that timed out on a long install sends it again) is answered without installing it. Its
+    file was never closed: an open file descriptor per such transfer, and, since a state
+    machine may delete only what the node closed, a full snapshot file left in the
+    ``RocksStateMachine``'s directory until the next restart. Now it is closed at once."""
+    c = Cluster(snap_config(enable_tick=False), seed=11, state_machine=TrackingSM)
+    try:
+        raft = await c.add_node(3)
+        sm = c.state_machines[3]
+        assert isinstance(sm, TrackingSM)
+        meta, data = await snapshot_of(10)
+        for _ in range(2):
+            resp = await asyncio.wait_for(
+                raft.install_snapshot(InstallSnapshotRequest(LEADER_VOTE, meta, 0, data, True)), BOUND
+            )
+            assert resp.vote == LEADER_VOTE
+            await raft.wait(BOUND).applied_index_at_least(10)
+        assert len(sm.files) == 2
+        for _ in range(5):
+            await asyncio.sleep(0)  # the install's own close runs in its done callback
+        assert [f.closed for f in sm.files] == [True, True], "a received snapshot's file was left open"
+        assert raft.metrics.running and raft.metrics.snapshot == LogId(1, 10)
     finally:
         await c.shutdown()
