@@ -9,6 +9,7 @@ See "Corruption" and "Foreign databases" in ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import inspect
 import os
@@ -217,6 +218,41 @@ def open_db(
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
+    # The whole open holds an flock on the directory: two processes opening a new directory at
+    # once both took it for fresh, and the second one's new mark file replaced the first's
+    # (which went on recording into the replaced file: its acknowledged writes were no longer
+    # checked at the next open). The loser now finds it in use; RocksDB's LOCK guards the rest.
+    try:
+        os.makedirs(path, exist_ok=True)
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise StorageError(f"opening {what} at {path!r}", e) from e
+    try:
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageError(
+                f"opening {what} at {path!r}: the database is in use (another process is opening it)"
+            ) from None
+        return _open_db_locked(path, cfs, marker_cf, marker_key, flag_key, marker, what,
+                               atomic_flush=atomic_flush, point_lookup_cfs=point_lookup_cfs)
+    finally:
+        os.close(dir_fd)  # releases the flock
+
+
+def _open_db_locked(
+    path: str,
+    cfs: tuple[str, ...],
+    marker_cf: str,
+    marker_key: bytes,
+    flag_key: bytes,
+    marker: dict[str, Any],
+    what: str,
+    *,
+    atomic_flush: bool,
+    point_lookup_cfs: tuple[str, ...],
+) -> tuple[Rdict, AckMark]:
+    """``open_db`` once it holds the directory's flock."""
     # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
     fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_TMP_FILE}
     mark: AckMark | None = None
