@@ -10,13 +10,16 @@ another node or cluster (``DataDirMismatch``), before it opens anything in it.
 A directory that already holds stores but no ``node.json`` (made by an earlier version) is
 adopted: the record is written for the node starting on it, which cannot be checked then.
 
-``check_stores`` refuses a directory whose log store is gone while its state machine is
+``lock_data_dir`` makes one process at a time the user of a directory (two ``serve`` started
+at once on one directory both found no record, and the last one's record stayed, whichever
+of them kept the stores). ``check_stores`` refuses a directory whose log store is gone while its state machine is
 there (``log/`` removed, say after it was reported damaged): the node would start with no
 vote and no log, and could vote twice in a term or count as holding entries it lost.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -25,7 +28,9 @@ import msgspec
 from ..errors import StorageError
 from ..storage.rocks.files import replace_durably
 
-__all__ = ["IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores"]
+__all__ = [
+    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores", "lock_data_dir",
+]
 
 IDENTITY_FILE = "node.json"
 """The record's name in the data directory."""
@@ -116,3 +121,23 @@ def check_stores(data_dir: Path) -> None:
                 "a failed machine: replace it with a new node id and an empty data directory"
             ),
         )
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take an exclusive ``flock`` on the directory ``data_dir`` and return its file descriptor
+    (closing it releases the lock; so does the end of the process, however it ends). Raises
+    ``StorageError`` when another process holds it (another ``serve`` on the same directory),
+    ``OSError`` if the directory cannot be opened."""
+    fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageError(
+            f"opening the data directory {str(data_dir)!r}: another process uses it (another serve with the same "
+            "--data-dir?); give each node a data directory of its own"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

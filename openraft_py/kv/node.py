@@ -38,7 +38,7 @@ from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .client import CONSISTENCIES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
-from .identity import IDENTITY_FILE, LOG_DIR, SM_DIR, check_identity, check_stores
+from .identity import IDENTITY_FILE, LOG_DIR, SM_DIR, check_identity, check_stores, lock_data_dir
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
 
@@ -201,6 +201,7 @@ class KvNode:
         self.factory: KvNetworkFactory | None = None
         self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
         self._http: Any = None  # aiohttp AppRunner
+        self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
         self.http_port: int | None = None
         self.raft_port: int | None = None
         self.stopped = asyncio.Event()
@@ -227,6 +228,8 @@ class KvNode:
                 data.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None
+            # One process at a time (held until stop): before the record is read or written.
+            self._dir_lock = lock_data_dir(data)
             # Whose data this is (``identity``): checked before anything in it is opened.
             if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) == "adopted":
                 log.warning("%s had no %s (made by an earlier version): recorded as node %s of cluster %r",
@@ -322,6 +325,9 @@ class KvNode:
                 log.error("stopping the %s failed: %r", name, e)
         if steps:
             log.info("stopped")
+        if self._dir_lock is not None:
+            os.close(self._dir_lock)  # the stores are closed: another process may use the directory
+            self._dir_lock = None
         self.stopped.set()
 
     async def _drain_http(self) -> None:

@@ -159,3 +159,31 @@ async def test_a_directory_whose_state_machine_is_gone_is_rebuilt_from_the_log(r
     fresh = KvNode(first.opts)
     await fresh.start()
     await fresh.stop()
+
+
+async def test_a_data_directory_in_use_by_another_process_is_refused_before_the_record(root: Path) -> None:
+    """Two ``serve`` started at once on one new directory both found no record and both wrote
+    one: the last one's stayed, whichever process kept the stores (so the node that ran
+    was recorded as the other, and the other could later start on its log and vote). Now a
+    node holds an ``flock`` on its data directory from before the record until it stops;
+    another holder makes the start fail before anything is written."""
+    import fcntl
+
+    opts = node_options(1, str(root))
+    data = Path(opts.data_dir)
+    data.mkdir()
+    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)  # as another process would hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        node = KvNode(opts)
+        with pytest.raises(StorageError, match=r"another process uses it \(another serve with the same --data-dir\?\)"):
+            await node.start()
+        assert os.listdir(data) == [], "the refused start wrote into the directory"
+    finally:
+        os.close(fd)
+    node = KvNode(opts)
+    await node.start()
+    await node.stop()
+    again = KvNode(opts)  # released by stop()
+    await again.start()
+    await again.stop()
