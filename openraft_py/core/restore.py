@@ -12,7 +12,8 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
    crash lost that copy (every entry the log still holds is applied). The purged range
    must stay covered by a snapshot, so when the current one is older than the applied id
    one is built first. A state machine behind the log's purged id is refused: it lost its
-   state, and the entries it would need are gone;
+   state, and the entries it would need are gone. When no snapshot covers the purged log
+   (its file was removed), one is built;
 3. scan the log once: the term-change keys of ``LogIndex``, the membership entries, and the
    in-memory tail for the entry cache;
 4. clamp committed: never past the log's last entry (a store that lost an unflushed tail the
@@ -71,6 +72,7 @@ async def restore_state(
         raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
     log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
     _check_not_behind_purged(node_id, applied, log_state.last_purged_log_id)
+    snapshot = await _cover_purged(node_id, state_machine, snapshot, log_state.last_purged_log_id)
     log_ids, memberships, cache = await _scan_log(log_store, log_state)
     committed = _clamp_committed(node_id, committed, applied, log_state.last_log_id)
     committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
@@ -110,6 +112,25 @@ def _check_not_behind_purged(node_id: NodeId, applied: LogId | None, purged: Log
         "cannot catch up (it lost its state: its data was removed or reset, or it does not keep it across "
         "restarts). Restore the state machine's data, or start the node on empty storage under a new node id"
     )
+
+
+async def _cover_purged(
+    node_id: NodeId, state_machine: RaftStateMachine, snapshot: LogId | None, purged: LogId | None
+) -> LogId | None:
+    """The snapshot's id, after building one if none covers the purged log (its file was
+    removed, or the state machine does not keep its snapshots across restarts; the state
+    machine has applied at least the purged id, ``_check_not_behind_purged``). Without it,
+    the node as leader could never bring a follower behind the purged id up to date: it
+    warned "no snapshot covers the purged log yet" at every attempt, for good."""
+    if purged is None or (snapshot is not None and snapshot.index >= purged.index):
+        return snapshot
+    log.warning("node %s: no snapshot covers the purged log (up to %r); building one", node_id, purged)
+    snap = await state_machine.get_snapshot_builder().build_snapshot()
+    snap.data.close()
+    built = snap.meta.last_log_id
+    if built is None or built.index < purged.index:
+        raise StorageError(f"node {node_id}: a snapshot built to cover the purged log (up to {purged!r}) is of {built!r}")
+    return built
 
 
 async def _repair_log(
