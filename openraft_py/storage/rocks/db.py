@@ -266,23 +266,34 @@ def _open_db_locked(
         found: tuple[int, int] | None = (0, 0)
     else:
         found = AckMark.read(path, what)
-        try:
-            present = set(Rdict.list_cf(path))
-        except Exception as e:
-            raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
-        missing = [cf for cf in cfs if cf not in present]
-        if missing:
-            why = f"column families {missing} missing (found {sorted(present)})"
-            if found is not None:
-                # Our mark file is there: another store of ours (a state machine's database
-                # opened as a log), or ours with its MANIFEST damaged (an all-zero MANIFEST
-                # reads as a database with only the default column family).
-                why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: another store's database, "
-                       "or its MANIFEST file is damaged")
-                raise StorageError(f"opening {what} at {path!r}", ValueError(why))
-            raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
-        if found is None:
-            _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
+        if _creation_interrupted(path, found):
+            # Created again: RocksDB makes what it had not made yet (CURRENT, a column family).
+            fresh = True
+            if not os.path.exists(os.path.join(path, "CURRENT")):
+                # RocksDB refuses to make a new database beside a WAL file; these are empty.
+                try:
+                    for n in wal_numbers(path):
+                        os.unlink(os.path.join(path, f"{n:06d}.log"))
+                except OSError as e:
+                    raise StorageError(f"creating {what} at {path!r}", e) from e
+        else:
+            try:
+                present = set(Rdict.list_cf(path))
+            except Exception as e:
+                raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
+            missing = [cf for cf in cfs if cf not in present]
+            if missing:
+                why = f"column families {missing} missing (found {sorted(present)})"
+                if found is not None:
+                    # Our mark file is there: another store of ours (a state machine's database
+                    # opened as a log), or ours with its MANIFEST damaged (an all-zero MANIFEST
+                    # reads as a database with only the default column family).
+                    why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: another store's database, "
+                           "or its MANIFEST file is damaged")
+                    raise StorageError(f"opening {what} at {path!r}", ValueError(why))
+                raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
+            if found is None:
+                _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
     try:
         # RocksDB refuses a second open of a database in the same process by its LOCK file's
         # name (the lock itself, fcntl's, is the process's: it does not conflict with itself).
@@ -350,6 +361,25 @@ def _open_db_locked(
             raise
         raise StorageError(f"opening {what} at {path!r}", e) from e
     return db, mark
+
+
+def _creation_interrupted(path: str, found: tuple[int, int] | None) -> bool:
+    """Whether our creation of the database at ``path`` stopped before anything was written to
+    it: the mark is still the creation's ``(0, 0)`` (the first open records the marker's
+    write), and no table file nor any WAL record exists. A process killed while RocksDB was
+    creating its files leaves such a directory: no ``CURRENT`` yet, or a column family not
+    created yet. It was refused at every later open ("not a readable RocksDB database", "column
+    families missing"), so the node could never start again. A database holding anything (a
+    table file, a non-empty WAL) is never taken for one."""
+    if found != (0, 0):
+        return False
+    with os.scandir(path) as it:
+        for e in it:
+            if e.name.endswith(".sst"):
+                return False
+            if e.name.endswith(".log") and e.name[:-4].isdigit() and e.stat().st_size > 0:
+                return False
+    return True
 
 
 def _check_foreign_read_only(
