@@ -12,9 +12,11 @@ adopted: the record is written for the node starting on it, which cannot be chec
 
 ``lock_data_dir`` makes one process at a time the user of a directory (two ``serve`` started
 at once on one directory both found no record, and the last one's record stayed, whichever
-of them kept the stores). ``check_stores`` refuses a directory whose log store is gone while its state machine is
-there (``log/`` removed, say after it was reported damaged): the node would start with no
-vote and no log, and could vote twice in a term or count as holding entries it lost.
+of them kept the stores). ``check_stores`` refuses a directory whose log store is gone while its
+state machine is there (``log/`` removed, say after it was reported damaged), or whose stores
+are both gone while its record is there (a new directory is recorded once its stores exist:
+``record_identity``): the node would start with no vote and no log, and could vote twice in a
+term or count as holding entries it lost.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..errors import StorageError
 from ..storage.rocks.files import replace_durably
 
 __all__ = [
-    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores", "lock_data_dir",
+    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores", "has_stores",
+    "lock_data_dir", "record_identity",
 ]
 
 IDENTITY_FILE = "node.json"
@@ -66,7 +69,7 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
         raw = None
     if raw is None:
         adopted = any(name != IDENTITY_FILE for name in os.listdir(data_dir))
-        replace_durably(str(path), msgspec.json.encode(NodeIdentity(node_id, cluster_name)) + b"\n")
+        record_identity(data_dir, node_id, cluster_name)
         return "adopted" if adopted else "new"
     try:
         found = msgspec.json.decode(raw, type=NodeIdentity)
@@ -103,14 +106,37 @@ def _entries(path: Path) -> int | None:
         return None
 
 
-def check_stores(data_dir: Path) -> None:
+def record_identity(data_dir: Path, node_id: int, cluster_name: str) -> None:
+    """Write ``data_dir``'s record for ``node_id`` of ``cluster_name``, durably (the file and
+    the directory are fsynced). A new directory gets it once its stores exist (so a record
+    means the stores were made: ``check_stores``). Blocking: call it in a worker thread."""
+    replace_durably(str(data_dir / IDENTITY_FILE), msgspec.json.encode(NodeIdentity(node_id, cluster_name)) + b"\n")
+
+
+def has_stores(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a log store or a state machine (non-empty ``log/``, ``sm/db``)."""
+    return _entries(data_dir / LOG_DIR) != 0 or _entries(data_dir / SM_DIR / "db") != 0
+
+
+def check_stores(data_dir: Path, recorded: bool) -> None:
     """Raise ``StorageError`` if ``data_dir``'s log store is missing (or empty) while its state
-    machine holds a database. A node creates its log store before its state machine, so that
-    combination means the log was removed: the node's vote and log are gone, and a node
+    machine holds a database, or, when the directory had its record (``recorded``: it is
+    written once the stores exist), if both are. A node creates its log store before its state
+    machine, so either means data was removed: the node's vote and log are gone, and a node
     started on the rest would take part in elections and replication as if it had never voted
     or acknowledged anything (it could vote twice in a term, or let an acknowledged write be
     lost). Blocking: call it in a worker thread."""
     log_dir, sm_db = data_dir / LOG_DIR, data_dir / SM_DIR / "db"
+    if recorded and _entries(log_dir) == 0 and _entries(sm_db) == 0:
+        raise StorageError(
+            f"opening log store at {str(log_dir)!r}",
+            FileNotFoundError(
+                f"{data_dir} holds the node's record ({IDENTITY_FILE}) but neither its log ({log_dir}) nor its state "
+                "machine: the node's data was removed, and a node that forgot its vote could vote twice in a term "
+                "or lose acknowledged writes. Treat the node as a failed machine: replace it with a new node id and "
+                f"an empty data directory (if the node never ran on this directory, remove {IDENTITY_FILE})"
+            ),
+        )
     if _entries(log_dir) == 0 and _entries(sm_db) == 1:
         raise StorageError(
             f"opening log store at {str(log_dir)!r}",

@@ -38,7 +38,16 @@ from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .client import CONSISTENCIES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
-from .identity import IDENTITY_FILE, LOG_DIR, SM_DIR, check_identity, check_stores, lock_data_dir
+from .identity import (
+    IDENTITY_FILE,
+    LOG_DIR,
+    SM_DIR,
+    check_identity,
+    check_stores,
+    has_stores,
+    lock_data_dir,
+    record_identity,
+)
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
 
@@ -230,16 +239,24 @@ class KvNode:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
-            # Whose data this is (``identity``): checked before anything in it is opened.
-            if await asyncio.to_thread(check_identity, data, o.id, o.cluster_name) == "adopted":
-                log.warning("%s had no %s (made by an earlier version): recorded as node %s of cluster %r",
-                            data, IDENTITY_FILE, o.id, o.cluster_name)
-            # ... and that it holds the node's log if it holds its state machine.
-            await asyncio.to_thread(check_stores, data)
+            # Whose data this is (``identity``): checked before anything in it is opened. A
+            # directory without the record gets it once its stores exist (below).
+            recorded = (data / IDENTITY_FILE).exists()
+            if recorded:
+                await asyncio.to_thread(check_identity, data, o.id, o.cluster_name)
+            # ... and that it holds the node's log if it holds its state machine (or was recorded).
+            await asyncio.to_thread(check_stores, data, recorded)
+            adopted = not recorded and await asyncio.to_thread(has_stores, data)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
             server_ctx, client_ctx = tls_contexts(o)
             self.log_store = await RocksLogStore.open(data / LOG_DIR)
             self.sm = await KvStateMachine.open(data / SM_DIR)
+            if not recorded:
+                await asyncio.to_thread(record_identity, data, o.id, o.cluster_name)
+                if adopted:
+                    log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
+                                "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,
+                                o.cluster_name)
             # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None

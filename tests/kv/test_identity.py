@@ -155,10 +155,43 @@ async def test_a_directory_whose_state_machine_is_gone_is_rebuilt_from_the_log(r
         await again.stop()
     shutil.rmtree(root / "n1" / SM_DIR)
     shutil.rmtree(root / "n1" / LOG_DIR)
+    (root / "n1" / IDENTITY_FILE).unlink()
     (root / "n1" / LOG_DIR).mkdir()  # as a crash right after the log store's creation leaves it
     fresh = KvNode(first.opts)
     await fresh.start()
     await fresh.stop()
+    assert check_identity(root / "n1", 1, "kv-test") == "checked"
+
+
+async def test_a_recorded_directory_whose_stores_are_both_gone_is_refused(root: Path) -> None:
+    """A new directory gets its record once its stores exist, so a record without either
+    store means they were removed (say, to "start over" after a damaged one): the node
+    would start empty under its old id, having forgotten its vote and every entry it
+    acknowledged. It was started as a new node."""
+    first = await _one_node_with_writes(root)
+    shutil.rmtree(root / "n1" / LOG_DIR)
+    shutil.rmtree(root / "n1" / SM_DIR)
+    again = KvNode(first.opts)
+    with pytest.raises(StorageError, match=r"holds the node's record \(node.json\) but neither its log .* nor its "
+                                           r"state machine: the node's data was removed"):
+        await again.start()
+    assert sorted(os.listdir(root / "n1")) == [IDENTITY_FILE], "the refused start created a store"
+
+
+async def test_a_first_start_that_fails_before_its_stores_records_nothing(root: Path) -> None:
+    """A first start that stops before the stores exist (here: a TLS key that cannot be read)
+    leaves no record, so the next start is a first start again (a record would have made it
+    refuse the directory as one whose stores were removed)."""
+    opts = node_options(1, str(root), tls_cert=str(root / "missing.pem"), tls_key=str(root / "missing.key"))
+    with pytest.raises(Exception, match="missing"):
+        await KvNode(opts).start()
+    data = Path(opts.data_dir)
+    assert not (data / IDENTITY_FILE).exists() and not (data / LOG_DIR).exists()
+    opts.tls_cert = opts.tls_key = None
+    node = KvNode(opts)
+    await node.start()
+    await node.stop()
+    assert check_identity(data, 1, "kv-test") == "checked"
 
 
 async def test_a_data_directory_in_use_by_another_process_is_refused_before_the_record(root: Path) -> None:
