@@ -365,6 +365,8 @@ async def test_a_snapshot_damaged_in_transit_is_refused_and_the_intact_one_insta
         m = await raft.wait(BOUND).applied_index_at_least(40)
         assert m.snapshot == LogId(1, 40) and m.running
         assert disk.kv == {f"k{i}": str(i) for i in range(1, 41)}
+    finally:
+        await c.shutdown()
 
 
 class TrackingSM(MemStateMachine):
