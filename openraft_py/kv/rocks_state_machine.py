@@ -627,7 +627,7 @@ class RocksStateMachine:
         """A new empty temporary file under ``<path>/snapshots`` (``w+b``). It becomes the
         current snapshot file when installed. It is deleted when ``install_snapshot`` refuses
         it, when it was closed without an install by the next ``begin_receiving_snapshot``
-        (an abandoned transfer), and otherwise at the next open."""
+        or ``close()`` (an abandoned transfer), and otherwise at the next open."""
         self._check_open()
         self._drop_abandoned_receives()
         f = tempfile.NamedTemporaryFile(mode="w+b", dir=self._snapdir, prefix="recv-", suffix=".tmp", delete=False)
@@ -822,6 +822,10 @@ class RocksStateMachine:
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         del close
+        try:
+            self._drop_abandoned_receives()  # else kept until the next open
+        except OSError as e:
+            errors.append(e)
         handles = [self._cf, self._h, self._db]
         del self._cf, self._h, self._db
         drop_handles(handles)  # see RocksLogStore.close
