@@ -628,8 +628,11 @@ class TcpNetworkFactory:
     """A ``RaftNetworkFactory`` over TCP for node ``node_id`` of cluster ``cluster_name``.
 
     - ``ssl``: a client ``ssl.SSLContext`` (TLS; give it a certificate for mutual TLS), or
-      ``None`` for plain TCP. ``server_hostname`` overrides the name checked against the
-      server's certificate (default: the host of the target's address).
+      ``None`` for plain TCP. Anything else is a ``TypeError``, and a server context
+      (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``, ``PROTOCOL_TLS_SERVER``) a
+      ``ValueError``: no connection could be made on it. ``server_hostname`` overrides the
+      name checked against the server's certificate (default: the host of the target's
+      address).
     - ``peer_id_of_cert``: binds server certificates to node ids (off by default): a
       callable from the verified server certificate to its node id (or ``None``), e.g.
       ``node_id_from_cert(cluster_name)``; a connection whose server certificate does not
@@ -669,6 +672,16 @@ class TcpNetworkFactory:
             raise ValueError("need 0 < backoff_min <= backoff_max")
         if connect_timeout <= 0 or max_frame_size < 64:
             raise ValueError("connect_timeout must be positive and max_frame_size at least 64")
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
+        if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_SERVER:
+            # No connection could be made on it: every RPC raised Unreachable ("Cannot create
+            # a client socket with a PROTOCOL_TLS_SERVER context"), logged at DEBUG only.
+            raise ValueError(
+                "ssl is a server context (ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) or "
+                "PROTOCOL_TLS_SERVER): a client needs ssl.create_default_context(ssl.Purpose.SERVER_AUTH, "
+                "cafile=...) or SSLContext(PROTOCOL_TLS_CLIENT)"
+            )
         check_cert_binding(ssl, peer_id_of_cert, "TcpNetworkFactory")
         self.node_id = node_id
         self.cluster_name = cluster_name
