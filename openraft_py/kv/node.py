@@ -31,7 +31,7 @@ from .. import validation as _v
 from ..config import Config
 from ..errors import ForwardToLeader, WaitTimeout
 from ..metrics import RaftMetrics
-from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, parse_addr
+from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
@@ -134,6 +134,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
         if self.tls_bind_node_ids and self.tls_ca is None:
             raise ValueError("--tls-bind-node-ids needs mutual TLS (--tls-cert, --tls-key and --tls-ca)")
         for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
+            if path is not None and os.path.isdir(path):
+                raise ValueError(f"{flag}: {path!r} is a directory, not a PEM file")
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{flag}: no such file: {path!r}")
         if self.max_body < 1024:
@@ -147,26 +149,145 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                              f"{self.cluster_name!r}; set the cluster name with --cluster-name only")
 
 
+MAX_TLS_FILE = 16 * 2**20
+"""Largest TLS file (``--tls-cert``, ``--tls-key``, ``--tls-ca``) ``serve`` reads: a CA
+bundle of every public CA is about 200 KiB."""
+
+_X509_V_ERR_INVALID_PURPOSE = 26
+"""OpenSSL's verify code of a certificate without the extended key usage of its role."""
+
+
+class _EncryptedKey(Exception):
+    """The ``--tls-key`` file asked for a password (``_no_password``)."""
+
+
+def _no_password() -> str:
+    """The ``password`` of ``load_cert_chain``: without one, OpenSSL prompts on the terminal
+    for an encrypted key (twice: once per context) or, with no terminal, fails with a bare
+    "[Errno 22] Invalid argument"."""
+    raise _EncryptedKey
+
+
+def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> bytes:
+    """The bytes of ``path`` (the file of ``flag``); ``ValueError`` naming the flag and the
+    path if it cannot be read or holds none of ``markers`` (``what`` names what it should
+    hold): ``ssl`` says only "[SSL] PEM lib", naming neither file. A file larger than
+    ``MAX_TLS_FILE`` is refused unread (a wrong path to a large file)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TLS_FILE + 1)
+    except OSError as e:
+        raise ValueError(f"{flag} {path!r}: cannot read it: {e.strerror or e}") from None
+    if len(data) > MAX_TLS_FILE:
+        raise ValueError(f"{flag} {path!r}: larger than {MAX_TLS_FILE} bytes, which no PEM {what} file is")
+    if not any(m in data for m in markers):
+        raise ValueError(f"{flag} {path!r}: no {what} in it (a PEM file with a '-----BEGIN {what.upper()}-----' block)")
+    return data
+
+
+def _self_handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:
+    """A TLS handshake in memory between ``client`` and ``server``; the client's
+    ``SSLObject`` once it completed. ``ssl.SSLError`` from the side that refused the other,
+    with ``server_side`` set on it to say which."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = client.wrap_bio(c_in, c_out, server_side=False)
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {False: False, True: False}
+    for _ in range(16):  # a TLS 1.3 handshake takes 2 rounds, 1.2 takes 3
+        for side, obj, outbox, peer_in in ((False, c, c_out, s_in), (True, s, s_out, c_in)):
+            if not done[side]:
+                try:
+                    obj.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as e:
+                    e.server_side = side  # type: ignore[attr-defined]
+                    raise
+            peer_in.write(outbox.read())
+        if done[False] and done[True]:
+            return c
+    raise ssl.SSLError("the TLS handshake did not complete")
+
+
+def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
+    """``ValueError`` unless the node's certificate would be taken by a peer configured as it
+    is: verified as a server certificate against ``--tls-ca`` (else the system's CAs, as
+    clients verify servers then) and, with ``--tls-ca``, as a client certificate by
+    ``server`` (mutual TLS); with ``--tls-bind-node-ids`` it must name this node of this
+    cluster. The host name is not checked (peers dial the address in the membership).
+
+    Such a node used to start and never talk: an expired or not yet valid certificate, one
+    the CA did not sign (or a CA file that holds another certificate), one for another node
+    id or cluster name; peers refused every connection (the dialling side logging nothing)."""
+    assert opts.tls_cert is not None and opts.tls_key is not None
+    probe = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
+    probe.check_hostname = False
+    probe.load_cert_chain(opts.tls_cert, opts.tls_key, password=_no_password)
+    trust = f"--tls-ca {opts.tls_ca!r}"
+    if opts.tls_ca is None:
+        trust = ("the system's CAs (no --tls-ca: this node's clients verify its peers against them too; "
+                 "give the CA that signed the nodes with --tls-ca)")
+    try:
+        client = _self_handshake(probe, server)
+    except ssl.SSLError as e:
+        why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+        role = "client" if getattr(e, "server_side", False) else "server"
+        if getattr(e, "verify_code", None) == _X509_V_ERR_INVALID_PURPOSE:
+            why += " (a node's certificate serves both roles: extendedKeyUsage serverAuth,clientAuth)"
+        raise ValueError(f"--tls-cert {opts.tls_cert!r}: peers would refuse this certificate: {why} "
+                         f"(verified as a {role} certificate against {trust})") from None
+    if opts.tls_bind_node_ids:
+        cert = client.getpeercert() or {}  # (verified above: never None here)
+        named = node_id_from_cert(opts.cluster_name)(cert)
+        if named != opts.id:
+            uri = node_uri(opts.cluster_name, opts.id)
+            has = f"names node {named}" if named is not None else f"names no node id of cluster {opts.cluster_name!r}"
+            raise ValueError(f"--tls-cert {opts.tls_cert!r} {has}, and --tls-bind-node-ids needs it to name "
+                             f"node {opts.id}: a subjectAltName URI:{uri}")
+
+
 def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
     """The (server, client) ``SSLContext``s of the raft port, or ``(None, None)`` without
     ``tls_cert``. With ``tls_ca`` both sides verify the peer against that CA (mutual TLS:
     a peer without a certificate the CA signed is refused); without it, clients verify the
-    servers against the system's CAs. Both present ``tls_cert``."""
+    servers against the system's CAs. Both present ``tls_cert``.
+
+    ``ValueError`` naming the flag and the file for what cannot work: a file that cannot be
+    read or holds no PEM certificate (key, CA certificate), an encrypted key (there is no
+    flag for a password: OpenSSL would prompt on the terminal), a key that is not the
+    certificate's, and a certificate its peers would refuse (``_check_own_certificate``)."""
     if opts.tls_cert is None or opts.tls_key is None:
         return None, None
+    _pem_file("--tls-cert", opts.tls_cert, (b"-----BEGIN CERTIFICATE-----",), "certificate")
+    key = _pem_file("--tls-key", opts.tls_key, (b"PRIVATE KEY-----",), "private key")
+    if opts.tls_ca is not None:
+        _pem_file("--tls-ca", opts.tls_ca, (b"-----BEGIN CERTIFICATE-----",), "certificate")
     try:
         server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server.load_cert_chain(opts.tls_cert, opts.tls_key)
+        server.load_cert_chain(opts.tls_cert, opts.tls_key, password=_no_password)
+    except _EncryptedKey:
+        raise ValueError(f"--tls-key {opts.tls_key!r} is encrypted (password-protected): serve takes an "
+                         "unencrypted key (openssl pkey -in KEY -out NEW_KEY; keep it readable by the node only)"
+                         ) from None
     except (OSError, ssl.SSLError) as e:  # (ssl.SSLError is an OSError; named for the reader)
+        if getattr(e, "reason", None) == "KEY_VALUES_MISMATCH":
+            hint = ""
+            if b"CERTIFICATE-----" in key:
+                hint = " (the --tls-key file holds a certificate too)"
+            raise ValueError(f"--tls-key {opts.tls_key!r} is not the key of the certificate in --tls-cert "
+                             f"{opts.tls_cert!r} (its first certificate: the node's own must come first, then "
+                             f"its chain){hint}") from None
         raise ValueError(f"--tls-cert {opts.tls_cert!r} / --tls-key {opts.tls_key!r}: cannot load them: {e}") from None
     try:
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
-        client.load_cert_chain(opts.tls_cert, opts.tls_key)
+        client.load_cert_chain(opts.tls_cert, opts.tls_key, password=_no_password)
         if opts.tls_ca is not None:
             server.load_verify_locations(opts.tls_ca)
             server.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as e:
         raise ValueError(f"--tls-ca {opts.tls_ca!r}: cannot load it: {e}") from None
+    _check_own_certificate(opts, server)
     return server, client
 
 

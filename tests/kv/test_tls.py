@@ -5,13 +5,16 @@ the cluster keeps committing."""
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from openraft_py.kv.node import ServeOptions, tls_contexts
 from openraft_py.network.tcp import node_uri
 
 from .kv_helpers import KvCluster, members_of, url
@@ -33,15 +36,27 @@ def _ca(d: Path, name: str) -> None:
          "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
 
-def _leaf(d: Path, name: str, ca: str, uri: str | None = None) -> None:
+def _leaf(d: Path, name: str, ca: str, uri: str | None = None, usage: str = "serverAuth,clientAuth",
+          dates: tuple[str, str] | None = None) -> None:
     """A node certificate: server and client use (each node is both), for 127.0.0.1 (and
-    ``uri`` as a subjectAltName URI: the node id binding)."""
+    ``uri`` as a subjectAltName URI: the node id binding); ``dates`` (notBefore, notAfter as
+    YYYYMMDDHHMMSSZ) instead of two days from now."""
     _ssl(d, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key")
     _ssl(d, "req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr")
-    (d / f"{name}.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+    (d / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
                                    "subjectAltName=IP:127.0.0.1,DNS:localhost" + (f",URI:{uri}" if uri else "") + "\n")
-    _ssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-         "-days", "2", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    if dates is None:
+        _ssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+             "-days", "2", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+        return
+    # ``openssl x509 -req`` of OpenSSL 3.0 takes no dates; ``openssl ca`` does.
+    (d / "ca.cnf").write_text("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n"
+                              "default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n")
+    (d / "index.txt").touch()
+    if not (d / "serial").exists():
+        (d / "serial").write_text("01\n")
+    _ssl(d, "ca", "-batch", "-config", "ca.cnf", "-cert", f"{ca}.pem", "-keyfile", f"{ca}.key", "-in", f"{name}.csr",
+         "-startdate", dates[0], "-enddate", dates[1], "-extfile", f"{name}.ext", "-out", f"{name}.pem")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +71,10 @@ def pki() -> Iterator[Path]:
         _leaf(d, "rogue", "rogue-ca")
         for nid in (1, 2, 3):
             _leaf(d, f"bound-{nid}", "ca", node_uri("kv-test", nid))
+        _leaf(d, "expired", "ca", dates=("20200101000000Z", "20200102000000Z"))
+        _leaf(d, "future", "ca", dates=("20990101000000Z", "20990102000000Z"))
+        _leaf(d, "server-only", "ca", usage="serverAuth")
+        _ssl(d, "pkcs8", "-topk8", "-in", "node.key", "-out", "node-encrypted.key", "-passout", "pass:secret")
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -91,7 +110,8 @@ async def test_mutual_tls_cluster_commits_and_refuses_a_foreign_certificate(pki:
 
 async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pki: Path) -> None:
     """``--tls-bind-node-ids``: nodes whose certificates name their ids commit; a node with a
-    valid certificate of the same CA that names another node (2) cannot join as node 4."""
+    valid certificate of the same CA that names another node (2) cannot start as node 4 with
+    the flag, and cannot join as node 4 without it."""
     def tls(cert: str) -> dict[str, object]:
         return {"tls_cert": str(pki / f"{cert}.pem"), "tls_key": str(pki / f"{cert}.key"),
                 "tls_ca": str(pki / "ca.pem"), "tls_bind_node_ids": True}
@@ -111,7 +131,11 @@ async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pk
                 assert r.status == 200, await r.text()
         await c.wait_applied(leader.raft.metrics.last_log_index)  # type: ignore[union-attr]
         assert all(n.sm.get("k4") == "4" for n in c.nodes.values())  # type: ignore[union-attr]
-        impostor = await c.start_node(4, **tls("bound-2"))
+        # serve refuses to start as node 4 with it (the certificate names node 2) ...
+        with pytest.raises(ValueError, match="names node 2, and --tls-bind-node-ids needs it to name node 4"):
+            await c.start_node(4, **tls("bound-2"))
+        # ... and the cluster refuses a node 4 that presents it anyway (binding only its peers)
+        impostor = await c.start_node(4, **{**tls("bound-2"), "tls_bind_node_ids": False})
         body = {"id": 4, "raft_addr": impostor.opts.raft_addr, "http_addr": impostor.opts.http_addr}
         async with s.post(url(leader, "/cluster/learners"), json=body) as r:
             assert r.status == 503, await r.text()
@@ -128,4 +152,92 @@ def test_bind_node_ids_needs_mutual_tls() -> None:
     opts = ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
                         tls_cert="c.pem", tls_key="k.pem", tls_bind_node_ids=True)
     with pytest.raises(ValueError, match="--tls-bind-node-ids needs mutual TLS"):
+        opts.check()
+
+
+def _opts(pki: Path, cert: str, key: str | None = None, ca: str | None = "ca.pem", **kw: Any) -> ServeOptions:
+    return ServeOptions(id=kw.pop("id", 1), raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+                        cluster_name=kw.pop("cluster_name", "kv-test"), tls_cert=str(pki / cert),
+                        tls_key=str(pki / (key or cert.replace(".pem", ".key"))),
+                        tls_ca=None if ca is None else str(pki / ca), **kw)
+
+
+def _files(pki: Path) -> dict[str, str]:
+    """Files made of the module's PKI for one test: wrongly assembled ones and not-PEM ones."""
+    node, key, ca = ((pki / n).read_text() for n in ("node.pem", "node.key", "ca.pem"))
+    made = {"combined.pem": node + key, "ca-first.pem": ca + node, "empty.pem": "", "text.pem": "not a certificate\n"}
+    for name, text in made.items():
+        (pki / name).write_text(text)
+    return made
+
+
+# What a peer configured as the node is would refuse (the node started, and never talked),
+# and files that are not what their flag needs (ssl named neither file: "[SSL] PEM lib").
+REFUSED: list[tuple[dict[str, Any], str]] = [
+    ({"cert": "expired.pem"}, r"--tls-cert '.*expired.pem': peers would refuse this certificate: certificate has "
+                              r"expired \(verified as a server certificate against --tls-ca '.*ca.pem'\)"),
+    ({"cert": "future.pem"}, r"--tls-cert '.*future.pem': peers would refuse this certificate: certificate is not yet valid"),
+    ({"cert": "node.pem", "ca": "rogue-ca.pem"}, r"--tls-cert '.*node.pem': peers would refuse this certificate: "
+                                                 r"unable to get local issuer certificate .*--tls-ca '.*rogue-ca.pem'"),
+    ({"cert": "node.pem", "ca": "bound-1.pem"}, r"peers would refuse this certificate: unable to get local issuer"),
+    ({"cert": "node.pem", "ca": None}, r"peers would refuse this certificate: unable to get local issuer certificate "
+                                       r"\(verified as a server certificate against the system's CAs \(no --tls-ca: this node's clients verify its "
+                                       r"peers against them too; give the CA that signed the nodes with --tls-ca\)\)"),
+    ({"cert": "server-only.pem"}, r"peers would refuse this certificate: unsuitable certificate purpose \(a node's "
+                                  r"certificate serves both roles: extendedKeyUsage serverAuth,clientAuth\) \(verified "
+                                  r"as a client certificate"),
+    ({"cert": "bound-2.pem", "tls_bind_node_ids": True}, r"--tls-cert '.*bound-2.pem' names node 2, and "
+                                                         r"--tls-bind-node-ids needs it to name node 1: a subjectAltName "
+                                                         r"URI:openraft://kv-test/1"),
+    ({"cert": "bound-1.pem", "tls_bind_node_ids": True, "cluster_name": "other"},
+     r"names no node id of cluster 'other', and --tls-bind-node-ids needs it to name node 1: a subjectAltName "
+     r"URI:openraft://other/1"),
+    ({"cert": "node.pem", "tls_bind_node_ids": True}, r"names no node id of cluster 'kv-test'"),
+    ({"cert": "node.pem", "key": "node-encrypted.key"}, r"--tls-key '.*node-encrypted.key' is encrypted "
+                                                        r"\(password-protected\): serve takes an unencrypted key"),
+    ({"cert": "node.pem", "key": "rogue.key"}, r"--tls-key '.*rogue.key' is not the key of the certificate in "
+                                               r"--tls-cert '.*node.pem' \(its first certificate: the node's own must come first"),
+    ({"cert": "ca-first.pem", "key": "node.key"}, r"is not the key of the certificate in --tls-cert '.*ca-first.pem'"),
+    ({"cert": "node.key", "key": "node.key"}, r"--tls-cert '.*node.key': no certificate in it"),
+    ({"cert": "node.pem", "key": "node.pem"}, r"--tls-key '.*node.pem': no private key in it"),
+    ({"cert": "empty.pem", "key": "node.key"}, r"--tls-cert '.*empty.pem': no certificate in it"),
+    ({"cert": "node.pem", "ca": "empty.pem"}, r"--tls-ca '.*empty.pem': no certificate in it"),
+    ({"cert": "node.pem", "ca": "text.pem"}, r"--tls-ca '.*text.pem': no certificate in it"),
+    ({"cert": "node.pem", "ca": "ca.key"}, r"--tls-ca '.*ca.key': no certificate in it"),
+]
+
+
+@pytest.mark.parametrize("case,match", REFUSED, ids=[str(sorted(c.items())) for c, _ in REFUSED])
+def test_serve_refuses_tls_files_that_cannot_work_naming_the_flag(pki: Path, case: dict[str, Any], match: str) -> None:
+    """Refused at start (before the stores are opened: ``KvNode.start`` calls it first), so a
+    node whose peers would refuse its certificate does not start and then never talk."""
+    _files(pki)
+    case = dict(case)
+    opts = _opts(pki, case.pop("cert"), case.pop("key", None), case.pop("ca", "ca.pem"), **case)
+    opts.check()
+    with pytest.raises(ValueError, match=match):
+        tls_contexts(opts)
+
+
+def test_serve_takes_tls_files_that_work(pki: Path) -> None:
+    _files(pki)
+    for opts in (_opts(pki, "node.pem"), _opts(pki, "combined.pem", "combined.pem"),
+                 _opts(pki, "bound-1.pem", tls_bind_node_ids=True),
+                 _opts(pki, "rogue.pem", ca="rogue-ca.pem")):  # (refused by the cluster: the join test)
+        server, client = tls_contexts(opts)
+        assert server is not None and server.verify_mode == ssl.CERT_REQUIRED and client is not None
+
+
+def test_a_tls_file_too_large_to_be_one_is_refused_unread(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import openraft_py.kv.node as node
+
+    monkeypatch.setattr(node, "MAX_TLS_FILE", 1024)
+    (pki / "big.pem").write_bytes((pki / "ca.pem").read_bytes() * 3)
+    with pytest.raises(ValueError, match=r"--tls-ca '.*big.pem': larger than 1024 bytes, which no PEM certificate file is"):
+        tls_contexts(_opts(pki, "node.pem", ca="big.pem"))
+
+
+def test_a_tls_flag_given_a_directory_says_so(pki: Path) -> None:
+    opts = _opts(pki, "node.pem", ca=".")
+    with pytest.raises(ValueError, match=r"--tls-ca: '.*' is a directory, not a PEM file"):
         opts.check()
