@@ -85,6 +85,11 @@ _TOO_LARGE_HINT = {
 }
 
 
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+_X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+"""OpenSSL's verify codes of a certificate that does not name the host dialled."""
+
+
 def _append_frame_size(config: Config) -> int:
     return config.max_payload_bytes + config.max_payload_entries * ENTRY_FRAMING + REQUEST_FRAMING
 
@@ -355,6 +360,8 @@ class _Peer:
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
+        self.refused_certificate = ""
+        """Why the target's certificate was last refused, as logged (``_log_refused_certificate``)."""
         self.next_id = 1
         self.closed = False
         self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None
@@ -510,6 +517,8 @@ class _Peer:
             conn = attempt
             break
         if conn is None:
+            if isinstance(error, _ssl.SSLCertVerificationError):
+                self._log_refused_certificate(error, kw["server_hostname"])
             hint = ""
             if f.ssl is not None and isinstance(error, (ConnectionResetError, _ssl.SSLEOFError)):
                 # What a plain server does with a TLS hello (it logs "it looks like TLS").
@@ -535,6 +544,20 @@ class _Peer:
             raise Unreachable(f"node {self.target} at {self.addr}: answered as node {ack.node_id}")
         return conn
 
+    def _log_refused_certificate(self, error: _ssl.SSLCertVerificationError, server_hostname: str) -> None:
+        """Log at WARNING that this node refused the target's certificate, once for each new
+        reason until a connection succeeds: only the dialling side knows why (the server
+        sees the connection end), and the ``Unreachable`` it raises is logged at DEBUG only
+        by replication, so a node whose certificate its peers refuse was never told why."""
+        why = error.verify_message or str(error)
+        if error.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
+            why += f" (it does not name {server_hostname!r}, the host of the address dialled, or server_hostname)"
+        if why == self.refused_certificate:
+            return
+        self.refused_certificate = why
+        log.warning("node %s: refused the certificate of node %s at %s: %s", self.factory.node_id, self.target,
+                    self.addr, why)
+
     def _opened(self, task: asyncio.Task[_ClientConnection]) -> None:
         fut, self.connecting = self.connecting, None
         assert fut is not None
@@ -557,6 +580,7 @@ class _Peer:
             else:
                 self.failures = 0
                 self.retry_at = 0.0
+                self.refused_certificate = ""
                 self.conn = conn
                 fut.set_result(conn)
         if fut.exception() is not None:

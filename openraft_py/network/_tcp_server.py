@@ -289,6 +289,9 @@ class _ServerConnection(asyncio.Protocol):
                     hint = " (the peer does not speak TLS: is TLS configured on this node only?)"
                 elif getattr(e, "reason", None) == "NO_SHARED_CIPHER":
                     hint = " (has this node's ssl context a certificate? load_cert_chain)"
+                elif isinstance(e, ConnectionResetError) or "ALERT" in str(getattr(e, "reason", "")):
+                    # What a client that refuses this node's certificate does; it logs why.
+                    hint = " (did the client refuse this node's certificate? its log says why)"
                 log.warning("tcp server %s: TLS refused the connection from %s: %r%s", srv.address, self.peer, e, hint)
                 raw.close()
 
