@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from ..types import NodeId
+from ..validation import check_node_id
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -73,10 +74,19 @@ def node_uri(cluster_name: str, node_id: NodeId) -> str:
     """The subjectAltName URI that binds a certificate to node ``node_id`` of cluster
     ``cluster_name``: ``openraft://<cluster_name, percent-encoded>/<node_id in decimal>``
     (``node_uri("prod", 3) == "openraft://prod/3"``). Put it in a node's certificate
-    (``subjectAltName=URI:openraft://prod/3``) and ``node_id_from_cert("prod")`` reads it."""
-    if not 0 <= node_id <= _MAX_NODE_ID:
-        raise ValueError(f"node id {node_id} out of range")
+    (``subjectAltName=URI:openraft://prod/3``) and ``node_id_from_cert("prod")`` reads it.
+    ``TypeError`` unless ``cluster_name`` is a ``str`` and ``node_id`` an ``int`` (``True``
+    and ``1.0`` made "openraft://prod/True" and "openraft://prod/1.0", URIs no node id is
+    read from), ``ValueError`` for an id out of range."""
+    _check_cluster_name(cluster_name, "node_uri")
+    node_id = check_node_id(node_id, "node_uri: node id")
     return f"{NODE_URI_SCHEME}{quote(cluster_name, safe='')}/{node_id}"
+
+
+def _check_cluster_name(cluster_name: object, who: str) -> None:
+    """``TypeError`` naming ``who`` unless ``cluster_name`` is a ``str``."""
+    if not isinstance(cluster_name, str):
+        raise TypeError(f"{who}: cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
 
 
 def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
@@ -85,7 +95,10 @@ def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
 
     It returns ``None`` (so the peer is refused) when the certificate has no such URI for
     ``cluster_name``, when an id is not a plain decimal in ``[0, 2**63 - 1]``, or when
-    URIs name different ids; URIs of other clusters and other SAN entries are ignored."""
+    URIs name different ids; URIs of other clusters and other SAN entries are ignored.
+    ``TypeError`` unless ``cluster_name`` is a ``str``: the callable made of ``b"prod"`` or
+    ``5`` named no node in any certificate, so every peer was refused."""
+    _check_cluster_name(cluster_name, "node_id_from_cert")
 
     def peer_id_of_cert(cert: PeerCert) -> NodeId | None:
         found: set[NodeId] = set()

@@ -74,6 +74,28 @@ def test_node_uri_round_trips_through_node_id_from_cert() -> None:
 
 
 @pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (("prod", True), TypeError, "node_uri: node id must be an int, got bool True"),  # made "openraft://prod/True"
+        (("prod", 1.0), TypeError, "node_uri: node id must be an int, got float 1.0"),  # made "openraft://prod/1.0"
+        (("prod", "3"), TypeError, "node_uri: node id must be an int, got str '3'"),
+        (("prod", 2**63), ValueError, "node_uri: node id must be within"),
+        ((b"prod", 3), TypeError, "node_uri: cluster_name must be a str, got bytes b'prod'"),
+    ],
+)
+def test_node_uri_refuses_what_names_no_node(args: tuple[Any, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        node_uri(*args)
+
+
+@pytest.mark.parametrize("name", [b"prod", 5, None])
+def test_node_id_from_cert_needs_a_str_cluster_name(name: Any) -> None:
+    # its callable named no node in any certificate: every peer was refused
+    with pytest.raises(TypeError, match="node_id_from_cert: cluster_name must be a str"):
+        node_id_from_cert(name)
+
+
+@pytest.mark.parametrize(
     "uris",
     [
         (),  # no URI at all
