@@ -656,7 +656,8 @@ class TcpNetworkFactory:
       (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``, ``PROTOCOL_TLS_SERVER``) a
       ``ValueError``: no connection could be made on it. ``server_hostname`` overrides the
       name checked against the server's certificate (default: the host of the target's
-      address).
+      address); it needs ``ssl``, and ``""`` is a ``ValueError`` (asyncio took it as "do not
+      check": set ``check_hostname = False`` on the context for that).
     - ``peer_id_of_cert``: binds server certificates to node ids (off by default): a
       callable from the verified server certificate to its node id (or ``None``), e.g.
       ``node_id_from_cert(cluster_name)``; a connection whose server certificate does not
@@ -706,6 +707,16 @@ class TcpNetworkFactory:
                 "PROTOCOL_TLS_SERVER): a client needs ssl.create_default_context(ssl.Purpose.SERVER_AUTH, "
                 "cafile=...) or SSLContext(PROTOCOL_TLS_CLIENT)"
             )
+        if server_hostname is not None:
+            if not isinstance(server_hostname, str):
+                raise TypeError(f"server_hostname must be a str or None, got {type(server_hostname).__name__} "
+                                f"{server_hostname!r}")
+            if not server_hostname:
+                # asyncio's convention: "" connects without checking the name at all.
+                raise ValueError("server_hostname '' would turn the host name check off; to do that, set "
+                                 "check_hostname = False on the ssl context (None: the host of each target's address)")
+            if ssl is None:
+                raise ValueError("server_hostname is the name checked in the server's TLS certificate: it needs ssl")
         check_cert_binding(ssl, peer_id_of_cert, "TcpNetworkFactory")
         self.node_id = node_id
         self.cluster_name = cluster_name

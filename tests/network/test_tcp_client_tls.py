@@ -50,6 +50,23 @@ async def test_an_ssl_that_is_not_a_context_is_refused(bind: bool) -> None:
         TcpNetworkFactory(1, "c", ssl="yes", **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "name, tls, error, match",
+    [
+        (5, True, TypeError, "server_hostname must be a str or None, got int 5"),  # failed every connect
+        (b"localhost", True, TypeError, "server_hostname must be a str or None, got bytes"),
+        # asyncio connected without checking the server's name at all
+        ("", True, ValueError, "server_hostname '' would turn the host name check off; to do that, set check_hostname"),
+        ("localhost", False, ValueError, "server_hostname is the name checked in the server's TLS certificate: it needs ssl"),
+    ],
+)
+async def test_a_server_hostname_that_checks_nothing_is_refused(
+    pki: Any, name: Any, tls: bool, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        TcpNetworkFactory(1, "c", ssl=pki.client_ctx() if tls else None, server_hostname=name)
+
+
 async def test_client_tls_contexts_are_taken(pki: Any) -> None:
     for ctx in (pki.client_ctx(), ssl.create_default_context(), ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)):
         await TcpNetworkFactory(1, "c", ssl=ctx).close()
