@@ -341,6 +341,13 @@ class KvNode:
         self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
         self._idle = asyncio.Event()
         self._idle.set()
+        self.last_rpc_error: dict[NodeId, str] = {}
+        """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
+
+    def _on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
+        """The ``KvNetworkFactory`` hook: count the error and keep it as the peer's last."""
+        self.last_rpc_error[target] = str(error)
+        self.metrics.on_rpc_error(target, rpc, error)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -382,7 +389,7 @@ class KvNode:
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None
             tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx, peer_id_of_cert=bind)
-            self.factory = KvNetworkFactory(tcp, self.metrics.on_rpc_error)
+            self.factory = KvNetworkFactory(tcp, self._on_rpc_error)
             self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
             host, port = parse_addr(o.raft_addr)
             try:
@@ -631,6 +638,7 @@ class KvNode:
                         theirs = "raft_addr" if addr == a.raft else "http_addr"
                         raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
                                        f"of its own (to move node {other}, add it with its own id)")
+        self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
         except TimeoutError:
@@ -641,9 +649,13 @@ class KvNode:
                 raise ServiceUnavailable(
                     f"node {node_id} is not added yet: the membership entry adding it did not commit within "
                     f"{self.opts.learner_timeout}s (is a majority of the voters running?)") from None
+            # Why the requests to it failed, if they did: a refused TLS certificate, say, is
+            # not a node that is not running (the caller would look in the wrong place).
+            failed = self.last_rpc_error.get(node_id)
+            why = f"; the last request to it failed: {failed}" if failed is not None else ""
             raise ServiceUnavailable(
                 f"node {node_id} was added as a learner but did not catch up within "
-                f"{self.opts.learner_timeout}s (is it running at {raft_addr}?)") from None
+                f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
         return int(resp.log_id.index)
 
     async def change_members(self, voters: list[NodeId], retain: bool, allow_lagging: bool = False) -> int:

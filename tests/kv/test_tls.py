@@ -99,7 +99,10 @@ async def test_mutual_tls_cluster_commits_and_refuses_a_foreign_certificate(pki:
         body = {"id": 4, "raft_addr": rogue.opts.raft_addr, "http_addr": rogue.opts.http_addr}
         async with s.post(url(leader, "/cluster/learners"), json=body) as r:
             assert r.status == 503, await r.text()
-            assert "did not catch up" in (await r.json())["error"]
+            error = (await r.json())["error"]
+            # ... and the answer says why (it asked only whether the node was running)
+            assert "did not catch up" in error and "the last request to it failed" in error, error
+            assert "certificate verify failed" in error, error
         assert rogue.sm is not None and rogue.sm.data == {}
         assert leader.is_leader()
         async with s.put(url(leader, "/kv/after"), data="x") as r:
