@@ -160,7 +160,8 @@ def cert_mismatch(
 ) -> str | None:
     """Why the verified certificate ``transport``'s peer presented does not prove it is node
     ``node_id`` (``side``: ``"client"`` or ``"server"``, for the message), or ``None`` if it
-    does. A callable that raises counts as naming no node."""
+    does. A callable that raises, or returns anything but an ``int`` (``bool`` included) or
+    ``None``, counts as naming no node."""
     cert = None if transport is None else transport.get_extra_info("peercert")
     if not cert:
         return f"no verified {side} certificate to bind to node {node_id}"
@@ -170,6 +171,11 @@ def cert_mismatch(
         return f"peer_id_of_cert failed on the {side} certificate: {e!r}"
     if cert_id is None:
         return f"the {side} certificate names no node id"
+    if isinstance(cert_id, bool) or not isinstance(cert_id, int):
+        # True (a predicate's answer) equals node 1 and 3.0 node 3; "3" (a common name) was
+        # refused as "the certificate is node 3's, not node 3's".
+        return (f"peer_id_of_cert returned {type(cert_id).__name__} {cert_id!r} for the {side} certificate, "
+                "not a node id (an int) or None")
     if cert_id != node_id:
         return f"the {side} certificate is node {cert_id}'s, not node {node_id}'s"
     return None

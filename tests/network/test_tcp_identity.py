@@ -286,3 +286,20 @@ def test_cert_mismatch_refuses_a_failing_callable_and_a_missing_certificate() ->
     )
     assert cert_mismatch(_FakeTransport(cert), node_id_from_cert(CLUSTER), 2, "client") is None
     assert "node 2's, not node 3's" in (cert_mismatch(_FakeTransport(cert), node_id_from_cert(CLUSTER), 3, "client") or "")
+
+
+@pytest.mark.parametrize(
+    "returned, claimed",
+    [
+        (True, 1),  # a predicate's answer: it bound every certificate to node 1
+        (3.0, 3),  # taken as node 3
+        ("3", 3),  # a common name: refused as "the certificate is node 3's, not node 3's"
+        (b"3", 3),
+    ],
+)
+def test_cert_mismatch_refuses_what_a_callable_returns_that_is_no_node_id(returned: Any, claimed: int) -> None:
+    from openraft_py.network._tcp_common import cert_mismatch
+
+    why = cert_mismatch(_FakeTransport({"subject": ()}), lambda _: returned, claimed, "client")
+    assert why == (f"peer_id_of_cert returned {type(returned).__name__} {returned!r} for the client certificate, "
+                   "not a node id (an int) or None")
