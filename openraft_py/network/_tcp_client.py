@@ -717,6 +717,9 @@ class TcpNetworkFactory:
                                  "check_hostname = False on the ssl context (None: the host of each target's address)")
             if ssl is None:
                 raise ValueError("server_hostname is the name checked in the server's TLS certificate: it needs ssl")
+        if peer_id_of_cert is not None and not callable(peer_id_of_cert):
+            # (every server was refused at connect: "'int' object is not callable")
+            raise TypeError(f"peer_id_of_cert must be callable or None, got {type(peer_id_of_cert).__name__}")
         check_cert_binding(ssl, peer_id_of_cert, "TcpNetworkFactory")
         self.node_id = node_id
         self.cluster_name = cluster_name

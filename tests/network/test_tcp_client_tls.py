@@ -67,6 +67,13 @@ async def test_a_server_hostname_that_checks_nothing_is_refused(
         TcpNetworkFactory(1, "c", ssl=pki.client_ctx() if tls else None, server_hostname=name)
 
 
+@pytest.mark.parametrize("bind", [3, "openraft://c/3"])
+async def test_a_peer_id_of_cert_that_is_not_callable_is_refused(pki: Any, bind: Any) -> None:
+    # every server was refused at connect ("'int' object is not callable")
+    with pytest.raises(TypeError, match=f"peer_id_of_cert must be callable or None, got {type(bind).__name__}"):
+        TcpNetworkFactory(1, "c", ssl=pki.client_ctx(), peer_id_of_cert=bind)
+
+
 async def test_client_tls_contexts_are_taken(pki: Any) -> None:
     for ctx in (pki.client_ctx(), ssl.create_default_context(), ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)):
         await TcpNetworkFactory(1, "c", ssl=ctx).close()
