@@ -156,6 +156,10 @@ bundle of every public CA is about 200 KiB."""
 _X509_V_ERR_INVALID_PURPOSE = 26
 """OpenSSL's verify code of a certificate without the extended key usage of its role."""
 
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+_X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+"""OpenSSL's verify codes of a certificate that does not name the host dialled."""
+
 
 class _EncryptedKey(Exception):
     """The ``--tls-key`` file asked for a password (``_no_password``)."""
@@ -185,12 +189,12 @@ def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> by
     return data
 
 
-def _self_handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:
-    """A TLS handshake in memory between ``client`` and ``server``; the client's
-    ``SSLObject`` once it completed. ``ssl.SSLError`` from the side that refused the other,
-    with ``server_side`` set on it to say which."""
+def _self_handshake(client: ssl.SSLContext, server: ssl.SSLContext, server_hostname: str | None = None) -> ssl.SSLObject:
+    """A TLS handshake in memory between ``client`` (dialling ``server_hostname``) and
+    ``server``; the client's ``SSLObject`` once it completed. ``ssl.SSLError`` from the side
+    that refused the other, with ``server_side`` set on it to say which."""
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    c = client.wrap_bio(c_in, c_out, server_side=False)
+    c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=server_hostname)
     s = server.wrap_bio(s_in, s_out, server_side=True)
     done = {False: False, True: False}
     for _ in range(16):  # a TLS 1.3 handshake takes 2 rounds, 1.2 takes 3
@@ -237,6 +241,7 @@ def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
             why += " (a node's certificate serves both roles: extendedKeyUsage serverAuth,clientAuth)"
         raise ValueError(f"--tls-cert {opts.tls_cert!r}: peers would refuse this certificate: {why} "
                          f"(verified as a {role} certificate against {trust})") from None
+    _warn_unless_named(opts, probe, server)
     if opts.tls_bind_node_ids:
         cert = client.getpeercert() or {}  # (verified above: never None here)
         named = node_id_from_cert(opts.cluster_name)(cert)
@@ -245,6 +250,28 @@ def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
             has = f"names node {named}" if named is not None else f"names no node id of cluster {opts.cluster_name!r}"
             raise ValueError(f"--tls-cert {opts.tls_cert!r} {has}, and --tls-bind-node-ids needs it to name "
                              f"node {opts.id}: a subjectAltName URI:{uri}")
+
+
+def _warn_unless_named(opts: ServeOptions, probe: ssl.SSLContext, server: ssl.SSLContext) -> None:
+    """Log a WARNING when the node's certificate does not name the host of ``--raft-addr``
+    (unless it is a wildcard address): peers dialling that address check the name and refuse
+    the certificate. Not an error: the membership may hold another name for the node (given
+    to ``cluster init`` or ``add-learner``) that the certificate does hold."""
+    host, _ = parse_addr(opts.raft_addr)
+    if host in ("0.0.0.0", "::", ""):
+        return
+    probe.check_hostname = True
+    try:
+        _self_handshake(probe, server, host)
+    except ssl.SSLCertVerificationError as e:
+        if e.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
+            log.warning("--tls-cert %r does not name %r, the host of --raft-addr: peers dialling %s will refuse "
+                        "it (%s) unless the membership holds another name of this node that it does name",
+                        opts.tls_cert, host, opts.raft_addr, e.verify_message)
+    except ssl.SSLError:  # (refused otherwise: _check_own_certificate said so)
+        pass
+    finally:
+        probe.check_hostname = False
 
 
 def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:

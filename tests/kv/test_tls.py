@@ -4,6 +4,7 @@ the cluster keeps committing."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import ssl
 import subprocess
@@ -159,7 +160,7 @@ def test_bind_node_ids_needs_mutual_tls() -> None:
 
 
 def _opts(pki: Path, cert: str, key: str | None = None, ca: str | None = "ca.pem", **kw: Any) -> ServeOptions:
-    return ServeOptions(id=kw.pop("id", 1), raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+    return ServeOptions(id=kw.pop("id", 1), raft_addr=kw.pop("raft_addr", "127.0.0.1:1"), http_addr="127.0.0.1:2", data_dir="d",
                         cluster_name=kw.pop("cluster_name", "kv-test"), tls_cert=str(pki / cert),
                         tls_key=str(pki / (key or cert.replace(".pem", ".key"))),
                         tls_ca=None if ca is None else str(pki / ca), **kw)
@@ -238,6 +239,23 @@ def test_a_tls_file_too_large_to_be_one_is_refused_unread(pki: Path, monkeypatch
     (pki / "big.pem").write_bytes((pki / "ca.pem").read_bytes() * 3)
     with pytest.raises(ValueError, match=r"--tls-ca '.*big.pem': larger than 1024 bytes, which no PEM certificate file is"):
         tls_contexts(_opts(pki, "node.pem", ca="big.pem"))
+
+
+def test_a_certificate_that_does_not_name_the_raft_host_is_warned_of(pki: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Peers dialling --raft-addr check the name in the certificate (``node.pem`` names
+    127.0.0.1 and localhost): a warning, not an error (the membership may hold another name)."""
+    caplog.set_level(logging.WARNING, logger="openraft_py.kv.node")
+    for addr in ("127.0.0.1:1", "localhost:1", "0.0.0.0:1", "[::]:1"):
+        tls_contexts(_opts(pki, "node.pem", raft_addr=addr))
+    assert caplog.records == []
+    for addr, host in (("127.0.0.2:1", "127.0.0.2"), ("node1.example:1", "node1.example")):
+        server, client = tls_contexts(_opts(pki, "node.pem", raft_addr=addr))
+        assert server is not None and client is not None and client.check_hostname
+        [record] = caplog.records
+        assert record.levelno == logging.WARNING and record.getMessage().startswith(
+            f"--tls-cert '{pki / 'node.pem'}' does not name '{host}', the host of --raft-addr: peers dialling "
+            f"{addr} will refuse it ("), record.getMessage()
+        caplog.clear()
 
 
 def test_a_tls_flag_given_a_directory_says_so(pki: Path) -> None:
