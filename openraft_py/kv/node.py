@@ -136,6 +136,10 @@ class ServeOptions(msgspec.Struct, kw_only=True):
         for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
             if path is not None and os.path.isdir(path):
                 raise ValueError(f"{flag}: {path!r} is a directory, not a PEM file")
+            if path is not None and os.path.exists(path) and not os.path.isfile(path):
+                # (a pipe, such as <(vault read ...), or a device: it was called "no such file")
+                raise ValueError(f"{flag}: {path!r} is not a regular file (a pipe or a device?): serve reads "
+                                 "each TLS file more than once; give a file")
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{flag}: no such file: {path!r}")
         if self.max_body < 1024:

@@ -5,6 +5,7 @@ the cluster keeps committing."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -302,3 +303,16 @@ def test_a_tls_flag_given_a_directory_says_so(pki: Path) -> None:
     opts = _opts(pki, "node.pem", ca=".")
     with pytest.raises(ValueError, match=r"--tls-ca: '.*' is a directory, not a PEM file"):
         opts.check()
+
+
+def test_a_tls_flag_given_a_pipe_says_so(pki: Path) -> None:
+    """``--tls-key <(vault read ...)`` is a pipe, which exists (it was "no such file")."""
+    read, write = os.pipe()
+    try:
+        opts = _opts(pki, "node.pem", key=f"/dev/fd/{read}")
+        with pytest.raises(ValueError, match=rf"--tls-key: '/dev/fd/{read}' is not a regular file \(a pipe or a "
+                                             r"device\?\): serve reads each TLS file more than once; give a file"):
+            opts.check()
+    finally:
+        os.close(read)
+        os.close(write)
