@@ -36,6 +36,12 @@ from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 
+ADD_LEARNER_TIMEOUT = 70.0
+"""``cluster add-learner``'s default ``--timeout``: above the service's own bound on the call
+(``ServeOptions.learner_timeout``, 60 s), so that the service's answer, which says why a
+learner did not catch up (not running at its address, a refused certificate, no quorum),
+arrives before the command line gives up on it."""
+
 if TYPE_CHECKING:  # the verbs import them when they run (a usage error needs no aiohttp)
     from .client import KvClient, Response
     from .local_cluster import LocalCluster
@@ -152,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default=os.environ.get(ENDPOINTS_ENV) or None,
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
     client.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
-                        help="seconds the call may take in all, retries included (default 10; 60 for "
-                        "add-learner, 30 for members)")
+                        help="seconds the call may take in all, retries included (default 10; "
+                        f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members)")
 
     # cluster
     cluster = verbs.add_parser("cluster", help="start a local cluster or administer one",
@@ -188,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--id", type=_node_id, required=True, help="the new node's id")
     learner.add_argument("--raft-addr", type=_addr, required=True, metavar="H:P", help="its raft address")
     learner.add_argument("--http-addr", type=_addr, required=True, metavar="H:P", help="its HTTP address")
-    learner.set_defaults(run=_cluster_add_learner, default_timeout=60.0)
+    learner.set_defaults(run=_cluster_add_learner, default_timeout=ADD_LEARNER_TIMEOUT)
 
     members = cv.add_parser("members", parents=[client], help="show or change the voters",
                             description="Without --voters: print the voters and learners. With --voters: "

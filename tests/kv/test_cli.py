@@ -182,3 +182,20 @@ async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> 
         await runner.cleanup()
     assert code == 1
     assert posted == []
+
+
+def test_add_learner_waits_longer_than_the_service_by_default() -> None:
+    """``cluster add-learner`` gives up after the service's own bound on the call, not at the
+    same time: the service's 503 says why the learner did not catch up (not running at its
+    address, a refused certificate, no quorum), and the command line used to give up first
+    (both 60 s) and report an unknown outcome instead."""
+    import inspect
+
+    from openraft_py.kv.node import ServeOptions
+
+    served = inspect.signature(ServeOptions).parameters["learner_timeout"].default
+    args = cli.build_parser().parse_args(
+        ["cluster", "add-learner", "--endpoints", "127.0.0.1:1", "--id", "4", "--raft-addr", "127.0.0.1:2",
+         "--http-addr", "127.0.0.1:3"])
+    assert args.timeout is None and args.default_timeout == cli.ADD_LEARNER_TIMEOUT
+    assert isinstance(served, float) and cli.ADD_LEARNER_TIMEOUT >= served + 5, (cli.ADD_LEARNER_TIMEOUT, served)
