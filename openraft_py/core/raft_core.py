@@ -204,6 +204,10 @@ class RaftCore:
         self.watch = MetricsWatch(self._build_metrics)
         self.metrics = metrics_view.Publisher(engine, self.watch)
         self._stopping = False
+        # Whether ``_run`` began (a task cancelled before its first step never runs its
+        # coroutine, so ``_run``'s ``finally`` never tears down) and whether ``_teardown`` ran.
+        self._started = False
+        self._torn_down = False
         self._running_commands = False
         self._handlers = self._command_handlers()
         self.task: asyncio.Task[None] | None = None
@@ -259,6 +263,7 @@ class RaftCore:
             self.tasks.spawn(self._ticker(), "ticker")
 
     async def _run(self) -> None:
+        self._started = True
         try:
             # Apply what was committed but not applied before a restart.
             committed = self.engine.state.committed
@@ -827,7 +832,10 @@ class RaftCore:
     def _teardown(self) -> None:
         """The node stopped (``fatal`` says why): fail every caller still waiting, end
         every task, publish the final metrics. Each step runs even if an earlier one raises
-        (the engine may be in any state after a bug)."""
+        (the engine may be in any state after a bug). Runs once."""
+        if self._torn_down:
+            return
+        self._torn_down = True
         self._stopping = True
         err = self.fatal or Stopped()
         self.fatal = err
@@ -874,17 +882,25 @@ class RaftCore:
         self.tasks.cancel_all()
 
     async def shutdown(self) -> None:
-        """Stop every task of this node and wait for them."""
+        """Stop every task of this node and wait for them. A core task cancelled before its
+        first step never runs ``_run`` (whose ``finally`` tears down): then the teardown
+        runs here, at once (without it the node kept reporting ``running``, and every
+        ``wait()`` on it waited for good)."""
         self._stopping = True
         if self.fatal is None:
             self.fatal = Stopped()
         self._wakeup.wake()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            try:
-                await self.task
-            except BaseException:  # noqa: BLE001 - shutting down
-                pass
+        task = self.task
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        if not self._started:
+            self._teardown()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - shutting down
+            pass
         await self.tasks.close()
 
     # -- metrics -------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""``Raft.shutdown`` at awkward moments: right after ``Raft.new`` (before the node's task ever
+ran), several at once, and from inside the node's own state machine. Each time the node
+stops, and whoever waits on it learns so promptly."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import Raft, ServerState, Stopped
+from openraft_py.network.router import Router
+from openraft_py.storage.memory import MemLogStore, MemStateMachine
+from openraft_py.types import Entry, Normal
+
+pytestmark = pytest.mark.timeout(30)
+
+# Generous: a call answered "promptly" returns within this many seconds.
+BOUND = 2.0
+
+
+async def new_node(sm: Any = None) -> Raft:
+    router = Router()
+    raft = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(), sm or MemStateMachine())
+    router.register(1, raft)
+    return raft
+
+
+async def leader_node(sm: Any = None) -> Raft:
+    raft = await new_node(sm)
+    await raft.initialize([1])
+    await raft.wait(5).state(ServerState.LEADER)
+    await raft.client_write(b"first")
+    return raft
+
+
+async def assert_stopped(raft: Raft) -> None:
+    """The node reports it stopped, its waiters fail at once, and no task of it is left."""
+    assert raft.metrics.running is False
+    assert raft.metrics.state == ServerState.SHUTDOWN
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(raft.wait(None).state(ServerState.LEADER), BOUND)
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(raft.client_write(b"late"), BOUND)
+    await asyncio.wait_for(raft.shutdown(), BOUND)  # idempotent, and waits for every task
+    assert len(raft._core.tasks) == 0
+    assert raft._core.task is not None and raft._core.task.done()
+
+
+async def test_shutdown_right_after_new_stops_the_node() -> None:
+    """``shutdown()`` with no await after ``Raft.new``: the node's task had not run yet. The
+    node kept reporting ``running=True`` (its teardown was in that task, which never ran), so
+    every ``wait()`` on it waited for good."""
+    raft = await new_node()
+    waiter = asyncio.ensure_future(raft.wait(None).state(ServerState.LEADER))
+    await raft.shutdown()
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(waiter, BOUND)
+    await assert_stopped(raft)
+
+
+async def test_concurrent_shutdowns_all_return() -> None:
+    raft = await leader_node()
+    pending = asyncio.ensure_future(raft.client_write(b"x"))
+    await asyncio.wait_for(asyncio.gather(*(raft.shutdown() for _ in range(5))), BOUND)
+    # The write either took effect before the node stopped or failed with Stopped.
+    try:
+        await asyncio.wait_for(pending, BOUND)
+    except Stopped:
+        pass
+    await assert_stopped(raft)
+
+
+class StopsOnApply(MemStateMachine):
+    """Calls ``shutdown()`` on its own node when it applies ``b"stop"``."""
+
+    raft: Raft | None = None
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        out = await super().apply(entries)
+        for e in entries:
+            if isinstance(e.payload, Normal) and e.payload.data == b"stop" and self.raft is not None:
+                await self.raft.shutdown()
+        return out
+
+
+async def test_shutdown_from_inside_the_state_machine() -> None:
+    sm = StopsOnApply()
+    raft = await leader_node(sm)
+    sm.raft = raft
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(raft.client_write(b"stop"), BOUND)
+    await raft.wait(BOUND).metrics(lambda m: not m.running, "the node stops")
+    await assert_stopped(raft)
