@@ -169,7 +169,10 @@ class Raft:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop the node: its tasks end, pending calls fail with ``Stopped``. Idempotent."""
+        """Stop the node: its tasks end, pending calls fail with ``Stopped``. Returns once
+        every task of the node ended. Idempotent; concurrent calls each wait. Cancelling
+        the caller (a timeout around ``shutdown()``) raises its ``CancelledError`` as usual,
+        and the node stops all the same."""
         self._check_loop()
         await self._core.shutdown()
 

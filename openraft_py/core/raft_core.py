@@ -882,10 +882,15 @@ class RaftCore:
         self.tasks.cancel_all()
 
     async def shutdown(self) -> None:
-        """Stop every task of this node and wait for them. A core task cancelled before its
-        first step never runs ``_run`` (whose ``finally`` tears down): then the teardown
-        runs here, at once (without it the node kept reporting ``running``, and every
-        ``wait()`` on it waited for good)."""
+        """Stop the node and wait until every task of it ended. Idempotent; concurrent
+        calls each wait.
+
+        A caller cancelled while it waits (a timeout around ``shutdown()``) gets its
+        ``CancelledError`` (it was swallowed, and the caller went on as if not cancelled);
+        the node stops all the same, its core task being cancelled already. A core task
+        cancelled before its first step never runs ``_run`` (whose ``finally`` tears down):
+        then the teardown runs here, at once (without it the node kept reporting
+        ``running``, and every ``wait()`` on it waited for good)."""
         self._stopping = True
         if self.fatal is None:
             self.fatal = Stopped()
@@ -893,14 +898,16 @@ class RaftCore:
         task = self.task
         if task is None:
             return
-        if not task.done():
+        if not task.done() and not task.cancelling():
             task.cancel()
         if not self._started:
             self._teardown()
-        try:
-            await task
-        except BaseException:  # noqa: BLE001 - shutting down
-            pass
+        if task is not asyncio.current_task():
+            # ``asyncio.wait``, unlike ``await task``, neither cancels the core task again
+            # when this caller is cancelled nor raises what the task raised.
+            await asyncio.wait((task,))
+        # From inside the core task (a log store calling ``shutdown``) it ends once control
+        # returns to the loop: the cancel above reaches it at its next await.
         await self.tasks.close()
 
     # -- metrics -------------------------------------------------------------------------------

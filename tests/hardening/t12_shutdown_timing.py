@@ -1,6 +1,7 @@
 """``Raft.shutdown`` at awkward moments: right after ``Raft.new`` (before the node's task ever
-ran), several at once, and from inside the node's own state machine. Each time the node
-stops, and whoever waits on it learns so promptly."""
+ran), cancelled by its caller (a timeout around it, ``task.cancel()``), several at once, and
+from inside the node's own state machine. Each time the node stops, whoever waits on it
+learns so promptly, and a cancelled caller sees its ``CancelledError``."""
 
 from __future__ import annotations
 
@@ -58,6 +59,37 @@ async def test_shutdown_right_after_new_stops_the_node() -> None:
     await raft.shutdown()
     with pytest.raises(Stopped):
         await asyncio.wait_for(waiter, BOUND)
+    await assert_stopped(raft)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+async def test_a_cancelled_shutdown_raises_cancelled_and_the_node_stops(steps: int) -> None:
+    """Cancelling a task in ``shutdown()`` cancels it (the ``CancelledError`` was swallowed:
+    the task went on as if not cancelled), and the node stops all the same."""
+    raft = await leader_node()
+    task = asyncio.ensure_future(raft.shutdown())
+    for _ in range(steps):  # one step: the task is in ``shutdown()``
+        await asyncio.sleep(0)
+    assert not task.done(), "shutdown() ended before it could be cancelled"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    await raft.wait(BOUND).metrics(lambda m: not m.running, "the node stops")
+    await assert_stopped(raft)
+
+
+async def test_a_timeout_around_shutdown_is_a_timeout() -> None:
+    """``asyncio.timeout`` expiring during ``shutdown()`` raises ``TimeoutError`` (the
+    cancellation it uses was swallowed, so the block went on past its deadline and the task
+    stayed marked as being cancelled)."""
+    raft = await leader_node()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):
+            await raft.shutdown()
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    await raft.wait(BOUND).metrics(lambda m: not m.running, "the node stops")
     await assert_stopped(raft)
 
 
