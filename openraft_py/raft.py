@@ -474,6 +474,7 @@ class Raft:
     async def get_current_snapshot(self) -> Snapshot | None:
         """The state machine's current snapshot (its ``data`` is the caller's to read and
         close), or ``None``."""
+        self._check_loop()
         return await self._core.get_current_snapshot()  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

@@ -30,6 +30,9 @@ CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
     "trigger.snapshot": lambda r: r.trigger.snapshot(),
     "wait": lambda r: r.wait(1.0).state(ServerState.LEADER),
+    # It was not checked: the node's state machine worker answered a future of the other
+    # loop from the node's thread, and that loop, asleep, never woke to see it (a hang).
+    "get_current_snapshot": lambda r: r.get_current_snapshot(),
     "shutdown": lambda r: r.shutdown(),
 }
 
