@@ -120,10 +120,12 @@ class EmptyMembership(ChangeMembershipError):
 
 
 class LearnerNotFound(ChangeMembershipError):
-    """A new voter is not a learner yet: add it with ``add_learner`` first."""
+    """A new voter is not a learner yet: add it with ``add_learner`` first. Also raised by a
+    blocking ``add_learner`` whose learner a later change removed while it waited for it to
+    catch up (``msg`` says so)."""
 
-    def __init__(self, node_id: NodeId) -> None:
-        super().__init__(f"node {node_id} is not a learner; call add_learner({node_id}, ...) first")
+    def __init__(self, node_id: NodeId, msg: str | None = None) -> None:
+        super().__init__(msg or f"node {node_id} is not a learner; call add_learner({node_id}, ...) first")
         self.node_id = node_id
 
 

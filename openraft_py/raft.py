@@ -21,7 +21,7 @@ from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, Engin
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
-from .errors import EntryTooLarge, Fatal, ForwardToLeader, StorageError
+from .errors import EntryTooLarge, Fatal, ForwardToLeader, LearnerNotFound, StorageError
 from .metrics import RaftMetrics, Wait
 from .types import (
     AppendEntriesRequest,
@@ -253,7 +253,9 @@ class Raft:
         not compare it with other members' addresses, so check that a new learner's address
         is not another member's, whose node would receive the learner's replication.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
-        waiting) and ``InProgress`` while another membership change is not committed;
+        waiting), ``InProgress`` while another membership change is not committed, and
+        ``LearnerNotFound`` if, while ``blocking`` waits, a later change removes the node
+        from the membership (the entry that added it is committed: only the wait ends);
         ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node
         id, ``node`` a ``BasicNode`` and ``blocking`` a bool.
         """
@@ -274,7 +276,15 @@ class Raft:
                     return False
                 if m.state != ServerState.LEADER or m.replication is None:
                     raise ForwardToLeader(m.current_leader, None)
-                matched = m.replication.get(node_id, -1)
+                matched = m.replication.get(node_id)
+                if matched is None:
+                    # Not a replication target any more: a later change removed it, so it
+                    # can never catch up (this waited for good).
+                    raise LearnerNotFound(
+                        node_id,
+                        f"node {node_id} was removed from the membership "
+                        f"({m.membership_config.membership!r}) while add_learner waited for it to catch up",
+                    )
                 return matched >= target and m.last_log_index - matched <= threshold
 
             await self._until(caught_up)
