@@ -357,12 +357,16 @@ class Raft:
         """Like ``client_write`` for several payloads in one message; results in order.
         ``TypeError`` if ``datas`` is not an iterable of bytes-like payloads, and
         ``EntryTooLarge`` (naming its ``position``) if one is longer than
-        ``Config.max_entry_bytes``: then nothing of the call is logged."""
+        ``Config.max_entry_bytes``: then nothing of the call is logged. No payload: ``[]``
+        at once (the node's ``Fatal`` error once it has stopped)."""
         self._check_loop()
         checked = _v.check_payloads(datas)
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
         if not payloads:
+            fatal = self._core.fatal
+            if fatal is not None:
+                raise fatal  # as for any call on a stopped node (an empty batch returned [])
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
         self._core.send_msg(ClientWrite(0, len(payloads), 0, fut, False, payloads))  # type: ignore[arg-type]

@@ -86,6 +86,7 @@ async def later_calls_fail(raft: Any, err: type[Fatal]) -> None:
     calls: list[Awaitable[Any]] = [
         raft.client_write(b"late"),
         raft.client_write_many([b"a", b"b"]),
+        raft.client_write_many([]),  # returned [] as if the node ran
         raft.ensure_linearizable(),
         raft.get_current_snapshot(),
         raft.wait(None).state(ServerState.LEADER),
