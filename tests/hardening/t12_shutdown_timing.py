@@ -1,19 +1,24 @@
 """``Raft.shutdown`` at awkward moments: right after ``Raft.new`` (before the node's task ever
-ran), cancelled by its caller (a timeout around it, ``task.cancel()``), several at once, and
-from inside the node's own state machine. Each time the node stops, whoever waits on it
-learns so promptly, and a cancelled caller sees its ``CancelledError``."""
+ran), cancelled by its caller (a timeout around it, ``task.cancel()``), several at once,
+from inside the node's own state machine, and while a state machine works in a thread. Each
+time the node stops, whoever waits on it learns so promptly, a cancelled caller sees its
+``CancelledError``, and no work of the node outlives ``shutdown()``."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from integration.checks import fast_config
 
 from openraft_py import Raft, ServerState, Stopped
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.network.router import Router
-from openraft_py.storage.memory import MemLogStore, MemStateMachine
+from openraft_py.storage.memory import KvSet, MemLogStore, MemStateMachine, encode_kv
 from openraft_py.types import Entry, Normal
 
 pytestmark = pytest.mark.timeout(30)
@@ -126,3 +131,40 @@ async def test_shutdown_from_inside_the_state_machine() -> None:
         await asyncio.wait_for(raft.client_write(b"stop"), BOUND)
     await raft.wait(BOUND).metrics(lambda m: not m.running, "the node stops")
     await assert_stopped(raft)
+
+
+class SlowBuild(RocksStateMachine):
+    """A ``RocksStateMachine`` on a slow disk: its snapshot build, in a worker thread, takes
+    a while, and says when it started."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.building = threading.Event()
+
+    def _build_from(self, image: Any) -> Any:
+        self.building.set()
+        time.sleep(0.3)  # the slow disk (in the worker thread: not a wait of the test)
+        return super()._build_from(image)
+
+
+async def test_a_snapshot_build_in_flight_ends_before_shutdown_returns(tmp_path: Path) -> None:
+    """A node shut down while its state machine builds a snapshot in a worker thread, then
+    its state machine closed and opened again at once (as an in-process restart does). The
+    thread ran on after ``shutdown()`` returned, holding RocksDB open: the reopen was refused
+    with StorageError "the database is in use (its LOCK is held)", and the build failed
+    unseen in the closed store. ``shutdown()`` now returns once the thread ended."""
+    sm = SlowBuild(tmp_path / "sm")
+    try:
+        raft = await leader_node(sm)
+        resp = await raft.client_write_many([encode_kv(KvSet(f"k{i}", "v")) for i in range(100)])
+        await raft.trigger.snapshot()
+        assert await asyncio.to_thread(sm.building.wait, BOUND), "the build did not start"
+        await asyncio.wait_for(raft.shutdown(), 5 * BOUND)
+    finally:
+        sm.close()
+    again = RocksStateMachine(tmp_path / "sm")
+    try:
+        applied, _ = await again.applied_state()
+        assert applied is not None and applied.index >= resp[-1].log_id.index
+    finally:
+        again.close()

@@ -9,6 +9,7 @@ See "Corruption" and "Foreign databases" in ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import gc
 import inspect
@@ -523,7 +524,13 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
     traceback's frames cleared: a frame holding a column family handle would otherwise keep
     RocksDB open (and its LOCK taken) after ``close()``, since the exception outlives the call
-    in the executor's futures."""
+    in the executor's futures.
+
+    A cancelled caller (the node shutting down) raises its ``CancelledError`` only once the
+    thread has ended: a thread cannot be stopped, and it used to run on after
+    ``Raft.shutdown()`` returned, so the store's ``close()`` came while it still read or
+    wrote (a snapshot build, an apply batch, a log read), and RocksDB stayed open in it: a
+    store reopened at once (an in-process restart) was refused as "in use"."""
 
     def run() -> T:
         try:
@@ -532,6 +539,19 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
             clear_frames(e)
             raise
 
-    return await asyncio.to_thread(run)
+    # As ``asyncio.to_thread``, but the executor's future itself: no task of its own that
+    # could be cancelled while the thread runs.
+    fut = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, run)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            try:
+                await asyncio.wait((fut,))
+            except asyncio.CancelledError:
+                continue  # cancelled again: the thread still runs
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the caller was cancelled, the outcome is dropped
+        raise
 
 
