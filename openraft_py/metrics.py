@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 from collections.abc import Callable
 
@@ -12,6 +13,10 @@ from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
 from .validation import check_index, check_node_id, check_voters
 from .wakeup import Wakeup
+
+# The heap of applied-index waiters is compacted (futures done before their index was reached
+# dropped) when it reaches this size, or twice the number left after the last compaction.
+_COMPACT_MIN = 64
 
 
 class RaftMetrics(msgspec.Struct, frozen=True):
@@ -53,8 +58,18 @@ class MetricsWatch:
     rebuilds it from the node's state when flagged.
     """
 
-    def __init__(self, build: Callable[[], RaftMetrics]) -> None:
+    def __init__(self, build: Callable[[], RaftMetrics], applied_index: Callable[[], int] | None = None) -> None:
         self._build = build
+        # The node's applied index now (-1: nothing applied), read without building the
+        # metrics; ``None``: ``applied_at_least`` falls back to ``changed``.
+        self._applied_index = applied_index
+        # Waiters for an applied index (``applied_at_least``): a heap of (index, n, future),
+        # ``n`` making the entries unique. Invariant: every pending future handed out by
+        # ``applied_at_least`` is in it. One given up on (a timeout) stays until its index is
+        # reached or a compaction drops it.
+        self._by_applied: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._by_applied_n = 0
+        self._by_applied_limit = _COMPACT_MIN
         self._current = build()
         self.dirty = False
         """Whether the state changed since the metrics were last built (read-only outside
@@ -85,15 +100,55 @@ class MetricsWatch:
         return self.waiters.waiting()
 
     def mark_changed(self) -> None:
-        """The node's state changed: rebuild on the next read and wake every waiter."""
+        """The node's state changed: rebuild on the next read and wake every waiter (those
+        of ``applied_at_least`` once their index is applied)."""
         self.dirty = True
         self.waiters.wake()
+        if self._by_applied:
+            self.release_applied()
 
     def changed(self) -> asyncio.Future[None]:
         """A future of the caller's own that completes at the next change. Cancelling
         it (a waiter that times out or is cancelled) affects no other waiter
         (``openraft_py.wakeup.Wakeup``)."""
         return self.waiters.wait()
+
+    def applied_at_least(self, index: int) -> asyncio.Future[None]:
+        """A future of the caller's own that completes at the first change at which the
+        node's applied index is at least ``index``, or at which the node has stopped
+        (``fatal`` set). Unlike ``changed``, the other changes do not wake it: a thousand
+        readers waiting for their index cost a write nothing (with ``changed``, each of a
+        write's changes woke every one of them). Cancelling it affects no other waiter."""
+        if self._applied_index is None:
+            return self.changed()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heap = self._by_applied
+        heapq.heappush(heap, (index, self._by_applied_n, fut))
+        self._by_applied_n += 1
+        if len(heap) >= self._by_applied_limit:
+            heap = self._by_applied = [w for w in heap if not w[2].done()]
+            heapq.heapify(heap)
+            self._by_applied_limit = max(_COMPACT_MIN, 2 * len(heap))
+        return fut
+
+    def release_applied(self) -> None:
+        """Complete the ``applied_at_least`` futures whose index the node has applied (every
+        one once the node stopped, or when its applied index cannot be read: each waiter
+        then reads the metrics and decides). Called at each change, also by a publisher
+        that skips ``mark_changed`` (the metrics already marked, no ``changed`` waiter)."""
+        heap = self._by_applied
+        if not heap:
+            return
+        applied: float = math.inf
+        if self.fatal is None and self._applied_index is not None:
+            try:
+                applied = self._applied_index()
+            except Exception:  # noqa: BLE001 - a broken state: let every waiter look
+                applied = math.inf
+        while heap and heap[0][0] <= applied:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
 
 
 class Wait:
@@ -124,6 +179,13 @@ class Wait:
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {predicate!r}")
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(predicate, msg, self._watch.changed)
+
+    async def _until(
+        self, predicate: Callable[[RaftMetrics], bool], msg: str, woken: Callable[[], asyncio.Future[None]]
+    ) -> RaftMetrics:
+        """``metrics``, sleeping on ``woken()`` between checks: a future that completes at
+        the next change that may satisfy ``predicate``, and at the node's stop."""
         watch = self._watch
         try:
             async with asyncio.timeout(self._timeout):
@@ -135,7 +197,7 @@ class Wait:
                         if watch.fatal is not None:
                             raise watch.fatal
                         raise Fatal(f"node {m.id} stopped while waiting for {msg}: {m.error or 'shut down'}")
-                    await watch.changed()
+                    await woken()
         except TimeoutError:
             raise WaitTimeout(
                 f"timeout after {self._timeout}s waiting for {msg}; last metrics: {watch.current.describe()}"
@@ -161,9 +223,12 @@ class Wait:
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last applied index is ``>= index``."""
         check_index(index, "index")
-        return await self.metrics(
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
+            lambda: self._watch.applied_at_least(index),
         )
 
     async def snapshot(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:

@@ -211,17 +211,22 @@ class Raft:
 
         await self._call(fn)
 
-    async def _until(self, done: Callable[[RaftMetrics], bool]) -> None:
+    async def _until(
+        self, done: Callable[[RaftMetrics], bool], woken: Callable[[], asyncio.Future[None]] | None = None
+    ) -> None:
         """Wait until ``done(metrics)`` holds; raise the node's fatal error if it stops
-        first. ``done`` may raise to give up."""
+        first. ``done`` may raise to give up. ``woken``: the future to sleep on between
+        checks (one that completes at the next change that may satisfy ``done``, and at the
+        node's stop); every change by default."""
         watch = self._core.watch
+        sleep = watch.changed if woken is None else woken
         while True:
             m = watch.current
             if done(m):
                 return
             if not m.running:
                 raise self._core.fatal or Fatal("node stopped")
-            await watch.changed()
+            await sleep()
 
     # -- cluster setup -------------------------------------------------------------------------
 
@@ -389,7 +394,10 @@ class Raft:
         read_log_id: LogId | None = await self._call(fn)
         if read_log_id is not None:
             index = read_log_id.index
-            await self._until(lambda m: m.last_applied is not None and m.last_applied.index >= index)
+            await self._until(
+                lambda m: m.last_applied is not None and m.last_applied.index >= index,
+                lambda: self._core.watch.applied_at_least(index),
+            )
         return read_log_id
 
     # -- state -------------------------------------------------------------------------------

@@ -228,3 +228,35 @@ async def test_a_stopped_node_fails_the_wait_with_its_own_error() -> None:
     assert info.value is err
     with pytest.raises(StorageError):
         await asyncio.wait_for(n.wait(0).state(ServerState.LEADER), 1.0)
+
+
+async def test_applied_waiters_wake_when_their_index_is_applied_or_the_node_stops() -> None:
+    """``applied_at_least``: woken at the first change at which its index is applied (not
+    at other changes), all of them at the change after ``fatal`` is set; one given up on
+    affects no other, and those given up on do not pile up."""
+    applied = [-1]
+    watch = MetricsWatch(FakeNode().build, lambda: applied[0])
+    futs = {i: watch.applied_at_least(i) for i in (3, 1, 2, 7)}
+    watch.mark_changed()  # nothing applied
+    assert not any(f.done() for f in futs.values())
+    futs[2].cancel()
+    applied[0] = 2
+    watch.mark_changed()
+    assert futs[1].done() and futs[2].cancelled() and not futs[3].done() and not futs[7].done()
+    applied[0] = 5
+    watch.release_applied()  # as a publisher that skips mark_changed
+    assert futs[3].done() and not futs[7].done()
+    for _ in range(1000):  # given up on before their index: compacted away
+        watch.applied_at_least(10**9).cancel()
+    assert len(watch._by_applied) < 200
+    watch.fatal = Fatal("stopped")
+    watch.mark_changed()
+    assert futs[7].done()
+    assert not watch._by_applied or all(w[2].done() for w in watch._by_applied)
+
+
+async def test_applied_waiters_without_an_applied_index_wake_at_every_change() -> None:
+    watch = MetricsWatch(FakeNode().build)
+    fut = watch.applied_at_least(5)
+    watch.mark_changed()
+    assert fut.done()

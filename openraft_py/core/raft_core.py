@@ -201,7 +201,7 @@ class RaftCore:
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
         self.fatal: Fatal | None = None
-        self.watch = MetricsWatch(self._build_metrics)
+        self.watch = MetricsWatch(self._build_metrics, self._applied_index)
         self.metrics = metrics_view.Publisher(engine, self.watch)
         self._stopping = False
         # Whether ``_run`` began (a task cancelled before its first step never runs its
@@ -911,6 +911,11 @@ class RaftCore:
         await self.tasks.close()
 
     # -- metrics -------------------------------------------------------------------------------
+
+    def _applied_index(self) -> int:
+        """The index of the last applied entry, -1 for none (``MetricsWatch.applied_at_least``)."""
+        applied = self.engine.state.applied
+        return -1 if applied is None else applied.index
 
     def _build_metrics(self) -> RaftMetrics:
         """The node's metrics. On a stopped node whose engine state cannot be read any more
