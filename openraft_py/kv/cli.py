@@ -16,8 +16,8 @@
 client verbs find the leader from any of them and follow its redirects. Exit codes: 0 done;
 1 failed (nothing was applied, or the key is absent, or a ``cas`` did not match; or a
 learner was added but has not caught up); 2 bad command line; 3 outcome unknown (a write may
-or may not have been applied). Every error is
-one line on stderr. ``python -m openraft_py.kv`` is the same command.
+or may not have been applied); 130 interrupted (Ctrl-C); 141 the reader of the output went
+away (``| head -1``: quietly, as a tool killed by SIGPIPE). Every error is one line on stderr. ``python -m openraft_py.kv`` is the same command.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .._cli import run_cli
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
@@ -627,7 +628,13 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``openraft-py`` command line on ``argv`` (default ``sys.argv[1:]``); returns
-    the exit code (see the module docstring). Usage errors exit 2 with one line on stderr."""
+    the exit code (see the module docstring). Usage errors exit 2 with one line on stderr;
+    Ctrl-C exits 130 with one line; a reader of the output that went away (``openraft-py
+    cluster status | head -1``) ends the command quietly with 141 (``run_cli``)."""
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -641,6 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_prog(args)}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output's reader went away: run_cli ends quietly
+        raise
     except Exception as e:  # a bug or an environment problem: still one line
         if os.environ.get("OPENRAFT_PY_DEBUG"):
             raise

@@ -199,3 +199,78 @@ def test_add_learner_waits_longer_than_the_service_by_default() -> None:
          "--http-addr", "127.0.0.1:3"])
     assert args.timeout is None and args.default_timeout == cli.ADD_LEARNER_TIMEOUT
     assert isinstance(served, float) and cli.ADD_LEARNER_TIMEOUT >= served + 5, (cli.ADD_LEARNER_TIMEOUT, served)
+
+
+_PIPE_VERBS = [
+    (["kv", "get", "k"], False), (["kv", "put", "k", "v"], False), (["cluster", "status"], False),
+    (["cluster", "status", "--json"], False), (["cluster", "members"], False), (["--help"], False),
+    (["kv", "get", "absent"], True),  # its error line goes to the pipe too (2>&1)
+]
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("argv,merged", _PIPE_VERBS, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+async def test_a_reader_of_the_output_that_went_away_ends_the_verb_quietly(argv: list[str], merged: bool,
+                                                                          buffered: bool) -> None:
+    """``openraft-py cluster status | head -1``, ``kv get K | head -c1``, ``kv get K 2>&1 |
+    true``: exit 141 as a tool killed by SIGPIPE, nothing on stderr (it printed a
+    BrokenPipeError traceback or 'Exception ignored ... BrokenPipeError' and exited 120 with
+    its output buffered, or 'error: BrokenPipeError' and exit 1 with PYTHONUNBUFFERED). A fake
+    node on loopback answers."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    ep = f"127.0.0.1:{port}"
+    status = {"id": 1, "state": "Leader", "term": 1, "leader_id": 1, "raft_addr": "127.0.0.1:1",
+              "http_addr": ep, "voters": [1], "learners": [], "nodes": {"1": {"raft_addr": "127.0.0.1:1",
+                                                                              "http_addr": ep}}}
+
+    async def get(request: web.Request) -> web.Response:
+        if request.match_info["key"] == "absent":
+            return web.json_response({"error": "not found"}, status=404)
+        return web.Response(text="x" * 100_000)
+
+    async def put(request: web.Request) -> web.Response:
+        return web.json_response({"index": 7})
+
+    async def cluster_status(request: web.Request) -> web.Response:
+        return web.json_response(status)
+
+    app = web.Application()
+    app.router.add_get("/kv/{key}", get)
+    app.router.add_put("/kv/{key}", put)
+    app.router.add_get("/cluster/status", cluster_status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    env = _env()
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+
+    def run() -> tuple[int, str]:
+        p = subprocess.Popen([sys.executable, "-m", "openraft_py.kv", *argv, "--endpoints", ep, "--timeout", "10"]
+                             if argv != ["--help"] else [sys.executable, "-m", "openraft_py.kv", "--help"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                             text=True, env=env)
+        try:
+            assert p.stdout is not None
+            p.stdout.close()  # the reader is gone before the first line is written
+            err = "" if p.stderr is None else p.stderr.read()
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        return p.returncode, err
+
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        code, err = await asyncio.to_thread(run)
+    finally:
+        await runner.cleanup()
+    # (argparse ignores a failed write of --help: unbuffered, nothing is left to fail later)
+    assert (code, err) == (0 if argv == ["--help"] and not buffered else 141, "")

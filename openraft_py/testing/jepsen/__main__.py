@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..._cli import run_cli
 from ...engine.faults import EngineFault
 from ...kv.argtypes import positive_int_at_most
-from .._cli import run_cli
 from .nemesis import KINDS
 from .runner import RunConfig, RunResult, run
 from .workload import WorkloadConfig

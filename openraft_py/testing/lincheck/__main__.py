@@ -2,7 +2,7 @@
 
 import sys
 
-from .._cli import run_cli
+from ..._cli import run_cli
 from .cli import main
 
 if __name__ == "__main__":
