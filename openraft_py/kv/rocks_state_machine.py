@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -127,6 +128,22 @@ def _snapshot_file_name(snapshot_id: str) -> str:
     if _SAFE_ID.fullmatch(snapshot_id):
         return f"{snapshot_id}.snap"
     return f"id-{hashlib.sha256(snapshot_id.encode('utf-8', 'surrogatepass')).hexdigest()}.snap"
+
+
+def _not_a_file(path: str) -> str | None:
+    """What is at ``path`` when it is not a regular file (``"is missing"``, ``"is a
+    directory"``, ...), else ``None``. Checked before an open: a named pipe would block it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is missing"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe"
+    return "is not a regular file"
 
 
 class _SnapRecord(msgspec.Struct):
@@ -351,7 +368,10 @@ class RocksStateMachine:
     Opening raises ``StorageError`` naming ``path`` when it is a plain file, a non-empty
     directory without ``db``, a foreign database (nothing is written to it), or a damaged one
     (a corrupted WAL record or file, or fewer writes recovered than its last durable point:
-    see "Corruption" in ``docs/design/durability.md``). ``close()`` / ``aclose()`` / ``async with``
+    see "Corruption" in ``docs/design/durability.md``), or when its current snapshot's file or
+    ``snapshots/current.meta`` is not a regular file (missing, a directory, a named pipe: the
+    message says what to remove; ``get_current_snapshot`` raises the same if that happens while
+    it is open). ``close()`` / ``aclose()`` / ``async with``
     always release the database lock (``StorageError`` if RocksDB could not close cleanly).
     """
 
@@ -464,20 +484,37 @@ class RocksStateMachine:
     def _load_current(self) -> _SnapRecord | None:
         """Read ``current.meta`` and delete leftovers (temporary and superseded files)."""
         rec: _SnapRecord | None = None
+        opening = f"opening state machine at {self.path!r}"
         meta_path = os.path.join(self._snapdir, "current.meta")
         if os.path.exists(meta_path):
+            what = _not_a_file(meta_path)
+            if what is not None:
+                raise StorageError(opening, ValueError(
+                    f"{meta_path} {what}, not the file that names the current snapshot: remove it (a new "
+                    "snapshot is built when one is needed)"))
             with open(meta_path, "rb") as f:
                 raw = f.read()
             try:
                 rec = _dec_snaprec.decode(raw)
             except msgspec.DecodeError as e:
                 raise ValueError(f"{meta_path} does not decode: {e}") from e
-            if not os.path.exists(os.path.join(self._snapdir, rec.file)):
-                raise StorageError(f"opening state machine at {self.path!r}", FileNotFoundError(f"snapshot file {rec.file} missing"))
+            what = _not_a_file(os.path.join(self._snapdir, rec.file))
+            if what is not None:
+                raise StorageError(opening, self._current_file_error(rec.file, what))
         for name in os.listdir(self._snapdir):
             if name != "current.meta" and (rec is None or name != rec.file):
                 os.unlink(os.path.join(self._snapdir, name))
         return rec
+
+    def _current_file_error(self, file: str, what: str) -> OSError:
+        """The error for the current snapshot's ``file`` (under ``snapshots/``), which ``what``
+        (``_not_a_file``), saying what to do."""
+        path = os.path.join(self._snapdir, file)
+        meta_path = os.path.join(self._snapdir, "current.meta")
+        cls = FileNotFoundError if what == "is missing" else IsADirectoryError if what == "is a directory" else OSError
+        return cls(f"the current snapshot's file {path} {what}: remove "
+                   f"{'it and ' if what != 'is missing' else ''}{meta_path}, which names it (a new snapshot is built "
+                   "when one is needed)")
 
     # -- RaftStateMachine
 
@@ -744,6 +781,10 @@ class RocksStateMachine:
             cur = self._current
             if cur is None:
                 return None, None
+            what = _not_a_file(os.path.join(self._snapdir, cur.file))  # replaced or removed since the open
+            if what is not None:
+                e = self._current_file_error(cur.file, what)
+                raise StorageError(f"reading the current snapshot of state machine at {self.path!r}", e) from None
             f = open(os.path.join(self._snapdir, cur.file), "rb")
         try:
             check_snapshot(f, cur.meta.snapshot_id)

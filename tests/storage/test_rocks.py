@@ -1825,6 +1825,76 @@ async def test_a_damaged_current_snapshot_is_rebuilt_not_handed_out(
         assert again.meta == snap.meta
 
 
+def _replace_by(path: Path, kind: str) -> None:
+    """Put a directory or a named pipe where the file ``path`` was."""
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["directory", "named pipe"])
+@pytest.mark.parametrize("replaced", ["snapshot file", "current.meta"])
+async def test_a_snapshot_file_that_is_not_a_file_is_refused_at_open_saying_what_to_do(
+    tmp_path: Path, replaced: str, kind: str
+) -> None:
+    """The current snapshot's file (or ``current.meta``) replaced by a directory or a named
+    pipe: the open raises ``StorageError`` naming it and what to remove (the snapshot file's
+    directory was taken for the file: ``get_current_snapshot``, and so ``Raft.new``, raised a
+    bare ``IsADirectoryError``; a named pipe blocked the open, or the hand-out, for good).
+    Removing what it names opens the state machine with its data and no snapshot."""
+    p = tmp_path / "sm"
+    async with RocksStateMachine(p) as sm:
+        await sm.apply([kv(1, KvSet("k", "v"))])
+        built = await sm.get_snapshot_builder().build_snapshot()
+        built.data.close()
+    snap_file = p / "snapshots" / f"{built.meta.snapshot_id}.snap"
+    meta_file = p / "snapshots" / "current.meta"
+    _replace_by(snap_file if replaced == "snapshot file" else meta_file, kind)
+    with pytest.raises(StorageError, match="opening state machine at") as ei:
+        await asyncio.wait_for(RocksStateMachine.open(p), 30)
+    message = str(ei.value)
+    if replaced == "snapshot file":
+        assert f"{snap_file} is a {kind}: remove it and {meta_file}, which names it" in message, message
+    else:
+        assert f"{meta_file} is a {kind}, not the file that names the current snapshot: remove it" in message, message
+    for f in (snap_file, meta_file):  # what the message says to do
+        if f.is_dir():
+            f.rmdir()
+        elif f.exists():
+            f.unlink()
+    async with RocksStateMachine(p) as sm:
+        assert await sm.get_current_snapshot() is None
+        assert sm.data == {"k": "v"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["directory", "named pipe", "missing"])
+async def test_a_current_snapshot_file_replaced_while_open_is_a_storage_error_at_hand_out(
+    tmp_path: Path, kind: str
+) -> None:
+    """The current snapshot's file replaced by a directory or a named pipe, or removed, while
+    the state machine is open: ``get_current_snapshot`` raises ``StorageError`` naming the
+    file and what to remove (a bare ``IsADirectoryError`` or ``FileNotFoundError``; a named
+    pipe blocked it for good)."""
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([kv(1, KvSet("k", "v"))])
+        built = await sm.get_snapshot_builder().build_snapshot()
+        built.data.close()
+        snap_file = tmp_path / "sm" / "snapshots" / f"{built.meta.snapshot_id}.snap"
+        if kind == "missing":
+            snap_file.unlink()
+        else:
+            _replace_by(snap_file, kind)
+        with pytest.raises(StorageError, match="reading the current snapshot of state machine at") as ei:
+            await asyncio.wait_for(sm.get_current_snapshot(), 30)
+        what = "is missing" if kind == "missing" else f"is a {kind}"
+        assert f"{snap_file} {what}: remove" in str(ei.value), str(ei.value)
+        assert str(tmp_path / "sm" / "snapshots" / "current.meta") in str(ei.value)
+
+
 def test_a_snapshot_holding_a_value_over_64_mib_is_read() -> None:
     """A value of 65 MiB (a Config with a larger ``max_entry_bytes`` lets a client write one)
     makes a data frame that large: read and checked like any other. The reader limited a frame
