@@ -146,6 +146,14 @@ class _NoClient:
         raise Unreachable(self.why)
 
 
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """The core task's exception (only ``KeyboardInterrupt`` or ``SystemExit`` end it with
+    one: ``RaftCore._run``) went on out of the event loop already, and the node's fatal error
+    says it: retrieved here, so that asyncio does not log it again when the task is collected."""
+    if not task.cancelled():
+        task.exception()
+
+
 class RaftCore:
     """The runtime of one node. Only ``RaftCore`` calls the engine and the log store."""
 
@@ -258,6 +266,7 @@ class RaftCore:
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
+        self.task.add_done_callback(_retrieve)
         self.tasks.spawn(self.sm_worker.run(), "sm-worker")
         if self.config.enable_tick:
             self.tasks.spawn(self._ticker(), "ticker")
@@ -286,6 +295,16 @@ class RaftCore:
                 self._set_fatal(Stopped("raft core task was cancelled"))
         except Fatal as e:
             self._set_fatal(e)
+        except (KeyboardInterrupt, SystemExit) as e:
+            # Ctrl-C landing in this task (the default SIGINT handler, or asyncio.run's at
+            # a second Ctrl-C, raises it wherever the loop's thread is), or a plug-in's
+            # sys.exit(): the node stops, and the exception goes on out of the event loop
+            # (asyncio re-raises these out of run_until_complete) to end the program, as it
+            # does from any other task. Swallowed, it left the program running with a
+            # Panicked node ("raft core failed ... please report it").
+            log.warning("node %s: stopping: %s raised in the raft core task", self.id, type(e).__name__)
+            self._set_fatal(Stopped(f"node {self.id} stopped: {type(e).__name__} raised in the raft core task"))
+            raise
         except BaseException as e:
             log.exception("node %s: raft core failed", self.id)
             err = Panicked(f"node {self.id}: raft core failed: {type(e).__name__}: {e}")
