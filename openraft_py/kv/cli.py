@@ -425,6 +425,11 @@ async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: s
 
 @_async
 async def _cluster_members(args: argparse.Namespace) -> int:
+    if args.voters is None:  # they say how to change the voters: alone, nothing would change
+        given = [flag for flag, on in (("--retain", args.retain), ("--allow-lagging", args.allow_lagging)) if on]
+        if given:
+            raise CliError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --voters (without it, "
+                           "'cluster members' only prints the voters and learners)", EXIT_USAGE)
     async with _client(args) as c:
         if args.voters is None:
             lid, http = await _leader_or_fail(c, args.timeout)

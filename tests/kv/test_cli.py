@@ -52,6 +52,9 @@ BAD = [
     (["kv", "get", "k", "--timeout", "-1"], "must be positive"),
     (["kv", "get", "k", "--timeout", "inf"], "must be a finite number"),
     (["cluster", "members", "--voters", "1,x"], "node ids"),
+    # Without --voters they were ignored: the members printed as if the change was made.
+    (["cluster", "members", "--retain"], "--retain goes with --voters"),
+    (["cluster", "members", "--allow-lagging", "--retain"], "--retain and --allow-lagging go with --voters"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1"], "--http-addr"),
     (["cluster", "transfer", "--to", "-3"], "not a node id"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "0.0.0.0:1", "--http-addr", "h:2"], "wildcard"),
