@@ -35,7 +35,7 @@ from .._cli import run_cli
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
-from .argtypes import positive_int as _positive_int
+from .argtypes import positive_int_at_most as _positive_int_at_most
 
 ADD_LEARNER_TIMEOUT = 70.0
 """``cluster add-learner``'s default ``--timeout``: above the service's own bound on the call
@@ -55,6 +55,10 @@ EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
 ENDPOINTS_ENV = "OPENRAFT_PY_ENDPOINTS"
+
+MAX_LOCAL_NODES = 9
+"""The largest ``cluster up -n``: each node is a ``serve`` process of this one machine, and
+Raft clusters have 3, 5 or 7 voters (``-n 3000``, a typo, set out to start that many)."""
 
 
 class CliError(Exception):
@@ -171,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Spawn N 'serve' processes on free loopback ports, initialize them as "
                        "one cluster, wait for a leader and print the endpoints. Ctrl-C (or SIGTERM) stops "
                        "every node and removes the temporary data directory.")
-    up.add_argument("-n", "--nodes", dest="n", type=_positive_int, default=3, help="number of nodes (default 3)")
+    up.add_argument("-n", "--nodes", dest="n", type=_positive_int_at_most(MAX_LOCAL_NODES), default=3,
+                    help=f"number of nodes, 1 to {MAX_LOCAL_NODES}: each is a serve process of this machine (default 3)")
     up.add_argument("--data-dir", metavar="DIR",
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
     up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")

@@ -36,6 +36,8 @@ BAD = [
     (["cluster"], "required"),
     (["cluster", "up", "-n", "zero"], "-n"),
     (["cluster", "up", "-n", "0"], "at least 1"),
+    # Each node is a serve process of this machine: -n 3000 set out to start that many.
+    (["cluster", "up", "-n", "3000"], f"argument -n/--nodes: '3000' must be at most {cli.MAX_LOCAL_NODES}"),
     (["cluster", "up", "--bogus"], "unrecognized arguments: --bogus"),
     (["kv", "put", "k", "v", "--bogus"], "unrecognized arguments: --bogus"),
     (["kv", "put", "k"], "required: value"),
