@@ -3,6 +3,11 @@ acknowledged write is present and every node ends with the same state machine.""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +15,23 @@ import pytest
 from integration.checks import write_on_leader
 
 from openraft_py.config import Config
+from openraft_py.errors import ApiError
+from openraft_py.kv.rocks_snapshot import write_snapshot
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import KvSet, encode_kv
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.testing import Cluster
+from openraft_py.types import (
+    AppendEntriesRequest,
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    LogId,
+    Membership,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,39 +177,36 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
         f.close_all()
 
 
+MEMBERS = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
+LEADER_VOTE = Vote.new(1, 1, True)
+
+
+@asynccontextmanager
+async def _follower_3(tmp_path: Path) -> AsyncIterator[tuple[Cluster, Any, Membership, Vote]]:
+    """Node 3 of a cluster on RocksDB stores under ``tmp_path``, alone and without ticks, its
+    log holding leader 1's membership entry at index 0: a follower to send requests to."""
+    f = RocksFactories(tmp_path)
+    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50, enable_tick=False)
+    c = Cluster(config, seed=3, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
+    try:
+        raft = await c.add_node(3)
+        resp = await asyncio.wait_for(
+            raft.append_entries(AppendEntriesRequest(LEADER_VOTE, None, [Entry(LogId(1, 0), MEMBERS)], LogId(1, 0))), 5
+        )
+        assert resp.success
+        yield c, raft, MEMBERS, LEADER_VOTE
+    finally:
+        await c.shutdown()
+        f.close_all()
+
+
 @pytest.mark.parametrize("sid", ["../../../escaped", "a/b"])
 async def test_a_snapshot_whose_id_is_no_file_name_installs_and_the_node_keeps_running(tmp_path: Path, sid: str) -> None:
     """A leader's snapshot id is any string. A RocksDB node given one that is not a plain
     file name installs it and keeps running; its file stays under ``snapshots/`` (``../`` wrote
     it outside; ``a/b`` failed after the state was replaced, and the node stopped with
     ``StorageError``)."""
-    import asyncio
-    import io
-
-    from openraft_py.kv.rocks_snapshot import write_snapshot
-    from openraft_py.types import (
-        AppendEntriesRequest,
-        BasicNode,
-        Entry,
-        InstallSnapshotRequest,
-        LogId,
-        Membership,
-        SnapshotMeta,
-        StoredMembership,
-        Vote,
-    )
-
-    f = RocksFactories(tmp_path)
-    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50, enable_tick=False)
-    c = Cluster(config, seed=3, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
-    try:
-        raft = await c.add_node(3)
-        members = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
-        vote = Vote.new(1, 1, True)
-        resp = await asyncio.wait_for(
-            raft.append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(1, 0), members)], LogId(1, 0))), 5
-        )
-        assert resp.success
+    async with _follower_3(tmp_path) as (c, raft, members, vote):
         meta = SnapshotMeta(LogId(1, 9), StoredMembership(LogId(1, 0), members), sid)
         data = io.BytesIO()
         write_snapshot(data, meta.last_log_id, meta.last_membership, [(b"k", b"v")])
@@ -205,9 +220,6 @@ async def test_a_snapshot_whose_id_is_no_file_name_installs_and_the_node_keeps_r
         assert not list(tmp_path.rglob("escaped*")), list(tmp_path.rglob("escaped*"))
         snap = await raft.get_current_snapshot()
         assert snap is not None and snap.meta == meta
-    finally:
-        await c.shutdown()
-        f.close_all()
 
 
 async def test_refused_and_abandoned_transfers_leave_no_files_behind(tmp_path: Path) -> None:
@@ -215,35 +227,7 @@ async def test_refused_and_abandoned_transfers_leave_no_files_behind(tmp_path: P
     starts three transfers it abandons: the follower keeps running and holds only the file of
     the transfer still in progress (each refused or abandoned file stayed until the next
     open: a leader resending a snapshot the follower cannot read filled its disk)."""
-    import asyncio
-    import io
-    import os
-
-    from openraft_py.errors import ApiError
-    from openraft_py.kv.rocks_snapshot import write_snapshot
-    from openraft_py.types import (
-        AppendEntriesRequest,
-        BasicNode,
-        Entry,
-        InstallSnapshotRequest,
-        LogId,
-        Membership,
-        SnapshotMeta,
-        StoredMembership,
-        Vote,
-    )
-
-    f = RocksFactories(tmp_path)
-    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50, enable_tick=False)
-    c = Cluster(config, seed=3, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
-    try:
-        raft = await c.add_node(3)
-        members = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
-        vote = Vote.new(1, 1, True)
-        resp = await asyncio.wait_for(
-            raft.append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(1, 0), members)], LogId(1, 0))), 5
-        )
-        assert resp.success
+    async with _follower_3(tmp_path) as (c, raft, members, vote):
         meta = SnapshotMeta(LogId(1, 9), StoredMembership(LogId(1, 0), members), "s-9")
         data = io.BytesIO()
         write_snapshot(data, meta.last_log_id, meta.last_membership, [(b"k%04d" % i, b"v" * 1000) for i in range(1000)])
@@ -260,6 +244,3 @@ async def test_refused_and_abandoned_transfers_leave_no_files_behind(tmp_path: P
         snapdir = tmp_path / "n3" / "sm" / "snapshots"
         assert [os.path.getsize(snapdir / n) for n in os.listdir(snapdir)] == [100_000]
         assert raft.metrics.running and raft.metrics.last_applied == LogId(1, 0)
-    finally:
-        await c.shutdown()
-        f.close_all()
