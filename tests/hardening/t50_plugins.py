@@ -235,20 +235,34 @@ async def test_a_wrong_vote_response_does_not_stop_the_candidate(wrong: str) -> 
         all_running(c)
 
 
+def purging_config() -> Any:
+    """A snapshot every 10 entries, the log purged up to it at once: a new learner must be
+    sent a snapshot."""
+    return fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
+    )
+
+
+async def started_with_purged_log(c: Cluster) -> tuple[int, Any, Any]:
+    """Start nodes 1-3 of ``c`` (made with ``purging_config``), write 30 entries and wait
+    until the leader purged its log past 10. Returns the leader's id, its ``Raft`` and the
+    last write's response."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    raft = c.nodes[leader]
+    for i in range(30):
+        resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+    await raft.wait(BOUND).purged(10)
+    return leader, raft, resp
+
+
 @pytest.mark.parametrize("wrong", ["None", "KeyError"])
 async def test_a_broken_install_snapshot_call_does_not_stop_the_leader(wrong: str) -> None:
     garble = Garble()
-    config = fast_config(
-        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
-    )
+    config = purging_config()
     async with Cluster(config, seed=13) as c:
         broken_network(c, garble)
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        raft = c.nodes[leader]
-        for i in range(30):
-            resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
-        await raft.wait(BOUND).purged(10)  # a new learner needs a snapshot
+        leader, raft, resp = await started_with_purged_log(c)
         garble.rpc, garble.sources = "install_snapshot", {leader}
         if wrong == "KeyError":
             garble.raises = KeyError("not an RPCError")
@@ -524,17 +538,10 @@ async def test_a_stray_cancelled_error_from_append_entries_is_a_failed_call(path
 
 async def test_a_stray_cancelled_error_from_install_snapshot_is_a_failed_call() -> None:
     garble = Garble()
-    config = fast_config(
-        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
-    )
+    config = purging_config()
     async with Cluster(config, seed=72) as c:
         broken_network(c, garble)
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        raft = c.nodes[leader]
-        for i in range(30):
-            resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
-        await raft.wait(BOUND).purged(10)
+        leader, raft, resp = await started_with_purged_log(c)
         garble.rpc, garble.sources, garble.raises = "install_snapshot", {leader}, asyncio.CancelledError()
         await c.add_node(4)
         adding = asyncio.ensure_future(raft.add_learner(4, BasicNode(""), blocking=True))
@@ -682,16 +689,9 @@ class OddSnapshotData(MemStateMachine):
 )
 async def test_a_snapshot_the_leader_cannot_read_stops_it_with_a_storage_error(kind: str, error: str) -> None:
     OddSnapshotData.kind = kind
-    config = fast_config(
-        snapshot_policy=SnapshotPolicy.logs_since_last(10), max_in_snapshot_log_to_keep=0, purge_batch_size=1
-    )
+    config = purging_config()
     async with Cluster(config, seed=101, state_machine=OddSnapshotData) as c:
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        raft = c.nodes[leader]
-        for i in range(30):
-            await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
-        await raft.wait(BOUND).purged(10)
+        leader, raft, _ = await started_with_purged_log(c)
         await c.add_node(4)
         with pytest.raises(StorageError, match=error):
             await asyncio.wait_for(raft.add_learner(4, BasicNode(""), blocking=True), BOUND)
