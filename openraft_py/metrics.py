@@ -11,7 +11,7 @@ import msgspec
 
 from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
-from .validation import check_index, check_node_id, check_voters
+from .validation import check_index, check_node_id, check_seconds, check_voters
 from .wakeup import Wakeup
 
 # The heap of applied-index waiters is compacted (futures done before their index was reached
@@ -272,20 +272,12 @@ class Wait:
 def check_timeout(timeout: float | None) -> float | None:
     """Return ``timeout`` (seconds) if it is ``None`` or a finite real number ``>= 0``;
     raise ``TypeError`` for a non-number (``bool`` included) and ``ValueError`` for NaN,
-    infinity or a negative number."""
+    infinity or a negative number (``validation.check_seconds``)."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}")
-    try:
-        t = float(timeout)
-    except OverflowError:
-        raise ValueError(f"timeout must be finite, got {timeout!r}") from None
-    if not math.isfinite(t):
-        raise ValueError(f"timeout must be finite (None means no bound), got {timeout!r}")
-    if t < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-    return t
+    return check_seconds(timeout, "timeout", zero_ok=True)
 
 
 def _index_of(log_id: LogId | int) -> int:

@@ -28,6 +28,7 @@ and ``int`` subclasses alike).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_ADDR_LEN",
     "check_node_id",
     "check_index",
+    "check_seconds",
     "check_payload",
     "check_payloads",
     "check_entry_sizes",
@@ -106,6 +108,25 @@ def check_index(value: Any, what: str = "log index") -> int:
     if not 0 <= value <= MAX_INDEX:
         raise ValueError(f"{what} must be within [0, {MAX_INDEX}], got {value}")
     return int(value)
+
+
+def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
+    """Return ``value`` (a setting in seconds, or another rate or amount) as a ``float`` if it
+    is a finite real number above 0 (at least 0 with ``zero_ok``). ``TypeError`` naming
+    ``what`` for anything else than an ``int`` or a ``float`` (``bool`` included),
+    ``ValueError`` for NaN, an infinity or a number out of range: a NaN timer fires at once
+    on asyncio and cannot be set on uvloop, an infinite one never fires."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be finite, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    if number < 0 or (number == 0 and not zero_ok):
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0, got {value!r}")
+    return number
 
 
 def check_payload(data: Any) -> bytes:

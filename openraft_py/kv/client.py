@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import json as _json
-import math
 import random
 import re
 import urllib.parse
@@ -59,6 +58,8 @@ from typing import Any
 
 import aiohttp
 import yarl
+
+from ..validation import check_seconds
 
 __all__ = ["CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
@@ -189,16 +190,6 @@ def _url(text: str) -> yarl.URL:
         raise aiohttp.InvalidURL(text, str(e)) from None
 
 
-def _seconds(value: Any, what: str, *, zero: bool = False) -> float:
-    """``value`` if it is a finite number of seconds, above 0 (``zero``: at least 0);
-    ``TypeError`` for a non-number (a ``bool`` too), ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} is a number of seconds, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{what} must be {'at least 0' if zero else 'positive'} and finite, got {value!r}")
-    return float(value)
-
-
 class _Sends:
     """Per-request trace context: how many times aiohttp sent the request's headers."""
 
@@ -308,15 +299,15 @@ class KvClient:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
-        self.deadline = _seconds(deadline, "deadline")
-        self.attempt_timeout = _seconds(attempt_timeout, "attempt_timeout")
+        self.deadline = check_seconds(deadline, "deadline")
+        self.attempt_timeout = check_seconds(attempt_timeout, "attempt_timeout")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
             raise TypeError(f"max_redirects is an int, got {type(max_redirects).__name__} {max_redirects!r}")
         if max_redirects < 1:
             raise ValueError("max_redirects must be at least 1")
         self.max_redirects = max_redirects
-        self.backoff = _seconds(backoff, "backoff", zero=True)
-        self.max_backoff = _seconds(max_backoff, "max_backoff", zero=True)
+        self.backoff = check_seconds(backoff, "backoff", zero_ok=True)
+        self.max_backoff = check_seconds(max_backoff, "max_backoff", zero_ok=True)
         if session is not None and _TRACE not in session.trace_configs:
             raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session
@@ -381,7 +372,7 @@ class KvClient:
         (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0)."""
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
             if v is not None:
-                _seconds(v, what)
+                check_seconds(v, what)
         loop = asyncio.get_running_loop()
         end = loop.time() + (deadline if deadline is not None else self.deadline)
         per_try = attempt_timeout if attempt_timeout is not None else self.attempt_timeout

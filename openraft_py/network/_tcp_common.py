@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import re
 import socket
 import ssl
@@ -16,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from ..types import NodeId
-from ..validation import check_node_id
+from ..validation import check_node_id, check_seconds
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -117,25 +116,6 @@ def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
         return found.pop() if len(found) == 1 else None
 
     return peer_id_of_cert
-
-
-def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
-    """Return ``value`` (a setting in seconds, or another rate or amount) as a ``float`` if it
-    is a finite real number above 0 (at least 0 with ``zero_ok``). ``TypeError`` naming
-    ``what`` for anything else than an ``int`` or a ``float`` (``bool`` included),
-    ``ValueError`` for NaN, an infinity or a number out of range: a NaN timer fires at once
-    on asyncio and cannot be set on uvloop, an infinite one never fires."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ValueError(f"{what} must be finite, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    if number < 0 or (number == 0 and not zero_ok):
-        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0, got {value!r}")
-    return number
 
 
 def check_count(value: object, what: str, minimum: int) -> int:

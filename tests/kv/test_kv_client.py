@@ -61,10 +61,10 @@ async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None
         with pytest.raises(ValueError, match="consistency must be one of linearizable, lease, local, got 'strong'"):
             await asyncio.wait_for(c.get("k", consistency="strong"), 2)
         for kw in ({"deadline": -1}, {"deadline": 0}, {"attempt_timeout": 0}, {"deadline": float("inf")}):
-            with pytest.raises(ValueError, match="must be positive"):
+            with pytest.raises(ValueError, match=r"must be (above 0|finite)"):
                 await asyncio.wait_for(c.put("k", "v", **kw), 2)
         for kw in ({"deadline": "5"}, {"attempt_timeout": True}):
-            with pytest.raises(TypeError, match="is a number of seconds"):
+            with pytest.raises(TypeError, match="must be a number"):
                 await asyncio.wait_for(c.put("k", "v", **kw), 2)
         for key_call in (lambda: c.put(5, "v"), lambda: c.get(b"k"), lambda: c.delete(None), lambda: c.cas(1, None, "v")):
             with pytest.raises(TypeError, match="a key is a str"):
