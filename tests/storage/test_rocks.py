@@ -2216,3 +2216,45 @@ def test_a_store_with_the_creation_mark_and_data_is_not_created_again(tmp_path: 
     with pytest.raises(StorageError, match="column families"):
         RocksLogStore(p)
     assert _tree_state(p) == before
+
+
+async def test_a_cancelled_in_thread_call_waits_for_its_thread_but_not_for_good(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancelled ``in_thread`` caller raises ``CancelledError`` once its thread has ended
+    (a store closed after ``Raft.shutdown()`` is then used by no thread), and, for a thread
+    that does not end (a disk that never answers), after ``CANCELLED_THREAD_WAIT`` with a
+    warning: the shutdown would otherwise wait for it for good."""
+    import threading
+
+    from openraft_py.storage.rocks import db
+
+    monkeypatch.setattr(db, "CANCELLED_THREAD_WAIT", 0.2)
+    release = threading.Event()
+    ended = threading.Event()
+
+    def work(wait: float) -> str:
+        release.wait(wait)
+        ended.set()
+        return "done"
+
+    try:
+        # A thread that ends within the bound: the caller's CancelledError comes after it.
+        call = asyncio.ensure_future(db.in_thread(work, 0.1))
+        await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(call, 5)
+        assert ended.is_set()
+        # One that does not: the caller gives up after the bound, and says so.
+        ended.clear()
+        caplog.set_level(logging.WARNING, logger="openraft_py.storage.rocks")
+        call = asyncio.ensure_future(db.in_thread(work, 30.0))
+        await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(call, 5)
+        assert not ended.is_set()
+        assert any("still runs" in r.getMessage() for r in caplog.records)
+    finally:
+        release.set()

@@ -13,6 +13,7 @@ import contextvars
 import fcntl
 import gc
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ from .wal import wal_numbers
 __all__ = ["BoundedIter", "clear_frames", "drop_handles", "in_thread", "open_db", "release_db", "write_options"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("openraft_py.storage.rocks")
 
 _enc = msgspec.msgpack.Encoder()
 _dec_any = msgspec.msgpack.Decoder()
@@ -520,6 +523,10 @@ def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: 
         )
 
 
+CANCELLED_THREAD_WAIT = 30.0
+"""Seconds a cancelled ``in_thread`` caller waits for its thread to end."""
+
+
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
     traceback's frames cleared: a frame holding a column family handle would otherwise keep
@@ -527,10 +534,12 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     in the executor's futures.
 
     A cancelled caller (the node shutting down) raises its ``CancelledError`` only once the
-    thread has ended: a thread cannot be stopped, and it used to run on after
-    ``Raft.shutdown()`` returned, so the store's ``close()`` came while it still read or
-    wrote (a snapshot build, an apply batch, a log read), and RocksDB stayed open in it: a
-    store reopened at once (an in-process restart) was refused as "in use"."""
+    thread has ended, or after ``CANCELLED_THREAD_WAIT`` seconds (logged at WARNING): a
+    thread cannot be stopped, and it used to run on after ``Raft.shutdown()`` returned, so
+    the store's ``close()`` came while it still read or wrote (a snapshot build, an apply
+    batch, a log read), and RocksDB stayed open in it: a store reopened at once (an
+    in-process restart) was refused as "in use". The bound keeps a thread stuck for good (a
+    disk that never answers) from holding up the shutdown for good."""
 
     def run() -> T:
         try:
@@ -545,13 +554,23 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        while not fut.done():
+        loop = asyncio.get_running_loop()
+        end = loop.time() + CANCELLED_THREAD_WAIT
+        while not fut.done() and loop.time() < end:
             try:
-                await asyncio.wait((fut,))
+                await asyncio.wait((fut,), timeout=end - loop.time())
             except asyncio.CancelledError:
                 continue  # cancelled again: the thread still runs
-        if not fut.cancelled():
-            fut.exception()  # retrieved: the caller was cancelled, the outcome is dropped
+        if not fut.done():
+            log.warning("a storage worker thread (%s) still runs %gs after its caller was cancelled; going on "
+                        "without it", getattr(fn, "__qualname__", fn), CANCELLED_THREAD_WAIT)
+        fut.add_done_callback(_drop_outcome)
         raise
+
+
+def _drop_outcome(fut: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a call whose caller was cancelled (nobody wants it)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
