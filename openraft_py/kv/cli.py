@@ -43,7 +43,7 @@ ADD_LEARNER_TIMEOUT = 70.0
 learner did not catch up (not running at its address, a refused certificate, no quorum),
 arrives before the command line gives up on it."""
 
-if TYPE_CHECKING:  # the verbs import them when they run (a usage error needs no aiohttp)
+if TYPE_CHECKING:  # the verbs import them when they run
     from .client import KvClient, Response
     from .local_cluster import LocalCluster
 
@@ -644,8 +644,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: _main(argv))
 
 
+KV_EXTRA_MODULES = ("aiohttp", "prometheus_client")
+"""The top-level modules of the ``kv`` extra's packages that the command line imports (the
+extra is aiohttp and prometheus-client; aiohttp brings yarl and multidict)."""
+
+
+def _missing_kv_extra(e: ModuleNotFoundError) -> str | None:
+    """The module of the ``kv`` extra (or of one of its dependencies) whose absence ``e``
+    reports, or ``None`` for another missing module (a bug: not hidden)."""
+    name = (e.name or "").partition(".")[0]
+    return name if name in KV_EXTRA_MODULES + ("yarl", "multidict") else None
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    # The package installs this script with or without the ``kv`` extra, and every verb,
+    # ``--help`` and ``--version`` included, needs it (the parser imports the serve flags).
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as e:
+        missing = _missing_kv_extra(e)
+        if missing is None:
+            raise
+        print(f"openraft-py: error: the command line needs the 'kv' extra, which is not installed "
+              f"(no module named {missing!r}): pip install 'openraft-py[kv]'", file=sys.stderr)
+        return EXIT_FAILED
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help / --version (0) or a usage error (2)
