@@ -18,9 +18,9 @@ Vote and append rejections are values in the responses, never exceptions.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Set
 
-from .types import BasicNode, LogId, NodeId
+from .types import BasicNode, LogId, NodeId, Vote
 
 
 class RaftError(Exception):
@@ -156,7 +156,7 @@ class NotAllowed(InitializeError):
 
     ``last_log_id`` and ``vote`` are what it has."""
 
-    def __init__(self, last_log_id: LogId | None, vote: Any) -> None:
+    def __init__(self, last_log_id: LogId | None, vote: Vote) -> None:
         super().__init__(
             f"initialize is only allowed on a pristine node; this one has last_log_id={last_log_id!r}, "
             f"vote={vote!r}"
@@ -166,9 +166,10 @@ class NotAllowed(InitializeError):
 
 
 class NotInMembers(InitializeError):
-    """The initial membership does not contain this node."""
+    """The initial membership does not contain this node: ``node_id`` is the node,
+    ``members`` the voters of the membership it was given."""
 
-    def __init__(self, node_id: NodeId, members: Any) -> None:
+    def __init__(self, node_id: NodeId, members: Set[NodeId]) -> None:
         super().__init__(f"node {node_id} is not in the initial membership {sorted(members)!r}")
         self.node_id = node_id
         self.members = members

@@ -441,7 +441,9 @@ class Raft:
         self._core.send_msg(AppendEntriesCall(req, fut))
         return fut
 
-    def submit_append_entries(self, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> Reply:
+    def submit_append_entries(
+        self, req: AppendEntriesRequest, reply: Callable[[AppendEntriesResponse | BaseException], None]
+    ) -> Reply:
         """``append_entries`` with a callback, for a transport that writes the response
         itself: checks ``req`` and hands it to the node now (``InvalidRequest`` is raised
         here, and ``reply`` is not called), then calls ``reply`` exactly once, on the node's
