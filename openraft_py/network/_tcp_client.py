@@ -619,7 +619,8 @@ class TcpClient:
         return self._peer.call(KIND_APPEND_ENTRIES, req, option)
 
     def submit_append_entries(
-        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+        self, req: AppendEntriesRequest, option: RPCOption,
+        reply: Callable[[AppendEntriesResponse | BaseException], None],
     ) -> Reply | None:
         """``append_entries`` with a callback (see ``RaftNetwork``): connected, the frame is
         queued now and ``reply`` is called once, from the connection's callbacks, with the

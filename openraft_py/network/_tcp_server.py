@@ -11,15 +11,16 @@ import os
 import socket
 from collections import deque
 from ssl import PROTOCOL_TLS_CLIENT, SSLContext
-from typing import Any
+from typing import Any, Protocol
 
 from .._core import CodecError, FrameReader
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
+from ..metrics import RaftMetrics
 from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
 from ..validation import check_implements, check_node_id
-from . import wire
+from . import RaftServer, wire
 from ._tcp_client import check_frame_size
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -60,7 +61,17 @@ from .wire import (
     split_payload,
 )
 
-__all__ = ["TcpServer"]
+__all__ = ["ServedRaft", "TcpServer"]
+
+
+class ServedRaft(RaftServer, Protocol):
+    """What ``TcpServer.start`` serves: a ``RaftServer`` that also shows the node's metrics
+    (the handshake checks a sender against the membership in them). ``Raft`` is one."""
+
+    @property
+    def metrics(self) -> RaftMetrics:
+        """The node's current metrics."""
+        ...
 
 _HANDLER = {
     KIND_APPEND_ENTRIES: "append_entries",
@@ -621,7 +632,7 @@ class TcpServer:
 
     # Set by ``_unbound`` (the constructor is closed: ``start`` or ``_unbound`` make one).
     _loop: asyncio.AbstractEventLoop
-    _raft: Any
+    _raft: ServedRaft
     _submit_append_entries: Any
     _ssl: SSLContext | None
     peer_id_of_cert: PeerIdOfCert | None
@@ -665,7 +676,7 @@ class TcpServer:
     @classmethod
     async def start(
         cls,
-        raft: Any,
+        raft: ServedRaft,
         host: str,
         port: int,
         cluster_name: str,
@@ -685,7 +696,8 @@ class TcpServer:
         yield_after_answer: bool | None = None,
     ) -> TcpServer:
         """Listen on ``host:port`` (``port=0``: an ephemeral port, see ``port``) and serve
-        ``raft`` (anything implementing ``RaftServer`` with a ``metrics`` property).
+        ``raft`` (a ``ServedRaft``: anything implementing ``RaftServer`` with a ``metrics``
+        property, such as ``Raft``).
 
         - ``ssl``: a server ``ssl.SSLContext`` (TLS); with ``verify_mode = CERT_REQUIRED``
           a client without a certificate of the context's CAs is refused (mutual TLS). A
@@ -800,7 +812,7 @@ class TcpServer:
     @classmethod
     def _unbound(
         cls,
-        raft: Any,
+        raft: ServedRaft,
         cluster_name: str,
         ssl: SSLContext | None,
         *,

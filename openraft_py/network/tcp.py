@@ -50,12 +50,13 @@ from __future__ import annotations
 
 from ._tcp_client import TcpClient, TcpNetworkFactory, required_frame_size
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, PeerCert, PeerIdOfCert, node_id_from_cert, node_uri, parse_addr
-from ._tcp_server import TcpServer
+from ._tcp_server import ServedRaft, TcpServer
 
 __all__ = [
     "TcpNetworkFactory",
     "TcpClient",
     "TcpServer",
+    "ServedRaft",
     "DEFAULT_MAX_FRAME_SIZE",
     "PeerCert",
     "PeerIdOfCert",
