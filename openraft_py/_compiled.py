@@ -27,6 +27,9 @@ Which file an import loads:
   import. The build records each source's and each ``.pxd``'s SHA-256 in
   ``_compiled_sources.py``; a ``.pxd`` absent at import (a wheel does not carry them) is
   not compared;
+- the same, for the same reason, when some listed modules have their extension beside
+  their source and others have none (an incomplete install, an extension file removed:
+  ``engine.engine`` failed to import with "``engine.state.MembershipState`` size changed");
 - the extension otherwise.
 
 Importing this module (the first thing ``openraft_py/__init__.py`` does) calls
@@ -92,6 +95,16 @@ def declarations_path(name: str) -> str:
     return source_path(name)[: -len(".py")] + ".pxd"
 
 
+def extension_path(name: str) -> str | None:
+    """The extension module file beside module ``name``'s source, or ``None`` if there is
+    none."""
+    base = source_path(name)[: -len(".py")]
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        if os.path.exists(base + suffix):
+            return base + suffix
+    return None
+
+
 def source_sha256(path: str) -> str:
     """The hex SHA-256 of the file at ``path`` (what the build records per module)."""
     with open(path, "rb") as f:
@@ -128,9 +141,11 @@ class _SourceFirstFinder(importlib.abc.MetaPathFinder):
 
     def stale_files(self) -> list[str]:
         """The sources and ``.pxd`` files that differ from what the extensions were built
-        from (empty without the build's record)."""
+        from, and the sources whose extension is missing while other listed modules have
+        theirs (empty without the build's record)."""
         if self._stale is None:
             stale: list[str] = []
+            missing: list[str] = []
             if self.hashes is not None:
                 for name in COMPILED_MODULES:
                     src = source_path(name)
@@ -141,12 +156,27 @@ class _SourceFirstFinder(importlib.abc.MetaPathFinder):
                     built = self.declarations.get(name)
                     if built is not None and os.path.exists(pxd) and source_sha256(pxd) != built:
                         stale.append(pxd)
-            self._stale = stale
-            if stale and not self.force_source:
+                # None at all is a pure build (its sdist may carry the record); some is not.
+                recorded = [name for name in COMPILED_MODULES if name in self.hashes]
+                without = [name for name in recorded if extension_path(name) is None]
+                if 0 < len(without) < len(recorded):
+                    missing = [source_path(name) for name in without]
+            self._stale = stale + missing
+            if self.force_source:
+                pass
+            elif stale:
                 warnings.warn(
                     f"the compiled modules were built from other versions of {', '.join(stale)}; "
                     "loading every compiled module from its source instead (rebuild: make build, "
                     "or pip install the package again)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            elif missing:
+                warnings.warn(
+                    f"no compiled module beside {', '.join(missing)}, while the other compiled modules "
+                    "are there (an incomplete install); loading every compiled module from its source "
+                    "instead (rebuild: make build, or pip install the package again)",
                     RuntimeWarning,
                     stacklevel=3,
                 )
