@@ -25,6 +25,7 @@ import shutil
 import sys
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name: str) -> bool:
@@ -181,7 +182,37 @@ def _extensions() -> list:
     return kernels + compiled
 
 
+def _without_rpath(command: list) -> list:
+    """A link command without its run-time library search paths (``-Wl,-rpath,DIR``,
+    ``-Wl,-rpath=DIR``, ``-Wl,-rpath -Wl,DIR``, ``-Wl,-R...``)."""
+    out = []
+    skip_next = False
+    for arg in command:
+        if skip_next:
+            skip_next = False
+        elif arg in ("-Wl,-rpath", "-Wl,-R"):
+            skip_next = True  # its directory is the next argument
+        elif not arg.startswith(("-Wl,-rpath,", "-Wl,-rpath=", "-Wl,-R")):
+            out.append(arg)
+    return out
+
+
+class BuildExt(build_ext):
+    """``build_ext`` linking the extensions without the interpreter's run-time library
+    paths: an interpreter whose LDSHARED carries ``-Wl,-rpath,PREFIX/lib`` (pyenv's) put
+    that directory of the build machine into every extension's RUNPATH, and so into the
+    wheel (auditwheel keeps it). The extensions need none: they link libc alone."""
+
+    def build_extensions(self) -> None:
+        for attr in ("linker_so", "linker_so_cxx"):
+            command = getattr(self.compiler, attr, None)
+            if isinstance(command, list):
+                setattr(self.compiler, attr, _without_rpath(command))
+        super().build_extensions()
+
+
 setup(
+    cmdclass={"build_ext": BuildExt},
     packages=find_packages(include=["openraft_py", "openraft_py.*"]) + ["openraft_py._core"],
     package_dir={"openraft_py._core": "_core"},
     package_data={"openraft_py": ["py.typed"]},

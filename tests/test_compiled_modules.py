@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from elf import runtime_search_paths
 
 from openraft_py import _compiled
 from openraft_py._compiled import (
@@ -71,6 +73,25 @@ def test_the_compiled_build_loads_every_listed_module_compiled() -> None:
     loaded = _loaded_in_child(None)
     assert sorted(loaded) == sorted(COMPILED_MODULES)
     assert [m for m, compiled in loaded.items() if not compiled] == []
+
+
+@pytest.mark.c_extension
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF extensions")
+def test_the_extensions_carry_no_library_search_path_of_the_build_machine() -> None:
+    # An interpreter whose LDSHARED has -Wl,-rpath,PREFIX/lib (pyenv's) put that directory
+    # into every extension's RUNPATH, and so into the wheels built with it (setup.py's
+    # BuildExt drops it: the extensions link libc alone).
+    kernels = [importlib.util.find_spec(f"openraft_py._core.{k}") for k in ("_quorum_c", "_logindex_c", "_codec_c", "_kv_c")]
+    files = [str(spec.origin) for spec in kernels if spec is not None]
+    files += [path for path in map(_compiled.extension_path, COMPILED_MODULES) if path is not None]
+    assert len(files) == 4 + len(COMPILED_MODULES), files
+    with_paths = {}
+    for path in files:
+        with open(path, "rb") as f:
+            found = runtime_search_paths(f.read())
+        if found:
+            with_paths[path] = found
+    assert with_paths == {}
 
 
 @pytest.mark.c_extension

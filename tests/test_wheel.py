@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from elf import runtime_search_paths, section_names
 
 from openraft_py._compiled import COMPILED_MODULES
 
@@ -222,11 +223,13 @@ def test_wheel_is_manylinux_stripped_and_carries_no_sources(dist: Dist) -> None:
     for label in ("Homepage", "Documentation", "Repository", "Changelog", "Issues"):
         assert f"Project-URL: {label}, https://" in metadata, label
     assert 'Provides-Extra: kv' in metadata
-    # Stripped: no symbol table and no DWARF sections left in the kernels.
+    # Stripped: no symbol table and no DWARF sections left in the kernels; and no directory
+    # of the build machine to search for libraries (a pyenv interpreter's rpath).
     for n, data in so_bytes.items():
-        sections = _elf_section_names(data)
+        sections = section_names(data)
         assert ".text" in sections, (n, sections)
         assert not [s for s in sections if s == ".symtab" or s.startswith(".debug")], (n, sections)
+        assert runtime_search_paths(data) == [], n
 
 
 @pytest.mark.timeout(600)
@@ -295,26 +298,3 @@ def test_installed_console_script_runs_the_quick_demo(installed: Installed) -> N
     # The demo cleans up after itself: it left nothing in the working directory.
     assert list(installed.workdir.iterdir()) == []
 
-
-def _elf_section_names(data: bytes) -> set[str]:
-    """Section names of a 64-bit little-endian ELF image (what ``readelf -S`` lists)."""
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a 64-bit LE ELF file"
-    shoff = int.from_bytes(data[0x28:0x30], "little")
-    shentsize = int.from_bytes(data[0x3A:0x3C], "little")
-    shnum = int.from_bytes(data[0x3C:0x3E], "little")
-    shstrndx = int.from_bytes(data[0x3E:0x40], "little")
-
-    def header(i: int) -> tuple[int, int, int]:
-        base = shoff + i * shentsize
-        name = int.from_bytes(data[base:base + 4], "little")
-        offset = int.from_bytes(data[base + 0x18:base + 0x20], "little")
-        size = int.from_bytes(data[base + 0x20:base + 0x28], "little")
-        return name, offset, size
-
-    _, str_off, str_size = header(shstrndx)
-    strtab = data[str_off:str_off + str_size]
-    names = set()
-    for i in range(shnum):
-        name_off = header(i)[0]
-        names.add(strtab[name_off:strtab.index(b"\0", name_off)].decode())
-    return names
