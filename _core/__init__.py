@@ -115,12 +115,22 @@ else:
 
         USING_EXTENSIONS = True
     except (ImportError, ValueError) as e:
-        # No compiled kernels at all (a pure-Python build: ModuleNotFoundError): the twins,
-        # quietly. Compiled kernels that do not load: the twins, with a warning. That is a
-        # broken or mixed build, e.g. a ``_kv_c`` built against another layout of a type
-        # that ``_codec_c`` declares (Cython's import check: ``ValueError: ... size
-        # changed``); ``make build`` rebuilds them together.
-        if not isinstance(e, ModuleNotFoundError):
+        # No compiled kernels at all (a pure-Python build: ModuleNotFoundError, and no
+        # kernel's extension file here): the twins, quietly. Compiled kernels that do not
+        # load: the twins, with a warning. That is a broken or mixed build, e.g. a ``_kv_c``
+        # built against another layout of a type that ``_codec_c`` declares (Cython's import
+        # check: ``ValueError: ... size changed``), or an incomplete install (one kernel's
+        # file missing beside the others); ``make build`` rebuilds them together.
+        import importlib.machinery
+        import os
+
+        _here = os.path.dirname(os.path.abspath(__file__))
+        _some_built = any(
+            os.path.exists(os.path.join(_here, name + suffix))
+            for name in ("_quorum_c", "_logindex_c", "_codec_c", "_kv_c")
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        )
+        if not isinstance(e, ModuleNotFoundError) or _some_built:
             import warnings
 
             warnings.warn(

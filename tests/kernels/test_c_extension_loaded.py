@@ -2,6 +2,7 @@
 
 import os
 import types
+from pathlib import Path
 
 import pytest
 
@@ -86,11 +87,12 @@ print(json.dumps({{"using": core.USING_EXTENSIONS, "codec": core.encode_entries.
     # Another kernel's declared type with another layout: Cython's check at import.
     ('ValueError("openraft_py._core._codec_c._Field size changed, may indicate binary incompatibility")', True),
     ('ImportError("undefined symbol: __orp_utf8_str")', True),  # a broken build
-    ('ModuleNotFoundError("no compiled kernels", name="openraft_py._core._kv_c")', False),  # none built
+    # One kernel's file missing beside the others (an incomplete install): it was quiet.
+    ('ModuleNotFoundError("no _kv_c", name="openraft_py._core._kv_c")', True),
 ])
 def test_a_kernel_that_does_not_load_gives_every_pure_twin(error: str, warned: bool) -> None:
     """All kernels fall back together (one failing module gives no mixed set), with a
-    ``RuntimeWarning`` unless the failure is a module that was never built."""
+    ``RuntimeWarning`` (none when no kernel was built at all: the next test)."""
     import importlib.util
     import json
     import subprocess
@@ -107,3 +109,56 @@ def test_a_kernel_that_does_not_load_gives_every_pure_twin(error: str, warned: b
     assert (got["codec"], got["kv"]) == ("openraft_py._core._codec_py", "openraft_py._core._kv_py")
     kernel_warnings = [w for w in got["warnings"] if "compiled kernels did not load" in w]
     assert len(kernel_warnings) == (1 if warned else 0), got["warnings"]
+
+
+
+# A child process that imports ``openraft_py._core`` from DIR, a copy of its Python files
+# alone (no compiled kernel beside them, as in a pure-Python build): the kernels' imports
+# find nothing, whatever the install's layout (an editable one maps ``_core`` elsewhere).
+_NONE_BUILT = """
+import importlib.abc, importlib.machinery, importlib.util, json, os, sys, warnings
+
+class Missing(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise ModuleNotFoundError(f"No module named {{module.__name__!r}}", name=module.__name__)
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "openraft_py._core":
+            return importlib.util.spec_from_file_location(
+                name, os.path.join({dir!r}, "__init__.py"), submodule_search_locations=[{dir!r}])
+        if name.startswith("openraft_py._core._"):
+            if name.endswith("_c"):
+                return importlib.machinery.ModuleSpec(name, Missing())
+            return importlib.util.spec_from_file_location(name, os.path.join({dir!r}, name.rsplit(".", 1)[1] + ".py"))
+        return None
+
+sys.meta_path.insert(0, Finder())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import openraft_py._core as core
+print(json.dumps({{"using": core.USING_EXTENSIONS, "file": core.__file__,
+                  "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning]}}))
+"""
+
+
+def test_no_kernel_built_gives_the_pure_twins_quietly(tmp_path: Path) -> None:
+    """A pure-Python build (no kernel's extension file at all) imports the twins without a
+    warning."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "_core"
+    shutil.copytree(Path(core.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__", "_*_c.*"))
+    assert not list(copy.glob("_*_c.*"))
+    env = {k: v for k, v in os.environ.items() if k != "OPENRAFT_PY_NO_EXTENSIONS"}
+    out = subprocess.run([sys.executable, "-c", _NONE_BUILT.format(dir=str(copy))], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert Path(got["file"]).is_relative_to(copy), got
+    assert got["using"] is False
+    assert [w for w in got["warnings"] if "compiled kernels did not load" in w] == [], got["warnings"]
