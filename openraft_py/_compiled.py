@@ -19,7 +19,9 @@ was built against have the layout it expects.
 Which file an import loads:
 
 - the source when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``, as for the
-  ``_core`` kernels), on interpreters other than CPython, or when no extension was built;
+  ``_core`` kernels), on interpreters other than CPython, or when no extension was built
+  (quietly, even when a source differs from the build's record: the pure wheel built from
+  an sdist carries that record, and a patched source there has no extension to differ from);
 - the source, for every listed module, with one ``RuntimeWarning``, when the extensions
   were built from another version of any listed module's source or ``.pxd`` (an edited
   checkout not rebuilt yet: ``make build``). All of them, not only the edited one: an
@@ -142,11 +144,15 @@ class _SourceFirstFinder(importlib.abc.MetaPathFinder):
     def stale_files(self) -> list[str]:
         """The sources and ``.pxd`` files that differ from what the extensions were built
         from, and the sources whose extension is missing while other listed modules have
-        theirs (empty without the build's record)."""
+        theirs (empty without the build's record, or without any extension)."""
         if self._stale is None:
             stale: list[str] = []
             missing: list[str] = []
-            if self.hashes is not None:
+            recorded = [name for name in COMPILED_MODULES if name in (self.hashes or {})]
+            without = [name for name in recorded if extension_path(name) is None]
+            # No extension at all (a pure build, whose sdist may carry the record): none can
+            # shadow a source, edited or not, so nothing is stale.
+            if self.hashes is not None and len(without) < len(recorded):
                 for name in COMPILED_MODULES:
                     src = source_path(name)
                     built = self.hashes.get(name)
@@ -156,11 +162,7 @@ class _SourceFirstFinder(importlib.abc.MetaPathFinder):
                     built = self.declarations.get(name)
                     if built is not None and os.path.exists(pxd) and source_sha256(pxd) != built:
                         stale.append(pxd)
-                # None at all is a pure build (its sdist may carry the record); some is not.
-                recorded = [name for name in COMPILED_MODULES if name in self.hashes]
-                without = [name for name in recorded if extension_path(name) is None]
-                if 0 < len(without) < len(recorded):
-                    missing = [source_path(name) for name in without]
+                missing = [source_path(name) for name in without]
             self._stale = stale + missing
             if self.force_source:
                 pass

@@ -111,6 +111,14 @@ def test_no_extensions_loads_every_listed_module_from_its_source() -> None:
     assert [m for m, compiled in loaded.items() if compiled] == []
 
 
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every listed module has its extension beside its source, as far as the finder can
+    tell (so these unit tests need no compiled build)."""
+    monkeypatch.setattr(_compiled, "extension_path", lambda m: source_path(m) + "-ext.so")
+
+
+@pytest.mark.usefixtures("built")
 def test_the_finder_loads_every_module_from_source_when_one_source_was_edited() -> None:
     name = "openraft_py.engine.state"
     other = "openraft_py.engine.engine"  # built against state's declared types
@@ -127,6 +135,7 @@ def test_the_finder_loads_every_module_from_source_when_one_source_was_edited() 
     assert len(caught) == 1
 
 
+@pytest.mark.usefixtures("built")
 def test_the_finder_loads_the_sources_when_a_pxd_was_edited() -> None:
     name = "openraft_py.engine.state"
     assert os.path.exists(declarations_path(name))
@@ -221,6 +230,20 @@ def test_an_install_missing_one_extension_imports_from_source(tmp_path: Path) ->
     assert out.stdout.split() == ["0", "1"]
 
 
+def test_without_any_extension_an_edited_source_is_not_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pure wheel built from an sdist carries the build's record: a source patched there
+    # has no extension to differ from (it warned "the compiled modules were built from other
+    # versions", with no compiled module installed).
+    monkeypatch.setattr(_compiled, "extension_path", lambda m: None)
+    name = "openraft_py.engine.state"
+    finder = _SourceFirstFinder(False, {m: "0" * 64 for m in COMPILED_MODULES}, {name: "0" * 64})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert finder.find_spec(name, None) is None
+    assert finder.stale_files() == []
+
+
+@pytest.mark.usefixtures("built")
 def test_the_finder_defers_to_the_extension_when_the_source_matches() -> None:
     name = "openraft_py.engine.state"
     current = _SourceFirstFinder(False, {name: source_sha256(source_path(name))})
