@@ -1,7 +1,8 @@
 """Build script: packages, the ``_core`` -> ``openraft_py._core`` mapping, the Cython kernels
 and the package modules compiled as written (``openraft_py/_compiled.py`` lists them).
 
-Environment switches (read at build time):
+Environment switches (read at build time; a switch is off when unset, empty, ``0``,
+``false``, ``no`` or ``off``, in any case, and on otherwise):
 
 - ``OPENRAFT_PY_NO_EXTENSIONS=1``: skip the extensions (a pure-Python wheel).
 - ``OPENRAFT_PY_DEBUG=1``: compile with ``-O0 -g`` and Cython line tracing. Otherwise, on
@@ -28,9 +29,18 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+def _compiled_module():
+    """``openraft_py/_compiled.py``, loaded alone (it imports nothing of the package)."""
+    spec = importlib.util.spec_from_file_location("_openraft_py_compiled", os.path.join("openraft_py", "_compiled.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
+
+_COMPILED = _compiled_module()
+# The switches read as the package reads its own (_compiled.env_flag): off when unset, empty,
+# "0", "false", "no" or "off" (any case); on otherwise.
+_flag = _COMPILED.env_flag
 
 NO_EXTENSIONS = _flag("OPENRAFT_PY_NO_EXTENSIONS") or sys.implementation.name != "cpython"
 DEBUG = _flag("OPENRAFT_PY_DEBUG")
@@ -73,12 +83,8 @@ def _pxd_include_dir() -> str:
 
 
 def _compiled_modules() -> tuple:
-    """``COMPILED_MODULES`` from ``openraft_py/_compiled.py`` (loaded alone: it imports
-    nothing of the package)."""
-    spec = importlib.util.spec_from_file_location("_openraft_py_compiled", os.path.join("openraft_py", "_compiled.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.COMPILED_MODULES
+    """``COMPILED_MODULES`` from ``openraft_py/_compiled.py``."""
+    return _COMPILED.COMPILED_MODULES
 
 
 def _module_source(name: str) -> str:

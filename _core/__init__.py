@@ -4,7 +4,7 @@ Each kernel comes in three files: ``_<name>_py.py`` is the readable, annotated r
 ``_<name>_c.pyx`` + ``.pxd`` is the Cython accelerator with the same behaviour (results
 and exception types). This module picks one set:
 
-- the pure twins when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``), on
+- the pure twins when ``OPENRAFT_PY_NO_EXTENSIONS`` is on (``openraft_py._compiled.env_flag``), on
   non-CPython interpreters, or when a compiled module fails to import (with a
   ``RuntimeWarning``, unless none was built);
 - the compiled modules otherwise.

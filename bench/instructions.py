@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -89,7 +88,9 @@ def main() -> None:
         sys.exit("valgrind is not on PATH")
     if args.writers < 1 or args.n1 < 0 or args.n2 <= args.n1:
         sys.exit("need --writers >= 1 and 0 <= --n1 < --n2")
-    build = "pure" if os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0") else "compiled"
+    from openraft_py._compiled import env_flag
+
+    build = "pure" if env_flag("OPENRAFT_PY_NO_EXTENSIONS") else "compiled"
     a = _count(args.writers, args.n1)
     b = _count(args.writers, args.n2)
     per_write = (b - a) / (args.n2 - args.n1)

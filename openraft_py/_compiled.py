@@ -18,10 +18,10 @@ was built against have the layout it expects.
 
 Which file an import loads:
 
-- the source when ``OPENRAFT_PY_NO_EXTENSIONS`` is set (non-empty, not ``"0"``, as for the
-  ``_core`` kernels), on interpreters other than CPython, or when no extension was built
-  (quietly, even when a source differs from the build's record: the pure wheel built from
-  an sdist carries that record, and a patched source there has no extension to differ from);
+- the source when ``OPENRAFT_PY_NO_EXTENSIONS`` is on (``env_flag``; as for the ``_core``
+  kernels), on interpreters other than CPython, or when no extension was built (quietly,
+  even when a source differs from the build's record: the pure wheel built from an sdist
+  carries that record, and a patched source there has no extension to differ from);
 - the source, for every listed module, with one ``RuntimeWarning``, when the extensions
   were built from another version of any listed module's source or ``.pxd`` (an edited
   checkout not rebuilt yet: ``make build``). All of them, not only the edited one: an
@@ -78,11 +78,25 @@ COMPILED_MODULES: tuple[str, ...] = (
 the runtime's coroutine modules saved nothing in process and cost over TCP at 1 writer (see
 ``docs/design/performance.md``, the twelfth and thirteenth rounds)."""
 
-NO_EXTENSIONS: bool = (
-    os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0") or sys.implementation.name != "cpython"
-)
+FLAG_OFF_VALUES: frozenset[str] = frozenset({"", "0", "false", "no", "off"})
+"""The values that turn an ``OPENRAFT_PY_*`` switch off (compared after ``strip().lower()``)."""
+
+
+def env_flag(name: str) -> bool:
+    """Whether the switch ``name`` in the environment is on.
+
+    Off when unset or set to one of ``FLAG_OFF_VALUES`` (``""``, ``0``, ``false``, ``no``,
+    ``off``, in any case, spaces around ignored); on for any other value (``1``, ``true``,
+    ``yes``, ``on``, ...). Every ``OPENRAFT_PY_*`` on/off switch reads this way: the build's
+    (``setup.py``), ``OPENRAFT_PY_NO_EXTENSIONS`` at import, ``OPENRAFT_PY_DEBUG`` in the command
+    line, ``OPENRAFT_PY_ROUTER_WIRE`` in the test router.
+    """
+    return os.environ.get(name, "").strip().lower() not in FLAG_OFF_VALUES
+
+
+NO_EXTENSIONS: bool = env_flag("OPENRAFT_PY_NO_EXTENSIONS") or sys.implementation.name != "cpython"
 """Whether no extension of the package is used (the kernels' twins and these modules'
-sources): ``OPENRAFT_PY_NO_EXTENSIONS`` set at import, or not CPython."""
+sources): ``OPENRAFT_PY_NO_EXTENSIONS`` on at import (``env_flag``), or not CPython."""
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 

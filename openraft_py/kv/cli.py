@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import run_cli
+from .._compiled import env_flag
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
@@ -683,7 +684,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:  # the output's reader went away: run_cli ends quietly
         raise
     except Exception as e:  # a bug or an environment problem: still one line
-        if os.environ.get("OPENRAFT_PY_DEBUG"):
+        if env_flag("OPENRAFT_PY_DEBUG"):  # "0", "false", "no", "off" or "" is off
             raise
         print(f"{_prog(args)}: error: {type(e).__name__}: {e} (OPENRAFT_PY_DEBUG=1 shows the traceback)",
               file=sys.stderr)

@@ -17,7 +17,7 @@ body decoded with the typed, bounded decoder (``decode_body``), exactly as the T
 transport does on each side. A message the codec refuses fails the RPC with
 ``NetworkError`` (request side: the target handles nothing) and is counted in
 ``wire_errors``; the simulator runs a share of its seeds this way. Setting the environment
-variable ``OPENRAFT_PY_ROUTER_WIRE=1`` makes ``wire=True`` the default of every ``Router``
+variable ``OPENRAFT_PY_ROUTER_WIRE=1`` (or ``true``, ``yes``, ``on``) makes ``wire=True`` the default of every ``Router``
 (to run a whole test suite through the codec). With the codec on, the clients also offer
 ``submit_append_entries`` (as the TCP client does): the leader's replication channels then
 take the callback path they take over TCP, with every fault applied.
@@ -49,13 +49,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from .._compiled import env_flag
 from ..errors import Fatal, NetworkError, RemoteError, RPCError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
@@ -279,12 +279,13 @@ class Router:
     ``seed`` seeds the one ``random.Random`` used for drops and delays; ``serialize=True``
     round-trips every request and response through msgspec msgpack; ``wire=True`` passes
     them through the TCP codec (``set_wire``; default: on iff ``OPENRAFT_PY_ROUTER_WIRE`` is
-    set to something other than ``""`` / ``"0"``).
+    on: ``1``, ``true``, ...; ``0``, ``false``, ``no``, ``off`` or empty is off, as every
+    ``OPENRAFT_PY_*`` switch, ``openraft_py._compiled.env_flag``).
     """
 
     def __init__(self, *, seed: int = 0, serialize: bool = False, wire: bool | None = None) -> None:
         if wire is None:
-            wire = os.environ.get("OPENRAFT_PY_ROUTER_WIRE", "") not in ("", "0")
+            wire = env_flag("OPENRAFT_PY_ROUTER_WIRE")
         self.rng = random.Random(seed)
         """The source of every random choice the router makes."""
         self.serialize = serialize

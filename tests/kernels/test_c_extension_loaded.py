@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import openraft_py._core as core
+from openraft_py._compiled import env_flag
 
-NO_EXTENSIONS = os.environ.get("OPENRAFT_PY_NO_EXTENSIONS", "") not in ("", "0")
+NO_EXTENSIONS = env_flag("OPENRAFT_PY_NO_EXTENSIONS")
 
 NAMES = {
     "quorum": ["majority_committed", "joint_committed", "is_quorum_granted", "ProgressTable"],

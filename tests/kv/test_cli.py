@@ -129,6 +129,28 @@ def test_unreachable_endpoints_fail_in_one_line_within_the_timeout(capsys: pytes
         assert len(err) == 1 and err[0].startswith(f"openraft-py {argv[0]} {argv[1]}: error:"), err
 
 
+@pytest.mark.parametrize("value,traceback", [
+    ("", False), ("0", False), ("false", False), ("No", False), ("OFF", False), (" off ", False),
+    ("1", True), ("yes", True), ("true", True),
+])
+def test_openraft_py_debug_zero_or_false_is_off(value: str, traceback: bool, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected error is one line unless OPENRAFT_PY_DEBUG is on; "0", "false", "no",
+    "off" and "" are off (OPENRAFT_PY_DEBUG=0 showed the traceback: any non-empty value was on)."""
+    def broken(args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "_run_demo", broken)
+    monkeypatch.setenv("OPENRAFT_PY_DEBUG", value)
+    if traceback:
+        with pytest.raises(RuntimeError, match="boom"):
+            cli.main(["demo"])
+        return
+    assert cli.main(["demo"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "openraft-py demo: error: RuntimeError: boom (OPENRAFT_PY_DEBUG=1 shows the traceback)"]
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop(cli.ENDPOINTS_ENV, None)

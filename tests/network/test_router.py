@@ -530,6 +530,11 @@ def test_wire_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert Router().wire and not Router(wire=False).wire
     monkeypatch.setenv("OPENRAFT_PY_ROUTER_WIRE", "0")
     assert not Router().wire and Router(wire=True).wire
+    for off in ("false", "No", "off", ""):  # as every OPENRAFT_PY_* switch (_compiled.env_flag)
+        monkeypatch.setenv("OPENRAFT_PY_ROUTER_WIRE", off)
+        assert not Router().wire, off
+    monkeypatch.setenv("OPENRAFT_PY_ROUTER_WIRE", "yes")
+    assert Router().wire
     monkeypatch.delenv("OPENRAFT_PY_ROUTER_WIRE")
     assert not Router().wire and Router()._fast
 
