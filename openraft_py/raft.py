@@ -97,9 +97,9 @@ class Raft:
 
     All methods are coroutines unless noted, and raise ``Fatal`` (``Stopped``,
     ``StorageError``, ``Panicked``) once the node has stopped. A node belongs to the event
-    loop it was created on: its methods raise ``RuntimeError`` at once, before anything is
-    logged, when called from another loop (or outside one); from another thread, use
-    ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``.
+    loop it was created on: its methods (and ``metrics``) raise ``RuntimeError`` at once,
+    before anything is logged, when called from another loop (or outside one); from another
+    thread, use ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``.
     """
 
     def __init__(self, core: RaftCore) -> None:
@@ -404,15 +404,21 @@ class Raft:
 
     @property
     def metrics(self) -> RaftMetrics:
-        """The latest metrics of this node (not a coroutine)."""
+        """The latest metrics of this node. Not a coroutine, but, as every method, read on the
+        node's loop: ``RuntimeError`` from another thread or loop, or outside one (from
+        another thread: ``asyncio.run_coroutine_threadsafe`` of a coroutine that reads it)."""
+        if _get_ident() != self._thread or not self._loop.is_running():
+            self._check_loop()  # raises: not on this node's loop
         return self._core.watch.current
 
     def is_leader(self) -> bool:
-        """Whether this node is the leader right now (not a coroutine)."""
+        """Whether this node is the leader right now (not a coroutine; on the node's loop,
+        as ``metrics``)."""
         return self.metrics.state == ServerState.LEADER
 
     def current_leader(self) -> NodeId | None:
-        """The leader this node knows of, or ``None`` (not a coroutine)."""
+        """The leader this node knows of, or ``None`` (not a coroutine; on the node's loop,
+        as ``metrics``)."""
         return self.metrics.current_leader
 
     def wait(self, timeout: float | None = None) -> Wait:
@@ -502,4 +508,4 @@ class Raft:
         return await self._core.get_current_snapshot()  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return f"Raft({self.metrics.describe()})"
+        return f"Raft({self._core.watch.current.describe()})"  # from anywhere (a log, a debugger)

@@ -91,6 +91,26 @@ async def test_a_peer_request_outside_the_loop_is_refused() -> None:
         await raft.shutdown()
 
 
+async def test_metrics_from_another_thread_are_refused_as_every_method() -> None:
+    """``metrics``, ``is_leader()`` and ``current_leader()`` (not coroutines) from another
+    thread raise the same ``RuntimeError`` as every other method (they answered, unchecked);
+    ``repr`` still works from anywhere (a log line, a debugger)."""
+    router = Router()
+    raft = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(), MemStateMachine())
+    try:
+        await raft.initialize([1])
+        await raft.wait(5).state(ServerState.LEADER)
+        reads: list[Callable[[], Any]] = [lambda: raft.metrics, raft.is_leader, raft.current_leader]
+        for read in reads:
+            err = await asyncio.to_thread(_raises, read)
+            assert isinstance(err, RuntimeError), repr(err)
+            assert "belongs to the event loop it was created on" in str(err)
+        assert "leader" in (await asyncio.to_thread(repr, raft)).lower()
+        assert raft.is_leader() and raft.current_leader() == 1 and raft.metrics.running
+    finally:
+        await raft.shutdown()
+
+
 def _raises(call: Callable[[], Any]) -> BaseException | None:
     try:
         call()
