@@ -146,6 +146,12 @@ def _not_a_file(path: str) -> str | None:
     return "is not a regular file"
 
 
+def _close_snapshot(snap: Snapshot | None) -> None:
+    """Close the file of a snapshot nobody will read (its caller was cancelled)."""
+    if snap is not None:
+        snap.data.close()
+
+
 class _SnapRecord(msgspec.Struct):
     """What ``<path>/snapshots/current.meta`` holds."""
 
@@ -330,7 +336,7 @@ class _RocksSnapshotBuilder:
         image = BoundedIter(sm._cf, _META_END)
         sm._building += 1  # apply stays off the loop meanwhile (see APPLY_INLINE_MAX)
         try:
-            return await in_thread(sm._build_from, image)
+            return await in_thread(sm._build_from, image, discard=_close_snapshot)
         finally:
             sm._building -= 1
 
@@ -768,7 +774,9 @@ class RocksStateMachine:
         of the log). Otherwise a follower would refuse it at every resend and could not catch
         up from this node."""
         self._check_open()
-        snap, damage = await asyncio.to_thread(self._open_current)
+        # in_thread: a cancelled caller (the node shutting down) waits for the thread, so
+        # close() never comes while it reads; the snapshot it opened is then closed.
+        snap, damage = await in_thread(self._open_current, discard=lambda got: _close_snapshot(got[0]))
         if damage is None:
             return snap
         log.error("state machine at %r: %s; building a new snapshot in its place", self.path, damage)

@@ -2258,3 +2258,46 @@ async def test_a_cancelled_in_thread_call_waits_for_its_thread_but_not_for_good(
         assert any("still runs" in r.getMessage() for r in caplog.records)
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("call", ["get_current_snapshot", "build_snapshot"])
+async def test_a_cancelled_snapshot_call_waits_for_its_thread_and_closes_the_file(tmp_path: Path, call: str) -> None:
+    """``get_current_snapshot`` ran its thread with a plain ``asyncio.to_thread``: a cancelled
+    caller (the node shutting down) went on while the thread still read, so ``close()`` could
+    come meanwhile, and the snapshot it opened was left to the garbage collector. Now, as the
+    rest of the store (``in_thread``), the caller's ``CancelledError`` comes once the thread
+    has ended, and the file the thread opened is closed (also for a cancelled build)."""
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([kv(i, KvSet(f"k{i}", "v")) for i in range(1, 11)])
+        (await sm.get_snapshot_builder().build_snapshot()).data.close()
+        entered, release = threading.Event(), threading.Event()
+        got: list[Any] = []
+        name = "_open_current" if call == "get_current_snapshot" else "_build_from"
+        real = getattr(sm, name)
+
+        def slow(*args: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            out = real(*args)
+            got.append(out[0] if isinstance(out, tuple) else out)
+            return out
+
+        setattr(sm, name, slow)
+        try:
+            if call == "get_current_snapshot":
+                task = asyncio.ensure_future(sm.get_current_snapshot())
+            else:
+                task = asyncio.ensure_future(sm.get_snapshot_builder().build_snapshot())
+            assert await asyncio.to_thread(entered.wait, 10)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=0.3)
+            assert not done, "the cancelled call ended while its thread still ran"
+        finally:
+            release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert len(got) == 1 and got[0] is not None
+        deadline = time.monotonic() + 5
+        while not got[0].data.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert got[0].data.closed, "the snapshot the thread opened was left open"

@@ -527,7 +527,7 @@ CANCELLED_THREAD_WAIT = 30.0
 """Seconds a cancelled ``in_thread`` caller waits for its thread to end."""
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], object] | None = None) -> T:
     """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
     traceback's frames cleared: a frame holding a column family handle would otherwise keep
     RocksDB open (and its LOCK taken) after ``close()``, since the exception outlives the call
@@ -539,7 +539,10 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     the store's ``close()`` came while it still read or wrote (a snapshot build, an apply
     batch, a log read), and RocksDB stayed open in it: a store reopened at once (an
     in-process restart) was refused as "in use". The bound keeps a thread stuck for good (a
-    disk that never answers) from holding up the shutdown for good."""
+    disk that never answers) from holding up the shutdown for good.
+
+    ``discard``: called on the loop with what ``fn`` returned when its caller was cancelled,
+    once the thread has ended, to release what nobody will take (a snapshot's open file)."""
 
     def run() -> T:
         try:
@@ -564,13 +567,18 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
         if not fut.done():
             log.warning("a storage worker thread (%s) still runs %gs after its caller was cancelled; going on "
                         "without it", getattr(fn, "__qualname__", fn), CANCELLED_THREAD_WAIT)
-        fut.add_done_callback(_drop_outcome)
+        fut.add_done_callback(lambda f: _drop_outcome(f, discard))
         raise
 
 
-def _drop_outcome(fut: asyncio.Future[Any]) -> None:
-    """Retrieve the outcome of a call whose caller was cancelled (nobody wants it)."""
-    if not fut.cancelled():
-        fut.exception()
+def _drop_outcome(fut: asyncio.Future[Any], discard: Callable[[Any], object] | None = None) -> None:
+    """Retrieve the outcome of a call whose caller was cancelled (nobody wants it); what it
+    returned goes to ``discard``, if given (a failure there is logged)."""
+    if fut.cancelled() or fut.exception() is not None or discard is None:
+        return
+    try:
+        discard(fut.result())
+    except Exception:
+        log.exception("discarding the result of a storage call whose caller was cancelled")
 
 
