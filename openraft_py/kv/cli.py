@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import run_cli
@@ -657,6 +658,29 @@ def _missing_kv_extra(e: ModuleNotFoundError) -> str | None:
     return name if name in KV_EXTRA_MODULES + ("yarl", "multidict") else None
 
 
+@contextlib.contextmanager
+def _stdout_escaping_what_it_cannot_encode() -> Iterator[None]:
+    """Standard output with ``errors="backslashreplace"`` meanwhile (as Python's stderr
+    always is): a character its encoding cannot carry (``PYTHONIOENCODING=ascii``, a Latin-1
+    terminal; a value of ``kv get``, a path of ``cluster up``) is printed as a backslash
+    escape (``\\xe9``, ``\\u4e2d``), and so is a lone surrogate. It failed the verb with
+    ``UnicodeEncodeError`` after its work was done (exit 1). An encoding that carries the
+    text (UTF-8) prints it unchanged. The stream's own handler is put back afterwards."""
+    out = sys.stdout
+    errors = getattr(out, "errors", None)
+    if not isinstance(errors, str) or not hasattr(out, "reconfigure"):
+        yield  # not a text file of its own (a StringIO cannot fail to encode)
+        return
+    out.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        try:
+            out.reconfigure(errors=errors)  # flushes: a broken pipe is run_cli's to report
+        except (OSError, ValueError):
+            pass
+
+
 def _main(argv: Sequence[str] | None) -> int:
     # The package installs this script with or without the ``kv`` extra, and every verb,
     # ``--help`` and ``--version`` included, needs it (the parser imports the serve flags).
@@ -674,7 +698,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit as e:  # argparse: --help / --version (0) or a usage error (2)
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     try:
-        return int(args.run(args))
+        with _stdout_escaping_what_it_cannot_encode():
+            return int(args.run(args))
     except CliError as e:
         print(f"{_prog(args)}: error: {e}", file=sys.stderr)
         return e.code

@@ -301,3 +301,39 @@ async def test_a_reader_of_the_output_that_went_away_ends_the_verb_quietly(argv:
         await runner.cleanup()
     # (argparse ignores a failed write of --help: unbuffered, nothing is left to fail later)
     assert (code, err) == (0 if argv == ["--help"] and not buffered else 141, "")
+
+
+@pytest.mark.parametrize("encoding,printed", [
+    ("ascii", b"caf\\xe9 \\u4e2d \\u2603\n"),
+    ("latin-1", "café \\u4e2d \\u2603\n".encode("latin-1")),
+    ("utf-8", "café 中 ☃\n".encode()),
+])
+async def test_kv_get_prints_a_value_its_output_encoding_cannot_carry_escaped(encoding: str, printed: bytes) -> None:
+    """``kv get`` of a non-ASCII value with an output encoding that cannot carry it
+    (``PYTHONIOENCODING=ascii``, a Latin-1 terminal) failed after the read with a one-line
+    ``UnicodeEncodeError`` (exit 1). Now what the encoding cannot carry is printed as a
+    backslash escape, as Python's stderr does, and the verb exits 0; UTF-8 prints it as is.
+    A fake node on loopback answers."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(body="café 中 ☃".encode())
+
+    app = web.Application()
+    app.router.add_get("/kv/{key}", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    env = {**_env(), "PYTHONIOENCODING": encoding}
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        p = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "openraft_py.kv", "kv", "get", "k", "--endpoints",
+                             f"127.0.0.1:{port}", "--timeout", "10"], capture_output=True, env=env, timeout=30)
+    finally:
+        await runner.cleanup()
+    assert (p.returncode, p.stderr, p.stdout) == (0, b"", printed)
