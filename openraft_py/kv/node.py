@@ -31,6 +31,7 @@ from .. import validation as _v
 from ..config import Config
 from ..errors import ForwardToLeader, WaitTimeout
 from ..metrics import RaftMetrics
+from ..network._tcp_common import self_handshake
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
@@ -193,31 +194,6 @@ def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> by
     return data
 
 
-def _self_handshake(client: ssl.SSLContext, server: ssl.SSLContext, server_hostname: str | None = None) -> ssl.SSLObject:
-    """A TLS handshake in memory between ``client`` (dialling ``server_hostname``) and
-    ``server``; the client's ``SSLObject`` once it completed. ``ssl.SSLError`` from the side
-    that refused the other, with ``server_side`` set on it to say which."""
-    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=server_hostname)
-    s = server.wrap_bio(s_in, s_out, server_side=True)
-    done = {False: False, True: False}
-    for _ in range(16):  # a TLS 1.3 handshake takes 2 rounds, 1.2 takes 3
-        for side, obj, outbox, peer_in in ((False, c, c_out, s_in), (True, s, s_out, c_in)):
-            if not done[side]:
-                try:
-                    obj.do_handshake()
-                    done[side] = True
-                except ssl.SSLWantReadError:
-                    pass
-                except ssl.SSLError as e:
-                    e.server_side = side  # type: ignore[attr-defined]
-                    raise
-            peer_in.write(outbox.read())
-        if done[False] and done[True]:
-            return c
-    raise ssl.SSLError("the TLS handshake did not complete")
-
-
 def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
     """``ValueError`` unless the node's certificate would be taken by a peer configured as it
     is: verified as a server certificate against ``--tls-ca`` (else the system's CAs, as
@@ -237,7 +213,7 @@ def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
         trust = ("the system's CAs (no --tls-ca: this node's clients verify its peers against them too; "
                  "give the CA that signed the nodes with --tls-ca)")
     try:
-        client = _self_handshake(probe, server)
+        client = self_handshake(probe, server)
     except ssl.SSLError as e:
         why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
         role = "client" if getattr(e, "server_side", False) else "server"
@@ -266,7 +242,7 @@ def _warn_unless_named(opts: ServeOptions, probe: ssl.SSLContext, server: ssl.SS
         return
     probe.check_hostname = True
     try:
-        _self_handshake(probe, server, host)
+        self_handshake(probe, server, host)
     except ssl.SSLCertVerificationError as e:
         if e.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
             log.warning("--tls-cert %r does not name %r, the host of --raft-addr: peers dialling %s will refuse "

@@ -25,6 +25,7 @@ __all__ = [
     "cert_mismatch",
     "check_cert_binding",
     "check_count",
+    "check_server_certificate",
     "check_seconds",
     "foreign_protocol_hint",
     "http_refusal",
@@ -32,6 +33,7 @@ __all__ = [
     "node_id_from_cert",
     "node_uri",
     "parse_addr",
+    "self_handshake",
 ]
 
 log = logging.getLogger("openraft_py.network.tcp")
@@ -133,6 +135,52 @@ def check_cert_binding(ctx: ssl.SSLContext | None, peer_id_of_cert: PeerIdOfCert
     (no TLS, or ``verify_mode == CERT_NONE``): there would be no certificate to bind."""
     if peer_id_of_cert is not None and (ctx is None or ctx.verify_mode == ssl.CERT_NONE):
         raise ValueError(f"{who}: peer_id_of_cert needs an ssl context that verifies the peer's certificate")
+
+
+def self_handshake(client: ssl.SSLContext, server: ssl.SSLContext, server_hostname: str | None = None) -> ssl.SSLObject:
+    """A TLS handshake in memory between ``client`` (dialling ``server_hostname``) and
+    ``server``; the client's ``SSLObject`` once it completed. ``ssl.SSLError`` from the side
+    that refused the other, with ``server_side`` set on it to say which."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=server_hostname)
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {False: False, True: False}
+    for _ in range(16):  # a TLS 1.3 handshake takes 2 rounds, 1.2 takes 3
+        for side, obj, outbox, peer_in in ((False, c, c_out, s_in), (True, s, s_out, c_in)):
+            if not done[side]:
+                try:
+                    obj.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as e:
+                    e.server_side = side  # type: ignore[attr-defined]
+                    raise
+            peer_in.write(outbox.read())
+        if done[False] and done[True]:
+            return c
+    raise ssl.SSLError("the TLS handshake did not complete")
+
+
+def check_server_certificate(ctx: ssl.SSLContext, who: str) -> None:
+    """``ValueError`` if the server context ``ctx`` presents no certificate: it has none
+    (``load_cert_chain`` was not called) or none that a cipher it allows can use. Found by a
+    TLS handshake in memory with a client that verifies nothing, which such a server refuses
+    with "no shared cipher" (as it would every connection: the server started and refused
+    every peer, the hint in its log only). Any other refusal (a mutual-TLS server wants a
+    client certificate the probe has not) is not this check's business."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        self_handshake(probe, ctx)
+    except ssl.SSLError as e:
+        if getattr(e, "server_side", False) and e.reason == "NO_SHARED_CIPHER":
+            raise ValueError(
+                f"{who}: ssl has no certificate to present (call its load_cert_chain(certfile, keyfile)), or none "
+                "that a cipher it allows can use: every connection would be refused in the TLS handshake "
+                "(no shared cipher)"
+            ) from None
 
 
 def cert_mismatch(

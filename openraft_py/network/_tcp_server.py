@@ -32,6 +32,7 @@ from ._tcp_common import (
     check_cert_binding,
     check_count,
     check_seconds,
+    check_server_certificate,
     foreign_protocol_hint,
     http_refusal,
     log,
@@ -702,7 +703,9 @@ class TcpServer:
         - ``ssl``: a server ``ssl.SSLContext`` (TLS); with ``verify_mode = CERT_REQUIRED``
           a client without a certificate of the context's CAs is refused (mutual TLS). A
           client context (``ssl.create_default_context()``, ``PROTOCOL_TLS_CLIENT``) is a
-          ``ValueError``: no connection could start TLS on it.
+          ``ValueError``: no connection could start TLS on it; so is a server context with no
+          certificate to present (no ``load_cert_chain``), found by a TLS handshake in memory
+          (about 1 ms): every connection would be refused with "no shared cipher".
         - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
         - ``peer_id_of_cert``: binds client certificates to node ids (off by default; turn
           it on in production mutual TLS). A callable from the verified client certificate
@@ -872,6 +875,8 @@ class TcpServer:
         drain_timeout = check_seconds(drain_timeout, "drain_timeout", zero_ok=True)
         membership_check_interval = check_seconds(membership_check_interval, "membership_check_interval")
         check_cert_binding(ssl, peer_id_of_cert, "TcpServer")
+        if ssl is not None:  # last: a TLS handshake in memory, after the cheap checks
+            check_server_certificate(ssl, "TcpServer")
         config = getattr(raft, "config", None)
         if isinstance(config, Config):
             check_frame_size(config, max_frame_size, "TcpServer")

@@ -117,6 +117,25 @@ async def test_a_client_tls_context_is_refused() -> None:
         await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", ssl.create_default_context())
 
 
+@pytest.mark.parametrize("mtls", [False, True], ids=["tls", "mutual tls"])
+async def test_a_server_tls_context_without_a_certificate_is_refused(mtls: bool, pki: Any) -> None:
+    """A server context on which ``load_cert_chain`` was never called was taken, and every
+    connection was then refused in its TLS handshake ("no shared cipher", a hint in the log
+    only): the node started and no peer could reach it. Now ``start`` refuses it, saying so;
+    the same context with a certificate (and a mutual-TLS one, which the check's probe, with
+    no client certificate, does not satisfy) starts."""
+    bare = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if mtls:
+        bare.load_verify_locations(pki.path("ca.pem"))
+        bare.verify_mode = ssl.CERT_REQUIRED
+    with pytest.raises(ValueError, match=r"ssl has no certificate to present \(call its load_cert_chain"):
+        await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", bare)
+    with pytest.raises(ValueError, match="no certificate to present"):
+        await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", pki.server_ctx(mtls=mtls))
+    await server.close()
+
+
 class _BrokenContext(ssl.SSLContext):
     """A server context on which TLS cannot start (as a client context could not)."""
 
