@@ -289,6 +289,9 @@ def test_caught_up_means_within_replication_lag_threshold_entries(writes, refuse
 
 
 def test_waiting_change_gets_forward_to_leader_when_the_leader_steps_down():
+    """With ``outcome_unknown``: the joint entry was appended and may commit under the next
+    leader, which then completes the change (it was ``False``, "did not and will not take
+    effect", and a caller that believed it was told wrong)."""
     eng = committed_leader(learners=[4])
     eng.change_membership({1, 2, 4}, True, TX)
     eng.take_commands()
@@ -298,6 +301,7 @@ def test_waiting_change_gets_forward_to_leader_when_the_leader_steps_down():
     assert cmds[1] == StopReplication()
     (resp,) = responses_to(cmds, TX)
     assert isinstance(resp.value, ForwardToLeader) and resp.value.leader_id is None
+    assert resp.value.outcome_unknown, "the joint entry may still commit"
     assert len(cmds) == 3
     assert eng.leader is None
     eng.state.validate()

@@ -279,7 +279,10 @@ class VoteHandler(Handler):
 
     def become_following(self, now: float) -> None:
         """Drop any leader or candidate role; become a follower (voter) or learner. A leader
-        stops its replication streams and fails its waiting reads and membership change."""
+        stops its replication streams and fails its waiting reads and membership change (the
+        change with ``outcome_unknown``: its joint entry was appended, and may commit under
+        the next leader, which then completes the change). Its waiting writes are not failed
+        here: each is answered once this node learns whether its entry commits."""
         eng = self.eng
         leader = eng.leader
         if leader is not None:
@@ -288,7 +291,7 @@ class VoteHandler(Handler):
             for r in leader.reads:
                 self.output.append(Respond(r.tx, stepped_down))
             if leader.change_tx is not None:
-                self.output.append(Respond(leader.change_tx, stepped_down))
+                self.output.append(Respond(leader.change_tx, ForwardToLeader(None, None, outcome_unknown=True)))
             eng.leader = None
         eng.candidate = None
         eng.pre_candidate = None
