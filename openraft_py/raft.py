@@ -333,8 +333,13 @@ class Raft:
         """Replicate ``data`` as one log entry; return once it is committed and applied here,
         with what the state machine returned for it.
 
-        Raises ``ForwardToLeader`` on a node that is not the leader, or that stopped being
-        the leader before the entry committed (the write may or may not take effect then).
+        Raises ``ForwardToLeader`` on a node that is not the leader. A leader that steps down
+        before the entry commits keeps the call waiting until it learns the entry's fate: it
+        returns if the entry commits after all; ``ForwardToLeader`` with ``outcome_unknown=False``
+        if another leader's entry replaced it; with ``outcome_unknown=True`` if the node can no
+        longer tell (a snapshot installed over it, the node removed from the membership); the
+        node's ``Fatal`` error if it stops first. A leader cut off in a minority waits so until
+        the partition heals (see docs/concepts.md).
         ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
         ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
