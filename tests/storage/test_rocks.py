@@ -1346,6 +1346,26 @@ async def test_a_damaged_record_is_a_storage_error_naming_the_entry(
             assert f"reading log [{start}, {stop}) from {str(p)!r}" in str(ei.value)
 
 
+async def test_a_hole_in_the_middle_of_the_log_stops_raft_new_naming_the_store(tmp_path: Path) -> None:
+    """A missing index between the first and the last entry is not looked for at the store's
+    open (docs/design/durability.md: no exact check is cheap), which reports the two ends;
+    ``Raft.new`` reads the whole log at start and refuses it with ``StorageError`` naming the
+    store and the index, so no node starts on it."""
+    from openraft_py import Config, Raft
+    from openraft_py.network.router import Router
+    from openraft_py.storage.memory import MemStateMachine
+
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, [normal(1, 0), *entries(1, 1, 100)])
+    _tamper_entries(p, {}, (_key(50),))
+    async with RocksLogStore(p) as s:
+        assert (await s.get_log_state()).last_log_id == LogId(1, 99)
+        with pytest.raises(StorageError) as ei:
+            await asyncio.wait_for(Raft.new(1, Config(), Router().factory(1), s, MemStateMachine()), 10)
+        assert f"from {str(p)!r}" in str(ei.value) and "no entry at index 50" in str(ei.value), str(ei.value)
+
+
 @pytest.mark.parametrize(
     ("put", "delete", "error"),
     [
