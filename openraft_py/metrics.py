@@ -14,8 +14,8 @@ from .types import LogId, NodeId, ServerState, StoredMembership, Vote
 from .validation import check_index, check_node_id, check_seconds, check_voters
 from .wakeup import Wakeup
 
-# The heap of applied-index waiters is compacted (futures done before their index was reached
-# dropped) when it reaches this size, or twice the number left after the last compaction.
+# A heap of index waiters (``IndexWaiters``) is compacted (futures done before their index was
+# reached dropped) when it reaches this size, or twice the number left after the last compaction.
 _COMPACT_MIN = 64
 
 
@@ -50,26 +50,83 @@ class RaftMetrics(msgspec.Struct, frozen=True):
         )
 
 
+class IndexWaiters:
+    """Waiters for one index of a node (applied, last log, snapshot, purged) to reach a value:
+    a heap of ``(index, n, future)``, ``n`` making the entries unique, released by comparing
+    its top with the node's index (``index()``, read without building the metrics). So the
+    changes that do not reach a waiter's index do not wake it: a thousand waiters cost a
+    write nothing (woken at every change, each of a write's changes woke every one of them).
+
+    Invariant: every pending future handed out by ``add`` is in the heap. One given up on (a
+    timeout) stays until its index is reached or a compaction drops it (at ``_COMPACT_MIN``
+    entries, or twice the number left after the last one)."""
+
+    __slots__ = ("index", "heap", "_n", "_limit")
+
+    def __init__(self, index: Callable[[], int]) -> None:
+        self.index = index
+        """The node's index now (-1: none)."""
+        self.heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._n = 0
+        self._limit = _COMPACT_MIN
+
+    def add(self, index: int) -> asyncio.Future[None]:
+        """A future of the caller's own that ``release`` completes once the node's index is
+        at least ``index``. Cancelling it affects no other waiter."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heap = self.heap
+        heapq.heappush(heap, (index, self._n, fut))
+        self._n += 1
+        if len(heap) >= self._limit:
+            heap = self.heap = [w for w in heap if not w[2].done()]
+            heapq.heapify(heap)
+            self._limit = max(_COMPACT_MIN, 2 * len(heap))
+        return fut
+
+    def release(self, every: bool) -> None:
+        """Complete the futures whose index the node reached (every one if ``every``, or
+        when its index cannot be read: each waiter then reads the metrics and decides)."""
+        heap = self.heap
+        reached: float = math.inf
+        if not every:
+            try:
+                reached = self.index()
+            except Exception:  # noqa: BLE001 - a broken state: let every waiter look
+                reached = math.inf
+        while heap and heap[0][0] <= reached:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+
 class MetricsWatch:
     """Holds a node's metrics and wakes waiters when they change.
 
     Building a ``RaftMetrics`` costs microseconds and the state changes several times per
     write, so the value is built lazily: ``mark_changed()`` only flags it, and ``current``
     rebuilds it from the node's state when flagged.
+
+    The getters (each the node's index now, -1 for none, read without building the
+    metrics) key the waiters of ``at_least``: ``applied_index`` (the last applied entry),
+    ``log_index`` (the last log entry), ``snapshot_index`` and ``purged_index``. Without
+    one, ``at_least`` of that kind falls back to ``changed``.
     """
 
-    def __init__(self, build: Callable[[], RaftMetrics], applied_index: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        build: Callable[[], RaftMetrics],
+        applied_index: Callable[[], int] | None = None,
+        *,
+        log_index: Callable[[], int] | None = None,
+        snapshot_index: Callable[[], int] | None = None,
+        purged_index: Callable[[], int] | None = None,
+    ) -> None:
         self._build = build
-        # The node's applied index now (-1: nothing applied), read without building the
-        # metrics; ``None``: ``applied_at_least`` falls back to ``changed``.
-        self._applied_index = applied_index
-        # Waiters for an applied index (``applied_at_least``): a heap of (index, n, future),
-        # ``n`` making the entries unique. Invariant: every pending future handed out by
-        # ``applied_at_least`` is in it. One given up on (a timeout) stays until its index is
-        # reached or a compaction drops it.
-        self._by_applied: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._by_applied_n = 0
-        self._by_applied_limit = _COMPACT_MIN
+        getters = {"applied": applied_index, "log": log_index, "snapshot": snapshot_index, "purged": purged_index}
+        self._keyed: dict[str, IndexWaiters] = {k: IndexWaiters(g) for k, g in getters.items() if g is not None}
+        # The ones with waiters (``release_index_waiters`` looks at these only: none, the
+        # common case, costs a change one test).
+        self._waited: list[IndexWaiters] = []
         self._current = build()
         self.dirty = False
         """Whether the state changed since the metrics were last built (read-only outside
@@ -101,11 +158,11 @@ class MetricsWatch:
 
     def mark_changed(self) -> None:
         """The node's state changed: rebuild on the next read and wake every waiter (those
-        of ``applied_at_least`` once their index is applied)."""
+        of ``at_least`` once their index is reached)."""
         self.dirty = True
         self.waiters.wake()
-        if self._by_applied:
-            self.release_applied()
+        if self._waited:
+            self.release_index_waiters()
 
     def changed(self) -> asyncio.Future[None]:
         """A future of the caller's own that completes at the next change. Cancelling
@@ -113,42 +170,35 @@ class MetricsWatch:
         (``openraft_py.wakeup.Wakeup``)."""
         return self.waiters.wait()
 
-    def applied_at_least(self, index: int) -> asyncio.Future[None]:
+    def at_least(self, kind: str, index: int) -> asyncio.Future[None]:
         """A future of the caller's own that completes at the first change at which the
-        node's applied index is at least ``index``, or at which the node has stopped
-        (``fatal`` set). Unlike ``changed``, the other changes do not wake it: a thousand
-        readers waiting for their index cost a write nothing (with ``changed``, each of a
-        write's changes woke every one of them). Cancelling it affects no other waiter."""
-        if self._applied_index is None:
+        node's index of ``kind`` (``"applied"``, ``"log"``, ``"snapshot"``, ``"purged"``) is
+        at least ``index``, or at which the node has stopped (``fatal`` set). Unlike
+        ``changed``, the other changes do not wake it (``IndexWaiters``). Cancelling it
+        affects no other waiter. Without the getter of ``kind``: ``changed()``."""
+        keyed = self._keyed.get(kind)
+        if keyed is None:
             return self.changed()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heap = self._by_applied
-        heapq.heappush(heap, (index, self._by_applied_n, fut))
-        self._by_applied_n += 1
-        if len(heap) >= self._by_applied_limit:
-            heap = self._by_applied = [w for w in heap if not w[2].done()]
-            heapq.heapify(heap)
-            self._by_applied_limit = max(_COMPACT_MIN, 2 * len(heap))
-        return fut
+        if not keyed.heap:
+            self._waited.append(keyed)
+        return keyed.add(index)
 
-    def release_applied(self) -> None:
-        """Complete the ``applied_at_least`` futures whose index the node has applied (every
-        one once the node stopped, or when its applied index cannot be read: each waiter
-        then reads the metrics and decides). Called at each change, also by a publisher
-        that skips ``mark_changed`` (the metrics already marked, no ``changed`` waiter)."""
-        heap = self._by_applied
-        if not heap:
+    def applied_at_least(self, index: int) -> asyncio.Future[None]:
+        """``at_least("applied", index)``: what a linearizable read waits on."""
+        return self.at_least("applied", index)
+
+    def release_index_waiters(self) -> None:
+        """Complete the ``at_least`` futures whose index the node reached (every one once
+        the node stopped). Called at each change, also by a publisher that skips
+        ``mark_changed`` (the metrics already marked, no ``changed`` waiter)."""
+        waited = self._waited
+        if not waited:
             return
-        applied: float = math.inf
-        if self.fatal is None and self._applied_index is not None:
-            try:
-                applied = self._applied_index()
-            except Exception:  # noqa: BLE001 - a broken state: let every waiter look
-                applied = math.inf
-        while heap and heap[0][0] <= applied:
-            fut = heapq.heappop(heap)[2]
-            if not fut.done():
-                fut.set_result(None)
+        every = self.fatal is not None
+        for keyed in waited:
+            keyed.release(every)
+        if not all(keyed.heap for keyed in waited):
+            self._waited = [keyed for keyed in waited if keyed.heap]
 
 
 class Wait:
@@ -218,7 +268,11 @@ class Wait:
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last log index is ``>= index``."""
         check_index(index, "index")
-        return await self.metrics(lambda m: m.last_log_index >= index, msg or f"log index >= {index}")
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(
+            lambda m: m.last_log_index >= index, msg or f"log index >= {index}", lambda: self._watch.at_least("log", index)
+        )
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last applied index is ``>= index``."""
@@ -228,7 +282,7 @@ class Wait:
         return await self._until(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
-            lambda: self._watch.applied_at_least(index),
+            lambda: self._watch.at_least("applied", index),
         )
 
     async def snapshot(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -241,9 +295,12 @@ class Wait:
         raises ``WaitTimeout`` after ``timeout`` seconds, ``Fatal`` if the node stops first.
         """
         index = _index_of(log_id)
-        return await self.metrics(
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(
             lambda m: m.snapshot is not None and m.snapshot.index >= index,
             msg or f"snapshot index >= {index}",
+            lambda: self._watch.at_least("snapshot", index),
         )
 
     async def purged(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -256,9 +313,12 @@ class Wait:
         first.
         """
         index = _index_of(log_id)
-        return await self.metrics(
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(
             lambda m: m.purged is not None and m.purged.index >= index,
             msg or f"purged index >= {index}",
+            lambda: self._watch.at_least("purged", index),
         )
 
     async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:

@@ -244,15 +244,15 @@ async def test_applied_waiters_wake_when_their_index_is_applied_or_the_node_stop
     watch.mark_changed()
     assert futs[1].done() and futs[2].cancelled() and not futs[3].done() and not futs[7].done()
     applied[0] = 5
-    watch.release_applied()  # as a publisher that skips mark_changed
+    watch.release_index_waiters()  # as a publisher that skips mark_changed
     assert futs[3].done() and not futs[7].done()
     for _ in range(1000):  # given up on before their index: compacted away
         watch.applied_at_least(10**9).cancel()
-    assert len(watch._by_applied) < 200
+    assert len(watch._keyed["applied"].heap) < 200
     watch.fatal = Fatal("stopped")
     watch.mark_changed()
     assert futs[7].done()
-    assert not watch._by_applied or all(w[2].done() for w in watch._by_applied)
+    assert not watch._keyed["applied"].heap or all(w[2].done() for w in watch._keyed["applied"].heap)
 
 
 async def test_applied_waiters_without_an_applied_index_wake_at_every_change() -> None:
@@ -260,3 +260,38 @@ async def test_applied_waiters_without_an_applied_index_wake_at_every_change() -
     fut = watch.applied_at_least(5)
     watch.mark_changed()
     assert fut.done()
+
+
+@pytest.mark.parametrize("kind,field,value", [
+    ("log", "last_log_index", lambda i: i),
+    ("snapshot", "snapshot", lambda i: LogId(1, i)),
+    ("purged", "purged", lambda i: LogId(1, i)),
+])
+async def test_index_waits_sleep_until_their_index_is_reached(kind: str, field: str, value: Any) -> None:
+    """``log_index_at_least``, ``snapshot`` and ``purged`` with the watch's getter of that
+    index: a waiter reads the metrics at its start and once its index is reached (or the
+    node stops), not at every change (each of a write's changes woke every one of them: a
+    thousand pending waiters made 300 writes take 1.5-2 s instead of 30 ms)."""
+    n = FakeNode()
+    index = [-1]
+    n.watch = MetricsWatch(n.build, **{f"{kind}_index": lambda: index[0]})
+    waits = {"log": lambda w, i: w.log_index_at_least(i), "snapshot": lambda w, i: w.snapshot(i),
+             "purged": lambda w, i: w.purged(i)}
+    far = asyncio.ensure_future(waits[kind](n.wait(None), 10**6))
+    near = asyncio.ensure_future(waits[kind](n.wait(None), 5))
+    await asyncio.sleep(0)
+    builds = n.builds
+    for i in range(5):  # changes below either index: nobody wakes, nothing is rebuilt
+        index[0] = i
+        n.set(**{field: value(i)})
+        await asyncio.sleep(0)
+    assert n.builds == builds and not near.done()
+    index[0] = 5
+    n.set(**{field: value(5)})
+    m = await asyncio.wait_for(near, 1)
+    assert getattr(m, field) == value(5) and not far.done()
+    assert n.builds == builds + 1, "only the woken waiter read the metrics"
+    n.watch.fatal = Fatal("stopped")
+    n.set(running=False)
+    with pytest.raises(Fatal):
+        await asyncio.wait_for(far, 1)

@@ -77,9 +77,9 @@ class Publisher:
         if not force and watch.dirty and watch.waiters.first is None:
             # Marked already, and nobody waits (a busy node whose metrics nobody reads):
             # what the branch below would do, without its calls; but a waiter for an
-            # applied index may be due (``applied_at_least``).
+            # index may be due (``MetricsWatch.at_least``).
             self._key = ()
-            watch.release_applied()
+            watch.release_index_waiters()
             return
         if force or not watch.waited_on():
             self._key = ()

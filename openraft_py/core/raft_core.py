@@ -209,7 +209,13 @@ class RaftCore:
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
         self.fatal: Fatal | None = None
-        self.watch = MetricsWatch(self._build_metrics, self._applied_index)
+        self.watch = MetricsWatch(
+            self._build_metrics,
+            self._applied_index,
+            log_index=self._log_index,
+            snapshot_index=self._snapshot_index,
+            purged_index=self._purged_index,
+        )
         self.metrics = metrics_view.Publisher(engine, self.watch)
         self._stopping = False
         # Whether ``_run`` began (a task cancelled before its first step never runs its
@@ -932,9 +938,24 @@ class RaftCore:
     # -- metrics -------------------------------------------------------------------------------
 
     def _applied_index(self) -> int:
-        """The index of the last applied entry, -1 for none (``MetricsWatch.applied_at_least``)."""
+        """The index of the last applied entry, -1 for none (``MetricsWatch.at_least``)."""
         applied = self.engine.state.applied
         return -1 if applied is None else applied.index
+
+    def _log_index(self) -> int:
+        """The last log index, -1 for none (``MetricsWatch.at_least``)."""
+        return self.engine.state.last_index()
+
+    def _snapshot_index(self) -> int:
+        """The index of the last entry the current snapshot covers, -1 for none
+        (``MetricsWatch.at_least``)."""
+        snapshot = self.engine.state.snapshot
+        return -1 if snapshot is None else snapshot.index
+
+    def _purged_index(self) -> int:
+        """The last purged index, -1 for none (``MetricsWatch.at_least``)."""
+        purged = self.engine.state.purged_log_id()
+        return -1 if purged is None else purged.index
 
     def _build_metrics(self) -> RaftMetrics:
         """The node's metrics. On a stopped node whose engine state cannot be read any more
