@@ -409,20 +409,22 @@ class Raft:
 
     @property
     def metrics(self) -> RaftMetrics:
-        """The latest metrics of this node. Not a coroutine, but, as every method, read on the
-        node's loop: ``RuntimeError`` from another thread or loop, or outside one (from
-        another thread: ``asyncio.run_coroutine_threadsafe`` of a coroutine that reads it)."""
-        if _get_ident() != self._thread or not self._loop.is_running():
-            self._check_loop()  # raises: not on this node's loop
+        """The latest metrics of this node. Not a coroutine, but read on the thread of the
+        node's loop: ``RuntimeError`` from another thread (there, use
+        ``asyncio.run_coroutine_threadsafe`` of a coroutine that reads it). On that thread it
+        may also be read while the loop does not run (after ``run_until_complete`` returned,
+        to see how a node ended): nothing changes the metrics then."""
+        if _get_ident() != self._thread:
+            self._check_loop()  # raises: not on this node's thread
         return self._core.watch.current
 
     def is_leader(self) -> bool:
-        """Whether this node is the leader right now (not a coroutine; on the node's loop,
+        """Whether this node is the leader right now (not a coroutine; on the node's thread,
         as ``metrics``)."""
         return self.metrics.state == ServerState.LEADER
 
     def current_leader(self) -> NodeId | None:
-        """The leader this node knows of, or ``None`` (not a coroutine; on the node's loop,
+        """The leader this node knows of, or ``None`` (not a coroutine; on the node's thread,
         as ``metrics``)."""
         return self.metrics.current_leader
 
