@@ -203,6 +203,93 @@ async def test_failed_fast_path_fsync_fails_the_store(tmp_path: Path, monkeypatc
 
 
 @needs_aio
+async def test_an_fsync_that_succeeds_after_a_failed_one_acknowledges_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "fsyncgate" rule: after a failed fsync the kernel may have dropped the pages it
+    could not write, so a later fsync of the WAL can succeed without them on disk. Two
+    fast-path writes whose fsyncs are in flight together, the first failing with EIO and
+    the second succeeding: the second is not acknowledged either, and the mark stays."""
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        for i in range(3):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+        mark_before = store._writer._mark.seqno
+        real_reap = AioFsync.reap
+        completed: list[tuple[int, OSError | None]] = []
+
+        def first_fails(self: AioFsync) -> list[tuple[int, OSError | None]]:
+            # Held until both requests completed, then handed over in write order: the
+            # first one failed, the second one succeeded.
+            completed.extend(real_reap(self))
+            if len(completed) < 2:
+                return []
+            (first, _), *rest = sorted(completed, key=lambda c: c[0])
+            return [(first, OSError(errno.EIO, "fsync: injected EIO")), *rest]
+
+        monkeypatch.setattr(AioFsync, "reap", first_fails)
+        fast_before = store._writer.fast_writes
+        first = await append(store, 3)
+        second = await append(store, 4)
+        err1 = await asyncio.wait_for(first, 10)
+        err2 = await asyncio.wait_for(second, 10)
+        assert len(completed) == 2  # both fsyncs were in flight together
+        assert isinstance(err1, StorageError) and "EIO" in str(err1)
+        assert isinstance(err2, StorageError) and "EIO" in str(err2)  # its own fsync succeeded
+        assert store._writer.fast_writes == fast_before
+        assert store._writer._mark.seqno == mark_before
+    finally:
+        try:
+            await store.aclose()
+        except StorageError:
+            pass
+
+
+@needs_aio
+async def test_a_group_made_durable_while_a_fast_path_fsync_fails_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread makes a group durable while a fast-path write's fsync, in flight
+    in the kernel, fails: the group's own fsync succeeding afterwards proves nothing (the
+    "fsyncgate" rule), so it fails with the fast path's error."""
+    from openraft_py.storage.rocks.wal import WalSyncer
+
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        for i in range(3):
+            assert await asyncio.wait_for(await append(store, i), 10) is None
+        fast_failed = threading.Event()
+        real_reap = AioFsync.reap
+        real_sync = WalSyncer.sync
+
+        def failing_reap(self: AioFsync) -> list[tuple[int, OSError | None]]:
+            got = [(token, OSError(errno.EIO, "fsync: injected EIO")) for token, _ in real_reap(self)]
+            if got:
+                loop.call_soon(fast_failed.set)  # once the failure was taken in
+            return got
+
+        def sync_after_the_failure(self: WalSyncer) -> bool:
+            assert fast_failed.wait(10)
+            return real_sync(self)
+
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(AioFsync, "reap", failing_reap)
+        monkeypatch.setattr(WalSyncer, "sync", sync_after_the_failure)
+        fast = await append(store, 3)  # written on the loop, its fsync handed to the kernel
+        big: asyncio.Future[BaseException | None] = loop.create_future()
+        # Too large for the fast path: the thread writes it.
+        await store.append([ent(i) for i in range(4, 5 + WRITE_NOW_MAX)], IOFlushed(big.set_result, loop))
+        assert isinstance(await asyncio.wait_for(fast, 10), StorageError)
+        err = await asyncio.wait_for(big, 10)
+        assert isinstance(err, StorageError) and "EIO" in str(err)
+    finally:
+        try:
+            await store.aclose()
+        except StorageError:
+            pass
+
+
+@needs_aio
 async def test_close_finishes_the_fast_path_writes_in_flight(tmp_path: Path) -> None:
     path = tmp_path / "log"
     store = RocksLogStore(path)

@@ -46,7 +46,8 @@ class GroupWriter:
     builds one in the writer thread (so the caller's loop does not pay for building it).
     ``done(error_or_None)`` is called from the writer thread once the batch (and every batch
     queued before it) is durable, or with the error. After a failed write every later batch
-    fails too (the log's order could not be kept otherwise).
+    fails too (the log's order could not be kept otherwise), also one whose own durability
+    step succeeded after a failed fsync (``_check_not_failed``).
 
     Durability step (``sync=True``): with ``wal`` (a ``WalSyncer``) every batch of the group
     is written with ``sync=False`` and then the WAL files are fsynced outside RocksDB; without
@@ -335,6 +336,19 @@ class GroupWriter:
                 os.close(fd)
             self._finish_write(seq, done, err)
 
+    def _check_not_failed(self) -> BaseException | None:
+        """After a durability step that succeeded: the error of an earlier failed write or
+        fsync of the store, if any (``None``: the step's success can be trusted).
+
+        The "fsyncgate" rule: after a failed fsync, the kernel may have dropped the dirty
+        pages it could not write (marked clean, the error reported once), so a later fsync of
+        the same file succeeds without the lost data being on disk. A write whose own fsync
+        succeeded after another one failed, or while it was failing (fast-path fsyncs run
+        in the kernel while the thread makes a group durable), is therefore not known to
+        be durable: it is never acknowledged, and the mark is not moved for it."""
+        with self._cond:
+            return self._failed
+
     def _write_built(self, build: Callable[[], WriteBatch]) -> BaseException | None:
         """Write ``build()`` (no sync); the error if it failed."""
         try:
@@ -360,7 +374,11 @@ class GroupWriter:
 
     def _finish_write(self, seq: int, done: Callable[[BaseException | None], None], err: BaseException | None) -> None:
         """A fast-path write is durable up to ``seq`` (or failed with ``err``): record the
-        mark, then acknowledge it."""
+        mark, then acknowledge it. Once any write or fsync of the store failed, a later
+        fsync's success proves nothing (see ``_check_not_failed``): the write fails with
+        that error."""
+        if err is None:
+            err = self._check_not_failed()
         if err is None:
             try:
                 # Durable up to ``seq``: recorded before the write is acknowledged.
@@ -425,7 +443,13 @@ class GroupWriter:
             self._finish_fast(token, err)
         self._aio = None
 
-    def _write_group(self, group: list[tuple[Any, Callable[[BaseException | None], None]]], durable: bool) -> None:
+    def _write_group(
+        self, group: list[tuple[Any, Callable[[BaseException | None], None]]], durable: bool
+    ) -> BaseException | None:
+        """Write ``group`` and make it durable (``durable``; see the class docstring). Raises
+        what a write or the durability step raised; returns the error of a fast-path write
+        that failed meanwhile (the step's success is not trusted then: ``_check_not_failed``),
+        else ``None``."""
         db = self._db
         if not durable and self._sync:
             # Only writes that need no durability: no fsync, and no mark (see the class
@@ -435,7 +459,7 @@ class GroupWriter:
                 if item is not None:
                     db.write(item if isinstance(item, WriteBatch) else item(), nosync)
             self._unsynced = True
-            return
+            return None
         wal = self._wal if self._sync else None
         nosync = self._nosync_opts
         last = len(group) - 1
@@ -459,10 +483,14 @@ class GroupWriter:
         if wal is not None and not wal.sync():
             self.fallbacks += 1
             db.flush_wal(True)  # no WAL file where expected: let RocksDB sync it
+        failed = self._check_not_failed()  # a fast-path fsync failed meanwhile
+        if failed is not None:
+            return failed
         # Durable (or, with sync=False, written to the OS) up to here: record it before the
         # group is acknowledged.
         self._unsynced = False
         self._mark.record(db.latest_sequence_number())
+        return None
 
     def _sync_unsynced(self) -> None:
         """At close: make the writes of trailing lazy groups durable and record the mark."""
@@ -493,10 +521,12 @@ class GroupWriter:
             err: BaseException | None = self._failed
             if err is None:
                 try:
-                    self._write_group(group, durable)
-                    if durable or not self._sync:
+                    # (An error returned: a fast-path fsync failed meanwhile, so this
+                    # group's durability is not known: it fails with that error.)
+                    err = self._write_group(group, durable)
+                    if err is None and (durable or not self._sync):
                         self.groups += 1
-                    else:
+                    elif err is None:
                         self.lazy_groups += 1
                 except BaseException as e:  # noqa: BLE001 - reported to every waiter
                     clear_frames(e)
