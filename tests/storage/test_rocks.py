@@ -1039,6 +1039,38 @@ async def test_ack_mark_is_recorded_per_group(tmp_path: Path) -> None:
     assert seqno >= 500 + 2
 
 
+@pytest.mark.parametrize(
+    ("how", "kw"),
+    [("wal", {}), ("rocksdb", {"fsync_mode": "rocksdb"}), ("unsynced", {"sync": False})],
+)
+@pytest.mark.parametrize("batch", [1, 600], ids=["small", "large"])
+async def test_a_log_store_whose_directory_is_removed_acknowledges_nothing_more(
+    tmp_path: Path, how: str, kw: dict[str, Any], batch: int
+) -> None:
+    """``rm -rf`` of a running store's directory: RocksDB goes on writing into files that no
+    longer have a name, and every write succeeded and was acknowledged, though the next start
+    would find an empty directory (a node forgetting its log and its vote). Each write after
+    the removal now fails with ``StorageError`` naming the deleted mark file and ENOENT."""
+    path = tmp_path / "log"
+    s = RocksLogStore(path, **kw)
+    try:
+        await append_durable(s, entries(1, 0, 3))
+        shutil.rmtree(path)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        await s.append(entries(1, 3, 3 + batch), IOFlushed(done.set_result, loop))
+        err = await asyncio.wait_for(done, 10)
+        assert isinstance(err, StorageError), err
+        assert "[Errno 2]" in str(err) and str(path / "OPENRAFT-ACKED") in str(err), err
+        with pytest.raises(StorageError, match="was deleted while the store is open"):
+            await asyncio.wait_for(s.save_vote(Vote.new(1, 1)), 10)
+    finally:
+        try:
+            await s.aclose()
+        except StorageError:
+            pass
+
+
 async def test_ack_mark_file_damage(tmp_path: Path) -> None:
     """One spoiled slot (a torn write) is survived; both spoiled, or the file missing from a
     store that has one, is ``StorageError``."""

@@ -177,6 +177,49 @@ async def test_node_with_damaged_wal_is_refused_and_the_cluster_goes_on(tmp_path
         f.close_all()
 
 
+async def test_a_node_whose_log_directory_is_removed_stops_and_the_cluster_goes_on(tmp_path: Path) -> None:
+    """A follower's log directory removed (``rm -rf``) while it runs: it stops at its next
+    write with ``StorageError`` naming the deleted ``OPENRAFT-ACKED`` and ENOENT (it went on
+    acknowledging appends into files without a name: its next start would have found none of
+    them); the two others keep committing, and their logs agree."""
+    import shutil
+
+    from openraft_py.errors import StorageError
+
+    f = RocksFactories(tmp_path)
+    config = Config(election_timeout_min=150, election_timeout_max=300, heartbeat_interval=50)
+    c = Cluster(config, seed=13, disk=f.disk, log_store=f.log_store, state_machine=f.state_machine)
+    try:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        for i in range(10):
+            await c.nodes[leader].client_write(encode_kv(KvSet(f"k{i}", f"v{i}")))
+        victim = next(n for n in (3, 2, 1) if n != leader)
+        raft = c.nodes[victim]
+        log_dir = f.disk(victim).log_path
+        shutil.rmtree(log_dir)
+        for i in range(10, 20):
+            await write_on_leader(c, encode_kv(KvSet(f"k{i}", f"v{i}")), timeout=10)
+        with pytest.raises(StorageError) as ei:
+            await raft.wait(10).metrics(lambda m: False, "the victim stops")  # its error, once it stopped
+        assert "[Errno 2]" in str(ei.value) and str(log_dir / "OPENRAFT-ACKED") in str(ei.value)
+        rest = sorted(n for n in c.nodes if n != victim)
+        resp = await write_on_leader(c, encode_kv(KvSet("after", "x")), timeout=10)
+        await c.wait_applied(resp.log_id.index, timeout=10, ids=rest)
+        logs = [await c.log_stores[n].try_get_log_entries(0, resp.log_id.index + 1) for n in rest]
+        assert logs[0] == logs[1] and len(logs[0]) == resp.log_id.index + 1
+    finally:
+        await c.shutdown()
+        for stores in f.open.values():
+            for store in stores:
+                try:
+                    if store is not None:
+                        store.close()
+                except StorageError:
+                    pass  # the victim's stores: their directory is gone
+        f.open.clear()
+
+
 MEMBERS = Membership.new([{1, 2, 3}], {1: BasicNode(), 2: BasicNode(), 3: BasicNode()})
 LEADER_VOTE = Vote.new(1, 1, True)
 

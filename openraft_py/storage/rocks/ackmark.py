@@ -4,6 +4,7 @@ write (``AckMark``, the file ``OPENRAFT-ACKED``). See "Corruption" in
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -110,12 +111,24 @@ class AckMark:
     def record(self, seqno: int) -> None:
         """Every write up to ``seqno`` is durable (for the log store with ``sync=False``:
         written to the OS); record it, in the slot not holding the current mark. A ``seqno``
-        not beyond the mark is a no-op (no system call)."""
+        not beyond the mark is a no-op (no system call).
+
+        Raises ``FileNotFoundError`` naming the file when it was deleted while open (its
+        link count is 0): the database directory was removed (``rm -rf``) under the running
+        store, whose writes still succeed into files that no longer have a name, and the
+        next start would find none of them. So the writes are not acknowledged."""
         if seqno <= self.seqno:
             return
         with self._lock:
             if seqno <= self.seqno:
                 return
+            if os.fstat(self._fd).st_nlink == 0:
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    "the acknowledged mark was deleted while the store is open (the database directory was "
+                    "removed?): what is written now would not be there at the next start",
+                    self.path,
+                )
             generation = self.generation + 1
             os.pwrite(self._fd, _ack_slot(generation, seqno), _ACK_OFFSETS[generation & 1])
             self.generation = generation
