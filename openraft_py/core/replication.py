@@ -301,6 +301,7 @@ class ReplicationCore:
         "_submitted",
         "_next_call",
         "_refused_snapshot",
+        "_matched",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -315,6 +316,9 @@ class ReplicationCore:
         # The id of the last snapshot the target refused (its refusal was logged at WARNING:
         # once per snapshot, not at every resend).
         self._refused_snapshot: str | None = None
+        # The greatest index the target acknowledged matching (as the engine's
+        # ``ProgressEntry.matched``): a refused ``prev_log_id`` at or below it is logged.
+        self._matched = -1
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -435,7 +439,7 @@ class ReplicationCore:
             if result.success:
                 self._report(Matched(self.target, self.vote, gen, result.matching, sent_at))
             else:
-                self._report_refusal(result, gen, sent_at)
+                self._report_refusal(result, gen, sent_at, start)
         else:
             self._unreachable(_not_a_response(result, AppendEntriesResponse), gen, start)
 
@@ -488,6 +492,10 @@ class ReplicationCore:
 
     def _report(self, result: ReplicationResult | Progress) -> None:
         if not self.stopped:
+            if isinstance(result, (Matched, SnapshotSent, Progress)):
+                matching = result.matching
+                if matching is not None and matching.index > self._matched:
+                    self._matched = matching.index
             self.env.notify(result)
 
     def _pass_turn(self, turn: int) -> None:
@@ -543,7 +551,7 @@ class ReplicationCore:
             if resp.success:
                 self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
             else:
-                self._report_refusal(resp, c.gen, sent_at)
+                self._report_refusal(resp, c.gen, sent_at, start)
         finally:
             if self._issued == turn:  # an early exit (or an error) before the last request
                 self._pass_turn(turn)
@@ -571,7 +579,7 @@ class ReplicationCore:
         if resp.success:
             self._report(Matched(self.target, self.vote, c.gen, resp.matching, call.sent_at))
         else:
-            self._report_refusal(resp, c.gen, call.sent_at)
+            self._report_refusal(resp, c.gen, call.sent_at, c.start)
 
     async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
         """Send the leading parts of ``entries``, one request per budget, each once the one
@@ -597,7 +605,7 @@ class ReplicationCore:
                 self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
                 return None
             if not resp.success:
-                self._report_refusal(resp, c.gen, sent_at)
+                self._report_refusal(resp, c.gen, sent_at, start)
                 return None
             if self.stopped:
                 return None
@@ -641,11 +649,22 @@ class ReplicationCore:
             log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
         self._report(Unreachable(self.target, self.vote, gen, start))
 
-    def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float) -> None:
+    def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float, start: int) -> None:
+        """The target refused the request of generation ``gen`` whose entries start at
+        ``start``: a greater vote (``Rejected``) or a ``prev_log_id`` it does not hold
+        (``Conflict``). One at or below what it acknowledged matching means its log lost
+        entries: logged at WARNING, once (the engine starts its progress over)."""
         if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
             self._report(Rejected(self.target, self.vote, gen, resp.vote))
-        else:
-            self._report(Conflict(self.target, self.vote, gen, resp.conflict_hint, sent_at))
+            return
+        if 0 < start <= self._matched + 1:
+            log.warning(
+                "node %s: node %s no longer holds entry %d, which it had acknowledged: its log lost entries "
+                "(its storage was lost, or restored from an older copy); replicating to it again from index %d",
+                self.env.node_id, self.target, start - 1, resp.conflict_hint,
+            )
+            self._matched = -1
+        self._report(Conflict(self.target, self.vote, gen, resp.conflict_hint, sent_at, start))
 
     async def _send_snapshot(self, c: SendSnapshot) -> None:
         env = self.env

@@ -15,7 +15,9 @@ types below, which ``Engine.handle_replication_result`` feeds back into the entr
     snapshotting: one SendSnapshot in flight
 
 - **Matched**: the follower's log matches the leader's up to ``matched`` (an index; ``-1``:
-  nothing known). It only grows.
+  nothing known). It only grows, unless the follower refuses a ``prev_log_id`` at or below
+  it: its log lost entries it had acknowledged (its storage was lost or restored from an
+  older copy), and ``matched`` starts again from nothing (the commit never moves back).
 - **Next index**: the first index not yet sent in the current generation. A new entry
   starts optimistic (the leader's last index + 1, or its blank entry's).
 - **Generation** (``gen``): a conflict, an error or a snapshot starts a new one; the results
@@ -124,16 +126,19 @@ class Matched(ReplicationResult):
 
 class Conflict(ReplicationResult):
     """The follower refused an AppendEntries sent at ``sent_at``: its log does not hold the
-    request's ``prev_log_id``; ``hint`` is the next index to try (fast back-off)."""
+    request's ``prev_log_id``; ``hint`` is the next index to try (fast back-off). ``start``
+    is the request's first index (its ``prev_log_id`` is at ``start - 1``); ``-1``: not
+    known."""
 
-    __slots__ = ("hint", "sent_at")
+    __slots__ = ("hint", "sent_at", "start")
 
-    def __init__(self, target: NodeId, session: Vote, gen: int, hint: int, sent_at: float) -> None:
+    def __init__(self, target: NodeId, session: Vote, gen: int, hint: int, sent_at: float, start: int = -1) -> None:
         self.target = target
         self.session = session
         self.gen = gen
         self.hint = hint
         self.sent_at = sent_at
+        self.start = start
 
 
 class Unreachable(ReplicationResult):

@@ -256,7 +256,8 @@ class Network:
         elif resp.vote != v and not v.is_ge(resp.vote):
             r = Rejected(target, v, tx.gen, resp.vote)
         else:
-            r = Conflict(target, v, tx.gen, resp.conflict_hint, tx.sent_at)
+            prev = tx.req.prev_log_id
+            r = Conflict(target, v, tx.gen, resp.conflict_hint, tx.sent_at, 0 if prev is None else prev.index + 1)
         self.engines[n].handle_replication_result(r)
 
     def stabilize(self, max_steps: int = 10_000) -> None:

@@ -136,6 +136,26 @@ def test_conflict_hint_moves_next_back_but_never_below_the_match():
     assert eng.take_commands() == [Replicate(2, 3, lid(2, 5), 6, 7, lid(2, 5))]
 
 
+def test_a_follower_that_lost_acknowledged_entries_is_replicated_to_again_from_its_hint():
+    """The follower acknowledged matching up to 2-5, then lost its log (its storage wiped or
+    restored from an older copy while it was down) and refuses a request whose prev_log_id
+    (2-5) it had matched. Its progress starts over from its hint (its log ends at 1-1), and
+    the commit stays. Resending from matched + 1 conflicted again at once, for good: the
+    leader probed in a busy loop and the follower never caught up."""
+    eng = make_idle_leader(voters={1, 2}, log=[(0, 0), (1, 1), (1, 2), (1, 3), (1, 4)], vote=(1, 2))
+    L2 = vote(2, 1, True)
+    write(eng, 1)
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(2, 5), 6, 7, lid(2, 5))]
+    committed = eng.state.committed
+    eng.handle_replication_result(Conflict(2, L2, 1, 2, 1.0, 6))
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 7, lid(2, 5))], "from the hint, 2"
+    assert eng.leader.replication[2].matched == -1 and eng.leader.progress.as_dict()[2] == -1
+    assert eng.state.committed == committed, "the commit never moves back"
+    eng.handle_replication_result(Matched(2, L2, 2, lid(2, 6), 2.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(2, 6))]
+    assert eng.leader.replication[2].matched == 6
+
+
 def test_conflict_hint_jumps_back_over_a_whole_term():
     eng = make_leader(voters={1, 2}, log=[(0, 0), (1, 1), (1, 2), (1, 3), (1, 4)], vote=(1, 2))
     L2 = vote(2, 1, True)

@@ -12,6 +12,8 @@ feeds back what the runtime reports:
     ------           ------------------                         ---------------------------
     Matched          probing ends (pipelining)                  slot freed; matched; ack
     Conflict         new gen, next = max(hint, matched + 1)     slot freed; ack
+                     (prev_log_id at or below matched: the
+                     follower lost entries, matched = -1)
     Unreachable      new gen from matched + 1 (or the same      slot freed
                      start), back off a heartbeat interval
     EntriesPurged    new gen from the same start (a snapshot)   slot freed
@@ -167,8 +169,18 @@ class ReplicationHandler(LeadingHandler):
                 if cur is not None:
                     cur.probing = False
                 self.handle_progress(r.target, matching, sent_at)
-            case Conflict(hint=hint, sent_at=sent_at):
+            case Conflict(hint=hint, sent_at=sent_at, start=start):
                 if cur is not None:
+                    if 0 < start <= cur.matched + 1:
+                        # The follower does not hold the entry at ``start - 1``, which it
+                        # acknowledged matching: its log lost entries (its storage was lost,
+                        # or restored from an older copy, while it was down). Nothing is
+                        # known of it any more; resend from its hint. (From ``matched + 1``,
+                        # every probe conflicted again at once, for good: a busy loop, and
+                        # the follower never caught up.)
+                        cur.matched = -1
+                        if r.target in leader.progress.as_dict():
+                            leader.progress.reset(r.target, -1)  # the commit never moves back
                     cur.restart(leader.new_gen(), max(hint, cur.matched + 1))
                 self.handle_progress(r.target, None, sent_at)
             case Unreachable(start=start):
