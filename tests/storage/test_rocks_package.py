@@ -143,6 +143,34 @@ def test_durable_temp_leaves_no_file_behind(tmp_path: Path) -> None:
     assert (tmp_path / "target").read_bytes() == b"whole"
 
 
+def test_durable_temp_whose_disk_refuses_the_write_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A write refused by the file system (here EFBIG, a file size limit, as a full disk
+    refuses with ENOSPC) inside the block: the buffered bytes it left make the file's close
+    fail too. The block's own error is raised and the partial file is deleted (the close's
+    error went past the delete: a snapshot build on a full disk left its partial
+    ``build-*.tmp``, taking the space, until the next open)."""
+    child = (
+        "import os, resource, signal, sys\n"
+        "from openraft_py.storage.rocks.files import durable_temp\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "try:\n"
+        "    with durable_temp(sys.argv[1], prefix='build-') as tmp:\n"
+        "        for _ in range(100):\n"
+        "            tmp.file.write(b'x' * 3000)\n"
+        "        tmp.sync()\n"
+        "except OSError as e:\n"
+        "    print(e.errno, os.listdir(sys.argv[1]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, timeout=30, env=env, cwd=root
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["27", "[]"], out.stdout + out.stderr[-2000:]  # EFBIG, nothing left
+
+
 def test_replace_durably_keeps_the_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``replace_durably`` swaps the whole content; when the rename fails the old content
     stays and no temporary file is left."""

@@ -64,11 +64,21 @@ def durable_temp(directory: str, *, prefix: str = "tmp-", name: str | None = Non
         os.close(fd)
         _unlink_quietly(path)
         raise
+    failed = True
     try:
         yield DurableTemp(f, path)
+        failed = False
     finally:
-        f.close()
-        _unlink_quietly(path)  # moved into place already: nothing there
+        try:
+            f.close()  # (closed already after sync())
+        except OSError:
+            # The bytes a failed write left in the buffer cannot be written either (the
+            # disk is full, EFBIG, EIO): the block's own error goes on. This close raised
+            # past the unlink below, and the partial file stayed (until the next open).
+            if not failed:
+                raise
+        finally:
+            _unlink_quietly(path)  # moved into place already: nothing there
 
 
 def replace_durably(path: str, data: bytes, *, tmp_name: str | None = None) -> None:
