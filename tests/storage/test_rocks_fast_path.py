@@ -203,6 +203,48 @@ async def test_failed_fast_path_fsync_fails_the_store(tmp_path: Path, monkeypatc
 
 
 @needs_aio
+@pytest.mark.parametrize("path", ["fast path", "thread"])
+async def test_a_failed_fsync_names_the_wal_file_and_the_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """An fsync of the WAL failing with EIO (the kernel's AIO completion, or ``os.fsync`` in
+    the writer thread) reaches the append as ``StorageError`` naming the WAL file and the
+    errno (it named neither file: "OSError: [Errno 5] Input/output error")."""
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        assert await asyncio.wait_for(await append(store, 0), 10) is None
+        if path == "fast path":
+            real_reap = AioFsync.reap
+            monkeypatch.setattr(
+                AioFsync, "reap", lambda self: [(t, OSError(errno.EIO, os.strerror(errno.EIO))) for t, _ in real_reap(self)]
+            )
+            done = await append(store, 1)
+        else:
+
+            def failing_fsync(fd: int) -> None:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+            monkeypatch.setattr(os, "fsync", failing_fsync)
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            # Too large for the fast path: the thread writes it and fsyncs the WAL.
+            await store.append([ent(i) for i in range(1, 2 + WRITE_NOW_MAX)], IOFlushed(done.set_result, loop))
+        err = await asyncio.wait_for(done, 10)
+        monkeypatch.undo()
+        assert isinstance(err, StorageError)
+        cause = err.__cause__ or err.cause
+        assert isinstance(cause, OSError) and cause.errno == errno.EIO, repr(cause)
+        assert cause.filename is not None and cause.filename.startswith(str(tmp_path / "log" / "0"))
+        assert cause.filename.endswith(".log") and cause.filename in str(err), str(err)
+        assert "[Errno 5]" in str(err) and "fsync of the write-ahead log failed" in str(err), str(err)
+    finally:
+        try:
+            await store.aclose()
+        except StorageError:
+            pass
+
+
+@needs_aio
 async def test_an_fsync_that_succeeds_after_a_failed_one_acknowledges_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,14 +130,20 @@ class AckMark:
                     self.path,
                 )
             generation = self.generation + 1
-            os.pwrite(self._fd, _ack_slot(generation, seqno), _ACK_OFFSETS[generation & 1])
+            try:
+                os.pwrite(self._fd, _ack_slot(generation, seqno), _ACK_OFFSETS[generation & 1])
+            except OSError as e:
+                raise OSError(e.errno, f"recording the acknowledged mark failed: {e.strerror or e}", self.path) from e
             self.generation = generation
             self.seqno = seqno
 
     def sync(self) -> None:
         """fsync the file (at a clean close, so the mark survives a power loss)."""
         with self._lock:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise OSError(e.errno, f"fsync of the acknowledged mark failed: {e.strerror or e}", self.path) from e
 
     def close(self) -> None:
         """Close the file descriptor; idempotent."""

@@ -130,7 +130,7 @@ class AioFsync:
         out: list[tuple[int, OSError | None]] = []
         for i in range(got):
             token, _, res, _ = _EVENT.unpack_from(self._events, i * _EVENT.size)
-            out.append((token, None if res >= 0 else OSError(-res, f"fsync: {os.strerror(-res)}")))
+            out.append((token, None if res >= 0 else OSError(-res, os.strerror(-res))))
         self._inflight -= got
         return out
 

@@ -14,10 +14,13 @@ __all__ = ["DurableTemp", "durable_temp", "fsync_dir", "replace_durably"]
 
 
 def fsync_dir(path: str) -> None:
-    """fsync the directory ``path`` (makes its entries, e.g. a rename, durable)."""
+    """fsync the directory ``path`` (makes its entries, e.g. a rename, durable). A failure
+    raises ``OSError`` naming the directory."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        raise OSError(e.errno, f"fsync of the directory failed: {e.strerror or e}", path) from e
     finally:
         os.close(fd)
 

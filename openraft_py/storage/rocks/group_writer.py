@@ -16,7 +16,7 @@ from rocksdict import Rdict, WriteBatch
 from .ackmark import AckMark
 from .aio import AioFsync
 from .db import clear_frames, write_options
-from .wal import WalSyncer
+from .wal import WalSyncer, wal_fsync_error
 
 __all__ = ["GroupWriter", "ignore_done"]
 
@@ -108,14 +108,16 @@ class GroupWriter:
                 self._aio = AioFsync()
             except OSError:
                 pass  # no native AIO: every write goes through the thread
-        # Fast-path writes whose fsync is with the kernel: token -> (sequence number, done).
-        self._fast: dict[int, tuple[int, Callable[[BaseException | None], None]]] = {}
+        # Fast-path writes whose fsync is with the kernel: token -> (sequence number, done,
+        # the WAL file's path).
+        self._fast: dict[int, tuple[int, Callable[[BaseException | None], None], str]] = {}
         self._next_token = 0
         # Fast-path writes written and not yet handed to the kernel, in write order:
-        # (token, a duplicate of the WAL descriptor the write went to, sequence number, done).
+        # (token, a duplicate of the WAL descriptor the write went to, sequence number, done,
+        # the WAL file's path: a failed fsync names it).
         # Each one is handed over (or given to the thread) by ``_submit_written``, which a
         # chain of loop passes calls, and ``close_fast``/``_close_aio`` before they wait.
-        self._written: list[tuple[int, int, int, Callable[[BaseException | None], None]]] = []
+        self._written: list[tuple[int, int, int, Callable[[BaseException | None], None], str]] = []
         # Fast-path writes accepted with ``defer_write`` and not written yet, in call order:
         # (build, done). ``_write_deferred`` writes them ``_SUBMIT_AFTER_PASSES`` loop passes
         # later, or before anything the writer is given meanwhile (``submit``, another
@@ -250,7 +252,7 @@ class GroupWriter:
         except OSError:  # e.g. out of descriptors: the thread's step covers the write
             self._to_thread(done)
             return False
-        self._written.append((self._next_token, own, self._db.latest_sequence_number(), done))
+        self._written.append((self._next_token, own, self._db.latest_sequence_number(), done, wal.fd_path))
         self._next_token += 1
         return True
 
@@ -314,24 +316,24 @@ class GroupWriter:
         the kernel refuses (e.g. its queue is full) gets the thread's durability step, or
         (``thread_gone``: at ``close()``, after the thread ended) an ``os.fsync`` here."""
         aio = self._aio
-        refused: list[tuple[int, int, Callable[[BaseException | None], None]]] = []
+        refused: list[tuple[int, int, Callable[[BaseException | None], None], str]] = []
         with self._cond:
             written, self._written = self._written, []
-            for token, fd, seq, done in written:
+            for token, fd, seq, done, path in written:
                 if aio is not None and aio.submit(fd, token):
-                    self._fast[token] = (seq, done)
+                    self._fast[token] = (seq, done, path)
                     os.close(fd)  # a queued request holds its own reference to the file
                 elif thread_gone:
-                    refused.append((fd, seq, done))
+                    refused.append((fd, seq, done, path))
                 else:
                     os.close(fd)
                     self._to_thread(done)
-        for fd, seq, done in refused:
+        for fd, seq, done, path in refused:
             err: BaseException | None = None
             try:
                 os.fsync(fd)
             except OSError as e:
-                err = e
+                err = wal_fsync_error(e, path)
             finally:
                 os.close(fd)
             self._finish_write(seq, done, err)
@@ -368,8 +370,11 @@ class GroupWriter:
             self._drained.set_result(None)
 
     def _finish_fast(self, token: int, err: BaseException | None) -> None:
-        """The kernel's fsync request ``token`` completed (with ``err``)."""
-        seq, done = self._fast.pop(token)
+        """The kernel's fsync request ``token`` completed (with ``err``, named after the WAL
+        file)."""
+        seq, done, path = self._fast.pop(token)
+        if isinstance(err, OSError):
+            err = wal_fsync_error(err, path)
         self._finish_write(seq, done, err)
 
     def _finish_write(self, seq: int, done: Callable[[BaseException | None], None], err: BaseException | None) -> None:

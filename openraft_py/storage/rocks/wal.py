@@ -11,7 +11,7 @@ import sys
 from .dirwatch import DirWatch
 from .files import fsync_dir
 
-__all__ = ["WalSyncer", "read_db_options", "wal_numbers", "wal_syncer_for"]
+__all__ = ["WalSyncer", "read_db_options", "wal_fsync_error", "wal_numbers", "wal_syncer_for"]
 
 
 def read_db_options(path: str) -> dict[str, str]:
@@ -31,6 +31,12 @@ def read_db_options(path: str) -> dict[str, str]:
             if sep and k not in out:  # the DBOptions section comes first
                 out[k] = v
     return out
+
+
+def wal_fsync_error(e: OSError, path: str) -> OSError:
+    """The failed fsync ``e`` of the WAL file ``path``, as an ``OSError`` of the same errno
+    naming the file (``os.fsync`` and the kernel's AIO completion name none)."""
+    return OSError(e.errno, f"fsync of the write-ahead log failed: {e.strerror or e}", path)
 
 
 def wal_numbers(wal_dir: str) -> list[int]:
@@ -54,9 +60,11 @@ class WalSyncer:
     no WAL newer than it can exist, so ``sync()`` is one ``os.fsync`` of that descriptor: no
     directory listing, no ``open``/``close``. Any new entry in the directory (a WAL, or any
     other file RocksDB creates) makes the next ``sync()`` list the directory again.
+    A failed fsync raises ``OSError`` naming the WAL file (``wal_fsync_error``).
+
     ``close()`` closes the descriptors."""
 
-    __slots__ = ("wal_dir", "_from", "_dir_synced", "_fd", "_fd_num", "_watch", "fsyncs", "listings")
+    __slots__ = ("wal_dir", "_from", "_dir_synced", "_fd", "_fd_num", "_watch", "fsyncs", "listings", "fd_path")
 
     def __init__(self, wal_dir: str) -> None:
         self.wal_dir = wal_dir
@@ -68,6 +76,7 @@ class WalSyncer:
         # both are -1 (then the next sync() lists the directory).
         self._fd = -1
         self._fd_num = -1
+        self.fd_path = ""  # the path of the WAL file ``_fd`` is open on ("": none)
         self.fsyncs = 0
         self.listings = 0  # syncs that listed the directory (for tests and benchmarks)
 
@@ -77,7 +86,7 @@ class WalSyncer:
         # Drain the watch first: an entry created after this point is reported next time.
         changed = self._watch.changed()
         if self._fd >= 0 and not changed:
-            os.fsync(self._fd)
+            self._fsync(self._fd, self.fd_path)
             self.fsyncs += 1
             return True
         return self._sync_listed()
@@ -93,22 +102,23 @@ class WalSyncer:
             if n == self._fd_num:
                 # Still open from an earlier sync (fsyncing it is harmless if RocksDB has
                 # deleted the file since).
-                os.fsync(self._fd)
+                self._fsync(self._fd, self.fd_path)
             else:
+                path = os.path.join(self.wal_dir, f"{n:06d}.log")
                 try:
-                    fd = os.open(os.path.join(self.wal_dir, f"{n:06d}.log"), os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     # RocksDB deletes a WAL only once every memtable it holds was flushed to SST
                     # files that are synced and recorded in the synced MANIFEST: nothing to do.
                     continue
                 try:
-                    os.fsync(fd)
+                    self._fsync(fd, path)
                 except BaseException:
                     os.close(fd)
                     raise
                 if n == newest:
                     self._close_fd()
-                    self._fd, self._fd_num = fd, n
+                    self._fd, self._fd_num, self.fd_path = fd, n, path
                 else:
                     os.close(fd)
             self.fsyncs += 1
@@ -136,8 +146,15 @@ class WalSyncer:
             self._close_fd()
         return self._fd
 
+    @staticmethod
+    def _fsync(fd: int, path: str) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise wal_fsync_error(e, path) from e
+
     def _close_fd(self) -> None:
-        fd, self._fd, self._fd_num = self._fd, -1, -1
+        fd, self._fd, self._fd_num, self.fd_path = self._fd, -1, -1, ""
         if fd >= 0:
             os.close(fd)
 
