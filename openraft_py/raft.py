@@ -194,8 +194,15 @@ class Raft:
     async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
         self._check_loop()
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._core.send_msg(EngineCall(fn, fut))
-        return await fut
+        core = self._core
+        core.send_msg(EngineCall(fn, fut))
+        try:
+            return await fut
+        finally:
+            # Its exception, raised through the caller's frames, must not keep them alive
+            # (nor, through this frame, itself: a cycle left to the garbage collector).
+            core.untrack(fut)
+            del fut
 
     async def _act(self, action: Callable[[_Engine, float], object]) -> None:
         """Run ``action(engine, now)`` inside the core and return when it ran. ``ApiError``s

@@ -225,9 +225,14 @@ class RaftCore:
         self._running_commands = False
         self._handlers = self._command_handlers()
         self.task: asyncio.Task[None] | None = None
-        # Every future a caller awaits (see the module docstring); answered ones are
-        # dropped in amortized O(1) by ``_track``.
-        self._callers: list[asyncio.Future[Any]] = []
+        # Every future a caller awaits (see the module docstring), as the keys of a dict
+        # (insertion-ordered, O(1) removal). A caller that awaits its own future drops it
+        # as soon as it is answered (``untrack``): a failed call's exception carries the
+        # traceback of the caller's frames (it is re-raised through them), and the future
+        # kept it, with every object of those frames (an HTTP request, a snapshot chunk),
+        # until the next compaction. Others (the futures and ``Reply``s of AppendEntries
+        # handed to a transport) are dropped in amortized O(1) by ``_track``.
+        self._callers: dict[Any, None] = {}
         self._callers_limit = CALLERS_COMPACT_MIN
 
     # -- queues --------------------------------------------------------------------------------
@@ -253,13 +258,18 @@ class RaftCore:
         self._notes.append(note)
         self._wakeup.wake()
 
-    def _track(self, fut: asyncio.Future[Any]) -> None:
-        """Record a caller's future so teardown can fail it."""
+    def _track(self, fut: Any) -> None:
+        """Record a caller's future (or ``Reply``) so teardown can fail it."""
         cs = self._callers
-        cs.append(fut)
+        cs[fut] = None
         if len(cs) >= self._callers_limit:
-            cs = self._callers = [f for f in cs if not f.done()]
+            cs = self._callers = {f: None for f in cs if not f.done()}
             self._callers_limit = max(CALLERS_COMPACT_MIN, 2 * len(cs))
+
+    def untrack(self, fut: Any) -> None:
+        """Forget ``fut``, recorded by ``send_msg``: its caller has its answer (or gave up).
+        Called by every caller that awaits its own future, once it is done with it."""
+        self._callers.pop(fut, None)
 
     def now_ms(self) -> float:
         """The engine's clock: monotonic milliseconds."""
@@ -828,7 +838,11 @@ class RaftCore:
             raise self.fatal
         fut = self.sm_worker.call(lambda sm: sm.get_current_snapshot())
         self._track(fut)
-        return await fut
+        try:
+            return await fut
+        finally:
+            self.untrack(fut)  # (as in ``Raft._call``)
+            del fut
 
     async def _ticker(self) -> None:
         interval = min(self.config.heartbeat_interval / 2.0, 10.0) / 1000.0
@@ -873,7 +887,7 @@ class RaftCore:
             *(r.tx for r in self.feed.responders),
             *(r.tx for r in self.sm_worker.pending_responders()),
         ]
-        self._callers = []
+        self._callers = {}
         for f in callers:
             if not f.done():
                 f.set_exception(err)
