@@ -28,7 +28,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
 from .._core import EntryCache
@@ -776,12 +776,14 @@ class RaftCore:
 
     def _start_replication(self, c: StartReplication) -> None:
         """Close the channels of another leadership or to nodes no longer targeted; open one
-        to each new target; point a channel whose target has a new address at it."""
+        to each new target; point a channel whose target has a new address at it. Forget
+        the network clients of nodes that are no target (``_forget_clients``)."""
         for target in list(self._streams):
             s = self._streams[target]
             if target not in c.targets or s.vote != c.vote:
                 s.stop()
                 del self._streams[target]
+        self._forget_clients(c.targets)
         for target, node in c.targets.items():
             stream = self._streams.get(target)
             if stream is None:
@@ -790,6 +792,27 @@ class RaftCore:
                 client = self.client(target, node)
                 if client is not stream.client:
                     stream.set_client(client)
+
+    def _forget_clients(self, targets: Mapping[NodeId, Any]) -> None:
+        """Drop the network client of every node not in ``targets`` (the leader's: every
+        node of its committed and effective memberships but itself), and tell the factory,
+        if it has the optional ``forget(target)`` (the TCP factory closes its connection).
+        A node that left the membership kept its client, and the TCP factory its
+        connection, for good: a cluster whose machines are replaced by new node ids over
+        months held one of each for every node it ever had. A factory's ``forget`` that
+        raises is logged: it must not stop the leader."""
+        gone = [t for t in self._clients if t not in targets]
+        if not gone:
+            return
+        forget = getattr(self.network, "forget", None)
+        for target in gone:
+            del self._clients[target]
+            if forget is None:
+                continue
+            try:
+                forget(target)
+            except Exception as e:  # noqa: BLE001 - the factory's failure must not stop the node
+                log.warning("node %s: the network factory's forget(%s) raised %r", self.id, target, e)
 
     async def _send_vote(self, target: NodeId, node: Any, req: VoteRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0

@@ -248,6 +248,11 @@ class KvNetworkFactory:
         raft_addr = addrs_of(node).raft
         return _CountingClient(self.tcp.new_client(target, BasicNode(raft_addr)), target, self.on_rpc_error)
 
+    def forget(self, target: NodeId) -> None:
+        """``target`` left the membership: the TCP factory's ``forget`` (closes the
+        connection to it)."""
+        self.tcp.forget(target)
+
     def check_config(self, config: Config) -> None:
         """The TCP factory's ``check_config`` (``Raft.new`` calls it): ``ConfigError`` if the
         config's requests cannot fit its ``max_frame_size``."""

@@ -132,7 +132,12 @@ class RaftNetworkFactory(Protocol):
         address); the node then sends to the target only through the new client. Each call
         returns a usable client.
         If it raises, the node treats ``target`` as unreachable (its RPCs raise
-        ``Unreachable`` naming the error) and asks again later; it does not stop."""
+        ``Unreachable`` naming the error) and asks again later; it does not stop.
+
+        Optional: ``forget(target)``, a plain method the node calls when it no longer sends
+        to ``target`` (a leader, once ``target`` left its memberships): release what the
+        factory keeps for it (a connection). The node drops its client of ``target`` first;
+        a later ``new_client(target, ...)`` must work again. ``TcpNetworkFactory`` has it."""
         ...
 
 

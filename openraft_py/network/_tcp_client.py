@@ -364,6 +364,8 @@ class _Peer:
         """Why the target's certificate was last refused, as logged (``_log_refused_certificate``)."""
         self.next_id = 1
         self.closed = False
+        self.close_reason = "the network factory is closed"
+        """Why it was closed (``close``): what later calls' ``Unreachable`` says."""
         self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None
         """The resolution of this peer's host name in progress (``_addresses``), if any."""
 
@@ -430,7 +432,7 @@ class _Peer:
         """The live connection, connecting (and handshaking) if needed; shared by the
         callers that arrive while a connect is in progress."""
         if self.closed:
-            raise Unreachable(f"node {self.target}: the network factory is closed")
+            raise Unreachable(f"node {self.target}: {self.close_reason}")
         loop = self.loop
         if self.connecting is None:
             now = loop.time()
@@ -575,8 +577,8 @@ class _Peer:
         else:
             conn = task.result()
             if self.closed:
-                conn.fail("the network factory is closed")
-                fut.set_exception(Unreachable(f"node {self.target}: the network factory is closed"))
+                conn.fail(self.close_reason)
+                fut.set_exception(Unreachable(f"node {self.target}: {self.close_reason}"))
             else:
                 self.failures = 0
                 self.retry_at = 0.0
@@ -586,11 +588,13 @@ class _Peer:
         if fut.exception() is not None:
             pass  # retrieved here, so a connect nobody awaits any more logs nothing
 
-    def close(self) -> None:
-        """Close the connection; later calls raise ``Unreachable``."""
-        self.closed = True
+    def close(self, reason: str = "the network factory is closed") -> None:
+        """Close the connection; later calls raise ``Unreachable`` saying ``reason``."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
         if self.conn is not None:
-            self.conn.fail("the network factory is closed")
+            self.conn.fail(self.close_reason)
 
 
 class TcpClient:
@@ -748,6 +752,15 @@ class TcpNetworkFactory:
                 peer.closed = True
             self._peers[target] = peer
         return TcpClient(peer)
+
+    def forget(self, target: NodeId) -> None:
+        """``target`` left the membership (the node calls it; see ``RaftNetworkFactory``):
+        close the connection to it and forget it. Its clients' calls raise ``Unreachable``
+        from now on; a later ``new_client(target, ...)`` connects again. Nothing happens
+        for a target it does not know."""
+        peer = self._peers.pop(target, None)
+        if peer is not None:
+            peer.close(f"node {target} left the membership")
 
     def check_config(self, config: Config) -> None:
         """Raise ``ConfigError`` if ``config`` makes requests larger than ``max_frame_size``

@@ -1,0 +1,83 @@
+"""A node that leaves the membership is forgotten by the leader: its network client is
+dropped and the TCP factory closes its connection to it (``RaftNetworkFactory.forget``).
+Both were kept for good: a cluster whose machines were replaced by new node ids over months
+held a client, a connection state and, while the old machine ran, an open connection for
+every node it ever had."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openraft_py.errors import Unreachable
+from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
+
+from .tcp_cluster import TcpCluster, TcpNode, tcp_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _running(node: TcpNode) -> tuple[TcpNetworkFactory, object]:
+    assert node.factory is not None and node.raft is not None
+    return node.factory, node.raft
+
+
+async def _until(cond: object, what: str, timeout: float = 10.0) -> None:
+    """Poll ``cond()`` (network state has no change to wait on) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_replaced_voters_are_forgotten_and_their_connections_closed() -> None:
+    async with TcpCluster(tcp_config(election_timeout_min=1000, election_timeout_max=2000)) as cluster:
+        await cluster.start([1, 2, 3])
+        lid = await cluster.wait_for_leader()
+        leader = cluster.nodes[lid]
+        factory, _ = _running(leader)
+        lraft = leader.raft
+        assert lraft is not None
+        voters = {1, 2, 3}
+        # Replace every voter but the leader by a new node id, one after the other; the
+        # replaced machines keep running.
+        for new in (4, 5):
+            old = min(voters - {lid})
+            node = await cluster.start_node(new)
+            await lraft.add_learner(new, BasicNode(node.addr))
+            await _until(lambda old=old: factory.connected(old), f"the leader is connected to node {old}")
+            voters = (voters - {old}) | {new}
+            await lraft.change_membership(voters)
+            await _until(lambda old=old: not factory.connected(old), f"the leader's connection to node {old} closed")
+            assert cluster.nodes[old].raft is not None, "the replaced node still runs"
+        assert sorted(factory._peers) == sorted(voters - {lid})
+        assert sorted(lraft._core._clients) == sorted(voters - {lid})
+        await cluster.write(b"after")
+
+
+async def test_forget_fails_calls_of_the_forgotten_target_and_a_new_client_connects_again() -> None:
+    async with TcpCluster(tcp_config()) as cluster:
+        await cluster.start([1, 2, 3])
+        await cluster.wait_for_leader()
+        target = cluster.nodes[2]
+        factory = TcpNetworkFactory(1, "test-cluster", backoff_min=0.01, backoff_max=0.02)
+        try:
+            old = factory.new_client(2, BasicNode(target.addr))
+            req = VoteRequest(Vote.new(0, 1), None)
+            option = RPCOption(hard_ttl=2.0, soft_ttl=2.0)
+            await old.vote(req, option)
+            assert factory.connected(2)
+            factory.forget(2)
+            factory.forget(2)  # twice, and an unknown target: nothing happens
+            factory.forget(9)
+            assert not factory.connected(2)
+            with pytest.raises(Unreachable, match="node 2 left the membership"):
+                await old.vote(req, option)
+            await factory.new_client(2, BasicNode(target.addr)).vote(req, option)
+            assert factory.connected(2)
+        finally:
+            await factory.close()
