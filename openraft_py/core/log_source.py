@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 # the cache with half of it).
 CACHE_MAX_ENTRIES = 65536
 
+# ... and at most about this many bytes of their data (``Normal`` payloads): when the
+# entries appended since the last count pass it, the oldest applied ones are dropped until
+# the newest fit in half of it. 65536 entries of 1 MiB values would be 64 GiB.
+CACHE_MAX_BYTES = 64 * 1024 * 1024
+
 
 class LogSource:
     """The entry cache plus a log reader, for one node.

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
-from .._core import EntryCache
+from .._core import EntryCache, normal_data_bytes
 from ..config import Config
 from ..engine import (
     AbandonWrites,
@@ -64,6 +64,7 @@ from ..types import (
     EntryPayload,
     LogId,
     NodeId,
+    Normal,
     RPCOption,
     ServerState,
     TransferLeaderRequest,
@@ -74,7 +75,7 @@ from ..wakeup import Wakeup
 from . import metrics_view
 from .apply_feed import ApplyFeed
 from .clock import Clock
-from .log_source import CACHE_MAX_ENTRIES, LogSource
+from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, LogSource
 from .messages import (
     TICK,
     AppendEntriesCall,
@@ -113,6 +114,19 @@ _IO_ADVANCED = object()
 # The record of callers' futures is compacted (answered ones dropped) when it reaches this
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
+
+
+def _data_bytes(entry: Entry) -> int:
+    """The data bytes of ``entry``: its ``Normal`` payload's length, else 0."""
+    p = entry.payload
+    return len(p.data) if type(p) is Normal else 0
+
+
+def _cached_bytes(cache: EntryCache) -> int:
+    """The data bytes of every entry in ``cache``."""
+    if not len(cache):
+        return 0
+    return normal_data_bytes(cache.get(cache.first_index(), cache.last_index() + 1), Normal)
 
 
 def _log_store_cancel(method: str, e: asyncio.CancelledError, subject: str) -> StorageError | None:
@@ -182,6 +196,11 @@ class RaftCore:
         # The seams handed to the child tasks instead of the core: where log entries are
         # read from, the task set, and ``notify`` (see docs/design/engine-runtime.md).
         self.cache = cache
+        # The data bytes of the cached entries, as of the last count plus every append
+        # since (evictions are not subtracted: an upper bound), and the bound past which
+        # ``_maybe_evict_cache`` counts again and evicts (``CACHE_MAX_BYTES``).
+        self._cache_bytes = _cached_bytes(cache)
+        self._cache_bytes_limit = CACHE_MAX_BYTES
         self.log = LogSource(self.id, cache, log_store.get_log_reader())
         self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
         self.votes = VoteWriter(log_store, self.tasks, self.notify)
@@ -588,6 +607,7 @@ class RaftCore:
         if len(cache) and cache.last_index() + 1 != first:
             cache.clear()
         cache.append(first, entries)
+        self._cache_bytes += normal_data_bytes(entries, Normal)
         append_durable = self._append_durable
         if append_durable is None:
             return self._append_with_callback(entries, io)
@@ -714,7 +734,7 @@ class RaftCore:
         queued one after an inline one): it keeps the greatest."""
         if self._running_commands:
             self.engine.handle_applied(log_id)
-            if len(self.cache) > CACHE_MAX_ENTRIES:
+            if len(self.cache) > CACHE_MAX_ENTRIES or self._cache_bytes > self._cache_bytes_limit:
                 self._maybe_evict_cache()
         else:
             self.notify(Applied(log_id))
@@ -737,16 +757,41 @@ class RaftCore:
         return self._io_contiguous
 
     def _maybe_evict_cache(self) -> None:
+        """Past ``CACHE_MAX_ENTRIES`` entries, or ``CACHE_MAX_BYTES`` of their data, drop
+        the oldest cached entries: keep the newest half of either bound, and every entry
+        not applied yet. The bytes were bounded by the number of entries alone: 64 KiB
+        values made a node hold 6,000 of them (the log kept between snapshots), 390 MiB,
+        and values of 1 MiB would have taken gigabytes."""
         cache = self.cache
         n = len(cache)
-        if n <= CACHE_MAX_ENTRIES:
+        over_bytes = self._cache_bytes > self._cache_bytes_limit
+        if n <= CACHE_MAX_ENTRIES and not over_bytes:
             return
         # Keep what replication still needs when we can; never grow without bound.
+        last = cache.last_index()
+        upto = last - CACHE_MAX_ENTRIES // 2 if n > CACHE_MAX_ENTRIES else -1
+        if over_bytes:
+            entries = cache.get(cache.first_index(), last + 1)
+            # The newest entries whose data fits in half the budget stay.
+            kept = 0
+            i = len(entries)
+            budget = CACHE_MAX_BYTES // 2
+            while i > 0:
+                size = _data_bytes(entries[i - 1])
+                if kept + size > budget:
+                    break
+                kept += size
+                i -= 1
+            upto = max(upto, last - (len(entries) - i))
         applied = self.engine.state.applied
-        upto = cache.last_index() - CACHE_MAX_ENTRIES // 2
         if applied is not None:
             upto = min(upto, applied.index)
         cache.evict_upto(upto)
+        if over_bytes:
+            # Counted again; count once more only after as much again was appended (an
+            # apply far behind keeps more than the budget: no count at every apply).
+            self._cache_bytes = _cached_bytes(cache)
+            self._cache_bytes_limit = max(CACHE_MAX_BYTES, 2 * self._cache_bytes)
 
     # -- replication and votes -------------------------------------------------------------------
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, TypeVar
 
-from .._core import EntryCache, LogIndex
+from .._core import EntryCache, LogIndex, normal_data_bytes
 from ..engine import MembershipState, RaftState
 from ..errors import StorageError
-from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Membership, NodeId, StoredMembership, Vote
-from .log_source import CACHE_MAX_ENTRIES
+from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Membership, NodeId, Normal, StoredMembership, Vote
+from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES
 
 if TYPE_CHECKING:
     from ..storage import RaftLogStorage, RaftStateMachine
@@ -196,6 +196,7 @@ async def _scan_log(
     memberships: list[StoredMembership] = []
     cache = EntryCache()
     cache_from = max(start, stop - CACHE_MAX_ENTRIES // 2)
+    cached_bytes = 0
     for lo in range(start, stop, READ_CHUNK):
         hi = min(stop, lo + READ_CHUNK)
         entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
@@ -216,8 +217,30 @@ async def _scan_log(
         if hi > cache_from:
             tail = entries[max(0, cache_from - lo) :]
             cache.append(tail[0].log_id.index, tail)
+            cached_bytes += normal_data_bytes(tail, Normal)
+            if cached_bytes > CACHE_MAX_BYTES // 2:
+                # (as many bytes as the running node keeps: ``RaftCore._maybe_evict_cache``)
+                cached_bytes = _keep_newest_bytes(cache, CACHE_MAX_BYTES // 2)
     log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
     return log_ids, memberships, cache
+
+
+def _keep_newest_bytes(cache: EntryCache, budget: int) -> int:
+    """Evict the oldest entries of ``cache`` until the data of the rest fits in ``budget``
+    bytes; return the data bytes kept."""
+    entries = cache.get(cache.first_index(), cache.last_index() + 1)
+    kept = 0
+    i = len(entries)
+    while i > 0:
+        p = entries[i - 1].payload
+        size = len(p.data) if type(p) is Normal else 0
+        if kept + size > budget:
+            break
+        kept += size
+        i -= 1
+    if i > 0:
+        cache.evict_upto(entries[i - 1].log_id.index)
+    return kept
 
 
 def _clamp_committed(
