@@ -132,16 +132,19 @@ class LearnerNotFound(ChangeMembershipError):
 class LearnerIsLagging(ChangeMembershipError):
     """Most of the requested voters have not caught up with the leader: ``node_ids`` are the
     requested voters whose replication is unknown or more than ``threshold`` entries
-    (``Config.replication_lag_threshold``) behind the leader's log. Appended, the joint config
-    could not commit until they caught up, and the cluster would take no writes meanwhile (the
-    leader, reaching no quorum of the new voters, steps down). Wait until they catch up
-    (``add_learner(..., blocking=True)`` does), or pass ``allow_lagging=True``."""
+    (``Config.replication_lag_threshold``) behind the leader's log, or which answered no
+    request of the leader's sent within the last ``Config.election_timeout_max`` (a node that
+    is down or cut off). Appended, the joint config could not commit until they caught up,
+    and the cluster would take no writes meanwhile (the leader, reaching no quorum of the new
+    voters, steps down). Wait until they catch up (``add_learner(..., blocking=True)`` does),
+    or pass ``allow_lagging=True``."""
 
     def __init__(self, node_ids: list[NodeId], threshold: int) -> None:
         super().__init__(
-            f"nodes {node_ids} have not caught up with the leader (replication unknown or over "
-            f"{threshold} entries behind), so the new voters have no majority able to commit; "
-            "retry once they have (add_learner with blocking=True waits for it), or pass allow_lagging=True"
+            f"nodes {node_ids} have not caught up with the leader (replication unknown, over "
+            f"{threshold} entries behind, or no answer lately: down or cut off?), so the new voters "
+            "have no majority able to commit; retry once they have (add_learner with blocking=True "
+            "waits for it), or pass allow_lagging=True"
         )
         self.node_ids = node_ids
         self.threshold = threshold

@@ -27,6 +27,9 @@ types below, which ``Engine.handle_replication_result`` feeds back into the entr
   results of its previous entry (``first_gen``).
 - **Backing off**: after a request got no answer, nothing is sent until ``backoff_until``
   (engine clock, ms; the leader's tick ends it), then a probe goes out.
+- **Acknowledged at** (``acked_at``): the send time of the newest request the target
+  answered; a target silent for longer than ``Config.election_timeout_max`` (a node that
+  went down) does not count as caught up for a membership change, whatever its matched index.
 
 The commands and results carry the leader's ``vote`` (the session): a result for another
 leadership is ignored.
@@ -56,6 +59,7 @@ class ProgressEntry:
         "heartbeat_due",
         "snapshotting",
         "backoff_until",
+        "acked_at",
     )
 
     def __init__(self, next_index: int, gen: int) -> None:
@@ -73,6 +77,9 @@ class ProgressEntry:
         self.snapshotting = False
         # Nothing is sent before this time (engine clock, ms); ``None``: not backing off.
         self.backoff_until: float | None = None
+        # The send time (engine clock, ms) of the newest request the target answered (a
+        # match, a conflict or a snapshot it holds); -1: it never answered this leader.
+        self.acked_at = -1.0
 
     def restart(self, gen: int, next_index: int) -> None:
         """Start generation ``gen`` from ``next_index``, probing."""

@@ -247,6 +247,32 @@ def test_a_silent_current_voter_counts_as_lagging():
     assert eng.take_commands() == []
 
 
+@pytest.mark.parametrize("silent_for,refused", [(0.0, False), (1.0, True)], ids=["at-the-bound", "past-it"])
+def test_a_caught_up_learner_that_went_silent_counts_as_lagging(silent_for, refused):
+    """Learner 4 caught up, then its node went down: it keeps its matched index, but answered
+    no request sent within the last ``election_timeout_max``. {1, 4} would have one live node
+    (this leader): the joint config could not commit, and the leader, hearing from no quorum
+    of {1, 4}, would step down with the cluster taking no writes until 4 came back. It was
+    appended (4's matched index alone counted)."""
+    eng = committed_leader(learners=[4])
+    ack(eng, [4], 1, at=0.0)
+    now = Config().election_timeout_max + silent_for
+    ack(eng, [2, 3], 1, at=now)  # the voters answer the heartbeats
+    eng.handle_tick(now)
+    eng.take_commands()
+    last = eng.state.last_log_id()
+    if refused:
+        with pytest.raises(LearnerIsLagging) as ei:
+            eng.change_membership({1, 4}, False, TX)
+        assert ei.value.node_ids == [4]
+        assert "no answer lately" in str(ei.value)
+        assert eng.take_commands() == [] and eng.state.last_log_id() == last
+        assert eng.leader.change_tx is None
+    else:
+        eng.change_membership({1, 4}, False, TX)
+        assert eng.leader.change_tx == TX
+
+
 def test_change_allowed_when_only_a_minority_of_new_voters_lags():
     eng = committed_leader(learners=[4, 5])
     eng.change_membership({1, 2, 3, 4, 5}, False, TX)

@@ -7,8 +7,9 @@
 - One change at a time: a change is refused with ``InProgress`` while an appended membership
   is not committed.
 - A change whose new voters have no majority of caught-up nodes (this leader, and nodes whose
-  replication is within ``Config.replication_lag_threshold`` entries of its log) is refused
-  with ``LearnerIsLagging`` unless the caller allows it: that joint config could not commit.
+  replication is within ``Config.replication_lag_threshold`` entries of its log and which
+  answered within ``Config.election_timeout_max``) is refused with ``LearnerIsLagging``
+  unless the caller allows it: that joint config could not commit.
 - A leader that is not a voter of a committed uniform config steps down and hands leadership
   to the most up-to-date voter (``TransferHandler.hand_over_as_removed``).
 
@@ -51,17 +52,24 @@ class MembershipHandler(LeadingHandler):
     def _require_caught_up(self, new: frozenset[NodeId]) -> None:
         """Raise ``LearnerIsLagging`` unless a majority of ``new`` is caught up: this leader,
         and each node whose matched index is known and within
-        ``Config.replication_lag_threshold`` entries of this leader's last log index."""
+        ``Config.replication_lag_threshold`` entries of this leader's last log index, and
+        which answered a request sent within the last ``Config.election_timeout_max`` ms. A
+        node that went down keeps its matched index: without the second test, a change
+        counting on it was appended, could not commit, and the leader, hearing from no
+        quorum of the new voters, stepped down; the cluster took no writes until it came
+        back."""
         leader = self.leader
         last = self.state.last_index()
-        threshold = self.eng.config.replication_lag_threshold
+        cfg = self.eng.config
+        threshold = cfg.replication_lag_threshold
+        since = self.eng.now - cfg.election_timeout_max
         lagging: list[NodeId] = []
         for nid in sorted(new):
             if nid == leader.node_id:
                 continue
             p = leader.replication.get(nid)
-            matched = -1 if p is None else p.matched  # -1: no answer from it yet
-            if matched < 0 or last - matched > threshold:
+            # matched -1: no answer from it yet; acked_at before ``since``: silent lately.
+            if p is None or p.matched < 0 or last - p.matched > threshold or p.acked_at < since:
                 lagging.append(nid)
         if 2 * (len(new) - len(lagging)) <= len(new):
             raise LearnerIsLagging(lagging, threshold)

@@ -230,8 +230,10 @@ class ReplicationHandler(LeadingHandler):
         leader.acks += 1
         if target in leader.ack_at and sent_at > leader.ack_at[target]:
             leader.ack_at[target] = sent_at
+        p = leader.replication.get(target)
+        if p is not None and sent_at > p.acked_at:
+            p.acked_at = sent_at
         if matching is not None:
-            p = leader.replication.get(target)
             if p is not None and matching.index > p.matched:
                 p.matched = matching.index
             leader.progress.update(target, matching.index)

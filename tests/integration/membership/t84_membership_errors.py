@@ -147,3 +147,36 @@ async def test_promoting_learners_that_never_caught_up_is_refused(cluster: Clust
         await raft.add_learner(nid, BasicNode(), blocking=True)  # already a learner: waits until caught up
     resp = await raft.change_membership(target)
     assert resp.membership is not None and resp.membership.configs == (frozenset(target),)
+
+
+async def test_a_change_counting_on_a_learner_that_went_down_is_refused(cluster: Cluster) -> None:
+    """Learner 4 caught up, then its node went down. The leader still held 4's matched index,
+    so {leader, 4} counted as caught up and was appended: it could not commit, the leader,
+    hearing from no quorum of {leader, 4}, stepped down, the change failed with a bare
+    ``ForwardToLeader`` naming no leader, and no node could be elected (the joint config
+    needs 4) until 4 came back: three running voters took no writes. Now a node silent for
+    longer than ``election_timeout_max`` is lagging: refused before anything is logged; once
+    4 is back and answering, the same change passes."""
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    await add_learners(cluster, leader, {4})
+    raft = cluster.nodes[leader]
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    counter = RpcCounter(cluster)
+    await cluster.crash(4)
+    cfg = cluster.config
+    # Heartbeat rounds as a clock: more than election_timeout_max passes without 4.
+    await counter.rounds(leader, follower, cfg.election_timeout_max // cfg.heartbeat_interval + 2)
+    last = raft.metrics.last_log_index
+    with pytest.raises(LearnerIsLagging) as ei:
+        await raft.change_membership({leader, 4})
+    assert ei.value.node_ids == [4]
+    assert raft.metrics.last_log_index == last, "a refused change appended an entry"
+    await raft.client_write(b"still taking writes")
+    assert cluster.leader() == leader
+
+    await cluster.add_node(4)  # back, over its disk
+    resp = await raft.client_write(b"4 answers again")
+    await cluster.nodes[4].wait(3.0).applied_index_at_least(resp.log_id.index, "n4 caught up")
+    resp = await raft.change_membership({leader, 4})
+    assert resp.membership is not None and resp.membership.configs == (frozenset({leader, 4}),)
