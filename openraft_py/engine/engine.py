@@ -406,8 +406,9 @@ class Engine:
     def transfer_leader(self, to: NodeId, now: float) -> None:
         """Hand leadership to voter ``to``: stop taking writes, wait until ``to`` holds the
         whole log, then tell every voter. Gives up (and resumes writes) when no new leader
-        appeared within two election timeouts. Raises ``ForwardToLeader`` on a non-leader and
-        ``ValueError`` when ``to`` is not a voter. Transferring to this node does nothing."""
+        appeared within two election timeouts. Raises ``ForwardToLeader`` on a non-leader,
+        ``ValueError`` when ``to`` is not a voter and ``InProgress`` while a ``change_membership``
+        of this leader waits for its joint config to commit. Transferring to this node does nothing."""
         self.now = now
         leader = self.leader
         if leader is None:

@@ -19,7 +19,7 @@ from openraft_py.engine import (
     SendVote,
     StopReplication,
 )
-from openraft_py.errors import ForwardToLeader, QuorumNotEnough
+from openraft_py.errors import ForwardToLeader, InProgress, QuorumNotEnough
 from openraft_py.types import (
     AppendEntriesRequest,
     BasicNode,
@@ -164,6 +164,28 @@ def test_transfer_to_a_non_voter_raises_value_error():
             eng.transfer_leader(to, 10.0)
     assert eng.take_commands() == []
     assert eng.leader.transfer_to is None and not eng.leader.lease_disabled
+
+
+def test_transfer_while_a_membership_change_is_in_progress_raises_in_progress():
+    """A transfer while the joint config of a ``change_membership`` had not committed made the
+    change's caller get ``ForwardToLeader``, and the new leader finished the change keeping
+    the voter asked to leave as a learner (it cannot know ``retain=False``). Refused until the
+    joint config commits; nothing changes. Then it is taken."""
+    eng = make_idle_leader(id=1, learners=[4])
+    eng.change_membership({1, 3, 4}, False, TX, allow_lagging=True)
+    eng.take_commands()
+    joint = eng.state.membership.effective.log_id
+    with pytest.raises(InProgress) as ei:
+        eng.transfer_leader(2, 10.0)
+    assert ei.value.membership_log_id == joint
+    assert "cannot transfer leadership to node 2 while a membership change is in progress" in str(ei.value)
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to is None and not eng.leader.lease_disabled
+    for t in (2, 3, 4):  # the joint config commits; the final config is appended
+        eng.handle_replication_progress(t, eng.state.vote, joint, 10.0)
+    assert eng.leader.change_tx is None
+    eng.transfer_leader(3, 10.0)
+    assert eng.leader.transfer_to == 3
 
 
 def test_transfer_on_a_follower_forwards_to_the_leader():

@@ -13,6 +13,11 @@ Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transf
         └── expire (tick): no new leader after 2 election timeouts ──> writes again
                                                                        (lease stays off)
 
+``start`` refuses a target that is not a voter (``ValueError``), and any transfer while a
+``change_membership`` of this leader is in progress, until its joint config commits
+(``InProgress``): handed over mid-change, the new leader would finish the joint config
+keeping the removed voters as learners, whatever the caller's ``retain``.
+
 A leader removed from the voters by a committed config hands over at once
 (``hand_over_as_removed``): it steps down and names the most up-to-date remaining voter.
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ...errors import InProgress
 from ...types import NodeId, TransferLeaderRequest, Vote
 from ..command import AbandonWrites, SendTransferLeader
 from .base import Handler
@@ -71,6 +77,16 @@ class TransferHandler(Handler):
             return
         if not st.effective_membership().is_voter(to):
             raise ValueError(f"cannot transfer leadership to node {to}: it is not a voter")
+        if leader.change_tx is not None:
+            # Handed over mid-change, the change's caller got ForwardToLeader, and the new
+            # leader finished the joint config keeping the removed voters as learners (it
+            # cannot know the caller's ``retain``): a voter asked to leave stayed.
+            pending = st.membership.effective.log_id
+            raise InProgress(
+                pending,
+                f"cannot transfer leadership to node {to} while a membership change is in progress "
+                f"(entry {pending!r}); transfer once it has committed (change_membership returned)",
+            )
         leader.transfer_to = to
         leader.transfer_sent = False
         leader.lease_disabled = True

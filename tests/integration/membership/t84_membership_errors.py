@@ -180,3 +180,39 @@ async def test_a_change_counting_on_a_learner_that_went_down_is_refused(cluster:
     await cluster.nodes[4].wait(3.0).applied_index_at_least(resp.log_id.index, "n4 caught up")
     resp = await raft.change_membership({leader, 4})
     assert resp.membership is not None and resp.membership.configs == (frozenset({leader, 4}),)
+
+
+async def test_transfer_leader_while_a_change_is_in_progress_is_refused() -> None:
+    """A leader transfer asked while the joint entry of ``change_membership(..., retain=False)``
+    had not committed was carried out: the change's caller got ``ForwardToLeader`` naming no
+    leader, and the new leader, which cannot know ``retain``, finished the change keeping the
+    voter asked to leave as a learner (a retried change then returned at once, the node still
+    in). Now refused with ``InProgress``; the change completes, and the voter leaves."""
+    # Long election timeouts: the leader keeps leading while the joint entry cannot commit.
+    cfg = steady_config(election_timeout_min=400, election_timeout_max=800, heartbeat_interval=20)
+    async with Cluster(cfg, seed=85) as c:
+        await c.start({1, 2, 3})
+        leader = await settled_leader(c)
+        await add_learners(c, leader, {4})
+        raft = c.nodes[leader]
+        gone, keep = sorted({1, 2, 3} - {leader})
+        target = {leader, keep, 4}
+        c.router.isolate(keep)  # no majority of the new voters: the joint entry waits
+        c.router.isolate(4)
+        joint_index = raft.metrics.last_log_index + 1
+        change = asyncio.ensure_future(raft.change_membership(target))
+        try:
+            await raft.wait(2.0).log_index_at_least(joint_index, "joint entry appended")
+            with pytest.raises(InProgress) as ei:
+                await raft.trigger.transfer_leader(gone)
+            assert ei.value.membership_log_id is not None and ei.value.membership_log_id.index == joint_index
+            assert not change.done()
+            c.router.heal()
+            resp = await asyncio.wait_for(change, timeout=3.0)
+        finally:
+            if not change.done():
+                change.cancel()
+        assert resp.membership is not None and resp.membership.configs == (frozenset(target),)
+        assert gone not in resp.membership.nodes, "retain=False: the removed voter left the cluster"
+        await raft.trigger.transfer_leader(keep)  # once the change returned, a transfer is taken
+        await raft.wait(3.0).current_leader(keep, f"n{keep} leads")
