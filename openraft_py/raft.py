@@ -85,7 +85,9 @@ class Trigger:
         elect itself at once. Returns when the hand-over started; await
         ``raft.wait().current_leader(to)`` for the outcome. If no new leader appears within
         two election timeouts, this leader takes writes again. Raises ``ForwardToLeader``
-        on a non-leader, ``ValueError`` if ``to`` is not a voter, and ``InProgress`` while a
+        on a non-leader, ``ValueError`` if ``to`` is not a voter or answered none of this
+        leader's requests sent within the last ``Config.election_timeout_max`` (down or cut
+        off), and ``InProgress`` while a
         ``change_membership`` on this node waits for its joint config to commit (handed over
         mid-change, the new leader would finish it keeping the removed voters as learners); ``TypeError`` / ``ValueError`` if ``to`` is not a node id."""
         to = _v.check_node_id(to, "transfer_leader to")

@@ -407,7 +407,8 @@ class Engine:
         """Hand leadership to voter ``to``: stop taking writes, wait until ``to`` holds the
         whole log, then tell every voter. Gives up (and resumes writes) when no new leader
         appeared within two election timeouts. Raises ``ForwardToLeader`` on a non-leader,
-        ``ValueError`` when ``to`` is not a voter and ``InProgress`` while a ``change_membership``
+        ``ValueError`` when ``to`` is not a voter or answered none of this leader's requests
+        sent within ``election_timeout_max``, and ``InProgress`` while a ``change_membership``
         of this leader waits for its joint config to commit. Transferring to this node does nothing."""
         self.now = now
         leader = self.leader

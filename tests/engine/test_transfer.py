@@ -188,6 +188,24 @@ def test_transfer_while_a_membership_change_is_in_progress_raises_in_progress():
     assert eng.leader.transfer_to == 3
 
 
+@pytest.mark.parametrize("now,refused", [(TIMEOUT_MAX, False), (TIMEOUT_MAX + 1, True)], ids=["at-the-bound", "past-it"])
+def test_transfer_to_a_target_silent_for_an_election_timeout_raises_value_error(now, refused):
+    """Node 3 last answered a request sent at t=0 (its node went down since): a transfer to
+    it refused writes (redirected to node 3) for two election timeouts and turned lease reads
+    off for the rest of the term, for nothing. Refused; nothing changes."""
+    eng = leader()
+    if not refused:
+        eng.transfer_leader(3, now)
+        assert eng.leader.transfer_to == 3
+        return
+    with pytest.raises(ValueError, match=r"cannot transfer leadership to node 3: it answered none of this leader's") as ei:
+        eng.transfer_leader(3, now)
+    assert "is it down or cut off?" in str(ei.value)
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to is None and not eng.leader.lease_disabled
+    assert eng.client_write([Normal(b"a")]) == lid(1, 2)
+
+
 def test_transfer_on_a_follower_forwards_to_the_leader():
     eng = make_engine(id=2, vote=(1, 1, True))
     with pytest.raises(ForwardToLeader) as ei:

@@ -13,7 +13,8 @@ Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transf
         └── expire (tick): no new leader after 2 election timeouts ──> writes again
                                                                        (lease stays off)
 
-``start`` refuses a target that is not a voter (``ValueError``), and any transfer while a
+``start`` refuses a target that is not a voter or answered none of this leader's requests
+sent within ``election_timeout_max`` (``ValueError``), and any transfer while a
 ``change_membership`` of this leader is in progress, until its joint config commits
 (``InProgress``): handed over mid-change, the new leader would finish the joint config
 keeping the removed voters as learners, whatever the caller's ``retain``.
@@ -86,6 +87,14 @@ class TransferHandler(Handler):
                 pending,
                 f"cannot transfer leadership to node {to} while a membership change is in progress "
                 f"(entry {pending!r}); transfer once it has committed (change_membership returned)",
+            )
+        timeout = self.eng.config.election_timeout_max
+        if now - max(leader.ack_at.get(to, -1.0), leader.elected_at) > timeout:
+            # A target that is down: writes were refused (redirected to it) for two election
+            # timeouts, and lease reads stayed off for the rest of the term, for nothing.
+            raise ValueError(
+                f"cannot transfer leadership to node {to}: it answered none of this leader's requests "
+                f"sent in the last {timeout:g} ms (election_timeout_max): is it down or cut off?"
             )
         leader.transfer_to = to
         leader.transfer_sent = False

@@ -286,3 +286,40 @@ async def test_cancelled_call_does_not_kill_the_node(cluster: Cluster, call: str
     resp = await asyncio.wait_for(_write_via_leader(cluster, b"after cancel"), timeout=WRITE_BOUND)
     await cluster.nodes[node].wait(2).applied_index_at_least(resp.log_id.index, f"n{node} still applies")
     assert cluster.nodes[node].metrics.state is not ServerState.SHUTDOWN
+
+
+async def test_transfer_to_a_target_that_went_down_is_refused(slower_cluster: Cluster) -> None:
+    """The target's node went down a while ago (it answered nothing for over an election
+    timeout). The transfer was started all the same: writes were refused, redirected to the
+    dead node, for two election timeouts, and lease reads stayed off for the rest of the
+    term. Now ``ValueError`` saying so; the leader goes on taking writes and lease reads."""
+    cluster = slower_cluster
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    raft = cluster.nodes[leader]
+    await asyncio.wait_for(raft.client_write(b"settle"), timeout=WRITE_BOUND)
+    down, other = sorted(set(cluster.nodes) - {leader})
+    await cluster.crash(down)
+    # Heartbeat rounds to the other follower as a clock: over election_timeout_max passes.
+    cfg = cluster.config
+    rounds = cfg.election_timeout_max // cfg.heartbeat_interval + 2
+    seen = 0
+    enough = asyncio.Event()
+
+    def count(rpc: str, source: int, target: int, req: object) -> None:
+        nonlocal seen
+        if rpc == "append_entries" and (source, target) == (leader, other):
+            seen += 1
+            if seen >= rounds:
+                enough.set()
+
+    cluster.router.add_hook(count)
+    await asyncio.wait_for(enough.wait(), timeout=5)
+    with pytest.raises(ValueError, match=rf"cannot transfer leadership to node {down}: it answered none") as ei:
+        await raft.trigger.transfer_leader(down)
+    assert "down or cut off" in str(ei.value)
+    await asyncio.wait_for(raft.client_write(b"still taking writes"), timeout=WRITE_BOUND)
+    await raft.ensure_linearizable(ReadPolicy.LEASE_READ)  # the lease stays on
+    assert cluster.leader() == leader
+    await raft.trigger.transfer_leader(other)  # a live target is taken
+    await raft.wait(5.0).current_leader(other, f"n{other} leads")
