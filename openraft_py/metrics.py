@@ -83,6 +83,10 @@ class IndexWaiters:
             self._limit = max(_COMPACT_MIN, 2 * len(heap))
         return fut
 
+    def pending(self) -> bool:
+        """Whether a future handed out may still wait (kept in the heap)."""
+        return bool(self.heap)
+
     def release(self, every: bool) -> None:
         """Complete the futures whose index the node reached (every one if ``every``, or
         when its index cannot be read: each waiter then reads the metrics and decides)."""
@@ -99,6 +103,83 @@ class IndexWaiters:
                 fut.set_result(None)
 
 
+RoleKey = tuple[ServerState, Vote, StoredMembership, NodeId | None]
+"""A node's role: its state, vote, effective membership and the leader it knows of."""
+
+
+def role_of(m: RaftMetrics) -> RoleKey:
+    """The role of the node whose metrics are ``m`` (``RoleWaiters``)."""
+    return (m.state, m.vote, m.membership_config, m.current_leader)
+
+
+class RoleWaiters:
+    """Waiters for a node's role (``RoleKey``: state, vote, effective membership, known
+    leader) to differ from the one they last saw, released by comparing it with the node's
+    role now (``role()``, read without building the metrics). So the changes of a write
+    (log, commit, apply) do not wake them: ``Wait.state``, ``current_leader`` and
+    ``voter_ids`` depend on nothing else, and a thousand of them made every write wake each
+    one several times.
+
+    ``groups`` keeps the futures by the role their waiter saw: nearly always one group (a
+    list, not a dict: a membership holds a dict and cannot be hashed). Invariant: every
+    pending future handed out by ``add`` is in a group. One given up on (a timeout) stays
+    until the role changes or a compaction drops it (at ``_COMPACT_MIN`` futures, or twice
+    the number left after the last one)."""
+
+    __slots__ = ("role", "groups", "_count", "_limit")
+
+    def __init__(self, role: Callable[[], RoleKey]) -> None:
+        self.role = role
+        """The node's role now."""
+        self.groups: list[tuple[RoleKey, list[asyncio.Future[None]]]] = []
+        self._count = 0
+        self._limit = _COMPACT_MIN
+
+    def add(self, seen: RoleKey) -> asyncio.Future[None]:
+        """A future of the caller's own that ``release`` completes once the node's role is
+        not ``seen`` (at the next release, if it is not already). Cancelling it affects no
+        other waiter."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for role, futs in self.groups:
+            if role == seen:
+                futs.append(fut)
+                break
+        else:
+            self.groups.append((seen, [fut]))
+        self._count += 1
+        if self._count >= self._limit:
+            kept = [(role, [f for f in futs if not f.done()]) for role, futs in self.groups]
+            self.groups = [(role, futs) for role, futs in kept if futs]
+            self._count = sum(len(futs) for _, futs in self.groups)
+            self._limit = max(_COMPACT_MIN, 2 * self._count)
+        return fut
+
+    def pending(self) -> bool:
+        """Whether a future handed out may still wait."""
+        return bool(self.groups)
+
+    def release(self, every: bool) -> None:
+        """Complete the futures of every role other than the node's (every one if
+        ``every``, or when its role cannot be read: each waiter then reads the metrics)."""
+        groups = self.groups
+        now: RoleKey | None = None
+        if not every:
+            try:
+                now = self.role()
+            except Exception:  # noqa: BLE001 - a broken state: let every waiter look
+                now = None
+        if now is not None and len(groups) == 1 and groups[0][0] == now:
+            return  # the common case: the role did not change
+        self.groups = [(role, futs) for role, futs in groups if now is not None and role == now]
+        for role, futs in groups:
+            if now is not None and role == now:
+                continue
+            self._count -= len(futs)
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(None)
+
+
 class MetricsWatch:
     """Holds a node's metrics and wakes waiters when they change.
 
@@ -109,7 +190,8 @@ class MetricsWatch:
     The getters (each the node's index now, -1 for none, read without building the
     metrics) key the waiters of ``at_least``: ``applied_index`` (the last applied entry),
     ``log_index`` (the last log entry), ``snapshot_index`` and ``purged_index``. Without
-    one, ``at_least`` of that kind falls back to ``changed``.
+    one, ``at_least`` of that kind falls back to ``changed``. ``role`` (the node's
+    ``RoleKey`` now) keys the waiters of ``role_changed`` likewise.
     """
 
     def __init__(
@@ -120,13 +202,15 @@ class MetricsWatch:
         log_index: Callable[[], int] | None = None,
         snapshot_index: Callable[[], int] | None = None,
         purged_index: Callable[[], int] | None = None,
+        role: Callable[[], RoleKey] | None = None,
     ) -> None:
         self._build = build
         getters = {"applied": applied_index, "log": log_index, "snapshot": snapshot_index, "purged": purged_index}
         self._keyed: dict[str, IndexWaiters] = {k: IndexWaiters(g) for k, g in getters.items() if g is not None}
+        self._by_role = None if role is None else RoleWaiters(role)
         # The ones with waiters (``release_index_waiters`` looks at these only: none, the
         # common case, costs a change one test).
-        self._waited: list[IndexWaiters] = []
+        self._waited: list[IndexWaiters | RoleWaiters] = []
         self._current = build()
         self.dirty = False
         """Whether the state changed since the metrics were last built (read-only outside
@@ -179,26 +263,40 @@ class MetricsWatch:
         keyed = self._keyed.get(kind)
         if keyed is None:
             return self.changed()
-        if not keyed.heap:
+        if not keyed.pending():
             self._waited.append(keyed)
         return keyed.add(index)
+
+    def role_changed(self, seen: RaftMetrics) -> asyncio.Future[None]:
+        """A future of the caller's own that completes at the first change at which the
+        node's role (``RoleKey``: state, vote, effective membership, known leader) differs
+        from the one in ``seen``, the metrics the caller last looked at, or at which the node
+        has stopped. The other changes do not wake it (``RoleWaiters``). Without the ``role``
+        getter: ``changed()``."""
+        by_role = self._by_role
+        if by_role is None:
+            return self.changed()
+        if not by_role.pending():
+            self._waited.append(by_role)
+        return by_role.add(role_of(seen))
 
     def applied_at_least(self, index: int) -> asyncio.Future[None]:
         """``at_least("applied", index)``: what a linearizable read waits on."""
         return self.at_least("applied", index)
 
     def release_index_waiters(self) -> None:
-        """Complete the ``at_least`` futures whose index the node reached (every one once
-        the node stopped). Called at each change, also by a publisher that skips
-        ``mark_changed`` (the metrics already marked, no ``changed`` waiter)."""
+        """Complete the ``at_least`` futures whose index the node reached and the
+        ``role_changed`` futures whose role it left (every one once the node stopped).
+        Called at each change, also by a publisher that skips ``mark_changed`` (the metrics
+        already marked, no ``changed`` waiter)."""
         waited = self._waited
         if not waited:
             return
         every = self.fatal is not None
         for keyed in waited:
             keyed.release(every)
-        if not all(keyed.heap for keyed in waited):
-            self._waited = [keyed for keyed in waited if keyed.heap]
+        if not all(keyed.pending() for keyed in waited):
+            self._waited = [keyed for keyed in waited if keyed.pending()]
 
 
 class Wait:
@@ -229,13 +327,18 @@ class Wait:
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {predicate!r}")
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
-        return await self._until(predicate, msg, self._watch.changed)
+        watch = self._watch
+        return await self._until(predicate, msg, lambda _seen: watch.changed())
 
     async def _until(
-        self, predicate: Callable[[RaftMetrics], bool], msg: str, woken: Callable[[], asyncio.Future[None]]
+        self,
+        predicate: Callable[[RaftMetrics], bool],
+        msg: str,
+        woken: Callable[[RaftMetrics], asyncio.Future[None]],
     ) -> RaftMetrics:
-        """``metrics``, sleeping on ``woken()`` between checks: a future that completes at
-        the next change that may satisfy ``predicate``, and at the node's stop."""
+        """``metrics``, sleeping on ``woken(seen)`` between checks (``seen``: the metrics
+        that did not satisfy ``predicate``): a future that completes at the next change that
+        may satisfy ``predicate``, and at the node's stop."""
         watch = self._watch
         try:
             async with asyncio.timeout(self._timeout):
@@ -247,7 +350,7 @@ class Wait:
                         if watch.fatal is not None:
                             raise watch.fatal
                         raise Fatal(f"node {m.id} stopped while waiting for {msg}: {m.error or 'shut down'}")
-                    await woken()
+                    await woken(m)
         except TimeoutError:
             raise WaitTimeout(
                 f"timeout after {self._timeout}s waiting for {msg}; last metrics: {watch.current.describe()}"
@@ -257,13 +360,13 @@ class Wait:
         """Wait until the node is in ``state``."""
         if type(state) is not ServerState:
             raise TypeError(f"state must be a ServerState, got {type(state).__name__} {state!r}")
-        return await self.metrics(lambda m: m.state == state, msg or f"state {state.value}")
+        return await self._role_until(lambda m: m.state == state, msg or f"state {state.value}")
 
     async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
         """Wait until the node knows ``leader_id`` as the leader (``None``: knows none)."""
         if leader_id is not None:
             leader_id = check_node_id(leader_id, "leader_id")
-        return await self.metrics(lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}")
+        return await self._role_until(lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}")
 
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last log index is ``>= index``."""
@@ -271,7 +374,7 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
         return await self._until(
-            lambda m: m.last_log_index >= index, msg or f"log index >= {index}", lambda: self._watch.at_least("log", index)
+            lambda m: m.last_log_index >= index, msg or f"log index >= {index}", lambda _seen: self._watch.at_least("log", index)
         )
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
@@ -282,7 +385,7 @@ class Wait:
         return await self._until(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
-            lambda: self._watch.at_least("applied", index),
+            lambda _seen: self._watch.at_least("applied", index),
         )
 
     async def snapshot(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -300,7 +403,7 @@ class Wait:
         return await self._until(
             lambda m: m.snapshot is not None and m.snapshot.index >= index,
             msg or f"snapshot index >= {index}",
-            lambda: self._watch.at_least("snapshot", index),
+            lambda _seen: self._watch.at_least("snapshot", index),
         )
 
     async def purged(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -318,15 +421,22 @@ class Wait:
         return await self._until(
             lambda m: m.purged is not None and m.purged.index >= index,
             msg or f"purged index >= {index}",
-            lambda: self._watch.at_least("purged", index),
+            lambda _seen: self._watch.at_least("purged", index),
         )
 
     async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
         """Wait until the effective membership's voters are exactly ``ids``."""
         want = check_voters(ids)
-        return await self.metrics(
+        return await self._role_until(
             lambda m: set(m.membership_config.membership.voter_ids()) == want, msg or f"voters {sorted(want)}"
         )
+
+    async def _role_until(self, predicate: Callable[[RaftMetrics], bool], msg: str) -> RaftMetrics:
+        """``_until`` of a ``predicate`` of the node's role alone (state, vote, membership,
+        known leader: ``RoleKey``), woken only when the role changes."""
+        if not isinstance(msg, str):
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+        return await self._until(predicate, msg, self._watch.role_changed)
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -57,7 +57,7 @@ from ..engine import (
     TruncateLog,
 )
 from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError, Unreachable
-from ..metrics import MetricsWatch, RaftMetrics
+from ..metrics import MetricsWatch, RaftMetrics, RoleKey
 from ..storage import IOFlushed, durable_append_of
 from ..types import (
     Entry,
@@ -234,6 +234,7 @@ class RaftCore:
             log_index=self._log_index,
             snapshot_index=self._snapshot_index,
             purged_index=self._purged_index,
+            role=self._role,
         )
         self.metrics = metrics_view.Publisher(engine, self.watch)
         self._stopping = False
@@ -1038,6 +1039,14 @@ class RaftCore:
         """The last purged index, -1 for none (``MetricsWatch.at_least``)."""
         purged = self.engine.state.purged_log_id()
         return -1 if purged is None else purged.index
+
+    def _role(self) -> RoleKey:
+        """The node's role now, as ``metrics.role_of`` reads it from its metrics
+        (``MetricsWatch.role_changed``). A stopped node's differs (``build`` names no
+        leader there), but its waiters are all woken at the stop."""
+        eng = self.engine
+        st = eng.state
+        return (st.server_state, st.vote, st.membership.effective, eng.current_leader())
 
     def _build_metrics(self) -> RaftMetrics:
         """The node's metrics. On a stopped node whose engine state cannot be read any more
