@@ -157,12 +157,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_python_dash_m_runs_the_command_line() -> None:
-    r = subprocess.run([sys.executable, "-m", "openraft_py.kv", "kv", "get"], capture_output=True, text=True,
+@pytest.mark.parametrize("module", ["openraft_py.kv", "openraft_py"])
+def test_python_dash_m_runs_the_command_line(module: str) -> None:
+    r = subprocess.run([sys.executable, "-m", module, "kv", "get"], capture_output=True, text=True,
                        timeout=30, env=_env())
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "required: key" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "openraft_py.kv", "--version"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,
                        timeout=30, env=_env())
     assert r.returncode == 0 and r.stdout.startswith("openraft-py ")
 
