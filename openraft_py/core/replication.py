@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -302,6 +303,7 @@ class ReplicationCore:
         "_next_call",
         "_refused_snapshot",
         "_matched",
+        "_matched_at",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -317,8 +319,13 @@ class ReplicationCore:
         # once per snapshot, not at every resend).
         self._refused_snapshot: str | None = None
         # The greatest index the target acknowledged matching (as the engine's
-        # ``ProgressEntry.matched``): a refused ``prev_log_id`` at or below it is logged.
+        # ``ProgressEntry.matched``), and when this channel learned it (the clock of
+        # ``sent_at``, read as the acknowledgement was reported: no earlier than its
+        # arrival). A ``prev_log_id`` at or below it refused in answer to a request sent
+        # after that proves the target lost entries; an earlier request's refusal may only
+        # be older than the acknowledgement (requests and answers can be reordered).
         self._matched = -1
+        self._matched_at = math.inf
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -496,6 +503,7 @@ class ReplicationCore:
                 matching = result.matching
                 if matching is not None and matching.index > self._matched:
                     self._matched = matching.index
+                    self._matched_at = self.env.now_ms()
             self.env.notify(result)
 
     def _pass_turn(self, turn: int) -> None:
@@ -652,18 +660,26 @@ class ReplicationCore:
     def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float, start: int) -> None:
         """The target refused the request of generation ``gen`` whose entries start at
         ``start``: a greater vote (``Rejected``) or a ``prev_log_id`` it does not hold
-        (``Conflict``). One at or below what it acknowledged matching means its log lost
-        entries: logged at WARNING, once (the engine starts its progress over)."""
+        (``Conflict``). One at or below what it acknowledged matching, in answer to a
+        request sent after that acknowledgement arrived, means its log lost entries: logged
+        at WARNING, once, and reported with ``start`` (the engine starts its progress over).
+        Any other refusal is reported without it (``start=-1``): the refusal of a request
+        sent earlier may have been made before the entries arrived there (a request that
+        overtook the one carrying them, or an answer that overtook another), which says
+        nothing of a loss."""
         if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
             self._report(Rejected(self.target, self.vote, gen, resp.vote))
             return
-        if 0 < start <= self._matched + 1:
+        if not (0 < start <= self._matched + 1 and sent_at > self._matched_at):
+            start = -1
+        else:
             log.warning(
                 "node %s: node %s no longer holds entry %d, which it had acknowledged: its log lost entries "
                 "(its storage was lost, or restored from an older copy); replicating to it again from index %d",
                 self.env.node_id, self.target, start - 1, resp.conflict_hint,
             )
             self._matched = -1
+            self._matched_at = math.inf
         self._report(Conflict(self.target, self.vote, gen, resp.conflict_hint, sent_at, start))
 
     async def _send_snapshot(self, c: SendSnapshot) -> None:
