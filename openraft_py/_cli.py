@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -41,3 +42,41 @@ def _null_if_broken(stream: TextIO | None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
         os.close(devnull)
+
+
+KV_EXTRA_MODULES = ("aiohttp", "prometheus_client")
+"""The top-level modules of the ``kv`` extra's packages (aiohttp and prometheus-client) that
+the key-value service imports. ``openraft-py`` and the Jepsen test need them; the library,
+``lincheck`` and ``sim`` do not."""
+
+_KV_EXTRA_DEPENDENCIES = ("yarl", "multidict")
+"""Modules aiohttp brings with it: one missing is the extra not (fully) installed too."""
+
+
+def missing_kv_extra(e: ModuleNotFoundError) -> str | None:
+    """The module of the ``kv`` extra (or of one of its dependencies) whose absence ``e``
+    reports, or ``None`` for another missing module (a bug: not hidden)."""
+    name = (e.name or "").partition(".")[0]
+    return name if name in KV_EXTRA_MODULES + _KV_EXTRA_DEPENDENCIES else None
+
+
+def kv_extra_not_installed() -> str | None:
+    """The first module of the ``kv`` extra that cannot be imported (the extra is not
+    installed), or ``None`` when all of them can. It imports them; another module missing
+    underneath one of them raises its ``ModuleNotFoundError``."""
+    for name in KV_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            missing = missing_kv_extra(e)
+            if missing is None:
+                raise
+            return missing
+    return None
+
+
+def needs_kv_extra(what: str, missing: str) -> str:
+    """The one line saying that ``what`` (``"the command line"``) needs the ``kv`` extra,
+    whose module ``missing`` is not installed, and how to install it."""
+    return (f"{what} needs the 'kv' extra, which is not installed (no module named {missing!r}): "
+            f"pip install 'openraft-py[kv]'")

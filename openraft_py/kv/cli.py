@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._cli import run_cli
+from .._cli import missing_kv_extra, needs_kv_extra, run_cli
 from .._compiled import env_flag
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
@@ -646,18 +646,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: _main(argv))
 
 
-KV_EXTRA_MODULES = ("aiohttp", "prometheus_client")
-"""The top-level modules of the ``kv`` extra's packages that the command line imports (the
-extra is aiohttp and prometheus-client; aiohttp brings yarl and multidict)."""
-
-
-def _missing_kv_extra(e: ModuleNotFoundError) -> str | None:
-    """The module of the ``kv`` extra (or of one of its dependencies) whose absence ``e``
-    reports, or ``None`` for another missing module (a bug: not hidden)."""
-    name = (e.name or "").partition(".")[0]
-    return name if name in KV_EXTRA_MODULES + ("yarl", "multidict") else None
-
-
 @contextlib.contextmanager
 def _stdout_escaping_what_it_cannot_encode() -> Iterator[None]:
     """Standard output with ``errors="backslashreplace"`` meanwhile (as Python's stderr
@@ -687,11 +675,10 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
     except ModuleNotFoundError as e:
-        missing = _missing_kv_extra(e)
+        missing = missing_kv_extra(e)
         if missing is None:
             raise
-        print(f"openraft-py: error: the command line needs the 'kv' extra, which is not installed "
-              f"(no module named {missing!r}): pip install 'openraft-py[kv]'", file=sys.stderr)
+        print(f"openraft-py: error: {needs_kv_extra('the command line', missing)}", file=sys.stderr)
         return EXIT_FAILED
     try:
         args = parser.parse_args(argv)

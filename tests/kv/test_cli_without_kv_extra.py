@@ -1,7 +1,9 @@
-"""The ``openraft-py`` console script installed without the ``kv`` extra (``pip install
-openraft-py``, the library alone): every invocation, ``--version`` and ``--help`` included,
-says in one line that the command line needs the extra and how to install it (exit 1),
-instead of a ``ModuleNotFoundError`` traceback.
+"""The package's command lines installed without the ``kv`` extra (``pip install
+openraft-py``, the library alone). ``openraft-py`` and ``python -m
+openraft_py.testing.jepsen`` (its nodes are ``serve`` processes, its clients HTTP): every
+invocation, ``--version`` and ``--help`` included, says in one line that it needs the extra
+and how to install it (exit 1), instead of a ``ModuleNotFoundError`` traceback. The testing
+kit's ``lincheck`` and ``sim`` do not need it and work without it.
 
 Each case runs in a fresh interpreter where importing the extra's module is refused (a
 ``None`` entry in ``sys.modules``, as Python does for a module that is not installed)."""
@@ -13,6 +15,7 @@ import sys
 
 import pytest
 
+from openraft_py import _cli
 from openraft_py.kv import cli
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,8 +41,43 @@ def test_the_command_line_without_the_kv_extra_says_to_install_it(module: str, a
 
 
 def test_another_missing_module_is_not_taken_for_the_extra() -> None:
-    assert cli._missing_kv_extra(ModuleNotFoundError("No module named 'aiohttp'", name="aiohttp")) == "aiohttp"
-    assert cli._missing_kv_extra(ModuleNotFoundError("x", name="aiohttp.web")) == "aiohttp"
-    assert cli._missing_kv_extra(ModuleNotFoundError("x", name="yarl")) == "yarl"
-    assert cli._missing_kv_extra(ModuleNotFoundError("x", name="openraft_py.kv.nodes")) is None
-    assert cli._missing_kv_extra(ModuleNotFoundError("x", name=None)) is None
+    assert _cli.missing_kv_extra(ModuleNotFoundError("No module named 'aiohttp'", name="aiohttp")) == "aiohttp"
+    assert _cli.missing_kv_extra(ModuleNotFoundError("x", name="aiohttp.web")) == "aiohttp"
+    assert _cli.missing_kv_extra(ModuleNotFoundError("x", name="yarl")) == "yarl"
+    assert _cli.missing_kv_extra(ModuleNotFoundError("x", name="openraft_py.kv.nodes")) is None
+    assert _cli.missing_kv_extra(ModuleNotFoundError("x", name=None)) is None
+
+
+def test_the_extra_installed_is_found_installed() -> None:
+    assert _cli.kv_extra_not_installed() is None
+
+
+def _run_module_blocking(module: str, package: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``python -m package argv`` in an interpreter where ``module`` is not importable."""
+    code = ("import runpy, sys\n"
+            f"sys.modules[{module!r}] = None\n"
+            f"sys.argv[1:] = {argv!r}\n"
+            f"runpy.run_module({package!r}, run_name='__main__', alter_sys=True)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+
+
+@pytest.mark.parametrize("module", ["aiohttp", "prometheus_client", "yarl"])
+@pytest.mark.parametrize("argv", [["--help"], ["--time", "1", "--nodes", "1"]], ids=" ".join)
+def test_the_jepsen_test_without_the_kv_extra_says_to_install_it(module: str, argv: list[str]) -> None:
+    """It printed aiohttp's ``ModuleNotFoundError`` traceback, even for ``--help`` (the
+    package imported its runner); without prometheus-client it started nodes that could not
+    run."""
+    r = _run_module_blocking(module, "openraft_py.testing.jepsen", argv)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr == (f"jepsen: error: the Jepsen test needs the 'kv' extra, which is not installed "
+                        f"(no module named {module!r}): pip install 'openraft-py[kv]'\n")
+
+
+@pytest.mark.parametrize("module", ["aiohttp", "prometheus_client"])
+@pytest.mark.parametrize("package", ["openraft_py.testing.lincheck", "openraft_py.testing.sim"])
+def test_the_command_lines_that_need_no_extra_work_without_it(module: str, package: str) -> None:
+    r = _run_module_blocking(module, package, ["--help"])
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.startswith("usage: ")
+    assert r.stderr == ""

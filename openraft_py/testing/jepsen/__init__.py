@@ -14,6 +14,22 @@ Modules, one job each:
 - ``__main__``: ``python -m openraft_py.testing.jepsen --time 300 --seed N --nodes 5``.
 """
 
-from .runner import RunConfig, RunResult, run
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runner import RunConfig, RunResult, run
 
 __all__ = ["RunConfig", "RunResult", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``RunConfig``, ``RunResult`` and ``run`` from ``runner``, imported on first use: the
+    runner's HTTP client needs the ``kv`` extra (aiohttp), and ``python -m
+    openraft_py.testing.jepsen`` imports this package before its ``__main__`` can say, in one
+    line, that the extra is not installed."""
+    if name in __all__:
+        from . import runner
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

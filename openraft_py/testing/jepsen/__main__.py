@@ -6,7 +6,8 @@
         [--clients C] [--nemesis KIND,KIND] [--workload register,multi]
 
 Exit status 0 when every check passed, 1 when one failed (the seed and the artifact directory
-are printed), 2 for bad arguments, 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM): the node
+are printed) or when the ``kv`` extra, which the nodes and the clients need, is not installed
+(one line says so), 2 for bad arguments, 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM): the node
 processes are then stopped and their data removed. Piped into a reader that goes away, it stops
 the same way, quietly, with 141.
 """
@@ -22,13 +23,15 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..._cli import run_cli
+from ..._cli import kv_extra_not_installed, needs_kv_extra, run_cli
 from ...engine.faults import EngineFault
 from ...kv.argtypes import positive_int_at_most
 from .nemesis import KINDS
-from .runner import RunConfig, RunResult, run
-from .workload import WorkloadConfig
+
+if TYPE_CHECKING:
+    from .runner import RunResult
 
 MAX_NODES = 9
 """The largest ``--nodes``: Raft clusters have 3, 5 or 7 voters (every write waits for a
@@ -53,6 +56,14 @@ def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run once, return the exit status."""
+    missing = kv_extra_not_installed()
+    if missing is not None:  # every invocation, --help included, as openraft-py does
+        print(f"jepsen: error: {needs_kv_extra('the Jepsen test', missing)}", file=sys.stderr)
+        return 1
+    # The runner and the workload import aiohttp: imported once the extra is known to be there.
+    from .runner import RunConfig, run
+    from .workload import WorkloadConfig
+
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.jepsen",
                                 description="A Jepsen-style test of real serve processes.")
     p.add_argument("--time", type=float, default=300.0, help="seconds of clients and faults (default 300)")
