@@ -28,7 +28,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container
 from typing import TYPE_CHECKING, Any, get_args
 
 from .._core import EntryCache, normal_data_bytes
@@ -67,6 +67,7 @@ from ..types import (
     Normal,
     RPCOption,
     ServerState,
+    StoredMembership,
     TransferLeaderRequest,
     VoteRequest,
     VoteResponse,
@@ -224,6 +225,8 @@ class RaftCore:
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).
         self._clients: dict[NodeId, tuple[Any, RaftNetwork]] = {}
+        # The committed and effective memberships ``_forget_clients_of_left_nodes`` last saw.
+        self._clients_memberships: tuple[StoredMembership | None, StoredMembership | None] = (None, None)
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
         self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
@@ -517,6 +520,7 @@ class RaftCore:
                         postponed = self._postponed = waiting
                         cmds = ready + cmds
                 if not cmds:
+                    self._forget_clients_of_left_nodes()
                     return
                 for c in cmds:
                     t = type(c)
@@ -839,14 +843,31 @@ class RaftCore:
                 if client is not stream.client:
                     stream.set_client(client)
 
-    def _forget_clients(self, targets: Mapping[NodeId, Any]) -> None:
+    def _forget_clients_of_left_nodes(self) -> None:
+        """After a round of commands: if this node's committed or effective membership
+        changed, forget the network clients of the nodes in neither (``_forget_clients``),
+        whatever its role. A leader's targets are these nodes already; a follower, learner
+        or candidate has clients of the voters it sent vote requests to, and kept the client
+        of a voter removed since (and the TCP factory its connection) until it next became
+        leader, for good if it never did."""
+        ms = self.engine.state.membership
+        committed = ms.committed
+        effective = ms.effective
+        seen_committed, seen_effective = self._clients_memberships
+        if committed is seen_committed and effective is seen_effective:
+            return
+        self._clients_memberships = (committed, effective)
+        if self._clients:
+            self._forget_clients(committed.membership.nodes.keys() | effective.membership.nodes.keys())
+
+    def _forget_clients(self, targets: Container[NodeId]) -> None:
         """Drop the network client of every node not in ``targets`` (the leader's: every
         node of its committed and effective memberships but itself), and tell the factory,
         if it has the optional ``forget(target)`` (the TCP factory closes its connection).
         A node that left the membership kept its client, and the TCP factory its
         connection, for good: a cluster whose machines are replaced by new node ids over
         months held one of each for every node it ever had. A factory's ``forget`` that
-        raises is logged: it must not stop the leader."""
+        raises is logged: it must not stop the node."""
         gone = [t for t in self._clients if t not in targets]
         if not gone:
             return

@@ -135,7 +135,8 @@ class RaftNetworkFactory(Protocol):
         ``Unreachable`` naming the error) and asks again later; it does not stop.
 
         Optional: ``forget(target)``, a plain method the node calls when it no longer sends
-        to ``target`` (a leader, once ``target`` left its memberships): release what the
+        to ``target`` (once ``target`` left its memberships: a leader's replication
+        targets, another node's clients of the voters it asked for votes): release what the
         factory keeps for it (a connection). The node drops its client of ``target`` first;
         a later ``new_client(target, ...)`` must work again. ``TcpNetworkFactory`` has it."""
         ...

@@ -12,7 +12,7 @@ import pytest
 
 from openraft_py.errors import Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory
-from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
+from openraft_py.types import BasicNode, RPCOption, ServerState, Vote, VoteRequest
 
 from .tcp_cluster import TcpCluster, TcpNode, tcp_config
 
@@ -81,3 +81,36 @@ async def test_forget_fails_calls_of_the_forgotten_target_and_a_new_client_conne
             assert factory.connected(2)
         finally:
             await factory.close()
+
+
+async def test_a_follower_forgets_the_client_of_a_removed_voter_it_sent_vote_requests_to() -> None:
+    """A follower has clients of the voters it once asked for votes; it kept the client of a
+    voter removed since (and the TCP factory its connection) until it next became leader."""
+    async with TcpCluster(tcp_config(election_timeout_min=1000, election_timeout_max=2000)) as cluster:
+        voters = {1, 2, 3, 4}
+        await cluster.start(sorted(voters))
+        first = await cluster.wait_for_leader()
+        # A follower campaigns, asking every voter (the others refuse while they hear from
+        # their leader, or elect it: either way it ends a follower or the leader).
+        follower = min(voters - {first})
+        fnode = cluster.nodes[follower]
+        ffactory, _ = _running(fnode)
+        assert fnode.raft is not None
+        fcore = fnode.raft._core
+        await fnode.raft.trigger.elect()
+        await _until(lambda: len(fcore._clients) == 3, f"node {follower} asked every voter for its vote")
+        leader = await cluster.wait_for_leader()
+        if leader == follower:  # it won: hand leadership on, to be a follower again
+            await fnode.raft.trigger.transfer_leader(first)
+            await fnode.raft.wait(10.0).current_leader(first)
+            leader = await cluster.wait_for_leader()
+        removed = min(voters - {follower, leader})
+        await _until(lambda: ffactory.connected(removed), f"node {follower} is connected to node {removed}")
+        lraft = cluster.nodes[leader].raft
+        assert lraft is not None
+        await lraft.change_membership(voters - {removed})
+        await _until(lambda: not ffactory.connected(removed), f"node {follower}'s connection to node {removed} closed")
+        assert sorted(fcore._clients) == sorted(voters - {follower, removed})
+        assert fnode.raft.metrics.state == ServerState.FOLLOWER
+        assert cluster.nodes[removed].raft is not None, "the removed node still runs"
+        await cluster.write(b"after")
