@@ -20,6 +20,7 @@ in one process (tests) keep separate figures. Exposed families:
 ``openraft_replication_matched_index{peer}`` leader only: the log index known to match on peer
 ``openraft_replication_lag{peer}``           leader only: last log index minus matched index
 ``openraft_rpc_errors_total{peer,rpc,error}`` Raft RPCs to a peer that failed, by RPC and error
+                                             (removed when the peer leaves the membership)
 ``openraft_kv_write_seconds{op}``            histogram: put / delete / cas, until applied
 ``openraft_kv_read_seconds{consistency}``    histogram: linearizable / lease / local reads
 ``openraft_kv_http_requests_total{route,method,status}``  HTTP requests answered
@@ -128,6 +129,15 @@ class KvMetrics:
     def on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
         """Count one failed RPC (the ``KvNetworkFactory`` hook)."""
         self.rpc_errors.labels(str(target), rpc, type(error).__name__).inc()
+
+    def forget_peer(self, target: NodeId) -> None:
+        """Remove every ``openraft_rpc_errors_total`` series of peer ``target`` (it left the
+        membership): a label set was kept for every peer the node ever had."""
+        peer = str(target)
+        labels = {tuple(s.labels[n] for n in ("peer", "rpc", "error"))
+                  for metric in self.rpc_errors.collect() for s in metric.samples if s.labels.get("peer") == peer}
+        for label in labels:
+            self.rpc_errors.remove(*label)
 
     def render(self) -> bytes:
         """The whole registry in the Prometheus text format."""

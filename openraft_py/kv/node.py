@@ -356,6 +356,12 @@ class KvNode:
         self.last_rpc_error[target] = str(error)
         self.metrics.on_rpc_error(target, rpc, error)
 
+    def _on_peer_left(self, target: NodeId) -> None:
+        """The ``KvNetworkFactory`` hook for a node that left the membership: drop its last
+        error and its error counters (they were kept for every node the cluster ever had)."""
+        self.last_rpc_error.pop(target, None)
+        self.metrics.forget_peer(target)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -396,7 +402,7 @@ class KvNode:
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None
             tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx, peer_id_of_cert=bind)
-            self.factory = KvNetworkFactory(tcp, self._on_rpc_error)
+            self.factory = KvNetworkFactory(tcp, self._on_rpc_error, self._on_peer_left)
             self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
             host, port = parse_addr(o.raft_addr)
             try:

@@ -237,21 +237,40 @@ class _CountingClient:
 class KvNetworkFactory:
     """A ``RaftNetworkFactory`` over ``TcpNetworkFactory`` for membership nodes written by
     ``node_of``: each client connects to the node's raft address, and ``on_rpc_error`` (if
-    given) hears of every ``RPCError`` (for the per-peer error counters)."""
+    given) hears of every ``RPCError`` (for the per-peer error counters). ``on_forget`` (if
+    given) hears of each node that left the membership (``forget``), to drop what is kept
+    per peer; errors of calls still made to such a node (on a client made before) are not
+    reported, until the node gets a client again (added back)."""
 
-    def __init__(self, tcp: TcpNetworkFactory, on_rpc_error: RpcErrorHook | None = None) -> None:
+    def __init__(
+        self, tcp: TcpNetworkFactory, on_rpc_error: RpcErrorHook | None = None,
+        on_forget: Callable[[NodeId], None] | None = None,
+    ) -> None:
         self.tcp = tcp
         self.on_rpc_error = on_rpc_error
+        self.on_forget = on_forget
+        self._targets: set[NodeId] = set()
+        """The nodes given a client and not forgotten since: whose errors are reported."""
 
     def new_client(self, target: NodeId, node: BasicNode) -> _CountingClient:
         """A client for ``target`` at the raft address in ``node`` (no IO)."""
         raft_addr = addrs_of(node).raft
-        return _CountingClient(self.tcp.new_client(target, BasicNode(raft_addr)), target, self.on_rpc_error)
+        client = self.tcp.new_client(target, BasicNode(raft_addr))
+        self._targets.add(target)
+        hook = self._rpc_failed if self.on_rpc_error is not None else None
+        return _CountingClient(client, target, hook)
+
+    def _rpc_failed(self, target: NodeId, rpc: str, error: BaseException) -> None:
+        if target in self._targets and self.on_rpc_error is not None:
+            self.on_rpc_error(target, rpc, error)
 
     def forget(self, target: NodeId) -> None:
         """``target`` left the membership: the TCP factory's ``forget`` (closes the
-        connection to it)."""
+        connection to it), then ``on_forget(target)``."""
+        self._targets.discard(target)
         self.tcp.forget(target)
+        if self.on_forget is not None:
+            self.on_forget(target)
 
     def check_config(self, config: Config) -> None:
         """The TCP factory's ``check_config`` (``Raft.new`` calls it): ``ConfigError`` if the

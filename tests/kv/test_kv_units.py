@@ -130,6 +130,47 @@ async def test_started_append_entries_reports_its_errors() -> None:
     await f.close()
 
 
+async def test_a_forgotten_peer_is_reported_left_and_its_later_errors_are_not_counted() -> None:
+    """``forget`` (the peer left the membership) tells ``on_forget``; a call on a client made
+    before fails (``Unreachable``: it left) without being counted, and a new client (the
+    peer added again) counts again."""
+    errors: list[Any] = []
+    left: list[Any] = []
+    f = KvNetworkFactory(TcpNetworkFactory(1, "c", connect_timeout=1.0), lambda *a: errors.append(a), left.append)
+    old = f.new_client(2, node_of("127.0.0.1:21002", "127.0.0.1:28002"))
+    f.forget(2)
+    assert left == [2]
+    req = AppendEntriesRequest(Vote.new(1, 1, True), None, [], None)
+    with pytest.raises(RPCError, match="left the membership"):
+        await old.append_entries(req)
+    assert errors == []
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    again = f.new_client(2, node_of(f"127.0.0.1:{port}", "127.0.0.1:28002"))
+    with pytest.raises(RPCError):
+        await again.append_entries(req)
+    assert [(t, rpc) for t, rpc, _ in errors] == [(2, "append_entries")]
+    await f.close()
+
+
+def test_metrics_forget_peer_removes_only_that_peers_error_series() -> None:
+    from openraft_py.errors import Timeout, Unreachable
+    from openraft_py.kv.metrics import KvMetrics
+
+    m = KvMetrics(lambda: None)
+    m.on_rpc_error(2, "vote", Unreachable("x"))
+    m.on_rpc_error(2, "append_entries", Timeout("x"))
+    m.on_rpc_error(3, "vote", Unreachable("x"))
+    m.forget_peer(2)
+    m.forget_peer(9)  # never seen: nothing happens
+    text = m.render().decode()
+    assert 'peer="2"' not in text
+    assert 'openraft_rpc_errors_total{error="Unreachable",peer="3",rpc="vote"} 1.0' in text
+    m.on_rpc_error(2, "vote", Unreachable("x"))  # counted from zero if it comes back
+    assert 'openraft_rpc_errors_total{error="Unreachable",peer="2",rpc="vote"} 1.0' in m.render().decode()
+
+
 def test_submitted_append_entries_reports_its_errors() -> None:
     """The KV client's ``submit_append_entries`` forwards the callback's results and reports
     an ``RPCError``, given to the callback or raised at the call, to the per-peer counters."""

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import openraft_py
 from openraft_py._core import USING_EXTENSIONS
 from openraft_py.kv.logs import configure_logging
+from openraft_py.kv.node import KvNode
 
 from .kv_helpers import KvCluster, url
 
@@ -140,6 +141,42 @@ async def test_rpc_errors_counted_per_peer(cluster: KvCluster) -> None:
     assert s is not None
     async with s.put(url(new_leader, "/kv/x"), data="y") as r:
         assert r.status == 200, await r.text()
+
+
+async def test_a_peer_that_left_the_membership_loses_its_error_series_and_last_error(cluster: KvCluster) -> None:
+    """``openraft_rpc_errors_total{peer}`` and ``KvNode.last_rpc_error`` were kept for every
+    peer the node ever had, removed ones included."""
+    leader = await cluster.wait_leader()
+    down = cluster.followers(leader)[0]
+    await down.stop()
+    up = [n for n in cluster.nodes.values() if n is not down]
+    peer = str(down.id)
+
+    async def series_towards_down(n: KvNode) -> int:
+        m = await scrape(cluster, n)
+        return sum(1 for labels in m.get("openraft_rpc_errors_total", {}) if dict(labels)["peer"] == peer)
+
+    for _ in range(100):  # heartbeats to the stopped peer fail within a few RPC timeouts
+        if down.id in leader.last_rpc_error and await series_towards_down(leader) > 0:
+            break
+        await leader.raft.trigger.heartbeat()  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+    assert down.id in leader.last_rpc_error and await series_towards_down(leader) > 0
+    await leader.change_members([n.id for n in up], retain=False)
+    for _ in range(100):  # the removal commits, then each node forgets the peer
+        if all(down.id not in n.last_rpc_error for n in up) and all([await series_towards_down(n) == 0 for n in up]):
+            break
+        await asyncio.sleep(0.05)
+    for n in up:
+        assert down.id not in n.last_rpc_error, n.id
+        assert await series_towards_down(n) == 0, n.id
+    # Nothing sent to it since (a call made before that fails now is not counted either).
+    s = cluster.session
+    assert s is not None
+    async with s.put(url(leader, "/kv/x"), data="y") as r:
+        assert r.status == 200, await r.text()
+    await leader.raft.trigger.heartbeat()  # type: ignore[union-attr]
+    assert await series_towards_down(leader) == 0 and down.id not in leader.last_rpc_error
 
 
 class _Metrics:
