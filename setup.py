@@ -27,6 +27,7 @@ import sys
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError
 
 
 def _compiled_module():
@@ -203,28 +204,50 @@ def _without_rpath(command: list) -> list:
     return out
 
 
+NO_COMPILER_HINT = (
+    "openraft-py: the compiled kernels need a C compiler and Python's C headers; "
+    "OPENRAFT_PY_NO_EXTENSIONS=1 builds the pure-Python package instead (the same behaviour, slower)"
+)
+"""The line added to a failed compile or link of the extensions."""
+
+
+def _with_hint(error: CCompilerError) -> CCompilerError:
+    """``error`` (a failed compile or link: setuptools' "command 'gcc' failed: No such file
+    or directory") again, of its class, with ``NO_COMPILER_HINT`` on a line of its own."""
+    return type(error)(f"{error}\n{NO_COMPILER_HINT}")
+
+
 class BuildExt(build_ext):
     """``build_ext`` linking the extensions without the interpreter's run-time library
     paths: an interpreter whose LDSHARED carries ``-Wl,-rpath,PREFIX/lib`` (pyenv's) put
     that directory of the build machine into every extension's RUNPATH, and so into the
-    wheel (auditwheel keeps it). The extensions need none: they link libc alone."""
+    wheel (auditwheel keeps it). The extensions need none: they link libc alone.
+
+    A compile or link that fails (no C compiler, no Python headers) ends the build as
+    before, with a line naming ``OPENRAFT_PY_NO_EXTENSIONS=1`` added (``NO_COMPILER_HINT``):
+    the build still fails rather than fall back, so that whoever wants the compiled build
+    knows they did not get it."""
 
     def build_extensions(self) -> None:
         for attr in ("linker_so", "linker_so_cxx"):
             command = getattr(self.compiler, attr, None)
             if isinstance(command, list):
                 setattr(self.compiler, attr, _without_rpath(command))
-        super().build_extensions()
+        try:
+            super().build_extensions()
+        except CCompilerError as e:
+            raise _with_hint(e) from e
 
 
-setup(
-    cmdclass={"build_ext": BuildExt},
-    packages=find_packages(include=["openraft_py", "openraft_py.*"]) + ["openraft_py._core"],
-    package_dir={"openraft_py._core": "_core"},
-    package_data={"openraft_py": ["py.typed"]},
-    exclude_package_data={"": ["*.pyx", "*.pxd", "*.c", "*.html"]},
-    include_package_data=False,
-    ext_modules=_extensions(),
-    options={"build_ext": {"parallel": JOBS}},
-    zip_safe=False,
-)
+if __name__ == "__main__":  # (as setuptools runs it; tests/test_setup_build_ext.py imports it)
+    setup(
+        cmdclass={"build_ext": BuildExt},
+        packages=find_packages(include=["openraft_py", "openraft_py.*"]) + ["openraft_py._core"],
+        package_dir={"openraft_py._core": "_core"},
+        package_data={"openraft_py": ["py.typed"]},
+        exclude_package_data={"": ["*.pyx", "*.pxd", "*.c", "*.html"]},
+        include_package_data=False,
+        ext_modules=_extensions(),
+        options={"build_ext": {"parallel": JOBS}},
+        zip_safe=False,
+    )
