@@ -373,6 +373,9 @@ class Engine:
           by a quorum ack of a heartbeat sent after this call.
         - ``LEASE_READ``: answered at once while a quorum acked within the lease; refused
           with ``QuorumNotEnough`` once this leader started handing over.
+
+        Either is answered only once read_log_id is committed (on a new leader: its blank
+        entry); a leader that steps down first fails the read with ``ForwardToLeader``.
         """
         self.now = now
         leader = self.leader

@@ -36,7 +36,8 @@ class Candidate:
 
 
 class PendingRead:
-    """A ReadIndex read waiting for a quorum ack sent at or after ``since``."""
+    """A read waiting for a quorum ack of a request sent at or after ``since`` (``-1``: a
+    lease read, confirmed already) and for ``read_log_id`` to commit."""
 
     __slots__ = ("tx", "read_log_id", "since")
 

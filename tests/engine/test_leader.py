@@ -273,7 +273,8 @@ def test_pending_reads_fail_when_the_leader_steps_down():
 def test_lease_read(ack, now, served):
     eng = make_leader(id=1, now=0.0)
     if ack is not None:
-        eng.handle_replication_progress(2, L1, None, ack)
+        eng.handle_replication_progress(2, L1, lid(1, 1), ack)  # also commits the blank entry
+        eng.take_commands()
     eng.handle_read(TX, ReadPolicy.LEASE_READ, now=now)
     cmds = eng.take_commands()
     assert cmds == [Respond(TX, ANY)], "a lease read sends no heartbeat"
@@ -281,6 +282,43 @@ def test_lease_read(ack, now, served):
         assert cmds[0].value == lid(1, 1)
     else:
         assert isinstance(cmds[0].value, QuorumNotEnough)
+
+
+def test_read_index_confirmed_before_the_blank_commits_waits_for_it():
+    """A new leader's read log id is its blank entry: a quorum ack that does not hold the
+    entry (a conflict, a lagging follower) confirms leadership, but the answer waits until
+    the entry commits."""
+    eng = make_leader(id=1, now=0.0)  # the blank entry lid(1, 1) is in flight, not committed
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.take_commands()
+    eng.handle_replication_progress(2, L1, None, 10.0)
+    assert eng.take_commands() == [], "confirmed, but lid(1, 1) is not committed: no answer yet"
+    eng.handle_replication_progress(2, L1, lid(1, 1), 11.0)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Respond(TX, lid(1, 1))]
+
+
+def test_read_confirmed_before_the_blank_commits_fails_when_the_leader_steps_down():
+    """The blank entry never commits (the leader is cut off right after the quorum confirmed
+    the read): the read fails with ``ForwardToLeader`` at the step-down. Answered at once, the
+    caller waited for the entry to be applied, until the partition healed."""
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.handle_replication_progress(2, L1, None, 10.0)
+    eng.handle_read("tx-lease", ReadPolicy.LEASE_READ, now=11.0)
+    eng.take_commands()
+    eng.handle_tick(311.0)  # check quorum: no ack since 10.0
+    cmds = eng.take_commands()
+    assert cmds == [StopReplication(), Respond(TX, ANY), Respond("tx-lease", ANY)]
+    assert all(isinstance(c.value, ForwardToLeader) for c in cmds[1:])
+
+
+def test_lease_read_before_the_blank_commits_waits_for_it():
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_replication_progress(2, L1, None, 100.0)  # a conflict: an ack, no match
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, now=100.0)
+    assert eng.take_commands() == [], "within the lease, sends nothing, waits for lid(1, 1)"
+    eng.handle_replication_progress(3, L1, lid(1, 1), 90.0)
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 1)), Respond(TX, lid(1, 1))]
 
 
 def test_vote_grant_gives_no_lease():

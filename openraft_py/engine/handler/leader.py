@@ -83,7 +83,12 @@ class LeaderHandler(LeadingHandler):
             if leader.lease_disabled and not bug:
                 self.output.append(Respond(tx, QuorumNotEnough("no lease: this leader is handing over leadership")))
             elif bug or (acked >= 0 and now - acked < lease):
-                self.output.append(Respond(tx, read_log_id))
+                if bug or self.is_committed(read_log_id):
+                    self.output.append(Respond(tx, read_log_id))
+                else:
+                    # Confirmed by the lease; answered once the blank entry commits (or
+                    # failed with ForwardToLeader if this leader steps down first).
+                    leader.reads.append(PendingRead(tx, read_log_id, -1.0))
             else:
                 self.output.append(
                     Respond(tx, QuorumNotEnough(f"leader lease expired: last quorum ack {now - acked:.1f} ms ago"))
@@ -93,13 +98,25 @@ class LeaderHandler(LeadingHandler):
         self.heartbeat(now)
         self.check_reads()
 
+    def is_committed(self, read_log_id: LogId | None) -> bool:
+        """Whether ``read_log_id`` (at or after this leader's blank entry, or committed) is
+        committed here."""
+        return read_log_id is None or self.state.committed_index() >= read_log_id.index
+
     def check_reads(self) -> None:
-        """Answer the ReadIndex reads a quorum has confirmed."""
+        """Answer the waiting reads that are confirmed (a quorum acked a request sent at or
+        after the read's ``since``) and whose read log id is committed.
+
+        A new leader's read log id is its blank entry, which may commit after the quorum
+        confirmed the read, or never (this leader is cut off and steps down first). The
+        answer waits for the commit here, in the engine, where a step-down fails the read
+        with ``ForwardToLeader``: answered at once, ``Raft.ensure_linearizable`` waited for
+        the entry to be applied, and that wait did not end while the partition lasted."""
         leader = self.leader
         acked = leader.quorum_acked_at(self.eng.now)
         keep = []
         for r in leader.reads:
-            if acked >= r.since:
+            if acked >= r.since and self.is_committed(r.read_log_id):
                 self.output.append(Respond(r.tx, r.read_log_id))
             else:
                 keep.append(r)

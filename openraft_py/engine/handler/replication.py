@@ -267,6 +267,9 @@ class ReplicationHandler(LeadingHandler):
         log = self.eng.log_handler()
         committed = log.commit_to(ci)
         if committed is not None:
+            if leader.reads:
+                # Reads confirmed before the blank entry committed were waiting for this.
+                self.eng.leader_handler(leader).check_reads()
             # Membership follow-ups are due when a membership committed, or at this term's
             # first commit (an inherited joint config is finished then).
             if st.membership.committed is not membership_before or before < noop_index:
