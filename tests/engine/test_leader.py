@@ -282,6 +282,14 @@ def test_lease_read(ack, now, served):
         assert cmds[0].value == lid(1, 1)
     else:
         assert isinstance(cmds[0].value, QuorumNotEnough)
+        if ack is None:
+            # Not "expired <the clock's whole value> ms ago": nothing was ever acked.
+            assert str(cmds[0].value) == (
+                "no leader lease yet: no quorum has acknowledged this leader since it was elected 20.0 ms ago "
+                "(or since its voters changed)"
+            )
+        else:
+            assert str(cmds[0].value) == f"leader lease expired: last quorum ack {now - ack:.1f} ms ago"
 
 
 def test_read_index_confirmed_before_the_blank_commits_waits_for_it():

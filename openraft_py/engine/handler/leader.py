@@ -89,6 +89,14 @@ class LeaderHandler(LeadingHandler):
                     # Confirmed by the lease; answered once the blank entry commits (or
                     # failed with ForwardToLeader if this leader steps down first).
                     leader.reads.append(PendingRead(tx, read_log_id, -1.0))
+            elif acked < 0:
+                # (Not "expired N ms ago": there is no ack time to count from.)
+                self.output.append(
+                    Respond(tx, QuorumNotEnough(
+                        "no leader lease yet: no quorum has acknowledged this leader since it was elected "
+                        f"{now - leader.elected_at:.1f} ms ago (or since its voters changed)"
+                    ))
+                )
             else:
                 self.output.append(
                     Respond(tx, QuorumNotEnough(f"leader lease expired: last quorum ack {now - acked:.1f} ms ago"))
