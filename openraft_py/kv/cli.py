@@ -45,6 +45,12 @@ ADD_LEARNER_TIMEOUT = 70.0
 learner did not catch up (not running at its address, a refused certificate, no quorum),
 arrives before the command line gives up on it."""
 
+READ_ATTEMPT_MIN = 1.0
+"""The least time one attempt of ``kv get`` is given (seconds; ``--timeout`` if smaller):
+above the longest a node takes to answer a read itself (a linearizable read on a leader cut
+off from the majority fails once it steps down, one election timeout after its last quorum
+ack: ``election_timeout_max``, 300 ms by default)."""
+
 if TYPE_CHECKING:  # the verbs import them when they run
     from .client import KvClient, Response
     from .local_cluster import LocalCluster
@@ -327,10 +333,23 @@ async def _kv_put(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_attempt_timeout(args: argparse.Namespace) -> float:
+    """Seconds one attempt of ``kv get`` may take: ``--timeout`` shared among the endpoints,
+    but at least ``READ_ATTEMPT_MIN`` (and at most ``--timeout``). A node that accepts the
+    connection and never answers (stopped with SIGSTOP, frozen, overloaded) took the whole
+    ``--timeout`` of its attempt, and the read failed without asking the other endpoints. A
+    read has no effect, so giving up on one attempt and asking the next endpoint loses
+    nothing (a write's attempt keeps the whole ``--timeout``: after it is sent, giving up
+    makes its outcome unknown)."""
+    timeout: float = args.timeout
+    return min(timeout, max(READ_ATTEMPT_MIN, timeout / len(args.endpoints)))
+
+
 @_async
 async def _kv_get(args: argparse.Namespace) -> int:
     async with _client(args) as c:
-        r = _check(await c.get(args.key, args.consistency), f"get {args.key!r}")
+        r = _check(await c.get(args.key, args.consistency, attempt_timeout=_read_attempt_timeout(args)),
+                   f"get {args.key!r}")
         if r.value is None:
             raise CliError(f"key {args.key!r} not found")
         sys.stdout.write(r.value + "\n")

@@ -338,3 +338,52 @@ async def test_kv_get_prints_a_value_its_output_encoding_cannot_carry_escaped(en
     finally:
         await runner.cleanup()
     assert (p.returncode, p.stderr, p.stdout) == (0, b"", printed)
+
+
+async def test_kv_get_asks_the_next_endpoint_when_one_accepts_but_never_answers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node that accepts the connection and never answers (stopped with SIGSTOP, frozen)
+    took the whole ``--timeout`` of ``kv get``'s first attempt when it came first in
+    ``--endpoints``: the read failed ("no answer from ... within 4.0s") without asking the
+    node that would have answered. Now an attempt gets ``--timeout`` shared among the
+    endpoints (at least ``READ_ATTEMPT_MIN``), and the next endpoint answers. Here the hung
+    node is a socket that listens and never accepts; a fake node answers the read."""
+    import asyncio
+    import socket
+    import time
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(body=b"v")
+
+    app = web.Application()
+    app.router.add_get("/kv/{key}", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes connections; nobody reads them
+        hung_ep = f"127.0.0.1:{hung.getsockname()[1]}"
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        start = time.monotonic()
+        code = await asyncio.to_thread(cli.main, ["kv", "get", "k", "--endpoints", f"{hung_ep},127.0.0.1:{port}",
+                                                  "--timeout", "4"])
+        took = time.monotonic() - start
+    finally:
+        hung.close()
+        await runner.cleanup()
+    out = capsys.readouterr()
+    assert (code, out.out, out.err) == (0, "v\n", "")
+    assert took < 3.5, f"the hung node's attempt took {took:.1f} s of the 4 s"
+
+
+@pytest.mark.parametrize("n,timeout,attempt", [(1, 10.0, 10.0), (3, 9.0, 3.0), (3, 0.5, 0.5), (20, 10.0, 1.0)])
+def test_kv_get_attempt_timeout_shares_the_timeout_among_the_endpoints(n: int, timeout: float, attempt: float) -> None:
+    endpoints = ",".join(f"127.0.0.1:{1000 + i}" for i in range(n))
+    args = cli.build_parser().parse_args(["kv", "get", "k", "--endpoints", endpoints, "--timeout", str(timeout)])
+    assert cli._read_attempt_timeout(args) == pytest.approx(attempt)
