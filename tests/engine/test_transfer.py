@@ -117,6 +117,7 @@ def test_lease_read_refused_during_transfer_but_read_index_still_works():
     assert resp.tx == TX and isinstance(resp.value, QuorumNotEnough), (
         "followers may already grant the target: no lease"
     )
+    assert str(resp.value) == "no lease: this leader is handing over leadership"
     eng.handle_read("ri", ReadPolicy.READ_INDEX, 12.0)
     assert eng.take_commands() == heartbeat(2, 1)
     eng.handle_replication_progress(2, L1, None, 12.0)
@@ -146,6 +147,12 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
     eng.handle_read(TX, ReadPolicy.LEASE_READ, deadline + 2)
     (resp,) = eng.take_commands()
     assert isinstance(resp.value, QuorumNotEnough), "followers stopped treating this leader as alive this term"
+    # Not "handing over" (it no longer is: it takes writes again), and not for a moment.
+    assert str(resp.value) == (
+        "no lease for the rest of term 1: a leadership transfer this leader started did not complete, and the "
+        "followers it told of it may vote for another node at once; use READ_INDEX (the lease is back with the "
+        "next leader term)"
+    )
     eng.state.validate()
 
 

@@ -81,7 +81,16 @@ class LeaderHandler(LeadingHandler):
             faults = self.eng.injected_faults
             bug = bool(faults) and EngineFault.EXPIRED_LEASE_READ in faults
             if leader.lease_disabled and not bug:
-                self.output.append(Respond(tx, QuorumNotEnough("no lease: this leader is handing over leadership")))
+                if is_handing_over(leader):
+                    why = "no lease: this leader is handing over leadership"
+                else:
+                    # (Not "handing over": the transfer was given up, writes are taken again.)
+                    why = (
+                        f"no lease for the rest of term {leader.vote.term}: a leadership transfer this leader "
+                        "started did not complete, and the followers it told of it may vote for another "
+                        "node at once; use READ_INDEX (the lease is back with the next leader term)"
+                    )
+                self.output.append(Respond(tx, QuorumNotEnough(why)))
             elif bug or (acked >= 0 and now - acked < lease):
                 if bug or self.is_committed(read_log_id):
                     self.output.append(Respond(tx, read_log_id))
