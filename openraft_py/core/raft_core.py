@@ -366,6 +366,11 @@ class RaftCore:
             committed = eng.state.committed
             if committed is not None:
                 await self.feed.submit(committed)
+                # Read the clock again: what arrived during the await must not be handled
+                # at an earlier time (a follower's ``leader_seen_at`` would start before the
+                # request it notes arrived, and its stickiness end before the leader's lease
+                # does; docs/design/reads.md).
+                now = eng.now = self.clock.now() * 1000.0
         if self._msgs:
             msgs = self._msgs
             self._msgs = deque()
