@@ -111,6 +111,13 @@ def _cf_options(point_lookups: bool) -> Options:
     return opts
 
 
+def table_file_options(point_lookups: bool) -> Options:
+    """Options for an ``SstFileWriter`` making a table file to ingest into a column family
+    opened with ``point_lookups`` (see ``_cf_options``): the file gets the same filters as the
+    files RocksDB writes there."""
+    return _cf_options(point_lookups)
+
+
 def write_options(sync: bool) -> WriteOptions:
     """``WriteOptions`` with ``sync`` set (``True``: the write fsyncs the WAL, holding the GIL)."""
     wo = WriteOptions()
