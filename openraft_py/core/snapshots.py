@@ -26,6 +26,50 @@ from .tasks import stray_cancel
 log = logging.getLogger("openraft_py.core")
 
 
+class _InstallAnswer:
+    """Where the answer to the leader about one install goes, answered like a future (see
+    ``messages.answer``): the request whose chunk completed the transfer, and every resend of
+    that last chunk (``add``). An install takes longer than the leader waits for a chunk's
+    answer (``Config.install_snapshot_timeout``, 200 ms by default) once the state is large
+    (0.6 s for 300,000 keys of ``RocksStateMachine``), so the leader resends the last chunk.
+    That resend was refused ("chunk at offset N but nothing received"), and the leader, which
+    logged that at WARNING, sent the whole snapshot again, whose file then stayed on the
+    follower's disk. A resend now gets the install's answer: at once if it is known, else
+    with the others when it is."""
+
+    __slots__ = ("txs", "outcome")
+
+    def __init__(self, tx: Any) -> None:
+        self.txs: list[Any] = [tx]
+        self.outcome: tuple[bool, Any] | None = None  # (is an error, value) once answered
+
+    def refused(self) -> bool:
+        """Whether the install was answered with an error (the state machine refused it)."""
+        return self.outcome is not None and self.outcome[0]
+
+    def add(self, tx: Any) -> None:
+        """Answer ``tx`` too: now if the answer is known, else with the others."""
+        if self.outcome is None:
+            self.txs.append(tx)
+        else:
+            answer(tx, self.outcome[1])
+
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def set_result(self, value: Any) -> None:
+        self.outcome = (False, value)
+        for tx in self.txs:
+            answer(tx, value)
+        self.txs.clear()
+
+    def set_exception(self, e: BaseException) -> None:
+        self.outcome = (True, e)
+        for tx in self.txs:
+            answer(tx, e)
+        self.txs.clear()
+
+
 class Snapshots:
     """Snapshot building, receiving and installing for one node.
 
@@ -49,6 +93,8 @@ class Snapshots:
         self.notify = notify
         self._receiving: tuple[str, Any] | None = None
         self._received = 0
+        # The last snapshot handed to the state machine to install, and where its answer goes.
+        self._installed: tuple[str, _InstallAnswer] | None = None
 
     async def build(self) -> None:
         """Build a snapshot (a task body: concurrently with apply, by contract); report
@@ -77,6 +123,12 @@ class Snapshots:
         for an install). Raises ``StorageError`` when the state machine or the file fails."""
         sid = req.meta.snapshot_id
         if self._receiving is None or self._receiving[0] != sid:
+            inst = self._installed
+            if req.done and inst is not None and inst[0] == sid and not inst[1].refused():
+                # The last chunk again, of the snapshot installed or being installed: the
+                # leader did not get the answer in time (see ``_InstallAnswer``).
+                inst[1].add(tx)
+                return
             if req.offset != 0:
                 answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but nothing received"))
                 return
@@ -127,6 +179,8 @@ class Snapshots:
         before = self.feed.skip_to(last.index)
         self.feed.log.cache.clear()
         fut = self.worker.install_snapshot(meta, data)
+        to = _InstallAnswer(tx)
+        self._installed = (meta.snapshot_id, to)
 
         def done(f: asyncio.Future[None]) -> None:
             snapshot_io.close_quietly(data)
@@ -134,10 +188,10 @@ class Snapshots:
                 return
             e = f.exception()
             if e is not None:
-                self.notify(SnapshotRefused(meta, tx, before, e))
+                self.notify(SnapshotRefused(meta, to, before, e))
                 return
             self.notify(Applied(last))
-            self.notify(SnapshotInstalled(meta, tx))
+            self.notify(SnapshotInstalled(meta, to))
 
         fut.add_done_callback(done)
 
