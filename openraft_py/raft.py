@@ -67,7 +67,8 @@ class Trigger:
         await self._raft._act(lambda eng, now: eng.leader_heartbeat(now))
 
     async def snapshot(self) -> None:
-        """Build a snapshot now, in the background (no-op while one is being built). Await
+        """Build a snapshot now, in the background. While one is being built, another is
+        built when it ends, unless that one covers every entry applied at this call. Await
         ``raft.wait().snapshot(...)`` to see it done."""
 
         await self._raft._act(lambda eng, now: eng.trigger_snapshot())

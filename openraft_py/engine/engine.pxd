@@ -13,7 +13,7 @@ cdef class Engine:
     cdef public Leader leader
     cdef public Candidate candidate, pre_candidate
     cdef public object leader_seen_at, transfer_from, snapshot_building, snapshot_every, snapshot_installing
-    cdef public object snapshot_unreported, election_deadline, now, injected_faults
+    cdef public object snapshot_unreported, snapshot_wanted, election_deadline, now, injected_faults
     cdef public object snapshot_pacing, snapshot_build_started, snapshot_next_due
     # The handlers stay untyped here: their .pxd files cimport this one (for ``Handler.eng``).
     cdef public object _leader_h, _replication_h, _membership_h, _vote, _log, _following, _snapshot, _transfer

@@ -83,6 +83,9 @@ class Engine:
         self.snapshot_installing: SnapshotMeta | None = None
         # A built snapshot past the applied log id known so far (its apply report is late).
         self.snapshot_unreported: LogId | None = None
+        # The last applied log id when ``trigger.snapshot()`` came while a build was running:
+        # another build starts when that one ends, unless it covers this (see ``built``).
+        self.snapshot_wanted: LogId | None = None
         # Pacing of policy builds (``Config.snapshot_pacing``): when the running build (or the
         # last one) started, and the earliest ``now`` at which the policy may start another:
         # the last build's end plus ``snapshot_pacing`` times its duration. A build reads the
@@ -429,7 +432,8 @@ class Engine:
     # -- snapshots and purging ---------------------------------------------------------------
 
     def trigger_snapshot(self) -> bool:
-        """Build a snapshot now unless one is being built; return whether one was started."""
+        """Build a snapshot now, or once the one being built ends if that one does not cover
+        every entry applied by now; return whether one was started now."""
         return self._snapshot.trigger()
 
     def handle_snapshot_built(self, meta: SnapshotMeta | None) -> None:

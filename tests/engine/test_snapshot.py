@@ -73,6 +73,33 @@ def test_policy_starts_one_build_and_none_while_it_runs():
     eng.state.validate()
 
 
+def test_a_trigger_during_a_build_builds_again_when_it_ends_unless_that_one_covers_it():
+    """``trigger.snapshot()`` while a build runs starts none now, but once that build ends
+    another, unless the ended one covers what was applied at the trigger. It was dropped: a
+    caller waiting for a snapshot of its last write waited in vain once writes stopped."""
+    eng = node(cfg(every=None), applied=lid(1, 3))
+    assert eng.trigger_snapshot() is True
+    assert eng.take_commands() == [BuildSnapshot()]
+    eng.handle_applied(lid(1, 5))
+    assert eng.trigger_snapshot() is False
+    assert eng.trigger_snapshot() is False
+    assert eng.take_commands() == [], "one build at a time"
+    eng.handle_snapshot_built(meta(1, 3))
+    assert eng.take_commands() == [BuildSnapshot()], "1-3 does not cover 1-5, applied at the trigger"
+    assert eng.snapshot_building and eng.state.snapshot == lid(1, 3)
+    eng.handle_snapshot_built(meta(1, 5))
+    assert eng.take_commands() == [] and not eng.snapshot_building, "nothing was triggered during the second"
+    # Covered: the build that ends holds everything applied at the trigger.
+    eng.handle_applied(lid(1, 6))
+    assert eng.trigger_snapshot() is True
+    eng.take_commands()
+    assert eng.trigger_snapshot() is False
+    eng.handle_snapshot_built(meta(1, 6))
+    assert eng.take_commands() == [] and not eng.snapshot_building
+    assert eng.state.snapshot == lid(1, 6)
+    eng.state.validate()
+
+
 def test_policy_counts_from_the_last_snapshot():
     eng = node(cfg(every=3), applied=lid(1, 3), snapshot=lid(1, 3))
     eng.handle_applied(lid(1, 5))

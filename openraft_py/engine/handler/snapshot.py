@@ -1,8 +1,9 @@
 """Snapshots and log compaction (thesis 5.1-5.4).
 
 - Build: when ``SnapshotPolicy`` says so (or on ``trigger.snapshot()``), one build at a time,
-  in the background (``BuildSnapshot``); ``built`` records it. The policy is paced
-  (``Config.snapshot_pacing``): after a build that took ``d`` ms it starts none for
+  in the background (``BuildSnapshot``); ``built`` records it. A trigger during a build
+  starts another when it ends, unless that one covers what was applied at the trigger.
+  The policy is paced (``Config.snapshot_pacing``): after a build that took ``d`` ms it starts none for
   ``snapshot_pacing * d`` ms, so building takes a bounded share of the node's time however
   large the state grows; ``trigger.snapshot()`` is not paced.
 - Purge: after a snapshot, entries up to ``snapshot - max_in_snapshot_log_to_keep`` go, once
@@ -64,8 +65,15 @@ class SnapshotHandler(Handler):
             self._start()
 
     def trigger(self) -> bool:
-        """Build a snapshot now unless one is being built; return whether one was started."""
-        if self.eng.snapshot_building:
+        """Build a snapshot now; while one is being built, record what is applied now
+        (``snapshot_wanted``) so that ``built`` starts another if that one does not cover it.
+        Return whether one was started now. (A trigger during a build was dropped: a caller
+        waiting for a snapshot of its last write waited in vain once writes stopped.)"""
+        eng = self.eng
+        if eng.snapshot_building:
+            applied = self.state.applied
+            if applied is not None and (eng.snapshot_wanted is None or applied > eng.snapshot_wanted):
+                eng.snapshot_wanted = applied
             return False
         self._start()
         return True
@@ -83,6 +91,13 @@ class SnapshotHandler(Handler):
         eng.snapshot_building = False
         took = eng.now - eng.snapshot_build_started
         eng.snapshot_next_due = eng.now + eng.snapshot_pacing * (took if took > 0 else 0.0)
+        wanted = eng.snapshot_wanted
+        if wanted is not None:
+            # A trigger came during this build: build again (not paced) unless it covered
+            # what was applied then.
+            eng.snapshot_wanted = None
+            if meta is None or meta.last_log_id is None or meta.last_log_id < wanted:
+                self._start()
         if meta is None or meta.last_log_id is None:
             return
         st = self.state

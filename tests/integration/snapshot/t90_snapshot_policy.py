@@ -211,3 +211,41 @@ async def test_pacing_waits_a_multiple_of_the_last_build_before_the_next() -> No
 async def test_without_pacing_a_due_build_starts_right_after_the_last() -> None:
     pairs = gaps(await builds_under_steady_writes(pacing=0.0, builds=4))
     assert all(gap < took for gap, took in pairs), f"(gap, duration) pairs: {pairs}"
+
+
+class ImageFirstSlowBuilds(MemStateMachine):
+    """A ``MemStateMachine`` whose builds take the image at once, then ``BUILD_S * 4`` more
+    (a large state's build: what it holds was decided when it began)."""
+
+    def get_snapshot_builder(self) -> Any:
+        inner = super().get_snapshot_builder()
+
+        class Builder:
+            async def build_snapshot(self) -> Any:
+                snap = await inner.build_snapshot()
+                await asyncio.sleep(BUILD_S * 4)
+                return snap
+
+        return Builder()
+
+
+async def test_a_trigger_during_a_build_gets_a_snapshot_of_what_was_applied_then() -> None:
+    """``trigger.snapshot()`` while a build runs (the policy's, or another trigger's) builds
+    again when it ends: the pattern of the guide, trigger then wait for a snapshot of the last
+    write, timed out when a build had begun before that write and no more writes came."""
+    c = Cluster(snap_config(max_in_snapshot_log_to_keep=1000), seed=1, state_machine=ImageFirstSlowBuilds)
+    try:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        first = await write(c, leader, 0, 10)
+        await c.wait_applied(first)
+        await raft.trigger.snapshot()  # begins a build of 10 keys
+        last = await write(c, leader, 10, 20)
+        await c.wait_applied(last, ids=[leader])
+        assert raft.metrics.snapshot is None, "the first build ended already: the test checks nothing"
+        await raft.trigger.snapshot()
+        m = await raft.wait(5).snapshot(last, "a snapshot of the last write")
+        assert m.snapshot is not None and m.snapshot.index >= last
+    finally:
+        await c.shutdown()
