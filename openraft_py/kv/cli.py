@@ -380,7 +380,7 @@ async def _cluster_init(args: argparse.Namespace) -> int:
 
     async with _client(args) as c:
         members: dict[int, tuple[str, str]] = {}
-        for ep in c.endpoints:
+        for ep in args.endpoints:  # (as given: a repeated one is refused below as two of one id)
             try:
                 st = await c.status(ep, timeout=min(args.timeout, 5.0))
             except ClientError as e:

@@ -284,6 +284,9 @@ class KvClient:
     above 0, ``backoff`` and ``max_backoff`` finite and at least 0, ``max_redirects`` an int
     of at least 1 (``TypeError`` for a non-number or a ``bool``, ``ValueError`` otherwise).
 
+    ``endpoints`` are kept once each, in the order given (a repeated one would be tried
+    again in place of the next: ``[dead, dead, live]`` never reached ``live``).
+
     The client remembers the last leader it was redirected to and sends the next call there.
     """
 
@@ -298,7 +301,7 @@ class KvClient:
         max_backoff: float = 0.5,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.endpoints = parse_endpoints(endpoints)
+        self.endpoints = list(dict.fromkeys(parse_endpoints(endpoints)))
         self.deadline = check_seconds(deadline, "deadline")
         self.attempt_timeout = check_seconds(attempt_timeout, "attempt_timeout")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):

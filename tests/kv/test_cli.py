@@ -212,6 +212,42 @@ async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> 
     assert posted == []
 
 
+async def test_cluster_init_refuses_an_endpoint_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster init --endpoints A,A``: one node named twice is a mistake (the voters would
+    be fewer than the operator listed), refused before anything is posted, although the
+    client itself tries a repeated endpoint only once. A fake node answers the status."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    posted: list[str] = []
+    port = free_port()
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "raft_addr": "127.0.0.1:21001", "http_addr": f"127.0.0.1:{port}"})
+
+    async def init(request: web.Request) -> web.Response:
+        posted.append(await request.text())
+        return web.json_response({"members": [1]})
+
+    app = web.Application()
+    app.router.add_get("/cluster/status", status)
+    app.router.add_post("/cluster/init", init)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints",
+                                                  f"127.0.0.1:{port},http://127.0.0.1:{port}/", "--timeout", "5"])
+    finally:
+        await runner.cleanup()
+    assert code == 1
+    assert "two endpoints report node id 1" in capsys.readouterr().err
+    assert posted == []
+
+
 def test_add_learner_waits_longer_than_the_service_by_default() -> None:
     """``cluster add-learner`` gives up after the service's own bound on the call, not at the
     same time: the service's 503 says why the learner did not catch up (not running at its

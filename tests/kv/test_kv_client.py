@@ -172,6 +172,19 @@ async def test_an_unreachable_cluster_fails_by_the_deadline() -> None:
             await c.find_leader(timeout=0.3)
 
 
+async def test_a_repeated_dead_endpoint_does_not_hide_the_next_one(cluster: KvCluster) -> None:
+    """``[dead, dead, live]``: each endpoint is tried once in turn. The client moved on to the
+    entry after the first occurrence of the one that failed, which was the dead one again:
+    the call retried it until the deadline and never reached ``live``."""
+    dead = f"127.0.0.1:{free_port()}"
+    live = cluster.nodes[1].opts.http_addr
+    async with KvClient([dead, f"http://{dead}/", live], deadline=5.0) as c:
+        r = await asyncio.wait_for(c.put("k", "v"), 10.0)
+        assert r.ok, r
+        assert r.retries == 1, r
+        assert c.endpoints == [dead, live]
+
+
 async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refusals until the deadline end as ``FAIL`` with the last refusal: no attempt after the
     first starts with less than ``_RETRY_MIN`` left (it could not get its answer in time, and a
