@@ -61,7 +61,14 @@ import yarl
 
 from ..validation import check_seconds
 
-__all__ = ["CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+
+CONNECT_TIMEOUT = 2.0
+"""``KvClient``'s default ``connect_timeout``: above the 1 s after which a lost connection
+request is sent again, so one loss costs no attempt; well below a call's deadline, so a node
+that never completes the connection leaves time for the other endpoints. (The connection
+was bounded by the attempt alone, and the command line's attempt is its whole ``--timeout``:
+``kv put --endpoints DOWN,LIVE`` spent it all on DOWN and never reached LIVE.)"""
 
 _RETRY_MIN = 0.05
 """Seconds a call must have left before its deadline to start another attempt (a retry or a
@@ -275,13 +282,17 @@ class KvClient:
     """A client of the service nodes at ``endpoints`` (``host:port`` of their HTTP API).
 
     ``deadline``: seconds a call may take in all (attempts, back-off, redirects);
-    ``attempt_timeout``: seconds one HTTP attempt may take; ``max_redirects``: 307 hops
+    ``attempt_timeout``: seconds one HTTP attempt may take; ``connect_timeout``: seconds
+    the attempt's connection may take to be made (at most ``attempt_timeout``): a node that
+    does not complete it (a host that is down drops the connection request, and so does a
+    node whose queue of connections is full) refused the attempt, and the call tries the
+    next endpoint, a write too, since nothing was sent; ``max_redirects``: 307 hops
     followed in a row before the chain counts as a refusal; ``backoff`` / ``max_backoff``:
     the first and the largest pause between attempts (doubling, with jitter). ``session``: a
     session from ``new_session()`` to use (not closed by ``close()``; ``ValueError`` for
     another session); by default the client opens its own. One client may run many calls
-    concurrently. The numbers are checked: ``deadline`` and ``attempt_timeout`` finite and
-    above 0, ``backoff`` and ``max_backoff`` finite and at least 0, ``max_redirects`` an int
+    concurrently. The numbers are checked: ``deadline``, ``attempt_timeout`` and
+    ``connect_timeout`` finite and above 0, ``backoff`` and ``max_backoff`` finite and at least 0, ``max_redirects`` an int
     of at least 1 (``TypeError`` for a non-number or a ``bool``, ``ValueError`` otherwise).
 
     ``endpoints`` are kept once each, in the order given (a repeated one would be tried
@@ -296,6 +307,7 @@ class KvClient:
         *,
         deadline: float = 10.0,
         attempt_timeout: float = 5.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
         max_redirects: int = 5,
         backoff: float = 0.02,
         max_backoff: float = 0.5,
@@ -304,6 +316,7 @@ class KvClient:
         self.endpoints = list(dict.fromkeys(parse_endpoints(endpoints)))
         self.deadline = check_seconds(deadline, "deadline")
         self.attempt_timeout = check_seconds(attempt_timeout, "attempt_timeout")
+        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
             raise TypeError(f"max_redirects is an int, got {type(max_redirects).__name__} {max_redirects!r}")
         if max_redirects < 1:
@@ -447,10 +460,11 @@ class KvClient:
         """One HTTP exchange without following redirects. ``_Refused`` if nothing reached
         the server; ``_Unknown`` if the request may have been received but no answer came."""
         sends = _Sends()
+        connect = min(self.connect_timeout, timeout)
         try:
             async with self._http().request(
                 method, _url(url), data=data, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=sends,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect), trace_request_ctx=sends,
             ) as resp:
                 rbody = await resp.read()
                 return resp.status, resp.headers, rbody
@@ -459,9 +473,10 @@ class KvClient:
                 raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None
             raise _Unknown(f"connection to {_host(url)} lost after sending, then refused: "
                            f"{_os_reason(e)}") from None
-        except TimeoutError:
-            if sends.count == 0:
-                raise _Refused(f"cannot connect to {_host(url)} within {timeout:.1f}s") from None
+        except TimeoutError as e:
+            if sends.count == 0:  # (aiohttp's ServerTimeoutError: the connection's own bound)
+                took = connect if isinstance(e, aiohttp.ServerTimeoutError) else timeout
+                raise _Refused(f"cannot connect to {_host(url)} within {took:.1f}s") from None
             raise _Unknown(f"no answer from {_host(url)} within {timeout:.1f}s") from None
         except (aiohttp.ClientError, OSError) as e:
             what = f"{type(e).__name__}: {e}".rstrip(": ")

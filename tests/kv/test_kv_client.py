@@ -5,12 +5,15 @@ may have reached a node is never reported as failed, nor retried)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from openraft_py.kv import cli
 from openraft_py.kv.client import ClientError, KvClient, Outcome, new_session, parse_endpoints
 from openraft_py.testing.proc_cluster import free_port
 
@@ -76,6 +79,7 @@ async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None
 @pytest.mark.parametrize("kw,error", [
     ({"deadline": "5"}, TypeError), ({"deadline": True}, TypeError), ({"deadline": float("nan")}, ValueError),
     ({"deadline": float("inf")}, ValueError), ({"attempt_timeout": -1}, ValueError),
+    ({"connect_timeout": 0}, ValueError), ({"connect_timeout": None}, TypeError),
     ({"backoff": -1}, ValueError), ({"backoff": float("nan")}, ValueError), ({"max_backoff": -0.5}, ValueError),
     ({"backoff": "0.1"}, TypeError), ({"max_redirects": 2.5}, TypeError), ({"max_redirects": 0}, ValueError),
 ])
@@ -183,6 +187,55 @@ async def test_a_repeated_dead_endpoint_does_not_hide_the_next_one(cluster: KvCl
         assert r.ok, r
         assert r.retries == 1, r
         assert c.endpoints == [dead, live]
+
+
+@contextlib.contextmanager
+def _listener(complete: bool) -> Iterator[str]:
+    """A loopback port that never answers. ``complete``: connections are made (the kernel
+    accepts them for a process that never reads them, as for a stopped one), requests are
+    sent and never answered. Otherwise its queue of connections is full, so a new one is
+    never made (its connection request is dropped, as a host that is down drops it)."""
+    lsock = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16 if complete else 0)
+        port = lsock.getsockname()[1]
+        if not complete:
+            for _ in range(3):
+                f = socket.socket()
+                fillers.append(f)
+                f.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    f.connect(("127.0.0.1", port))
+        yield f"127.0.0.1:{port}"
+    finally:
+        for f in fillers:
+            f.close()
+        lsock.close()
+
+
+async def test_a_node_that_never_completes_the_connection_is_skipped_by_writes_too(
+        cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """A connection that is never made (a host that is down) is a refusal after
+    ``connect_timeout``: nothing was sent, so even a write goes on to the next endpoint.
+    It was bounded by the attempt alone, and the command line's attempt is its whole
+    ``--timeout``: ``kv put --endpoints DOWN,LIVE`` failed without trying LIVE."""
+    live = cluster.nodes[1].opts.http_addr
+    with _listener(complete=False) as down:
+        async with KvClient([down, live], deadline=5.0, attempt_timeout=5.0, connect_timeout=0.5) as c:
+            t = time.monotonic()
+            r = await asyncio.wait_for(c.put("k", "v1"), 10.0)
+            assert r.ok and r.retries == 1, r
+            assert time.monotonic() - t < 3.0
+        async with KvClient([down]) as c:
+            r = await asyncio.wait_for(c.put("k", "v", deadline=1.0), 5.0)
+        assert r.outcome is Outcome.FAIL and "within 1.0s" in (r.error or ""), r
+        code = await asyncio.to_thread(cli.main, ["kv", "put", "k", "v2", "--endpoints", f"{down},{live}",
+                                                  "--timeout", "6"])
+        assert code == 0, capsys.readouterr().err
+    async with KvClient([live]) as c:
+        assert (await c.get("k")).value == "v2"
 
 
 async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
