@@ -569,13 +569,24 @@ class KvClient:
 
     async def find_leader(self, timeout: float = 5.0) -> tuple[int, str]:
         """``(leader_id, leader_http_addr)`` once a node of ``endpoints`` names a leader
-        whose status says it leads; ``TimeoutError`` after ``timeout`` seconds."""
+        whose status says it leads; ``TimeoutError`` after ``timeout`` seconds (each status
+        asked for has the time left, at least 0.1 s: a node that never answers costs no
+        more)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
+
+        def left() -> float:
+            return min(2.0, max(0.1, end - loop.time()))
+
+        asked = False
+        named = ""  # (the last leader named that was asked, for the error)
         while True:
             for ep in self.endpoints:
+                if asked and loop.time() >= end:
+                    break
+                asked = True
                 try:
-                    st = await self.status(ep, timeout=min(2.0, max(0.1, end - loop.time())))
+                    st = await self.status(ep, timeout=left())
                 except ClientError:
                     continue
                 http = st.get("leader_http_addr") or (st.get("http_addr") if st.get("state") == "Leader" else None)
@@ -583,14 +594,16 @@ class KvClient:
                 if lid is None or not http:
                     continue
                 try:
-                    lst = st if http == ep else await self.status(http, timeout=2.0)
-                except ClientError:
+                    lst = st if http == ep else await self.status(http, timeout=left())
+                except ClientError as e:
+                    named = f" ({ep} names n{lid} at {http}, which did not answer: {e})"
                     continue
                 if lst.get("state") == "Leader":
                     self.leader = http
                     return int(lid), http
+                named = f" ({ep} names n{lid} at {http}, which is {lst.get('state')})"
             if loop.time() >= end:
-                raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {timeout:g}s")
+                raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {timeout:g}s{named}")
             await asyncio.sleep(0.05)
 
 

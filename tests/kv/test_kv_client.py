@@ -238,6 +238,48 @@ async def test_a_node_that_never_completes_the_connection_is_skipped_by_writes_t
         assert (await c.get("k")).value == "v2"
 
 
+async def test_find_leader_gives_up_by_its_timeout_when_the_named_leader_never_answers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Followers that name a leader which takes the connection and never answers (a stopped
+    process): ``find_leader(timeout)`` raises by ``timeout``, naming it. It asked the named
+    leader with 2 s each time, and ended only after asking through every endpoint: 6 s for
+    ``timeout=0.5`` here, and ``cluster members --timeout 1`` took as long. Fake nodes
+    answer the status."""
+    from aiohttp import web
+
+    runners: list[web.AppRunner] = []
+    with _listener(complete=True) as stopped:
+        try:
+            for nid in (1, 2, 3):
+                port = free_port()
+                status = {"id": nid, "state": "Follower", "leader_id": 9, "leader_http_addr": stopped,
+                          "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{port}"}
+
+                async def answer(request: web.Request, status: dict[str, Any] = status) -> web.Response:
+                    return web.json_response(status)
+
+                app = web.Application()
+                app.router.add_get("/cluster/status", answer)
+                runners.append(web.AppRunner(app))
+                await runners[-1].setup()
+                await web.TCPSite(runners[-1], "127.0.0.1", port).start()
+            eps = [f"127.0.0.1:{r.addresses[0][1]}" for r in runners]
+            async with KvClient(eps) as c:
+                t = time.monotonic()
+                with pytest.raises(TimeoutError) as e:
+                    await asyncio.wait_for(c.find_leader(timeout=0.5), 10.0)
+                assert time.monotonic() - t < 1.5
+                assert f"names n9 at {stopped}, which did not answer" in str(e.value)
+            t = time.monotonic()
+            code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ",".join(eps),
+                                                      "--timeout", "1"])
+            assert code == 1 and time.monotonic() - t < 2.5
+            assert "no leader found" in capsys.readouterr().err
+        finally:
+            for r in runners:
+                await r.cleanup()
+
+
 async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refusals until the deadline end as ``FAIL`` with the last refusal: no attempt after the
     first starts with less than ``_RETRY_MIN`` left (it could not get its answer in time, and a
