@@ -16,7 +16,8 @@
 client verbs find the leader from any of them and follow its redirects. Exit codes: 0 done;
 1 failed (nothing was applied, or the key is absent, or a ``cas`` did not match; or a
 learner was added but has not caught up); 2 bad command line; 3 outcome unknown (a write may
-or may not have been applied); 130 interrupted (Ctrl-C); 141 the reader of the output went
+or may not have been applied); 130 interrupted (Ctrl-C; a write's line says that it may or may
+not have been applied); 141 the reader of the output went
 away (``| head -1``: quietly, as a tool killed by SIGPIPE). Every error is one line on stderr. ``python -m openraft_py.kv`` is the same command.
 """
 
@@ -688,6 +689,18 @@ def _stdout_escaping_what_it_cannot_encode() -> Iterator[None]:
             pass
 
 
+def _changes_something(args: argparse.Namespace) -> bool:
+    """Whether the verb sends a request that changes the cluster (a write of ``kv``, a change
+    of ``cluster``): interrupted once it was sent, its outcome is unknown, as after a timeout
+    (exit 3), and the line says so."""
+    if args.verb == "kv":
+        return args.kv_verb in ("put", "delete", "cas")
+    if args.verb == "cluster":
+        return args.cluster_verb in ("init", "add-learner", "transfer") or (
+            args.cluster_verb == "members" and args.voters is not None)
+    return False
+
+
 def _main(argv: Sequence[str] | None) -> int:
     # The package installs this script with or without the ``kv`` extra, and every verb,
     # ``--help`` and ``--version`` included, needs it (the parser imports the serve flags).
@@ -710,7 +723,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{_prog(args)}: error: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
-        print(f"{_prog(args)}: interrupted", file=sys.stderr)
+        unknown = "; it may or may not have been applied" if _changes_something(args) else ""
+        print(f"{_prog(args)}: interrupted{unknown}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the output's reader went away: run_cli ends quietly
         raise

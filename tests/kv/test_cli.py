@@ -423,3 +423,43 @@ def test_kv_get_attempt_timeout_shares_the_timeout_among_the_endpoints(n: int, t
     endpoints = ",".join(f"127.0.0.1:{1000 + i}" for i in range(n))
     args = cli.build_parser().parse_args(["kv", "get", "k", "--endpoints", endpoints, "--timeout", str(timeout)])
     assert cli._read_attempt_timeout(args) == pytest.approx(attempt)
+
+
+@pytest.mark.parametrize("argv,unknown", [
+    (["kv", "put", "k", "v"], True),
+    (["kv", "get", "k"], False),
+])
+def test_ctrl_c_during_a_write_says_that_it_may_have_been_applied(argv: list[str], unknown: bool) -> None:
+    """A write interrupted once its request was sent may still be applied (the leader has it;
+    it commits when it can): the line says so, as exit 3 does after a timeout. It said only
+    "interrupted", and a user who stopped a slow ``kv put`` took it as not done. A read's
+    line is unchanged. The node is a loopback port that takes the request and never answers."""
+    import signal
+    import socket
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    lsock.settimeout(40)  # (the command line starts within it, however busy the machine)
+    proc = subprocess.Popen([sys.executable, "-m", "openraft_py.kv", *argv, "--endpoints",
+                             f"127.0.0.1:{lsock.getsockname()[1]}", "--timeout", "30"],
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(20)
+            received = b""
+            while b"\r\n\r\n" not in received:  # the request's headers arrived: it was sent
+                chunk = conn.recv(4096)
+                assert chunk, received
+                received += chunk
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        lsock.close()
+    assert proc.returncode == 130
+    line = f"openraft-py {argv[0]} {argv[1]}: interrupted"
+    assert err == (f"{line}; it may or may not have been applied\n" if unknown else f"{line}\n")
