@@ -328,6 +328,7 @@ class KvClient:
             raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session
         self._own_session = session is None
+        self._closed = False
         self._next = 0
         self.leader: str | None = None
         """``host:port`` of the leader as last learned from a redirect or an answer."""
@@ -340,7 +341,10 @@ class KvClient:
         return self._session
 
     async def close(self) -> None:
-        """Close the session the client opened (not one it was given)."""
+        """Close the session the client opened (not one it was given). Idempotent; a call
+        made afterwards raises ``RuntimeError``, sending nothing (it opened a new session,
+        which nothing closed: one per call for a client given a session)."""
+        self._closed = True
         if self._own_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -385,7 +389,10 @@ class KvClient:
         ``endpoint``: send the first attempt there (and only there when ``follow`` is
         false: no redirects followed, no other endpoint tried; a 307 is then answered
         as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's
-        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0)."""
+        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0).
+        ``RuntimeError`` (nothing sent) once the client is closed."""
+        if self._closed:
+            raise RuntimeError("the KvClient is closed: make a new one")
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
             if v is not None:
                 check_seconds(v, what)

@@ -442,3 +442,28 @@ async def test_a_raft_port_given_as_an_endpoint_is_named_and_nothing_is_unknown(
         assert r.outcome is Outcome.FAIL and r.status == 400, r
     async with KvClient([leader.opts.http_addr]) as c:
         assert (await c.get("k")).value is None  # nothing was written
+
+
+@pytest.mark.parametrize("given", [False, True])
+async def test_a_closed_client_refuses_calls_and_opens_no_session(given: bool) -> None:
+    """A call after ``close()`` raises ``RuntimeError``, sending nothing. It opened a new
+    session which nothing closed ("Unclosed client session" at exit); a client given a
+    session opened one for each call."""
+    import gc
+    import warnings
+
+    session = new_session() if given else None
+    try:
+        c = KvClient(["127.0.0.1:1"], session=session, deadline=0.2)
+        await c.close()
+        await c.close()  # idempotent
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for call in (lambda: c.put("k", "v"), lambda: c.get("k"), lambda: c.find_leader(timeout=0.2)):
+                with pytest.raises(RuntimeError, match="closed"):
+                    await asyncio.wait_for(call(), 5.0)
+            gc.collect()
+        assert not [w for w in caught if "Unclosed" in str(w.message)], [str(w.message) for w in caught]
+    finally:
+        if session is not None:
+            await session.close()
