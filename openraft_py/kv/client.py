@@ -12,6 +12,7 @@ runners that record client histories for ``openraft_py.testing.lincheck``::
 How one call runs, within its ``deadline`` (seconds)::
 
     attempt ─> node ─┬─ 2xx (or a GET's 404 "key not found") ──────────> OK
+                     ├─ 2xx to a key's write, not as a service node answers ─> INFO
                      ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
@@ -267,6 +268,25 @@ def _key_not_found(body: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("error") == "key not found"
 
 
+def _not_the_service_s_answer(method: str, path: str, body: bytes) -> str | None:
+    """Why a 2xx answer to a key-value write is not one a service node gives (DESIGN §8: a
+    JSON object with an integer ``index`` for ``put`` and ``delete``, with a boolean ``ok``
+    for ``cas``); ``None`` when it is, or when the call is not a write of a key. Another HTTP
+    server at an endpoint (a web application that answers 200 to any path) had its 200 taken
+    for an applied write. (A value is the raw body: nothing tells another server's page from
+    one.)"""
+    if not path.startswith("/kv/") or method.upper() == "GET":
+        return None
+    try:
+        obj = _json.loads(body)
+    except ValueError:
+        obj = None
+    field, kind = ("ok", bool) if path.split("?")[0].endswith("/cas") else ("index", int)
+    if isinstance(obj, dict) and isinstance(obj.get(field), kind):
+        return None
+    return f"but not with a JSON object holding {field!r}: {_one_line(body, 100)}"
+
+
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
@@ -435,6 +455,9 @@ class KvClient:
                         url = location
                         continue
                     last = (status, rbody, f"redirect loop or bad Location {location!r}")
+                elif 200 <= status < 300 and (foreign := _not_the_service_s_answer(method, path, rbody)):
+                    why = f"{node} answered HTTP {status}, {foreign} (is it an openraft-py HTTP address?)"
+                    return Response(Outcome.INFO, status, rbody, node, why, redirects, retries)
                 elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")
                                                                 and _key_not_found(rbody)):
                     if follow and status != 307:

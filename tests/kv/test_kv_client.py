@@ -467,3 +467,41 @@ async def test_a_closed_client_refuses_calls_and_opens_no_session(given: bool) -
     finally:
         if session is not None:
             await session.close()
+
+
+async def test_a_200_that_is_not_a_service_node_s_answer_to_a_write_is_not_taken_for_one(
+        cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another HTTP server at an endpoint that answers 200 to any path (a web application):
+    its 200 was an applied write (``OK``; ``kv put`` then failed on its body with a
+    ``JSONDecodeError``, exit 1). A write's answer that is not the service's is now unknown
+    (exit 3, naming the endpoint), and nothing was written to the cluster."""
+    from aiohttp import web
+
+    async def page(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="<html>app</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    other = f"127.0.0.1:{port}"
+    live = cluster.nodes[1].opts.http_addr
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with KvClient([live]) as c:
+            assert (await c.put("k", "v")).ok
+        async with KvClient([other], deadline=0.5) as c:
+            for call in (lambda: c.put("k", "w"), lambda: c.delete("k"), lambda: c.cas("k", "v", "w")):
+                r = await asyncio.wait_for(call(), 5.0)
+                assert r.outcome is Outcome.INFO and r.error is not None and other in r.error, r
+                assert "is it an openraft-py HTTP address?" in r.error
+        capsys.readouterr()
+        code = await asyncio.to_thread(cli.main, ["kv", "put", "k", "w", "--endpoints", other, "--timeout", "2"])
+        err = capsys.readouterr().err
+        assert code == 3 and "outcome unknown" in err and "JSONDecodeError" not in err, err
+        async with KvClient([live]) as c:
+            assert (await c.get("k")).value == "v"
+    finally:
+        await runner.cleanup()
