@@ -391,6 +391,15 @@ class KvClient:
         else:
             self._next += 1
 
+    def _unknown(self, r: Response, follow: bool) -> Response:
+        """``r``, a write's unknown outcome, after moving the next call on from ``r.node``
+        (when the call followed redirects): a node that took the request and did not answer
+        may be down or stopped, and the leader the client remembered was the next call's
+        first attempt, however long a new leader had served."""
+        if follow and r.node is not None:
+            self._rotate(r.node)
+        return r
+
     async def request(
         self,
         method: str,
@@ -441,7 +450,7 @@ class KvClient:
                     return Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries)
             except _Unknown as e:
                 if not follow or not idempotent:
-                    return Response(Outcome.INFO, None, b"", node, str(e), redirects, retries)
+                    return self._unknown(Response(Outcome.INFO, None, b"", node, str(e), redirects, retries), follow)
                 last = (None, b"", str(e))
             else:
                 if status == 307 and follow:
@@ -457,7 +466,7 @@ class KvClient:
                     last = (status, rbody, f"redirect loop or bad Location {location!r}")
                 elif 200 <= status < 300 and (foreign := _not_the_service_s_answer(method, path, rbody)):
                     why = f"{node} answered HTTP {status}, {foreign} (is it an openraft-py HTTP address?)"
-                    return Response(Outcome.INFO, status, rbody, node, why, redirects, retries)
+                    return self._unknown(Response(Outcome.INFO, status, rbody, node, why, redirects, retries), follow)
                 elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")
                                                                 and _key_not_found(rbody)):
                     if follow and status != 307:
@@ -473,7 +482,8 @@ class KvClient:
                 else:  # 5xx or anything else: the outcome of a write is unknown
                     why = f"HTTP {status}: {_one_line(rbody)}"
                     if not follow or not idempotent:
-                        return Response(Outcome.INFO, status, rbody, node, why, redirects, retries)
+                        return self._unknown(Response(Outcome.INFO, status, rbody, node, why, redirects, retries),
+                                             follow)
                     last = (status, rbody, why)
             # Try again: after a pause, at the next endpoint (or the leader last heard of).
             retries += 1

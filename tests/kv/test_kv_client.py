@@ -505,3 +505,24 @@ async def test_a_200_that_is_not_a_service_node_s_answer_to_a_write_is_not_taken
             assert (await c.get("k")).value == "v"
     finally:
         await runner.cleanup()
+
+
+async def test_after_a_write_s_unknown_outcome_the_next_call_starts_at_another_node(cluster: KvCluster) -> None:
+    """A write sent to a node that takes it and never answers (a stopped process; here a
+    port that accepts and never reads) ends unknown, and the next call starts at the next
+    endpoint. It started at the same node again: the leader it remembered, or the endpoint
+    it had reached, so a client that only writes got an unknown outcome for every write for
+    as long as that node was stopped, a new leader serving meanwhile."""
+    live = cluster.nodes[1].opts.http_addr
+    with _listener(complete=True) as stopped:
+        async with KvClient([stopped, live], deadline=2.0, attempt_timeout=0.5) as c:
+            r = await asyncio.wait_for(c.put("k", "1"), 10.0)
+            assert r.outcome is Outcome.INFO and r.node == stopped, r
+            for value in ("2", "3"):
+                r = await asyncio.wait_for(c.put("k", value), 10.0)
+                assert r.ok, r
+            c.leader = stopped  # (as learned from a redirect before the node stopped)
+            r = await asyncio.wait_for(c.cas("k", "3", "4"), 10.0)
+            assert r.outcome is Outcome.INFO and r.node == stopped, r
+            r = await asyncio.wait_for(c.delete("k"), 10.0)
+            assert r.ok, r
