@@ -323,8 +323,10 @@ class Demo:
                                                     attempt_timeout=30.0)
             # 409 InProgress: the leader has not committed the previous change yet. A leader
             # elected after the learner's entry commits it with its own first entry, so this
-            # passes; asked again until the deadline.
-            if r.ok or not _in_progress(r) or time.monotonic() >= end:
+            # passes; asked again until the deadline. An unknown outcome (the leader stepped
+            # down during the change: 503) is asked again too: the same voters asked of the
+            # next leader are answered at once if the change took effect, else made.
+            if r.ok or not (_in_progress(r) or r.outcome is Outcome.INFO) or time.monotonic() >= end:
                 break
             await asyncio.sleep(0.05)
         if not r.ok:

@@ -146,7 +146,8 @@ class _GrowingCluster:
                 status, body = answers_left.pop(0)
                 if status == 200:
                     return Response(Outcome.OK, 200, body)
-                return Response(Outcome.FAIL, status, body, error=f"HTTP {status}: {body.decode()}")
+                outcome = Outcome.INFO if status == 503 else Outcome.FAIL
+                return Response(outcome, status, body, error=f"HTTP {status}: {body.decode()}")
 
         self.client = Client()
 
@@ -165,6 +166,18 @@ async def test_growing_asks_again_while_the_previous_change_is_not_committed() -
     # A leader elected after the learner's entry commits it with its own first entry; until
     # then it refuses the change with InProgress, which is worth asking again.
     cluster = _GrowingCluster([IN_PROGRESS, IN_PROGRESS, (200, b'{"voters": [1, 2, 3, 4]}')])
+    demo = Demo(DemoConfig(progress=False), err=io.StringIO())
+    await demo._grow(cluster)  # type: ignore[arg-type]
+    assert cluster.asked == [[1, 2, 3, 4]] * 3
+    assert "voters are now [1, 2, 3, 4]" in demo.events[-1]
+
+
+async def test_growing_asks_again_after_an_unknown_outcome() -> None:
+    # The leader stepped down during the change (503, outcome unknown: under load, seen once
+    # in a make test run). The same voters asked of the next leader are answered at once if
+    # the change took effect, else made: worth asking again, not a failed demo.
+    unknown = (503, b'{"error": "ForwardToLeader: the outcome is unknown"}')
+    cluster = _GrowingCluster([unknown, IN_PROGRESS, (200, b'{"voters": [1, 2, 3, 4]}')])
     demo = Demo(DemoConfig(progress=False), err=io.StringIO())
     await demo._grow(cluster)  # type: ignore[arg-type]
     assert cluster.asked == [[1, 2, 3, 4]] * 3
