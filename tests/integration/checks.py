@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from openraft_py import ClientWriteResponse, Config, ForwardToLeader, SnapshotPolicy
+from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.storage.memory import MemDisk
 from openraft_py.testing.cluster import Cluster
 from openraft_py.testing.invariants import check_applied_agree
@@ -72,3 +75,26 @@ async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> Cli
             if loop.time() >= deadline:
                 raise
             await asyncio.sleep(0.01)  # its metrics may lag the step-down by a loop turn
+
+
+class MetricsReads:
+    """Counts the reads of every node's metrics (``MetricsWatch.current``) inside a ``with``
+    block: how often waiters woke and looked (``count``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self.count = 0
+
+    def __enter__(self) -> MetricsReads:
+        real = MetricsWatch.current
+
+        def counted(watch: MetricsWatch) -> RaftMetrics:
+            self.count += 1
+            return real.__get__(watch)  # type: ignore[attr-defined,no-any-return]
+
+        self._real = real
+        self._monkeypatch.setattr(MetricsWatch, "current", property(counted))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._monkeypatch.setattr(MetricsWatch, "current", self._real)

@@ -13,8 +13,8 @@ import asyncio
 
 import pytest
 
+from integration.checks import MetricsReads
 from openraft_py import Fatal, WaitTimeout
-from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -40,24 +40,15 @@ async def test_pending_applied_waiters_are_not_woken_by_every_write(
         with pytest.raises(WaitTimeout):
             await raft.wait(0.01).applied_index_at_least(base + 10**6)
 
-    reads = 0
-    real = MetricsWatch.current
-
-    def counted(self: MetricsWatch) -> RaftMetrics:
-        nonlocal reads
-        reads += 1
-        return real.__get__(self)  # type: ignore[attr-defined,no-any-return]
-
-    monkeypatch.setattr(MetricsWatch, "current", property(counted))
-    for i in range(WRITES):
-        await raft.client_write(b"w%d" % i)
-    done = await asyncio.wait_for(asyncio.gather(*reached), 10)
-    monkeypatch.setattr(MetricsWatch, "current", real)
+    with MetricsReads(monkeypatch) as reads:
+        for i in range(WRITES):
+            await raft.client_write(b"w%d" % i)
+        done = await asyncio.wait_for(asyncio.gather(*reached), 10)
     assert all(m.last_applied is not None and m.last_applied.index > base for m in done)
     # Each waiter reads the metrics when its index is applied, and once when it starts
     # over at a change that did not reach it: about WAITERS / 2 reads. Woken at every change,
     # the far waiters alone read them WRITES times each.
-    assert reads < 3 * WAITERS, reads
+    assert reads.count < 3 * WAITERS, reads.count
     assert not any(f.done() for f in far)
 
     # A linearizable read whose index is not applied yet waits the same way, and works.

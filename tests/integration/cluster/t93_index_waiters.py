@@ -14,8 +14,8 @@ import asyncio
 
 import pytest
 
+from integration.checks import MetricsReads
 from openraft_py import Fatal
-from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -38,23 +38,14 @@ async def test_pending_index_waiters_are_not_woken_by_every_write(
     far += [asyncio.ensure_future(raft.wait(None).purged(base + 10**6)) for _ in range(WAITERS // 8)]
     await asyncio.sleep(0)  # every waiter reads the metrics once and sleeps
 
-    reads = 0
-    real = MetricsWatch.current
-
-    def counted(self: MetricsWatch) -> RaftMetrics:
-        nonlocal reads
-        reads += 1
-        return real.__get__(self)  # type: ignore[attr-defined,no-any-return]
-
-    monkeypatch.setattr(MetricsWatch, "current", property(counted))
-    for i in range(WRITES):
-        await raft.client_write(b"w%d" % i)
-    done = await asyncio.wait_for(asyncio.gather(*reached), 10)
-    monkeypatch.setattr(MetricsWatch, "current", real)
+    with MetricsReads(monkeypatch) as reads:
+        for i in range(WRITES):
+            await raft.client_write(b"w%d" % i)
+        done = await asyncio.wait_for(asyncio.gather(*reached), 10)
     assert all(m.last_log_index > base for m in done)
     # Each reached waiter reads the metrics once when its index is appended: about WAITERS /
     # 2 reads. Woken at every change, the far waiters alone read them several times a write.
-    assert reads < 3 * WAITERS, reads
+    assert reads.count < 3 * WAITERS, reads.count
     assert not any(f.done() for f in far)
 
     await raft.shutdown()

@@ -14,8 +14,8 @@ import asyncio
 
 import pytest
 
+from integration.checks import MetricsReads
 from openraft_py import Fatal, ServerState
-from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -40,26 +40,16 @@ async def test_pending_role_waiters_are_not_woken_by_writes_but_by_a_role_change
     new_leader = [asyncio.ensure_future(raft.wait(20.0).current_leader(to)) for _ in range(WAITERS // 8)]
     await asyncio.sleep(0)  # every waiter reads the metrics once and sleeps
 
-    reads = 0
-    real = MetricsWatch.current
+    with MetricsReads(monkeypatch) as reads:
+        for i in range(WRITES):
+            await raft.client_write(b"w%d" % i)
+        # Woken at every change, each waiter read the metrics several times a write.
+        assert reads.count < WAITERS // 10, reads.count
+        assert not any(f.done() for f in far + stepped_down + new_leader)
 
-    def counted(self: MetricsWatch) -> RaftMetrics:
-        nonlocal reads
-        reads += 1
-        return real.__get__(self)  # type: ignore[attr-defined,no-any-return]
-
-    monkeypatch.setattr(MetricsWatch, "current", property(counted))
-    for i in range(WRITES):
-        await raft.client_write(b"w%d" % i)
-    writes_reads = reads
-    # Woken at every change, each waiter read the metrics several times a write.
-    assert writes_reads < WAITERS // 10, writes_reads
-    assert not any(f.done() for f in far + stepped_down + new_leader)
-
-    # A role change wakes them: those it satisfies return, the others sleep again.
-    await raft.trigger.transfer_leader(to)
-    done = await asyncio.wait_for(asyncio.gather(*stepped_down, *new_leader), 10)
-    monkeypatch.setattr(MetricsWatch, "current", real)
+        # A role change wakes them: those it satisfies return, the others sleep again.
+        await raft.trigger.transfer_leader(to)
+        done = await asyncio.wait_for(asyncio.gather(*stepped_down, *new_leader), 10)
     assert all(m.state == ServerState.FOLLOWER for m in done[: len(stepped_down)])
     assert all(m.current_leader == to for m in done[len(stepped_down):])
     assert not any(f.done() for f in far)
