@@ -20,6 +20,7 @@ from openraft_py.engine import (
 from openraft_py.errors import ForwardToLeader, NotAllowed, NotInMembers, QuorumNotEnough
 from openraft_py.types import (
     BLANK,
+    AppendEntriesRequest,
     BasicNode,
     Entry,
     Membership,
@@ -259,6 +260,22 @@ def test_pending_reads_fail_when_the_leader_steps_down():
     cmds = eng.take_commands()
     assert cmds == [StopReplication(), Respond(TX, ANY)]
     assert isinstance(cmds[1].value, ForwardToLeader)
+
+
+def test_pending_reads_of_a_leader_that_steps_down_for_a_new_leader_name_it():
+    """The leader steps down for a newer leader's AppendEntries (its vote committed): its
+    pending reads fail with ``ForwardToLeader`` naming that leader, so the caller goes there
+    (the key-value service redirects with 307; naming no leader, it answered 503)."""
+    eng = make_leader(id=1, now=0.0)
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.take_commands()
+    eng.handle_append_entries(AppendEntriesRequest(vote(2, 2, True), lid(1, 1), [], None), "tx-ae", 20.0)
+    cmds = eng.take_commands()
+    read = [c for c in cmds if isinstance(c, Respond) and c.tx is TX]
+    assert StopReplication() in cmds and len(read) == 1
+    err = read[0].value
+    assert isinstance(err, ForwardToLeader) and err.leader_id == 2
+    assert err.leader_node == eng.state.effective_membership().nodes[2]
 
 
 @pytest.mark.parametrize(

@@ -287,12 +287,17 @@ class VoteHandler(Handler):
         leader = eng.leader
         if leader is not None:
             self.output.append(StopReplication())
-            stepped_down = ForwardToLeader(None, None)
+            eng.leader = None
+            # The leader this node follows now, when it knows one (it adopted that leader's
+            # committed vote: stepping down for its AppendEntries), so a caller goes there.
+            stepped_down = eng.forward_to_leader()
             for r in leader.reads:
                 self.output.append(Respond(r.tx, stepped_down))
             if leader.change_tx is not None:
-                self.output.append(Respond(leader.change_tx, ForwardToLeader(None, None, outcome_unknown=True)))
-            eng.leader = None
+                self.output.append(Respond(
+                    leader.change_tx,
+                    ForwardToLeader(stepped_down.leader_id, stepped_down.leader_node, outcome_unknown=True),
+                ))
         eng.candidate = None
         eng.pre_candidate = None
         self.set_server_state()
