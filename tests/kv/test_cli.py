@@ -4,16 +4,39 @@ console script."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from openraft_py.kv import cli, demo
 
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
+
 pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.asynccontextmanager
+async def _fake_node(port: int, routes: Iterable[AbstractRouteDef]) -> AsyncIterator[str]:
+    """A fake node serving ``routes`` (``aiohttp.web.get(...)`` and the like) on loopback at
+    ``port`` while the block runs; yields its endpoint ``127.0.0.1:port``."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 VERBS = [
     ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
@@ -197,17 +220,8 @@ async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> 
         posted.append(await request.text())
         return web.json_response({"members": [1]})
 
-    app = web.Application()
-    app.router.add_get("/cluster/status", status)
-    app.router.add_post("/cluster/init", init)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", f"127.0.0.1:{port}",
-                                                  "--timeout", "5"])
-    finally:
-        await runner.cleanup()
+    async with _fake_node(port, [web.get("/cluster/status", status), web.post("/cluster/init", init)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ep, "--timeout", "5"])
     assert code == 1
     assert posted == []
 
@@ -232,17 +246,9 @@ async def test_cluster_init_refuses_an_endpoint_given_twice(capsys: pytest.Captu
         posted.append(await request.text())
         return web.json_response({"members": [1]})
 
-    app = web.Application()
-    app.router.add_get("/cluster/status", status)
-    app.router.add_post("/cluster/init", init)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints",
-                                                  f"127.0.0.1:{port},http://127.0.0.1:{port}/", "--timeout", "5"])
-    finally:
-        await runner.cleanup()
+    async with _fake_node(port, [web.get("/cluster/status", status), web.post("/cluster/init", init)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", f"{ep},http://{ep}/",
+                                                  "--timeout", "5"])
     assert code == 1
     assert "two endpoints report node id 1" in capsys.readouterr().err
     assert posted == []
@@ -304,12 +310,6 @@ async def test_a_reader_of_the_output_that_went_away_ends_the_verb_quietly(argv:
     async def cluster_status(request: web.Request) -> web.Response:
         return web.json_response(status)
 
-    app = web.Application()
-    app.router.add_get("/kv/{key}", get)
-    app.router.add_put("/kv/{key}", put)
-    app.router.add_get("/cluster/status", cluster_status)
-    runner = web.AppRunner(app)
-    await runner.setup()
     env = _env()
     env.pop("PYTHONUNBUFFERED", None)
     if not buffered:
@@ -331,11 +331,9 @@ async def test_a_reader_of_the_output_that_went_away_ends_the_verb_quietly(argv:
                 p.wait()
         return p.returncode, err
 
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    routes = [web.get("/kv/{key}", get), web.put("/kv/{key}", put), web.get("/cluster/status", cluster_status)]
+    async with _fake_node(port, routes):
         code, err = await asyncio.to_thread(run)
-    finally:
-        await runner.cleanup()
     # (argparse ignores a failed write of --help: unbuffered, nothing is left to fail later)
     assert (code, err) == (0 if argv == ["--help"] and not buffered else 141, "")
 
@@ -360,19 +358,11 @@ async def test_kv_get_prints_a_value_its_output_encoding_cannot_carry_escaped(en
     async def get(request: web.Request) -> web.Response:
         return web.Response(body="café 中 ☃".encode())
 
-    app = web.Application()
-    app.router.add_get("/kv/{key}", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
     env = {**_env(), "PYTHONIOENCODING": encoding}
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with _fake_node(free_port(), [web.get("/kv/{key}", get)]) as ep:
         p = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "openraft_py.kv", "kv", "get", "k", "--endpoints",
-                             f"127.0.0.1:{port}", "--timeout", "10"], capture_output=True, env=env, timeout=30)
-    finally:
-        await runner.cleanup()
+            subprocess.run, [sys.executable, "-m", "openraft_py.kv", "kv", "get", "k", "--endpoints", ep,
+                             "--timeout", "10"], capture_output=True, env=env, timeout=30)
     assert (p.returncode, p.stderr, p.stdout) == (0, b"", printed)
 
 
@@ -395,24 +385,18 @@ async def test_kv_get_asks_the_next_endpoint_when_one_accepts_but_never_answers(
     async def get(request: web.Request) -> web.Response:
         return web.Response(body=b"v")
 
-    app = web.Application()
-    app.router.add_get("/kv/{key}", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
     hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)  # the kernel completes connections; nobody reads them
         hung_ep = f"127.0.0.1:{hung.getsockname()[1]}"
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        start = time.monotonic()
-        code = await asyncio.to_thread(cli.main, ["kv", "get", "k", "--endpoints", f"{hung_ep},127.0.0.1:{port}",
-                                                  "--timeout", "4"])
-        took = time.monotonic() - start
+        async with _fake_node(free_port(), [web.get("/kv/{key}", get)]) as ep:
+            start = time.monotonic()
+            code = await asyncio.to_thread(cli.main, ["kv", "get", "k", "--endpoints", f"{hung_ep},{ep}",
+                                                      "--timeout", "4"])
+            took = time.monotonic() - start
     finally:
         hung.close()
-        await runner.cleanup()
     out = capsys.readouterr()
     assert (code, out.out, out.err) == (0, "v\n", "")
     assert took < 3.5, f"the hung node's attempt took {took:.1f} s of the 4 s"
