@@ -115,19 +115,22 @@ async def test_mutual_tls_cluster_commits_and_refuses_a_foreign_certificate(pki:
         await c.close()
 
 
+def _bound_tls(pki: Path, cert: str) -> dict[str, object]:
+    """The serve options of a node presenting ``pki``'s certificate ``cert``, its ids bound
+    (``--tls-bind-node-ids``)."""
+    return {"tls_cert": str(pki / f"{cert}.pem"), "tls_key": str(pki / f"{cert}.key"),
+            "tls_ca": str(pki / "ca.pem"), "tls_bind_node_ids": True}
+
+
 async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pki: Path) -> None:
     """``--tls-bind-node-ids``: nodes whose certificates name their ids commit; a node with a
     valid certificate of the same CA that names another node (2) cannot start as node 4 with
     the flag, and cannot join as node 4 without it."""
-    def tls(cert: str) -> dict[str, object]:
-        return {"tls_cert": str(pki / f"{cert}.pem"), "tls_key": str(pki / f"{cert}.key"),
-                "tls_ca": str(pki / "ca.pem"), "tls_bind_node_ids": True}
-
     c = KvCluster()
     try:
         await c.start(0, init=False)
         for nid in (1, 2, 3):
-            await c.start_node(nid, learner_timeout=1.5, **tls(f"bound-{nid}"))
+            await c.start_node(nid, learner_timeout=1.5, **_bound_tls(pki, f"bound-{nid}"))
         s = c.session
         assert s is not None
         async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
@@ -140,9 +143,9 @@ async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pk
         assert all(n.sm.get("k4") == "4" for n in c.nodes.values())  # type: ignore[union-attr]
         # serve refuses to start as node 4 with it (the certificate names node 2) ...
         with pytest.raises(ValueError, match="names node 2, and --tls-bind-node-ids needs it to name node 4"):
-            await c.start_node(4, **tls("bound-2"))
+            await c.start_node(4, **_bound_tls(pki, "bound-2"))
         # ... and the cluster refuses a node 4 that presents it anyway (binding only its peers)
-        impostor = await c.start_node(4, **{**tls("bound-2"), "tls_bind_node_ids": False})
+        impostor = await c.start_node(4, **{**_bound_tls(pki, "bound-2"), "tls_bind_node_ids": False})
         body = {"id": 4, "raft_addr": impostor.opts.raft_addr, "http_addr": impostor.opts.http_addr}
         async with s.post(url(leader, "/cluster/learners"), json=body) as r:
             assert r.status == 503, await r.text()
@@ -156,15 +159,11 @@ async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pk
 async def test_a_node_restarted_with_a_renewed_certificate_rejoins(pki: Path) -> None:
     """Rotation: node 3 stops and comes back on its data with a new certificate of the same
     CA (a new key too); it catches up and takes part as before, the others unchanged."""
-    def tls(cert: str) -> dict[str, object]:
-        return {"tls_cert": str(pki / f"{cert}.pem"), "tls_key": str(pki / f"{cert}.key"),
-                "tls_ca": str(pki / "ca.pem"), "tls_bind_node_ids": True}
-
     c = KvCluster()
     try:
         await c.start(0, init=False)
         for nid in (1, 2, 3):
-            await c.start_node(nid, **tls(f"bound-{nid}"))
+            await c.start_node(nid, **_bound_tls(pki, f"bound-{nid}"))
         s = c.session
         assert s is not None
         async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
@@ -180,7 +179,7 @@ async def test_a_node_restarted_with_a_renewed_certificate_rejoins(pki: Path) ->
         await old.stop()
         async with s.put(url(leader, "/kv/while"), data="2") as r:
             assert r.status == 200, await r.text()
-        renewed = KvNode(msgspec.structs.replace(old.opts, **tls("bound-3-renewed")))  # type: ignore[arg-type]
+        renewed = KvNode(msgspec.structs.replace(old.opts, **_bound_tls(pki, "bound-3-renewed")))  # type: ignore[arg-type]
         await renewed.start()
         c.nodes[3] = renewed
         async with s.put(url(leader, "/kv/after"), data="3") as r:
