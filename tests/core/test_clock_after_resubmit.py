@@ -45,7 +45,7 @@ async def test_a_message_that_arrives_during_the_resubmission_is_handled_at_its_
         await raft.client_write(b"x")
         core = raft._core
         term = raft.metrics.vote.term
-        answers: list[object] = []
+        answered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         arrived_at: list[float] = []
 
         async def stalled_submit(committed: object) -> None:
@@ -53,16 +53,14 @@ async def test_a_message_that_arrives_during_the_resubmission_is_handled_at_its_
             clock.offset += STALL_MS / 1000.0
             arrived_at.append(clock.now() * 1000.0)
             req = AppendEntriesRequest(Vote.new(term + 1, 2, True), None, [], None)
-            raft.submit_append_entries(req, answers.append)
+            raft.submit_append_entries(req, answered.set_result)
             await asyncio.sleep(0)
 
         core.feed.submit = stalled_submit  # type: ignore[method-assign]
         core.feed.resubmit = True
         if core._wakeup.first is not None:
             core._wakeup.wake()
-        async with asyncio.timeout(5):
-            while not answers:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(answered, 5)
         assert core.engine.leader_seen_at >= arrived_at[0], (core.engine.leader_seen_at, arrived_at[0])
     finally:
         await raft.shutdown()
