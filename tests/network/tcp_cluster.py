@@ -213,3 +213,13 @@ class TcpCluster:
         """Stop every node."""
         for nid in list(self.nodes):
             await self.stop_node(nid)
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``cond()`` until it holds, for network state that has no change to wait on (a
+    connection opened or closed); ``AssertionError`` naming ``what`` after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.01)

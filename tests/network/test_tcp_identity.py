@@ -20,7 +20,7 @@ from openraft_py.errors import RPCError, Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri
 from openraft_py.types import BasicNode, Vote, VoteRequest, VoteResponse
 
-from .tcp_cluster import TcpCluster, tcp_config
+from .tcp_cluster import TcpCluster, tcp_config, until
 from .test_tcp import FakeRaft, _Metrics
 from .test_tcp_security import OPT, _attack, _while_committing
 
@@ -40,13 +40,6 @@ def _bound_cluster(pki: Any, *, bind: bool) -> TcpCluster:
     return TcpCluster(tcp_config(), cluster_name=CLUSTER, ssl_of=ssl_of, server_kw=kw, factory_kw=kw)
 
 
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    """Poll ``cond()`` until it holds (``AssertionError`` naming ``what`` after ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.01)
 
 
 async def _pre_vote(factory: TcpNetworkFactory, target: int, addr: str, sender: int) -> VoteResponse:
@@ -211,12 +204,12 @@ async def test_recheck_keeps_the_handshakes_exceptions() -> None:
         raft.metrics = _Metrics(2, {1, 2})
         raft.metrics.current_leader = 5  # a leader that removed itself, still followed
         assert server.recheck_membership() == 1
-        await _until(lambda: not factories[3].connected(2), 5, "node 3's connection closed")
+        await until(lambda: not factories[3].connected(2), "node 3's connection closed", 5)
         assert factories[1].connected(2) and factories[5].connected(2)
 
         raft.metrics.current_leader = 1  # node 5 is no longer followed
         assert server.recheck_membership() == 1
-        await _until(lambda: not factories[5].connected(2), 5, "node 5's connection closed")
+        await until(lambda: not factories[5].connected(2), "node 5's connection closed", 5)
         assert factories[1].connected(2)
         assert server.connections == 1
         with pytest.raises(Unreachable, match="node 3 is not in the membership"):
@@ -245,8 +238,8 @@ async def test_a_removed_nodes_open_connections_are_closed(caplog: pytest.LogCap
             raft = c.nodes[leader].raft
             assert raft is not None
             await asyncio.wait_for(raft.change_membership(rest), 15)
-            await _until(
-                lambda: not any(as_removed.connected(nid) for nid in rest), 5, "the removed node's connections closed"
+            await until(
+                lambda: not any(as_removed.connected(nid) for nid in rest), "the removed node's connections closed", 5
             )
             # The real node R is no longer part of the test's cluster (it may not have
             # received its own removal); the impersonator's attacks must all be refused.

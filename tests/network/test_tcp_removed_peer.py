@@ -6,15 +6,13 @@ every node it ever had."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from openraft_py.errors import Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.types import BasicNode, RPCOption, ServerState, Vote, VoteRequest
 
-from .tcp_cluster import TcpCluster, TcpNode, tcp_config
+from .tcp_cluster import TcpCluster, TcpNode, tcp_config, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,16 +20,6 @@ pytestmark = pytest.mark.timeout(60)
 def _running(node: TcpNode) -> tuple[TcpNetworkFactory, object]:
     assert node.factory is not None and node.raft is not None
     return node.factory, node.raft
-
-
-async def _until(cond: object, what: str, timeout: float = 10.0) -> None:
-    """Poll ``cond()`` (network state has no change to wait on) until it holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_replaced_voters_are_forgotten_and_their_connections_closed() -> None:
@@ -49,10 +37,10 @@ async def test_replaced_voters_are_forgotten_and_their_connections_closed() -> N
             old = min(voters - {lid})
             node = await cluster.start_node(new)
             await lraft.add_learner(new, BasicNode(node.addr))
-            await _until(lambda old=old: factory.connected(old), f"the leader is connected to node {old}")
+            await until(lambda old=old: factory.connected(old), f"the leader is connected to node {old}")
             voters = (voters - {old}) | {new}
             await lraft.change_membership(voters)
-            await _until(lambda old=old: not factory.connected(old), f"the leader's connection to node {old} closed")
+            await until(lambda old=old: not factory.connected(old), f"the leader's connection to node {old} closed")
             assert cluster.nodes[old].raft is not None, "the replaced node still runs"
         assert sorted(factory._peers) == sorted(voters - {lid})
         assert sorted(lraft._core._clients) == sorted(voters - {lid})
@@ -98,18 +86,18 @@ async def test_a_follower_forgets_the_client_of_a_removed_voter_it_sent_vote_req
         assert fnode.raft is not None
         fcore = fnode.raft._core
         await fnode.raft.trigger.elect()
-        await _until(lambda: len(fcore._clients) == 3, f"node {follower} asked every voter for its vote")
+        await until(lambda: len(fcore._clients) == 3, f"node {follower} asked every voter for its vote")
         leader = await cluster.wait_for_leader()
         if leader == follower:  # it won: hand leadership on, to be a follower again
             await fnode.raft.trigger.transfer_leader(first)
             await fnode.raft.wait(10.0).current_leader(first)
             leader = await cluster.wait_for_leader()
         removed = min(voters - {follower, leader})
-        await _until(lambda: ffactory.connected(removed), f"node {follower} is connected to node {removed}")
+        await until(lambda: ffactory.connected(removed), f"node {follower} is connected to node {removed}")
         lraft = cluster.nodes[leader].raft
         assert lraft is not None
         await lraft.change_membership(voters - {removed})
-        await _until(lambda: not ffactory.connected(removed), f"node {follower}'s connection to node {removed} closed")
+        await until(lambda: not ffactory.connected(removed), f"node {follower}'s connection to node {removed} closed")
         assert sorted(fcore._clients) == sorted(voters - {follower, removed})
         assert fnode.raft.metrics.state == ServerState.FOLLOWER
         assert cluster.nodes[removed].raft is not None, "the removed node still runs"
