@@ -28,6 +28,14 @@ from typing import Any
 
 import msgspec
 
+if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra, before importing it
+    from .._cli import kv_extra_not_installed, needs_kv_extra
+
+    _missing = kv_extra_not_installed()
+    if _missing is not None:  # one line, as ``openraft-py`` says it (it was an import traceback)
+        print(f"openraft-py serve: error: {needs_kv_extra('the key-value service', _missing)}", file=sys.stderr)
+        sys.exit(1)
+
 from .argtypes import json_object as _json_object
 from .logs import LOG_FORMATS, configure_logging
 from .node import KvNode, ServeOptions

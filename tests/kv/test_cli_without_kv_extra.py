@@ -81,3 +81,17 @@ def test_the_command_lines_that_need_no_extra_work_without_it(module: str, packa
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     assert r.stdout.startswith("usage: ")
     assert r.stderr == ""
+
+
+@pytest.mark.parametrize("module", ["aiohttp", "prometheus_client", "yarl"])
+@pytest.mark.parametrize("argv", [["--help"], ["--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr",
+                                              "127.0.0.1:2", "--data-dir", "never-made"]], ids=" ".join)
+def test_the_serve_module_without_the_kv_extra_says_to_install_it(module: str, argv: list[str]) -> None:
+    """``python -m openraft_py.kv.server`` (the serve verb without the console script) printed
+    the ``ModuleNotFoundError`` traceback of its imports; now the one line ``openraft-py``
+    prints, exit 1."""
+    r = _run_module_blocking(module, "openraft_py.kv.server", argv)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr == (f"openraft-py serve: error: the key-value service needs the 'kv' extra, which is not "
+                        f"installed (no module named {module!r}): pip install 'openraft-py[kv]'\n")
