@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -51,6 +52,11 @@ READ_ATTEMPT_MIN = 1.0
 above the longest a node takes to answer a read itself (a linearizable read on a leader cut
 off from the majority fails once it steps down, one election timeout after its last quorum
 ack: ``election_timeout_max``, 300 ms by default)."""
+
+STEP_MIN = 0.1
+"""The least time a step of a verb that asks several things in turn (``cluster init``,
+``members``, ``status``) is given, once it starts: the verb may end this much after its
+``--timeout``."""
 
 if TYPE_CHECKING:  # the verbs import them when they run
     from .client import KvClient, Response
@@ -311,6 +317,25 @@ def _client(args: argparse.Namespace, **kw: Any) -> KvClient:
     return KvClient(args.endpoints, deadline=args.timeout, attempt_timeout=args.timeout, **kw)
 
 
+class _Deadline:
+    """The end of a verb's ``--timeout`` (seconds from now). A verb that asks several things
+    in turn gives each the time left, so that it ends within about ``--timeout`` in all:
+    ``cluster init`` gave every status, the init and the wait for the leader a bound of
+    their own, and took two to three times ``--timeout``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end
+
+    def left(self, at_most: float | None = None) -> float:
+        """Seconds left (at least ``STEP_MIN``; at most ``at_most`` when given)."""
+        left = max(STEP_MIN, self._end - time.monotonic())
+        return left if at_most is None else min(left, at_most)
+
+
 def _check(r: Response, what: str) -> Response:
     """``r`` if OK; otherwise ``CliError`` with the reason (exit 3 when unknown)."""
     from .client import Outcome
@@ -380,12 +405,16 @@ async def _cluster_init(args: argparse.Namespace) -> int:
     from .nodes import check_member_addr
 
     async with _client(args) as c:
+        deadline = _Deadline(args.timeout)
         members: dict[int, tuple[str, str]] = {}
-        for ep in args.endpoints:  # (as given: a repeated one is refused below as two of one id)
-            try:
-                st = await c.status(ep, timeout=min(args.timeout, 5.0))
-            except ClientError as e:
-                raise CliError(f"cannot read the status of {ep}: {e}") from None
+        # Every status at once (as given: a repeated endpoint is refused below as two of one id).
+        statuses = await asyncio.gather(*(c.status(ep, timeout=deadline.left(5.0)) for ep in args.endpoints),
+                                        return_exceptions=True)
+        for ep, st in zip(args.endpoints, statuses):
+            if isinstance(st, ClientError):
+                raise CliError(f"cannot read the status of {ep}: {st}")
+            if isinstance(st, BaseException):
+                raise st
             nid = st.get("id")
             if not isinstance(nid, int) or not st.get("raft_addr"):
                 raise CliError(f"{ep} did not report its id and raft address")
@@ -398,11 +427,14 @@ async def _cluster_init(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise CliError(f"{e}; start it with --raft-addr and --http-addr set to addresses the other "
                                "nodes reach, or POST /cluster/init with them") from None
-        r = _check(await c.init(members, endpoint=c.endpoints[0]), "init")
+        if deadline.expired():
+            raise CliError(f"init: nothing sent: the nodes' statuses took the whole --timeout of {args.timeout:g}s")
+        left = deadline.left()
+        r = _check(await c.init(members, endpoint=c.endpoints[0], deadline=left, attempt_timeout=left), "init")
         if r.status != 200:
             raise CliError(f"init failed: HTTP {r.status}")
         print(f"initialized: voters {sorted(members)}")
-        lid, _ = await c.find_leader(timeout=args.timeout)
+        lid, _ = await _leader_or_fail(c, deadline.left())
         print(f"leader: n{lid}")
     return EXIT_OK
 
@@ -459,8 +491,9 @@ async def _cluster_members(args: argparse.Namespace) -> int:
                            "'cluster members' only prints the voters and learners)", EXIT_USAGE)
     async with _client(args) as c:
         if args.voters is None:
-            lid, http = await _leader_or_fail(c, args.timeout)
-            st = await c.status(http)
+            deadline = _Deadline(args.timeout)
+            lid, http = await _leader_or_fail(c, deadline.left())
+            st = await c.status(http, timeout=deadline.left(2.0))
         else:
             r = _check(await c.change_members(args.voters, args.retain, args.allow_lagging), "members")
             st = r.json()
@@ -510,47 +543,58 @@ def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], l
 
 @_async
 async def _cluster_status(args: argparse.Namespace) -> int:
+    """Every endpoint's status, and every member's the answers name, each asked as soon as it
+    is known (not round after round: a node that does not answer held up the next round, and
+    each round had up to 3 s), all within ``--timeout``."""
     from .client import ClientError
 
     async with _client(args) as c:
+        deadline = _Deadline(args.timeout)
         rows: dict[int, dict[str, Any] | str] = {}
-        asked: set[str] = set()
         known: dict[int, str] = {}
-        pending = list(c.endpoints)
         voters: list[int] = []
         learners: list[int] = []
         best_term = -1
-        unreachable_eps: list[str] = []
-        while pending:
-            batch = [ep for ep in dict.fromkeys(pending) if ep not in asked]
-            pending = []
-            asked.update(batch)
-            results = await asyncio.gather(*(c.status(ep, timeout=min(args.timeout, 3.0)) for ep in batch),
-                                           return_exceptions=True)
-            for ep, st in zip(batch, results):
-                if isinstance(st, ClientError):
-                    nid = next((i for i, h in known.items() if h == ep), None)
-                    if nid is None:
-                        unreachable_eps.append(ep)
-                    else:
-                        rows[nid] = "unreachable"
-                    continue
-                if isinstance(st, BaseException):
-                    raise st
-                nid = st.get("id")
-                if not isinstance(nid, int):
-                    continue
-                rows[nid] = st
-                st_term = st.get("term")
-                term = st_term if isinstance(st_term, int) else -1
-                if st.get("voters") is not None and term >= best_term:
-                    best_term, voters, learners = term, list(st["voters"]), list(st.get("learners") or [])
-                for k, addrs in (st.get("nodes") or {}).items():
-                    http = addrs.get("http_addr") if isinstance(addrs, dict) else None
-                    if k.isdigit() and http:
-                        known[int(k)] = http
-                        if http not in asked:
-                            pending.append(http)
+        failed: list[str] = []
+        asking: dict[asyncio.Task[dict[str, Any]], str] = {}  # (in the order asked)
+        running: set[asyncio.Task[dict[str, Any]]] = set()
+
+        def ask(ep: str) -> None:
+            if ep not in asking.values() and not (asking and deadline.expired()):  # (too late: unreachable)
+                task = asyncio.ensure_future(c.status(ep, timeout=deadline.left(3.0)))
+                asking[task] = ep
+                running.add(task)
+
+        for ep in c.endpoints:
+            ask(ep)
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(done)
+                for task in sorted(done, key=list(asking).index):
+                    ep = asking[task]
+                    try:
+                        st = task.result()
+                    except ClientError:
+                        failed.append(ep)
+                        continue
+                    nid = st.get("id")
+                    if not isinstance(nid, int):
+                        continue
+                    rows[nid] = st
+                    st_term = st.get("term")
+                    term = st_term if isinstance(st_term, int) else -1
+                    if st.get("voters") is not None and term >= best_term:
+                        best_term, voters, learners = term, list(st["voters"]), list(st.get("learners") or [])
+                    for k, addrs in (st.get("nodes") or {}).items():
+                        http = addrs.get("http_addr") if isinstance(addrs, dict) else None
+                        if k.isdigit() and http:
+                            known[int(k)] = http
+                            ask(http)
+        finally:
+            for task in asking:
+                task.cancel()
+        unreachable_eps = [ep for ep in failed if ep not in known.values()]  # (a member's row says it)
         for nid in known:
             rows.setdefault(nid, "unreachable")
         if args.json:

@@ -447,3 +447,96 @@ def test_ctrl_c_during_a_write_says_that_it_may_have_been_applied(argv: list[str
     assert proc.returncode == 130
     line = f"openraft-py {argv[0]} {argv[1]}: interrupted"
     assert err == (f"{line}; it may or may not have been applied\n" if unknown else f"{line}\n")
+
+
+async def test_cluster_init_ends_within_its_timeout_when_every_status_is_slow(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster init --timeout 2.5`` asked the endpoints' statuses one after the other (each
+    with up to 5 s), then posted the init, then looked for the leader with another whole
+    ``--timeout``: three nodes whose status takes 1 s, none naming a leader, kept it 6 s.
+    Now the statuses are asked together and every step has the time left: the verb ends
+    within about ``--timeout``, saying that no leader was found. Three fake nodes on loopback
+    answer, each status after 1 s."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    posted: list[str] = []
+    ports = [free_port() for _ in range(3)]
+
+    def routes(i: int) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            await asyncio.sleep(1.0)
+            return web.json_response({"id": i + 1, "state": "Follower", "leader_id": None,
+                                      "raft_addr": f"127.0.0.1:{ports[i] + 1}", "http_addr": f"127.0.0.1:{ports[i]}"})
+
+        async def init(request: web.Request) -> web.Response:
+            posted.append(await request.text())
+            return web.json_response({"members": [1, 2, 3]})
+
+        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
+    async with contextlib.AsyncExitStack() as stack:
+        eps = [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+        start = time.monotonic()
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ",".join(eps), "--timeout", "2.5"])
+        took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 1 and "no leader found" in err, (code, err)
+    assert len(posted) == 1
+    assert took < 3.4, f"cluster init --timeout 2.5 took {took:.1f} s"
+
+
+async def test_cluster_status_ends_within_its_timeout_when_members_named_later_do_not_answer(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster status`` asks the endpoints, then the members their answers name, in
+    rounds; every round gave each status up to ``min(--timeout, 3 s)``, so a node that never
+    answers among the endpoints and another named only in the second round's answer kept
+    ``--timeout 2`` 4 s. Now each status is asked as soon as its node is known, all within
+    ``--timeout``. The hung nodes are sockets that listen and never accept; two fake nodes
+    answer."""
+    import asyncio
+    import json
+    import socket
+    import time
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    hung = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2)]
+    try:
+        for s in hung:
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)  # the kernel completes connections; nobody reads them
+        h1, h2 = (f"127.0.0.1:{s.getsockname()[1]}" for s in hung)
+        a, b = (f"127.0.0.1:{free_port()}" for _ in range(2))
+
+        def status_of(nid: int, nodes: dict[int, str]) -> list[AbstractRouteDef]:
+            body = {"id": nid, "state": "Leader" if nid == 1 else "Follower", "term": 1, "leader_id": 1,
+                    "raft_addr": "127.0.0.1:1", "voters": sorted(nodes), "learners": [],
+                    "nodes": {str(k): {"raft_addr": "127.0.0.1:1", "http_addr": v} for k, v in nodes.items()}}
+
+            async def status(request: web.Request) -> web.Response:
+                return web.json_response(body)
+
+            return [web.get("/cluster/status", status)]
+
+        async with _fake_node(int(a.rsplit(":")[1]), status_of(1, {1: a, 2: b})), \
+                _fake_node(int(b.rsplit(":")[1]), status_of(2, {1: a, 2: b, 3: h2})):
+            start = time.monotonic()
+            code = await asyncio.to_thread(cli.main, ["cluster", "status", "--json", "--endpoints", f"{h1},{a}",
+                                                      "--timeout", "2"])
+            took = time.monotonic() - start
+    finally:
+        for s in hung:
+            s.close()
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    printed = json.loads(out.out)
+    assert printed["nodes"]["3"] == "unreachable" and printed["unreachable_endpoints"] == [h1]
+    assert {k: v["id"] for k, v in printed["nodes"].items() if isinstance(v, dict)} == {"1": 1, "2": 2}
+    assert took < 2.9, f"cluster status --timeout 2 took {took:.1f} s"
