@@ -369,8 +369,9 @@ _snap_decoder = msgspec.msgpack.Decoder(_KvSnapshotData)
 # and its CRC-32 (``zlib.crc32``, 4 bytes), both big-endian. A damaged or cut snapshot (a
 # network or custom store that spoils its bytes) is refused, not installed as wrong state.
 # Snapshots of the first format (the body alone, no header: it starts with msgpack's
-# ``0x94``) are still read, unchecked: a node of this version catches up from a leader of
-# the previous one.
+# ``0x94``) are still read, so that a node of this version catches up from a leader of the
+# previous one; they are checked as far as they can be without a checksum
+# (``_check_first_format``).
 _SNAP_MARK = 0xC1
 _SNAP_FORMAT = 2
 _SNAP_HEADER_LEN = 14
@@ -381,12 +382,14 @@ def _snapshot_header(length: int, crc: int) -> bytes:
     return bytes((_SNAP_MARK, _SNAP_FORMAT)) + length.to_bytes(8, "big") + crc.to_bytes(4, "big")
 
 
-def _decode_snapshot(raw: bytes) -> _KvSnapshotData:
-    """The data of the snapshot ``raw`` (the header checked, see ``_SNAP_MARK``). Raises
-    ``ValueError`` saying what is wrong: a header cut short, an unknown format number, a
-    body of another length than the header says (cut short, or with bytes after it), a
-    checksum mismatch (damaged), or a body that does not decode."""
-    if raw[:1] == bytes((_SNAP_MARK,)):
+def _decode_snapshot(raw: bytes, meta: SnapshotMeta) -> _KvSnapshotData:
+    """The data of the snapshot ``raw`` whose meta is ``meta`` (the header checked, see
+    ``_SNAP_MARK``, then ``_check_snapshot_data``). Raises ``ValueError`` saying what is
+    wrong: a header cut short, an unknown format number, a body of another length than the
+    header says (cut short, or with bytes after it), a checksum mismatch (damaged), a body
+    that does not decode, or data that does not agree with ``meta``."""
+    first_format = raw[:1] != bytes((_SNAP_MARK,))
+    if not first_format:
         if len(raw) < _SNAP_HEADER_LEN:
             raise ValueError(f"truncated: {len(raw)} bytes, less than its {_SNAP_HEADER_LEN}-byte header")
         if raw[1] != _SNAP_FORMAT:
@@ -404,9 +407,48 @@ def _decode_snapshot(raw: bytes) -> _KvSnapshotData:
     else:
         body = memoryview(raw)  # the first format: the body alone, nothing to check it by
     try:
-        return _snap_decoder.decode(body)
+        data: _KvSnapshotData = _snap_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from e
+    if first_format:
+        _check_first_format(data, meta, body)
+    return data
+
+
+def _map_len(body: memoryview) -> int:
+    """The number of pairs the msgpack map of a snapshot body's data says it holds (the body
+    decoded: its first byte is the 4-item array's, then comes the map's header)."""
+    first = body[1]
+    if first < 0x90:  # fixmap
+        return first & 0x0F
+    return int.from_bytes(body[2:4] if first == 0xDE else body[2:6], "big")
+
+
+def _check_first_format(data: _KvSnapshotData, meta: SnapshotMeta, body: memoryview) -> None:
+    """``ValueError`` unless the decoded ``data`` of a first-format snapshot (no checksum)
+    is as far as can be told intact: its last applied log id and membership are the ones its
+    meta names (every version builds both from the same point), its map holds as many keys
+    as its header says (a key damaged into another one decodes, the pair dropped), and its
+    ``applied_log`` is in log order up to that last applied log id (one pass over the
+    record). What no check finds is a damaged key, value or applied entry's bytes that
+    still decode."""
+    if data.last_applied != meta.last_log_id:
+        raise ValueError(f"its data was applied up to {data.last_applied}, but its meta says {meta.last_log_id}: "
+                         "the data is damaged or another snapshot's")
+    if data.membership != meta.last_membership:
+        raise ValueError(f"its data's membership {data.membership} is not its meta's {meta.last_membership}: "
+                         "the data is damaged or another snapshot's")
+    if len(data.kv) != _map_len(body):
+        raise ValueError(f"its data holds {_map_len(body) - len(data.kv)} repeated keys: the data is damaged")
+    last = meta.last_log_id
+    prev: LogId | None = None
+    for i, (log_id, _) in enumerate(data.applied_log):
+        if (prev is not None and (log_id.index <= prev.index or log_id.term < prev.term)) or last is None \
+                or log_id.index > last.index or log_id.term > last.term:
+            after = f"after the one before it ({prev}) and " if prev is not None else ""
+            raise ValueError(f"its applied entry {i} ({log_id}) is out of log order: it must come {after}at most "
+                             f"at the last applied {last}: the data is damaged")
+        prev = log_id
 _snapshot_seq = itertools.count(1)
 
 
@@ -558,7 +600,9 @@ class MemStateMachine:
     A snapshot's bytes carry their length and CRC-32 in a small header: ``install_snapshot``
     refuses a snapshot cut short or damaged on its way (``ValueError``, the state unchanged)
     instead of installing wrong data. Snapshots of the first format (no header, from
-    earlier versions) are still installed, unchecked.
+    earlier versions) are still installed, checked as far as they can be without a checksum
+    (their last applied log id and membership against the meta, their ``applied_log`` in
+    log order): a damaged key or value that still decodes as text is all that gets in.
     """
 
     def __init__(self, disk: MemDisk | None = None, *, record_applied: bool = True, volatile: bool = False) -> None:
@@ -581,7 +625,7 @@ class MemStateMachine:
             return
         meta, body = snap
         try:
-            data = _decode_snapshot(body)
+            data = _decode_snapshot(body, meta)
         except ValueError as e:
             raise StorageError(f"restoring MemStateMachine from its snapshot {meta.snapshot_id}", e) from e
         disk.kv = data.kv
@@ -708,12 +752,13 @@ class MemStateMachine:
 
     async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
         """Replace the state with the snapshot in ``data``. Raises ``ValueError`` (state
-        unchanged) when ``data`` is not an intact ``MemStateMachine`` snapshot: not one, cut
-        short, with bytes after its end, or damaged (its checksum does not match); the
-        message says which."""
+        unchanged) when ``data`` is not an intact ``MemStateMachine`` snapshot of ``meta``:
+        not one, cut short, with bytes after its end, or damaged (its checksum does not
+        match; for the first format, which has none, the checks of ``_check_first_format``,
+        ``meta`` among them); the message says which."""
         body = _read_all(data)
         try:
-            snap = _decode_snapshot(body)
+            snap = _decode_snapshot(body, meta)
         except ValueError as e:
             raise ValueError(f"not a MemStateMachine snapshot ({meta.snapshot_id}): {e}") from e
         disk = self._disk

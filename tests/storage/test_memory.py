@@ -514,6 +514,69 @@ async def test_sm_snapshot_of_the_first_format_is_still_installed() -> None:
     assert snap.data.read()[:2] == b"\xc1\x02"
 
 
+def _first_format(**change: object) -> tuple[SnapshotMeta, bytes, dict[str, str]]:
+    """A snapshot of the first format (no header, no checksum: the msgpack body alone) of 30
+    keys, its meta and its data; ``change`` replaces what its body holds (``kv``, ``last``,
+    ``membership``, ``log``) but not its meta."""
+    from openraft_py.storage.memory import _encode_snapshot_body
+
+    m = StoredMembership(LogId(1, 0), Membership.new([{1, 2, 3}]))
+    kv = {f"key{i:03d}": f"value{i:04d}" for i in range(30)}
+    log = [(LogId(1, i), encode_kv(KvSet(f"key{i - 1:03d}", f"value{i - 1:04d}"))) for i in range(1, 31)]
+    parts: dict[str, object] = {"kv": kv, "last": LogId(1, 30), "membership": m, "log": log, **change}
+    plog = parts["log"]
+    assert isinstance(plog, list)
+    body = _encode_snapshot_body(parts["kv"], parts["last"], parts["membership"], plog, len(plog))  # type: ignore[arg-type]
+    assert body[:1] == b"\x94"
+    return SnapshotMeta(LogId(1, 30), m, "old"), body, kv
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"last": LogId(1, 29)}, r"its data was applied up to 1-29, but its meta says 1-30: the data is damaged or "
+                             r"another snapshot's"),
+    ({"last": None}, "its data was applied up to None, but its meta says 1-30"),
+    ({"membership": StoredMembership(LogId(1, 0), Membership.new([{1, 2}]))},
+     "its data's membership .* is not its meta's .*: the data is damaged or another snapshot's"),
+    ({"log": [(LogId(1, 2), b"a"), (LogId(1, 2), b"b")]},
+     r"its applied entry 1 \(1-2\) is out of log order: it must come after the one before it \(1-2\) and at most "
+     r"at the last applied 1-30: the data is damaged"),
+    ({"log": [(LogId(1, 3), b"a"), (LogId(0, 4), b"b")]}, r"its applied entry 1 \(0-4\) is out of log order"),
+    ({"log": [(LogId(1, 3), b"a"), (LogId(1, 31), b"b")]}, r"its applied entry 1 \(1-31\) is out of log order"),
+    ({"log": [(LogId(5, 3), b"a")]}, r"its applied entry 0 \(5-3\) is out of log order: it must come at most at "
+                                     r"the last applied 1-30"),
+], ids=["last-applied", "last-applied-none", "membership", "log-repeated", "log-term-down", "log-past-last",
+        "log-term-past-last"])
+async def test_sm_first_format_snapshot_that_disagrees_with_its_meta_is_refused(change: dict[str, object],
+                                                                               error: str) -> None:
+    """A snapshot of the first format has no checksum, and was installed unchecked: a body
+    holding another last applied log id or membership than its meta (damaged, or another
+    snapshot's data under this meta), or an applied record out of log order, was installed,
+    the record then disagreeing with the leader's. Now refused with ``ValueError`` saying
+    what disagrees, the state unchanged."""
+    meta, body, _ = _first_format(**change)
+    sm = MemStateMachine()
+    await sm.apply([kv_entry(0, KvSet("mine", "1"))])
+    with pytest.raises(ValueError, match=f"not a MemStateMachine snapshot \\(old\\): {error}"):
+        await sm.install_snapshot(meta, io.BytesIO(body))
+    assert sm.data == {"mine": "1"} and await sm.applied_state() == (LogId(1, 0), EMPTY_STORED_MEMBERSHIP)
+    assert (await sm.get_current_snapshot()) is None
+
+
+async def test_sm_first_format_snapshot_with_a_key_damaged_into_another_is_refused() -> None:
+    """A flipped bit that turns a key of a first-format snapshot into another of its keys
+    (``key001`` into ``key003``) decodes: the key was silently dropped. The map's count says
+    how many keys it holds, so such a snapshot is refused."""
+    meta, body, kv = _first_format()
+    raw = bytearray(body)
+    at = raw.index(b"key001") + 5
+    raw[at] ^= 0x01 ^ 0x03  # (two bits: '1' -> '3')
+    with pytest.raises(ValueError, match=r"its data holds 1 repeated keys: the data is damaged"):
+        await MemStateMachine().install_snapshot(meta, io.BytesIO(bytes(raw)))
+    sm = MemStateMachine()
+    await sm.install_snapshot(meta, io.BytesIO(body))  # intact, it installs
+    assert sm.data == kv
+
+
 async def test_sm_volatile_restart_over_a_damaged_snapshot_is_a_storage_error() -> None:
     """A volatile state machine restarting over a disk whose snapshot is damaged raises
     ``StorageError`` naming the snapshot (it would have restored wrong data)."""
