@@ -16,7 +16,10 @@ of them kept the stores). ``check_stores`` refuses a directory whose log store i
 state machine is there (``log/`` removed, say after it was reported damaged), or whose stores
 are both gone while its record is there (a new directory is recorded once its stores exist:
 ``record_identity``): the node would start with no vote and no log, and could vote twice in a
-term or count as holding entries it lost.
+term or count as holding entries it lost. ``check_not_a_store`` refuses, at a first start, a
+directory that is one of a node's stores or inside a node's data directory (``--data-dir
+n1/log`` for ``n1``): the node started there as a new one, with no vote and no log, and
+wrote its own stores into the other's.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from ..errors import StorageError
 from ..storage.rocks.files import replace_durably
 
 __all__ = [
-    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_stores", "has_stores",
-    "lock_data_dir", "record_identity",
+    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_not_a_store",
+    "check_stores", "has_stores", "lock_data_dir", "record_identity",
 ]
 
 IDENTITY_FILE = "node.json"
@@ -91,6 +94,34 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
             "it a data directory of its own"
         )
     return "checked"
+
+
+_DATABASE_FILES = ("CURRENT", "OPENRAFT-ACKED")
+"""Files of a RocksDB database directory: RocksDB's own, and the stores' acknowledged mark."""
+
+
+def check_not_a_store(data_dir: Path) -> None:
+    """Raise ``DataDirMismatch`` if ``data_dir``, a directory without a record (a first
+    start), is a store's database (``log/``, ``sm/db``), a state machine's directory
+    (``sm/``), or lies within two levels of a recorded data directory (``sm/snapshots``):
+    ``--data-dir n1/log`` given for ``n1``. Such a node started as a new one, with no vote
+    and no log (it could vote twice in a term, or lose acknowledged writes), and made its
+    stores and record inside the other's. Blocking: call it in a worker thread."""
+    for name in _DATABASE_FILES:
+        for db in (data_dir, data_dir / "db"):
+            if os.path.exists(db / name):
+                what = "a store's database" if db == data_dir else "a state machine's directory"
+                raise DataDirMismatch(
+                    f"{data_dir} is {what} (it holds {(db / name).relative_to(data_dir)}), not a node's data "
+                    f"directory: give --data-dir the directory that holds the node's {LOG_DIR}/, {SM_DIR}/ and "
+                    f"{IDENTITY_FILE}, or an empty one for a new node"
+                )
+    for up in list(data_dir.resolve().parents)[:2]:
+        if os.path.exists(up / IDENTITY_FILE):
+            raise DataDirMismatch(
+                f"{data_dir} is inside the data directory {up} (it holds {IDENTITY_FILE}): start that node with "
+                f"--data-dir {up}, or give this node a directory of its own outside it"
+            )
 
 
 def _entries(path: Path) -> int | None:

@@ -44,6 +44,7 @@ from .identity import (
     LOG_DIR,
     SM_DIR,
     check_identity,
+    check_not_a_store,
     check_stores,
     has_stores,
     lock_data_dir,
@@ -385,6 +386,8 @@ class KvNode:
             recorded = (data / IDENTITY_FILE).exists()
             if recorded:
                 await asyncio.to_thread(check_identity, data, o.id, o.cluster_name)
+            else:  # a first start: not one of a node's stores (--data-dir n1/log), nor inside its directory
+                await asyncio.to_thread(check_not_a_store, data)
             # ... and that it holds the node's log if it holds its state machine (or was recorded).
             await asyncio.to_thread(check_stores, data, recorded)
             adopted = not recorded and await asyncio.to_thread(has_stores, data)

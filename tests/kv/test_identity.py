@@ -104,6 +104,36 @@ def test_serve_on_another_nodes_directory_exits_1_saying_whose_it_is(root: Path)
     assert not (data / "log").exists(), "the stores were created before the check"
 
 
+@pytest.mark.parametrize(("sub", "error"), [
+    ("log", r"n1/log is a store's database \(it holds CURRENT\), not a node's data directory: give --data-dir the "
+            r"directory that holds the node's log/, sm/ and node.json, or an empty one for a new node"),
+    ("sm", r"n1/sm is a state machine's directory \(it holds db/CURRENT\)"),
+    ("sm/db", r"n1/sm/db is a store's database \(it holds CURRENT\)"),
+    ("sm/snapshots", r"n1/sm/snapshots is inside the data directory .*/n1 \(it holds node.json\): start that node "
+                     r"with --data-dir .*/n1, or give this node a directory of its own outside it"),
+])
+async def test_a_store_of_a_node_given_as_its_data_directory_is_refused(root: Path, sub: str, error: str) -> None:
+    """``--data-dir n1/log`` (or ``n1/sm``, ...) instead of ``n1``: the node started as a new
+    one, with no vote and no log (it could vote twice in a term), and wrote its record and
+    stores into the other's directory. Now refused before anything is written there; node
+    1 still starts on its own directory with its data."""
+    await _one_node_with_writes(root)
+    data = root / "n1" / sub
+    before = sorted(os.listdir(data))
+    opts = node_options(1, str(root), raft_config=STABLE_TIMEOUTS)
+    opts.data_dir = str(data)
+    wrong = KvNode(opts)
+    with pytest.raises(DataDirMismatch, match=error):
+        await wrong.start()
+    assert wrong.log_store is None and sorted(os.listdir(data)) == before
+    again = KvNode(node_options(1, str(root), raft_config=STABLE_TIMEOUTS))
+    await again.start()
+    try:
+        assert again.sm is not None and again.sm.get("a") == "1"
+    finally:
+        await again.stop()
+
+
 async def _one_node_with_writes(root: Path) -> KvNode:
     """Node 1 of a one-node cluster under ``root``, initialized, with two keys written; stopped."""
     node = KvNode(node_options(1, str(root), raft_config=STABLE_TIMEOUTS))
