@@ -94,6 +94,19 @@ def _parent_death_sigterm() -> None:  # pragma: no cover - runs in the child bef
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` (a graceful stop), then SIGCONT it. A node stopped with SIGSTOP (``kill
+    -STOP`` to try a pause, a debugger) acts on no signal but SIGKILL until it runs again: it
+    sat out the whole grace of ``stop`` or ``close`` (10 s) and was then SIGKILLed. Continued
+    with the SIGTERM pending, it stops gracefully at once. A running node ignores the SIGCONT;
+    one that has exited meanwhile is not signalled (``Popen.send_signal``)."""
+    try:
+        proc.terminate()
+        proc.send_signal(signal.SIGCONT)
+    except OSError:
+        pass
+
+
 @dataclass
 class LocalNode:
     """One node of a ``LocalCluster``: its id, addresses, data directory, log file and, while
@@ -350,14 +363,15 @@ class LocalCluster:
         return t
 
     def stop(self, node_id: int, timeout: float = 10.0) -> int | None:
-        """SIGTERM ``node_id`` (a graceful stop), SIGKILL after ``timeout``; its exit code."""
+        """SIGTERM ``node_id`` (a graceful stop; a node paused with SIGSTOP is continued to
+        take it), SIGKILL after ``timeout``; its exit code."""
         node = self.nodes[node_id]
         proc = node.proc
         if proc is None:
             return None
         if proc.poll() is None:
             try:
-                proc.terminate()
+                _terminate(proc)
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
@@ -365,18 +379,15 @@ class LocalCluster:
         return proc.returncode
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop every node (SIGTERM to all, SIGKILL to those still running after
-        ``timeout``) and remove the root if this cluster created it. Idempotent; safe in a
+        """Stop every node (SIGTERM to all, and SIGCONT to continue a paused one; SIGKILL to
+        those still running after ``timeout``) and remove the root if this cluster created it. Idempotent; safe in a
         ``finally`` and from a signal handler's aftermath."""
         if self._closed:
             return
         self._closed = True
         procs = [n.proc for n in self.nodes.values() if n.proc is not None and n.proc.poll() is None]
         for p in procs:
-            try:
-                p.terminate()
-            except OSError:
-                pass
+            _terminate(p)
         end = time.monotonic() + timeout
         for p in procs:
             try:

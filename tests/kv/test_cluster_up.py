@@ -534,3 +534,39 @@ def test_a_data_dir_in_use_by_another_local_cluster_is_refused(tmp_path: Path,
         first.close()
     second = LocalCluster(2, root=tmp_path)
     second.close()
+
+
+def test_stop_and_close_stop_a_paused_node_gracefully_at_once() -> None:
+    """A node stopped with SIGSTOP (``kill -STOP`` with a pid ``cluster up`` printed, to try a
+    pause) acts on no SIGTERM until it runs again: ``stop`` and ``close`` (Ctrl-C on ``cluster
+    up``) sat out their whole grace and SIGKILLed it. Now they continue it after the SIGTERM,
+    and it stops gracefully (exit 0) at once."""
+    from openraft_py.kv.local_cluster import LocalCluster
+
+    grace = 8.0
+
+    async def scenario() -> None:
+        cluster = LocalCluster(2)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            await cluster.start()
+            for n in cluster.nodes.values():
+                assert n.proc is not None
+                procs.append(n.proc)
+            os.kill(procs[0].pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            code = await asyncio.to_thread(cluster.stop, 1, grace)
+            assert code == 0 and time.monotonic() - t0 < grace / 2, (code, time.monotonic() - t0)
+            os.kill(procs[1].pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            await cluster.aclose(grace)
+            assert procs[1].returncode == 0 and time.monotonic() - t0 < grace / 2, (
+                procs[1].returncode, time.monotonic() - t0)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+            await cluster.aclose()
+
+    asyncio.run(scenario())
