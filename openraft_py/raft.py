@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validation as _v
 from .config import Config
-from .core.clock import Clock, LoopClock
+from .core.clock import Clock, LoopClock, check_clock
 from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
@@ -132,14 +132,19 @@ class Raft:
         Restores vote, log, committed and applied state from storage, so a restarted node
         rejoins on its own; entries committed but not applied are applied first. ``clock``
         (default: the event loop's) and ``seed`` (the source of every random choice,
-        default from ``os.urandom``) make runs reproducible under a simulator. Raises
+        default from ``os.urandom``) make runs reproducible under a simulator. A ``clock``
+        is an object with ``now()``, monotonic time in seconds (an ``int`` or ``float``), and
+        ``async sleep(seconds)`` (``core.clock.Clock``); every timer and lease of the node
+        is measured on it (one that counts suspended time: ``docs/guides/reads.md``). Raises
         ``ConfigError`` for an invalid ``config`` or one ``network_factory`` cannot carry
         (if it has the optional ``check_config(config)`` method, e.g. a request budget
         larger than the TCP transport's frame limit), and ``StorageError`` when storage cannot
         be read; ``TypeError``/``ValueError`` if ``node_id`` is not an int in
         ``[0, MAX_NODE_ID]``, and ``TypeError`` if ``network_factory``, ``log_store`` or
         ``state_machine`` lacks a method of its protocol (a class passed instead of an
-        instance, ``None``, ...), before anything is read.
+        instance, ``None``, ...), or ``clock`` is not a clock (``time.monotonic`` itself, a
+        ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
+        ``core.clock.check_clock``), before anything is read.
         """
         node_id = _v.check_node_id(node_id)
         if not isinstance(config, Config):
@@ -151,7 +156,10 @@ class Raft:
         check_config = getattr(network_factory, "check_config", None)
         if check_config is not None:
             check_config(config)  # a transport with limits refuses what it cannot carry
-        clock = clock or LoopClock()
+        if clock is None:
+            clock = LoopClock()
+        else:
+            check_clock(clock)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
             state, cache = await restore_state(node_id, log_store, state_machine)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+from ..validation import check_implements
 
 
 class Clock(Protocol):
@@ -17,6 +21,37 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of this clock's time."""
         ...
+
+
+CLOCK_METHODS: tuple[str, ...] = ("now", "sleep")
+"""The methods of ``Clock`` (``check_clock`` requires each)."""
+
+
+def check_clock(clock: Any) -> None:
+    """``TypeError`` unless ``clock`` is a ``Clock``: an instance with ``now()`` and
+    ``sleep(seconds)`` methods, whose ``now()`` returns a finite ``int`` or ``float`` (monotonic
+    seconds) and whose ``sleep(0)`` returns an awaitable (not awaited: a coroutine is closed
+    unstarted, so nothing of the clock's runs but ``now``).
+
+    ``Raft.new`` checks a ``clock`` it is given with this before it reads storage. Without the
+    check, ``clock=time.monotonic`` failed with a bare ``AttributeError`` ('no attribute
+    now') after storage was read, and a clock without ``sleep``, or with a blocking one
+    (``time.sleep``), gave a node that stopped at its first timer tick ("a task failed")."""
+    check_implements(clock, "clock", "Clock", CLOCK_METHODS)
+    t = clock.now()
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise TypeError(
+            f"clock.now() must return the time in seconds as a finite int or float (monotonic), "
+            f"got {type(t).__name__} {t!r}"
+        )
+    pause = clock.sleep(0)
+    if not inspect.isawaitable(pause):
+        raise TypeError(
+            f"clock.sleep(seconds) must return an awaitable (an async def sleep), got {type(pause).__name__} "
+            f"{pause!r}"
+        )
+    if inspect.iscoroutine(pause):
+        pause.close()
 
 
 class LoopClock:

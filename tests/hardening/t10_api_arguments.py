@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from integration.checks import fast_config
 
@@ -213,6 +216,87 @@ async def test_raft_new_refuses_what_is_not_its_storage_or_network(which: str, b
         await Raft.new(1, fast_config(), **args)  # type: ignore[arg-type]
     assert needle in str(ei.value), ei.value
     assert disk.vote is None and not disk.entries
+
+
+class _NoSleepClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class _BlockingSleepClock(_NoSleepClock):
+    def sleep(self, seconds: float) -> None:  # time.sleep: nothing to await
+        time.sleep(seconds)
+
+
+class _NowClock:
+    """A clock whose ``now()`` returns ``value``."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def now(self) -> object:
+        return self.value
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _BootClock(_NowClock):
+    """A clock that counts suspended time (``docs/guides/reads.md``)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def now(self) -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@pytest.mark.parametrize(
+    "clock, needle",
+    [
+        (time.monotonic, "clock must implement Clock: builtin_function_or_method has no method now, sleep"),
+        (_NowClock, "clock must be a Clock instance, got the class _NowClock itself"),
+        (_NoSleepClock(), "clock must implement Clock: _NoSleepClock has no method sleep"),
+        (_BlockingSleepClock(), "clock.sleep(seconds) must return an awaitable (an async def sleep), got NoneType"),
+        (_NowClock(None), "clock.now() must return the time in seconds as a finite int or float"),
+        (_NowClock("12.5"), "got str '12.5'"),
+        (_NowClock(True), "got bool True"),
+        (_NowClock(float("nan")), "got float nan"),
+    ],
+    ids=["time.monotonic", "class", "no sleep", "blocking sleep", "now None", "now str", "now bool", "now nan"],
+)
+async def test_raft_new_refuses_what_is_not_a_clock(clock: object, needle: str) -> None:
+    """``clock=time.monotonic`` failed with a bare ``AttributeError`` after storage was read;
+    a clock without ``sleep`` (or with a blocking one) gave a node that stopped at its first
+    tick ("a task failed"). Now ``TypeError`` naming what is wrong, before anything is read."""
+    disk = MemDisk()
+    with pytest.raises(TypeError) as ei:
+        await Raft.new(1, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk),
+                       clock=clock)  # type: ignore[arg-type]
+    assert needle in str(ei.value), ei.value
+    assert disk.vote is None and not disk.entries
+
+
+async def test_raft_new_runs_on_a_clock_of_its_own() -> None:
+    """A clock that is one (here: one that counts suspended time) is taken, and the node runs
+    on it: elected, it takes writes."""
+    disk = MemDisk()
+    raft = await Raft.new(1, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk),
+                          clock=_BootClock())
+    try:
+        await raft.initialize({1: BasicNode()})
+        await raft.wait(5.0).metrics(lambda m: m.current_leader == 1, "node 1 leads")
+        resp = await raft.client_write(b"x")
+        assert resp.log_id.index >= 1
+    finally:
+        await raft.shutdown()
+
+
+def test_the_checked_clock_methods_are_the_clock_protocols() -> None:
+    from openraft_py.core.clock import CLOCK_METHODS, Clock
+
+    declared = {name for name, value in vars(Clock).items() if callable(value) and not name.startswith("_")}
+    assert set(CLOCK_METHODS) == declared
 
 
 @pytest.mark.parametrize(
