@@ -130,6 +130,18 @@ _SWEEP_SLACK = 0.001
 """A request whose deadline is this close (seconds) when the sweep runs expires in that
 sweep: uvloop's timers have millisecond resolution and may fire just before the deadline."""
 
+UNSENT_FRAMES_MAX = 2
+"""A connection holding more than this many ``max_frame_size``s of bytes its target has not
+taken yet (the transport's write buffer: bytes written that the kernel could not send) takes
+no new request: each raises ``Unreachable`` at once, nothing written, until the target reads
+again. A target that stops reading (stopped with SIGSTOP, a frozen VM, a stalled network
+path) otherwise had every request written to it kept in the sender's memory: a leader resends
+a lagging follower's entries after each timeout (up to ``Config.max_payload_bytes``, 8 MiB,
+every quarter second), so its memory grew without bound, by about 36 MB a second under
+load, until the follower read again or the leader ran out of memory. A healthy target takes
+what is written to it: a full pipeline of the default ``Config`` (8 requests of 8 MiB) fits
+the bound of the default frame size (64 MiB)."""
+
 _Pending = tuple["asyncio.Future[Any] | Reply", int, float, int, float]
 """A request in flight: (its future, or the ``Reply`` of ``submit``, the expected response
 kind, its deadline on the loop clock, its request kind, its ``hard_ttl``)."""
@@ -203,12 +215,28 @@ class _ClientConnection(asyncio.Protocol):
         """The first bytes received before the handshake answer (``foreign_protocol_hint``)."""
         self.closed = False
         self.close_reason = "connection closed"
+        self.write_paused = False
+        """Whether the transport's write buffer is above its high-water mark (``pause_writing``
+        until ``resume_writing``): only then may it hold over ``max_unsent`` bytes, so only
+        then do ``_Peer.call`` and ``submit`` read its size (``UNSENT_FRAMES_MAX``)."""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         _set_nodelay(transport)
+        # ``write_paused`` must be on whenever more than ``max_unsent`` bytes are unsent: a
+        # high-water mark above it (only with a small ``max_frame_size``; TLS's is 512 KiB)
+        # is lowered to it.
+        limits = transport.get_write_buffer_limits()  # type: ignore[attr-defined]  # (low, high) of a write transport
+        if limits[1] > self.peer.factory.max_unsent:
+            transport.set_write_buffer_limits(high=self.peer.factory.max_unsent)  # type: ignore[attr-defined]
         self.writer = _FrameWriter(self.loop, transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
@@ -267,6 +295,11 @@ class _ClientConnection(asyncio.Protocol):
         else:
             fut.set_exception(Unreachable(f"node {self.peer.target} answered the wrong kind"))
             raise WireError(f"response of kind {wire.KIND_NAMES[kind]} to a request expecting {expected}")
+
+    def unsent(self) -> int:
+        """Bytes written to the transport that it has not sent yet (its write buffer)."""
+        t = self.transport
+        return 0 if t is None else t.get_write_buffer_size()
 
     def send(self, frame: bytes | bytearray) -> None:
         """Queue a frame for this loop turn's write."""
@@ -375,14 +408,26 @@ class _Peer:
             return Unreachable(f"node {self.target} has stopped: {body.message}")
         return RemoteError(self.target, body.message)
 
+    def _not_taking(self, unsent: int) -> Unreachable:
+        """The error of a request not written because the target has not taken the
+        ``unsent`` bytes written to it before (over ``max_unsent``: ``UNSENT_FRAMES_MAX``)."""
+        return Unreachable(
+            f"node {self.target}: not taking what is sent to it: {unsent} bytes written to it are still unsent "
+            f"(over {self.factory.max_unsent}, {UNSENT_FRAMES_MAX} x max_frame_size): is it paused or frozen, or "
+            "its network stalled? Nothing more is written to it until it reads again"
+        )
+
     def submit(self, kind: int, req: Any, option: RPCOption, reply: Callable[[Any], None]) -> Reply | None:
         """Send ``req`` as ``kind`` now if connected; ``reply`` is then called once with the
         decoded response or the error ``call``'s result would raise (unless the returned
         handle is cancelled first). Not connected: ``None``, nothing sent. ``NetworkError``
-        at once if ``req`` cannot be framed."""
+        at once if ``req`` cannot be framed, ``Unreachable`` at once (nothing sent) if the
+        target has not taken what was written to it (``UNSENT_FRAMES_MAX``)."""
         conn = self.conn
         if conn is None or conn.closed:
             return None
+        if conn.write_paused and (unsent := conn.unsent()) > self.factory.max_unsent:
+            raise self._not_taking(unsent)
         rid, frame = self._frame(kind, req)
         slot = Reply(reply)
         ttl = option.hard_ttl
@@ -395,10 +440,14 @@ class _Peer:
 
         Connected, the request is framed and queued now and the result is the answer's
         future (no coroutine, no timer of its own: the connection's sweep keeps the
-        deadline); otherwise a coroutine that connects first."""
+        deadline); otherwise a coroutine that connects first. Connected to a target that
+        has not taken what was written to it (``UNSENT_FRAMES_MAX``): ``Unreachable`` at
+        once, nothing written."""
         conn = self.conn
         if conn is None or conn.closed:
             return self._connect_and_call(kind, req, option)
+        if conn.write_paused and (unsent := conn.unsent()) > self.factory.max_unsent:
+            raise self._not_taking(unsent)
         rid, frame = self._frame(kind, req)
         ttl = option.hard_ttl
         return conn.request(rid, frame, kind, self.loop.time() + ttl, ttl)
@@ -735,6 +784,9 @@ class TcpNetworkFactory:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.max_frame_size = max_frame_size
+        self.max_unsent = UNSENT_FRAMES_MAX * max_frame_size
+        """Bytes a connection may hold unsent before it takes no new request
+        (``UNSENT_FRAMES_MAX``)."""
         self._rng = random.Random(seed)
         self._peers: dict[NodeId, _Peer] = {}
         self._closed = False

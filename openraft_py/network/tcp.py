@@ -15,7 +15,9 @@ with jittered exponential back-off after a failure. Errors (``openraft_py.errors
 
 - ``Unreachable``: the connection could not be made (refused, unreachable, TLS failure,
   handshake refused), the target is backing off after such a failure, the connection broke
-  with the request in flight, or the target's node has stopped;
+  with the request in flight, the target's node has stopped, or the target is not taking
+  what is written to it (over two ``max_frame_size`` unsent: paused, frozen; nothing is
+  written then);
 - ``Timeout``: the request was sent and no answer came within ``RPCOption.hard_ttl``;
 - ``RemoteError``: the target received the request and answered an error;
 - ``NetworkError``: the request cannot be framed (larger than ``max_frame_size``; the
