@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from lease_locks import Acquire, Denied, Granted, Lease, LockStateMachine, Release, Renew, encode_command
 
-from openraft_py import Config, ForwardToLeader, NodeId, Raft, ReadPolicy
+from openraft_py import Config, Fatal, ForwardToLeader, NodeId, Raft, ReadPolicy
 from openraft_py.network.router import Router
 from openraft_py.storage import MemLogStore
 
@@ -118,7 +118,8 @@ class LockNode:
 
 class LockClient:
     """Calls the lock service through whichever node leads, retrying on another node when a
-    call meets a non-leader, for at most ``timeout`` seconds per call."""
+    call meets a non-leader or a node that has stopped, for at most ``timeout`` seconds per
+    call (then ``TimeoutError``)."""
 
     def __init__(self, nodes: dict[NodeId, LockNode], timeout: float = 10.0) -> None:
         self._nodes = nodes
@@ -137,8 +138,9 @@ class LockClient:
         return None
 
     async def _call(self, fn: Callable[[LockNode], Awaitable[T]]) -> T:
-        """``fn(leader)``, retried on the node a ``ForwardToLeader`` names, or after a short
-        pause while no node leads (an election is under way).
+        """``fn(leader)``, retried on the node a ``ForwardToLeader`` names, on another node
+        when the one asked has stopped (``Fatal``: shut down, or its storage failed), or
+        after a short pause while no node leads (an election is under way).
 
         Retrying is safe for these commands: acquiring or renewing a lease one holds again
         keeps its token; a retried release may answer ``False`` after the first one took
@@ -153,6 +155,10 @@ class LockClient:
                         self._leader = e.leader_id
                         if e.leader_id is not None:
                             continue
+                    except Fatal:
+                        # A stopped node never leads again: look for the leader among the
+                        # others (a stopped node is not ``is_leader()``).
+                        self._leader = None
                 await asyncio.sleep(0.01)
 
     async def acquire(self, lock: str, holder: str, ttl_ms: int) -> Granted | Denied:

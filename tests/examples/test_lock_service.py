@@ -3,6 +3,7 @@ leader recorded in the log, and a paused holder's stale token is refused by the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -160,5 +161,27 @@ async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
         assert leader.raft.metrics.last_log_index == before
         granted = await locks.acquire(LOCK, "A", 1)
         assert isinstance(granted, Granted) and granted.expires_ms == cluster.clock() + 1
+    finally:
+        await cluster.stop()
+
+
+async def test_client_moves_on_from_a_leader_that_stopped() -> None:
+    """A leader that stops on its own (its ``Raft`` shut down or failed, but still one of the
+    client's nodes): the client's calls go to the new leader, and the lease held survives.
+    The client kept asking the stopped node and every call raised ``Stopped``."""
+    clock = ManualClock()
+    cluster = await LockCluster.start(clock)
+    try:
+        locks = cluster.client()
+        a = await locks.acquire(LOCK, "A", TTL)
+        assert isinstance(a, Granted)
+        leader = next(n for n in cluster.nodes.values() if n.raft.is_leader())
+        await leader.raft.shutdown()  # stopped, yet still in cluster.nodes
+        async with asyncio.timeout(20):
+            assert await locks.lease(LOCK) == Lease("A", a.token, a.expires_ms)
+            again = await locks.acquire(LOCK, "A", TTL)
+            assert again == Granted(a.token, clock() + TTL)
+            assert isinstance(await locks.acquire(LOCK, "B", TTL), Denied)
+        assert next(n for n in cluster.nodes.values() if n.raft.is_leader()) is not leader
     finally:
         await cluster.stop()
