@@ -23,6 +23,9 @@ or follow redirects; the cost is one extra hop through the follower. Rules:
 - the leader cannot be reached or does not answer in time: 502 / 504. For an increment the
   outcome is then **unknown** (the leader may have applied it): the answer says so, and a
   client that retries may count twice;
+- the leader's own Raft call does not end within ``REQUEST_TIMEOUT`` (its increment did not
+  commit, its leadership was not confirmed: a quorum is out of reach): 504, for an increment
+  with ``"outcome_unknown": true`` (it may still commit once the quorum is back);
 - a write appended by this node as leader whose fate it can no longer tell (a
   ``ForwardToLeader`` with ``outcome_unknown``): 503 with ``"outcome_unknown": true``, never
   forwarded (forwarding would apply it a second time if it did commit).
@@ -75,6 +78,13 @@ FORWARDED_HEADER = "X-Counter-Forwarded-By"
 
 FORWARD_TIMEOUT = 5.0
 """Seconds a follower waits for the leader's answer to a forwarded request."""
+
+REQUEST_TIMEOUT = 4.0
+"""Seconds a node waits for its own Raft call (an increment to commit, a read's leadership to
+be confirmed) before it answers 504. Raft itself keeps a write waiting for as long as its
+leader is cut off from a quorum (until the partition heals): without this bound the client
+waited for ever and a graceful stop for aiohttp's shutdown timeout. Less than
+``FORWARD_TIMEOUT``, so that a follower relays the leader's own answer."""
 
 EMPTY_MEMBERSHIP = EMPTY_STORED_MEMBERSHIP
 
@@ -290,21 +300,28 @@ class CounterNode:
         if not isinstance(by, int) or isinstance(by, bool) or abs(by) > MAX_BY:
             return self._answer({"error": f'the body must be JSON like {{"by": 1}}, "by" an integer within +-{MAX_BY}'}, 400)
         try:
-            resp = await self.raft.client_write(incr_command(by))
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                resp = await self.raft.client_write(incr_command(by))
         except ForwardToLeader as e:
             if e.outcome_unknown:
                 return self._answer({"error": str(e), "outcome_unknown": True}, 503)
             return await self._forward(request, e, {"by": by}, outcome_unknown_on_error=True)
+        except TimeoutError:
+            error = f"the increment did not commit within {REQUEST_TIMEOUT}s (is a quorum of nodes reachable?)"
+            return self._answer({"error": error, "outcome_unknown": True}, 504)
         return self._answer({"value": resp.data, "log_index": resp.log_id.index})
 
     async def handle_read(self, request: web.Request) -> web.Response:
         """``GET /counter``: a linearizable read on the leader (forwarded otherwise)."""
         try:
-            await self.raft.ensure_linearizable(ReadPolicy.READ_INDEX)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await self.raft.ensure_linearizable(ReadPolicy.READ_INDEX)
         except ForwardToLeader as e:
             return await self._forward(request, e, None, outcome_unknown_on_error=False)
         except LinearizableReadError as e:
             return self._answer({"error": f"leadership not confirmed: {e}"}, 503)
+        except TimeoutError:
+            return self._answer({"error": f"leadership not confirmed within {REQUEST_TIMEOUT}s"}, 504)
         return self._answer({"value": self.sm.value})
 
     async def handle_status(self, request: web.Request) -> web.Response:

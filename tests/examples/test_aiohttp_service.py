@@ -4,8 +4,10 @@ counter through aiohttp; followers forward writes and reads to the leader."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from counter_cluster import LocalCluster
-from counter_service import FORWARDED_HEADER, CounterStateMachine, incr_command
+from counter_service import FORWARDED_HEADER, REQUEST_TIMEOUT, CounterStateMachine, incr_command
 
 from openraft_py import Entry, LogId, Normal, RaftStateMachine
 from openraft_py.storage import MemLogStore
@@ -104,6 +106,35 @@ async def test_incr_takes_integers_only(cluster: LocalCluster, to: str) -> None:
         assert (status, answer["value"]) == (200, -MAX_BY), answer
         status, answer = await _call(s, "GET", cluster.url(leader, "/counter"))
         assert (status, answer["value"]) == (200, -MAX_BY), answer
+    assert "Traceback" not in cluster.logs()
+
+
+async def test_a_leader_without_quorum_answers_in_time(tmp_path: Path) -> None:
+    """The followers die: an increment sent to the leader gets 504 with ``outcome_unknown``
+    within about ``REQUEST_TIMEOUT``, a read gets 503 or 504, and the leader then stops at
+    once on SIGTERM with exit code 0. The increment waited for ever (Raft keeps a write of a
+    leader cut off from its quorum waiting until the partition heals), and a SIGTERM took
+    aiohttp's shutdown timeout of 60 s."""
+    cluster = await LocalCluster.start(tmp_path)
+    try:
+        leader = await cluster.wait_for_leader()
+        for i in cluster.peers:
+            if i != leader:
+                cluster.procs[i].send_signal(signal.SIGKILL)
+                cluster.procs[i].wait(10)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT + 10)) as s:
+            start = time.monotonic()
+            status, body = await _call(s, "POST", cluster.url(leader, "/counter/incr"), json={"by": 1})
+            assert time.monotonic() - start < REQUEST_TIMEOUT + 5
+            assert status == 504 and body["outcome_unknown"] is True and body["served_by"] == leader, body
+            status, body = await _call(s, "GET", cluster.url(leader, "/counter"))
+            assert status in (503, 504) and "error" in body, body
+        start = time.monotonic()
+        cluster.procs[leader].send_signal(signal.SIGTERM)
+        assert cluster.procs[leader].wait(15) == 0, cluster.logs()
+        assert time.monotonic() - start < 10
+    finally:
+        cluster.stop()
     assert "Traceback" not in cluster.logs()
 
 
