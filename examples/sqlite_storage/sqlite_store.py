@@ -17,7 +17,8 @@ write-ahead log before it returns, so a committed transaction survives a power l
 ``synchronous=NORMAL`` a WAL commit is only written, not synced, and may be lost: a lost vote
 can elect two leaders in one term and a lost log entry can un-commit an acknowledged write,
 so the log store must not use it.) The directory holding the files is fsynced once after they
-are created, so the files themselves survive a crash.
+are created, and so is the parent of each directory ``open_node_storage`` creates, so the
+files and their directories survive a crash.
 
 Every method that the contract calls "durable on return" commits before returning.
 ``append`` commits too and then calls ``IOFlushed.io_completed(None)`` from its worker
@@ -627,10 +628,25 @@ class SqliteStateMachine:
         return None if cur is None else Snapshot(cur[0], io.BytesIO(cur[1]))
 
 
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, fsyncing the parent of each directory
+    created: a new directory's entry in its parent must survive a crash as the files in it
+    do (the databases' own fsync of ``directory`` does not make ``directory`` itself
+    durable, and a node whose directory vanished would come back with no vote and no log)."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
+
+
 async def open_node_storage(directory: Path) -> tuple[SqliteLogStore, SqliteStateMachine]:
-    """The log store and state machine of one node, in ``directory`` (created if missing):
-    ``log.db`` and ``state.db``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """The log store and state machine of one node, in ``directory`` (created if missing,
+    durably: see ``_make_dirs``): ``log.db`` and ``state.db``."""
+    with ThreadPoolExecutor(max_workers=1) as once:  # its thread ends with the block
+        await asyncio.get_running_loop().run_in_executor(once, _make_dirs, directory)
     log = await SqliteLogStore.open(directory / "log.db")
     try:
         sm = await SqliteStateMachine.open(directory / "state.db")

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+import sqlite_store
 from sqlite_cluster import SqliteNode, leader_of
 from sqlite_store import SqliteLogStore, SqliteStateMachine, delete_command, open_node_storage, set_command
 
@@ -255,3 +256,30 @@ async def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
             while any(t.is_alive() for t in set(threading.enumerate()) - before):
                 await asyncio.sleep(0.01)
         assert (directory / name).read_bytes() == garbage
+
+
+async def test_new_node_directories_are_fsynced_in_their_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open_node_storage`` on a directory that does not exist yet fsyncs the parent of every
+    directory it creates, before the databases' own fsync of the node directory: only the
+    node directory was fsynced (for its files), so a crash could lose the new directory's
+    entry, and with it the node's vote and log. An existing directory is not fsynced again."""
+    synced: list[Path] = []
+    real = sqlite_store._fsync_dir
+
+    def record(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(sqlite_store, "_fsync_dir", record)
+    directory = tmp_path / "cluster" / "node1"
+    log, sm = await open_node_storage(directory)
+    await log.close()
+    await sm.close()
+    assert synced == [tmp_path, tmp_path / "cluster", directory, directory]
+    synced.clear()
+    log, sm = await open_node_storage(directory)
+    await log.close()
+    await sm.close()
+    assert synced == []
