@@ -29,6 +29,7 @@ __all__ = [
     "FencedResource",
     "LockClient",
     "LockCluster",
+    "MAX_INT",
     "LockNode",
     "ManualClock",
     "StaleToken",
@@ -61,26 +62,40 @@ class ManualClock:
         self.now_ms += ms
 
 
+MAX_INT = 2**63 - 1
+"""The largest ``ttl_ms`` and ``token`` a call takes: a signed 64-bit integer (msgpack cannot
+encode an int above 2**64 - 1 at all)."""
+
+
 def _check_call(lock: object, holder: object, *, ttl_ms: object = 1, token: object = 0) -> None:
     """``TypeError`` / ``ValueError`` naming the argument unless ``lock`` and ``holder`` are
-    strings, ``ttl_ms`` a positive int and ``token`` a non-negative int. Checked before the
-    command is written: the state machine answers a command it cannot decode with ``None``,
-    and a lease of no duration would be granted already expired."""
+    strings with a UTF-8 form (no lone surrogate), ``ttl_ms`` an int in 1..``MAX_INT`` and
+    ``token`` one in 0..``MAX_INT``. Checked before the command is written: the state machine
+    answers a command it cannot decode with ``None``, a lease of no duration would be granted
+    already expired, and the encoder's own errors (``UnicodeEncodeError``, ``OverflowError``)
+    name no argument."""
     for name, value in (("lock", lock), ("holder", holder)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} must be encodable as UTF-8 (it holds a lone surrogate): {value!r}") from None
     for name, value, least in (("ttl_ms", ttl_ms, 1), ("token", token, 0)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
+        if value > MAX_INT:
+            raise ValueError(f"{name} must be at most {MAX_INT} (2**63 - 1), got {value}")
 
 
 class LockNode:
     """One lock-service node: a ``Raft`` over a ``LockStateMachine`` with the leader clock
     ``clock``. Every method raises ``ForwardToLeader`` on a node that is not the leader, and
     ``TypeError`` / ``ValueError`` for an argument of the wrong type or range (a ``ttl_ms``
-    that is not a positive int, say) before anything is written."""
+    that is not an int in 1..``MAX_INT``, a name with a lone surrogate, say) before anything
+    is written."""
 
     def __init__(self, raft: Raft, sm: LockStateMachine, clock: Clock) -> None:
         self.raft = raft

@@ -138,7 +138,8 @@ async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
     """``acquire`` / ``renew`` / ``release`` with an argument of the wrong type or range raise
     ``TypeError`` / ``ValueError`` naming it and write nothing (a ``ttl_ms`` given as a string
     was committed, answered ``None`` and failed an assertion; a ``ttl_ms`` of 0 or less was
-    ``Granted`` a lease that had already expired)."""
+    ``Granted`` a lease that had already expired; one above 2**64 - 1, or a name holding a lone
+    surrogate, raised the encoder's ``OverflowError`` / ``UnicodeEncodeError`` naming nothing)."""
     cluster = await LockCluster.start(ManualClock())
     try:
         locks = cluster.client()
@@ -154,6 +155,27 @@ async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
             (locks.acquire(LOCK, None, TTL), TypeError, "holder must be a str, got NoneType"),  # type: ignore[arg-type]
             (locks.renew(LOCK, "A", "2", TTL), TypeError, "token must be an int, got str"),  # type: ignore[arg-type]
             (locks.release(LOCK, "A", -1), ValueError, "token must be at least 0, got -1"),
+            # The encoder's own errors named no argument (OverflowError, UnicodeEncodeError).
+            (
+                locks.acquire(LOCK, "A", 2**64),
+                ValueError,
+                f"ttl_ms must be at most {2**63 - 1} (2**63 - 1), got {2**64}",
+            ),
+            (
+                locks.renew(LOCK, "A", 2**63, TTL),
+                ValueError,
+                f"token must be at most {2**63 - 1} (2**63 - 1), got {2**63}",
+            ),
+            (
+                locks.acquire("\ud800", "A", TTL),
+                ValueError,
+                "lock must be encodable as UTF-8 (it holds a lone surrogate): '\\ud800'",
+            ),
+            (
+                locks.release(LOCK, "x\udfff", 1),
+                ValueError,
+                "holder must be encodable as UTF-8 (it holds a lone surrogate): 'x\\udfff'",
+            ),
         ]
         for call, error, message in calls:
             with pytest.raises(error, match=f"^{re.escape(message)}$"):
@@ -161,6 +183,8 @@ async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
         assert leader.raft.metrics.last_log_index == before
         granted = await locks.acquire(LOCK, "A", 1)
         assert isinstance(granted, Granted) and granted.expires_ms == cluster.clock() + 1
+        longest = await locks.acquire("\u00e9t\u00e9", "", 2**63 - 1)  # unicode and empty names are names
+        assert isinstance(longest, Granted) and longest.expires_ms == cluster.clock() + 2**63 - 1
     finally:
         await cluster.stop()
 
