@@ -30,6 +30,17 @@ The state machine commits each ``apply`` batch, so its applied state never goes 
 restart. That matters: Raft purges log entries once a snapshot covers them, and a state
 machine that forgot applies it had made could need entries the log no longer holds.
 
+Checksums
+---------
+
+SQLite checks the structure of its file but not the bytes of a row: a bit flipped on the disk
+inside an entry or a value is read back as it is. Every row therefore carries a ``crc`` column,
+the CRC-32 of its other columns (``_row_crc``), checked whenever the row is read: a damaged row
+raises ``CorruptRow`` (an ``sqlite3.DatabaseError``) naming the file and the row, and the node
+stops (``StorageError``) instead of applying, replicating or voting from damaged data. The
+format is ``PRAGMA user_version`` ``FORMAT``; a database of another format (an earlier version
+of this file, without checksums) is refused at open.
+
 Threads
 -------
 
@@ -49,6 +60,7 @@ import json
 import os
 import sqlite3
 import uuid
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,6 +85,8 @@ from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 
 __all__ = [
     "EMPTY_MEMBERSHIP",
+    "FORMAT",
+    "CorruptRow",
     "SqliteLogReader",
     "SqliteLogStore",
     "SqliteStateMachine",
@@ -121,6 +135,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+FORMAT = 1
+"""The databases' format (their ``PRAGMA user_version``): 1 = every row has a ``crc`` column.
+A database made before checksums (format 0, with tables) is refused at open."""
+
+
+class CorruptRow(sqlite3.DatabaseError):
+    """A row read back does not match its checksum: the file was damaged on disk."""
+
+
+def _row_crc(*values: object) -> int:
+    """The CRC-32 of a row's values (every column but ``crc``, in table order)."""
+    return zlib.crc32(_encode(values))
+
+
+def _checked(row: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    """``row`` without its last column, its ``crc``; ``CorruptRow`` naming ``what`` unless the
+    crc matches the other columns."""
+    *values, crc = row
+    if _row_crc(*values) != crc:
+        raise CorruptRow(f"{what} does not match its checksum: the file is damaged")
+    return tuple(values)
+
+
 class _Worker:
     """One thread and one connection: ``run(fn)`` runs ``fn(conn)`` on that thread.
 
@@ -137,7 +174,16 @@ class _Worker:
         created = not self._path.exists()
         conn = _connect(self._path)
         try:
-            conn.executescript(self._schema)
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables == 0:  # a new database (or one whose creation did not commit)
+                conn.executescript(f"BEGIN IMMEDIATE; {self._schema}; PRAGMA user_version = {FORMAT}; COMMIT;")
+            else:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version != FORMAT:
+                    raise sqlite3.DatabaseError(
+                        f"its format is {version}, not {FORMAT} (a database of an earlier sqlite_store.py, "
+                        "without row checksums, or of another program)"
+                    )
         except BaseException:
             conn.close()
             raise
@@ -159,12 +205,16 @@ class _Worker:
             raise
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(conn)`` on the worker thread; its exception is raised here."""
+        """``fn(conn)`` on the worker thread; its exception is raised here (a ``CorruptRow``
+        with the file's path)."""
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"{self._path} is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, conn)
+        try:
+            return await loop.run_in_executor(self._executor, fn, conn)
+        except CorruptRow as e:
+            raise CorruptRow(f"{self._path}: {e}") from None
 
     async def close(self) -> None:
         """Close the connection and stop the thread (after the calls already queued).
@@ -179,22 +229,29 @@ class _Worker:
 # -- the log store ---------------------------------------------------------------------------
 
 _LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL, crc INTEGER NOT NULL)
 """
 # Invariants of log.db:
 # - ``log`` holds exactly the indexes last_purged.index + 1 ..= last log index (0 .. when
 #   nothing was purged): no holes. ``entry`` is the msgpack of the whole ``Entry``.
 # - ``meta`` holds at most the keys 'vote', 'committed' and 'last_purged' (msgpack values).
+# - every row's ``crc`` is ``_row_crc`` of its other columns.
 
 
 def _get_meta(conn: sqlite3.Connection, key: str) -> bytes | None:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return None if row is None else bytes(row[0])
+    row = conn.execute("SELECT key, value, crc FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else bytes(_checked(row, f"the {key} record")[1])
 
 
 def _put_meta(conn: sqlite3.Connection, key: str, value: bytes) -> None:
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    conn.execute("INSERT OR REPLACE INTO meta (key, value, crc) VALUES (?, ?, ?)", (key, value, _row_crc(key, value)))
+
+
+def _entry_of(row: tuple[Any, ...]) -> Entry:
+    """The ``Entry`` of a ``(idx, entry, crc)`` row of ``log``, checked."""
+    _, blob = _checked(row, f"log entry {row[0]}")
+    return _entry_decoder.decode(blob)
 
 
 def _last_purged(conn: sqlite3.Connection) -> LogId | None:
@@ -208,8 +265,8 @@ def _read_entries(conn: sqlite3.Connection, start: int, stop: int) -> list[Entry
         raise LogCompacted(f"entries [{start}, {stop}) requested but the log is purged up to {purged!r}")
     if stop <= start:
         return []
-    rows = conn.execute("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop))
-    return [_entry_decoder.decode(row[0]) for row in rows]
+    rows = conn.execute("SELECT idx, entry, crc FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop))
+    return [_entry_of(row) for row in rows]
 
 
 def _read_vote(conn: sqlite3.Connection) -> Vote | None:
@@ -272,8 +329,8 @@ class SqliteLogStore(SqliteLogReader):
 
         def read(conn: sqlite3.Connection) -> LogState:
             purged = _last_purged(conn)
-            row = conn.execute("SELECT entry FROM log ORDER BY idx DESC LIMIT 1").fetchone()
-            last = purged if row is None else _entry_decoder.decode(row[0]).log_id
+            row = conn.execute("SELECT idx, entry, crc FROM log ORDER BY idx DESC LIMIT 1").fetchone()
+            last = purged if row is None else _entry_of(row).log_id
             return LogState(purged, last)
 
         return await self._worker.run(read)
@@ -320,7 +377,10 @@ class SqliteLogStore(SqliteLogReader):
         first, last = entries[0].log_id.index, entries[-1].log_id.index
         if last - first != len(entries) - 1:
             raise ValueError(f"append needs consecutive indexes, got {entries[0].log_id!r}..{entries[-1].log_id!r}")
-        rows = [(e.log_id.index, _encode(e)) for e in entries]
+        rows = []
+        for e in entries:
+            blob = _encode(e)
+            rows.append((e.log_id.index, blob, _row_crc(e.log_id.index, blob)))
 
         def write(conn: sqlite3.Connection) -> None:
             with _Write(conn):
@@ -334,7 +394,7 @@ class SqliteLogStore(SqliteLogReader):
                     raise ValueError(
                         f"append must continue the log: first entry {entries[0].log_id!r}, next index {expected}"
                     )
-                conn.executemany("INSERT INTO log (idx, entry) VALUES (?, ?)", rows)
+                conn.executemany("INSERT INTO log (idx, entry, crc) VALUES (?, ?, ?)", rows)
             # COMMIT returned: the entries are durable. io_completed hands over to the loop.
             callback.io_completed(None)
 
@@ -373,9 +433,11 @@ class SqliteLogStore(SqliteLogReader):
 # -- the state machine -------------------------------------------------------------------------
 
 _SM_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS applied (id INTEGER PRIMARY KEY CHECK (id = 0), log_id BLOB, membership BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), meta BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE applied (
+    id INTEGER PRIMARY KEY CHECK (id = 0), log_id BLOB, membership BLOB NOT NULL, crc INTEGER NOT NULL
+);
+CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), meta BLOB NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL)
 """
 # Invariants of state.db:
 # - ``kv`` is the application state after applying every entry up to ``applied.log_id``.
@@ -383,6 +445,7 @@ CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), meta
 #   (msgpack, NULL for none) and the last applied membership (msgpack ``StoredMembership``).
 # - ``snapshot`` has at most one row: the current snapshot's meta (msgpack ``SnapshotMeta``)
 #   and its data; its ``last_log_id`` never goes backwards.
+# - every row's ``crc`` is ``_row_crc`` of its other columns.
 
 _SNAPSHOT_MAGIC = b"sqlite-kv-snapshot/1\n"
 """The first bytes of every snapshot this state machine makes; anything else is refused."""
@@ -443,37 +506,53 @@ def _apply_command(conn: sqlite3.Connection, data: bytes) -> str | None:
     op, key, value = cmd.get("op"), cmd["key"], cmd.get("value")
     if not (op == "delete" or (op == "set" and _is_text(value))):
         return None
-    row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-    prev = None if row is None else str(row[0])
+    prev = _kv_get(conn, key)
     if op == "set":
-        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        conn.execute("INSERT OR REPLACE INTO kv (key, value, crc) VALUES (?, ?, ?)", (key, value, _row_crc(key, value)))
     else:
         conn.execute("DELETE FROM kv WHERE key = ?", (key,))
     return prev
 
 
+def _kv_get(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT key, value, crc FROM kv WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(_checked(row, f"the row of key {key!r}")[1])
+
+
+def _kv_items(conn: sqlite3.Connection) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value, crc FROM kv")
+    return {str(k): str(v) for k, v in (_checked(row, f"the row of key {row[0]!r}") for row in rows)}
+
+
 def _applied_state(conn: sqlite3.Connection) -> tuple[LogId | None, StoredMembership]:
-    row = conn.execute("SELECT log_id, membership FROM applied WHERE id = 0").fetchone()
+    row = conn.execute("SELECT id, log_id, membership, crc FROM applied WHERE id = 0").fetchone()
     if row is None:
         return None, EMPTY_MEMBERSHIP
-    last = None if row[0] is None else _log_id_decoder.decode(row[0])
-    return last, _membership_decoder.decode(row[1])
+    _, log_id, membership = _checked(row, "the applied state")
+    last = None if log_id is None else _log_id_decoder.decode(log_id)
+    return last, _membership_decoder.decode(membership)
 
 
 def _set_applied(conn: sqlite3.Connection, last: LogId | None, membership: StoredMembership) -> None:
+    values = (0, None if last is None else _encode(last), _encode(membership))
     conn.execute(
-        "INSERT OR REPLACE INTO applied (id, log_id, membership) VALUES (0, ?, ?)",
-        (None if last is None else _encode(last), _encode(membership)),
+        "INSERT OR REPLACE INTO applied (id, log_id, membership, crc) VALUES (?, ?, ?, ?)", (*values, _row_crc(*values))
     )
 
 
 def _current_snapshot(conn: sqlite3.Connection) -> tuple[SnapshotMeta, bytes] | None:
-    row = conn.execute("SELECT meta, data FROM snapshot WHERE id = 0").fetchone()
-    return None if row is None else (_meta_decoder.decode(row[0]), bytes(row[1]))
+    row = conn.execute("SELECT id, meta, data, crc FROM snapshot WHERE id = 0").fetchone()
+    if row is None:
+        return None
+    _, meta, data = _checked(row, "the current snapshot")
+    return _meta_decoder.decode(meta), bytes(data)
 
 
 def _put_snapshot(conn: sqlite3.Connection, meta: SnapshotMeta, data: bytes) -> None:
-    conn.execute("INSERT OR REPLACE INTO snapshot (id, meta, data) VALUES (0, ?, ?)", (_encode(meta), data))
+    values = (0, _encode(meta), data)
+    conn.execute(
+        "INSERT OR REPLACE INTO snapshot (id, meta, data, crc) VALUES (?, ?, ?, ?)", (*values, _row_crc(*values))
+    )
 
 
 def _decode_snapshot(data: bytes) -> dict[str, str]:
@@ -527,17 +606,11 @@ class SqliteStateMachine:
         """The value of ``key`` in the local state (not a linearizable read by itself: call
         ``Raft.ensure_linearizable`` on the leader first)."""
 
-        def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-            return None if row is None else str(row[0])
-
-        return await self._worker.run(read)
+        return await self._worker.run(lambda conn: _kv_get(conn, key))
 
     async def items(self) -> dict[str, str]:
         """The whole local key-value map."""
-        return await self._worker.run(
-            lambda conn: {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM kv")}
-        )
+        return await self._worker.run(_kv_items)
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
         """``(last applied log id, last applied membership)``, as committed."""
@@ -579,13 +652,16 @@ class SqliteStateMachine:
             try:
                 conn.execute("BEGIN")
                 last, membership = _applied_state(conn)
-                kv = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM kv")}
+                kv = _kv_items(conn)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
             return last, membership, _SNAPSHOT_MAGIC + _encode(kv)
 
-        last, membership, data = await asyncio.to_thread(read_image)
+        try:
+            last, membership, data = await asyncio.to_thread(read_image)
+        except CorruptRow as e:
+            raise CorruptRow(f"{path}: {e}") from None
         where = "none" if last is None else f"{last.term}-{last.index}"
         meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
 
@@ -616,7 +692,8 @@ class SqliteStateMachine:
         def write(conn: sqlite3.Connection) -> None:
             with _Write(conn):
                 conn.execute("DELETE FROM kv")
-                conn.executemany("INSERT INTO kv (key, value) VALUES (?, ?)", kv.items())
+                rows = ((k, v, _row_crc(k, v)) for k, v in kv.items())
+                conn.executemany("INSERT INTO kv (key, value, crc) VALUES (?, ?, ?)", rows)
                 _set_applied(conn, meta.last_log_id, meta.last_membership)
                 _put_snapshot(conn, meta, raw)
 

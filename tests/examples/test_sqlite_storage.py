@@ -20,7 +20,7 @@ import sqlite_store
 from sqlite_cluster import SqliteNode, leader_of
 from sqlite_store import SqliteLogStore, SqliteStateMachine, delete_command, open_node_storage, set_command
 
-from openraft_py import Config, Entry, LogId, Normal, RaftLogStorage, RaftStateMachine, ServerState
+from openraft_py import Config, Entry, LogId, Normal, RaftLogStorage, RaftStateMachine, ServerState, Vote
 from openraft_py.network.router import Router
 from openraft_py.testing.suite import (
     LogStoreSuite,
@@ -283,3 +283,120 @@ async def test_new_node_directories_are_fsynced_in_their_parents(
     await log.close()
     await sm.close()
     assert synced == []
+
+
+class _Flushed:
+    def io_completed(self, error: BaseException | None) -> None:
+        assert error is None
+
+
+async def _filled(directory: Path) -> None:
+    """A node's databases holding a vote, five entries, their applied state and a snapshot."""
+    log, sm = await open_node_storage(directory)
+    try:
+        entries = [Entry(LogId(1, i), Normal(set_command(f"key-{i}", f"value-{i}-" * 20))) for i in range(5)]
+        await log.append(entries, _Flushed())
+        await log.save_vote(Vote.new(3, 1, True))
+        await sm.apply(entries)
+        await sm.get_snapshot_builder().build_snapshot()
+    finally:
+        await log.close()
+        await sm.close()
+
+
+DAMAGE = {
+    # (file, SQL that changes a row's bytes behind the store's back, the call that reads it, the row named)
+    "an entry": (
+        "log.db",
+        "UPDATE log SET entry = CAST(replace(entry, X'61', X'62') AS BLOB) WHERE idx = 3",
+        "entries",
+        "log entry 3",
+    ),
+    "the vote": (
+        "log.db",
+        "UPDATE meta SET value = CAST(replace(value, X'03', X'09') AS BLOB) WHERE key = 'vote'",
+        "vote",
+        "the vote record",
+    ),
+    "a value": ("state.db", "UPDATE kv SET value = 'value-2-' WHERE key = 'key-2'", "get", "the row of key 'key-2'"),
+    "a key": ("state.db", "UPDATE kv SET key = 'key-9' WHERE key = 'key-2'", "items", "the row of key 'key-9'"),
+    "the applied state": (
+        "state.db",
+        "UPDATE applied SET log_id = CAST(replace(log_id, X'04', X'07') AS BLOB)",
+        "applied",
+        "the applied state",
+    ),
+    "the snapshot": (
+        "state.db",
+        "UPDATE snapshot SET data = CAST(replace(data, X'61', X'62') AS BLOB)",
+        "snapshot",
+        "the current snapshot",
+    ),
+}
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGE))
+async def test_a_damaged_row_is_reported_not_read_back(tmp_path: Path, damaged: str) -> None:
+    """A row whose bytes changed on disk (a flipped bit SQLite does not see: it checks its
+    pages' structure, not their contents) raises ``CorruptRow`` naming the file and the row
+    when it is read; the rows around it read as before. An entry, the vote, a key or value,
+    the applied state or the snapshot was read back changed: replicated to followers, voted
+    from, applied."""
+    name, sql, call, row = DAMAGE[damaged]
+    await _filled(tmp_path)
+    with contextlib.closing(sqlite3.connect(tmp_path / name)) as conn:
+        with conn:
+            assert conn.execute(sql).rowcount == 1
+    log, sm = await open_node_storage(tmp_path)
+    try:
+        reads = {
+            "entries": lambda: log.try_get_log_entries(0, 5),
+            "vote": log.read_vote,
+            "get": lambda: sm.get("key-2"),
+            "items": sm.items,
+            "applied": sm.applied_state,
+            "snapshot": sm.get_current_snapshot,
+        }
+        with pytest.raises(sqlite3.DatabaseError, match=f"^{tmp_path / name}: {row} does not match its checksum"):
+            await reads[call]()
+        if call != "entries":
+            assert [e.log_id.index for e in await log.try_get_log_entries(0, 5)] == [0, 1, 2, 3, 4]
+        if call not in ("get", "items"):
+            assert await sm.get("key-2") == "value-2-" * 20
+    finally:
+        await log.close()
+        await sm.close()
+
+
+async def test_a_flipped_byte_in_the_file_is_reported(tmp_path: Path) -> None:
+    """One byte of an entry's payload changed in ``log.db`` itself: reading the log raises
+    ``CorruptRow`` naming the file and the entry (it returned the changed entry)."""
+    await _filled(tmp_path)
+    path = tmp_path / "log.db"
+    data = bytearray(path.read_bytes())
+    at = data.index(b"value-3-value-3-")
+    data[at + 6] ^= 0x01  # '3' -> '2'
+    path.write_bytes(bytes(data))
+    log, sm = await open_node_storage(tmp_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match=f"^{path}: log entry 3 does not match its checksum"):
+            await log.try_get_log_entries(0, 5)
+    finally:
+        await log.close()
+        await sm.close()
+
+
+async def test_a_database_without_checksums_is_refused(tmp_path: Path) -> None:
+    """A ``log.db`` made by the earlier ``sqlite_store.py`` (no ``crc`` columns, format 0) is
+    refused at open with its format named (its first write would have failed on the missing
+    column), and its tables are left as they were."""
+    path = tmp_path / "log.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "CREATE TABLE log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+        )
+    with pytest.raises(sqlite3.DatabaseError, match=f"^cannot open {path}: its format is 0, not 1"):
+        await open_node_storage(tmp_path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert [r[1] for r in conn.execute("PRAGMA table_info(log)")] == ["idx", "entry"]
