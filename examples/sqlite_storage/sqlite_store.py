@@ -276,7 +276,13 @@ def _read_vote(conn: sqlite3.Connection) -> Vote | None:
 
 class _Write:
     """``with _Write(conn):`` runs the block in one ``BEGIN IMMEDIATE`` .. ``COMMIT``
-    transaction (rolled back if the block raises). ``COMMIT`` is the fsync."""
+    transaction. ``COMMIT`` is the fsync. If the block or the ``COMMIT`` raises, the
+    transaction is rolled back and that error is raised: no transaction is left open (whose
+    rows, not durable, later reads would see, and whose ``BEGIN`` the next write would fail).
+
+    SQLite rolls a transaction back by itself on some errors (``SQLITE_FULL``: "database or
+    disk is full", ``SQLITE_IOERR``): then no ``ROLLBACK`` is sent, whose own error ("cannot
+    rollback - no transaction is active") would hide the one that says what happened."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -286,7 +292,18 @@ class _Write:
         return self._conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        else:
+            self._rollback()  # then the block's exception propagates
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
 
 class SqliteLogReader:

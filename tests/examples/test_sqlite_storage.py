@@ -20,7 +20,7 @@ import sqlite_store
 from sqlite_cluster import SqliteNode, leader_of
 from sqlite_store import SqliteLogStore, SqliteStateMachine, delete_command, open_node_storage, set_command
 
-from openraft_py import Config, Entry, LogId, Normal, RaftLogStorage, RaftStateMachine, ServerState, Vote
+from openraft_py import Config, Entry, LogId, LogState, Normal, RaftLogStorage, RaftStateMachine, ServerState, Vote
 from openraft_py.network.router import Router
 from openraft_py.testing.suite import (
     LogStoreSuite,
@@ -400,3 +400,70 @@ async def test_a_database_without_checksums_is_refused(tmp_path: Path) -> None:
         await open_node_storage(tmp_path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert [r[1] for r in conn.execute("PRAGMA table_info(log)")] == ["idx", "entry"]
+
+
+async def test_a_full_disk_is_named_and_the_store_goes_on_once_there_is_room(tmp_path: Path) -> None:
+    """``append`` and ``apply`` into a full database (SQLite's ``max_page_count``, which fails
+    as a full disk does: ``SQLITE_FULL``) raise "database or disk is full", nothing of the call
+    is written and ``append`` does not report it durable; once there is room again the same
+    store objects take writes. SQLite had already rolled the transaction back, and the
+    store's own ``ROLLBACK`` failed: the error said only "cannot rollback - no transaction is
+    active"."""
+    log, sm = await open_node_storage(tmp_path)
+    flushed: list[BaseException | None] = []
+
+    class Callback:
+        def io_completed(self, error: BaseException | None) -> None:
+            flushed.append(error)
+
+    def limit(pages: int | None) -> Callable[[sqlite3.Connection], None]:
+        def set_limit(conn: sqlite3.Connection) -> None:
+            count = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {count + 2 if pages is None else pages}").fetchone()
+
+        return set_limit
+
+    try:
+        await log._worker.run(limit(None))
+        await sm._worker.run(limit(None))
+        big = [Entry(LogId(1, i), Normal(set_command(f"k{i}", "v" * 50_000))) for i in range(3)]
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            await log.append(big, Callback())
+        assert flushed == [] and await log.get_log_state() == LogState(None, None)
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            await sm.apply(big)
+        assert await sm.items() == {} and (await sm.applied_state())[0] is None
+
+        await log._worker.run(limit(1_000_000))
+        await sm._worker.run(limit(1_000_000))
+        await log.append(big, Callback())
+        assert flushed == [None] and (await log.get_log_state()).last_log_id == LogId(1, 2)
+        assert await sm.apply(big) == [None, None, None] and len(await sm.items()) == 3
+    finally:
+        await log.close()
+        await sm.close()
+
+
+def test_a_failed_commit_leaves_no_transaction_open() -> None:
+    """A ``COMMIT`` that fails (here a deferred constraint; a full disk or an I/O error can
+    fail it too) raises its error and rolls the transaction back: it was left open, so reads
+    on the connection saw its rows, never made durable, and the next write's ``BEGIN`` failed
+    ("cannot start a transaction within a transaction")."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.executescript(
+            "PRAGMA foreign_keys = ON;"
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY constraint failed"):
+            with sqlite_store._Write(conn):
+                conn.execute("INSERT INTO child (id) VALUES (7)")
+        assert not conn.in_transaction
+        assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+        with sqlite_store._Write(conn):
+            conn.execute("INSERT INTO parent (id) VALUES (7)")
+            conn.execute("INSERT INTO child (id) VALUES (7)")
+        assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 1
+    finally:
+        conn.close()
