@@ -6,7 +6,9 @@ starts and stops it when the application stops, and three routes:
 
 - ``POST /counter/incr`` (JSON body ``{"by": n}``, default 1, an integer within
   ``+-MAX_BY``; anything else gets 400): add ``n`` to the counter through the Raft log; answers ``{"value", "log_index", "served_by"}`` once the increment is
-  committed and applied on the leader.
+  committed and applied on the leader. A body that cannot be read (its ``Content-Encoding``
+  does not decode it) gets 400, one over aiohttp's ``client_max_size`` (1 MiB) 413; every
+  error of these routes is JSON, ``{"error": ...}``.
 - ``GET /counter``: a linearizable read (ReadIndex on the leader): ``{"value", "served_by"}``.
 - ``GET /counter/status``: this node's view: id, role, leader, term, last applied index and
   its local (possibly stale) value.
@@ -296,6 +298,16 @@ class CounterNode:
             body = await request.json() if request.can_read_body else {}
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             body = None
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer({"error": f"the body is larger than {request.client_max_size} bytes"}, 413)
+        except web.RequestPayloadError as e:  # a Content-Encoding it is not in, a malformed chunk
+            # The rest of the body cannot be read either: end it here, and close the
+            # connection after the answer (aiohttp would read on for the next request, and
+            # log the same error again as an "Unhandled exception" with its traceback).
+            request.content.feed_eof()
+            refused = self._answer({"error": f"the body could not be read: {' '.join(str(e).split())}"}, 400)
+            refused.force_close()
+            return refused
         by = body.get("by", 1) if isinstance(body, dict) else None
         if not isinstance(by, int) or isinstance(by, bool) or abs(by) > MAX_BY:
             return self._answer({"error": f'the body must be JSON like {{"by": 1}}, "by" an integer within +-{MAX_BY}'}, 400)

@@ -109,6 +109,29 @@ async def test_incr_takes_integers_only(cluster: LocalCluster, to: str) -> None:
     assert "Traceback" not in cluster.logs()
 
 
+async def test_bodies_that_cannot_be_read_get_json_errors(cluster: LocalCluster) -> None:
+    """On the leader and on a follower, an increment whose body its ``Content-Encoding``
+    does not decode gets 400 and one over 1 MiB gets 413, both JSON, and nothing is counted:
+    the first was a 500 "Server got itself in trouble" with a traceback in the node's log,
+    the second a text/plain 413."""
+    leader = await cluster.wait_for_leader()
+    follower = next(i for i in cluster.peers if i != leader)
+    # A connection per request: the node closes one whose body it did not read to the end.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), connector=connector) as s:
+        for node in (leader, follower):
+            url = cluster.url(node, "/counter/incr")
+            status, body = await _call(s, "POST", url, data=b'{"by": 1}', headers={"Content-Encoding": "gzip"})
+            assert status == 400 and "could not be read" in body["error"] and body["served_by"] == node, body
+            # Just over the limit: the node answers before reading the rest, and closes the
+            # connection, which a client still sending a much larger body sees as a broken pipe.
+            status, body = await _call(s, "POST", url, data=b'{"by": 1, "pad": "' + b"x" * 1_048_576 + b'"}')
+            assert status == 413 and "larger than 1048576 bytes" in body["error"], body
+        status, body = await _call(s, "GET", cluster.url(leader, "/counter"))
+        assert (status, body["value"]) == (200, 0), body
+    assert "Traceback" not in cluster.logs()
+
+
 async def test_a_leader_without_quorum_answers_in_time(tmp_path: Path) -> None:
     """The followers die: an increment sent to the leader gets 504 with ``outcome_unknown``
     within about ``REQUEST_TIMEOUT``, a read gets 503 or 504, and the leader then stops at
