@@ -30,6 +30,13 @@ The state machine commits each ``apply`` batch, so its applied state never goes 
 restart. That matters: Raft purges log entries once a snapshot covers them, and a state
 machine that forgot applies it had made could need entries the log no longer holds.
 
+One owner
+---------
+
+Each store object holds an exclusive ``flock`` on ``<database>.lock`` while it is open: a
+second open of the same files (a node started twice) is refused instead of two nodes writing
+one vote and one log.
+
 Checksums
 ---------
 
@@ -55,6 +62,7 @@ a consistent image of one applied point while ``apply`` keeps committing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import os
@@ -158,19 +166,53 @@ def _checked(row: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def _lock(path: Path) -> int:
+    """An exclusive ``flock`` on ``<path>.lock`` (created if missing): the open file, which
+    holds the lock until it is closed. ``sqlite3.DatabaseError`` if another store object, in
+    this process or another, holds it: SQLite itself lets two writers share a database, and
+    two nodes on one node's files would overwrite each other's vote and log.
+
+    (A file of its own: closing any descriptor of the database file would drop the POSIX
+    locks SQLite holds on it.)"""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise sqlite3.DatabaseError(
+            f"it is in use: another store has it open, in this process or another ({lock_path} is locked)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class _Worker:
     """One thread and one connection: ``run(fn)`` runs ``fn(conn)`` on that thread.
 
-    Calls run one at a time, in the order ``run`` was called.
+    Calls run one at a time, in the order ``run`` was called. The database is this object's
+    alone while it is open (``_lock``).
     """
 
     def __init__(self, path: Path, schema: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.name}")
         self._conn: sqlite3.Connection | None = None
+        self._lock: int | None = None
         self._path = path
         self._schema = schema
 
     def _open(self) -> None:
+        lock = _lock(self._path)
+        try:
+            self._open_locked()
+        except BaseException:
+            os.close(lock)
+            raise
+        self._lock = lock
+
+    def _open_locked(self) -> None:
         created = not self._path.exists()
         conn = _connect(self._path)
         try:
@@ -193,8 +235,8 @@ class _Worker:
 
     async def start(self) -> None:
         """Open the database (creating it and its tables when missing). A file that is not
-        an SQLite database (or cannot be opened) raises ``sqlite3.DatabaseError`` naming its
-        path, and leaves no thread or connection behind."""
+        an SQLite database (or cannot be opened), or one another store has open, raises
+        ``sqlite3.DatabaseError`` naming its path, and leaves no thread or connection behind."""
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._open)
@@ -217,12 +259,15 @@ class _Worker:
             raise CorruptRow(f"{self._path}: {e}") from None
 
     async def close(self) -> None:
-        """Close the connection and stop the thread (after the calls already queued).
-        Idempotent."""
+        """Close the connection, release the lock and stop the thread (after the calls
+        already queued). Idempotent."""
         conn, self._conn = self._conn, None
         if conn is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
         self._executor.shutdown(wait=False)
 
 

@@ -467,3 +467,35 @@ def test_a_failed_commit_leaves_no_transaction_open() -> None:
         assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_a_node_directory_open_twice_is_refused(tmp_path: Path) -> None:
+    """A second ``open_node_storage`` of a directory whose stores are open (a node started
+    twice: in this process, or another process, holds them) raises ``sqlite3.DatabaseError``
+    naming the database in use and leaves the first stores working; once they are closed the
+    directory opens again. Both opens succeeded, and the second node's vote (term 3)
+    overwrote the first's (term 5): a vote that goes back lets a node vote twice in a term."""
+    log, sm = await open_node_storage(tmp_path)
+    try:
+        await log.save_vote(Vote.new(5, 1))
+        with pytest.raises(sqlite3.DatabaseError, match=f"^cannot open {tmp_path / 'log.db'}: it is in use"):
+            await open_node_storage(tmp_path)
+        with pytest.raises(sqlite3.DatabaseError, match=f"^cannot open {tmp_path / 'state.db'}: it is in use"):
+            await SqliteStateMachine.open(tmp_path / "state.db")
+        holder = (
+            "import fcntl, sys\n"
+            f"fd = open({str(tmp_path / 'log.db.lock')!r}, 'a')\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n"
+        )
+        other = subprocess.run([sys.executable, "-c", holder], capture_output=True, text=True, timeout=60)
+        assert other.returncode == 3, other  # another process finds it locked too
+        assert await log.read_vote() == Vote.new(5, 1)
+    finally:
+        await log.close()
+        await sm.close()
+    log, sm = await open_node_storage(tmp_path)
+    try:
+        assert await log.read_vote() == Vote.new(5, 1)
+    finally:
+        await log.close()
+        await sm.close()
