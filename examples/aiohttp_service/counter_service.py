@@ -264,16 +264,23 @@ class CounterNode:
         return self._raft
 
     async def start(self) -> None:
-        """Start the Raft node over its TCP transport; initialize the cluster if asked to."""
+        """Start the Raft node over its TCP transport; initialize the cluster if asked to.
+        If a step fails (the Raft address is in use, say), what was started is stopped again
+        and the error raised: the application does not start, and a Raft node left running
+        would go on ticking and calling its peers in the process."""
         opts = self.options
         me = opts.peers[opts.node_id]
         host, _, port = me.raft.rpartition(":")
-        self._factory = TcpNetworkFactory(opts.node_id, opts.cluster_name)
-        self._raft = await Raft.new(opts.node_id, opts.config, self._factory, MemLogStore(), self.sm)
-        self._server = await TcpServer.start(self._raft, host, int(port), opts.cluster_name)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT))
-        if opts.initialize:
-            await self._raft.initialize({i: BasicNode(p.raft) for i, p in opts.peers.items()})
+        try:
+            self._factory = TcpNetworkFactory(opts.node_id, opts.cluster_name)
+            self._raft = await Raft.new(opts.node_id, opts.config, self._factory, MemLogStore(), self.sm)
+            self._server = await TcpServer.start(self._raft, host, int(port), opts.cluster_name)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT))
+            if opts.initialize:
+                await self._raft.initialize({i: BasicNode(p.raft) for i, p in opts.peers.items()})
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Stop serving peers, shut the node down, close the clients. Idempotent."""

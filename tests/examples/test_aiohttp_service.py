@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,8 +15,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from counter_cluster import LocalCluster
-from counter_service import FORWARDED_HEADER, REQUEST_TIMEOUT, CounterStateMachine, incr_command
+from counter_service import (
+    FORWARDED_HEADER,
+    REQUEST_TIMEOUT,
+    CounterOptions,
+    CounterStateMachine,
+    Peer,
+    add_raft_counter,
+    incr_command,
+)
 
 from openraft_py import Entry, LogId, Normal, RaftStateMachine
 from openraft_py.storage import MemLogStore
@@ -89,7 +99,6 @@ async def test_no_second_hop(cluster: LocalCluster) -> None:
         assert (status, body["value"]) == (200, 0), body
 
 
-
 @pytest.mark.parametrize("to", ["leader", "follower"])
 async def test_incr_takes_integers_only(cluster: LocalCluster, to: str) -> None:
     """An increment that is not a JSON integer within +-MAX_BY gets 400 naming the rule, from
@@ -98,8 +107,16 @@ async def test_incr_takes_integers_only(cluster: LocalCluster, to: str) -> None:
     leader = await cluster.wait_for_leader()
     node = leader if to == "leader" else next(i for i in cluster.peers if i != leader)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        for body in (b'{"by": 1e999}', b'{"by": 1.7}', b'{"by": true}', b'{"by": "2"}', b'{"by": null}',
-                     f'{{"by": {MAX_BY + 1}}}'.encode(), b"[1]", b"[" * 100_000):
+        for body in (
+            b'{"by": 1e999}',
+            b'{"by": 1.7}',
+            b'{"by": true}',
+            b'{"by": "2"}',
+            b'{"by": null}',
+            f'{{"by": {MAX_BY + 1}}}'.encode(),
+            b"[1]",
+            b"[" * 100_000,
+        ):
             status, answer = await _call(s, "POST", cluster.url(node, "/counter/incr"), data=body)
             assert status == 400 and "an integer" in answer["error"], (body[:20], status, answer)
         status, answer = await _call(s, "POST", cluster.url(node, "/counter/incr"), json={"by": -MAX_BY})
@@ -161,13 +178,42 @@ async def test_a_leader_without_quorum_answers_in_time(tmp_path: Path) -> None:
     assert "Traceback" not in cluster.logs()
 
 
+async def test_a_failed_start_stops_the_raft_node() -> None:
+    """An application whose counter cannot start (its Raft address is in use) fails to start
+    with that ``OSError``, and the Raft node it had started is stopped with it: it went on
+    running in the process (its timers, its tasks), though nothing could reach it."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        host, port = busy.getsockname()
+        raft_addr = f"{host}:{port}"
+        app = web.Application()
+        node = add_raft_counter(app, CounterOptions(1, {1: Peer(raft_addr, "127.0.0.1:1")}, initialize=True))
+        runner = web.AppRunner(app)
+        try:
+            with pytest.raises(OSError, match="address already in use"):
+                await runner.setup()
+            assert not node.raft.metrics.running
+        finally:
+            await runner.cleanup()
+
+
 async def test_counter_apply_answers_none_to_malformed_entries() -> None:
     """Entry data that is not an increment by an integer applies as a no-op answering
     ``None``: an exception from ``apply`` would stop every node of the cluster."""
     sm = CounterStateMachine()
-    bad = [b'{"op": "incr", "by": 1e999}', b'{"op": "incr", "by": 1.5}', b'{"op": "incr", "by": "3"}',
-           b'{"op": "incr", "by": true}', b'{"op": "incr"}', b'{"op": "decr", "by": 1}', b"[" * 100_000,
-           b"\xff", b"[1]", b"7"]
+    bad = [
+        b'{"op": "incr", "by": 1e999}',
+        b'{"op": "incr", "by": 1.5}',
+        b'{"op": "incr", "by": "3"}',
+        b'{"op": "incr", "by": true}',
+        b'{"op": "incr"}',
+        b'{"op": "decr", "by": 1}',
+        b"[" * 100_000,
+        b"\xff",
+        b"[1]",
+        b"7",
+    ]
     entries = [Entry(LogId(1, i), Normal(data)) for i, data in enumerate(bad, start=1)]
     assert await sm.apply(entries) == [None] * len(bad)
     assert sm.value == 0 and (await sm.applied_state())[0] == entries[-1].log_id
