@@ -28,6 +28,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
+from ..validation import check_node_id
 from . import wire
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -37,6 +38,8 @@ from ._tcp_common import (
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
+    check_count,
+    check_seconds,
     foreign_protocol_hint,
     log,
     parse_addr,
@@ -726,6 +729,12 @@ class TcpNetworkFactory:
       whose requests need more (``check_config``, ``required_frame_size``).
     - ``seed``: seeds the back-off jitter.
 
+    Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``node_id`` a
+    node id, ``cluster_name`` a ``str`` of at most 256 characters, ``connect_timeout``,
+    ``backoff_min`` and ``backoff_max`` finite numbers above 0 (NaN, an infinity and
+    ``bool`` are refused) with ``backoff_min <= backoff_max``, ``max_frame_size`` an ``int``
+    of at least 64.
+
     Create it in the event loop that runs the node; ``close()`` it after the node shut down.
     """
 
@@ -743,14 +752,22 @@ class TcpNetworkFactory:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         seed: int | None = None,
     ) -> None:
-        if not 0 <= node_id <= wire.MAX_U63:
-            raise ValueError(f"node id {node_id} out of range")
+        # Each argument is checked here, naming it, as ``TcpServer.start`` does: a wrong one
+        # was taken and every connection then failed far from the mistake (a float or bool
+        # node id, a bytes cluster name: every peer refused the handshake as malformed; a
+        # float max_frame_size: no frame could be read; a NaN connect_timeout: no connect
+        # was ever tried on uvloop), and the node never reached a peer.
+        node_id = check_node_id(node_id, "node_id")
+        if not isinstance(cluster_name, str):
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
         if len(cluster_name) > wire.MAX_NAME_LEN:
-            raise ValueError(f"cluster name longer than {wire.MAX_NAME_LEN} characters")
-        if not 0 < backoff_min <= backoff_max:
-            raise ValueError("need 0 < backoff_min <= backoff_max")
-        if connect_timeout <= 0 or max_frame_size < 64:
-            raise ValueError("connect_timeout must be positive and max_frame_size at least 64")
+            raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
+        connect_timeout = check_seconds(connect_timeout, "connect_timeout")
+        backoff_min = check_seconds(backoff_min, "backoff_min")
+        backoff_max = check_seconds(backoff_max, "backoff_max")
+        if backoff_min > backoff_max:
+            raise ValueError(f"backoff_min={backoff_min} must be at most backoff_max={backoff_max}")
+        max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
         if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_SERVER:

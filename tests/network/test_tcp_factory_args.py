@@ -1,0 +1,66 @@
+"""``TcpNetworkFactory`` refuses wrong arguments at the call, naming the argument, as
+``TcpServer.start`` does (tests/network/test_tcp_server_args.py).
+
+Each of these used to be taken, and the node then never reached a peer: a float or ``bool``
+node id or a ``bytes`` cluster name made every peer close the connection on a malformed
+hello ("Expected `int`, got `float`", logged by the peers only), a float ``max_frame_size``
+failed every connection, ``connect_timeout=nan`` never made a connection on uvloop and
+``connect_timeout=inf`` waited for good for a server that accepted the connection and never
+answered the handshake. A ``str`` node id or timeout, or an ``int`` cluster name, raised a
+bare ``TypeError`` that named no argument ("'<=' not supported between instances of 'int'
+and 'str'", "object of type 'int' has no len()").
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from openraft_py.network.tcp import TcpNetworkFactory
+
+pytestmark = pytest.mark.timeout(60)
+
+SECONDS = ("connect_timeout", "backoff_min", "backoff_max")
+
+BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    *[({name: v}, TypeError, f"{name} must be a number") for name in SECONDS for v in ("1", None, True)],
+    *[({name: v}, ValueError, f"{name} must be finite") for name in SECONDS for v in (math.nan, math.inf, -math.inf)],
+    *[({name: v}, ValueError, f"{name} must be above 0") for name in SECONDS for v in (0, -1.5)],
+    ({"backoff_min": 2.0, "backoff_max": 1.0}, ValueError, "backoff_min=2.0 must be at most backoff_max=1.0"),
+    *[({"max_frame_size": v}, TypeError, "max_frame_size must be an int") for v in (1e9, 100.5, "100", None, True)],
+    ({"max_frame_size": 63}, ValueError, "max_frame_size must be at least 64"),
+    ({"cluster_name": 5}, TypeError, "cluster_name must be a str, got int 5"),
+    ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str, got bytes"),
+    ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
+    ({"node_id": 1.5}, TypeError, "node_id must be an int, got float 1.5"),
+    ({"node_id": True}, TypeError, "node_id must be an int, got bool True"),
+    ({"node_id": "1"}, TypeError, "node_id must be an int, got str '1'"),
+    ({"node_id": -1}, ValueError, "node_id must be within"),
+    ({"node_id": 2**63}, ValueError, "node_id must be within"),
+]
+
+
+@pytest.mark.parametrize(("kw", "error", "message"), BAD, ids=[repr(b[0])[:50] for b in BAD])
+async def test_wrong_arguments_are_refused_naming_them(kw: dict[str, Any], error: type[Exception], message: str) -> None:
+    kw = dict(kw)
+    node_id = kw.pop("node_id", 1)
+    cluster_name = kw.pop("cluster_name", "c")
+    with pytest.raises(error) as info:
+        factory = TcpNetworkFactory(node_id, cluster_name, **kw)
+        await factory.close()
+    assert message in str(info.value)
+
+
+async def test_right_arguments_of_every_kind_are_accepted() -> None:
+    factory = TcpNetworkFactory(
+        0, "", connect_timeout=2, backoff_min=0.5, backoff_max=0.5, max_frame_size=64, seed=3,
+    )  # fmt: skip
+    try:
+        assert (factory.node_id, factory.cluster_name, factory.max_frame_size) == (0, "", 64)
+        assert (factory.connect_timeout, factory.backoff_min, factory.backoff_max) == (2.0, 0.5, 0.5)
+        assert type(factory.connect_timeout) is float
+    finally:
+        await factory.close()
