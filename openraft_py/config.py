@@ -20,8 +20,12 @@ chunk) holds with room to spare. A larger one passed ``validate`` and failed lat
 (``OverflowError``) at its first snapshot transfer."""
 
 
-class SnapshotPolicy(msgspec.Struct, frozen=True):
-    """When to build a snapshot. Use ``SnapshotPolicy.logs_since_last(n)`` or ``.never()``."""
+class SnapshotPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When to build a snapshot. Use ``SnapshotPolicy.logs_since_last(n)`` or ``.never()``.
+
+    As JSON (``openraft-py serve --raft-config``): ``{"snapshot_policy": {"logs_since_last_n":
+    10000}}``, or ``null`` for never. Another field is refused (``msgspec.ValidationError``
+    naming it): it was dropped, leaving the default policy in place."""
 
     logs_since_last_n: int | None = 5000
     """Build one when this many entries were applied since the last one; ``None`` = never."""

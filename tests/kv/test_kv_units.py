@@ -216,6 +216,12 @@ def test_serve_flags() -> None:
                                         "--raft-config", '{"heartbeat_interval": 20}']))
     assert (o.id, o.cluster_name, o.log_format, o.log_level) == (1, "prod", "json", "DEBUG")
     assert o.raft_config == {"heartbeat_interval": 20}
+    for policy in ('{"logs_since_last_n": 100}', '{"logs_since_last_n": null}'):  # the policy's one field
+        assert options_from_args(parse(BASE + ["--raft-config", f'{{"snapshot_policy": {policy}}}']))
+    # A field of the policy misspelled (or the method's name) was dropped: the default policy ran.
+    with pytest.raises(ValueError, match=r"--raft-config: Object contains unknown field `logs_since_last` - at "
+                       r"`\$\.snapshot_policy`"):
+        options_from_args(parse(BASE + ["--raft-config", '{"snapshot_policy": {"logs_since_last": 100}}']))
     for bad in (["--raft-addr", "nope"], ["--http-addr", "h:0"], ["--tls-cert", "c.pem"], ["--tls-ca", "ca.pem"],
                 ["--id", "-3"], ["--raft-config", '{"heartbeat_interval": 1000}'],
                 ["--raft-config", '{"no_such_field": 1}']):
