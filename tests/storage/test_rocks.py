@@ -330,6 +330,22 @@ async def test_fsync_mode_rocksdb_and_fallback(tmp_path: Path, monkeypatch: pyte
             assert await s.try_get_log_entries(0, 100) == entries(1, 0, 10)
 
 
+@pytest.mark.parametrize("sync", [None, 0, 1, "false", "no", 1.5])
+async def test_a_sync_that_is_not_a_bool_is_refused_before_the_open(tmp_path: Path, sync: Any) -> None:
+    """``sync`` must be ``True`` or ``False``: anything else was refused by RocksDB's write
+    options after the database was opened ("argument 'sync': 'NoneType' object cannot be
+    cast as 'bool'"), and the store, never made, kept the database's lock: every later open
+    of the directory in the process, with ``sync=True`` too, failed with "the database is in
+    use (its LOCK is held)"."""
+    with pytest.raises(TypeError, match=rf"sync must be True or False, got {type(sync).__name__} {sync!r}"):
+        RocksLogStore(tmp_path / "log", sync=sync)
+    with pytest.raises(TypeError, match="sync must be True or False"):
+        await RocksLogStore.open(tmp_path / "log", sync=sync)
+    async with await RocksLogStore.open(tmp_path / "log") as s:  # the directory is free
+        await append_durable(s, entries(1, 0, 3))
+        assert s.sync is True
+
+
 # -- corrupted / foreign databases --------------------------------------------------------------
 
 

@@ -259,7 +259,9 @@ class RocksLogStore(RocksLogReader):
     """A durable ``RaftLogStorage`` in the RocksDB at ``path`` (created when missing or empty).
 
     ``sync=True``: every acknowledged write survives a machine crash (see ``docs/design/durability.md``
-    for the group-commit design); ``sync=False``: only a process crash.
+    for the group-commit design); ``sync=False``: only a process crash. Anything else (``None``,
+    ``0``, ``"false"``) is a ``TypeError``, and ``fsync_mode`` other than one of
+    ``FSYNC_MODES`` a ``ValueError``, before anything is opened.
 
     Opening is synchronous (a few milliseconds; use ``await RocksLogStore.open(path)`` from a
     running loop to do it in a thread). Raises ``StorageError`` naming ``path`` and what is
@@ -278,6 +280,10 @@ class RocksLogStore(RocksLogReader):
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
         super().__init__(self)
+        if type(sync) is not bool:
+            # Checked before the open: RocksDB's write options refused it after the database
+            # was opened, and the store, never made, kept its lock until the process ended.
+            raise TypeError(f"sync must be True or False, got {type(sync).__name__} {sync!r}")
         if fsync_mode not in FSYNC_MODES:
             raise ValueError(f"fsync_mode must be one of {FSYNC_MODES}, not {fsync_mode!r}")
         self.path = os.fspath(path)
