@@ -94,12 +94,16 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             config.validate()
         except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
             raise ValueError(f"--raft-config: {e}") from None
-        from ..network.tcp import DEFAULT_MAX_FRAME_SIZE, required_frame_size
+        from ..network._tcp_client import frame_size_excess
+        from ..network.tcp import DEFAULT_MAX_FRAME_SIZE
 
-        if required_frame_size(config) > DEFAULT_MAX_FRAME_SIZE:
+        # Named by the settings that need the larger frames: max_payload_entries (64 bytes
+        # of framing each) was blamed on max_payload_bytes or snapshot_max_chunk_size.
+        excess = frame_size_excess(config, DEFAULT_MAX_FRAME_SIZE)
+        if excess is not None:
             raise ValueError(
-                f"--raft-config: max_payload_bytes or snapshot_max_chunk_size make frames of up to "
-                f"{required_frame_size(config)} bytes, over the raft port's limit of {DEFAULT_MAX_FRAME_SIZE}"
+                f"--raft-config: {excess} with its framing, over the raft port's frame limit of "
+                f"{DEFAULT_MAX_FRAME_SIZE} bytes (fixed): lower the setting named"
             )
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None

@@ -110,18 +110,28 @@ def required_frame_size(config: Config) -> int:
     return max(_append_frame_size(config), _snapshot_frame_size(config))
 
 
-def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
-    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends,
-    naming the setting that needs more."""
+def frame_size_excess(config: Config, max_frame_size: int) -> str | None:
+    """What of ``config`` needs frames larger than ``max_frame_size`` bytes, naming the
+    settings and the size they need (``"an AppendEntries of Config.max_payload_bytes=... in
+    up to max_payload_entries=... entries needs N bytes"``, or a snapshot chunk of
+    ``snapshot_max_chunk_size``); ``None`` when frames of that size carry everything."""
     append = _append_frame_size(config)
     if append > max_frame_size:
-        what = (
+        return (
             f"an AppendEntries of Config.max_payload_bytes={config.max_payload_bytes} in up to "
             f"max_payload_entries={config.max_payload_entries} entries needs {append} bytes"
         )
-    elif (snapshot := _snapshot_frame_size(config)) > max_frame_size:
-        what = f"a snapshot chunk of Config.snapshot_max_chunk_size={config.snapshot_max_chunk_size} needs {snapshot} bytes"
-    else:
+    snapshot = _snapshot_frame_size(config)
+    if snapshot > max_frame_size:
+        return f"a snapshot chunk of Config.snapshot_max_chunk_size={config.snapshot_max_chunk_size} needs {snapshot} bytes"
+    return None
+
+
+def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
+    """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends,
+    naming the setting that needs more (``frame_size_excess``)."""
+    what = frame_size_excess(config, max_frame_size)
+    if what is None:
         return
     raise ConfigError(
         f"{who} max_frame_size={max_frame_size} cannot carry what this Config sends: {what} with its "

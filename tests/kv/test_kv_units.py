@@ -261,8 +261,18 @@ def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> Non
     from openraft_py.network.tcp import DEFAULT_MAX_FRAME_SIZE, TcpNetworkFactory
 
     huge = {"max_payload_bytes": 2 * DEFAULT_MAX_FRAME_SIZE, "max_entry_bytes": 1024}
-    with pytest.raises(ValueError, match="over the raft port's limit"):
+    with pytest.raises(ValueError, match=r"--raft-config: an AppendEntries of Config\.max_payload_bytes=67108864 in "
+                       r"up to max_payload_entries=300 entries needs \d+ bytes with its framing, over the raft "
+                       r"port's frame limit of 33554432 bytes"):
         options_from_args(parse(BASE + ["--raft-config", json.dumps(huge)]))
+    # Each entry has 64 bytes of framing: it was max_payload_bytes or snapshot_max_chunk_size
+    # that were named, neither of them set.
+    with pytest.raises(ValueError, match=r"--raft-config: an AppendEntries of Config\.max_payload_bytes=8388608 in "
+                       r"up to max_payload_entries=1000000 entries needs 72388864 bytes"):
+        options_from_args(parse(BASE + ["--raft-config", '{"max_payload_entries": 1000000}']))
+    with pytest.raises(ValueError, match=r"--raft-config: a snapshot chunk of Config\.snapshot_max_chunk_size="
+                       r"40000000 needs 40065536 bytes with its framing, over the raft port's frame limit"):
+        options_from_args(parse(BASE + ["--raft-config", '{"snapshot_max_chunk_size": 40000000}']))
     factory = KvNetworkFactory(TcpNetworkFactory(1, "kv-test"))
     with pytest.raises(ConfigError, match="max_payload_bytes"):
         factory.check_config(Config(**huge))
