@@ -617,11 +617,18 @@ async def _cluster_up(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A --data-dir that cannot be one is named with the flag: a file was refused as
+    # "[Errno 17] File exists: 'PATH'" (what mkdir says of it), naming no flag.
+    where = f"--data-dir {args.data_dir!r}" if args.data_dir is not None else "the temporary data directory"
+    if args.data_dir is not None and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise CliError(f"{where}: it is a file, not a directory")
     try:
         cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
                                raft_config=args.raft_config, log_level=args.log_level)
-    except (ClusterError, OSError) as e:
+    except ClusterError as e:
         raise CliError(str(e)) from None
+    except OSError as e:  # making the directory or its lock file
+        raise CliError(f"{where}: {e.strerror or e}") from None
     try:
         starting = asyncio.ensure_future(_bring_up(cluster, args.timeout))
         stopper = asyncio.ensure_future(stop.wait())

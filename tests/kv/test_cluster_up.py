@@ -570,3 +570,17 @@ def test_stop_and_close_stop_a_paused_node_gracefully_at_once() -> None:
             await cluster.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_data_dir_that_cannot_be_one_is_refused_naming_the_flag(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster up --data-dir F`` where ``F`` is a file, or lies under one: refused before
+    anything starts, naming the flag. A file was "[Errno 17] File exists: 'F'" (mkdir's
+    words for it), naming no flag."""
+    file = tmp_path / "a-file"
+    file.write_text("not a directory")
+    for given, why in ((file, "it is a file, not a directory"), (file / "sub", "Not a directory")):
+        assert cli.main(["cluster", "up", "-n", "1", "--data-dir", str(given), "--timeout", "5"]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"openraft-py cluster up: error: --data-dir {str(given)!r}: {why}"], err
+    assert file.read_text() == "not a directory"
