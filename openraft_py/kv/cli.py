@@ -175,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = _Parser(add_help=False)
     client.add_argument("--endpoints", type=_endpoints, metavar="H:P,H:P",
-                        default=os.environ.get(ENDPOINTS_ENV) or None,
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
     client.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
                         help="seconds the call may take in all, retries included (default 10; "
@@ -307,9 +306,29 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _endpoints_from_env() -> list[str] | None:
+    """The endpoints of ``$OPENRAFT_PY_ENDPOINTS`` (``None`` when it is unset or blank); a
+    usage error naming the variable when they do not parse. (As the default of
+    ``--endpoints``, argparse refused such a value as "argument --endpoints: ...", though no
+    ``--endpoints`` was given.)"""
+    from .client import parse_endpoints
+
+    text = os.environ.get(ENDPOINTS_ENV, "")
+    if not text.strip():
+        return None
+    try:
+        return parse_endpoints(text)
+    except ValueError as e:
+        raise CliError(f"${ENDPOINTS_ENV}={text!r}: {e} (or pass --endpoints H:P,H:P)", EXIT_USAGE) from None
+
+
 def _client(args: argparse.Namespace, **kw: Any) -> KvClient:
+    """A ``KvClient`` of ``--endpoints``, else ``$OPENRAFT_PY_ENDPOINTS`` (which sets
+    ``args.endpoints``), with ``--timeout`` or the verb's default."""
     from .client import KvClient
 
+    if args.endpoints is None:
+        args.endpoints = _endpoints_from_env()
     if not args.endpoints:
         raise CliError(f"no endpoints: pass --endpoints H:P,H:P or set ${ENDPOINTS_ENV}", EXIT_USAGE)
     if args.timeout is None:

@@ -138,7 +138,14 @@ def test_endpoints_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPa
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(cli.ENDPOINTS_ENV, "not-an-endpoint")
     assert cli.main(["kv", "get", "k"]) == 2
-    assert "not host:port" in capsys.readouterr().err
+    # Named as the variable: it was "argument --endpoints: ...", though no --endpoints was given.
+    assert capsys.readouterr().err.splitlines() == [
+        f"openraft-py kv get: error: ${cli.ENDPOINTS_ENV}='not-an-endpoint': endpoint 'not-an-endpoint' is not "
+        "host:port (or pass --endpoints H:P,H:P)"]
+    monkeypatch.setenv(cli.ENDPOINTS_ENV, "  ")  # blank: as unset
+    assert cli.main(["cluster", "status"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"openraft-py cluster status: error: no endpoints: pass --endpoints H:P,H:P or set ${cli.ENDPOINTS_ENV}"]
 
 
 def test_unreachable_endpoints_fail_in_one_line_within_the_timeout(capsys: pytest.CaptureFixture[str]) -> None:
