@@ -56,7 +56,10 @@ class Config(msgspec.Struct, kw_only=True):
     """
 
     cluster_name: str = "foo"
-    """Checked by transports at connect so two clusters never mix."""
+    """The cluster's name (Openraft's field; a non-empty ``str``). Neither the node nor the TCP
+    transport reads it: the name the TCP transport checks at connect, so that two clusters
+    never mix, is the ``cluster_name`` given to ``TcpNetworkFactory`` and
+    ``TcpServer.start``. Give all three the same name."""
     election_timeout_min: int = 150
     """Lower bound (ms) of the randomized election timeout."""
     election_timeout_max: int = 300
