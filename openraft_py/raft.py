@@ -14,6 +14,8 @@ from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from . import validation as _v
 from .config import Config
 from .core.clock import Clock, LoopClock, check_clock
@@ -145,10 +147,18 @@ class Raft:
         instance, ``None``, ...), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), before anything is read.
+
+        The node runs on a copy of ``config`` (its ``config`` attribute): changing the object
+        passed afterwards changes nothing of the running node. To run other settings,
+        start the node again with them.
         """
         node_id = _v.check_node_id(node_id)
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
+        # The node's own copy, checked below: a later change to the caller's object (set after
+        # the start, or made for another node sharing it) reached the running node unchecked
+        # (a heartbeat_interval above the election timeout: elections every few hundred ms).
+        config = msgspec.structs.replace(config)
         _v.check_implements(network_factory, "network_factory", "RaftNetworkFactory", _v.NETWORK_FACTORY_METHODS)
         _v.check_implements(log_store, "log_store", "RaftLogStorage", _v.LOG_STORAGE_METHODS)
         _v.check_implements(state_machine, "state_machine", "RaftStateMachine", _v.STATE_MACHINE_METHODS)

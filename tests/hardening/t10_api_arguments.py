@@ -322,3 +322,24 @@ def test_the_checked_methods_are_the_protocols_methods(protocol: str, names: str
         if callable(value) and not name.startswith("_")
     }
     assert set(getattr(validation, names)) == declared
+
+
+async def test_a_running_node_keeps_the_config_it_was_started_with() -> None:
+    """``Raft.new`` runs the node on a checked copy of ``config``: a change to the caller's
+    object afterwards (set after the start, or made for another node sharing it) reached the
+    running node unchecked. A ``heartbeat_interval`` above the election timeout, which
+    ``validate()`` refuses, had the followers of a healthy leader start an election every few
+    hundred ms (term 1 to 15 in 3 s)."""
+    cfg = fast_config()
+    async with Cluster(cfg, seed=3) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        cfg.heartbeat_interval = 10 * cfg.election_timeout_max  # refused by validate()
+        cfg.max_entry_bytes = 2**40
+        for raft in c.nodes.values():
+            assert raft.config is not cfg
+            assert (raft.config.heartbeat_interval, raft.config.max_entry_bytes) == (15, 4 * 1024 * 1024)
+            assert raft._core.engine.config.heartbeat_interval == 15
+        with pytest.raises(ValueError, match=r"exceeds Config\.max_entry_bytes"):
+            await c.nodes[leader].client_write(b"x" * (4 * 1024 * 1024 + 1))
+        await assert_healthy(c)
