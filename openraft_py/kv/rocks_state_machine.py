@@ -51,6 +51,7 @@ from ..storage.rocks.db import (
     in_thread,
     open_db,
     release_db,
+    store_path,
     table_file_options,
     write_options,
 )
@@ -389,9 +390,9 @@ class RocksStateMachine:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._closed = True
         what = "state machine"
+        self.path = store_path(path, what)
+        self._closed = True
         if os.path.exists(self.path):
             if not os.path.isdir(self.path):
                 raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(f"{self.path} is not a directory"))

@@ -346,6 +346,25 @@ async def test_a_sync_that_is_not_a_bool_is_refused_before_the_open(tmp_path: Pa
         assert s.sync is True
 
 
+@pytest.mark.parametrize("store", [RocksLogStore, RocksStateMachine])
+def test_an_empty_or_bytes_path_is_refused_and_nothing_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Any
+) -> None:
+    """An empty path named the current directory: ``RocksStateMachine("")`` made its ``db``
+    and ``snapshots`` there, in a directory of other files that the check for a foreign
+    directory refuses when it is named (``"."``). A ``bytes`` path made the directory, then
+    failed with "Can't mix strings and bytes in path components"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("someone else's file")
+    with pytest.raises(StorageError, match="the path is empty"):
+        store("")
+    with pytest.raises(TypeError, match=r"path must be a str or an os\.PathLike of one, got bytes"):
+        store(bytes(tmp_path / "store"))
+    with pytest.raises(TypeError, match=r"path must be a str or an os\.PathLike of one, got NoneType"):
+        store(None)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
 # -- corrupted / foreign databases --------------------------------------------------------------
 
 

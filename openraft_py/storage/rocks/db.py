@@ -35,7 +35,9 @@ from ...errors import StorageError
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .wal import wal_numbers
 
-__all__ = ["BoundedIter", "clear_frames", "drop_handles", "in_thread", "open_db", "release_db", "write_options"]
+__all__ = [
+    "BoundedIter", "clear_frames", "drop_handles", "in_thread", "open_db", "release_db", "store_path", "write_options",
+]
 
 T = TypeVar("T")
 
@@ -188,6 +190,23 @@ class BoundedIter:
         if hasattr(self, "_it"):
             del self._it
             del self._opts
+
+
+def store_path(path: object, what: str) -> str:
+    """The directory of a store (``what``: "log store", "state machine") as a ``str``:
+    ``path`` is a ``str`` or an ``os.PathLike`` of one. ``TypeError`` for anything else
+    (``bytes`` too: the store joins ``str`` names to it), ``StorageError`` for an empty path,
+    which named the current directory: a state machine made its ``db`` and ``snapshots`` in
+    it, past the check that refuses a directory of other files."""
+    try:
+        text = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
+        raise TypeError(f"{what} path must be a str or an os.PathLike of one, got {type(path).__name__} {path!r}")
+    if not text:
+        raise StorageError(f"opening {what} at ''", ValueError("the path is empty (give the directory of the store)"))
+    return text
 
 
 def _open_error(path: str, what: str, e: BaseException) -> StorageError:

@@ -22,7 +22,7 @@ from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, Normal, Vote
 from ...validation import MAX_TERM
 from .. import IOFlushed
-from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db
+from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db, store_path
 from .group_writer import GroupWriter, ignore_done
 from .log_format import (
     END_KEY,
@@ -286,7 +286,7 @@ class RocksLogStore(RocksLogReader):
             raise TypeError(f"sync must be True or False, got {type(sync).__name__} {sync!r}")
         if fsync_mode not in FSYNC_MODES:
             raise ValueError(f"fsync_mode must be one of {FSYNC_MODES}, not {fsync_mode!r}")
-        self.path = os.fspath(path)
+        self.path = store_path(path, "log store")
         self.sync = sync
         self._closed = True
         db, mark = open_db(
