@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..validation import MAX_NODE_ID
@@ -74,3 +74,20 @@ def json_object(text: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return obj
+
+
+class GivenOnce(argparse.Action):
+    """The action of a flag that may be given once (its default must be ``None``): a second
+    one is a usage error naming the flag. argparse keeps the last value of a repeated flag,
+    so ``--raft-config A --raft-config B`` ran with B alone, A's settings silently dropped."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(self, "given twice: give it once (put every field in one JSON object)")
+        setattr(namespace, self.dest, values)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, run_cli
 from .._compiled import env_flag
+from .argtypes import GivenOnce
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
     up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
     up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")
-    up.add_argument("--raft-config", metavar="JSON", type=_json_object, help="Config fields for every node")
+    up.add_argument("--raft-config", metavar="JSON", type=_json_object, action=GivenOnce,
+                    help="Config fields for every node, as one JSON object")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
     up.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",

@@ -102,6 +102,13 @@ BAD = [
      "--raft-config: invalid Config.election_timeout_min=100"),
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
       "--max-body", "5"], "--max-body must be at least 1024 bytes, got 5"),
+    # The last one was taken, the first one's settings silently dropped. (The --data-dir ''
+    # and -n 0 after it fail the command line, should the repeat be taken again.)
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+      "--raft-config", '{"heartbeat_interval": 20}', "--raft-config", '{"election_timeout_min": 300}',
+      "--data-dir", ""], "argument --raft-config: given twice: give it once (put every field in one JSON object)"),
+    (["cluster", "up", "--raft-config", "{}", "--raft-config", '{"heartbeat_interval": 20}', "-n", "0"],
+     "argument --raft-config: given twice"),
 ]
 
 
