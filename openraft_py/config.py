@@ -112,7 +112,10 @@ class Config(msgspec.Struct, kw_only=True):
     enable_tick: bool = True
     """Run the timer at all (election timeouts, heartbeats)."""
     enable_heartbeat: bool = True
-    """Let the leader send periodic heartbeats."""
+    """Let the leader send periodic heartbeats. Off (as tests do), followers hear from the
+    leader only when it replicates entries, so with ``enable_elect`` on an idle cluster
+    elects a new leader about every election timeout (terms climb); turn both off together
+    to drive a cluster by hand."""
     enable_elect: bool = True
     """Let a follower start an election on timeout."""
     enable_pre_vote: bool = True
