@@ -146,7 +146,8 @@ class Raft:
         ``state_machine`` lacks a method of its protocol (a class passed instead of an
         instance, ``None``, ...), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
-        ``core.clock.check_clock``), before anything is read.
+        ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
+        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``.
 
         The node runs on a copy of ``config`` (its ``config`` attribute): changing the object
         passed afterwards changes nothing of the running node. To run other settings,
@@ -166,6 +167,15 @@ class Raft:
         check_config = getattr(network_factory, "check_config", None)
         if check_config is not None:
             check_config(config)  # a transport with limits refuses what it cannot carry
+        # A transport that says which node it speaks for (``TcpNetworkFactory.node_id``) must
+        # speak for this one: its peers refuse every request naming another sender, so such
+        # a node never won an election (its vote requests refused, logged by the peers only).
+        speaks_as = getattr(network_factory, "node_id", None)
+        if isinstance(speaks_as, int) and not isinstance(speaks_as, bool) and speaks_as != node_id:
+            raise ValueError(
+                f"network_factory speaks for node {speaks_as} (its node_id), not node {node_id}: give it this "
+                f"node's id, e.g. TcpNetworkFactory({node_id}, cluster_name)"
+            )
         if clock is None:
             clock = LoopClock()
         else:

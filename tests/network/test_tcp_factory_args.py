@@ -1,5 +1,6 @@
 """``TcpNetworkFactory`` refuses wrong arguments at the call, naming the argument, as
-``TcpServer.start`` does (tests/network/test_tcp_server_args.py).
+``TcpServer.start`` does (tests/network/test_tcp_server_args.py), and ``Raft.new`` a factory
+made for another node.
 
 Each of these used to be taken, and the node then never reached a peer: a float or ``bool``
 node id or a ``bytes`` cluster name made every peer close the connection on a malformed
@@ -19,7 +20,10 @@ from typing import Any
 
 import pytest
 
+from openraft_py import Config
 from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.raft import Raft
+from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,5 +66,22 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
         assert (factory.node_id, factory.cluster_name, factory.max_frame_size) == (0, "", 64)
         assert (factory.connect_timeout, factory.backoff_min, factory.backoff_max) == (2.0, 0.5, 0.5)
         assert type(factory.connect_timeout) is float
+    finally:
+        await factory.close()
+
+
+async def test_raft_new_refuses_a_factory_of_another_node() -> None:
+    """A ``TcpNetworkFactory`` made for node 2 given to node 1: its peers refuse every request
+    whose sender is not the handshake's ("refused vote from node 2: it names node 1 as its
+    leader", logged by the peers only), so node 1 never won an election. ``Raft.new``
+    refuses it before anything is read; the factory of the node's own id is taken."""
+    disk = MemDisk()
+    factory = TcpNetworkFactory(2, "c")
+    try:
+        with pytest.raises(ValueError, match=r"network_factory speaks for node 2 \(its node_id\), not node 1"):
+            await Raft.new(1, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
+        assert disk.vote is None and not disk.entries
+        raft = await Raft.new(2, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
+        await raft.shutdown()
     finally:
         await factory.close()
