@@ -76,18 +76,24 @@ def json_object(text: str) -> dict[str, Any]:
     return obj
 
 
-class GivenOnce(argparse.Action):
+def given_once(hint: str) -> type[argparse.Action]:
     """The action of a flag that may be given once (its default must be ``None``): a second
-    one is a usage error naming the flag. argparse keeps the last value of a repeated flag,
-    so ``--raft-config A --raft-config B`` ran with B alone, A's settings silently dropped."""
+    one is a usage error naming the flag, "given twice: " and ``hint`` (how to give all of
+    it in one). argparse keeps the last value of a repeated flag, dropping the others
+    without a word: ``--raft-config A --raft-config B`` ran with B's fields alone, ``cluster
+    init --endpoints N1 --endpoints N2 --endpoints N3`` made a one-node cluster of N3, and
+    ``cluster members --voters 1,2 --voters 3`` made node 3 the only voter."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        if getattr(namespace, self.dest, None) is not None:
-            raise argparse.ArgumentError(self, "given twice: give it once (put every field in one JSON object)")
-        setattr(namespace, self.dest, values)
+    class GivenOnce(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: str | Sequence[Any] | None,
+            option_string: str | None = None,
+        ) -> None:
+            if getattr(namespace, self.dest, None) is not None:
+                raise argparse.ArgumentError(self, f"given twice: {hint}")
+            setattr(namespace, self.dest, values)
+
+    return GivenOnce

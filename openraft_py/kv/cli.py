@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, run_cli
 from .._compiled import env_flag
-from .argtypes import GivenOnce
+from .argtypes import given_once
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_float as _positive_float
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = _Parser(add_help=False)
     client.add_argument("--endpoints", type=_endpoints, metavar="H:P,H:P",
+                        action=given_once("give them all in one, comma-separated: --endpoints H:P,H:P"),
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
     client.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
                         help="seconds the call may take in all, retries included (default 10; "
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
     up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
     up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")
-    up.add_argument("--raft-config", metavar="JSON", type=_json_object, action=GivenOnce,
+    up.add_argument("--raft-config", metavar="JSON", type=_json_object,
+                    action=given_once("give it once, every field in one JSON object"),
                     help="Config fields for every node, as one JSON object")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
@@ -221,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     members = cv.add_parser("members", parents=[client], help="show or change the voters",
                             description="Without --voters: print the voters and learners. With --voters: "
                             "make exactly those nodes the voters (joint consensus; POST /cluster/members).")
-    members.add_argument("--voters", type=_ids, metavar="ID,ID", help="the new voter ids")
+    members.add_argument("--voters", type=_ids, metavar="ID,ID", help="the new voter ids",
+                         action=given_once("give them all in one, comma-separated: --voters ID,ID"))
     members.add_argument("--retain", action="store_true", help="removed voters stay as learners")
     members.add_argument("--allow-lagging", action="store_true",
                          help="change even if most new voters have not caught up with the leader "

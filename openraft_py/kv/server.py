@@ -36,7 +36,7 @@ if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra,
         print(f"openraft-py serve: error: {needs_kv_extra('the key-value service', _missing)}", file=sys.stderr)
         sys.exit(1)
 
-from .argtypes import GivenOnce
+from .argtypes import given_once
 from .argtypes import json_object as _json_object
 from .logs import LOG_FORMATS, configure_logging
 from .node import KvNode, ServeOptions
@@ -64,7 +64,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         "(subjectAltName URI openraft://<cluster-name>/<id>)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr)")
     p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged")
-    p.add_argument("--raft-config", metavar="JSON", type=_json_object, action=GivenOnce,
+    p.add_argument("--raft-config", metavar="JSON", type=_json_object,
+                   action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
     p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
                    help="largest HTTP request body (default 1 MiB); larger gets 413")

@@ -106,9 +106,15 @@ BAD = [
     # and -n 0 after it fail the command line, should the repeat be taken again.)
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
       "--raft-config", '{"heartbeat_interval": 20}', "--raft-config", '{"election_timeout_min": 300}',
-      "--data-dir", ""], "argument --raft-config: given twice: give it once (put every field in one JSON object)"),
+      "--data-dir", ""], "argument --raft-config: given twice: give it once, every field in one JSON object"),
     (["cluster", "up", "--raft-config", "{}", "--raft-config", '{"heartbeat_interval": 20}', "-n", "0"],
      "argument --raft-config: given twice"),
+    # The last one was taken: a one-node cluster of the third node, the third node the only voter.
+    (["cluster", "init", "--endpoints", "127.0.0.1:1", "--endpoints", "127.0.0.1:2", "--endpoints", "127.0.0.1:3",
+      "--timeout", "0.5"],
+     "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
+    (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
+     "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
 ]
 
 
