@@ -72,7 +72,12 @@ class Config(msgspec.Struct, kw_only=True):
     heartbeat_interval: int = 50
     """How often (ms) the leader sends heartbeats."""
     install_snapshot_timeout: int = 200
-    """Timeout (ms) of one install-snapshot chunk RPC."""
+    """Timeout (ms) of one install-snapshot chunk RPC. A chunk that gets no answer within it is
+    sent again, so a chunk of ``snapshot_max_chunk_size`` bytes must cross the link within
+    it: on a link slower than that (3 MiB in 200 ms is about 126 Mbit/s) every chunk times
+    out and the transfer never completes, and a learner or follower that needs the snapshot
+    never catches up (the resends are logged at DEBUG). Raise it, or lower
+    ``snapshot_max_chunk_size``, to fit the slowest link between two nodes."""
     send_snapshot_timeout: int = 0
     """Deprecated in Openraft; kept for compatibility, ignored."""
     max_payload_entries: int = 300
