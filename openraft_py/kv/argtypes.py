@@ -65,10 +65,29 @@ def node_id(text: str) -> int:
     return n
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object of ``json_object`` names a key twice."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or ``_RepeatedKey`` naming a key
+    that appears twice in it."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
 def json_object(text: str) -> dict[str, Any]:
-    """A JSON object (``{...}``)."""
+    """A JSON object (``{...}``), each key of it (and of the objects in it) once: a repeated
+    key is refused naming it (``json.loads`` kept its last value, dropping the first without
+    a word)."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_object_without_repeats)
+    except _RepeatedKey as e:
+        raise argparse.ArgumentTypeError(f"the key {e.args[0]!r} is given twice") from None
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
     if not isinstance(obj, dict):

@@ -109,6 +109,12 @@ BAD = [
       "--data-dir", ""], "argument --raft-config: given twice: give it once, every field in one JSON object"),
     (["cluster", "up", "--raft-config", "{}", "--raft-config", '{"heartbeat_interval": 20}', "-n", "0"],
      "argument --raft-config: given twice"),
+    # A key given twice in the object: json.loads kept the last value.
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+      "--raft-config", '{"heartbeat_interval": 10, "election_timeout_min": 300, "heartbeat_interval": 20}',
+      "--data-dir", ""], "argument --raft-config: the key 'heartbeat_interval' is given twice"),
+    (["cluster", "up", "--raft-config", '{"snapshot_policy": {"logs_since_last_n": 9, "logs_since_last_n": 8}}',
+      "-n", "0"], "argument --raft-config: the key 'logs_since_last_n' is given twice"),
     # The last one was taken: a one-node cluster of the third node, the third node the only voter.
     (["cluster", "init", "--endpoints", "127.0.0.1:1", "--endpoints", "127.0.0.1:2", "--endpoints", "127.0.0.1:3",
       "--timeout", "0.5"],
