@@ -141,6 +141,14 @@ def _addr(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _data_root(text: str) -> str:
+    """A directory for ``cluster up --data-dir``: not empty (``""``, from an unset variable,
+    named the current directory: the nodes' data and logs were written there and kept)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (leave the flag out for a temporary directory)")
+    return text
+
+
 def _host(text: str) -> str:
     """A host the local cluster's addresses can name (``LocalCluster``'s check)."""
     from .local_cluster import ClusterError, check_host
@@ -193,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "every node and removes the temporary data directory.")
     up.add_argument("-n", "--nodes", dest="n", type=_positive_int_at_most(MAX_LOCAL_NODES), default=3,
                     help=f"number of nodes, 1 to {MAX_LOCAL_NODES}: each is a serve process of this machine (default 3)")
-    up.add_argument("--data-dir", metavar="DIR",
+    up.add_argument("--data-dir", metavar="DIR", type=_data_root,
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
     up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
     up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")

@@ -85,6 +85,10 @@ BAD = [
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "0.0.0.0:1", "--http-addr", "h:2"], "wildcard"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1", "--http-addr", "h/x:2"], "not a host name"),
     (["cluster", "up", "--host", "0.0.0.0"], "not an address the nodes and clients can connect to"),
+    # The current directory: the nodes' data and logs were written there and kept. (-n 0
+    # fails the command line, should the empty path be taken again.)
+    (["cluster", "up", "--data-dir", "", "-n", "0"],
+     "argument --data-dir: an empty path (leave the flag out for a temporary directory)"),
     (["serve", "--id", "1"], "required"),
     (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
     (["demo", "--duration", "soon"], "not a number"),
