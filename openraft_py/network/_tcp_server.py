@@ -706,7 +706,9 @@ class TcpServer:
           ``ValueError``: no connection could start TLS on it; so is a server context with no
           certificate to present (no ``load_cert_chain``), found by a TLS handshake in memory
           (about 1 ms): every connection would be refused with "no shared cipher".
-        - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``).
+        - ``node_id``: the id sent in the handshake answer (default ``raft.metrics.id``); for
+          a ``Raft``, only its own id (``ValueError`` otherwise: every peer would close the
+          connection on the answer of another node).
         - ``peer_id_of_cert``: binds client certificates to node ids (off by default; turn
           it on in production mutual TLS). A callable from the verified client certificate
           (``getpeercert()``'s dict) to the node id it belongs to, or ``None``; the handshake
@@ -859,6 +861,12 @@ class TcpServer:
             )
         if node_id is not None:
             node_id = check_node_id(node_id, "node_id")
+            from ..raft import Raft  # (here: the node's module imports the network's)
+
+            if isinstance(raft, Raft) and node_id != raft.id:
+                # Every peer that dialled this node was answered as another node and closed
+                # the connection ("the node at ... is node 7"): the node was unreachable.
+                raise ValueError(f"node_id={node_id} is not the id of the node served, {raft.id} (leave it out)")
         if peer_id_of_cert is not None and not callable(peer_id_of_cert):
             raise TypeError(f"peer_id_of_cert must be callable or None, got {type(peer_id_of_cert).__name__}")
         if yield_after_answer is not None and not isinstance(yield_after_answer, bool):

@@ -1,6 +1,6 @@
 """``TcpNetworkFactory`` refuses wrong arguments at the call, naming the argument, as
-``TcpServer.start`` does (tests/network/test_tcp_server_args.py), and ``Raft.new`` a factory
-made for another node.
+``TcpServer.start`` does (tests/network/test_tcp_server_args.py); ``Raft.new`` refuses a
+factory made for another node, and ``TcpServer.start`` a ``node_id`` that is not its node's.
 
 Each of these used to be taken, and the node then never reached a peer: a float or ``bool``
 node id or a ``bytes`` cluster name made every peer close the connection on a malformed
@@ -84,4 +84,25 @@ async def test_raft_new_refuses_a_factory_of_another_node() -> None:
         raft = await Raft.new(2, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
         await raft.shutdown()
     finally:
+        await factory.close()
+
+
+async def test_tcp_server_start_refuses_a_node_id_that_is_not_the_raft_s() -> None:
+    """``TcpServer.start(raft, ..., node_id=7)`` for node 2: every peer that dialled it got a
+    handshake answer from "node 7" and closed the connection ("the node at ... is node 7"),
+    so node 2 was unreachable. Its own id, or none, is taken."""
+    from openraft_py.network.tcp import TcpServer
+
+    disk = MemDisk()
+    factory = TcpNetworkFactory(2, "c")
+    raft = await Raft.new(2, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
+    try:
+        with pytest.raises(ValueError, match=r"node_id=7 is not the id of the node served, 2"):
+            await TcpServer.start(raft, "127.0.0.1", 0, "c", node_id=7)
+        for node_id in (2, None):
+            server = await TcpServer.start(raft, "127.0.0.1", 0, "c", node_id=node_id)
+            assert server.node_id == 2
+            await server.close()
+    finally:
+        await raft.shutdown()
         await factory.close()
