@@ -452,6 +452,59 @@ def test_wrong_marker_refused(tmp_path: Path) -> None:
         RocksLogStore(p)
 
 
+def _tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> SHA-256 of its bytes)."""
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*")) if f.is_file()
+    }
+
+
+@pytest.mark.parametrize("store", ["log", "sm"])
+@pytest.mark.parametrize("version, says", [
+    (2, "format version 2, written by a newer version of openraft-py; this version reads format version 1 only"),
+    (0, "format version 0, of an older version of openraft-py that this version does not convert; it reads "
+        "format version 1"),
+])
+def test_a_store_of_another_format_version_is_refused_untouched(
+    tmp_path: Path, store: str, version: int, says: str
+) -> None:
+    """A store whose format marker has another version (a newer release's data, after a
+    downgrade; simulated by rewriting the marker, and adding a column family as a new format
+    may) is refused naming the version found and the version read, and not a byte of its
+    directory changes: it was opened read-write before the marker was checked (a new WAL,
+    MANIFEST and OPTIONS file; the old WAL removed) and called a "foreign database", and
+    with the new column family the open failed with "Column families not opened", naming no
+    version."""
+    import msgspec
+    from rocksdict import Options, Rdict
+
+    from openraft_py.kv.rocks_state_machine import SM_FORMAT
+    from openraft_py.storage.rocks.log_format import LOG_FORMAT
+
+    if store == "log":
+        RocksLogStore(tmp_path / "log").close()
+        db_path, cfs, key, marker, what = tmp_path / "log", ["entries", "meta"], b"format", LOG_FORMAT, "log store"
+    else:
+        RocksStateMachine(tmp_path / "sm").close()
+        db_path, cfs, key, marker, what = tmp_path / "sm" / "db", ["sm"], b"mformat", SM_FORMAT, "state machine"
+    opts = Options(raw_mode=True)
+    opts.create_missing_column_families(True)
+    db = Rdict(str(db_path), opts, column_families={cf: Options(raw_mode=True) for cf in cfs + ["added"]})
+    cf = db.get_column_family(cfs[-1])
+    cf[key] = msgspec.msgpack.encode({**marker, "version": version})
+    cf.close()
+    db.close()
+    del cf, db
+    before = _tree_digest(tmp_path)
+    with pytest.raises(StorageError, match=f"opening {what} at .*: ValueError: {what} {says}"):
+        if store == "log":
+            RocksLogStore(tmp_path / "log")
+        else:
+            RocksStateMachine(tmp_path / "sm")
+    assert _tree_digest(tmp_path) == before
+
+
 def test_corrupted_db_refused(tmp_path: Path) -> None:
     p = tmp_path / "log"
     RocksLogStore(p).close()

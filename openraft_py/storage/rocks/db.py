@@ -252,9 +252,10 @@ def open_db(
     is wrong when ``path`` is a plain file, not a RocksDB, corrupted (RocksDB refuses to
     recover it, or it recovered fewer writes than were acknowledged), in use, or not ours.
 
-    A database that is not ours is never written to: unless the directory holds our
-    ``OPENRAFT-ACKED`` file, the database is first opened read-only and its marker checked
-    (a read-write open alone writes: a new WAL, MANIFEST and OPTIONS file, flushed memtables).
+    A database that is not ours, or of another format version, is never written to: the
+    database is first opened read-only and its marker read (a read-write open alone writes: a
+    new WAL, MANIFEST and OPTIONS file, flushed memtables); a marker of another version is
+    refused naming both versions, and without our ``OPENRAFT-ACKED`` file a missing one too.
     A store created by an earlier version (marker, no flag) gets its file now. A creation
     that crashed before the marker was written is recognised by the file with generation 0
     and an empty database; without the file, a database without a marker is foreign.
@@ -338,8 +339,18 @@ def _open_db_locked(
                            "or its MANIFEST file is damaged")
                     raise StorageError(f"opening {what} at {path!r}", ValueError(why))
                 raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
+            # The marker is read in a read-only open first, also in a database of ours: a
+            # read-write open writes (a new WAL, MANIFEST and OPTIONS file, the WAL flushed),
+            # and one of another format version (a newer release's, after a downgrade) must be
+            # refused untouched. The read-write open also fails on what a newer format may
+            # add (a column family: "Column families not opened"), naming no version.
+            raw = _read_marker_read_only(path, cfs, marker_cf, marker_key, what)
             if found is None:
-                _check_foreign_read_only(path, cfs, marker_cf, marker_key, flag_key, marker, what)
+                if raw is None:
+                    raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
+                _check_marker(raw, marker, path, what)
+            elif raw is not None:
+                _check_marker(raw, marker, path, what)
     try:
         # RocksDB refuses a second open of a database in the same process by its LOCK file's
         # name (the lock itself, fcntl's, is the process's: it does not conflict with itself).
@@ -428,12 +439,12 @@ def _creation_interrupted(path: str, found: tuple[int, int] | None) -> bool:
     return True
 
 
-def _check_foreign_read_only(
-    path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, flag_key: bytes, marker: dict[str, Any], what: str
-) -> None:
-    """Open ``path`` read-only and raise ``StorageError`` unless it holds our format
-    ``marker``. Nothing is written: RocksDB writes nothing in read-only mode, and rocksdict's
-    own ``rocksdict-config.json`` (which every rocksdict open writes) is put back as it was."""
+def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, what: str) -> bytes | None:
+    """The format marker of the database at ``path`` (``None``: it has none), read in a
+    read-only open. Nothing is written: RocksDB writes nothing in read-only mode, and
+    rocksdict's own ``rocksdict-config.json`` (which every rocksdict open writes) is put back
+    as it was. Only the column families ``cfs`` are opened (a read-only open may leave others
+    out: those a newer format added). ``StorageError`` when the open or the read fails."""
     config = os.path.join(path, _ROCKSDICT_CONFIG)
     try:
         st = os.stat(config)
@@ -451,7 +462,7 @@ def _check_foreign_read_only(
             raise _open_error(path, what, e) from e
         try:
             mcf = ro.get_column_family(marker_cf)
-            raw = mcf.get(marker_key)
+            raw: bytes | None = mcf.get(marker_key)
             mcf.close()
             del mcf
         except Exception as e:
@@ -461,9 +472,7 @@ def _check_foreign_read_only(
         del ro
     finally:
         _restore_config(config, saved)
-    if raw is None:
-        raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
-    _check_marker(raw, marker, path, what)
+    return raw
 
 
 def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
@@ -554,15 +563,31 @@ def drop_handles(handles: list[Any]) -> None:
 
 
 def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:
+    """``StorageError`` unless ``found`` (a stored format marker) is ``marker``. A marker of
+    the same format and another version names both versions: a newer one is a newer
+    release's data (a downgrade), which this release cannot read; an older one a release's
+    that this one does not convert."""
     try:
         value = None if found is None else _dec_any.decode(found)
     except msgspec.DecodeError as e:
         raise StorageError(f"opening {what} at {path!r}", ValueError(f"corrupted format marker {found!r}")) from e
-    if value != marker:
-        raise StorageError(
-            f"opening {what} at {path!r}",
-            ValueError(f"foreign database: format marker {value!r}, expected {marker!r}"),
-        )
+    if value == marker:
+        return
+    version = value.get("version") if isinstance(value, dict) and value.get("format") == marker["format"] else None
+    if type(version) is int:
+        supported = marker["version"]
+        if version > supported:
+            why = (f"{what} format version {version}, written by a newer version of openraft-py; this version "
+                   f"reads format version {supported} only: run the newer version on it (a downgrade is refused, "
+                   "and nothing was written)")
+        else:
+            why = (f"{what} format version {version}, of an older version of openraft-py that this version does "
+                   f"not convert; it reads format version {supported}: see the changelog for the upgrade path")
+        raise StorageError(f"opening {what} at {path!r}", ValueError(why))
+    raise StorageError(
+        f"opening {what} at {path!r}",
+        ValueError(f"foreign database: format marker {value!r}, expected {marker!r}"),
+    )
 
 
 CANCELLED_THREAD_WAIT = 30.0
