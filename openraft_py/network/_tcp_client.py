@@ -46,6 +46,7 @@ from ._tcp_common import (
 )
 from .wire import (
     ERR_FATAL,
+    ERR_UNSUPPORTED,
     KIND_APPEND_ENTRIES,
     KIND_ERROR,
     KIND_HELLO,
@@ -288,9 +289,11 @@ class _ClientConnection(asyncio.Protocol):
             if kind == KIND_HELLO_ACK:
                 self.hello.set_result(msg)
             elif kind == KIND_ERROR:
-                self.hello.set_exception(
-                    Unreachable(f"node {self.peer.target} refused the handshake: {msg.message}")
-                )
+                why = f"refused the handshake: {msg.message}"
+                if msg.code == ERR_UNSUPPORTED:
+                    why += f" (this node's hello was in protocol version {wire.PROTOCOL_VERSION})"
+                    self.peer.version_mismatch(why)
+                self.hello.set_exception(Unreachable(f"node {self.peer.target} {why}"))
             else:
                 raise WireError(f"unexpected {wire.KIND_NAMES[kind]} during the handshake")
             return
@@ -408,6 +411,8 @@ class _Peer:
         self.last_error = ""
         self.refused_certificate = ""
         """Why the target's certificate was last refused, as logged (``_log_refused_certificate``)."""
+        self.version_refused = ""
+        """The last protocol version mismatch with the target, as logged (``version_mismatch``)."""
         self.next_id = 1
         self.closed = False
         self.close_reason = "the network factory is closed"
@@ -603,10 +608,29 @@ class _Peer:
         except BaseException:
             conn.fail("handshake failed")
             raise
+        if ack.version != wire.PROTOCOL_VERSION:
+            # It must answer in the version of the hello or refuse it: this node speaks no other.
+            why = (f"answered the handshake in protocol version {ack.version}, not in {wire.PROTOCOL_VERSION}, the "
+                   "version of this node's hello (the only one it speaks)")
+            conn.fail(why)
+            self.version_mismatch(why)
+            raise Unreachable(f"node {self.target} at {self.addr} {why}")
         if ack.node_id != self.target:
             conn.fail(f"the node at {self.addr} is node {ack.node_id}", log_it=True)
             raise Unreachable(f"node {self.target} at {self.addr}: answered as node {ack.node_id}")
         return conn
+
+    def version_mismatch(self, why: str) -> None:
+        """Log at WARNING that the target and this node share no protocol version (``why``:
+        what the handshake met), once for each new reason until a connection succeeds: the
+        ``Unreachable`` of each reconnect is logged at DEBUG only by replication, so a node
+        that spoke no version of its peer's (a rolling upgrade across protocol versions)
+        said nothing, and only the refusing side logged, at each reconnect."""
+        if why == self.version_refused:
+            return
+        self.version_refused = why
+        log.warning("node %s: no protocol version in common with node %s at %s: it %s", self.factory.node_id,
+                    self.target, self.addr, why)
 
     def _log_refused_certificate(self, error: _ssl.SSLCertVerificationError, server_hostname: str) -> None:
         """Log at WARNING that this node refused the target's certificate, once for each new
@@ -645,6 +669,7 @@ class _Peer:
                 self.failures = 0
                 self.retry_at = 0.0
                 self.refused_certificate = ""
+                self.version_refused = ""
                 self.conn = conn
                 fut.set_result(conn)
         if fut.exception() is not None:

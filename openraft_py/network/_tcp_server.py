@@ -113,6 +113,10 @@ _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_P
 """The ``ssl.SSLError.reason`` of a TLS handshake whose peer sent something else than TLS (a
 node without a TLS context sends its plain hello)."""
 
+_MAX_VERSION_REFUSALS = 1024
+"""At most this many ``(sender, version)`` pairs are remembered as logged at WARNING
+(``TcpServer._version_refusals``): then they are forgotten, and logged once more each."""
+
 _sched_yield = getattr(os, "sched_yield", None)  # POSIX only
 
 DEFAULT_FRAME_TIMEOUT = 30.0
@@ -378,7 +382,22 @@ class _ServerConnection(asyncio.Protocol):
             raise WireError(f"the first frame is {wire.KIND_NAMES[kind]}, not hello")
         hello: Hello = decode_body(kind, body)
         if hello.version not in wire.SUPPORTED_VERSIONS:
-            return self._refuse(ERR_UNSUPPORTED, f"unsupported protocol version {hello.version}")
+            # A rolling upgrade across protocol versions: say which versions meet (the
+            # client logs the answer once), and log it once per sender and version, not at
+            # every reconnect.
+            key = (hello.node_id, hello.version)
+            first = key not in srv._version_refusals
+            if first:
+                if len(srv._version_refusals) >= _MAX_VERSION_REFUSALS:
+                    srv._version_refusals.clear()
+                srv._version_refusals.add(key)
+            speaks = ", ".join(str(v) for v in sorted(wire.SUPPORTED_VERSIONS))
+            return self._refuse(
+                ERR_UNSUPPORTED,
+                f"unsupported protocol version {hello.version} (node {hello.node_id}'s hello): this node speaks "
+                f"protocol version {speaks}; a rolling upgrade needs releases that share one",
+                level=logging.WARNING if first else logging.DEBUG,
+            )
         if hello.cluster_name != srv.cluster_name:
             return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
         if srv.peer_id_of_cert is not None:
@@ -392,13 +411,16 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer = None
         self.sender = hello.node_id
         self.reader = FrameReader(srv.max_frame_size)
-        self._send(frame_message(KIND_HELLO_ACK, 0, HelloAck(wire.PROTOCOL_VERSION, srv.node_id)))
+        # The connection speaks the client's version (the one it sent), which this node speaks.
+        self._send(frame_message(KIND_HELLO_ACK, 0, HelloAck(hello.version, srv.node_id)))
         log.debug("tcp server %s: accepted node %s from %s", srv.address, hello.node_id, self.peer)
 
-    def _refuse(self, code: int, reason: str) -> None:
+    def _refuse(self, code: int, reason: str, level: int = logging.WARNING) -> None:
+        """Answer the hello with ``ErrorBody(code, reason)`` and close; log ``reason`` at
+        ``level`` and count it in ``refused``."""
         srv = self.server
         srv.refused += 1
-        log.warning("tcp server %s: refused the connection from %s: %s", srv.address, self.peer, reason)
+        log.log(level, "tcp server %s: refused the connection from %s: %s", srv.address, self.peer, reason)
         self._send(_error_frame(0, code, reason))
         self._close_after_flush()
 
@@ -657,6 +679,10 @@ class TcpServer:
     refused: int
     dropped: int
     _conns: set[_ServerConnection]
+    _version_refusals: set[tuple[NodeId, int]]
+    """The ``(claimed sender, protocol version)`` pairs refused at WARNING so far: a peer
+    that speaks no version of ours is refused at each of its reconnects (one a second with
+    the default back-off), logged at DEBUG after the first (``_handshake``)."""
     _accepted: int
     """Connections accepted so far (``_ServerConnection.number``)."""
     """Open connections (handshaken or not); a closed one leaves at once."""
@@ -912,6 +938,7 @@ class TcpServer:
         self.refused = 0
         self.dropped = 0
         self._conns = set()
+        self._version_refusals = set()
         self._accepted = 0
         self._closing = False
         self._drain_waiter = None

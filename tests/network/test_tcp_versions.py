@@ -1,0 +1,154 @@
+"""Protocol versions at the TCP handshake (a rolling upgrade across protocol versions): a peer
+that speaks no version of this node's is refused on both sides, naming both versions, and
+logged once on each side, not at every reconnect; a handshake answer in another version than
+the hello's is refused by the client (it went on speaking its own version to the peer)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from openraft_py._core import FrameReader
+from openraft_py.errors import Unreachable
+from openraft_py.network import wire
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.types import BasicNode, LogId, Vote, VoteRequest, VoteResponse
+
+from .test_tcp import FakeRaft
+from .test_tcp_security import OPT
+
+pytestmark = pytest.mark.timeout(60)
+
+LOGGER = "openraft_py.network.tcp"
+REQ = VoteRequest(Vote.new(1, 1), None, pre_vote=True)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
+
+
+async def _attempts(factory: TcpNetworkFactory, target: int, addr: str, n: int,
+                    attempts: Callable[[], int]) -> list[str]:
+    """Call ``target`` until ``attempts()`` (connections the peer saw) reaches ``n``; the
+    messages of the ``Unreachable`` errors of the attempts that reached it (calls during the
+    back-off fail without connecting)."""
+    client = factory.new_client(target, BasicNode(addr))
+    errors: list[str] = []
+
+    async def one() -> bool:
+        try:
+            await client.vote(REQ, OPT)
+        except Unreachable as e:
+            if "backing off" not in str(e):
+                errors.append(str(e))
+        else:
+            raise AssertionError("the call succeeded")
+        return attempts() >= n
+
+    async def loop() -> None:
+        while not await one():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(loop(), 10)
+    return errors
+
+
+async def test_a_peer_speaking_no_version_of_ours_is_refused_naming_both_and_logged_once_each_side(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server speaks only version 2 (a newer release; simulated by its supported set):
+    each connect of a version-1 client is refused with an answer naming both versions, and
+    each side logs the mismatch once at WARNING (the server logged every reconnect, one a
+    second with the default back-off, naming only the hello's version; the client logged
+    nothing above DEBUG)."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    monkeypatch.setattr(wire, "SUPPORTED_VERSIONS", frozenset({2}))
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", node_id=2)
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
+    try:
+        errors = await _attempts(factory, 2, server.address, 4, lambda: server.refused)
+    finally:
+        await factory.close()
+        await server.close()
+    assert errors and all(
+        "unsupported protocol version 1" in e and "this node speaks protocol version 2" in e
+        and "this node's hello was in protocol version 1" in e for e in errors
+    ), errors
+    assert server.refused >= 4
+    refused = _warnings(caplog, "refused the connection")
+    assert len(refused) == 1 and "this node speaks protocol version 2" in refused[0], refused
+    client = _warnings(caplog, "no protocol version in common with node 2")
+    assert len(client) == 1 and "unsupported protocol version 1" in client[0], client
+
+
+async def _fake_server(ack_version: int) -> tuple[asyncio.Server, list[int], list[int]]:
+    """A server answering every hello with ``HelloAck(ack_version, 2)`` and every vote with a
+    granted vote; returns it, the connections seen and the kinds of the requests received."""
+    connections: list[int] = []
+    kinds: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        frames = FrameReader(1 << 20)
+        try:
+            while data := await reader.read(65536):
+                for payload in frames.feed(data):
+                    kind, rid, body = wire.split_payload(payload)
+                    if kind == wire.KIND_HELLO:
+                        writer.write(bytes(wire.frame_message(wire.KIND_HELLO_ACK, 0, wire.HelloAck(ack_version, 2))))
+                    else:
+                        kinds.append(kind)
+                        req = wire.decode_body(kind, body)
+                        resp = VoteResponse(req.vote, True, LogId(1, 1), req.pre_vote)
+                        writer.write(bytes(wire.frame_message(wire.KIND_VOTE_RESP, rid, resp)))
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), connections, kinds
+
+
+async def test_a_handshake_answer_in_another_version_is_refused_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that answers the hello in version 2 (the client speaks 1): the client sends
+    no request and logs the mismatch once; it took the answer and sent its requests in its
+    own version (the vote was answered as if the versions matched)."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    server, connections, kinds = await _fake_server(ack_version=2)
+    addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
+    try:
+        errors = await _attempts(factory, 2, addr, 3, lambda: len(connections))
+    finally:
+        await factory.close()
+        server.close()
+        await server.wait_closed()
+    assert errors and all("answered the handshake in protocol version 2, not in 1" in e for e in errors), errors
+    assert kinds == []
+    logged = _warnings(caplog, "no protocol version in common with node 2")
+    assert len(logged) == 1 and "answered the handshake in protocol version 2" in logged[0], logged
+
+
+async def test_a_hello_ack_names_the_version_of_the_hello(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that speaks versions 1 and 2 answers a version-1 hello in version 1: the
+    connection speaks the client's version (it answered its own newest one)."""
+    monkeypatch.setattr(wire, "SUPPORTED_VERSIONS", frozenset({1, 2}))
+    monkeypatch.setattr(wire, "PROTOCOL_VERSION", 2)
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", node_id=2)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(1, "c", 1))))
+        frames = FrameReader(1 << 20)
+        got: list[bytes] = []
+        while not got:
+            got = frames.feed(await asyncio.wait_for(reader.read(4096), 5))
+        writer.close()
+        kind, rid, body = wire.split_payload(got[0])
+        assert (kind, rid) == (wire.KIND_HELLO_ACK, 0)
+        assert wire.decode_body(kind, body) == wire.HelloAck(1, 2)
+    finally:
+        await server.close()
+
