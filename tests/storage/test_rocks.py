@@ -1262,6 +1262,40 @@ async def test_ack_mark_file_damage(tmp_path: Path) -> None:
         RocksLogStore(p)
 
 
+@pytest.mark.parametrize("version, says", [
+    (b"2", "OPENRAFT-ACKED is of format version 2, written by a newer version of openraft-py; this version reads "
+           "format version 1 only: run the newer version on it"),
+    (b"0", "OPENRAFT-ACKED is of format version 0, written by an older version of openraft-py; this version reads "
+           "format version 1 only"),
+])
+async def test_ack_mark_file_of_another_format_version_is_named_so(tmp_path: Path, version: bytes, says: str) -> None:
+    """A mark file whose slots are of another format version (a newer release's, met after a
+    downgrade: simulated by its magic ``ORPYACK2``, each slot's checksum valid) is refused
+    naming the version found and the version read, and left as it was: it was called
+    corrupted ("no valid slot"). One slot of another version beside a valid one is a damaged
+    slot, survived as before."""
+    import zlib
+
+    from openraft_py.storage.rocks.ackmark import ACK_FILE
+
+    p = tmp_path / "log"
+    async with RocksLogStore(p) as s:
+        await append_durable(s, entries(1, 0, 10))
+    mark = p / ACK_FILE
+    good = mark.read_bytes()
+    other = bytearray(good)
+    for off in (0, 512):
+        other[off + 7:off + 8] = version
+        other[off + 24:off + 28] = zlib.crc32(bytes(other[off:off + 24])).to_bytes(4, "little")
+    mark.write_bytes(bytes(other))
+    with pytest.raises(StorageError, match=f"at '{p}': ValueError: {says}"):
+        RocksLogStore(p)
+    assert mark.read_bytes() == bytes(other)
+    mark.write_bytes(bytes(other[:512]) + good[512:])
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(0, 10) == entries(1, 0, 10)
+
+
 async def test_store_of_an_earlier_version_gets_its_mark(tmp_path: Path) -> None:
     """A log store written before the mark existed (format marker, no mark file) opens, and
     from then on has the mark."""

@@ -24,6 +24,7 @@ ACK_TMP_FILE = ACK_FILE + ".tmp"
 """The temporary file ``AckMark.create`` writes before renaming it to ``ACK_FILE``."""
 
 _ACK_MAGIC = b"ORPYACK1"
+_ACK_MAGIC_PREFIX = b"ORPYACK"  # + the format version, one ASCII digit
 _ACK_SLOT = struct.Struct("<8sQQ")  # magic, generation, acknowledged sequence number; + crc32
 _ACK_SLOT_SIZE = _ACK_SLOT.size + 4
 _ACK_OFFSETS = (0, 512)  # two slots in different disk sectors: a torn write spoils one at most
@@ -32,6 +33,21 @@ _ACK_OFFSETS = (0, 512)  # two slots in different disk sectors: a torn write spo
 def _ack_slot(generation: int, seqno: int) -> bytes:
     body = _ACK_SLOT.pack(_ACK_MAGIC, generation, seqno)
     return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def _no_valid_slot(raw: bytes) -> str:
+    """Why a mark file ``raw`` with no valid slot is refused: written in another format
+    version (every slot's magic names the same version, not ours: a newer release's file,
+    after a downgrade; a damaged magic leaves the other slot), or corrupted."""
+    versions = {raw[off + len(_ACK_MAGIC_PREFIX):off + len(_ACK_MAGIC)] for off in _ACK_OFFSETS
+                if raw[off:off + len(_ACK_MAGIC_PREFIX)] == _ACK_MAGIC_PREFIX}
+    ours = _ACK_MAGIC[len(_ACK_MAGIC_PREFIX):]
+    if len(versions) == 1 and (found := versions.pop()).isdigit() and found != ours:
+        newer = found > ours
+        return (f"{ACK_FILE} is of format version {found.decode()}, written by "
+                f"{'a newer' if newer else 'an older'} version of openraft-py; this version reads format version "
+                f"{ours.decode()} only" + (": run the newer version on it (a downgrade is refused)" if newer else ""))
+    return f"{ACK_FILE} is corrupted (no valid slot): the acknowledged writes cannot be checked"
 
 
 class AckMark:
@@ -85,10 +101,7 @@ class AckMark:
             if magic == _ACK_MAGIC and (best is None or generation > best[0]):
                 best = (generation, seqno)
         if best is None:
-            raise StorageError(
-                f"opening {what} at {db_path!r}",
-                ValueError(f"{ACK_FILE} is corrupted (no valid slot): the acknowledged writes cannot be checked"),
-            )
+            raise StorageError(f"opening {what} at {db_path!r}", ValueError(_no_valid_slot(raw)))
         return best
 
     @classmethod
