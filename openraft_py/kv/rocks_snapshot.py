@@ -82,7 +82,8 @@ def read_snapshot_pairs(data: BinaryIO, snapshot_id: str) -> Iterator[tuple[byte
     """The key-value pairs of the snapshot file ``data``, read from its start in chunks.
 
     Raises ``ValueError("not a RocksStateMachine snapshot (<id>): <why>")`` when ``data`` is
-    not one complete, well-formed, intact snapshot: bad magic, a damaged frame length, an
+    not one complete, well-formed, intact snapshot: bad magic (a magic of another format,
+    ``ORPYKV<n>``, is named with the formats this version reads), a damaged frame length, an
     undecodable or unexpected frame (named by its number), a data frame that is not a list
     of pairs, a pair that is not two utf-8 byte strings, an end frame without a pair count
     (and checksum), a pair count or checksum that does not match, in a file of the first
@@ -110,6 +111,21 @@ def check_snapshot(data: BinaryIO, snapshot_id: str) -> bool:
     return checked
 
 
+def _bad_magic(magic: bytes) -> str:
+    """Why a file starting with ``magic`` is not read: a snapshot of another format version
+    (``ORPYKV<n>\\n``: a newer release's, sent by a leader upgraded before this follower), or
+    not a snapshot at all."""
+    prefix = SNAPSHOT_MAGIC[:6]  # b"ORPYKV"
+    if magic[:6] == prefix and magic[7:] == b"\n" and magic[6:7].isdigit():
+        found, newest = int(magic[6:7]), int(SNAPSHOT_MAGIC[6:7])
+        why = f"it is of snapshot format {found} ({magic[:7].decode()}); this version of openraft-py reads formats 1 to {newest}"
+        if found > newest:
+            why += (": it was written by a newer version (upgrade this node: followers before the leader, "
+                    "docs/guides/upgrading.md)")
+        return why
+    return "bad magic"
+
+
 _DATA_TAG = b"\x92\xa1d"  # msgpack ["d", ...]: an array of 2, then the 1-character string "d"
 
 
@@ -125,7 +141,7 @@ def _read(data: BinaryIO, snapshot_id: str, decode: bool) -> Iterator[tuple[byte
     data.seek(0)
     magic = data.read(len(SNAPSHOT_MAGIC))
     if magic not in (SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1):
-        raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): bad magic")
+        raise ValueError(f"not a RocksStateMachine snapshot ({snapshot_id}): {_bad_magic(magic)}")
     checked = magic == SNAPSHOT_MAGIC
     decode = decode or not checked  # without a checksum, only decoding checks the data
     # No frame is longer than the file: a longer length is damaged, found at once. (A fixed

@@ -940,6 +940,37 @@ async def test_snapshot_build_install_and_restart(tmp_path: Path) -> None:
             x.close()
         a.close()
 
+@pytest.mark.parametrize("magic, says", [
+    (b"ORPYKV3\n", "it is of snapshot format 3 \\(ORPYKV3\\); this version of openraft-py reads formats 1 to 2: "
+                   "it was written by a newer version \\(upgrade this node: followers before the leader"),
+    (b"ORPYKV0\n", "it is of snapshot format 0 \\(ORPYKV0\\); this version of openraft-py reads formats 1 to 2$"),
+    (b"XXPYKV3\n", "bad magic$"),
+])
+async def test_a_snapshot_of_another_format_is_refused_naming_the_formats(
+    tmp_path: Path, magic: bytes, says: str
+) -> None:
+    """A snapshot of a newer format (a leader upgraded before this follower; simulated by its
+    magic ``ORPYKV3``) is refused naming the format found and those read, with the state
+    unchanged (it said "bad magic", as for a file that is no snapshot at all)."""
+    a = RocksStateMachine(tmp_path / "a")
+    b = RocksStateMachine(tmp_path / "b")
+    try:
+        mem = Membership.new([{1}])
+        await a.apply([Entry(LogId(1, 0), mem), kv(1, KvSet("k", "v"))])
+        snap = await a.get_snapshot_builder().build_snapshot()
+        raw = snap.data.read()
+        snap.data.close()
+        f = await b.begin_receiving_snapshot()
+        f.write(magic + raw[len(magic):])
+        with pytest.raises(ValueError, match=f"not a RocksStateMachine snapshot \\({snap.meta.snapshot_id}\\): {says}"):
+            await b.install_snapshot(snap.meta, f)
+        f.close()
+        assert b.data == {} and await b.applied_state() == (None, EMPTY_STORED_MEMBERSHIP)
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_snapshot_build_and_install_let_the_loop_take_the_gil(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
