@@ -83,6 +83,8 @@ from .types import (
 from .validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 __version__ = "0.1.0"
+"""The package version: the one place it is set (pyproject.toml reads it for the distribution's
+metadata; ``openraft-py --version`` and the ``openraft_build_info`` metric print it)."""
 
 __all__ = [
     "Adaptor",
