@@ -95,6 +95,9 @@ class Snapshots:
         self._received = 0
         # The last snapshot handed to the state machine to install, and where its answer goes.
         self._installed: tuple[str, _InstallAnswer] | None = None
+        # The last refusal logged at WARNING (snapshot id, error): the leader sends a refused
+        # snapshot again after each heartbeat interval until a newer one replaces it.
+        self._refusal_logged: tuple[str, str] | None = None
 
     async def build(self) -> None:
         """Build a snapshot (a task body: concurrently with apply, by contract); report
@@ -203,7 +206,8 @@ class Snapshots:
         changed for it: the engine touches the log, committed and applied only once the
         install succeeded; the apply feed goes back to where it was (``ApplyFeed.rewind``:
         the batches queued behind the install were held, not applied, and are handed over
-        again); the leader gets an ``ApiError`` and starts the transfer over later. Any
+        again); the leader gets an ``ApiError`` and starts the transfer over later. Logged
+        at WARNING once per snapshot and reason, at DEBUG when it is refused again. Any
         other exception is a storage failure: raises ``StorageError`` (the node stops; the
         state machine kept its previous state and the log is untouched, so a restart is
         consistent).
@@ -211,7 +215,13 @@ class Snapshots:
         sid = n.meta.snapshot_id
         if not isinstance(n.error, ValueError):
             raise StorageError(f"installing snapshot {sid}", n.error) from n.error
-        log.warning("node %s: the state machine refused snapshot %s: %s", self.node_id, sid, n.error)
+        # Said at WARNING once per snapshot and reason, as the leader says it (a snapshot this
+        # node cannot read, one of a newer format from a leader upgraded first, is sent again
+        # after every heartbeat interval: it was logged at each refusal).
+        refusal = (sid, str(n.error))
+        level = logging.DEBUG if refusal == self._refusal_logged else logging.WARNING
+        self._refusal_logged = refusal
+        log.log(level, "node %s: the state machine refused snapshot %s: %s", self.node_id, sid, n.error)
         self.feed.rewind(n.before)
         err = ApiError(f"node {self.node_id}: the state machine refused snapshot {sid}: {n.error}")
         err.__cause__ = n.error

@@ -139,6 +139,33 @@ async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again(caplog:
         await c.shutdown()
 
 
+async def test_the_refusing_node_says_so_at_warning_once_per_snapshot(caplog: pytest.LogCaptureFixture) -> None:
+    """A snapshot the follower's state machine cannot read (as one of a newer format from a
+    leader upgraded before it), sent again after each refusal: the follower logs the refusal
+    at WARNING once per snapshot and reason, as the leader does, and at DEBUG at the resends
+    (it was a WARNING at each refusal)."""
+    caplog.set_level(logging.DEBUG, logger="openraft_py.core")
+    c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
+    try:
+        leader, lagger = await lag_behind_a_purge(c)
+        sm = flaky(c, lagger)
+        sm.refuse = 4
+        c.router.heal()
+        leader = await c.wait_for_leader()
+        applied = c.nodes[leader].metrics.last_applied
+        assert applied is not None
+        await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+        assert sm.refused == 4
+        said = f"node {lagger}: the state machine refused snapshot "
+        refusals = [r for r in caplog.records if r.getMessage().startswith(said)]
+        assert len(refusals) == 4, [r.getMessage() for r in refusals]
+        warned = [r for r in refusals if r.levelno == logging.WARNING]
+        assert len(warned) == len({r.getMessage() for r in refusals}) >= 1, [(r.levelname, r.getMessage()) for r in refusals]
+        assert len(warned) < len(refusals), "every resend was a WARNING"
+    finally:
+        await c.shutdown()
+
+
 async def test_install_io_error_stops_the_node_cleanly_and_a_restart_catches_up() -> None:
     c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
     try:
