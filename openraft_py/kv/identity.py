@@ -54,6 +54,22 @@ class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True):
     cluster_name: str
 
 
+_LENIENT = msgspec.json.Decoder(dict[str, object])
+
+
+def _unknown_fields(raw: bytes) -> list[str]:
+    """The fields of the record ``raw`` other than ``NodeIdentity``'s when it is otherwise a
+    readable record (a JSON object with an int ``node_id`` and a str ``cluster_name``): a
+    record of a newer version; ``[]`` otherwise."""
+    try:
+        obj = _LENIENT.decode(raw)
+    except msgspec.DecodeError:
+        return []
+    if type(obj.get("node_id")) is not int or type(obj.get("cluster_name")) is not str:
+        return []
+    return sorted(k for k in obj if k not in NodeIdentity.__struct_fields__)
+
+
 class DataDirMismatch(ValueError):
     """The data directory belongs to another node or cluster, or its record is unreadable."""
 
@@ -77,6 +93,16 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
     try:
         found = msgspec.json.decode(raw, type=NodeIdentity)
     except msgspec.DecodeError as e:
+        unknown = _unknown_fields(raw)
+        if unknown:
+            # A record with fields this version does not know: a newer release's, met after a
+            # downgrade (it was told to restore the record as if damaged).
+            raise DataDirMismatch(
+                f"{path} is not a readable node record for this version of openraft-py: it holds "
+                f"{', '.join(map(repr, unknown))}, which this version does not know (it reads node_id and "
+                "cluster_name only): a record written by a newer version of openraft-py? Run that version on "
+                f"{data_dir} (a downgrade is refused), or restore the record"
+            ) from None
         raise DataDirMismatch(
             f"{path} is not a readable node record ({e}); it names the node and cluster whose data "
             f"{data_dir} holds: restore it, or start node {node_id} on a directory of its own"

@@ -56,6 +56,20 @@ def test_an_unreadable_record_is_refused_not_replaced(root: Path, raw: bytes) ->
     assert (root / IDENTITY_FILE).read_bytes() == raw
 
 
+def test_a_record_of_a_newer_version_is_refused_as_such(root: Path) -> None:
+    """A record with fields this version does not know beside a readable node id and cluster
+    name (a newer release's record, met after a downgrade) is refused naming them and saying
+    what to run, and left as it was: it was told to restore the record, as a damaged one."""
+    raw = b'{"node_id": 2, "cluster_name": "x", "format": 2, "zone": "b"}'
+    (root / IDENTITY_FILE).write_bytes(raw)
+    with pytest.raises(DataDirMismatch, match=r"node.json is not a readable node record for this version of "
+                       r"openraft-py: it holds 'format', 'zone', which this version does not know \(it reads node_id "
+                       r"and cluster_name only\): a record written by a newer version of openraft-py\? Run that "
+                       r"version on .* \(a downgrade is refused\)"):
+        check_identity(root, 2, "x")
+    assert (root / IDENTITY_FILE).read_bytes() == raw
+
+
 async def test_a_node_refuses_another_nodes_directory_before_opening_its_stores(root: Path) -> None:
     first = KvNode(node_options(2, str(root)))
     await first.start()
