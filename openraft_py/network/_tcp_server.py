@@ -380,24 +380,16 @@ class _ServerConnection(asyncio.Protocol):
         kind, rid, body = split_payload(payload)
         if kind != KIND_HELLO or rid != 0:
             raise WireError(f"the first frame is {wire.KIND_NAMES[kind]}, not hello")
-        hello: Hello = decode_body(kind, body)
+        try:
+            hello: Hello = decode_body(kind, body)
+        except WireError:
+            # A hello of another version may be laid out otherwise: its version comes first.
+            version = wire.hello_version(body)
+            if version is None or version in wire.SUPPORTED_VERSIONS:
+                raise
+            return self._refuse_version(version, None)
         if hello.version not in wire.SUPPORTED_VERSIONS:
-            # A rolling upgrade across protocol versions: say which versions meet (the
-            # client logs the answer once), and log it once per sender and version, not at
-            # every reconnect.
-            key = (hello.node_id, hello.version)
-            first = key not in srv._version_refusals
-            if first:
-                if len(srv._version_refusals) >= _MAX_VERSION_REFUSALS:
-                    srv._version_refusals.clear()
-                srv._version_refusals.add(key)
-            speaks = ", ".join(str(v) for v in sorted(wire.SUPPORTED_VERSIONS))
-            return self._refuse(
-                ERR_UNSUPPORTED,
-                f"unsupported protocol version {hello.version} (node {hello.node_id}'s hello): this node speaks "
-                f"protocol version {speaks}; a rolling upgrade needs releases that share one",
-                level=logging.WARNING if first else logging.DEBUG,
-            )
+            return self._refuse_version(hello.version, hello.node_id)
         if hello.cluster_name != srv.cluster_name:
             return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
         if srv.peer_id_of_cert is not None:
@@ -414,6 +406,28 @@ class _ServerConnection(asyncio.Protocol):
         # The connection speaks the client's version (the one it sent), which this node speaks.
         self._send(frame_message(KIND_HELLO_ACK, 0, HelloAck(hello.version, srv.node_id)))
         log.debug("tcp server %s: accepted node %s from %s", srv.address, hello.node_id, self.peer)
+
+    def _refuse_version(self, version: int, sender: NodeId | None) -> None:
+        """Refuse a hello of a protocol ``version`` this node does not speak (from ``sender``,
+        ``None`` when its hello is of a layout this version does not read), naming the
+        versions it speaks. A rolling upgrade across protocol versions: logged at WARNING
+        once per sender and version, at DEBUG at its reconnects (the client logs the answer
+        once too)."""
+        srv = self.server
+        key = (sender, version)
+        first = key not in srv._version_refusals
+        if first:
+            if len(srv._version_refusals) >= _MAX_VERSION_REFUSALS:
+                srv._version_refusals.clear()
+            srv._version_refusals.add(key)
+        speaks = ", ".join(str(v) for v in sorted(wire.SUPPORTED_VERSIONS))
+        whose = "a hello of another layout" if sender is None else f"node {sender}'s hello"
+        self._refuse(
+            ERR_UNSUPPORTED,
+            f"unsupported protocol version {version} ({whose}): this node speaks protocol version {speaks}; a "
+            "rolling upgrade needs releases that share one",
+            level=logging.WARNING if first else logging.DEBUG,
+        )
 
     def _refuse(self, code: int, reason: str, level: int = logging.WARNING) -> None:
         """Answer the hello with ``ErrorBody(code, reason)`` and close; log ``reason`` at
@@ -679,7 +693,7 @@ class TcpServer:
     refused: int
     dropped: int
     _conns: set[_ServerConnection]
-    _version_refusals: set[tuple[NodeId, int]]
+    _version_refusals: set[tuple[NodeId | None, int]]
     """The ``(claimed sender, protocol version)`` pairs refused at WARNING so far: a peer
     that speaks no version of ours is refused at each of its reconnects (one a second with
     the default back-off), logged at DEBUG after the first (``_handshake``)."""

@@ -92,6 +92,7 @@ __all__ = [
     "frame_message",
     "split_payload",
     "decode_body",
+    "hello_version",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -203,7 +204,11 @@ _Message = Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_LEN)]
 
 
 class Hello(msgspec.Struct, frozen=True, array_like=True):
-    """The first frame a client sends (kind ``KIND_HELLO``, request id 0)."""
+    """The first frame a client sends (kind ``KIND_HELLO``, request id 0).
+
+    In every protocol version a hello is an array whose first item is the version: a server
+    reads it first (``hello_version``), so a hello of a version it does not speak, whatever
+    else it holds, is answered ``ERR_UNSUPPORTED`` naming it."""
 
     version: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
     """The protocol version the client speaks (``PROTOCOL_VERSION``)."""
@@ -399,6 +404,22 @@ del _kind, _wire, _real
 _check_mirror(_Entry, Entry)
 _check_mirror(_LogId, LogId)
 _check_mirror(_Vote, Vote)
+
+_hello_items = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_version_item = msgspec.msgpack.Decoder(Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)])
+
+
+def hello_version(body: bytes | memoryview) -> int | None:
+    """The protocol version a hello ``body`` names, read before the rest of it: its first
+    item, when the body is an array starting with an integer in ``[0, 2**32 - 1]``; ``None``
+    otherwise. For a hello that does not decode as this version's ``Hello``: one of another
+    version may hold anything after its version."""
+    try:
+        items = _hello_items.decode(body)
+        return _version_item.decode(items[0]) if items else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
 
 _encoder = msgspec.msgpack.Encoder()
 _astuple = msgspec.structs.astuple

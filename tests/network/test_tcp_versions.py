@@ -9,9 +9,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
-from openraft_py._core import FrameReader
+from openraft_py._core import FrameReader, encode_frame
 from openraft_py.errors import Unreachable
 from openraft_py.network import wire
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
@@ -152,3 +153,51 @@ async def test_a_hello_ack_names_the_version_of_the_hello(monkeypatch: pytest.Mo
     finally:
         await server.close()
 
+
+
+async def _first_answer(port: int, frame: bytes) -> bytes:
+    """Send ``frame`` on a new connection; everything the server sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(frame)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_hello_of_another_version_laid_out_otherwise_is_answered_unsupported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hello of version 2 whose other items this version does not read (a newer release's
+    hello may hold anything after its version) is answered ERR_UNSUPPORTED naming both
+    versions: it was dropped as malformed, unanswered, and the newer client was told only
+    that the server closed the connection before answering (TLS expected?). A hello of
+    version 1 that does not decode is still malformed."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    enc = msgspec.msgpack.Encoder()
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", node_id=2)
+    try:
+        for _ in range(2):
+            body = enc.encode([2, {"cluster": "c", "node": 1}, ["features"]])
+            data = await _first_answer(server.port, encode_frame(wire.HEADER.pack(wire.KIND_HELLO, 0) + body))
+            kind, rid, raw = wire.split_payload(FrameReader(1 << 20).feed(data)[0])
+            assert (kind, rid) == (wire.KIND_ERROR, 0)
+            answer = wire.decode_body(kind, raw)
+            assert answer.code == wire.ERR_UNSUPPORTED
+            assert answer.message.startswith("unsupported protocol version 2 (a hello of another layout): this node "
+                                              "speaks protocol version 1"), answer
+        malformed = enc.encode([1, {"cluster": "c"}])
+        assert await _first_answer(server.port, encode_frame(wire.HEADER.pack(wire.KIND_HELLO, 0) + malformed)) == b""
+        assert server.refused == 2 and server.dropped == 1
+    finally:
+        await server.close()
+    assert len(_warnings(caplog, "unsupported protocol version 2")) == 1
+
+
+@pytest.mark.parametrize("body, version", [
+    ([1, "c", 3], 1), ([7, {"x": 1}], 7), ([2**32 - 1], 2**32 - 1), ([2**32], None), ([-1, "c"], None),
+    (["1", "c", 3], None), ([True, "c"], None), ([], None), ({"version": 1}, None), (3, None),
+])
+def test_hello_version_reads_the_first_item_only(body: object, version: int | None) -> None:
+    assert wire.hello_version(msgspec.msgpack.encode(body)) == version
+    assert wire.hello_version(b"\xc1") is None
