@@ -256,6 +256,7 @@ class _ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.hello.done() and len(self.first) < FIRST_BYTES_KEPT:
             self.first += data[: FIRST_BYTES_KEPT - len(self.first)]
+        payload = b""
         try:
             frames = self.reader.feed(data)
             for payload in frames:
@@ -263,8 +264,27 @@ class _ClientConnection(asyncio.Protocol):
                 msg = decode_body(kind, body)
                 self._on_message(kind, rid, msg)
         except (WireError, CodecError) as e:
+            if not self.hello.done() and self._ack_of_another_version(payload):
+                return
             hint = "" if self.hello.done() else foreign_protocol_hint(self.first, dialled=True)
             self.fail(f"malformed data from node {self.peer.target} at {self.peer.addr}: {e}{hint}", log_it=True)
+
+    def _ack_of_another_version(self, payload: bytes) -> bool:
+        """Whether ``payload``, the handshake answer that did not decode, is a ``HelloAck`` of
+        another protocol version, laid out otherwise (its version comes first,
+        ``wire.hello_version``); if so, fail the handshake saying so (logged once by the peer)."""
+        try:
+            kind, _, body = split_payload(payload)
+        except WireError:
+            return False
+        version = wire.hello_version(body) if kind == KIND_HELLO_ACK else None
+        if version is None or version == wire.PROTOCOL_VERSION:
+            return False
+        why = (f"answered the handshake in protocol version {version}, not in {wire.PROTOCOL_VERSION}, the version "
+               "of this node's hello (the only one it speaks)")
+        self.peer.version_mismatch(why)
+        self.fail(why)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.hello.done():

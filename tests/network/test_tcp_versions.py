@@ -201,3 +201,34 @@ async def test_a_hello_of_another_version_laid_out_otherwise_is_answered_unsuppo
 def test_hello_version_reads_the_first_item_only(body: object, version: int | None) -> None:
     assert wire.hello_version(msgspec.msgpack.encode(body)) == version
     assert wire.hello_version(b"\xc1") is None
+
+
+async def test_a_handshake_answer_of_another_version_laid_out_otherwise_is_named_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server answering the hello with a HelloAck of version 2 that this version cannot
+    decode (a newer release's answer may hold anything after its version): the client names
+    both versions, once at WARNING; it said "malformed data" at WARNING at every reconnect."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    connections: list[int] = []
+    ack = msgspec.msgpack.encode([2, {"node": 2, "features": ["x" * 100]}])
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.read(65536)
+        writer.write(encode_frame(wire.HEADER.pack(wire.KIND_HELLO_ACK, 0) + ack))
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
+    try:
+        errors = await _attempts(factory, 2, addr, 3, lambda: len(connections))
+    finally:
+        await factory.close()
+        server.close()
+        await server.wait_closed()
+    assert errors and all("answered the handshake in protocol version 2, not in 1" in e for e in errors), errors
+    logged = _warnings(caplog, "node 2")
+    assert len(logged) == 1 and "no protocol version in common with node 2" in logged[0], logged
