@@ -4,6 +4,7 @@ a deliberately broken store fails."""
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -272,3 +273,48 @@ async def test_adaptor_runs_a_cluster() -> None:
         await c.restart(leader)
         await c.wait_for_leader()
         await c.wait_applied(resp.log_id.index)
+
+
+# -- state machines the earlier checks passed -----------------------------------------------------
+
+
+class DataNotDurable(MemStateMachine):
+    """Keeps its last applied id across a restart but not its data (the data's writes were
+    never committed): it reports entries applied whose effect it lost."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        if getattr(disk, "opened", False):
+            disk.kv = {}
+        disk.opened = True  # type: ignore[attr-defined]
+        super().__init__(disk)
+
+
+def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[StoreHandle]:
+        disk = MemDisk()
+
+        async def reopen() -> tuple[Any, Any]:
+            return MemLogStore(disk), sm_cls(disk)
+
+        yield StoreHandle(MemLogStore(disk), sm_cls(disk), reopen=reopen, state_view=_view)
+
+    return builder
+
+
+@pytest.mark.parametrize(
+    ("sm_cls", "check", "message"),
+    [
+        (DataNotDurable, "reopen_keeps_applied_state",
+         r"state after reopen \(state_view\), which reports applied 1-6: expected \{'key1': 'value1'.*got \{\}"),
+    ],
+)
+async def test_a_state_machine_bug_the_earlier_checks_missed_fails_one_named_check(
+    sm_cls: type[MemStateMachine], check: str, message: str
+) -> None:
+    """Each of these state machines passed the whole suite before the check it fails now
+    (see their docstrings)."""
+    report = await run_state_machine_suite(sm_builder(sm_cls), raise_on_failure=False)
+    failed = [o for o in report if not o.ok]
+    assert [o.name for o in failed] == [check]
+    assert re.search(message, str(failed[0].error)), failed[0].error

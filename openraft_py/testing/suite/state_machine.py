@@ -343,16 +343,22 @@ async def snapshot_build_concurrent_with_apply(h: StoreHandle) -> None:
 @check
 async def reopen_keeps_applied_state(h: StoreHandle) -> None:
     """After a restart (``reopen``) the state machine reports what it applied (durable) or
-    what its current snapshot covers (volatile), and still has that snapshot (skipped
-    without ``reopen``)."""
+    what its current snapshot covers (volatile), holds the state of what it reports
+    (``state_view``), and still has that snapshot (skipped without ``reopen``)."""
     await h.state_machine.apply(_entries(h, 0, 4))
     snap = await _build(h)
     _read(snap.data)
+    at_snapshot = await _view(h)
     await h.state_machine.apply(_entries(h, 4, 7))
     full = await h.state_machine.applied_state()
+    at_full = await _view(h)
     await h.restart()
     got = await h.state_machine.applied_state()
-    if got not in (full, (snap.meta.last_log_id, snap.meta.last_membership)):
+    if got == full:
+        expect(await _view(h), at_full, f"state after reopen (state_view), which reports applied {full[0]!r}")
+    elif got == (snap.meta.last_log_id, snap.meta.last_membership):
+        expect(await _view(h), at_snapshot, f"state after reopen (state_view), which reports its snapshot's {got[0]!r}")
+    else:
         raise AssertionError(f"applied_state() after reopen: expected {full!r} or the snapshot's, got {got!r}")
     cur = await h.state_machine.get_current_snapshot()
     expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta after reopen")
