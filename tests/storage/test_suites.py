@@ -278,6 +278,15 @@ async def test_adaptor_runs_a_cluster() -> None:
 # -- state machines the earlier checks passed -----------------------------------------------------
 
 
+class QuietForgetsMembership(MemStateMachine):
+    """``apply_without_responses`` (a follower's every batch) does not record memberships."""
+
+    async def apply_without_responses(self, entries: list[Any]) -> None:
+        saved = self.disk.membership
+        await super().apply_without_responses(entries)
+        self.disk.membership = saved
+
+
 class DataNotDurable(MemStateMachine):
     """Keeps its last applied id across a restart but not its data (the data's writes were
     never committed): it reports entries applied whose effect it lost."""
@@ -305,6 +314,9 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
 @pytest.mark.parametrize(
     ("sm_cls", "check", "message"),
     [
+        (QuietForgetsMembership, "apply_without_responses_same_state",
+         r"applied_state\(\) after apply_without_responses\(0\.\.=8\), against apply's: expected \(1-8, "
+         r"StoredMembership\(log_id=1-5, .*got \(1-8, StoredMembership\(log_id=None"),
         (DataNotDurable, "reopen_keeps_applied_state",
          r"state after reopen \(state_view\), which reports applied 1-6: expected \{'key1': 'value1'.*got \{\}"),
     ],

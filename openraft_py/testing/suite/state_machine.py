@@ -4,9 +4,10 @@ Run it like the log suite (see ``log_store`` and, for the builder contract, ``ba
 
     await run_state_machine_suite(builder)      # raises SuiteFailure naming failed checks
 
-Checks: the initial applied state, ``apply`` (responses, applied state, memberships), and
-snapshots: build, ``get_current_snapshot``, streaming one store's snapshot into another
-store's ``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
+Checks: the initial applied state, ``apply`` (responses, applied state, memberships), the
+optional ``apply_without_responses`` against ``apply``, and snapshots: build,
+``get_current_snapshot``, streaming one store's snapshot into another store's
+``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
 concurrently with ``apply``, and (with ``reopen``) what survives a restart.
 
 ``Normal`` entries carry ``handle.normal_data(i)``. Compare application state with
@@ -20,6 +21,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import IO, Any, ClassVar
 
+from ...core.sm_worker import _apply_without_responses
 from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
 from .base import (
     Builder,
@@ -167,6 +169,30 @@ async def apply_new_term(h: StoreHandle) -> None:
     await h.state_machine.apply(_entries(h, 0, 4))
     await h.state_machine.apply([normal(3, 4, h.normal_data(4)), blank(3, 5)])
     expect((await h.state_machine.applied_state())[0], LogId(3, 5), "applied log id after term-3 entries")
+
+
+@check
+async def apply_without_responses_same_state(h: StoreHandle) -> None:
+    """The optional ``apply_without_responses`` (what the node calls instead of ``apply`` for
+    every batch of a follower) leaves the state ``apply`` leaves: the applied log id, the
+    stored membership (entries 0 and 5 are memberships) and the state (``state_view``).
+    Nothing to compare for a state machine the node gives ``apply`` alone."""
+    quiet = _apply_without_responses(h.state_machine)
+    if quiet is None:
+        return
+    es = _entries(h, 0, 9)
+    await quiet(es[:4])
+    await quiet(es[4:])
+    assert h.another is not None
+    async with h.another() as other:
+        await other.state_machine.apply(es[:4])
+        await other.state_machine.apply(es[4:])
+        expect(
+            await h.state_machine.applied_state(),
+            await other.state_machine.applied_state(),
+            "applied_state() after apply_without_responses(0..=8), against apply's",
+        )
+        expect(await _view(h), await _view(other), "state after apply_without_responses(0..=8), against apply's (state_view)")
 
 
 # -- snapshots ------------------------------------------------------------------------------
