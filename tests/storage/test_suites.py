@@ -4,6 +4,7 @@ a deliberately broken store fails."""
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from openraft_py.testing import (
     run_log_storage_suite,
     run_state_machine_suite,
 )
-from openraft_py.types import LogId, Vote
+from openraft_py.types import LogId, Snapshot, Vote
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -287,6 +288,36 @@ class QuietForgetsMembership(MemStateMachine):
         self.disk.membership = saved
 
 
+class SecondBuildRepeatsFirst(MemStateMachine):
+    """Every build after the first hands out the first build's data under its own meta (a
+    snapshot file written once and never replaced)."""
+
+    async def _build(self) -> Any:
+        snap = await super()._build()
+        first: bytes | None = getattr(self.disk, "first_build", None)
+        if first is None:
+            self.disk.first_build = snap.data.getvalue()  # type: ignore[attr-defined]
+            return snap
+        self.disk.snapshot = (snap.meta, first)
+        return Snapshot(snap.meta, io.BytesIO(first))
+
+
+class _KeptOpen(io.BytesIO):
+    def close(self) -> None:
+        """Stays open: the same file is handed out again."""
+
+
+class ReceivesIntoOneFile(MemStateMachine):
+    """``begin_receiving_snapshot`` hands out the same file every time (a file opened for
+    appending), so a second snapshot lands after the first one's bytes."""
+
+    async def begin_receiving_snapshot(self) -> Any:
+        kept: _KeptOpen | None = getattr(self.disk, "receiving", None)
+        if kept is None:
+            kept = self.disk.receiving = _KeptOpen()  # type: ignore[attr-defined]
+        return kept
+
+
 class DataNotDurable(MemStateMachine):
     """Keeps its last applied id across a restart but not its data (the data's writes were
     never committed): it reports entries applied whose effect it lost."""
@@ -317,6 +348,12 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
         (QuietForgetsMembership, "apply_without_responses_same_state",
          r"applied_state\(\) after apply_without_responses\(0\.\.=8\), against apply's: expected \(1-8, "
          r"StoredMembership\(log_id=1-5, .*got \(1-8, StoredMembership\(log_id=None"),
+        (SecondBuildRepeatsFirst, "snapshot_install_a_later_snapshot",
+         r"state after installing the second snapshot \(state_view\): a snapshot's data must be the state at its "
+         r"meta's last_log_id"),
+        (ReceivesIntoOneFile, "snapshot_install_a_later_snapshot",
+         r"install_snapshot of a second snapshot \(1-8-\d+\) after a first one: ValueError: .*bytes after the end of "
+         r"its data.* \(does begin_receiving_snapshot return a new, empty file each time\?\)"),
         (DataNotDurable, "reopen_keeps_applied_state",
          r"state after reopen \(state_view\), which reports applied 1-6: expected \{'key1': 'value1'.*got \{\}"),
     ],

@@ -320,6 +320,39 @@ async def snapshot_install_then_apply_continues(h: StoreHandle) -> None:
 
 
 @check
+async def snapshot_install_a_later_snapshot(h: StoreHandle) -> None:
+    """Two snapshots of one state machine, the second built after more applies, installed
+    one after the other on another: the target ends in the second one's state. (A second
+    build that hands out the first one's data under the new meta, or a receiving file that
+    still holds the first snapshot's bytes, fails here.)"""
+    await h.state_machine.apply(_entries(h, 0, 4))
+    first = await _build(h)
+    await h.state_machine.apply(_entries(h, 4, 9))
+    second = await _build(h)
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(first, other)
+        try:
+            await _stream_install(second, other)
+        except Exception as e:
+            raise AssertionError(
+                f"install_snapshot of a second snapshot ({second.meta.snapshot_id}) after a first one: "
+                f"{type(e).__name__}: {e} (does begin_receiving_snapshot return a new, empty file each time?)"
+            ) from e
+        expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() after installing the second snapshot")
+        cur = await other.state_machine.get_current_snapshot()
+        if cur is not None:
+            cur.data.close()
+        expect(None if cur is None else cur.meta, second.meta, "current snapshot meta after installing the second snapshot")
+        expect(
+            await _view(other),
+            await _view(h),
+            "state after installing the second snapshot (state_view): a snapshot's data must be the state at its "
+            "meta's last_log_id, and begin_receiving_snapshot must return a new, empty file",
+        )
+
+
+@check
 async def snapshot_install_bad_data_raises_value_error(h: StoreHandle) -> None:
     """Garbage snapshot data raises ``ValueError`` and keeps the previous state."""
     await h.state_machine.apply(_entries(h, 0, 3))
