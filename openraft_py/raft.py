@@ -144,7 +144,9 @@ class Raft:
         be read; ``TypeError``/``ValueError`` if ``node_id`` is not an int in
         ``[0, MAX_NODE_ID]``, and ``TypeError`` if ``network_factory``, ``log_store`` or
         ``state_machine`` lacks a method of its protocol (a class passed instead of an
-        instance, ``None``, ...), or ``clock`` is not a clock (``time.monotonic`` itself, a
+        instance, ``None``, ...) or defines one with the wrong kind (``def`` where the
+        protocol has ``async def``, or the reverse: an ``async def append_durable`` had
+        every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
         has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``.
@@ -163,6 +165,9 @@ class Raft:
         _v.check_implements(network_factory, "network_factory", "RaftNetworkFactory", _v.NETWORK_FACTORY_METHODS)
         _v.check_implements(log_store, "log_store", "RaftLogStorage", _v.LOG_STORAGE_METHODS)
         _v.check_implements(state_machine, "state_machine", "RaftStateMachine", _v.STATE_MACHINE_METHODS)
+        _v.check_method_kinds(network_factory, "network_factory", _v.NETWORK_FACTORY_METHODS)
+        _v.check_method_kinds(log_store, "log_store", _v.LOG_STORAGE_METHODS)
+        _v.check_method_kinds(state_machine, "state_machine", _v.STATE_MACHINE_METHODS)
         config.validate()
         check_config = getattr(network_factory, "check_config", None)
         if check_config is not None:

@@ -28,7 +28,9 @@ and ``int`` subclasses alike).
 
 from __future__ import annotations
 
+import inspect
 import math
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -234,6 +236,42 @@ def check_implements(obj: Any, what: str, protocol: str, methods: tuple[str, ...
     if missing:
         raise TypeError(f"{what} must implement {protocol}: {type(obj).__name__} has no method "
                         f"{', '.join(missing)}")
+
+
+PLAIN_METHODS = frozenset({"new_client", "forget", "check_config", "get_log_reader", "append_durable",
+                           "get_snapshot_builder"})
+"""The methods of the storage and network protocols that the node calls without awaiting
+what they return (plain ``def``), the optional ones included (``forget``, ``check_config``,
+``append_durable``). Every other method of ``NETWORK_FACTORY_METHODS``,
+``LOG_STORAGE_METHODS`` and ``STATE_MACHINE_METHODS`` is a coroutine function."""
+
+
+def _plain_def(fn: Any) -> bool:
+    """Whether ``fn`` is certainly not a coroutine function: a Python function, or a method
+    of one, defined with ``def`` and not wrapping another (no ``__wrapped__``: a decorated
+    method may return a coroutine)."""
+    fn = getattr(fn, "__func__", fn)
+    return type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__") and not inspect.iscoroutinefunction(fn)
+
+
+def check_method_kinds(obj: Any, what: str, methods: tuple[str, ...]) -> None:
+    """``TypeError`` naming the method when ``obj`` (which has ``methods``: see
+    ``check_implements``) defines one of ``PLAIN_METHODS`` present on it with ``async def``
+    (the node would use the coroutine it returns as the result, or drop it unrun: an
+    ``append_durable`` that never appends), or one of the other ``methods`` with a plain
+    ``def`` (the node awaits what it returns, and stopped at the first call with "object
+    NoneType can't be used in 'await' expression"). A method whose kind cannot be told (a
+    decorated one, a callable object, a compiled one) passes."""
+    cls = type(obj).__name__
+    for m in sorted(PLAIN_METHODS):
+        fn = getattr(obj, m, None)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{what}.{m} must be a plain method (def), not async def: the node calls "
+                            f"{cls}.{m}() and uses what it returns without awaiting it")
+    for m in methods:
+        if m not in PLAIN_METHODS and _plain_def(getattr(obj, m)):
+            raise TypeError(f"{what}.{m} must be a coroutine function (async def): {cls}.{m} is a plain def, "
+                            f"and the node awaits what it returns")
 
 
 def check_bool(value: Any, what: str) -> bool:

@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
+from typing import Any
 
 import pytest
 from integration.checks import fast_config
@@ -297,6 +300,124 @@ def test_the_checked_clock_methods_are_the_clock_protocols() -> None:
 
     declared = {name for name, value in vars(Clock).items() if callable(value) and not name.startswith("_")}
     assert set(CLOCK_METHODS) == declared
+
+
+class _SyncSaveVote(MemLogStore):
+    def save_vote(self, vote: Any) -> None:  # type: ignore[override]  # the protocol's is async
+        self.disk.vote = vote
+
+
+class _AsyncAppendDurable(MemLogStore):
+    """Both appends ``async def``: the node took the optional ``append_durable`` and called it
+    without awaiting, so no entry was ever stored (writes acknowledged, applied, then lost)."""
+
+    async def append(self, entries: list[Any], callback: Any) -> None:
+        MemLogStore.append_durable(self, entries)
+        callback.io_completed(None)
+
+    async def append_durable(self, entries: list[Any]) -> None:  # type: ignore[override]
+        MemLogStore.append_durable(self, entries)
+
+
+class _AsyncLogReader(MemLogStore):
+    async def get_log_reader(self) -> Any:  # type: ignore[override]
+        return MemLogStore.get_log_reader(self)
+
+
+class _SyncApply(MemStateMachine):
+    def apply(self, entries: list[Any]) -> Any:  # type: ignore[override]
+        return [None] * len(entries)
+
+
+class _AsyncSnapshotBuilder(MemStateMachine):
+    async def get_snapshot_builder(self) -> Any:  # type: ignore[override]
+        return MemStateMachine.get_snapshot_builder(self)
+
+
+class _AsyncNewClient:
+    def __init__(self) -> None:
+        self.inner = Router().factory(1)
+
+    async def new_client(self, target: int, node: BasicNode) -> Any:
+        return self.inner.new_client(target, node)
+
+
+@pytest.mark.parametrize(
+    "which, bad, needle",
+    [
+        ("log_store", _SyncSaveVote, "log_store.save_vote must be a coroutine function (async def): _SyncSaveVote.save_vote "
+                                     "is a plain def, and the node awaits what it returns"),
+        ("log_store", _AsyncAppendDurable, "log_store.append_durable must be a plain method (def), not async def: the node "
+                                           "calls _AsyncAppendDurable.append_durable() and uses what it returns without "
+                                           "awaiting it"),
+        ("log_store", _AsyncLogReader, "log_store.get_log_reader must be a plain method (def), not async def"),
+        ("state_machine", _SyncApply, "state_machine.apply must be a coroutine function (async def)"),
+        ("state_machine", _AsyncSnapshotBuilder, "state_machine.get_snapshot_builder must be a plain method (def)"),
+        ("network_factory", _AsyncNewClient, "network_factory.new_client must be a plain method (def), not async def"),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else v if isinstance(v, str) and len(v) < 20 else "",
+)
+async def test_raft_new_refuses_a_method_of_the_wrong_kind(which: str, bad: type, needle: str) -> None:
+    """A ``def`` where the protocol has ``async def``, or the reverse: ``TypeError`` naming the
+    method, before storage is read. The node used to start and then stop at the first call
+    ("object NoneType can't be used in 'await' expression", naming no method), or, for an
+    ``async def append_durable``, run on with every append dropped unrun."""
+    disk = MemDisk()
+    args: dict[str, object] = dict(
+        network_factory=Router().factory(1), log_store=MemLogStore(disk), state_machine=MemStateMachine(disk)
+    )
+    args[which] = bad() if which == "network_factory" else bad(disk)
+    with pytest.raises(TypeError) as ei:
+        await Raft.new(1, fast_config(), **args)  # type: ignore[arg-type]
+    assert needle in str(ei.value), ei.value
+    assert disk.vote is None and not disk.entries
+
+
+def _logged(fn: Any) -> Any:
+    """A decorator whose plain wrapper returns what the coroutine function ``fn`` returns."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _DecoratedStore(MemLogStore):
+    save_vote = _logged(MemLogStore.save_vote)  # a plain def returning a coroutine: cannot be told, accepted
+
+
+async def test_raft_new_accepts_a_method_whose_kind_it_cannot_tell() -> None:
+    """A decorated coroutine method (a plain wrapper) passes: it may well return a coroutine."""
+    router = Router()
+    disk = MemDisk()
+    raft = await Raft.new(1, fast_config(), router.factory(1), _DecoratedStore(disk), MemStateMachine(disk))
+    try:
+        router.register(1, raft)
+        await raft.initialize({1})
+        await raft.wait(5.0).current_leader(1)
+        assert disk.vote is not None
+    finally:
+        await raft.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["network.RaftNetworkFactory", "storage.RaftLogStorage", "storage.RaftStateMachine"])
+def test_the_plain_methods_are_the_protocols_plain_methods(protocol: str) -> None:
+    import importlib
+
+    from openraft_py import validation
+
+    module, _, cls = protocol.partition(".")
+    proto = getattr(importlib.import_module(f"openraft_py.{module}"), cls)
+    declared = {
+        name: value
+        for klass in proto.__mro__
+        if klass.__module__.startswith("openraft_py")
+        for name, value in vars(klass).items()
+        if callable(value) and not name.startswith("_")
+    }
+    plain = {name for name, value in declared.items() if not inspect.iscoroutinefunction(value)}
+    assert plain == set(declared) & validation.PLAIN_METHODS
 
 
 @pytest.mark.parametrize(
