@@ -106,6 +106,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("openraft_py.replication")
 
+BROKEN_NETWORK_WARN_MS = 10_000.0
+"""A channel logs its network's contract breaches (an exception that is not an
+``RPCError``, a value that is not the response, an answer that never came) at WARNING at
+most once per this many milliseconds; the next such line counts the ones between, which are
+logged at DEBUG. Each is a failed call, retried every heartbeat interval: a network that
+raised ``OSError`` for a peer that is down (instead of ``Unreachable``) logged a WARNING
+each time, 20 a second for as long as the peer was down."""
+
 
 def payload_bytes(entries: list[Entry]) -> int:
     """The payload bytes of ``entries`` against ``Config.max_payload_bytes``: ``len(data)``
@@ -304,6 +312,8 @@ class ReplicationCore:
         "_refused_snapshot",
         "_matched",
         "_matched_at",
+        "_warned_at",
+        "_unwarned",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -326,6 +336,10 @@ class ReplicationCore:
         # be older than the acknowledgement (requests and answers can be reordered).
         self._matched = -1
         self._matched_at = math.inf
+        # When this channel last logged a contract breach of its network at WARNING, and
+        # how many it logged at DEBUG since (``_warn_broken``).
+        self._warned_at = -math.inf
+        self._unwarned = 0
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -652,10 +666,27 @@ class ReplicationCore:
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
         elif isinstance(e, (WrongResponse, NoAnswer, StrayCancel)):
-            log.warning("replication %s->%s: %s", env.node_id, self.target, e)
+            self._warn_broken(str(e))
         else:
-            log.warning("replication %s->%s: the network raised %r (expected an RPCError)", env.node_id, self.target, e)
+            self._warn_broken(f"the network raised {e!r} (expected an RPCError)")
         self._report(Unreachable(self.target, self.vote, gen, start))
+
+    def _warn_broken(self, what: str) -> None:
+        """Log ``what``, a contract breach of the network (the call failed), naming the
+        target: at WARNING unless this channel logged one less than
+        ``BROKEN_NETWORK_WARN_MS`` ago, else at DEBUG, counted for the next WARNING."""
+        env = self.env
+        now = env.now_ms()
+        if now - self._warned_at < BROKEN_NETWORK_WARN_MS:
+            self._unwarned += 1
+            log.debug("replication %s->%s: %s", env.node_id, self.target, what)
+            return
+        more = ""
+        if self._unwarned:
+            more = f" ({self._unwarned} more failed calls of the network logged at DEBUG since the last warning)"
+        log.warning("replication %s->%s: %s%s", env.node_id, self.target, what, more)
+        self._warned_at = now
+        self._unwarned = 0
 
     def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float, start: int) -> None:
         """The target refused the request of generation ``gen`` whose entries start at
@@ -752,7 +783,7 @@ class ReplicationCore:
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
                     what = str(e) if isinstance(e, (WrongResponse, StrayCancel)) else f"the network raised {e!r} (expected an RPCError)"
-                    log.warning("snapshot %s->%s chunk at %d: %s; resending", env.node_id, target, offset, what)
+                    self._warn_broken(f"snapshot chunk at {offset}: {what}; resending")
                     await env.clock.sleep(pause)
                     continue
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -216,6 +217,61 @@ async def test_a_wrong_append_entries_response_does_not_stop_the_leader(path: st
         all_running(c)
         check_log_matching(c.disks)
         check_applied_prefix(c.disks)
+
+
+class FailsToOneTarget(BrokenClient):
+    """Its ``append_entries`` to ``FailsToOneTarget.target`` goes through ``Garble`` (raises
+    what it is given); the calls to the other targets are delivered."""
+
+    target = 0
+
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption) -> Any:
+        if self.inner.target != FailsToOneTarget.target:
+            return await self.inner.append_entries(req, option)
+        return await super().append_entries(req, option)
+
+
+@pytest.mark.parametrize("path", ["task", "send_now", "submit"])
+async def test_a_network_that_keeps_raising_os_error_is_warned_of_once_per_interval(
+    path: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network that raises ``ConnectionRefusedError`` (an ``OSError``, not ``Unreachable``)
+    for a follower that is down: each call fails and is retried after a heartbeat interval,
+    the leader goes on, and the failure is logged at WARNING naming the follower once per
+    ``BROKEN_NETWORK_WARN_MS``, the next line counting the calls in between (logged at DEBUG).
+    It logged a WARNING for every call: 20 a second with the default config."""
+    from openraft_py.core import replication
+
+    monkeypatch.setattr(replication, "BROKEN_NETWORK_WARN_MS", 300.0)
+    caplog.set_level(logging.DEBUG, logger="openraft_py.replication")
+    garble = Garble()
+    async with Cluster(fast_config(), seed=14) as c:
+        broken_network(c, garble, path, FailsToOneTarget)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await asyncio.wait_for(raft.client_write(b"before"), BOUND)
+        down = FailsToOneTarget.target = min(n for n in c.nodes if n != leader)
+        garble.rpc, garble.sources = "append_entries", {leader}
+        garble.raises = ConnectionRefusedError(111, "Connection refused")
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records
+                    if r.levelno == logging.WARNING and f"replication {leader}->{down}: " in r.getMessage()]
+
+        await until(lambda: len(warnings()) >= 2, "a second warning, once the interval passed")
+        first, second = warnings()[:2]
+        assert first == (f"replication {leader}->{down}: the network raised ConnectionRefusedError(111, "
+                         f"'Connection refused') (expected an RPCError)")
+        m = re.search(r" \((\d+) more failed calls of the network logged at DEBUG since the last warning\)$", second)
+        assert m is not None, second
+        assert int(m.group(1)) >= 5  # retried, every heartbeat interval (15 ms), without a warning each
+        assert garble.bad >= 2 + int(m.group(1))  # every call failed: two warned of, the rest at DEBUG
+        resp = await asyncio.wait_for(raft.client_write(b"while one is down"), BOUND)  # a quorum of two
+        all_running(c)
+        garble.rpc = None
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
 
 
 @pytest.mark.parametrize("wrong", sorted(WRONG))
