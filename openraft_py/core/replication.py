@@ -59,6 +59,7 @@ truncation; the sender task ends. A channel reads no engine state.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine
@@ -202,6 +203,24 @@ def _not_a_response(got: object, expected: type) -> Exception:
     if isinstance(got, Exception):
         return got
     return WrongResponse(f"the network returned {type(got).__name__} {got!r:.80} instead of {expected.__name__}")
+
+
+def _submit_of(client: Any, node_id: NodeId, target: NodeId) -> Callable[..., Any] | None:
+    """``client``'s optional ``submit_append_entries`` (see ``RaftNetwork``), or ``None``:
+    also when it is a coroutine function, logged at WARNING. An ``async def`` one cannot hand
+    the request over before it returns, and returns a coroutine instead of a handle or
+    ``None``: nothing would run it, so the request would never be sent nor its answer come
+    (a stopped channel's ``cancel()`` on it stopped the node). The channel then uses
+    ``append_entries`` (and ``send_append_entries``)."""
+    submit = getattr(client, "submit_append_entries", None)
+    if submit is not None and inspect.iscoroutinefunction(submit):
+        log.warning(
+            "replication %s->%s: the network client's submit_append_entries is a coroutine function (async def); "
+            "it must be a plain method that hands the request over and returns a handle or None: not used",
+            node_id, target,
+        )
+        return None
+    return submit
 
 
 class EntrySource(Protocol):
@@ -355,7 +374,7 @@ class ReplicationCore:
         # The network's optional ``submit_append_entries`` (see ``RaftNetwork``): with it,
         # such a request is handed over from the core's pass with a callback that reports
         # its answer, and no task awaits it.
-        self._submit: Callable[..., Any] | None = getattr(client, "submit_append_entries", None)
+        self._submit: Callable[..., Any] | None = _submit_of(client, env.node_id, target)
         # The requests handed over by ``_submit_now`` and not answered yet, by a number of
         # this channel: their handles (``None`` while the call that hands one over runs).
         # ``stop()`` cancels them.
@@ -368,7 +387,7 @@ class ReplicationCore:
         factory closes the old connection, so they fail at once)."""
         self.client = client
         self._send_now = getattr(client, "send_append_entries", None)
-        self._submit = getattr(client, "submit_append_entries", None)
+        self._submit = _submit_of(client, self.env.node_id, self.target)
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
@@ -401,7 +420,13 @@ class ReplicationCore:
         submitted, self._submitted = self._submitted, {}
         for handle in submitted.values():
             if handle is not None:
-                handle.cancel()
+                try:
+                    handle.cancel()
+                except Exception as e:  # noqa: BLE001 - the network's handle: its failure must not stop the node
+                    log.warning(
+                        "replication %s->%s: cancel() of a handle submit_append_entries returned (%s) raised %r",
+                        self.env.node_id, self.target, type(handle).__name__, e,
+                    )
 
     def _request_now(self, c: Replicate, turn: int) -> AppendEntriesRequest | None:
         """The one request of ``c`` if it can be handed over from the core's pass: ``c``'s

@@ -81,9 +81,10 @@ class RaftNetwork(Protocol):
     ``AppendEntriesResponse`` or with the error ``append_entries`` would raise (it may also
     raise it at once, and then never calls ``reply``). ``reply`` is quick and never raises.
     When the request cannot be handed over at once (e.g. not connected yet), it returns
-    ``None`` and does nothing: the leader then uses the methods above. With it, the answer
-    is reported from where the network learns it (the connection's read callback) instead of
-    from a task that awaits it. ``TcpClient`` has it, and ``RouterClient`` while the
+    ``None`` and does nothing: the leader then uses the methods above. A coroutine function
+    (``async def``) cannot do this: a leader does not use one (it logs a warning). With it,
+    the answer is reported from where the network learns it (the connection's read callback)
+    instead of from a task that awaits it. ``TcpClient`` has it, and ``RouterClient`` while the
     router's wire codec is on.
     """
 

@@ -154,3 +154,51 @@ async def test_stop_withdraws_what_is_in_flight_and_nothing_is_reported_after_it
     h.replicate(3, 4)  # a stopped channel hands nothing over
     assert len(h.notes) == 1 and len(net.submitted) == 2
     await asyncio.gather(*h.tasks)
+
+
+class NoCancel:
+    """A handle without the ``cancel()`` the contract asks for."""
+
+
+async def test_a_handle_whose_cancel_fails_is_logged_and_the_stop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A network's handle without ``cancel()`` (or whose ``cancel()`` raises): ``stop()``
+    logs it naming the target and withdraws the rest; it raised out of the raft core's pass
+    and stopped the node."""
+    net = SubmittingNetwork()
+    h = harness([10, 10, 10, 10], net)
+    h.replicate(1, 2)
+    h.replicate(2, 3)
+    net.handles[0] = h.core._submitted[0] = NoCancel()  # type: ignore[assignment]
+    h.core.stop()
+    assert [x.cancelled for x in net.handles[1:]] == [True]
+    assert "replication 1->2: cancel() of a handle submit_append_entries returned (NoCancel) raised AttributeError" in caplog.text
+    await asyncio.gather(*h.tasks)
+
+
+class AsyncSubmitNetwork(SubmittingNetwork):
+    async def submit_append_entries(  # type: ignore[override]
+        self, req: AppendEntriesRequest, option: Any, reply: Callable[[Any], None]
+    ) -> None:
+        raise AssertionError("never called: it cannot hand a request over before it returns")
+
+
+async def test_an_async_submit_append_entries_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    """``async def submit_append_entries`` returns an unstarted coroutine, not a handle: the
+    request was never sent, and the channel's ``stop()`` stopped the node on its missing
+    ``cancel()``. It is not used (a warning names the target); ``append_entries`` is."""
+    from openraft_py.core.replication import ReplicationCore
+
+    net = AsyncSubmitNetwork()
+    h = Harness([10, 10, 10, 10])
+    h.core = ReplicationCore(2, h.core.vote, net, h.core.env)  # type: ignore[arg-type]
+    assert "replication 1->2: the network client's submit_append_entries is a coroutine function (async def)" in caplog.text
+    h.replicate(1, 2)
+    await h.wait_notes(1)
+    assert isinstance(h.notes[0], Matched)
+    assert [[e.log_id.index for e in r.entries] for r in net.sent] == [[1]]
+    h.core.set_client(SubmittingNetwork())  # type: ignore[arg-type]
+    assert h.core._submit is not None  # a plain one is used
+    h.core.set_client(net)  # type: ignore[arg-type]
+    assert h.core._submit is None
+    h.core.stop()
+    await asyncio.gather(*h.tasks)

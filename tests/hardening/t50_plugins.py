@@ -274,6 +274,39 @@ async def test_a_network_that_keeps_raising_os_error_is_warned_of_once_per_inter
         all_running(c)
 
 
+class AsyncSubmit(BrokenClient):
+    """Its optional ``submit_append_entries`` is ``async def`` (the contract: a plain method
+    that hands the request over and returns a handle or ``None``)."""
+
+    def __init__(self, inner: RouterClient, garble: Garble, path: str) -> None:
+        super().__init__(inner, garble, "task")
+
+    async def submit_append_entries(self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]) -> None:
+        try:
+            reply(await self.inner.append_entries(req, option))
+        except Exception as e:  # noqa: BLE001 - handed to reply, as a network does
+            reply(e)
+
+
+async def test_an_async_submit_append_entries_is_not_used_and_the_leader_goes_on() -> None:
+    """It returned an unstarted coroutine, taken for the handle: nothing was sent, and the
+    leader stopped at once ("'coroutine' object has no attribute 'cancel'") when its channel
+    stopped. Now it is not used: ``append_entries`` carries the requests."""
+    async with Cluster(fast_config(), seed=15) as c:
+        broken_network(c, Garble(), "task", AsyncSubmit)
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        for i in range(5):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+        await c.nodes[leader].trigger.transfer_leader(min(n for n in c.nodes if n != leader))  # the channels stop
+        new = await c.wait_for_leader(among={n for n in c.nodes if n != leader})
+        resp = await asyncio.wait_for(c.nodes[new].client_write(b"after"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+
+
 @pytest.mark.parametrize("wrong", sorted(WRONG))
 async def test_a_wrong_vote_response_does_not_stop_the_candidate(wrong: str) -> None:
     garble = Garble()
