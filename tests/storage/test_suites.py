@@ -367,3 +367,56 @@ async def test_a_state_machine_bug_the_earlier_checks_missed_fails_one_named_che
     failed = [o for o in report if not o.ok]
     assert [o.name for o in failed] == [check]
     assert re.search(message, str(failed[0].error)), failed[0].error
+
+
+# -- builders of the wrong form -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sync_builder() -> Any:
+    yield MemLogStore(), MemStateMachine()
+
+
+class _PairContext:
+    """A class whose instances are async context managers giving a pair: a builder."""
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        return MemLogStore(), MemStateMachine()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        (lambda: mem_builder()(), r"^the builder must be a zero-argument callable that makes a fresh store pair for each "
+                                  r"check, got _AsyncGeneratorContextManager .*: pass the builder itself \(builder, not builder\(\)\)$"),
+        (lambda: _sync_builder, r"^builder\(\) must return an async context manager or an awaitable, got the synchronous "
+                                r"context manager .*: make it a @contextlib.asynccontextmanager \(not @contextlib.contextmanager\)$"),
+        (lambda: lambda: (MemLogStore(), MemStateMachine()),
+         r"^builder\(\) must return an async context manager or an awaitable, got tuple \(MemLogStore\(.*: make it an "
+         r"@contextlib.asynccontextmanager, or an async def$"),
+        (lambda: contextlib.asynccontextmanager(_yields_one_store),
+         r"^the builder must give a StoreHandle or a \(log_store, state_machine\) tuple, got MemLogStore MemLogStore\("),
+    ],
+    ids=["builder()", "contextmanager", "sync function", "one store"],
+)
+async def test_a_builder_of_the_wrong_form_is_refused_at_once(builder: Any, message: str) -> None:
+    """A ``TypeError`` (``BuilderError``) saying what to change, raised before any check:
+    each of these failed all 53 checks with the same error, and for ``builder()`` passed
+    instead of ``builder`` that error was "AsyncContextDecorator.__call__() missing 1
+    required positional argument: 'func'"."""
+    with pytest.raises(TypeError, match=message):
+        await run_log_storage_suite(builder())
+    with pytest.raises(TypeError, match=message):
+        await LogStoreSuite.run_one(builder(), "purge_upto_5")
+
+
+async def _yields_one_store() -> AsyncIterator[Any]:
+    yield MemLogStore()
+
+
+async def test_a_class_of_async_context_managers_is_a_builder() -> None:
+    report = await run_log_storage_suite(_PairContext, only=["purge_upto_5"])
+    assert [(o.name, o.ok) for o in report] == [("purge_upto_5", True)]

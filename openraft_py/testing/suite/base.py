@@ -23,6 +23,10 @@ and what it yields / returns is either a ``(log_store, state_machine)`` tuple or
   state (for example ``sm.data``); the snapshot checks then also compare the state of the
   source and the target of a snapshot. Without it they compare applied state, meta and data.
 
+A builder of another form (``builder()`` passed instead of ``builder``, a synchronous
+context manager) or one that gives something else raises ``BuilderError`` (a ``TypeError``)
+at once, before any check runs.
+
 Every check gets its own fresh pair. A check that only concerns the log store still receives
 the state machine: pair your log store with ``MemStateMachine()`` if you have no state machine
 of your own (and vice versa with ``MemLogStore()``).
@@ -52,6 +56,7 @@ from ...types import BLANK, Entry, LogId, Membership, Normal
 
 __all__ = [
     "Builder",
+    "BuilderError",
     "CheckFn",
     "CheckOutcome",
     "CheckSkipped",
@@ -128,6 +133,27 @@ class SuiteFailure(AssertionError):
         super().__init__("\n".join(lines))
 
 
+class BuilderError(TypeError):
+    """The builder is not of a form the suites take (see the module docstring). Raised at
+    once by ``Suite.run_all`` and ``Suite.run_one``: it is not a failure of a check."""
+
+
+def _check_builder(builder: Any) -> None:
+    """``BuilderError`` unless ``builder`` is a callable that is not itself what a builder
+    gives (an async context manager, a context manager or an awaitable: ``builder()``
+    passed instead of ``builder``; an ``asynccontextmanager``'s context manager is callable,
+    as a decorator, and failed every check with "missing 1 required positional argument:
+    'func'"). A class whose instances are async context managers is a builder."""
+    made_already = not isinstance(builder, type) and (
+        hasattr(builder, "__aenter__") or hasattr(builder, "__enter__") or inspect.isawaitable(builder)
+    )
+    if not callable(builder) or made_already:
+        raise BuilderError(
+            f"the builder must be a zero-argument callable that makes a fresh store pair for each check, got "
+            f"{type(builder).__name__} {builder!r:.100}: pass the builder itself (builder, not builder())"
+        )
+
+
 @contextlib.asynccontextmanager
 async def _open(builder: Builder) -> AsyncIterator[StoreHandle]:
     """Enter ``builder()`` whichever form it has and normalize what it gives."""
@@ -141,8 +167,16 @@ async def _open(builder: Builder) -> AsyncIterator[StoreHandle]:
         handle = _as_handle(await made)
         handle.another = lambda: _open(builder)
         yield handle
+    elif hasattr(made, "__enter__"):
+        raise BuilderError(
+            f"builder() must return an async context manager or an awaitable, got the synchronous context manager "
+            f"{made!r:.100}: make it a @contextlib.asynccontextmanager (not @contextlib.contextmanager)"
+        )
     else:
-        raise TypeError(f"builder() must return an async context manager or an awaitable, got {made!r}")
+        raise BuilderError(
+            f"builder() must return an async context manager or an awaitable, got {type(made).__name__} {made!r:.100}: "
+            f"make it an @contextlib.asynccontextmanager, or an async def"
+        )
 
 
 def _as_handle(built: Any) -> StoreHandle:
@@ -150,7 +184,9 @@ def _as_handle(built: Any) -> StoreHandle:
         return built
     if isinstance(built, tuple) and len(built) == 2:
         return StoreHandle(built[0], built[1])
-    raise TypeError(f"the builder must give a StoreHandle or a (log_store, state_machine) tuple, got {built!r}")
+    raise BuilderError(
+        f"the builder must give a StoreHandle or a (log_store, state_machine) tuple, got {type(built).__name__} {built!r:.100}"
+    )
 
 
 class Suite:
@@ -178,9 +214,12 @@ class Suite:
         ``builder`` and bounded by ``timeout`` seconds.
 
         Returns the report. Raises ``SuiteFailure`` naming every failed check unless
-        ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only``, and
-        ``TypeError`` for an ``only`` that is one string (a string iterates as its letters).
+        ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only``,
+        ``TypeError`` for an ``only`` that is one string (a string iterates as its letters),
+        and ``BuilderError`` (a ``TypeError``) at once for a builder of a form the suites do
+        not take, or that gives something else than a store pair.
         """
+        _check_builder(builder)
         names = cls.check_names()
         if isinstance(only, str):
             raise TypeError(f"only must be a list of check names, not a str: only=[{only!r}]")
@@ -199,11 +238,15 @@ class Suite:
 
     @classmethod
     async def run_one(cls, builder: Builder, name: str, *, timeout: float = 10.0) -> CheckOutcome:
-        """Run the check ``name`` on a fresh pair; never raises for a failed check."""
+        """Run the check ``name`` on a fresh pair; never raises for a failed check
+        (``BuilderError`` for a builder the suites do not take: see ``run_all``)."""
+        _check_builder(builder)
         fn = cls.checks[name]
         try:
             async with _open(builder) as handle:
                 await asyncio.wait_for(fn(handle), timeout)
+        except BuilderError:
+            raise
         except CheckSkipped as e:
             return CheckOutcome(name, True, e)
         except AssertionError as e:
