@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Protocol
 
 from ..types import Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
-from ..validation import check_implements
+from ..validation import check_implements, check_method_kinds
 from . import IOFlushed
 from .memory import MemDisk, MemLogStore, MemStateMachine
 
@@ -234,8 +234,11 @@ def Adaptor(storage: RaftStorage) -> tuple[AdaptedLogStore, AdaptedStateMachine]
     """Split a v0.8 ``RaftStorage`` into the ``(log_store, state_machine)`` pair ``Raft.new``
     takes (see the module docstring for the semantics). ``TypeError`` naming the missing
     methods unless ``storage`` implements ``RaftStorage`` (a wrong object would otherwise
-    pass ``Raft.new``'s check, the adapters having every method, and fail as a storage error)."""
+    pass ``Raft.new``'s check, the adapters having every method, and fail as a storage error),
+    and naming the method when one of them is a plain ``def`` (every one is ``async def``:
+    the adapters await what it returns, and the node stopped at its first call)."""
     check_implements(storage, "Adaptor's storage", "RaftStorage", _RAFT_STORAGE_METHODS)
+    check_method_kinds(storage, "Adaptor's storage", _RAFT_STORAGE_METHODS)
     return AdaptedLogStore(storage), AdaptedStateMachine(storage)
 
 

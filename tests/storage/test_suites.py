@@ -169,6 +169,20 @@ async def test_adaptor_refuses_what_is_not_a_raft_storage() -> None:
     assert log_store is not None and state_machine is not None
 
 
+class _SyncAppendToLog(MemRaftStorage):
+    def append_to_log(self, entries: list[Any]) -> None:  # type: ignore[override]  # the protocol's is async
+        self.disk.entries.extend(entries)
+
+
+async def test_adaptor_refuses_a_plain_def_method() -> None:
+    """Every ``RaftStorage`` method is ``async def``: a plain one is a ``TypeError`` naming it
+    (it passed, and the node stopped at its first append: "object NoneType can't be used in
+    'await' expression")."""
+    with pytest.raises(TypeError, match=r"^Adaptor's storage\.append_to_log must be a coroutine function \(async def\): "
+                                        r"_SyncAppendToLog\.append_to_log is a plain def, and the node awaits what it returns$"):
+        Adaptor(_SyncAppendToLog())
+
+
 def test_exports() -> None:
     assert openraft_py.Adaptor is Adaptor and openraft_py.RaftStorage is RaftStorage
     assert "Adaptor" in openraft_py.__all__ and "RaftStorage" in openraft_py.__all__
