@@ -94,7 +94,7 @@ from .messages import (
     VoteReply,
     answer,
 )
-from .replication import ReplicationCore, ReplicationEnv
+from .replication import BreachLog, ReplicationCore, ReplicationEnv
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
 from .tasks import TaskSet, stray_cancel
@@ -225,6 +225,8 @@ class RaftCore:
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).
         self._clients: dict[NodeId, tuple[Any, RaftNetwork]] = {}
+        # The contract breaches of the network's vote calls, per target (``BreachLog``).
+        self._vote_breaches: dict[NodeId, BreachLog] = {}
         # The committed and effective memberships ``_forget_clients_of_left_nodes`` last saw.
         self._clients_memberships: tuple[StoredMembership | None, StoredMembership | None] = (None, None)
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
@@ -879,6 +881,7 @@ class RaftCore:
         forget = getattr(self.network, "forget", None)
         for target in gone:
             del self._clients[target]
+            self._vote_breaches.pop(target, None)
             if forget is None:
                 continue
             try:
@@ -899,22 +902,27 @@ class RaftCore:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
             return
         except TimeoutError:
-            log.warning(
-                "node %s: vote request to %s: the network did not answer within %gs (it must raise Timeout "
-                "after option.hard_ttl=%gs)", self.id, target, limit, timeout,
-            )
+            self._vote_breach(target, f"node {self.id}: vote request to {target}: the network did not answer "
+                                      f"within {limit:g}s (it must raise Timeout after option.hard_ttl={timeout:g}s)")
             return
         except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
-            log.warning("node %s: vote request to %s raised %r (expected an RPCError)", self.id, target, e)
+            self._vote_breach(target, f"node {self.id}: vote request to {target} raised {e!r} (expected an RPCError)")
             return
         if not isinstance(resp, VoteResponse):
             # As above (the engine would fail on it, and the node with it): a lost answer.
-            log.warning(
-                "node %s: vote request to %s: the network returned %s %r instead of VoteResponse",
-                self.id, target, type(resp).__name__, resp,
-            )
+            self._vote_breach(target, f"node {self.id}: vote request to {target}: the network returned "
+                                      f"{type(resp).__name__} {resp!r:.80} instead of VoteResponse")
             return
         self.notify(VoteReply(target, resp))
+
+    def _vote_breach(self, target: NodeId, msg: str) -> None:
+        """Log ``msg``, a contract breach of the network's vote call to ``target``: at
+        WARNING at most once per ``BROKEN_NETWORK_WARN_MS`` (``BreachLog``; one a
+        campaign otherwise, for as long as the target could not be reached)."""
+        breaches = self._vote_breaches.get(target)
+        if breaches is None:
+            breaches = self._vote_breaches[target] = BreachLog(log)
+        breaches.log(self.clock.now() * 1000.0, msg)
 
     async def _send_transfer_leader(self, target: NodeId, node: Any, req: TransferLeaderRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0

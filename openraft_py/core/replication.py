@@ -108,12 +108,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("openraft_py.replication")
 
 BROKEN_NETWORK_WARN_MS = 10_000.0
-"""A channel logs its network's contract breaches (an exception that is not an
-``RPCError``, a value that is not the response, an answer that never came) at WARNING at
-most once per this many milliseconds; the next such line counts the ones between, which are
-logged at DEBUG. Each is a failed call, retried every heartbeat interval: a network that
-raised ``OSError`` for a peer that is down (instead of ``Unreachable``) logged a WARNING
-each time, 20 a second for as long as the peer was down."""
+"""A replication channel, and a node's vote requests to one target, log the network's
+contract breaches (an exception that is not an ``RPCError``, a value that is not the
+response, an answer that never came) at WARNING at most once per this many milliseconds;
+the next such line counts the ones between, which are logged at DEBUG (``BreachLog``). Each
+is a failed call, retried: a network that raised ``OSError`` for a peer that is down
+(instead of ``Unreachable``) logged a WARNING each time, 20 a second per replication
+target, and one per election per voter."""
 
 
 def payload_bytes(entries: list[Entry]) -> int:
@@ -203,6 +204,32 @@ def _not_a_response(got: object, expected: type) -> Exception:
     if isinstance(got, Exception):
         return got
     return WrongResponse(f"the network returned {type(got).__name__} {got!r:.80} instead of {expected.__name__}")
+
+
+class BreachLog:
+    """How a node logs its network's contract breaches toward one target (see
+    ``BROKEN_NETWORK_WARN_MS``): at WARNING at most once per that interval, at DEBUG between,
+    the next WARNING counting those."""
+
+    __slots__ = ("_logger", "_warned_at", "_unwarned")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._warned_at = -math.inf  # when the last WARNING was logged (ms)
+        self._unwarned = 0  # breaches logged at DEBUG since
+
+    def log(self, now_ms: float, msg: str) -> None:
+        """Log ``msg`` (it names the target and what the network did) at ``now_ms``."""
+        if now_ms - self._warned_at < BROKEN_NETWORK_WARN_MS:
+            self._unwarned += 1
+            self._logger.debug("%s", msg)
+            return
+        more = ""
+        if self._unwarned:
+            more = f" ({self._unwarned} more failed calls of the network logged at DEBUG since the last warning)"
+        self._logger.warning("%s%s", msg, more)
+        self._warned_at = now_ms
+        self._unwarned = 0
 
 
 def _submit_of(client: Any, node_id: NodeId, target: NodeId) -> Callable[..., Any] | None:
@@ -331,8 +358,7 @@ class ReplicationCore:
         "_refused_snapshot",
         "_matched",
         "_matched_at",
-        "_warned_at",
-        "_unwarned",
+        "_breaches",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -355,10 +381,8 @@ class ReplicationCore:
         # be older than the acknowledgement (requests and answers can be reordered).
         self._matched = -1
         self._matched_at = math.inf
-        # When this channel last logged a contract breach of its network at WARNING, and
-        # how many it logged at DEBUG since (``_warn_broken``).
-        self._warned_at = -math.inf
-        self._unwarned = 0
+        # The contract breaches of the network toward the target (``_warn_broken``).
+        self._breaches = BreachLog(log)
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -698,20 +722,9 @@ class ReplicationCore:
 
     def _warn_broken(self, what: str) -> None:
         """Log ``what``, a contract breach of the network (the call failed), naming the
-        target: at WARNING unless this channel logged one less than
-        ``BROKEN_NETWORK_WARN_MS`` ago, else at DEBUG, counted for the next WARNING."""
+        target (``BreachLog``: at WARNING at most once per ``BROKEN_NETWORK_WARN_MS``)."""
         env = self.env
-        now = env.now_ms()
-        if now - self._warned_at < BROKEN_NETWORK_WARN_MS:
-            self._unwarned += 1
-            log.debug("replication %s->%s: %s", env.node_id, self.target, what)
-            return
-        more = ""
-        if self._unwarned:
-            more = f" ({self._unwarned} more failed calls of the network logged at DEBUG since the last warning)"
-        log.warning("replication %s->%s: %s%s", env.node_id, self.target, what, more)
-        self._warned_at = now
-        self._unwarned = 0
+        self._breaches.log(env.now_ms(), f"replication {env.node_id}->{self.target}: {what}")
 
     def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float, start: int) -> None:
         """The target refused the request of generation ``gen`` whose entries start at

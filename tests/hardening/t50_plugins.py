@@ -274,6 +274,46 @@ async def test_a_network_that_keeps_raising_os_error_is_warned_of_once_per_inter
         all_running(c)
 
 
+async def test_a_network_whose_vote_keeps_raising_os_error_is_warned_of_once_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate whose vote calls raise ``ConnectionRefusedError`` logs it at WARNING
+    naming the voter once per ``BROKEN_NETWORK_WARN_MS``, the next line counting the calls in
+    between (it warned at every campaign); it elects a leader once the calls go through."""
+    from openraft_py.core import replication
+
+    monkeypatch.setattr(replication, "BROKEN_NETWORK_WARN_MS", 300.0)
+    caplog.set_level(logging.DEBUG, logger="openraft_py.core")
+    garble = Garble()
+    garble.rpc, garble.sources = "vote", {1, 2, 3}
+    garble.raises = ConnectionRefusedError(111, "Connection refused")
+    async with Cluster(fast_config(), seed=16) as c:
+        broken_network(c, garble)
+        await c.start({1, 2, 3})
+
+        def warned() -> dict[tuple[int, int], list[str]]:
+            out: dict[tuple[int, int], list[str]] = {}
+            for r in caplog.records:
+                m = re.match(r"node (\d+): vote request to (\d+) raised ConnectionRefusedError", r.getMessage())
+                if m and r.levelno == logging.WARNING:
+                    out.setdefault((int(m[1]), int(m[2])), []).append(r.getMessage())
+            return out
+
+        await until(lambda: any(len(v) >= 2 for v in warned().values()), "a second warning, once the interval passed")
+        (source, target), lines = next((k, v) for k, v in warned().items() if len(v) >= 2)
+        assert lines[0] == (f"node {source}: vote request to {target} raised ConnectionRefusedError(111, "
+                            f"'Connection refused') (expected an RPCError)")
+        m = re.search(r" \((\d+) more failed calls of the network logged at DEBUG since the last warning\)$", lines[1])
+        assert m is not None and int(m.group(1)) >= 1, lines[1]
+        all_running(c)
+        assert c.leader() is None
+        garble.rpc = None
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        all_running(c)
+
+
 class AsyncSubmit(BrokenClient):
     """Its optional ``submit_append_entries`` is ``async def`` (the contract: a plain method
     that hands the request over and returns a handle or ``None``)."""
