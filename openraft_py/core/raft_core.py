@@ -703,11 +703,18 @@ class RaftCore:
 
     def _log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, from any thread: ``_on_log_flushed`` on
-        the loop's thread."""
+        the loop's thread; nothing once that loop is closed (a store's thread completing an
+        append after the node was shut down)."""
         if threading.get_ident() == self._loop_thread:
             self._on_log_flushed(io, err)
-        else:
+            return
+        try:
             self._loop.call_soon_threadsafe(self._on_log_flushed, io, err)
+        except RuntimeError:
+            # The loop is closed: the node was shut down and nothing waits for this write.
+            # Raising would raise in the store's own thread (its writer, which may then end).
+            if not self._loop.is_closed():
+                raise
 
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs

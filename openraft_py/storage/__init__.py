@@ -72,7 +72,8 @@ class IOFlushed:
     ``loop.call_soon_threadsafe`` so ``fn`` always runs on the loop's thread. Without ``loop``,
     ``fn`` runs in the caller's thread and the store is responsible for thread-safety.
     (RaftCore passes no loop: its ``fn`` hops to the node's loop itself when called from
-    another thread, comparing thread ids, which is cheaper than the running-loop check.)
+    another thread, comparing thread ids, which is cheaper than the running-loop check, and
+    does nothing once that loop is closed: an append reported after the node shut down.)
 
     ``sends_first`` is a hint for the store: the caller (a leader) sends these entries to its
     followers in the same loop turn. A store whose durability step takes the caller's CPU

@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from integration.checks import fast_config
@@ -168,3 +168,46 @@ async def test_a_snapshot_build_in_flight_ends_before_shutdown_returns(tmp_path:
         assert applied is not None and applied.index >= resp[-1].log_id.index
     finally:
         again.close()
+
+
+class FlushesLater(MemLogStore):
+    """Reports each append durable from a thread of its own, ``delay`` seconds later."""
+
+    delay = 0.0
+    threads: ClassVar[list[threading.Thread]] = []
+
+    async def append(self, entries: list[Entry], callback: Any) -> None:
+        MemLogStore.append_durable(self, entries)
+        t = threading.Timer(FlushesLater.delay, callback.io_completed)
+        FlushesLater.threads.append(t)
+        t.start()
+
+
+def test_a_flush_reported_after_the_loop_closed_raises_nothing_in_the_stores_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store's thread that reports an append durable after the node was shut down and its
+    event loop closed: the callback does nothing. It raised ``RuntimeError('Event loop is
+    closed')`` in the store's thread (its writer thread, which that ended)."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    FlushesLater.delay, FlushesLater.threads = 0.0, []
+
+    async def run() -> None:
+        router = Router()
+        raft = await Raft.new(1, fast_config(), router.factory(1), FlushesLater(), MemStateMachine())
+        router.register(1, raft)
+        await raft.initialize({1})
+        await raft.wait(BOUND).state(ServerState.LEADER)
+        await asyncio.wait_for(raft.client_write(b"flushed at once"), BOUND)
+        FlushesLater.delay = 0.2
+        started = len(FlushesLater.threads)
+        pending = asyncio.ensure_future(raft.client_write(b"flushed after the loop closed"))
+        while len(FlushesLater.threads) == started:  # its append ran: its flush is 0.2 s away
+            await asyncio.sleep(0.001)
+        await raft.shutdown()
+        with pytest.raises(Stopped):
+            await pending
+
+    asyncio.run(run())
+    for t in FlushesLater.threads:
+        t.join(BOUND)
+    assert raised == []
