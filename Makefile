@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build lint test test-pure run bench sim wheel jepsen docs clean
+.PHONY: build lint test test-pure run bench sim sim-skew wheel jepsen docs clean
 
 SEEDS ?= 1000
 
@@ -73,6 +73,13 @@ wheel: build
 JOBS ?= 2
 sim: build
 	$(PY) -m openraft_py.testing.sim --seeds $(SEEDS) --jobs $(JOBS)
+
+# Clock-rate skew (docs/design/simulation.md): the lease-read scenario at the documented
+# bound, ReadIndex at 8 times it, and random runs with skew inside it; all must be clean.
+sim-skew: build
+	$(PY) -m openraft_py.testing.sim --lease 1 --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --lease 8 --read-index --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --skew 0.07 --seeds $(SEEDS) --jobs $(JOBS)
 
 # A Jepsen-style run of 5 real `serve` processes under faults (docs/design/jepsen.md);
 # a progress line per nemesis step. make jepsen TIME=600 SEED=7 (no SEED: a random one,

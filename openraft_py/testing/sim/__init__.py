@@ -38,37 +38,56 @@ committed membership keep running: its voters must elect a leader that serves a 
 every member must converge (liveness). Then the client history is checked for linearizability
 (``openraft_py.testing.lincheck``).
 
+``skew=S`` (``--skew S``) runs each node's clock at its own rate in ``[1 - S, 1 + S]`` of
+real time (``SimClock``; off by default, and then a run is what it was without the option).
+``lease`` (``--lease FACTOR``) is a targeted scenario of its own: a leader with a slow clock
+cut off while a majority with fast clocks elects a leader and writes, with the skew at
+``FACTOR`` times what ``Config.lease_drift_margin`` covers; its stale lease reads (beyond
+the bound) fail the linearizability check.
+
 Layout: ``simulation`` (the run), ``env`` (virtual-time loop, clock, simulated disks),
 ``faults`` (the fault and admin schedule), ``checks`` (the step-by-step checker, built on
-``openraft_py.testing.invariants``), ``cli`` (the command line).
+``openraft_py.testing.invariants``), ``lease`` (the lease-read scenario), ``cli`` (the
+command line).
 
 Command line (``make sim SEEDS=N``)::
 
     python -m openraft_py.testing.sim --seeds 1000           # seeds 0..999, progress, summary
     python -m openraft_py.testing.sim --seed 17 --trace      # replay one seed, print its trace
     python -m openraft_py.testing.sim --seeds 200 --fault grant_without_log_check
+    python -m openraft_py.testing.sim --seeds 200 --skew 0.05        # clocks skewed by up to 5 %
+    python -m openraft_py.testing.sim --seeds 200 --lease 1          # lease scenario at the bound
 """
 
 from __future__ import annotations
 
 from .checks import Checker, Violation
 from .cli import main
-from .env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop
-from .simulation import ENGINE_FAULTS, MAX_NODES, WIRE_EVERY, SimResult, Simulation, run_seed
+from .env import SimClock, SimDisk, SimLogStore, SimStuck, SimWorld, VirtualTimeLoop
+from .lease import LEASE_ROUNDS, MAX_LEASE_FACTOR, LeaseResult, LeaseSkewRun, lease_skew_bound, run_lease_seed
+from .simulation import ENGINE_FAULTS, MAX_NODES, WIRE_EVERY, SimResult, Simulation, clock_rates, run_seed
 
 __all__ = [
     "ENGINE_FAULTS",
+    "LEASE_ROUNDS",
+    "MAX_LEASE_FACTOR",
     "MAX_NODES",
     "WIRE_EVERY",
     "Checker",
+    "LeaseResult",
+    "LeaseSkewRun",
     "SimClock",
     "SimDisk",
     "SimLogStore",
     "SimResult",
     "SimStuck",
+    "SimWorld",
     "Simulation",
     "Violation",
     "VirtualTimeLoop",
+    "clock_rates",
+    "lease_skew_bound",
     "main",
+    "run_lease_seed",
     "run_seed",
 ]

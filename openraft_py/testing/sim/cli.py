@@ -19,7 +19,9 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from ...kv.argtypes import positive_int, positive_int_at_most
-from .simulation import ENGINE_FAULTS, WIRE_EVERY, SimResult, run_seed
+from ...types import ReadPolicy
+from .lease import MAX_LEASE_FACTOR, LeaseResult, run_lease_seed
+from .simulation import ENGINE_FAULTS, WIRE_EVERY, SimResult, check_skew, run_seed
 
 __all__ = ["main"]
 
@@ -95,10 +97,43 @@ def _workers(jobs: int) -> Iterator[ProcessPoolExecutor]:
     ex.shutdown()
 
 
-def _run_alone(seed: int, faults: tuple[str, ...], steps: int, wire: bool | None) -> SimResult:
-    """``run_seed`` in a fresh worker process (one that ran nothing before)."""
+def _skew_arg(text: str) -> float:
+    """``--skew``: a clock-rate skew in ``[0, 1)``."""
+    try:
+        return check_skew(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1)") from None
+
+
+def _lease_arg(text: str) -> float:
+    """``--lease``: a skew factor from 0 to ``MAX_LEASE_FACTOR``."""
+    try:
+        f = float(text)
+    except ValueError:
+        f = -1.0
+    if not 0 <= f <= MAX_LEASE_FACTOR:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to {MAX_LEASE_FACTOR:g}")
+    return f
+
+
+def _run_one(
+    seed: int, faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
+    lease: float | None = None, read_index: bool = False,
+) -> SimResult | LeaseResult:
+    """One seed: a random run (``run_seed``), or the lease scenario when ``lease`` (its skew
+    factor) is given (``run_lease_seed``; ``read_index``: its reads use READ_INDEX)."""
+    if lease is None:
+        return run_seed(seed, faults, steps, wire, skew)
+    return run_lease_seed(seed, lease, ReadPolicy.READ_INDEX if read_index else ReadPolicy.LEASE_READ)
+
+
+def _run_alone(
+    seed: int, faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
+    lease: float | None = None, read_index: bool = False,
+) -> SimResult | LeaseResult:
+    """``_run_one`` in a fresh worker process (one that ran nothing before)."""
     with _workers(1) as ex:
-        [run] = _submit(ex, run_seed, (seed, faults, steps, wire))
+        [run] = _submit(ex, _run_one, (seed, faults, steps, wire, skew, lease, read_index))
         return run.result()
 
 
@@ -113,12 +148,13 @@ def _chunks(start: int, count: int) -> Iterator[list[int]]:
 
 
 def _run_batch(
-    seeds: list[int], faults: tuple[str, ...], steps: int, wire: bool | None
+    seeds: list[int], faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
+    lease: float | None = None, read_index: bool = False,
 ) -> list[tuple[int, bool, str | None, str]]:
     """Run ``seeds`` one after another (in a worker): ``(seed, ok, violation, replay command)``."""
     out = []
     for s in seeds:
-        r = run_seed(s, faults, steps, wire)
+        r = _run_one(s, faults, steps, wire, skew, lease, read_index)
         out.append((s, r.ok, r.violation, r.replay_command()))
     return out
 
@@ -142,7 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed (with --seed)")
     p.add_argument("--wire", choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
+    p.add_argument("--skew", type=_skew_arg, default=0.0,
+                   help="clock-rate skew S in [0, 1): each node's clock runs at a rate drawn from [1-S, 1+S] of "
+                   "real time (default 0: no skew)")
+    p.add_argument("--lease", type=_lease_arg, default=None, metavar="FACTOR",
+                   help="run the lease-read scenario instead (sim/lease.py): the leader's clock slow, the others "
+                   "fast, by FACTOR times the skew lease_drift_margin is documented to cover (0 to "
+                   f"{MAX_LEASE_FACTOR:g}; up to 1 must be clean)")
+    p.add_argument("--read-index", action="store_true", help="with --lease: read with READ_INDEX, not LEASE_READ")
     args = p.parse_args(argv)
+    if args.lease is not None:
+        given = [flag for flag, on in (("--fault", args.fault), ("--skew", args.skew), ("--steps", args.steps != 30),
+                                       ("--wire", args.wire != "share")) if on]
+        if given:
+            p.error(f"--lease runs the lease-read scenario, which takes no {', '.join(given)}")
+    elif args.read_index:
+        p.error("--read-index is an option of the lease-read scenario: give --lease FACTOR")
     if args.seed is not None and (args.seeds is not None or args.start is not None):
         p.error("--seed runs one seed: it cannot be combined with --seeds or --start")
     if args.trace and args.seed is None:
@@ -171,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
     faults = tuple(args.fault)
     wire = {"share": None, "all": True, "none": False}[args.wire]
     if args.seed is not None:
-        r = _run_alone(args.seed, faults, args.steps, wire)
+        r = _run_alone(args.seed, faults, args.steps, wire, args.skew, args.lease, args.read_index)
         if args.trace or not r.ok:
             print("\n".join(r.trace if args.trace else r.trace[-60:]))
         print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
@@ -193,7 +244,8 @@ def _run(args: argparse.Namespace) -> int:
                 # submitting them all at once held every seed in memory before the first
                 # ran (gigabytes for ten million seeds), and Ctrl-C waited for it.
                 for ch in itertools.islice(chunks, 4 * jobs - len(running)):
-                    running.update(_submit(ex, _run_batch, (ch, faults, args.steps, wire)))
+                    running.update(_submit(ex, _run_batch, (ch, faults, args.steps, wire, args.skew, args.lease,
+                                                                 args.read_index)))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
@@ -213,9 +265,13 @@ def _run(args: argparse.Namespace) -> int:
         first = (violation or "").splitlines()[0] if violation else ""
         # Replay it alone: a failure that does not come back depends on the runs before it
         # in its worker process, which is a simulator bug of its own.
-        again = _run_alone(s, faults, args.steps, wire)
+        again = _run_alone(s, faults, args.steps, wire, args.skew, args.lease, args.read_index)
         note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
         print(f"seed {s}: {first}\n  replay: {cmd}{note}")
-    print(f"{total} seeds, {total - len(failures)} clean, {len(failures)} with violations "
-          f"(faults: {', '.join(faults) or 'none'}) in {time.time() - t0:.0f}s")
+    if args.lease is not None:
+        what = f"lease scenario, skew factor {args.lease:g}{', READ_INDEX' if args.read_index else ''}"
+    else:
+        what = f"faults: {', '.join(faults) or 'none'}{f', skew {args.skew:g}' if args.skew else ''}"
+    print(f"{total} seeds, {total - len(failures)} clean, {len(failures)} with violations ({what}) "
+          f"in {time.time() - t0:.0f}s")
     return 0 if not failures else 1

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ...storage import IOFlushed
 from ...storage.memory import MemDisk, MemLogStore
 from ...types import Entry, LogId, NodeId, Vote
-
-if TYPE_CHECKING:
-    from .simulation import Simulation
 
 
 class SimStuck(RuntimeError):
@@ -83,6 +80,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super()._run_once()  # type: ignore[misc]
 
 
+class SimWorld(Protocol):
+    """What the simulated disks and clocks need of a run (``Simulation``, ``LeaseSkewRun``)."""
+
+    paused: dict[NodeId, asyncio.Event]
+    """The paused nodes: a node's clock sleeps until its event is set."""
+
+    def disk_latency(self, disk: SimDisk) -> float:
+        """The latency of one write to ``disk``, in seconds."""
+        ...
+
+
 # -- simulated disk ---------------------------------------------------------------------------
 
 
@@ -102,7 +110,7 @@ class SimLogStore(MemLogStore):
     order; votes are written after a delay too. Truncate and purge are durable on return
     (they also make everything before them durable, as a write-ahead log would)."""
 
-    def __init__(self, disk: SimDisk, sim: Simulation) -> None:
+    def __init__(self, disk: SimDisk, sim: SimWorld) -> None:
         super().__init__(disk)
         self._sim = sim
         self._handles: list[asyncio.TimerHandle] = []
@@ -159,18 +167,28 @@ def _ignore_io_result(error: BaseException | None) -> None:
 
 
 class SimClock:
-    """A node's clock: the loop's virtual time; ``sleep`` also waits while the node is
-    paused (its timers freeze, as in a long GC pause or SIGSTOP)."""
+    """A node's clock: the loop's virtual time, times ``rate``; ``sleep`` also waits while the
+    node is paused (its timers freeze, as in a long GC pause or SIGSTOP).
 
-    def __init__(self, sim: Simulation, node_id: NodeId) -> None:
+    ``rate`` is how fast this node's clock runs against simulated real time (the loop's
+    time): at 0.9 its ``now()`` advances 0.9 s per real second and a ``sleep(s)`` lasts
+    ``s / 0.9`` real seconds (clock-rate skew, ``Simulation(skew=...)``). The default 1.0
+    is the loop's time itself, computed exactly as without a rate, so runs without skew are
+    unchanged. ``ValueError`` unless ``rate`` is a finite number > 0."""
+
+    def __init__(self, sim: SimWorld, node_id: NodeId, rate: float = 1.0) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0.0 < rate < float("inf")):
+            raise ValueError(f"a clock rate must be a finite number > 0, not {rate!r}")
         self._sim = sim
         self._id = node_id
+        self.rate = float(rate)
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        t = asyncio.get_running_loop().time()
+        return t if self.rate == 1.0 else t * self.rate
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds if self.rate == 1.0 else seconds / self.rate)
         while True:
             ev = self._sim.paused.get(self._id)
             if ev is None or ev.is_set():

@@ -74,6 +74,9 @@ class SimResult:
     """Whether the run passed its messages through the TCP wire codec."""
     steps: int = 30
     """The run's number of steps (``--steps``)."""
+    skew: float = 0.0
+    """The run's clock-rate skew (``--skew``): each node's clock ran at a rate drawn from
+    ``[1 - skew, 1 + skew]`` of real time."""
 
     def digest(self) -> str:
         """A hash of the trace and the history: equal for equal runs."""
@@ -93,6 +96,8 @@ class SimResult:
             f += " --wire all" if self.wire else " --wire none"
         if self.steps != 30:
             f += f" --steps {self.steps}"
+        if self.skew:
+            f += f" --skew {self.skew!r}"
         return f"python -m openraft_py.testing.sim --seed {self.seed}{f} --trace"
 
 
@@ -108,9 +113,32 @@ def _byte_budget(seed: int) -> tuple[int, int] | None:
         return None
     return 128, r.choice((128, 200, 400))  # (max_entry_bytes, max_payload_bytes)
 
+
+def check_skew(skew: float) -> float:
+    """``skew`` as a float if it is a number in ``[0, 1)``; ``ValueError`` otherwise."""
+    if isinstance(skew, bool) or not isinstance(skew, (int, float)) or not (0.0 <= skew < 1.0):
+        raise ValueError(f"skew must be a number in [0, 1) (a clock rate of 1 - skew must stay > 0), not {skew!r}")
+    return float(skew)
+
+
+def clock_rates(seed: int, skew: float) -> dict[NodeId, float]:
+    """The clock rate of each node id 1..MAX_NODES for ``seed``: uniform in ``[1 - skew,
+    1 + skew]``, from an RNG of its own (the run's other draws are those it has without
+    skew); all 1.0 when ``skew`` is 0."""
+    import random
+
+    if not skew:
+        return dict.fromkeys(range(1, MAX_NODES + 1), 1.0)
+    r = random.Random(f"clock-rate-{seed}")
+    return {nid: r.uniform(1.0 - skew, 1.0 + skew) for nid in range(1, MAX_NODES + 1)}
+
+
 class Simulation(FaultSchedule):
     """One seeded run. ``faults`` names engine bugs to inject (``ENGINE_FAULTS``); ``wire``
-    passes every message through the TCP codec (default: ``seed % WIRE_EVERY == 0``)."""
+    passes every message through the TCP codec (default: ``seed % WIRE_EVERY == 0``).
+    ``skew`` (default 0: every clock is the loop's time) gives each node a clock that runs at
+    its own rate, drawn from ``[1 - skew, 1 + skew]`` by ``clock_rates`` (see ``SimClock``);
+    ``ValueError`` unless it is a number in ``[0, 1)``."""
 
     def __init__(
         self,
@@ -119,6 +147,7 @@ class Simulation(FaultSchedule):
         faults: tuple[str, ...] | frozenset[str] = (),
         steps: int = 30,
         wire: bool | None = None,
+        skew: float = 0.0,
     ) -> None:
         import random
 
@@ -127,6 +156,8 @@ class Simulation(FaultSchedule):
                 raise ValueError(f"unknown engine fault {f!r}; known: {', '.join(ENGINE_FAULTS)}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, not {steps!r}")
+        self.skew = check_skew(skew)
+        self.rates = clock_rates(seed, self.skew)
         self.seed = seed
         self.faults = tuple(sorted(faults))
         self.rng = random.Random(seed)
@@ -244,6 +275,7 @@ class Simulation(FaultSchedule):
             stats=dict(self.stats),
             wire=self.wire,
             steps=self.steps,
+            skew=self.skew,
         )
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -270,7 +302,7 @@ class Simulation(FaultSchedule):
             state_machine=lambda disk: MemStateMachine(disk),
             log_store=lambda nid, disk: SimLogStore(disk, self),  # type: ignore[arg-type]
             disk=lambda nid: SimDisk(),
-            clock=lambda nid: SimClock(self, nid),
+            clock=lambda nid: SimClock(self, nid, self.rates[nid]),
             on_start=self._on_start,
         )
         c = self.cluster
@@ -282,6 +314,8 @@ class Simulation(FaultSchedule):
             f"start: {self.n_nodes} nodes (+{self.spares} spare), profile {self.profile}, "
             f"admin={self.admin}, wire={self.wire}, {self.config!r}, disk <= {self.disk_max_ms} ms, faults={self.faults}"
         )
+        if self.skew:
+            self.log("clock rates: " + ", ".join(f"n{i} {r:.4f}" for i, r in sorted(self.rates.items())))
         await c.start(ids)
         for nid in range(self.n_nodes + 1, self.n_nodes + self.spares + 1):
             await c.add_node(nid)  # not a member: waits to be added as a learner
@@ -493,6 +527,8 @@ class Simulation(FaultSchedule):
         self.history.append(done)
 
 
-def run_seed(seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None) -> SimResult:
+def run_seed(
+    seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None, skew: float = 0.0
+) -> SimResult:
     """Run one seed (see ``Simulation``; ``wire=None`` uses the seed's default share)."""
-    return Simulation(seed, faults=faults, steps=steps, wire=wire).run()
+    return Simulation(seed, faults=faults, steps=steps, wire=wire, skew=skew).run()
