@@ -59,7 +59,17 @@ class Trigger:
         self._raft = raft
 
     async def elect(self) -> None:
-        """Start an election on this node now (it becomes a candidate)."""
+        """Start an election on this node now (it becomes a candidate, in the next term).
+
+        Its own vote obeys leader stickiness like any other: a node that heard from its
+        leader less than ``Config.election_timeout_min`` ago does not count it, since that
+        leader's lease may rest on this node's acknowledgement (docs/design/reads.md). Such
+        a node wins only with a quorum of the other voters' grants, or in its next
+        campaign, once its election timeout passes; until that time it also refuses other
+        candidates. (It counted its own vote, and granted other candidates at once: with
+        one voter that no longer heard from the leader, it or that voter won at once, and
+        the old leader, cut off, served lease reads that missed the new leader's
+        writes.)"""
 
         await self._raft._act(lambda eng, now: eng.elect(now))
 

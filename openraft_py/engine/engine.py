@@ -242,7 +242,12 @@ class Engine:
         if io <= st.io.flushed:
             return
         vote_flushed = self._log.mark_flushed(io)
-        if vote_flushed and self.candidate is not None and st.io.flushed_vote == self.candidate.vote:
+        if (
+            vote_flushed
+            and self.candidate is not None
+            and st.io.flushed_vote == self.candidate.vote
+            and self._vote.may_grant_self(self.now)
+        ):
             self._vote.count_grant(st.id)
         leader = self.leader
         if leader is not None:
@@ -274,7 +279,10 @@ class Engine:
 
     def elect(self, now: float, transfer_from: Vote | None = None, above_term: int = 0) -> None:
         """Become a candidate: vote for self in the next term, persist it, ask every voter.
-        This node's own grant counts once its vote is durable. A learner never campaigns.
+        This node's own grant counts once its vote is durable, and not while it heard from an
+        established leader within ``election_timeout_min`` (``VoteHandler.may_grant_self``:
+        leader stickiness; that leader's lease may count on this node). A learner never
+        campaigns.
         ``transfer_from``: the leader that handed leadership to us (see ``VoteRequest``).
         ``above_term``: campaign in a term greater than this one too (a leader re-electing
         itself above a non-voter's vote, ``handle_higher_vote``; the caller keeps it below

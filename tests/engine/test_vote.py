@@ -37,8 +37,10 @@ def reject(v, last):
 
 
 def test_elect_saves_vote_then_sends_vote_after_it_is_durable():
+    # Started at 0 with a committed vote: node 2 counts as seen then (the restart rule), so
+    # campaign once election_timeout_min (150) is over.
     eng = make_engine(id=1, log=LOG, vote=(1, 2, True))
-    eng.elect(now=10.0)
+    eng.elect(now=200.0)
     assert eng.take_commands() == [
         SaveVote(vote(2, 1), 1),
         SendVote(VoteRequest(vote(2, 1), lid(1, 2)), PEERS, when=1),
@@ -48,6 +50,59 @@ def test_elect_saves_vote_then_sends_vote_after_it_is_durable():
     flush(eng)
     assert eng.candidate.granted == {1}
     assert eng.take_commands() == [], "one grant of three is no quorum"
+
+
+def test_elect_within_leader_stickiness_does_not_count_its_own_vote():
+    """A follower told to campaign (``trigger.elect()``) less than election_timeout_min
+    after it accepted a leader's AppendEntries may be in that leader's lease: its own vote
+    obeys stickiness like any other. Counted, it won with one other voter that no longer
+    heard from the leader, committed a write, and the old leader served stale lease reads.
+    It still campaigns, and wins only with the others' grants (or in a later campaign)."""
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 2), [], None), "hb", now=100.0)
+    eng.take_commands()
+    eng.elect(now=240.0)  # 140 ms after the leader was seen: sticky until 250
+    assert eng.take_commands()[1] == SendVote(VoteRequest(vote(2, 1), lid(1, 2)), PEERS, when=eng.state.io.vote_io)
+    flush(eng)
+    assert eng.candidate is not None and eng.candidate.granted == set(), "its own vote must not count yet"
+    eng.handle_vote_resp(3, grant(vote(2, 1), lid(1, 2)), now=241.0)
+    assert eng.leader is None, "one grant of three, and not its own: no quorum"
+    eng.handle_vote_resp(2, grant(vote(2, 1), lid(1, 2)), now=242.0)
+    assert eng.leader is not None, "the other voters' grants are a quorum"
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_candidate_within_leader_stickiness_refuses_other_candidates(pre_vote):
+    """The same node, a candidate now with an uncommitted vote of its own, is still in its
+    old leader's lease: it refuses other candidates until election_timeout_min is over.
+    (Stickiness required a committed vote: it granted the next candidate of a node that no
+    longer heard from the leader at once, that one won, and the old leader served stale
+    lease reads.)"""
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 2), [], None), "hb", now=100.0)
+    eng.elect(now=240.0)
+    flush(eng)
+    eng.take_commands()
+    mine = vote(2, 1)
+    req = VoteRequest(vote(3, 3), lid(1, 2), pre_vote=pre_vote)
+    eng.handle_vote_req(req, TX, now=249.0)
+    assert eng.take_commands() == [Respond(TX, VoteResponse(mine, False, lid(1, 2), pre_vote=pre_vote))]
+    eng.handle_vote_req(req, TX, now=250.0)
+    cmds = eng.take_commands()
+    assert cmds[-1].value.vote_granted, cmds
+
+
+def test_elect_after_leader_stickiness_counts_its_own_vote():
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 2), [], None), "hb", now=100.0)
+    eng.elect(now=250.0)
+    flush(eng)
+    assert eng.candidate is not None and eng.candidate.granted == {1}
+    eng.handle_vote_resp(3, grant(vote(2, 1), lid(1, 2)), now=251.0)
+    assert eng.leader is not None
 
 
 def test_elect_targets_voters_only_not_learners():

@@ -148,8 +148,19 @@ class VoteHandler(Handler):
         if targets:
             req = VoteRequest(vote, st.last_log_id(), transfer_from=transfer_from)
             self.output.append(SendVote(req, targets, when=st.io.vote_io))
-        if st.io.flushed >= st.io.vote_io:
+        if st.io.flushed >= st.io.vote_io and self.may_grant_self(now):
             self.count_grant(st.id)
+
+    def may_grant_self(self, now: float) -> bool:
+        """Whether this candidate may count its own vote now: not while it heard from an
+        established leader within ``election_timeout_min`` (``leader_seen_at``). Leader
+        stickiness holds for its own vote as for any other (``handle_vote_req``): that
+        leader may count this node's ack in a lease that is still running, and a vote
+        counted now could elect a leader that commits writes the lease reads miss
+        (reads.md). Its election timer only fires once that time is over; a
+        ``trigger.elect()`` within it wins only through the other voters' grants, or in
+        the next campaign."""
+        return now - self.eng.leader_seen_at >= self.eng.config.election_timeout_min
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -179,9 +190,12 @@ class VoteHandler(Handler):
         eng = self.eng
         eng.now = now
         mine = st.vote
+        # Sticky whatever our vote is now: a node told to campaign (``trigger.elect``) right
+        # after it acked its leader holds an uncommitted vote of its own, and may still be
+        # in that leader's lease (``leader_seen_at`` is only ever set from an established
+        # leader, so it is old unless that happened).
         sticky = (
-            mine.committed
-            and req.vote.leader_id != mine.leader_id
+            req.vote.leader_id != mine.leader_id
             and req.transfer_from != mine  # our leader handed over to this candidate
             and self.leader_is_alive(now)
         )

@@ -11,7 +11,7 @@ round after round, in virtual time:
    for longer than an election timeout: their leader stickiness ends, node 1 keeps its
    lease through the others. At a seeded moment between two heartbeats, node 1 is cut off
    from every other node. In a third of the rounds a node that acked node 1 then crashes
-   and restarts at once.
+   and restarts at once; in a sixth, an operator calls ``trigger.elect()`` on one.
 3. A reader keeps reading a key on node 1 (``LEASE_READ``, or ``READ_INDEX``) until it is
    refused, while a writer writes that key through whichever node of the majority leads
    once one is elected (their fast clocks end their leader stickiness early, in real time).
@@ -272,6 +272,12 @@ class LeaseSkewRun:
                     store.crash()
                 await c.add_node(victim)
                 self.log(f"round {rnd}: n{victim} crashed and restarted")
+            elif event < 1 / 2:
+                # An operator forces an election on a node that acked node 1: its own vote
+                # must not count while it is sticky (``VoteHandler.may_grant_self``).
+                n = self.rng.choice(acked)
+                await c.nodes[n].trigger.elect()
+                self.log(f"round {rnd}: trigger.elect() on n{n}")
             await self._write_on_majority(rnd, others, written)
             await reader
             c.router.heal()

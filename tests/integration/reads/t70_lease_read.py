@@ -193,3 +193,46 @@ def test_validate_rejects_a_margin_that_leaves_no_lease(margin: int) -> None:
 def test_validate_rejects_a_negative_margin() -> None:
     with pytest.raises(ConfigError, match="lease_drift_margin"):
         Config(lease_drift_margin=-1).validate()
+
+
+async def test_trigger_elect_on_a_node_in_the_lease_cannot_depose_the_leader_at_once() -> None:
+    """Leader L holds its lease through follower A's acks; follower B has not heard from L
+    for longer than election_timeout_min (cut off from it), so B would vote for anyone.
+    L is cut off from both, and an operator calls ``trigger.elect()`` on A. A counted its
+    own vote although it had acked L a moment before: with B's grant it won at once,
+    committed a write, and L went on serving lease reads of the old value (a stale read;
+    the simulator's lease scenario found it, tests/sim/test_skew.py). A's own vote now
+    obeys leader stickiness: it wins only once L's lease is over."""
+    cfg = fast_config(election_timeout_min=400, election_timeout_max=800, heartbeat_interval=40)
+    async with Cluster(cfg, seed=73) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader(timeout=5)
+        raft = c.nodes[leader]
+        await raft.client_write(b"old")
+        a, b = sorted(set(c.nodes) - {leader})
+        c.router.cut(leader, b)
+        eng_b = c.nodes[b]._core.engine
+        async with asyncio.timeout(5):  # B's stickiness ends election_timeout_min after L's last message
+            while now_ms() - eng_b.leader_seen_at < cfg.election_timeout_min:
+                await asyncio.sleep(0.02)
+        sent = now_ms()
+        await raft.trigger.heartbeat()
+        await raft.wait(2.0).metrics(
+            lambda m: m.last_quorum_acked is not None and m.last_quorum_acked >= sent, "A acked a heartbeat"
+        )
+        assert await raft.ensure_linearizable(ReadPolicy.LEASE_READ) is not None, "the lease holds through A"
+
+        c.router.partition({leader}, {a, b})
+        eng_a = c.nodes[a]._core.engine
+        await c.nodes[a].trigger.elect()
+        async with asyncio.timeout(2):  # until A counted B's grant (or won)
+            while eng_a.leader is None and (eng_a.candidate is None or b not in eng_a.candidate.granted):
+                await asyncio.sleep(0.005)
+        assert eng_a.leader is None, "A won on its own vote and B's while L's lease was running"
+
+        # A (or B) leads once A's stickiness is over, by then L's lease has ended too.
+        new = await c.wait_for_leader(timeout=5, among={a, b})
+        await c.nodes[new].client_write(b"new")
+        async with asyncio.timeout(2):
+            with pytest.raises((LinearizableReadError, ForwardToLeader)):
+                await raft.ensure_linearizable(ReadPolicy.LEASE_READ)
