@@ -82,6 +82,7 @@ from ..engine import (
     Unreachable,
 )
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError
+from ..failure_log import FailureLog
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -195,6 +196,14 @@ def _stray_cancel(rpc: str, e: asyncio.CancelledError) -> StrayCancel | None:
     err = StrayCancel(str(cause))
     err.__cause__ = e
     return err
+
+
+def _answered(result: ReplicationResult | Progress) -> bool:
+    """Whether ``result`` came with an answer of the target (a failure, or a snapshot not
+    sent because none covers the purged log, did not)."""
+    if isinstance(result, (Unreachable, EntriesPurged)):
+        return False
+    return not (isinstance(result, SnapshotSent) and result.matching is None)
 
 
 def _not_a_response(got: object, expected: type) -> Exception:
@@ -359,6 +368,7 @@ class ReplicationCore:
         "_matched",
         "_matched_at",
         "_breaches",
+        "_down",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -383,6 +393,12 @@ class ReplicationCore:
         self._matched_at = math.inf
         # The contract breaches of the network toward the target (``_warn_broken``).
         self._breaches = BreachLog(log)
+        # The target's failed requests (``RPCError``s): logged at WARNING once they have
+        # gone on for an election timeout, then every ``REPEAT_EVERY`` seconds, and at INFO
+        # once it answers again. They were logged at DEBUG only: a peer down for an hour, or
+        # one refusing this node's connections, left nothing in the leader's log.
+        self._down = FailureLog(log, f"node {env.node_id}: replication to node {target}",
+                                after=env.config.election_timeout_max / 1000.0)
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -567,6 +583,8 @@ class ReplicationCore:
                 if matching is not None and matching.index > self._matched:
                     self._matched = matching.index
                     self._matched_at = self.env.now_ms()
+            if self._down.failing and _answered(result):
+                self._down.cleared(self.env.clock.now())
             self.env.notify(result)
 
     def _pass_turn(self, turn: int) -> None:
@@ -714,6 +732,7 @@ class ReplicationCore:
         env = self.env
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
+            self._rpc_failed(e)
         elif isinstance(e, (WrongResponse, NoAnswer, StrayCancel)):
             self._warn_broken(str(e))
         else:
@@ -725,6 +744,12 @@ class ReplicationCore:
         target (``BreachLog``: at WARNING at most once per ``BROKEN_NETWORK_WARN_MS``)."""
         env = self.env
         self._breaches.log(env.now_ms(), f"replication {env.node_id}->{self.target}: {what}")
+
+    def _rpc_failed(self, e: BaseException) -> None:
+        """A request to the target failed with ``e`` (an ``RPCError``, or the
+        ``TimeoutError`` of a snapshot chunk): see ``_down``."""
+        kind = type(e).__name__
+        self._down.failed(self.env.clock.now(), kind, f"{kind}: {e}" if str(e) else kind)
 
     def _report_refusal(self, resp: AppendEntriesResponse, gen: int, sent_at: float, start: int) -> None:
         """The target refused the request of generation ``gen`` whose entries start at
@@ -817,6 +842,7 @@ class ReplicationCore:
                     continue
                 except (RPCError, TimeoutError) as e:
                     log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
+                    self._rpc_failed(e if str(e) else TimeoutError(f"no answer to the chunk at {offset} within {ttl:g}s"))
                     await env.clock.sleep(pause)
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node

@@ -1,0 +1,91 @@
+"""``FailureLog``: the one way the node logs a failure that repeats (a peer that is down, a
+peer that reconnects with a wrong cluster name at every back-off), so that a fault lasting
+an hour is a few lines in the log, not one per retry.
+
+A ``FailureLog`` follows one thing that can fail (a replication channel to one peer, the
+connections from one host). ``failed(now, kind, detail)`` is called at every failure and
+``cleared(now)`` at every success; what is logged:
+
+- WARNING at the first failure that comes ``after`` seconds or more after the first of
+  the streak (``after=0``: the first failure itself), naming the failure and when it will
+  be said again;
+- WARNING again at a failure of another ``kind`` than the one logged last (the fault
+  changed: a refused connection became a refused certificate), and at most once per
+  ``every`` seconds (``REPEAT_EVERY``) while the same one goes on, with how many failures
+  there were and for how long;
+- INFO once, at the first success after a WARNING ("recovered after ..."). A streak that
+  ended before its WARNING (a single lost request) logs nothing.
+
+``now`` is the caller's clock in seconds (the node's ``Clock``, so the simulator's virtual
+time works too). Nothing here reads a clock or allocates on ``cleared`` while nothing
+fails: the caller tests ``failing`` first on its success path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["FailureLog", "REPEAT_EVERY"]
+
+REPEAT_EVERY = 300.0
+"""Seconds between two WARNINGs of one failure that goes on unchanged."""
+
+
+class FailureLog:
+    """Log one thing's repeating failure (see the module docstring). ``subject`` starts
+    every line (who fails: ``"node 1: replication to node 3"``)."""
+
+    __slots__ = ("log", "subject", "after", "every", "failing", "since", "count", "warned_at", "warned_kind",
+                 "warned_count")
+
+    def __init__(self, logger: logging.Logger, subject: str, *, after: float = 0.0, every: float = REPEAT_EVERY) -> None:
+        self.log = logger
+        self.subject = subject
+        self.after = after
+        self.every = every
+        self.failing = False
+        """Whether the last call was a failure (a streak is under way)."""
+        self.since = 0.0  # the streak's first failure
+        self.count = 0  # failures in the streak
+        self.warned_at: float | None = None  # the streak's last WARNING, if any
+        self.warned_kind = ""
+        self.warned_count = 0  # ``count`` at that WARNING
+
+    def failed(self, now: float, kind: str, detail: str) -> None:
+        """One failure at ``now``: ``kind`` names what failed (compared with the one logged
+        last: a new kind is logged at once), ``detail`` says it in full."""
+        if not self.failing:
+            self.failing = True
+            self.since = now
+            self.count = 0
+            self.warned_at = None
+        self.count += 1
+        warned = self.warned_at
+        if warned is None:
+            if now - self.since < self.after:
+                return
+            self.log.warning("%s: %s (%s; logged again every %gs while it goes on, and once it recovers)",
+                             self.subject, detail, self._streak(now), self.every)
+        elif kind != self.warned_kind:
+            self.log.warning("%s: now %s (%s)", self.subject, detail, self._streak(now))
+        elif now - warned >= self.every:
+            self.log.warning("%s: still failing: %s (%s, %d since the last report)",
+                             self.subject, detail, self._streak(now), self.count - self.warned_count)
+        else:
+            return
+        self.warned_at = now
+        self.warned_kind = kind
+        self.warned_count = self.count
+
+    def cleared(self, now: float) -> None:
+        """A success at ``now``: ends the streak; logged at INFO if it was at WARNING."""
+        if not self.failing:
+            return
+        self.failing = False
+        if self.warned_at is not None:
+            self.log.info("%s: recovered (%s)", self.subject, self._streak(now))
+            self.warned_at = None
+
+    def _streak(self, now: float) -> str:
+        n = self.count
+        return f"{n} failure{'s' if n != 1 else ''} in {max(now - self.since, 0.0):.1f}s"

@@ -1,0 +1,51 @@
+"""``FailureLog``: a failure that repeats is logged at WARNING once it lasted ``after``
+seconds, again on a new kind or every ``every`` seconds, and its end once at INFO."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from openraft_py.failure_log import FailureLog
+
+
+def _log(caplog: pytest.LogCaptureFixture, **kw: float) -> FailureLog:
+    caplog.set_level(logging.DEBUG, logger="test.failure_log")
+    return FailureLog(logging.getLogger("test.failure_log"), "node 1: replication to node 2", **kw)
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "test.failure_log"]
+
+
+def test_one_warning_per_period_and_one_info_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
+    f = _log(caplog, after=0.0, every=60.0)
+    for i in range(100):  # 100 failures in 10 s: one line
+        f.failed(i * 0.1, "Unreachable", "Unreachable: connect to h:1 failed")
+    assert [lvl for lvl, _ in _lines(caplog)] == ["WARNING"]
+    assert _lines(caplog)[0][1].startswith("node 1: replication to node 2: Unreachable: connect to h:1 failed (1 failure in 0.0s")
+    f.failed(61.0, "Unreachable", "Unreachable: connect to h:1 failed")  # a period later: a summary
+    f.failed(61.5, "Unreachable", "Unreachable: connect to h:1 failed")
+    assert [lvl for lvl, _ in _lines(caplog)] == ["WARNING", "WARNING"]
+    assert "still failing" in _lines(caplog)[1][1] and "101 failures in 61.0s, 100 since the last report" in _lines(caplog)[1][1]
+    f.failed(62.0, "Timeout", "Timeout: no answer")  # another kind: at once
+    assert _lines(caplog)[2] == ("WARNING", "node 1: replication to node 2: now Timeout: no answer (103 failures in 62.0s)")
+    f.cleared(63.0)
+    f.cleared(64.0)
+    assert _lines(caplog)[3] == ("INFO", "node 1: replication to node 2: recovered (103 failures in 63.0s)")
+    assert len(_lines(caplog)) == 4 and not f.failing
+
+
+def test_a_streak_shorter_than_after_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    f = _log(caplog, after=1.0)
+    f.failed(10.0, "Timeout", "Timeout")
+    f.failed(10.5, "Timeout", "Timeout")
+    f.cleared(10.6)
+    assert _lines(caplog) == []
+    f.failed(20.0, "Timeout", "Timeout")  # a new streak: counted from its own start
+    f.failed(20.9, "Timeout", "Timeout")
+    assert _lines(caplog) == []
+    f.failed(21.0, "Timeout", "Timeout")
+    assert [lvl for lvl, _ in _lines(caplog)] == ["WARNING"]
+    assert "3 failures in 1.0s" in _lines(caplog)[0][1]
