@@ -35,14 +35,17 @@ class FailureLog:
     """Log one thing's repeating failure (see the module docstring). ``subject`` starts
     every line (who fails: ``"node 1: replication to node 3"``)."""
 
-    __slots__ = ("log", "subject", "after", "every", "failing", "since", "count", "warned_at", "warned_kind",
-                 "warned_count")
+    __slots__ = ("log", "subject", "after", "every", "unit", "failing", "since", "count", "warned_at",
+                 "warned_kind", "warned_count")
 
-    def __init__(self, logger: logging.Logger, subject: str, *, after: float = 0.0, every: float = REPEAT_EVERY) -> None:
+    def __init__(self, logger: logging.Logger, subject: str, *, after: float = 0.0, every: float = REPEAT_EVERY,
+                 unit: str = "failure") -> None:
         self.log = logger
         self.subject = subject
         self.after = after
         self.every = every
+        self.unit = unit
+        """What one failure is called in the counts (``"3 failures in 1.0s"``)."""
         self.failing = False
         """Whether the last call was a failure (a streak is under way)."""
         self.since = 0.0  # the streak's first failure
@@ -77,15 +80,16 @@ class FailureLog:
         self.warned_kind = kind
         self.warned_count = self.count
 
-    def cleared(self, now: float) -> None:
-        """A success at ``now``: ends the streak; logged at INFO if it was at WARNING."""
+    def cleared(self, now: float, what: str = "recovered") -> None:
+        """A success at ``now``: ends the streak; logged at INFO (saying ``what``) if it
+        was at WARNING."""
         if not self.failing:
             return
         self.failing = False
         if self.warned_at is not None:
-            self.log.info("%s: recovered (%s)", self.subject, self._streak(now))
+            self.log.info("%s: %s (%s)", self.subject, what, self._streak(now))
             self.warned_at = None
 
     def _streak(self, now: float) -> str:
         n = self.count
-        return f"{n} failure{'s' if n != 1 else ''} in {max(now - self.since, 0.0):.1f}s"
+        return f"{n} {self.unit}{'s' if n != 1 else ''} in {max(now - self.since, 0.0):.1f}s"

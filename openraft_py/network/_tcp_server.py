@@ -17,6 +17,7 @@ from .._core import CodecError, FrameReader
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import Fatal, InvalidRequest
+from ..failure_log import FailureLog
 from ..metrics import RaftMetrics
 from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
 from ..validation import check_implements, check_node_id
@@ -113,10 +114,6 @@ _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_P
 """The ``ssl.SSLError.reason`` of a TLS handshake whose peer sent something else than TLS (a
 node without a TLS context sends its plain hello)."""
 
-_MAX_VERSION_REFUSALS = 1024
-"""At most this many ``(sender, version)`` pairs are remembered as logged at WARNING
-(``TcpServer._version_refusals``): then they are forgotten, and logged once more each."""
-
 _sched_yield = getattr(os, "sched_yield", None)  # POSIX only
 
 DEFAULT_FRAME_TIMEOUT = 30.0
@@ -202,6 +199,9 @@ class _ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: _FrameWriter | None = None
         self.peer = "?"
+        self.peer_host = "?"
+        """The peer's address without its port: what its refusals are logged by
+        (``TcpServer._refusal_log``)."""
         self.yield_after_answer = False
         """Whether an AppendEntries answer is followed by ``os.sched_yield()`` (see
         ``TcpServer.start``); decided when the connection is made."""
@@ -248,6 +248,7 @@ class _ServerConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        self.peer_host = str(peername[0]) if isinstance(peername, tuple) else self.peer
         srv = self.server
         self.yield_after_answer = _sched_yield is not None and (
             is_loopback_peer(peername) if srv.yield_after_answer is None else srv.yield_after_answer
@@ -308,7 +309,9 @@ class _ServerConnection(asyncio.Protocol):
                 elif isinstance(e, ConnectionResetError) or "ALERT" in str(getattr(e, "reason", "")):
                     # What a client that refuses this node's certificate does; it logs why.
                     hint = " (did the client refuse this node's certificate? its log says why)"
-                log.warning("tcp server %s: TLS refused the connection from %s: %r%s", srv.address, self.peer, e, hint)
+                srv._refusal_log(self.peer_host, None).failed(
+                    self.loop.time(), f"TLS {type(e).__name__} {getattr(e, 'reason', None)}",
+                    f"TLS refused the connection from {self.peer}: {e!r}{hint}")
                 raw.close()
 
     def data_received(self, data: bytes) -> None:
@@ -391,13 +394,13 @@ class _ServerConnection(asyncio.Protocol):
         if hello.version not in wire.SUPPORTED_VERSIONS:
             return self._refuse_version(hello.version, hello.node_id)
         if hello.cluster_name != srv.cluster_name:
-            return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}")
+            return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}", hello.node_id)
         if srv.peer_id_of_cert is not None:
             why = cert_mismatch(self.transport, srv.peer_id_of_cert, hello.node_id, "client")
             if why is not None:
-                return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})")
+                return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})", hello.node_id)
         if not _known_sender(srv._raft.metrics, hello.node_id):
-            return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership")
+            return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership", hello.node_id)
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
             self.handshake_timer = None
@@ -406,35 +409,28 @@ class _ServerConnection(asyncio.Protocol):
         # The connection speaks the client's version (the one it sent), which this node speaks.
         self._send(frame_message(KIND_HELLO_ACK, 0, HelloAck(hello.version, srv.node_id)))
         log.debug("tcp server %s: accepted node %s from %s", srv.address, hello.node_id, self.peer)
+        srv._accepted_from(self.peer_host, hello.node_id, self.peer)
 
     def _refuse_version(self, version: int, sender: NodeId | None) -> None:
         """Refuse a hello of a protocol ``version`` this node does not speak (from ``sender``,
         ``None`` when its hello is of a layout this version does not read), naming the
-        versions it speaks. A rolling upgrade across protocol versions: logged at WARNING
-        once per sender and version, at DEBUG at its reconnects (the client logs the answer
-        once too)."""
-        srv = self.server
-        key = (sender, version)
-        first = key not in srv._version_refusals
-        if first:
-            if len(srv._version_refusals) >= _MAX_VERSION_REFUSALS:
-                srv._version_refusals.clear()
-            srv._version_refusals.add(key)
+        versions it speaks. A rolling upgrade across protocol versions: logged through the
+        host's ``FailureLog`` as the other refusals (the client logs the answer once too)."""
         speaks = ", ".join(str(v) for v in sorted(wire.SUPPORTED_VERSIONS))
         whose = "a hello of another layout" if sender is None else f"node {sender}'s hello"
         self._refuse(
             ERR_UNSUPPORTED,
             f"unsupported protocol version {version} ({whose}): this node speaks protocol version {speaks}; a "
             "rolling upgrade needs releases that share one",
-            level=logging.WARNING if first else logging.DEBUG,
+            sender,
         )
 
-    def _refuse(self, code: int, reason: str, level: int = logging.WARNING) -> None:
-        """Answer the hello with ``ErrorBody(code, reason)`` and close; log ``reason`` at
-        ``level`` and count it in ``refused``."""
+    def _refuse(self, code: int, reason: str, node_id: NodeId | None = None) -> None:
+        """Refuse the handshake (of a hello claiming ``node_id``) with ``reason``."""
         srv = self.server
         srv.refused += 1
-        log.log(level, "tcp server %s: refused the connection from %s: %s", srv.address, self.peer, reason)
+        srv._refusal_log(self.peer_host, node_id).failed(
+            self.loop.time(), reason, f"refused the connection from {self.peer}: {reason}")
         self._send(_error_frame(0, code, reason))
         self._close_after_flush()
 
@@ -657,13 +653,19 @@ class _ServerConnection(asyncio.Protocol):
             self.server._drained(self)
 
 
+MAX_REFUSAL_LOGS = 1024
+"""Peer hosts (and claimed node ids) whose refused connections a ``TcpServer`` keeps
+counting for its log (``TcpServer._refusal_log``)."""
+
+
 class TcpServer:
     """Serves a ``Raft`` node's RPCs on a TCP port (see the module docstring).
 
     Counters (for tests and monitoring): ``delivered`` requests handed to ``Raft``,
     ``refused`` handshakes and requests refused (a request naming another leader than the
     connection's sender, or one the node refused as ``InvalidRequest``: each logged at
-    WARNING), ``dropped`` connections closed for bad input, a frame arriving too slowly,
+    WARNING; the refused handshakes and TLS handshakes of one peer through a ``FailureLog``,
+    see ``_refusal_log``), ``dropped`` connections closed for bad input, a frame arriving too slowly,
     idleness, limits, or a sender that left the membership.
     """
 
@@ -693,10 +695,9 @@ class TcpServer:
     refused: int
     dropped: int
     _conns: set[_ServerConnection]
-    _version_refusals: set[tuple[NodeId | None, int]]
-    """The ``(claimed sender, protocol version)`` pairs refused at WARNING so far: a peer
-    that speaks no version of ours is refused at each of its reconnects (one a second with
-    the default back-off), logged at DEBUG after the first (``_handshake``)."""
+    _refusals: dict[tuple[str, NodeId | None], FailureLog]
+    """The refused connections of each peer host and claimed node id (``None``: refused by
+    TLS, before the hello), oldest first (``_refusal_log``)."""
     _accepted: int
     """Connections accepted so far (``_ServerConnection.number``)."""
     """Open connections (handshaken or not); a closed one leaves at once."""
@@ -952,7 +953,7 @@ class TcpServer:
         self.refused = 0
         self.dropped = 0
         self._conns = set()
-        self._version_refusals = set()
+        self._refusals = {}
         self._accepted = 0
         self._closing = False
         self._drain_waiter = None
@@ -976,6 +977,33 @@ class TcpServer:
             f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one"
         )
         return True
+
+    def _refusal_log(self, host: str, node_id: NodeId | None) -> FailureLog:
+        """The ``FailureLog`` of the connections refused from ``host`` claiming ``node_id``
+        (``None``: refused by TLS, before any hello). A peer refused at every reconnect (a
+        wrong cluster name, certificate or membership: every second or so, for as long as it
+        runs) is logged at WARNING at the first refusal, then at another reason or every
+        ``REPEAT_EVERY`` seconds, not at each one. At most ``MAX_REFUSAL_LOGS`` are kept
+        (the oldest is dropped)."""
+        key = (host, node_id)
+        refusals = self._refusals
+        flog = refusals.get(key)
+        if flog is None:
+            if len(refusals) >= MAX_REFUSAL_LOGS:
+                del refusals[next(iter(refusals))]
+            flog = refusals[key] = FailureLog(log, f"tcp server {self.address}", unit="refusal")
+        return flog
+
+    def _accepted_from(self, host: str, node_id: NodeId, peer: str) -> None:
+        """A handshake from ``host`` claiming ``node_id`` (at ``peer``) was accepted: the
+        refusals logged for it end (logged at INFO)."""
+        refusals = self._refusals
+        if not refusals:
+            return
+        for key in ((host, node_id), (host, None)):
+            flog = refusals.pop(key, None)
+            if flog is not None:
+                flog.cleared(self._loop.time(), f"accepted node {node_id} from {peer}, after refusing {host}")
 
     def _idle_period(self) -> float:
         return max(min(self.idle_timeout, self.handshake_timeout, self.frame_timeout) / 2, 0.01)

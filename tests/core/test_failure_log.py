@@ -49,3 +49,15 @@ def test_a_streak_shorter_than_after_logs_nothing(caplog: pytest.LogCaptureFixtu
     f.failed(21.0, "Timeout", "Timeout")
     assert [lvl for lvl, _ in _lines(caplog)] == ["WARNING"]
     assert "3 failures in 1.0s" in _lines(caplog)[0][1]
+
+
+def test_unit_and_what_the_end_says(caplog: pytest.LogCaptureFixture) -> None:
+    f = _log(caplog, unit="refusal")
+    f.failed(1.0, "wrong cluster name", "refused the connection from h:5: wrong cluster name")
+    f.failed(2.0, "wrong cluster name", "refused the connection from h:6: wrong cluster name")
+    f.cleared(3.0, "accepted node 4 from h:7, after refusing h")
+    assert [m for _, m in _lines(caplog)] == [
+        "node 1: replication to node 2: refused the connection from h:5: wrong cluster name (1 refusal in 0.0s; "
+        "logged again every 300s while it goes on, and once it recovers)",
+        "node 1: replication to node 2: accepted node 4 from h:7, after refusing h (2 refusals in 2.0s)",
+    ]

@@ -100,6 +100,47 @@ async def test_wrong_cluster_name_is_refused_and_logged(caplog: pytest.LogCaptur
         assert all(n.server is not None and n.server.refused > 0 for n in c.nodes.values())
 
 
+async def test_a_peer_refused_at_every_reconnect_is_logged_once_then_its_acceptance_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer of another cluster name reconnects at every back-off (about once a second with
+    the defaults, for as long as it runs): its refusals are one WARNING (and one more every
+    ``failure_log.REPEAT_EVERY`` seconds), not one per connection; a connection from its host
+    for that node id that is accepted later ends them with one INFO."""
+    caplog.set_level(logging.INFO, logger="openraft_py.network.tcp")
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        node = c.nodes[1]
+        assert node.server is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        bad = TcpNetworkFactory(1, "another-cluster", backoff_min=0.01, backoff_max=0.02)
+        hello = VoteRequest(Vote.new(0, 1, False), None)
+        try:
+            client = bad.new_client(1, BasicNode(node.addr))
+            while node.server.refused < 10:  # ten reconnects, each refused
+                assert loop.time() < deadline, f"only {node.server.refused} refusals"
+                with pytest.raises(Unreachable):
+                    await asyncio.wait_for(client.vote(hello, OPT), 5)
+                await asyncio.sleep(0.005)  # (calls within the back-off fail without connecting)
+        finally:
+            await bad.close()
+        refused = [r for r in caplog.records if "refused the connection from 127.0.0.1:" in r.getMessage()]
+        assert len(refused) == 1, [r.getMessage() for r in refused]
+        assert refused[0].levelno == logging.WARNING
+        assert "wrong cluster name 'another-cluster'" in refused[0].getMessage()
+        good = TcpNetworkFactory(1, c.cluster_name)
+        try:
+            resp = await asyncio.wait_for(good.new_client(1, BasicNode(node.addr)).vote(hello, OPT), 5)
+            assert not resp.vote_granted
+        finally:
+            await good.close()
+        accepted = [r for r in caplog.records if "accepted node 1 from 127.0.0.1:" in r.getMessage()]
+        assert len(accepted) == 1 and accepted[0].levelno == logging.INFO, [r.getMessage() for r in accepted]
+        assert "after refusing 127.0.0.1" in accepted[0].getMessage()
+        assert "refusals in" in accepted[0].getMessage()
+
+
 async def test_node_id_outside_the_membership_is_refused() -> None:
     async with TcpCluster(tcp_config()) as c:
         await c.start([1, 2, 3])
