@@ -573,6 +573,16 @@ def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], l
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
+def _membership_rank(st: dict[str, Any]) -> tuple[int, bool, int]:
+    """How recent the membership in status ``st`` is, for ``cluster status`` to show the
+    newest one: by term, then the leader's (it holds every membership entry of its term),
+    then by last log index (a membership takes effect when appended). The highest term alone
+    took the last of the nodes of that term to answer: a node lagging in a membership change
+    showed the old voters."""
+    term, last = st.get("term"), st.get("last_log_index")
+    return (term if isinstance(term, int) else -1, st.get("state") == "Leader", last if isinstance(last, int) else -1)
+
+
 @_async
 async def _cluster_status(args: argparse.Namespace) -> int:
     """Every endpoint's status, and every member's the answers name, each asked as soon as it
@@ -586,7 +596,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         known: dict[int, str] = {}
         voters: list[int] = []
         learners: list[int] = []
-        best_term = -1
+        best: tuple[int, bool, int] | None = None
         failed: list[str] = []
         asking: dict[asyncio.Task[dict[str, Any]], str] = {}  # (in the order asked)
         running: set[asyncio.Task[dict[str, Any]]] = set()
@@ -614,10 +624,9 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                     if not isinstance(nid, int):
                         continue
                     rows[nid] = st
-                    st_term = st.get("term")
-                    term = st_term if isinstance(st_term, int) else -1
-                    if st.get("voters") is not None and term >= best_term:
-                        best_term, voters, learners = term, list(st["voters"]), list(st.get("learners") or [])
+                    rank = _membership_rank(st)
+                    if st.get("voters") is not None and (best is None or rank > best):
+                        best, voters, learners = rank, list(st["voters"]), list(st.get("learners") or [])
                     for k, addrs in (st.get("nodes") or {}).items():
                         http = addrs.get("http_addr") if isinstance(addrs, dict) else None
                         if k.isdigit() and http:

@@ -570,3 +570,46 @@ async def test_cluster_status_ends_within_its_timeout_when_members_named_later_d
     assert printed["nodes"]["3"] == "unreachable" and printed["unreachable_endpoints"] == [h1]
     assert {k: v["id"] for k, v in printed["nodes"].items() if isinstance(v, dict)} == {"1": 1, "2": 2}
     assert took < 2.9, f"cluster status --timeout 2 took {took:.1f} s"
+
+
+async def test_cluster_status_shows_the_leaders_membership_over_a_lagging_nodes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """During a membership change a node that has not received the new membership yet (it
+    lags, or was cut off) reports the old one in the same term as the leader. ``cluster
+    status`` took the membership of whichever node of the highest term answered last, so
+    with the leader listed first the table showed the old voters: the node being removed as
+    a voter, the new one as not a member. The leader's membership of the highest term is
+    shown (else the longest log's of that term). Two fake nodes on loopback answer."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    ports = [free_port(), free_port()]
+
+    def status_of(nid: int, state: str, last: int, voters: list[int], port: int) -> dict[str, object]:
+        return {"id": nid, "state": state, "term": 5, "leader_id": 1, "last_log_index": last,
+                "committed_index": last, "applied_index": last, "voters": voters, "learners": [],
+                "nodes": {}, "raft_addr": f"127.0.0.1:{port + 1}", "http_addr": f"127.0.0.1:{port}"}
+
+    leader = status_of(1, "Leader", 12, [1, 2, 4], ports[0])
+    lagging = status_of(3, "Follower", 9, [1, 2, 3], ports[1])
+
+    def answer(st: dict[str, object]) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(st)
+        return [web.get("/cluster/status", status)]
+
+    async with _fake_node(ports[0], answer(leader)) as a, _fake_node(ports[1], answer(lagging)) as b:
+        for endpoints in (f"{a},{b}", f"{b},{a}"):
+            code = await asyncio.to_thread(cli.main, ["cluster", "status", "--json", "--endpoints", endpoints])
+            assert code == 0
+            out = json.loads(capsys.readouterr().out)
+            assert (out["voters"], out["learners"]) == ([1, 2, 4], []), endpoints
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--endpoints", f"{a},{b}"])
+        assert code == 0
+        rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+        assert rows["1"][2] == "voter" and rows["3"][2] == "-"
