@@ -80,15 +80,17 @@ class FailureLog:
         self.warned_kind = kind
         self.warned_count = self.count
 
-    def cleared(self, now: float, what: str = "recovered") -> None:
+    def cleared(self, now: float, what: str = "recovered") -> bool:
         """A success at ``now``: ends the streak; logged at INFO (saying ``what``) if it
-        was at WARNING."""
+        was at WARNING. Returns whether it logged."""
         if not self.failing:
-            return
+            return False
         self.failing = False
-        if self.warned_at is not None:
-            self.log.info("%s: %s (%s)", self.subject, what, self._streak(now))
-            self.warned_at = None
+        if self.warned_at is None:
+            return False
+        self.log.info("%s: %s (%s)", self.subject, what, self._streak(now))
+        self.warned_at = None
+        return True
 
     def _streak(self, now: float) -> str:
         n = self.count

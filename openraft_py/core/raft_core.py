@@ -57,11 +57,13 @@ from ..engine import (
     TruncateLog,
 )
 from ..errors import ApiError, Fatal, ForwardToLeader, Panicked, RPCError, Stopped, StorageError, Unreachable
+from ..failure_log import FailureLog
 from ..metrics import MetricsWatch, RaftMetrics, RoleKey
 from ..storage import IOFlushed, durable_append_of
 from ..types import (
     Entry,
     EntryPayload,
+    LeaderId,
     LogId,
     NodeId,
     Normal,
@@ -189,6 +191,14 @@ class RaftCore:
         self.config = config
         self.engine = engine
         self.id: NodeId = engine.state.id
+        # What the log says of the node's leadership (``_save_vote``, ``_send_votes``): each
+        # leader it comes to know at INFO, and its own election rounds while none is known
+        # through a ``FailureLog`` (at WARNING once they have gone on for an election timeout,
+        # then every ``REPEAT_EVERY`` seconds). Nothing of it was logged: a node cut off from
+        # its cluster for an hour, or a new leader after a crash, left no line above DEBUG.
+        self._no_leader = FailureLog(log, f"node {self.id}", after=config.election_timeout_max / 1000.0,
+                                     unit="election round")
+        self._logged_leader: LeaderId | None = None
         self.network = network
         self.log_store = log_store
         # The store's synchronous append, when it offers one (``storage.durable_append_of``).
@@ -580,13 +590,49 @@ class RaftCore:
 
     def _save_vote(self, c: SaveVote) -> None:
         self.votes.save(c.vote, c.io)
+        vote = c.vote
+        if vote.committed and vote.leader_id != self._logged_leader:
+            self._log_leader(vote.leader_id)
+
+    def _log_leader(self, leader_id: LeaderId) -> None:
+        """Log at INFO that ``leader_id`` leads (this node or another): once per leader, with
+        the election rounds this node ran without one, if they were logged."""
+        self._logged_leader = leader_id
+        term, leader = leader_id.term, leader_id.node_id
+        what = f"leads term {term}" if leader == self.id else f"follows node {leader}, the leader of term {term}"
+        if not self._no_leader.cleared(self.clock.now(), what):
+            log.info("node %s: %s", self.id, what)
 
     def _send_votes(self, c: SendVote) -> None:
+        req = c.req
+        rounds = "a pre-vote round" if req.pre_vote else "an election"
+        if req.transfer_from is not None:
+            rounds += f" (leadership handed over by node {req.transfer_from.leader_id.node_id})"
+        self._no_leader.failed(
+            self.clock.now(), "election", f"no leader: started {rounds} for term {req.vote.leader_id.term}")
         for target, node in c.targets.items():
             self.tasks.spawn(self._send_vote(target, node, c.req), "vote")
 
     def _stop_replication(self, c: StopReplication) -> None:
         self._stop_streams()
+        self._log_step_down()
+
+    def _log_step_down(self) -> None:
+        """Log at INFO that this node no longer leads (``StopReplication`` is emitted then
+        only), and why, as its state after the pass tells: a newer vote, no longer a voter,
+        or no quorum heard from (check quorum)."""
+        led = self._logged_leader
+        vote = self.engine.state.vote.leader_id
+        term = led.term if led is not None and led.node_id == self.id else vote.term
+        if vote.node_id != self.id or vote.term != term:
+            why = f"it saw node {vote.node_id}'s term {vote.term}"
+        elif self.id not in self.engine.state.membership.effective.membership.voter_ids():
+            why = "it is no longer a voter"
+        else:
+            why = (f"no quorum acknowledged it within election_timeout_max ({self.config.election_timeout_max} ms): "
+                   "is it cut off from most voters?")
+        self._logged_leader = None
+        log.info("node %s: no longer leads term %s: %s", self.id, term, why)
 
     def _respond_on_apply(self, c: RespondOnApply) -> None:
         self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
