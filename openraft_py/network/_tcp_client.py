@@ -16,6 +16,7 @@ from .._core import CodecError, FrameReader
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import ConfigError, NetworkError, RemoteError, Timeout, Unreachable
+from ..failure_log import FailureLog
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -396,7 +397,7 @@ class _ClientConnection(asyncio.Protocol):
         self.closed = True
         self.close_reason = reason
         if log_it:
-            log.warning("tcp client %s -> node %s: %s; closing", self.peer.factory.node_id, self.peer.target, reason)
+            self.peer.refused.failed(self.loop.time(), reason, f"{reason}; closing")
         if self.peer.conn is self:
             self.peer.conn = None
         err = f"node {self.peer.target}: {reason}"
@@ -433,6 +434,12 @@ class _Peer:
         """Why the target's certificate was last refused, as logged (``_log_refused_certificate``)."""
         self.version_refused = ""
         """The last protocol version mismatch with the target, as logged (``version_mismatch``)."""
+        self.refused = FailureLog(log, f"tcp client {factory.node_id} -> node {target}", unit="connection")
+        """The connections closed for what the target sent or is (``fail(log_it=True)``: it
+        answered as another node, its server certificate names another node, it sent what
+        is not the protocol): at each reconnect, so logged through a ``FailureLog``, ended
+        by a connection that succeeds (``_opened``). Each was a WARNING: one a second for a
+        membership address that reaches the wrong node."""
         self.next_id = 1
         self.closed = False
         self.close_reason = "the network factory is closed"
@@ -690,6 +697,8 @@ class _Peer:
                 self.retry_at = 0.0
                 self.refused_certificate = ""
                 self.version_refused = ""
+                if self.refused.failing:
+                    self.refused.cleared(self.loop.time(), f"connected to {self.addr}")
                 self.conn = conn
                 fut.set_result(conn)
         if fut.exception() is not None:

@@ -8,6 +8,7 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from typing import Any
@@ -229,6 +230,47 @@ async def test_reconnect_after_server_restart() -> None:
 
         assert (await asyncio.wait_for(until_ok(), 5)).vote_granted
         assert factory.connected(2)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_target_answering_as_another_node_is_logged_once_until_a_connection_succeeds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A membership address that reaches another node: each reconnect (one per back-off,
+    about a second with the defaults, for as long as the address is wrong) was a WARNING.
+    Now one WARNING, and one INFO once a connection to the target succeeds."""
+    caplog.set_level(logging.INFO, logger="openraft_py.network.tcp")
+    server = await TcpServer.start(FakeRaft(node_id=3), "127.0.0.1", 0, "c")
+    port = server.port
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
+    client = factory.new_client(2, BasicNode(server.address))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    try:
+        while server._accepted < 10:  # ten connections, each answered by node 3
+            assert loop.time() < deadline, f"only {server._accepted} connections"
+            with pytest.raises(Unreachable):
+                await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+            await asyncio.sleep(0.005)  # (calls within the back-off fail without connecting)
+        closing = [r for r in caplog.records if "answered the handshake" in r.getMessage() or "is node 3" in r.getMessage()]
+        assert len(closing) == 1 and closing[0].levelno == logging.WARNING, [r.getMessage() for r in closing]
+        assert closing[0].getMessage().startswith("tcp client 1 -> node 2: the node at 127.0.0.1:")
+        await server.close()
+        server = await TcpServer.start(FakeRaft(node_id=2), "127.0.0.1", port, "c")
+
+        async def until_ok() -> VoteResponse:
+            while True:
+                try:
+                    return await client.vote(VoteRequest(V1, None), OPT)
+                except Unreachable:
+                    await asyncio.sleep(0.01)  # backing off; bounded by wait_for
+
+        assert (await asyncio.wait_for(until_ok(), 5)).vote_granted
+        connected = [r for r in caplog.records if r.getMessage().startswith("tcp client 1 -> node 2: connected to")]
+        assert len(connected) == 1 and connected[0].levelno == logging.INFO, [r.getMessage() for r in connected]
+        assert "connections in" in connected[0].getMessage()
     finally:
         await server.close()
         await factory.close()
