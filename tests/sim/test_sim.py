@@ -184,11 +184,14 @@ def test_cli_refuses_a_run_that_checks_nothing(
 @pytest.mark.timeout(60)
 def test_python_m_runs_the_package() -> None:
     """``python -m openraft_py.testing.sim`` (what ``make sim`` and the docs call) runs a seed
-    and prints the same digest as ``run_seed``."""
+    and prints the same digest as ``run_seed``, and nothing on stderr: the nodes' own log
+    lines (seed 5's nodes log elections without a leader and unreachable peers at WARNING)
+    were printed there by Python's last-resort handler."""
     p = subprocess.run([sys.executable, "-m", "openraft_py.testing.sim", "--seed", "5"],
                        capture_output=True, text=True, timeout=50)
     assert p.returncode == 0, p.stderr
     assert f"digest {run_seed(5).digest()[:16]}" in p.stdout
+    assert p.stderr == ""
 
 
 @pytest.mark.timeout(60)

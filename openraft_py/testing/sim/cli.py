@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -59,6 +60,10 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    # The simulated nodes' log is not the simulator's output: they log the faults it injects
+    # (a peer unreachable, elections without a leader) at WARNING, and with no handler
+    # configured Python printed each one to stderr, a dozen lines a seed among the results.
+    logging.getLogger("openraft_py").addHandler(logging.NullHandler())
 
 
 def _submit(ex: ProcessPoolExecutor, fn: Callable[..., T], *calls: tuple[Any, ...]) -> list[Future[T]]:
