@@ -394,7 +394,10 @@ class _ServerConnection(asyncio.Protocol):
         if hello.version not in wire.SUPPORTED_VERSIONS:
             return self._refuse_version(hello.version, hello.node_id)
         if hello.cluster_name != srv.cluster_name:
-            return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}", hello.node_id)
+            # (Which name is whose: the refused peer's log says the same words of the name it sent.)
+            return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}", hello.node_id,
+                                f" (this node serves cluster {srv.cluster_name!r}: every node of a cluster needs the "
+                                "same cluster name)")
         if srv.peer_id_of_cert is not None:
             why = cert_mismatch(self.transport, srv.peer_id_of_cert, hello.node_id, "client")
             if why is not None:
@@ -425,12 +428,13 @@ class _ServerConnection(asyncio.Protocol):
             sender,
         )
 
-    def _refuse(self, code: int, reason: str, node_id: NodeId | None = None) -> None:
-        """Refuse the handshake (of a hello claiming ``node_id``) with ``reason``."""
+    def _refuse(self, code: int, reason: str, node_id: NodeId | None = None, note: str = "") -> None:
+        """Refuse the handshake (of a hello claiming ``node_id``) with ``reason``, sent to
+        the peer; ``note`` is added to the log line only."""
         srv = self.server
         srv.refused += 1
         srv._refusal_log(self.peer_host, node_id).failed(
-            self.loop.time(), reason, f"refused the connection from {self.peer}: {reason}")
+            self.loop.time(), reason, f"refused the connection from {self.peer}: {reason}{note}")
         self._send(_error_frame(0, code, reason))
         self._close_after_flush()
 

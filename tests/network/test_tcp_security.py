@@ -128,7 +128,7 @@ async def test_a_peer_refused_at_every_reconnect_is_logged_once_then_its_accepta
         refused = [r for r in caplog.records if "refused the connection from 127.0.0.1:" in r.getMessage()]
         assert len(refused) == 1, [r.getMessage() for r in refused]
         assert refused[0].levelno == logging.WARNING
-        assert "wrong cluster name 'another-cluster'" in refused[0].getMessage()
+        assert "wrong cluster name 'another-cluster' (this node serves cluster 'test-cluster'" in refused[0].getMessage()
         good = TcpNetworkFactory(1, c.cluster_name)
         try:
             resp = await asyncio.wait_for(good.new_client(1, BasicNode(node.addr)).vote(hello, OPT), 5)
