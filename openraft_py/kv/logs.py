@@ -2,7 +2,8 @@
 
 ``configure_logging(fmt, level, node)`` installs one stderr handler on the root logger:
 
-- ``text``: ``2026-12-01T06:00:00.123Z INFO  [n1 T3 Leader] openraft_py.kv.node: message``
+- ``text``: ``2026-12-01T06:00:00.123Z INFO  [n1 T3 Leader] openraft_py.kv.node: message``,
+  one line per record (control characters in it as backslash escapes: ``\\n``, ``\\x1b``);
 - ``json``: one object per line: ``{"ts", "level", "logger", "node_id", "term", "state",
   "msg"}`` (plus ``"exc"`` with the traceback when one is logged).
 
@@ -58,9 +59,22 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+"""``str.translate`` table: each control character but the tab as a backslash escape."""
+
+
 class _TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, one line per record: control characters in the line (a newline, a
+    carriage return, an escape sequence) are written as backslash escapes, so what a
+    message quotes from a request (an HTTP path, which a client percent-encodes as it
+    likes) cannot start a line that reads as another record, nor drive the terminal. A
+    traceback (``exc_info``) still follows on lines of its own."""
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return _utc(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        return super().formatMessage(record).translate(_CONTROL_ESCAPES)
 
 
 class JsonFormatter(logging.Formatter):

@@ -225,3 +225,56 @@ def test_text_logs_carry_node_term_state() -> None:
         configure_logging("xml", "INFO", _Metrics, stream=buf)
     with pytest.raises(ValueError):
         configure_logging("text", "LOUD", _Metrics, stream=buf)
+
+
+def test_text_logs_write_control_characters_as_escapes() -> None:
+    """A text log line is one line: what a message quotes from a request (an HTTP path,
+    which the client percent-encodes as it likes: ``%0A`` is a newline) could start a line
+    of its own that read as another node's record, or drive the terminal (``\\x1b``). A
+    traceback still follows on lines of its own."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("text", "INFO", _Metrics, stream=buf)
+        logging.getLogger("x").info("PUT %s: cut short", "/kv/a\n2026-12-05T00:00:00.000Z ERROR [n9 T9 Leader] forged\r\x1b[2J\tend")
+        try:
+            raise ValueError("first\nsecond")
+        except ValueError:
+            logging.getLogger("x").exception("failed on\nline two")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].endswith(
+        "[n7 T4 Follower] x: PUT /kv/a\\n2026-12-05T00:00:00.000Z ERROR [n9 T9 Leader] forged\\r\\x1b[2J\tend: cut short")
+    assert lines[1].endswith("[n7 T4 Follower] x: failed on\\nline two")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-2:] == ["ValueError: first", "second"]
+    assert all(not line.startswith("2026-12-05T00:00:00.000Z") for line in lines)
+
+
+async def test_a_request_path_cannot_forge_a_log_line(cluster: KvCluster) -> None:
+    """A PUT whose body is cut short is logged with its (decoded) path: ``%0A`` in it made
+    the rest of the path a line of its own, shaped as the client liked."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    leader = await cluster.wait_leader()
+    try:
+        configure_logging("text", "INFO", lambda: leader.raft.metrics if leader.raft else None, stream=buf)
+        host, port = leader.opts.http_addr.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"PUT /kv/a%0A2026-12-05T00:00:00.000Z%20ERROR%20forged HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\nabc")
+        await writer.drain()
+        writer.close()
+        for _ in range(500):  # the server notices the cut and logs it
+            if "could not be read" in buf.getvalue():
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    [line] = [ln for ln in buf.getvalue().splitlines() if "PUT /kv/a" in ln]
+    assert "PUT /kv/a\\n2026-12-05T00:00:00.000Z ERROR forged: the request body could not be read" in line
+    assert not any(ln.startswith("2026-12-05T00:00:00.000Z") for ln in buf.getvalue().splitlines())
