@@ -353,7 +353,12 @@ class _ServerConnection(asyncio.Protocol):
                 return
             hint = foreign_protocol_hint(self.first, dialled=False)
             answer = http_refusal(self.first)  # an HTTP client at the wrong port: tell it
-            self._drop(f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}", answer=answer)
+            reason = f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}"
+            # Before any hello: a client of another protocol (a health check or a scraper
+            # pointed at this port comes back every few seconds), logged per host.
+            self.server._refusal_log(self.peer_host, None).failed(
+                self.loop.time(), reason, f"closing the connection from {self.peer}: {reason}")
+            self._drop(reason, None, answer=answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -592,13 +597,15 @@ class _ServerConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()  # writes what is buffered, then closes
 
-    def _drop(self, reason: str, level: int = logging.WARNING, answer: bytes | None = None) -> None:
-        """Close at once, logged once with the peer address; ``answer``: bytes written
-        first (the connection then closes once they are sent)."""
+    def _drop(self, reason: str, level: int | None = logging.WARNING, answer: bytes | None = None) -> None:
+        """Close at once, logged once at ``level`` with the peer address (``None``: the
+        caller logged it); ``answer``: bytes written first (the connection then closes once
+        they are sent)."""
         if self.closed:
             return
         self.server.dropped += 1
-        log.log(level, "tcp server %s: closing the connection from %s: %s", self.server.address, self.peer, reason)
+        if level is not None:
+            log.log(level, "tcp server %s: closing the connection from %s: %s", self.server.address, self.peer, reason)
         self.closed = True
         self.server._conns.discard(self)
         self.backlog.clear()

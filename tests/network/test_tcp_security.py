@@ -326,6 +326,29 @@ async def test_an_http_client_on_the_raft_port_is_answered_400_and_logged_as_suc
         await c.write(b"still serving")
 
 
+async def test_a_scraper_on_the_raft_port_is_logged_once_not_at_every_scrape(caplog: pytest.LogCaptureFixture) -> None:
+    """A health check or a Prometheus scrape pointed at the raft port comes back every few
+    seconds for as long as it is configured so: each of its connections was a WARNING. Now
+    the first is, then one every ``failure_log.REPEAT_EVERY`` seconds (or at another reason);
+    each is still answered 400 and counted in ``dropped``."""
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1])
+        node = c.nodes[1]
+        assert node.server is not None
+        before = node.server.dropped
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer
+        assert node.server.dropped - before == 10
+        dropped = [r.getMessage() for r in caplog.records if "closing the connection from" in r.getMessage()]
+        assert len(dropped) == 1, dropped
+        assert "'GET /metrics HTTP/1.1': not an openraft-py node); answered HTTP 400 (1 refusal in" in dropped[0]
+
+
 @pytest.mark.parametrize("tls_on", ["server", "client"])
 async def test_tls_on_one_side_only_is_named_on_both_sides(tls_on: str, pki: Any, caplog: pytest.LogCaptureFixture) -> None:
     """TLS configured on the server only, or on the client only: the caller's ``Unreachable``
