@@ -14,7 +14,9 @@ connections from one host). ``failed(now, kind, detail)`` is called at every fai
   ``every`` seconds (``REPEAT_EVERY``) while the same one goes on, with how many failures
   there were and for how long;
 - INFO once, at the first success after a WARNING ("recovered after ..."). A streak that
-  ended before its WARNING (a single lost request) logs nothing.
+  ended before its WARNING (a single lost request) logs nothing. A failure more than
+  ``every`` seconds after the last one starts a streak of its own (nothing may succeed to
+  end one: a peer host refused once, then again days later).
 
 ``now`` is the caller's clock in seconds (the node's ``Clock``, so the simulator's virtual
 time works too). Nothing here reads a clock or allocates on ``cleared`` while nothing
@@ -35,7 +37,7 @@ class FailureLog:
     """Log one thing's repeating failure (see the module docstring). ``subject`` starts
     every line (who fails: ``"node 1: replication to node 3"``)."""
 
-    __slots__ = ("log", "subject", "after", "every", "unit", "failing", "since", "count", "warned_at",
+    __slots__ = ("log", "subject", "after", "every", "unit", "failing", "since", "last", "count", "warned_at",
                  "warned_kind", "warned_count")
 
     def __init__(self, logger: logging.Logger, subject: str, *, after: float = 0.0, every: float = REPEAT_EVERY,
@@ -49,6 +51,7 @@ class FailureLog:
         self.failing = False
         """Whether the last call was a failure (a streak is under way)."""
         self.since = 0.0  # the streak's first failure
+        self.last = 0.0  # its last one
         self.count = 0  # failures in the streak
         self.warned_at: float | None = None  # the streak's last WARNING, if any
         self.warned_kind = ""
@@ -57,11 +60,15 @@ class FailureLog:
     def failed(self, now: float, kind: str, detail: str) -> None:
         """One failure at ``now``: ``kind`` names what failed (compared with the one logged
         last: a new kind is logged at once), ``detail`` says it in full."""
-        if not self.failing:
+        if not self.failing or now - self.last > self.every:
+            # (A failure a period after the last one starts a streak of its own: the fault
+            # went away meanwhile, unseen when nothing succeeds to say so, such as a peer
+            # host refused once, then days later.)
             self.failing = True
             self.since = now
             self.count = 0
             self.warned_at = None
+        self.last = now
         self.count += 1
         warned = self.warned_at
         if warned is None:

@@ -61,3 +61,15 @@ def test_unit_and_what_the_end_says(caplog: pytest.LogCaptureFixture) -> None:
         "logged again every 300s while it goes on, and once it recovers)",
         "node 1: replication to node 2: accepted node 4 from h:7, after refusing h (2 refusals in 2.0s)",
     ]
+
+
+def test_a_failure_a_period_after_the_last_starts_a_streak_of_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing may ever succeed to end a streak (a host refused once, for good): a failure
+    long after it is not "still failing" for days."""
+    f = _log(caplog, every=60.0, unit="refusal")
+    f.failed(0.0, "not in the membership", "refused: node 4 is not in the membership")
+    f.failed(86400.0, "not in the membership", "refused: node 4 is not in the membership")
+    assert [m for _, m in _lines(caplog)] == [
+        "node 1: replication to node 2: refused: node 4 is not in the membership (1 refusal in 0.0s; logged again "
+        "every 60s while it goes on, and once it recovers)",
+    ] * 2
