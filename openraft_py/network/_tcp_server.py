@@ -562,9 +562,11 @@ class _ServerConnection(asyncio.Protocol):
             return
         srv = self.server
         if isinstance(e, InvalidRequest):
-            # A correct peer never sends one (docs/design/bad-input.md): worth a warning.
+            # A correct peer never sends one (docs/design/bad-input.md): worth a warning. A
+            # faulty one sends one at every heartbeat: logged per peer (``_refusal_log``).
             srv.refused += 1
-            log.warning("tcp server %s: refused an invalid %s from node %s at %s: %s", srv.address, what, self.sender, self.peer, e)
+            srv._refusal_log(self.peer_host, self.sender).failed(
+                self.loop.time(), f"invalid {what}", f"refused an invalid {what} from node {self.sender} at {self.peer}: {e}")
             self._answer_error(rid, ERR_INVALID, f"{type(e).__name__}: {e}")
             return
         log.warning("tcp server %s: %s from node %s failed: %r", srv.address, what, self.sender, e)

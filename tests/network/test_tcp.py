@@ -538,6 +538,34 @@ async def test_handler_errors_are_mapped(caplog: pytest.LogCaptureFixture) -> No
         await factory.close()
 
 
+async def test_a_peer_sending_invalid_requests_at_every_heartbeat_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A faulty peer (a bug, another version) sends an invalid request at every heartbeat,
+    twenty a second: each was a WARNING. Now the first is, then one every
+    ``failure_log.REPEAT_EVERY`` seconds (or for another RPC); each is still refused and
+    counted."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    raft = FakeRaft()
+
+    async def invalid(req: Any) -> Any:
+        raise InvalidRequest("vote", "term out of range")
+
+    raft.behaviour["vote"] = invalid
+    _, server, factory, client = await _pair(raft)
+    try:
+        for _ in range(20):
+            with pytest.raises(RemoteError, match="InvalidRequest"):
+                await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+        assert server.refused == 20
+        warned = [r.getMessage() for r in caplog.records if "refused an invalid vote" in r.getMessage()]
+        assert len(warned) == 1, warned
+        assert "from node 1 at 127.0.0.1:" in warned[0] and "term out of range (1 refusal in" in warned[0]
+    finally:
+        await server.close()
+        await factory.close()
+
+
 async def test_a_request_from_another_leader_than_the_sender_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
