@@ -917,8 +917,23 @@ class RaftCore:
         if committed is seen_committed and effective is seen_effective:
             return
         self._clients_memberships = (committed, effective)
+        if effective is not seen_effective and (seen_effective is None or effective.log_id != seen_effective.log_id):
+            self._log_membership(effective)
         if self._clients:
             self._forget_clients(committed.membership.nodes.keys() | effective.membership.nodes.keys())
+
+    def _log_membership(self, stored: StoredMembership) -> None:
+        """Log at INFO the membership this node now goes by (a membership takes effect when
+        appended): at start, and at each change, as each node learns of it. No change of
+        the voters or learners was logged: an operator could not tell from the log when a
+        node joined or left, nor which nodes a node counted as its voters."""
+        if stored.log_id is None:  # (a node not initialized: no membership yet)
+            return
+        mem = stored.membership
+        voters = " and ".join(str(sorted(c)) for c in mem.configs) or "none"
+        joint = "joint " if mem.is_joint() else ""
+        log.info("node %s: %smembership at log index %s: voters %s, learners %s", self.id, joint,
+                 stored.log_id.index, voters, sorted(mem.learner_ids()))
 
     def _forget_clients(self, targets: Container[NodeId]) -> None:
         """Drop the network client of every node not in ``targets`` (the leader's: every
