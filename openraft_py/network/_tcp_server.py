@@ -258,7 +258,10 @@ class _ServerConnection(asyncio.Protocol):
             self.closed = True
             return
         if len(srv._conns) >= srv.max_connections and not srv._make_room():
-            self._drop(f"too many connections ({srv.max_connections})")
+            reason = f"too many connections ({srv.max_connections})"
+            srv._refusal_log(self.peer_host, None).failed(
+                self.loop.time(), reason, f"closing the connection from {self.peer}: {reason}")
+            self._drop(reason, None)
             return
         srv._conns.add(self)
         _set_nodelay(transport)
@@ -985,10 +988,12 @@ class TcpServer:
         if not waiting:
             return False
         oldest = min(waiting, key=lambda c: c.number)
-        oldest._drop(
-            f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
-            f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one"
-        )
+        # (Logged per host: a client that opens connections in a loop makes one each time.)
+        reason = (f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
+                  f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one")
+        self._refusal_log(oldest.peer_host, None).failed(
+            self._loop.time(), "makes room", f"closing the connection from {oldest.peer}: {reason}")
+        oldest._drop(reason, None)
         return True
 
     def _refusal_log(self, host: str, node_id: NodeId | None) -> FailureLog:

@@ -326,6 +326,29 @@ async def test_close_aborts_a_peer_that_does_not_read_its_answers(caplog: pytest
         await factory.close()
 
 
+async def test_a_client_connecting_in_a_loop_at_the_limit_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """At ``max_connections``, each new connection from a client that opens them in a loop
+    (and never sends a hello) closes the one waiting longest: each closing was a WARNING,
+    as many lines as the client made connections. Now one per host (then one every
+    ``failure_log.REPEAT_EVERY`` seconds); each closing is still counted in ``dropped``."""
+    raft, server, factory, client = await _pair(max_connections=2, handshake_timeout=30.0, idle_timeout=30.0)
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    opened = []
+    try:
+        for _ in range(12):
+            opened.append(await asyncio.open_connection("127.0.0.1", server.port))
+            await asyncio.wait_for(_until(lambda: server._accepted == len(opened)), 5)
+        await asyncio.wait_for(_until(lambda: server.dropped == 10), 5)
+        gave_way = [r.getMessage() for r in caplog.records if "makes room for a new one" in r.getMessage()]
+        assert len(gave_way) == 1 and "(1 refusal in" in gave_way[0], gave_way
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+    finally:
+        for _, w in opened:
+            w.close()
+        await server.close()
+        await factory.close()
+
+
 async def test_at_the_limit_a_new_connection_replaces_the_longest_waiting_for_its_handshake(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
