@@ -258,10 +258,7 @@ class _ServerConnection(asyncio.Protocol):
             self.closed = True
             return
         if len(srv._conns) >= srv.max_connections and not srv._make_room():
-            reason = f"too many connections ({srv.max_connections})"
-            srv._refusal_log(self.peer_host, None).failed(
-                self.loop.time(), reason, f"closing the connection from {self.peer}: {reason}")
-            self._drop(reason, None)
+            self._drop_repeating(f"too many connections ({srv.max_connections})", "too many connections")
             return
         srv._conns.add(self)
         _set_nodelay(transport)
@@ -352,16 +349,14 @@ class _ServerConnection(asyncio.Protocol):
             self._pump()
         except (WireError, CodecError) as e:
             if self.sender is not None:
-                self._drop(f"malformed input: {e}")
+                self._drop_repeating(f"malformed input: {e}", "malformed input")
                 return
             hint = foreign_protocol_hint(self.first, dialled=False)
             answer = http_refusal(self.first)  # an HTTP client at the wrong port: tell it
             reason = f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}"
             # Before any hello: a client of another protocol (a health check or a scraper
-            # pointed at this port comes back every few seconds), logged per host.
-            self.server._refusal_log(self.peer_host, None).failed(
-                self.loop.time(), reason, f"closing the connection from {self.peer}: {reason}")
-            self._drop(reason, None, answer=answer)
+            # pointed at this port comes back every few seconds).
+            self._drop_repeating(reason, reason, answer=answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -449,7 +444,7 @@ class _ServerConnection(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         self.handshake_timer = None
         if self.sender is None and not self.closed:
-            self._drop(f"no handshake within {self.server.handshake_timeout}s")
+            self._drop_repeating(f"no handshake within {self.server.handshake_timeout}s", "no handshake")
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -474,16 +469,15 @@ class _ServerConnection(asyncio.Protocol):
             try:
                 req = decode_body(kind, body)
             except WireError as e:
-                self._drop(f"malformed input: {e}")
+                self._drop_repeating(f"malformed input: {e}", "malformed input")
                 return
             leader = _request_sender(kind, req)
             if leader != self.sender:
                 # Well-formed but not from the handshake's sender: refuse this one request.
                 srv.refused += 1
-                log.warning(
-                    "tcp server %s: refused %s from node %s at %s: it names node %s as its leader",
-                    srv.address, KIND_NAMES[kind], self.sender, self.peer, leader,
-                )
+                srv._refusal_log(self.peer_host, self.sender).failed(
+                    self.loop.time(), f"{KIND_NAMES[kind]} of another leader",
+                    f"refused {KIND_NAMES[kind]} from node {self.sender} at {self.peer}: it names node {leader} as its leader")
                 self._answer_error(rid, ERR_INVALID, "the request's leader is not the connection's sender")
                 continue
             n = self.started = self.started + 1
@@ -601,6 +595,14 @@ class _ServerConnection(asyncio.Protocol):
             self.writer.flush()
         if self.transport is not None:
             self.transport.close()  # writes what is buffered, then closes
+
+    def _drop_repeating(self, reason: str, kind: str, answer: bytes | None = None) -> None:
+        """``_drop`` logged through the ``FailureLog`` of the peer's host and sender
+        (``TcpServer._refusal_log``; ``kind`` says what failed): for the closings a peer can
+        repeat at every reconnect, which each made a WARNING."""
+        self.server._refusal_log(self.peer_host, self.sender).failed(
+            self.loop.time(), kind, f"closing the connection from {self.peer}: {reason}")
+        self._drop(reason, None, answer)
 
     def _drop(self, reason: str, level: int | None = logging.WARNING, answer: bytes | None = None) -> None:
         """Close at once, logged once at ``level`` with the peer address (``None``: the
@@ -991,9 +993,7 @@ class TcpServer:
         # (Logged per host: a client that opens connections in a loop makes one each time.)
         reason = (f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
                   f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one")
-        self._refusal_log(oldest.peer_host, None).failed(
-            self._loop.time(), "makes room", f"closing the connection from {oldest.peer}: {reason}")
-        oldest._drop(reason, None)
+        oldest._drop_repeating(reason, "makes room")
         return True
 
     def _refusal_log(self, host: str, node_id: NodeId | None) -> FailureLog:

@@ -326,6 +326,26 @@ async def test_close_aborts_a_peer_that_does_not_read_its_answers(caplog: pytest
         await factory.close()
 
 
+async def test_a_client_that_never_says_hello_again_and_again_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that connects and never sends a hello (a TCP health check that holds the
+    connection, a peer of a broken version) comes back: each closing at
+    ``handshake_timeout`` was a WARNING. Now one per host (then one every
+    ``failure_log.REPEAT_EVERY`` seconds); each is still counted in ``dropped``."""
+    raft, server, factory, client = await _pair(handshake_timeout=0.1)
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    try:
+        for i in range(5):
+            r, w = await asyncio.open_connection("127.0.0.1", server.port)
+            await _closed(r, CUT_BOUND)
+            w.close()
+            await asyncio.wait_for(_until(lambda: server.dropped == i + 1), 5)  # noqa: B023
+        silent = [r.getMessage() for r in caplog.records if "no handshake within" in r.getMessage()]
+        assert len(silent) == 1 and "(1 refusal in" in silent[0], silent
+    finally:
+        await server.close()
+        await factory.close()
+
+
 async def test_a_client_connecting_in_a_loop_at_the_limit_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """At ``max_connections``, each new connection from a client that opens them in a loop
     (and never sends a hello) closes the one waiting longest: each closing was a WARNING,
