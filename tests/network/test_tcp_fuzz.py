@@ -186,23 +186,29 @@ class Attack:
         except CodecError:
             return 0, True, False
         if not self.handshake:
-            # Anything that is not exactly one acceptable hello is closed (by the handshake
-            # timeout when incomplete); an acceptable hello would be answered: skip those.
-            if len(frames) == 1 and not reader.buffered():
-                try:
-                    kind, rid, body = wire.split_payload(frames[0])
-                    hello = wire.decode_body(kind, body)
-                except wire.WireError:
-                    return 0, True, False
-                if kind == wire.KIND_HELLO and rid == 0:
-                    ok = (
-                        hello.version in wire.SUPPORTED_VERSIONS
-                        and hello.cluster_name == "test-cluster"
-                        and hello.node_id in (1, 2, 3)
-                    )
-                    # Refused with an answer, then closed; accepted: skip (not an attack).
-                    return 1, True, ok
-            return 0, True, False
+            # Anything but a hello as the first frame is closed unanswered (by the handshake
+            # timeout when incomplete). A hello that is refused (another version, even one
+            # laid out otherwise, another cluster, an unknown node) is answered once, then
+            # closed; an acceptable one would be taken: skip those (not an attack).
+            if not frames:
+                return 0, True, False
+            try:
+                kind, rid, body = wire.split_payload(frames[0])
+            except wire.WireError:
+                return 0, True, False
+            if kind != wire.KIND_HELLO or rid != 0:
+                return 0, True, False
+            try:
+                hello = wire.decode_body(kind, body)
+            except wire.WireError:
+                version = wire.hello_version(body)
+                return int(version is not None and version not in wire.SUPPORTED_VERSIONS), True, False
+            ok = (
+                hello.version in wire.SUPPORTED_VERSIONS
+                and hello.cluster_name == "test-cluster"
+                and hello.node_id in (1, 2, 3)
+            )
+            return 1, True, ok
         answers = 0
         for payload in frames:
             try:
