@@ -96,7 +96,7 @@ from .messages import (
     VoteReply,
     answer,
 )
-from .replication import BreachLog, ReplicationCore, ReplicationEnv
+from .replication import ReplicationCore, ReplicationEnv, breach_log
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
 from .tasks import TaskSet, stray_cancel
@@ -235,8 +235,8 @@ class RaftCore:
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).
         self._clients: dict[NodeId, tuple[Any, RaftNetwork]] = {}
-        # The contract breaches of the network's vote calls, per target (``BreachLog``).
-        self._vote_breaches: dict[NodeId, BreachLog] = {}
+        # The contract breaches of the network's vote calls, per target (``breach_log``).
+        self._vote_breaches: dict[NodeId, FailureLog] = {}
         # The committed and effective memberships ``_forget_clients_of_left_nodes`` last saw.
         self._clients_memberships: tuple[StoredMembership | None, StoredMembership | None] = (None, None)
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
@@ -970,27 +970,30 @@ class RaftCore:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
             return
         except TimeoutError:
-            self._vote_breach(target, f"node {self.id}: vote request to {target}: the network did not answer "
-                                      f"within {limit:g}s (it must raise Timeout after option.hard_ttl={timeout:g}s)")
+            self._vote_breach(target, "NoAnswer", f"the network did not answer within {limit:g}s (it must raise "
+                                                  f"Timeout after option.hard_ttl={timeout:g}s)")
             return
         except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
-            self._vote_breach(target, f"node {self.id}: vote request to {target} raised {e!r} (expected an RPCError)")
+            self._vote_breach(target, type(e).__name__, f"the network raised {e!r} (expected an RPCError)")
             return
         if not isinstance(resp, VoteResponse):
             # As above (the engine would fail on it, and the node with it): a lost answer.
-            self._vote_breach(target, f"node {self.id}: vote request to {target}: the network returned "
-                                      f"{type(resp).__name__} {resp!r:.80} instead of VoteResponse")
+            self._vote_breach(target, "WrongResponse", f"the network returned {type(resp).__name__} {resp!r:.80} "
+                                                       "instead of VoteResponse")
             return
+        breaches = self._vote_breaches.get(target)
+        if breaches is not None and breaches.failing:
+            breaches.cleared(self.clock.now(), "the network answers again")
         self.notify(VoteReply(target, resp))
 
-    def _vote_breach(self, target: NodeId, msg: str) -> None:
-        """Log ``msg``, a contract breach of the network's vote call to ``target``: at
-        WARNING at most once per ``BROKEN_NETWORK_WARN_MS`` (``BreachLog``; one a
-        campaign otherwise, for as long as the target could not be reached)."""
+    def _vote_breach(self, target: NodeId, kind: str, what: str) -> None:
+        """Log ``what``, a contract breach of kind ``kind`` of the network's vote call to
+        ``target``, through that target's breach log (``replication.BROKEN_NETWORK_WARN_MS``:
+        it was one WARNING a campaign, for as long as the target could not be reached)."""
         breaches = self._vote_breaches.get(target)
         if breaches is None:
-            breaches = self._vote_breaches[target] = BreachLog(log)
-        breaches.log(self.clock.now() * 1000.0, msg)
+            breaches = self._vote_breaches[target] = breach_log(f"node {self.id}: vote request to {target}")
+        breaches.failed(self.clock.now(), kind, what)
 
     async def _send_transfer_leader(self, target: NodeId, node: Any, req: TransferLeaderRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0

@@ -111,11 +111,18 @@ log = logging.getLogger("openraft_py.replication")
 BROKEN_NETWORK_WARN_MS = 10_000.0
 """A replication channel, and a node's vote requests to one target, log the network's
 contract breaches (an exception that is not an ``RPCError``, a value that is not the
-response, an answer that never came) at WARNING at most once per this many milliseconds;
-the next such line counts the ones between, which are logged at DEBUG (``BreachLog``). Each
-is a failed call, retried: a network that raised ``OSError`` for a peer that is down
-(instead of ``Unreachable``) logged a WARNING each time, 20 a second per replication
-target, and one per election per voter."""
+response, an answer that never came) through a ``FailureLog``: at WARNING at the first, at
+once when the breach changes, at most once per this many milliseconds while it goes on (with
+how many there were), and at INFO once a call succeeds again. Each is a failed call,
+retried: a network that raised ``OSError`` for a peer that is down (instead of
+``Unreachable``) logged a WARNING each time, 20 a second per replication target, and one per
+election per voter."""
+
+
+def breach_log(subject: str) -> FailureLog:
+    """The ``FailureLog`` of a network's contract breaches toward one target (see
+    ``BROKEN_NETWORK_WARN_MS``); ``subject`` names the calls (``"replication 1->3"``)."""
+    return FailureLog(log, subject, every=BROKEN_NETWORK_WARN_MS / 1000.0, unit="failed call")
 
 
 def payload_bytes(entries: list[Entry]) -> int:
@@ -213,32 +220,6 @@ def _not_a_response(got: object, expected: type) -> Exception:
     if isinstance(got, Exception):
         return got
     return WrongResponse(f"the network returned {type(got).__name__} {got!r:.80} instead of {expected.__name__}")
-
-
-class BreachLog:
-    """How a node logs its network's contract breaches toward one target (see
-    ``BROKEN_NETWORK_WARN_MS``): at WARNING at most once per that interval, at DEBUG between,
-    the next WARNING counting those."""
-
-    __slots__ = ("_logger", "_warned_at", "_unwarned")
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-        self._warned_at = -math.inf  # when the last WARNING was logged (ms)
-        self._unwarned = 0  # breaches logged at DEBUG since
-
-    def log(self, now_ms: float, msg: str) -> None:
-        """Log ``msg`` (it names the target and what the network did) at ``now_ms``."""
-        if now_ms - self._warned_at < BROKEN_NETWORK_WARN_MS:
-            self._unwarned += 1
-            self._logger.debug("%s", msg)
-            return
-        more = ""
-        if self._unwarned:
-            more = f" ({self._unwarned} more failed calls of the network logged at DEBUG since the last warning)"
-        self._logger.warning("%s%s", msg, more)
-        self._warned_at = now_ms
-        self._unwarned = 0
 
 
 def _submit_of(client: Any, node_id: NodeId, target: NodeId) -> Callable[..., Any] | None:
@@ -392,7 +373,7 @@ class ReplicationCore:
         self._matched = -1
         self._matched_at = math.inf
         # The contract breaches of the network toward the target (``_warn_broken``).
-        self._breaches = BreachLog(log)
+        self._breaches = breach_log(f"replication {env.node_id}->{target}")
         # The target's failed requests (``RPCError``s): logged at WARNING once they have
         # gone on for an election timeout, then every ``REPEAT_EVERY`` seconds, and at INFO
         # once it answers again. They were logged at DEBUG only: a peer down for an hour, or
@@ -583,8 +564,10 @@ class ReplicationCore:
                 if matching is not None and matching.index > self._matched:
                     self._matched = matching.index
                     self._matched_at = self.env.now_ms()
-            if self._down.failing and _answered(result):
-                self._down.cleared(self.env.clock.now())
+            if (self._down.failing or self._breaches.failing) and _answered(result):
+                now = self.env.clock.now()
+                self._down.cleared(now)
+                self._breaches.cleared(now, "the network answers again")
             self.env.notify(result)
 
     def _pass_turn(self, turn: int) -> None:
@@ -734,16 +717,15 @@ class ReplicationCore:
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
             self._rpc_failed(e)
         elif isinstance(e, (WrongResponse, NoAnswer, StrayCancel)):
-            self._warn_broken(str(e))
+            self._warn_broken(type(e).__name__, str(e))
         else:
-            self._warn_broken(f"the network raised {e!r} (expected an RPCError)")
+            self._warn_broken(type(e).__name__, f"the network raised {e!r} (expected an RPCError)")
         self._report(Unreachable(self.target, self.vote, gen, start))
 
-    def _warn_broken(self, what: str) -> None:
-        """Log ``what``, a contract breach of the network (the call failed), naming the
-        target (``BreachLog``: at WARNING at most once per ``BROKEN_NETWORK_WARN_MS``)."""
-        env = self.env
-        self._breaches.log(env.now_ms(), f"replication {env.node_id}->{self.target}: {what}")
+    def _warn_broken(self, kind: str, what: str) -> None:
+        """Log ``what``, a contract breach of the network of kind ``kind`` (the call failed),
+        through the target's breach log (``BROKEN_NETWORK_WARN_MS``)."""
+        self._breaches.failed(self.env.clock.now(), kind, what)
 
     def _rpc_failed(self, e: BaseException) -> None:
         """A request to the target failed with ``e`` (an ``RPCError``, or the
@@ -847,7 +829,7 @@ class ReplicationCore:
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
                     what = str(e) if isinstance(e, (WrongResponse, StrayCancel)) else f"the network raised {e!r} (expected an RPCError)"
-                    self._warn_broken(f"snapshot chunk at {offset}: {what}; resending")
+                    self._warn_broken(type(e).__name__, f"snapshot chunk at {offset}: {what}; resending")
                     await env.clock.sleep(pause)
                     continue
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
