@@ -92,10 +92,12 @@ class _RaftCollector(Collector):
         yield gauge("openraft_voters", "Voters in the current membership.", len(mem.voter_ids()))
         yield gauge("openraft_learners", "Learners in the current membership.", len(mem.learner_ids()))
         matched = GaugeMetricFamily("openraft_replication_matched_index",
-                                    "Leader only: the log index known to match on each follower (-1: none).",
+                                    "Leader only: the log index known to match on each member, the leader's own flushed log "
+                                    "included (-1: none).",
                                     labels=["peer"])
         lag = GaugeMetricFamily("openraft_replication_lag",
-                                "Leader only: entries each follower is behind the leader's last log index.",
+                                "Leader only: entries each member (the leader included: its log not yet "
+                                "flushed) is behind the leader's last log index.",
                                 labels=["peer"])
         if m.replication is not None:
             for peer, idx in sorted(m.replication.items()):
