@@ -1,9 +1,12 @@
-"""Invariant checks over the nodes' ``MemDisk``s, the fast test config, and a write that
-follows the leader, shared by the integration tests (``from integration.checks import ...``)."""
+"""Invariant checks over the nodes' ``MemDisk``s, the fast test config, a write that follows
+the leader, and what the nodes log and read, shared by the integration tests (``from
+integration.checks import ...``)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -98,3 +101,41 @@ class MetricsReads:
 
     def __exit__(self, *exc: object) -> None:
         self._monkeypatch.setattr(MetricsWatch, "current", self._real)
+
+
+class LogRecords(logging.Handler):
+    """Keeps the records of the logger ``name`` at ``level`` and above inside a ``with``
+    block (the logger set to ``level`` meanwhile, and back after)."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+        self._logger = logging.getLogger(name)
+        self._saved = self._logger.level
+
+    def __enter__(self) -> LogRecords:
+        self._saved = self._logger.level
+        self._logger.setLevel(self.level)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._saved)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self, level: int, text: str) -> list[str]:
+        """The messages logged at exactly ``level`` that contain ``text``."""
+        return [r.getMessage() for r in self.records if r.levelno == level and text in r.getMessage()]
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until ``cond()`` holds, checking every 10 ms; fail naming ``what`` after
+    ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)

@@ -7,58 +7,28 @@ line above DEBUG."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from integration.checks import LogRecords, until
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(20)
 
 
-class _Records(logging.Handler):
-    """Keeps every record of the ``openraft_py.core`` logger at INFO and above."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self, level: int, text: str) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == level and text in r.getMessage()]
-
-
 @pytest.fixture
-def records() -> Iterator[_Records]:
-    logger = logging.getLogger("openraft_py.core")
-    handler = _Records()
-    saved = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
+def records() -> Iterator[LogRecords]:
+    with LogRecords("openraft_py.core", logging.INFO) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved)
 
 
-async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
-async def test_each_leader_is_logged_once_by_every_node(cluster: Cluster, records: _Records) -> None:
+async def test_each_leader_is_logged_once_by_every_node(cluster: Cluster, records: LogRecords) -> None:
     await cluster.start({1, 2, 3})
     first = await cluster.wait_for_leader(timeout=5.0)
     term = cluster.nodes[first].metrics.current_term
-    await _until(lambda: len(records.lines(logging.INFO, f"the leader of term {term}")) == 2, "both followers' lines")
+    await until(lambda: len(records.lines(logging.INFO, f"the leader of term {term}")) == 2, "both followers' lines")
     assert records.lines(logging.INFO, f"node {first}: leads term {term}") == [f"node {first}: leads term {term}"]
     for n in {1, 2, 3} - {first}:
         assert records.lines(logging.INFO, f"node {n}: follows node {first}, the leader of term {term}")
@@ -67,13 +37,13 @@ async def test_each_leader_is_logged_once_by_every_node(cluster: Cluster, record
     await cluster.crash(first)
     second = await cluster.wait_for_leader(timeout=5.0, among=set(cluster.nodes))
     term2 = cluster.nodes[second].metrics.current_term
-    await _until(lambda: records.lines(logging.INFO, f"the leader of term {term2}") != [], "the follower's line")
+    await until(lambda: records.lines(logging.INFO, f"the leader of term {term2}") != [], "the follower's line")
     assert len(records.lines(logging.INFO, f"node {second}: leads term {term2}")) == 1
     assert len(records.lines(logging.INFO, f"leads term {term}")) == 1
 
 
 async def test_a_node_without_a_quorum_logs_its_elections_once_then_the_leader(
-    cluster: Cluster, records: _Records
+    cluster: Cluster, records: LogRecords
 ) -> None:
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5.0)
@@ -82,7 +52,7 @@ async def test_a_node_without_a_quorum_logs_its_elections_once_then_the_leader(
         await cluster.crash(n)
     core = cluster.nodes[alone]._core
     # Many election rounds (one per election timeout, 50-100 ms here), none of them won.
-    await _until(lambda: core._no_leader.count >= 20, "20 election rounds of the node left alone")
+    await until(lambda: core._no_leader.count >= 20, "20 election rounds of the node left alone")
     warnings = records.lines(logging.WARNING, f"node {alone}: no leader")
     assert len(warnings) == 1, warnings
     assert "election round" in warnings[0] and "logged again every" in warnings[0], warnings[0]
@@ -91,14 +61,14 @@ async def test_a_node_without_a_quorum_logs_its_elections_once_then_the_leader(
     new = await cluster.wait_for_leader(timeout=5.0)
     term = cluster.nodes[new].metrics.current_term
     what = f"node {alone}: leads term {term}" if new == alone else f"node {alone}: follows node {new}, the leader of term {term}"
-    await _until(lambda: records.lines(logging.INFO, what) != [], "its leader line")
+    await until(lambda: records.lines(logging.INFO, what) != [], "its leader line")
     [line] = records.lines(logging.INFO, what)
     assert "election rounds in" in line, line
     assert len(records.lines(logging.WARNING, f"node {alone}: no leader")) == 1
 
 
 async def test_a_leader_without_a_quorum_says_it_stepped_down_then_logs_its_elections_once(
-    cluster: Cluster, records: _Records
+    cluster: Cluster, records: LogRecords
 ) -> None:
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5.0)
@@ -106,7 +76,7 @@ async def test_a_leader_without_a_quorum_says_it_stepped_down_then_logs_its_elec
     for n in {1, 2, 3} - {leader}:
         await cluster.crash(n)
     core = cluster.nodes[leader]._core
-    await _until(lambda: core._no_leader.count >= 20, "20 election rounds of the leader left alone")
+    await until(lambda: core._no_leader.count >= 20, "20 election rounds of the leader left alone")
     [down] = records.lines(logging.INFO, f"node {leader}: no longer leads term {term}")
     assert "no quorum acknowledged it" in down, down
     assert len(records.lines(logging.WARNING, f"node {leader}: no leader")) == 1
