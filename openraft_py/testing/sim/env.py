@@ -4,7 +4,10 @@ flushed, and node clocks that can pause. See ``docs/design/simulation.md``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import selectors
+import traceback
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ...storage import IOFlushed
@@ -79,6 +82,55 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             raise SimStuck(f"ran past {self.MAX_VIRTUAL_SECONDS} virtual seconds")
         super()._run_once()  # type: ignore[misc]
 
+
+
+def run_in_virtual_time(
+    main: Callable[[], Coroutine[Any, Any, None]],
+    teardown: Callable[[], Coroutine[Any, Any, None]],
+    on_loop_error: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None],
+    what: str,
+    *,
+    verdicts: tuple[type[Exception], ...] = (),
+    finished: Callable[[], str | None] = lambda: None,
+) -> tuple[str | None, float]:
+    """Run ``main()`` to its end in a fresh ``VirtualTimeLoop``, then ``teardown()``, and
+    close the loop: one seeded run of the simulator or of one of its scenarios. Returns the
+    run's violation (``None``: none) and the virtual seconds it took.
+
+    The violation is the message of an exception of ``verdicts`` that ``main`` raised, a
+    ``SimStuck`` ("stuck: ..."), any other exception ("the WHAT raised ...", with its
+    traceback: a crash of the run itself is reported with its seed), or else what
+    ``finished()`` says, called as soon as ``main`` is over (before the teardown).
+    ``on_loop_error`` is the loop's exception handler. Garbage that earlier runs in the
+    process left is collected first, not during this run (a finalizer running mid-run would
+    make the run depend on the runs before it)."""
+    gc.collect()
+    loop = VirtualTimeLoop()
+    loop.set_exception_handler(on_loop_error)
+    violation: str | None = None
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except verdicts as e:
+        violation = str(e)
+    except SimStuck as e:
+        violation = f"stuck: {e}"
+    except Exception as e:  # noqa: BLE001 - a crash of the run itself is reported with its seed
+        violation = f"the {what} raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
+    finally:
+        result = finished()
+        if violation is None:
+            violation = result
+        # A stuck run tripped the watchdog: give the teardown a fresh budget.
+        loop._spins = 0
+        loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0
+        task.cancel()  # a run stopped by the watchdog must not go on during teardown
+        try:
+            loop.run_until_complete(teardown())
+        except Exception:  # noqa: BLE001 - the run already failed or finished
+            pass
+        loop.close()
+    return violation, loop._now
 
 class SimWorld(Protocol):
     """What the simulated disks and clocks need of a run (``Simulation``, ``LeaseSkewRun``)."""

@@ -42,7 +42,7 @@ from ...storage.memory import KvSet, MemStateMachine, encode_kv
 from ...types import NodeId, ReadPolicy, ServerState
 from .. import lincheck
 from ..cluster import Cluster
-from .env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop
+from .env import SimClock, SimDisk, SimLogStore, run_in_virtual_time
 
 __all__ = ["LEASE_ROUNDS", "MAX_LEASE_FACTOR", "LeaseResult", "LeaseSkewRun", "lease_skew_bound", "run_lease_seed"]
 
@@ -176,34 +176,14 @@ class LeaseSkewRun:
 
     def run(self) -> LeaseResult:
         """Run the scenario to the end in a fresh virtual-time loop."""
-        import gc
-
-        gc.collect()
-        loop = VirtualTimeLoop()
-        loop.set_exception_handler(self._loop_error)
-        violation: str | None = None
-        main = loop.create_task(self._main())
-        try:
-            loop.run_until_complete(main)
-            violation = self._failure
-        except SimStuck as e:
-            violation = f"stuck: {e}"
-        except Exception as e:  # noqa: BLE001 - a crash of the run itself is reported with its seed
-            violation = f"the scenario raised {type(e).__name__}: {e}"
-        finally:
-            loop._spins = 0
-            loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0
-            main.cancel()
-            try:
-                loop.run_until_complete(self._teardown())
-            except Exception:  # noqa: BLE001 - the run already failed or finished
-                pass
-            loop.close()
+        violation, virtual_seconds = run_in_virtual_time(
+            self._main, self._teardown, self._loop_error, "scenario", finished=lambda: self._failure
+        )
         if violation is not None:
             self.trace.append(f"VIOLATION {violation}")
         return LeaseResult(
             seed=self.seed, ok=violation is None, violation=violation, trace=self.trace, history=self.history,
-            virtual_seconds=loop._now, factor=self.factor, skew=self.skew, policy=self.policy,
+            virtual_seconds=virtual_seconds, factor=self.factor, skew=self.skew, policy=self.policy,
             stats=dict(self.stats),
         )
 

@@ -21,7 +21,7 @@ from ...types import NodeId, ReadPolicy
 from .. import lincheck
 from ..cluster import Cluster
 from .checks import Checker, Violation
-from .env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop
+from .env import SimClock, SimDisk, SimLogStore, SimStuck, VirtualTimeLoop, run_in_virtual_time
 from .faults import FaultSchedule
 
 __all__ = [
@@ -231,36 +231,13 @@ class Simulation(FaultSchedule):
 
     def run(self) -> SimResult:
         """Run the simulation to the end in a fresh virtual-time loop."""
-        import gc
 
-        # Collect what earlier runs in this process left behind now, not during this run
-        # (a finalizer running mid-run would make the run depend on the runs before it).
-        gc.collect()
-        loop = VirtualTimeLoop()
-        loop.set_exception_handler(self._loop_error)
-        violation: str | None = None
-        main = loop.create_task(self._main())
-        try:
-            loop.run_until_complete(main)
-        except Violation as e:
-            violation = str(e)
-        except SimStuck as e:
-            violation = f"stuck: {e}"
-        except Exception as e:  # noqa: BLE001 - a crash of the run itself is reported with its seed
-            import traceback
-
-            violation = f"the simulation raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
-        finally:
+        def finished() -> None:
             self._finished = True
-            # A stuck run tripped the watchdog: give the teardown a fresh budget.
-            loop._spins = 0
-            loop.MAX_VIRTUAL_SECONDS = loop._now + 60.0
-            main.cancel()  # a run stopped by the watchdog must not go on during teardown
-            try:
-                loop.run_until_complete(self._teardown())
-            except Exception:  # noqa: BLE001 - the run already failed or finished
-                pass
-            loop.close()
+
+        violation, virtual_seconds = run_in_virtual_time(
+            self._main, self._teardown, self._loop_error, "simulation", verdicts=(Violation,), finished=finished
+        )
         if violation is not None:
             self.trace.append(f"VIOLATION {violation}")
         return SimResult(
@@ -269,7 +246,7 @@ class Simulation(FaultSchedule):
             violation=violation,
             trace=self.trace,
             history=self.history,
-            virtual_seconds=loop._now,
+            virtual_seconds=virtual_seconds,
             ops=len(self.history),
             faults=self.faults,
             stats=dict(self.stats),
