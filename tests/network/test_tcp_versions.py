@@ -57,6 +57,19 @@ async def _attempts(factory: TcpNetworkFactory, target: int, addr: str, n: int,
     return errors
 
 
+async def _errors_against(server: asyncio.Server, connections: list[int]) -> list[str]:
+    """``_attempts`` of a fresh client (node 1) to reach node 2 at ``server`` until it saw 3
+    connections (``connections`` grows by one a connection); ``server`` is closed after."""
+    addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
+    try:
+        return await _attempts(factory, 2, addr, 3, lambda: len(connections))
+    finally:
+        await factory.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_peer_speaking_no_version_of_ours_is_refused_naming_both_and_logged_once_each_side(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -119,14 +132,7 @@ async def test_a_handshake_answer_in_another_version_is_refused_and_logged_once(
     own version (the vote was answered as if the versions matched)."""
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     server, connections, kinds = await _fake_server(ack_version=2)
-    addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
-    try:
-        errors = await _attempts(factory, 2, addr, 3, lambda: len(connections))
-    finally:
-        await factory.close()
-        server.close()
-        await server.wait_closed()
+    errors = await _errors_against(server, connections)
     assert errors and all("answered the handshake in protocol version 2, not in 1" in e for e in errors), errors
     assert kinds == []
     logged = _warnings(caplog, "no protocol version in common with node 2")
@@ -221,14 +227,7 @@ async def test_a_handshake_answer_of_another_version_laid_out_otherwise_is_named
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.02, seed=1)
-    try:
-        errors = await _attempts(factory, 2, addr, 3, lambda: len(connections))
-    finally:
-        await factory.close()
-        server.close()
-        await server.wait_closed()
+    errors = await _errors_against(server, connections)
     assert errors and all("answered the handshake in protocol version 2, not in 1" in e for e in errors), errors
     logged = _warnings(caplog, "node 2")
     assert len(logged) == 1 and "no protocol version in common with node 2" in logged[0], logged
