@@ -211,6 +211,16 @@ async def _until(cond: Any) -> None:
         await asyncio.sleep(0.005)  # polled; callers bound it with wait_for
 
 
+async def _vote_until_answered(client: Any) -> VoteResponse:
+    """``client``'s vote answer, calling again every 10 ms while it is ``Unreachable`` (its
+    back-off after a refused connect); bounded by the caller's ``wait_for``."""
+    while True:
+        try:
+            return await client.vote(VoteRequest(V1, None), OPT)
+        except Unreachable:
+            await asyncio.sleep(0.01)
+
+
 async def test_reconnect_after_server_restart() -> None:
     raft, server, factory, client = await _pair()
     port = server.port
@@ -220,15 +230,7 @@ async def test_reconnect_after_server_restart() -> None:
         with pytest.raises(Unreachable):
             await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
         server = await TcpServer.start(raft, "127.0.0.1", port, "c")
-
-        async def until_ok() -> VoteResponse:
-            while True:
-                try:
-                    return await client.vote(VoteRequest(V1, None), OPT)
-                except Unreachable:
-                    await asyncio.sleep(0.01)  # backing off; bounded by wait_for
-
-        assert (await asyncio.wait_for(until_ok(), 5)).vote_granted
+        assert (await asyncio.wait_for(_vote_until_answered(client), 5)).vote_granted
         assert factory.connected(2)
     finally:
         await server.close()
@@ -259,15 +261,7 @@ async def test_a_target_answering_as_another_node_is_logged_once_until_a_connect
         assert closing[0].getMessage().startswith("tcp client 1 -> node 2: the node at 127.0.0.1:")
         await server.close()
         server = await TcpServer.start(FakeRaft(node_id=2), "127.0.0.1", port, "c")
-
-        async def until_ok() -> VoteResponse:
-            while True:
-                try:
-                    return await client.vote(VoteRequest(V1, None), OPT)
-                except Unreachable:
-                    await asyncio.sleep(0.01)  # backing off; bounded by wait_for
-
-        assert (await asyncio.wait_for(until_ok(), 5)).vote_granted
+        assert (await asyncio.wait_for(_vote_until_answered(client), 5)).vote_granted
         connected = [r for r in caplog.records if r.getMessage().startswith("tcp client 1 -> node 2: connected to")]
         assert len(connected) == 1 and connected[0].levelno == logging.INFO, [r.getMessage() for r in connected]
         assert "connections in" in connected[0].getMessage()
