@@ -101,6 +101,17 @@ def flaky(c: Cluster, nid: int) -> FlakySM:
     return sm
 
 
+async def heal_and_catch_up(c: Cluster, lagger: int) -> int:
+    """Heal the partition and wait until ``lagger`` applied what the leader had applied then
+    (its state machine's refusals, if any, come first); returns the leader."""
+    c.router.heal()
+    leader = await c.wait_for_leader()
+    applied = c.nodes[leader].metrics.last_applied
+    assert applied is not None
+    await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+    return leader
+
+
 async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="openraft_py.replication")
     c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2, state_machine=FlakySM)
@@ -110,12 +121,8 @@ async def test_refused_snapshot_keeps_the_node_running_and_is_sent_again(caplog:
         disk = c.disks[lagger]
         before = (list(disk.entries), disk.offset, disk.last_applied, list(disk.applied_log), dict(disk.kv))
         sm.refuse = 2
-        c.router.heal()
-        leader = await c.wait_for_leader()
-        applied = c.nodes[leader].metrics.last_applied
-        assert applied is not None
         # Two refusals, then the third transfer installs; the node never stops.
-        await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+        leader = await heal_and_catch_up(c, lagger)
         assert sm.refused == 2 and sm.refuse == 0
         assert c.nodes[lagger].metrics.running
         # The sender says so at WARNING once per snapshot (it resends until one installs).
@@ -150,11 +157,7 @@ async def test_the_refusing_node_says_so_at_warning_once_per_snapshot(caplog: py
         leader, lagger = await lag_behind_a_purge(c)
         sm = flaky(c, lagger)
         sm.refuse = 4
-        c.router.heal()
-        leader = await c.wait_for_leader()
-        applied = c.nodes[leader].metrics.last_applied
-        assert applied is not None
-        await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+        await heal_and_catch_up(c, lagger)
         assert sm.refused == 4
         said = f"node {lagger}: the state machine refused snapshot "
         refusals = [r for r in caplog.records if r.getMessage().startswith(said)]
