@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from openraft_py import ClientWriteResponse, Config, ForwardToLeader, SnapshotPolicy
+from openraft_py import ClientWriteResponse, Config, ForwardToLeader, Raft, SnapshotPolicy
 from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.storage.memory import MemDisk
 from openraft_py.testing.cluster import Cluster
@@ -139,3 +139,12 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> N
     while not cond():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+async def leader_after_a_write(cluster: Cluster) -> tuple[Raft, int]:
+    """Start ``cluster`` with the voters 1, 2 and 3, and write one entry on its leader:
+    the leader's handle and the log index of that entry."""
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5.0)
+    raft = cluster.nodes[leader]
+    return raft, (await raft.client_write(b"first")).log_id.index

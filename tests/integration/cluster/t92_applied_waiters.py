@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from integration.checks import MetricsReads
+from integration.checks import MetricsReads, leader_after_a_write
 from openraft_py import Fatal, WaitTimeout
 from openraft_py.testing.cluster import Cluster
 
@@ -26,11 +26,7 @@ WRITES = 50
 async def test_pending_applied_waiters_are_not_woken_by_every_write(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await cluster.start({1, 2, 3})
-    leader = await cluster.wait_for_leader(timeout=5.0)
-    raft = cluster.nodes[leader]
-    first = await raft.client_write(b"first")
-    base = first.log_id.index
+    raft, base = await leader_after_a_write(cluster)
     # WAITERS waiters, half of them for an index the writes below reach, half for one they
     # do not; a few give up early (their futures must not disturb the others).
     reached = [asyncio.ensure_future(raft.wait(20.0).applied_index_at_least(base + 1 + i % WRITES))

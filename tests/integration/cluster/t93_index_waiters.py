@@ -14,7 +14,7 @@ import asyncio
 
 import pytest
 
-from integration.checks import MetricsReads
+from integration.checks import MetricsReads, leader_after_a_write
 from openraft_py import Fatal
 from openraft_py.testing.cluster import Cluster
 
@@ -27,10 +27,7 @@ WRITES = 50
 async def test_pending_index_waiters_are_not_woken_by_every_write(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await cluster.start({1, 2, 3})
-    leader = await cluster.wait_for_leader(timeout=5.0)
-    raft = cluster.nodes[leader]
-    base = (await raft.client_write(b"first")).log_id.index
+    raft, base = await leader_after_a_write(cluster)
     reached = [asyncio.ensure_future(raft.wait(20.0).log_index_at_least(base + 1 + i % WRITES))
                for i in range(WAITERS // 2)]
     far = [asyncio.ensure_future(raft.wait(None).log_index_at_least(base + 10**6)) for _ in range(WAITERS // 4)]

@@ -14,7 +14,7 @@ import asyncio
 
 import pytest
 
-from integration.checks import MetricsReads
+from integration.checks import MetricsReads, leader_after_a_write
 from openraft_py import Fatal, RaftMetrics, WaitTimeout
 from openraft_py.testing.cluster import Cluster
 
@@ -27,10 +27,7 @@ WRITES = 50
 async def test_pending_predicate_waiters_are_checked_together_not_each_woken(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await cluster.start({1, 2, 3})
-    leader = await cluster.wait_for_leader(timeout=5.0)
-    raft = cluster.nodes[leader]
-    base = (await raft.client_write(b"first")).log_id.index
+    raft, base = await leader_after_a_write(cluster)
     calls = 0
 
     def far_off(m: RaftMetrics) -> bool:
@@ -65,10 +62,7 @@ async def test_pending_predicate_waiters_are_checked_together_not_each_woken(
 async def test_a_predicate_that_raises_raises_in_its_caller_and_the_others_still_wait(cluster: Cluster) -> None:
     """A predicate raising at a change (checked by the watch's callback) raises in the
     caller of its ``wait().metrics`` as before, and the other waiters are unaffected."""
-    await cluster.start({1, 2, 3})
-    leader = await cluster.wait_for_leader(timeout=5.0)
-    raft = cluster.nodes[leader]
-    base = (await raft.client_write(b"first")).log_id.index
+    raft, base = await leader_after_a_write(cluster)
 
     def breaks(m: RaftMetrics) -> bool:
         if m.last_log_index > base:
@@ -90,10 +84,7 @@ async def test_predicate_waiters_given_up_on_are_compacted_and_a_later_one_still
     """Waiters that time out with nothing changing are dropped by the compaction (the list
     does not grow with every one ever made), and a waiter that comes after them is still
     woken by the change it waits for."""
-    await cluster.start({1, 2, 3})
-    leader = await cluster.wait_for_leader(timeout=5.0)
-    raft = cluster.nodes[leader]
-    base = (await raft.client_write(b"first")).log_id.index
+    raft, base = await leader_after_a_write(cluster)
     for _ in range(3):
         timed_out = [asyncio.ensure_future(raft.wait(0.01).metrics(lambda m: m.last_log_index > base + 10**6))
                      for _ in range(200)]
