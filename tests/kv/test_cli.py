@@ -38,6 +38,21 @@ async def _fake_node(port: int, routes: Iterable[AbstractRouteDef]) -> AsyncIter
     finally:
         await runner.cleanup()
 
+
+def _node_to_init(port: int, raft_addr: str, posted: list[str]) -> list[AbstractRouteDef]:
+    """The routes of a fake node 1 at ``127.0.0.1:port`` that reports ``raft_addr`` in its
+    status and appends the body of each ``POST /cluster/init`` to ``posted``."""
+    from aiohttp import web
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "raft_addr": raft_addr, "http_addr": f"127.0.0.1:{port}"})
+
+    async def init(request: web.Request) -> web.Response:
+        posted.append(await request.text())
+        return web.json_response({"members": [1]})
+
+    return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
 VERBS = [
     ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
     ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"], ["kv"], ["kv", "put"],
@@ -236,21 +251,11 @@ async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> 
     would dial 0.0.0.0, their own machine). A fake node on loopback answers the status."""
     import asyncio
 
-    from aiohttp import web
-
     from openraft_py.testing.proc_cluster import free_port
 
     posted: list[str] = []
     port = free_port()
-
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response({"id": 1, "raft_addr": "0.0.0.0:21001", "http_addr": f"127.0.0.1:{port}"})
-
-    async def init(request: web.Request) -> web.Response:
-        posted.append(await request.text())
-        return web.json_response({"members": [1]})
-
-    async with _fake_node(port, [web.get("/cluster/status", status), web.post("/cluster/init", init)]) as ep:
+    async with _fake_node(port, _node_to_init(port, "0.0.0.0:21001", posted)) as ep:
         code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ep, "--timeout", "5"])
     assert code == 1
     assert posted == []
@@ -262,21 +267,11 @@ async def test_cluster_init_refuses_an_endpoint_given_twice(capsys: pytest.Captu
     client itself tries a repeated endpoint only once. A fake node answers the status."""
     import asyncio
 
-    from aiohttp import web
-
     from openraft_py.testing.proc_cluster import free_port
 
     posted: list[str] = []
     port = free_port()
-
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response({"id": 1, "raft_addr": "127.0.0.1:21001", "http_addr": f"127.0.0.1:{port}"})
-
-    async def init(request: web.Request) -> web.Response:
-        posted.append(await request.text())
-        return web.json_response({"members": [1]})
-
-    async with _fake_node(port, [web.get("/cluster/status", status), web.post("/cluster/init", init)]) as ep:
+    async with _fake_node(port, _node_to_init(port, "127.0.0.1:21001", posted)) as ep:
         code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", f"{ep},http://{ep}/",
                                                   "--timeout", "5"])
     assert code == 1
