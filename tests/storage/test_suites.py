@@ -15,7 +15,7 @@ import pytest
 
 import openraft_py
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
-from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage
+from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage, decode_kv
 from openraft_py.storage.rocks import RocksLogStore  # rocksdict is a required dependency
 from openraft_py.testing import (
     LogStoreSuite,
@@ -25,7 +25,7 @@ from openraft_py.testing import (
     run_log_storage_suite,
     run_state_machine_suite,
 )
-from openraft_py.types import LogId, Snapshot, Vote
+from openraft_py.types import LogId, Normal, Snapshot, Vote
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -343,6 +343,27 @@ class DataNotDurable(MemStateMachine):
         super().__init__(disk)
 
 
+class ReversedResponses(MemStateMachine):
+    """``apply`` returns its responses in reverse order (each batch's)."""
+
+    async def apply(self, entries: list[Any]) -> list[Any]:
+        return list(reversed(await super().apply(entries)))
+
+
+class ResponsesByKey(MemStateMachine):
+    """``apply`` returns the responses of a batch's KV commands grouped by their key (as a
+    state machine that applies a batch key by key would), the others where they were."""
+
+    async def apply(self, entries: list[Any]) -> list[Any]:
+        responses = await super().apply(entries)
+        keyed = [i for i, e in enumerate(entries) if type(e.payload) is Normal and decode_kv(e.payload.data) is not None]
+        by_key = sorted(keyed, key=lambda i: decode_kv(entries[i].payload.data).key)  # type: ignore[union-attr]
+        out = list(responses)
+        for slot, i in zip(keyed, by_key):
+            out[slot] = responses[i]
+        return out
+
+
 def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
     @contextlib.asynccontextmanager
     async def builder() -> AsyncIterator[StoreHandle]:
@@ -370,6 +391,11 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
          r"its data.* \(does begin_receiving_snapshot return a new, empty file each time\?\)"),
         (DataNotDurable, "reopen_keeps_applied_state",
          r"state after reopen \(state_view\), which reports applied 1-6: expected \{'key1': 'value1'.*got \{\}"),
+        (ReversedResponses, "apply_responses_in_order",
+         r"responses of one apply\(\) of 13 entries, against applying them one at a time \(apply must answer each "
+         r"entry, in the entries' order\): expected \[None, None, None, None, None, '1', '2', \(True, '4'\), '4', .*got \['4', "),
+        (ResponsesByKey, "apply_responses_in_order",
+         r"responses of one apply\(\) of 13 entries, .*got \[None, None, '2', None, None, None, '1', \(True, '4'\), '4', \(False"),
     ],
 )
 async def test_a_state_machine_bug_the_earlier_checks_missed_fails_one_named_check(

@@ -4,8 +4,9 @@ Run it like the log suite (see ``log_store`` and, for the builder contract, ``ba
 
     await run_state_machine_suite(builder)      # raises SuiteFailure naming failed checks
 
-Checks: the initial applied state, ``apply`` (responses, applied state, memberships), the
-optional ``apply_without_responses`` against ``apply``, and snapshots: build,
+Checks: the initial applied state, ``apply`` (responses: one per entry, in the entries'
+order, as applying them one at a time gives; applied state, memberships), the optional
+``apply_without_responses`` against ``apply``, and snapshots: build,
 ``get_current_snapshot``, streaming one store's snapshot into another store's
 ``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
 concurrently with ``apply``, and (with ``reopen``) what survives a restart.
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from typing import IO, Any, ClassVar
 
 from ...core.sm_worker import _apply_without_responses
+from ...storage.memory import KvCas, KvCommand, KvDelete, KvGet, KvSet, encode_kv
 from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
 from .base import (
     Builder,
@@ -30,6 +32,7 @@ from .base import (
     CheckRegistry,
     StoreHandle,
     Suite,
+    _default_normal_data,
     blank,
     expect,
     member,
@@ -58,6 +61,47 @@ def _entries(h: StoreHandle, start: int, stop: int, term: int = 1) -> list[Entry
         else:
             out.append(normal(term, i, h.normal_data(i)))
     return out
+
+
+KV_WORKLOAD: tuple[KvCommand, ...] = (
+    KvSet("b", "1"),
+    KvSet("a", "2"),
+    KvSet("b", "3"),
+    KvDelete("a"),
+    KvCas("b", "3", "4"),
+    KvGet("b"),
+    KvCas("b", "3", "5"),
+    KvDelete("a"),
+    KvSet("a", "6"),
+    KvDelete("b"),
+)
+"""The commands of ``_workload`` with the default data (the KV model of ``MemStateMachine``):
+every kind of command, over two keys and not in key order, answered with different responses
+(``None, None, '1', '2', (True, '4'), '4', (False, '4'), None, None, '4'``)."""
+
+WORKLOAD_INDEXES = (1, 2, 4, 2, 6, 1, 4, 7)
+"""The ``normal_data`` indexes of ``_workload`` with a builder's own data: repeated and out of
+order, so that most state machines answer them with different responses."""
+
+
+def _workload(h: StoreHandle, start: int, term: int = 1) -> list[Entry]:
+    """Normal entries from index ``start`` whose responses tell them apart: the commands of
+    ``KV_WORKLOAD`` with the default data, else ``normal_data(i)`` for each ``i`` of
+    ``WORKLOAD_INDEXES`` (the data of earlier entries again)."""
+    if h.normal_data is _default_normal_data:
+        datas = [encode_kv(cmd) for cmd in KV_WORKLOAD]
+    else:
+        datas = [h.normal_data(i) for i in WORKLOAD_INDEXES]
+    return [normal(term, start + k, data) for k, data in enumerate(datas)]
+
+
+def _comparable(response: Any) -> Any:
+    """``response``, or its type's name when that type has no ``__eq__`` of its own (two
+    equal answers would then differ); ``None`` as it is."""
+    eq: Any = type(response).__eq__
+    if response is not None and eq is object.__eq__:
+        return f"<a {type(response).__qualname__}>"
+    return response
 
 
 def _stored(e: Entry) -> StoredMembership:
@@ -126,6 +170,24 @@ async def apply_multiple(h: StoreHandle) -> None:
     resp = await h.state_machine.apply(es)
     expect(len(resp), len(es), "number of responses to apply(8 entries)")
     expect((await h.state_machine.applied_state())[0], LogId(1, 7), "applied log id after apply(0..=7)")
+
+
+@check
+async def apply_responses_in_order(h: StoreHandle) -> None:
+    """One ``apply`` of many entries answers each entry as applying them one at a time (on
+    another store) does: one response per entry, in the entries' order. The entries give
+    different responses (``_workload``), so responses reversed, or grouped by key, differ."""
+    es = _entries(h, 0, 3) + _workload(h, 3)
+    batch = [_comparable(r) for r in await h.state_machine.apply(es)]
+    assert h.another is not None
+    async with h.another() as other:
+        one_by_one = [_comparable(r) for e in es for r in await other.state_machine.apply([e])]
+    expect(
+        batch,
+        one_by_one,
+        f"responses of one apply() of {len(es)} entries, against applying them one at a time "
+        f"(apply must answer each entry, in the entries' order)",
+    )
 
 
 @check
