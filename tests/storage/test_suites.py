@@ -16,6 +16,7 @@ import pytest
 import openraft_py
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import Adaptor, MemDisk, MemLogStore, MemRaftStorage, MemStateMachine, RaftStorage, decode_kv
+from openraft_py.storage.memory import KvDelete
 from openraft_py.storage.rocks import RocksLogStore  # rocksdict is a required dependency
 from openraft_py.testing import (
     LogStoreSuite,
@@ -302,6 +303,20 @@ class QuietForgetsMembership(MemStateMachine):
         self.disk.membership = saved
 
 
+class QuietSkipsDeletes(MemStateMachine):
+    """``apply_without_responses`` (a follower's every batch) leaves out deletes, taking them
+    for work that only the responses need: a key deleted on the leader stays on the
+    followers."""
+
+    async def apply_without_responses(self, entries: list[Any]) -> None:
+        def is_delete(e: Any) -> bool:
+            return type(e.payload) is Normal and type(decode_kv(e.payload.data)) is KvDelete
+
+        await super().apply_without_responses([e for e in entries if not is_delete(e)])
+        if entries:
+            self.disk.last_applied = entries[-1].log_id
+
+
 class SecondBuildRepeatsFirst(MemStateMachine):
     """Every build after the first hands out the first build's data under its own meta (a
     snapshot file written once and never replaced)."""
@@ -381,8 +396,11 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
     ("sm_cls", "check", "message"),
     [
         (QuietForgetsMembership, "apply_without_responses_same_state",
-         r"applied_state\(\) after apply_without_responses\(0\.\.=8\), against apply's: expected \(1-8, "
-         r"StoredMembership\(log_id=1-5, .*got \(1-8, StoredMembership\(log_id=None"),
+         r"applied_state\(\) after apply_without_responses\(0\.\.=18\), against apply's: expected \(1-18, "
+         r"StoredMembership\(log_id=1-5, .*got \(1-18, StoredMembership\(log_id=None"),
+        (QuietSkipsDeletes, "apply_without_responses_same_state",
+         r"state after apply_without_responses\(0\.\.=18\), against apply's \(state_view\): expected \{[^}]*'key8': 'value8', "
+         r"'a': '6'\}, got \{[^}]*'key8': 'value8', 'b': '4', 'a': '6'\}"),
         (SecondBuildRepeatsFirst, "snapshot_install_a_later_snapshot",
          r"state after installing the second snapshot \(state_view\): a snapshot's data must be the state at its "
          r"meta's last_log_id"),

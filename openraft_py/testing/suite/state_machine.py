@@ -237,12 +237,15 @@ async def apply_new_term(h: StoreHandle) -> None:
 async def apply_without_responses_same_state(h: StoreHandle) -> None:
     """The optional ``apply_without_responses`` (what the node calls instead of ``apply`` for
     every batch of a follower) leaves the state ``apply`` leaves: the applied log id, the
-    stored membership (entries 0 and 5 are memberships) and the state (``state_view``).
-    Nothing to compare for a state machine the node gives ``apply`` alone."""
+    stored membership (entries 0 and 5 are memberships) and the state (``state_view``),
+    also after the entries of ``_workload`` (with the default data: sets, deletes,
+    compare-and-sets and gets of keys already set). Nothing to compare for a state machine
+    the node gives ``apply`` alone."""
     quiet = _apply_without_responses(h.state_machine)
     if quiet is None:
         return
-    es = _entries(h, 0, 9)
+    es = _entries(h, 0, 9) + _workload(h, 9)
+    what = f"apply_without_responses(0..={es[-1].log_id.index})"
     await quiet(es[:4])
     await quiet(es[4:])
     assert h.another is not None
@@ -252,9 +255,9 @@ async def apply_without_responses_same_state(h: StoreHandle) -> None:
         expect(
             await h.state_machine.applied_state(),
             await other.state_machine.applied_state(),
-            "applied_state() after apply_without_responses(0..=8), against apply's",
+            f"applied_state() after {what}, against apply's",
         )
-        expect(await _view(h), await _view(other), "state after apply_without_responses(0..=8), against apply's (state_view)")
+        expect(await _view(h), await _view(other), f"state after {what}, against apply's (state_view)")
 
 
 # -- snapshots ------------------------------------------------------------------------------
