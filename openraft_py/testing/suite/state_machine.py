@@ -9,7 +9,8 @@ order, as applying them one at a time gives; applied state, memberships), the op
 ``apply_without_responses`` against ``apply``, and snapshots: build,
 ``get_current_snapshot``, streaming one store's snapshot into another store's
 ``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
-concurrently with ``apply``, and (with ``reopen``) what survives a restart.
+concurrently with ``apply``, and (with ``reopen``) what survives a restart, also one right
+after an install.
 
 ``Normal`` entries carry ``handle.normal_data(i)``. Compare application state with
 ``handle.state_view`` when the builder gives one; otherwise the snapshot checks compare the
@@ -488,6 +489,35 @@ async def reopen_keeps_applied_state(h: StoreHandle) -> None:
     expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta after reopen")
     if cur is not None:
         cur.data.close()
+
+
+@check
+async def reopen_after_install_keeps_the_snapshot(h: StoreHandle) -> None:
+    """After installing another store's snapshot over a shorter history, then a restart
+    (``reopen``), the state machine reports the snapshot's applied state, holds its state
+    (``state_view``) and still has it as its current snapshot, the same bytes: the node
+    purges its log up to it and sends it to the followers it can send no entries (skipped
+    without ``reopen``)."""
+    assert h.another is not None
+    async with h.another() as other:
+        await other.state_machine.apply(_entries(h, 0, 8))
+        snap = await _build(other)
+        cur = await other.state_machine.get_current_snapshot()
+        data = b"" if cur is None else _read(cur.data)
+        at_snapshot = await _view(other)
+    await h.state_machine.apply(_entries(h, 0, 3))
+    await _stream_install(snap, h)
+    await h.restart()
+    expect(
+        await h.state_machine.applied_state(),
+        (snap.meta.last_log_id, snap.meta.last_membership),
+        "applied_state() after installing a snapshot and reopen",
+    )
+    expect(await _view(h), at_snapshot, "state after installing a snapshot and reopen (state_view)")
+    cur = await h.state_machine.get_current_snapshot()
+    expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta after installing a snapshot and reopen")
+    if cur is not None:
+        expect(_read(cur.data), data, "current snapshot data after installing a snapshot and reopen")
 
 
 class StateMachineSuite(Suite):
