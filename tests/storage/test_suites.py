@@ -26,7 +26,7 @@ from openraft_py.testing import (
     run_log_storage_suite,
     run_state_machine_suite,
 )
-from openraft_py.types import LogId, Normal, Snapshot, Vote
+from openraft_py.types import BLANK, Entry, LogId, Membership, Normal, Snapshot, Vote
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -217,6 +217,59 @@ class NoopVote(MemLogStore):
 
     async def save_vote(self, vote: Vote) -> None:
         return None
+
+
+class DataAsText(MemLogStore):
+    """Keeps entry data as text (decoded as UTF-8, undecodable bytes replaced), as a store
+    with a text column would: binary data comes back changed."""
+
+    def append_durable(self, entries: list[Any]) -> None:
+        super().append_durable([
+            Entry(e.log_id, Normal(e.payload.data.decode("utf-8", "replace").encode())) if type(e.payload) is Normal else e
+            for e in entries
+        ])
+
+
+class DropsLearners(MemLogStore):
+    """Keeps a membership entry's voters only, as a store that encodes ``configs`` and
+    rebuilds ``nodes`` from them would: the learners are lost."""
+
+    def append_durable(self, entries: list[Any]) -> None:
+        super().append_durable([
+            Entry(e.log_id, Membership.new(list(e.payload.configs), {n: e.payload.nodes[n] for n in e.payload.voter_ids()}))
+            if type(e.payload) is Membership else e
+            for e in entries
+        ])
+
+
+class EmptyDataIsBlank(MemLogStore):
+    """Stores an entry with empty data as a blank one (it tells them apart by the data's
+    length)."""
+
+    def append_durable(self, entries: list[Any]) -> None:
+        super().append_durable([Entry(e.log_id, BLANK) if e.payload == Normal(b"") else e for e in entries])
+
+
+@pytest.mark.parametrize(
+    ("log_cls", "check", "message"),
+    [
+        (DataAsText, "append_every_payload_kind",
+         r"entry 1-3 read back: the data differs from byte 128 on: expected 256 bytes, b'\\x80\\x81.*'\.\.\. there, "
+         r"got 512 bytes, b'\\xef\\xbf\\xbd"),
+        (DropsLearners, "append_every_payload_kind",
+         r"entry 1-0 read back: the membership's voter sets and nodes: expected .*9: BasicNode\(addr='nœud-9:5009'\)\}\), got "),
+        (EmptyDataIsBlank, "append_every_payload_kind", r"entry 1-2 read back: expected 1-2 Normal b'', got 1-2 Blank$"),
+    ],
+)
+async def test_a_log_store_bug_the_earlier_checks_missed_fails_one_named_check(
+    log_cls: type[MemLogStore], check: str, message: str
+) -> None:
+    """Each of these log stores passed the whole suite before the check it fails now (see
+    their docstrings)."""
+    report = await run_log_storage_suite(mem_builder(log_cls), raise_on_failure=False)
+    failed = [o for o in report if not o.ok]
+    assert [o.name for o in failed] == [check]
+    assert re.search(message, str(failed[0].error)), failed[0].error
 
 
 async def _failed(builder: Any, **kw: Any) -> set[str]:

@@ -17,8 +17,9 @@ Run it from your own tests (see ``base`` for the builder contract)::
         await run_log_storage_suite(builder)   # raises SuiteFailure naming every failed check
 
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
-reads over every half-open range, purge, truncate, append (holes, the flush callback),
-readers, and (in ``restore``) the start-up state the runtime restores from the store.
+reads over every half-open range, purge, truncate, append (holes, the flush callback,
+entries of every payload kind read back equal), readers, and (in ``restore``) the start-up
+state the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -30,7 +31,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from ...errors import LogCompacted
-from ...types import LogId, LogState, Vote
+from ...types import BasicNode, Entry, LogId, LogState, Membership, Normal, Vote
 from . import restore
 from .base import (
     Builder,
@@ -40,6 +41,7 @@ from .base import (
     StoreHandle,
     Suite,
     append,
+    blank,
     ents,
     expect,
     ids,
@@ -427,6 +429,59 @@ async def append_readable_on_return(h: StoreHandle) -> None:
     await h.log_store.append(ents(0, 5), cb)
     expect(ids(await h.log_store.get_log_reader().try_get_log_entries(0, 5)), ids(ents(0, 5)), "entries right after append returned")
     await cb.wait()
+
+
+def _every_payload_kind() -> list[Entry]:
+    """Entries 0..=6 of every payload kind, each as a store could spoil it in its encoding:
+    a joint membership with a learner and addresses (one not ASCII), a blank entry, empty
+    data, every byte value (not UTF-8), 256 KiB of data, a membership whose learner has no
+    address, and data of a later term."""
+    nodes = {1: BasicNode("10.0.0.1:5001"), 2: BasicNode("10.0.0.2:5001"), 4: BasicNode("[::1]:5004"), 9: BasicNode("nœud-9:5009")}
+    return [
+        Entry(LogId(1, 0), Membership.new([{1, 2}, {1, 4}], nodes)),
+        blank(1, 1),
+        normal(1, 2, b""),
+        normal(1, 3, bytes(range(256))),
+        normal(1, 4, bytes(range(256)) * 1024),
+        Entry(LogId(1, 5), Membership.new([{1}], {2: BasicNode()})),
+        normal(3, 6, b"\x00later term\xff"),
+    ]
+
+
+def _expect_entries(got: list[Entry], want: list[Entry], what: str) -> None:
+    """Raise ``AssertionError`` naming the first entry of ``got`` that differs from
+    ``want``'s, and how: for data, the first byte that differs (an entry's repr shows 16
+    bytes); for a membership, its voter sets and nodes (its repr shows no address)."""
+    expect(ids(got), ids(want), f"log ids of the entries {what}")
+    for g, w in zip(got, want):
+        if g == w:
+            continue
+        where = f"entry {w.log_id!r} {what}"
+        if type(g.payload) is Normal and type(w.payload) is Normal:
+            a, b = w.payload.data, g.payload.data
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            raise AssertionError(
+                f"{where}: the data differs from byte {at} on: expected {len(a)} bytes, {a[at : at + 8]!r}... "
+                f"there, got {len(b)} bytes, {b[at : at + 8]!r}..."
+            )
+        if type(g.payload) is Membership and type(w.payload) is Membership:
+            expect((g.payload.configs, g.payload.nodes), (w.payload.configs, w.payload.nodes), f"{where}: the membership's voter sets and nodes")
+        expect(g, w, where)
+
+
+@check
+async def append_every_payload_kind(h: StoreHandle) -> None:
+    """Entries of every payload kind read back equal: memberships with their learners and
+    addresses, blank entries, empty, binary and large data; also through a reader and, with
+    ``reopen``, after a restart."""
+    log = _every_payload_kind()
+    await append(h.log_store, log)
+    _expect_entries(await h.log_store.try_get_log_entries(0, len(log)), log, "read back")
+    _expect_entries(await h.log_store.get_log_reader().try_get_log_entries(0, len(log)), log, "read back by a reader")
+    if h.reopen is not None:
+        await h.restart()
+        _expect_entries(await h.log_store.try_get_log_entries(0, len(log)), log, "read back after reopen")
+        expect(await h.log_store.get_log_state(), LogState(None, LogId(3, 6)), "get_log_state() after reopen")
 
 
 # -- readers --------------------------------------------------------------------------------
