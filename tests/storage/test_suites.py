@@ -250,6 +250,39 @@ class EmptyDataIsBlank(MemLogStore):
         super().append_durable([Entry(e.log_id, BLANK) if e.payload == Normal(b"") else e for e in entries])
 
 
+class _Reopened(MemLogStore):
+    """A store that changes what it finds at a restart (``reopened``): the first object
+    over a disk marks it, later ones are restarts."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        if getattr(disk, "opened", False):
+            self.reopened(disk)
+        disk.opened = True  # type: ignore[attr-defined]
+
+    def reopened(self, disk: MemDisk) -> None:
+        """What a restart finds."""
+
+
+class PurgedTermFromFirstEntry(_Reopened):
+    """Saves the last purged index only: at a restart it takes its term from the first
+    entry it holds (the next term's, when the purge ended a term)."""
+
+    def reopened(self, disk: MemDisk) -> None:
+        if disk.last_purged is not None and disk.entries:
+            disk.last_purged = LogId(disk.entries[0].log_id.term, disk.last_purged.index)
+
+
+class PurgedFromFirstEntry(_Reopened):
+    """Saves no last purged log id: at a restart it takes the one before its first entry,
+    and none when it holds no entry (the log of a node that installed a snapshot restarts
+    empty, at index 0)."""
+
+    def reopened(self, disk: MemDisk) -> None:
+        if not disk.entries:
+            disk.last_purged, disk.offset = None, 0
+
+
 @pytest.mark.parametrize(
     ("log_cls", "check", "message"),
     [
@@ -259,6 +292,12 @@ class EmptyDataIsBlank(MemLogStore):
         (DropsLearners, "append_every_payload_kind",
          r"entry 1-0 read back: the membership's voter sets and nodes: expected .*9: BasicNode\(addr='nœud-9:5009'\)\}\), got "),
         (EmptyDataIsBlank, "append_every_payload_kind", r"entry 1-2 read back: expected 1-2 Normal b'', got 1-2 Blank$"),
+        (PurgedTermFromFirstEntry, "reopen_keeps_the_purged_log_id",
+         r"get_log_state\(\) after purge\(1-4\) and reopen: expected LogState\(last_purged_log_id=1-4, last_log_id=3-10\), "
+         r"got LogState\(last_purged_log_id=3-4, "),
+        (PurgedFromFirstEntry, "reopen_keeps_the_purged_log_id",
+         r"get_log_state\(\) after purge\(1-4\), truncate_after\(None\) and reopen: expected LogState\(last_purged_log_id=1-4, "
+         r"last_log_id=1-4\), got LogState\(last_purged_log_id=None, last_log_id=None\)"),
     ],
 )
 async def test_a_log_store_bug_the_earlier_checks_missed_fails_one_named_check(

@@ -18,8 +18,9 @@ Run it from your own tests (see ``base`` for the builder contract)::
 
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
 reads over every half-open range, purge, truncate, append (holes, the flush callback,
-entries of every payload kind read back equal), readers, and (in ``restore``) the start-up
-state the runtime restores from the store.
+entries of every payload kind read back equal), readers, what a restart keeps (the log, the
+vote, the purged log id with its term, also of an empty log), and (in ``restore``) the
+start-up state the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -531,6 +532,26 @@ async def reopen_keeps_log(h: StoreHandle) -> None:
         raise AssertionError(f"read_committed() after reopen: expected 1-6 or None, got {got!r}")
     await append(h.log_store, ents(9, 11))
     expect(ids(await read_all(h.log_store)), ids(ents(4, 11)), "entries after reopen and append")
+
+
+@check
+async def reopen_keeps_the_purged_log_id(h: StoreHandle) -> None:
+    """The last purged log id survives a restart (``reopen``) with its own term, also when
+    no entry is left: entries 0..=4 of term 1 and 5..=10 of term 3, ``purge(1-4)``; then
+    ``truncate_after(None)``; then ``purge(3-15)`` past the end (a snapshot installed): each
+    followed by a restart. The log continues after it (skipped without ``reopen``)."""
+    await append(h.log_store, ents(0, 5) + ents(5, LAST + 1, term=3))
+    await h.log_store.purge(_lid(4))
+    await h.restart()
+    expect(await h.log_store.get_log_state(), LogState(_lid(4), LogId(3, LAST)), "get_log_state() after purge(1-4) and reopen")
+    await h.log_store.truncate_after(None)
+    await h.restart()
+    expect(await h.log_store.get_log_state(), LogState(_lid(4), _lid(4)), "get_log_state() after purge(1-4), truncate_after(None) and reopen")
+    await h.log_store.purge(LogId(3, 15))
+    await h.restart()
+    expect(await h.log_store.get_log_state(), LogState(LogId(3, 15), LogId(3, 15)), "get_log_state() after purge(3-15) past the end and reopen")
+    await append(h.log_store, [normal(3, 16)])
+    expect(ids(await read_all(h.log_store)), [LogId(3, 16)], "entries after appending 3-16")
 
 
 class LogStoreSuite(Suite):
