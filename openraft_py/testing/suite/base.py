@@ -334,9 +334,11 @@ class RecordingFlushed(IOFlushed):
 
 
 async def append(store: RaftLogStorage, entries: list[Entry]) -> RecordingFlushed:
-    """Append ``entries`` and wait until they are durable; return the callback."""
+    """Append ``entries`` and wait until they are durable; return the callback. The store
+    gets a copy of the list: a store that keeps the list it is given (see the check
+    ``append_does_not_keep_the_list``) cannot change the checks' own (``restore.LOG``)."""
     cb = RecordingFlushed()
-    await store.append(entries, cb)
+    await store.append(list(entries), cb)
     await cb.wait()
     return cb
 

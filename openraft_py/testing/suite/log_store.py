@@ -18,9 +18,9 @@ Run it from your own tests (see ``base`` for the builder contract)::
 
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
 reads over every half-open range, purge, truncate, append (holes, the flush callback,
-entries of every payload kind read back equal), readers, what a restart keeps (the log, the
-vote, the purged log id with its term, also of an empty log), and (in ``restore``) the
-start-up state the runtime restores from the store.
+entries of every payload kind read back equal, the caller's list not kept), readers, what
+a restart keeps (the log, the vote, the purged log id with its term, also of an empty
+log), and (in ``restore``) the start-up state the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -389,6 +389,21 @@ async def append_batch(h: StoreHandle) -> None:
     await append(h.log_store, ents(0, 4))
     await append(h.log_store, ents(4, 9, term=2))
     expect(await read_all(h.log_store), ents(0, 4) + ents(4, 9, term=2), "entries after two batches")
+
+
+@check
+async def append_does_not_keep_the_list(h: StoreHandle) -> None:
+    """The store takes ownership of the appended entries, not of the list: the caller
+    refilling the list after ``append`` returned changes nothing the store holds."""
+    from .base import RecordingFlushed
+
+    for start, stop in ((0, 5), (5, 8)):
+        batch = ents(start, stop)
+        cb = RecordingFlushed()
+        await h.log_store.append(batch, cb)
+        await cb.wait()
+        batch[:] = [normal(9, 0)]
+        expect(ids(await read_all(h.log_store)), ids(ents(0, stop)), f"entries after appending {start}..={stop - 1} and refilling the list")
 
 
 @check
