@@ -262,6 +262,23 @@ class KeepsTheList(MemLogStore):
             super().append_durable(entries)
 
 
+class ReplacesOnOverlap(MemLogStore):
+    """An append at an index it holds writes over the entries it holds from there and keeps
+    the later ones (an ``INSERT OR REPLACE`` keyed by index), instead of raising."""
+
+    def append_durable(self, entries: list[Any]) -> None:
+        disk = self.disk
+        first = entries[0].log_id.index - disk.offset if entries else -1
+        if 0 <= first < len(disk.entries):
+            for k, e in enumerate(entries, first):
+                if k < len(disk.entries):
+                    disk.entries[k] = e
+                else:
+                    disk.entries.append(e)
+        else:
+            super().append_durable(entries)
+
+
 class _Reopened(MemLogStore):
     """A store that changes what it finds at a restart (``reopened``): the first object
     over a disk marks it, later ones are restarts."""
@@ -306,6 +323,7 @@ class PurgedFromFirstEntry(_Reopened):
         (EmptyDataIsBlank, "append_every_payload_kind", r"entry 1-2 read back: expected 1-2 Normal b'', got 1-2 Blank$"),
         (KeepsTheList, "append_does_not_keep_the_list",
          r"entries after appending 0\.\.=4 and refilling the list: expected \[1-0, 1-1, 1-2, 1-3, 1-4\], got \[9-0\]$"),
+        (ReplacesOnOverlap, "append_overlap_refused", r"^\[append_overlap_refused\] append of 2-3 to the log 1-0\.\.=1-4: expected ValueError$"),
         (PurgedTermFromFirstEntry, "reopen_keeps_the_purged_log_id",
          r"get_log_state\(\) after purge\(1-4\) and reopen: expected LogState\(last_purged_log_id=1-4, last_log_id=3-10\), "
          r"got LogState\(last_purged_log_id=3-4, "),

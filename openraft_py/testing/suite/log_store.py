@@ -17,10 +17,11 @@ Run it from your own tests (see ``base`` for the builder contract)::
         await run_log_storage_suite(builder)   # raises SuiteFailure naming every failed check
 
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
-reads over every half-open range, purge, truncate, append (holes, the flush callback,
-entries of every payload kind read back equal, the caller's list not kept), readers, what
-a restart keeps (the log, the vote, the purged log id with its term, also of an empty
-log), and (in ``restore``) the start-up state the runtime restores from the store.
+reads over every half-open range, purge, truncate, append (holes and overlaps refused, the
+flush callback, entries of every payload kind read back equal, the caller's list not
+kept), readers, what a restart keeps (the log, the vote, the purged log id with its term,
+also of an empty log), and (in ``restore``) the start-up state the runtime restores from
+the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -425,6 +426,37 @@ async def append_hole_refused(h: StoreHandle) -> None:
         await asyncio.sleep(0.01)
         expect(cb.calls, 0, f"io_completed calls after the refused append at {bad}")
         expect(ids(await read_all(h.log_store)), ids(ents(0, prefill)), f"entries after the refused append at {bad}")
+
+
+@check
+async def append_overlap_refused(h: StoreHandle) -> None:
+    """An append at an index the log holds or purged (not its next one) raises
+    ``ValueError``; the log is unchanged and the callback is not called. (A store that
+    writes such entries over the ones it holds, an ``INSERT OR REPLACE`` keyed by index,
+    leaves a log whose later entries do not follow them: the node truncates first.)"""
+    from .base import RecordingFlushed
+
+    await _fill(h, 5)
+    for bad, purged in ((3, None), (0, None), (4, _lid(4)), (2, _lid(4))):
+        if purged is not None:
+            await h.log_store.purge(purged)
+        held = await read_all(h.log_store)
+        what = f"append of 2-{bad} to the log 1-0..=1-4" + ("" if purged is None else f" purged up to {purged!r}")
+        cb = RecordingFlushed()
+        try:
+            await h.log_store.append([normal(2, bad)], cb)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{what}: expected ValueError")
+        await asyncio.sleep(0.01)
+        expect(cb.calls, 0, f"io_completed calls after the refused {what}")
+        expect(ids(await read_all(h.log_store)), ids(held), f"entries after the refused {what}")
+        expect(
+            await h.log_store.get_log_state(),
+            LogState(purged, _lid(4)),
+            f"get_log_state() after the refused {what}",
+        )
 
 
 @check
