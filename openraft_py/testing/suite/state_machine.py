@@ -8,9 +8,9 @@ Checks: the initial applied state, ``apply`` (responses: one per entry, in the e
 order, as applying them one at a time gives; applied state, memberships), the optional
 ``apply_without_responses`` against ``apply``, and snapshots: build,
 ``get_current_snapshot``, streaming one store's snapshot into another store's
-``begin_receiving_snapshot`` file and installing it, garbage refused, a build running
-concurrently with ``apply``, and (with ``reopen``) what survives a restart, also one right
-after an install.
+``begin_receiving_snapshot`` file and installing it, a build right after an install,
+garbage refused, a build running concurrently with ``apply``, and (with ``reopen``) what
+survives a restart, also one right after an install.
 
 ``Normal`` entries carry ``handle.normal_data(i)``. Compare application state with
 ``handle.state_view`` when the builder gives one; otherwise the snapshot checks compare the
@@ -383,6 +383,31 @@ async def snapshot_install_then_apply_continues(h: StoreHandle) -> None:
         await h.state_machine.apply(later)
         expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() after install + apply")
         expect(await _view(other), await _view(h), "state after install + apply (state_view)")
+
+
+@check
+async def snapshot_build_after_install(h: StoreHandle) -> None:
+    """A snapshot built right after an install, on a store that had built one before, is
+    one of the installed state: its meta is the installed applied state, and installed on a
+    third store it gives that state (a state machine that rebuilds only after an ``apply``
+    and hands out its last build otherwise fails here)."""
+    await h.state_machine.apply(_entries(h, 0, 8))
+    snap = await _build(h)
+    assert h.another is not None
+    async with h.another() as other:
+        await other.state_machine.apply(_entries(h, 0, 3))
+        (await _build(other)).data.close()
+        await _stream_install(snap, other)
+        again = await _build(other)
+        expect(
+            (again.meta.last_log_id, again.meta.last_membership),
+            (snap.meta.last_log_id, snap.meta.last_membership),
+            "meta of a snapshot built right after an install",
+        )
+        async with h.another() as third:
+            await _stream_install(again, third)
+            expect(await third.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() after installing it elsewhere")
+            expect(await _view(third), await _view(h), "state after installing it elsewhere (state_view)")
 
 
 @check
