@@ -263,7 +263,7 @@ async def test_counter_state_machine_suite() -> None:
         return StoreHandle(MemLogStore(), CounterStateMachine(), normal_data=lambda i: incr_command(i), state_view=view)
 
     report = await run_state_machine_suite(builder)
-    assert len(report) == 25 and [o.name for o in report if not o.ok] == []
+    assert len(report) == 26 and [o.name for o in report if not o.ok] == []
     assert [o.name for o in report if o.skipped] == ["reopen_keeps_applied_state", "reopen_after_install_keeps_the_snapshot"]
 
 

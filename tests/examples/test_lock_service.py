@@ -44,7 +44,7 @@ async def test_state_machine_suite() -> None:
 
     report = await run_state_machine_suite(builder)
     assert [o.name for o in report] == StateMachineSuite.check_names()
-    assert len(report) == 25
+    assert len(report) == 26
     assert [o.name for o in report if not o.ok] == []
     assert [o.name for o in report if o.skipped] == ["reopen_keeps_applied_state", "reopen_after_install_keeps_the_snapshot"]
 

@@ -485,6 +485,15 @@ class RebuildsOnlyAfterApply(MemStateMachine):
         return Snapshot(self.last_build[0], io.BytesIO(self.last_build[1]))
 
 
+class ReadsTheSnapshotOnce(MemStateMachine):
+    """``get_current_snapshot`` gives the first 64 KiB of its snapshot (one fixed-size read
+    of the snapshot file)."""
+
+    async def get_current_snapshot(self) -> Any:
+        cur = await super().get_current_snapshot()
+        return None if cur is None else Snapshot(cur.meta, io.BytesIO(cur.data.read(65536)))
+
+
 class _KeptOpen(io.BytesIO):
     def close(self) -> None:
         """Stays open: the same file is handed out again."""
@@ -614,6 +623,8 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
          r"applied_state\(\) after installing a snapshot and reopen: expected \(1-7, .*got \(1-2, "),
         (RebuildsOnlyAfterApply, "snapshot_build_after_install",
          r"meta of a snapshot built right after an install: expected \(1-7, .*got \(1-2, "),
+        (ReadsTheSnapshotOnce, "snapshot_of_a_larger_state",
+         r"length of the current snapshot's data, against the built one's: expected \d+, got 65536$"),
         (ReversedResponses, "apply_responses_in_order",
          r"responses of one apply\(\) of 13 entries, against applying them one at a time \(apply must answer each "
          r"entry, in the entries' order\): expected \[None, None, None, None, None, '1', '2', \(True, '4'\), '4', .*got \['4', "),

@@ -8,9 +8,10 @@ Checks: the initial applied state, ``apply`` (responses: one per entry, in the e
 order, as applying them one at a time gives; applied state, memberships), the optional
 ``apply_without_responses`` against ``apply``, and snapshots: build,
 ``get_current_snapshot``, streaming one store's snapshot into another store's
-``begin_receiving_snapshot`` file and installing it, a build right after an install,
-garbage refused, a build running concurrently with ``apply``, and (with ``reopen``) what
-survives a restart, also one right after an install.
+``begin_receiving_snapshot`` file and installing it, a build right after an install, a
+snapshot of a larger state (about 90 KB) sent whole, garbage refused, a build running
+concurrently with ``apply``, and (with ``reopen``) what survives a restart, also one right
+after an install.
 
 ``Normal`` entries carry ``handle.normal_data(i)``. Compare application state with
 ``handle.state_view`` when the builder gives one; otherwise the snapshot checks compare the
@@ -20,6 +21,7 @@ applied state, the snapshot meta and the snapshot bytes.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterable
 from typing import IO, Any, ClassVar
 
@@ -441,6 +443,34 @@ async def snapshot_install_a_later_snapshot(h: StoreHandle) -> None:
             "state after installing the second snapshot (state_view): a snapshot's data must be the state at its "
             "meta's last_log_id, and begin_receiving_snapshot must return a new, empty file",
         )
+
+
+LARGER = 4000
+"""The number of ``Normal`` entries of ``snapshot_of_a_larger_state``: about 90 KB of state
+with the default data, more than a buffer or a fixed-size read of 64 KiB takes."""
+
+
+@check
+async def snapshot_of_a_larger_state(h: StoreHandle) -> None:
+    """A snapshot of a larger state (``LARGER`` more entries): ``get_current_snapshot`` gives
+    all of its bytes, and installed on another store they give the same applied state and
+    state (a snapshot file read or written in one fixed-size piece comes out short here)."""
+    await h.state_machine.apply(_entries(h, 0, 8))
+    for lo in range(8, 8 + LARGER, 500):
+        await h.state_machine.apply([normal(1, i, h.normal_data(i)) for i in range(lo, lo + 500)])
+    snap = await _build(h)
+    built = _read(snap.data)
+    cur = await h.state_machine.get_current_snapshot()
+    if cur is None:
+        raise AssertionError("get_current_snapshot() after build_snapshot: got None")
+    sent = _read(cur.data)
+    expect(len(sent), len(built), "length of the current snapshot's data, against the built one's")
+    expect(sent == built, True, "the current snapshot's data is the built one's")
+    assert h.another is not None
+    async with h.another() as other:
+        await _stream_install(Snapshot(cur.meta, io.BytesIO(sent)), other)
+        expect(await other.state_machine.applied_state(), await h.state_machine.applied_state(), "applied_state() of the target")
+        expect(await _view(other), await _view(h), "state of the target (state_view)")
 
 
 @check
