@@ -296,10 +296,11 @@ class RaftStateMachine(Protocol):
         """Replace the whole state with the snapshot in ``data`` (read from its start; a file
         from ``begin_receiving_snapshot``).
 
-        Atomic: on failure the previous state is kept. Afterwards ``applied_state()`` returns
-        ``(meta.last_log_id, meta.last_membership)`` and ``get_current_snapshot()`` returns
-        this snapshot. Raises ``ValueError`` if ``data`` is not a snapshot of this state
-        machine's format.
+        Atomic: on failure the previous state is kept, and so is the previous current
+        snapshot (``get_current_snapshot``: what the node sends to followers). Afterwards
+        ``applied_state()`` returns ``(meta.last_log_id, meta.last_membership)`` and
+        ``get_current_snapshot()`` returns this snapshot. Raises ``ValueError`` if ``data``
+        is not a snapshot of this state machine's format.
         """
         ...
 

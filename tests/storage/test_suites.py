@@ -494,6 +494,19 @@ class ReadsTheSnapshotOnce(MemStateMachine):
         return None if cur is None else Snapshot(cur.meta, io.BytesIO(cur.data.read(65536)))
 
 
+class KeepsARefusedSnapshot(MemStateMachine):
+    """Saves the received snapshot as its current one before loading it, and keeps it when
+    loading fails: a refused install leaves the garbage as the snapshot the node sends."""
+
+    async def install_snapshot(self, meta: Any, data: Any) -> None:
+        data.seek(0)
+        received = data.read()
+        try:
+            await super().install_snapshot(meta, data)
+        finally:
+            self.disk.snapshot = (meta, received)
+
+
 class _KeptOpen(io.BytesIO):
     def close(self) -> None:
         """Stays open: the same file is handed out again."""
@@ -625,6 +638,8 @@ def sm_builder(sm_cls: type[MemStateMachine]) -> Any:
          r"meta of a snapshot built right after an install: expected \(1-7, .*got \(1-2, "),
         (ReadsTheSnapshotOnce, "snapshot_of_a_larger_state",
          r"length of the current snapshot's data, against the built one's: expected \d+, got 65536$"),
+        (KeepsARefusedSnapshot, "snapshot_install_bad_data_raises_value_error",
+         r"current snapshot meta after a refused install: expected SnapshotMeta\(last_log_id=1-2, .*got SnapshotMeta\(last_log_id=1-9, "),
         (ReversedResponses, "apply_responses_in_order",
          r"responses of one apply\(\) of 13 entries, against applying them one at a time \(apply must answer each "
          r"entry, in the entries' order\): expected \[None, None, None, None, None, '1', '2', \(True, '4'\), '4', .*got \['4', "),

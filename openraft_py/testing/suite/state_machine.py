@@ -475,11 +475,12 @@ async def snapshot_of_a_larger_state(h: StoreHandle) -> None:
 
 @check
 async def snapshot_install_bad_data_raises_value_error(h: StoreHandle) -> None:
-    """Garbage snapshot data raises ``ValueError`` and keeps the previous state."""
+    """Garbage snapshot data raises ``ValueError`` and keeps the previous state and current
+    snapshot (the one the node sends to followers)."""
     await h.state_machine.apply(_entries(h, 0, 3))
     before = (await h.state_machine.applied_state(), await _view(h))
     snap = await _build(h)
-    _read(snap.data)
+    built = _read(snap.data)
     dst = await h.state_machine.begin_receiving_snapshot()
     dst.write(b"\x00not a snapshot\xff" * 3)
     meta = type(snap.meta)(LogId(1, 9), snap.meta.last_membership, "garbage-1")
@@ -492,6 +493,10 @@ async def snapshot_install_bad_data_raises_value_error(h: StoreHandle) -> None:
     finally:
         dst.close()
     expect((await h.state_machine.applied_state(), await _view(h)), before, "state after a refused install")
+    cur = await h.state_machine.get_current_snapshot()
+    expect(None if cur is None else cur.meta, snap.meta, "current snapshot meta after a refused install")
+    if cur is not None:
+        expect(_read(cur.data) == built, True, "the current snapshot's data after a refused install is the one built before")
 
 
 @check
