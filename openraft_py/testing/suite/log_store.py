@@ -19,9 +19,9 @@ Run it from your own tests (see ``base`` for the builder contract)::
 The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and committed,
 reads over every half-open range, purge, truncate, append (holes and overlaps refused, the
 flush callback, entries of every payload kind read back equal, the caller's list not
-kept), readers, what a restart keeps (the log, the vote, the purged log id with its term,
-also of an empty log), and (in ``restore``) the start-up state the runtime restores from
-the store.
+kept), readers, what a restart keeps (the log, the vote, each write right after it was
+made, the purged log id with its term, also of an empty log), and (in ``restore``) the
+start-up state the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -579,6 +579,28 @@ async def reopen_keeps_log(h: StoreHandle) -> None:
         raise AssertionError(f"read_committed() after reopen: expected 1-6 or None, got {got!r}")
     await append(h.log_store, ents(9, 11))
     expect(ids(await read_all(h.log_store)), ids(ents(4, 11)), "entries after reopen and append")
+
+
+@check
+async def reopen_right_after_each_write(h: StoreHandle) -> None:
+    """Each write is durable once it says so: a restart (``reopen``) right after an append
+    (its callback called), a ``save_vote``, a ``truncate_after`` or a ``purge``, with no
+    other write after it, finds it (a write left in a transaction that only the next write
+    commits fails here; skipped without ``reopen``)."""
+    await _fill(h, 6)
+    await h.restart()
+    expect(ids(await read_all(h.log_store)), ids(ents(0, 6)), "entries after appending 0..=5 and reopen")
+    await h.log_store.save_vote(Vote.new(4, 2, committed=True))
+    await h.restart()
+    expect(await h.log_store.read_vote(), Vote.new(4, 2, committed=True), "read_vote() after save_vote and reopen")
+    expect(await h.log_store.get_log_reader().read_vote(), Vote.new(4, 2, committed=True), "reader.read_vote() after save_vote and reopen")
+    await h.log_store.truncate_after(_lid(4))
+    await h.restart()
+    expect(await h.log_store.get_log_state(), LogState(None, _lid(4)), "get_log_state() after truncate_after(1-4) and reopen")
+    await h.log_store.purge(_lid(2))
+    await h.restart()
+    expect(await h.log_store.get_log_state(), LogState(_lid(2), _lid(4)), "get_log_state() after purge(1-2) and reopen")
+    expect(ids(await read_all(h.log_store)), ids(ents(3, 5)), "entries after purge(1-2) and reopen")
 
 
 @check
