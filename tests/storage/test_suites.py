@@ -150,6 +150,33 @@ async def test_only_rejects_a_single_string() -> None:
         await run_state_machine_suite(mem_builder(), only="apply_multiple")
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        ("5", TypeError, r"^timeout must be a number, got str '5'$"),
+        (True, TypeError, r"^timeout must be a number, got bool True$"),
+        (0, ValueError, r"^timeout must be above 0, got 0$"),
+        (-1.0, ValueError, r"^timeout must be above 0, got -1\.0$"),
+        (float("nan"), ValueError, r"^timeout must be finite, got nan$"),
+    ],
+)
+async def test_a_timeout_that_is_not_seconds_is_refused_at_once(timeout: Any, error: type[Exception], message: str) -> None:
+    """A ``timeout`` that bounds no check is refused before any check runs: ``"5"`` failed
+    every check with "'<=' not supported between instances of 'str' and 'int'" (and warned
+    of a coroutine never awaited for each), 0 or less failed every check as timed out."""
+    with pytest.raises(error, match=message):
+        await run_log_storage_suite(mem_builder(), timeout=timeout)
+    with pytest.raises(error, match=message):
+        await run_state_machine_suite(mem_builder(), timeout=timeout)
+    with pytest.raises(error, match=message):
+        await LogStoreSuite.run_one(mem_builder(), "purge_upto_5", timeout=timeout)
+
+
+async def test_no_timeout_is_no_bound() -> None:
+    report = await run_log_storage_suite(mem_builder(), only=["purge_upto_5"], timeout=None)
+    assert [(o.name, o.ok) for o in report] == [("purge_upto_5", True)]
+
+
 async def test_only_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="no_such_check"):
         await run_log_storage_suite(mem_builder(), only=["no_such_check"])

@@ -53,6 +53,7 @@ from typing import Any, ClassVar, NamedTuple, Union
 from ...storage import IOFlushed, RaftLogStorage, RaftStateMachine
 from ...storage.memory import KvSet, encode_kv
 from ...types import BLANK, Entry, LogId, Membership, Normal
+from ...validation import check_seconds
 
 __all__ = [
     "Builder",
@@ -154,6 +155,18 @@ def _check_builder(builder: Any) -> None:
         )
 
 
+def _check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is ``None`` (no bound) or a finite number of seconds above 0;
+    ``TypeError`` for anything else than an ``int`` or a ``float`` (``bool`` included),
+    ``ValueError`` for 0, a negative number, NaN or an infinity (``check_seconds``). Each
+    check is bounded by it: ``timeout="5"`` failed every check with a ``TypeError`` from
+    ``asyncio.wait_for`` (and a warning of a coroutine never awaited per check), 0 or less
+    failed every check as timed out."""
+    if timeout is None:
+        return None
+    return check_seconds(timeout, "timeout")
+
+
 @contextlib.asynccontextmanager
 async def _open(builder: Builder) -> AsyncIterator[StoreHandle]:
     """Enter ``builder()`` whichever form it has and normalize what it gives."""
@@ -208,18 +221,21 @@ class Suite:
         *,
         only: Iterable[str] | None = None,
         raise_on_failure: bool = True,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
     ) -> list[CheckOutcome]:
         """Run every check (or those named in ``only``), each on a fresh pair from
-        ``builder`` and bounded by ``timeout`` seconds.
+        ``builder`` and bounded by ``timeout`` seconds (``None``: no bound).
 
         Returns the report. Raises ``SuiteFailure`` naming every failed check unless
         ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only``,
         ``TypeError`` for an ``only`` that is one string (a string iterates as its letters),
-        and ``BuilderError`` (a ``TypeError``) at once for a builder of a form the suites do
-        not take, or that gives something else than a store pair.
+        ``TypeError`` or ``ValueError`` at once for a ``timeout`` that is not a number of
+        seconds above 0 (``_check_timeout``), and ``BuilderError`` (a ``TypeError``) at once
+        for a builder of a form the suites do not take, or that gives something else than a
+        store pair.
         """
         _check_builder(builder)
+        _check_timeout(timeout)
         names = cls.check_names()
         if isinstance(only, str):
             raise TypeError(f"only must be a list of check names, not a str: only=[{only!r}]")
@@ -237,10 +253,13 @@ class Suite:
         return report
 
     @classmethod
-    async def run_one(cls, builder: Builder, name: str, *, timeout: float = 10.0) -> CheckOutcome:
+    async def run_one(cls, builder: Builder, name: str, *, timeout: float | None = 10.0) -> CheckOutcome:
         """Run the check ``name`` on a fresh pair; never raises for a failed check
-        (``BuilderError`` for a builder the suites do not take: see ``run_all``)."""
+        (``BuilderError`` for a builder the suites do not take, ``TypeError`` or
+        ``ValueError`` for a ``timeout`` that is not a number of seconds above 0: see
+        ``run_all``)."""
         _check_builder(builder)
+        _check_timeout(timeout)
         fn = cls.checks[name]
         try:
             async with _open(builder) as handle:

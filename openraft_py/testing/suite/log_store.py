@@ -631,7 +631,7 @@ class LogStoreSuite(Suite):
 
 
 async def run_log_storage_suite(
-    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float = 10.0
+    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float | None = 10.0
 ) -> list[CheckOutcome]:
     """``LogStoreSuite.run_all(builder, ...)``: run the log-store checks and return the
     report; raises ``SuiteFailure`` naming every failed check."""

@@ -588,7 +588,7 @@ class StateMachineSuite(Suite):
 
 
 async def run_state_machine_suite(
-    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float = 10.0
+    builder: Builder, *, only: Iterable[str] | None = None, raise_on_failure: bool = True, timeout: float | None = 10.0
 ) -> list[CheckOutcome]:
     """``StateMachineSuite.run_all(builder, ...)``: run the state-machine checks and return
     the report; raises ``SuiteFailure`` naming every failed check."""
