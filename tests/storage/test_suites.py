@@ -819,6 +819,59 @@ async def _yields_one_store() -> AsyncIterator[Any]:
     yield MemLogStore()
 
 
+def _handle_builder(**kw: Any) -> Any:
+    """A builder of ``StoreHandle(MemLogStore(disk), MemStateMachine(disk), **kw)``."""
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[StoreHandle]:
+        disk = MemDisk()
+        yield StoreHandle(MemLogStore(disk), MemStateMachine(disk), **kw)
+
+    return builder
+
+
+def _sync_view(sm: Any) -> dict[str, str]:
+    return dict(sm.data)
+
+
+def _sync_reopen() -> tuple[Any, Any]:
+    return MemLogStore(), MemStateMachine()
+
+
+async def _reopen_to_a_handle() -> Any:
+    return StoreHandle(MemLogStore(), MemStateMachine())
+
+
+@pytest.mark.parametrize(
+    ("handle", "message"),
+    [
+        ({"normal_data": lambda i: f"key{i}"}, r"^StoreHandle\.normal_data\(1\) must give bytes \(a Normal entry's data\), got str 'key1'$"),
+        ({"normal_data": lambda i: None}, r"^StoreHandle\.normal_data\(1\) must give bytes .*got NoneType None$"),
+        ({"normal_data": None}, r"^StoreHandle\.normal_data must be a function of an entry's index giving its data \(bytes\), got NoneType None$"),
+        ({"normal_data": lambda: b"x"}, r"^StoreHandle\.normal_data\(1\) raised TypeError: .*takes 0 positional arguments but 1 was given "
+                                        r"\(normal_data takes an entry's index\)$"),
+        ({"state_view": {}}, r"^StoreHandle\.state_view must be an async function or None, got dict \{\}$"),
+        ({"state_view": _sync_view}, r"^StoreHandle\.state_view must be an async function \(async def\) of the state machine, got "
+                                     r"<function _sync_view .*, which returned dict \{'key1': 'value1', "),
+        ({"reopen": _sync_reopen}, r"^StoreHandle\.reopen must be an async function \(async def\) giving a new \(log_store, "
+                                   r"state_machine\) pair, got <function _sync_reopen .*, which returned tuple \(MemLogStore"),
+        ({"reopen": _reopen_to_a_handle}, r"^StoreHandle\.reopen\(\) must give a new \(log_store, state_machine\) tuple, got StoreHandle "),
+    ],
+    ids=["data str", "data None", "no normal_data", "normal_data()", "view not callable", "sync view", "sync reopen", "reopen handle"],
+)
+async def test_a_store_handle_of_the_wrong_form_is_refused_at_once(handle: dict[str, Any], message: str) -> None:
+    """A ``TypeError`` (``BuilderError``) saying what to change, raised by the first check
+    that meets it, instead of failing most checks with errors of their own: a
+    ``normal_data`` giving ``str`` failed the snapshot checks with the state machine's
+    decoding errors, one giving ``None`` passed, a ``state_view`` that is a plain function
+    failed eleven checks with "object dict can't be used in 'await' expression"."""
+    with pytest.raises(TypeError, match=message):
+        await run_state_machine_suite(_handle_builder(**handle))
+    if "reopen" in handle:
+        with pytest.raises(TypeError, match=message):
+            await run_log_storage_suite(_handle_builder(**handle))
+
+
 async def test_a_class_of_async_context_managers_is_a_builder() -> None:
     report = await run_log_storage_suite(_PairContext, only=["purge_upto_5"])
     assert [(o.name, o.ok) for o in report] == [("purge_upto_5", True)]

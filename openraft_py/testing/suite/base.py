@@ -25,7 +25,9 @@ and what it yields / returns is either a ``(log_store, state_machine)`` tuple or
 
 A builder of another form (``builder()`` passed instead of ``builder``, a synchronous
 context manager) or one that gives something else raises ``BuilderError`` (a ``TypeError``)
-at once, before any check runs.
+at once, before any check runs; so does a ``StoreHandle`` whose ``normal_data`` does not
+give ``bytes``, or whose ``reopen`` or ``state_view`` is not an async function, at the first
+check that uses it.
 
 Every check gets its own fresh pair. A check that only concerns the log store still receives
 the state machine: pair your log store with ``MemStateMachine()`` if you have no state machine
@@ -93,7 +95,29 @@ class StoreHandle:
         builder gave no ``reopen``."""
         if self.reopen is None:
             raise CheckSkipped("the builder gives no reopen()")
-        self.log_store, self.state_machine = await self.reopen()
+        made = self.reopen()
+        if not inspect.isawaitable(made):
+            raise BuilderError(
+                f"StoreHandle.reopen must be an async function (async def) giving a new (log_store, state_machine) "
+                f"pair, got {self.reopen!r:.80}, which returned {type(made).__name__} {made!r:.80}"
+            )
+        pair = await made
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise BuilderError(f"StoreHandle.reopen() must give a new (log_store, state_machine) tuple, got {type(pair).__name__} {pair!r:.100}")
+        self.log_store, self.state_machine = pair
+
+    async def view(self) -> Any:
+        """``state_view(state_machine)``, or ``None`` without a ``state_view``;
+        ``BuilderError`` when ``state_view`` gives something that cannot be awaited."""
+        if self.state_view is None:
+            return None
+        made = self.state_view(self.state_machine)
+        if not inspect.isawaitable(made):
+            raise BuilderError(
+                f"StoreHandle.state_view must be an async function (async def) of the state machine, got "
+                f"{self.state_view!r:.80}, which returned {type(made).__name__} {made!r:.80}"
+            )
+        return await made
 
 
 _Built = Union[StoreHandle, "tuple[RaftLogStorage, RaftStateMachine]"]
@@ -194,12 +218,38 @@ async def _open(builder: Builder) -> AsyncIterator[StoreHandle]:
 
 def _as_handle(built: Any) -> StoreHandle:
     if isinstance(built, StoreHandle):
+        _check_handle(built)
         return built
     if isinstance(built, tuple) and len(built) == 2:
         return StoreHandle(built[0], built[1])
     raise BuilderError(
         f"the builder must give a StoreHandle or a (log_store, state_machine) tuple, got {type(built).__name__} {built!r:.100}"
     )
+
+
+def _check_handle(handle: StoreHandle) -> None:
+    """``BuilderError`` unless ``handle``'s capabilities have the forms the module docstring
+    gives: ``normal_data`` a function of an index giving ``bytes`` (tried with 1),
+    ``reopen`` and ``state_view`` ``None`` or callable. (A ``normal_data`` giving ``str``
+    failed the snapshot checks with the state machine's own decoding errors, one giving
+    ``None`` passed, and ``normal_data=None`` failed most checks with "'NoneType' object is
+    not callable".)"""
+    normal_data = handle.normal_data
+    if not callable(normal_data):
+        raise BuilderError(
+            f"StoreHandle.normal_data must be a function of an entry's index giving its data (bytes), "
+            f"got {type(normal_data).__name__} {normal_data!r:.80}"
+        )
+    try:
+        data = normal_data(1)
+    except TypeError as e:
+        raise BuilderError(f"StoreHandle.normal_data(1) raised TypeError: {e} (normal_data takes an entry's index)") from e
+    if not isinstance(data, bytes):
+        raise BuilderError(f"StoreHandle.normal_data(1) must give bytes (a Normal entry's data), got {type(data).__name__} {data!r:.80}")
+    for name in ("reopen", "state_view"):
+        fn = getattr(handle, name)
+        if fn is not None and not callable(fn):
+            raise BuilderError(f"StoreHandle.{name} must be an async function or None, got {type(fn).__name__} {fn!r:.80}")
 
 
 class Suite:

@@ -120,7 +120,7 @@ def _read(data: IO[bytes]) -> bytes:
 
 
 async def _view(h: StoreHandle) -> Any:
-    return None if h.state_view is None else await h.state_view(h.state_machine)
+    return await h.view()
 
 
 async def _build(h: StoreHandle) -> Snapshot:
