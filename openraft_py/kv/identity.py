@@ -190,8 +190,9 @@ def check_stores(data_dir: Path, recorded: bool) -> None:
             FileNotFoundError(
                 f"{data_dir} holds the node's record ({IDENTITY_FILE}) but neither its log ({log_dir}) nor its state "
                 "machine: the node's data was removed, and a node that forgot its vote could vote twice in a term "
-                "or lose acknowledged writes. Treat the node as a failed machine: replace it with a new node id and "
-                f"an empty data directory (if the node never ran on this directory, remove {IDENTITY_FILE})"
+                "or lose acknowledged writes. Treat the node as a failed machine: empty the whole data directory "
+                f"({IDENTITY_FILE} too) and start it again (it catches up with the cluster before it votes), or replace "
+                f"it with a new node id (if the node never ran on this directory, remove {IDENTITY_FILE})"
             ),
         )
     if _entries(log_dir) == 0 and _entries(sm_db) == 1:
@@ -201,7 +202,8 @@ def check_stores(data_dir: Path, recorded: bool) -> None:
                 f"{log_dir} is missing or empty but {sm_db.parent} holds the node's state machine: the node's "
                 "log and vote are gone (removed?), and a node that forgot its vote could vote twice in a term "
                 "or lose acknowledged writes. Put the log directory back as it was; otherwise treat the node as "
-                "a failed machine: replace it with a new node id and an empty data directory"
+                f"a failed machine: empty the whole data directory ({IDENTITY_FILE} too) and start it again (it "
+                "catches up with the cluster before it votes), or replace it with a new node id"
             ),
         )
 

@@ -52,6 +52,7 @@ from .identity import (
 )
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
+from .rejoin import CatchUpGuard, GuardedRaft
 
 __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
 
@@ -340,6 +341,8 @@ class KvNode:
         self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
         self._http: Any = None  # aiohttp AppRunner
         self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
+        self.catch_up: CatchUpGuard | None = None
+        """Whether the node is catching up before it votes (``rejoin``); set by ``start()``."""
         self.http_port: int | None = None
         self.raft_port: int | None = None
         self.stopped = asyncio.Event()
@@ -391,6 +394,9 @@ class KvNode:
             # ... and that it holds the node's log if it holds its state machine (or was recorded).
             await asyncio.to_thread(check_stores, data, recorded)
             adopted = not recorded and await asyncio.to_thread(has_stores, data)
+            # An empty directory (a new node, or a voter whose data was lost) catches up before
+            # it votes (``rejoin``); the record of it is written before the node answers anything.
+            guard = self.catch_up = await asyncio.to_thread(CatchUpGuard.load, data, o.id, not recorded and not adopted)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
             server_ctx, client_ctx = tls_contexts(o)
             self.log_store = await RocksLogStore.open(data / LOG_DIR)
@@ -405,11 +411,13 @@ class KvNode:
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None
             tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx, peer_id_of_cert=bind)
-            self.factory = KvNetworkFactory(tcp, self._on_rpc_error, self._on_peer_left)
+            self.factory = KvNetworkFactory(tcp, self._on_rpc_error, self._on_peer_left,
+                                            campaign_gate=guard.campaign_refusal)
             self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
             host, port = parse_addr(o.raft_addr)
             try:
-                self.tcp_server = await TcpServer.start(self.raft, host, port, cluster_name=o.cluster_name,
+                self.tcp_server = await TcpServer.start(GuardedRaft(self.raft, guard), host, port,
+                                                        cluster_name=o.cluster_name,
                                                         ssl=server_ctx, peer_id_of_cert=bind)
             except OSError as e:
                 raise _listen_error("--raft-addr", o.raft_addr, e) from None
@@ -622,7 +630,20 @@ class KvNode:
                                      "needs addresses of its own")
                 used[addr] = f"member {nid}'s {kind}"
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}
-        await self._raft().initialize(nodes)
+        # A new cluster has nothing to catch up with: this node stops catching up (``rejoin``),
+        # before ``initialize``, whose first election sends this node's vote requests at once.
+        guard = self.catch_up
+        was_active = guard is not None and guard.active
+        if guard is not None:
+            guard.active = False
+        try:
+            await self._raft().initialize(nodes)
+        except BaseException:
+            if guard is not None:
+                guard.active = was_active
+            raise
+        if guard is not None and was_active:
+            await asyncio.to_thread(guard.remove)
 
     async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught

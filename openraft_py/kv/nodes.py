@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..config import Config
-from ..errors import RPCError
+from ..errors import RPCError, Unreachable
 from ..network.tcp import TcpNetworkFactory, parse_addr
 from ..types import (
     AppendEntriesRequest,
@@ -153,12 +153,14 @@ _DEFAULT_OPTION = RPCOption()
 class _CountingClient:
     """A ``RaftNetwork`` forwarding to the TCP client and reporting its ``RPCError``s."""
 
-    __slots__ = ("_inner", "_target", "_hook")
+    __slots__ = ("_inner", "_target", "_hook", "_gate")
 
-    def __init__(self, inner: _Network, target: NodeId, hook: RpcErrorHook | None) -> None:
+    def __init__(self, inner: _Network, target: NodeId, hook: RpcErrorHook | None,
+                 gate: Callable[[], str | None] | None = None) -> None:
         self._inner = inner
         self._target = target
         self._hook = hook
+        self._gate = gate
 
     def _failed(self, rpc: str, e: BaseException) -> None:
         if self._hook is not None:
@@ -208,7 +210,12 @@ class _CountingClient:
             raise
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
-        """Forward a vote request (errors as the TCP transport's)."""
+        """Forward a vote request (errors as the TCP transport's); ``Unreachable``, nothing
+        sent, while the factory's ``campaign_gate`` gives a reason (a catching-up node)."""
+        if self._gate is not None:
+            why = self._gate()
+            if why is not None:
+                raise Unreachable(f"vote {req.vote.leader_id.node_id} -> {self._target} not sent: {why}")
         try:
             return await self._inner.vote(req, option)
         except RPCError as e:
@@ -240,15 +247,19 @@ class KvNetworkFactory:
     given) hears of every ``RPCError`` (for the per-peer error counters). ``on_forget`` (if
     given) hears of each node that left the membership (``forget``), to drop what is kept
     per peer; errors of calls still made to such a node (on a client made before) are not
-    reported, until the node gets a client again (added back)."""
+    reported, until the node gets a client again (added back). ``campaign_gate`` (if given)
+    is asked before each vote request: a reason (``rejoin.CatchUpGuard.campaign_refusal``)
+    keeps it from being sent (``Unreachable``)."""
 
     def __init__(
         self, tcp: TcpNetworkFactory, on_rpc_error: RpcErrorHook | None = None,
         on_forget: Callable[[NodeId], None] | None = None,
+        campaign_gate: Callable[[], str | None] | None = None,
     ) -> None:
         self.tcp = tcp
         self.on_rpc_error = on_rpc_error
         self.on_forget = on_forget
+        self.campaign_gate = campaign_gate
         self._targets: set[NodeId] = set()
         """The nodes given a client and not forgotten since: whose errors are reported."""
 
@@ -258,7 +269,7 @@ class KvNetworkFactory:
         client = self.tcp.new_client(target, BasicNode(raft_addr))
         self._targets.add(target)
         hook = self._rpc_failed if self.on_rpc_error is not None else None
-        return _CountingClient(client, target, hook)
+        return _CountingClient(client, target, hook, self.campaign_gate)
 
     def _rpc_failed(self, target: NodeId, rpc: str, error: BaseException) -> None:
         if target in self._targets and self.on_rpc_error is not None:

@@ -19,7 +19,7 @@ import pytest
 from openraft_py import StorageError
 from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity
 from openraft_py.kv.node import KvNode
-from openraft_py.kv.nodes import node_of
+from openraft_py.kv.nodes import NodeAddrs
 from openraft_py.types import ServerState
 
 from .kv_helpers import STABLE_TIMEOUTS, free_port, node_options
@@ -154,7 +154,7 @@ async def _one_node_with_writes(root: Path) -> KvNode:
     await node.start()
     try:
         assert node.raft is not None
-        await node.raft.initialize({1: node_of(node.opts.raft_addr, node.opts.http_addr)})
+        await node.init({1: NodeAddrs(node.opts.raft_addr, node.opts.http_addr)})
         await node.raft.trigger.elect()
         await node.raft.wait(10).current_leader(1, "elected")
         await node.put("a", "1")

@@ -1,0 +1,248 @@
+"""A node started on an empty data directory votes only once it holds what the cluster committed.
+
+A voter whose data directory was lost (a replaced disk, ``rm -rf``) and that is started again
+under the same id has forgotten its vote and every entry it acknowledged. If it voted at
+once, its empty log would make any candidate look up to date, and a committed write could
+be lost::
+
+    W commits on {1, 2} while 3 is cut off; 2's directory is wiped and 2 restarts;
+    1 is cut off; 3 (without W) asks 2 for its vote: granted, 3 leads, W is gone.
+
+The node cannot tell, from its empty directory, a wiped voter from a new node (and ``serve``
+is given no list of peers to ask). So every node that ``serve`` starts on an empty data
+directory starts *catching up* (``CatchUpGuard``), recorded in ``<data-dir>/catching-up.json``
+so that a restart does not end it:
+
+- it grants no vote and no pre-vote, except to a candidate whose log is the initial
+  membership alone (last log index 0: the first election of a cluster being initialized,
+  where every voter but one is new and must vote);
+- it asks no one for a vote (its vote requests are not sent): it cannot lead;
+- it takes entries and snapshots from a leader as any follower does. The first
+  AppendEntries whose leader has committed an entry of its own term gives the *target*: the
+  leader's committed index then (that leader holds every entry committed before, so the
+  target covers every write acknowledged before the node came back). Once the node's own
+  committed index reaches the target, it has every such entry; the record is removed and
+  the node votes again as any voter.
+
+A node that ``POST /cluster/init`` initializes stops catching up at once (it starts a new
+cluster). Abstaining is always safe in Raft; what it costs is availability: a cluster that
+needs the node's vote (3 voters, one down, one wiped) elects no leader until the node that
+is down comes back. That is the point: the other choice may lose acknowledged writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..failure_log import FailureLog
+from ..metrics import RaftMetrics
+from ..network.tcp import ServedRaft
+from ..storage.rocks.files import replace_durably
+from ..types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    NodeId,
+    TransferLeaderRequest,
+    VoteRequest,
+    VoteResponse,
+)
+from .identity import DataDirMismatch
+
+__all__ = ["CATCHING_UP_FILE", "CatchUpGuard", "CatchingUp", "GuardedRaft"]
+
+log = logging.getLogger("openraft_py.kv")
+
+CATCHING_UP_FILE = "catching-up.json"
+"""The record, in the data directory, of a node that is catching up (``CatchUpGuard``)."""
+
+
+class CatchingUp(msgspec.Struct, forbid_unknown_fields=True):
+    """The record: ``target`` is the committed index the node must reach before it votes
+    (``None`` until a leader that committed in its own term has told it)."""
+
+    target: int | None = None
+
+
+class CatchUpGuard:
+    """Whether the node of ``data_dir`` is catching up (see the module docstring), and the
+    record of it. ``active``: catching up (it neither votes nor campaigns); ``target``: the
+    committed index that ends it, once known. Built by ``load``."""
+
+    def __init__(self, data_dir: Path, node_id: NodeId, active: bool, target: int | None) -> None:
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.active = active
+        self.target = target
+        self._refused = 0  # vote requests refused since the start
+        self._refusals = FailureLog(log, f"node {node_id}", unit="refused vote request")
+        """Logs the refusals: one WARNING, again every 5 minutes while they go on."""
+
+    @classmethod
+    def load(cls, data_dir: Path, node_id: NodeId, new: bool) -> CatchUpGuard:
+        """The guard of ``data_dir``: a ``new`` directory (empty at this start) gets its record
+        now, durably (before the node can answer anything); otherwise the record left by an
+        earlier start, if any. ``DataDirMismatch`` for a record that cannot be read. Blocking: call
+        it in a worker thread."""
+        path = data_dir / CATCHING_UP_FILE
+        if new:
+            replace_durably(str(path), msgspec.json.encode(CatchingUp()) + b"\n")
+            return cls(data_dir, node_id, True, None)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return cls(data_dir, node_id, False, None)
+        try:
+            rec = msgspec.json.decode(raw, type=CatchingUp)
+        except msgspec.DecodeError as e:
+            raise DataDirMismatch(
+                f"{path} is not a readable record ({e}): it says node {node_id} started on an empty data directory "
+                f"and has not caught up with its cluster yet; restore it, or write {{}} into it (the node then "
+                "catches up again before it votes)"
+            ) from None
+        return cls(data_dir, node_id, True, rec.target)
+
+    def may_vote_for(self, req: VoteRequest) -> bool:
+        """Whether the node may answer ``req`` as any voter would: it is not catching up, or
+        the candidate's log is the initial membership alone (a cluster's first election)."""
+        return not self.active or req.last_log_id is None or req.last_log_id.index == 0
+
+    def refusal(self, req: VoteRequest, metrics: RaftMetrics) -> VoteResponse:
+        """The answer to a vote request the node may not grant: not granted, with the node's
+        vote as it is (a candidate adopts it only if it is higher: as from any voter)."""
+        self._refused += 1
+        self._refusals.failed(
+            asyncio.get_running_loop().time(), "catching up",
+            f"refused the {'pre-vote' if req.pre_vote else 'vote request'} of node {req.vote.leader_id.node_id} "
+            f"(term {req.vote.term}, last log {req.last_log_id!r}): this node started on an empty data directory "
+            f"and has not caught up with the cluster yet ({self.describe(metrics)}), and votes only once it holds "
+            "every entry the cluster committed (its lost data may have held some that the candidate lacks). If the "
+            "cluster cannot elect a leader without this node and you know the candidates hold every acknowledged "
+            f"write (a two-node cluster whose other node kept its data), stop this node, remove "
+            f"{self.data_dir / CATCHING_UP_FILE} and start it again")
+        return VoteResponse(metrics.vote, False, None, req.pre_vote)
+
+    def ended(self, now: float) -> None:
+        """The catching up ended: ends the refusals' streak in the log."""
+        self._refusals.cleared(now, "votes again")
+
+    def describe(self, metrics: RaftMetrics) -> str:
+        """How far the node is: ``committed index 3 of 57`` or ``no leader heard from yet``."""
+        committed = metrics.committed.index if metrics.committed is not None else -1
+        if self.target is None:
+            return f"committed index {committed}, no leader that committed in its term heard from yet"
+        return f"committed index {committed} of {self.target}"
+
+    def campaign_refusal(self) -> str | None:
+        """Why the node may not ask for votes now (its vote requests are not sent), or ``None``."""
+        if not self.active:
+            return None
+        return (f"node {self.node_id} does not campaign: it started on an empty data directory and has not caught "
+                "up with the cluster yet")
+
+    def learn_target(self, req: AppendEntriesRequest) -> bool:
+        """Take the target from ``req`` if it is the first from a leader that committed an
+        entry of its own term (its committed index then covers every earlier commit); whether
+        it did (the caller records it)."""
+        lc = req.leader_commit
+        if self.target is not None or lc is None or lc.term != req.vote.term:
+            return False
+        self.target = lc.index
+        return True
+
+    def caught_up(self, metrics: RaftMetrics) -> bool:
+        """Whether the node's committed index reached the target."""
+        return self.target is not None and metrics.committed is not None and metrics.committed.index >= self.target
+
+    def save(self) -> None:
+        """Write the record with the target, durably. Blocking: call it in a worker thread."""
+        replace_durably(str(self.data_dir / CATCHING_UP_FILE), msgspec.json.encode(CatchingUp(self.target)) + b"\n")
+
+    def remove(self) -> None:
+        """Remove the record, durably (the directory is fsynced). Blocking: call it in a
+        worker thread."""
+        try:
+            os.unlink(self.data_dir / CATCHING_UP_FILE)
+        except FileNotFoundError:
+            pass
+        fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class GuardedRaft:
+    """What the node's ``TcpServer`` serves: its ``Raft``, with the vote requests a catching-up
+    node may not grant refused (``CatchUpGuard``), and each AppendEntries and snapshot
+    watched for the end of the catching up. A node that is not catching up costs one
+    attribute test per request."""
+
+    def __init__(self, raft: ServedRaft, guard: CatchUpGuard) -> None:
+        self.raft = raft
+        self.guard = guard
+        self._writing = False  # a record update is being written (one at a time)
+
+    @property
+    def metrics(self) -> RaftMetrics:
+        """The node's metrics."""
+        return self.raft.metrics
+
+    def append_entries(self, req: AppendEntriesRequest) -> Coroutine[Any, Any, AppendEntriesResponse]:
+        """``Raft.append_entries``; while catching up, then looks for the target and its end."""
+        if not self.guard.active:
+            return self.raft.append_entries(req)
+        return self._append_catching_up(req)
+
+    async def _append_catching_up(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        resp = await self.raft.append_entries(req)
+        learned = self.guard.learn_target(req)
+        await self._progress(learned)
+        return resp
+
+    async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        """``Raft.install_snapshot``; while catching up, then looks for its end."""
+        resp = await self.raft.install_snapshot(req)
+        if self.guard.active:
+            await self._progress(False)
+        return resp
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        """``Raft.vote``, unless the node is catching up and the candidate's log is past the
+        initial membership: then refused (``CatchUpGuard.refusal``)."""
+        if self.guard.may_vote_for(req):
+            return await self.raft.vote(req)
+        return self.guard.refusal(req, self.raft.metrics)
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        """``Raft.handle_transfer_leader`` (a catching-up node's vote requests are not sent:
+        ``CatchUpGuard.campaign_refusal``)."""
+        await self.raft.handle_transfer_leader(req)
+
+    async def _progress(self, learned: bool) -> None:
+        """Record a target just learned; end the catching up once the node reached it."""
+        g = self.guard
+        if self._writing or not g.active:
+            return
+        self._writing = True
+        try:
+            if g.caught_up(self.raft.metrics):
+                await asyncio.to_thread(g.remove)
+                g.active = False
+                m = self.raft.metrics
+                g.ended(asyncio.get_running_loop().time())
+                log.info("node %s: caught up with the cluster (committed index %s reached %s, its committed index "
+                         "when this node started on an empty data directory): it may vote now", g.node_id,
+                         m.committed.index if m.committed is not None else -1, g.target)
+            elif learned:
+                await asyncio.to_thread(g.save)
+        finally:
+            self._writing = False

@@ -1,0 +1,220 @@
+"""A node started on an empty data directory votes only once it holds what the cluster
+committed (``kv/rejoin.py``): a voter whose directory was wiped and that came back under the
+same id made a candidate lacking a committed write the leader, and the write was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from openraft_py.kv.node import KvNode
+from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard
+from openraft_py.types import LeaderId, LogId, ServerState, Vote, VoteRequest
+
+from .kv_helpers import KvCluster, url
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = {"heartbeat_interval": 50, "election_timeout_min": 300, "election_timeout_max": 600}
+"""Elections within a second: the scenario waits for a few of them."""
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def _until(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Until ``cond()`` is true; ``TimeoutError`` naming ``what``."""
+    async def wait() -> None:
+        while not cond():
+            await asyncio.sleep(0.02)
+    try:
+        await asyncio.wait_for(wait(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not within {timeout}s") from None
+
+
+def _leader_among(c: KvCluster, ids: list[int]) -> int | None:
+    for i in ids:
+        n = c.nodes[i]
+        if n.raft is not None and n.raft.metrics.state == ServerState.LEADER:
+            return i
+    return None
+
+
+async def test_a_wiped_voter_does_not_vote_until_it_caught_up(cluster: KvCluster) -> None:
+    """3 voters; W commits on {1, 2} while 3 is down; 1 and 2 stop, 2's directory is wiped;
+    2 (empty) and 3 (without W) start: 3 asked 2 for its vote, got it, led, and W was gone.
+    Now 2 refuses (no leader while 1 is down); once 1 is back, 1 leads, W is there, and 2
+    catches up and votes again (its record removed)."""
+    c = await cluster.start(3, raft_config=FAST)
+    leader = await c.wait_leader()
+    assert leader.id == 1
+    await leader.put("before", "x")
+    await c.nodes[3].stop()
+    await leader.put("w", "acknowledged")
+    opts = {i: c.nodes[i].opts for i in (1, 2, 3)}
+    await c.nodes[1].stop()
+    await c.nodes[2].stop()
+    shutil.rmtree(opts[2].data_dir)  # the lost disk
+    two = c.nodes[2] = KvNode(opts[2])
+    await two.start()
+    assert two.catch_up is not None and two.catch_up.active
+    assert (Path(opts[2].data_dir) / CATCHING_UP_FILE).exists()
+    three = c.nodes[3] = KvNode(opts[3])
+    await three.start()
+    guard = two.catch_up
+    await _until("node 2 refused node 3's vote request, or a leader without W was elected",
+                 lambda: guard._refused > 0 or _leader_among(c, [2, 3]) is not None)
+    assert _leader_among(c, [2, 3]) is None, "node 3, which lacks W, was elected with the wiped node's vote"
+    one = c.nodes[1] = KvNode(opts[1])
+    await one.start()
+    new = await c.wait_leader(timeout=20)
+    assert new.id == 1, "only node 1 holds every committed entry"
+    assert await new.read("w", "linearizable") == "acknowledged"
+    await _until("node 2 caught up", lambda: not guard.active, timeout=20)
+    assert not (Path(opts[2].data_dir) / CATCHING_UP_FILE).exists()
+    assert two.sm is not None and two.sm.get("w") == "acknowledged"
+
+
+async def test_new_nodes_of_a_cluster_being_initialized_vote_and_then_catch_up(cluster: KvCluster) -> None:
+    """The first election of a new cluster needs the votes of new nodes: they grant a
+    candidate whose log is the initial membership alone; the initialized node stops catching
+    up at init, the others once the leader's first commit reached them."""
+    c = await cluster.start(3, raft_config=FAST)
+    await c.wait_leader()
+    await _until("every node caught up",
+                 lambda: all(n.catch_up is not None and not n.catch_up.active for n in c.nodes.values()))
+    for n in c.nodes.values():
+        assert not (Path(n.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
+async def test_a_restart_while_catching_up_goes_on_catching_up(cluster: KvCluster) -> None:
+    """The record outlives a restart: a node stopped before it caught up still refuses a
+    candidate past the initial membership after its restart; the target it had learned is
+    kept."""
+    node = await cluster.start_node(1)
+    opts = node.opts
+    assert node.catch_up is not None and node.catch_up.active
+    node.catch_up.target = 7
+    await asyncio.to_thread(node.catch_up.save)
+    await node.stop()
+    again = cluster.nodes[1] = KvNode(opts)
+    await again.start()
+    assert again.catch_up is not None and again.catch_up.active and again.catch_up.target == 7
+    req = VoteRequest(Vote(LeaderId(5, 2)), LogId(4, 9))
+    assert not again.catch_up.may_vote_for(req)
+    assert again.catch_up.may_vote_for(VoteRequest(Vote(LeaderId(1, 2)), LogId(0, 0)))
+
+
+async def test_an_unreadable_record_is_refused(cluster: KvCluster) -> None:
+    node = await cluster.start_node(1)
+    opts = node.opts
+    await node.stop()
+    (Path(opts.data_dir) / CATCHING_UP_FILE).write_text('{"target": "x"}')
+    with pytest.raises(ValueError, match=r"catching-up.json is not a readable record .* write \{\} into it"):
+        await KvNode(opts).start()
+    (Path(opts.data_dir) / CATCHING_UP_FILE).write_text("{}")
+    again = cluster.nodes[1] = KvNode(opts)
+    await again.start()
+    assert again.catch_up is not None and again.catch_up.active and again.catch_up.target is None
+
+
+async def test_a_directory_that_held_data_does_not_catch_up(cluster: KvCluster) -> None:
+    """Only an empty directory: a node restarted on its data votes at once, as before."""
+    c = await cluster.start(1, raft_config=FAST)
+    await c.wait_leader()
+    one = c.nodes[1]
+    assert one.catch_up is not None and not one.catch_up.active  # init ended it
+    opts = one.opts
+    await one.stop()
+    again = c.nodes[1] = KvNode(opts)
+    await again.start()
+    assert again.catch_up is not None and not again.catch_up.active
+    assert json.loads((Path(opts.data_dir) / "node.json").read_text())["node_id"] == 1
+    assert c.session is not None
+    async with c.session.get(url(again, "/cluster/status")) as r:
+        assert r.status == 200
+
+
+def test_the_guard_grants_only_the_first_election_while_catching_up(tmp_path: Path) -> None:
+    g = CatchUpGuard.load(tmp_path, 2, new=True)
+    assert g.active and (tmp_path / CATCHING_UP_FILE).read_bytes() == b'{"target":null}\n'
+    assert g.may_vote_for(VoteRequest(Vote(LeaderId(1, 1)), LogId(0, 0)))
+    assert g.may_vote_for(VoteRequest(Vote(LeaderId(1, 1)), None))
+    assert not g.may_vote_for(VoteRequest(Vote(LeaderId(3, 3)), LogId(1, 2)))
+    assert not g.may_vote_for(VoteRequest(Vote(LeaderId(3, 3)), LogId(1, 2), pre_vote=True))
+    assert g.campaign_refusal() is not None
+    g.remove()
+    assert not (tmp_path / CATCHING_UP_FILE).exists()
+    assert not CatchUpGuard.load(tmp_path, 2, new=False).active
+
+
+async def test_a_catching_up_node_sends_no_vote_request() -> None:
+    """Its own candidacy would count its vote: a candidate whose log lacks a committed write
+    (it caught up part of the way) could win with the vote of another node lacking it."""
+    from openraft_py.errors import Unreachable
+    from openraft_py.kv.nodes import KvNetworkFactory, node_of
+    from openraft_py.network.tcp import TcpNetworkFactory
+
+    reason: list[str | None] = ["node 2 does not campaign: catching up"]
+    factory = KvNetworkFactory(TcpNetworkFactory(2, "kv-test"), campaign_gate=lambda: reason[0])
+    try:
+        client = factory.new_client(3, node_of("127.0.0.1:1", "127.0.0.1:2"))
+        with pytest.raises(Unreachable, match=r"vote 2 -> 3 not sent: node 2 does not campaign: catching up"):
+            await client.vote(VoteRequest(Vote(LeaderId(4, 2)), LogId(1, 3)))
+    finally:
+        await factory.close()
+
+
+async def test_the_initialized_node_wins_the_first_election_at_once(cluster: KvCluster) -> None:
+    """``init`` ends the catching up before ``initialize``: the election it starts at once
+    sends this node's vote requests then (they were held back, and the first term was lost)."""
+    c = await cluster.start(3, init=False, raft_config=FAST)
+    from openraft_py.kv.nodes import NodeAddrs
+
+    await c.nodes[1].init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    leader = await c.wait_leader(timeout=20)
+    assert leader.id == 1 and leader.raft is not None and leader.raft.metrics.current_term == 1
+    assert not (Path(leader.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
+async def test_the_operator_ends_the_catching_up_by_removing_its_record(cluster: KvCluster,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Two voters, both stopped, 2 wiped: 1 holds every committed write (each needed both),
+    but 2 cannot know that and refuses 1's vote requests; no leader, and 2's WARNING says
+    how to end it. Removing the record (2 stopped) does; 1 leads with its writes."""
+    c = await cluster.start(2, raft_config=FAST)
+    assert (await c.wait_leader()).id == 1
+    await c.nodes[1].put("w", "kept")
+    opts = {i: c.nodes[i].opts for i in (1, 2)}
+    for i in (1, 2):
+        await c.nodes[i].stop()
+    shutil.rmtree(opts[2].data_dir)
+    record = Path(opts[2].data_dir) / CATCHING_UP_FILE
+    with caplog.at_level("WARNING", logger="openraft_py.kv"):
+        for i in (2, 1):
+            c.nodes[i] = KvNode(opts[i])
+            await c.nodes[i].start()
+        guard = c.nodes[2].catch_up
+        assert guard is not None
+        await _until("node 2 refused node 1's vote request", lambda: guard._refused > 0)
+    assert _leader_among(c, [1, 2]) is None
+    warned = [r.getMessage() for r in caplog.records if "refused the" in r.getMessage()]
+    assert len(warned) == 1 and f"stop this node, remove {record} and start it again" in warned[0], warned
+    await c.nodes[2].stop()
+    record.unlink()
+    c.nodes[2] = KvNode(opts[2])
+    await c.nodes[2].start()
+    leader = await c.wait_leader(timeout=20)
+    assert leader.id == 1 and await leader.read("w", "linearizable") == "kept"
