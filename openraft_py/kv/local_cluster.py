@@ -191,7 +191,8 @@ class LocalCluster:
     def add_node(self, node_id: int | None = None) -> LocalNode:
         """Register one more node (default id: the largest + 1); not started. Its ports are
         the ones ``root/cluster.json`` recorded for it (a root used before: the membership
-        names those addresses), else fresh ones, then recorded there."""
+        names those addresses; also when the node's directory is gone: it comes back empty
+        and catches up before it votes, ``kv/rejoin.py``), else fresh ones, then recorded there."""
         nid = node_id if node_id is not None else max(self.nodes, default=0) + 1
         if nid in self.nodes:
             raise ValueError(f"node {nid} exists already")
@@ -199,7 +200,7 @@ class LocalCluster:
         if self.raft_config:
             extra += ["--raft-config", json.dumps(self.raft_config)]
         known = self._recorded().get(str(nid))
-        if known is not None and (self.root / f"n{nid}").is_dir():
+        if known is not None:
             raft, http = known["raft_addr"], known["http_addr"]
         else:
             raft, http = f"{self._addr_host}:{free_port(self.host)}", f"{self._addr_host}:{free_port(self.host)}"

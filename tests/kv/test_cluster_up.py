@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -422,9 +423,9 @@ def test_cluster_init_and_transfer_through_the_cli() -> None:
     asyncio.run(scenario())
 
 
-def _start_up_in(data_dir: Path) -> tuple[subprocess.Popen[str], dict[int, Member]]:
-    proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", "1", "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+def _start_up_in(data_dir: Path, n: int = 1, *extra: str) -> tuple[subprocess.Popen[str], dict[int, Member]]:
+    proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", str(n), "--data-dir", str(data_dir),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     members: dict[int, Member] = {}
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -453,6 +454,35 @@ def test_cluster_up_with_a_data_dir_comes_back_with_its_data_on_the_same_ports(t
         assert (code, out) == (0, "yes\n"), err
         assert _stop(proc, signal.SIGINT) == 0
         assert _gone(again[1].pid)
+    finally:
+        _stop(proc, signal.SIGKILL)
+
+
+def test_a_node_whose_directory_was_removed_comes_back_on_its_addresses_and_catches_up(tmp_path: Path) -> None:
+    """``rm -rf ROOT/n2`` between two ``cluster up --data-dir ROOT``: n2 got new ports, which
+    the membership did not name, so no node reached it and ``cluster up`` waited its whole
+    timeout for a leader n2 agreed on. Now it starts on its recorded addresses, empty, and
+    catches up (voting only once it did: ``kv/rejoin.py``)."""
+    proc, members = _start_up_in(tmp_path, 3)
+    try:
+        code, _, err = run(["kv", "put", "kept", "yes", "--endpoints", members[1].http])
+        assert code == 0, err
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    shutil.rmtree(tmp_path / "n2")
+    proc, again = _start_up_in(tmp_path, 3, "--timeout", "20")
+    try:
+        assert {i: (m.http, m.raft) for i, m in again.items()} == {i: (m.http, m.raft) for i, m in members.items()}
+        deadline = time.monotonic() + 20
+        while True:  # until n2 applied the write and caught up
+            code, out, err = run(["kv", "get", "kept", "--consistency", "local", "--endpoints", again[2].http])
+            caught_up = not (tmp_path / "n2" / "catching-up.json").exists()
+            if ((code, out) == (0, "yes\n") and caught_up) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (code, out, caught_up) == (0, "yes\n", True), err
+        assert _stop(proc, signal.SIGINT) == 0
     finally:
         _stop(proc, signal.SIGKILL)
 
