@@ -476,30 +476,39 @@ async def _cluster_add_learner(args: argparse.Namespace) -> int:
     from .client import Outcome
 
     async with _client(args) as c:
+        deadline = _Deadline(args.timeout)
         r = await c.add_learner(args.id, args.raft_addr, args.http_addr)
         if r.outcome is Outcome.INFO:
-            await _added_but_not_caught_up(c, args, r.error)
+            await _added_but_not_caught_up(c, args, r.error, deadline)
         r = _check(r, f"add-learner {args.id}")
         print(f"n{args.id} added as a learner and caught up (log index {r.json().get('index')})")
     return EXIT_OK
 
 
-async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: str | None) -> None:
+async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: str | None,
+                                   deadline: _Deadline) -> None:
     """After an add-learner whose outcome is unknown (the leader's 503 when the learner did
     not catch up within its bound, or no answer within ``--timeout``): ``CliError`` (exit 1)
     saying so when the leader's membership holds the learner at the addresses given and the
     leader has committed its whole log (so that membership too), which is what happens when
     the node is not running there. Returns when that cannot be told (the outcome stays
-    unknown: with no quorum, say, the entry may never commit)."""
+    unknown: with no quorum, say, the entry may never commit).
+
+    The questions keep to the verb's ``deadline`` (each has the time left, at least
+    ``STEP_MIN``; a status is asked again only while time is left): they had bounds of their
+    own (5 s to find the leader, then up to five statuses of 2 s), so with no node answering
+    ``--timeout 5`` took 10 s, and up to 16 s past it with a leader slow to answer."""
     from .client import ClientError
 
     try:
-        _, http = await c.find_leader(timeout=5.0)
-        for _ in range(5):  # (writes in flight: the leader commits its log within moments)
-            st = await c.status(http, timeout=2.0)
+        _, http = await c.find_leader(timeout=deadline.left(5.0))
+        for asked in range(5):  # (writes in flight: the leader commits its log within moments)
+            if asked and deadline.expired():
+                return
+            st = await c.status(http, timeout=deadline.left(2.0))
             if st.get("committed_index") is not None and st.get("committed_index") == st.get("last_log_index"):
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(min(0.2, deadline.left()))
         else:
             return
     except (TimeoutError, ClientError):

@@ -608,3 +608,25 @@ async def test_cluster_status_shows_the_leaders_membership_over_a_lagging_nodes(
         assert code == 0
         rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
         assert rows["1"][2] == "voter" and rows["3"][2] == "-"
+
+
+def test_cluster_add_learner_ends_within_its_timeout_when_no_node_answers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """After an add-learner whose outcome is unknown the verb asks the leader what became of
+    the change; those questions had bounds of their own (5 s to find the leader, then up to
+    five statuses of 2 s), so with a node that accepts connections and never answers
+    ``--timeout 1`` took 6 s. Now they keep to ``--timeout`` (each at least ``STEP_MIN``).
+    The node is a socket that listens and never accepts."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes connections; nobody reads them
+        start = time.monotonic()
+        code = cli.main(["cluster", "add-learner", "--endpoints", f"127.0.0.1:{hung.getsockname()[1]}", "--id", "4",
+                         "--raft-addr", "127.0.0.1:2", "--http-addr", "127.0.0.1:3", "--timeout", "1"])
+        took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 3 and "outcome unknown" in err and err.count("\n") == 1, (code, err)
+    assert took < 1.8, f"cluster add-learner --timeout 1 took {took:.1f} s"
