@@ -426,22 +426,25 @@ class KvClient:
             if v is not None:
                 check_seconds(v, what)
         loop = asyncio.get_running_loop()
-        end = loop.time() + (deadline if deadline is not None else self.deadline)
+        total = deadline if deadline is not None else self.deadline
+        end = loop.time() + total
         per_try = attempt_timeout if attempt_timeout is not None else self.attempt_timeout
         idempotent = method.upper() == "GET"
         data = body if json is None else _json.dumps(json).encode()
         headers = {"Content-Type": "application/json"} if json is not None else {}
         pause = self.backoff
-        redirects = retries = hops = 0
+        redirects = retries = hops = attempts = 0
+        again = False  # (the next attempt repeats a failed one: a retry once it starts)
         node = endpoint if endpoint is not None else self._pick()
         url = f"http://{node}{path}"
-        last: tuple[int | None, bytes, str] = (None, b"", "no attempt made")
+        last: tuple[int | None, bytes, str] = (None, b"", "")
         while True:
             remaining = end - loop.time()
-            if remaining <= 0 or (remaining < _RETRY_MIN and (retries or redirects)):
-                status, rbody, why = last
-                return Response(Outcome.FAIL, status, rbody, node, f"gave up after {retries + 1} attempts: {why}",
-                                redirects, retries)
+            if remaining <= 0 or (remaining < _RETRY_MIN and attempts):
+                return self._gave_up(attempts, last, node, redirects, retries, total)
+            attempts += 1
+            retries += again
+            again = False
             try:
                 status, rheaders, rbody = await self._attempt(method, url, data, headers, min(per_try, remaining))
             except _Refused as e:
@@ -459,6 +462,7 @@ class KvClient:
                     if target.scheme == "http" and target.netloc and hops < self.max_redirects:
                         redirects += 1
                         hops += 1
+                        last = (status, rbody, f"{node} redirected to {target.netloc}, not reached in time")
                         node = target.netloc
                         self.leader = node
                         url = location
@@ -486,13 +490,28 @@ class KvClient:
                                              follow)
                     last = (status, rbody, why)
             # Try again: after a pause, at the next endpoint (or the leader last heard of).
-            retries += 1
+            again = True
             hops = 0
             self._rotate(node)
             await asyncio.sleep(min(pause * (0.5 + random.random()), max(0.0, end - loop.time())))
             pause = min(pause * 2, self.max_backoff)
             node = self._pick()
             url = f"http://{node}{path}"
+
+    @staticmethod
+    def _gave_up(attempts: int, last: tuple[int | None, bytes, str], node: str, redirects: int, retries: int,
+                 deadline: float) -> Response:
+        """The ``FAIL`` of a call whose deadline (``deadline`` seconds) is over: after
+        ``attempts`` attempts, the last answer or reason ``last``. A deadline so short that it
+        was over before the first attempt could start (``deadline=1e-9``) says so: the line
+        said "gave up after 1 attempts: no attempt made"; and the count is of the attempts
+        made (it counted the one the deadline stopped from starting)."""
+        status, rbody, why = last
+        if not attempts:
+            error = f"no attempt made: the deadline of {deadline:g}s was over before the first could start"
+        else:
+            error = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {why}"
+        return Response(Outcome.FAIL, status, rbody, node, error, redirects, retries)
 
     async def _attempt(
         self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], timeout: float
@@ -516,8 +535,8 @@ class KvClient:
         except TimeoutError as e:
             if sends.count == 0:  # (aiohttp's ServerTimeoutError: the connection's own bound)
                 took = connect if isinstance(e, aiohttp.ServerTimeoutError) else timeout
-                raise _Refused(f"cannot connect to {_host(url)} within {took:.1f}s") from None
-            raise _Unknown(f"no answer from {_host(url)} within {timeout:.1f}s") from None
+                raise _Refused(f"cannot connect to {_host(url)} within {_seconds(took)}") from None
+            raise _Unknown(f"no answer from {_host(url)} within {_seconds(timeout)}") from None
         except (aiohttp.ClientError, OSError) as e:
             what = f"{type(e).__name__}: {e}".rstrip(": ")
             if sends.count == 0:
@@ -649,6 +668,12 @@ class KvClient:
 
 class _Unknown(Exception):
     """An attempt whose effect is unknown (the request may have been received)."""
+
+
+def _seconds(x: float) -> str:
+    """``x`` seconds for a message: one decimal (``2.0s``), or two significant digits below
+    0.1 s (``0.01s``: one decimal said an attempt of 10 ms had "no answer within 0.0s")."""
+    return f"{x:.1f}s" if x >= 0.1 else f"{x:.2g}s"
 
 
 def _host(url: str) -> str:

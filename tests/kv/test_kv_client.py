@@ -302,6 +302,38 @@ async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.Mon
     assert len(timeouts) >= 4 and all(t >= client_mod._RETRY_MIN for t in timeouts[1:]), timeouts
 
 
+async def test_a_call_that_gives_up_counts_the_attempts_it_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line of a call that gave up counts the attempts made: it counted the one the
+    deadline stopped from starting too ("gave up after 2 attempts" after one; and
+    ``retries`` one too many). A deadline over before the first attempt could start says so:
+    it was "gave up after 1 attempts: no attempt made". An attempt bounded below 0.1 s names
+    its bound ("within 0.03s"; it was "within 0.0s")."""
+    from openraft_py.kv import client as client_mod
+
+    made: list[float] = []
+
+    async def refused(method: str, url: str, data: object, headers: object, timeout: float) -> tuple[int, dict[str, str], bytes]:
+        made.append(timeout)
+        raise client_mod._Refused("cannot connect to 127.0.0.1:1: refused")
+
+    for deadline in (0.001, 0.3):  # one attempt (its pause outlasts the deadline); several
+        made.clear()
+        async with KvClient(["127.0.0.1:1"], deadline=deadline, backoff=0.02) as c:
+            monkeypatch.setattr(c, "_attempt", refused)
+            r = await asyncio.wait_for(c.get("k"), 5.0)
+        n = len(made)
+        assert r.error == f"gave up after {n} attempt{'s' if n > 1 else ''}: cannot connect to 127.0.0.1:1: refused", r
+        assert r.outcome is Outcome.FAIL and r.retries == n - 1, (n, r)
+    async with KvClient(["127.0.0.1:1"], deadline=1e-300) as c:
+        r = await asyncio.wait_for(c.get("k"), 5.0)
+    assert r.outcome is Outcome.FAIL and r.retries == 0 and r.error == (
+        "no attempt made: the deadline of 1e-300s was over before the first could start"), r
+    with _listener(complete=True) as hung:
+        async with KvClient([hung], deadline=0.03) as c:
+            r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+    assert r.outcome is Outcome.INFO and r.error == f"no answer from {hung} within 0.03s", r
+
+
 async def test_no_leader_is_a_refusal_retried_until_the_deadline(tmp_path: object) -> None:
     c0 = KvCluster()
     try:
