@@ -54,6 +54,28 @@ def positive_float(text: str) -> float:
     return x
 
 
+MIN_TIMEOUT = 0.01
+"""The least ``--timeout`` (seconds): less than any request takes (a connection and an answer
+on loopback take about a millisecond, and every verb makes at least one). Below it a verb
+could end before its first attempt started, and said "gave up after 1 attempts: no attempt
+made" (``kv get --timeout 1e-300``)."""
+
+MAX_TIMEOUT = 86400.0
+"""The largest ``--timeout`` (seconds, a day): above it a timeout is infinity in all but
+name (``--timeout 1e300`` waited for good on a node that never answered, where ``inf`` is
+refused)."""
+
+
+def timeout(text: str) -> float:
+    """A ``--timeout``: a number of seconds from ``MIN_TIMEOUT`` to ``MAX_TIMEOUT``
+    (``positive_float`` first: ``nan``, ``inf``, zero and negatives are refused as there)."""
+    x = positive_float(text)
+    if not MIN_TIMEOUT <= x <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} seconds (a day)")
+    return x
+
+
 def node_id(text: str) -> int:
     """A node id: an integer in ``[0, MAX_NODE_ID]``."""
     try:

@@ -39,8 +39,8 @@ from .._compiled import env_flag
 from .argtypes import given_once
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
-from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int_at_most as _positive_int_at_most
+from .argtypes import timeout as _timeout
 
 ADD_LEARNER_TIMEOUT = 70.0
 """``cluster add-learner``'s default ``--timeout``: above the service's own bound on the call
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--endpoints", type=_endpoints, metavar="H:P,H:P",
                         action=given_once("give them all in one, comma-separated: --endpoints H:P,H:P"),
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
-    client.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+    client.add_argument("--timeout", type=_timeout, default=None, metavar="S",
                         help="seconds the call may take in all, retries included (default 10; "
                         f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members)")
 
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Config fields for every node, as one JSON object")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
-    up.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+    up.add_argument("--timeout", type=_timeout, default=60.0, metavar="S",
                     help="seconds to wait for the nodes and the leader (default 60)")
     up.set_defaults(run=_cluster_up)
 

@@ -91,6 +91,11 @@ BAD = [
     (["kv", "get", "k", "--endpoints", "https://h:8443"], "plain HTTP"),
     (["kv", "get", "k", "--timeout", "-1"], "must be positive"),
     (["kv", "get", "k", "--timeout", "inf"], "must be a finite number"),
+    # Over before the first attempt could start: "gave up after 1 attempts: no attempt made".
+    (["kv", "get", "k", "--timeout", "1e-300"], "argument --timeout: '1e-300' must be from 0.01 to 86400 seconds"),
+    # Infinity in all but name: it waited for good on a node that never answered.
+    (["cluster", "transfer", "--to", "1", "--timeout", "1e300"], "argument --timeout: '1e300' must be from 0.01"),
+    (["cluster", "up", "--timeout", "86401", "-n", "0"], "argument --timeout: '86401' must be from 0.01"),
     (["cluster", "members", "--voters", "1,x"], "node ids"),
     # Without --voters they were ignored: the members printed as if the change was made.
     (["cluster", "members", "--retain"], "--retain goes with --voters"),
