@@ -9,18 +9,30 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..validation import MAX_NODE_ID
 
+_DECIMAL = re.compile(r"-?[0-9]+")
+"""An integer as the command line takes one: the ASCII digits 0-9, after a minus sign for a
+negative one (refused by the range of every flag that takes one)."""
+
+
+def decimal_int(text: str) -> int:
+    """An integer written in the digits 0-9 alone (a negative one with a leading ``-``).
+    ``int`` also reads ``1_0`` (as 10: ``--id 1_0`` named node 10), ``+1``, `` 1`` and
+    other scripts' digits (``\\u0661``, ``\\uff13``); each is refused here ("not an integer written in
+    the digits 0-9")."""
+    if not _DECIMAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer written in the digits 0-9")
+    return int(text)
+
 
 def positive_int(text: str) -> int:
-    """An integer of at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    """An integer of at least 1 (``decimal_int``)."""
+    n = decimal_int(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return n
@@ -77,12 +89,12 @@ def timeout(text: str) -> float:
 
 
 def node_id(text: str) -> int:
-    """A node id: an integer in ``[0, MAX_NODE_ID]``."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a node id") from None
-    if not 0 <= n <= MAX_NODE_ID:
+    """A node id: an integer in ``[0, MAX_NODE_ID]`` written in the digits 0-9 (as
+    ``decimal_int``: ``1_0`` read as node 10)."""
+    if not _DECIMAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id (written in the digits 0-9)")
+    n = int(text)
+    if text.startswith("-") or n > MAX_NODE_ID:  # (-0 too)
         raise argparse.ArgumentTypeError(f"{text!r} is not a node id (0 to {MAX_NODE_ID})")
     return n
 

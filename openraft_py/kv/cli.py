@@ -105,13 +105,15 @@ def _endpoints(text: str) -> list[str]:
 
 
 def _ids(text: str) -> list[int]:
-    try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids") from None
-    if not ids or any(i < 0 for i in ids):
+    """Node ids, comma-separated (spaces around each allowed), each as ``argtypes.node_id``
+    takes one: ``int`` read ``1_0`` as 10, and ``+1`` or other scripts' digits (``\\u0661``) as 1."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids")
-    return ids
+    try:
+        return [_node_id(x) for x in items]
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids: {e}") from None
 
 
 def _text(text: str) -> str:

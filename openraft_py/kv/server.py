@@ -36,8 +36,9 @@ if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra,
         print(f"openraft-py serve: error: {needs_kv_extra('the key-value service', _missing)}", file=sys.stderr)
         sys.exit(1)
 
-from .argtypes import given_once
+from .argtypes import decimal_int, given_once
 from .argtypes import json_object as _json_object
+from .argtypes import node_id as _node_id
 from .logs import LOG_FORMATS, configure_logging
 from .node import KvNode, ServeOptions
 
@@ -51,7 +52,7 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``serve`` flags (DESIGN §8) to ``parser``; returns it."""
     p = parser
-    p.add_argument("--id", type=int, required=True, help="this node's id (an integer >= 0)")
+    p.add_argument("--id", type=_node_id, required=True, help="this node's id (an integer >= 0)")
     p.add_argument("--raft-addr", required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
     p.add_argument("--http-addr", required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
     p.add_argument("--data-dir", required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
@@ -67,7 +68,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
-    p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+    p.add_argument("--max-body", type=decimal_int, default=1024 * 1024, metavar="BYTES",
                    help="largest HTTP request body (default 1 MiB); larger gets 413")
     return p
 

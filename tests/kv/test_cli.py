@@ -97,6 +97,19 @@ BAD = [
     (["cluster", "transfer", "--to", "1", "--timeout", "1e300"], "argument --timeout: '1e300' must be from 0.01"),
     (["cluster", "up", "--timeout", "86401", "-n", "0"], "argument --timeout: '86401' must be from 0.01"),
     (["cluster", "members", "--voters", "1,x"], "node ids"),
+    # int() reads each of these: '1_0' as node 10, '+1', ' 1' and other scripts' digits as 1.
+    (["cluster", "add-learner", "--id", "1_0", "--raft-addr", "h:1", "--http-addr", "h:2"],
+     "argument --id: '1_0' is not a node id (written in the digits 0-9)"),
+    (["cluster", "transfer", "--to", "+1"], "argument --to: '+1' is not a node id (written in the digits 0-9)"),
+    (["cluster", "transfer", "--to", "\u0661"], "argument --to: '\u0661' is not a node id"),
+    (["cluster", "transfer", "--to", "-0"], "argument --to: '-0' is not a node id (0 to"),
+    (["cluster", "members", "--voters", "1,2_0", "--timeout", "0.5"], "'2_0' is not a node id (written in the digits"),
+    (["cluster", "up", "-n", "\uff13"], "argument -n/--nodes: '\uff13' is not an integer written in the digits 0-9"),
+    (["serve", "--id", " 1", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", ""],
+     "argument --id: ' 1' is not a node id"),
+    (["serve", "--id", "1", "--raft-addr", "h:1", "--http-addr", "h:2", "--max-body", "1_048_576", "--data-dir", ""],
+     "argument --max-body: '1_048_576' is not an integer written in the digits 0-9"),
+    (["demo", "--clients", "0x3"], "argument --clients: '0x3' is not an integer written in the digits 0-9"),
     # Without --voters they were ignored: the members printed as if the change was made.
     (["cluster", "members", "--retain"], "--retain goes with --voters"),
     (["cluster", "members", "--allow-lagging", "--retain"], "--retain and --allow-lagging go with --voters"),
@@ -158,6 +171,17 @@ def test_bad_command_lines_exit_2_with_one_line(argv: list[str], needle: str,
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("openraft-py") and "error:" in lines[0]
     assert needle in lines[0]
+
+
+def test_node_ids_and_counts_in_plain_digits_are_taken() -> None:
+    """Leading zeros, and spaces around the ids of a comma-separated list, are plain
+    decimal digits still."""
+    parse = cli.build_parser().parse_args
+    assert parse(["cluster", "transfer", "--to", "007"]).to == 7
+    assert parse(["cluster", "members", "--voters", " 1, 2 ,3"]).voters == [1, 2, 3]
+    assert parse(["cluster", "up", "-n", "03"]).n == 3
+    assert parse(["serve", "--id", "0", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d",
+                  "--max-body", "2048"]).max_body == 2048
 
 
 def test_serve_options_refused_by_the_service_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

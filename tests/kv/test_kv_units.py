@@ -223,11 +223,11 @@ def test_serve_flags() -> None:
                        r"`\$\.snapshot_policy`"):
         options_from_args(parse(BASE + ["--raft-config", '{"snapshot_policy": {"logs_since_last": 100}}']))
     for bad in (["--raft-addr", "nope"], ["--http-addr", "h:0"], ["--tls-cert", "c.pem"], ["--tls-ca", "ca.pem"],
-                ["--id", "-3"], ["--raft-config", '{"heartbeat_interval": 1000}'],
+                ["--raft-config", '{"heartbeat_interval": 1000}'],
                 ["--raft-config", '{"no_such_field": 1}']):
         with pytest.raises(ValueError):
             options_from_args(parse(BASE + bad))
-    for bad in (["--log-format", "xml"], ["--id", "x"], ["--raft-config", "[1]"]):
+    for bad in (["--log-format", "xml"], ["--id", "x"], ["--id", "-3"], ["--id", "1_0"], ["--raft-config", "[1]"]):
         with pytest.raises(SystemExit):
             parse(BASE + bad)
     # a cluster name in --raft-config: only the one --cluster-name gives (it would be overridden)
