@@ -13,6 +13,7 @@ How one call runs, within its ``deadline`` (seconds)::
 
     attempt ─> node ─┬─ 2xx (or a GET's 404 "key not found") ──────────> OK
                      ├─ 2xx to a key's write, not as a service node answers ─> INFO
+                     ├─ 2xx to a key's read, not 200 text/plain ──────────────> FAIL
                      ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
@@ -25,7 +26,8 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 
 - ``OK``: the operation completed and ``Response`` holds its answer.
 - ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
-  was appended, or only refusals until the deadline).
+  was appended, or only refusals until the deadline); or a read got no value (only
+  failures until the deadline, or a 2xx that is not a service node's value).
 - ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
   after such an attempt: a blind retry could apply it twice.
@@ -268,15 +270,22 @@ def _key_not_found(body: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("error") == "key not found"
 
 
-def _not_the_service_s_answer(method: str, path: str, body: bytes) -> str | None:
-    """Why a 2xx answer to a key-value write is not one a service node gives (DESIGN §8: a
-    JSON object with an integer ``index`` for ``put`` and ``delete``, with a boolean ``ok``
-    for ``cas``); ``None`` when it is, or when the call is not a write of a key. Another HTTP
-    server at an endpoint (a web application that answers 200 to any path) had its 200 taken
-    for an applied write. (A value is the raw body: nothing tells another server's page from
-    one.)"""
-    if not path.startswith("/kv/") or method.upper() == "GET":
+def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapping[str, str],
+                              body: bytes) -> str | None:
+    """Why a 2xx answer to a key-value call is not one a service node gives (DESIGN §8); ``None``
+    when it is, or when the call is not one of a key. A write's is a JSON object with an
+    integer ``index`` for ``put`` and ``delete``, with a boolean ``ok`` for ``cas``; a read's
+    is 200 with the value as ``text/plain`` (as every version of the service sends it).
+    Another HTTP server at an endpoint (a web application that answers 200 to any path) had
+    its 200 taken for an applied write, and its page (or a 204's empty body) for the value."""
+    if not path.startswith("/kv/"):
         return None
+    if method.upper() == "GET":
+        ctype = headers.get("Content-Type", "")
+        if status == 200 and ctype.partition(";")[0].strip().lower() == "text/plain":
+            return None
+        return (f"but not with a value (a service node answers a read 200 with it as text/plain; "
+                f"this answer is {ctype or 'of no Content-Type'}): {_one_line(body, 100)}")
     try:
         obj = _json.loads(body)
     except ValueError:
@@ -468,8 +477,11 @@ class KvClient:
                         url = location
                         continue
                     last = (status, rbody, f"redirect loop or bad Location {location!r}")
-                elif 200 <= status < 300 and (foreign := _not_the_service_s_answer(method, path, rbody)):
+                elif 200 <= status < 300 and (foreign := _not_the_service_s_answer(method, path, status, rheaders,
+                                                                                   rbody)):
                     why = f"{node} answered HTTP {status}, {foreign} (is it an openraft-py HTTP address?)"
+                    if idempotent:  # a read: nothing was done
+                        return Response(Outcome.FAIL, status, rbody, node, why, redirects, retries)
                     return self._unknown(Response(Outcome.INFO, status, rbody, node, why, redirects, retries), follow)
                 elif 200 <= status < 300 or status == 307 or (status == 404 and idempotent and path.startswith("/kv/")
                                                                 and _key_not_found(rbody)):

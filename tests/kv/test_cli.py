@@ -410,7 +410,7 @@ async def test_kv_get_prints_a_value_its_output_encoding_cannot_carry_escaped(en
     from openraft_py.testing.proc_cluster import free_port
 
     async def get(request: web.Request) -> web.Response:
-        return web.Response(body="café 中 ☃".encode())
+        return web.Response(text="café 中 ☃")  # (as the service: text/plain, UTF-8)
 
     env = {**_env(), "PYTHONIOENCODING": encoding}
     async with _fake_node(free_port(), [web.get("/kv/{key}", get)]) as ep:
@@ -437,7 +437,7 @@ async def test_kv_get_asks_the_next_endpoint_when_one_accepts_but_never_answers(
     from openraft_py.testing.proc_cluster import free_port
 
     async def get(request: web.Request) -> web.Response:
-        return web.Response(body=b"v")
+        return web.Response(text="v")
 
     hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
