@@ -61,7 +61,9 @@ class Config(msgspec.Struct, kw_only=True):
     never mix, is the ``cluster_name`` given to ``TcpNetworkFactory`` and
     ``TcpServer.start``. Give all three the same name."""
     election_timeout_min: int = 150
-    """Lower bound (ms) of the randomized election timeout."""
+    """Lower bound (ms) of the randomized election timeout. With the TCP transport at least
+    ``network.tcp.MIN_ELECTION_TIMEOUT_MS`` (10 ms; ``Raft.new`` raises ``ConfigError``
+    below it): a vote over TCP takes longer than a shorter timeout, and no leader lasts."""
     election_timeout_max: int = 300
     """Upper bound (ms, exclusive) of the randomized election timeout. The range above
     ``election_timeout_min`` spreads the nodes' timeouts so that one candidate usually asks

@@ -97,7 +97,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             config.validate()
         except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
             raise ValueError(f"--raft-config: {e}") from None
-        from ..network._tcp_client import frame_size_excess
+        from ..network._tcp_client import election_timeout_shortfall, frame_size_excess
         from ..network.tcp import DEFAULT_MAX_FRAME_SIZE
 
         # Named by the settings that need the larger frames: max_payload_entries (64 bytes
@@ -108,6 +108,9 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
                 f"--raft-config: {excess} with its framing, over the raft port's frame limit of "
                 f"{DEFAULT_MAX_FRAME_SIZE} bytes (fixed): lower the setting named"
             )
+        short = election_timeout_shortfall(config)
+        if short is not None:
+            raise ValueError(f"--raft-config: {short}")
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
     except Exception as e:

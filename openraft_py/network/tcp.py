@@ -50,7 +50,7 @@ coalesce the frames written in one loop turn into one write.
 
 from __future__ import annotations
 
-from ._tcp_client import TcpClient, TcpNetworkFactory, required_frame_size
+from ._tcp_client import MIN_ELECTION_TIMEOUT_MS, TcpClient, TcpNetworkFactory, required_frame_size
 from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, PeerCert, PeerIdOfCert, node_id_from_cert, node_uri, parse_addr
 from ._tcp_server import ServedRaft, TcpServer
 
@@ -66,4 +66,5 @@ __all__ = [
     "node_uri",
     "parse_addr",
     "required_frame_size",
+    "MIN_ELECTION_TIMEOUT_MS",
 ]

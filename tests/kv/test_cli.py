@@ -139,6 +139,10 @@ BAD = [
      "--raft-config: invalid Config.election_timeout_min=100"),
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
       "--max-body", "5"], "--max-body must be at least 1024 bytes, got 5"),
+    # Over TCP no leader lasts: 3 nodes went through hundreds of terms a second.
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+      "--raft-config", '{"heartbeat_interval": 1, "election_timeout_min": 2, "election_timeout_max": 3, '
+      '"lease_drift_margin": 1}'], "--raft-config: Config.election_timeout_min=2 ms is below 10 ms"),
     # The last one was taken, the first one's settings silently dropped. (The --data-dir ''
     # and -n 0 after it fail the command line, should the repeat be taken again.)
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
