@@ -106,14 +106,20 @@ def _endpoints(text: str) -> list[str]:
 
 def _ids(text: str) -> list[int]:
     """Node ids, comma-separated (spaces around each allowed), each as ``argtypes.node_id``
-    takes one: ``int`` read ``1_0`` as 10, and ``+1`` or other scripts' digits (``\\u0661``) as 1."""
+    takes one (``int`` read ``1_0`` as 10, and ``+1`` or other scripts' digits (``\\u0661``)
+    as 1), and each once: ``--voters 1,1,2`` made the voters 1 and 2 without a word, where
+    the second 1 was likely a typo for another node."""
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids")
     try:
-        return [_node_id(x) for x in items]
+        ids = [_node_id(x) for x in items]
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids: {e}") from None
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r} names node {', '.join(map(str, twice))} twice")
+    return ids
 
 
 def _text(text: str) -> str:

@@ -306,6 +306,9 @@ async def cluster_members(request: web.Request) -> web.Response:
     voters = [_node_id(v, "voter id") for v in body.voters]
     if not voters:
         raise BadRequest("voters is empty")
+    twice = sorted({v for v in voters if voters.count(v) > 1})
+    if twice:  # (a typo for another id, likely: the change was made without it)
+        raise BadRequest(f"voter id {', '.join(map(str, twice))} is given twice")
     node = _node(request)
     index = await node.change_members(voters, body.retain, body.allow_lagging)
     st = node.status()

@@ -104,6 +104,8 @@ BAD = [
     (["cluster", "transfer", "--to", "\u0661"], "argument --to: '\u0661' is not a node id"),
     (["cluster", "transfer", "--to", "-0"], "argument --to: '-0' is not a node id (0 to"),
     (["cluster", "members", "--voters", "1,2_0", "--timeout", "0.5"], "'2_0' is not a node id (written in the digits"),
+    # The voters 1 and 2 were made without a word; the second 1 was likely a typo for another id.
+    (["cluster", "members", "--voters", "1,1,2", "--timeout", "0.5"], "argument --voters: '1,1,2' names node 1 twice"),
     (["cluster", "up", "-n", "\uff13"], "argument -n/--nodes: '\uff13' is not an integer written in the digits 0-9"),
     (["serve", "--id", " 1", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", ""],
      "argument --id: ' 1' is not a node id"),

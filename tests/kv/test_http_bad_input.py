@@ -61,6 +61,8 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/cluster/members", {"json": {"voters": [1, 2**64]}}, 400),
     ("POST", "/cluster/members", {"json": {"voters": [1, 2.5]}}, 400),
     ("POST", "/cluster/members", {"json": {"voters": [1, True]}}, 400),
+    # A voter named twice (a typo for another id, likely): the change was made without a word.
+    ("POST", "/cluster/members", {"json": {"voters": [1, 2, 2, 3]}}, 400),
     ("POST", "/cluster/members", {"json": {"voters": [1, 2, 3], "retain": "no"}}, 400),
     ("POST", "/cluster/transfer", {"json": {"to": "2"}}, 400),
     ("POST", "/cluster/transfer", {"json": {"to": -1}}, 400),
