@@ -275,15 +275,20 @@ def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapp
     """Why a 2xx answer to a key-value call is not one a service node gives (DESIGN §8); ``None``
     when it is, or when the call is not one of a key. A write's is a JSON object with an
     integer ``index`` for ``put`` and ``delete``, with a boolean ``ok`` for ``cas``; a read's
-    is 200 with the value as ``text/plain`` (as every version of the service sends it).
-    Another HTTP server at an endpoint (a web application that answers 200 to any path) had
-    its 200 taken for an applied write, and its page (or a 204's empty body) for the value."""
+    is 200 with the value as ``text/plain`` in UTF-8 (as every version of the service sends
+    it). Another HTTP server at an endpoint (a web application that answers 200 to any path)
+    had its 200 taken for an applied write, and its page (or a 204's empty body) for the
+    value; a body that is not UTF-8 failed ``Response.value`` with ``UnicodeDecodeError``."""
     if not path.startswith("/kv/"):
         return None
     if method.upper() == "GET":
         ctype = headers.get("Content-Type", "")
         if status == 200 and ctype.partition(";")[0].strip().lower() == "text/plain":
-            return None
+            try:
+                body.decode("utf-8")
+                return None
+            except UnicodeDecodeError:
+                return f"but with a body that is not UTF-8, as a value is: {_one_line(body, 100)}"
         return (f"but not with a value (a service node answers a read 200 with it as text/plain; "
                 f"this answer is {ctype or 'of no Content-Type'}): {_one_line(body, 100)}")
     try:

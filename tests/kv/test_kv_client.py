@@ -544,13 +544,16 @@ async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
     """A read answered 2xx by another HTTP server at an endpoint (a web application that
     answers 200 to any path with a page, or 204) was a read of that value: ``kv get`` printed
     the HTML page as the key's value and exited 0 (and failed on a 204 with "ValueError: no
-    value"). A service node answers a read 200 with the value as ``text/plain``: anything
-    else is now a ``FAIL`` naming the endpoint (a read: nothing was done), exit 1."""
+    value", on a body not in UTF-8 with "UnicodeDecodeError"). A service node answers a read
+    200 with the value as ``text/plain`` in UTF-8: anything else is now a ``FAIL`` naming the
+    endpoint (a read: nothing was done), exit 1."""
     from aiohttp import web
 
     async def page(request: web.Request) -> web.Response:
         if request.match_info["tail"].startswith("kv/empty"):
             return web.Response(status=204)
+        if request.match_info["tail"].startswith("kv/latin"):
+            return web.Response(body="café".encode("latin-1"), content_type="text/plain", charset="latin-1")
         return web.Response(text="<html>app</html>", content_type="text/html")
 
     app = web.Application()
@@ -563,16 +566,17 @@ async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
         await web.TCPSite(runner, "127.0.0.1", port).start()
         async with KvClient([other], deadline=2.0) as c:
             for key, said in (("k", "this answer is text/html; charset=utf-8): <html>app</html>"),
-                              ("empty", "this answer is of no Content-Type")):
+                              ("empty", "this answer is of no Content-Type"),
+                              ("latin", "but with a body that is not UTF-8, as a value is: caf")):
                 r = await asyncio.wait_for(c.get(key), 5.0)
                 assert r.outcome is Outcome.FAIL and r.error is not None, r
                 assert r.error.startswith(f"{other} answered HTTP ") and said in r.error, r.error
                 assert r.error.endswith("(is it an openraft-py HTTP address?)"), r.error
-        for key in ("k", "empty"):
+        for key in ("k", "empty", "latin"):
             code = await asyncio.to_thread(cli.main, ["kv", "get", key, "--endpoints", other, "--timeout", "2"])
             out = capsys.readouterr()
             assert code == 1 and out.out == "" and out.err.count("\n") == 1, (code, out)
-            assert "is it an openraft-py HTTP address?" in out.err and "ValueError" not in out.err, out.err
+            assert "is it an openraft-py HTTP address?" in out.err and "Error" not in out.err, out.err
     finally:
         await runner.cleanup()
 
