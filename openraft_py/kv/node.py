@@ -652,7 +652,9 @@ class KvNode:
         ``raft_addr`` and ``http_addr`` are the same. ``Conflict`` (nothing done) when
         ``node_id`` is a voter: ``Raft.add_learner`` would keep it a voter and give it the new
         addresses, cutting it off if they are wrong (a typo in the id); a voter leaves with
-        ``change_members``. ``ServiceUnavailable`` when the bound ran out, saying whether the
+        ``change_members``, and moves by leaving the voters with ``retain``, being added again
+        with its new addresses, and joining the voters again (the message says so).
+        ``ServiceUnavailable`` when the bound ran out, saying whether the
         membership entry committed (then the learner is in, but has not caught up) or not (no
         quorum). ``Conflict`` too when another member already has ``raft_addr`` or
         ``http_addr`` (either of its two, compared as strings): replication to the learner
@@ -664,9 +666,11 @@ class KvNode:
         raft = self._raft()
         if raft.is_leader():  # (a follower's answer is the redirect: add_learner raises ForwardToLeader)
             if node_id in raft.metrics.membership_config.membership.voter_ids():
-                raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner); "
-                               "to replace a voter's machine, add a new node id as a learner, then change "
-                               "the voters")
+                raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner). "
+                               f"To move voter {node_id} to other addresses, make it a learner first (cluster members "
+                               f"--voters <the other voters> --retain), add it again with its new addresses, then "
+                               f"make it a voter again; to replace its machine, add a new node id as a learner, "
+                               f"then change the voters")
             for other, a in sorted(self.nodes().items()):
                 if other == node_id:  # its own addresses: a learner added again, or moved
                     continue
@@ -674,7 +678,8 @@ class KvNode:
                     if addr in (a.raft, a.http):
                         theirs = "raft_addr" if addr == a.raft else "http_addr"
                         raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
-                                       f"of its own (to move node {other}, add it with its own id)")
+                                       f"of its own (to move node {other}, add it with its own id; a voter "
+                                       "leaves the voters with --retain first)")
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)

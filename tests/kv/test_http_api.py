@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import pytest
 
 from openraft_py.kv import cli
@@ -292,6 +293,7 @@ async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: K
             error = (await r.json())["error"]
             assert r.status == 409, error
             assert f"node {nid} is a voter" in error, error
+            assert f"To move voter {nid} to other addresses, make it a learner first" in error, error
         async with s.post(url(f, "/cluster/learners"), json=body, allow_redirects=False) as r:
             assert r.status == 307  # the leader decides
     assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
@@ -303,6 +305,43 @@ async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: K
             assert r.status == 200, await r.text()
     async with s.put(url(f, "/kv/k"), data="v") as r:  # the redirect to the leader still works
         assert r.status == 200, await r.text()
+
+
+async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster) -> None:
+    """Moving a voter to other ports, as the 409 to ``POST /cluster/learners`` with its id and
+    the guide say: it leaves the voters as a learner (``retain``), restarts on its data at the
+    new addresses, is added again with them and joins the voters again; it holds every write
+    and the leader sends to it at its new address. (The 409 used to say only that a voter's
+    machine is replaced by a new node id, and the guide had no way to move a voter.)"""
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    moving = cluster.followers(leader)[0]
+    others = sorted(i for i in cluster.nodes if i != moving.id)
+    new_addrs = {"raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+    async with s.post(url(leader, "/cluster/learners"), json={"id": moving.id, **new_addrs}) as r:
+        assert r.status == 409 and "make it a learner first" in (await r.json())["error"]
+    async with s.put(url(leader, "/kv/before"), data="1") as r:
+        assert r.status == 200, await r.text()
+    async with s.post(url(leader, "/cluster/members"), json={"voters": others, "retain": True}) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["learners"] == [moving.id]
+    await moving.stop()
+    moved = KvNode(msgspec.structs.replace(moving.opts, **new_addrs))
+    await moved.start()
+    cluster.nodes[moving.id] = moved
+    async with s.put(url(leader, "/kv/while"), data="2") as r:
+        assert r.status == 200, await r.text()
+    async with s.post(url(leader, "/cluster/learners"), json={"id": moving.id, **new_addrs}) as r:
+        assert r.status == 200, await r.text()
+    async with s.post(url(leader, "/cluster/members"), json={"voters": sorted(cluster.nodes)}) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["voters"] == sorted(cluster.nodes)
+    async with s.put(url(leader, "/kv/after"), data="3") as r:
+        assert r.status == 200, await r.text()
+    assert leader.nodes()[moving.id] == NodeAddrs(new_addrs["raft_addr"], new_addrs["http_addr"])
+    assert leader.raft is not None
+    await cluster.wait_applied(leader.raft.metrics.last_log_index)
+    assert moved.sm is not None and [moved.sm.get(k) for k in ("before", "while", "after")] == ["1", "2", "3"]
 
 
 async def test_a_learner_at_another_members_address_is_409_and_changes_nothing(cluster: KvCluster) -> None:
