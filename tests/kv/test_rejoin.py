@@ -218,3 +218,37 @@ async def test_the_operator_ends_the_catching_up_by_removing_its_record(cluster:
     await c.nodes[2].start()
     leader = await c.wait_leader(timeout=20)
     assert leader.id == 1 and await leader.read("w", "linearizable") == "kept"
+
+
+async def test_a_majority_that_lost_its_disks_comes_back_from_the_survivor(cluster: KvCluster) -> None:
+    """The guide's way back from losing a majority's disks: three voters stop, 2 and 3 lose
+    their data directories and start again empty under their ids, refusing 1's vote
+    requests (no leader: they cannot know 1 holds every committed write); stopped, their
+    records removed and started again, they vote for 1, which leads with its writes, and
+    they catch up from it."""
+    c = await cluster.start(3, raft_config=FAST)
+    assert (await c.wait_leader()).id == 1
+    await c.nodes[1].put("w", "kept")
+    opts = {i: c.nodes[i].opts for i in (1, 2, 3)}
+    for i in (1, 2, 3):
+        await c.nodes[i].stop()
+    for i in (2, 3):
+        shutil.rmtree(opts[i].data_dir)
+    for i in (2, 3, 1):
+        c.nodes[i] = KvNode(opts[i])
+        await c.nodes[i].start()
+    guards = [c.nodes[i].catch_up for i in (2, 3)]
+    await _until("nodes 2 and 3 refused a vote request", lambda: all(g is not None and g._refused > 0 for g in guards))
+    assert _leader_among(c, [1, 2, 3]) is None
+    for i in (2, 3):
+        await c.nodes[i].stop()
+        (Path(opts[i].data_dir) / CATCHING_UP_FILE).unlink()
+        c.nodes[i] = KvNode(opts[i])
+        await c.nodes[i].start()
+    leader = await c.wait_leader(timeout=20)
+    assert leader.id == 1 and await leader.read("w", "linearizable") == "kept"
+    assert leader.raft is not None
+    await c.wait_applied(leader.raft.metrics.last_log_index, timeout=10)
+    for i in (2, 3):
+        sm = c.nodes[i].sm
+        assert sm is not None and sm.get("w") == "kept"
