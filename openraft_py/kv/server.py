@@ -120,17 +120,33 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     return opts
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""The signals after which ``serve`` stops gracefully. SIGHUP (the terminal ``serve`` runs
+in was closed, or a ``kill -HUP`` meant as a reload: ``serve`` has none, its TLS files are
+read at start) is one of them: by default it ended the process at once, logging nothing,
+with the stores not closed and the requests in flight cut off, their outcome unknown. A
+SIGHUP ignored when ``serve`` started (``nohup openraft-py serve ...``) stays ignored."""
+
+
 async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
-    """Run one node until SIGTERM/SIGINT (or ``stop`` is set); the exit code: 0 after a
-    graceful stop, 1 if the node could not start or stopped on its own (a ``Fatal`` error
-    such as a storage failure: logged, then the process exits so a supervisor restarts
-    it)."""
+    """Run one node until one of ``STOP_SIGNALS`` (or ``stop`` is set); the exit code: 0
+    after a graceful stop, 1 if the node could not start or stopped on its own (a ``Fatal``
+    error such as a storage failure: logged, then the process exits so a supervisor
+    restarts it)."""
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:  # (nohup: it asked for that)
+            continue
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             pass
@@ -158,7 +174,7 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
             log.error("the node stopped on its own: %s", f"{type(err).__name__}: {err}" if err else
                       node.raft.metrics.error)
         else:
-            log.info("stopping (signal)")
+            log.info("stopping (%s)", received[0] if received else "signal")
         await node.stop()
         return code
     finally:

@@ -36,12 +36,15 @@ class ServeProc:
         self.log_path = os.path.join(root, f"n{nid}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, ignore_sighup: bool = False) -> None:
+        """Start the process; ``ignore_sighup``: with SIGHUP ignored, as ``nohup`` starts it."""
         args = [sys.executable, "-m", "openraft_py.kv.server", "--id", str(self.id),
                 "--raft-addr", self.raft_addr, "--http-addr", self.http_addr, "--data-dir", self.data_dir,
                 "--cluster-name", "kv-proc-test", "--log-format", "json"]
+        ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_sighup else None
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+                                         preexec_fn=ignore)
 
     def url(self, path: str) -> str:
         return f"http://{self.http_addr}{path}"
@@ -195,6 +198,42 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
                     pass
         shutil.rmtree(root, ignore_errors=True)
     assert not os.path.exists(root)
+
+
+async def test_sighup_stops_serve_gracefully_unless_started_ignoring_it() -> None:
+    """SIGHUP (the terminal ``serve`` ran in was closed, or a ``kill -HUP`` meant as a
+    reload) stops the node as SIGTERM does: it logs why, closes its stores and exits 0. It
+    ended the process at once (killed by the signal, nothing logged, a request in flight
+    cut off with its outcome unknown). Started with SIGHUP ignored (``nohup``), the node
+    runs on through one, and SIGTERM stops it."""
+    root = tempfile.mkdtemp(prefix="kv-hup-")
+    p = ServeProc(1, root)
+    try:
+        p.start()
+        async with aiohttp.ClientSession() as s:
+            await until(lambda: status(s, p), 30, "node 1 answering")
+            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
+            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
+                assert r.status == 200, await r.text()
+            await until(lambda: put(s, p, "k", "v"), 30, "a write")
+            p.kill(signal.SIGHUP)
+            assert p.proc is not None
+            assert await asyncio.to_thread(p.proc.wait, 20) == 0
+            msgs = [x["msg"] for x in p.logs()]
+            assert "stopping (SIGHUP)" in msgs and "stopped" in msgs, msgs
+
+            p.start(ignore_sighup=True)
+            await until(lambda: put(s, p, "k", "after a restart"), 30, "a write after the restart")
+            p.kill(signal.SIGHUP)
+            await until(lambda: put(s, p, "k", "after a SIGHUP"), 30, "a write after the SIGHUP")
+            assert p.proc.poll() is None
+            p.kill(signal.SIGTERM)
+            assert await asyncio.to_thread(p.proc.wait, 20) == 0
+    finally:
+        p.kill()
+        if p.proc is not None:
+            p.proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_serve_refuses_bad_flags_and_reports_start_failures() -> None:
