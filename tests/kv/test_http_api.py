@@ -344,6 +344,26 @@ async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster
     assert moved.sm is not None and [moved.sm.get(k) for k in ("before", "while", "after")] == ["1", "2", "3"]
 
 
+async def test_a_learner_leaves_as_a_voter_as_the_guide_says(cluster: KvCluster) -> None:
+    """The guide's way to remove a learner: ``POST /cluster/members`` without it keeps it, with
+    ``retain`` or not (no call removes a learner); made a voter and then not, it leaves the
+    membership and the leader no longer names it."""
+    leader = await cluster.wait_leader()
+    s = sess(cluster)
+    n4 = await cluster.start_node(4)
+    async with s.post(url(leader, "/cluster/learners"),
+                      json={"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}) as r:
+        assert r.status == 200, await r.text()
+    for retain in (False, True):
+        async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 3], "retain": retain}) as r:
+            assert r.status == 200 and (await r.json())["learners"] == [4], await r.text()
+    for voters, learners in (([1, 2, 3, 4], []), ([1, 2, 3], [])):
+        async with s.post(url(leader, "/cluster/members"), json={"voters": voters}) as r:
+            body = await r.json()
+            assert r.status == 200 and body["voters"] == voters and body["learners"] == learners, body
+    assert 4 not in leader.nodes()
+
+
 async def test_a_learner_at_another_members_address_is_409_and_changes_nothing(cluster: KvCluster) -> None:
     """``POST /cluster/learners`` with a raft or HTTP address another member has (a copied
     line, a wrong port) is refused with 409 before anything is logged. It used to be added:
