@@ -51,7 +51,7 @@ from .identity import (
     record_identity,
 )
 from .metrics import KvMetrics
-from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, node_of
+from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
 from .rejoin import CatchUpGuard, GuardedRaft
 
 __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
@@ -444,6 +444,39 @@ class KvNode:
         m = self.raft.metrics
         log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",
                  o.raft_addr, o.http_addr, o.data_dir, m.current_term, m.last_log_index)
+        self._warn_if_recorded_elsewhere()
+
+    def _warn_if_recorded_elsewhere(self) -> None:
+        """One WARNING at start when the membership this node holds records it at other
+        addresses than ``--raft-addr`` / ``--http-addr`` (it was restarted on new ones and the
+        membership was not told): the other nodes send to the recorded raft address, and
+        clients are redirected to the recorded HTTP one, so the node is cut off and nothing
+        else says why (the leader logs the recorded address unreachable, this node finds no
+        leader). A wildcard listen address (``0.0.0.0``) is not compared: the membership
+        cannot hold one. Another name of the same address (``localhost`` for
+        ``127.0.0.1``) or a translated one is warned of too; the message says to ignore it
+        then."""
+        o = self.opts
+        node = self._raft().metrics.membership_config.membership.nodes.get(o.id)
+        if node is None:
+            return
+        recorded = addrs_of(node)
+        moved = []
+        for flag, given, kept in (("--raft-addr", o.raft_addr, recorded.raft), ("--http-addr", o.http_addr, recorded.http)):
+            try:
+                check_member_addr(given, flag)
+            except ValueError:  # a wildcard: not comparable
+                continue
+            if kept and kept != given:
+                moved.append(f"{flag} {given} (recorded: {kept})")
+        if moved:
+            log.warning("node %s: the membership records this node at other addresses than it listens on: %s. The "
+                        "other nodes send to the recorded raft address and clients are redirected to the recorded "
+                        "HTTP one, so this node is cut off: to move it, add it again with its new addresses (cluster "
+                        "add-learner; a voter leaves the voters with cluster members --retain first: see 'Moving a "
+                        "node to other addresses' in the key-value service guide), or start it on the recorded ones. If the other nodes reach it at the recorded addresses "
+                        "(another name of this machine, or a translated address), ignore this",
+                        o.id, "; ".join(moved))
 
     async def stop(self) -> None:
         """Stop gracefully, each step bounded and logged on failure: the HTTP port stops

@@ -307,12 +307,15 @@ async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: K
         assert r.status == 200, await r.text()
 
 
-async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster) -> None:
+async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     """Moving a voter to other ports, as the 409 to ``POST /cluster/learners`` with its id and
     the guide say: it leaves the voters as a learner (``retain``), restarts on its data at the
     new addresses, is added again with them and joins the voters again; it holds every write
     and the leader sends to it at its new address. (The 409 used to say only that a voter's
-    machine is replaced by a new node id, and the guide had no way to move a voter.)"""
+    machine is replaced by a new node id, and the guide had no way to move a voter.)
+    Restarted on the new addresses before the membership has them, it warns once that it is
+    recorded at others (it said nothing: only the leader's 'unreachable' at the old ones)."""
     leader = await cluster.wait_leader()
     s = sess(cluster)
     moving = cluster.followers(leader)[0]
@@ -327,7 +330,12 @@ async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster
         assert (await r.json())["learners"] == [moving.id]
     await moving.stop()
     moved = KvNode(msgspec.structs.replace(moving.opts, **new_addrs))
-    await moved.start()
+    with caplog.at_level(logging.WARNING, logger="openraft_py.kv.node"):
+        await moved.start()
+    warned = [r.getMessage() for r in caplog.records if "records this node at other addresses" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert (f"--raft-addr {new_addrs['raft_addr']} (recorded: {moving.opts.raft_addr}); "
+            f"--http-addr {new_addrs['http_addr']} (recorded: {moving.opts.http_addr})") in warned[0], warned
     cluster.nodes[moving.id] = moved
     async with s.put(url(leader, "/kv/while"), data="2") as r:
         assert r.status == 200, await r.text()
@@ -342,6 +350,12 @@ async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster
     assert leader.raft is not None
     await cluster.wait_applied(leader.raft.metrics.last_log_index)
     assert moved.sm is not None and [moved.sm.get(k) for k in ("before", "while", "after")] == ["1", "2", "3"]
+    caplog.clear()  # restarted where the membership records it: no warning
+    await moved.stop()
+    with caplog.at_level(logging.WARNING, logger="openraft_py.kv.node"):
+        cluster.nodes[moving.id] = again = KvNode(moved.opts)
+        await again.start()
+    assert not [r for r in caplog.records if "records this node at other addresses" in r.getMessage()]
 
 
 async def test_a_learner_leaves_as_a_voter_as_the_guide_says(cluster: KvCluster) -> None:
