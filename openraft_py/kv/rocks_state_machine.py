@@ -458,8 +458,12 @@ class RocksStateMachine:
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Self:
-        """Open the state machine in a worker thread."""
-        return await asyncio.to_thread(cls, path)
+        """Open the state machine in a worker thread.
+
+        A caller cancelled meanwhile raises its ``CancelledError`` once the thread has ended,
+        with the state machine it opened closed again (as ``RocksLogStore.open``): it was
+        left for the garbage collector, RocksDB's lock held until then."""
+        return await in_thread(cls, path, discard=cls.close)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -956,8 +960,10 @@ class RocksStateMachine:
         finish_close(mark, errors, f"closing state machine at {self.path!r}")
 
     async def aclose(self) -> None:
-        """``close()`` in a worker thread."""
-        await asyncio.to_thread(self.close)
+        """``close()`` in a worker thread. A cancelled caller raises its ``CancelledError``
+        once the close has ended (``in_thread``): it went on while the thread still closed,
+        and an open of the same path right after found RocksDB's lock still held."""
+        await in_thread(self.close)
 
     async def __aenter__(self) -> Self:
         return self

@@ -609,7 +609,10 @@ async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], obj
     disk that never answers) from holding up the shutdown for good.
 
     ``discard``: called on the loop with what ``fn`` returned when its caller was cancelled,
-    once the thread has ended, to release what nobody will take (a snapshot's open file)."""
+    once the thread has ended, to release what nobody will take (a snapshot's open file, a
+    store opened for nobody). A thread that ended within the bound has it called before the
+    caller's ``CancelledError`` is raised, so what it held is released by then (a store's
+    RocksDB lock: a caller that opens the same path again at once finds it free)."""
 
     def run() -> T:
         try:
@@ -631,10 +634,12 @@ async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], obj
                 await asyncio.wait((fut,), timeout=end - loop.time())
             except asyncio.CancelledError:
                 continue  # cancelled again: the thread still runs
-        if not fut.done():
+        if fut.done():
+            _drop_outcome(fut, discard)
+        else:
             log.warning("a storage worker thread (%s) still runs %gs after its caller was cancelled; going on "
                         "without it", getattr(fn, "__qualname__", fn), CANCELLED_THREAD_WAIT)
-        fut.add_done_callback(lambda f: _drop_outcome(f, discard))
+            fut.add_done_callback(lambda f: _drop_outcome(f, discard))
         raise
 
 

@@ -9,6 +9,7 @@ design: ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from concurrent.futures import Future
@@ -365,8 +366,16 @@ class RocksLogStore(RocksLogReader):
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> Self:
-        """Open the store in a worker thread (does not block the running loop)."""
-        return await asyncio.to_thread(cls, path, sync=sync, fsync_mode=fsync_mode)
+        """Open the store in a worker thread (does not block the running loop).
+
+        A caller cancelled meanwhile (a timeout around the start, Ctrl-C, a failing sibling
+        task) raises its ``CancelledError`` once the thread has ended, with the store it
+        opened closed again (``in_thread``'s ``discard``): the store was left open for
+        nobody, its writer thread running and RocksDB's lock held for as long as the process
+        lived, so every later open of the path in the process failed with "the database is
+        in use (its LOCK is held)"."""
+        opening = functools.partial(cls, path, sync=sync, fsync_mode=fsync_mode)
+        return await in_thread(opening, discard=cls.close)
 
     # -- internals
 
@@ -642,10 +651,18 @@ class RocksLogStore(RocksLogReader):
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread (after the writer's fast path, which lives on this
-        loop, has finished); callbacks of the last writes still reach the loop."""
-        if not self._closed:
-            await self._writer.close_fast()
-        await asyncio.to_thread(self.close)
+        loop, has finished); callbacks of the last writes still reach the loop.
+
+        A cancelled caller (a timeout around the cleanup, a second Ctrl-C) raises its
+        ``CancelledError`` once the store is closed all the same: the close was left
+        undone when the cancel came while the fast path finished, and, during ``close()``,
+        the caller went on while the thread still closed, so an open of the same path right
+        after found RocksDB's lock still held."""
+        try:
+            if not self._closed:
+                await self._writer.close_fast()
+        finally:
+            await in_thread(self.close)
 
     async def __aenter__(self) -> Self:
         return self
