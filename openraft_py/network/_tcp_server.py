@@ -720,6 +720,8 @@ class TcpServer:
     """Connections accepted so far (``_ServerConnection.number``)."""
     """Open connections (handshaken or not); a closed one leaves at once."""
     _closing: bool
+    _closed: asyncio.Future[None] | None
+    """Set by the first ``close()``, done once it has ended (``None`` before)."""
     _drain_waiter: asyncio.Future[None] | None
     host: str
     port: int
@@ -974,6 +976,7 @@ class TcpServer:
         self._refusals = {}
         self._accepted = 0
         self._closing = False
+        self._closed = None
         self._drain_waiter = None
         self.host = ""
         self.port = 0
@@ -1065,15 +1068,46 @@ class TcpServer:
         """Stop accepting, let the requests in flight finish and answer (up to
         ``drain_timeout``), then close every connection once its answers are written: a
         connection whose peer has not taken them within ``drain_timeout`` more is aborted.
-        Idempotent."""
-        if self._closing:
+        Idempotent: a later or concurrent call returns once the first one has ended.
+
+        A caller cancelled meanwhile (a timeout around ``close()`` shorter than the drain,
+        Ctrl-C) gets its ``CancelledError``, and the server is closed all the same, at once:
+        the requests still running are cancelled and every connection is aborted. Such a
+        close used to leave the connections open and their requests running, and every
+        later ``close()`` returned at once, doing nothing; a concurrent one returned while
+        the first still drained."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
             return
+        closed = self._closed = self._loop.create_future()
+        conns = list(self._conns)
+        try:
+            await self._drain_and_close(conns)
+        finally:
+            try:
+                self._abort(conns)
+            finally:
+                closed.set_result(None)  # whatever failed: a later close() must not wait for good
+
+    def _abort(self, conns: list[_ServerConnection]) -> None:
+        """The end of every ``close()``, also a cancelled or failed one: no request of the
+        server runs on and no connection stays open (nothing is left after a complete close)."""
+        for c in {*conns, *self._conns}:
+            for t in list(c.tasks.values()):
+                t.cancel()
+            c.closed = True
+            if not c.gone.done() and c.transport is not None:
+                c.transport.abort()
+        self._conns.clear()
+
+    async def _drain_and_close(self, conns: list[_ServerConnection]) -> None:
+        """``close()``'s graceful part: the drain, then each connection closed once its
+        answers are written. ``conns``: the connections open when the close began."""
         self._closing = True
         self._idle_timer.cancel()
         self._member_timer.cancel()
         self._server.close()
         self._drain_waiter = self._loop.create_future()
-        conns = list(self._conns)
         for c in conns:
             c.start_drain()
         if any(c.tasks for c in self._conns):

@@ -1,0 +1,66 @@
+"""``TcpServer.close()`` cancelled by its caller (a timeout around it shorter than the drain,
+Ctrl-C in an application's cleanup) or called twice at once: a cancelled close left the
+connections open and their requests running, and every later ``close()`` returned at once,
+doing nothing (the peers stayed connected to a server that was closed); a second, concurrent
+``close()`` returned while the first still drained. Now a cancelled close aborts what is left
+at once, and every ``close()`` returns once the server is closed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from openraft_py.types import AppendEntriesRequest
+
+from .test_tcp import OPT, V1, FakeRaft, _pair, _until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _server_with_a_request_that_never_ends() -> tuple[Any, Any, Any, asyncio.Future[Any]]:
+    """A server whose node never answers the one AppendEntries sent to it (in flight)."""
+    raft = FakeRaft()
+    started = asyncio.Event()
+
+    async def forever(req: AppendEntriesRequest) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    raft.behaviour["append_entries"] = forever
+    _, server, factory, client = await _pair(raft, drain_timeout=1.0)
+    call = asyncio.ensure_future(client.append_entries(AppendEntriesRequest(V1, None, [], None), OPT))
+    await asyncio.wait_for(started.wait(), 5)
+    return server, factory, client, call
+
+
+async def test_a_cancelled_close_still_closes_every_connection() -> None:
+    server, factory, _, call = await _server_with_a_request_that_never_ends()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(server.close(), 0.1)  # the drain would take drain_timeout
+        assert server.connections == 0
+        # The peer sees its connection end (its request fails), and does not reconnect.
+        await asyncio.wait_for(_until(lambda: not factory.connected(2)), 5)
+        assert call.done()
+        await asyncio.wait_for(server.close(), 5)  # idempotent
+    finally:
+        call.cancel()
+        await server.close()
+        await factory.close()
+
+
+async def test_a_concurrent_close_returns_once_the_server_is_closed() -> None:
+    server, factory, _, call = await _server_with_a_request_that_never_ends()
+    try:
+        first = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0.05)  # the first is draining
+        await asyncio.wait_for(server.close(), 5)
+        assert first.done()
+        assert server.connections == 0
+        await first
+    finally:
+        call.cancel()
+        await server.close()
+        await factory.close()
