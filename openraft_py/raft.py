@@ -369,6 +369,8 @@ class Raft:
         config could not commit until they caught up, and the cluster would take no writes
         meanwhile. ``allow_lagging=True`` skips that check (a learner known to be about to
         catch up). A request that changes nothing returns the current membership at once.
+        Cancelling the call once the node has taken it ends the wait only: the change goes
+        through both phases (docs/concepts.md, "Cancelled calls").
         ``TypeError``/``ValueError`` (before anything is logged) unless ``members`` is an
         iterable of node ids and ``retain`` and ``allow_lagging`` are bools.
         """
@@ -393,7 +395,8 @@ class Raft:
         if another leader's entry replaced it; with ``outcome_unknown=True`` if the node can no
         longer tell (a snapshot installed over it, the node removed from the membership); the
         node's ``Fatal`` error if it stops first. A leader cut off in a minority waits so until
-        the partition heals (see docs/concepts.md).
+        the partition heals (see docs/concepts.md). Cancelling the call (a timeout around it)
+        ends the wait only: the entry may still commit and be applied everywhere.
         ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
         ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
