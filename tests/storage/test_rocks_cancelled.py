@@ -104,3 +104,78 @@ async def test_a_cancelled_aclose_of_the_state_machine_closes_it_before_raising(
         except asyncio.CancelledError:
             pass
         await reopen_and_close(RocksStateMachine, path)
+
+
+# -- one store, several event loops ---------------------------------------------------------------
+
+
+async def _append_and_wait(store: RocksLogStore, index: int, sends_first: bool) -> None:
+    """Append entry ``index`` and wait until it is durable."""
+    loop = asyncio.get_running_loop()
+    flushed: asyncio.Future[BaseException | None] = loop.create_future()
+    await store.append([Entry(LogId(1, index), Normal(b"x"))], IOFlushed(flushed.set_result, loop, sends_first))
+    assert await asyncio.wait_for(flushed, 10) is None
+
+
+@pytest.mark.parametrize("sends_first", [False, True], ids=["follower", "leader"])
+def test_a_log_store_kept_across_event_loops_goes_on_writing(tmp_path: Path, sends_first: bool) -> None:
+    """A store opened once and used by one ``asyncio.run`` after another (an application
+    restarting its node in the process, a test fixture outliving a test's loop). Its fast path
+    stayed bound to the loop of its first write: on the next loop every append failed with
+    "RuntimeError: Event loop is closed" (the node stopped with a ``StorageError``), and an
+    append written but not yet fsynced when that loop ended never completed."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    try:
+        for run in range(3):
+
+            async def appends(first: int = run * 5) -> None:
+                for index in range(first, first + 5):
+                    await _append_and_wait(store, index, sends_first)
+
+            asyncio.run(appends())
+    finally:
+        store.close()
+    reopened = RocksLogStore(path)
+    try:
+        assert asyncio.run(reopened.get_log_state()).last_log_id == LogId(1, 14)
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("sends_first", [False, True], ids=["follower", "leader"])
+def test_writes_an_ended_loop_left_pending_complete_on_the_next(tmp_path: Path, sends_first: bool) -> None:
+    """A loop closed right after an append (its fsync, or with ``sends_first`` the write
+    itself, still waiting for that loop's next passes): the next loop's append completes after
+    it, and ``aclose()`` on another loop finishes the last one; all three are durable. The
+    next append never completed (a leader's stayed queued behind the lost one), and the
+    ``aclose()`` waited for good for completions only the closed loop would have reaped."""
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+
+    async def append_only(index: int) -> None:
+        loop = asyncio.get_running_loop()
+        await store.append([Entry(LogId(1, index), Normal(b"x"))], IOFlushed(lambda e: None, loop, sends_first))
+
+    def in_a_loop_closed_at_once(index: int) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(append_only(index))
+        finally:
+            loop.close()
+
+    async def close() -> None:
+        await asyncio.wait_for(store.aclose(), 10)
+
+    try:
+        in_a_loop_closed_at_once(0)
+        asyncio.run(_append_and_wait(store, 1, sends_first))
+        in_a_loop_closed_at_once(2)
+        asyncio.run(close())
+    finally:
+        store.close()
+    reopened = RocksLogStore(path)
+    try:
+        assert asyncio.run(reopened.get_log_state()).last_log_id == LogId(1, 2)
+    finally:
+        reopened.close()

@@ -156,6 +156,7 @@ class GroupWriter:
         durable: bool = True,
         defer_sync: bool = True,
         defer_write: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> bool:
         """From the event loop: if the fast path is available and the thread is idle with
         nothing queued, write ``build()`` now, here, and (``durable``) queue its durability
@@ -174,11 +175,18 @@ class GroupWriter:
         is given meanwhile is written after it.
 
         With ``sync=False`` there is no durability step: the batch is done once written, and
-        ``done`` is called before this returns (``_write_now_unsynced``)."""
+        ``done`` is called before this returns (``_write_now_unsynced``).
+
+        ``loop``: the running loop, if the caller has it at hand (else it is looked up); the
+        fast path runs on it (``_watch_from``)."""
         if not self._sync:
             return self._write_now_unsynced(build, done)
         aio = self._aio
         if aio is None:
+            return False
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        if loop is not self._reader_loop and not self._watch_from(loop, aio):
             return False
         deferring = defer_write and durable
         with self._cond:
@@ -193,11 +201,6 @@ class GroupWriter:
             else:
                 # ``first``: no submission is scheduled yet for ``_written``.
                 first = self._write_fast(build, done, durable) and len(self._written) == 1
-        loop = self._reader_loop
-        if loop is None:
-            loop = self._reader_loop = asyncio.get_running_loop()
-            self._reader_thread = threading.get_ident()
-            loop.add_reader(aio.efd, self._reap)
         if deferring:
             if first:
                 loop.call_soon(self._after_passes, _SUBMIT_AFTER_PASSES - 1, self._write_deferred)
@@ -205,6 +208,33 @@ class GroupWriter:
             self._submit_written()  # (with any deferred before it, in write order)
         elif first:
             loop.call_soon(self._after_passes, _SUBMIT_AFTER_PASSES - 1, self._submit_written)
+        return True
+
+    def _watch_from(self, loop: asyncio.AbstractEventLoop, aio: AioFsync) -> bool:
+        """Make ``loop`` (running, on this thread) the loop of the fast path: the one that
+        watches the AIO eventfd (``_reap``) and runs the deferred steps. ``False`` while
+        another loop that runs has it (the caller's write goes to the thread then).
+
+        The first fast-path write binds its loop. A store kept across loops (one
+        ``asyncio.run`` after another, a test fixture outliving a test's loop) moves to the
+        caller's loop once the bound one has ended (closed, or not running). It stayed bound
+        to the first: on the next loop each append either failed ("Event loop is closed":
+        the node stopped with a ``StorageError``) or, its fsync's completion left to the
+        ended loop, never completed (the node waited for good). What the ended loop left
+        undone is done here: the deferred writes are written and every fsync not yet handed
+        to the kernel is (before the caller's write, so in call order), and completions that
+        arrived meanwhile are reaped once ``loop`` sees the eventfd readable."""
+        old = self._reader_loop
+        if old is not None:
+            if old.is_running():
+                return False
+            if not old.is_closed():
+                old.remove_reader(aio.efd)
+        self._reader_loop = loop
+        self._reader_thread = threading.get_ident()
+        loop.add_reader(aio.efd, self._reap)
+        if old is not None:
+            self._write_deferred()
         return True
 
     def _fast_available(self) -> bool:
@@ -402,17 +432,22 @@ class GroupWriter:
 
     async def close_fast(self) -> None:
         """On the loop: end the fast path; return once its writes in flight are finished
-        (their ``done`` called) and the loop no longer watches the AIO eventfd."""
+        (their ``done`` called) and the loop no longer watches the AIO eventfd. The watch of
+        a loop that has ended moves to this one first (``_watch_from``): its completions
+        would never be reaped, and this waited for good."""
+        aio = self._aio
+        loop = asyncio.get_running_loop()
+        if aio is not None and self._reader_loop is not None and self._reader_loop is not loop:
+            self._watch_from(loop, aio)
         with self._cond:
             if self._deferred:
                 self._write_deferred()  # before the fast path closes
             self._fast_closed = True
-        aio = self._aio
         if aio is None:
             return
         self._submit_written()
         while aio.inflight:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = loop.create_future()
             await self._drained
         self._drained = None
         if self._reader_loop is not None:

@@ -550,7 +550,7 @@ class RocksLogStore(RocksLogReader):
                 or normal_data_bytes(owned, Normal) > WRITE_NOW_MAX_BYTES
                 or not self._writer.write_now(
                     build, done, defer_sync=callback.sends_first,
-                    defer_write=callback.sends_first and len(owned) <= WRITE_AFTER_SENDS_MAX,
+                    defer_write=callback.sends_first and len(owned) <= WRITE_AFTER_SENDS_MAX, loop=loop,
                 )
             ):
                 self._writer.submit(build, done)
