@@ -823,6 +823,12 @@ class TcpNetworkFactory:
     of at least 64.
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down.
+    Its connections belong to the loop they were made on: used again on another loop once
+    that one has ended (one ``asyncio.run`` after another, with the factory kept), it starts
+    afresh there, the connections of the ended loop dropped (closed if that loop is not
+    closed; left to the garbage collector otherwise: close the factory before its loop
+    ends). On a second loop while the first still runs, ``new_client`` raises
+    ``RuntimeError``: a factory serves one node.
     """
 
     def __init__(
@@ -893,12 +899,18 @@ class TcpNetworkFactory:
         (``UNSENT_FRAMES_MAX``)."""
         self._rng = random.Random(seed)
         self._peers: dict[NodeId, _Peer] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop of the connections in ``_peers`` (``None`` before the first ``new_client``)."""
         self._closed = False
 
     def new_client(self, target: NodeId, node: BasicNode) -> TcpClient:
         """A client for ``target`` at ``node.addr`` (``"host:port"``). Every client of one
         target shares one connection; a changed address replaces that connection. Does no
-        IO (connects on the first RPC); must be called in the running loop."""
+        IO (connects on the first RPC); must be called in the running loop (see the class
+        docstring for a factory used on another loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._move_to(loop)
         peer = self._peers.get(target)
         if peer is None or peer.addr != node.addr or peer.closed:
             if peer is not None:
@@ -908,6 +920,26 @@ class TcpNetworkFactory:
                 peer.closed = True
             self._peers[target] = peer
         return TcpClient(peer)
+
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``new_client`` on ``loop``, another loop than the connections' (or the first): the
+        connections of a loop that has ended are dropped, and the factory goes on on ``loop``.
+        They were kept: on the next loop every RPC failed ("Event loop is closed", "The future
+        belongs to a different loop", a coroutine never awaited), and the nodes of a cluster
+        restarted in the process could not elect a leader. ``RuntimeError`` if the
+        connections' loop still runs (the factory of another running node)."""
+        old = self._loop
+        if old is not None:
+            if old.is_running():
+                raise RuntimeError(
+                    f"{self!r} is in use on another event loop that runs: a factory serves one node, on the loop "
+                    "that runs it; create one for each node"
+                )
+            peers, self._peers = self._peers, {}
+            if not old.is_closed():  # a closed loop can close nothing any more
+                for peer in peers.values():
+                    peer.close("the network factory moved to another event loop")
+        self._loop = loop
 
     def forget(self, target: NodeId) -> None:
         """``target`` left the membership (the node calls it; see ``RaftNetworkFactory``):

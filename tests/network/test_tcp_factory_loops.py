@@ -1,0 +1,75 @@
+"""A ``TcpNetworkFactory`` kept across event loops (created before ``asyncio.run``, or kept
+from one ``asyncio.run`` to the next: a node restarted in the process, a test fixture outliving
+a test's loop). Its connections stayed bound to the first loop: on the next, every RPC failed
+("Event loop is closed", "The future belongs to a different loop", a coroutine never awaited)
+and a cluster restarted so could not elect a leader. Now the factory starts afresh on the new
+loop once the old one has ended, and refuses, saying so, to serve a second loop while the first
+still runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.types import BasicNode, VoteRequest
+
+from .test_tcp import OPT, V1, FakeRaft
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+    uvloop = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.timeout(60)
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOPS["uvloop"] = uvloop.new_event_loop
+
+
+@pytest.mark.parametrize("new_loop", list(LOOPS.values()), ids=list(LOOPS))
+def test_a_factory_kept_across_event_loops_reaches_its_peer_on_each(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    factory = TcpNetworkFactory(1, "c", backoff_min=0.01, backoff_max=0.05, seed=1)
+    port = 0
+
+    async def one_vote() -> None:
+        nonlocal port
+        server = await TcpServer.start(FakeRaft(), "127.0.0.1", port, "c")  # the same address each time
+        port = server.port
+        try:
+            client = factory.new_client(2, BasicNode(server.address))
+            assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        finally:
+            await server.close()
+
+    for _ in range(3):
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(one_vote())
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(factory.close())
+
+
+def test_a_factory_in_use_on_a_running_loop_refuses_another() -> None:
+    factory = TcpNetworkFactory(1, "c")
+    first = asyncio.new_event_loop()
+    thread = threading.Thread(target=first.run_forever)
+    thread.start()
+    try:
+
+        async def client() -> None:
+            factory.new_client(2, BasicNode("127.0.0.1:9"))
+
+        asyncio.run_coroutine_threadsafe(client(), first).result(5)
+        with pytest.raises(RuntimeError, match="in use on another event loop that runs"):
+            asyncio.run(client())
+        asyncio.run_coroutine_threadsafe(factory.close(), first).result(5)
+    finally:
+        first.call_soon_threadsafe(first.stop)
+        thread.join(5)
+        first.close()
