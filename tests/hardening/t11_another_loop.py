@@ -132,5 +132,9 @@ def test_a_call_from_a_later_loop_on_the_same_thread_is_refused() -> None:
     async def use() -> None:
         await asyncio.wait_for(raft.client_write(b"x"), 5)
 
-    with pytest.raises(RuntimeError, match="belongs to the event loop it was created on"):
+    with pytest.raises(RuntimeError, match="belongs to the event loop it was created on") as refused:
         asyncio.run(use())
+    # Not "call it from that loop": it is closed. (The same for a cleanup's shutdown().)
+    assert "that loop is closed, and the node ended with it: start a new node with Raft.new" in str(refused.value)
+    with pytest.raises(RuntimeError, match="that loop is closed"):
+        asyncio.run(raft.shutdown())
