@@ -23,8 +23,8 @@ class VoteWriter:
     """Writes queued votes in order; of a run queued while a write was in flight only the
     newest is written, and every io number of the run completes with it.
 
-    Invariant: ``_writer`` is the running writer task, or ``None`` when ``_queue`` is empty
-    and nothing is being written.
+    Invariant: ``_writing`` is true while a writer task runs (set before it is spawned,
+    cleared as it ends), and false when ``_queue`` is empty and nothing is being written.
     """
 
     def __init__(self, log_store: RaftLogStorage, tasks: TaskSet, notify: Callable[[Any], None]) -> None:
@@ -32,14 +32,21 @@ class VoteWriter:
         self.tasks = tasks
         self.notify = notify
         self._queue: deque[tuple[Vote, int]] = deque()
-        self._writer: asyncio.Task[Any] | None = None
+        self._writing = False
+        """A flag, not the task: under an eager task factory (Python 3.12+
+        ``loop.set_task_factory(asyncio.eager_task_factory)``) the task runs in ``spawn`` until
+        it first suspends, to its end with a store whose ``save_vote`` does not suspend, before
+        ``spawn`` returns it. The task kept after it had ended blocked every later vote: the
+        node waited for good for a vote never written (a leader never committed), saying
+        nothing."""
 
     def save(self, vote: Vote, io: int) -> None:
         """Persist ``vote`` (storage write number ``io``); report ``IOCompleted(io)`` when it
         is durable, or ``Failed`` with a ``StorageError`` (the node stops)."""
         self._queue.append((vote, io))
-        if self._writer is None:
-            self._writer = self.tasks.spawn(self._write(), "vote-writer")
+        if not self._writing:
+            self._writing = True
+            self.tasks.spawn(self._write(), "vote-writer")
 
     async def _write(self) -> None:
         try:
@@ -63,4 +70,4 @@ class VoteWriter:
                 for _, io in run:
                     self.notify(IOCompleted(io, None))
         finally:
-            self._writer = None
+            self._writing = False

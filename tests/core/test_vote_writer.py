@@ -58,3 +58,40 @@ async def test_a_failed_write_is_reported() -> None:
     w.save(Vote.new(1, 1), 1)
     await settle(notes, 1)
     assert isinstance(notes[0], Failed) and isinstance(notes[0].error, StorageError)
+
+
+class EagerTasks(TaskSet):
+    """Spawns as ``asyncio.eager_task_factory`` (Python 3.12+) does: the coroutine runs at
+    once, inside ``spawn``, until it first suspends (here: to its end)."""
+
+    def spawn(self, coro: Any, name: str) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            fut.set_result(stop.value)
+            return fut
+        raise AssertionError("the coroutine suspended: this stand-in runs only ones that do not")
+
+
+class InstantStore:
+    """A store whose ``save_vote`` does not suspend (``MemLogStore``'s does not)."""
+
+    def __init__(self) -> None:
+        self.saved: list[Vote] = []
+
+    async def save_vote(self, vote: Vote) -> None:
+        self.saved.append(vote)
+
+
+async def test_every_vote_is_written_when_the_writer_ends_inside_spawn() -> None:
+    """Under an eager task factory the writer task ran to its end inside ``spawn``, and the
+    finished task was then kept as the running writer: no later vote was written, and the
+    node waited for good (a leader never committed, a candidate never counted its vote)."""
+    store = InstantStore()
+    notes: list[Any] = []
+    w = VoteWriter(store, EagerTasks("t", lambda e: None), notes.append)  # type: ignore[arg-type]
+    w.save(Vote.new(1, 1), 1)
+    w.save(Vote.new(1, 1, True), 2)
+    assert store.saved == [Vote.new(1, 1), Vote.new(1, 1, True)]
+    assert [n.io for n in notes if isinstance(n, IOCompleted)] == [1, 2]
