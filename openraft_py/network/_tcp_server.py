@@ -486,8 +486,13 @@ class _ServerConnection(asyncio.Protocol):
                 self._submit(submit, n, rid, req)
                 continue
             # The task leaves ``tasks`` itself as it ends: no done callback (one loop
-            # callback less per request) and no current_task() (a getpid syscall).
-            self.tasks[n] = self.loop.create_task(self._handle(n, kind, rid, req))
+            # callback less per request) and no current_task() (a getpid syscall). Under an
+            # eager task factory (Python 3.12+) it may have ended already, inside
+            # ``create_task`` (a handler answering at once): then it is not recorded (it
+            # was, for good: after ``max_inflight`` of them the connection stopped reading).
+            task = self.loop.create_task(self._handle(n, kind, rid, req))
+            if not task.done():
+                self.tasks[n] = task
 
     def _submit(self, submit: Any, n: int, rid: int, req: Any) -> None:
         """Hand AppendEntries request ``n`` to the node with a callback that writes the
