@@ -837,7 +837,8 @@ class TcpServer:
         id, ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
         Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
         use or not allowed, the address is not this machine's, or (``socket.gaierror``)
-        ``host`` is a name that does not resolve.
+        ``host`` is a name that does not resolve. A start cancelled by its caller leaves
+        nothing listening.
         """
         self = cls._unbound(
             raft,
@@ -864,14 +865,25 @@ class TcpServer:
             raise ValueError(f"port must be within [0, 65535], got {port}")
         self.address = f"{host}:{port}"
         try:
-            self._server = await self._loop.create_server(
-                lambda: _ServerConnection(self), host, port, reuse_address=True
+            # Bound but not serving yet: asyncio's create_server starts serving, then yields
+            # one loop pass, and a caller cancelled in that pass (a timeout around the start,
+            # Ctrl-C) left the listening socket open for nobody. The port stayed taken for as
+            # long as the loop ran: the node could not be started on it again ("address
+            # already in use"). Here the server is closed if the start is cancelled.
+            server = await self._loop.create_server(
+                lambda: _ServerConnection(self), host, port, reuse_address=True, start_serving=False
             )
         except socket.gaierror as e:
             # The resolver's message names no host (the bind errors name their address).
             raise socket.gaierror(
                 e.errno, f"cannot listen on {host}:{port}: the host name does not resolve ({e.strerror})"
             ) from e
+        try:
+            await server.start_serving()
+        except BaseException:
+            server.close()
+            raise
+        self._server = server
         sockname = self._server.sockets[0].getsockname()
         self.host = sockname[0]
         self.port = sockname[1]

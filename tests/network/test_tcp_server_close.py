@@ -3,18 +3,24 @@ Ctrl-C in an application's cleanup) or called twice at once: a cancelled close l
 connections open and their requests running, and every later ``close()`` returned at once,
 doing nothing (the peers stayed connected to a server that was closed); a second, concurrent
 ``close()`` returned while the first still drained. Now a cancelled close aborts what is left
-at once, and every ``close()`` returns once the server is closed."""
+at once, and every ``close()`` returns once the server is closed.
+
+And ``TcpServer.start`` cancelled at each of its steps leaves nothing listening: cancelled in
+the loop pass asyncio's ``create_server`` yields after it starts serving, the listening
+socket stayed open for nobody, and the port could not be taken again while the loop ran."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
 
+from openraft_py.network.tcp import TcpServer
 from openraft_py.types import AppendEntriesRequest
 
-from .test_tcp import OPT, V1, FakeRaft, _pair, _until
+from .test_tcp import OPT, V1, FakeRaft, _free_port, _pair, _until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,3 +70,21 @@ async def test_a_concurrent_close_returns_once_the_server_is_closed() -> None:
         call.cancel()
         await server.close()
         await factory.close()
+
+
+async def test_a_cancelled_start_leaves_nothing_listening() -> None:
+    for steps in range(8):
+        port = _free_port()
+        starting = asyncio.ensure_future(TcpServer.start(FakeRaft(), "127.0.0.1", port, "c"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        starting.cancel()
+        try:
+            await (await starting).close()  # it had started before the cancel
+        except asyncio.CancelledError:
+            pass
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))  # free again (asyncio's server binds without SO_REUSEPORT)
+        finally:
+            probe.close()
