@@ -965,8 +965,17 @@ class TcpNetworkFactory:
         return peer is not None and peer.conn is not None and not peer.conn.closed
 
     async def close(self) -> None:
-        """Close every connection; requests in flight and later calls raise ``Unreachable``."""
+        """Close every connection; requests in flight and later calls raise ``Unreachable``.
+        Once the connections' loop has ended without a close (the cleanup runs in a later
+        loop), they are dropped, their sockets left to the garbage collector: closing them
+        raised "Event loop is closed"."""
         self._closed = True
+        loop = self._loop
+        if loop is not None and loop.is_closed():
+            for peer in self._peers.values():
+                peer.closed = True
+            self._peers.clear()
+            return
         for peer in self._peers.values():
             peer.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks

@@ -1097,6 +1097,10 @@ class TcpServer:
             await asyncio.shield(self._closed)
             return
         closed = self._closed = self._loop.create_future()
+        if self._loop.is_closed():
+            self._close_after_loop()
+            closed.set_result(None)
+            return
         conns = list(self._conns)
         try:
             await self._drain_and_close(conns)
@@ -1105,6 +1109,20 @@ class TcpServer:
                 self._abort(conns)
             finally:
                 closed.set_result(None)  # whatever failed: a later close() must not wait for good
+
+    def _close_after_loop(self) -> None:
+        """``close()`` once the server's loop has ended without one (``asyncio.run``
+        returned; the cleanup runs in a later loop): nothing can be drained or written any
+        more. The listening socket is closed, so the port is free again, and the
+        connections are dropped, their sockets left to the garbage collector. It raised
+        "Event loop is closed", and the port stayed taken while the server object lived."""
+        self._closing = True
+        self._idle_timer.cancel()
+        self._member_timer.cancel()
+        self._server.close()
+        for c in self._conns:
+            c.closed = True
+        self._conns.clear()
 
     def _abort(self, conns: list[_ServerConnection]) -> None:
         """The end of every ``close()``, also a cancelled or failed one: no request of the

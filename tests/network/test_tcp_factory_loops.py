@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from openraft_py.errors import Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
 from openraft_py.types import BasicNode, VoteRequest
 
@@ -73,3 +75,40 @@ def test_a_factory_in_use_on_a_running_loop_refuses_another() -> None:
         first.call_soon_threadsafe(first.stop)
         thread.join(5)
         first.close()
+
+
+@pytest.mark.parametrize("new_loop", list(LOOPS.values()), ids=list(LOOPS))
+def test_server_and_factory_close_in_a_later_loop_after_theirs_ended(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """A cleanup that runs in a later loop (the first ended without closing them): both
+    closes return, the port is free again, and the factory's later calls raise
+    ``Unreachable``. Both raised "Event loop is closed", and the port stayed taken."""
+    kept: dict[str, Any] = {}
+
+    async def serve_and_call() -> None:
+        server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c")
+        factory = TcpNetworkFactory(1, "c")
+        client = factory.new_client(2, BasicNode(server.address))
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        kept.update(server=server, factory=factory, client=client)
+
+    async def clean_up() -> None:
+        await asyncio.wait_for(kept["server"].close(), 5)
+        await asyncio.wait_for(kept["server"].close(), 5)  # idempotent
+        await asyncio.wait_for(kept["factory"].close(), 5)
+
+    async def call_again() -> None:
+        client = kept["factory"].new_client(2, BasicNode(kept["server"].address))
+        with pytest.raises(Unreachable):
+            await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(serve_and_call())
+    async def serve_again() -> None:  # on the same port
+        await (await TcpServer.start(FakeRaft(), "127.0.0.1", kept["server"].port, "c")).close()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(clean_up())
+        runner.run(call_again())
+        runner.run(serve_again())
