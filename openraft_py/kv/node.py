@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +347,7 @@ class KvNode:
         self.http_port: int | None = None
         self.raft_port: int | None = None
         self.stopped = asyncio.Event()
-        self._stopping = False
+        self._stop_task: asyncio.Future[None] | None = None  # ``stop()``'s, once called
         self.accepting = True
         self.inflight = 0
         self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
@@ -489,11 +490,17 @@ class KvNode:
 
         So when the HTTP server closes its connections, no client is about to send a
         request on one of them: for the client, a request dropped with its connection has
-        an unknown outcome."""
-        if self._stopping:
-            await self.stopped.wait()
-            return
-        self._stopping = True
+        an unknown outcome.
+
+        The stop runs in a task of its own: a caller that is cancelled (a timeout around
+        ``stop()``, Ctrl-C in a cleanup) leaves it going on, and every later or concurrent
+        call returns once it has ended."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self) -> None:
+        """``stop()``'s steps, run once."""
         self.accepting = False
         http, self._http = self._http, None
         if http is not None:
@@ -503,25 +510,27 @@ class KvNode:
                 except Exception as e:  # noqa: BLE001 - keep stopping
                     log.error("closing the HTTP port failed: %r", e)
             await self._drain_http()
-        steps: list[tuple[str, Any]] = []
+        # Each step's coroutine is made when its turn comes: none is left unawaited if the
+        # stop itself is cancelled (the loop ending under it).
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         if self.tcp_server is not None:
-            steps.append(("tcp server", self.tcp_server.close()))
+            steps.append(("tcp server", self.tcp_server.close))
             self.tcp_server = None
         if self.raft is not None:
-            steps.append(("raft", self.raft.shutdown()))
+            steps.append(("raft", self.raft.shutdown))
         if http is not None:
-            steps.append(("http", http.cleanup()))
+            steps.append(("http", http.cleanup))
         if self.factory is not None:
-            steps.append(("network", self.factory.close()))
+            steps.append(("network", self.factory.close))
             self.factory = None
         for name, store in (("log store", self.log_store), ("state machine", self.sm)):
             if store is not None:
-                steps.append((name, store.aclose()))
+                steps.append((name, store.aclose))
         self.log_store = None
-        for name, coro in steps:
+        for name, step in steps:
             t0 = time.perf_counter()
             try:
-                await asyncio.wait_for(coro, 10.0)
+                await asyncio.wait_for(step(), 10.0)
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 log.error("stopping the %s failed: %r", name, e)

@@ -1,5 +1,6 @@
 """A node that cannot start on its flags says which flag: a data directory that is a file, a
-port another process listens on, one port for both addresses."""
+port another process listens on, one port for both addresses. And a stop whose caller is
+cancelled goes on to its end."""
 
 from __future__ import annotations
 
@@ -85,3 +86,22 @@ def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(tm
                      cluster_name=name).check()
     ServeOptions(id=1, raft_addr="127.0.0.1:21001", http_addr="127.0.0.1:28001", data_dir=str(data),
                  cluster_name="x" * 256).check()
+
+
+async def test_a_cancelled_stop_goes_on_and_a_later_stop_returns_once_it_ended(tmp_path: Path) -> None:
+    """A caller of ``stop()`` cancelled at its first await (a timeout around a cleanup,
+    Ctrl-C) leaves the stop going on: a later ``stop()`` returns once the node is stopped,
+    its stores closed (the same directory starts again), and no step is left unawaited."""
+    opts = node_options(1, str(tmp_path))
+    node = KvNode(opts)
+    await node.start()
+    first = asyncio.ensure_future(node.stop())
+    await asyncio.sleep(0)  # the stop has begun: the HTTP port is closing
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(node.stop(), 30)
+    assert node.stopped.is_set() and node.raft is not None and not node.raft.metrics.running
+    again = KvNode(opts)
+    await asyncio.wait_for(again.start(), 30)  # the directory's lock and the stores were released
+    await asyncio.wait_for(again.stop(), 30)
