@@ -25,6 +25,14 @@ class RaftMetrics(msgspec.Struct, frozen=True):
 
     ``replication`` is set on a leader only: the matched log index of every target (-1 when
     nothing is known to match yet).
+
+    ``current_leader`` is the leader this node knows of: itself while it leads; the
+    established leader of its vote while it hears from it. ``None`` once an election
+    timeout went by without a request from that leader (the node then starts a pre-vote
+    round or an election, or, a learner, just waits) until a leader is heard from again
+    or it learns of a newer one; ``None`` while its vote is a candidate's, and on a stopped
+    node that led. With ``Config.enable_elect`` off the node keeps naming the last leader it
+    heard from.
     """
 
     id: NodeId

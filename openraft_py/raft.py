@@ -489,7 +489,8 @@ class Raft:
 
     def current_leader(self) -> NodeId | None:
         """The leader this node knows of, or ``None`` (not a coroutine; on the node's thread,
-        as ``metrics``)."""
+        as ``metrics``): ``metrics.current_leader``, which names no leader once the node went
+        an election timeout without hearing from it (``RaftMetrics``)."""
         return self.metrics.current_leader
 
     def wait(self, timeout: float | None = None) -> Wait:

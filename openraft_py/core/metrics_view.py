@@ -97,6 +97,8 @@ class Publisher:
             st.committed,
             st.applied,
             st.membership.effective,
+            # ``current_leader`` names none once the election timer fired, at the same vote.
+            eng.leader_lost,
             None if leader is None else leader.acks,
             st.snapshot,
             # Every purge is a storage write: this moves with the purged log id (and more).

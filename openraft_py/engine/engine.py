@@ -73,6 +73,13 @@ class Engine:
         # acked it right before a restart, and granting another candidate at once could cut
         # that leader's lease short (stale lease reads).
         self.leader_seen_at: float = now if state.vote.committed else -1e18
+        # Whether this node's election timer fired since it last heard from the leader of
+        # its vote (``on_election_timeout``; cleared by ``accept_leader`` and by a new vote):
+        # it then names no leader (``current_leader``). A node that starts with a committed
+        # vote counts that leader as heard from, as for ``leader_seen_at``.
+        # Invariant: ``False`` on a leader (its election changed the vote; its ticks never
+        # time out an election).
+        self.leader_lost: bool = False
         # The leader vote that told us it is handing over (TransferLeader): its messages no
         # longer count as "leader seen", so we may grant the new candidate at once.
         # Invariant: ``None`` or our current vote (``update_vote`` clears it). See transfer.py.
@@ -216,13 +223,18 @@ class Engine:
             self._snapshot.maybe_build()
 
     def current_leader(self) -> NodeId | None:
-        """The established leader this node knows of, if any. A committed vote naming this
-        node while it is not leading (it restarted, or stepped down) names no leader."""
+        """The established leader this node knows of, if any: itself while it leads; the
+        leader of its committed vote while it hears from that leader. None once its election
+        timer fired without a request from that leader (``leader_lost``: it started a
+        pre-vote round or an election, or, a learner, would have), until a leader is heard
+        from again or it adopts another vote; none while its vote is a candidate's; none
+        for a committed vote naming this node while it is not leading (it restarted, or
+        stepped down)."""
         v = self.state.vote
         if not v.committed:
             return None
         lid = v.leader_id.node_id
-        if lid == self.state.id and self.leader is None:
+        if self.leader is None and (lid == self.state.id or self.leader_lost):
             return None
         return lid
 

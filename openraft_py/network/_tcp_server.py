@@ -103,11 +103,15 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     stay open (the membership re-check): any node while this one has no membership yet (a
     node about to be added knows no one); otherwise a node of its membership (voters and
     learners), or the leader it follows (a leader that removed itself keeps replicating the
-    change and hands over to nodes that already left it out)."""
+    change and hands over to nodes that already left it out): the leader of its committed
+    vote, heard from lately or not (``current_leader`` names none once this node's election
+    timer fired, and that leader, slow for a moment, would be shut out before its change
+    commits)."""
     nodes = metrics.membership_config.membership.nodes
     if not nodes or node_id in nodes:
         return True
-    return node_id == getattr(metrics, "current_leader", None)
+    vote = getattr(metrics, "vote", None)
+    return vote is not None and vote.committed and vote.leader_id.node_id == node_id
 
 
 _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"})

@@ -51,3 +51,18 @@ async def test_a_waiter_wakes_at_a_change_and_not_without_one() -> None:
     pub.publish()
     assert fut.done()
     assert watch.current.last_log_index == 2
+
+
+async def test_a_waiter_wakes_when_the_leader_is_no_longer_named() -> None:
+    # The election timer fires: a pre-vote round changes neither the state nor the vote,
+    # but the metrics name no leader any more (Engine.current_leader).
+    eng, watch, pub = follower()
+    assert watch.current.current_leader == 1
+    watch.changed()
+    pub.publish()
+    fut = watch.changed()
+    eng.handle_tick(eng.election_deadline)
+    eng.take_commands()
+    pub.publish()
+    assert fut.done()
+    assert watch.current.current_leader is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
     Replicate,
@@ -17,7 +18,17 @@ from openraft_py.engine import (
     StartReplication,
     StopReplication,
 )
-from openraft_py.types import BLANK, AppendEntriesRequest, BasicNode, Entry, ServerState, VoteRequest, VoteResponse
+from openraft_py.errors import ForwardToLeader
+from openraft_py.types import (
+    BLANK,
+    AppendEntriesRequest,
+    BasicNode,
+    Entry,
+    Normal,
+    ServerState,
+    VoteRequest,
+    VoteResponse,
+)
 
 from .helpers import TX, flush, lid, make_engine, make_leader, vote
 
@@ -318,3 +329,62 @@ def test_vote_resp_grants_from_others_win_before_own_vote_is_flushed():
     assert eng.take_commands() == [] and eng.leader is None
     eng.handle_vote_resp(3, grant(vote(1, 1), lid(0, 0)), now=2.0)
     assert eng.leader is not None, "2 and 3 are a quorum of {1,2,3}"
+
+
+# -- current_leader: whom a node names as its leader ---------------------------------------------
+
+
+def follower_of_2(config=None, learner=False):
+    """Node 1 (a voter, or a learner of voters {2, 3}) following leader 2 of term 1, heard
+    from at t=10."""
+    voters = {2, 3} if learner else {1, 2, 3}
+    eng = make_engine(id=1, voters=voters, learners={1} if learner else (), log=LOG, vote=(1, 2, True), config=config)
+    eng.handle_append_entries(AppendEntriesRequest(vote(1, 2, True), lid(1, 2), [], lid(1, 2)), TX, 10.0)
+    eng.take_commands()
+    assert eng.current_leader() == 2
+    return eng
+
+
+@pytest.mark.parametrize("pre_vote", [True, False], ids=["pre-vote", "election"])
+def test_a_follower_names_no_leader_once_its_election_timer_fired(pre_vote):
+    eng = follower_of_2(Config(enable_pre_vote=pre_vote))
+    eng.handle_tick(eng.election_deadline - 1)
+    assert eng.current_leader() == 2, "heard from within its election timeout"
+    eng.handle_tick(eng.election_deadline)
+    [send] = eng.take_commands()[-1:]
+    assert isinstance(send, SendVote) and send.req.pre_vote is pre_vote
+    assert eng.current_leader() is None, "campaigning: the leader it heard from last is not named"
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.client_write([Normal(b"x")])
+    assert ei.value.leader_id is None
+    # A leader heard from: after a pre-vote round (the vote unchanged) the old one may come
+    # back; after an election (term 2) only a newer one.
+    new = vote(1, 2, True) if pre_vote else vote(3, 3, True)
+    eng.handle_append_entries(AppendEntriesRequest(new, lid(1, 2), [], lid(1, 2)), TX, 2_000.0)
+    assert eng.current_leader() == new.leader_id.node_id
+
+
+def test_a_learner_names_no_leader_once_its_election_timer_fired():
+    eng = follower_of_2(learner=True)
+    eng.handle_tick(eng.election_deadline)
+    assert eng.take_commands() == [], "a learner never campaigns"
+    assert eng.current_leader() is None
+    eng.handle_append_entries(AppendEntriesRequest(vote(1, 2, True), lid(1, 2), [], lid(1, 2)), TX, 2_000.0)
+    assert eng.current_leader() == 2
+
+
+def test_without_elections_a_follower_keeps_naming_its_leader():
+    # enable_elect off drives the cluster by hand: no timer of its own decides anything.
+    eng = follower_of_2(Config(enable_elect=False))
+    eng.handle_tick(eng.election_deadline + 10_000)
+    assert eng.current_leader() == 2
+
+
+def test_a_leader_learned_from_a_vote_response_is_named():
+    eng = follower_of_2()
+    eng.handle_tick(eng.election_deadline)
+    eng.take_commands()
+    assert eng.current_leader() is None
+    # A pre-vote answer carrying the committed vote of a newer leader: adopted and named.
+    eng.handle_vote_resp(3, VoteResponse(vote(2, 3, True), False, lid(1, 2), pre_vote=True), eng.now + 1)
+    assert eng.state.vote == vote(2, 3, True) and eng.current_leader() == 3

@@ -177,6 +177,19 @@ async def test_no_leader_gives_503() -> None:
         await c.close()
 
 
+async def test_a_follower_whose_leader_is_gone_gives_503_not_a_redirect_to_it(cluster: KvCluster) -> None:
+    # The leader and the other follower stop: no quorum, no new leader. The follower left
+    # redirected every write to the stopped leader for as long as that lasted.
+    leader = await cluster.wait_leader()
+    alone, other = cluster.followers(leader)
+    await leader.stop()
+    await other.stop()
+    await alone.raft.wait(10).current_leader(None)  # type: ignore[union-attr]  # one election timeout
+    async with sess(cluster).put(url(alone, "/kv/k"), data="v", allow_redirects=False) as r:
+        assert r.status == 503, (r.status, await r.text())
+        assert await r.json() == {"error": "no leader is known; retry later", "leader_id": None}
+
+
 async def test_learner_membership_and_transfer_over_http(cluster: KvCluster) -> None:
     leader = await cluster.wait_leader()
     s = sess(cluster)

@@ -51,6 +51,7 @@ class _Metrics:
     def __init__(self, node_id: int, members: set[int]) -> None:
         self.id = node_id
         self.current_leader: int | None = None
+        self.vote = Vote.new(0, 0)
         self.membership_config = StoredMembership(LogId(1, 0) if members else None, Membership.new([members]) if members else Membership((), {}))
 
 
@@ -826,7 +827,7 @@ async def test_handshake_accepts_members_the_followed_leader_and_anyone_before_a
         assert (await vote_from(3)).vote_granted
         with pytest.raises(Unreachable, match="not in the membership"):
             await vote_from(9)
-        raft.metrics.current_leader = 9
+        raft.metrics.vote = Vote.new(1, 9, committed=True)  # the leader it follows
         assert (await vote_from(9)).vote_granted
         raft.metrics = _Metrics(2, set())
         assert (await vote_from(77)).vote_granted

@@ -202,12 +202,16 @@ async def test_recheck_keeps_the_handshakes_exceptions() -> None:
         assert server.recheck_membership() == 0  # no membership yet: everyone stays
 
         raft.metrics = _Metrics(2, {1, 2})
-        raft.metrics.current_leader = 5  # a leader that removed itself, still followed
+        # A leader that removed itself, still followed (its committed vote), even once this
+        # node's election timer fired and it names no leader.
+        raft.metrics.vote = Vote.new(1, 5, committed=True)
+        raft.metrics.current_leader = None
         assert server.recheck_membership() == 1
         await until(lambda: not factories[3].connected(2), "node 3's connection closed", 5)
         assert factories[1].connected(2) and factories[5].connected(2)
 
-        raft.metrics.current_leader = 1  # node 5 is no longer followed
+        raft.metrics.vote = Vote.new(2, 1, committed=True)  # node 5 is no longer followed
+        raft.metrics.current_leader = 1
         assert server.recheck_membership() == 1
         await until(lambda: not factories[5].connected(2), "node 5's connection closed", 5)
         assert factories[1].connected(2)

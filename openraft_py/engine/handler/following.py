@@ -72,8 +72,8 @@ class FollowingHandler(Handler):
     def accept_leader(self, vote: Vote, now: float) -> bool:
         """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
         (``False``) if ``vote`` is not ``>=`` ours; otherwise adopt the vote, follow that
-        leader, note it as seen (unless it announced a handover, ``transfer.py``) and restart
-        the election timer."""
+        leader, note it as seen (unless it announced a handover, ``transfer.py``; named as
+        the leader in any case, ``Engine.current_leader``) and restart the election timer."""
         st = self.state
         eng = self.eng
         if vote != st.vote:
@@ -86,6 +86,7 @@ class FollowingHandler(Handler):
         if not announced_handover(eng, vote):
             eng.leader_seen_at = now
         eng.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
+        eng.leader_lost = False  # named again (current_leader)
         eng.reset_election_timer(now)
         return True
 

@@ -52,6 +52,7 @@ class VoteHandler(Handler):
             raise Panicked(f"node {st.id}: vote may not go backward: {st.vote!r} -> {vote!r}")
         st.vote = vote
         eng.transfer_from = None  # a handover notice is about the vote we held (transfer.py)
+        eng.leader_lost = False  # the timer fired for the vote we held (current_leader)
         io = eng.log_handler().next_io()
         st.io.pending.append((io, None, vote))
         st.io.vote_io = io
@@ -71,8 +72,11 @@ class VoteHandler(Handler):
         return {nid: n for nid, n in m.nodes.items() if nid != st.id and m.is_voter(nid)}
 
     def on_election_timeout(self, now: float) -> None:
-        """The election deadline passed on a node that is not leading."""
+        """The election deadline passed on a node that is not leading: it heard from no
+        leader for its election timeout, and names none (``Engine.current_leader``) until
+        one is heard from or it adopts another vote."""
         st = self.state
+        self.eng.leader_lost = True
         if not st.is_voter():
             # A learner, or a voter that appended a membership removing it: it never
             # campaigns (its timer only keeps running).
