@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
     Replicate,
@@ -297,3 +298,89 @@ def test_transfer_notice_from_another_leader_is_ignored(from_leader):
     assert eng.leader_seen_at == seen and eng.transfer_from is None
     eng.handle_vote_req(VoteRequest(vote(2, 2), lid(1, 2)), TX, 102.0)
     assert eng.take_commands() == [Respond(TX, VoteResponse(L1, False, lid(1, 2)))], "still sticky"
+
+
+# -- a notice read too late (notice_is_stale) ----------------------------------------------------
+
+
+def test_target_whose_election_timer_ran_out_ignores_the_notice():
+    # Paused (SIGSTOP, a stalled loop) past its election timeout, it reads the notice when it
+    # wakes up: the transfer may have expired (two election timeouts), and the leader taking
+    # writes again would be deposed by an election it gave up on.
+    eng = follower(3)
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.election_deadline)
+    assert eng.take_commands() == []
+    assert eng.state.vote == L1 and eng.transfer_from is None and eng.leader_seen_at == 100.0
+
+
+def test_target_whose_election_timer_fired_ignores_the_notice():
+    eng = follower(3)
+    eng.handle_tick(eng.election_deadline)  # a pre-vote round: the vote is still the leader's
+    eng.take_commands()
+    assert eng.state.vote == L1
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.now + 1)
+    assert eng.take_commands() == [] and eng.transfer_from is None
+
+
+def test_target_that_heard_from_its_leader_only_after_its_timer_ran_out_ignores_the_notice():
+    # Woken from a pause, it reads first a heartbeat that waited in its buffers as long as
+    # the notice did: the leader seems live again, but the timer had run out meanwhile.
+    eng = follower(3)
+    late = eng.election_deadline + 1_000
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, late)
+    eng.take_commands()
+    assert eng.timer_ran_out_at == late and eng.current_leader() == 1
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), late + 1)
+    assert eng.take_commands() == [] and eng.transfer_from is None
+    # Heard from its leader for election_timeout_max since: a notice is acted on again.
+    t = late
+    while t < late + TIMEOUT_MAX:
+        t += 50
+        eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, t)
+        eng.take_commands()
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), t + 1)
+    assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote]
+
+
+def test_target_whose_timer_ran_out_before_it_followed_a_leader_acts_on_the_notice():
+    # A new node's timer runs out before the first leader is elected: no leader it followed
+    # went silent, so a transfer to it right after is acted on.
+    eng = make_engine(id=3, log=LOG, committed=(1, 1))
+    eng.handle_tick(eng.election_deadline)
+    eng.take_commands()
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, eng.now + 1)
+    eng.take_commands()
+    assert eng.timer_ran_out_at == -1e18
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.now + 1)
+    assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote]
+
+
+def test_target_holding_an_entry_appended_after_the_notice_ignores_it():
+    # The leader appended 1-3 after sending the notice naming 1-2: a leader handing over
+    # appends nothing, so it had given the transfer up and taken writes again.
+    eng = follower(3, log=[*LOG, (1, 3)])
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 101.0)
+    assert eng.take_commands() == []
+    assert eng.state.vote == L1 and eng.transfer_from is None
+
+
+def test_target_of_a_removed_leader_elects_holding_more_than_it_names():
+    # A leader removed from the voters names what it knew the target held (hand_over_as_removed):
+    # the target may hold more of its entries, and still elects at once.
+    eng = make_engine(id=3, voters={2, 3}, log=[*LOG, (1, 3)], vote=(1, 1, True), committed=(1, 1))
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 3), [], lid(1, 1)), TX, 100.0)
+    eng.take_commands()
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 101.0)
+    assert eng.take_commands() == [
+        SaveVote(vote(2, 3), 1),
+        SendVote(VoteRequest(vote(2, 3), lid(1, 3), transfer_from=L1), {2: BasicNode()}, when=1),
+    ]
+
+
+def test_without_elections_a_late_notice_is_acted_on():
+    # Elections off (a cluster driven by hand): no election timer says the leader is gone.
+    eng = make_engine(id=3, log=LOG, vote=(1, 1, True), committed=(1, 1), config=Config(enable_elect=False))
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, 100.0)
+    eng.take_commands()
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 100_000.0)
+    assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote]

@@ -76,6 +76,10 @@ class FollowingHandler(Handler):
         the leader in any case, ``Engine.current_leader``) and restart the election timer."""
         st = self.state
         eng = self.eng
+        if now >= eng.election_deadline and vote == st.vote and eng.leader is None and vote.committed:
+            # The timer ran out on the leader we follow, and this request of it came before
+            # a tick saw it (``Engine.timer_ran_out_at``).
+            eng.vote_handler().timer_ran_out(now)
         if vote != st.vote:
             if not vote.is_ge(st.vote):
                 return False

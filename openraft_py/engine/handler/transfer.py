@@ -26,7 +26,9 @@ Follower side, on ``Engine.transfer_from``: ``handle_transfer_leader`` takes the
 our leader: its messages no longer count as leader contact (``FollowingHandler.accept_leader``)
 and we grant its successor at once (``VoteHandler.handle_vote_req`` sees
 ``req.transfer_from``); the target itself elects at once with ``transfer_from`` set. A new
-vote forgets the notice (``VoteHandler.update_vote``).
+vote forgets the notice (``VoteHandler.update_vote``). A notice read too late to act on
+(``notice_is_stale``: the election timer ran out since the leader was last heard from, or the
+leader appended entries after sending it) is ignored: the transfer may have expired.
 
 The queries other handlers ask (``is_handing_over``, ``redirect_target``,
 ``announced_handover``) are functions of
@@ -147,12 +149,53 @@ class TransferHandler(Handler):
 
     # -- follower side ---------------------------------------------------------------------------
 
+    def notice_is_stale(self, req: TransferLeaderRequest, now: float) -> bool:
+        """Whether the notice ``req`` from our leader comes too late to act on: the transfer
+        it announces may have expired (the leader gives up after two election timeouts and
+        takes writes again), and a target that campaigned on it then deposed a leader that
+        had resumed (a target paused, by SIGSTOP or a long event-loop stall, reads the
+        notice when it wakes up). Stale when:
+
+        - this node's election timer ran out since it last heard from that leader (it fired:
+          ``leader_lost``; or it is due at ``now``), or less than ``election_timeout_max``
+          ago (``timer_ran_out_at``): it heard from no leader for an election timeout, so
+          the notice may have waited all that time, and the requests of that leader it
+          took since may be as old (a paused process reads what waited in its socket
+          buffers first). A transfer to a target that was cut off a moment ago fails
+          (the leader takes writes again after two election timeouts). Not with elections
+          off (``enable_tick``, ``enable_elect``): no timer says anything then;
+        - this node holds an entry the leader appended after sending the notice (its last
+          log id is past ``req.last_log_id``): a leader handing over appends nothing, so it
+          has taken writes again. Not for a leader that left the voters
+          (``hand_over_as_removed``): it names what the target is known to hold, which may
+          be less than the target holds.
+
+        A fresh notice reaches a target that hears from its leader every heartbeat interval,
+        so neither holds for it. The notice carries no time of its own (no wire change)."""
+        eng = self.eng
+        config = eng.config
+        if config.enable_tick and config.enable_elect and (
+            eng.leader_lost
+            or now >= eng.election_deadline
+            or now - eng.timer_ran_out_at < config.election_timeout_max
+        ):
+            return True
+        st = self.state
+        last = st.last_log_id()
+        sent = req.last_log_id
+        return (
+            sent is not None
+            and last is not None
+            and last > sent
+            and st.effective_membership().is_voter(req.from_leader.leader_id.node_id)
+        )
+
     def handle_transfer_leader(self, req: TransferLeaderRequest, now: float) -> None:
         """The notice that leader ``req.from_leader`` hands over to ``req.to``; see
         ``Engine.handle_transfer_leader``."""
         st = self.state
         eng = self.eng
-        if req.from_leader != st.vote or eng.leader is not None:
+        if req.from_leader != st.vote or eng.leader is not None or self.notice_is_stale(req, now):
             return
         eng.leader_seen_at = -1e18
         eng.transfer_from = req.from_leader
