@@ -538,6 +538,8 @@ class RaftCore:
                         cmds = ready + cmds
                 if not cmds:
                     self._forget_clients_of_left_nodes()
+                    if self._no_leader.failing:
+                        self._log_leader_again()
                     return
                 for c in cmds:
                     t = type(c)
@@ -602,6 +604,21 @@ class RaftCore:
         what = f"leads term {term}" if leader == self.id else f"follows node {leader}, the leader of term {term}"
         if not self._no_leader.cleared(self.clock.now(), what):
             log.info("node %s: %s", self.id, what)
+
+    def _log_leader_again(self) -> None:
+        """After a round of commands, while this node's election rounds go on without a
+        leader (``_no_leader`` failing): once it names a leader again that ``_save_vote``
+        did not log (the leader it had, heard from again in the same term: a pre-vote round
+        saves no vote), end the rounds with one INFO if they were logged at WARNING."""
+        eng = self.engine
+        if eng.current_leader() is None:
+            return
+        leader_id = eng.state.vote.leader_id
+        if leader_id != self._logged_leader:  # not logged since this node started
+            self._log_leader(leader_id)
+        else:
+            self._no_leader.cleared(
+                self.clock.now(), f"follows node {leader_id.node_id} again, the leader of term {leader_id.term}")
 
     def _send_votes(self, c: SendVote) -> None:
         req = c.req

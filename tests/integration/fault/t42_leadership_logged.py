@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from integration.checks import LogRecords, until
+from integration.checks import LogRecords, leader_after_a_write, until
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(20)
@@ -80,3 +80,25 @@ async def test_a_leader_without_a_quorum_says_it_stepped_down_then_logs_its_elec
     [down] = records.lines(logging.INFO, f"node {leader}: no longer leads term {term}")
     assert "no quorum acknowledged it" in down, down
     assert len(records.lines(logging.WARNING, f"node {leader}: no leader")) == 1
+
+
+async def test_a_follower_cut_off_then_back_logs_the_same_leader_again(cluster: Cluster, records: LogRecords) -> None:
+    # The other two keep their leader: this one's pre-vote rounds change no term, and it
+    # comes back to the leader it had. Its WARNING promised a line "once it recovers", and
+    # none came: no new vote was saved to say a leader was known again.
+    raft, index = await leader_after_a_write(cluster)
+    await cluster.wait_applied(index)  # every node holds the membership: a voter
+    leader, term = raft.id, raft.metrics.current_term
+    alone = min({1, 2, 3} - {leader})
+    cluster.router.isolate(alone)
+    core = cluster.nodes[alone]._core
+    await until(lambda: core._no_leader.count >= 20, "20 election rounds of the node cut off")
+    [warning] = records.lines(logging.WARNING, f"node {alone}: no leader")
+    assert "pre-vote round" in warning, warning
+    cluster.router.heal()
+    await cluster.nodes[alone].wait(5.0).current_leader(leader)
+    what = f"node {alone}: follows node {leader} again, the leader of term {term}"
+    await until(lambda: records.lines(logging.INFO, what) != [], "its leader line")
+    [line] = records.lines(logging.INFO, what)
+    assert "election rounds in" in line, line
+    assert cluster.nodes[leader].metrics.current_term == term
