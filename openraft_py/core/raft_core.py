@@ -198,6 +198,10 @@ class RaftCore:
         # its cluster for an hour, or a new leader after a crash, left no line above DEBUG.
         self._no_leader = FailureLog(log, f"node {self.id}", after=config.election_timeout_max / 1000.0,
                                      unit="election round")
+        # The same for a learner, which runs no election rounds: its election timeouts
+        # without a leader (``_learner_timed_out``).
+        self._no_leader_learner = FailureLog(log, f"node {self.id}", after=config.election_timeout_max / 1000.0,
+                                             unit="election timeout")
         self._logged_leader: LeaderId | None = None
         self.network = network
         self.log_store = log_store
@@ -451,7 +455,10 @@ class RaftCore:
         elif t is SnapshotRefused:
             self.snapshots.refused(n)
         elif t is Tick:
+            deadline = eng.election_deadline
             eng.handle_tick(now)
+            if eng.election_deadline != deadline and eng.leader_lost:
+                self._learner_timed_out()
         elif t is VoteReply:
             eng.handle_vote_resp(n.target, n.resp, now)
         elif isinstance(n, ReplicationResult):
@@ -538,7 +545,7 @@ class RaftCore:
                         cmds = ready + cmds
                 if not cmds:
                     self._forget_clients_of_left_nodes()
-                    if self._no_leader.failing:
+                    if self._no_leader.failing or self._no_leader_learner.failing:
                         self._log_leader_again()
                     return
                 for c in cmds:
@@ -602,14 +609,36 @@ class RaftCore:
         self._logged_leader = leader_id
         term, leader = leader_id.term, leader_id.node_id
         what = f"leads term {term}" if leader == self.id else f"follows node {leader}, the leader of term {term}"
-        if not self._no_leader.cleared(self.clock.now(), what):
+        if not self._no_leader_cleared(what):
             log.info("node %s: %s", self.id, what)
 
+    def _no_leader_cleared(self, what: str) -> bool:
+        """A leader is known (``what`` says which): end the streak of election rounds or of
+        a learner's election timeouts without one; whether that logged (at INFO, saying
+        ``what``, if the streak was logged at WARNING)."""
+        now = self.clock.now()
+        rounds = self._no_leader.cleared(now, what)
+        timeouts = self._no_leader_learner.cleared(now, what)
+        return rounds or timeouts
+
+    def _learner_timed_out(self) -> None:
+        """The election timer of this node, a learner, ran out: it heard from no leader for
+        an election timeout. It never campaigns, so no election round says so
+        (``_send_votes``): logged through ``_no_leader_learner`` as those are. Not for a
+        voter (its rounds are logged), nor for a node outside its membership (a new node
+        waiting to be added or initialized, or one removed)."""
+        st = self.engine.state
+        m = st.effective_membership()
+        if st.id in m.nodes and not m.is_voter(st.id):
+            self._no_leader_learner.failed(
+                self.clock.now(), "learner", "no leader: a learner, it heard from none for an election timeout")
+
     def _log_leader_again(self) -> None:
-        """After a round of commands, while this node's election rounds go on without a
-        leader (``_no_leader`` failing): once it names a leader again that ``_save_vote``
-        did not log (the leader it had, heard from again in the same term: a pre-vote round
-        saves no vote), end the rounds with one INFO if they were logged at WARNING."""
+        """After a round of commands, while this node's election rounds (or a learner's
+        election timeouts) go on without a leader (``_no_leader``, ``_no_leader_learner``
+        failing): once it names a leader again that ``_save_vote`` did not log (the leader
+        it had, heard from again in the same term: a pre-vote round saves no vote), end
+        them with one INFO if they were logged at WARNING."""
         eng = self.engine
         if eng.current_leader() is None:
             return
@@ -617,8 +646,7 @@ class RaftCore:
         if leader_id != self._logged_leader:  # not logged since this node started
             self._log_leader(leader_id)
         else:
-            self._no_leader.cleared(
-                self.clock.now(), f"follows node {leader_id.node_id} again, the leader of term {leader_id.term}")
+            self._no_leader_cleared(f"follows node {leader_id.node_id} again, the leader of term {leader_id.term}")
 
     def _send_votes(self, c: SendVote) -> None:
         req = c.req

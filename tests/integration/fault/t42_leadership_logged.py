@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from integration.checks import LogRecords, leader_after_a_write, until
+from openraft_py import BasicNode
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(20)
@@ -102,3 +103,24 @@ async def test_a_follower_cut_off_then_back_logs_the_same_leader_again(cluster: 
     [line] = records.lines(logging.INFO, what)
     assert "election rounds in" in line, line
     assert cluster.nodes[leader].metrics.current_term == term
+
+
+async def test_a_learner_cut_off_logs_it_once_then_the_leader_again(cluster: Cluster, records: LogRecords) -> None:
+    # A learner never campaigns, so no election round said it had no leader: cut off from
+    # its leader for an hour, it logged nothing.
+    raft, _ = await leader_after_a_write(cluster)
+    leader, term = raft.id, raft.metrics.current_term
+    learner = await cluster.add_node(4)
+    await raft.add_learner(4, BasicNode())
+    await learner.wait(5.0).current_leader(leader)
+    cluster.router.isolate(4)
+    await until(lambda: records.lines(logging.WARNING, "node 4: no leader") != [], "the learner's WARNING")
+    core = learner._core
+    await until(lambda: core._no_leader_learner.count >= 20, "20 election timeouts of the learner cut off")
+    [warning] = records.lines(logging.WARNING, "node 4: no leader")
+    assert "a learner" in warning and "election timeouts in" in warning, warning
+    cluster.router.heal()
+    what = f"node 4: follows node {leader} again, the leader of term {term}"
+    await until(lambda: records.lines(logging.INFO, what) != [], "its leader line")
+    [line] = records.lines(logging.INFO, what)
+    assert "election timeouts in" in line, line
