@@ -750,18 +750,29 @@ async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
 async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> None:
     """``ClusterError`` if ``-n`` started nodes beyond the cluster its ``--data-dir`` held
     (``-n 4`` over a directory of 3 nodes: the fourth node would never join, and ``cluster
-    up`` waited out its timeout for a leader every node agreed on)."""
+    up`` waited out its timeout for a leader every node agreed on), or too few of its voters
+    to elect a leader (``-n 3`` over a directory of 7 voters: no majority of them runs, and
+    ``cluster up`` waited out its timeout, then said only "no agreed leader"). A joint
+    voter set (a change cut short) is not checked for a majority: its status gives the
+    voters of both configs as one list, and a majority of that list is not the rule."""
     from .local_cluster import ClusterError
 
     first = min(cluster.nodes)
     status = (await cluster.statuses([first])).get(first) or {}
-    members = set(status.get("voters") or []) | set(status.get("learners") or [])
+    voters = set(status.get("voters") or [])
+    members = voters | set(status.get("learners") or [])
     outside = sorted(i for i in cluster.nodes if members and i > max(members))
     if outside:
         names = ", ".join(f"n{i}" for i in outside)
         raise ClusterError(f"{cluster.root} holds a cluster of nodes {sorted(members)}, initialized before; {names} "
                            f"{'is' if len(outside) == 1 else 'are'} not in it: run with -n {max(members)}, "
                            f"or add {'it' if len(outside) == 1 else 'them'} with 'openraft-py cluster add-learner' and 'cluster members'")
+    started = voters & set(cluster.nodes)
+    if voters and status.get("joint") is False and 2 * len(started) <= len(voters):
+        missing = ", ".join(f"n{i}" for i in sorted(voters - started))
+        raise ClusterError(f"{cluster.root} holds a cluster of voters {sorted(voters)}, initialized before; -n "
+                           f"{len(cluster.nodes)} starts {len(started)} of them, and electing a leader takes "
+                           f"{len(voters) // 2 + 1} ({missing} not started): run with -n {max(members)}")
 
 
 # -- main ------------------------------------------------------------------------------------------

@@ -512,6 +512,32 @@ def test_more_nodes_than_the_data_dir_held_is_refused_naming_them(tmp_path: Path
         _stop(proc, signal.SIGKILL)
 
 
+def test_fewer_nodes_than_a_majority_of_the_data_dir_s_voters_is_refused_naming_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster up -n 1`` over a ``--data-dir`` a three-voter cluster was initialized in
+    (as ``-n 3`` over one of seven): one voter of three elects no leader, and ``cluster up``
+    waited its whole timeout, then said only "no agreed leader within 30s (n1: Follower
+    ...)". Now it stops at once naming the voters not started and the ``-n`` to give;
+    ``-n 2`` (a majority) still comes back."""
+    proc, members = _start_up_in(tmp_path, 3, "--timeout", "30")
+    try:
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    started = time.monotonic()
+    assert cli.main(["cluster", "up", "-n", "1", "--data-dir", str(tmp_path), "--timeout", "30"]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert (f"{tmp_path} holds a cluster of voters [1, 2, 3], initialized before; -n 1 starts 1 of them, and "
+            "electing a leader takes 2 (n2, n3 not started): run with -n 3") in err, err
+    proc, again = _start_up_in(tmp_path, 2, "--timeout", "30")
+    try:
+        assert again[1].http == members[1].http
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+
+
 def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> None:
     """Between picking a free port and the node's bind, another process may take it: the
     first start of that node is retried on new ports (recorded in ``cluster.json``) instead of
