@@ -600,6 +600,17 @@ def _membership_rank(st: dict[str, Any]) -> tuple[int, bool, int]:
     return (term if isinstance(term, int) else -1, st.get("state") == "Leader", last if isinstance(last, int) else -1)
 
 
+def _voter_sets(st: dict[str, Any]) -> list[list[int]]:
+    """The voter sets of status ``st``'s membership (``configs``: two while a change is in
+    progress); ``[]`` when it gives none that are lists of ids (a node of an earlier
+    version)."""
+    configs = st.get("configs")
+    if not isinstance(configs, list) or not all(
+            isinstance(c, list) and all(type(i) is int for i in c) for c in configs):
+        return []
+    return [list(c) for c in configs]
+
+
 @_async
 async def _cluster_status(args: argparse.Namespace) -> int:
     """Every endpoint's status, and every member's the answers name, each asked as soon as it
@@ -613,6 +624,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         known: dict[int, str] = {}
         voters: list[int] = []
         learners: list[int] = []
+        configs: list[list[int]] = []
         best: tuple[int, bool, int] | None = None
         failed: list[str] = []
         asking: dict[asyncio.Task[dict[str, Any]], str] = {}  # (in the order asked)
@@ -644,6 +656,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                     rank = _membership_rank(st)
                     if st.get("voters") is not None and (best is None or rank > best):
                         best, voters, learners = rank, list(st["voters"]), list(st.get("learners") or [])
+                        configs = _voter_sets(st)
                     for k, addrs in (st.get("nodes") or {}).items():
                         http = addrs.get("http_addr") if isinstance(addrs, dict) else None
                         if k.isdigit() and http:
@@ -657,9 +670,12 @@ async def _cluster_status(args: argparse.Namespace) -> int:
             rows.setdefault(nid, "unreachable")
         if args.json:
             _print_json({"nodes": {str(k): v for k, v in sorted(rows.items())}, "voters": voters,
-                         "learners": learners, "unreachable_endpoints": unreachable_eps})
+                         "learners": learners, "configs": configs, "unreachable_endpoints": unreachable_eps})
         else:
             print(status_table(rows, voters, learners))
+            if len(configs) == 2:
+                print(f"(joint membership: the voters change from {configs[0]} to {configs[1]}; electing a leader "
+                      "and committing take a majority of each)")
             for ep in unreachable_eps:
                 print(f"(no answer from {ep})")
         if not any(isinstance(v, dict) for v in rows.values()):

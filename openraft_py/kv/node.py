@@ -795,6 +795,7 @@ class KvNode:
             "voters": sorted(mem.voter_ids()),
             "learners": sorted(mem.learner_ids()),
             "joint": mem.is_joint(),
+            "configs": [sorted(c) for c in mem.configs],
             "nodes": {str(nid): {"raft_addr": a.raft, "http_addr": a.http} for nid, a in sorted(self.nodes().items())},
             "replication": None if m.replication is None else {str(k): v for k, v in sorted(m.replication.items())},
             "raft_addr": self.opts.raft_addr,

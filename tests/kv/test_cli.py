@@ -665,3 +665,41 @@ def test_cluster_add_learner_ends_within_its_timeout_when_no_node_answers(
     err = capsys.readouterr().err
     assert code == 3 and "outcome unknown" in err and err.count("\n") == 1, (code, err)
     assert took < 1.8, f"cluster add-learner --timeout 1 took {took:.1f} s"
+
+
+async def test_cluster_status_names_both_voter_sets_of_a_joint_membership(capsys: pytest.CaptureFixture[str]) -> None:
+    """A change stuck in its joint membership (``cluster members --voters 1,6,7
+    --allow-lagging`` with nodes 6 and 7 down: the new set has no majority, so no leader is
+    elected) showed the voters of both sets as one list, each a "voter": an operator saw
+    three of five voters answer and no leader, and nothing said which nodes the new set
+    needs. The table now ends with a line naming both sets, and ``--json`` gives them as
+    ``configs`` (each node's status too). Two fake nodes on loopback answer."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    ports = [free_port(), free_port()]
+    configs = [[1, 2, 4, 6, 7], [1, 6, 7]]
+
+    def answer(nid: int, port: int) -> list[AbstractRouteDef]:
+        st = {"id": nid, "state": "Follower", "term": 5, "leader_id": None, "last_log_index": 9,
+              "committed_index": 8, "applied_index": 8, "voters": [1, 2, 4, 6, 7], "learners": [], "joint": True,
+              "configs": configs, "nodes": {}, "raft_addr": f"127.0.0.1:{port + 1}", "http_addr": f"127.0.0.1:{port}"}
+
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(st)
+        return [web.get("/cluster/status", status)]
+
+    async with _fake_node(ports[0], answer(1, ports[0])) as a, _fake_node(ports[1], answer(2, ports[1])) as b:
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--endpoints", f"{a},{b}"])
+        assert code == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[-1] == ("(joint membership: the voters change from [1, 2, 4, 6, 7] to [1, 6, 7]; electing a "
+                             "leader and committing take a majority of each)"), lines
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--json", "--endpoints", f"{a},{b}"])
+        assert code == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["configs"] == configs and out["voters"] == [1, 2, 4, 6, 7]

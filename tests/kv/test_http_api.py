@@ -96,6 +96,7 @@ async def test_status_on_every_node(cluster: KvCluster) -> None:
         assert st["leader_id"] == leader.id
         assert st["leader_http_addr"] == leader.opts.http_addr
         assert st["voters"] == [1, 2, 3] and st["learners"] == []
+        assert st["configs"] == [[1, 2, 3]] and st["joint"] is False
         assert st["term"] >= 1 and isinstance(st["last_log_index"], int)
         assert st["nodes"]["2"] == members_of([cluster.nodes[2]])["2"]
 
