@@ -487,20 +487,30 @@ async def _cluster_add_learner(args: argparse.Namespace) -> int:
         deadline = _Deadline(args.timeout)
         r = await c.add_learner(args.id, args.raft_addr, args.http_addr)
         if r.outcome is Outcome.INFO:
-            await _added_but_not_caught_up(c, args, r.error, deadline)
+            index = await _what_became_of_the_learner(c, args, r.error, deadline)
+            if index is not None:
+                print(f"n{args.id} added as a learner and caught up (log index {index})")
+                return EXIT_OK
         r = _check(r, f"add-learner {args.id}")
         print(f"n{args.id} added as a learner and caught up (log index {r.json().get('index')})")
     return EXIT_OK
 
 
-async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: str | None,
-                                   deadline: _Deadline) -> None:
+async def _what_became_of_the_learner(c: KvClient, args: argparse.Namespace, why: str | None,
+                                      deadline: _Deadline) -> int | None:
     """After an add-learner whose outcome is unknown (the leader's 503 when the learner did
-    not catch up within its bound, or no answer within ``--timeout``): ``CliError`` (exit 1)
-    saying so when the leader's membership holds the learner at the addresses given and the
-    leader has committed its whole log (so that membership too), which is what happens when
-    the node is not running there. Returns when that cannot be told (the outcome stays
-    unknown: with no quorum, say, the entry may never commit).
+    not catch up within its bound, or no answer within ``--timeout``), asks the leader (the
+    one that took the request, or the next) what became of it, once that leader has
+    committed its whole log (so the membership too):
+
+    - the learner is in its membership at the addresses given and its replication has
+      reached that log: returns the leader's committed index (added and caught up: the
+      leader that took the request went away, say, and the next one brought the learner up
+      to date; that was reported as "has not caught up ... is it running there?", exit 1);
+    - it is there but has not caught up (asked again while time is left): ``CliError``
+      (exit 1) saying so, which is what happens when the node is not running there;
+    - otherwise, or when that cannot be told: ``None`` (the outcome stays unknown: with no
+      quorum, say, the entry may never commit).
 
     The questions keep to the verb's ``deadline`` (each has the time left, at least
     ``STEP_MIN``; a status is asked again only while time is left): they had bounds of their
@@ -508,27 +518,41 @@ async def _added_but_not_caught_up(c: KvClient, args: argparse.Namespace, why: s
     ``--timeout 5`` took 10 s, and up to 16 s past it with a leader slow to answer."""
     from .client import ClientError
 
+    lagging = False
     try:
         _, http = await c.find_leader(timeout=deadline.left(5.0))
-        for asked in range(5):  # (writes in flight: the leader commits its log within moments)
+        # (Writes in flight: the leader commits its log within moments; a new leader
+        # reaches the learner within a heartbeat.)
+        for asked in range(5):
             if asked and deadline.expired():
-                return
-            st = await c.status(http, timeout=deadline.left(2.0))
-            if st.get("committed_index") is not None and st.get("committed_index") == st.get("last_log_index"):
                 break
+            st = await c.status(http, timeout=deadline.left(2.0))
+            committed = st.get("committed_index")
+            if type(committed) is int and committed == st.get("last_log_index"):
+                if not _holds_learner(st, args):
+                    return None
+                replication = st.get("replication")
+                matched = replication.get(str(args.id)) if isinstance(replication, dict) else None
+                if type(matched) is int and matched >= committed:
+                    return committed
+                lagging = True
             await asyncio.sleep(min(0.2, deadline.left()))
-        else:
-            return
     except (TimeoutError, ClientError):
-        return
-    learners = st.get("learners")
-    nodes = st.get("nodes")
-    node = nodes.get(str(args.id)) if isinstance(nodes, dict) else None
-    if isinstance(learners, list) and args.id in learners and node == {"raft_addr": args.raft_addr,
-                                                                       "http_addr": args.http_addr}:
+        return None
+    if lagging:
         raise CliError(f"add-learner {args.id}: n{args.id} was added as a learner but has not caught up with the "
                        f"leader ({why}): is it running at {args.raft_addr}? It stays a learner and catches up once "
                        "it runs there; if the address was wrong, run add-learner again with the right one")
+    return None
+
+
+def _holds_learner(st: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether status ``st``'s membership has ``args.id`` as a learner at the addresses given."""
+    learners = st.get("learners")
+    nodes = st.get("nodes")
+    node = nodes.get(str(args.id)) if isinstance(nodes, dict) else None
+    return (isinstance(learners, list) and args.id in learners
+            and node == {"raft_addr": args.raft_addr, "http_addr": args.http_addr})
 
 
 @_async

@@ -703,3 +703,45 @@ async def test_cluster_status_names_both_voter_sets_of_a_joint_membership(capsys
         assert code == 0
         out = json.loads(capsys.readouterr().out)
         assert out["configs"] == configs and out["voters"] == [1, 2, 4, 6, 7]
+
+
+@pytest.mark.parametrize("matched", [7, 5])
+async def test_cluster_add_learner_whose_outcome_was_unknown_reports_a_learner_the_leader_caught_up(
+        matched: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """When the leader that took an add-learner went away (killed during the learner's
+    snapshot: the request's connection was lost) the next leader may have brought the
+    learner up to date by the time the verb asks what became of it; the verb exited 1 with
+    "n4 was added as a learner but has not caught up ... is it running at ...?", as for a
+    node that is not running. It now reads the learner's replication in the leader's status:
+    caught up with the leader's committed log, it exits 0 as a caught-up add does (with 5
+    of 7 it still says it has not). A fake leader answers the POST with an unknown outcome."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    learner = {"raft_addr": "127.0.0.1:2", "http_addr": "127.0.0.1:3"}
+
+    async def add(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not the leader, and no leader is known", "outcome_unknown": True},
+                                 status=503)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "state": "Leader", "term": 2, "leader_id": 1,
+                                  "leader_http_addr": f"127.0.0.1:{port}", "last_log_index": 7, "committed_index": 7,
+                                  "applied_index": 7, "voters": [1], "learners": [4],
+                                  "nodes": {"1": {"raft_addr": f"127.0.0.1:{port + 1}", "http_addr": f"127.0.0.1:{port}"},
+                                            "4": learner},
+                                  "replication": {"1": 7, "4": matched}})
+
+    async with _fake_node(port, [web.post("/cluster/learners", add), web.get("/cluster/status", status)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "add-learner", "--endpoints", ep, "--id", "4",
+                                                  "--raft-addr", learner["raft_addr"], "--http-addr",
+                                                  learner["http_addr"], "--timeout", "3"])
+    out = capsys.readouterr()
+    if matched == 7:
+        assert (code, out.out, out.err) == (0, "n4 added as a learner and caught up (log index 7)\n", "")
+    else:
+        assert code == 1 and "n4 was added as a learner but has not caught up" in out.err, (code, out)
