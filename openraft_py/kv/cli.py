@@ -778,23 +778,34 @@ async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
     from .local_cluster import ClusterError
 
     await cluster.start(timeout=timeout)
+    members: set[int] = set()
     try:
         await cluster.init()
     except ClusterError as e:
         if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
             raise
-        await _check_members_of_earlier_cluster(cluster)
-    return await cluster.wait_leader(timeout=timeout)
+        members = await _check_members_of_earlier_cluster(cluster)
+    removed = sorted(i for i in cluster.nodes if members and i not in members)
+    if removed:
+        names = ", ".join(f"n{i}" for i in removed)
+        print(f"{names} {'is' if len(removed) == 1 else 'are'} no longer in the cluster of {cluster.root} (a "
+              f"membership change removed {'it' if len(removed) == 1 else 'them'}): running, but not waited for",
+              file=sys.stderr, flush=True)
+    return await cluster.wait_leader([i for i in cluster.nodes if i not in removed], timeout=timeout)
 
 
-async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> None:
+async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
     """``ClusterError`` if ``-n`` started nodes beyond the cluster its ``--data-dir`` held
     (``-n 4`` over a directory of 3 nodes: the fourth node would never join, and ``cluster
     up`` waited out its timeout for a leader every node agreed on), or too few of its voters
     to elect a leader (``-n 3`` over a directory of 7 voters: no majority of them runs, and
     ``cluster up`` waited out its timeout, then said only "no agreed leader"). A joint
     voter set (a change cut short) is not checked for a majority: its status gives the
-    voters of both configs as one list, and a majority of that list is not the rule."""
+    voters of both configs as one list, and a majority of that list is not the rule.
+
+    Returns the cluster's members (voters and learners) as the first node knows them, when
+    it is one of them (a node removed from the cluster may know an older membership);
+    otherwise, or when it does not answer, an empty set."""
     from .local_cluster import ClusterError
 
     first = min(cluster.nodes)
@@ -813,6 +824,7 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> None:
         raise ClusterError(f"{cluster.root} holds a cluster of voters {sorted(voters)}, initialized before; -n "
                            f"{len(cluster.nodes)} starts {len(started)} of them, and electing a leader takes "
                            f"{len(voters) // 2 + 1} ({missing} not started): run with -n {max(members)}")
+    return members if first in members else set()
 
 
 # -- main ------------------------------------------------------------------------------------------

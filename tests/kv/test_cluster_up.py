@@ -538,6 +538,46 @@ def test_fewer_nodes_than_a_majority_of_the_data_dir_s_voters_is_refused_naming_
         _stop(proc, signal.SIGKILL)
 
 
+def test_a_node_a_membership_change_removed_is_not_waited_for(tmp_path: Path) -> None:
+    """``cluster up -n 3 --data-dir D`` over a cluster from which ``cluster members --voters
+    1,3`` removed n2: n2 starts again but is no member, so no leader ever reaches it, and
+    ``cluster up`` waited out its ``--timeout`` for a leader n2 agreed on, then failed with
+    "no agreed leader ... n2: Follower leader=None" though n1 and n3 had one (and no ``-n``
+    leaves n2 out). Now it says n2 is no longer in the cluster, waits for the members only,
+    and gets ready."""
+    proc, members = _start_up_in(tmp_path, 3, "--timeout", "30")
+    try:
+        # n2 leads, is killed, and is removed while down: it keeps its own vote, and no node of
+        # the cluster sends it anything again. (A removed node that kept the vote of a
+        # leader that leads again after the restart names that leader: waited for, it
+        # agreed in time.)
+        code, out, err = run(["cluster", "transfer", "--to", "2", "--endpoints", members[1].http])
+        assert code == 0, err
+        os.kill(members[2].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:  # (sent to n2 as it died, the change's outcome is unknown: it is asked again)
+            code, out, err = run(["cluster", "members", "--voters", "1,3", "--endpoints",
+                                  f"{members[1].http},{members[3].http}", "--timeout", "10"])
+            if code == 0 or time.monotonic() > deadline:
+                break
+        assert (code, out) == (0, "voters: 1,3\nlearners: -\n"), err
+        assert _stop(proc, signal.SIGINT) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    started = time.monotonic()
+    proc, again = _start_up_in(tmp_path, 3, "--timeout", "20")
+    try:
+        assert time.monotonic() - started < 15
+        assert sorted(again) == [1, 2, 3] and again[2].http == members[2].http
+        assert _stop(proc, signal.SIGINT) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert (f"n2 is no longer in the cluster of {tmp_path} (a membership change removed it): running, "
+                "but not waited for") in err, err
+    finally:
+        _stop(proc, signal.SIGKILL)
+
+
 def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> None:
     """Between picking a free port and the node's bind, another process may take it: the
     first start of that node is retried on new ports (recorded in ``cluster.json``) instead of
