@@ -55,7 +55,7 @@ import json as _json
 import random
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -647,40 +647,74 @@ class KvClient:
         """``(leader_id, leader_http_addr)`` once a node of ``endpoints`` names a leader
         whose status says it leads; ``TimeoutError`` after ``timeout`` seconds (each status
         asked for has the time left, at least 0.1 s: a node that never answers costs no
-        more)."""
+        more).
+
+        Every endpoint is asked at once, in rounds, and the first answer naming a leader
+        that says it leads ends the call: a node that does not answer (stopped with
+        SIGSTOP, frozen, a host that is down) holds up none of the others. Asked one after
+        another, each such node took up to 2 s before the next was asked, so with the first
+        endpoint frozen ``find_leader(timeout=2)`` (``cluster members --timeout 2``) never
+        reached the nodes that knew the leader."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
 
         def left() -> float:
             return min(2.0, max(0.1, end - loop.time()))
 
-        asked = False
         named = ""  # (the last leader named that was asked, for the error)
         while True:
-            for ep in self.endpoints:
-                if asked and loop.time() >= end:
-                    break
-                asked = True
-                try:
-                    st = await self.status(ep, timeout=left())
-                except ClientError:
-                    continue
-                http = st.get("leader_http_addr") or (st.get("http_addr") if st.get("state") == "Leader" else None)
-                lid = st.get("leader_id")
-                if lid is None or not http:
-                    continue
-                try:
-                    lst = st if http == ep else await self.status(http, timeout=left())
-                except ClientError as e:
-                    named = f" ({ep} names n{lid} at {http}, which did not answer: {e})"
-                    continue
-                if lst.get("state") == "Leader":
-                    self.leader = http
-                    return int(lid), http
-                named = f" ({ep} names n{lid} at {http}, which is {lst.get('state')})"
+            found, why = await self._leader_in_one_round(left)
+            if found is not None:
+                self.leader = found[1]
+                return found
+            named = why or named
             if loop.time() >= end:
                 raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {timeout:g}s{named}")
             await asyncio.sleep(0.05)
+
+    async def _leader_in_one_round(self, left: Callable[[], float]) -> tuple[tuple[int, str] | None, str]:
+        """One round of ``find_leader``: every endpoint's status asked at once (each with
+        ``left()`` seconds), and each leader they name asked once (unless its own status
+        came in the round). ``((leader_id, http_addr), "")`` for the first named leader
+        whose status says it leads; else ``(None, why)``, ``why`` naming the last leader
+        named that did not answer or does not lead ("" if none was named)."""
+        asking = {asyncio.ensure_future(self.status(ep, timeout=left())): ep for ep in self.endpoints}
+        answers: dict[str, dict[str, Any]] = {}
+        asked_named: set[str] = set()
+        named = ""
+        try:
+            while asking:
+                done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    ep = asking.pop(task)
+                    try:
+                        st = task.result()
+                    except ClientError:
+                        continue
+                    answers[ep] = st
+                    http = st.get("leader_http_addr") or (st.get("http_addr") if st.get("state") == "Leader" else None)
+                    lid = st.get("leader_id")
+                    if lid is None or not http:
+                        continue
+                    lst = answers.get(http)
+                    if lst is None:
+                        if http in asked_named:
+                            continue
+                        asked_named.add(http)
+                        try:
+                            lst = await self.status(http, timeout=left())
+                        except ClientError as e:
+                            named = f" ({ep} names n{lid} at {http}, which did not answer: {e})"
+                            continue
+                    if lst.get("state") == "Leader":
+                        return (int(lid), http), ""
+                    named = f" ({ep} names n{lid} at {http}, which is {lst.get('state')})"
+        finally:
+            for task in asking:
+                task.cancel()
+            # (collected: a task that ended with an error meanwhile would be reported unread)
+            await asyncio.gather(*asking, return_exceptions=True)
+        return None, named
 
 
 class _Unknown(Exception):

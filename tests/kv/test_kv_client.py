@@ -280,6 +280,46 @@ async def test_find_leader_gives_up_by_its_timeout_when_the_named_leader_never_a
                 await r.cleanup()
 
 
+@pytest.mark.parametrize("complete", [True, False])
+async def test_find_leader_is_not_held_up_by_endpoints_that_never_answer(
+        complete: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two endpoints that never answer (a stopped process; or, ``complete=False``, a host
+    that is down) listed before the leader: ``find_leader`` asks every endpoint at once and
+    returns the leader as soon as it answers. It asked one endpoint after another, each with
+    up to 2 s, so ``find_leader(timeout=2)`` gave up before reaching the leader, and
+    ``cluster members --timeout 2`` over seven nodes whose first one was stopped said "no
+    leader found" while the others had one. A fake node answers as the leader."""
+    from aiohttp import web
+
+    port = free_port()
+    leader = f"127.0.0.1:{port}"
+    status = {"id": 3, "state": "Leader", "leader_id": 3, "leader_http_addr": leader, "voters": [1, 2, 3],
+              "learners": [], "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": leader}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(status)
+
+    app = web.Application()
+    app.router.add_get("/cluster/status", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        with _listener(complete) as a, _listener(complete) as b:
+            async with KvClient([a, b, leader]) as c:
+                t = time.monotonic()
+                assert await asyncio.wait_for(c.find_leader(timeout=2.0), 10.0) == (3, leader)
+                assert time.monotonic() - t < 1.0
+            t = time.monotonic()
+            code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", f"{a},{b},{leader}",
+                                                      "--timeout", "2"])
+            out = capsys.readouterr()
+            assert (code, out.out) == (0, "voters: 1,2,3\nlearners: -\n"), out.err
+            assert time.monotonic() - t < 2.0
+    finally:
+        await runner.cleanup()
+
+
 async def test_no_retry_starts_too_close_to_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refusals until the deadline end as ``FAIL`` with the last refusal: no attempt after the
     first starts with less than ``_RETRY_MIN`` left (it could not get its answer in time, and a
