@@ -812,6 +812,15 @@ class ReplicationCore:
                     if not isinstance(resp, InstallSnapshotResponse):
                         raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
+                    if not done:
+                        # Not the install's refusal (the state machine only sees the whole
+                        # file): the target lost the transfer (it restarted) or is installing
+                        # another snapshot. Ordinary: said at INFO.
+                        log.info("snapshot %s %s->%s: chunk at %d not taken: %s; starting over",
+                                 meta.snapshot_id, env.node_id, target, offset, e)
+                        offset = 0
+                        await env.clock.sleep(pause)
+                        continue
                     # E.g. the target's state machine refused the file (damaged on this disk):
                     # said once per snapshot, since it is resent until a newer one replaces it.
                     first = meta.snapshot_id != self._refused_snapshot
