@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -126,19 +127,26 @@ def _bound_tls(pki: Path, cert: str) -> dict[str, object]:
             "tls_ca": str(pki / "ca.pem"), "tls_bind_node_ids": True}
 
 
+async def _start_bound(c: KvCluster, pki: Path, **kw: Any) -> aiohttp.ClientSession:
+    """Start nodes 1-3 of ``c`` with bound-identity TLS (``_bound_tls``; ``kw`` for each
+    node too) and initialize them as one cluster through node 1; returns the session."""
+    await c.start(0, init=False)
+    for nid in (1, 2, 3):
+        await c.start_node(nid, **kw, **_bound_tls(pki, f"bound-{nid}"))
+    s = c.session
+    assert s is not None
+    async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
+        assert r.status == 200, await r.text()
+    return s
+
+
 async def test_bound_node_ids_commit_and_refuse_a_certificate_of_another_node(pki: Path) -> None:
     """``--tls-bind-node-ids``: nodes whose certificates name their ids commit; a node with a
     valid certificate of the same CA that names another node (2) cannot start as node 4 with
     the flag, and cannot join as node 4 without it."""
     c = KvCluster()
     try:
-        await c.start(0, init=False)
-        for nid in (1, 2, 3):
-            await c.start_node(nid, learner_timeout=1.5, **_bound_tls(pki, f"bound-{nid}"))
-        s = c.session
-        assert s is not None
-        async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
-            assert r.status == 200, await r.text()
+        s = await _start_bound(c, pki, learner_timeout=1.5)
         leader = await c.wait_leader()
         for i in range(5):
             async with s.put(url(leader, f"/kv/k{i}"), data=str(i)) as r:
@@ -165,13 +173,7 @@ async def test_a_node_restarted_with_a_renewed_certificate_rejoins(pki: Path) ->
     CA (a new key too); it catches up and takes part as before, the others unchanged."""
     c = KvCluster()
     try:
-        await c.start(0, init=False)
-        for nid in (1, 2, 3):
-            await c.start_node(nid, **_bound_tls(pki, f"bound-{nid}"))
-        s = c.session
-        assert s is not None
-        async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
-            assert r.status == 200, await r.text()
+        s = await _start_bound(c, pki)
         await c.nodes[1].raft.trigger.elect()  # type: ignore[union-attr]
         leader = await c.wait_leader()
         if leader.id == 3:  # (node 3 is the one restarted: keep the leader)
@@ -203,13 +205,7 @@ async def test_a_new_ca_rolls_in_node_by_node_without_downtime(pki: Path) -> Non
     described no rotation, and this shows the one it prints works."""
     c = KvCluster()
     try:
-        await c.start(0, init=False)
-        for nid in (1, 2, 3):
-            await c.start_node(nid, **_bound_tls(pki, f"bound-{nid}"))
-        s = c.session
-        assert s is not None
-        async with s.post(url(c.nodes[1], "/cluster/init"), json={"members": members_of(list(c.nodes.values()))}) as r:
-            assert r.status == 200, await r.text()
+        s = await _start_bound(c, pki)
         await c.nodes[1].raft.trigger.elect()  # type: ignore[union-attr]
         await c.wait_leader()
         steps = [("bound-{}", "both-cas.pem"), ("new-ca-{}", "both-cas.pem"), ("new-ca-{}", "new-ca.pem")]
