@@ -80,15 +80,15 @@ class Engine:
         # Invariant: ``False`` on a leader (its election changed the vote; its ticks never
         # time out an election).
         self.leader_lost: bool = False
-        # When this node last found its election timer run out on the established leader
-        # it follows (``VoteHandler.timer_ran_out``): at the tick that timed it out
-        # (``on_election_timeout``), or at a request of that leader that came after the
-        # deadline, before a tick saw it (``accept_leader``): it heard nothing from that
-        # leader for an election timeout (paused, stalled, cut off), and what it reads after
-        # may have waited all that time (a stale TransferLeader notice,
-        # ``TransferHandler.notice_is_stale``). -1e18: never. Only with elections on
-        # (``enable_tick`` and ``enable_elect``): without, no timer says anything.
-        self.timer_ran_out_at: float = -1e18
+        # When this node last accepted a request of the leader of its vote (whether or not
+        # it announced a handover), and when such a request last ended a silence of that
+        # leader of ``election_timeout_max`` or more (``accept_leader``): the node was
+        # paused, stalled or cut off that long, and what it reads next may have waited all
+        # that time, the leader's older requests first (a stale TransferLeader notice,
+        # ``TransferHandler.notice_is_stale``). A node that starts with a committed vote
+        # counts its leader as heard from, as for ``leader_seen_at``. -1e18: never.
+        self.leader_heard_at: float = now if state.vote.committed else -1e18
+        self.silence_ended_at: float = -1e18
         # The leader vote that told us it is handing over (TransferLeader): its messages no
         # longer count as "leader seen", so we may grant the new candidate at once.
         # Invariant: ``None`` or our current vote (``update_vote`` clears it). See transfer.py.

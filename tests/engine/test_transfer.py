@@ -303,33 +303,49 @@ def test_transfer_notice_from_another_leader_is_ignored(from_leader):
 # -- a notice read too late (notice_is_stale) ----------------------------------------------------
 
 
-def test_target_whose_election_timer_ran_out_ignores_the_notice():
-    # Paused (SIGSTOP, a stalled loop) past its election timeout, it reads the notice when it
-    # wakes up: the transfer may have expired (two election timeouts), and the leader taking
-    # writes again would be deposed by an election it gave up on.
+def test_target_silent_for_election_timeout_max_ignores_the_notice():
+    # Paused (SIGSTOP, a stalled loop) that long, it reads the notice when it wakes up: the
+    # transfer may have expired (two such timeouts), and the leader taking writes again would
+    # be deposed by an election it gave up on.
     eng = follower(3)
-    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.election_deadline)
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 100.0 + TIMEOUT_MAX)
     assert eng.take_commands() == []
     assert eng.state.vote == L1 and eng.transfer_from is None and eng.leader_seen_at == 100.0
 
 
-def test_target_whose_election_timer_fired_ignores_the_notice():
+def test_target_whose_election_timer_fired_then_read_the_notice_late_ignores_it():
     eng = follower(3)
     eng.handle_tick(eng.election_deadline)  # a pre-vote round: the vote is still the leader's
     eng.take_commands()
     assert eng.state.vote == L1
-    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.now + 1)
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 100.0 + TIMEOUT_MAX)
     assert eng.take_commands() == [] and eng.transfer_from is None
 
 
-def test_target_that_heard_from_its_leader_only_after_its_timer_ran_out_ignores_the_notice():
+def test_target_that_stalled_past_its_election_timeout_only_acts_on_the_notice():
+    # A stall of the event loop past the election timeout but under election_timeout_max: the
+    # transfer, which expires after two election_timeout_max, cannot have expired meanwhile.
+    for tick_first in (False, True):
+        eng = follower(3)
+        late = 100.0 + TIMEOUT_MAX - 1  # past the election deadline (at most 100 + 300)
+        if tick_first:
+            eng.handle_tick(late)
+            eng.take_commands()
+        eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, late)
+        eng.take_commands()
+        assert eng.silence_ended_at == -1e18
+        eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), late + 1)
+        assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote], tick_first
+
+
+def test_target_that_heard_from_its_leader_only_after_a_long_silence_ignores_the_notice():
     # Woken from a pause, it reads first a heartbeat that waited in its buffers as long as
-    # the notice did: the leader seems live again, but the timer had run out meanwhile.
+    # the notice did: the leader seems live again, but the silence was long.
     eng = follower(3)
-    late = eng.election_deadline + 1_000
+    late = 100.0 + TIMEOUT_MAX + 1_000
     eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, late)
     eng.take_commands()
-    assert eng.timer_ran_out_at == late and eng.current_leader() == 1
+    assert eng.silence_ended_at == late and eng.current_leader() == 1
     eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), late + 1)
     assert eng.take_commands() == [] and eng.transfer_from is None
     # Heard from its leader for election_timeout_max since: a notice is acted on again.
@@ -348,9 +364,9 @@ def test_target_whose_timer_ran_out_before_it_followed_a_leader_acts_on_the_noti
     eng = make_engine(id=3, log=LOG, committed=(1, 1))
     eng.handle_tick(eng.election_deadline)
     eng.take_commands()
-    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, eng.now + 1)
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, eng.now + TIMEOUT_MAX)
     eng.take_commands()
-    assert eng.timer_ran_out_at == -1e18
+    assert eng.silence_ended_at == -1e18
     eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), eng.now + 1)
     assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote]
 

@@ -76,10 +76,11 @@ class FollowingHandler(Handler):
         the leader in any case, ``Engine.current_leader``) and restart the election timer."""
         st = self.state
         eng = self.eng
-        if now >= eng.election_deadline and vote == st.vote and eng.leader is None and vote.committed:
-            # The timer ran out on the leader we follow, and this request of it came before
-            # a tick saw it (``Engine.timer_ran_out_at``).
-            eng.vote_handler().timer_ran_out(now)
+        if vote == st.vote and now - eng.leader_heard_at >= eng.config.election_timeout_max:
+            # The first request of the leader we follow after a long silence: what comes
+            # next may have waited as long (``Engine.silence_ended_at``).
+            eng.silence_ended_at = now
+        eng.leader_heard_at = now
         if vote != st.vote:
             if not vote.is_ge(st.vote):
                 return False

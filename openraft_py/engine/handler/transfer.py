@@ -27,8 +27,9 @@ our leader: its messages no longer count as leader contact (``FollowingHandler.a
 and we grant its successor at once (``VoteHandler.handle_vote_req`` sees
 ``req.transfer_from``); the target itself elects at once with ``transfer_from`` set. A new
 vote forgets the notice (``VoteHandler.update_vote``). A notice read too late to act on
-(``notice_is_stale``: the election timer ran out since the leader was last heard from, or the
-leader appended entries after sending it) is ignored: the transfer may have expired.
+(``notice_is_stale``: it may have waited through a silence of that leader of
+``election_timeout_max`` or more, or the leader appended entries after sending it) is
+ignored: the transfer may have expired.
 
 The queries other handlers ask (``is_handing_over``, ``redirect_target``,
 ``announced_handover``) are functions of
@@ -156,14 +157,15 @@ class TransferHandler(Handler):
         had resumed (a target paused, by SIGSTOP or a long event-loop stall, reads the
         notice when it wakes up). Stale when:
 
-        - this node's election timer ran out since it last heard from that leader (it fired:
-          ``leader_lost``; or it is due at ``now``), or less than ``election_timeout_max``
-          ago (``timer_ran_out_at``): it heard from no leader for an election timeout, so
-          the notice may have waited all that time, and the requests of that leader it
-          took since may be as old (a paused process reads what waited in its socket
-          buffers first). A transfer to a target that was cut off a moment ago fails
-          (the leader takes writes again after two election timeouts). Not with elections
-          off (``enable_tick``, ``enable_elect``): no timer says anything then;
+        - this node has heard nothing from that leader for ``election_timeout_max`` or
+          more (``Engine.leader_heard_at``), or a request of that leader ended such a
+          silence less than ``election_timeout_max`` ago (``Engine.silence_ended_at``): the
+          notice may have waited all that time, and the requests of that leader it took
+          since may be as old (a paused process reads what waited in its socket buffers
+          first). The transfer expires after two such timeouts, so a shorter silence (a
+          stall of the event loop past the election timeout) cannot have outlived it, and
+          the notice is acted on. Not with elections off (``enable_tick``,
+          ``enable_elect``): nothing expires then;
         - this node holds an entry the leader appended after sending the notice (its last
           log id is past ``req.last_log_id``): a leader handing over appends nothing, so it
           has taken writes again. Not for a leader that left the voters
@@ -174,10 +176,9 @@ class TransferHandler(Handler):
         so neither holds for it. The notice carries no time of its own (no wire change)."""
         eng = self.eng
         config = eng.config
+        quiet = config.election_timeout_max
         if config.enable_tick and config.enable_elect and (
-            eng.leader_lost
-            or now >= eng.election_deadline
-            or now - eng.timer_ran_out_at < config.election_timeout_max
+            now - eng.leader_heard_at >= quiet or now - eng.silence_ended_at < quiet
         ):
             return True
         st = self.state

@@ -76,8 +76,6 @@ class VoteHandler(Handler):
         leader for its election timeout, and names none (``Engine.current_leader``) until
         one is heard from or it adopts another vote."""
         st = self.state
-        if st.vote.committed:
-            self.timer_ran_out(now)
         self.eng.leader_lost = True
         if not st.is_voter():
             # A learner, or a voter that appended a membership removing it: it never
@@ -89,13 +87,6 @@ class VoteHandler(Handler):
             self.pre_vote(now)
         else:
             self.elect(now)
-
-    def timer_ran_out(self, now: float) -> None:
-        """This node's election timer ran out on the established leader it follows: note
-        when (``Engine.timer_ran_out_at``), with elections on."""
-        c = self.eng.config
-        if c.enable_tick and c.enable_elect:
-            self.eng.timer_ran_out_at = now
 
     def initialize(self, membership: Membership, now: float) -> None:
         """Append ``membership`` as the first entry and campaign; see ``Engine.initialize``."""
