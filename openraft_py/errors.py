@@ -129,6 +129,18 @@ class LearnerNotFound(ChangeMembershipError):
         self.node_id = node_id
 
 
+class NotALearner(ChangeMembershipError):
+    """``remove_learners`` was given a voter (of a config of the effective membership): a
+    voter leaves with ``change_membership`` (``retain=False`` removes it from the cluster;
+    ``retain=True`` keeps it as a learner, which ``remove_learners`` can then remove)."""
+
+    def __init__(self, node_id: NodeId, msg: str | None = None) -> None:
+        super().__init__(msg or (
+            f"node {node_id} is a voter, not a learner: remove it from the voters with change_membership "
+            f"(retain=False removes it from the cluster)"))
+        self.node_id = node_id
+
+
 class LearnerIsLagging(ChangeMembershipError):
     """Most of the requested voters have not caught up with the leader: ``node_ids`` are the
     requested voters whose replication is unknown or more than ``threshold`` entries

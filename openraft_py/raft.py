@@ -390,6 +390,32 @@ class Raft:
 
         return await self._call(fn)  # type: ignore[no-any-return]
 
+    async def remove_learners(self, ids: Iterable[NodeId]) -> ClientWriteResponse:
+        """Remove the learners ``ids`` from the cluster: appends one membership entry with the
+        same voters and the nodes without them (the voters do not change, so there is no
+        joint phase). Returns the ``ClientWriteResponse`` of that entry once it is committed
+        and applied here. The leader keeps replicating to the removed learners until the
+        entry commits (so that a running one learns it is out: it stops expecting entries),
+        then stops sending to them (a snapshot being sent is dropped) and their replication
+        leaves ``RaftMetrics.replication``. A learner that is down or gone for good is
+        removed the same way: nothing waits for it. A removed node can be added again later
+        with ``add_learner``.
+
+        No id at all changes nothing and returns the current membership at once (as a
+        ``change_membership`` that changes nothing). Raises, before anything is logged:
+        ``TypeError``/``ValueError`` unless ``ids`` is an iterable of node ids with no id
+        twice; ``ForwardToLeader`` on a non-leader; ``LearnerNotFound`` for an id that is not
+        a member; ``NotALearner`` for a voter of the current (or the joint) config (a voter
+        leaves with ``change_membership``); ``InProgress`` while another membership change
+        is not committed.
+        """
+        learners = _v.check_learner_ids(ids)
+
+        def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
+            eng.remove_learners(learners, tx)
+
+        return await self._call(fn)  # type: ignore[no-any-return]
+
     # -- writes and reads ----------------------------------------------------------------------
 
     async def client_write(self, data: bytes | bytearray | memoryview) -> ClientWriteResponse:

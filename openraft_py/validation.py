@@ -209,6 +209,21 @@ def check_voters(members: Any) -> set[int]:
     return {check_node_id(m, "voter id") for m in members}
 
 
+def check_learner_ids(ids: Any) -> set[int]:
+    """``Raft.remove_learners``'s ids: an iterable of node ids. Returns them as a set;
+    ``TypeError``/``ValueError`` as ``check_node_id``, and ``ValueError`` for an id given
+    twice (a typo for another id, likely: that one would have stayed a member)."""
+    if isinstance(ids, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be an iterable of node ids, got {type(ids).__name__}")
+    out: set[int] = set()
+    for m in ids:
+        nid = check_node_id(m, "learner id")
+        if nid in out:
+            raise ValueError(f"learner id {nid} is given twice")
+        out.add(nid)
+    return out
+
+
 NETWORK_FACTORY_METHODS = ("new_client",)
 """The methods of ``network.RaftNetworkFactory``."""
 

@@ -438,6 +438,18 @@ class Engine:
         ``InProgress``."""
         return self.membership_handler(self.writable_leader()).add_learner(node_id, node, tx)
 
+    def remove_learners(self, ids: Iterable[NodeId], tx: Any) -> LogId:
+        """Remove the learners ``ids`` from the membership: one entry with the same voter
+        configs and the nodes without them (the voters do not change: no joint phase).
+        ``tx`` is answered with the ``ClientWriteResponse`` of that entry once applied. The
+        leader keeps replicating to them until the entry commits (so that they learn it),
+        then stops. No id at all: ``tx`` gets the current membership entry, nothing is
+        appended. Returns the entry's log id. Raises, before anything is appended,
+        ``ForwardToLeader``, ``LearnerNotFound`` for an id that is not a member,
+        ``NotALearner`` for a voter of any config of the effective membership, and
+        ``InProgress`` while another membership change is not committed."""
+        return self.membership_handler(self.writable_leader()).remove_learners(ids, tx)
+
     def transfer_leader(self, to: NodeId, now: float) -> None:
         """Hand leadership to voter ``to``: stop taking writes, wait until ``to`` holds the
         whole log, then tell every voter. Gives up (and resumes writes) when no new leader

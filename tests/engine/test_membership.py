@@ -22,7 +22,14 @@ from openraft_py.engine import (
     StartReplication,
     StopReplication,
 )
-from openraft_py.errors import EmptyMembership, ForwardToLeader, InProgress, LearnerIsLagging, LearnerNotFound
+from openraft_py.errors import (
+    EmptyMembership,
+    ForwardToLeader,
+    InProgress,
+    LearnerIsLagging,
+    LearnerNotFound,
+    NotALearner,
+)
 from openraft_py.types import BasicNode, Entry, Membership, Normal, ServerState, TransferLeaderRequest
 
 from .helpers import TX, flush, lid, make_engine, make_leader, vote
@@ -404,3 +411,116 @@ def test_learner_does_not_vote_in_the_new_config_until_promoted():
     eng.change_membership({1, 2, 3, 4}, True, "tx2")
     assert [type(c) for c in eng.take_commands()] == [AppendEntries, StartReplication], "probes in flight"
     assert eng.state.effective_membership().configs == (frozenset({1, 2, 3}), frozenset({1, 2, 3, 4}))
+
+
+# -- remove_learners ------------------------------------------------------------------------------
+
+
+def test_remove_learners_appends_the_configs_without_them():
+    eng = committed_leader(learners=[4, 5])
+    assert eng.remove_learners({4}, TX) == lid(1, 2)
+    m = mship([{1, 2, 3}], 5)
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), m)], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4, 5)),
+        RespondOnApply(TX, lid(1, 2)),
+    ], "one uniform entry (no joint phase); node 4 is still replicated to until the entry commits"
+    assert eng.state.membership.effective.membership == m
+    assert eng.leader.configs == [[1, 2, 3]]
+    # Once it commits, node 4 gets no more entries (its replication is dropped).
+    ack(eng, [2], 2)
+    assert eng.take_commands() == [
+        SaveCommittedAndApply(lid(1, 2)),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 5)),
+    ]
+    assert 4 not in eng.leader.replication
+    assert eng.state.server_state is ServerState.LEADER
+    eng.state.validate()
+
+
+def test_remove_learners_of_a_dead_learner_commits_without_it():
+    eng = committed_leader(learners=[4])
+    eng.remove_learners([4], TX)
+    eng.take_commands()
+    ack(eng, [2, 3], 2)  # node 4 never answers
+    assert eng.state.committed == lid(1, 2)
+    assert eng.take_commands()[-1] == StartReplication(vote(1, 1, True), nodes(2, 3))
+
+
+def test_remove_learners_removes_several_in_one_entry():
+    eng = committed_leader(learners=[4, 5, 6])
+    eng.remove_learners({4, 6}, TX)
+    appended = [c for c in eng.take_commands() if isinstance(c, AppendEntries)]
+    assert appended == [AppendEntries([Entry(lid(1, 2), mship([{1, 2, 3}], 5))], 4)]
+
+
+def test_remove_learners_with_no_id_answers_with_the_current_membership_entry():
+    eng = committed_leader(learners=[4])
+    assert eng.remove_learners(set(), TX) == lid(0, 0)
+    assert eng.take_commands() == [RespondOnApply(TX, lid(0, 0))], "nothing appended"
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_remove_learners_refuses_a_voter_with_not_a_learner():
+    eng = committed_leader(learners=[4])
+    with pytest.raises(NotALearner) as ei:
+        eng.remove_learners({4, 3}, TX)
+    assert ei.value.node_id == 3
+    assert "change_membership" in str(ei.value)
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_remove_learners_refuses_a_voter_of_either_joint_config():
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    for nid in (3, 4):  # 3: only in C_old; 4: only in C_new
+        with pytest.raises(NotALearner):
+            eng.remove_learners({nid}, "tx2")
+    assert eng.take_commands() == []
+
+
+def test_remove_learners_refuses_a_node_that_is_not_a_member_with_learner_not_found():
+    eng = committed_leader(learners=[4])
+    with pytest.raises(LearnerNotFound) as ei:
+        eng.remove_learners({4, 7}, TX)
+    assert ei.value.node_id == 7
+    assert "not a member" in str(ei.value)
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == lid(1, 1)
+
+
+def test_remove_learners_refused_while_a_change_is_uncommitted():
+    eng = committed_leader(learners=[4, 5])
+    eng.add_learner(6, N, TX)
+    eng.take_commands()
+    with pytest.raises(InProgress) as ei:
+        eng.remove_learners({5}, "tx2")
+    assert ei.value.membership_log_id == lid(1, 2)
+    assert eng.take_commands() == []
+
+
+def test_remove_learners_on_follower_forwards_to_leader():
+    eng = make_engine(id=2, vote=(1, 1, True))
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.remove_learners({4}, TX)
+    assert ei.value.leader_id == 1
+    assert eng.take_commands() == []
+
+
+def test_removed_learner_can_be_added_again():
+    eng = committed_leader(learners=[4])
+    eng.remove_learners({4}, TX)
+    eng.take_commands()
+    ack(eng, [2], 2)
+    eng.take_commands()
+    node = BasicNode("127.0.0.1:22004")
+    assert eng.add_learner(4, node, "tx2") == lid(1, 3)
+    cmds = eng.take_commands()
+    assert cmds[:3] == [
+        AppendEntries([Entry(lid(1, 3), Membership.new([{1, 2, 3}], {**nodes(1, 2, 3), 4: node}))], 5),
+        StartReplication(vote(1, 1, True), {**nodes(2, 3), 4: node}),
+        RespondOnApply("tx2", lid(1, 3)),
+    ]
+    assert eng.leader.replication[4].matched < 0, "a new progress entry: it starts over (probes)"

@@ -27,6 +27,7 @@ from openraft_py import (
     LinearizableReadError,
     LogId,
     NodeId,
+    NotALearner,
     Raft,
     RaftMetrics,
     ReadPolicy,
@@ -55,6 +56,7 @@ class Report:
     forwarded_to: NodeId | None = None
     refused_voter: NodeId | None = None
     voters: set[NodeId] = field(default_factory=set)
+    not_a_learner: NodeId | None = None
     new_leader: NodeId | None = None
 
 
@@ -136,6 +138,10 @@ async def main() -> Report:
             raise RuntimeError(f"the membership change was refused: {e}") from e
         assert changed.membership is not None
         report.voters = set(changed.membership.voter_ids())
+        try:  # a voter is not removed as a learner: it leaves with change_membership
+            await lraft.remove_learners([4])
+        except NotALearner as e:
+            report.not_a_learner = e.node_id
         await nodes[4].raft.wait(5.0).applied_index_at_least(changed.log_id.index, "n4 caught up")
 
         # Hand leadership to node 4 and wait until everyone follows it.

@@ -14,5 +14,6 @@ async def test_public_api_user_program_runs() -> None:
     assert report.read_value == "3"
     assert report.forwarded_to == report.leader
     assert report.refused_voter == 4
+    assert report.not_a_learner == 4
     assert report.voters == {1, 2, 3, 4}
     assert report.new_leader == 4

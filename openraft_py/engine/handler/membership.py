@@ -4,6 +4,9 @@
   the leader appends ``[C_new]`` by itself (``after_commit``), also when it inherited a
   committed joint config from a previous leader. A membership takes effect when appended.
 - ``add_learner`` appends the current configs with one more node.
+- ``remove_learners`` appends the current configs without some learners (no joint phase: the
+  voters do not change). The leader keeps replicating to them until that entry commits (so
+  that they hold it), then drops them (``ReplicationHandler.targets``).
 - One change at a time: a change is refused with ``InProgress`` while an appended membership
   is not committed.
 - A change whose new voters have no majority of caught-up nodes (this leader, and nodes whose
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import EmptyMembership, InProgress, LearnerIsLagging, LearnerNotFound
+from ...errors import EmptyMembership, InProgress, LearnerIsLagging, LearnerNotFound, NotALearner
 from ...types import BasicNode, Entry, LogId, Membership, NodeId
 from ..command import RespondOnApply
 from .base import LeadingHandler
@@ -107,6 +110,27 @@ class MembershipHandler(LeadingHandler):
         self._require_no_change_in_progress()
         nodes = dict(cur.nodes)
         nodes[node_id] = node
+        log_id = self.append_membership(Membership.new([set(c) for c in cur.configs], nodes))
+        self.output.append(RespondOnApply(tx, log_id))
+        return log_id
+
+    def remove_learners(self, ids: Iterable[NodeId], tx: Any) -> LogId:
+        """Remove the learners ``ids``; see ``Engine.remove_learners``."""
+        eff = self.state.membership.effective
+        cur = eff.membership
+        gone = frozenset(ids)
+        for nid in sorted(gone):
+            if nid not in cur.nodes:
+                raise LearnerNotFound(nid, f"node {nid} is not a member of the cluster: there is no learner {nid} "
+                                           f"to remove (the members are {sorted(cur.nodes)})")
+            if cur.is_voter(nid):
+                raise NotALearner(nid)
+        if not gone:  # nothing to remove: the current membership, as a no-op change answers
+            assert eff.log_id is not None
+            self.output.append(RespondOnApply(tx, eff.log_id))
+            return eff.log_id
+        self._require_no_change_in_progress()
+        nodes = {nid: n for nid, n in cur.nodes.items() if nid not in gone}
         log_id = self.append_membership(Membership.new([set(c) for c in cur.configs], nodes))
         self.output.append(RespondOnApply(tx, log_id))
         return log_id

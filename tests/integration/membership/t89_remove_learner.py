@@ -1,0 +1,96 @@
+"""``remove_learners``: a learner leaves the membership in one entry (no joint phase), live or
+dead; the leader stops sending to it once that entry commits (its replication leaves the
+metrics); a removed learner holds the entry that removed it, never campaigns, and can be
+added back later; refusals leave the log as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from openraft_py import BasicNode, LearnerNotFound, NotALearner, ServerState
+from openraft_py.testing.cluster import Cluster
+
+from ._util import RpcCounter, add_learners, settled_leader
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class SentTo:
+    """Router hook: the AppendEntries requests sent to each node (delivered or not)."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.counts: dict[int, int] = {}
+        c.router.add_hook(self._hook)
+
+    def _hook(self, rpc: str, source: int, target: int, req: Any) -> None:
+        if rpc == "append_entries":
+            self.counts[target] = self.counts.get(target, 0) + 1
+
+
+async def test_remove_a_live_and_a_dead_learner(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    await add_learners(cluster, leader, {4, 5})
+    await cluster.crash(5)  # its machine died
+    sent = SentTo(cluster)
+    counter = RpcCounter(cluster)
+    await counter.rounds(leader, 2, 3)
+    assert sent.counts.get(5, 0) > 0, "the leader sends to the dead learner until it is removed"
+
+    resp = await raft.remove_learners([4, 5])
+    m = resp.membership
+    assert m is not None and m.voter_ids() == {1, 2, 3} and m.learner_ids() == set()
+    assert not m.is_joint() and set(m.nodes) == {1, 2, 3}
+    # The live learner holds the entry that removed it, and stays out: it never campaigns.
+    m4 = await cluster.nodes[4].wait(5.0).metrics(
+        lambda x: x.membership_config.log_id == resp.log_id, "n4 holds the entry removing it")
+    assert m4.state == ServerState.LEARNER
+    await raft.wait(5.0).metrics(lambda x: x.replication is not None and set(x.replication) == {1, 2, 3},
+                                 "the leader's replication series are the voters'")
+
+    # The leader sends nothing more to either: count heartbeat rounds to a voter.
+    before = dict(sent.counts)
+    await counter.rounds(leader, 2, 10)
+    assert sent.counts.get(4, 0) == before.get(4, 0), "the leader still sends to removed learner 4"
+    assert sent.counts.get(5, 0) == before.get(5, 0), "the leader still sends to removed learner 5"
+    assert cluster.router.rpc_count("vote", source=4) == 0, "the removed learner campaigned"
+    w = await raft.client_write(b"after")
+    assert w.log_id.index > resp.log_id.index
+    assert cluster.leader() == leader
+
+    # Added back later (the node kept its data): it catches up again.
+    back = await raft.add_learner(4, BasicNode(), blocking=True)
+    assert back.membership is not None and back.membership.learner_ids() == {4}
+    await cluster.nodes[4].wait(5.0).applied_index_at_least(w.log_id.index, "n4 caught up again")
+
+
+async def test_refusals_log_nothing(cluster: Cluster) -> None:
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    await add_learners(cluster, leader, {4})
+    last = raft.metrics.last_log_index
+    with pytest.raises(NotALearner, match="change_membership"):
+        await raft.remove_learners([2])
+    with pytest.raises(LearnerNotFound, match="not a member"):
+        await raft.remove_learners([4, 9])
+    with pytest.raises(TypeError):
+        await raft.remove_learners(4)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await raft.remove_learners(["4"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="twice"):
+        await raft.remove_learners([4, 4])
+    with pytest.raises(ValueError):
+        await raft.remove_learners([-1])
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    from openraft_py import ForwardToLeader
+
+    with pytest.raises(ForwardToLeader):
+        await cluster.nodes[follower].remove_learners([4])
+    same = await raft.remove_learners([])
+    assert same.membership is not None and same.membership.learner_ids() == {4}
+    assert raft.metrics.last_log_index == last, "a refused (or empty) call logged something"
+    assert set(raft.metrics.membership_config.membership.nodes) == {1, 2, 3, 4}
