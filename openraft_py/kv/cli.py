@@ -6,6 +6,7 @@
     openraft-py cluster up -n 3                  # a local dev cluster in the foreground
     openraft-py cluster init --endpoints H:P,H:P,H:P
     openraft-py cluster add-learner --endpoints E --id 4 --raft-addr H:P --http-addr H:P
+    openraft-py cluster remove-learner --endpoints E --id 4
     openraft-py cluster members --endpoints E [--voters 1,2,3,4] [--retain] [--allow-lagging]
     openraft-py cluster status --endpoints E [--json]
     openraft-py cluster transfer --endpoints E --to 2
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
     client.add_argument("--timeout", type=_timeout, default=None, metavar="S",
                         help="seconds the call may take in all, retries included (default 10; "
-                        f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members)")
+                        f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members and remove-learner)")
 
     # cluster
     cluster = verbs.add_parser("cluster", help="start a local cluster or administer one",
@@ -235,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--raft-addr", type=_addr, required=True, metavar="H:P", help="its raft address")
     learner.add_argument("--http-addr", type=_addr, required=True, metavar="H:P", help="its HTTP address")
     learner.set_defaults(run=_cluster_add_learner, default_timeout=ADD_LEARNER_TIMEOUT)
+
+    unlearn = cv.add_parser("remove-learner", parents=[client], help="remove a learner from the cluster",
+                            description="DELETE /cluster/learners/ID on the leader: the learner leaves the "
+                            "membership (the voters do not change), whether its node is running or gone; its "
+                            "addresses are free again. A voter leaves with 'cluster members' instead.")
+    unlearn.add_argument("--id", type=_node_id, required=True, help="the learner's id")
+    unlearn.set_defaults(run=_cluster_remove_learner, default_timeout=30.0)
 
     members = cv.add_parser("members", parents=[client], help="show or change the voters",
                             description="Without --voters: print the voters and learners. With --voters: "
@@ -553,6 +561,45 @@ def _holds_learner(st: dict[str, Any], args: argparse.Namespace) -> bool:
     node = nodes.get(str(args.id)) if isinstance(nodes, dict) else None
     return (isinstance(learners, list) and args.id in learners
             and node == {"raft_addr": args.raft_addr, "http_addr": args.http_addr})
+
+
+@_async
+async def _cluster_remove_learner(args: argparse.Namespace) -> int:
+    from .client import Outcome
+
+    async with _client(args) as c:
+        deadline = _Deadline(args.timeout)
+        r = await c.remove_learner(args.id)
+        if r.outcome is Outcome.INFO and await _removed_after_all(c, args.id, deadline):
+            print(f"n{args.id} removed (it is not a member of the leader's committed membership)")
+            return EXIT_OK
+        st = _check(r, f"remove-learner {args.id}").json()
+        print(f"n{args.id} removed (log index {st.get('index')})")
+        print(f"voters: {','.join(map(str, st.get('voters', [])))}")
+        print(f"learners: {','.join(map(str, st.get('learners', []))) or '-'}")
+    return EXIT_OK
+
+
+async def _removed_after_all(c: KvClient, node_id: int, deadline: _Deadline) -> bool:
+    """After a remove-learner whose outcome is unknown (no answer within ``--timeout``, a
+    503): whether the leader's membership no longer names ``node_id`` and the leader has
+    committed its whole log (so that membership too). ``False`` when that cannot be told
+    within the verb's ``deadline`` (the outcome stays unknown), as ``_what_became_of_the_learner``
+    asks."""
+    from .client import ClientError
+
+    try:
+        _, http = await c.find_leader(timeout=deadline.left(5.0))
+        for asked in range(5):  # (writes in flight: the leader commits its log within moments)
+            if asked and deadline.expired():
+                return False
+            st = await c.status(http, timeout=deadline.left(2.0))
+            if st.get("committed_index") is not None and st.get("committed_index") == st.get("last_log_index"):
+                return str(node_id) not in (st.get("nodes") or {})
+            await asyncio.sleep(min(0.2, deadline.left()))
+    except (TimeoutError, ClientError):
+        pass
+    return False
 
 
 @_async

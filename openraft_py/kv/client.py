@@ -62,7 +62,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from ..validation import check_seconds
+from ..validation import check_node_id, check_seconds
 
 __all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
@@ -608,6 +608,14 @@ class KvClient:
         """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``)."""
         return await self.request("POST", "/cluster/learners",
                                   json={"id": node_id, "raft_addr": raft_addr, "http_addr": http_addr}, **kw)
+
+    async def remove_learner(self, node_id: int, **kw: Any) -> Response:
+        """``DELETE /cluster/learners/{node_id}``: remove learner ``node_id`` (the voters do
+        not change); OK answers ``{"index", "voters", "learners"}`` once the entry removing
+        it is committed. 404 when it is not a member, 409 when it is a voter. ``TypeError``
+        / ``ValueError`` (nothing sent) unless ``node_id`` is a node id."""
+        nid = check_node_id(node_id, "learner id")
+        return await self.request("DELETE", f"/cluster/learners/{nid}", **kw)
 
     async def change_members(
         self, voters: Sequence[int], retain: bool = False, allow_lagging: bool = False, **kw: Any

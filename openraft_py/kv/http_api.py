@@ -7,6 +7,11 @@
                                 the learner caught up (503 if not within the bound); 409 if
                                 ``id`` is a voter or another member has one of the
                                 addresses; 400 if the two addresses are the same
+``DELETE /cluster/learners/ID`` remove learner ``ID`` (the voters do not change) -> 200
+                                ``{"index", "voters", "learners"}`` once the entry is
+                                committed; 404 if ``ID`` is not a member, 409 if it is a
+                                voter or while another change runs; 400 if ``ID`` is not a
+                                node id (decimal digits)
 ``POST /cluster/members``       ``{"voters": [ids], "retain": bool, "allow_lagging": bool}``
                                 -> 200 ``{"index", "voters", "learners"}``; 409 while another
                                 change runs, or when most new voters have not caught up
@@ -95,7 +100,7 @@ from ..errors import (
     WaitTimeout,
 )
 from .metrics import CONTENT_TYPE
-from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, ServiceUnavailable
+from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG"]
@@ -301,6 +306,20 @@ async def cluster_learners(request: web.Request) -> web.Response:
     return _json({"index": index})
 
 
+async def cluster_remove_learner(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not raw.isascii():
+        raise BadRequest(f"learner id {raw!r} is not a decimal node id")
+    nid = _node_id(int(raw), "learner id")
+    node = _node(request)
+    try:
+        index = await node.remove_learner(nid)
+    except NotFound as e:
+        return _error(404, str(e))
+    st = node.status()
+    return _json({"index": index, "voters": st["voters"], "learners": st["learners"]})
+
+
 async def cluster_members(request: web.Request) -> web.Response:
     body: _MembersBody = await _body(request, _MembersBody)
     voters = [_node_id(v, "voter id") for v in body.voters]
@@ -481,6 +500,7 @@ def make_app(node: KvNode) -> web.Application:
     r = app.router
     r.add_post("/cluster/init", cluster_init)
     r.add_post("/cluster/learners", cluster_learners)
+    r.add_delete("/cluster/learners/{id}", cluster_remove_learner)
     r.add_post("/cluster/members", cluster_members)
     r.add_post("/cluster/transfer", cluster_transfer)
     r.add_get("/cluster/status", cluster_status)

@@ -30,7 +30,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, WaitTimeout
+from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
@@ -83,6 +83,10 @@ class ServiceUnavailable(Exception):
 
 class Conflict(Exception):
     """The request contradicts the cluster's current state (answered 409); nothing was done."""
+
+
+class NotFound(Exception):
+    """The request names a member the cluster does not have (answered 404); nothing was done."""
 
 
 class ServeOptions(msgspec.Struct, kw_only=True):
@@ -740,6 +744,27 @@ class KvNode:
             raise ServiceUnavailable(
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
+        return int(resp.log_id.index)
+
+    async def remove_learner(self, node_id: NodeId) -> int:
+        """Remove learner ``node_id`` from the membership (``Raft.remove_learners``; the
+        voters do not change); the membership entry's log index, once it is committed and
+        applied here. Its addresses are then free (another node may be added with them),
+        and the leader no longer sends to it, whether its node is running or gone.
+        ``Conflict`` (nothing done) when ``node_id`` is a voter: a voter leaves the voters
+        with ``change_members`` (the message says how); ``NotFound`` (nothing done) when it
+        is not a member; ``InProgress`` while another membership change is not committed."""
+        raft = self._raft()
+        try:
+            resp = await raft.remove_learners([node_id])
+        except NotALearner:
+            raise Conflict(f"node {node_id} is a voter, not a learner: a voter leaves with cluster members --voters "
+                           f"<the other voters> (POST /cluster/members; with --retain it stays a learner, which "
+                           f"remove-learner then removes)") from None
+        except LearnerNotFound:
+            members = ", ".join(map(str, sorted(raft.metrics.membership_config.membership.nodes)))
+            raise NotFound(f"node {node_id} is not a member of the cluster (the members are {members}): "
+                           "there is no learner to remove") from None
         return int(resp.log_id.index)
 
     async def change_members(self, voters: list[NodeId], retain: bool, allow_lagging: bool = False) -> int:

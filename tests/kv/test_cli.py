@@ -55,7 +55,7 @@ def _node_to_init(port: int, raft_addr: str, posted: list[str]) -> list[Abstract
 
 VERBS = [
     ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
-    ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"], ["kv"], ["kv", "put"],
+    ["cluster", "remove-learner"], ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"], ["kv"], ["kv", "put"],
     ["kv", "get"], ["kv", "delete"], ["kv", "cas"], ["demo"],
 ]
 
@@ -117,6 +117,11 @@ BAD = [
     (["cluster", "members", "--allow-lagging", "--retain"], "--retain and --allow-lagging go with --voters"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1"], "--http-addr"),
     (["cluster", "transfer", "--to", "-3"], "not a node id"),
+    (["cluster", "remove-learner"], "the following arguments are required: --id"),
+    (["cluster", "remove-learner", "--id", "x"], "argument --id: 'x' is not a node id"),
+    (["cluster", "remove-learner", "--id", "1_0"], "argument --id: '1_0' is not a node id (written in the digits"),
+    (["cluster", "remove-learner", "--id", "4", "--timeout", "0"], "argument --timeout: '0' must be positive"),
+    (["cluster", "remove-learner", "--id", "4", "--voters", "1"], "unrecognized arguments: --voters 1"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "0.0.0.0:1", "--http-addr", "h:2"], "wildcard"),
     (["cluster", "add-learner", "--id", "4", "--raft-addr", "h:1", "--http-addr", "h/x:2"], "not a host name"),
     (["cluster", "up", "--host", "0.0.0.0"], "not an address the nodes and clients can connect to"),
@@ -745,3 +750,59 @@ async def test_cluster_add_learner_whose_outcome_was_unknown_reports_a_learner_t
         assert (code, out.out, out.err) == (0, "n4 added as a learner and caught up (log index 7)\n", "")
     else:
         assert code == 1 and "n4 was added as a learner but has not caught up" in out.err, (code, out)
+
+
+def test_cluster_remove_learner_ends_within_its_timeout_when_no_node_answers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A remove-learner whose outcome is unknown (no answer) asks the leader what became of it
+    within ``--timeout`` too, and then says the outcome is unknown (exit 3)."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes connections; nobody reads them
+        start = time.monotonic()
+        code = cli.main(["cluster", "remove-learner", "--endpoints", f"127.0.0.1:{hung.getsockname()[1]}",
+                         "--id", "4", "--timeout", "1"])
+        took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 3 and "remove-learner 4: outcome unknown" in err and err.count("\n") == 1, (code, err)
+    assert took < 1.8, f"cluster remove-learner --timeout 1 took {took:.1f} s"
+
+
+@pytest.mark.parametrize("named,code", [(False, 0), (True, 3)], ids=["removed", "still-a-member"])
+async def test_cluster_remove_learner_with_an_unknown_outcome_reads_the_leader_s_membership(
+        named: bool, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a 503 to ``DELETE /cluster/learners/4`` (an outcome unknown), the verb reads the
+    leader's status: with its whole log committed and node 4 not in its nodes, the learner
+    was removed (exit 0); still named, the outcome stays unknown (exit 3). A fake leader."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    ep = f"127.0.0.1:{port}"
+    nodes = {str(i): {"raft_addr": f"127.0.0.1:{port + i}", "http_addr": f"127.0.0.1:{port + 10 + i}"}
+             for i in ((1, 2, 3, 4) if named else (1, 2, 3))}
+    nodes["1"]["http_addr"] = ep
+
+    async def remove(request: web.Request) -> web.Response:
+        return web.json_response({"error": "ServiceUnavailable: no answer in time"}, status=503)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "state": "Leader", "leader_id": 1, "leader_http_addr": ep,
+                                  "http_addr": ep, "committed_index": 9, "last_log_index": 9, "nodes": nodes})
+
+    async with _fake_node(port, [web.delete("/cluster/learners/{id}", remove),
+                                 web.get("/cluster/status", status)]):
+        got = await asyncio.to_thread(cli.main, ["cluster", "remove-learner", "--endpoints", ep, "--id", "4",
+                                                 "--timeout", "3"])
+    out, err = capsys.readouterr()
+    assert got == code, (got, out, err)
+    if named:
+        assert out == "" and "remove-learner 4: outcome unknown" in err and err.count("\n") == 1, err
+    else:
+        assert out == "n4 removed (it is not a member of the leader's committed membership)\n" and err == "", err

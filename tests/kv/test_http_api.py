@@ -13,9 +13,9 @@ import pytest
 
 from openraft_py.kv import cli
 from openraft_py.kv.node import Conflict, KvNode
-from openraft_py.kv.nodes import NodeAddrs
+from openraft_py.kv.nodes import NodeAddrs, node_of
 
-from .kv_helpers import KvCluster, free_port, members_of, url
+from .kv_helpers import STABLE_TIMEOUTS, KvCluster, free_port, members_of, node_options, url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,6 +150,7 @@ async def test_no_leader_gives_503() -> None:
             ("POST", "/cluster/members", {"json": {"voters": [1]}}),
             ("POST", "/cluster/transfer", {"json": {"to": 1}}),
             ("POST", "/cluster/learners", {"json": {"id": 2, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}}),
+            ("DELETE", "/cluster/learners/2", {}),
         ]:
             async with s.request(method, url(n, path), allow_redirects=False, **kw) as r:
                 assert r.status == 503, (method, path, r.status)
@@ -372,24 +373,60 @@ async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster
     assert not [r for r in caplog.records if "records this node at other addresses" in r.getMessage()]
 
 
-async def test_a_learner_leaves_as_a_voter_as_the_guide_says(cluster: KvCluster) -> None:
-    """The guide's way to remove a learner: ``POST /cluster/members`` without it keeps it, with
-    ``retain`` or not (no call removes a learner); made a voter and then not, it leaves the
-    membership and the leader no longer names it."""
+async def test_delete_cluster_learner_removes_it_and_frees_its_addresses(cluster: KvCluster) -> None:
+    """``POST /cluster/members`` without a learner keeps it, with ``retain`` or not;
+    ``DELETE /cluster/learners/{id}`` removes it (200 with the membership), whether its node
+    runs or is gone; its addresses are then free for another node. Not a member is 404, a
+    voter 409 (saying how a voter leaves), a malformed id 400, a follower redirects; none
+    of these logs anything. There was no way to remove a learner whose node was gone."""
     leader = await cluster.wait_leader()
+    assert leader.raft is not None
     s = sess(cluster)
     n4 = await cluster.start_node(4)
-    async with s.post(url(leader, "/cluster/learners"),
-                      json={"id": 4, "raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}) as r:
+    addrs4 = {"raft_addr": n4.opts.raft_addr, "http_addr": n4.opts.http_addr}
+    async with s.post(url(leader, "/cluster/learners"), json={"id": 4, **addrs4}) as r:
         assert r.status == 200, await r.text()
     for retain in (False, True):
         async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 3], "retain": retain}) as r:
             assert r.status == 200 and (await r.json())["learners"] == [4], await r.text()
-    for voters, learners in (([1, 2, 3, 4], []), ([1, 2, 3], [])):
-        async with s.post(url(leader, "/cluster/members"), json={"voters": voters}) as r:
+
+    last = leader.raft.metrics.last_log_index
+    f = cluster.followers(leader)[0]
+    for path, status, needle in (
+        ("/cluster/learners/9", 404, "node 9 is not a member of the cluster (the members are 1, 2, 3, 4)"),
+        (f"/cluster/learners/{f.id}", 409, "cluster members --voters"),
+        ("/cluster/learners/x", 400, "learner id 'x' is not a decimal node id"),
+        ("/cluster/learners/-1", 400, "is not a decimal node id"),
+        ("/cluster/learners/%EF%BC%94", 400, "is not a decimal node id"),  # a full-width 4
+        ("/cluster/learners/99999999999999999999999", 400, "learner id"),
+    ):
+        async with s.delete(url(leader, path)) as r:
             body = await r.json()
-            assert r.status == 200 and body["voters"] == voters and body["learners"] == learners, body
+            assert r.status == status and needle in body["error"], (path, r.status, body)
+    async with s.delete(url(f, "/cluster/learners/4"), allow_redirects=False) as r:
+        assert r.status == 307 and r.headers["Location"] == url(leader, "/cluster/learners/4"), await r.text()
+    assert leader.raft.metrics.last_log_index == last, "a refused removal logged something"
+
+    # Its node gone for good, it is removed all the same.
+    await n4.stop()
+    del cluster.nodes[4]
+    async with s.delete(url(f, "/cluster/learners/4")) as r:  # via the redirect
+        body = await r.json()
+        assert r.status == 200 and body["voters"] == [1, 2, 3] and body["learners"] == [], body
+        assert isinstance(body["index"], int) and body["index"] > last
     assert 4 not in leader.nodes()
+    await leader.raft.wait(5).metrics(lambda m: m.replication is not None and 4 not in m.replication,
+                                      "no replication to node 4")
+    async with s.delete(url(leader, "/cluster/learners/4")) as r:
+        assert r.status == 404, await r.text()
+    # Its addresses are free: node 5 may take them.
+    opts5 = msgspec.structs.replace(node_options(5, cluster.root, raft_config=STABLE_TIMEOUTS),
+                                    raft_addr=addrs4["raft_addr"], http_addr=addrs4["http_addr"])
+    cluster.nodes[5] = n5 = KvNode(opts5)
+    await n5.start()
+    async with s.post(url(leader, "/cluster/learners"), json={"id": 5, **addrs4}) as r:
+        assert r.status == 200, await r.text()
+    assert leader.nodes()[5] == NodeAddrs(n5.opts.raft_addr, n5.opts.http_addr)
 
 
 async def test_a_learner_at_another_members_address_is_409_and_changes_nothing(cluster: KvCluster) -> None:
@@ -465,6 +502,35 @@ async def test_cli_add_learner_of_a_node_not_running_says_it_was_added(capsys: p
             assert leader.nodes()[nid] == NodeAddrs(raft_addr, http_addr)
     finally:
         await c.close()
+
+
+async def test_cli_remove_learner(cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """``openraft-py cluster remove-learner --id N``: exit 0 printing the membership once the
+    learner left (asked of a follower: the redirect is followed); exit 1 in one line when
+    the id is not a member or is a voter (nothing done)."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    raft_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    assert leader.raft is not None
+    await leader.raft.ensure_linearizable()  # its first entry committed: it takes membership changes
+    # node 4 is not running: added without waiting for it to catch up
+    await leader.raft.add_learner(4, node_of(raft_addr, http_addr), blocking=False)
+    assert 4 in leader.nodes()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(["cluster", "remove-learner", "--endpoints", f.opts.http_addr, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await asyncio.to_thread(run, "--id", "4")
+    assert code == 0 and err == "", (code, out, err)
+    lines = out.splitlines()
+    assert lines[0].startswith("n4 removed (log index ") and lines[1:] == ["voters: 1,2,3", "learners: -"], out
+    assert 4 not in leader.nodes()
+    for nid, needle in (("4", "HTTP 404"), ("7", "node 7 is not a member"), (str(f.id), "HTTP 409")):
+        code, out, err = await asyncio.to_thread(run, "--id", nid, "--timeout", "5")
+        assert code == 1 and out == "" and err.count("\n") == 1, (nid, code, out, err)
+        assert f"remove-learner {nid} failed" in err and needle in err, err
 
 
 async def test_a_request_waiting_when_the_node_is_stopped_is_not_logged_as_an_error(

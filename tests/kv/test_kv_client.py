@@ -74,6 +74,9 @@ async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None
                 await asyncio.wait_for(key_call(), 2)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="non-empty"):
             await asyncio.wait_for(c.get(""), 2)
+        for bad_id, error in (("4", TypeError), (4.0, TypeError), (True, TypeError), (-1, ValueError)):
+            with pytest.raises(error, match="learner id"):
+                await asyncio.wait_for(c.remove_learner(bad_id), 2)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kw,error", [
