@@ -18,12 +18,18 @@ if TYPE_CHECKING:
     from .checks import Checker
 
 
+REMOVE_LEARNERS_P = 0.2
+"""How often a membership step with learners present removes some of them (drawn from
+``FaultSchedule.remove_rng``)."""
+
+
 class FaultSchedule:
     """Fault actions of a ``Simulation``: ``_fault_step`` draws one by the profile's weights."""
 
     # What the fault actions use of the ``Simulation`` they are mixed into (set up by
     # ``Simulation.__init__``; see there).
     rng: random.Random
+    remove_rng: random.Random
     config: Config
     cluster: Cluster
     checker: Checker
@@ -429,7 +435,11 @@ class FaultSchedule:
     async def _fault_membership(self) -> None:
         """A membership change through the leader (sometimes through another node): add a
         learner (starting the node if needed), change the voters to a random set of 3..7
-        members, remove the leader, or replace voters by learners."""
+        members, remove the leader, replace voters by learners, or remove learners.
+
+        Whether to remove learners is drawn from an RNG of its own (``remove_rng``, drawn
+        only when there are learners), before anything else: a run in which it never
+        chooses to is the run the seed gave before the step existed."""
         c = self.cluster
         rng = self.rng
         target = self._admin_target()
@@ -440,6 +450,17 @@ class FaultSchedule:
         voters = sorted(m.voter_ids())
         members = sorted(m.nodes)
         learners = sorted(set(members) - set(voters))
+        if learners and self.remove_rng.random() < REMOVE_LEARNERS_P:
+            gone = sorted(self.remove_rng.sample(learners, self.remove_rng.randint(1, len(learners))))
+
+            async def stop_some(resp: Any) -> None:
+                # An operator stops some of the nodes removed (or not: they stay idle).
+                for nid in gone:
+                    if nid in c.nodes and rng.random() < 0.5:
+                        await self._crash(nid)
+
+            self._spawn_admin(f"remove_learners {gone} via n{target}", raft.remove_learners(gone), stop_some)
+            return
         if learners or len(voters) > 3:
             kind = rng.choice(("add_learner", "change", "change", "remove_leader", "replace"))
         else:

@@ -161,6 +161,9 @@ class Simulation(FaultSchedule):
         self.seed = seed
         self.faults = tuple(sorted(faults))
         self.rng = random.Random(seed)
+        # Whether a membership step removes learners (``_fault_membership``): an RNG of its
+        # own, so that the runs that never do are those the seeds gave before that step.
+        self.remove_rng = random.Random(f"remove-learners-{seed}")
         self.steps = steps
         self.wire = (seed % WIRE_EVERY == 0) if wire is None else wire
         self.trace: list[str] = []
