@@ -5,13 +5,15 @@ added back later; refusals leave the log as it was."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, LearnerNotFound, NotALearner, ServerState
+from openraft_py import BasicNode, ForwardToLeader, LearnerNotFound, NotALearner, ServerState
 from openraft_py.testing.cluster import Cluster
 
+from ..snapshot.helpers import snap_config, write
 from ._util import RpcCounter, add_learners, settled_leader
 
 pytestmark = pytest.mark.timeout(30)
@@ -86,11 +88,56 @@ async def test_refusals_log_nothing(cluster: Cluster) -> None:
     with pytest.raises(ValueError):
         await raft.remove_learners([-1])
     follower = next(n for n in (1, 2, 3) if n != leader)
-    from openraft_py import ForwardToLeader
-
     with pytest.raises(ForwardToLeader):
         await cluster.nodes[follower].remove_learners([4])
     same = await raft.remove_learners([])
     assert same.membership is not None and same.membership.learner_ids() == {4}
     assert raft.metrics.last_log_index == last, "a refused (or empty) call logged something"
     assert set(raft.metrics.membership_config.membership.nodes) == {1, 2, 3, 4}
+
+
+async def test_remove_a_learner_while_it_receives_a_snapshot() -> None:
+    """A learner that needs a snapshot (the leader's log is purged) is removed while a chunk
+    to it is held on the way: the entry commits without it, the leader drops the transfer
+    (no further chunk is sent, the node keeps running and taking writes), and the chunk held
+    back, delivered afterwards, changes nothing on the leader."""
+    c = Cluster(snap_config(snapshot_max_chunk_size=64), seed=5)
+    try:
+        await c.start({1, 2, 3})
+        leader = await settled_leader(c)
+        raft = c.nodes[leader]
+        last = await write(c, leader, 0, 100)
+        await c.wait_applied(last)
+        await raft.trigger.snapshot()
+        await raft.wait(5).purged(last, "leader purged its log")
+
+        held = asyncio.Event()
+        release = asyncio.Event()
+        chunks: list[int] = []
+
+        async def hook(rpc: str, source: int, target: int, req: Any) -> None:
+            if rpc == "install_snapshot" and target == 4:
+                chunks.append(req.offset)
+                if len(chunks) == 2:  # the second chunk: a transfer under way
+                    held.set()
+                    await release.wait()
+
+        c.router.add_hook(hook)
+        await c.add_node(4)
+        await raft.add_learner(4, BasicNode(), blocking=False)
+        await asyncio.wait_for(held.wait(), 5)
+        resp = await raft.remove_learners([4])
+        assert resp.membership is not None and 4 not in resp.membership.nodes
+        await raft.wait(5).metrics(lambda m: m.replication is not None and 4 not in m.replication,
+                                   "no replication to node 4")
+        sent = len(chunks)
+        release.set()
+        w = await raft.client_write(b"after")
+        await c.wait_applied(w.log_id.index, ids=[1, 2, 3])
+        counter = RpcCounter(c)
+        await counter.rounds(leader, next(n for n in (1, 2, 3) if n != leader), 5)
+        assert len(chunks) == sent, "the leader went on sending the snapshot to the removed learner"
+        m = raft.metrics
+        assert m.running and m.state == ServerState.LEADER, m.describe()
+    finally:
+        await c.shutdown()
