@@ -410,6 +410,10 @@ async def test_delete_cluster_learner_removes_it_and_frees_its_addresses(cluster
     # Its node gone for good, it is removed all the same.
     await n4.stop()
     del cluster.nodes[4]
+    async with s.put(url(leader, "/kv/x"), data="y") as r:  # (sent to node 4 too: its errors are counted)
+        assert r.status == 200, await r.text()
+    async with s.get(url(leader, "/metrics")) as r:
+        assert 'openraft_replication_lag{peer="4"}' in await r.text()
     async with s.delete(url(f, "/cluster/learners/4")) as r:  # via the redirect
         body = await r.json()
         assert r.status == 200 and body["voters"] == [1, 2, 3] and body["learners"] == [], body
@@ -417,6 +421,8 @@ async def test_delete_cluster_learner_removes_it_and_frees_its_addresses(cluster
     assert 4 not in leader.nodes()
     await leader.raft.wait(5).metrics(lambda m: m.replication is not None and 4 not in m.replication,
                                       "no replication to node 4")
+    async with s.get(url(leader, "/metrics")) as r:  # its per-peer series are gone
+        assert 'peer="4"' not in await r.text()
     async with s.delete(url(leader, "/cluster/learners/4")) as r:
         assert r.status == 404, await r.text()
     # Its addresses are free: node 5 may take them.
