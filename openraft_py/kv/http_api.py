@@ -6,7 +6,8 @@
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
                                 the learner caught up (503 if not within the bound); 409 if
                                 ``id`` is a voter or another member has one of the
-                                addresses; 400 if the two addresses are the same
+                                addresses, or if the learner was removed while the call
+                                waited; 400 if the two addresses are the same
 ``DELETE /cluster/learners/ID`` remove learner ``ID`` (the voters do not change) -> 200
                                 ``{"index", "voters", "learners"}`` once the entry is
                                 committed; 404 if ``ID`` is not a member, 409 if it is a

@@ -705,7 +705,8 @@ class KvNode:
         quorum). ``Conflict`` too when another member already has ``raft_addr`` or
         ``http_addr`` (either of its two, compared as strings): replication to the learner
         would reach that member (the transport refuses it: the learner never catches up), and
-        a redirect to the learner would reach that member."""
+        a redirect to the learner would reach that member. ``Conflict`` too when the learner
+        was removed (``remove_learner``) while this waited for it to catch up."""
         node = node_of(raft_addr, http_addr)
         if raft_addr == http_addr:
             raise ValueError(f"raft_addr and http_addr are both {raft_addr!r}: a node listens on two ports")
@@ -729,6 +730,8 @@ class KvNode:
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
+        except LearnerNotFound as e:  # removed (remove_learner) while this waited: not the request's fault
+            raise Conflict(f"{e}: it is not a member (add it again if that was not meant)") from None
         except TimeoutError:
             m = raft.metrics
             entry = m.membership_config.log_id

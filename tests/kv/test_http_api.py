@@ -11,6 +11,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from openraft_py import RaftMetrics
 from openraft_py.kv import cli
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs, node_of
@@ -508,6 +509,34 @@ async def test_cli_add_learner_of_a_node_not_running_says_it_was_added(capsys: p
             assert leader.nodes()[nid] == NodeAddrs(raft_addr, http_addr)
     finally:
         await c.close()
+
+
+async def test_an_add_learner_waiting_for_a_learner_removed_meanwhile_is_409(cluster: KvCluster) -> None:
+    """``POST /cluster/learners`` waits until the learner caught up; a ``DELETE`` of it
+    meanwhile ends that wait at once with 409 (the cluster's state changed under it), not
+    a 400 as if the request were malformed."""
+    leader = await cluster.wait_leader()
+    assert leader.raft is not None
+    await leader.raft.ensure_linearizable()
+    s = sess(cluster)
+    body = {"id": 4, "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+    adding = asyncio.ensure_future(s.post(url(leader, "/cluster/learners"), json=body))
+    try:
+        def added(m: RaftMetrics) -> bool:  # (committed: a removal before that is refused with InProgress)
+            lid = m.membership_config.log_id
+            return (4 in m.membership_config.membership.nodes and lid is not None and m.committed is not None
+                    and m.committed.index >= lid.index)
+
+        await leader.raft.wait(5).metrics(added, "node 4 added, its entry committed")
+        async with s.delete(url(leader, "/cluster/learners/4")) as r:
+            assert r.status == 200, await r.text()
+        r = await asyncio.wait_for(adding, 5)
+        async with r:
+            error = (await r.json())["error"]
+            assert r.status == 409, error
+            assert "node 4 was removed from the membership" in error and "add it again" in error, error
+    finally:
+        adding.cancel()
 
 
 async def test_cli_remove_learner(cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
