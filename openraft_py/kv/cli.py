@@ -550,7 +550,8 @@ async def _what_became_of_the_learner(c: KvClient, args: argparse.Namespace, why
     if lagging:
         raise CliError(f"add-learner {args.id}: n{args.id} was added as a learner but has not caught up with the "
                        f"leader ({why}): is it running at {args.raft_addr}? It stays a learner and catches up once "
-                       "it runs there; if the address was wrong, run add-learner again with the right one")
+                       "it runs there; if the address was wrong, run add-learner again with the right one; if the "
+                       f"id was wrong, remove it with 'cluster remove-learner --id {args.id}'")
     return None
 
 

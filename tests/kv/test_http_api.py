@@ -505,6 +505,7 @@ async def test_cli_add_learner_of_a_node_not_running_says_it_was_added(capsys: p
             assert code == 1, (nid, code, err)
             assert f"n{nid} was added as a learner but has not caught up" in err, err
             assert f"is it running at {raft_addr}?" in err and "outcome unknown" not in err, err
+            assert f"if the id was wrong, remove it with 'cluster remove-learner --id {nid}'" in err, err
             assert err.count("\n") == 1, err
             assert leader.nodes()[nid] == NodeAddrs(raft_addr, http_addr)
     finally:
