@@ -963,15 +963,21 @@ class RaftCore:
             return
         self._clients_memberships = (committed, effective)
         if effective is not seen_effective and (seen_effective is None or effective.log_id != seen_effective.log_id):
-            self._log_membership(effective)
+            self._log_membership(effective, seen_effective)
         if self._clients:
             self._forget_clients(committed.membership.nodes.keys() | effective.membership.nodes.keys())
 
-    def _log_membership(self, stored: StoredMembership) -> None:
+    def _log_membership(self, stored: StoredMembership, before: StoredMembership | None = None) -> None:
         """Log at INFO the membership this node now goes by (a membership takes effect when
         appended): at start, and at each change, as each node learns of it. No change of
         the voters or learners was logged: an operator could not tell from the log when a
-        node joined or left, nor which nodes a node counted as its voters."""
+        node joined or left, nor which nodes a node counted as its voters.
+
+        And a WARNING when that membership does not name this node, at start or when the
+        one ``before`` it did (a node catching up from an empty log goes by memberships
+        from before it was added: not said): it was removed (a voter by
+        ``change_membership``, a learner by ``remove_learners``) and gets nothing more from
+        the leader; a removed node kept running stayed idle with nothing saying why."""
         if stored.log_id is None:  # (a node not initialized: no membership yet)
             return
         mem = stored.membership
@@ -979,6 +985,11 @@ class RaftCore:
         joint = "joint " if mem.is_joint() else ""
         log.info("node %s: %smembership at log index %s: voters %s, learners %s", self.id, joint,
                  stored.log_id.index, voters, sorted(mem.learner_ids()))
+        was_member = before is None or (before.log_id is not None and self.id in before.membership.nodes)
+        if was_member and self.id not in mem.nodes:
+            log.warning("node %s: the membership at log index %s does not name this node: it was removed from the "
+                        "cluster, and gets nothing more from the leader unless a later entry adds it again (stop it, "
+                        "or add it again as a learner)", self.id, stored.log_id.index)
 
     def _forget_clients(self, targets: Container[NodeId]) -> None:
         """Drop the network client of every node not in ``targets`` (the leader's: every

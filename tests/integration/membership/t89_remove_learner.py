@@ -6,6 +6,7 @@ added back later; refusals leave the log as it was."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -141,3 +142,41 @@ async def test_remove_a_learner_while_it_receives_a_snapshot() -> None:
         assert m.running and m.state == ServerState.LEADER, m.describe()
     finally:
         await c.shutdown()
+
+
+async def test_a_removed_node_says_so_in_its_log(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A learner (or a voter) that learns it was removed logs one WARNING saying so, and so
+    does a removed node restarted; a node catching up from an empty log, which goes by the
+    memberships from before it was added, does not."""
+
+    caplog.set_level(logging.INFO, logger="openraft_py.core")
+
+    def removed_lines(nid: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "openraft_py.core"
+                and r.levelno == logging.WARNING and r.getMessage().startswith(f"node {nid}: ")
+                and "does not name this node" in r.getMessage()]
+
+    await cluster.start({1, 2, 3})
+    leader = await settled_leader(cluster)
+    raft = cluster.nodes[leader]
+    for i in range(5):
+        await raft.client_write(f"w{i}".encode())
+    await add_learners(cluster, leader, {4, 5})
+    assert removed_lines(4) == [] and removed_lines(5) == [], "a node catching up was said to be removed"
+    resp = await raft.remove_learners([4])
+    await cluster.nodes[4].wait(5.0).metrics(lambda m: m.membership_config.log_id == resp.log_id, "n4 removed")
+    assert removed_lines(4) == [f"node 4: the membership at log index {resp.log_id.index} does not name this node: "
+                                "it was removed from the cluster, and gets nothing more from the leader unless a "
+                                "later entry adds it again (stop it, or add it again as a learner)"]
+    voter = next(n for n in (1, 2, 3) if n != leader)
+    await raft.change_membership({1, 2, 3} - {voter}, retain=True)  # (a voter leaves as a learner first)
+    resp = await raft.remove_learners([voter])
+    await cluster.nodes[voter].wait(5.0).metrics(lambda m: m.membership_config.log_id == resp.log_id, "removed")
+    assert len(removed_lines(voter)) == 1
+    await cluster.restart(4)
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(removed_lines(4)) < 2:  # (logged at the restarted node's first round of commands)
+        assert asyncio.get_running_loop().time() < deadline, "a removed node restarted does not say so"
+        await asyncio.sleep(0.01)
+    assert len(removed_lines(4)) == 2
+    assert removed_lines(5) == [] and removed_lines(leader) == []
