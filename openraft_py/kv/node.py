@@ -772,8 +772,14 @@ class KvNode:
 
     async def change_members(self, voters: list[NodeId], retain: bool, allow_lagging: bool = False) -> int:
         """Make ``voters`` the voters (joint consensus; see ``Raft.change_membership``); the
-        final entry's log index."""
-        resp = await self._raft().change_membership(voters, retain=retain, allow_lagging=allow_lagging)
+        final entry's log index. ``LearnerNotFound`` says how a service user adds a learner
+        (the library's message names ``add_learner``)."""
+        try:
+            resp = await self._raft().change_membership(voters, retain=retain, allow_lagging=allow_lagging)
+        except LearnerNotFound as e:
+            nid = e.node_id
+            raise LearnerNotFound(nid, f"node {nid} is not a learner: add it first (openraft-py cluster add-learner "
+                                       f"--id {nid} --raft-addr H:P --http-addr H:P, or POST /cluster/learners)") from None
         return int(resp.log_id.index)
 
     async def transfer(self, to: NodeId) -> NodeId:

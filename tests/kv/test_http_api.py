@@ -287,7 +287,10 @@ async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     async with s.post(url(leader, "/cluster/transfer"), json={"to": 42}) as r:
         assert r.status == 400 and "error" in await r.json()
     async with s.post(url(leader, "/cluster/members"), json={"voters": [1, 2, 42]}) as r:
-        assert r.status == 400, await r.text()  # LearnerNotFound
+        assert r.status == 400, await r.text()
+        error = (await r.json())["error"]
+        assert error.startswith("LearnerNotFound: node 42 is not a learner: add it first (openraft-py cluster "
+                                "add-learner --id 42"), error  # (the library's hint names add_learner)
     assert (await asyncio.wait_for(cluster.wait_leader(), 5)) is leader
 
 
