@@ -162,6 +162,15 @@ class CatchUpGuard:
         """Whether the node's committed index reached the target."""
         return self.target is not None and metrics.committed is not None and metrics.committed.index >= self.target
 
+    def caught_up_by(self, req: AppendEntriesRequest, resp: AppendEntriesResponse) -> bool:
+        """Whether the node holds the target committed once ``req`` was answered ``resp``:
+        its log matches the leader's up to ``resp.matching``, and the leader committed up to
+        ``req.leader_commit``. Ends the catching up with the request that taught the target,
+        without waiting for the metrics of it (or for the next heartbeat)."""
+        lc = req.leader_commit
+        return (self.target is not None and resp.success and resp.matching is not None and lc is not None
+                and min(lc.index, resp.matching.index) >= self.target)
+
     def save(self) -> None:
         """Write the record with the target, durably. Blocking: call it in a worker thread."""
         replace_durably(str(self.data_dir / CATCHING_UP_FILE), msgspec.json.encode(CatchingUp(self.target)) + b"\n")
@@ -205,7 +214,7 @@ class GuardedRaft:
     async def _append_catching_up(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         resp = await self.raft.append_entries(req)
         learned = self.guard.learn_target(req)
-        await self._progress(learned)
+        await self._progress(learned, self.guard.caught_up_by(req, resp))
         return resp
 
     async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
@@ -223,25 +232,31 @@ class GuardedRaft:
         return self.guard.refusal(req, self.raft.metrics)
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
-        """``Raft.handle_transfer_leader`` (a catching-up node's vote requests are not sent:
-        ``CatchUpGuard.campaign_refusal``)."""
+        """``Raft.handle_transfer_leader``; ignored while catching up: the node could not
+        win (its vote requests are not sent, ``CatchUpGuard.campaign_refusal``), and the
+        election would only raise its term, which deposes the leader once it hears of it.
+        The leader's transfer expires and it takes writes again."""
+        if self.guard.active:
+            log.info("node %s: ignored the leadership transfer of node %s to node %s: this node is catching up "
+                     "with the cluster (%s) and does not campaign", self.guard.node_id,
+                     req.from_leader.leader_id.node_id, req.to, self.guard.describe(self.raft.metrics))
+            return
         await self.raft.handle_transfer_leader(req)
 
-    async def _progress(self, learned: bool) -> None:
-        """Record a target just learned; end the catching up once the node reached it."""
+    async def _progress(self, learned: bool, reached: bool = False) -> None:
+        """Record a target just learned; end the catching up once the node reached it
+        (``reached``: a request's answer showed it)."""
         g = self.guard
         if self._writing or not g.active:
             return
         self._writing = True
         try:
-            if g.caught_up(self.raft.metrics):
+            if reached or g.caught_up(self.raft.metrics):
                 await asyncio.to_thread(g.remove)
                 g.active = False
-                m = self.raft.metrics
                 g.ended(asyncio.get_running_loop().time())
-                log.info("node %s: caught up with the cluster (committed index %s reached %s, its committed index "
-                         "when this node started on an empty data directory): it may vote now", g.node_id,
-                         m.committed.index if m.committed is not None else -1, g.target)
+                log.info("node %s: caught up with the cluster (it holds committed index %s, the cluster's when this "
+                         "node started on an empty data directory): it may vote now", g.node_id, g.target)
             elif learned:
                 await asyncio.to_thread(g.save)
         finally:

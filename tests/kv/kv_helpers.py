@@ -54,7 +54,9 @@ class KvCluster:
 
     async def start(self, n: int, init: bool = True, **kw: Any) -> KvCluster:
         """Start nodes 1..n; with ``init``, initialize them through node 1's HTTP API and
-        wait until every node knows the leader."""
+        wait until every node knows the leader and none is catching up (``kv/rejoin.py``:
+        a node started on an empty directory votes, and takes leadership when it is handed
+        over, once it holds the leader's first commit)."""
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
         for nid in range(1, n + 1):
             await self.start_node(nid, **kw)
@@ -65,7 +67,16 @@ class KvCluster:
                 assert r.status == 200, await r.text()
             await first.raft.trigger.elect()  # type: ignore[union-attr]  # no election timeout to wait
             await self.wait_leader()
+            await self.wait_caught_up()
         return self
+
+    async def wait_caught_up(self, timeout: float = 5.0) -> None:
+        """Until no running node is catching up (``kv/rejoin.py``)."""
+        async def settled() -> None:
+            while any(n.catch_up is not None and n.catch_up.active for n in self.nodes.values() if n.raft is not None):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(settled(), timeout)
 
     async def wait_leader(self, among: list[int] | None = None, timeout: float = 5.0) -> KvNode:
         """The leader once every node of ``among`` (default all running) agrees on it and

@@ -7,14 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from openraft_py.kv.node import KvNode
-from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard
-from openraft_py.types import LeaderId, LogId, ServerState, Vote, VoteRequest
+from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
+from openraft_py.types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    LeaderId,
+    LogId,
+    ServerState,
+    TransferLeaderRequest,
+    Vote,
+    VoteRequest,
+)
 
 from .kv_helpers import KvCluster, url
 
@@ -175,6 +186,56 @@ async def test_a_catching_up_node_sends_no_vote_request() -> None:
             await client.vote(VoteRequest(Vote(LeaderId(4, 2)), LogId(1, 3)))
     finally:
         await factory.close()
+
+
+class _Served:
+    """A stand-in for the node's ``Raft`` behind a ``GuardedRaft``: records the notices it
+    is handed and answers AppendEntries with ``answer``."""
+
+    def __init__(self, answer: AppendEntriesResponse) -> None:
+        self.answer = answer
+        self.notices: list[TransferLeaderRequest] = []
+
+    @property
+    def metrics(self) -> Any:
+        return types.SimpleNamespace(committed=None, vote=Vote(LeaderId(1, 1)))
+
+    async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        return self.answer
+
+    async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
+        self.notices.append(req)
+
+
+async def test_a_catching_up_node_ignores_a_transfer_notice(tmp_path: Path) -> None:
+    """It could not win (its vote requests are not sent), and the election it started
+    raised its term, which deposed the leader once it heard of it (a transfer right after a
+    cluster started: the leader stepped down, and a new election followed)."""
+    notice = TransferLeaderRequest(Vote(LeaderId(1, 1), True), 2, LogId(1, 1))
+    raft = _Served(AppendEntriesResponse(Vote(LeaderId(1, 1), True), True, LogId(1, 1)))
+    guarded = GuardedRaft(raft, CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+    await guarded.handle_transfer_leader(notice)
+    assert raft.notices == []
+    guarded.guard.active = False
+    await guarded.handle_transfer_leader(notice)
+    assert raft.notices == [notice]
+
+
+async def test_the_request_that_teaches_the_target_ends_the_catching_up_when_it_shows_it(tmp_path: Path) -> None:
+    """The answer to an AppendEntries whose leader committed in its term, matching up to its
+    commit, shows the node holds the target: catching up ends with that request, not at a
+    later one (a transfer right after a cluster started found its target catching up)."""
+    leader = Vote(LeaderId(2, 1), True)
+    raft = _Served(AppendEntriesResponse(leader, True, LogId(2, 1)))
+    guarded = GuardedRaft(raft, CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+    await guarded.append_entries(AppendEntriesRequest(leader, LogId(2, 1), [], LogId(2, 1)))
+    assert not guarded.guard.active and not (tmp_path / CATCHING_UP_FILE).exists()
+    # An answer that does not match that far leaves it catching up, with the target kept.
+    raft.answer = AppendEntriesResponse(leader, True, LogId(0, 0))
+    guarded = GuardedRaft(raft, CatchUpGuard.load(tmp_path, 3, new=True))  # type: ignore[arg-type]
+    await guarded.append_entries(AppendEntriesRequest(leader, LogId(0, 0), [], LogId(2, 1)))
+    assert guarded.guard.active and guarded.guard.target == 1
+    assert json.loads((tmp_path / CATCHING_UP_FILE).read_bytes()) == {"target": 1}
 
 
 async def test_the_initialized_node_wins_the_first_election_at_once(cluster: KvCluster) -> None:
