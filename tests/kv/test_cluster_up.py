@@ -533,7 +533,7 @@ def test_a_node_a_membership_change_removed_is_not_waited_for(tmp_path: Path) ->
         # leader that leads again after the restart names that leader: waited for, it
         # agreed in time.)
         deadline = time.monotonic() + 20
-        while True:  # (a target that stalled a moment before ignores the notice: asked again)
+        while True:  # (a target still catching up after its start ignores the notice, kv/rejoin.py: asked again)
             code, out, err = run(["cluster", "transfer", "--to", "2", "--endpoints", members[1].http])
             if code == 0 or time.monotonic() > deadline:
                 break
