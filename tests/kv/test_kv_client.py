@@ -192,6 +192,22 @@ async def test_a_repeated_dead_endpoint_does_not_hide_the_next_one(cluster: KvCl
         assert c.endpoints == [dead, live]
 
 
+@contextlib.asynccontextmanager
+async def _serving(app: Any) -> AsyncIterator[str]:
+    """``app`` (an aiohttp application: another HTTP server than a service node) served on a
+    free loopback port for the block; yields its ``host:port``."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @contextlib.contextmanager
 def _listener(complete: bool) -> Iterator[str]:
     """A loopback port that never answers. ``complete``: connections are made (the kernel
@@ -485,12 +501,7 @@ async def test_an_endpoint_that_is_not_a_service_node_is_named_as_such() -> None
     app = web.Application()
     app.router.add_get("/cluster/status", html)
     app.router.add_get("/kv/{key}", not_found)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    ep = f"127.0.0.1:{port}"
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with _serving(app) as ep:
         async with KvClient([ep], deadline=2) as c:
             r = await c.get("k")
             assert r.outcome is Outcome.FAIL and r.status == 404 and "no such file" in (r.error or ""), r
@@ -499,8 +510,6 @@ async def test_an_endpoint_that_is_not_a_service_node_is_named_as_such() -> None
         for verb in (["cluster", "status"], ["cluster", "init"]):
             code = await asyncio.to_thread(cli.main, [*verb, "--endpoints", ep, "--timeout", "2"])
             assert code == 1, verb
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_raft_port_given_as_an_endpoint_is_named_and_nothing_is_unknown(cluster: KvCluster) -> None:
@@ -558,13 +567,8 @@ async def test_a_200_that_is_not_a_service_node_s_answer_to_a_write_is_not_taken
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    other = f"127.0.0.1:{port}"
     live = cluster.nodes[1].opts.http_addr
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with _serving(app) as other:
         async with KvClient([live]) as c:
             assert (await c.put("k", "v")).ok
         async with KvClient([other], deadline=0.5) as c:
@@ -578,8 +582,6 @@ async def test_a_200_that_is_not_a_service_node_s_answer_to_a_write_is_not_taken
         assert code == 3 and "outcome unknown" in err and "JSONDecodeError" not in err, err
         async with KvClient([live]) as c:
             assert (await c.get("k")).value == "v"
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
@@ -601,12 +603,7 @@ async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    other = f"127.0.0.1:{port}"
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with _serving(app) as other:
         async with KvClient([other], deadline=2.0) as c:
             for key, said in (("k", "this answer is text/html; charset=utf-8): <html>app</html>"),
                               ("empty", "this answer is of no Content-Type"),
@@ -620,8 +617,6 @@ async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
             out = capsys.readouterr()
             assert code == 1 and out.out == "" and out.err.count("\n") == 1, (code, out)
             assert "is it an openraft-py HTTP address?" in out.err and "Error" not in out.err, out.err
-    finally:
-        await runner.cleanup()
 
 
 async def test_after_a_write_s_unknown_outcome_the_next_call_starts_at_another_node(cluster: KvCluster) -> None:

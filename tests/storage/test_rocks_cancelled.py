@@ -37,6 +37,19 @@ async def reopen_and_close(store_cls: type[Any], path: Path) -> None:
     await store.aclose()
 
 
+async def cancel_after(coro: Any, steps: int) -> None:
+    """Run ``coro`` for ``steps`` loop turns, cancel it, and wait (10 s at most) until it has
+    ended, with its ``CancelledError`` or with its own end if it came first."""
+    task = asyncio.ensure_future(coro)
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, 10)
+    except asyncio.CancelledError:
+        pass
+
+
 @pytest.mark.parametrize("store_cls", STORES, ids=["log", "sm"])
 async def test_an_open_cancelled_while_rocksdb_opens_closes_the_store(tmp_path: Path, store_cls: type[Any]) -> None:
     entered, release = threading.Event(), threading.Event()
@@ -75,14 +88,7 @@ async def test_a_cancelled_aclose_of_the_log_store_closes_it_before_raising(tmp_
         flushed: asyncio.Future[BaseException | None] = loop.create_future()
         await store.append([Entry(LogId(1, index), Normal(b"x"))], IOFlushed(flushed.set_result, loop))
         assert await asyncio.wait_for(flushed, 10) is None
-        closing = asyncio.ensure_future(store.aclose())
-        for _ in range(steps):
-            await asyncio.sleep(0)
-        closing.cancel()
-        try:
-            await asyncio.wait_for(closing, 10)
-        except asyncio.CancelledError:
-            pass
+        await cancel_after(store.aclose(), steps)
         assert writer_threads(path) == []
         store = await RocksLogStore.open(path)
         try:
@@ -95,14 +101,7 @@ async def test_a_cancelled_aclose_of_the_state_machine_closes_it_before_raising(
     path = tmp_path / "sm"
     for steps in range(1, 4):
         sm = await RocksStateMachine.open(path)
-        closing = asyncio.ensure_future(sm.aclose())
-        for _ in range(steps):
-            await asyncio.sleep(0)
-        closing.cancel()
-        try:
-            await asyncio.wait_for(closing, 10)
-        except asyncio.CancelledError:
-            pass
+        await cancel_after(sm.aclose(), steps)
         await reopen_and_close(RocksStateMachine, path)
 
 
