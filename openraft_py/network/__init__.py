@@ -22,6 +22,9 @@
 - ``RaftServer`` is what a transport's server side calls on the receiving node: the ``Raft``
   handle implements it.
 
+``openraft_py.testing.run_network_suite`` checks a transport against this contract
+(``docs/reference/network.md``, "The contract a transport keeps").
+
 Transports:
 
 - ``openraft_py.network.tcp``: the TCP transport users deploy. ``TcpNetworkFactory`` (client

@@ -8,8 +8,9 @@
   faults, with safety, liveness and linearizability checks
   (``python -m openraft_py.testing.sim``).
 - ``run_log_storage_suite`` / ``run_state_machine_suite`` (``LogStoreSuite``,
-  ``StateMachineSuite``): the storage conformance suites, to run on your own stores
-  (the ``suite`` sub-package).
+  ``StateMachineSuite``): the storage conformance suites, to run on your own stores;
+  ``run_network_suite`` (``NetworkSuite``, ``NetworkHandle``, ``SuiteServer``): the network
+  conformance suite, to run on your own transport (the ``suite`` sub-package).
 - ``invariants``: the Raft safety properties as functions over nodes' logs and states
   (log matching, election safety, leader completeness, applied prefixes, compaction order),
   shared by the simulator and the test suites.
@@ -28,10 +29,14 @@ from .cluster import Cluster
 from .suite import (
     CheckOutcome,
     LogStoreSuite,
+    NetworkHandle,
+    NetworkSuite,
     StateMachineSuite,
     StoreHandle,
     SuiteFailure,
+    SuiteServer,
     run_log_storage_suite,
+    run_network_suite,
     run_state_machine_suite,
 )
 
@@ -68,15 +73,19 @@ __all__ = [
     "Cluster",
     "LogStoreSuite",
     "Model",
+    "NetworkHandle",
+    "NetworkSuite",
     "Operation",
     "SimResult",
     "Simulation",
     "StateMachineSuite",
     "StoreHandle",
     "SuiteFailure",
+    "SuiteServer",
     "check",
     "lincheck",
     "run_log_storage_suite",
+    "run_network_suite",
     "run_seed",
     "run_state_machine_suite",
     "sim",

@@ -1,4 +1,6 @@
-"""The machinery shared by the storage conformance suites (``log_store``, ``state_machine``).
+"""The machinery shared by the conformance suites: the storage ones (``log_store``,
+``state_machine``), whose builder contract is below, and ``network``, which takes a builder
+of its own (``Suite.validate_builder`` and ``Suite.open_handle`` are what it overrides).
 
 The builder contract
 --------------------
@@ -126,6 +128,10 @@ Builder = Callable[[], AbstractAsyncContextManager[Any] | Awaitable[Any]]
 
 CheckFn = Callable[[StoreHandle], Awaitable[None]]
 """One check: an async function of a fresh ``StoreHandle``; raises on failure."""
+
+AnyCheckFn = Callable[[Any], Awaitable[None]]
+"""One check of any suite: an async function of the handle its suite opens (a
+``StoreHandle``, or the network suite's ``NetworkHandle``)."""
 
 
 class CheckSkipped(Exception):
@@ -257,7 +263,19 @@ class Suite:
     ``CheckRegistry``; ``run_all`` runs them."""
 
     name: ClassVar[str] = "Suite"
-    checks: ClassVar[dict[str, CheckFn]] = {}
+    checks: ClassVar[dict[str, AnyCheckFn]] = {}
+
+    @classmethod
+    def validate_builder(cls, builder: Any) -> None:
+        """``BuilderError`` at once for a builder of a form this suite does not take (the
+        store suites: ``_check_builder``; the network suite has its own)."""
+        _check_builder(builder)
+
+    @classmethod
+    def open_handle(cls, builder: Any) -> AbstractAsyncContextManager[Any]:
+        """Open what one check runs on from ``builder`` (the store suites: a fresh store pair
+        as a ``StoreHandle``, ``_open``; the network suite overrides it)."""
+        return _open(builder)
 
     @classmethod
     def check_names(cls) -> list[str]:
@@ -267,7 +285,7 @@ class Suite:
     @classmethod
     async def run_all(
         cls,
-        builder: Builder,
+        builder: Builder | Callable[..., Any],
         *,
         only: Iterable[str] | None = None,
         raise_on_failure: bool = True,
@@ -284,7 +302,7 @@ class Suite:
         for a builder of a form the suites do not take, or that gives something else than a
         store pair.
         """
-        _check_builder(builder)
+        cls.validate_builder(builder)
         _check_timeout(timeout)
         names = cls.check_names()
         if isinstance(only, str):
@@ -303,16 +321,16 @@ class Suite:
         return report
 
     @classmethod
-    async def run_one(cls, builder: Builder, name: str, *, timeout: float | None = 10.0) -> CheckOutcome:
+    async def run_one(cls, builder: Builder | Callable[..., Any], name: str, *, timeout: float | None = 10.0) -> CheckOutcome:
         """Run the check ``name`` on a fresh pair; never raises for a failed check
         (``BuilderError`` for a builder the suites do not take, ``TypeError`` or
         ``ValueError`` for a ``timeout`` that is not a number of seconds above 0: see
         ``run_all``)."""
-        _check_builder(builder)
+        cls.validate_builder(builder)
         _check_timeout(timeout)
         fn = cls.checks[name]
         try:
-            async with _open(builder) as handle:
+            async with cls.open_handle(builder) as handle:
                 await asyncio.wait_for(fn(handle), timeout)
         except BuilderError:
             raise
@@ -331,9 +349,9 @@ class CheckRegistry:
     """An ordered ``name -> check`` dict filled by the ``check`` decorator."""
 
     def __init__(self) -> None:
-        self.checks: dict[str, CheckFn] = {}
+        self.checks: dict[str, AnyCheckFn] = {}
 
-    def check(self, fn: CheckFn) -> CheckFn:
+    def check(self, fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         """Register ``fn`` under its ``__name__`` (which must be unique)."""
         if fn.__name__ in self.checks:
             raise ValueError(f"duplicate check {fn.__name__}")
