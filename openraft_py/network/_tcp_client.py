@@ -450,6 +450,9 @@ class _Peer:
         self.addr = addr
         self.conn: _ClientConnection | None = None
         self.connecting: asyncio.Future[_ClientConnection] | None = None
+        self.opening: asyncio.Task[_ClientConnection] | None = None
+        """The task making the connection (``_open``) while ``connecting`` is set: ``close``
+        cancels it, so the calls waiting for it end at once."""
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
@@ -559,7 +562,7 @@ class _Peer:
                     f"after: {self.last_error}"
                 )
             self.connecting = loop.create_future()
-            task = loop.create_task(self._open())
+            task = self.opening = loop.create_task(self._open())
             task.add_done_callback(self._opened)
         fut = self.connecting
         remaining = deadline - loop.time()
@@ -633,6 +636,12 @@ class _Peer:
             except (OSError, _ssl.SSLError, ValueError) as e:
                 error = e
                 continue
+            except asyncio.CancelledError:
+                # ``close`` (or a cancel of the loop's tasks): a connection made just as the
+                # cancel came is closed, not left open for nobody.
+                if attempt.transport is not None:
+                    attempt.transport.close()
+                raise
             conn = attempt
             break
         if conn is None:
@@ -698,9 +707,11 @@ class _Peer:
 
     def _opened(self, task: asyncio.Task[_ClientConnection]) -> None:
         fut, self.connecting = self.connecting, None
+        self.opening = None
         assert fut is not None
         if task.cancelled():
-            fut.set_exception(Unreachable(f"node {self.target}: connect cancelled"))
+            why = self.close_reason if self.closed else "connect cancelled"
+            fut.set_exception(Unreachable(f"node {self.target}: {why}"))
         elif (e := task.exception()) is not None:
             self.failures += 1
             f = self.factory
@@ -728,12 +739,18 @@ class _Peer:
             pass  # retrieved here, so a connect nobody awaits any more logs nothing
 
     def close(self, reason: str = "the network factory is closed") -> None:
-        """Close the connection; later calls raise ``Unreachable`` saying ``reason``."""
+        """Close the connection, and stop making one: the calls in flight, those waiting
+        for the connection and later calls raise ``Unreachable`` saying ``reason``. (A
+        connection being made, its TCP connect or its handshake unanswered, went on until
+        ``connect_timeout``, and the calls waiting for it with it: ``close()`` or
+        ``forget`` ended them only then, saying "no handshake answer".)"""
         if not self.closed:
             self.closed = True
             self.close_reason = reason
         if self.conn is not None:
             self.conn.fail(self.close_reason)
+        if self.opening is not None:
+            self.opening.cancel()
 
 
 class TcpClient:
