@@ -796,7 +796,16 @@ class TcpClient:
     async def install_snapshot(
         self, req: InstallSnapshotRequest, option: RPCOption = _DEFAULT_OPTION
     ) -> InstallSnapshotResponse:
-        """Send one snapshot chunk; see the module docstring for the errors."""
+        """Send one snapshot chunk; see the module docstring for the errors. ``NetworkError``,
+        nothing sent, for a snapshot id longer than the wire carries (``wire.MAX_ADDR_LEN``,
+        1024 characters): the target's server would close the connection as malformed,
+        failing every call in flight on it with "connection closed", at each resend."""
+        sid = req.meta.snapshot_id
+        if len(sid) > wire.MAX_ADDR_LEN:
+            raise NetworkError(
+                f"cannot send snapshot {sid[:40]!r}... to node {self.target}: a snapshot id of {len(sid)} characters: "
+                f"the TCP transport carries at most {wire.MAX_ADDR_LEN}; make the state machine's snapshot ids shorter"
+            )
         return await self._peer.call(KIND_INSTALL_SNAPSHOT, req, option)  # type: ignore[no-any-return]
 
     async def transfer_leader(

@@ -120,6 +120,10 @@ OTHER: NodeId = 3
 """A node the builder serves nowhere: a client to it at the target's address must not reach
 the target."""
 
+MAX_SNAPSHOT_ID_LEN = MAX_ADDR_LEN
+"""The longest snapshot id the checks send (1024 characters): the most the TCP transport
+carries (``wire.MAX_ADDR_LEN``), so a state machine's ids keep to it."""
+
 OPTION = RPCOption(hard_ttl=5.0, soft_ttl=2.5)
 """The option of the checks' calls: an answer is expected well within it."""
 CALL_LIMIT = 8.0
@@ -648,12 +652,16 @@ async def install_snapshot_chunks_in_order(h: NetworkHandle) -> None:
 @check
 async def install_snapshot_edge_chunks(h: NetworkHandle) -> None:
     """The largest chunk ``config`` sends (``snapshot_max_chunk_size`` bytes, at a large
-    offset) and the chunk of an empty snapshot (no data, no last log id, an empty
-    membership, ``done``) round-trip, and so does an answer of a greater vote."""
+    offset), a snapshot id of ``MAX_SNAPSHOT_ID_LEN`` unicode characters and the chunk of an
+    empty snapshot (no data, no last log id, an empty membership, ``done``) round-trip, and
+    so does an answer of a greater vote."""
     client = h.client()
     chunk = random.Random(5).randbytes(h.config.snapshot_max_chunk_size)
     await round_trip(h, client, "install_snapshot", InstallSnapshotRequest(V, META, 2**40, chunk, False),
                      InstallSnapshotResponse(V), "the largest snapshot chunk")
+    long_id = SnapshotMeta(LogId(5, 100), META.last_membership, ("snap-ß-東京-" * 100)[:MAX_SNAPSHOT_ID_LEN])
+    await round_trip(h, client, "install_snapshot", InstallSnapshotRequest(V, long_id, 0, b"x", True),
+                     InstallSnapshotResponse(V), f"a snapshot id of {MAX_SNAPSHOT_ID_LEN} characters")
     empty = SnapshotMeta(None, EMPTY_STORED_MEMBERSHIP, "")
     await round_trip(h, client, "install_snapshot", InstallSnapshotRequest(V, empty, 0, b"", True),
                      InstallSnapshotResponse(Vote.new(9, 3, True)), "the chunk of an empty snapshot")
