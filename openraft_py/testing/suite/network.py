@@ -948,9 +948,10 @@ async def close_ends_calls(h: NetworkHandle) -> None:
 
 @check
 async def forget_then_new_client(h: NetworkHandle) -> None:
-    """With the optional ``forget(target)``: the forgotten target's old clients raise
-    ``Unreachable`` (or ``RPCError``) at once, a new ``new_client`` reaches it again, and
-    forgetting a target never seen is harmless."""
+    """With the optional ``forget(target)``: a call on an old client of the forgotten target
+    (the node makes none) answers or raises an ``RPCError`` at once (the shipped factories:
+    ``Unreachable``), a new ``new_client`` reaches the target again, and forgetting a target
+    never seen is harmless."""
     forget = _need(getattr(h.factory, "forget", None), "factory with forget()")
     if inspect.iscoroutinefunction(forget):
         raise AssertionError("the factory's forget must be a plain method (the node calls it without awaiting)")
