@@ -798,9 +798,13 @@ class TcpClient:
     ) -> InstallSnapshotResponse:
         """Send one snapshot chunk; see the module docstring for the errors. ``NetworkError``,
         nothing sent, for a snapshot id longer than the wire carries (``wire.MAX_ADDR_LEN``,
-        1024 characters): the target's server would close the connection as malformed,
-        failing every call in flight on it with "connection closed", at each resend."""
+        1024 characters) or not a ``str``: the target's server would close the connection as
+        malformed, failing every call in flight on it with "connection closed", at each
+        resend."""
         sid = req.meta.snapshot_id
+        if type(sid) is not str:
+            raise NetworkError(f"cannot send a snapshot to node {self.target}: its snapshot id is a {type(sid).__name__} "
+                               f"{sid!r:.40}, not a str (the state machine's SnapshotMeta)")
         if len(sid) > wire.MAX_ADDR_LEN:
             raise NetworkError(
                 f"cannot send snapshot {sid[:40]!r}... to node {self.target}: a snapshot id of {len(sid)} characters: "

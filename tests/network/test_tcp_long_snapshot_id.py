@@ -3,7 +3,7 @@
 ``NetworkError`` saying so, nothing sent: it was sent, the target's server closed the
 connection as malformed, and the sender got "Unreachable: connection closed", as did every
 other call in flight on the connection (the leader's heartbeats to that follower among
-them), at each resend of the chunk.
+them), at each resend of the chunk. So is a snapshot id that is not a ``str``.
 
 Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 
@@ -53,6 +53,8 @@ async def test_a_snapshot_id_longer_than_the_wire_carries_is_refused_before_send
         await served.wait_received(1)
         with pytest.raises(NetworkError, match=r"a snapshot id of 1025 characters: the TCP transport carries at most 1024"):
             await asyncio.wait_for(client.install_snapshot(_chunk("é" * (wire.MAX_ADDR_LEN + 1)), OPTION), 5)
+        with pytest.raises(NetworkError, match=r"its snapshot id is a int 7, not a str"):
+            await asyncio.wait_for(client.install_snapshot(_chunk(7), OPTION), 5)  # type: ignore[arg-type]
         assert served.of("install_snapshot") == []
         # The longest id the wire carries goes through; the call in flight is not disturbed.
         resp = await asyncio.wait_for(client.install_snapshot(_chunk("é" * wire.MAX_ADDR_LEN), OPTION), 5)
