@@ -715,7 +715,8 @@ async def no_answer_is_timeout(h: NetworkHandle) -> None:
     """A request the target does not answer raises ``Timeout`` once ``option.hard_ttl`` is
     over (not long before, nor more than twice it), each call by its own ``hard_ttl`` (a
     short one while a long one waits); the answer that comes late is not given to the next
-    call, which gets its own."""
+    call, which gets its own. The optional ``send_append_entries`` and
+    ``submit_append_entries`` keep to ``hard_ttl`` too."""
     client = h.client()
     for rpc in RPCS:
         gate = h.server.gate()
@@ -741,9 +742,24 @@ async def no_answer_is_timeout(h: NetworkHandle) -> None:
         mine = default_answer(rpc, sample_request(rpc, 2))
         got2 = await answer_of(_calling(client, rpc, sample_request(rpc, 2), OPTION), f"{rpc} after a Timeout")
         same(got2, mine, f"{rpc} after a Timeout (its own answer, not a late one)")
+    send = getattr(client, "send_append_entries", None)
+    if send is not None:
+        await _send_times_out(h, send)
     submit = getattr(client, "submit_append_entries", None)
     if submit is not None:
         await _submit_times_out(h, client, submit)
+
+
+async def _send_times_out(h: NetworkHandle, send: Callable[..., Any]) -> None:
+    """``send_append_entries`` unanswered: what it returned raises ``Timeout`` after
+    ``hard_ttl`` (the fast path takes no timer of the node's: the network keeps it)."""
+    gate = h.server.gate()
+    h.server.answers["append_entries"] = _held(gate, default_answer("append_entries", sample_request("append_entries", 6)))
+    short = RPCOption(hard_ttl=SHORT_TTL, soft_ttl=SHORT_TTL / 2)
+    await error_of(lambda: send(sample_request("append_entries", 6), short), Timeout,
+                   f"send_append_entries unanswered with hard_ttl={SHORT_TTL}", within=2 * SHORT_TTL + PROMPT)
+    del h.server.answers["append_entries"]
+    gate.set()
 
 
 async def _submit_times_out(h: NetworkHandle, client: Any, submit: Callable[..., Any]) -> None:
@@ -974,7 +990,8 @@ async def forget_then_new_client(h: NetworkHandle) -> None:
 async def send_append_entries_if_any(h: NetworkHandle) -> None:
     """With the optional ``send_append_entries``: a plain method returning what to await for
     ``append_entries``'s answer (and its errors), the request handed over before it
-    returns when connected."""
+    returns when connected; a wait for what it returned, cancelled, does not poison the next
+    call. (Its ``Timeout``: ``no_answer_is_timeout``.)"""
     client = h.client()
     send = _need(getattr(client, "send_append_entries", None), "client with send_append_entries")
     if inspect.iscoroutinefunction(send):
@@ -986,6 +1003,22 @@ async def send_append_entries_if_any(h: NetworkHandle) -> None:
         raise AssertionError(f"send_append_entries returned {type(aw).__name__}, not an awaitable")
     got = await answer_of(lambda: aw, "send_append_entries")
     same(got, default_answer("append_entries", req), "send_append_entries's answer")
+    # A call the node gives up: the task awaiting what was returned is cancelled; the answer
+    # that comes later goes to nobody, and the next call gets its own.
+    gate = h.server.gate()
+    h.server.answers["append_entries"] = _held(gate, default_answer("append_entries", sample_request("append_entries", 3)))
+    before = len(h.server.received)
+    aw = send(sample_request("append_entries", 3), OPTION)
+    waiting = _start(lambda: aw)
+    await h.server.wait_received(before + 1)
+    if not await _stop_task(waiting):
+        raise AssertionError(f"awaiting send_append_entries's answer, cancelled, did not end within {CANCEL_GRACE}s")
+    del h.server.answers["append_entries"]
+    gate.set()
+    await asyncio.sleep(0.05)  # the stale answer on its way
+    req = sample_request("append_entries", 4)
+    got = await answer_of(lambda: send(req, OPTION), "send_append_entries after one given up")
+    same(got, default_answer("append_entries", req), "send_append_entries after one given up (its own answer)")
 
     async def fail(req: Any) -> Any:
         raise RuntimeError("the suite's server fails this request")
