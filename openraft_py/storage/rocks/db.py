@@ -9,6 +9,7 @@ See "Corruption" and "Foreign databases" in ``docs/design/durability.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import fcntl
 import gc
@@ -444,7 +445,9 @@ def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, mark
     read-only open. Nothing is written: RocksDB writes nothing in read-only mode, and
     rocksdict's own ``rocksdict-config.json`` (which every rocksdict open writes) is put back
     as it was. Only the column families ``cfs`` are opened (a read-only open may leave others
-    out: those a newer format added). ``StorageError`` when the open or the read fails."""
+    out: those a newer format added). ``StorageError`` when the open or the read fails, or
+    when the config file cannot be put back (a read-only file system, a directory of another
+    user's files: naming the file and why)."""
     config = os.path.join(path, _ROCKSDICT_CONFIG)
     try:
         st = os.stat(config)
@@ -470,13 +473,24 @@ def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, mark
             raise StorageError(f"opening {what} at {path!r}", e) from e
         release_db(ro)
         del ro
-    finally:
+    except BaseException:
+        with contextlib.suppress(OSError):  # the open's own error says more
+            _restore_config(config, saved)
+        raise
+    try:
         _restore_config(config, saved)
+    except OSError as e:
+        raise StorageError(f"opening {what} at {path!r}", e) from e
     return raw
 
 
 def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
-    """Put rocksdict's config file back as ``saved`` (``None``: there was none)."""
+    """Put rocksdict's config file back as ``saved`` (``None``: there was none). Raises
+    ``OSError`` naming ``config`` when it cannot: the file system is read-only (``EROFS``,
+    also when the kernel remounted it so after an I/O error), or the file is another
+    user's (``EPERM``: only its owner sets its times). Those came as a bare "[Errno 30]
+    Read-only file system" or "[Errno 1] Operation not permitted", naming no file and no
+    store (``os.utime`` names none)."""
     try:
         if saved is None:
             os.unlink(config)
@@ -489,6 +503,9 @@ def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
         os.utime(config, ns=(saved[1], saved[2]))
     except FileNotFoundError:
         pass
+    except OSError as e:
+        raise OSError(e.errno, f"putting rocksdict's config file back after the read-only open failed: "
+                               f"{e.strerror or e}", config) from e
 
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE

@@ -1,0 +1,90 @@
+"""A disk that fills up or fails under the RocksDB stores: what the caller is told.
+
+Every error is injected (no mount, no root): an ``OSError`` as the kernel returns it, with
+no file name (``write``, ``fsync`` and ``utime`` on a descriptor or path name none), or as
+rocksdict raises it. The rule (docs/design/bad-input.md, "Storage"): the caller gets a
+``StorageError`` (or an ``OSError``) that names the store and the file, never a bare
+"[Errno 28] No space left on device" that leaves the operator to guess which disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py.errors import StorageError
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.storage.rocks import db as rocks_db
+
+
+def _made(tmp_path: Path) -> tuple[Path, Path]:
+    """A log store and a state machine, created and closed."""
+    log, sm = tmp_path / "log", tmp_path / "sm"
+    RocksLogStore(log).close()
+    RocksStateMachine(sm).close()
+    return log, sm
+
+
+class _ReadOnlyOpenFails:
+    """``Rdict`` as rocksdict behaves on a read-only file system: the read-only open fails
+    (rocksdict writes its config file first), with its own message."""
+
+    def __init__(self, real: Any, err: OSError) -> None:
+        self.real = real
+        self.err = err
+
+    def __call__(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        if "access_type" in kwargs:
+            raise self.err
+        return self.real(path, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _utime_fails(code: int) -> Any:
+    def utime(*args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code))  # as the kernel's: no file named
+
+    return utime
+
+
+def test_a_read_only_file_system_at_open_is_a_storage_error_naming_the_store(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data directory on a file system mounted read-only (or remounted so by the kernel
+    after an I/O error): the read-only open fails, and so does putting rocksdict's config
+    file back. That second error replaced the first: ``serve`` said "the node could not
+    start: OSError: [Errno 30] Read-only file system", naming no store and no file, and no
+    ``StorageError``. Now the open's own error, as a ``StorageError`` naming the store."""
+    log, sm = _made(tmp_path)
+    monkeypatch.setattr(rocks_db, "Rdict", _ReadOnlyOpenFails(rocks_db.Rdict, OSError("Read-only file system (os error 30)")))
+    monkeypatch.setattr(os, "utime", _utime_fails(errno.EROFS))
+    for path, opener in ((log, RocksLogStore), (sm, RocksStateMachine)):
+        with pytest.raises(StorageError, match="Read-only file system") as ei:
+            opener(path)
+        assert str(path) in str(ei.value)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EPERM, errno.EIO])
+def test_putting_the_config_file_back_fails_with_a_storage_error_naming_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          code: int) -> None:
+    """The read-only open went well but rocksdict's config file cannot be put back: a
+    directory of another user's files (only the owner sets a file's times: ``EPERM``; a
+    node started once as root, then as its service user), a read-only file system, a disk
+    error. It was a bare ``OSError`` ("[Errno 1] Operation not permitted"), naming nothing."""
+    log, sm = _made(tmp_path)
+    monkeypatch.setattr(os, "utime", _utime_fails(code))
+    for path, opener in ((log, RocksLogStore), (sm / "db", RocksStateMachine)):
+        with pytest.raises(StorageError) as ei:
+            opener(path.parent if opener is RocksStateMachine else path)
+        msg = str(ei.value)
+        assert str(path / "rocksdict-config.json") in msg and os.strerror(code) in msg, msg
+        assert isinstance(ei.value.cause, OSError) and ei.value.cause.errno == code
+    monkeypatch.undo()
+    RocksLogStore(log).close()  # nothing was spoiled
+    RocksStateMachine(sm).close()
