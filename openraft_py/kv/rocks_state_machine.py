@@ -55,7 +55,7 @@ from ..storage.rocks.db import (
     table_file_options,
     write_options,
 )
-from ..storage.rocks.files import durable_temp, replace_durably
+from ..storage.rocks.files import durable_temp, naming, replace_durably
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
     Entry,
@@ -649,8 +649,9 @@ class RocksStateMachine:
         where = "none" if last is None else f"{last.term}-{last.index}"
         meta = SnapshotMeta(last, membership, f"{where}-{uuid.uuid4().hex[:12]}")
         with durable_temp(self._snapdir, prefix="build-") as tmp:
-            write_snapshot(tmp.file, last, membership, _data_pairs(image))
-            tmp.sync()
+            with naming(tmp.path, "writing the snapshot"):  # (a full disk: which one)
+                write_snapshot(tmp.file, last, membership, _data_pairs(image))
+                tmp.sync()
             image.close()  # unpin it
             # The state this snapshot covers must be durable before the snapshot lets the log
             # be purged up to it (apply writes without fsync).

@@ -88,3 +88,89 @@ def test_putting_the_config_file_back_fails_with_a_storage_error_naming_it(tmp_p
     monkeypatch.undo()
     RocksLogStore(log).close()  # nothing was spoiled
     RocksStateMachine(sm).close()
+
+
+def _fsync_of_files_fails(code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.fsync`` of a regular file fails with ``code`` as the kernel's does (no file
+    named); a directory's goes through."""
+    import stat
+
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_record_the_disk_refuses_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """``replace_durably`` (the key-value service's ``node.json`` and ``catching-up.json``, a
+    state machine's ``current.meta``, a store's new ``OPENRAFT-ACKED``) on a full disk: the
+    ``OSError`` names the file it was writing, keeps its errno, and no temporary file is left;
+    the old file is untouched. ``serve`` on a full disk said "the node could not start:
+    OSError: [Errno 28] No space left on device", naming no file."""
+    from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard
+    from openraft_py.storage.rocks.files import replace_durably
+
+    target = tmp_path / "record.json"
+    target.write_bytes(b"old\n")
+    _fsync_of_files_fails(code, monkeypatch)
+    with pytest.raises(OSError) as ei:
+        replace_durably(str(target), b"new\n")
+    assert ei.value.errno == code and ei.value.filename == str(target), repr(ei.value)
+    assert os.strerror(code) in str(ei.value) and "writing record.json failed" in str(ei.value), str(ei.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"] and target.read_bytes() == b"old\n"
+
+    data = tmp_path / "n1"
+    data.mkdir()
+    with pytest.raises(OSError) as ei:
+        CatchUpGuard.load(data, 1, True)  # a new node's first record
+    assert ei.value.errno == code and ei.value.filename == str(data / CATCHING_UP_FILE), repr(ei.value)
+    assert list(data.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+async def test_a_snapshot_build_on_a_full_disk_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              where: str) -> None:
+    """A snapshot build whose file the disk refuses (its frames' writes, or its fsync): the
+    ``OSError`` names the file in ``snapshots/`` (the node stops with "storage error while
+    building a snapshot: OSError: [Errno 28] writing the snapshot failed: No space left on
+    device: '.../snapshots/build-....tmp'"; it said "OSError: [Errno 28] No space left on
+    device" alone), and the partial file is gone; the state machine's current snapshot is
+    still the one before."""
+    from openraft_py.kv import rocks_state_machine as rsm
+    from openraft_py.storage import KvSet, encode_kv
+    from openraft_py.types import Entry, LogId, Normal
+
+    sm = await RocksStateMachine.open(tmp_path / "sm")
+    try:
+        await sm.apply([Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", "v" * 100)))) for i in range(1, 50)])
+        before = await sm.get_snapshot_builder().build_snapshot()
+        before.data.close()
+        if where == "write":
+            real_write = rsm.write_snapshot
+
+            def write_snapshot(f: Any, *args: Any) -> None:
+                real_write(f, *args)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # its last frame
+
+            monkeypatch.setattr(rsm, "write_snapshot", write_snapshot)
+        else:
+            _fsync_of_files_fails(errno.ENOSPC, monkeypatch)
+        with pytest.raises(OSError) as ei:
+            await sm.get_snapshot_builder().build_snapshot()
+        e = ei.value
+        assert e.errno == errno.ENOSPC and "No space left on device" in str(e), repr(e)
+        assert isinstance(e.filename, str) and os.path.dirname(e.filename) == str(tmp_path / "sm" / "snapshots"), repr(e)
+        assert os.path.basename(e.filename).startswith("build-")
+        monkeypatch.undo()
+        assert not os.path.exists(e.filename)
+        cur = await sm.get_current_snapshot()
+        assert cur is not None and cur.meta == before.meta
+        cur.data.close()
+    finally:
+        monkeypatch.undo()
+        await sm.aclose()

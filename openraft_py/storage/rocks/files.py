@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-__all__ = ["DurableTemp", "durable_temp", "fsync_dir", "replace_durably"]
+__all__ = ["DurableTemp", "durable_temp", "fsync_dir", "naming", "replace_durably"]
 
 
 def fsync_dir(path: str) -> None:
@@ -44,6 +44,23 @@ class DurableTemp:
         os.fsync(f.fileno())
         f.close()
         return self.path
+
+
+@contextmanager
+def naming(path: str, doing: str) -> Iterator[None]:
+    """Raise an ``OSError`` of the block that names no file again, naming ``path``:
+    ``[Errno 28] <doing> failed: No space left on device: '<path>'`` (the same errno, so the
+    same ``OSError`` subclass; the original chained); one naming a file goes on as it is.
+
+    A write or an fsync on an open file (a full disk's ``ENOSPC``, ``EIO``, ``EFBIG``) names
+    none: a node said "storage error while building a snapshot: OSError: [Errno 28] No
+    space left on device", leaving the operator to guess which disk was full."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:  # (named, or not the kernel's)
+            raise
+        raise OSError(e.errno, f"{doing} failed: {e.strerror or e}", path) from e
 
 
 @contextmanager
@@ -87,11 +104,14 @@ def durable_temp(directory: str, *, prefix: str = "tmp-", name: str | None = Non
 def replace_durably(path: str, data: bytes, *, tmp_name: str | None = None) -> None:
     """Make ``path`` hold ``data``, atomically (a crash leaves the old file or the new one)
     and durably (temporary file fsynced, renamed over ``path``, directory fsynced).
-    ``tmp_name``: the temporary file's exact name (default: a unique ``tmp-*.tmp``)."""
+    ``tmp_name``: the temporary file's exact name (default: a unique ``tmp-*.tmp``). A
+    failure raises ``OSError``; one that names no file (a full disk's ``ENOSPC`` on the
+    write) names ``path`` (``naming``)."""
     directory = os.path.dirname(path) or "."
-    with durable_temp(directory, name=tmp_name) as tmp:
-        tmp.file.write(data)
-        os.replace(tmp.sync(), path)
+    with naming(path, f"writing {os.path.basename(path)}"):
+        with durable_temp(directory, name=tmp_name) as tmp:
+            tmp.file.write(data)
+            os.replace(tmp.sync(), path)
     fsync_dir(directory)
 
 
