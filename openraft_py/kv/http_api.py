@@ -61,7 +61,8 @@ its chunked framing malformed) -> 400, logged at INFO; a body that does not arri
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503, logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
-asked for); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
+asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
+``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
 runs before the one Raft call a request makes.
 
@@ -431,6 +432,12 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
     if isinstance(e, Fatal):
         if isinstance(e, Stopped) and not node.accepting:  # stopped as asked (a signal): no failure
             log.info("%s %s: the node has stopped (asked to): %r", request.method, request.path, e)
+        elif node.stopped_on_its_own():
+            # The core logged why, once, at ERROR ("node 1 stopped: ..."): each request
+            # answered meanwhile repeated the whole error at ERROR (a leader whose disk
+            # filled: one line per write in flight).
+            log.info("%s %s: answered 503, the node has stopped on its own: %s", request.method, request.path,
+                     type(e).__name__)
         else:
             log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
         return _error(503, f"the node has stopped: {type(e).__name__}: {e}")

@@ -503,9 +503,18 @@ class KvNode:
             self._stop_task = asyncio.ensure_future(self._stop())
         await asyncio.shield(self._stop_task)
 
+    def stopped_on_its_own(self) -> bool:
+        """Whether Raft stopped by itself on a ``Fatal`` error (a storage failure: a full
+        disk, an I/O error), which its core logged at ERROR; not a stop that was asked for."""
+        return self.raft is not None and not self.raft.metrics.running and self.raft.metrics.error is not None
+
     async def _stop(self) -> None:
-        """``stop()``'s steps, run once."""
+        """``stop()``'s steps, run once. After Raft stopped on its own (``stopped_on_its_own``),
+        a store that fails to close is logged at WARNING: the failure logged already is the
+        cause (closing a store on a full disk fails too, its flush refused: "Writer has
+        previous error", "No space left on device"), and each was another ERROR after it."""
         self.accepting = False
+        failed_before = self.stopped_on_its_own()
         http, self._http = self._http, None
         if http is not None:
             for site in list(http.sites):
@@ -531,13 +540,18 @@ class KvNode:
             if store is not None:
                 steps.append((name, store.aclose))
         self.log_store = None
+        stores = {"log store", "state machine"}
         for name, step in steps:
             t0 = time.perf_counter()
             try:
                 await asyncio.wait_for(step(), 10.0)
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
-                log.error("stopping the %s failed: %r", name, e)
+                if failed_before and name in stores:
+                    log.warning("stopping the %s failed too (the node had stopped on its own error, logged above): %r",
+                                name, e)
+                else:
+                    log.error("stopping the %s failed: %r", name, e)
         if steps:
             log.info("stopped")
         if self._dir_lock is not None:

@@ -297,6 +297,9 @@ class _FakeNode:
     def initialized(self) -> bool:
         return True
 
+    def stopped_on_its_own(self) -> bool:
+        return False
+
     accepting = True
 
 
