@@ -60,7 +60,8 @@ implement), for the same reason; a body that cannot be read (cut short, or
 its chunked framing malformed) -> 400, logged at INFO; a body that does not arrive within
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
--> 503, logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
+-> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
+have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
 ``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
@@ -440,6 +441,11 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
                      type(e).__name__)
         else:
             log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
+        if request.method != "GET":
+            # A write (or membership change) the node stopped under may have been appended,
+            # and committed by the others: a leader whose disk filled stopped during a write
+            # the next leader then held. Without the flag, the 503 read as "nothing was done".
+            return _error(503, f"the node has stopped: {type(e).__name__}: {e}", outcome_unknown=True)
         return _error(503, f"the node has stopped: {type(e).__name__}: {e}")
     if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
         return _error(503, f"{type(e).__name__}: {e}")

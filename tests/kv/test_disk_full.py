@@ -49,15 +49,20 @@ async def test_a_leader_whose_disk_fills_stops_with_one_error(caplog: pytest.Log
         monkeypatch.setattr(RocksLogStore, "aclose", close_fails(RocksLogStore.aclose))
         monkeypatch.setattr(RocksStateMachine, "aclose", close_fails(RocksStateMachine.aclose))
 
-        async def put(i: int) -> tuple[int, str]:
+        async def put(i: int) -> tuple[int, dict[str, Any]]:
             assert c.session is not None
             async with c.session.put(url(node, f"/kv/k{i}"), data=b"v") as r:
-                return r.status, (await r.json())["error"]
+                return r.status, await r.json()
 
         answers = await asyncio.wait_for(asyncio.gather(*(put(i) for i in range(8))), 20)
-        for status, error in answers:
-            assert status == 503 and error.startswith("the node has stopped: StorageError"), (status, error)
+        for status, body in answers:
+            assert status == 503 and body["error"].startswith("the node has stopped: StorageError"), (status, body)
+            # The write may have been appended, and committed by the others: not "nothing was done".
+            assert body.get("outcome_unknown") is True, body
         assert node.raft is not None and not node.raft.metrics.running
+        async with c.session.get(url(node, "/kv/k0")) as r:  # a read: nothing to be unknown
+            body = await r.json()
+            assert r.status == 503 and body["error"].startswith("the node has stopped") and "outcome_unknown" not in body
         await node.stop()
     finally:
         await c.close()
