@@ -786,7 +786,7 @@ class ReplicationCore:
             try:
                 size = await snapshot_io.call(data, snapshot_io.size)
             except Exception as e:  # noqa: BLE001 - the state machine's file failed: fatal
-                env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id}", e)))
+                env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)}", e)))
                 return
             while not self.stopped:
                 try:
@@ -795,7 +795,8 @@ class ReplicationCore:
                     if type(buf) is not bytes:
                         buf = snapshot_io.chunk_bytes(buf)
                 except Exception as e:  # noqa: BLE001 - as above (it failed the task: Panicked)
-                    env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id} at {offset}", e)))
+                    env.notify(Failed(StorageError(
+                        f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)} at {offset}", e)))
                     return
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)

@@ -56,6 +56,15 @@ def read_at(f: Any, offset: int, n: int) -> bytes:
     return data
 
 
+def named(f: Any) -> str:
+    """`` 'path'`` for a file whose ``name`` is a path (a real file), else ``""``: for the
+    subject of a ``StorageError``, since a failed read or write of an open file names none
+    (a full disk's ``ENOSPC``, a bad sector's ``EIO``: the node said only "OSError: [Errno
+    28] No space left on device")."""
+    name = getattr(f, "name", None)
+    return f" {name!r}" if isinstance(name, str) else ""
+
+
 def write_at(f: Any, offset: int, data: bytes) -> None:
     """Write ``data`` into ``f`` at ``offset``."""
     f.seek(offset)

@@ -159,11 +159,9 @@ class Snapshots:
             if req.done:
                 await snapshot_io.call(f, snapshot_io.finish, self._received)
         except Exception as e:
-            # The file's name, when it has one: a write's OSError names none, and "No space
-            # left on device" alone did not say which disk.
-            name = getattr(f, "name", None)
-            where = f" to {name!r}" if isinstance(name, str) else ""
-            raise StorageError(f"writing snapshot {sid}{where}", e) from e
+            # (The file's name, when it has one: a write's OSError names none.)
+            where = snapshot_io.named(f)
+            raise StorageError(f"writing snapshot {sid}{' to' + where if where else ''}", e) from e
         if not req.done:
             answer(tx, InstallSnapshotResponse(self.engine.state.vote))
             return

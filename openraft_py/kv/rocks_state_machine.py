@@ -875,7 +875,8 @@ class RocksStateMachine:
                 raise StorageError(f"reading the current snapshot of state machine at {self.path!r}", e) from None
             f = open(os.path.join(self._snapdir, cur.file), "rb")
         try:
-            check_snapshot(f, cur.meta.snapshot_id)
+            with naming(f.name, "reading the snapshot"):  # (a bad sector's EIO names no file)
+                check_snapshot(f, cur.meta.snapshot_id)
         except ValueError as e:
             f.close()
             return None, e

@@ -174,3 +174,33 @@ async def test_a_snapshot_build_on_a_full_disk_names_its_file(tmp_path: Path, mo
     finally:
         monkeypatch.undo()
         await sm.aclose()
+
+
+async def test_a_current_snapshot_that_cannot_be_read_names_its_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The current snapshot's file fails to read (a bad sector's ``EIO``) when a leader
+    checks it before handing it out: the ``OSError`` names the file (the leader stops with
+    "storage error while reading the current snapshot: OSError: [Errno 5] reading the
+    snapshot failed: Input/output error: '.../snapshots/<id>.snap'"; it named none)."""
+    from openraft_py.kv import rocks_state_machine as rsm
+    from openraft_py.storage import KvSet, encode_kv
+    from openraft_py.types import Entry, LogId, Normal
+
+    sm = await RocksStateMachine.open(tmp_path / "sm")
+    try:
+        await sm.apply([Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", "v")))) for i in range(1, 10)])
+        (await sm.get_snapshot_builder().build_snapshot()).data.close()
+
+        def check_snapshot(f: Any, *args: Any) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(rsm, "check_snapshot", check_snapshot)
+        with pytest.raises(OSError) as ei:
+            await sm.get_current_snapshot()
+        e = ei.value
+        assert e.errno == errno.EIO and "Input/output error" in str(e), repr(e)
+        assert isinstance(e.filename, str) and e.filename.endswith(".snap"), repr(e)
+        assert os.path.dirname(e.filename) == str(tmp_path / "sm" / "snapshots"), repr(e)
+    finally:
+        monkeypatch.undo()
+        await sm.aclose()

@@ -52,9 +52,10 @@ def naming(path: str, doing: str) -> Iterator[None]:
     ``[Errno 28] <doing> failed: No space left on device: '<path>'`` (the same errno, so the
     same ``OSError`` subclass; the original chained); one naming a file goes on as it is.
 
-    A write or an fsync on an open file (a full disk's ``ENOSPC``, ``EIO``, ``EFBIG``) names
-    none: a node said "storage error while building a snapshot: OSError: [Errno 28] No
-    space left on device", leaving the operator to guess which disk was full."""
+    A read, a write or an fsync on an open file (a full disk's ``ENOSPC``, a bad sector's
+    ``EIO``, ``EFBIG``) names none: a node said "storage error while building a snapshot:
+    OSError: [Errno 28] No space left on device", leaving the operator to guess which disk
+    was full."""
     try:
         yield
     except OSError as e:
