@@ -2,8 +2,9 @@
 
 ``RaftError`` is the base of everything this library raises on purpose.
 
-- ``Fatal``: the node stopped and will not serve again (``StorageError``, ``Stopped``,
-  ``Panicked``). Every later call on the same ``Raft`` raises the same ``Fatal``.
+- ``Fatal``: the node stopped and will not serve again (``StorageError`` and its
+  ``StoreOwnerMismatch``, ``Stopped``, ``Panicked``). Every later call on the same ``Raft``
+  raises the same ``Fatal``.
 - ``ApiError``: a recoverable refusal of one call (``ForwardToLeader``,
   ``ChangeMembershipError``, ``InitializeError``, ``LinearizableReadError``, ``WaitTimeout``,
   ``InvalidRequest``, ``EntryTooLarge``).
@@ -48,6 +49,37 @@ class StorageError(Fatal):
         super().__init__(msg)
         self.subject = subject
         self.cause = cause
+
+
+class StoreOwnerMismatch(StorageError):
+    """A store records another owner (node id and cluster name) than the node started on it.
+
+    Raised by ``Raft.new``, before anything is read from or written to the store, when the log
+    store offers the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``) and its
+    owner record names another node id or cluster name (``Config.cluster_name``): node 2's
+    store opened for node 3 (two directories swapped, a copied machine image), or a store of
+    another cluster. Such a node would count node 2's vote and log as its own (it could vote
+    twice in a term, or count as a copy of entries it never held). ``node_id`` and
+    ``cluster_name`` are what the store records; ``expected_node_id`` and
+    ``expected_cluster_name`` what the node was started as.
+    """
+
+    def __init__(
+        self, subject: str, node_id: NodeId, cluster_name: str, expected_node_id: NodeId, expected_cluster_name: str
+    ) -> None:
+        if node_id != expected_node_id:
+            why = (f"it holds the log and vote of node {node_id} of cluster {cluster_name!r}, not of node "
+                   f"{expected_node_id}: start node {node_id} on it, or give node {expected_node_id} a store of "
+                   "its own (a node must never take over another node's log and vote)")
+        else:
+            why = (f"it holds the log and vote of node {node_id} of cluster {cluster_name!r}, not of cluster "
+                   f"{expected_cluster_name!r} (Config.cluster_name): start it with "
+                   f"Config(cluster_name={cluster_name!r}), or give the node a store of its own")
+        super().__init__(subject, ValueError(why))
+        self.node_id = node_id
+        self.cluster_name = cluster_name
+        self.expected_node_id = expected_node_id
+        self.expected_cluster_name = expected_cluster_name
 
 
 class Stopped(Fatal):

@@ -159,7 +159,11 @@ class Raft:
         every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
-        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``.
+        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``. A log store with the
+        optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``) records at the first
+        start on it whose it is (``node_id`` and ``config.cluster_name``); a store recorded
+        for another node id or cluster name raises ``StoreOwnerMismatch`` (a ``StorageError``)
+        before anything else is read from it or written to it.
 
         The node runs on a copy of ``config`` (its ``config`` attribute): changing the object
         passed afterwards changes nothing of the running node. To run other settings,
@@ -195,8 +199,15 @@ class Raft:
             clock = LoopClock()
         else:
             check_clock(clock)
+        # The optional owner check (``RaftLogStorage.check_owner``), before anything is read
+        # or written: a store recorded for another node or cluster is refused.
+        check_owner = getattr(log_store, "check_owner", None)
+        if check_owner is not None:
+            _v.check_method_kinds(log_store, "log_store", ("check_owner",))
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
+            if check_owner is not None:
+                await check_owner(node_id, config.cluster_name)
             state, cache = await restore_state(node_id, log_store, state_machine)
         except Fatal:
             raise

@@ -162,6 +162,16 @@ class RaftLogStorage(RaftLogReader, Protocol):
     ``append``, without the coroutine and the callback (``durable_append_of``). A subclass
     that overrides ``append`` alone keeps its ``append``: the offer holds only where the class
     that defines ``append_durable`` also defines the ``append`` in use.
+
+    Optional: ``async def check_owner(self, node_id: NodeId, cluster_name: str) -> None``.
+    ``Raft.new`` calls it first, before it reads anything else from the store, with the
+    node's id and ``Config.cluster_name``. A store that has no owner recorded records this
+    one, durably on return; one recorded for another node id or cluster name raises
+    ``openraft_py.errors.StoreOwnerMismatch`` and writes nothing. It keeps a node from
+    taking over another node's log and vote (two data directories swapped, a copied machine
+    image, a store of another cluster): it could vote twice in a term, or count as a copy of
+    entries it never held. ``RocksLogStore`` and ``MemLogStore`` have it; a store without it
+    is used unchecked.
     """
 
     async def get_log_state(self) -> LogState:

@@ -31,19 +31,21 @@ from typing import Any, BinaryIO, Protocol
 import msgspec
 
 from .._core import apply_kv_sets, find_payload
-from ..errors import LogCompacted, StorageError
+from ..errors import LogCompacted, StorageError, StoreOwnerMismatch
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
     Entry,
     LogId,
     LogState,
     Membership,
+    NodeId,
     Normal,
     Snapshot,
     SnapshotMeta,
     StoredMembership,
     Vote,
 )
+from ..validation import check_node_id
 from . import IOFlushed
 
 __all__ = [
@@ -193,6 +195,8 @@ class MemDisk:
     - ``offset``: the index of ``entries[0]`` (or of the next append when ``entries`` is
       empty). Invariant: ``offset == last_purged.index + 1`` (``0`` when nothing was purged).
     - ``vote``, ``committed``, ``last_purged``.
+    - ``owner``: ``(node_id, cluster_name)`` of the node whose log this is
+      (``MemLogStore.check_owner``), or ``None`` before a node started on it.
 
     State machine (owned by ``MemStateMachine`` / ``NoopStateMachine``):
 
@@ -210,6 +214,7 @@ class MemDisk:
         self.vote: Vote | None = None
         self.committed: LogId | None = None
         self.last_purged: LogId | None = None
+        self.owner: tuple[NodeId, str] | None = None
 
         self.kv: dict[str, str] = {}
         self.kv_overlay: dict[str, Any] | None = None
@@ -287,6 +292,21 @@ class MemLogStore(MemLogReader):
     async def save_committed(self, committed: LogId | None) -> None:
         """Store the committed log id; durable on return."""
         self._disk.committed = committed
+
+    async def check_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as the disk's owner when it has none;
+        ``StoreOwnerMismatch`` (disk unchanged) when it records another node id or cluster
+        name: a ``MemDisk`` handed to another node (see ``RaftLogStorage.check_owner``)."""
+        node_id = check_node_id(node_id)
+        if not isinstance(cluster_name, str):
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        if not cluster_name:
+            raise ValueError("cluster_name must not be empty")
+        owner = self._disk.owner
+        if owner is None:
+            self._disk.owner = (node_id, cluster_name)
+        elif owner != (node_id, cluster_name):
+            raise StoreOwnerMismatch(f"starting node {node_id} on {self._disk!r}", *owner, node_id, cluster_name)
 
     async def read_committed(self) -> LogId | None:
         """The saved committed log id, or ``None``."""

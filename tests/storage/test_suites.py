@@ -80,10 +80,14 @@ def rocks_builder(root: Path, *, sync: bool = True) -> Any:
     return builder
 
 
-def _assert_all_ran(report: list[Any], suite: type[Any]) -> None:
+def _assert_all_ran(report: list[Any], suite: type[Any], skipped: tuple[str, ...] = ()) -> None:
     assert [o.name for o in report] == suite.check_names()
     assert all(o.ok for o in report), [o for o in report if not o.ok]
-    assert not [o.name for o in report if o.skipped]
+    assert [o.name for o in report if o.skipped] == list(skipped)
+
+
+OWNER_CHECKS = ("owner_recorded_then_checked", "owner_adopted_by_the_first_check")
+"""The checks of the optional ``check_owner``: skipped for a store without it (``Adaptor``)."""
 
 
 # -- the suites pass on the shipped stores ----------------------------------------------------
@@ -109,7 +113,7 @@ async def test_mem_volatile_state_machine_suite() -> None:
 
 
 async def test_adaptor_log_suite() -> None:
-    _assert_all_ran(await run_log_storage_suite(adaptor_builder), LogStoreSuite)
+    _assert_all_ran(await run_log_storage_suite(adaptor_builder), LogStoreSuite, skipped=OWNER_CHECKS)
 
 
 async def test_adaptor_state_machine_suite() -> None:
@@ -418,9 +422,40 @@ class PurgedFromFirstEntry(_Reopened):
             disk.last_purged, disk.offset = None, 0
 
 
+class OwnerNeverRefused(MemLogStore):
+    """Its ``check_owner`` takes every node: a node started on another node's store ran with
+    that node's vote and log."""
+
+    async def check_owner(self, node_id: int, cluster_name: str) -> None:
+        return None
+
+
+class OwnerReplacedByTheNext(MemLogStore):
+    """Its ``check_owner`` records each caller as the owner (the last node started on the
+    store takes it over)."""
+
+    async def check_owner(self, node_id: int, cluster_name: str) -> None:
+        self.disk.owner = (node_id, cluster_name)
+
+
+class OwnerForgottenAtRestart(_Reopened):
+    """Keeps its owner in memory only: after a restart the store is adopted again by any
+    node."""
+
+    def reopened(self, disk: MemDisk) -> None:
+        disk.owner = None
+
+
 @pytest.mark.parametrize(
     ("log_cls", "check", "message"),
     [
+        (OwnerNeverRefused, ("owner_recorded_then_checked", "owner_adopted_by_the_first_check"),
+         r"check_owner\(2, 'c'\) of a store recorded for node 1 of 'c': returned, expected StoreOwnerMismatch$"),
+        (OwnerReplacedByTheNext, ("owner_recorded_then_checked", "owner_adopted_by_the_first_check"),
+         r"check_owner\(2, 'c'\) of a store recorded for node 1 of 'c': returned, expected StoreOwnerMismatch$"),
+        (OwnerForgottenAtRestart, "owner_recorded_then_checked",
+         r"check_owner\(2, 'c'\) after a restart of a store recorded for node 1 of 'c': returned, expected "
+         r"StoreOwnerMismatch$"),
         (DataAsText, "append_every_payload_kind",
          r"entry 1-3 read back: the data differs from byte 128 on: expected 256 bytes, b'\\x80\\x81.*'\.\.\. there, "
          r"got 512 bytes, b'\\xef\\xbf\\xbd"),

@@ -19,9 +19,9 @@ import msgspec
 from rocksdict import Rdict, WriteBatch
 
 from ..._core import encode_index_key, normal_data_bytes
-from ...errors import LogCompacted, StorageError
-from ...types import Entry, LogId, LogState, Normal, Vote
-from ...validation import MAX_TERM
+from ...errors import LogCompacted, StorageError, StoreOwnerMismatch
+from ...types import Entry, LogId, LogState, NodeId, Normal, Vote
+from ...validation import MAX_NODE_ID, MAX_TERM, check_node_id
 from .. import IOFlushed
 from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db, store_path
 from .group_writer import GroupWriter, ignore_done
@@ -31,10 +31,12 @@ from .log_format import (
     K_ACKMARK,
     K_COMMITTED,
     K_FORMAT,
+    K_OWNER,
     K_PURGED,
     K_VOTE,
     LOG_FORMAT,
     META_CF,
+    StoreOwner,
     check_stored_run,
     decode_entry_records,
     decode_stored_entry,
@@ -91,6 +93,7 @@ the event loop is never held by a large write."""
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
+_dec_owner = msgspec.msgpack.Decoder(StoreOwner)
 
 
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
@@ -269,6 +272,8 @@ class RocksLogStore(RocksLogReader):
     wrong when it is a plain file, a database that is not an openraft-py log (nothing is written
     to it then), in use, or damaged: RocksDB finds a corrupted WAL record or file, or it
     recovered fewer writes than were acknowledged (see "Corruption" in ``docs/design/durability.md``).
+    ``check_owner`` records, at the first start of a node on it, whose log it is (``owner``), and
+    ``Raft.new`` then refuses the store to another node or cluster (``StoreOwnerMismatch``).
     Use the store from one event loop; ``close()`` / ``aclose()`` / ``async with`` flush
     everything queued and always release the database lock (``StorageError`` if RocksDB could
     not close cleanly). Every failed write reaches its caller as ``StorageError``.
@@ -276,7 +281,7 @@ class RocksLogStore(RocksLogReader):
 
     __slots__ = (
         "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
-        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark",
+        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark", "_owner",
     )
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
@@ -301,6 +306,10 @@ class RocksLogStore(RocksLogReader):
                 vote = self._load(meta, K_VOTE, _dec_vote)
                 committed = self._load(meta, K_COMMITTED, _dec_logid)
                 purged = self._load(meta, K_PURGED, _dec_logid)
+                owner = self._load(meta, K_OWNER, _dec_owner)
+                if owner is not None and (not 0 <= owner.node_id <= MAX_NODE_ID or not owner.cluster_name):
+                    raise ValueError(f"the stored 'owner' is damaged: {owner!r}")
+                self._owner = owner
             finally:
                 meta.close()
             it = db.get_column_family(ENTRIES_CF).iter()
@@ -442,6 +451,43 @@ class RocksLogStore(RocksLogReader):
     async def read_vote(self) -> Vote | None:
         """The last vote saved with ``save_vote`` (durable), or ``None``."""
         return self._vote
+
+    @property
+    def owner(self) -> tuple[NodeId, str] | None:
+        """``(node_id, cluster_name)`` of the node whose log this is (``check_owner``), or
+        ``None`` for a store no node has started on yet (or made by an earlier version)."""
+        o = self._owner
+        return None if o is None else (o.node_id, o.cluster_name)
+
+    async def check_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Make sure this store is node ``node_id``'s of cluster ``cluster_name``.
+        ``Raft.new`` calls it before it reads anything else from the store (the optional
+        method of ``RaftLogStorage``).
+
+        A store with no owner record (new, or made by an earlier version: adopted) gets one
+        for ``node_id`` and ``cluster_name``, durably, before this returns. A store recorded
+        for another node id or cluster name raises ``StoreOwnerMismatch`` and is left as it
+        was: nothing is written. ``TypeError``/``ValueError`` for a ``node_id`` that is no
+        node id or a ``cluster_name`` that is not a ``str`` or is empty."""
+        node_id = check_node_id(node_id)
+        if not isinstance(cluster_name, str):
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        if not cluster_name:
+            raise ValueError("cluster_name must not be empty")
+        self._check_open()
+        owner = self._owner
+        if owner is not None:
+            if owner.node_id != node_id or owner.cluster_name != cluster_name:
+                raise StoreOwnerMismatch(
+                    f"opening log store at {self.path!r} for node {node_id}", owner.node_id, owner.cluster_name,
+                    node_id, cluster_name,
+                )
+            return
+        record = StoreOwner(node_id, cluster_name)
+        wb = WriteBatch(raw_mode=True)
+        wb.put(K_OWNER, _enc.encode(record), self._meta_h)
+        await self._submit_and_wait(wb, "recording the owner")
+        self._owner = record
 
     async def save_committed(self, committed: LogId | None) -> None:
         """Record the committed log id and return at once: it is written with the store's

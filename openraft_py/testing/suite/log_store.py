@@ -20,8 +20,9 @@ The checks follow Openraft's ``testing/log/suite.rs``: initial state, vote and c
 reads over every half-open range, purge, truncate, append (holes and overlaps refused, the
 flush callback, entries of every payload kind read back equal, the caller's list not
 kept), readers, what a restart keeps (the log, the vote, each write right after it was
-made, the purged log id with its term, also of an empty log), and (in ``restore``) the
-start-up state the runtime restores from the store.
+made, the purged log id with its term, also of an empty log), the optional owner record
+(``check_owner``: skipped for a store without it), and (in ``restore``) the start-up state
+the runtime restores from the store.
 Every check starts from an empty store; most fill it with ``LOG``: normal entries 0..=10 of
 term 1.
 """
@@ -29,10 +30,10 @@ term 1.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar
 
-from ...errors import LogCompacted
+from ...errors import LogCompacted, StoreOwnerMismatch
 from ...types import BasicNode, Entry, LogId, LogState, Membership, Normal, Vote
 from . import restore
 from .base import (
@@ -40,6 +41,7 @@ from .base import (
     CheckFn,
     CheckOutcome,
     CheckRegistry,
+    CheckSkipped,
     StoreHandle,
     Suite,
     append,
@@ -621,6 +623,58 @@ async def reopen_keeps_the_purged_log_id(h: StoreHandle) -> None:
     expect(await h.log_store.get_log_state(), LogState(LogId(3, 15), LogId(3, 15)), "get_log_state() after purge(3-15) past the end and reopen")
     await append(h.log_store, [normal(3, 16)])
     expect(ids(await read_all(h.log_store)), [LogId(3, 16)], "entries after appending 3-16")
+
+
+# -- the optional owner record (``check_owner``) ------------------------------------------
+
+
+def _check_owner_of(h: StoreHandle) -> Callable[[int, str], Awaitable[None]]:
+    """The store's ``check_owner``; ``CheckSkipped`` for a store without it (it is optional)."""
+    fn = getattr(h.log_store, "check_owner", None)
+    if fn is None:
+        raise CheckSkipped("the log store has no check_owner() (optional)")
+    return fn  # type: ignore[no-any-return]
+
+
+async def _expect_owner_refused(h: StoreHandle, node_id: int, cluster_name: str, what: str) -> None:
+    try:
+        await _check_owner_of(h)(node_id, cluster_name)
+    except StoreOwnerMismatch:
+        return
+    raise AssertionError(f"check_owner({node_id}, {cluster_name!r}) {what}: returned, expected StoreOwnerMismatch")
+
+
+@check
+async def owner_recorded_then_checked(h: StoreHandle) -> None:
+    """``check_owner(1, "c")`` on a fresh store records the owner; the same call again
+    passes; another node id or cluster name raises ``StoreOwnerMismatch`` and changes nothing;
+    after a restart (``reopen``) the record is still there (skipped without
+    ``check_owner``; the restart part without ``reopen``)."""
+    check_owner = _check_owner_of(h)
+    await check_owner(1, "c")
+    await check_owner(1, "c")
+    await append(h.log_store, ents(0, 3))
+    await h.log_store.save_vote(Vote.new(2, 1))
+    await _expect_owner_refused(h, 2, "c", "of a store recorded for node 1 of 'c'")
+    await _expect_owner_refused(h, 1, "d", "of a store recorded for node 1 of 'c'")
+    expect(await h.log_store.get_log_state(), LogState(None, _lid(2)), "get_log_state() after a refused check_owner")
+    expect(await h.log_store.read_vote(), Vote.new(2, 1), "read_vote() after a refused check_owner")
+    await h.restart()
+    await _expect_owner_refused(h, 2, "c", "after a restart of a store recorded for node 1 of 'c'")
+    await _check_owner_of(h)(1, "c")
+
+
+@check
+async def owner_adopted_by_the_first_check(h: StoreHandle) -> None:
+    """A store that holds a log and a vote but no owner (written before the store had
+    ``check_owner``) is adopted by the first ``check_owner``, its log and vote kept (skipped
+    without ``check_owner``)."""
+    await append(h.log_store, ents(0, LAST + 1))
+    await h.log_store.save_vote(Vote.new(2, 1))
+    await _check_owner_of(h)(3, "c")
+    expect(ids(await read_all(h.log_store)), ids(ents(0, LAST + 1)), "entries after check_owner adopted the store")
+    expect(await h.log_store.read_vote(), Vote.new(2, 1), "read_vote() after check_owner adopted the store")
+    await _expect_owner_refused(h, 1, "c", "of a store adopted by node 3 of 'c'")
 
 
 class LogStoreSuite(Suite):
