@@ -8,7 +8,9 @@ the directory at its first start and refuses, at every later start, a directory 
 another node or cluster (``DataDirMismatch``), before it opens anything in it.
 
 A directory that already holds stores but no ``node.json`` (made by an earlier version) is
-adopted: the record is written for the node starting on it, which cannot be checked then.
+adopted: the record is written for the node starting on it, once ``Raft.new`` has checked
+the log store's own owner record (``RocksLogStore.check_owner``; ``owner_mismatch`` words its
+refusal with the service's options), so the two records never disagree.
 
 ``lock_data_dir`` makes one process at a time the user of a directory (two ``serve`` started
 at once on one directory both found no record, and the last one's record stayed, whichever
@@ -30,12 +32,12 @@ from pathlib import Path
 
 import msgspec
 
-from ..errors import StorageError
+from ..errors import StorageError, StoreOwnerMismatch
 from ..storage.rocks.files import replace_durably
 
 __all__ = [
     "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_not_a_store",
-    "check_stores", "has_stores", "lock_data_dir", "record_identity",
+    "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "record_identity",
 ]
 
 IDENTITY_FILE = "node.json"
@@ -120,6 +122,26 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
             "it a data directory of its own"
         )
     return "checked"
+
+
+def owner_mismatch(data_dir: Path, e: StoreOwnerMismatch) -> DataDirMismatch:
+    """The ``DataDirMismatch`` for ``data_dir`` whose log store's own owner record (checked
+    by ``Raft.new``: ``RocksLogStore.check_owner``) names another node or cluster than the
+    one starting, ``e``: its ``node.json`` was removed (the directory was adopted) or agrees
+    with the node, and ``log/`` came from another node's directory. Worded as
+    ``check_identity``'s refusals, with the service's options."""
+    log_dir = data_dir / LOG_DIR
+    if e.node_id != e.expected_node_id:
+        return DataDirMismatch(
+            f"{log_dir} holds the log and vote of node {e.node_id}, not node {e.expected_node_id} (its own record "
+            f"says so): start it with --id {e.node_id}, or give node {e.expected_node_id} a data directory of its "
+            "own (a node must never take over another node's log and vote)"
+        )
+    return DataDirMismatch(
+        f"{log_dir} holds the log and vote of node {e.node_id} of cluster {e.cluster_name!r}, not of cluster "
+        f"{e.expected_cluster_name!r} (its own record says so): start it with --cluster-name {e.cluster_name}, or "
+        "give it a data directory of its own"
+    )
 
 
 _DATABASE_FILES = ("CURRENT", "OPENRAFT-ACKED")

@@ -30,7 +30,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, WaitTimeout
+from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
@@ -49,6 +49,7 @@ from .identity import (
     check_stores,
     has_stores,
     lock_data_dir,
+    owner_mismatch,
     record_identity,
 )
 from .metrics import KvMetrics
@@ -406,19 +407,25 @@ class KvNode:
             server_ctx, client_ctx = tls_contexts(o)
             self.log_store = await RocksLogStore.open(data / LOG_DIR)
             self.sm = await KvStateMachine.open(data / SM_DIR)
-            if not recorded:
-                await asyncio.to_thread(record_identity, data, o.id, o.cluster_name)
-                if adopted:
-                    log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
-                                "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,
-                                o.cluster_name)
             # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
             # (or, dialled, the node we meant): the openraft://<cluster>/<id> SAN URI.
             bind = node_id_from_cert(o.cluster_name) if o.tls_bind_node_ids else None
             tcp = TcpNetworkFactory(o.id, o.cluster_name, ssl=client_ctx, peer_id_of_cert=bind)
             self.factory = KvNetworkFactory(tcp, self._on_rpc_error, self._on_peer_left,
                                             campaign_gate=guard.campaign_refusal)
-            self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
+            try:
+                self.raft = await Raft.new(o.id, config, self.factory, self.log_store, self.sm)
+            except StoreOwnerMismatch as e:
+                # The log store's own owner record names another node or cluster (its node.json
+                # was removed, or the log/ directory came from another node's).
+                raise owner_mismatch(data, e) from None
+            if not recorded:
+                # Only now: the log store's owner (checked or recorded by Raft.new) agrees.
+                await asyncio.to_thread(record_identity, data, o.id, o.cluster_name)
+                if adopted:
+                    log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
+                                "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,
+                                o.cluster_name)
             host, port = parse_addr(o.raft_addr)
             try:
                 self.tcp_server = await TcpServer.start(GuardedRaft(self.raft, guard), host, port,

@@ -103,6 +103,53 @@ async def test_a_directory_from_before_the_record_is_adopted(root: Path, caplog:
     assert any("made by an earlier version" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_directory_without_its_record_is_not_adopted_by_another_node(root: Path) -> None:
+    """With ``node.json`` gone (removed by hand, or an earlier version's directory run once by
+    this one), the log store's own owner record still names node 2: node 3 started there is
+    refused before it uses the stores, and no ``node.json`` is written for it (it was adopted
+    for node 3, which took over node 2's vote and log)."""
+    node = KvNode(node_options(2, str(root)))
+    await node.start()
+    await node.stop()
+    data = root / "n2"
+    os.unlink(data / IDENTITY_FILE)
+    opts = node_options(3, str(root))
+    opts.data_dir = str(data)
+    wrong = KvNode(opts)
+    with pytest.raises(DataDirMismatch, match=r"n2/log holds the log and vote of node 2, not node 3 \(its own record "
+                       r"says so\): start it with --id 2, or give node 3 a data directory of its own"):
+        await wrong.start()
+    assert wrong.raft is None and wrong.log_store is None, "the stores were left open"
+    assert not (data / IDENTITY_FILE).exists(), "node.json was written for node 3"
+    opts = node_options(2, str(root))
+    opts.cluster_name = "other"
+    with pytest.raises(DataDirMismatch, match=r"of cluster 'kv-test', not of cluster 'other' \(its own record says "
+                       r"so\): start it with --cluster-name kv-test"):
+        await KvNode(opts).start()
+    assert not (data / IDENTITY_FILE).exists()
+    again = KvNode(node_options(2, str(root)))  # node 2 adopts it again
+    await again.start()
+    await again.stop()
+    assert check_identity(data, 2, "kv-test") == "checked"
+
+
+async def test_a_log_moved_in_from_another_nodes_directory_is_refused(root: Path) -> None:
+    """``n3/log`` put in place of ``n2/log`` (``node.json`` says node 2): refused by the log
+    store's own record, naming node 3."""
+    for nid in (2, 3):
+        node = KvNode(node_options(nid, str(root)))
+        await node.start()
+        await node.stop()
+    shutil.rmtree(root / "n2" / LOG_DIR)
+    shutil.rmtree(root / "n2" / SM_DIR)
+    shutil.copytree(root / "n3" / LOG_DIR, root / "n2" / LOG_DIR)
+    shutil.copytree(root / "n3" / SM_DIR, root / "n2" / SM_DIR)
+    wrong = KvNode(node_options(2, str(root)))
+    with pytest.raises(DataDirMismatch, match=r"n2/log holds the log and vote of node 3, not node 2"):
+        await wrong.start()
+    assert wrong.raft is None and wrong.log_store is None
+
+
 def test_serve_on_another_nodes_directory_exits_1_saying_whose_it_is(root: Path) -> None:
     data = root / "n2"
     data.mkdir()
