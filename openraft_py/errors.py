@@ -55,24 +55,34 @@ class StoreOwnerMismatch(StorageError):
     """A store records another owner (node id and cluster name) than the node started on it.
 
     Raised by ``Raft.new``, before anything is read from or written to the store, when the log
-    store offers the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``) and its
-    owner record names another node id or cluster name (``Config.cluster_name``): node 2's
-    store opened for node 3 (two directories swapped, a copied machine image), or a store of
+    store (or the state machine) offers the optional ``check_owner`` (``RocksLogStore``,
+    ``MemLogStore``, ``RocksStateMachine``) and its owner record names another node id or
+    cluster name (``Config.cluster_name``): node 2's store opened for node 3 (two directories swapped, a copied machine image), or a store of
     another cluster. Such a node would count node 2's vote and log as its own (it could vote
     twice in a term, or count as a copy of entries it never held). ``node_id`` and
     ``cluster_name`` are what the store records; ``expected_node_id`` and
-    ``expected_cluster_name`` what the node was started as.
+    ``expected_cluster_name`` what the node was started as; ``what`` which store refused
+    (``"log store"`` or ``"state machine"``: ``RocksStateMachine`` has the optional
+    ``check_owner`` of ``RaftStateMachine`` too).
     """
 
     def __init__(
-        self, subject: str, node_id: NodeId, cluster_name: str, expected_node_id: NodeId, expected_cluster_name: str
+        self,
+        subject: str,
+        node_id: NodeId,
+        cluster_name: str,
+        expected_node_id: NodeId,
+        expected_cluster_name: str,
+        *,
+        what: str = "log store",
     ) -> None:
+        holds = "the log and vote" if what == "log store" else f"the {what}"
         if node_id != expected_node_id:
-            why = (f"it holds the log and vote of node {node_id} of cluster {cluster_name!r}, not of node "
+            why = (f"it holds {holds} of node {node_id} of cluster {cluster_name!r}, not of node "
                    f"{expected_node_id}: start node {node_id} on it, or give node {expected_node_id} a store of "
                    "its own (a node must never take over another node's log and vote)")
         else:
-            why = (f"it holds the log and vote of node {node_id} of cluster {cluster_name!r}, not of cluster "
+            why = (f"it holds {holds} of node {node_id} of cluster {cluster_name!r}, not of cluster "
                    f"{expected_cluster_name!r} (Config.cluster_name): start it with "
                    f"Config(cluster_name={cluster_name!r}), or give the node a store of its own")
         super().__init__(subject, ValueError(why))
@@ -80,6 +90,7 @@ class StoreOwnerMismatch(StorageError):
         self.cluster_name = cluster_name
         self.expected_node_id = expected_node_id
         self.expected_cluster_name = expected_cluster_name
+        self.what = what
 
 
 class Stopped(Fatal):

@@ -159,11 +159,12 @@ class Raft:
         every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
-        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``. A log store with the
-        optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``) records at the first
-        start on it whose it is (``node_id`` and ``config.cluster_name``); a store recorded
-        for another node id or cluster name raises ``StoreOwnerMismatch`` (a ``StorageError``)
-        before anything else is read from it or written to it.
+        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``. A log store or state
+        machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
+        ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
+        ``config.cluster_name``); one recorded for another node id or cluster name raises
+        ``StoreOwnerMismatch`` (a ``StorageError``) before anything else is read from the
+        stores or written to them.
 
         The node runs on a copy of ``config`` (its ``config`` attribute): changing the object
         passed afterwards changes nothing of the running node. To run other settings,
@@ -204,10 +205,15 @@ class Raft:
         check_owner = getattr(log_store, "check_owner", None)
         if check_owner is not None:
             _v.check_method_kinds(log_store, "log_store", ("check_owner",))
+        check_sm_owner = getattr(state_machine, "check_owner", None)
+        if check_sm_owner is not None:
+            _v.check_method_kinds(state_machine, "state_machine", ("check_owner",))
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
             if check_owner is not None:
                 await check_owner(node_id, config.cluster_name)
+            if check_sm_owner is not None:
+                await check_sm_owner(node_id, config.cluster_name)
             state, cache = await restore_state(node_id, log_store, state_machine)
         except Fatal:
             raise

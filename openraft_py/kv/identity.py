@@ -9,8 +9,8 @@ another node or cluster (``DataDirMismatch``), before it opens anything in it.
 
 A directory that already holds stores but no ``node.json`` (made by an earlier version) is
 adopted: the record is written for the node starting on it, once ``Raft.new`` has checked
-the log store's own owner record (``RocksLogStore.check_owner``; ``owner_mismatch`` words its
-refusal with the service's options), so the two records never disagree.
+the stores' own owner records (``check_owner`` of the log store and the state machine;
+``owner_mismatch`` words a refusal with the service's options), so the records never disagree.
 
 ``lock_data_dir`` makes one process at a time the user of a directory (two ``serve`` started
 at once on one directory both found no record, and the last one's record stayed, whichever
@@ -125,20 +125,23 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
 
 
 def owner_mismatch(data_dir: Path, e: StoreOwnerMismatch) -> DataDirMismatch:
-    """The ``DataDirMismatch`` for ``data_dir`` whose log store's own owner record (checked
-    by ``Raft.new``: ``RocksLogStore.check_owner``) names another node or cluster than the
+    """The ``DataDirMismatch`` for ``data_dir`` whose log store's or state machine's own owner
+    record (checked by ``Raft.new``: ``check_owner``) names another node or cluster than the
     one starting, ``e``: its ``node.json`` was removed (the directory was adopted) or agrees
-    with the node, and ``log/`` came from another node's directory. Worded as
+    with the node, and ``log/`` or ``sm/`` came from another node's directory. Worded as
     ``check_identity``'s refusals, with the service's options."""
-    log_dir = data_dir / LOG_DIR
+    if e.what == "log store":
+        store_dir, holds = data_dir / LOG_DIR, "the log and vote"
+    else:
+        store_dir, holds = data_dir / SM_DIR, "the state machine"
     if e.node_id != e.expected_node_id:
         return DataDirMismatch(
-            f"{log_dir} holds the log and vote of node {e.node_id}, not node {e.expected_node_id} (its own record "
+            f"{store_dir} holds {holds} of node {e.node_id}, not node {e.expected_node_id} (its own record "
             f"says so): start it with --id {e.node_id}, or give node {e.expected_node_id} a data directory of its "
             "own (a node must never take over another node's log and vote)"
         )
     return DataDirMismatch(
-        f"{log_dir} holds the log and vote of node {e.node_id} of cluster {e.cluster_name!r}, not of cluster "
+        f"{store_dir} holds {holds} of node {e.node_id} of cluster {e.cluster_name!r}, not of cluster "
         f"{e.expected_cluster_name!r} (its own record says so): start it with --cluster-name {e.cluster_name}, or "
         "give it a data directory of its own"
     )

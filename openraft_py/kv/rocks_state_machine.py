@@ -3,7 +3,7 @@
 It applies the key-value commands of ``openraft_py.storage.memory`` (``KvSet`` /
 ``KvDelete`` / ``KvCas`` / ``KvGet``) with the same ``apply_kv`` as ``MemStateMachine``, so
 the two answer alike. One column family ``sm`` holds data keys ``b"d" + key`` and the meta keys
-``b"m..."`` (applied log id, stored membership, format marker), so one RocksDB snapshot is a
+``b"m..."`` (applied log id, stored membership, format marker, owner record), so one RocksDB snapshot is a
 consistent image of data and meta together. An ``apply`` batch of several entries first reads
 the keys of its commands in one multi-get (every command reads its key's current value; the
 column family has whole-key bloom filters, so a read of an absent key is cheap, for about 1.25
@@ -56,11 +56,13 @@ from ..storage.rocks.db import (
     write_options,
 )
 from ..storage.rocks.files import durable_temp, naming, replace_durably
+from ..storage.rocks.owner import StoreOwner, decode_owner, owner_to_record
 from ..types import (
     EMPTY_STORED_MEMBERSHIP,
     Entry,
     LogId,
     Membership,
+    NodeId,
     Normal,
     Snapshot,
     SnapshotMeta,
@@ -91,6 +93,7 @@ _M_FORMAT = b"mformat"  # SM_FORMAT
 _M_APPLIED = b"mapplied"  # LogId | None: the last applied
 _M_MEMBERSHIP = b"mmembership"  # StoredMembership: the last applied membership
 _M_ACKMARK = b"mackmark"  # present: the database has an OPENRAFT-ACKED file (see AckMark)
+_M_OWNER = b"mowner"  # StoreOwner: whose state machine this is (check_owner); never in a snapshot
 
 
 def _not_utf8(key: str, e: UnicodeDecodeError) -> ValueError:
@@ -408,7 +411,7 @@ class RocksStateMachine:
             os.path.join(self.path, "db"), (_SM_CF,), _SM_CF, _M_FORMAT, _M_ACKMARK, SM_FORMAT, what, point_lookup_cfs=(_SM_CF,)
         )
 
-        def load() -> tuple[LogId | None, StoredMembership]:
+        def load() -> tuple[LogId | None, StoredMembership, StoreOwner | None]:
             # Its own frame: cleared on an error (see open_db).
             cf = db.get_column_family(_SM_CF)
             try:
@@ -416,12 +419,14 @@ class RocksStateMachine:
                 applied = None if raw is None else _decode_meta(_M_APPLIED, raw, _dec_logid)
                 raw = cf.get(_M_MEMBERSHIP)
                 membership = EMPTY_STORED_MEMBERSHIP if raw is None else _decode_meta(_M_MEMBERSHIP, raw, _dec_stored)
+                raw = cf.get(_M_OWNER)
+                owner = None if raw is None else decode_owner(_M_OWNER, raw)
             finally:
                 cf.close()
-            return applied, membership
+            return applied, membership, owner
 
         try:
-            self._applied, self._membership = load()
+            self._applied, self._membership, self._owner = load()
             os.makedirs(self._snapdir, exist_ok=True)
             self._current: _SnapRecord | None = self._load_current()
         except BaseException as e:
@@ -468,6 +473,38 @@ class RocksStateMachine:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"using state machine at {self.path!r}", RuntimeError("closed"))
+
+    @property
+    def owner(self) -> tuple[NodeId, str] | None:
+        """``(node_id, cluster_name)`` of the node whose state machine this is
+        (``check_owner``), or ``None`` before a node started on it (or made by an earlier
+        version)."""
+        o = self._owner
+        return None if o is None else (o.node_id, o.cluster_name)
+
+    async def check_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Make sure this state machine is node ``node_id``'s of cluster ``cluster_name``
+        (the optional method of ``RaftStateMachine``; ``Raft.new`` calls it before it reads
+        anything else from it). With no owner recorded (new, or made by an earlier version:
+        adopted) it records this one, durably (a synced write of its own key, which no
+        snapshot carries). Recorded for another node id or cluster name: ``StoreOwnerMismatch``,
+        nothing written (a state machine of another cluster made the node discard its own
+        log up to that state machine's applied id, acknowledged entries included).
+        ``TypeError``/``ValueError`` for a ``node_id`` that is no node id or a
+        ``cluster_name`` that is not a ``str`` or is empty."""
+        self._check_open()
+        subject = f"opening state machine at {self.path!r} for node {node_id}"
+        record = owner_to_record(self._owner, node_id, cluster_name, subject, "state machine")
+        if record is None:
+            return
+        await in_thread(self._write_owner, record)
+        self._owner = record
+
+    def _write_owner(self, record: StoreOwner) -> None:
+        """Write the owner ``record``, synced (worker thread)."""
+        wb = WriteBatch(raw_mode=True)
+        wb.put(_M_OWNER, _enc.encode(record), self._h)
+        self._db.write(wb, write_options(True))
 
     def _write_deferred(self, only: WriteBatch | None = None) -> None:
         """Write the deferred batch (``WRITE_AFTER_PASSES``), if any (if it is ``only``, when

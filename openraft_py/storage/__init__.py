@@ -272,6 +272,13 @@ class RaftStateMachine(Protocol):
     ``apply`` would, and may skip the work only the responses need (the shipped key-value
     state machines skip reading a key's previous value on a set). Not part of the protocol's
     required members: a state machine without it gets ``apply`` for every batch.
+
+    Optional: ``async def check_owner(self, node_id: NodeId, cluster_name: str) -> None``, as
+    ``RaftLogStorage.check_owner``: ``Raft.new`` calls it after the log store's, before it
+    reads anything else. A state machine of another cluster made the node discard its own
+    log up to that state machine's applied id (the log did not hold it), acknowledged
+    entries included. ``RocksStateMachine`` has it; ``MemStateMachine`` does not (its state
+    does not outlive the process, except on a ``MemDisk`` whose log store has the record).
     """
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:

@@ -133,19 +133,19 @@ async def test_a_directory_without_its_record_is_not_adopted_by_another_node(roo
     assert check_identity(data, 2, "kv-test") == "checked"
 
 
-async def test_a_log_moved_in_from_another_nodes_directory_is_refused(root: Path) -> None:
-    """``n3/log`` put in place of ``n2/log`` (``node.json`` says node 2): refused by the log
-    store's own record, naming node 3."""
+@pytest.mark.parametrize(("moved", "holds"), [(LOG_DIR, "the log and vote"), (SM_DIR, "the state machine")])
+async def test_a_store_moved_in_from_another_nodes_directory_is_refused(root: Path, moved: str, holds: str) -> None:
+    """``n3/log`` (or ``n3/sm``) put in place of node 2's (``node.json`` says node 2):
+    refused by that store's own record, naming node 3."""
     for nid in (2, 3):
         node = KvNode(node_options(nid, str(root)))
         await node.start()
         await node.stop()
-    shutil.rmtree(root / "n2" / LOG_DIR)
-    shutil.rmtree(root / "n2" / SM_DIR)
-    shutil.copytree(root / "n3" / LOG_DIR, root / "n2" / LOG_DIR)
-    shutil.copytree(root / "n3" / SM_DIR, root / "n2" / SM_DIR)
+    shutil.rmtree(root / "n2" / moved)
+    shutil.copytree(root / "n3" / moved, root / "n2" / moved)
     wrong = KvNode(node_options(2, str(root)))
-    with pytest.raises(DataDirMismatch, match=r"n2/log holds the log and vote of node 3, not node 2"):
+    with pytest.raises(DataDirMismatch, match=rf"n2/{moved} holds {holds} of node 3, not node 2 \(its own record says "
+                       r"so\): start it with --id 3"):
         await wrong.start()
     assert wrong.raft is None and wrong.log_store is None
 

@@ -13,21 +13,24 @@ from rocksdict import Options, Rdict
 
 from openraft_py import StorageError, StoreOwnerMismatch
 from openraft_py.config import Config
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.network.router import Router
 from openraft_py.raft import Raft
-from openraft_py.storage import IOFlushed
+from openraft_py.storage import IOFlushed, KvSet, encode_kv
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.storage.rocks.log_format import K_OWNER, META_CF
-from openraft_py.types import Entry, LogId, Membership, Vote
+from openraft_py.types import Entry, LogId, LogState, Membership, Normal, Vote
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _start(nid: int, store: object, cluster_name: str = "foo", router: Router | None = None) -> Raft:
+async def _start(
+    nid: int, store: object, cluster_name: str = "foo", router: Router | None = None, state_machine: object = None
+) -> Raft:
     router = router or Router(seed=nid)
-    raft = await Raft.new(nid, Config(cluster_name=cluster_name), router.factory(nid), store,  # type: ignore[arg-type]
-                          MemStateMachine(MemDisk()))
+    sm = state_machine if state_machine is not None else MemStateMachine(MemDisk())
+    raft = await Raft.new(nid, Config(cluster_name=cluster_name), router.factory(nid), store, sm)  # type: ignore[arg-type]
     router.register(nid, raft)
     return raft
 
@@ -193,3 +196,84 @@ async def test_a_store_without_check_owner_is_used_unchecked() -> None:
     raft = await _start(2, Store(disk))
     await raft.shutdown()
     assert disk.owner is None
+
+
+# -- the state machine (RocksStateMachine) --------------------------------------------------
+
+
+async def _run_kv(root: Path, cluster_name: str, writes: int, sm_dir: Path | None = None) -> LogState:
+    """Start node 1 of ``cluster_name`` on ``root/<cluster_name>/log`` and ``sm_dir`` (default
+    ``root/<cluster_name>/sm``), initialize it if new, make ``writes`` writes, stop it; return
+    its log state."""
+    log = RocksLogStore(root / cluster_name / "log")
+    sm = RocksStateMachine(sm_dir or root / cluster_name / "sm")
+    try:
+        raft = await Raft.new(1, Config(cluster_name=cluster_name), Router(seed=1).factory(1), log, sm)
+        try:
+            if (await log.get_log_state()).last_log_id is None:
+                await raft.initialize({1})
+            await raft.wait(timeout=10).metrics(lambda m: m.current_leader == 1, "leader")
+            for i in range(writes):
+                await raft.client_write(encode_kv(KvSet(f"{cluster_name}{i}", "v")))
+        finally:
+            await raft.shutdown()
+        return await log.get_log_state()
+    finally:
+        log.close()
+        sm.close()
+
+
+async def test_a_state_machine_of_another_cluster_is_refused_before_the_log_is_touched(tmp_path: Path) -> None:
+    """Cluster b's node started with its own log and cluster a's state machine (further
+    along) discarded its own log up to that state machine's applied id, its acknowledged
+    writes included, and served cluster a's data, with two WARNINGs."""
+    await _run_kv(tmp_path, "a", 20)
+    b_state = await _run_kv(tmp_path, "b", 5)
+    with pytest.raises(StoreOwnerMismatch, match=r"opening state machine at .*/a/sm' for node 1: ValueError: it holds "
+                       r"the state machine of node 1 of cluster 'a', not of cluster 'b'") as ei:
+        await _run_kv(tmp_path, "b", 0, sm_dir=tmp_path / "a" / "sm")
+    assert ei.value.what == "state machine"
+    log = RocksLogStore(tmp_path / "b" / "log")
+    try:
+        assert await log.get_log_state() == b_state, "cluster b's log was changed"
+    finally:
+        log.close()
+
+
+async def test_a_state_machine_of_another_node_is_refused_and_one_without_the_record_adopted(tmp_path: Path) -> None:
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        assert sm.owner is None  # as an earlier version left it, or never started on
+        await sm.check_owner(2, "foo")
+        await sm.check_owner(2, "foo")
+        with pytest.raises(StoreOwnerMismatch, match=r"it holds the state machine of node 2 of cluster 'foo', not of "
+                           r"node 3: start node 2 on it"):
+            await _start(3, MemLogStore(), state_machine=sm)
+        with pytest.raises(ValueError, match="cluster_name must not be empty"):
+            await sm.check_owner(2, "")
+    finally:
+        sm.close()
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        assert sm.owner == (2, "foo")
+    finally:
+        sm.close()
+
+
+async def test_a_snapshot_does_not_carry_its_senders_owner(tmp_path: Path) -> None:
+    src, dst = RocksStateMachine(tmp_path / "src"), RocksStateMachine(tmp_path / "dst")
+    try:
+        await src.check_owner(1, "foo")
+        await dst.check_owner(2, "foo")
+        await src.apply([Entry(LogId(1, 0), Membership.new([{1, 2}])), Entry(LogId(1, 1), Normal(encode_kv(KvSet("k", "v"))))])
+        snap = await src.get_snapshot_builder().build_snapshot()
+        await dst.install_snapshot(snap.meta, snap.data)
+        assert dst.get("k") == "v" and dst.owner == (2, "foo")
+    finally:
+        src.close()
+        dst.close()
+    dst = RocksStateMachine(tmp_path / "dst")
+    try:
+        assert dst.owner == (2, "foo") and dst.get("k") == "v"
+    finally:
+        dst.close()

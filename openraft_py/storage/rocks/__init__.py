@@ -17,7 +17,8 @@ Modules, one job each:
 - ``group_writer``: the group-commit writer thread; ``wal``: the WAL syncer it uses;
 - ``db``: opening a database of ours (options, versioned format marker, foreign and damaged
   databases refused) and the handle hygiene that always releases the RocksDB lock;
-- ``ackmark``: the acknowledged mark (``OPENRAFT-ACKED``); ``files``: durable file writes.
+- ``ackmark``: the acknowledged mark (``OPENRAFT-ACKED``); ``files``: durable file writes;
+- ``owner``: the stores' owner record (``check_owner``: whose node and cluster a store is).
 
 The design (group commit, the fsync modes, what a crash leaves, corruption and foreign
 databases, closing, event-loop latency): ``docs/design/durability.md``.

@@ -7,7 +7,7 @@
 - column family ``meta`` (msgspec-msgpack values): ``format`` (``LOG_FORMAT``, written when the
   store is created and checked on every open), ``ackmark`` (present: the store has an
   ``OPENRAFT-ACKED`` file), ``vote``, ``committed``, ``purged`` (the last purged log id),
-  ``owner`` (``StoreOwner``: the node id and cluster name whose log this is, written by
+  ``owner`` (``owner.StoreOwner``: the node id and cluster name whose log this is, written by
   ``RocksLogStore.check_owner`` when a node first starts on the store; a store without it,
   made by an earlier version or never started on, is adopted by the first node that starts
   on it. An earlier version ignores the key: it needs no new format version).
@@ -28,7 +28,7 @@ from ...validation import MAX_TERM
 
 __all__ = [
     "END_KEY", "ENTRIES_CF", "K_ACKMARK", "K_COMMITTED", "K_FORMAT", "K_OWNER", "K_PURGED", "K_VOTE", "LOG_FORMAT",
-    "META_CF", "StoreOwner", "check_stored_run", "decode_entry_records", "decode_stored_entry", "encode_entry_records",
+    "META_CF", "check_stored_run", "decode_entry_records", "decode_stored_entry", "encode_entry_records",
     "put_entries",
 ]
 
@@ -43,16 +43,7 @@ K_VOTE = b"vote"  # Vote
 K_COMMITTED = b"committed"  # LogId | None
 K_PURGED = b"purged"  # LogId: the last purged
 K_ACKMARK = b"ackmark"  # present: the store has an OPENRAFT-ACKED file (see AckMark)
-K_OWNER = b"owner"  # StoreOwner: whose log this is
-
-
-class StoreOwner(msgspec.Struct):
-    """The owner record of a log store (meta ``owner``): the node id and the cluster name
-    (``Config.cluster_name``) of the node that first started on it."""
-
-    node_id: int
-    cluster_name: str
-
+K_OWNER = b"owner"  # StoreOwner (owner.py): whose log this is
 
 _enc = msgspec.msgpack.Encoder()
 _dec_membership = msgspec.msgpack.Decoder(Membership)

@@ -19,9 +19,9 @@ import msgspec
 from rocksdict import Rdict, WriteBatch
 
 from ..._core import encode_index_key, normal_data_bytes
-from ...errors import LogCompacted, StorageError, StoreOwnerMismatch
+from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, NodeId, Normal, Vote
-from ...validation import MAX_NODE_ID, MAX_TERM, check_node_id
+from ...validation import MAX_TERM
 from .. import IOFlushed
 from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db, store_path
 from .group_writer import GroupWriter, ignore_done
@@ -36,12 +36,12 @@ from .log_format import (
     K_VOTE,
     LOG_FORMAT,
     META_CF,
-    StoreOwner,
     check_stored_run,
     decode_entry_records,
     decode_stored_entry,
     put_entries,
 )
+from .owner import decode_owner, owner_to_record
 from .wal import wal_syncer_for
 
 __all__ = [
@@ -93,7 +93,6 @@ the event loop is never held by a large write."""
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
-_dec_owner = msgspec.msgpack.Decoder(StoreOwner)
 
 
 def _read_entries(image: BoundedIter, start: int) -> list[Entry]:
@@ -306,10 +305,8 @@ class RocksLogStore(RocksLogReader):
                 vote = self._load(meta, K_VOTE, _dec_vote)
                 committed = self._load(meta, K_COMMITTED, _dec_logid)
                 purged = self._load(meta, K_PURGED, _dec_logid)
-                owner = self._load(meta, K_OWNER, _dec_owner)
-                if owner is not None and (not 0 <= owner.node_id <= MAX_NODE_ID or not owner.cluster_name):
-                    raise ValueError(f"the stored 'owner' is damaged: {owner!r}")
-                self._owner = owner
+                raw_owner = meta.get(K_OWNER)
+                self._owner = None if raw_owner is None else decode_owner(K_OWNER, raw_owner)
             finally:
                 meta.close()
             it = db.get_column_family(ENTRIES_CF).iter()
@@ -469,21 +466,11 @@ class RocksLogStore(RocksLogReader):
         for another node id or cluster name raises ``StoreOwnerMismatch`` and is left as it
         was: nothing is written. ``TypeError``/``ValueError`` for a ``node_id`` that is no
         node id or a ``cluster_name`` that is not a ``str`` or is empty."""
-        node_id = check_node_id(node_id)
-        if not isinstance(cluster_name, str):
-            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
-        if not cluster_name:
-            raise ValueError("cluster_name must not be empty")
         self._check_open()
-        owner = self._owner
-        if owner is not None:
-            if owner.node_id != node_id or owner.cluster_name != cluster_name:
-                raise StoreOwnerMismatch(
-                    f"opening log store at {self.path!r} for node {node_id}", owner.node_id, owner.cluster_name,
-                    node_id, cluster_name,
-                )
+        subject = f"opening log store at {self.path!r} for node {node_id}"
+        record = owner_to_record(self._owner, node_id, cluster_name, subject, "log store")
+        if record is None:
             return
-        record = StoreOwner(node_id, cluster_name)
         wb = WriteBatch(raw_mode=True)
         wb.put(K_OWNER, _enc.encode(record), self._meta_h)
         await self._submit_and_wait(wb, "recording the owner")
