@@ -497,8 +497,14 @@ class RocksStateMachine:
         record = owner_to_record(self._owner, node_id, cluster_name, subject, "state machine")
         if record is None:
             return
-        await in_thread(self._write_owner, record)
+        # Taken now: a second call while this one waits (two nodes started at once on one
+        # state machine object) must find it, not record its own node over it.
         self._owner = record
+        try:
+            await in_thread(self._write_owner, record)
+        except BaseException:
+            self._owner = None
+            raise
 
     def _write_owner(self, record: StoreOwner) -> None:
         """Write the owner ``record``, synced (worker thread)."""

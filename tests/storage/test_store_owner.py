@@ -277,3 +277,23 @@ async def test_a_snapshot_does_not_carry_its_senders_owner(tmp_path: Path) -> No
         assert dst.owner == (2, "foo") and dst.get("k") == "v"
     finally:
         dst.close()
+
+
+async def test_two_nodes_started_at_once_on_one_store_object(tmp_path: Path) -> None:
+    """Both calls found no record while the first one's write waited, and the second one
+    recorded its node over the first's: both nodes ran on one store."""
+    log, sm = RocksLogStore(tmp_path / "log"), RocksStateMachine(tmp_path / "sm")
+    try:
+        for store in (log, sm):
+            got = await asyncio.gather(store.check_owner(1, "foo"), store.check_owner(2, "foo"), return_exceptions=True)
+            assert got[0] is None and isinstance(got[1], StoreOwnerMismatch), got
+            assert store.owner == (1, "foo")
+    finally:
+        log.close()
+        sm.close()
+    log, sm = RocksLogStore(tmp_path / "log"), RocksStateMachine(tmp_path / "sm")
+    try:
+        assert log.owner == sm.owner == (1, "foo")
+    finally:
+        log.close()
+        sm.close()

@@ -473,8 +473,14 @@ class RocksLogStore(RocksLogReader):
             return
         wb = WriteBatch(raw_mode=True)
         wb.put(K_OWNER, _enc.encode(record), self._meta_h)
-        await self._submit_and_wait(wb, "recording the owner")
+        # Taken now: a second call while this one waits (two nodes started at once on one
+        # store object) must find it, not record its own node over it.
         self._owner = record
+        try:
+            await self._submit_and_wait(wb, "recording the owner")
+        except BaseException:
+            self._owner = None
+            raise
 
     async def save_committed(self, committed: LogId | None) -> None:
         """Record the committed log id and return at once: it is written with the store's
