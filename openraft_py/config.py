@@ -56,10 +56,12 @@ class Config(msgspec.Struct, kw_only=True):
     """
 
     cluster_name: str = "foo"
-    """The cluster's name (Openraft's field; a non-empty ``str``). Neither the node nor the TCP
-    transport reads it: the name the TCP transport checks at connect, so that two clusters
-    never mix, is the ``cluster_name`` given to ``TcpNetworkFactory`` and
-    ``TcpServer.start``. Give all three the same name."""
+    """The cluster's name (Openraft's field; a non-empty ``str``). The TCP transport does not
+    read it: the name it checks at connect, so that two clusters never mix, is the
+    ``cluster_name`` given to ``TcpNetworkFactory`` and ``TcpServer.start``. Give all three the
+    same name. The node records the cluster name in its stores' owner record
+    (``check_owner``: ``StoreOwnerMismatch``): the network factory's ``cluster_name`` when it
+    has one, else this one (``raft.owner_cluster_name``)."""
     election_timeout_min: int = 150
     """Lower bound (ms) of the randomized election timeout. With the TCP transport at least
     ``network.tcp.MIN_ELECTION_TIMEOUT_MS`` (10 ms; ``Raft.new`` raises ``ConfigError``

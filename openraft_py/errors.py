@@ -57,13 +57,14 @@ class StoreOwnerMismatch(StorageError):
     Raised by ``Raft.new``, before anything is read from or written to the store, when the log
     store (or the state machine) offers the optional ``check_owner`` (``RocksLogStore``,
     ``MemLogStore``, ``RocksStateMachine``) and its owner record names another node id or
-    cluster name (``Config.cluster_name``): node 2's store opened for node 3 (two directories swapped, a copied machine image), or a store of
-    another cluster. Such a node would count node 2's vote and log as its own (it could vote
-    twice in a term, or count as a copy of entries it never held). ``node_id`` and
-    ``cluster_name`` are what the store records; ``expected_node_id`` and
-    ``expected_cluster_name`` what the node was started as; ``what`` which store refused
-    (``"log store"`` or ``"state machine"``: ``RocksStateMachine`` has the optional
-    ``check_owner`` of ``RaftStateMachine`` too).
+    cluster name: node 2's store opened for node 3 (two directories swapped, a copied machine
+    image), or a store of another cluster (the cluster name is the network factory's
+    ``cluster_name`` when it has one, ``TcpNetworkFactory``'s, else ``Config.cluster_name``).
+    Such a node would count node 2's vote and log as its own (it could vote twice in a term,
+    or count as a copy of entries it never held). ``node_id`` and ``cluster_name`` are what
+    the store records; ``expected_node_id`` and ``expected_cluster_name`` what the node was
+    started as; ``what`` which store refused (``"log store"`` or ``"state machine"``:
+    ``RocksStateMachine`` has the optional ``check_owner`` of ``RaftStateMachine`` too).
     """
 
     def __init__(
@@ -83,8 +84,8 @@ class StoreOwnerMismatch(StorageError):
                    "its own (a node must never take over another node's log and vote)")
         else:
             why = (f"it holds {holds} of node {node_id} of cluster {cluster_name!r}, not of cluster "
-                   f"{expected_cluster_name!r} (Config.cluster_name): start it with "
-                   f"Config(cluster_name={cluster_name!r}), or give the node a store of its own")
+                   f"{expected_cluster_name!r} (the network factory's cluster_name, else Config.cluster_name): "
+                   f"start the node in cluster {cluster_name!r}, or give it a store of its own")
         super().__init__(subject, ValueError(why))
         self.node_id = node_id
         self.cluster_name = cluster_name

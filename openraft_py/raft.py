@@ -107,6 +107,16 @@ class Trigger:
         await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
 
 
+def owner_cluster_name(network_factory: object, config: Config) -> str:
+    """The cluster name ``Raft.new`` gives the stores' ``check_owner``: the network factory's
+    own ``cluster_name`` when it has a non-empty one (``TcpNetworkFactory``: the name that
+    keeps two clusters apart on the wire, which every node of a cluster shares), else
+    ``config.cluster_name`` (the in-process ``Router``; the key-value service sets it to
+    ``--cluster-name``)."""
+    name = getattr(network_factory, "cluster_name", None)
+    return name if isinstance(name, str) and name else config.cluster_name
+
+
 class Raft:
     """One Raft node. Create it with ``await Raft.new(...)``; use it as an async context
     manager or call ``shutdown()`` when done.
@@ -162,7 +172,7 @@ class Raft:
         has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
         ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
-        ``config.cluster_name``); one recorded for another node id or cluster name raises
+        the cluster name, ``owner_cluster_name``); one recorded for another node id or cluster name raises
         ``StoreOwnerMismatch`` (a ``StorageError``) before anything else is read from the
         stores or written to them.
 
@@ -208,12 +218,13 @@ class Raft:
         check_sm_owner = getattr(state_machine, "check_owner", None)
         if check_sm_owner is not None:
             _v.check_method_kinds(state_machine, "state_machine", ("check_owner",))
+        owner_cluster = owner_cluster_name(network_factory, config)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
             if check_owner is not None:
-                await check_owner(node_id, config.cluster_name)
+                await check_owner(node_id, owner_cluster)
             if check_sm_owner is not None:
-                await check_sm_owner(node_id, config.cluster_name)
+                await check_sm_owner(node_id, owner_cluster)
             state, cache = await restore_state(node_id, log_store, state_machine)
         except Fatal:
             raise

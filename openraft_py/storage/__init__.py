@@ -165,7 +165,8 @@ class RaftLogStorage(RaftLogReader, Protocol):
 
     Optional: ``async def check_owner(self, node_id: NodeId, cluster_name: str) -> None``.
     ``Raft.new`` calls it first, before it reads anything else from the store, with the
-    node's id and ``Config.cluster_name``. A store that has no owner recorded records this
+    node's id and cluster name (``raft.owner_cluster_name``: the network factory's
+    ``cluster_name`` when it has one, else ``Config.cluster_name``). A store that has no owner recorded records this
     one, durably on return; one recorded for another node id or cluster name raises
     ``openraft_py.errors.StoreOwnerMismatch`` and writes nothing. It keeps a node from
     taking over another node's log and vote (two data directories swapped, a copied machine

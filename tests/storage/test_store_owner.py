@@ -1,7 +1,8 @@
-"""A log store records whose it is (``RaftLogStorage.check_owner``): ``Raft.new`` on a store
-recorded for another node id or cluster name raises ``StoreOwnerMismatch`` before anything is
-read or written (node 2's store opened as node 3 ran with node 2's vote and log); a store
-without the record (new, or of an earlier version) is adopted by the first node started on it."""
+"""A log store (and ``RocksStateMachine``) records whose it is (``check_owner``): ``Raft.new``
+on a store recorded for another node id or cluster name raises ``StoreOwnerMismatch`` before
+anything is read or written (node 2's store opened as node 3 ran with node 2's vote and log; a
+state machine of another cluster made the node discard its own log); a store without the
+record (new, or of an earlier version) is adopted by the first node started on it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from openraft_py import StorageError, StoreOwnerMismatch
 from openraft_py.config import Config
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.network.router import Router
+from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.raft import Raft
 from openraft_py.storage import IOFlushed, KvSet, encode_kv
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
@@ -88,7 +90,8 @@ async def test_a_store_of_another_cluster_is_refused(tmp_path: Path) -> None:
         await raft.wait(timeout=10).metrics(lambda m: m.current_leader == 1, "leader")
         await raft.shutdown()
         with pytest.raises(StoreOwnerMismatch, match=r"holds the log and vote of node 1 of cluster 'blue', not of "
-                           r"cluster 'green' \(Config.cluster_name\): start it with Config\(cluster_name='blue'\)"):
+                           r"cluster 'green' \(the network factory's cluster_name, else Config.cluster_name\): "
+                           r"start the node in cluster 'blue', or give it a store of its own"):
             await _start(1, store, cluster_name="green")
         assert store.owner == (1, "blue")
         raft = await _start(1, store, cluster_name="blue")
@@ -297,3 +300,24 @@ async def test_two_nodes_started_at_once_on_one_store_object(tmp_path: Path) -> 
     finally:
         log.close()
         sm.close()
+
+
+async def test_the_cluster_name_is_the_tcp_transports_when_it_has_one(tmp_path: Path) -> None:
+    """Applications that name their cluster in ``TcpNetworkFactory`` alone (``Config`` left at
+    its default) get that name recorded, so a store of another such cluster is refused."""
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        for name, ok in (("prod", True), ("staging", False), ("prod", True)):
+            factory = TcpNetworkFactory(1, name)
+            try:
+                if ok:
+                    raft = await Raft.new(1, Config(), factory, store, MemStateMachine(MemDisk()))
+                    await raft.shutdown()
+                else:
+                    with pytest.raises(StoreOwnerMismatch, match=r"of node 1 of cluster 'prod', not of cluster 'staging'"):
+                        await Raft.new(1, Config(), factory, store, MemStateMachine(MemDisk()))
+            finally:
+                await factory.close()
+            assert store.owner == (1, "prod")
+    finally:
+        store.close()

@@ -1,5 +1,5 @@
-"""The owner record of our stores: the node id and cluster name (``Config.cluster_name``) of
-the node whose data a store holds, written by ``check_owner`` at the first start of a node on
+"""The owner record of our stores: the node id and cluster name (``raft.owner_cluster_name``)
+of the node whose data a store holds, written by ``check_owner`` at the first start of a node on
 the store (``Raft.new`` calls it), checked at every later one. See "Whose store it is" in
 ``docs/design/durability.md``.
 """
