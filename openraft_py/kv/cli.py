@@ -10,6 +10,7 @@
     openraft-py cluster members --endpoints E [--voters 1,2,3,4] [--retain] [--allow-lagging]
     openraft-py cluster status --endpoints E [--json]
     openraft-py cluster transfer --endpoints E --to 2
+    openraft-py cluster force-recover --data-dir DIR --new-cluster-name NAME [--i-know-writes-may-be-lost]
     openraft-py kv put|get|delete|cas ... --endpoints E
     openraft-py demo [--quick]                   # what `make run` runs
 
@@ -158,6 +159,24 @@ def _data_root(text: str) -> str:
     return text
 
 
+def _node_dir(text: str) -> str:
+    """A node's data directory for ``cluster force-recover``: not empty (``""``, from an
+    unset variable, would name the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give the stopped node's data directory (serve's --data-dir)")
+    return text
+
+
+def _cluster_name(text: str) -> str:
+    """A cluster name ``serve --cluster-name`` takes (``recover.check_cluster_name``)."""
+    from .recover import check_cluster_name
+
+    try:
+        return check_cluster_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _host(text: str) -> str:
     """A host the local cluster's addresses can name (``LocalCluster``'s check)."""
     from .local_cluster import ClusterError, check_host
@@ -265,6 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
                              description="POST /cluster/transfer; returns once the target leads.")
     transfer.add_argument("--to", type=_node_id, required=True, help="the voter to lead")
     transfer.set_defaults(run=_cluster_transfer)
+
+    from .recover import CONFIRM_FLAG
+
+    force = cv.add_parser("force-recover", help="UNSAFE: make a stopped survivor the only voter of a new cluster",
+                          description="UNSAFE, for a cluster that lost a majority of its voters for good: make the "
+                          "stopped node of --data-dir the only voter (and only member) of a new cluster named "
+                          "--new-cluster-name, keeping its data; then start it with that --cluster-name and add new "
+                          "nodes. Writes that only the lost voters held are lost. Refused while the node runs or another "
+                          f"voter of its membership answers. Without {CONFIRM_FLAG} it shows what it would do and "
+                          "changes nothing.")
+    force.add_argument("--data-dir", required=True, metavar="DIR", type=_node_dir,
+                       help="the stopped survivor's data directory (the one serve was given)")
+    force.add_argument("--new-cluster-name", required=True, metavar="NAME", type=_cluster_name,
+                       help="the recovered cluster's name, other than the node's (every node of it is started with "
+                       "--cluster-name NAME; the old voters are refused at the handshake)")
+    force.add_argument(CONFIRM_FLAG, dest="confirmed", action="store_true",
+                       help="do it (without it: show the plan, change nothing)")
+    force.add_argument("--timeout", type=_timeout, default=2.0, metavar="S",
+                       help="seconds to wait for the other voters' answer to GET /cluster/status (default 2)")
+    force.set_defaults(run=_cluster_force_recover)
 
     # kv
     kv = verbs.add_parser("kv", help="read and write keys", description="Key-value client verbs.")
@@ -397,6 +436,19 @@ def _check(r: Response, what: str) -> Response:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, sort_keys=True))
+
+
+@_async
+async def _cluster_force_recover(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .recover import Refused, force_recover
+
+    try:
+        await force_recover(Path(args.data_dir), args.new_cluster_name, args.confirmed, args.timeout, print)
+    except Refused as e:
+        raise CliError(str(e)) from None
+    return EXIT_OK
 
 
 @_async
@@ -916,6 +968,8 @@ def _changes_something(args: argparse.Namespace) -> bool:
     if args.verb == "kv":
         return args.kv_verb in ("put", "delete", "cas")
     if args.verb == "cluster":
+        if args.cluster_verb == "force-recover":
+            return bool(args.confirmed)
         return args.cluster_verb in ("init", "add-learner", "transfer") or (
             args.cluster_verb == "members" and args.voters is not None)
     return False

@@ -37,7 +37,7 @@ from ..storage.rocks.files import replace_durably
 
 __all__ = [
     "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_not_a_store",
-    "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "record_identity",
+    "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "read_identity", "record_identity",
 ]
 
 IDENTITY_FILE = "node.json"
@@ -49,11 +49,19 @@ LOG_DIR = "log"
 SM_DIR = "sm"
 """The state machine's directory in the data directory (``KvStateMachine``)."""
 
-class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True):
-    """The record: the node id and cluster name the directory's data belongs to."""
+class NodeIdentity(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The record: the node id and cluster name the directory's data belongs to.
+
+    Two fields are written by ``openraft-py cluster force-recover`` only (``kv/recover.py``)
+    and left out of the file otherwise: ``recovering_to``, the new cluster name while a
+    forced recovery is under way (``check_identity`` refuses to start such a directory: the
+    recovery did not finish, run it again); ``recovered_from``, the cluster name the node
+    had before the forced recovery that made it the sole voter of ``cluster_name``."""
 
     node_id: int
     cluster_name: str
+    recovering_to: str | None = None
+    recovered_from: str | None = None
 
 
 _LENIENT = msgspec.json.Decoder(dict[str, object])
@@ -109,11 +117,24 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
             f"{path} is not a readable node record ({e}); it names the node and cluster whose data "
             f"{data_dir} holds: restore it, or start node {node_id} on a directory of its own"
         ) from None
+    if found.recovering_to is not None:
+        raise DataDirMismatch(
+            f"{data_dir} holds node {found.node_id} in the middle of a forced recovery from cluster "
+            f"{found.cluster_name!r} to cluster {found.recovering_to!r} that did not finish (interrupted?): run "
+            f"'openraft-py cluster force-recover --data-dir {data_dir} --new-cluster-name {found.recovering_to} "
+            "--i-know-writes-may-be-lost' again to finish it"
+        )
     if found.node_id != node_id:
         raise DataDirMismatch(
             f"{data_dir} holds the data of node {found.node_id}, not node {node_id}: start it with "
             f"--id {found.node_id}, or give node {node_id} a data directory of its own (a node must "
             "never take over another node's log and vote)"
+        )
+    if found.cluster_name != cluster_name and found.recovered_from == cluster_name:
+        raise DataDirMismatch(
+            f"{data_dir} holds the data of node {node_id} of cluster {found.cluster_name!r}: a forced recovery "
+            f"(cluster force-recover) made it the only voter of that new cluster, which no node of cluster "
+            f"{cluster_name!r} may join: start it with --cluster-name {found.cluster_name}"
         )
     if found.cluster_name != cluster_name:
         raise DataDirMismatch(
@@ -188,11 +209,25 @@ def _entries(path: Path) -> int | None:
         return None
 
 
-def record_identity(data_dir: Path, node_id: int, cluster_name: str) -> None:
+def record_identity(data_dir: Path, node_id: int, cluster_name: str, **fields: str | None) -> None:
     """Write ``data_dir``'s record for ``node_id`` of ``cluster_name``, durably (the file and
     the directory are fsynced). A new directory gets it once its stores exist (so a record
-    means the stores were made: ``check_stores``). Blocking: call it in a worker thread."""
-    replace_durably(str(data_dir / IDENTITY_FILE), msgspec.json.encode(NodeIdentity(node_id, cluster_name)) + b"\n")
+    means the stores were made: ``check_stores``). ``fields``: ``NodeIdentity``'s forced
+    recovery fields (``recovering_to``, ``recovered_from``). Blocking: call it in a worker
+    thread."""
+    record = NodeIdentity(node_id, cluster_name, **fields)
+    replace_durably(str(data_dir / IDENTITY_FILE), msgspec.json.encode(record) + b"\n")
+
+
+def read_identity(data_dir: Path) -> NodeIdentity:
+    """``data_dir``'s record; ``FileNotFoundError`` when it has none, ``DataDirMismatch``
+    when it cannot be read. Blocking: call it in a worker thread."""
+    path = data_dir / IDENTITY_FILE
+    raw = path.read_bytes()
+    try:
+        return msgspec.json.decode(raw, type=NodeIdentity)
+    except msgspec.DecodeError as e:
+        raise DataDirMismatch(f"{path} is not a readable node record ({e})") from None
 
 
 def has_stores(data_dir: Path) -> bool:

@@ -55,7 +55,8 @@ def _node_to_init(port: int, raft_addr: str, posted: list[str]) -> list[Abstract
 
 VERBS = [
     ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
-    ["cluster", "remove-learner"], ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"], ["kv"], ["kv", "put"],
+    ["cluster", "remove-learner"], ["cluster", "members"], ["cluster", "status"], ["cluster", "transfer"],
+    ["cluster", "force-recover"], ["kv"], ["kv", "put"],
     ["kv", "get"], ["kv", "delete"], ["kv", "cas"], ["demo"],
 ]
 

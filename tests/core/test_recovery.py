@@ -1,0 +1,44 @@
+"""``openraft_py.recovery.force_sole_voter``: the offline, unsafe way back after losing a
+majority of the voters (the key-value service's ``cluster force-recover`` runs it; its tests
+are ``tests/kv/test_force_recover.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from openraft_py.recovery import AlreadySoleVoter, force_sole_voter
+from openraft_py.storage import MemLogStore, MemStateMachine
+from openraft_py.types import BasicNode, Entry, LogId, Membership, Normal, Vote
+
+
+async def test_force_sole_voter_appends_a_membership_entry_in_a_new_term() -> None:
+    """On memory stores: a vote of a new term for the node and, after the last entry, the
+    membership of the node alone, with its own node kept; the entries past the committed
+    id stay; a second call is ``AlreadySoleVoter``."""
+    log, sm = MemLogStore(), MemStateMachine()
+    old = Membership.new([{1, 2, 3}], {i: BasicNode(f"h{i}:1") for i in (1, 2, 3, 4)})
+    entries = [Entry(LogId(0, 0), old), Entry(LogId(3, 1), Normal(b"a")), Entry(LogId(3, 2), Normal(b"b"))]
+    log.append_durable(entries)
+    await log.save_vote(Vote.new(5, 2, committed=True))
+    await log.save_committed(LogId(3, 1))
+    plan = await force_sole_voter(1, log, sm, write=False)
+    assert plan.written is False and await log.read_vote() == Vote.new(5, 2, committed=True)
+    assert (await log.get_log_state()).last_log_id == LogId(3, 2)
+    plan = await force_sole_voter(1, log, sm)
+    assert plan.entry == LogId(6, 3) and plan.vote == Vote.new(6, 1, committed=True)
+    assert plan.not_known_committed() == (2, 2) and plan.lost_members() == [2, 3, 4]
+    assert await log.read_vote() == plan.vote
+    [e] = await log.get_log_reader().try_get_log_entries(3, 4)
+    assert e == Entry(LogId(6, 3), Membership.new([{1}], {1: BasicNode("h1:1")}))
+    with pytest.raises(AlreadySoleVoter, match="already the only voter"):
+        await force_sole_voter(1, log, sm)
+
+
+async def test_force_sole_voter_refuses_a_node_with_nothing_to_recover() -> None:
+    """A node never initialized, and one its membership does not name (removed)."""
+    with pytest.raises(ValueError, match="never initialized"):
+        await force_sole_voter(1, MemLogStore(), MemStateMachine())
+    log = MemLogStore()
+    log.append_durable([Entry(LogId(0, 0), Membership.new([{2, 3, 4}]))])
+    with pytest.raises(ValueError, match="not a member of its last membership"):
+        await force_sole_voter(1, log, MemStateMachine())
