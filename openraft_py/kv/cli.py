@@ -668,11 +668,38 @@ async def _cluster_members(args: argparse.Namespace) -> int:
             lid, http = await _leader_or_fail(c, deadline.left())
             st = await c.status(http, timeout=deadline.left(2.0))
         else:
-            r = _check(await c.change_members(args.voters, args.retain, args.allow_lagging), "members")
-            st = r.json()
+            from .client import Outcome
+
+            deadline = _Deadline(args.timeout)
+            r = await c.change_members(args.voters, args.retain, args.allow_lagging)
+            found = await _members_after_all(c, args.voters, deadline) if r.outcome is Outcome.INFO else None
+            st = found if found is not None else _check(r, "members").json()
         print(f"voters: {','.join(map(str, st.get('voters', [])))}")
         print(f"learners: {','.join(map(str, st.get('learners', []))) or '-'}")
     return EXIT_OK
+
+
+async def _members_after_all(c: KvClient, voters: list[int], deadline: _Deadline) -> dict[str, Any] | None:
+    """After a ``members --voters`` whose outcome is unknown (a 503 from a leader that
+    stepped down meanwhile, no answer within ``--timeout``): the leader's status when its
+    membership is uniform with exactly ``voters`` and it has committed its whole log (so that
+    membership too); ``None`` when that cannot be told within the verb's ``deadline`` (the
+    outcome stays unknown). A leader that takes over a change finishes it on its own."""
+    from .client import ClientError
+
+    try:
+        _, http = await c.find_leader(timeout=deadline.left(5.0))
+        for asked in range(10):  # (the next leader finishes the change within moments)
+            if asked and deadline.expired():
+                return None
+            st = await c.status(http, timeout=deadline.left(2.0))
+            if st.get("committed_index") is not None and st.get("committed_index") == st.get("last_log_index") \
+                    and not st.get("joint"):
+                return st if sorted(st.get("voters") or []) == sorted(voters) else None
+            await asyncio.sleep(min(0.2, deadline.left()))
+    except (TimeoutError, ClientError):
+        pass
+    return None
 
 
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:

@@ -807,3 +807,42 @@ async def test_cluster_remove_learner_with_an_unknown_outcome_reads_the_leader_s
         assert out == "" and "remove-learner 4: outcome unknown" in err and err.count("\n") == 1, err
     else:
         assert out == "n4 removed (it is not a member of the leader's committed membership)\n" and err == "", err
+
+
+@pytest.mark.parametrize("voters,joint,code", [([1, 4, 5], False, 0), ([1, 4, 5], True, 3), ([1], False, 3)],
+                         ids=["changed", "still-joint", "unchanged"])
+async def test_cluster_members_with_an_unknown_outcome_reads_the_leader_s_membership(
+        voters: list[int], joint: bool, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a 503 to ``POST /cluster/members`` (an outcome unknown: from one voter to three,
+    the leader steps down when it adopts the joint membership before the new voters have
+    acknowledged it, and the next leader finishes the change), the verb reads the leader's
+    status: with its whole log committed, a uniform membership of the voters asked for means
+    done (exit 0); a joint one or other voters leave the outcome unknown (exit 3). A fake
+    leader."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    ep = f"127.0.0.1:{port}"
+
+    async def change(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not the leader, and no leader is known (the write was appended; whether "
+                                  "it commits is unknown)", "outcome_unknown": True, "leader_id": None}, status=503)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1, "state": "Leader", "leader_id": 1, "leader_http_addr": ep,
+                                  "http_addr": ep, "committed_index": 9, "last_log_index": 9, "voters": voters,
+                                  "learners": [], "joint": joint})
+
+    async with _fake_node(port, [web.post("/cluster/members", change), web.get("/cluster/status", status)]):
+        got = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ep, "--voters", "1,4,5",
+                                                 "--timeout", "2"])
+    out = capsys.readouterr()
+    assert got == code, out
+    if code == 0:
+        assert (out.out, out.err) == ("voters: 1,4,5\nlearners: -\n", "")
+    else:
+        assert "members: outcome unknown" in out.err

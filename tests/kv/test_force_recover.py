@@ -391,11 +391,9 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
                 assert added.returncode == 0, added.stderr
             voters = await asyncio.to_thread(_cli, "cluster", "members", "--endpoints", procs[1].http_addr,
                                              "--voters", "1,4,5", "--timeout", "30")
-            # (Exit 3 "no leader is known" when node 1 stepped down on adopting the joint
-            # membership before 4 and 5 acknowledged it as voters: the engine's quorum check
-            # counts no learner's earlier acks; the change commits once node 1 leads again.)
-            assert voters.returncode == 0 or (voters.returncode == 3 and "no leader is known" in voters.stderr), \
-                voters.stderr
+            # (Node 1 may step down on adopting the joint membership, before 4 and 5 acknowledged
+            # it as voters; the next leader finishes the change, and the verb reads that.)
+            assert voters.returncode == 0, voters.stderr
             new = [procs[i] for i in (1, 4, 5)]
             await _until_async("the voters 1, 4, 5", lambda: _voters_are(s, new, [1, 4, 5]))
             for i in range(10):
