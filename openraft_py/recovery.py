@@ -34,7 +34,7 @@ force-recover``).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -46,7 +46,7 @@ from .validation import MAX_TERM
 if TYPE_CHECKING:
     from .storage import RaftLogStorage, RaftStateMachine
 
-__all__ = ["AlreadySoleVoter", "SoleVoterPlan", "force_sole_voter"]
+__all__ = ["AlreadySoleVoter", "SoleVoterPlan", "force_sole_voter", "replace_owners"]
 
 
 class AlreadySoleVoter(ValueError):
@@ -138,6 +138,32 @@ async def force_sole_voter(
     await log_store.save_vote(vote)
     await _append_durably(log_store, Entry(entry_id, membership))
     return plan
+
+
+async def replace_owners(
+    node_id: NodeId, cluster_name: str, log_store: RaftLogStorage, state_machine: RaftStateMachine
+) -> None:
+    """Record node ``node_id`` of ``cluster_name`` as the owner of both stores, over their
+    records (``check_owner``, which ``Raft.new`` calls with the cluster's name): after
+    ``force_sole_voter`` gave the survivor a new cluster name, its stores would otherwise
+    still name the old cluster, and ``Raft.new`` under the new name would refuse them with
+    ``StoreOwnerMismatch``. A store without ``check_owner`` records no owner and is skipped.
+
+    Contract: as ``force_sole_voter``'s (stopped node, open stores). Raises ``TypeError``,
+    before writing anything, for a store that has ``check_owner`` but no
+    ``replace_owner(node_id, cluster_name)`` coroutine method (it could not start under the
+    new name); ``TypeError``/``ValueError`` for a bad ``node_id`` or ``cluster_name``;
+    ``StorageError`` when a write fails (run it again: it is idempotent)."""
+    stores = [s for s in (log_store, state_machine) if getattr(s, "check_owner", None) is not None]
+    for store in stores:
+        if not asyncio.iscoroutinefunction(getattr(store, "replace_owner", None)):
+            raise TypeError(
+                f"{type(store).__name__} records an owner (check_owner) but has no async replace_owner(node_id, "
+                "cluster_name): the node could not start under its new cluster name"
+            )
+    for store in stores:
+        replace: Any = getattr(store, "replace_owner")  # noqa: B009 - checked above, not in the protocols
+        await replace(node_id, cluster_name)
 
 
 async def _append_durably(log_store: RaftLogStorage, entry: Entry) -> None:

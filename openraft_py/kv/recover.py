@@ -25,7 +25,8 @@ With it, in order, each step durable before the next:
    directory until it is finished; running the verb again finishes it);
 2. the library's ``force_sole_voter`` saves a vote of a new term and appends the membership
    entry that makes this node the only voter and member (through the log store's protocol);
-3. ``node.json`` records the new cluster name (and ``recovered_from``, the old one).
+3. the stores' owner records (``check_owner``) name the new cluster (``replace_owners``);
+4. ``node.json`` records the new cluster name (and ``recovered_from``, the old one).
 
 The new cluster name is what keeps the lost voters out if they do come back with their old
 data: the raft handshake refuses a peer of another cluster name, both ways, so they can
@@ -44,7 +45,7 @@ import aiohttp
 
 from ..errors import StorageError
 from ..network.wire import MAX_NAME_LEN
-from ..recovery import AlreadySoleVoter, SoleVoterPlan, force_sole_voter
+from ..recovery import AlreadySoleVoter, SoleVoterPlan, force_sole_voter, replace_owners
 from ..types import Membership, NodeId
 from .identity import (
     IDENTITY_FILE,
@@ -236,6 +237,7 @@ async def _recover_locked(
                 # Interrupted after the entry was appended: only the record is left to write.
                 say(f"node {record.node_id} is already the only voter (an interrupted recovery): recording cluster "
                     f"{new_name!r}")
+                await replace_owners(record.node_id, new_name, log_store, sm)
                 await asyncio.to_thread(record_identity, data_dir, record.node_id, new_name, recovered_from=old_name)
                 say(f"done: node {record.node_id} is the only voter of cluster {new_name!r}: start it with "
                     f"--cluster-name {new_name}")
@@ -259,6 +261,8 @@ async def _recover_locked(
             if pending is None:
                 await asyncio.to_thread(record_identity, data_dir, record.node_id, old_name, recovering_to=new_name)
             plan = await force_sole_voter(record.node_id, log_store, sm)
+            # The stores' owner records name the cluster too (``Raft.new`` checks them).
+            await replace_owners(record.node_id, new_name, log_store, sm)
             await asyncio.to_thread(record_identity, data_dir, record.node_id, new_name, recovered_from=old_name)
         finally:
             await sm.aclose()

@@ -506,6 +506,21 @@ class RocksStateMachine:
             self._owner = None
             raise
 
+    async def replace_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as this state machine's owner, over
+        whatever was recorded, durably before this returns. For an offline tool on a stopped
+        node's state machine only (``openraft_py.recovery.replace_owners``);
+        ``TypeError``/``ValueError`` as ``check_owner``."""
+        self._check_open()
+        record = owner_to_record(None, node_id, cluster_name, "", "state machine")
+        assert record is not None
+        previous, self._owner = self._owner, record
+        try:
+            await in_thread(self._write_owner, record)
+        except BaseException:
+            self._owner = previous
+            raise
+
     def _write_owner(self, record: StoreOwner) -> None:
         """Write the owner ``record``, synced (worker thread)."""
         wb = WriteBatch(raw_mode=True)

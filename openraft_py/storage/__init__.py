@@ -172,7 +172,10 @@ class RaftLogStorage(RaftLogReader, Protocol):
     taking over another node's log and vote (two data directories swapped, a copied machine
     image, a store of another cluster): it could vote twice in a term, or count as a copy of
     entries it never held. ``RocksLogStore`` and ``MemLogStore`` have it; a store without it
-    is used unchecked.
+    is used unchecked. A store with it should also offer ``async def replace_owner(self,
+    node_id, cluster_name)``, which records that owner over any other, durably: the offline
+    forced recovery (``openraft_py.recovery.replace_owners``) needs it to give a survivor's
+    stores a new cluster name.
     """
 
     async def get_log_state(self) -> LogState:

@@ -308,6 +308,16 @@ class MemLogStore(MemLogReader):
         elif owner != (node_id, cluster_name):
             raise StoreOwnerMismatch(f"starting node {node_id} on {self._disk!r}", *owner, node_id, cluster_name)
 
+    async def replace_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as the disk's owner, over whatever was
+        recorded (``openraft_py.recovery.replace_owners``); errors as ``check_owner``."""
+        node_id = check_node_id(node_id)
+        if not isinstance(cluster_name, str):
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        if not cluster_name:
+            raise ValueError("cluster_name must not be empty")
+        self._disk.owner = (node_id, cluster_name)
+
     async def read_committed(self) -> LogId | None:
         """The saved committed log id, or ``None``."""
         return self._disk.committed

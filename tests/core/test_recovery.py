@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from openraft_py.recovery import AlreadySoleVoter, force_sole_voter
-from openraft_py.storage import MemLogStore, MemStateMachine
+from openraft_py.errors import StoreOwnerMismatch
+from openraft_py.recovery import AlreadySoleVoter, force_sole_voter, replace_owners
+from openraft_py.storage import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.types import BasicNode, Entry, LogId, Membership, Normal, Vote
 
 
@@ -42,3 +43,30 @@ async def test_force_sole_voter_refuses_a_node_with_nothing_to_recover() -> None
     log.append_durable([Entry(LogId(0, 0), Membership.new([{2, 3, 4}]))])
     with pytest.raises(ValueError, match="not a member of its last membership"):
         await force_sole_voter(1, log, MemStateMachine())
+
+
+async def test_replace_owners_renames_the_cluster_the_stores_record() -> None:
+    """After a forced recovery under a new cluster name, the stores' owner records name the
+    new cluster (``Raft.new``'s ``check_owner`` under it passes, under the old one refuses);
+    a store that records an owner but cannot replace it is refused before anything is
+    written."""
+    disk = MemDisk()
+    log, sm = MemLogStore(disk), MemStateMachine()
+    await log.check_owner(1, "old")
+    await replace_owners(1, "new", log, sm)
+    assert disk.owner == (1, "new")
+    await log.check_owner(1, "new")
+    with pytest.raises(StoreOwnerMismatch):
+        await log.check_owner(1, "old")
+
+    class NoReplace(MemLogStore):
+        replace_owner = None  # type: ignore[assignment]
+
+    other = MemDisk()
+    stuck = NoReplace(other)
+    await stuck.check_owner(1, "old")
+    with pytest.raises(TypeError, match="no async replace_owner"):
+        await replace_owners(1, "new", stuck, sm)
+    assert other.owner == (1, "old")
+    with pytest.raises(ValueError, match="must not be empty"):
+        await replace_owners(1, "", log, sm)

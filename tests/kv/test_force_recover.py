@@ -22,10 +22,12 @@ import aiohttp
 import pytest
 
 from openraft_py.kv.cli import main
+from openraft_py.kv.commands import KvStateMachine
 from openraft_py.kv.identity import IDENTITY_FILE, DataDirMismatch, read_identity
 from openraft_py.kv.node import KvNode
 from openraft_py.kv.recover import CONFIRM_FLAG
 from openraft_py.kv.rejoin import CATCHING_UP_FILE
+from openraft_py.recovery import force_sole_voter
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import LogState, Vote
@@ -243,6 +245,28 @@ async def test_an_interrupted_recovery_is_refused_by_serve_and_finished_by_a_sec
     assert await _recover_async(dirs[1], CONFIRM_FLAG) == 0
     record = read_identity(Path(dirs[1]))
     assert (record.cluster_name, record.recovered_from, record.recovering_to) == ("kv-test-2", "kv-test", None)
+
+
+async def test_a_recovery_interrupted_after_its_entry_renames_the_stores_owner(cluster: KvCluster) -> None:
+    """Killed after the vote and the entry were written (the stores' owner records and
+    ``node.json`` still name the old cluster): the same command again records the new name
+    in both stores and in ``node.json``, and the node starts and leads under it (the owner
+    records refused it: ``StoreOwnerMismatch``)."""
+    dirs = await _three_stopped(cluster)
+    d = Path(dirs[1])
+    async with await RocksLogStore.open(d / "log") as log, await KvStateMachine.open(d / "sm") as sm:
+        await force_sole_voter(1, log, sm)
+        assert log.owner == (1, "kv-test") and sm.owner == (1, "kv-test")
+    (d / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_name": "kv-test", "recovering_to": "kv-test-2"}))
+    assert await _recover_async(dirs[1], CONFIRM_FLAG) == 0
+    async with await RocksLogStore.open(d / "log") as log, await KvStateMachine.open(d / "sm") as sm:
+        assert log.owner == (1, "kv-test-2") and sm.owner == (1, "kv-test-2")
+    opts = cluster.nodes[1].opts
+    node = cluster.nodes[1] = KvNode(type(opts)(**{**{f: getattr(opts, f) for f in opts.__struct_fields__},
+                                                   "cluster_name": "kv-test-2"}))
+    await node.start()
+    await _until("node 1 leads", lambda: node.is_leader())
+    assert await node.read("k9", "linearizable") == "v9"
 
 
 async def test_a_lost_voter_that_comes_back_is_refused_by_the_new_cluster(cluster: KvCluster) -> None:

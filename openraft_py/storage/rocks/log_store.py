@@ -482,6 +482,23 @@ class RocksLogStore(RocksLogReader):
             self._owner = None
             raise
 
+    async def replace_owner(self, node_id: NodeId, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as this store's owner, over whatever
+        was recorded, durably before this returns. For an offline tool on a stopped node's
+        store only (``openraft_py.recovery.replace_owners``: a forced recovery gives the
+        survivor a new cluster name); ``TypeError``/``ValueError`` as ``check_owner``."""
+        self._check_open()
+        record = owner_to_record(None, node_id, cluster_name, "", "log store")
+        assert record is not None
+        wb = WriteBatch(raw_mode=True)
+        wb.put(K_OWNER, _enc.encode(record), self._meta_h)
+        previous, self._owner = self._owner, record
+        try:
+            await self._submit_and_wait(wb, "recording the owner")
+        except BaseException:
+            self._owner = previous
+            raise
+
     async def save_committed(self, committed: LogId | None) -> None:
         """Record the committed log id and return at once: it is written with the store's
         next write (an append, truncate, purge or vote, in that write's batch) or at
