@@ -522,7 +522,8 @@ class Wait:
         )
 
     async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
-        """Wait until the effective membership's voters are exactly ``ids``."""
+        """Wait until the effective membership's voters are exactly ``ids`` (node ids, none
+        twice: ``ValueError`` otherwise, as for ``Raft.change_membership``)."""
         want = check_voters(ids)
         return await self._role_until(
             lambda m: set(m.membership_config.membership.voter_ids()) == want, msg or f"voters {sorted(want)}"

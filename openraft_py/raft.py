@@ -407,7 +407,9 @@ class Raft:
         Cancelling the call once the node has taken it ends the wait only: the change goes
         through both phases (docs/concepts.md, "Cancelled calls").
         ``TypeError``/``ValueError`` (before anything is logged) unless ``members`` is an
-        iterable of node ids and ``retain`` and ``allow_lagging`` are bools.
+        iterable of node ids with no id twice (``[1, 2, 2]`` is refused, not taken as
+        ``{1, 2}``: the repeated id is likely a typo for another node) and ``retain`` and
+        ``allow_lagging`` are bools.
         """
         voters = _v.check_voters(members)
         _v.check_bool(retain, "retain")

@@ -178,6 +178,22 @@ def check_node(node: Any, what: str = "node") -> BasicNode:
     return node
 
 
+def _node_ids(ids: Iterable[Any], what: str, kind: str) -> list[int]:
+    """The node ids the iterable ``ids`` (``what``: the argument's name) yields, in order:
+    each checked by ``check_node_id`` (named ``"<kind> id"``). ``ValueError`` for an id given
+    twice (a typo for another id, likely: that node would have been left out without a
+    word)."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for m in ids:
+        nid = check_node_id(m, f"{kind} id")
+        if nid in seen:
+            raise ValueError(f"{kind} id {nid} is given twice")
+        seen.add(nid)
+        out.append(nid)
+    return out
+
+
 def check_members(members: Any) -> dict[int, BasicNode]:
     """``Raft.initialize``'s members: a mapping of node ids to ``BasicNode``s, or an iterable
     of node ids (each gets ``BasicNode()``). Returns the id -> node dict; ``TypeError`` for a
@@ -190,23 +206,20 @@ def check_members(members: Any) -> dict[int, BasicNode]:
             f"got {type(members).__name__}"
         )
     else:
-        nodes = {}
-        for m in members:
-            nid = check_node_id(m, "member id")
-            if nid in nodes:
-                raise ValueError(f"member {nid} is listed twice")
-            nodes[nid] = BasicNode()
+        nodes = {nid: BasicNode() for nid in _node_ids(members, "members", "member")}
     if not nodes:
         raise ValueError("members must name at least one node")
     return nodes
 
 
 def check_voters(members: Any) -> set[int]:
-    """``Raft.change_membership``'s voters: an iterable of node ids. Returns them as a set;
-    ``TypeError``/``ValueError`` as ``check_node_id``."""
+    """``Raft.change_membership``'s voters (and ``Wait.voter_ids``'): an iterable of node
+    ids. Returns them as a set; ``TypeError``/``ValueError`` as ``check_node_id``, and
+    ``ValueError`` for an id given twice (``[1, 2, 2]``: the change was made to ``{1, 2}``
+    without a word, where the repeated id was likely a typo for another node)."""
     if isinstance(members, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(members, Iterable):
         raise TypeError(f"voters must be an iterable of node ids, got {type(members).__name__}")
-    return {check_node_id(m, "voter id") for m in members}
+    return set(_node_ids(members, "voters", "voter"))
 
 
 def check_learner_ids(ids: Any) -> set[int]:
@@ -215,13 +228,7 @@ def check_learner_ids(ids: Any) -> set[int]:
     twice (a typo for another id, likely: that one would have stayed a member)."""
     if isinstance(ids, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(ids, Iterable):
         raise TypeError(f"ids must be an iterable of node ids, got {type(ids).__name__}")
-    out: set[int] = set()
-    for m in ids:
-        nid = check_node_id(m, "learner id")
-        if nid in out:
-            raise ValueError(f"learner id {nid} is given twice")
-        out.add(nid)
-    return out
+    return set(_node_ids(ids, "ids", "learner"))
 
 
 NETWORK_FACTORY_METHODS = ("new_client",)

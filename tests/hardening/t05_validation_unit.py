@@ -69,3 +69,6 @@ def test_payloads_and_ids() -> None:
         v.check_payloads([b"a", None])
     assert v.check_members([3, 1]) == {3: BasicNode(), 1: BasicNode()}
     assert v.check_voters(iter([1, 2])) == {1, 2}
+    for check, kind in ((v.check_voters, "voter"), (v.check_learner_ids, "learner"), (v.check_members, "member")):
+        with pytest.raises(ValueError, match=f"^{kind} id 2 is given twice$"):
+            check([1, 2, 3, 2])

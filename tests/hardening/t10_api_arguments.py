@@ -105,6 +105,7 @@ async def test_add_learner_refuses_bad_arguments(
         ([1, 2, True], False, TypeError),
         ([1, 2, -3], False, ValueError),
         ([1, 2, MAX_NODE_ID + 1], False, ValueError),
+        ([1, 2, 2], False, ValueError),
         (5, False, TypeError),
         ("123", False, TypeError),
         ({1: BasicNode()}, False, TypeError),
@@ -119,6 +120,20 @@ async def test_change_membership_refuses_bad_voters(
     before = logged_writes(three)
     await refused(leader.change_membership(members, retain), error)  # type: ignore[arg-type]
     assert logged_writes(three) == before
+    await assert_healthy(three)
+
+
+async def test_change_membership_refuses_a_voter_given_twice_naming_it(three: Cluster) -> None:
+    """``change_membership([1, 2, 2])`` made the voters ``{1, 2}`` without a word (node 3
+    left), where the repeated id was likely a typo for 3; ``remove_learners`` and
+    ``initialize`` refused a repeated id already, and the key-value service refuses it."""
+    leader, _ = leader_and_follower(three)
+    voters = leader.metrics.membership_config.membership.voter_ids()
+    before = logged_writes(three)
+    err = await refused(leader.change_membership([1, 2, 2]), ValueError)
+    assert str(err) == "voter id 2 is given twice"
+    assert logged_writes(three) == before, "a refused change was logged"
+    assert leader.metrics.membership_config.membership.voter_ids() == voters
     await assert_healthy(three)
 
 
