@@ -58,6 +58,7 @@ __all__ = [
     "MAX_INDEX",
     "MAX_NODE_ID",
     "MAX_ADDR_LEN",
+    "MAX_MEMBERS",
     "check_node_id",
     "check_index",
     "check_seconds",
@@ -87,6 +88,14 @@ MAX_NODE_ID: int = 2**63 - 1
 MAX_ADDR_LEN: int = 1024
 """The longest ``BasicNode.addr`` an API call accepts: the TCP wire schema's bound
 (``network.wire.MAX_ADDR_LEN``), so a membership entry a caller makes always replicates."""
+
+MAX_MEMBERS: int = 1024
+"""The most node ids one call takes: ``Raft.initialize``'s members, ``change_membership``'s
+voters, ``remove_learners``' ids (and ``Wait.voter_ids``'). An iterable that yields more is
+refused with ``ValueError`` once it passed that many, read no further: an endless one
+(``itertools.count()``, a generator that never stops) hung the caller's event loop in the
+check. Far above any cluster Raft runs (every voter takes part in every commit). A
+membership may still grow past it one ``add_learner`` at a time."""
 
 
 # -- API arguments (TypeError / ValueError) ----------------------------------------------------
@@ -182,13 +191,16 @@ def _node_ids(ids: Iterable[Any], what: str, kind: str) -> list[int]:
     """The node ids the iterable ``ids`` (``what``: the argument's name) yields, in order:
     each checked by ``check_node_id`` (named ``"<kind> id"``). ``ValueError`` for an id given
     twice (a typo for another id, likely: that node would have been left out without a
-    word)."""
+    word) and, without reading further, for more than ``MAX_MEMBERS`` ids (an endless
+    iterable, ``itertools.count()``, hung the caller's event loop)."""
     out: list[int] = []
     seen: set[int] = set()
     for m in ids:
         nid = check_node_id(m, f"{kind} id")
         if nid in seen:
             raise ValueError(f"{kind} id {nid} is given twice")
+        if len(out) == MAX_MEMBERS:
+            raise ValueError(f"{what} names more than {MAX_MEMBERS} nodes (MAX_MEMBERS)")
         seen.add(nid)
         out.append(nid)
     return out
@@ -197,8 +209,11 @@ def _node_ids(ids: Iterable[Any], what: str, kind: str) -> list[int]:
 def check_members(members: Any) -> dict[int, BasicNode]:
     """``Raft.initialize``'s members: a mapping of node ids to ``BasicNode``s, or an iterable
     of node ids (each gets ``BasicNode()``). Returns the id -> node dict; ``TypeError`` for a
-    wrong type, ``ValueError`` for an id out of range, a repeated id or no member."""
+    wrong type, ``ValueError`` for an id out of range, a repeated id, no member or more than
+    ``MAX_MEMBERS``."""
     if isinstance(members, Mapping):
+        if len(members) > MAX_MEMBERS:
+            raise ValueError(f"members names {len(members)} nodes, more than {MAX_MEMBERS} (MAX_MEMBERS)")
         nodes = {check_node_id(k, "member id"): check_node(v, f"member {k!r}") for k, v in members.items()}
     elif isinstance(members, (str, bytes, bytearray, memoryview)) or not isinstance(members, Iterable):
         raise TypeError(
@@ -216,7 +231,8 @@ def check_voters(members: Any) -> set[int]:
     """``Raft.change_membership``'s voters (and ``Wait.voter_ids``'): an iterable of node
     ids. Returns them as a set; ``TypeError``/``ValueError`` as ``check_node_id``, and
     ``ValueError`` for an id given twice (``[1, 2, 2]``: the change was made to ``{1, 2}``
-    without a word, where the repeated id was likely a typo for another node)."""
+    without a word, where the repeated id was likely a typo for another node) or more than
+    ``MAX_MEMBERS`` ids."""
     if isinstance(members, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(members, Iterable):
         raise TypeError(f"voters must be an iterable of node ids, got {type(members).__name__}")
     return set(_node_ids(members, "voters", "voter"))
@@ -225,7 +241,8 @@ def check_voters(members: Any) -> set[int]:
 def check_learner_ids(ids: Any) -> set[int]:
     """``Raft.remove_learners``'s ids: an iterable of node ids. Returns them as a set;
     ``TypeError``/``ValueError`` as ``check_node_id``, and ``ValueError`` for an id given
-    twice (a typo for another id, likely: that one would have stayed a member)."""
+    twice (a typo for another id, likely: that one would have stayed a member) or more than
+    ``MAX_MEMBERS`` ids."""
     if isinstance(ids, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(ids, Iterable):
         raise TypeError(f"ids must be an iterable of node ids, got {type(ids).__name__}")
     return set(_node_ids(ids, "ids", "learner"))

@@ -72,3 +72,16 @@ def test_payloads_and_ids() -> None:
     for check, kind in ((v.check_voters, "voter"), (v.check_learner_ids, "learner"), (v.check_members, "member")):
         with pytest.raises(ValueError, match=f"^{kind} id 2 is given twice$"):
             check([1, 2, 3, 2])
+
+
+def test_the_ids_of_one_call_stop_at_max_members() -> None:
+    """``MAX_MEMBERS`` ids are taken; one more is refused, and nothing after it is read."""
+    ids = range(v.MAX_MEMBERS)
+    assert v.check_voters(ids) == v.check_learner_ids(ids) == set(v.check_members(ids)) == set(ids)
+    for check, what in ((v.check_voters, "voters"), (v.check_learner_ids, "ids"), (v.check_members, "members")):
+        more = iter(range(v.MAX_MEMBERS + 2))
+        with pytest.raises(ValueError, match=f"^{what} names more than {v.MAX_MEMBERS} nodes"):
+            check(more)
+        assert next(more) == v.MAX_MEMBERS + 1, "read past the id that was one too many"
+    with pytest.raises(ValueError, match=f"members names {v.MAX_MEMBERS + 1} nodes, more than {v.MAX_MEMBERS}"):
+        v.check_members({i: BasicNode() for i in range(v.MAX_MEMBERS + 1)})

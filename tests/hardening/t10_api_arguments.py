@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPol
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
+from openraft_py.validation import MAX_MEMBERS
 
 from .bad_input_helpers import assert_healthy, leader_and_follower, logged_writes, refused, three
 
@@ -135,6 +138,39 @@ async def test_change_membership_refuses_a_voter_given_twice_naming_it(three: Cl
     assert logged_writes(three) == before, "a refused change was logged"
     assert leader.metrics.membership_config.membership.voter_ids() == voters
     await assert_healthy(three)
+
+
+def endless(start: int = 1) -> Iterator[int]:
+    """Node ids from ``start`` on, for ever (``itertools.count(start)``), except that reading
+    more than ``MAX_MEMBERS + 1`` of them fails the test: a check that does not stop would
+    hang it, and fill memory."""
+    for i in itertools.count(start):
+        if i - start > MAX_MEMBERS:
+            raise AssertionError(f"read {i - start + 1} ids: the check does not stop at MAX_MEMBERS")
+        yield i
+
+
+@pytest.mark.parametrize("call", ["change_membership", "remove_learners"])
+async def test_an_endless_iterable_of_ids_is_refused_at_max_members(three: Cluster, call: str) -> None:
+    """``change_membership(itertools.count())`` (or ``remove_learners``) hung the caller's
+    event loop, and every node on it, in the check, which read the ids into a set for ever."""
+    leader, _ = leader_and_follower(three)
+    before = logged_writes(three)
+    err = await refused(getattr(leader, call)(endless()), ValueError)
+    what = "voters" if call == "change_membership" else "ids"
+    assert str(err) == f"{what} names more than {MAX_MEMBERS} nodes (MAX_MEMBERS)"
+    assert logged_writes(three) == before
+    await assert_healthy(three)
+
+
+async def test_initialize_refuses_an_endless_iterable_of_ids_and_can_still_initialize() -> None:
+    async with Cluster(fast_config(), seed=3) as c:
+        await c.start({1, 2, 3}, initialize=False)
+        err = await refused(c.nodes[1].initialize(endless()), ValueError)
+        assert str(err) == f"members names more than {MAX_MEMBERS} nodes (MAX_MEMBERS)"
+        assert c.nodes[1].metrics.last_log_index == -1, "a refused initialize logged something"
+        await c.nodes[1].initialize([1, 2, 3])
+        await assert_healthy(c)
 
 
 @pytest.mark.parametrize("allow_lagging", [None, 1, "yes"], ids=repr)
