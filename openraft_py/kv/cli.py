@@ -927,8 +927,9 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
     up`` waited out its timeout for a leader every node agreed on), or too few of its voters
     to elect a leader (``-n 3`` over a directory of 7 voters: no majority of them runs, and
     ``cluster up`` waited out its timeout, then said only "no agreed leader"). A joint
-    voter set (a change cut short) is not checked for a majority: its status gives the
-    voters of both configs as one list, and a majority of that list is not the rule.
+    membership (a change cut short: ``cluster members`` to voters that were down) takes a
+    majority of each of its two voter sets (the status's ``configs``): a majority of their
+    union is not the rule, and such a directory was not checked at all.
 
     Returns the cluster's members (voters and learners) as the first node knows them, when
     it is one of them (a node removed from the cluster may know an older membership);
@@ -945,12 +946,22 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
         raise ClusterError(f"{cluster.root} holds a cluster of nodes {sorted(members)}, initialized before; {names} "
                            f"{'is' if len(outside) == 1 else 'are'} not in it: run with -n {max(members)}, "
                            f"or add {'it' if len(outside) == 1 else 'them'} with 'openraft-py cluster add-learner' and 'cluster members'")
-    started = voters & set(cluster.nodes)
-    if voters and status.get("joint") is False and 2 * len(started) <= len(voters):
-        missing = ", ".join(f"n{i}" for i in sorted(voters - started))
-        raise ClusterError(f"{cluster.root} holds a cluster of voters {sorted(voters)}, initialized before; -n "
-                           f"{len(cluster.nodes)} starts {len(started)} of them, and electing a leader takes "
-                           f"{len(voters) // 2 + 1} ({missing} not started): run with -n {max(members)}")
+    configs = _voter_sets(status)
+    if not configs and voters and status.get("joint") is False:
+        configs = [sorted(voters)]
+    started = [set(c) & set(cluster.nodes) for c in configs]
+    if any(2 * len(s) <= len(c) for s, c in zip(started, configs)):
+        missing = ", ".join(f"n{i}" for i in sorted(voters - set(cluster.nodes)))
+        if len(configs) == 1:
+            raise ClusterError(f"{cluster.root} holds a cluster of voters {sorted(voters)}, initialized before; -n "
+                               f"{len(cluster.nodes)} starts {len(started[0])} of them, and electing a leader takes "
+                               f"{len(voters) // 2 + 1} ({missing} not started): run with -n {max(members)}")
+        (old, new), (s_old, s_new) = configs, started
+        raise ClusterError(f"{cluster.root} holds a cluster whose voters change from {old} to {new} (a membership "
+                           f"change in progress), initialized before; -n {len(cluster.nodes)} starts {len(s_old)} "
+                           f"of the first and {len(s_new)} of the second, and electing a leader takes a majority "
+                           f"of each, {len(old) // 2 + 1} and {len(new) // 2 + 1} ({missing} not started): run "
+                           f"with -n {max(members)}")
     return members if first in members else set()
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from openraft_py.kv import cli
 from openraft_py.kv.client import KvClient, Outcome
+from openraft_py.kv.local_cluster import ClusterError
 from openraft_py.testing.proc_cluster import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -518,6 +519,82 @@ def test_fewer_nodes_than_a_majority_of_the_data_dir_s_voters_is_refused_naming_
             "electing a leader takes 2 (n2, n3 not started): run with -n 3") in err, err
     with _up_in(tmp_path, 2, "--timeout", "30") as (proc, again):
         assert again[1].http == members[1].http
+
+
+class _Recorded:
+    """What ``cluster up``'s check of an earlier cluster reads of a ``LocalCluster``: the
+    nodes it started, its root, and the first node's status (a node that records ``status``)."""
+
+    def __init__(self, root: Path, n: int, status: dict[str, Any]) -> None:
+        self.root = root
+        self.nodes = {i: None for i in range(1, n + 1)}
+        self.status = status
+
+    async def statuses(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        return {ids[0]: self.status}
+
+
+@pytest.mark.parametrize(("n", "refused"), [
+    (3, "-n 3 starts 3 of the first and 1 of the second, and electing a leader takes a majority of each, 2 and 2 "
+        "(n4, n5 not started): run with -n 5"),
+    (4, None),
+    (5, None),
+])
+def test_a_joint_membership_takes_a_majority_of_each_voter_set(tmp_path: Path, n: int, refused: str | None) -> None:
+    """The check is the rule of a joint membership (a majority of each set), not skipped:
+    ``-n 3`` over voters changing from [1, 2, 3] to [1, 4, 5] starts one of the second set,
+    and no leader can be elected; ``-n 4`` starts a majority of each."""
+    status = {"voters": [1, 2, 3, 4, 5], "learners": [], "joint": True, "configs": [[1, 2, 3], [1, 4, 5]]}
+    check = cli._check_members_of_earlier_cluster(_Recorded(tmp_path, n, status))  # type: ignore[arg-type]
+    if refused is None:
+        assert asyncio.run(check) == {1, 2, 3, 4, 5}
+        return
+    with pytest.raises(ClusterError, match="^" + re.escape(
+            f"{tmp_path} holds a cluster whose voters change from [1, 2, 3] to [1, 4, 5] (a membership change in "
+            f"progress), initialized before; {refused}") + "$"):
+        asyncio.run(check)
+
+
+def test_a_directory_recorded_mid_change_is_refused_without_a_majority_of_each_voter_set(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--data-dir`` recorded while its voters changed from [1, 2, 3] to [1, 4, 5]
+    (``cluster members --voters 1,4,5 --allow-lagging`` with n4 and n5 down: the change
+    stays in its joint membership): ``cluster up -n 3`` over it was not checked (a joint
+    voter set was skipped) and waited out its ``--timeout`` for a leader that needs n4 or
+    n5, then said only "no agreed leader". Now it stops at once naming them and the ``-n``
+    to give, and ``-n 5`` comes back and completes the change."""
+    with _up_in(tmp_path, 5, "--timeout", "30") as (proc, members):
+        eps = ",".join(m.http for m in members.values())
+        code, out, err = run(["cluster", "members", "--voters", "1,2,3", "--retain", "--endpoints", eps])
+        assert (code, out) == (0, "voters: 1,2,3\nlearners: 4,5\n"), err
+        for i in (4, 5):
+            os.kill(members[i].pid, signal.SIGKILL)
+        code, out, err = run(["cluster", "members", "--voters", "1,4,5", "--allow-lagging", "--endpoints",
+                              ",".join(members[i].http for i in (1, 2, 3)), "--timeout", "3"])
+        assert code == 3, (code, out, err)  # the joint config cannot commit: its outcome is unknown
+        deadline = time.monotonic() + 20
+        while True:  # until n1 holds the joint membership
+            code, out, err = run(["cluster", "status", "--json", "--endpoints", members[1].http])
+            if '"configs": [[1, 2, 3], [1, 4, 5]]' in out or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert '"configs": [[1, 2, 3], [1, 4, 5]]' in out, out
+    capsys.readouterr()
+    started = time.monotonic()
+    assert cli.main(["cluster", "up", "-n", "3", "--data-dir", str(tmp_path), "--timeout", "30"]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert (f"{tmp_path} holds a cluster whose voters change from [1, 2, 3] to [1, 4, 5] (a membership change in "
+            "progress), initialized before; -n 3 starts 3 of the first and 1 of the second, and electing a leader "
+            "takes a majority of each, 2 and 2 (n4, n5 not started): run with -n 5") in err, err
+    with _up_in(tmp_path, 5, "--timeout", "30") as (proc, again):
+        deadline = time.monotonic() + 20
+        while True:  # the change completes once n4 and n5 are back
+            code, out, err = run(["cluster", "members", "--endpoints", again[1].http])
+            if (code, out) == (0, "voters: 1,4,5\nlearners: 2,3\n") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (code, out) == (0, "voters: 1,4,5\nlearners: 2,3\n"), err
 
 
 def test_a_node_a_membership_change_removed_is_not_waited_for(tmp_path: Path) -> None:
