@@ -16,7 +16,7 @@ cdef class Engine:
     cdef public object snapshot_unreported, snapshot_wanted, election_deadline, now, injected_faults
     cdef public object snapshot_pacing, snapshot_build_started, snapshot_next_due
     cdef public bint leader_lost
-    cdef public double leader_heard_at, silence_ended_at
+    cdef public double leader_heard_at, silence_ended_at, transfer_heard_at
     # The handlers stay untyped here: their .pxd files cimport this one (for ``Handler.eng``).
     cdef public object _leader_h, _replication_h, _membership_h, _vote, _log, _following, _snapshot, _transfer
     # The handler getters and the timer: C calls from the handlers (``cpdef``).

@@ -93,6 +93,10 @@ class Engine:
         # longer count as "leader seen", so we may grant the new candidate at once.
         # Invariant: ``None`` or our current vote (``update_vote`` clears it). See transfer.py.
         self.transfer_from: Vote | None = None
+        # When this node took that notice (``TransferHandler.handle_transfer_leader``): two
+        # ``election_timeout_max`` later the transfer has expired, and the leader's requests
+        # count as "leader seen" again (``TransferHandler.notice_expired``). -1e18: never.
+        self.transfer_heard_at: float = -1e18
         self.snapshot_building = False
         # ``SnapshotPolicy.logs_since_last`` (None: never), read on every apply report.
         self.snapshot_every: int | None = config.snapshot_policy.logs_since_last_n

@@ -23,6 +23,7 @@ from openraft_py.engine import (
 from openraft_py.errors import ForwardToLeader, InProgress, QuorumNotEnough
 from openraft_py.types import (
     AppendEntriesRequest,
+    AppendEntriesResponse,
     BasicNode,
     Normal,
     ReadPolicy,
@@ -287,6 +288,51 @@ def test_other_follower_only_stops_treating_the_leader_as_alive():
         Respond(TX, VoteResponse(vote(2, 3), True, lid(1, 2)), when=1),
     ]
     eng.state.validate()
+
+
+def heartbeat_from_l1(eng, now: float) -> None:
+    eng.handle_append_entries(AppendEntriesRequest(L1, lid(1, 2), [], lid(1, 1)), TX, now)
+    assert eng.take_commands() == [Respond(TX, AppendEntriesResponse(L1, True, matching=lid(1, 2)), when=0)]
+
+
+def test_other_follower_counts_the_leader_as_alive_again_once_the_transfer_expired():
+    # The target never took over: the leader gave up two election_timeout_max after it started
+    # the transfer (before node 2 took the notice) and takes writes again. Node 2, hearing from
+    # it every heartbeat interval, granted any candidate its vote and pre-vote for the rest of
+    # the term: a node cut off for a while and back deposed a live leader.
+    eng = follower(2)
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 101.0)
+    assert eng.take_commands() == [] and eng.transfer_from == L1
+    expired = 101.0 + 2 * TIMEOUT_MAX
+    pre = VoteRequest(vote(2, 3), lid(1, 2), pre_vote=True)
+    heartbeat_from_l1(eng, expired - 1)
+    eng.handle_vote_req(pre, TX, expired - 1)
+    assert eng.take_commands() == [Respond(TX, VoteResponse(L1, True, lid(1, 2), pre_vote=True))], (
+        "the transfer may still run: no stickiness"
+    )
+    heartbeat_from_l1(eng, expired)
+    assert eng.transfer_from is None and eng.leader_seen_at == expired
+    eng.handle_vote_req(pre, TX, expired + 1)
+    assert eng.take_commands() == [Respond(TX, VoteResponse(L1, False, lid(1, 2), pre_vote=True))], "sticky again"
+    eng.handle_vote_req(VoteRequest(vote(2, 3), lid(1, 2)), TX, expired + 1)
+    assert eng.take_commands() == [Respond(TX, VoteResponse(L1, False, lid(1, 2)))], "sticky again"
+    # The target's own request, which names the leader that handed over, is granted still.
+    eng.handle_vote_req(VoteRequest(vote(2, 3), lid(1, 2), transfer_from=L1), TX, expired + 2)
+    assert eng.take_commands() == [
+        SaveVote(vote(2, 3), 1),
+        Respond(TX, VoteResponse(vote(2, 3), True, lid(1, 2)), when=1),
+    ]
+    eng.state.validate()
+
+
+def test_without_ticks_a_transfer_notice_is_kept_for_the_term():
+    # Ticks off: the leader's transfer never expires (it expires on a tick), nor does the notice.
+    eng = make_engine(id=2, log=LOG, vote=(1, 1, True), committed=(1, 1), config=Config(enable_tick=False))
+    heartbeat_from_l1(eng, 100.0)
+    eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 101.0)
+    assert eng.take_commands() == [] and eng.transfer_from == L1
+    heartbeat_from_l1(eng, 101.0 + 10 * TIMEOUT_MAX)
+    assert eng.transfer_from == L1 and eng.leader_seen_at == -1e18
 
 
 @pytest.mark.parametrize("from_leader", [vote(0, 2, True), vote(1, 2, True), vote(2, 1, True)], ids=["older", "other-leader", "newer"])

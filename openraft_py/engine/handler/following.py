@@ -72,8 +72,9 @@ class FollowingHandler(Handler):
     def accept_leader(self, vote: Vote, now: float) -> bool:
         """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
         (``False``) if ``vote`` is not ``>=`` ours; otherwise adopt the vote, follow that
-        leader, note it as seen (unless it announced a handover, ``transfer.py``; named as
-        the leader in any case, ``Engine.current_leader``) and restart the election timer."""
+        leader, note it as seen (unless it announced a handover that has not expired yet,
+        ``transfer.py``; named as the leader in any case, ``Engine.current_leader``) and
+        restart the election timer."""
         st = self.state
         eng = self.eng
         if vote == st.vote and now - eng.leader_heard_at >= eng.config.election_timeout_max:
@@ -88,7 +89,7 @@ class FollowingHandler(Handler):
         if eng.leader is not None or eng.candidate is not None:
             # A leader of our own vote cannot send us requests; a candidate yields.
             eng.vote_handler().become_following(now)
-        if not announced_handover(eng, vote):
+        if not announced_handover(eng, vote) or eng.transfer_handler().notice_expired(now):
             eng.leader_seen_at = now
         eng.pre_candidate = None  # a live leader: late pre-vote grants must not start an election
         eng.leader_lost = False  # named again (current_leader)

@@ -26,7 +26,9 @@ Follower side, on ``Engine.transfer_from``: ``handle_transfer_leader`` takes the
 our leader: its messages no longer count as leader contact (``FollowingHandler.accept_leader``)
 and we grant its successor at once (``VoteHandler.handle_vote_req`` sees
 ``req.transfer_from``); the target itself elects at once with ``transfer_from`` set. A new
-vote forgets the notice (``VoteHandler.update_vote``). A notice read too late to act on
+vote forgets the notice (``VoteHandler.update_vote``), and so does a request of that leader
+two ``election_timeout_max`` after we took it (``notice_expired``: the transfer has expired,
+the leader takes writes again, and counts as alive again). A notice read too late to act on
 (``notice_is_stale``: it may have waited through a silence of that leader of
 ``election_timeout_max`` or more, or the leader appended entries after sending it) is
 ignored: the transfer may have expired.
@@ -191,6 +193,27 @@ class TransferHandler(Handler):
             and st.effective_membership().is_voter(req.from_leader.leader_id.node_id)
         )
 
+    def notice_expired(self, now: float) -> bool:
+        """Whether the transfer our leader announced (``Engine.transfer_from``) has expired by
+        ``now``; if so, forget the notice, so that the leader's requests count as leader
+        contact again (``FollowingHandler.accept_leader``) and leader stickiness holds.
+
+        The leader gives up two ``election_timeout_max`` after it started the transfer
+        (``expire``), which was before this node took the notice (``Engine.
+        transfer_heard_at``): by two ``election_timeout_max`` after that, a leader still
+        sending to us takes writes again. Without the notice forgotten, this node granted
+        any candidate its vote (and its pre-vote) for the rest of the term, while it heard
+        from a live leader every heartbeat interval: a node cut off for a while and back
+        deposed it. The transfer's own target is not held off meanwhile: its vote request
+        names the leader that handed over (``VoteHandler.handle_vote_req``). Not with ticks
+        off (``Config.enable_tick``): the leader's transfer expires only on a tick."""
+        eng = self.eng
+        config = eng.config
+        if not config.enable_tick or now - eng.transfer_heard_at < 2 * config.election_timeout_max:
+            return False
+        eng.transfer_from = None
+        return True
+
     def handle_transfer_leader(self, req: TransferLeaderRequest, now: float) -> None:
         """The notice that leader ``req.from_leader`` hands over to ``req.to``; see
         ``Engine.handle_transfer_leader``."""
@@ -200,6 +223,7 @@ class TransferHandler(Handler):
             return
         eng.leader_seen_at = -1e18
         eng.transfer_from = req.from_leader
+        eng.transfer_heard_at = now
         if req.to == st.id and st.is_voter() and st.has_log_id(req.last_log_id):
             last = st.last_log_id()
             if req.last_log_id is None or (last is not None and last >= req.last_log_id):
