@@ -62,26 +62,44 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing is bound to right now.
+_HANDED_OUT: set[int] = set()
+"""Every port ``free_port`` returned in this process."""
 
-    Picked at random below the kernel's ephemeral range (where outgoing connections take
-    their local ports), so a node restarted on the same port does not find it taken by some
-    connection's source port; falls back to a port the OS picks."""
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing is bound to right now, and that no earlier call in
+    this process returned.
+
+    Callers take several ports before binding any (a node's Raft and HTTP ports, a cluster's
+    nodes'): two calls returned the same port now and then (one in about 12,000 pairs), and
+    a node given it for both its ports refused to start ("the same port"), or two nodes
+    raced for one. Picked at random below the kernel's ephemeral range (where outgoing
+    connections take their local ports), so a node restarted on the same port does not find
+    it taken by some connection's source port; falls back to a port the OS picks."""
     import random
 
     low = _ephemeral_low()
     for _ in range(50):
         port = random.randrange(20000, low) if low > 20001 else 0
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return int(s.getsockname()[1])
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+            got = int(s.getsockname()[1])
+        if got not in _HANDED_OUT:
+            _HANDED_OUT.add(got)
+            return got
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            got = int(s.getsockname()[1])
+        if got not in _HANDED_OUT:
+            _HANDED_OUT.add(got)
+            return got
+    raise OSError(f"no free TCP port on {host} that this process was not given before")
 
 
 def _tail(path: Path, n: int = 30) -> str:
