@@ -75,6 +75,7 @@ class Leader:
         "reads",
         "last_heartbeat",
         "elected_at",
+        "voters_changed_at",
         "acks",
         "change_tx",
         "change_retain",
@@ -92,6 +93,10 @@ class Leader:
         self.last_heartbeat = now
         # When this node became leader; check-quorum gives it one election timeout from here.
         self.elected_at = now
+        # When a voter this leader had no acknowledgement from joined its configs (a learner
+        # made a voter; ``set_membership``): check-quorum gives it one election timeout from
+        # here too, the time for the new voters to answer as voters.
+        self.voters_changed_at = now
         # Counts acknowledgements received; metrics republish when it moves.
         self.acks = 0
         self.configs: list[list[NodeId]] = []
@@ -130,7 +135,10 @@ class Leader:
                 self.progress.update(nid, idx)
         voters = m.voter_ids()
         # A node newly counted toward the lease has acked nothing yet.
-        self.ack_at = {nid: self.ack_at.get(nid, -1.0) for nid in voters}
+        acked = self.ack_at
+        self.ack_at = {nid: acked.get(nid, -1.0) for nid in voters}
+        if any(nid not in acked for nid in voters if nid != self.node_id):
+            self.voters_changed_at = now
         if self.node_id in self.ack_at:
             self.ack_at[self.node_id] = now
 

@@ -524,3 +524,25 @@ def test_removed_learner_can_be_added_again():
         RespondOnApply("tx2", lid(1, 3)),
     ]
     assert eng.leader.replication[4].matched < 0, "a new progress entry: it starts over (probes)"
+
+
+def test_a_leader_whose_new_voters_have_not_acked_yet_keeps_leading_for_an_election_timeout():
+    """Learners 4 and 5 caught up; well after the election (the voters kept acking) the
+    voters change to {1, 4, 5}. A tick before 4 and 5 answer the joint entry must not depose
+    the leader: they acknowledged nothing as voters yet, but the leader's contact with them
+    is no older than the change. It stepped down at once ("no quorum acknowledged it"),
+    as if it had heard from no quorum for an election timeout, and the change finished only
+    under the next leader (a 503 to the caller). Without acks the leader still steps down
+    one election timeout after the change."""
+    eng = committed_leader(learners=[4, 5])
+    t = Config().election_timeout_max * 3
+    ack(eng, [2, 3, 4, 5], 1, at=t)
+    eng.handle_tick(t)
+    eng.take_commands()
+    eng.change_membership({1, 4, 5}, False, TX)
+    eng.take_commands()
+    eng.handle_tick(t + 1.0)
+    assert eng.leader is not None, "the new voters had no time to acknowledge the joint entry"
+    ack(eng, [2, 3], 2, at=t + 1.0)  # the old voters keep answering; 4 and 5 fall silent
+    eng.handle_tick(t + Config().election_timeout_max + 2.0)
+    assert eng.leader is None, "no quorum of {1, 4, 5} for an election timeout after the change"

@@ -57,8 +57,9 @@ class LeaderHandler(LeadingHandler):
         if is_handing_over(leader):
             self.eng.transfer_handler().expire(leader, now)
         # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
-        # election timeout steps down, so a minority leader stops taking writes.
-        acked = max(leader.quorum_acked_at(now), leader.elected_at)
+        # election timeout steps down, so a minority leader stops taking writes. New voters
+        # get an election timeout to answer as voters (``Leader.voters_changed_at``).
+        acked = max(leader.quorum_acked_at(now), leader.elected_at, leader.voters_changed_at)
         if now - acked > c.election_timeout_max:
             self.eng.vote_handler().become_following(now)
 

@@ -184,7 +184,8 @@ class VoteHandler(Handler):
         leader = eng.leader
         timeout = self.eng.config.election_timeout_min
         if leader is not None:
-            return not is_handing_over(leader) and now - max(leader.quorum_acked_at(now), leader.elected_at) < timeout
+            acked = max(leader.quorum_acked_at(now), leader.elected_at, leader.voters_changed_at)
+            return not is_handing_over(leader) and now - acked < timeout
         return now - eng.leader_seen_at < timeout
 
     def handle_vote_req(self, req: VoteRequest, tx: Any, now: float) -> None:
