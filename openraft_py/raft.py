@@ -7,6 +7,7 @@ touches engine state directly. A ``Raft`` is bound to the event loop it was crea
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
@@ -218,6 +219,14 @@ class Raft:
         check_sm_owner = getattr(state_machine, "check_owner", None)
         if check_sm_owner is not None:
             _v.check_method_kinds(state_machine, "state_machine", ("check_owner",))
+        set_fatal_handler = getattr(state_machine, "set_fatal_handler", None)
+        if set_fatal_handler is not None and (
+            not callable(set_fatal_handler) or inspect.iscoroutinefunction(set_fatal_handler)
+        ):
+            raise TypeError(
+                "state_machine.set_fatal_handler must be a plain method (def): the node calls it once and "
+                f"does not await it, got {set_fatal_handler!r}"
+            )
         owner_cluster = owner_cluster_name(network_factory, config)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         try:
@@ -232,6 +241,8 @@ class Raft:
             raise StorageError(f"restoring node {node_id} from storage", e) from e
         engine = Engine(config, state, rng, clock.now() * 1000.0)
         core = RaftCore(config, engine, network_factory, log_store, state_machine, clock, cache)
+        if set_fatal_handler is not None:
+            set_fatal_handler(core.state_machine_failed)
         core.start()
         return cls(core)
 

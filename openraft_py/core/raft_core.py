@@ -1082,6 +1082,14 @@ class RaftCore:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def state_machine_failed(self, e: BaseException) -> None:
+        """The state machine failed outside any call of the node (``RaftStateMachine.
+        set_fatal_handler``; on the node's loop): stop the node with ``StorageError``."""
+        if self._stopping:
+            return
+        err = e if isinstance(e, Fatal) else StorageError("the state machine failed", e)
+        self.notify(Failed(err))
+
     def _task_failed(self, e: BaseException) -> None:
         """A child task raised: stop the node (unless it is stopping already)."""
         if not self._stopping:

@@ -459,6 +459,9 @@ class RocksStateMachine:
         self._deferred: WriteBatch | None = None
         self._deferred_error: BaseException | None = None
         self._deferred_lock = threading.Lock()
+        # Stops the node when a deferred write fails (``set_fatal_handler``; ``None``: no
+        # node, the failure is raised by the next call only).
+        self._fatal_handler: Callable[[BaseException], None] | None = None
         self._closed = False
 
     @classmethod
@@ -521,6 +524,13 @@ class RocksStateMachine:
             self._owner = previous
             raise
 
+    def set_fatal_handler(self, handler: Callable[[BaseException], None]) -> None:
+        """Call ``handler(error)`` (on the loop) when a write this state machine deferred
+        past the ``apply`` that answered fails (``WRITE_AFTER_PASSES``): the optional method
+        of ``RaftStateMachine``, which ``Raft.new`` calls with a handler that stops the node.
+        The latest handler given is the one called."""
+        self._fatal_handler = handler
+
     def _write_owner(self, record: StoreOwner) -> None:
         """Write the owner ``record``, synced (worker thread)."""
         wb = WriteBatch(raw_mode=True)
@@ -557,7 +567,13 @@ class RocksStateMachine:
         try:
             self._write_deferred(wb)
         except StorageError as e:
-            log.error("%s", e)  # and every later call raises it
+            # Every later call raises it too; the node stops now, not at its next apply (a
+            # leader taking no more writes kept leading, every read failing meanwhile).
+            handler = self._fatal_handler
+            if handler is None:
+                log.error("%s", e)
+            else:
+                handler(e)  # the node logs it once, as it stops
 
     def _load_current(self) -> _SnapRecord | None:
         """Read ``current.meta`` and delete leftovers (temporary and superseded files)."""

@@ -283,6 +283,15 @@ class RaftStateMachine(Protocol):
     log up to that state machine's applied id (the log did not hold it), acknowledged
     entries included. ``RocksStateMachine`` has it; ``MemStateMachine`` does not (its state
     does not outlive the process, except on a ``MemDisk`` whose log store has the record).
+
+    Optional: ``def set_fatal_handler(self, handler: Callable[[BaseException], None]) ->
+    None``, a plain method. ``Raft.new`` calls it once, after ``check_owner``, with a handler
+    that stops the node: a state machine that fails outside any call of the node (a write
+    it deferred past the ``apply`` that answered, as ``RocksStateMachine`` does for large
+    batches) calls ``handler(error)`` on the node's event loop, and the node stops with
+    ``StorageError`` as for a failed call, logged once. Without it such a failure is seen
+    only by the state machine's next call: a leader taking no more writes kept leading, and
+    every read of the state failed meanwhile.
     """
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:

@@ -14,8 +14,12 @@ from typing import Any
 
 import pytest
 
+from openraft_py.config import Config
 from openraft_py.errors import StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.network.router import Router
+from openraft_py.raft import Raft
+from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.storage.rocks import RocksLogStore
 
 from .kv_helpers import KvCluster, url
@@ -73,3 +77,60 @@ async def test_a_leader_whose_disk_fills_stops_with_one_error(caplog: pytest.Log
     assert len(closes) == 2, closes  # the log store's and the state machine's, at WARNING
     answered = [r for r in caplog.records if r.name == "openraft_py.kv.http_api" and "answered 503" in r.getMessage()]
     assert answered and all(r.levelno == logging.INFO for r in answered)
+
+
+class _FailingWrites:
+    """A state machine's database whose writes fail once ``full`` is set, as RocksDB's do on
+    a full disk; everything else goes to the real one."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.full = False
+
+    def write(self, *args: Any) -> None:
+        if self.full:
+            raise Exception("IO error: No space left on device: While appending to file: sm/000009.log")
+        self.db.write(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_deferred_state_machine_write_that_fails_stops_the_node_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A leader's large apply batch is written after the writes it answered
+    (``WRITE_AFTER_PASSES``); that write fails (a full disk) and no write follows: the node
+    stops at once with the error, logged once (``RaftStateMachine.set_fatal_handler``). It
+    kept leading with the error logged, every read of the state answered 503 "the node has
+    stopped" meanwhile, until the next write stopped it."""
+    caplog.set_level(logging.INFO, logger="openraft_py")
+    c = KvCluster()
+    try:
+        await c.start(1)
+        node = await c.wait_leader()
+        assert node.raft is not None and node.sm is not None
+        db = node.sm._db = _FailingWrites(node.sm._db)  # type: ignore[assignment]
+        db.full = True
+        await node.raft.client_write_many([b"\x00"] * 200)  # answered before its write (deferred)
+        stopped = await node.raft.wait(10).metrics(lambda m: not m.running, "the node stopped")
+        assert stopped.error is not None and stopped.error.startswith("storage error while using state machine")
+        assert "No space left on device" in stopped.error
+        db.full = False
+        await node.stop()
+    finally:
+        await c.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "node 1 stopped" in errors[0], errors
+
+
+async def test_a_fatal_handler_that_is_a_coroutine_is_refused_before_anything_is_read() -> None:
+    """``set_fatal_handler`` is a plain method: ``Raft.new`` calls it and does not await it."""
+
+    class AsyncHandler(MemStateMachine):
+        async def set_fatal_handler(self, handler: Any) -> None:
+            pass
+
+    log = MemLogStore()
+    with pytest.raises(TypeError, match="set_fatal_handler must be a plain method"):
+        await Raft.new(1, Config(), Router(seed=1).factory(1), log, AsyncHandler())
+    assert await log.read_vote() is None
