@@ -81,7 +81,7 @@ from ..engine import (
     SnapshotSent,
     Unreachable,
 )
-from ..errors import LogCompacted, RemoteError, RPCError, StorageError
+from ..errors import LogCompacted, RemoteError, RPCError, StorageError, Timeout
 from ..failure_log import FailureLog
 from ..types import (
     AppendEntriesRequest,
@@ -117,6 +117,17 @@ how many there were), and at INFO once a call succeeds again. Each is a failed c
 retried: a network that raised ``OSError`` for a peer that is down (instead of
 ``Unreachable``) logged a WARNING each time, 20 a second per replication target, and one per
 election per voter."""
+
+INSTALL_WAIT_WARN_AFTER = 30.0
+"""Seconds the last chunk of a snapshot may go unanswered in time (each resend timed out)
+before the replication channel says so at WARNING. The target answers that chunk once its
+state machine has installed the snapshot, which for a large state takes longer than
+``Config.install_snapshot_timeout`` and ``election_timeout_max`` (about 1 s for 200 MB of
+``RocksStateMachine``, docs/guides/snapshots.md): those timeouts were counted as the
+target's failures, so every such install logged a WARNING "replication to node N:
+TimeoutError: no answer to the chunk ..." (and an INFO "recovered"), as for a node that is
+down. A target that is cut off or frozen during the install is said after this long; one
+that refuses the connection (``Unreachable``, a process that is gone) at once, as before."""
 
 
 def breach_log(subject: str) -> FailureLog:
@@ -350,6 +361,7 @@ class ReplicationCore:
         "_matched_at",
         "_breaches",
         "_down",
+        "_installing",
     )
 
     def __init__(self, target: NodeId, vote: Vote, client: RaftNetwork, env: ReplicationEnv) -> None:
@@ -380,6 +392,10 @@ class ReplicationCore:
         # one refusing this node's connections, left nothing in the leader's log.
         self._down = FailureLog(log, f"node {env.node_id}: replication to node {target}",
                                 after=env.config.election_timeout_max / 1000.0)
+        # The last chunk of a snapshot unanswered in time: the target is installing it (or
+        # is cut off): see ``INSTALL_WAIT_WARN_AFTER``.
+        self._installing = FailureLog(log, f"node {env.node_id}: replication to node {target}",
+                                      after=INSTALL_WAIT_WARN_AFTER)
         # The sender task (started by the first ``replicate``) waits for work.
         self._idle = False
         # The request (its turn, and its call if already started) handed to the idle
@@ -564,10 +580,11 @@ class ReplicationCore:
                 if matching is not None and matching.index > self._matched:
                     self._matched = matching.index
                     self._matched_at = self.env.now_ms()
-            if (self._down.failing or self._breaches.failing) and _answered(result):
+            if (self._down.failing or self._breaches.failing or self._installing.failing) and _answered(result):
                 now = self.env.clock.now()
                 self._down.cleared(now)
                 self._breaches.cleared(now, "the network answers again")
+                self._installing.cleared(now, "the snapshot is installed")
             self.env.notify(result)
 
     def _pass_turn(self, turn: int) -> None:
@@ -834,7 +851,17 @@ class ReplicationCore:
                     continue
                 except (RPCError, TimeoutError) as e:
                     log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
-                    self._rpc_failed(e if str(e) else TimeoutError(f"no answer to the chunk at {offset} within {ttl:g}s"))
+                    if done and isinstance(e, (TimeoutError, Timeout)):
+                        # The target answers the last chunk once it has installed the
+                        # snapshot: a large state takes longer than ``ttl``. Not a failure
+                        # of the target unless it goes on (``INSTALL_WAIT_WARN_AFTER``).
+                        self._installing.failed(
+                            env.clock.now(), "Timeout",
+                            f"no answer to the last chunk of snapshot {meta.snapshot_id} (at {offset}) within "
+                            f"{ttl:g}s at each resend: node {target} is still installing it, or is cut off",
+                        )
+                    else:
+                        self._rpc_failed(e if str(e) else TimeoutError(f"no answer to the chunk at {offset} within {ttl:g}s"))
                     await env.clock.sleep(pause)
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node

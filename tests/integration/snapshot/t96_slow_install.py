@@ -77,3 +77,62 @@ async def test_a_learner_slower_to_install_than_the_chunk_timeout_receives_the_s
         assert sm4.receives == 1, f"the learner began to receive {sm4.receives} transfers"
     finally:
         await c.shutdown()
+
+
+async def _add_slow_learner(c: Cluster) -> int:
+    """Start a cluster of three with ``SlowInstall`` state machines, snapshot and purge the
+    leader's log, add node 4 as a learner (it catches up from the snapshot); the leader."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    raft = c.nodes[leader]
+    last = await write(c, leader, 0, 200)
+    await c.wait_applied(last)
+    await raft.trigger.snapshot()
+    await raft.wait(5).purged(last, "leader purged its log")
+    await c.add_node(4)
+    await raft.add_learner(4, BasicNode("n4"), blocking=True)
+    await c.nodes[4].wait(5).snapshot(last, "learner installed the snapshot")
+    return leader
+
+
+async def test_an_install_longer_than_the_election_timeout_is_not_logged_as_a_failing_node(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The learner takes ``INSTALL_SECONDS`` (five of ``election_timeout_max``) to install
+    the snapshot, as a large state does: the leader's resends of the last chunk time out
+    meanwhile. That is no failure of the learner: nothing at WARNING. They were counted as
+    its failures, so every such install logged "replication to node 4: TimeoutError: no
+    answer to the chunk at N" at WARNING, as for a node that is down."""
+    caplog.set_level(logging.DEBUG, logger="openraft_py")
+    c = Cluster(snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512), seed=3, state_machine=SlowInstall)
+    try:
+        await _add_slow_learner(c)
+        resends = [r for r in caplog.records if "failed" in r.getMessage() and "resending" in r.getMessage()]
+        assert resends, "the install was not slower than the chunk timeout: the test checks nothing"
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warned == []
+    finally:
+        await c.shutdown()
+
+
+async def test_an_install_unanswered_for_longer_than_the_bound_is_said_at_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last chunk unanswered for longer than ``INSTALL_WAIT_WARN_AFTER`` (lowered here
+    to a fifth of the install) is said at WARNING, naming the snapshot and the two likely
+    causes, and at INFO once the install is answered."""
+    from openraft_py.core import replication
+
+    monkeypatch.setattr(replication, "INSTALL_WAIT_WARN_AFTER", INSTALL_SECONDS / 5)
+    caplog.set_level(logging.DEBUG, logger="openraft_py")
+    c = Cluster(snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512), seed=3, state_machine=SlowInstall)
+    try:
+        leader = await _add_slow_learner(c)
+        mine = [r for r in caplog.records if r.getMessage().startswith(f"node {leader}: replication to node 4:")]
+        said = [(r.levelno, r.getMessage()) for r in mine]
+        assert [lv for lv, _ in said] == [logging.WARNING, logging.INFO], said
+        assert "no answer to the last chunk of snapshot" in said[0][1]
+        assert "still installing it, or is cut off" in said[0][1]
+        assert "the snapshot is installed" in said[1][1]
+    finally:
+        await c.shutdown()
