@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .._core import CodecError, FrameReader
 from ..config import Config
 from ..core.messages import Reply
-from ..errors import Fatal, InvalidRequest
+from ..errors import ApiError, Fatal, InvalidRequest
 from ..failure_log import FailureLog
 from ..metrics import RaftMetrics
 from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
@@ -575,7 +575,14 @@ class _ServerConnection(asyncio.Protocol):
                 self.loop.time(), f"invalid {what}", f"refused an invalid {what} from node {self.sender} at {self.peer}: {e}")
             self._answer_error(rid, ERR_INVALID, f"{type(e).__name__}: {e}")
             return
-        log.warning("tcp server %s: %s from node %s failed: %r", srv.address, what, self.sender, e)
+        # An ``ApiError`` is a refusal the node makes by design, which the sender handles
+        # (a snapshot chunk that continues nothing after this node restarted mid-transfer:
+        # the leader starts over, saying so at INFO) or the node logs itself (a snapshot its
+        # state machine refused: at WARNING once per snapshot): at DEBUG here. It was a
+        # WARNING at each, so a follower restarted during a transfer warned of an ordinary
+        # recovery, and one refusing its leader's snapshots warned at every resend.
+        level = logging.DEBUG if isinstance(e, ApiError) else logging.WARNING
+        log.log(level, "tcp server %s: %s from node %s failed: %r", srv.address, what, self.sender, e)
         self._answer_error(rid, ERR_REMOTE, f"{type(e).__name__}: {e}")
 
     def _answer_bad_value(self, rid: int, what: str, value: object) -> None:

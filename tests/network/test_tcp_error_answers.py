@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py.errors import RemoteError, StorageError, Unreachable
+from openraft_py.errors import ApiError, RemoteError, StorageError, Unreachable
 from openraft_py.network import wire
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
 from openraft_py.types import (
@@ -134,6 +134,39 @@ async def test_a_handler_returning_something_else_than_its_response_is_answered_
     try:
         with pytest.raises(RemoteError, match="append_entries returned NoneType, not an AppendEntriesResponse"):
             await asyncio.wait_for(client.append_entries(AppendEntriesRequest(V1, None, [], None), OPT), 5)
+    finally:
+        await server.close()
+        await factory.close()
+
+
+async def test_a_refusal_the_node_makes_by_design_is_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """The node's ``install_snapshot`` refuses a chunk that continues nothing it holds (it
+    restarted in the middle of a transfer) with an ``ApiError``: the leader starts over and
+    says so at INFO, and a snapshot its state machine refuses the node logs itself, once per
+    snapshot. The server logged each at WARNING ("install_snapshot from node 1 failed"),
+    at every resend; now at DEBUG. Anything else a handler raises is still a WARNING."""
+    caplog.set_level(logging.DEBUG, logger="openraft_py.network")
+    raft = FakeRaft()
+
+    async def not_continued(req: Any) -> Any:
+        raise ApiError(f"snapshot s1: chunk at offset {req.offset} but nothing received")
+
+    async def broken(req: Any) -> Any:
+        raise KeyError("a bug")
+
+    raft.behaviour["install_snapshot"] = not_continued
+    raft, server, factory, client = await _pair(raft)
+    try:
+        for _ in range(3):
+            with pytest.raises(RemoteError, match="ApiError: snapshot s1: chunk at offset 512 but nothing received"):
+                await asyncio.wait_for(client.install_snapshot(InstallSnapshotRequest(V1, META, 512, b"x", False), OPT), 5)
+        said = [r for r in caplog.records if "install_snapshot from node 1 failed" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.DEBUG] * 3, [(r.levelname, r.getMessage()) for r in said]
+        raft.behaviour["install_snapshot"] = broken
+        with pytest.raises(RemoteError, match="KeyError"):
+            await asyncio.wait_for(client.install_snapshot(InstallSnapshotRequest(V1, META, 0, b"x", True), OPT), 5)
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "install_snapshot from node 1 failed: KeyError" in warned[0], warned
     finally:
         await server.close()
         await factory.close()
