@@ -20,6 +20,26 @@ _DECIMAL = re.compile(r"-?[0-9]+")
 negative one (refused by the range of every flag that takes one)."""
 
 
+QUOTE_MAX = 80
+"""The most characters of an argument or value an error message quotes (``quoted``)."""
+
+
+def quoted(obj: object) -> str:
+    """``repr(obj)`` for an error message, cut to ``QUOTE_MAX`` characters; a longer one ends
+    with how long ``obj`` is (``... (16777216 bytes)``). Messages quoted a value whole: a
+    16 MiB value passed as bytes where a str was due made a TypeError of 16 MiB or more."""
+    text = repr(obj)
+    if len(text) <= QUOTE_MAX:
+        return text
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        size = f"{len(obj)} bytes"
+    elif isinstance(obj, str):
+        size = f"{len(obj)} characters"
+    else:
+        size = f"{len(text)} characters as written"
+    return f"{text[:QUOTE_MAX]}... ({size})"
+
+
 def decimal_int(text: str) -> int:
     """An integer written in the digits 0-9 alone (a negative one with a leading ``-``).
     ``int`` also reads ``1_0`` (as 10: ``--id 1_0`` named node 10), ``+1``, `` 1`` and

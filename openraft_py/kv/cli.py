@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, run_cli
 from .._compiled import env_flag
-from .argtypes import given_once
+from .argtypes import given_once, quoted
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_int_at_most as _positive_int_at_most
@@ -126,19 +126,29 @@ def _ids(text: str) -> list[int]:
 
 def _text(text: str) -> str:
     """A value: text that UTF-8 can encode (an argument that was not valid UTF-8 in the
-    terminal's encoding arrives holding surrogates)."""
+    terminal's encoding arrives holding surrogates). The error quotes the start of it
+    (``argtypes.quoted``) and says where the bad byte is: it quoted the whole argument, 390
+    KB of escapes for a value of 65,000 bad bytes."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
+    except UnicodeEncodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"{quoted(text)} is not valid UTF-8 (from character {e.start} on)") from None
     return text
 
 
 def _key(text: str) -> str:
-    """A key: non-empty ``_text``."""
+    """A key: non-empty ``_text`` of at most ``MAX_KEY_BYTES`` bytes of UTF-8 (a longer one
+    was sent, and its refusal quoted it whole)."""
+    from .client import MAX_KEY_BYTES
+
     if not text:
         raise argparse.ArgumentTypeError("a key is a non-empty string")
-    return _text(text)
+    text = _text(text)
+    n = len(text.encode("utf-8"))
+    if n > MAX_KEY_BYTES:
+        raise argparse.ArgumentTypeError(f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8; this one has {n}: {quoted(text)}")
+    return text
 
 
 def _addr(text: str) -> str:

@@ -63,8 +63,9 @@ import aiohttp
 import yarl
 
 from ..validation import check_node_id, check_seconds
+from .argtypes import quoted
 
-__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
 
 CONNECT_TIMEOUT = 2.0
 """``KvClient``'s default ``connect_timeout``: above the 1 s after which a lost connection
@@ -139,6 +140,10 @@ class Response:
 CONSISTENCIES = ("linearizable", "lease", "local")
 """The ``consistency`` values of ``GET /kv/{key}`` (DESIGN §8)."""
 
+MAX_KEY_BYTES = 4096
+"""Longest key (UTF-8 bytes) the service takes: ``KvNode`` answers a longer one 400, and
+``KvClient`` refuses it with ``ValueError`` before sending anything."""
+
 
 def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     """``"h:p,h:p"`` (or a list of such strings) as a list of ``host:port`` strings, with
@@ -175,9 +180,13 @@ def _quote_key(key: str) -> str:
     """``key`` as one path segment. The keys ``.`` and ``..`` go as ``%2E`` and ``%2E%2E``:
     written as dots they are dot-segments, which a URL drops (``/kv/.`` is ``/kv/``)."""
     if not isinstance(key, str):
-        raise TypeError(f"a key is a str, got {type(key).__name__} {key!r}")
+        raise TypeError(f"a key is a str, got {type(key).__name__} {quoted(key)}")
     if not key:
         raise ValueError("a key is a non-empty string")
+    if len(key) > MAX_KEY_BYTES // 4 and (n := len(key.encode("utf-8", "surrogatepass"))) > MAX_KEY_BYTES:
+        # Sent, a key over about 13 KiB percent-encoded got the HTTP server's own 400 ("Got
+        # more than 13312 bytes when reading"), which does not say what the limit is.
+        raise ValueError(f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8, got {n}: {quoted(key)}")
     if key in (".", ".."):
         return key.replace(".", "%2E")
     return urllib.parse.quote(key, safe="")
@@ -565,9 +574,10 @@ class KvClient:
     async def put(self, key: str, value: str, **kw: Any) -> Response:
         """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied.
         ``TypeError`` (nothing sent) unless ``key`` and ``value`` are ``str`` (``ValueError``
-        for an empty key, in every key-value verb)."""
+        for an empty key, or one longer than ``MAX_KEY_BYTES`` bytes of UTF-8, in every
+        key-value verb)."""
         if not isinstance(value, str):
-            raise TypeError(f"a value is a str, got {type(value).__name__} {value!r}")
+            raise TypeError(f"a value is a str, got {type(value).__name__} {quoted(value)}")
         return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)
 
     async def get(self, key: str, consistency: str = "linearizable", **kw: Any) -> Response:
@@ -590,7 +600,7 @@ class KvClient:
         ``None``."""
         for what, v in (("expected", expected), ("value", value)):
             if v is not None and not isinstance(v, str):
-                raise TypeError(f"{what} is a str or None, got {type(v).__name__} {v!r}")
+                raise TypeError(f"{what} is a str or None, got {type(v).__name__} {quoted(v)}")
         return await self.request("POST", f"/kv/{_quote_key(key)}/cas",
                                   json={"expected": expected, "value": value}, **kw)
 

@@ -38,7 +38,7 @@ from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
-from .client import CONSISTENCIES
+from .client import CONSISTENCIES, MAX_KEY_BYTES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
 from .identity import (
     IDENTITY_FILE,
@@ -66,8 +66,6 @@ leadership after the request), ``lease`` (LeaseRead: no RPC while the leader lea
 
 _POLICY = {"linearizable": ReadPolicy.READ_INDEX, "lease": ReadPolicy.LEASE_READ}
 
-MAX_KEY_BYTES = 4096
-"""Longest key (UTF-8 bytes) the service takes."""
 
 
 SHUTDOWN_GRACE = 3.0

@@ -185,6 +185,28 @@ def test_bad_command_lines_exit_2_with_one_line(argv: list[str], needle: str,
     assert needle in lines[0]
 
 
+def test_a_long_bad_argument_is_quoted_in_part(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value of 65,000 bytes that are not UTF-8 was quoted whole in the usage error (about
+    390 KB of escapes on one line); a key over the service's 4096 bytes was sent, refused
+    with the HTTP server's own 400 ("Got more than 13312 bytes when reading"), and quoted
+    whole in "put '...' failed". Both are usage errors now, quoting the first characters."""
+    bad_value = "\udcc3" * 65_000
+    assert cli.main(["kv", "put", "k", bad_value]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 400, len(err)
+    assert "... (65000 characters) is not valid UTF-8 (from character 0 on)" in err
+    for verb in (["kv", "put", "K", "v"], ["kv", "get", "K"], ["kv", "delete", "K"], ["kv", "cas", "K", "--value", "v"]):
+        argv = [("k" * 20_000 if a == "K" else a) for a in verb]
+        assert cli.main([*argv, "--endpoints", "127.0.0.1:1"]) == 2
+        err = capsys.readouterr().err
+        assert len(err) < 400, len(err)
+        assert "argument key: a key is at most 4096 bytes of UTF-8; this one has 20000: 'kkk" in err
+        assert "... (20000 characters)" in err
+    # 1366 three-byte characters: 4098 bytes.
+    assert cli.main(["kv", "get", "\u20ac" * 1366, "--endpoints", "127.0.0.1:1"]) == 2
+    assert "this one has 4098" in capsys.readouterr().err
+
+
 def test_node_ids_and_counts_in_plain_digits_are_taken() -> None:
     """Leading zeros, and spaces around the ids of a comma-separated list, are plain
     decimal digits still."""

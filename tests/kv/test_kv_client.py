@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from openraft_py.kv import cli
-from openraft_py.kv.client import ClientError, KvClient, Outcome, new_session, parse_endpoints
+from openraft_py.kv.client import MAX_KEY_BYTES, ClientError, KvClient, Outcome, new_session, parse_endpoints
 from openraft_py.testing.proc_cluster import free_port
 
 from .kv_helpers import KvCluster
@@ -77,6 +77,28 @@ async def test_a_caller_s_wrong_argument_fails_at_once_sending_nothing() -> None
         for bad_id, error in (("4", TypeError), (4.0, TypeError), (True, TypeError), (-1, ValueError)):
             with pytest.raises(error, match="learner id"):
                 await asyncio.wait_for(c.remove_learner(bad_id), 2)  # type: ignore[arg-type]
+
+
+async def test_a_large_wrong_argument_is_quoted_in_part_and_a_long_key_is_not_sent() -> None:
+    """A value of 16 MiB passed as bytes (a file read in binary mode) made a TypeError
+    holding its whole repr, more than 16 MiB of message; a key over ``MAX_KEY_BYTES`` went
+    out and came back as the HTTP server's own 400 ("Got more than 13312 bytes when
+    reading"), which names no limit. Nothing is sent either way (the endpoint does not
+    exist: an attempt would take the whole deadline)."""
+    big = b"v" * (16 << 20)
+    async with KvClient(["127.0.0.1:1"], deadline=30) as c:
+        for call in (lambda: c.put("k", big), lambda: c.cas("k", None, big), lambda: c.cas("k", big, "v"),
+                     lambda: c.put(big, "v")):
+            with pytest.raises(TypeError) as info:
+                await asyncio.wait_for(call(), 2)  # type: ignore[arg-type]
+            assert len(str(info.value)) < 200 and f"... ({16 << 20} bytes)" in str(info.value)
+        for key in ("k" * (MAX_KEY_BYTES + 1), "\u20ac" * 1366):  # (1366 three-byte characters: 4098 bytes)
+            for key_call in (c.put(key, "v"), c.get(key), c.delete(key), c.cas(key, None, "v")):
+                with pytest.raises(ValueError, match=f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8, got") as e:
+                    await asyncio.wait_for(key_call, 2)
+                assert len(str(e.value)) < 200
+        with pytest.raises(ValueError, match="got 4097"):
+            await asyncio.wait_for(c.get("\u20ac" * 1365 + "kk"), 2)
 
 
 @pytest.mark.parametrize("kw,error", [
