@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, run_cli
 from .._compiled import env_flag
-from .argtypes import given_once, quoted
+from .argtypes import decimal_int, given_once, quoted
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_int_at_most as _positive_int_at_most
@@ -135,6 +135,16 @@ def _text(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{quoted(text)} is not valid UTF-8 (from character {e.start} on)") from None
     return text
+
+
+def _max_body(text: str) -> int:
+    """``cluster up --max-body``: bytes, at least 1024, as ``serve --max-body`` takes them.
+    (Without it a cluster whose ``--raft-config`` raised ``max_entry_bytes`` refused every
+    value over 1 MiB, saying "serve --max-body", a flag ``cluster up`` did not have.)"""
+    n = decimal_int(text)
+    if n < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1024 bytes")
+    return n
 
 
 def _key(text: str) -> str:
@@ -248,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Config fields for every node, as one JSON object")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
+    up.add_argument("--max-body", type=_max_body, default=None, metavar="BYTES",
+                    help="every node's largest HTTP request body (serve --max-body; default 1 MiB)")
     up.add_argument("--timeout", type=_timeout, default=60.0, metavar="S",
                     help="seconds to wait for the nodes and the leader (default 60)")
     up.set_defaults(run=_cluster_up)
@@ -859,7 +871,7 @@ async def _cluster_up(args: argparse.Namespace) -> int:
         raise CliError(f"{where}: it is a file, not a directory")
     try:
         cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
-                               raft_config=args.raft_config, log_level=args.log_level)
+                               raft_config=args.raft_config, log_level=args.log_level, max_body=args.max_body)
     except ClusterError as e:
         raise CliError(str(e)) from None
     except OSError as e:  # making the directory or its lock file

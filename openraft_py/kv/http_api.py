@@ -492,7 +492,7 @@ async def _errors_and_counts(
             headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
             reason = e.reason
             if e.status == 413:  # the body limit: say what it is and where it is set
-                reason = f"the request body is over {node.opts.max_body} bytes (serve --max-body)"
+                reason = f"the request body is over {node.opts.max_body} bytes (serve --max-body, cluster up --max-body)"
             resp = _json({"error": reason}, e.status, headers=headers)
         except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
             resp = _map_error(node, request, e)

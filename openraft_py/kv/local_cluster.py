@@ -135,8 +135,9 @@ class LocalNode:
 class LocalCluster:
     """``n`` service nodes (ids ``1..n``) on loopback ports, their data under ``root`` (a new
     temporary directory, removed by ``close()``, when ``root`` is ``None``; a given root is
-    kept). ``cluster_name``, ``raft_config`` (``Config`` fields) and ``log_level`` are passed
-    to every ``serve``; ``python`` is the interpreter that runs them."""
+    kept). ``cluster_name``, ``raft_config`` (``Config`` fields), ``log_level`` and
+    ``max_body`` (``None``: serve's default) are passed to every ``serve``; ``python`` is the
+    interpreter that runs them."""
 
     def __init__(
         self,
@@ -148,6 +149,7 @@ class LocalCluster:
         raft_config: dict[str, Any] | None = None,
         log_level: str = "INFO",
         python: str = sys.executable,
+        max_body: int | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
@@ -160,6 +162,7 @@ class LocalCluster:
         self.cluster_name = cluster_name
         self.raft_config = dict(raft_config or {})
         self.log_level = log_level
+        self.max_body = max_body
         self.python = python
         self.nodes: dict[int, LocalNode] = {}
         self._client: KvClient | None = None
@@ -199,6 +202,8 @@ class LocalCluster:
         extra = ["--cluster-name", self.cluster_name, "--log-level", self.log_level]
         if self.raft_config:
             extra += ["--raft-config", json.dumps(self.raft_config)]
+        if self.max_body is not None:
+            extra += ["--max-body", str(self.max_body)]
         known = self._recorded().get(str(nid))
         if known is not None:
             raft, http = known["raft_addr"], known["http_addr"]

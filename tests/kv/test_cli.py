@@ -78,6 +78,8 @@ BAD = [
     # Each node is a serve process of this machine: -n 3000 set out to start that many.
     (["cluster", "up", "-n", "3000"], f"argument -n/--nodes: '3000' must be at most {cli.MAX_LOCAL_NODES}"),
     (["cluster", "up", "--bogus"], "unrecognized arguments: --bogus"),
+    (["cluster", "up", "--max-body", "1000"], "argument --max-body: '1000' must be at least 1024 bytes"),
+    (["cluster", "up", "--max-body", "1_048_576"], "argument --max-body: '1_048_576' is not an integer written"),
     (["kv", "put", "k", "v", "--bogus"], "unrecognized arguments: --bogus"),
     (["kv", "put", "k"], "required: value"),
     (["kv", "put", "", "v"], "a key is a non-empty string"),

@@ -463,6 +463,28 @@ def test_cluster_up_with_a_data_dir_comes_back_with_its_data_on_the_same_ports(t
     assert _gone(again[1].pid)
 
 
+def test_cluster_up_max_body_lets_values_over_1_mib_in(tmp_path: Path) -> None:
+    """``--raft-config`` raised ``max_entry_bytes``, but every value over 1 MiB got 413 "the
+    request body is over 1048576 bytes (serve --max-body)": ``cluster up`` had no way to pass
+    the flag. ``--max-body`` goes to every node."""
+    import urllib.error
+    import urllib.request
+
+    value = b"v" * (3 << 20)
+    with _up_in(tmp_path, 1, "--max-body", str(4 << 20), "--raft-config",
+                '{"max_entry_bytes": 4194304, "max_payload_bytes": 8388608}') as (_, members):
+        put = urllib.request.Request(f"http://{members[1].http}/kv/big", data=value, method="PUT")
+        with urllib.request.urlopen(put, timeout=30) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://{members[1].http}/kv/big", timeout=30) as r:
+            assert r.read() == value
+        over = urllib.request.Request(f"http://{members[1].http}/kv/big", data=value + value, method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(over, timeout=30)
+        assert info.value.code == 413
+        assert f"over {4 << 20} bytes (serve --max-body, cluster up --max-body)" in info.value.read().decode()
+
+
 def test_a_node_whose_directory_was_removed_comes_back_on_its_addresses_and_catches_up(tmp_path: Path) -> None:
     """``rm -rf ROOT/n2`` between two ``cluster up --data-dir ROOT``: n2 got new ports, which
     the membership did not name, so no node reached it and ``cluster up`` waited its whole
