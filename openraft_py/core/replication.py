@@ -830,10 +830,12 @@ class ReplicationCore:
                     if not isinstance(resp, InstallSnapshotResponse):
                         raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
-                    if not done:
+                    if not done or snapshot_io.STATE_MACHINE_REFUSED not in str(e):
                         # Not the install's refusal (the state machine only sees the whole
-                        # file): the target lost the transfer (it restarted) or is installing
-                        # another snapshot. Ordinary: said at INFO.
+                        # file): the target lost the transfer (it restarted, also after the
+                        # last chunk arrived and before it answered) or is installing
+                        # another snapshot. Ordinary: said at INFO. (The last chunk's was
+                        # said at WARNING as a refusal of the state machine.)
                         log.info("snapshot %s %s->%s: chunk at %d not taken: %s; starting over",
                                  meta.snapshot_id, env.node_id, target, offset, e)
                         offset = 0

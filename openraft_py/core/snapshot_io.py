@@ -13,6 +13,13 @@ from ..types import Snapshot, SnapshotMeta
 
 T = TypeVar("T")
 
+STATE_MACHINE_REFUSED = "the state machine refused snapshot"
+"""The words of the error a node answers the last chunk of a snapshot with when its state
+machine refused the snapshot (``Snapshots.refused``). The leader tells that refusal, worth a
+WARNING, from its other answers to a chunk by them: a transfer the node lost (it restarted
+after the last chunk arrived, before it answered: "chunk at offset N but nothing received")
+is an ordinary recovery, said at INFO."""
+
 
 def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
     """``TypeError`` naming ``what`` (the state machine method) unless ``snap`` is a

@@ -225,7 +225,7 @@ class Snapshots:
         self._refusal_logged = refusal
         log.log(level, "node %s: the state machine refused snapshot %s: %s", self.node_id, sid, n.error)
         self.feed.rewind(n.before)
-        err = ApiError(f"node {self.node_id}: the state machine refused snapshot {sid}: {n.error}")
+        err = ApiError(f"node {self.node_id}: {snapshot_io.STATE_MACHINE_REFUSED} {sid}: {n.error}")
         err.__cause__ = n.error
         self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 

@@ -475,3 +475,40 @@ async def test_a_transfer_the_target_lost_by_restarting_is_started_over_without_
         assert not warned, [r.getMessage() for r in warned]
     finally:
         await c.shutdown()
+
+
+async def test_a_transfer_the_target_lost_after_its_last_chunk_is_started_over_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The target restarts as the last chunk reaches it (killed after every chunk arrived,
+    before it answered): the last chunk, sent again, is refused (it holds nothing of the
+    transfer), and the leader starts over. An ordinary recovery, said at INFO as for any
+    other chunk: it was the WARNING "refused at N ... starting over" meant for a snapshot
+    the target's state machine refused."""
+    caplog.set_level(logging.DEBUG, logger="openraft_py.replication")
+    c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20), snapshot_max_chunk_size=64), seed=2)
+    try:
+        leader, lagger = await lag_behind_a_purge(c)
+        restarted = asyncio.Event()
+        back = asyncio.Event()
+
+        async def restart_at_the_last_chunk(rpc: str, source: int, target: int, req: Any) -> None:
+            if rpc == "install_snapshot" and target == lagger and req.done and req.offset > 0 and not restarted.is_set():
+                restarted.set()
+                await c.crash(lagger)
+                await c.restart(lagger)
+                back.set()
+
+        c.router.add_hook(restart_at_the_last_chunk)
+        c.router.heal()
+        await asyncio.wait_for(back.wait(), BOUND)
+        applied = c.nodes[leader].metrics.last_applied
+        assert applied is not None
+        await c.nodes[lagger].wait(BOUND * 2).applied_index_at_least(applied.index, "lagger caught up")
+        not_taken = [r for r in caplog.records if "not taken" in r.getMessage() and f"->{lagger}:" in r.getMessage()]
+        assert not_taken and all(r.levelno == logging.INFO for r in not_taken), [
+            (r.levelname, r.getMessage()) for r in not_taken]
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING and "snapshot" in r.getMessage()]
+        assert not warned, [r.getMessage() for r in warned]
+    finally:
+        await c.shutdown()
