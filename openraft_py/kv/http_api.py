@@ -106,7 +106,7 @@ from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
-__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG"]
+__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,77 @@ the request is answered ``408`` and its connection closed: a client that sends t
 and then trickles the body, or stops, held its handler and connection for good (and so did
 a bad chunk size arriving after the headers, which aiohttp's compiled parser drops without
 an error)."""
+
+
+HTTP_IDLE_TIMEOUT = 75.0
+"""Seconds an HTTP connection may stay open with no request on it: from its accept until its
+first request comes (``IdleConnections``), and from each answer until the next request
+(aiohttp's keep-alive timeout, given to the ``AppRunner`` in ``KvNode.start``). A connection
+that never sent a request, or only part of one's head, was held for good (aiohttp up to
+3.14.0 at least arms no timer before a first request; its keep-alive default is an hour), an open file
+descriptor each: a few hundred such connections (a client that leaks its connections, a
+scanner) took the process's last descriptors, and the node stopped ("Too many open files"
+building a snapshot)."""
+
+
+class IdleConnections:
+    """Closes the HTTP connections of ``server`` (the ``AppRunner``'s ``web.Server``) on which
+    no request has started ``timeout`` seconds after they were accepted: checked every
+    ``timeout / 4`` seconds by a timer on the loop (``start`` / ``close``), a connection is
+    closed between ``timeout`` and ``1.5 * timeout`` seconds after its accept. A connection
+    whose first request started (``request_started``, called by the middleware for every
+    request) is left to aiohttp's keep-alive timeout, which closes it once idle after an
+    answer. Each sweep that closes connections logs one INFO line with their number.
+
+    Invariant (after each sweep): ``_seen`` holds the loop time at which a sweep first saw
+    each open connection that has not started a request, and ``_served`` only connections
+    that were open at the last sweep or started a request since."""
+
+    def __init__(self, server: web.Server, timeout: float = HTTP_IDLE_TIMEOUT) -> None:
+        self._server = server
+        self.timeout = timeout
+        """Seconds a connection may stay open without starting a request."""
+        self._seen: dict[Any, float] = {}
+        self._served: set[Any] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start sweeping, on the running loop."""
+        self._timer = asyncio.get_running_loop().call_later(self.timeout / 4, self._tick)
+
+    def close(self) -> None:
+        """Stop sweeping (the connections stay as they are). Idempotent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def request_started(self, connection: Any) -> None:
+        """A request started on ``connection`` (``request.protocol``)."""
+        self._served.add(connection)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.sweep()
+        finally:
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.timeout / 4, self._tick)
+
+    def sweep(self) -> int:
+        """Close the open connections first seen ``timeout`` seconds ago or more on which no
+        request has started; return how many."""
+        now = asyncio.get_running_loop().time()
+        conns = self._server.connections
+        self._served.intersection_update(conns)
+        seen = self._seen
+        self._seen = {c: seen.get(c, now) for c in conns if c not in self._served}
+        stale = [c for c, t in self._seen.items() if now - t >= self.timeout]
+        for c in stale:
+            del self._seen[c]
+            c.force_close()
+        if stale:
+            log.info("closed %d HTTP connection(s) on which no request came within %gs", len(stale), self.timeout)
+        return len(stale)
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -473,6 +544,8 @@ async def _errors_and_counts(
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     node.request_seen()
+    if node.http_conns is not None:
+        node.http_conns.request_started(request.protocol)
     resp: web.StreamResponse
     coding = ", ".join(request.headers.getall("Content-Encoding", []))
     transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -57,6 +57,9 @@ from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_memb
 from .rejoin import CatchUpGuard, GuardedRaft
 
 __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
+
+if TYPE_CHECKING:
+    from .http_api import IdleConnections
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +361,9 @@ class KvNode:
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
         """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
+        self.http_conns: IdleConnections | None = None
+        """Closes the HTTP connections that send no request (``http_api.IdleConnections``);
+        set by ``start()``."""
 
     def _on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
         """The ``KvNetworkFactory`` hook: count the error and keep it as the peer's last."""
@@ -375,7 +381,7 @@ class KvNode:
     async def start(self) -> None:
         """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
         started is stopped again and the error raised."""
-        from .http_api import MAX_REQUEST_LINE, SERVER_LOG, make_app
+        from .http_api import HTTP_IDLE_TIMEOUT, MAX_REQUEST_LINE, SERVER_LOG, IdleConnections, make_app
 
         o = self.opts
         try:
@@ -438,9 +444,15 @@ class KvNode:
             # auto_decompress=False: a compressed body is refused by the API (415) rather than
             # decoded, or refused as plain text, by aiohttp's parser (``http_api``). logger: a
             # request the parser refuses is logged in one line (``http_api.SERVER_LOG``).
+            # keepalive_timeout: an idle connection is closed once HTTP_IDLE_TIMEOUT passed
+            # since its last answer; ``IdleConnections`` closes one that sent no request.
             self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
-                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG)
+                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG,
+                                       keepalive_timeout=HTTP_IDLE_TIMEOUT)
             await self._http.setup()
+            assert self._http.server is not None  # (made by setup)
+            self.http_conns = IdleConnections(self._http.server, HTTP_IDLE_TIMEOUT)
+            self.http_conns.start()
             hhost, hport = parse_addr(o.http_addr)
             site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
             try:
@@ -520,6 +532,8 @@ class KvNode:
         previous error", "No space left on device"), and each was another ERROR after it."""
         self.accepting = False
         failed_before = self.stopped_on_its_own()
+        if self.http_conns is not None:
+            self.http_conns.close()
         http, self._http = self._http, None
         if http is not None:
             for site in list(http.sites):

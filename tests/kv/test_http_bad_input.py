@@ -354,3 +354,73 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
         assert r.status == 404  # none of them wrote anything
     async with s.put(url(leader, "/kv/slow"), data="fine") as r:
         assert r.status == 200
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """What the server sent on a connection until it closed it (``TimeoutError`` if it has
+    not within ``timeout`` seconds)."""
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+async def test_connections_that_send_no_request_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that sends nothing, or only part of a request's head, is closed once
+    ``HTTP_IDLE_TIMEOUT`` has passed, as is one left idle after an answer (aiohttp's
+    keep-alive timeout): each was held for good (aiohttp up to 3.14.0) or for an hour, an
+    open file descriptor each, so enough of them (a client leaking its connections) took
+    the node's last descriptors and it stopped. A request in progress is not cut: its
+    body's own deadline answers it (408)."""
+    monkeypatch.setattr(http_api, "HTTP_IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(http_api, "BODY_GRACE", 3.0)
+    c = KvCluster()
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        host, port = node.opts.http_addr.rsplit(":", 1)
+        status = b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n"
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        for first in (b"", b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n", status, status + b"GET /clu"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(first)
+            idle.append((reader, writer))
+        busy_reader, busy_writer = await asyncio.open_connection(host, int(port))
+        busy_writer.write(b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        try:
+            for i, (reader, _writer) in enumerate(idle):
+                got = await _closed_by_server(reader, 10)
+                assert got.count(b"HTTP/1.1 200") == (1 if i >= 2 else 0), got
+            # Answered, not cut by the idle rule (then aiohttp lingers, reading what more comes).
+            answer = await asyncio.wait_for(busy_reader.readuntil(b"\r\n\r\n"), 10)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+        finally:
+            for _reader, writer in [*idle, (busy_reader, busy_writer)]:
+                writer.close()
+        assert c.session is not None
+        async with c.session.get(url(node, "/cluster/status")) as r:
+            assert r.status == 200
+    finally:
+        await c.close()
+
+
+async def test_idle_connections_sweep_does_not_need_aiohttp_keepalive(
+    cluster: KvCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``IdleConnections`` alone closes a connection that sends nothing, logging it at INFO
+    (aiohttp's own keep-alive timer, which its later versions also arm at a connection's
+    start, is left at ``HTTP_IDLE_TIMEOUT`` here: 75 s)."""
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
+    node = await cluster.wait_leader()
+    conns = node.http_conns
+    assert conns is not None
+    conns.close()
+    conns.timeout = 0.3
+    conns.start()
+    host, port = node.opts.http_addr.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        assert await _closed_by_server(reader, 5) == b""
+    finally:
+        writer.close()
+    assert any("on which no request came within 0.3s" in r.getMessage() for r in caplog.records)
+    assert cluster.session is not None
+    async with cluster.session.get(url(node, "/cluster/status")) as r:
+        assert r.status == 200
