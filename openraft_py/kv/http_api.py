@@ -76,10 +76,12 @@ for that answer; it is logged in one line at INFO (``SERVER_LOG``), not as an er
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import resource
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiohttp import web
@@ -102,11 +104,13 @@ from ..errors import (
     Stopped,
     WaitTimeout,
 )
+from ..failure_log import FailureLog
 from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
-__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections"]
+__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
+           "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +241,65 @@ class IdleConnections:
         if stale:
             log.info("closed %d HTTP connection(s) on which no request came within %gs", len(stale), self.timeout)
         return len(stale)
+
+
+MAX_HTTP_CONNECTIONS = 512
+"""The most HTTP connections a node holds open at once (fewer under a low descriptor limit:
+``http_connection_limit``). One more is answered ``503`` with a JSON error saying so
+(``Connection: close``) and closed at once (``capped_connections``). Each connection takes a
+file descriptor, and the node's stores need descriptors too: a burst of connections that
+sent nothing (250 to a ``serve`` limited to 256 descriptors) took the last ones, and the
+node's next file failed: its snapshot build hit "Too many open files" and the node stopped.
+``HTTP_IDLE_TIMEOUT`` closes such connections, but only after it has passed."""
+
+
+def http_connection_limit() -> int:
+    """How many HTTP connections a node holds open at once: ``MAX_HTTP_CONNECTIONS``, but at
+    most half of the process's soft limit of open files (``RLIMIT_NOFILE``), so that the
+    stores, the raft port and the rest keep the other half."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HTTP_CONNECTIONS
+    return max(1, min(MAX_HTTP_CONNECTIONS, soft // 2))
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: answered ``503`` and closed at once, before its request
+    comes (waiting for it would hold its descriptor: a burst of them took the node's last
+    ones). A client reads the answer, or sees the connection closed."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not ``asyncio.WriteTransport`` instances: no isinstance)
+        cast(asyncio.WriteTransport, transport).write(self._answer)
+        transport.close()
+
+
+def capped_connections(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
+    """The protocol factory of the node's HTTP listener: ``server``'s (a connection served as
+    usual) while it holds fewer than ``limit`` connections, else a protocol that answers
+    ``503`` and closes the connection (``_Refused``). The refusals are logged through a
+    ``FailureLog``: a WARNING at the first, again every 5 minutes while they go on, and an
+    INFO once a connection is taken again."""
+    body = json.dumps({"error": f"the node holds {limit} HTTP connections, its limit: retry later, or close "
+                                "idle ones (MAX_HTTP_CONNECTIONS)"}).encode()
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    refusals = FailureLog(log, "HTTP server", unit="refused connection")
+
+    def protocol() -> asyncio.BaseProtocol:
+        now = asyncio.get_running_loop().time()
+        if len(server.connections) >= limit:
+            refusals.failed(now, "too many connections",
+                            f"it holds {limit} HTTP connections, its limit: a new one is answered 503 and closed")
+            return _Refused(answer)
+        if refusals.failing:
+            refusals.cleared(now, "takes HTTP connections again")
+        return server()
+
+    return protocol
 
 
 # -- request bodies ------------------------------------------------------------------------------

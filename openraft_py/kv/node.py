@@ -347,6 +347,7 @@ class KvNode:
         self.factory: KvNetworkFactory | None = None
         self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
         self._http: Any = None  # aiohttp AppRunner
+        self._http_listener: asyncio.Server | None = None  # the HTTP port's listening socket(s)
         self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
         self.catch_up: CatchUpGuard | None = None
         """Whether the node is catching up before it votes (``rejoin``); set by ``start()``."""
@@ -381,7 +382,15 @@ class KvNode:
     async def start(self) -> None:
         """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
         started is stopped again and the error raised."""
-        from .http_api import HTTP_IDLE_TIMEOUT, MAX_REQUEST_LINE, SERVER_LOG, IdleConnections, make_app
+        from .http_api import (
+            HTTP_IDLE_TIMEOUT,
+            MAX_REQUEST_LINE,
+            SERVER_LOG,
+            IdleConnections,
+            capped_connections,
+            http_connection_limit,
+            make_app,
+        )
 
         o = self.opts
         try:
@@ -454,12 +463,14 @@ class KvNode:
             self.http_conns = IdleConnections(self._http.server, HTTP_IDLE_TIMEOUT)
             self.http_conns.start()
             hhost, hport = parse_addr(o.http_addr)
-            site = web.TCPSite(self._http, hhost, hport, reuse_address=True)
+            # The listener's protocol factory caps the open connections (``MAX_HTTP_CONNECTIONS``).
+            factory = capped_connections(self._http.server, http_connection_limit())
             try:
-                await site.start()
+                self._http_listener = await asyncio.get_running_loop().create_server(
+                    factory, hhost, hport, reuse_address=True, backlog=128)
             except OSError as e:
                 raise _listen_error("--http-addr", o.http_addr, e) from None
-            self.http_port = self._http.addresses[0][1]
+            self.http_port = self._http_listener.sockets[0].getsockname()[1]
         except BaseException:
             await self.stop()
             raise
@@ -535,12 +546,13 @@ class KvNode:
         if self.http_conns is not None:
             self.http_conns.close()
         http, self._http = self._http, None
+        listener, self._http_listener = self._http_listener, None
+        if listener is not None:
+            try:
+                listener.close()  # closes the listening socket only
+            except Exception as e:  # noqa: BLE001 - keep stopping
+                log.error("closing the HTTP port failed: %r", e)
         if http is not None:
-            for site in list(http.sites):
-                try:
-                    await site.stop()  # closes the listening socket only
-                except Exception as e:  # noqa: BLE001 - keep stopping
-                    log.error("closing the HTTP port failed: %r", e)
             await self._drain_http()
         # Each step's coroutine is made when its turn comes: none is left unawaited if the
         # stop itself is cancelled (the loop ending under it).

@@ -424,3 +424,57 @@ async def test_idle_connections_sweep_does_not_need_aiohttp_keepalive(
     assert cluster.session is not None
     async with cluster.session.get(url(node, "/cluster/status")) as r:
         assert r.status == 200
+
+
+async def test_connections_over_the_limit_are_answered_503_and_closed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node holds at most ``MAX_HTTP_CONNECTIONS`` HTTP connections (at most half its
+    descriptor limit): one more is answered 503 with a JSON error and closed, logged once at
+    WARNING, and taken again once connections close (an INFO). Connections that sent nothing
+    used to be held without a bound: enough of them took the node's last descriptors, and
+    its next file failed ("Too many open files" building a snapshot: the node stopped)."""
+    monkeypatch.setattr(http_api, "MAX_HTTP_CONNECTIONS", 6)
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
+    c = KvCluster()
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        host, port = node.opts.http_addr.rsplit(":", 1)
+        held: list[asyncio.StreamWriter] = []
+        answer = b""
+        try:
+            for _ in range(10):  # the cluster's own client holds some of the 6
+                reader, writer = await asyncio.open_connection(host, int(port))
+                held.append(writer)
+                writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    break
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"connection: close" in answer.lower(), answer
+            length = next(int(h.split(b":")[1]) for h in answer.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            error = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))["error"]
+            assert "6 HTTP connections, its limit" in error, error
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "its limit" in r.getMessage()]
+            assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        finally:
+            for writer in held:
+                writer.close()
+
+        async def served() -> None:  # on a new connection, once the server saw the others close
+            while True:
+                reader, writer = await asyncio.open_connection(host, int(port))
+                try:
+                    writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200"):
+                        return
+                finally:
+                    writer.close()
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(served(), 10)
+        assert any("takes HTTP connections again" in r.getMessage() for r in caplog.records)
+    finally:
+        await c.close()

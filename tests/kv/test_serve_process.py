@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,15 +37,22 @@ class ServeProc:
         self.log_path = os.path.join(root, f"n{nid}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ignore_sighup: bool = False) -> None:
-        """Start the process; ``ignore_sighup``: with SIGHUP ignored, as ``nohup`` starts it."""
+    def start(self, ignore_sighup: bool = False, extra_args: tuple[str, ...] = (), max_files: int | None = None) -> None:
+        """Start the process; ``ignore_sighup``: with SIGHUP ignored, as ``nohup`` starts it;
+        ``extra_args`` go to ``serve``; ``max_files``: its soft limit of open files."""
         args = [sys.executable, "-m", "openraft_py.kv.server", "--id", str(self.id),
                 "--raft-addr", self.raft_addr, "--http-addr", self.http_addr, "--data-dir", self.data_dir,
-                "--cluster-name", "kv-proc-test", "--log-format", "json"]
-        ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_sighup else None
+                "--cluster-name", "kv-proc-test", "--log-format", "json", *extra_args]
+
+        def before_exec() -> None:  # in the child
+            if ignore_sighup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if max_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
-                                         preexec_fn=ignore)
+                                         preexec_fn=before_exec)
 
     def url(self, path: str) -> str:
         return f"http://{self.http_addr}{path}"
@@ -230,6 +238,43 @@ async def test_sighup_stops_serve_gracefully_unless_started_ignoring_it() -> Non
             p.kill(signal.SIGTERM)
             assert await asyncio.to_thread(p.proc.wait, 20) == 0
     finally:
+        p.kill()
+        if p.proc is not None:
+            p.proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_silent_connections_do_not_take_the_node_s_last_file_descriptors() -> None:
+    """A burst of HTTP connections that send nothing (a client leaking its connections, a
+    scanner) does not stop the node: it holds at most half its descriptor limit of them
+    (``MAX_HTTP_CONNECTIONS``) and answers a new one 503, so its stores still open files.
+    250 such connections to a ``serve`` limited to 256 descriptors made its next snapshot
+    build fail ("Too many open files") and the node stopped."""
+    root = tempfile.mkdtemp(prefix="kv-fds-")
+    p = ServeProc(1, root)
+    conns: list[asyncio.StreamWriter] = []
+    try:
+        p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
+        async with aiohttp.ClientSession() as s:
+            await until(lambda: status(s, p), 30, "node 1 answering")
+            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
+            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
+                assert r.status == 200, await r.text()
+            host, port = p.http_addr.rsplit(":", 1)
+            for _ in range(250):
+                conns.append((await asyncio.open_connection(host, int(port)))[1])
+            for i in range(120):  # two snapshot builds (the second up to index 99), each opening new files
+                assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
+            assert p.proc is not None and p.proc.poll() is None
+            async with aiohttp.ClientSession() as fresh:  # a new connection: over the limit
+                async with fresh.get(p.url("/cluster/status")) as r:
+                    assert r.status == 503, await r.text()
+                    assert "HTTP connections, its limit" in (await r.json())["error"]
+            st = await status(s, p)
+            assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
+    finally:
+        for w in conns:
+            w.close()
         p.kill()
         if p.proc is not None:
             p.proc.wait(10)
