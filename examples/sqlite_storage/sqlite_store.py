@@ -87,6 +87,7 @@ from openraft_py import (
     Snapshot,
     SnapshotMeta,
     StoredMembership,
+    StoreOwnerMismatch,
     Vote,
 )
 from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
@@ -113,6 +114,7 @@ _entry_decoder = msgspec.msgpack.Decoder(Entry)
 _vote_decoder = msgspec.msgpack.Decoder(Vote)
 _log_id_decoder = msgspec.msgpack.Decoder(LogId)
 _membership_decoder = msgspec.msgpack.Decoder(StoredMembership)
+_owner_decoder = msgspec.msgpack.Decoder(tuple[int, str])
 _encode = msgspec.msgpack.encode
 
 
@@ -403,6 +405,35 @@ class SqliteLogStore(SqliteLogReader):
         def write(conn: sqlite3.Connection) -> None:
             with _Write(conn):
                 _put_meta(conn, "vote", _encode(vote))
+
+        await self._worker.run(write)
+
+    async def check_owner(self, node_id: int, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as this log's owner at the first start
+        on it (durable on return); ``StoreOwnerMismatch``, nothing written, when another
+        node or cluster is recorded. ``Raft.new`` calls it before it reads anything else: a
+        node started on another node's files would run with that node's vote and log."""
+
+        def check(conn: sqlite3.Connection) -> None:
+            with _Write(conn):
+                raw = _get_meta(conn, "owner")
+                if raw is None:
+                    _put_meta(conn, "owner", _encode((node_id, cluster_name)))
+                    return
+                owner_id, owner_cluster = _owner_decoder.decode(raw)
+                if (owner_id, owner_cluster) != (node_id, cluster_name):
+                    raise StoreOwnerMismatch(f"starting node {node_id} on {self._worker._path}", owner_id,
+                                             owner_cluster, node_id, cluster_name)
+
+        await self._worker.run(check)
+
+    async def replace_owner(self, node_id: int, cluster_name: str) -> None:
+        """Record node ``node_id`` of ``cluster_name`` as the owner over any other (durable on
+        return): for an offline forced recovery that renames the cluster."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _Write(conn):
+                _put_meta(conn, "owner", _encode((node_id, cluster_name)))
 
         await self._worker.run(write)
 
