@@ -20,7 +20,11 @@ so that a restart does not end it:
 - it takes entries and snapshots from a leader as any follower does. The first
   AppendEntries whose leader has committed an entry of its own term gives the *target*: the
   leader's committed index then (that leader holds every entry committed before, so the
-  target covers every write acknowledged before the node came back). Once the node's own
+  target covers every write acknowledged before the node came back). A leader of the first
+  term gives it at once (``FIRST_TERM``): nothing was committed before it, so a new
+  cluster's nodes end catching up with their first AppendEntries (they held up every
+  election after the first leader was lost before it committed, and for good: each
+  candidate's log was past the initial membership, and no node caught up). Once the node's own
   committed index reaches the target, it has every such entry; the record is removed and
   the node votes again as any voter.
 
@@ -57,7 +61,13 @@ from ..types import (
 )
 from .identity import DataDirMismatch
 
-__all__ = ["CATCHING_UP_FILE", "CatchUpGuard", "CatchingUp", "GuardedRaft"]
+__all__ = ["CATCHING_UP_FILE", "FIRST_TERM", "CatchUpGuard", "CatchingUp", "GuardedRaft"]
+
+FIRST_TERM = 1
+"""The term of a cluster's first leader: terms start at 0, where no node leads, and only an
+election raises one. A leader of this term is the only one the cluster ever had (a forced
+recovery starts a later term), so its committed index is every commit there was, even
+before it committed an entry of its own (a later leader's may lag its predecessors')."""
 
 log = logging.getLogger("openraft_py.kv")
 
@@ -150,17 +160,25 @@ class CatchUpGuard:
 
     def learn_target(self, req: AppendEntriesRequest) -> bool:
         """Take the target from ``req`` if it is the first from a leader that committed an
-        entry of its own term (its committed index then covers every earlier commit); whether
-        it did (the caller records it)."""
+        entry of its own term (its committed index then covers every earlier commit), or
+        from a leader of the first term (``FIRST_TERM``: no leader came before it, so its
+        committed index, ``-1`` for none, is every commit there was); whether it did (the
+        caller records it)."""
         lc = req.leader_commit
-        if self.target is not None or lc is None or lc.term != req.vote.term:
+        if self.target is not None:
             return False
-        self.target = lc.index
+        if lc is not None and lc.term == req.vote.term:
+            self.target = lc.index
+        elif req.vote.term == FIRST_TERM:
+            self.target = -1 if lc is None else lc.index
+        else:
+            return False
         return True
 
     def caught_up(self, metrics: RaftMetrics) -> bool:
         """Whether the node's committed index reached the target."""
-        return self.target is not None and metrics.committed is not None and metrics.committed.index >= self.target
+        t = self.target
+        return t is not None and (t < 0 or (metrics.committed is not None and metrics.committed.index >= t))
 
     def caught_up_by(self, req: AppendEntriesRequest, resp: AppendEntriesResponse) -> bool:
         """Whether the node holds the target committed once ``req`` was answered ``resp``:
@@ -168,8 +186,10 @@ class CatchUpGuard:
         ``req.leader_commit``. Ends the catching up with the request that taught the target,
         without waiting for the metrics of it (or for the next heartbeat)."""
         lc = req.leader_commit
-        return (self.target is not None and resp.success and resp.matching is not None and lc is not None
-                and min(lc.index, resp.matching.index) >= self.target)
+        t = self.target
+        if t is None or not resp.success:
+            return False
+        return t < 0 or (resp.matching is not None and lc is not None and min(lc.index, resp.matching.index) >= t)
 
     def save(self) -> None:
         """Write the record with the target, durably. Blocking: call it in a worker thread."""

@@ -238,6 +238,25 @@ async def test_the_request_that_teaches_the_target_ends_the_catching_up_when_it_
     assert json.loads((tmp_path / CATCHING_UP_FILE).read_bytes()) == {"target": 1}
 
 
+async def test_the_first_leaders_requests_end_the_catching_up_at_once(tmp_path: Path) -> None:
+    """A new cluster's leader of term 1 lost before it committed an entry of its term: its
+    nodes, all new, refused every later candidate (its log past the initial membership) and
+    none could campaign, so the cluster elected no leader again (a fresh-clone test run on a
+    busy machine). The first term's leader had no predecessor, so its committed index, none
+    yet, is the target: the first request it sends ends the catching up. A later term's
+    leader that has not committed in its term teaches nothing."""
+    first = Vote(LeaderId(1, 1), True)
+    raft = _Served(AppendEntriesResponse(first, True, LogId(1, 1)))
+    guarded = GuardedRaft(raft, CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+    await guarded.append_entries(AppendEntriesRequest(first, LogId(0, 0), [], None))
+    assert not guarded.guard.active and not (tmp_path / CATCHING_UP_FILE).exists()
+    later = Vote(LeaderId(2, 1), True)
+    raft.answer = AppendEntriesResponse(later, True, LogId(1, 1))
+    guarded = GuardedRaft(raft, CatchUpGuard.load(tmp_path, 3, new=True))  # type: ignore[arg-type]
+    await guarded.append_entries(AppendEntriesRequest(later, LogId(1, 1), [], LogId(1, 1)))
+    assert guarded.guard.active and guarded.guard.target is None
+
+
 async def test_the_initialized_node_wins_the_first_election_at_once(cluster: KvCluster) -> None:
     """``init`` ends the catching up before ``initialize``: the election it starts at once
     sends this node's vote requests then (they were held back, and the first term was lost)."""
