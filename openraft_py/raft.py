@@ -496,9 +496,11 @@ class Raft:
 
     async def client_write_many(self, datas: Iterable[bytes | bytearray | memoryview]) -> list[ClientWriteResponse]:
         """Like ``client_write`` for several payloads in one message; results in order.
-        ``TypeError`` if ``datas`` is not an iterable of bytes-like payloads, and
+        ``TypeError`` if ``datas`` is not an iterable of bytes-like payloads,
         ``EntryTooLarge`` (naming its ``position``) if one is longer than
-        ``Config.max_entry_bytes``: then nothing of the call is logged. No payload: ``[]``
+        ``Config.max_entry_bytes``, and ``ValueError`` for more than ``MAX_WRITE_MANY``
+        (``openraft_py.validation``, 2**20) payloads (an iterable is read no further than
+        the one too many): then nothing of the call is logged. No payload: ``[]``
         at once (the node's ``Fatal`` error once it has stopped)."""
         self._check_loop()
         checked = _v.check_payloads(datas)

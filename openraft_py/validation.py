@@ -29,6 +29,7 @@ and ``int`` subclasses alike).
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import types
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_NODE_ID",
     "MAX_ADDR_LEN",
     "MAX_MEMBERS",
+    "MAX_WRITE_MANY",
     "check_node_id",
     "check_index",
     "check_seconds",
@@ -96,6 +98,14 @@ refused with ``ValueError`` once it passed that many, read no further: an endles
 (``itertools.count()``, a generator that never stops) hung the caller's event loop in the
 check. Far above any cluster Raft runs (every voter takes part in every commit). A
 membership may still grow past it one ``add_learner`` at a time."""
+
+MAX_WRITE_MANY: int = 1_048_576
+"""The most payloads one ``Raft.client_write_many`` call takes (2**20). More is refused
+with ``ValueError`` before anything is logged: a list or tuple by its length, another
+iterable once it yielded one more, read no further: an endless one
+(``iter(lambda: b"x", None)``) hung the caller's event loop, and every node on it, while
+the check filled memory. Far above a useful batch (``Config.max_payload_entries``, 300,
+entries go in one AppendEntries); split a larger load into several calls."""
 
 
 # -- API arguments (TypeError / ValueError) ----------------------------------------------------
@@ -153,15 +163,29 @@ def check_payload(data: Any) -> bytes:
 
 def check_payloads(datas: Any) -> list[bytes]:
     """``check_payload`` over an iterable of payloads (a bytes-like object itself, e.g. one
-    ``bytes``, is refused: it is not a list of payloads). ``TypeError`` names the position."""
-    if isinstance(datas, (bytes, bytearray, memoryview, str)) or not isinstance(datas, Iterable):
-        raise TypeError(f"client_write_many takes an iterable of payloads, got {type(datas).__name__}")
+    ``bytes``, is refused: it is not a list of payloads). ``TypeError`` names the position;
+    ``ValueError`` for more than ``MAX_WRITE_MANY`` payloads (an iterable is read no further
+    than the one that is too many)."""
+    t = type(datas)
+    items: Iterable[Any]
+    if t is list or t is tuple:
+        if len(datas) > MAX_WRITE_MANY:
+            raise ValueError(f"client_write_many takes at most {MAX_WRITE_MANY} payloads (MAX_WRITE_MANY), got {len(datas)}")
+        items = datas
+    elif isinstance(datas, (bytes, bytearray, memoryview, str)) or not isinstance(datas, Iterable):
+        raise TypeError(f"client_write_many takes an iterable of payloads, got {t.__name__}")
+    else:
+        items = itertools.islice(datas, MAX_WRITE_MANY + 1)  # one more tells it is too many
     out: list[bytes] = []
-    for i, d in enumerate(datas):
+    for i, d in enumerate(items):
         try:
             out.append(check_payload(d))
         except TypeError as e:
             raise TypeError(f"payload {i}: {e}") from None
+    if len(out) > MAX_WRITE_MANY:
+        raise ValueError(
+            f"client_write_many takes at most {MAX_WRITE_MANY} payloads (MAX_WRITE_MANY): its iterable yields more"
+        )
     return out
 
 

@@ -85,3 +85,21 @@ def test_the_ids_of_one_call_stop_at_max_members() -> None:
         assert next(more) == v.MAX_MEMBERS + 1, "read past the id that was one too many"
     with pytest.raises(ValueError, match=f"members names {v.MAX_MEMBERS + 1} nodes, more than {v.MAX_MEMBERS}"):
         v.check_members({i: BasicNode() for i in range(v.MAX_MEMBERS + 1)})
+
+
+def test_the_payloads_of_one_client_write_many_stop_at_max_write_many() -> None:
+    """``MAX_WRITE_MANY`` payloads are taken; a longer list or tuple is refused by its length,
+    another iterable once it yielded one more, and nothing after that one is read (an
+    endless one, ``iter(lambda: b"x", None)``, hung the caller's event loop filling memory)."""
+    n = v.MAX_WRITE_MANY
+    assert len(v.check_payloads([b"x"] * n)) == n
+    assert len(v.check_payloads(b"x" for _ in range(n))) == n
+    for too_many in ([b"x"] * (n + 1), (b"x",) * (n + 1)):
+        with pytest.raises(ValueError, match=f"^client_write_many takes at most {n} payloads .*, got {n + 1}$"):
+            v.check_payloads(too_many)
+    more = iter([b"x"] * (n + 2))
+    with pytest.raises(ValueError, match=f"^client_write_many takes at most {n} payloads .*: its iterable yields more$"):
+        v.check_payloads(more)
+    assert next(more) == b"x" and next(more, None) is None, "read past the payload that was one too many"
+    with pytest.raises(ValueError, match="yields more"):
+        v.check_payloads(iter(lambda: b"x", None))

@@ -19,7 +19,7 @@ from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPol
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
-from openraft_py.validation import MAX_MEMBERS
+from openraft_py.validation import MAX_MEMBERS, MAX_WRITE_MANY
 
 from .bad_input_helpers import assert_healthy, leader_and_follower, logged_writes, refused, three
 
@@ -71,6 +71,29 @@ async def test_client_write_many_refuses_bad_payloads_all_or_nothing(three: Clus
     leader, _ = leader_and_follower(three)
     before = logged_writes(three)
     await refused(leader.client_write_many(datas), TypeError)  # type: ignore[arg-type]
+    assert logged_writes(three) == before, "part of a refused batch was logged"
+    await assert_healthy(three)
+
+
+def endless_payloads() -> Iterator[bytes]:
+    """``b"x"`` for ever (``iter(lambda: b"x", None)``), except that reading more than
+    ``MAX_WRITE_MANY + 1`` of them fails the test: a check that does not stop would hang
+    it, and fill memory."""
+    for i in itertools.count():
+        if i > MAX_WRITE_MANY:
+            raise AssertionError(f"read {i + 1} payloads: the check does not stop at MAX_WRITE_MANY")
+        yield b"x"
+
+
+async def test_client_write_many_refuses_an_endless_iterable_at_max_write_many(three: Cluster) -> None:
+    """``client_write_many(iter(lambda: b"x", None))`` hung the caller's event loop, and
+    every node on it, while the check read the payloads into a list for ever."""
+    leader, _ = leader_and_follower(three)
+    before = logged_writes(three)
+    err = await refused(leader.client_write_many(endless_payloads()), ValueError)
+    assert str(err) == f"client_write_many takes at most {MAX_WRITE_MANY} payloads (MAX_WRITE_MANY): its iterable yields more"
+    err = await refused(leader.client_write_many([b"x"] * (MAX_WRITE_MANY + 1)), ValueError)
+    assert str(err).endswith(f"got {MAX_WRITE_MANY + 1}")
     assert logged_writes(three) == before, "part of a refused batch was logged"
     await assert_healthy(three)
 
