@@ -41,7 +41,14 @@ import msgspec
 from .core.restore import restore_state
 from .errors import StorageError
 from .types import Entry, LogId, Membership, NodeId, StoredMembership, Vote
-from .validation import MAX_TERM
+from .validation import (
+    LOG_STORAGE_METHODS,
+    MAX_TERM,
+    STATE_MACHINE_METHODS,
+    check_bool,
+    check_implements,
+    check_node_id,
+)
 
 if TYPE_CHECKING:
     from .storage import RaftLogStorage, RaftStateMachine
@@ -105,8 +112,16 @@ async def force_sole_voter(
     sole voter (a uniform membership whose one config is ``{node_id}``: it needs no other
     node to commit; ``AlreadySoleVoter``, a ``ValueError``), or has seen ``MAX_TERM``;
     ``StorageError`` when the stores fail, are inconsistent, or the entry
-    could not be made durable. The vote is saved before the entry is appended: a crash
-    between leaves the node in its old membership with a higher term (run it again)."""
+    could not be made durable. ``TypeError``/``ValueError`` before anything is read for a
+    ``node_id`` that is not a node id (``True``, ``1.0``, ``"1"``: a vote and a membership of
+    node ``True`` were written), a ``write`` that is not a ``bool`` (``write="no"`` wrote),
+    or stores that do not implement their protocols (given in the wrong order, say). The
+    vote is saved before the entry is appended: a crash between leaves the node in its old
+    membership with a higher term (run it again)."""
+    node_id = check_node_id(node_id)
+    check_bool(write, "write")
+    check_implements(log_store, "log_store", "RaftLogStorage", LOG_STORAGE_METHODS)
+    check_implements(state_machine, "state_machine", "RaftStateMachine", STATE_MACHINE_METHODS)
     state, _cache = await restore_state(node_id, log_store, state_machine)
     previous = state.membership.effective
     old = previous.membership
@@ -152,8 +167,14 @@ async def replace_owners(
     Contract: as ``force_sole_voter``'s (stopped node, open stores). Raises ``TypeError``,
     before writing anything, for a store that has ``check_owner`` but no
     ``replace_owner(node_id, cluster_name)`` coroutine method (it could not start under the
-    new name); ``TypeError``/``ValueError`` for a bad ``node_id`` or ``cluster_name``;
+    new name); ``TypeError``/``ValueError`` for a bad ``node_id`` or ``cluster_name``
+    (checked here, also when no store records an owner);
     ``StorageError`` when a write fails (run it again: it is idempotent)."""
+    node_id = check_node_id(node_id)
+    if not isinstance(cluster_name, str):
+        raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+    if not cluster_name:
+        raise ValueError("cluster_name must not be empty")
     stores = [s for s in (log_store, state_machine) if getattr(s, "check_owner", None) is not None]
     for store in stores:
         if not asyncio.iscoroutinefunction(getattr(store, "replace_owner", None)):

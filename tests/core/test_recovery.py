@@ -70,3 +70,29 @@ async def test_replace_owners_renames_the_cluster_the_stores_record() -> None:
     assert other.owner == (1, "old")
     with pytest.raises(ValueError, match="must not be empty"):
         await replace_owners(1, "", log, sm)
+
+
+async def test_force_sole_voter_and_replace_owners_refuse_bad_arguments_before_anything() -> None:
+    """``force_sole_voter(True, ...)`` (or ``1.0``) wrote a vote and a membership of node
+    ``True``; ``write="no"`` wrote (any truthy value did); stores given in the wrong order
+    failed with an ``AttributeError``; ``replace_owners`` checked nothing when no store
+    records an owner. Each is refused now, the stores unchanged."""
+    old = Membership.new([{1, 2, 3}], {i: BasicNode(f"h{i}:1") for i in (1, 2, 3)})
+    log, sm = MemLogStore(), MemStateMachine()
+    log.append_durable([Entry(LogId(0, 0), old), Entry(LogId(3, 1), Normal(b"a"))])
+    for node_id, error in ((True, TypeError), (1.0, TypeError), ("1", TypeError), (-1, ValueError)):
+        with pytest.raises(error, match=r"^node id must be"):
+            await force_sole_voter(node_id, log, sm)  # type: ignore[arg-type]
+    for write in ("no", 0, None):
+        with pytest.raises(TypeError, match=r"^write must be a bool"):
+            await force_sole_voter(1, log, sm, write=write)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^log_store must implement RaftLogStorage: MemStateMachine has no method"):
+        await force_sole_voter(1, sm, log)  # type: ignore[arg-type]
+    assert await log.read_vote() is None
+    assert (await log.get_log_state()).last_log_id == LogId(3, 1)
+    assert (await force_sole_voter(1, log, sm)).written is True
+    for node_id, name, match in ((True, "c", r"^node id must be an int"), (1, 7, r"^cluster_name must be a str")):
+        with pytest.raises(TypeError, match=match):
+            await replace_owners(node_id, name, object(), object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^cluster_name must not be empty$"):
+        await replace_owners(1, "", object(), object())  # type: ignore[arg-type]
