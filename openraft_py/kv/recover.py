@@ -10,7 +10,8 @@ guide's "Losing a majority", the design in ``docs/design/force-recover.md``).
 It works on the data directory of a stopped node. It refuses (exit 1, nothing changed) when
 the directory is not a node's (no ``node.json``), is used by another process (the node is
 running: its ``flock``), holds a node still catching up (``catching-up.json``: it may lack
-committed writes), a node never initialized, removed from its membership or already the only
+committed writes), a ``log/`` or ``sm/`` whose owner record names another node or cluster (as
+``serve`` refuses it), a node never initialized, removed from its membership or already the only
 voter, when the new cluster name is the node's current one (or the one an earlier forced
 recovery left), and when any other voter of its
 membership answers ``GET /cluster/status`` at its HTTP address within ``--timeout`` with a
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..errors import StorageError
+from ..errors import StorageError, StoreOwnerMismatch
 from ..network.wire import MAX_NAME_LEN
 from ..recovery import AlreadySoleVoter, SoleVoterPlan, force_sole_voter, replace_owners
 from ..types import Membership, NodeId
@@ -54,6 +55,7 @@ from .identity import (
     DataDirMismatch,
     check_stores,
     lock_data_dir,
+    owner_mismatch,
     read_identity,
     record_identity,
 )
@@ -174,6 +176,26 @@ def _next_steps(plan: SoleVoterPlan, data_dir: Path, new_name: str) -> list[str]
     ]
 
 
+def _check_owners(
+    data_dir: Path,
+    node_id: NodeId,
+    names: tuple[str, str | None],
+    log_owner: tuple[NodeId, str] | None,
+    sm_owner: tuple[NodeId, str] | None,
+) -> None:
+    """``Refused``, worded as ``serve`` refuses it (``owner_mismatch``), when the owner record
+    of the log store (``log_owner``) or of the state machine (``sm_owner``) names another node
+    than ``node_id`` or a cluster other than ``names`` (the node's, and the one an interrupted
+    recovery was renaming it to): ``log/`` or ``sm/`` came from another node's directory, and
+    the recovery would have made this node the sole voter on that node's vote and log, then
+    overwritten the record (``replace_owners``) that told. A store without a record (an
+    earlier version's) passes, as ``serve`` adopts it."""
+    for owner, what in ((log_owner, "log store"), (sm_owner, "state machine")):
+        if owner is not None and (owner[0] != node_id or owner[1] not in names):
+            e = StoreOwnerMismatch(f"opening {what}", owner[0], owner[1], node_id, names[0], what=what)
+            raise Refused(str(owner_mismatch(data_dir, e)))
+
+
 async def force_recover(
     data_dir: Path, new_name: str, confirmed: bool, peer_timeout: float, say: Callable[[str], None]
 ) -> SoleVoterPlan | None:
@@ -229,6 +251,7 @@ async def _recover_locked(
     try:
         sm = await KvStateMachine.open(data_dir / SM_DIR)
         try:
+            _check_owners(data_dir, record.node_id, (old_name, pending), log_store.owner, sm.owner)
             try:
                 plan = await force_sole_voter(record.node_id, log_store, sm, write=False)
             except AlreadySoleVoter as e:

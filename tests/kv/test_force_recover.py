@@ -27,7 +27,7 @@ from openraft_py.kv.identity import IDENTITY_FILE, DataDirMismatch, read_identit
 from openraft_py.kv.node import KvNode
 from openraft_py.kv.recover import CONFIRM_FLAG
 from openraft_py.kv.rejoin import CATCHING_UP_FILE
-from openraft_py.recovery import force_sole_voter
+from openraft_py.recovery import force_sole_voter, replace_owners
 from openraft_py.storage.rocks import RocksLogStore
 from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import LogState, Vote
@@ -228,6 +228,43 @@ async def test_refused_for_the_same_cluster_name_a_catching_up_node_or_one_never
     assert await _recover_async(fresh.opts.data_dir, CONFIRM_FLAG) == 1
     assert "never initialized" in capsys.readouterr().err
 
+
+async def test_refused_for_a_store_of_another_node_whose_record_it_would_overwrite(
+        cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """``log/`` (or ``sm/``) of node 2 in node 1's directory (swapped in, a copied image),
+    which ``serve`` refuses by the store's owner record: force-recover made node 1 the sole
+    voter on node 2's vote and log and then overwrote the record with node 1's (after which
+    nothing could tell); now it is refused as ``serve`` words it, nothing changed."""
+    dirs = await _three_stopped(cluster)
+    d1, d2 = Path(dirs[1]), Path(dirs[2])
+    own = d1.with_name("n1-own")
+    shutil.copytree(d1, own)
+    for sub, holds in (("log", "the log and vote"), ("sm", "the state machine")):
+        shutil.rmtree(d1)
+        shutil.copytree(own, d1)
+        shutil.rmtree(d1 / sub)
+        shutil.copytree(d2 / sub, d1 / sub)
+        before = await _snapshot_of(dirs[1])
+        assert await _recover_async(dirs[1], CONFIRM_FLAG) == 1
+        err = capsys.readouterr().err
+        assert f"{d1 / sub} holds {holds} of node 2, not node 1 (its own record says so)" in err, err
+        assert await _snapshot_of(dirs[1]) == before
+        async with await RocksLogStore.open(d1 / "log") as log, await KvStateMachine.open(d1 / "sm") as sm:
+            assert {log.owner, sm.owner} <= {(1, "kv-test"), (2, "kv-test")}
+
+
+async def test_a_recovery_interrupted_after_the_owner_records_is_finished(cluster: KvCluster) -> None:
+    """Killed after the stores' owner records got the new name and before ``node.json`` did:
+    the records name the cluster the recovery was going to, which the check of the records
+    takes, and the same command again finishes it."""
+    dirs = await _three_stopped(cluster)
+    d = Path(dirs[1])
+    async with await RocksLogStore.open(d / "log") as log, await KvStateMachine.open(d / "sm") as sm:
+        await force_sole_voter(1, log, sm)
+        await replace_owners(1, "kv-test-2", log, sm)
+    (d / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_name": "kv-test", "recovering_to": "kv-test-2"}))
+    assert await _recover_async(dirs[1], CONFIRM_FLAG) == 0
+    assert read_identity(d).cluster_name == "kv-test-2"
 
 async def test_an_interrupted_recovery_is_refused_by_serve_and_finished_by_a_second_run(
         cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
