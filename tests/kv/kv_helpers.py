@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -117,3 +118,14 @@ class KvCluster:
                 await self.session.close()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def until_true(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Until ``cond()`` is true, checked every 20 ms; ``TimeoutError`` naming ``what``."""
+    async def wait() -> None:
+        while not cond():
+            await asyncio.sleep(0.02)
+    try:
+        await asyncio.wait_for(wait(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not within {timeout}s") from None

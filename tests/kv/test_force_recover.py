@@ -33,6 +33,7 @@ from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import LogState, Vote
 
 from .kv_helpers import KvCluster
+from .kv_helpers import until_true as _until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,14 +49,6 @@ async def cluster() -> AsyncIterator[KvCluster]:
         await c.close()
 
 
-async def _until(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    async def wait() -> None:
-        while not cond():
-            await asyncio.sleep(0.02)
-    try:
-        await asyncio.wait_for(wait(), timeout)
-    except TimeoutError:
-        raise TimeoutError(f"{what}: not within {timeout}s") from None
 
 
 def _recover(data_dir: str, *extra: str, name: str = "kv-test-2") -> int:

@@ -8,7 +8,7 @@ import asyncio
 import json
 import shutil
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from openraft_py.types import (
 )
 
 from .kv_helpers import KvCluster, url
+from .kv_helpers import until_true as _until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,15 +45,6 @@ async def cluster() -> AsyncIterator[KvCluster]:
         await c.close()
 
 
-async def _until(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Until ``cond()`` is true; ``TimeoutError`` naming ``what``."""
-    async def wait() -> None:
-        while not cond():
-            await asyncio.sleep(0.02)
-    try:
-        await asyncio.wait_for(wait(), timeout)
-    except TimeoutError:
-        raise TimeoutError(f"{what}: not within {timeout}s") from None
 
 
 def _leader_among(c: KvCluster, ids: list[int]) -> int | None:
