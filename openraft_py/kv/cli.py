@@ -321,8 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     force.add_argument("--new-cluster-name", required=True, metavar="NAME", type=_cluster_name,
                        help="the recovered cluster's name, other than the node's (every node of it is started with "
                        "--cluster-name NAME; the old voters are refused at the handshake)")
-    force.add_argument(CONFIRM_FLAG, dest="confirmed", action="store_true",
-                       help="do it (without it: show the plan, change nothing)")
+    mode = force.add_mutually_exclusive_group()
+    mode.add_argument(CONFIRM_FLAG, dest="confirmed", action="store_true",
+                      help="do it (without it: show the plan, change nothing)")
+    mode.add_argument("--abort", action="store_true",
+                      help="give up a recovery to NAME that was interrupted before its membership entry was written, "
+                      "so the node may rejoin its old cluster (whose voters came back)")
     force.add_argument("--timeout", type=_timeout, default=2.0, metavar="S",
                        help="seconds to wait for the other voters' answer to GET /cluster/status (default 2)")
     force.set_defaults(run=_cluster_force_recover)
@@ -464,10 +468,13 @@ def _print_json(obj: Any) -> None:
 async def _cluster_force_recover(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .recover import Refused, force_recover
+    from .recover import Refused, abort_recovery, force_recover
 
     try:
-        await force_recover(Path(args.data_dir), args.new_cluster_name, args.confirmed, args.timeout, print)
+        if args.abort:
+            await abort_recovery(Path(args.data_dir), args.new_cluster_name, print)
+        else:
+            await force_recover(Path(args.data_dir), args.new_cluster_name, args.confirmed, args.timeout, print)
     except Refused as e:
         raise CliError(str(e)) from None
     return EXIT_OK

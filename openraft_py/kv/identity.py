@@ -122,7 +122,8 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
             f"{data_dir} holds node {found.node_id} in the middle of a forced recovery from cluster "
             f"{found.cluster_name!r} to cluster {found.recovering_to!r} that did not finish (interrupted?): run "
             f"'openraft-py cluster force-recover --data-dir {data_dir} --new-cluster-name {found.recovering_to} "
-            "--i-know-writes-may-be-lost' again to finish it"
+            "--i-know-writes-may-be-lost' again to finish it (or the same with --abort instead of the last flag to "
+            "give it up, if its old voters came back)"
         )
     if found.node_id != node_id:
         raise DataDirMismatch(

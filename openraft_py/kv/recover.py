@@ -62,7 +62,7 @@ from .identity import (
 from .nodes import addrs_of
 from .rejoin import CATCHING_UP_FILE
 
-__all__ = ["CONFIRM_FLAG", "Refused", "check_cluster_name", "force_recover"]
+__all__ = ["CONFIRM_FLAG", "Refused", "abort_recovery", "check_cluster_name", "force_recover"]
 
 CONFIRM_FLAG = "--i-know-writes-may-be-lost"
 """The flag without which ``force-recover`` only shows what it would do."""
@@ -194,6 +194,62 @@ def _check_owners(
         if owner is not None and (owner[0] != node_id or owner[1] not in names):
             e = StoreOwnerMismatch(f"opening {what}", owner[0], owner[1], node_id, names[0], what=what)
             raise Refused(str(owner_mismatch(data_dir, e)))
+
+
+async def abort_recovery(data_dir: Path, new_name: str, say: Callable[[str], None]) -> None:
+    """``cluster force-recover --abort``: give up a forced recovery that was interrupted
+    before its membership entry was written (``node.json``'s ``recovering_to`` is
+    ``new_name``), so the node may rejoin its old cluster, whose voters came back after all
+    (the recovery itself refuses while they answer, and ``serve`` refuses the directory
+    until the recovery is finished or given up). What the run may have written before the
+    entry, a vote of a new term for the node, leaves it a follower of its old membership with
+    a higher term (its restart elects nothing by itself; its log is compared as any
+    candidate's). ``Refused``, nothing changed, when no recovery is under way, ``new_name``
+    is not the one under way, or the entry was written: the node is then the only voter of a
+    membership of its own, and started in its old cluster it could lead alone (run the
+    recovery again to finish it)."""
+    if not (data_dir / IDENTITY_FILE).exists():
+        raise Refused(f"{data_dir} is not a node's data directory (it holds no {IDENTITY_FILE})")
+    try:
+        lock = lock_data_dir(data_dir)
+    except StorageError as e:
+        raise Refused(f"{data_dir} is in use by another process (the node is running? stop it first): {e}") from None
+    try:
+        try:
+            record = await asyncio.to_thread(read_identity, data_dir)
+        except DataDirMismatch as e:
+            raise Refused(str(e)) from None
+        if record.recovering_to is None:
+            raise Refused(f"{data_dir} holds no forced recovery under way: there is nothing to abort")
+        if record.recovering_to != new_name:
+            raise Refused(f"the recovery under way in {data_dir} is to cluster {record.recovering_to!r}, not "
+                          f"{new_name!r}: give --new-cluster-name {record.recovering_to}")
+        from ..storage.rocks import RocksLogStore
+        from .commands import KvStateMachine
+
+        log_store = await RocksLogStore.open(data_dir / LOG_DIR)
+        try:
+            sm = await KvStateMachine.open(data_dir / SM_DIR)
+            try:
+                try:
+                    await force_sole_voter(record.node_id, log_store, sm, write=False)
+                except AlreadySoleVoter:
+                    raise Refused(
+                        f"the recovery already wrote its membership entry: node {record.node_id} is the only voter of a "
+                        "membership of its own, and started in its old cluster it could lead alone; it cannot be "
+                        f"given up: run it again to finish it (--new-cluster-name {new_name})") from None
+                except ValueError as e:
+                    raise Refused(str(e)) from None
+            finally:
+                await sm.aclose()
+        finally:
+            await log_store.aclose()
+        await asyncio.to_thread(record_identity, data_dir, record.node_id, record.cluster_name,
+                                recovered_from=record.recovered_from)
+        say(f"aborted: node {record.node_id} is a node of cluster {record.cluster_name!r} again (its membership "
+            f"unchanged; its term may be higher): start it with --cluster-name {record.cluster_name}")
+    finally:
+        os.close(lock)
 
 
 async def force_recover(

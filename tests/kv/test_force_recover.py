@@ -299,6 +299,59 @@ async def test_a_recovery_interrupted_after_its_entry_renames_the_stores_owner(c
     assert await node.read("k9", "linearizable") == "v9"
 
 
+async def test_a_recovery_interrupted_before_its_entry_is_given_up_with_abort(
+        cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed after ``node.json`` recorded the recovery and the vote of the new term was
+    saved, before the membership entry; then the old voters came back. ``serve`` refuses the
+    directory (it says how to give the recovery up), the recovery refuses (the voters
+    answer): ``--abort`` gives it up and the node rejoins its old cluster with its data. Once
+    the entry is written, ``--abort`` is refused (the node could lead alone in its old
+    cluster). Without ``--abort`` the directory was stuck: only editing ``node.json`` by
+    hand got it out."""
+    dirs = await _three_stopped(cluster, keep_running=(2, 3))
+    d = Path(dirs[1])
+    async with await RocksLogStore.open(d / "log") as log:
+        before = await log.get_log_state()
+        vote = await log.read_vote()
+        assert vote is not None
+        await log.save_vote(Vote.new(vote.term + 1, 1, committed=True))  # as the run does first
+    (d / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_name": "kv-test", "recovering_to": "kv-test-2"}))
+    with pytest.raises(DataDirMismatch, match="with --abort instead of the last flag to give it up"):
+        await KvNode(cluster.nodes[1].opts).start()
+    assert await _recover_async(dirs[1], CONFIRM_FLAG) == 1
+    assert "other voters of node 1's membership answer" in capsys.readouterr().err
+    assert await _recover_async(dirs[1], "--abort", name="kv-test-3") == 1
+    assert "is to cluster 'kv-test-2', not 'kv-test-3'" in capsys.readouterr().err
+    assert await _recover_async(dirs[1], "--abort") == 0
+    assert "aborted: node 1 is a node of cluster 'kv-test' again" in capsys.readouterr().out
+    record = read_identity(d)
+    assert (record.cluster_name, record.recovering_to) == ("kv-test", None)
+    async with await RocksLogStore.open(d / "log") as log:
+        assert await log.get_log_state() == before  # no entry was written
+    assert await _recover_async(dirs[1], "--abort") == 1  # nothing under way any more
+    assert "no forced recovery under way" in capsys.readouterr().err
+    node1 = cluster.nodes[1] = KvNode(cluster.nodes[1].opts)
+    await node1.start()
+    leader = await cluster.wait_leader()
+    index = await leader.put("back", "yes")
+    await _until("node 1 applied the new write", lambda: node1.raft is not None and node1.raft.metrics.last_applied
+                 is not None and node1.raft.metrics.last_applied.index >= index)
+    assert await node1.read("k9", "local") == "v9" and await node1.read("back", "local") == "yes"
+
+
+async def test_abort_is_refused_once_the_recovery_wrote_its_entry(cluster: KvCluster,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    dirs = await _three_stopped(cluster)
+    d = Path(dirs[1])
+    async with await RocksLogStore.open(d / "log") as log, await KvStateMachine.open(d / "sm") as sm:
+        await force_sole_voter(1, log, sm)
+    (d / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_name": "kv-test", "recovering_to": "kv-test-2"}))
+    assert await _recover_async(dirs[1], "--abort") == 1
+    assert "already wrote its membership entry" in capsys.readouterr().err
+    assert read_identity(d).recovering_to == "kv-test-2"
+    assert await _recover_async(dirs[1], "--abort", CONFIRM_FLAG) == 2  # one or the other
+
+
 async def test_a_lost_voter_that_comes_back_is_refused_by_the_new_cluster(cluster: KvCluster) -> None:
     """Node 2 was thought lost but comes back with its data: under the new cluster name its
     record refuses it; under the old one, the recovered node 1 refuses it at the handshake,
