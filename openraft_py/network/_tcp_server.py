@@ -8,6 +8,7 @@ import asyncio.sslproto
 import ipaddress
 import logging
 import os
+import resource
 import socket
 from collections import deque
 from ssl import PROTOCOL_TLS_CLIENT, SSLContext
@@ -63,7 +64,7 @@ from .wire import (
     split_payload,
 )
 
-__all__ = ["ServedRaft", "TcpServer"]
+__all__ = ["ServedRaft", "TcpServer", "DEFAULT_MAX_CONNECTIONS", "tcp_connection_limit"]
 
 
 class ServedRaft(RaftServer, Protocol):
@@ -128,6 +129,26 @@ DEFAULT_MIN_FRAME_RATE = 16 * 1024
 at, on average, after its ``frame_timeout``. Far below any link a cluster can work on (a
 leader waits ``Config.install_snapshot_timeout``, 200 ms by default, for a whole snapshot
 chunk), and still enough to close a peer that trickles a frame."""
+
+DEFAULT_MAX_CONNECTIONS = 256
+"""The most connections a ``TcpServer`` holds open at once when ``start`` is given no
+``max_connections`` (fewer under a low descriptor limit: ``tcp_connection_limit``)."""
+
+
+def tcp_connection_limit() -> int:
+    """``TcpServer.start``'s default ``max_connections``: ``DEFAULT_MAX_CONNECTIONS``, but at
+    most a quarter of the process's soft limit of open files (``RLIMIT_NOFILE``), and at
+    least 8. Each connection takes a file descriptor, and the node's stores need others: 250
+    connections that sent nothing (a stranger, a misconfigured peer), each reopened as soon
+    as ``handshake_timeout`` closed it, took the last descriptors of a node limited to 256,
+    and its next snapshot build failed ("Too many open files": the node stopped). A quarter
+    leaves the rest to the stores, the peers' outgoing connections and (in the key-value
+    service) the HTTP port, which takes at most half."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return min(DEFAULT_MAX_CONNECTIONS, max(8, soft // 4))
+
 
 YIELD_MAX_ENTRIES = 16
 """A follower yields after answering (``TcpServer.start(yield_after_answer=...)``) only a
@@ -765,7 +786,7 @@ class TcpServer:
         membership_check_interval: float = 0.1,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_inflight: int = 64,
-        max_connections: int = 256,
+        max_connections: int | None = None,
         idle_timeout: float = 60.0,
         handshake_timeout: float = 5.0,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
@@ -809,7 +830,11 @@ class TcpServer:
         - ``max_connections``: connections open at once. At the limit a new connection
           takes the place of the one that has waited longest for its handshake (closed,
           logged at WARNING); when every open connection has completed it, the new one is
-          closed on accept.
+          closed on accept. ``None`` (default): ``tcp_connection_limit()``, that is
+          ``DEFAULT_MAX_CONNECTIONS`` (256) but at most a quarter of the process's soft
+          limit of open files (64 under a limit of 256), so that a burst of connections
+          cannot take the descriptors the node's stores need. A number given is used as
+          is: keep it well under the descriptor limit.
         - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
           long is closed. ``handshake_timeout``: a connection must complete the handshake
           within this (and, with ``ssl``, the TLS handshake too).
@@ -844,13 +869,15 @@ class TcpServer:
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
         refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at
-        least 1), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node
+        least 1; ``max_connections`` may be ``None``), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node
         id, ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
         Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
         use or not allowed, the address is not this machine's, or (``socket.gaierror``)
         ``host`` is a name that does not resolve. A start cancelled by its caller leaves
         nothing listening.
         """
+        if max_connections is None:
+            max_connections = tcp_connection_limit()
         self = cls._unbound(
             raft,
             cluster_name,

@@ -281,6 +281,68 @@ async def test_silent_connections_do_not_take_the_node_s_last_file_descriptors()
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def test_silent_raft_connections_do_not_take_the_node_s_last_file_descriptors() -> None:
+    """The same on the raft port: 250 connections that send no hello, each reopened soon
+    after the server closes it (a stranger, a misconfigured peer), to a ``serve`` limited to
+    256 descriptors. The server held up to ``max_connections`` (256) of them, so they took
+    the node's last descriptors: its snapshot build failed ("Too many open files") and the
+    node stopped within 50 writes. It now holds at most a quarter of the limit (64: the
+    default ``TcpServer`` limit, ``tcp_connection_limit``), says so once, and goes on."""
+    root = tempfile.mkdtemp(prefix="kv-rfds-")
+    p = ServeProc(1, root)
+    conns: list[asyncio.StreamWriter] = []
+    holding = True
+
+    async def hold(host: str, port: int) -> None:  # one connection open at a time, never a hello
+        while holding:
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            conns.append(writer)
+            try:
+                await reader.read()  # until the server closes it
+            except OSError:
+                pass
+            writer.close()
+            await asyncio.sleep(0.2)
+
+    holders: list[asyncio.Task[None]] = []
+    try:
+        p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
+        async with aiohttp.ClientSession() as s:
+            await until(lambda: status(s, p), 30, "node 1 answering")
+            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
+            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
+                assert r.status == 200, await r.text()
+            host, port = p.raft_addr.rsplit(":", 1)
+            holders = [asyncio.create_task(hold(host, int(port))) for _ in range(250)]
+            await until(lambda: _async(len(conns) >= 250), 30, "250 connections to the raft port")
+            for i in range(120):  # two snapshot builds (the second up to index 99), each opening new files
+                assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
+            assert p.proc is not None and p.proc.poll() is None
+            st = await status(s, p)
+            assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
+        limit = [r for r in p.logs() if "too many connections (64)" in str(r.get("msg"))]
+        assert 1 <= len(limit) <= 2, limit  # logged once for the host (FailureLog), not per connection
+    finally:
+        holding = False
+        for t in holders:
+            t.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        for w in conns:
+            w.close()
+        p.kill()
+        if p.proc is not None:
+            p.proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
 def test_serve_refuses_bad_flags_and_reports_start_failures() -> None:
     root = tempfile.mkdtemp(prefix="kv-proc-")
     holder = None

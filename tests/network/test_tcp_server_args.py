@@ -37,7 +37,9 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     *[({name: v}, ValueError, f"{name} must be finite") for name in SECONDS + ("drain_timeout",) for v in (math.nan, math.inf, -math.inf)],
     *[({name: v}, ValueError, f"{name} must be above 0") for name in SECONDS for v in (0, -1.5)],
     ({"drain_timeout": -0.5}, ValueError, "drain_timeout must be at least 0"),
-    *[({name: v}, TypeError, f"{name} must be an int") for name in COUNTS for v in (1e9, 100.5, "100", None, True)],
+    # (``max_connections=None`` is its default: ``tcp_connection_limit()``)
+    *[({name: v}, TypeError, f"{name} must be an int") for name in COUNTS for v in (1e9, 100.5, "100", None, True)
+      if not (name == "max_connections" and v is None)],
     *[({name: low - 1}, ValueError, f"{name} must be at least {low}") for name, low in COUNTS.items()],
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str"),

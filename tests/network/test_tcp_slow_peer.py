@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import struct
 from typing import Any
@@ -28,7 +29,7 @@ import pytest
 
 from openraft_py._core import FrameReader
 from openraft_py.network import wire
-from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, tcp_connection_limit
 from openraft_py.types import BasicNode, VoteRequest, VoteResponse
 
 from .test_tcp import OPT, V1, FakeRaft, _pair, _until
@@ -430,3 +431,55 @@ async def test_with_tls_a_connection_stuck_in_the_tls_handshake_makes_room_too(
         await server.close()
         await factory.close()
         await plain.close()
+
+
+def _nofile_limit(monkeypatch: pytest.MonkeyPatch, soft: int) -> None:
+    """Make the process's soft limit of open files read as ``soft`` (the hard one unchanged)."""
+    real = resource.getrlimit
+
+    def getrlimit(which: int) -> tuple[int, int]:
+        return (soft, real(which)[1]) if which == resource.RLIMIT_NOFILE else real(which)
+
+    monkeypatch.setattr(resource, "getrlimit", getrlimit)
+
+
+async def test_the_default_connection_limit_leaves_most_descriptors_to_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_connections`` left out is ``DEFAULT_MAX_CONNECTIONS`` (256), but at most a
+    quarter of the soft limit of open files (at least 8): it was 256 whatever the limit, so
+    250 silent connections to a node limited to 256 descriptors took its last ones, and its
+    next snapshot build failed (the node stopped). A number given is kept."""
+    for soft, limit in ((resource.RLIM_INFINITY, 256), (1 << 20, 256), (1024, 256), (256, 64), (40, 10), (16, 8)):
+        _nofile_limit(monkeypatch, soft)
+        assert tcp_connection_limit() == limit, soft
+    _nofile_limit(monkeypatch, 256)
+    raft = FakeRaft()
+    server = await TcpServer.start(raft, "127.0.0.1", 0, "c")
+    explicit = await TcpServer.start(raft, "127.0.0.1", 0, "c", max_connections=300)
+    try:
+        assert server.max_connections == 64 and explicit.max_connections == 300
+    finally:
+        await server.close()
+        await explicit.close()
+
+
+async def test_a_burst_of_silent_connections_holds_at_most_the_limit_and_a_peer_gets_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100 connections at once that send nothing, to a server started without
+    ``max_connections`` in a process limited to 64 descriptors: it holds 16 of them (the
+    rest closed as they come), and a real peer's request still gets through."""
+    _nofile_limit(monkeypatch, 64)
+    raft, server, factory, client = await _pair(handshake_timeout=30.0, idle_timeout=30.0)
+    silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        assert server.max_connections == 16
+        silent = list(await asyncio.gather(*(asyncio.open_connection("127.0.0.1", server.port) for _ in range(100))))
+        await asyncio.wait_for(_until(lambda: server.dropped >= 100 - 16), 10)
+        assert server.connections <= 16
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        assert server.connections <= 16
+    finally:
+        for _, w in silent:
+            w.close()
+        await server.close()
+        await factory.close()
