@@ -829,8 +829,9 @@ class TcpServer:
           connection is not read meanwhile.
         - ``max_connections``: connections open at once. At the limit a new connection
           takes the place of the one that has waited longest for its handshake (closed,
-          logged at WARNING); when every open connection has completed it, the new one is
-          closed on accept. ``None`` (default): ``tcp_connection_limit()``, that is
+          logged at WARNING); when every open connection has completed it, of the quietest
+          of a sender holding several (a node keeps one connection to each peer); when no
+          sender holds several either, the new one is closed on accept. ``None`` (default): ``tcp_connection_limit()``, that is
           ``DEFAULT_MAX_CONNECTIONS`` (256) but at most a quarter of the process's soft
           limit of open files (64 under a limit of 256), so that a burst of connections
           cannot take the descriptors the node's stores need. A number given is used as
@@ -1039,19 +1040,41 @@ class TcpServer:
         return self
 
     def _make_room(self) -> bool:
-        """At ``max_connections``: close the connection that has waited longest for its
-        handshake, if any, so that a new one can be accepted; return whether one was closed.
-        Otherwise clients that connect and never complete the handshake, reconnecting each
-        time ``handshake_timeout`` closes them, keep the slots for good and every real peer
-        that has to reconnect out (the new connection was the one refused)."""
+        """At ``max_connections``: close an open connection so that a new one can be
+        accepted, if one may give way; return whether one was closed.
+
+        First the connection that has waited longest for its handshake: clients that
+        connect and never complete the handshake, reconnecting each time
+        ``handshake_timeout`` closes them, otherwise keep the slots for good and every real
+        peer that has to reconnect out (the new connection was the one refused). When every
+        open connection has completed it: the quietest (the longest since it sent anything)
+        of the connections, with nothing in flight, of a sender that holds several. A node's
+        ``TcpNetworkFactory`` keeps one connection to each peer, so a sender's older one is
+        dead (the peer reconnected, its old connection not seen closed yet) or not a real
+        peer's: a client claiming a member's id again and again (a misconfigured peer, or a
+        stranger who knows the cluster's name, without ``peer_id_of_cert``) otherwise held
+        every slot for ``idle_timeout`` and refused every reconnecting member meanwhile."""
         waiting = [c for c in self._conns if c.sender is None and not c.closed]
-        if not waiting:
+        if waiting:
+            oldest = min(waiting, key=lambda c: c.number)
+            # (Logged per host: a client that opens connections in a loop makes one each time.)
+            reason = (f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
+                      f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one")
+            oldest._drop_repeating(reason, "makes room")
+            return True
+        by_sender: dict[NodeId, list[_ServerConnection]] = {}
+        for c in self._conns:
+            if c.sender is not None and not c.closed:
+                by_sender.setdefault(c.sender, []).append(c)
+        spare = [c for held in by_sender.values() if len(held) > 1 for c in held if not c.tasks]
+        if not spare:
             return False
-        oldest = min(waiting, key=lambda c: c.number)
-        # (Logged per host: a client that opens connections in a loop makes one each time.)
-        reason = (f"too many connections ({self.max_connections}): the one waiting longest for its handshake "
-                  f"({self._loop.time() - oldest.opened:.1f}s) makes room for a new one")
-        oldest._drop_repeating(reason, "makes room")
+        quietest = min(spare, key=lambda c: (c.last_activity, c.number))
+        held_by_it = len(by_sender[quietest.sender])  # type: ignore[index]  # not None: in by_sender
+        reason = (f"too many connections ({self.max_connections}): node {quietest.sender} holds "
+                  f"{held_by_it}, and this one, silent for "
+                  f"{self._loop.time() - quietest.last_activity:.1f}s, makes room for a new one")
+        quietest._drop_repeating(reason, "makes room")
         return True
 
     def _refusal_log(self, host: str, node_id: NodeId | None) -> FailureLog:

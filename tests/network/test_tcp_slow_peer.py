@@ -53,10 +53,10 @@ def _vote_frame(rid: int) -> bytes:
     return bytes(wire.frame_message(wire.KIND_VOTE, rid, VoteRequest(V1, None)))
 
 
-async def _handshaken(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw connection that has passed the handshake as node 1."""
+async def _handshaken(port: int, node_id: int = 1) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that has passed the handshake as ``node_id``."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(_hello())
+    w.write(_hello(node_id))
     ack = FrameReader(1024)
     while not ack.feed(await asyncio.wait_for(r.read(100), 5)):
         pass
@@ -390,11 +390,12 @@ async def test_at_the_limit_a_new_connection_replaces_the_longest_waiting_for_it
         assert not silent[1][0].at_eof() and not silent[2][0].at_eof()
         gave_way = [r.getMessage() for r in caplog.records if "makes room for a new one" in r.getMessage()]
         assert len(gave_way) == 1, gave_way
-        # Once every open connection has completed its handshake, a new one is refused.
+        # Once every open connection has completed its handshake, each from another node,
+        # a new one is refused.
         for _, w in silent[1:]:
             w.close()
         await asyncio.wait_for(_until(lambda: server.connections == 1), 5)
-        handshaken = [await _handshaken(server.port) for _ in range(2)]
+        handshaken = [await _handshaken(server.port, node_id) for node_id in (2, 3)]
         await asyncio.wait_for(_until(lambda: server.connections == 3), 5)
         r, w = await asyncio.open_connection("127.0.0.1", server.port)
         await _closed(r, CUT_BOUND)
@@ -481,5 +482,44 @@ async def test_a_burst_of_silent_connections_holds_at_most_the_limit_and_a_peer_
     finally:
         for _, w in silent:
             w.close()
+        await server.close()
+        await factory.close()
+
+
+async def test_at_the_limit_a_sender_holding_several_connections_makes_room(caplog: pytest.LogCaptureFixture) -> None:
+    """Every slot held by handshaken connections claiming one node's id (a peer that
+    reconnects without closing, a stranger who knows the cluster's name): a real peer that
+    connects now takes the place of the quietest of them, and each later one of another;
+    the last connection of a sender is never closed for room. The new connection was closed
+    on accept, so such a client kept every reconnecting member out for ``idle_timeout``."""
+    raft, server, factory, client = await _pair(max_connections=3, handshake_timeout=30.0, idle_timeout=30.0)
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    try:
+        claimed = [await _handshaken(server.port, 2) for _ in range(3)]
+        await asyncio.wait_for(_until(lambda: server.connections == 3), 5)
+        loop = asyncio.get_running_loop()
+        since = loop.time()  # (uvloop's clock counts milliseconds: let it pass the handshakes')
+        await asyncio.wait_for(_until(lambda: loop.time() >= since + 0.01), 5)
+        claimed[0][1].write(_vote_frame(1))  # the first is the least quiet now (a request, refused)
+        await asyncio.wait_for(_until(lambda: server.refused == 1), 5)
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        await _closed(claimed[1][0], CUT_BOUND)  # the quietest of node 2's gave way
+        assert server.connections == 3 and server.dropped == 1
+        assert not claimed[0][0].at_eof() and not claimed[2][0].at_eof()
+        gave_way = [r.getMessage() for r in caplog.records if "makes room for a new one" in r.getMessage()]
+        assert len(gave_way) == 1 and "node 2 holds 3" in gave_way[0], gave_way
+        # Node 2 holds two, node 1 one: the next one closes node 2's quieter, not node 1's.
+        extra = await _handshaken(server.port, 3)
+        await _closed(claimed[2][0], CUT_BOUND)
+        assert not claimed[0][0].at_eof() and not extra[0].at_eof()
+        # Three senders with one connection each: a new connection is refused.
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        await _closed(r, CUT_BOUND)
+        w.close()
+        assert not claimed[0][0].at_eof() and not extra[0].at_eof()
+        assert (await asyncio.wait_for(client.vote(VoteRequest(V1, None), OPT), 5)).vote_granted
+        for _, w in (*claimed, extra):
+            w.close()
+    finally:
         await server.close()
         await factory.close()
