@@ -425,13 +425,15 @@ class _ServerConnection(asyncio.Protocol):
             # (Which name is whose: the refused peer's log says the same words of the name it sent.)
             return self._refuse(ERR_REFUSED, f"wrong cluster name {hello.cluster_name!r}", hello.node_id,
                                 f" (this node serves cluster {srv.cluster_name!r}: every node of a cluster needs the "
-                                "same cluster name)")
+                                "same cluster name)", kind="wrong cluster name")
         if srv.peer_id_of_cert is not None:
             why = cert_mismatch(self.transport, srv.peer_id_of_cert, hello.node_id, "client")
             if why is not None:
-                return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})", hello.node_id)
+                return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})", hello.node_id,
+                                    kind="certificate")
         if not _known_sender(srv._raft.metrics, hello.node_id):
-            return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership", hello.node_id)
+            return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership", hello.node_id,
+                                kind="not in the membership")
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
             self.handshake_timer = None
@@ -454,15 +456,20 @@ class _ServerConnection(asyncio.Protocol):
             f"unsupported protocol version {version} ({whose}): this node speaks protocol version {speaks}; a "
             "rolling upgrade needs releases that share one",
             sender,
+            kind="unsupported protocol version",
         )
 
-    def _refuse(self, code: int, reason: str, node_id: NodeId | None = None, note: str = "") -> None:
+    def _refuse(self, code: int, reason: str, node_id: NodeId | None = None, note: str = "", *, kind: str) -> None:
         """Refuse the handshake (of a hello claiming ``node_id``) with ``reason``, sent to
-        the peer; ``note`` is added to the log line only."""
+        the peer; ``note`` is added to the log line only. ``kind``: the sort of refusal, the
+        same whatever the hello said (the host's ``FailureLog`` logs again at another kind:
+        a reason naming the cluster name sent made a WARNING of each connection of a client
+        sending a new name each time). Logged under the claimed id only when it is a node of
+        the membership (``TcpServer._refusal_id``)."""
         srv = self.server
         srv.refused += 1
-        srv._refusal_log(self.peer_host, node_id).failed(
-            self.loop.time(), reason, f"refused the connection from {self.peer}: {reason}{note}")
+        srv._refusal_log(self.peer_host, srv._refusal_id(node_id)).failed(
+            self.loop.time(), kind, f"refused the connection from {self.peer}: {reason}{note}")
         self._send(_error_frame(0, code, reason))
         self._close_after_flush()
 
@@ -708,6 +715,10 @@ class _ServerConnection(asyncio.Protocol):
             self.server._drained(self)
 
 
+NOT_A_MEMBER = "not a member"
+"""What the refused hellos claiming an id that is no node of the membership are logged under
+(``TcpServer._refusal_id``), in place of the id."""
+
 MAX_REFUSAL_LOGS = 1024
 """Peer hosts (and claimed node ids) whose refused connections a ``TcpServer`` keeps
 counting for its log (``TcpServer._refusal_log``)."""
@@ -750,7 +761,7 @@ class TcpServer:
     refused: int
     dropped: int
     _conns: set[_ServerConnection]
-    _refusals: dict[tuple[str, NodeId | None], FailureLog]
+    _refusals: dict[tuple[str, NodeId | str | None], FailureLog]
     """The refused connections of each peer host and claimed node id (``None``: refused by
     TLS, before the hello), oldest first (``_refusal_log``)."""
     _accepted: int
@@ -1077,7 +1088,7 @@ class TcpServer:
         quietest._drop_repeating(reason, "makes room")
         return True
 
-    def _refusal_log(self, host: str, node_id: NodeId | None) -> FailureLog:
+    def _refusal_log(self, host: str, node_id: NodeId | str | None) -> FailureLog:
         """The ``FailureLog`` of the connections refused from ``host`` claiming ``node_id``
         (``None``: refused by TLS, before any hello). A peer refused at every reconnect (a
         wrong cluster name, certificate or membership: every second or so, for as long as it
@@ -1092,6 +1103,22 @@ class TcpServer:
                 del refusals[next(iter(refusals))]
             flog = refusals[key] = FailureLog(log, f"tcp server {self.address}", unit="refusal")
         return flog
+
+    def _refusal_id(self, node_id: NodeId | None) -> NodeId | str | None:
+        """The claimed id a refused hello is logged under (``_refusal_log``): ``node_id`` when
+        it names a node of this node's membership (or the leader it follows), else
+        ``NOT_A_MEMBER`` (``None`` for a hello that names none). Each id claimed had its own
+        ``FailureLog``, so a client claiming a new id at each connection (any id goes with
+        a wrong cluster name) made a WARNING of every connection, thousands a second from a
+        tight loop; now a host has at most one log per member and one for the other ids
+        (apart from its closings before any hello, so that the two kinds do not alternate in
+        one log: each change of kind is a WARNING)."""
+        if node_id is None:
+            return None
+        metrics = self._raft.metrics
+        if metrics.membership_config.membership.nodes and _known_sender(metrics, node_id):
+            return node_id
+        return NOT_A_MEMBER
 
     def _accepted_from(self, host: str, node_id: NodeId, peer: str) -> None:
         """A handshake from ``host`` claiming ``node_id`` (at ``peer``) was accepted: the

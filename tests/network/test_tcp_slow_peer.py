@@ -523,3 +523,47 @@ async def test_at_the_limit_a_sender_holding_several_connections_makes_room(capl
     finally:
         await server.close()
         await factory.close()
+
+
+async def _refused_hello(port: int, cluster_name: str, node_id: int) -> None:
+    """A connection whose hello the server refuses; returns once the server closed it."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(bytes(wire.frame_message(wire.KIND_HELLO, 0, wire.Hello(wire.PROTOCOL_VERSION, cluster_name, node_id))))
+    await _closed(r, CUT_BOUND)
+    w.close()
+
+
+async def test_refused_hellos_with_a_new_name_or_id_each_time_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A client whose hello the server refuses, sending another cluster name, or claiming
+    another node id, at each connection (a tight loop of a stranger, a misconfigured tool):
+    one WARNING for the host, not one per connection (each name was a new kind of refusal,
+    each id a ``FailureLog`` of its own: 200 connections, 200 WARNINGs). A member's id keeps
+    a log of its own, and every refusal is counted."""
+    caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c")  # members 1, 2, 3
+    try:
+        for i in range(100):
+            await _refused_hello(server.port, f"other-{i}", 9)
+        for i in range(100):
+            await _refused_hello(server.port, "other", 100 + i)
+        for i in range(50):
+            await _refused_hello(server.port, "c", 1000 + i)  # not in the membership
+        assert server.refused == 250
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 2, warnings  # the first, then "now" at the other kind of refusal
+        assert "wrong cluster name 'other-0'" in warnings[0] and "node 1000 is not in the membership" in warnings[1]
+        await _refused_hello(server.port, "other", 2)  # a member, misconfigured: its own log
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 3 and "(1 refusal in" in warnings[2], warnings
+        # Refused hellos and closings before any hello (another protocol) taking turns: each
+        # has its log, so no WARNING at each change of kind.
+        for i in range(20):
+            await _refused_hello(server.port, "c", 2000 + i)
+            r, w = await asyncio.open_connection("127.0.0.1", server.port)
+            w.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            await _closed(r, CUT_BOUND)
+            w.close()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 4 and "HTTP" in warnings[3], warnings
+    finally:
+        await server.close()
