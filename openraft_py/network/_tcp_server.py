@@ -380,8 +380,10 @@ class _ServerConnection(asyncio.Protocol):
             answer = http_refusal(self.first)  # an HTTP client at the wrong port: tell it
             reason = f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}"
             # Before any hello: a client of another protocol (a health check or a scraper
-            # pointed at this port comes back every few seconds).
-            self._drop_repeating(reason, reason, answer=answer)
+            # pointed at this port comes back every few seconds). The kind is what it is, not
+            # the reason: that names the length its first bytes read as, new for each client
+            # sending something else, and each new kind was a WARNING.
+            self._drop_repeating(reason, "HTTP" if answer else "malformed input", answer=answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -644,7 +646,10 @@ class _ServerConnection(asyncio.Protocol):
         """``_drop`` logged through the ``FailureLog`` of the peer's host and sender
         (``TcpServer._refusal_log``; ``kind`` says what failed): for the closings a peer can
         repeat at every reconnect, which each made a WARNING."""
-        self.server._refusal_log(self.peer_host, self.sender).failed(
+        # Before the hello, one log per kind: a client taking turns at two (a scanner: a silent
+        # connection, then an HTTP probe) made a WARNING at each change of kind.
+        whose = self.sender if self.sender is not None else f"{BEFORE_HELLO}{kind}"
+        self.server._refusal_log(self.peer_host, whose).failed(
             self.loop.time(), kind, f"closing the connection from {self.peer}: {reason}")
         self._drop(reason, None, answer)
 
@@ -714,6 +719,10 @@ class _ServerConnection(asyncio.Protocol):
         if not self.tasks:
             self.server._drained(self)
 
+
+BEFORE_HELLO = "before the hello: "
+"""What the closings of connections before their hello are logged under (``_drop_repeating``):
+this followed by the kind of closing, in place of a node id (one log per kind)."""
 
 NOT_A_MEMBER = "not a member"
 """What the refused hellos claiming an id that is no node of the membership are logged under
@@ -1126,7 +1135,8 @@ class TcpServer:
         refusals = self._refusals
         if not refusals:
             return
-        for key in ((host, node_id), (host, None)):
+        before = [k for k in refusals if k[0] == host and isinstance(k[1], str) and k[1].startswith(BEFORE_HELLO)]
+        for key in ((host, node_id), (host, None), *before):
             flog = refusals.pop(key, None)
             if flog is not None:
                 flog.cleared(self._loop.time(), f"accepted node {node_id} from {peer}, after refusing {host}")

@@ -567,3 +567,32 @@ async def test_refused_hellos_with_a_new_name_or_id_each_time_are_logged_once(ca
         assert len(warnings) == 4 and "HTTP" in warnings[3], warnings
     finally:
         await server.close()
+
+
+async def test_a_scanner_taking_turns_at_closings_before_the_hello_is_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that connects and sends nothing, then an HTTP request, then random bytes, in
+    turn (a port scanner): one WARNING per kind of closing for its host, not one per
+    connection (each change of kind was a WARNING, and random bytes were a new kind each
+    time, the reason naming the frame length they read as: 60 connections, 60 WARNINGs).
+    A handshake accepted from the host ends them (INFO)."""
+    caplog.set_level(logging.INFO, logger="openraft_py.network.tcp")
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", handshake_timeout=0.1)
+    try:
+        for i in range(20):
+            for first in (b"", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytes([i + 1, 200 - i, 7, i]) * 16):
+                r, w = await asyncio.open_connection("127.0.0.1", server.port)
+                w.write(first)
+                await _closed(r, CUT_BOUND)
+                w.close()
+        assert server.dropped == 60
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 3, warnings
+        assert "no handshake" in warnings[0] and "HTTP 400" in warnings[1] and "malformed input" in warnings[2]
+        r, w = await _handshaken(server.port, 2)
+        ended = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "after refusing" in r.getMessage()]
+        assert len(ended) == 3, ended
+        w.close()
+    finally:
+        await server.close()
