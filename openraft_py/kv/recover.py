@@ -47,7 +47,7 @@ import aiohttp
 from ..errors import StorageError, StoreOwnerMismatch
 from ..network.wire import MAX_NAME_LEN
 from ..recovery import AlreadySoleVoter, SoleVoterPlan, force_sole_voter, replace_owners
-from ..types import Membership, NodeId
+from ..types import Membership, NodeId, Vote
 from .identity import (
     IDENTITY_FILE,
     LOG_DIR,
@@ -202,9 +202,9 @@ async def abort_recovery(data_dir: Path, new_name: str, say: Callable[[str], Non
     ``new_name``), so the node may rejoin its old cluster, whose voters came back after all
     (the recovery itself refuses while they answer, and ``serve`` refuses the directory
     until the recovery is finished or given up). What the run may have written before the
-    entry, a vote of a new term for the node, leaves it a follower of its old membership with
-    a higher term (its restart elects nothing by itself; its log is compared as any
-    candidate's). ``Refused``, nothing changed, when no recovery is under way, ``new_name``
+    entry, a vote of a new term for the node, is made a candidate's (not committed): the node
+    is a follower of its old membership with a higher term (its log is compared as any
+    candidate's), and a leader its old voters elected in that term is greater. ``Refused``, nothing changed, when no recovery is under way, ``new_name``
     is not the one under way, or the entry was written: the node is then the only voter of a
     membership of its own, and started in its old cluster it could lead alone (run the
     recovery again to finish it)."""
@@ -240,6 +240,14 @@ async def abort_recovery(data_dir: Path, new_name: str, say: Callable[[str], Non
                         f"given up: run it again to finish it (--new-cluster-name {new_name})") from None
                 except ValueError as e:
                     raise Refused(str(e)) from None
+                # The run saves the vote of the new term as a leader's (committed): left so,
+                # the node refused the requests of the leader its old voters elected in that
+                # term (two committed votes of one term are not comparable), and stayed out
+                # of its cluster until that leader went. As a candidate's vote, the leader's
+                # is greater; the node still grants no one else in that term.
+                vote = await log_store.read_vote()
+                if vote is not None and vote.committed and vote.leader_id.node_id == record.node_id:
+                    await log_store.save_vote(Vote(vote.leader_id, False))
             finally:
                 await sm.aclose()
         finally:

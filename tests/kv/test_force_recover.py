@@ -328,6 +328,9 @@ async def test_a_recovery_interrupted_before_its_entry_is_given_up_with_abort(
     assert (record.cluster_name, record.recovering_to) == ("kv-test", None)
     async with await RocksLogStore.open(d / "log") as log:
         assert await log.get_log_state() == before  # no entry was written
+        # The run's vote, a leader's, made a candidate's: the leader nodes 2 and 3 elected in
+        # that term is greater (with it committed, node 1 refused that leader's requests).
+        assert await log.read_vote() == Vote.new(vote.term + 1, 1, committed=False)
     assert await _recover_async(dirs[1], "--abort") == 1  # nothing under way any more
     assert "no forced recovery under way" in capsys.readouterr().err
     node1 = cluster.nodes[1] = KvNode(cluster.nodes[1].opts)
