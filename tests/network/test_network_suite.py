@@ -58,6 +58,12 @@ async def test_the_router_passes(wire: bool) -> None:
     assert_passed(report, skipped)
 
 
+async def test_an_empty_only_is_refused() -> None:
+    """``only=[]`` ran no check and reported success."""
+    with pytest.raises(ValueError, match="only names no check: give None to run every check of NetworkSuite"):
+        await run_network_suite(router_builder(), only=[])
+
+
 async def test_the_router_fails_the_timeout_check() -> None:
     # Documented: the Router does not keep to hard_ttl (its callers bound their calls).
     report = await run_network_suite(router_builder(), only=NetworkSuite.TIMEOUT_CHECKS, raise_on_failure=False)

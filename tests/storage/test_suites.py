@@ -186,6 +186,16 @@ async def test_only_rejects_unknown_names() -> None:
         await run_log_storage_suite(mem_builder(), only=["no_such_check"])
 
 
+@pytest.mark.parametrize("only", [[], (), set()], ids=["list", "tuple", "set"])
+async def test_an_empty_only_is_refused_not_a_success_with_no_check(only: Any) -> None:
+    """An empty filter (a list built from a condition that matched nothing) ran no check and
+    returned an empty report: a suite that cannot fail."""
+    with pytest.raises(ValueError, match="only names no check: give None to run every check of LogStoreSuite"):
+        await run_log_storage_suite(mem_builder(), only=only)
+    with pytest.raises(ValueError, match="only names no check"):
+        await run_state_machine_suite(mem_builder(), only=only)
+
+
 async def test_adaptor_refuses_what_is_not_a_raft_storage() -> None:
     """``Adaptor`` of an object that is not a ``RaftStorage`` (a split log store, ``None``,
     the class itself) is a ``TypeError`` naming what is missing; it used to pass ``Raft.new``'s

@@ -295,7 +295,8 @@ class Suite:
         ``builder`` and bounded by ``timeout`` seconds (``None``: no bound).
 
         Returns the report. Raises ``SuiteFailure`` naming every failed check unless
-        ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only``,
+        ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only`` or an
+        empty ``only`` (it ran nothing and reported success),
         ``TypeError`` for an ``only`` that is one string (a string iterates as its letters),
         ``TypeError`` or ``ValueError`` at once for a ``timeout`` that is not a number of
         seconds above 0 (``_check_timeout``), and ``BuilderError`` (a ``TypeError``) at once
@@ -309,6 +310,9 @@ class Suite:
             raise TypeError(f"only must be a list of check names, not a str: only=[{only!r}]")
         if only is not None:
             wanted = list(only)
+            if not wanted:
+                # (It ran no check and reported success: an empty filter is a caller's mistake.)
+                raise ValueError(f"only names no check: give None to run every check of {cls.name}")
             unknown = sorted(set(wanted) - set(names))
             if unknown:
                 raise ValueError(f"{cls.name} has no check named {unknown}; checks: {names}")
