@@ -17,7 +17,7 @@ import tempfile
 import aiohttp
 import pytest
 
-from .test_serve_process import ServeProc, put, status, until
+from .serve_procs import ServeProc, put, status, until
 
 pytestmark = pytest.mark.timeout(180)
 

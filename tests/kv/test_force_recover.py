@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ from openraft_py.kv.recover import CONFIRM_FLAG
 from openraft_py.kv.rejoin import CATCHING_UP_FILE
 from openraft_py.recovery import force_sole_voter, replace_owners
 from openraft_py.storage.rocks import RocksLogStore
-from openraft_py.testing.proc_cluster import free_port
 from openraft_py.types import LogState, Vote
 
 from .kv_helpers import KvCluster
 from .kv_helpers import until_true as _until
+from .serve_procs import ServeProc, put, status, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -383,64 +382,10 @@ async def test_a_lost_voter_that_comes_back_is_refused_by_the_new_cluster(cluste
 # -- end to end, with serve processes ---------------------------------------------------------------------
 
 
-class _Proc:
-    """One ``serve`` process of node ``nid`` of cluster ``name`` on loopback ports."""
-
-    def __init__(self, nid: int, root: str, name: str) -> None:
-        self.id, self.name = nid, name
-        self.raft_addr = f"127.0.0.1:{free_port()}"
-        self.http_addr = f"127.0.0.1:{free_port()}"
-        self.data_dir = os.path.join(root, f"n{nid}")
-        self.log_path = os.path.join(root, f"n{nid}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "openraft_py.kv.server", "--id", str(self.id), "--raft-addr", self.raft_addr,
-                "--http-addr", self.http_addr, "--data-dir", self.data_dir, "--cluster-name", self.name]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 20) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m openraft_py.kv ARGS`` (the ``openraft-py`` command), output captured."""
     return subprocess.run([sys.executable, "-m", "openraft_py.kv", *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-async def _status(s: aiohttp.ClientSession, p: _Proc) -> dict[str, Any] | None:
-    try:
-        async with s.get(f"http://{p.http_addr}/cluster/status", timeout=aiohttp.ClientTimeout(total=1)) as r:
-            return await r.json() if r.status == 200 else None  # type: ignore[no-any-return]
-    except (TimeoutError, aiohttp.ClientError):
-        return None
-
-
-async def _until_async(what: str, cond: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _put(s: aiohttp.ClientSession, p: _Proc, key: str, value: str) -> bool:
-    """Whether the write through ``p`` (redirects followed) was acknowledged."""
-    try:
-        async with s.put(f"http://{p.http_addr}/kv/{key}", data=value, timeout=aiohttp.ClientTimeout(total=5)) as r:
-            return r.status == 200
-    except (TimeoutError, aiohttp.ClientError):
-        return False
 
 
 async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() -> None:
@@ -449,27 +394,27 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
     nodes are added as learners and made voters with the command line; writes resume, and
     every write acknowledged before the loss is on every node of the new cluster."""
     root = tempfile.mkdtemp(prefix="kv-force-", dir=os.environ.get("KEEP_ROOT"))
-    procs = {i: _Proc(i, root, "old") for i in (1, 2, 3)}
+    procs = {i: ServeProc(i, root, "old") for i in (1, 2, 3)}
     acked: dict[str, str] = {}
     try:
         for p in procs.values():
             p.start()
         async with aiohttp.ClientSession() as s:
             for p in procs.values():
-                await _until_async(f"node {p.id} serving", lambda p=p: _status(s, p))
+                await until(lambda p=p: status(s, p), 30.0, f"node {p.id} serving")
             members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs.values()}
             async with s.post(f"http://{procs[1].http_addr}/cluster/init", json={"members": members}) as r:
                 assert r.status == 200, await r.text()
-            leader = await _until_async("a leader", lambda: _agreed_leader(s, list(procs.values())))
+            leader = await until(lambda: _agreed_leader(s, list(procs.values())), 30.0, "a leader")
             for i in range(40):
                 key = f"k{i}"
-                if await _put(s, procs[1 + i % 3], key, f"v{i}"):
+                if await put(s, procs[1 + i % 3], key, f"v{i}", timeout=5) is not None:
                     acked[key] = f"v{i}"
             assert len(acked) == 40
             # The survivor holds every acknowledged write once it applied the leader's commit.
-            leader_st = await _status(s, procs[leader])
+            leader_st = await status(s, procs[leader])
             assert leader_st is not None
-            await _until_async("node 1 applied every write", lambda: _applied(s, procs[1], leader_st))
+            await until(lambda: _applied(s, procs[1], leader_st), 30.0, "node 1 applied every write")
             for i in (2, 3):
                 procs[i].kill()
                 await asyncio.to_thread(procs[i].wait)
@@ -485,16 +430,15 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
             assert done.returncode == 0, done.stderr
             assert "no longer members: 2, 3" in done.stdout and "--cluster-name new" in done.stdout
 
-            procs[1].name = "new"
+            procs[1].cluster_name = "new"
             procs[1].start()
-            await _until_async("node 1 leads the new cluster",
-                               lambda: _leads(s, procs[1]))
-            assert await _put(s, procs[1], "after-recovery", "yes")
+            await until(lambda: _leads(s, procs[1]), 30.0, "node 1 leads the new cluster")
+            assert await put(s, procs[1], "after-recovery", "yes", timeout=5) is not None
             acked["after-recovery"] = "yes"
             for i in (4, 5):
-                procs[i] = _Proc(i, root, "new")
+                procs[i] = ServeProc(i, root, "new")
                 procs[i].start()
-                await _until_async(f"node {i} serving", lambda i=i: _status(s, procs[i]))
+                await until(lambda i=i: status(s, procs[i]), 30.0, f"node {i} serving")
                 added = await asyncio.to_thread(
                     _cli, "cluster", "add-learner", "--endpoints", procs[1].http_addr, "--id", str(i),
                     "--raft-addr", procs[i].raft_addr, "--http-addr", procs[i].http_addr, "--timeout", "30")
@@ -505,15 +449,14 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
             # it as voters; the next leader finishes the change, and the verb reads that.)
             assert voters.returncode == 0, voters.stderr
             new = [procs[i] for i in (1, 4, 5)]
-            await _until_async("the voters 1, 4, 5", lambda: _voters_are(s, new, [1, 4, 5]))
+            await until(lambda: _voters_are(s, new, [1, 4, 5]), 30.0, "the voters 1, 4, 5")
             for i in range(10):
-                assert await _put(s, procs[4 + i % 2], f"new{i}", f"n{i}")
+                assert await put(s, procs[4 + i % 2], f"new{i}", f"n{i}", timeout=5) is not None
                 acked[f"new{i}"] = f"n{i}"
-            st = await _until_async("the voters 1, 4, 5", lambda: _voters_are(s, new, [1, 4, 5]))
+            st = await until(lambda: _voters_are(s, new, [1, 4, 5]), 30.0, "the voters 1, 4, 5")
             target = st["committed_index"]
             for i in (1, 4, 5):
-                await _until_async(f"node {i} applied {target}",
-                                   lambda i=i: _applied(s, procs[i], {"committed_index": target}))
+                await until(lambda i=i: _applied(s, procs[i], {"committed_index": target}), 30.0, f"node {i} applied {target}")
                 for key, value in acked.items():
                     async with s.get(f"http://{procs[i].http_addr}/kv/{key}?consistency=local") as r:
                         assert r.status == 200 and await r.text() == value, (i, key, r.status)
@@ -533,31 +476,31 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def _applied(s: aiohttp.ClientSession, p: _Proc, of: dict[str, Any]) -> bool:
+async def _applied(s: aiohttp.ClientSession, p: ServeProc, of: dict[str, Any]) -> bool:
     """Whether ``p`` applied ``of``'s committed index."""
-    st = await _status(s, p)
+    st = await status(s, p)
     return bool(st and st["applied_index"] is not None and st["applied_index"] >= of["committed_index"])
 
 
-async def _leads(s: aiohttp.ClientSession, p: _Proc) -> bool:
-    st = await _status(s, p)
+async def _leads(s: aiohttp.ClientSession, p: ServeProc) -> bool:
+    st = await status(s, p)
     return bool(st and st["state"] == "Leader" and st["voters"] == [p.id])
 
 
-async def _agreed_leader(s: aiohttp.ClientSession, ps: list[_Proc]) -> int | None:
+async def _agreed_leader(s: aiohttp.ClientSession, ps: list[ServeProc]) -> int | None:
     """The leader every one of ``ps`` names, if they agree on one."""
-    sts = [await _status(s, p) for p in ps]
+    sts = [await status(s, p) for p in ps]
     leaders = {st["leader_id"] for st in sts if st}
     if len(leaders) == 1 and None not in leaders and all(sts):
         return leaders.pop()  # type: ignore[no-any-return]
     return None
 
 
-async def _voters_are(s: aiohttp.ClientSession, ps: list[_Proc], voters: list[int]) -> dict[str, Any] | None:
+async def _voters_are(s: aiohttp.ClientSession, ps: list[ServeProc], voters: list[int]) -> dict[str, Any] | None:
     """The status of the one of ``ps`` that leads with ``voters`` and has committed its whole
     log (that membership included), if any."""
     for p in ps:
-        st = await _status(s, p)
+        st = await status(s, p)
         if st and st["state"] == "Leader" and st["voters"] == voters and st["committed_index"] == st["last_log_index"]:
             return st
     return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -23,77 +22,9 @@ import pytest
 
 from openraft_py.testing.proc_cluster import free_port
 
+from .serve_procs import ServeProc, put, status, until
+
 pytestmark = pytest.mark.timeout(90)
-
-
-class ServeProc:
-    """One ``python -m openraft_py.kv.server`` process."""
-
-    def __init__(self, nid: int, root: str) -> None:
-        self.id = nid
-        self.raft_addr = f"127.0.0.1:{free_port()}"
-        self.http_addr = f"127.0.0.1:{free_port()}"
-        self.data_dir = os.path.join(root, f"n{nid}")
-        self.log_path = os.path.join(root, f"n{nid}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, ignore_sighup: bool = False, extra_args: tuple[str, ...] = (), max_files: int | None = None) -> None:
-        """Start the process; ``ignore_sighup``: with SIGHUP ignored, as ``nohup`` starts it;
-        ``extra_args`` go to ``serve``; ``max_files``: its soft limit of open files."""
-        args = [sys.executable, "-m", "openraft_py.kv.server", "--id", str(self.id),
-                "--raft-addr", self.raft_addr, "--http-addr", self.http_addr, "--data-dir", self.data_dir,
-                "--cluster-name", "kv-proc-test", "--log-format", "json", *extra_args]
-
-        def before_exec() -> None:  # in the child
-            if ignore_sighup:
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            if max_files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
-                                         preexec_fn=before_exec)
-
-    def url(self, path: str) -> str:
-        return f"http://{self.http_addr}{path}"
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def logs(self) -> list[dict[str, Any]]:
-        with open(self.log_path, "rb") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
-async def status(s: aiohttp.ClientSession, p: ServeProc) -> dict[str, Any] | None:
-    try:
-        async with s.get(p.url("/cluster/status"), timeout=aiohttp.ClientTimeout(total=1)) as r:
-            return await r.json() if r.status == 200 else None
-    except (TimeoutError, aiohttp.ClientError):
-        return None
-
-
-async def until(cond: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def put(s: aiohttp.ClientSession, p: ServeProc, key: str, value: str, timeout: float = 2.0) -> int | None:
-    """The index of an acknowledged write through ``p`` (redirects followed), else None."""
-    try:
-        async with s.put(p.url(f"/kv/{key}"), data=value, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-            if r.status == 200:
-                return int((await r.json())["index"])
-            return None
-    except (TimeoutError, aiohttp.ClientError):
-        return None
 
 
 async def test_three_serve_processes_survive_a_leader_kill() -> None:
