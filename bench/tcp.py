@@ -25,8 +25,10 @@ second and writes per group, each node's share of a CPU and the CPU per write (e
 of the three nodes), and each node's voluntary and involuntary context switches per group
 (``getrusage``: a node sleeping and waking, or preempted).
 
-Targets (issue 11, 2-core machine): at 256 writers >= 50,000 writes/s; 1-writer p50 <= 3 x
-(fsync + round trip). They are printed as met or not: nothing here is asserted.
+The 1-writer latency target (issue 14: p50 at most ``bench.report.TCP_1W_P50_BOUND`` x (fsync
++ round trip), both measured in the same run) is printed as met or not: nothing here is
+asserted. The 256-writer targets compare with PySyncObj, which ``make bench`` runs beside it
+(``bench/run.py``); this script alone prints only the writes/s.
 
     python bench/tcp.py                      # 1, 64 and 256 writers, 3 s each
     python bench/tcp.py --quick              # 1 s each, fewer samples
@@ -59,6 +61,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_us_per_write, summarize
+from bench.report import TCP_1W_P50_BOUND
 from openraft_py.testing.proc_cluster import ProcCluster
 
 _ECHO_SERVER = r"""
@@ -334,13 +337,10 @@ def report(res: dict[str, Any]) -> None:
             print(f"{'':>20}context switches per group, voluntary+involuntary: {sw}")
     print()
     by_w = {r["writers"]: r for r in res["points"]}
-    if 256 in by_w:
-        v = by_w[256]["writes_per_s"]
-        print(f"target 256 writers >= 50,000 writes/s: {v:,.0f} -> {'met' if v >= 50_000 else 'NOT met'}")
     if 1 in by_w:
         p50 = by_w[1]["p50"]
-        bound = 3 * (fs + rtt)
-        print(f"target 1-writer p50 <= 3 x (fsync + rtt) = {bound:.3f} ms: {p50:.3f} ms -> "
+        bound = TCP_1W_P50_BOUND * (fs + rtt)
+        print(f"target 1-writer p50 <= {TCP_1W_P50_BOUND:g} x (fsync + rtt) = {bound:.3f} ms: {p50:.3f} ms -> "
               f"{'met' if p50 <= bound else 'NOT met'} ({p50 / (fs + rtt):.2f} x)")
 
 
