@@ -252,12 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", metavar="DIR", type=_data_root,
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
     up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
-    up.add_argument("--cluster-name", default="openraft-py", help="the cluster name of every node")
+    up.add_argument("--cluster-name", default="openraft-py", metavar="NAME",
+                    help="the cluster name of every node (default openraft-py)")
     up.add_argument("--raft-config", metavar="JSON", type=_json_object,
                     action=given_once("give it once, every field in one JSON object"),
                     help="Config fields for every node, as one JSON object")
     up.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                    default="INFO", help="the nodes' log level (their logs go to DIR/nI.log)")
+                    default="INFO", help="the nodes' log level (default INFO; their logs go to DIR/nI.log)")
     up.add_argument("--max-body", type=_max_body, default=None, metavar="BYTES",
                     help="every node's largest HTTP request body (serve --max-body; default 1 MiB)")
     up.add_argument("--timeout", type=_timeout, default=60.0, metavar="S",

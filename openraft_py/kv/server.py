@@ -56,15 +56,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--raft-addr", required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
     p.add_argument("--http-addr", required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
     p.add_argument("--data-dir", required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
-    p.add_argument("--cluster-name", default="openraft-py", help="peers of another cluster name are refused")
+    p.add_argument("--cluster-name", default="openraft-py", metavar="NAME",
+                   help="the cluster's name (default openraft-py): peers of another cluster name are refused")
     p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the raft port (TLS)")
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")
     p.add_argument("--tls-bind-node-ids", action="store_true",
                    help="with --tls-ca: a peer's certificate must name its node id "
                         "(subjectAltName URI openraft://<cluster-name>/<id>)")
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr)")
-    p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr; default text)")
+    p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged (default INFO)")
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')

@@ -4,11 +4,12 @@ console script."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,29 @@ def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert out.startswith(f"usage: openraft-py {' '.join(verb)}")
     assert "--help" in out
+
+
+def _options_with_defaults(parser: argparse.ArgumentParser, verb: str) -> Iterator[tuple[str, argparse.Action]]:
+    """``(verb, action)`` for every option of ``parser`` and its verbs that has a default
+    (neither ``None`` nor ``False``: a flag left out means something)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options_with_defaults(sub, f"{verb} {name}")
+        elif action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            if not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield verb, action
+
+
+def test_every_flag_with_a_default_names_it_in_its_help() -> None:
+    """``--help`` is where a user learns what a flag left out means: serve's --cluster-name
+    (``openraft-py``, the ``<cluster-name>`` of the certificates' URIs under
+    --tls-bind-node-ids), --log-format and --log-level, and cluster up's, did not say."""
+    options = list(_options_with_defaults(cli.build_parser(), "openraft-py"))
+    assert any(a.dest == "cluster_name" for _, a in options)
+    silent = [f"{verb} {'/'.join(a.option_strings)} (default {a.default!r}): {a.help!r}"
+              for verb, a in options if "default" not in (a.help or "")]
+    assert not silent, "flags whose --help does not give their default:\n" + "\n".join(silent)
 
 
 BAD = [
