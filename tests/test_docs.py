@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import contextlib
 import inspect
 import io
@@ -283,3 +284,41 @@ def test_parser_attaches_markers_and_reads_transcripts() -> None:
         parse_page("```python\nx = 1\n")
     with pytest.raises(ValueError, match="before any command"):
         console_steps("output\n$ true\n")
+
+
+def error_tree(text: str) -> list[tuple[int, str]]:
+    """``(depth, class name)`` of each line of the error reference's ``text`` tree (the
+    ``├──``/``└──`` drawing), in order."""
+    block = re.search(r"```text\n(RaftError\n.*?)```", text, re.S)
+    assert block is not None, "no RaftError tree in a text block"
+    out: list[tuple[int, str]] = []
+    for line in block.group(1).splitlines():
+        m = re.match(r"^((?:│   |    )*)(?:[├└]── )?(\w+)", line)
+        assert m is not None, line
+        out.append((len(m.group(1)) // 4 + (1 if "── " in line else 0), m.group(2)))
+    return out
+
+
+def test_the_error_reference_draws_the_class_tree_as_it_is() -> None:
+    """The tree at the top of docs/reference/errors.md is the hierarchy of
+    ``openraft_py.RaftError`` (the README's summary of the errors is prose): a class added,
+    moved or renamed without its line fails here, and so does every line of the README's
+    "Errors" bullet that names an ``ApiError`` subclass the package does not have, and every
+    public ``ApiError`` subclass the bullet leaves out."""
+
+    def walk(cls: type, depth: int) -> list[tuple[int, str]]:
+        subs = [c for c in cls.__subclasses__() if c.__module__.startswith("openraft_py")]
+        ordered = sorted(subs, key=lambda c: drawn_order.get(c.__name__, len(drawn_order)))
+        return [(depth, cls.__name__)] + [row for c in ordered for row in walk(c, depth + 1)]
+
+    drawn = error_tree((DOCS / "reference" / "errors.md").read_text())
+    drawn_order = {name: i for i, (_, name) in enumerate(drawn)}
+    assert drawn == walk(openraft_py.RaftError, 0)
+    readme = (ROOT / "README.md").read_text()
+    bullet = re.search(r"^- \*\*Errors\.\*\*(.*?)(?=^\S|^- )", readme, re.S | re.M)
+    assert bullet is not None, "README: no Errors bullet"
+    named = set(re.findall(r"`(\w+)`", bullet.group(1)))
+    api_errors = {name for _, name in walk(openraft_py.ApiError, 0)}
+    assert api_errors - {"ApiError"} <= named, f"README's Errors bullet leaves out {api_errors - named}"
+    unknown = {n for n in named if n[0].isupper() and not hasattr(openraft_py, n) and not hasattr(builtins, n)}
+    assert not unknown, f"README's Errors bullet names classes the package does not have: {unknown}"
