@@ -355,3 +355,32 @@ def test_blocks_said_to_run_in_the_readme_test_are_there() -> None:
                 missing = [c for c in _shell_commands(block.code) if c not in on_loopback]
                 assert not missing, f"{_id(page)}:{block.line}: not in the README's loopback blocks: {missing}"
     assert claims >= 3
+
+
+def python_in_text_blocks(text: str, name: str = "page") -> list[int]:
+    """The lines of the untagged and ``text`` blocks of ``text`` that are Python programs
+    (they compile, top-level ``await`` allowed, and import or define something): tagged
+    ``python`` they would run, or say why not; as text, nothing checks their imports."""
+    found: list[int] = []
+    for block in parse_page(text, name)[0]:
+        if block.lang not in ("", "text"):
+            continue
+        try:
+            tree = compile(block.code, name, "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except SyntaxError:
+            continue
+        kinds = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        if any(isinstance(node, kinds) for node in ast.walk(tree)):
+            found.append(block.line)
+    return found
+
+
+def test_no_python_hides_in_a_text_block() -> None:
+    """README.md, the guide and the examples' READMEs: a Python snippet in an untagged block
+    is neither run nor marked not-run (the README's durable-storage snippet and the API
+    reference's import line were)."""
+    pages = [ROOT / "README.md", *_pages(), *(ROOT / "examples").rglob("*.md")]
+    bad = {str(p.relative_to(ROOT)): lines for p in pages if (lines := python_in_text_blocks(p.read_text(), p.name))}
+    assert not bad, f"Python in untagged or text blocks (file: lines of their fences): {bad}"
+    page = "```\nfrom x import y\n```\n```text\nRaftError\n├── Fatal\n```\n```\nmake run    # build\n```\n"
+    assert python_in_text_blocks(page) == [1]
