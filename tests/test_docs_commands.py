@@ -10,6 +10,11 @@ The docs tests run the code blocks that can run here; these checks cover what th
   ``openraft_py.kv.cli.build_parser()``: each verb must exist, and each flag must be one of
   that verb's options (so its ``--help`` lists it). A renamed or removed flag, or a flag
   given to the wrong verb, fails here even in a block that never runs.
+- The same for every ``python`` command of those pages that runs a script of the repository
+  (``python bench/tcp.py --writers 1,256``, ``python examples/X/main.py node --id 1``) or a
+  module of the package (``python -m openraft_py.testing.sim --seeds 200 --skew 0.05``): each
+  flag it gives must be in that program's ``--help`` (asked once per program, and only of
+  programs given flags: a demo without flags runs when asked for help).
 - README.md and the examples' READMEs are not part of the mkdocs site, whose ``--strict``
   build checks the links of ``docs/``: their relative links must lead to a file of the
   repository and their ``#anchors`` to a heading of the Markdown file they name.
@@ -20,6 +25,8 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +199,87 @@ def test_the_command_check_sees_wrong_verbs_and_flags(tmp_path: Path) -> None:
         (4, ["kv", "get", "K", "--consistency", "local"]),
         (5, ["cluster", "add-learner", "--id", "4", "--raft-addr", "H:P", "--http-addr", "H:P"]),
     ]
+
+
+# ``python -m openraft_py.X ...`` or ``python bench/x.py ...`` (``.venv/bin/python`` too).
+_PROGRAM = re.compile(r"(?:^|[\s`(])(?:\S*/)?python3?\s+(-m\s+openraft_py[\w.]*|(?:bench|examples)/[\w./-]+\.py)(.*)")
+
+
+def program_commands(page: Path) -> list[tuple[int, str, list[str]]]:
+    """``(line, program, words)`` of every ``python`` command of ``page`` that runs a module of
+    the package or a script under ``bench/`` or ``examples/``, in code blocks (``\\``-continued
+    lines joined) and in backticked spans; ``program`` is ``-m module`` or the script's path."""
+    found: list[tuple[int, str, list[str]]] = []
+    lines = page.read_text().splitlines()
+    in_block = False
+    i = 0
+    while i < len(lines):
+        line, start = lines[i], i
+        if _FENCE.match(line):
+            in_block = not in_block
+            i += 1
+            continue
+        if in_block:
+            while line.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                line = line[:-1] + " " + lines[i].strip()
+            texts = [line]
+        else:
+            texts = [m.group(1) for m in _SPAN.finditer(line)]
+        for text in texts:
+            for m in _PROGRAM.finditer(text):
+                found.append((start + 1, " ".join(m.group(1).split()), _words(m.group(2))))
+        i += 1
+    return found
+
+
+def help_flags(program: str, subcommand: str | None) -> set[str]:
+    """The flags named in ``python PROGRAM [SUBCOMMAND] --help``'s output (run from the
+    repository root with this interpreter)."""
+    argv = [sys.executable, *program.split(), *([subcommand] if subcommand else []), "--help"]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (argv, out.stderr[-2000:])
+    return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", out.stdout))
+
+
+def test_every_printed_python_program_takes_its_flags() -> None:
+    asked: dict[tuple[str, str | None], set[str]] = {}
+    bad: list[str] = []
+    count = 0
+    for page in pages():
+        for line, program, words in program_commands(page):
+            count += 1
+            flags = [w.split("=", 1)[0] for w in words if re.match(r"--?[A-Za-z]", w)]
+            if not flags:
+                continue
+            sub = words[0] if words and not words[0].startswith("-") and words[0].isidentifier() else None
+            key = (program, sub)
+            if key not in asked:
+                asked[key] = help_flags(program, sub)
+            bad += [f"{page.relative_to(ROOT)}:{line}: python {program} ... {f}: not in its --help"
+                    for f in flags if f not in asked[key]]
+    assert not bad, "flags the programs do not take:\n" + "\n".join(bad)
+    assert count > 15 and ("-m openraft_py.testing.sim", None) in asked and ("bench/tcp.py", None) in asked
+
+
+def test_the_program_check_reads_commands(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Run `python bench/soak.py --nodes 5` or `python -m openraft_py.testing.sim --seed 17`.\n"
+        "```sh\n"
+        ".venv/bin/python bench/run.py --only tcp-fsync \\\n"
+        "    --from-json x.json   # a comment --nope\n"
+        "python examples/aiohttp_service/main.py node --id 1 --init $P\n"
+        "python -m asyncio\n"
+        "```\n"
+    )
+    assert program_commands(page) == [
+        (1, "bench/soak.py", ["--nodes", "5"]),
+        (1, "-m openraft_py.testing.sim", ["--seed", "17"]),
+        (3, "bench/run.py", ["--only", "tcp-fsync", "--from-json", "x.json"]),
+        (5, "examples/aiohttp_service/main.py", ["node", "--id", "1", "--init", "$P"]),
+    ]
+    assert {"--seeds", "--skew", "--fault"} <= help_flags("-m openraft_py.testing.sim", None)
 
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
