@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"number of nodes, 1 to {MAX_LOCAL_NODES}: each is a serve process of this machine (default 3)")
     up.add_argument("--data-dir", metavar="DIR", type=_data_root,
                     help="keep the nodes' data in DIR/nI (kept on exit; default: a temporary directory)")
-    up.add_argument("--host", type=_host, default="127.0.0.1", help="address the nodes listen on (default 127.0.0.1)")
+    up.add_argument("--host", type=_host, default=None,
+                    help="address the nodes listen on (default 127.0.0.1; with a --data-dir used before, where "
+                    "its nodes were: another host is refused)")
     up.add_argument("--cluster-name", default="openraft-py", metavar="NAME",
                     help="the cluster name of every node (default openraft-py)")
     up.add_argument("--raft-config", metavar="JSON", type=_json_object,

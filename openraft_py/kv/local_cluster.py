@@ -135,16 +135,19 @@ class LocalNode:
 class LocalCluster:
     """``n`` service nodes (ids ``1..n``) on loopback ports, their data under ``root`` (a new
     temporary directory, removed by ``close()``, when ``root`` is ``None``; a given root is
-    kept). ``cluster_name``, ``raft_config`` (``Config`` fields), ``log_level`` and
-    ``max_body`` (``None``: serve's default) are passed to every ``serve``; ``python`` is the
-    interpreter that runs them."""
+    kept). The nodes listen on ``host``: ``None`` is 127.0.0.1, or for a root used before the
+    host its ``cluster.json`` recorded (its nodes come back at their recorded addresses, which
+    the membership names); another host than the recorded one is refused (``ClusterError``),
+    as it cannot move them. ``cluster_name``, ``raft_config`` (``Config`` fields),
+    ``log_level`` and ``max_body`` (``None``: serve's default) are passed to every ``serve``;
+    ``python`` is the interpreter that runs them."""
 
     def __init__(
         self,
         n: int,
         *,
         root: str | os.PathLike[str] | None = None,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         cluster_name: str = "openraft-py",
         raft_config: dict[str, Any] | None = None,
         log_level: str = "INFO",
@@ -153,11 +156,18 @@ class LocalCluster:
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
-        self._addr_host = check_host(host)
+        if host is not None:
+            check_host(host)
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="openraft-py-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = self._lock_root()
+        try:
+            host = self._host_for(host)
+        except ClusterError:
+            os.close(self._lock)
+            raise
+        self._addr_host = check_host(host)
         self.host = host
         self.cluster_name = cluster_name
         self.raft_config = dict(raft_config or {})
@@ -188,6 +198,26 @@ class LocalCluster:
             raise ClusterError(f"{self.root} is in use by another local cluster ({path} is locked): stop "
                                "it first, or use another data directory") from None
         return fd
+
+    def _host_for(self, host: str | None) -> str:
+        """The host the nodes listen on: ``host``, or 127.0.0.1 when it is ``None``; for a root
+        whose ``cluster.json`` recorded its nodes' addresses, their host (``host`` given and
+        another one: ``ClusterError``: the nodes come back at their recorded addresses, which
+        the membership names, so a ``--host`` given there went unheeded, the nodes listening
+        where they did before)."""
+        recorded = {addr.rsplit(":", 1)[0] for node in self._recorded().values() for addr in node.values()}
+        if not recorded:
+            return "127.0.0.1" if host is None else host
+        if len(recorded) == 1:
+            (at,) = recorded
+            if host is None or check_host(host) == at:
+                return at[1:-1] if at.startswith("[") else at
+        elif host is None:
+            return "127.0.0.1"
+        raise ClusterError(
+            f"--host {host}: {self.root} holds a cluster whose nodes were recorded at {', '.join(sorted(recorded))} "
+            f"({self.root / 'cluster.json'}); they come back at those addresses, which their membership names, "
+            "so another host cannot be given to them: leave --host out, or use another --data-dir")
 
     # -- nodes -------------------------------------------------------------------------------------
 

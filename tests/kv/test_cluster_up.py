@@ -757,3 +757,31 @@ def test_a_data_dir_that_cannot_be_one_is_refused_naming_the_flag(tmp_path: Path
         err = capsys.readouterr().err.splitlines()
         assert err == [f"openraft-py cluster up: error: --data-dir {str(given)!r}: {why}"], err
     assert file.read_text() == "not a directory"
+
+
+def test_a_data_dir_used_before_keeps_its_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster up --data-dir D --host H`` over a directory whose nodes were recorded at
+    another host: they come back at their recorded addresses (the membership names them),
+    so the --host went unheeded without a word, the nodes listening where they did before.
+    Now it is refused before anything starts, naming the recorded host; without --host the
+    recorded one is taken (also for a directory first used with --host)."""
+    from openraft_py.kv.local_cluster import ClusterError, LocalCluster
+
+    first = LocalCluster(2, root=tmp_path, host="127.0.0.2")
+    assert {n.raft_addr.rsplit(":", 1)[0] for n in first.nodes.values()} == {"127.0.0.2"}
+    first.close()
+    again = LocalCluster(2, root=tmp_path)
+    assert again.host == "127.0.0.2" and again.members() == first.members()
+    again.close()
+    with pytest.raises(ClusterError, match=r"--host 127\.0\.0\.1: .* recorded at 127\.0\.0\.2 .*leave --host out"):
+        LocalCluster(2, root=tmp_path, host="127.0.0.1")
+    same = LocalCluster(2, root=tmp_path, host="127.0.0.2")  # the recorded host itself is fine
+    same.close()
+    assert cli.main(["cluster", "up", "-n", "2", "--data-dir", str(tmp_path), "--host", "127.0.0.3",
+                     "--timeout", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "recorded at 127.0.0.2" in err and "ready" not in err, err
+    assert not any(p.name.endswith(".log") for p in tmp_path.iterdir()), "a node was started"
+    fresh = LocalCluster(1, root=tmp_path / "new")
+    assert fresh.host == "127.0.0.1"
+    fresh.close()
