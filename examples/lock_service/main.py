@@ -12,6 +12,7 @@ refuses it. B's writes go through. The clock is a manual one so the pause takes 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 
 from lease_locks import Denied, Granted
@@ -77,7 +78,10 @@ async def run() -> list[tuple[str, int, bool]]:
 
 
 def main() -> None:
-    """Run the demo."""
+    """Run the demo. It takes no arguments: ``--help`` shows what it does, and any other
+    argument is a usage error (exit 2) rather than ignored."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()
     asyncio.run(run())
 
 

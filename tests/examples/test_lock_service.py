@@ -134,6 +134,18 @@ def test_main_runs() -> None:
     assert out.stdout.count("REFUSED") == 2 and "B writes with token" in out.stdout, out.stdout
 
 
+def test_main_takes_no_arguments() -> None:
+    """``main.py --help`` describes the demo and ``main.py --dir x`` is a usage error: both
+    ran the whole demo, the arguments ignored (the other examples' ``main.py`` take flags)."""
+    main = str(EXAMPLES / "lock_service" / "main.py")
+    helped = subprocess.run([sys.executable, main, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: main.py"), helped
+    assert "fencing tokens" in helped.stdout and "REFUSED" not in helped.stdout, helped.stdout
+    wrong = subprocess.run([sys.executable, main, "--dir", "x"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unrecognized arguments: --dir x" in wrong.stderr, wrong
+    assert wrong.stdout == "", wrong.stdout
+
+
 async def test_a_wrong_argument_is_refused_before_anything_is_written() -> None:
     """``acquire`` / ``renew`` / ``release`` with an argument of the wrong type or range raise
     ``TypeError`` / ``ValueError`` naming it and write nothing (a ``ttl_ms`` given as a string
