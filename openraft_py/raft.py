@@ -249,6 +249,13 @@ class Raft:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Raft:
+        """``async with raft:`` shuts the node down when the block ends, however it ends.
+        Entering raises the node's ``Fatal`` error if it has already stopped (shut down, or
+        a storage failure), as every later call on it does: the block would not run a node."""
+        self._check_loop()
+        fatal = self._core.fatal
+        if fatal is not None:
+            raise fatal
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -70,3 +70,17 @@ async def test_async_with_shuts_down(cluster: Cluster) -> None:
         await raft.wait(2.0).applied_index_at_least(1)
     with pytest.raises(Stopped):
         await raft.client_write(b"after")
+
+
+async def test_async_with_refuses_a_node_that_stopped(cluster: Cluster) -> None:
+    """Entering ``async with`` on a node that was shut down raises its ``Stopped``, as every
+    other call on it does, and runs nothing of the block."""
+    await cluster.start({1})
+    raft = cluster.nodes.pop(1)
+    await raft.shutdown()
+    ran = False
+    with pytest.raises(Stopped):
+        async with raft:
+            ran = True
+    assert not ran
+
