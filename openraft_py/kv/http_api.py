@@ -110,7 +110,8 @@ from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, Serv
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
-           "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections"]
+           "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
+           "refused_linger_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,8 @@ class IdleConnections:
 MAX_HTTP_CONNECTIONS = 512
 """The most HTTP connections a node holds open at once (fewer under a low descriptor limit:
 ``http_connection_limit``). One more is answered ``503`` with a JSON error saying so
-(``Connection: close``) and closed at once (``capped_connections``). Each connection takes a
+(``Connection: close``) and closed once the client closed it, within ``REFUSED_LINGER``
+(``capped_connections``). Each connection takes a
 file descriptor, and the node's stores need descriptors too: a burst of connections that
 sent nothing (250 to a ``serve`` limited to 256 descriptors) took the last ones, and the
 node's next file failed: its snapshot build hit "Too many open files" and the node stopped.
@@ -263,38 +265,81 @@ def http_connection_limit() -> int:
     return max(1, min(MAX_HTTP_CONNECTIONS, soft // 2))
 
 
-class _Refused(asyncio.Protocol):
-    """A connection over the limit: answered ``503`` and closed at once, before its request
-    comes (waiting for it would hold its descriptor: a burst of them took the node's last
-    ones). A client reads the answer, or sees the connection closed."""
+REFUSED_LINGER = 1.0
+"""Seconds a connection over the limit is kept at most after its ``503``, reading (and
+discarding) what the client sends until the client closes it (``_Refused``). Closed right
+after the ``503``, a request still arriving met a closed connection: the node's kernel
+answered it with a reset, and a client writing its body then (``urllib``, ``http.client``:
+the head, then the body) failed with "Broken pipe" or "Connection reset by peer", its
+``503`` unread."""
 
-    def __init__(self, answer: bytes) -> None:
+
+def refused_linger_limit(limit: int) -> int:
+    """How many refused connections linger at once (``REFUSED_LINGER``) beside the ``limit``
+    served ones: a sixteenth of it, at least 1. One more refused meanwhile is closed right
+    after its ``503`` (it may see a reset), so that a burst of refusals holds few descriptors."""
+    return max(1, limit // 16)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: answered ``503`` before its request comes, the sending
+    side shut (``write_eof``), then read and discarded until the client closes it, or for
+    ``REFUSED_LINGER`` seconds at most; then closed. Reading the request is what lets the
+    client read the ``503``: a connection closed before its request is read is reset. While
+    ``max_lingering`` refused connections linger already (``lingering``), one more is closed
+    right after its ``503``."""
+
+    def __init__(self, answer: bytes, lingering: set[_Refused], max_lingering: int) -> None:
         self._answer = answer
+        self._lingering = lingering
+        self._max_lingering = max_lingering
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not ``asyncio.WriteTransport`` instances: no isinstance)
-        cast(asyncio.WriteTransport, transport).write(self._answer)
-        transport.close()
+        writer = cast(asyncio.WriteTransport, transport)
+        writer.write(self._answer)
+        if len(self._lingering) >= self._max_lingering or not writer.can_write_eof():
+            transport.close()
+            return
+        writer.write_eof()
+        self._lingering.add(self)
+        self._timer = asyncio.get_running_loop().call_later(REFUSED_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request, discarded
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side: the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lingering.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def capped_connections(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
     """The protocol factory of the node's HTTP listener: ``server``'s (a connection served as
     usual) while it holds fewer than ``limit`` connections, else a protocol that answers
-    ``503`` and closes the connection (``_Refused``). The refusals are logged through a
-    ``FailureLog``: a WARNING at the first, again every 5 minutes while they go on, and an
-    INFO once a connection is taken again."""
+    ``503`` and closes the connection once the client has closed its side, or after
+    ``REFUSED_LINGER`` seconds (``_Refused``; at most ``refused_linger_limit(limit)`` of them
+    linger at once). The refusals are logged through a ``FailureLog``: a WARNING at the
+    first, again every 5 minutes while they go on, and an INFO once a connection is taken
+    again."""
     body = json.dumps({"error": f"the node holds {limit} HTTP connections, its limit: retry later, or close "
                                 "idle ones (MAX_HTTP_CONNECTIONS)"}).encode()
     answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
     refusals = FailureLog(log, "HTTP server", unit="refused connection")
+    lingering: set[_Refused] = set()
+    max_lingering = refused_linger_limit(limit)
 
     def protocol() -> asyncio.BaseProtocol:
         now = asyncio.get_running_loop().time()
         if len(server.connections) >= limit:
             refusals.failed(now, "too many connections",
                             f"it holds {limit} HTTP connections, its limit: a new one is answered 503 and closed")
-            return _Refused(answer)
+            return _Refused(answer, lingering, max_lingering)
         if refusals.failing:
             refusals.cleared(now, "takes HTTP connections again")
         return server()

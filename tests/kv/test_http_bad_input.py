@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -424,6 +429,118 @@ async def test_idle_connections_sweep_does_not_need_aiohttp_keepalive(
     assert cluster.session is not None
     async with cluster.session.get(url(node, "/cluster/status")) as r:
         assert r.status == 200
+
+
+def _put(url: str, body: bytes) -> int | str:
+    """``PUT url`` with ``body`` through ``urllib`` (``http.client``: the head, then the body,
+    in two writes): the answer's status, or the error."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT"), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+async def test_a_put_over_the_limit_gets_its_503_not_a_broken_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client over the connection limit that sends a request with a body (``urllib``:
+    the head, then the body) gets the documented 503: the refused connection is read until
+    the client closes it (``REFUSED_LINGER``). It was closed right after the 503, so the
+    body's write met a closed connection: 7 to 9 of 10 such PUTs to a ``serve`` failed with
+    "[Errno 32] Broken pipe" (``URLError``), the 503 unread."""
+    monkeypatch.setattr(http_api, "MAX_HTTP_CONNECTIONS", 4)
+    c = KvCluster()
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        host, sport = node.opts.http_addr.rsplit(":", 1)
+        held: list[asyncio.StreamWriter] = []
+        try:
+            assert node._http is not None and node._http.server is not None
+            while len(node._http.server.connections) < 4:  # the limit's connections (the cluster's client holds some)
+                reader, writer = await asyncio.open_connection(host, int(sport))
+                held.append(writer)
+                writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+            for size in (10, 100_000):
+                got = [await asyncio.to_thread(_put, url(node, "/kv/k"), b"v" * size) for _ in range(10)]
+                assert got == [503] * 10, (size, got)
+        finally:
+            for writer in held:
+                writer.close()
+    finally:
+        await c.close()
+
+
+def _refused_then_written(host: str, port: int, answered: threading.Event | None = None) -> tuple[bytes, float]:
+    """Connect, read until the end of the stream (the 503) leaving the connection open (set
+    ``answered``), then write a byte every 20 ms until the node's close shows (an error):
+    the answer and the seconds from the connect to that error (at most 10 s)."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        t0 = time.monotonic()
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        if answered is not None:
+            answered.set()
+        try:
+            while time.monotonic() - t0 < 10:
+                s.sendall(b"x")
+                time.sleep(0.02)
+        except OSError:
+            pass
+        return data, time.monotonic() - t0
+
+
+async def test_a_refused_connection_is_read_until_the_client_closes_it_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection over the limit gets its 503 and the end of the stream at once, and is
+    read until the client closes it (so that a request still arriving does not meet a closed
+    connection: see ``test_a_put_over_the_limit_gets_its_503_not_a_broken_pipe``), but for
+    ``REFUSED_LINGER`` seconds at most; while ``refused_linger_limit`` of them
+    linger, one more is closed right after its 503."""
+    monkeypatch.setattr(http_api, "MAX_HTTP_CONNECTIONS", 4)
+    monkeypatch.setattr(http_api, "REFUSED_LINGER", 0.5)
+    monkeypatch.setattr(http_api, "refused_linger_limit", lambda limit: 1)
+    c = KvCluster()
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        host, sport = node.opts.http_addr.rsplit(":", 1)
+        port = int(sport)
+        held: list[asyncio.StreamWriter] = []
+        try:
+            assert node._http is not None and node._http.server is not None
+            while len(node._http.server.connections) < 4:  # the limit's connections (the cluster's client holds some)
+                reader, writer = await asyncio.open_connection(host, port)
+                held.append(writer)
+                writer.write(b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+            # Refused and left open by the client: read by the node until REFUSED_LINGER.
+            answered = threading.Event()
+            first = asyncio.ensure_future(asyncio.to_thread(_refused_then_written, host, port, answered))
+            assert await asyncio.to_thread(answered.wait, 10)
+            # A second while the first lingers: closed right after its 503.
+            answer, closed_after = await asyncio.to_thread(_refused_then_written, host, port)
+            assert answer.startswith(b"HTTP/1.1 503") and closed_after < 0.4, (answer, closed_after)
+            answer, closed_after = await first
+            assert answer.startswith(b"HTTP/1.1 503") and b"HTTP connections, its limit" in answer, answer
+            assert 0.45 <= closed_after < 5, closed_after
+        finally:
+            for writer in held:
+                writer.close()
+    finally:
+        await c.close()
+
+
+def test_refused_connections_linger_a_sixteenth_of_the_limit() -> None:
+    """At most a sixteenth of the connection limit of refused connections linger at once
+    (at least 1): a burst of refusals holds few descriptors."""
+    assert http_api.refused_linger_limit(512) == 32
+    assert http_api.refused_linger_limit(128) == 8
+    assert http_api.refused_linger_limit(1) == 1
 
 
 async def test_connections_over_the_limit_are_answered_503_and_closed(
