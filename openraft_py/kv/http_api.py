@@ -105,6 +105,7 @@ from ..errors import (
     WaitTimeout,
 )
 from ..failure_log import FailureLog
+from ..network.accept_errors import AcceptErrors
 from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
@@ -318,14 +319,15 @@ class _Refused(asyncio.Protocol):
             self._timer.cancel()
 
 
-def capped_connections(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
+def capped_connections(server: web.Server, limit: int,
+                       accept_errors: AcceptErrors | None = None) -> Callable[[], asyncio.BaseProtocol]:
     """The protocol factory of the node's HTTP listener: ``server``'s (a connection served as
     usual) while it holds fewer than ``limit`` connections, else a protocol that answers
     ``503`` and closes the connection once the client has closed its side, or after
     ``REFUSED_LINGER`` seconds (``_Refused``; at most ``refused_linger_limit(limit)`` of them
     linger at once). The refusals are logged through a ``FailureLog``: a WARNING at the
     first, again every 5 minutes while they go on, and an INFO once a connection is taken
-    again."""
+    again. ``accept_errors``: the listener's, told of every connection accepted."""
     body = json.dumps({"error": f"the node holds {limit} HTTP connections, its limit: retry later, or close "
                                 "idle ones (MAX_HTTP_CONNECTIONS)"}).encode()
     answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
@@ -336,6 +338,8 @@ def capped_connections(server: web.Server, limit: int) -> Callable[[], asyncio.B
 
     def protocol() -> asyncio.BaseProtocol:
         now = asyncio.get_running_loop().time()
+        if accept_errors is not None:
+            accept_errors.accepted()
         if len(server.connections) >= limit:
             refusals.failed(now, "too many connections",
                             f"it holds {limit} HTTP connections, its limit: a new one is answered 503 and closed")

@@ -33,6 +33,7 @@ from ..config import Config
 from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
+from ..network.accept_errors import AcceptErrors
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
@@ -348,6 +349,7 @@ class KvNode:
         self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
         self._http: Any = None  # aiohttp AppRunner
         self._http_listener: asyncio.Server | None = None  # the HTTP port's listening socket(s)
+        self._http_accept_errors: AcceptErrors | None = None  # its accept errors, logged once
         self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
         self.catch_up: CatchUpGuard | None = None
         """Whether the node is catching up before it votes (``rejoin``); set by ``start()``."""
@@ -464,12 +466,14 @@ class KvNode:
             self.http_conns.start()
             hhost, hport = parse_addr(o.http_addr)
             # The listener's protocol factory caps the open connections (``MAX_HTTP_CONNECTIONS``).
-            factory = capped_connections(self._http.server, http_connection_limit())
+            self._http_accept_errors = AcceptErrors(f"HTTP port {o.http_addr}", log)
+            factory = capped_connections(self._http.server, http_connection_limit(), self._http_accept_errors)
             try:
                 self._http_listener = await asyncio.get_running_loop().create_server(
                     factory, hhost, hport, reuse_address=True, backlog=128)
             except OSError as e:
                 raise _listen_error("--http-addr", o.http_addr, e) from None
+            self._http_accept_errors.watch(self._http_listener.sockets)
             self.http_port = self._http_listener.sockets[0].getsockname()[1]
         except BaseException:
             await self.stop()
@@ -552,6 +556,8 @@ class KvNode:
                 listener.close()  # closes the listening socket only
             except Exception as e:  # noqa: BLE001 - keep stopping
                 log.error("closing the HTTP port failed: %r", e)
+        if self._http_accept_errors is not None:
+            self._http_accept_errors.close()
         if http is not None:
             await self._drain_http()
         # Each step's coroutine is made when its turn comes: none is left unawaited if the

@@ -39,6 +39,7 @@ from ._tcp_common import (
     http_refusal,
     log,
 )
+from .accept_errors import AcceptErrors
 from .wire import (
     ERR_FATAL,
     ERR_INVALID,
@@ -282,6 +283,8 @@ class _ServerConnection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
+        if srv._accept_errors is not None:
+            srv._accept_errors.accepted()
         if len(srv._conns) >= srv.max_connections and not srv._make_room():
             self._drop_repeating(f"too many connections ({srv.max_connections})", "too many connections")
             return
@@ -780,6 +783,9 @@ class TcpServer:
     _closed: asyncio.Future[None] | None
     """Set by the first ``close()``, done once it has ended (``None`` before)."""
     _drain_waiter: asyncio.Future[None] | None
+    _accept_errors: AcceptErrors | None
+    """The listener's accept errors (asyncio's, for want of descriptors), logged once
+    (``accept_errors``); ``None`` until ``start`` listens."""
     host: str
     port: int
     """The bound port (the ephemeral one when started with port 0)."""
@@ -947,6 +953,9 @@ class TcpServer:
         self.host = sockname[0]
         self.port = sockname[1]
         self.address = f"{host}:{self.port}"
+        # asyncio logged an accept error for want of descriptors up to ~1,300 times a second.
+        self._accept_errors = AcceptErrors(f"tcp server {self.address}", log)
+        self._accept_errors.watch(server.sockets)
         self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
         self._member_timer = self._loop.call_later(self.membership_check_interval, self._member_tick)
         return self
@@ -1054,6 +1063,7 @@ class TcpServer:
         self._closing = False
         self._closed = None
         self._drain_waiter = None
+        self._accept_errors = None
         self.host = ""
         self.port = 0
         self.address = "unbound"
@@ -1218,6 +1228,8 @@ class TcpServer:
         self._idle_timer.cancel()
         self._member_timer.cancel()
         self._server.close()
+        if self._accept_errors is not None:
+            self._accept_errors.close()
         for c in self._conns:
             c.closed = True
         self._conns.clear()
@@ -1240,6 +1252,8 @@ class TcpServer:
         self._idle_timer.cancel()
         self._member_timer.cancel()
         self._server.close()
+        if self._accept_errors is not None:
+            self._accept_errors.close()
         self._drain_waiter = self._loop.create_future()
         for c in conns:
             c.start_drain()
