@@ -467,7 +467,8 @@ class KvNode:
             hhost, hport = parse_addr(o.http_addr)
             # The listener's protocol factory caps the open connections (``MAX_HTTP_CONNECTIONS``).
             self._http_accept_errors = AcceptErrors(f"HTTP port {o.http_addr}", log)
-            factory = capped_connections(self._http.server, http_connection_limit(), self._http_accept_errors)
+            factory = self._http_accept_errors.guard(
+                capped_connections(self._http.server, http_connection_limit(), self._http_accept_errors))
             try:
                 self._http_listener = await asyncio.get_running_loop().create_server(
                     factory, hhost, hport, reuse_address=True, backlog=128)

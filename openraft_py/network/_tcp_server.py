@@ -935,8 +935,11 @@ class TcpServer:
             # Ctrl-C) left the listening socket open for nobody. The port stayed taken for as
             # long as the loop ran: the node could not be started on it again ("address
             # already in use"). Here the server is closed if the start is cancelled.
+            # (guard: a factory that raised stopped uvloop's listener for good)
+            self._accept_errors = AcceptErrors(f"tcp server {self.address}", log)
             server = await self._loop.create_server(
-                lambda: _ServerConnection(self), host, port, reuse_address=True, start_serving=False
+                self._accept_errors.guard(lambda: _ServerConnection(self)), host, port, reuse_address=True,
+                start_serving=False,
             )
         except socket.gaierror as e:
             # The resolver's message names no host (the bind errors name their address).
@@ -954,7 +957,7 @@ class TcpServer:
         self.port = sockname[1]
         self.address = f"{host}:{self.port}"
         # asyncio logged an accept error for want of descriptors up to ~1,300 times a second.
-        self._accept_errors = AcceptErrors(f"tcp server {self.address}", log)
+        self._accept_errors.log.subject = f"tcp server {self.address}"
         self._accept_errors.watch(server.sockets)
         self._idle_timer = self._loop.call_later(self._idle_period(), self._idle_tick)
         self._member_timer = self._loop.call_later(self.membership_check_interval, self._member_tick)

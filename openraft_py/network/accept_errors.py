@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from ..failure_log import FailureLog
 
@@ -57,25 +57,50 @@ class _Filter:
             loop.default_exception_handler(context)
 
 
+class _Dropped(asyncio.Protocol):
+    """A connection whose protocol could not be made (``AcceptErrors.guard``): closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
+
+
 _filters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Filter] = weakref.WeakKeyDictionary()
 
 
 class AcceptErrors:
     """The accept errors of one listener, logged through a ``FailureLog`` under ``subject``
-    (``"raft port 127.0.0.1:5001"``). ``watch`` its sockets once it listens; its protocol
-    factory calls ``accepted`` (a connection came: the errors ended); ``close`` when it
+    (``"raft port 127.0.0.1:5001"``). Its protocol factory is wrapped by ``guard``;
+    ``watch`` its sockets once it listens; the factory calls ``accepted`` (a connection came: the errors ended); ``close`` when it
     closes."""
 
     def __init__(self, subject: str, logger: logging.Logger) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
+        """Made in the running loop, the listener's."""
+        self._loop = asyncio.get_running_loop()
         self._fds: list[int] = []
         self.log = FailureLog(logger, subject, unit="failed accept")
 
+    def guard(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
+        """The listener's protocol factory: ``factory``'s protocol, or, when ``factory``
+        raises (``MemoryError``), one that closes the connection at once, the error logged
+        through the ``FailureLog``. uvloop's listener stopped for good after a factory that
+        raised, leaving it the accepted connection: every later connection waited in the
+        listen queue unanswered, with ``is_serving()`` still true."""
+
+        def protocol() -> asyncio.BaseProtocol:
+            try:
+                return factory()
+            except Exception as e:  # noqa: BLE001 - the listener must go on
+                self.log.failed(self._loop.time(), "protocol",
+                                f"a connection could not be set up ({e!r}): closed at once, the port listens on")
+                return _Dropped()
+
+        return protocol
+
     def watch(self, sockets: Iterable[Any]) -> None:
-        """Watch the listening ``sockets`` (``Server.sockets``) of the running loop. The
-        loop's exception handler is wrapped at the first listener watched and put back when
-        the last is closed (unless it was replaced meanwhile)."""
-        loop = self._loop = asyncio.get_running_loop()
+        """Watch the listening ``sockets`` (``Server.sockets``). The loop's exception
+        handler is wrapped at the first listener watched and put back when the last is
+        closed (unless it was replaced meanwhile)."""
+        loop = self._loop
         self._fds = [s.fileno() for s in sockets]
         filt = _filters.get(loop)
         if filt is None or loop.get_exception_handler() is not filt:
@@ -86,20 +111,17 @@ class AcceptErrors:
 
     def failed(self, exc: BaseException | None) -> None:
         """One accept error (``exc``) reported by the loop."""
-        assert self._loop is not None  # (only a watched listener's errors come here)
         self.log.failed(self._loop.time(), "accept",
                         f"accept() fails ({exc}): connections wait (asyncio retries every second) until "
                         "descriptors are free again (ulimit -n)")
 
     def accepted(self) -> None:
         """A connection was accepted: ends a streak of errors (an INFO if it was logged)."""
-        if self.log.failing and self._loop is not None:
+        if self.log.failing:
             self.log.cleared(self._loop.time(), "accepts connections again")
 
     def close(self) -> None:
         """Stop watching (the listener closed); the last one puts the replaced handler back."""
-        if self._loop is None:
-            return
         filt = _filters.get(self._loop)
         if filt is None:
             return

@@ -129,3 +129,43 @@ async def test_other_exceptions_go_to_the_handler_it_replaced_which_comes_back()
         b.close()
     finally:
         loop.set_exception_handler(None)
+
+
+def test_a_guarded_factory_that_raises_costs_one_connection_on_uvloop(caplog: pytest.LogCaptureFixture) -> None:
+    """The HTTP port's factory is guarded too (``AcceptErrors.guard``): on uvloop, a
+    factory that raised stopped the listener for good, every later connection left
+    unanswered in the listen queue while ``is_serving()`` stayed true."""
+    uvloop = pytest.importorskip("uvloop")
+    calls = 0
+
+    class Hello(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.write(b"hello")  # type: ignore[attr-defined]
+            transport.close()
+
+    def flaky() -> asyncio.BaseProtocol:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MemoryError("no memory for the connection")
+        return Hello()
+
+    async def main() -> list[bytes]:
+        errors = AcceptErrors("HTTP port test", logging.getLogger("openraft_py.kv.node"))
+        server = await asyncio.get_running_loop().create_server(errors.guard(flaky), "127.0.0.1", 0)
+        errors.watch(server.sockets)
+        port = server.sockets[0].getsockname()[1]
+        got = []
+        try:
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                got.append(await asyncio.wait_for(reader.read(), 5))
+                writer.close()
+        finally:
+            errors.close()
+            server.close()
+        return got
+
+    assert uvloop.run(main()) == [b"", b"hello"]
+    warned = [r.getMessage() for r in caplog.records if "could not be set up" in r.getMessage()]
+    assert len(warned) == 1 and "MemoryError" in warned[0], warned

@@ -20,7 +20,7 @@ import pytest
 from openraft_py.network.tcp import TcpServer
 from openraft_py.types import AppendEntriesRequest
 
-from .test_tcp import OPT, V1, FakeRaft, _free_port, _pair, _until
+from .test_tcp import OPT, V1, FakeRaft, _free_port, _pair, _until, _vote_until_answered
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,3 +88,40 @@ async def test_a_cancelled_start_leaves_nothing_listening() -> None:
             probe.bind(("127.0.0.1", port))  # free again (asyncio's server binds without SO_REUSEPORT)
         finally:
             probe.close()
+
+
+async def test_a_connection_whose_protocol_cannot_be_made_is_closed_and_the_port_listens_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A protocol factory that raises (a ``MemoryError`` making the connection's state) costs
+    that connection only, logged once: uvloop's listener stopped for good after it (it left
+    the listener the accepted connection), every later connection waiting in the listen
+    queue unanswered while ``is_serving()`` stayed true, so the node looked alive and
+    accepted nothing."""
+    from openraft_py.network import _tcp_server
+
+    real = _tcp_server._ServerConnection
+    calls = 0
+
+    def flaky(server: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MemoryError("no memory for the connection")
+        return real(server)
+
+    raft, server, factory, client = await _pair()
+    try:
+        monkeypatch.setattr(_tcp_server, "_ServerConnection", flaky)
+        host, port = server.address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the node
+        writer.close()
+        # The port listens on: a client's request gets through on a new connection.
+        answer = await asyncio.wait_for(_vote_until_answered(client), 10)
+        assert answer is not None and calls >= 2
+        warned = [r.getMessage() for r in caplog.records if "could not be set up" in r.getMessage()]
+        assert len(warned) == 1 and "MemoryError" in warned[0], warned
+    finally:
+        await server.close()
+        await factory.close()
