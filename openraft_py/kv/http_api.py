@@ -78,6 +78,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import resource
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -106,13 +107,14 @@ from ..errors import (
 )
 from ..failure_log import FailureLog
 from ..network.accept_errors import AcceptErrors
+from ..network.tcp import tcp_connection_limit
 from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
-           "refused_linger_limit"]
+           "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE"]
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +249,7 @@ class IdleConnections:
 
 MAX_HTTP_CONNECTIONS = 512
 """The most HTTP connections a node holds open at once (fewer under a low descriptor limit:
-``http_connection_limit``). One more is answered ``503`` with a JSON error saying so
+``http_connection_limit``, ``connection_limits``). One more is answered ``503`` with a JSON error saying so
 (``Connection: close``) and closed once the client closed it, within ``REFUSED_LINGER``
 (``capped_connections``). Each connection takes a
 file descriptor, and the node's stores need descriptors too: a burst of connections that
@@ -264,6 +266,40 @@ def http_connection_limit() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_HTTP_CONNECTIONS
     return max(1, min(MAX_HTTP_CONNECTIONS, soft // 2))
+
+
+FILES_RESERVE = 16
+"""Descriptors a node leaves to its own later files (its stores' new files, a snapshot
+being built, its connections to its peers) beyond those it holds when it starts listening
+and those its two ports may hold (``connection_limits``)."""
+
+
+def open_descriptors() -> int | None:
+    """How many file descriptors the process holds (``/proc/self/fd``, ``/dev/fd``), or
+    ``None`` where it cannot tell."""
+    for d in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(d)) - 1  # (less the listing's own)
+        except OSError:
+            continue
+    return None
+
+
+def connection_limits(in_use: int | None) -> tuple[int, int]:
+    """The HTTP and raft connection limits of a node holding ``in_use`` descriptors when it
+    starts listening: ``http_connection_limit()`` and ``tcp_connection_limit()``, but at
+    most half and a quarter (at least 1 and 8, as ``tcp_connection_limit``) of the descriptors its soft limit leaves
+    beyond ``in_use`` and ``FILES_RESERVE``. Those fractions of the limit itself did not
+    count what the node holds (40 descriptors, its stores and runtime): under ``ulimit -n
+    64``, 36 HTTP and 20 raft connections that sent nothing took the last ones, and the
+    node stopped at its next snapshot build ("Too many open files"). ``in_use`` ``None``:
+    the fractions of the limit alone."""
+    http, raft = http_connection_limit(), tcp_connection_limit()
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if in_use is None or soft == resource.RLIM_INFINITY:
+        return http, raft
+    spare = soft - in_use - FILES_RESERVE
+    return min(http, max(1, spare // 2)), min(raft, max(8, spare // 4))
 
 
 REFUSED_LINGER = 1.0

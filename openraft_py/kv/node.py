@@ -19,6 +19,7 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import socket
 import ssl
 import time
@@ -34,7 +35,7 @@ from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMi
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors
-from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr
+from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr, tcp_connection_limit
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
@@ -390,7 +391,6 @@ class KvNode:
             SERVER_LOG,
             IdleConnections,
             capped_connections,
-            http_connection_limit,
             make_app,
         )
 
@@ -441,10 +441,12 @@ class KvNode:
                     log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
                                 "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,
                                 o.cluster_name)
+            # What the two ports may hold, counting the descriptors the node holds already.
+            http_limit, raft_limit = self._connection_limits()
             host, port = parse_addr(o.raft_addr)
             try:
                 self.tcp_server = await TcpServer.start(GuardedRaft(self.raft, guard), host, port,
-                                                        cluster_name=o.cluster_name,
+                                                        cluster_name=o.cluster_name, max_connections=raft_limit,
                                                         ssl=server_ctx, peer_id_of_cert=bind)
             except OSError as e:
                 raise _listen_error("--raft-addr", o.raft_addr, e) from None
@@ -468,7 +470,7 @@ class KvNode:
             # The listener's protocol factory caps the open connections (``MAX_HTTP_CONNECTIONS``).
             self._http_accept_errors = AcceptErrors(f"HTTP port {o.http_addr}", log)
             factory = self._http_accept_errors.guard(
-                capped_connections(self._http.server, http_connection_limit(), self._http_accept_errors))
+                capped_connections(self._http.server, http_limit, self._http_accept_errors))
             try:
                 self._http_listener = await asyncio.get_running_loop().create_server(
                     factory, hhost, hport, reuse_address=True, backlog=128)
@@ -483,6 +485,30 @@ class KvNode:
         log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",
                  o.raft_addr, o.http_addr, o.data_dir, m.current_term, m.last_log_index)
         self._warn_if_recorded_elsewhere()
+
+    def _connection_limits(self) -> tuple[int, int]:
+        """The HTTP and raft ports' connection limits (``http_api.connection_limits``), a
+        WARNING when they are lower than the defaults for the limit of open files and the
+        HTTP one below a quarter of ``MAX_HTTP_CONNECTIONS`` (128: a limit of open files
+        under about 300); not under the usual 1024, where they are only a little lower."""
+        from .http_api import (
+            FILES_RESERVE,
+            MAX_HTTP_CONNECTIONS,
+            connection_limits,
+            http_connection_limit,
+            open_descriptors,
+        )
+
+        in_use = open_descriptors()
+        http, raft = connection_limits(in_use)
+        default_http, default_raft = http_connection_limit(), tcp_connection_limit()
+        if (http, raft) != (default_http, default_raft) and http < MAX_HTTP_CONNECTIONS // 4:
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.warning("the limit of open files (%d, ulimit -n) leaves %d beyond the %d the node holds: it takes at "
+                        "most %d HTTP and %d raft connections (instead of %d and %d), keeping %d for its own files; "
+                        "raise the limit (ulimit -n 1024 or more)", soft, soft - (in_use or 0), in_use or 0, http,
+                        raft, default_http, default_raft, FILES_RESERVE)
+        return http, raft
 
     def _warn_if_recorded_elsewhere(self) -> None:
         """One WARNING at start when the membership this node holds records it at other

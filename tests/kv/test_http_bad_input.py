@@ -595,3 +595,21 @@ async def test_connections_over_the_limit_are_answered_503_and_closed(
         assert any("takes HTTP connections again" in r.getMessage() for r in caplog.records)
     finally:
         await c.close()
+
+
+def test_connection_limits_count_the_descriptors_the_node_holds() -> None:
+    """The ports' limits are at most half and a quarter (at least 8) of the descriptors the
+    soft limit leaves beyond those the node holds and ``FILES_RESERVE``; the shares of the
+    limit alone when it holds few, or when that cannot be told."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    defaults = (http_api.http_connection_limit(), http_api.tcp_connection_limit())
+    assert http_api.connection_limits(None) == defaults
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no limit of open files")
+    assert http_api.connection_limits(0) == (min(defaults[0], (soft - 16) // 2), min(defaults[1], max(8, (soft - 16) // 4)))
+    assert http_api.connection_limits(soft - http_api.FILES_RESERVE - 40) == (20, 10)
+    assert http_api.connection_limits(soft - http_api.FILES_RESERVE - 4) == (2, 8)
+    assert http_api.connection_limits(soft) == (1, 8)
+    assert http_api.open_descriptors() is None or http_api.open_descriptors() > 3  # type: ignore[operator]
