@@ -476,8 +476,9 @@ class KvNode:
                     factory, hhost, hport, reuse_address=True, backlog=128)
             except OSError as e:
                 raise _listen_error("--http-addr", o.http_addr, e) from None
-            self._http_accept_errors.watch(self._http_listener.sockets)
             self.http_port = self._http_listener.sockets[0].getsockname()[1]
+            self._http_accept_errors.log.subject = f"HTTP port {hhost}:{self.http_port}"  # (port 0: the one bound)
+            self._http_accept_errors.watch(self._http_listener.sockets)
         except BaseException:
             await self.stop()
             raise
