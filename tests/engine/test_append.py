@@ -196,4 +196,64 @@ def test_append_entries_unflushed_entries_are_not_applied_before_they_are_durabl
     eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), None), TX, now=10.0)
     eng.take_commands()  # io 1 not flushed
     eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 4), [], lid(2, 4)), "tx2", now=20.0)
-    assert eng.take_commands() == [Respond("tx2", ok(lid(2, 4)), when=1), SaveCommittedAndApply(lid(2, 4), when=1)]
+    assert eng.take_commands() == [Respond("tx2", ok(lid(1, 3)), when=0), SaveCommittedAndApply(lid(2, 4), when=1)], (
+        "the heartbeat is answered at once with what is durable; the apply waits for the write"
+    )
+
+
+# -- a heartbeat while writes are under way: answered at once, with what is durable --------------
+
+
+def test_heartbeat_during_a_pending_append_is_answered_at_once_with_the_durable_prefix():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4), (2, 5)), None), TX, now=10.0)
+    assert eng.take_commands() == [AppendEntries(ents((2, 4), (2, 5)), 1), Respond(TX, ok(lid(2, 5)), when=1)]
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 5), [], None), "hb", now=20.0)
+    assert eng.take_commands() == [Respond("hb", ok(lid(1, 3)), when=0)], (
+        "not after io 1: the entries it writes are not vouched for, what was durable before is"
+    )
+    flush(eng)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), [], None), "hb2", now=30.0)
+    assert eng.take_commands() == [Respond("hb2", ok(lid(1, 3)), when=0)], "never past the request's prev_log_id"
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 5), [], None), "hb3", now=40.0)
+    assert eng.take_commands() == [Respond("hb3", ok(lid(2, 5)), when=0)]
+
+
+def test_heartbeat_behind_a_later_pending_append_vouches_for_the_flushed_part():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), None), TX, now=10.0)
+    flush(eng)  # io 1: 2-4 durable
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 4), ents((2, 5)), None), TX, now=20.0)
+    eng.take_commands()  # io 2 (2-5) under way
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 5), [], None), "hb", now=30.0)
+    assert eng.take_commands() == [Respond("hb", ok(lid(2, 4)), when=0)]
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 4), [], None), "hb2", now=40.0)
+    assert eng.take_commands() == [Respond("hb2", ok(lid(2, 4)), when=0)], "its prev_log_id is durable: all of it"
+
+
+def test_heartbeat_during_a_pending_truncation_vouches_only_for_what_the_truncation_keeps():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 1), ents((2, 2)), None), TX, now=10.0)
+    assert eng.take_commands() == [TruncateLog(lid(1, 1), 1), AppendEntries(ents((2, 2)), 2), Respond(TX, ok(lid(2, 2)), when=2)]
+    assert eng.state.io.flushed_log_id == lid(1, 3), "still names entries the truncation removes"
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(2, 2), [], None), "hb", now=20.0)
+    assert eng.take_commands() == [Respond("hb", ok(lid(1, 1)), when=0)], (
+        "1-2 and 1-3 are durable but not the leader's; 2-2 is the leader's but not durable"
+    )
+
+
+def test_heartbeat_with_nothing_durable_acks_without_a_match():
+    eng = make_engine(id=2, log=[], vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, None, [ent(0, 0), ent(1, 1)], None), TX, now=10.0)
+    eng.take_commands()
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 1), [], None), "hb", now=20.0)
+    assert eng.take_commands() == [Respond("hb", ok(None), when=0)]
+
+
+def test_heartbeat_of_a_new_leader_waits_for_its_vote_to_be_durable():
+    eng = make_engine(id=2, log=LOG3, vote=L)
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), None), TX, now=10.0)
+    eng.take_commands()  # io 1 under way
+    new = vote(3, 3, True)
+    eng.handle_append_entries(AppendEntriesRequest(new, lid(2, 4), [], None), "hb", now=20.0)
+    assert eng.take_commands() == [SaveVote(new, 2), Respond("hb", ok(lid(1, 3), new), when=2)]

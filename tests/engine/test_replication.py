@@ -320,3 +320,24 @@ def test_a_re_added_target_ignores_results_of_its_previous_entry():
     assert leader.replication[3].inflight == 1 and leader.replication[3].next_index == 3, (
         "the old generation's conflict changes nothing of the new entry"
     )
+
+
+def test_a_heartbeat_answer_below_the_matched_index_keeps_the_plan_and_counts_as_an_ack():
+    """A follower flushing a long write answers a heartbeat with what it holds durably,
+    which may be below what it acknowledged before (``FollowingHandler.durable_match``):
+    nothing moves back, nothing is resent, and the answer keeps the leader's check-quorum."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 4)  # 1-2 .. 1-5
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1)), Replicate(2, 1, lid(1, 3), 4, 6, lid(1, 1))]
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 3), 10.0))
+    eng.take_commands()
+    p = eng.leader.replication[2]
+    eng.leader_heartbeat(200.0)
+    assert eng.take_commands() == [Replicate(2, 1, lid(1, 5), 6, 6, lid(1, 3))]
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 1), 200.0))  # 1-2 .. 1-5 not durable there yet
+    assert eng.take_commands() == []
+    assert (p.matched, p.next_index, p.inflight) == (3, 6, 1), "1-4 and 1-5 stay in flight, not resent"
+    assert eng.state.committed == lid(1, 3), "the commit never moves back"
+    assert eng.leader.ack_at[2] == 200.0
+    eng.handle_tick(450.0)  # more than election_timeout_max after the last entries' answer
+    assert eng.leader is not None, "the heartbeat's answer kept the leadership"

@@ -9,6 +9,7 @@ cdef class FollowingHandler(Handler):
     # C calls between these methods (``cpdef``).
     @cython.locals(log=LogHandler)
     cpdef append_entries(self, req, tx, now)
+    cpdef durable_match(self, prev)
     cpdef accept_leader(self, vote, now)
     @cython.locals(log=LogHandler)
     cpdef commit(self, leader_commit, matching)

@@ -4,7 +4,10 @@
 2. Consistency check on ``prev_log_id``; on a mismatch reply with a hint for fast back-off.
 3. Skip entries already held, truncate at the first conflicting one, append the rest.
 4. Commit up to ``min(leader_commit, last entry of this request)``.
-5. Reply once every write so far (vote and entries) is durable.
+5. Reply once every write so far (vote and entries) is durable; a heartbeat (no entries)
+   is answered once the vote is durable, with the part of its ``prev_log_id`` that is
+   durable here (``durable_match``): a follower flushing a multi-megabyte entry still
+   answers its leader's heartbeats within the election timeout.
 """
 
 from __future__ import annotations
@@ -48,19 +51,27 @@ class FollowingHandler(Handler):
             return
 
         entries = req.entries
-        if entries:
-            if entries[0].log_id.index > st.last_index():
-                # The common case, a leader sending what follows our log: nothing overlaps
-                # (and the purged index is never past the last), so all are new.
-                pos = 0
-            else:
-                pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
-            if pos < len(entries):
-                log = self.eng.log_handler()
-                first_new = entries[pos].log_id.index
-                if first_new <= st.last_index():
-                    log.truncate(first_new - 1)
-                log.append(entries[pos:] if pos else entries)
+        if not entries:
+            # A heartbeat writes nothing: it is answered at once (once the vote is durable),
+            # with the part of ``prev`` held durably here. Waiting for every write under way
+            # (a multi-megabyte flush) kept the leader's check-quorum from hearing from us.
+            self.output.append(
+                Respond(tx, AppendEntriesResponse(st.vote, True, matching=self.durable_match(prev)), when=st.io.vote_io)
+            )
+            self.commit(req.leader_commit, prev)
+            return
+        if entries[0].log_id.index > st.last_index():
+            # The common case, a leader sending what follows our log: nothing overlaps
+            # (and the purged index is never past the last), so all are new.
+            pos = 0
+        else:
+            pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
+        if pos < len(entries):
+            log = self.eng.log_handler()
+            first_new = entries[pos].log_id.index
+            if first_new <= st.last_index():
+                log.truncate(first_new - 1)
+            log.append(entries[pos:] if pos else entries)
         matching = req.last_log_id()
         # The answer first: both wait on the same write, and the one emitted first runs first
         # once it is durable; the leader's commit waits on the answer, the apply on nothing.
@@ -68,6 +79,29 @@ class FollowingHandler(Handler):
             Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
         )
         self.commit(req.leader_commit, matching)
+
+    def durable_match(self, prev: LogId | None) -> LogId | None:
+        """The longest prefix of the leader's log up to ``prev`` (which this log holds: the
+        consistency check passed) that is durable here: ``prev`` itself when its entries are
+        flushed, else the log id at the last index that is both flushed and not removed by a
+        write still under way (a pending truncation), ``None`` when there is none (or it is
+        purged). Every entry up to ``prev`` is the leader's (log matching), so the answer
+        never makes the leader count an entry that is not durable here; it may be below what
+        the leader knows we match, which the leader ignores (``matched`` only grows)."""
+        if prev is None:
+            return None
+        st = self.state
+        ios = st.io
+        flushed = ios.flushed_log_id
+        index = -1 if flushed is None else flushed.index
+        for _, log_id, vote in ios.pending:
+            if vote is None:  # a log write: what it leaves of the log
+                after = -1 if log_id is None else log_id.index
+                if after < index:
+                    index = after
+        if index >= prev.index:
+            return prev
+        return st.log_id_at(index)
 
     def accept_leader(self, vote: Vote, now: float) -> bool:
         """A request from leader ``vote`` (AppendEntries or a snapshot chunk): refuse it
