@@ -15,17 +15,45 @@
   (or does not yet) hold.
 
 Vote and append rejections are values in the responses, never exceptions.
+
+Every error pickles and copies (``pickle``, ``copy.copy``, ``copy.deepcopy``) with its
+message and fields intact (``RaftError.__reduce__``), so it can cross a process pool, a
+task queue or a logging handler that ships records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set
+from typing import Any
 
 from .types import BasicNode, LogId, NodeId, Vote
 
 
 class RaftError(Exception):
-    """Base of every error openraft-py raises."""
+    """Base of every error openraft-py raises.
+
+    Pickled and copied as its message (``args``) and its fields (the instance ``__dict__``,
+    e.g. ``ForwardToLeader.leader_node``): the copy is made without calling ``__init__``
+    again, which takes the fields, not the message (``EntryTooLarge(size, limit)``), so
+    Python's default (calling the class with ``args``) failed or, for a class whose
+    arguments all have defaults, built another message. A field holding an object that
+    cannot be pickled (a ``StorageError.cause`` of the store's own type) fails the pickling
+    as it would anywhere. As with any exception, ``__cause__``, ``__context__`` and the
+    traceback are not kept (``StorageError.cause`` is a field, so it is).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (restore_error, (type(self), self.args, self.__dict__))
+
+
+def restore_error(cls: type[BaseException], args: tuple[Any, ...], fields: dict[str, Any]) -> BaseException:
+    """An exception of class ``cls`` with message ``args`` and attributes ``fields``, made
+    without calling ``cls.__init__`` (which takes fields, not a message): what an error's
+    ``__reduce__`` returns for ``pickle`` and ``copy`` (``RaftError``; also the key-value
+    client's ``ClientError`` and the testing kit's errors with fields)."""
+    err = cls.__new__(cls, *args)
+    err.__dict__.update(fields)
+    return err
 
 
 # -- fatal -------------------------------------------------------------------------------------

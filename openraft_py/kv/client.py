@@ -62,6 +62,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from ..errors import restore_error
 from ..validation import check_node_id, check_seconds
 from .argtypes import quoted
 
@@ -94,6 +95,11 @@ class ClientError(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__(response.error or f"{response.outcome.value} (HTTP {response.status})")
         self.response = response
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as its message and fields, without calling __init__ again (it
+        # takes the response, not the message): see openraft_py.errors.RaftError.
+        return (restore_error, (type(self), self.args, self.__dict__))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from ...errors import restore_error
+
 __all__ = ["NodeCallError", "NodeExited", "NodeProcess", "ProcCluster", "free_port"]
 
 
@@ -47,6 +49,11 @@ class NodeCallError(Exception):
         self.error = error
         self.message = message
         self.leader = leader
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as its message and fields, without calling __init__ again (it
+        # takes the fields, not the message): see openraft_py.errors.RaftError.
+        return (restore_error, (type(self), self.args, self.__dict__))
 
 
 class NodeExited(Exception):

@@ -54,6 +54,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Union
 
+from ...errors import restore_error
 from ...storage import IOFlushed, RaftLogStorage, RaftStateMachine
 from ...storage.memory import KvSet, encode_kv
 from ...types import BLANK, Entry, LogId, Membership, Normal
@@ -162,6 +163,11 @@ class SuiteFailure(AssertionError):
             if not o.ok:
                 lines.append(f"  {o.name}: {type(o.error).__name__}: {o.error}")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as its message and fields (the report: each outcome's error must
+        # pickle too), without calling __init__ again: see openraft_py.errors.RaftError.
+        return (restore_error, (type(self), self.args, self.__dict__))
 
 
 class BuilderError(TypeError):

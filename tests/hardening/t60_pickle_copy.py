@@ -1,0 +1,165 @@
+"""The public objects as a user's program handles them: every public error class pickles
+(every protocol) and copies with its message and fields intact, found by walking the public
+modules so that a new class cannot escape the check (a class whose ``__init__`` needs
+arguments must have a sample in ``ERROR_SAMPLES``)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pickle
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from openraft_py import errors as E
+from openraft_py.kv.client import ClientError, Outcome, Response
+from openraft_py.testing.proc import NodeCallError
+from openraft_py.testing.suite.base import CheckOutcome, SuiteFailure
+from openraft_py.types import BasicNode, LogId, Vote
+
+pytestmark = pytest.mark.timeout(30)
+
+PUBLIC_MODULES = (
+    "openraft_py",
+    "openraft_py.errors",
+    "openraft_py.storage",
+    "openraft_py.storage.rocks",
+    "openraft_py.network",
+    "openraft_py.network.tcp",
+    "openraft_py.network.wire",
+    "openraft_py.recovery",
+    "openraft_py.testing",
+    "openraft_py.testing.proc",
+    "openraft_py.kv.client",
+)
+"""The modules whose exceptions a user's program meets (``__all__``, or every public class
+defined in the module when it has none, as ``openraft_py.errors``)."""
+
+
+def _public_names(module: ModuleType) -> list[str]:
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return list(names)
+    return [n for n, v in vars(module).items()
+            if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
+
+
+def public_error_classes() -> dict[str, type[BaseException]]:
+    """Every exception class named by a public module, by qualified name."""
+    found: dict[str, type[BaseException]] = {}
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for n in _public_names(module):
+            obj = getattr(module, n)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    # errors.py itself, whatever its __all__ says: every class it defines.
+    for obj in vars(E).values():
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == E.__name__:
+            found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return found
+
+
+ERROR_SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
+    E.StorageError: lambda: E.StorageError("append 3-17", OSError(5, "Input/output error")),
+    E.StoreOwnerMismatch: lambda: E.StoreOwnerMismatch("opening the log store", 2, "prod", 3, "prod",
+                                                       what="state machine"),
+    E.Stopped: lambda: E.Stopped("stopped by the test"),
+    E.ForwardToLeader: lambda: E.ForwardToLeader(2, BasicNode("10.0.0.2:5000"), outcome_unknown=True),
+    E.InProgress: lambda: E.InProgress(LogId(3, 17)),
+    E.EmptyMembership: E.EmptyMembership,
+    E.LearnerNotFound: lambda: E.LearnerNotFound(4),
+    E.NotALearner: lambda: E.NotALearner(5, "node 5 is a voter"),
+    E.LearnerIsLagging: lambda: E.LearnerIsLagging([4, 5], 1000),
+    E.NotAllowed: lambda: E.NotAllowed(LogId(1, 0), Vote.new(1, 1, True)),
+    E.NotInMembers: lambda: E.NotInMembers(9, frozenset({1, 2, 3})),
+    E.InvalidRequest: lambda: E.InvalidRequest("append_entries", "term -1 out of range"),
+    E.EntryTooLarge: lambda: E.EntryTooLarge(5_000_000, 4_194_304, 7),
+    E.RemoteError: lambda: E.RemoteError(3, E.Stopped()),
+    ClientError: lambda: ClientError(Response(Outcome.INFO, 503, b"{}", "127.0.0.1:8001", "timed out", 1, 2)),
+    NodeCallError: lambda: NodeCallError(2, "write", "ForwardToLeader", "not the leader", 1),
+    SuiteFailure: lambda: SuiteFailure("log store", [CheckOutcome("append", False, AssertionError("lost 3")),
+                                                     CheckOutcome("read", True, None)]),
+}
+"""An instance of each error class whose ``__init__`` does not take a message alone."""
+
+
+def make_error(cls: type[BaseException]) -> BaseException:
+    sample = ERROR_SAMPLES.get(cls)
+    if sample is not None:
+        return sample()
+    # Any other class must be raisable with a message alone (as Exception is).
+    return cls("a message of the test")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, comparing exceptions (which compare by identity) by type, args and fields."""
+    if isinstance(a, BaseException):
+        return (type(a) is type(b) and same(a.args, b.args)
+                and same(getattr(a, "__dict__", {}), getattr(b, "__dict__", {})))
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def roundtrips() -> list[tuple[str, Callable[[BaseException], BaseException]]]:
+    ways: list[tuple[str, Callable[[BaseException], BaseException]]] = [
+        (f"pickle{p}", lambda e, p=p: pickle.loads(pickle.dumps(e, protocol=p)))
+        for p in range(pickle.HIGHEST_PROTOCOL + 1)
+    ]
+    return [*ways, ("copy", copy.copy), ("deepcopy", copy.deepcopy)]
+
+
+ERROR_CLASSES = public_error_classes()
+
+
+def test_the_walk_finds_the_error_classes() -> None:
+    """The walk sees errors.py's classes and the other modules' ones (a broken walk would
+    make the parametrized test below check nothing)."""
+    names = set(ERROR_CLASSES)
+    assert "openraft_py.errors.StoreOwnerMismatch" in names
+    assert "openraft_py.errors.RaftError" in names
+    assert "openraft_py.kv.client.ClientError" in names
+    assert "openraft_py.recovery.AlreadySoleVoter" in names
+    assert len(names) >= 35
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_CLASSES))
+def test_every_public_error_pickles_and_copies_intact(name: str) -> None:
+    cls = ERROR_CLASSES[name]
+    err = make_error(cls)
+    for way, roundtrip in roundtrips():
+        back = roundtrip(err)
+        assert type(back) is cls, way
+        assert str(back) == str(err), way
+        assert same(back.args, err.args), way
+        assert same(getattr(back, "__dict__", {}), getattr(err, "__dict__", {})), way
+
+
+def test_fields_of_nested_objects_survive_a_pickle() -> None:
+    """What a process pool's caller reads off the error it got back."""
+    f = pickle.loads(pickle.dumps(E.ForwardToLeader(2, BasicNode("10.0.0.2:5000"), outcome_unknown=True)))
+    assert (f.leader_id, f.leader_node, f.outcome_unknown) == (2, BasicNode("10.0.0.2:5000"), True)
+    assert str(f) == "not the leader; forward to node 2 at 10.0.0.2:5000 (the write was appended; whether it commits is unknown)"
+    t = pickle.loads(pickle.dumps(E.EntryTooLarge(5_000_000, 4_194_304)))
+    assert isinstance(t, ValueError)
+    assert (t.size, t.limit, t.position) == (5_000_000, 4_194_304, None)
+    assert str(t) == "a client write payload of 5000000 bytes exceeds Config.max_entry_bytes=4194304"
+    m = copy.deepcopy(E.StoreOwnerMismatch("opening the log store", 2, "prod", 3, "prod"))
+    assert (m.node_id, m.cluster_name, m.expected_node_id, m.expected_cluster_name, m.what) == (
+        2, "prod", 3, "prod", "log store")
+    assert str(m).startswith("storage error while opening the log store: ValueError: it holds the log and vote of node 2")
+    s = pickle.loads(pickle.dumps(E.StorageError("append 3-17", OSError(5, "Input/output error"))))
+    assert isinstance(s, E.Fatal) and s.subject == "append 3-17"
+    assert isinstance(s.cause, OSError) and s.cause.errno == 5
+    assert str(s) == "storage error while append 3-17: OSError: [Errno 5] Input/output error"
+    n = pickle.loads(pickle.dumps(E.NotAllowed(LogId(1, 0), Vote.new(1, 1, True))))
+    assert (n.last_log_id, n.vote) == (LogId(1, 0), Vote.new(1, 1, True))
+    e = E.EmptyMembership()
+    e.add_note("while changing the voters")
+    assert copy.copy(e).__notes__ == ["while changing the voters"]
