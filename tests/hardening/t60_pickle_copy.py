@@ -8,35 +8,28 @@ from __future__ import annotations
 import copy
 import importlib
 import pickle
+import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+import openraft_py
 from openraft_py import errors as E
 from openraft_py.kv.client import ClientError, Outcome, Response
+from openraft_py.testing.lincheck.parse import HistoryParseError
 from openraft_py.testing.proc import NodeCallError
 from openraft_py.testing.suite.base import CheckOutcome, SuiteFailure
 from openraft_py.types import BasicNode, LogId, Vote
 
 pytestmark = pytest.mark.timeout(30)
 
-PUBLIC_MODULES = (
-    "openraft_py",
-    "openraft_py.errors",
-    "openraft_py.storage",
-    "openraft_py.storage.rocks",
-    "openraft_py.network",
-    "openraft_py.network.tcp",
-    "openraft_py.network.wire",
-    "openraft_py.recovery",
-    "openraft_py.testing",
-    "openraft_py.testing.proc",
-    "openraft_py.kv.client",
-)
-"""The modules whose exceptions a user's program meets (``__all__``, or every public class
-defined in the module when it has none, as ``openraft_py.errors``)."""
+def public_modules() -> list[ModuleType]:
+    """Every module of the package whose dotted name has no part starting with ``_``."""
+    names = ["openraft_py"] + [m.name for m in pkgutil.walk_packages(openraft_py.__path__, "openraft_py.")
+                               if not any(part.startswith("_") for part in m.name.split(".")[1:])]
+    return [importlib.import_module(name) for name in names]
 
 
 def _public_names(module: ModuleType) -> list[str]:
@@ -48,10 +41,10 @@ def _public_names(module: ModuleType) -> list[str]:
 
 
 def public_error_classes() -> dict[str, type[BaseException]]:
-    """Every exception class named by a public module, by qualified name."""
+    """Every exception class a public module names (its ``__all__``, or every public class
+    defined in it when it has none), by qualified name."""
     found: dict[str, type[BaseException]] = {}
-    for name in PUBLIC_MODULES:
-        module = importlib.import_module(name)
+    for module in public_modules():
         for n in _public_names(module):
             obj = getattr(module, n)
             if isinstance(obj, type) and issubclass(obj, BaseException):
@@ -80,6 +73,7 @@ ERROR_SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
     E.EntryTooLarge: lambda: E.EntryTooLarge(5_000_000, 4_194_304, 7),
     E.RemoteError: lambda: E.RemoteError(3, E.Stopped()),
     ClientError: lambda: ClientError(Response(Outcome.INFO, 503, b"{}", "127.0.0.1:8001", "timed out", 1, 2)),
+    HistoryParseError: lambda: HistoryParseError("history.edn", 12, "a map as a value"),
     NodeCallError: lambda: NodeCallError(2, "write", "ForwardToLeader", "not the leader", 1),
     SuiteFailure: lambda: SuiteFailure("log store", [CheckOutcome("append", False, AssertionError("lost 3")),
                                                      CheckOutcome("read", True, None)]),
@@ -126,7 +120,8 @@ def test_the_walk_finds_the_error_classes() -> None:
     assert "openraft_py.errors.RaftError" in names
     assert "openraft_py.kv.client.ClientError" in names
     assert "openraft_py.recovery.AlreadySoleVoter" in names
-    assert len(names) >= 35
+    assert "openraft_py.testing.lincheck.parse.HistoryParseError" in names
+    assert len(names) >= 45
 
 
 @pytest.mark.parametrize("name", sorted(ERROR_CLASSES))
@@ -163,3 +158,4 @@ def test_fields_of_nested_objects_survive_a_pickle() -> None:
     e = E.EmptyMembership()
     e.add_note("while changing the voters")
     assert copy.copy(e).__notes__ == ["while changing the voters"]
+

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ...errors import restore_error
 from .model import INF, Operation
 
 __all__ = ["HistoryParseError", "parse_edn_kv", "parse_jepsen", "parse_jsonl", "write_jsonl"]
@@ -23,6 +24,11 @@ class HistoryParseError(ValueError):
         super().__init__(f"{path}:{line}: {message}")
         self.path = str(path)
         self.line = line
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as its message and fields, without calling __init__ again (it
+        # takes the fields, not the message): see openraft_py.errors.RaftError.
+        return (restore_error, (type(self), self.args, self.__dict__))
 
 
 _EDN_TOKEN = re.compile(
