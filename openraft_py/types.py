@@ -186,14 +186,34 @@ EMPTY_MEMBERSHIP = Membership((), {})
 EMPTY_STORED_MEMBERSHIP = StoredMembership(None, EMPTY_MEMBERSHIP)
 
 
+_REPR_BYTES = 32
+"""The longest ``bytes`` field a ``repr`` shows whole (``Normal.data``, a snapshot chunk's
+``data``); a longer one shows its first 16 bytes and its length: a 4 MiB payload made a
+16 MiB ``repr`` of a log line."""
+
+
+def _short_bytes_repr(data: bytes) -> str:
+    """``repr(data)`` when ``data`` is at most ``_REPR_BYTES`` long; else its first 16 bytes
+    and its length (``b'0123456789abcdef'... (4194304 bytes)``)."""
+    if len(data) <= _REPR_BYTES:
+        return repr(data)
+    return f"{bytes(data[:16])!r}... ({len(data)} bytes)"
+
+
 class Blank(msgspec.Struct, frozen=True, tag=True, gc=False):
     """The payload of a new leader's no-op entry."""
 
 
 class Normal(msgspec.Struct, frozen=True, tag=True, gc=False):
-    """An application payload: opaque bytes the state machine interprets."""
+    """An application payload: opaque bytes the state machine interprets.
+
+    Its ``repr`` shows a ``data`` longer than 32 bytes by its first 16 bytes and its
+    length."""
 
     data: bytes
+
+    def __repr__(self) -> str:
+        return f"Normal(data={_short_bytes_repr(self.data)})"
 
 
 EntryPayload = Blank | Normal | Membership
@@ -343,13 +363,20 @@ class AppendEntriesResponse(msgspec.Struct, frozen=True):
 
 
 class InstallSnapshotRequest(msgspec.Struct, frozen=True):
-    """One chunk of a snapshot: ``data`` at byte ``offset``; ``done`` on the last chunk."""
+    """One chunk of a snapshot: ``data`` at byte ``offset``; ``done`` on the last chunk.
+
+    Its ``repr`` shows a ``data`` longer than 32 bytes by its first 16 bytes and its
+    length (a chunk is up to ``Config.snapshot_max_chunk_size``, 3 MiB by default)."""
 
     vote: Vote
     meta: SnapshotMeta
     offset: int
     data: bytes
     done: bool
+
+    def __repr__(self) -> str:
+        return (f"InstallSnapshotRequest(vote={self.vote!r}, meta={self.meta!r}, offset={self.offset}, "
+                f"data={_short_bytes_repr(self.data)}, done={self.done})")
 
 
 class InstallSnapshotResponse(msgspec.Struct, frozen=True):

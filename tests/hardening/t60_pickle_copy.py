@@ -1,7 +1,7 @@
 """The public objects as a user's program handles them: every public error class pickles
 (every protocol) and copies with its message and fields intact, found by walking the public
 modules so that a new class cannot escape the check (a class whose ``__init__`` needs
-arguments must have a sample in ``ERROR_SAMPLES``)."""
+arguments must have a sample in ``ERROR_SAMPLES``); the reprs of the types stay short."""
 
 from __future__ import annotations
 
@@ -21,7 +21,17 @@ from openraft_py.kv.client import ClientError, Outcome, Response
 from openraft_py.testing.lincheck.parse import HistoryParseError
 from openraft_py.testing.proc import NodeCallError
 from openraft_py.testing.suite.base import CheckOutcome, SuiteFailure
-from openraft_py.types import BasicNode, LogId, Vote
+from openraft_py.types import (
+    BasicNode,
+    Entry,
+    InstallSnapshotRequest,
+    LogId,
+    Membership,
+    Normal,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -159,3 +169,18 @@ def test_fields_of_nested_objects_survive_a_pickle() -> None:
     e.add_note("while changing the voters")
     assert copy.copy(e).__notes__ == ["while changing the voters"]
 
+
+def test_a_large_payload_or_chunk_keeps_its_repr_short() -> None:
+    """A 4 MiB payload (the default max_entry_bytes) or a 3 MiB snapshot chunk in a log line:
+    the repr shows the first 16 bytes and the length (it was the whole value, 4 times its
+    size for binary data: 16 MiB for a payload)."""
+    big = bytes(range(256)) * (4 << 12)
+    assert repr(Normal(big)) == f"Normal(data={big[:16]!r}... ({len(big)} bytes))"
+    assert repr(Normal(b"x" * 32)) == f"Normal(data={b'x' * 32!r})"  # a short one whole, as before
+    assert repr(Normal(b"")) == "Normal(data=b'')"
+    meta = SnapshotMeta(LogId(2, 9), StoredMembership(LogId(1, 0), Membership.new([{1, 2, 3}])), "snap-1")
+    chunk = InstallSnapshotRequest(Vote.new(2, 1, True), meta, 3 << 20, big, False)
+    assert repr(chunk) == (
+        f"InstallSnapshotRequest(vote=<T2-N1:Q>, meta={meta!r}, offset={3 << 20}, "
+        f"data={big[:16]!r}... ({len(big)} bytes), done=False)")
+    assert len(repr(Entry(LogId(1, 1), Normal(big)))) < 100
