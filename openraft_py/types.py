@@ -19,7 +19,7 @@ Conventions (see ``docs/design/log-pointers.md``):
 from __future__ import annotations
 
 import enum
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import msgspec
 
@@ -124,16 +124,52 @@ class BasicNode(msgspec.Struct, frozen=True):
 Node = BasicNode
 
 
+class ReadOnlyNodes(dict[NodeId, BasicNode]):
+    """``Membership.nodes``: a ``dict`` that refuses every change with ``TypeError``.
+
+    A membership is frozen, and the one a program reads (``RaftMetrics.membership_config``,
+    ``ClientWriteResponse.membership``, an entry's payload) is the node's own: changing its
+    ``nodes`` in place changed the node's membership without any log entry (``nodes[4] =
+    BasicNode(...)`` before ``add_learner(4, ...)`` made the call a no-op answering success,
+    ``nodes.clear()`` made every later write wait for good). Make a dict of your own
+    instead: ``dict(m.nodes)``, ``m.nodes.copy()`` or ``m.nodes | {4: BasicNode(...)}``
+    (each a plain ``dict``). Reading, comparing (with a plain ``dict`` too), pickling and
+    copying work as for a ``dict``."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "Membership.nodes is read-only (a Membership is frozen, and this one may be the node's own): "
+            "make a dict of your own, e.g. dict(m.nodes) or m.nodes | {node_id: BasicNode(addr)}"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyNodes, (dict(self),))
+
+
 class Membership(msgspec.Struct, frozen=True, tag=True):
     """A cluster configuration: ``configs`` are the voter sets, ``nodes`` every member's node.
 
     One config is a uniform membership; two is a joint one (``[C_old, C_new]``) during a
     change. Learners are the nodes in ``nodes`` that are in no config.
     Invariant: every voter id of every config is a key of ``nodes``.
+
+    ``nodes`` given as a ``dict`` is kept as a copy of it that cannot be changed
+    (``ReadOnlyNodes``, a ``dict`` refusing changes with ``TypeError``), so the membership
+    stays what it was made as.
     """
 
     configs: tuple[frozenset[NodeId], ...]
     nodes: dict[NodeId, BasicNode]
+
+    def __post_init__(self) -> None:
+        # Not another type: that is left for validation to refuse with its own message.
+        if type(self.nodes) is dict:
+            msgspec.structs.force_setattr(self, "nodes", ReadOnlyNodes(self.nodes))
 
     @classmethod
     def new(

@@ -47,6 +47,7 @@ from .types import (
     LogId,
     Membership,
     Normal,
+    ReadOnlyNodes,
     SnapshotMeta,
     StoredMembership,
     TransferLeaderRequest,
@@ -393,7 +394,7 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
     nodes = m.nodes
     if type(configs) is not tuple:
         raise _bad(rpc, f"{what}.configs must be a tuple of frozensets, got {type(configs).__name__}")
-    if type(nodes) is not dict:
+    if type(nodes) is not ReadOnlyNodes and type(nodes) is not dict:
         raise _bad(rpc, f"{what}.nodes must be a dict, got {type(nodes).__name__}")
     for nid, node in nodes.items():
         if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:

@@ -1,10 +1,12 @@
 """The public objects as a user's program handles them: every public error class pickles
 (every protocol) and copies with its message and fields intact, found by walking the public
 modules so that a new class cannot escape the check (a class whose ``__init__`` needs
-arguments must have a sample in ``ERROR_SAMPLES``); the reprs of the types stay short."""
+arguments must have a sample in ``ERROR_SAMPLES``); the reprs of the types stay short; a
+frozen membership cannot be changed in place."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import pickle
@@ -13,11 +15,14 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import msgspec
 import pytest
 
 import openraft_py
+from openraft_py import Config
 from openraft_py import errors as E
 from openraft_py.kv.client import ClientError, Outcome, Response
+from openraft_py.testing import Cluster
 from openraft_py.testing.lincheck.parse import HistoryParseError
 from openraft_py.testing.proc import NodeCallError
 from openraft_py.testing.suite.base import CheckOutcome, SuiteFailure
@@ -184,3 +189,57 @@ def test_a_large_payload_or_chunk_keeps_its_repr_short() -> None:
         f"InstallSnapshotRequest(vote=<T2-N1:Q>, meta={meta!r}, offset={3 << 20}, "
         f"data={big[:16]!r}... ({len(big)} bytes), done=False)")
     assert len(repr(Entry(LogId(1, 1), Normal(big)))) < 100
+
+
+def test_a_membership_s_nodes_cannot_be_changed_in_place() -> None:
+    """Membership is frozen: its ``nodes`` refuses changes with TypeError (a dict changed in
+    place changed the node's own membership); reading, comparing, copying and encoding work
+    as for a dict, and a copy of one's own is a plain dict."""
+    m = Membership.new([{1, 2, 3}], {4: BasicNode("h:4")})
+    nodes = m.nodes
+    assert isinstance(nodes, dict) and nodes == {1: BasicNode(), 2: BasicNode(), 3: BasicNode(), 4: BasicNode("h:4")}
+    for change in (lambda: nodes.__setitem__(5, BasicNode()), lambda: nodes.__delitem__(4), nodes.clear,
+                   lambda: nodes.pop(4), nodes.popitem, lambda: nodes.setdefault(5, BasicNode()),
+                   lambda: nodes.update({5: BasicNode()}), lambda: nodes.__ior__({5: BasicNode()})):
+        with pytest.raises(TypeError, match=r"Membership.nodes is read-only .* dict\(m.nodes\)"):
+            change()
+    assert len(nodes) == 4 and m.learner_ids() == {4}
+    mine = m.nodes | {5: BasicNode("h:5")}
+    assert type(mine) is dict and type(m.nodes.copy()) is dict and type(dict(m.nodes)) is dict
+    mine[6] = BasicNode()
+    assert 5 not in m.nodes and 6 not in m.nodes
+    # The dict given is copied: changing it afterwards does not change the membership.
+    given = {1: BasicNode("a")}
+    m2 = Membership((frozenset({1}),), given)
+    given[2] = BasicNode("b")
+    assert m2.nodes == {1: BasicNode("a")}
+    for back in (pickle.loads(pickle.dumps(m, protocol=p)) for p in range(pickle.HIGHEST_PROTOCOL + 1)):
+        assert back == m and type(back.nodes) is type(m.nodes)
+    for back in (copy.copy(m), copy.deepcopy(m), msgspec.msgpack.decode(msgspec.msgpack.encode(m), type=Membership),
+                 msgspec.json.decode(msgspec.json.encode(m), type=Membership)):
+        assert back == m
+        with pytest.raises(TypeError):
+            back.nodes[9] = BasicNode()
+
+
+async def test_the_membership_a_program_reads_is_not_the_nodes_to_change() -> None:
+    """A program taking a node's members to add one (``nodes = metrics...nodes; nodes[4] =
+    ...``) changed the node's own membership without a log entry: the add_learner that
+    followed answered success at the old entry and wrote nothing. Now the change is refused
+    and the node's membership is what its log says."""
+    cluster = Cluster(Config(), seed=3)
+    try:
+        await cluster.start({1, 2, 3})
+        leader = cluster.nodes[await cluster.wait_for_leader()]
+        nodes = leader.metrics.membership_config.membership.nodes
+        with pytest.raises(TypeError, match="read-only"):
+            nodes[4] = BasicNode()
+        with pytest.raises(TypeError, match="read-only"):
+            nodes.clear()
+        assert sorted(leader.metrics.membership_config.membership.nodes) == [1, 2, 3]
+        # Cleared, the nodes left the leader no peer to replicate to: every write waited for good.
+        await asyncio.wait_for(leader.client_write(b"x"), 10)
+        for node in cluster.nodes.values():
+            assert sorted(node.metrics.membership_config.membership.nodes) == [1, 2, 3]
+    finally:
+        await cluster.shutdown()
