@@ -103,3 +103,38 @@ def test_the_payloads_of_one_client_write_many_stop_at_max_write_many() -> None:
     assert next(more) == b"x" and next(more, None) is None, "read past the payload that was one too many"
     with pytest.raises(ValueError, match="yields more"):
         v.check_payloads(iter(lambda: b"x", None))
+
+
+def test_a_huge_value_is_shown_short_in_the_error() -> None:
+    """The message of a refused value shows at most about 80 characters of it and its
+    length: a 16 MiB string as a node id made a 16 MiB message, and an int too long to
+    write out (10**5000) failed with Python's "Exceeds the limit (4300 digits) for integer
+    string conversion" instead of the check's own error."""
+    big = "x" * (16 << 20)
+    for call, error, start in (
+        (lambda: v.check_node_id(big), TypeError, "node id must be an int, got str 'xxx"),
+        (lambda: v.check_index(big, "index"), TypeError, "index must be an int, got str 'xxx"),
+        (lambda: v.check_seconds(big, "timeout"), TypeError, "timeout must be a number, got str 'xxx"),
+        (lambda: v.check_bool(big, "blocking"), TypeError, "blocking must be a bool, got str 'xxx"),
+        (lambda: v.check_node(big, "node"), TypeError, "node must be a BasicNode, got str 'xxx"),
+        (lambda: v.check_members({1: big}), TypeError, "member 1 must be a BasicNode, got str 'xxx"),
+    ):
+        with pytest.raises(error) as ei:
+            call()
+        msg = str(ei.value)
+        assert msg.startswith(start) and msg.endswith(f"... ({len(big) + 2} characters)") and len(msg) < 200, msg[:300]
+    huge = 10**5000
+    for call, text in (
+        (lambda: v.check_node_id(huge), f"node id must be within [0, {MAX_NODE_ID}], got an int of 16610 bits"),
+        (lambda: v.check_index(-huge), f"log index must be within [0, {MAX_INDEX}], got an int of 16610 bits"),
+        (lambda: v.check_seconds(huge, "timeout"), "timeout must be finite, got an int of 16610 bits"),
+    ):
+        with pytest.raises(ValueError, match=f"^{text}$".replace("[", r"\[")):
+            call()
+    with pytest.raises(InvalidRequest, match=r"vote node id must be an int within .*, got 'xxx.*\(16777218 characters\)$"):
+        v.check_vote(VoteRequest(Vote.new(1, big), None))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match=r"vote term must be an int within .*, got an int of 16610 bits$"):
+        v.check_vote(VoteRequest(Vote.new(huge, 1), None))
+    # A short value is shown whole, as before.
+    with pytest.raises(TypeError, match=r"^node id must be an int, got str '3'$"):
+        v.check_node_id("3")
