@@ -12,7 +12,7 @@ import msgspec
 
 from .errors import Fatal, WaitTimeout
 from .types import LogId, NodeId, ServerState, StoredMembership, Vote
-from .validation import check_index, check_node_id, check_seconds, check_voters
+from .validation import check_index, check_node_id, check_seconds, check_voters, shown
 from .wakeup import Wakeup
 
 # A heap of index waiters (``IndexWaiters``) is compacted (futures done before their index was
@@ -418,9 +418,9 @@ class Wait:
     async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
         """Wait until ``predicate(metrics)`` holds."""
         if not callable(predicate):
-            raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {predicate!r}")
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {shown(predicate)}")
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         watch = self._watch
         return await self._until(predicate, msg, lambda _seen: watch.satisfied(predicate))
 
@@ -456,7 +456,7 @@ class Wait:
     async def state(self, state: ServerState, msg: str = "") -> RaftMetrics:
         """Wait until the node is in ``state``."""
         if type(state) is not ServerState:
-            raise TypeError(f"state must be a ServerState, got {type(state).__name__} {state!r}")
+            raise TypeError(f"state must be a ServerState, got {type(state).__name__} {shown(state)}")
         return await self._role_until(lambda m: m.state == state, msg or f"state {state.value}")
 
     async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
@@ -469,7 +469,7 @@ class Wait:
         """Wait until the last log index is ``>= index``."""
         check_index(index, "index")
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
             lambda m: m.last_log_index >= index, msg or f"log index >= {index}", lambda _seen: self._watch.at_least("log", index)
         )
@@ -478,7 +478,7 @@ class Wait:
         """Wait until the last applied index is ``>= index``."""
         check_index(index, "index")
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
@@ -496,7 +496,7 @@ class Wait:
         """
         index = _index_of(log_id)
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
             lambda m: m.snapshot is not None and m.snapshot.index >= index,
             msg or f"snapshot index >= {index}",
@@ -514,7 +514,7 @@ class Wait:
         """
         index = _index_of(log_id)
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
             lambda m: m.purged is not None and m.purged.index >= index,
             msg or f"purged index >= {index}",
@@ -533,7 +533,7 @@ class Wait:
         """``_until`` of a ``predicate`` of the node's role alone (state, vote, membership,
         known leader: ``RoleKey``), woken only when the role changes."""
         if not isinstance(msg, str):
-            raise TypeError(f"msg must be a str, got {type(msg).__name__} {msg!r}")
+            raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(predicate, msg, self._watch.role_changed)
 
 
@@ -544,7 +544,7 @@ def check_timeout(timeout: float | None) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}")
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__} {shown(timeout)}")
     return check_seconds(timeout, "timeout", zero_ok=True)
 
 
@@ -554,4 +554,4 @@ def _index_of(log_id: LogId | int) -> int:
         return log_id.index
     if isinstance(log_id, int) and not isinstance(log_id, bool):
         return log_id
-    raise TypeError(f"expected a LogId or an int index, got {log_id!r}")
+    raise TypeError(f"expected a LogId or an int index, got {shown(log_id)}")

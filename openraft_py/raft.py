@@ -531,7 +531,7 @@ class Raft:
         the lease expired); ``TypeError`` if ``policy`` is not a ``ReadPolicy``.
         """
         if type(policy) is not ReadPolicy:
-            raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {policy!r}")
+            raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {_v.shown(policy)}")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)

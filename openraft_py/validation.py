@@ -113,13 +113,14 @@ _SHOWN_CHARS = 80
 """About the most characters of a value an error message of these checks shows."""
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """``repr(value)`` for a check's error message, cut to about ``_SHOWN_CHARS`` characters
     with its length when longer (``'xxxxxxxx'... (16777218 characters)``); an ``int`` too
     long to write out (over ``sys.get_int_max_str_digits()`` digits) by its size in bits. A
     16 MiB string given as a node id made a 16 MiB message, and ``10**5000`` failed with
     "Exceeds the limit (4300 digits) for integer string conversion" instead of the check's
-    own error. Used on the error paths only."""
+    own error. Used on the error paths only (also by ``Raft.wait``'s conditions and
+    ``Raft.ensure_linearizable``)."""
     try:
         text = repr(value)
     except Exception as e:  # noqa: BLE001 - the check's error matters, not the repr's
@@ -138,9 +139,9 @@ def check_node_id(value: Any, what: str = "node id") -> int:
     """Return ``value`` as a plain ``int`` if it is a node id: an ``int`` (not ``bool``) in
     ``[0, MAX_NODE_ID]``. ``TypeError`` for another type, ``ValueError`` out of range."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {shown(value)}")
     if not 0 <= value <= MAX_NODE_ID:
-        raise ValueError(f"{what} must be within [0, {MAX_NODE_ID}], got {_shown(value)}")
+        raise ValueError(f"{what} must be within [0, {MAX_NODE_ID}], got {shown(value)}")
     return int(value)
 
 
@@ -148,9 +149,9 @@ def check_index(value: Any, what: str = "log index") -> int:
     """Return ``value`` as a plain ``int`` if it is a log index: an ``int`` (not ``bool``) in
     ``[0, MAX_INDEX]``. ``TypeError`` for another type, ``ValueError`` out of range."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {shown(value)}")
     if not 0 <= value <= MAX_INDEX:
-        raise ValueError(f"{what} must be within [0, {MAX_INDEX}], got {_shown(value)}")
+        raise ValueError(f"{what} must be within [0, {MAX_INDEX}], got {shown(value)}")
     return int(value)
 
 
@@ -161,15 +162,15 @@ def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
     ``ValueError`` for NaN, an infinity or a number out of range: a NaN timer fires at once
     on asyncio and cannot be set on uvloop, an infinite one never fires."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{what} must be a number, got {type(value).__name__} {shown(value)}")
     try:
         number = float(value)
     except OverflowError:
-        raise ValueError(f"{what} must be finite, got {_shown(value)}") from None
+        raise ValueError(f"{what} must be finite, got {shown(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"{what} must be finite, got {_shown(value)}")
+        raise ValueError(f"{what} must be finite, got {shown(value)}")
     if number < 0 or (number == 0 and not zero_ok):
-        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0, got {_shown(value)}")
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0, got {shown(value)}")
     return number
 
 
@@ -226,7 +227,7 @@ def check_node(node: Any, what: str = "node") -> BasicNode:
     membership, as a wire decoder never makes one) whose ``addr`` is a ``str``; else
     ``TypeError``. ``ValueError`` if ``addr`` is longer than ``MAX_ADDR_LEN``."""
     if type(node) is not BasicNode:
-        raise TypeError(f"{what} must be a BasicNode, got {type(node).__name__} {_shown(node)}")
+        raise TypeError(f"{what} must be a BasicNode, got {type(node).__name__} {shown(node)}")
     if type(node.addr) is not str:
         raise TypeError(f"{what}.addr must be a str, got {type(node.addr).__name__}")
     if len(node.addr) > MAX_ADDR_LEN:
@@ -363,7 +364,7 @@ def check_method_kinds(obj: Any, what: str, methods: tuple[str, ...]) -> None:
 def check_bool(value: Any, what: str) -> bool:
     """Return ``value`` if it is a ``bool``; else ``TypeError`` (``0``/``1``/``None`` too)."""
     if type(value) is not bool:
-        raise TypeError(f"{what} must be a bool, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{what} must be a bool, got {type(value).__name__} {shown(value)}")
     return value
 
 
@@ -384,9 +385,9 @@ def _check_vote(rpc: str, what: str, v: Any) -> int:
     term = lid.term
     nid = lid.node_id
     if type(term) is not int or not 0 <= term <= MAX_TERM:
-        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {_shown(term)}")
+        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {shown(term)}")
     if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:
-        raise _bad(rpc, f"{what} node id must be an int within [0, {MAX_NODE_ID}], got {_shown(nid)}")
+        raise _bad(rpc, f"{what} node id must be an int within [0, {MAX_NODE_ID}], got {shown(nid)}")
     if type(v.committed) is not bool:
         raise _bad(rpc, f"{what}.committed must be a bool, got {type(v.committed).__name__}")
     return term
@@ -399,9 +400,9 @@ def _check_log_id(rpc: str, what: str, lid: Any, max_term: int) -> None:
     term = lid.term
     index = lid.index
     if type(term) is not int or not 0 <= term <= MAX_TERM:
-        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {_shown(term)}")
+        raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {shown(term)}")
     if type(index) is not int or not 0 <= index <= MAX_INDEX:
-        raise _bad(rpc, f"{what} index must be an int within [0, {MAX_INDEX}], got {_shown(index)}")
+        raise _bad(rpc, f"{what} index must be an int within [0, {MAX_INDEX}], got {shown(index)}")
     if term > max_term:
         raise _bad(rpc, f"{what} {lid!r} has a term above the sender's vote term {max_term}")
 
@@ -420,9 +421,9 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
         raise _bad(rpc, f"{what}.nodes must be a dict, got {type(nodes).__name__}")
     for nid, node in nodes.items():
         if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:
-            raise _bad(rpc, f"{what}.nodes: node id must be an int within [0, {MAX_NODE_ID}], got {_shown(nid)}")
+            raise _bad(rpc, f"{what}.nodes: node id must be an int within [0, {MAX_NODE_ID}], got {shown(nid)}")
         if type(node) is not BasicNode or type(node.addr) is not str:
-            raise _bad(rpc, f"{what}.nodes[{nid}] must be a BasicNode with a str addr, got {_shown(node)}")
+            raise _bad(rpc, f"{what}.nodes[{nid}] must be a BasicNode with a str addr, got {shown(node)}")
     if not configs:
         if allow_empty and not nodes:
             return
@@ -436,7 +437,7 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
             raise _bad(rpc, f"{what} has an empty voter config")
         for nid in c:
             if nid not in nodes:
-                raise _bad(rpc, f"{what}: voter {_shown(nid)} is not in its nodes")
+                raise _bad(rpc, f"{what}: voter {shown(nid)} is not in its nodes")
 
 
 def check_append_entries(req: Any) -> None:
@@ -519,7 +520,7 @@ def _explain_entries(rpc: str, entries: Any, next_index: int, last_term: int, vt
         if lid.index != next_index or type(lid.index) is not int:
             raise _bad(rpc, f"entry {lid!r}: expected index {next_index} (entries must be contiguous from prev + 1)")
         if type(term) is not int:
-            raise _bad(rpc, f"entry at index {next_index}: term must be an int, got {_shown(term)}")
+            raise _bad(rpc, f"entry at index {next_index}: term must be an int, got {shown(term)}")
         if term < last_term:
             raise _bad(rpc, f"entry {lid!r}: term below the previous entry's term {last_term}")
         if term > vterm:
@@ -584,7 +585,7 @@ def check_install_snapshot(req: Any) -> None:
         raise _bad(rpc, f"data must be bytes, got {type(req.data).__name__}")
     off = req.offset
     if type(off) is not int or off < 0 or off + len(req.data) > 2**63 - 1:
-        raise _bad(rpc, f"offset must be a non-negative int (offset + len(data) < 2**63), got {_shown(off)}")
+        raise _bad(rpc, f"offset must be a non-negative int (offset + len(data) < 2**63), got {shown(off)}")
     if type(req.done) is not bool:
         raise _bad(rpc, f"done must be a bool, got {type(req.done).__name__}")
 
@@ -599,6 +600,6 @@ def check_transfer_leader(req: Any) -> None:
     vterm = _check_vote(rpc, "from_leader", req.from_leader)
     to = req.to
     if type(to) is not int or not 0 <= to <= MAX_NODE_ID:
-        raise _bad(rpc, f"to must be a node id within [0, {MAX_NODE_ID}], got {_shown(to)}")
+        raise _bad(rpc, f"to must be a node id within [0, {MAX_NODE_ID}], got {shown(to)}")
     if req.last_log_id is not None:
         _check_log_id(rpc, "last_log_id", req.last_log_id, vterm)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPolicy
+from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPolicy, ServerState
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
@@ -226,6 +226,24 @@ async def test_ensure_linearizable_takes_a_read_policy(three: Cluster, policy: o
     leader, _ = leader_and_follower(three)
     await refused(leader.ensure_linearizable(policy), TypeError)  # type: ignore[arg-type]
     assert await leader.ensure_linearizable(ReadPolicy.READ_INDEX) is not None
+    await assert_healthy(three)
+
+
+async def test_a_huge_wrong_argument_is_shown_short(three: Cluster) -> None:
+    """A 16 MiB value given as a read policy, a wait's timeout, state or msg: the message
+    shows its start and its length (it held the whole string, a 16 MiB message)."""
+    leader, _ = leader_and_follower(three)
+    big = "x" * (16 << 20)
+    for call in (lambda: leader.ensure_linearizable(big), lambda: leader.wait(1).state(big),
+                 lambda: leader.wait(1).state(ServerState.LEADER, big.encode()), lambda: leader.wait(1).metrics(big),
+                 lambda: leader.wait(1).snapshot(big)):
+        e = await refused(call(), TypeError)  # type: ignore[arg-type]
+        assert str(e).endswith(f" ({len(big) + 2} characters)") or str(e).endswith(f" ({len(big) + 3} characters)"), (
+            str(e)[:300])
+        assert len(str(e)) < 200, str(e)[:300]
+    with pytest.raises(TypeError) as ei:
+        leader.wait(big)  # type: ignore[arg-type]
+    assert str(ei.value).startswith("timeout must be a number of seconds or None, got str 'xxx") and len(str(ei.value)) < 200
     await assert_healthy(three)
 
 
