@@ -225,7 +225,7 @@ class Raft:
         ):
             raise TypeError(
                 "state_machine.set_fatal_handler must be a plain method (def): the node calls it once and "
-                f"does not await it, got {set_fatal_handler!r}"
+                f"does not await it, got {_v.shown(set_fatal_handler)}"
             )
         owner_cluster = owner_cluster_name(network_factory, config)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))

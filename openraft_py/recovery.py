@@ -48,6 +48,7 @@ from .validation import (
     check_bool,
     check_implements,
     check_node_id,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ async def replace_owners(
     ``StorageError`` when a write fails (run it again: it is idempotent)."""
     node_id = check_node_id(node_id)
     if not isinstance(cluster_name, str):
-        raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
     if not cluster_name:
         raise ValueError("cluster_name must not be empty")
     stores = [s for s in (log_store, state_machine) if getattr(s, "check_owner", None) is not None]

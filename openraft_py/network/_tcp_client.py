@@ -29,7 +29,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
-from ..validation import check_node_id
+from ..validation import check_node_id, shown
 from . import wire
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -882,7 +882,7 @@ class TcpNetworkFactory:
         # was ever tried on uvloop), and the node never reached a peer.
         node_id = check_node_id(node_id, "node_id")
         if not isinstance(cluster_name, str):
-            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
         if len(cluster_name) > wire.MAX_NAME_LEN:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
         connect_timeout = check_seconds(connect_timeout, "connect_timeout")
@@ -892,7 +892,7 @@ class TcpNetworkFactory:
             raise ValueError(f"backoff_min={backoff_min} must be at most backoff_max={backoff_max}")
         max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
-            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {shown(ssl)}")
         if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_SERVER:
             # No connection could be made on it: every RPC raised Unreachable ("Cannot create
             # a client socket with a PROTOCOL_TLS_SERVER context"), logged at DEBUG only.
@@ -904,7 +904,7 @@ class TcpNetworkFactory:
         if server_hostname is not None:
             if not isinstance(server_hostname, str):
                 raise TypeError(f"server_hostname must be a str or None, got {type(server_hostname).__name__} "
-                                f"{server_hostname!r}")
+                                f"{shown(server_hostname)}")
             if not server_hostname:
                 # asyncio's convention: "" connects without checking the name at all.
                 raise ValueError("server_hostname '' would turn the host name check off; to do that, set "

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from ..types import NodeId
-from ..validation import check_node_id, check_seconds
+from ..validation import check_node_id, check_seconds, shown
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -50,12 +50,12 @@ def parse_addr(addr: str) -> tuple[str, int]:
     malformed (the port must be ASCII digits: ``int`` also reads other scripts' digits)."""
     host, sep, port_s = addr.rpartition(":")
     if not sep or not host or not (port_s.isascii() and port_s.isdigit()):
-        raise ValueError(f"not a host:port address: {addr!r}")
+        raise ValueError(f"not a host:port address: {shown(addr)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = int(port_s)
     if not 0 < port < 65536:
-        raise ValueError(f"port out of range in {addr!r}")
+        raise ValueError(f"port out of range in {shown(addr)}")
     return host, port
 
 
@@ -87,7 +87,7 @@ def node_uri(cluster_name: str, node_id: NodeId) -> str:
 def _check_cluster_name(cluster_name: object, who: str) -> None:
     """``TypeError`` naming ``who`` unless ``cluster_name`` is a ``str``."""
     if not isinstance(cluster_name, str):
-        raise TypeError(f"{who}: cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+        raise TypeError(f"{who}: cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
 
 
 def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
@@ -124,7 +124,7 @@ def check_count(value: object, what: str, minimum: int) -> int:
     """Return ``value`` as a plain ``int`` if it is an ``int`` (not ``bool``) of at least
     ``minimum``; ``TypeError`` (a ``float`` too) or ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {shown(value)}")
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, got {value}")
     return int(value)
@@ -202,7 +202,7 @@ def cert_mismatch(
     if isinstance(cert_id, bool) or not isinstance(cert_id, int):
         # True (a predicate's answer) equals node 1 and 3.0 node 3; "3" (a common name) was
         # refused as "the certificate is node 3's, not node 3's".
-        return (f"peer_id_of_cert returned {type(cert_id).__name__} {cert_id!r} for the {side} certificate, "
+        return (f"peer_id_of_cert returned {type(cert_id).__name__} {shown(cert_id)} for the {side} certificate, "
                 "not a node id (an int) or None")
     if cert_id != node_id:
         return f"the {side} certificate is node {cert_id}'s, not node {node_id}'s"

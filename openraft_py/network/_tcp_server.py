@@ -21,7 +21,7 @@ from ..errors import ApiError, Fatal, InvalidRequest
 from ..failure_log import FailureLog
 from ..metrics import RaftMetrics
 from ..types import AppendEntriesResponse, InstallSnapshotResponse, NodeId, Vote, VoteResponse
-from ..validation import check_implements, check_node_id
+from ..validation import check_implements, check_node_id, shown
 from . import RaftServer, wire
 from ._tcp_client import check_frame_size
 from ._tcp_common import (
@@ -923,7 +923,7 @@ class TcpServer:
             yield_after_answer=yield_after_answer,
         )
         if not isinstance(host, str):
-            raise TypeError(f"host must be a str, got {type(host).__name__} {host!r}")
+            raise TypeError(f"host must be a str, got {type(host).__name__} {shown(host)}")
         # asyncio bound a float port truncated, uvloop took 70000 as 70000 - 65536.
         port = check_count(port, "port", 0)
         if port > 65535:
@@ -996,11 +996,11 @@ class TcpServer:
         # max_frame_size every handshake) or silently (a non-str cluster name refused
         # every peer as of a "wrong cluster name").
         if not isinstance(cluster_name, str):
-            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
         if len(cluster_name) > wire.MAX_NAME_LEN:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
         if ssl is not None and not isinstance(ssl, SSLContext):
-            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {ssl!r}")
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {shown(ssl)}")
         if ssl is not None and ssl.protocol == PROTOCOL_TLS_CLIENT:
             # Every accepted connection failed to start TLS, and went on in plain TCP: a peer
             # not speaking TLS had its requests delivered (its answers went nowhere).
@@ -1020,7 +1020,7 @@ class TcpServer:
             raise TypeError(f"peer_id_of_cert must be callable or None, got {type(peer_id_of_cert).__name__}")
         if yield_after_answer is not None and not isinstance(yield_after_answer, bool):
             raise TypeError(
-                f"yield_after_answer must be a bool or None, got {type(yield_after_answer).__name__} {yield_after_answer!r}"
+                f"yield_after_answer must be a bool or None, got {type(yield_after_answer).__name__} {shown(yield_after_answer)}"
             )
         max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
         max_inflight = check_count(max_inflight, "max_inflight", 1)

@@ -69,6 +69,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
+from ..validation import shown
 
 if TYPE_CHECKING:
     from . import RaftServer
@@ -438,11 +439,11 @@ class Router:
         raising ``kind`` before delivery; only the RPC named ``rpc`` (see ``RPC_NAMES``) when
         given. ``kind=None`` clears what this ``(node_id, direction, rpc)`` set."""
         if direction not in ("in", "out", "both"):
-            raise ValueError(f"direction must be 'in', 'out' or 'both', got {direction!r}")
+            raise ValueError(f"direction must be 'in', 'out' or 'both', got {shown(direction)}")
         if rpc is not None and rpc not in _RPC_INDEX:
-            raise ValueError(f"unknown rpc {rpc!r}; expected one of {RPC_NAMES}")
+            raise ValueError(f"unknown rpc {shown(rpc)}; expected one of {RPC_NAMES}")
         if kind is not None and not (isinstance(kind, type) and issubclass(kind, RPCError)):
-            raise TypeError(f"kind must be an RPCError subclass or None, got {kind!r}")
+            raise TypeError(f"kind must be an RPCError subclass or None, got {shown(kind)}")
         dirs = ("in", "out") if direction == "both" else (direction,)
         for d in dirs:
             if kind is None:
@@ -469,7 +470,7 @@ class Router:
         fails with that exception and the target handles nothing. Raises ``TypeError`` if
         ``fn`` is not callable."""
         if not callable(fn):
-            raise TypeError(f"a hook must be callable, got {fn!r}")
+            raise TypeError(f"a hook must be callable, got {shown(fn)}")
         self._hooks.append(fn)
         self._update_fast()
 
@@ -478,7 +479,7 @@ class Router:
         server returns, before response faults apply (an observer: it must not raise).
         Raises ``TypeError`` if ``fn`` is not callable."""
         if not callable(fn):
-            raise TypeError(f"a response hook must be callable, got {fn!r}")
+            raise TypeError(f"a response hook must be callable, got {shown(fn)}")
         self._response_hooks.append(fn)
         self._update_fast()
 
@@ -611,7 +612,7 @@ class Router:
         """How many requests were delivered to a server (handled or not), filtered by RPC
         name, source and target (``None`` matches any)."""
         if rpc is not None and rpc not in _RPC_INDEX:
-            raise ValueError(f"unknown rpc {rpc!r}; expected one of {RPC_NAMES}")
+            raise ValueError(f"unknown rpc {shown(rpc)}; expected one of {RPC_NAMES}")
         total = 0
         for (s, t), client in self._clients.items():
             if (source is None or s == source) and (target is None or t == target):

@@ -45,7 +45,7 @@ from ..types import (
     StoredMembership,
     Vote,
 )
-from ..validation import check_node_id
+from ..validation import check_node_id, shown
 from . import IOFlushed
 
 __all__ = [
@@ -299,7 +299,7 @@ class MemLogStore(MemLogReader):
         name: a ``MemDisk`` handed to another node (see ``RaftLogStorage.check_owner``)."""
         node_id = check_node_id(node_id)
         if not isinstance(cluster_name, str):
-            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
         if not cluster_name:
             raise ValueError("cluster_name must not be empty")
         owner = self._disk.owner
@@ -313,7 +313,7 @@ class MemLogStore(MemLogReader):
         recorded (``openraft_py.recovery.replace_owners``); errors as ``check_owner``."""
         node_id = check_node_id(node_id)
         if not isinstance(cluster_name, str):
-            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {cluster_name!r}")
+            raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
         if not cluster_name:
             raise ValueError("cluster_name must not be empty")
         self._disk.owner = (node_id, cluster_name)

@@ -138,3 +138,33 @@ def test_a_huge_value_is_shown_short_in_the_error() -> None:
     # A short value is shown whole, as before.
     with pytest.raises(TypeError, match=r"^node id must be an int, got str '3'$"):
         v.check_node_id("3")
+
+
+async def test_a_huge_argument_to_the_transports_stores_and_router_is_shown_short() -> None:
+    """The same for the checks outside ``validation``: the TCP factory's cluster name, an
+    address, the in-memory store's owner, the forced recovery's new cluster name and the
+    router's fault switches each put the whole value in their message (16 MiB)."""
+    from openraft_py.network._tcp_common import parse_addr
+    from openraft_py.network.router import Router
+    from openraft_py.network.tcp import TcpNetworkFactory
+    from openraft_py.recovery import replace_owners
+    from openraft_py.storage.memory import MemLogStore, MemStateMachine
+
+    big = "x" * (16 << 20)
+    store = MemLogStore()
+    for call, error in (
+        (lambda: TcpNetworkFactory(1, big.encode()), TypeError),  # type: ignore[arg-type]
+        (lambda: parse_addr(big), ValueError),
+        (lambda: Router().set_rpc_failure(1, big, None), ValueError),  # type: ignore[arg-type]
+        (lambda: Router().rpc_count(big), ValueError),
+    ):
+        with pytest.raises(error) as ei:
+            call()
+        msg = str(ei.value)
+        assert "... (" in msg and len(msg) < 300, msg[:300]
+    for coro in (store.check_owner(1, big.encode()),  # type: ignore[arg-type]
+                 replace_owners(1, big.encode(), store, MemStateMachine())):  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as ei:
+            await coro
+        msg = str(ei.value)
+        assert "... (" in msg and len(msg) < 300, msg[:300]
