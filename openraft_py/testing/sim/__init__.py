@@ -1,7 +1,7 @@
 """A deterministic simulator: the real ``Engine`` and ``RaftCore`` under faults, in virtual time.
 
-One run (``Simulation(seed).run()``) builds a cluster of 3 or 5 voters (and, in some runs,
-spare nodes up to id 7) on the in-process router, with simulated disks, inside an event
+One run (``Simulation(seed).run()``) builds a cluster of 3 or 5 voters (3 to 7 with
+``nodes=N``, ``--nodes N``; and, in some runs, spare nodes up to id 7) on the in-process router, with simulated disks, inside an event
 loop whose clock is virtual: when nothing is
 runnable, time jumps to the next timer. Every random choice (the cluster's configuration,
 fault schedule, client workload, message drops and delays, disk latencies, election
@@ -56,6 +56,7 @@ Command line (``make sim SEEDS=N``)::
     python -m openraft_py.testing.sim --seed 17 --trace      # replay one seed, print its trace
     python -m openraft_py.testing.sim --seeds 200 --fault grant_without_log_check
     python -m openraft_py.testing.sim --seeds 200 --skew 0.05        # clocks skewed by up to 5 %
+    python -m openraft_py.testing.sim --seeds 100 --nodes 7          # seven voters in every run
     python -m openraft_py.testing.sim --seeds 200 --lease 1          # lease scenario at the bound
 """
 

@@ -19,10 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from types import FrameType
 from typing import Any, TypeVar
 
-from ...kv.argtypes import positive_int, positive_int_at_most
+from ...kv.argtypes import decimal_int, positive_int, positive_int_at_most
 from ...types import ReadPolicy
 from .lease import MAX_LEASE_FACTOR, LeaseResult, run_lease_seed
-from .simulation import ENGINE_FAULTS, WIRE_EVERY, SimResult, check_skew, run_seed
+from .simulation import ENGINE_FAULTS, MAX_NODES, NODE_COUNTS, WIRE_EVERY, SimResult, check_skew, run_seed
 
 __all__ = ["main"]
 
@@ -110,6 +110,14 @@ def _skew_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1)") from None
 
 
+def _nodes_arg(text: str) -> int:
+    """``--nodes``: a cluster size of ``NODE_COUNTS`` (3 to ``MAX_NODES``)."""
+    n = decimal_int(text)
+    if n not in NODE_COUNTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node count from 3 to {MAX_NODES}")
+    return n
+
+
 def _lease_arg(text: str) -> float:
     """``--lease``: a skew factor from 0 to ``MAX_LEASE_FACTOR``."""
     try:
@@ -123,22 +131,23 @@ def _lease_arg(text: str) -> float:
 
 def _run_one(
     seed: int, faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
-    lease: float | None = None, read_index: bool = False,
+    lease: float | None = None, read_index: bool = False, nodes: int | None = None,
 ) -> SimResult | LeaseResult:
-    """One seed: a random run (``run_seed``), or the lease scenario when ``lease`` (its skew
-    factor) is given (``run_lease_seed``; ``read_index``: its reads use READ_INDEX)."""
+    """One seed: a random run (``run_seed``; ``nodes``: its cluster size, None for the
+    seed's own), or the lease scenario when ``lease`` (its skew factor) is given
+    (``run_lease_seed``; ``read_index``: its reads use READ_INDEX)."""
     if lease is None:
-        return run_seed(seed, faults, steps, wire, skew)
+        return run_seed(seed, faults, steps, wire, skew, nodes)
     return run_lease_seed(seed, lease, ReadPolicy.READ_INDEX if read_index else ReadPolicy.LEASE_READ)
 
 
 def _run_alone(
     seed: int, faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
-    lease: float | None = None, read_index: bool = False,
+    lease: float | None = None, read_index: bool = False, nodes: int | None = None,
 ) -> SimResult | LeaseResult:
     """``_run_one`` in a fresh worker process (one that ran nothing before)."""
     with _workers(1) as ex:
-        [run] = _submit(ex, _run_one, (seed, faults, steps, wire, skew, lease, read_index))
+        [run] = _submit(ex, _run_one, (seed, faults, steps, wire, skew, lease, read_index, nodes))
         return run.result()
 
 
@@ -154,12 +163,12 @@ def _chunks(start: int, count: int) -> Iterator[list[int]]:
 
 def _run_batch(
     seeds: list[int], faults: tuple[str, ...], steps: int, wire: bool | None, skew: float = 0.0,
-    lease: float | None = None, read_index: bool = False,
+    lease: float | None = None, read_index: bool = False, nodes: int | None = None,
 ) -> list[tuple[int, bool, str | None, str]]:
     """Run ``seeds`` one after another (in a worker): ``(seed, ok, violation, replay command)``."""
     out = []
     for s in seeds:
-        r = _run_one(s, faults, steps, wire, skew, lease, read_index)
+        r = _run_one(s, faults, steps, wire, skew, lease, read_index, nodes)
         out.append((s, r.ok, r.violation, r.replay_command()))
     return out
 
@@ -186,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skew", type=_skew_arg, default=0.0,
                    help="clock-rate skew S in [0, 1): each node's clock runs at a rate drawn from [1-S, 1+S] of "
                    "real time (default 0: no skew)")
+    p.add_argument("--nodes", type=_nodes_arg, default=None, metavar="N",
+                   help=f"start every run with N voters, 3 to {MAX_NODES} (default: each seed draws 3 or 5); the "
+                   "seed's other choices stay as they are")
     p.add_argument("--lease", type=_lease_arg, default=None, metavar="FACTOR",
                    help="run the lease-read scenario instead (sim/lease.py): the leader's clock slow, the others "
                    "fast, by FACTOR times the skew lease_drift_margin is documented to cover (0 to "
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.lease is not None:
         given = [flag for flag, on in (("--fault", args.fault), ("--skew", args.skew), ("--steps", args.steps != 30),
-                                       ("--wire", args.wire != "share")) if on]
+                                       ("--wire", args.wire != "share"), ("--nodes", args.nodes is not None))
+                 if on]
         if given:
             p.error(f"--lease runs the lease-read scenario, which takes no {', '.join(given)}")
     elif args.read_index:
@@ -227,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     faults = tuple(args.fault)
     wire = {"share": None, "all": True, "none": False}[args.wire]
     if args.seed is not None:
-        r = _run_alone(args.seed, faults, args.steps, wire, args.skew, args.lease, args.read_index)
+        r = _run_alone(args.seed, faults, args.steps, wire, args.skew, args.lease, args.read_index, args.nodes)
         if args.trace or not r.ok:
             print("\n".join(r.trace if args.trace else r.trace[-60:]))
         print(f"seed {args.seed}: {'ok' if r.ok else 'VIOLATION: ' + str(r.violation)} "
@@ -250,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
                 # ran (gigabytes for ten million seeds), and Ctrl-C waited for it.
                 for ch in itertools.islice(chunks, 4 * jobs - len(running)):
                     running.update(_submit(ex, _run_batch, (ch, faults, args.steps, wire, args.skew, args.lease,
-                                                                 args.read_index)))
+                                                                 args.read_index, args.nodes)))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
@@ -270,13 +283,15 @@ def _run(args: argparse.Namespace) -> int:
         first = (violation or "").splitlines()[0] if violation else ""
         # Replay it alone: a failure that does not come back depends on the runs before it
         # in its worker process, which is a simulator bug of its own.
-        again = _run_alone(s, faults, args.steps, wire, args.skew, args.lease, args.read_index)
+        again = _run_alone(s, faults, args.steps, wire, args.skew, args.lease, args.read_index, args.nodes)
         note = "" if not again.ok else "\n  NOT REPRODUCED when replayed alone: the run depended on earlier runs"
         print(f"seed {s}: {first}\n  replay: {cmd}{note}")
     if args.lease is not None:
         what = f"lease scenario, skew factor {args.lease:g}{', READ_INDEX' if args.read_index else ''}"
     else:
         what = f"faults: {', '.join(faults) or 'none'}{f', skew {args.skew:g}' if args.skew else ''}"
+        if args.nodes is not None:
+            what += f", {args.nodes} nodes"
     print(f"{total} seeds, {total - len(failures)} clean, {len(failures)} with violations ({what}) "
           f"in {time.time() - t0:.0f}s")
     return 0 if not failures else 1

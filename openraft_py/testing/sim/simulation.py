@@ -51,7 +51,12 @@ WIRE_EVERY = 4
 """The share of seeds run through the wire codec: those with ``seed % WIRE_EVERY == 0``."""
 
 MAX_NODES = 7
-"""Node ids are 1..MAX_NODES: the first 3 or 5 form the cluster, the others may join."""
+"""Node ids are 1..MAX_NODES: the first 3 or 5 (or ``nodes``) form the cluster, the others
+may join."""
+
+NODE_COUNTS = (3, 4, 5, 6, 7)
+"""The cluster sizes ``Simulation(seed, nodes=N)`` (``--nodes N``) takes: 3 to ``MAX_NODES``
+(fewer than 3 voters survive no crash, which the fault schedule makes)."""
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -77,6 +82,8 @@ class SimResult:
     skew: float = 0.0
     """The run's clock-rate skew (``--skew``): each node's clock ran at a rate drawn from
     ``[1 - skew, 1 + skew]`` of real time."""
+    nodes: int | None = None
+    """The cluster size the run was given (``--nodes``); None: the seed's own choice."""
 
     def digest(self) -> str:
         """A hash of the trace and the history: equal for equal runs."""
@@ -98,6 +105,8 @@ class SimResult:
             f += f" --steps {self.steps}"
         if self.skew:
             f += f" --skew {self.skew!r}"
+        if self.nodes is not None:
+            f += f" --nodes {self.nodes}"
         return f"python -m openraft_py.testing.sim --seed {self.seed}{f} --trace"
 
 
@@ -138,7 +147,12 @@ class Simulation(FaultSchedule):
     passes every message through the TCP codec (default: ``seed % WIRE_EVERY == 0``).
     ``skew`` (default 0: every clock is the loop's time) gives each node a clock that runs at
     its own rate, drawn from ``[1 - skew, 1 + skew]`` by ``clock_rates`` (see ``SimClock``);
-    ``ValueError`` unless it is a number in ``[0, 1)``."""
+    ``ValueError`` unless it is a number in ``[0, 1)``. ``nodes`` (``--nodes``; default
+    None: the seed draws 3 or 5) is the number of voters the cluster starts with, one of
+    ``NODE_COUNTS`` (3 to ``MAX_NODES``), else ``ValueError``; every other choice of the seed
+    (configuration, faults, workload) is drawn as without it. Spare nodes join up to id
+    ``MAX_NODES``, so a run of ``MAX_NODES`` voters has none (its membership changes remove
+    and add back voters of its own)."""
 
     def __init__(
         self,
@@ -148,6 +162,7 @@ class Simulation(FaultSchedule):
         steps: int = 30,
         wire: bool | None = None,
         skew: float = 0.0,
+        nodes: int | None = None,
     ) -> None:
         import random
 
@@ -156,6 +171,9 @@ class Simulation(FaultSchedule):
                 raise ValueError(f"unknown engine fault {f!r}; known: {', '.join(ENGINE_FAULTS)}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, not {steps!r}")
+        if nodes is not None and (isinstance(nodes, bool) or not isinstance(nodes, int) or nodes not in NODE_COUNTS):
+            raise ValueError(f"nodes must be an integer from 3 to {MAX_NODES}, not {nodes!r}")
+        self.nodes = nodes
         self.skew = check_skew(skew)
         self.rates = clock_rates(seed, self.skew)
         self.seed = seed
@@ -173,7 +191,9 @@ class Simulation(FaultSchedule):
         self.crashed: set[NodeId] = set()
         self.stats: dict[str, int] = {}
         rng = self.rng
-        self.n_nodes = rng.choice((3, 3, 5))
+        # Drawn even when ``nodes`` is given: the draws after it are then those of the seed.
+        drawn = rng.choice((3, 3, 5))
+        self.n_nodes: int = drawn if nodes is None else nodes
         emin = rng.choice((40, 60, 100, 150))
         # Snapshots: a small policy in half the runs (never in the others; explicit triggers
         # still build some), little log kept after one, small chunks now and then.
@@ -204,8 +224,9 @@ class Simulation(FaultSchedule):
         # wait to be added as learners.
         self.admin = self.profile != "figure8" and rng.random() < 0.75
         self.spares = 0
-        if self.admin and rng.random() < 0.5:
-            self.spares = rng.randint(1, MAX_NODES - self.n_nodes)
+        room = MAX_NODES - self.n_nodes
+        if self.admin and rng.random() < 0.5 and room > 0:
+            self.spares = rng.randint(1, room)
         self.admin_tasks: list[asyncio.Future[None]] = []
         self.cluster: Cluster = None  # type: ignore[assignment]
         self.checker = Checker(self)
@@ -256,6 +277,7 @@ class Simulation(FaultSchedule):
             wire=self.wire,
             steps=self.steps,
             skew=self.skew,
+            nodes=self.nodes,
         )
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -508,7 +530,9 @@ class Simulation(FaultSchedule):
 
 
 def run_seed(
-    seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None, skew: float = 0.0
+    seed: int, faults: tuple[str, ...] = (), steps: int = 30, wire: bool | None = None, skew: float = 0.0,
+    nodes: int | None = None,
 ) -> SimResult:
-    """Run one seed (see ``Simulation``; ``wire=None`` uses the seed's default share)."""
-    return Simulation(seed, faults=faults, steps=steps, wire=wire, skew=skew).run()
+    """Run one seed (see ``Simulation``; ``wire=None`` uses the seed's default share,
+    ``nodes=None`` its own cluster size)."""
+    return Simulation(seed, faults=faults, steps=steps, wire=wire, skew=skew, nodes=nodes).run()
