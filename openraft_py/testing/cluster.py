@@ -152,7 +152,9 @@ class Cluster:
         """Wait until one of ``among`` (default: the running nodes) is the leader known by
         every other running node of ``among``; return its id. Raises ``WaitTimeout`` after
         ``timeout`` seconds, also when none of ``among`` is running; ``TypeError`` or
-        ``ValueError`` for a ``timeout`` that is not a finite number of seconds >= 0."""
+        ``ValueError`` for a ``timeout`` that is not a finite number of seconds >= 0.
+        ``among`` is read once, when the wait starts (a generator too)."""
+        wanted = None if among is None else set(among)
         checked = check_timeout(timeout)
         if checked is None:
             raise TypeError("wait_for_leader needs a timeout in seconds, got None")
@@ -160,7 +162,7 @@ class Cluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            ids = set(among) if among is not None else set(self.nodes)
+            ids = set(wanted) if wanted is not None else set(self.nodes)
             ids &= set(self.nodes)
             lid = self.leader()
             if lid is not None and lid in ids and all(self.nodes[i].current_leader() == lid for i in ids):
@@ -168,8 +170,8 @@ class Cluster:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if not ids:
-                    wanted = "the cluster" if among is None else f"among {sorted(set(among))}"
-                    raise WaitTimeout(f"no leader {wanted} within {timeout}s: no node of it is running")
+                    what = "the cluster" if wanted is None else f"among {sorted(wanted)}"
+                    raise WaitTimeout(f"no leader {what} within {timeout}s: no node of it is running")
                 states = "; ".join(self.nodes[i].metrics.describe() for i in sorted(ids))
                 raise WaitTimeout(f"no leader agreed by {sorted(ids)} within {timeout}s: {states}")
             if not ids:  # nothing running to watch yet: poll until one starts or time is up

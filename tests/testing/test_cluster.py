@@ -47,3 +47,16 @@ async def test_wait_for_leader_refuses_a_timeout_that_is_not_a_number_of_seconds
             with pytest.raises(err, match="timeout"):
                 await asyncio.wait_for(c.wait_for_leader(timeout=bad), 5)  # type: ignore[arg-type]
         assert await c.wait_for_leader(timeout=5) in {1, 2, 3}
+
+
+async def test_wait_for_leader_reads_a_generator_of_ids_once() -> None:
+    """``among`` given as a generator (``n for n in c.nodes if n != old``) was read again at
+    every check: empty from the second on, so a wait not answered at once timed out saying
+    "no leader among [] ...: no node of it is running" with the nodes running and a leader
+    elected among them meanwhile."""
+    async with Cluster(Config(), seed=7) as c:
+        await c.start({1, 2, 3, 4, 5})  # no leader yet: the first check finds none
+        lid = await asyncio.wait_for(c.wait_for_leader(timeout=10.0, among=(n for n in range(1, 6))), 15)
+        assert lid in {1, 2, 3, 4, 5}
+        with pytest.raises(WaitTimeout, match=r"no leader among \[8, 9\] within 0\.2s: no node of it is running"):
+            await asyncio.wait_for(c.wait_for_leader(timeout=0.2, among=(n for n in (8, 9))), 5)
