@@ -390,11 +390,13 @@ class ProcCluster:
         """Poll the running nodes (every 20 ms, for at most ``timeout`` s) until one reports
         itself leader of a term ``>= min_term`` and the others it reaches agree; returns
         ``(leader id, term)`` and records the term in ``self.term``. ``TimeoutError`` with
-        the last metrics seen otherwise."""
+        the last metrics seen otherwise. ``among`` (default: the running nodes) is read once,
+        when the wait starts (a generator too)."""
+        wanted = None if among is None else list(among)
         deadline = time.monotonic() + timeout
         last: dict[int, dict[str, Any]] = {}
         while time.monotonic() < deadline:
-            ids = list(among) if among is not None else self.running()
+            ids = list(wanted) if wanted is not None else self.running()
             last = await self.metrics(ids, timeout=max(0.5, deadline - time.monotonic()))
             leaders = [(m["term"], i) for i, m in last.items() if m["state"] == "Leader" and m["term"] >= min_term]
             if leaders:
