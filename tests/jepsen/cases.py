@@ -107,11 +107,29 @@ async def smoke(out: Path) -> dict[str, Any]:
             "verdicts": sorted(v.name for v in result.verdicts)}
 
 
+MEMBERSHIP_SEED = 39
+"""Its 45-second schedule: a voter kept as a learner while the leader is killed mid-change,
+a transfer, a voter removed from the cluster, another removed while the leader is killed."""
+MEMBERSHIP_TIME = 45.0
+
+
+async def membership(out: Path) -> dict[str, Any]:
+    """The ``member`` and ``transfer`` nemeses alone: 3 nodes, ``MEMBERSHIP_SEED``."""
+    cfg = RunConfig(time=MEMBERSHIP_TIME, seed=MEMBERSHIP_SEED, nodes=3, kinds=("member", "transfer"),
+                    workload=WorkloadConfig(clients=4, think=0.02), check_timeout=120.0,
+                    out=out / "artifacts")
+    lines: list[str] = []
+    result = await run(cfg, lines.append)
+    return {"ok": result.ok, "lines": lines, "failed": _failed(result),
+            "steps": [{"kind": s.kind, **s.resolved} for s in result.schedule]}
+
+
 CASES: dict[str, Callable[[Path], Awaitable[dict[str, Any]]]] = {
     "expired_lease_read": expired_lease_read,
     "apply_before_commit": apply_before_commit,
     "no_bug": no_bug,
     "smoke": smoke,
+    "membership": membership,
 }
 
 # The most a case may take (its runs, the checks, the nodes' start and stop); a case still
@@ -121,6 +139,7 @@ BUDGET = {
     "apply_before_commit": len(BUG_SEEDS) * (BUG_TIME + 120),
     "no_bug": BUG_TIME + 120,
     "smoke": SMOKE_TIME + 240,
+    "membership": MEMBERSHIP_TIME + 240,
 }
 TOTAL_BUDGET = sum(BUDGET.values())  # the longest a test can wait: every case ahead of it, then its own
 

@@ -17,11 +17,22 @@ resolved step is logged. The kinds:
 ``one-way``         one node's frames to every other node are discarded (it hears, cannot
                     speak), or every other node's frames to it (it speaks, cannot hear)
 ``flaky``           every link drops a share of frames and delays the rest
+``member``          a random voter (the leader too) leaves the voters, kept as a learner or
+                    removed from the cluster (``POST /cluster/members``); in half of the
+                    steps the leader is SIGKILLed 0-40 ms after the change was sent (a
+                    crash in the middle of joint consensus, or right after it) and restarted when the step ends;
+                    the heal adds the node back (``POST /cluster/learners`` if it was removed)
+                    and restores every node as a voter
+``transfer``        the leader hands leadership to a random other voter
+                    (``POST /cluster/transfer``)
 ==================  ==========================================================================
 
 Partitions also cut the open connections of the blocked pairs in half of the steps (drawn
 from the seed). ``heal_all`` ends every fault: links healed, paused nodes continued, killed
-nodes restarted. Clock-rate skew is out of scope (every process shares the host's clock).
+nodes restarted, every node a voter again. The ``member`` and ``transfer`` kinds need an
+``Admin`` (the runner's cluster); the heal of a membership is retried until ``member_bound``
+seconds, and what stopped it is logged and kept in the step (the run's convergence check, which
+wants every node a voter, then fails). Clock-rate skew is out of scope (every process shares the host's clock).
 """
 
 from __future__ import annotations
@@ -32,15 +43,38 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .procs import NodeSet
 from .proxy import ProxyNet
 
-__all__ = ["KINDS", "Step", "make_schedule", "Nemesis"]
+__all__ = ["KINDS", "Admin", "Step", "make_schedule", "Nemesis"]
 
 KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "partition-leader", "bridge",
-         "one-way", "flaky")
+         "one-way", "flaky", "member", "transfer")
+
+ADMIN_KINDS = ("member", "transfer")
+"""The kinds that ask the cluster over HTTP (they need an ``Admin``)."""
+
+
+class Admin(Protocol):
+    """The cluster calls of the ``member`` and ``transfer`` kinds, sent to ``leader``
+    (the leader the step resolved). Each returns a short description of the answer (``"200 ..."``, ``"409 ..."``,
+    ``"no leader"``); none raises for what the cluster answered."""
+
+    async def change_voters(self, leader: int, voters: list[int], retain: bool) -> str:
+        """``POST /cluster/members`` ``{"voters": voters, "retain": retain}``."""
+        ...
+
+    async def transfer(self, leader: int, to: int) -> str:
+        """``POST /cluster/transfer`` ``{"to": to}``."""
+        ...
+
+    async def restore_members(self, bound: float) -> str | None:
+        """Make every node a voter again (adding back, as a learner first, a node that left
+        the cluster), retrying for up to ``bound`` seconds; ``None`` once the leader's
+        membership is every node as a voter, not joint, else why not."""
+        ...
 
 
 @dataclass
@@ -73,6 +107,8 @@ def make_schedule(seed: int, duration: float, n: int, kinds: tuple[str, ...] = K
         raise ValueError(f"unknown nemesis kind(s) {sorted(unknown)}; known: {list(KINDS)}")
     if n < 3:
         kinds = tuple(k for k in kinds if k not in ("partition", "partition-leader", "bridge"))
+    if n < 2:  # a single voter can neither leave the voters nor hand its leadership over
+        kinds = tuple(k for k in kinds if k not in ADMIN_KINDS)
     rng = random.Random(f"nemesis-{seed}")
     steps: list[Step] = []
     t = rng.uniform(*quiet)
@@ -90,12 +126,17 @@ class Nemesis:
     (``None`` if none is known); ``say(line)`` prints a progress line."""
 
     def __init__(self, nodes: NodeSet, proxy: ProxyNet, leader: Callable[[], Awaitable[int | None]],
-                 say: Callable[[str], None], t0: float) -> None:
+                 say: Callable[[str], None], t0: float, admin: Admin | None = None,
+                 member_bound: float = 30.0) -> None:
         self.nodes = nodes
         self.proxy = proxy
         self.leader = leader
         self.say = say
         self.t0 = t0
+        self.admin = admin
+        self.member_bound = member_bound
+        self.members_changed = False
+        """A ``member`` step ran and the membership was not restored since."""
         self.done: list[Step] = []
 
     def now(self) -> float:
@@ -136,12 +177,16 @@ class Nemesis:
         minority = (n - 1) // 2
         res = step.resolved
         k = step.kind
+        if k in ADMIN_KINDS and self.admin is None:
+            raise ValueError(f"the {k!r} nemesis needs an Admin (the cluster's HTTP calls)")
         if k in ("kill-leader", "pause-leader", "partition-leader"):
             leader = await self.leader()
             res["leader"] = leader
             target = leader if leader is not None else rng.choice(ids)
         else:
             target = rng.choice(ids)
+            if k in ADMIN_KINDS:  # (the member step's voter that leaves may be the leader)
+                res["leader"] = await self.leader()
         if k in ("kill", "kill-leader"):
             victims = [target] if k == "kill-leader" else rng.sample(ids, rng.randint(1, max(1, minority)))
             for v in victims:
@@ -192,6 +237,30 @@ class Nemesis:
             for (a, b) in self.proxy.links:
                 self.proxy.set_link(a, b, drop=drop, delay=delay)
             res["drop"], res["delay"] = drop, delay
+        elif k == "member":
+            assert self.admin is not None
+            retain = rng.random() < 0.5
+            kill_after = rng.uniform(0.0, 0.04) if rng.random() < 0.5 else None
+            res["removed"], res["retain"] = target, retain
+            leader = res["leader"]
+            if leader is None:
+                res["answer"] = "no leader"
+                return
+            self.members_changed = True
+            change = asyncio.create_task(self.admin.change_voters(leader, [x for x in ids if x != target], retain))
+            if kill_after is not None:
+                await asyncio.sleep(kill_after)
+                res["killed_after_ms"] = round(kill_after * 1000)
+                res["answered_before"] = change.done()
+                self.nodes.kill(leader)
+                res["killed"] = [leader]
+            res["answer"] = await change
+        elif k == "transfer":
+            assert self.admin is not None
+            others = [x for x in ids if x != res["leader"]]
+            to = rng.choice(others)
+            res["to"] = to
+            res["answer"] = "no leader" if res["leader"] is None else await self.admin.transfer(res["leader"], to)
         else:  # pragma: no cover - make_schedule refuses unknown kinds
             raise ValueError(k)
 
@@ -204,15 +273,31 @@ class Nemesis:
             self.nodes.resume(v)
         if step.kind in ("partition", "partition-leader", "bridge", "one-way", "flaky"):
             self.proxy.heal()
+        if step.kind == "member":
+            res["restored"] = await self._restore_members()
+
+    async def _restore_members(self) -> str:
+        """Every node a voter again (see ``Admin.restore_members``): ``"ok"`` or why not
+        (also said)."""
+        if not self.members_changed or self.admin is None:
+            return "ok"
+        problem = await self.admin.restore_members(self.member_bound)
+        if problem is None:
+            self.members_changed = False
+            return "ok"
+        self.say(f"[{self.now():7.1f}s] !! the membership was not restored: {problem}")
+        return problem
 
     async def heal_all(self) -> None:
-        """End every fault: heal the links, continue paused nodes, restart killed ones."""
+        """End every fault: heal the links, continue paused nodes, restart killed ones, make
+        every node a voter again."""
         self.proxy.heal()
         for i, node in self.nodes.nodes.items():
             if node.paused:
                 self.nodes.resume(i)
             if i in self.nodes.killed_by_nemesis:
                 self.nodes.start(i)
+        await self._restore_members()
 
 
 def _describe(res: dict[str, Any]) -> str:

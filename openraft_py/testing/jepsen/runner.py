@@ -118,6 +118,46 @@ class _Cluster:
                 best = (st["term"], i)
         return None if best is None else best[1]
 
+    async def _post(self, node: int, path: str, obj: Any) -> str:
+        """POST ``obj`` to ``node`` (no redirect); ``"STATUS body"``, at most 200 characters."""
+        status, body = await self.http.post_json(self.nodes.nodes[node].http_addr, path, obj)
+        return f"{status} {body}"[:200]
+
+    async def change_voters(self, leader: int, voters: list[int], retain: bool) -> str:
+        """``Admin.change_voters``: ``POST /cluster/members`` on ``leader``."""
+        return await self._post(leader, "/cluster/members", {"voters": voters, "retain": retain})
+
+    async def transfer(self, leader: int, to: int) -> str:
+        """``Admin.transfer``: ``POST /cluster/transfer`` on ``leader``."""
+        return await self._post(leader, "/cluster/transfer", {"to": to})
+
+    async def restore_members(self, bound: float) -> str | None:
+        """``Admin.restore_members``: until ``bound`` seconds, look at the leader's
+        membership; add each node missing from it as a learner (at its proxy listener), then
+        make every node a voter. ``None`` when the leader's membership is every node as a
+        voter and not joint, else the last thing that stood in the way."""
+        ids = sorted(self.nodes.nodes)
+        t = time.monotonic()
+        last = "not tried"
+        while True:
+            leader = await self.leader()
+            st = None if leader is None else await self.http.status(self.nodes.nodes[leader].http_addr)
+            if leader is None or st is None:
+                last = "no leader"
+            elif st["voters"] == ids and not st["learners"] and not st["joint"]:
+                return None
+            else:
+                last = f"leader {leader}: voters {st['voters']}, learners {st['learners']}, joint {st['joint']}"
+                for i in ids:
+                    if i not in st["voters"] and i not in st["learners"]:
+                        last += "; add learner " + await self._post(leader, "/cluster/learners", {
+                            "id": i, "raft_addr": self.proxy.listen_addr(i), "http_addr": self.nodes.nodes[i].http_addr})
+                if not st["joint"]:
+                    last += "; members " + await self.change_voters(leader, ids, False)
+            if time.monotonic() - t > bound:
+                return f"not within {bound:.0f}s ({last})"
+            await asyncio.sleep(0.2)
+
     async def wait(self, what: str, bound: float, cond: Callable[[], Any]) -> float:
         """Poll the async ``cond`` until true; seconds taken; ``TimeoutError`` past ``bound``."""
         t = time.monotonic()
@@ -219,7 +259,8 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
         say(f"[{now():7.1f}s] cluster up: leader {await cluster.leader()}")
         stop = asyncio.Event()
         wl = Workload(cfg.workload, cluster.addrs, history, random.Random(f"clients-{cfg.seed}"), t0)
-        nem = Nemesis(cluster.nodes, cluster.proxy, cluster.leader, say, t0)
+        nem = Nemesis(cluster.nodes, cluster.proxy, cluster.leader, say, t0, admin=cluster,
+                      member_bound=cfg.recovery_bound)
         tasks = [asyncio.create_task(wl.run(stop)), asyncio.create_task(nem.run(schedule, stop)),
                  asyncio.create_task(cluster.monitor(stop, now))]
         ticker = asyncio.create_task(_progress(stop, now, history, say))
@@ -345,7 +386,8 @@ async def _after_heal(cluster: _Cluster, history: History, wl: Workload, now: Ca
         if len(leaders) != 1:
             return False
         target = leaders[0]["committed_index"]
-        return target is not None and leaders[0]["last_log_index"] == target and all(
+        every_voter = leaders[0]["voters"] == sorted(cluster.nodes.nodes) and not leaders[0]["joint"]
+        return every_voter and target is not None and leaders[0]["last_log_index"] == target and all(
             s["applied_index"] == target for s in st.values() if s)
 
     try:
@@ -354,7 +396,7 @@ async def _after_heal(cluster: _Cluster, history: History, wl: Workload, now: Ca
     except TimeoutError as e:
         st = await cluster.statuses()
         verdicts.append(Verdict("convergence", False, [str(e)] + [
-            f"node {i}: {None if s is None else {k: s.get(k) for k in ('state', 'term', 'committed_index', 'applied_index', 'last_log_index')}}"
+            f"node {i}: {None if s is None else {k: s.get(k) for k in ('state', 'term', 'committed_index', 'applied_index', 'last_log_index', 'voters', 'learners')}}"
             for i, s in st.items()]))
         return recovery, verdicts
 
