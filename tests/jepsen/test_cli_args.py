@@ -36,6 +36,13 @@ from tests.process.children import alive, children
     (["--nodes", str(MAX_NODES + 1)], f"must be at most {MAX_NODES}"),
     (["--clients", "100000"], f"argument --clients: '100000' must be at most {MAX_CLIENTS}"),
     (["--clients", str(MAX_CLIENTS + 1)], f"must be at most {MAX_CLIENTS}"),
+    # Every node would refuse it at its start: said once, before any node starts.
+    (["--raft-config", "{"], "--raft-config: not valid JSON"),
+    (["--raft-config", "[1]"], "--raft-config: a JSON object of Config fields, not list"),
+    (["--raft-config", '{"snapshot_every": 10}'], "--raft-config: unknown Config fields ['snapshot_every']"),
+    (["--raft-config", '{"heartbeat_interval": "50"}'], "--raft-config: Expected `int`, got `str`"),
+    # Checked over the run's timing (election_timeout_min 800).
+    (["--raft-config", '{"election_timeout_max": 500}'], "must be less than election_timeout_max=500"),
 ])
 def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
@@ -120,3 +127,11 @@ def test_a_signal_stops_every_node_and_removes_the_data(
     assert "Traceback" not in err
     assert not alive(kids)
     assert not list(tmp_path.glob("jepsen-11-*")), list(tmp_path.iterdir())
+
+
+@pytest.mark.timeout(30)
+def test_a_raft_config_serve_takes_is_returned_as_given() -> None:
+    from openraft_py.testing.jepsen.__main__ import raft_config_arg
+
+    got = raft_config_arg('{"snapshot_policy": {"logs_since_last_n": 300}, "max_in_snapshot_log_to_keep": 20}')
+    assert got == {"snapshot_policy": {"logs_since_last_n": 300}, "max_in_snapshot_log_to_keep": 20}

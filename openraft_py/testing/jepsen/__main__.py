@@ -3,7 +3,7 @@
 ::
 
     python -m openraft_py.testing.jepsen --time 300 --seed N --nodes 5 [--bug NAME] [--out DIR]
-        [--clients C] [--nemesis KIND,KIND] [--workload register,multi]
+        [--clients C] [--nemesis KIND,KIND] [--workload register,multi] [--raft-config JSON]
 
 Exit status 0 when every check passed, 1 when one failed (the seed and the artifact directory
 are printed) or when the ``kv`` extra, which the nodes and the clients need, is not installed
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jepsen: error: {needs_kv_extra('the Jepsen test', missing)}", file=sys.stderr)
         return 1
     # The runner and the workload import aiohttp: imported once the extra is known to be there.
-    from .runner import RunConfig, run
+    from .runner import DEFAULT_RAFT_CONFIG, RunConfig, run
     from .workload import WorkloadConfig
 
     p = argparse.ArgumentParser(prog="python -m openraft_py.testing.jepsen",
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", type=_csv(("register", "multi")), default=("register", "multi"))
     p.add_argument("--out", type=Path, default=None, help="write the artifacts here (always on failure)")
     p.add_argument("--check-timeout", type=float, default=300.0, help="seconds for lincheck (default 300)")
+    p.add_argument("--raft-config", metavar="JSON", default=None,
+                   help="Config fields as a JSON object, over the run's timing (DEFAULT_RAFT_CONFIG), given to every "
+                   "node's serve --raft-config; e.g. '{\"snapshot_policy\": {\"logs_since_last_n\": 300}, "
+                   "\"max_in_snapshot_log_to_keep\": 20}' makes a node that was down catch up by a snapshot")
     a = p.parse_args(argv)
     if not (math.isfinite(a.time) and a.time > 0):
         p.error(f"--time must be a finite number of seconds > 0, not {a.time}")
@@ -92,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--out {a.out}: cannot make this directory: {e.strerror or e}")
         if not os.access(a.out, os.W_OK | os.X_OK):
             p.error(f"--out {a.out}: this directory is not writable")
+    raft_config = dict(DEFAULT_RAFT_CONFIG)
+    if a.raft_config is not None:
+        try:
+            raft_config.update(raft_config_arg(a.raft_config))
+        except ValueError as e:
+            p.error(str(e))
     seed = a.seed if a.seed is not None else random.randrange(2**31)
     cfg = RunConfig(time=a.time, seed=seed, nodes=a.nodes, bugs=tuple(a.bug), kinds=tuple(a.nemesis), out=a.out,
                     workload=WorkloadConfig(clients=a.clients, workloads=tuple(a.workload)),
-                    check_timeout=a.check_timeout)
+                    check_timeout=a.check_timeout, raft_config=raft_config)
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -115,6 +126,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jepsen: terminated (seed {seed}); every node process was stopped", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0 if result.ok else 1
+
+
+def raft_config_arg(text: str) -> dict[str, object]:
+    """``--raft-config``'s JSON object, checked as ``serve`` checks it over the run's timing
+    (``DEFAULT_RAFT_CONFIG``): ``ValueError`` naming the flag for what every node would
+    refuse at its start (invalid JSON, not an object, an unknown field, a wrong type or
+    value), found before any node is started."""
+    from ...kv.server import add_serve_arguments, options_from_args
+    from .runner import DEFAULT_RAFT_CONFIG
+
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--raft-config: not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"--raft-config: a JSON object of Config fields, not {type(obj).__name__}")
+    merged = {**DEFAULT_RAFT_CONFIG, **obj}
+    serve = add_serve_arguments(argparse.ArgumentParser())
+    args = serve.parse_args(["--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+                             "--data-dir", "jepsen-check", "--cluster-name", "jepsen",
+                             "--raft-config", json.dumps(merged)])
+    options_from_args(args)  # ValueError: "--raft-config: ..."
+    return obj
 
 
 def _cancel_current(task: asyncio.Task[RunResult] | None) -> Callable[[], None]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shlex
 import shutil
 import tempfile
 import time
@@ -52,6 +53,8 @@ DEFAULT_RAFT_CONFIG: dict[str, Any] = {
     "election_timeout_max": 1600,
 }
 """Timing for a loaded, shared machine: elections are not triggered by scheduling hiccups."""
+
+_MISSING = object()  # (a field DEFAULT_RAFT_CONFIG does not have)
 
 
 @dataclass
@@ -309,10 +312,12 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
     if out_dir is not None:
         say(f"artifacts: {out_dir}")
     if not ok:
+        extra = {k: v for k, v in cfg.raft_config.items() if DEFAULT_RAFT_CONFIG.get(k, _MISSING) != v}
         say(f"FAILED: seed {cfg.seed} (rerun: python -m openraft_py.testing.jepsen --seed {cfg.seed} "
             f"--time {cfg.time:g} --nodes {cfg.nodes} --clients {cfg.workload.clients}"
             + "".join(f" --bug {b}" for b in cfg.bugs)
-            + (f" --nemesis {','.join(cfg.kinds)}" if tuple(cfg.kinds) != KINDS else "") + ")")
+            + (f" --nemesis {','.join(cfg.kinds)}" if tuple(cfg.kinds) != KINDS else "")
+            + (f" --raft-config {shlex.quote(json.dumps(extra))}" if extra else "") + ")")
     return RunResult(ok, cfg.seed, verdicts, summary, report, out_dir, history, schedule, lin_seconds)
 
 
@@ -393,6 +398,11 @@ async def _after_heal(cluster: _Cluster, history: History, wl: Workload, now: Ca
     try:
         took = await cluster.wait("the nodes converge", cfg.recovery_bound, converged)
         verdicts.append(Verdict("convergence", True, detail=f"{took:.2f}s"))
+        # Whether the run went through snapshots (built, purged up to, installed by a node
+        # that had fallen behind): not a check, what to know of a run's coverage.
+        st = await cluster.statuses()
+        say(f"[{now():7.1f}s] snapshot (purged) index per node: " + ", ".join(
+            f"{i}: {s.get('snapshot_index')} ({s.get('purged_index')})" for i, s in sorted(st.items()) if s))
     except TimeoutError as e:
         st = await cluster.statuses()
         verdicts.append(Verdict("convergence", False, [str(e)] + [
