@@ -371,11 +371,16 @@ class RaftCore:
     async def _run_once(self) -> None:
         eng = self.engine
         now = eng.now = self.clock.now() * 1000.0  # ``now_ms()``
+        tick = False
         if self._notes:
             notes = self._notes
             self._notes = deque()
             for n in notes:
-                self._handle_note(n, now)
+                if n is TICK:
+                    # Handled last in the pass (below): see ``_tick``.
+                    tick = True
+                else:
+                    self._handle_note(n, now)
         if self.feed.resubmit:
             # After a refused install: before anything can queue another install.
             self.feed.resubmit = False
@@ -403,6 +408,8 @@ class RaftCore:
                     # answers them (answering one twice is a no-op).
                     self._msgs.extendleft(reversed(writes))
                     raise
+        if tick:
+            self._tick(now)
         await self._run_commands()
         self.metrics.publish()
 
@@ -428,6 +435,20 @@ class RaftCore:
             # teardown answers them (they are in no ``Responder`` yet).
             self._msgs.extendleft(reversed([*writes, *msgs]))
             raise
+
+    def _tick(self, now: float) -> None:
+        """The ticker's note, handled after everything else the pass took (the other notes,
+        the requests and calls): a timing decision (a follower's election timeout, a
+        leader's check-quorum) then sees what arrived meanwhile. After a stall of its loop
+        (a large entry, a collection), uvloop runs the due ticker before it reads the
+        sockets, so the tick came first: a follower whose leader's heartbeat waited in the
+        same pass started a pre-vote round, and a leader stepped down although answers to
+        requests sent within the election timeout were in the pass."""
+        eng = self.engine
+        deadline = eng.election_deadline
+        eng.handle_tick(now)
+        if eng.election_deadline != deadline and eng.leader_lost:
+            self._learner_timed_out()
 
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine
@@ -455,10 +476,7 @@ class RaftCore:
         elif t is SnapshotRefused:
             self.snapshots.refused(n)
         elif t is Tick:
-            deadline = eng.election_deadline
-            eng.handle_tick(now)
-            if eng.election_deadline != deadline and eng.leader_lost:
-                self._learner_timed_out()
+            self._tick(now)
         elif t is VoteReply:
             eng.handle_vote_resp(n.target, n.resp, now)
         elif isinstance(n, ReplicationResult):
