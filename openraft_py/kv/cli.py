@@ -754,7 +754,9 @@ _COLUMNS = ("ID", "STATE", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMITTED", "A
 
 def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], learners: Sequence[int]) -> str:
     """The ``cluster status`` table: one row per node id of ``rows`` (a status dict, or a
-    string saying why there is none), roles from ``voters`` / ``learners``."""
+    string saying why there is none), roles from ``voters`` / ``learners``: "voter",
+    "learner", or "not a member" for a node an endpoint reached that the membership does
+    not name (one removed that still runs: it shows the state it had, e.g. Learner)."""
 
     def cell(v: Any) -> str:
         return "-" if v is None else str(v)
@@ -762,7 +764,7 @@ def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], l
     lines = [list(_COLUMNS)]
     for nid in sorted(rows):
         st = rows[nid]
-        role = "voter" if nid in voters else "learner" if nid in learners else "-"
+        role = "voter" if nid in voters else "learner" if nid in learners else "not a member"
         if isinstance(st, str):
             lines.append([str(nid), st, role, "", "", "", "", "", "", ""])
             continue

@@ -894,3 +894,17 @@ async def test_cluster_members_with_an_unknown_outcome_reads_the_leader_s_member
         assert (out.out, out.err) == ("voters: 1,4,5\nlearners: -\n", "")
     else:
         assert "members: outcome unknown" in out.err
+
+
+def test_cluster_status_names_a_node_the_membership_does_not_as_not_a_member() -> None:
+    """A node an endpoint reached that the membership does not name (removed, still
+    running: it shows the state it had, Learner) reads "not a member" in the ROLE column:
+    it read "-", the row otherwise that of a learner."""
+    row = {"state": "Leader", "term": 3, "leader_id": 1, "last_log_index": 9, "committed_index": 9,
+           "applied_index": 9, "http_addr": "h1", "raft_addr": "r1"}
+    removed = dict(row, state="Learner", leader_id=None, http_addr="h4", raft_addr="r4")
+    table = cli.status_table({1: row, 4: removed, 5: "unreachable"}, [1], [5]).splitlines()
+    assert table[0].split()[:3] == ["ID", "STATE", "ROLE"]
+    assert table[1].split()[:3] == ["1", "Leader", "voter"]
+    assert table[2].split()[:5] == ["4", "Learner", "not", "a", "member"]
+    assert table[3].split() == ["5", "unreachable", "learner"]
