@@ -318,8 +318,10 @@ class _ClientConnection(asyncio.Protocol):
             elif self.peer.factory.ssl is not None:
                 reason += " (TLS refused?)"
             else:
-                # What a TLS server does with a plain hello (it logs the TLS error).
-                reason += " (does the server expect TLS? this node connects without)"
+                # What a TLS server does with a plain hello (it logs the TLS error); but also a
+                # server that is stopping, or a proxy between the two that cannot reach it.
+                reason += (" (does the server expect TLS? this node connects without; or the server was stopping, "
+                           "or a proxy in between could not reach it)")
             self.fail(reason)
         else:
             self.fail(f"connection lost: {exc!r}" if exc else self.close_reason)
