@@ -16,22 +16,11 @@ from openraft_py import AppendEntriesRequest, Raft, Vote
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 
+from .stepped_clock import SteppedClock
+
 pytestmark = pytest.mark.timeout(30)
 
 STALL_MS = 1000.0
-
-
-class SteppedClock:
-    """The loop's clock plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 async def test_a_message_that_arrives_during_the_resubmission_is_handled_at_its_arrival() -> None:

@@ -17,20 +17,9 @@ from openraft_py.core.messages import TICK
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 
+from .stepped_clock import SteppedClock
+
 pytestmark = pytest.mark.timeout(30)
-
-
-class SteppedClock:
-    """The loop's clock plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 async def test_a_follower_handles_its_leader_s_heartbeat_before_a_tick_of_the_same_pass() -> None:

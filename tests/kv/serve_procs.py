@@ -95,3 +95,13 @@ async def put(s: aiohttp.ClientSession, p: ServeProc, key: str, value: str, time
             return None
     except (TimeoutError, aiohttp.ClientError):
         return None
+
+
+async def init_cluster(s: aiohttp.ClientSession, procs: list[ServeProc], timeout: float = 30.0) -> None:
+    """Wait until each of ``procs`` (started) answers its status, then initialize them as one
+    cluster of voters through the first (``POST /cluster/init``), asserting the 200."""
+    for p in procs:
+        await until(lambda p=p: status(s, p), timeout, f"node {p.id} serving")
+    members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs}
+    async with s.post(procs[0].url("/cluster/init"), json={"members": members}) as r:
+        assert r.status == 200, await r.text()

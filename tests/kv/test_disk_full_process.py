@@ -17,7 +17,7 @@ import tempfile
 import aiohttp
 import pytest
 
-from .serve_procs import ServeProc, put, status, until
+from .serve_procs import ServeProc, init_cluster, put, status, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,11 +52,7 @@ async def test_a_follower_whose_disk_fills_stops_once_and_comes_back_with_every_
         for p in procs.values():
             p.start()
         async with aiohttp.ClientSession() as s:
-            for p in procs.values():
-                await until(lambda p=p: status(s, p), 20, f"node {p.id} serving")
-            members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs.values()}
-            async with s.post(procs[1].url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, list(procs.values()), 20)
             p3 = procs[3].proc
             assert p3 is not None
             i = 0

@@ -32,7 +32,7 @@ from openraft_py.types import LogState, Vote
 
 from .kv_helpers import KvCluster
 from .kv_helpers import until_true as _until
-from .serve_procs import ServeProc, put, status, until
+from .serve_procs import ServeProc, init_cluster, put, status, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -400,11 +400,7 @@ async def test_three_serve_processes_lose_two_and_come_back_from_the_survivor() 
         for p in procs.values():
             p.start()
         async with aiohttp.ClientSession() as s:
-            for p in procs.values():
-                await until(lambda p=p: status(s, p), 30.0, f"node {p.id} serving")
-            members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs.values()}
-            async with s.post(f"http://{procs[1].http_addr}/cluster/init", json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, list(procs.values()))
             leader = await until(lambda: _agreed_leader(s, list(procs.values())), 30.0, "a leader")
             for i in range(40):
                 key = f"k{i}"

@@ -23,7 +23,7 @@ import pytest
 
 from openraft_py.testing.proc_cluster import free_port
 
-from .serve_procs import ServeProc, put, status, until
+from .serve_procs import ServeProc, init_cluster, put, status, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,11 +36,7 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
         for p in procs.values():
             p.start()
         async with aiohttp.ClientSession() as s:
-            for p in procs.values():
-                await until(lambda p=p: status(s, p), 20, f"node {p.id} serving")
-            members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs.values()}
-            async with s.post(procs[1].url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, list(procs.values()), 20)
 
             async def agreed_leader(ids: list[int]) -> int | None:
                 sts = [await status(s, procs[i]) for i in ids]
@@ -151,10 +147,7 @@ async def test_sighup_stops_serve_gracefully_unless_started_ignoring_it() -> Non
     try:
         p.start()
         async with aiohttp.ClientSession() as s:
-            await until(lambda: status(s, p), 30, "node 1 answering")
-            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
-            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, [p])
             await until(lambda: put(s, p, "k", "v"), 30, "a write")
             p.kill(signal.SIGHUP)
             assert p.proc is not None
@@ -188,10 +181,7 @@ async def test_silent_connections_do_not_take_the_node_s_last_file_descriptors()
     try:
         p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
         async with aiohttp.ClientSession() as s:
-            await until(lambda: status(s, p), 30, "node 1 answering")
-            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
-            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, [p])
             host, port = p.http_addr.rsplit(":", 1)
             for _ in range(250):
                 conns.append((await asyncio.open_connection(host, int(port)))[1])
@@ -225,10 +215,7 @@ async def test_silent_connections_to_both_ports_under_a_low_descriptor_limit_do_
     try:
         p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=64)
         async with aiohttp.ClientSession() as s:
-            await until(lambda: status(s, p), 30, "node 1 answering")
-            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
-            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, [p])
             for addr, n in ((p.http_addr, 36), (p.raft_addr, 20)):
                 host, port = addr.rsplit(":", 1)
                 for _ in range(n):
@@ -310,10 +297,7 @@ async def test_silent_raft_connections_do_not_take_the_node_s_last_file_descript
     try:
         p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
         async with aiohttp.ClientSession() as s:
-            await until(lambda: status(s, p), 30, "node 1 answering")
-            members = {"1": {"raft_addr": p.raft_addr, "http_addr": p.http_addr}}
-            async with s.post(p.url("/cluster/init"), json={"members": members}) as r:
-                assert r.status == 200, await r.text()
+            await init_cluster(s, [p])
             host, port = p.raft_addr.rsplit(":", 1)
             holders = [asyncio.create_task(hold(host, int(port))) for _ in range(250)]
             await until(lambda: _async(len(conns) >= 250), 30, "250 connections to the raft port")
