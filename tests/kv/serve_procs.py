@@ -40,8 +40,10 @@ class ServeProc:
                 "--cluster-name", self.cluster_name, "--log-format", "json", *extra_args]
 
         def before_exec() -> None:  # in the child
-            if ignore_sighup:
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            # Both ways set here: a runner started in the background (``make test &``,
+            # ``nohup``) passes SIGHUP and SIGINT on ignored, which ``serve`` keeps ignoring.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_sighup else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             if max_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 

@@ -539,9 +539,12 @@ def test_ctrl_c_during_a_write_says_that_it_may_have_been_applied(argv: list[str
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(4)
     lsock.settimeout(40)  # (the command line starts within it, however busy the machine)
+    # SIGINT at its default in the child, as a terminal's Ctrl-C meets it: a runner started in
+    # the background (``make test &``, ``nohup``) passes it on ignored, and Python keeps it so.
     proc = subprocess.Popen([sys.executable, "-m", "openraft_py.kv", *argv, "--endpoints",
                              f"127.0.0.1:{lsock.getsockname()[1]}", "--timeout", "30"],
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         conn, _ = lsock.accept()
         with conn:
