@@ -169,6 +169,30 @@ async def test_sighup_stops_serve_gracefully_unless_started_ignoring_it() -> Non
         shutil.rmtree(root, ignore_errors=True)
 
 
+SNAPSHOT_EVERY_50 = ("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}')
+"""``serve`` flags: a snapshot every 50 entries, so that a few writes open new files."""
+
+
+async def _writes_through_two_snapshots(s: aiohttp.ClientSession, p: ServeProc) -> None:
+    """120 writes through ``p``, each acknowledged: two snapshot builds (the second up to
+    index 99), each opening new files; the node still runs and has applied them."""
+    for i in range(120):
+        assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
+    assert p.proc is not None and p.proc.poll() is None
+    st = await status(s, p)
+    assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
+
+
+def _close_and_remove(p: ServeProc, root: str, conns: list[asyncio.StreamWriter]) -> None:
+    """Close the test's connections, kill ``p`` and remove ``root``."""
+    for w in conns:
+        w.close()
+    p.kill()
+    if p.proc is not None:
+        p.proc.wait(10)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 async def test_silent_connections_do_not_take_the_node_s_last_file_descriptors() -> None:
     """A burst of HTTP connections that send nothing (a client leaking its connections, a
     scanner) does not stop the node: it holds at most half its descriptor limit of them
@@ -179,28 +203,19 @@ async def test_silent_connections_do_not_take_the_node_s_last_file_descriptors()
     p = ServeProc(1, root)
     conns: list[asyncio.StreamWriter] = []
     try:
-        p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
+        p.start(extra_args=SNAPSHOT_EVERY_50, max_files=256)
         async with aiohttp.ClientSession() as s:
             await init_cluster(s, [p])
             host, port = p.http_addr.rsplit(":", 1)
             for _ in range(250):
                 conns.append((await asyncio.open_connection(host, int(port)))[1])
-            for i in range(120):  # two snapshot builds (the second up to index 99), each opening new files
-                assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
-            assert p.proc is not None and p.proc.poll() is None
+            await _writes_through_two_snapshots(s, p)
             async with aiohttp.ClientSession() as fresh:  # a new connection: over the limit
                 async with fresh.get(p.url("/cluster/status")) as r:
                     assert r.status == 503, await r.text()
                     assert "HTTP connections, its limit" in (await r.json())["error"]
-            st = await status(s, p)
-            assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
     finally:
-        for w in conns:
-            w.close()
-        p.kill()
-        if p.proc is not None:
-            p.proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        _close_and_remove(p, root, conns)
 
 
 async def test_silent_connections_to_both_ports_under_a_low_descriptor_limit_do_not_stop_the_node() -> None:
@@ -213,7 +228,7 @@ async def test_silent_connections_to_both_ports_under_a_low_descriptor_limit_do_
     p = ServeProc(1, root)
     conns: list[asyncio.StreamWriter] = []
     try:
-        p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=64)
+        p.start(extra_args=SNAPSHOT_EVERY_50, max_files=64)
         async with aiohttp.ClientSession() as s:
             await init_cluster(s, [p])
             for addr, n in ((p.http_addr, 36), (p.raft_addr, 20)):
@@ -223,20 +238,11 @@ async def test_silent_connections_to_both_ports_under_a_low_descriptor_limit_do_
                         conns.append((await asyncio.open_connection(host, int(port)))[1])
                     except OSError:
                         pass
-            for i in range(120):  # two snapshot builds, each opening new files
-                assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
-            assert p.proc is not None and p.proc.poll() is None
-            st = await status(s, p)
-            assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
+            await _writes_through_two_snapshots(s, p)
         warned = [r for r in p.logs() if "the limit of open files (64, ulimit -n)" in str(r.get("msg"))]
         assert len(warned) == 1, warned
     finally:
-        for w in conns:
-            w.close()
-        p.kill()
-        if p.proc is not None:
-            p.proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        _close_and_remove(p, root, conns)
 
 
 def test_serve_refuses_a_limit_of_open_files_too_low_for_a_node() -> None:
@@ -295,17 +301,13 @@ async def test_silent_raft_connections_do_not_take_the_node_s_last_file_descript
 
     holders: list[asyncio.Task[None]] = []
     try:
-        p.start(extra_args=("--raft-config", '{"snapshot_policy": {"logs_since_last_n": 50}}'), max_files=256)
+        p.start(extra_args=SNAPSHOT_EVERY_50, max_files=256)
         async with aiohttp.ClientSession() as s:
             await init_cluster(s, [p])
             host, port = p.raft_addr.rsplit(":", 1)
             holders = [asyncio.create_task(hold(host, int(port))) for _ in range(250)]
             await until(lambda: _async(len(conns) >= 250), 30, "250 connections to the raft port")
-            for i in range(120):  # two snapshot builds (the second up to index 99), each opening new files
-                assert await put(s, p, f"k{i % 10}", "v" * 100, timeout=10) is not None, f"write {i}: {p.logs()[-3:]}"
-            assert p.proc is not None and p.proc.poll() is None
-            st = await status(s, p)
-            assert st is not None and st["snapshot_index"] >= 99 and st["applied_index"] >= 120, st
+            await _writes_through_two_snapshots(s, p)
         limit = [r for r in p.logs() if "too many connections (" in str(r.get("msg"))]
         assert 1 <= len(limit) <= 2, limit  # logged once for the host (FailureLog), not per connection
     finally:
@@ -313,12 +315,7 @@ async def test_silent_raft_connections_do_not_take_the_node_s_last_file_descript
         for t in holders:
             t.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
-        for w in conns:
-            w.close()
-        p.kill()
-        if p.proc is not None:
-            p.proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        _close_and_remove(p, root, conns)
 
 
 async def _async(value: Any) -> Any:
