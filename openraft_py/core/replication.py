@@ -177,13 +177,16 @@ class _Call(msgspec.Struct):
 
 
 def _abandon(call: _Call) -> None:
-    """Drop a started request nobody will await: a coroutine is closed (it has not run), a
-    future cancelled (so no unretrieved exception is logged)."""
+    """Drop a started request nobody will await: a future is cancelled (so no unretrieved
+    exception is logged); any other awaitable with a ``close()`` method is closed (a
+    coroutine, which has not run; the ``Router``'s answer)."""
     answer = call.answer
-    if asyncio.iscoroutine(answer):
-        answer.close()
-    elif isinstance(answer, asyncio.Future):
+    if isinstance(answer, asyncio.Future):
         answer.cancel()
+        return
+    close = getattr(answer, "close", None)
+    if callable(close):
+        close()
 
 
 class WrongResponse(TypeError):
@@ -451,9 +454,17 @@ class ReplicationCore:
 
     def stop(self) -> None:
         """Stop: requests in flight end without reading the log again or reporting (those
-        handed over with a callback are withdrawn), and the sender task ends."""
+        handed over with a callback are withdrawn), and the sender task ends. A request
+        started for the idle sender that it has not taken yet is dropped here
+        (``_abandon``): the node's teardown cancels the sender right after this call, before
+        it runs again, and the request's coroutine was left never awaited, its future's
+        error never retrieved (both logged by asyncio)."""
         self.stopped = True
         self._wakeup.wake()
+        nxt = self._next
+        if nxt is not None and nxt[2] is not None:
+            self._next = None
+            _abandon(nxt[2])
         submitted, self._submitted = self._submitted, {}
         for handle in submitted.values():
             if handle is not None:

@@ -76,7 +76,9 @@ class RaftNetwork(Protocol):
     depend on the calling task (it is called from the Raft core's task, and the replication
     task awaits the result): queue a frame, not open a connection with a timeout. With it,
     a leader hands an AppendEntries to the network in the same loop pass that decided it,
-    not one task step later. ``TcpClient`` has it.
+    not one task step later. ``TcpClient`` has it. A result the node will not await (it
+    stopped first) is dropped: a future is cancelled, anything else with a ``close()``
+    method (a coroutine) closed.
 
     Optional: ``submit_append_entries(req, option, reply) -> handle | None``, the same with
     a callback instead of an awaitable: it hands the request over at once and returns a

@@ -50,7 +50,7 @@ import asyncio
 import inspect
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -155,15 +155,39 @@ class _WireCodec:
             raise NetworkError(f"wire codec refused a {w.KIND_NAMES.get(kind, kind)} message: {e}") from e
 
 
-async def _answer(target: NodeId, fut: Awaitable[AppendEntriesResponse]) -> AppendEntriesResponse:
-    """The answer of an AppendEntries delivered directly (the router's fast mode), with the
-    server's errors mapped as ``RouterClient.append_entries`` maps them."""
-    try:
-        return await fut
-    except Fatal as e:
-        raise Unreachable(f"node {target} has stopped: {e}") from e
-    except Exception as e:
-        raise RemoteError(target, e) from e
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Read a dropped answer's outcome, so that asyncio does not log its error as never
+    retrieved."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _Answer:
+    """The answer of an AppendEntries delivered directly (the router's fast mode): awaited,
+    the server's response, its errors mapped as ``RouterClient.append_entries`` maps them.
+
+    ``close()`` drops it unawaited (a replication channel that stopped first: its
+    ``_abandon``): the server's future, which fails with ``Stopped`` when that node stops,
+    then has its outcome retrieved when it comes. (It was a coroutine: closed unrun, it left
+    that future unread, and asyncio logged "Future exception was never retrieved" for it.)"""
+
+    __slots__ = ("target", "fut")
+
+    def __init__(self, target: NodeId, fut: asyncio.Future[AppendEntriesResponse]) -> None:
+        self.target = target
+        self.fut = fut
+
+    def __await__(self) -> Generator[Any, None, AppendEntriesResponse]:
+        try:
+            return (yield from self.fut)
+        except Fatal as e:
+            raise Unreachable(f"node {self.target} has stopped: {e}") from e
+        except Exception as e:
+            raise RemoteError(self.target, e) from e
+
+    def close(self) -> None:
+        """Drop the answer: nobody will await it."""
+        self.fut.add_done_callback(_retrieve)
 
 
 class RouterClient:
@@ -216,7 +240,7 @@ class RouterClient:
                     raise Unreachable(f"node {self.target} has stopped: {e}") from e
                 except Exception as e:
                     raise RemoteError(self.target, e) from e
-                return _answer(self.target, fut)
+                return _Answer(self.target, fut)
         return self.append_entries(req, option)
 
     @property

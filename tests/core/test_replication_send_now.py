@@ -159,3 +159,22 @@ async def test_started_coroutine_is_closed_when_the_channel_stops() -> None:
         gc.collect()
     assert len(made) == 1 and made[0].cr_frame is None and ran == []  # closed, never run
     await asyncio.gather(*h.tasks)
+
+
+async def test_started_request_is_dropped_when_its_sender_is_cancelled_with_the_stop() -> None:
+    """The node's teardown stops the channel and then cancels its tasks at once: the sender,
+    woken for the request ``replicate`` started, is cancelled before it runs again. The
+    request is dropped by ``stop()`` itself (it was left to the sender, so its future was
+    never cancelled: asyncio logged "Future exception was never retrieved" once the target
+    failed it, and a coroutine "was never awaited")."""
+    net = StartingNetwork()
+    h = harness([10, 10, 10], net)
+    await idle(h)
+    h.replicate(2, 3)
+    fut = net.calls[-1][1]
+    h.core.stop()
+    for t in h.tasks:
+        t.cancel()  # as TaskSet.cancel_all, in the same step
+    await asyncio.gather(*h.tasks, return_exceptions=True)
+    assert fut.cancelled()
+    assert h.core._next is None

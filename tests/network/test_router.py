@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from typing import Any
@@ -610,6 +611,53 @@ async def test_send_append_entries_delivers_at_the_call_in_the_fast_path() -> No
     servers[2].fail = KeyError("boom")
     with pytest.raises(RemoteError):
         c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+
+
+class PendingServer(FakeServer):
+    """``start_append_entries`` returns a future nobody answers yet (kept in ``futures``)."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(node_id)
+        self.futures: list[asyncio.Future[AppendEntriesResponse]] = []
+
+    def start_append_entries(self, req: AppendEntriesRequest) -> asyncio.Future[AppendEntriesResponse]:
+        self._got("append_entries", req)
+        self.futures.append(asyncio.get_running_loop().create_future())
+        return self.futures[-1]
+
+
+async def test_a_dropped_fast_path_answer_leaves_no_unretrieved_error() -> None:
+    """A leader that stops with a request started for its idle sender drops its answer
+    unawaited (``replication._abandon``); the target then fails its future with ``Stopped``
+    as it stops too. Nothing is logged: the answer was a coroutine, closed unrun, and
+    asyncio logged "Future exception was never retrieved" for the target's future (an
+    embedder's test run under ``-W error`` / debug mode sees that as a failure). Awaited, the
+    answer still maps the target's errors as ``append_entries`` does."""
+    from openraft_py.core.replication import _abandon, _Call
+
+    loop = asyncio.get_running_loop()
+    logged: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: logged.append(context))
+    try:
+        router = Router(wire=False)
+        servers = {i: PendingServer(i) for i in (1, 2)}
+        for i, s in servers.items():
+            router.register(i, s)
+        c = client(router, 1, 2)
+        answer = c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+        _abandon(_Call(answer, None, 0.0))
+        servers[2].futures[0].set_exception(Stopped())
+        awaited = c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
+        servers[2].futures[1].set_exception(Stopped())
+        with pytest.raises(Unreachable, match="stopped"):
+            await awaited
+        await asyncio.sleep(0)  # (the dropped one's done callbacks)
+        del answer, awaited
+        servers[2].futures.clear()
+        gc.collect()
+        assert logged == []
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_send_append_entries_without_the_fast_path_delivers_when_awaited() -> None:
