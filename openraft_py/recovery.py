@@ -34,6 +34,7 @@ force-recover``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -178,7 +179,7 @@ async def replace_owners(
         raise ValueError("cluster_name must not be empty")
     stores = [s for s in (log_store, state_machine) if getattr(s, "check_owner", None) is not None]
     for store in stores:
-        if not asyncio.iscoroutinefunction(getattr(store, "replace_owner", None)):
+        if not inspect.iscoroutinefunction(getattr(store, "replace_owner", None)):
             raise TypeError(
                 f"{type(store).__name__} records an owner (check_owner) but has no async replace_owner(node_id, "
                 "cluster_name): the node could not start under its new cluster name"
