@@ -12,6 +12,8 @@ import msgspec
 
 from .errors import ConfigError
 
+__all__ = ["Config", "SnapshotPolicy", "MAX_CONFIG_INT"]
+
 MAX_CONFIG_INT: int = 2**62 - 1
 """The largest value of an integer field of ``Config``: far beyond any useful setting, and
 within what the node's int64 arithmetic (the compiled kernels, ``read(n)`` of a snapshot

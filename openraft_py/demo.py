@@ -34,6 +34,8 @@ from .storage.memory import KvSet, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
 from .types import BasicNode, NodeId, ServerState
 
+__all__ = ["MAX_WRITERS", "MAX_WRITES", "main"]
+
 
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)

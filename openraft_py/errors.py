@@ -28,6 +28,41 @@ from typing import Any
 
 from .types import BasicNode, LogId, NodeId, Vote
 
+__all__ = [
+    "RaftError",
+    "restore_error",
+    "Fatal",
+    "StorageError",
+    "StoreOwnerMismatch",
+    "Stopped",
+    "Panicked",
+    "ApiError",
+    "ForwardToLeader",
+    "ChangeMembershipError",
+    "InProgress",
+    "EmptyMembership",
+    "LearnerNotFound",
+    "NotALearner",
+    "LearnerIsLagging",
+    "InitializeError",
+    "NotAllowed",
+    "NotInMembers",
+    "LinearizableReadError",
+    "QuorumNotEnough",
+    "WaitTimeout",
+    "InvalidRequest",
+    "EntryTooLarge",
+    "ConfigError",
+    "LogCompacted",
+    "LogUnavailable",
+    "RPCError",
+    "Unreachable",
+    "Timeout",
+    "NetworkError",
+    "RemoteError",
+]
+
+
 
 class RaftError(Exception):
     """Base of every error openraft-py raises.

@@ -15,6 +15,8 @@ from .types import LogId, NodeId, ServerState, StoredMembership, Vote
 from .validation import check_index, check_node_id, check_seconds, check_voters, shown
 from .wakeup import Wakeup
 
+__all__ = ["RaftMetrics", "Wait"]
+
 # A heap of index waiters (``IndexWaiters``) is compacted (futures done before their index was
 # reached dropped) when it reaches this size, or twice the number left after the last compaction.
 _COMPACT_MIN = 64

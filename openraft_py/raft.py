@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from .network import RaftNetworkFactory
     from .storage import RaftLogStorage, RaftStateMachine
 
+__all__ = ["Raft", "Trigger"]
+
 log = logging.getLogger("openraft_py.raft")
 
 

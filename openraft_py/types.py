@@ -23,6 +23,37 @@ from typing import IO, Any, NoReturn
 
 import msgspec
 
+__all__ = [
+    "NodeId",
+    "LogId",
+    "LeaderId",
+    "Vote",
+    "BasicNode",
+    "Node",
+    "ReadOnlyNodes",
+    "Membership",
+    "StoredMembership",
+    "EMPTY_STORED_MEMBERSHIP",
+    "Blank",
+    "Normal",
+    "EntryPayload",
+    "Entry",
+    "LogState",
+    "SnapshotMeta",
+    "Snapshot",
+    "ServerState",
+    "ReadPolicy",
+    "ClientWriteResponse",
+    "VoteRequest",
+    "VoteResponse",
+    "AppendEntriesRequest",
+    "AppendEntriesResponse",
+    "InstallSnapshotRequest",
+    "InstallSnapshotResponse",
+    "TransferLeaderRequest",
+    "RPCOption",
+]
+
 NodeId = int
 """A node's id. Any non-negative ``int``."""
 

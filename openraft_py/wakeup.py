@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["Wakeup"]
+
 _get_running_loop = asyncio.get_running_loop
 
 # The list of extra waiters is compacted (done futures dropped) when it reaches this size,

@@ -31,15 +31,18 @@ import ast
 import asyncio
 import builtins
 import contextlib
+import importlib
 import inspect
 import io
 import os
+import pkgutil
 import random
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from codeblocks import CONSOLE, PYTHON, RUNNABLE, bash, console_steps, shell_env
@@ -197,13 +200,15 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
     print(out.getvalue())
 
 
-@pytest.mark.timeout(120)
-def test_site_builds_strict(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once for this module's tests with ``mkdocs build --strict``."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (the `docs` extra)")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (the `docs` extra)")
+    site_dir = tmp_path_factory.mktemp("site")
     env = {**shell_env(), "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site_dir)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -212,6 +217,20 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         timeout=110,
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
+    return site_dir
+
+
+def _reference_anchors(site: Path) -> set[str]:
+    """Every ``openraft_py...`` anchor of the API reference's pages (one per documented
+    object, its path as the page documents it: ``openraft_py.types.LogId``)."""
+    anchors: set[str] = set()
+    for html in (site / "reference").rglob("*.html"):
+        anchors |= set(re.findall(r'id="(openraft_py[\w.]*)"', html.read_text()))
+    return anchors
+
+
+@pytest.mark.timeout(120)
+def test_site_builds_strict(site: Path) -> None:
     for page in (
         "index.html",
         "getting-started/index.html",
@@ -219,16 +238,200 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         "reference/errors/index.html",
         "reference/api/index.html",
     ):
-        assert (tmp_path / "site" / page).exists(), page
+        assert (site / page).exists(), page
     # mkdocstrings rendered the docstrings: the Raft handle's methods are on the API page, and
     # every public name has an entry (an anchor) in the reference.
-    assert "client_write_many" in (tmp_path / "site" / "reference/api/index.html").read_text()
-    anchors: set[str] = set()
-    for html in (tmp_path / "site" / "reference").rglob("*.html"):
-        anchors |= {a.rsplit(".", 1)[-1] for a in re.findall(r'id="(openraft_py[\w.]*)"', html.read_text())}
+    assert "client_write_many" in (site / "reference/api/index.html").read_text()
+    anchors = {a.rsplit(".", 1)[-1] for a in _reference_anchors(site)}
     for module in (openraft_py, openraft_py.storage, openraft_py.network, openraft_py.network.tcp, openraft_py.testing):
         undocumented = [n for n in module.__all__ if n not in anchors and n != "__version__"]
         assert not undocumented, f"{module.__name__}: public names missing from docs/reference: {undocumented}"
+
+
+INTERNAL_PACKAGES = ("openraft_py.core", "openraft_py.engine")
+"""The runtime and the engine: their modules are the library's own parts, described in the
+design notes, not in the reference; each package's ``__all__`` names what the rest of the
+library takes from it, and their modules need none."""
+
+_SERVICE = ("the key-value service (the example application): its command line, HTTP API and files are its "
+            "interface (DESIGN section 8, the key-value service guide); of its modules only kv.client is in the reference")
+_ROCKS = "a part of RocksLogStore (docs/design/durability.md): openraft_py.storage.rocks re-exports its API"
+_JEPSEN = "the Jepsen-style harness behind python -m openraft_py.testing.jepsen (its design note, the testing guide)"
+_BY_PACKAGE = "a part of a testing package the reference documents, which re-exports its API"
+
+NOT_IN_REFERENCE: dict[str, str] = {
+    "openraft_py.demo": "the in-process demo's script (python -m openraft_py.demo)",
+    "openraft_py.failure_log": "the node's rate-limited logging of repeated failures",
+    "openraft_py.kv": _SERVICE,
+    "openraft_py.kv.argtypes": _SERVICE,
+    "openraft_py.kv.cli": _SERVICE,
+    "openraft_py.kv.commands": _SERVICE,
+    "openraft_py.kv.demo": _SERVICE,
+    "openraft_py.kv.http_api": _SERVICE,
+    "openraft_py.kv.identity": _SERVICE,
+    "openraft_py.kv.local_cluster": _SERVICE,
+    "openraft_py.kv.logs": _SERVICE,
+    "openraft_py.kv.metrics": _SERVICE,
+    "openraft_py.kv.node": _SERVICE,
+    "openraft_py.kv.nodes": _SERVICE,
+    "openraft_py.kv.recover": _SERVICE,
+    "openraft_py.kv.rejoin": _SERVICE,
+    "openraft_py.kv.rocks_snapshot": _SERVICE,
+    "openraft_py.kv.rocks_state_machine": _SERVICE,
+    "openraft_py.kv.server": _SERVICE,
+    "openraft_py.network.accept_errors": "the TCP server's accept-error logging",
+    "openraft_py.network.wire": "the TCP transport's wire format (docs/design/wire.md, DESIGN §7)",
+    "openraft_py.storage.rocks.ackmark": _ROCKS,
+    "openraft_py.storage.rocks.aio": _ROCKS,
+    "openraft_py.storage.rocks.db": _ROCKS,
+    "openraft_py.storage.rocks.dirwatch": _ROCKS,
+    "openraft_py.storage.rocks.files": _ROCKS,
+    "openraft_py.storage.rocks.group_writer": _ROCKS,
+    "openraft_py.storage.rocks.log_format": _ROCKS,
+    "openraft_py.storage.rocks.log_store": _ROCKS,
+    "openraft_py.storage.rocks.owner": _ROCKS,
+    "openraft_py.storage.rocks.wal": _ROCKS,
+    "openraft_py.testing.invariants": 'the safety checks the simulator and the in-process Cluster run',
+    "openraft_py.testing.jepsen": _JEPSEN,
+    "openraft_py.testing.jepsen.checks": _JEPSEN,
+    "openraft_py.testing.jepsen.faulty_serve": _JEPSEN,
+    "openraft_py.testing.jepsen.history": _JEPSEN,
+    "openraft_py.testing.jepsen.kvclient": _JEPSEN,
+    "openraft_py.testing.jepsen.nemesis": _JEPSEN,
+    "openraft_py.testing.jepsen.procs": _JEPSEN,
+    "openraft_py.testing.jepsen.proxy": _JEPSEN,
+    "openraft_py.testing.jepsen.report": _JEPSEN,
+    "openraft_py.testing.jepsen.runner": _JEPSEN,
+    "openraft_py.testing.jepsen.workload": _JEPSEN,
+    "openraft_py.testing.lincheck.cli": _BY_PACKAGE,
+    "openraft_py.testing.lincheck.model": _BY_PACKAGE,
+    "openraft_py.testing.lincheck.parse": _BY_PACKAGE,
+    "openraft_py.testing.lincheck.search": _BY_PACKAGE,
+    "openraft_py.testing.proc": 'the process cluster of the test suite and the benchmarks',
+    "openraft_py.testing.proc.cluster": 'the process cluster of the test suite and the benchmarks',
+    "openraft_py.testing.proc.node": 'the node process the process cluster runs',
+    "openraft_py.testing.proc_cluster": 'the former name of testing.proc (kept for compatibility)',
+    "openraft_py.testing.proc_node": 'the former name of testing.proc.node (kept for compatibility)',
+    "openraft_py.testing.sim.checks": _BY_PACKAGE,
+    "openraft_py.testing.sim.cli": _BY_PACKAGE,
+    "openraft_py.testing.sim.env": _BY_PACKAGE,
+    "openraft_py.testing.sim.faults": _BY_PACKAGE,
+    "openraft_py.testing.sim.lease": _BY_PACKAGE,
+    "openraft_py.testing.sim.simulation": _BY_PACKAGE,
+    "openraft_py.testing.suite.base": _BY_PACKAGE,
+    "openraft_py.testing.suite.log_store": _BY_PACKAGE,
+    "openraft_py.testing.suite.restore": "the suites' registry of restore checks (their internals)",
+    "openraft_py.wakeup": "the core's wake-up primitive",
+}
+"""Public modules the reference does not document, and why: their ``__all__`` is checked to
+name what they define, not to be documented."""
+
+UNDOCUMENTED: dict[str, set[str]] = {
+    "openraft_py": {"__version__"},  # a string, described in the api page's table
+    # The request checks the node runs on every API call and peer request.
+    "openraft_py.validation": {"check_append_entries", "check_bool", "check_entry_sizes", "check_index",
+                               "check_install_snapshot", "check_members", "check_node", "check_node_id",
+                               "check_payload", "check_payloads", "check_seconds", "check_transfer_leader",
+                               "check_vote", "check_voters"},
+    # Documented as re-exported by openraft_py.storage; these are the in-memory stores' helpers.
+    "openraft_py.storage.memory": {"KV_PREFIX", "KvMap", "MemLogReader", "apply_kv", "apply_kv_effect"},
+    # The key-value example's state machine and its formats, importable from here for compatibility.
+    "openraft_py.storage.rocks": {"RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"},
+    # What Adaptor returns: the two halves of a v0.8 RaftStorage.
+    "openraft_py.storage.v08": {"AdaptedLogStore", "AdaptedStateMachine"},
+    "openraft_py.testing.cluster": {"StateMachineFactory"},  # the type of Cluster's state_machine argument
+    # The simulator's and the checker's own parts, which the reference's summaries do not list.
+    "openraft_py.testing.sim": {"Checker", "ENGINE_FAULTS", "LEASE_ROUNDS", "LeaseResult", "LeaseSkewRun",
+                                "MAX_LEASE_FACTOR", "MAX_NODES", "SimClock", "SimDisk", "SimLogStore", "SimStuck",
+                                "SimWorld", "Violation", "VirtualTimeLoop", "WIRE_EVERY", "clock_rates",
+                                "lease_skew_bound", "main", "run_lease_seed"},
+    "openraft_py.testing.lincheck": {"INF", "describe_op", "main"},
+}
+"""Names of a documented module's ``__all__`` that the reference leaves out on purpose."""
+
+
+def _public_modules() -> dict[str, ModuleType]:
+    """Every module of the package whose dotted name has no part starting with ``_``."""
+    names = ["openraft_py"] + [m.name for m in pkgutil.walk_packages(openraft_py.__path__, "openraft_py.")
+                               if not any(part.startswith("_") for part in m.name.split(".")[1:])]
+    return {name: importlib.import_module(name) for name in names}
+
+
+def _is_internal(name: str) -> bool:
+    return any(name.startswith(package + ".") for package in INTERNAL_PACKAGES)
+
+
+@pytest.mark.timeout(120)
+def test_every_public_module_s_all_is_what_the_reference_documents(site: Path) -> None:
+    """``from openraft_py.errors import *`` brought the helpers errors.py imports (``Set``,
+    ``Any``, ``BasicNode``...), as did ``types`` and ``metrics``: they had no ``__all__``,
+    and nothing said which of a module's names are its API. Every public module has one
+    now (each name of it exists, none twice; the modules of the runtime and the engine
+    excepted, ``INTERNAL_PACKAGES``), and it is what the reference documents: every name of
+    it has an entry there (or is listed in ``UNDOCUMENTED`` with the module, or its module in
+    ``NOT_IN_REFERENCE``), and every module-level entry of the reference is a name of its
+    module's ``__all__``."""
+    star: dict[str, object] = {}
+    exec("from openraft_py.errors import *; from openraft_py.types import *; from openraft_py.metrics import *", star)
+    assert not {"Set", "Any", "msgspec", "asyncio", "check_index", "Wakeup", "IO", "enum"} & set(star)
+    modules = _public_modules()
+    problems: list[str] = []
+    for name, module in modules.items():
+        if _is_internal(name):
+            continue
+        names = getattr(module, "__all__", None)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            problems.append(f"{name}: no __all__ (a list of names)")
+            continue
+        if len(set(names)) != len(names):
+            problems.append(f"{name}: __all__ names {sorted(n for n in names if names.count(n) > 1)} twice")
+        problems += [f"{name}.__all__: {n!r} does not exist" for n in names if not hasattr(module, n)]
+
+    # The reference's module-level entries: (module, name), the module the longest prefix.
+    documented: set[tuple[str, str]] = set()
+    anchors = _reference_anchors(site)
+    for anchor in anchors:
+        if anchor in modules:  # a module's own heading
+            continue
+        parts = anchor.split(".")
+        for k in range(len(parts) - 1, 0, -1):
+            if ".".join(parts[:k]) in modules:
+                if len(parts) - k == 1:
+                    documented.add((".".join(parts[:k]), parts[k]))
+                break
+    for mod, n in sorted(documented):
+        if _is_internal(mod) or mod in INTERNAL_PACKAGES or mod in NOT_IN_REFERENCE:
+            problems.append(f"{mod}.{n} is in the reference, but its module is listed as not in it")
+        elif n not in getattr(modules[mod], "__all__", ()):
+            problems.append(f"{mod}.{n} is in the reference but not in {mod}.__all__")
+    # An object documented under one path is documented for every module that exports it
+    # (``openraft_py.LogId`` is ``openraft_py.types.LogId``).
+    # (``openraft_py.LogId`` is ``openraft_py.types.LogId``); a constant by its name too.
+    objects = [(n, getattr(modules[mod], n)) for mod, n in documented if hasattr(modules[mod], n)]
+
+    def is_documented(mod: str, n: str) -> bool:
+        obj = getattr(modules[mod], n)
+        if isinstance(obj, ModuleType):  # a subpackage a package names
+            return obj.__name__ in anchors
+        return (mod, n) in documented or any(
+            o is obj and (name == n or not isinstance(o, (bool, int, float, str, tuple, frozenset)))
+            for name, o in objects)
+
+    for name, module in modules.items():
+        if (_is_internal(name) or name in INTERNAL_PACKAGES or name in NOT_IN_REFERENCE
+                or not isinstance(getattr(module, "__all__", None), list)):
+            continue
+        allowed = UNDOCUMENTED.get(name, set())
+        missing = sorted(n for n in module.__all__ if hasattr(module, n) and not is_documented(name, n)
+                         and n not in allowed)
+        if missing:
+            problems.append(f"{name}: {missing} in __all__ but not in docs/reference")
+        stale = sorted(n for n in allowed if n not in module.__all__ or is_documented(name, n))
+        if stale:
+            problems.append(f"{name}: UNDOCUMENTED lists {stale}, which are documented or not in __all__")
+    problems += [f"NOT_IN_REFERENCE lists {name}, which is no public module" for name in NOT_IN_REFERENCE
+                 if name not in modules]
+    assert not problems, "\n".join(problems)
 
 
 _TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")

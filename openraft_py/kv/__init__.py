@@ -29,3 +29,5 @@ Modules, one job each:
 Design notes: ``docs/design/kv-service.md``. Importing this package imports neither aiohttp
 nor prometheus_client (the ``kv`` extra).
 """
+
+__all__: list[str] = []

@@ -15,6 +15,9 @@ from typing import Any
 
 from ..validation import MAX_NODE_ID
 
+__all__ = ["MAX_TIMEOUT", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "given_once", "json_object", "node_id",
+           "positive_float", "positive_int", "positive_int_at_most", "quoted", "timeout"]
+
 _DECIMAL = re.compile(r"-?[0-9]+")
 """An integer as the command line takes one: the ASCII digits 0-9, after a minus sign for a
 negative one (refused by the range of every flag that takes one)."""

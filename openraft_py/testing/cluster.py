@@ -27,6 +27,8 @@ from ..raft import Raft
 from ..storage.memory import MemDisk, MemLogStore, MemStateMachine
 from ..types import NodeId, ServerState
 
+__all__ = ["Cluster", "StateMachineFactory"]
+
 StateMachineFactory = Callable[[MemDisk], Any]
 
 

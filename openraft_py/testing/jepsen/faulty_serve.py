@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any
 
+__all__ = ["ENV", "faults_from_env", "install", "main"]
+
 ENV = "OPENRAFT_PY_TEST_FAULTS"
 """The environment variable naming the faults to switch on."""
 

@@ -14,6 +14,8 @@ from ...storage import IOFlushed
 from ...storage.memory import MemDisk, MemLogStore
 from ...types import Entry, LogId, NodeId, Vote
 
+__all__ = ["SimClock", "SimDisk", "SimLogStore", "SimStuck", "SimWorld", "VirtualTimeLoop", "run_in_virtual_time"]
+
 
 class SimStuck(RuntimeError):
     """Nothing can run and no timer is set: the simulated program is deadlocked."""

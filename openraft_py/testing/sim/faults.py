@@ -12,6 +12,8 @@ from ...errors import ApiError, Fatal
 from ...types import BasicNode, Membership, NodeId
 from .env import SimLogStore
 
+__all__ = ["FaultSchedule", "REMOVE_LEARNERS_P"]
+
 if TYPE_CHECKING:
     from ...config import Config
     from ..cluster import Cluster
