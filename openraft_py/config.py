@@ -11,6 +11,8 @@ import math
 import msgspec
 
 from .errors import ConfigError
+from .types import _struct_repr
+from .validation import shown
 
 __all__ = ["Config", "SnapshotPolicy", "MAX_CONFIG_INT"]
 
@@ -46,6 +48,8 @@ class SnapshotPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Whether a snapshot is due given the applied and last snapshot index (-1 = none)."""
         n = self.logs_since_last_n
         return n is not None and applied_index - snapshot_index >= n
+
+    __repr__ = _struct_repr
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -151,7 +155,7 @@ class Config(msgspec.Struct, kw_only=True):
         """Check every field; return ``self`` or raise ``ConfigError`` naming the bad field."""
 
         def bad(field: str, why: str) -> ConfigError:
-            return ConfigError(f"invalid Config.{field}={getattr(self, field)!r}: {why}")
+            return ConfigError(f"invalid Config.{field}={shown(getattr(self, field))}: {why}")
 
         if not isinstance(self.cluster_name, str) or not self.cluster_name:
             raise bad("cluster_name", "must be a non-empty string")
@@ -205,3 +209,5 @@ class Config(msgspec.Struct, kw_only=True):
     def lease_ms(self) -> int:
         """How long (ms) after a quorum ack the leader may serve lease reads."""
         return self.election_timeout_min - self.lease_drift_margin
+
+    __repr__ = _struct_repr

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import Any
 
-from .types import BasicNode, LogId, NodeId, Vote
+from .types import BasicNode, LogId, NodeId, Vote, _safe_repr
 
 __all__ = [
     "RaftError",
@@ -61,7 +61,6 @@ __all__ = [
     "NetworkError",
     "RemoteError",
 ]
-
 
 
 class RaftError(Exception):
@@ -142,11 +141,11 @@ class StoreOwnerMismatch(StorageError):
     ) -> None:
         holds = "the log and vote" if what == "log store" else f"the {what}"
         if node_id != expected_node_id:
-            why = (f"it holds {holds} of node {node_id} of cluster {cluster_name!r}, not of node "
-                   f"{expected_node_id}: start node {node_id} on it, or give node {expected_node_id} a store of "
+            why = (f"it holds {holds} of node {_safe_repr(node_id)} of cluster {cluster_name!r}, not of node "
+                   f"{_safe_repr(expected_node_id)}: start node {_safe_repr(node_id)} on it, or give node {_safe_repr(expected_node_id)} a store of "
                    "its own (a node must never take over another node's log and vote)")
         else:
-            why = (f"it holds {holds} of node {node_id} of cluster {cluster_name!r}, not of cluster "
+            why = (f"it holds {holds} of node {_safe_repr(node_id)} of cluster {cluster_name!r}, not of cluster "
                    f"{expected_cluster_name!r} (the network factory's cluster_name, else Config.cluster_name): "
                    f"start the node in cluster {cluster_name!r}, or give it a store of its own")
         super().__init__(subject, ValueError(why))
@@ -196,7 +195,7 @@ class ForwardToLeader(ApiError):
         if leader_id is None:
             msg = "not the leader, and no leader is known"
         else:
-            msg = f"not the leader; forward to node {leader_id}"
+            msg = f"not the leader; forward to node {_safe_repr(leader_id)}"
             if leader_node is not None and leader_node.addr:
                 msg += f" at {leader_node.addr}"
         if outcome_unknown:
@@ -232,7 +231,7 @@ class LearnerNotFound(ChangeMembershipError):
     catch up (``msg`` says so)."""
 
     def __init__(self, node_id: NodeId, msg: str | None = None) -> None:
-        super().__init__(msg or f"node {node_id} is not a learner; call add_learner({node_id}, ...) first")
+        super().__init__(msg or f"node {_safe_repr(node_id)} is not a learner; call add_learner({_safe_repr(node_id)}, ...) first")
         self.node_id = node_id
 
 
@@ -243,7 +242,7 @@ class NotALearner(ChangeMembershipError):
 
     def __init__(self, node_id: NodeId, msg: str | None = None) -> None:
         super().__init__(msg or (
-            f"node {node_id} is a voter, not a learner: remove it from the voters with change_membership "
+            f"node {_safe_repr(node_id)} is a voter, not a learner: remove it from the voters with change_membership "
             f"(retain=False removes it from the cluster)"))
         self.node_id = node_id
 
@@ -260,8 +259,8 @@ class LearnerIsLagging(ChangeMembershipError):
 
     def __init__(self, node_ids: list[NodeId], threshold: int) -> None:
         super().__init__(
-            f"nodes {node_ids} have not caught up with the leader (replication unknown, over "
-            f"{threshold} entries behind, or no answer lately: down or cut off?), so the new voters "
+            f"nodes {_safe_repr(node_ids)} have not caught up with the leader (replication unknown, over "
+            f"{_safe_repr(threshold)} entries behind, or no answer lately: down or cut off?), so the new voters "
             "have no majority able to commit; retry once they have (add_learner with blocking=True "
             "waits for it), or pass allow_lagging=True"
         )
@@ -292,7 +291,7 @@ class NotInMembers(InitializeError):
     ``members`` the voters of the membership it was given."""
 
     def __init__(self, node_id: NodeId, members: Set[NodeId]) -> None:
-        super().__init__(f"node {node_id} is not in the initial membership {sorted(members)!r}")
+        super().__init__(f"node {_safe_repr(node_id)} is not in the initial membership {_safe_repr(sorted(members))}")
         self.node_id = node_id
         self.members = members
 
@@ -342,8 +341,8 @@ class EntryTooLarge(ApiError, ValueError):
     """
 
     def __init__(self, size: int, limit: int, position: int | None = None) -> None:
-        which = "a client write payload" if position is None else f"payload {position}"
-        super().__init__(f"{which} of {size} bytes exceeds Config.max_entry_bytes={limit}")
+        which = "a client write payload" if position is None else f"payload {_safe_repr(position)}"
+        super().__init__(f"{which} of {_safe_repr(size)} bytes exceeds Config.max_entry_bytes={_safe_repr(limit)}")
         self.size = size
         self.limit = limit
         self.position = position
@@ -387,6 +386,6 @@ class RemoteError(RPCError):
     """The remote node failed to handle the request (for example it has stopped)."""
 
     def __init__(self, target: NodeId, source: BaseException | str) -> None:
-        super().__init__(f"node {target} failed: {source}")
+        super().__init__(f"node {_safe_repr(target)} failed: {source}")
         self.target = target
         self.source = source

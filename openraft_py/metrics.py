@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from .errors import Fatal, WaitTimeout
-from .types import LogId, NodeId, ServerState, StoredMembership, Vote
+from .types import LogId, NodeId, ServerState, StoredMembership, Vote, _struct_repr
 from .validation import check_index, check_node_id, check_seconds, check_voters, shown
 from .wakeup import Wakeup
 
@@ -52,6 +52,8 @@ class RaftMetrics(msgspec.Struct, frozen=True):
     last_quorum_acked: float | None = None
     running: bool = True
     error: str | None = None
+
+    __repr__ = _struct_repr
 
     def describe(self) -> str:
         """A one-line summary: ``n1 Leader T3 last=10 committed=3-10 applied=3-10``."""

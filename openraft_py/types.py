@@ -58,6 +58,30 @@ NodeId = int
 """A node's id. Any non-negative ``int``."""
 
 
+def _safe_repr(value: object) -> str:
+    """``repr(value)`` for a type's ``repr``, which must never raise: an ``int`` too long to
+    write out (over ``sys.get_int_max_str_digits()`` digits) shows as its size in bits, a
+    value whose own ``repr`` fails as its type and the error, and ``bytes`` longer than
+    ``_REPR_BYTES`` by their first 16 bytes and length. ``repr(LogId(10**5000, 0))`` raised
+    "Exceeds the limit (4300 digits) for integer string conversion" (in a log line, an
+    error message)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _short_bytes_repr(value)
+    try:
+        return repr(value)
+    except Exception as e:  # noqa: BLE001 - a repr must not raise
+        if isinstance(value, int):
+            return f"<an int of {value.bit_length()} bits>"
+        return f"<a {type(value).__name__} whose repr failed: {type(e).__name__}>"
+
+
+def _struct_repr(self: msgspec.Struct) -> str:
+    """``Name(field=value, ...)`` as msgspec writes it, each value through ``_safe_repr``:
+    the ``repr`` of the types here that have no short form of their own."""
+    fields = ", ".join(f"{name}={_safe_repr(getattr(self, name))}" for name in self.__struct_fields__)
+    return f"{type(self).__name__}({fields})"
+
+
 class LogId(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
     """Identifies one log entry: the ``term`` of the leader that wrote it and its ``index``.
 
@@ -69,7 +93,7 @@ class LogId(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
     index: int
 
     def __repr__(self) -> str:
-        return f"{self.term}-{self.index}"
+        return f"{_safe_repr(self.term)}-{_safe_repr(self.index)}"
 
 
 class LeaderId(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -92,7 +116,7 @@ class LeaderId(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return None
 
     def __repr__(self) -> str:
-        return f"T{self.term}-N{self.node_id}"
+        return f"T{_safe_repr(self.term)}-N{_safe_repr(self.node_id)}"
 
 
 class Vote(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -143,13 +167,15 @@ class Vote(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return self.partial_cmp(other) == 1
 
     def __repr__(self) -> str:
-        return f"<{self.leader_id!r}:{'Q' if self.committed else '-'}>"
+        return f"<{_safe_repr(self.leader_id)}:{'Q' if self.committed else '-'}>"
 
 
 class BasicNode(msgspec.Struct, frozen=True):
     """What a cluster knows of a node besides its id: its address (``"host:port"``)."""
 
     addr: str = ""
+
+    __repr__ = _struct_repr
 
 
 Node = BasicNode
@@ -180,6 +206,7 @@ class ReadOnlyNodes(dict[NodeId, BasicNode]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ReadOnlyNodes, (dict(self),))
+
 
 
 class Membership(msgspec.Struct, frozen=True, tag=True):
@@ -236,9 +263,9 @@ class Membership(msgspec.Struct, frozen=True, tag=True):
         return len(self.configs) > 1
 
     def __repr__(self) -> str:
-        cfgs = ",".join("{" + ",".join(map(str, sorted(c))) + "}" for c in self.configs)
+        cfgs = ",".join("{" + ",".join(_safe_repr(i) for i in sorted(c)) + "}" for c in self.configs)
         learners = sorted(self.learner_ids())
-        return f"[{cfgs}]" + (f"+L{learners}" if learners else "")
+        return f"[{cfgs}]" + ("+L[" + ", ".join(_safe_repr(i) for i in learners) + "]" if learners else "")
 
 
 class StoredMembership(msgspec.Struct, frozen=True):
@@ -247,6 +274,8 @@ class StoredMembership(msgspec.Struct, frozen=True):
 
     log_id: LogId | None
     membership: Membership
+
+    __repr__ = _struct_repr
 
 
 EMPTY_MEMBERSHIP = Membership((), {})
@@ -259,7 +288,7 @@ _REPR_BYTES = 32
 16 MiB ``repr`` of a log line."""
 
 
-def _short_bytes_repr(data: bytes) -> str:
+def _short_bytes_repr(data: bytes | bytearray | memoryview) -> str:
     """``repr(data)`` when ``data`` is at most ``_REPR_BYTES`` long; else its first 16 bytes
     and its length (``b'0123456789abcdef'... (4194304 bytes)``)."""
     if len(data) <= _REPR_BYTES:
@@ -299,10 +328,10 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
         p = self.payload
         if isinstance(p, Normal):
             d = p.data if len(p.data) <= 16 else p.data[:16] + b"..."
-            return f"{self.log_id!r} Normal {d!r}"
+            return f"{_safe_repr(self.log_id)} Normal {d!r}"
         if isinstance(p, Blank):
-            return f"{self.log_id!r} Blank"
-        return f"{self.log_id!r} Membership {p!r}"
+            return f"{_safe_repr(self.log_id)} Blank"
+        return f"{_safe_repr(self.log_id)} Membership {_safe_repr(p)}"
 
 
 class LogState(msgspec.Struct, frozen=True):
@@ -314,6 +343,8 @@ class LogState(msgspec.Struct, frozen=True):
     last_purged_log_id: LogId | None
     last_log_id: LogId | None
 
+    __repr__ = _struct_repr
+
 
 class SnapshotMeta(msgspec.Struct, frozen=True):
     """Describes a snapshot: the last log id it covers, the membership as of that point and a
@@ -322,6 +353,8 @@ class SnapshotMeta(msgspec.Struct, frozen=True):
     last_log_id: LogId | None
     last_membership: StoredMembership
     snapshot_id: str
+
+    __repr__ = _struct_repr
 
 
 class Snapshot:
@@ -370,6 +403,8 @@ class ClientWriteResponse(msgspec.Struct, frozen=True):
     data: Any = None
     membership: Membership | None = None
 
+    __repr__ = _struct_repr
+
 
 # ---------------------------------------------------------------------------------------------
 # RPC messages. Rejections are values (fields), never exceptions.
@@ -386,6 +421,8 @@ class VoteRequest(msgspec.Struct, frozen=True):
     whose vote is that leader's grants without waiting out its leader stickiness (that
     leader gave up its lease before handing over)."""
 
+    __repr__ = _struct_repr
+
 
 class VoteResponse(msgspec.Struct, frozen=True):
     """The answer to a ``VoteRequest``: the responder's vote after handling it, whether the
@@ -396,6 +433,8 @@ class VoteResponse(msgspec.Struct, frozen=True):
     vote_granted: bool
     last_log_id: LogId | None
     pre_vote: bool = False
+
+    __repr__ = _struct_repr
 
 
 class AppendEntriesRequest(msgspec.Struct, frozen=True):
@@ -413,6 +452,8 @@ class AppendEntriesRequest(msgspec.Struct, frozen=True):
         """The last log id this request makes the follower hold (prev when empty)."""
         return self.entries[-1].log_id if self.entries else self.prev_log_id
 
+    __repr__ = _struct_repr
+
 
 class AppendEntriesResponse(msgspec.Struct, frozen=True):
     """The answer to an ``AppendEntriesRequest``.
@@ -428,6 +469,8 @@ class AppendEntriesResponse(msgspec.Struct, frozen=True):
     matching: LogId | None = None
     conflict_hint: int = -1
 
+    __repr__ = _struct_repr
+
 
 class InstallSnapshotRequest(msgspec.Struct, frozen=True):
     """One chunk of a snapshot: ``data`` at byte ``offset``; ``done`` on the last chunk.
@@ -442,14 +485,16 @@ class InstallSnapshotRequest(msgspec.Struct, frozen=True):
     done: bool
 
     def __repr__(self) -> str:
-        return (f"InstallSnapshotRequest(vote={self.vote!r}, meta={self.meta!r}, offset={self.offset}, "
-                f"data={_short_bytes_repr(self.data)}, done={self.done})")
+        return (f"InstallSnapshotRequest(vote={self.vote!r}, meta={self.meta!r}, offset={_safe_repr(self.offset)}, "
+                f"data={_safe_repr(self.data)}, done={_safe_repr(self.done)})")
 
 
 class InstallSnapshotResponse(msgspec.Struct, frozen=True):
     """The answer to an ``InstallSnapshotRequest``: the responder's vote."""
 
     vote: Vote
+
+    __repr__ = _struct_repr
 
 
 class TransferLeaderRequest(msgspec.Struct, frozen=True):
@@ -460,9 +505,13 @@ class TransferLeaderRequest(msgspec.Struct, frozen=True):
     to: NodeId
     last_log_id: LogId | None
 
+    __repr__ = _struct_repr
+
 
 class RPCOption(msgspec.Struct, frozen=True):
     """Per-call options a ``RaftNetwork`` receives: the hard timeout in seconds."""
 
     hard_ttl: float = 1.0
     soft_ttl: float = 0.5
+
+    __repr__ = _struct_repr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import io
 import pickle
 import pkgutil
 from collections.abc import Callable
@@ -19,7 +20,8 @@ import msgspec
 import pytest
 
 import openraft_py
-from openraft_py import Config
+import openraft_py.types
+from openraft_py import Config, RaftMetrics, SnapshotPolicy
 from openraft_py import errors as E
 from openraft_py.kv.client import ClientError, Outcome, Response
 from openraft_py.testing import Cluster
@@ -27,15 +29,28 @@ from openraft_py.testing.lincheck.parse import HistoryParseError
 from openraft_py.testing.proc import NodeCallError
 from openraft_py.testing.suite.base import CheckOutcome, SuiteFailure
 from openraft_py.types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
     BasicNode,
+    Blank,
+    ClientWriteResponse,
     Entry,
     InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LeaderId,
     LogId,
+    LogState,
     Membership,
     Normal,
+    RPCOption,
+    ServerState,
+    Snapshot,
     SnapshotMeta,
     StoredMembership,
+    TransferLeaderRequest,
     Vote,
+    VoteRequest,
+    VoteResponse,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -189,6 +204,75 @@ def test_a_large_payload_or_chunk_keeps_its_repr_short() -> None:
         f"InstallSnapshotRequest(vote=<T2-N1:Q>, meta={meta!r}, offset={3 << 20}, "
         f"data={big[:16]!r}... ({len(big)} bytes), done=False)")
     assert len(repr(Entry(LogId(1, 1), Normal(big)))) < 100
+
+
+BIG = 10**5000
+"""An int too long to write out (over 4300 digits): ``str`` of it raises ``ValueError``."""
+
+
+def _extreme_samples() -> list[object]:
+    """One value of every public value type (the structs of ``openraft_py.types``, ``Config``,
+    ``SnapshotPolicy``, ``RaftMetrics``, every error class with arguments) with extreme
+    fields: ints too long to write out, 10 MB of bytes and of unicode text, a list nested
+    100,000 deep, NaN and infinity, 10,000 voters."""
+    vote = Vote(LeaderId(BIG, BIG), True)
+    text = "é\u2028\udc80" * 3_000_000
+    members = Membership.new([{BIG, 1}, set(range(10_000))], {BIG: BasicNode(text), 2: BasicNode("\x00")})
+    stored = StoredMembership(LogId(BIG, BIG), members)
+    meta = SnapshotMeta(LogId(BIG, 1), stored, text)
+    nested: list[object] = []
+    for _ in range(100_000):
+        nested = [nested]
+    entries = [Entry(LogId(BIG, BIG), Normal(b"\xff" * 10_000_000)), Entry(LogId(1, BIG), members),
+               Entry(LogId(BIG, 1), Blank())]
+    metrics = RaftMetrics(id=BIG, state=ServerState.LEADER, current_term=BIG, vote=vote, last_log_index=BIG,
+                          last_applied=LogId(BIG, BIG), committed=None, current_leader=BIG,
+                          membership_config=stored, replication={BIG: BIG}, last_quorum_acked=float("nan"),
+                          error=text)
+    return [
+        LogId(BIG, BIG), LeaderId(BIG, BIG), vote, BasicNode(text), members, stored, meta, *entries, Blank(),
+        Normal(b"\xfe" * 10_000_000),
+        LogState(LogId(BIG, 0), LogId(0, BIG)), Snapshot(meta, io.BytesIO()),
+        ClientWriteResponse(LogId(BIG, 1), nested, members), ClientWriteResponse(LogId(1, 1), BIG),
+        VoteRequest(vote, LogId(BIG, BIG), True, vote), VoteResponse(vote, True, LogId(BIG, 0), True),
+        AppendEntriesRequest(vote, LogId(BIG, BIG), entries, LogId(BIG, BIG)),
+        AppendEntriesResponse(vote, False, LogId(BIG, BIG), BIG),
+        InstallSnapshotRequest(vote, meta, BIG, b"\x00" * 10_000_000, True), InstallSnapshotResponse(vote),
+        TransferLeaderRequest(vote, BIG, LogId(BIG, BIG)), RPCOption(float("nan"), float("inf")),
+        Config(heartbeat_interval=BIG, snapshot_pacing=float("nan"), cluster_name=text,
+               snapshot_policy=SnapshotPolicy(BIG)),
+        SnapshotPolicy(BIG), metrics,
+        E.ForwardToLeader(BIG, BasicNode(text)), E.InProgress(LogId(BIG, BIG)), E.LearnerNotFound(BIG),
+        E.NotALearner(BIG), E.LearnerIsLagging([BIG], BIG), E.NotAllowed(LogId(BIG, 1), vote),
+        E.NotInMembers(BIG, frozenset({BIG, 1})), E.EntryTooLarge(BIG, BIG, BIG), E.RemoteError(BIG, E.Stopped()),
+        E.StoreOwnerMismatch("opening", BIG, text, BIG, "prod"),
+    ]
+
+
+def test_no_repr_or_str_of_a_public_value_raises_on_extreme_values() -> None:
+    """``repr(LogId(10**5000, 0))`` raised "Exceeds the limit (4300 digits) for integer
+    string conversion" (in a log line, an error message, a debugger), and so did every type
+    holding one (``Vote``, ``Membership``, ``Entry``, the RPC messages, ``Config``,
+    ``RaftMetrics``), and the errors made with one (``ForwardToLeader(10**5000, None)``
+    raised in its constructor). A value too long to write out now shows as its size, one
+    whose own repr fails (a list nested 100,000 deep) as its type and the error."""
+    samples = _extreme_samples()
+    structs = {t for t in (getattr(openraft_py.types, n) for n in openraft_py.types.__all__)
+               if isinstance(t, type) and issubclass(t, msgspec.Struct)}
+    assert structs - {type(s) for s in samples} == set(), "a public struct has no sample"
+    for sample in samples:
+        for text in (repr(sample), str(sample)):
+            assert "<an int of 16610 bits>" in text or isinstance(sample, (BasicNode, Blank, Normal, RPCOption)), (
+                type(sample).__name__, text[:200])
+    assert repr(LogId(BIG, 7)) == "<an int of 16610 bits>-7"
+    assert repr(AppendEntriesResponse(Vote.new(1, 1), False, None, BIG)) == (
+        "AppendEntriesResponse(vote=<T1-N1:->, success=False, matching=None, conflict_hint=<an int of 16610 bits>)")
+    nested = samples[[type(s) for s in samples].index(ClientWriteResponse)]
+    assert "data=<a list whose repr failed: RecursionError>" in repr(nested)
+    # Values as they come stay as they were.
+    assert repr(LogId(3, 17)) == "3-17" and repr(Vote.new(2, 1, True)) == "<T2-N1:Q>"
+    assert repr(LogState(None, LogId(1, 2))) == "LogState(last_purged_log_id=None, last_log_id=1-2)"
+    assert repr(BasicNode("h:1")) == "BasicNode(addr='h:1')"
 
 
 def test_a_membership_s_nodes_cannot_be_changed_in_place() -> None:
