@@ -208,6 +208,39 @@ class ReadOnlyNodes(dict[NodeId, BasicNode]):
         return (ReadOnlyNodes, (dict(self),))
 
 
+_REPR_IDS = 16
+"""The most node ids a ``Membership``'s ``repr`` shows per config (and of its learners)."""
+_REPR_NODES = 8
+"""The most node addresses a ``Membership``'s ``repr`` shows."""
+_REPR_ADDR = 64
+"""The most characters a ``Membership``'s ``repr`` shows of one address."""
+
+
+def _ordered(items: Any) -> list[Any]:
+    """``items`` sorted when they can be (node ids are ints), else in their own order."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return list(items)
+
+
+def _addr_text(addr: object) -> str:
+    """An address for a ``Membership``'s ``repr``: quoted, cut to ``_REPR_ADDR`` characters
+    with its length when longer."""
+    if isinstance(addr, str) and len(addr) > _REPR_ADDR:
+        return f"{addr[:_REPR_ADDR - 16]!r}... ({len(addr)} characters)"
+    text = _safe_repr(addr)
+    return text if len(text) <= _REPR_ADDR else f"{text[:_REPR_ADDR - 16]}... ({len(text)} characters as written)"
+
+
+def _ids_text(ids: Any, sep: str) -> str:
+    """At most ``_REPR_IDS`` of ``ids``, in order, then their count when there are more."""
+    ordered = _ordered(ids)
+    text = sep.join(_safe_repr(i) for i in ordered[:_REPR_IDS])
+    if len(ordered) > _REPR_IDS:
+        text += f"{sep}... ({len(ordered)} ids)"
+    return text
+
 
 class Membership(msgspec.Struct, frozen=True, tag=True):
     """A cluster configuration: ``configs`` are the voter sets, ``nodes`` every member's node.
@@ -263,9 +296,21 @@ class Membership(msgspec.Struct, frozen=True, tag=True):
         return len(self.configs) > 1
 
     def __repr__(self) -> str:
-        cfgs = ",".join("{" + ",".join(_safe_repr(i) for i in sorted(c)) + "}" for c in self.configs)
-        learners = sorted(self.learner_ids())
-        return f"[{cfgs}]" + ("+L[" + ", ".join(_safe_repr(i) for i in learners) + "]" if learners else "")
+        """The configs and the learners, then each member's address (``[{1,2,3}]+L[4]
+        {1:'10.0.0.1:5001', ...}``; left out when no member has one). Bounded for a large
+        cluster: at most 16 ids per config and 16 learners, 8 addresses, each cut to 64
+        characters, then the count."""
+        cfgs = ",".join("{" + _ids_text(c, ",") + "}" for c in self.configs)
+        learners = self.learner_ids()
+        text = f"[{cfgs}]" + (f"+L[{_ids_text(learners, ', ')}]" if learners else "")
+        addrs = {nid: getattr(node, "addr", node) for nid, node in self.nodes.items()}
+        if any(addr != "" for addr in addrs.values()):
+            shown = [f"{_safe_repr(nid)}:{_addr_text(addr)}"
+                     for nid, addr in _ordered(addrs.items())[:_REPR_NODES]]
+            if len(addrs) > _REPR_NODES:
+                shown.append(f"... ({len(addrs)} nodes)")
+            text += " {" + ", ".join(shown) + "}"
+        return text
 
 
 class StoredMembership(msgspec.Struct, frozen=True):

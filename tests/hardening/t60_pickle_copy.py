@@ -275,6 +275,28 @@ def test_no_repr_or_str_of_a_public_value_raises_on_extreme_values() -> None:
     assert repr(BasicNode("h:1")) == "BasicNode(addr='h:1')"
 
 
+def test_a_membership_s_repr_shows_where_its_nodes_are_bounded() -> None:
+    """A membership's repr showed the voter sets and the learners but no address (a user
+    debugging a node that cannot reach a peer saw ``[{1,2,3}]``, not where the nodes are).
+    Now the addresses follow, compactly and bounded for a large cluster (16 ids per set, 8
+    addresses of at most 64 characters each, then the counts)."""
+    m = Membership.new([{1, 2, 3}], {i: BasicNode(f"10.0.0.{i}:5001") for i in (1, 2, 3, 4)})
+    assert repr(m) == ("[{1,2,3}]+L[4] {1:'10.0.0.1:5001', 2:'10.0.0.2:5001', 3:'10.0.0.3:5001', "
+                       "4:'10.0.0.4:5001'}")
+    joint = Membership.new([{1, 2, 3}, {3, 4}], {i: BasicNode(f"h{i}:1") for i in (1, 2, 3, 4, 5, 6)})
+    assert repr(joint) == "[{1,2,3},{3,4}]+L[5, 6] {1:'h1:1', 2:'h2:1', 3:'h3:1', 4:'h4:1', 5:'h5:1', 6:'h6:1'}"
+    # No address anywhere (Membership.new without nodes): as before.
+    assert repr(Membership.new([{1, 2, 3}])) == "[{1,2,3}]"
+    # An address that is a surprise (empty, unicode, spaces) is quoted.
+    assert repr(Membership.new([{1, 2}], {1: BasicNode("h:1"), 2: BasicNode(" é:2")})) == "[{1,2}] {1:'h:1', 2:' é:2'}"
+    large = Membership.new([set(range(1000))], {i: BasicNode("x" * 1024) for i in range(3000)})
+    text = repr(large)
+    assert len(text) < 1000, len(text)
+    assert text.startswith("[{0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,... (1000 ids)}]+L[1000, 1001, ")
+    assert f"0:'{'x' * 48}'... (1024 characters), " in text and text.endswith(", ... (3000 nodes)}")
+    assert repr(Entry(LogId(1, 2), m)) == f"1-2 Membership {m!r}"
+
+
 def test_a_membership_s_nodes_cannot_be_changed_in_place() -> None:
     """Membership is frozen: its ``nodes`` refuses changes with TypeError (a dict changed in
     place changed the node's own membership); reading, comparing, copying and encoding work
