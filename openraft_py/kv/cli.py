@@ -983,20 +983,81 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
     configs = _voter_sets(status)
     if not configs and voters and status.get("joint") is False:
         configs = [sorted(voters)]
-    started = [set(c) & set(cluster.nodes) for c in configs]
+    not_here = _voters_not_run_here(cluster, voters, status)
+    started = [set(c) & (set(cluster.nodes) - set(not_here)) for c in configs]
     if any(2 * len(s) <= len(c) for s, c in zip(started, configs)):
-        missing = ", ".join(f"n{i}" for i in sorted(voters - set(cluster.nodes)))
+        missing = ", ".join(f"n{i}" for i in not_here)
+        not_started = [i for i, why in not_here.items() if why.startswith("not started")]
+        elsewhere = [i for i in not_here if i not in not_started]
+        if not elsewhere:
+            advice = f"run with -n {max(members)}"
+        else:  # -n cannot start those: they are not this directory's nodes
+            advice = (f"run with -n {max(not_started)} and " if not_started else "") + (
+                f"start {', '.join(f'n{i}' for i in elsewhere)} where {'it runs' if len(elsewhere) == 1 else 'they run'} "
+                f"({'; '.join(f'n{i}: {not_here[i]}' for i in elsewhere)})")
         if len(configs) == 1:
             raise ClusterError(f"{cluster.root} holds a cluster of voters {sorted(voters)}, initialized before; -n "
                                f"{len(cluster.nodes)} starts {len(started[0])} of them, and electing a leader takes "
-                               f"{len(voters) // 2 + 1} ({missing} not started): run with -n {max(members)}")
+                               f"{len(voters) // 2 + 1} ({missing} not started): {advice}")
         (old, new), (s_old, s_new) = configs, started
         raise ClusterError(f"{cluster.root} holds a cluster whose voters change from {old} to {new} (a membership "
                            f"change in progress), initialized before; -n {len(cluster.nodes)} starts {len(s_old)} "
                            f"of the first and {len(s_new)} of the second, and electing a leader takes a majority "
-                           f"of each, {len(old) // 2 + 1} and {len(new) // 2 + 1} ({missing} not started): run "
-                           f"with -n {max(members)}")
+                           f"of each, {len(old) // 2 + 1} and {len(new) // 2 + 1} ({missing} not started): "
+                           f"{advice}")
+    if not_here:
+        print(_voters_not_run_here_line(cluster, not_here, configs, started), file=sys.stderr, flush=True)
     return members if first in members else set()
+
+
+def _voters_not_run_here(cluster: LocalCluster, voters: set[int], status: dict[str, Any]) -> dict[int, str]:
+    """The voters of the cluster in ``cluster.root`` that this ``cluster up`` does not run,
+    each with why: not started (``-n`` left it out, a node of the directory), or not one of
+    the directory's nodes (the membership names it at an address ``cluster.json`` does not
+    record for it: a node added elsewhere with ``cluster add-learner``, a directory copied
+    from another cluster). A node ``-n`` started at another address than the membership's
+    is no such voter either: no member sends it anything."""
+    from .local_cluster import recorded_nodes
+
+    recorded = recorded_nodes(cluster.root)
+    given = status.get("nodes")
+    named: dict[str, Any] = given if isinstance(given, dict) else {}
+    out: dict[int, str] = {}
+    for v in sorted(voters):
+        entry = named.get(str(v))
+        at = entry.get("raft_addr") if isinstance(entry, dict) else None
+        mine = recorded.get(str(v), {}).get("raft_addr")
+        if at is not None and at != mine:
+            started = " (the one -n started here listens elsewhere)" if v in cluster.nodes else ""
+            out[v] = (f"the membership names it at {quoted(at)}, which {cluster.root / 'cluster.json'} does not "
+                      f"record for it: a node added elsewhere, or a directory copied from another cluster{started}")
+        elif v not in cluster.nodes:
+            # Without a cluster.json (or one that cannot be read) there is no telling.
+            out[v] = (f"not started: run with -n {v} or more" if mine is not None or not recorded
+                      else f"not a node of {cluster.root}: start it where it runs")
+    return out
+
+
+def _voters_not_run_here_line(cluster: LocalCluster, not_here: dict[int, str], configs: list[list[int]],
+                              started: list[set[int]]) -> str:
+    """The line ``cluster up`` prints about the voters it does not run: which, why, and what
+    that leaves of the quorum (it checked already that each voter set has a majority)."""
+    names = ", ".join(f"n{v}" for v in not_here)
+    why = "; ".join(f"n{v}: {reason}" for v, reason in not_here.items())
+    needs = [len(c) // 2 + 1 for c in configs]
+    if len(configs) == 1:
+        run = f"{len(started[0])} of its {len(configs[0])} voters run here and a leader needs {needs[0]}"
+    else:
+        run = (f"{len(started[0])} of the {len(configs[0])} voters of its first voter set and {len(started[1])} of "
+               f"the {len(configs[1])} of its second run here, and a leader needs {needs[0]} and {needs[1]}")
+    spare = min((len(s) - n for s, n in zip(started, needs)), default=0)
+    if spare <= 0:
+        then = "so the cluster stops taking writes if one more of them stops"
+    else:
+        then = f"so the cluster keeps a leader with up to {spare} more of them down"
+    verb = "is a voter" if len(not_here) == 1 else "are voters"
+    return (f"{names} {verb} of the cluster in {cluster.root} that this cluster up does not run ({why}): "
+            f"{run}, {then}")
 
 
 # -- main ------------------------------------------------------------------------------------------

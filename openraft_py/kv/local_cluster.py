@@ -43,7 +43,7 @@ from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
 
-__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "LOCK_FILE"]
+__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "recorded_nodes", "LOCK_FILE"]
 
 LOCK_FILE = "cluster.lock"
 """The file in a local cluster's root that one ``LocalCluster`` at a time holds locked."""
@@ -65,6 +65,17 @@ def check_host(host: str) -> str:
 class ClusterError(Exception):
     """The local cluster could not do what was asked (a node did not start, no leader was
     elected in time ...); the message says which node and quotes its log."""
+
+
+def recorded_nodes(root: Path) -> dict[str, dict[str, str]]:
+    """The nodes ``root/cluster.json`` records: ``{"2": {"raft_addr": ..., "http_addr": ...}}``
+    (empty when there is no such file, or it cannot be read as one)."""
+    try:
+        doc = json.loads((root / "cluster.json").read_text())
+        nodes = doc["nodes"]
+        return {k: {"raft_addr": str(v["raft_addr"]), "http_addr": str(v["http_addr"])} for k, v in nodes.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -245,12 +256,7 @@ class LocalCluster:
         return node
 
     def _recorded(self) -> dict[str, dict[str, str]]:
-        try:
-            doc = json.loads((self.root / "cluster.json").read_text())
-            nodes = doc["nodes"]
-            return {k: {"raft_addr": str(v["raft_addr"]), "http_addr": str(v["http_addr"])} for k, v in nodes.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}
+        return recorded_nodes(self.root)
 
     def _record(self) -> None:
         nodes = {**self._recorded(), **{str(n.id): {"raft_addr": n.raft_addr, "http_addr": n.http_addr}

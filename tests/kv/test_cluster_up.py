@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -575,6 +576,117 @@ def test_a_joint_membership_takes_a_majority_of_each_voter_set(tmp_path: Path, n
             f"{tmp_path} holds a cluster whose voters change from [1, 2, 3] to [1, 4, 5] (a membership change in "
             f"progress), initialized before; {refused}") + "$"):
         asyncio.run(check)
+
+
+def _recorded_dir(root: Path, ids: range) -> dict[str, dict[str, str]]:
+    """Write ``root/cluster.json`` as ``cluster up`` records nodes ``ids``; their addresses in
+    the form a status's ``nodes`` gives them."""
+    nodes = {str(i): {"raft_addr": f"127.0.0.1:{6000 + i}", "http_addr": f"127.0.0.1:{7000 + i}"} for i in ids}
+    (root / "cluster.json").write_text(json.dumps({"nodes": nodes}))
+    return nodes
+
+
+def test_a_voter_the_directory_does_not_run_is_named_with_what_it_leaves_of_the_quorum(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--data-dir`` whose membership names a voter that ``cluster up`` does not run
+    (n4, added with ``cluster add-learner`` and ``cluster members`` at an address of another
+    machine; or a directory copied from another cluster): ``cluster up -n 3`` came up with 3
+    of the 4 voters and said nothing of n4, although one more node down stops the cluster.
+    Now a line names it, why, and what it leaves of the quorum."""
+    nodes = _recorded_dir(tmp_path, range(1, 4))
+    nodes["4"] = {"raft_addr": "10.0.0.9:7000", "http_addr": "10.0.0.9:7001"}
+    status = {"voters": [1, 2, 3, 4], "learners": [], "joint": False, "configs": [[1, 2, 3, 4]], "nodes": nodes}
+    members = asyncio.run(cli._check_members_of_earlier_cluster(_Recorded(tmp_path, 3, status)))  # type: ignore[arg-type]
+    assert members == {1, 2, 3, 4}
+    err = capsys.readouterr().err
+    assert err == (
+        f"n4 is a voter of the cluster in {tmp_path} that this cluster up does not run (n4: the membership names it "
+        f"at '10.0.0.9:7000', which {tmp_path / 'cluster.json'} does not record for it: a node added elsewhere, or a "
+        "directory copied from another cluster): 3 of its 4 voters run here and a leader needs 3, so the cluster "
+        "stops taking writes if one more of them stops\n")
+
+    # Five voters, n5 recorded but left out by -n 4: it says so too, and how many may stop.
+    nodes = _recorded_dir(tmp_path, range(1, 6))
+    status = {"voters": [1, 2, 3, 4, 5], "learners": [], "joint": False, "configs": [[1, 2, 3, 4, 5]],
+              "nodes": nodes}
+    assert asyncio.run(cli._check_members_of_earlier_cluster(_Recorded(tmp_path, 4, status))) == {1, 2, 3, 4, 5}  # type: ignore[arg-type]
+    assert capsys.readouterr().err == (
+        f"n5 is a voter of the cluster in {tmp_path} that this cluster up does not run (n5: not started: run with "
+        "-n 5 or more): 4 of its 5 voters run here and a leader needs 3, so the cluster keeps a leader with up to "
+        "1 more of them down\n")
+
+    # Every voter run here: nothing said.
+    assert asyncio.run(cli._check_members_of_earlier_cluster(_Recorded(tmp_path, 5, status))) == {1, 2, 3, 4, 5}  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""
+
+
+def test_no_majority_without_voters_run_elsewhere_is_refused_naming_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Too few voters run here because two of them are not the directory's nodes: the
+    refusal said "run with -n 5", which starts an n4 and an n5 of its own, at addresses no
+    member sends to. Now it says to start them where they run (and -n for the directory's
+    node not started)."""
+    nodes = _recorded_dir(tmp_path, range(1, 4))
+    nodes["4"] = {"raft_addr": "10.0.0.9:7000", "http_addr": "10.0.0.9:7001"}
+    nodes["5"] = {"raft_addr": "10.0.0.10:7000", "http_addr": "10.0.0.10:7001"}
+    status = {"voters": [1, 2, 3, 4, 5], "learners": [], "joint": False, "configs": [[1, 2, 3, 4, 5]],
+              "nodes": nodes}
+    with pytest.raises(ClusterError) as refused:
+        asyncio.run(cli._check_members_of_earlier_cluster(_Recorded(tmp_path, 2, status)))  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        f"{tmp_path} holds a cluster of voters [1, 2, 3, 4, 5], initialized before; -n 2 starts 2 of them, and "
+        "electing a leader takes 3 (n3, n4, n5 not started): run with -n 3 and start n4, n5 where they run (n4: the "
+        f"membership names it at '10.0.0.9:7000', which {tmp_path / 'cluster.json'} does not record for it: a node "
+        "added elsewhere, or a directory copied from another cluster; n5: the membership names it at "
+        f"'10.0.0.10:7000', which {tmp_path / 'cluster.json'} does not record for it: a node added elsewhere, or a "
+        "directory copied from another cluster)")
+
+    # -n 5 starts an n4 and an n5 here, at addresses the membership does not name: they do
+    # not count for the quorum, and the line says so.
+    assert asyncio.run(cli._check_members_of_earlier_cluster(_Recorded(tmp_path, 5, status))) == {1, 2, 3, 4, 5}  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "(the one -n started here listens elsewhere)" in err, err
+    assert err.endswith(": 3 of its 5 voters run here and a leader needs 3, so the cluster stops taking writes if "
+                        "one more of them stops\n"), err
+
+
+def test_cluster_up_names_a_voter_added_elsewhere(tmp_path: Path) -> None:
+    """The whole way: ``cluster up -n 3 --data-dir D``, a fourth node served from another
+    directory and made a voter (``cluster add-learner``, ``cluster members --voters
+    1,2,3,4``), then ``cluster up -n 3 --data-dir D`` again with that node down: it came up
+    saying nothing of n4, although one more node down now stops the cluster."""
+    data = tmp_path / "d"
+    elsewhere: subprocess.Popen[bytes] | None = None
+    try:
+        with _up_in(data, 3, "--timeout", "30") as (proc, members):
+            raft, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            elsewhere = subprocess.Popen(
+                [PY, "-m", "openraft_py.kv", "serve", "--id", "4", "--raft-addr", raft, "--http-addr", http,
+                 "--data-dir", str(tmp_path / "n4-elsewhere")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+            eps = ",".join(m.http for m in members.values())
+            deadline = time.monotonic() + 30
+            while True:  # until n4 serves and catches up
+                code, out, err = run(["cluster", "add-learner", "--endpoints", eps, "--id", "4", "--raft-addr", raft,
+                                      "--http-addr", http, "--timeout", "5"])
+                if code == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert code == 0, err
+            code, out, err = run(["cluster", "members", "--voters", "1,2,3,4", "--endpoints", eps])
+            assert (code, out) == (0, "voters: 1,2,3,4\nlearners: -\n"), err
+            _stop(elsewhere, signal.SIGKILL)
+        with _up_in(data, 3, "--timeout", "30") as (proc, again):
+            assert sorted(again) == [1, 2, 3]
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert (f"n4 is a voter of the cluster in {data} that this cluster up does not run (n4: the membership "
+                f"names it at '{raft}', which {data / 'cluster.json'} does not record for it: a node added "
+                "elsewhere, or a directory copied from another cluster): 3 of its 4 voters run here and a leader "
+                "needs 3, so the cluster stops taking writes if one more of them stops") in err, err
+    finally:
+        if elsewhere is not None:
+            _stop(elsewhere, signal.SIGKILL)
 
 
 def test_a_directory_recorded_mid_change_is_refused_without_a_majority_of_each_voter_set(
