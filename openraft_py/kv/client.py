@@ -57,7 +57,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 import yarl
@@ -66,7 +66,8 @@ from ..errors import restore_error
 from ..validation import check_node_id, check_seconds
 from .argtypes import quoted
 
-__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session"]
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
+           "CallTimes", "CallOptions"]
 
 CONNECT_TIMEOUT = 2.0
 """``KvClient``'s default ``connect_timeout``: above the 1 s after which a lost connection
@@ -327,6 +328,26 @@ def _no_leader_refusal(body: bytes) -> bool:
             and not str(obj.get("error", "")).startswith("the node has stopped"))
 
 
+
+class CallTimes(TypedDict, total=False):
+    """The keyword arguments ``KvClient.init`` passes on to ``KvClient.request``: a call's
+    own ``deadline`` and ``attempt_timeout`` (seconds, finite and above 0)."""
+
+    deadline: float | None
+    attempt_timeout: float | None
+
+
+class CallOptions(CallTimes, total=False):
+    """The keyword arguments every other verb of ``KvClient`` (``put``, ``get``, ``cas``,
+    ``add_learner``, ...) passes on to ``KvClient.request``: ``CallTimes`` and the
+    ``endpoint`` to send the first attempt to, and whether to ``follow`` redirects. Typed,
+    so that ``mypy --strict`` finds a misspelt one (``deadlin=3``), which the verbs took as
+    ``**kw: Any`` and only the call found (``TypeError``)."""
+
+    endpoint: str | None
+    follow: bool
+
+
 class KvClient:
     """A client of the service nodes at ``endpoints`` (``host:port`` of their HTTP API).
 
@@ -577,7 +598,7 @@ class KvClient:
 
     # -- key-value verbs -------------------------------------------------------------------------
 
-    async def put(self, key: str, value: str, **kw: Any) -> Response:
+    async def put(self, key: str, value: str, **kw: Unpack[CallOptions]) -> Response:
         """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied.
         ``TypeError`` (nothing sent) unless ``key`` and ``value`` are ``str`` (``ValueError``
         for an empty key, or one longer than ``MAX_KEY_BYTES`` bytes of UTF-8, in every
@@ -586,7 +607,7 @@ class KvClient:
             raise TypeError(f"a value is a str, got {type(value).__name__} {quoted(value)}")
         return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)
 
-    async def get(self, key: str, consistency: str = "linearizable", **kw: Any) -> Response:
+    async def get(self, key: str, consistency: str = "linearizable", **kw: Unpack[CallOptions]) -> Response:
         """``GET /kv/{key}?consistency=...``; an OK response has ``.value`` (``None`` when
         absent). ``local`` reads are answered by whichever node is asked. ``ValueError``
         (nothing sent) unless ``consistency`` is one the service knows."""
@@ -595,11 +616,11 @@ class KvClient:
         path = f"/kv/{_quote_key(key)}?consistency={urllib.parse.quote(consistency, safe='')}"
         return await self.request("GET", path, **kw)
 
-    async def delete(self, key: str, **kw: Any) -> Response:
+    async def delete(self, key: str, **kw: Unpack[CallOptions]) -> Response:
         """``DELETE /kv/{key}``; OK answers ``{"index": N}``."""
         return await self.request("DELETE", f"/kv/{_quote_key(key)}", **kw)
 
-    async def cas(self, key: str, expected: str | None, value: str | None, **kw: Any) -> Response:
+    async def cas(self, key: str, expected: str | None, value: str | None, **kw: Unpack[CallOptions]) -> Response:
         """``POST /kv/{key}/cas``: set ``key`` to ``value`` (``None``: delete it) iff its
         value is ``expected`` (``None``: absent). OK answers ``{"ok": bool, "current": ...}``.
         ``TypeError`` (nothing sent) unless each of ``expected`` and ``value`` is a ``str`` or
@@ -613,19 +634,19 @@ class KvClient:
     # -- cluster administration ------------------------------------------------------------------
 
     async def init(self, members: Mapping[int, tuple[str, str]], endpoint: str | None = None,
-                   **kw: Any) -> Response:
+                   **kw: Unpack[CallTimes]) -> Response:
         """``POST /cluster/init`` at ``endpoint`` (default: the first endpoint) with
         ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected."""
         body = {"members": {str(i): {"raft_addr": r, "http_addr": h} for i, (r, h) in members.items()}}
         return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint or self.endpoints[0],
                                   follow=False, **kw)
 
-    async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Any) -> Response:
+    async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Unpack[CallOptions]) -> Response:
         """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``)."""
         return await self.request("POST", "/cluster/learners",
                                   json={"id": node_id, "raft_addr": raft_addr, "http_addr": http_addr}, **kw)
 
-    async def remove_learner(self, node_id: int, **kw: Any) -> Response:
+    async def remove_learner(self, node_id: int, **kw: Unpack[CallOptions]) -> Response:
         """``DELETE /cluster/learners/{node_id}``: remove learner ``node_id`` (the voters do
         not change); OK answers ``{"index", "voters", "learners"}`` once the entry removing
         it is committed. 404 when it is not a member, 409 when it is a voter. ``TypeError``
@@ -634,7 +655,8 @@ class KvClient:
         return await self.request("DELETE", f"/cluster/learners/{nid}", **kw)
 
     async def change_members(
-        self, voters: Sequence[int], retain: bool = False, allow_lagging: bool = False, **kw: Any
+        self, voters: Sequence[int], retain: bool = False, allow_lagging: bool = False,
+        **kw: Unpack[CallOptions]
     ) -> Response:
         """``POST /cluster/members``: make ``voters`` the voters (``retain``: removed voters
         stay as learners; ``allow_lagging``: even if most of them have not caught up with the
@@ -644,7 +666,7 @@ class KvClient:
             body["allow_lagging"] = True
         return await self.request("POST", "/cluster/members", json=body, **kw)
 
-    async def transfer(self, to: int, **kw: Any) -> Response:
+    async def transfer(self, to: int, **kw: Unpack[CallOptions]) -> Response:
         """``POST /cluster/transfer``; OK once ``to`` leads (``{"leader_id": to}``)."""
         return await self.request("POST", "/cluster/transfer", json={"to": to}, **kw)
 

@@ -34,6 +34,7 @@ from openraft_py import (
     ServerState,
     WaitTimeout,
 )
+from openraft_py.kv.client import KvClient, Outcome, Response
 from openraft_py.network.router import Router
 from openraft_py.storage import KvCas, KvSet, MemLogStore, MemStateMachine, encode_kv
 
@@ -88,6 +89,21 @@ async def leader_of(nodes: dict[NodeId, Node], timeout: float = 5.0) -> NodeId:
     assert leader is not None
     await nodes[leader].raft.wait(timeout).state(ServerState.LEADER, f"n{leader} leads")
     return leader
+
+
+async def kv_service_calls(client: KvClient) -> list[Response]:
+    """Calls on the key-value service's HTTP client with the per-call options a program
+    passes (not run here: it needs running ``serve`` nodes). ``mypy --strict`` checks each
+    option's name and type (``CallOptions``, ``CallTimes``)."""
+    done = [
+        await client.put("k", "v", deadline=3.0, attempt_timeout=1.0),
+        await client.get("k", "local", endpoint=client.endpoints[0], follow=False),
+        await client.cas("k", "v", None, deadline=None),
+        await client.init({1: ("127.0.0.1:21001", "127.0.0.1:22001")}, deadline=5.0),
+        await client.change_members([1, 2, 3], retain=True, deadline=30.0),
+    ]
+    assert all(r.outcome in (Outcome.OK, Outcome.FAIL, Outcome.INFO) for r in done)
+    return done
 
 
 async def main() -> Report:
