@@ -26,6 +26,7 @@ from ..network.router import Router
 from ..raft import Raft
 from ..storage.memory import MemDisk, MemLogStore, MemStateMachine
 from ..types import NodeId, ServerState
+from ..validation import check_node_id, shown
 
 __all__ = ["Cluster", "StateMachineFactory"]
 
@@ -84,7 +85,10 @@ class Cluster:
     async def add_node(self, node_id: NodeId) -> Raft:
         """Start node ``node_id`` (on its existing disk if it had one) and register it.
         ``ValueError`` if it is running already: a second node on the same disk would not
-        stop the first (``restart`` stops it, then starts it again)."""
+        stop the first (``restart`` stops it, then starts it again). ``TypeError`` /
+        ``ValueError`` (nothing made) unless ``node_id`` is a node id (an ``int`` in ``[0,
+        MAX_NODE_ID]``)."""
+        node_id = check_node_id(node_id)
         if node_id in self.nodes:
             raise ValueError(f"node {node_id} is running already; crash() or restart() it")
         disk = self.disks.get(node_id)
@@ -112,8 +116,14 @@ class Cluster:
 
     async def start(self, ids: Iterable[NodeId], *, initialize: bool = True) -> None:
         """Start every node of ``ids``; initialize the cluster from the smallest id.
-        ``ValueError`` (nothing started) for no ids, or an id of a running node."""
-        ids = sorted(ids)
+        ``ValueError`` (nothing started) for no ids, an id given twice, or an id of a running
+        node; ``TypeError`` / ``ValueError`` (nothing started) for an id that is not a node
+        id."""
+        given = [check_node_id(nid) for nid in ids]
+        ids = sorted(set(given))
+        if len(ids) != len(given):
+            twice = sorted({nid for nid in given if given.count(nid) > 1})
+            raise ValueError(f"start was given node ids {shown(twice)} more than once")
         if not ids:
             raise ValueError("start needs at least one node id")
         running = [nid for nid in ids if nid in self.nodes]

@@ -60,3 +60,24 @@ async def test_wait_for_leader_reads_a_generator_of_ids_once() -> None:
         assert lid in {1, 2, 3, 4, 5}
         with pytest.raises(WaitTimeout, match=r"no leader among \[8, 9\] within 0\.2s: no node of it is running"):
             await asyncio.wait_for(c.wait_for_leader(timeout=0.2, among=(n for n in (8, 9))), 5)
+
+
+async def test_a_node_id_that_is_not_one_is_refused_before_anything_starts() -> None:
+    """``add_node("5")`` failed with "unsupported operand type(s) for +: 'int' and 'str'" (the
+    node's seed, computed from its id before ``Raft.new`` checked it), having made a disk
+    for node ``"5"``; ``start([1, 1, 2])`` started node 1, then failed on it as running
+    already. Now the ids are checked first, and nothing is made or started."""
+    async with Cluster(Config(), seed=8) as c:
+        with pytest.raises(TypeError, match=r"^node id must be an int, got str '5'$"):
+            await c.add_node("5")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^node id must be within \[0, \d+\], got -1$"):
+            await c.add_node(-1)
+        with pytest.raises(TypeError, match=r"^node id must be an int, got str 'a'$"):
+            await c.start({1, "a"})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^node id must be an int, got bool True$"):
+            await c.start([True])
+        with pytest.raises(ValueError, match=r"^start was given node ids \[1\] more than once$"):
+            await c.start([1, 1, 2])
+        assert (c.nodes, c.disks) == ({}, {})
+        await c.start([3, 1, 2])
+        assert await c.wait_for_leader(timeout=5) in {1, 2, 3}
