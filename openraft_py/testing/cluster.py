@@ -118,7 +118,10 @@ class Cluster:
         """Start every node of ``ids``; initialize the cluster from the smallest id.
         ``ValueError`` (nothing started) for no ids, an id given twice, or an id of a running
         node; ``TypeError`` / ``ValueError`` (nothing started) for an id that is not a node
-        id."""
+        id. With ``initialize``, also ``ValueError`` (nothing started) while a node of the
+        cluster that has a membership runs: initialized, ``ids`` would be a second cluster
+        beside it (start them with ``initialize=False`` and add them with ``add_learner``
+        and ``change_membership``)."""
         given = [check_node_id(nid) for nid in ids]
         ids = sorted(set(given))
         if len(ids) != len(given):
@@ -129,6 +132,11 @@ class Cluster:
         running = [nid for nid in ids if nid in self.nodes]
         if running:
             raise ValueError(f"nodes {running} are running already; crash() or restart() them")
+        if initialize and any(raft.metrics.membership_config.membership.voter_ids() for raft in self.nodes.values()):
+            raise ValueError(
+                f"the cluster's nodes {sorted(self.nodes)} run already: initializing {ids} would make another cluster "
+                "of them; "
+                f"start(..., initialize=False), then add_learner() and change_membership() on the leader")
         for nid in ids:
             await self.add_node(nid)
         if initialize:

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from openraft_py import Config, WaitTimeout
+from openraft_py import BasicNode, Config, WaitTimeout
 from openraft_py.testing import Cluster
 
 
@@ -81,3 +81,27 @@ async def test_a_node_id_that_is_not_one_is_refused_before_anything_starts() -> 
         assert (c.nodes, c.disks) == ({}, {})
         await c.start([3, 1, 2])
         assert await c.wait_for_leader(timeout=5) in {1, 2, 3}
+
+
+async def test_starting_more_nodes_initialized_beside_a_running_cluster_is_refused() -> None:
+    """``start({4})`` (``initialize`` is on by default) after ``start({1, 2, 3})``
+    initialized node 4 alone: a second cluster of one voter on the same router, its own
+    leader, which ``wait_for_leader`` then waited out (the nodes named two leaders). Now it
+    is refused, nothing started; ``initialize=False`` starts the node to add."""
+    async with Cluster(Config(), seed=9) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader(timeout=5)
+        with pytest.raises(ValueError, match=r"^the cluster's nodes \[1, 2, 3\] run already: initializing \[4\] "
+                                             r"would make another cluster of them; start\(\.\.\., initialize=False\)"):
+            await c.start({4})
+        assert sorted(c.nodes) == [1, 2, 3]
+        await c.start({4}, initialize=False)
+        await c.nodes[leader].ensure_linearizable()  # the leader's first entry committed
+        await c.nodes[leader].add_learner(4, BasicNode())
+        await c.nodes[leader].change_membership({1, 2, 3, 4})
+        assert await c.wait_for_leader(timeout=5) == leader
+    # Nodes that run but were never initialized are no cluster yet: start initializes them all.
+    async with Cluster(Config(), seed=10) as c:
+        await c.start({1, 2}, initialize=False)
+        await c.start({3})
+        assert await c.wait_for_leader(timeout=5, among={3}) == 3
