@@ -55,7 +55,7 @@ import json as _json
 import random
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -183,6 +183,18 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _check_utf8(text: str, what: str) -> None:
+    """``ValueError`` (naming ``what`` and where) unless UTF-8 can hold ``text``: a ``str``
+    with a lone surrogate (``"\\udc80"``, what ``os.fsdecode`` makes of a byte that is not
+    UTF-8) failed deep in the call with "'utf-8' codec can't encode character", or, sent in
+    a ``cas`` body, came back 400 "JSON is malformed: invalid utf-16 surrogate pair"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is text UTF-8 can hold, but {quoted(text)} has a lone surrogate at "
+                         f"character {e.start}") from None
+
+
 def _quote_key(key: str) -> str:
     """``key`` as one path segment. The keys ``.`` and ``..`` go as ``%2E`` and ``%2E%2E``:
     written as dots they are dot-segments, which a URL drops (``/kv/.`` is ``/kv/``)."""
@@ -190,6 +202,7 @@ def _quote_key(key: str) -> str:
         raise TypeError(f"a key is a str, got {type(key).__name__} {quoted(key)}")
     if not key:
         raise ValueError("a key is a non-empty string")
+    _check_utf8(key, "a key")
     if len(key) > MAX_KEY_BYTES // 4 and (n := len(key.encode("utf-8", "surrogatepass"))) > MAX_KEY_BYTES:
         # Sent, a key over about 13 KiB percent-encoded got the HTTP server's own 400 ("Got
         # more than 13312 bytes when reading"), which does not say what the limit is.
@@ -602,9 +615,10 @@ class KvClient:
         """``PUT /kv/{key}``; OK answers ``{"index": N}`` once committed and applied.
         ``TypeError`` (nothing sent) unless ``key`` and ``value`` are ``str`` (``ValueError``
         for an empty key, or one longer than ``MAX_KEY_BYTES`` bytes of UTF-8, in every
-        key-value verb)."""
+        key-value verb, and for a key or value UTF-8 cannot hold: a lone surrogate)."""
         if not isinstance(value, str):
             raise TypeError(f"a value is a str, got {type(value).__name__} {quoted(value)}")
+        _check_utf8(value, "a value")
         return await self.request("PUT", f"/kv/{_quote_key(key)}", body=value.encode("utf-8"), **kw)
 
     async def get(self, key: str, consistency: str = "linearizable", **kw: Unpack[CallOptions]) -> Response:
@@ -624,10 +638,12 @@ class KvClient:
         """``POST /kv/{key}/cas``: set ``key`` to ``value`` (``None``: delete it) iff its
         value is ``expected`` (``None``: absent). OK answers ``{"ok": bool, "current": ...}``.
         ``TypeError`` (nothing sent) unless each of ``expected`` and ``value`` is a ``str`` or
-        ``None``."""
+        ``None`` (``ValueError`` for one UTF-8 cannot hold)."""
         for what, v in (("expected", expected), ("value", value)):
             if v is not None and not isinstance(v, str):
                 raise TypeError(f"{what} is a str or None, got {type(v).__name__} {quoted(v)}")
+            if v is not None:
+                _check_utf8(v, what)
         return await self.request("POST", f"/kv/{_quote_key(key)}/cas",
                                   json={"expected": expected, "value": value}, **kw)
 
@@ -636,13 +652,28 @@ class KvClient:
     async def init(self, members: Mapping[int, tuple[str, str]], endpoint: str | None = None,
                    **kw: Unpack[CallTimes]) -> Response:
         """``POST /cluster/init`` at ``endpoint`` (default: the first endpoint) with
-        ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected."""
+        ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected. ``TypeError`` /
+        ``ValueError`` (nothing sent) unless ``members`` maps node ids to pairs of ``str``."""
+        if not isinstance(members, Mapping):
+            raise TypeError(f"members is a mapping of node ids to (raft_addr, http_addr), got "
+                            f"{type(members).__name__} {quoted(members)}")
+        for i, addrs in members.items():
+            check_node_id(i, "member id")
+            if not (isinstance(addrs, tuple | list) and len(addrs) == 2 and all(isinstance(a, str) for a in addrs)):
+                raise TypeError(f"member {i}: its addresses are a (raft_addr, http_addr) pair of str, got "
+                                f"{type(addrs).__name__} {quoted(addrs)}")
         body = {"members": {str(i): {"raft_addr": r, "http_addr": h} for i, (r, h) in members.items()}}
         return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint or self.endpoints[0],
                                   follow=False, **kw)
 
     async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Unpack[CallOptions]) -> Response:
-        """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``)."""
+        """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``).
+        ``TypeError`` / ``ValueError`` (nothing sent) unless ``node_id`` is a node id and
+        each address a ``str``."""
+        check_node_id(node_id, "learner id")
+        for what, a in (("raft_addr", raft_addr), ("http_addr", http_addr)):
+            if not isinstance(a, str):
+                raise TypeError(f"{what} is a str (host:port), got {type(a).__name__} {quoted(a)}")
         return await self.request("POST", "/cluster/learners",
                                   json={"id": node_id, "raft_addr": raft_addr, "http_addr": http_addr}, **kw)
 
@@ -660,14 +691,20 @@ class KvClient:
     ) -> Response:
         """``POST /cluster/members``: make ``voters`` the voters (``retain``: removed voters
         stay as learners; ``allow_lagging``: even if most of them have not caught up with the
-        leader, which answers 409 otherwise); OK answers ``{"index", "voters", "learners"}``."""
-        body = {"voters": list(voters), "retain": retain}
+        leader, which answers 409 otherwise); OK answers ``{"index", "voters", "learners"}``.
+        ``TypeError`` / ``ValueError`` (nothing sent) unless ``voters`` is a sequence of node
+        ids (a ``str`` is not: ``"123"`` was sent as the voters ``"1"``, ``"2"``, ``"3"``)."""
+        if isinstance(voters, str | bytes) or not isinstance(voters, Iterable):
+            raise TypeError(f"voters is a sequence of node ids, got {type(voters).__name__} {quoted(voters)}")
+        body = {"voters": [check_node_id(v, "voter id") for v in voters], "retain": retain}
         if allow_lagging:
             body["allow_lagging"] = True
         return await self.request("POST", "/cluster/members", json=body, **kw)
 
     async def transfer(self, to: int, **kw: Unpack[CallOptions]) -> Response:
-        """``POST /cluster/transfer``; OK once ``to`` leads (``{"leader_id": to}``)."""
+        """``POST /cluster/transfer``; OK once ``to`` leads (``{"leader_id": to}``).
+        ``TypeError`` / ``ValueError`` (nothing sent) unless ``to`` is a node id."""
+        check_node_id(to, "transfer to")
         return await self.request("POST", "/cluster/transfer", json={"to": to}, **kw)
 
     async def status(self, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:

@@ -660,3 +660,34 @@ async def test_after_a_write_s_unknown_outcome_the_next_call_starts_at_another_n
             assert r.outcome is Outcome.INFO and r.node == stopped, r
             r = await asyncio.wait_for(c.delete("k"), 10.0)
             assert r.ok, r
+
+
+async def test_arguments_are_checked_before_anything_is_sent() -> None:
+    """A key or value UTF-8 cannot hold (a lone surrogate, what ``os.fsdecode`` makes of a
+    byte that is not UTF-8) failed deep in the call with "'utf-8' codec can't encode
+    character '\\udc80'" naming neither, and in a ``cas`` body was sent and answered 400
+    "JSON is malformed: invalid utf-16 surrogate pair"; the admin verbs sent what they were
+    given (``transfer("2")``, ``change_members("123")`` as the voters "1", "2", "3") and
+    ``init({1: "h:1"})`` failed with "too many values to unpack". Now each is refused, nothing
+    sent (the endpoint here listens nowhere: a call that sent would fail, not raise)."""
+    async with KvClient(["127.0.0.1:9"], deadline=0.5) as c:
+        for call, err, msg in [
+            (lambda: c.put("\udc80k", "v"), ValueError, r"^a key is text UTF-8 can hold, but '\\udc80k' has a lone "
+                                                        r"surrogate at character 0$"),
+            (lambda: c.get("k\udc80"), ValueError, "a key is text UTF-8 can hold"),
+            (lambda: c.put("k", "v\udc80"), ValueError, r"^a value is text UTF-8 can hold, but 'v\\udc80' has a lone "
+                                                        r"surrogate at character 1$"),
+            (lambda: c.cas("k", None, "\udc80"), ValueError, "^value is text UTF-8 can hold"),
+            (lambda: c.cas("k", "\udc80", None), ValueError, "^expected is text UTF-8 can hold"),
+            (lambda: c.transfer("2"), TypeError, "^transfer to must be an int, got str '2'$"),  # type: ignore[arg-type]
+            (lambda: c.change_members("123"), TypeError, "^voters is a sequence of node ids, got str '123'$"),
+            (lambda: c.change_members([1, -2]), ValueError, r"^voter id must be within \[0, \d+\], got -2$"),
+            (lambda: c.add_learner("4", "h:1", "h:2"), TypeError, "^learner id must be an int, got str '4'$"),  # type: ignore[arg-type]
+            (lambda: c.add_learner(4, 5, "h:2"), TypeError, "^raft_addr is a str"),  # type: ignore[arg-type]
+            (lambda: c.init({1: "h:1"}), TypeError, r"^member 1: its addresses are a \(raft_addr, http_addr\) "  # type: ignore[dict-item]
+                                                    "pair of str, got str 'h:1'$"),
+            (lambda: c.init({"1": ("h:1", "h:2")}), TypeError, "^member id must be an int"),  # type: ignore[dict-item]
+            (lambda: c.init([(1, ("h:1", "h:2"))]), TypeError, "^members is a mapping"),  # type: ignore[arg-type]
+        ]:
+            with pytest.raises(err, match=msg):
+                await call()
