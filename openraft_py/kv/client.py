@@ -159,11 +159,14 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     HTTP) or none is given; ``TypeError`` if one is not a string."""
     from .nodes import check_addr
 
+    if not isinstance(text, str | Iterable) or isinstance(text, bytes | bytearray | memoryview):
+        raise TypeError(f"endpoints are a 'host:port,...' string or a list of them, got {type(text).__name__} "
+                        f"{quoted(text)}")
     parts = [text] if isinstance(text, str) else list(text)
     out: list[str] = []
     for part in parts:
         if not isinstance(part, str):
-            raise TypeError(f"an endpoint is a 'host:port' string, got {type(part).__name__} {part!r}")
+            raise TypeError(f"an endpoint is a 'host:port' string, got {type(part).__name__} {quoted(part)}")
         for item in part.split(","):
             item = item.strip()
             if not item:
@@ -171,12 +174,12 @@ def parse_endpoints(text: str | Sequence[str]) -> list[str]:
             if item.startswith("http://"):
                 item = item[len("http://"):]
             elif "://" in item:
-                raise ValueError(f"endpoint {item!r}: the service speaks plain HTTP; give host:port")
+                raise ValueError(f"endpoint {quoted(item)}: the service speaks plain HTTP; give host:port")
             item = item.rstrip("/")
             host, sep, port = item.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"endpoint {item!r} is not host:port")
-            check_addr(item, f"endpoint {item!r}")
+                raise ValueError(f"endpoint {quoted(item)} is not host:port")
+            check_addr(item, f"endpoint {quoted(item)}")
             out.append(item)
     if not out:
         raise ValueError("no endpoint given")

@@ -691,3 +691,18 @@ async def test_arguments_are_checked_before_anything_is_sent() -> None:
         ]:
             with pytest.raises(err, match=msg):
                 await call()
+
+
+def test_endpoints_that_are_none_or_huge_are_refused_in_a_short_message() -> None:
+    """``parse_endpoints`` (and so ``KvClient``, ``OPENRAFT_PY_ENDPOINTS``) quoted a refused
+    endpoint whole: a 1 MB one made a 1 MB ``ValueError``; and ``None`` failed with Python's
+    "'NoneType' object is not iterable". Now the endpoint is quoted cut to 80 characters with
+    its length, and what is neither a string nor a list of them is named."""
+    huge = "x" * 1_000_000
+    for given in (huge + ":1", huge, "https://" + huge, [huge]):
+        with pytest.raises(ValueError, match=r"\(100000[0-9] characters\)") as refused:
+            parse_endpoints(given)
+        assert len(str(refused.value)) < 300
+    for wrong in (None, 5, b"h:1"):
+        with pytest.raises(TypeError, match=r"^endpoints are a 'host:port,...' string or a list of them, got "):
+            parse_endpoints(wrong)  # type: ignore[arg-type]
