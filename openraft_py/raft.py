@@ -105,7 +105,8 @@ class Trigger:
         leader's requests sent within the last ``Config.election_timeout_max`` (down or cut
         off), and ``InProgress`` while a
         ``change_membership`` on this node waits for its joint config to commit (handed over
-        mid-change, the new leader would finish it keeping the removed voters as learners); ``TypeError`` / ``ValueError`` if ``to`` is not a node id."""
+        mid-change, the new leader would finish it keeping the removed voters as learners); ``TypeError`` / ``ValueError`` if ``to`` is not a node id.
+        Naming this leader itself does nothing (it already leads) and returns at once."""
         to = _v.check_node_id(to, "transfer_leader to")
         await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
 
@@ -172,7 +173,8 @@ class Raft:
         every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
-        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``. A log store or state
+        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``; ``TypeError`` if
+        ``config`` is not a ``Config``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
         ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
         the cluster name, ``owner_cluster_name``); one recorded for another node id or cluster name raises
@@ -574,7 +576,9 @@ class Raft:
     def wait(self, timeout: float | None = None) -> Wait:
         """Conditions on this node's metrics to await, each bounded by ``timeout`` seconds
         (``None``: no bound). Example: ``await raft.wait(2.0).state(ServerState.LEADER)``.
-        Not a coroutine, but it too must be called on the node's loop."""
+        Not a coroutine, but it too must be called on the node's loop. Raises ``TypeError``
+        for a ``timeout`` that is not a number (or ``None``) and ``ValueError`` for one that is
+        negative, NaN or infinite (``Wait``)."""
         self._check_loop()
         return Wait(self._core.watch, timeout)
 

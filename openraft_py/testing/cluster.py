@@ -190,7 +190,7 @@ class Cluster:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if not ids:
-                    what = "the cluster" if wanted is None else f"among {sorted(wanted)}"
+                    what = "in the cluster" if wanted is None else f"among {sorted(wanted)}"
                     raise WaitTimeout(f"no leader {what} within {timeout}s: no node of it is running")
                 states = "; ".join(self.nodes[i].metrics.describe() for i in sorted(ids))
                 raise WaitTimeout(f"no leader agreed by {sorted(ids)} within {timeout}s: {states}")

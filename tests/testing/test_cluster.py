@@ -23,7 +23,7 @@ async def test_wait_applied_of_a_node_that_is_not_running_names_it() -> None:
 
 async def test_waiting_for_a_leader_with_nothing_running_times_out_clearly() -> None:
     async with Cluster(Config(), seed=5) as c:
-        with pytest.raises(WaitTimeout, match=r"no leader the cluster within 0\.2s: no node of it is running"):
+        with pytest.raises(WaitTimeout, match=r"no leader in the cluster within 0\.2s: no node of it is running"):
             await asyncio.wait_for(c.wait_for_leader(timeout=0.2), 5)
         await c.start({1, 2, 3})
         with pytest.raises(WaitTimeout, match=r"among \[8, 9\] within 0\.2s: no node of it is running"):
