@@ -81,6 +81,7 @@ import logging
 import os
 import resource
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -155,7 +156,8 @@ logs them."""
 SERVER_LOG.addFilter(_MalformedHttpInOneLine(SERVER_LOG))
 
 NODE_KEY: web.AppKey[KvNode] = web.AppKey("kv_node", KvNode)
-"""The ``KvNode`` an application serves (``app[NODE_KEY]``)."""
+"""The ``KvNode`` an application serves (``app[NODE_KEY]``): a ``weakref.proxy`` of it
+(``make_app``), which reads and calls as the node does."""
 
 MAX_REQUEST_LINE = 3 * MAX_KEY_BYTES + 1024
 """The longest request line the server reads (aiohttp's ``max_line_size``; its default, 8190,
@@ -729,9 +731,16 @@ async def _errors_and_counts(
 
 
 def make_app(node: KvNode) -> web.Application:
-    """The aiohttp application serving ``node`` (see the module docstring)."""
+    """The aiohttp application serving ``node`` (see the module docstring).
+
+    The application refers to ``node`` weakly (``NODE_KEY`` holds a ``weakref.proxy``): the
+    caller keeps the node (a running ``KvNode`` is kept by its own tasks). aiohttp keeps every
+    application that served a request in a module-level cache (``_cached_build_middleware``,
+    1024 entries, one per route used), and with a strong reference each stopped node stayed
+    in memory with it, its Raft core, metrics and servers (a process that starts and stops
+    many nodes: a test suite, ``docs/design/soak.md``)."""
     app = web.Application(client_max_size=node.opts.max_body, middlewares=[_errors_and_counts])
-    app[NODE_KEY] = node
+    app[NODE_KEY] = cast(KvNode, weakref.proxy(node))
     r = app.router
     r.add_post("/cluster/init", cluster_init)
     r.add_post("/cluster/learners", cluster_learners)

@@ -1,0 +1,61 @@
+"""Resource growth over many in-process lifecycles of the key-value service's node (a test
+suite, or a program embedding ``KvNode``, that starts and stops thousands of them): a stopped
+node must not stay reachable from anything module-level.
+
+aiohttp's ``_cached_build_middleware`` (an ``lru_cache`` of 1024 entries in
+``aiohttp.web_app``) keeps every application that served a request, one entry per route
+used. The application referred to its ``KvNode`` (``app[NODE_KEY]``) strongly, so every
+stopped node that had served a request stayed in memory with its Raft core, its metrics
+registry and its server objects, until 1024 entries were reached (some 440 Python objects
+and 0.4 MiB per node that served four routes, so a test suite held up to about 100 MiB of
+stopped nodes)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from openraft_py.kv.http_api import NODE_KEY
+
+from .kv_helpers import KvCluster, url
+
+pytestmark = pytest.mark.timeout(60)
+
+CYCLES = 3
+
+
+async def test_stopped_nodes_that_served_requests_are_freed() -> None:
+    gone: list[weakref.ref[object]] = []
+    for _ in range(CYCLES):
+        c = KvCluster()
+        try:
+            node = await c.start_node(1)
+            await c.start(0, init=False)  # (the session only)
+            assert c.session is not None
+            for path in ("/cluster/status", "/metrics", "/kv/k?consistency=local"):
+                async with c.session.get(url(node, path)) as r:
+                    await r.read()
+                    assert r.status in (200, 404, 503), (path, r.status)
+            gone.append(weakref.ref(node))
+        finally:
+            await c.close()
+        del node, c
+    gc.collect()
+    alive = [r for r in gone if r() is not None]
+    assert not alive, f"{len(alive)} of {CYCLES} stopped nodes are still reachable: {gc.get_referrers(alive[0]())!r:.300}"
+
+
+async def test_the_application_serves_its_node_while_it_runs() -> None:
+    # The application's NODE_KEY refers to the node weakly: a running node is kept alive by
+    # its own tasks, and NODE_KEY still gives its attributes.
+    c = KvCluster()
+    try:
+        node = await c.start_node(1)
+        http = node._http
+        assert http is not None
+        served = http.app[NODE_KEY]
+        assert served.id == node.id and served.opts is node.opts
+    finally:
+        await c.close()
