@@ -358,6 +358,7 @@ class KvNode:
         self.raft_port: int | None = None
         self.stopped = asyncio.Event()
         self._stop_task: asyncio.Future[None] | None = None  # ``stop()``'s, once called
+        self._started = False  # ``start()`` was called (a node starts once)
         self.accepting = True
         self.inflight = 0
         self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
@@ -384,7 +385,21 @@ class KvNode:
 
     async def start(self) -> None:
         """Open the stores, start Raft, the TCP server and the HTTP API. On failure, what was
-        started is stopped again and the error raised."""
+        started is stopped again and the error raised.
+
+        A ``KvNode`` starts once: ``RuntimeError`` (nothing done) when ``start()`` was called
+        before (the node runs, or is starting) or ``stop()`` was (to run the node again,
+        start a new ``KvNode(opts)``). A second start of a running node failed on its own data
+        directory's lock, saying another process used it, and its clean-up stopped the
+        running node; a start after ``stop()`` opened everything again but answered every
+        request 503, and ``stop()`` (done already) no longer closed anything."""
+        if self._stop_task is not None:
+            raise RuntimeError(f"node {self.id} was stopped: a KvNode starts once; start a new KvNode(opts) to run "
+                               "the node again")
+        if self._started:
+            raise RuntimeError(f"node {self.id} is running already: a KvNode starts once (stop() it, then start a "
+                               "new KvNode(opts) to run it again)")
+        self._started = True
         from .http_api import (
             HTTP_IDLE_TIMEOUT,
             MAX_REQUEST_LINE,

@@ -105,3 +105,35 @@ async def test_a_cancelled_stop_goes_on_and_a_later_stop_returns_once_it_ended(t
     again = KvNode(opts)
     await asyncio.wait_for(again.start(), 30)  # the directory's lock and the stores were released
     await asyncio.wait_for(again.stop(), 30)
+
+
+async def test_start_on_a_running_node_is_refused_and_leaves_it_running(tmp_path: Path) -> None:
+    # It failed on the data directory's lock ("another process uses it ... another serve with
+    # the same --data-dir?"), and its clean-up on failure stopped the running node.
+    node = KvNode(node_options(1, str(tmp_path)))
+    await node.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"node 1 is running already: a KvNode starts once"):
+            await node.start()
+        assert node.accepting and not node.stopped.is_set()
+        assert node.raft is not None and node.raft.metrics.running
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("started", [True, False])
+async def test_start_after_stop_is_refused(tmp_path: Path, started: bool) -> None:
+    # It started the stores, Raft and both ports again, but answered every request 503 "the
+    # node is stopping", and a stop() after it returned at once (its stop had run): the
+    # stores, the ports, the threads and RocksDB's lock stayed held for the process's life.
+    opts = node_options(1, str(tmp_path))
+    node = KvNode(opts)
+    if started:
+        await node.start()
+    await node.stop()
+    with pytest.raises(RuntimeError, match=r"node 1 was stopped: a KvNode starts once; start a new KvNode\(opts\)"):
+        await node.start()
+    assert node.tcp_server is None and node.log_store is None
+    again = KvNode(opts)  # what the error says to do: the directory and the ports are free
+    await again.start()
+    await again.stop()
