@@ -734,7 +734,8 @@ def make_app(node: KvNode) -> web.Application:
     """The aiohttp application serving ``node`` (see the module docstring).
 
     The application refers to ``node`` weakly (``NODE_KEY`` holds a ``weakref.proxy``): the
-    caller keeps the node (a running ``KvNode`` is kept by its own tasks). aiohttp keeps every
+    node module keeps a running ``KvNode`` (from ``start()`` until ``stop()`` ends), whether
+    its caller still refers to it or not. aiohttp keeps every
     application that served a request in a module-level cache (``_cached_build_middleware``,
     1024 entries, one per route used), and with a strong reference each stopped node stayed
     in memory with it, its Raft core, metrics and servers (a process that starts and stops

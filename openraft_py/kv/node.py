@@ -73,6 +73,12 @@ _POLICY = {"linearizable": ReadPolicy.READ_INDEX, "lease": ReadPolicy.LEASE_READ
 
 
 
+_RUNNING: set[KvNode] = set()
+"""The nodes between ``start()`` and the end of ``stop()``. The HTTP application refers to its
+node weakly (``http_api.make_app``: aiohttp caches applications that served requests), so a
+running node a caller no longer refers to is kept here, not by whichever of its callbacks
+some server happens to hold."""
+
 SHUTDOWN_GRACE = 3.0
 """Seconds ``stop()`` lets HTTP requests in flight finish before it cancels them."""
 
@@ -400,6 +406,7 @@ class KvNode:
             raise RuntimeError(f"node {self.id} is running already: a KvNode starts once (stop() it, then start a "
                                "new KvNode(opts) to run it again)")
         self._started = True
+        _RUNNING.add(self)
         from .http_api import (
             HTTP_IDLE_TIMEOUT,
             MAX_REQUEST_LINE,
@@ -576,6 +583,8 @@ class KvNode:
         call returns once it has ended."""
         if self._stop_task is None:
             self._stop_task = asyncio.ensure_future(self._stop())
+            # Also when the stop is cancelled (its loop ending under it).
+            self._stop_task.add_done_callback(lambda _: _RUNNING.discard(self))
         await asyncio.shield(self._stop_task)
 
     def stopped_on_its_own(self) -> bool:

@@ -17,6 +17,7 @@ import weakref
 
 import pytest
 
+from openraft_py.kv import node as kv_node
 from openraft_py.kv.http_api import NODE_KEY
 
 from .kv_helpers import KvCluster, url
@@ -57,5 +58,35 @@ async def test_the_application_serves_its_node_while_it_runs() -> None:
         assert http is not None
         served = http.app[NODE_KEY]
         assert served.id == node.id and served.opts is node.opts
+    finally:
+        await c.close()
+
+
+async def test_a_running_node_its_caller_dropped_still_serves_then_is_freed_by_its_stop() -> None:
+    # The application holds its node weakly, so what keeps a running node must not be its
+    # caller: the node module holds it from start() until stop() ends.
+    c = KvCluster()
+    try:
+        node = await c.start_node(1)
+        await c.start(0, init=False)  # (the session only)
+        assert c.session is not None
+        ref = weakref.ref(node)
+        status_url = url(node, "/cluster/status")
+        c.nodes.clear()
+        del node
+        gc.collect()
+        running = ref()
+        assert running is not None, "a running node was freed when its caller dropped it"
+        assert running in kv_node._RUNNING
+        del running
+        async with c.session.get(status_url) as r:
+            assert r.status == 200, await r.text()
+        running = ref()
+        assert running is not None
+        await running.stop()
+        assert running not in kv_node._RUNNING
+        del running
+        gc.collect()
+        assert ref() is None, "a stopped node is still reachable"
     finally:
         await c.close()
