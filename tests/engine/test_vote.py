@@ -105,6 +105,32 @@ def test_candidate_within_leader_stickiness_refuses_other_candidates(pre_vote):
     assert cmds[-1].value.vote_granted, cmds
 
 
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_a_vote_adopted_from_a_refusal_does_not_end_leader_stickiness(pre_vote):
+    """The same candidate adopts the greater vote of a voter that refused it (another
+    candidate's uncommitted vote) and holds it without having granted it: it still refuses
+    that candidate until election_timeout_min is over. (A request for the vote it held was
+    granted at once: the simulator's lease scenario, seed 8063, had the second candidate win
+    with that grant and commit a write while the old leader served lease reads.)"""
+    leader = vote(1, 2, True)
+    eng = make_engine(id=1, log=LOG, vote=leader)
+    eng.handle_append_entries(AppendEntriesRequest(leader, lid(1, 2), [], None), "hb", now=100.0)
+    eng.elect(now=240.0)
+    flush(eng)
+    eng.take_commands()
+    other = vote(3, 3)
+    eng.handle_vote_resp(3, reject(other, lid(1, 2)), now=241.0)
+    assert eng.state.vote == other and eng.candidate is None
+    flush(eng)
+    eng.take_commands()
+    req = VoteRequest(other, lid(1, 2), pre_vote=pre_vote)
+    eng.handle_vote_req(req, TX, now=249.0)
+    assert eng.take_commands() == [Respond(TX, VoteResponse(other, False, lid(1, 2), pre_vote=pre_vote))]
+    eng.handle_vote_req(req, TX, now=250.0)
+    cmds = eng.take_commands()
+    assert cmds[-1].value.vote_granted, cmds
+
+
 def test_elect_after_leader_stickiness_counts_its_own_vote():
     leader = vote(1, 2, True)
     eng = make_engine(id=1, log=LOG, vote=leader)

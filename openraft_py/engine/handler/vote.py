@@ -198,10 +198,13 @@ class VoteHandler(Handler):
         # Sticky whatever our vote is now: a node told to campaign (``trigger.elect``) right
         # after it acked its leader holds an uncommitted vote of its own, and may still be
         # in that leader's lease (``leader_seen_at`` is only ever set from an established
-        # leader, so it is old unless that happened).
+        # leader, so it is old unless that happened). Even toward the candidate whose vote
+        # we hold: we may have adopted it from that candidate's refusal of our own
+        # candidacy (``handle_vote_resp``), without granting it; a vote we did grant was
+        # granted once the lease was over, and only a leader of that vote or a greater one
+        # restarts it (then refusing that candidate's late vote request changes nothing).
         sticky = (
-            req.vote.leader_id != mine.leader_id
-            and req.transfer_from != mine  # our leader handed over to this candidate
+            req.transfer_from != mine  # our leader handed over to this candidate
             and self.leader_is_alive(now)
         )
         if req.pre_vote:
