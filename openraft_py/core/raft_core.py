@@ -39,6 +39,7 @@ from ..engine import (
     BuildSnapshot,
     Command,
     Engine,
+    Heartbeat,
     InstallSnapshot,
     Matched,
     PurgeLog,
@@ -590,6 +591,7 @@ class RaftCore:
             Respond: self._respond,
             AppendEntries: self._append_entries,
             Replicate: self._replicate,
+            Heartbeat: self._heartbeat,
             SaveCommittedAndApply: self._save_committed_and_apply,
             SaveVote: self._save_vote,
             TruncateLog: self._truncate_log,
@@ -611,6 +613,9 @@ class RaftCore:
 
     def _replicate(self, c: Replicate) -> None:
         self._streams[c.target].replicate(c)
+
+    def _heartbeat(self, c: Heartbeat) -> None:
+        self._streams[c.target].heartbeat(c)
 
     def _send_snapshot(self, c: SendSnapshot) -> None:
         self._streams[c.target].send_snapshot(c)

@@ -26,6 +26,15 @@ outcome goes back to the core as a notification, the engine's ``ReplicationResul
 plus a ``Progress`` ack (no matching) for every snapshot chunk but the last, which keeps
 the leader's lease fresh during a long transfer.
 
+Heartbeats beside the window. Given a ``Heartbeat`` (the engine's heartbeat round found
+the target's window full: a request carrying a multi-megabyte entry that outlasts the
+replication deadline is resent alone and may time out again) the channel sends an
+AppendEntries without entries at once, in a task of its own, outside the turns below (it
+carries no entries, and its ``prev_log_id`` is one the target acknowledged). Its answer is a
+``Progress`` ack of its send time (with the matching the target gave, at most that
+``prev_log_id``), a greater vote a ``Rejected`` of generation ``OUTSIDE_WINDOW``; a failure
+reports nothing. It frees no slot of the window and changes no plan.
+
 Byte budget. One AppendEntries carries at most ``Config.max_payload_bytes`` payload bytes
 (``payload_bytes``), except that an entry larger than that on its own goes alone. The
 engine plans ``[start, end)`` by entry count only (it never sees the payloads of entries it
@@ -71,8 +80,10 @@ import msgspec
 from .._core import find_payload, normal_data_bytes
 from ..config import Config
 from ..engine import (
+    OUTSIDE_WINDOW,
     Conflict,
     EntriesPurged,
+    Heartbeat,
     Matched,
     Rejected,
     Replicate,
@@ -447,6 +458,48 @@ class ReplicationCore:
             self.env.spawn(self._sender(c, turn), f"append-{self.target}")
         else:
             self.env.spawn(self._send(c, turn), f"append-{self.target}")
+
+    def heartbeat(self, c: Heartbeat) -> None:
+        """Send the AppendEntries without entries ``c`` describes now, beside the window (in
+        a task of its own, not in turn: it carries no entries and its ``prev_log_id`` is one
+        the target acknowledged, so it cannot be refused for overtaking a request), bounded
+        as every call of the channel (``_call_append_entries``). See ``_send_heartbeat`` for
+        what its answer reports."""
+        req = AppendEntriesRequest(self.vote, c.prev, [], c.committed)
+        self.env.spawn(self._send_heartbeat(req), f"heartbeat-{self.target}")
+
+    async def _send_heartbeat(self, req: AppendEntriesRequest) -> None:
+        """Send the heartbeat ``req`` and report its answer: a success as a ``Progress`` ack
+        of its send time, with its matching (the part of ``prev_log_id`` durable on the
+        target: never more than the leader knows it holds), a greater vote as a ``Rejected``
+        of generation ``OUTSIDE_WINDOW`` (no slot is freed), any other refusal as a
+        ``Progress`` ack without a matching (the target follows this leader; what it lost
+        is the window's requests' to find). A failure is logged at DEBUG and not reported:
+        the window's own requests report the target's state, and the next round sends
+        another heartbeat."""
+        if self.stopped:
+            return
+        env = self.env
+        target = self.target
+        sent_at = env.now_ms()
+        try:
+            resp = await self._call_append_entries(req)
+        except Exception as e:  # noqa: BLE001 - any failure: the heartbeat is lost, nothing more
+            log.debug("replication %s->%s: heartbeat failed: %r", env.node_id, target, e)
+            return
+        if self.stopped:
+            return
+        if not isinstance(resp, AppendEntriesResponse):
+            log.debug("replication %s->%s: heartbeat failed: %s", env.node_id, target,
+                      _not_a_response(resp, AppendEntriesResponse))
+            return
+        vote = self.vote
+        if resp.success:
+            self._report(Progress(target, vote, resp.matching, sent_at, resp.matching is not None))
+        elif resp.vote != vote and not vote.is_ge(resp.vote):
+            self._report(Rejected(target, vote, OUTSIDE_WINDOW, resp.vote))
+        else:
+            self._report(Progress(target, vote, None, sent_at, False))
 
     def send_snapshot(self, c: SendSnapshot) -> None:
         """Transfer the current snapshot, in a task of its own."""

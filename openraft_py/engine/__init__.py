@@ -28,6 +28,7 @@ from .command import (
     AppendEntries,
     BuildSnapshot,
     Command,
+    Heartbeat,
     InstallSnapshot,
     PurgeLog,
     ReceiveSnapshotChunk,
@@ -47,6 +48,7 @@ from .engine import Engine
 from .faults import EngineFault
 from .leader import Candidate, Leader
 from .progress import (
+    OUTSIDE_WINDOW,
     Conflict,
     EntriesPurged,
     Matched,
@@ -72,10 +74,12 @@ __all__ = [
     "Engine",
     "EntriesPurged",
     "EngineFault",
+    "Heartbeat",
     "IOState",
     "Leader",
     "Matched",
     "MembershipState",
+    "OUTSIDE_WINDOW",
     "ProgressEntry",
     "PurgeLog",
     "RaftState",

@@ -97,6 +97,23 @@ class Replicate(msgspec.Struct, frozen=True):
     committed: LogId | None
 
 
+class Heartbeat(msgspec.Struct, frozen=True):
+    """Send ``target`` an AppendEntries without entries now, beside its replication window
+    (not in it: the window is full, e.g. one probe carrying a multi-megabyte entry that takes
+    longer than the replication deadline to be answered). ``prev`` is the log id at the
+    index the target acknowledged matching (``None`` when it acknowledged nothing or that
+    entry is purged here): the target holds it durably, so the answer never vouches for more
+    than it holds. Report the answer as a ``Progress`` ack sent at the time it was handed to
+    the network (its matching only when it succeeded), a greater vote as a ``Rejected`` with
+    ``gen`` ``OUTSIDE_WINDOW``; report nothing when it fails (the window's own requests say
+    that). The target hears from its leader (its election timer restarts) and the leader
+    from it (check-quorum, leases) while the window waits."""
+
+    target: NodeId
+    prev: LogId | None
+    committed: LogId | None
+
+
 class SendSnapshot(msgspec.Struct, frozen=True):
     """Send ``target`` the state machine's current snapshot: the entries it needs are purged
     up to ``purged``. A snapshot that does not reach ``purged`` is not sent (the target
@@ -174,6 +191,7 @@ Command = (
     | StartReplication
     | StopReplication
     | Replicate
+    | Heartbeat
     | SendSnapshot
     | Respond
     | RespondOnApply

@@ -25,10 +25,12 @@ from typing import Any
 
 from openraft_py.config import Config
 from openraft_py.engine import (
+    OUTSIDE_WINDOW,
     AppendEntries,
     Conflict,
     Engine,
     EntriesPurged,
+    Heartbeat,
     Matched,
     Rejected,
     Replicate,
@@ -56,7 +58,7 @@ def payload_entry(term: int, index: int, voters: Any) -> Entry:
 
 @dataclass
 class Tx:
-    """Where a reply goes: ``kind`` "vote" or "append", from ``frm`` back to ``to``; for an
+    """Where a reply goes: ``kind`` "vote", "append" or "heartbeat", from ``frm`` back to ``to``; for an
     append, the request, the ``Replicate`` generation it was planned in and its send time."""
 
     kind: str
@@ -179,6 +181,8 @@ class Network:
             self.channels[n] = None
         elif t is Replicate:
             self.replicate(n, c)
+        elif t is Heartbeat:
+            self.heartbeat(n, c)
         elif t is SaveCommittedAndApply:
             applied = self.applied[n]
             applied.extend(log[i] for i in range(len(applied), c.committed.index + 1))
@@ -208,6 +212,13 @@ class Network:
         req = AppendEntriesRequest(session, c.prev, [log[i] for i in range(c.start, c.end)], c.committed)
         # The follower answers through this ``Tx``: from the target back to ``n``.
         self.send(n, c.target, "append_req", req, Tx("append", c.target, n, req, c.gen, self.now))
+
+    def heartbeat(self, n: int, c: Heartbeat) -> None:
+        """Send the heartbeat ``c`` beside the window (its answer is an ack only)."""
+        ch = self.channels[n]
+        assert ch is not None and c.target in ch[1], f"n{n}: {c!r} without a channel"
+        req = AppendEntriesRequest(ch[0], c.prev, [], c.committed)
+        self.send(n, c.target, "append_req", req, Tx("heartbeat", c.target, n, req, OUTSIDE_WINDOW, self.now))
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class Network:
                 eng.handle_append_entries(msg, tx, self.now)
             elif kind == "vote_resp":
                 eng.handle_vote_resp(frm, msg, self.now)
-            elif kind == "append_resp":
+            elif kind in ("append_resp", "heartbeat_resp"):
                 self.on_append_resp(to, frm, msg, tx)  # type: ignore[arg-type]
             self.process()
         return done
@@ -251,6 +262,13 @@ class Network:
     def on_append_resp(self, n: int, target: int, resp: Any, tx: Tx) -> None:
         """Report leader ``n``'s AppendEntries outcome, classified as the runtime does."""
         v = tx.req.vote
+        if tx.kind == "heartbeat":
+            if resp.vote != v and not v.is_ge(resp.vote):
+                self.engines[n].handle_replication_result(Rejected(target, v, OUTSIDE_WINDOW, resp.vote))
+            else:
+                matching = resp.matching if resp.success else None
+                self.engines[n].handle_replication_progress(target, v, matching, tx.sent_at)
+            return
         if resp.success:
             r: Any = Matched(target, v, tx.gen, resp.matching, tx.sent_at)
         elif resp.vote != v and not v.is_ge(resp.vote):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from openraft_py.config import Config, SnapshotPolicy
 from openraft_py.engine import (
+    OUTSIDE_WINDOW,
     AppendEntries,
     Conflict,
     EntriesPurged,
+    Heartbeat,
     Matched,
     PurgeLog,
     Rejected,
@@ -234,6 +236,69 @@ def test_heartbeat_ends_a_back_off_and_waits_behind_nothing_else():
         Replicate(2, 3, lid(1, 1), 2, 3, lid(1, 1)),
         Replicate(3, 2, lid(1, 2), 3, 3, lid(1, 1)),
     ], "node 2's back-off ends: its probe carries 1-2 again; node 3 pipelines an empty request"
+
+
+def test_a_heartbeat_round_finding_the_probe_window_full_sends_a_heartbeat_beside_it():
+    """A request that timed out is probed again alone (its entries may take longer than the
+    replication deadline again): the heartbeat rounds go beside the full window, after the
+    target's matched entry, take no slot, and their answers keep the leadership."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 1)  # 1-2
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(1, 1), 2, 3, lid(1, 1))]
+    eng.handle_replication_result(Unreachable(2, L1, 1, 2))
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 3, lid(1, 1))], "the probe, alone in the window"
+    eng.handle_tick(100.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], "beside the probe: after what node 2 matched"
+    p = eng.leader.replication[2]
+    assert (p.inflight, p.next_index, p.gen, p.probing) == (1, 3, 2, True), "the window is as it was"
+    eng.handle_tick(120.0)
+    assert eng.take_commands() == [], "one heartbeat a round"
+    eng.handle_replication_progress(2, L1, lid(1, 1), 100.0)
+    assert eng.take_commands() == [] and eng.leader.ack_at[2] == 100.0 and p.inflight == 1
+    eng.handle_tick(150.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))]
+    eng.handle_replication_progress(2, L1, lid(1, 1), 150.0)
+    eng.handle_tick(400.0)  # more than election_timeout_max (300 ms) after the last answer to a Replicate
+    assert eng.leader is not None, "the heartbeats' answers kept the leadership"
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))]
+    eng.handle_replication_result(Matched(2, L1, 2, lid(1, 2), 50.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 2))], "the probe's answer commits 1-2"
+    assert (p.matched, p.inflight, p.probing) == (2, 0, False)
+
+
+def test_a_new_leader_heartbeats_beside_its_first_probe_after_nothing():
+    eng = make_leader(voters={1, 2})
+    eng.take_commands()
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Heartbeat(2, None, None)], "nothing acknowledged yet: prev is None"
+
+
+def test_a_full_window_whose_target_answers_keeps_the_heartbeat_for_a_free_slot():
+    """Under load the window is often full, and the target answers: the round waits for a
+    slot as before (no request beside the window), unless nothing sent within the last half
+    interval was answered."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 9)  # 1-2 .. 1-10
+    assert [c.start for c in eng.take_commands()[1:]] == [2, 4, 6]
+    eng.handle_tick(40.0)
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 3), 40.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 3)), Replicate(2, 1, lid(1, 7), 8, 10, lid(1, 3))]
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [], "node 2 answered a request sent 10 ms ago: no heartbeat beside the window"
+    eng.handle_tick(100.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 3), lid(1, 3))], "nothing answered for 60 ms"
+
+
+def test_a_heartbeats_greater_vote_steps_down_and_its_result_frees_no_slot():
+    eng = make_idle_leader(voters={1, 2, 3}, config=WINDOW)
+    write(eng, 1)
+    eng.take_commands()
+    p = eng.leader.replication[2]
+    eng.handle_replication_result(Matched(2, L1, OUTSIDE_WINDOW, lid(1, 2), 1.0))
+    assert p.inflight == 1 and p.matched == 2, "a result outside the window only moves the match"
+    eng.handle_replication_result(Rejected(2, L1, OUTSIDE_WINDOW, vote(2, 2, True)))
+    assert eng.leader is None and StopReplication() in eng.take_commands()
 
 
 # -- snapshots ----------------------------------------------------------------------------------

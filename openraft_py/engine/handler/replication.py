@@ -21,6 +21,10 @@ feeds back what the runtime reports:
                      (no snapshot yet: back off)
     Rejected         back off; the greater vote may depose us   slot freed
 
+A heartbeat round that finds a target's window full (a probe carrying a large entry that
+outlasts the replication deadline, resent alone) sends a ``Heartbeat`` beside it, after the
+target's matched entry; its answer is an ack (``handle_progress``), never a window result.
+
 Commit rule (thesis 3.6.2, Figure 3.7): the commit candidate is the greatest index held by a
 quorum of every config (``Leader.progress``); it commits only once it reaches this leader's
 own blank entry, so an entry of a previous term is never committed by counting replicas, only
@@ -31,7 +35,7 @@ from the next request (they need it only to apply; the leader answers its client
 from __future__ import annotations
 
 from ...types import BasicNode, LogId, NodeId
-from ..command import Replicate, SendSnapshot, StartReplication
+from ..command import Heartbeat, Replicate, SendSnapshot, StartReplication
 from ..faults import EngineFault
 from ..progress import (
     Conflict,
@@ -102,7 +106,10 @@ class ReplicationHandler(LeadingHandler):
     def send(self) -> None:
         """Plan the requests each target is due: ``Replicate`` while its window has room and
         it lacks entries (or a heartbeat is due), ``SendSnapshot`` when the entries it needs
-        are purged. Called by ``Engine.take_commands``."""
+        are purged; a due heartbeat that finds the window full (not by a snapshot transfer)
+        goes beside it (``Heartbeat``), unless the target answered a request sent within the
+        last half heartbeat interval (under load it keeps waiting for a slot, as before).
+        Called by ``Engine.take_commands``."""
         leader = self.leader
         leader.send_due = False
         st = self.state
@@ -113,6 +120,8 @@ class ReplicationHandler(LeadingHandler):
         cfg = self.eng.config
         max_inflight = cfg.max_inflight_requests
         max_entries = cfg.max_payload_entries
+        now = self.eng.now
+        stale = cfg.heartbeat_interval / 2
         out = self.output
         for target, p in leader.replication.items():
             if p.snapshotting or p.backoff_until is not None:
@@ -140,6 +149,14 @@ class ReplicationHandler(LeadingHandler):
                 p.heartbeat_due = False
                 p.inflight += 1
                 out.append(Replicate(target, p.gen, st.log_id_at(start - 1), start, end, committed))
+            if p.heartbeat_due and p.inflight >= limit and not p.snapshotting and now - p.acked_at > stale:
+                # The window is full and the target answered nothing sent in the last half
+                # interval: a heartbeat beside the window (``Heartbeat``). A request that
+                # takes longer than the replication deadline (a multi-megabyte entry) is
+                # probed again alone, and the rounds sent nothing until it was answered:
+                # the target's election timer and this leader's check-quorum ran out.
+                p.heartbeat_due = False
+                out.append(Heartbeat(target, st.log_id_at(p.matched), committed))
 
     def expire_backoffs(self, now: float) -> None:
         """The clock reached ``now``: targets whose back-off ended are probed again."""
