@@ -29,8 +29,9 @@ the leader's lease fresh during a long transfer.
 Heartbeats beside the window. Given a ``Heartbeat`` (the engine's heartbeat round found
 the target's window full: a request carrying a multi-megabyte entry that outlasts the
 replication deadline is resent alone and may time out again) the channel sends an
-AppendEntries without entries at once, in a task of its own, outside the turns below (it
-carries no entries, and its ``prev_log_id`` is one the target acknowledged). Its answer is a
+AppendEntries without entries at once (handed to ``submit_append_entries`` when the network
+has it and can take it now, else in a task of its own), outside the turns below (it carries
+no entries, and its ``prev_log_id`` is one the target acknowledged). Its answer is a
 ``Progress`` ack of its send time (with the matching the target gave, at most that
 ``prev_log_id``), a greater vote a ``Rejected`` of generation ``OUTSIDE_WINDOW``; a failure
 reports nothing. It frees no slot of the window and changes no plan.
@@ -460,44 +461,76 @@ class ReplicationCore:
             self.env.spawn(self._send(c, turn), f"append-{self.target}")
 
     def heartbeat(self, c: Heartbeat) -> None:
-        """Send the AppendEntries without entries ``c`` describes now, beside the window (in
-        a task of its own, not in turn: it carries no entries and its ``prev_log_id`` is one
-        the target acknowledged, so it cannot be refused for overtaking a request), bounded
-        as every call of the channel (``_call_append_entries``). See ``_send_heartbeat`` for
-        what its answer reports."""
+        """Send the AppendEntries without entries ``c`` describes now, beside the window, not
+        in turn (it carries no entries and its ``prev_log_id`` is one the target
+        acknowledged, so it cannot be refused for overtaking a request): handed to the
+        network's ``submit_append_entries`` when it can take it now, its answer reported
+        from the callback (for TCP, the connection's read callback: queued for the core
+        before a tick that comes in the same loop pass, as the window's answers are);
+        otherwise in a task of its own, bounded as every call of the channel
+        (``_call_append_entries``). ``_heartbeat_result`` says what the answer reports."""
+        if self.stopped:
+            return
         req = AppendEntriesRequest(self.vote, c.prev, [], c.committed)
-        self.env.spawn(self._send_heartbeat(req), f"heartbeat-{self.target}")
+        env = self.env
+        submit = self._submit
+        if submit is not None:
+            key = self._next_call
+            self._next_call = key + 1
+            submitted = self._submitted
+            submitted[key] = None  # (the answer may come before the call returns)
+            try:
+                handle = submit(req, env.option, partial(self._heartbeat_answered, key, env.now_ms()))
+            except Exception as e:  # noqa: BLE001 - a failed heartbeat: nothing more (see _heartbeat_result)
+                submitted.pop(key, None)
+                log.debug("replication %s->%s: heartbeat failed: %r", env.node_id, self.target, e)
+                return
+            if handle is not None:
+                if key in submitted:
+                    submitted[key] = handle
+                return
+            submitted.pop(key, None)  # not connected: the task connects first
+        env.spawn(self._send_heartbeat(req), f"heartbeat-{self.target}")
+
+    def _heartbeat_answered(self, key: int, sent_at: float, result: AppendEntriesResponse | Exception) -> None:
+        """The answer to heartbeat ``key`` handed over by ``heartbeat``, sent at
+        ``sent_at``."""
+        self._submitted.pop(key, None)
+        self._heartbeat_result(sent_at, result)
 
     async def _send_heartbeat(self, req: AppendEntriesRequest) -> None:
-        """Send the heartbeat ``req`` and report its answer: a success as a ``Progress`` ack
-        of its send time, with its matching (the part of ``prev_log_id`` durable on the
-        target: never more than the leader knows it holds), a greater vote as a ``Rejected``
-        of generation ``OUTSIDE_WINDOW`` (no slot is freed), any other refusal as a
-        ``Progress`` ack without a matching (the target follows this leader; what it lost
-        is the window's requests' to find). A failure is logged at DEBUG and not reported:
-        the window's own requests report the target's state, and the next round sends
-        another heartbeat."""
+        """Send the heartbeat ``req`` through ``append_entries`` and report its answer."""
         if self.stopped:
             return
-        env = self.env
-        target = self.target
-        sent_at = env.now_ms()
+        sent_at = self.env.now_ms()
         try:
-            resp = await self._call_append_entries(req)
-        except Exception as e:  # noqa: BLE001 - any failure: the heartbeat is lost, nothing more
-            log.debug("replication %s->%s: heartbeat failed: %r", env.node_id, target, e)
-            return
+            resp: AppendEntriesResponse | Exception = await self._call_append_entries(req)
+        except Exception as e:  # noqa: BLE001 - any failure: see _heartbeat_result
+            resp = e
+        self._heartbeat_result(sent_at, resp)
+
+    def _heartbeat_result(self, sent_at: float, result: object) -> None:
+        """Report the answer ``result`` to a heartbeat sent at ``sent_at``: a success as a
+        ``Progress`` ack of its send time, with its matching (the part of ``prev_log_id``
+        durable on the target: never more than the leader knows it holds), a greater vote
+        as a ``Rejected`` of generation ``OUTSIDE_WINDOW`` (no slot is freed), any other
+        refusal as a ``Progress`` ack without a matching (the target follows this leader;
+        what it lost is the window's requests' to find). A failure (an exception, or not a
+        response) is logged at DEBUG and not reported: the window's own requests report
+        the target's state, and the next round sends another heartbeat. Nothing once the
+        channel stopped."""
         if self.stopped:
             return
-        if not isinstance(resp, AppendEntriesResponse):
-            log.debug("replication %s->%s: heartbeat failed: %s", env.node_id, target,
-                      _not_a_response(resp, AppendEntriesResponse))
+        target = self.target
+        if not isinstance(result, AppendEntriesResponse):
+            err = result if isinstance(result, Exception) else _not_a_response(result, AppendEntriesResponse)
+            log.debug("replication %s->%s: heartbeat failed: %r", self.env.node_id, target, err)
             return
         vote = self.vote
-        if resp.success:
-            self._report(Progress(target, vote, resp.matching, sent_at, resp.matching is not None))
-        elif resp.vote != vote and not vote.is_ge(resp.vote):
-            self._report(Rejected(target, vote, OUTSIDE_WINDOW, resp.vote))
+        if result.success:
+            self._report(Progress(target, vote, result.matching, sent_at, result.matching is not None))
+        elif result.vote != vote and not vote.is_ge(result.vote):
+            self._report(Rejected(target, vote, OUTSIDE_WINDOW, result.vote))
         else:
             self._report(Progress(target, vote, None, sent_at, False))
 

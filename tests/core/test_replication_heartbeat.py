@@ -1,5 +1,6 @@
 """``ReplicationCore.heartbeat``: the engine's ``Heartbeat`` (a round that found the target's
-window full) goes out at once, beside a request still unanswered, and its answer is an ack:
+window full) goes out at once, beside a request still unanswered (through the network's
+``submit_append_entries`` when it can take it now, else in a task), and its answer is an ack:
 a ``Progress`` of its send time with the matching the target gave (none for a conflict), a
 ``Rejected`` of generation ``OUTSIDE_WINDOW`` for a greater vote; a failure reports nothing,
 and nothing is reported once the channel stopped."""
@@ -17,6 +18,8 @@ from openraft_py.errors import Timeout
 from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, LeaderId, Vote
 
 from .test_replication_budget import L1, Harness, lid
+from .test_replication_submit import SubmittingNetwork
+from .test_replication_submit import harness as submit_harness
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -101,3 +104,35 @@ async def test_a_failed_heartbeat_reports_nothing_nor_does_one_after_stop() -> N
     h.core.stop()
     await asyncio.gather(*h.tasks)
     assert h.notes == []
+
+
+async def test_a_heartbeat_is_handed_to_submit_append_entries_and_answered_from_its_callback() -> None:
+    """Over TCP the answer is reported from the connection's read callback, as the window's
+    are: queued for the core before a tick of the same loop pass is handled. (Awaited in a
+    task, it was reported one loop step later: after a stall of the leader's loop the tick
+    found no recent acknowledgement and the leader stepped down, the answers queued behind
+    it.)"""
+    net = SubmittingNetwork()
+    h = submit_harness([10, 10, 10], net)
+    h.core.heartbeat(Heartbeat(2, lid(1, 1), lid(1, 1)))
+    assert h.tasks == [] and len(net.submitted) == 1
+    req, reply = net.submitted[0]
+    assert (req.entries, req.prev_log_id, req.leader_commit) == ([], lid(1, 1), lid(1, 1))
+    reply(AppendEntriesResponse(L1, True, lid(1, 1)))
+    assert len(h.notes) == 1 and isinstance(h.notes[0], Progress) and h.notes[0].matching == lid(1, 1)
+    assert h.core._submitted == {}
+    h.core.heartbeat(Heartbeat(2, lid(1, 1), lid(1, 1)))
+    h.core.stop()
+    assert net.handles[1].cancelled, "stop() withdraws a heartbeat in flight"
+    net.submitted[1][1](AppendEntriesResponse(L1, True, lid(1, 1)))
+    assert len(h.notes) == 1, "nothing reported once stopped"
+
+
+async def test_a_heartbeat_the_network_cannot_take_now_goes_in_a_task() -> None:
+    net = SubmittingNetwork()
+    net.take = False  # not connected: the task's append_entries connects first
+    h = submit_harness([10, 10, 10], net)
+    h.core.heartbeat(Heartbeat(2, None, None))
+    await h.wait_notes(1)
+    assert len(net.sent) == 1 and len(h.tasks) == 1
+    assert isinstance(h.notes[0], Progress) and h.notes[0].matching is None
