@@ -121,8 +121,12 @@ def test_lease_reads_stay_linearizable_at_the_bound(seed: int) -> None:
     assert r.stats["reads_after_write"] == 0, r.stats
 
 
+# Seeds whose runs serve many reads (17 to 106 each): seeds 4 and 5 served 3 and 1 in a
+# whole run (the reads before each cut fall in a random fraction of one heartbeat interval
+# of a leader whose clock runs at 0.11), and seed 5 none once the heartbeats sent beside a
+# full replication window moved its timing: too few to say the run was not vacuous.
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", [0, 3, 6, 8, 9, 10])
 def test_read_index_reads_stay_linearizable_at_any_skew(seed: int) -> None:
     """ReadIndex assumes nothing about clocks: at eight times the bound too, the cut-off
     leader serves no read begun after the cut, and the history is linearizable."""
