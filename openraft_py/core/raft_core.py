@@ -70,6 +70,7 @@ from ..types import (
     Normal,
     RPCOption,
     ServerState,
+    SnapshotMeta,
     StoredMembership,
     TransferLeaderRequest,
     VoteRequest,
@@ -471,8 +472,10 @@ class RaftCore:
             eng.handle_applied(n.log_id)
             self._maybe_evict_cache()
         elif t is SnapshotBuilt:
+            self._log_snapshot("built", n.meta)
             eng.handle_snapshot_built(n.meta)
         elif t is SnapshotInstalled:
+            self._log_snapshot("installed the leader's", n.meta)
             eng.handle_snapshot_installed(n.meta, n.tx)
         elif t is SnapshotRefused:
             self.snapshots.refused(n)
@@ -1013,6 +1016,17 @@ class RaftCore:
             log.warning("node %s: the membership at log index %s does not name this node: it was removed from the "
                         "cluster, and gets nothing more from the leader unless a later entry adds it again (stop it, "
                         "or add it again as a learner)", self.id, stored.log_id.index)
+
+    def _log_snapshot(self, what: str, meta: SnapshotMeta | None) -> None:
+        """Say at INFO that this node built a snapshot, or installed one its leader sent
+        (``what``), with its id and the last log index it covers: a line of the operator's
+        timeline (a build, then the log purged up to it; a follower that fell behind the
+        purged log caught up by a snapshot). Neither was logged above DEBUG. One line per
+        snapshot, not per write."""
+        if meta is None or meta.last_log_id is None:
+            return
+        log.info("node %s: %s snapshot %s (up to log index %s, term %s)", self.id, what, meta.snapshot_id,
+                 meta.last_log_id.index, meta.last_log_id.term)
 
     def _forget_clients(self, targets: Container[NodeId]) -> None:
         """Drop the network client of every node not in ``targets`` (the leader's: every
