@@ -80,6 +80,7 @@ import json
 import logging
 import os
 import resource
+import time
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable
@@ -120,6 +121,69 @@ __all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_
 log = logging.getLogger(__name__)
 
 
+class _ClientMistakeLog:
+    """Bounds the lines logged one per request that failed on the client's side (a
+    malformed request, a body cut short or too slow) or was answered 503 by a stopped node:
+    each was one INFO line per request, so a client storm at the default level (a broken
+    client in a loop, a scanner) wrote a line per request, about 2,000 a second (24 MB a
+    minute) from one client on loopback.
+
+    Per ``kind`` of line, in windows of ``every`` seconds starting at the first such
+    request: the first ``burst`` are logged as they come, the others counted; when the
+    window is over (at the next such request, or at the next sweep of ``IdleConnections``,
+    so also once the storm ended) one INFO line says how many more there were and quotes the
+    last of them. So a storm that lasts is at most ``burst + 1`` lines a minute per kind,
+    and its end is said. Kept per process (as ``SERVER_LOG``, whose filter uses it): the
+    nodes a process runs share it. The clock is ``time.monotonic``."""
+
+    def __init__(self, logger: logging.Logger, every: float = 60.0, burst: int = 5) -> None:
+        self.log = logger
+        self.every = every
+        """Seconds of one window."""
+        self.burst = burst
+        """Lines of each kind logged as they come in one window."""
+        # kind -> [window start, lines logged, lines not logged, the last line not logged]
+        self._windows: dict[str, list[Any]] = {}
+
+    def allow(self, kind: str, message: str) -> bool:
+        """Whether to log ``message``, a line of ``kind`` (``"malformed HTTP requests"``):
+        ``False`` counts it instead (see the class docstring)."""
+        now = time.monotonic()
+        w = self._windows.get(kind)
+        if w is not None and now - w[0] >= self.every:
+            self._end(kind, now)
+            w = None
+        if w is None:
+            w = self._windows[kind] = [now, 0, 0, ""]
+        if w[1] < self.burst:
+            w[1] += 1
+            return True
+        w[2] += 1
+        w[3] = message
+        return False
+
+    def flush(self) -> None:
+        """End each window that is over, saying what it did not log (``IdleConnections``
+        calls it at each sweep)."""
+        now = time.monotonic()
+        for kind in [k for k, w in self._windows.items() if now - w[0] >= self.every]:
+            self._end(kind, now)
+
+    def reset(self) -> None:
+        """Forget every window, logging nothing (for tests)."""
+        self._windows.clear()
+
+    def _end(self, kind: str, now: float) -> None:
+        start, _logged, skipped, last = self._windows.pop(kind)
+        if skipped:
+            self.log.info("%d more %s in %.1fs were not logged (the first %d of each kind are, every %gs); "
+                          "the last: %s", skipped, kind, now - start, self.burst, self.every, last)
+
+
+_CLIENT_MISTAKES = _ClientMistakeLog(log)
+"""The HTTP API's one ``_ClientMistakeLog``."""
+
+
 class _MalformedHttpInOneLine(logging.Filter):
     """Logs a request aiohttp's parser refused as the client's mistake it is: one line at
     INFO (or the record's own lower level), not an ERROR with aiohttp's traceback. Records
@@ -145,7 +209,9 @@ class _MalformedHttpInOneLine(logging.Filter):
         record.exc_info = record.exc_text = record.stack_info = None
         record.levelno = min(record.levelno, logging.INFO)
         record.levelname = logging.getLevelName(record.levelno)
-        return self._logger.isEnabledFor(record.levelno)  # (the logger let it through as an ERROR)
+        if not self._logger.isEnabledFor(record.levelno):  # (the logger let it through as an ERROR)
+            return False
+        return _CLIENT_MISTAKES.allow("malformed HTTP requests", record.getMessage())
 
 
 SERVER_LOG = logging.getLogger(f"{__name__}.server")
@@ -227,6 +293,7 @@ class IdleConnections:
     def _tick(self) -> None:
         self._timer = None
         try:
+            _CLIENT_MISTAKES.flush()
             self.sweep()
         finally:
             if self._timer is None:
@@ -626,11 +693,18 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
 
+def _client_mistake(kind: str, fmt: str, *args: object) -> None:
+    """Log one request's line of ``kind`` at INFO, within ``_CLIENT_MISTAKES``' bounds."""
+    if log.isEnabledFor(logging.INFO) and _CLIENT_MISTAKES.allow(kind, fmt % args):
+        log.info(fmt, *args)
+
+
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
     if isinstance(e, BodyTimeout):  # the client's failure: logged at INFO, the connection closed
-        log.info("%s %s: %s", request.method, request.path, e)
+        _client_mistake("requests whose body did not arrive in time", "%s %s: %s (client %s)", request.method,
+                        request.path, e, request.remote)
         resp = _error(408, str(e))
         resp.force_close()  # the rest of the body may still come: this connection is done
         return resp
@@ -639,7 +713,8 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         # malformed, a bad chunk): nothing was done, and it is the client's failure, not the
         # service's (not logged as an error).
         why = e.message if isinstance(e, HttpProcessingError) else str(e)
-        log.info("%s %s: the request body could not be read: %r", request.method, request.path, e)
+        _client_mistake("requests whose body could not be read", "%s %s: the request body could not be read: %r "
+                        "(client %s)", request.method, request.path, e, request.remote)
         return _error(400, f"the request body could not be read: {why}")
     if isinstance(e, ForwardToLeader):
         return _forward(node, request, e)
@@ -653,13 +728,14 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _error(400, f"{type(e).__name__}: {e}")
     if isinstance(e, Fatal):
         if isinstance(e, Stopped) and not node.accepting:  # stopped as asked (a signal): no failure
-            log.info("%s %s: the node has stopped (asked to): %r", request.method, request.path, e)
+            _client_mistake("requests answered 503 by the stopping node", "%s %s: the node has stopped (asked to): %r",
+                            request.method, request.path, e)
         elif node.stopped_on_its_own():
             # The core logged why, once, at ERROR ("node 1 stopped: ..."): each request
             # answered meanwhile repeated the whole error at ERROR (a leader whose disk
             # filled: one line per write in flight).
-            log.info("%s %s: answered 503, the node has stopped on its own: %s", request.method, request.path,
-                     type(e).__name__)
+            _client_mistake("requests answered 503 by the stopped node", "%s %s: answered 503, the node has stopped on "
+                            "its own: %s", request.method, request.path, type(e).__name__)
         else:
             log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
         if request.method != "GET":

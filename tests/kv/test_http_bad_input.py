@@ -19,7 +19,7 @@ import pytest
 from openraft_py.kv import http_api
 from openraft_py.types import Blank
 
-from .kv_helpers import KvCluster, url
+from .kv_helpers import KvCluster, until_true, url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -613,3 +613,55 @@ def test_connection_limits_count_the_descriptors_the_node_holds() -> None:
     assert http_api.connection_limits(soft - http_api.FILES_RESERVE - 4) == (2, 8)
     assert http_api.connection_limits(soft) == (1, 8)
     assert http_api.open_descriptors() is None or http_api.open_descriptors() > 3  # type: ignore[operator]
+
+
+async def test_a_storm_of_bad_requests_is_logged_in_a_bounded_number_of_lines(
+    cluster: KvCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that keeps sending malformed requests, or bodies it cuts short, is logged a
+    bounded number of times: the first ``burst`` of each kind in a window, then one line
+    saying how many more there were once the window is over (said by the idle-connection
+    sweep when nothing more comes). Each request was one INFO line: about 2,000 lines a
+    second from one client on loopback, at serve's default level."""
+    mistakes = http_api._ClientMistakeLog(http_api.log, every=60.0, burst=3)
+    monkeypatch.setattr(http_api, "_CLIENT_MISTAKES", mistakes)
+    caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
+    leader = await cluster.wait_leader()
+    host, port = leader.opts.http_addr.rsplit(":", 1)
+    junk, why = MALFORMED_HTTP[1]
+    cut = b"PUT /kv/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+    for _ in range(40):
+        for data in (junk, cut):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(data)
+                await writer.drain()
+                if data is junk:
+                    await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    await until_true("the cut bodies' lines", lambda: len(lines("the request body could not be read")) >= 3)
+    assert len(lines("not a well-formed HTTP request")) == 3, lines("not a well-formed")
+    assert len(lines("the request body could not be read")) == 3, lines("could not be read")
+    assert all("(client 127." in line for line in lines("the request body could not be read"))
+    # The windows end (shortened now: the storm, however slow, was in one); the sweep says
+    # what they left out, once each.
+    mistakes.every = 0.1
+    conns = leader.http_conns
+    assert conns is not None
+    conns.close()
+    conns.timeout = 0.2
+    conns.start()
+    await until_true("the two summary lines", lambda: len(lines("were not logged")) == 2, timeout=10)
+    [malformed] = lines("more malformed HTTP requests in")
+    assert malformed.startswith("37 more malformed HTTP requests in "), malformed
+    assert why in malformed, malformed
+    [cut_short] = lines("more requests whose body could not be read in")
+    assert cut_short.startswith("37 more requests whose body could not be read in "), cut_short
+    noisy = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info]
+    assert not noisy, [(r.name, r.levelname, r.getMessage()) for r in noisy]
