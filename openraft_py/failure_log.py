@@ -17,6 +17,13 @@ connections from one host). ``failed(now, kind, detail)`` is called at every fai
   ended before its WARNING (a single lost request) logs nothing. A failure more than
   ``every`` seconds after the last one starts a streak of its own (nothing may succeed to
   end one: a peer host refused once, then again days later).
+- A thing that flaps (a peer in a crash loop: down, up a few seconds, down again): a streak
+  that starts less than ``every`` seconds after the last INFO "recovered" is a relapse, and
+  its WARNING waits until it has gone on for ``FLAP_HOLD`` seconds (at most ``every``, at
+  least ``after``); one that ends sooner logs nothing but is counted, and the next WARNING
+  says how many there were. So a peer restarting every 2 seconds is two lines per ``every``
+  seconds, not two per restart (it was 60 a minute), and one that then stays down is said
+  within ``FLAP_HOLD`` seconds.
 
 ``now`` is the caller's clock in seconds (the node's ``Clock``, so the simulator's virtual
 time works too). Nothing here reads a clock or allocates on ``cleared`` while nothing
@@ -27,10 +34,14 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["FailureLog", "REPEAT_EVERY"]
+__all__ = ["FailureLog", "REPEAT_EVERY", "FLAP_HOLD"]
 
 REPEAT_EVERY = 300.0
 """Seconds between two WARNINGs of one failure that goes on unchanged."""
+
+FLAP_HOLD = 30.0
+"""Seconds a relapse (a streak starting less than ``every`` seconds after the last
+recovery logged) goes on before its WARNING."""
 
 
 class FailureLog:
@@ -38,7 +49,7 @@ class FailureLog:
     every line (who fails: ``"node 1: replication to node 3"``)."""
 
     __slots__ = ("log", "subject", "after", "every", "unit", "failing", "since", "last", "count", "warned_at",
-                 "warned_kind", "warned_count")
+                 "warned_kind", "warned_count", "recovered_at", "relapse", "unlogged")
 
     def __init__(self, logger: logging.Logger, subject: str, *, after: float = 0.0, every: float = REPEAT_EVERY,
                  unit: str = "failure") -> None:
@@ -56,6 +67,9 @@ class FailureLog:
         self.warned_at: float | None = None  # the streak's last WARNING, if any
         self.warned_kind = ""
         self.warned_count = 0  # ``count`` at that WARNING
+        self.recovered_at: float | None = None  # the last INFO "recovered", if any
+        self.relapse = False  # whether this streak started within ``every`` of that INFO
+        self.unlogged = 0  # relapses ended unlogged since the last WARNING
 
     def failed(self, now: float, kind: str, detail: str) -> None:
         """One failure at ``now``: ``kind`` names what failed (compared with the one logged
@@ -68,14 +82,21 @@ class FailureLog:
             self.since = now
             self.count = 0
             self.warned_at = None
+            self.relapse = self.recovered_at is not None and now - self.recovered_at < self.every
         self.last = now
         self.count += 1
         warned = self.warned_at
         if warned is None:
-            if now - self.since < self.after:
+            hold = max(self.after, min(FLAP_HOLD, self.every)) if self.relapse else self.after
+            if now - self.since < hold:
                 return
-            self.log.warning("%s: %s (%s; logged again every %gs while it goes on, and once it recovers)",
-                             self.subject, detail, self._streak(now), self.every)
+            flaps = ""
+            if self.unlogged:
+                n = self.unlogged
+                flaps = f"; it recovered and failed again {n} more time{'s' if n != 1 else ''} since the last report"
+            self.unlogged = 0
+            self.log.warning("%s: %s (%s%s; logged again every %gs while it goes on, and once it recovers)",
+                             self.subject, detail, self._streak(now), flaps, self.every)
         elif kind != self.warned_kind:
             self.log.warning("%s: now %s (%s)", self.subject, detail, self._streak(now))
         elif now - warned >= self.every:
@@ -94,9 +115,12 @@ class FailureLog:
             return False
         self.failing = False
         if self.warned_at is None:
+            if self.relapse:
+                self.unlogged += 1
             return False
         self.log.info("%s: %s (%s)", self.subject, what, self._streak(now))
         self.warned_at = None
+        self.recovered_at = now
         return True
 
     def _streak(self, now: float) -> str:

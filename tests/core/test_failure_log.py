@@ -73,3 +73,29 @@ def test_a_failure_a_period_after_the_last_starts_a_streak_of_its_own(caplog: py
         "node 1: replication to node 2: refused: node 4 is not in the membership (1 refusal in 0.0s; logged again "
         "every 60s while it goes on, and once it recovers)",
     ] * 2
+
+
+def test_a_flapping_peer_is_two_lines_per_period_and_one_that_stays_down_is_said_within_the_hold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer in a crash loop (down 1 s, up 1 s, for 10 minutes) made a WARNING and an INFO
+    per restart, 600 lines; a relapse within ``every`` of the last recovery logged now waits
+    ``FLAP_HOLD`` before its WARNING, and the next WARNING counts the relapses not logged."""
+    f = _log(caplog, after=0.3, every=300.0)
+    t = 0.0
+    while t < 600.0:
+        for k in range(10):  # down for 1 s: a failure every 0.1 s
+            f.failed(t + k * 0.1, "Unreachable", "Unreachable: connect to h:1 failed")
+        f.cleared(t + 1.0)  # up again for 1 s
+        t += 2.0
+    lines = _lines(caplog)
+    assert [lvl for lvl, _ in lines] == ["WARNING", "INFO", "WARNING", "INFO"], lines
+    assert "it recovered and failed again 150 more times since the last report" in lines[2][1], lines[2]
+    # Then it stays down: said once the relapse has gone on for FLAP_HOLD (30 s).
+    t += 1.0
+    f.failed(t, "Unreachable", "Unreachable: connect to h:1 failed")
+    f.failed(t + 29.0, "Unreachable", "Unreachable: connect to h:1 failed")
+    assert len(_lines(caplog)) == 4
+    f.failed(t + 30.0, "Unreachable", "Unreachable: connect to h:1 failed")
+    assert [lvl for lvl, _ in _lines(caplog)] == ["WARNING", "INFO", "WARNING", "INFO", "WARNING"]
+    assert "3 failures in 30.0s; it recovered and failed again 148 more times" in _lines(caplog)[4][1]
