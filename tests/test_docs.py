@@ -279,6 +279,7 @@ NOT_IN_REFERENCE: dict[str, str] = {
     "openraft_py.kv.rocks_snapshot": _SERVICE,
     "openraft_py.kv.rocks_state_machine": _SERVICE,
     "openraft_py.kv.server": _SERVICE,
+    "openraft_py.kv.tls_reload": _SERVICE,
     "openraft_py.network.accept_errors": "the TCP server's accept-error logging",
     "openraft_py.network.wire": "the TCP transport's wire format (docs/design/wire.md, DESIGN §7)",
     "openraft_py.storage.rocks.ackmark": _ROCKS,

@@ -62,6 +62,7 @@ __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTE
 
 if TYPE_CHECKING:
     from .http_api import IdleConnections
+    from .tls_reload import TlsReloader
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,17 @@ class NotFound(Exception):
     """The request names a member the cluster does not have (answered 404); nothing was done."""
 
 
+TLS_RELOAD_INTERVAL = 60.0
+"""Seconds between two looks at the TLS files by default (``--tls-reload-interval``;
+``tls_reload``); 0 turns the watch off."""
+
+MIN_TLS_RELOAD_INTERVAL = 0.1
+"""The least interval other than 0 (each look ``stat``s the two or three files)."""
+
+MAX_TLS_RELOAD_INTERVAL = 86400.0
+"""The largest interval (a day): a renewal is to be taken well before the certificate expires."""
+
+
 class ServeOptions(msgspec.Struct, kw_only=True):
     """What one ``serve`` process runs (the §8 flags of ``openraft-py serve``).
 
@@ -107,7 +119,9 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     ``learner_timeout``: seconds ``POST /cluster/learners`` waits for the learner to catch up;
     ``tls_bind_node_ids``: with mutual TLS, a peer's certificate must name the node id it
     speaks as, in a subjectAltName URI ``openraft://<cluster_name>/<id>`` (both directions;
-    ``openraft_py.network.tcp.node_id_from_cert``); ``log_format`` / ``log_level``: see ``logs``."""
+    ``openraft_py.network.tcp.node_id_from_cert``); ``tls_reload_interval``: seconds between
+    two looks at the TLS files for a renewed certificate, loaded without a restart
+    (``tls_reload``; 0: never, the files are read at start only); ``log_format`` / ``log_level``: see ``logs``."""
 
     id: int
     raft_addr: str
@@ -118,6 +132,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_bind_node_ids: bool = False
+    tls_reload_interval: float = TLS_RELOAD_INTERVAL
     raft_config: dict[str, Any] = {}
     max_body: int = 1024 * 1024
     learner_timeout: float = 60.0
@@ -160,6 +175,11 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                                  "each TLS file more than once; give a file")
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{flag}: no such file: {path!r}")
+        interval = self.tls_reload_interval
+        if type(interval) not in (int, float) or not (
+                interval == 0 or MIN_TLS_RELOAD_INTERVAL <= interval <= MAX_TLS_RELOAD_INTERVAL):
+            raise ValueError(f"--tls-reload-interval must be 0 (off) or from {MIN_TLS_RELOAD_INTERVAL:g} to "
+                             f"{MAX_TLS_RELOAD_INTERVAL:g} seconds, got {interval!r}")
         if self.max_body < 1024:
             raise ValueError(f"--max-body must be at least 1024 bytes, got {self.max_body}")
         if not self.learner_timeout > 0:
@@ -211,8 +231,9 @@ def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> by
     return data
 
 
-def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
-    """``ValueError`` unless the node's certificate would be taken by a peer configured as it
+def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> dict[str, Any]:
+    """The node's certificate as ``SSLSocket.getpeercert()`` shows it (``serialNumber``,
+    ``notAfter`` ...); ``ValueError`` unless the node's certificate would be taken by a peer configured as it
     is: verified as a server certificate against ``--tls-ca`` (else the system's CAs, as
     clients verify servers then) and, with ``--tls-ca``, as a client certificate by
     ``server`` (mutual TLS); with ``--tls-bind-node-ids`` it must name this node of this
@@ -239,14 +260,15 @@ def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> None:
         raise ValueError(f"--tls-cert {opts.tls_cert!r}: peers would refuse this certificate: {why} "
                          f"(verified as a {role} certificate against {trust})") from None
     _warn_unless_named(opts, probe, server)
+    cert: dict[str, Any] = dict(client.getpeercert() or {})  # (verified above: never empty here)
     if opts.tls_bind_node_ids:
-        cert = client.getpeercert() or {}  # (verified above: never None here)
         named = node_id_from_cert(opts.cluster_name)(cert)
         if named != opts.id:
             uri = node_uri(opts.cluster_name, opts.id)
             has = f"names node {named}" if named is not None else f"names no node id of cluster {opts.cluster_name!r}"
             raise ValueError(f"--tls-cert {opts.tls_cert!r} {has}, and --tls-bind-node-ids needs it to name "
                              f"node {opts.id}: a subjectAltName URI:{uri}")
+    return cert
 
 
 def _warn_unless_named(opts: ServeOptions, probe: ssl.SSLContext, server: ssl.SSLContext) -> None:
@@ -283,6 +305,15 @@ def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLCont
     certificate's, and a certificate its peers would refuse (``_check_own_certificate``)."""
     if opts.tls_cert is None or opts.tls_key is None:
         return None, None
+    server, client, _cert = checked_tls_contexts(opts)
+    return server, client
+
+
+def checked_tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext, ssl.SSLContext, dict[str, Any]]:
+    """``tls_contexts`` of options with ``tls_cert`` and ``tls_key``, and the node's
+    certificate as a peer sees it (``getpeercert()``: ``serialNumber``, ``notAfter`` ...).
+    Blocking: it reads the files and parses the key (``tls_reload`` runs it in a thread)."""
+    assert opts.tls_cert is not None and opts.tls_key is not None
     _pem_file("--tls-cert", opts.tls_cert, (b"-----BEGIN CERTIFICATE-----",), "certificate")
     key = _pem_file("--tls-key", opts.tls_key, (b"PRIVATE KEY-----",), "private key")
     if opts.tls_ca is not None:
@@ -311,8 +342,8 @@ def tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext | None, ssl.SSLCont
             server.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as e:
         raise ValueError(f"--tls-ca {opts.tls_ca!r}: cannot load it: {e}") from None
-    _check_own_certificate(opts, server)
-    return server, client
+    cert = _check_own_certificate(opts, server)
+    return server, client, cert
 
 
 def _listen_error(flag: str, addr: str, e: OSError) -> OSError:
@@ -372,6 +403,9 @@ class KvNode:
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
         """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
+        self.tls_reloader: TlsReloader | None = None
+        """Watches the TLS files for a renewal (``tls_reload``); set by ``start()`` with TLS
+        and a ``tls_reload_interval`` other than 0."""
         self.http_conns: IdleConnections | None = None
         """Closes the HTTP connections that send no request (``http_api.IdleConnections``);
         set by ``start()``."""
@@ -441,7 +475,13 @@ class KvNode:
             # it votes (``rejoin``); the record of it is written before the node answers anything.
             guard = self.catch_up = await asyncio.to_thread(CatchUpGuard.load, data, o.id, not recorded and not adopted)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
-            server_ctx, client_ctx = tls_contexts(o)
+            server_ctx = client_ctx = None
+            server_cert: dict[str, Any] = {}
+            if o.tls_cert is not None:
+                from .tls_reload import tls_file_stats
+
+                tls_stats = tls_file_stats(o)  # (before the files are read: a change while starting is seen)
+                server_ctx, client_ctx, server_cert = checked_tls_contexts(o)
             self.log_store = await RocksLogStore.open(data / LOG_DIR)
             self.sm = await KvStateMachine.open(data / SM_DIR)
             # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
@@ -473,6 +513,12 @@ class KvNode:
             except OSError as e:
                 raise _listen_error("--raft-addr", o.raft_addr, e) from None
             self.raft_port = self.tcp_server.port
+            if server_ctx is not None and client_ctx is not None and o.tls_reload_interval > 0:
+                from .tls_reload import TlsReloader
+
+                self.tls_reloader = TlsReloader(o, server_ctx, client_ctx, server_cert, o.tls_reload_interval,
+                                                loaded=tls_stats)
+                self.tls_reloader.start()
             from aiohttp import web
 
             app = make_app(self)
@@ -599,6 +645,8 @@ class KvNode:
         previous error", "No space left on device"), and each was another ERROR after it."""
         self.accepting = False
         failed_before = self.stopped_on_its_own()
+        if self.tls_reloader is not None:
+            self.tls_reloader.close()
         if self.http_conns is not None:
             self.http_conns.close()
         http, self._http = self._http, None

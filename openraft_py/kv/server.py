@@ -4,6 +4,7 @@
 
     openraft-py serve --id 1 --raft-addr 127.0.0.1:21001 --http-addr 127.0.0.1:28001 \\
                       --data-dir DIR [--cluster-name NAME] [--tls-cert F --tls-key F --tls-ca F [--tls-bind-node-ids]] \\
+                      [--tls-reload-interval SECONDS] \\
                       [--log-format text|json] [--log-level LEVEL] [--raft-config JSON]
     python -m openraft_py.kv.server ...        # the same, without the console script
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import resource
 import signal
 import sys
@@ -65,6 +67,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--tls-bind-node-ids", action="store_true",
                    help="with --tls-ca: a peer's certificate must name its node id "
                         "(subjectAltName URI openraft://<cluster-name>/<id>)")
+    p.add_argument("--tls-reload-interval", type=_reload_interval, metavar="SECONDS",
+                   help="look at the TLS files every SECONDS (default 60) and load a renewed certificate, key or "
+                        "CA without a restart, once checked as at start; 0: read them at start only")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr; default text)")
     p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged (default INFO)")
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
@@ -77,6 +82,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 
+def _reload_interval(text: str) -> float:
+    """A ``--tls-reload-interval``: 0 (off) or a finite number of seconds (its range is
+    checked by ``ServeOptions.check``)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds (0: off)")
+    return x
+
+
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """``ServeOptions`` from a namespace parsed with ``add_serve_arguments``'s flags;
     ``ValueError`` if they are not usable (bad address, TLS flags not paired ...)."""
@@ -85,8 +102,11 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             id=args.id, raft_addr=args.raft_addr, http_addr=args.http_addr, data_dir=args.data_dir,
             cluster_name=args.cluster_name, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
             tls_bind_node_ids=args.tls_bind_node_ids,
+            **({} if args.tls_reload_interval is None else {"tls_reload_interval": args.tls_reload_interval}),
             raft_config=args.raft_config or {}, max_body=args.max_body,
             log_format=args.log_format, log_level=args.log_level)
+        if args.tls_reload_interval is not None and args.tls_cert is None:
+            raise ValueError("--tls-reload-interval needs --tls-cert and --tls-key (it watches their files)")
         opts.check()
         from ..config import Config
         from ..errors import ConfigError
@@ -124,8 +144,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """The signals after which ``serve`` stops gracefully. SIGHUP (the terminal ``serve`` runs
-in was closed, or a ``kill -HUP`` meant as a reload: ``serve`` has none, its TLS files are
-read at start) is one of them: by default it ended the process at once, logging nothing,
+in was closed, or a ``kill -HUP`` meant as a reload: ``serve`` has none, it watches its TLS
+files instead: ``--tls-reload-interval``) is one of them: by default it ended the process at once, logging nothing,
 with the stores not closed and the requests in flight cut off, their outcome unknown. A
 SIGHUP ignored when ``serve`` started (``nohup openraft-py serve ...``) stays ignored."""
 

@@ -1,0 +1,220 @@
+"""Renewing a node's TLS certificate without a restart (``serve --tls-reload-interval``).
+
+A ``TlsReloader`` watches the files of ``--tls-cert``, ``--tls-key`` and ``--tls-ca``: every
+``interval`` seconds it compares each file's modification time, size and inode (``os.stat``,
+which follows symlinks: a Kubernetes secret volume swapping its ``..data`` link counts) with
+those of the set the node loaded. A changed set is taken once it has stayed the same for one
+interval (a CA agent writing the certificate, then the key, is not caught between the two):
+
+1. in a thread, the files are read once and copied into a private temporary directory, and
+   the copies are checked as ``serve`` checks its files at start
+   (``node.checked_tls_contexts``: PEM contents, the key is the certificate's, the
+   certificate is valid now and signed by the CA, the node-id binding with
+   ``--tls-bind-node-ids``);
+2. only then, on the event loop, the copies are loaded into the node's live contexts (the
+   raft port's server and client ``SSLContext``s, shared with ``TcpServer`` and
+   ``TcpNetworkFactory``): ``load_cert_chain`` for the certificate and key, and
+   ``load_verify_locations`` for a changed CA file. Loaded on the loop, not in a thread: an
+   ``SSLContext`` is not to be changed while another thread starts a handshake with it, and
+   loading a checked file takes about a millisecond. Loaded from the checked copies, not the
+   files: a file rewritten between the check and the load could not put an unchecked
+   certificate (or a key of another) in place.
+
+New TLS handshakes then present the new certificate (connections open already keep the one
+they began with). A CA added to the ``--tls-ca`` file is trusted from then on; a CA removed
+from it stays trusted until the node restarts (OpenSSL adds to a context's trust store, it
+never removes from it).
+
+A refused set keeps the node on its current certificate and logs one WARNING naming the file
+and the reason, once per change of the files (not every interval); it is checked again at each
+look, so a certificate refused as not yet valid (a CA whose clock runs ahead) is taken once it
+is. A taken one logs INFO with the new certificate's serial number and expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+from typing import Any
+
+from ..network.tcp import parse_addr
+from .node import MAX_TLS_FILE, ServeOptions, checked_tls_contexts
+
+__all__ = ["TlsReloader", "tls_file_stats"]
+
+log = logging.getLogger(__name__)
+
+_Stat = tuple[int, int, int] | None
+"""A file's (modification time in ns, size, inode), ``None`` if it cannot be ``stat``-ed."""
+
+
+def _stat(path: str) -> _Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def tls_file_stats(opts: ServeOptions) -> tuple[_Stat, ...]:
+    """The stats of ``opts``' ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` files (the last
+    if given): what ``TlsReloader`` compares."""
+    paths = (opts.tls_cert, opts.tls_key) + ((opts.tls_ca,) if opts.tls_ca else ())
+    return tuple(_stat(p) for p in paths if p is not None)
+
+
+def describe(cert: dict[str, Any]) -> str:
+    """``serial S, valid until T`` of a certificate as ``getpeercert()`` shows it."""
+    return f"serial {cert.get('serialNumber', '?')}, valid until {cert.get('notAfter', '?')}"
+
+
+class TlsReloader:
+    """Watches ``opts``' TLS files and loads a renewed, checked set into ``server`` and
+    ``client`` (the live contexts ``tls_contexts(opts)`` made); see the module docstring.
+
+    ``current``: the loaded certificate as ``getpeercert()`` shows it. ``start()`` begins
+    watching (in a task), ``close()`` stops it. ``check_now()`` runs one look (the task's
+    step; tests call it)."""
+
+    def __init__(self, opts: ServeOptions, server: ssl.SSLContext, client: ssl.SSLContext,
+                 current: dict[str, Any], interval: float, loaded: tuple[_Stat, ...] | None = None) -> None:
+        assert opts.tls_cert is not None and opts.tls_key is not None
+        if not interval > 0:
+            raise ValueError(f"the TLS reload interval must be positive, got {interval!r}")
+        self.opts = opts
+        self.server = server
+        self.client = client
+        self.current = current
+        self.interval = interval
+        self.paths: tuple[str, ...] = (opts.tls_cert, opts.tls_key) + ((opts.tls_ca,) if opts.tls_ca else ())
+        self.loaded: tuple[_Stat, ...] = self._stats() if loaded is None else loaded
+        """The files' stats when the loaded set was read: ``loaded`` (``tls_file_stats(opts)``
+        taken before the files were read for ``server`` and ``client``: a change made while
+        the node started is then seen), else taken now."""
+        self._lock = asyncio.Lock()  # one look at a time (the task's, a caller's)
+        self._pending: tuple[_Stat, ...] | None = None  # a change seen, waiting to be stable
+        self._refused: tuple[_Stat, ...] | None = None  # the last set refused (warned once)
+        self._task: asyncio.Task[None] | None = None
+
+    def _stats(self) -> tuple[_Stat, ...]:
+        return tls_file_stats(self.opts)
+
+    def start(self) -> None:
+        """Watch the files every ``interval`` seconds, in a task, until ``close()``."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="tls-reload")
+
+    def close(self) -> None:
+        """Stop watching (the task is cancelled; a check in its thread is left to end)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check_now()
+            except Exception:  # keep watching (a failure to load a checked copy: not expected)
+                log.exception("checking the TLS files for a renewal failed; the node keeps its current certificate")
+
+    async def check_now(self) -> bool:
+        """One look at the files: ``True`` if a renewed set was loaded."""
+        async with self._lock:
+            return await self._look()
+
+    async def _look(self) -> bool:
+        stats = await asyncio.to_thread(self._stats)
+        if stats == self.loaded:
+            self._pending = self._refused = None
+            return False
+        if stats != self._pending:
+            self._pending = stats  # changed since the last look: may be half-written
+            return False
+        # A set refused is checked again at each look (a certificate of a CA whose clock runs
+        # ahead is valid a little later), its WARNING said once.
+        return await self._reload(stats)
+
+    async def _reload(self, stats: tuple[_Stat, ...]) -> bool:
+        o = self.opts
+        scratch = tempfile.mkdtemp(prefix="openraft-py-tls-")  # (mode 0700: the key's copy stays private)
+        try:
+            try:
+                copies, cert = await asyncio.to_thread(self._check_copies, scratch, stats)
+            except _Changed:
+                self._pending = None  # rewritten while read: look again next interval
+                return False
+            except ValueError as e:
+                if stats != self._refused:
+                    self._refused = stats
+                    log.warning("the renewed TLS files are refused: %s; the node keeps presenting its current "
+                                "certificate (%s) and checks the files again every %gs", e, describe(self.current),
+                                self.interval)
+                return False
+            self.server.load_cert_chain(copies[0], copies[1])
+            self.client.load_cert_chain(copies[0], copies[1])
+            ca_changed = o.tls_ca is not None and stats[2] != self.loaded[2]
+            if ca_changed:
+                self.server.load_verify_locations(copies[2])
+                self.client.load_verify_locations(copies[2])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.loaded, self.current = stats, cert
+        self._pending = self._refused = None
+        log.info("renewed TLS certificate loaded from --tls-cert %r: %s; new connections present it (open ones keep "
+                 "theirs)", o.tls_cert, describe(cert))
+        if ca_changed:
+            log.info("--tls-ca %r reloaded: its CAs are trusted from now on (a CA removed from the file stays "
+                     "trusted until the node restarts)", o.tls_ca)
+        return True
+
+    def _check_copies(self, scratch: str, stats: tuple[_Stat, ...]) -> tuple[list[str], dict[str, Any]]:
+        """In a thread: copy the files into ``scratch`` and check the copies as ``serve``
+        checks its files at start; the copies' paths and the certificate. ``_Changed`` if a
+        file changed while it was read, ``ValueError`` (naming the real files) if refused."""
+        copies = []
+        for i, path in enumerate(self.paths):
+            if not os.path.isfile(path):  # (a device would be read without end, a pipe wait for a writer)
+                why = "no such file" if not os.path.exists(path) else "not a regular file"
+                raise ValueError(f"{_FLAGS[i]} {path!r}: {why}")
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(MAX_TLS_FILE + 1)
+            except OSError as e:
+                raise ValueError(f"{_FLAGS[i]} {path!r}: cannot read it: {e.strerror or e}") from None
+            if len(data) > MAX_TLS_FILE:
+                raise ValueError(f"{_FLAGS[i]} {path!r}: larger than {MAX_TLS_FILE} bytes, which no PEM file is")
+            copy = os.path.join(scratch, f"{i}.pem")
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            copies.append(copy)
+        if self._stats() != stats:
+            raise _Changed
+        o = self.opts
+        # The listen address a wildcard: the WARNING of a certificate that does not name the
+        # host of --raft-addr is said at start only (a name is not a reason to refuse).
+        _host, port = parse_addr(o.raft_addr)
+        scratch_opts = ServeOptions(id=o.id, raft_addr=f"0.0.0.0:{port}", http_addr=o.http_addr,
+                                    data_dir=o.data_dir, cluster_name=o.cluster_name, tls_cert=copies[0],
+                                    tls_key=copies[1], tls_ca=copies[2] if o.tls_ca else None,
+                                    tls_bind_node_ids=o.tls_bind_node_ids)
+        try:
+            _server, _client, cert = checked_tls_contexts(scratch_opts)
+        except ValueError as e:
+            text = str(e)
+            for copy, path in zip(copies, self.paths):  # name the files, not their copies
+                text = text.replace(repr(copy), repr(path))
+            raise ValueError(text) from None
+        return copies, cert
+
+
+_FLAGS = ("--tls-cert", "--tls-key", "--tls-ca")
+
+
+class _Changed(Exception):
+    """A watched file changed while it was copied."""
