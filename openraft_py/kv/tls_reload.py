@@ -6,8 +6,8 @@ which follows symlinks: a Kubernetes secret volume swapping its ``..data`` link 
 those of the set the node loaded. A changed set is taken once it has stayed the same for one
 interval (a CA agent writing the certificate, then the key, is not caught between the two):
 
-1. in a thread, the files are read once and copied into a private temporary directory, and
-   the copies are checked as ``serve`` checks its files at start
+1. in a thread, the files are read once into private copies (anonymous memory files on
+   Linux, never on a disk; elsewhere a private temporary directory), and the copies are checked as ``serve`` checks its files at start
    (``node.checked_tls_contexts``: PEM contents, the key is the certificate's, the
    certificate is valid now and signed by the CA, the node-id binding with
    ``--tls-bind-node-ids``);
@@ -141,7 +141,7 @@ class TlsReloader:
 
     async def _reload(self, stats: tuple[_Stat, ...]) -> bool:
         o = self.opts
-        scratch = tempfile.mkdtemp(prefix="openraft-py-tls-")  # (mode 0700: the key's copy stays private)
+        scratch = _Copies()
         try:
             try:
                 copies, cert = await asyncio.to_thread(self._check_copies, scratch, stats)
@@ -162,7 +162,7 @@ class TlsReloader:
                 self.server.load_verify_locations(copies[2])
                 self.client.load_verify_locations(copies[2])
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.close()
         self.loaded, self.current = stats, cert
         self._pending = self._refused = None
         log.info("renewed TLS certificate loaded from --tls-cert %r: %s; new connections present it (open ones keep "
@@ -172,7 +172,7 @@ class TlsReloader:
                      "trusted until the node restarts)", o.tls_ca)
         return True
 
-    def _check_copies(self, scratch: str, stats: tuple[_Stat, ...]) -> tuple[list[str], dict[str, Any]]:
+    def _check_copies(self, scratch: _Copies, stats: tuple[_Stat, ...]) -> tuple[list[str], dict[str, Any]]:
         """In a thread: copy the files into ``scratch`` and check the copies as ``serve``
         checks its files at start; the copies' paths and the certificate. ``_Changed`` if a
         file changed while it was read, ``ValueError`` (naming the real files) if refused."""
@@ -188,11 +188,7 @@ class TlsReloader:
                 raise ValueError(f"{_FLAGS[i]} {path!r}: cannot read it: {e.strerror or e}") from None
             if len(data) > MAX_TLS_FILE:
                 raise ValueError(f"{_FLAGS[i]} {path!r}: larger than {MAX_TLS_FILE} bytes, which no PEM file is")
-            copy = os.path.join(scratch, f"{i}.pem")
-            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            copies.append(copy)
+            copies.append(scratch.add(i, data))
         if self._stats() != stats:
             raise _Changed
         o = self.opts
@@ -214,6 +210,44 @@ class TlsReloader:
 
 
 _FLAGS = ("--tls-cert", "--tls-key", "--tls-ca")
+
+
+class _Copies:
+    """Private copies of the files read, as paths OpenSSL can open (``load_cert_chain`` and
+    ``load_verify_locations`` take paths only): anonymous memory files (``os.memfd_create``,
+    opened as ``/proc/self/fd/N``) where Linux has them, so a copy of the private key is never
+    on a disk, not even after a ``kill -9``; else files in a private temporary directory
+    (mode 0700, files 0600). ``close()`` releases them."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        self._dir: str | None = None
+
+    def add(self, i: int, data: bytes) -> str:
+        """A copy of ``data`` (the ``i``-th file); its path."""
+        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+            fd = os.memfd_create(f"openraft-py-tls-{i}", os.MFD_CLOEXEC)
+            self._fds.append(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            return f"/proc/self/fd/{fd}"
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="openraft-py-tls-")
+        path = os.path.join(self._dir, f"{i}.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return path
+
+    def close(self) -> None:
+        """Release the copies."""
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 class _Changed(Exception):

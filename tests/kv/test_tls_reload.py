@@ -433,3 +433,25 @@ async def test_a_renewal_by_rename_or_by_a_symlink_swap_is_taken(pki: Path) -> N
         assert await r.check_now() is False
         assert await r.check_now() is True
         assert _presented_by(pki, server) == _serial(pki, "n1")
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="anonymous memory files are Linux's")
+async def test_a_renewal_s_copies_are_never_written_to_a_disk(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checked copies of a renewal (the private key's among them) live in anonymous
+    memory files: nothing is made in a temporary directory, where a copy of the key
+    outlived a ``kill -9`` of the node; and each is closed after the load."""
+    def no_disk(*a: Any, **kw: Any) -> str:
+        raise AssertionError("a copy of the TLS files was about to be written to a disk")
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = node_options(1, d, **_node_files(pki, Path(d), 1))
+        server, client, cert = checked_tls_contexts(opts)
+        monkeypatch.setattr(tempfile, "mkdtemp", no_disk)
+        r = TlsReloader(opts, server, client, cert, 3600.0)  # (not started: the test looks)
+        fds = len(os.listdir("/proc/self/fd"))
+        _rewrite(opts.tls_cert, (pki / "n1-renewed.pem").read_bytes())  # type: ignore[arg-type]
+        _rewrite(opts.tls_key, (pki / "n1-renewed.key").read_bytes())  # type: ignore[arg-type]
+        assert await r.check_now() is False
+        assert await r.check_now() is True
+        assert r.current["serialNumber"] == _serial(pki, "n1-renewed")
+        assert len(os.listdir("/proc/self/fd")) == fds
