@@ -24,6 +24,8 @@ in one process (tests) keep separate figures. Exposed families:
 ``openraft_kv_write_seconds{op}``            histogram: put / delete / cas, until applied
 ``openraft_kv_read_seconds{consistency}``    histogram: linearizable / lease / local reads
 ``openraft_kv_http_requests_total{route,method,status}``  HTTP requests answered
+``openraft_kv_tls_cert_expiry_timestamp_seconds``  with TLS only: when the certificate new
+                                             connections present expires (Unix time)
 ===========================================  =====================================================
 
 The Raft figures are read from ``RaftMetrics`` at scrape time (nothing polls).
@@ -34,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -127,6 +129,20 @@ class KvMetrics:
         self.http_requests = Counter(
             "openraft_kv_http_requests", "HTTP requests answered, by route, method and status.",
             ["route", "method", "status"], registry=self.registry)
+
+        self.tls_cert_expiry: Gauge | None = None
+        """``openraft_kv_tls_cert_expiry_timestamp_seconds``, made by the first
+        ``set_tls_cert_expiry`` (a node without TLS has no such series)."""
+
+    def set_tls_cert_expiry(self, expires_at: float) -> None:
+        """Record when the certificate new connections present expires (Unix time): at
+        start, and after each renewal loaded (``tls_reload``)."""
+        if self.tls_cert_expiry is None:
+            self.tls_cert_expiry = Gauge(
+                "openraft_kv_tls_cert_expiry_timestamp_seconds",
+                "When the TLS certificate new connections present expires, as a Unix time.",
+                registry=self.registry)
+        self.tls_cert_expiry.set(expires_at)
 
     def on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
         """Count one failed RPC (the ``KvNetworkFactory`` hook)."""

@@ -410,6 +410,15 @@ class KvNode:
         """Closes the HTTP connections that send no request (``http_api.IdleConnections``);
         set by ``start()``."""
 
+    def _tls_loaded(self, cert: dict[str, Any]) -> None:
+        """The certificate new connections present is ``cert`` (at start, or a renewal
+        loaded): its expiry goes to ``openraft_kv_tls_cert_expiry_timestamp_seconds``."""
+        from .tls_reload import expires_at
+
+        at = expires_at(cert)
+        if at is not None:
+            self.metrics.set_tls_cert_expiry(at)
+
     def _on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
         """The ``KvNetworkFactory`` hook: count the error and keep it as the peer's last."""
         self.last_rpc_error[target] = str(error)
@@ -482,6 +491,7 @@ class KvNode:
 
                 tls_stats = tls_file_stats(o)  # (before the files are read: a change while starting is seen)
                 server_ctx, client_ctx, server_cert = checked_tls_contexts(o)
+                self._tls_loaded(server_cert)
             self.log_store = await RocksLogStore.open(data / LOG_DIR)
             self.sm = await KvStateMachine.open(data / SM_DIR)
             # With --tls-bind-node-ids a peer's certificate must name the node id it speaks as
@@ -517,8 +527,13 @@ class KvNode:
                 from .tls_reload import TlsReloader
 
                 self.tls_reloader = TlsReloader(o, server_ctx, client_ctx, server_cert, o.tls_reload_interval,
-                                                loaded=tls_stats)
+                                                loaded=tls_stats, on_loaded=self._tls_loaded)
+                self.tls_reloader.expiry.check(server_cert, time.time())
                 self.tls_reloader.start()
+            elif server_ctx is not None and o.tls_cert is not None:
+                from .tls_reload import ExpiryWarnings
+
+                ExpiryWarnings(o.tls_cert).check(server_cert, time.time())  # (at start only: no watch)
             from aiohttp import web
 
             app = make_app(self)

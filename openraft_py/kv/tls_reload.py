@@ -39,12 +39,14 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ..network.tcp import parse_addr
 from .node import MAX_TLS_FILE, ServeOptions, checked_tls_contexts
 
-__all__ = ["TlsReloader", "tls_file_stats"]
+__all__ = ["TlsReloader", "tls_file_stats", "ExpiryWarnings", "expires_at", "EXPIRY_WARNING_DAYS"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,65 @@ def tls_file_stats(opts: ServeOptions) -> tuple[_Stat, ...]:
     return tuple(_stat(p) for p in paths if p is not None)
 
 
+EXPIRY_WARNING_DAYS = (7, 1)
+"""A node warns of the certificate it presents once it expires within 7 days, again within
+one day, and once it has expired: a renewal that did not come (a CA agent that stopped) is
+said before peers start refusing the certificate."""
+
+
+def expires_at(cert: dict[str, Any]) -> float | None:
+    """When ``cert`` (as ``getpeercert()`` shows it) expires, as a Unix time; ``None`` if it
+    does not say."""
+    try:
+        return float(ssl.cert_time_to_seconds(cert["notAfter"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class ExpiryWarnings:
+    """Warns of the certificate in ``--tls-cert`` ``path`` as its expiry nears: one WARNING
+    at each of ``EXPIRY_WARNING_DAYS`` and one once it expired, per certificate (a renewal
+    starts over); nothing while it has longer."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._said: tuple[object, int] | None = None  # (serial, stage) last warned of
+
+    def check(self, cert: dict[str, Any], now: float) -> None:
+        """Warn if ``cert`` reached a stage not yet warned of, at time ``now``."""
+        at = expires_at(cert)
+        if at is None:
+            return
+        left = at - now
+        if left <= 0:
+            stage = len(EXPIRY_WARNING_DAYS) + 1
+        else:
+            stage = sum(1 for days in EXPIRY_WARNING_DAYS if left < days * 86400)
+        if stage == 0:
+            return
+        key = (cert.get("serialNumber"), stage)
+        if key == self._said:
+            return
+        self._said = key
+        if left <= 0:
+            log.warning("the TLS certificate in --tls-cert %r (%s) has expired: peers refuse it in the TLS handshake; "
+                        "renew it (serve takes a renewed certificate without a restart when --tls-reload-interval is "
+                        "not 0)", self.path, describe(cert))
+        else:
+            log.warning("the TLS certificate in --tls-cert %r (%s) expires in %s: renew it before then (peers refuse "
+                        "an expired certificate; serve takes a renewed one without a restart when "
+                        "--tls-reload-interval is not 0)", self.path, describe(cert), _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    """``3.5 days`` / ``5.0 hours`` / ``12 minutes``."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{max(1, round(seconds / 60))} minutes"
+
+
 def describe(cert: dict[str, Any]) -> str:
     """``serial S, valid until T`` of a certificate as ``getpeercert()`` shows it."""
     return f"serial {cert.get('serialNumber', '?')}, valid until {cert.get('notAfter', '?')}"
@@ -81,7 +142,8 @@ class TlsReloader:
     step; tests call it)."""
 
     def __init__(self, opts: ServeOptions, server: ssl.SSLContext, client: ssl.SSLContext,
-                 current: dict[str, Any], interval: float, loaded: tuple[_Stat, ...] | None = None) -> None:
+                 current: dict[str, Any], interval: float, loaded: tuple[_Stat, ...] | None = None,
+                 on_loaded: Callable[[dict[str, Any]], None] | None = None) -> None:
         assert opts.tls_cert is not None and opts.tls_key is not None
         if not interval > 0:
             raise ValueError(f"the TLS reload interval must be positive, got {interval!r}")
@@ -99,6 +161,10 @@ class TlsReloader:
         self._pending: tuple[_Stat, ...] | None = None  # a change seen, waiting to be stable
         self._refused: tuple[_Stat, ...] | None = None  # the last set refused (warned once)
         self._task: asyncio.Task[None] | None = None
+        self.on_loaded = on_loaded
+        """Called with the new certificate after a renewal was loaded (the node's expiry
+        metric)."""
+        self.expiry = ExpiryWarnings(opts.tls_cert)
 
     def _stats(self) -> tuple[_Stat, ...]:
         return tls_file_stats(self.opts)
@@ -121,6 +187,7 @@ class TlsReloader:
                 await self.check_now()
             except Exception:  # keep watching (a failure to load a checked copy: not expected)
                 log.exception("checking the TLS files for a renewal failed; the node keeps its current certificate")
+            self.expiry.check(self.current, time.time())
 
     async def check_now(self) -> bool:
         """One look at the files: ``True`` if a renewed set was loaded."""
@@ -165,6 +232,8 @@ class TlsReloader:
             scratch.close()
         self.loaded, self.current = stats, cert
         self._pending = self._refused = None
+        if self.on_loaded is not None:
+            self.on_loaded(cert)
         log.info("renewed TLS certificate loaded from --tls-cert %r: %s; new connections present it (open ones keep "
                  "theirs)", o.tls_cert, describe(cert))
         if ca_changed:

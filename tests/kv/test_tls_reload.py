@@ -24,7 +24,7 @@ import pytest
 
 from openraft_py.kv.node import KvNode, ServeOptions, checked_tls_contexts
 from openraft_py.kv.server import add_serve_arguments, options_from_args
-from openraft_py.kv.tls_reload import TlsReloader, tls_file_stats
+from openraft_py.kv.tls_reload import ExpiryWarnings, TlsReloader, expires_at, tls_file_stats
 from openraft_py.network.tcp import node_uri
 
 from .kv_helpers import STABLE_TIMEOUTS, KvCluster, members_of, node_options, until_true, url
@@ -103,8 +103,29 @@ def _serial(pki: Path, name: str) -> str:
     return str(self_handshake(ctx, server).getpeercert()["serialNumber"])
 
 
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+def _expiry_metric(node: KvNode) -> float | None:
+    """``openraft_kv_tls_cert_expiry_timestamp_seconds`` as ``GET /metrics`` shows it."""
+    for line in node.metrics.render().decode().splitlines():
+        if line.startswith("openraft_kv_tls_cert_expiry_timestamp_seconds "):
+            return float(line.split()[1])
+    return None
+
+
+def _all_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == RELOAD_LOG and r.levelno == logging.WARNING]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNINGs of the watch but those of a certificate near its expiry (the test PKI's
+    certificates are short-lived)."""
+    return [m for m in _all_warnings(caplog) if not m.startswith(EXPIRY_WARNING)]
+
+
+def _expiry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in _all_warnings(caplog) if m.startswith(EXPIRY_WARNING)]
+
+
+EXPIRY_WARNING = "the TLS certificate in --tls-cert "
 
 
 async def test_a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one_refused(
@@ -131,6 +152,10 @@ async def test_a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one
         assert old["serialNumber"] == _serial(pki, "n1")
         renewed_serial = _serial(pki, "n1-renewed")
         assert renewed_serial != old["serialNumber"]
+        assert _expiry_metric(node) == expires_at(old)
+        # (the test PKI's certificates are valid for two days: each node said so at start)
+        said = _expiry_warnings(caplog)
+        assert len(said) == 3 and all("expires in 1.9 days" in m or "expires in 2.0 days" in m for m in said), said
 
         # the renewal, rewritten in place: the certificate, then the key
         _rewrite(node.opts.tls_cert, (pki / "n1-renewed.pem").read_bytes())  # type: ignore[arg-type]
@@ -143,6 +168,7 @@ async def test_a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one
         await asyncio.wait_for(presents(renewed_serial), 10.0)
         new = await _presented(node.raft_port, probe)
         assert new["notAfter"] != old["notAfter"]
+        assert _expiry_metric(node) == expires_at(new)
         loaded = [r.getMessage() for r in caplog.records if r.name == RELOAD_LOG and r.levelno == logging.INFO]
         assert len(loaded) == 1 and "renewed TLS certificate loaded" in loaded[0] and new["notAfter"] in loaded[0]
         assert _warnings(caplog) == []  # (the certificate written before its key: not caught between the two)
@@ -169,7 +195,7 @@ async def test_a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one
             [warning] = _warnings(caplog)
             assert why in warning and repr(node.opts.tls_cert) in warning, warning
             assert "keeps presenting its current certificate" in warning and renewed_serial in warning, warning
-            assert "openraft-py-tls-" not in warning, warning  # (the files named, not their private copies)
+            assert "openraft-py-tls-" not in warning and "/proc/self/fd" not in warning, warning  # (the files named, not their private copies)
             # ... once per change: the next looks say nothing
             for _ in range(3):
                 assert await node.tls_reloader.check_now() is False
@@ -455,3 +481,33 @@ async def test_a_renewal_s_copies_are_never_written_to_a_disk(pki: Path, monkeyp
         assert await r.check_now() is True
         assert r.current["serialNumber"] == _serial(pki, "n1-renewed")
         assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_certificate_near_its_expiry_is_warned_of_once_per_stage(caplog: pytest.LogCaptureFixture) -> None:
+    """One WARNING when 7 days are left, one when a day is, one once expired; none before,
+    none again at the same stage, and a renewed certificate (another serial) starts over."""
+    caplog.set_level(logging.INFO, logger=RELOAD_LOG)
+    at = ssl.cert_time_to_seconds("Dec  8 17:00:00 2026 GMT")
+    cert = {"serialNumber": "1A", "notAfter": "Dec  8 17:00:00 2026 GMT"}
+    w = ExpiryWarnings("/etc/raft/n1.pem")
+    day = 86400.0
+    w.check(cert, at - 30 * day)
+    w.check(cert, at - 7.5 * day)
+    assert _expiry_warnings(caplog) == []
+    for now in (at - 6 * day, at - 3 * day, at - 2 * day):
+        w.check(cert, now)
+    [first] = _expiry_warnings(caplog)
+    assert "'/etc/raft/n1.pem'" in first and "serial 1A" in first and "expires in 6.0 days" in first, first
+    w.check(cert, at - 5 * 3600)
+    w.check(cert, at - 3600)
+    assert len(_expiry_warnings(caplog)) == 2 and "expires in 5.0 hours" in _expiry_warnings(caplog)[1]
+    w.check(cert, at + 1)
+    w.check(cert, at + 60)
+    assert len(_expiry_warnings(caplog)) == 3 and "has expired" in _expiry_warnings(caplog)[2]
+    renewed = {"serialNumber": "1B", "notAfter": "Dec 18 17:00:00 2026 GMT"}
+    w.check(renewed, at + 60)
+    assert len(_expiry_warnings(caplog)) == 3
+    w.check(renewed, at + 5 * day)
+    assert len(_expiry_warnings(caplog)) == 4 and "serial 1B" in _expiry_warnings(caplog)[3]
+    w.check({"serialNumber": "1C"}, at)  # (no notAfter: nothing to say)
+    assert len(_expiry_warnings(caplog)) == 4
