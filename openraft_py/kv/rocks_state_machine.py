@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +47,7 @@ from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode
 from ..storage.rocks.db import (
     BoundedIter,
     clear_frames,
+    close_collected,
     drop_handles,
     finish_close,
     in_thread,
@@ -389,7 +391,8 @@ class RocksStateMachine:
     ``snapshots/current.meta`` is not a regular file (missing, a directory, a named pipe: the
     message says what to remove; ``get_current_snapshot`` raises the same if that happens while
     it is open). ``close()`` / ``aclose()`` / ``async with``
-    always release the database lock (``StorageError`` if RocksDB could not close cleanly).
+    always release the database lock (``StorageError`` if RocksDB could not close cleanly); one
+    collected unclosed is closed then, with a ``ResourceWarning`` naming its path (``__del__``).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -1046,6 +1049,16 @@ class RocksStateMachine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        """A state machine collected unclosed is closed then (as ``close()``: the applied
+        batch it deferred written, the WAL synced, RocksDB's lock released), with a
+        ``ResourceWarning`` naming its path (``close_collected``)."""
+        if getattr(self, "_closed", True):
+            return  # closed, or never opened (its open failed)
+        if sys.is_finalizing():
+            return  # the interpreter is exiting: its threads are stopped, a close could wait for good
+        close_collected("state machine", self.path, self.close)
 
     def __repr__(self) -> str:
         return f"RocksStateMachine({self.path!r}, applied={self._applied!r}, closed={self._closed})"

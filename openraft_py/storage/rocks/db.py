@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -37,7 +38,8 @@ from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .wal import wal_numbers
 
 __all__ = [
-    "BoundedIter", "clear_frames", "drop_handles", "in_thread", "open_db", "release_db", "store_path", "write_options",
+    "BoundedIter", "clear_frames", "close_collected", "drop_handles", "in_thread", "open_db", "release_db", "store_path",
+    "write_options",
 ]
 
 T = TypeVar("T")
@@ -577,6 +579,24 @@ def drop_handles(handles: list[Any]) -> None:
         del handle
     if held:
         gc.collect()
+
+
+def close_collected(what: str, path: str, close: Callable[[], None]) -> None:
+    """From a store's ``__del__``: close a store that is being collected unclosed (``close``:
+    its ``close()``), then warn with a ``ResourceWarning`` naming ``what`` and ``path``, as
+    Python's own files do. A failure of the close is logged, never raised (a finalizer has
+    nobody to raise to); the warning comes last, so the store is closed even when warnings
+    are errors (``-W error``: the warning then reaches ``sys.unraisablehook``)."""
+    try:
+        close()
+    except Exception:
+        log.exception("closing the %s at %r, collected unclosed", what, path)
+    warnings.warn(
+        f"unclosed {what} at {path!r}: it was collected without close() or aclose() and closed then; "
+        "close it (or use 'async with') when done with it",
+        ResourceWarning,
+        stacklevel=2,
+    )
 
 
 def _check_marker(found: bytes | None, marker: dict[str, Any], path: str, what: str) -> None:

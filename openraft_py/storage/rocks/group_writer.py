@@ -576,7 +576,9 @@ class GroupWriter:
                     done(err)
                 except Exception:  # noqa: BLE001 - e.g. the waiter's loop is closed
                     pass
-            del group
+            # (Never empty.) The last ``done`` too: a closure over its store, it kept a store
+            # its program dropped alive (so never closed) while this thread waited.
+            del group, done
 
     def close(self) -> None:
         """Write everything queued, then stop the thread (blocks until it has) and drop the

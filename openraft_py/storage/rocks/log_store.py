@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
 import threading
 from concurrent.futures import Future
 from typing import Any, Self
@@ -23,7 +24,17 @@ from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, NodeId, Normal, Vote
 from ...validation import MAX_TERM
 from .. import IOFlushed
-from .db import BoundedIter, clear_frames, drop_handles, finish_close, in_thread, open_db, release_db, store_path
+from .db import (
+    BoundedIter,
+    clear_frames,
+    close_collected,
+    drop_handles,
+    finish_close,
+    in_thread,
+    open_db,
+    release_db,
+    store_path,
+)
 from .group_writer import GroupWriter, ignore_done
 from .log_format import (
     END_KEY,
@@ -275,7 +286,8 @@ class RocksLogStore(RocksLogReader):
     ``Raft.new`` then refuses the store to another node or cluster (``StoreOwnerMismatch``).
     Use the store from one event loop; ``close()`` / ``aclose()`` / ``async with`` flush
     everything queued and always release the database lock (``StorageError`` if RocksDB could
-    not close cleanly). Every failed write reaches its caller as ``StorageError``.
+    not close cleanly). A store collected unclosed is closed then, with a ``ResourceWarning``
+    naming its path (``__del__``). Every failed write reaches its caller as ``StorageError``.
     """
 
     __slots__ = (
@@ -725,6 +737,33 @@ class RocksLogStore(RocksLogReader):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        """A store collected unclosed is closed then (as ``close()``: what was queued is
+        written and synced, the committed id saved, the writer thread stopped, RocksDB's lock
+        released), with a ``ResourceWarning`` naming its path (``close_collected``).
+
+        The close runs in the collecting thread, except where it could wait for that
+        thread itself: in the writer thread (which the close joins), or while another
+        thread's loop runs the writer's fast path (the close waits for that loop); a
+        short-lived thread closes it then, so a finalizer never blocks on itself."""
+        if getattr(self, "_closed", True):
+            return  # closed, or never opened (its open failed)
+        if sys.is_finalizing():
+            return  # the interpreter is exiting: its threads are stopped, a close could wait for good
+        writer = self._writer
+        here = threading.get_ident()
+        fast_loop = writer._reader_loop
+        if here == writer._thread.ident or (
+            fast_loop is not None and fast_loop.is_running() and writer._reader_thread != here
+        ):
+            closer = threading.Thread(
+                target=close_collected, args=("log store", self.path, self.close),
+                name=f"rocks-log-closer:{self.path}", daemon=True,
+            )
+            closer.start()
+            return
+        close_collected("log store", self.path, self.close)
 
     def __repr__(self) -> str:
         return f"RocksLogStore({self.path!r}, purged={self._purged!r}, last={self._last!r}, closed={self._closed})"
