@@ -102,7 +102,7 @@ async def test_skip_to_and_rewind_around_a_refused_install() -> None:
     before = f.skip_to(4)
     assert before == 2 and f.submitted == 4
     assert [x.tx.done() for x in ws] == [True, True, False, False]
-    assert ws[0].tx.exception().outcome_unknown
+    assert all(x.tx.exception().outcome_unknown for x in ws[:2])  # (each error read: none is left unretrieved)
     # The install is refused; the worker held a batch whose writer waits for entry 7.
     w.held = [Responder(7, 1, 1, loop.create_future(), True)]
     f.rewind(before)

@@ -429,27 +429,29 @@ async def test_no_leader_is_a_refusal_retried_until_the_deadline(tmp_path: objec
         await c0.close()
 
 
-async def _silent_server(mode: str) -> tuple[asyncio.AbstractServer, str, list[bytes]]:
+async def _silent_server(mode: str) -> tuple[asyncio.AbstractServer, str, list[bytes], list[asyncio.StreamWriter]]:
     """A TCP server that reads a request and then says nothing (``mode="hang"``) or closes
-    the connection (``"close"``); the requests it got are collected."""
+    the connection (``"close"``); the requests it got are collected, and the connections it
+    accepted (the caller closes them: ``server.close()`` leaves accepted ones open)."""
     got: list[bytes] = []
+    conns: list[asyncio.StreamWriter] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
         data = await reader.read(65536)
         got.append(data)
-        if mode == "close":
-            writer.close()
-            return
-        await asyncio.sleep(30)
+        if mode == "hang":
+            await reader.read()  # says nothing until the connection closes
+        writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"127.0.0.1:{port}", got
+    return server, f"127.0.0.1:{port}", got, conns
 
 
 @pytest.mark.parametrize("mode", ["hang", "close"])
 async def test_a_write_that_reached_a_node_is_unknown_and_not_retried(mode: str) -> None:
-    server, ep, got = await _silent_server(mode)
+    server, ep, got, conns = await _silent_server(mode)
     try:
         async with KvClient([ep], deadline=2.0, attempt_timeout=0.5) as c:
             r = await asyncio.wait_for(c.put("k", "v"), 5.0)
@@ -464,6 +466,8 @@ async def test_a_write_that_reached_a_node_is_unknown_and_not_retried(mode: str)
             assert time.monotonic() - t < 4.0
     finally:
         server.close()
+        for w in conns:
+            w.close()
         await server.wait_closed()
 
 

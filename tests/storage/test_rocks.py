@@ -1868,15 +1868,15 @@ async def test_a_damaged_first_format_snapshot_is_refused_naming_the_damage(tmp_
     async with RocksStateMachine(tmp_path / "sm") as sm:
         await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("before", "x"))))])
         meta = SnapshotMeta(LogId(1, 40), EMPTY_STORED_MEMBERSHIP, "old")
-        f = await sm.begin_receiving_snapshot()
-        f.write(bad)
-        with pytest.raises(ValueError, match=pattern):
-            await sm.install_snapshot(meta, f)
+        with await sm.begin_receiving_snapshot() as f:
+            f.write(bad)
+            with pytest.raises(ValueError, match=pattern):
+                await sm.install_snapshot(meta, f)
         assert sm.data == {"before": "x"}
         assert (await sm.applied_state())[0] == LogId(1, 1)
-        f = await sm.begin_receiving_snapshot()
-        f.write(good)
-        await sm.install_snapshot(meta, f)
+        with await sm.begin_receiving_snapshot() as f:
+            f.write(good)
+            await sm.install_snapshot(meta, f)
         assert sm.data == {k.decode(): v.decode() for k, v in _V1_PAIRS}
 
 
@@ -1945,7 +1945,7 @@ async def test_a_state_machine_names_the_meta_value_that_does_not_decode(tmp_pat
     async with RocksStateMachine(p) as sm:
         mem = Membership.new([{1}])
         await sm.apply([Entry(LogId(1, 1), mem), Entry(LogId(1, 2), Normal(encode_kv(KvSet("k", "v"))))])
-        await sm.get_snapshot_builder().build_snapshot()
+        (await sm.get_snapshot_builder().build_snapshot()).data.close()
     if damaged == "current.meta":
         (p / "snapshots" / "current.meta").write_bytes(b"\xc1")
         named = f"{p / 'snapshots' / 'current.meta'} does not decode"

@@ -325,7 +325,9 @@ async def test_a_snapshot_whose_id_is_no_file_name_installs_and_the_node_keeps_r
         assert c.state_machines[3].get("k") == "v"
         assert not list(tmp_path.rglob("escaped*")), list(tmp_path.rglob("escaped*"))
         snap = await raft.get_current_snapshot()
-        assert snap is not None and snap.meta == meta
+        assert snap is not None
+        with snap.data:
+            assert snap.meta == meta
 
 
 async def test_refused_and_abandoned_transfers_leave_no_files_behind(tmp_path: Path) -> None:

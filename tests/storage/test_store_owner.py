@@ -270,7 +270,8 @@ async def test_a_snapshot_does_not_carry_its_senders_owner(tmp_path: Path) -> No
         await dst.check_owner(2, "foo")
         await src.apply([Entry(LogId(1, 0), Membership.new([{1, 2}])), Entry(LogId(1, 1), Normal(encode_kv(KvSet("k", "v"))))])
         snap = await src.get_snapshot_builder().build_snapshot()
-        await dst.install_snapshot(snap.meta, snap.data)
+        with snap.data:
+            await dst.install_snapshot(snap.meta, snap.data)
         assert dst.get("k") == "v" and dst.owner == (2, "foo")
     finally:
         src.close()
