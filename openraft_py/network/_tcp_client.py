@@ -10,7 +10,7 @@ import socket
 import ssl as _ssl
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 from .._core import CodecError, FrameReader
 from ..config import Config
@@ -854,7 +854,9 @@ class TcpNetworkFactory:
     ``bool`` are refused) with ``backoff_min <= backoff_max``, ``max_frame_size`` an ``int``
     of at least 64.
 
-    Create it in the event loop that runs the node; ``close()`` it after the node shut down.
+    Create it in the event loop that runs the node; ``close()`` it after the node shut down
+    (or use it as ``async with TcpNetworkFactory(...) as factory:``, which closes it at the
+    end, as ``TcpServer`` and the stores do).
     Its connections belong to the loop they were made on: used again on another loop once
     that one has ended (one ``asyncio.run`` after another, with the factory kept), it starts
     afresh there, the connections of the ended loop dropped (closed if that loop is not
@@ -1011,6 +1013,12 @@ class TcpNetworkFactory:
         for peer in self._peers.values():
             peer.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def __repr__(self) -> str:
         return f"TcpNetworkFactory(node_id={self.node_id}, cluster={self.cluster_name!r})"

@@ -378,6 +378,16 @@ async def test_unreachable_for_a_bad_address_and_a_closed_factory() -> None:
         await asyncio.wait_for(factory.new_client(3, BasicNode("127.0.0.1:9")).vote(VoteRequest(V1, None), OPT), 5)
 
 
+async def test_a_factory_used_with_async_with_is_closed_at_its_end() -> None:
+    """``async with TcpNetworkFactory(...)``, as ``TcpServer``, ``KvClient`` and the stores
+    (it raised "'TcpNetworkFactory' object does not support the asynchronous context manager
+    protocol")."""
+    async with TcpNetworkFactory(1, "c") as factory:
+        assert isinstance(factory, TcpNetworkFactory)
+    with pytest.raises(Unreachable, match="closed"):
+        await asyncio.wait_for(factory.new_client(3, BasicNode("127.0.0.1:9")).vote(VoteRequest(V1, None), OPT), 5)
+
+
 async def test_a_host_name_whose_resolver_hangs_holds_one_thread_and_no_worker_of_the_node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
