@@ -51,11 +51,17 @@ class SnapshotHandler(Handler):
                 self.maybe_build()
 
     def maybe_build(self) -> None:
-        """Start a build if the policy says one is due, none is running and the pacing allows
-        one (``eng.now`` at or past ``snapshot_next_due``)."""
+        """Start a build if the policy says one is due, none is running, no leader's snapshot
+        is being installed and the pacing allows one (``eng.now`` at or past
+        ``snapshot_next_due``).
+
+        During an install the runtime reports ``Applied(last)`` before ``SnapshotInstalled``:
+        counted against the node's older (or no) snapshot, those entries made the policy
+        build a snapshot of the very state being installed (a learner added to a cluster of
+        350 MB wrote a second 354 MB file at once). The install becomes the snapshot."""
         eng = self.eng
         every = eng.snapshot_every
-        if every is None or eng.snapshot_building or eng.now < eng.snapshot_next_due:
+        if every is None or eng.snapshot_building or eng.snapshot_installing is not None or eng.now < eng.snapshot_next_due:
             return
         st = self.state
         if st.applied is None:
