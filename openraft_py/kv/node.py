@@ -214,18 +214,26 @@ def _no_password() -> str:
     raise _EncryptedKey
 
 
-def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> bytes:
-    """The bytes of ``path`` (the file of ``flag``); ``ValueError`` naming the flag and the
-    path if it cannot be read or holds none of ``markers`` (``what`` names what it should
-    hold): ``ssl`` says only "[SSL] PEM lib", naming neither file. A file larger than
-    ``MAX_TLS_FILE`` is refused unread (a wrong path to a large file)."""
+def read_tls_file(flag: str, path: str, what: str = "") -> bytes:
+    """The bytes of ``path`` (the file of ``flag``, holding a PEM ``what``); ``ValueError``
+    naming the flag and the path if it cannot be read or is larger than ``MAX_TLS_FILE``
+    (refused unread: a wrong path to a large file)."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_TLS_FILE + 1)
     except OSError as e:
         raise ValueError(f"{flag} {path!r}: cannot read it: {e.strerror or e}") from None
     if len(data) > MAX_TLS_FILE:
-        raise ValueError(f"{flag} {path!r}: larger than {MAX_TLS_FILE} bytes, which no PEM {what} file is")
+        kind = f"PEM {what} file" if what else "PEM file"
+        raise ValueError(f"{flag} {path!r}: larger than {MAX_TLS_FILE} bytes, which no {kind} is")
+    return data
+
+
+def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> bytes:
+    """The bytes of ``path`` (the file of ``flag``); ``ValueError`` naming the flag and the
+    path if it cannot be read (``read_tls_file``) or holds none of ``markers`` (``what``
+    names what it should hold): ``ssl`` says only "[SSL] PEM lib", naming neither file."""
+    data = read_tls_file(flag, path, what)
     if not any(m in data for m in markers):
         raise ValueError(f"{flag} {path!r}: no {what} in it (a PEM file with a '-----BEGIN {what.upper()}-----' block)")
     return data

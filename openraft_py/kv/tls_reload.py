@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..network.tcp import parse_addr
-from .node import MAX_TLS_FILE, ServeOptions, checked_tls_contexts
+from .node import ServeOptions, checked_tls_contexts, read_tls_file
 
 __all__ = ["TlsReloader", "tls_file_stats", "ExpiryWarnings", "expires_at", "EXPIRY_WARNING_DAYS"]
 
@@ -250,14 +250,7 @@ class TlsReloader:
             if not os.path.isfile(path):  # (a device would be read without end, a pipe wait for a writer)
                 why = "no such file" if not os.path.exists(path) else "not a regular file"
                 raise ValueError(f"{_FLAGS[i]} {path!r}: {why}")
-            try:
-                with open(path, "rb") as f:
-                    data = f.read(MAX_TLS_FILE + 1)
-            except OSError as e:
-                raise ValueError(f"{_FLAGS[i]} {path!r}: cannot read it: {e.strerror or e}") from None
-            if len(data) > MAX_TLS_FILE:
-                raise ValueError(f"{_FLAGS[i]} {path!r}: larger than {MAX_TLS_FILE} bytes, which no PEM file is")
-            copies.append(scratch.add(i, data))
+            copies.append(scratch.add(i, read_tls_file(_FLAGS[i], path)))
         if self._stats() != stats:
             raise _Changed
         o = self.opts

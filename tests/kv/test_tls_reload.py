@@ -390,9 +390,9 @@ async def test_a_renewal_that_cannot_be_used_is_refused_naming_the_file(
         pki: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, change: Any, why: str) -> None:
     """Each refused with one WARNING, the contexts untouched (a pipe is not opened: that
     would wait for a writer)."""
-    import openraft_py.kv.tls_reload as tls_reload
+    import openraft_py.kv.node as kv_node
 
-    monkeypatch.setattr(tls_reload, "MAX_TLS_FILE", 4096)
+    monkeypatch.setattr(kv_node, "MAX_TLS_FILE", 4096)  # (read_tls_file's bound)
     caplog.set_level(logging.INFO, logger=RELOAD_LOG)
     with tempfile.TemporaryDirectory() as d:
         opts = node_options(1, d, **_node_files(pki, Path(d), 1))
