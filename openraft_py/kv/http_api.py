@@ -114,7 +114,7 @@ from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
 
-__all__ = ["make_app", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
+__all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE"]
 
@@ -162,11 +162,13 @@ class _ClientMistakeLog:
         w[3] = message
         return False
 
-    def flush(self) -> None:
-        """End each window that is over, saying what it did not log (``IdleConnections``
-        calls it at each sweep)."""
+    def flush(self, all_windows: bool = False) -> None:
+        """End each window that is over (``all_windows``: every window), saying what it did
+        not log. ``IdleConnections`` calls it at each sweep, a node's ``stop()`` with
+        ``all_windows`` (``flush_client_mistakes``): what a storm left unlogged in its last
+        minute was never said when the node stopped within it."""
         now = time.monotonic()
-        for kind in [k for k, w in self._windows.items() if now - w[0] >= self.every]:
+        for kind in [k for k, w in self._windows.items() if all_windows or now - w[0] >= self.every]:
             self._end(kind, now)
 
     def reset(self) -> None:
@@ -182,6 +184,12 @@ class _ClientMistakeLog:
 
 _CLIENT_MISTAKES = _ClientMistakeLog(log)
 """The HTTP API's one ``_ClientMistakeLog``."""
+
+
+def flush_client_mistakes() -> None:
+    """Say now what the HTTP API's log left out of every window still open (a node's
+    ``stop()``: the counts of a storm's last minute)."""
+    _CLIENT_MISTAKES.flush(all_windows=True)
 
 
 class _MalformedHttpInOneLine(logging.Filter):

@@ -712,6 +712,10 @@ class KvNode:
                                 name, e)
                 else:
                     log.error("stopping the %s failed: %r", name, e)
+        if http is not None:
+            from .http_api import flush_client_mistakes
+
+            flush_client_mistakes()  # (before "stopped": what the HTTP log left out of its last minute)
         if steps:
             log.info("stopped")
         if self._dir_lock is not None:

@@ -665,3 +665,36 @@ async def test_a_storm_of_bad_requests_is_logged_in_a_bounded_number_of_lines(
     assert cut_short.startswith("37 more requests whose body could not be read in "), cut_short
     noisy = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info]
     assert not noisy, [(r.name, r.levelname, r.getMessage()) for r in noisy]
+
+
+async def test_a_node_s_stop_says_what_the_http_log_left_out_of_its_last_minute(
+    cluster: KvCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A storm that ends with the node's stop inside its window: the count of what was not
+    logged is said at the stop, before "stopped" (it was never said)."""
+    mistakes = http_api._ClientMistakeLog(http_api.log, every=3600.0, burst=1)
+    monkeypatch.setattr(http_api, "_CLIENT_MISTAKES", mistakes)
+    caplog.set_level(logging.INFO, logger="openraft_py.kv")
+    node = cluster.nodes[2]
+    host, port = node.opts.http_addr.rsplit(":", 1)
+    junk, _why = MALFORMED_HTTP[1]
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(junk)
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), 5)  # to EOF: the server closes
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    await until_true("the first line", lambda: len(lines("not a well-formed HTTP request")) == 1)
+    assert lines("were not logged") == []
+    await node.stop()
+    [said] = lines("were not logged")
+    assert said.startswith("3 more malformed HTTP requests in "), said
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.index(said) < len(messages) - 1 - messages[::-1].index("stopped"), messages[-5:]
