@@ -12,7 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
-from .._core import CodecError, FrameReader
+from .._core import CodecError, FrameReader, FrameTooLarge
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import ConfigError, NetworkError, RemoteError, Timeout, Unreachable
@@ -290,7 +290,8 @@ class _ClientConnection(asyncio.Protocol):
         except (WireError, CodecError) as e:
             if not self.hello.done() and self._ack_of_another_version(payload):
                 return
-            hint = "" if self.hello.done() else foreign_protocol_hint(self.first, dialled=True)
+            hint = "" if self.hello.done() else foreign_protocol_hint(self.first, dialled=True,
+                                                                     too_large=isinstance(e, FrameTooLarge))
             self.fail(f"malformed data from node {self.peer.target} at {self.peer.addr}: {e}{hint}", log_it=True)
 
     def _ack_of_another_version(self, payload: bytes) -> bool:

@@ -214,12 +214,15 @@ FIRST_BYTES_KEPT = 64
 for ``foreign_protocol_hint``."""
 
 
-def foreign_protocol_hint(first: bytes, dialled: bool) -> str:
+def foreign_protocol_hint(first: bytes, dialled: bool, too_large: bool = False) -> str:
     """What a peer that does not speak this protocol seems to speak, from the first bytes it
     sent (``""`` when they look like nothing in particular): appended to the error that
     closes the connection, which otherwise names only a bogus frame length (the first four
     bytes of ``HTTP/1.1`` read as a length are 1.2 GB). ``dialled``: the peer is a server
-    this node connected to (else a client that connected to it)."""
+    this node connected to (else a client that connected to it). ``too_large``: the first
+    frame's length was over the frame limit, which no handshake of any version of this
+    protocol comes near (a hello is a few dozen bytes): bytes that look like nothing in
+    particular are then quoted as not this protocol's (binary garbage, a port scanner)."""
     if len(first) >= 2 and first[0] in (0x15, 0x16) and first[1] == 0x03:
         return " (it looks like TLS: is TLS configured on one side only?)"
     head = first[:8]
@@ -227,6 +230,10 @@ def foreign_protocol_hint(first: bytes, dialled: bool) -> str:
         line = first.split(b"\n", 1)[0].rstrip(b"\r").decode("ascii", "replace")
         what = "not an openraft-py raft port; is the address right?" if dialled else "not an openraft-py node"
         return f" (it sent text, {line!r}: {what})"
+    if too_large and head:
+        what = "no openraft-py handshake answer: is the address right?" if dialled else (
+            "no openraft-py hello: a client of another protocol, or a scanner")
+        return f" (its first bytes, {bytes(head)!r}, are {what})"
     return ""
 
 

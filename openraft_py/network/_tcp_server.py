@@ -14,7 +14,7 @@ from collections import deque
 from ssl import PROTOCOL_TLS_CLIENT, SSLContext
 from typing import Any, Protocol
 
-from .._core import CodecError, FrameReader
+from .._core import CodecError, FrameReader, FrameTooLarge
 from ..config import Config
 from ..core.messages import Reply
 from ..errors import ApiError, Fatal, InvalidRequest
@@ -379,7 +379,7 @@ class _ServerConnection(asyncio.Protocol):
             if self.sender is not None:
                 self._drop_repeating(f"malformed input: {e}", "malformed input")
                 return
-            hint = foreign_protocol_hint(self.first, dialled=False)
+            hint = foreign_protocol_hint(self.first, dialled=False, too_large=isinstance(e, FrameTooLarge))
             answer = http_refusal(self.first)  # an HTTP client at the wrong port: tell it
             reason = f"malformed input: {e}{hint}{'; answered HTTP 400' if answer else ''}"
             # Before any hello: a client of another protocol (a health check or a scraper

@@ -268,6 +268,28 @@ def test_foreign_protocol_hint(first: bytes, dialled: bool, hint: str) -> None:
     assert foreign_protocol_hint(first, dialled) == hint
 
 
+@pytest.mark.parametrize(
+    "first, dialled, hint",
+    [
+        (b"\xff\xff\xff\xff\x01\x02\x03\x04\x05", False,
+         " (its first bytes, b'\\xff\\xff\\xff\\xff\\x01\\x02\\x03\\x04', are no openraft-py hello: a client of "
+         "another protocol, or a scanner)"),
+        (b"\x7f\x00\x00\x00", True,
+         " (its first bytes, b'\\x7f\\x00\\x00\\x00', are no openraft-py handshake answer: is the address right?)"),
+        (b"\x16\x03\x01\x02\x00\x01", False, " (it looks like TLS: is TLS configured on one side only?)"),
+        (b"GET / HTTP/1.1\r\n", False, " (it sent text, 'GET / HTTP/1.1': not an openraft-py node)"),
+        (b"", False, ""),
+    ],
+)
+def test_a_first_frame_over_the_limit_is_said_to_be_no_handshake(first: bytes, dialled: bool, hint: str) -> None:
+    """Binary bytes whose first frame's length is over the frame limit (no handshake of any
+    version comes near it): the WARNING quotes them as not this protocol's. It named only
+    the bogus length ("frame of 4294967295 bytes exceeds max_frame_size ..."), no cause."""
+    from openraft_py.network._tcp_common import foreign_protocol_hint
+
+    assert foreign_protocol_hint(first, dialled, too_large=True) == hint
+
+
 async def test_a_raft_address_that_is_not_a_raft_port_is_named_in_the_error(caplog: pytest.LogCaptureFixture) -> None:
     """A membership naming another service's port as a node's raft address (its HTTP port,
     say): the call fails with ``Unreachable`` saying what answered, and the warning too."""
