@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from event_loops import LOOPS
 from integration.checks import fast_config
 
 from openraft_py import BasicNode, ConfigError, Raft, ServerState, StoreOwnerMismatch
@@ -50,16 +51,8 @@ from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
 from openraft_py.storage.memory import KvSet, MemDisk, MemLogStore, MemStateMachine, encode_kv
 from openraft_py.storage.rocks import RocksLogStore
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-    uvloop = None  # type: ignore[assignment]
-
 pytestmark = pytest.mark.timeout(60)
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
 
 
 class _AsyncioErrors(logging.Handler):
@@ -130,6 +123,16 @@ async def router_nodes(router: Router, ids: tuple[int, ...], config: Config = FA
     return nodes
 
 
+async def written_cluster(router: Router) -> dict[int, Raft]:
+    """Nodes 1, 2 and 3 on ``router``, node 1 leading, after 30 writes."""
+    nodes = await router_nodes(router, (1, 2, 3))
+    await nodes[1].initialize({i: BasicNode(f"n{i}") for i in nodes})
+    await nodes[1].wait(5).state(ServerState.LEADER)
+    for k in range(30):
+        await nodes[1].client_write(encode_kv(KvSet(f"k{k}", "v")))
+    return nodes
+
+
 async def leader_of(nodes: dict[int, Raft], among: tuple[int, ...]) -> Raft:
     """The node of ``among`` that leads, once one does (within 10 s)."""
     async with asyncio.timeout(10):
@@ -144,11 +147,7 @@ async def leader_of(nodes: dict[int, Raft], among: tuple[int, ...]) -> Raft:
 def test_an_in_process_cluster_through_leader_loss_and_a_membership_change(loop_name: str) -> None:
     async def main() -> None:
         router = Router()
-        nodes = await router_nodes(router, (1, 2, 3))
-        await nodes[1].initialize({i: BasicNode(f"n{i}") for i in nodes})
-        await nodes[1].wait(5).state(ServerState.LEADER)
-        for k in range(30):
-            await nodes[1].client_write(encode_kv(KvSet(f"k{k}", "v")))
+        nodes = await written_cluster(router)
         in_flight = [asyncio.ensure_future(nodes[1].client_write(b"x")) for _ in range(20)]
         await asyncio.sleep(0)
         await nodes[1].shutdown()
@@ -175,11 +174,7 @@ def test_nodes_left_running_when_their_loop_ends(loop_name: str) -> None:
 
     async def main() -> None:
         router = Router()
-        nodes = await router_nodes(router, (1, 2, 3))
-        await nodes[1].initialize({i: BasicNode(f"n{i}") for i in nodes})
-        await nodes[1].wait(5).state(ServerState.LEADER)
-        for k in range(30):
-            await nodes[1].client_write(encode_kv(KvSet(f"k{k}", "v")))
+        nodes = await written_cluster(router)
         writes = [asyncio.ensure_future(nodes[1].client_write(b"x")) for _ in range(10)]
         await asyncio.sleep(0)  # the writes are queued; the loop ends as the leader sends them
         del writes  # (left running: the loop's end cancels them)

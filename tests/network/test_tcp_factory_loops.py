@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from event_loops import LOOPS
 
 from openraft_py.errors import Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
@@ -21,16 +22,8 @@ from openraft_py.types import BasicNode, VoteRequest
 
 from .test_tcp import OPT, V1, FakeRaft
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-    uvloop = None  # type: ignore[assignment]
-
 pytestmark = pytest.mark.timeout(60)
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
 
 
 @pytest.mark.parametrize("new_loop", list(LOOPS.values()), ids=list(LOOPS))
