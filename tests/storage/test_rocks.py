@@ -760,6 +760,62 @@ async def test_state_machine_answers_before_it_writes_and_reads_see_the_batch(tm
         assert await sm.applied_state() == (big[-1].log_id, EMPTY_STORED_MEMBERSHIP)
 
 
+class _ThreadWriteLog(_WriteLog):
+    """``_WriteLog`` that also records, for each ``write``, the thread it ran on and the
+    bytes of its batch."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.seen: list[tuple[int, int]] = []
+
+    def write(self, wb: Any, opts: Any) -> None:
+        self.seen.append((threading.get_ident(), wb.size_in_bytes()))
+        super().write(wb, opts)
+
+
+async def test_state_machine_applies_a_batch_of_large_values_off_the_loop_in_bounded_writes(tmp_path: Path) -> None:
+    """A batch of a few entries whose values add up to more than ``APPLY_INLINE_MAX_BYTES``
+    is applied in the worker thread, not on the event loop (the entry count alone sent three
+    values of 300 kB, or 256 of 1 MB, to the loop); in the thread, a batch over
+    ``APPLY_WRITE_MAX_BYTES`` is written in pieces of at most that size (rocksdict holds the GIL
+    through a write, so one write of the whole batch held the loop as long), with the same
+    responses, the same state and the last entry's applied id."""
+    from openraft_py.kv.rocks_state_machine import APPLY_INLINE_MAX_BYTES, APPLY_WRITE_MAX_BYTES
+
+    loop_thread = threading.get_ident()
+    big = "x" * (APPLY_INLINE_MAX_BYTES // 2)
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        db = sm._db = _ThreadWriteLog(sm._db)  # type: ignore[assignment]
+        out = await sm.apply([kv(1, KvSet("a", big)), kv(2, KvSet("b", big)), kv(3, KvSet("a", "small"))])
+        assert out == [None, None, big]
+        assert [t for t, _ in db.seen] != [loop_thread]
+        assert len(db.seen) == 1  # under APPLY_WRITE_MAX_BYTES: one write
+        assert sm.get("a") == "small" and sm.get("b") == big
+
+        db.seen.clear()
+        value = "y" * (APPLY_WRITE_MAX_BYTES // 3)  # two fit in a piece, not three
+        n = 12
+        batch = [kv(i, KvSet(f"k{i % 5}", value + str(i))) for i in range(4, 4 + n)]
+        batch.append(kv(4 + n, KvCas("k2", value + "12", "done")))  # k2 last set in an earlier piece
+        out = await sm.apply(batch)
+        assert out[:5] == [None] * 5 and out[5:n] == [value + str(i) for i in range(4, 4 + n - 5)]
+        assert out[n] == (True, "done")
+        # Two sets a piece, then the compare-and-set (its expected value is as large) alone.
+        assert len(db.seen) == n // 2 + 1 and all(t != loop_thread for t, _ in db.seen)
+        assert all(size <= APPLY_WRITE_MAX_BYTES + 1024 for _, size in db.seen)
+        assert await sm.applied_state() == (LogId(1, 4 + n), EMPTY_STORED_MEMBERSHIP)
+        want = {f"k{i % 5}": value + str(i) for i in range(4, 4 + n)} | {"k2": "done", "b": big, "a": "small"}
+        assert sm.data == want
+
+        db.seen.clear()
+        await sm.apply_without_responses([kv(i, KvSet("q", value)) for i in range(5 + n, 11 + n)])
+        assert len(db.seen) == 3 and all(t != loop_thread for t, _ in db.seen)
+        assert await sm.applied_state() == (LogId(1, 10 + n), EMPTY_STORED_MEMBERSHIP)
+    async with RocksStateMachine(tmp_path / "sm") as sm:  # each piece carried its applied id
+        assert await sm.applied_state() == (LogId(1, 10 + n), EMPTY_STORED_MEMBERSHIP)
+        assert sm.get("q") == value
+
+
 @pytest.mark.parametrize("then", ["apply", "data", "build", "install", "close"])
 async def test_a_deferred_batch_is_written_before_anything_reads_or_replaces_the_state(
     tmp_path: Path, then: str

@@ -34,12 +34,13 @@ from rocksdict import (
 )
 
 from ...errors import StorageError
+from ...types import Entry, Normal
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .wal import wal_numbers
 
 __all__ = [
-    "BoundedIter", "clear_frames", "close_collected", "drop_handles", "in_thread", "open_db", "release_db", "store_path",
-    "write_options",
+    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "drop_handles", "in_thread", "open_db", "release_db",
+    "store_path", "write_options",
 ]
 
 T = TypeVar("T")
@@ -57,6 +58,26 @@ full one ``LOG.old.<time>``."""
 INFO_LOG_KEEP = 10
 """How many info log files (``LOG`` and ``LOG.old.*``) RocksDB keeps in a database's
 directory; it deletes older ones. With ``INFO_LOG_MAX_BYTES``, at most 40 MiB per database."""
+
+
+def byte_pieces(entries: list[Entry], limit: int) -> list[list[Entry]]:
+    """``entries`` cut into consecutive runs whose normal payloads' data add up to at most
+    ``limit`` bytes each, or of one larger entry (other payloads count 0): how a large apply
+    batch or append is written, a RocksDB write per run, since rocksdict holds the GIL through
+    a write."""
+    out: list[list[Entry]] = []
+    start = 0
+    size = 0
+    for i, e in enumerate(entries):
+        p = e.payload
+        n = len(p.data) if type(p) is Normal else 0
+        if size and size + n > limit:
+            out.append(entries[start:i])
+            start = i
+            size = 0
+        size += n
+    out.append(entries[start:])
+    return out
 
 
 def _db_options(create: bool, *, atomic_flush: bool = False) -> Options:
