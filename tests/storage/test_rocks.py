@@ -816,6 +816,33 @@ async def test_state_machine_applies_a_batch_of_large_values_off_the_loop_in_bou
         assert sm.get("q") == value
 
 
+async def test_log_store_writes_a_large_append_in_pieces_of_bounded_bytes(tmp_path: Path) -> None:
+    """An append whose payloads add up to more than ``WRITE_PIECE_MAX_BYTES`` is written by
+    the writer thread as consecutive writes of at most that many bytes (rocksdict holds the
+    GIL through a write: one write of a follower's 8 MB AppendEntries held its event loop as
+    long); it is acknowledged once, after the last piece, and reads back whole, also after a
+    reopen; the committed id saved meanwhile rides in the last piece."""
+    from openraft_py.storage.rocks.log_store import WRITE_PIECE_MAX_BYTES
+
+    loop_thread = threading.get_ident()
+    size = WRITE_PIECE_MAX_BYTES // 3 + 1  # two fit in a piece, not three
+    batch = [normal(1, i, bytes([65 + i]) * size) for i in range(10)]
+    async with RocksLogStore(tmp_path / "log") as s:
+        db = s._writer._db = _ThreadWriteLog(s._writer._db)  # type: ignore[assignment]
+        await s.save_committed(LogId(1, 3))
+        await append_durable(s, batch)
+        assert len(db.seen) == 5 and all(t != loop_thread for t, _ in db.seen)
+        assert all(n <= WRITE_PIECE_MAX_BYTES + 1024 for _, n in db.seen)
+        assert await s.try_get_log_entries(0, 10) == batch
+        small = entries(1, 10, 12)
+        await append_durable(s, small)  # small again: one write
+        assert len(db.seen) == 6
+    async with RocksLogStore(tmp_path / "log") as s:
+        assert await s.get_log_state() == LogState(None, LogId(1, 11))
+        assert await s.try_get_log_entries(0, 12) == batch + small
+        assert await s.read_committed() == LogId(1, 3)
+
+
 @pytest.mark.parametrize("then", ["apply", "data", "build", "install", "close"])
 async def test_a_deferred_batch_is_written_before_anything_reads_or_replaces_the_state(
     tmp_path: Path, then: str

@@ -8,7 +8,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rocksdict import Rdict, WriteBatch
@@ -43,7 +43,9 @@ class GroupWriter:
     """ONE thread writing queued work in order, one durability step per group.
 
     ``submit(item, done)`` queues ``item``: a ``WriteBatch``, or a zero-argument callable that
-    builds one in the writer thread (so the caller's loop does not pay for building it).
+    builds one in the writer thread (so the caller's loop does not pay for building it), or an
+    iterable of several, written in order, each built just before its write, the GIL released
+    between two (a large append; ``WRITE_PIECE_MAX_BYTES`` in ``log_store.py``).
     ``done(error_or_None)`` is called from the writer thread once the batch (and every batch
     queued before it) is durable, or with the error. After a failed write every later batch
     fails too (the log's order could not be kept otherwise), also one whose own durability
@@ -497,7 +499,7 @@ class GroupWriter:
             nosync = self._nosync_opts
             for item, _ in group:
                 if item is not None:
-                    db.write(item if isinstance(item, WriteBatch) else item(), nosync)
+                    self._write_item(item, nosync)
             self._unsynced = True
             return None
         wal = self._wal if self._sync else None
@@ -512,7 +514,13 @@ class GroupWriter:
                     db.flush_wal(True)
                 continue
             batch = item if isinstance(item, WriteBatch) else item()
-            if wal is None and i == last:
+            if not isinstance(batch, WriteBatch):
+                # Several batches (a large append), written in order, the GIL released
+                # between two; the group's durability step covers them all.
+                self._write_pieces(batch, nosync)
+                if wal is None and i == last:
+                    db.flush_wal(True)
+            elif wal is None and i == last:
                 # The last write's sync covers every earlier WAL write of the group.
                 db.write(batch, self._sync_opts)
             else:
@@ -531,6 +539,24 @@ class GroupWriter:
         self._unsynced = False
         self._mark.record(db.latest_sequence_number())
         return None
+
+    def _write_item(self, item: Any, opts: Any) -> None:
+        """Writer thread: write the queued ``item`` (a ``WriteBatch``, or a callable building
+        one or an iterable of several) with ``opts``."""
+        batch = item if isinstance(item, WriteBatch) else item()
+        if isinstance(batch, WriteBatch):
+            self._db.write(batch, opts)
+        else:
+            self._write_pieces(batch, opts)
+
+    def _write_pieces(self, batches: Iterable[WriteBatch], opts: Any) -> None:
+        """Writer thread: write each of ``batches`` (built one at a time) with ``opts``,
+        pausing ``_GIL_PAUSE`` with the GIL released between two, so the event loop takes it
+        at once: rocksdict holds it through each write."""
+        for k, batch in enumerate(batches):
+            if k:
+                time.sleep(_GIL_PAUSE)
+            self._db.write(batch, opts)
 
     def _sync_unsynced(self) -> None:
         """At close: make the writes of trailing lazy groups durable and record the mark."""
