@@ -604,8 +604,13 @@ class RocksLogStore(RocksLogReader):
             return wb
 
         def build_pieces() -> Iterator[WriteBatch]:
-            # Writer thread, an append of more than WRITE_NOW_MAX_BYTES: WRITE_PIECE_MAX_BYTES
-            # at a time, each written before the next is encoded.
+            # Writer thread, an append of many entries or more than WRITE_NOW_MAX_BYTES:
+            # WRITE_PIECE_MAX_BYTES at a time, each written before the next is encoded. One
+            # of many small entries (a follower's batch at many writers) is one batch, with no
+            # walk over its entries here: the writer holds the GIL meanwhile.
+            if normal_data_bytes(owned, Normal) <= WRITE_PIECE_MAX_BYTES:
+                yield build()
+                return
             pieces = byte_pieces(owned, WRITE_PIECE_MAX_BYTES)
             for k, piece in enumerate(pieces):
                 wb = WriteBatch(raw_mode=True)
