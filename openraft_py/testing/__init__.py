@@ -58,13 +58,18 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    mod = importlib.import_module(f"{__name__}.{module}")
-    return mod if attr is None else getattr(mod, attr)
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which take a module's ``__getattr__`` as declaring every
+    # name: a misspelt import (``from openraft_py.testing import Clustr``) was ``Any`` to
+    # ``mypy --strict`` and failed only when run. They see the lazy names imported above.
+
+    def __getattr__(name: str) -> Any:
+        try:
+            module, attr = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        mod = importlib.import_module(f"{__name__}.{module}")
+        return mod if attr is None else getattr(mod, attr)
 
 
 __all__ = [

@@ -70,10 +70,16 @@ _MOVED: dict[str, tuple[str, str]] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The compatibility names of ``_MOVED`` (PEP 562)."""
-    try:
-        module, attr = _MOVED[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    return getattr(importlib.import_module(module), attr)
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which take a module's ``__getattr__`` as declaring every
+    # name: a misspelt import (``from openraft_py.storage.rocks import RocksLogStor``) was
+    # ``Any`` to ``mypy --strict`` and failed only when run. They see the moved public names
+    # imported above.
+
+    def __getattr__(name: str) -> Any:
+        """The compatibility names of ``_MOVED`` (PEP 562)."""
+        try:
+            module, attr = _MOVED[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        return getattr(importlib.import_module(module), attr)

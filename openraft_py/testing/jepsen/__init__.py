@@ -24,12 +24,16 @@ if TYPE_CHECKING:
 __all__ = ["RunConfig", "RunResult", "run"]
 
 
-def __getattr__(name: str) -> Any:
-    """``RunConfig``, ``RunResult`` and ``run`` from ``runner``, imported on first use: the
-    runner's HTTP client needs the ``kv`` extra (aiohttp), and ``python -m
-    openraft_py.testing.jepsen`` imports this package before its ``__main__`` can say, in one
-    line, that the extra is not installed."""
-    if name in __all__:
-        from . import runner
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:
+    # Hidden from type checkers (they see the names imported above): with a visible module
+    # ``__getattr__``, a misspelt name was ``Any`` to ``mypy --strict``.
+
+    def __getattr__(name: str) -> Any:
+        """``RunConfig``, ``RunResult`` and ``run`` from ``runner``, imported on first use: the
+        runner's HTTP client needs the ``kv`` extra (aiohttp), and ``python -m
+        openraft_py.testing.jepsen`` imports this package before its ``__main__`` can say, in one
+        line, that the extra is not installed."""
+        if name in __all__:
+            from . import runner
+            return getattr(runner, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,67 @@
+"""Mistakes a user's program makes with the public API that ``mypy --strict`` must refuse:
+each fails when run, so a program that type-checks must not contain it. Each case is a
+small program and the errors mypy must report for it (the correct uses are in
+``public_api_user.py``, which ``make lint`` checks).
+
+Needs mypy (the ``lint`` extra, as ``make lint``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def mypy_strict_errors(program: str, tmp_path: Path) -> list[str]:
+    """The error messages of ``mypy --strict`` on ``program`` (from the checkout, with its
+    configuration; the package followed silently, as mypy treats an installed one)."""
+    pytest.importorskip("mypy", reason="mypy is not installed (the lint extra: pip install -e '.[lint]')")
+    path = tmp_path / "user_mistakes.py"
+    path.write_text(program)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
+         "--no-error-summary", "--hide-error-context", "--no-incremental", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert "error: " in r.stdout or r.returncode == 0, r.stdout + r.stderr
+    return [line.split(": error: ", 1)[1] for line in r.stdout.splitlines() if ": error: " in line]
+
+
+MISSPELT_LAZY_NAMES = '''
+import openraft_py.testing
+from openraft_py.storage.rocks import RocksLogStor
+from openraft_py.testing import Clustr
+from openraft_py.testing.jepsen import RunConfg
+
+simulation = openraft_py.testing.simulation
+'''
+
+
+def test_a_misspelt_name_of_a_lazily_loading_package_is_an_error(tmp_path: Path) -> None:
+    """``openraft_py.testing``, ``openraft_py.testing.jepsen`` and ``openraft_py.storage.rocks``
+    load some names on first use (a module ``__getattr__``): mypy took that function as
+    declaring every name, ``Any``, so a misspelt import type-checked and raised
+    ``ImportError`` only when run."""
+    errors = mypy_strict_errors(MISSPELT_LAZY_NAMES, tmp_path)
+    assert len(errors) == 4, errors
+    assert '"openraft_py.storage.rocks" has no attribute "RocksLogStor"' in errors[0], errors
+    assert '"openraft_py.testing" has no attribute "Clustr"' in errors[1], errors
+    assert '"openraft_py.testing.jepsen" has no attribute "RunConfg"' in errors[2], errors
+    assert 'has no attribute "simulation"' in errors[3], errors
+
+
+def test_the_lazy_names_still_load_when_run() -> None:
+    import openraft_py.storage.rocks as rocks
+    import openraft_py.testing as testing
+
+    assert testing.Simulation.__name__ == "Simulation" and testing.check.__name__ == "check"
+    assert rocks.SM_FORMAT
+    with pytest.raises(AttributeError, match="Clustr"):
+        testing.Clustr  # noqa: B018 - the attribute access is the check
+
