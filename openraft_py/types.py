@@ -19,6 +19,7 @@ Conventions (see ``docs/design/log-pointers.md``):
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import IO, Any, NoReturn
 
 import msgspec
@@ -189,16 +190,17 @@ class ReadOnlyNodes(dict[NodeId, BasicNode]):
     ``nodes`` in place changed the node's membership without any log entry (``nodes[4] =
     BasicNode(...)`` before ``add_learner(4, ...)`` made the call a no-op answering success,
     ``nodes.clear()`` made every later write wait for good). Make a dict of your own
-    instead: ``dict(m.nodes)``, ``m.nodes.copy()`` or ``m.nodes | {4: BasicNode(...)}``
-    (each a plain ``dict``). Reading, comparing (with a plain ``dict`` too), pickling and
-    copying work as for a ``dict``."""
+    instead: ``dict(m.nodes)``, or ``dict(m.nodes) | {4: BasicNode(...)}`` (``m.nodes.copy()``
+    and ``m.nodes | {...}`` also make a plain ``dict`` when run, but type checkers see
+    ``Membership.nodes`` as a read-only ``Mapping``, which has neither). Reading, comparing
+    (with a plain ``dict`` too), pickling and copying work as for a ``dict``."""
 
     __slots__ = ()
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(
             "Membership.nodes is read-only (a Membership is frozen, and this one may be the node's own): "
-            "make a dict of your own, e.g. dict(m.nodes) or m.nodes | {node_id: BasicNode(addr)}"
+            "make a dict of your own, e.g. dict(m.nodes) or dict(m.nodes) | {node_id: BasicNode(addr)}"
         )
 
     __setitem__ = __delitem__ = __ior__ = _refuse
@@ -251,11 +253,15 @@ class Membership(msgspec.Struct, frozen=True, tag=True):
 
     ``nodes`` given as a ``dict`` is kept as a copy of it that cannot be changed
     (``ReadOnlyNodes``, a ``dict`` refusing changes with ``TypeError``), so the membership
-    stays what it was made as.
+    stays what it was made as. Type checkers see it as a read-only ``Mapping``: a program
+    that changes it (``m.nodes[4] = ...``, ``m.nodes.clear()``) fails ``mypy --strict``
+    (typed ``dict``, it passed and raised ``TypeError`` when run). Give the constructor a
+    ``dict`` (a membership with another kind of mapping is refused as malformed); for a
+    ``dict`` of your own, ``dict(m.nodes)``.
     """
 
     configs: tuple[frozenset[NodeId], ...]
-    nodes: dict[NodeId, BasicNode]
+    nodes: Mapping[NodeId, BasicNode]
 
     def __post_init__(self) -> None:
         # Not another type: that is left for validation to refuse with its own message.
@@ -266,9 +272,10 @@ class Membership(msgspec.Struct, frozen=True, tag=True):
     def new(
         cls,
         configs: list[set[NodeId]] | list[frozenset[NodeId]] | tuple[frozenset[NodeId], ...],
-        nodes: dict[NodeId, BasicNode] | None = None,
+        nodes: Mapping[NodeId, BasicNode] | None = None,
     ) -> Membership:
-        """Build a membership; ``nodes`` defaults to ``BasicNode()`` for every voter."""
+        """Build a membership; ``nodes`` (copied: any mapping, another membership's ``nodes``
+        too) defaults to ``BasicNode()`` for every voter."""
         cfgs = tuple(frozenset(c) for c in configs)
         all_nodes: dict[NodeId, BasicNode] = dict(nodes or {})
         for c in cfgs:

@@ -65,3 +65,44 @@ def test_the_lazy_names_still_load_when_run() -> None:
     with pytest.raises(AttributeError, match="Clustr"):
         testing.Clustr  # noqa: B018 - the attribute access is the check
 
+
+CHANGED_MEMBERSHIP_NODES = '''
+from openraft_py import BasicNode, Membership, Raft
+
+
+def grow(raft: Raft, m: Membership) -> None:
+    nodes = raft.metrics.membership_config.membership.nodes
+    nodes[4] = BasicNode("10.0.0.4:5000")
+    m.nodes.clear()
+    del m.nodes[1]
+    m.nodes.update({5: BasicNode("10.0.0.5:5000")})
+    mine = dict(m.nodes) | {4: BasicNode("10.0.0.4:5000")}
+    mine[6] = BasicNode("10.0.0.6:5000")
+    again = Membership.new([{1, 4}], mine)
+    assert again.nodes == Membership.new(list(m.configs), m.nodes).nodes
+'''
+
+
+def test_changing_a_memberships_nodes_is_an_error(tmp_path: Path) -> None:
+    """``Membership.nodes`` refuses changes when run (``TypeError``: the membership a
+    program reads is the node's own); typed ``dict``, mypy accepted every change. It is a
+    read-only ``Mapping`` to type checkers now; a ``dict`` of one's own still type-checks."""
+    errors = mypy_strict_errors(CHANGED_MEMBERSHIP_NODES, tmp_path)
+    assert len(errors) == 4, errors
+    assert 'Unsupported target for indexed assignment ("Mapping[int, BasicNode]")' in errors[0], errors
+    assert '"Mapping[int, BasicNode]" has no attribute "clear"' in errors[1], errors
+    assert '"Mapping[int, BasicNode]" has no attribute "__delitem__"' in errors[2], errors
+    assert '"Mapping[int, BasicNode]" has no attribute "update"' in errors[3], errors
+
+
+def test_the_same_changes_raise_when_run() -> None:
+    from openraft_py import BasicNode, Membership
+
+    m = Membership.new([{1, 2}], {1: BasicNode("a:1"), 2: BasicNode("b:2")})
+    with pytest.raises(TypeError, match=r"read-only .* dict\(m.nodes\) \| \{node_id"):
+        m.nodes[4] = BasicNode("c:4")  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        m.nodes.clear()  # type: ignore[attr-defined]
+    mine = dict(m.nodes) | {4: BasicNode("c:4")}
+    assert Membership.new([{1, 4}], mine).learner_ids() == {2}
+
