@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -26,7 +26,11 @@ class RaftMetrics(msgspec.Struct, frozen=True):
     """What a node reports about itself; a new value is published on every change.
 
     ``replication`` is set on a leader only: the matched log index of every target (-1 when
-    nothing is known to match yet).
+    nothing is known to match yet). It is read-only, as the whole value is (every reader of
+    the node's current metrics gets the same object, the node's own waits included: a
+    change made in it showed in ``raft.metrics`` until the next change): a ``Mapping`` to
+    type checkers, so ``mypy --strict`` refuses ``m.replication.pop(m.id)``; make a dict of
+    your own (``dict(m.replication)``) to change.
 
     ``current_leader`` is the leader this node knows of: itself while it leads; the
     established leader of its vote while it hears from it. ``None`` once an election
@@ -48,7 +52,7 @@ class RaftMetrics(msgspec.Struct, frozen=True):
     membership_config: StoredMembership
     purged: LogId | None = None
     snapshot: LogId | None = None
-    replication: dict[NodeId, int] | None = None
+    replication: Mapping[NodeId, int] | None = None
     last_quorum_acked: float | None = None
     running: bool = True
     error: str | None = None

@@ -106,3 +106,28 @@ def test_the_same_changes_raise_when_run() -> None:
     mine = dict(m.nodes) | {4: BasicNode("c:4")}
     assert Membership.new([{1, 4}], mine).learner_ids() == {2}
 
+
+CHANGED_METRICS_REPLICATION = '''
+from openraft_py import NodeId, Raft
+
+
+def followers(raft: Raft) -> dict[NodeId, int]:
+    m = raft.metrics
+    if m.replication is None:
+        return {}
+    m.replication.pop(m.id)
+    m.replication[m.id] = -1
+    mine = dict(m.replication)
+    mine.pop(m.id)
+    return mine
+'''
+
+
+def test_changing_the_metrics_replication_is_an_error(tmp_path: Path) -> None:
+    """``RaftMetrics.replication`` was typed ``dict``: a program that changed it (to keep the
+    followers only) type-checked, and changed the node's current metrics, which every reader
+    shares, until the next change. It is a read-only ``Mapping`` to type checkers now."""
+    errors = mypy_strict_errors(CHANGED_METRICS_REPLICATION, tmp_path)
+    assert len(errors) == 2, errors
+    assert '"Mapping[int, int]" has no attribute "pop"' in errors[0], errors
+    assert 'Unsupported target for indexed assignment ("Mapping[int, int]")' in errors[1], errors
