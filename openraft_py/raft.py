@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 import random
 from _thread import get_ident as _get_ident
@@ -51,8 +50,6 @@ if TYPE_CHECKING:
     from .storage import RaftLogStorage, RaftStateMachine
 
 __all__ = ["Raft", "Trigger"]
-
-log = logging.getLogger("openraft_py.raft")
 
 
 class Trigger:

@@ -9,9 +9,11 @@ thirteen loggers, in passing."""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +71,25 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+_LOGGER_VARIABLE = re.compile(r"""^(\w+)\s*(?::[^=\n]+)?=\s*logging\.getLogger\(""", re.M)
+
+
+def test_every_logger_of_the_package_is_used() -> None:
+    """A module that creates a logger (``log = logging.getLogger(...)``) uses it, or hands it
+    on (its ``__all__``): a logger kept in reserve (``openraft_py.raft``, which logged nothing) had a row of
+    the Loggers section telling embedders to configure a logger that never carries a line."""
+    unused = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        variables = _LOGGER_VARIABLE.findall(text)
+        if not variables:
+            continue
+        # The names in the code (not in strings or comments: "the log" in a docstring); a
+        # logger in the module's ``__all__`` is handed on (``network._tcp_common.log``).
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        names = [t.string for t in tokens if t.type == tokenize.NAME]
+        exported = {t.string.strip("\"'") for t in tokens if t.type == tokenize.STRING}
+        unused += [f"{path.relative_to(ROOT)}: {v}" for v in variables if names.count(v) < 2 and v not in exported]
+    assert not unused, f"loggers created and never used: {unused}"
