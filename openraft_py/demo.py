@@ -30,7 +30,7 @@ from collections.abc import Callable
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
 from .kv.argtypes import positive_int_at_most
-from .storage.memory import KvSet, MemStateMachine, encode_kv
+from .storage.memory import KvSet, MemLogStore, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
 from .types import BasicNode, NodeId, ServerState
 
@@ -144,7 +144,7 @@ async def run(total: int, writers: int, seed: int) -> int:
         return await _reshape(c, acked, stamp)
 
 
-def _count_missing(c: Cluster, acked: dict[int, str], ids: list[NodeId], note: str) -> int:
+def _count_missing(c: Cluster[MemStateMachine, MemLogStore], acked: dict[int, str], ids: list[NodeId], note: str) -> int:
     """Print, per node of ``ids``, how many acknowledged writes its state machine holds with
     their value; return how many are missing in all."""
     missing = 0
@@ -157,7 +157,7 @@ def _count_missing(c: Cluster, acked: dict[int, str], ids: list[NodeId], note: s
     return missing
 
 
-async def _reshape(c: Cluster, acked: dict[int, str], stamp: Callable[[], str]) -> int:
+async def _reshape(c: Cluster[MemStateMachine, MemLogStore], acked: dict[int, str], stamp: Callable[[], str]) -> int:
     """Step 6: add a learner, replace a voter with it and transfer leadership to it, with a
     writer running; then check every acknowledged write on the final members."""
     stop = asyncio.Event()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from ..config import Config
 from ..core.clock import Clock
@@ -24,6 +24,7 @@ from ..errors import WaitTimeout
 from ..metrics import check_timeout
 from ..network.router import Router
 from ..raft import Raft
+from ..storage import RaftLogStorage, RaftStateMachine
 from ..storage.memory import MemDisk, MemLogStore, MemStateMachine
 from ..types import NodeId, ServerState
 from ..validation import check_node_id, shown
@@ -31,14 +32,82 @@ from ..validation import check_node_id, shown
 __all__ = ["Cluster", "StateMachineFactory"]
 
 StateMachineFactory = Callable[[MemDisk], Any]
+"""What ``Cluster``'s ``state_machine`` is: a function of a node's ``MemDisk`` to its state
+machine (``Cluster`` itself takes ``Callable[[MemDisk], SM]``, typed by its result)."""
+
+SM = TypeVar("SM", bound=RaftStateMachine)
+"""The type of a ``Cluster``'s state machines (``MemStateMachine`` by default)."""
+LS = TypeVar("LS", bound=RaftLogStorage)
+"""The type of a ``Cluster``'s log stores (``MemLogStore`` by default)."""
 
 
-class Cluster:
+class Cluster(Generic[SM, LS]):
     """In-process nodes sharing one ``Router``.
 
     ``nodes`` holds the running nodes; ``disks`` every node's durable storage (kept across
-    crashes). ``state_machines`` the state machine object of each running node.
+    crashes). ``state_machines`` the state machine object of each running node, and
+    ``log_stores`` its log store: to type checkers, of the types the ``state_machine`` and
+    ``log_store`` factories return (``Cluster[MemStateMachine, MemLogStore]`` without them),
+    so ``cluster.state_machines[1].data`` is checked as any other attribute (they were
+    ``Any``: a misspelt attribute passed ``mypy --strict``), and a factory whose objects do
+    not implement the protocols is refused at the call.
     """
+
+    @overload
+    def __init__(
+        self: Cluster[MemStateMachine, MemLogStore],
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        serialize: bool = False,
+        state_machine: None = None,
+        log_store: None = None,
+        disk: Callable[[NodeId], MemDisk] | None = None,
+        clock: Callable[[NodeId], Clock] | None = None,
+        on_start: Callable[[NodeId, Raft], None] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Cluster[SM, MemLogStore],
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        serialize: bool = False,
+        state_machine: Callable[[MemDisk], SM],
+        log_store: None = None,
+        disk: Callable[[NodeId], MemDisk] | None = None,
+        clock: Callable[[NodeId], Clock] | None = None,
+        on_start: Callable[[NodeId, Raft], None] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Cluster[MemStateMachine, LS],
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        serialize: bool = False,
+        state_machine: None = None,
+        log_store: Callable[[NodeId, MemDisk], LS],
+        disk: Callable[[NodeId], MemDisk] | None = None,
+        clock: Callable[[NodeId], Clock] | None = None,
+        on_start: Callable[[NodeId, Raft], None] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Cluster[SM, LS],
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        serialize: bool = False,
+        state_machine: Callable[[MemDisk], SM],
+        log_store: Callable[[NodeId, MemDisk], LS],
+        disk: Callable[[NodeId], MemDisk] | None = None,
+        clock: Callable[[NodeId], Clock] | None = None,
+        on_start: Callable[[NodeId, Raft], None] | None = None,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -46,7 +115,7 @@ class Cluster:
         *,
         seed: int = 0,
         serialize: bool = False,
-        state_machine: StateMachineFactory | None = None,
+        state_machine: Callable[[MemDisk], Any] | None = None,
         log_store: Callable[[NodeId, MemDisk], Any] | None = None,
         disk: Callable[[NodeId], MemDisk] | None = None,
         clock: Callable[[NodeId], Clock] | None = None,
@@ -60,16 +129,16 @@ class Cluster:
         self.router = Router(seed=seed, serialize=serialize)
         self.nodes: dict[NodeId, Raft] = {}
         self.disks: dict[NodeId, MemDisk] = {}
-        self.state_machines: dict[NodeId, Any] = {}
-        self.log_stores: dict[NodeId, Any] = {}
-        self._sm_factory: StateMachineFactory = state_machine or (lambda disk: MemStateMachine(disk))
-        self._log_store_factory = log_store or (lambda nid, disk: MemLogStore(disk))
+        self.state_machines: dict[NodeId, SM] = {}
+        self.log_stores: dict[NodeId, LS] = {}
+        self._sm_factory: Callable[[MemDisk], SM] = state_machine or (lambda disk: MemStateMachine(disk))  # type: ignore[assignment]
+        self._log_store_factory: Callable[[NodeId, MemDisk], LS] = log_store or (lambda nid, disk: MemLogStore(disk))  # type: ignore[assignment]
         self._disk_factory = disk or (lambda nid: MemDisk())
         self._clock_factory = clock
         self._on_start = on_start
         self._boots = 0
 
-    async def __aenter__(self) -> Cluster:
+    async def __aenter__(self) -> Cluster[SM, LS]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

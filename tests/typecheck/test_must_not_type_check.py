@@ -131,3 +131,39 @@ def test_changing_the_metrics_replication_is_an_error(tmp_path: Path) -> None:
     assert len(errors) == 2, errors
     assert '"Mapping[int, int]" has no attribute "pop"' in errors[0], errors
     assert 'Unsupported target for indexed assignment ("Mapping[int, int]")' in errors[1], errors
+
+
+CLUSTER_PARTS = '''
+from openraft_py import Config
+from openraft_py.storage import MemDisk, MemLogStore, MemStateMachine, NoopStateMachine
+from openraft_py.testing import Cluster
+
+
+class NotAStateMachine:
+    def __init__(self, disk: MemDisk) -> None:
+        self.disk = disk
+
+
+async def parts() -> dict[str, str]:
+    async with Cluster(Config(), seed=1) as c:
+        await c.start({1, 2, 3})
+        c.state_machines[1].dta
+        c.log_stores[1].purge_log
+        noop: Cluster[NoopStateMachine, MemLogStore] = Cluster(state_machine=NoopStateMachine)
+        await noop.shutdown()
+        Cluster(state_machine=NotAStateMachine)
+        return c.state_machines[1].data
+'''
+
+
+def test_a_clusters_state_machines_and_log_stores_are_typed(tmp_path: Path) -> None:
+    """``Cluster.state_machines`` and ``log_stores`` were ``dict[NodeId, Any]``: a misspelt
+    attribute of a node's state machine (``c.state_machines[1].dta``) passed ``mypy
+    --strict`` and raised ``AttributeError`` when run. ``Cluster`` is generic in the types
+    its factories return now, and refuses a factory of something that is not a state
+    machine."""
+    errors = mypy_strict_errors(CLUSTER_PARTS, tmp_path)
+    assert len(errors) == 3, errors
+    assert '"MemStateMachine" has no attribute "dta"' in errors[0], errors
+    assert '"MemLogStore" has no attribute "purge_log"' in errors[1], errors
+    assert 'Value of type variable "SM" of "Cluster" cannot be "NotAStateMachine"' in errors[2], errors

@@ -16,6 +16,7 @@ __all__ = ["FaultSchedule", "REMOVE_LEARNERS_P"]
 
 if TYPE_CHECKING:
     from ...config import Config
+    from ...storage.memory import MemStateMachine
     from ..cluster import Cluster
     from .checks import Checker
 
@@ -33,7 +34,7 @@ class FaultSchedule:
     rng: random.Random
     remove_rng: random.Random
     config: Config
-    cluster: Cluster
+    cluster: Cluster[MemStateMachine, SimLogStore]
     checker: Checker
     n_nodes: int
     profile: str

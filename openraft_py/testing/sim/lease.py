@@ -159,7 +159,7 @@ class LeaseSkewRun:
         self.trace: list[str] = []
         self.history: list[lincheck.Operation] = []
         self.stats: dict[str, int] = {"reads": 0, "reads_in_partition": 0, "reads_after_write": 0, "writes": 0}
-        self.cluster: Cluster = None  # type: ignore[assignment]
+        self.cluster: Cluster[MemStateMachine, SimLogStore] = None  # type: ignore[assignment]
         self._failure: str | None = None
         self._seq = itertools.count(1)
 

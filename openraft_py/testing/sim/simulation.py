@@ -228,7 +228,7 @@ class Simulation(FaultSchedule):
         if self.admin and rng.random() < 0.5 and room > 0:
             self.spares = rng.randint(1, room)
         self.admin_tasks: list[asyncio.Future[None]] = []
-        self.cluster: Cluster = None  # type: ignore[assignment]
+        self.cluster: Cluster[MemStateMachine, SimLogStore] = None  # type: ignore[assignment]
         self.checker = Checker(self)
         self._stop_clients = False
         self.faults_over = False
