@@ -8,7 +8,8 @@ stays a working program.
 It builds a three-node cluster on the in-process router with the in-memory stores,
 initializes it, writes key-value commands, reads linearizably (read index and lease), adds a
 fourth node as a learner and makes it a voter, transfers leadership, and catches the API's
-errors by class.
+errors by class; ``typed_cluster`` runs the testing ``Cluster`` and copies the metrics'
+read-only parts (``replication``, a membership's ``nodes``) before changing them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from openraft_py import (
 from openraft_py.kv.client import KvClient, Outcome, Response
 from openraft_py.network.router import Router
 from openraft_py.storage import KvCas, KvSet, MemLogStore, MemStateMachine, encode_kv
+from openraft_py.testing import Cluster
 
 
 @dataclass
@@ -173,6 +175,22 @@ async def main() -> Report:
         for node in nodes.values():
             await node.raft.shutdown()
     return report
+
+
+async def typed_cluster() -> tuple[str | None, dict[NodeId, int], set[NodeId]]:
+    """The testing ``Cluster`` with its default stores (``Cluster[MemStateMachine,
+    MemLogStore]``: a node's state machine is typed), and the metrics' read-only parts
+    copied into dicts of the program's own before it changes them."""
+    async with Cluster(Config(cluster_name="typing-cluster"), seed=2) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        resp = await write(c.nodes[leader], "k", "v")
+        await c.wait_applied(resp.log_id.index)
+        m = c.nodes[leader].metrics
+        followers = dict(m.replication or {})
+        followers.pop(leader, None)
+        nodes = dict(m.membership_config.membership.nodes) | {4: addr(4)}
+        return c.state_machines[leader].data.get("k"), followers, set(nodes)
 
 
 if __name__ == "__main__":

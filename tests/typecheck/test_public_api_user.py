@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .public_api_user import main
+from .public_api_user import main, typed_cluster
 
 
 async def test_public_api_user_program_runs() -> None:
@@ -17,3 +17,10 @@ async def test_public_api_user_program_runs() -> None:
     assert report.not_a_learner == 4
     assert report.voters == {1, 2, 3, 4}
     assert report.new_leader == 4
+
+
+async def test_the_typed_cluster_part_runs() -> None:
+    value, followers, nodes = await typed_cluster()
+    assert value == "v"
+    assert len(followers) == 2 and all(index >= 0 for index in followers.values())
+    assert nodes == {1, 2, 3, 4}
