@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
 
@@ -317,9 +317,14 @@ class RaftStateMachine(Protocol):
         """
         ...
 
-    async def begin_receiving_snapshot(self) -> BinaryIO:
+    async def begin_receiving_snapshot(self) -> IO[bytes]:
         """A new, empty, writable binary file for a snapshot being received chunk by chunk;
-        it is then passed to ``install_snapshot``."""
+        it is then passed to ``install_snapshot``. Any binary file object with ``write``,
+        ``seek``, ``truncate`` and ``close``: ``io.BytesIO``, a file opened ``"w+b"``,
+        ``tempfile.SpooledTemporaryFile()`` or ``NamedTemporaryFile()`` (typed ``IO[bytes]``:
+        it was ``BinaryIO``, which the last two are not to type checkers, so a state machine
+        returning one could not satisfy this protocol under ``mypy --strict``; such a state
+        machine's ``install_snapshot`` may take ``data: IO[bytes]``)."""
         ...
 
     async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:

@@ -26,7 +26,7 @@ Semantics the adaptor adds or relies on:
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from ..types import Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
 from ..validation import check_implements, check_method_kinds
@@ -91,8 +91,9 @@ class RaftStorage(Protocol):
         """Build a snapshot of the applied state and make it the current one."""
         ...
 
-    async def begin_receiving_snapshot(self) -> BinaryIO:
-        """A new, empty, writable binary file for an incoming snapshot."""
+    async def begin_receiving_snapshot(self) -> IO[bytes]:
+        """A new, empty, writable binary file for an incoming snapshot (any binary file
+        object, as ``RaftStateMachine.begin_receiving_snapshot``)."""
         ...
 
     async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
@@ -205,7 +206,7 @@ class AdaptedStateMachine:
             return []
         return await self.storage.apply_to_state_machine(entries)
 
-    async def begin_receiving_snapshot(self) -> BinaryIO:
+    async def begin_receiving_snapshot(self) -> IO[bytes]:
         """Delegates to ``storage.begin_receiving_snapshot``."""
         return await self.storage.begin_receiving_snapshot()
 
