@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -529,9 +529,11 @@ class Wait:
             lambda _seen: self._watch.at_least("purged", index),
         )
 
-    async def voter_ids(self, ids: set[NodeId], msg: str = "") -> RaftMetrics:
-        """Wait until the effective membership's voters are exactly ``ids`` (node ids, none
-        twice: ``ValueError`` otherwise, as for ``Raft.change_membership``)."""
+    async def voter_ids(self, ids: Iterable[NodeId], msg: str = "") -> RaftMetrics:
+        """Wait until the effective membership's voters are exactly ``ids`` (an iterable of
+        node ids, none twice: ``ValueError`` otherwise, as for ``Raft.change_membership``;
+        a ``frozenset`` such as ``Membership.voter_ids()`` or a list too, which the
+        annotation ``set[NodeId]`` refused under ``mypy --strict``)."""
         want = check_voters(ids)
         return await self._role_until(
             lambda m: set(m.membership_config.membership.voter_ids()) == want, msg or f"voters {sorted(want)}"

@@ -156,6 +156,7 @@ async def main() -> Report:
             raise RuntimeError(f"the membership change was refused: {e}") from e
         assert changed.membership is not None
         report.voters = set(changed.membership.voter_ids())
+        await lraft.wait(5.0).voter_ids(changed.membership.voter_ids(), "the leader sees the new voters")
         try:  # a voter is not removed as a learner: it leaves with change_membership
             await lraft.remove_learners([4])
         except NotALearner as e:

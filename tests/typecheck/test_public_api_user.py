@@ -1,9 +1,14 @@
 """The typed user program (``public_api_user.py``, which ``make lint`` checks with
-``mypy --strict``) runs and does what it says."""
+``mypy --strict``) runs and does what it says, and type-checks (here too, so that ``pytest``
+alone sees a correct use of the public API that mypy refuses; needs mypy, the ``lint``
+extra)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .public_api_user import main, typed_cluster
+from .test_must_not_type_check import mypy_strict_errors
 
 
 async def test_public_api_user_program_runs() -> None:
@@ -24,3 +29,8 @@ async def test_the_typed_cluster_part_runs() -> None:
     assert value == "v"
     assert len(followers) == 2 and all(index >= 0 for index in followers.values())
     assert nodes == {1, 2, 3, 4}
+
+
+def test_the_typed_user_program_type_checks(tmp_path: Path) -> None:
+    program = (Path(__file__).parent / "public_api_user.py").read_text()
+    assert mypy_strict_errors(program, tmp_path) == []
