@@ -12,7 +12,7 @@ import os
 import random
 from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 
@@ -149,7 +149,7 @@ class Raft:
         *,
         clock: Clock | None = None,
         seed: int | None = None,
-    ) -> Raft:
+    ) -> Self:
         """Start node ``node_id`` over its storage and network.
 
         Restores vote, log, committed and applied state from storage, so a restarted node
@@ -249,7 +249,7 @@ class Raft:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Raft:
+    async def __aenter__(self) -> Self:
         """``async with raft:`` shuts the node down when the block ends, however it ends.
         Entering raises the node's ``Fatal`` error if it has already stopped (shut down, or
         a storage failure), as every later call on it does: the block would not run a node."""

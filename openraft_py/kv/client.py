@@ -57,7 +57,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, Unpack
+from typing import Any, Self, TypedDict, Unpack
 
 import aiohttp
 import yarl
@@ -435,7 +435,7 @@ class KvClient:
             await self._session.close()
         self._session = None
 
-    async def __aenter__(self) -> KvClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -12,7 +12,7 @@ import resource
 import socket
 from collections import deque
 from ssl import PROTOCOL_TLS_CLIENT, SSLContext
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from .._core import CodecError, FrameReader, FrameTooLarge
 from ..config import Config
@@ -819,7 +819,7 @@ class TcpServer:
         min_frame_rate: float = DEFAULT_MIN_FRAME_RATE,
         drain_timeout: float = 5.0,
         yield_after_answer: bool | None = None,
-    ) -> TcpServer:
+    ) -> Self:
         """Listen on ``host:port`` (``port=0``: an ephemeral port, see ``port``) and serve
         ``raft`` (a ``ServedRaft``: anything implementing ``RaftServer`` with a ``metrics``
         property, such as ``Raft``).
@@ -982,7 +982,7 @@ class TcpServer:
         yield_after_answer: bool | None = None,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         min_frame_rate: float = DEFAULT_MIN_FRAME_RATE,
-    ) -> TcpServer:
+    ) -> Self:
         """A configured server that listens nowhere (``start`` binds it; the atheris
         harness feeds its connections directly). Must be called in the running loop."""
         if asyncio.iscoroutine(raft):
@@ -1288,7 +1288,7 @@ class TcpServer:
         except TimeoutError:  # pragma: no cover - depends on the loop implementation
             pass
 
-    async def __aenter__(self) -> TcpServer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, overload
 
 from ..config import Config
 from ..core.clock import Clock
@@ -138,7 +138,7 @@ class Cluster(Generic[SM, LS]):
         self._on_start = on_start
         self._boots = 0
 
-    async def __aenter__(self) -> Cluster[SM, LS]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
