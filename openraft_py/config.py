@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .types import _struct_repr
 from .validation import shown
 
-__all__ = ["Config", "SnapshotPolicy", "MAX_CONFIG_INT"]
+__all__ = ["Config", "RunningConfig", "SnapshotPolicy", "MAX_CONFIG_INT"]
 
 MAX_CONFIG_INT: int = 2**62 - 1
 """The largest value of an integer field of ``Config``: far beyond any useful setting, and
@@ -211,3 +211,21 @@ class Config(msgspec.Struct, kw_only=True):
         return self.election_timeout_min - self.lease_drift_margin
 
     __repr__ = _struct_repr
+
+
+class RunningConfig(Config, frozen=True):  # type: ignore[misc]  # (msgspec allows a frozen subclass)
+    """The settings a running node uses: ``raft.config``, a read-only copy of the ``Config``
+    the node was started with, checked then. It is a ``Config`` in every other way.
+
+    Assigning a field raises ``AttributeError``: the node reads its settings as it runs
+    (a write's size limit, timers, batch sizes), so a change would take effect at once,
+    in part and unchecked. To run other settings, start the node again with a ``Config``
+    changed from this one: ``Config(**msgspec.structs.asdict(raft.config))``, then set
+    fields, or ``msgspec.structs.replace(raft.config, heartbeat_interval=...)`` (another
+    ``RunningConfig``, which ``Raft.new`` takes as any ``Config``).
+    """
+
+    @classmethod
+    def of(cls, config: Config) -> RunningConfig:
+        """A read-only copy of ``config`` (not checked here: ``validate()``)."""
+        return cls(**msgspec.structs.asdict(config))

@@ -12,12 +12,10 @@ import os
 import random
 from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self
-
-import msgspec
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from . import validation as _v
-from .config import Config
+from .config import Config, RunningConfig
 from .core.clock import Clock, LoopClock, check_clock
 from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
@@ -135,7 +133,7 @@ class Raft:
         self._loop = asyncio.get_running_loop()
         self._thread = _get_ident()  # the loop's thread (``_check_loop``)
         self.id: NodeId = core.id
-        self.config = core.config
+        self.config: RunningConfig = cast(RunningConfig, core.config)  # (Raft.new's copy)
         self.trigger = Trigger(self)
 
     @classmethod
@@ -178,9 +176,10 @@ class Raft:
         ``StoreOwnerMismatch`` (a ``StorageError``) before anything else is read from the
         stores or written to them.
 
-        The node runs on a copy of ``config`` (its ``config`` attribute): changing the object
-        passed afterwards changes nothing of the running node. To run other settings,
-        start the node again with them.
+        The node runs on a copy of ``config``, its ``config`` attribute (a ``RunningConfig``,
+        read-only: assigning a field raises ``AttributeError``): changing the object passed
+        afterwards changes nothing of the running node. To run other settings, start the
+        node again with them.
         """
         node_id = _v.check_node_id(node_id)
         if not isinstance(config, Config):
@@ -188,7 +187,8 @@ class Raft:
         # The node's own copy, checked below: a later change to the caller's object (set after
         # the start, or made for another node sharing it) reached the running node unchecked
         # (a heartbeat_interval above the election timeout: elections every few hundred ms).
-        config = msgspec.structs.replace(config)
+        # Read-only, as ``raft.config``: a change there reached it too.
+        config = RunningConfig.of(config)
         _v.check_implements(network_factory, "network_factory", "RaftNetworkFactory", _v.NETWORK_FACTORY_METHODS)
         _v.check_implements(log_store, "log_store", "RaftLogStorage", _v.LOG_STORAGE_METHODS)
         _v.check_implements(state_machine, "state_machine", "RaftStateMachine", _v.STATE_MACHINE_METHODS)

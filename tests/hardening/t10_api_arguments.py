@@ -12,10 +12,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from integration.checks import fast_config
 
 from openraft_py import MAX_INDEX, MAX_NODE_ID, BasicNode, Normal, Raft, ReadPolicy, ServerState
+from openraft_py.config import Config, RunningConfig
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
@@ -555,4 +557,27 @@ async def test_a_running_node_keeps_the_config_it_was_started_with() -> None:
             assert raft._core.engine.config.heartbeat_interval == 15
         with pytest.raises(ValueError, match=r"exceeds Config\.max_entry_bytes"):
             await c.nodes[leader].client_write(b"x" * (4 * 1024 * 1024 + 1))
+        await assert_healthy(c)
+
+
+async def test_a_running_nodes_config_is_read_only() -> None:
+    """``raft.config`` is the node's own settings, read as it runs: assigning a field of it
+    changed the running node at once, unchecked (``max_entry_bytes = 1`` refused every write
+    of two bytes, ``election_timeout_min`` above the maximum passed). It raises now, and the
+    node keeps its settings; a changed copy starts a node."""
+    async with Cluster(fast_config(), seed=4) as c:
+        await c.start({1, 2, 3})
+        leader = c.nodes[await c.wait_for_leader()]
+        assert isinstance(leader.config, RunningConfig) and isinstance(leader.config, Config)
+        with pytest.raises(AttributeError, match="immutable"):
+            leader.config.max_entry_bytes = 1  # type: ignore[misc]  # (a mypy error: the point)
+        with pytest.raises(AttributeError, match="immutable"):
+            leader.config.election_timeout_min = 10**9  # type: ignore[misc]
+        assert leader.config.max_entry_bytes == 4 * 1024 * 1024
+        await leader.client_write(b"xy")
+        changed = msgspec.structs.replace(leader.config, heartbeat_interval=20)
+        assert type(changed) is RunningConfig and changed.heartbeat_interval == 20
+        mutable = Config(**msgspec.structs.asdict(leader.config))
+        mutable.heartbeat_interval = 20
+        assert mutable == Config(**msgspec.structs.asdict(changed))
         await assert_healthy(c)

@@ -167,3 +167,26 @@ def test_a_clusters_state_machines_and_log_stores_are_typed(tmp_path: Path) -> N
     assert '"MemStateMachine" has no attribute "dta"' in errors[0], errors
     assert '"MemLogStore" has no attribute "purge_log"' in errors[1], errors
     assert 'Value of type variable "SM" of "Cluster" cannot be "NotAStateMachine"' in errors[2], errors
+
+
+CHANGED_RUNNING_CONFIG = '''
+import msgspec
+
+from openraft_py import Config, Raft
+
+
+def smaller_writes(raft: Raft) -> Config:
+    raft.config.max_entry_bytes = 1024
+    mine = Config(**msgspec.structs.asdict(raft.config))
+    mine.max_entry_bytes = 1024
+    return msgspec.structs.replace(raft.config, max_entry_bytes=1024)
+'''
+
+
+def test_changing_a_running_nodes_config_is_an_error(tmp_path: Path) -> None:
+    """``raft.config`` is the node's own settings, read-only when run (``RunningConfig``,
+    ``AttributeError``): mypy refuses the change too; a ``Config`` of one's own made from
+    it, or a changed copy, type-checks."""
+    errors = mypy_strict_errors(CHANGED_RUNNING_CONFIG, tmp_path)
+    assert len(errors) == 1, errors
+    assert 'Property "max_entry_bytes" defined in "RunningConfig" is read-only' in errors[0], errors
