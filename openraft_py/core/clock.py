@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import sys
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -54,18 +56,39 @@ def check_clock(clock: Any) -> None:
         pause.close()
 
 
+def loop_time_source(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The function ``LoopClock`` reads the time of ``loop`` with: ``loop.time``, except on
+    uvloop's own loop, whose ``time()`` is libuv's loop time, the monotonic clock in whole
+    milliseconds (``uv_now``): there ``time.monotonic``, the same clock at full resolution
+    (its timers and ``asyncio.sleep`` are unchanged: only intervals are measured).
+
+    A ReadIndex read is confirmed by the acknowledgements of requests sent at or after the
+    time it arrived (docs/design/reads.md): on whole milliseconds, a heartbeat sent earlier
+    in the same millisecond counted, so a read was answered from an acknowledgement older
+    than the read (a leader cut off just after a heartbeat round answered most reads made
+    within that millisecond, and during a leadership transfer, when the followers grant the
+    target at once, such a read can miss the new leader's first write). A loop that
+    defines its own ``time()`` (a subclass, virtual time) keeps it."""
+    uvloop = sys.modules.get("uvloop")
+    uv_time = getattr(getattr(uvloop, "Loop", None), "time", None)
+    if uv_time is not None and getattr(type(loop), "time", None) is uv_time:
+        return time.monotonic
+    return loop.time
+
+
 class LoopClock:
-    """The running event loop's clock (``loop.time()``, ``asyncio.sleep``). An event loop
-    with virtual time (the simulator's) makes this virtual too."""
+    """The running event loop's clock (``loop.time()``, at full resolution: see
+    ``loop_time_source``) and ``asyncio.sleep``. An event loop with virtual time (the
+    simulator's) makes this virtual too."""
 
     def __init__(self) -> None:
         self._time: Callable[[], float] | None = None
 
     def now(self) -> float:
-        """``loop.time()`` of the running loop (the loop is looked up once)."""
+        """The running loop's time in seconds (``loop_time_source``; looked up once)."""
         t = self._time
         if t is None:
-            t = self._time = asyncio.get_running_loop().time
+            t = self._time = loop_time_source(asyncio.get_running_loop())
         return t()
 
     async def sleep(self, seconds: float) -> None:
