@@ -309,6 +309,50 @@ def test_lease_read(ack, now, served):
             assert str(cmds[0].value) == f"leader lease expired: last quorum ack {now - ack:.1f} ms ago"
 
 
+@pytest.mark.parametrize(
+    "voters,acks,confirmed",
+    [
+        # Joint {1,2,3} + {1,4,5}: the lease needs a majority of each config.
+        ([{1, 2, 3}, {1, 4, 5}], [2, 3], False),  # C_old only: C_new's voters may elect
+        ([{1, 2, 3}, {1, 4, 5}], [4, 5], False),  # C_new only
+        ([{1, 2, 3}, {1, 4, 5}], [2, 4], True),
+        # The leader removes itself ({2,3} does not hold it): it counts for C_old only.
+        ([{1, 2, 3}, {2, 3}], [2], False),
+        ([{1, 2, 3}, {2, 3}], [2, 3], True),
+    ],
+)
+def test_lease_read_in_a_joint_config_needs_a_quorum_of_each(voters, acks, confirmed):
+    """A lease read during a membership change is confirmed only by acknowledgements of a
+    majority of every config: a new leader needs votes of a majority of each, and any config
+    whose majority did not ack this leader may hold a majority that is not sticky to it."""
+    eng = make_leader(id=1, voters=voters, now=0.0)  # the blank entry is in flight
+    for t in acks:
+        eng.handle_replication_progress(t, L1, None, 100.0)  # acks, no match: nothing commits
+    eng.take_commands()
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, now=110.0)
+    cmds = eng.take_commands()
+    if confirmed:
+        # Confirmed by the lease, answered once the blank entry commits.
+        assert cmds == [] and len(eng.leader.reads) == 1
+    else:
+        assert cmds == [Respond(TX, ANY)] and isinstance(cmds[0].value, QuorumNotEnough)
+
+
+def test_read_index_in_a_joint_config_waits_for_a_quorum_of_each():
+    eng = make_leader(id=1, voters=[{1, 2, 3}, {1, 4, 5}], now=0.0)
+    eng.handle_replication_progress(2, L1, None, 0.0)  # frees the probe windows of 2 and 3
+    eng.handle_replication_progress(3, L1, None, 0.0)
+    eng.take_commands()
+    eng.handle_read(TX, ReadPolicy.READ_INDEX, now=10.0)
+    eng.take_commands()
+    for t in (2, 3):
+        eng.handle_replication_progress(t, L1, lid(1, 1), 10.0)
+    assert [c for c in eng.take_commands() if isinstance(c, Respond)] == [], "C_old's majority alone"
+    eng.handle_replication_progress(5, L1, lid(1, 1), 10.0)
+    cmds = eng.take_commands()
+    assert Respond(TX, lid(1, 1)) in cmds, cmds
+
+
 def test_read_index_confirmed_before_the_blank_commits_waits_for_it():
     """A new leader's read log id is its blank entry: a quorum ack that does not hold the
     entry (a conflict, a lagging follower) confirms leadership, but the answer waits until
