@@ -11,7 +11,12 @@ round after round, in virtual time:
    for longer than an election timeout: their leader stickiness ends, node 1 keeps its
    lease through the others. At a seeded moment between two heartbeats, node 1 is cut off
    from every other node. In a third of the rounds a node that acked node 1 then crashes
-   and restarts at once; in a sixth, an operator calls ``trigger.elect()`` on one.
+   and restarts at once; in a sixth, an operator calls ``trigger.elect()`` on one. In a
+   quarter of the rounds (``HAND_OVER_P``, drawn apart) node 1 instead hands leadership over
+   to a node that acked it, and is cut off once the target has the TransferLeader notice
+   (``_hand_over_then_cut``): the target and its voters, who grant it at once, elect it
+   while node 1's lease would still run, so node 1 must serve no lease read from the
+   moment it started the transfer.
 3. A reader keeps reading a key on node 1 (``LEASE_READ``, or ``READ_INDEX``) until it is
    refused, while a writer writes that key through whichever node of the majority leads
    once one is elected (their fast clocks end their leader stickiness early, in real time).
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config import Config
-from ...errors import Fatal, ForwardToLeader, InProgress, LinearizableReadError, WaitTimeout
+from ...errors import Fatal, ForwardToLeader, InProgress, LinearizableReadError, Unreachable, WaitTimeout
 from ...storage import memory
 from ...storage.memory import KvSet, MemStateMachine, encode_kv
 from ...types import NodeId, ReadPolicy, ServerState
@@ -52,6 +57,10 @@ LEASE_ROUNDS = 6
 MAX_LEASE_FACTOR = 8.0
 """The largest skew factor: the seeds' bounds are at most 1/9, so the slow clock's rate
 ``1 - factor * bound`` stays above 0 for every seed."""
+
+HAND_OVER_P = 0.25
+"""The share of rounds in which node 1 hands leadership over before it is cut off
+(``LeaseSkewRun._hand_over_then_cut``)."""
 
 SLOW = 1
 """The node whose clock runs slowest, made leader at the start of every round."""
@@ -88,7 +97,8 @@ class LeaseResult:
     """``reads_in_partition``: reads node 1 served that began after it was cut off;
     ``reads``: every read it served; ``reads_after_write``: those
     served after the majority's write was acknowledged (stale unless they saw it);
-    ``writes``: majority writes acknowledged (one per round when the round completes)."""
+    ``writes``: majority writes acknowledged (one per round when the round completes);
+    ``hand_overs``: rounds in which node 1's transfer reached its target before the cut."""
 
     @property
     def ops(self) -> int:
@@ -134,6 +144,7 @@ class LeaseSkewRun:
         self.policy = policy
         self.rounds = rounds
         self.rng = rng = random.Random(f"lease-skew-{seed}")
+        self.events_rng = random.Random(f"lease-events-{seed}")
         self.n_nodes = rng.choice((3, 5))
         emin = rng.choice((60, 100, 150))
         margin = max(1, round(emin * rng.choice((0.1, 0.133, 0.2))))
@@ -158,7 +169,9 @@ class LeaseSkewRun:
         self.paused: dict[NodeId, asyncio.Event] = {}
         self.trace: list[str] = []
         self.history: list[lincheck.Operation] = []
-        self.stats: dict[str, int] = {"reads": 0, "reads_in_partition": 0, "reads_after_write": 0, "writes": 0}
+        self.stats: dict[str, int] = {
+            "reads": 0, "reads_in_partition": 0, "reads_after_write": 0, "writes": 0, "hand_overs": 0,
+        }
         self.cluster: Cluster[MemStateMachine, SimLogStore] = None  # type: ignore[assignment]
         self._failure: str | None = None
         self._seq = itertools.count(1)
@@ -232,16 +245,23 @@ class LeaseSkewRun:
                 self.log(f"round {rnd}: n{SLOW} cut off from {lagging}")
                 await asyncio.sleep(self.config.election_timeout_max * 1.2 / 1000)
             acked = sorted(others - set(lagging))
+            # In some rounds node 1 hands leadership over instead of being cut off at once
+            # (``_hand_over_then_cut``). Drawn apart, so the other draws stay as they were.
+            hand_over = self.events_rng.random() < HAND_OVER_P
             written = asyncio.Event()
             self._cut_at = lincheck.INF
             reader = asyncio.ensure_future(self._read_on_slow_node(written))
             # Cut node 1 off at a seeded moment between two of its heartbeats, while its
             # reads go on (a ReadIndex read may be confirmed by acks still in flight).
             await asyncio.sleep(self.rng.uniform(0.0, hb))
-            c.router.partition({SLOW}, others)
-            self._cut_at = loop.time()
-            self.log(f"round {rnd}: n{SLOW} cut off from {sorted(others)}")
-            event = self.rng.random()
+            if hand_over:
+                await self._hand_over_then_cut(rnd, acked, others)
+                event = 1.0
+            else:
+                c.router.partition({SLOW}, others)
+                self._cut_at = loop.time()
+                self.log(f"round {rnd}: n{SLOW} cut off from {sorted(others)}")
+                event = self.rng.random()
             if event < 1 / 3:
                 # A node that acked node 1 crashes and restarts at once, losing what it had
                 # not flushed: the restart rule keeps it sticky (reads.md).
@@ -266,6 +286,52 @@ class LeaseSkewRun:
         if result.ok is False:
             self._failure = self._failure or "history is not linearizable (a stale read):\n" + result.explain()
         self.log(f"end: {len(self.history)} operations, linearizable: {result.ok}; {self.stats}")
+
+    async def _hand_over_then_cut(self, rnd: int, acked: list[NodeId], others: set[NodeId]) -> None:
+        """Node 1 hands leadership over to a node that acked it (``trigger.transfer_leader``),
+        and is cut off from every other node as soon as the target has taken the
+        TransferLeader: the target campaigns at once, the others grant it at once (its vote
+        request names node 1's vote, ``VoteHandler.handle_vote_req``), the writer writes
+        through it, and node 1 never hears of it. So node 1 must serve no lease read from
+        the moment it started the transfer (``TransferHandler.start``: ``lease_disabled``);
+        a ReadIndex read it serves must have been confirmed before the cut. If the transfer
+        does not start or reach the target in time, node 1 is cut off as in other rounds."""
+        c = self.cluster
+        loop = asyncio.get_running_loop()
+        to = self.rng.choice(acked)
+        taken = asyncio.Event()
+
+        def on_request(rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
+            if rpc == "transfer_leader" and source == SLOW and target == to and self._cut_at == lincheck.INF:
+                # From now on only node 1's TransferLeader notices get through: node 1 hears
+                # nothing of the target's campaign (not even a vote request that would
+                # depose it), and its heartbeats reach no one.
+                for kind in ("append_entries", "vote", "install_snapshot"):
+                    c.router.set_rpc_failure(SLOW, "out", Unreachable, kind)
+                c.router.set_rpc_failure(SLOW, "in", Unreachable)
+                self._cut_at = loop.time()
+
+        def on_response(rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
+            if rpc == "transfer_leader" and source == SLOW and target == to and not taken.is_set():
+                c.router.partition({SLOW}, others)
+                taken.set()
+
+        c.router.add_hook(on_request)
+        c.router.add_response_hook(on_response)
+        try:
+            await c.nodes[SLOW].trigger.transfer_leader(to)
+            self.log(f"round {rnd}: n{SLOW} hands over to n{to}")
+            await asyncio.wait_for(taken.wait(), self.config.election_timeout_max / 1000)
+            self.stats["hand_overs"] += 1
+        except (ForwardToLeader, InProgress, ValueError, TimeoutError) as e:
+            self.log(f"round {rnd}: no hand-over to n{to}: {type(e).__name__}")
+        finally:
+            c.router.clear_hooks()
+        if not taken.is_set():
+            c.router.partition({SLOW}, others)
+            if self._cut_at == lincheck.INF:
+                self._cut_at = loop.time()
+        self.log(f"round {rnd}: n{SLOW} cut off from {sorted(others)}")
 
     async def _lead_on_slow_node(self) -> None:
         """Make node 1 the leader with a live lease (hand leadership over to it if needed)."""
