@@ -372,7 +372,10 @@ class RaftCore:
 
     async def _run_once(self) -> None:
         eng = self.engine
-        now = eng.now = self.clock.now() * 1000.0  # ``now_ms()``
+        now = self.clock.now() * 1000.0  # ``now_ms()``
+        if now < eng.now:
+            self._clock_went_back(now)
+        eng.now = now
         tick = False
         if self._notes:
             notes = self._notes
@@ -393,7 +396,10 @@ class RaftCore:
                 # at an earlier time (a follower's ``leader_seen_at`` would start before the
                 # request it notes arrived, and its stickiness end before the leader's lease
                 # does; docs/design/reads.md).
-                now = eng.now = self.clock.now() * 1000.0
+                now = self.clock.now() * 1000.0
+                if now < eng.now:
+                    self._clock_went_back(now)
+                eng.now = now
         if self._msgs:
             msgs = self._msgs
             self._msgs = deque()
@@ -414,6 +420,24 @@ class RaftCore:
             self._tick(now)
         await self._run_commands()
         self.metrics.publish()
+
+    def _clock_went_back(self, now: float) -> None:
+        """The node's clock read ``now`` (ms), earlier than a time it read before
+        (``Engine.now``): raise ``Fatal``, which stops the node.
+
+        Every interval of the node is measured on this clock, which must be monotonic
+        (``core.clock.Clock``; ``check_clock`` sees one reading only). A wall clock stepped
+        back (NTP, an operator) froze the node's time: a leader cut off from the others
+        went on serving lease reads, and on taking writes, for as long as the step, while
+        the others elected a leader and committed writes those reads missed (a 5 s step:
+        stale lease reads for 5 s)."""
+        raise Fatal(
+            f"node {self.id}: its clock went back {self.engine.now - now:.3f} ms (Clock.now() read "
+            f"{now / 1000.0:.6f} s after {self.engine.now / 1000.0:.6f} s): the clock given to Raft.new must be "
+            "monotonic (time.monotonic, or time.clock_gettime(time.CLOCK_BOOTTIME)), never the wall clock: with "
+            "its time going back, a leader's lease outlasts its followers' leader stickiness and lease reads can "
+            "be stale"
+        )
 
     def _handle_msgs(self, msgs: deque[Any], now: float) -> None:
         """Handle ``msgs`` in order: each run of consecutive writes (``ClientWrite``,
