@@ -25,6 +25,11 @@ class Clock(Protocol):
         ...
 
 
+MAX_CLOCK_SECONDS = 1e10
+"""The most ``Clock.now()`` may read at the start (about 317 years, so any monotonic clock in
+seconds): a clock in nanoseconds reads more after 10 s of uptime, and every interval of the
+node measured on it would be a billion times too long (no election would ever start)."""
+
 CLOCK_METHODS: tuple[str, ...] = ("now", "sleep")
 """The methods of ``Clock`` (``check_clock`` requires each)."""
 
@@ -32,8 +37,9 @@ CLOCK_METHODS: tuple[str, ...] = ("now", "sleep")
 def check_clock(clock: Any) -> None:
     """``TypeError`` unless ``clock`` is a ``Clock``: an instance with ``now()`` and
     ``sleep(seconds)`` methods, whose ``now()`` returns a finite ``int`` or ``float`` (monotonic
-    seconds) and whose ``sleep(0)`` returns an awaitable (not awaited: a coroutine is closed
-    unstarted, so nothing of the clock's runs but ``now``).
+    seconds; ``ValueError`` past ``MAX_CLOCK_SECONDS``) and whose ``sleep(0)`` returns an
+    awaitable (not awaited: a coroutine is closed unstarted, so nothing of the clock's runs
+    but ``now``).
 
     ``Raft.new`` checks a ``clock`` it is given with this before it reads storage. Without the
     check, ``clock=time.monotonic`` failed with a bare ``AttributeError`` ('no attribute
@@ -45,6 +51,11 @@ def check_clock(clock: Any) -> None:
         raise TypeError(
             f"clock.now() must return the time in seconds as a finite int or float (monotonic), "
             f"got {type(t).__name__} {t!r}"
+        )
+    if t > MAX_CLOCK_SECONDS:
+        raise ValueError(
+            f"clock.now() read {t!r}, more than {MAX_CLOCK_SECONDS:.0e} seconds: a clock in nanoseconds "
+            "(time.monotonic_ns)? now() must return seconds, as time.monotonic() does"
         )
     pause = clock.sleep(0)
     if not inspect.isawaitable(pause):

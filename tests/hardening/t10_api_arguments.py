@@ -581,3 +581,15 @@ async def test_a_running_nodes_config_is_read_only() -> None:
         mutable.heartbeat_interval = 20
         assert mutable == Config(**msgspec.structs.asdict(changed))
         await assert_healthy(c)
+
+
+async def test_raft_new_refuses_a_clock_in_nanoseconds() -> None:
+    """A clock whose ``now()`` is ``time.monotonic_ns`` was taken: every interval of the node,
+    measured on it in seconds, was a billion times too long, so the node never started an
+    election and said nothing. ``ValueError`` naming the likely mistake, before anything is
+    read."""
+    disk = MemDisk()
+    with pytest.raises(ValueError, match=r"clock\.now\(\) read \d+, more than 1e\+10 seconds: a clock in nanoseconds"):
+        await Raft.new(1, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk),
+                       clock=_NowClock(time.monotonic_ns() + 10**10))  # type: ignore[arg-type]
+    assert disk.vote is None and not disk.entries
