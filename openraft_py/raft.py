@@ -101,7 +101,9 @@ class Trigger:
         off), and ``InProgress`` while a
         ``change_membership`` on this node waits for its joint config to commit (handed over
         mid-change, the new leader would finish it keeping the removed voters as learners); ``TypeError`` / ``ValueError`` if ``to`` is not a node id.
-        Naming this leader itself does nothing (it already leads) and returns at once."""
+        Naming this leader itself does nothing (it already leads) and returns at once; but
+        while it hands leadership over (a transfer started and not given up yet) it raises
+        ``ForwardToLeader`` naming the target, as a write does: the target is about to lead."""
         to = _v.check_node_id(to, "transfer_leader to")
         await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
 

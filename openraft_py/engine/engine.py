@@ -460,7 +460,9 @@ class Engine:
         appeared within two election timeouts. Raises ``ForwardToLeader`` on a non-leader,
         ``ValueError`` when ``to`` is not a voter or answered none of this leader's requests
         sent within ``election_timeout_max``, and ``InProgress`` while a ``change_membership``
-        of this leader waits for its joint config to commit. Transferring to this node does nothing."""
+        of this leader waits for its joint config to commit. Transferring to this node does nothing,
+        unless it is handing over (a transfer started, not given up yet): then ``ForwardToLeader``
+        naming the target."""
         self.now = now
         leader = self.leader
         if leader is None:

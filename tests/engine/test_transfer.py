@@ -166,6 +166,21 @@ def test_transfer_to_self_is_a_no_op():
     assert eng.client_write([Normal(b"a")]) == lid(1, 2)
 
 
+def test_transfer_to_self_while_handing_over_forwards_to_the_target():
+    """Naming the leader itself while it hands over did nothing: its caller was told this
+    node leads (the key-value service answered 200 ``{"leader_id": 1}``), and the target
+    took over a moment later. Refused as a write is, naming the target; the transfer goes
+    on unchanged."""
+    eng = transferring()
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.transfer_leader(1, 11.0)
+    assert ei.value.leader_id == 3
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to == 3 and not eng.leader.transfer_sent
+    assert eng.leader.transfer_deadline == 10.0 + 2 * TIMEOUT_MAX, "the transfer is not restarted"
+    eng.state.validate()
+
+
 def test_transfer_to_a_non_voter_raises_value_error():
     eng = make_leader(id=1, learners=[4])
     for to in (4, 9):

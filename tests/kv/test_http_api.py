@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import yarl
 
-from openraft_py import RaftMetrics
+from openraft_py import ForwardToLeader, RaftMetrics
 from openraft_py.kv import cli
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs, node_of
@@ -723,3 +723,18 @@ async def test_a_transfer_that_another_one_overtook_is_a_conflict_at_once(cluste
     loser, lost = next((n, r) for n, r in zip((a, b), results, strict=True) if n is not winner)
     assert isinstance(lost, Conflict), lost
     assert f"node {winner.id} took over, not node {loser.id}" in str(lost)
+
+
+async def test_a_transfer_to_the_leader_itself_while_it_hands_over_names_the_target(cluster: KvCluster) -> None:
+    """A transfer to the leader's own id while it hands leadership to another voter (a
+    ``cluster transfer --to 1`` after a ``--to 2`` on leader 1) answered 200 ``{"leader_id":
+    1}`` at once, and node 2 took over a moment later: the caller was told the wrong node
+    leads. Now ``ForwardToLeader`` naming the target (a 307 to it over HTTP), as a write."""
+    leader = await cluster.wait_leader()
+    a, _ = cluster.followers(leader)
+    assert leader.raft is not None
+    await leader.raft.trigger.transfer_leader(a.id)
+    with pytest.raises(ForwardToLeader) as ei:
+        await leader.transfer(leader.id)
+    assert ei.value.leader_id == a.id
+    await leader.raft.wait(10).current_leader(a.id, f"n{a.id} leads")

@@ -13,8 +13,10 @@ Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transf
         └── expire (tick): no new leader after 2 election timeouts ──> writes again
                                                                        (lease stays off)
 
-``start`` refuses a target that is not a voter or answered none of this leader's requests
-sent within ``election_timeout_max`` (``ValueError``), and any transfer while a
+``start`` does nothing for this node itself, unless it is handing over: then
+``ForwardToLeader`` naming the target, as a write gets. It refuses a target that is not a
+voter or answered none of this leader's requests sent within ``election_timeout_max``
+(``ValueError``), and any transfer while a
 ``change_membership`` of this leader is in progress, until its joint config commits
 (``InProgress``): handed over mid-change, the new leader would finish the joint config
 keeping the removed voters as learners, whatever the caller's ``retain``.
@@ -80,6 +82,11 @@ class TransferHandler(Handler):
         """Hand leadership to voter ``to``; see ``Engine.transfer_leader``."""
         st = self.state
         if to == st.id:
+            if is_handing_over(leader):
+                # It is handing leadership over: naming itself did nothing, and the caller
+                # was told this node leads while the target took over. Refused as a write
+                # is, naming the target, where the caller can ask again.
+                raise self.eng.forward_to_leader()
             return
         if not st.effective_membership().is_voter(to):
             raise ValueError(f"cannot transfer leadership to node {to}: it is not a voter")
