@@ -105,7 +105,8 @@ class Trigger:
         while it hands leadership over (a transfer started and not given up yet) it raises
         ``ForwardToLeader`` naming the target, as a write does: the target is about to lead."""
         to = _v.check_node_id(to, "transfer_leader to")
-        await self._raft._act(lambda eng, now: eng.transfer_leader(to, now))
+        core = self._raft._core
+        await self._raft._act(lambda eng, now: core.start_transfer(to, now))
 
 
 def owner_cluster_name(network_factory: object, config: Config) -> str:

@@ -105,6 +105,7 @@ from .tasks import TaskSet, stray_cancel
 from .vote_writer import VoteWriter
 
 if TYPE_CHECKING:
+    from ..engine.leader import Leader
     from ..network import RaftNetwork, RaftNetworkFactory
     from ..storage import RaftLogStorage, RaftStateMachine
 
@@ -472,9 +473,44 @@ class RaftCore:
         requests sent within the election timeout were in the pass."""
         eng = self.engine
         deadline = eng.election_deadline
+        leader = eng.leader
+        handing_to = None if leader is None else leader.transfer_to
         eng.handle_tick(now)
         if eng.election_deadline != deadline and eng.leader_lost:
             self._learner_timed_out()
+        if handing_to is not None and leader is not None and eng.leader is leader and leader.transfer_to is None:
+            self._log_transfer_given_up(leader, handing_to)
+
+    def start_transfer(self, to: NodeId, now: float) -> None:
+        """``Trigger.transfer_leader(to)`` in the core: ``Engine.transfer_leader`` (its
+        errors reach the caller), then one INFO line saying this leader hands over (none
+        when naming itself did nothing). Writes were refused for the hand-over, and for two
+        election timeouts when it failed, with no line saying why."""
+        eng = self.engine
+        eng.transfer_leader(to, now)
+        leader = eng.leader
+        if leader is not None and to != self.id and leader.transfer_to == to:
+            log.info("node %s: hands leadership over to node %s (term %s): writes are refused, redirected to it, "
+                     "until it leads, for at most %s ms (2 x election_timeout_max)", self.id, to, leader.vote.leader_id.term,
+                     2 * self.config.election_timeout_max)
+
+    def _log_transfer_given_up(self, leader: Leader, to: NodeId) -> None:
+        """Log at WARNING that ``leader`` (still this node's leadership) gave up its transfer to
+        ``to`` (no new leader within two election timeouts) and why, as far as it knows:
+        the target never held its whole log, or it was told to take over and no leader
+        came of it. Once per transfer."""
+        last = self.engine.state.last_index()
+        if leader.transfer_sent:
+            why = (f"node {to} held this leader's whole log and was told to take over, but no new leader came of it "
+                   f"(is node {to} down or cut off? its own log says if it declined to campaign)")
+        else:
+            matched = leader.progress.as_dict().get(to, -1)
+            held = f"up to log index {matched}" if matched >= 0 else "none of it as far as this leader knows"
+            why = (f"node {to} never held this leader's whole log (it ends at index {last}; node {to} holds {held}): "
+                   f"too far behind to catch up in time, or cut off?")
+        log.warning("node %s: gave up handing leadership over to node %s after %s ms (term %s): %s; "
+                    "it takes writes again (lease reads stay off for the rest of the term)", self.id, to,
+                    2 * self.config.election_timeout_max, leader.vote.leader_id.term, why)
 
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine

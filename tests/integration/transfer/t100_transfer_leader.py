@@ -7,6 +7,7 @@ writes again, but its lease reads stay refused for the rest of its term."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from openraft_py import BasicNode, ForwardToLeader, QuorumNotEnough, ReadPolicy,
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import ClientWriteResponse, LogId, TransferLeaderRequest
 
-from ..checks import check_applied_prefix, check_log_matching, fast_config
+from ..checks import LogRecords, check_applied_prefix, check_log_matching, fast_config, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -323,3 +324,46 @@ async def test_transfer_to_a_target_that_went_down_is_refused(slower_cluster: Cl
     assert cluster.leader() == leader
     await raft.trigger.transfer_leader(other)  # a live target is taken
     await raft.wait(5.0).current_leader(other, f"n{other} leads")
+
+
+@pytest.mark.parametrize("cut", ["before-catch-up", "after-the-notice"])
+async def test_a_transfer_started_and_given_up_is_logged(slower_cluster: Cluster, cut: str) -> None:
+    """The leader logs at INFO that it hands over (writes are refused meanwhile) and at
+    WARNING that it gave up, and why as far as it knows: the target never held its whole
+    log, or it was told to take over and no leader came of it. Neither was logged: writes
+    were refused for two election timeouts with no line saying why, and the key-value
+    service's caller got only "node 3 did not take over"."""
+    cluster = slower_cluster
+    await cluster.start({1, 2, 3})
+    leader = await cluster.wait_for_leader(timeout=5)
+    raft = cluster.nodes[leader]
+    to = max(set(cluster.nodes) - {leader})
+    last = (await asyncio.wait_for(raft.client_write(b"everyone has this"), timeout=WRITE_BOUND)).log_id.index
+    await cluster.wait_applied(last, timeout=5)
+    if cut == "before-catch-up":
+        cluster.router.isolate(to)
+        last = (await asyncio.wait_for(raft.client_write(b"the target misses this"), timeout=WRITE_BOUND)).log_id.index
+    else:
+
+        def cut_at_notice(rpc: str, source: int, target: int, req: object) -> None:
+            if rpc == "transfer_leader" and target == to:
+                cluster.router.isolate(to)  # the notice is lost with it
+
+        cluster.router.add_hook(cut_at_notice)
+    with LogRecords("openraft_py.core", logging.INFO) as records:
+        await raft.trigger.transfer_leader(to)
+        started = records.lines(logging.INFO, f"node {leader}: hands leadership over to node {to} (term ")
+        assert len(started) == 1, records.records
+        assert "writes are refused, redirected to it, until it leads, for at most 600 ms" in started[0]
+        await until(lambda: bool(records.lines(logging.WARNING, "gave up handing leadership over")), "the give-up", 5)
+    cluster.router.heal()
+    (gave_up,) = records.lines(logging.WARNING, "gave up handing leadership over")
+    assert gave_up.startswith(f"node {leader}: gave up handing leadership over to node {to} after 600 ms (term ")
+    if cut == "before-catch-up":
+        assert (f"node {to} never held this leader's whole log (it ends at index {last}; node {to} holds up to log "
+                f"index {last - 1}): too far behind to catch up in time, or cut off?") in gave_up
+    else:
+        assert (f"node {to} held this leader's whole log and was told to take over, but no new leader came of it "
+                f"(is node {to} down or cut off? its own log says if it declined to campaign)") in gave_up
+    assert gave_up.endswith("; it takes writes again (lease reads stay off for the rest of the term)")
+    await asyncio.wait_for(raft.client_write(b"taken again"), timeout=WRITE_BOUND)
