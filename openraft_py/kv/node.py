@@ -965,7 +965,8 @@ class KvNode:
         leads; returns ``to``. ``Conflict`` when another node took over instead (a transfer
         asked of this leader meanwhile replaced this one, or an election came first): the
         cluster has a leader, just not ``to``. ``ServiceUnavailable`` when nobody took over
-        within the bound."""
+        within the bound; its message says when this node still leads (the transfer was
+        given up, and writes are taken again: this node's log says why)."""
         raft = self._raft()
         await raft.trigger.transfer_leader(to)
         bound = 4 * raft.config.election_timeout_max / 1000.0
@@ -978,6 +979,18 @@ class KvNode:
         try:
             m = await raft.wait(bound).metrics(settled, f"node {to} leads")
         except WaitTimeout:
+            now = raft.metrics
+            if now.current_leader == me:
+                # The transfer expired (two election timeouts) and this node took writes
+                # again: said, or the caller could not tell a cluster that kept its leader
+                # from one without a leader ("outcome unknown").
+                given_up = 2 * raft.config.election_timeout_max
+                raise ServiceUnavailable(
+                    f"node {to} did not take over within {bound:.1f}s: node {me} still leads (term "
+                    f"{now.current_term}) and takes writes again (a transfer not done within {given_up} ms, "
+                    f"2 x election_timeout_max, is given up; node {me}'s log says why: is node {to} down, "
+                    f"cut off, catching up, or far behind?)"
+                ) from None
             raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
         if m.current_leader != to:
             raise Conflict(
