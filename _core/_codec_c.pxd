@@ -6,7 +6,11 @@ from cpython.ref cimport Py_TYPE
 
 
 cdef class FrameReader:
-    # Pending bytes of the incomplete frame are _buf[_start:_end] (capacity _cap).
+    # Between feeds, the pending bytes of the stream are either _buf[_start:_end]
+    # (capacity _cap): fewer than 4 bytes, the start of a frame's length; or, once a length
+    # announced a frame that has not all arrived, _frame: a bytes object of that length
+    # _need (the payload), of which the first _have bytes are filled. Invariant: while
+    # _frame is not None, _buf[_start:_end] is empty and _have < _need.
     cdef unsigned char* _buf
     cdef Py_ssize_t _start
     cdef Py_ssize_t _end
@@ -14,8 +18,12 @@ cdef class FrameReader:
     cdef Py_ssize_t _max
     # Invariant: once set, every feed raises FrameTooLarge.
     cdef bint _broken
+    cdef bytes _frame
+    cdef Py_ssize_t _need
+    cdef Py_ssize_t _have
 
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _begin_frame(self, const unsigned char* data, Py_ssize_t have, Py_ssize_t n) except -1
 
 
 # -- attribute reads straight from instance slots ---------------------------------------

@@ -352,7 +352,14 @@ def encode_frames(payloads) -> bytes:
 
 
 cdef class FrameReader:
-    """Splits a byte stream into length-prefixed frames (see ``_codec_py.FrameReader``)."""
+    """Splits a byte stream into length-prefixed frames (see ``_codec_py.FrameReader``).
+
+    A frame that arrives in pieces (a large AppendEntries or snapshot chunk comes in reads
+    of 64-256 KiB) is copied once: from the first piece on, into a bytes object of the
+    length its header announced, which ``feed`` returns when the last piece arrives. The
+    reader no longer grows a buffer to the frame's size and copies the frame out of it
+    again (one copy and the buffer's regrowth less per frame; the buffer, which kept the
+    capacity of the largest frame ever received for the connection's life, stays small)."""
 
     def __cinit__(self):
         self._buf = NULL
@@ -360,6 +367,9 @@ cdef class FrameReader:
         self._end = 0
         self._cap = 0
         self._broken = False
+        self._frame = None
+        self._need = 0
+        self._have = 0
 
     def __init__(self, max_frame_size):
         if max_frame_size < 0:
@@ -390,23 +400,48 @@ cdef class FrameReader:
         self._end += n
         return 0
 
+    cdef int _begin_frame(self, const unsigned char* data, Py_ssize_t have, Py_ssize_t n) except -1:
+        """Start the frame of ``n`` payload bytes whose first ``have`` (< ``n``) are at
+        ``data``: they go into ``_frame``, allocated to its full length."""
+        self._frame = PyBytes_FromStringAndSize(NULL, n)
+        if have:
+            memcpy(PyBytes_AS_STRING(self._frame), data, have)
+        self._need = n
+        self._have = have
+        return 0
+
     def feed(self, data) -> list:
         """Buffer ``data`` and return every frame payload now complete, in stream order."""
         cdef const unsigned char[::1] mv = data
         cdef Py_ssize_t dn = mv.shape[0]
+        cdef const unsigned char* src = &mv[0] if dn else NULL
         cdef const unsigned char* p
-        cdef Py_ssize_t pos = 0, end
+        cdef Py_ssize_t pos = 0, end, take
         cdef uint32_t n
         cdef list frames = []
-        cdef bint from_buf = self._end != self._start
+        cdef bint from_buf
         if self._broken:
             raise FrameTooLarge("frame reader is broken by an oversized frame")
+        if self._frame is not None:
+            # The next piece of the frame in progress, straight into its place.
+            take = min(dn, self._need - self._have)
+            if take:
+                memcpy(PyBytes_AS_STRING(self._frame) + self._have, src, take)
+            self._have += take
+            if self._have < self._need:
+                return frames
+            frames.append(self._frame)
+            self._frame = None
+            self._need = self._have = 0
+            src += take
+            dn -= take
+        from_buf = self._end != self._start
         if not from_buf:
             # Fast path: nothing pending, parse straight from the input.
-            p = &mv[0] if dn else NULL
+            p = src
             end = dn
         else:
-            self._append(&mv[0] if dn else NULL, dn)
+            self._append(src, dn)
             p = self._buf + self._start
             end = self._end - self._start
         while end - pos >= 4:
@@ -416,6 +451,8 @@ cdef class FrameReader:
                 self._start = self._end = 0
                 raise FrameTooLarge(f"frame of {n} bytes exceeds max_frame_size {self._max}")
             if end - pos - 4 < n:
+                self._begin_frame(p + pos + 4, end - pos - 4, n)
+                pos = end
                 break
             frames.append(PyBytes_FromStringAndSize(<const char*>p + pos + 4, n))
             pos += 4 + n
@@ -429,6 +466,8 @@ cdef class FrameReader:
 
     def buffered(self) -> int:
         """Return the number of bytes of the pending incomplete frame."""
+        if self._frame is not None:
+            return 4 + self._have
         return self._end - self._start
 
 
