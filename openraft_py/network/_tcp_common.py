@@ -271,37 +271,53 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
+JOIN_MAX_FRAME_BYTES = 64 * 1024
+"""Frames queued in one loop turn are joined into one buffer for one transport write while
+every one of them is smaller than this; a turn that queued a larger one hands the frames to
+the transport as they are (``writelines``). Joining copied a multi-MB AppendEntries (queued
+in the same turn as a heartbeat, or as the next batch to the same follower) once more, on
+the loop, into a new buffer of its size; the transport sends the frames as they are, with no
+copy on uvloop (a list of buffers to one ``writev``)."""
+
+
 class _FrameWriter:
     """Coalesces the frames queued during one loop turn into one transport write."""
 
-    __slots__ = ("_transport", "_out", "_scheduled", "_loop")
+    __slots__ = ("_transport", "_out", "_scheduled", "_loop", "_large")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
         self._loop = loop
         self._transport = transport
         self._out: list[bytes | bytearray] = []
         self._scheduled = False
+        self._large = False
+        """Whether a frame of ``_out`` has ``JOIN_MAX_FRAME_BYTES`` or more."""
 
     def send(self, frame: bytes | bytearray) -> None:
         """Queue ``frame``; it is written at the end of this loop turn."""
         self._out.append(frame)
+        if len(frame) >= JOIN_MAX_FRAME_BYTES:
+            self._large = True
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write everything queued now (a no-op once the transport is closing)."""
+        """Write everything queued now (a no-op once the transport is closing): one frame
+        as it is, small frames joined, frames of which one is large as they are."""
         self._scheduled = False
         out = self._out
         if not out:
             return
         self._out = []
+        large = self._large
+        self._large = False
         t = self._transport
         if t.is_closing():
             return
         if len(out) == 1:
             t.write(out[0])
+        elif large:
+            t.writelines(out)
         else:
             t.write(b"".join(out))
-
-
