@@ -461,3 +461,18 @@ def test_without_elections_a_late_notice_is_acted_on():
     eng.take_commands()
     eng.handle_transfer_leader(TransferLeaderRequest(L1, 3, lid(1, 2)), 100_000.0)
     assert [type(c) for c in eng.take_commands()] == [SaveVote, SendVote]
+
+
+def test_transfer_while_an_inherited_joint_config_is_in_force_raises_in_progress():
+    """A leader elected with a joint config in force, which it finishes once it commits (no
+    ``change_membership`` call of its own: ``change_tx`` is None), took a transfer: the final
+    config it appended after the notice left the target's log shorter than the leader's, so
+    the target lost its election or took the notice for a stale one. Refused as a change of
+    its own is; nothing changes."""
+    eng = make_leader(id=1, voters=[{1, 2, 3}, {1, 3, 4}])
+    eng.take_commands()
+    assert eng.leader.change_tx is None and eng.state.membership.effective.membership.is_joint()
+    with pytest.raises(InProgress, match="cannot transfer leadership to node 3 while a membership change is in progress"):
+        eng.transfer_leader(3, 10.0)
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to is None and not eng.leader.lease_disabled

@@ -90,10 +90,13 @@ class TransferHandler(Handler):
             return
         if not st.effective_membership().is_voter(to):
             raise ValueError(f"cannot transfer leadership to node {to}: it is not a voter")
-        if leader.change_tx is not None:
+        if leader.change_tx is not None or st.membership.effective.membership.is_joint():
             # Handed over mid-change, the change's caller got ForwardToLeader, and the new
             # leader finished the joint config keeping the removed voters as learners (it
-            # cannot know the caller's ``retain``): a voter asked to leave stayed.
+            # cannot know the caller's ``retain``): a voter asked to leave stayed. A joint
+            # config this leader inherited (no caller) is finished once it commits: the final
+            # config appended after the notice left the target with a shorter log than the
+            # leader's, so it lost its election or took the notice for a stale one.
             pending = st.membership.effective.log_id
             raise InProgress(
                 pending,
