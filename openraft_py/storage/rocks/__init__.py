@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from .ackmark import ACK_FILE
 from .log_format import LOG_FORMAT
-from .log_store import FSYNC_MODES, INLINE_READ_MAX, RocksLogReader, RocksLogStore
+from .log_store import (
+    FSYNC_MODES,
+    INLINE_READ_MAX,
+    INLINE_READ_MAX_BYTES,
+    READ_PIECE_MAX_BYTES,
+    RocksLogReader,
+    RocksLogStore,
+)
 
 if TYPE_CHECKING:
     from ...kv.rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC
@@ -44,7 +51,9 @@ __all__ = [
     "ACK_FILE",
     "FSYNC_MODES",
     "INLINE_READ_MAX",
+    "INLINE_READ_MAX_BYTES",
     "LOG_FORMAT",
+    "READ_PIECE_MAX_BYTES",
     "RocksLogReader",
     "RocksLogStore",
     "RocksStateMachine",

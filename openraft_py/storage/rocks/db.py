@@ -185,6 +185,31 @@ class BoundedIter:
         it.status()
         return out
 
+    def seek(self, start: bytes) -> None:
+        """Position the scan of ``values_upto`` at the key ``start``."""
+        self._it.seek(start)
+
+    def values_upto(self, max_bytes: int) -> tuple[list[bytes], bool]:
+        """The next values from the scan's position (``seek``) on, in key order: until they
+        add up to ``max_bytes`` or more (so at least one, if any is left) or the bound is
+        reached; and whether it was (nothing is left). Raises when the scan stops on an error
+        rather than at the bound."""
+        it = self._it
+        out: list[bytes] = []
+        add, valid, value, step = out.append, it.valid, it.value, it.next
+        size = 0
+        while valid():
+            v = value()
+            add(v)
+            step()
+            size += len(v)
+            if size >= max_bytes:
+                if valid():
+                    return out, False
+                break
+        it.status()
+        return out, True
+
     def keys(self, start: bytes) -> list[bytes]:
         """Every key from ``start`` to the bound, in key order (the keys of what ``values``
         returns from the same ``start``: the image does not change). Raises as ``values``."""
