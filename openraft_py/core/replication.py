@@ -44,8 +44,10 @@ a row: each the longest prefix of what is left that fits, sent once the one befo
 matched, which is reported as a ``Progress`` with its matching (the target's matched index
 and the commit move on; the request's slot stays taken). The last part's answer is the
 ``Replicate``'s result as above; a part that fails ends the ``Replicate`` with that part's
-result (``Unreachable`` names that part's start). ``docs/design/engine-runtime.md``,
-"Byte budget", argues the choice.
+result (``Unreachable`` names that part's start). A batch that is not all in the entry
+cache is read as its parts go, about one budget at a time (``READ_FIRST_ENTRIES``), not
+whole; entries found purged by a later read end the ``Replicate`` with ``EntriesPurged`` from
+the first entry not sent. ``docs/design/engine-runtime.md``, "Byte budget", argues the choice.
 
 Order. A follower accepts a request only right after what it holds, so a channel hands its
 requests to the network in plan order: each ``Replicate`` takes a turn when the core runs
@@ -140,6 +142,20 @@ target's failures, so every such install logged a WARNING "replication to node N
 TimeoutError: no answer to the chunk ..." (and an INFO "recovered"), as for a node that is
 down. A target that is cut off or frozen during the install is said after this long; one
 that refuses the connection (``Unreachable``, a process that is gone) at once, as before."""
+
+
+READ_FIRST_ENTRIES = 8
+"""A planned batch that is not all in the entry cache is read (cache, then the log store) as
+the byte budget goes, not at once: first this many entries, then as many as the rest of
+``Config.max_payload_bytes`` holds at the average payload size read so far, until their
+payloads reach the budget or the batch ends; the rest of the batch is read once what is
+held has been sent (``ReplicationCore._read_budget``). A batch is planned by entry count
+(``max_payload_entries``, 300), and was read whole: 300 entries of 1 MB, 300 MB on the
+leader for a learner catching up, of which one request carries 8 MB (4 MB entries, the
+largest ``max_entry_bytes`` allows by default: 1.2 GB per target catching up). The sizes of
+entries not read yet are unknown: where they grow within a batch (small entries, then large
+ones) one read can still take more than the budget, at most the rest of the batch (as
+before)."""
 
 
 def breach_log(subject: str) -> FailureLog:
@@ -703,7 +719,7 @@ class ReplicationCore:
             entries = env.entries.cached(c.start, c.end) if n else []
             if len(entries) < n:
                 try:
-                    entries = await env.entries.read(c.start, c.end)
+                    entries = await self._read_budget(c.start, c.end, env.config.max_payload_bytes)
                 except StorageError as e:
                     if self.stopped:
                         return
@@ -716,7 +732,7 @@ class ReplicationCore:
                     return
             prev = c.prev
             start = c.start
-            if n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes:
+            if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
                 rest = await self._send_parts(c, entries)
                 if rest is None:
                     return
@@ -767,16 +783,53 @@ class ReplicationCore:
         else:
             self._report_refusal(resp, c.gen, call.sent_at, c.start)
 
+    async def _read_budget(self, start: int, end: int, budget: int) -> list[Entry]:
+        """Entries ``[start, k)`` for some ``start < k <= end``, read from the entry source
+        (cache, then storage) ``READ_FIRST_ENTRIES`` at first, then as many as the rest of
+        ``budget`` holds at the average payload size read so far, until their payload bytes
+        reach ``budget`` or ``end``. Raises as ``EntrySource.read``."""
+        out: list[Entry] = []
+        size = 0
+        step = READ_FIRST_ENTRIES
+        i = start
+        while True:
+            got = await self.env.entries.read(i, min(end, i + step))
+            out.extend(got)
+            i += len(got)
+            size += payload_bytes(got)
+            if i >= end or size >= budget:
+                return out
+            step = max(1, (budget - size) * len(out) // max(size, 1))
+
     async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
-        """Send the leading parts of ``entries``, one request per budget, each once the one
-        before matched (reported as a ``Progress``). Returns ``(prev, start, rest)``, the
-        last part for the caller to send, or ``None`` once a part failed (reported)."""
+        """Send the leading parts of ``c``'s entries, one request per budget, each once the
+        one before matched (reported as a ``Progress``). ``entries`` is a prefix of them (all
+        of them when cached): the rest is read as the parts go (``_read_budget``). Returns
+        ``(prev, start, rest)``, the last part for the caller to send, or ``None`` once a part
+        failed or a read found the entries purged (reported), or the channel stopped."""
         env = self.env
         budget = env.config.max_payload_bytes
         prev = c.prev
         start = c.start
         while True:
             k = fitting_prefix(entries, budget)
+            if k == len(entries) and start + k < c.end:
+                # What is held fits one request and more is planned: read on.
+                try:
+                    more = await self._read_budget(start + k, c.end, budget - payload_bytes(entries))
+                except StorageError as e:
+                    if self.stopped:
+                        return None
+                    if isinstance(e.__cause__, LogCompacted):
+                        # Purged since the read before (a purge removes a prefix of the
+                        # log: ``entries`` are gone from storage too): a snapshot then.
+                        self._report(EntriesPurged(self.target, self.vote, c.gen, start))
+                        return None
+                    raise
+                if self.stopped:
+                    return None
+                entries = entries + more
+                continue
             if k == len(entries):
                 return prev, start, entries
             part = entries[:k]

@@ -17,10 +17,12 @@ import msgspec
 import pytest
 
 from openraft_py.config import Config
+from openraft_py.core import replication
 from openraft_py.core.clock import LoopClock
 from openraft_py.core.messages import Progress
 from openraft_py.core.replication import ReplicationCore, ReplicationEnv, fitting_prefix, payload_bytes
-from openraft_py.engine import Conflict, Matched, Replicate, Unreachable
+from openraft_py.engine import Conflict, EntriesPurged, Matched, Replicate, Unreachable
+from openraft_py.errors import LogCompacted, StorageError
 from openraft_py.errors import Unreachable as UnreachableError
 from openraft_py.types import (
     AppendEntriesRequest,
@@ -57,6 +59,8 @@ class FakeLog:
         self.entries = {i + 1: entry(i + 1, s) for i, s in enumerate(sizes)}
         self.uncached = uncached or set()
         self.storage_ready = asyncio.Event()
+        self.reads: list[tuple[int, int]] = []  # (start, stop) of each storage read
+        self.purged_from: int | None = None  # reads of this index or later: LogCompacted
 
     def cached(self, start: int, stop: int) -> list[Entry]:
         out = []
@@ -68,6 +72,10 @@ class FakeLog:
 
     async def read(self, start: int, stop: int) -> list[Entry]:
         await self.storage_ready.wait()
+        self.reads.append((start, stop))
+        if self.purged_from is not None and stop > self.purged_from:
+            cause = LogCompacted(f"purged up to {stop - 1}")
+            raise StorageError(f"reading log entries [{start}, {stop})", cause) from cause
         return [self.entries[i] for i in range(start, stop)]
 
 
@@ -309,3 +317,62 @@ async def test_single_entry_larger_than_the_budget_is_one_request() -> None:
     await h.wait_notes(1)
     assert h.sent_ranges() == [(1, 1)] and [describe(n) for n in h.notes] == ["Matched 1-1"]
 
+
+
+# -- reading an uncached batch as its parts go ---------------------------------------------------
+
+
+async def answer_until_matched(h: Harness) -> None:
+    """Answer every request as it is handed over until the ``Replicate``'s own result comes."""
+    i = 0
+    while not any(isinstance(n, (Matched, EntriesPurged)) for n in h.notes):
+        if len(h.net.sent) > i:
+            h.net.answer(i)
+            i += 1
+        await h.settle()
+
+
+FIRST = 8  # replication.READ_FIRST_ENTRIES (stated here: the test holds the contract)
+
+
+def test_the_first_read_of_an_uncached_batch_is_the_stated_one() -> None:
+    assert getattr(replication, "READ_FIRST_ENTRIES", None) == FIRST
+
+
+@pytest.mark.parametrize("size", [10, 30, 100], ids=["small", "a third", "a budget"])
+async def test_an_uncached_batch_is_read_about_one_budget_at_a_time(size: int) -> None:
+    """A batch of 60 entries (20 budgets of data at 10 bytes each) that is not cached is read
+    as its parts go: no read takes more than ``READ_FIRST_ENTRIES`` (8) entries or about one
+    budget (it was read whole, 60 entries, in one read); the requests and the reports are
+    those of the same batch read from the cache."""
+    sizes = [size] * 60
+    cached = Harness(sizes)
+    cached.replicate(1, 61)
+    await answer_until_matched(cached)
+    h = Harness(sizes, uncached=set(range(1, 61)))
+    h.log.storage_ready.set()
+    h.replicate(1, 61)
+    await answer_until_matched(h)
+    assert h.sent_ranges() == cached.sent_ranges()
+    assert [describe(n) for n in h.notes] == [describe(n) for n in cached.notes]
+    assert all(r.prev_log_id == (lid(1, r.entries[0].log_id.index - 1) if r.entries[0].log_id.index > 1 else None)
+               for r in h.net.sent)
+    assert [i for r in h.net.sent for i in (e.log_id.index for e in r.entries)] == list(range(1, 61))
+    assert h.log.reads[0] == (1, 1 + FIRST)
+    assert all(stop - start <= max(FIRST, BUDGET // size) for start, stop in h.log.reads), h.log.reads
+
+
+async def test_entries_purged_before_a_later_read_of_a_batch_end_it_from_the_first_not_sent() -> None:
+    """A purge between two reads of one batch (after a part was sent): ``EntriesPurged``
+    from the first entry not sent (the engine sends a snapshot then), nothing more sent."""
+    h = Harness([10] * 60, uncached=set(range(1, 61)))
+    h.log.storage_ready.set()
+    h.log.purged_from = 25
+    h.replicate(1, 61)
+    await answer_until_matched(h)
+    await h.settle()
+    sent = h.sent_ranges()
+    assert sent and sent[0] == (1, 10)
+    first_not_sent = sent[-1][0] + sent[-1][1]
+    assert isinstance(h.notes[-1], EntriesPurged) and h.notes[-1].start == first_not_sent, h.notes
+    assert [describe(n) for n in h.notes[:-1]] == [f"Progress 1-{r[0] + r[1] - 1}" for r in sent]
