@@ -25,6 +25,7 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, TypeVar
 
 from .._core import EntryCache, LogIndex, normal_data_bytes
@@ -52,6 +53,14 @@ read asks for as many entries as fit in it at the average size of the entries of
 before (at least one, at most ``READ_CHUNK``; the first asks for ``READ_FIRST``). A read of
 4096 entries whatever their size held 256 MiB of a log of 64 KiB values at once (a start
 peaked at 1.4 GB of memory), 16 GiB of one of 4 MiB values (``Config.max_entry_bytes``)."""
+
+SCAN_INFO_ENTRIES = 100_000
+"""A scan of more entries than this says at INFO that it starts and when it is done (a log of
+1,000,000 entries of 100 bytes takes 1.4-2.3 s on a loaded 2-core machine)."""
+
+SCAN_PROGRESS_SECONDS = 10.0
+"""While the scan runs, it says at INFO how far it is every this many seconds (a log of large
+entries may take long with fewer than ``SCAN_INFO_ENTRIES``)."""
 
 READ_FIRST = 16
 """Entries of the scan's first read, before any size is known (at most 64 MiB of entries of
@@ -85,7 +94,7 @@ async def restore_state(
     log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
     _check_not_behind_purged(node_id, applied, log_state.last_purged_log_id)
     snapshot = await _cover_purged(node_id, state_machine, snapshot, log_state.last_purged_log_id)
-    log_ids, memberships, cache = await _scan_log(log_store, log_state)
+    log_ids, memberships, cache = await _scan_log(node_id, log_store, log_state)
     committed = _clamp_committed(node_id, committed, applied, log_state.last_log_id)
     committed_m = sm_membership if sm_membership is not None else EMPTY_STORED_MEMBERSHIP
     ms = _split_memberships(committed_m, memberships, committed)
@@ -194,13 +203,15 @@ async def _log_holds(log_store: RaftLogStorage, log_state: LogState, log_id: Log
 
 
 async def _scan_log(
-    log_store: RaftLogStorage, log_state: LogState
+    node_id: NodeId, log_store: RaftLogStorage, log_state: LogState
 ) -> tuple[LogIndex, list[StoredMembership], EntryCache]:
     """Read the whole log once: its ``LogIndex``, its membership entries in log order, and a
     cache of its tail. Every entry is read and its index checked (a store that lost entries
     or reads back others is refused: ``StorageError``), in reads of about
     ``READ_CHUNK_BYTES`` of data each (``_next_read_size``), so the scan holds a bounded
-    amount of the log at a time whatever its length and its entries' sizes."""
+    amount of the log at a time whatever its length and its entries' sizes. A long scan says
+    so at INFO (``SCAN_INFO_ENTRIES``, ``SCAN_PROGRESS_SECONDS``): the node answers nobody
+    until it is done."""
     purged = log_state.last_purged_log_id
     last = log_state.last_log_id
     start = 0 if purged is None else purged.index + 1
@@ -214,6 +225,15 @@ async def _scan_log(
     cached_bytes = 0
     want = READ_FIRST
     lo = start
+    began = time.monotonic()
+    next_progress = began + SCAN_PROGRESS_SECONDS
+    told = stop - start > SCAN_INFO_ENTRIES
+    if told:
+        log.info(
+            "node %s: reading its log at start (entries %d to %d, %d entries) to check it and find its "
+            "terms and memberships; it answers no request until this is done",
+            node_id, start, stop - 1, stop - start,
+        )
     while lo < stop:
         hi = min(stop, lo + want)
         entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
@@ -240,6 +260,16 @@ async def _scan_log(
                 cached_bytes = _keep_newest_bytes(cache, CACHE_MAX_BYTES // 2)
         want = _next_read_size(hi - lo, normal_data_bytes(entries, Normal))
         lo = hi
+        now = time.monotonic()
+        if now >= next_progress and lo < stop:
+            log.info(
+                "node %s: reading its log at start: %d of %d entries read in %.1f s",
+                node_id, lo - start, stop - start, now - began,
+            )
+            next_progress = now + SCAN_PROGRESS_SECONDS
+            told = True
+    if told:
+        log.info("node %s: read its log of %d entries at start in %.1f s", node_id, stop - start, time.monotonic() - began)
     log_ids = LogIndex(None if purged is None else (purged.term, purged.index), keys, -1 if last is None else last.index)
     return log_ids, memberships, cache
 

@@ -4,6 +4,7 @@ large entries: what it reads, in how large reads, and what it says while it read
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 
@@ -83,3 +84,30 @@ async def test_a_log_of_small_entries_is_read_in_reads_of_read_chunk_entries() -
     counts = [e - s for s, e, _b in store.reads]
     assert counts[0] == restore.READ_FIRST
     assert counts[1:-1] == [restore.READ_CHUNK] * (len(counts) - 2)
+
+
+async def test_a_long_scan_says_at_info_what_it_does(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log of more than ``SCAN_INFO_ENTRIES`` entries (here 1,000): the node says at INFO
+    that it reads its log and answers nothing meanwhile, how far it is every
+    ``SCAN_PROGRESS_SECONDS`` (here after every read), and when it is done; a start on
+    5,000,000 entries took 12 s with nothing logged. A short quick scan says nothing."""
+    monkeypatch.setattr(restore, "SCAN_INFO_ENTRIES", 1000)
+    monkeypatch.setattr(restore, "SCAN_PROGRESS_SECONDS", 0.0)
+    store = MemLogStore()
+    _log(store, [8] * 10_000)
+    with caplog.at_level(logging.INFO, logger="openraft_py.core.restore"):
+        await restore_state(7, store, MemStateMachine())
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines[0].startswith("node 7: reading its log at start (entries 0 to 10000, 10001 entries)"), lines
+    assert "answers no request until this is done" in lines[0]
+    assert "node 7: reading its log at start: 16 of 10001 entries read in" in lines[1], lines
+    assert len(lines) == 2 + 3 and lines[-1].startswith("node 7: read its log of 10001 entries at start in "), lines
+    caplog.clear()
+    monkeypatch.setattr(restore, "SCAN_PROGRESS_SECONDS", 60.0)
+    small = MemLogStore()
+    _log(small, [8] * 999)
+    with caplog.at_level(logging.INFO, logger="openraft_py.core.restore"):
+        await restore_state(7, small, MemStateMachine())
+    assert caplog.records == []
