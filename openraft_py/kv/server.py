@@ -177,7 +177,9 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
         try:
             node = KvNode(opts)
             _running.append(node)
-            await node.start()
+            if not await _start_unless_stopped(node, stop):
+                log.info("stopped while starting (%s)", received[0] if received else "signal")
+                return 0
         except Exception as e:  # noqa: BLE001 - reported, exit code 1
             log.error("the node could not start: %s: %s", type(e).__name__, e)
             return 1
@@ -204,6 +206,29 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
             loop.remove_signal_handler(sig)
         if node is not None and node in _running:
             _running.remove(node)
+
+
+async def _start_unless_stopped(node: KvNode, stop: asyncio.Event) -> bool:
+    """Start ``node``; ``True`` once it runs, ``False`` when ``stop`` was set first: the start
+    is cancelled then (``KvNode.start`` stops what it opened: the stores close, the data
+    directory's lock is released) and this returns once it has ended. A start reads the
+    node's whole log (``Raft.new``: 6.5-12 s for 5,000,000 entries), and a signal that came
+    meanwhile was taken only after it: the node finished reading, opened its ports and
+    served, then stopped. Raises what the start raised, had it failed first."""
+    starting = asyncio.ensure_future(node.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+        # (also when this call is cancelled: the start ends before the caller goes on)
+        await asyncio.wait({starting})
+    if starting.cancelled():
+        return False
+    starting.result()  # raises what the start raised
+    return True
 
 
 MIN_OPEN_FILES = 64
