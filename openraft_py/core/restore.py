@@ -50,7 +50,8 @@ start (``_scan_log``)."""
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 """The scan's reads are sized so that one holds about this many bytes of entry data: each
 read asks for as many entries as fit in it at the average size of the entries of the read
-before (at least one, at most ``READ_CHUNK``; the first asks for ``READ_FIRST``). A read of
+before (at least one, at most ``READ_CHUNK``; the first asks for ``READ_FIRST``), so a read
+right after a run of small entries may hold up to ``READ_CHUNK`` large ones. A read of
 4096 entries whatever their size held 256 MiB of a log of 64 KiB values at once (a start
 peaked at 1.4 GB of memory), 16 GiB of one of 4 MiB values (``Config.max_entry_bytes``)."""
 
@@ -208,8 +209,10 @@ async def _scan_log(
     """Read the whole log once: its ``LogIndex``, its membership entries in log order, and a
     cache of its tail. Every entry is read and its index checked (a store that lost entries
     or reads back others is refused: ``StorageError``), in reads of about
-    ``READ_CHUNK_BYTES`` of data each (``_next_read_size``), so the scan holds a bounded
-    amount of the log at a time whatever its length and its entries' sizes. A long scan says
+    ``READ_CHUNK_BYTES`` of data each (``_next_read_size``), so the scan holds about that much
+    of the log at a time whatever its length, while its entries' sizes stay alike (each read
+    is sized from the one before it: the first read after a run of small entries may still
+    hold up to ``READ_CHUNK`` large ones). A long scan says
     so at INFO (``SCAN_INFO_ENTRIES``, ``SCAN_PROGRESS_SECONDS``): the node answers nobody
     until it is done."""
     purged = log_state.last_purged_log_id
