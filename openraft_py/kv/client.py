@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import json as _json
 import random
 import re
@@ -249,6 +250,20 @@ async def _on_headers_sent(session: aiohttp.ClientSession, ctx: Any, params: Any
 
 _TRACE = aiohttp.TraceConfig()
 _TRACE.on_request_headers_sent.append(_on_headers_sent)
+
+
+_LARGE_BODY = 1 << 20
+"""The size over which aiohttp warns of a ``bytes`` body ("Sending a large body directly with
+raw bytes might lock the event loop", a ``ResourceWarning``): a larger body is given to it as
+an ``io.BytesIO``, which it sends in chunks, yielding to the loop between them."""
+
+
+def _body(data: bytes | None) -> bytes | io.BytesIO | None:
+    """``data`` as one attempt's request body: a fresh ``io.BytesIO`` over ``data`` when it
+    is larger than ``_LARGE_BODY`` (aiohttp closes it once sent; each attempt has its own)."""
+    if data is not None and len(data) > _LARGE_BODY:
+        return io.BytesIO(data)
+    return data
 
 
 _MAX_HEADER_LINE = 16384
@@ -591,7 +606,7 @@ class KvClient:
         connect = min(self.connect_timeout, timeout)
         try:
             async with self._http().request(
-                method, _url(url), data=data, headers=headers, allow_redirects=False,
+                method, _url(url), data=_body(data), headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect), trace_request_ctx=sends,
             ) as resp:
                 rbody = await resp.read()

@@ -710,3 +710,34 @@ def test_endpoints_that_are_none_or_huge_are_refused_in_a_short_message() -> Non
     for wrong in (None, 5, b"h:1"):
         with pytest.raises(TypeError, match=r"^endpoints are a 'host:port,...' string or a list of them, got "):
             parse_endpoints(wrong)  # type: ignore[arg-type]
+
+
+async def test_a_value_over_1_mib_is_sent_without_a_resource_warning() -> None:
+    """``put`` of a value over 1 MiB (a node started with a larger ``--max-body``): aiohttp
+    warned "Sending a large body directly with raw bytes might lock the event loop", a
+    ``ResourceWarning``, at each attempt: printed under ``python -X dev``, and raised from
+    ``put`` in a program run with ``-W error::ResourceWarning``. The body is sent whole, and
+    again in full when redirected (the first answer is a 307 here)."""
+    import warnings
+
+    from aiohttp import web
+
+    value = "v" * (3 << 20)
+    received: list[bytes] = []
+    where: list[str] = []
+
+    async def put(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        if len(received) == 1:
+            raise web.HTTPTemporaryRedirect(f"http://{where[0]}/kv/big")
+        return web.json_response({"index": 7})
+
+    app = web.Application(client_max_size=8 << 20)
+    app.router.add_put("/kv/{key}", put)
+    async with _serving(app) as ep, KvClient([ep], deadline=20) as c:
+        where.append(ep)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            r = await c.put("big", value)
+    assert r.outcome is Outcome.OK and r.redirects == 1 and r.body == b'{"index": 7}', r
+    assert received == [value.encode()] * 2
