@@ -47,6 +47,10 @@ class ServeProc:
             if max_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
+        if self.proc is not None:
+            # The last run (killed, or stopped, before this start) is reaped: dropped while
+            # unreaped, its Popen was a ResourceWarning ("subprocess ... is still running").
+            self.proc.wait(20)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
                                          preexec_fn=before_exec)

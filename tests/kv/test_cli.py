@@ -443,6 +443,8 @@ async def test_a_reader_of_the_output_that_went_away_ends_the_verb_quietly(argv:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            if p.stderr is not None:
+                p.stderr.close()
         return p.returncode, err
 
     routes = [web.get("/kv/{key}", get), web.put("/kv/{key}", put), web.get("/cluster/status", cluster_status)]

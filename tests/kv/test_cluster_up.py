@@ -66,9 +66,33 @@ def _env() -> dict[str, str]:
     return env
 
 
+# The ``cluster up`` processes started with their output piped, whose pipes are not closed yet.
+_PIPED: list[subprocess.Popen[str]] = []
+
+
+def _close_pipes(proc: subprocess.Popen[str]) -> None:
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    if proc in _PIPED:
+        _PIPED.remove(proc)
+
+
+@pytest.fixture(autouse=True)
+def _close_ended_pipes() -> Iterator[None]:
+    """Closes the pipes of each ``cluster up`` that ended in the test (what a test reads of
+    its output, it reads before its end): left open, each pipe was a ``ResourceWarning`` when
+    collected. The module's running cluster (``up``) closes its own."""
+    yield
+    for proc in list(_PIPED):
+        if proc.poll() is not None:
+            _close_pipes(proc)
+
+
 def _start_up(n: int) -> tuple[subprocess.Popen[str], dict[int, Member]]:
     proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", str(n), "--timeout", "40"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _PIPED.append(proc)
     members: dict[int, Member] = {}
     lines: list[str] = []
     assert proc.stdout is not None
@@ -120,6 +144,7 @@ def up() -> Iterator[Up]:
             if m.proc is not None:
                 _stop(m.proc)
         _stop(proc)
+        _close_pipes(proc)
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -428,6 +453,7 @@ def test_cluster_init_and_transfer_through_the_cli() -> None:
 def _start_up_in(data_dir: Path, n: int = 1, *extra: str) -> tuple[subprocess.Popen[str], dict[int, Member]]:
     proc = subprocess.Popen([PY, "-m", "openraft_py.kv", "cluster", "up", "-n", str(n), "--data-dir", str(data_dir),
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _PIPED.append(proc)
     members: dict[int, Member] = {}
     assert proc.stdout is not None
     for line in proc.stdout:

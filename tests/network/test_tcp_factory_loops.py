@@ -70,6 +70,11 @@ def test_a_factory_in_use_on_a_running_loop_refuses_another() -> None:
         first.close()
 
 
+# Deliberate: the first loop ends with the server and the factory open, and a close in a later
+# loop can only drop their connections, leaving the sockets to the garbage collector (see
+# TcpServer._close_after_loop): those are unclosed when collected. As an error, uvloop's warning
+# of its own transports unclosed at the first loop's end also made that loop's close() hang.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.parametrize("new_loop", list(LOOPS.values()), ids=list(LOOPS))
 def test_server_and_factory_close_in_a_later_loop_after_theirs_ended(
     new_loop: Callable[[], asyncio.AbstractEventLoop],

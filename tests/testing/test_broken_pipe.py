@@ -44,6 +44,8 @@ def test_a_reader_that_went_away_stops_the_command_quietly(argv: list[str], tmp_
         if p.poll() is None:
             p.kill()
             p.wait()
+        if p.stderr is not None:
+            p.stderr.close()  # left open, the pipe was a ResourceWarning when collected
     assert p.returncode == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert list(temp.iterdir()) == []
