@@ -2403,9 +2403,10 @@ async def test_received_snapshot_files_that_are_refused_or_abandoned_are_deleted
         await sm.install_snapshot(meta, live)
         live.close()
         other.close()
-        await sm.begin_receiving_snapshot()
+        last = await sm.begin_receiving_snapshot()
         assert len(received()) == 1 and sorted(os.listdir(snapdir)) == sorted(["current.meta", "s-5.snap", *received()])
         assert sm.data == {"k": "v"}
+        last.close()
 
 
 def test_a_store_with_a_zeroed_manifest_is_called_damaged_not_foreign(tmp_path: Path) -> None:
