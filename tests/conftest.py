@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import importlib
 import types
+from collections.abc import Iterator
 
 import pytest
 
@@ -72,6 +73,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             selected.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
     for module, items in selected.items():  # in collection order
         module.start_early(session.config, items)
+
+
+@pytest.fixture(autouse=True)
+def _collect_what_the_test_dropped() -> Iterator[None]:
+    """A full garbage collection at the end of each test, once its other fixtures are torn
+    down (an autouse fixture is set up first, so torn down last): what the test dropped
+    unclosed (a socket, a pipe, a store, a transport) is finalized now, and its
+    ``ResourceWarning`` (an error, see ``filterwarnings`` in pyproject.toml) fails this test
+    rather than whichever later test the collector happened to run in."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_what_the_module_dropped() -> Iterator[None]:
+    """The same at the end of each module, for what its module-scoped fixtures dropped."""
+    yield
+    gc.collect()
 
 
 def _load_impl(suffix: str) -> types.SimpleNamespace:
