@@ -67,3 +67,47 @@ def test_the_storage_guides_stores_satisfy_the_protocols(tmp_path: Path) -> None
     log_store = next(b for b in blocks if "class ListLogStore" in b)
     state_machine = next(b for b in blocks if "class CounterStateMachine" in b)
     _mypy_strict(log_store + "\n" + state_machine + PROTOCOL_CHECKS, tmp_path)
+
+
+def _run_python_blocks(page: str) -> list[str]:
+    """The ``python`` blocks of ``page`` that ``tests/test_docs.py`` runs: those without a
+    ``not-run`` marker before them."""
+    found = re.findall(r"(<!--\s*not-run:.*?-->\s*\n)?```python\n(.*?)```", (DOCS / page).read_text(), re.S)
+    return [code for marker, code in found if not marker]
+
+
+SESSION_PAGES = (
+    "concepts.md",
+    "guides/kv-service.md",
+    "guides/leader-transfer.md",
+    "guides/membership.md",
+    "guides/metrics.md",
+    "guides/performance.md",
+    "guides/reads.md",
+    "guides/snapshots.md",
+    "guides/testing.md",
+)
+"""Pages whose ``python`` blocks are one session of typed code (top-level ``await``, no
+untyped sketch functions): the getting-started page's rule holds for them too."""
+
+
+def test_the_guides_sessions_type_check(tmp_path: Path) -> None:
+    """Each page's blocks, in order, as the body of one coroutine (as ``tests/test_docs.py``
+    runs them), pass ``mypy --strict``: a strict user who copies them must not find the page
+    reading a value the API types as optional without a check (a snapshot ``None`` before the
+    first one, a write response's ``membership``), nor one name bound to two types."""
+    pytest.importorskip("mypy", reason="mypy is not installed (the lint extra)")
+    paths = []
+    for page in SESSION_PAGES:
+        blocks = _run_python_blocks(page)
+        assert blocks, page
+        body = "\n".join("    " + line if line else "" for block in blocks for line in block.splitlines())
+        path = tmp_path / (page.removesuffix(".md").replace("/", "_").replace("-", "_") + ".py")
+        path.write_text(f"# {page}\nasync def page() -> None:\n" + body + "\n")
+        paths.append(str(path))
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
+         "--no-error-summary", "--hide-error-context", "--cache-dir", str(tmp_path / "mypy-cache"), *paths],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
