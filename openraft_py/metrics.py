@@ -26,11 +26,12 @@ class RaftMetrics(msgspec.Struct, frozen=True):
     """What a node reports about itself; a new value is published on every change.
 
     ``replication`` is set on a leader only: the matched log index of every target (-1 when
-    nothing is known to match yet). It is read-only, as the whole value is (every reader of
-    the node's current metrics gets the same object, the node's own waits included: a
-    change made in it showed in ``raft.metrics`` until the next change): a ``Mapping`` to
-    type checkers, so ``mypy --strict`` refuses ``m.replication.pop(m.id)``; make a dict of
-    your own (``dict(m.replication)``) to change.
+    nothing is known to match yet). It is read-only, as the whole value is: every reader of
+    the node's current metrics gets the same object, the node's own waits included. When run
+    it is a plain dict (nothing is copied where metrics are published), so a change made in
+    it shows in ``raft.metrics`` until the next change; it is a ``Mapping`` to type checkers,
+    so ``mypy --strict`` refuses ``m.replication.pop(m.id)``. Make a dict of your own
+    (``dict(m.replication)``) to change.
 
     ``current_leader`` is the leader this node knows of: itself while it leads; the
     established leader of its vote while it hears from it. ``None`` once an election
