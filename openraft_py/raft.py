@@ -100,7 +100,9 @@ class Trigger:
         leader's requests sent within the last ``Config.election_timeout_max`` (down or cut
         off), and ``InProgress`` while a
         ``change_membership`` on this node waits for its joint config to commit (handed over
-        mid-change, the new leader would finish it keeping the removed voters as learners); ``TypeError`` / ``ValueError`` if ``to`` is not a node id.
+        mid-change, the new leader would finish it keeping the removed voters as learners), or
+        while a joint config it was elected with is in force (it appends the final config once
+        the joint one commits); ``TypeError`` / ``ValueError`` if ``to`` is not a node id.
         Naming this leader itself does nothing (it already leads) and returns at once; but
         while it hands leadership over (a transfer started and not given up yet) it raises
         ``ForwardToLeader`` naming the target, as a write does: the target is about to lead."""
