@@ -157,11 +157,13 @@ class Raft:
 
         Restores vote, log, committed and applied state from storage, so a restarted node
         rejoins on its own; entries committed but not applied are applied first. ``clock``
-        (default: the event loop's) and ``seed`` (the source of every random choice,
+        (default: the event loop's time at full resolution, ``time.monotonic`` on uvloop,
+        whose ``loop.time()`` counts whole milliseconds) and ``seed`` (the source of every random choice,
         default from ``os.urandom``) make runs reproducible under a simulator. A ``clock``
         is an object with ``now()``, monotonic time in seconds (an ``int`` or ``float``), and
         ``async sleep(seconds)`` (``core.clock.Clock``); every timer and lease of the node
-        is measured on it (one that counts suspended time: ``docs/guides/reads.md``). Raises
+        is measured on it (one that counts suspended time: ``docs/guides/reads.md``); a node
+        whose clock goes back stops with ``Fatal``. Raises
         ``ConfigError`` for an invalid ``config`` or one ``network_factory`` cannot carry
         (if it has the optional ``check_config(config)`` method, e.g. a request budget
         larger than the TCP transport's frame limit), and ``StorageError`` when storage cannot
@@ -172,7 +174,9 @@ class Raft:
         protocol has ``async def``, or the reverse: an ``async def append_durable`` had
         every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
-        ``core.clock.check_clock``), before anything is read; ``ValueError`` if the factory
+        ``core.clock.check_clock``), and ``ValueError`` if its ``now()`` reads more than
+        ``MAX_CLOCK_SECONDS`` (1e10: nanoseconds, ``time.monotonic_ns``), before anything is
+        read; ``ValueError`` if the factory
         has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``; ``TypeError`` if
         ``config`` is not a ``Config``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
