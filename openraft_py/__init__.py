@@ -9,7 +9,7 @@ See README.md for a tour and ``docs/design/`` for the architecture.
 
 # First: importing _compiled installs the finder that picks each compiled module's file.
 from . import _compiled  # noqa: F401
-from .config import Config, SnapshotPolicy
+from .config import Config, RunningConfig, SnapshotPolicy
 from .errors import (
     ApiError,
     ChangeMembershipError,
@@ -146,6 +146,7 @@ __all__ = [
     "RaftStorage",
     "ReadPolicy",
     "RemoteError",
+    "RunningConfig",
     "ServerState",
     "Snapshot",
     "SnapshotBuilder",
