@@ -843,6 +843,38 @@ async def test_log_store_writes_a_large_append_in_pieces_of_bounded_bytes(tmp_pa
         assert await s.read_committed() == LogId(1, 3)
 
 
+class _FlushLog(_WriteLog):
+    """``_WriteLog`` that also counts the calls of ``flush_wal(True)`` (a WAL fsync)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.synced_flushes = 0
+
+    def flush_wal(self, sync: bool) -> None:
+        self.synced_flushes += bool(sync)
+        self._inner.flush_wal(sync)
+
+
+async def test_an_unsynced_log_store_never_syncs_its_wal_for_a_large_append(tmp_path: Path) -> None:
+    """With ``sync=False`` no append syncs the WAL, also one the writer thread writes in
+    pieces (more than ``WRITE_NOW_MAX_UNSYNCED`` entries, or more than
+    ``WRITE_PIECE_MAX_BYTES``): the pieces' group called ``flush_wal(True)``, an fsync
+    per such append, where one batch was written without sync."""
+    from openraft_py.storage.rocks.log_store import WRITE_NOW_MAX_UNSYNCED, WRITE_PIECE_MAX_BYTES
+
+    many = WRITE_NOW_MAX_UNSYNCED + 10
+    large = [normal(1, many + i, bytes([65 + i]) * (WRITE_PIECE_MAX_BYTES // 3 + 1)) for i in range(4)]
+    async with RocksLogStore(tmp_path / "log", sync=False) as s:
+        db = s._writer._db = _FlushLog(s._writer._db)  # type: ignore[assignment]
+        await append_durable(s, entries(1, 0, many))
+        await append_durable(s, large)
+        assert db.writes >= 3  # the large append went in pieces
+        assert db.synced_flushes == 0
+        assert await s.try_get_log_entries(0, many + 4) == entries(1, 0, many) + large
+    async with RocksLogStore(tmp_path / "log", sync=False) as s:
+        assert await s.try_get_log_entries(0, many + 4) == entries(1, 0, many) + large
+
+
 @pytest.mark.parametrize("then", ["apply", "data", "build", "install", "close"])
 async def test_a_deferred_batch_is_written_before_anything_reads_or_replaces_the_state(
     tmp_path: Path, then: str

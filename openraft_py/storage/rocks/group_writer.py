@@ -516,9 +516,10 @@ class GroupWriter:
             batch = item if isinstance(item, WriteBatch) else item()
             if not isinstance(batch, WriteBatch):
                 # Several batches (a large append), written in order, the GIL released
-                # between two; the group's durability step covers them all.
+                # between two; the group's durability step covers them all (with
+                # ``sync=False`` there is none: no WAL sync, as for one batch).
                 self._write_pieces(batch, nosync)
-                if wal is None and i == last:
+                if wal is None and i == last and self._sync:
                     db.flush_wal(True)
             elif wal is None and i == last:
                 # The last write's sync covers every earlier WAL write of the group.
