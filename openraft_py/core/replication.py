@@ -787,7 +787,12 @@ class ReplicationCore:
         """Entries ``[start, k)`` for some ``start < k <= end``, read from the entry source
         (cache, then storage) ``READ_FIRST_ENTRIES`` at first, then as many as the rest of
         ``budget`` holds at the average payload size read so far, until their payload bytes
-        reach ``budget`` or ``end``. Raises as ``EntrySource.read``."""
+        reach ``budget`` or ``end``, or the channel stopped (fewer then: the caller, which
+        checks ``stopped`` after, uses none of them). Raises as ``EntrySource.read``.
+
+        No read starts once the channel stopped (the class's invariant): its leader stepped
+        down, and a log truncated since (the new leader's entries replacing its own) would
+        make the next read short, which the entry source raises as ``Panicked``."""
         out: list[Entry] = []
         size = 0
         step = READ_FIRST_ENTRIES
@@ -797,7 +802,7 @@ class ReplicationCore:
             out.extend(got)
             i += len(got)
             size += payload_bytes(got)
-            if i >= end or size >= budget:
+            if i >= end or size >= budget or self.stopped:
                 return out
             step = max(1, (budget - size) * len(out) // max(size, 1))
 

@@ -376,3 +376,36 @@ async def test_entries_purged_before_a_later_read_of_a_batch_end_it_from_the_fir
     first_not_sent = sent[-1][0] + sent[-1][1]
     assert isinstance(h.notes[-1], EntriesPurged) and h.notes[-1].start == first_not_sent, h.notes
     assert [describe(n) for n in h.notes[:-1]] == [f"Progress 1-{r[0] + r[1] - 1}" for r in sent]
+
+
+async def test_a_channel_stopped_during_a_read_of_a_batch_reads_the_log_no_more() -> None:
+    """A channel stopped while the first read of an uncached batch waits (its leader stepped
+    down) reads nothing more once that read returns, and sends and reports nothing: its
+    next read of the batch came before any check, so a log truncated meanwhile (the new
+    leader's entries replacing the old one's) made that read short, which the entry source
+    raises as ``Panicked``, stopping the node."""
+    from openraft_py.errors import Panicked
+
+    h = Harness([10] * 60, uncached=set(range(1, 61)))
+
+    async def read_or_panic(start: int, stop: int) -> list[Entry]:
+        # The log as of the call (a store's read is an image taken then); a range the log
+        # no longer holds whole: Panicked, as ``LogSource.read`` raises for a short read.
+        image = [h.log.entries.get(i) for i in range(start, stop)]
+        await h.log.storage_ready.wait()
+        h.log.reads.append((start, stop))
+        if None in image:
+            raise Panicked(f"log store returned fewer entries for [{start}, {stop})")
+        return [e for e in image if e is not None]
+
+    h.log.read = read_or_panic  # type: ignore[method-assign]
+    h.replicate(1, 61)
+    await h.settle()
+    assert h.log.reads == [] and len(h.tasks) == 1  # the first read waits for storage_ready
+    h.core.stop()
+    for i in range(4, 61):  # truncated after entry 3, as a follower now
+        del h.log.entries[i]
+    h.log.storage_ready.set()
+    await asyncio.wait_for(asyncio.gather(*h.tasks), 5)
+    assert h.log.reads == [(1, 1 + FIRST)]
+    assert h.net.sent == [] and h.notes == []
