@@ -312,11 +312,17 @@ def decode_index_key(b) -> int:
 
 
 def encode_frame(payload) -> bytes:
-    """Return ``u32 BE length + payload``; ``FrameTooLarge`` if it does not fit in u32."""
-    cdef const unsigned char[::1] mv = payload
-    cdef Py_ssize_t n = mv.shape[0]
+    """Return ``u32 BE length + payload``; ``FrameTooLarge`` if it does not fit in u32.
+    ``TypeError`` for ``None``, as for any other object that is not bytes-like (a typed
+    memoryview takes ``None`` as an empty buffer: this encoded a frame of 0 bytes)."""
+    cdef const unsigned char[::1] mv
+    cdef Py_ssize_t n
     cdef bytes out
     cdef unsigned char* p
+    if payload is None:
+        raise TypeError("a bytes-like object is required, not 'NoneType'")
+    mv = payload
+    n = mv.shape[0]
     if n > _MAX_FRAME:
         raise FrameTooLarge(f"frame of {n} bytes")
     out = PyBytes_FromStringAndSize(NULL, 4 + n)
@@ -411,10 +417,12 @@ cdef class FrameReader:
         return 0
 
     def feed(self, data) -> list:
-        """Buffer ``data`` and return every frame payload now complete, in stream order."""
-        cdef const unsigned char[::1] mv = data
-        cdef Py_ssize_t dn = mv.shape[0]
-        cdef const unsigned char* src = &mv[0] if dn else NULL
+        """Buffer ``data`` and return every frame payload now complete, in stream order.
+        ``TypeError`` for ``None``, as for any other object that is not bytes-like (a typed
+        memoryview takes ``None`` as an empty buffer: this returned no frames)."""
+        cdef const unsigned char[::1] mv
+        cdef Py_ssize_t dn
+        cdef const unsigned char* src
         cdef const unsigned char* p
         cdef Py_ssize_t pos = 0, end, take
         cdef uint32_t n
@@ -422,6 +430,11 @@ cdef class FrameReader:
         cdef bint from_buf
         if self._broken:
             raise FrameTooLarge("frame reader is broken by an oversized frame")
+        if data is None:
+            raise TypeError("a bytes-like object is required, not 'NoneType'")
+        mv = data
+        dn = mv.shape[0]
+        src = &mv[0] if dn else NULL
         if self._frame is not None:
             # The next piece of the frame in progress, straight into its place.
             take = min(dn, self._need - self._have)

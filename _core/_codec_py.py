@@ -20,6 +20,7 @@ catch the same types whichever implementation is loaded.
 from __future__ import annotations
 
 import itertools
+import operator
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,9 @@ class FrameTooLarge(CodecError):
 
 
 def _check_int(what: str, value: int) -> None:
+    """``TypeError`` unless ``value`` is an integer (``operator.index``), ``CodecError``
+    outside ``[0, 2**63)``: as the compiled twin's conversion to ``int64_t``."""
+    value = operator.index(value)
     if not 0 <= value < _MAX_INT:
         raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
 
@@ -59,6 +63,18 @@ def _range_error(term: int, index: int) -> CodecError:
     """
     what, value = ("index", index) if 0 <= term < _MAX_INT else ("term", term)
     return CodecError(f"{what} {value!r} out of range [0, 2**63)")
+
+
+def _not_an_integer(*values: Any) -> TypeError:
+    """The ``TypeError`` the compiled twin raises for the first of ``values`` (a term, an
+    index, a kind) that is not an integer: a float, say, passes the range checks here, and
+    ``struct`` then raised ``struct.error`` for it, which is not a ``TypeError``."""
+    for value in values:
+        try:
+            operator.index(value)
+        except TypeError as exc:
+            return exc
+    return TypeError(f"not integers: {values!r}")
 
 
 def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
@@ -76,7 +92,10 @@ def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
             raise CodecError(f"unknown entry kind {kind!r}")
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        out.append(pack(term, index, kind) + payload)
+        try:
+            out.append(pack(term, index, kind) + payload)
+        except struct.error:
+            raise _not_an_integer(term, index, kind) from None
     return out
 
 
@@ -116,8 +135,11 @@ def encode_entry_batch(
             kind, data = KIND_BLANK, b""
         if not isinstance(data, bytes):
             raise TypeError(f"payload must be bytes, not {type(data).__name__}")
-        keys.append(pack_key(index))
-        records.append(pack(term, index, kind) + data)
+        try:
+            keys.append(pack_key(index))
+            records.append(pack(term, index, kind) + data)
+        except struct.error:
+            raise _not_an_integer(term, index) from None
     return keys, records
 
 
@@ -186,7 +208,8 @@ class FrameReader:
     def __init__(self, max_frame_size: int) -> None:
         if max_frame_size < 0:
             raise ValueError(f"negative max_frame_size {max_frame_size}")
-        self._max: int = max_frame_size
+        # An integer, as the compiled twin's Py_ssize_t field: TypeError for a float.
+        self._max: int = operator.index(max_frame_size)
         self._buf: bytearray = bytearray()
         self._broken: bool = False
 

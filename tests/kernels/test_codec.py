@@ -335,3 +335,46 @@ def test_encode_entry_batch_int_widths(impl, value) -> None:
     records = [(value, 7, 1, b"d"), (3, value, 1, b"d")]
     assert _batch(impl, [_SlotEntry(t, i, _Normal(d)) for t, i, _, d in records]) == _want(impl, records)
     assert impl.encode_entries(records) == [r for _, r in _want(impl, records)]
+
+
+# Wrong types, the same exception type from both builds. A typed memoryview in the compiled
+# build took None as an empty buffer (encode_frame(None) was a frame of 0 bytes, feed(None)
+# returned no frames); the pure build let a float term or index through its range checks to
+# ``struct``, whose ``struct.error`` is not a TypeError.
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda m: m.encode_frame(None), id="encode_frame-None"),
+        pytest.param(lambda m: m.encode_frame("x"), id="encode_frame-str"),
+        pytest.param(lambda m: m.FrameReader(16).feed(None), id="feed-None"),
+        pytest.param(lambda m: m.FrameReader(16).feed("x"), id="feed-str"),
+        pytest.param(lambda m: m.FrameReader(1.5), id="FrameReader-float"),
+        pytest.param(lambda m: m.encode_index_key(1.5), id="encode_index_key-float"),
+        pytest.param(lambda m: m.encode_index_key("1"), id="encode_index_key-str"),
+        pytest.param(lambda m: m.encode_entries([(1.0, 1, 0, b"")]), id="encode_entries-float-term"),
+        pytest.param(lambda m: m.encode_entries([(1, 2.0, 0, b"")]), id="encode_entries-float-index"),
+        pytest.param(lambda m: m.encode_entries([(1, 1, 0, "x")]), id="encode_entries-str-payload"),
+        pytest.param(lambda m: m.encode_frames([b"a", None]), id="encode_frames-None"),
+        pytest.param(lambda m: m.decode_index_key(None), id="decode_index_key-None"),
+        pytest.param(lambda m: m.decode_entries([None]), id="decode_entries-None"),
+    ],
+)
+def test_wrong_types_raise_type_error(impl, call) -> None:
+    with pytest.raises(TypeError):
+        call(impl)
+
+
+def test_encode_entry_batch_float_log_id_raises_type_error(impl) -> None:
+    from openraft_py.types import Entry, LogId, Normal
+
+    for log_id in (LogId(1.0, 1), LogId(1, 1.0)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            impl.encode_entry_batch([Entry(log_id, Normal(b"x"))], Normal, type(None), bytes)
+
+
+def test_feed_after_oversized_frame_raises_frame_too_large_whatever_the_data(impl) -> None:
+    r = impl.FrameReader(4)
+    with pytest.raises(FrameTooLarge):
+        r.feed(b"\x00\x00\x00\x05")
+    with pytest.raises(FrameTooLarge):
+        r.feed(None)
