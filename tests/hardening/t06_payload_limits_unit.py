@@ -7,11 +7,12 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import msgspec
 import pytest
 
 from openraft_py import ApiError, BasicNode, Config, ConfigError, EntryTooLarge, Fatal, Raft, SnapshotPolicy
 from openraft_py import validation as v
-from openraft_py.config import MAX_CONFIG_INT
+from openraft_py.config import MAX_CONFIG_INT, RunningConfig
 from openraft_py.network import wire
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.types import Snapshot
@@ -175,4 +176,8 @@ async def test_raft_new_asks_the_factory_and_refuses_what_it_cannot_carry() -> N
     small = Config(max_payload_bytes=1024, max_entry_bytes=512)
     raft = await Raft.new(1, small, factory, MemLogStore(disk), MemStateMachine(disk))
     await raft.shutdown()
-    assert factory.checked[-1] == small  # the node's copy of it
+    # The node's copy of it: a RunningConfig (fba71c7), which a msgspec Struct of another
+    # type never equals, so the fields are compared.
+    checked = factory.checked[-1]
+    assert isinstance(checked, RunningConfig)
+    assert msgspec.structs.asdict(checked) == msgspec.structs.asdict(small)
