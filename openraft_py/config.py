@@ -225,6 +225,23 @@ class RunningConfig(Config, frozen=True):  # type: ignore[misc]  # (msgspec allo
     ``RunningConfig``, which ``Raft.new`` takes as any ``Config``).
     """
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any ``Config`` (this one's kind or the plain one) with the same fields:
+        ``raft.config == Config(...)`` compares the settings, as before a running node's
+        config was read-only (two msgspec types are otherwise never equal). Unhashable, as a
+        ``Config`` is."""
+        if isinstance(other, Config):
+            return msgspec.structs.astuple(self) == msgspec.structs.astuple(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        """The opposite of ``__eq__``."""
+        if isinstance(other, Config):
+            return msgspec.structs.astuple(self) != msgspec.structs.astuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # (as Config's: equal to a Config, which has none)
+
     @classmethod
     def of(cls, config: Config) -> RunningConfig:
         """A read-only copy of ``config`` (not checked here: ``validate()``)."""

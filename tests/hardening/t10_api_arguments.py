@@ -578,8 +578,11 @@ async def test_a_running_nodes_config_is_read_only() -> None:
         changed = msgspec.structs.replace(leader.config, heartbeat_interval=20)
         assert type(changed) is RunningConfig and changed.heartbeat_interval == 20
         mutable = Config(**msgspec.structs.asdict(leader.config))
+        assert leader.config == mutable and mutable == leader.config and not leader.config != mutable
         mutable.heartbeat_interval = 20
-        assert mutable == Config(**msgspec.structs.asdict(changed))
+        assert mutable == changed and changed == mutable and leader.config != mutable
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(leader.config)
         await assert_healthy(c)
 
 
