@@ -33,12 +33,17 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict --follow-imports=silent --no-warn-unused-configs tests/typecheck/public_api_user.py
 	$(VENV)/bin/ruff check
 
+# The suite in TEST_JOBS pytest-xdist workers, each test module whole in one worker
+# (tests/conftest.py: the modules that start work early are one unit, started first).
+TEST_JOBS ?= 2
+XDIST = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+
 test: build lint
-	$(PYTEST) tests/
+	$(PYTEST) $(XDIST) tests/
 
 # The pure-Python twins only (the compiled kernels' own tests are deselected).
 test-pure: build
-	OPENRAFT_PY_NO_EXTENSIONS=1 $(PYTEST) --no-c-extensions tests/
+	OPENRAFT_PY_NO_EXTENSIONS=1 $(PYTEST) $(XDIST) --no-c-extensions tests/
 
 # The key-value service's demo (DESIGN §8): 3 `serve` processes, clients, a leader crash, a new member.
 # The in-process demo of the library alone: $(PY) -m openraft_py.demo

@@ -12,6 +12,14 @@ from the other tests, so that it runs on the core the rest of the suite leaves i
 queue their runs of real processes (``tests/jepsen/cases.py``). Such modules' tests run after
 all the others.
 
+``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadfile``: each test
+module runs whole in one worker). There the modules that start early are one unit of work
+(``EarlyTogether``, the scheduler below), run first by one worker, which calls their
+``start_early`` hooks when it reaches the first of their tests: the wheel build and the
+Jepsen cases then run beside that worker's waits, and the other worker runs the rest. Two
+workers each starting them would build the wheel twice at once in one checkout (the sdist's
+staging directory is shared) and run the Jepsen cases twice.
+
 Once collected, the modules and test items every test shares are moved out of the garbage
 collector's view (``gc.freeze``): a full collection otherwise traverses them all, and on a
 slow machine that stalled the event loop of an in-process cluster by up to half a second,
@@ -21,10 +29,13 @@ frozen, the longest full collection measured in a whole run fell from 557 to 162
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import types
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +56,39 @@ def _starts_early(item: pytest.Item) -> bool:
     return hasattr(getattr(item, "module", None), "start_early")
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker (not the controller, not a plain run)."""
+    return hasattr(config, "workerinput")
+
+
+_EARLY_SCOPE = "(the modules that start early)"
+
+
+@functools.cache
+def _file_starts_early(path: str) -> bool:
+    """Whether the test module at ``path`` defines ``start_early``: the xdist controller
+    schedules by node id and imports no test module, so it reads the source."""
+    try:
+        return "\ndef start_early(" in Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadfile``: ``EarlyTogether``, which keeps the modules that start early
+    in one unit of work (see the module docstring). Other modes: xdist's own."""
+    if config.getoption("dist", "no") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class EarlyTogether(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            scope: str = super()._split_scope(nodeid)
+            return _EARLY_SCOPE if _file_starts_early(str(config.rootpath / scope)) else scope
+
+    return EarlyTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--no-c-extensions"):
         kept, deselected = [], []
@@ -54,11 +98,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=deselected)
             items[:] = kept
     # The tests whose work starts early run last (each group in its order), so that their
-    # background work has had the rest of the suite's time to finish.
+    # background work has had the rest of the suite's time to finish. In an xdist worker they
+    # run first: the worker that gets them starts their work when it reaches them, and the
+    # controller hands units of work out in collection order (``--no-loadscope-reorder``).
     early = [item for item in items if _starts_early(item)]
     if early:
-        late = set(early)
-        items[:] = [item for item in items if item not in late] + early
+        first = set(early)
+        rest = [item for item in items if item not in first]
+        items[:] = early + rest if _xdist_worker(config) else rest + early
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -67,12 +114,34 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # What is alive now lives for the whole session: keep it out of every later collection.
     gc.collect()
     gc.freeze()
+    if not _xdist_worker(session.config):
+        _start_early_work(session)
+
+
+_early_work_started = False
+
+
+def _start_early_work(session: pytest.Session) -> None:
+    """Call each selected module's ``start_early`` with its selected tests (once)."""
+    global _early_work_started
+    if _early_work_started:
+        return
+    _early_work_started = True
     selected: dict[types.ModuleType, list[pytest.Item]] = {}
     for item in session.items:
         if _starts_early(item):
             selected.setdefault(item.module, []).append(item)  # type: ignore[attr-defined]
     for module, items in selected.items():  # in collection order
         module.start_early(session.config, items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """In an xdist worker: start the early work when this worker reaches the first test of
+    a module that starts early (all of them are one unit of work, ``EarlyTogether``), before
+    that test's fixtures, which wait for it."""
+    if _xdist_worker(item.config) and _starts_early(item):
+        _start_early_work(item.session)
 
 
 @pytest.fixture(autouse=True)

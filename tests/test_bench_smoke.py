@@ -8,6 +8,7 @@ the fractions of the floor, the CPU time per write, the markdown table and the P
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ SERIES = {"floor", "inprocess-c", "pysyncobj-memory-unbatched"}
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench")
+    # As a user runs it: not inside a pytest-xdist worker, whose variables make
+    # pytest-benchmark (the micro step's) disable every benchmark.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=100)
+                          capture_output=True, text=True, timeout=100, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return out, proc.stdout
 
