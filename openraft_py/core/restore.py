@@ -4,7 +4,9 @@
 conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
 
 1. read the vote, the log's bounds, the saved committed id and the state machine's applied
-   id, membership and snapshot; a snapshot past what is applied is a broken store;
+   id, membership and current snapshot's last log id (from its meta alone when the state
+   machine has ``get_current_snapshot_meta``: a start reads no snapshot data); a snapshot
+   past what is applied is a broken store;
 2. repair the log: if it does not hold the applied id, discard it up to the applied id. Two
    ways to get there: a snapshot was installed and a crash came before the log was fixed
    (the log's entries past what it shares with the snapshot cannot be committed ones), or a
@@ -24,6 +26,7 @@ conformance checks in ``openraft_py.testing.suite.restore`` call). In order:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import TYPE_CHECKING, TypeVar
@@ -31,7 +34,20 @@ from typing import TYPE_CHECKING, TypeVar
 from .._core import EntryCache, LogIndex, normal_data_bytes
 from ..engine import MembershipState, RaftState
 from ..errors import StorageError
-from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Membership, NodeId, Normal, StoredMembership, Vote
+from ..storage import current_snapshot_meta_of
+from ..types import (
+    EMPTY_STORED_MEMBERSHIP,
+    Entry,
+    LogId,
+    LogState,
+    Membership,
+    NodeId,
+    Normal,
+    Snapshot,
+    SnapshotMeta,
+    StoredMembership,
+    Vote,
+)
 from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES
 
 if TYPE_CHECKING:
@@ -75,7 +91,9 @@ async def restore_state(
     applied, snapshot, memberships) and an entry cache holding the tail of its log (at most
     ``CACHE_MAX_ENTRIES // 2`` entries). May repair the log first (step 2 of the module
     docstring). Raises ``StorageError`` for a store whose state is inconsistent (a snapshot
-    past its applied id, a state machine behind the purged log, a hole in the log); whatever the stores raise passes through."""
+    past its applied id, a state machine behind the purged log, a hole in the log) or a store
+    method that returned a value of another type than its contract says; whatever the
+    stores raise passes through."""
     vote = _expect(await log_store.read_vote(), Vote, "the log store's read_vote") or Vote.new(0, 0)
     committed = _expect(await log_store.read_committed(), LogId, "the log store's read_committed")
     applied_state = await state_machine.applied_state()
@@ -85,11 +103,7 @@ async def restore_state(
     sm_membership = applied_state[1]
     if sm_membership is not None and not isinstance(sm_membership, StoredMembership):
         raise _unexpected(sm_membership, "the state machine's applied_state (its membership)", "a StoredMembership")
-    snap = await state_machine.get_current_snapshot()
-    snapshot: LogId | None = None
-    if snap is not None:
-        snapshot = snap.meta.last_log_id
-        snap.data.close()
+    snapshot = await _current_snapshot_id(state_machine)
     if snapshot is not None and (applied is None or snapshot > applied):
         raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
     log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
@@ -101,6 +115,40 @@ async def restore_state(
     ms = _split_memberships(committed_m, memberships, committed)
     state = RaftState(node_id, vote, log_ids, committed, ms, applied=applied, snapshot=snapshot)
     return state, cache
+
+
+async def _current_snapshot_id(state_machine: RaftStateMachine) -> LogId | None:
+    """The last log id of the state machine's current snapshot (``None``: none, or one of
+    nothing). From its optional ``get_current_snapshot_meta`` when it has one
+    (``current_snapshot_meta_of``), which reads no snapshot data; else from
+    ``get_current_snapshot``, whose file is closed unread. Either result is checked: a value
+    of another type raises ``StorageError`` naming the method (it failed with an
+    ``AttributeError`` about ``meta`` or ``data`` that named no store). Whether the
+    snapshot's data is intact is not checked here: it is when the data is read (sent to a
+    follower, see ``RaftStateMachine.get_current_snapshot_meta``)."""
+    read_meta = current_snapshot_meta_of(state_machine)
+    if read_meta is not None:
+        what = "the state machine's get_current_snapshot_meta"
+        pending = read_meta()
+        if not inspect.isawaitable(pending):
+            raise _unexpected(pending, what, "an awaitable (declare it async def)")
+        meta = _expect(await pending, SnapshotMeta, what)
+    else:
+        what = "the state machine's get_current_snapshot"
+        snap = await state_machine.get_current_snapshot()
+        if snap is None:
+            return None
+        if not isinstance(snap, Snapshot):
+            raise _unexpected(snap, what, "a Snapshot or None")
+        close = getattr(snap.data, "close", None)
+        if callable(close):
+            close()
+        meta = snap.meta
+        if not isinstance(meta, SnapshotMeta):
+            raise _unexpected(meta, f"{what} (its meta)", "a SnapshotMeta")
+    if meta is None:
+        return None
+    return _expect(meta.last_log_id, LogId, f"{what} (its meta's last_log_id)")
 
 
 def _unexpected(value: object, what: str, expected: str) -> StorageError:

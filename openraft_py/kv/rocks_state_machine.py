@@ -412,7 +412,7 @@ class RocksStateMachine:
     (a corrupted WAL record or file, or fewer writes recovered than its last durable point:
     see "Corruption" in ``docs/design/durability.md``), or when its current snapshot's file or
     ``snapshots/current.meta`` is not a regular file (missing, a directory, a named pipe: the
-    message says what to remove; ``get_current_snapshot`` raises the same if that happens while
+    message says what to remove; ``get_current_snapshot`` and ``get_current_snapshot_meta`` raise the same if that happens while
     it is open). ``close()`` / ``aclose()`` / ``async with``
     always release the database lock (``StorageError`` if RocksDB could not close cleanly); one
     collected unclosed is closed then, with a ``ResourceWarning`` naming its path (``__del__``).
@@ -964,10 +964,10 @@ class RocksStateMachine:
 
         Its file is checked whole first, against its checksum (``check_snapshot``: about the
         cost of reading it; files of the first format have none). A damaged file (its disk
-        failed since it was written) is never handed out: it is logged at ERROR and replaced
-        by a snapshot built now from the state, which is returned (it covers at least as much
-        of the log). Otherwise a follower would refuse it at every resend and could not catch
-        up from this node."""
+        failed since it was written) is never handed out: it is logged at ERROR, naming the
+        file, and replaced by a snapshot built now from the state, which is returned (it
+        covers at least as much of the log). Otherwise a follower would refuse it at every
+        resend and could not catch up from this node."""
         self._check_open()
         # in_thread: a cancelled caller (the node shutting down) waits for the thread, so
         # close() never comes while it reads; the snapshot it opened is then closed.
@@ -977,24 +977,50 @@ class RocksStateMachine:
         log.error("state machine at %r: %s; building a new snapshot in its place", self.path, damage)
         return await self.get_snapshot_builder().build_snapshot()
 
+    async def get_current_snapshot_meta(self) -> SnapshotMeta | None:
+        """The meta of the snapshot ``get_current_snapshot`` hands out, or ``None``, without
+        opening its file (the optional method of ``RaftStateMachine``: what ``Raft.new``
+        reads at start, where ``get_current_snapshot`` checked the whole file, about 2 s per
+        GB from disk). Raises the ``StorageError`` ``get_current_snapshot`` raises when the
+        file is missing or not a regular file (one ``stat``, in a worker thread). Whether its
+        data is intact is checked when it is first handed out (``get_current_snapshot``): a
+        damaged file is replaced then by a snapshot built from the state, whose last log id
+        is not less than this meta's."""
+        self._check_open()
+        return await in_thread(self._current_meta)
+
+    def _current_meta(self) -> SnapshotMeta | None:
+        """Worker thread: the current snapshot's meta, its file checked to be a regular file."""
+        with self._snap_lock:
+            cur = self._current
+            if cur is None:
+                return None
+            self._check_current_file(cur)
+            return cur.meta
+
+    def _check_current_file(self, cur: _SnapRecord) -> None:
+        """``StorageError`` unless the file of the current snapshot ``cur`` is a regular file
+        (it was at the open: replaced or removed since). Called under ``_snap_lock``."""
+        what = _not_a_file(os.path.join(self._snapdir, cur.file))
+        if what is not None:
+            e = self._current_file_error(cur.file, what)
+            raise StorageError(f"reading the current snapshot of state machine at {self.path!r}", e) from None
+
     def _open_current(self) -> tuple[Snapshot | None, ValueError | None]:
         """Worker thread: the current snapshot, checked; or ``(None, why)`` when its file is
-        damaged."""
+        damaged (``why`` names the file)."""
         with self._snap_lock:
             cur = self._current
             if cur is None:
                 return None, None
-            what = _not_a_file(os.path.join(self._snapdir, cur.file))  # replaced or removed since the open
-            if what is not None:
-                e = self._current_file_error(cur.file, what)
-                raise StorageError(f"reading the current snapshot of state machine at {self.path!r}", e) from None
+            self._check_current_file(cur)
             f = open(os.path.join(self._snapdir, cur.file), "rb")
         try:
             with naming(f.name, "reading the snapshot"):  # (a bad sector's EIO names no file)
                 check_snapshot(f, cur.meta.snapshot_id)
         except ValueError as e:
             f.close()
-            return None, e
+            return None, ValueError(f"its current snapshot's file {f.name} is damaged: {e}")
         except BaseException:
             f.close()
             raise

@@ -31,7 +31,7 @@ here. ``openraft_py.testing`` checks any implementation against this contract.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import IO, Any, BinaryIO, Protocol
 
 from ..types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, LogState, Snapshot, SnapshotMeta, StoredMembership, Vote
@@ -42,6 +42,7 @@ __all__ = [
     "RaftLogReader",
     "RaftLogStorage",
     "durable_append_of",
+    "current_snapshot_meta_of",
     "SnapshotBuilder",
     "RaftStateMachine",
     "MemDisk",
@@ -292,6 +293,25 @@ class RaftStateMachine(Protocol):
     ``StorageError`` as for a failed call, logged once. Without it such a failure is seen
     only by the state machine's next call: a leader taking no more writes kept leading, and
     every read of the state failed meanwhile.
+
+    Optional: ``async def get_current_snapshot_meta(self) -> SnapshotMeta | None``. The meta
+    of the snapshot ``get_current_snapshot`` would return now, or ``None`` when it would
+    return ``None``, without opening or reading the snapshot's data: ``Raft.new`` needs only
+    the current snapshot's last log id, and ``get_current_snapshot`` may cost a read of the
+    whole file (``RocksStateMachine`` checks it against its checksum: about 2 s per GB from
+    disk at every start). It raises what ``get_current_snapshot`` would raise for what is
+    known without the data (``RocksStateMachine``: a snapshot file that is missing or not a
+    regular file). A state machine that checks the data when it is read and replaces a
+    damaged snapshot then (``RocksStateMachine`` does) returns here the meta it has
+    recorded; ``get_current_snapshot`` then hands out the replacement, whose last log id is
+    not less: the damage is found, logged with the file's name and repaired when the
+    snapshot is first used (sent to a follower), not at start. Without it, ``Raft.new`` calls
+    ``get_current_snapshot`` and closes its file unread. A subclass that overrides
+    ``get_current_snapshot`` alone keeps being asked ``get_current_snapshot``: the method is
+    used only where the class that defines it defines ``get_current_snapshot`` too, or is a
+    subclass of the one that does (``current_snapshot_meta_of``). The shipped state machines
+    have it; the conformance check ``snapshot_meta_is_the_current_snapshots`` compares it
+    with ``get_current_snapshot().meta``.
     """
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
@@ -360,6 +380,27 @@ def durable_append_of(store: Any) -> Callable[[list[Entry]], None] | None:
     durable_owner = next((k for k in mro if "append_durable" in k.__dict__), None)
     append_owner = next((k for k in mro if "append" in k.__dict__), None)
     return fn if durable_owner is not None and durable_owner is append_owner else None
+
+
+def current_snapshot_meta_of(sm: Any) -> Callable[[], Awaitable[SnapshotMeta | None]] | None:
+    """The ``get_current_snapshot_meta`` method ``sm`` offers (see ``RaftStateMachine``), or
+    ``None``: also ``None`` when the class that defines it is neither the class that defines
+    the ``get_current_snapshot`` in use nor a subclass of it (a subclass that changes what
+    ``get_current_snapshot`` returns would be described by an inherited meta that no longer
+    matches). A method set on the instance itself is meant for it: it is used."""
+    fn: Callable[[], Awaitable[SnapshotMeta | None]] | None = getattr(sm, "get_current_snapshot_meta", None)
+    if fn is None:
+        return None
+    if "get_current_snapshot_meta" in getattr(sm, "__dict__", ()):
+        return fn  # set on the instance
+    mro = type(sm).__mro__
+    meta_owner = next((k for k in mro if "get_current_snapshot_meta" in k.__dict__), None)
+    if meta_owner is None:  # (a __getattr__ gave it)
+        return fn
+    snap_owner = next((k for k in mro if "get_current_snapshot" in k.__dict__), None)
+    if snap_owner is None or not issubclass(meta_owner, snap_owner):
+        return None
+    return fn
 
 
 from .memory import (  # noqa: E402  (the memory stores import IOFlushed from here)

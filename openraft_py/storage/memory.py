@@ -806,6 +806,12 @@ class MemStateMachine:
             return None
         return Snapshot(snap[0], io.BytesIO(snap[1]))
 
+    async def get_current_snapshot_meta(self) -> SnapshotMeta | None:
+        """The meta of the snapshot ``get_current_snapshot`` returns, or ``None`` (the
+        optional method of ``RaftStateMachine``)."""
+        snap = self._disk.snapshot
+        return None if snap is None else snap[0]
+
     def __repr__(self) -> str:
         disk = self._disk
         return f"MemStateMachine(applied={disk.last_applied!r}, keys={len(disk.kv)})"
@@ -867,6 +873,12 @@ class NoopStateMachine:
         if snap is None:
             return None
         return Snapshot(snap[0], io.BytesIO(snap[1]))
+
+    async def get_current_snapshot_meta(self) -> SnapshotMeta | None:
+        """The meta of the snapshot ``get_current_snapshot`` returns, or ``None`` (the
+        optional method of ``RaftStateMachine``)."""
+        snap = self._disk.snapshot
+        return None if snap is None else snap[0]
 
     def __repr__(self) -> str:
         return f"NoopStateMachine(applied={self._disk.last_applied!r})"
