@@ -124,6 +124,22 @@ async def restore_log_behind_state_machine(h: StoreHandle) -> None:
 
 
 @check
+async def restore_snapshot_id(h: StoreHandle) -> None:
+    """The restored snapshot id is the last log id of the state machine's current snapshot
+    (from its optional ``get_current_snapshot_meta`` when it has one, else from
+    ``get_current_snapshot``): none before a build; after a build at 1-4, more applies and a
+    purge of the log up to the snapshot, 1-4."""
+    await append(h.log_store, LOG)
+    await h.state_machine.apply(LOG[:5])
+    expect((await _restore(h)).snapshot, None, "restored snapshot id before any build")
+    (await h.state_machine.get_snapshot_builder().build_snapshot()).data.close()
+    await h.state_machine.apply(LOG[5:8])
+    await h.log_store.purge(LogId(1, 4))
+    st = await _restore(h)
+    expect((st.snapshot, st.applied, st.purged_log_id()), (LogId(1, 4), LogId(1, 7), LogId(1, 4)), "restored (snapshot, applied, purged)")
+
+
+@check
 async def membership_in_log_uncommitted(h: StoreHandle) -> None:
     """Memberships only in the log, nothing committed: all uncommitted, in order."""
     await append(h.log_store, LOG)

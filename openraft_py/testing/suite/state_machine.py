@@ -8,7 +8,8 @@ Checks: the initial applied state, ``apply`` (responses: one per entry, in the e
 order, as applying them one at a time gives; applied state, memberships), the optional
 ``apply_without_responses`` against ``apply``, and snapshots: build,
 ``get_current_snapshot``, streaming one store's snapshot into another store's
-``begin_receiving_snapshot`` file and installing it, a build right after an install, a
+``begin_receiving_snapshot`` file and installing it, a build right after an install, the
+optional ``get_current_snapshot_meta`` against ``get_current_snapshot``, a
 snapshot of a larger state (about 90 KB) sent whole, garbage refused, a build running
 concurrently with ``apply``, and (with ``reopen``) what survives a restart, also one right
 after an install.
@@ -26,13 +27,15 @@ from collections.abc import Iterable
 from typing import IO, Any, BinaryIO, ClassVar, cast
 
 from ...core.sm_worker import _apply_without_responses
+from ...storage import current_snapshot_meta_of
 from ...storage.memory import KvCas, KvCommand, KvDelete, KvGet, KvSet, encode_kv
-from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, StoredMembership
+from ...types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Membership, Normal, Snapshot, SnapshotMeta, StoredMembership
 from .base import (
     Builder,
     CheckFn,
     CheckOutcome,
     CheckRegistry,
+    CheckSkipped,
     StoreHandle,
     Suite,
     _default_normal_data,
@@ -521,6 +524,58 @@ async def snapshot_build_concurrent_with_apply(h: StoreHandle) -> None:
             async with h.another() as third:
                 await third.state_machine.apply(_entries(h, 0, last.index + 1))
                 expect(await _view(other), await _view(third), "state of the concurrent snapshot vs replay")
+
+
+@check
+async def snapshot_meta_is_the_current_snapshots(h: StoreHandle) -> None:
+    """The optional ``get_current_snapshot_meta`` (what ``Raft.new`` reads at start in place
+    of ``get_current_snapshot``) returns ``get_current_snapshot()``'s meta: ``None`` on a
+    fresh state machine, then after a build, more applies, a second build, an install of
+    another store's snapshot, a refused install and (with ``reopen``) a restart. Skipped for
+    a state machine without it, or whose ``get_current_snapshot`` it does not describe (a
+    subclass overriding ``get_current_snapshot`` alone: ``current_snapshot_meta_of``)."""
+    if current_snapshot_meta_of(h.state_machine) is None:
+        raise CheckSkipped("the state machine has no get_current_snapshot_meta() (optional)")
+
+    async def agree(want: SnapshotMeta | None, what: str) -> None:
+        read = current_snapshot_meta_of(h.state_machine)  # (a restart gives a new object)
+        if read is None:
+            raise AssertionError(f"get_current_snapshot_meta {what}: the state machine no longer has it")
+        meta = await read()
+        cur = await h.state_machine.get_current_snapshot()
+        if cur is not None:
+            cur.data.close()
+        expect(meta, None if cur is None else cur.meta, f"get_current_snapshot_meta() {what}, against get_current_snapshot().meta")
+        expect(meta, want, f"get_current_snapshot_meta() {what}")
+
+    await agree(None, "of a fresh state machine")
+    await h.state_machine.apply(_entries(h, 0, 4))
+    first = await _build(h)
+    first.data.close()
+    await agree(first.meta, "after a build")
+    await h.state_machine.apply(_entries(h, 4, 7))
+    await agree(first.meta, "after more applies")
+    second = await _build(h)
+    second.data.close()
+    await agree(second.meta, "after a second build")
+    assert h.another is not None
+    async with h.another() as other:
+        await other.state_machine.apply(_entries(other, 0, 9, term=2))
+        theirs = await _build(other)
+        await _stream_install(theirs, h)
+    await agree(theirs.meta, "after installing another store's snapshot")
+    dst = await h.state_machine.begin_receiving_snapshot()
+    dst.write(b"\x00not a snapshot\xff" * 3)
+    try:
+        await h.state_machine.install_snapshot(SnapshotMeta(LogId(3, 20), theirs.meta.last_membership, "garbage-2"), cast(BinaryIO, dst))
+    except ValueError:
+        pass
+    finally:
+        dst.close()
+    await agree(theirs.meta, "after a refused install")
+    if h.reopen is not None:
+        await h.restart()
+        await agree(theirs.meta, "after a restart (reopen)")
 
 
 # -- restart --------------------------------------------------------------------------------
