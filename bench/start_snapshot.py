@@ -8,7 +8,10 @@ time and the process's CPU time (every thread's) of the open and of ``restore_st
 ``--cold`` the snapshot file is dropped from the page cache before each start
 (``posix_fadvise(POSIX_FADV_DONTNEED)`` on that file alone), as after a reboot.
 
-    python bench/start_snapshot.py [--mb 512] [--runs 3] [--cold] [--dir DIR --keep]
+    python bench/start_snapshot.py [--mb 512] [--runs 3] [--cold] [--dir DIR [--keep]]
+
+A ``--dir`` that exists is used as it is (filled first when it holds no ``sm``) and kept;
+one this run makes is removed at the end unless ``--keep``.
 
 The figures are informational (nothing is asserted); the functional checks are the restore
 tests in ``tests/storage`` and the conformance suite.
@@ -99,8 +102,11 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="drop the snapshot file from the page cache before each start")
     ap.add_argument("--dir", help="where the stores are (made and filled when empty; default: a temporary directory)")
-    ap.add_argument("--keep", action="store_true", help="keep --dir afterwards (to start again without refilling)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the stores this run made afterwards (to start again without refilling); a --dir that "
+                         "existed before is always kept")
     args = ap.parse_args()
+    made = not (args.dir and os.path.exists(args.dir))
     root = args.dir or tempfile.mkdtemp(prefix="start-snapshot-")
     try:
         if not os.path.isdir(os.path.join(root, "sm")):
@@ -120,7 +126,7 @@ async def main() -> None:
         med = [statistics.median(col) * 1000 for col in zip(*rows)]
         print(f"median: open {med[0]:.0f} ms (CPU {med[1]:.0f} ms), restore_state {med[2]:.0f} ms (CPU {med[3]:.0f} ms)")
     finally:
-        if not (args.dir and args.keep):
+        if made and not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
