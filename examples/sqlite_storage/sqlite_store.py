@@ -641,6 +641,13 @@ def _current_snapshot(conn: sqlite3.Connection) -> tuple[SnapshotMeta, bytes] | 
     return _meta_decoder.decode(meta), bytes(data)
 
 
+def _current_snapshot_meta(conn: sqlite3.Connection) -> SnapshotMeta | None:
+    """The current snapshot's meta alone: its data is not read (nor is the row's checksum
+    checked, which covers the data too: ``get_current_snapshot`` checks it)."""
+    row = conn.execute("SELECT meta FROM snapshot WHERE id = 0").fetchone()
+    return None if row is None else _meta_decoder.decode(row[0])
+
+
 def _put_snapshot(conn: sqlite3.Connection, meta: SnapshotMeta, data: bytes) -> None:
     values = (0, _encode(meta), data)
     conn.execute(
@@ -796,6 +803,12 @@ class SqliteStateMachine:
         """The last snapshot built or installed (a fresh in-memory file), or ``None``."""
         cur = await self._worker.run(_current_snapshot)
         return None if cur is None else Snapshot(cur[0], io.BytesIO(cur[1]))
+
+    async def get_current_snapshot_meta(self) -> SnapshotMeta | None:
+        """The meta of the snapshot ``get_current_snapshot`` returns, or ``None``, without
+        reading its data (the optional method of ``RaftStateMachine``: ``Raft.new`` reads
+        this at start instead of the whole snapshot row)."""
+        return await self._worker.run(_current_snapshot_meta)
 
 
 def _make_dirs(directory: Path) -> None:

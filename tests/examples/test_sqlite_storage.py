@@ -32,8 +32,8 @@ from openraft_py.testing.suite import (
 
 from .conftest import EXAMPLES
 
-LOG_CHECKS = 60
-SM_CHECKS = 26
+LOG_CHECKS = 61
+SM_CHECKS = 27
 """The issue's count of conformance checks: a check added to (or dropped from) the suite,
 or one skipped here, fails ``test_*_suite`` until these are updated on purpose."""
 
