@@ -11,25 +11,68 @@ Conventions (etcd ``quorum/majority.go``):
 - The empty majority commits ∞ (``INF_INDEX``), so that the min over a joint config
   ``[C_old, C_new]`` with an empty half is the other half's index.
 - The empty majority also grants every vote; but no configs at all is not a quorum.
+
+Indexes and node ids are integers in int64 (``[-2**63, 2**63)``), as the compiled twin
+stores them: an ``int`` or any object ``operator.index`` takes, never a float (not even
+``2.0``). Anything else raises ``operator.index``'s ``TypeError``; an integer outside int64,
+``OverflowError``. Both twins raise the same exception, with the same message, for the same
+argument (``tests/kernels/test_twins_agree.py``). ``is_quorum_granted`` only tests its node
+ids for membership, and converts none.
 """
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
 INF_INDEX: int = 2**63 - 1
 """Committed index of the empty config ("the empty majority commits ∞")."""
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+def _as_int64(value: Any, what: str) -> int:
+    """``value`` as a plain ``int`` in int64: ``operator.index``'s ``TypeError`` for a
+    non-integer, ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``. The fast
+    paths below test ``type(x) is int`` and the range inline, and call this for the rest."""
+    v = operator.index(value)
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
+    return v
 
 
 def majority_committed(matched: list[int], /) -> int:
     """Return the largest index acknowledged by a strict majority of ``matched``.
 
-    ``matched`` holds one matched index per voter of a single config (any order; not
-    modified). Returns that element of ``matched`` itself, or ``INF_INDEX`` for an empty list.
-    Positional-only, as in the compiled twin (where that makes the call cheaper).
+    ``matched`` holds one matched index per voter of a single config (any iterable, in any
+    order; not modified). Returns that element of ``matched`` itself, or ``INF_INDEX`` for an
+    empty one. ``TypeError`` / ``OverflowError`` at the first element that is not an int64
+    integer (module docstring). Positional-only, as in the compiled twin (where that makes
+    the call cheaper).
     """
-    n = len(matched)
+    m: list[int] = matched if type(matched) is list else list(matched)
+    n = len(m)
     if n == 0:
         return INF_INDEX
-    return sorted(matched, reverse=True)[n // 2]
+    for x in m:
+        if type(x) is not int:
+            return _majority_any(m)
+    s = sorted(m, reverse=True)
+    if s[0] > _INT64_MAX or s[-1] < _INT64_MIN:
+        return _majority_any(m)
+    return s[n // 2]
+
+
+def _majority_any(m: list[int]) -> int:
+    """:func:`majority_committed` of a non-empty list of any integers (``int`` subclasses,
+    ``__index__`` objects): each converted in list order, the first that is not an int64
+    integer refused; the element whose value ranks ``n // 2`` (ties in list order). Ranks a
+    copy: converting an element may run code that changes ``m``."""
+    m = list(m)
+    values = [_as_int64(x, "matched index") for x in m]
+    ranked = sorted(range(len(m)), key=values.__getitem__, reverse=True)
+    return m[ranked[len(m) // 2]]
 
 
 def joint_committed(configs: list[list[int]], /) -> int:
@@ -41,7 +84,9 @@ def joint_committed(configs: list[list[int]], /) -> int:
     """
     if not configs:
         return -1
-    return min(map(majority_committed, configs))
+    # By value (an element may be an integer only through ``__index__``); the first of
+    # equal minima, as the compiled twin.
+    return min(map(majority_committed, configs), key=operator.index)
 
 
 def is_quorum_granted(granted: set[int] | frozenset[int], configs: list[list[int]]) -> bool:
@@ -53,11 +98,12 @@ def is_quorum_granted(granted: set[int] | frozenset[int], configs: list[list[int
     if not configs:
         return False
     for voters in configs:
+        n = len(voters)
         votes = 0
         for node_id in voters:
             if node_id in granted:
                 votes += 1
-        if voters and votes <= len(voters) // 2:
+        if n and votes <= n // 2:
             return False
     return True
 
@@ -68,7 +114,9 @@ class ProgressTable:
     ``ProgressTable(configs, learners, self_id)``: ``configs`` are the voter id lists of
     the (joint) membership, ``learners`` the non-voting members, ``self_id`` the leader
     (it is usually a voter and is tracked like any other node; the caller updates it
-    when its own log is flushed). Every node starts at matched ``-1``.
+    when its own log is flushed). Every node starts at matched ``-1``. Node ids and indexes
+    are int64 integers (module docstring), checked in argument order, each method's before
+    it looks its node up.
 
     Invariants:
     - ``matched`` only grows through :meth:`update`; only :meth:`reset` can lower it.
@@ -80,9 +128,12 @@ class ProgressTable:
     __slots__ = ("_configs", "_learners", "_self_id", "_matched", "_voters", "_committed")
 
     def __init__(self, configs: list[list[int]], learners: list[int], self_id: int) -> None:
-        self._configs: list[list[int]] = [list(c) for c in configs]
-        self._learners: list[int] = list(learners)
-        self._self_id: int = self_id
+        cfgs = [list(c) for c in configs]
+        lrn = list(learners)
+        # Ids as plain ints, checked in order: configs, learners, self_id.
+        self._configs: list[list[int]] = [[_as_int64(n, "node id") for n in c] for c in cfgs]
+        self._learners: list[int] = [_as_int64(n, "node id") for n in lrn]
+        self._self_id: int = _as_int64(self_id, "node id")
         # Invariant: one entry per voter (of any config) and learner.
         self._matched: dict[int, int] = {}
         # Invariant: the set of node ids appearing in any config.
@@ -102,23 +153,48 @@ class ProgressTable:
 
         Unknown node ids are ignored.
         """
+        if type(node_id) is not int or type(index) is not int:
+            node_id = _as_int64(node_id, "node id")
+            index = _as_int64(index, "matched index")
         old = self._matched.get(node_id)
-        if old is not None and index > old:
+        # The range checks, each only where the value could be out of range: every tracked
+        # id is in int64, and so is ``old``.
+        if old is None:
+            _as_int64(node_id, "node id")
+            _as_int64(index, "matched index")
+        elif index > old:
+            if index > _INT64_MAX:
+                _as_int64(index, "matched index")
             self._matched[node_id] = index
             if node_id in self._voters:
                 self._committed = self._recompute()
+        elif index < _INT64_MIN:
+            _as_int64(index, "matched index")
         return self._committed
 
     def update_many(self, pairs: list[tuple[int, int]]) -> int:
         """Apply :meth:`update` to each ``(node_id, index)``; return ``committed()`` once."""
         changed = False
         matched = self._matched
+        voters = self._voters
+        lo, hi = _INT64_MIN, _INT64_MAX
         for node_id, index in pairs:
+            if type(node_id) is not int or type(index) is not int:
+                node_id = _as_int64(node_id, "node id")
+                index = _as_int64(index, "matched index")
             old = matched.get(node_id)
-            if old is not None and index > old:
+            # The range checks as in ``update``.
+            if old is None:
+                _as_int64(node_id, "node id")
+                _as_int64(index, "matched index")
+            elif index > old:
+                if index > hi:
+                    _as_int64(index, "matched index")
                 matched[node_id] = index
-                if node_id in self._voters:
+                if node_id in voters:
                     changed = True
+            elif index < lo:
+                _as_int64(index, "matched index")
         if changed:
             self._committed = self._recompute()
         return self._committed
@@ -130,17 +206,22 @@ class ProgressTable:
         NB: the committed index can move backwards here; the caller keeps its own
         monotonic commit and must never un-commit.
         """
-        if node_id not in self._matched:
+        nid = _as_int64(node_id, "node id")
+        index = _as_int64(index, "matched index")
+        if nid not in self._matched:
             raise KeyError(node_id)
-        if self._matched[node_id] != index:
-            self._matched[node_id] = index
-            if node_id in self._voters:
+        if self._matched[nid] != index:
+            self._matched[nid] = index
+            if nid in self._voters:
                 self._committed = self._recompute()
         return self._committed
 
     def matched(self, node_id: int) -> int:
         """Return the matched index of ``node_id``; ``KeyError`` if it is not tracked."""
-        return self._matched[node_id]
+        nid = _as_int64(node_id, "node id")
+        if nid not in self._matched:
+            raise KeyError(node_id)
+        return self._matched[nid]
 
     def committed(self) -> int:
         """Return the joint committed index (``-1`` if nothing is committed or no configs)."""

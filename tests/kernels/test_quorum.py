@@ -243,3 +243,64 @@ def test_progress_table_vs_recompute(impl, configs, learners, ops) -> None:
         want = oracle_joint([[model[n] for n in c] for c in configs])
         assert got == want == t.committed()
         assert t.as_dict() == model
+
+
+class _Index:
+    """An integer only through ``__index__`` (as numpy's integers are)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def _integer_places(impl, v) -> dict[str, object]:
+    """Every call of the quorum kernel that takes an index or a node id, given ``v`` there."""
+    def table():
+        return impl.ProgressTable([[1, 2, 3]], [4], 1)
+
+    return {
+        "majority_committed": lambda: impl.majority_committed([1, v, 3]),
+        "majority_committed (wide)": lambda: impl.majority_committed([*range(19), v]),
+        "joint_committed": lambda: impl.joint_committed([[1, 2, 3], [v, 2, 3]]),
+        "ProgressTable voter": lambda: impl.ProgressTable([[1, v]], [], 1),
+        "ProgressTable learner": lambda: impl.ProgressTable([[1]], [v], 1),
+        "ProgressTable self_id": lambda: impl.ProgressTable([[1]], [], v),
+        "update node": lambda: table().update(v, 5),
+        "update index": lambda: table().update(2, v),
+        "update unknown node's index": lambda: table().update(9, v),
+        "update_many node": lambda: table().update_many([(v, 5)]),
+        "update_many index": lambda: table().update_many([(2, v)]),
+        "reset node": lambda: table().reset(v, 5),
+        "reset index": lambda: table().reset(2, v),
+        "matched": lambda: table().matched(v),
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(1.5, TypeError), (2.0, TypeError), ("2", TypeError), (None, TypeError), (2**63, OverflowError), (-(2**63) - 1, OverflowError)],
+)
+def test_indexes_and_ids_are_int64_integers(impl, value, error) -> None:
+    """A float is refused, never truncated (the compiled kernel's conversion, through
+    ``__int__``, made ``update(1.5, 7)`` raise node 1's matched index, and the pure twin
+    stored 1.5); as is an integer outside int64 (the pure twin stored it)."""
+    for place, call in _integer_places(impl, value).items():
+        with pytest.raises(error):
+            call()
+            pytest.fail(f"{place} took {value!r}")
+
+
+def test_index_objects_and_int_subclasses_are_integers(impl) -> None:
+    t = impl.ProgressTable([[1, _Index(2), 3]], [True], _Index(1))
+    assert t.as_dict() == {1: -1, 2: -1, 3: -1}, "True is node 1, a voter already"
+    assert t.update(_Index(2), _Index(7)) == -1
+    assert t.update(True, 7) == 7
+    assert t.update_many([(_Index(3), 9)]) == 7
+    assert t.reset(_Index(3), _Index(8)) == 7
+    assert t.matched(_Index(3)) == 8
+    assert all(type(k) is int and type(v) is int for k, v in t.as_dict().items())
+    got = impl.majority_committed([_Index(5), 1, _Index(9)])
+    assert isinstance(got, _Index) and got.value == 5, "the element itself, as for ints"
+    assert impl.joint_committed([[_Index(5), 1, 9], [2, 2, 2]]) == 2

@@ -112,6 +112,91 @@ CASES: dict[str, Call] = {
 }
 
 
+
+
+class _Index:
+    """An integer only through ``__index__`` (as numpy's integers are): both twins take it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"_Index({self.value})"
+
+
+class _IntSub(int):
+    pass
+
+
+# What the quorum kernel's integers (indexes and node ids) may be given: integers in int64 are
+# taken (an ``int`` subclass, ``bool``, an ``__index__`` object, the ends of the range); every
+# other value is refused, with ``TypeError`` (never truncated, as the compiled twin's ``__int__``
+# conversion once did with a float) or ``OverflowError`` outside int64.
+QUORUM_INTS: dict[str, Any] = {
+    "float": 1.5,
+    "integral-float": 2.0,
+    "str": "3",
+    "none": None,
+    "bytes": b"1",
+    "complex": 1j,
+    "bool": True,
+    "int-subclass": _IntSub(4),
+    "index-object": _Index(3),
+    "int64-max": 2**63 - 1,
+    "int64-min": -(2**63),
+    "over-int64": 2**63,
+    "under-int64": -(2**63) - 1,
+}
+
+
+def _table(ns: Any, *ops: tuple[str, tuple[Any, ...]]) -> tuple[Any, ...]:
+    t = ns["quorum"].ProgressTable([[1, 2, 3]], [4], 1)
+    results = [getattr(t, meth)(*args) for meth, args in ops]
+    return results, t.as_dict(), t.committed(), repr(t)
+
+
+def _quorum_int_cases(v: Any) -> dict[str, Call]:
+    """Each place of the quorum kernel that takes an integer, given ``v``."""
+    q = "quorum"
+    return {
+        "majority-first": lambda ns: ns[q].majority_committed([v, 1, 3]),
+        "majority-middle": lambda ns: ns[q].majority_committed([1, v, 3]),
+        "majority-alone": lambda ns: ns[q].majority_committed([v]),
+        "majority-wide": lambda ns: ns[q].majority_committed([*range(19), v]),
+        "majority-tuple": lambda ns: ns[q].majority_committed((1, v, 3)),
+        "majority-after-overflow": lambda ns: ns[q].majority_committed([1, 2**64, v]),
+        "majority-not-iterable": lambda ns: ns[q].majority_committed(v),
+        "joint": lambda ns: ns[q].joint_committed([[1, 2, 3], [1, v, 3]]),
+        "joint-not-iterable": lambda ns: ns[q].joint_committed([[1, 2, 3], v]),
+        "granted-id": lambda ns: ns[q].is_quorum_granted({1, 2}, [[1, v, 3]]),
+        "granted-config": lambda ns: ns[q].is_quorum_granted({1, 2}, [[1, 2], v]),
+        "progress-voter": lambda ns: repr(ns[q].ProgressTable([[1, 2], [2, v]], [], 1)),
+        "progress-learner": lambda ns: repr(ns[q].ProgressTable([[1, 2]], [v], 1)),
+        "progress-self": lambda ns: repr(ns[q].ProgressTable([[1, 2]], [], v)),
+        "progress-voter-then-learner": lambda ns: repr(ns[q].ProgressTable([[1, v]], ["x"], 1)),
+        "update-id": lambda ns: _table(ns, ("update", (v, 5))),
+        "update-index": lambda ns: _table(ns, ("update", (2, v)), ("update", (3, v))),
+        "update-unknown-id": lambda ns: _table(ns, ("update", (9, v))),
+        "update-lower-index": lambda ns: _table(ns, ("update", (2, 2**62)), ("update", (2, v))),
+        "update-both": lambda ns: _table(ns, ("update", (v, v))),
+        "update_many-id": lambda ns: _table(ns, ("update_many", ([(2, 5), (v, 6)],))),
+        "update_many-index": lambda ns: _table(ns, ("update_many", ([(2, 5), (3, v)],))),
+        "update_many-unknown-id": lambda ns: _table(ns, ("update_many", ([(9, v)],))),
+        "reset-id": lambda ns: _table(ns, ("reset", (v, 5))),
+        "reset-index": lambda ns: _table(ns, ("reset", (2, v))),
+        "reset-unknown-id": lambda ns: _table(ns, ("reset", (9, v))),
+        "matched": lambda ns: _table(ns, ("matched", (v,))),
+    }
+
+
+for _kind, _value in QUORUM_INTS.items():
+    for _place, _call in _quorum_int_cases(_value).items():
+        CASES[f"quorum-int-{_place}-{_kind}"] = _call
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_twins_agree(name: str) -> None:
     call = CASES[name]
