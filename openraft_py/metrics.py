@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -15,11 +15,39 @@ from .types import LogId, NodeId, ServerState, StoredMembership, Vote, _struct_r
 from .validation import check_index, check_node_id, check_seconds, check_voters, shown
 from .wakeup import Wakeup
 
-__all__ = ["RaftMetrics", "Wait"]
+__all__ = ["RaftMetrics", "ReadOnlyReplication", "Wait"]
 
 # A heap of index waiters (``IndexWaiters``) is compacted (futures done before their index was
 # reached dropped) when it reaches this size, or twice the number left after the last compaction.
 _COMPACT_MIN = 64
+
+
+class ReadOnlyReplication(dict[NodeId, int]):
+    """``RaftMetrics.replication``: a ``dict`` that refuses every change with ``TypeError``.
+
+    The metrics a program reads are the node's own current metrics, shared by every reader
+    (``raft.metrics``, what a ``raft.wait(...)`` condition returns, the key-value service's
+    Prometheus registry): changing ``replication`` in place (``m.replication.pop(m.id)`` to
+    keep the followers) changed what all of them saw until the node's next change. Make a
+    dict of your own instead: ``dict(m.replication)`` (``m.replication.copy()`` and
+    ``m.replication | {...}`` also make a plain ``dict`` when run, but type checkers see a
+    read-only ``Mapping``, which has neither). Reading, comparing (with a plain ``dict``
+    too), pickling, copying and encoding (msgspec: a JSON object, a msgpack map) work as for
+    a ``dict``."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "RaftMetrics.replication is read-only (every reader of the node's metrics shares it): "
+            "make a dict of your own, e.g. dict(m.replication)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyReplication, (dict(self),))
 
 
 class RaftMetrics(msgspec.Struct, frozen=True):
@@ -27,10 +55,11 @@ class RaftMetrics(msgspec.Struct, frozen=True):
 
     ``replication`` is set on a leader only: the matched log index of every target (-1 when
     nothing is known to match yet). It is read-only, as the whole value is: every reader of
-    the node's current metrics gets the same object, the node's own waits included. When run
-    it is a plain dict (nothing is copied where metrics are published), so a change made in
-    it shows in ``raft.metrics`` until the next change; it is a ``Mapping`` to type checkers,
-    so ``mypy --strict`` refuses ``m.replication.pop(m.id)``. Make a dict of your own
+    the node's current metrics gets the same object, the node's own waits included. In a
+    node's metrics it is a ``ReadOnlyReplication``, a ``dict`` that refuses every change with
+    ``TypeError`` (a ``RaftMetrics`` a program makes or decodes keeps the mapping it was
+    given: it is the program's own); type checkers see a ``Mapping``, so ``mypy --strict``
+    refuses ``m.replication.pop(m.id)`` before it runs. Make a dict of your own
     (``dict(m.replication)``) to change.
 
     ``current_leader`` is the leader this node knows of: itself while it leads; the

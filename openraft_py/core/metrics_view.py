@@ -11,7 +11,7 @@ import msgspec
 
 from ..engine import Engine
 from ..errors import Fatal, Stopped
-from ..metrics import MetricsWatch, RaftMetrics
+from ..metrics import MetricsWatch, RaftMetrics, ReadOnlyReplication
 from ..types import ServerState
 
 
@@ -37,7 +37,7 @@ def build(engine: Engine, fatal: Fatal | None) -> RaftMetrics:
         membership_config=st.membership.effective,
         purged=st.purged_log_id(),
         snapshot=st.snapshot,
-        replication=None if leader is None else leader.progress.as_dict(),
+        replication=None if leader is None else ReadOnlyReplication(leader.progress.as_dict()),
         last_quorum_acked=None if leader is None else leader.quorum_acked_at(engine.now),
         running=fatal is None,
         error=None if fatal is None or isinstance(fatal, Stopped) else str(fatal),
