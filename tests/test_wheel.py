@@ -298,3 +298,41 @@ def test_installed_console_script_runs_the_quick_demo(installed: Installed) -> N
     # The demo cleans up after itself: it left nothing in the working directory.
     assert list(installed.workdir.iterdir()) == []
 
+
+
+TYPED_USER_PROGRAM = '''
+from openraft_py import Config, LogId, RaftMetrics
+from openraft_py._core import majority_committed
+
+
+def next_index(lid: LogId) -> int:
+    return lid.index + 1
+
+
+def followers(m: RaftMetrics) -> dict[int, int]:
+    return {k: v for k, v in (m.replication or {}).items() if k != m.id}
+
+
+config: Config = Config(cluster_name="typed")
+committed: int = majority_committed([1, 2, 3])
+wrong: str = next_index(LogId(1, 2))
+'''
+
+
+@pytest.mark.timeout(900)
+def test_installed_wheel_is_found_by_mypy_through_its_py_typed(installed: Installed, tmp_path: Path) -> None:
+    """mypy, run on a program outside the checkout with the fresh venv's interpreter, finds
+    the installed package and reads its annotations (``py.typed``): it reports the program's
+    one type error, not a missing module (which leaves every name of it ``Any``)."""
+    pytest.importorskip("mypy")
+    program = tmp_path / "prog.py"
+    program.write_text(TYPED_USER_PROGRAM)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
+         "--python-executable", str(installed.python), str(program)],
+        cwd=tmp_path, env=_clean_env(), timeout=300, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    errors = [line for line in proc.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and proc.returncode == 1, proc.stdout
+    line = TYPED_USER_PROGRAM.splitlines().index("wrong: str = next_index(LogId(1, 2))") + 1
+    assert f"{program.name}:{line}: error: Incompatible types in assignment" in errors[0], proc.stdout
