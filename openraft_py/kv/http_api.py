@@ -61,6 +61,8 @@ would store something else than the client meant); a ``Transfer-Encoding`` other
 implement), for the same reason; a body that cannot be read (cut short, or
 its chunked framing malformed) -> 400, logged at INFO; a body that does not arrive within
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
+a request whose body waited ``BODY_BUDGET_WAIT`` for room among the bodies the node handles
+(``MAX_BODY_BYTES_IN_FLIGHT``, ``BodyBudget``) -> 503 with ``Retry-After``, nothing done;
 unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
 -> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
 have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
@@ -85,6 +87,7 @@ import resource
 import time
 import urllib.parse
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -118,7 +121,8 @@ from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
-           "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE"]
+           "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
+           "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -473,6 +477,126 @@ class BodyTimeout(Exception):
     """The request body did not arrive in time (``BODY_GRACE``; answered 408)."""
 
 
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+"""The request bodies a node's handlers hold at once, in bytes (each counted at its
+``Content-Length``, a chunked one at ``max_body``): at least ``max_body``, so that a body of
+the largest size allowed always fits (``body_budget``). A request whose body does not fit
+waits, its body unread, until the requests before it are answered (in the order they
+came), for ``BODY_BUDGET_WAIT`` seconds at most, then gets ``503``. Without a bound, 512
+connections (``MAX_HTTP_CONNECTIONS``) each sending a body of 1 MB made a leader read,
+decode and encode 512 MB at once: its process grew to 2.1 GB and its event loop stalled
+long enough that it lost its leadership within a second, its writes answered 503 or
+redirected."""
+
+BODY_BUDGET_WAIT = 30.0
+"""Seconds a request waits at most for room in ``MAX_BODY_BYTES_IN_FLIGHT`` before it is
+answered ``503`` (nothing was done: the client may retry)."""
+
+
+def body_budget(max_body: int) -> int:
+    """The budget of request-body bytes of a node whose largest body is ``max_body`` bytes:
+    ``MAX_BODY_BYTES_IN_FLIGHT``, but at least ``max_body``."""
+    return max(MAX_BODY_BYTES_IN_FLIGHT, max_body)
+
+
+class Overloaded(Exception):
+    """A request waited ``BODY_BUDGET_WAIT`` seconds for room among the request bodies the
+    node holds (``MAX_BODY_BYTES_IN_FLIGHT``) and got none: answered ``503``, nothing done."""
+
+
+class BodyBudget:
+    """Bytes of request bodies the node's handlers hold at once: at most ``limit``.
+
+    ``acquire(n)`` takes ``n`` bytes (at most ``limit``: a body is never refused for its
+    size here, ``max_body`` does that), waiting while they do not fit; ``release(n)`` gives
+    them back. Waiters are served in the order they came: a small body does not overtake a
+    large one that waits (which could otherwise wait for ever under a stream of small ones).
+    Invariant: ``held`` is the sum of the sizes acquired and not released, at most
+    ``limit``; a waiter in ``_waiters`` holds nothing yet."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        # The largest ``held`` was (for tests and the status).
+        self.peak = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._log = FailureLog(log, "HTTP server", unit="waiting request")
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for room."""
+        return len(self._waiters)
+
+    async def acquire(self, n: int) -> int:
+        """Take ``min(n, limit)`` bytes, once they fit and every earlier waiter is served;
+        return the bytes taken (what ``release`` must be given). Cancelled (a timeout, the
+        client gone) while waiting: nothing is held."""
+        n = min(n, self.limit)
+        if not self._waiters and self.held + n <= self.limit:
+            self._take(n)
+            return n
+        loop = asyncio.get_running_loop()
+        self._log.failed(loop.time(), "bodies over the budget",
+                         f"request bodies of {self.held} bytes are being handled, the limit (MAX_BODY_BYTES_IN_FLIGHT): "
+                         f"a new one waits for room, {BODY_BUDGET_WAIT:.0f}s at most, then gets 503")
+        entry = (n, loop.create_future())
+        self._waiters.append(entry)
+        try:
+            await entry[1]
+        except BaseException:
+            if entry[1].done() and not entry[1].cancelled():
+                self.release(n)  # granted, then cancelled before it ran: give it back
+            else:
+                self._waiters.remove(entry)
+                self._grant()  # the head may have changed
+            raise
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes taken by ``acquire``; serve the waiters that fit now."""
+        self.held -= n
+        self._grant()
+        if not self._waiters and self._log.failing:
+            self._log.cleared(asyncio.get_running_loop().time(), "request bodies fit the budget again")
+
+    def _take(self, n: int) -> None:
+        self.held += n
+        if self.held > self.peak:
+            self.peak = self.held
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            n, fut = waiters[0]
+            if self.held + n > self.limit:
+                return
+            waiters.popleft()
+            self._take(n)
+            fut.set_result(None)
+
+
+BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("kv_body_budget", BodyBudget)
+"""The ``BodyBudget`` of an application's request bodies (``app[BUDGET_KEY]``; ``make_app``)."""
+
+
+async def _room_for_body(request: web.Request) -> int:
+    """Wait for room for the request's body among those the node holds (``BodyBudget``;
+    its ``Content-Length``, a chunked one counted at ``max_body``); the bytes taken, to be
+    released once the request is answered. ``Overloaded`` after ``BODY_BUDGET_WAIT``."""
+    max_body = request.app[NODE_KEY].opts.max_body
+    size = min(request.content_length if request.content_length is not None else max_body, max_body)
+    if size <= 0:
+        return 0
+    budget = request.app[BUDGET_KEY]
+    try:
+        async with asyncio.timeout(BODY_BUDGET_WAIT):
+            return await budget.acquire(size)
+    except TimeoutError:
+        raise Overloaded(f"the node is overloaded: it handles request bodies of {budget.held} bytes, its limit "
+                         f"(MAX_BODY_BYTES_IN_FLIGHT), and this request waited {BODY_BUDGET_WAIT:.0f}s for room; "
+                         "nothing was done: retry later") from None
+
+
 async def _read(request: web.Request) -> bytes:
     """The request's body, within ``BODY_GRACE`` + its size at ``BODY_MIN_RATE``; else
     ``BodyTimeout``. 413 (``HTTPRequestEntityTooLarge``) above ``client_max_size``."""
@@ -712,6 +836,8 @@ def _client_mistake(kind: str, fmt: str, *args: object) -> None:
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
+    if isinstance(e, Overloaded):  # its body unread (aiohttp reads and drops it after the answer)
+        return _json({"error": str(e)}, 503, headers={"Retry-After": "1"})
     if isinstance(e, BodyTimeout):  # the client's failure: logged at INFO, the connection closed
         _client_mistake("requests whose body did not arrive in time", "%s %s: %s (client %s)", request.method,
                         request.path, e, request.remote)
@@ -795,7 +921,10 @@ async def _errors_and_counts(
                            "with a Content-Length or chunked")
     else:
         node.request_started()
+        taken = 0
         try:
+            if request.body_exists:
+                taken = await _room_for_body(request)
             resp = await handler(request)
         except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
             headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
@@ -806,6 +935,8 @@ async def _errors_and_counts(
         except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
             resp = _map_error(node, request, e)
         finally:
+            if taken:
+                request.app[BUDGET_KEY].release(taken)
             node.request_done()
     if not node.accepting:
         # Stopping: the client must not send another request on this connection, which
@@ -828,6 +959,7 @@ def make_app(node: KvNode) -> web.Application:
     many nodes: a test suite, ``docs/design/soak.md``)."""
     app = web.Application(client_max_size=node.opts.max_body, middlewares=[_errors_and_counts])
     app[NODE_KEY] = cast(KvNode, weakref.proxy(node))
+    app[BUDGET_KEY] = BodyBudget(body_budget(node.opts.max_body))
     r = app.router
     r.add_post("/cluster/init", cluster_init)
     r.add_post("/cluster/learners", cluster_learners)
