@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from unittest.mock import ANY
 
 import pytest
@@ -224,6 +225,27 @@ def test_read_index_answers_after_a_quorum_ack_sent_after_the_request():
     assert eng.take_commands() == [], "an ack of a request sent before the read confirms nothing"
     eng.handle_replication_progress(2, L1, None, 10.0)
     assert eng.take_commands() == [Respond(TX, lid(1, 1))], "read_log_id is the blank entry of this term"
+
+
+def test_many_reads_in_one_pass_cost_each_the_same_and_are_all_answered_by_one_ack():
+    """``READ_INDEX`` reads issued at once (one core pass: the same ``now``) each emit the
+    same heartbeat round and wait; one quorum ack of a request sent at or after them answers
+    every one, in order. Each new read was checked with every waiting one (``check_reads``
+    from ``read``): n reads in a pass cost O(n**2), 10,000 at once stalled a leader's event
+    loop for 1.7 s and 100,000 for 98 s. 40,000 reads here took 11 s of CPU (compiled build)
+    before; the bound is 20 times what they take now (the CPU time of this thread, not
+    the wall clock: the machine is shared)."""
+    n = 40_000
+    eng = make_idle_leader(id=1, now=0.0)
+    txs = [object() for _ in range(n)]
+    t0 = time.thread_time()
+    for tx in txs:
+        eng.handle_read(tx, ReadPolicy.READ_INDEX, now=10.0)
+    took = time.thread_time() - t0
+    assert eng.take_commands() == HEARTBEAT, "no Respond before a quorum confirms leadership"
+    assert took < 2.0, f"{n} reads in one pass took {took:.2f} s of CPU"
+    eng.handle_replication_progress(2, L1, None, 10.0)
+    assert eng.take_commands() == [Respond(tx, lid(1, 1)) for tx in txs]
 
 
 def test_read_index_uses_committed_when_past_the_blank():
