@@ -95,7 +95,9 @@ class Trigger:
         ``ForwardToLeader(to)``), waits until ``to`` holds its whole log, then lets ``to``
         elect itself at once. Returns when the hand-over started; await
         ``raft.wait().current_leader(to)`` for the outcome. If no new leader appears within
-        two election timeouts, this leader takes writes again. Raises ``ForwardToLeader``
+        two election timeouts, this leader takes writes again; at once if the network refuses
+        a request to ``to`` (``Unreachable``: it went down) before ``to`` answered one sent
+        since the start (only then is it told to take over). Raises ``ForwardToLeader``
         on a non-leader, ``ValueError`` if ``to`` is not a voter or answered none of this
         leader's requests sent within the last ``Config.election_timeout_max`` (down or cut
         off), and ``InProgress`` while a

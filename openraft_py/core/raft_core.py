@@ -479,7 +479,7 @@ class RaftCore:
         if eng.election_deadline != deadline and eng.leader_lost:
             self._learner_timed_out()
         if handing_to is not None and leader is not None and eng.leader is leader and leader.transfer_to is None:
-            self._log_transfer_given_up(leader, handing_to)
+            self._log_transfer_given_up(leader, handing_to, now)
 
     def start_transfer(self, to: NodeId, now: float) -> None:
         """``Trigger.transfer_leader(to)`` in the core: ``Engine.transfer_leader`` (its
@@ -494,12 +494,20 @@ class RaftCore:
                      "until it leads, for at most %s ms (2 x election_timeout_max)", self.id, to, leader.vote.leader_id.term,
                      2 * self.config.election_timeout_max)
 
-    def _log_transfer_given_up(self, leader: Leader, to: NodeId) -> None:
+    def _log_transfer_given_up(self, leader: Leader, to: NodeId, now: float, refused: str | None = None) -> None:
         """Log at WARNING that ``leader`` (still this node's leadership) gave up its transfer to
-        ``to`` (no new leader within two election timeouts) and why, as far as it knows:
-        the target never held its whole log, or it was told to take over and no leader
-        came of it. Once per transfer."""
+        ``to`` at ``now`` and why, as far as it knows: the network said ``to`` cannot be
+        reached (``refused``, its message: given up at once), or, after two election
+        timeouts with no new leader, the target never held its whole log, or it was told to
+        take over and no leader came of it. Once per transfer."""
         last = self.engine.state.last_index()
+        started = leader.transfer_deadline - 2 * self.config.election_timeout_max
+        if refused is not None:
+            log.warning("node %s: gave up handing leadership over to node %s after %.0f ms (term %s): node %s cannot "
+                        "be reached (%s): is it down or cut off?; it takes writes again (lease reads stay off for the "
+                        "rest of the term)", self.id, to, max(0.0, now - started), leader.vote.leader_id.term, to,
+                        refused)
+            return
         if leader.transfer_sent:
             why = (f"node {to} held this leader's whole log and was told to take over, but no new leader came of it "
                    f"(is node {to} down or cut off? its own log says if it declined to campaign)")
@@ -544,7 +552,12 @@ class RaftCore:
         elif t is VoteReply:
             eng.handle_vote_resp(n.target, n.resp, now)
         elif isinstance(n, ReplicationResult):
+            leader = eng.leader
+            handing_to = None if leader is None else leader.transfer_to
             eng.handle_replication_result(n)
+            if handing_to is not None and leader is not None and eng.leader is leader and leader.transfer_to is None:
+                # (Only ``Unreachable.refused`` ends a transfer here.)
+                self._log_transfer_given_up(leader, handing_to, now, getattr(n, "refused", None))
         elif t is Failed:
             if isinstance(n.error, Fatal):
                 raise n.error

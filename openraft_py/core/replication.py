@@ -19,7 +19,8 @@ outcome goes back to the core as a notification, the engine's ``ReplicationResul
     AppendEntries answered: success        Matched(matching, sent_at)
                             conflict       Conflict(hint, sent_at)
                             greater vote   Rejected(vote)
-    no answer (RPCError)                   Unreachable(start)
+    no answer (RPCError)                   Unreachable(start, refused: the message of
+                                           an errors.Unreachable, else None)
     entries purged before the read         EntriesPurged(start)
     snapshot transferred / none usable     SnapshotSent(last log id / None, sent_at)
 
@@ -96,6 +97,7 @@ from ..engine import (
     Unreachable,
 )
 from ..errors import LogCompacted, RemoteError, RPCError, StorageError, Timeout
+from ..errors import Unreachable as UnreachableError
 from ..failure_log import FailureLog
 from ..types import (
     AppendEntriesRequest,
@@ -883,7 +885,10 @@ class ReplicationCore:
             raise stray from None
 
     def _unreachable(self, e: Exception, gen: int, start: int) -> None:
-        """The request of generation ``gen`` whose entries start at ``start`` got no answer."""
+        """The request of generation ``gen`` whose entries start at ``start`` got no answer;
+        the result says so with the network's message when the network said the target
+        cannot be reached (``errors.Unreachable``, not a ``Timeout``): a transfer to it is
+        given up at once (``Unreachable.refused``)."""
         env = self.env
         if isinstance(e, RPCError):
             log.debug("replication %s->%s failed: %s", env.node_id, self.target, e)
@@ -892,7 +897,8 @@ class ReplicationCore:
             self._warn_broken(type(e).__name__, str(e))
         else:
             self._warn_broken(type(e).__name__, f"the network raised {e!r} (expected an RPCError)")
-        self._report(Unreachable(self.target, self.vote, gen, start))
+        refused = str(e) if isinstance(e, UnreachableError) else None
+        self._report(Unreachable(self.target, self.vote, gen, start, refused))
 
     def _warn_broken(self, kind: str, what: str) -> None:
         """Log ``what``, a contract breach of the network of kind ``kind`` (the call failed),

@@ -10,4 +10,4 @@ cdef class PendingRead:
 cdef class Leader:
     cdef public object vote, node_id, progress, replication, gens, send_due, configs, ack_at, noop_log_id
     cdef public object reads, last_heartbeat, elected_at, acks, change_tx, change_retain, transfer_to
-    cdef public object transfer_sent, transfer_deadline, lease_disabled, voters_changed_at
+    cdef public object transfer_sent, transfer_deadline, transfer_started_at, lease_disabled, voters_changed_at

@@ -82,6 +82,7 @@ class Leader:
         "transfer_to",
         "transfer_sent",
         "transfer_deadline",
+        "transfer_started_at",
         "lease_disabled",
     )
 
@@ -119,6 +120,10 @@ class Leader:
         self.transfer_to: NodeId | None = None
         self.transfer_sent = False
         self.transfer_deadline = 0.0
+        # When the transfer started: the notice goes out only once the target answered a
+        # request sent since (``ack_at``), so a target that went down before never gets it,
+        # and a refused request to it gives the transfer up at once (transfer.py).
+        self.transfer_started_at = 0.0
         self.lease_disabled = False
         self.set_membership(membership, now)
 

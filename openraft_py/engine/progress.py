@@ -160,15 +160,20 @@ class Conflict(ReplicationResult):
 
 class Unreachable(ReplicationResult):
     """The AppendEntries starting at ``start`` got no answer (an ``RPCError``): back off,
-    then probe."""
+    then probe. ``refused``: the network's message when it said the target cannot be
+    reached (``errors.Unreachable``: connection refused, the node is gone or cut off);
+    ``None`` when the request only went unanswered (``Timeout``, a broken network), which a
+    slow but live target also causes. A leader handing over to a target that cannot be
+    reached gives the transfer up at once (``TransferHandler.target_unreachable``)."""
 
-    __slots__ = ("start",)
+    __slots__ = ("start", "refused")
 
-    def __init__(self, target: NodeId, session: Vote, gen: int, start: int) -> None:
+    def __init__(self, target: NodeId, session: Vote, gen: int, start: int, refused: str | None = None) -> None:
         self.target = target
         self.session = session
         self.gen = gen
         self.start = start
+        self.refused = refused
 
 
 class EntriesPurged(ReplicationResult):

@@ -12,6 +12,7 @@ import pytest
 from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
+    Matched,
     Replicate,
     Respond,
     SaveCommittedAndApply,
@@ -19,6 +20,7 @@ from openraft_py.engine import (
     SendTransferLeader,
     SendVote,
     StopReplication,
+    Unreachable,
 )
 from openraft_py.errors import ForwardToLeader, InProgress, QuorumNotEnough
 from openraft_py.types import (
@@ -68,14 +70,18 @@ def transferring(now: float = 10.0):
 # -- transfer_leader ------------------------------------------------------------------------------
 
 
-def test_transfer_to_an_up_to_date_target_sends_at_once():
+def test_transfer_to_an_up_to_date_target_sends_once_it_answers_the_heartbeat():
+    """The target holds the whole log: the notice goes out once it answered a request sent
+    since the transfer started (the start's heartbeat round), not on an older answer: a
+    target that went down just before the start is never told to take over."""
     eng = leader()
     eng.transfer_leader(3, 10.0)
-    assert eng.take_commands() == [
-        SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS),
-        *heartbeat(1, 1),
-    ]
+    assert eng.take_commands() == heartbeat(1, 1)
     assert eng.leader.transfer_to == 3 and eng.leader.transfer_deadline == 10.0 + 2 * TIMEOUT_MAX
+    eng.handle_replication_progress(3, L1, lid(1, 1), 9.0)  # an answer to a request sent before the start
+    assert eng.take_commands() == [], "it proves nothing of the target since the start"
+    eng.handle_replication_result(Matched(3, L1, 2, lid(1, 1), 10.0))  # the start's heartbeat
+    assert eng.take_commands() == [SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS)]
     eng.state.validate()
 
 
@@ -476,3 +482,84 @@ def test_transfer_while_an_inherited_joint_config_is_in_force_raises_in_progress
         eng.transfer_leader(3, 10.0)
     assert eng.take_commands() == []
     assert eng.leader.transfer_to is None and not eng.leader.lease_disabled
+
+
+# -- a target the network cannot reach ------------------------------------------------------------
+
+REFUSED = "append_entries 1 -> 3: node 3 is not registered"
+
+
+def test_transfer_gives_up_at_once_when_the_network_refuses_the_target():
+    """Node 3 went down a moment before the transfer (it acked a request sent at t=0, well
+    within ``election_timeout_max``, so ``start`` took it). A request to it is then refused
+    by the network (``Unreachable.refused``): it will never read the notice, and writes were
+    refused, redirected to it, until the deadline two election timeouts later. Now the
+    transfer is given up at once: writes are taken again; the lease stays off."""
+    eng = transferring(now=10.0)
+    eng.handle_replication_result(Unreachable(3, L1, 2, 3, REFUSED))
+    assert eng.take_commands() == [], "node 3 backs off a heartbeat interval; nothing else is sent"
+    assert eng.leader is not None and eng.leader.transfer_to is None
+    assert eng.leader.lease_disabled, "followers told of the hand-over may grant another node: no lease"
+    assert eng.client_write([Normal(b"b")]) == lid(1, 3)
+    assert eng.take_commands() == [
+        AppendEntries([ent(1, 3, b"b")], eng.state.io.submitted),
+        Replicate(2, 1, lid(1, 2), 3, 4, lid(1, 1)),
+    ]
+    eng.state.validate()
+
+
+def test_transfer_goes_on_when_the_target_only_answers_late():
+    """A request to node 3 that went unanswered in time (``Timeout``: ``refused`` is None)
+    says nothing of node 3 being gone: a slow but live target is still waited for."""
+    eng = transferring(now=10.0)
+    eng.handle_replication_result(Unreachable(3, L1, 2, 3))
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to == 3
+    with pytest.raises(ForwardToLeader) as ei:
+        eng.client_write([Normal(b"b")])
+    assert ei.value.leader_id == 3
+    eng.state.validate()
+
+
+def test_transfer_goes_on_when_the_network_refuses_another_node():
+    """Node 2 is refused; the transfer is to node 3: it goes on."""
+    eng = transferring(now=10.0)
+    eng.handle_replication_result(Unreachable(2, L1, 1, 3, "append_entries 1 -> 2: isolated"))
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to == 3
+    with pytest.raises(ForwardToLeader):
+        eng.client_write([Normal(b"b")])
+    eng.state.validate()
+
+
+def test_a_target_down_before_the_start_is_never_sent_the_notice():
+    """Node 3 holds the whole log but went down a moment before the transfer: the start's
+    heartbeat to it is refused. It was not sent the notice (it did not answer since the
+    start): the transfer is given up at once; before, the notice went out at the start (to
+    a dead node) and writes were refused for two election timeouts."""
+    eng = leader()
+    eng.transfer_leader(3, 10.0)
+    assert eng.take_commands() == heartbeat(1, 1)
+    eng.handle_replication_result(Unreachable(3, L1, 2, 2, REFUSED))
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to is None and eng.leader.lease_disabled
+    assert eng.client_write([Normal(b"a")]) == lid(1, 2)
+    eng.state.validate()
+
+
+def test_a_refusal_after_the_notice_leaves_the_deadline():
+    """Node 3 answered the start's heartbeat and was sent the notice; then a request to it
+    is refused. It may hold the notice unread (a paused process) and act on it later, which
+    ``notice_is_stale`` makes safe only within the transfer's two election timeouts: the
+    transfer stands until its deadline."""
+    eng = leader()
+    eng.transfer_leader(3, 10.0)
+    eng.take_commands()
+    eng.handle_replication_result(Matched(3, L1, 2, lid(1, 1), 10.0))
+    assert eng.take_commands() == [SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS)]
+    eng.handle_replication_result(Unreachable(3, L1, 2, 2, REFUSED))
+    assert eng.take_commands() == []
+    assert eng.leader.transfer_to == 3
+    with pytest.raises(ForwardToLeader):
+        eng.client_write([Normal(b"a")])
+    eng.state.validate()

@@ -14,8 +14,9 @@ feeds back what the runtime reports:
     Conflict         new gen, next = max(hint, matched + 1)     slot freed; ack
                      (prev_log_id at or below matched: the
                      follower lost entries, matched = -1)
-    Unreachable      new gen from matched + 1 (or the same      slot freed
-                     start), back off a heartbeat interval
+    Unreachable      new gen from matched + 1 (or the same      slot freed; refused by
+                     start), back off a heartbeat interval      the network: a transfer to
+                                                                the target is given up
     EntriesPurged    new gen from the same start (a snapshot)   slot freed
     SnapshotSent     new gen after the snapshot, probe at once  slot freed; matched; ack
                      (no snapshot yet: back off)
@@ -200,11 +201,13 @@ class ReplicationHandler(LeadingHandler):
                             leader.progress.reset(r.target, -1)  # the commit never moves back
                     cur.restart(leader.new_gen(), max(hint, cur.matched + 1))
                 self.handle_progress(r.target, None, sent_at)
-            case Unreachable(start=start):
+            case Unreachable(start=start, refused=refused):
                 if cur is not None:
                     # Resend from the first index not known to match.
                     cur.restart(leader.new_gen(), cur.matched + 1 if cur.matched >= 0 else start)
                     self.back_off(cur)
+                if refused is not None and leader.transfer_to == r.target:
+                    self.eng.transfer_handler().target_unreachable(leader)
             case EntriesPurged(start=start):
                 if cur is not None:
                     cur.restart(leader.new_gen(), start)

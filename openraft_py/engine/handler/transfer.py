@@ -7,11 +7,25 @@ Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transf
         │                   naming ``to``), lease reads off for the rest of the term,
         │                   a heartbeat round to learn where ``to`` is
         v
-    maybe_send: once ``to`` matches our last log id ──> SendTransferLeader to every voter
+        │── target_unreachable: the network refused a request to ``to`` ──> writes again
+        │   (before the notice)                                             (lease stays off)
+        v
+    maybe_send: once ``to`` matches our last log id and answered a request sent since the
+        │       start ──> SendTransferLeader to every voter
         │
         ├── a new leader appears: this one steps down on its greater vote
         └── expire (tick): no new leader after 2 election timeouts ──> writes again
                                                                        (lease stays off)
+
+A target that went down (crashed, cut off) less than ``election_timeout_max`` before the
+transfer passes ``start``'s check; it never answers the start's heartbeat round, so it is
+never sent the notice, and the first request to it the network refuses (``errors.
+Unreachable``: connection refused, the node is gone) gives the transfer up, within about a
+heartbeat interval: writes were refused, redirected to the dead node, for two election
+timeouts. Only before the notice: a target told to take over may hold the notice unread (a
+paused process) and act on it later, which the rules of ``notice_is_stale`` make safe only
+for a transfer that lasts two election timeouts. A target that answers late (``Timeout``)
+is waited for.
 
 ``start`` does nothing for this node itself, unless it is handing over: then
 ``ForwardToLeader`` naming the target, as a write gets. It refuses a target that is not a
@@ -115,16 +129,22 @@ class TransferHandler(Handler):
         leader.transfer_sent = False
         leader.lease_disabled = True
         leader.transfer_deadline = now + 2 * self.eng.config.election_timeout_max
+        leader.transfer_started_at = now
         self.eng.leader_handler(leader).heartbeat(now)
         self.maybe_send(leader)
 
     def maybe_send(self, leader: Leader) -> None:
-        """Send the TransferLeader once the target holds this leader's whole log."""
+        """Send the TransferLeader once the target holds this leader's whole log and has
+        answered a request sent since the transfer started (the start's heartbeat round:
+        one round trip), so that a target that went down just before is never told to take
+        over, and a refused request to it gives the transfer up (``target_unreachable``)."""
         to = leader.transfer_to
         if to is None or leader.transfer_sent:
             return
         st = self.state
         if leader.progress.as_dict().get(to, -1) < st.last_index():
+            return
+        if leader.ack_at.get(to, -1.0) < leader.transfer_started_at:
             return
         leader.transfer_sent = True
         req = TransferLeaderRequest(leader.vote, to, st.last_log_id())
@@ -134,6 +154,20 @@ class TransferHandler(Handler):
         """Give up a transfer whose deadline passed with no new leader: take writes again.
         Lease reads stay off: followers told of the handover no longer count us as alive."""
         if leader.transfer_to is not None and now > leader.transfer_deadline:
+            leader.transfer_to = None
+
+    def target_unreachable(self, leader: Leader) -> None:
+        """The network said the transfer's target cannot be reached (a request to it was
+        refused: ``Unreachable.refused``): unless it was sent the notice, give the transfer
+        up at once and take writes again, as ``expire`` does two election timeouts after
+        the start. A target that crashed or was cut off less than ``election_timeout_max``
+        before the transfer passes ``start``'s check, and is never sent the notice
+        (``maybe_send``): it would never take over, and writes stayed refused, redirected to
+        it, until the deadline. A target that was sent the notice may hold it unread and
+        act on it later (``notice_is_stale`` lets it within a transfer's two election
+        timeouts): the deadline stands. A target that only answers late (``Timeout``) is
+        waited for. Lease reads stay off for the rest of the term, as after ``expire``."""
+        if not leader.transfer_sent:
             leader.transfer_to = None
 
     def hand_over_as_removed(self, leader: Leader) -> None:

@@ -1,8 +1,9 @@
 """Leader transfer (thesis 3.10) on a running cluster: ``trigger.transfer_leader(to)`` makes
 ``to`` the leader within two election timeouts while a writer keeps writing; no acknowledged
 write is lost and no write hangs (each either succeeds or gets ``ForwardToLeader``). A
-transfer to an unreachable target gives up after two election timeouts: the old leader takes
-writes again, but its lease reads stay refused for the rest of its term."""
+transfer to a target that does not answer gives up after two election timeouts: the old
+leader takes writes again, but its lease reads stay refused for the rest of its term (one
+to a target the network refuses gives up at once: t103_dead_target.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from openraft_py import BasicNode, ForwardToLeader, QuorumNotEnough, ReadPolicy, ServerState
+from openraft_py.errors import Timeout
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import ClientWriteResponse, LogId, TransferLeaderRequest
 
@@ -189,14 +191,17 @@ async def slower_cluster() -> AsyncIterator[Cluster]:
         await c.shutdown()
 
 
-async def test_transfer_to_an_isolated_target_gives_up_and_resumes_writes(slower_cluster: Cluster) -> None:
+async def test_transfer_to_a_silent_target_gives_up_and_resumes_writes(slower_cluster: Cluster) -> None:
+    """The target answers nothing in time (every request to it times out: a frozen process,
+    a network that drops its packets), which a slow target may do too: the leader waits for
+    it until the deadline, two election timeouts."""
     cluster = slower_cluster
     timeout_max = cluster.config.election_timeout_max
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5)
     raft = cluster.nodes[leader]
     to = max(set(cluster.nodes) - {leader})
-    cluster.router.isolate(to)
+    cluster.router.set_rpc_failure(to, "in", Timeout)
     # The target misses this write, so the leader never finds it caught up.
     behind = await asyncio.wait_for(raft.client_write(b"target misses this"), timeout=WRITE_BOUND)
     t0 = now_ms()
@@ -341,7 +346,7 @@ async def test_a_transfer_started_and_given_up_is_logged(slower_cluster: Cluster
     last = (await asyncio.wait_for(raft.client_write(b"everyone has this"), timeout=WRITE_BOUND)).log_id.index
     await cluster.wait_applied(last, timeout=5)
     if cut == "before-catch-up":
-        cluster.router.isolate(to)
+        cluster.router.set_rpc_failure(to, "in", Timeout)  # silent, not refused (t103_dead_target.py)
         last = (await asyncio.wait_for(raft.client_write(b"the target misses this"), timeout=WRITE_BOUND)).log_id.index
     else:
 

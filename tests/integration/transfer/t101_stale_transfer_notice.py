@@ -67,16 +67,21 @@ async def test_a_notice_read_after_the_transfer_expired_starts_no_election(read:
         term = raft.metrics.current_term
         target = min({1, 2, 3} - {leader})
 
-        # The target stops: its timers freeze and nothing sent to it is answered; what was
-        # sent waits in its socket buffers, to be read when it resumes: the transfer's
-        # notice, and the leader's heartbeats.
+        # The target stops as the notice reaches it (the leader sends it once the target
+        # answered the transfer's heartbeat round): its timers freeze and nothing sent to it
+        # is answered; what was sent waits in its socket buffers, to be read when it
+        # resumes: the transfer's notice, and the leader's heartbeats.
         notices: list[TransferLeaderRequest] = []
         heartbeats: list[AppendEntriesRequest] = []
         unread = asyncio.Event()  # set while what is sent to the target waits unread
-        unread.set()
 
         def paused(rpc: str, source: int, to: int, req: Any) -> None:
-            if to == target and unread.is_set():
+            if to != target:
+                return
+            if rpc == "transfer_leader" and not unread.is_set():
+                unread.set()
+                clocks[target].running.clear()
+            if unread.is_set():
                 if rpc == "transfer_leader":
                     notices.append(req)
                 elif rpc == "append_entries" and not req.entries:
@@ -84,7 +89,6 @@ async def test_a_notice_read_after_the_transfer_expired_starts_no_election(read:
                 raise Unreachable(f"{rpc} {source} -> {to}: node {to} is paused")
 
         c.router.add_hook(paused)
-        clocks[target].running.clear()
         await raft.trigger.transfer_leader(target)
         # No new leader within two election timeouts: the leader takes writes again.
         late = await _write_once_taken(c, leader, b"after the transfer expired")
