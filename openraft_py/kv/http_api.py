@@ -21,8 +21,8 @@
                                 an election came first), or while a membership change
                                 waits for its joint config to commit; 400 if ``to`` is
                                 not a voter or has not answered the leader lately; 503
-                                when nobody took over in time (saying so when this node
-                                still leads: it gave the transfer up)
+                                once this node gave the transfer up and still leads
+                                (saying so), or when nobody took over in time
 ``GET /cluster/status``         this node's view (``KvNode.status``); any node answers
 ``PUT /kv/{key}``               raw body = the value (UTF-8) -> 200 ``{"index"}``
 ``GET /kv/{key}``               ``?consistency=linearizable|lease|local`` (default

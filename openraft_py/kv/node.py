@@ -964,10 +964,14 @@ class KvNode:
         """Hand leadership to voter ``to`` and wait (up to four election timeouts) until it
         leads; returns ``to``. ``Conflict`` when another node took over instead (a transfer
         asked of this leader meanwhile replaced this one, or an election came first): the
-        cluster has a leader, just not ``to``. ``ServiceUnavailable`` when nobody took over
-        within the bound; its message says when this node still leads (the transfer was
-        given up, and writes are taken again: this node's log says why)."""
+        cluster has a leader, just not ``to``. ``ServiceUnavailable`` as soon as this node
+        gave the transfer up and still leads, taking writes again (at once when ``to``
+        cannot be reached before it is told to take over, a node that went down a moment
+        before; after two election timeouts when no new leader came of it: this node's log
+        says why), or when nobody took over within the bound."""
         raft = self._raft()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await raft.trigger.transfer_leader(to)
         bound = 4 * raft.config.election_timeout_max / 1000.0
         me = self.id
@@ -976,22 +980,44 @@ class KvNode:
             leader = m.current_leader
             return leader == to or (leader is not None and leader != me)
 
+        async def given_up() -> None:
+            # Naming itself does nothing on a leader that no longer hands over, and raises
+            # ForwardToLeader while it does (or once it no longer leads): asked every
+            # heartbeat interval, it tells when the transfer was given up.
+            while True:
+                await asyncio.sleep(raft.config.heartbeat_interval / 1000.0)
+                try:
+                    await raft.trigger.transfer_leader(me)
+                except ForwardToLeader:
+                    continue
+                if not settled(raft.metrics):
+                    return
+
+        waiting = asyncio.ensure_future(raft.wait(bound).metrics(settled, f"node {to} leads"))
+        watching = asyncio.ensure_future(given_up())
         try:
-            m = await raft.wait(bound).metrics(settled, f"node {to} leads")
-        except WaitTimeout:
-            now = raft.metrics
-            if now.current_leader == me:
-                # The transfer expired (two election timeouts) and this node took writes
-                # again: said, or the caller could not tell a cluster that kept its leader
-                # from one without a leader ("outcome unknown").
-                given_up = 2 * raft.config.election_timeout_max
+            done, _ = await asyncio.wait((waiting, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (waiting, watching):
+                t.cancel()
+            await asyncio.gather(waiting, watching, return_exceptions=True)
+        if waiting not in done or waiting.exception() is not None:
+            if watching in done and watching.exception() is None:
+                now = raft.metrics
+                given = 2 * raft.config.election_timeout_max
                 raise ServiceUnavailable(
-                    f"node {to} did not take over within {bound:.1f}s: node {me} still leads (term "
-                    f"{now.current_term}) and takes writes again (a transfer not done within {given_up} ms, "
-                    f"2 x election_timeout_max, is given up; node {me}'s log says why: is node {to} down, "
-                    f"cut off, catching up, or far behind?)"
-                ) from None
+                    f"node {to} did not take over: node {me} gave the transfer up after {loop.time() - started:.1f}s "
+                    f"and still leads (term {now.current_term}), taking writes again (a transfer is given up at once "
+                    f"when node {to} cannot be reached before it is told to take over, and after {given} ms, "
+                    f"2 x election_timeout_max, when no new leader came of it; node {me}'s log says why: is node "
+                    f"{to} down, cut off, catching up, or far behind?)"
+                )
+            errors = [t.exception() for t in (waiting, watching) if t in done]
+            for e in errors:
+                if e is not None and not isinstance(e, WaitTimeout):
+                    raise e
             raise ServiceUnavailable(f"node {to} did not take over within {bound:.1f}s") from None
+        m = waiting.result()
         if m.current_leader != to:
             raise Conflict(
                 f"node {m.current_leader} took over, not node {to}: another transfer or an election "
