@@ -366,7 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="where to make the cluster directory (default: the system temp dir)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    args.writers = [int(x) for x in args.writers.split(",") if x.strip()]
+    given = args.writers
+    try:
+        args.writers = [int(x) for x in given.split(",") if x.strip()]
+    except ValueError:
+        args.writers = []
+    if not args.writers or min(args.writers) < 1:
+        p.error(f"--writers needs comma-separated whole numbers >= 1, got {given!r}")
+    if not args.seconds > 0 or args.repeat < 1:
+        p.error("--seconds must be positive and --repeat at least 1")
+    if args.dir is not None and not os.path.isdir(args.dir):
+        p.error(f"--dir {args.dir!r} is not a directory")
     if args.quick:
         args.seconds = min(args.seconds, 1.0)
         args.fsync_samples = min(args.fsync_samples, 100)
