@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cpu_us_per_write, loop_name, percentiles_ms, run_loop, summarize
+from bench.common import checked_run_args, cpu_us_per_write, loop_name, percentiles_ms, run_loop, summarize
 
 
 async def run_once(writers: int, seconds: float) -> dict[str, Any]:
@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the points to this file ({build: [point, ...]})")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.writers = checked_run_args(p, args.writers, args.seconds, args.repeat)
     if args.child:
         child_main(args.writers, args.seconds, args.repeat)
         return

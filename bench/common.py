@@ -8,6 +8,7 @@ latencies. The point reports the median of each figure over its runs (``summariz
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 from collections.abc import Coroutine, Sequence
@@ -73,3 +74,22 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
         return uvloop.run(coro)
     return asyncio.run(coro)  # pragma: no cover - uvloop is a dependency
+
+
+def checked_run_args(p: argparse.ArgumentParser, writers: str | Sequence[int], seconds: float,
+                     repeat: int) -> list[int]:
+    """The writer counts of a benchmark's command line (comma-separated text, or a list
+    argparse made), each at least 1; ``p.error`` (a usage error, exit 2) for a count that is
+    not a whole number or below 1, for ``seconds`` not positive or ``repeat`` below 1."""
+    if isinstance(writers, str):
+        try:
+            counts = [int(x) for x in writers.split(",") if x.strip()]
+        except ValueError:
+            counts = []
+    else:
+        counts = list(writers)
+    if not counts or min(counts) < 1:
+        p.error(f"--writers needs whole numbers >= 1, got {writers!r}")
+    if not seconds > 0 or repeat < 1:
+        p.error("--seconds must be positive and --repeat at least 1")
+    return counts

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import loop_name, percentiles_ms, run_loop, summarize
+from bench.common import checked_run_args, loop_name, percentiles_ms, run_loop, summarize
 
 
 async def run_once(writers: int, seconds: float) -> dict[str, float]:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per point; medians are reported")
     p.add_argument("--json", help="write the points to this file")
     args = p.parse_args(argv)
-    writers = [int(x) for x in args.writers.split(",") if x.strip()]
+    writers = checked_run_args(p, args.writers, args.seconds, args.repeat)
     print(f"asyncio floor on {loop_name()}: {args.repeat} x {args.seconds:g} s per writer count", flush=True)
     points = measure(writers, args.seconds, args.repeat)
     if args.json:

@@ -60,7 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cpu_us_per_write, summarize
+from bench.common import checked_run_args, cpu_us_per_write, summarize
 from bench.report import TCP_1W_P50_BOUND
 from openraft_py.testing.proc_cluster import ProcCluster
 
@@ -366,15 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="where to make the cluster directory (default: the system temp dir)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    given = args.writers
-    try:
-        args.writers = [int(x) for x in given.split(",") if x.strip()]
-    except ValueError:
-        args.writers = []
-    if not args.writers or min(args.writers) < 1:
-        p.error(f"--writers needs comma-separated whole numbers >= 1, got {given!r}")
-    if not args.seconds > 0 or args.repeat < 1:
-        p.error("--seconds must be positive and --repeat at least 1")
+    args.writers = checked_run_args(p, args.writers, args.seconds, args.repeat)
     if args.dir is not None and not os.path.isdir(args.dir):
         p.error(f"--dir {args.dir!r} is not a directory")
     if args.quick:

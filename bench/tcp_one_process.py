@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import run_loop, summarize
+from bench.common import checked_run_args, run_loop, summarize
 from openraft_py import ServerState
 from openraft_py.testing.proc.node import Node, NodeOptions, tune_gc
 
@@ -116,14 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--dir", default=None, help="where to make the cluster directory (default: the system temp dir)")
     p.add_argument("--json", help="also write the points to this file")
     args = p.parse_args(argv)
-    try:
-        writers = [int(x) for x in args.writers.split(",") if x.strip()]
-    except ValueError:
-        writers = []
-    if not writers or min(writers) < 1:
-        p.error(f"--writers needs comma-separated whole numbers >= 1, got {args.writers!r}")
-    if not args.seconds > 0 or args.repeat < 1:
-        p.error("--seconds must be positive and --repeat at least 1")
+    writers = checked_run_args(p, args.writers, args.seconds, args.repeat)
     where = args.dir if args.dir is not None else tempfile.gettempdir()
     if not os.path.isdir(where):
         p.error(f"--dir {where!r} is not a directory")
