@@ -512,7 +512,8 @@ class BodyBudget:
     them back. Waiters are served in the order they came: a small body does not overtake a
     large one that waits (which could otherwise wait for ever under a stream of small ones).
     Invariant: ``held`` is the sum of the sizes acquired and not released, at most
-    ``limit``; a waiter in ``_waiters`` holds nothing yet."""
+    ``limit``; a waiter in ``_waiters`` holds nothing yet, and one whose future is done
+    (cancelled, its task not run since) is never served (``_grant`` drops it)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -547,7 +548,8 @@ class BodyBudget:
             if entry[1].done() and not entry[1].cancelled():
                 self.release(n)  # granted, then cancelled before it ran: give it back
             else:
-                self._waiters.remove(entry)
+                if entry in self._waiters:  # (``_grant`` drops a cancelled one it meets)
+                    self._waiters.remove(entry)
                 self._grant()  # the head may have changed
             raise
         return n
@@ -565,9 +567,17 @@ class BodyBudget:
             self.peak = self.held
 
     def _grant(self) -> None:
+        """Serve the waiters at the head of the queue whose bytes fit, in order."""
         waiters = self._waiters
         while waiters:
             n, fut = waiters[0]
+            if fut.done():
+                # Cancelled (its timeout, the server stopping), its task not run since: it
+                # holds nothing and is not served (setting its result raised
+                # InvalidStateError, in the release of another request, and its bytes stayed
+                # taken for good).
+                waiters.popleft()
+                continue
             if self.held + n > self.limit:
                 return
             waiters.popleft()
@@ -935,9 +945,11 @@ async def _errors_and_counts(
         except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
             resp = _map_error(node, request, e)
         finally:
-            if taken:
-                request.app[BUDGET_KEY].release(taken)
-            node.request_done()
+            try:
+                if taken:
+                    request.app[BUDGET_KEY].release(taken)
+            finally:
+                node.request_done()  # (whatever the release raised: the node's count stays right)
     if not node.accepting:
         # Stopping: the client must not send another request on this connection, which
         # closes with the HTTP server (a request sent on it then is lost: an unknown outcome).

@@ -157,3 +157,29 @@ async def test_the_budget_serves_waiters_in_order_and_a_cancelled_one_holds_noth
     # A body larger than the whole budget takes all of it (``max_body`` refuses it, not this).
     b.release(2)
     assert await b.acquire(100) == 10 and b.held == 10
+
+
+async def test_a_waiter_cancelled_in_the_pass_that_frees_its_room_holds_nothing_and_breaks_no_release() -> None:
+    """A waiter cancelled (its ``BODY_BUDGET_WAIT`` ran out, the server shutting down) and,
+    before its task runs again, room freed by another request in the same pass: the release
+    serves the next waiter, not the cancelled one, and raises nothing; the cancelled waiter
+    ends ``CancelledError``; nothing is held. Before, the release set the result of the
+    cancelled future (``InvalidStateError``, raised from the middleware's ``finally``, which
+    then skipped ``request_done``), took its bytes for good, and the waiter failed with a
+    ``ValueError`` (its entry gone from the queue): every such race shrank the budget until
+    every request with a body waited ``BODY_BUDGET_WAIT`` and got 503."""
+    b = BodyBudget(10)
+    assert await b.acquire(10) == 10
+    gone = asyncio.create_task(b.acquire(5))
+    after = asyncio.create_task(b.acquire(4))
+    await asyncio.sleep(0)
+    assert b.waiting == 2
+    gone.cancel()
+    b.release(10)  # the same pass: ``gone`` has not run since it was cancelled
+    assert await after == 4
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert b.held == 4 and b.waiting == 0
+    b.release(4)
+    assert b.held == 0
+    assert await b.acquire(10) == 10  # the whole budget is there again
