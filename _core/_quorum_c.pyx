@@ -177,13 +177,19 @@ def majority_committed(matched, /):
 def joint_committed(configs, /):
     """Return the min of ``majority_committed`` over ``configs``; ``-1`` if no configs."""
     cdef int64_t best = C_INF_INDEX, value
+    cdef bint found = False
     best_obj = INF_INDEX
     if not configs:
         return -1
     for m in configs:
         r = _majority(m, &value)
-        # Strictly less: the first of equal minima, as min() keeps.
-        if r is not None and value < best:
+        if r is None:  # an empty config commits INF_INDEX, an element like any other here
+            r = INF_INDEX
+            value = C_INF_INDEX
+        # The first, then strictly less: the first of equal minima, as min() keeps (also
+        # where an element equals INF_INDEX: that element, not INF_INDEX, as the twin).
+        if not found or value < best:
+            found = True
             best = value
             best_obj = r
     return best_obj

@@ -192,6 +192,16 @@ def _quorum_int_cases(v: Any) -> dict[str, Call]:
     }
 
 
+# ``joint_committed`` returns the element ``majority_committed`` returned (by type too: the
+# comparison of outcomes above is by value), also where that element equals ``INF_INDEX``,
+# the value of an empty config (the compiled twin returned its own ``INF_INDEX`` there).
+for _kind, _value in {"int-subclass": _IntSub(2**63 - 1), "index-object": _Index(2**63 - 1)}.items():
+    CASES[f"quorum-joint-at-int64-max-{_kind}"] = lambda ns, v=_value: repr(ns["quorum"].joint_committed([[v]]))
+    CASES[f"quorum-joint-at-int64-max-with-empty-{_kind}"] = (
+        lambda ns, v=_value: [repr(ns["quorum"].joint_committed(c)) for c in ([[v], []], [[], [v]])]
+    )
+
+
 for _kind, _value in QUORUM_INTS.items():
     for _place, _call in _quorum_int_cases(_value).items():
         CASES[f"quorum-int-{_place}-{_kind}"] = _call
