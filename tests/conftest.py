@@ -14,7 +14,8 @@ all the others.
 
 ``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadfile``: each test
 module runs whole in one worker). There the modules that start early are one unit of work
-(``EarlyTogether``, the scheduler below), run first by one worker, which calls their
+(``EarlyTogether``, the scheduler below; also with ``--dist load``, what ``-n N`` alone
+means, and ``loadscope``), run first by one worker, which calls their
 ``start_early`` hooks when it reaches the first of their tests: the wheel build and the
 Jepsen cases then run beside that worker's waits, and the other worker runs the rest. Two
 workers each starting them would build the wheel twice at once in one checkout (the sdist's
@@ -75,16 +76,28 @@ def _file_starts_early(path: str) -> bool:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With ``--dist loadfile``: ``EarlyTogether``, which keeps the modules that start early
-    in one unit of work (see the module docstring). Other modes: xdist's own."""
-    if config.getoption("dist", "no") != "loadfile":
+    """``EarlyTogether``, which keeps the modules that start early in one unit of work (see
+    the module docstring), for ``--dist loadfile`` (each other module a unit, as xdist's
+    own), ``loadscope`` (each other module or class) and ``load``, what ``-n N`` alone
+    means (each other test a unit): with xdist's own ``load``, every worker that was handed
+    a test of those modules started all their work, so ``pytest -n 2 tests/`` built the
+    wheel twice at once in one checkout and ran every Jepsen case twice. Other modes
+    (``worksteal``, ``loadgroup``, ``each``): xdist's own, which may do the same."""
+    dist = config.getoption("dist", "no")
+    if dist not in ("loadfile", "loadscope", "load"):
         return None
-    from xdist.scheduler import LoadFileScheduling
+    from xdist.scheduler import LoadFileScheduling, LoadScopeScheduling
 
-    class EarlyTogether(LoadFileScheduling):  # type: ignore[misc]
+    base = LoadFileScheduling if dist == "loadfile" else LoadScopeScheduling
+
+    class EarlyTogether(base):  # type: ignore[misc,valid-type]
         def _split_scope(self, nodeid: str) -> str:
+            if _file_starts_early(str(config.rootpath / nodeid.split("::", 1)[0])):
+                return _EARLY_SCOPE
+            if dist == "load":
+                return nodeid
             scope: str = super()._split_scope(nodeid)
-            return _EARLY_SCOPE if _file_starts_early(str(config.rootpath / scope)) else scope
+            return scope
 
     return EarlyTogether(config, log)
 
