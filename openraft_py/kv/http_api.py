@@ -122,7 +122,7 @@ from .nodes import NodeAddrs, check_member_addr
 __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
-           "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY"]
+           "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,15 @@ BODY_BUDGET_WAIT = 30.0
 answered ``503`` (nothing was done: the client may retry)."""
 
 
+ADMIN_BODY_EXEMPT_BYTES = 16 * 1024
+"""A ``/cluster/...`` request (init, learners, members, transfer) whose ``Content-Length``
+is at most this many bytes takes no room in ``MAX_BODY_BYTES_IN_FLIGHT``: an operator's
+membership change or transfer must not wait behind a flood of PUTs (waiting its turn, it
+waited up to ``BODY_BUDGET_WAIT`` and got 503, just when the operator acts on the
+overload). Their bodies are a few hundred bytes; at most ``MAX_HTTP_CONNECTIONS`` of them at
+once hold 8 MiB at the most."""
+
+
 def body_budget(max_body: int) -> int:
     """The budget of request-body bytes of a node whose largest body is ``max_body`` bytes:
     ``MAX_BODY_BYTES_IN_FLIGHT``, but at least ``max_body``."""
@@ -597,6 +606,9 @@ async def _room_for_body(request: web.Request) -> int:
     size = min(request.content_length if request.content_length is not None else max_body, max_body)
     if size <= 0:
         return 0
+    if (request.content_length is not None and size <= ADMIN_BODY_EXEMPT_BYTES
+            and request.path.startswith("/cluster/")):
+        return 0  # an operator's request (ADMIN_BODY_EXEMPT_BYTES)
     budget = request.app[BUDGET_KEY]
     try:
         async with asyncio.timeout(BODY_BUDGET_WAIT):

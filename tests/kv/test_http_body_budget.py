@@ -112,6 +112,49 @@ async def test_a_request_that_waits_too_long_for_room_gets_503_and_nothing_is_do
         await c.close()
 
 
+async def test_an_operators_request_does_not_wait_behind_the_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for one body, held by a PUT that does not finish, and a second PUT waiting for
+    room: a ``/cluster/transfer`` (a small body, ``ADMIN_BODY_EXEMPT_BYTES``) is answered at
+    once, not after ``BODY_BUDGET_WAIT`` with 503; a ``/cluster/`` request with a body over
+    the exemption still waits its turn."""
+    monkeypatch.setattr(http_api, "MAX_BODY_BYTES_IN_FLIGHT", BODY)
+    monkeypatch.setattr(http_api, "BODY_BUDGET_WAIT", 5.0)
+    c = KvCluster()
+    try:
+        await c.start(1, max_body=BODY)
+        node = c.nodes[1]
+        budget = _budget(node)
+        entered, release = _blocking_put(node, monkeypatch)
+        assert c.session is not None
+        session = c.session
+
+        async def put(key: str) -> int:
+            async with session.put(url(node, f"/kv/{key}"), data=b"a" * BODY) as r:
+                return r.status
+
+        puts = [asyncio.create_task(put("first"))]
+        try:
+            await until_true("the first PUT is handled", lambda: entered == ["first"])
+            puts.append(asyncio.create_task(put("second")))
+            await until_true("the second PUT waits for room", lambda: budget.waiting == 1)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+                t0 = asyncio.get_running_loop().time()
+                async with s.post(url(node, "/cluster/transfer"), json={"to": node.id}) as r:
+                    took = asyncio.get_running_loop().time() - t0
+                    assert r.status != 503, await r.text()
+                assert took < 2.0, f"the transfer request waited {took:.1f}s behind the PUTs"
+                padded = {"to": node.id, "pad": "x" * (http_api.ADMIN_BODY_EXEMPT_BYTES + 1)}
+                big = asyncio.create_task(s.post(url(node, "/cluster/transfer"), json=padded))
+                await until_true("the large operator's request waits its turn", lambda: budget.waiting == 2)
+                big.cancel()
+        finally:
+            release.set()
+            statuses = await asyncio.wait_for(asyncio.gather(*puts), 20)
+        assert statuses == [200, 200]
+    finally:
+        await c.close()
+
+
 async def _second_put_is_refused(node: KvNode, entered: list[str], budget: BodyBudget) -> None:
     """PUT a second body while the first holds the room: 503 (``BODY_BUDGET_WAIT``), nothing done."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
