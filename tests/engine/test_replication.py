@@ -234,8 +234,8 @@ def test_heartbeat_ends_a_back_off_and_waits_behind_nothing_else():
     eng.handle_tick(50.0)
     assert eng.take_commands() == [
         Replicate(2, 3, lid(1, 1), 2, 3, lid(1, 1)),
-        Replicate(3, 2, lid(1, 2), 3, 3, lid(1, 1)),
-    ], "node 2's back-off ends: its probe carries 1-2 again; node 3 pipelines an empty request"
+        Heartbeat(3, lid(1, 1), lid(1, 1)),
+    ], "node 2's back-off ends: its probe carries 1-2 again; node 3, its request unanswered, gets a heartbeat beside it"
 
 
 def test_a_heartbeat_round_finding_the_probe_window_full_sends_a_heartbeat_beside_it():
@@ -288,6 +288,42 @@ def test_a_full_window_whose_target_answers_keeps_the_heartbeat_for_a_free_slot(
     assert eng.take_commands() == [], "node 2 answered a request sent 10 ms ago: no heartbeat beside the window"
     eng.handle_tick(100.0)
     assert eng.take_commands() == [Heartbeat(2, lid(1, 3), lid(1, 3))], "nothing answered for 60 ms"
+
+
+def test_a_heartbeat_goes_beside_unanswered_requests_even_with_room_in_the_window():
+    """The window has room, but the requests in flight go unanswered (a batch of large
+    entries sent as parts, one round trip each; a transport carrying them in order on one
+    connection): the round's heartbeat goes beside them, not into the window behind them,
+    and new entries still fill the window. Before, the heartbeat was an empty request
+    pipelined behind the slow ones (or the next batch, behind them too): under 64 concurrent
+    1 MB writes the leader heard only their answers, each sent more than an election timeout
+    before, and check-quorum deposed it."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 2)  # 1-2, 1-3: one request, one slot of three
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(1, 1), 2, 4, lid(1, 1))]
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], "beside the request, not behind it"
+    p = eng.leader.replication[2]
+    assert (p.inflight, p.next_index) == (1, 4), "it takes no slot"
+    eng.handle_replication_progress(2, L1, lid(1, 1), 90.0)  # (a heartbeat's answer)
+    write(eng, 1)  # 1-4
+    eng.handle_tick(100.0)
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(1, 3), 4, 5, lid(1, 1))], (
+        "node 2 answered a request sent 10 ms ago: the new entry's request is the round's heartbeat"
+    )
+    eng.handle_tick(150.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], "nothing answered for 100 ms: beside again"
+    eng.handle_replication_progress(2, L1, lid(1, 1), 150.0)
+    eng.handle_tick(440.0)  # more than election_timeout_max (300 ms) after the requests left
+    assert eng.leader is not None, "the heartbeats' answers keep the leadership"
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))]
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 3), 0.0))
+    eng.handle_replication_result(Matched(2, L1, 1, lid(1, 4), 100.0))
+    assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 3)), SaveCommittedAndApply(lid(1, 4))]
+    assert p.inflight == 0
+    eng.handle_replication_progress(2, L1, lid(1, 1), 440.0)
+    eng.handle_tick(490.0)
+    assert eng.take_commands() == [Replicate(2, 1, lid(1, 4), 5, 5, lid(1, 4))], "nothing in flight: in the window"
 
 
 def test_a_heartbeats_greater_vote_steps_down_and_its_result_frees_no_slot():

@@ -12,6 +12,7 @@ import pytest
 from openraft_py.config import Config
 from openraft_py.engine import (
     AppendEntries,
+    Heartbeat,
     Matched,
     Replicate,
     Respond,
@@ -144,7 +145,9 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
         eng.client_write([Normal(b"b")])
     eng.handle_replication_progress(2, L1, None, deadline)
     eng.handle_tick(deadline + 1)
-    assert eng.take_commands() == heartbeat(2, 1)
+    assert eng.take_commands() == [heartbeat(2, 1)[0], Heartbeat(3, lid(1, 1), lid(1, 1))], (
+        "node 3 answered nothing: its heartbeat goes beside its request in flight"
+    )
     assert eng.leader is not None and eng.leader.transfer_to is None
     assert eng.client_write([Normal(b"b")]) == lid(1, 3)
     assert eng.take_commands() == [

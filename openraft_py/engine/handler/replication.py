@@ -22,9 +22,11 @@ feeds back what the runtime reports:
                      (no snapshot yet: back off)
     Rejected         back off; the greater vote may depose us   slot freed
 
-A heartbeat round that finds a target's window full (a probe carrying a large entry that
-outlasts the replication deadline, resent alone) sends a ``Heartbeat`` beside it, after the
-target's matched entry; its answer is an ack (``handle_progress``), never a window result.
+A heartbeat round that finds requests in flight to a target that answered none sent in the
+last half interval (a probe carrying a large entry that outlasts the replication deadline,
+resent alone; a batch of large entries sent as parts, one round trip each) sends a
+``Heartbeat`` beside the window, after the target's matched entry, ahead of what is in flight;
+its answer is an ack (``handle_progress``), never a window result.
 
 Commit rule (thesis 3.6.2, Figure 3.7): the commit candidate is the greatest index held by a
 quorum of every config (``Leader.progress``); it commits only once it reaches this leader's
@@ -107,10 +109,11 @@ class ReplicationHandler(LeadingHandler):
     def send(self) -> None:
         """Plan the requests each target is due: ``Replicate`` while its window has room and
         it lacks entries (or a heartbeat is due), ``SendSnapshot`` when the entries it needs
-        are purged; a due heartbeat that finds the window full (not by a snapshot transfer)
-        goes beside it (``Heartbeat``), unless the target answered a request sent within the
-        last half heartbeat interval (under load it keeps waiting for a slot, as before).
-        Called by ``Engine.take_commands``."""
+        are purged. A due heartbeat to a target with requests in flight (not a snapshot
+        transfer) goes beside the window (``Heartbeat``), unless the target answered a
+        request sent within the last half heartbeat interval (then the next request in the
+        window, or the next free slot, is the heartbeat, as before). Called by
+        ``Engine.take_commands``."""
         leader = self.leader
         leader.send_due = False
         st = self.state
@@ -127,6 +130,16 @@ class ReplicationHandler(LeadingHandler):
         for target, p in leader.replication.items():
             if p.snapshotting or p.backoff_until is not None:
                 continue
+            if p.heartbeat_due and p.inflight > 0 and now - p.acked_at > stale:
+                # Requests are in flight and the target answered nothing sent in the last
+                # half interval: the heartbeat goes beside the window (``Heartbeat``), ahead
+                # of them. A request in the window would take its turn behind them: a batch
+                # over ``max_payload_bytes`` goes as parts, one round trip each, and a
+                # transport with one stream carries it behind their bytes. Under a flood of
+                # large values, only those requests' answers reached the leader, each more
+                # than an election timeout after it was sent: check-quorum deposed it.
+                p.heartbeat_due = False
+                out.append(Heartbeat(target, st.log_id_at(p.matched), committed))
             limit = 1 if p.probing else max_inflight
             while p.inflight < limit:
                 # Invariant: start <= last + 1 (hints, matches and snapshots come from this log).
@@ -150,14 +163,6 @@ class ReplicationHandler(LeadingHandler):
                 p.heartbeat_due = False
                 p.inflight += 1
                 out.append(Replicate(target, p.gen, st.log_id_at(start - 1), start, end, committed))
-            if p.heartbeat_due and p.inflight >= limit and not p.snapshotting and now - p.acked_at > stale:
-                # The window is full and the target answered nothing sent in the last half
-                # interval: a heartbeat beside the window (``Heartbeat``). A request that
-                # takes longer than the replication deadline (a multi-megabyte entry) is
-                # probed again alone, and the rounds sent nothing until it was answered:
-                # the target's election timer and this leader's check-quorum ran out.
-                p.heartbeat_due = False
-                out.append(Heartbeat(target, st.log_id_at(p.matched), committed))
 
     def expire_backoffs(self, now: float) -> None:
         """The clock reached ``now``: targets whose back-off ended are probed again."""
