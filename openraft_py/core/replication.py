@@ -28,11 +28,14 @@ plus a ``Progress`` ack (no matching) for every snapshot chunk but the last, whi
 the leader's lease fresh during a long transfer.
 
 Heartbeats beside the window. Given a ``Heartbeat`` (the engine's heartbeat round found
-the target's window full: a request carrying a multi-megabyte entry that outlasts the
-replication deadline is resent alone and may time out again) the channel sends an
-AppendEntries without entries at once (handed to ``submit_append_entries`` when the network
-has it and can take it now, else in a task of its own), outside the turns below (it carries
-no entries, and its ``prev_log_id`` is one the target acknowledged). Its answer is a
+requests in flight to a target that answered none sent lately: a request carrying a
+multi-megabyte entry that outlasts the replication deadline, resent alone; a batch of large
+entries sent as parts, one round trip each) the channel sends an AppendEntries without
+entries at once, outside the turns below (it carries no entries, and its ``prev_log_id`` is
+one the target acknowledged): through the network's optional ``heartbeat`` when it has one
+(TCP: a connection of its own, so that it does not wait behind the window's bytes), else
+handed to ``submit_append_entries`` when the network has it and can take it now, else in a
+task of its own. Its answer is a
 ``Progress`` ack of its send time (with the matching the target gave, at most that
 ``prev_log_id``), a greater vote a ``Rejected`` of generation ``OUTSIDE_WINDOW``; a failure
 reports nothing. It frees no slot of the window and changes no plan.
@@ -284,6 +287,12 @@ def _submit_of(client: Any, node_id: NodeId, target: NodeId) -> Callable[..., An
     return submit
 
 
+def _heartbeat_of(client: Any) -> Callable[[AppendEntriesRequest, RPCOption], Awaitable[AppendEntriesResponse]] | None:
+    """``client``'s optional ``heartbeat`` (see ``RaftNetwork``), or ``None``."""
+    call = getattr(client, "heartbeat", None)
+    return call if callable(call) else None
+
+
 class EntrySource(Protocol):
     """Where a channel reads entries (``core.log_source.LogSource``)."""
 
@@ -387,6 +396,7 @@ class ReplicationCore:
         "_started",
         "_send_now",
         "_submit",
+        "_heartbeat_call",
         "_submitted",
         "_next_call",
         "_refused_snapshot",
@@ -445,6 +455,9 @@ class ReplicationCore:
         # such a request is handed over from the core's pass with a callback that reports
         # its answer, and no task awaits it.
         self._submit: Callable[..., Any] | None = _submit_of(client, env.node_id, target)
+        # The network's optional ``heartbeat`` (see ``RaftNetwork``): the heartbeats beside
+        # the window go through it, not behind the window's requests.
+        self._heartbeat_call = _heartbeat_of(client)
         # The requests handed over by ``_submit_now`` and not answered yet, by a number of
         # this channel: their handles (``None`` while the call that hands one over runs).
         # ``stop()`` cancels them.
@@ -458,6 +471,7 @@ class ReplicationCore:
         self.client = client
         self._send_now = getattr(client, "send_append_entries", None)
         self._submit = _submit_of(client, self.env.node_id, self.target)
+        self._heartbeat_call = _heartbeat_of(client)
 
     def replicate(self, c: Replicate) -> None:
         """Send the AppendEntries ``c`` describes (as several requests if its entries exceed
@@ -481,16 +495,22 @@ class ReplicationCore:
     def heartbeat(self, c: Heartbeat) -> None:
         """Send the AppendEntries without entries ``c`` describes now, beside the window, not
         in turn (it carries no entries and its ``prev_log_id`` is one the target
-        acknowledged, so it cannot be refused for overtaking a request): handed to the
-        network's ``submit_append_entries`` when it can take it now, its answer reported
-        from the callback (for TCP, the connection's read callback: queued for the core
-        before a tick that comes in the same loop pass, as the window's answers are);
-        otherwise in a task of its own, bounded as every call of the channel
-        (``_call_append_entries``). ``_heartbeat_result`` says what the answer reports."""
+        acknowledged, so it cannot be refused for overtaking a request). With the network's
+        optional ``heartbeat`` (``RaftNetwork``: for TCP, a connection of its own, where it
+        waits behind none of the window's requests), through it, in a task of its own;
+        otherwise handed to the network's ``submit_append_entries`` when it can take it now,
+        its answer reported from the callback (for TCP, the connection's read callback:
+        queued for the core before a tick that comes in the same loop pass, as the window's
+        answers are), else in a task of its own. Every call is bounded as every call of the
+        channel (``_call_append_entries``). ``_heartbeat_result`` says what the answer
+        reports."""
         if self.stopped:
             return
         req = AppendEntriesRequest(self.vote, c.prev, [], c.committed)
         env = self.env
+        if self._heartbeat_call is not None:
+            env.spawn(self._send_heartbeat(req), f"heartbeat-{self.target}")
+            return
         submit = self._submit
         if submit is not None:
             key = self._next_call
@@ -517,12 +537,13 @@ class ReplicationCore:
         self._heartbeat_result(sent_at, result)
 
     async def _send_heartbeat(self, req: AppendEntriesRequest) -> None:
-        """Send the heartbeat ``req`` through ``append_entries`` and report its answer."""
+        """Send the heartbeat ``req`` through the network's ``heartbeat`` if it has one,
+        else ``append_entries``, and report its answer."""
         if self.stopped:
             return
         sent_at = self.env.now_ms()
         try:
-            resp: AppendEntriesResponse | Exception = await self._call_append_entries(req)
+            resp: AppendEntriesResponse | Exception = await self._call_append_entries(req, self._heartbeat_call)
         except Exception as e:  # noqa: BLE001 - any failure: see _heartbeat_result
             resp = e
         self._heartbeat_result(sent_at, resp)
@@ -860,8 +881,12 @@ class ReplicationCore:
             start += k
             entries = entries[k:]
 
-    async def _call_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
-        """``client.append_entries(req, option)``, bounded: a call still unanswered after
+    async def _call_append_entries(
+        self, req: AppendEntriesRequest,
+        call: Callable[[AppendEntriesRequest, RPCOption], Awaitable[AppendEntriesResponse]] | None = None,
+    ) -> AppendEntriesResponse:
+        """``client.append_entries(req, option)`` (or ``call``, the network's ``heartbeat``,
+        with the same contract), bounded: a call still unanswered after
         twice ``option.hard_ttl`` (the network had to raise ``Timeout`` after one) is given up
         as lost (``NoAnswer``). Without the bound, one call that never returned (a network
         with no timeout of its own) left its request in flight for good: the engine sent
@@ -870,9 +895,11 @@ class ReplicationCore:
         network's to bound: the fast paths take no timer.)"""
         option = self.env.option
         limit = 2 * option.hard_ttl
+        if call is None:
+            call = self.client.append_entries
         try:
             async with asyncio.timeout(limit):
-                return await self.client.append_entries(req, option)
+                return await call(req, option)
         except TimeoutError:
             raise NoAnswer(
                 f"the network did not answer AppendEntries within {limit:g}s "

@@ -28,11 +28,12 @@
 Transports:
 
 - ``openraft_py.network.tcp``: the TCP transport users deploy. ``TcpNetworkFactory`` (client
-  side, one pipelined connection per peer, optional TLS) and ``TcpServer.start`` (serves a
-  ``Raft`` on a port; handshake on protocol version, cluster name and membership, re-checked
-  on open connections as the membership changes; mutual TLS with a ``CERT_REQUIRED`` server
-  context, optionally binding certificates to node ids: ``peer_id_of_cert``). Its wire format is
-  ``openraft_py.network.wire`` (``docs/design/wire.md``). Import it from its module.
+  side, one pipelined connection per peer and one for heartbeats, optional TLS) and
+  ``TcpServer.start`` (serves a ``Raft`` on a port; handshake on protocol version, cluster
+  name and membership, re-checked on open connections as the membership changes; mutual TLS
+  with a ``CERT_REQUIRED`` server context, optionally binding certificates to node ids:
+  ``peer_id_of_cert``). Its wire format is ``openraft_py.network.wire``
+  (``docs/design/wire.md``). Import it from its module.
 - ``openraft_py.network.router``: ``Router``, the in-process transport with fault injection
   used by tests and benchmarks; its names are re-exported here.
 """
@@ -91,6 +92,16 @@ class RaftNetwork(Protocol):
     the answer is reported from where the network learns it (the connection's read callback)
     instead of from a task that awaits it. ``TcpClient`` has it, and ``RouterClient`` while the
     router's wire codec is on.
+
+    Optional: ``async heartbeat(req, option) -> AppendEntriesResponse``, ``append_entries``
+    for a heartbeat a leader sends beside its replication window (its requests in flight to
+    the target are unanswered): an AppendEntries without entries whose ``prev_log_id`` the
+    target acknowledged. It may reach the target ahead of requests handed over before it
+    (nothing about it can be refused for that). A transport that carries requests in order
+    on one stream should carry it on another: behind megabytes of entries its answer comes
+    back later than an election timeout, and check-quorum deposes the leader. Without it a
+    leader sends heartbeats as any AppendEntries. ``TcpClient`` has it (a second
+    connection).
     """
 
     async def append_entries(

@@ -444,9 +444,10 @@ class _ClientConnection(asyncio.Protocol):
 
 class _Peer:
     """The connection state towards one target: the live connection, the connect in
-    progress, and the back-off after failures."""
+    progress, and the back-off after failures. ``lane`` names a second connection to the
+    same target (``heartbeat_lane``) in its logs."""
 
-    def __init__(self, factory: TcpNetworkFactory, target: NodeId, addr: str) -> None:
+    def __init__(self, factory: TcpNetworkFactory, target: NodeId, addr: str, lane: str = "") -> None:
         self.factory = factory
         self.loop = asyncio.get_running_loop()
         self.target = target
@@ -463,7 +464,7 @@ class _Peer:
         """Why the target's certificate was last refused, as logged (``_log_refused_certificate``)."""
         self.version_refused = ""
         """The last protocol version mismatch with the target, as logged (``version_mismatch``)."""
-        self.refused = FailureLog(log, f"tcp client {factory.node_id} -> node {target}", unit="connection")
+        self.refused = FailureLog(log, f"tcp client {factory.node_id} -> node {target}{lane}", unit="connection")
         """The connections closed for what the target sent or is (``fail(log_it=True)``: it
         answered as another node, its server certificate names another node, it sent what
         is not the protocol): at each reconnect, so logged through a ``FailureLog``, ended
@@ -475,6 +476,27 @@ class _Peer:
         """Why it was closed (``close``): what later calls' ``Unreachable`` says."""
         self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None
         """The resolution of this peer's host name in progress (``_addresses``), if any."""
+        self.heartbeats: _Peer | None = None
+        """The connection for heartbeats (``heartbeat_lane``), made on first use; closed
+        with this one. Invariant: ``None`` on a lane itself (a lane has no lane)."""
+        self.is_lane = bool(lane)
+
+    def heartbeat_lane(self) -> _Peer:
+        """The peer of the target's second connection, which carries only heartbeats
+        (``TcpClient.heartbeat``): a heartbeat written behind the AppendEntries already on
+        this one waits until the target has read and answered them (one stream is read in
+        order), and a leader replicating megabytes of entries lost its leadership to
+        check-quorum (its heartbeats' answers came back later than an election timeout).
+        On its own connection it waits behind nothing of the replication's: only for the
+        target's event loop. Made once (it connects on its first call), with this peer's
+        address; closed with it, with its reason."""
+        lane = self.heartbeats
+        if lane is None:
+            assert not self.is_lane, "a heartbeat lane has no lane of its own"
+            lane = self.heartbeats = _Peer(self.factory, self.target, self.addr, lane=" (heartbeats)")
+            if self.closed:
+                lane.close(self.close_reason)
+        return lane
 
     def remote_error(self, body: ErrorBody) -> Exception:
         """The exception a caller sees for an ``ErrorBody`` answer."""
@@ -754,10 +776,13 @@ class _Peer:
             self.conn.fail(self.close_reason)
         if self.opening is not None:
             self.opening.cancel()
+        if self.heartbeats is not None:
+            self.heartbeats.close(self.close_reason)
 
 
 class TcpClient:
-    """A ``RaftNetwork`` sending to one target over its factory's shared connection to it.
+    """A ``RaftNetwork`` sending to one target over its factory's shared connection to it,
+    and heartbeats (``heartbeat``) over a second one.
 
     Calls may overlap freely: each is its own request id on the connection."""
 
@@ -780,6 +805,13 @@ class TcpClient:
         queued and the answer's future returned; otherwise a coroutine that connects
         first, run by whoever awaits it."""
         return self._peer.call(KIND_APPEND_ENTRIES, req, option)
+
+    async def heartbeat(self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION) -> AppendEntriesResponse:
+        """A heartbeat (see ``RaftNetwork``): ``append_entries`` on a second connection to
+        the target, which carries nothing else, so that it never waits behind the entries on
+        the first one (``_Peer.heartbeat_lane``); it connects on first use. Errors as
+        ``append_entries``."""
+        return await self._peer.heartbeat_lane().call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
 
     def submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption,
@@ -940,7 +972,8 @@ class TcpNetworkFactory:
 
     def new_client(self, target: NodeId, node: BasicNode) -> TcpClient:
         """A client for ``target`` at ``node.addr`` (``"host:port"``). Every client of one
-        target shares one connection; a changed address replaces that connection. Does no
+        target shares one connection (and one for heartbeats, made on the first); a changed
+        address replaces them. Does no
         IO (connects on the first RPC); must be called in the running loop (see the class
         docstring for a factory used on another loop)."""
         loop = asyncio.get_running_loop()
@@ -995,7 +1028,8 @@ class TcpNetworkFactory:
             raise ConfigError(f"TcpNetworkFactory: {short}")
 
     def connected(self, target: NodeId) -> bool:
-        """Whether a live connection to ``target`` exists now."""
+        """Whether a live connection to ``target`` exists now (the one carrying every RPC but
+        the heartbeats)."""
         peer = self._peers.get(target)
         return peer is not None and peer.conn is not None and not peer.conn.closed
 
@@ -1009,6 +1043,8 @@ class TcpNetworkFactory:
         if loop is not None and loop.is_closed():
             for peer in self._peers.values():
                 peer.closed = True
+                if peer.heartbeats is not None:
+                    peer.heartbeats.closed = True
             self._peers.clear()
             return
         for peer in self._peers.values():

@@ -1082,9 +1082,10 @@ class TcpServer:
         peer that has to reconnect out (the new connection was the one refused). When every
         open connection has completed it: the quietest (the longest since it sent anything)
         of the connections, with nothing in flight, of a sender that holds several. A node's
-        ``TcpNetworkFactory`` keeps one connection to each peer, so a sender's older one is
-        dead (the peer reconnected, its old connection not seen closed yet) or not a real
-        peer's: a client claiming a member's id again and again (a misconfigured peer, or a
+        ``TcpNetworkFactory`` keeps one connection to each peer for its requests (and one for
+        its heartbeats, made again at the next heartbeat if closed), so a sender's older
+        one is dead (the peer reconnected, its old connection not seen closed yet), its
+        heartbeats' (quiet unless its requests wait) or not a real peer's: a client claiming a member's id again and again (a misconfigured peer, or a
         stranger who knows the cluster's name, without ``peer_id_of_cert``) otherwise held
         every slot for ``idle_timeout`` and refused every reconnecting member meanwhile."""
         waiting = [c for c in self._conns if c.sender is None and not c.closed]
