@@ -142,6 +142,7 @@ class _Network(Protocol):
     def submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
     ) -> Any | None: ...
+    async def heartbeat(self, req: AppendEntriesRequest, option: RPCOption = ...) -> AppendEntriesResponse: ...
     async def vote(self, req: VoteRequest, option: RPCOption = ...) -> VoteResponse: ...
     async def install_snapshot(self, req: InstallSnapshotRequest, option: RPCOption = ...) -> InstallSnapshotResponse: ...
     async def transfer_leader(self, req: TransferLeaderRequest, option: RPCOption = ...) -> None: ...
@@ -193,6 +194,16 @@ class _CountingClient:
         see ``RaftNetwork``), its errors reported as ``append_entries``'s are."""
         try:
             return self._inner.submit_append_entries(req, option, partial(self._counted, reply))
+        except RPCError as e:
+            self._failed("append_entries", e)
+            raise
+
+    async def heartbeat(self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION) -> AppendEntriesResponse:
+        """Forward a heartbeat (the TCP client's ``heartbeat``, on its own connection; see
+        ``RaftNetwork``), its errors reported as ``append_entries``'s are. Without it the
+        leader's heartbeats went on the connection of its entries, behind them."""
+        try:
+            return await self._inner.heartbeat(req, option)
         except RPCError as e:
             self._failed("append_entries", e)
             raise

@@ -488,8 +488,9 @@ class _Peer:
         order), and a leader replicating megabytes of entries lost its leadership to
         check-quorum (its heartbeats' answers came back later than an election timeout).
         On its own connection it waits behind nothing of the replication's: only for the
-        target's event loop. Made once (it connects on its first call), with this peer's
-        address; closed with it, with its reason."""
+        target's event loop. Made once, with this peer's address, and connected as soon as
+        this peer's connection is (``preconnect``); closed with this peer, with its
+        reason."""
         lane = self.heartbeats
         if lane is None:
             assert not self.is_lane, "a heartbeat lane has no lane of its own"
@@ -586,10 +587,9 @@ class _Peer:
                     f"node {self.target} at {self.addr}: backing off for {self.retry_at - now:.3f}s "
                     f"after: {self.last_error}"
                 )
-            self.connecting = loop.create_future()
-            task = self.opening = loop.create_task(self._open())
-            task.add_done_callback(self._opened)
+            self._start_connect()
         fut = self.connecting
+        assert fut is not None  # (set by _start_connect)
         remaining = deadline - loop.time()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
@@ -597,6 +597,21 @@ class _Peer:
             raise Unreachable(
                 f"node {self.target} at {self.addr}: no connection within the RPC deadline"
             ) from None
+
+    def _start_connect(self) -> None:
+        """Start making the connection (``_open``; ``_opened`` takes its outcome)."""
+        self.connecting = self.loop.create_future()
+        task = self.opening = self.loop.create_task(self._open())
+        task.add_done_callback(self._opened)
+
+    def preconnect(self) -> None:
+        """Start connecting now, awaited by nobody, unless connected, connecting, closed or
+        backing off after a failed connect: a call made later finds the connection ready."""
+        conn = self.conn
+        if (self.closed or self.connecting is not None or (conn is not None and not conn.closed)
+                or self.loop.time() < self.retry_at):
+            return
+        self._start_connect()
 
     async def _addresses(self, host: str, port: int, deadline: float) -> list[tuple[int, str]]:
         """``(family, IP address)`` pairs to connect to for ``host``, in ``getaddrinfo``'s
@@ -760,6 +775,11 @@ class _Peer:
                     self.refused.cleared(self.loop.time(), f"connected to {self.addr}")
                 self.conn = conn
                 fut.set_result(conn)
+                if not self.is_lane:
+                    # Its heartbeats' connection too, now: made at the first heartbeat, it
+                    # was not ready for the first ones, sent once the replication's requests
+                    # were already late (a connect and a handshake on busy event loops).
+                    self.heartbeat_lane().preconnect()
         if fut.exception() is not None:
             pass  # retrieved here, so a connect nobody awaits any more logs nothing
 
@@ -809,9 +829,16 @@ class TcpClient:
     async def heartbeat(self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION) -> AppendEntriesResponse:
         """A heartbeat (see ``RaftNetwork``): ``append_entries`` on a second connection to
         the target, which carries nothing else, so that it never waits behind the entries on
-        the first one (``_Peer.heartbeat_lane``); it connects on first use. Errors as
-        ``append_entries``."""
-        return await self._peer.heartbeat_lane().call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
+        the first one (``_Peer.heartbeat_lane``). While that connection is not up (being
+        made, backing off after a failed connect, or closed by the target as idle), on the
+        first, as any request, and its connect is started. Errors as ``append_entries``."""
+        peer = self._peer
+        lane = peer.heartbeat_lane()
+        conn = lane.conn
+        if conn is None or conn.closed:
+            lane.preconnect()
+            return await peer.call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
+        return await lane.call(KIND_APPEND_ENTRIES, req, option)  # type: ignore[no-any-return]
 
     def submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption,
