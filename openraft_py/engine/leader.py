@@ -56,8 +56,12 @@ class Leader:
       log), what it is sent next and what is in flight (``progress.ProgressEntry``); kept
       in step with the targets by ``ReplicationHandler.refresh``.
     - ``ack_at``: per voter, the send time (engine clock, ms) of the newest request it
-      acknowledged; the quorum of these is the last time leadership was confirmed. This
-      node's own entry is "now".
+      acknowledged; the quorum of these is the last time leadership was confirmed (leases,
+      ReadIndex, stickiness). This node's own entry is "now".
+    - ``heard_at``: per voter, when this leader last learned of an answer of it (the
+      engine clock of the pass that handled it, however long ago its request was sent);
+      the quorum of these is what check-quorum reads. Invariant: the same keys as
+      ``ack_at``, and ``heard_at[n] >= ack_at[n]`` once ``n`` answered.
     - ``noop_log_id``: the blank entry this leader appended on election. Entries before it
       are committed only indirectly, once it commits (thesis 3.6.2).
     """
@@ -71,6 +75,7 @@ class Leader:
         "send_due",
         "configs",
         "ack_at",
+        "heard_at",
         "noop_log_id",
         "reads",
         "last_heartbeat",
@@ -109,6 +114,7 @@ class Leader:
         # (after every handler of the batch ran, so one request carries all new entries).
         self.send_due = False
         self.ack_at: dict[NodeId, float] = {}
+        self.heard_at: dict[NodeId, float] = {}
         # A change_membership caller waiting for the final (uniform) config, and whether
         # removed voters stay as learners. A leader that inherits a joint config finishes it
         # keeping every node (``retain``): nothing is dropped that nobody asked to drop.
@@ -142,6 +148,8 @@ class Leader:
         # A node newly counted toward the lease has acked nothing yet.
         acked = self.ack_at
         self.ack_at = {nid: acked.get(nid, -1.0) for nid in voters}
+        heard = self.heard_at
+        self.heard_at = {nid: heard.get(nid, -1.0) for nid in voters}
         if any(nid not in acked for nid in voters if nid != self.node_id):
             self.voters_changed_at = now
         if self.node_id in self.ack_at:
@@ -156,12 +164,25 @@ class Leader:
         """The latest time by which a quorum of every config acknowledged this leader
         (``-1`` if never); this node counts as acking at ``now``. Acks are measured at
         request send time, so this is safe for leases. Reads ``ack_at`` only."""
+        return self._quorum_time(self.ack_at, now)
+
+    def quorum_heard_at(self, now: float) -> float:
+        """The latest time by which this leader had heard an answer from a quorum of every
+        config (``-1`` if never), measured when each answer was handled, not when its
+        request left (``heard_at``); this node counts as heard at ``now``. For check-quorum
+        only: an answer to a request sent long ago proves the voter follows this leader
+        now, not that it did when the request left, so it extends no lease."""
+        return self._quorum_time(self.heard_at, now)
+
+    def _quorum_time(self, at: dict[NodeId, float], now: float) -> float:
+        """The largest time of ``at`` reached by a majority of every config, this node
+        counting as ``now``; ``-1`` if none."""
         worst = float("inf")
         me = self.node_id
         for cfg in self.configs:
             if not cfg:
                 continue
-            times = sorted((now if n == me else self.ack_at.get(n, -1.0) for n in cfg), reverse=True)
+            times = sorted((now if n == me else at.get(n, -1.0) for n in cfg), reverse=True)
             # The largest time acked by a majority of this config.
             worst = min(worst, times[len(times) // 2])
         if worst == float("inf") or worst < 0:

@@ -59,8 +59,13 @@ class LeaderHandler(LeadingHandler):
         # Check quorum (thesis 6.2): a leader that heard from no quorum for a whole
         # election timeout steps down, so a minority leader stops taking writes. New voters
         # get an election timeout to answer as voters (``Leader.voters_changed_at``).
-        acked = max(leader.quorum_acked_at(now), leader.elected_at, leader.voters_changed_at)
-        if now - acked > c.election_timeout_max:
+        # Counted when the answers came (``quorum_heard_at``), as etcd's CheckQuorum counts
+        # recent activity: by the send time of the answered requests (``quorum_acked_at``,
+        # what leases read), a leader whose requests carried megabytes of entries stepped
+        # down while every follower answered it, each answer more than an election timeout
+        # after its request left (64 concurrent 1 MB writes, 3 nodes, default timeouts).
+        heard = max(leader.quorum_heard_at(now), leader.elected_at, leader.voters_changed_at)
+        if now - heard > c.election_timeout_max:
             self.eng.vote_handler().become_following(now)
 
     def heartbeat(self, now: float) -> None:

@@ -255,6 +255,12 @@ class ReplicationHandler(LeadingHandler):
         leader.acks += 1
         if target in leader.ack_at and sent_at > leader.ack_at[target]:
             leader.ack_at[target] = sent_at
+        if target in leader.heard_at:
+            # When the answer came (check-quorum): this pass's clock, never before the
+            # request left (the clock of a pass is read once, at its start).
+            heard = eng.now if eng.now > sent_at else sent_at
+            if heard > leader.heard_at[target]:
+                leader.heard_at[target] = heard
         p = leader.replication.get(target)
         if p is not None and sent_at > p.acked_at:
             p.acked_at = sent_at
