@@ -477,8 +477,8 @@ class _Peer:
         self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None
         """The resolution of this peer's host name in progress (``_addresses``), if any."""
         self.heartbeats: _Peer | None = None
-        """The connection for heartbeats (``heartbeat_lane``), made on first use; closed
-        with this one. Invariant: ``None`` on a lane itself (a lane has no lane)."""
+        """The connection for heartbeats (``heartbeat_lane``), made when first wanted;
+        closed with this one. Invariant: ``None`` on a lane itself (a lane has no lane)."""
         self.is_lane = bool(lane)
 
     def heartbeat_lane(self) -> _Peer:
@@ -488,9 +488,9 @@ class _Peer:
         order), and a leader replicating megabytes of entries lost its leadership to
         check-quorum (its heartbeats' answers came back later than an election timeout).
         On its own connection it waits behind nothing of the replication's: only for the
-        target's event loop. Made once, with this peer's address, and connected as soon as
-        this peer's connection is (``preconnect``); closed with this peer, with its
-        reason."""
+        target's event loop. Made once, with this peer's address, and connected at the
+        leader's first AppendEntries to the target (``_lane_wanted``) or else at its first
+        heartbeat; closed with this peer, with its reason."""
         lane = self.heartbeats
         if lane is None:
             assert not self.is_lane, "a heartbeat lane has no lane of its own"
@@ -775,11 +775,6 @@ class _Peer:
                     self.refused.cleared(self.loop.time(), f"connected to {self.addr}")
                 self.conn = conn
                 fut.set_result(conn)
-                if not self.is_lane:
-                    # Its heartbeats' connection too, now: made at the first heartbeat, it
-                    # was not ready for the first ones, sent once the replication's requests
-                    # were already late (a connect and a handshake on busy event loops).
-                    self.heartbeat_lane().preconnect()
         if fut.exception() is not None:
             pass  # retrieved here, so a connect nobody awaits any more logs nothing
 
@@ -798,6 +793,16 @@ class _Peer:
             self.opening.cancel()
         if self.heartbeats is not None:
             self.heartbeats.close(self.close_reason)
+
+
+def _lane_wanted(peer: _Peer) -> None:
+    """A leader's replication sends to ``peer`` (the optional fast paths are only the
+    replication channel's): start its heartbeat connection now. Made at the first
+    heartbeat instead, it was not ready for the first ones, sent once the replication's
+    requests were already late (a connect and a handshake on busy event loops: the first
+    answer came 640 ms after, in a traced 64 x 1 MB flood). A node that only votes or
+    answers opens none."""
+    peer.heartbeat_lane().preconnect()
 
 
 class TcpClient:
@@ -823,8 +828,12 @@ class TcpClient:
     ) -> Awaitable[AppendEntriesResponse]:
         """``append_entries`` started now (see ``RaftNetwork``): connected, the frame is
         queued and the answer's future returned; otherwise a coroutine that connects
-        first, run by whoever awaits it."""
-        return self._peer.call(KIND_APPEND_ENTRIES, req, option)
+        first, run by whoever awaits it. The first call also starts the heartbeat
+        connection (``_lane_wanted``)."""
+        peer = self._peer
+        if peer.heartbeats is None:
+            _lane_wanted(peer)
+        return peer.call(KIND_APPEND_ENTRIES, req, option)
 
     async def heartbeat(self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION) -> AppendEntriesResponse:
         """A heartbeat (see ``RaftNetwork``): ``append_entries`` on a second connection to
@@ -848,8 +857,12 @@ class TcpClient:
         queued now and ``reply`` is called once, from the connection's callbacks, with the
         ``AppendEntriesResponse`` or the error ``append_entries`` would raise (``cancel()``
         on the returned handle withdraws it); not connected, nothing is sent and ``None`` is
-        returned (the caller uses ``send_append_entries``, which connects first)."""
-        return self._peer.submit(KIND_APPEND_ENTRIES, req, option, reply)
+        returned (the caller uses ``send_append_entries``, which connects first). The first
+        call also starts the heartbeat connection (``_lane_wanted``)."""
+        peer = self._peer
+        if peer.heartbeats is None:
+            _lane_wanted(peer)
+        return peer.submit(KIND_APPEND_ENTRIES, req, option, reply)
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Send a vote request; see the module docstring for the errors."""
