@@ -417,3 +417,157 @@ def test_entry_cache_vs_dict(impl, ops) -> None:
         assert len(c) == len(d)
         assert c.first_index() == (min(d) if d else -1)
         assert c.last_index() == (max(d) if d else -1)
+
+
+# -- wrong types and the int64 range ---------------------------------------------------------
+
+
+class _Index:
+    """An integer only through ``__index__`` (as numpy's integers are)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def _integer_places(impl, v) -> dict[str, object]:
+    """Every call of the log index kernel that takes a term, index or count, given ``v`` there."""
+    def log():
+        return impl.LogIndex(None, [(1, 0), (3, 4)], 9)
+
+    def cache():
+        c = impl.EntryCache()
+        c.append(5, ["a", "b"])
+        return c
+
+    return {
+        "LogIndex purged term": lambda: impl.LogIndex((v, 5), [], 5),
+        "LogIndex purged index": lambda: impl.LogIndex((1, v), [], -1),
+        "LogIndex key term": lambda: impl.LogIndex(None, [(v, 0)], 9),
+        "LogIndex key index": lambda: impl.LogIndex(None, [(1, 0), (3, v)], 9),
+        "LogIndex last_index": lambda: impl.LogIndex(None, [(1, 0)], v),
+        "term_at": lambda: log().term_at(v),
+        "has_log_id term": lambda: log().has_log_id(v, 5),
+        "has_log_id index": lambda: log().has_log_id(3, v),
+        "term_first_index": lambda: log().term_first_index(v),
+        "first_conflict term": lambda: log().first_conflict([(1, 0), (v, 5)]),
+        "first_conflict index": lambda: log().first_conflict([(1, 0), (3, v)]),
+        "append_term term": lambda: log().append_term(v, 10, 1),
+        "append_term first_index": lambda: log().append_term(3, v, 1),
+        "append_term count": lambda: log().append_term(3, 10, v),
+        "append_many term": lambda: log().append_many([(3, 10), (v, 11)]),
+        "append_many index": lambda: log().append_many([(3, 10), (3, v)]),
+        "truncate_after": lambda: log().truncate_after(v),
+        "purge term": lambda: log().purge(v, 5),
+        "purge index": lambda: log().purge(3, v),
+        "EntryCache.append": lambda: cache().append(v, ["c"]),
+        "EntryCache.get start": lambda: cache().get(v, 7),
+        "EntryCache.get stop": lambda: cache().get(5, v),
+        "EntryCache.truncate_after": lambda: cache().truncate_after(v),
+        "EntryCache.evict_upto": lambda: cache().evict_upto(v),
+        "empty EntryCache.get": lambda: impl.EntryCache().get(v, 3),
+        "empty EntryCache.truncate_after": lambda: impl.EntryCache().truncate_after(v),
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (1.5, TypeError, "'float' object cannot be interpreted as an integer"),
+        (2.0, TypeError, "'float' object cannot be interpreted as an integer"),
+        ("2", TypeError, "'str' object cannot be interpreted as an integer"),
+        (None, TypeError, "'NoneType' object cannot be interpreted as an integer"),
+        (2**63, OverflowError, "out of the int64 range [-2**63, 2**63)"),
+        (-(2**63) - 1, OverflowError, "out of the int64 range [-2**63, 2**63)"),
+    ],
+)
+def test_terms_indexes_and_counts_are_int64_integers(impl, value, error, message) -> None:
+    """A float is refused, never truncated (the compiled kernel's typed arguments converted
+    one through ``__int__``: ``truncate_after(1.5)`` kept index 1, where the pure twin stored
+    1.5 as the last index), and so is an integer outside int64 (the pure twin took it)."""
+    for place, call in _integer_places(impl, value).items():
+        with pytest.raises(error) as info:
+            call()
+            pytest.fail(f"{place} took {value!r}")
+        assert message in str(info.value), place
+
+
+def test_a_refused_integer_changes_nothing(impl) -> None:
+    li = impl.LogIndex(None, [(1, 0), (3, 4)], 9)
+    for call in (lambda: li.truncate_after(1.5), lambda: li.purge(3, 2**63), lambda: li.append_term(3, 10, 1.0),
+                 lambda: li.append_many([(3, 10), (3, 11.0)])):
+        with pytest.raises((TypeError, OverflowError)):
+            call()
+    assert snapshot(li) == (None, [(1, 0), (3, 4)], (3, 9), 9, 3, 0, 10)
+
+
+def test_index_objects_and_int_subclasses_are_integers(impl) -> None:
+    li = impl.LogIndex((True, _Index(2)), [(_Index(1), 3)], _Index(5))
+    li.append_term(_Index(2), _Index(6), _Index(2))
+    li.append_many([(_Index(2), _Index(8))])
+    assert snapshot(li) == ((1, 2), [(1, 3), (2, 6)], (2, 8), 8, 2, 3, 6)
+    assert li.term_at(_Index(7)) == 2 and li.has_log_id(_Index(1), True) is False
+    assert li.first_conflict([(_Index(2), _Index(7))]) == 1
+    li.truncate_after(_Index(7))
+    li.purge(_Index(1), _Index(4))
+    assert snapshot(li) == ((1, 4), [(1, 5), (2, 6)], (2, 7), 7, 2, 5, 3)
+    flat = [x for pair in [li.purged(), li.last(), *li.key_log_ids()] for x in pair]
+    assert all(type(x) is int for x in flat), "stored as plain ints"
+    c = impl.EntryCache()
+    c.append(_Index(5), ["a", "b"])
+    assert (c.first_index(), c.get(_Index(5), _Index(6))) == (5, ["a"])
+    assert type(c.first_index()) is int
+
+
+def test_malformed_pairs_raise_not_crash(impl) -> None:
+    """A purged log id or key log id that is not a pair raises (the compiled kernel read past
+    the end of a 1-tuple given as ``purged`` or as a key log id, and crashed the
+    interpreter with a segmentation fault)."""
+    for args in [((1,), [], 5), ([1], [], 5), ((), [], 5)]:
+        with pytest.raises(IndexError):
+            impl.LogIndex(*args)
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        impl.LogIndex(None, [(1,)], 5)
+    with pytest.raises(ValueError, match="too many values to unpack"):
+        impl.LogIndex(None, [(1, 0, 0)], 5)
+    li = impl.LogIndex(None, [(1, 0)], 3)
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        li.first_conflict([(1, 0), (1,)])
+    with pytest.raises(TypeError, match="cannot unpack non-iterable NoneType object"):
+        li.append_many([(1, 4), None])
+    assert li.last() == (1, 3)
+
+
+TOP = 2**63 - 1
+
+
+def test_the_int64_ceiling(impl) -> None:
+    """Sums that pass int64 are answered as Python ints or refused, on both builds (the
+    compiled kernel wrapped them around: after ``purge(2, 2**63 - 1)``, ``first_index()`` was
+    ``-2**63``, ``append_term(1, -2**63, 1)`` on a log ending at ``2**63 - 1`` was taken, and
+    ``len()`` of a log of every index raised ``SystemError``)."""
+    li = impl.LogIndex(None, [(1, 0)], TOP)
+    with pytest.raises(OverflowError, match="cannot fit 'int' into an index-sized integer"):
+        len(li)
+    with pytest.raises(ValueError, match=f"append at {-(2**63)}, expected {2**63}"):
+        li.append_term(1, -(2**63), 1)
+    with pytest.raises(ValueError, match=f"expected {2**63}"):
+        li.append_many([(1, -(2**63))])
+    li = impl.LogIndex(None, [(1, 0)], 9)
+    with pytest.raises(OverflowError, match=f"last index {2**63} out of the int64 range"):
+        li.append_term(1, 10, TOP - 8)
+    assert li.last() == (1, 9), "nothing appended"
+    li.append_term(2, 10, TOP - 9)
+    assert li.last() == (2, TOP)
+    li.purge(2, TOP)
+    assert (li.first_index(), len(li), li.last()) == (2**63, 0, (2, TOP))
+    c = impl.EntryCache()
+    with pytest.raises(OverflowError, match=f"last index {2**63} out of the int64 range"):
+        c.append(TOP - 1, ["a", "b", "c"])
+    c.append(TOP - 1, ["a", "b"])
+    assert (c.first_index(), c.last_index(), c.get(TOP, TOP)) == (TOP - 1, TOP, [])
+    with pytest.raises(ValueError, match=f"append at {TOP}, expected {2**63}"):
+        c.append(TOP, ["c"])
+    assert c.get(TOP - 1, TOP) == ["a"] and c.get(TOP, 2**63 - 1) == []

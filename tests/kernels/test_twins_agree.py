@@ -131,11 +131,12 @@ class _IntSub(int):
     pass
 
 
-# What the quorum kernel's integers (indexes and node ids) may be given: integers in int64 are
-# taken (an ``int`` subclass, ``bool``, an ``__index__`` object, the ends of the range); every
-# other value is refused, with ``TypeError`` (never truncated, as the compiled twin's ``__int__``
-# conversion once did with a float) or ``OverflowError`` outside int64.
-QUORUM_INTS: dict[str, Any] = {
+# What the quorum and log index kernels' integers (indexes, terms, counts, node ids) may be
+# given: integers in int64 are taken (an ``int`` subclass, ``bool``, an ``__index__`` object,
+# the ends of the range); every other value is refused, with ``TypeError`` (never truncated,
+# as the compiled twins' ``__int__`` conversion once did with a float) or ``OverflowError``
+# outside int64.
+INT_KINDS: dict[str, Any] = {
     "float": 1.5,
     "integral-float": 2.0,
     "str": "3",
@@ -202,9 +203,131 @@ for _kind, _value in {"int-subclass": _IntSub(2**63 - 1), "index-object": _Index
     )
 
 
-for _kind, _value in QUORUM_INTS.items():
+for _kind, _value in INT_KINDS.items():
     for _place, _call in _quorum_int_cases(_value).items():
         CASES[f"quorum-int-{_place}-{_kind}"] = _call
+
+
+def _log(ns: Any, *ops: tuple[str, tuple[Any, ...]], log: tuple[Any, ...] = (None, [(1, 0), (3, 4)], 9)) -> tuple[Any, ...]:
+    """The results of ``ops`` on a ``LogIndex(*log)``, then everything it answers."""
+    li = ns["logindex"].LogIndex(*log)
+    results = [getattr(li, meth)(*args) for meth, args in ops]
+    return results, _log_state(li)
+
+
+def _log_state(li: Any) -> tuple[Any, ...]:
+    try:
+        n: Any = len(li)
+    except OverflowError as exc:  # a log of 2**63 entries: both builds refuse its len()
+        n = str(exc)
+    return (repr(li), li.last(), li.purged(), li.key_log_ids(), li.first_index(), n, li.last_index(), li.last_term(),
+            [li.term_at(i) for i in (-1, 0, 3, 4, 9, 10)])
+
+
+def _cache_state(ns: Any, *ops: tuple[str, tuple[Any, ...]]) -> tuple[Any, ...]:
+    c = ns["logindex"].EntryCache()
+    results = [getattr(c, meth)(*args) for meth, args in ops]
+    return results, len(c), repr(c), c.first_index(), c.last_index(), c.get(-(2**63), 2**63 - 1)
+
+
+def _logindex_int_cases(v: Any) -> dict[str, Call]:
+    """Each place of the log index kernel that takes an integer, given ``v``."""
+    li = "logindex"
+    return {
+        "new-purged-term": lambda ns: _log_state(ns[li].LogIndex((v, 5), [], 5)),
+        "new-purged-index": lambda ns: _log_state(ns[li].LogIndex((1, v), [], -1)),
+        "new-purged-index-last": lambda ns: _log_state(ns[li].LogIndex((1, v), [], v)),
+        "new-key-term": lambda ns: _log_state(ns[li].LogIndex(None, [(v, 0)], 9)),
+        "new-key-index": lambda ns: _log_state(ns[li].LogIndex(None, [(1, v)], 9)),
+        "new-second-key-term": lambda ns: _log_state(ns[li].LogIndex(None, [(1, 0), (v, 4)], 9)),
+        "new-second-key-index": lambda ns: _log_state(ns[li].LogIndex(None, [(1, 0), (3, v)], 9)),
+        "new-last": lambda ns: _log_state(ns[li].LogIndex(None, [(1, 0)], v)),
+        "new-last-no-keys": lambda ns: _log_state(ns[li].LogIndex(None, [], v)),
+        "new-last-purged": lambda ns: _log_state(ns[li].LogIndex((1, 5), [], v)),
+        "new-bad-purged-then-key": lambda ns: _log_state(ns[li].LogIndex((-1, 5), [(v, 6)], 9)),
+        "term_at": lambda ns: _log(ns, ("term_at", (v,))),
+        "has_log_id-term": lambda ns: _log(ns, ("has_log_id", (v, 5))),
+        "has_log_id-index": lambda ns: _log(ns, ("has_log_id", (3, v))),
+        "has_log_id-both": lambda ns: _log(ns, ("has_log_id", (v, v))),
+        "term_first_index": lambda ns: _log(ns, ("term_first_index", (v,))),
+        "first_conflict-term": lambda ns: _log(ns, ("first_conflict", ([(1, 0), (v, 5)],))),
+        "first_conflict-index": lambda ns: _log(ns, ("first_conflict", ([(1, 0), (3, v)],))),
+        "first_conflict-after-conflict": lambda ns: _log(ns, ("first_conflict", ([(2, 1), (v, v)],))),
+        "first_conflict-purged": lambda ns: _log(ns, ("first_conflict", ([(v, 2), (1, v)],)), log=((1, 3), [(1, 4)], 9)),
+        "append_term-term": lambda ns: _log(ns, ("append_term", (v, 10, 1))),
+        "append_term-first": lambda ns: _log(ns, ("append_term", (3, v, 1))),
+        "append_term-count": lambda ns: _log(ns, ("append_term", (3, 10, v))),
+        "append_term-all": lambda ns: _log(ns, ("append_term", (v, v, v))),
+        "append_many-term": lambda ns: _log(ns, ("append_many", ([(3, 10), (v, 11)],))),
+        "append_many-index": lambda ns: _log(ns, ("append_many", ([(3, 10), (4, v)],))),
+        "append_many-after-gap": lambda ns: _log(ns, ("append_many", ([(3, 12), (v, v)],))),
+        "append_many-tuple": lambda ns: _log(ns, ("append_many", (((3, 10), (3, v)),))),
+        "truncate_after": lambda ns: _log(ns, ("truncate_after", (v,))),
+        "purge-term": lambda ns: _log(ns, ("purge", (v, 5))),
+        "purge-index": lambda ns: _log(ns, ("purge", (3, v))),
+        "purge-both": lambda ns: _log(ns, ("purge", (v, v))),
+        "cache-append": lambda ns: _cache_state(ns, ("append", (v, [1, 2]))),
+        "cache-append-next": lambda ns: _cache_state(ns, ("append", (5, [1])), ("append", (v, [2]))),
+        "cache-get-start": lambda ns: _cache_state(ns, ("append", (5, [1, 2])), ("get", (v, 7))),
+        "cache-get-stop": lambda ns: _cache_state(ns, ("append", (5, [1, 2])), ("get", (5, v))),
+        "cache-truncate_after": lambda ns: _cache_state(ns, ("append", (5, [1, 2])), ("truncate_after", (v,))),
+        "cache-evict_upto": lambda ns: _cache_state(ns, ("append", (5, [1, 2])), ("evict_upto", (v,))),
+        "cache-empty-truncate_after": lambda ns: _cache_state(ns, ("truncate_after", (v,))),
+        "cache-empty-evict_upto": lambda ns: _cache_state(ns, ("evict_upto", (v,))),
+        "cache-empty-get": lambda ns: _cache_state(ns, ("get", (v, 3))),
+    }
+
+
+for _kind, _value in INT_KINDS.items():
+    for _place, _call in _logindex_int_cases(_value).items():
+        CASES[f"logindex-int-{_place}-{_kind}"] = _call
+
+
+_TOP = 2**63 - 1
+# The log index kernel at the int64 ceiling, where a sum of two accepted integers does not fit
+# (the compiled twin wrapped it around, or answered SystemError), and with pairs of the wrong
+# shape.
+CASES.update({
+    "logindex-top-everything": lambda ns: _log(ns, log=(None, [(1, 0)], _TOP)),
+    "logindex-top-purged": lambda ns: _log(ns, ("append_term", (1, _TOP, 1)), log=((1, _TOP), [], _TOP)),
+    "logindex-top-append-next": lambda ns: _log(ns, ("append_term", (1, -(2**63), 1)), log=(None, [(1, 0)], _TOP)),
+    "logindex-top-append_many-next": lambda ns: _log(ns, ("append_many", ([(1, -(2**63))],)), log=(None, [(1, 0)], _TOP)),
+    "logindex-top-append-last": lambda ns: _log(ns, ("append_term", (3, 10, _TOP))),
+    "logindex-top-append-to-top": lambda ns: _log(ns, ("append_term", (3, 10, _TOP - 9))),
+    "logindex-top-append_many-to-top": lambda ns: _log(
+        ns, ("purge", (3, _TOP - 2)), ("append_many", ([(3, _TOP - 1), (4, _TOP)],)), ("append_term", (4, 0, 0))
+    ),
+    "logindex-top-purge": lambda ns: _log(ns, ("purge", (5, _TOP)), ("truncate_after", (_TOP,))),
+    "logindex-reinit": lambda ns: _log(ns, ("__init__", ())),
+    "logindex-reinit-refused": lambda ns: _log(ns, ("__init__", ((1, 2), [(1, "x")], 5))),
+    "logindex-key-short": lambda ns: _log_state(ns["logindex"].LogIndex(None, [(1,)], 5)),
+    "logindex-key-long": lambda ns: _log_state(ns["logindex"].LogIndex(None, [(1, 0, 2)], 5)),
+    "logindex-key-not-pair": lambda ns: _log_state(ns["logindex"].LogIndex(None, [5], 5)),
+    "logindex-purged-short": lambda ns: _log_state(ns["logindex"].LogIndex((1,), [], 5)),
+    "logindex-purged-short-list": lambda ns: _log_state(ns["logindex"].LogIndex([1], [], 5)),
+    "logindex-purged-empty": lambda ns: _log_state(ns["logindex"].LogIndex((), [], 5)),
+    "logindex-purged-not-sequence": lambda ns: _log_state(ns["logindex"].LogIndex(5, [], 5)),
+    "logindex-key-list": lambda ns: _log_state(ns["logindex"].LogIndex([1, 2], [[3, 3], [4, 7]], 9)),
+    "logindex-key-endless": lambda ns: _log_state(ns["logindex"].LogIndex(None, [iter(int, 1)], 9)),
+    "logindex-append_many-short": lambda ns: _log(ns, ("append_many", ([(3, 10), (3,)],))),
+    "logindex-append_many-not-pair": lambda ns: _log(ns, ("append_many", ([(3, 10), None],))),
+    "logindex-first_conflict-short": lambda ns: _log(ns, ("first_conflict", ([(1, 0), (3,)],))),
+    "logindex-first_conflict-not-iterable": lambda ns: _log(ns, ("first_conflict", (5,))),
+    "logindex-append_many-long": lambda ns: _log(ns, ("append_many", ([(3, 10), (3, 11, 0)],))),
+    "logindex-append_many-generator": lambda ns: _log(ns, ("append_many", ((p for p in [(3, 10), (4, 11)]),))),
+    "logindex-append_many-large": lambda ns: _log(ns, ("append_many", ([(3 + i // 7, 10 + i) for i in range(200)],))),
+    "logindex-append_many-large-refused": lambda ns: _log(
+        ns, ("append_many", ([(3 + i // 7, 10 + i) for i in range(199)] + [(3, 209)],))
+    ),
+    "cache-top-append": lambda ns: _cache_state(ns, ("append", (_TOP - 1, [1, 2])), ("append", (_TOP, [3]))),
+    "cache-top-append-past": lambda ns: _cache_state(ns, ("append", (_TOP - 1, [1, 2, 3]))),
+    "cache-top-append-next-past": lambda ns: _cache_state(ns, ("append", (_TOP - 1, [1])), ("append", (_TOP, [2, 3]))),
+    "cache-top-append-after-top": lambda ns: _cache_state(ns, ("append", (_TOP, [1])), ("append", (_TOP, [2]))),
+    "cache-top-get": lambda ns: _cache_state(ns, ("append", (_TOP - 2, [1, 2, 3])), ("get", (_TOP - 1, _TOP)), ("get", (_TOP, _TOP))),
+    "cache-top-evict": lambda ns: _cache_state(ns, ("append", (_TOP - 2, [1, 2, 3])), ("evict_upto", (_TOP - 1,))),
+    "cache-top-truncate": lambda ns: _cache_state(ns, ("append", (_TOP - 2, [1, 2, 3])), ("truncate_after", (_TOP - 1,))),
+    "cache-append-generator": lambda ns: _cache_state(ns, ("append", (5, [1])), ("append", (6, (x for x in [2, 3])))),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
