@@ -1,10 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Codec kernel, compiled. The readable contract is the twin ``_codec_py.py``."""
+"""Codec kernel, compiled. The readable contract is the twin ``_codec_py.py``.
+
+Every integer argument is converted as ``operator.index`` converts it (never a float: a
+typed ``long`` or ``int64_t`` target converts one through ``__int__`` and truncates it), or
+raises the same ``TypeError`` / ``CodecError`` / ``OverflowError`` as the twin.
+"""
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_TYPE
@@ -98,17 +104,51 @@ cdef extern from *:
 
 
 cdef inline int64_t _as_index(str what, object value) except? -1:
-    """``value`` as an index or term: ``CodecError`` outside ``[0, 2**63)``."""
+    """``value`` as an index or term: ``operator.index``'s ``TypeError`` for a non-integer,
+    ``CodecError`` (naming the integer, as the twin) outside ``[0, 2**63)``."""
     cdef int64_t small
-    cdef int overflow = 0
-    cdef long long v
     if _small_int(value, &small) and small >= 0:
         return small
-    # except? -1: Cython raises the TypeError of a non-integer.
+    return _as_index_slow(what, value)
+
+
+cdef int64_t _as_index_slow(str what, object value) except? -1:
+    """``_as_index`` of anything but a small non-negative int (out of line: the inline fast
+    path stays small in the batch loops)."""
+    cdef int overflow = 0
+    cdef long long v
+    value = PyNumber_Index(value)  # one __index__ call; the error message names its result
     v = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow or v < 0:
         return _range_error(what, value)
     return v
+
+
+cdef inline int64_t _as_int64(str what, object value) except? -1:
+    """``value`` as an int64: ``operator.index``'s ``TypeError`` for a non-integer,
+    ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)`` (the twin's ``_as_int64``)."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
+    return v
+
+
+cdef inline unsigned char _as_kind(object value) except? 255:
+    """``value`` as an entry kind: ``operator.index``'s ``TypeError`` for a non-integer,
+    ``CodecError`` (naming the integer, as the twin) unless it is 0, 1 or 2."""
+    cdef int64_t small
+    if _small_int(value, &small) and 0 <= small <= 2:
+        return <unsigned char>small
+    return _as_kind_slow(value)
+
+
+cdef unsigned char _as_kind_slow(object value) except? 255:
+    """``_as_kind`` of anything but a small int 0-2 (out of line, as ``_as_index_slow``)."""
+    value = PyNumber_Index(value)
+    if not 0 <= value <= 2:
+        raise CodecError(f"unknown entry kind {value!r}")
+    return <unsigned char>(<long>value)
 
 
 cdef inline bytes _record(int64_t term, int64_t index, unsigned char kind, bytes data):
@@ -136,17 +176,15 @@ def encode_entries(records) -> list:
     """Encode ``(term, index, kind, payload)`` records, one blob each."""
     cdef list out = []
     cdef int64_t term, index
-    cdef long kind
+    cdef unsigned char kind
     for rec in records:
         t, i, k, payload = rec
         term = _as_index("term", t)
         index = _as_index("index", i)
-        kind = k
-        if kind < 0 or kind > 2:
-            raise CodecError(f"unknown entry kind {k!r}")
+        kind = _as_kind(k)
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        out.append(_record(term, index, <unsigned char>kind, payload))
+        out.append(_record(term, index, kind, payload))
     return out
 
 
@@ -490,11 +528,17 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
     cdef Py_ssize_t k
     cdef Py_ssize_t n = len(entries)
     cdef int64_t nxt, lt, hi, i, t
-    # The arguments are in [0, 2**63) by contract.
-    nxt = next_index
-    lt = min_term
-    hi = max_term
+    # Converted as the twin does (a typed int64_t target truncated a float: next_index=1.5
+    # passed the entry at index 1).
+    nxt = _as_int64("next_index", next_index)
+    lt = _as_int64("min_term", min_term)
+    hi = _as_int64("max_term", max_term)
     k = 0
+    # At most the entries whose indexes nxt, nxt + 1, ... are int64 (past 2**63 - 1 nxt would
+    # wrap around to -2**63; the twin's Python int goes on to 2**63, which no int64 index
+    # equals): so nxt += 1 below never overflows where it is compared.
+    if nxt > 0 and n - 1 > 0x7FFFFFFFFFFFFFFF - nxt:
+        n = <Py_ssize_t>(0x7FFFFFFFFFFFFFFF - nxt + 1)
     # One ``try`` around the loop, not one per entry (entering a ``try`` saves the thread's
     # exception state): the only OverflowError possible here is an int index or term past
     # int64 (entries and log ids are of the exact types given, read from their slots), and
@@ -523,19 +567,20 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
             elif tp is not blank_type:
                 return k
             lt = t
-            nxt += 1
+            nxt = <int64_t>(<uint64_t>nxt + 1)  # wraps only after the last entry looked at
             k += 1
     except OverflowError:
         return k
     return n
 
 
-def find_payload(list entries, payload_type, Py_ssize_t start=0) -> int:
+def find_payload(list entries, payload_type, start=0) -> int:
     """The position of the first entry at or after ``start`` whose payload is exactly of
     ``payload_type``, or -1 (the contract is in the twin). ``payload`` is read from its slot
     (``_Field``); the list's length is read again at each step (a ``payload`` read through
     ``getattr`` may run code that shrinks the list)."""
-    cdef Py_ssize_t k = start if start > 0 else 0
+    cdef int64_t s = _as_int64("start", start)
+    cdef Py_ssize_t k = <Py_ssize_t>s if s > 0 else 0
     while k < PyList_GET_SIZE(entries):
         e = entries[k]
         if type(_PAYLOAD.get(e)) is payload_type:

@@ -10,6 +10,15 @@ Storage format of one entry record ``(term, index, kind, payload)``::
 ``kind`` is ``KIND_BLANK`` (0), ``KIND_NORMAL`` (1) or ``KIND_MEMBERSHIP`` (2); the payload
 is opaque bytes. Terms and indexes must be in ``[0, 2**63)``.
 
+Every integer argument (a term, index or kind to encode, ``plain_entries_prefix``'s bounds,
+``find_payload``'s start, ``FrameReader``'s limit) is an integer as ``operator.index`` takes
+it (an ``int`` subclass, ``bool``, an ``__index__`` object), never a float, not even
+``2.0``; anything else raises ``operator.index``'s ``TypeError``. A term or index outside
+``[0, 2**63)`` or a kind other than 0-2 raises ``CodecError`` naming the integer; the other
+arguments, ``OverflowError`` outside int64 ("<argument> out of the int64 range [-2**63,
+2**63)"). Both twins raise the same exception, with the same message, for the same
+arguments (``tests/kernels/test_twins_agree.py``).
+
 Stream framing: each frame is a u32 big-endian length followed by that many payload bytes.
 :class:`FrameReader` splits a byte stream back into frames.
 
@@ -47,12 +56,32 @@ class FrameTooLarge(CodecError):
     """A frame is larger than the allowed maximum (the stream cannot be resynchronized)."""
 
 
-def _check_int(what: str, value: int) -> None:
-    """``TypeError`` unless ``value`` is an integer (``operator.index``), ``CodecError``
-    outside ``[0, 2**63)``: as the compiled twin's conversion to ``int64_t``."""
+def _check_int(what: str, value: Any) -> int:
+    """``value`` as a plain ``int``: ``TypeError`` unless it is an integer
+    (``operator.index``), ``CodecError`` outside ``[0, 2**63)``: as the compiled twin's
+    conversion to ``int64_t``."""
     value = operator.index(value)
     if not 0 <= value < _MAX_INT:
         raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
+    return value
+
+
+def _check_kind(kind: Any) -> int:
+    """``kind`` as a plain ``int``: ``TypeError`` unless it is an integer, ``CodecError``
+    unless it is 0, 1 or 2."""
+    kind = operator.index(kind)
+    if not 0 <= kind <= KIND_MEMBERSHIP:
+        raise CodecError(f"unknown entry kind {kind!r}")
+    return kind
+
+
+def _as_int64(value: Any, what: str) -> int:
+    """``value`` as a plain ``int`` in int64: ``operator.index``'s ``TypeError`` for a
+    non-integer, ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``."""
+    value = operator.index(value)
+    if not -_MAX_INT <= value < _MAX_INT:
+        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
+    return value
 
 
 def _range_error(term: int, index: int) -> CodecError:
@@ -65,18 +94,6 @@ def _range_error(term: int, index: int) -> CodecError:
     return CodecError(f"{what} {value!r} out of range [0, 2**63)")
 
 
-def _not_an_integer(*values: Any) -> TypeError:
-    """The ``TypeError`` the compiled twin raises for the first of ``values`` (a term, an
-    index, a kind) that is not an integer: a float, say, passes the range checks here, and
-    ``struct`` then raised ``struct.error`` for it, which is not a ``TypeError``."""
-    for value in values:
-        try:
-            operator.index(value)
-        except TypeError as exc:
-            return exc
-    return TypeError(f"not integers: {values!r}")
-
-
 def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
     """Encode ``(term, index, kind, payload)`` records, one blob each.
 
@@ -86,16 +103,19 @@ def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
     out = []
     pack = _HEADER.pack
     for term, index, kind, payload in records:
+        if type(term) is not int or type(index) is not int or type(kind) is not int:
+            # Anything but plain ints: each converted and checked in turn, as the compiled
+            # twin does (a float's comparisons passed, and struct then refused it).
+            term = _check_int("term", term)
+            index = _check_int("index", index)
+            kind = _check_kind(kind)
         if not (0 <= term < _MAX_INT and 0 <= index < _MAX_INT):
             raise _range_error(term, index)
         if not 0 <= kind <= KIND_MEMBERSHIP:
             raise CodecError(f"unknown entry kind {kind!r}")
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        try:
-            out.append(pack(term, index, kind) + payload)
-        except struct.error:
-            raise _not_an_integer(term, index, kind) from None
+        out.append(pack(term, index, kind) + payload)
     return out
 
 
@@ -123,6 +143,9 @@ def encode_entry_batch(
         lid = e.log_id
         term = lid.term
         index = lid.index
+        if type(term) is not int or type(index) is not int:
+            term = _check_int("term", term)
+            index = _check_int("index", index)
         if not (0 <= term < _MAX_INT and 0 <= index < _MAX_INT):
             raise _range_error(term, index)
         p = e.payload
@@ -135,11 +158,8 @@ def encode_entry_batch(
             kind, data = KIND_BLANK, b""
         if not isinstance(data, bytes):
             raise TypeError(f"payload must be bytes, not {type(data).__name__}")
-        try:
-            keys.append(pack_key(index))
-            records.append(pack(term, index, kind) + data)
-        except struct.error:
-            raise _not_an_integer(term, index) from None
+        keys.append(pack_key(index))
+        records.append(pack(term, index, kind) + data)
     return keys, records
 
 
@@ -258,11 +278,13 @@ def plain_entries_prefix(
     ``next_index + k``; its term an ``int`` within ``[previous term, max_term]`` (the
     previous term of entry 0 is ``min_term``); its payload exactly of ``blank_type``, or of
     ``normal_type`` with ``data`` exactly ``bytes``. ``next_index``, ``min_term`` and
-    ``max_term`` are ints in ``[0, 2**63)`` (so is every index and term that passes). Never
-    raises for a malformed entry.
+    ``max_term`` are ints in ``[0, 2**63)`` (so is every index and term that passes); an
+    argument that is not an integer in int64 raises (module docstring). Never raises for a
+    malformed entry.
     """
-    nxt = next_index
-    lt = min_term
+    nxt = _as_int64(next_index, "next_index")
+    lt = _as_int64(min_term, "min_term")
+    max_term = _as_int64(max_term, "max_term")
     k = 0
     for e in entries:
         if type(e) is not entry_type:
@@ -282,8 +304,10 @@ def plain_entries_prefix(
         elif tp is not blank_type:
             break
         lt = t
-        nxt += 1
         k += 1
+        if nxt == _MAX_INT - 1:
+            return k  # no index of int64 follows 2**63 - 1 (as in the compiled twin)
+        nxt += 1
     return k
 
 
@@ -293,9 +317,10 @@ def find_payload(entries: list[Any], payload_type: Any, start: int = 0) -> int:
 
     The scan a log append and a state machine make for membership entries, which are rare:
     a batch without one costs one call. ``start`` below 0 counts as 0. An entry without a
-    ``payload`` attribute raises ``AttributeError``, as reading the attribute does.
+    ``payload`` attribute raises ``AttributeError``, as reading the attribute does. ``start``
+    is an integer in int64 (module docstring).
     """
-    first = max(start, 0)
+    first = max(_as_int64(start, "start"), 0)
     # The list's own iterator: it stops at the list's end as of each step (a ``payload``
     # read through ``getattr`` may run code that shrinks the list).
     for k, e in enumerate(itertools.islice(entries, first, None), first):

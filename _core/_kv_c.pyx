@@ -3,6 +3,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
@@ -75,14 +76,19 @@ cdef inline Py_ssize_t _str_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_
     return -1
 
 
-def apply_kv_sets(dict kv not None, list entries not None, Py_ssize_t start, normal_type,
+def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
                   list responses, list applied_log) -> int:
     """See ``_kv_py.apply_kv_sets``."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(entries), m, ks, kl = 0, vs, vl = 0
+    cdef int overflow = 0
+    # ``start`` as the twin converts it (operator.index, int64), with its message.
+    cdef long long s = PyLong_AsLongLongAndOverflow(start, &overflow)
+    if overflow:  # (its TypeError for a non-integer is raised by the call, except? -1)
+        raise OverflowError("start out of the int64 range [-2**63, 2**63)")
     cdef const unsigned char* p
     cdef PyObject* prev
     cdef object entry, payload, data, key, value
-    i = start if start > 0 else 0
+    i = <Py_ssize_t>s if s > 0 else 0
     while i < n:
         entry = <object>PyList_GET_ITEM(entries, i)
         payload = _PAYLOAD.get(entry)

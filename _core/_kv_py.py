@@ -66,8 +66,10 @@ def apply_kv_sets(
 
     ``TypeError`` when ``kv`` is not exactly a ``dict``, ``entries`` not a ``list``,
     ``responses`` / ``applied_log`` neither a ``list`` nor ``None``, or ``start`` not an
-    integer (``operator.index``); ``OverflowError`` when ``start`` is outside the C
-    ``Py_ssize_t`` range ``[-2**63, 2**63)`` (the compiled kernel's index type).
+    integer (``operator.index``: never a float); ``OverflowError`` ("start out of the int64
+    range [-2**63, 2**63)") when ``start`` is outside int64 (the compiled kernel's index
+    type, ``Py_ssize_t`` on 64-bit platforms). Both twins raise the same exception, with the
+    same message.
     """
     if type(kv) is not dict:
         raise TypeError(f"kv must be a dict, got {type(kv).__name__}")
@@ -78,7 +80,7 @@ def apply_kv_sets(
             raise TypeError(f"{name} must be a list or None, got {type(v).__name__}")
     i = operator.index(start)
     if not -(2**63) <= i < 2**63:
-        raise OverflowError(f"start {i} does not fit a Py_ssize_t")
+        raise OverflowError("start out of the int64 range [-2**63, 2**63)")
     n = len(entries)
     i = max(i, 0)
     while i < n:

@@ -354,6 +354,11 @@ def test_encode_entry_batch_int_widths(impl, value) -> None:
         pytest.param(lambda m: m.encode_entries([(1.0, 1, 0, b"")]), id="encode_entries-float-term"),
         pytest.param(lambda m: m.encode_entries([(1, 2.0, 0, b"")]), id="encode_entries-float-index"),
         pytest.param(lambda m: m.encode_entries([(1, 1, 0, "x")]), id="encode_entries-str-payload"),
+        # A float kind was truncated by the compiled build (1.5 encoded kind 1, 2.0 kind 2).
+        pytest.param(lambda m: m.encode_entries([(1, 1, 1.5, b"")]), id="encode_entries-float-kind"),
+        pytest.param(lambda m: m.encode_entries([(1, 1, 2.0, b"")]), id="encode_entries-integral-float-kind"),
+        pytest.param(lambda m: m.encode_entries([(None, 1, 0, b"")]), id="encode_entries-None-term"),
+        pytest.param(lambda m: m.find_payload([], int, 1.0), id="find_payload-float-start"),
         pytest.param(lambda m: m.encode_frames([b"a", None]), id="encode_frames-None"),
         pytest.param(lambda m: m.decode_index_key(None), id="decode_index_key-None"),
         pytest.param(lambda m: m.decode_entries([None]), id="decode_entries-None"),
@@ -378,3 +383,39 @@ def test_feed_after_oversized_frame_raises_frame_too_large_whatever_the_data(imp
         r.feed(b"\x00\x00\x00\x05")
     with pytest.raises(FrameTooLarge):
         r.feed(None)
+
+
+class _Index:
+    """An integer only through ``__index__`` (as numpy's integers are)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_index_objects_are_integers(impl) -> None:
+    """What ``operator.index`` takes is an integer on both builds (the pure twin refused an
+    ``__index__`` term, index or kind, and a ``find_payload`` start, comparing it with an
+    int; the compiled build took them)."""
+    from openraft_py.types import Entry, LogId, Membership, Normal
+
+    want = impl.encode_entries([(3, 4, 1, b"x")])
+    assert impl.encode_entries([(_Index(3), _Index(4), _Index(1), b"x")]) == want
+    assert impl.encode_entries([(3, 4, True, b"x")]) == want
+    entries = [Entry(LogId(1, i), Normal(b"")) for i in range(3)]
+    assert impl.find_payload(entries, Normal, _Index(2)) == 2
+    assert impl.find_payload(entries, Membership, True) == -1
+    with pytest.raises(CodecError, match="unknown entry kind 3"):
+        impl.encode_entries([(1, 1, _Index(3), b"")])
+    with pytest.raises(CodecError, match=f"term {2**63} out of range"):
+        impl.encode_entries([(_Index(2**63), 1, 0, b"")])
+
+
+def test_find_payload_start_outside_int64(impl) -> None:
+    """The same ``OverflowError`` on both builds (the pure twin's ``islice`` raised
+    ``ValueError`` for a start past ``sys.maxsize`` and took one below ``-2**63``)."""
+    for start in (2**63, -(2**63) - 1):
+        with pytest.raises(OverflowError, match=r"start out of the int64 range \[-2\*\*63, 2\*\*63\)"):
+            impl.find_payload([], int, start)

@@ -291,3 +291,14 @@ def test_it_never_takes_what_msgspec_refuses(impl, tail: bytes) -> None:
         cmd = None
     if took:
         assert cmd is not None and kv == {cmd.key: cmd.value}
+
+
+@pytest.mark.parametrize(("start", "error"), [(1.5, TypeError), ("1", TypeError), (None, TypeError),
+                                              (2**63, OverflowError), (-(2**63) - 1, OverflowError)])
+def test_start_is_an_int64_integer(impl, start: Any, error: type[Exception]) -> None:
+    """The same exception and message on both builds (the compiled kernel said "Python int
+    too large to convert to C ssize_t", the pure twin "start ... does not fit a Py_ssize_t")."""
+    with pytest.raises(error) as info:
+        impl.apply_kv_sets({}, [], start, Normal, None, None)
+    if error is OverflowError:
+        assert str(info.value) == "start out of the int64 range [-2**63, 2**63)"

@@ -104,3 +104,29 @@ def test_plain_entries_prefix_matches_a_reference(impl, steps) -> None:
         nxt += 1
         lt = e.log_id.term
     assert _prefix(impl, entries) == want
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(1.5, TypeError), (5.0, TypeError), ("5", TypeError), (None, TypeError), (2**63, OverflowError),
+     (-(2**63) - 1, OverflowError)],
+)
+def test_the_bounds_are_int64_integers(impl, value, error) -> None:
+    """A float bound is refused (the compiled build truncated it: ``next_index=5.5`` passed the
+    entry at index 5, which the pure twin compared with 5.5 and refused) and so is one outside
+    int64 (the pure twin compared it; the compiled build said "Python int too large to
+    convert to C long")."""
+    entries = [_plain(3, 5)]
+    for args in ((value, 2, 9), (5, value, 9), (5, 2, value)):
+        with pytest.raises(error):
+            _prefix(impl, entries, *args)
+            pytest.fail(f"took {args!r}")
+
+
+def test_no_entry_follows_the_largest_index(impl) -> None:
+    """After an entry at ``2**63 - 1``, no index follows (the compiled build's next index
+    wrapped around to ``-2**63`` and passed an entry there; the pure twin passed ``2**63``)."""
+    top = 2**63 - 1
+    assert _prefix(impl, [_plain(3, top - 1), _plain(3, top)], next_index=top - 1) == 2
+    for after in (-(2**63), 2**63):
+        assert _prefix(impl, [_plain(3, top), _plain(3, after)], next_index=top) == 1

@@ -20,7 +20,7 @@ Call = Callable[[Any], Any]
 
 
 def _outcome(call: Call, suffix: str) -> tuple[Any, ...]:
-    ns = {k: importlib.import_module(f"openraft_py._core._{k}_{suffix}") for k in ("codec", "logindex", "quorum")}
+    ns = {k: importlib.import_module(f"openraft_py._core._{k}_{suffix}") for k in ("codec", "kv", "logindex", "quorum")}
     try:
         return ("ok", call(ns))
     except Exception as exc:  # noqa: BLE001 (the exception is the outcome compared)
@@ -327,6 +327,73 @@ CASES.update({
     "cache-top-evict": lambda ns: _cache_state(ns, ("append", (_TOP - 2, [1, 2, 3])), ("evict_upto", (_TOP - 1,))),
     "cache-top-truncate": lambda ns: _cache_state(ns, ("append", (_TOP - 2, [1, 2, 3])), ("truncate_after", (_TOP - 1,))),
     "cache-append-generator": lambda ns: _cache_state(ns, ("append", (5, [1])), ("append", (6, (x for x in [2, 3])))),
+})
+
+
+class _Slots:
+    """An object with the given attributes (an entry, a log id, a payload for the codec)."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class _Normal:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _entry(term: Any, index: Any, data: bytes = b"x") -> Any:
+    return _Slots(log_id=_Slots(term=term, index=index), payload=_Normal(data))
+
+
+def _plain(ns: Any, entries: list[Any], next_index: Any, min_term: Any, max_term: Any) -> int:
+    from openraft_py.types import Blank, Entry, LogId, Normal
+
+    return ns["codec"].plain_entries_prefix(entries, next_index, min_term, max_term, Entry, LogId, Normal, Blank)
+
+
+def _codec_int_cases(v: Any) -> dict[str, Call]:
+    """Each place of the codec and kv kernels that takes an integer, given ``v``."""
+    from openraft_py.types import Blank, Entry, LogId
+
+    c = "codec"
+    plain = [Entry(LogId(1, 5), Blank()), Entry(LogId(1, 6), Blank())]
+    return {
+        "encode_entries-term": lambda ns: ns[c].encode_entries([(1, 1, 1, b"x"), (v, 2, 1, b"y")]),
+        "encode_entries-index": lambda ns: ns[c].encode_entries([(1, v, 1, b"x")]),
+        "encode_entries-kind": lambda ns: ns[c].encode_entries([(1, 1, v, b"x")]),
+        "encode_entries-all": lambda ns: ns[c].encode_entries([(v, v, v, None)]),
+        "encode_entry_batch-term": lambda ns: ns[c].encode_entry_batch([_entry(v, 1)], _Normal, int, bytes),
+        "encode_entry_batch-index": lambda ns: ns[c].encode_entry_batch([_entry(1, v)], _Normal, int, bytes),
+        "encode_index_key": lambda ns: ns[c].encode_index_key(v),
+        "frame_reader": lambda ns: (lambda r: (r.feed(b"\0\0\0\1x\0\0\0\5ab"), r.buffered()))(ns[c].FrameReader(v)),
+        "plain-next_index": lambda ns: _plain(ns, plain, v, 0, 5),
+        "plain-min_term": lambda ns: _plain(ns, plain, 5, v, 5),
+        "plain-max_term": lambda ns: _plain(ns, plain, 5, 0, v),
+        "find_payload-start": lambda ns: ns[c].find_payload([_entry(1, 1)] * 3, _Normal, v),
+        "kv-start": lambda ns: ns["kv"].apply_kv_sets({}, [], v, _Normal, None, None),
+    }
+
+
+for _kind, _value in INT_KINDS.items():
+    for _place, _call in _codec_int_cases(_value).items():
+        CASES[f"codec-int-{_place}-{_kind}"] = _call
+
+
+def _plain_top(ns: Any, *indexes: int) -> int:
+    from openraft_py.types import Blank, Entry, LogId
+
+    return _plain(ns, [Entry(LogId(1, i), Blank()) for i in indexes], _TOP - 1, 0, 5)
+
+
+CASES.update({
+    # After the entry at 2**63 - 1 no entry follows (the compiled kernel's next index wrapped
+    # around to -2**63; the pure twin took an index of 2**63).
+    "codec-plain-top": lambda ns: _plain_top(ns, _TOP - 1, _TOP),
+    "codec-plain-past-top": lambda ns: _plain_top(ns, _TOP - 1, _TOP, 2**63),
+    "codec-plain-wrapped": lambda ns: _plain_top(ns, _TOP - 1, _TOP, -(2**63)),
 })
 
 
