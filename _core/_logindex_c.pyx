@@ -43,11 +43,16 @@ cdef inline int64_t _as_int64(object value, str what) except? -1:
     ``operator.index`` for a non-integer (it may run the object's ``__index__``),
     ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``."""
     cdef int64_t small
-    cdef int overflow = 0
-    cdef long long v
     if _small_int(value, &small):
         return small
-    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    return _as_int64_slow(value, what)
+
+
+cdef int64_t _as_int64_slow(object value, str what) except? -1:
+    """``_as_int64`` of anything but a small exact int (out of line: the inline fast path
+    stays small)."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow:
         raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
     return v
