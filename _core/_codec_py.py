@@ -60,28 +60,28 @@ def _check_int(what: str, value: Any) -> int:
     """``value`` as a plain ``int``: ``TypeError`` unless it is an integer
     (``operator.index``), ``CodecError`` outside ``[0, 2**63)``: as the compiled twin's
     conversion to ``int64_t``."""
-    value = operator.index(value)
-    if not 0 <= value < _MAX_INT:
-        raise CodecError(f"{what} {value!r} out of range [0, 2**63)")
-    return value
+    v = operator.index(value)
+    if not 0 <= v < _MAX_INT:
+        raise CodecError(f"{what} {v!r} out of range [0, 2**63)")
+    return v
 
 
 def _check_kind(kind: Any) -> int:
     """``kind`` as a plain ``int``: ``TypeError`` unless it is an integer, ``CodecError``
     unless it is 0, 1 or 2."""
-    kind = operator.index(kind)
-    if not 0 <= kind <= KIND_MEMBERSHIP:
-        raise CodecError(f"unknown entry kind {kind!r}")
-    return kind
+    k = operator.index(kind)
+    if not 0 <= k <= KIND_MEMBERSHIP:
+        raise CodecError(f"unknown entry kind {k!r}")
+    return k
 
 
 def _as_int64(value: Any, what: str) -> int:
     """``value`` as a plain ``int`` in int64: ``operator.index``'s ``TypeError`` for a
     non-integer, ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``."""
-    value = operator.index(value)
-    if not -_MAX_INT <= value < _MAX_INT:
+    v = operator.index(value)
+    if not -_MAX_INT <= v < _MAX_INT:
         raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
-    return value
+    return v
 
 
 def _range_error(term: int, index: int) -> CodecError:
