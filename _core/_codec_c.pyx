@@ -11,6 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.number cimport PyNumber_Index
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_TYPE
@@ -19,6 +20,7 @@ from libc.string cimport memcpy, memmove
 
 # Shared with the pure twin so both raise the same types.
 from openraft_py._core._codec_py import CodecError, FrameTooLarge
+from openraft_py._core._codec_py import _record as _py_record
 
 KIND_BLANK = 0
 KIND_NORMAL = 1
@@ -178,7 +180,9 @@ def encode_entries(records) -> list:
     cdef int64_t term, index
     cdef unsigned char kind
     for rec in records:
-        t, i, k, payload = rec
+        if type(rec) is not tuple or PyTuple_GET_SIZE(rec) != 4:
+            rec = _py_record(rec)  # Python's own errors for what is not 4 values
+        t, i, k, payload = <tuple>rec
         term = _as_index("term", t)
         index = _as_index("index", i)
         kind = _as_kind(k)

@@ -94,6 +94,14 @@ def _range_error(term: int, index: int) -> CodecError:
     return CodecError(f"{what} {value!r} out of range [0, 2**63)")
 
 
+def _record(rec: Any) -> tuple[Any, Any, Any, Any]:
+    """``rec`` unpacked as ``(term, index, kind, payload)``, with Python's own errors for
+    anything else (the compiled twin calls this for all but an exact 4-tuple: Cython's own
+    unpacking words its errors differently)."""
+    term, index, kind, payload = rec
+    return term, index, kind, payload
+
+
 def encode_entries(records: list[tuple[int, int, int, bytes]]) -> list[bytes]:
     """Encode ``(term, index, kind, payload)`` records, one blob each.
 
