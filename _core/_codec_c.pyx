@@ -548,7 +548,10 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
     # int64 (entries and log ids are of the exact types given, read from their slots), and
     # entry ``k`` fails then.
     try:
-        while k < n:
+        # The list's length is read again at each step, as the twin's list iterator does: an
+        # attribute read (a property of a caller's entry type) may run code that shrinks it
+        # (the entry at k was read past the list's end: a segmentation fault).
+        while k < n and k < PyList_GET_SIZE(entries):
             e = entries[k]
             if type(e) is not entry_type:
                 return k
@@ -575,7 +578,7 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
             k += 1
     except OverflowError:
         return k
-    return n
+    return k
 
 
 def find_payload(list entries, payload_type, start=0) -> int:

@@ -130,3 +130,23 @@ def test_no_entry_follows_the_largest_index(impl) -> None:
     assert _prefix(impl, [_plain(3, top - 1), _plain(3, top)], next_index=top - 1) == 2
     for after in (-(2**63), 2**63):
         assert _prefix(impl, [_plain(3, top), _plain(3, after)], next_index=top) == 1
+
+
+def test_a_list_shrunk_while_it_is_read(impl) -> None:
+    """An entry type whose ``log_id`` is a property that empties the list: the scan stops at
+    the list's new end (the compiled build read the next entry past it and crashed the
+    interpreter with a segmentation fault)."""
+    from openraft_py.types import LogId
+
+    entries: list = []
+
+    class Shrinking:
+        payload = None
+
+        @property
+        def log_id(self) -> LogId:
+            entries.clear()
+            return LogId(3, 5)
+
+    entries.extend(Shrinking() for _ in range(5))
+    assert impl.plain_entries_prefix(entries, 5, 2, 9, Shrinking, LogId, bytes, type(None)) == 1
