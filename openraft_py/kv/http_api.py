@@ -983,7 +983,8 @@ def make_app(node: KvNode) -> web.Application:
     many nodes: a test suite, ``docs/design/soak.md``)."""
     app = web.Application(client_max_size=node.opts.max_body, middlewares=[_errors_and_counts])
     app[NODE_KEY] = cast(KvNode, weakref.proxy(node))
-    app[BUDGET_KEY] = BodyBudget(body_budget(node.opts.max_body))
+    budget = app[BUDGET_KEY] = BodyBudget(body_budget(node.opts.max_body))
+    node.metrics.watch_body_budget(lambda: budget.held, lambda: budget.waiting)
     r = app.router
     r.add_post("/cluster/init", cluster_init)
     r.add_post("/cluster/learners", cluster_learners)

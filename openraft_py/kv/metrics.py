@@ -24,6 +24,9 @@ in one process (tests) keep separate figures. Exposed families:
 ``openraft_kv_write_seconds{op}``            histogram: put / delete / cas, until applied
 ``openraft_kv_read_seconds{consistency}``    histogram: linearizable / lease / local reads
 ``openraft_kv_http_requests_total{route,method,status}``  HTTP requests answered
+``openraft_kv_http_body_bytes``              bytes of request bodies being handled (the body
+                                             budget, ``MAX_BODY_BYTES_IN_FLIGHT``)
+``openraft_kv_http_body_waiting``            requests waiting for room in that budget
 ``openraft_kv_tls_cert_expiry_timestamp_seconds``  with TLS only: when the certificate new
                                              connections present expires (Unix time)
 ===========================================  =====================================================
@@ -130,6 +133,13 @@ class KvMetrics:
             "openraft_kv_http_requests", "HTTP requests answered, by route, method and status.",
             ["route", "method", "status"], registry=self.registry)
 
+        self.body_bytes = Gauge(
+            "openraft_kv_http_body_bytes",
+            "Bytes of request bodies being handled, out of the body budget (MAX_BODY_BYTES_IN_FLIGHT).",
+            registry=self.registry)
+        self.body_waiting = Gauge(
+            "openraft_kv_http_body_waiting", "Requests waiting for room in the body budget.",
+            registry=self.registry)
         self.tls_cert_expiry: Gauge | None = None
         """``openraft_kv_tls_cert_expiry_timestamp_seconds``, made by the first
         ``set_tls_cert_expiry`` (a node without TLS has no such series)."""
@@ -143,6 +153,13 @@ class KvMetrics:
                 "When the TLS certificate new connections present expires, as a Unix time.",
                 registry=self.registry)
         self.tls_cert_expiry.set(expires_at)
+
+    def watch_body_budget(self, held: Callable[[], float], waiting: Callable[[], float]) -> None:
+        """Read ``openraft_kv_http_body_bytes`` and ``openraft_kv_http_body_waiting`` from
+        ``held`` and ``waiting`` at each scrape (the HTTP application's ``BodyBudget``); 0
+        until called."""
+        self.body_bytes.set_function(held)
+        self.body_waiting.set_function(waiting)
 
     def on_rpc_error(self, target: NodeId, rpc: str, error: BaseException) -> None:
         """Count one failed RPC (the ``KvNetworkFactory`` hook)."""

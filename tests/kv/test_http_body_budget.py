@@ -101,6 +101,10 @@ async def test_a_request_that_waits_too_long_for_room_gets_503_and_nothing_is_do
         first = asyncio.create_task(put_first())
         try:
             await until_true("the first PUT is handled", lambda: entered == ["first"])
+            async with session.get(url(node, "/metrics")) as r:  # the budget's gauges
+                text = await r.text()
+                assert f"openraft_kv_http_body_bytes {float(BODY)}" in text, text
+                assert "openraft_kv_http_body_waiting 0.0" in text
             await _second_put_is_refused(node, entered, budget)
         finally:
             release.set()
@@ -138,6 +142,8 @@ async def test_an_operators_request_does_not_wait_behind_the_puts(monkeypatch: p
             puts.append(asyncio.create_task(put("second")))
             await until_true("the second PUT waits for room", lambda: budget.waiting == 1)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+                async with s.get(url(node, "/metrics")) as r:
+                    assert "openraft_kv_http_body_waiting 1.0" in await r.text()
                 t0 = asyncio.get_running_loop().time()
                 async with s.post(url(node, "/cluster/transfer"), json={"to": node.id}) as r:
                     took = asyncio.get_running_loop().time() - t0
