@@ -6,12 +6,12 @@ import asyncio
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import msgspec
 
 from .errors import Fatal, WaitTimeout
-from .types import LogId, NodeId, ServerState, StoredMembership, Vote, _struct_repr
+from .types import LogId, NodeId, ServerState, StoredMembership, Vote, _ReadOnlyDict, _struct_repr
 from .validation import check_index, check_node_id, check_seconds, check_voters, shown
 from .wakeup import Wakeup
 
@@ -22,7 +22,7 @@ __all__ = ["RaftMetrics", "ReadOnlyReplication", "Wait"]
 _COMPACT_MIN = 64
 
 
-class ReadOnlyReplication(dict[NodeId, int]):
+class ReadOnlyReplication(_ReadOnlyDict[NodeId, int]):
     """``RaftMetrics.replication``: a ``dict`` that refuses every change with ``TypeError``.
 
     The metrics a program reads are the node's own current metrics, shared by every reader
@@ -36,18 +36,10 @@ class ReadOnlyReplication(dict[NodeId, int]):
     a ``dict``."""
 
     __slots__ = ()
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise TypeError(
-            "RaftMetrics.replication is read-only (every reader of the node's metrics shares it): "
-            "make a dict of your own, e.g. dict(m.replication)"
-        )
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ReadOnlyReplication, (dict(self),))
+    _REFUSED = (
+        "RaftMetrics.replication is read-only (every reader of the node's metrics shares it): "
+        "make a dict of your own, e.g. dict(m.replication)"
+    )
 
 
 class RaftMetrics(msgspec.Struct, frozen=True):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import IO, Any, NoReturn
+from typing import IO, Any, ClassVar, NoReturn, TypeVar
 
 import msgspec
 
@@ -182,7 +182,30 @@ class BasicNode(msgspec.Struct, frozen=True):
 Node = BasicNode
 
 
-class ReadOnlyNodes(dict[NodeId, BasicNode]):
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _ReadOnlyDict(dict[_K, _V]):
+    """A ``dict`` that refuses every change with ``TypeError`` naming ``_REFUSED`` (the
+    subclass says what it is and what to do instead). Reading, comparing (with a plain
+    ``dict`` too), pickling and copying work as for a ``dict``; it is built as one
+    (``ReadOnlyNodes(d)``), at a dict's cost."""
+
+    __slots__ = ()
+    _REFUSED: ClassVar[str] = "this dict is read-only: make a dict of your own, e.g. dict(d)"
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(type(self)._REFUSED)
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+
+class ReadOnlyNodes(_ReadOnlyDict[NodeId, BasicNode]):
     """``Membership.nodes``: a ``dict`` that refuses every change with ``TypeError``.
 
     A membership is frozen, and the one a program reads (``RaftMetrics.membership_config``,
@@ -196,18 +219,10 @@ class ReadOnlyNodes(dict[NodeId, BasicNode]):
     (with a plain ``dict`` too), pickling and copying work as for a ``dict``."""
 
     __slots__ = ()
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise TypeError(
-            "Membership.nodes is read-only (a Membership is frozen, and this one may be the node's own): "
-            "make a dict of your own, e.g. dict(m.nodes) or dict(m.nodes) | {node_id: BasicNode(addr)}"
-        )
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ReadOnlyNodes, (dict(self),))
+    _REFUSED = (
+        "Membership.nodes is read-only (a Membership is frozen, and this one may be the node's own): "
+        "make a dict of your own, e.g. dict(m.nodes) or dict(m.nodes) | {node_id: BasicNode(addr)}"
+    )
 
 
 _REPR_IDS = 16
