@@ -110,6 +110,23 @@ class Config(msgspec.Struct, kw_only=True):
     by the node count, and every address by ``validation.MAX_ADDR_LEN``)."""
     max_inflight_requests: int = 8
     """AppendEntries requests a replication stream keeps in flight (pipelining)."""
+    replication_min_rate: int = 1024 * 1024
+    """The slowest link, in payload bytes per second, that replication to a target is sure to
+    work over (an addition to Openraft's fields; default 1 MiB/s, about 8 Mbit/s). It sets
+    each AppendEntries' deadline (the ``RPCOption.hard_ttl`` the network is given): the base
+    deadline ``max(4 * heartbeat_interval, election_timeout_min)`` plus the time the payload
+    bytes of the request and of the requests ahead of it to the same target (handed to the
+    network, not answered yet) take at this rate. A request without entries, or with a few
+    small ones behind nothing large, keeps the base deadline (200 ms by default), so a target
+    that went silent is found as soon as before; a request behind a full window of large
+    entries waits for them (up to ``max_inflight_requests * max_payload_bytes``, 64 MiB: 64 s
+    at the default rate), and a connection that broke fails it at once, whatever its deadline.
+    With the base deadline alone, a link that carried less than the window's bytes within it
+    never caught up: every request timed out behind the bytes of the ones before it and was
+    sent again, and a write that needed the target never committed. On a link slower than
+    this rate that can still happen: set it at or below the slowest link between two nodes
+    (payload bytes, without the transport's framing). Heartbeats keep the base deadline and,
+    on the TCP transport, a connection of their own: a slow link costs no leadership."""
     replication_lag_threshold: int = 5000
     """A learner within this many entries of the leader counts as caught up."""
     snapshot_policy: SnapshotPolicy = msgspec.field(default_factory=SnapshotPolicy)
@@ -168,6 +185,7 @@ class Config(msgspec.Struct, kw_only=True):
             "max_payload_bytes",
             "max_entry_bytes",
             "max_inflight_requests",
+            "replication_min_rate",
             "replication_lag_threshold",
             "snapshot_max_chunk_size",
             "purge_batch_size",

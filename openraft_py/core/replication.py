@@ -61,6 +61,15 @@ reading storage or sending a split batch part by part, instead of letting it ove
 be refused. (The network sends a request before ``append_entries`` first suspends, as the
 TCP client and the router do, so handing over is calling it.)
 
+Deadlines. Each AppendEntries is handed over with an ``RPCOption`` whose ``hard_ttl`` is the
+base deadline, ``max(4 * heartbeat_interval, election_timeout_min)``, plus the time its payload
+bytes and those of the channel's requests ahead of it (handed over, not answered, failed or
+given up yet: ``_inflight_bytes``) take at ``Config.replication_min_rate`` (``_option``). A
+request carries its bytes behind those on one connection, so a fixed deadline made every
+request of a window larger than the link carries within it time out and be sent again,
+behind the bytes of the ones that had timed out: on a slow link the target never caught up.
+A request with no payload and nothing ahead (heartbeats) keeps the base deadline.
+
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
 before) restarts the transfer from offset 0. Each chunk is bounded by
@@ -202,11 +211,13 @@ def fitting_prefix(entries: list[Entry], budget: int) -> int:
 
 class _Call(msgspec.Struct):
     """An AppendEntries handed to the network by ``ReplicationCore._start_now``: the
-    awaitable of its answer, or the error the network raised at once; sent at ``sent_at``."""
+    awaitable of its answer, or the error the network raised at once; sent at ``sent_at``,
+    carrying ``nbytes`` payload bytes (counted in the channel's ``_inflight_bytes``)."""
 
     answer: Awaitable[AppendEntriesResponse] | None
     error: Exception | None
     sent_at: float
+    nbytes: int
 
 
 def _abandon(call: _Call) -> None:
@@ -324,6 +335,8 @@ class ReplicationEnv:
         "spawn",
         "notify",
         "option",
+        "base_ttl",
+        "min_rate",
         "_sized_key",
         "_sized",
     )
@@ -346,7 +359,11 @@ class ReplicationEnv:
         self.spawn = spawn
         self.notify = notify
         ttl = max(config.heartbeat_interval * 4, config.election_timeout_min) / 1000.0
-        # The deadline of one AppendEntries.
+        # The base deadline (seconds) of one AppendEntries, and its option: that of a
+        # request with no payload bytes and none ahead of it (heartbeats).
+        # ``ReplicationCore._option`` adds the bytes' time at ``min_rate`` (bytes/s).
+        self.base_ttl = ttl
+        self.min_rate = float(config.replication_min_rate)
         self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
         # The last batch ``batch_bytes`` sized: (first, last log id) and its payload bytes.
         self._sized_key: tuple[LogId, LogId] | None = None
@@ -399,6 +416,7 @@ class ReplicationCore:
         "_heartbeat_call",
         "_submitted",
         "_next_call",
+        "_inflight_bytes",
         "_refused_snapshot",
         "_matched",
         "_matched_at",
@@ -463,6 +481,11 @@ class ReplicationCore:
         # ``stop()`` cancels them.
         self._submitted: dict[int, Any] = {}
         self._next_call = 0
+        # The payload bytes of this channel's AppendEntries handed to the network and not
+        # settled yet (answered, failed, or given up). Invariant: the sum of ``nbytes`` of
+        # every ``_option(nbytes)`` not yet matched by ``_settled(nbytes)``; never below 0.
+        # A request's deadline counts them as ahead of it (``_option``).
+        self._inflight_bytes = 0
 
     def set_client(self, client: RaftNetwork) -> None:
         """Send through ``client`` from now on (the target has a new address). Requests in
@@ -601,18 +624,23 @@ class ReplicationCore:
                         self.env.node_id, self.target, type(handle).__name__, e,
                     )
 
-    def _request_now(self, c: Replicate, turn: int) -> AppendEntriesRequest | None:
-        """The one request of ``c`` if it can be handed over from the core's pass: ``c``'s
-        turn has come, the channel runs, its entries are cached and fit one request;
-        otherwise ``None`` (the sender does it)."""
+    def _request_now(self, c: Replicate, turn: int) -> tuple[AppendEntriesRequest, int] | None:
+        """The one request of ``c`` and its payload bytes if it can be handed over from the
+        core's pass: ``c``'s turn has come, the channel runs, its entries are cached and fit
+        one request; otherwise ``None`` (the sender does it)."""
         if self._issued != turn or self.stopped:
             return None
         env = self.env
         n = c.end - c.start
-        entries = env.entries.cached(c.start, c.end) if n else []
-        if len(entries) < n or (n > 1 and env.batch_bytes(entries) > env.config.max_payload_bytes):
+        if not n:
+            return AppendEntriesRequest(self.vote, c.prev, [], c.committed), 0
+        entries = env.entries.cached(c.start, c.end)
+        if len(entries) < n:
             return None
-        return AppendEntriesRequest(self.vote, c.prev, entries, c.committed)
+        nbytes = env.batch_bytes(entries)
+        if n > 1 and nbytes > env.config.max_payload_bytes:
+            return None
+        return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), nbytes
 
     def _submit_now(self, c: Replicate, turn: int) -> bool:
         """From the core's pass: hand the request of ``c`` to the network's
@@ -623,23 +651,27 @@ class ReplicationCore:
         the connection's read callback), one task step earlier than an awaited answer.
         ``False``: nothing was done (the request must wait, or the network cannot take it
         now, e.g. it is not connected): the caller goes on as without the method."""
-        req = self._request_now(c, turn)
-        if req is None:
+        now = self._request_now(c, turn)
+        if now is None:
             return False
+        req, nbytes = now
         env = self.env
         key = self._next_call
         self._next_call = key + 1
         submitted = self._submitted
         submitted[key] = None  # (the answer may come before the call returns)
+        option = self._option(nbytes)
         try:
-            handle = self._submit(req, env.option, partial(self._answered, key, c.gen, c.start, env.now_ms()))  # type: ignore[misc]  # not None: checked by replicate
+            handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, env.now_ms(), nbytes))  # type: ignore[misc]  # not None: checked by replicate
         except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
             submitted.pop(key, None)
+            self._settled(nbytes)
             self._pass_turn(turn)
             self._unreachable(e, c.gen, c.start)
             return True
         if handle is None:
             submitted.pop(key, None)
+            self._settled(nbytes)
             return False
         if key in submitted:
             submitted[key] = handle
@@ -647,11 +679,13 @@ class ReplicationCore:
         return True
 
     def _answered(
-        self, key: int, gen: int, start: int, sent_at: float, result: AppendEntriesResponse | Exception
+        self, key: int, gen: int, start: int, sent_at: float, nbytes: int, result: AppendEntriesResponse | Exception
     ) -> None:
         """The answer to request ``key`` handed over by ``_submit_now`` (generation ``gen``,
-        entries from ``start``, sent at ``sent_at``): reported as ``_send`` reports it."""
+        entries from ``start``, sent at ``sent_at``, ``nbytes`` payload bytes): reported as
+        ``_send`` reports it."""
         self._submitted.pop(key, None)
+        self._settled(nbytes)
         if self.stopped:
             return
         if isinstance(result, AppendEntriesResponse):
@@ -673,18 +707,20 @@ class ReplicationCore:
         send = self._send_now
         if send is None:
             return None
-        req = self._request_now(c, turn)
-        if req is None:
+        now = self._request_now(c, turn)
+        if now is None:
             return None
+        req, nbytes = now
         env = self.env
         self._issued = turn + 1
         if self._turn.first is not None:  # (a later turn waits)
             self._turn.wake()
         sent_at = env.clock.now() * 1000.0  # ``env.now_ms()``
+        option = self._option(nbytes)
         try:
-            return _Call(send(req, env.option), None, sent_at)
+            return _Call(send(req, option), None, sent_at, nbytes)
         except Exception as e:  # noqa: BLE001 - reported by the sender, as a failed call
-            return _Call(None, e, sent_at)
+            return _Call(None, e, sent_at, nbytes)
 
     async def _sender(self, first: Replicate, turn: int) -> None:
         """The long-lived sender: send ``first`` (planned as ``turn``), then each request
@@ -730,6 +766,28 @@ class ReplicationCore:
             if self._turn.first is not None:  # (a later turn waits)
                 self._turn.wake()
 
+    def _option(self, nbytes: int) -> RPCOption:
+        """The ``RPCOption`` of an AppendEntries carrying ``nbytes`` payload bytes that is
+        handed to the network now, and counts them in flight until ``_settled(nbytes)``.
+
+        Its deadline is ``env.base_ttl`` plus the time its bytes and those of the requests
+        ahead of it (``_inflight_bytes``: on one connection, the target reads them first)
+        take at ``Config.replication_min_rate``: a slow link that still carries that rate
+        completes the window, however many bytes it holds, while a request with nothing
+        ahead and no payload keeps the base deadline (the shared ``env.option``)."""
+        env = self.env
+        total = self._inflight_bytes + nbytes
+        self._inflight_bytes = total
+        if total == 0:
+            return env.option
+        ttl = env.base_ttl + total / env.min_rate
+        return RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
+
+    def _settled(self, nbytes: int) -> None:
+        """A request of ``nbytes`` payload bytes counted by ``_option`` is no longer in
+        flight (answered, failed, given up, or never handed over)."""
+        self._inflight_bytes -= nbytes
+
     async def _send(self, c: Replicate, turn: int) -> None:
         try:
             while self._issued != turn:
@@ -761,15 +819,18 @@ class ReplicationCore:
                     return
                 prev, start, entries = rest
             req = AppendEntriesRequest(self.vote, prev, entries, c.committed)
+            nbytes = env.batch_bytes(entries) if entries else 0
             # Our turn ends: the call below hands the request over before it suspends.
             self._issued = turn + 1
             self._turn.wake()
             sent_at = env.now_ms()
             try:
-                resp = await self._call_append_entries(req)
+                resp = await self._call_append_entries(req, option=self._option(nbytes))
             except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
                 self._unreachable(e, c.gen, start)
                 return
+            finally:
+                self._settled(nbytes)
             if not isinstance(resp, AppendEntriesResponse):
                 self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
                 return
@@ -794,10 +855,12 @@ class ReplicationCore:
             except asyncio.CancelledError as e:
                 err = _stray_cancel("send_append_entries", e)
                 if err is None:
+                    self._settled(call.nbytes)
                     raise
             else:
                 if not isinstance(resp, AppendEntriesResponse):
                     err = _not_a_response(resp, AppendEntriesResponse)
+        self._settled(call.nbytes)
         if err is not None:
             self._unreachable(err, c.gen, c.start)
             return
@@ -862,12 +925,15 @@ class ReplicationCore:
                 return prev, start, entries
             part = entries[:k]
             req = AppendEntriesRequest(self.vote, prev, part, c.committed)
+            nbytes = payload_bytes(part)
             sent_at = env.now_ms()
             try:
-                resp = await self._call_append_entries(req)
+                resp = await self._call_append_entries(req, option=self._option(nbytes))
             except Exception as e:  # noqa: BLE001 - as in _send
                 self._unreachable(e, c.gen, start)
                 return None
+            finally:
+                self._settled(nbytes)
             if not isinstance(resp, AppendEntriesResponse):
                 self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
                 return None
@@ -884,16 +950,19 @@ class ReplicationCore:
     async def _call_append_entries(
         self, req: AppendEntriesRequest,
         call: Callable[[AppendEntriesRequest, RPCOption], Awaitable[AppendEntriesResponse]] | None = None,
+        option: RPCOption | None = None,
     ) -> AppendEntriesResponse:
         """``client.append_entries(req, option)`` (or ``call``, the network's ``heartbeat``,
-        with the same contract), bounded: a call still unanswered after
+        with the same contract; ``option`` by default the base one, ``env.option``), bounded:
+        a call still unanswered after
         twice ``option.hard_ttl`` (the network had to raise ``Timeout`` after one) is given up
         as lost (``NoAnswer``). Without the bound, one call that never returned (a network
         with no timeout of its own) left its request in flight for good: the engine sent
         that target nothing more, and the follower never caught up. (The calls handed over
         by the optional ``send_append_entries`` / ``submit_append_entries`` are the
         network's to bound: the fast paths take no timer.)"""
-        option = self.env.option
+        if option is None:
+            option = self.env.option
         limit = 2 * option.hard_ttl
         if call is None:
             call = self.client.append_entries

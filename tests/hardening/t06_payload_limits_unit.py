@@ -33,6 +33,10 @@ def test_defaults_entry_limit_within_the_request_budget_within_the_tcp_frame() -
         ({"max_payload_bytes": True}, "max_payload_bytes"),
         ({"max_entry_bytes": 1.5}, "max_entry_bytes"),
         ({"max_entry_bytes": 2048, "max_payload_bytes": 1024}, "max_entry_bytes"),
+        ({"replication_min_rate": 0}, "replication_min_rate"),
+        ({"replication_min_rate": -1}, "replication_min_rate"),
+        ({"replication_min_rate": 1.5e6}, "replication_min_rate"),
+        ({"replication_min_rate": True}, "replication_min_rate"),
     ],
 )
 def test_config_refuses_bad_limits(kw: dict[str, Any], field: str) -> None:
@@ -55,6 +59,7 @@ INT_FIELDS = [
     "max_payload_entries",
     "max_payload_bytes",
     "max_inflight_requests",
+    "replication_min_rate",
     "replication_lag_threshold",
     "snapshot_max_chunk_size",
     "purge_batch_size",

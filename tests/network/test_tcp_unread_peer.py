@@ -118,7 +118,12 @@ async def test_a_leader_keeps_a_bounded_buffer_to_a_frozen_follower_which_then_c
     stays within the bound (it grew by the resent entries every timeout), the cluster keeps
     committing, and the follower catches up once it reads again."""
     frame = 1024 * 1024
-    config = tcp_config(max_payload_bytes=512 * 1024, max_entry_bytes=256 * 1024, snapshot_max_chunk_size=256 * 1024)
+    # A minimum link rate so high that each request's deadline is about the base one (160 ms):
+    # the leader resends to the frozen follower after every such timeout, as it does on any
+    # link slower than its ``replication_min_rate``. (With the default rate, 1 MiB/s, a
+    # request behind the window's bytes waits seconds, and 2.5 s of writes fill no buffer.)
+    config = tcp_config(max_payload_bytes=512 * 1024, max_entry_bytes=256 * 1024, snapshot_max_chunk_size=256 * 1024,
+                        replication_min_rate=1024**4)
     async with TcpCluster(config, factory_kw={"max_frame_size": frame}, server_kw={"max_frame_size": frame}) as c:
         await c.start([1, 2, 3])
         lid = await c.wait_for_leader()

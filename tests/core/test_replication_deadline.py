@@ -1,0 +1,220 @@
+"""The deadline of each AppendEntries (``ReplicationCore._option``): the base deadline,
+``max(4 * heartbeat_interval, election_timeout_min)``, plus the time the request's payload
+bytes and those of the channel's requests ahead of it (handed over, not settled) take at
+``Config.replication_min_rate``. A request with no payload and nothing ahead keeps the base
+deadline, so a target that went silent is found as soon as with the fixed deadline.
+
+Checked on each way a request reaches the network (``append_entries`` from the sender,
+``send_append_entries`` and ``submit_append_entries`` from the core's pass, a batch sent in
+parts), by a fake network that records the ``RPCOption`` of every request and answers when
+the test says so."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from openraft_py.config import Config
+from openraft_py.core.clock import LoopClock
+from openraft_py.core.replication import ReplicationCore, ReplicationEnv
+from openraft_py.engine import Replicate
+from openraft_py.errors import Timeout
+from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, RPCOption
+
+from .test_replication_budget import L1, FakeLog, describe, lid
+
+pytestmark = pytest.mark.timeout(10)
+
+RATE = 1000
+"""``replication_min_rate`` of these tests, bytes per second: 100 bytes take 0.1 s."""
+BASE = 200
+"""The base deadline of the default timeouts, ms: ``max(4 * 50, 150)``."""
+MODES = ["append_entries", "send_append_entries", "submit_append_entries"]
+
+
+class Handle:
+    def cancel(self) -> bool:
+        return True
+
+
+class RecordingNetwork:
+    """Records ``(request, option)`` of each request handed over, through whichever of its
+    three methods the channel uses; each is answered by ``answer``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[AppendEntriesRequest, RPCOption]] = []
+        self.replies: list[Callable[[Any], None]] = []
+        self.arrived = asyncio.Event()
+
+    def _record(self, req: AppendEntriesRequest, option: RPCOption) -> asyncio.Future[Any]:
+        self.sent.append((req, option))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.replies.append(lambda r: fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r))
+        self.arrived.set()
+        return fut
+
+    async def append_entries(self, req: AppendEntriesRequest, option: RPCOption) -> AppendEntriesResponse:
+        return await self._record(req, option)  # type: ignore[no-any-return]
+
+    def send_append_entries(self, req: AppendEntriesRequest, option: RPCOption) -> asyncio.Future[Any]:
+        return self._record(req, option)
+
+    def submit_append_entries(self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]) -> Handle:
+        self.sent.append((req, option))
+        self.replies.append(reply)
+        self.arrived.set()
+        return Handle()
+
+    async def wait_sent(self, n: int) -> None:
+        while len(self.sent) < n:
+            self.arrived.clear()
+            await self.arrived.wait()
+
+    def answer(self, i: int, error: Exception | None = None) -> None:
+        req = self.sent[i][0]
+        matching = req.entries[-1].log_id if req.entries else req.prev_log_id
+        self.replies[i](error if error is not None else AppendEntriesResponse(L1, True, matching))
+
+    def ttls(self) -> list[float]:
+        """The ``hard_ttl`` of each request, in milliseconds (rounded to 1 us)."""
+        return [round(o.hard_ttl * 1000, 3) for _, o in self.sent]
+
+
+class Channel:
+    """A channel to node 2 over a ``RecordingNetwork`` used through ``mode``."""
+
+    def __init__(self, sizes: list[int], mode: str, budget: int = 10_000) -> None:
+        self.net = RecordingNetwork()
+        self.notes: list[Any] = []
+        config = Config(replication_min_rate=RATE, max_payload_bytes=budget, max_entry_bytes=budget).validate()
+        self.env = ReplicationEnv(1, config, LoopClock(), FakeLog(sizes), self._no_snapshot, self._spawn, self.notes.append)
+        self.core = ReplicationCore(2, L1, self.net, self.env)  # type: ignore[arg-type]
+        if mode != "submit_append_entries":
+            self.core._submit = None
+        if mode != "send_append_entries":
+            self.core._send_now = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def _no_snapshot(self) -> None:
+        return None
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        t = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.append(t)
+        return t
+
+    def replicate(self, start: int, end: int) -> None:
+        prev = lid(1, start - 1) if start > 1 else None
+        self.core.replicate(Replicate(2, 1, prev, start, end, lid(1, 0)))
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)  # let ready tasks reach their next await (no time passes)
+
+    async def close(self) -> None:
+        self.core.stop()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_deadline_counts_the_bytes_of_the_request_and_of_those_ahead(mode: str) -> None:
+    ch = Channel([100, 300, 50, 20], mode)
+    try:
+        assert ch.env.option.hard_ttl * 1000 == BASE
+        ch.replicate(1, 2)  # 100 bytes, nothing ahead
+        ch.replicate(2, 3)  # 300 bytes behind 100
+        await ch.settle()
+        await ch.net.wait_sent(2)
+        assert ch.net.ttls() == [BASE + 100, BASE + 400]
+        ch.net.answer(0)
+        await ch.settle()
+        ch.replicate(3, 4)  # 50 bytes behind the 300 still in flight
+        await ch.settle()
+        await ch.net.wait_sent(3)
+        assert ch.net.ttls()[2] == BASE + 350
+        # A failed request is no longer ahead either.
+        ch.net.answer(1, Timeout("no answer"))
+        ch.net.answer(2)
+        await ch.settle()
+        assert [describe(n) for n in ch.notes] == [
+            f"Matched {lid(1, 1)!r}", "Unreachable@2", f"Matched {lid(1, 3)!r}"
+        ]
+        assert ch.core._inflight_bytes == 0
+        # Nothing ahead and no payload: the base deadline, the shared option.
+        ch.replicate(4, 4)
+        await ch.settle()
+        await ch.net.wait_sent(4)
+        assert ch.net.sent[3][1] is ch.env.option
+        ch.net.answer(3)
+        await ch.settle()
+        ch.replicate(4, 5)  # 20 bytes: 20 ms more than the base
+        await ch.settle()
+        await ch.net.wait_sent(5)
+        assert ch.net.ttls()[4] == BASE + 20
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_parts_of_a_split_batch_count_their_own_bytes(mode: str) -> None:
+    """A batch over ``max_payload_bytes`` goes in parts, one after the other: each part's
+    deadline counts its own bytes and those of the requests still ahead of it (here one of
+    another batch, sent before)."""
+    ch = Channel([30, 80, 80], mode, budget=100)
+    try:
+        ch.replicate(1, 2)  # 30 bytes, left unanswered
+        ch.replicate(2, 4)  # 160 bytes: two parts of 80
+        await ch.settle()
+        await ch.net.wait_sent(2)
+        assert ch.net.ttls() == [BASE + 30, BASE + 110]
+        ch.net.answer(1)  # the first part matched: the second goes
+        await ch.net.wait_sent(3)
+        assert ch.net.ttls()[2] == BASE + 110
+        ch.net.answer(0)
+        ch.net.answer(2)
+        await ch.settle()
+        assert ch.core._inflight_bytes == 0
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_request_the_network_refuses_at_once_is_not_counted_ahead(mode: str) -> None:
+    """A network that raises at the call (``NetworkError``: cannot frame it): the request is
+    not in flight, and the next one's deadline does not count it."""
+    ch = Channel([100, 10], mode)
+    boom = RuntimeError("refused at once")
+
+    def refuse(*args: Any) -> Any:
+        raise boom
+
+    try:
+        # First a request the network takes, so the sender is idle (``send_append_entries``
+        # is used for the idle sender's requests).
+        ch.replicate(1, 1)
+        await ch.settle()
+        await ch.net.wait_sent(1)
+        ch.net.answer(0)
+        await ch.settle()
+        ch.notes.clear()
+        if mode == "submit_append_entries":
+            ch.core._submit = refuse
+        elif mode == "send_append_entries":
+            ch.core._send_now = refuse
+        else:
+            ch.core.client = type("Refusing", (), {"append_entries": staticmethod(refuse)})()  # type: ignore[assignment]
+        ch.replicate(1, 2)
+        await ch.settle()
+        for _ in range(20):
+            if ch.notes:
+                break
+            await asyncio.sleep(0)  # (the sender's task reports it)
+        assert [describe(n) for n in ch.notes] == ["Unreachable@1"]
+        assert ch.core._inflight_bytes == 0
+    finally:
+        await ch.close()

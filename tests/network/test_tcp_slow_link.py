@@ -1,0 +1,73 @@
+"""Replication over a slow link: a leader whose follower is reached through a loopback proxy
+that carries ``RATE`` bytes per second (``throttle.ThrottledProxy``).
+
+An AppendEntries had a fixed deadline (``max(4 * heartbeat_interval, election_timeout_min)``)
+however many bytes it and the requests ahead of it on the connection carried: on a link that
+carries fewer bytes than the window holds within that deadline, every request timed out
+and was sent again, behind the bytes of the ones that had timed out, and the follower never
+caught up: a write that needed it never committed. Now each request's deadline grows with
+those bytes at ``Config.replication_min_rate``.
+
+Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from openraft_py.types import BasicNode, ServerState
+
+from .tcp_cluster import TcpCluster, tcp_config
+from .throttle import ThrottledProxy
+
+pytestmark = pytest.mark.timeout(60)
+
+RATE = 4 * 1024 * 1024
+"""The proxied link's rate, bytes per second: 4 MiB/s (about 34 Mbit/s)."""
+VALUE = 256 * 1024
+WRITES = 12
+"""``WRITES`` values of ``VALUE`` bytes, written at once: 3 MiB, 0.75 s on the link, more than
+the window carries within the old fixed deadline (160 ms here: 640 KiB)."""
+BOUND = 10.0
+"""Seconds the writes may take to commit (about 1 s expected; generous for a loaded machine).
+Before the fix they never did."""
+
+
+async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -> None:
+    """Two voters; the leader reaches its follower only through the slow link, so every
+    write needs it. All ``WRITES`` commit within ``BOUND``, the leader keeps its term, and
+    the entries cross the link once. Before: the writes took about 7 s, the leader lost its
+    term, and 24 to 27 MB crossed the link for 3 MiB of entries. About 1 s now (each event
+    loop)."""
+    config = tcp_config()
+    async with TcpCluster(config) as c:
+        n1 = await c.start_node(1)
+        n2 = await c.start_node(2)
+        proxy = await ThrottledProxy(n2.port, RATE).start()
+        try:
+            assert n1.raft is not None
+            await n1.raft.initialize({1: BasicNode(n1.addr), 2: BasicNode(proxy.addr)})
+            await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
+            term = n1.raft.metrics.current_term
+            began = time.monotonic()
+            writes = [asyncio.ensure_future(n1.raft.client_write(bytes([i]) * VALUE)) for i in range(WRITES)]
+            done, pending = await asyncio.wait(writes, timeout=BOUND)
+            for w in pending:
+                w.cancel()
+            took = time.monotonic() - began
+            what = (f"{len(done)} of {WRITES} writes of {VALUE} bytes done in {took:.2f}s over a {RATE} bytes/s link, "
+                    f"{proxy.forwarded} bytes carried; {n1.raft.metrics.describe()}")
+            assert not pending, f"not all committed within {BOUND}s: {what}"
+            for w in done:
+                w.result()
+            assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
+            # Each value crossed the link about once (before: seven to eight times, resent
+            # after every timeout behind the bytes of the ones that timed out).
+            assert proxy.forwarded < 1.5 * WRITES * VALUE, f"the entries were resent: {what}"
+            last = max(w.result().log_id.index for w in done)
+            await c.wait_applied(last, timeout=BOUND)
+            print(f"{WRITES} x {VALUE} bytes committed in {took:.2f}s, {proxy.forwarded} bytes carried")
+        finally:
+            await proxy.close()
