@@ -576,9 +576,17 @@ class TransferLeaderRequest(msgspec.Struct, frozen=True):
 
 
 class RPCOption(msgspec.Struct, frozen=True):
-    """Per-call options a ``RaftNetwork`` receives: the hard timeout in seconds."""
+    """Per-call options a ``RaftNetwork`` receives: the timeouts of that one call, in seconds.
+
+    Each call has its own: an AppendEntries' ``hard_ttl`` grows with the payload bytes it and
+    the requests to the same target ahead of it carry (``Config.replication_min_rate``), a
+    snapshot chunk's is ``Config.install_snapshot_timeout``, a vote's the election timeout."""
 
     hard_ttl: float = 1.0
+    """Seconds after which the call must have raised ``Timeout`` if no answer came."""
     soft_ttl: float = 0.5
+    """Openraft's softer limit, at most ``hard_ttl`` (half of it for an AppendEntries): a
+    transport may use it for its own retries within the call; the node reads only
+    ``hard_ttl``, and the TCP transport too."""
 
     __repr__ = _struct_repr

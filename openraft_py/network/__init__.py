@@ -109,6 +109,12 @@ class RaftNetwork(Protocol):
     ) -> AppendEntriesResponse:
         """Send AppendEntries (also the heartbeat) and return the target's response.
 
+        ``option.hard_ttl`` is this call's own deadline: the replication's base deadline
+        (``max(4 * heartbeat_interval, election_timeout_min)``) plus the time the request's
+        payload bytes and those of the requests to the target handed over before it and not
+        answered yet take at ``Config.replication_min_rate`` (a request waits for the bytes
+        ahead of it on the way). Calls in flight together have different deadlines.
+
         Raises ``Unreachable``, ``Timeout``, ``NetworkError`` or ``RemoteError``.
         """
         ...
