@@ -82,12 +82,14 @@ class Config(msgspec.Struct, kw_only=True):
     heartbeat_interval: int = 50
     """How often (ms) the leader sends heartbeats."""
     install_snapshot_timeout: int = 200
-    """Timeout (ms) of one install-snapshot chunk RPC. A chunk that gets no answer within it is
-    sent again, so a chunk of ``snapshot_max_chunk_size`` bytes must cross the link within
-    it: on a link slower than that (3 MiB in 200 ms is about 126 Mbit/s) every chunk times
-    out and the transfer never completes, and a learner or follower that needs the snapshot
-    never catches up (the resends are logged at DEBUG). Raise it, or lower
-    ``snapshot_max_chunk_size``, to fit the slowest link between two nodes."""
+    """Timeout (ms) of one install-snapshot chunk RPC, to which the time the chunk's bytes
+    take at ``replication_min_rate`` is added (a chunk of the default 3 MiB: 3.2 s at the
+    default 1 MiB/s). A chunk that gets no answer within that is sent again. The chunk
+    deadline was this alone: a chunk of ``snapshot_max_chunk_size`` bytes had to cross the
+    link within 200 ms (3 MiB in 200 ms is about 126 Mbit/s), so on a slower link every chunk
+    timed out and the transfer never completed, and a learner or follower that needed the
+    snapshot never caught up. On a link slower than ``replication_min_rate`` that can still
+    happen: lower that rate to fit the slowest link between two nodes."""
     send_snapshot_timeout: int = 0
     """Deprecated in Openraft; kept for compatibility, ignored."""
     max_payload_entries: int = 300
@@ -121,6 +123,8 @@ class Config(msgspec.Struct, kw_only=True):
     that went silent is found as soon as before; a request behind a full window of large
     entries waits for them (up to ``max_inflight_requests * max_payload_bytes``, 64 MiB: 64 s
     at the default rate), and a connection that broke fails it at once, whatever its deadline.
+    A snapshot chunk's deadline (``install_snapshot_timeout``) grows with its bytes at this
+    rate too.
     With the base deadline alone, a link that carried less than the window's bytes within it
     never caught up: every request timed out behind the bytes of the ones before it and was
     sent again, and a write that needed the target never committed. On a link slower than

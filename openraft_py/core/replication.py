@@ -73,7 +73,7 @@ A request with no payload and nothing ahead (heartbeats) keeps the base deadline
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
 before) restarts the transfer from offset 0. Each chunk is bounded by
-``install_snapshot_timeout``.
+``install_snapshot_timeout`` plus the time its bytes take at ``Config.replication_min_rate``.
 
 Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
 without this target) nothing more is read or reported: the leader's log may be truncated
@@ -1051,8 +1051,7 @@ class ReplicationCore:
         data = snap.data
         meta = snap.meta
         cfg = env.config
-        ttl = cfg.install_snapshot_timeout / 1000.0
-        option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
+        base_ttl = cfg.install_snapshot_timeout / 1000.0
         chunk = cfg.snapshot_max_chunk_size
         pause = cfg.heartbeat_interval / 1000.0
         offset = 0
@@ -1074,6 +1073,10 @@ class ReplicationCore:
                     return
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
+                # The chunk's deadline: the base one plus the time its bytes take at the
+                # slowest link replication works over (one chunk in flight: none ahead).
+                ttl = base_ttl + len(buf) / env.min_rate
+                option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
                 sent_at = env.now_ms()
                 try:
                     try:

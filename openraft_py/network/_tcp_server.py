@@ -128,8 +128,9 @@ DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_MIN_FRAME_RATE = 16 * 1024
 """``TcpServer.start(min_frame_rate=...)``: bytes per second a frame in progress must arrive
 at, on average, after its ``frame_timeout``. Far below any link a cluster can work on (a
-leader waits ``Config.install_snapshot_timeout``, 200 ms by default, for a whole snapshot
-chunk), and still enough to close a peer that trickles a frame."""
+leader gives a snapshot chunk or an AppendEntries ``Config.install_snapshot_timeout`` or the
+replication's base deadline plus its bytes at ``Config.replication_min_rate``, 1 MiB/s by
+default, 64 times this rate), and still enough to close a peer that trickles a frame."""
 
 DEFAULT_MAX_CONNECTIONS = 256
 """The most connections a ``TcpServer`` holds open at once when ``start`` is given no

@@ -8,6 +8,10 @@ and was sent again, behind the bytes of the ones that had timed out, and the fol
 caught up: a write that needed it never committed. Now each request's deadline grows with
 those bytes at ``Config.replication_min_rate``.
 
+A snapshot chunk had the fixed deadline ``install_snapshot_timeout`` (200 ms): a chunk of the
+default 3 MiB never crossed a link below about 15 MiB/s in time, and a learner that needed
+the snapshot never caught up. Its deadline grows with its bytes at the same rate now.
+
 Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 
 from __future__ import annotations
@@ -69,5 +73,43 @@ async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -
             last = max(w.result().log_id.index for w in done)
             await c.wait_applied(last, timeout=BOUND)
             print(f"{WRITES} x {VALUE} bytes committed in {took:.2f}s, {proxy.forwarded} bytes carried")
+        finally:
+            await proxy.close()
+
+
+SNAPSHOT_VALUES = 16
+"""Values of ``VALUE`` bytes in the state a learner receives as a snapshot: about 4 MiB, two
+chunks of the default ``snapshot_max_chunk_size`` (3 MiB: 0.75 s on the link, more than the
+old fixed chunk deadline, ``install_snapshot_timeout``, 200 ms)."""
+
+
+async def test_a_learner_installs_a_snapshot_over_a_link_slower_than_a_chunk_per_timeout() -> None:
+    """A leader whose log is purged sends a new learner its snapshot through the slow link,
+    in chunks of the default size. Each chunk's deadline grows with its bytes at
+    ``replication_min_rate``: the learner installs it within ``BOUND``. Before, every chunk
+    timed out and was sent again, and the learner never caught up."""
+    config = tcp_config(max_in_snapshot_log_to_keep=0, purge_batch_size=1)
+    async with TcpCluster(config) as c:
+        await c.start([1])
+        n1 = c.nodes[1]
+        assert n1.raft is not None
+        await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
+        resps = await n1.raft.client_write_many([bytes([i]) * VALUE for i in range(SNAPSHOT_VALUES)])
+        last = resps[-1].log_id.index
+        await n1.raft.trigger.snapshot()
+        await n1.raft.wait(10).purged(last, "n1 purged its log")
+        n2 = await c.start_node(2)
+        assert n2.raft is not None and n2.counting is not None
+        proxy = await ThrottledProxy(n2.port, RATE).start()
+        try:
+            began = time.monotonic()
+            await n1.raft.add_learner(2, BasicNode(proxy.addr), blocking=False)
+            try:
+                await n2.raft.wait(BOUND).snapshot(last, "n2 installed the snapshot")
+            finally:
+                took = time.monotonic() - began
+                print(f"snapshot of {SNAPSHOT_VALUES} x {VALUE} bytes: {took:.2f}s, {proxy.forwarded} bytes carried, "
+                      f"{n2.counting.calls['install_snapshot']} chunks received")
+            assert proxy.forwarded < 1.5 * SNAPSHOT_VALUES * VALUE, "the chunks were resent"
         finally:
             await proxy.close()
