@@ -31,9 +31,9 @@ pytestmark = pytest.mark.timeout(60)
 RATE = 4 * 1024 * 1024
 """The proxied link's rate, bytes per second: 4 MiB/s (about 34 Mbit/s)."""
 VALUE = 256 * 1024
-WRITES = 12
-"""``WRITES`` values of ``VALUE`` bytes, written at once: 3 MiB, 0.75 s on the link, more than
-the window carries within the old fixed deadline (160 ms here: 640 KiB)."""
+WRITES = 8
+"""``WRITES`` values of ``VALUE`` bytes, written at once: 2 MiB, 0.5 s on the link, three times
+what it carries within the old fixed deadline (160 ms here: 640 KiB)."""
 BOUND = 10.0
 """Seconds the writes may take to commit (about 1 s expected; generous for a loaded machine).
 Before the fix they never did."""
@@ -42,9 +42,9 @@ Before the fix they never did."""
 async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -> None:
     """Two voters; the leader reaches its follower only through the slow link, so every
     write needs it. All ``WRITES`` commit within ``BOUND``, the leader keeps its term, and
-    the entries cross the link once. Before: the writes took about 7 s, the leader lost its
-    term, and 24 to 27 MB crossed the link for 3 MiB of entries. About 1 s now (each event
-    loop)."""
+    the entries cross the link once. Before: none committed within ``BOUND``, and 35 to
+    38 MB crossed the link for 2 MiB of entries (with 12 writes, 3 MiB: they took about 7 s
+    and the leader lost its term). About 0.6 s now."""
     config = tcp_config()
     async with TcpCluster(config) as c:
         n1 = await c.start_node(1)
@@ -77,17 +77,20 @@ async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -
             await proxy.close()
 
 
-SNAPSHOT_VALUES = 16
-"""Values of ``VALUE`` bytes in the state a learner receives as a snapshot: about 4 MiB, two
-chunks of the default ``snapshot_max_chunk_size`` (3 MiB: 0.75 s on the link, more than the
-old fixed chunk deadline, ``install_snapshot_timeout``, 200 ms)."""
+SNAPSHOT_VALUES = 13
+"""Values of ``VALUE`` bytes in the state a learner receives as a snapshot: 3.25 MiB, two
+chunks of the default ``snapshot_max_chunk_size`` (3 MiB and the rest)."""
+SNAPSHOT_RATE = 8 * 1024 * 1024
+"""The link's rate in the snapshot test: a 3 MiB chunk takes 0.375 s, about twice the old
+fixed chunk deadline (``install_snapshot_timeout``, 200 ms)."""
 
 
 async def test_a_learner_installs_a_snapshot_over_a_link_slower_than_a_chunk_per_timeout() -> None:
     """A leader whose log is purged sends a new learner its snapshot through the slow link,
     in chunks of the default size. Each chunk's deadline grows with its bytes at
-    ``replication_min_rate``: the learner installs it within ``BOUND``. Before, every chunk
-    timed out and was sent again, and the learner never caught up."""
+    ``replication_min_rate``: the learner installs it within ``BOUND`` (about 0.5 s), each
+    byte sent once. Before, every chunk timed out and was sent again (65 to 72 MB crossed
+    the link in 10 s for 3.25 MiB), and the learner never caught up."""
     config = tcp_config(max_in_snapshot_log_to_keep=0, purge_batch_size=1)
     async with TcpCluster(config) as c:
         await c.start([1])
@@ -100,7 +103,7 @@ async def test_a_learner_installs_a_snapshot_over_a_link_slower_than_a_chunk_per
         await n1.raft.wait(10).purged(last, "n1 purged its log")
         n2 = await c.start_node(2)
         assert n2.raft is not None and n2.counting is not None
-        proxy = await ThrottledProxy(n2.port, RATE).start()
+        proxy = await ThrottledProxy(n2.port, SNAPSHOT_RATE).start()
         try:
             began = time.monotonic()
             await n1.raft.add_learner(2, BasicNode(proxy.addr), blocking=False)
