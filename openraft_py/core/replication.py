@@ -590,11 +590,22 @@ class ReplicationCore:
             return
         vote = self.vote
         if result.success:
-            self._report(Progress(target, vote, result.matching, sent_at, result.matching is not None))
+            note: Progress | Rejected = Progress(target, vote, result.matching, sent_at, result.matching is not None)
+            matching = result.matching
+            if matching is not None and matching.index > self._matched:
+                self._matched = matching.index
+                self._matched_at = self.env.now_ms()
         elif result.vote != vote and not vote.is_ge(result.vote):
-            self._report(Rejected(target, vote, OUTSIDE_WINDOW, result.vote))
+            note = Rejected(target, vote, OUTSIDE_WINDOW, result.vote)
         else:
-            self._report(Progress(target, vote, None, sent_at, False))
+            note = Progress(target, vote, None, sent_at, False)
+        # Not ``_report``: a heartbeat's answer ends none of the window's failure streaks
+        # (``_down``, ``_breaches``). A target that answers every heartbeat while every
+        # request carrying entries fails (an entry that outlasts the replication deadline at
+        # each resend) gets none of its entries: it is said at WARNING as a target that is
+        # down. Each heartbeat's answer ended the streak unlogged, a heartbeat interval
+        # being shorter than the election timeout a streak must last.
+        self.env.notify(note)
 
     def send_snapshot(self, c: SendSnapshot) -> None:
         """Transfer the current snapshot, in a task of its own."""

@@ -17,7 +17,7 @@ from openraft_py.engine import OUTSIDE_WINDOW, Heartbeat, Matched, Rejected
 from openraft_py.errors import Timeout
 from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, LeaderId, Vote
 
-from .test_replication_budget import L1, Harness, lid
+from .test_replication_budget import L1, Harness, describe, lid
 from .test_replication_submit import SubmittingNetwork
 from .test_replication_submit import harness as submit_harness
 
@@ -136,3 +136,64 @@ async def test_a_heartbeat_the_network_cannot_take_now_goes_in_a_task() -> None:
     await h.wait_notes(1)
     assert len(net.sent) == 1 and len(h.tasks) == 1
     assert isinstance(h.notes[0], Progress) and h.notes[0].matching is None
+
+
+class ManualClock:
+    """A clock the test moves (``t``, seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+class WindowTimesOutNetwork(HoldingNetwork):
+    """Every request carrying entries times out; heartbeats are answered (the heartbeat lane
+    works, the window does not: a multi-megabyte entry that outlasts the replication deadline
+    at each resend)."""
+
+    async def append_entries(self, req: AppendEntriesRequest, option: Any = None) -> AppendEntriesResponse:
+        if req.entries:
+            self.sent.append(req)
+            raise Timeout("no answer within the deadline")
+        return await super().append_entries(req, option)
+
+
+async def test_heartbeat_answers_do_not_hide_a_window_that_keeps_failing(caplog: pytest.LogCaptureFixture) -> None:
+    """A target that answers every heartbeat while every request carrying entries fails is
+    said at WARNING once that has gone on for ``election_timeout_max``, as a target that is
+    down: its entries never reach it, and the writes that need it wait. Each heartbeat's
+    answer ended the window's failure streak unlogged (a heartbeat round is several times
+    shorter than an election timeout), so the leader's log said nothing at all while the
+    follower never got its entries (and, with a quorum of them, writes hung)."""
+    net = WindowTimesOutNetwork()
+    h = harness(net)
+    clock = ManualClock()
+    h.core.env.clock = clock  # type: ignore[assignment]
+    emax = h.core.env.config.election_timeout_max / 1000.0
+    hb = h.core.env.config.heartbeat_interval / 1000.0
+    rounds = int(2 * emax / hb) + 1
+    with caplog.at_level("DEBUG", logger="openraft_py.replication"):
+        for i in range(rounds):
+            h.replicate(2, 4, gen=i + 1)
+            await h.wait_notes(2 * i + 1)
+            clock.t += hb / 2
+            h.core.heartbeat(Heartbeat(2, lid(1, 1), lid(1, 1)))
+            await h.wait_notes(2 * i + 2)
+            clock.t += hb / 2
+        assert [describe(n) for n in h.notes[:2]] == ["Unreachable@2", "Progress 1-1"]
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "replication to node 2: Timeout" in warnings[0], (
+            f"the window failed for {rounds * hb:.2f}s while heartbeats were answered: {warnings}"
+        )
+        # A request carrying entries answered again: that is the recovery.
+        net.append_entries = HoldingNetwork.append_entries.__get__(net)  # type: ignore[method-assign]
+        net.release.set()
+        h.replicate(2, 4, gen=rounds + 1)
+        await h.wait_notes(2 * rounds + 1)
+        infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+        assert any("replication to node 2: recovered" in m for m in infos), infos
