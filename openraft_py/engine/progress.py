@@ -30,11 +30,12 @@ types below, which ``Engine.handle_replication_result`` feeds back into the entr
 - **Acknowledged at** (``acked_at``): the send time of the newest request the target
   answered; a target silent for longer than ``Config.election_timeout_max`` (a node that
   went down) does not count as caught up for a membership change, whatever its matched index.
-- **Heartbeats beside the window**: a heartbeat round that finds the window full (one
-  probe in flight, or ``max_inflight_requests``; not a snapshot transfer) and the target's
-  newest acknowledged request sent more than half a heartbeat interval ago sends a
-  ``Heartbeat`` beside it, after ``matched``: it takes no slot, and its answer is only an
-  ack (with a ``matching`` no greater than ``matched``).
+- **Heartbeats beside the window**: a heartbeat round that finds requests in flight (not a
+  snapshot transfer) and the target's newest acknowledged request sent more than half a
+  heartbeat interval ago sends a ``Heartbeat`` beside them, after ``matched``; so does one
+  that finds the target backing off, if its newest acknowledged request was sent within
+  ``election_timeout_max``. It takes no slot, and its answer is only an ack (with a
+  ``matching`` no greater than ``matched``).
 
 The commands and results carry the leader's ``vote`` (the session): a result for another
 leadership is ignored.

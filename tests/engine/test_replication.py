@@ -188,7 +188,9 @@ def test_a_triggered_heartbeat_ends_an_expired_back_off():
     eng.take_commands()
     eng.handle_replication_result(Unreachable(2, L1, 1, 2))
     eng.leader_heartbeat(10.0)
-    assert eng.take_commands() == [], "the back-off runs until 50 ms"
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], (
+        "the back-off runs until 50 ms: a heartbeat (node 2 answered lately), not the probe"
+    )
     eng.leader_heartbeat(50.0)
     assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 3, lid(1, 1))], "ticks off: the heartbeat ends it"
 
@@ -265,6 +267,63 @@ def test_a_heartbeat_round_finding_the_probe_window_full_sends_a_heartbeat_besid
     eng.handle_replication_result(Matched(2, L1, 2, lid(1, 2), 50.0))
     assert eng.take_commands() == [SaveCommittedAndApply(lid(1, 2))], "the probe's answer commits 1-2"
     assert (p.matched, p.inflight, p.probing) == (2, 0, False)
+
+
+def test_a_heartbeat_round_during_a_back_off_heartbeats_a_target_that_answered_lately():
+    """A request carrying entries times out at each resend while the target answers the
+    heartbeats beside it (an entry that outlasts the replication deadline, or a replication
+    connection stuck while the heartbeat connection works): the back-off after each timeout
+    sends the target nothing, and the resent probe carries entries again, so the target heard
+    from its leader last at the round before the timeout and next at the round after the
+    probe's resend: up to three heartbeat intervals (150 ms with the defaults, as long as
+    election_timeout_min), and a follower's election timer ran out under a little scheduling
+    delay (it campaigned; without pre-vote it deposed the leader). A heartbeat round now
+    heartbeats a target backing off that answered within election_timeout_max."""
+    eng = make_idle_leader(voters={1, 2}, config=WINDOW)
+    write(eng, 1)  # 1-2
+    assert eng.take_commands()[1:] == [Replicate(2, 1, lid(1, 1), 2, 3, lid(1, 1))]
+    eng.handle_tick(50.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))]
+    eng.handle_replication_progress(2, L1, lid(1, 1), 50.0)  # (the heartbeat's answer)
+    eng.handle_tick(80.0)
+    assert eng.take_commands() == []
+    eng.handle_replication_result(Unreachable(2, L1, 1, 2))  # the request with 1-2 timed out at 80 ms
+    assert eng.take_commands() == [], "backing off until 130 ms"
+    eng.handle_tick(100.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], (
+        "a heartbeat round while backing off: node 2 answered a request sent 50 ms ago"
+    )
+    p = eng.leader.replication[2]
+    assert (p.inflight, p.backoff_until, p.next_index) == (0, 130.0, 2), "the back-off and the window as they were"
+    eng.handle_tick(120.0)
+    assert eng.take_commands() == [], "one heartbeat a round"
+    eng.handle_tick(130.0)
+    assert eng.take_commands() == [Replicate(2, 2, lid(1, 1), 2, 3, lid(1, 1))], "the back-off ends: the probe"
+    eng.handle_tick(150.0)
+    assert eng.take_commands() == [Heartbeat(2, lid(1, 1), lid(1, 1))], "beside the probe"
+
+
+def test_a_target_silent_for_an_election_timeout_gets_nothing_while_backing_off():
+    """A target that answered nothing sent in the last election_timeout_max is down or cut
+    off: a heartbeat round while it backs off sends it nothing (as before)."""
+    eng = make_idle_leader(voters={1, 2, 3}, config=WINDOW)  # every target answered at 0 ms
+    write(eng, 1)  # 1-2
+    eng.take_commands()
+    eng.handle_replication_result(Matched(3, L1, 2, lid(1, 2), 0.0))
+    eng.take_commands()
+    for t in range(50, 401, 50):
+        eng.handle_tick(t - 30.0)
+        eng.take_commands()
+        eng.handle_replication_result(Unreachable(2, L1, eng.leader.replication[2].gen, 2))  # back off 50 ms
+        eng.handle_replication_progress(3, L1, lid(1, 2), t - 30.0)
+        eng.handle_tick(float(t))  # a heartbeat round
+        to_2 = [c for c in eng.take_commands() if c.target == 2]
+        if t <= 300:
+            assert to_2 == [Heartbeat(2, lid(1, 1), lid(1, 2))], f"at {t} ms"
+        else:
+            assert to_2 == [], f"at {t} ms: node 2 answered nothing sent in the last 300 ms, yet was sent {to_2}"
+        eng.handle_tick(t + 20.0)
+        assert [c.target for c in eng.take_commands()] == [2], "the probe after the back-off"
 
 
 def test_a_new_leader_heartbeats_beside_its_first_probe_after_nothing():

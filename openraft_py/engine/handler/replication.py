@@ -26,7 +26,9 @@ A heartbeat round that finds requests in flight to a target that answered none s
 last half interval (a probe carrying a large entry that outlasts the replication deadline,
 resent alone; a batch of large entries sent as parts, one round trip each) sends a
 ``Heartbeat`` beside the window, after the target's matched entry, ahead of what is in flight;
-its answer is an ack (``handle_progress``), never a window result.
+so does one that finds the target backing off after such a request failed, if it answered a
+request sent within ``election_timeout_max`` (not one that is down). Its answer is an ack
+(``handle_progress``), never a window result.
 
 Commit rule (thesis 3.6.2, Figure 3.7): the commit candidate is the greatest index held by a
 quorum of every config (``Leader.progress``); it commits only once it reaches this leader's
@@ -112,7 +114,8 @@ class ReplicationHandler(LeadingHandler):
         are purged. A due heartbeat to a target with requests in flight (not a snapshot
         transfer) goes beside the window (``Heartbeat``), unless the target answered a
         request sent within the last half heartbeat interval (then the next request in the
-        window, or the next free slot, is the heartbeat, as before). Called by
+        window, or the next free slot, is the heartbeat, as before); so does one to a target
+        backing off that answered a request sent within ``election_timeout_max``. Called by
         ``Engine.take_commands``."""
         leader = self.leader
         leader.send_due = False
@@ -128,7 +131,19 @@ class ReplicationHandler(LeadingHandler):
         stale = cfg.heartbeat_interval / 2
         out = self.output
         for target, p in leader.replication.items():
-            if p.snapshotting or p.backoff_until is not None:
+            if p.snapshotting:
+                continue
+            if p.backoff_until is not None:
+                if p.heartbeat_due and now - p.acked_at <= cfg.election_timeout_max:
+                    # A heartbeat round while the target backs off after a request that got
+                    # no answer, and it answered one sent within an election timeout (the
+                    # heartbeats beside a request carrying entries that outlasts the
+                    # deadline at each resend): it hears from us at every round. Skipped,
+                    # the round before the failure and the one after the probe's resend were
+                    # up to three intervals apart, election_timeout_min by default. One a
+                    # round: the round (or the back-off's end) sets heartbeat_due again.
+                    p.heartbeat_due = False
+                    out.append(Heartbeat(target, st.log_id_at(p.matched), committed))
                 continue
             if p.heartbeat_due and p.inflight > 0 and now - p.acked_at > stale:
                 # Requests are in flight and the target answered nothing sent in the last
