@@ -27,6 +27,15 @@ Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_dr
 duplicates, delays) comes from one ``random.Random(seed)``, so a run with the same seed and
 the same call order makes the same choices.
 
+Two lanes, as the TCP transport's two connections per peer: the clients have
+``RaftNetwork``'s optional ``heartbeat``, an AppendEntries without entries that a leader
+sends beside its replication window. It is the RPC ``"heartbeat"`` for counters, hooks and
+``set_rpc_failure`` (which can fail either lane alone), and ``set_delay(..., rpc=...)`` can
+delay either lane alone; isolations, partitions and cuts cut both lanes, and drops,
+duplicates and delays apply to each message on its own, so a heartbeat can overtake
+AppendEntries handed over before it, and its answer arrive before theirs. The target
+handles it as any AppendEntries (``RaftServer.append_entries``).
+
 What a caller sees:
 
 - target not registered (stopped or crashed node), path cut, or request dropped:
@@ -39,8 +48,8 @@ What a caller sees:
 
 The router does not enforce ``RPCOption.hard_ttl``: callers bound their calls.
 
-Hot path: with no fault, no hook and no serialization configured, ``append_entries`` is a
-flag test, one dict lookup, a counter increment and a direct ``await`` of the server's
+Hot path: with no fault, no hook and no serialization configured, ``append_entries`` (and
+``heartbeat``) is a flag test, one dict lookup, a counter increment and a direct ``await`` of the server's
 method: no task, no ``sleep(0)``.
 """
 
@@ -76,21 +85,26 @@ if TYPE_CHECKING:
 
 __all__ = ["Router", "RouterClient", "RouterFactory", "RPC_NAMES", "Hook", "ResponseHook"]
 
-RPC_NAMES: tuple[str, ...] = ("append_entries", "vote", "install_snapshot", "transfer_leader")
-"""The RPC names used by counters, ``set_rpc_failure`` and hooks."""
+RPC_NAMES: tuple[str, ...] = ("append_entries", "vote", "install_snapshot", "transfer_leader", "heartbeat")
+"""The RPC names used by counters, ``set_rpc_failure``, ``set_delay`` and hooks.
+``"heartbeat"`` is the heartbeat lane (``RouterClient.heartbeat``): an AppendEntries a leader
+sends beside its replication window; ``"append_entries"`` is every other AppendEntries."""
 
 _RPC_INDEX = {name: i for i, name in enumerate(RPC_NAMES)}
+_HEARTBEAT = _RPC_INDEX["heartbeat"]
 _SERVER_METHOD = {
     "append_entries": "append_entries",
     "vote": "vote",
     "install_snapshot": "install_snapshot",
     "transfer_leader": "handle_transfer_leader",
+    "heartbeat": "append_entries",
 }
 _RESPONSE_TYPE: dict[str, type | None] = {
     "append_entries": AppendEntriesResponse,
     "vote": VoteResponse,
     "install_snapshot": InstallSnapshotResponse,
     "transfer_leader": None,
+    "heartbeat": AppendEntriesResponse,
 }
 
 Hook = Callable[[str, NodeId, NodeId, Any], "Awaitable[None] | None"]
@@ -129,6 +143,7 @@ class _WireCodec:
             "vote": wire.KIND_VOTE,
             "install_snapshot": wire.KIND_INSTALL_SNAPSHOT,
             "transfer_leader": wire.KIND_TRANSFER_LEADER,
+            "heartbeat": wire.KIND_APPEND_ENTRIES,
         }
         self.resp_kind = {rpc: wire.RESPONSE_KIND[k] for rpc, k in self.req_kind.items()}
         self._next_id = 0
@@ -203,7 +218,7 @@ class RouterClient:
         self._router = router
         self.source = source
         self.target = target
-        self.counts = [0, 0, 0, 0]
+        self.counts = [0] * len(RPC_NAMES)
 
     async def append_entries(
         self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
@@ -258,6 +273,30 @@ class RouterClient:
         calls ``reply`` with the response or the error (requests start in call order);
         cancelling the returned task withdraws it."""
         return self._router._deliver_then_reply(self, req, reply)
+
+    async def heartbeat(
+        self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
+    ) -> AppendEntriesResponse:
+        """``RaftNetwork``'s optional ``heartbeat``: deliver a heartbeat sent beside the
+        replication window (an AppendEntries without entries) on the heartbeat lane, the RPC
+        ``"heartbeat"``: it is counted, hooked, failed (``set_rpc_failure``) and delayed
+        (``set_delay``) apart from ``append_entries``, and its drops and delays are drawn on
+        their own, so it may reach the target ahead of AppendEntries handed over before it,
+        and its answer come back before theirs. Isolations, partitions and cuts apply to it
+        as to every RPC. The target handles it with ``append_entries``; errors as
+        ``append_entries``."""
+        router = self._router
+        if router._fast:
+            server = router._servers.get(self.target)
+            if server is not None:
+                self.counts[_HEARTBEAT] += 1
+                try:
+                    return await server.append_entries(req)
+                except Fatal as e:
+                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
+                except Exception as e:
+                    raise RemoteError(self.target, e) from e
+        return await router._send("heartbeat", self, req)  # type: ignore[no-any-return]
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
         """Deliver a vote request to the target (see ``Router`` for the errors)."""
@@ -329,6 +368,8 @@ class Router:
         self._group_of: dict[NodeId, int] | None = None  # partition: node -> group number
         self._drop_rate = 0.0
         self._delay: tuple[float, float] | None = None  # seconds
+        # Delays of one RPC (``set_delay(rpc=...)``), in place of ``_delay``; None: none.
+        self._rpc_delays: dict[str, tuple[float, float] | None] = {}
         self._failures: dict[tuple[NodeId, str, str | None], type[RPCError]] = {}
         self._dup_rate = 0.0
         self._dup_tasks: set[asyncio.Task[None]] = set()
@@ -441,16 +482,35 @@ class Router:
         except Exception:  # noqa: BLE001 - nobody waits for a duplicate's outcome
             pass
 
-    def set_delay(self, min_ms: float, max_ms: float) -> None:
+    def set_delay(self, min_ms: float, max_ms: float, rpc: str | None = None) -> None:
         """Delay each request and each response by a uniform ``[min_ms, max_ms]``
         milliseconds (``asyncio.sleep``), so concurrent messages may be reordered.
-        ``set_delay(0, 0)`` turns delays off. Raises ``ValueError`` unless
-        ``0 <= min_ms <= max_ms`` and both are finite (an infinite delay held every message
-        for good)."""
+        ``set_delay(0, 0)`` turns delays off. With ``rpc`` (one of ``RPC_NAMES``), only that
+        RPC's messages, whatever the delay of the others, until ``heal()``: e.g.
+        ``set_delay(20, 60, rpc="append_entries")`` makes the replication window slow while
+        heartbeats (``rpc="heartbeat"``) keep the delay set without ``rpc``, as a TCP stream
+        behind megabytes of entries is slow while the heartbeat connection is not
+        (``set_delay(0, 0, rpc=...)``: that RPC is not delayed). Raises ``ValueError``
+        unless ``0 <= min_ms <= max_ms`` and both are finite (an infinite delay held every
+        message for good), or for an unknown ``rpc``."""
         if not (0 <= min_ms <= max_ms and math.isfinite(max_ms)):
             raise ValueError(f"need 0 <= min_ms <= max_ms, both finite, got {min_ms}, {max_ms}")
-        self._delay = None if max_ms == 0 else (min_ms / 1000.0, max_ms / 1000.0)
+        if rpc is not None and rpc not in _RPC_INDEX:
+            raise ValueError(f"unknown rpc {shown(rpc)}; expected one of {RPC_NAMES}")
+        delay = None if max_ms == 0 else (min_ms / 1000.0, max_ms / 1000.0)
+        if rpc is None:
+            self._delay = delay
+        else:
+            self._rpc_delays[rpc] = delay
         self._update_fast()
+
+    def _delay_of(self, rpc: str) -> tuple[float, float] | None:
+        """The delay range (seconds) of ``rpc``'s messages: its own (``set_delay(rpc=...)``),
+        else the one of every RPC; ``None``: not delayed."""
+        own = self._rpc_delays
+        if own and rpc in own:
+            return own[rpc]
+        return self._delay
 
     def set_rpc_failure(
         self,
@@ -477,13 +537,14 @@ class Router:
         self._update_fast()
 
     def heal(self) -> None:
-        """Remove every fault: isolations, partition, cuts, drop rate, delays and injected
-        failures. Hooks stay (``clear_hooks``)."""
+        """Remove every fault: isolations, partition, cuts, drop rate, delays (also those of
+        one RPC) and injected failures. Hooks stay (``clear_hooks``)."""
         self._isolated.clear()
         self._cuts.clear()
         self._group_of = None
         self._drop_rate = 0.0
         self._delay = None
+        self._rpc_delays.clear()
         self._failures.clear()
         self._dup_rate = 0.0
         self._update_fast()
@@ -524,6 +585,7 @@ class Router:
             or self._group_of is not None
             or self._drop_rate
             or self._delay
+            or self._rpc_delays
             or self._failures
             or self._dup_rate
         )
@@ -590,8 +652,9 @@ class Router:
                 raise err
             if self._drop_rate and self.rng.random() < self._drop_rate:
                 raise Unreachable(f"{rpc} {source} -> {target}: request dropped")
-            if self._delay is not None:
-                await asyncio.sleep(self.rng.uniform(*self._delay))
+            delay = self._delay_of(rpc)
+            if delay is not None:
+                await asyncio.sleep(self.rng.uniform(*delay))
                 err = self._path_error(rpc, source, target)  # the network changed meanwhile
                 if err is not None:
                     raise err
@@ -600,7 +663,7 @@ class Router:
             if self._wire is not None:
                 req = self._wire_pass(self._wire.req_kind[rpc], req)
             if self._dup_rate and self.rng.random() < self._dup_rate:
-                hi = self._delay[1] if self._delay is not None else 0.005
+                hi = delay[1] if delay is not None else 0.005
                 t = asyncio.ensure_future(self._deliver_duplicate(rpc, source, target, req, self.rng.uniform(0, hi)))
                 self._dup_tasks.add(t)
                 t.add_done_callback(self._dup_tasks.discard)
@@ -619,8 +682,9 @@ class Router:
         if not self._fast:
             if self._drop_rate and self.rng.random() < self._drop_rate:
                 raise Timeout(f"{rpc} {source} -> {target}: response dropped")
-            if self._delay is not None:
-                await asyncio.sleep(self.rng.uniform(*self._delay))
+            delay = self._delay_of(rpc)
+            if delay is not None:
+                await asyncio.sleep(self.rng.uniform(*delay))
             resp_type = _RESPONSE_TYPE[rpc]
             if self.serialize and resp_type is not None:
                 resp = _roundtrip(resp, resp_type)
@@ -646,7 +710,7 @@ class Router:
     def reset_counters(self) -> None:
         """Set every counter to 0."""
         for client in self._clients.values():
-            client.counts = [0, 0, 0, 0]
+            client.counts = [0] * len(RPC_NAMES)
 
     def __repr__(self) -> str:
         return f"Router(nodes={sorted(self._servers)}, fast={self._fast}, wire={self.wire})"

@@ -120,10 +120,14 @@ async def test_delivers_every_rpc() -> None:
     assert await c.install_snapshot(isr, OPT) == InstallSnapshotResponse(V)
     tl = TransferLeaderRequest(V, 2, LogId(1, 1))
     assert await c.transfer_leader(tl, OPT) is None
-    # Without serialize, the very objects are passed through.
+    hb = AppendEntriesRequest(V, LogId(1, 1), [], LogId(1, 1))
+    assert await c.heartbeat(hb, OPT) == AppendEntriesResponse(V, True, LogId(1, 1))  # type: ignore[attr-defined]
+    # Without serialize, the very objects are passed through; a heartbeat is handled as
+    # any AppendEntries.
     got = servers[2].received
-    assert [r for r, _ in got] == list(RPC_NAMES)
-    assert got[0][1] is ae and got[1][1] is vr and got[2][1] is isr and got[3][1] is tl
+    assert [r for r, _ in got] == [*RPC_NAMES[:4], "append_entries"]
+    assert got[0][1] is ae and got[1][1] is vr and got[2][1] is isr and got[3][1] is tl and got[4][1] is hb
+    assert [router.rpc_count(name) for name in RPC_NAMES] == [1, 1, 1, 1, 1]
     assert servers[1].received == [] and servers[3].received == []
 
 

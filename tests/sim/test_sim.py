@@ -109,6 +109,22 @@ def test_admin_operations_are_exercised(smoke_runs: dict[int, Future[dict[str, A
         assert total.get(what, 0) > 0, f"no {what} in seeds 0..19: {total}"
 
 
+@pytest.mark.timeout(180)
+def test_the_heartbeat_lane_is_exercised(smoke_runs: dict[int, Future[dict[str, Any]]]) -> None:
+    """The smoke seeds send heartbeats beside the window on the router's heartbeat lane, and
+    some reach their target before requests of the window sent earlier (its ``lanes`` fault
+    and the delays reorder the lanes): the engine's heartbeat logic runs under reordering,
+    losses and delays, not only on an orderly network."""
+    total: dict[str, int] = {}
+    for seed in range(20):
+        r = smoke_runs[seed].result()
+        assert r["ok"], _fail_message(r)
+        for k, v in r["stats"].items():
+            total[k] = total.get(k, 0) + v
+    for what in ("heartbeat_sent", "heartbeat_handled", "heartbeat_overtook"):
+        assert total.get(what, 0) > 0, f"no {what} in seeds 0..19: {total}"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("seed", [3, 17])
 def test_same_seed_same_run_byte_for_byte(seed: int) -> None:

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["Checker", "Violation"]
 
 
+def _lane_key(rpc: str, source: NodeId, target: NodeId, req: Any) -> tuple[Any, ...]:
+    """What names an AppendEntries seen by the router's hooks, the same before and after the
+    wire codec decoded it (two alike in flight at once count as one)."""
+    return (rpc, source, target, req.vote, req.prev_log_id, req.entries[-1].log_id if req.entries else None)
+
+
 class Checker:
     """Checks the Raft safety properties over the nodes' states, step after step."""
 
@@ -41,18 +47,44 @@ class Checker:
         # response, or a candidate's own vote request (it voted for itself).
         self.granted: dict[tuple[NodeId, int], NodeId] = {}
         self.pending: str | None = None
+        # The heartbeat lane (stats only): each AppendEntries seen on the wire, by what names
+        # it after decoding too (its lane, source, target, vote, prev_log_id, last log id),
+        # -> the number of the request hook call that saw it leave (a request dropped on
+        # the way stays here: a run's worth at most).
+        self._sent_at: dict[tuple[Any, ...], int] = {}
+        self._sends = 0
+        # (source, target) -> the send number of the newest heartbeat handled by the target.
+        self._beat_handled: dict[tuple[NodeId, NodeId], int] = {}
 
     def on_request(self, rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
-        """Router hook: a candidate asking for votes has voted for itself in that term."""
+        """Router hook: a candidate asking for votes has voted for itself in that term; the
+        AppendEntries of both lanes are numbered as they leave (``heartbeat_overtook``)."""
         if rpc == "vote" and not req.pre_vote:  # a pre-vote promises nothing
             self._voted(source, req.vote.term, req.vote.leader_id.node_id)
         elif rpc == "install_snapshot":
             self.sim._count("snapshot_chunk_sent" if req.offset == 0 else "snapshot_chunk_sent_later")
+        elif rpc == "append_entries" or rpc == "heartbeat":
+            if rpc == "heartbeat":
+                self.sim._count("heartbeat_sent")
+            self._sends += 1
+            self._sent_at[_lane_key(rpc, source, target, req)] = self._sends
 
     def on_response(self, rpc: str, source: NodeId, target: NodeId, req: Any, resp: Any) -> None:
-        """Router response hook: record every granted vote."""
+        """Router response hook: record every granted vote; count the heartbeats the target
+        handled, and the requests of the window a heartbeat sent after them overtook
+        (``heartbeat_overtook``: handled by the target before them)."""
         if rpc == "vote" and resp.vote_granted and not req.pre_vote:
             self._voted(target, req.vote.term, req.vote.leader_id.node_id)
+        elif rpc == "append_entries" or rpc == "heartbeat":
+            sent = self._sent_at.pop(_lane_key(rpc, source, target, req), None)
+            if sent is None:
+                return
+            if rpc == "heartbeat":
+                self.sim._count("heartbeat_handled")
+                if sent > self._beat_handled.get((source, target), 0):
+                    self._beat_handled[(source, target)] = sent
+            elif self._beat_handled.get((source, target), 0) > sent:
+                self.sim._count("heartbeat_overtook")
 
     def _voted(self, voter: NodeId, term: int, candidate: NodeId) -> None:
         prev = self.granted.setdefault((voter, term), candidate)

@@ -8,7 +8,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...errors import ApiError, Fatal
+from ...errors import ApiError, Fatal, Unreachable
+from ...network.router import Direction
 from ...types import BasicNode, Membership, NodeId
 from .env import SimLogStore
 
@@ -54,17 +55,17 @@ class FaultSchedule:
         "mixed": {
             "partition": 12, "one_way": 8, "bridge": 6, "isolate": 6, "heal": 12, "drops": 6,
             "duplicates": 5, "delay": 6, "crash": 14, "restart": 10, "slow_disk": 5, "pause": 5,
-            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3, "pause_leader": 3,
+            "crash_on_rpc": 3, "leader_crash_after": 2, "strand_leader": 3, "pause_leader": 3, "lanes": 6,
         },
         "elections": {
             "isolate": 6, "heal": 10, "delay": 10, "crash": 18, "restart": 18, "pause": 6,
             "crash_on_rpc": 22, "leader_crash_after": 6, "strand_leader": 10, "slow_disk": 4,
-            "pause_leader": 10,
+            "pause_leader": 10, "lanes": 4,
         },
         "figure8": {"figure8": 30, "heal": 10, "crash": 5, "restart": 10, "delay": 5},
         "partitions": {
             "partition": 20, "one_way": 14, "bridge": 10, "isolate": 10, "heal": 16, "drops": 8,
-            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4, "pause_leader": 4,
+            "duplicates": 6, "delay": 8, "crash": 4, "restart": 4, "pause_leader": 4, "lanes": 8,
         },
     }
 
@@ -125,6 +126,29 @@ class FaultSchedule:
         hi = self.rng.choice((2, 10, 40))
         self.cluster.router.set_delay(0, hi)
         self.log(f"delay 0..{hi} ms")
+
+    async def _fault_lanes(self) -> None:
+        # The two lanes of a leader's AppendEntries apart (the TCP transport's two connections
+        # per peer): the window slow (a stream behind megabytes of entries), so that the
+        # heartbeats beside it overtake its requests and their answers come back first; the
+        # heartbeats slow, so that theirs come back after the window's; or the heartbeats to
+        # or from one node lost while its window still works. Until the next heal.
+        router = self.cluster.router
+        hb = self.config.heartbeat_interval
+        what = self.rng.choice(("slow_window", "slow_window", "slow_heartbeats", "lost_heartbeats"))
+        if what == "lost_heartbeats":
+            n = self.rng.choice(sorted(self.cluster.disks))
+            direction: Direction = self.rng.choice(("in", "out", "both"))
+            router.set_rpc_failure(n, direction, Unreachable, rpc="heartbeat")
+            self.log(f"heartbeats {direction} of n{n} lost")
+            return
+        # At most twice the heartbeat interval each way: a round trip within the
+        # replication deadline (max(4 * heartbeat_interval, election_timeout_min)).
+        hi = self.rng.choice((1, 2)) * hb
+        lo = self.rng.choice((0.0, hb / 2))
+        rpc = "append_entries" if what == "slow_window" else "heartbeat"
+        router.set_delay(lo, hi, rpc=rpc)
+        self.log(f"{rpc} lane delay {lo:g}..{hi:g} ms")
 
     async def _fault_crash(self) -> None:
         alive = sorted(self.cluster.nodes)
@@ -195,17 +219,17 @@ class FaultSchedule:
         a = c.leader()
         if len(ids) != 3 or a is None or self.crashed or self.paused or len(c.nodes) != 3:
             return
-        from ...errors import Unreachable
-
         router = c.router
         router.heal()
         others = [x for x in ids if x != a]
         self.log(f"figure 8: strand leader n{a}")
-        router.set_rpc_failure(a, "out", Unreachable, rpc="append_entries")
+        for lane in ("append_entries", "heartbeat"):
+            router.set_rpc_failure(a, "out", Unreachable, rpc=lane)
         await asyncio.sleep(0.03)
         await self._crash(a)
         for x in others:
-            router.set_rpc_failure(x, "out", Unreachable, rpc="append_entries")
+            for lane in ("append_entries", "heartbeat"):
+                router.set_rpc_failure(x, "out", Unreachable, rpc=lane)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3.0
         b = None
@@ -221,7 +245,8 @@ class FaultSchedule:
         await asyncio.sleep(0.01)
         await self._crash(b)
         for x in ids:
-            router.set_rpc_failure(x, "out", None, rpc="append_entries")
+            for lane in ("append_entries", "heartbeat"):
+                router.set_rpc_failure(x, "out", None, rpc=lane)
         armed = [True]
         cnode = next(x for x in others if x != b)
 
@@ -309,7 +334,7 @@ class FaultSchedule:
         self.log(f"arm crash-restart of n{n} on its next {rpc}")
 
         def hook(name: str, source: NodeId, target: NodeId, req: Any) -> None:
-            if armed[0] and target == n and (name == rpc or (rpc == "any" and name in ("vote", "append_entries"))):
+            if armed[0] and target == n and (name == rpc or (rpc == "any" and name in ("vote", "append_entries", "heartbeat"))):
                 armed[0] = False
                 delay = rng.uniform(0.0, self.disk_max_ms * 2) / 1000.0
                 down = rng.uniform(0.001, 0.03)

@@ -306,7 +306,7 @@ class LeaseSkewRun:
                 # From now on only node 1's TransferLeader notices get through: node 1 hears
                 # nothing of the target's campaign (not even a vote request that would
                 # depose it), and its heartbeats reach no one.
-                for kind in ("append_entries", "vote", "install_snapshot"):
+                for kind in ("append_entries", "heartbeat", "vote", "install_snapshot"):
                     c.router.set_rpc_failure(SLOW, "out", Unreachable, kind)
                 c.router.set_rpc_failure(SLOW, "in", Unreachable)
                 self._cut_at = loop.time()

@@ -8,7 +8,9 @@ nothing, so the followers heard nothing and the leader's check-quorum no acknowl
 longer than ``election_timeout_max``: under the default timeouts the followers held an
 election and the leader stepped down. A heartbeat now goes out beside a full window
 (``ReplicationHandler.send``, the engine's ``Heartbeat`` command): it names only what the
-target acknowledged, and its answer counts as an acknowledgement of this leader.
+target acknowledged, and its answer counts as an acknowledgement of this leader. It goes on
+the heartbeat lane (the router's RPC ``"heartbeat"``, the TCP client's second connection),
+not behind the requests carrying entries.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ async def test_heartbeats_go_out_while_requests_carrying_entries_time_out() -> N
         async def hook(rpc: str, source: NodeId, target: NodeId, req: Any) -> None:
             if rpc == "vote":
                 votes.append((source, req))
+            elif rpc == "heartbeat" and source == leader_id and loop.time() < slow_until:
+                assert isinstance(req, AppendEntriesRequest) and not req.entries
+                heartbeats.append(target)
             elif rpc == "append_entries" and source == leader_id and loop.time() < slow_until:
                 assert isinstance(req, AppendEntriesRequest)
                 if not req.entries:
-                    heartbeats.append(target)
                     return
                 await asyncio.sleep(DEADLINE)
                 timed_out.append(target)
