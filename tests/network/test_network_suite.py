@@ -198,6 +198,22 @@ class _AnswersInCallOrder(_Wrapping):
         return await mine
 
 
+class _HeartbeatBehindTheWindow(_Wrapping):
+    """Has ``heartbeat``, but carries every AppendEntries one at a time (one stream, no
+    request ids): a heartbeat waits for the answers of those handed over before it."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.stream = asyncio.Lock()
+
+    async def append_entries(self, req: Any, option: Any) -> Any:
+        async with self.stream:
+            return await self.inner.append_entries(req, option)
+
+    async def heartbeat(self, req: Any, option: Any) -> Any:
+        return await self.append_entries(req, option)
+
+
 class _BrokenFactory:
     def __init__(self, inner: Any, client_cls: type[_Wrapping], by_address: dict[str, int] | None = None) -> None:
         self.inner = inner
@@ -239,9 +255,11 @@ def broken_builder(client_cls: type[_Wrapping], *, by_address: bool = False) -> 
          "the answer of call 1 of 48 in flight at once (vote)"),
         (_Wrapping, True, "another_node_at_the_address_is_unreachable",
          "append_entries to node 3 at node 2's address: expected Unreachable within 8s; the call returned AppendEntriesResponse"),
+        (_HeartbeatBehindTheWindow, False, "heartbeat_if_any",
+         "a heartbeat while an AppendEntries waits for its answer"),
     ],
     ids=["swallows-an-error", "reorders-fields", "drops-done", "wrong-exception-type", "hangs-on-cancel",
-         "answers-mixed-up", "not-the-addressed-node"],
+         "answers-mixed-up", "not-the-addressed-node", "heartbeat-behind-the-window"],
 )
 async def test_a_broken_network_fails_the_suite(client_cls: type[_Wrapping], by_address: bool, check: str, message: str) -> None:
     builder = broken_builder(client_cls, by_address=by_address)

@@ -60,7 +60,9 @@ handed nothing); cancelling a call in flight (it ends at once and does not poiso
 call, which gets its own answer); many concurrent calls on one client answered out of
 order, each with its own answer; AppendEntries handed over in call order; ``new_client``
 (plain, twice for a target); closing the factory and calls after that; ``forget``;
-the optional ``send_append_entries`` and ``submit_append_entries``.
+the optional ``send_append_entries``, ``submit_append_entries`` and ``heartbeat`` (a
+heartbeat round-trips as an AppendEntries and is answered while an AppendEntries handed
+over before it waits for its answer).
 
 A check that fails names what the network did and what the contract asks. Each call is
 bounded: a client that hangs, or ignores a cancel, fails its check (the hung call is left
@@ -162,7 +164,7 @@ class SuiteServer:
     """The suite's ``RaftServer`` of node ``TARGET``: serve it on your transport.
 
     It records each request it is handed (``received``: ``(rpc, request)`` pairs, ``rpc``
-    one of ``RPC_NAMES``) and answers from ``answers[rpc]`` when a check set one, else with
+    one of ``RPCS``: a heartbeat is an ``append_entries``) and answers from ``answers[rpc]`` when a check set one, else with
     a response made from the request (``default_answer``). Like ``Raft`` it has a
     ``metrics`` property (``id``, an empty membership: ``TcpServer.start`` serves it) and
     the optional ``start_append_entries`` and ``submit_append_entries``, so a transport
@@ -467,7 +469,8 @@ def _calling(client: Any, rpc: str, req: Any, option: RPCOption = OPTION) -> Cal
 
 
 RPCS: tuple[str, ...] = ("append_entries", "vote", "install_snapshot", "transfer_leader")
-"""The four RPCs of ``RaftNetwork`` (``network.RPC_NAMES``)."""
+"""The four RPCs of ``RaftNetwork`` (the optional ``heartbeat`` sends an AppendEntries: the
+``Router`` counts it as a fifth, ``network.RPC_NAMES``)."""
 
 V = Vote.new(5, SOURCE, True)
 """The vote of the checks' requests: node 1, leader of term 5."""
@@ -1084,6 +1087,57 @@ async def submit_append_entries_if_any(h: NetworkHandle) -> None:
         await answer_of(lambda: client.append_entries(sample_request("append_entries", 5), OPTION), "AppendEntries after a cancelled submit")
         await asyncio.sleep(0.05)
         expect(cancelled, [], "replies of a submit_append_entries whose handle was cancelled")
+
+
+@check
+async def heartbeat_if_any(h: NetworkHandle) -> None:
+    """With the optional ``heartbeat``: a leader's heartbeat beside its window, an
+    AppendEntries without entries, reaches the server as an AppendEntries and its answer
+    comes back (both equal to what was sent); the server's exception is ``RemoteError``; and
+    it is answered while an AppendEntries handed over before it still waits for its answer
+    (it must not wait behind the window's requests: a leader whose heartbeats' answers come
+    after the window's lost its leadership to check-quorum)."""
+    client = h.client()
+    beat = _need(getattr(client, "heartbeat", None), "client with heartbeat")
+    v = Vote.new(3, SOURCE, True)
+    req = AppendEntriesRequest(v, LogId(3, 40), [], LogId(3, 39))
+    h.server.answers["append_entries"] = lambda r: _value(AppendEntriesResponse(v, True, LogId(3, 38)))
+    before = len(h.server.of("append_entries"))
+    got = await answer_of(lambda: beat(req, OPTION), "a heartbeat")
+    handed = h.server.of("append_entries")[before:]
+    if len(handed) != 1:
+        raise AssertionError(f"a heartbeat: the server was handed {len(handed)} AppendEntries for one call")
+    same(handed[0], req, "the heartbeat the server was handed")
+    same(got, AppendEntriesResponse(v, True, LogId(3, 38)), "the heartbeat's answer")
+
+    async def fail(r: Any) -> Any:
+        raise RuntimeError("the suite's server fails this request")
+
+    h.server.answers["append_entries"] = fail
+    await error_of(lambda: beat(req, OPTION), RemoteError, "a heartbeat, the server's handler raising")
+    # An AppendEntries with entries held unanswered; a heartbeat after it is answered.
+    gate = h.server.gate()
+
+    async def hold_entries(r: Any) -> Any:
+        if r.entries:
+            await gate.wait()
+        return default_answer("append_entries", r)
+
+    h.server.answers["append_entries"] = hold_entries
+    before = len(h.server.received)
+    window = _start(_calling(client, "append_entries", sample_request("append_entries", 7)))
+    try:
+        await h.server.wait_received(before + 1)
+        got = await answer_of(lambda: beat(req, OPTION), "a heartbeat while an AppendEntries waits for its answer",
+                              within=PROMPT)
+        same(got, default_answer("append_entries", req), "the heartbeat's answer")
+        if window.done():
+            raise AssertionError("the held AppendEntries was answered before its answer was let go")
+    finally:
+        gate.set()
+    answered = await answer_of(lambda: window, "the held AppendEntries once let go")
+    same(answered, default_answer("append_entries", sample_request("append_entries", 7)), "the held AppendEntries' answer")
+    del h.server.answers["append_entries"]
 
 
 class NetworkSuite(Suite):
