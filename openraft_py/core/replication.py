@@ -421,6 +421,7 @@ class ReplicationCore:
         "_matched",
         "_matched_at",
         "_breaches",
+        "_beat_breaches",
         "_down",
         "_installing",
     )
@@ -447,6 +448,9 @@ class ReplicationCore:
         self._matched_at = math.inf
         # The contract breaches of the network toward the target (``_warn_broken``).
         self._breaches = breach_log(f"replication {env.node_id}->{target}")
+        # The contract breaches of the network's ``heartbeat`` (its own calls: a heartbeat
+        # lane that breaks while the window works, or the other way round, is said apart).
+        self._beat_breaches = breach_log(f"replication {env.node_id}->{target}, heartbeats")
         # The target's failed requests (``RPCError``s): logged at WARNING once they have
         # gone on for an election timeout, then every ``REPEAT_EVERY`` seconds, and at INFO
         # once it answers again. They were logged at DEBUG only: a peer down for an hour, or
@@ -577,17 +581,28 @@ class ReplicationCore:
         durable on the target: never more than the leader knows it holds), a greater vote
         as a ``Rejected`` of generation ``OUTSIDE_WINDOW`` (no slot is freed), any other
         refusal as a ``Progress`` ack without a matching (the target follows this leader;
-        what it lost is the window's requests' to find). A failure (an exception, or not a
-        response) is logged at DEBUG and not reported: the window's own requests report
+        what it lost is the window's requests' to find). A failure is not reported: an
+        ``RPCError`` is logged at DEBUG, a contract breach of the network (not a response,
+        another exception) through ``_beat_breaches`` (WARNING, as the window's, and INFO
+        once a heartbeat is answered again); the window's own requests report
         the target's state, and the next round sends another heartbeat. Nothing once the
         channel stopped."""
         if self.stopped:
             return
         target = self.target
+        breaches = self._beat_breaches
         if not isinstance(result, AppendEntriesResponse):
             err = result if isinstance(result, Exception) else _not_a_response(result, AppendEntriesResponse)
-            log.debug("replication %s->%s: heartbeat failed: %r", self.env.node_id, target, err)
+            if isinstance(err, RPCError):
+                log.debug("replication %s->%s: heartbeat failed: %r", self.env.node_id, target, err)
+            elif isinstance(err, (WrongResponse, NoAnswer, StrayCancel)):
+                breaches.failed(self.env.clock.now(), type(err).__name__, str(err))
+            else:
+                breaches.failed(self.env.clock.now(), type(err).__name__,
+                                f"the network's heartbeat raised {err!r} (expected an RPCError)")
             return
+        if breaches.failing:
+            breaches.cleared(self.env.clock.now(), "the network answers heartbeats again")
         vote = self.vote
         if result.success:
             note: Progress | Rejected = Progress(target, vote, result.matching, sent_at, result.matching is not None)

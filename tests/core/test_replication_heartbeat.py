@@ -197,3 +197,52 @@ async def test_heartbeat_answers_do_not_hide_a_window_that_keeps_failing(caplog:
         await h.wait_notes(2 * rounds + 1)
         infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
         assert any("replication to node 2: recovered" in m for m in infos), infos
+
+
+class BrokenHeartbeatNetwork(HoldingNetwork):
+    """A network whose optional ``heartbeat`` breaks the contract: it returns ``answer`` (not
+    a response) or raises it (not an ``RPCError``), while ``append_entries`` works."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
+
+    async def heartbeat(self, req: AppendEntriesRequest, option: Any = None) -> Any:
+        self.sent.append(req)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [({"success": True}, "returned dict {'success': True} instead of AppendEntriesResponse"),
+     (ConnectionResetError("peer reset"), "raised ConnectionResetError('peer reset') (expected an RPCError)")],
+    ids=["not-a-response", "not-an-rpc-error"],
+)
+async def test_a_heartbeat_method_that_breaks_the_contract_is_said_at_warning(
+    answer: Any, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The network's ``heartbeat`` returning something else than an AppendEntriesResponse, or
+    raising something else than an ``RPCError``, is a bug of the network, said at WARNING
+    as the window's are (``BROKEN_NETWORK_WARN_MS``), and at INFO once a heartbeat is
+    answered again. It was logged at DEBUG only: every heartbeat beside the window failed
+    and nothing said so, and under large writes its leader lost its leadership to
+    check-quorum with no clue why."""
+    net = BrokenHeartbeatNetwork(answer)
+    h = harness(net)
+    h.core.set_client(net)  # type: ignore[arg-type]
+    h.core._send_now = None
+    h.core._submit = None
+    with caplog.at_level("DEBUG", logger="openraft_py.replication"):
+        for _ in range(3):
+            h.core.heartbeat(Heartbeat(2, lid(1, 1), lid(1, 1)))
+            await asyncio.gather(*h.tasks)
+        assert len(net.sent) == 3 and h.notes == [], "a failed heartbeat reports nothing"
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "replication 1->2, heartbeats: " in warnings[0] and said in warnings[0], warnings
+        net.answer = AppendEntriesResponse(L1, True, lid(1, 1))
+        h.core.heartbeat(Heartbeat(2, lid(1, 1), lid(1, 1)))
+        await h.wait_notes(1)
+        infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+        assert any("replication 1->2, heartbeats: " in m and "answers heartbeats again" in m for m in infos), infos
