@@ -62,20 +62,26 @@ def _build_jobs() -> int:
 JOBS = _build_jobs()
 
 KERNELS = ["_quorum_c", "_logindex_c", "_codec_c", "_kv_c"]
+# Declarations-only modules the kernels cimport (inline functions compiled into each kernel
+# that uses them; nothing of theirs is built or installed): ``_int64``, the kernels' int64
+# conversion.
+SHARED_PXDS = ["_int64"]
 
 
 def _pxd_include_dir() -> str:
-    """Return a dir holding ``openraft_py/_core/X.pxd`` copies of ``_core/X.pxd``.
+    """Return a dir holding ``openraft_py/_core/X.pxd`` copies of ``_core/X.pxd`` (the
+    kernels' own and ``SHARED_PXDS``).
 
-    Cython finds a module's own .pxd by its qualified name, and ``_core/`` only becomes
-    ``openraft_py._core`` once installed, so mirror the .pxd files into that layout.
+    Cython finds a module's own .pxd, and those it cimports, by their qualified names, and
+    ``_core/`` only becomes ``openraft_py._core`` once installed, so mirror the .pxd files
+    into that layout.
     """
     root = os.path.join("build", "pxd")
     pkg = os.path.join(root, "openraft_py", "_core")
     os.makedirs(pkg, exist_ok=True)
     for init in (os.path.join(root, "openraft_py", "__init__.pxd"), os.path.join(pkg, "__init__.pxd")):
         open(init, "a").close()
-    for name in KERNELS:
+    for name in KERNELS + SHARED_PXDS:
         src = os.path.join("_core", f"{name}.pxd")
         dst = os.path.join(pkg, f"{name}.pxd")
         if not os.path.exists(dst) or open(src, "rb").read() != open(dst, "rb").read():

@@ -3,7 +3,8 @@
 
 Every integer argument is converted as ``operator.index`` converts it (never a float: a
 typed ``long`` or ``int64_t`` target converts one through ``__int__`` and truncates it), or
-raises the same ``TypeError`` / ``CodecError`` / ``OverflowError`` as the twin.
+raises the same ``TypeError`` / ``CodecError`` / ``OverflowError`` as the twin (the int64
+ones by ``as_int64``, ``_int64.pxd``).
 """
 
 cimport cython
@@ -17,6 +18,8 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_TYPE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
+
+from openraft_py._core._int64 cimport as_int64, small_int
 
 # Shared with the pure twin so both raise the same types.
 from openraft_py._core._codec_py import CodecError, FrameTooLarge
@@ -86,30 +89,13 @@ cdef int64_t _range_error(str what, object value) except -1:
 
 
 # Terms and indexes are nearly always exact ints of one CPython digit (< 2**30): read those
-# in place, as Cython's own int conversions do (the call to PyLong_AsLongLongAndOverflow
-# was 6% of encode_entry_batch).
-cdef extern from *:
-    """
-    static CYTHON_INLINE int __orp_small_int(PyObject *v, int64_t *out) {
-        if (!PyLong_CheckExact(v)) return 0;
-    #if PY_VERSION_HEX >= 0x030C0000
-        if (!_PyLong_IsCompact((PyLongObject *)v)) return 0;
-        *out = (int64_t)_PyLong_CompactValue((PyLongObject *)v);
-    #else
-        if (Py_SIZE(v) != 0 && Py_SIZE(v) != 1) return 0;
-        *out = Py_SIZE(v) ? (int64_t)((PyLongObject *)v)->ob_digit[0] : 0;
-    #endif
-        return 1;
-    }
-    """
-    bint _small_int "__orp_small_int"(object v, int64_t* out)
-
-
+# in place (``small_int``), as Cython's own int conversions do (the call to
+# PyLong_AsLongLongAndOverflow was 6% of encode_entry_batch).
 cdef inline int64_t _as_index(str what, object value) except? -1:
     """``value`` as an index or term: ``operator.index``'s ``TypeError`` for a non-integer,
     ``CodecError`` (naming the integer, as the twin) outside ``[0, 2**63)``."""
     cdef int64_t small
-    if _small_int(value, &small) and small >= 0:
+    if small_int(value, &small) and small >= 0:
         return small
     return _as_index_slow(what, value)
 
@@ -126,21 +112,11 @@ cdef int64_t _as_index_slow(str what, object value) except? -1:
     return v
 
 
-cdef inline int64_t _as_int64(str what, object value) except? -1:
-    """``value`` as an int64: ``operator.index``'s ``TypeError`` for a non-integer,
-    ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)`` (the twin's ``_as_int64``)."""
-    cdef int overflow = 0
-    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
-    if overflow:
-        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
-    return v
-
-
 cdef inline unsigned char _as_kind(object value) except? 255:
     """``value`` as an entry kind: ``operator.index``'s ``TypeError`` for a non-integer,
     ``CodecError`` (naming the integer, as the twin) unless it is 0, 1 or 2."""
     cdef int64_t small
-    if _small_int(value, &small) and 0 <= small <= 2:
+    if small_int(value, &small) and 0 <= small <= 2:
         return <unsigned char>small
     return _as_kind_slow(value)
 
@@ -534,9 +510,9 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
     cdef int64_t nxt, lt, hi, i, t
     # Converted as the twin does (a typed int64_t target truncated a float: next_index=1.5
     # passed the entry at index 1).
-    nxt = _as_int64("next_index", next_index)
-    lt = _as_int64("min_term", min_term)
-    hi = _as_int64("max_term", max_term)
+    nxt = as_int64(next_index, "next_index")
+    lt = as_int64(min_term, "min_term")
+    hi = as_int64(max_term, "max_term")
     k = 0
     # At most the entries whose indexes nxt, nxt + 1, ... are int64 (past 2**63 - 1 nxt would
     # wrap around to -2**63; the twin's Python int goes on to 2**63, which no int64 index
@@ -586,7 +562,7 @@ def find_payload(list entries, payload_type, start=0) -> int:
     ``payload_type``, or -1 (the contract is in the twin). ``payload`` is read from its slot
     (``_Field``); the list's length is read again at each step (a ``payload`` read through
     ``getattr`` may run code that shrinks the list)."""
-    cdef int64_t s = _as_int64("start", start)
+    cdef int64_t s = as_int64(start, "start")
     cdef Py_ssize_t k = <Py_ssize_t>s if s > 0 else 0
     while k < PyList_GET_SIZE(entries):
         e = entries[k]

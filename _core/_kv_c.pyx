@@ -3,12 +3,12 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
-from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from openraft_py._core._codec_c cimport _Field
+from openraft_py._core._int64 cimport as_int64
 
 # A key or value is nearly always ASCII: check 8 bytes at a time and copy them into a new
 # compact ASCII string, without PyUnicode_DecodeUTF8's decoding loop (its ASCII scan and
@@ -80,11 +80,8 @@ def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
                   list responses, list applied_log) -> int:
     """See ``_kv_py.apply_kv_sets``."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(entries), m, ks, kl = 0, vs, vl = 0
-    cdef int overflow = 0
-    # ``start`` as the twin converts it (operator.index, int64), with its message.
-    cdef long long s = PyLong_AsLongLongAndOverflow(start, &overflow)
-    if overflow:  # (its TypeError for a non-integer is raised by the call, except? -1)
-        raise OverflowError("start out of the int64 range [-2**63, 2**63)")
+    # ``start`` as the twin converts it (operator.index, int64), with its messages.
+    cdef int64_t s = as_int64(start, "start")
     cdef const unsigned char* p
     cdef PyObject* prev
     cdef object entry, payload, data, key, value

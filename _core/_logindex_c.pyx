@@ -1,61 +1,23 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Log index kernel, compiled. The readable contract is the twin ``_logindex_py.py``.
 
-Every term, index and count is converted by ``_as_int64``: an integer as ``operator.index``
-takes it (so never a float, even 2.0: Cython's own conversion of the typed ``int64_t``
-arguments these methods had truncated one, through ``__int__``), in int64, or the same
-``TypeError`` / ``OverflowError`` as the twin, in the twin's order. Sums that can pass the
+Every term, index and count is converted by ``as_int64`` (``_int64.pxd``): an integer as
+``operator.index`` takes it (so never a float, even 2.0: Cython's own conversion of the typed
+``int64_t`` arguments these methods had truncated one, through ``__int__``), in int64, or the
+same ``TypeError`` / ``OverflowError`` as the twin, in the twin's order. Sums that can pass the
 int64 ceiling (``_last + 1``, a new last index, ``_p_index + 1``, the log's length) are
 tested before they are made, and answered or refused as the twin's Python ints are.
 """
 
 cimport cython
-from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memmove
 
+from openraft_py._core._int64 cimport as_int64
+
 cdef int64_t C_INT64_MAX = 0x7FFFFFFFFFFFFFFF
-
-
-# Exact ints of one CPython digit (|v| < 2**30, the terms and indexes of nearly every call):
-# read in place, as Cython's own conversion of a typed argument does.
-cdef extern from *:
-    """
-    static CYTHON_INLINE int __orl_small_int(PyObject *v, int64_t *out) {
-        if (!PyLong_CheckExact(v)) return 0;
-    #if PY_VERSION_HEX >= 0x030C0000
-        if (!_PyLong_IsCompact((PyLongObject *)v)) return 0;
-        *out = (int64_t)_PyLong_CompactValue((PyLongObject *)v);
-    #else
-        if (Py_SIZE(v) < -1 || Py_SIZE(v) > 1) return 0;
-        *out = Py_SIZE(v) ? (int64_t)Py_SIZE(v) * (int64_t)((PyLongObject *)v)->ob_digit[0] : 0;
-    #endif
-        return 1;
-    }
-    """
-    bint _small_int "__orl_small_int"(object v, int64_t* out)
-
-
-cdef inline int64_t _as_int64(object value, str what) except? -1:
-    """``value`` as an int64, as the twin's ``_as_int64``: the ``TypeError`` of
-    ``operator.index`` for a non-integer (it may run the object's ``__index__``),
-    ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``."""
-    cdef int64_t small
-    if _small_int(value, &small):
-        return small
-    return _as_int64_slow(value, what)
-
-
-cdef int64_t _as_int64_slow(object value, str what) except? -1:
-    """``_as_int64`` of anything but a small exact int (out of line: the inline fast path
-    stays small)."""
-    cdef int overflow = 0
-    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
-    if overflow:
-        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
-    return v
 
 
 # Python's own unpacking of anything but an exact 2-tuple (Cython's says "need more than 1
@@ -137,8 +99,8 @@ cdef class LogIndex:
         # Every integer converted first, in argument order (as the twin), the keys into a
         # private buffer: a conversion may run Python code (``__index__``).
         if purged is not None:
-            p_term = _as_int64(purged[0], "term")
-            p_index = _as_int64(purged[1], "index")
+            p_term = as_int64(purged[0], "term")
+            p_index = as_int64(purged[1], "index")
         keys = list(key_log_ids or ())
         n = len(keys)
         try:
@@ -148,9 +110,9 @@ cdef class LogIndex:
                     raise MemoryError()
             for i in range(n):
                 pair = _pair(keys[i])
-                buf[2 * i] = _as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
-                buf[2 * i + 1] = _as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
-            last = _as_int64(last_index, "last_index")
+                buf[2 * i] = as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
+                buf[2 * i + 1] = as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
+            last = as_int64(last_index, "last_index")
             if purged is not None:
                 if p_term < 0 or p_index < 0:
                     raise ValueError(f"invalid purged log id {(p_term, p_index)!r}")
@@ -306,17 +268,17 @@ cdef class LogIndex:
 
     def term_at(self, index) -> int:
         """Return the term of the entry at ``index`` (also of the purged log id); ``-1`` if absent."""
-        return self._term_at(_as_int64(index, "index"))
+        return self._term_at(as_int64(index, "index"))
 
     def has_log_id(self, term, index) -> bool:
         """Return whether ``(term, index)`` is present here (or is the purged log id)."""
-        cdef int64_t t = _as_int64(term, "term")
-        cdef int64_t i = _as_int64(index, "index")
+        cdef int64_t t = as_int64(term, "term")
+        cdef int64_t i = as_int64(index, "index")
         return t >= 0 and self._term_at(i) == t
 
     def term_first_index(self, term) -> int:
         """Return the smallest known index with ``term`` (purged log id included); ``-1`` if none."""
-        cdef int64_t t = _as_int64(term, "term")
+        cdef int64_t t = as_int64(term, "term")
         cdef Py_ssize_t lo = 0, hi = self._nkeys, mid
         if self._has_purged and self._p_term == t:
             return self._p_index
@@ -337,8 +299,8 @@ cdef class LogIndex:
         cdef tuple pair
         for p in entries:
             pair = _pair(p)
-            term = _as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
-            index = _as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
+            term = as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
+            index = as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
             if index > self._p_index:
                 if index > self._last or self._term_at(index) != term:
                     return pos
@@ -363,9 +325,9 @@ cdef class LogIndex:
     def append_term(self, term, first_index, count):
         """Append ``count`` entries of ``term`` at ``first_index``; ValueError on hole/overlap/lower
         term, OverflowError if the last index would pass int64."""
-        cdef int64_t t = _as_int64(term, "term")
-        cdef int64_t f = _as_int64(first_index, "first_index")
-        cdef int64_t c = _as_int64(count, "count")
+        cdef int64_t t = as_int64(term, "term")
+        cdef int64_t f = as_int64(first_index, "first_index")
+        cdef int64_t c = as_int64(count, "count")
         if c < 0:
             raise ValueError(f"negative count {c}")
         if self._last == C_INT64_MAX or f != self._last + 1:
@@ -396,8 +358,8 @@ cdef class LogIndex:
         try:
             for p in log_ids:
                 pair = _pair(p)
-                term = _as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
-                index = _as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
+                term = as_int64(<object>PyTuple_GET_ITEM(pair, 0), "term")
+                index = as_int64(<object>PyTuple_GET_ITEM(pair, 1), "index")
                 if last == C_INT64_MAX or index != last + 1:
                     raise ValueError(f"append at {index}, expected {<object>last + 1}")
                 if term < 0 or term < last_term:
@@ -425,7 +387,7 @@ cdef class LogIndex:
 
     def truncate_after(self, index):
         """Keep only entries ``<= index``. ``ValueError`` if ``index`` < the purged index."""
-        cdef int64_t i = _as_int64(index, "index")
+        cdef int64_t i = as_int64(index, "index")
         if i < self._p_index:
             raise ValueError(f"truncate after {i}, below purged index {self._p_index}")
         if i >= self._last:
@@ -436,8 +398,8 @@ cdef class LogIndex:
 
     def purge(self, term, index):
         """Drop entries ``<= index`` and remember ``(term, index)`` as the purged log id."""
-        cdef int64_t t = _as_int64(term, "term")
-        cdef int64_t x = _as_int64(index, "index")
+        cdef int64_t t = as_int64(term, "term")
+        cdef int64_t x = as_int64(index, "index")
         cdef Py_ssize_t i
         if x <= self._p_index:
             return
@@ -497,7 +459,7 @@ cdef class EntryCache:
     def append(self, first_index, items):
         """Append ``items`` at ``first_index``; must follow the last cached index unless empty.
         OverflowError if the last index would pass int64."""
-        cdef int64_t f = _as_int64(first_index, "first_index")
+        cdef int64_t f = as_int64(first_index, "first_index")
         cdef Py_ssize_t n = len(self._items) - self._offset
         cdef list new
         if f < 0:
@@ -524,8 +486,8 @@ cdef class EntryCache:
 
     def get(self, start, stop) -> list:
         """Return the entries with indexes in ``[start, stop)``, clipped; ``[]`` if start not cached."""
-        cdef int64_t a = _as_int64(start, "start")
-        cdef int64_t b = _as_int64(stop, "stop")
+        cdef int64_t a = as_int64(start, "start")
+        cdef int64_t b = as_int64(stop, "stop")
         cdef Py_ssize_t n = len(self._items) - self._offset
         cdef int64_t base, end
         # Offsets from _first: a >= _first and b > a, so no difference below overflows.
@@ -537,7 +499,7 @@ cdef class EntryCache:
 
     def truncate_after(self, index):
         """Drop the cached entries with index ``> index``."""
-        cdef int64_t i = _as_int64(index, "index")
+        cdef int64_t i = as_int64(index, "index")
         cdef Py_ssize_t n = len(self._items) - self._offset
         if n == 0 or i >= self._first + n - 1:
             return
@@ -548,7 +510,7 @@ cdef class EntryCache:
 
     def evict_upto(self, index):
         """Drop the cached entries with index ``<= index`` (amortized O(1) per entry)."""
-        cdef int64_t i = _as_int64(index, "index")
+        cdef int64_t i = as_int64(index, "index")
         cdef Py_ssize_t n = len(self._items) - self._offset
         if n == 0 or i < self._first:
             return

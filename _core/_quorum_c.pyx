@@ -1,55 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Quorum kernel, compiled. The readable contract is the twin ``_quorum_py.py``.
 
-Every index and node id is converted by ``_as_int64``: an integer as ``operator.index`` takes
-it (so never a float, even 2.0: Cython's own conversion of a typed argument truncated one,
-through ``__int__``), in int64, or the same ``TypeError`` / ``OverflowError`` as the twin.
+Every index and node id is converted by ``as_int64`` (``_int64.pxd``): an integer as
+``operator.index`` takes it (so never a float, even 2.0: Cython's own conversion of a typed
+argument truncated one, through ``__int__``), in int64, or the same ``TypeError`` /
+``OverflowError`` as the twin.
 """
 
 cimport cython
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t
 from libc.stdlib cimport qsort
 
+from openraft_py._core._int64 cimport as_int64
+
 INF_INDEX = 2**63 - 1
 cdef int64_t C_INF_INDEX = 0x7FFFFFFFFFFFFFFF
-
-
-# Exact ints of one CPython digit (< 2**30, the indexes and ids of nearly every call): read
-# in place, as Cython's own conversion of a typed argument does.
-cdef extern from *:
-    """
-    static CYTHON_INLINE int __orq_small_int(PyObject *v, int64_t *out) {
-        if (!PyLong_CheckExact(v)) return 0;
-    #if PY_VERSION_HEX >= 0x030C0000
-        if (!_PyLong_IsCompact((PyLongObject *)v)) return 0;
-        *out = (int64_t)_PyLong_CompactValue((PyLongObject *)v);
-    #else
-        if (Py_SIZE(v) < -1 || Py_SIZE(v) > 1) return 0;
-        *out = Py_SIZE(v) ? (int64_t)Py_SIZE(v) * (int64_t)((PyLongObject *)v)->ob_digit[0] : 0;
-    #endif
-        return 1;
-    }
-    """
-    bint _small_int "__orq_small_int"(object v, int64_t* out)
-
-
-cdef inline int64_t _as_int64(object value, str what) except? -1:
-    """``value`` as an int64, as the twin's ``_as_int64``: the ``TypeError`` of
-    ``operator.index`` for a non-integer (it may run the object's ``__index__``),
-    ``OverflowError`` naming ``what`` outside ``[-2**63, 2**63)``."""
-    cdef int64_t small
-    cdef int overflow = 0
-    cdef long long v
-    if _small_int(value, &small):
-        return small
-    v = PyLong_AsLongLongAndOverflow(value, &overflow)
-    if overflow:
-        raise OverflowError(f"{what} out of the int64 range [-2**63, 2**63)")
-    return v
 
 
 # A matched index and the position of its object in the caller's list.
@@ -108,7 +77,7 @@ cdef inline Py_ssize_t _rank_exact(list m, Py_ssize_t n, int64_t* value) except 
         o = PyList_GET_ITEM(m, i)
         if not PyLong_CheckExact(<object>o):
             return -2
-        v = _as_int64(<object>o, "matched index")
+        v = as_int64(<object>o, "matched index")
         j = i - 1
         # Strict <: equal values keep list order, as the stable sorted() does.
         while j >= 0 and vals[j] < v:
@@ -131,7 +100,7 @@ cdef Py_ssize_t _rank_any(list m, Py_ssize_t n, int64_t* value) except -3:
         raise MemoryError()
     try:
         for i in range(n):
-            r[i].value = _as_int64(m[i], "matched index")
+            r[i].value = as_int64(m[i], "matched index")
             r[i].pos = i
         qsort(r, n, sizeof(Ranked), _cmp_ranked_desc)
         value[0] = r[n // 2].value
@@ -239,18 +208,18 @@ cdef class ProgressTable:
             if len(c) > widest:
                 widest = len(c)
             for i in range(len(c)):
-                nid = _as_int64(c[i], "node id")
+                nid = as_int64(c[i], "node id")
                 c[i] = nid
                 if nid not in slots:
                     slots[nid] = len(order)
                     order.append(nid)
         nv = len(order)
         for n in lrn:
-            nid = _as_int64(n, "node id")
+            nid = as_int64(n, "node id")
             if nid not in slots:
                 slots[nid] = len(order)
                 order.append(nid)
-        self._self_id = _as_int64(self_id, "node id")
+        self._self_id = as_int64(self_id, "node id")
         self._learners = lrn
         self._n = len(order)
         self._nconfigs = len(cfgs)
@@ -319,8 +288,8 @@ cdef class ProgressTable:
 
     def update(self, node_id, index) -> int:
         """Raise ``matched[node_id]`` to ``index``; return ``committed()``. Unknown ids ignored."""
-        cdef int64_t nid = _as_int64(node_id, "node id")
-        cdef int64_t idx = _as_int64(index, "matched index")
+        cdef int64_t nid = as_int64(node_id, "node id")
+        cdef int64_t idx = as_int64(index, "matched index")
         cdef Py_ssize_t s = self._slot(nid)
         if s >= 0 and idx > self._matched[s]:
             self._matched[s] = idx
@@ -334,8 +303,8 @@ cdef class ProgressTable:
         cdef int64_t node_id, index
         cdef bint changed = False
         for a, b in pairs:
-            node_id = _as_int64(a, "node id")
-            index = _as_int64(b, "matched index")
+            node_id = as_int64(a, "node id")
+            index = as_int64(b, "matched index")
             s = self._slot(node_id)
             if s >= 0 and index > self._matched[s]:
                 self._matched[s] = index
@@ -347,8 +316,8 @@ cdef class ProgressTable:
 
     def reset(self, node_id, index) -> int:
         """Set ``matched[node_id]`` to exactly ``index``; return ``committed()``. KeyError if unknown."""
-        cdef int64_t nid = _as_int64(node_id, "node id")
-        cdef int64_t idx = _as_int64(index, "matched index")
+        cdef int64_t nid = as_int64(node_id, "node id")
+        cdef int64_t idx = as_int64(index, "matched index")
         cdef Py_ssize_t s = self._slot(nid)
         if s < 0:
             raise KeyError(node_id)
@@ -360,7 +329,7 @@ cdef class ProgressTable:
 
     def matched(self, node_id) -> int:
         """Return the matched index of ``node_id``; ``KeyError`` if it is not tracked."""
-        cdef Py_ssize_t s = self._slot(_as_int64(node_id, "node id"))
+        cdef Py_ssize_t s = self._slot(as_int64(node_id, "node id"))
         if s < 0:
             raise KeyError(node_id)
         return self._matched[s]

@@ -35,6 +35,7 @@ from openraft_py._compiled import COMPILED_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ("_quorum_c", "_logindex_c", "_codec_c", "_kv_c")
+SHARED_PXDS = ("_int64",)
 PYTHONS = ("3.11", "3.12", "3.13")
 LICENCES = ("LICENSE-MIT", "LICENSE-APACHE")
 
@@ -258,6 +259,8 @@ def test_sdist_carries_docs_bench_changelog_licences_and_kernel_sources(dist: Di
     for kernel in KERNELS:
         assert f"_core/{kernel}.pyx" in names and f"_core/{kernel}.pxd" in names, kernel
         assert f"_core/_{kernel.split('_')[1]}_py.py" in names, kernel
+    for pxd in SHARED_PXDS:  # the declarations the kernels cimport, without which they do not build
+        assert f"_core/{pxd}.pxd" in names, pxd
     assert len([n for n in names if n.startswith("docs/") and n.endswith(".md")]) == len(
         list((ROOT / "docs").rglob("*.md"))
     )
