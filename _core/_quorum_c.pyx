@@ -12,10 +12,14 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t
 from libc.stdlib cimport qsort
 
 from openraft_py._core._int64 cimport as_int64
+
+# Python's own unpacking of an ``update_many`` item that is not an exact 2-tuple.
+from openraft_py._core._quorum_py import _pair as _py_pair
 
 INF_INDEX = 2**63 - 1
 cdef int64_t C_INF_INDEX = 0x7FFFFFFFFFFFFFFF
@@ -298,20 +302,32 @@ cdef class ProgressTable:
         return self._committed_obj
 
     def update_many(self, pairs) -> int:
-        """Apply ``update`` to each ``(node_id, index)``; return ``committed()`` once."""
+        """Apply ``update`` to each ``(node_id, index)``, in order; return ``committed()``,
+        computed once. A malformed item raises the twin's error; the items before it stay
+        applied and counted."""
         cdef Py_ssize_t s
         cdef int64_t node_id, index
         cdef bint changed = False
-        for a, b in pairs:
-            node_id = as_int64(a, "node id")
-            index = as_int64(b, "matched index")
-            s = self._slot(node_id)
-            if s >= 0 and index > self._matched[s]:
-                self._matched[s] = index
-                if self._is_voter[s]:
-                    changed = True
-        if changed:
-            self._refresh()
+        try:
+            for p in pairs:
+                # An exact 2-tuple read in place; anything else unpacked by Python, with its
+                # errors (Cython's own unpacking words them differently).
+                if type(p) is tuple and PyTuple_GET_SIZE(p) == 2:
+                    a = <object>PyTuple_GET_ITEM(p, 0)
+                    b = <object>PyTuple_GET_ITEM(p, 1)
+                else:
+                    a, b = _py_pair(p)
+                node_id = as_int64(a, "node id")
+                index = as_int64(b, "matched index")
+                s = self._slot(node_id)
+                if s >= 0 and index > self._matched[s]:
+                    self._matched[s] = index
+                    if self._is_voter[s]:
+                        changed = True
+        finally:
+            # Also when an item was refused (Invariant of _committed).
+            if changed:
+                self._refresh()
         return self._committed_obj
 
     def reset(self, node_id, index) -> int:

@@ -42,6 +42,13 @@ def _as_int64(value: Any, what: str) -> int:
     return v
 
 
+def _pair(item: Any) -> tuple[Any, Any]:
+    """``item`` unpacked as ``(node_id, index)``, with Python's own errors for anything that
+    is not a pair (the compiled twin calls this for all but an exact 2-tuple)."""
+    node_id, index = item
+    return node_id, index
+
+
 def majority_committed(matched: list[int], /) -> int:
     """Return the largest index acknowledged by a strict majority of ``matched``.
 
@@ -173,30 +180,41 @@ class ProgressTable:
         return self._committed
 
     def update_many(self, pairs: list[tuple[int, int]]) -> int:
-        """Apply :meth:`update` to each ``(node_id, index)``; return ``committed()`` once."""
+        """Apply :meth:`update` to each ``(node_id, index)`` of ``pairs`` (any iterable of
+        pairs), in order; return ``committed()``, computed once.
+
+        An item that is not a pair raises Python's own error for unpacking it into two (the
+        compiled twin calls ``_pair``), and an id or index that is not an int64 integer that
+        of :meth:`update`; the items before it stay applied, as with :meth:`update` called
+        for each, and ``committed()`` counts them.
+        """
         changed = False
         matched = self._matched
         voters = self._voters
         lo, hi = _INT64_MIN, _INT64_MAX
-        for node_id, index in pairs:
-            if type(node_id) is not int or type(index) is not int:
-                node_id = _as_int64(node_id, "node id")
-                index = _as_int64(index, "matched index")
-            old = matched.get(node_id)
-            # The range checks as in ``update``.
-            if old is None:
-                _as_int64(node_id, "node id")
-                _as_int64(index, "matched index")
-            elif index > old:
-                if index > hi:
+        try:
+            for node_id, index in pairs:
+                if type(node_id) is not int or type(index) is not int:
+                    node_id = _as_int64(node_id, "node id")
+                    index = _as_int64(index, "matched index")
+                old = matched.get(node_id)
+                # The range checks as in ``update``.
+                if old is None:
+                    _as_int64(node_id, "node id")
                     _as_int64(index, "matched index")
-                matched[node_id] = index
-                if node_id in voters:
-                    changed = True
-            elif index < lo:
-                _as_int64(index, "matched index")
-        if changed:
-            self._committed = self._recompute()
+                elif index > old:
+                    if index > hi:
+                        _as_int64(index, "matched index")
+                    matched[node_id] = index
+                    if node_id in voters:
+                        changed = True
+                elif index < lo:
+                    _as_int64(index, "matched index")
+        finally:
+            # Also when an item was refused: ``_committed`` is always computed from
+            # ``_matched`` as it is.
+            if changed:
+                self._committed = self._recompute()
         return self._committed
 
     def reset(self, node_id: int, index: int) -> int:

@@ -205,6 +205,34 @@ def test_progress_table_joint(impl) -> None:
     assert t.update(5, 12) == 10
 
 
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ((3,), ValueError, "not enough values to unpack (expected 2, got 1)"),
+        ((3, 9, 0), ValueError, "too many values to unpack (expected 2)"),
+        (None, TypeError, "cannot unpack non-iterable NoneType object"),
+        ((3, 1.5), TypeError, "'float' object cannot be interpreted as an integer"),
+        ((3, 2**63), OverflowError, "matched index out of the int64 range [-2**63, 2**63)"),
+    ],
+    ids=["short", "long", "none", "float", "overflow"],
+)
+def test_update_many_applies_the_items_before_a_malformed_one(impl, bad, error, message) -> None:
+    """``update_many`` is ``update`` of each item in turn: an item that is not a
+    ``(node_id, index)`` pair of int64 integers raises Python's own error for it (the
+    compiled kernel said "need more than 1 value to unpack" where the twin said "not enough
+    values to unpack (expected 2, got 1)"), and the items before it stay applied, with
+    ``committed()`` computed from them (it was left at its old value: -1 here, while 1 and
+    2 of the 3 voters had matched 9)."""
+    t = impl.ProgressTable([[1, 2, 3]], [4], 1)
+    t.update(1, 9)
+    with pytest.raises(error) as info:
+        t.update_many([(4, 5), (2, 9), bad, (3, 9)])
+    assert str(info.value) == message
+    assert t.as_dict() == {1: 9, 2: 9, 3: -1, 4: 5}
+    assert t.committed() == 9 == impl.majority_committed([9, 9, -1])
+    assert t.update(4, 6) == 9, "the next update answers from the same matched indexes"
+
+
 def test_progress_table_edge_configs(impl) -> None:
     assert impl.ProgressTable([], [], 1).committed() == -1
     t = impl.ProgressTable([[1], []], [2, 1], 1)

@@ -404,6 +404,49 @@ CASES.update({
 })
 
 
+def _update_many(ns: Any, pairs: Any) -> tuple[Any, ...]:
+    """``update_many(pairs)`` on a table whose node 1 matched 9, then the table, also after an
+    error (what an item before the refused one left)."""
+    t = ns["quorum"].ProgressTable([[1, 2, 3]], [4], 1)
+    t.update(1, 9)
+    try:
+        outcome: tuple[Any, ...] = ("ok", t.update_many(pairs))
+    except Exception as exc:  # noqa: BLE001 (the exception is the outcome compared)
+        outcome = (type(exc).__name__, str(exc))
+    return outcome, t.as_dict(), t.committed(), repr(t)
+
+
+def _raises_midway() -> Any:
+    yield 2
+    raise KeyError("an item's own error")
+
+
+# ``update_many``'s items that are not exact ``(node_id, index)`` tuples: Python's own
+# unpacking (and its errors) on both builds (Cython's said "need more than 1 value to
+# unpack" and "'int' object is not iterable"); the items before a refused one stay applied,
+# as by ``update``, on both. Each made anew per build (iterators are used up by the first).
+_MALFORMED_PAIRS: dict[str, Callable[[], Any]] = {
+    "short": lambda: [(2, 9), (1,)],
+    "empty": lambda: [()],
+    "long": lambda: [(2, 9, 0)],
+    "int": lambda: [1],
+    "none": lambda: [(2, 9), None],
+    "dict": lambda: [{2: 9}],
+    "two-key-dict": lambda: [{2: 0, 3: 0}],
+    "list": lambda: [[2, 9]],
+    "str": lambda: ["ab"],
+    "bytes": lambda: [b"\x02\x09"],
+    "iterator": lambda: [iter((2, 9))],
+    "endless": lambda: [iter(int, 1)],
+    "item-raises": lambda: [_raises_midway()],
+    "pairs-none": lambda: None,
+    "pairs-int": lambda: 5,
+    "pairs-generator": lambda: (p for p in [(2, 9), (3,)]),
+}
+for _kind, _make in _MALFORMED_PAIRS.items():
+    CASES[f"quorum-update_many-malformed-{_kind}"] = lambda ns, make=_make: _update_many(ns, make())
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_twins_agree(name: str) -> None:
     call = CASES[name]
