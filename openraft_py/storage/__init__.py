@@ -306,12 +306,17 @@ class RaftStateMachine(Protocol):
     recorded; ``get_current_snapshot`` then hands out the replacement, whose last log id is
     not less: the damage is found, logged with the file's name and repaired when the
     snapshot is first used (sent to a follower), not at start. Without it, ``Raft.new`` calls
-    ``get_current_snapshot`` and closes its file unread. A subclass that overrides
-    ``get_current_snapshot`` alone keeps being asked ``get_current_snapshot``: the method is
-    used only where the class that defines it defines ``get_current_snapshot`` too, or is a
-    subclass of the one that does (``current_snapshot_meta_of``). The shipped state machines
-    have it; the conformance check ``snapshot_meta_is_the_current_snapshots`` compares it
-    with ``get_current_snapshot().meta``.
+    ``get_current_snapshot`` and closes its file unread. The method is used only where it is
+    defined together with the ``get_current_snapshot`` in use (``current_snapshot_meta_of``):
+    by the same class or a subclass of it, set on the instance itself, or, with
+    ``get_current_snapshot``, forwarded by a wrapper's ``__getattr__``. So a subclass that
+    overrides ``get_current_snapshot`` alone, a wrapper whose class defines its own
+    ``get_current_snapshot`` and forwards the rest to an inner state machine, and an instance
+    whose ``get_current_snapshot`` was replaced keep being asked ``get_current_snapshot``
+    (the meta they would get describes another snapshot): such a wrapper defines its own
+    ``get_current_snapshot_meta`` beside it. The shipped state machines have it; the
+    conformance check ``snapshot_meta_is_the_current_snapshots`` compares it with
+    ``get_current_snapshot().meta``.
     """
 
     async def applied_state(self) -> tuple[LogId | None, StoredMembership]:
@@ -382,25 +387,56 @@ def durable_append_of(store: Any) -> Callable[[list[Entry]], None] | None:
     return fn if durable_owner is not None and durable_owner is append_owner else None
 
 
+_ON_INSTANCE = object()
+"""``_defined_by``'s answer for an attribute set on the instance itself."""
+
+
+def _defined_by(obj: Any, name: str) -> Any:
+    """Where ``obj``'s attribute ``name`` is defined: ``_ON_INSTANCE`` (in the instance's own
+    ``__dict__``), else the first class of ``type(obj).__mro__`` whose namespace has it, else
+    ``None`` (neither: a ``__getattr__``, or nothing, answers it). Reads neither the
+    attribute nor ``obj``'s own ``__getattr__``."""
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:  # (no instance dict: __slots__, an extension type)
+        own = {}
+    if isinstance(own, dict) and name in own:
+        return _ON_INSTANCE
+    return next((k for k in type(obj).__mro__ if name in k.__dict__), None)
+
+
 def current_snapshot_meta_of(sm: Any) -> Callable[[], Awaitable[SnapshotMeta | None]] | None:
     """The ``get_current_snapshot_meta`` method ``sm`` offers (see ``RaftStateMachine``), or
-    ``None``: also ``None`` when the class that defines it is neither the class that defines
-    the ``get_current_snapshot`` in use nor a subclass of it (a subclass that changes what
-    ``get_current_snapshot`` returns would be described by an inherited meta that no longer
-    matches). A method set on the instance itself is meant for it: it is used."""
+    ``None``: also ``None`` unless it is defined together with the ``get_current_snapshot``
+    that ``sm`` uses, so that it describes that method's snapshot:
+
+    - set on the instance itself: meant for it, used;
+    - ``get_current_snapshot`` set on the instance (and the meta not): ``None``;
+    - both defined by classes: used when the class that defines the meta is the one that
+      defines ``get_current_snapshot`` or a subclass of it; ``None`` for a subclass that
+      overrides ``get_current_snapshot`` alone (the inherited meta describes its parent's
+      snapshot);
+    - given by ``__getattr__`` (a wrapper forwarding to an inner state machine): used when
+      ``get_current_snapshot`` is forwarded too; ``None`` when the wrapper's class defines
+      its own ``get_current_snapshot`` (the forwarded meta describes the inner's snapshot),
+      or defines the meta while forwarding ``get_current_snapshot``.
+
+    ``None`` costs a start a call of ``get_current_snapshot`` (its file closed unread), never
+    a wrong answer: a wrapper that hands out its own snapshot defines its own meta beside it.
+    """
     fn: Callable[[], Awaitable[SnapshotMeta | None]] | None = getattr(sm, "get_current_snapshot_meta", None)
     if fn is None:
         return None
-    if "get_current_snapshot_meta" in getattr(sm, "__dict__", ()):
-        return fn  # set on the instance
-    mro = type(sm).__mro__
-    meta_owner = next((k for k in mro if "get_current_snapshot_meta" in k.__dict__), None)
-    if meta_owner is None:  # (a __getattr__ gave it)
+    meta_owner = _defined_by(sm, "get_current_snapshot_meta")
+    if meta_owner is _ON_INSTANCE:
         return fn
-    snap_owner = next((k for k in mro if "get_current_snapshot" in k.__dict__), None)
-    if snap_owner is None or not issubclass(meta_owner, snap_owner):
+    snap_owner = _defined_by(sm, "get_current_snapshot")
+    if snap_owner is _ON_INSTANCE:
         return None
-    return fn
+    if meta_owner is None or snap_owner is None:
+        # Both from ``__getattr__``: the object it forwards to answers both, consistently.
+        return fn if meta_owner is None and snap_owner is None else None
+    return fn if issubclass(meta_owner, snap_owner) else None
 
 
 from .memory import (  # noqa: E402  (the memory stores import IOFlushed from here)

@@ -99,6 +99,87 @@ def test_the_shipped_memory_state_machines_offer_the_meta() -> None:
     assert current_snapshot_meta_of(sm) is meta
 
 
+class HandsOutItsOwnSnapshot:
+    """A wrapper state machine: its class defines ``get_current_snapshot`` (a snapshot of its
+    own, at 1-4) and forwards every other attribute to the inner state machine through
+    ``__getattr__``, ``get_current_snapshot_meta`` included, which describes the inner's
+    snapshot (at 1-3), not this one."""
+
+    def __init__(self, inner: MemStateMachine) -> None:
+        self._inner = inner
+        self.handed_out: list[io.BytesIO] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        cur = await self._inner.get_current_snapshot()
+        if cur is None:
+            return None
+        f = io.BytesIO(cur.data.read())
+        self.handed_out.append(f)
+        return Snapshot(SnapshotMeta(LogId(1, 4), cur.meta.last_membership, "the-wrapper's"), f)
+
+
+class Forwards:
+    """A wrapper that defines neither method: both come from the inner state machine, which
+    answers them consistently."""
+
+    def __init__(self, inner: MemStateMachine) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_wrapper_forwarding_the_meta_but_not_the_snapshot_is_asked_for_the_snapshot() -> None:
+    """The meta a wrapper's ``__getattr__`` forwards from its inner state machine describes
+    the inner's snapshot; the wrapper's own ``get_current_snapshot`` hands out another one.
+    The start asks the wrapper for its snapshot (it took the inner's 1-3 for the snapshot's
+    last log id, while the wrapper hands out 1-4)."""
+    log_store, inner, meta = await _pair()
+    assert meta.last_log_id == LogId(1, 3)
+    sm = HandsOutItsOwnSnapshot(inner)
+    state, _ = await restore_state(1, log_store, sm)  # type: ignore[arg-type]
+    assert state.snapshot == LogId(1, 4)
+    assert current_snapshot_meta_of(sm) is None
+    assert len(sm.handed_out) == 1 and sm.handed_out[0].closed
+
+
+async def test_a_wrapper_forwarding_both_methods_reads_the_meta() -> None:
+    """Both methods forwarded by the same ``__getattr__`` describe the same snapshot: the
+    start reads the meta, and no snapshot."""
+    log_store, inner, meta = await _pair(CountsSnapshotReads)
+    sm = Forwards(inner)
+    assert current_snapshot_meta_of(sm) is not None
+    CountsSnapshotReads.reads = 0
+    state, _ = await restore_state(1, log_store, sm)  # type: ignore[arg-type]
+    assert state.snapshot == meta.last_log_id
+    assert CountsSnapshotReads.reads == 0, "restore_state read the snapshot, not its meta"
+
+
+async def test_a_snapshot_method_set_on_the_instance_is_not_described_by_the_class_meta() -> None:
+    """``get_current_snapshot`` set on the instance replaces the class's, whose meta then
+    describes another snapshot: the start asks the instance's method (it read the class's
+    meta, 1-3)."""
+    log_store, sm, _ = await _pair()
+    handed_out: list[io.BytesIO] = []
+    real = sm.get_current_snapshot
+
+    async def its_own() -> Snapshot | None:
+        cur = await real()
+        assert cur is not None
+        f = io.BytesIO(cur.data.read())
+        handed_out.append(f)
+        return Snapshot(SnapshotMeta(LogId(1, 4), cur.meta.last_membership, "the-instance's"), f)
+
+    sm.get_current_snapshot = its_own  # type: ignore[method-assign]
+    state, _ = await restore_state(1, log_store, sm)
+    assert state.snapshot == LogId(1, 4)
+    assert current_snapshot_meta_of(sm) is None
+    assert len(handed_out) == 1 and handed_out[0].closed
+
+
 async def test_noop_state_machine_meta_is_its_current_snapshots() -> None:
     sm = NoopStateMachine()
     assert await sm.get_current_snapshot_meta() is None
