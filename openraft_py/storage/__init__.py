@@ -161,8 +161,9 @@ class RaftLogStorage(RaftLogReader, Protocol):
     may also offer ``append_durable(entries)``, a plain method: ``append`` without the
     callback, raising ``ValueError`` as ``append`` does. The node then calls it instead of
     ``append``, without the coroutine and the callback (``durable_append_of``). A subclass
-    that overrides ``append`` alone keeps its ``append``: the offer holds only where the class
-    that defines ``append_durable`` also defines the ``append`` in use.
+    that overrides ``append`` alone, or an instance whose ``append`` was replaced, keeps its
+    ``append``: the offer holds only where the class that defines ``append_durable`` also
+    defines the ``append`` in use (or both are set on the instance).
 
     Optional: ``async def check_owner(self, node_id: NodeId, cluster_name: str) -> None``.
     ``Raft.new`` calls it first, before it reads anything else from the store, with the
@@ -376,15 +377,14 @@ class RaftStateMachine(Protocol):
 
 def durable_append_of(store: Any) -> Callable[[list[Entry]], None] | None:
     """The ``append_durable`` method ``store`` offers (see ``RaftLogStorage``), or ``None``:
-    also ``None`` when the class that defines ``append_durable`` is not the one that defines
-    the ``append`` the store uses (a subclass that delays or fails its appends)."""
-    mro = type(store).__mro__
+    also ``None`` when ``append_durable`` is not defined where the ``append`` the store uses
+    is (a subclass that delays or fails its appends, an ``append`` set on the instance): the
+    same class, or both set on the instance."""
     fn: Callable[[list[Entry]], None] | None = getattr(store, "append_durable", None)
     if fn is None:
         return None
-    durable_owner = next((k for k in mro if "append_durable" in k.__dict__), None)
-    append_owner = next((k for k in mro if "append" in k.__dict__), None)
-    return fn if durable_owner is not None and durable_owner is append_owner else None
+    durable_owner = _defined_by(store, "append_durable")
+    return fn if durable_owner is not None and durable_owner is _defined_by(store, "append") else None
 
 
 _ON_INSTANCE = object()

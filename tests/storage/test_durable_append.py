@@ -62,6 +62,35 @@ def test_no_offer_when_append_is_overridden_alone_or_absent() -> None:
     assert durable_append_of(_NoOffer()) is None
 
 
+class _UserStore:
+    """A user's store offering both, with an instance ``__dict__`` (``MemLogStore`` has none)."""
+
+    def __init__(self) -> None:
+        self.inner = MemLogStore()
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        await self.inner.append(entries, callback)
+
+    def append_durable(self, entries: list[Entry]) -> None:
+        self.inner.append_durable(entries)
+
+
+def test_no_offer_when_append_is_replaced_on_the_instance() -> None:
+    """An ``append`` set on the instance (one that delays or fails its appends, as a test
+    injects) is the one in use: the class's ``append_durable`` would bypass it (it was
+    offered)."""
+    store = _UserStore()
+    assert durable_append_of(store) is not None
+
+    async def failing(entries: list[Entry], callback: IOFlushed) -> None:
+        raise OSError("disk full")
+
+    store.append = failing  # type: ignore[method-assign]
+    assert durable_append_of(store) is None
+    store.append_durable = store.inner.append_durable  # type: ignore[method-assign]
+    assert durable_append_of(store) is not None, "both set on the instance: offered"
+
+
 class _Counting(MemLogStore):
     """Offers both, counting which one the node calls (shared across the cluster's nodes)."""
 
