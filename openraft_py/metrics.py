@@ -33,7 +33,12 @@ class ReadOnlyReplication(_ReadOnlyDict[NodeId, int]):
     ``m.replication | {...}`` also make a plain ``dict`` when run, but type checkers see a
     read-only ``Mapping``, which has neither). Reading, comparing (with a plain ``dict``
     too), pickling, copying and encoding (msgspec: a JSON object, a msgpack map) work as for
-    a ``dict``."""
+    a ``dict``.
+
+    ``dict``'s methods called unbound on it (``dict.__setitem__(m.replication, k, v)``) are
+    not refused (``_ReadOnlyDict``): they change what every reader of that metrics value
+    sees, until the node's next change builds a new one from the leader's progress, which
+    they never reach; never call them on it."""
 
     __slots__ = ()
     _REFUSED = (

@@ -66,3 +66,26 @@ async def test_a_waiter_wakes_when_the_leader_is_no_longer_named() -> None:
     pub.publish()
     assert fut.done()
     assert watch.current.current_leader is None
+
+
+def test_a_bypass_of_the_read_only_replication_never_reaches_the_node() -> None:
+    """``dict``'s methods called unbound on a metrics value's ``replication`` are not refused
+    (no ``dict`` subclass can refuse them: ``types._ReadOnlyDict``, unsupported); what they
+    change is that value alone. The leader's progress, and the metrics built at its next
+    change, are the node's own: each build copies the progress (a replication holding the
+    progress table's own dict would have let the bypass lower a matched index)."""
+    from .helpers import make_idle_leader
+
+    eng = make_idle_leader()
+    watch = MetricsWatch(lambda: build(eng, None))
+    pub = Publisher(eng, watch)
+    m = watch.current
+    assert m.replication is not None
+    want = dict(m.replication)
+    assert want == {1: 1, 2: 1, 3: 1}
+    dict.__setitem__(m.replication, 2, -1)
+    dict.update(m.replication, {9: 0})
+    assert m.replication == {1: 1, 2: -1, 3: 1, 9: 0}, "(the bypass itself: not refused)"
+    assert eng.leader is not None and eng.leader.progress.as_dict() == want
+    pub.publish(force=True)
+    assert watch.current is not m and watch.current.replication == want
