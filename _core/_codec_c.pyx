@@ -19,7 +19,7 @@ from cpython.ref cimport Py_INCREF, Py_TYPE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
-from openraft_py._core._int64 cimport as_int64, small_int
+from openraft_py._core._int64 cimport as_int64_arg, small_int
 
 # Shared with the pure twin so both raise the same types.
 from openraft_py._core._codec_py import CodecError, FrameTooLarge
@@ -510,9 +510,9 @@ def plain_entries_prefix(list entries, next_index, min_term, max_term, entry_typ
     cdef int64_t nxt, lt, hi, i, t
     # Converted as the twin does (a typed int64_t target truncated a float: next_index=1.5
     # passed the entry at index 1).
-    nxt = as_int64(next_index, "next_index")
-    lt = as_int64(min_term, "min_term")
-    hi = as_int64(max_term, "max_term")
+    nxt = as_int64_arg(next_index, "next_index")
+    lt = as_int64_arg(min_term, "min_term")
+    hi = as_int64_arg(max_term, "max_term")
     k = 0
     # At most the entries whose indexes nxt, nxt + 1, ... are int64 (past 2**63 - 1 nxt would
     # wrap around to -2**63; the twin's Python int goes on to 2**63, which no int64 index
@@ -562,7 +562,7 @@ def find_payload(list entries, payload_type, start=0) -> int:
     ``payload_type``, or -1 (the contract is in the twin). ``payload`` is read from its slot
     (``_Field``); the list's length is read again at each step (a ``payload`` read through
     ``getattr`` may run code that shrinks the list)."""
-    cdef int64_t s = as_int64(start, "start")
+    cdef int64_t s = as_int64_arg(start, "start")
     cdef Py_ssize_t k = <Py_ssize_t>s if s > 0 else 0
     while k < PyList_GET_SIZE(entries):
         e = entries[k]

@@ -8,7 +8,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
 from openraft_py._core._codec_c cimport _Field
-from openraft_py._core._int64 cimport as_int64
+from openraft_py._core._int64 cimport as_int64_arg
 
 # A key or value is nearly always ASCII: check 8 bytes at a time and copy them into a new
 # compact ASCII string, without PyUnicode_DecodeUTF8's decoding loop (its ASCII scan and
@@ -81,7 +81,7 @@ def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
     """See ``_kv_py.apply_kv_sets``."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(entries), m, ks, kl = 0, vs, vl = 0
     # ``start`` as the twin converts it (operator.index, int64), with its messages.
-    cdef int64_t s = as_int64(start, "start")
+    cdef int64_t s = as_int64_arg(start, "start")
     cdef const unsigned char* p
     cdef PyObject* prev
     cdef object entry, payload, data, key, value
