@@ -64,8 +64,8 @@ class Config(msgspec.Struct, kw_only=True):
     cluster_name: str = "foo"
     """The cluster's name (Openraft's field; a non-empty ``str``). The TCP transport does not
     read it: the name it checks at connect, so that two clusters never mix, is the
-    ``cluster_name`` given to ``TcpNetworkFactory`` and ``TcpServer.start``. Give all three the
-    same name. The node records the cluster name in its stores' owner record
+    ``cluster_name`` given to ``TcpNetworkFactory`` and ``TcpServer.start`` (which refuses a
+    name other than the node's factory's). Give all three the same name. The node records the cluster name in its stores' owner record
     (``check_owner``: ``StoreOwnerMismatch``): the network factory's ``cluster_name`` when it
     has one, else this one (``raft.owner_cluster_name``)."""
     election_timeout_min: int = 150

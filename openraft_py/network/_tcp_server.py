@@ -116,6 +116,26 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     return vote is not None and vote.committed and vote.leader_id.node_id == node_id
 
 
+def _check_same_cluster_name(raft: object, cluster_name: str) -> None:
+    """``ValueError`` unless ``cluster_name`` is the cluster name of the network factory of
+    ``raft`` (a ``Raft``) when that factory has one (a ``TcpNetworkFactory``'s, non-empty):
+    the node's peers dial with their factories, which send the cluster's one name, so a
+    server of another name refused every one of them ("wrong cluster name", logged as
+    WARNING only) and the node was never reached; the Raft ``Config.cluster_name`` is not
+    compared (the transport does not read it)."""
+    from ..raft import Raft  # (here: the node's module imports the network's)
+
+    if not isinstance(raft, Raft):
+        return
+    factory_name = getattr(raft._core.network, "cluster_name", None)
+    if isinstance(factory_name, str) and factory_name and factory_name != cluster_name:
+        raise ValueError(
+            f"cluster_name={shown(cluster_name)} is not the cluster name of the node's network factory, "
+            f"{shown(factory_name)}: its peers dial with that name and this server would refuse every one "
+            "of them; give TcpServer.start and every node's TcpNetworkFactory the cluster's one name"
+        )
+
+
 _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"})
 """The ``ssl.SSLError.reason`` of a TLS handshake whose peer sent something else than TLS (a
 node without a TLS context sends its plain hello)."""
@@ -897,8 +917,10 @@ class TcpServer:
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
         refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at
-        least 1; ``max_connections`` may be ``None``), ``cluster_name`` a ``str`` of at most 256 characters, ``node_id`` a node
-        id, ``ssl`` an ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
+        least 1; ``max_connections`` may be ``None``), ``cluster_name`` a ``str`` of at most 256 characters (and,
+        for a ``Raft`` whose network factory has a cluster name, a ``TcpNetworkFactory``'s, that
+        name: its peers dial with it), ``node_id`` the id of the node served, ``ssl`` an
+        ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
         Raises ``OSError`` naming ``host:port`` when it cannot listen there: the port is in
         use or not allowed, the address is not this machine's, or (``socket.gaierror``)
         ``host`` is a name that does not resolve. A start cancelled by its caller leaves
@@ -1017,6 +1039,7 @@ class TcpServer:
                 # Every peer that dialled this node was answered as another node and closed
                 # the connection ("the node at ... is node 7"): the node was unreachable.
                 raise ValueError(f"node_id={node_id} is not the id of the node served, {raft.id} (leave it out)")
+        _check_same_cluster_name(raft, cluster_name)
         if peer_id_of_cert is not None and not callable(peer_id_of_cert):
             raise TypeError(f"peer_id_of_cert must be callable or None, got {type(peer_id_of_cert).__name__}")
         if yield_after_answer is not None and not isinstance(yield_after_answer, bool):
