@@ -110,6 +110,27 @@ MIN_TLS_RELOAD_INTERVAL = 0.1
 MAX_TLS_RELOAD_INTERVAL = 86400.0
 """The largest interval (a day): a renewal is to be taken well before the certificate expires."""
 
+DEFAULT_MAX_BODY = 1024 * 1024
+"""``serve --max-body`` when not given: the largest HTTP request body, in bytes."""
+
+MIN_MAX_BODY = 1024
+"""The smallest ``--max-body``: room for any admin request of a few members."""
+
+JSON_BYTES_PER_BYTE = 6
+"""The most bytes JSON may spell one byte of a string in (``\u0000``): a ``cas`` body carries
+its entry's strings as JSON."""
+
+
+def max_useful_body(config: Config) -> int:
+    """The largest ``--max-body`` of a node running ``config``: what a request body can
+    carry into one entry of ``config.max_entry_bytes``, every byte spelled in
+    ``JSON_BYTES_PER_BYTE`` (a ``cas`` body), plus 64 KiB for the JSON around it; at least
+    ``DEFAULT_MAX_BODY``. A larger body is never written (its entry is refused with 413), but
+    the node reads it whole before it can tell, and the request-body budget
+    (``http_api.body_budget``) grows to it: with ``--max-body 99999999999999`` one 300 MB PUT
+    took the node to 1.2 GB before its 413, and nothing bounded many at once."""
+    return max(DEFAULT_MAX_BODY, JSON_BYTES_PER_BYTE * config.max_entry_bytes + 64 * 1024)
+
 
 class ServeOptions(msgspec.Struct, kw_only=True):
     """What one ``serve`` process runs (the §8 flags of ``openraft-py serve``).
@@ -134,7 +155,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     tls_bind_node_ids: bool = False
     tls_reload_interval: float = TLS_RELOAD_INTERVAL
     raft_config: dict[str, Any] = {}
-    max_body: int = 1024 * 1024
+    max_body: int = DEFAULT_MAX_BODY
     learner_timeout: float = 60.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -180,8 +201,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                 interval == 0 or MIN_TLS_RELOAD_INTERVAL <= interval <= MAX_TLS_RELOAD_INTERVAL):
             raise ValueError(f"--tls-reload-interval must be 0 (off) or from {MIN_TLS_RELOAD_INTERVAL:g} to "
                              f"{MAX_TLS_RELOAD_INTERVAL:g} seconds, got {interval!r}")
-        if self.max_body < 1024:
-            raise ValueError(f"--max-body must be at least 1024 bytes, got {self.max_body}")
+        if self.max_body < MIN_MAX_BODY:
+            raise ValueError(f"--max-body must be at least {MIN_MAX_BODY} bytes, got {self.max_body}")
         if not self.learner_timeout > 0:
             raise ValueError("learner_timeout must be positive")
         named = self.raft_config.get("cluster_name", self.cluster_name)

@@ -43,7 +43,7 @@ from .argtypes import decimal_int, given_once
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .logs import LOG_FORMATS, configure_logging
-from .node import KvNode, ServeOptions
+from .node import DEFAULT_MAX_BODY, JSON_BYTES_PER_BYTE, KvNode, ServeOptions, max_useful_body
 
 __all__ = ["add_serve_arguments", "options_from_args", "serve", "run_serve", "serve_main"]
 
@@ -75,8 +75,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
-    p.add_argument("--max-body", type=decimal_int, default=1024 * 1024, metavar="BYTES",
-                   help="largest HTTP request body (default 1 MiB); larger gets 413")
+    p.add_argument("--max-body", type=decimal_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+                   help="largest HTTP request body (default 1 MiB; at most 6 x max_entry_bytes + 64 KiB); "
+                        "larger gets 413")
     return p
 
 
@@ -133,6 +134,14 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         short = election_timeout_shortfall(config)
         if short is not None:
             raise ValueError(f"--raft-config: {short}")
+        useful = max_useful_body(config)
+        if opts.max_body > useful:
+            raise ValueError(
+                f"--max-body {opts.max_body} is more than a request can use: at most {useful} bytes with "
+                f"max_entry_bytes={config.max_entry_bytes} ({JSON_BYTES_PER_BYTE} times it, as a cas body's "
+                "JSON may spell each byte of its entry in six, plus 64 KiB; never below 1 MiB), since a larger "
+                "body is read whole before it is refused. For larger values raise max_entry_bytes in --raft-config"
+            )
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
     except Exception as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from openraft_py.kv import cli, demo
+from openraft_py.kv import cli, demo, node, server
 
 if TYPE_CHECKING:
     from aiohttp.web import AbstractRouteDef
@@ -242,6 +243,38 @@ def test_node_ids_and_counts_in_plain_digits_are_taken() -> None:
     assert parse(["cluster", "up", "-n", "03"]).n == 3
     assert parse(["serve", "--id", "0", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d",
                   "--max-body", "2048"]).max_body == 2048
+
+
+@pytest.mark.parametrize(("max_body", "raft_config", "message"), [
+    ("99999999999999", "{}", "--max-body 99999999999999 is more than a request can use: at most 25231360 bytes "
+                             "with max_entry_bytes=4194304"),
+    ("2000000", '{"max_entry_bytes": 4096}', "--max-body 2000000 is more than a request can use: at most 1048576 "
+                                             "bytes with max_entry_bytes=4096"),
+])
+def test_serve_refuses_a_max_body_no_entry_can_use(max_body: str, raft_config: str, message: str) -> None:
+    """A body over what one entry can use was read whole before its 413: ``serve --max-body
+    99999999999999`` started, a 300 MB PUT took the node to 1.2 GB before it was refused, and
+    the body budget (at least ``--max-body``) no longer bounded many such requests at once.
+    ``serve`` now refuses the flag (exit 2, as every unusable flag), naming the most it can
+    use with the node's ``max_entry_bytes``."""
+    args = cli.build_parser().parse_args(
+        ["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+         "--max-body", max_body, "--raft-config", raft_config])
+    with pytest.raises(ValueError) as info:
+        server.options_from_args(args)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("max_body", "raft_config"), [
+    (node.DEFAULT_MAX_BODY, {"max_entry_bytes": 1}),  # the default, whatever the entries
+    (6 * 4194304 + 65536, {}),  # the most a cas of a 4 MiB entry can spell
+    (33554432, {"max_entry_bytes": 33534976, "max_payload_bytes": 33534976}),  # the network guide's largest
+])
+def test_serve_takes_a_max_body_its_entries_can_use(max_body: int, raft_config: dict[str, int]) -> None:
+    args = cli.build_parser().parse_args(
+        ["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d",
+         "--max-body", str(max_body), "--raft-config", json.dumps(raft_config)])
+    assert server.options_from_args(args).max_body == max_body
 
 
 def test_serve_options_refused_by_the_service_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
