@@ -118,17 +118,18 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
 
 def _check_same_cluster_name(raft: object, cluster_name: str) -> None:
     """``ValueError`` unless ``cluster_name`` is the cluster name of the network factory of
-    ``raft`` (a ``Raft``) when that factory has one (a ``TcpNetworkFactory``'s, non-empty):
-    the node's peers dial with their factories, which send the cluster's one name, so a
-    server of another name refused every one of them ("wrong cluster name", logged as
-    WARNING only) and the node was never reached; the Raft ``Config.cluster_name`` is not
-    compared (the transport does not read it)."""
+    ``raft`` (a ``Raft``) when that factory has one (a ``TcpNetworkFactory``'s, ``""``
+    included: the hello carries it as any other): the node's peers dial with their
+    factories, which send the cluster's one name, so a server of another name refused every
+    one of them ("wrong cluster name", logged as WARNING only) and the node was never
+    reached. The Raft ``Config.cluster_name`` is not compared (the transport does not read
+    it), nor is a factory without a ``cluster_name`` (another transport's)."""
     from ..raft import Raft  # (here: the node's module imports the network's)
 
     if not isinstance(raft, Raft):
         return
     factory_name = getattr(raft._core.network, "cluster_name", None)
-    if isinstance(factory_name, str) and factory_name and factory_name != cluster_name:
+    if isinstance(factory_name, str) and factory_name != cluster_name:
         raise ValueError(
             f"cluster_name={shown(cluster_name)} is not the cluster name of the node's network factory, "
             f"{shown(factory_name)}: its peers dial with that name and this server would refuse every one "

@@ -112,23 +112,21 @@ async def test_tcp_server_start_refuses_a_cluster_name_that_is_not_the_factory_s
     """``TcpServer.start(raft, ..., "prod")`` for a node whose ``TcpNetworkFactory`` says
     ``"staging"``: its peers dial with their factories' name, so the server refused every
     one of them ("wrong cluster name 'staging'", a WARNING in the log only) and the node
-    was never reached. Refused at the call, naming both; the factory's name is taken, and
-    so is any name when the factory has none (``""``: the transport then checks none)."""
+    was never reached. Refused at the call, naming both (an empty name is a name to the
+    hello as any other); the factory's own name is taken."""
     from openraft_py.network.tcp import TcpServer
 
-    for factory_name, server_names in (("staging", ["staging"]), ("", ["prod", ""])):
+    for factory_name, other in (("staging", "prod"), ("", "prod"), ("staging", "")):
         disk = MemDisk()
         factory = TcpNetworkFactory(2, factory_name)
         raft = await Raft.new(2, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
         try:
-            if factory_name:
-                with pytest.raises(ValueError, match=r"cluster_name='prod' is not the cluster name of the node's "
-                                                     r"network factory, 'staging'"):
-                    await TcpServer.start(raft, "127.0.0.1", 0, "prod")
-            for name in server_names:
-                server = await TcpServer.start(raft, "127.0.0.1", 0, name)
-                assert server.cluster_name == name
-                await server.close()
+            with pytest.raises(ValueError, match=rf"cluster_name='{other}' is not the cluster name of the node's "
+                                                 rf"network factory, '{factory_name}'"):
+                await TcpServer.start(raft, "127.0.0.1", 0, other)
+            server = await TcpServer.start(raft, "127.0.0.1", 0, factory_name)
+            assert server.cluster_name == factory_name
+            await server.close()
         finally:
             await raft.shutdown()
             await factory.close()
