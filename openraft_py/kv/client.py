@@ -671,10 +671,13 @@ class KvClient:
                    **kw: Unpack[CallTimes]) -> Response:
         """``POST /cluster/init`` at ``endpoint`` (default: the first endpoint) with
         ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected. ``TypeError`` /
-        ``ValueError`` (nothing sent) unless ``members`` maps node ids to pairs of ``str``."""
+        ``ValueError`` (nothing sent) unless ``members`` maps at least one node id to a pair
+        of ``str`` (the service refuses an empty one with 400, after a round trip)."""
         if not isinstance(members, Mapping):
             raise TypeError(f"members is a mapping of node ids to (raft_addr, http_addr), got "
                             f"{type(members).__name__} {quoted(members)}")
+        if not members:
+            raise ValueError("members is empty: a cluster is initialized with at least one node")
         for i, addrs in members.items():
             check_node_id(i, "member id")
             if not (isinstance(addrs, tuple | list) and len(addrs) == 2 and all(isinstance(a, str) for a in addrs)):
@@ -710,11 +713,22 @@ class KvClient:
         """``POST /cluster/members``: make ``voters`` the voters (``retain``: removed voters
         stay as learners; ``allow_lagging``: even if most of them have not caught up with the
         leader, which answers 409 otherwise); OK answers ``{"index", "voters", "learners"}``.
-        ``TypeError`` / ``ValueError`` (nothing sent) unless ``voters`` is a sequence of node
-        ids (a ``str`` is not: ``"123"`` was sent as the voters ``"1"``, ``"2"``, ``"3"``)."""
+        ``TypeError`` / ``ValueError`` (nothing sent) unless ``voters`` is a non-empty sequence
+        of distinct node ids (a ``str`` is not: ``"123"`` was sent as the voters ``"1"``,
+        ``"2"``, ``"3"``) and ``retain`` and ``allow_lagging`` are ``bool``s (the service
+        refuses the others with 400, after a round trip)."""
         if isinstance(voters, str | bytes) or not isinstance(voters, Iterable):
             raise TypeError(f"voters is a sequence of node ids, got {type(voters).__name__} {quoted(voters)}")
-        body = {"voters": [check_node_id(v, "voter id") for v in voters], "retain": retain}
+        for name, flag in (("retain", retain), ("allow_lagging", allow_lagging)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} is a bool, got {type(flag).__name__} {quoted(flag)}")
+        ids = [check_node_id(v, "voter id") for v in voters]
+        if not ids:
+            raise ValueError("voters is empty: a cluster needs at least one voter")
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"voter ids {twice} are given more than once")
+        body = {"voters": ids, "retain": retain}
         if allow_lagging:
             body["allow_lagging"] = True
         return await self.request("POST", "/cluster/members", json=body, **kw)

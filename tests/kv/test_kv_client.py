@@ -692,6 +692,14 @@ async def test_arguments_are_checked_before_anything_is_sent() -> None:
                                                     "pair of str, got str 'h:1'$"),
             (lambda: c.init({"1": ("h:1", "h:2")}), TypeError, "^member id must be an int"),  # type: ignore[dict-item]
             (lambda: c.init([(1, ("h:1", "h:2"))]), TypeError, "^members is a mapping"),  # type: ignore[arg-type]
+            # Sent, and refused by the service with 400 after a round trip (or, as here, failed
+            # to connect: a FAIL outcome whose error named no argument); refused at once now,
+            # as Raft.initialize and Raft.change_membership refuse them.
+            (lambda: c.init({}), ValueError, "^members is empty: a cluster is initialized with at least one node$"),
+            (lambda: c.change_members([]), ValueError, "^voters is empty: a cluster needs at least one voter$"),
+            (lambda: c.change_members([2, 1, 2, 1]), ValueError, r"^voter ids \[1, 2\] are given more than once$"),
+            (lambda: c.change_members([1], retain="no"), TypeError, "^retain is a bool, got str 'no'$"),  # type: ignore[arg-type]
+            (lambda: c.change_members([1], allow_lagging=1), TypeError, "^allow_lagging is a bool, got int 1$"),  # type: ignore[arg-type]
         ]:
             with pytest.raises(err, match=msg):
                 await call()
