@@ -881,6 +881,12 @@ async def _cluster_up(args: argparse.Namespace) -> int:
     where = f"--data-dir {args.data_dir!r}" if args.data_dir is not None else "the temporary data directory"
     if args.data_dir is not None and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
         raise CliError(f"{where}: it is a file, not a directory")
+    if args.data_dir is not None:
+        from .node import dangling_link
+
+        dangling = dangling_link(args.data_dir)
+        if dangling is not None:
+            raise CliError(f"{where}: {dangling}")
     try:
         cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
                                raft_config=args.raft_config, log_level=args.log_level, max_body=args.max_body)

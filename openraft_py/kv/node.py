@@ -121,6 +121,17 @@ JSON_BYTES_PER_BYTE = 6
 its entry's strings as JSON."""
 
 
+def dangling_link(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be made a directory when it is a symbolic link that leads nowhere
+    (its target missing: a disk not mounted; or links in a loop), else ``None``. Creating
+    the directory failed with a bare "File exists" (the link exists); creating the link's
+    target instead would put a node's data on whatever disk holds the mount point."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    return (f"a symbolic link to {os.readlink(path)!r}, which leads to no directory (is its disk mounted?): "
+            "create the directory it names, or give another --data-dir")
+
+
 def max_useful_body(config: Config) -> int:
     """The largest ``--max-body`` of a node running ``config``: what a request body can
     carry into one entry of ``config.max_entry_bytes``, every byte spelled in
@@ -494,6 +505,9 @@ class KvNode:
             try:
                 if data.exists() and not data.is_dir():
                     raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+                dangling = dangling_link(data)
+                if dangling is not None:
+                    raise FileNotFoundError(errno.ENOENT, dangling)
                 data.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None

@@ -893,11 +893,17 @@ def test_a_data_dir_that_cannot_be_one_is_refused_naming_the_flag(tmp_path: Path
     words for it), naming no flag."""
     file = tmp_path / "a-file"
     file.write_text("not a directory")
-    for given, why in ((file, "it is a file, not a directory"), (file / "sub", "Not a directory")):
+    link = tmp_path / "a-link"  # to a disk not mounted: it said "File exists" (of the link)
+    link.symlink_to(tmp_path / "not-mounted" / "openraft")
+    for given, why in ((file, "it is a file, not a directory"), (file / "sub", "Not a directory"),
+                       (link, f"a symbolic link to {str(tmp_path / 'not-mounted' / 'openraft')!r}, which leads to no "
+                              "directory (is its disk mounted?): create the directory it names, or give another "
+                              "--data-dir")):
         assert cli.main(["cluster", "up", "-n", "1", "--data-dir", str(given), "--timeout", "5"]) == 1
         err = capsys.readouterr().err.splitlines()
         assert err == [f"openraft-py cluster up: error: --data-dir {str(given)!r}: {why}"], err
     assert file.read_text() == "not a directory"
+    assert not (tmp_path / "not-mounted").exists()
 
 
 def test_a_data_dir_used_before_keeps_its_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,28 @@ async def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     assert node.raft is None and node.log_store is None
 
 
+async def test_a_data_dir_that_is_a_link_to_nothing_is_named(tmp_path: Path) -> None:
+    """``--data-dir`` a symbolic link whose target is missing (a disk not mounted at the
+    mount point it names), or links in a loop: the start failed with "[Errno 17] --data-dir
+    '...': File exists", what mkdir says of the link. Now it says what the link leads to,
+    and nothing is created at its target (which would put the node's data on the disk that
+    holds the mount point)."""
+    opts = node_options(1, str(tmp_path))
+    target = tmp_path / "not-mounted" / "openraft"
+    Path(opts.data_dir).symlink_to(target)
+    node = KvNode(opts)
+    with pytest.raises(FileNotFoundError, match=rf"--data-dir '.*n1': a symbolic link to '{target}', which leads to "
+                                                r"no directory \(is its disk mounted\?\)"):
+        await node.start()
+    assert not (tmp_path / "not-mounted").exists()
+    assert node.raft is None and node.log_store is None
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    opts.data_dir = str(loop)
+    with pytest.raises(FileNotFoundError, match=r"--data-dir '.*loop': a symbolic link to '.*loop', which leads"):
+        await KvNode(opts).start()
+
+
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
 async def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     opts = node_options(1, str(tmp_path))
