@@ -349,6 +349,15 @@ class Raft:
 
     # -- cluster setup -------------------------------------------------------------------------
 
+    def _check_node_for_network(self, node_id: NodeId, node: BasicNode) -> None:
+        """The network factory's optional ``check_node(node_id, node)``, which refuses an
+        address it cannot dial (``TcpNetworkFactory.check_node``: an empty one, one not
+        ``"host:port"``) with ``ValueError``; a factory without it (the ``Router``, whose
+        addresses mean nothing) takes any."""
+        check = getattr(self._core.network, "check_node", None)
+        if check is not None:
+            check(node_id, node)
+
     async def initialize(self, members: Mapping[NodeId, BasicNode] | Iterable[NodeId]) -> None:
         """Start a new cluster whose first membership is ``members`` (ids, or ids to nodes).
 
@@ -356,9 +365,14 @@ class Raft:
         if this node already has a log or a vote, and ``NotInMembers`` if it is not one of
         ``members``; ``TypeError`` if ``members`` is neither a mapping of ids to ``BasicNode``
         nor an iterable of ids, ``ValueError`` if an id is out of range, repeated, or there
-        is no member (see ``openraft_py.validation.check_members``).
+        is no member (see ``openraft_py.validation.check_members``), or if the network
+        factory's optional ``check_node`` refuses a member's address: ``TcpNetworkFactory``
+        refuses one that is not ``"host:port"``, so with it give a mapping of ids to
+        ``BasicNode("host:port")`` (a list of ids gives each member the empty address).
         """
         nodes = _v.check_members(members)
+        for nid, node in nodes.items():
+            self._check_node_for_network(nid, node)
         membership = Membership.new([set(nodes)], nodes)
 
         await self._act(lambda eng, now: eng.initialize(membership, now))
@@ -381,11 +395,15 @@ class Raft:
         ``LearnerNotFound`` if, while ``blocking`` waits, a later change removes the node
         from the membership (the entry that added it is committed: only the wait ends);
         ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node
-        id, ``node`` a ``BasicNode`` and ``blocking`` a bool.
+        id, ``node`` a ``BasicNode`` and ``blocking`` a bool, and ``ValueError`` if the
+        network factory's optional ``check_node(node_id, node)`` refuses the address
+        (``TcpNetworkFactory``: one that is not ``"host:port"``, ``""`` included: such a
+        learner was never reached, and a blocking call waited for good).
         """
         node_id = _v.check_node_id(node_id)
         _v.check_node(node)
         _v.check_bool(blocking, "blocking")
+        self._check_node_for_network(node_id, node)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)

@@ -325,11 +325,11 @@ def check_implements(obj: Any, what: str, protocol: str, methods: tuple[str, ...
                         f"{', '.join(missing)}")
 
 
-PLAIN_METHODS = frozenset({"new_client", "forget", "check_config", "get_log_reader", "append_durable",
-                           "get_snapshot_builder"})
+PLAIN_METHODS = frozenset({"new_client", "forget", "check_config", "check_node", "get_log_reader",
+                           "append_durable", "get_snapshot_builder"})
 """The methods of the storage and network protocols that the node calls without awaiting
 what they return (plain ``def``), the optional ones included (``forget``, ``check_config``,
-``append_durable``). Every other method of ``NETWORK_FACTORY_METHODS``,
+``check_node``, ``append_durable``). Every other method of ``NETWORK_FACTORY_METHODS``,
 ``LOG_STORAGE_METHODS`` and ``STATE_MACHINE_METHODS`` is a coroutine function."""
 
 

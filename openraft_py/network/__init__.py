@@ -161,7 +161,13 @@ class RaftNetworkFactory(Protocol):
         to ``target`` (once ``target`` left its memberships: a leader's replication
         targets, another node's clients of the voters it asked for votes): release what the
         factory keeps for it (a connection). The node drops its client of ``target`` first;
-        a later ``new_client(target, ...)`` must work again. ``TcpNetworkFactory`` has it."""
+        a later ``new_client(target, ...)`` must work again. ``TcpNetworkFactory`` has it.
+
+        Optional: ``check_node(target, node)``, a plain method that raises ``ValueError``
+        for an address the factory can never use; ``Raft.initialize`` and
+        ``Raft.add_learner`` call it for each node they are given, before anything is
+        logged (``TcpNetworkFactory.check_node`` refuses one that is not ``"host:port"``,
+        ``""`` included)."""
         ...
 
 

@@ -29,7 +29,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
-from ..validation import check_node_id, shown
+from ..validation import check_node, check_node_id, shown
 from . import wire
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -39,7 +39,7 @@ from ._tcp_common import (
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
-    check_count,
+    check_frame_limit,
     check_seconds,
     foreign_protocol_hint,
     log,
@@ -922,10 +922,11 @@ class TcpNetworkFactory:
     - ``seed``: seeds the back-off jitter.
 
     Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``node_id`` a
-    node id, ``cluster_name`` a ``str`` of at most 256 characters, ``connect_timeout``,
+    node id, ``cluster_name`` a non-empty ``str`` of at most 256 characters (as
+    ``Config.cluster_name``), ``connect_timeout``,
     ``backoff_min`` and ``backoff_max`` finite numbers above 0 (NaN, an infinity and
     ``bool`` are refused) with ``backoff_min <= backoff_max``, ``max_frame_size`` an ``int``
-    of at least 64.
+    in ``[64, MAX_FRAME_SIZE]`` (``2**32 - 1``: a frame's length is a u32).
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down
     (or use it as ``async with TcpNetworkFactory(...) as factory:``, which closes it at the
@@ -960,6 +961,10 @@ class TcpNetworkFactory:
         node_id = check_node_id(node_id, "node_id")
         if not isinstance(cluster_name, str):
             raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
+        if not cluster_name:
+            # As ``Config.cluster_name`` and ``openraft-py serve``: a cluster has a name (the
+            # stores record it as their owner's, certificates carry it in ``node_uri``).
+            raise ValueError("cluster_name must be a non-empty string, got ''")
         if len(cluster_name) > wire.MAX_NAME_LEN:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
         connect_timeout = check_seconds(connect_timeout, "connect_timeout")
@@ -967,7 +972,7 @@ class TcpNetworkFactory:
         backoff_max = check_seconds(backoff_max, "backoff_max")
         if backoff_min > backoff_max:
             raise ValueError(f"backoff_min={backoff_min} must be at most backoff_max={backoff_max}")
-        max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
+        max_frame_size = check_frame_limit(max_frame_size)
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__} {shown(ssl)}")
         if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_SERVER:
@@ -1015,7 +1020,13 @@ class TcpNetworkFactory:
         target shares one connection (and one for heartbeats, made on the first); a changed
         address replaces them. Does no
         IO (connects on the first RPC); must be called in the running loop (see the class
-        docstring for a factory used on another loop)."""
+        docstring for a factory used on another loop). ``TypeError`` / ``ValueError`` naming
+        the argument unless ``target`` is a node id and ``node`` a ``BasicNode`` with a
+        ``str`` ``addr`` (a ``str`` given for ``node`` failed with "'str' object has no
+        attribute 'addr'"); an ``addr`` that is not ``"host:port"`` is taken, and each RPC
+        to it raises ``Unreachable`` saying so (``check_node`` refuses one up front)."""
+        target = check_node_id(target, "target")
+        check_node(node, "node")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._move_to(loop)
@@ -1057,6 +1068,22 @@ class TcpNetworkFactory:
         peer = self._peers.pop(target, None)
         if peer is not None:
             peer.close(f"node {target} left the membership")
+
+    def check_node(self, target: NodeId, node: BasicNode) -> None:
+        """Raise ``ValueError`` if ``node.addr`` is not an address this transport can dial
+        (``"host:port"``, ``parse_addr``): the empty default ``BasicNode()`` included, which
+        ``Raft.initialize`` gives each member of a list of ids. ``Raft.initialize`` and
+        ``Raft.add_learner`` call it for each node they are given, before anything is
+        logged: such a member was accepted into the membership and never reached (every
+        RPC to it raised ``Unreachable``), and a learner at ``""`` never caught up, so a
+        blocking ``add_learner`` waited for good."""
+        try:
+            parse_addr(node.addr)
+        except ValueError as e:
+            raise ValueError(
+                f"node {target}'s addr {shown(node.addr)} is not an address the TCP transport can dial: {e} "
+                f'(give BasicNode("host:port"))'
+            ) from None
 
     def check_config(self, config: Config) -> None:
         """Raise ``ConfigError`` if ``config`` makes requests larger than ``max_frame_size``

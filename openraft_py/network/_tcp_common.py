@@ -20,11 +20,14 @@ from ..validation import check_node_id, check_seconds, shown
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FIRST_BYTES_KEPT",
+    "MAX_FRAME_SIZE",
+    "MIN_FRAME_SIZE",
     "PeerCert",
     "PeerIdOfCert",
     "cert_mismatch",
     "check_cert_binding",
     "check_count",
+    "check_frame_limit",
     "check_server_certificate",
     "check_seconds",
     "foreign_protocol_hint",
@@ -43,6 +46,28 @@ DEFAULT_MAX_FRAME_SIZE = 32 * 1024 * 1024
 """Largest frame either side accepts by default (32 MiB): room for a default 3 MiB snapshot
 chunk or a full AppendEntries batch of large entries. Raise it (on every node) when
 ``Config.snapshot_max_chunk_size`` or entry payloads need more."""
+
+
+MAX_FRAME_SIZE = 2**32 - 1
+"""The greatest ``max_frame_size`` ``TcpNetworkFactory`` and ``TcpServer.start`` take: a
+frame's length is a u32 on the wire, so no frame can be longer (``2**70`` was taken, and
+a limit no frame can reach is no limit)."""
+
+MIN_FRAME_SIZE = 64
+"""The least ``max_frame_size`` either side takes (a frame header and a small message)."""
+
+
+def check_frame_limit(value: object) -> int:
+    """Return ``max_frame_size`` ``value`` as a plain ``int`` if it is an ``int`` (not
+    ``bool``) in ``[MIN_FRAME_SIZE, MAX_FRAME_SIZE]``; ``TypeError`` (a ``float`` too) or
+    ``ValueError`` naming ``max_frame_size``."""
+    n = check_count(value, "max_frame_size", MIN_FRAME_SIZE)
+    if n > MAX_FRAME_SIZE:
+        raise ValueError(
+            f"max_frame_size must be at most {MAX_FRAME_SIZE} (2**32 - 1, a frame's length is a u32 on the "
+            f"wire), got {shown(n)}"
+        )
+    return n
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -33,6 +33,7 @@ from ._tcp_common import (
     cert_mismatch,
     check_cert_binding,
     check_count,
+    check_frame_limit,
     check_seconds,
     check_server_certificate,
     foreign_protocol_hint,
@@ -917,8 +918,10 @@ class TcpServer:
         not awaited is named as such), ``host`` a ``str``, ``port`` an ``int`` in ``[0,
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
-        refused), the limits ``int`` values (``max_frame_size`` at least 64, the others at
-        least 1; ``max_connections`` may be ``None``), ``cluster_name`` a ``str`` of at most 256 characters (and,
+        refused), the limits ``int`` values (``max_frame_size`` in ``[64, MAX_FRAME_SIZE]``,
+        ``2**32 - 1``, a frame's length being a u32; the others at least 1;
+        ``max_connections`` may be ``None``), ``cluster_name`` a non-empty ``str`` of at
+        most 256 characters (as ``Config.cluster_name``; and,
         for a ``Raft`` whose network factory has a cluster name, a ``TcpNetworkFactory``'s, that
         name: its peers dial with it), ``node_id`` the id of the node served, ``ssl`` an
         ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
@@ -1021,6 +1024,10 @@ class TcpServer:
         # every peer as of a "wrong cluster name").
         if not isinstance(cluster_name, str):
             raise TypeError(f"cluster_name must be a str, got {type(cluster_name).__name__} {shown(cluster_name)}")
+        if not cluster_name:
+            # As ``Config.cluster_name`` and ``openraft-py serve``: a cluster has a name (the
+            # stores record it as their owner's, certificates carry it in ``node_uri``).
+            raise ValueError("cluster_name must be a non-empty string, got ''")
         if len(cluster_name) > wire.MAX_NAME_LEN:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
         if ssl is not None and not isinstance(ssl, SSLContext):
@@ -1047,7 +1054,7 @@ class TcpServer:
             raise TypeError(
                 f"yield_after_answer must be a bool or None, got {type(yield_after_answer).__name__} {shown(yield_after_answer)}"
             )
-        max_frame_size = check_count(max_frame_size, "max_frame_size", 64)
+        max_frame_size = check_frame_limit(max_frame_size)
         max_inflight = check_count(max_inflight, "max_inflight", 1)
         max_connections = check_count(max_connections, "max_connections", 1)
         idle_timeout = check_seconds(idle_timeout, "idle_timeout")

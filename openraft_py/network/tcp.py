@@ -51,7 +51,15 @@ coalesce the frames written in one loop turn into one write.
 from __future__ import annotations
 
 from ._tcp_client import MIN_ELECTION_TIMEOUT_MS, TcpClient, TcpNetworkFactory, required_frame_size
-from ._tcp_common import DEFAULT_MAX_FRAME_SIZE, PeerCert, PeerIdOfCert, node_id_from_cert, node_uri, parse_addr
+from ._tcp_common import (
+    DEFAULT_MAX_FRAME_SIZE,
+    MAX_FRAME_SIZE,
+    PeerCert,
+    PeerIdOfCert,
+    node_id_from_cert,
+    node_uri,
+    parse_addr,
+)
 from ._tcp_server import DEFAULT_MAX_CONNECTIONS, ServedRaft, TcpServer, tcp_connection_limit
 
 __all__ = [
@@ -60,6 +68,7 @@ __all__ = [
     "TcpServer",
     "ServedRaft",
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_FRAME_SIZE",
     "DEFAULT_MAX_CONNECTIONS",
     "tcp_connection_limit",
     "PeerCert",

@@ -24,6 +24,7 @@ from openraft_py import Config
 from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.raft import Raft
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.types import BasicNode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,6 +40,10 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str, got int 5"),
     ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str, got bytes"),
     ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
+    # (as Config.cluster_name and serve: "" was taken)
+    ({"cluster_name": ""}, ValueError, "cluster_name must be a non-empty string"),
+    # (a frame's length is a u32: 2**70 was taken)
+    *[({"max_frame_size": v}, ValueError, "max_frame_size must be at most 4294967295") for v in (2**32, 2**70)],
     ({"node_id": 1.5}, TypeError, "node_id must be an int, got float 1.5"),
     ({"node_id": True}, TypeError, "node_id must be an int, got bool True"),
     ({"node_id": "1"}, TypeError, "node_id must be an int, got str '1'"),
@@ -60,10 +65,11 @@ async def test_wrong_arguments_are_refused_naming_them(kw: dict[str, Any], error
 
 async def test_right_arguments_of_every_kind_are_accepted() -> None:
     factory = TcpNetworkFactory(
-        0, "", connect_timeout=2, backoff_min=0.5, backoff_max=0.5, max_frame_size=64, seed=3,
+        0, "c", connect_timeout=2, backoff_min=0.5, backoff_max=0.5, max_frame_size=64, seed=3,
     )  # fmt: skip
     try:
-        assert (factory.node_id, factory.cluster_name, factory.max_frame_size) == (0, "", 64)
+        assert (factory.node_id, factory.cluster_name, factory.max_frame_size) == (0, "c", 64)
+        assert TcpNetworkFactory(0, "c", max_frame_size=2**32 - 1).max_frame_size == 2**32 - 1
         assert (factory.connect_timeout, factory.backoff_min, factory.backoff_max) == (2.0, 0.5, 0.5)
         assert type(factory.connect_timeout) is float
     finally:
@@ -112,11 +118,11 @@ async def test_tcp_server_start_refuses_a_cluster_name_that_is_not_the_factory_s
     """``TcpServer.start(raft, ..., "prod")`` for a node whose ``TcpNetworkFactory`` says
     ``"staging"``: its peers dial with their factories' name, so the server refused every
     one of them ("wrong cluster name 'staging'", a WARNING in the log only) and the node
-    was never reached. Refused at the call, naming both (an empty name is a name to the
-    hello as any other); the factory's own name is taken."""
+    was never reached. Refused at the call, naming both; the factory's own name is taken
+    (an empty name is refused by both, as by ``Config``)."""
     from openraft_py.network.tcp import TcpServer
 
-    for factory_name, other in (("staging", "prod"), ("", "prod"), ("staging", "")):
+    for factory_name, other in (("staging", "prod"), ("prod", "staging")):
         disk = MemDisk()
         factory = TcpNetworkFactory(2, factory_name)
         raft = await Raft.new(2, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
@@ -130,3 +136,56 @@ async def test_tcp_server_start_refuses_a_cluster_name_that_is_not_the_factory_s
         finally:
             await raft.shutdown()
             await factory.close()
+
+
+async def test_new_client_refuses_a_node_that_is_not_a_basic_node_naming_it() -> None:
+    """``new_client(2, "x")``: a ``str`` for the node failed with "'str' object has no
+    attribute 'addr'", naming no argument; a ``str`` target was taken."""
+    factory = TcpNetworkFactory(1, "c")
+    try:
+        with pytest.raises(TypeError, match=r"^node must be a BasicNode, got str 'x'$"):
+            factory.new_client(2, "x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^node\.addr must be a str, got int$"):
+            factory.new_client(2, BasicNode(5))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^target must be an int, got str '2'$"):
+            factory.new_client("2", BasicNode("127.0.0.1:1"))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^target must be within"):
+            factory.new_client(-1, BasicNode("127.0.0.1:1"))
+        assert not factory._peers  # nothing was made for the refused calls
+        assert factory.new_client(2, BasicNode("127.0.0.1:1")).target == 2
+    finally:
+        await factory.close()
+
+
+@pytest.mark.parametrize("addr", ["", "127.0.0.1", "h:", ":1", "h:port", "h:70000"])
+async def test_add_learner_and_initialize_refuse_an_address_tcp_cannot_dial(addr: str) -> None:
+    """``add_learner(4, BasicNode(""))`` on a node of the TCP transport was committed: a
+    learner no RPC could reach (each raised ``Unreachable``), and a blocking call waited
+    for good. The factory's ``check_node`` refuses an address that is not ``"host:port"``
+    in ``add_learner`` and ``initialize`` before anything is logged: with it, a list of ids
+    (each member at ``""``) is refused too. The in-process ``Router``, whose addresses mean
+    nothing, still takes any (tests/hardening)."""
+    disk = MemDisk()
+    factory = TcpNetworkFactory(1, "c")
+    raft = await Raft.new(1, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
+    try:
+        for members in ({1: BasicNode(addr)}, [1], {1: BasicNode("127.0.0.1:1"), 2: BasicNode(addr)}):
+            if members == [1] and addr != "":
+                continue  # (the same case for every addr)
+            bad = 2 if 2 in members else 1
+            with pytest.raises(ValueError, match=rf"^node {bad}'s addr '{addr}' is not an address the TCP "
+                                                 r"transport can dial: .*\(give BasicNode\(\"host:port\"\)\)$"):
+                await raft.initialize(members)
+        assert disk.vote is None and not disk.entries  # nothing was logged or voted
+        await raft.initialize({1: BasicNode("127.0.0.1:1")})
+        await raft.wait(timeout=5).current_leader(1)
+        await raft.wait(timeout=5).applied_index_at_least(raft.metrics.last_log_index)
+        last = raft.metrics.last_log_index
+        with pytest.raises(ValueError, match=rf"^node 4's addr '{addr}' is not an address the TCP transport can dial"):
+            await raft.add_learner(4, BasicNode(addr), blocking=False)
+        assert raft.metrics.last_log_index == last and 4 not in raft.metrics.membership_config.membership.nodes
+        resp = await raft.add_learner(4, BasicNode("127.0.0.1:2"), blocking=False)
+        assert resp.log_id.index == last + 1
+    finally:
+        await raft.shutdown()
+        await factory.close()

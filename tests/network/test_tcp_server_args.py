@@ -44,6 +44,10 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
+    # (as Config.cluster_name and serve: "" was taken)
+    ({"cluster_name": ""}, ValueError, "cluster_name must be a non-empty string"),
+    # (a frame's length is a u32: 2**70 was taken)
+    *[({"max_frame_size": v}, ValueError, "max_frame_size must be at most 4294967295") for v in (2**32, 2**70)],
     ({"node_id": "x"}, TypeError, "node_id must be an int"),
     ({"node_id": -1}, ValueError, "node_id must be within"),
     ({"node_id": True}, TypeError, "node_id must be an int"),
