@@ -59,7 +59,7 @@ import asyncio
 import inspect
 import math
 import random
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -78,7 +78,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
-from ..validation import shown
+from ..validation import check_bool, check_node_id, shown
 
 if TYPE_CHECKING:
     from . import RaftServer
@@ -336,6 +336,25 @@ class RouterFactory:
         return f"RouterFactory(source={self.source})"
 
 
+def _check_rate(p: object, what: str) -> float:
+    """``p`` as a ``float`` if it is a number (``int`` or ``float``, not ``bool``) in
+    ``[0, 1]``; else ``TypeError`` (``"0.5"`` failed with a bare "'<=' not supported
+    between instances of 'float' and 'str'") or ``ValueError`` (NaN too), naming ``what``."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"{what} must be a number in [0, 1], got {type(p).__name__} {shown(p)}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{what} must be within [0, 1], got {shown(p)}")
+    return float(p)
+
+
+def _check_ms(value: object, what: str) -> float:
+    """``value`` as a ``float`` if it is a number of milliseconds (``int`` or ``float``, not
+    ``bool``); else ``TypeError`` naming ``what``. The range is ``set_delay``'s to check."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of milliseconds, got {type(value).__name__} {shown(value)}")
+    return float(value)
+
+
 class Router:
     """An in-process network of ``RaftServer``s with fault injection (see the module
     docstring).
@@ -388,7 +407,9 @@ class Router:
         (``enabled=True``), or hand the objects over directly again. With it on, the
         target receives the request as the TCP server would decode it and the caller the
         response as the TCP client would; a message the codec refuses fails its RPC with
-        ``NetworkError`` (and counts in ``wire_errors``)."""
+        ``NetworkError`` (and counts in ``wire_errors``). ``TypeError`` unless ``enabled``
+        is a ``bool``."""
+        check_bool(enabled, "enabled")
         self._wire = _WireCodec() if enabled else None
         self._update_fast()
 
@@ -427,17 +448,24 @@ class Router:
     # -- faults ----------------------------------------------------------------------------
 
     def isolate(self, node_id: NodeId) -> None:
-        """Cut ``node_id`` off from every other node, both directions, until ``heal()``."""
-        self._isolated.add(node_id)
+        """Cut ``node_id`` off from every other node, both directions, until ``heal()``.
+        ``TypeError``/``ValueError`` unless ``node_id`` is a node id (a ``"1"`` isolated no
+        node, without a word)."""
+        self._isolated.add(check_node_id(node_id, "node_id"))
         self._update_fast()
 
     def partition(self, *groups: set[NodeId] | frozenset[NodeId]) -> None:
         """Split the network: nodes in different groups cannot talk; a node in no group is
         isolated. Replaces a previous ``partition`` (cuts and isolations stay). Raises
-        ``ValueError`` if a node is in two groups."""
+        ``ValueError`` if a node is in two groups, ``TypeError`` if a group is not a collection
+        of ids (a ``str`` or a mapping is not) and ``TypeError``/``ValueError`` for a member that is
+        not a node id; nothing changes then."""
         group_of: dict[NodeId, int] = {}
         for i, group in enumerate(groups):
-            for node_id in group:
+            if isinstance(group, (str, bytes, Mapping)) or not isinstance(group, Iterable):
+                raise TypeError(f"each group must be a set of node ids, got {type(group).__name__} {shown(group)}")
+            for member in group:
+                node_id = check_node_id(member, f"groups[{i}] member")
                 if node_id in group_of:
                     raise ValueError(f"node {node_id} is in more than one partition group")
                 group_of[node_id] = i
@@ -446,7 +474,11 @@ class Router:
 
     def cut(self, a: NodeId, b: NodeId, *, one_way: bool = False) -> None:
         """Drop messages between ``a`` and ``b``; with ``one_way`` only requests ``a -> b``
-        (``b`` can still call ``a``)."""
+        (``b`` can still call ``a``). ``TypeError``/``ValueError`` unless ``a`` and ``b``
+        are node ids and ``one_way`` a ``bool``."""
+        a = check_node_id(a, "a")
+        b = check_node_id(b, "b")
+        check_bool(one_way, "one_way")
         self._cuts.add((a, b))
         if not one_way:
             self._cuts.add((b, a))
@@ -455,19 +487,17 @@ class Router:
     def set_drop_rate(self, p: float) -> None:
         """Drop each request with probability ``p`` (the caller gets ``Unreachable``, the
         target sees nothing) and, independently, each response (the target handled the
-        request, the caller gets ``Timeout``). ``0`` turns drops off."""
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"drop rate must be within [0, 1], got {p}")
-        self._drop_rate = p
+        request, the caller gets ``Timeout``). ``0`` turns drops off. ``TypeError`` unless
+        ``p`` is an ``int`` or ``float`` (not ``bool``), ``ValueError`` outside ``[0, 1]``
+        (NaN too)."""
+        self._drop_rate = _check_rate(p, "drop rate p")
         self._update_fast()
 
     def set_duplicate_rate(self, p: float) -> None:
         """Deliver each request a second time with probability ``p``, a little later (up to
         the configured delay, or 5 ms); the duplicate's response is discarded. ``0`` turns
-        duplication off."""
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"duplicate rate must be within [0, 1], got {p}")
-        self._dup_rate = p
+        duplication off. ``TypeError``/``ValueError`` as ``set_drop_rate``."""
+        self._dup_rate = _check_rate(p, "duplicate rate p")
         self._update_fast()
 
     async def _deliver_duplicate(self, rpc: str, source: NodeId, target: NodeId, req: Any, delay: float) -> None:
@@ -492,7 +522,10 @@ class Router:
         behind megabytes of entries is slow while the heartbeat connection is not
         (``set_delay(0, 0, rpc=...)``: that RPC is not delayed). Raises ``ValueError``
         unless ``0 <= min_ms <= max_ms`` and both are finite (an infinite delay held every
-        message for good), or for an unknown ``rpc``."""
+        message for good), or for an unknown ``rpc``; ``TypeError`` unless both are an
+        ``int`` or ``float`` (not ``bool``)."""
+        min_ms = _check_ms(min_ms, "min_ms")
+        max_ms = _check_ms(max_ms, "max_ms")
         if not (0 <= min_ms <= max_ms and math.isfinite(max_ms)):
             raise ValueError(f"need 0 <= min_ms <= max_ms, both finite, got {min_ms}, {max_ms}")
         if rpc is not None and rpc not in _RPC_INDEX:
@@ -521,7 +554,10 @@ class Router:
     ) -> None:
         """Fail RPCs sent to (``"in"``), from (``"out"``) or both ways of ``node_id`` by
         raising ``kind`` before delivery; only the RPC named ``rpc`` (see ``RPC_NAMES``) when
-        given. ``kind=None`` clears what this ``(node_id, direction, rpc)`` set."""
+        given. ``kind=None`` clears what this ``(node_id, direction, rpc)`` set.
+        ``TypeError``/``ValueError`` for a ``node_id`` that is not a node id, another
+        ``direction``, an unknown ``rpc`` or a ``kind`` that is not an ``RPCError`` class."""
+        node_id = check_node_id(node_id, "node_id")
         if direction not in ("in", "out", "both"):
             raise ValueError(f"direction must be 'in', 'out' or 'both', got {shown(direction)}")
         if rpc is not None and rpc not in _RPC_INDEX:

@@ -736,3 +736,50 @@ def test_hooks_must_be_callable() -> None:
         with pytest.raises(TypeError, match="response hook must be callable"):
             router.add_response_hook(bad)  # type: ignore[arg-type]
     assert router._fast
+
+
+ROUTER_BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
+    # set_drop_rate("0.5") raised "'<=' not supported between instances of 'float' and 'str'".
+    ("set_drop_rate", ("0.5",), {}, TypeError, "drop rate p must be a number in [0, 1], got str '0.5'"),
+    ("set_drop_rate", (None,), {}, TypeError, "drop rate p must be a number in [0, 1], got NoneType None"),
+    ("set_drop_rate", (True,), {}, TypeError, "drop rate p must be a number in [0, 1], got bool True"),
+    ("set_drop_rate", (math.nan,), {}, ValueError, "drop rate p must be within [0, 1], got nan"),
+    ("set_drop_rate", (-0.1,), {}, ValueError, "drop rate p must be within [0, 1], got -0.1"),
+    ("set_duplicate_rate", ("0.5",), {}, TypeError, "duplicate rate p must be a number in [0, 1], got str '0.5'"),
+    ("set_duplicate_rate", (2,), {}, ValueError, "duplicate rate p must be within [0, 1], got 2"),
+    ("set_delay", ("1", 5), {}, TypeError, "min_ms must be a number of milliseconds, got str '1'"),
+    ("set_delay", (1, "5"), {}, TypeError, "max_ms must be a number of milliseconds, got str '5'"),
+    ("set_delay", (False, 5), {}, TypeError, "min_ms must be a number of milliseconds, got bool False"),
+    # Each of these was taken and then matched no node: a fault that did nothing.
+    ("isolate", ("1",), {}, TypeError, "node_id must be an int, got str '1'"),
+    ("cut", (1, "2"), {}, TypeError, "b must be an int, got str '2'"),
+    ("cut", (1.0, 2), {}, TypeError, "a must be an int, got float 1.0"),
+    ("cut", (1, 2), {"one_way": "yes"}, TypeError, "one_way must be a bool, got str 'yes'"),
+    ("partition", ({1, "2"},), {}, TypeError, "groups[0] member must be an int, got str '2'"),
+    ("partition", ("12",), {}, TypeError, "each group must be a set of node ids, got str '12'"),
+    ("partition", ({1}, 2), {}, TypeError, "each group must be a set of node ids, got int 2"),
+    ("set_rpc_failure", ("1", "in", Unreachable), {}, TypeError, "node_id must be an int, got str '1'"),
+    ("set_wire", ("no",), {}, TypeError, "enabled must be a bool, got str 'no'"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "kw", "error", "message"), ROUTER_BAD,
+                         ids=[f"{b[0]}{b[1]!r}{b[2] or ''}"[:50] for b in ROUTER_BAD])
+def test_fault_switches_refuse_a_wrong_argument_naming_it(
+        method: str, args: tuple[Any, ...], kw: dict[str, Any], error: type[Exception], message: str) -> None:
+    router, _servers = cluster()
+    with pytest.raises(error) as info:
+        getattr(router, method)(*args, **kw)
+    assert str(info.value) == message
+    assert router._fast and not router._isolated and not router._cuts and router._group_of is None
+    assert router._drop_rate == 0.0 and router._dup_rate == 0.0 and router._delay is None and not router.wire
+
+
+def test_fault_switches_take_ints_and_floats() -> None:
+    router, _servers = cluster()
+    router.set_drop_rate(1)
+    router.set_duplicate_rate(0.25)
+    router.set_delay(1, 2.5)
+    router.partition([1, 2], (3,))
+    assert (router._drop_rate, router._dup_rate, router._delay) == (1.0, 0.25, (0.001, 0.0025))
+    assert type(router._drop_rate) is float and router._group_of == {1: 0, 2: 0, 3: 1}
