@@ -223,7 +223,17 @@ class Cluster(Generic[SM, LS]):
         await raft.shutdown()
 
     async def restart(self, node_id: NodeId) -> Raft:
-        """Start ``node_id`` again over its disk."""
+        """Start ``node_id`` again over its disk: stopped first if it runs (as ``crash``),
+        then started as ``add_node`` does. ``ValueError`` (nothing started) if it has no disk
+        in this cluster (``disks``): a node that never ran here was started new and empty,
+        which a test meaning to restart a node never means (``add_node`` starts a new one);
+        ``TypeError``/``ValueError`` unless ``node_id`` is a node id."""
+        node_id = check_node_id(node_id)
+        if node_id not in self.nodes and node_id not in self.disks:
+            raise ValueError(
+                f"node {node_id} never ran in this cluster: it has no disk to start again over "
+                f"(nodes with a disk: {sorted(self.disks)}); add_node({node_id}) starts a new node"
+            )
         if node_id in self.nodes:
             await self.crash(node_id)
         return await self.add_node(node_id)

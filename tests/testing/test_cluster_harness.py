@@ -45,3 +45,22 @@ async def test_crash_of_a_node_that_is_not_running_names_it() -> None:
             await c.crash(2)
         await c.restart(2)
         assert sorted(c.nodes) == [1, 2, 3]
+
+
+async def test_restart_of_a_node_that_never_ran_is_refused() -> None:
+    """``restart(99)`` of an id that never ran in the cluster started a new, empty node,
+    where the call says "start again over its disk": a test meaning to restart a node with
+    a typo in its id went on with a node that had nothing. Refused now, naming the nodes
+    that have a disk, and nothing is started; a crashed node still restarts over its disk."""
+    async with Cluster(Config(), seed=5) as c:
+        await c.start({1, 2, 3})
+        await c.wait_for_leader()
+        with pytest.raises(ValueError, match=r"^node 99 never ran in this cluster: it has no disk to start again over "
+                                             r"\(nodes with a disk: \[1, 2, 3\]\); add_node\(99\) starts a new node$"):
+            await c.restart(99)
+        with pytest.raises(TypeError, match=r"^node id must be an int, got str '1'$"):
+            await c.restart("1")  # type: ignore[arg-type]
+        assert sorted(c.nodes) == [1, 2, 3] and sorted(c.disks) == [1, 2, 3]
+        await c.crash(3)
+        await c.restart(3)
+        assert sorted(c.nodes) == [1, 2, 3]
