@@ -22,6 +22,7 @@ import os
 import resource
 import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -130,6 +131,17 @@ def dangling_link(path: str | os.PathLike[str]) -> str | None:
         return None
     return (f"a symbolic link to {os.readlink(path)!r}, which leads to no directory (is its disk mounted?): "
             "create the directory it names, or give another --data-dir")
+
+
+def check_writable(data: Path) -> None:
+    """``OSError`` (with its errno and strerror) unless a file can be made in the directory
+    ``data``: one is created and removed again. A directory that exists but takes no file
+    (``/proc/self``, a read-only mount, one the user may not write) failed later, at the
+    first record written, with "FileNotFoundError: ... '/proc/self/tmp-xxx.tmp'", which
+    named neither the flag nor the directory. Blocking: run it in a thread."""
+    fd, probe = tempfile.mkstemp(dir=data, prefix=".write-check-", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def max_useful_body(config: Config) -> int:
@@ -511,6 +523,10 @@ class KvNode:
                 data.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None
+            try:
+                await asyncio.to_thread(check_writable, data)
+            except OSError as e:
+                raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: no file can be made in it: {e.strerror}") from None
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
             # Whose data this is (``identity``): checked before anything in it is opened. A

@@ -51,6 +51,20 @@ async def test_a_data_dir_that_is_a_link_to_nothing_is_named(tmp_path: Path) -> 
         await KvNode(opts).start()
 
 
+async def test_a_data_dir_no_file_can_be_made_in_is_named(tmp_path: Path) -> None:
+    """``--data-dir /proc/self``: a directory that exists but takes no file. The start
+    failed with "FileNotFoundError: ... '/proc/self/tmp-xxx.tmp'" from the first record
+    written, naming neither the flag nor the directory. Now a file is tried first, and the
+    error names the flag; nothing is opened."""
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = "/proc/self"
+    node = KvNode(opts)
+    with pytest.raises(FileNotFoundError, match=r"^\[Errno 2\] --data-dir '/proc/self': no file can be made in it: "
+                                                r"No such file or directory$"):
+        await node.start()
+    assert node.raft is None and node.log_store is None
+
+
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
 async def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     opts = node_options(1, str(tmp_path))
