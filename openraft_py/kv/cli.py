@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", type=_host, default=None,
                     help="address the nodes listen on (default 127.0.0.1; with a --data-dir used before, where "
                     "its nodes were: another host is refused)")
-    up.add_argument("--cluster-name", default="openraft-py", metavar="NAME",
+    up.add_argument("--cluster-name", default="openraft-py", metavar="NAME", type=_cluster_name,
                     help="the cluster name of every node (default openraft-py)")
     up.add_argument("--raft-config", metavar="JSON", type=_json_object,
                     action=given_once("give it once, every field in one JSON object"),
@@ -887,6 +887,16 @@ async def _cluster_up(args: argparse.Namespace) -> int:
         dangling = dangling_link(args.data_dir)
         if dangling is not None:
             raise CliError(f"{where}: {dangling}")
+    # Checked as serve checks them, before anything is made: a --raft-config or --max-body
+    # serve refuses made the directory, started n1, and exited 1 relaying n1's usage error.
+    from .node import DEFAULT_MAX_BODY
+    from .server import check_raft_flags
+
+    try:
+        check_raft_flags(args.raft_config or {}, args.cluster_name,
+                         DEFAULT_MAX_BODY if args.max_body is None else args.max_body)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     try:
         cluster = LocalCluster(args.n, root=args.data_dir, host=args.host, cluster_name=args.cluster_name,
                                raft_config=args.raft_config, log_level=args.log_level, max_body=args.max_body)

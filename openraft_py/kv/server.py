@@ -95,6 +95,53 @@ def _reload_interval(text: str) -> float:
     return x
 
 
+def check_raft_flags(raft_config: dict[str, Any], cluster_name: str, max_body: int) -> None:
+    """``ValueError`` naming the flag unless ``--raft-config`` (its ``Config`` fields),
+    with ``--cluster-name``, makes a config the node can run over its raft port, and
+    ``--max-body`` is one a request can use with it (``max_useful_body``). ``serve``
+    checks them at its start (``options_from_args``), and ``cluster up`` before it makes
+    anything, so its usage errors exit 2 there too, where they were relayed from its first
+    node's log with exit code 1."""
+    from ..config import Config
+    from ..errors import ConfigError
+
+    named = raft_config.get("cluster_name", cluster_name)
+    if named != cluster_name:
+        # It would be overridden: one name per node, and --cluster-name is the one.
+        raise ValueError(f"--raft-config: cluster_name {named!r} differs from --cluster-name "
+                         f"{cluster_name!r}; set the cluster name with --cluster-name only")
+    unknown = sorted(set(raft_config) - set(Config.__struct_fields__) - {"cluster_name"})
+    if unknown:
+        raise ValueError(f"--raft-config: unknown Config fields {unknown}")
+    try:
+        config = msgspec.convert({**raft_config, "cluster_name": cluster_name}, Config)
+        config.validate()
+    except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
+        raise ValueError(f"--raft-config: {e}") from None
+    from ..network._tcp_client import election_timeout_shortfall, frame_size_excess
+    from ..network.tcp import DEFAULT_MAX_FRAME_SIZE
+
+    # Named by the settings that need the larger frames: max_payload_entries (64 bytes
+    # of framing each) was blamed on max_payload_bytes or snapshot_max_chunk_size.
+    excess = frame_size_excess(config, DEFAULT_MAX_FRAME_SIZE)
+    if excess is not None:
+        raise ValueError(
+            f"--raft-config: {excess} with its framing, over the raft port's frame limit of "
+            f"{DEFAULT_MAX_FRAME_SIZE} bytes (fixed): lower the setting named"
+        )
+    short = election_timeout_shortfall(config)
+    if short is not None:
+        raise ValueError(f"--raft-config: {short}")
+    useful = max_useful_body(config)
+    if max_body > useful:
+        raise ValueError(
+            f"--max-body {max_body} is more than a request can use: at most {useful} bytes with "
+            f"max_entry_bytes={config.max_entry_bytes} ({JSON_BYTES_PER_BYTE} times it, as a cas body's "
+            "JSON may spell each byte of its entry in six, plus 64 KiB; never below 1 MiB), since a larger "
+            "body is read whole before it is refused. For larger values raise max_entry_bytes in --raft-config"
+        )
+
+
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """``ServeOptions`` from a namespace parsed with ``add_serve_arguments``'s flags;
     ``ValueError`` if they are not usable (bad address, TLS flags not paired ...)."""
@@ -109,39 +156,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         if args.tls_reload_interval is not None and args.tls_cert is None:
             raise ValueError("--tls-reload-interval needs --tls-cert and --tls-key (it watches their files)")
         opts.check()
-        from ..config import Config
-        from ..errors import ConfigError
-
-        unknown = sorted(set(opts.raft_config) - set(Config.__struct_fields__) - {"cluster_name"})
-        if unknown:
-            raise ValueError(f"--raft-config: unknown Config fields {unknown}")
-        try:
-            config = msgspec.convert({**opts.raft_config, "cluster_name": opts.cluster_name}, Config)
-            config.validate()
-        except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
-            raise ValueError(f"--raft-config: {e}") from None
-        from ..network._tcp_client import election_timeout_shortfall, frame_size_excess
-        from ..network.tcp import DEFAULT_MAX_FRAME_SIZE
-
-        # Named by the settings that need the larger frames: max_payload_entries (64 bytes
-        # of framing each) was blamed on max_payload_bytes or snapshot_max_chunk_size.
-        excess = frame_size_excess(config, DEFAULT_MAX_FRAME_SIZE)
-        if excess is not None:
-            raise ValueError(
-                f"--raft-config: {excess} with its framing, over the raft port's frame limit of "
-                f"{DEFAULT_MAX_FRAME_SIZE} bytes (fixed): lower the setting named"
-            )
-        short = election_timeout_shortfall(config)
-        if short is not None:
-            raise ValueError(f"--raft-config: {short}")
-        useful = max_useful_body(config)
-        if opts.max_body > useful:
-            raise ValueError(
-                f"--max-body {opts.max_body} is more than a request can use: at most {useful} bytes with "
-                f"max_entry_bytes={config.max_entry_bytes} ({JSON_BYTES_PER_BYTE} times it, as a cas body's "
-                "JSON may spell each byte of its entry in six, plus 64 KiB; never below 1 MiB), since a larger "
-                "body is read whole before it is refused. For larger values raise max_entry_bytes in --raft-config"
-            )
+        check_raft_flags(opts.raft_config, opts.cluster_name, opts.max_body)
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
     except Exception as e:

@@ -160,6 +160,20 @@ BAD = [
     (["serve", "--id", "1"], "required"),
     (["serve", "--id", "one", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", "d"], "--id"),
     (["demo", "--duration", "soon"], "not a number"),
+    # The history is kept in memory and the leader crash comes at 30% of the run: 1e9 was taken.
+    (["demo", "--duration", "1e9"], f"argument --duration: '1e9' must be at most {demo.MAX_DURATION:g} seconds"),
+    (["demo", "--duration", "600.5"], "argument --duration: '600.5' must be at most 600 seconds"),
+    # Each made the data directory, started n1 and exited 1 relaying n1's usage error (exit 2).
+    (["cluster", "up", "-n", "1", "--max-body", "99999999999"],
+     "cluster up: error: --max-body 99999999999 is more than a request can use: at most 25231360 bytes"),
+    (["cluster", "up", "-n", "1", "--raft-config", '{"max_entry_bytes": "x"}'],
+     "cluster up: error: --raft-config: Expected `int`, got `str` - at `$.max_entry_bytes`"),
+    (["cluster", "up", "-n", "1", "--raft-config", '{"cluster_name": "other"}'],
+     "cluster up: error: --raft-config: cluster_name 'other' differs from --cluster-name 'openraft-py'"),
+    (["cluster", "up", "-n", "1", "--raft-config", '{"max_payload_entries": 100000000}'],
+     "cluster up: error: --raft-config: "),
+    (["cluster", "up", "-n", "1", "--cluster-name", ""],
+     "argument --cluster-name: a cluster name is a non-empty string"),
     # A few thousand clients swamped the nodes ("no agreed leader"); a million keys kept the
     # end's reads going for hours.
     (["demo", "--clients", "3000"], f"argument --clients: '3000' must be at most {demo.MAX_CLIENTS}"),
@@ -946,3 +960,17 @@ def test_cluster_status_names_a_node_the_membership_does_not_as_not_a_member() -
     assert table[1].split()[:3] == ["1", "Leader", "voter"]
     assert table[2].split()[:5] == ["4", "Learner", "not", "a", "member"]
     assert table[3].split() == ["5", "unreachable", "learner"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flags", [["--max-body", "99999999999"], ["--raft-config", '{"heartbeat_interval": "50"}']])
+def test_cluster_up_refuses_what_serve_would_refuse_before_making_anything(
+        flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--max-body`` or ``--raft-config`` that ``serve`` refuses (exit 2): ``cluster up``
+    made its data directory, started n1, and exited 1 relaying n1's error from its log. It
+    is checked before anything is made now, a usage error (2)."""
+    root = tmp_path / "c"
+    assert cli.main(["cluster", "up", "-n", "1", "--data-dir", str(root), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openraft-py cluster up: error: --"), err
+    assert not root.exists()
