@@ -310,7 +310,8 @@ class RaftStateMachine(Protocol):
     ``get_current_snapshot`` and closes its file unread. The method is used only where it is
     defined together with the ``get_current_snapshot`` in use (``current_snapshot_meta_of``):
     by the same class or a subclass of it, set on the instance itself, or, with
-    ``get_current_snapshot``, forwarded by a wrapper's ``__getattr__``. So a subclass that
+    ``get_current_snapshot``, forwarded by a wrapper's ``__getattr__`` as the bound methods
+    of one inner state machine whose own meta is used. So a subclass that
     overrides ``get_current_snapshot`` alone, a wrapper whose class defines its own
     ``get_current_snapshot`` and forwards the rest to an inner state machine, and an instance
     whose ``get_current_snapshot`` was replaced keep being asked ``get_current_snapshot``
@@ -417,9 +418,14 @@ def current_snapshot_meta_of(sm: Any) -> Callable[[], Awaitable[SnapshotMeta | N
       overrides ``get_current_snapshot`` alone (the inherited meta describes its parent's
       snapshot);
     - given by ``__getattr__`` (a wrapper forwarding to an inner state machine): used when
-      ``get_current_snapshot`` is forwarded too; ``None`` when the wrapper's class defines
-      its own ``get_current_snapshot`` (the forwarded meta describes the inner's snapshot),
-      or defines the meta while forwarding ``get_current_snapshot``.
+      ``get_current_snapshot`` is forwarded too, both as methods of the same inner object,
+      and that object offers this meta itself (asked as here, so a wrapper of a wrapper
+      too); ``None`` when the wrapper's class defines its own ``get_current_snapshot`` (the
+      forwarded meta describes the inner's snapshot), defines the meta while forwarding
+      ``get_current_snapshot``, forwards the two to different objects or as anything but
+      their bound methods (a function of its own around them), or forwards to an inner
+      state machine whose own meta is not used (an inner subclass overriding
+      ``get_current_snapshot`` alone: the meta it inherits describes its parent's snapshot).
 
     ``None`` costs a start a call of ``get_current_snapshot`` (its file closed unread), never
     a wrong answer: a wrapper that hands out its own snapshot defines its own meta beside it.
@@ -434,8 +440,14 @@ def current_snapshot_meta_of(sm: Any) -> Callable[[], Awaitable[SnapshotMeta | N
     if snap_owner is _ON_INSTANCE:
         return None
     if meta_owner is None or snap_owner is None:
-        # Both from ``__getattr__``: the object it forwards to answers both, consistently.
-        return fn if meta_owner is None and snap_owner is None else None
+        if meta_owner is not None or snap_owner is not None:
+            return None
+        # Both from ``__getattr__``: used as the object it forwards both to would use them.
+        inner = getattr(fn, "__self__", None)
+        snap = getattr(sm, "get_current_snapshot", None)
+        if inner is None or inner is sm or getattr(snap, "__self__", None) is not inner:
+            return None
+        return fn if current_snapshot_meta_of(inner) == fn else None
     return fn if issubclass(meta_owner, snap_owner) else None
 
 

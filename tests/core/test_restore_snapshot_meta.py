@@ -158,6 +158,54 @@ async def test_a_wrapper_forwarding_both_methods_reads_the_meta() -> None:
     assert CountsSnapshotReads.reads == 0, "restore_state read the snapshot, not its meta"
 
 
+class ForwardsTo:
+    """A wrapper whose ``__getattr__`` forwards ``get_current_snapshot`` to one object and
+    everything else (``get_current_snapshot_meta`` included) to another."""
+
+    def __init__(self, snapshots: Any, rest: Any) -> None:
+        self._snapshots = snapshots
+        self._rest = rest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._snapshots if name == "get_current_snapshot" else self._rest, name)
+
+
+async def test_a_wrapper_forwarding_both_methods_is_judged_as_the_state_machine_it_forwards_to() -> None:
+    """Both methods forwarded by a wrapper's ``__getattr__`` are used as the inner state
+    machine's own would be: not when the inner's meta is not offered (a subclass overriding
+    ``get_current_snapshot`` alone, an instance whose ``get_current_snapshot`` was
+    replaced), nor when they are forwarded to two objects. The start took the inner's
+    inherited meta, 1-3, while the snapshot handed out is at 1-4."""
+    log_store, inner, _ = await _pair(OverridesTheSnapshot)
+    assert current_snapshot_meta_of(inner) is None
+    sm = Forwards(inner)
+    assert current_snapshot_meta_of(sm) is None
+    state, _ = await restore_state(1, log_store, sm)  # type: ignore[arg-type]
+    assert state.snapshot == LogId(1, 4)
+    assert isinstance(inner, OverridesTheSnapshot) and len(inner.handed_out) == 1 and inner.handed_out[0].closed
+
+    log_store, plain, _ = await _pair()
+    real = plain.get_current_snapshot
+
+    async def its_own() -> Snapshot | None:
+        cur = await real()
+        assert cur is not None
+        return Snapshot(SnapshotMeta(LogId(1, 4), cur.meta.last_membership, "the-instance's"), cur.data)
+
+    plain.get_current_snapshot = its_own  # type: ignore[method-assign]
+    assert current_snapshot_meta_of(Forwards(plain)) is None
+    state, _ = await restore_state(1, log_store, Forwards(plain))  # type: ignore[arg-type]
+    assert state.snapshot == LogId(1, 4)
+
+    # Forwarded to two objects: the meta describes the other one's snapshot.
+    log_store, other, _ = await _pair()
+    split = ForwardsTo(HandsOutItsOwnSnapshot(MemStateMachine(MemDisk())), other)
+    assert current_snapshot_meta_of(split) is None
+    # A wrapper of a wrapper forwarding both to a state machine that offers it: used.
+    _, offers, _ = await _pair()
+    assert current_snapshot_meta_of(Forwards(Forwards(offers))) == offers.get_current_snapshot_meta
+
+
 async def test_a_snapshot_method_set_on_the_instance_is_not_described_by_the_class_meta() -> None:
     """``get_current_snapshot`` set on the instance replaces the class's, whose meta then
     describes another snapshot: the start asks the instance's method (it read the class's
