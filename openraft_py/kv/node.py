@@ -123,13 +123,21 @@ its entry's strings as JSON."""
 
 
 def dangling_link(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` cannot be made a directory when it is a symbolic link that leads nowhere
-    (its target missing: a disk not mounted; or links in a loop), else ``None``. Creating
-    the directory failed with a bare "File exists" (the link exists); creating the link's
-    target instead would put a node's data on whatever disk holds the mount point."""
-    if not os.path.islink(path) or os.path.exists(path):
+    """Why ``path`` cannot be made a directory when it, or the nearest of its parents that
+    exists, is a symbolic link that leads nowhere (its target missing: a disk not mounted;
+    or links in a loop), else ``None``. Creating the directories failed with a bare "File
+    exists" (the link exists); creating the link's target instead would put a node's data on
+    whatever disk holds the mount point."""
+    p = os.fspath(path)
+    while not os.path.lexists(p):  # (up to the nearest that exists, link or not)
+        parent = os.path.dirname(p)
+        if not parent or parent == p:
+            return None
+        p = parent
+    if not os.path.islink(p) or os.path.exists(p):
         return None
-    return (f"a symbolic link to {os.readlink(path)!r}, which leads to no directory (is its disk mounted?): "
+    where = "a symbolic link" if p == os.fspath(path) else f"{p!r} is a symbolic link"
+    return (f"{where} to {os.readlink(p)!r}, which leads to no directory (is its disk mounted?): "
             "create the directory it names, or give another --data-dir")
 
 

@@ -898,7 +898,12 @@ def test_a_data_dir_that_cannot_be_one_is_refused_naming_the_flag(tmp_path: Path
     for given, why in ((file, "it is a file, not a directory"), (file / "sub", "Not a directory"),
                        (link, f"a symbolic link to {str(tmp_path / 'not-mounted' / 'openraft')!r}, which leads to no "
                               "directory (is its disk mounted?): create the directory it names, or give another "
-                              "--data-dir")):
+                              "--data-dir"),
+                       # below such a link: "[Errno 17] File exists" too
+                       (link / "cluster", f"{str(link)!r} is a symbolic link to "
+                                          f"{str(tmp_path / 'not-mounted' / 'openraft')!r}, which leads to no directory "
+                                          "(is its disk mounted?): create the directory it names, or give another "
+                                          "--data-dir")):
         assert cli.main(["cluster", "up", "-n", "1", "--data-dir", str(given), "--timeout", "5"]) == 1
         err = capsys.readouterr().err.splitlines()
         assert err == [f"openraft-py cluster up: error: --data-dir {str(given)!r}: {why}"], err

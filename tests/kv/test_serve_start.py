@@ -62,6 +62,24 @@ async def test_a_data_dir_no_file_can_be_made_in_is_named(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError, match=r"^\[Errno 2\] --data-dir '/proc/self': no file can be made in it: "
                                                 r"No such file or directory$"):
         await node.start()
+
+
+async def test_a_data_dir_below_a_link_to_nothing_is_named(tmp_path: Path) -> None:
+    """``--data-dir /var/lib/openraft-py/n1`` where ``/var/lib/openraft-py`` is the link
+    that leads nowhere (its disk not mounted): the start said "[Errno 17] --data-dir
+    '.../n1': File exists" (what mkdir says of the link, met on the way). Now it names the
+    link and where it leads, and nothing is created at its target."""
+    opts = node_options(1, str(tmp_path))
+    link = tmp_path / "openraft-py"
+    target = tmp_path / "not-mounted" / "openraft"
+    link.symlink_to(target)
+    opts.data_dir = str(link / "cluster" / "n1")
+    node = KvNode(opts)
+    with pytest.raises(FileNotFoundError, match=rf"^\[Errno 2\] --data-dir '{opts.data_dir}': '{link}' is a symbolic "
+                                                rf"link to '{target}', which leads to no directory \(is its disk "
+                                                r"mounted\?\): create the directory it names, or give another --data-dir$"):
+        await node.start()
+    assert not (tmp_path / "not-mounted").exists()
     assert node.raft is None and node.log_store is None
 
 
