@@ -23,6 +23,7 @@ ids for membership, and converts none.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 from typing import Any
 
 INF_INDEX: int = 2**63 - 1
@@ -179,7 +180,7 @@ class ProgressTable:
             _as_int64(index, "matched index")
         return self._committed
 
-    def update_many(self, pairs: list[tuple[int, int]]) -> int:
+    def update_many(self, pairs: Iterable[tuple[int, int]]) -> int:
         """Apply :meth:`update` to each ``(node_id, index)`` of ``pairs`` (any iterable of
         pairs), in order; return ``committed()``, computed once.
 
