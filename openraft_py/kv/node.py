@@ -192,7 +192,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
 
     def check(self) -> None:
-        """``ValueError`` unless the options are usable (ids, addresses, TLS files, limits)."""
+        """``ValueError`` unless the options are usable (ids, addresses, TLS files, limits;
+        ``raft_config`` and ``max_body`` as ``serve`` checks them: ``server.check_raft_flags``)."""
         _v.check_node_id(self.id)
         check_addr(self.raft_addr, "--raft-addr")
         check_addr(self.http_addr, "--http-addr")
@@ -236,11 +237,12 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             raise ValueError(f"--max-body must be at least {MIN_MAX_BODY} bytes, got {self.max_body}")
         if not self.learner_timeout > 0:
             raise ValueError("learner_timeout must be positive")
-        named = self.raft_config.get("cluster_name", self.cluster_name)
-        if named != self.cluster_name:
-            # It would be overridden: one name per node, and --cluster-name is the one.
-            raise ValueError(f"--raft-config: cluster_name {named!r} differs from --cluster-name "
-                             f"{self.cluster_name!r}; set the cluster name with --cluster-name only")
+        # ``raft_config`` (its fields, with the cluster name) and ``max_body`` as ``serve``
+        # checks its flags: options made in Python (``KvNode(ServeOptions(...))``) were not
+        # bounded, and a ``max_body`` over what one entry can use was read whole.
+        from .server import check_raft_flags
+
+        check_raft_flags(self.raft_config, self.cluster_name, self.max_body)
 
 
 MAX_TLS_FILE = 16 * 2**20

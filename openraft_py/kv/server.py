@@ -76,7 +76,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
     p.add_argument("--max-body", type=decimal_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
-                   help="largest HTTP request body (default 1 MiB; at most 6 x max_entry_bytes + 64 KiB); "
+                   help="largest HTTP request body (default 1 MiB; at most 6 x max_entry_bytes + 64 KiB, "
+                        "or 1 MiB if more); "
                         "larger gets 413")
     return p
 
@@ -99,7 +100,7 @@ def check_raft_flags(raft_config: dict[str, Any], cluster_name: str, max_body: i
     """``ValueError`` naming the flag unless ``--raft-config`` (its ``Config`` fields),
     with ``--cluster-name``, makes a config the node can run over its raft port, and
     ``--max-body`` is one a request can use with it (``max_useful_body``). ``serve``
-    checks them at its start (``options_from_args``), and ``cluster up`` before it makes
+    checks them at its start (``ServeOptions.check``), and ``cluster up`` before it makes
     anything, so its usage errors exit 2 there too, where they were relayed from its first
     node's log with exit code 1."""
     from ..config import Config
@@ -155,8 +156,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             log_format=args.log_format, log_level=args.log_level)
         if args.tls_reload_interval is not None and args.tls_cert is None:
             raise ValueError("--tls-reload-interval needs --tls-cert and --tls-key (it watches their files)")
-        opts.check()
-        check_raft_flags(opts.raft_config, opts.cluster_name, opts.max_body)
+        opts.check()  # (with check_raft_flags)
     except (TypeError, msgspec.ValidationError) as e:
         raise ValueError(str(e)) from None
     except Exception as e:

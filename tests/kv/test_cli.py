@@ -279,6 +279,24 @@ def test_serve_refuses_a_max_body_no_entry_can_use(max_body: str, raft_config: s
     assert message in str(info.value)
 
 
+def test_serve_options_in_python_refuse_a_max_body_no_entry_can_use() -> None:
+    """``ServeOptions`` made in Python (``KvNode(ServeOptions(...))``, not the command
+    line) took any ``max_body``: only ``serve``'s flag parsing bounded it, so an embedding
+    program got the unbounded body reads the bound is for. ``check()`` (which ``KvNode``
+    runs) now refuses it as ``serve`` does, and a bad ``raft_config`` with it."""
+    opts = node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+                             max_body=10**12)
+    with pytest.raises(ValueError, match=r"^--max-body 1000000000000 is more than a request can use: at most "
+                                         r"25231360 bytes with max_entry_bytes=4194304 "):
+        opts.check()
+    opts = node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+                             raft_config={"heartbeat_interval": -1})
+    with pytest.raises(ValueError, match=r"^--raft-config: "):
+        opts.check()
+    node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+                      max_body=6 * 4194304 + 65536).check()
+
+
 @pytest.mark.parametrize(("max_body", "raft_config"), [
     (node.DEFAULT_MAX_BODY, {"max_entry_bytes": 1}),  # the default, whatever the entries
     (6 * 4194304 + 65536, {}),  # the most a cas of a 4 MiB entry can spell
