@@ -130,7 +130,11 @@ class Config(msgspec.Struct, kw_only=True):
     sent again, and a write that needed the target never committed. On a link slower than
     this rate that can still happen: set it at or below the slowest link between two nodes
     (payload bytes, without the transport's framing). Heartbeats keep the base deadline and,
-    on the TCP transport, a connection of their own: a slow link costs no leadership."""
+    on the TCP transport, a connection of their own: a slow link costs no leadership.
+    Below 16 KiB/s, lower the TCP servers' ``TcpServer.start(min_frame_rate=...)`` (16 KiB/s
+    by default) to this rate too: a server closes a connection whose frame in progress
+    arrives more slowly than that once its ``frame_timeout`` (30 s) is over (on a link of
+    8 KiB/s, any frame over about 480 KiB), whatever deadline the leader gave it."""
     replication_lag_threshold: int = 5000
     """A learner within this many entries of the leader counts as caught up."""
     snapshot_policy: SnapshotPolicy = msgspec.field(default_factory=SnapshotPolicy)

@@ -599,7 +599,8 @@ class RPCOption(msgspec.Struct, frozen=True):
 
     Each call has its own: an AppendEntries' ``hard_ttl`` grows with the payload bytes it and
     the requests to the same target ahead of it carry (``Config.replication_min_rate``), a
-    snapshot chunk's is ``Config.install_snapshot_timeout``, a vote's the election timeout."""
+    snapshot chunk's is ``Config.install_snapshot_timeout`` plus the time its bytes take at
+    that rate, a vote's and a ``TransferLeader`` notice's ``Config.election_timeout_min``."""
 
     hard_ttl: float = 1.0
     """Seconds after which the call must have raised ``Timeout`` if no answer came."""

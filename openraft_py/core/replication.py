@@ -149,8 +149,9 @@ election per voter."""
 INSTALL_WAIT_WARN_AFTER = 30.0
 """Seconds the last chunk of a snapshot may go unanswered in time (each resend timed out)
 before the replication channel says so at WARNING. The target answers that chunk once its
-state machine has installed the snapshot, which for a large state takes longer than
-``Config.install_snapshot_timeout`` and ``election_timeout_max`` (about 1 s for 200 MB of
+state machine has installed the snapshot, which for a large state takes longer than the
+chunk's deadline (``Config.install_snapshot_timeout`` plus its bytes at
+``Config.replication_min_rate``) and ``election_timeout_max`` (about 1 s for 200 MB of
 ``RocksStateMachine``, docs/guides/snapshots.md): those timeouts were counted as the
 target's failures, so every such install logged a WARNING "replication to node N:
 TimeoutError: no answer to the chunk ..." (and an INFO "recovered"), as for a node that is

@@ -30,8 +30,9 @@ class _InstallAnswer:
     """Where the answer to the leader about one install goes, answered like a future (see
     ``messages.answer``): the request whose chunk completed the transfer, and every resend of
     that last chunk (``add``). An install takes longer than the leader waits for a chunk's
-    answer (``Config.install_snapshot_timeout``, 200 ms by default) once the state is large
-    (0.6 s for 300,000 keys of ``RocksStateMachine``), so the leader resends the last chunk.
+    answer (``Config.install_snapshot_timeout``, 200 ms by default, plus the time the chunk's
+    bytes take at ``Config.replication_min_rate``) once the state is large (0.6 s for 300,000
+    keys of ``RocksStateMachine``), so the leader resends the last chunk.
     That resend was refused ("chunk at offset N but nothing received"), and the leader, which
     logged that at WARNING, sent the whole snapshot again, whose file then stayed on the
     follower's disk. A resend now gets the install's answer: at once if it is known, else

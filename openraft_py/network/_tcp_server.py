@@ -149,10 +149,13 @@ DEFAULT_FRAME_TIMEOUT = 30.0
 
 DEFAULT_MIN_FRAME_RATE = 16 * 1024
 """``TcpServer.start(min_frame_rate=...)``: bytes per second a frame in progress must arrive
-at, on average, after its ``frame_timeout``. Far below any link a cluster can work on (a
-leader gives a snapshot chunk or an AppendEntries ``Config.install_snapshot_timeout`` or the
-replication's base deadline plus its bytes at ``Config.replication_min_rate``, 1 MiB/s by
-default, 64 times this rate), and still enough to close a peer that trickles a frame."""
+at, on average, after its ``frame_timeout``. Far below any link a cluster can work on with
+the default ``Config`` (a leader gives a snapshot chunk or an AppendEntries
+``Config.install_snapshot_timeout`` or the replication's base deadline plus its bytes at
+``Config.replication_min_rate``, 1 MiB/s by default, 64 times this rate), and still enough
+to close a peer that trickles a frame. A cluster whose ``replication_min_rate`` is set below
+it (a link slower than 16 KiB/s) must lower it to that rate too: the server cuts a frame
+that arrives more slowly once ``frame_timeout`` is over, whatever the leader's deadline."""
 
 DEFAULT_MAX_CONNECTIONS = 256
 """The most connections a ``TcpServer`` holds open at once when ``start`` is given no
