@@ -43,6 +43,8 @@ leadership is ignored.
 
 from __future__ import annotations
 
+import math
+
 from ..types import LogId, NodeId, Vote
 
 OUTSIDE_WINDOW = 0
@@ -89,8 +91,11 @@ class ProgressEntry:
         # Nothing is sent before this time (engine clock, ms); ``None``: not backing off.
         self.backoff_until: float | None = None
         # The send time (engine clock, ms) of the newest request the target answered (a
-        # match, a conflict or a snapshot it holds); -1: it never answered this leader.
-        self.acked_at = -1.0
+        # match, a conflict or a snapshot it holds); -inf: it never answered this leader.
+        # Invariant: earlier than any time the clock can read (a ``Clock`` may read below 0,
+        # and a clock starting at 0 reads less than ``election_timeout_max`` at first), so
+        # ``now - acked_at`` is never a short silence for a target that never answered.
+        self.acked_at = -math.inf
 
     def restart(self, gen: int, next_index: int) -> None:
         """Start generation ``gen`` from ``next_index``, probing."""
