@@ -12,6 +12,7 @@ the test says so."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -215,6 +216,68 @@ async def test_a_request_the_network_refuses_at_once_is_not_counted_ahead(mode: 
                 break
             await asyncio.sleep(0)  # (the sender's task reports it)
         assert [describe(n) for n in ch.notes] == ["Unreachable@1"]
+        assert ch.core._inflight_bytes == 0
+    finally:
+        await ch.close()
+
+
+SEEDS = range(12)
+
+
+def _unanswered_bytes(net: RecordingNetwork, answered: set[int]) -> int:
+    return sum(
+        len(e.payload.data) for i, (req, _) in enumerate(net.sent) if i not in answered for e in req.entries
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_bytes_in_flight_follow_the_requests_whatever_befalls_them(mode: str, seed: int) -> None:
+    """Random batches (some over the budget: sent in parts) answered in random order, some
+    with an error, while some pipelined senders are cancelled mid-call (the sender task
+    the channel keeps is not: only the node's teardown cancels it, after ``stop()``). At
+    each step the bytes counted in flight are never below 0 nor above those of the requests
+    not answered yet (a cancelled sender's request is no longer counted); once every
+    request is answered, none are left: no path between ``_option`` and ``_settled``
+    leaves bytes behind to lengthen later deadlines for good."""
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    n = 60
+    ch = Channel([rng.choice((1, 10, 50, 200, 900)) for _ in range(n)], mode, budget=1000)
+    answered: set[int] = set()
+
+    def answer(i: int, error: Exception | None = None) -> None:
+        answered.add(i)
+        try:
+            ch.net.answer(i, error)
+        except asyncio.InvalidStateError:  # its sender was cancelled: the future with it
+            pass
+
+    nxt = 1
+    try:
+        for step in range(80):
+            r = rng.random()
+            if r < 0.4 and nxt <= n:
+                end = min(n + 1, nxt + rng.choice((0, 1, 1, 2, 5)))
+                ch.replicate(nxt, end)
+                nxt = end
+            elif r < 0.85:
+                waiting = [i for i in range(len(ch.net.sent)) if i not in answered]
+                if waiting:
+                    answer(rng.choice(waiting), Timeout("no answer") if rng.random() < 0.3 else None)
+            else:
+                senders = [t for t in ch.tasks if not t.done() and t.get_coro().__name__ != "_sender"]
+                if senders:
+                    rng.choice(senders).cancel()
+            await ch.settle()
+            held = ch.core._inflight_bytes
+            assert 0 <= held <= _unanswered_bytes(ch.net, answered), f"step {step}: {held} bytes counted in flight"
+        for _ in range(100):  # answer everything, parts sent after their first ones included
+            for i in range(len(ch.net.sent)):
+                if i not in answered:
+                    answer(i)
+            await ch.settle()
+        assert len(answered) == len(ch.net.sent)
         assert ch.core._inflight_bytes == 0
     finally:
         await ch.close()
