@@ -177,8 +177,8 @@ class Raft:
         every append dropped unrun), or ``clock`` is not a clock (``time.monotonic`` itself, a
         ``now()`` that returns no number, a ``sleep`` that returns nothing to await:
         ``core.clock.check_clock``), and ``ValueError`` if its ``now()`` reads more than
-        ``MAX_CLOCK_SECONDS`` (1e10: nanoseconds, ``time.monotonic_ns``), before anything is
-        read; ``ValueError`` if the factory
+        ``MAX_CLOCK_SECONDS`` (1e10: nanoseconds, ``time.monotonic_ns``) or below 0, before
+        anything is read; ``ValueError`` if the factory
         has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``; ``TypeError`` if
         ``config`` is not a ``Config``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,

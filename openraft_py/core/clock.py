@@ -17,7 +17,7 @@ class Clock(Protocol):
     """Monotonic time for one node's runtime."""
 
     def now(self) -> float:
-        """Monotonic seconds."""
+        """Monotonic seconds, never below 0 (as ``time.monotonic()``)."""
         ...
 
     async def sleep(self, seconds: float) -> None:
@@ -30,6 +30,14 @@ MAX_CLOCK_SECONDS = 1e10
 seconds): a clock in nanoseconds reads more after 10 s of uptime, and every interval of the
 node measured on it would be a billion times too long (no election would ever start)."""
 
+MIN_CLOCK_SECONDS = 0.0
+"""The least ``Clock.now()`` may read at the start. The engine marks a time that never came
+(no answer from a voter yet, no quorum ack yet) with -1 ms, below every time the clock can
+read: on a clock that read below 0, those marks were later than the real answers. None
+was recorded, so a leader never stepped down by check-quorum, and ``READ_INDEX`` reads were
+confirmed with no quorum asked (-1 at or after the read's time): a leader cut off from every
+follower answered them, missing the writes the others committed meanwhile."""
+
 CLOCK_METHODS: tuple[str, ...] = ("now", "sleep")
 """The methods of ``Clock`` (``check_clock`` requires each)."""
 
@@ -37,7 +45,8 @@ CLOCK_METHODS: tuple[str, ...] = ("now", "sleep")
 def check_clock(clock: Any) -> None:
     """``TypeError`` unless ``clock`` is a ``Clock``: an instance with ``now()`` and
     ``sleep(seconds)`` methods, whose ``now()`` returns a finite ``int`` or ``float`` (monotonic
-    seconds; ``ValueError`` past ``MAX_CLOCK_SECONDS``) and whose ``sleep(0)`` returns an
+    seconds; ``ValueError`` below ``MIN_CLOCK_SECONDS`` or past ``MAX_CLOCK_SECONDS``) and
+    whose ``sleep(0)`` returns an
     awaitable (not awaited: a coroutine is closed unstarted, so nothing of the clock's runs
     but ``now``).
 
@@ -51,6 +60,12 @@ def check_clock(clock: Any) -> None:
         raise TypeError(
             f"clock.now() must return the time in seconds as a finite int or float (monotonic), "
             f"got {type(t).__name__} {t!r}"
+        )
+    if t < MIN_CLOCK_SECONDS:
+        raise ValueError(
+            f"clock.now() read {t!r}, below 0: a Clock must read 0 or more (as time.monotonic() does); the node "
+            "marks times that never came below every reading, and on a clock below 0 it would confirm reads no "
+            "quorum confirmed. Shift the clock up, e.g. return time.monotonic() instead of a difference"
         )
     if t > MAX_CLOCK_SECONDS:
         raise ValueError(

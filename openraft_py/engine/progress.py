@@ -92,9 +92,10 @@ class ProgressEntry:
         self.backoff_until: float | None = None
         # The send time (engine clock, ms) of the newest request the target answered (a
         # match, a conflict or a snapshot it holds); -inf: it never answered this leader.
-        # Invariant: earlier than any time the clock can read (a ``Clock`` may read below 0,
-        # and a clock starting at 0 reads less than ``election_timeout_max`` at first), so
-        # ``now - acked_at`` is never a short silence for a target that never answered.
+        # Invariant: earlier than any time the clock can read (a clock starting at 0 reads
+        # less than ``election_timeout_max`` at first: -1 looked like an answer sent just
+        # before), so ``now - acked_at`` is never a short silence for a target that never
+        # answered.
         self.acked_at = -math.inf
 
     def restart(self, gen: int, next_index: int) -> None:

@@ -586,6 +586,23 @@ async def test_a_running_nodes_config_is_read_only() -> None:
         await assert_healthy(c)
 
 
+async def test_raft_new_refuses_a_clock_that_reads_below_zero() -> None:
+    """A clock reading below 0 (``time.monotonic() - 1e7``) was taken, and the node's marks
+    for a time that never came (-1 ms: no answer yet) were later than every real answer:
+    none counted, so a leader never stepped down by check-quorum, and it confirmed
+    ``READ_INDEX`` reads with no quorum asked (a leader cut off from both followers answered
+    one at 1-2 while the new leader had committed up to 2-4). ``ValueError`` saying so,
+    before anything is read; a clock reading 0 at the start is taken."""
+    disk = MemDisk()
+    with pytest.raises(ValueError, match=r"clock\.now\(\) read -[0-9.e+]+, below 0: a Clock must read 0 or more"):
+        await Raft.new(1, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk),
+                       clock=_NowClock(time.monotonic() - 1e7))  # type: ignore[arg-type]
+    assert disk.vote is None and not disk.entries
+    raft = await Raft.new(1, fast_config(), Router().factory(1), MemLogStore(disk), MemStateMachine(disk),
+                          clock=_NowClock(0.0))  # type: ignore[arg-type]
+    await raft.shutdown()
+
+
 async def test_raft_new_refuses_a_clock_in_nanoseconds() -> None:
     """A clock whose ``now()`` is ``time.monotonic_ns`` was taken: every interval of the node,
     measured on it in seconds, was a billion times too long, so the node never started an
