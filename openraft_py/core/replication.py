@@ -68,7 +68,8 @@ given up yet: ``_inflight_bytes``) take at ``Config.replication_min_rate`` (``_o
 request carries its bytes behind those on one connection, so a fixed deadline made every
 request of a window larger than the link carries within it time out and be sent again,
 behind the bytes of the ones that had timed out: on a slow link the target never caught up.
-A request with no payload and nothing ahead (heartbeats) keeps the base deadline.
+A request with no payload and nothing ahead (heartbeats) keeps the base deadline, and so
+does one with bytes in flight that take at most 1% of it at that rate (``free_bytes``).
 
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
@@ -338,6 +339,7 @@ class ReplicationEnv:
         "option",
         "base_ttl",
         "min_rate",
+        "free_bytes",
         "_sized_key",
         "_sized",
     )
@@ -366,6 +368,11 @@ class ReplicationEnv:
         self.base_ttl = ttl
         self.min_rate = float(config.replication_min_rate)
         self.option = RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)
+        # Bytes in flight whose time at ``min_rate`` is at most 1% of the base deadline
+        # (2,097 at the defaults): a request with no more keeps the base deadline, the shared
+        # option (``ReplicationCore._option``), shorter than its exact one by at most that
+        # 1%. A leader's small writes made an ``RPCOption`` per request otherwise.
+        self.free_bytes = int(self.min_rate * ttl / 100)
         # The last batch ``batch_bytes`` sized: (first, last log id) and its payload bytes.
         self._sized_key: tuple[LogId, LogId] | None = None
         self._sized = 0
@@ -664,8 +671,10 @@ class ReplicationCore:
         entries = env.entries.cached(c.start, c.end)
         if len(entries) < n:
             return None
+        if n == 1:  # (a 1-writer leader's every request: no key to build and compare)
+            return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), _entry_bytes(entries[0])
         nbytes = env.batch_bytes(entries)
-        if n > 1 and nbytes > env.config.max_payload_bytes:
+        if nbytes > env.config.max_payload_bytes:
             return None
         return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), nbytes
 
@@ -801,11 +810,12 @@ class ReplicationCore:
         ahead of it (``_inflight_bytes``: on one connection, the target reads them first)
         take at ``Config.replication_min_rate``: a slow link that still carries that rate
         completes the window, however many bytes it holds, while a request with nothing
-        ahead and no payload keeps the base deadline (the shared ``env.option``)."""
+        ahead and no payload keeps the base deadline (the shared ``env.option``), and so does
+        one with no more than ``env.free_bytes`` in flight (within 1% of it)."""
         env = self.env
         total = self._inflight_bytes + nbytes
         self._inflight_bytes = total
-        if total == 0:
+        if total <= env.free_bytes:
             return env.option
         ttl = env.base_ttl + total / env.min_rate
         return RPCOption(hard_ttl=ttl, soft_ttl=ttl / 2)

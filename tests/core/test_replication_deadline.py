@@ -87,10 +87,10 @@ class RecordingNetwork:
 class Channel:
     """A channel to node 2 over a ``RecordingNetwork`` used through ``mode``."""
 
-    def __init__(self, sizes: list[int], mode: str, budget: int = 10_000) -> None:
+    def __init__(self, sizes: list[int], mode: str, budget: int = 10_000, rate: int = RATE) -> None:
         self.net = RecordingNetwork()
         self.notes: list[Any] = []
-        config = Config(replication_min_rate=RATE, max_payload_bytes=budget, max_entry_bytes=budget).validate()
+        config = Config(replication_min_rate=rate, max_payload_bytes=budget, max_entry_bytes=budget).validate()
         self.env = ReplicationEnv(1, config, LoopClock(), FakeLog(sizes), self._no_snapshot, self._spawn, self.notes.append)
         self.core = ReplicationCore(2, L1, self.net, self.env)  # type: ignore[arg-type]
         if mode != "submit_append_entries":
@@ -157,6 +157,39 @@ async def test_the_deadline_counts_the_bytes_of_the_request_and_of_those_ahead(m
         await ch.settle()
         await ch.net.wait_sent(5)
         assert ch.net.ttls()[4] == BASE + 20
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_requests_whose_bytes_take_under_a_hundredth_of_the_base_share_its_option(mode: str) -> None:
+    """The bytes in flight that take under 1% of the base deadline at the rate (2,097 bytes
+    at the default 1 MiB/s and 200 ms) keep the base deadline, the shared option: the small
+    writes of a 1-writer leader made an ``RPCOption`` per request for a deadline 0.003%
+    longer. Past that the deadline counts every byte."""
+    rate = 1024 * 1024
+    ch = Channel([16, 16, 2065, 3000], mode, rate=rate)
+    try:
+        ch.replicate(1, 2)  # 16 bytes, nothing ahead
+        ch.replicate(2, 3)  # 16 bytes behind 16
+        await ch.settle()
+        await ch.net.wait_sent(2)
+        assert [o for _, o in ch.net.sent] == [ch.env.option, ch.env.option]
+        assert all(o is ch.env.option for _, o in ch.net.sent)
+        ch.replicate(3, 4)  # 2,065 bytes behind 32: 2,097 in all, the most that shares it
+        await ch.settle()
+        await ch.net.wait_sent(3)
+        assert ch.net.sent[2][1] is ch.env.option
+        for i in range(3):
+            ch.net.answer(i)
+        await ch.settle()
+        ch.replicate(4, 5)  # 3,000 bytes: its own deadline
+        await ch.settle()
+        await ch.net.wait_sent(4)
+        assert ch.net.ttls()[3] == round(BASE + 3000 / rate * 1000, 3)
+        ch.net.answer(3)
+        await ch.settle()
+        assert ch.core._inflight_bytes == 0
     finally:
         await ch.close()
 
