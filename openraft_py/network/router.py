@@ -177,6 +177,14 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _server_error(target: NodeId, e: Exception) -> RPCError:
+    """What a caller sees when node ``target``'s handler raised ``e``: ``Unreachable`` if
+    the node has stopped (``Fatal``), else ``RemoteError`` (its handler failed)."""
+    if isinstance(e, Fatal):
+        return Unreachable(f"node {target} has stopped: {e}")
+    return RemoteError(target, e)
+
+
 class _Answer:
     """The answer of an AppendEntries delivered directly (the router's fast mode): awaited,
     the server's response, its errors mapped as ``RouterClient.append_entries`` maps them.
@@ -195,10 +203,8 @@ class _Answer:
     def __await__(self) -> Generator[Any, None, AppendEntriesResponse]:
         try:
             return (yield from self.fut)
-        except Fatal as e:
-            raise Unreachable(f"node {self.target} has stopped: {e}") from e
         except Exception as e:
-            raise RemoteError(self.target, e) from e
+            raise _server_error(self.target, e) from e
 
     def close(self) -> None:
         """Drop the answer: nobody will await it."""
@@ -231,10 +237,8 @@ class RouterClient:
                 self.counts[0] += 1
                 try:
                     return await server.append_entries(req)
-                except Fatal as e:
-                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
                 except Exception as e:
-                    raise RemoteError(self.target, e) from e
+                    raise _server_error(self.target, e) from e
         return await router._send("append_entries", self, req)  # type: ignore[no-any-return]
 
     def send_append_entries(
@@ -251,10 +255,8 @@ class RouterClient:
                 self.counts[0] += 1
                 try:
                     fut = start(req)
-                except Fatal as e:
-                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
                 except Exception as e:
-                    raise RemoteError(self.target, e) from e
+                    raise _server_error(self.target, e) from e
                 return _Answer(self.target, fut)
         return self.append_entries(req, option)
 
@@ -292,10 +294,8 @@ class RouterClient:
                 self.counts[_HEARTBEAT] += 1
                 try:
                     return await server.append_entries(req)
-                except Fatal as e:
-                    raise Unreachable(f"node {self.target} has stopped: {e}") from e
                 except Exception as e:
-                    raise RemoteError(self.target, e) from e
+                    raise _server_error(self.target, e) from e
         return await router._send("heartbeat", self, req)  # type: ignore[no-any-return]
 
     async def vote(self, req: VoteRequest, option: RPCOption = _DEFAULT_OPTION) -> VoteResponse:
@@ -709,10 +709,8 @@ class Router:
         client.counts[_RPC_INDEX[rpc]] += 1
         try:
             resp = await getattr(server, _SERVER_METHOD[rpc])(req)
-        except Fatal as e:
-            raise Unreachable(f"node {target} has stopped: {e}") from e
         except Exception as e:
-            raise RemoteError(target, e) from e
+            raise _server_error(target, e) from e
         for rhook in self._response_hooks:
             rhook(rpc, source, target, req, resp)
         if not self._fast:
