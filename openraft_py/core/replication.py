@@ -381,7 +381,10 @@ class ReplicationEnv:
         """``payload_bytes(entries)`` of a non-empty batch, remembered for the last one: every
         target of a leader is usually sent the same batch in a row. Two batches with the
         same first and last log id hold the same entries (a log id names one entry, and a log
-        that keeps an entry keeps every entry before it), so the key is exact."""
+        that keeps an entry keeps every entry before it), so the key is exact. One entry (a
+        1-writer leader's every request) is sized directly, with no key to build."""
+        if len(entries) == 1:
+            return _entry_bytes(entries[0])
         key = (entries[0].log_id, entries[-1].log_id)
         if key != self._sized_key:
             self._sized = payload_bytes(entries)
@@ -671,10 +674,8 @@ class ReplicationCore:
         entries = env.entries.cached(c.start, c.end)
         if len(entries) < n:
             return None
-        if n == 1:  # (a 1-writer leader's every request: no key to build and compare)
-            return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), _entry_bytes(entries[0])
         nbytes = env.batch_bytes(entries)
-        if nbytes > env.config.max_payload_bytes:
+        if n > 1 and nbytes > env.config.max_payload_bytes:
             return None
         return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), nbytes
 
