@@ -284,6 +284,7 @@ NOT_IN_REFERENCE: dict[str, str] = {
     "openraft_py.network.wire": "the TCP transport's wire format (docs/design/wire.md, DESIGN §7)",
     "openraft_py.storage.rocks.ackmark": _ROCKS,
     "openraft_py.storage.rocks.aio": _ROCKS,
+    "openraft_py.storage.rocks.damage": _ROCKS,
     "openraft_py.storage.rocks.db": _ROCKS,
     "openraft_py.storage.rocks.dirwatch": _ROCKS,
     "openraft_py.storage.rocks.files": _ROCKS,

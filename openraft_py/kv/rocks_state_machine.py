@@ -45,11 +45,13 @@ from rocksdict import IngestExternalFileOptions, Rdict, SstFileWriter, WriteBatc
 from .._core import apply_kv_sets, normal_data_bytes
 from ..errors import StorageError
 from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
+from ..storage.rocks.damage import is_rocksdb_corruption
 from ..storage.rocks.db import (
     BoundedIter,
     byte_pieces,
     clear_frames,
     close_collected,
+    corruption_error,
     drop_handles,
     finish_close,
     in_thread,
@@ -462,6 +464,8 @@ class RocksStateMachine:
             mark.close()
             if isinstance(e, StorageError):
                 raise
+            if is_rocksdb_corruption(e):  # a damaged table file the reads above met
+                raise corruption_error(os.path.join(self.path, "db"), what, e) from e
             raise StorageError(f"opening {what} at {self.path!r}", e) from e
         self._db = db
         self._mark = mark

@@ -1319,7 +1319,7 @@ async def test_damaged_wal_raises_storage_error_never_silent_loss(tmp_path: Path
         assert await s.try_get_log_entries(0, last + 1) == entries(3, 0, last + 1)
         assert await s.read_vote() == Vote.new(3, 1)
     cases = {
-        "middle": (size // 2, "corrupted"),
+        "middle": (size // 2, "the database is damaged"),
         "torn-looking": (_last_block_first_record(_newest_wal(image).read_bytes()) + 5, "acknowledged writes are missing"),
     }
     for name, (offset, what) in cases.items():
@@ -2452,7 +2452,7 @@ def test_a_store_with_a_zeroed_manifest_is_called_damaged_not_foreign(tmp_path: 
         m.write_bytes(b"\0" * m.stat().st_size)
     with pytest.raises(StorageError, match=r"not a log store database: column families \['entries', 'meta'\] "
                                            r"missing \(found \['default'\]\), though it holds our OPENRAFT-ACKED: "
-                                           r"another store's database, or its MANIFEST file is damaged") as ei:
+                                           r"its MANIFEST file is damaged, or it is another store's database") as ei:
         RocksLogStore(p)
     assert "foreign" not in str(ei.value)
     RocksStateMachine(tmp_path / "sm").close()

@@ -18,6 +18,7 @@ Modules, one job each:
 - ``db``: opening a database of ours (options, versioned format marker, foreign and damaged
   databases refused) and the handle hygiene that always releases the RocksDB lock;
 - ``ackmark``: the acknowledged mark (``OPENRAFT-ACKED``); ``files``: durable file writes;
+- ``damage``: the wording of a damaged store's refusal (``DAMAGED_ADVICE``: what to do);
 - ``owner``: the stores' owner record (``check_owner``: whose node and cluster a store is).
 
 The design (group commit, the fsync modes, what a crash leaves, corruption and foreign
@@ -33,6 +34,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .ackmark import ACK_FILE
+from .damage import DAMAGED_ADVICE
 from .log_format import LOG_FORMAT
 from .log_store import (
     FSYNC_MODES,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACK_FILE",
+    "DAMAGED_ADVICE",
     "FSYNC_MODES",
     "INLINE_READ_MAX",
     "INLINE_READ_MAX_BYTES",

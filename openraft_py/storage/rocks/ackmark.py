@@ -13,6 +13,7 @@ import zlib
 from rocksdict import Rdict
 
 from ...errors import StorageError
+from .damage import damaged
 from .files import replace_durably
 
 __all__ = ["ACK_FILE", "ACK_TMP_FILE", "AckMark", "check_recovered"]
@@ -101,7 +102,10 @@ class AckMark:
             if magic == _ACK_MAGIC and (best is None or generation > best[0]):
                 best = (generation, seqno)
         if best is None:
-            raise StorageError(f"opening {what} at {db_path!r}", ValueError(_no_valid_slot(raw)))
+            why = _no_valid_slot(raw)
+            if why.startswith(f"{ACK_FILE} is corrupted"):
+                raise damaged(db_path, what, f"{ACK_FILE} has no valid slot", ValueError(why))
+            raise StorageError(f"opening {what} at {db_path!r}", ValueError(why))  # (another format version)
         return best
 
     @classmethod
@@ -170,8 +174,8 @@ def check_recovered(db: Rdict, mark: tuple[int, int], path: str, what: str) -> N
     """``StorageError`` when the database recovered fewer writes than were acknowledged."""
     recovered = db.latest_sequence_number()
     if recovered < mark[1]:
-        raise StorageError(
-            f"opening {what} at {path!r}",
+        raise damaged(
+            path, what, "writes it acknowledged are missing",
             RuntimeError(
                 f"acknowledged writes are missing: writes up to sequence number {mark[1]} were "
                 f"acknowledged ({ACK_FILE}) but the database recovered only up to {recovered} "

@@ -36,6 +36,7 @@ from rocksdict import (
 from ...errors import StorageError
 from ...types import Entry, Normal
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
+from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
@@ -261,19 +262,23 @@ def store_path(path: object, what: str) -> str:
 def _open_error(path: str, what: str, e: BaseException) -> StorageError:
     """A ``StorageError`` for a RocksDB open that failed with ``e``, saying what is wrong."""
     msg = str(e)
-    if msg.startswith("Corruption"):
-        try:
-            wals = ", ".join(f"{n:06d}.log" for n in wal_numbers(path)) or "none"
-        except OSError:
-            wals = "unknown"
-        return StorageError(
-            f"opening {what} at {path!r}: the database is corrupted (RocksDB refused to recover "
-            f"it: a damaged write-ahead log record or file; write-ahead logs: {wals})",
-            e,
-        )
+    if is_rocksdb_corruption(e):
+        return corruption_error(path, what, e)
     if "lock" in msg.lower():
         return StorageError(f"opening {what} at {path!r}: the database is in use (its LOCK is held)", e)
     return StorageError(f"opening {what} at {path!r}", e)
+
+
+def corruption_error(path: str, what: str, e: BaseException) -> StorageError:
+    """The ``damaged`` error for RocksDB's report ``e`` of damaged data (``is_rocksdb_corruption``)
+    in the database at ``path``, met opening or reading it: the file RocksDB names is a table
+    file, the MANIFEST or a write-ahead log; the WALs present are listed (one missing is a
+    lost one)."""
+    try:
+        wals = ", ".join(f"{n:06d}.log" for n in wal_numbers(path)) or "none"
+    except OSError:
+        wals = "unknown"
+    return damaged(path, what, f"RocksDB found a damaged or missing file, named below; write-ahead logs: {wals}", e)
 
 
 def _is_empty(cf: Rdict) -> bool:
@@ -384,9 +389,10 @@ def _open_db_locked(
                     # Our mark file is there: another store of ours (a state machine's database
                     # opened as a log), or ours with its MANIFEST damaged (an all-zero MANIFEST
                     # reads as a database with only the default column family).
-                    why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: another store's database, "
-                           "or its MANIFEST file is damaged")
-                    raise StorageError(f"opening {what} at {path!r}", ValueError(why))
+                    why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: its MANIFEST file is "
+                           "damaged, or it is another store's database")
+                    raise damaged(path, what, "its MANIFEST file names none of the store's column families",
+                                  ValueError(why))
                 raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
             # The marker is read in a read-only open first, also in a database of ours: a
             # read-write open writes (a new WAL, MANIFEST and OPTIONS file, the WAL flushed),
@@ -437,8 +443,8 @@ def _open_db_locked(
                 _check_marker(raw, marker, path, what)
                 if found is None:
                     if mcf.get(flag_key) is not None:
-                        raise StorageError(
-                            f"opening {what} at {path!r}",
+                        raise damaged(
+                            path, what, f"{ACK_FILE} is missing",
                             FileNotFoundError(f"{ACK_FILE} is missing: the acknowledged writes cannot be checked"),
                         )
                     # A store of an earlier version: from now on it has the file.
@@ -518,6 +524,8 @@ def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, mark
             del mcf
         except Exception as e:
             release_db(ro)
+            if is_rocksdb_corruption(e):
+                raise corruption_error(path, what, e) from e
             raise StorageError(f"opening {what} at {path!r}", e) from e
         release_db(ro)
         del ro

@@ -26,11 +26,13 @@ from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, NodeId, Normal, Vote
 from ...validation import MAX_TERM
 from .. import IOFlushed
+from .damage import damaged, is_rocksdb_corruption
 from .db import (
     BoundedIter,
     byte_pieces,
     clear_frames,
     close_collected,
+    corruption_error,
     drop_handles,
     finish_close,
     in_thread,
@@ -404,10 +406,10 @@ class RocksLogStore(RocksLogReader):
                 it.status()
                 expected = 0 if purged is None else purged.index + 1
                 if first is not None and first > expected:
-                    raise ValueError(
+                    raise damaged(self.path, "log store", "entries are missing at its start", ValueError(
                         f"entries [{expected}, {first}) are missing: the first stored entry is {first}, "
                         f"but the log {'starts at 0' if purged is None else f'is purged only up to {purged.index}'}"
-                    )
+                    ))
             return vote, committed, purged, last_stored
 
         try:
@@ -425,6 +427,8 @@ class RocksLogStore(RocksLogReader):
             mark.close()
             if isinstance(e, StorageError):
                 raise
+            if is_rocksdb_corruption(e):  # a damaged table file the reads above met
+                raise corruption_error(self.path, "log store", e) from e
             raise StorageError(f"opening log store at {self.path!r}", e) from e
         self._db = db
         # The in-memory view: the log as submitted (what readers see).

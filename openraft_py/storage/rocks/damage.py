@@ -1,0 +1,30 @@
+"""The one wording of a store whose files are damaged on disk, so that every such refusal at
+open says the same thing and what to do about it."""
+
+from __future__ import annotations
+
+from ...errors import StorageError
+
+__all__ = ["DAMAGED_ADVICE", "damaged", "is_rocksdb_corruption"]
+
+DAMAGED_ADVICE = (
+    "keep a copy of the directory for inspection and do not delete files to make it open (a node that forgot "
+    "what it acknowledged can lose committed writes): replace the node as one that lost its disk "
+    "(docs/guides/storage.md, \"A damaged store\")"
+)
+"""What to do with a damaged store, ending the message of every ``damaged`` error."""
+
+
+def damaged(path: str, what: str, why: str, cause: BaseException | None = None) -> StorageError:
+    """The ``StorageError`` for the store ``what`` ("log store", "state machine") at ``path``
+    whose files are damaged: ``why`` says how it was found, ``cause`` is the error that found
+    it (RocksDB's names the file, when it names one). The message reads "opening <what> at
+    <path>: the database is damaged (<why>); <DAMAGED_ADVICE>: <cause>"."""
+    return StorageError(f"opening {what} at {path!r}: the database is damaged ({why}); {DAMAGED_ADVICE}", cause)
+
+
+def is_rocksdb_corruption(e: BaseException) -> bool:
+    """Whether ``e`` is RocksDB's report of damaged data: a ``Status::Corruption`` (a
+    checksum mismatch, a table file of the wrong size or missing, a bad WAL record), whose
+    text rocksdict passes on as "Corruption: ..."."""
+    return str(e).startswith("Corruption") or ": Corruption: " in str(e)
