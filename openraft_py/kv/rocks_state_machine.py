@@ -413,8 +413,8 @@ class RocksStateMachine:
     directory without ``db``, a foreign database (nothing is written to it), or a damaged one
     (a corrupted WAL record or file, or fewer writes recovered than its last durable point:
     see "Corruption" in ``docs/design/durability.md``), or when its current snapshot's file or
-    ``snapshots/current.meta`` is not a regular file (missing, a directory, a named pipe: the
-    message says what to remove; ``get_current_snapshot`` and ``get_current_snapshot_meta`` raise the same if that happens while
+    ``snapshots/current.meta`` is not a regular file (missing, a directory, a named pipe), or
+    ``current.meta`` does not decode (the message says what to remove; ``get_current_snapshot`` and ``get_current_snapshot_meta`` raise the same if that happens while
     it is open). ``close()`` / ``aclose()`` / ``async with``
     always release the database lock (``StorageError`` if RocksDB could not close cleanly); one
     collected unclosed is closed then, with a ``ResourceWarning`` naming its path (``__del__``).
@@ -621,7 +621,10 @@ class RocksStateMachine:
             try:
                 rec = _dec_snaprec.decode(raw)
             except msgspec.DecodeError as e:
-                raise ValueError(f"{meta_path} does not decode: {e}") from e
+                # The data is intact (it is in the database): only the record naming the
+                # snapshot file is lost, and the snapshot is rebuilt from the data.
+                raise ValueError(f"{meta_path} does not decode: {e}: remove {meta_path} (a new snapshot is built "
+                                 "when one is needed)") from e
             what = _not_a_file(os.path.join(self._snapdir, rec.file))
             if what is not None:
                 raise StorageError(opening, self._current_file_error(rec.file, what))

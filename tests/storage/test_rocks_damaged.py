@@ -119,3 +119,28 @@ async def test_an_undamaged_copy_opens(made: Path, tmp_path: Path) -> None:
     finally:
         await log.aclose()
         await sm.aclose()
+
+
+@pytest.mark.parametrize("raw", [b"\xc1", b""])
+async def test_a_current_meta_that_does_not_decode_is_refused_saying_to_remove_it(made: Path, tmp_path: Path,
+                                                                                 raw: bytes) -> None:
+    """``snapshots/current.meta`` garbled (or emptied): the state machine's data is intact, only
+    the record naming its snapshot is not. The error names the file and says to remove it, as
+    for a current snapshot file that is missing (it named the file alone); removed, the state
+    machine opens with its data and no snapshot (a node builds one when it needs one)."""
+    root = tmp_path / "node"
+    shutil.copytree(made, root)
+    meta = root / "sm" / "snapshots" / "current.meta"
+    meta.write_bytes(raw)
+    with pytest.raises(StorageError) as ei:
+        s = await RocksStateMachine.open(root / "sm")
+        await s.aclose()
+    assert f"{meta} does not decode" in str(ei.value), str(ei.value)
+    assert f"remove {meta}" in str(ei.value), str(ei.value)
+    meta.unlink()
+    sm = await RocksStateMachine.open(root / "sm")
+    try:
+        assert sm.get("j4") == "w"
+        assert await sm.get_current_snapshot() is None
+    finally:
+        await sm.aclose()
