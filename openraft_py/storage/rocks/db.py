@@ -381,6 +381,10 @@ def _open_db_locked(
             try:
                 present = set(Rdict.list_cf(path))
             except Exception as e:
+                if found is not None and (is_rocksdb_corruption(e) or "No such file or directory" in str(e)):
+                    # Ours (it holds our mark file), with CURRENT or the MANIFEST it names
+                    # damaged or gone (other I/O errors, e.g. a permission, are not damage).
+                    raise damaged(path, what, "RocksDB cannot read its CURRENT or MANIFEST file, named below", e) from e
                 raise StorageError(f"opening {what} at {path!r}: not a readable RocksDB database", e) from e
             missing = [cf for cf in cfs if cf not in present]
             if missing:
