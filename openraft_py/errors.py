@@ -211,11 +211,22 @@ class ChangeMembershipError(ApiError):
 
 
 class InProgress(ChangeMembershipError):
-    """Another membership change has not committed yet (``membership_log_id`` is its entry)."""
+    """Another membership change has not committed yet (``membership_log_id`` is its entry).
 
-    def __init__(self, membership_log_id: LogId | None = None, msg: str | None = None) -> None:
-        super().__init__(msg or f"a membership change is in progress (entry {membership_log_id!r})")
+    ``wait_ms`` is the engine's (``Engine.change_membership``, ``add_learner``,
+    ``remove_learners``): greater than 0 when the change in progress is one a leader elected
+    less than ``election_timeout_max`` ago inherited (the previous leader's, or the first
+    membership of ``initialize``), which commits with that leader's first entry, and then how
+    many ms the leader is still that new. The ``Raft`` calls wait for that commit and ask
+    again, so their callers see only ``wait_ms == 0``."""
+
+    def __init__(self, membership_log_id: LogId | None = None, msg: str | None = None, wait_ms: float = 0.0) -> None:
+        super().__init__(msg or (
+            f"a membership change is in progress (entry {membership_log_id!r}); retry once it has committed "
+            "(the call that made it returned)"
+        ))
         self.membership_log_id = membership_log_id
+        self.wait_ms = wait_ms
 
 
 class EmptyMembership(ChangeMembershipError):
@@ -255,9 +266,17 @@ class LearnerIsLagging(ChangeMembershipError):
     is down or cut off). Appended, the joint config could not commit until they caught up,
     and the cluster would take no writes meanwhile (the leader, reaching no quorum of the new
     voters, steps down). Wait until they catch up (``add_learner(..., blocking=True)`` does),
-    or pass ``allow_lagging=True``."""
+    or pass ``allow_lagging=True``.
 
-    def __init__(self, node_ids: list[NodeId], threshold: int) -> None:
+    ``unheard`` and ``wait_ms`` are the engine's (``Engine.change_membership``): on a leader
+    elected less than ``election_timeout_max`` ago, the nodes of ``node_ids`` whose
+    replication it does not know yet, when counting them caught up would give the majority,
+    and how many ms this leader is still that new. ``Raft.change_membership`` waits for their
+    first answers and asks again, so its callers see only ``unheard == []``."""
+
+    def __init__(
+        self, node_ids: list[NodeId], threshold: int, unheard: list[NodeId] | None = None, wait_ms: float = 0.0
+    ) -> None:
         super().__init__(
             f"nodes {_safe_repr(node_ids)} have not caught up with the leader (replication unknown, over "
             f"{_safe_repr(threshold)} entries behind, or no answer lately: down or cut off?), so the new voters "
@@ -266,6 +285,8 @@ class LearnerIsLagging(ChangeMembershipError):
         )
         self.node_ids = node_ids
         self.threshold = threshold
+        self.unheard: list[NodeId] = [] if unheard is None else unheard
+        self.wait_ms = wait_ms
 
 
 class InitializeError(ApiError):

@@ -21,7 +21,7 @@ from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, Engin
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
 from .engine import Engine
-from .errors import EntryTooLarge, Fatal, ForwardToLeader, LearnerNotFound, StorageError
+from .errors import EntryTooLarge, Fatal, ForwardToLeader, InProgress, LearnerIsLagging, LearnerNotFound, StorageError
 from .metrics import RaftMetrics, Wait
 from .types import (
     AppendEntriesRequest,
@@ -347,6 +347,65 @@ class Raft:
                 raise self._core.fatal or Fatal("node stopped")
             await sleep()
 
+    async def _change(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
+        """``_call(fn)`` for a membership change (``fn`` calls ``Engine.change_membership``,
+        ``add_learner`` or ``remove_learners``), which a leader just elected may refuse only
+        because it has not heard from its followers yet: ``LearnerIsLagging`` naming
+        ``unheard`` nodes, or ``InProgress`` of a change it inherited, with ``wait_ms > 0``.
+        Such a refusal is waited out (until the followers answered, the inherited change
+        committed, this node stopped leading, or ``wait_ms`` passed) and the call asked
+        again; any other outcome is the caller's. It ends: the engine's clock moves on, and
+        once the leader is no longer new its refusal is final. Cancelled while it waits,
+        nothing was logged."""
+        while True:
+            try:
+                return await self._call(fn)
+            except LearnerIsLagging as e:
+                if not e.unheard:
+                    raise
+                await self._first_answers(e.unheard, e.wait_ms)
+            except InProgress as e:
+                if e.wait_ms <= 0:
+                    raise
+                await self._membership_settled(e.wait_ms)
+
+    async def _bounded_until(self, done: Callable[[RaftMetrics], bool], wait_ms: float) -> None:
+        """``_until(done)``, given up silently after ``wait_ms`` ms (the loop's clock, which
+        the node's default clock reads)."""
+        try:
+            async with asyncio.timeout(wait_ms / 1000.0):
+                await self._until(done)
+        except TimeoutError:
+            pass
+
+    async def _membership_settled(self, wait_ms: float) -> None:
+        """Return once this leader's membership is committed and uniform (no change in
+        progress), once it no longer leads, or after ``wait_ms`` ms; raise the node's fatal
+        error if it stops. For a change refused by a leader just elected with ``InProgress``
+        of a change it inherited."""
+
+        def settled(m: RaftMetrics) -> bool:
+            if m.state != ServerState.LEADER:
+                return True  # asked again, the engine answers ForwardToLeader
+            sm = m.membership_config
+            committed = m.committed is not None and sm.log_id is not None and m.committed >= sm.log_id
+            return committed and not sm.membership.is_joint()
+
+        await self._bounded_until(settled, wait_ms)
+
+    async def _first_answers(self, ids: list[NodeId], wait_ms: float) -> None:
+        """Return once this leader knows the replication of one of ``ids`` (its metrics'
+        ``replication`` has a matched index for it), once it no longer leads, or after
+        ``wait_ms`` ms, whichever comes first; raise the node's fatal error if it stops.
+        For a change refused by a leader just elected (``LearnerIsLagging.unheard``)."""
+
+        def heard(m: RaftMetrics) -> bool:
+            if m.state != ServerState.LEADER or m.replication is None:
+                return True  # asked again, the engine answers ForwardToLeader
+            return any(m.replication.get(nid, -1) >= 0 for nid in ids)
+
+        await self._bounded_until(heard, wait_ms)
+
     # -- cluster setup -------------------------------------------------------------------------
 
     def _check_node_for_network(self, node_id: NodeId, node: BasicNode) -> None:
@@ -408,7 +467,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)
 
-        resp: ClientWriteResponse = await self._call(fn)
+        resp: ClientWriteResponse = await self._change(fn)
         if blocking:
             threshold = self.config.replication_lag_threshold
             target = resp.log_id.index
@@ -466,7 +525,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.change_membership(voters, retain, tx, allow_lagging)
 
-        return await self._call(fn)  # type: ignore[no-any-return]
+        return await self._change(fn)  # type: ignore[no-any-return]
 
     async def remove_learners(self, ids: Iterable[NodeId]) -> ClientWriteResponse:
         """Remove the learners ``ids`` from the cluster: appends one membership entry with the
@@ -492,7 +551,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.remove_learners(learners, tx)
 
-        return await self._call(fn)  # type: ignore[no-any-return]
+        return await self._change(fn)  # type: ignore[no-any-return]
 
     # -- writes and reads ----------------------------------------------------------------------
 

@@ -30,7 +30,16 @@ from openraft_py.errors import (
     LearnerNotFound,
     NotALearner,
 )
-from openraft_py.types import BasicNode, Entry, Membership, Normal, ServerState, TransferLeaderRequest
+from openraft_py.engine.state import MembershipState
+from openraft_py.types import (
+    BasicNode,
+    Entry,
+    Membership,
+    Normal,
+    ServerState,
+    TransferLeaderRequest,
+    VoteResponse,
+)
 
 from .helpers import TX, flush, lid, make_engine, make_leader, vote
 
@@ -186,6 +195,50 @@ def test_add_learner_refused_while_a_change_is_uncommitted():
     assert eng.take_commands() == []
 
 
+def test_a_change_this_leader_appended_is_in_progress_for_good_even_on_a_new_leader():
+    """Another caller's change: refused, and nobody waits for it (``wait_ms`` 0)."""
+    eng = committed_leader(learners=[4, 5])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    assert eng.now - eng.leader.elected_at < Config().election_timeout_max, "the leader is new"
+    for call in (lambda: eng.change_membership({1, 2}, True, "tx2"), lambda: eng.add_learner(6, N, "tx2"),
+                 lambda: eng.remove_learners([5], "tx2")):
+        with pytest.raises(InProgress) as ei:
+            call()
+        assert ei.value.wait_ms == 0.0
+    assert eng.take_commands() == []
+
+
+@pytest.mark.parametrize("since_election,wait_ms", [(0.0, 1000.0), (999.0, 1.0), (1000.0, 0.0)],
+                         ids=["just-elected", "just-before-the-bound", "at-the-bound"])
+def test_a_new_leader_names_the_inherited_change_that_commits_with_its_blank_entry(since_election, wait_ms):
+    """The previous leader's membership entry (here the first one, 0-0, as right after
+    ``initialize``) is uncommitted on a leader just elected: it commits with the blank entry,
+    a round trip away. The refusal carries ``wait_ms``, how long this leader is still new
+    (``Raft`` waits for the commit and asks again); past ``election_timeout_max`` from the
+    election it is final (0). Nothing is appended either way."""
+    cfg = Config(election_timeout_min=500, election_timeout_max=1000)
+    eng = make_engine(id=1, voters={1, 2, 3}, learners=[4], config=cfg)
+    ms = MembershipState()  # the entry at 0-0 is appended, not committed
+    ms.append(eng.state.membership.committed)
+    eng.state.membership = ms
+    eng.elect(0.0)
+    flush(eng)
+    eng.handle_vote_resp(2, VoteResponse(eng.state.vote, True, None), 0.0)
+    assert eng.leader is not None and eng.state.membership.uncommitted
+    eng.handle_tick(eng.leader.elected_at + since_election)
+    eng.take_commands()
+    last = eng.state.last_log_id()
+    for call in (lambda: eng.change_membership({1, 2}, True, TX), lambda: eng.add_learner(5, N, TX),
+                 lambda: eng.remove_learners([4], TX)):
+        with pytest.raises(InProgress) as ei:
+            call()
+        assert ei.value.membership_log_id == lid(0, 0)
+        assert ei.value.wait_ms == wait_ms
+    assert eng.take_commands() == []
+    assert eng.state.last_log_id() == last
+
+
 def test_empty_membership_refused():
     eng = committed_leader()
     with pytest.raises(EmptyMembership):
@@ -317,6 +370,66 @@ def test_caught_up_means_within_replication_lag_threshold_entries(writes, refuse
     else:
         eng.change_membership({2, 4}, False, TX)
         assert eng.leader.change_tx == TX
+
+@pytest.mark.parametrize("since_election,unheard", [(0.0, [4, 5]), (999.0, [4, 5]), (1000.0, [])],
+                         ids=["just-elected", "just-before-the-bound", "at-the-bound"])
+def test_a_new_leader_names_the_nodes_it_has_not_heard_from_yet(since_election, unheard):
+    """A leader elected less than ``election_timeout_max`` ago that has no answer from 4 and
+    5 yet cannot tell lagging from a round trip away: the refusal names them (``unheard``)
+    and how long the leader is still new (``wait_ms``), for ``Raft`` to wait and ask again.
+    Past the bound an unknown node is a silent one, and the refusal is final."""
+    cfg = Config(election_timeout_min=500, election_timeout_max=1000)
+    eng = make_leader(id=1, voters={1, 2, 3}, learners=[4, 5], config=cfg)
+    now = eng.leader.elected_at + since_election
+    ack(eng, [2, 3], 1, at=now)
+    eng.handle_tick(now)
+    eng.take_commands()
+    last = eng.state.last_log_id()
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({1, 4, 5}, False, TX)
+    assert ei.value.node_ids == [4, 5]
+    assert ei.value.unheard == unheard
+    assert ei.value.wait_ms == (1000.0 - since_election if unheard else 0.0)
+    assert eng.take_commands() == [] and eng.state.last_log_id() == last
+    assert eng.leader.change_tx is None
+
+
+def test_a_new_leader_does_not_wait_for_nodes_it_knows_are_behind():
+    """4 answered, more than ``replication_lag_threshold`` entries behind; 5 has not answered
+    yet. With {1, 4, 5}, 5 alone could make the majority: it is named, not 4. Once 5 too
+    answered, behind, nothing is named: the refusal is final at once, the leader still new."""
+    cfg = Config(election_timeout_min=500, election_timeout_max=1000, replication_lag_threshold=2)
+    eng = make_leader(id=1, voters={1, 2, 3}, learners=[4, 5], config=cfg)
+    ack(eng, [2, 3, 4], 1)
+    eng.client_write([Normal(b"x")] * 3)
+    flush(eng)
+    eng.take_commands()
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({1, 4, 5}, False, TX)
+    assert (ei.value.node_ids, ei.value.unheard) == ([4, 5], [5])
+    ack(eng, [5], 1)
+    eng.take_commands()
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({1, 4, 5}, False, TX)
+    assert (ei.value.node_ids, ei.value.unheard, ei.value.wait_ms) == ([4, 5], [], 0.0)
+    assert eng.take_commands() == []
+
+
+def test_a_new_leader_appends_once_the_nodes_it_waited_for_answered():
+    """The same change, asked again once 4 and 5 answered holding the whole log: appended."""
+    eng = make_leader(id=1, voters={1, 2, 3}, learners=[4, 5])
+    with pytest.raises(LearnerIsLagging) as ei:
+        eng.change_membership({1, 4, 5}, False, TX)
+    assert ei.value.unheard == [4, 5]
+    ack(eng, [2, 3, 4, 5], 1)
+    eng.take_commands()
+    eng.change_membership({1, 4, 5}, False, TX)
+    assert eng.take_commands() == [
+        AppendEntries([Entry(lid(1, 2), mship([{1, 2, 3}, {1, 4, 5}]))], 4),
+        StartReplication(vote(1, 1, True), nodes(2, 3, 4, 5)),
+    ]
+    assert eng.leader.change_tx == TX
+
 
 # -- the leader steps down -----------------------------------------------------------------------
 

@@ -8,11 +8,18 @@
   voters do not change). The leader keeps replicating to them until that entry commits (so
   that they hold it), then drops them (``ReplicationHandler.targets``).
 - One change at a time: a change is refused with ``InProgress`` while an appended membership
-  is not committed.
+  is not committed. On a leader elected less than ``election_timeout_max`` ago, a change it
+  inherited (the previous leader's, ``initialize``'s first membership) commits with its blank
+  entry: the error's ``wait_ms`` says so, and the ``Raft`` calls wait for that commit and ask
+  again rather than fail.
 - A change whose new voters have no majority of caught-up nodes (this leader, and nodes whose
   replication is within ``Config.replication_lag_threshold`` entries of its log and which
   answered within ``Config.election_timeout_max``) is refused with ``LearnerIsLagging``
-  unless the caller allows it: that joint config could not commit.
+  unless the caller allows it: that joint config could not commit. A leader elected less
+  than ``election_timeout_max`` ago names in the error the nodes it has not heard from yet
+  (``LearnerIsLagging.unheard``) when they would make the majority: ``Raft.change_membership``
+  waits for their first answers and asks again, rather than failing a change to followers
+  that are up to date but had no round trip with this leader yet.
 - A leader that is not a voter of a committed uniform config steps down and hands leadership
   to the most up-to-date voter (``TransferHandler.hand_over_as_removed``).
 
@@ -35,13 +42,34 @@ class MembershipHandler(LeadingHandler):
 
     __slots__ = ()
 
+    def _new_leader_wait_ms(self) -> float:
+        """How many ms this leader is still new: ``election_timeout_max`` after its election
+        (``Leader.elected_at``), the time check-quorum gives it to hear from a quorum; ``<= 0``
+        once that passed."""
+        return self.leader.elected_at + self.eng.config.election_timeout_max - self.eng.now
+
     def _require_no_change_in_progress(self) -> None:
+        """Raise ``InProgress`` while an appended membership is not committed, or the
+        committed one is joint (the leader is about to finish it). On a leader still new
+        (``_new_leader_wait_ms``), a change it inherited (an entry of an earlier term: the
+        previous leader's, or the first membership of ``initialize``), or a joint config
+        being finished, commits with this leader's first entries without anyone asking: the
+        error's ``wait_ms`` says how long this leader is still new, and
+        ``Raft.change_membership`` (``add_learner``, ``remove_learners``) waits for it to
+        commit and asks again. ``wait_ms`` is 0 for a change this leader appended itself
+        (another caller's, refused)."""
         ms = self.state.membership
         if ms.uncommitted:
-            raise InProgress(ms.uncommitted[-1].log_id)
-        if ms.committed.membership.is_joint():
+            pending = ms.uncommitted[-1].log_id
+        elif ms.committed.membership.is_joint():
             # Committed joint config: the leader is about to finish it.
-            raise InProgress(ms.committed.log_id)
+            pending = ms.committed.log_id
+        else:
+            return
+        assert pending is not None  # a membership appended to the log has a log id
+        wait_ms = self._new_leader_wait_ms()
+        settling = pending.term < self.leader.vote.term or ms.committed.membership.is_joint()
+        raise InProgress(pending, wait_ms=wait_ms if settling and wait_ms > 0 else 0.0)
 
     def append_membership(self, m: Membership) -> LogId:
         """Append ``m`` as a new entry of this leader's term and replicate it."""
@@ -60,13 +88,25 @@ class MembershipHandler(LeadingHandler):
         node that went down keeps its matched index: without the second test, a change
         counting on it was appended, could not commit, and the leader, hearing from no
         quorum of the new voters, stepped down; the cluster took no writes until it came
-        back."""
+        back.
+
+        A leader elected less than ``election_timeout_max`` ago may not have heard from a
+        live, up-to-date node yet (its first request is a round trip away). When the nodes
+        whose matched index it does not know yet would make the majority, the error names
+        them in ``unheard`` and says in ``wait_ms`` how long this leader is still new: a
+        refusal that may be premature, which ``Raft.change_membership`` waits out (until
+        one of them answers, or ``wait_ms`` passed) and asks again. After that window an
+        unknown node is one that answered nothing in an election timeout (down or cut off:
+        the silence test above), and the refusal stands; the bound is the one check-quorum
+        gives a new leader to hear from a quorum (``Leader.elected_at``)."""
         leader = self.leader
         last = self.state.last_index()
         cfg = self.eng.config
         threshold = cfg.replication_lag_threshold
         since = self.eng.now - cfg.election_timeout_max
+        wait_ms = self._new_leader_wait_ms()  # > 0: this leader is still new
         lagging: list[NodeId] = []
+        unheard: list[NodeId] = []
         for nid in sorted(new):
             if nid == leader.node_id:
                 continue
@@ -74,7 +114,12 @@ class MembershipHandler(LeadingHandler):
             # matched -1: no answer from it yet; acked_at before ``since``: silent lately.
             if p is None or p.matched < 0 or last - p.matched > threshold or p.acked_at < since:
                 lagging.append(nid)
-        if 2 * (len(new) - len(lagging)) <= len(new):
+                if p is not None and p.matched < 0 and wait_ms > 0:
+                    unheard.append(nid)
+        caught_up = len(new) - len(lagging)
+        if 2 * caught_up <= len(new):
+            if 2 * (caught_up + len(unheard)) > len(new):
+                raise LearnerIsLagging(lagging, threshold, unheard, wait_ms)
             raise LearnerIsLagging(lagging, threshold)
 
     def change_membership(self, voters: Iterable[NodeId], retain: bool, tx: Any, allow_lagging: bool = False) -> None:
