@@ -351,10 +351,14 @@ def test_lease_read(ack, now, served):
             # Not "expired <the clock's whole value> ms ago": nothing was ever acked.
             assert str(cmds[0].value) == (
                 "no leader lease yet: no quorum has acknowledged this leader since it was elected 20.0 ms ago "
-                "(or since its voters changed)"
+                "(or since its voters changed); read with READ_INDEX (it waits for a quorum's answer), or retry "
+                "the lease read after the next heartbeat"
             )
         else:
-            assert str(cmds[0].value) == f"leader lease expired: last quorum ack {now - ack:.1f} ms ago"
+            assert str(cmds[0].value) == (
+                f"leader lease expired: last quorum ack {now - ack:.1f} ms ago; read with READ_INDEX (it waits for "
+                "a quorum's answer), or retry the lease read after the next heartbeat"
+            )
 
 
 @pytest.mark.parametrize(

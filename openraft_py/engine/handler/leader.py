@@ -18,6 +18,9 @@ from ...errors import QuorumNotEnough
 from ...types import Entry, EntryPayload, LogId, NodeId, ReadPolicy, Vote
 from ...validation import MAX_TERM
 from ..command import Respond
+
+LEASE_RETRY = "read with READ_INDEX (it waits for a quorum's answer), or retry the lease read after the next heartbeat"
+"""What a lease read refused for want of a quorum acknowledgement tells its caller to do."""
 from ..faults import EngineFault
 from ..leader import PendingRead
 from .base import LeadingHandler
@@ -105,16 +108,19 @@ class LeaderHandler(LeadingHandler):
                     # failed with ForwardToLeader if this leader steps down first).
                     leader.reads.append(PendingRead(tx, read_log_id, -1.0))
             elif acked < 0:
-                # (Not "expired N ms ago": there is no ack time to count from.)
+                # (Not "expired N ms ago": there is no ack time to count from.) A leader just
+                # elected gets here until its first heartbeat round is answered: the message
+                # says what to do, a lease read never sends anything itself.
                 self.output.append(
                     Respond(tx, QuorumNotEnough(
                         "no leader lease yet: no quorum has acknowledged this leader since it was elected "
-                        f"{now - leader.elected_at:.1f} ms ago (or since its voters changed)"
+                        f"{now - leader.elected_at:.1f} ms ago (or since its voters changed); {LEASE_RETRY}"
                     ))
                 )
             else:
                 self.output.append(
-                    Respond(tx, QuorumNotEnough(f"leader lease expired: last quorum ack {now - acked:.1f} ms ago"))
+                    Respond(tx, QuorumNotEnough(
+                        f"leader lease expired: last quorum ack {now - acked:.1f} ms ago; {LEASE_RETRY}"))
                 )
             return
         self.heartbeat(now)
