@@ -450,7 +450,10 @@ class Raft:
         not compare it with other members' addresses, so check that a new learner's address
         is not another member's, whose node would receive the learner's replication.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
-        waiting), ``InProgress`` while another membership change is not committed, and
+        waiting), ``InProgress`` while another membership change is not committed (a leader
+        elected less than ``Config.election_timeout_max`` ago first waits, until that bound,
+        for a change it inherited to commit with its first entry, as ``change_membership``
+        does; cancelled during that wait, nothing is logged), and
         ``LearnerNotFound`` if, while ``blocking`` waits, a later change removes the node
         from the membership (the entry that added it is committed: only the wait ends);
         ``TypeError``/``ValueError`` (before anything is logged) unless ``node_id`` is a node
@@ -511,8 +514,18 @@ class Raft:
         config could not commit until they caught up, and the cluster would take no writes
         meanwhile. ``allow_lagging=True`` skips that check (a learner known to be about to
         catch up). A request that changes nothing returns the current membership at once.
+
+        On a leader elected less than ``Config.election_timeout_max`` ago (right after
+        ``initialize``, an election or a leader transfer), the call first waits, at most until
+        that bound, for what the leader cannot know yet: the first answers of new voters it
+        has not heard from, when they would make the majority, and the commit of a membership
+        change it inherited (which its first entry commits). Then it decides as above; a node
+        that answered nothing by then is refused as lagging, and an inherited change still not
+        committed raises ``InProgress``.
+
         Cancelling the call once the node has taken it ends the wait only: the change goes
-        through both phases (docs/concepts.md, "Cancelled calls").
+        through both phases (docs/concepts.md, "Cancelled calls"); cancelled during a new
+        leader's wait above, nothing is logged.
         ``TypeError``/``ValueError`` (before anything is logged) unless ``members`` is an
         iterable of node ids with no id twice (``[1, 2, 2]`` is refused, not taken as
         ``{1, 2}``: the repeated id is likely a typo for another node) and ``retain`` and
@@ -544,7 +557,9 @@ class Raft:
         twice; ``ForwardToLeader`` on a non-leader; ``LearnerNotFound`` for an id that is not
         a member; ``NotALearner`` for a voter of the current (or the joint) config (a voter
         leaves with ``change_membership``); ``InProgress`` while another membership change
-        is not committed.
+        is not committed (a leader elected less than ``Config.election_timeout_max`` ago
+        first waits, until that bound, for a change it inherited to commit with its first
+        entry, as ``change_membership`` does; cancelled during that wait, nothing is logged).
         """
         learners = _v.check_learner_ids(ids)
 
@@ -617,7 +632,9 @@ class Raft:
 
         Returns the read log id. Raises ``ForwardToLeader`` on a non-leader and
         ``LinearizableReadError`` when leadership cannot be confirmed (for ``LEASE_READ``:
-        the lease expired); ``TypeError`` if ``policy`` is not a ``ReadPolicy``.
+        the lease expired, or a leader just elected has none yet: no quorum answered its
+        first heartbeat round; ``READ_INDEX`` waits for that answer instead, and the error
+        says so); ``TypeError`` if ``policy`` is not a ``ReadPolicy``.
         """
         if type(policy) is not ReadPolicy:
             raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {_v.shown(policy)}")

@@ -430,7 +430,11 @@ class Engine:
         ``ForwardToLeader``, ``InProgress``, ``EmptyMembership``, ``LearnerNotFound``, or
         ``LearnerIsLagging`` when a majority of ``voters`` has not caught up with this leader
         (unless ``allow_lagging``). A request that changes nothing is answered with the
-        current membership at once.
+        current membership at once. On a leader elected less than ``election_timeout_max``
+        ago, a refusal that may be premature says so: ``LearnerIsLagging.unheard`` (nodes not
+        heard from yet) or ``InProgress.wait_ms > 0`` (an inherited change, about to commit),
+        both with ``wait_ms``; the caller may ask again later (``Raft`` does). Nothing is held
+        here: the engine answers each call at once.
         """
         self.membership_handler(self.writable_leader()).change_membership(voters, retain, tx, allow_lagging)
 

@@ -339,8 +339,9 @@ class Demo:
             r = await cluster.client.change_members(voters, deadline=max(0.1, end - time.monotonic()),
                                                     attempt_timeout=30.0)
             # 409 InProgress: the leader has not committed the previous change yet. A leader
-            # elected after the learner's entry commits it with its own first entry, so this
-            # passes; asked again until the deadline. An unknown outcome (the leader stepped
+            # elected after the learner's entry commits it with its own first entry (the
+            # library waits for that for election_timeout_max after the election; a slower
+            # commit is refused), so this passes; asked again until the deadline. An unknown outcome (the leader stepped
             # down during the change: 503) is asked again too: the same voters asked of the
             # next leader are answered at once if the change took effect, else made.
             if r.ok or not (_in_progress(r) or r.outcome is Outcome.INFO) or time.monotonic() >= end:
