@@ -22,6 +22,7 @@ from openraft_py.engine import (
     StartReplication,
     StopReplication,
 )
+from openraft_py.engine.state import MembershipState
 from openraft_py.errors import (
     EmptyMembership,
     ForwardToLeader,
@@ -30,7 +31,6 @@ from openraft_py.errors import (
     LearnerNotFound,
     NotALearner,
 )
-from openraft_py.engine.state import MembershipState
 from openraft_py.types import (
     BasicNode,
     Entry,

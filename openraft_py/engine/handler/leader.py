@@ -18,13 +18,13 @@ from ...errors import QuorumNotEnough
 from ...types import Entry, EntryPayload, LogId, NodeId, ReadPolicy, Vote
 from ...validation import MAX_TERM
 from ..command import Respond
-
-LEASE_RETRY = "read with READ_INDEX (it waits for a quorum's answer), or retry the lease read after the next heartbeat"
-"""What a lease read refused for want of a quorum acknowledgement tells its caller to do."""
 from ..faults import EngineFault
 from ..leader import PendingRead
 from .base import LeadingHandler
 from .transfer import is_handing_over
+
+LEASE_RETRY = "read with READ_INDEX (it waits for a quorum's answer), or retry the lease read after the next heartbeat"
+"""What a lease read refused for want of a quorum acknowledgement tells its caller to do."""
 
 
 class LeaderHandler(LeadingHandler):

@@ -17,7 +17,7 @@ import asyncio
 
 import pytest
 
-from openraft_py import BasicNode, LearnerIsLagging, ServerState
+from openraft_py import BasicNode, Config, LearnerIsLagging, ServerState
 from openraft_py.testing.cluster import Cluster
 
 from ._util import RpcCounter, add_learners, settled_leader, steady_config
@@ -34,7 +34,7 @@ def slow_replication(c: Cluster) -> None:
         c.router.set_delay(DELAY_MS, 1.5 * DELAY_MS, rpc=rpc)
 
 
-def config() -> object:
+def config() -> Config:
     # Round trips of 120-180 ms: well inside an election timeout, so the leader keeps leading.
     return steady_config(election_timeout_min=500, election_timeout_max=1000, heartbeat_interval=50)
 
@@ -42,7 +42,7 @@ def config() -> object:
 async def test_a_change_right_after_the_first_election_waits_for_the_followers() -> None:
     """The CI case: ``initialize``, the leader elected, ``change_membership`` at once. The
     leader had no answer from 2 or 3 yet and refused ``LearnerIsLagging([2, 3])``."""
-    async with Cluster(config(), seed=87) as c:  # type: ignore[arg-type]
+    async with Cluster(config(), seed=87) as c:
         slow_replication(c)
         await c.start({1, 2, 3, 4, 5})
         raft = c.nodes[1]  # initialize elects the node it runs on
@@ -58,7 +58,7 @@ async def test_add_learner_right_after_the_first_election_waits_for_the_first_me
     """``initialize``, then ``add_learner`` at once: the first membership (entry 0-0) was not
     committed yet (it commits with the leader's blank entry, a round trip away), and the
     call failed with ``InProgress``."""
-    async with Cluster(config(), seed=91) as c:  # type: ignore[arg-type]
+    async with Cluster(config(), seed=91) as c:
         slow_replication(c)
         await c.start({1, 2, 3})
         await c.add_node(4)
@@ -71,7 +71,7 @@ async def test_add_learner_right_after_the_first_election_waits_for_the_first_me
 
 async def test_a_change_right_after_a_leader_transfer_waits_for_the_followers() -> None:
     """A leader handed leadership to ``new``; ``new`` changes the voters as soon as it leads."""
-    async with Cluster(config(), seed=88) as c:  # type: ignore[arg-type]
+    async with Cluster(config(), seed=88) as c:
         await c.start({1, 2, 3, 4, 5})
         old = await settled_leader(c)
         new = min({1, 2, 3, 4, 5} - {old})
@@ -89,7 +89,7 @@ async def test_a_new_leader_still_refuses_a_change_counting_on_a_node_that_is_do
     """Learner 4 caught up, then went down; the leader hands leadership over, and the new
     leader is asked at once to make ``{new, 4}`` the voters. It waits out its window for 4's
     first answer (none comes) and refuses, logging nothing, still leading."""
-    async with Cluster(config(), seed=89) as c:  # type: ignore[arg-type]
+    async with Cluster(config(), seed=89) as c:
         await c.start({1, 2, 3})
         old = await settled_leader(c)
         await add_learners(c, old, {4})
@@ -112,7 +112,7 @@ async def test_a_change_cancelled_while_a_new_leader_waits_logs_nothing() -> Non
     """The same refusal, cancelled while the new leader waits for 4: nothing is logged, then
     or later (the change is not held anywhere to be appended once 4 answers)."""
     cfg = config()
-    async with Cluster(cfg, seed=90) as c:  # type: ignore[arg-type]
+    async with Cluster(cfg, seed=90) as c:
         await c.start({1, 2, 3})
         old = await settled_leader(c)
         await add_learners(c, old, {4})
@@ -131,7 +131,7 @@ async def test_a_change_cancelled_while_a_new_leader_waits_logs_nothing() -> Non
         with pytest.raises(asyncio.CancelledError):
             await change
         # Heartbeat rounds as a clock: past the window, 4 back and caught up.
-        await counter.rounds(new, other, cfg.election_timeout_max // cfg.heartbeat_interval + 2)  # type: ignore[attr-defined]
+        await counter.rounds(new, other, cfg.election_timeout_max // cfg.heartbeat_interval + 2)
         await c.add_node(4)
         resp = await raft.client_write(b"after")
         await c.nodes[4].wait(5.0).applied_index_at_least(resp.log_id.index, "n4 caught up")
