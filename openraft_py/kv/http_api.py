@@ -43,7 +43,10 @@ The redirect rule: a node that is not the leader answers writes, linearizable an
 reads and the admin calls (learners, members, transfer) with ``307``, ``Location`` = the
 same path and query on the leader's HTTP address, and the body ``{"leader_id",
 "leader_http_addr"}``; with no known leader (or none whose HTTP address is known) ``503``
-(saying so when the node is in no cluster yet: ``POST /cluster/init`` first).
+(saying so when the node is in no cluster yet: ``POST /cluster/init`` first). A request
+with a body (``PUT``, ``cas``, the admin POSTs) is so answered before its body is read
+(``_redirects_unread``; no ``100 Continue`` to an ``Expect``): a body sent anyway is read
+and dropped after the answer (aiohttp's lingering, 10 s at most), never held.
 A write whose entry was appended but whose outcome this node can no longer tell
 (``ForwardToLeader.outcome_unknown``) is answered ``503`` with ``"outcome_unknown": true``,
 never redirected (a blind retry could apply it twice).
@@ -95,6 +98,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.http import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from .. import validation as _v
 from ..errors import (
@@ -849,6 +853,39 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
 
+_LEADER_ONLY_BODIES = frozenset({("PUT", "/kv/{key}"), ("POST", "/kv/{key}/cas"), ("POST", "/cluster/learners"),
+                                 ("POST", "/cluster/members"), ("POST", "/cluster/transfer")})
+"""The ``(method, route)`` of the requests with a body that only the leader serves (a
+follower answers them with the redirect rule's 307 or 503)."""
+
+
+def _redirects_unread(node: KvNode, request: web.Request) -> ForwardToLeader | None:
+    """The ``ForwardToLeader`` a request with a body that only the leader serves is answered
+    with (``_forward``) before its body is read, or ``None`` to read it and go on.
+
+    Only when this node knows it is not the leader and names another node (or none) as
+    leader: a follower that read the body first, and waited for room for it
+    (``BodyBudget``), made a client sending a large value pay the upload twice, held the
+    value in memory, and kept the redirect waiting behind the bodies of other requests.
+    A node that still calls itself the leader (stepping down) reads the body and lets
+    ``client_write`` decide, as before."""
+    raft = node.raft
+    if (raft is None or not request.body_exists or (request.method, _route(request)) not in _LEADER_ONLY_BODIES
+            or raft.is_leader()):
+        return None
+    leader_id = raft.metrics.current_leader
+    return None if leader_id == node.id else ForwardToLeader(leader_id, None)
+
+
+async def _expect(request: web.Request) -> None:
+    """The ``Expect`` handler of the routes of ``_LEADER_ONLY_BODIES``: ``100 Continue`` (as
+    aiohttp's own handler) unless the request is to be redirected unread
+    (``_redirects_unread``): then no ``100``, so that a client waiting for it (curl for a
+    body over 1 MiB) sends no body and reads the 307 (RFC 9110 §10.1.1)."""
+    if _redirects_unread(request.app[NODE_KEY], request) is None:
+        await _default_expect_handler(request)
+
+
 def _client_mistake(kind: str, fmt: str, *args: object) -> None:
     """Log one request's line of ``kind`` at INFO, within ``_CLIENT_MISTAKES``' bounds."""
     if log.isEnabledFor(logging.INFO) and _CLIENT_MISTAKES.allow(kind, fmt % args):
@@ -945,9 +982,20 @@ async def _errors_and_counts(
         node.request_started()
         taken = 0
         try:
-            if request.body_exists:
-                taken = await _room_for_body(request)
-            resp = await handler(request)
+            forward = _redirects_unread(node, request)
+            if forward is not None:
+                # Answered with the body unread: once the answer is sent, aiohttp reads the
+                # rest of the body and drops it (its lingering time, 10 s at most; then it
+                # closes the connection), and the connection serves the next request. Closed
+                # at once, a connection whose client is still sending the body is reset, and
+                # the client (``http.client``: the whole body, then the answer) never read
+                # the 307. A client that got no ``100 Continue`` (``_expect``) sends the body
+                # anyway or closes the connection (RFC 9110 §10.1.1): either ends the linger.
+                resp = _forward(node, request, forward)
+            else:
+                if request.body_exists:
+                    taken = await _room_for_body(request)
+                resp = await handler(request)
         except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
             headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
             reason = e.reason
@@ -987,15 +1035,15 @@ def make_app(node: KvNode) -> web.Application:
     node.metrics.watch_body_budget(lambda: budget.held, lambda: budget.waiting)
     r = app.router
     r.add_post("/cluster/init", cluster_init)
-    r.add_post("/cluster/learners", cluster_learners)
+    r.add_post("/cluster/learners", cluster_learners, expect_handler=_expect)
     r.add_delete("/cluster/learners/{id}", cluster_remove_learner)
-    r.add_post("/cluster/members", cluster_members)
-    r.add_post("/cluster/transfer", cluster_transfer)
+    r.add_post("/cluster/members", cluster_members, expect_handler=_expect)
+    r.add_post("/cluster/transfer", cluster_transfer, expect_handler=_expect)
     r.add_get("/cluster/status", cluster_status)
-    r.add_put("/kv/{key}", kv_put)
+    r.add_put("/kv/{key}", kv_put, expect_handler=_expect)
     r.add_get("/kv/{key}", kv_get)
     r.add_delete("/kv/{key}", kv_delete)
-    r.add_post("/kv/{key}/cas", kv_cas)
+    r.add_post("/kv/{key}/cas", kv_cas, expect_handler=_expect)
     r.add_get("/metrics", metrics)
     return app
 

@@ -116,6 +116,21 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
 ]
 
 
+def _redirected_unread(method: str, path: str, kw: dict[str, Any], status: int) -> bool:
+    """Whether a follower answers the case with the 307 before it reads the body: a body
+    that only the leader serves (``http_api._redirects_unread``), sent as it is (415 comes
+    first)."""
+    if method == "PUT":
+        leader_only = path.startswith("/kv/") and path.count("/") == 2
+    elif method == "POST":
+        cas = path.startswith("/kv/") and path.endswith("/cas")
+        leader_only = cas or path in ("/cluster/learners", "/cluster/members", "/cluster/transfer")
+    else:
+        leader_only = False
+    has_body = kw.get("data", b"") != b"" or "json" in kw
+    return leader_only and has_body and status != 415
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[KvCluster]:
     c = KvCluster()
@@ -138,10 +153,14 @@ async def test_bad_requests_get_4xx_and_change_nothing(cluster: KvCluster) -> No
     targets = [leader, *cluster.followers(leader)]
     for node in targets:
         for method, path, kw, status in CASES:
+            if node is not leader and _redirected_unread(method, path, kw, status):
+                status = 307  # the leader decides (answered before the body is read)
             async with s.request(method, url(node, path), allow_redirects=False, **kw) as r:
                 text = await r.text()
                 assert r.status == status, (node.id, method, path, r.status, text)
-                if method != "HEAD":
+                if status == 307:
+                    assert r.headers["Location"] == url(leader, path), text
+                elif method != "HEAD":
                     assert r.headers["Content-Type"].startswith("application/json"), (method, path, text)
                     error = (await r.json())["error"]
                     if status == 413:  # the body limit is named, with the flag that sets it

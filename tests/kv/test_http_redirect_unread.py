@@ -1,0 +1,167 @@
+"""A follower answers a write with a body (PUT, cas, the admin POSTs) with the redirect
+rule's 307 before it reads the body: a client sending a large value to a follower does not
+upload it twice, the follower holds none of it, and the connection stays usable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openraft_py.kv.client import KvClient, Outcome
+from openraft_py.kv.http_api import BUDGET_KEY, BodyBudget
+from openraft_py.kv.node import KvNode
+
+from .kv_helpers import KvCluster, url
+
+pytestmark = pytest.mark.timeout(60)
+
+ANSWER_WITHIN = 5.0
+"""Seconds a test waits for an answer the follower gives at once (its body deadline,
+``BODY_GRACE``, is 30 s and more: an answer that waits for the body misses this)."""
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[KvCluster]:
+    c = KvCluster()
+    try:
+        await c.start(3)
+        yield c
+    finally:
+        await c.close()
+
+
+def _budget(node: KvNode) -> BodyBudget:
+    assert node._http is not None
+    return node._http.app[BUDGET_KEY]  # type: ignore[no-any-return]
+
+
+def _addr(node: KvNode) -> tuple[str, int]:
+    host, port = node.opts.http_addr.rsplit(":", 1)
+    return host, int(port)
+
+
+async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response read from ``reader``: status, headers (lower-cased names), body."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN)
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
+    body = b""
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), ANSWER_WITHIN)
+    return status, headers, body
+
+
+async def test_a_follower_redirects_a_large_put_before_its_body_comes(cluster: KvCluster) -> None:
+    """The head of a PUT whose body (``max_body`` bytes) is not sent yet: the 307 comes at
+    once. The client then sends the body anyway (as ``http.client`` does): the follower
+    drops it, and answers the next request on the same connection. The follower took no
+    room for the body (``BodyBudget``). Before, the follower read the whole body before it
+    answered: no 307 until the body came."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    size = f.opts.max_body
+    reader, writer = await asyncio.open_connection(*_addr(f))
+    try:
+        writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Length: {size}\r\n\r\n".encode())
+        await writer.drain()
+        status, headers, body = await _head(reader)
+        assert status == 307, body
+        assert headers["location"] == url(leader, "/kv/big")
+        assert headers.get("connection", "").lower() != "close"
+        writer.write(b"v" * size)  # sent anyway: read and dropped
+        writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {f.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, body = await _head(reader)
+        assert status == 200, body
+    finally:
+        writer.close()
+    assert _budget(f).peak == 0
+    assert "big" not in leader.sm.data  # type: ignore[union-attr]
+
+
+async def test_a_follower_answers_expect_100_continue_with_the_redirect(cluster: KvCluster) -> None:
+    """A PUT with ``Expect: 100-continue`` (curl's way for a body over 1 MiB) to a follower:
+    no ``100 Continue`` (which would make the client send the body), the 307 instead. A
+    client that sends the body anyway (RFC 9110 allows it) has it dropped, and its next
+    request on the connection answered. Before, aiohttp answered 100 and the follower
+    waited for the body."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    size = f.opts.max_body
+    reader, writer = await asyncio.open_connection(*_addr(f))
+    try:
+        writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Length: {size}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        await writer.drain()
+        status, headers, body = await _head(reader)
+        assert status == 307, (status, body)
+        assert headers["location"] == url(leader, "/kv/big")
+        writer.write(b"v" * size)
+        writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {f.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, body = await _head(reader)
+        assert status == 200, body
+    finally:
+        writer.close()
+    assert _budget(f).peak == 0
+
+
+async def test_a_leader_still_answers_100_continue(cluster: KvCluster) -> None:
+    """The leader answers ``Expect: 100-continue`` with ``100 Continue``, reads the body and
+    writes it (the ``Expect`` handler defers to aiohttp's own there)."""
+    leader = await cluster.wait_leader()
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(f"PUT /kv/small HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 3\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, _body = await _head(reader)
+        assert status == 100
+        writer.write(b"abc")
+        await writer.drain()
+        status, _headers, body = await _head(reader)
+        assert status == 200, body
+    finally:
+        writer.close()
+    assert leader.sm.data["small"] == "abc"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/kv/k/cas", b'{"expected": null, "value": "x"}'),
+    ("/cluster/members", b'{"voters": [1, 2, 3]}'),
+    ("/cluster/transfer", b'{"to": 1}'),
+    ("/cluster/learners", b'{"id": 9, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}'),
+])
+async def test_a_follower_redirects_every_leader_only_post_before_its_body(cluster: KvCluster, path: str,
+                                                                            body: bytes) -> None:
+    """The head alone of each POST only the leader serves: the 307 comes at once."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    reader, writer = await asyncio.open_connection(*_addr(f))
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())
+        await writer.drain()
+        status, headers, answer = await _head(reader)
+        assert status == 307, answer
+        assert headers["location"] == url(leader, path)
+    finally:
+        writer.close()
+
+
+async def test_the_client_writes_a_large_value_through_a_follower(cluster: KvCluster) -> None:
+    """``KvClient`` sending a value of ``max_body`` bytes to a follower: written on the
+    leader after one redirect, the follower holding none of it (no room taken for it)."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    value = "w" * f.opts.max_body
+    async with KvClient([f.opts.http_addr], deadline=20) as client:
+        r = await client.put("large", value)
+        assert r.outcome is Outcome.OK and r.redirects == 1, r
+        r = await client.put("after", "x")  # the next call goes to the leader it learned
+        assert r.outcome is Outcome.OK and r.redirects == 0, r
+    assert _budget(f).peak == 0
+    assert leader.sm.data["large"] == value  # type: ignore[union-attr]
