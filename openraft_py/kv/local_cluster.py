@@ -43,7 +43,7 @@ from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
 
-__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "recorded_nodes", "LOCK_FILE"]
+__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "check_settings", "recorded_nodes", "LOCK_FILE"]
 
 LOCK_FILE = "cluster.lock"
 """The file in a local cluster's root that one ``LocalCluster`` at a time holds locked."""
@@ -60,6 +60,26 @@ def check_host(host: str) -> str:
         raise ClusterError(f"--host {host!r} is not an address the nodes and clients can connect to "
                            "(a host name or an IP address, not a wildcard such as 0.0.0.0)") from None
     return addr_host
+
+
+def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int | None, log_level: str) -> None:
+    """``ValueError`` naming the ``serve`` flag unless every node can run with these settings
+    (``TypeError`` for a wrong type): ``cluster_name`` as ``recover.check_cluster_name``,
+    ``raft_config`` and ``max_body`` (``None``: serve's default) as
+    ``server.check_raft_flags``, ``log_level`` one of ``server.LOG_LEVELS``."""
+    from .node import DEFAULT_MAX_BODY
+    from .recover import check_cluster_name
+    from .server import LOG_LEVELS, check_raft_flags
+
+    if not isinstance(cluster_name, str):
+        raise TypeError(f"--cluster-name is a str, got {type(cluster_name).__name__}")
+    try:
+        check_cluster_name(cluster_name)
+    except ValueError as e:
+        raise ValueError(f"--cluster-name: {e}") from None
+    check_raft_flags(raft_config, cluster_name, DEFAULT_MAX_BODY if max_body is None else max_body)
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
 
 class ClusterError(Exception):
@@ -151,7 +171,12 @@ class LocalCluster:
     the membership names); another host than the recorded one is refused (``ClusterError``),
     as it cannot move them. ``cluster_name``, ``raft_config`` (``Config`` fields),
     ``log_level`` and ``max_body`` (``None``: serve's default) are passed to every ``serve``;
-    ``python`` is the interpreter that runs them."""
+    ``python`` is the interpreter that runs them.
+
+    The arguments are checked as ``serve`` and ``cluster up`` check them before anything is
+    made (``check_settings``): ``ValueError`` (``TypeError`` for a wrong type) with the same
+    message, where a bad ``raft_config`` or ``max_body`` surfaced later, as a node that did
+    not start, quoting its log."""
 
     def __init__(
         self,
@@ -167,6 +192,7 @@ class LocalCluster:
     ) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
+        check_settings(cluster_name, raft_config or {}, max_body, log_level)
         if host is not None:
             check_host(host)
         self._own_root = root is None

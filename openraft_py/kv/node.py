@@ -233,13 +233,12 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                 interval == 0 or MIN_TLS_RELOAD_INTERVAL <= interval <= MAX_TLS_RELOAD_INTERVAL):
             raise ValueError(f"--tls-reload-interval must be 0 (off) or from {MIN_TLS_RELOAD_INTERVAL:g} to "
                              f"{MAX_TLS_RELOAD_INTERVAL:g} seconds, got {interval!r}")
-        if self.max_body < MIN_MAX_BODY:
-            raise ValueError(f"--max-body must be at least {MIN_MAX_BODY} bytes, got {self.max_body}")
         if not self.learner_timeout > 0:
             raise ValueError("learner_timeout must be positive")
-        # ``raft_config`` (its fields, with the cluster name) and ``max_body`` as ``serve``
-        # checks its flags: options made in Python (``KvNode(ServeOptions(...))``) were not
-        # bounded, and a ``max_body`` over what one entry can use was read whole.
+        # ``raft_config`` (its fields, with the cluster name) and ``max_body`` (from
+        # ``MIN_MAX_BODY`` up) as ``serve`` checks its flags: options made in Python
+        # (``KvNode(ServeOptions(...))``) were not bounded, and a ``max_body`` over what one
+        # entry can use was read whole.
         from .server import check_raft_flags
 
         check_raft_flags(self.raft_config, self.cluster_name, self.max_body)

@@ -43,13 +43,14 @@ from .argtypes import decimal_int, given_once
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .logs import LOG_FORMATS, configure_logging
-from .node import DEFAULT_MAX_BODY, JSON_BYTES_PER_BYTE, KvNode, ServeOptions, max_useful_body
+from .node import DEFAULT_MAX_BODY, JSON_BYTES_PER_BYTE, MIN_MAX_BODY, KvNode, ServeOptions, max_useful_body
 
 __all__ = ["add_serve_arguments", "options_from_args", "serve", "run_serve", "serve_main"]
 
 log = logging.getLogger("openraft_py.kv.server")
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The levels ``serve --log-level`` takes."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,7 +72,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="look at the TLS files every SECONDS (default 60) and load a renewed certificate, key or "
                         "CA without a restart, once checked as at start; 0: read them at start only")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr; default text)")
-    p.add_argument("--log-level", type=str.upper, choices=_LEVELS, default="INFO", help="lowest level logged (default INFO)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="lowest level logged (default INFO)")
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
@@ -102,10 +103,18 @@ def check_raft_flags(raft_config: dict[str, Any], cluster_name: str, max_body: i
     ``--max-body`` is one a request can use with it (``max_useful_body``). ``serve``
     checks them at its start (``ServeOptions.check``), and ``cluster up`` before it makes
     anything, so its usage errors exit 2 there too, where they were relayed from its first
-    node's log with exit code 1."""
+    node's log with exit code 1; ``LocalCluster`` before it makes anything, so a bad
+    argument in Python is refused at once, not from a child's log. ``TypeError`` unless
+    ``raft_config`` is a ``dict`` and ``max_body`` an ``int``."""
     from ..config import Config
     from ..errors import ConfigError
 
+    if not isinstance(raft_config, dict):
+        raise TypeError(f"--raft-config is a dict of Config fields, got {type(raft_config).__name__}")
+    if isinstance(max_body, bool) or not isinstance(max_body, int):
+        raise TypeError(f"--max-body is an int (bytes), got {type(max_body).__name__} {max_body!r}")
+    if max_body < MIN_MAX_BODY:
+        raise ValueError(f"--max-body must be at least {MIN_MAX_BODY} bytes, got {max_body}")
     named = raft_config.get("cluster_name", cluster_name)
     if named != cluster_name:
         # It would be overridden: one name per node, and --cluster-name is the one.
