@@ -897,6 +897,12 @@ class TcpClient:
         return f"TcpClient(-> {self.target} at {self._peer.addr})"
 
 
+MAX_BACKOFF = 300.0
+"""The largest ``backoff_max`` (seconds) ``TcpNetworkFactory`` takes: a longer back-off left
+a peer that came back unreachable to this node (``Unreachable`` at once) for that long, its
+replication and votes with it; ``1e12`` was taken, a peer then never tried again."""
+
+
 class TcpNetworkFactory:
     """A ``RaftNetworkFactory`` over TCP for node ``node_id`` of cluster ``cluster_name``.
 
@@ -917,6 +923,8 @@ class TcpNetworkFactory:
     - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
       ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
       ``min(backoff_max, backoff_min * 2**(failures - 1))``) before the next attempt.
+      ``backoff_max`` is at most ``MAX_BACKOFF`` (300 s): a peer back from an outage is
+      tried again within it.
     - ``max_frame_size``: largest frame sent or accepted; ``Raft.new`` refuses a ``Config``
       whose requests need more (``check_config``, ``required_frame_size``).
     - ``seed``: seeds the back-off jitter.
@@ -925,7 +933,7 @@ class TcpNetworkFactory:
     node id, ``cluster_name`` a non-empty ``str`` of at most 256 characters (as
     ``Config.cluster_name``), ``connect_timeout``,
     ``backoff_min`` and ``backoff_max`` finite numbers above 0 (NaN, an infinity and
-    ``bool`` are refused) with ``backoff_min <= backoff_max``, ``max_frame_size`` an ``int``
+    ``bool`` are refused) with ``backoff_min <= backoff_max <= MAX_BACKOFF``, ``max_frame_size`` an ``int``
     in ``[64, MAX_FRAME_SIZE]`` (``2**32 - 1``: a frame's length is a u32).
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down
@@ -970,6 +978,9 @@ class TcpNetworkFactory:
         connect_timeout = check_seconds(connect_timeout, "connect_timeout")
         backoff_min = check_seconds(backoff_min, "backoff_min")
         backoff_max = check_seconds(backoff_max, "backoff_max")
+        if backoff_max > MAX_BACKOFF:
+            raise ValueError(f"backoff_max must be at most {MAX_BACKOFF:g} seconds (MAX_BACKOFF: a peer that "
+                             f"failed is tried again at least that often), got {shown(backoff_max)}")
         if backoff_min > backoff_max:
             raise ValueError(f"backoff_min={backoff_min} must be at most backoff_max={backoff_max}")
         max_frame_size = check_frame_limit(max_frame_size)

@@ -145,13 +145,16 @@ def node_id_from_cert(cluster_name: str) -> PeerIdOfCert:
     return peer_id_of_cert
 
 
-def check_count(value: object, what: str, minimum: int) -> int:
+def check_count(value: object, what: str, minimum: int, maximum: int | None = None, why: str = "") -> int:
     """Return ``value`` as a plain ``int`` if it is an ``int`` (not ``bool``) of at least
-    ``minimum``; ``TypeError`` (a ``float`` too) or ``ValueError`` naming ``what``."""
+    ``minimum`` (and at most ``maximum``, when given; ``why`` says why in the error);
+    ``TypeError`` (a ``float`` too) or ``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, got {type(value).__name__} {shown(value)}")
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{what} must be at most {maximum}{why}, got {value}")
     return int(value)
 
 

@@ -162,6 +162,17 @@ DEFAULT_MAX_CONNECTIONS = 256
 ``max_connections`` (fewer under a low descriptor limit: ``tcp_connection_limit``)."""
 
 
+MAX_CONNECTIONS = 65536
+"""The largest ``max_connections`` ``TcpServer.start`` takes: a connection holds a file
+descriptor, and a number beyond any descriptor limit a node runs under bounds nothing (the
+descriptors run out first, and the node's stores fail with them)."""
+
+MAX_INFLIGHT = 1024
+"""The largest ``max_inflight`` ``TcpServer.start`` takes: each request in flight may hold a
+frame of up to ``max_frame_size`` bytes, and a connection's requests wait on one node (16
+times the default, 64, is more than a leader's pipeline sends)."""
+
+
 def tcp_connection_limit() -> int:
     """``TcpServer.start``'s default ``max_connections``: ``DEFAULT_MAX_CONNECTIONS``, but at
     most a quarter of the process's soft limit of open files (``RLIMIT_NOFILE``), and at
@@ -877,8 +888,8 @@ class TcpServer:
           ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
           ``Config``) makes requests larger (``tcp.required_frame_size``): its leader would
           send frames this server refuses.
-        - ``max_inflight``: requests of one connection handled at once; more wait, and the
-          connection is not read meanwhile.
+        - ``max_inflight``: requests of one connection handled at once (1 to
+          ``MAX_INFLIGHT``, 1024); more wait, and the connection is not read meanwhile.
         - ``max_connections``: connections open at once. At the limit a new connection
           takes the place of the one that has waited longest for its handshake (closed,
           logged at WARNING); when every open connection has completed it, of the quietest
@@ -886,8 +897,9 @@ class TcpServer:
           sender holds several either, the new one is closed on accept. ``None`` (default): ``tcp_connection_limit()``, that is
           ``DEFAULT_MAX_CONNECTIONS`` (256) but at most a quarter of the process's soft
           limit of open files (64 under a limit of 256), so that a burst of connections
-          cannot take the descriptors the node's stores need. A number given is used as
-          is: keep it well under the descriptor limit.
+          cannot take the descriptors the node's stores need. A number given (1 to
+          ``MAX_CONNECTIONS``, 65536) is used as is: keep it well under the descriptor
+          limit.
         - ``idle_timeout``: a connection with nothing in flight that sent nothing for this
           long is closed. ``handshake_timeout``: a connection must complete the handshake
           within this (and, with ``ssl``, the TLS handshake too).
@@ -922,8 +934,8 @@ class TcpServer:
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
         refused), the limits ``int`` values (``max_frame_size`` in ``[64, MAX_FRAME_SIZE]``,
-        ``2**32 - 1``, a frame's length being a u32; the others at least 1;
-        ``max_connections`` may be ``None``), ``cluster_name`` a non-empty ``str`` of at
+        ``2**32 - 1``, a frame's length being a u32; the others at least 1, and at most
+        ``MAX_INFLIGHT`` and ``MAX_CONNECTIONS``; ``max_connections`` may be ``None``), ``cluster_name`` a non-empty ``str`` of at
         most 256 characters (as ``Config.cluster_name``; and,
         for a ``Raft`` whose network factory has a cluster name, a ``TcpNetworkFactory``'s, that
         name: its peers dial with it), ``node_id`` the id of the node served, ``ssl`` an
@@ -1058,8 +1070,8 @@ class TcpServer:
                 f"yield_after_answer must be a bool or None, got {type(yield_after_answer).__name__} {shown(yield_after_answer)}"
             )
         max_frame_size = check_frame_limit(max_frame_size)
-        max_inflight = check_count(max_inflight, "max_inflight", 1)
-        max_connections = check_count(max_connections, "max_connections", 1)
+        max_inflight = check_count(max_inflight, "max_inflight", 1, MAX_INFLIGHT, " (MAX_INFLIGHT)")
+        max_connections = check_count(max_connections, "max_connections", 1, MAX_CONNECTIONS, " (MAX_CONNECTIONS)")
         idle_timeout = check_seconds(idle_timeout, "idle_timeout")
         handshake_timeout = check_seconds(handshake_timeout, "handshake_timeout")
         frame_timeout = check_seconds(frame_timeout, "frame_timeout")

@@ -50,7 +50,7 @@ coalesce the frames written in one loop turn into one write.
 
 from __future__ import annotations
 
-from ._tcp_client import MIN_ELECTION_TIMEOUT_MS, TcpClient, TcpNetworkFactory, required_frame_size
+from ._tcp_client import MAX_BACKOFF, MIN_ELECTION_TIMEOUT_MS, TcpClient, TcpNetworkFactory, required_frame_size
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_FRAME_SIZE,
@@ -60,7 +60,14 @@ from ._tcp_common import (
     node_uri,
     parse_addr,
 )
-from ._tcp_server import DEFAULT_MAX_CONNECTIONS, ServedRaft, TcpServer, tcp_connection_limit
+from ._tcp_server import (
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_CONNECTIONS,
+    MAX_INFLIGHT,
+    ServedRaft,
+    TcpServer,
+    tcp_connection_limit,
+)
 
 __all__ = [
     "TcpNetworkFactory",
@@ -70,6 +77,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "MAX_FRAME_SIZE",
     "DEFAULT_MAX_CONNECTIONS",
+    "MAX_CONNECTIONS",
+    "MAX_INFLIGHT",
+    "MAX_BACKOFF",
     "tcp_connection_limit",
     "PeerCert",
     "PeerIdOfCert",

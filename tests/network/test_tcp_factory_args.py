@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from openraft_py import Config
-from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.network.tcp import MAX_BACKOFF, TcpNetworkFactory
 from openraft_py.raft import Raft
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.types import BasicNode
@@ -35,6 +35,10 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     *[({name: v}, ValueError, f"{name} must be finite") for name in SECONDS for v in (math.nan, math.inf, -math.inf)],
     *[({name: v}, ValueError, f"{name} must be above 0") for name in SECONDS for v in (0, -1.5)],
     ({"backoff_min": 2.0, "backoff_max": 1.0}, ValueError, "backoff_min=2.0 must be at most backoff_max=1.0"),
+    # (1e12 was taken: a peer that failed once was never tried again)
+    *[({"backoff_max": v}, ValueError, f"backoff_max must be at most {MAX_BACKOFF:g} seconds (MAX_BACKOFF")
+      for v in (MAX_BACKOFF * 2, 1e12)],
+    ({"backoff_min": 1e12}, ValueError, "backoff_min=1000000000000.0 must be at most backoff_max=1.0"),
     *[({"max_frame_size": v}, TypeError, "max_frame_size must be an int") for v in (1e9, 100.5, "100", None, True)],
     ({"max_frame_size": 63}, ValueError, "max_frame_size must be at least 64"),
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str, got int 5"),
@@ -72,6 +76,9 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
         assert TcpNetworkFactory(0, "c", max_frame_size=2**32 - 1).max_frame_size == 2**32 - 1
         assert (factory.connect_timeout, factory.backoff_min, factory.backoff_max) == (2.0, 0.5, 0.5)
         assert type(factory.connect_timeout) is float
+        longest = TcpNetworkFactory(0, "c", backoff_min=MAX_BACKOFF, backoff_max=MAX_BACKOFF)
+        assert (longest.backoff_min, longest.backoff_max) == (MAX_BACKOFF, MAX_BACKOFF)
+        await longest.close()
     finally:
         await factory.close()
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from openraft_py.network import wire
-from openraft_py.network.tcp import TcpServer
+from openraft_py.network.tcp import MAX_CONNECTIONS, MAX_INFLIGHT, TcpServer
 from openraft_py.types import Vote, VoteRequest
 
 from .test_tcp import FakeRaft, _until
@@ -41,6 +41,11 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     *[({name: v}, TypeError, f"{name} must be an int") for name in COUNTS for v in (1e9, 100.5, "100", None, True)
       if not (name == "max_connections" and v is None)],
     *[({name: low - 1}, ValueError, f"{name} must be at least {low}") for name, low in COUNTS.items()],
+    # (10**12 was taken: bounds that bound nothing)
+    *[({name: v}, ValueError, f"{name} must be at most {high} ({const})")
+      for name, high, const in (("max_inflight", MAX_INFLIGHT, "MAX_INFLIGHT"),
+                                ("max_connections", MAX_CONNECTIONS, "MAX_CONNECTIONS"))
+      for v in (high + 1, 10**12)],
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
@@ -87,6 +92,12 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
         assert (server.idle_timeout, server.handshake_timeout, server.frame_timeout) == (1.0, 0.5, 2.0)
         assert (server.min_frame_rate, server.drain_timeout, server.node_id) == (100.0, 0.0, 7)
         assert server.port > 0
+    finally:
+        await server.close()
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", max_inflight=MAX_INFLIGHT,
+                                   max_connections=MAX_CONNECTIONS)
+    try:
+        assert (server.max_inflight, server.max_connections) == (MAX_INFLIGHT, MAX_CONNECTIONS)
     finally:
         await server.close()
 
