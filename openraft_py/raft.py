@@ -97,7 +97,10 @@ class Trigger:
         ``raft.wait().current_leader(to)`` for the outcome. If no new leader appears within
         two election timeouts, this leader takes writes again; at once if the network refuses
         a request to ``to`` (``Unreachable``: it went down) before ``to`` answered one sent
-        since the start (only then is it told to take over). Raises ``ForwardToLeader``
+        since the start (only then is it told to take over). Lease reads are refused while
+        it hands over, and for the rest of the term once the voters were told (they may vote
+        for another node at once); a transfer given up before that leaves the lease as it
+        was. Raises ``ForwardToLeader``
         on a non-leader, ``ValueError`` if ``to`` is not a voter or answered none of this
         leader's requests sent within the last ``Config.election_timeout_max`` (down or cut
         off), and ``InProgress`` while a

@@ -501,24 +501,31 @@ class RaftCore:
         timeouts with no new leader, the target never held its whole log, or it was told to
         take over and no leader came of it. Once per transfer."""
         last = self.engine.state.last_index()
-        started = leader.transfer_deadline - 2 * self.config.election_timeout_max
+        started = leader.transfer_started_at
+        # A notice sent (this transfer's or an earlier one's this term) keeps lease reads off.
+        lease = ("lease reads stay off for the rest of the term: the voters told of a hand-over may vote for "
+                 "another node at once" if leader.lease_disabled else "and lease reads: no follower was told of it")
         if refused is not None:
             log.warning("node %s: gave up handing leadership over to node %s after %.0f ms (term %s): node %s cannot "
-                        "be reached (%s): is it down or cut off?; it takes writes again (lease reads stay off for the "
-                        "rest of the term)", self.id, to, max(0.0, now - started), leader.vote.leader_id.term, to,
-                        refused)
+                        "be reached (%s): is it down or cut off?; it takes writes again (%s)", self.id, to,
+                        max(0.0, now - started), leader.vote.leader_id.term, to, refused, lease)
             return
+        matched = leader.progress.as_dict().get(to, -1)
         if leader.transfer_sent:
             why = (f"node {to} held this leader's whole log and was told to take over, but no new leader came of it "
                    f"(is node {to} down or cut off? its own log says if it declined to campaign)")
+        elif matched >= last and leader.ack_at.get(to, -1.0) < started:
+            # (It was told nothing: the notice waits for an answer to a request sent since
+            # the start. Its log was not the reason: it held this leader's whole log.)
+            why = (f"node {to} answered none of this leader's requests sent since the transfer started, so it was "
+                   f"not told to take over (is node {to} paused, overloaded or cut off? its requests went unanswered)")
         else:
-            matched = leader.progress.as_dict().get(to, -1)
             held = f"up to log index {matched}" if matched >= 0 else "none of it as far as this leader knows"
             why = (f"node {to} never held this leader's whole log (it ends at index {last}; node {to} holds {held}): "
                    f"too far behind to catch up in time, or cut off?")
         log.warning("node %s: gave up handing leadership over to node %s after %s ms (term %s): %s; "
-                    "it takes writes again (lease reads stay off for the rest of the term)", self.id, to,
-                    2 * self.config.election_timeout_max, leader.vote.leader_id.term, why)
+                    "it takes writes again (%s)", self.id, to, 2 * self.config.election_timeout_max,
+                    leader.vote.leader_id.term, why, lease)
 
     def _handle_note(self, n: Any, now: float) -> None:
         eng = self.engine

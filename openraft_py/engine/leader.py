@@ -121,8 +121,9 @@ class Leader:
         self.change_tx: Any = None
         self.change_retain = True
         # Leader transfer in progress: the target, whether the TransferLeader was sent, and
-        # when to give up and resume. Once a transfer starts, lease reads stay off for the
-        # rest of this term: followers stop treating this leader as alive.
+        # when to give up and resume. Lease reads are refused while a transfer runs, and
+        # for the rest of this term once a notice went out (``lease_disabled``): the
+        # followers told stop treating this leader as alive.
         self.transfer_to: NodeId | None = None
         self.transfer_sent = False
         self.transfer_deadline = 0.0

@@ -133,7 +133,11 @@ def test_lease_read_refused_during_transfer_but_read_index_still_works():
     assert eng.take_commands() == [Respond("ri", lid(1, 1))]
 
 
-def test_transfer_deadline_resumes_writes_but_lease_stays_off():
+def test_transfer_deadline_without_the_notice_resumes_writes_and_lease_reads():
+    """Node 3 never caught up: the notice never went out, and at the deadline the leader
+    takes writes again, and lease reads: no follower was told of the hand-over, so each
+    still counts this leader as alive. Lease reads stayed refused for the rest of the term
+    (hours, for a stable leader) after a transfer nobody heard of."""
     eng = transferring(now=10.0)
     deadline = 10.0 + 2 * TIMEOUT_MAX
     for t in range(60, int(deadline), 50):  # node 2 keeps acking; node 3 never catches up
@@ -155,6 +159,29 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
         Replicate(2, 1, lid(1, 2), 3, 4, lid(1, 1)),
         Replicate(3, 2, lid(1, 2), 3, 4, lid(1, 1)),
     ]
+    assert not eng.leader.lease_disabled
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, deadline + 2)
+    assert eng.take_commands() == [Respond(TX, lid(1, 1))], "node 2's ack at the deadline confirms the lease"
+    eng.state.validate()
+
+
+def test_transfer_deadline_after_the_notice_resumes_writes_but_lease_stays_off():
+    """Node 3 was told to take over and no leader came of it: at the deadline the leader
+    takes writes again, but not lease reads, for the rest of the term: the voters told of
+    the hand-over may vote for another node at once, whatever they acknowledged."""
+    eng = leader()
+    eng.transfer_leader(3, 10.0)
+    eng.take_commands()
+    eng.handle_replication_result(Matched(3, L1, 2, lid(1, 1), 10.0))
+    assert eng.take_commands() == [SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS)]
+    assert eng.leader.lease_disabled
+    deadline = 10.0 + 2 * TIMEOUT_MAX
+    eng.handle_replication_progress(2, L1, None, deadline)
+    eng.handle_tick(deadline + 1)
+    eng.take_commands()
+    assert eng.leader is not None and eng.leader.transfer_to is None
+    assert eng.client_write([Normal(b"b")]) == lid(1, 2)
+    eng.take_commands()
     eng.handle_read(TX, ReadPolicy.LEASE_READ, deadline + 2)
     (resp,) = eng.take_commands()
     assert isinstance(resp.value, QuorumNotEnough), "followers stopped treating this leader as alive this term"
@@ -164,6 +191,14 @@ def test_transfer_deadline_resumes_writes_but_lease_stays_off():
         "followers it told of it may vote for another node at once; use READ_INDEX (the lease is back with the "
         "next leader term)"
     )
+    # A later transfer of the term given up before its own notice does not bring it back.
+    eng.transfer_leader(2, deadline + 3)
+    eng.take_commands()
+    eng.handle_replication_result(Unreachable(2, L1, 1, 3, "append_entries 1 -> 2: isolated"))
+    assert eng.leader.transfer_to is None and eng.leader.lease_disabled
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, deadline + 4)
+    (resp,) = eng.take_commands()
+    assert isinstance(resp.value, QuorumNotEnough) and "for the rest of term 1" in str(resp.value)
     eng.state.validate()
 
 
@@ -502,12 +537,16 @@ def test_transfer_gives_up_at_once_when_the_network_refuses_the_target():
     eng.handle_replication_result(Unreachable(3, L1, 2, 3, REFUSED))
     assert eng.take_commands() == [], "node 3 backs off a heartbeat interval; nothing else is sent"
     assert eng.leader is not None and eng.leader.transfer_to is None
-    assert eng.leader.lease_disabled, "followers told of the hand-over may grant another node: no lease"
     assert eng.client_write([Normal(b"b")]) == lid(1, 3)
     assert eng.take_commands() == [
         AppendEntries([ent(1, 3, b"b")], eng.state.io.submitted),
         Replicate(2, 1, lid(1, 2), 3, 4, lid(1, 1)),
     ]
+    # No follower was told of the hand-over: the lease (nodes 2 and 3 acked at t=0) is
+    # served again. It stayed off for the rest of the term.
+    assert not eng.leader.lease_disabled
+    eng.handle_read(TX, ReadPolicy.LEASE_READ, 11.0)
+    assert eng.take_commands() == [Respond(TX, lid(1, 1))]
     eng.state.validate()
 
 
@@ -545,7 +584,7 @@ def test_a_target_down_before_the_start_is_never_sent_the_notice():
     assert eng.take_commands() == heartbeat(1, 1)
     eng.handle_replication_result(Unreachable(3, L1, 2, 2, REFUSED))
     assert eng.take_commands() == []
-    assert eng.leader.transfer_to is None and eng.leader.lease_disabled
+    assert eng.leader.transfer_to is None and not eng.leader.lease_disabled, "nobody was told: the lease stands"
     assert eng.client_write([Normal(b"a")]) == lid(1, 2)
     eng.state.validate()
 
@@ -562,7 +601,7 @@ def test_a_refusal_after_the_notice_leaves_the_deadline():
     assert eng.take_commands() == [SendTransferLeader(TransferLeaderRequest(L1, 3, lid(1, 1)), PEERS)]
     eng.handle_replication_result(Unreachable(3, L1, 2, 2, REFUSED))
     assert eng.take_commands() == []
-    assert eng.leader.transfer_to == 3
+    assert eng.leader.transfer_to == 3 and eng.leader.lease_disabled
     with pytest.raises(ForwardToLeader):
         eng.client_write([Normal(b"a")])
     eng.state.validate()

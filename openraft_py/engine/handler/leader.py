@@ -89,8 +89,9 @@ class LeaderHandler(LeadingHandler):
             lease = self.eng.config.lease_ms()
             faults = self.eng.injected_faults
             bug = bool(faults) and EngineFault.EXPIRED_LEASE_READ in faults
-            if leader.lease_disabled and not bug:
-                if is_handing_over(leader):
+            handing_over = is_handing_over(leader)
+            if (handing_over or leader.lease_disabled) and not bug:
+                if handing_over:
                     why = "no lease: this leader is handing over leadership"
                 else:
                     # (Not "handing over": the transfer was given up, writes are taken again.)

@@ -4,18 +4,19 @@ Leader side, on the fields ``Leader.transfer_to`` / ``transfer_sent`` / ``transf
 / ``lease_disabled``::
 
     transfer_leader(to) ──> start: writes and membership changes refused (ForwardToLeader
-        │                   naming ``to``), lease reads off for the rest of the term,
+        │                   naming ``to``), lease reads refused while it hands over,
         │                   a heartbeat round to learn where ``to`` is
         v
         │── target_unreachable: the network refused a request to ``to`` ──> writes again
-        │   (before the notice)                                             (lease stays off)
+        │   (before the notice)                                             (and lease reads)
         v
     maybe_send: once ``to`` matches our last log id and answered a request sent since the
-        │       start ──> SendTransferLeader to every voter
+        │       start ──> SendTransferLeader to every voter; lease reads off for the
+        │       rest of the term (``lease_disabled``)
         │
         ├── a new leader appears: this one steps down on its greater vote
         └── expire (tick): no new leader after 2 election timeouts ──> writes again
-                                                                       (lease stays off)
+                                                 (lease reads too, unless a notice went out)
 
 A target that went down (crashed, cut off) less than ``election_timeout_max`` before the
 transfer passes ``start``'s check; it never answers the start's heartbeat round, so it is
@@ -128,7 +129,8 @@ class TransferHandler(Handler):
             )
         leader.transfer_to = to
         leader.transfer_sent = False
-        leader.lease_disabled = True
+        # Lease reads are refused while it hands over (``is_handing_over``), and for the
+        # rest of the term once a notice went out (``maybe_send``: ``lease_disabled``).
         leader.transfer_deadline = now + 2 * self.eng.config.election_timeout_max
         leader.transfer_started_at = now
         self.eng.leader_handler(leader).heartbeat(now)
@@ -148,12 +150,19 @@ class TransferHandler(Handler):
         if leader.ack_at.get(to, -1.0) < leader.transfer_started_at:
             return
         leader.transfer_sent = True
+        # The voters told may grant the target (or any candidate) at once, whatever they
+        # acknowledged: no lease for the rest of the term, whatever becomes of the transfer.
+        leader.lease_disabled = True
         req = TransferLeaderRequest(leader.vote, to, st.last_log_id())
         self.output.append(SendTransferLeader(req, self.eng.vote_handler().voter_targets()))
 
     def expire(self, leader: Leader, now: float) -> None:
         """Give up a transfer whose deadline passed with no new leader: take writes again.
-        Lease reads stay off: followers told of the handover no longer count us as alive."""
+        Lease reads too, unless a notice went out this term (``lease_disabled``): followers
+        told of the handover no longer count us as alive. A transfer whose notice never went
+        out (the target never caught up, or answered nothing since the start) told no one,
+        and its lease is what it was: lease reads stayed refused for the rest of the term
+        (hours, for a stable leader) after a transfer nobody heard of."""
         if leader.transfer_to is not None and now > leader.transfer_deadline:
             leader.transfer_to = None
 
@@ -167,7 +176,8 @@ class TransferHandler(Handler):
         it, until the deadline. A target that was sent the notice may hold it unread and
         act on it later (``notice_is_stale`` lets it within a transfer's two election
         timeouts): the deadline stands. A target that only answers late (``Timeout``) is
-        waited for. Lease reads stay off for the rest of the term, as after ``expire``."""
+        waited for. Given up before the notice, the transfer told no follower: lease reads
+        are served again (as after ``expire``), unless an earlier notice of this term went out."""
         if not leader.transfer_sent:
             leader.transfer_to = None
 
