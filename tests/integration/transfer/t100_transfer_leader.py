@@ -333,13 +333,15 @@ async def test_transfer_to_a_target_that_went_down_is_refused(slower_cluster: Cl
     await raft.wait(5.0).current_leader(other, f"n{other} leads")
 
 
-@pytest.mark.parametrize("cut", ["before-catch-up", "after-the-notice"])
+@pytest.mark.parametrize("cut", ["before-catch-up", "silent-holding-the-log", "after-the-notice"])
 async def test_a_transfer_started_and_given_up_is_logged(slower_cluster: Cluster, cut: str) -> None:
     """The leader logs at INFO that it hands over (writes are refused meanwhile) and at
     WARNING that it gave up, and why as far as it knows: the target never held its whole
     log, or it was told to take over and no leader came of it. Neither was logged: writes
     were refused for two election timeouts with no line saying why, and the key-value
-    service's caller got only "node 3 did not take over"."""
+    service's caller got only "node 3 did not take over". A target that holds the whole log
+    but answers nothing since the start is named as silent (it was said never to have held
+    the log, "it ends at index 5; node 3 holds up to log index 5")."""
     cluster = slower_cluster
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5)
@@ -350,6 +352,10 @@ async def test_a_transfer_started_and_given_up_is_logged(slower_cluster: Cluster
     if cut == "before-catch-up":
         cluster.router.set_rpc_failure(to, "in", Timeout)  # silent, not refused (t103_dead_target.py)
         last = (await asyncio.wait_for(raft.client_write(b"the target misses this"), timeout=WRITE_BOUND)).log_id.index
+    elif cut == "silent-holding-the-log":
+        # Both ways: holding the whole log, a target that only stopped hearing its leader
+        # would win the election its own timeout starts.
+        cluster.router.set_rpc_failure(to, "both", Timeout)
     else:
 
         def cut_at_notice(rpc: str, source: int, target: int, req: object) -> None:
@@ -369,10 +375,13 @@ async def test_a_transfer_started_and_given_up_is_logged(slower_cluster: Cluster
     if cut == "before-catch-up":
         assert (f"node {to} never held this leader's whole log (it ends at index {last}; node {to} holds up to log "
                 f"index {last - 1}): too far behind to catch up in time, or cut off?") in gave_up
+    elif cut == "silent-holding-the-log":
+        assert (f"node {to} answered none of this leader's requests sent since the transfer started, so it was not "
+                f"told to take over (is node {to} paused, overloaded or cut off?") in gave_up
     else:
         assert (f"node {to} held this leader's whole log and was told to take over, but no new leader came of it "
                 f"(is node {to} down or cut off? its own log says if it declined to campaign)") in gave_up
-    if cut == "before-catch-up":  # nobody was told
+    if cut != "after-the-notice":  # nobody was told
         assert gave_up.endswith("; it takes writes again (and lease reads: no follower was told of it)"), gave_up
     else:
         assert gave_up.endswith("; it takes writes again (lease reads stay off for the rest of the term: the voters "
