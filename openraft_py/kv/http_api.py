@@ -868,10 +868,11 @@ def _redirects_unread(node: KvNode, request: web.Request) -> ForwardToLeader | N
     (``BodyBudget``), made a client sending a large value pay the upload twice, held the
     value in memory, and kept the redirect waiting behind the bodies of other requests.
     A node that still calls itself the leader (stepping down) reads the body and lets
-    ``client_write`` decide, as before."""
+    ``client_write`` decide, as before; so does a node that stopped (its ``Fatal`` is the
+    answer, not a redirect: "no leader is known" hid a full disk)."""
     raft = node.raft
     if (raft is None or not request.body_exists or (request.method, _route(request)) not in _LEADER_ONLY_BODIES
-            or raft.is_leader()):
+            or raft.is_leader() or not raft.metrics.running):
         return None
     leader_id = raft.metrics.current_leader
     return None if leader_id == node.id else ForwardToLeader(leader_id, None)
