@@ -2,7 +2,7 @@
 work that a shared machine's noise does not move (``docs/design/performance.md``, the
 nineteenth round).
 
-The cluster of ``bench/cluster.py`` (3 nodes, in-memory log store, no-op state machine,
+The cluster of ``bench/cluster.py`` (3 nodes unless ``--nodes``, in-memory log store, no-op state machine,
 router without faults) with its timers off (``enable_tick=False``; node 1 is made leader by
 ``trigger.elect()``), so that no heartbeat or tick runs a number of times that depends on
 how slowly valgrind runs the process. ``N1`` and then ``N2`` writes run under
@@ -12,6 +12,11 @@ repeat within about 1% between runs of the same code::
 
     python bench/instructions.py                  # 1 writer, 500 and 2,500 writes
     python bench/instructions.py --writers 256 --n1 5000 --n2 25000
+    python bench/instructions.py --nodes 1        # the leader alone: no replication
+
+``--nodes`` (1 to 3, default 3) splits a write's cost: one node counts the leader's own path
+(the write, its append, commit and apply); each further node adds what one follower costs,
+on the leader (its request, the answer's report and handling) and on the follower itself.
 
 The result is instructions, not time: a change that saves instructions may still be slower
 (cache misses, branch mispredictions, the interpreter's specializations), so a change is
@@ -33,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-async def _writes(writers: int, total: int) -> None:
+async def _writes(writers: int, total: int, nodes: int = 3) -> None:
     from openraft_py import Config, SnapshotPolicy
     from openraft_py.storage.memory import NoopStateMachine
     from openraft_py.testing import Cluster
@@ -42,7 +47,7 @@ async def _writes(writers: int, total: int) -> None:
         snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000, enable_tick=False
     )
     async with Cluster(config, state_machine=lambda disk: NoopStateMachine(disk)) as c:
-        await c.start({1, 2, 3})
+        await c.start(set(range(1, nodes + 1)))
         await c.nodes[1].trigger.elect()
         leader = c.nodes[await c.wait_for_leader(timeout=60)]
         await asyncio.gather(*(leader.client_write(b"w") for _ in range(200)))
@@ -59,11 +64,11 @@ async def _writes(writers: int, total: int) -> None:
         await asyncio.gather(*(writer() for _ in range(writers)))
 
 
-def _count(writers: int, total: int) -> int:
-    """Instructions of a whole child process making ``total`` writes."""
+def _count(writers: int, total: int, nodes: int) -> int:
+    """Instructions of a whole child process making ``total`` writes to a cluster of ``nodes``."""
     cmd = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-        sys.executable, __file__, "--child", str(writers), str(total),
+        sys.executable, __file__, "--child", str(writers), str(total), str(nodes),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stderr
     m = re.search(r"I\s+refs:\s+([\d,]+)", out)
@@ -77,7 +82,8 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=1)
     p.add_argument("--n1", type=int, default=500, help="writes of the first run")
     p.add_argument("--n2", type=int, default=2500, help="writes of the second run (more than n1)")
-    p.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--nodes", type=int, default=3, help="cluster size, 1 to 3 (1: the leader alone)")
+    p.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         import uvloop
@@ -86,16 +92,16 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not on PATH")
-    if args.writers < 1 or args.n1 < 0 or args.n2 <= args.n1:
-        sys.exit("need --writers >= 1 and 0 <= --n1 < --n2")
+    if args.writers < 1 or args.n1 < 0 or args.n2 <= args.n1 or not 1 <= args.nodes <= 3:
+        sys.exit("need --writers >= 1, 0 <= --n1 < --n2 and 1 <= --nodes <= 3")
     from openraft_py._compiled import env_flag
 
     build = "pure" if env_flag("OPENRAFT_PY_NO_EXTENSIONS") else "compiled"
-    a = _count(args.writers, args.n1)
-    b = _count(args.writers, args.n2)
+    a = _count(args.writers, args.n1, args.nodes)
+    b = _count(args.writers, args.n2, args.nodes)
     per_write = (b - a) / (args.n2 - args.n1)
-    print(f"in-process ({build}), {args.writers} writer(s): {per_write / 1000:.1f}k instructions per write "
-          f"({args.n1:,} and {args.n2:,} writes: {a:,} and {b:,})")
+    print(f"in-process ({build}), {args.nodes} node(s), {args.writers} writer(s): {per_write / 1000:.1f}k instructions "
+          f"per write ({args.n1:,} and {args.n2:,} writes: {a:,} and {b:,})")
 
 
 if __name__ == "__main__":
