@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Raft", "Trigger"]
 
+CHANGE_WAIT_MIN_MS = 1.0
+"""The least a membership change refused by a leader just elected waits (ms of the node's
+clock) before it is asked again (``Raft._bounded_until``): each wait moves the node's clock
+on, so the engine's window ends after finitely many asks."""
+
 
 class Trigger:
     """Admin actions that make a node act now instead of waiting for its timers."""
@@ -373,13 +378,27 @@ class Raft:
                 await self._membership_settled(e.wait_ms)
 
     async def _bounded_until(self, done: Callable[[RaftMetrics], bool], wait_ms: float) -> None:
-        """``_until(done)``, given up silently after ``wait_ms`` ms (the loop's clock, which
-        the node's default clock reads)."""
+        """``_until(done)``, given up silently once ``wait_ms`` ms (at least
+        ``CHANGE_WAIT_MIN_MS``) passed on the node's clock (``Raft.new``'s ``clock``), the
+        clock the engine counted ``wait_ms`` on; raise the node's fatal error if it stops,
+        or what the clock's ``sleep`` raised. Cancelled, it leaves nothing running.
+
+        Timed on the loop's clock, the wait did not match a ``clock`` of the user's that runs
+        at another rate: one 4 times as fast as the loop's had a change wait 4 times the new
+        leader's window before it was refused. The floor makes every wait move the node's
+        clock on, so that the engine's next answer is nearer the window's end (a ``wait_ms``
+        left over by rounding, on a loop with virtual time, would be waited in no time)."""
+        clock = self._core.clock
+        timer = asyncio.ensure_future(clock.sleep(max(wait_ms, CHANGE_WAIT_MIN_MS) / 1000.0))
+        waiter = asyncio.ensure_future(self._until(done))
         try:
-            async with asyncio.timeout(wait_ms / 1000.0):
-                await self._until(done)
-        except TimeoutError:
-            pass
+            await asyncio.wait((timer, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            waiter.cancel()
+        for t in (waiter, timer):
+            if t.done() and not t.cancelled():
+                t.result()  # the node's fatal error, or the clock's
 
     async def _membership_settled(self, wait_ms: float) -> None:
         """Return once this leader's membership is committed and uniform (no change in

@@ -19,6 +19,7 @@ import pytest
 
 from openraft_py import BasicNode, Config, LearnerIsLagging, ServerState
 from openraft_py.testing.cluster import Cluster
+from openraft_py.testing.sim import VirtualTimeLoop
 
 from ._util import RpcCounter, add_learners, settled_leader, steady_config
 
@@ -137,3 +138,52 @@ async def test_a_change_cancelled_while_a_new_leader_waits_logs_nothing() -> Non
         await c.nodes[4].wait(5.0).applied_index_at_least(resp.log_id.index, "n4 caught up")
         assert resp.log_id.index == last + 1, "the cancelled change appended an entry"
         assert raft.metrics.membership_config.membership.voter_ids() == {1, 2, 3}
+
+
+class FastClock:
+    """A node's clock running ``rate`` times as fast as the loop's (a ``Clock`` of the user's
+    need not be the loop's): ``now()`` is the loop's time times ``rate``, and ``sleep(s)``
+    lasts ``s / rate`` of the loop's seconds."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time() * self.rate
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.rate)
+
+
+def test_a_new_leader_waits_out_its_window_on_its_own_clock() -> None:
+    """The wait for a node's first answer is bounded by the leader's window, counted on the
+    node's clock (the one ``wait_ms`` is in), not the loop's: with clocks 4 times as fast as
+    the loop's, the refusal came after ``election_timeout_max`` of the loop's time, 4 times
+    the window. Run in virtual time: the loop's time is exact, whatever the machine's load."""
+    rate = 4.0
+    cfg = config()
+    loop = VirtualTimeLoop()
+
+    async def refused_after() -> float:
+        async with Cluster(cfg, seed=92, clock=lambda nid: FastClock(rate)) as c:
+            await c.start({1, 2, 3})
+            old = await settled_leader(c)
+            await add_learners(c, old, {4})
+            await c.crash(4)
+            new = min({1, 2, 3} - {old})
+            await c.nodes[old].trigger.transfer_leader(new)
+            raft = c.nodes[new]
+            await raft.wait(5.0).state(ServerState.LEADER, f"n{new} leads")
+            t0 = loop.time()
+            with pytest.raises(LearnerIsLagging) as ei:
+                await raft.change_membership({new, 4})
+            assert ei.value.node_ids == [4] and ei.value.unheard == []
+            return loop.time() - t0
+
+    try:
+        took = loop.run_until_complete(refused_after())
+    finally:
+        loop.close()
+    window = cfg.election_timeout_max / 1000.0 / rate  # the loop's seconds
+    assert took <= window + cfg.heartbeat_interval / 1000.0 / rate, (
+        f"refused after {took:.3f} s of the loop's time, the window is {window:.3f} s (clock rate {rate})")
