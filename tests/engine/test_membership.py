@@ -209,6 +209,27 @@ def test_a_change_this_leader_appended_is_in_progress_for_good_even_on_a_new_lea
     assert eng.take_commands() == []
 
 
+def test_a_change_this_leader_made_is_in_progress_for_good_once_its_joint_config_committed():
+    """The same once that change's joint config committed and its final config is being
+    replicated: still another caller's change, refused with ``wait_ms`` 0. Counted as one
+    this leader inherited (a committed joint config), it had ``wait_ms`` > 0 on a leader
+    still new, and ``Raft`` made the second caller wait for the first's change instead of
+    refusing it, as it does once the leader is no longer new."""
+    eng = committed_leader(learners=[4, 5])
+    eng.change_membership({1, 2, 4}, True, TX)
+    ack(eng, [2, 3, 4], 2)
+    ms = eng.state.membership
+    assert ms.committed.membership.is_joint() and ms.uncommitted, "the joint config committed, the final not"
+    eng.take_commands()
+    assert eng.now - eng.leader.elected_at < Config().election_timeout_max, "the leader is new"
+    for call in (lambda: eng.change_membership({1, 2}, True, "tx2"), lambda: eng.add_learner(6, N, "tx2"),
+                 lambda: eng.remove_learners([5], "tx2")):
+        with pytest.raises(InProgress) as ei:
+            call()
+        assert ei.value.wait_ms == 0.0
+    assert eng.take_commands() == []
+
+
 @pytest.mark.parametrize("since_election,wait_ms", [(0.0, 1000.0), (999.0, 1.0), (1000.0, 0.0)],
                          ids=["just-elected", "just-before-the-bound", "at-the-bound"])
 def test_a_new_leader_names_the_inherited_change_that_commits_with_its_blank_entry(since_election, wait_ms):

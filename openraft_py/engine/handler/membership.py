@@ -52,12 +52,12 @@ class MembershipHandler(LeadingHandler):
         """Raise ``InProgress`` while an appended membership is not committed, or the
         committed one is joint (the leader is about to finish it). On a leader still new
         (``_new_leader_wait_ms``), a change it inherited (an entry of an earlier term: the
-        previous leader's, or the first membership of ``initialize``), or a joint config
-        being finished, commits with this leader's first entries without anyone asking: the
-        error's ``wait_ms`` says how long this leader is still new, and
+        previous leader's, or the first membership of ``initialize``), or a joint config of
+        an earlier term being finished, commits with this leader's first entries without
+        anyone asking: the error's ``wait_ms`` says how long this leader is still new, and
         ``Raft.change_membership`` (``add_learner``, ``remove_learners``) waits for it to
         commit and asks again. ``wait_ms`` is 0 for a change this leader appended itself
-        (another caller's, refused)."""
+        (another caller's, refused), its joint config committed or not."""
         ms = self.state.membership
         if ms.uncommitted:
             pending = ms.uncommitted[-1].log_id
@@ -68,7 +68,13 @@ class MembershipHandler(LeadingHandler):
             return
         assert pending is not None  # a membership appended to the log has a log id
         wait_ms = self._new_leader_wait_ms()
-        settling = pending.term < self.leader.vote.term or ms.committed.membership.is_joint()
+        term = self.leader.vote.term
+        # Inherited: the pending entry, or the committed joint config this leader finishes,
+        # is of an earlier term. A joint config this leader appended itself (a caller's
+        # change, its final config on the way) is not, whatever the leader's age.
+        joint = ms.committed.membership.is_joint()
+        inherited_joint = joint and ms.committed.log_id is not None and ms.committed.log_id.term < term
+        settling = pending.term < term or inherited_joint
         raise InProgress(pending, wait_ms=wait_ms if settling and wait_ms > 0 else 0.0)
 
     def append_membership(self, m: Membership) -> LogId:
