@@ -293,7 +293,8 @@ class LeaseSkewRun:
         TransferLeader: the target campaigns at once, the others grant it at once (its vote
         request names node 1's vote, ``VoteHandler.handle_vote_req``), the writer writes
         through it, and node 1 never hears of it. So node 1 must serve no lease read from
-        the moment it started the transfer (``TransferHandler.start``: ``lease_disabled``);
+        the moment it started the transfer (refused while it hands over, ``is_handing_over``,
+        and for the rest of the term once the notice went out, ``lease_disabled``);
         a ReadIndex read it serves must have been confirmed before the cut. If the transfer
         does not start or reach the target in time, node 1 is cut off as in other rounds."""
         c = self.cluster
