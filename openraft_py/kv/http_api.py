@@ -46,7 +46,8 @@ same path and query on the leader's HTTP address, and the body ``{"leader_id",
 (saying so when the node is in no cluster yet: ``POST /cluster/init`` first). A request
 with a body (``PUT``, ``cas``, the admin POSTs) is so answered before its body is read
 (``_redirects_unread``; no ``100 Continue`` to an ``Expect``): a body sent anyway is read
-and dropped after the answer (aiohttp's lingering, 10 s at most), never held.
+and dropped after the answer, within the time a leader would give it (``BODY_MIN_RATE``),
+never held.
 A write whose entry was appended but whose outcome this node can no longer tell
 (``ForwardToLeader.outcome_unknown``) is answered ``503`` with ``"outcome_unknown": true``,
 never redirected (a blind retry could apply it twice).
@@ -623,15 +624,21 @@ async def _room_for_body(request: web.Request) -> int:
                          "nothing was done: retry later") from None
 
 
-async def _read(request: web.Request) -> bytes:
-    """The request's body, within ``BODY_GRACE`` + its size at ``BODY_MIN_RATE``; else
-    ``BodyTimeout``. 413 (``HTTPRequestEntityTooLarge``) above ``client_max_size``."""
+def _body_deadline(request: web.Request) -> float:
+    """Seconds the request's body may take to arrive: ``BODY_GRACE`` + its size at
+    ``BODY_MIN_RATE``."""
     # The body's length, at most the largest body allowed (a chunked one counts as that): a
     # Content-Length of 10**18 must not buy a trickling client a deadline of ages (the body
     # is refused 413 once it passes max_body anyway).
     max_body = request.app[NODE_KEY].opts.max_body
     size = min(request.content_length if request.content_length is not None else max_body, max_body)
-    limit = BODY_GRACE + size / BODY_MIN_RATE
+    return BODY_GRACE + size / BODY_MIN_RATE
+
+
+async def _read(request: web.Request) -> bytes:
+    """The request's body, within ``_body_deadline``; else ``BodyTimeout``. 413
+    (``HTTPRequestEntityTooLarge``) above ``client_max_size``."""
+    limit = _body_deadline(request)
     try:
         async with asyncio.timeout(limit):
             return await request.read()
@@ -878,6 +885,35 @@ def _redirects_unread(node: KvNode, request: web.Request) -> ForwardToLeader | N
     return None if leader_id == node.id else ForwardToLeader(leader_id, None)
 
 
+async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send ``resp`` (a request's answer given before its body was read) at once, then read
+    the body and drop it, as fast as the client sends it, within the time a leader gives it
+    to arrive (``_body_deadline``) and at most ``max_body`` bytes (nothing is held); a body
+    that takes longer, or is larger, closes the connection.
+
+    Left to aiohttp (its lingering after the answer, 10 s at most, then it closes the
+    connection), a client sending a body at a rate a leader takes (``BODY_MIN_RATE``) for
+    over 10 s had its connection reset while it sent: one that reads the answer once its
+    body is sent (``http.client``, ``requests``) never saw the 307, but a broken pipe. Not
+    counted as a request in flight (``KvNode.request_done`` was called): a stopping node
+    does not wait for a slow client's body (``stop()`` cancels the drop after
+    ``SHUTDOWN_GRACE``)."""
+    max_body = request.app[NODE_KEY].opts.max_body
+    content, dropped = request.content, 0
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+        async with asyncio.timeout(_body_deadline(request)):
+            while dropped <= max_body and not content.is_eof():
+                dropped += len(await content.readany())
+    except TimeoutError:
+        pass
+    except (RequestPayloadError, HttpProcessingError, ConnectionResetError):
+        return  # the client went away, or its body is malformed: aiohttp closes the connection
+    if not content.is_eof():
+        request.protocol.force_close()  # too slow, or over max_body: this connection is done
+
+
 async def _expect(request: web.Request) -> None:
     """The ``Expect`` handler of the routes of ``_LEADER_ONLY_BODIES``: ``100 Continue`` (as
     aiohttp's own handler) unless the request is to be redirected unread
@@ -969,6 +1005,7 @@ async def _errors_and_counts(
     if node.http_conns is not None:
         node.http_conns.request_started(request.protocol)
     resp: web.StreamResponse
+    unread = False  # answered before its body was read (_redirects_unread)
     coding = ", ".join(request.headers.getall("Content-Encoding", []))
     transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))
     if not node.accepting:  # nothing was done: a client may retry on another node
@@ -985,14 +1022,12 @@ async def _errors_and_counts(
         try:
             forward = _redirects_unread(node, request)
             if forward is not None:
-                # Answered with the body unread: once the answer is sent, aiohttp reads the
-                # rest of the body and drops it (its lingering time, 10 s at most; then it
-                # closes the connection), and the connection serves the next request. Closed
-                # at once, a connection whose client is still sending the body is reset, and
-                # the client (``http.client``: the whole body, then the answer) never read
-                # the 307. A client that got no ``100 Continue`` (``_expect``) sends the body
-                # anyway or closes the connection (RFC 9110 §10.1.1): either ends the linger.
+                # Answered with the body unread; once the answer is sent, the body is read
+                # and dropped (``_drop_body``) and the connection serves the next request.
+                # A client that got no ``100 Continue`` (``_expect``) sends the body anyway
+                # or closes the connection (RFC 9110 §10.1.1): either ends the drop.
                 resp = _forward(node, request, forward)
+                unread = True
             else:
                 if request.body_exists:
                     taken = await _room_for_body(request)
@@ -1017,6 +1052,8 @@ async def _errors_and_counts(
         resp.force_close()
     method = request.method if request.method in _METHODS else "other"  # bounded label values
     node.metrics.http_requests.labels(_route(request), method, str(resp.status)).inc()
+    if unread and node.accepting:
+        await _answer_then_drop_body(request, resp)
     return resp
 
 

@@ -5,12 +5,14 @@ upload it twice, the follower holds none of it, and the connection stays usable.
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from openraft_py.kv.client import KvClient, Outcome
-from openraft_py.kv.http_api import BUDGET_KEY, BodyBudget
+from openraft_py.kv.http_api import BODY_MIN_RATE, BUDGET_KEY, BodyBudget
 from openraft_py.kv.node import KvNode
 
 from .kv_helpers import KvCluster, url
@@ -165,3 +167,39 @@ async def test_the_client_writes_a_large_value_through_a_follower(cluster: KvClu
         assert r.outcome is Outcome.OK and r.redirects == 0, r
     assert _budget(f).peak == 0
     assert leader.sm.data["large"] == value  # type: ignore[union-attr]
+
+
+LINGER = 0.3
+"""aiohttp's lingering time (10 s by default) the slow-body test gives the follower, to be
+fast: the body arrives over several times this."""
+
+
+def _slow_put_then_read(addr: str, size: int, over: float) -> bytes:
+    """As ``http.client`` and ``requests`` do: the head and the whole body (``size`` bytes
+    sent evenly over ``over`` seconds), then the answer read; the answer's first bytes, or
+    ``OSError`` if the connection was reset meanwhile."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=ANSWER_WITHIN + over) as s:
+        s.sendall(f"PUT /kv/slow HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {size}\r\n\r\n".encode())
+        parts = 20
+        for i in range(parts):
+            s.sendall(b"s" * (size // parts + (size % parts if i == parts - 1 else 0)))
+            time.sleep(over / parts)  # the client's pace (a thread of its own, not the test's wait)
+        return s.recv(64)
+
+
+async def test_a_follower_waits_for_a_slow_body_it_redirected(cluster: KvCluster) -> None:
+    """A client that sends its body at a rate a leader takes (``BODY_MIN_RATE``) and reads
+    the answer once its body is sent gets the 307, however long the body takes within the
+    leader's deadline. Before, the follower left the unread body to aiohttp's lingering
+    (10 s, here ``LINGER``), then closed the connection under the client still sending:
+    a broken pipe, the 307 never read."""
+    leader = await cluster.wait_leader()
+    f = cluster.followers(leader)[0]
+    f._http.server._kwargs["lingering_time"] = LINGER  # connections made from now on
+    size = 64 * 1024
+    over = 4 * LINGER
+    assert size / over >= BODY_MIN_RATE  # a pace a leader reads
+    answer = await asyncio.get_running_loop().run_in_executor(None, _slow_put_then_read, f.opts.http_addr, size, over)
+    assert answer.startswith(b"HTTP/1.1 307 "), answer
+    assert _budget(f).peak == 0
