@@ -20,6 +20,7 @@ from openraft_py.kv.rocks_snapshot import read_snapshot_pairs, write_snapshot
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage import IOFlushed, KvCas, KvDelete, KvGet, KvSet, encode_kv
 from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.storage.rocks.damage import DAMAGED_ADVICE
 from openraft_py.storage.rocks.group_writer import GroupWriter
 from openraft_py.types import (
     BLANK,
@@ -2445,19 +2446,22 @@ def test_a_store_with_a_zeroed_manifest_is_called_damaged_not_foreign(tmp_path: 
     """An all-zero MANIFEST reads as a database with only the default column family. The store
     holds our OPENRAFT-ACKED, so it is not a foreign database (as it was called: the user was
     told they had pointed the node at someone else's data); the message names the MANIFEST.
-    The state machine's database opened as a log store says "another store's database"."""
+    The state machine's database opened as a log store says "another store's database", and
+    is not called damaged (it was: the advice was to replace the node)."""
     p = tmp_path / "log"
     RocksLogStore(p).close()
     for m in p.glob("MANIFEST-*"):
         m.write_bytes(b"\0" * m.stat().st_size)
     with pytest.raises(StorageError, match=r"not a log store database: column families \['entries', 'meta'\] "
                                            r"missing \(found \['default'\]\), though it holds our OPENRAFT-ACKED: "
-                                           r"its MANIFEST file is damaged, or it is another store's database") as ei:
+                                           r"its MANIFEST file is damaged") as ei:
         RocksLogStore(p)
-    assert "foreign" not in str(ei.value)
+    assert "foreign" not in str(ei.value) and "the database is damaged" in str(ei.value)
     RocksStateMachine(tmp_path / "sm").close()
-    with pytest.raises(StorageError, match=r"not a log store database: .* \(found \['default', 'sm'\]\)"):
+    with pytest.raises(StorageError, match=r"not a log store database: .* \(found \['default', 'sm'\]\): another "
+                                           r"openraft-py store's database") as ei:
         RocksLogStore(tmp_path / "sm" / "db")
+    assert "damaged" not in str(ei.value) and DAMAGED_ADVICE not in str(ei.value)
 
 
 

@@ -281,6 +281,14 @@ def corruption_error(path: str, what: str, e: BaseException) -> StorageError:
     return damaged(path, what, f"RocksDB found a damaged or missing file, named below; write-ahead logs: {wals}", e)
 
 
+def _other_stores_families(present: set[str], cfs: tuple[str, ...]) -> bool:
+    """Whether a database whose column families are ``present`` is another store's than the
+    one of column families ``cfs``: it has column families besides RocksDB's ``default``,
+    and none of them is one of ``cfs``. (A damaged MANIFEST reads as ``default`` alone.)"""
+    others = present - {"default"}
+    return bool(others) and not others & set(cfs)
+
+
 def _is_empty(cf: Rdict) -> bool:
     return next(iter(cf.keys()), None) is None
 
@@ -389,12 +397,17 @@ def _open_db_locked(
             missing = [cf for cf in cfs if cf not in present]
             if missing:
                 why = f"column families {missing} missing (found {sorted(present)})"
+                if found is not None and _other_stores_families(present, cfs):
+                    # Our mark file is there, and column families none of which is this
+                    # store's: another store of ours (a state machine's database opened as a
+                    # log). Not damaged: calling it so told the user to replace the node.
+                    raise StorageError(f"opening {what} at {path!r}", ValueError(
+                        f"not a {what} database: {why}: another openraft-py store's database (is the path right?)"))
                 if found is not None:
-                    # Our mark file is there: another store of ours (a state machine's database
-                    # opened as a log), or ours with its MANIFEST damaged (an all-zero MANIFEST
-                    # reads as a database with only the default column family).
-                    why = (f"not a {what} database: {why}, though it holds our {ACK_FILE}: its MANIFEST file is "
-                           "damaged, or it is another store's database")
+                    # Our mark file is there and no column family of another store: ours with
+                    # its MANIFEST damaged (an all-zero MANIFEST reads as a database with only
+                    # the default column family).
+                    why = f"not a {what} database: {why}, though it holds our {ACK_FILE}: its MANIFEST file is damaged"
                     raise damaged(path, what, "its MANIFEST file names none of the store's column families",
                                   ValueError(why))
                 raise StorageError(f"opening {what} at {path!r}", ValueError(f"foreign database: {why}"))
