@@ -66,7 +66,8 @@ def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int
     """``ValueError`` naming the ``serve`` flag unless every node can run with these settings
     (``TypeError`` for a wrong type): ``cluster_name`` as ``recover.check_cluster_name``,
     ``raft_config`` and ``max_body`` (``None``: serve's default) as
-    ``server.check_raft_flags``, ``log_level`` one of ``server.LOG_LEVELS``."""
+    ``server.check_raft_flags``, ``log_level`` one of ``server.LOG_LEVELS`` in any case (as
+    ``serve --log-level`` takes it: "debug" was refused here, and ran before)."""
     from .node import DEFAULT_MAX_BODY
     from .recover import check_cluster_name
     from .server import LOG_LEVELS, check_raft_flags
@@ -78,7 +79,9 @@ def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int
     except ValueError as e:
         raise ValueError(f"--cluster-name: {e}") from None
     check_raft_flags(raft_config, cluster_name, DEFAULT_MAX_BODY if max_body is None else max_body)
-    if log_level not in LOG_LEVELS:
+    if not isinstance(log_level, str):
+        raise TypeError(f"--log-level is a str, got {type(log_level).__name__}")
+    if log_level.upper() not in LOG_LEVELS:  # in any case, as serve's flag takes it
         raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
 

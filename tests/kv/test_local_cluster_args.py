@@ -29,6 +29,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"cluster_name": ""}, ValueError, "--cluster-name: a cluster name is a non-empty string"),
     ({"cluster_name": "n" * (MAX_NAME_LEN + 1)}, ValueError, f"at most {MAX_NAME_LEN} characters"),
     ({"log_level": "verbose"}, ValueError, "--log-level must be one of DEBUG, INFO, WARNING, ERROR, got 'verbose'"),
+    ({"log_level": None}, TypeError, "--log-level is a str, got NoneType"),
 ]
 
 
@@ -60,5 +61,18 @@ def test_good_settings_are_taken(tmp_path: Path) -> None:
                            cluster_name="c1", log_level="DEBUG")
     try:
         assert "--max-body" in cluster.nodes[1].extra_args
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("level", ["debug", "Warning"])
+def test_a_log_level_in_any_case_is_taken_as_serve_takes_it(tmp_path: Path, level: str) -> None:
+    """``serve --log-level`` takes a level in any case (it upper-cases it), and ``LocalCluster``
+    passes the level on to it: "debug" ran a cluster before ``check_settings``, which refused
+    it ("--log-level must be one of ...")."""
+    cluster = LocalCluster(1, root=tmp_path / "c", log_level=level)
+    try:
+        extra = cluster.nodes[1].extra_args
+        assert extra[extra.index("--log-level") + 1].upper() == level.upper()
     finally:
         cluster.close()
