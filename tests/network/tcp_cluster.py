@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from openraft_py import Config, SnapshotPolicy
@@ -190,6 +190,42 @@ class TcpCluster:
             if loop.time() > deadline:
                 raise WaitTimeout("no agreed leader: " + "; ".join(r.metrics.describe() for r in rafts.values()))
             await asyncio.sleep(0.02)  # polling the metrics of several nodes; bounded by the deadline
+
+    async def wait_leader_ready(self, voters: Iterable[NodeId] | None = None, timeout: float = 10.0) -> NodeId:
+        """The agreed leader (``wait_for_leader``) once it takes a membership change: it has
+        committed an entry of its own term, and each node of ``voters`` (default: every
+        other running voter) has matched that entry. ``wait_for_leader`` returns as soon as
+        every follower has heard from the leader, before the leader has heard back: a
+        leader just elected refuses a change with ``InProgress`` (its membership entry is
+        not committed in its view) or ``LearnerIsLagging`` (a voter it has no answer from).
+        A leader that changes meanwhile is waited for again; ``WaitTimeout`` after
+        ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            lid = await self.wait_for_leader(max(deadline - loop.time(), 0.1))
+            raft = self.nodes[lid].raft
+            assert raft is not None
+            m = raft.metrics
+            term = m.current_term
+            # A leader appends an entry of its term when elected: it is at or before this one.
+            mine = m.last_log_index
+            if voters is None:
+                want = set(m.membership_config.membership.voter_ids()) & set(self.running()) - {lid}
+            else:
+                want = set(voters) - {lid}
+
+            def ready(m: Any, term: int = term, mine: int = mine, want: set[NodeId] = want) -> bool:
+                if m.state != ServerState.LEADER or m.current_term != term:
+                    return True  # not the leader any more: look for the next one
+                matched = m.replication or {}
+                committed = m.committed.index if m.committed is not None else -1
+                return committed >= mine and all(matched.get(nid, -1) >= mine for nid in want)
+
+            what = f"leader {lid} committed its entry {mine} and every voter of {sorted(want)} matched it"
+            m = await raft.wait(max(deadline - loop.time(), 0.1)).metrics(ready, what)
+            if m.state == ServerState.LEADER and m.current_term == term:
+                return lid
 
     async def write(self, data: bytes, timeout: float = 10.0) -> LogId:
         """Write ``data`` through the current leader (retrying on a leader change)."""

@@ -231,7 +231,9 @@ async def test_a_removed_nodes_open_connections_are_closed(caplog: pytest.LogCap
     caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
     async with TcpCluster(tcp_config()) as c:
         await c.start([1, 2, 3])
-        leader = await c.wait_for_leader(15)
+        # (Not wait_for_leader: a leader just elected refused the change, having heard from
+        # no follower yet.)
+        leader = await c.wait_leader_ready(timeout=15)
         removed = max(nid for nid in c.nodes if nid != leader)
         rest = sorted(nid for nid in c.nodes if nid != removed)
         as_removed = TcpNetworkFactory(removed, c.cluster_name, backoff_min=0.01, backoff_max=0.02)

@@ -25,7 +25,9 @@ def _running(node: TcpNode) -> tuple[TcpNetworkFactory, object]:
 async def test_replaced_voters_are_forgotten_and_their_connections_closed() -> None:
     async with TcpCluster(tcp_config(election_timeout_min=1000, election_timeout_max=2000)) as cluster:
         await cluster.start([1, 2, 3])
-        lid = await cluster.wait_for_leader()
+        # (Not wait_for_leader: a leader just elected refused add_learner, its membership
+        # entry not committed in its view yet.)
+        lid = await cluster.wait_leader_ready()
         leader = cluster.nodes[lid]
         factory, _ = _running(leader)
         lraft = leader.raft
@@ -77,7 +79,9 @@ async def test_a_follower_forgets_the_client_of_a_removed_voter_it_sent_vote_req
     async with TcpCluster(tcp_config(election_timeout_min=1000, election_timeout_max=2000)) as cluster:
         voters = {1, 2, 3, 4}
         await cluster.start(sorted(voters))
-        first = await cluster.wait_for_leader()
+        # (Not wait_for_leader: a follower that has heard from the leader may not hold the
+        # membership yet, and a node with no membership does not campaign: elect() did nothing.)
+        first = await cluster.wait_leader_ready()
         # A follower campaigns, asking every voter (the others refuse while they hear from
         # their leader, or elect it: either way it ends a follower or the leader).
         follower = min(voters - {first})
