@@ -237,7 +237,8 @@ class RaftCore:
         # The replication channels of this leader, one per target (``StartReplication``).
         self._streams: dict[NodeId, ReplicationCore] = {}
         self._replication_env = ReplicationEnv(
-            self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify
+            self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify,
+            snapshot_last=lambda: engine.state.snapshot,
         )
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).

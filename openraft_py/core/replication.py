@@ -73,7 +73,10 @@ does one with bytes in flight that take at most 1% of it at that rate (``free_by
 
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
-before) restarts the transfer from offset 0. Each chunk is bounded by
+before) restarts the transfer from offset 0. A resend from offset 0 (nothing of the
+snapshot taken yet) sends the node's newest snapshot instead when one was built since the
+transfer began (a target cut off while the leader snapshots and purges gets one snapshot
+when it comes back, not the old one and then the new). Each chunk is bounded by
 ``install_snapshot_timeout`` plus the time its bytes take at ``Config.replication_min_rate``.
 
 Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
@@ -123,6 +126,7 @@ from ..types import (
     NodeId,
     Normal,
     RPCOption,
+    SnapshotMeta,
     Vote,
 )
 from ..wakeup import Wakeup
@@ -319,10 +323,18 @@ class EntrySource(Protocol):
         ...
 
 
+def _no_snapshot_known() -> LogId | None:
+    """``ReplicationEnv.snapshot_last`` when none is given: no newer snapshot is ever known."""
+    return None
+
+
 class ReplicationEnv:
     """What every replication channel of one node may use (made once by ``RaftCore``).
 
     - ``entries``: the log's entries; ``snapshot()``: the state machine's current snapshot.
+    - ``snapshot_last()``: the last log id the node's newest snapshot covers, as the engine
+      knows it (no call to the state machine: cheap); ``None`` when there is none (or, with
+      no such accessor given, always: a transfer then keeps the snapshot it opened).
     - ``spawn(coro, name)``: run a task of the node (a failure stops the node).
     - ``notify(note)``: queue a notification for the core.
     - ``clock``: sleeps and the send time of requests (``now_ms``).
@@ -334,6 +346,7 @@ class ReplicationEnv:
         "clock",
         "entries",
         "snapshot",
+        "snapshot_last",
         "spawn",
         "notify",
         "option",
@@ -353,12 +366,14 @@ class ReplicationEnv:
         snapshot: Callable[[], Awaitable[Snapshot | None]],
         spawn: Callable[[Coroutine[Any, Any, None], str], Any],
         notify: Callable[[Any], None],
+        snapshot_last: Callable[[], LogId | None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
         self.clock = clock
         self.entries = entries
         self.snapshot = snapshot
+        self.snapshot_last: Callable[[], LogId | None] = snapshot_last or _no_snapshot_known
         self.spawn = spawn
         self.notify = notify
         ttl = max(config.heartbeat_interval * 4, config.election_timeout_min) / 1000.0
@@ -1071,6 +1086,27 @@ class ReplicationCore:
         self._report(Conflict(self.target, self.vote, gen, resp.conflict_hint, sent_at, start))
 
     async def _send_snapshot(self, c: SendSnapshot) -> None:
+        # Each pass transfers the current snapshot; a pass ends early (False) when the node
+        # built a newer one while the transfer had to start over (``_transfer``).
+        while not self.stopped:
+            if await self._transfer(c):
+                return
+
+    def _newer_snapshot_than(self, meta: SnapshotMeta) -> bool:
+        """Whether the node has a snapshot covering more than ``meta`` (built since a
+        transfer of ``meta`` opened it)."""
+        last = self.env.snapshot_last()
+        return last is not None and (meta.last_log_id is None or last > meta.last_log_id)
+
+    async def _transfer(self, c: SendSnapshot) -> bool:
+        """Open the state machine's current snapshot and send it to the target, chunk by
+        chunk, resending until it is taken; ``True`` once done (reported, or the node
+        failed, or the channel stopped). ``False`` when, about to send it from its start
+        again (no chunk taken yet, or the target started over), the node has a newer
+        snapshot: the caller sends that one instead. A target cut off while the leader
+        built snapshots and purged past the one this transfer opened was otherwise sent
+        that one when it came back, and then, the log after it being gone, the newest:
+        every byte of the state twice."""
         env = self.env
         target = self.target
         try:
@@ -1079,13 +1115,13 @@ class ReplicationCore:
                 snapshot_io.check_snapshot(snap, "RaftStateMachine.get_current_snapshot", readable=True)
         except Exception as e:  # noqa: BLE001 - the state machine failed: fatal
             env.notify(Failed(StorageError("reading the current snapshot", e)))
-            return
+            return True
         if snap is None or snap.meta.last_log_id is None or snap.meta.last_log_id < c.purged:
             if snap is not None:
                 snapshot_io.close_quietly(snap.data)
             log.warning("replication %s->%s: no snapshot covers the purged log yet", env.node_id, target)
             self._report(SnapshotSent(target, self.vote, c.gen, None, 0.0))
-            return
+            return True
         data = snap.data
         meta = snap.meta
         cfg = env.config
@@ -1098,8 +1134,15 @@ class ReplicationCore:
                 size = await snapshot_io.call(data, snapshot_io.size)
             except Exception as e:  # noqa: BLE001 - the state machine's file failed: fatal
                 env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)}", e)))
-                return
+                return True
+            sent = False  # a chunk was sent: one from offset 0 now is a resend
             while not self.stopped:
+                if offset == 0 and sent and self._newer_snapshot_than(meta):
+                    # Nothing of this snapshot is taken (the target was cut off, or started
+                    # over): the newer one, rather than this one and then that one.
+                    log.debug("snapshot %s->%s: %s is superseded by a newer snapshot before the target took it",
+                              env.node_id, target, meta.snapshot_id)
+                    return False
                 try:
                     # (No more than what is left: a file's read(n) may allocate n bytes first.)
                     buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
@@ -1108,7 +1151,7 @@ class ReplicationCore:
                 except Exception as e:  # noqa: BLE001 - as above (it failed the task: Panicked)
                     env.notify(Failed(StorageError(
                         f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)} at {offset}", e)))
-                    return
+                    return True
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 # The chunk's deadline: the base one plus the time its bytes take at the
@@ -1116,6 +1159,7 @@ class ReplicationCore:
                 ttl = base_ttl + len(buf) / env.min_rate
                 option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
                 sent_at = env.now_ms()
+                sent = True
                 try:
                     try:
                         async with asyncio.timeout(ttl):
@@ -1171,12 +1215,13 @@ class ReplicationCore:
                     continue
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
                     self._report(Rejected(target, self.vote, c.gen, resp.vote))
-                    return
+                    return True
                 if not done:
                     self._report(Progress(target, self.vote, None, sent_at, False))
                     offset += len(buf)
                     continue
                 self._report(SnapshotSent(target, self.vote, c.gen, meta.last_log_id, sent_at))
-                return
+                return True
+            return True  # stopped
         finally:
             snapshot_io.close_quietly(data)
