@@ -186,8 +186,12 @@ def test_nodes_left_running_when_their_loop_ends(loop_name: str) -> None:
 def test_rocksdb_stores_with_a_snapshot_a_purge_and_a_learner_catching_up_by_it(loop_name: str) -> None:
     async def main() -> None:
         tmp = tempfile.mkdtemp(prefix="debug-mode-")
+        # Election timeouts of 300-600 ms: node 1 must lead throughout (it is the one
+        # purged, so that the learner catches up by its snapshot), and under debug mode, with
+        # RocksDB, a loaded machine stalled the shared loop longer than 100 ms: a follower
+        # took over and add_learner failed with ForwardToLeader.
         config = fast_config(cluster_name="debug-mode", snapshot_policy=SnapshotPolicy.logs_since_last(100),
-                             max_in_snapshot_log_to_keep=10)
+                             max_in_snapshot_log_to_keep=10, election_timeout_min=300, election_timeout_max=600)
         router = Router()
         nodes: dict[int, Raft] = {}
         stores: list[RocksLogStore | RocksStateMachine] = []
