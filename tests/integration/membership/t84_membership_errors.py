@@ -178,6 +178,9 @@ async def test_a_change_counting_on_a_learner_that_went_down_is_refused(cluster:
     await cluster.add_node(4)  # back, over its disk
     resp = await raft.client_write(b"4 answers again")
     await cluster.nodes[4].wait(3.0).applied_index_at_least(resp.log_id.index, "n4 caught up")
+    # (n4 holding the write is not the leader knowing it: its answer may still be on the way.)
+    index = resp.log_id.index
+    await raft.wait(3.0).metrics(lambda m: (m.replication or {}).get(4, -1) >= index, "the leader heard n4 caught up")
     resp = await raft.change_membership({leader, 4})
     assert resp.membership is not None and resp.membership.configs == (frozenset({leader, 4}),)
 
