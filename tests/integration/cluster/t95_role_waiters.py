@@ -11,14 +11,29 @@ or known leader changes, or when it stops.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from integration.checks import MetricsReads
+from integration.checks import MetricsReads, fast_config
 from openraft_py import Fatal, ServerState
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    """The integration ``cluster`` with election timeouts of 300-600 ms: these tests change
+    the role by a leader transfer, which gives up after two election timeouts (200 ms with
+    ``fast_config``'s), and a loaded machine stalled the shared loop for longer than that
+    (the transfer expired and the waiters waited for nothing: 1 of 3 runs of the suite under
+    load; a 0.25 s stall after the transfer failed it in 3 runs of 3 with 50-100 ms)."""
+    c = Cluster(fast_config(election_timeout_min=300, election_timeout_max=600), seed=1)
+    try:
+        yield c
+    finally:
+        await c.shutdown()
 
 WAITERS = 1000
 WRITES = 50
