@@ -21,3 +21,16 @@ async def cluster() -> AsyncIterator[Cluster]:
         yield c
     finally:
         await c.shutdown()
+
+
+@pytest.fixture
+async def steady_cluster() -> AsyncIterator[Cluster]:
+    """``cluster`` with election timeouts of 300-600 ms, for a test that needs one leader
+    throughout (and a leader transfer, which gives up after two election timeouts, to
+    complete): on a loaded machine a stall of the shared event loop outlasted
+    ``fast_config``'s 50-100 ms and elected another node, or expired a transfer."""
+    c = Cluster(fast_config(election_timeout_min=300, election_timeout_max=600), seed=1)
+    try:
+        yield c
+    finally:
+        await c.shutdown()

@@ -22,7 +22,11 @@ def records() -> Iterator[LogRecords]:
         yield handler
 
 
-async def test_a_follower_down_is_one_warning_and_its_return_one_info(cluster: Cluster, records: LogRecords) -> None:
+async def test_a_follower_down_is_one_warning_and_its_return_one_info(steady_cluster: Cluster,
+                                                                     records: LogRecords) -> None:
+    # (steady_cluster: the lines counted are the leader's; under load a stall of the shared
+    # loop elected node 3 with 50-100 ms timeouts, and the leader's failures stopped at 18.)
+    cluster = steady_cluster
     await cluster.start({1, 2, 3})
     leader = await cluster.wait_for_leader(timeout=5.0)
     down = min(n for n in (1, 2, 3) if n != leader)
