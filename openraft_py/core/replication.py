@@ -76,7 +76,8 @@ the same offset after a heartbeat interval; a chunk the follower refuses (it los
 before) restarts the transfer from offset 0. A resend from offset 0 (nothing of the
 snapshot taken yet) sends the node's newest snapshot instead when one was built since the
 transfer began (a target cut off while the leader snapshots and purges gets one snapshot
-when it comes back, not the old one and then the new). Each chunk is bounded by
+when it comes back, not the old one and then the new), unless the last chunk went
+unanswered in time (the target may be installing it). Each chunk is bounded by
 ``install_snapshot_timeout`` plus the time its bytes take at ``Config.replication_min_rate``.
 
 Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
@@ -1102,7 +1103,8 @@ class ReplicationCore:
         """Open the state machine's current snapshot and send it to the target, chunk by
         chunk, resending until it is taken; ``True`` once done (reported, or the node
         failed, or the channel stopped). ``False`` when, about to send it from its start
-        again (no chunk taken yet, or the target started over), the node has a newer
+        again (no chunk taken yet, or the target started over; not after a last chunk that
+        went unanswered in time: the target may be installing it), the node has a newer
         snapshot: the caller sends that one instead. A target cut off while the leader
         built snapshots and purged past the one this transfer opened was otherwise sent
         that one when it came back, and then, the log after it being gone, the newest:
@@ -1136,8 +1138,11 @@ class ReplicationCore:
                 env.notify(Failed(StorageError(f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)}", e)))
                 return True
             sent = False  # a chunk was sent: one from offset 0 now is a resend
+            # The last chunk went unanswered in time: the target may be installing this
+            # snapshot (it answers once done), which a newer one would not replace.
+            installing = False
             while not self.stopped:
-                if offset == 0 and sent and self._newer_snapshot_than(meta):
+                if offset == 0 and sent and not installing and self._newer_snapshot_than(meta):
                     # Nothing of this snapshot is taken (the target was cut off, or started
                     # over): the newer one, rather than this one and then that one.
                     log.debug("snapshot %s->%s: %s is superseded by a newer snapshot before the target took it",
@@ -1172,6 +1177,7 @@ class ReplicationCore:
                     if not isinstance(resp, InstallSnapshotResponse):
                         raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
+                    installing = False
                     if not done or snapshot_io.STATE_MACHINE_REFUSED not in str(e):
                         # Not the install's refusal (the state machine only sees the whole
                         # file): the target lost the transfer (it restarted, also after the
@@ -1195,7 +1201,8 @@ class ReplicationCore:
                     continue
                 except (RPCError, TimeoutError) as e:
                     log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
-                    if done and isinstance(e, (TimeoutError, Timeout)):
+                    installing = done and isinstance(e, (TimeoutError, Timeout))
+                    if installing:
                         # The target answers the last chunk once it has installed the
                         # snapshot: a large state takes longer than ``ttl``. Not a failure
                         # of the target unless it goes on (``INSTALL_WAIT_WARN_AFTER``).
@@ -1209,6 +1216,7 @@ class ReplicationCore:
                     await env.clock.sleep(pause)
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
+                    installing = False
                     what = str(e) if isinstance(e, (WrongResponse, StrayCancel)) else f"the network raised {e!r} (expected an RPCError)"
                     self._warn_broken(type(e).__name__, f"snapshot chunk at {offset}: {what}; resending")
                     await env.clock.sleep(pause)
