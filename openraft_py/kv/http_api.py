@@ -46,8 +46,7 @@ same path and query on the leader's HTTP address, and the body ``{"leader_id",
 (saying so when the node is in no cluster yet: ``POST /cluster/init`` first). A request
 with a body (``PUT``, ``cas``, the admin POSTs) is so answered before its body is read
 (``_redirects_unread``; no ``100 Continue`` to an ``Expect``): a body sent anyway is read
-and dropped after the answer, within the time a leader would give it (``BODY_MIN_RATE``),
-never held.
+and dropped after the answer, never held (``_answer_then_drop_body``, below).
 A write whose entry was appended but whose outcome this node can no longer tell
 (``ForwardToLeader.outcome_unknown``) is answered ``503`` with ``"outcome_unknown": true``,
 never redirected (a blind retry could apply it twice).
@@ -57,7 +56,9 @@ above). ``ForwardToLeader`` -> 307/503; ``QuorumNotEnough``, RPC errors, timeout
 ``InProgress``, ``LearnerIsLagging``, initialize's ``NotAllowed`` and ``Conflict`` -> 409;
 other membership or initialize refusals, ``InvalidRequest``, ``TypeError``, ``ValueError``
 -> 400; a body over
-``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413;
+``max_body``, or an entry over the Raft ``Config.max_entry_bytes`` (``EntryTooLarge``) -> 413
+(a ``Content-Length`` over ``max_body`` on any route before the body is read, with no
+``100 Continue``; a chunked body once it passes ``max_body``);
 a body with a ``Content-Encoding`` other than ``identity`` (a compressed one) -> 415, before it
 is read (the value is the body's bytes as sent: a coding the service decoded or passed through
 would store something else than the client meant); a ``Transfer-Encoding`` other than
@@ -74,6 +75,11 @@ asked for; and at INFO once the node stopped on its own: its core logged why at 
 ``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
 was done), and every answer then closes its connection. Nothing is half-applied: validation
 runs before the one Raft call a request makes.
+
+The rest of a body that an answer left unread (a redirect, a 413, 415 or 501, a 503 of the
+body budget) is read and dropped after the answer (``_answer_then_drop_body``), as fast as
+the client sends it, within a body's deadline and up to twice ``max_body``; the connection
+then serves the next request, or is closed if the body was slower or larger.
 
 One answer is not JSON: a request that is not well-formed HTTP (a malformed request line,
 header, ``Content-Length`` or chunk framing) is refused by aiohttp's parser before the
@@ -624,15 +630,40 @@ async def _room_for_body(request: web.Request) -> int:
                          "nothing was done: retry later") from None
 
 
-def _body_deadline(request: web.Request) -> float:
+def _body_deadline(request: web.Request, most: int | None = None) -> float:
     """Seconds the request's body may take to arrive: ``BODY_GRACE`` + its size at
-    ``BODY_MIN_RATE``."""
-    # The body's length, at most the largest body allowed (a chunked one counts as that): a
-    # Content-Length of 10**18 must not buy a trickling client a deadline of ages (the body
-    # is refused 413 once it passes max_body anyway).
-    max_body = request.app[NODE_KEY].opts.max_body
-    size = min(request.content_length if request.content_length is not None else max_body, max_body)
+    ``BODY_MIN_RATE``, its size counted at ``most`` bytes at the most (default: ``max_body``;
+    a chunked body counts as ``most``)."""
+    # At most the largest body allowed (or dropped, ``_drop_limit``): a Content-Length of
+    # 10**18 must not buy a trickling client a deadline of ages (the body is refused 413
+    # once it passes max_body anyway).
+    if most is None:
+        most = request.app[NODE_KEY].opts.max_body
+    size = min(request.content_length if request.content_length is not None else most, most)
     return BODY_GRACE + size / BODY_MIN_RATE
+
+
+def _drop_limit(request: web.Request) -> int:
+    """Bytes of a request's body the node reads and drops at most after an answer given
+    before the body was all read (``_answer_then_drop_body``): twice ``max_body``.
+
+    More than ``max_body``, so that a client that sends a body somewhat over the limit whole
+    before it reads the answer (``http.client``, ``requests``) reads its 413, not a broken
+    pipe: closing a connection with unread data resets it. Bounded, so that a body declared
+    (or chunked) far over the limit does not keep the node reading and dropping data."""
+    return 2 * request.app[NODE_KEY].opts.max_body
+
+
+def _declares_too_large(request: web.Request) -> bool:
+    """Whether the request's ``Content-Length`` is over ``max_body``: it is answered 413
+    before its body is read (a chunked body is refused once it passes ``max_body``)."""
+    length = request.content_length
+    return length is not None and length > request.app[NODE_KEY].opts.max_body
+
+
+def _too_large(max_body: int) -> web.Response:
+    """The 413 of a body over ``max_body``, saying the limit and where it is set."""
+    return _error(413, f"the request body is over {max_body} bytes (serve --max-body, cluster up --max-body)")
 
 
 async def _read(request: web.Request) -> bytes:
@@ -886,40 +917,45 @@ def _redirects_unread(node: KvNode, request: web.Request) -> ForwardToLeader | N
 
 
 async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse) -> None:
-    """Send ``resp`` (a request's answer given before its body was read) at once, then read
-    the body and drop it, as fast as the client sends it, within the time a leader gives it
-    to arrive (``_body_deadline``) and at most ``max_body`` bytes (nothing is held); a body
-    that takes longer, or is larger, closes the connection.
+    """Send ``resp`` (a request's answer given before its body was all read: a redirect, a
+    413, 415 or 501, any answer of a handler that did not read the body) at once, then read
+    the rest of the body and drop it, as fast as the client sends it, within the time a
+    leader gives a body to arrive (``_body_deadline``, counting the body at most at
+    ``_drop_limit``) and at most ``_drop_limit`` bytes (nothing is held); a body that takes
+    longer, or is larger, closes the connection. Otherwise the connection serves the next
+    request.
 
     Left to aiohttp (its lingering after the answer, 10 s at most, then it closes the
     connection), a client sending a body at a rate a leader takes (``BODY_MIN_RATE``) for
     over 10 s had its connection reset while it sent: one that reads the answer once its
-    body is sent (``http.client``, ``requests``) never saw the 307, but a broken pipe. Not
-    counted as a request in flight (``KvNode.request_done`` was called): a stopping node
-    does not wait for a slow client's body (``stop()`` cancels the drop after
-    ``SHUTDOWN_GRACE``)."""
-    max_body = request.app[NODE_KEY].opts.max_body
+    body is sent (``http.client``, ``requests``) never saw it, but a broken pipe; and a body
+    declared (or chunked) far over ``max_body`` was read and dropped at line rate for the
+    10 s, with no bound in bytes. Not counted as a request in flight
+    (``KvNode.request_done`` was called): a stopping node does not wait for a slow client's
+    body (``stop()`` cancels the drop after ``SHUTDOWN_GRACE``)."""
+    limit = _drop_limit(request)
     content, dropped = request.content, 0
     try:
         await resp.prepare(request)
         await resp.write_eof()
-        async with asyncio.timeout(_body_deadline(request)):
-            while dropped <= max_body and not content.is_eof():
+        async with asyncio.timeout(_body_deadline(request, limit)):
+            while dropped <= limit and not content.is_eof():
                 dropped += len(await content.readany())
     except TimeoutError:
         pass
     except (RequestPayloadError, HttpProcessingError, ConnectionResetError):
         return  # the client went away, or its body is malformed: aiohttp closes the connection
     if not content.is_eof():
-        request.protocol.force_close()  # too slow, or over max_body: this connection is done
+        request.protocol.force_close()  # too slow, or too large: this connection is done
 
 
 async def _expect(request: web.Request) -> None:
-    """The ``Expect`` handler of the routes of ``_LEADER_ONLY_BODIES``: ``100 Continue`` (as
-    aiohttp's own handler) unless the request is to be redirected unread
-    (``_redirects_unread``): then no ``100``, so that a client waiting for it (curl for a
-    body over 1 MiB) sends no body and reads the 307 (RFC 9110 §10.1.1)."""
-    if _redirects_unread(request.app[NODE_KEY], request) is None:
+    """The ``Expect`` handler of every route: ``100 Continue`` (as aiohttp's own handler)
+    unless the request is answered before its body is read: redirected unread
+    (``_redirects_unread``) or declaring a body over ``max_body`` (``_declares_too_large``,
+    413). Then no ``100``, so that a client waiting for it (curl for a body over 1 MiB)
+    sends no body and reads the answer (RFC 9110 §10.1.1)."""
+    if _redirects_unread(request.app[NODE_KEY], request) is None and not _declares_too_large(request):
         await _default_expect_handler(request)
 
 
@@ -932,7 +968,7 @@ def _client_mistake(kind: str, fmt: str, *args: object) -> None:
 def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
     if isinstance(e, BadRequest):
         return _error(400, str(e))
-    if isinstance(e, Overloaded):  # its body unread (aiohttp reads and drops it after the answer)
+    if isinstance(e, Overloaded):  # its body unread (read and dropped after the answer: _answer_then_drop_body)
         return _json({"error": str(e)}, 503, headers={"Retry-After": "1"})
     if isinstance(e, BodyTimeout):  # the client's failure: logged at INFO, the connection closed
         _client_mistake("requests whose body did not arrive in time", "%s %s: %s (client %s)", request.method,
@@ -1005,7 +1041,6 @@ async def _errors_and_counts(
     if node.http_conns is not None:
         node.http_conns.request_started(request.protocol)
     resp: web.StreamResponse
-    unread = False  # answered before its body was read (_redirects_unread)
     coding = ", ".join(request.headers.getall("Content-Encoding", []))
     transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))
     if not node.accepting:  # nothing was done: a client may retry on another node
@@ -1023,21 +1058,23 @@ async def _errors_and_counts(
             forward = _redirects_unread(node, request)
             if forward is not None:
                 # Answered with the body unread; once the answer is sent, the body is read
-                # and dropped (``_drop_body``) and the connection serves the next request.
-                # A client that got no ``100 Continue`` (``_expect``) sends the body anyway
-                # or closes the connection (RFC 9110 §10.1.1): either ends the drop.
+                # and dropped (``_answer_then_drop_body``) and the connection serves the
+                # next request. A client that got no ``100 Continue`` (``_expect``) sends
+                # the body anyway or closes the connection (RFC 9110 §10.1.1): either ends
+                # the drop.
                 resp = _forward(node, request, forward)
-                unread = True
+            elif _declares_too_large(request):  # refused unread, taking no room (so is its drop)
+                resp = _too_large(node.opts.max_body)
             else:
                 if request.body_exists:
                     taken = await _room_for_body(request)
                 resp = await handler(request)
-        except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 ...
-            headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
-            reason = e.reason
+        except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 (a chunked body over max_body) ...
             if e.status == 413:  # the body limit: say what it is and where it is set
-                reason = f"the request body is over {node.opts.max_body} bytes (serve --max-body, cluster up --max-body)"
-            resp = _json({"error": reason}, e.status, headers=headers)
+                resp = _too_large(node.opts.max_body)
+            else:
+                headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
+                resp = _json({"error": e.reason}, e.status, headers=headers)
         except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
             resp = _map_error(node, request, e)
         finally:
@@ -1052,7 +1089,11 @@ async def _errors_and_counts(
         resp.force_close()
     method = request.method if request.method in _METHODS else "other"  # bounded label values
     node.metrics.http_requests.labels(_route(request), method, str(resp.status)).inc()
-    if unread and node.accepting:
+    if node.accepting and resp.keep_alive is not False and not request.content.is_eof():
+        # The answer came before the body was all read (a redirect, a refusal, a handler
+        # that reads no body): the rest is dropped in a bounded way, not left to aiohttp's
+        # lingering read (10 s, no bound in bytes). A connection closing anyway (a 408)
+        # keeps aiohttp's.
         await _answer_then_drop_body(request, resp)
     return resp
 
@@ -1072,17 +1113,17 @@ def make_app(node: KvNode) -> web.Application:
     budget = app[BUDGET_KEY] = BodyBudget(body_budget(node.opts.max_body))
     node.metrics.watch_body_budget(lambda: budget.held, lambda: budget.waiting)
     r = app.router
-    r.add_post("/cluster/init", cluster_init)
+    r.add_post("/cluster/init", cluster_init, expect_handler=_expect)
     r.add_post("/cluster/learners", cluster_learners, expect_handler=_expect)
-    r.add_delete("/cluster/learners/{id}", cluster_remove_learner)
+    r.add_delete("/cluster/learners/{id}", cluster_remove_learner, expect_handler=_expect)
     r.add_post("/cluster/members", cluster_members, expect_handler=_expect)
     r.add_post("/cluster/transfer", cluster_transfer, expect_handler=_expect)
-    r.add_get("/cluster/status", cluster_status)
+    r.add_get("/cluster/status", cluster_status, expect_handler=_expect)
     r.add_put("/kv/{key}", kv_put, expect_handler=_expect)
-    r.add_get("/kv/{key}", kv_get)
-    r.add_delete("/kv/{key}", kv_delete)
+    r.add_get("/kv/{key}", kv_get, expect_handler=_expect)
+    r.add_delete("/kv/{key}", kv_delete, expect_handler=_expect)
     r.add_post("/kv/{key}/cas", kv_cas, expect_handler=_expect)
-    r.add_get("/metrics", metrics)
+    r.add_get("/metrics", metrics, expect_handler=_expect)
     return app
 
 

@@ -345,9 +345,8 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
     head = b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\n"
     for first, later in (
         (head + b"Content-Length: 10\r\n\r\nab", b""),  # stops
-        # A length far over max_body buys no more time than max_body's (the test's rate is
-        # 1 GiB/s: 10**18 bytes would have given it 30 years).
-        (head + b"Content-Length: 1000000000000000000\r\n\r\nab", b""),
+        # (a length over max_body is answered 413 before its body is read:
+        # test_http_oversize.py, and its drop's deadline is bounded as a body's)
         (head + b"Transfer-Encoding: chunked\r\n\r\n", b"zz\r\nabc\r\n0\r\n\r\n"),  # a bad chunk size, later
         (head + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n", b""),  # no last chunk
     ):

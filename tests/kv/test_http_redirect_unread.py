@@ -223,10 +223,11 @@ def _send_until_cut(addr: str, length: int, most: int) -> int:
         return sent
 
 
-async def test_a_follower_drops_at_most_max_body_of_a_redirected_body(cluster: KvCluster) -> None:
+async def test_a_follower_drops_a_bounded_part_of_a_redirected_body(cluster: KvCluster) -> None:
     """A PUT declaring a body far over ``max_body``, sent to a follower as fast as it goes:
-    the follower reads and drops at most ``max_body`` bytes after its 307, then closes the
-    connection (what the client got through is that plus the sockets' buffers). Before,
+    the follower reads and drops at most twice ``max_body`` bytes after its 307
+    (``_drop_limit``), then closes the connection (what the client got through is that plus
+    the sockets' buffers). Before,
     aiohttp's lingering read dropped whatever came for 10 s: a client kept a follower
     reading at line rate with one request."""
     leader = await cluster.wait_leader()

@@ -1,0 +1,216 @@
+"""A body over ``max_body``: a declared one (its ``Content-Length``) is answered 413 before it
+is read, with no ``100 Continue``; the rest of any body left unread by an answer (that 413,
+a chunked body found too large, a 415) is read and dropped in a bounded way
+(``_answer_then_drop_body``): within a leader's body deadline and up to twice ``max_body``,
+then the connection is closed. Left to aiohttp's lingering read (10 s, no byte bound), a
+client sending a slightly oversized body at a rate a leader takes, then reading, got a
+broken pipe, and one request made the node read and drop data at line rate for 10 s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openraft_py.kv import http_api
+from openraft_py.kv.http_api import BODY_MIN_RATE, BUDGET_KEY, BodyBudget
+from openraft_py.kv.node import KvNode
+
+from .kv_helpers import KvCluster
+
+pytestmark = pytest.mark.timeout(60)
+
+ANSWER_WITHIN = 5.0
+"""Seconds a test waits for an answer the node gives at once (its body deadline,
+``BODY_GRACE``, is 30 s and more: an answer that waits for the body misses this)."""
+
+LINGER = 0.3
+"""aiohttp's lingering time (10 s by default) the slow-body test gives the node, to be fast:
+the body arrives over several times this."""
+
+
+@pytest.fixture
+async def leader() -> AsyncIterator[KvNode]:
+    """The leader of a one-node cluster (the default ``max_body``, 1 MiB)."""
+    c = KvCluster()
+    try:
+        await c.start(1)
+        yield await c.wait_leader()
+    finally:
+        await c.close()
+
+
+def _budget(node: KvNode) -> BodyBudget:
+    assert node._http is not None
+    return node._http.app[BUDGET_KEY]  # type: ignore[no-any-return]
+
+
+def _addr(node: KvNode) -> tuple[str, int]:
+    host, port = node.opts.http_addr.rsplit(":", 1)
+    return host, int(port)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response read from ``reader``: status, headers (lower-cased names), body."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN)
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
+    body = b""
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), ANSWER_WITHIN)
+    return status, headers, body
+
+
+@pytest.mark.parametrize("method, path", [("PUT", "/kv/big"), ("POST", "/kv/big/cas"), ("POST", "/cluster/init"),
+                                          ("POST", "/cluster/members"), ("GET", "/cluster/status")])
+@pytest.mark.parametrize("expect", [False, True])
+async def test_a_declared_body_over_max_body_is_refused_before_it_is_sent(leader: KvNode, method: str, path: str,
+                                                                          expect: bool) -> None:
+    """The head alone of a request declaring a body of ``max_body + 1`` bytes: 413 at once,
+    the limit named, no ``100 Continue`` to an ``Expect`` (which would make the client send
+    the body), no room taken in the body budget. Before, the leader took room for the body
+    and answered only once ``max_body`` bytes of it had come (``100 Continue`` first to an
+    ``Expect``); a route that reads no body answered as if there were none, its body left to
+    aiohttp."""
+    size = leader.opts.max_body + 1
+    expect_line = "Expect: 100-continue\r\n" if expect else ""
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: {size}\r\n"
+                     f"{expect_line}\r\n".encode())
+        await writer.drain()
+        status, headers, body = await _answer(reader)
+    finally:
+        writer.close()
+    assert status == 413, (status, body)
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert f"over {leader.opts.max_body} bytes" in error and "--max-body" in error, error
+    assert _budget(leader).peak == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_the_connection_serves_on_after_an_oversized_body_is_dropped(leader: KvNode, chunked: bool) -> None:
+    """A body half again over ``max_body`` sent whole after its head (with a
+    ``Content-Length``, or chunked: refused once ``max_body`` bytes of it have come), then
+    another request on the connection: the 413, then that request's answer. Nothing was
+    written."""
+    size = leader.opts.max_body + leader.opts.max_body // 2
+    head = f"PUT /kv/big HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n"
+    if chunked:
+        request = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"v" * size)
+    else:
+        request = (head + f"Content-Length: {size}\r\n\r\n").encode() + b"v" * size
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(request)
+        writer.write(f"GET /kv/big?consistency=local HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, body = await _answer(reader)
+        assert status == 413, body
+        assert f"over {leader.opts.max_body} bytes" in json.loads(body)["error"], body
+        status, _headers, body = await _answer(reader)
+        assert status == 404, body
+    finally:
+        writer.close()
+
+
+def _slow_put_then_read(addr: str, size: int, over: float) -> bytes:
+    """As ``http.client`` and ``requests`` do: the head and the whole body (``size`` bytes
+    sent evenly over ``over`` seconds), then the answer read; the answer's first bytes, or
+    ``OSError`` if the connection was reset meanwhile."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=ANSWER_WITHIN + over) as s:
+        s.sendall(f"PUT /kv/slow HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {size}\r\n\r\n".encode())
+        parts = 20
+        for i in range(parts):
+            s.sendall(b"s" * (size // parts + (size % parts if i == parts - 1 else 0)))
+            time.sleep(over / parts)  # the client's pace (a thread of its own, not the test's wait)
+        return s.recv(64)
+
+
+async def test_a_client_sending_an_oversized_body_slowly_gets_the_413(leader: KvNode) -> None:
+    """A client that sends a body half again over ``max_body`` at a rate a leader takes
+    (``BODY_MIN_RATE``), and reads the answer once its body is sent, gets the 413. Before,
+    the leader answered once ``max_body`` bytes had come, then left the rest to aiohttp's
+    lingering read (10 s, here ``LINGER``) and closed the connection under the client still
+    sending: a broken pipe, the 413 never read."""
+    leader._http.server._kwargs["lingering_time"] = LINGER  # type: ignore[union-attr]  # connections from now on
+    size = leader.opts.max_body + leader.opts.max_body // 2
+    over = 10 * LINGER  # (its last third alone takes three times LINGER)
+    assert size / over >= BODY_MIN_RATE  # a pace a leader reads
+    answer = await asyncio.get_running_loop().run_in_executor(None, _slow_put_then_read, leader.opts.http_addr,
+                                                              size, over)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+
+
+def _send_until_cut(addr: str, head: bytes, chunked: bool, most: int) -> int:
+    """``head``, then body bytes sent as fast as the connection takes them (as chunks of a
+    chunked body with ``chunked``), ``most`` at the most, the answer not read: how many
+    were sent before the node closed the connection (``most``: it never did)."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=ANSWER_WITHIN) as s:
+        s.sendall(head)
+        data = b"h" * 65536
+        chunk = b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+        sent = 0
+        try:
+            while sent < most:
+                s.sendall(chunk)
+                sent += len(data)
+        except OSError:
+            pass
+        return sent
+
+
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 1000000000000\r\n",  # the 413 from the header
+    "Transfer-Encoding: chunked\r\n",  # the 413 once max_body bytes of it have come
+    "Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n",  # a 415, before it is read
+    "Content-Length: 1000000000000\r\nContent-Encoding: gzip\r\n",
+])
+async def test_a_refused_body_is_dropped_up_to_a_bound(leader: KvNode, framing: str) -> None:
+    """A PUT whose body is far over ``max_body``, sent as fast as it goes: the node reads and
+    drops at most twice ``max_body`` bytes of it, then closes the connection (what the client
+    got through is that plus the sockets' buffers). Before, aiohttp's lingering read dropped
+    whatever came for 10 s: one request kept the node reading at line rate."""
+    max_body = leader.opts.max_body
+    head = f"PUT /kv/huge HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n{framing}\r\n".encode()
+    sent = await asyncio.get_running_loop().run_in_executor(None, _send_until_cut, leader.opts.http_addr, head,
+                                                            "chunked" in framing, 64 * max_body)
+    assert sent < 32 * max_body, sent
+
+
+async def test_a_huge_declared_length_buys_no_time_to_trickle_after_the_413(leader: KvNode,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client declaring a body of 10**18 bytes that trickles it after the 413: the node
+    closes the connection once the drop's deadline passed, the length counted at most at
+    twice ``max_body`` (the test's rate is 1 GiB/s: 10**18 bytes would have given it 30
+    years, and the connection stayed open as long as the client sent)."""
+    monkeypatch.setattr(http_api, "BODY_GRACE", 0.5)
+    monkeypatch.setattr(http_api, "BODY_MIN_RATE", 1024 * 1024 * 1024)
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(f"PUT /kv/slow HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: {10**18}\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        status, _headers, body = await _answer(reader)
+        assert status == 413, body
+
+        async def trickle_until_closed() -> None:
+            while not reader.at_eof():
+                writer.write(b"t")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.05)  # (EOF once the node closed it)
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(trickle_until_closed(), ANSWER_WITHIN)
+    finally:
+        writer.close()
