@@ -24,9 +24,11 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -49,28 +51,58 @@ def _seed() -> int:
 
 def _run_and_kill(mode: str, path: Path, reports: int) -> Iterator[int]:
     """Start the child in ``mode`` on ``path``, SIGKILL it once it printed ``reports`` lines,
-    and yield the number of every line it printed. Checks that it died of the kill (a child
-    that could not open its stores exits with an error instead)."""
+    and yield the number of every line it printed (``_kill_after``)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.process.rocks_snapshot_crash_child", mode, str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
-    try:
-        assert proc.stdout is not None
-        seen = 0
-        for line in proc.stdout:
-            yield int(line.split()[1])
-            seen += 1
-            if seen == reports:
-                proc.send_signal(signal.SIGKILL)
-        rc = proc.wait(20)
-        assert rc == -signal.SIGKILL, f"the child exited by itself ({rc}): {proc.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(20)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+    yield from _kill_after([sys.executable, "-m", "tests.process.rocks_snapshot_crash_child", mode, str(path)],
+                           reports, env)
+
+
+def _kill_after(argv: list[str], reports: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run ``argv``, SIGKILL it once it printed ``reports`` lines (``report N``), and yield
+    every ``N`` it printed. Checks that it died of the kill (a child that could not open its
+    stores exits with an error instead: the end of its stderr is in the failure).
+
+    Its stderr goes to a file, read only then: a pipe nobody read while the child ran held
+    64 KiB, and a child that logged more blocked on it, its reports never came, and the test
+    hung until its timeout."""
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env=env)
+        try:
+            assert proc.stdout is not None
+            seen = 0
+            for line in proc.stdout:
+                yield int(line.split()[1])
+                seen += 1
+                if seen == reports:
+                    proc.send_signal(signal.SIGKILL)
+            rc = proc.wait(20)
+            assert rc == -signal.SIGKILL, f"the child exited by itself ({rc}): {_tail(stderr)}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(20)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _tail(file: IO[bytes], most: int = 2000) -> str:
+    """The last ``most`` bytes of ``file``, decoded."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - most))
+    return file.read().decode(errors="replace")
+
+
+@pytest.mark.timeout(20)
+def test_a_child_that_logs_much_is_still_read_and_killed() -> None:
+    """A child that writes 1 MiB to its stderr before its first report: its reports are
+    read and it is killed after them. Before, its stderr was a pipe read only after it
+    died: the child blocked once 64 KiB filled it, and the test waited for its report until
+    the timeout."""
+    script = ("import sys, time\n"
+              "sys.stderr.write('x' * (1 << 20)); sys.stderr.flush()\n"
+              "print('report 0', flush=True)\n"
+              "time.sleep(60)\n")  # (killed after its report)
+    assert list(_kill_after([sys.executable, "-c", script], 1)) == [0]
 
 
 def _pairs_of(sm_snapshot_data: object, snapshot_id: str) -> dict[str, str]:
