@@ -39,3 +39,35 @@ def test_the_nodes_of_a_local_cluster_get_distinct_ports() -> None:
         assert len(set(addrs)) == 6, addrs
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize(("worker", "count"), [("gw0", "2"), ("gw1", "2"), ("gw2", "3")])
+def test_each_xdist_worker_picks_from_a_slice_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, worker: str, count: str
+) -> None:
+    """Two pytest-xdist workers never hand out the same port: ``_HANDED_OUT`` is one
+    process's. A loaded run failed ``kv/test_force_recover`` with "Address already in use":
+    its node 4, stopped and restarted on its HTTP port, found it taken."""
+    from openraft_py.testing.proc import cluster as proc
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", count)
+    low, high = proc._PORTS_LOW, proc._ephemeral_low()
+    if high - low < 500 * int(count):
+        pytest.skip(f"the ephemeral range starts at {high}: too few ports below it to slice")
+    width = (high - low) // int(count)
+    n = int(worker[2:])
+    ports = [free_port() for _ in range(40)]
+    assert all(low + n * width <= p < low + (n + 1) * width for p in ports), (worker, ports)
+
+
+@pytest.mark.parametrize("env", [{}, {"PYTEST_XDIST_WORKER": "gw5", "PYTEST_XDIST_WORKER_COUNT": "2"},
+                                 {"PYTEST_XDIST_WORKER": "gwx", "PYTEST_XDIST_WORKER_COUNT": "2"}])
+def test_outside_xdist_or_with_odd_values_the_whole_range(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    from openraft_py.testing.proc import cluster as proc
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert proc._worker_slice(20000, 32768) == (20000, 32768)

@@ -72,6 +72,28 @@ def _ephemeral_low() -> int:
 _HANDED_OUT: set[int] = set()
 """Every port ``free_port`` returned in this process."""
 
+_PORTS_LOW = 20000
+"""The lowest port ``free_port`` picks at random (the range ends below the ephemeral range)."""
+
+
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """The part of ports ``[low, high)`` this process picks from: under pytest-xdist
+    (``PYTEST_XDIST_WORKER`` ``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``) worker N's own N-th
+    slice, so that two workers never hand out the same port. ``_HANDED_OUT`` keeps one
+    process from reusing a port, not another: a worker's node stopped and restarted on its
+    port found it taken by a node the other worker had just been given it for ("Address
+    already in use"). The whole range elsewhere, or when a slice would be under 500 ports."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        n = int(worker[2:]) if worker.startswith("gw") else -1
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    except ValueError:
+        return low, high
+    if not 0 <= n < count or (high - low) // count < 500:
+        return low, high
+    width = (high - low) // count
+    return low + n * width, low + (n + 1) * width
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that nothing is bound to right now, and that no earlier call in
@@ -82,12 +104,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     a node given it for both its ports refused to start ("the same port"), or two nodes
     raced for one. Picked at random below the kernel's ephemeral range (where outgoing
     connections take their local ports), so a node restarted on the same port does not find
-    it taken by some connection's source port; falls back to a port the OS picks."""
+    it taken by some connection's source port, and under pytest-xdist from this worker's own
+    slice of it (``_worker_slice``); falls back to a port the OS picks."""
     import random
 
-    low = _ephemeral_low()
+    low, high = _worker_slice(_PORTS_LOW, _ephemeral_low())
     for _ in range(50):
-        port = random.randrange(20000, low) if low > 20001 else 0
+        port = random.randrange(low, high) if high > low + 1 else 0
         if port in _HANDED_OUT:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
