@@ -1,10 +1,12 @@
 """Every test of the key-value service starts with the HTTP API's bound on per-request log
 lines reset (``http_api._CLIENT_MISTAKES``: kept per process, so lines an earlier test's bad
-requests used up would not be logged in the next)."""
+requests used up would not be logged in the next). ``cluster``: a started 3-node cluster of
+in-process nodes (modules that need another define their own)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,3 +21,16 @@ def _client_mistake_lines_reset() -> Iterator[None]:
     http_api._CLIENT_MISTAKES.reset()
     yield
     http_api._CLIENT_MISTAKES.reset()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Any]:
+    """A started 3-node ``KvCluster``, closed after the test."""
+    from .kv_helpers import KvCluster
+
+    c = KvCluster()
+    try:
+        await c.start(3)
+        yield c
+    finally:
+        await c.close()

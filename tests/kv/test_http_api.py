@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
@@ -22,16 +21,6 @@ from openraft_py.kv.nodes import NodeAddrs, node_of
 from .kv_helpers import STABLE_TIMEOUTS, KvCluster, free_port, members_of, node_options, url
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[KvCluster]:
-    c = KvCluster()
-    try:
-        await c.start(3)
-        yield c
-    finally:
-        await c.close()
 
 
 def sess(c: KvCluster) -> aiohttp.ClientSession:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,16 +21,6 @@ pytestmark = pytest.mark.timeout(60)
 ANSWER_WITHIN = 5.0
 """Seconds a test waits for an answer the follower gives at once (its body deadline,
 ``BODY_GRACE``, is 30 s and more: an answer that waits for the body misses this)."""
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[KvCluster]:
-    c = KvCluster()
-    try:
-        await c.start(3)
-        yield c
-    finally:
-        await c.close()
 
 
 def _budget(node: KvNode) -> BodyBudget:

@@ -22,16 +22,6 @@ from .kv_helpers import KvCluster
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[KvCluster]:
-    c = KvCluster()
-    try:
-        await c.start(3)
-        yield c
-    finally:
-        await c.close()
-
-
 def test_parse_endpoints() -> None:
     assert parse_endpoints("a:1, http://b:2/ ,") == ["a:1", "b:2"]
     assert parse_endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]

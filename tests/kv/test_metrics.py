@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,16 +19,6 @@ from openraft_py.kv.node import KvNode
 from .kv_helpers import KvCluster, url
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[KvCluster]:
-    c = KvCluster()
-    try:
-        await c.start(3)
-        yield c
-    finally:
-        await c.close()
 
 
 async def scrape(c: KvCluster, node: object) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
