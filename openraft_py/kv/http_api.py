@@ -951,11 +951,15 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
 
 async def _expect(request: web.Request) -> None:
     """The ``Expect`` handler of every route: ``100 Continue`` (as aiohttp's own handler)
-    unless the request is answered before its body is read: redirected unread
-    (``_redirects_unread``) or declaring a body over ``max_body`` (``_declares_too_large``,
-    413). Then no ``100``, so that a client waiting for it (curl for a body over 1 MiB)
-    sends no body and reads the answer (RFC 9110 §10.1.1)."""
-    if _redirects_unread(request.app[NODE_KEY], request) is None and not _declares_too_large(request):
+    unless the request is answered before its body is read: refused whatever its route
+    (``_refused_at_once``: 503, 415, 501), redirected unread (``_redirects_unread``) or
+    declaring a body over ``max_body`` (``_declares_too_large``, 413). Then no ``100``, so
+    that a client waiting for it (curl for a body over 1 MiB) sends no body and reads the
+    answer (RFC 9110 §10.1.1)."""
+    node = request.app[NODE_KEY]
+    if _refused_at_once(node, request) is not None:
+        return
+    if _redirects_unread(node, request) is None and not _declares_too_large(request):
         await _default_expect_handler(request)
 
 
@@ -1032,6 +1036,24 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _refused_at_once(node: KvNode, request: web.Request) -> web.Response | None:
+    """The answer to a request refused whatever its route and body: a node that is stopping
+    (503: nothing was done, a client may retry on another node), a compressed body (415), a
+    transfer coding other than chunked (501); ``None`` for a request to handle. ``_expect``
+    sends no ``100 Continue`` to such a request."""
+    if not node.accepting:
+        leader_id = node.raft.metrics.current_leader if node.raft is not None else None
+        return _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
+    coding = ", ".join(request.headers.getall("Content-Encoding", []))
+    if not _codings(coding) <= {"identity"}:
+        return _error(415, f"Content-Encoding {coding!r} is not supported: send the body uncompressed")
+    transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))
+    if not _codings(transfer) <= {"chunked"}:  # (aiohttp's parser takes "gzip, chunked" as chunked)
+        return _error(501, f"Transfer-Encoding {transfer!r} is not supported: send the body as it is, "
+                           "with a Content-Length or chunked")
+    return None
+
+
 @web.middleware
 async def _errors_and_counts(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -1041,16 +1063,9 @@ async def _errors_and_counts(
     if node.http_conns is not None:
         node.http_conns.request_started(request.protocol)
     resp: web.StreamResponse
-    coding = ", ".join(request.headers.getall("Content-Encoding", []))
-    transfer = ", ".join(request.headers.getall("Transfer-Encoding", []))
-    if not node.accepting:  # nothing was done: a client may retry on another node
-        leader_id = node.raft.metrics.current_leader if node.raft is not None else None
-        resp = _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
-    elif not _codings(coding) <= {"identity"}:
-        resp = _error(415, f"Content-Encoding {coding!r} is not supported: send the body uncompressed")
-    elif not _codings(transfer) <= {"chunked"}:  # (aiohttp's parser takes "gzip, chunked" as chunked)
-        resp = _error(501, f"Transfer-Encoding {transfer!r} is not supported: send the body as it is, "
-                           "with a Content-Length or chunked")
+    refused = _refused_at_once(node, request)
+    if refused is not None:
+        resp = refused
     else:
         node.request_started()
         taken = 0

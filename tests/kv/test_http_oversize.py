@@ -214,3 +214,22 @@ async def test_a_huge_declared_length_buys_no_time_to_trickle_after_the_413(lead
             await asyncio.wait_for(trickle_until_closed(), ANSWER_WITHIN)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(("header", "status"), [("Content-Encoding: gzip", 415),
+                                                ("Transfer-Encoding: gzip, chunked", 501)])
+async def test_a_refused_coding_gets_no_100_continue(leader: KvNode, header: str, status: int) -> None:
+    """A request the node refuses whatever its route (a compressed body: 415; a transfer
+    coding it does not take: 501) with ``Expect: 100-continue``: the refusal at once, no
+    ``100 Continue`` first (which would make the client send the body only to have it
+    dropped)."""
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        length = "" if header.startswith("Transfer") else "Content-Length: 100\r\n"
+        writer.write(f"PUT /kv/k HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n{header}\r\n{length}"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        await writer.drain()
+        got, _headers, body = await _answer(reader)
+    finally:
+        writer.close()
+    assert got == status, (got, body)
