@@ -102,7 +102,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler
@@ -931,22 +931,46 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
     body is sent (``http.client``, ``requests``) never saw it, but a broken pipe; and a body
     declared (or chunked) far over ``max_body`` was read and dropped at line rate for the
     10 s, with no bound in bytes. Not counted as a request in flight
-    (``KvNode.request_done`` was called): a stopping node does not wait for a slow client's
-    body (``stop()`` cancels the drop after ``SHUTDOWN_GRACE``)."""
+    (``KvNode.request_done`` was called), and ended, its connection closed, as soon as the
+    node's ``stop()`` begins (``KvNode.stopping``): a stopping node does not wait for a slow
+    client's body (the HTTP server's shutdown waited ``SHUTDOWN_GRACE`` for it)."""
+    node = request.app[NODE_KEY]
     limit = _drop_limit(request)
-    content, dropped = request.content, 0
+    content = request.content
     try:
         await resp.prepare(request)
         await resp.write_eof()
         async with asyncio.timeout(_body_deadline(request, limit)):
-            while dropped <= limit and not content.is_eof():
-                dropped += len(await content.readany())
+            await _unless_stopping(node, _drop_body(content, limit))
     except TimeoutError:
         pass
     except (RequestPayloadError, HttpProcessingError, ConnectionResetError):
         return  # the client went away, or its body is malformed: aiohttp closes the connection
     if not content.is_eof():
-        request.protocol.force_close()  # too slow, or too large: this connection is done
+        request.protocol.force_close()  # too slow, too large, or the node stops: this connection is done
+
+
+async def _drop_body(content: StreamReader, limit: int) -> None:
+    """Read ``content`` and drop it, until its end or once more than ``limit`` bytes came."""
+    dropped = 0
+    while dropped <= limit and not content.is_eof():
+        dropped += len(await content.readany())
+
+
+async def _unless_stopping(node: KvNode, work: Awaitable[None]) -> None:
+    """Await ``work``, but no longer than until ``node`` begins to stop (``KvNode.stopping``):
+    then ``work`` is cancelled and this returns. ``work``'s exception is raised; cancelled
+    (a timeout around the call), ``work`` is cancelled too."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(node.stopping.wait())
+    try:
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+    if task.done():
+        task.result()
 
 
 async def _expect(request: web.Request) -> None:

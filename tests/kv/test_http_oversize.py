@@ -19,7 +19,7 @@ import pytest
 
 from openraft_py.kv import http_api
 from openraft_py.kv.http_api import BODY_MIN_RATE, BUDGET_KEY, BodyBudget
-from openraft_py.kv.node import KvNode
+from openraft_py.kv.node import SHUTDOWN_GRACE, KvNode
 
 from .kv_helpers import KvCluster
 
@@ -233,3 +233,25 @@ async def test_a_refused_coding_gets_no_100_continue(leader: KvNode, header: str
     finally:
         writer.close()
     assert got == status, (got, body)
+
+
+async def test_a_stop_does_not_wait_for_a_body_being_dropped(leader: KvNode) -> None:
+    """A client that got its 413 and sends the rest of its body slowly (here: not at all)
+    while the node stops: the drop ends as the stop begins, the connection is closed, and
+    ``stop()`` returns without waiting for the body. Before, the HTTP server's shutdown
+    waited ``SHUTDOWN_GRACE`` for the drop (which counts as no request in flight), then
+    cancelled it: every stop with such a client took that much longer."""
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n"
+                     f"Content-Length: {leader.opts.max_body + 1}\r\n\r\nsome".encode())
+        await writer.drain()
+        status, _headers, body = await _answer(reader)
+        assert status == 413, body
+        t0 = time.monotonic()
+        await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
+        took = time.monotonic() - t0
+        assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # closed by the node
+    finally:
+        writer.close()
+    assert took < SHUTDOWN_GRACE, took
