@@ -931,9 +931,12 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
     body is sent (``http.client``, ``requests``) never saw it, but a broken pipe; and a body
     declared (or chunked) far over ``max_body`` was read and dropped at line rate for the
     10 s, with no bound in bytes. Not counted as a request in flight
-    (``KvNode.request_done`` was called), and ended, its connection closed, as soon as the
-    node's ``stop()`` begins (``KvNode.stopping``): a stopping node does not wait for a slow
-    client's body (the HTTP server's shutdown waited ``SHUTDOWN_GRACE`` for it)."""
+    (``KvNode.request_done`` was called): a stopping node does not wait for a slow client's
+    body; the drop goes on while ``stop()`` drains the requests in flight (a body that comes
+    meanwhile is dropped whole, and the client reads its answer), and ends, its connection
+    closed, once they are drained (``KvNode.http_closing``). The HTTP server's shutdown
+    waited ``SHUTDOWN_GRACE`` for it, as it did for aiohttp's lingering read after a
+    stopping node's 503."""
     node = request.app[NODE_KEY]
     limit = _drop_limit(request)
     content = request.content
@@ -941,7 +944,7 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
         await resp.prepare(request)
         await resp.write_eof()
         async with asyncio.timeout(_body_deadline(request, limit)):
-            await _unless_stopping(node, _drop_body(content, limit))
+            await _unless_closing(node, _drop_body(content, limit))
     except TimeoutError:
         pass
     except (RequestPayloadError, HttpProcessingError, ConnectionResetError):
@@ -957,16 +960,16 @@ async def _drop_body(content: StreamReader, limit: int) -> None:
         dropped += len(await content.readany())
 
 
-async def _unless_stopping(node: KvNode, work: Awaitable[None]) -> None:
-    """Await ``work``, but no longer than until ``node`` begins to stop (``KvNode.stopping``):
-    then ``work`` is cancelled and this returns. ``work``'s exception is raised; cancelled
-    (a timeout around the call), ``work`` is cancelled too."""
+async def _unless_closing(node: KvNode, work: Awaitable[None]) -> None:
+    """Await ``work``, but no longer than until ``node``'s stop closes its HTTP server
+    (``KvNode.http_closing``): then ``work`` is cancelled and this returns. ``work``'s
+    exception is raised; cancelled (a timeout around the call), ``work`` is cancelled too."""
     task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(node.stopping.wait())
+    closing = asyncio.ensure_future(node.http_closing.wait())
     try:
-        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, closing), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopping.cancel()
+        closing.cancel()
         if not task.done():
             task.cancel()
     if task.done():
@@ -1128,11 +1131,12 @@ async def _errors_and_counts(
         resp.force_close()
     method = request.method if request.method in _METHODS else "other"  # bounded label values
     node.metrics.http_requests.labels(_route(request), method, str(resp.status)).inc()
-    if node.accepting and resp.keep_alive is not False and not request.content.is_eof():
+    if (not node.accepting or resp.keep_alive is not False) and not request.content.is_eof():
         # The answer came before the body was all read (a redirect, a refusal, a handler
-        # that reads no body): the rest is dropped in a bounded way, not left to aiohttp's
-        # lingering read (10 s, no bound in bytes). A connection closing anyway (a 408)
-        # keeps aiohttp's.
+        # that reads no body, a stopping node's 503): the rest is dropped in a bounded way,
+        # not left to aiohttp's lingering read (10 s, no bound in bytes, and the HTTP
+        # server's shutdown waited for it). A connection closing anyway (a 408) keeps
+        # aiohttp's.
         await _answer_then_drop_body(request, resp)
     return resp
 

@@ -431,9 +431,9 @@ class KvNode:
     Attributes: ``opts``; ``raft``, ``sm``, ``log_store``, ``tcp_server``, ``factory``
     (``None`` before ``start()``; ``raft`` and ``sm`` stay readable after ``stop()``);
     ``metrics`` (the node's ``KvMetrics``); ``raft_port`` / ``http_port`` (the bound ports);
-    ``accepting`` (``False`` once ``stop()`` began: the HTTP API answers 503); ``stopping``
-    (an ``asyncio.Event`` set when ``stop()`` began, as ``accepting`` turns ``False``: what
-    must not hold the stop up waits on it); ``inflight`` (HTTP requests being handled);
+    ``accepting`` (``False`` once ``stop()`` began: the HTTP API answers 503); ``http_closing``
+    (an ``asyncio.Event`` set once ``stop()`` drained the HTTP requests, before it closes the
+    HTTP server: a body the API still drops ends then); ``inflight`` (HTTP requests being handled);
     ``stopped`` (an ``asyncio.Event`` set when ``stop()``
     finished).
     """
@@ -460,7 +460,7 @@ class KvNode:
         self._stop_task: asyncio.Future[None] | None = None  # ``stop()``'s, once called
         self._started = False  # ``start()`` was called (a node starts once)
         self.accepting = True
-        self.stopping = asyncio.Event()  # set with ``accepting = False`` (``_stop``)
+        self.http_closing = asyncio.Event()  # set once ``_drain_http`` ended (``_stop``)
         self.inflight = 0
         self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
         self._idle = asyncio.Event()
@@ -730,7 +730,6 @@ class KvNode:
         cause (closing a store on a full disk fails too, its flush refused: "Writer has
         previous error", "No space left on device"), and each was another ERROR after it."""
         self.accepting = False
-        self.stopping.set()  # (a body dropped after an early answer ends now: http_api)
         failed_before = self.stopped_on_its_own()
         if self.tls_reloader is not None:
             self.tls_reloader.close()
@@ -747,6 +746,10 @@ class KvNode:
             self._http_accept_errors.close()
         if http is not None:
             await self._drain_http()
+        # A body the API drops after an early answer ends now, its connection closed
+        # (``http_api._answer_then_drop_body``): the HTTP server's shutdown waited
+        # SHUTDOWN_GRACE for it, as for a request in flight.
+        self.http_closing.set()
         # Each step's coroutine is made when its turn comes: none is left unawaited if the
         # stop itself is cancelled (the loop ending under it).
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
