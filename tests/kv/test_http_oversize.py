@@ -293,3 +293,29 @@ async def test_a_stopping_node_does_not_wait_for_the_body_of_its_503(leader: KvN
     finally:
         writer.close()
     assert took < SHUTDOWN_GRACE, took
+
+
+@pytest.mark.parametrize("method, path, route", [("PUT", "/kv/k", "/kv/{key}"),
+                                                 ("GET", "/cluster/status", "/cluster/status")])
+async def test_an_unknown_expectation_gets_a_counted_json_417(leader: KvNode, method: str, path: str,
+                                                              route: str) -> None:
+    """An ``Expect`` other than ``100-continue``: 417 with the API's JSON ``error``, counted in
+    ``openraft_kv_http_requests_total``, its body (if any) dropped, and the connection serves
+    the next request. Before, aiohttp's ``Expect`` handler answered it in plain text ("Unknown
+    Expect: ..."), before the middleware: no JSON and not counted."""
+    reader, writer = await asyncio.open_connection(*_addr(leader))
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nExpect: something-else\r\n"
+                     "Content-Length: 5\r\n\r\nvalue".encode())
+        writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, body = await _answer(reader)
+        assert status == 417, body
+        assert "something-else" in json.loads(body)["error"]
+        status, _headers, body = await _answer(reader)
+        assert status == 200, body
+    finally:
+        writer.close()
+    counted = [line for line in leader.metrics.render().decode().splitlines()
+               if line.startswith("openraft_kv_http_requests_total{") and 'status="417"' in line]
+    assert counted == [f'openraft_kv_http_requests_total{{method="{method}",route="{route}",status="417"}} 1.0'], counted
