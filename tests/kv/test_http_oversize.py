@@ -19,16 +19,13 @@ import pytest
 
 from openraft_py.kv import http_api
 from openraft_py.kv import node as node_mod
-from openraft_py.kv.http_api import BODY_MIN_RATE, BUDGET_KEY, BodyBudget
+from openraft_py.kv.http_api import BODY_MIN_RATE
 from openraft_py.kv.node import SHUTDOWN_GRACE, KvNode
 
 from .kv_helpers import KvCluster
+from .raw_http import ANSWER_WITHIN, budget, http_addr, read_answer, slow_put_then_read
 
 pytestmark = pytest.mark.timeout(60)
-
-ANSWER_WITHIN = 5.0
-"""Seconds a test waits for an answer the node gives at once (its body deadline,
-``BODY_GRACE``, is 30 s and more: an answer that waits for the body misses this)."""
 
 LINGER = 0.3
 """aiohttp's lingering time (10 s by default) the slow-body test gives the node, to be fast:
@@ -46,26 +43,7 @@ async def leader() -> AsyncIterator[KvNode]:
         await c.close()
 
 
-def _budget(node: KvNode) -> BodyBudget:
-    assert node._http is not None
-    return node._http.app[BUDGET_KEY]  # type: ignore[no-any-return]
 
-
-def _addr(node: KvNode) -> tuple[str, int]:
-    host, port = node.opts.http_addr.rsplit(":", 1)
-    return host, int(port)
-
-
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One response read from ``reader``: status, headers (lower-cased names), body."""
-    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN)
-    lines = raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
-    body = b""
-    if "content-length" in headers:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), ANSWER_WITHIN)
-    return status, headers, body
 
 
 @pytest.mark.parametrize("method, path", [("PUT", "/kv/big"), ("POST", "/kv/big/cas"), ("POST", "/cluster/init"),
@@ -81,19 +59,19 @@ async def test_a_declared_body_over_max_body_is_refused_before_it_is_sent(leader
     aiohttp."""
     size = leader.opts.max_body + 1
     expect_line = "Expect: 100-continue\r\n" if expect else ""
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: {size}\r\n"
                      f"{expect_line}\r\n".encode())
         await writer.drain()
-        status, headers, body = await _answer(reader)
+        status, headers, body = await read_answer(reader)
     finally:
         writer.close()
     assert status == 413, (status, body)
     assert headers["content-type"].startswith("application/json")
     error = json.loads(body)["error"]
     assert f"over {leader.opts.max_body} bytes" in error and "--max-body" in error, error
-    assert _budget(leader).peak == 0
+    assert budget(leader).peak == 0
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -108,32 +86,19 @@ async def test_the_connection_serves_on_after_an_oversized_body_is_dropped(leade
         request = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"v" * size)
     else:
         request = (head + f"Content-Length: {size}\r\n\r\n").encode() + b"v" * size
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(request)
         writer.write(f"GET /kv/big?consistency=local HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 413, body
         assert f"over {leader.opts.max_body} bytes" in json.loads(body)["error"], body
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 404, body
     finally:
         writer.close()
 
-
-def _slow_put_then_read(addr: str, size: int, over: float) -> bytes:
-    """As ``http.client`` and ``requests`` do: the head and the whole body (``size`` bytes
-    sent evenly over ``over`` seconds), then the answer read; the answer's first bytes, or
-    ``OSError`` if the connection was reset meanwhile."""
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=ANSWER_WITHIN + over) as s:
-        s.sendall(f"PUT /kv/slow HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {size}\r\n\r\n".encode())
-        parts = 20
-        for i in range(parts):
-            s.sendall(b"s" * (size // parts + (size % parts if i == parts - 1 else 0)))
-            time.sleep(over / parts)  # the client's pace (a thread of its own, not the test's wait)
-        return s.recv(64)
 
 
 async def test_a_client_sending_an_oversized_body_slowly_gets_the_413(leader: KvNode) -> None:
@@ -146,7 +111,7 @@ async def test_a_client_sending_an_oversized_body_slowly_gets_the_413(leader: Kv
     size = leader.opts.max_body + leader.opts.max_body // 2
     over = 10 * LINGER  # (its last third alone takes three times LINGER)
     assert size / over >= BODY_MIN_RATE  # a pace a leader reads
-    answer = await asyncio.get_running_loop().run_in_executor(None, _slow_put_then_read, leader.opts.http_addr,
+    answer = await asyncio.get_running_loop().run_in_executor(None, slow_put_then_read, leader.opts.http_addr,
                                                               size, over)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
 
@@ -196,12 +161,12 @@ async def test_a_huge_declared_length_buys_no_time_to_trickle_after_the_413(lead
     years, and the connection stayed open as long as the client sent)."""
     monkeypatch.setattr(http_api, "BODY_GRACE", 0.5)
     monkeypatch.setattr(http_api, "BODY_MIN_RATE", 1024 * 1024 * 1024)
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"PUT /kv/slow HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: {10**18}\r\n\r\n"
                      .encode())
         await writer.drain()
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 413, body
 
         async def trickle_until_closed() -> None:
@@ -224,13 +189,13 @@ async def test_a_refused_coding_gets_no_100_continue(leader: KvNode, header: str
     coding it does not take: 501) with ``Expect: 100-continue``: the refusal at once, no
     ``100 Continue`` first (which would make the client send the body only to have it
     dropped)."""
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         length = "" if header.startswith("Transfer") else "Content-Length: 100\r\n"
         writer.write(f"PUT /kv/k HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n{header}\r\n{length}"
                      "Expect: 100-continue\r\n\r\n".encode())
         await writer.drain()
-        got, _headers, body = await _answer(reader)
+        got, _headers, body = await read_answer(reader)
     finally:
         writer.close()
     assert got == status, (got, body)
@@ -242,12 +207,12 @@ async def test_a_stop_does_not_wait_for_a_body_being_dropped(leader: KvNode) -> 
     ``stop()`` returns without waiting for the body. Before, the HTTP server's shutdown
     waited ``SHUTDOWN_GRACE`` for the drop (which counts as no request in flight), then
     cancelled it: every stop with such a client took that much longer."""
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n"
                      f"Content-Length: {leader.opts.max_body + 1}\r\n\r\nsome".encode())
         await writer.drain()
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 413, body
         t0 = time.monotonic()
         await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
@@ -267,11 +232,11 @@ async def test_a_stopping_node_does_not_wait_for_the_body_of_its_503(leader: KvN
     it."""
     drain_quiet = SHUTDOWN_GRACE / 4  # long enough for the PUT to arrive while the stop drains
     monkeypatch.setattr(node_mod, "DRAIN_QUIET", drain_quiet)
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 200, body
         t0 = time.monotonic()
         stop = asyncio.ensure_future(leader.stop())
@@ -284,7 +249,7 @@ async def test_a_stopping_node_does_not_wait_for_the_body_of_its_503(leader: KvN
         writer.write(f"PUT /kv/k HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n"
                      f"Content-Length: {leader.opts.max_body}\r\n\r\nsome".encode())
         await writer.drain()
-        status, headers, body = await _answer(reader)
+        status, headers, body = await read_answer(reader)
         assert status == 503, body
         assert headers["connection"].lower() == "close"
         await asyncio.wait_for(stop, 2 * SHUTDOWN_GRACE)
@@ -303,16 +268,16 @@ async def test_an_unknown_expectation_gets_a_counted_json_417(leader: KvNode, me
     ``openraft_kv_http_requests_total``, its body (if any) dropped, and the connection serves
     the next request. Before, aiohttp's ``Expect`` handler answered it in plain text ("Unknown
     Expect: ..."), before the middleware: no JSON and not counted."""
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nExpect: something-else\r\n"
                      "Content-Length: 5\r\n\r\nvalue".encode())
         writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 417, body
         assert "something-else" in json.loads(body)["error"]
-        status, _headers, body = await _answer(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 200, body
     finally:
         writer.close()

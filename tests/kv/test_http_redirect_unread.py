@@ -6,43 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
 
 from openraft_py.kv.client import KvClient, Outcome
-from openraft_py.kv.http_api import BODY_MIN_RATE, BUDGET_KEY, BodyBudget
-from openraft_py.kv.node import KvNode
+from openraft_py.kv.http_api import BODY_MIN_RATE
 
 from .kv_helpers import KvCluster, url
+from .raw_http import ANSWER_WITHIN, budget, http_addr, read_answer, slow_put_then_read
 
 pytestmark = pytest.mark.timeout(60)
 
-ANSWER_WITHIN = 5.0
-"""Seconds a test waits for an answer the follower gives at once (its body deadline,
-``BODY_GRACE``, is 30 s and more: an answer that waits for the body misses this)."""
 
 
-def _budget(node: KvNode) -> BodyBudget:
-    assert node._http is not None
-    return node._http.app[BUDGET_KEY]  # type: ignore[no-any-return]
-
-
-def _addr(node: KvNode) -> tuple[str, int]:
-    host, port = node.opts.http_addr.rsplit(":", 1)
-    return host, int(port)
-
-
-async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One response read from ``reader``: status, headers (lower-cased names), body."""
-    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN)
-    lines = raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
-    body = b""
-    if "content-length" in headers:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), ANSWER_WITHIN)
-    return status, headers, body
 
 
 async def test_a_follower_redirects_a_large_put_before_its_body_comes(cluster: KvCluster) -> None:
@@ -54,22 +30,22 @@ async def test_a_follower_redirects_a_large_put_before_its_body_comes(cluster: K
     leader = await cluster.wait_leader()
     f = cluster.followers(leader)[0]
     size = f.opts.max_body
-    reader, writer = await asyncio.open_connection(*_addr(f))
+    reader, writer = await asyncio.open_connection(*http_addr(f))
     try:
         writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Length: {size}\r\n\r\n".encode())
         await writer.drain()
-        status, headers, body = await _head(reader)
+        status, headers, body = await read_answer(reader)
         assert status == 307, body
         assert headers["location"] == url(leader, "/kv/big")
         assert headers.get("connection", "").lower() != "close"
         writer.write(b"v" * size)  # sent anyway: read and dropped
         writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {f.opts.http_addr}\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, body = await _head(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 200, body
     finally:
         writer.close()
-    assert _budget(f).peak == 0
+    assert budget(f).peak == 0
     assert "big" not in leader.sm.data  # type: ignore[union-attr]
 
 
@@ -82,38 +58,38 @@ async def test_a_follower_answers_expect_100_continue_with_the_redirect(cluster:
     leader = await cluster.wait_leader()
     f = cluster.followers(leader)[0]
     size = f.opts.max_body
-    reader, writer = await asyncio.open_connection(*_addr(f))
+    reader, writer = await asyncio.open_connection(*http_addr(f))
     try:
         writer.write(f"PUT /kv/big HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Length: {size}\r\n"
                      "Expect: 100-continue\r\n\r\n".encode())
         await writer.drain()
-        status, headers, body = await _head(reader)
+        status, headers, body = await read_answer(reader)
         assert status == 307, (status, body)
         assert headers["location"] == url(leader, "/kv/big")
         writer.write(b"v" * size)
         writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {f.opts.http_addr}\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, body = await _head(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 200, body
     finally:
         writer.close()
-    assert _budget(f).peak == 0
+    assert budget(f).peak == 0
 
 
 async def test_a_leader_still_answers_100_continue(cluster: KvCluster) -> None:
     """The leader answers ``Expect: 100-continue`` with ``100 Continue``, reads the body and
     writes it (the ``Expect`` handler defers to aiohttp's own there)."""
     leader = await cluster.wait_leader()
-    reader, writer = await asyncio.open_connection(*_addr(leader))
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"PUT /kv/small HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 3\r\n"
                      "Expect: 100-continue\r\n\r\n".encode())
         await writer.drain()
-        status, _headers, _body = await _head(reader)
+        status, _headers, _body = await read_answer(reader)
         assert status == 100
         writer.write(b"abc")
         await writer.drain()
-        status, _headers, body = await _head(reader)
+        status, _headers, body = await read_answer(reader)
         assert status == 200, body
     finally:
         writer.close()
@@ -131,12 +107,12 @@ async def test_a_follower_redirects_every_leader_only_post_before_its_body(clust
     """The head alone of each POST only the leader serves: the 307 comes at once."""
     leader = await cluster.wait_leader()
     f = cluster.followers(leader)[0]
-    reader, writer = await asyncio.open_connection(*_addr(f))
+    reader, writer = await asyncio.open_connection(*http_addr(f))
     try:
         writer.write(f"POST {path} HTTP/1.1\r\nHost: {f.opts.http_addr}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode())
         await writer.drain()
-        status, headers, answer = await _head(reader)
+        status, headers, answer = await read_answer(reader)
         assert status == 307, answer
         assert headers["location"] == url(leader, path)
     finally:
@@ -154,7 +130,7 @@ async def test_the_client_writes_a_large_value_through_a_follower(cluster: KvClu
         assert r.outcome is Outcome.OK and r.redirects == 1, r
         r = await client.put("after", "x")  # the next call goes to the leader it learned
         assert r.outcome is Outcome.OK and r.redirects == 0, r
-    assert _budget(f).peak == 0
+    assert budget(f).peak == 0
     assert leader.sm.data["large"] == value  # type: ignore[union-attr]
 
 
@@ -162,19 +138,6 @@ LINGER = 0.3
 """aiohttp's lingering time (10 s by default) the slow-body test gives the follower, to be
 fast: the body arrives over several times this."""
 
-
-def _slow_put_then_read(addr: str, size: int, over: float) -> bytes:
-    """As ``http.client`` and ``requests`` do: the head and the whole body (``size`` bytes
-    sent evenly over ``over`` seconds), then the answer read; the answer's first bytes, or
-    ``OSError`` if the connection was reset meanwhile."""
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=ANSWER_WITHIN + over) as s:
-        s.sendall(f"PUT /kv/slow HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {size}\r\n\r\n".encode())
-        parts = 20
-        for i in range(parts):
-            s.sendall(b"s" * (size // parts + (size % parts if i == parts - 1 else 0)))
-            time.sleep(over / parts)  # the client's pace (a thread of its own, not the test's wait)
-        return s.recv(64)
 
 
 async def test_a_follower_waits_for_a_slow_body_it_redirected(cluster: KvCluster) -> None:
@@ -189,9 +152,9 @@ async def test_a_follower_waits_for_a_slow_body_it_redirected(cluster: KvCluster
     size = 64 * 1024
     over = 4 * LINGER
     assert size / over >= BODY_MIN_RATE  # a pace a leader reads
-    answer = await asyncio.get_running_loop().run_in_executor(None, _slow_put_then_read, f.opts.http_addr, size, over)
+    answer = await asyncio.get_running_loop().run_in_executor(None, slow_put_then_read, f.opts.http_addr, size, over)
     assert answer.startswith(b"HTTP/1.1 307 "), answer
-    assert _budget(f).peak == 0
+    assert budget(f).peak == 0
 
 
 def _send_until_cut(addr: str, length: int, most: int) -> int:
