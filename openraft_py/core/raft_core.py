@@ -1084,7 +1084,12 @@ class RaftCore:
         one ``before`` it did (a node catching up from an empty log goes by memberships
         from before it was added: not said): it was removed (a voter by
         ``change_membership``, a learner by ``remove_learners``) and gets nothing more from
-        the leader; a removed node kept running stayed idle with nothing saying why."""
+        the leader; a removed node kept running stayed idle with nothing saying why.
+
+        At start the node cannot always tell: a learner stopped while catching up (a
+        snapshot from before it was added installed, or entries from before it, and not yet
+        the entry adding it) also starts with a membership that does not name it, and was
+        told it "was removed from the cluster". So the WARNING of a start gives both cases."""
         if stored.log_id is None:  # (a node not initialized: no membership yet)
             return
         mem = stored.membership
@@ -1092,11 +1097,20 @@ class RaftCore:
         joint = "joint " if mem.is_joint() else ""
         log.info("node %s: %smembership at log index %s: voters %s, learners %s", self.id, joint,
                  stored.log_id.index, voters, sorted(mem.learner_ids()))
-        was_member = before is None or (before.log_id is not None and self.id in before.membership.nodes)
-        if was_member and self.id not in mem.nodes:
+        if self.id in mem.nodes:
+            return
+        if before is not None and (before.log_id is None or self.id not in before.membership.nodes):
+            return  # (catching up from an empty log, or not named before either: nothing new to say)
+        if before is not None:  # it named this node: this entry removed it
             log.warning("node %s: the membership at log index %s does not name this node: it was removed from the "
                         "cluster, and gets nothing more from the leader unless a later entry adds it again (stop it, "
                         "or add it again as a learner)", self.id, stored.log_id.index)
+        else:
+            log.warning("node %s: the membership at log index %s, the last this node holds, does not name this node: "
+                        "either it was removed from the cluster (it then gets nothing more from the leader unless a "
+                        "later entry adds it again: stop it, or add it again as a learner), or it was added after "
+                        "that entry and is still catching up (its leader then sends it the entry adding it)",
+                        self.id, stored.log_id.index)
 
     def _log_snapshot(self, what: str, meta: SnapshotMeta | None) -> None:
         """Say at INFO that this node built a snapshot, or installed one its leader sent

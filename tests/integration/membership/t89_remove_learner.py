@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, ForwardToLeader, LearnerNotFound, NotALearner, ServerState
+from openraft_py import BasicNode, ForwardToLeader, LearnerNotFound, NotALearner, ServerState, Unreachable
 from openraft_py.testing.cluster import Cluster
 
 from ..snapshot.helpers import snap_config, write
@@ -180,3 +180,57 @@ async def test_a_removed_node_says_so_in_its_log(cluster: Cluster, caplog: pytes
         await asyncio.sleep(0.01)
     assert len(removed_lines(4)) == 2
     assert removed_lines(5) == [] and removed_lines(leader) == []
+
+
+async def test_a_learner_restarted_before_the_entry_adding_it_is_not_said_removed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A learner that installed a snapshot from before it was added, then stopped before the
+    entry adding it reached it (here: every AppendEntries carrying that entry fails), starts
+    again going by the snapshot's membership, which does not name it. It was not removed:
+    it is still catching up, and the start's WARNING must not say "it was removed from the
+    cluster" as if it were certain; it says that either may be the case. The leader then
+    brings it the entry adding it, and it goes on as a learner."""
+    caplog.set_level(logging.INFO, logger="openraft_py.core")
+    c = Cluster(snap_config(), seed=7)
+    try:
+        await c.start({1, 2, 3})
+        leader = await settled_leader(c)
+        raft = c.nodes[leader]
+        last = await write(c, leader, 0, 20)
+        await c.wait_applied(last)
+        await raft.trigger.snapshot()
+        await raft.wait(5).purged(last, "leader purged its log")
+        blocked = True
+
+        def hook(rpc: str, source: int, target: int, req: Any) -> None:
+            if blocked and rpc == "append_entries" and target == 4 and any(e.log_id.index > last for e in req.entries):
+                raise Unreachable("held back by the test: the entry adding node 4")
+
+        c.router.add_hook(hook)
+        await c.add_node(4)
+        added = await raft.add_learner(4, BasicNode(), blocking=False)
+        assert added.log_id.index > last
+        await c.nodes[4].wait(5).snapshot(raft.metrics.snapshot, "n4 installed the leader's snapshot")
+        assert 4 not in c.nodes[4].metrics.membership_config.membership.nodes
+        await c.crash(4)
+        caplog.clear()
+        await c.restart(4)
+        deadline = asyncio.get_running_loop().time() + 5
+
+        def unnamed() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "openraft_py.core"
+                    and r.levelno == logging.WARNING and r.getMessage().startswith("node 4: ")
+                    and "does not name this node" in r.getMessage()]
+
+        while not unnamed():  # (logged at the restarted node's first round of commands)
+            assert asyncio.get_running_loop().time() < deadline, "the restarted learner says nothing"
+            await asyncio.sleep(0.01)
+        [line] = unnamed()
+        assert "it was removed from the cluster, and gets nothing more" not in line, line
+        assert "or it was added after that entry and is still catching up" in line, line
+        blocked = False
+        await c.nodes[4].wait(5).metrics(lambda m: 4 in m.membership_config.membership.nodes,
+                                         "n4 received the entry adding it")
+        assert len(unnamed()) == 1
+    finally:
+        await c.shutdown()
