@@ -221,9 +221,12 @@ class InProgress(ChangeMembershipError):
     again, so their callers see only ``wait_ms == 0``."""
 
     def __init__(self, membership_log_id: LogId | None = None, msg: str | None = None, wait_ms: float = 0.0) -> None:
+        # (It said "(the call that made it returned)", which read as if that call had
+        # returned already: the caller could not tell when to retry.)
         super().__init__(msg or (
-            f"a membership change is in progress (entry {membership_log_id!r}); retry once it has committed "
-            "(the call that made it returned)"
+            f"another membership change (entry {membership_log_id!r}) has not committed yet; retry once it has "
+            "(the add_learner, change_membership or remove_learners call that made it returns then; one this leader was "
+            "elected with commits with its first entries)"
         ))
         self.membership_log_id = membership_log_id
         self.wait_ms = wait_ms

@@ -1019,7 +1019,9 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _forward(node, request, e)
     if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes
         return _error(413, f"{type(e).__name__}: {e}")
-    if isinstance(e, (InProgress, LearnerIsLagging, NotAllowed)):  # the state, not the request: retry later
+    if isinstance(e, InProgress):
+        return _error(409, _in_progress_text(request, e))
+    if isinstance(e, (LearnerIsLagging, NotAllowed)):  # the state, not the request: retry later
         return _error(409, f"{type(e).__name__}: {e}")
     if isinstance(e, Conflict):  # the request contradicts the cluster's state
         return _error(409, str(e))
@@ -1047,6 +1049,21 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
         return _error(503, f"{type(e).__name__}: {e}")
     log.exception("%s %s failed", request.method, request.path, exc_info=e)
     return _error(500, f"internal error: {type(e).__name__}")
+
+
+def _in_progress_text(request: web.Request, e: InProgress) -> str:
+    """The 409 ``error`` of ``InProgress`` in an HTTP client's terms: what is pending (its
+    log index and term), that nothing was done, and when to retry. The library's message
+    speaks of the Python calls that make a change (``change_membership`` ...), which an HTTP
+    client does not make: it relayed "(the call that made it returned)"."""
+    pending = e.membership_log_id
+    which = "" if pending is None else f" (log index {pending.index}, term {pending.term})"
+    when = ("retry once it has (the request that made it is answered then; a change the leader was elected with "
+            "commits with its first writes)")
+    if request.path == "/cluster/transfer":
+        return (f"InProgress: the leadership is not handed over while a membership change{which} has not "
+                f"committed: nothing was done; {when}")
+    return f"InProgress: another membership change{which} has not committed yet: nothing was done; {when}"
 
 
 def _codings(header: str) -> set[str]:

@@ -186,6 +186,21 @@ def test_change_refused_while_a_committed_joint_config_is_unfinished():
     assert eng.take_commands() == []
 
 
+def test_in_progress_says_when_to_retry_in_the_present():
+    """``InProgress``'s message tells the caller to retry once the change has committed,
+    and that the call which made it returns then. It said "(the call that made it
+    returned)", which read as if that call had already returned, the change done."""
+    eng = committed_leader(learners=[4])
+    eng.change_membership({1, 2, 4}, True, TX)
+    eng.take_commands()
+    with pytest.raises(InProgress) as ei:
+        eng.change_membership({1, 2}, True, "tx2")
+    assert str(ei.value) == (
+        "another membership change (entry 1-2) has not committed yet; retry once it has (the add_learner, "
+        "change_membership or remove_learners call that made it returns then; one this leader was elected with "
+        "commits with its first entries)")
+
+
 def test_add_learner_refused_while_a_change_is_uncommitted():
     eng = committed_leader(learners=[4])
     eng.change_membership({1, 2, 4}, True, TX)

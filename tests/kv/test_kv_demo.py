@@ -159,7 +159,7 @@ class _GrowingCluster:
         pass
 
 
-IN_PROGRESS = (409, b'{"error": "InProgress: a membership change is in progress (entry 3-1200)"}')
+IN_PROGRESS = (409, b'{"error": "InProgress: another membership change (log index 1200, term 3) has not committed yet: nothing was done; retry once it has (the request that made it is answered then; a change the leader was elected with commits with its first writes)"}')
 
 
 async def test_growing_asks_again_while_the_previous_change_is_not_committed() -> None:

@@ -337,6 +337,38 @@ def test_error_mapping() -> None:
         assert r.content_type == "application/json" and b'"error"' in r.body  # type: ignore[operator]
 
 
+def test_in_progress_speaks_to_an_http_client() -> None:
+    """The 409 of ``InProgress`` speaks of requests, not of the library's calls, says that
+    nothing was done and when to retry, and names the pending entry by its log index and
+    term. It relayed the library's "... retry once it has committed (the call that made it
+    returned)", which an HTTP client could not act on (which call? returned when?)."""
+    import json
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from openraft_py import errors as E
+    from openraft_py.kv.http_api import _map_error
+    from openraft_py.types import LogId
+
+    node = _FakeNode((1, "127.0.0.1:28001"))
+    pending = E.InProgress(LogId(3, 17))
+    r = _map_error(node, make_mocked_request("POST", "/cluster/members"), pending)  # type: ignore[arg-type]
+    assert r.status == 409
+    assert json.loads(r.body)["error"] == (  # type: ignore[arg-type]
+        "InProgress: another membership change (log index 17, term 3) has not committed yet: nothing was done; "
+        "retry once it has (the request that made it is answered then; a change the leader was elected with commits "
+        "with its first writes)")
+    transfer = E.InProgress(LogId(3, 17), "cannot transfer leadership to node 2 while a membership change is in "
+                                          "progress (entry 3-17); transfer once it has committed (change_membership "
+                                          "returned; one this leader was elected with commits with its first entries)")
+    r = _map_error(node, make_mocked_request("POST", "/cluster/transfer"), transfer)  # type: ignore[arg-type]
+    assert r.status == 409
+    assert json.loads(r.body)["error"] == (  # type: ignore[arg-type]
+        "InProgress: the leadership is not handed over while a membership change (log index 17, term 3) has not "
+        "committed: nothing was done; retry once it has (the request that made it is answered then; a change the "
+        "leader was elected with commits with its first writes)")
+
+
 def test_the_package_imports_without_the_kv_extra() -> None:
     import subprocess
     import sys
