@@ -1076,8 +1076,42 @@ _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"
 
 
 def _route(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    """The route's path pattern (a bounded metric label), ``"unmatched"`` for a request no
+    route of the API takes (``_unmatched``)."""
+    route = request.match_info.route
+    if route.resource is None or route.handler is _unmatched:
+        return "unmatched"
+    return route.resource.canonical
+
+
+UNMATCHED_PATH = "/{unmatched_path:.*}"
+"""The path pattern of the route added last (``make_app``), which takes every request no
+other route takes: its handler answers 404 or 405 (``_unmatched``) and its ``Expect``
+handler sends no ``100 Continue`` (``_no_continue``)."""
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """The handler of a request for a path the API does not have (``HTTPNotFound``) or a
+    method its path does not take (``HTTPMethodNotAllowed`` listing those it takes, as
+    aiohttp's router does): the middleware answers them in the API's JSON. Its body is
+    not read (the middleware drops it after the answer)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if any(route.handler is _unmatched for route in resource):
+            continue  # (this one takes every method)
+        _match, methods = await resource.resolve(request)
+        allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+async def _no_continue(request: web.Request) -> None:
+    """The ``Expect`` handler of ``_unmatched``: no ``100 Continue``, whatever the request
+    (a 404, 405, or one of ``_refused_at_once``'s refusals follows), so that a client
+    waiting for it sends no body. aiohttp's router answers an unmatched request itself,
+    with its own ``Expect`` handler, which sent ``100 Continue`` before the 404 or 405 (and
+    a plain-text 417 for another expectation, before the middleware)."""
 
 
 def _refused_at_once(node: KvNode, request: web.Request) -> web.Response | None:
@@ -1133,7 +1167,7 @@ async def _errors_and_counts(
             elif _declares_too_large(request):  # refused unread, taking no room (so is its drop)
                 resp = _too_large(node.opts.max_body)
             else:
-                if request.body_exists:
+                if request.body_exists and _route(request) != "unmatched":  # (a 404 or 405 reads no body)
                     taken = await _room_for_body(request)
                 resp = await handler(request)
         except web.HTTPException as e:  # aiohttp's own: 404, 405, 413 (a chunked body over max_body) ...
@@ -1192,6 +1226,8 @@ def make_app(node: KvNode) -> web.Application:
     r.add_delete("/kv/{key}", kv_delete, expect_handler=_expect)
     r.add_post("/kv/{key}/cas", kv_cas, expect_handler=_expect)
     r.add_get("/metrics", metrics, expect_handler=_expect)
+    # Last: tried after every other route (aiohttp tries the catch-all's "/" prefix last).
+    r.add_route("*", UNMATCHED_PATH, _unmatched, expect_handler=_no_continue)
     return app
 
 

@@ -284,3 +284,49 @@ async def test_an_unknown_expectation_gets_a_counted_json_417(leader: KvNode, me
     counted = [line for line in leader.metrics.render().decode().splitlines()
                if line.startswith("openraft_kv_http_requests_total{") and 'status="417"' in line]
     assert counted == [f'openraft_kv_http_requests_total{{method="{method}",route="{route}",status="417"}} 1.0'], counted
+
+
+@pytest.mark.parametrize("method, path, status", [("PUT", "/nowhere", 404), ("PUT", "/kv/k/extra", 404),
+                                                  ("POST", "/kv/k", 405), ("PUT", "/cluster/status", 405)])
+async def test_an_unknown_route_gets_no_100_continue(leader: KvNode, method: str, path: str, status: int) -> None:
+    """A request with ``Expect: 100-continue`` for a path the API does not have (404) or a
+    method its path does not take (405): the JSON error at once, no ``100 Continue`` first
+    (which would make the client send a body only to have it dropped), no room taken in the
+    body budget; the connection then serves the next request. Before, aiohttp's own
+    ``Expect`` handler of an unmatched request sent ``100 Continue`` ahead of the error."""
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 5\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        await writer.drain()
+        got, headers, body = await read_answer(reader)
+        assert got == status, (got, body)
+        assert "error" in json.loads(body)
+        if status == 405:
+            assert headers["allow"], headers
+        writer.write(f"valueGET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        got, _headers, body = await read_answer(reader)
+        assert got == 200, (got, body)
+    finally:
+        writer.close()
+    assert budget(leader).peak == 0
+    counted = [line for line in leader.metrics.render().decode().splitlines()
+               if line.startswith("openraft_kv_http_requests_total{") and f'status="{status}"' in line]
+    assert counted == [f'openraft_kv_http_requests_total{{method="{method}",route="unmatched",status="{status}"}} 1.0'], counted
+
+
+async def test_an_unknown_route_with_an_unknown_expectation_gets_a_json_417(leader: KvNode) -> None:
+    """An ``Expect`` other than ``100-continue`` on a path the API does not have: the JSON 417
+    of every route, counted. aiohttp's handler of unmatched requests answered it in plain
+    text ("Unknown Expect: ..."), before the middleware."""
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        writer.write(f"PUT /nowhere HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nExpect: something-else\r\n"
+                     "Content-Length: 5\r\n\r\nvalue".encode())
+        await writer.drain()
+        status, _headers, body = await read_answer(reader)
+    finally:
+        writer.close()
+    assert status == 417, body
+    assert "something-else" in json.loads(body)["error"]
