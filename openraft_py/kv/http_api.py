@@ -1096,10 +1096,10 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
     aiohttp's router does): the middleware answers them in the API's JSON. Its body is
     not read (the middleware drops it after the answer)."""
     allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if any(route.handler is _unmatched for route in resource):
+    for res in request.app.router.resources():
+        if any(route.handler is _unmatched for route in res):
             continue  # (this one takes every method)
-        _match, methods = await resource.resolve(request)
+        _match, methods = await res.resolve(request)
         allowed |= methods
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)

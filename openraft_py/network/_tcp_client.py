@@ -39,6 +39,7 @@ from ._tcp_common import (
     _set_nodelay,
     cert_mismatch,
     check_cert_binding,
+    check_duration,
     check_frame_limit,
     check_seconds,
     foreign_protocol_hint,
@@ -919,7 +920,8 @@ class TcpNetworkFactory:
       name the target node is closed before the handshake and the call raises
       ``Unreachable``. Needs an ``ssl`` context that verifies the server (``ValueError``
       otherwise).
-    - ``connect_timeout``: seconds for the TCP (and TLS) connect and for the handshake.
+    - ``connect_timeout``: seconds for the TCP (and TLS) connect and for the handshake (at
+      most ``MAX_SECONDS``, an hour: calls to the target wait for an attempt in progress).
     - ``backoff_min`` / ``backoff_max``: after a failed connect, calls to that target raise
       ``Unreachable`` at once for a jittered back-off (uniform in [50%, 100%] of
       ``min(backoff_max, backoff_min * 2**(failures - 1))``) before the next attempt.
@@ -933,7 +935,8 @@ class TcpNetworkFactory:
     node id, ``cluster_name`` a non-empty ``str`` of at most 256 characters (as
     ``Config.cluster_name``), ``connect_timeout``,
     ``backoff_min`` and ``backoff_max`` finite numbers above 0 (NaN, an infinity and
-    ``bool`` are refused) with ``backoff_min <= backoff_max <= MAX_BACKOFF``, ``max_frame_size`` an ``int``
+    ``bool`` are refused) with ``backoff_min <= backoff_max <= MAX_BACKOFF`` and ``connect_timeout <=
+    MAX_SECONDS`` (an hour), ``max_frame_size`` an ``int``
     in ``[64, MAX_FRAME_SIZE]`` (``2**32 - 1``: a frame's length is a u32).
 
     Create it in the event loop that runs the node; ``close()`` it after the node shut down
@@ -975,7 +978,7 @@ class TcpNetworkFactory:
             raise ValueError("cluster_name must be a non-empty string, got ''")
         if len(cluster_name) > wire.MAX_NAME_LEN:
             raise ValueError(f"cluster_name longer than {wire.MAX_NAME_LEN} characters (no hello could carry it)")
-        connect_timeout = check_seconds(connect_timeout, "connect_timeout")
+        connect_timeout = check_duration(connect_timeout, "connect_timeout")
         backoff_min = check_seconds(backoff_min, "backoff_min")
         backoff_max = check_seconds(backoff_max, "backoff_max")
         if backoff_max > MAX_BACKOFF:

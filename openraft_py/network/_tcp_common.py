@@ -20,13 +20,17 @@ from ..validation import check_node_id, check_seconds, shown
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FIRST_BYTES_KEPT",
+    "MAX_FRAME_RATE",
     "MAX_FRAME_SIZE",
+    "MAX_SECONDS",
     "MIN_FRAME_SIZE",
     "PeerCert",
     "PeerIdOfCert",
     "cert_mismatch",
     "check_cert_binding",
     "check_count",
+    "check_duration",
+    "check_frame_rate",
     "check_frame_limit",
     "check_server_certificate",
     "check_seconds",
@@ -56,6 +60,21 @@ a limit no frame can reach is no limit)."""
 MIN_FRAME_SIZE = 64
 """The least ``max_frame_size`` either side takes (a frame header and a small message)."""
 
+MAX_SECONDS = 3600.0
+"""The longest duration a setting of the transport takes (an hour): ``TcpNetworkFactory``'s
+``connect_timeout``; ``TcpServer.start``'s ``idle_timeout``, ``handshake_timeout``,
+``frame_timeout``, ``drain_timeout`` and ``membership_check_interval``. Each default is a
+minute or less, and ``1e12`` or ``1e300`` was taken (``inf`` was refused): a bound in name
+only. A connect or handshake that hung held every later call to its peer, a connection that
+never sent its hello or stalled its frame held its slot, ``close()`` waited on a peer that
+took nothing, and a removed node was served, each for good. (``backoff_max`` has its own,
+lower bound: ``MAX_BACKOFF``.)"""
+
+MAX_FRAME_RATE = float(MAX_FRAME_SIZE)
+"""The largest ``min_frame_rate`` (bytes per second) ``TcpServer.start`` takes: the largest
+frame in one second. A frame must then arrive whole within ``frame_timeout`` and a second
+at most, and a greater rate asks nothing more (``1e300`` was taken)."""
+
 
 def check_frame_limit(value: object) -> int:
     """Return ``max_frame_size`` ``value`` as a plain ``int`` if it is an ``int`` (not
@@ -68,6 +87,27 @@ def check_frame_limit(value: object) -> int:
             f"wire), got {shown(n)}"
         )
     return n
+
+
+def check_duration(value: object, what: str, *, zero_ok: bool = False) -> float:
+    """Return the duration setting ``value`` (seconds) as a ``float`` if ``check_seconds``
+    takes it (a finite number above 0, or at least 0 with ``zero_ok``) and it is at most
+    ``MAX_SECONDS``; ``TypeError`` or ``ValueError`` naming ``what`` and the range."""
+    seconds = check_seconds(value, what, zero_ok=zero_ok)
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0 and at most {MAX_SECONDS:g} seconds "
+                         f"(MAX_SECONDS, an hour: a longer one bounds nothing), got {shown(value)}")
+    return seconds
+
+
+def check_frame_rate(value: object) -> float:
+    """Return ``min_frame_rate`` ``value`` (bytes per second) as a ``float`` if it is a finite
+    number above 0 and at most ``MAX_FRAME_RATE``; ``TypeError`` or ``ValueError`` naming it."""
+    rate = check_seconds(value, "min_frame_rate")
+    if rate > MAX_FRAME_RATE:
+        raise ValueError(f"min_frame_rate must be at most {MAX_FRAME_RATE:g} bytes per second (MAX_FRAME_RATE, the "
+                         f"largest frame in a second: a greater rate asks nothing more), got {shown(value)}")
+    return rate
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -33,8 +33,9 @@ from ._tcp_common import (
     cert_mismatch,
     check_cert_binding,
     check_count,
+    check_duration,
     check_frame_limit,
-    check_seconds,
+    check_frame_rate,
     check_server_certificate,
     foreign_protocol_hint,
     http_refusal,
@@ -933,7 +934,8 @@ class TcpServer:
         not awaited is named as such), ``host`` a ``str``, ``port`` an ``int`` in ``[0,
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
-        refused), the limits ``int`` values (``max_frame_size`` in ``[64, MAX_FRAME_SIZE]``,
+        refused), the durations at most ``MAX_SECONDS`` (an hour) and ``min_frame_rate`` at
+        most ``MAX_FRAME_RATE`` (``MAX_FRAME_SIZE`` bytes per second), the limits ``int`` values (``max_frame_size`` in ``[64, MAX_FRAME_SIZE]``,
         ``2**32 - 1``, a frame's length being a u32; the others at least 1, and at most
         ``MAX_INFLIGHT`` and ``MAX_CONNECTIONS``; ``max_connections`` may be ``None``), ``cluster_name`` a non-empty ``str`` of at
         most 256 characters (as ``Config.cluster_name``; and,
@@ -1072,12 +1074,12 @@ class TcpServer:
         max_frame_size = check_frame_limit(max_frame_size)
         max_inflight = check_count(max_inflight, "max_inflight", 1, MAX_INFLIGHT, " (MAX_INFLIGHT)")
         max_connections = check_count(max_connections, "max_connections", 1, MAX_CONNECTIONS, " (MAX_CONNECTIONS)")
-        idle_timeout = check_seconds(idle_timeout, "idle_timeout")
-        handshake_timeout = check_seconds(handshake_timeout, "handshake_timeout")
-        frame_timeout = check_seconds(frame_timeout, "frame_timeout")
-        min_frame_rate = check_seconds(min_frame_rate, "min_frame_rate")
-        drain_timeout = check_seconds(drain_timeout, "drain_timeout", zero_ok=True)
-        membership_check_interval = check_seconds(membership_check_interval, "membership_check_interval")
+        idle_timeout = check_duration(idle_timeout, "idle_timeout")
+        handshake_timeout = check_duration(handshake_timeout, "handshake_timeout")
+        frame_timeout = check_duration(frame_timeout, "frame_timeout")
+        min_frame_rate = check_frame_rate(min_frame_rate)
+        drain_timeout = check_duration(drain_timeout, "drain_timeout", zero_ok=True)
+        membership_check_interval = check_duration(membership_check_interval, "membership_check_interval")
         check_cert_binding(ssl, peer_id_of_cert, "TcpServer")
         if ssl is not None:  # last: a TLS handshake in memory, after the cheap checks
             check_server_certificate(ssl, "TcpServer")

@@ -53,7 +53,9 @@ from __future__ import annotations
 from ._tcp_client import MAX_BACKOFF, MIN_ELECTION_TIMEOUT_MS, TcpClient, TcpNetworkFactory, required_frame_size
 from ._tcp_common import (
     DEFAULT_MAX_FRAME_SIZE,
+    MAX_FRAME_RATE,
     MAX_FRAME_SIZE,
+    MAX_SECONDS,
     PeerCert,
     PeerIdOfCert,
     node_id_from_cert,
@@ -80,6 +82,8 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_INFLIGHT",
     "MAX_BACKOFF",
+    "MAX_SECONDS",
+    "MAX_FRAME_RATE",
     "tcp_connection_limit",
     "PeerCert",
     "PeerIdOfCert",

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from openraft_py import Config
-from openraft_py.network.tcp import MAX_BACKOFF, TcpNetworkFactory
+from openraft_py.network.tcp import MAX_BACKOFF, MAX_SECONDS, TcpNetworkFactory
 from openraft_py.raft import Raft
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.types import BasicNode
@@ -38,6 +38,9 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     # (1e12 was taken: a peer that failed once was never tried again)
     *[({"backoff_max": v}, ValueError, f"backoff_max must be at most {MAX_BACKOFF:g} seconds (MAX_BACKOFF")
       for v in (MAX_BACKOFF * 2, 1e12)],
+    # (1e12 was taken: a connect or handshake that hung held every later call to its peer)
+    *[({"connect_timeout": v}, ValueError, f"connect_timeout must be above 0 and at most {MAX_SECONDS:g} seconds "
+                                           "(MAX_SECONDS") for v in (MAX_SECONDS * 1.5, 1e12, 1e300)],
     ({"backoff_min": 1e12}, ValueError, "backoff_min=1000000000000.0 must be at most backoff_max=1.0"),
     *[({"max_frame_size": v}, TypeError, "max_frame_size must be an int") for v in (1e9, 100.5, "100", None, True)],
     ({"max_frame_size": 63}, ValueError, "max_frame_size must be at least 64"),
@@ -76,8 +79,10 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
         assert TcpNetworkFactory(0, "c", max_frame_size=2**32 - 1).max_frame_size == 2**32 - 1
         assert (factory.connect_timeout, factory.backoff_min, factory.backoff_max) == (2.0, 0.5, 0.5)
         assert type(factory.connect_timeout) is float
-        longest = TcpNetworkFactory(0, "c", backoff_min=MAX_BACKOFF, backoff_max=MAX_BACKOFF)
+        longest = TcpNetworkFactory(0, "c", backoff_min=MAX_BACKOFF, backoff_max=MAX_BACKOFF,
+                                    connect_timeout=MAX_SECONDS)
         assert (longest.backoff_min, longest.backoff_max) == (MAX_BACKOFF, MAX_BACKOFF)
+        assert longest.connect_timeout == MAX_SECONDS
         await longest.close()
     finally:
         await factory.close()

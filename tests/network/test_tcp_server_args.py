@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from openraft_py.network import wire
-from openraft_py.network.tcp import MAX_CONNECTIONS, MAX_INFLIGHT, TcpServer
+from openraft_py.network.tcp import MAX_CONNECTIONS, MAX_FRAME_RATE, MAX_INFLIGHT, MAX_SECONDS, TcpServer
 from openraft_py.types import Vote, VoteRequest
 
 from .test_tcp import FakeRaft, _until
@@ -46,6 +46,14 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
       for name, high, const in (("max_inflight", MAX_INFLIGHT, "MAX_INFLIGHT"),
                                 ("max_connections", MAX_CONNECTIONS, "MAX_CONNECTIONS"))
       for v in (high + 1, 10**12)],
+    # (1e12 and 1e300 were taken: a handshake, a stalled frame, a close's drain waited for
+    # good, a removed node was served for good)
+    *[({name: v}, ValueError, f"{name} must be {'at least' if name == 'drain_timeout' else 'above'} 0 and at most "
+                              f"{MAX_SECONDS:g} seconds (MAX_SECONDS")
+      for name in ("idle_timeout", "handshake_timeout", "frame_timeout", "membership_check_interval", "drain_timeout")
+      for v in (MAX_SECONDS * 1.5, 1e12, 1e300)],
+    *[({"min_frame_rate": v}, ValueError, f"min_frame_rate must be at most {MAX_FRAME_RATE:g} bytes per second "
+                                          "(MAX_FRAME_RATE") for v in (MAX_FRAME_RATE * 2, 1e300)],
     ({"cluster_name": 5}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": b"c"}, TypeError, "cluster_name must be a str"),
     ({"cluster_name": "c" * 257}, ValueError, "cluster_name longer than 256"),
@@ -95,9 +103,14 @@ async def test_right_arguments_of_every_kind_are_accepted() -> None:
     finally:
         await server.close()
     server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", max_inflight=MAX_INFLIGHT,
-                                   max_connections=MAX_CONNECTIONS)
+                                   max_connections=MAX_CONNECTIONS, idle_timeout=MAX_SECONDS,
+                                   handshake_timeout=MAX_SECONDS, frame_timeout=MAX_SECONDS,
+                                   membership_check_interval=MAX_SECONDS, drain_timeout=MAX_SECONDS,
+                                   min_frame_rate=MAX_FRAME_RATE)
     try:
         assert (server.max_inflight, server.max_connections) == (MAX_INFLIGHT, MAX_CONNECTIONS)
+        assert (server.idle_timeout, server.drain_timeout, server.min_frame_rate) == (
+            MAX_SECONDS, MAX_SECONDS, MAX_FRAME_RATE)
     finally:
         await server.close()
 
