@@ -41,6 +41,7 @@ from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
+from .argtypes import MAX_TIMEOUT
 from .client import CONSISTENCIES, MAX_KEY_BYTES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
 from .identity import (
@@ -168,7 +169,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
 
     ``raft_config``: ``Config`` fields (milliseconds, Openraft's names) overriding the
     defaults; ``max_body``: the largest HTTP request body in bytes (a larger one gets 413);
-    ``learner_timeout``: seconds ``POST /cluster/learners`` waits for the learner to catch up;
+    ``learner_timeout``: seconds ``POST /cluster/learners`` waits for the learner to catch up
+    (above 0 and at most ``argtypes.MAX_TIMEOUT``, a day, as the command line's ``--timeout``);
     ``tls_bind_node_ids``: with mutual TLS, a peer's certificate must name the node id it
     speaks as, in a subjectAltName URI ``openraft://<cluster_name>/<id>`` (both directions;
     ``openraft_py.network.tcp.node_id_from_cert``); ``tls_reload_interval``: seconds between
@@ -233,8 +235,12 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                 interval == 0 or MIN_TLS_RELOAD_INTERVAL <= interval <= MAX_TLS_RELOAD_INTERVAL):
             raise ValueError(f"--tls-reload-interval must be 0 (off) or from {MIN_TLS_RELOAD_INTERVAL:g} to "
                              f"{MAX_TLS_RELOAD_INTERVAL:g} seconds, got {interval!r}")
-        if not self.learner_timeout > 0:
-            raise ValueError("learner_timeout must be positive")
+        # Bounded as the command line's --timeout (argtypes.MAX_TIMEOUT): inf and 1e300 were
+        # taken, and POST /cluster/learners then waited for good on a learner that never
+        # caught up; a str failed with "'>' not supported between instances of 'str' and 'int'".
+        if _v.check_seconds(self.learner_timeout, "learner_timeout") > MAX_TIMEOUT:
+            raise ValueError(f"learner_timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds (a day), "
+                             f"got {_v.shown(self.learner_timeout)}")
         # ``raft_config`` (its fields, with the cluster name) and ``max_body`` (from
         # ``MIN_MAX_BODY`` up) as ``serve`` checks its flags: options made in Python
         # (``KvNode(ServeOptions(...))``) were not bounded, and a ``max_body`` over what one

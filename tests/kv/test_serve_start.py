@@ -122,6 +122,27 @@ def test_one_port_for_both_addresses_is_refused(raft: str, http: str) -> None:
     ServeOptions(id=1, raft_addr="10.0.0.1:21001", http_addr="10.0.0.2:21001", data_dir="d").check()
 
 
+@pytest.mark.parametrize("value, error, message", [
+    (float("inf"), ValueError, "learner_timeout must be finite"),
+    (1e300, ValueError, "learner_timeout must be above 0 and at most 86400 seconds (a day), got 1e+300"),
+    (86400.5, ValueError, "learner_timeout must be above 0 and at most 86400 seconds (a day)"),
+    (0, ValueError, "learner_timeout must be above 0"),
+    ("60", TypeError, "learner_timeout must be a number"),
+])
+def test_an_unbounded_learner_timeout_is_refused(value: object, error: type[Exception], message: str) -> None:
+    """``learner_timeout`` (how long ``POST /cluster/learners`` waits for the learner) is
+    bounded as the command line's ``--timeout`` is: ``inf`` and ``1e300`` were taken and such
+    a request waited for good on a learner that never caught up; a string failed with
+    "'>' not supported between instances of 'str' and 'int'"."""
+    opts = ServeOptions(id=1, raft_addr="127.0.0.1:21001", http_addr="127.0.0.1:28001", data_dir="d",
+                        learner_timeout=value)  # type: ignore[arg-type]
+    with pytest.raises(error) as info:
+        opts.check()
+    assert message in str(info.value)
+    ServeOptions(id=1, raft_addr="127.0.0.1:21001", http_addr="127.0.0.1:28001", data_dir="d",
+                 learner_timeout=86400).check()
+
+
 @pytest.mark.parametrize("name,why", [("x" * 257, "longer than 256"), ("a\udcffb", "not valid UTF-8"),
                                       ("", "non-empty")])
 def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(tmp_path: Path, name: str, why: str) -> None:
