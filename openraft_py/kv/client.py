@@ -64,8 +64,8 @@ import aiohttp
 import yarl
 
 from ..errors import restore_error
-from ..validation import check_node_id, check_seconds
-from .argtypes import quoted
+from ..validation import check_node_id, check_seconds, shown
+from .argtypes import MAX_TIMEOUT, quoted
 
 __all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
            "CallTimes", "CallOptions"]
@@ -379,6 +379,17 @@ class CallOptions(CallTimes, total=False):
     follow: bool
 
 
+def _check_duration(value: object, what: str, *, zero_ok: bool = False) -> float:
+    """``value`` as seconds if ``check_seconds`` takes it and it is at most ``MAX_TIMEOUT`` (a
+    day, the command line's ``--timeout`` bound): ``1e300`` was taken where ``inf`` was
+    refused, and a call then retried a node that never answered for good."""
+    seconds = check_seconds(value, what, zero_ok=zero_ok)
+    if seconds > MAX_TIMEOUT:
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0 and at most {MAX_TIMEOUT:g} seconds "
+                         f"(a day), got {shown(value)}")
+    return seconds
+
+
 class KvClient:
     """A client of the service nodes at ``endpoints`` (``host:port`` of their HTTP API).
 
@@ -393,7 +404,8 @@ class KvClient:
     session from ``new_session()`` to use (not closed by ``close()``; ``ValueError`` for
     another session); by default the client opens its own. One client may run many calls
     concurrently. The numbers are checked: ``deadline``, ``attempt_timeout`` and
-    ``connect_timeout`` finite and above 0, ``backoff`` and ``max_backoff`` finite and at least 0, ``max_redirects`` an int
+    ``connect_timeout`` finite and above 0, ``backoff`` and ``max_backoff`` finite and at least 0, each at most
+    ``argtypes.MAX_TIMEOUT`` (a day), ``max_redirects`` an int
     of at least 1 (``TypeError`` for a non-number or a ``bool``, ``ValueError`` otherwise).
 
     ``endpoints`` are kept once each, in the order given (a repeated one would be tried
@@ -415,16 +427,16 @@ class KvClient:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.endpoints = list(dict.fromkeys(parse_endpoints(endpoints)))
-        self.deadline = check_seconds(deadline, "deadline")
-        self.attempt_timeout = check_seconds(attempt_timeout, "attempt_timeout")
-        self.connect_timeout = check_seconds(connect_timeout, "connect_timeout")
+        self.deadline = _check_duration(deadline, "deadline")
+        self.attempt_timeout = _check_duration(attempt_timeout, "attempt_timeout")
+        self.connect_timeout = _check_duration(connect_timeout, "connect_timeout")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
             raise TypeError(f"max_redirects is an int, got {type(max_redirects).__name__} {max_redirects!r}")
         if max_redirects < 1:
             raise ValueError("max_redirects must be at least 1")
         self.max_redirects = max_redirects
-        self.backoff = check_seconds(backoff, "backoff", zero_ok=True)
-        self.max_backoff = check_seconds(max_backoff, "max_backoff", zero_ok=True)
+        self.backoff = _check_duration(backoff, "backoff", zero_ok=True)
+        self.max_backoff = _check_duration(max_backoff, "max_backoff", zero_ok=True)
         if session is not None and _TRACE not in session.trace_configs:
             raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session
@@ -499,13 +511,13 @@ class KvClient:
         ``endpoint``: send the first attempt there (and only there when ``follow`` is
         false: no redirects followed, no other endpoint tried; a 307 is then answered
         as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's
-        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0).
+        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0, at most a day).
         ``RuntimeError`` (nothing sent) once the client is closed."""
         if self._closed:
             raise RuntimeError("the KvClient is closed: make a new one")
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
             if v is not None:
-                check_seconds(v, what)
+                _check_duration(v, what)
         loop = asyncio.get_running_loop()
         total = deadline if deadline is not None else self.deadline
         end = loop.time() + total

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -693,6 +694,23 @@ async def test_arguments_are_checked_before_anything_is_sent() -> None:
         ]:
             with pytest.raises(err, match=msg):
                 await call()
+
+
+@pytest.mark.parametrize("what", ["deadline", "attempt_timeout", "connect_timeout", "backoff", "max_backoff"])
+@pytest.mark.parametrize("value", [86400.5, 1e12, 1e300])
+async def test_a_duration_over_a_day_is_refused(what: str, value: float) -> None:
+    """``KvClient``'s durations, and a call's ``deadline`` / ``attempt_timeout``, are bounded as
+    the command line's ``--timeout`` is (``MAX_TIMEOUT``, a day): ``1e300`` was taken where
+    ``inf`` was refused, and a call then retried a node that never answered for good."""
+    message = rf"^{what} must be (above|at least) 0 and at most 86400 seconds \(a day\), got {re.escape(repr(value))}$"
+    with pytest.raises(ValueError, match=message):
+        KvClient(["127.0.0.1:9"], **{what: value})
+    if what in ("deadline", "attempt_timeout"):
+        async with KvClient(["127.0.0.1:9"], deadline=0.5) as c:
+            with pytest.raises(ValueError, match=message):
+                await c.get("k", **{what: value})
+    async with KvClient(["127.0.0.1:9"], **{what: 86400.0}):
+        pass
 
 
 def test_endpoints_that_are_none_or_huge_are_refused_in_a_short_message() -> None:
