@@ -68,7 +68,8 @@ its chunked framing malformed) -> 400, logged at INFO; a body that does not arri
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 a request whose body waited ``BODY_BUDGET_WAIT`` for room among the bodies the node handles
 (``MAX_BODY_BYTES_IN_FLIGHT``, ``BodyBudget``) -> 503 with ``Retry-After``, nothing done;
-unknown paths -> 404; wrong methods -> 405; ``Fatal`` (the node stopped)
+unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue``:
+``_unmatched``); ``Fatal`` (the node stopped)
 -> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
 have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
