@@ -247,6 +247,10 @@ def test_transfer_while_a_membership_change_is_in_progress_raises_in_progress():
         eng.transfer_leader(2, 10.0)
     assert ei.value.membership_log_id == joint
     assert "cannot transfer leadership to node 2 while a membership change is in progress" in str(ei.value)
+    # (it said "(change_membership returned; ...)", as if that call had returned already)
+    assert str(ei.value).endswith(
+        "transfer once it has committed (the change_membership call that made it returns then; one this leader was "
+        "elected with commits with its first entries)"), str(ei.value)
     assert eng.take_commands() == []
     assert eng.leader.transfer_to is None and not eng.leader.lease_disabled
     for t in (2, 3, 4):  # the joint config commits; the final config is appended

@@ -359,8 +359,9 @@ def test_in_progress_speaks_to_an_http_client() -> None:
         "retry once it has (the request that made it is answered then; a change the leader was elected with commits "
         "with its first writes)")
     transfer = E.InProgress(LogId(3, 17), "cannot transfer leadership to node 2 while a membership change is in "
-                                          "progress (entry 3-17); transfer once it has committed (change_membership "
-                                          "returned; one this leader was elected with commits with its first entries)")
+                                          "progress (entry 3-17); transfer once it has committed (the change_membership "
+                                          "call that made it returns then; one this leader was elected with commits "
+                                          "with its first entries)")
     r = _map_error(node, make_mocked_request("POST", "/cluster/transfer"), transfer)  # type: ignore[arg-type]
     assert r.status == 409
     assert json.loads(r.body)["error"] == (  # type: ignore[arg-type]

@@ -116,8 +116,8 @@ class TransferHandler(Handler):
             raise InProgress(
                 pending,
                 f"cannot transfer leadership to node {to} while a membership change is in progress "
-                f"(entry {pending!r}); transfer once it has committed (change_membership returned; one this leader "
-                "was elected with commits with its first entries)",
+                f"(entry {pending!r}); transfer once it has committed (the change_membership call that made it "
+                "returns then; one this leader was elected with commits with its first entries)",
             )
         timeout = self.eng.config.election_timeout_max
         if now - max(leader.ack_at.get(to, -1.0), leader.elected_at) > timeout:
