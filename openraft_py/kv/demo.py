@@ -98,6 +98,27 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 
+def _unusable_data_dir(path: str) -> str | None:
+    """Why the demo's ``--data-dir`` ``path`` cannot be made a directory, else ``None``: it
+    is a file, it lies under a file, or it (or the nearest parent that exists) is a symbolic
+    link that leads nowhere. Checked before any node starts; ``mkdir`` refused these with
+    "FileExistsError: [Errno 17] File exists", which named no flag."""
+    from .node import dangling_link
+
+    dangling = dangling_link(path)
+    if dangling is not None:
+        return dangling
+    p = path
+    while not os.path.lexists(p):  # (up to the nearest that exists)
+        parent = os.path.dirname(p)
+        if not parent or parent == p:
+            return None
+        p = parent
+    if os.path.isdir(p):
+        return None
+    return "it is a file, not a directory" if p == path else f"{p!r} is a file, not a directory"
+
+
 @dataclass
 class DemoConfig:
     """What one demo run does (see ``add_demo_arguments``)."""
@@ -419,6 +440,10 @@ class Demo:
         """Run the demo; the exit code (0 when every check passed)."""
         cfg = self.cfg
         started = time.monotonic()
+        unusable = None if cfg.data_dir is None else _unusable_data_dir(cfg.data_dir)
+        if unusable is not None:
+            print(f"openraft-py demo: error: --data-dir {cfg.data_dir!r}: {unusable}", file=self.err)
+            return 2
         if cfg.data_dir is not None and os.path.isdir(cfg.data_dir) and os.listdir(cfg.data_dir):
             print(f"openraft-py demo: error: --data-dir {cfg.data_dir} is not empty (the demo starts a new cluster)",
                   file=self.err)

@@ -209,3 +209,27 @@ async def test_a_history_file_that_cannot_be_written_is_refused_before_the_run(t
         assert code == 2 and time.monotonic() - started < 5, err.getvalue()
         assert err.getvalue().startswith(f"openraft-py demo: error: cannot write --history {path}: "), err.getvalue()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_data_dir_that_cannot_be_one_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    """``demo --data-dir F`` where ``F`` is a file, lies under one, or is a symbolic link
+    that leads nowhere: a usage error (exit 2) naming the flag, before any node starts, as
+    ``cluster up`` and ``serve`` say it. A file was "FileExistsError: [Errno 17] File exists:
+    'F'" (mkdir's words for it), naming no flag, with exit 1."""
+    file = tmp_path / "a-file"
+    file.write_text("not a directory")
+    link = tmp_path / "a-link"  # to a disk not mounted
+    link.symlink_to(tmp_path / "not-mounted" / "openraft")
+    for given, why in ((file, "it is a file, not a directory"),
+                       (file / "sub", f"{str(file)!r} is a file, not a directory"),
+                       (link, f"a symbolic link to {str(tmp_path / 'not-mounted' / 'openraft')!r}, which leads to "
+                              "no directory (is its disk mounted?): create the directory it names, or give another "
+                              "--data-dir")):
+        err = io.StringIO()
+        started = time.monotonic()
+        code = await Demo(DemoConfig(duration=1.0, clients=1, data_dir=str(given), progress=False),
+                          out=io.StringIO(), err=err).run()
+        assert code == 2 and time.monotonic() - started < 5, err.getvalue()
+        assert err.getvalue().splitlines() == [f"openraft-py demo: error: --data-dir {str(given)!r}: {why}"]
+    assert file.read_text() == "not a directory"
+    assert not (tmp_path / "not-mounted").exists()
