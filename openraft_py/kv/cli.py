@@ -50,6 +50,14 @@ ADD_LEARNER_TIMEOUT = 70.0
 learner did not catch up (not running at its address, a refused certificate, no quorum),
 arrives before the command line gives up on it."""
 
+CONTACT_TIMEOUT = 10.0
+"""Seconds ``cluster add-learner``, ``members`` and ``remove-learner``, run without
+``--timeout``, wait for any endpoint to accept a connection before they give up (the other client verbs'
+default ``--timeout``). Their long defaults (70 s, 30 s) are for the service's answer once a
+node answers; spent on refused connections (a cluster that is not there, a mistyped port)
+they kept a new user waiting, silent, for over a minute. A ``--timeout`` given bounds the
+wait for a node instead."""
+
 READ_ATTEMPT_MIN = 1.0
 """The least time one attempt of ``kv get`` is given (seconds; ``--timeout`` if smaller):
 above the longest a node takes to answer a read itself (a linearizable read on a leader cut
@@ -236,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"HTTP addresses of the nodes (default: ${ENDPOINTS_ENV})")
     client.add_argument("--timeout", type=_timeout, default=None, metavar="S",
                         help="seconds the call may take in all, retries included (default 10; "
-                        f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members and remove-learner)")
+                        f"{ADD_LEARNER_TIMEOUT:g} for add-learner, 30 for members and remove-learner, which "
+                        f"give up after {CONTACT_TIMEOUT:g} when no endpoint takes a connection)")
 
     # cluster
     cluster = verbs.add_parser("cluster", help="start a local cluster or administer one",
@@ -575,9 +584,11 @@ async def _cluster_init(args: argparse.Namespace) -> int:
 async def _cluster_add_learner(args: argparse.Namespace) -> int:
     from .client import Outcome
 
+    explicit_timeout = args.timeout is not None
     async with _client(args) as c:
         deadline = _Deadline(args.timeout)
-        r = await c.add_learner(args.id, args.raft_addr, args.http_addr)
+        await _reach_a_node(args, explicit_timeout, deadline)
+        r = await c.add_learner(args.id, args.raft_addr, args.http_addr, deadline=deadline.left())
         if r.outcome is Outcome.INFO:
             index = await _what_became_of_the_learner(c, args, r.error, deadline)
             if index is not None:
@@ -652,9 +663,11 @@ def _holds_learner(st: dict[str, Any], args: argparse.Namespace) -> bool:
 async def _cluster_remove_learner(args: argparse.Namespace) -> int:
     from .client import Outcome
 
+    explicit_timeout = args.timeout is not None
     async with _client(args) as c:
         deadline = _Deadline(args.timeout)
-        r = await c.remove_learner(args.id)
+        await _reach_a_node(args, explicit_timeout, deadline)
+        r = await c.remove_learner(args.id, deadline=deadline.left())
         if r.outcome is Outcome.INFO and await _removed_after_all(c, args.id, deadline):
             print(f"n{args.id} removed (it is not a member of the leader's committed membership)")
             return EXIT_OK
@@ -694,16 +707,17 @@ async def _cluster_members(args: argparse.Namespace) -> int:
         if given:
             raise CliError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --voters (without it, "
                            "'cluster members' only prints the voters and learners)", EXIT_USAGE)
+    explicit_timeout = args.timeout is not None
     async with _client(args) as c:
+        deadline = _Deadline(args.timeout)
+        await _reach_a_node(args, explicit_timeout, deadline)
         if args.voters is None:
-            deadline = _Deadline(args.timeout)
             lid, http = await _leader_or_fail(c, deadline.left())
             st = await c.status(http, timeout=deadline.left(2.0))
         else:
             from .client import Outcome
 
-            deadline = _Deadline(args.timeout)
-            r = await c.change_members(args.voters, args.retain, args.allow_lagging)
+            r = await c.change_members(args.voters, args.retain, args.allow_lagging, deadline=deadline.left())
             found = await _members_after_all(c, args.voters, deadline) if r.outcome is Outcome.INFO else None
             st = found if found is not None else _check(r, "members").json()
         print(f"voters: {','.join(map(str, st.get('voters', [])))}")
@@ -739,6 +753,54 @@ async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:
         return await c.find_leader(timeout=timeout)
     except TimeoutError as e:
         raise CliError(str(e)) from None
+
+
+async def _reach_a_node(args: argparse.Namespace, explicit_timeout: bool, deadline: _Deadline) -> None:
+    """Return once some endpoint accepts a TCP connection; ``CliError`` (exit 1, nothing
+    sent) when none has within ``CONTACT_TIMEOUT`` seconds, or within ``--timeout`` when one
+    was given. For the verbs whose default ``--timeout`` is long (see ``CONTACT_TIMEOUT``).
+    Only a connection is asked for, not an answer: a node that accepts and is slow to answer
+    is the verb's own business (its request may be taken, an unknown outcome it then looks
+    into). Every endpoint is tried at once, in rounds; the last reason ends the line."""
+    bound = deadline.seconds if explicit_timeout else min(CONTACT_TIMEOUT, deadline.seconds)
+    end = time.monotonic() + min(bound, deadline.left())
+
+    async def connect(ep: str) -> str | None:
+        """``None`` once ``ep`` accepts a connection (closed again), else why not."""
+        host, _, port = ep.rpartition(":")
+        wait = max(STEP_MIN, min(2.0, end - time.monotonic()))
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), wait)
+        except TimeoutError:
+            return f"no connection to {ep} within {wait:.1f}s"
+        except OSError as e:
+            return f"cannot connect to {ep}: {e.strerror or e}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    why = ""
+    while True:
+        # The first endpoint that connects ends the wait: one that never completes the
+        # connection (a host that is down) holds up none of the others.
+        trying = {asyncio.ensure_future(connect(ep)) for ep in args.endpoints}
+        try:
+            while trying:
+                done, trying = await asyncio.wait(trying, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    result = task.result()
+                    if result is None:
+                        return
+                    why = result
+        finally:
+            for task in trying:
+                task.cancel()
+            await asyncio.gather(*trying, return_exceptions=True)
+        if time.monotonic() + 0.2 >= end:
+            raise CliError(f"no node answered at {', '.join(args.endpoints)} within {bound:g}s ({why}): is the "
+                           "cluster running there? (--timeout S waits longer)")
+        await asyncio.sleep(0.2)
 
 
 @_async

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -349,6 +350,37 @@ def test_unreachable_endpoints_fail_in_one_line_within_the_timeout(capsys: pytes
         assert code == 1, argv
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith(f"openraft-py {argv[0]} {argv[1]}: error:"), err
+
+
+@pytest.mark.timeout(40)
+def test_verbs_with_long_timeouts_fail_soon_when_no_endpoint_answers(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster add-learner`` (default --timeout 70 s), ``members`` and ``remove-learner``
+    (30 s), pointed at addresses where nothing listens (a cluster that is not there, a
+    mistyped port): without ``--timeout`` they give up once no endpoint has accepted a
+    connection for ``CONTACT_TIMEOUT`` seconds, in one line that says so. They retried the refused
+    connection for their whole default, silent: add-learner for 71 s ("gave up after 136
+    attempts"). Their long defaults are for the service's answer, once a node answers; a
+    ``--timeout`` given still bounds the wait for a node in full."""
+    from openraft_py.testing.proc_cluster import free_port
+
+    monkeypatch.setattr(cli, "CONTACT_TIMEOUT", 1.0, raising=False)
+    dead = f"127.0.0.1:{free_port()}"
+    for argv in (["cluster", "add-learner", "--id", "4", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2"],
+                 ["cluster", "members", "--voters", "1,2"], ["cluster", "members"],
+                 ["cluster", "remove-learner", "--id", "4"]):
+        started = time.monotonic()
+        code = cli.main([*argv, "--endpoints", dead])
+        took = time.monotonic() - started
+        err = capsys.readouterr().err.splitlines()
+        assert code == 1 and took < 4, (argv, code, took, err)
+        assert len(err) == 1 and err[0].startswith(
+            f"openraft-py {argv[0]} {argv[1]}: error: no node answered at {dead} within 1s (cannot connect to "), err
+        assert err[0].endswith("is the cluster running there? (--timeout S waits longer)"), err
+    started = time.monotonic()  # an explicit --timeout: the wait for a node is that long
+    assert cli.main(["cluster", "remove-learner", "--id", "4", "--endpoints", dead, "--timeout", "2.5"]) == 1
+    assert 2.3 < time.monotonic() - started < 5
+    assert f"no node answered at {dead} within 2.5s" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value,traceback", [
