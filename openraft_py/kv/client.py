@@ -796,7 +796,7 @@ class KvClient:
                 return found
             named = why or named
             if loop.time() >= end:
-                raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {timeout:g}s{named}")
+                raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {_seconds(timeout)}{named}")
             await asyncio.sleep(0.05)
 
     async def _leader_in_one_round(self, left: Callable[[], float]) -> tuple[tuple[int, str] | None, str]:

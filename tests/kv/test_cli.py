@@ -5,6 +5,7 @@ console script."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -381,6 +382,25 @@ def test_verbs_with_long_timeouts_fail_soon_when_no_endpoint_answers(monkeypatch
     assert cli.main(["cluster", "remove-learner", "--id", "4", "--endpoints", dead, "--timeout", "2.5"]) == 1
     assert 2.3 < time.monotonic() - started < 5
     assert f"no node answered at {dead} within 2.5s" in capsys.readouterr().err
+
+
+async def test_no_leader_found_names_its_timeout_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster members --timeout 1`` against a node that answers but knows no leader says
+    "no leader found at H:P within 1.0s": the search is given the time left of the verb,
+    which was printed as is ("within 0.998765s"; "within 29.9991s" without --timeout). A
+    fake node answers as a node of no cluster."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 9, "state": "Learner", "leader_id": None, "voters": [], "learners": []})
+
+    async with _fake_node(free_port(), [web.get("/cluster/status", status)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ep, "--timeout", "1"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"openraft-py cluster members: error: no leader found at {ep} within 1.0s"]
 
 
 @pytest.mark.parametrize("value,traceback", [
