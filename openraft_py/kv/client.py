@@ -18,7 +18,7 @@ How one call runs, within its ``deadline`` (seconds)::
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
                      │   leader, a redirect loop          ┘   (until the deadline: FAIL)
-                     ├─ other 4xx ─────────────────────────────────────────> FAIL
+                     ├─ other 4xx; 503 "not in a cluster yet" from every endpoint ─> FAIL
                      └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
                                                                         refusal; writes: INFO
 
@@ -348,6 +348,16 @@ def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapp
     return f"but not with a JSON object holding {field!r}: {_one_line(body, 100)}"
 
 
+def _in_no_cluster(body: bytes) -> bool:
+    """Whether a 503 body is a node's "not in a cluster yet" answer (``"initialized":
+    false``): never initialized nor added, it will name no leader until an init or an add."""
+    try:
+        obj = _json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("initialized") is False
+
+
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
@@ -528,6 +538,7 @@ class KvClient:
         pause = self.backoff
         redirects = retries = hops = attempts = 0
         again = False  # (the next attempt repeats a failed one: a retry once it starts)
+        in_no_cluster: set[str] = set()  # endpoints that answered "not in a cluster yet"
         node = endpoint if endpoint is not None else self._pick()
         url = f"http://{node}{path}"
         last: tuple[int | None, bytes, str] = (None, b"", "")
@@ -579,6 +590,13 @@ class KvClient:
                     last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
                     if not follow:
                         return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
+                    if _in_no_cluster(rbody):
+                        in_no_cluster.add(node)
+                        if in_no_cluster.issuperset(self.endpoints):
+                            # Every endpoint is a node of no cluster: only an init or an add
+                            # helps, which the answer names; retrying until the deadline
+                            # (10 s on the command line) only delayed it.
+                            return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
                 else:  # 5xx or anything else: the outcome of a write is unknown
                     why = f"HTTP {status}: {_one_line(rbody)}"
                     if not follow or not idempotent:

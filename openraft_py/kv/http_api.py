@@ -881,7 +881,7 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     if leader_id is None and not node.initialized():  # retrying will not help: say what will
         return _error(503, f"no leader is known: node {node.id} is not in a cluster yet (initialize one with "
                            "'openraft-py cluster init' or POST /cluster/init, or add this node to one)",
-                      leader_id=None)
+                      leader_id=None, initialized=False)  # (KvClient stops once every endpoint says so)
     if leader_id is None:
         return _error(503, "no leader is known; retry later", leader_id=None)
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses

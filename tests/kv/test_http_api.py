@@ -152,6 +152,7 @@ async def test_no_leader_gives_503() -> None:
                 # never initialized: the answer says what to do (it said "retry later", which
                 # never helps: the clients retried until their deadline, then said that)
                 assert "node 1 is not in a cluster yet" in body["error"] and "cluster init" in body["error"], body
+                assert body["initialized"] is False, body  # for clients: no use retrying this node
         async with s.get(url(n, "/kv/k?consistency=local")) as r:
             assert r.status == 404  # a local read needs no leader
         async with s.get(url(n, "/cluster/status")) as r:

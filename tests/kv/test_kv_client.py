@@ -221,6 +221,42 @@ async def _serving(app: Any) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+async def test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster() -> None:
+    """A new user's first mistake: ``kv put`` to nodes started but never initialized. Each
+    answers 503 "node N is not in a cluster yet (initialize one with 'openraft-py cluster
+    init' ...)" with ``"initialized": false``; once every endpoint has answered so, retrying
+    cannot help (only an init or an add would), and the call ends ``FAIL`` with that answer
+    at once. It retried until its deadline (10 s on the command line) and then said the same.
+    An endpoint that is in a cluster, between elections (503 naming no leader, without
+    ``initialized``), is still retried until the deadline."""
+    from aiohttp import web
+
+    def node(nid: int, initialized: bool) -> Any:
+        async def refuse(request: web.Request) -> web.Response:
+            if initialized:
+                return web.json_response({"error": "no leader is known; retry later", "leader_id": None}, status=503)
+            return web.json_response({"error": f"no leader is known: node {nid} is not in a cluster yet (initialize "
+                                               "one with 'openraft-py cluster init' or POST /cluster/init, or add this "
+                                               "node to one)", "leader_id": None, "initialized": False}, status=503)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", refuse)
+        return app
+
+    async with _serving(node(1, False)) as a, _serving(node(2, False)) as b:
+        async with KvClient([a, b], deadline=5.0) as c:
+            for call in (c.put("k", "v"), c.get("k"), c.change_members([1, 2])):
+                t = time.monotonic()
+                r = await call
+                assert r.outcome is Outcome.FAIL and time.monotonic() - t < 2.0, r
+                assert r.status == 503 and "is not in a cluster yet" in (r.error or ""), r
+        async with _serving(node(3, True)) as d, KvClient([a, d], deadline=1.0) as c:
+            t = time.monotonic()
+            r = await c.put("k", "v")
+            assert r.outcome is Outcome.FAIL and time.monotonic() - t > 0.9, r
+            assert (r.error or "").startswith("gave up after"), r
+
+
 @contextlib.contextmanager
 def _listener(complete: bool) -> Iterator[str]:
     """A loopback port that never answers. ``complete``: connections are made (the kernel
@@ -406,14 +442,20 @@ async def test_a_call_that_gives_up_counts_the_attempts_it_made(monkeypatch: pyt
     assert r.outcome is Outcome.INFO and r.error == f"no answer from {hung} within 0.03s", r
 
 
-async def test_no_leader_is_a_refusal_retried_until_the_deadline(tmp_path: object) -> None:
+async def test_a_node_in_no_cluster_is_a_refusal_not_retried(tmp_path: object) -> None:
+    """A real node, running and never initialized, answers 503 "no leader" with
+    ``"initialized": false``: the only endpoint, it fails the call at once, with no retry (a
+    503 naming no leader from a node in a cluster is retried until the deadline:
+    ``test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster``)."""
     c0 = KvCluster()
     try:
         await c0.start(1, init=False)  # running, never initialized: 503 "no leader"
         node = c0.nodes[1]
-        async with KvClient([node.opts.http_addr], deadline=0.6) as c:
+        async with KvClient([node.opts.http_addr], deadline=3.0) as c:
+            t = time.monotonic()
             r = await asyncio.wait_for(c.put("k", "v"), 5.0)
-            assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries >= 1
+            assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries == 0, r
+            assert "node 1 is not in a cluster yet" in (r.error or "") and time.monotonic() - t < 1.5, r
             st = await c.status(node.opts.http_addr)
             assert st["id"] == 1 and st["leader_id"] is None
     finally:
