@@ -712,6 +712,7 @@ async def _cluster_members(args: argparse.Namespace) -> int:
         deadline = _Deadline(args.timeout)
         await _reach_a_node(args, explicit_timeout, deadline)
         if args.voters is None:
+            await _refuse_if_in_no_cluster(c, args, deadline)
             lid, http = await _leader_or_fail(c, deadline.left())
             st = await c.status(http, timeout=deadline.left(2.0))
         else:
@@ -746,6 +747,36 @@ async def _members_after_all(c: KvClient, voters: list[int], deadline: _Deadline
     except (TimeoutError, ClientError):
         pass
     return None
+
+
+async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> None:
+    """``CliError`` (exit 1) when every endpoint answers a status naming no voter and no
+    leader: nodes started and never initialized nor added, where no leader comes until an
+    init. The search for a leader waited out the whole ``--timeout`` (30 s) there, then said
+    "no leader found". An endpoint that does not answer, or any other answer, returns
+    (the search then runs as before); the statuses are asked at once."""
+    from .client import ClientError
+
+    async def pristine(ep: str) -> bool:
+        try:
+            st = await c.status(ep, timeout=deadline.left(2.0))
+        except ClientError:
+            return False
+        return st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None
+
+    asking = {asyncio.ensure_future(pristine(ep)) for ep in args.endpoints}
+    try:
+        while asking:  # the first other answer ends the check: a node slow to answer holds up nothing
+            done, asking = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
+            if not all(task.result() for task in done):
+                return
+    finally:
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+    # (here every endpoint answered as a node of no cluster)
+    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet: initialize one with "
+                   "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')")
 
 
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:

@@ -394,13 +394,39 @@ async def test_no_leader_found_names_its_timeout_as_given(capsys: pytest.Capture
     from openraft_py.testing.proc_cluster import free_port
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response({"id": 9, "state": "Learner", "leader_id": None, "voters": [], "learners": []})
+        return web.json_response({"id": 9, "state": "Follower", "leader_id": None, "voters": [1, 2, 9],
+                                  "learners": []})
 
     async with _fake_node(free_port(), [web.get("/cluster/status", status)]) as ep:
         code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ep, "--timeout", "1"])
     assert code == 1
     assert capsys.readouterr().err.splitlines() == [
         f"openraft-py cluster members: error: no leader found at {ep} within 1.0s"]
+
+
+async def test_cluster_members_of_nodes_in_no_cluster_says_so_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster members`` against nodes started but never initialized: each status names no
+    voter, and no leader will come until an init. It searched for a leader for its whole
+    --timeout (30 s by default), then said "no leader found"; now it says at once that no
+    node there is in a cluster yet, and what to do. Two fake nodes answer as such nodes."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    def pristine(nid: int) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response({"id": nid, "state": "Learner", "leader_id": None, "voters": [], "learners": []})
+
+        return [web.get("/cluster/status", status)]
+
+    async with _fake_node(free_port(), pristine(1)) as a, _fake_node(free_port(), pristine(2)) as b:
+        started = time.monotonic()
+        code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", f"{a},{b}", "--timeout", "5"])
+        took = time.monotonic() - started
+    assert code == 1 and took < 2, took
+    assert capsys.readouterr().err.splitlines() == [
+        f"openraft-py cluster members: error: no node at {a}, {b} is in a cluster yet: initialize one with "
+        "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')"]
 
 
 @pytest.mark.parametrize("value,traceback", [
