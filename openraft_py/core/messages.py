@@ -83,6 +83,11 @@ class AppendEntriesCall:
         self.tx = tx
 
 
+def _answered_already(value: Any) -> None:
+    """What a ``Reply`` holds in place of its ``fn`` once answered or cancelled (never
+    called: ``_done`` is set)."""
+
+
 class Reply:
     """A caller's answer slot that calls ``fn`` instead of resolving a future: ``fn(value)``
     with the result, or ``fn(error)`` with the exception, exactly once (``Raft.submit_append_entries``).
@@ -109,6 +114,7 @@ class Reply:
         if self._done:
             return False
         self._done = True
+        self.fn = _answered_already
         return True
 
     def set_result(self, value: Any) -> None:
@@ -123,10 +129,17 @@ class Reply:
         if self._done:
             return
         self._done = True
+        # ``fn`` is let go once it has run (or the caller gave up): the node keeps the
+        # answered slot among its callers' until it next compacts that set
+        # (``RaftCore._track``), and ``fn`` (typically a bound method or a ``partial``
+        # holding the caller's state) would live as long, surviving the garbage
+        # collector's young generations and making each of its passes longer.
+        fn = self.fn
+        self.fn = _answered_already
         try:
-            self.fn(value)
+            fn(value)
         except Exception:  # a caller's bug: logged, the node goes on
-            log.exception("the reply callback %r failed", self.fn)
+            log.exception("the reply callback %r failed", fn)
 
 
 # -- notifications ---------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ transport does on each side. A message the codec refuses fails the RPC with
 ``NetworkError`` (request side: the target handles nothing) and is counted in
 ``wire_errors``; the simulator runs a share of its seeds this way. Setting the environment
 variable ``OPENRAFT_PY_ROUTER_WIRE=1`` (or ``true``, ``yes``, ``on``) makes ``wire=True`` the default of every ``Router``
-(to run a whole test suite through the codec). With the codec on, the clients also offer
-``submit_append_entries`` (as the TCP client does): the leader's replication channels then
-take the callback path they take over TCP, with every fault applied.
+(to run a whole test suite through the codec). The clients offer ``submit_append_entries``
+(as the TCP client does), so the leader's replication channels take the callback path they
+take over TCP: with the codec on, through every fault (a task of the router per request);
+with it off, the fast mode's direct hand-over below.
 
 Faults, all removed by ``heal()``: ``isolate``, ``partition``, ``cut``, ``set_drop_rate``,
 ``set_duplicate_rate``, ``set_delay``, ``set_rpc_failure``. Every random choice (drops,
@@ -50,7 +51,11 @@ The router does not enforce ``RPCOption.hard_ttl``: callers bound their calls.
 
 Hot path: with no fault, no hook and no serialization configured, ``append_entries`` (and
 ``heartbeat``) is a flag test, one dict lookup, a counter increment and a direct ``await`` of the server's
-method: no task, no ``sleep(0)``.
+method: no task, no ``sleep(0)``. ``submit_append_entries`` then hands the request to the
+server's own ``submit_append_entries`` (a ``Raft``'s), whose node calls the caller's reply from
+its pass: no task, no future, no loop callback, and the leader's channel's sender task is not
+woken (``docs/design/performance.md``, the thirty-seventh round). With a fault or hook
+configured it takes nothing (returns ``None``) and the channel uses ``append_entries``.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ import inspect
 import math
 import random
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -185,6 +191,12 @@ def _server_error(target: NodeId, e: Exception) -> RPCError:
     return RemoteError(target, e)
 
 
+def _mapped_reply(target: NodeId, reply: Callable[[Any], None], result: Any) -> None:
+    """Hand ``reply`` the server's answer ``result``, an error mapped as ``append_entries``
+    maps it (``_server_error``)."""
+    reply(_server_error(target, result) if isinstance(result, Exception) else result)
+
+
 class _Answer:
     """The answer of an AppendEntries delivered directly (the router's fast mode): awaited,
     the server's response, its errors mapped as ``RouterClient.append_entries`` maps them.
@@ -261,11 +273,37 @@ class RouterClient:
         return self.append_entries(req, option)
 
     @property
-    def submit_append_entries(self) -> Callable[[AppendEntriesRequest, RPCOption, Callable[[Any], None]], Any] | None:
-        """``RaftNetwork``'s optional ``submit_append_entries``, offered (not ``None``) while
-        the wire codec is on (``Router.set_wire``), where the router stands in for the TCP
-        transport, whose client has it. A replication channel reads it when it starts."""
-        return None if self._router._wire is None else self._submit_append_entries
+    def submit_append_entries(self) -> Callable[[AppendEntriesRequest, RPCOption, Callable[[Any], None]], Any]:
+        """``RaftNetwork``'s optional ``submit_append_entries``. While the wire codec is on
+        (``Router.set_wire``), where the router stands in for the TCP transport, it delivers
+        through every fault as ``append_entries`` does (a task of the router per request);
+        otherwise it is the fast mode's direct hand-over (``_submit_direct``), which takes a
+        request only while no fault is configured. A replication channel reads it when it
+        starts."""
+        return self._submit_direct if self._router._wire is None else self._submit_append_entries
+
+    def _submit_direct(
+        self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]
+    ) -> Any:
+        """The fast mode's ``submit_append_entries``: to a server with
+        ``submit_append_entries`` (a ``Raft``), the request is handed over here and then and
+        the server calls ``reply`` itself, from its own pass (no task, no future, no loop
+        callback), with the response or the error mapped as ``append_entries`` maps it
+        (``_mapped_reply``). Returns the server's handle (``cancel()`` withdraws the reply),
+        or ``None`` (not taken: a fault or hook is configured, the target is not
+        registered, or it has no such method), and the channel then uses the other
+        methods, which apply every fault."""
+        router = self._router
+        if router._fast:
+            server = router._servers.get(self.target)
+            submit = getattr(server, "submit_append_entries", None)
+            if submit is not None:
+                self.counts[0] += 1
+                try:
+                    return submit(req, partial(_mapped_reply, self.target, reply))
+                except Exception as e:
+                    raise _server_error(self.target, e) from e
+        return None
 
     def _submit_append_entries(
         self, req: AppendEntriesRequest, option: RPCOption, reply: Callable[[Any], None]

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -683,14 +684,62 @@ async def test_send_append_entries_without_the_fast_path_delivers_when_awaited()
     assert (await answer).success and plain[2].received == [("append_entries", HEARTBEAT)]
 
 
-async def test_submit_append_entries_is_offered_with_the_wire_codec_only() -> None:
-    """``submit_append_entries`` stands in for the TCP client's: with the codec off it is not
-    offered (``None``: the replication channel uses the other methods)."""
-    router, servers = cluster()
+class SubmittingServer(FakeServer):
+    """A FakeServer with ``submit_append_entries`` (as ``Raft`` has): the request is taken at
+    the call, the answer (or the configured failure) given to ``reply`` when ``answer_all``
+    runs (as a node answers from its own pass)."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(node_id)
+        self.waiting: list[tuple[AppendEntriesRequest, Callable[[Any], None]]] = []
+
+    def submit_append_entries(self, req: AppendEntriesRequest, reply: Callable[[Any], None]) -> object:
+        self.received.append(("append_entries", req))  # (``fail`` is the reply's, below)
+        self.waiting.append((req, reply))
+        return object()
+
+    def answer_all(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for req, reply in waiting:
+            reply(self.fail if self.fail is not None else AppendEntriesResponse(req.vote, True, req.last_log_id()))
+
+
+async def test_submit_append_entries_without_the_codec_hands_over_directly_and_maps_errors() -> None:
+    """With the codec off, ``submit_append_entries`` is the fast mode's: the request reaches
+    the server's ``submit_append_entries`` at the call (no task, no future), its reply is
+    the caller's, with the server's errors mapped as ``append_entries`` maps them; with a
+    fault configured, or a server without the method, it takes nothing (``None``: the
+    channel uses the other methods, which apply every fault). With the codec on, it is the
+    router's task-based one (below)."""
+    router = Router(wire=False)
+    servers = {i: SubmittingServer(i) for i in (1, 2)}
+    for i, s in servers.items():
+        router.register(i, s)
     c = client(router, 1, 2)
-    assert c.submit_append_entries is None  # type: ignore[attr-defined]
+    got: list[Any] = []
+    req = AppendEntriesRequest(V, None, [Entry(LogId(1, 0), BLANK)], None)
+    assert c.submit_append_entries(req, OPT, got.append) is not None  # type: ignore[attr-defined]
+    assert servers[2].received == [("append_entries", req)]  # before anything is awaited
+    servers[2].answer_all()
+    assert got == [AppendEntriesResponse(V, True, LogId(1, 0))]
+    assert c.counts[0] == 1  # type: ignore[attr-defined]
+    for fail, mapped in ((Stopped(), Unreachable), (KeyError("boom"), RemoteError)):
+        servers[2].fail = fail
+        c.submit_append_entries(HEARTBEAT, OPT, got.append)  # type: ignore[attr-defined]
+        servers[2].answer_all()
+        assert isinstance(got[-1], mapped)
+    assert len(got) == 3
+    # Not taken while a fault is configured, nor by a server without the method.
+    servers[2].fail = None
+    router.set_delay(0, 1)
+    assert c.submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
+    router.heal()
+    plain_router, plain = cluster()
+    assert client(plain_router, 1, 2).submit_append_entries(HEARTBEAT, OPT, got.append) is None  # type: ignore[attr-defined]
+    assert servers[2].received[-1:] == [("append_entries", HEARTBEAT)] and len(servers[2].received) == 3
+    assert plain[2].received == [] and len(got) == 3
     router.set_wire(True)
-    assert callable(c.submit_append_entries)  # type: ignore[attr-defined]
+    assert c.submit_append_entries == c._submit_append_entries  # type: ignore[attr-defined]
 
 
 async def test_submit_append_entries_with_the_wire_codec_applies_faults_and_replies_once() -> None:
