@@ -270,6 +270,24 @@ def test_steps_are_checked_and_kept_in_the_replay_command() -> None:
     assert run_seed(1).replay_command().endswith("--seed 1 --trace")
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--wire", "all", "--steps", "2"], "(faults: none, wire all, 2 steps)"),
+    (["--wire", "none", "--nodes", "4"], "(faults: none, wire none, 4 nodes)"),
+    ([], "(faults: none)"),
+])
+def test_the_batch_summary_names_every_option_that_changes_the_runs(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line of a batch is what a run report quotes: it names each option that makes
+    the seeds' runs other than the defaults' (``--wire all`` runs every message through the
+    codec, ``--steps`` changes the schedule), so "N seeds clean" says which runs were clean.
+    (It named ``--fault``, ``--skew`` and ``--nodes`` only.)"""
+    assert sim.main(["--seeds", "1", "--start", "1", "--jobs", "1", *argv]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("1 seeds, 1 clean, 0 with violations " + named + " in "), last
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("signum", "group", "status", "word"), [

@@ -289,7 +289,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.lease is not None:
         what = f"lease scenario, skew factor {args.lease:g}{', READ_INDEX' if args.read_index else ''}"
     else:
+        # Every option that makes the runs other than the defaults' is named, so that the
+        # line a report quotes says which runs were clean.
         what = f"faults: {', '.join(faults) or 'none'}{f', skew {args.skew:g}' if args.skew else ''}"
+        if args.wire != "share":
+            what += f", wire {args.wire}"
+        if args.steps != 30:
+            what += f", {args.steps} steps"
         if args.nodes is not None:
             what += f", {args.nodes} nodes"
     print(f"{total} seeds, {total - len(failures)} clean, {len(failures)} with violations ({what}) "
