@@ -75,16 +75,18 @@ wheel: build
 	@ls -l $(DIST)
 
 # The deterministic simulator over many seeds (make sim SEEDS=10000 JOBS=2); make test runs 100.
+# START: the first seed (make sim-skew START=50000 SEEDS=300 runs seeds 50000..50299).
 JOBS ?= 2
+START ?= 0
 sim: build
-	$(PY) -m openraft_py.testing.sim --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --start $(START) --seeds $(SEEDS) --jobs $(JOBS)
 
 # Clock-rate skew (docs/design/simulation.md): the lease-read scenario at the documented
 # bound, ReadIndex at 8 times it, and random runs with skew inside it; all must be clean.
 sim-skew: build
-	$(PY) -m openraft_py.testing.sim --lease 1 --seeds $(SEEDS) --jobs $(JOBS)
-	$(PY) -m openraft_py.testing.sim --lease 8 --read-index --seeds $(SEEDS) --jobs $(JOBS)
-	$(PY) -m openraft_py.testing.sim --skew 0.07 --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --lease 1 --start $(START) --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --lease 8 --read-index --start $(START) --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m openraft_py.testing.sim --skew 0.07 --start $(START) --seeds $(SEEDS) --jobs $(JOBS)
 
 # A Jepsen-style run of 5 real `serve` processes under faults (docs/design/jepsen.md);
 # a progress line per nemesis step. make jepsen TIME=600 SEED=7 (no SEED: a random one,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,6 +287,23 @@ def test_the_batch_summary_names_every_option_that_changes_the_runs(
     assert sim.main(["--seeds", "1", "--start", "1", "--jobs", "1", *argv]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("1 seeds, 1 clean, 0 with violations " + named + " in "), last
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize(("target", "runs"), [("sim", 1), ("sim-skew", 3)])
+def test_the_make_targets_take_the_first_seed(target: str, runs: int) -> None:
+    """``make sim`` and ``make sim-skew`` pass ``START`` on as ``--start`` (default 0): a long
+    hunt runs seed ranges not run before without writing the command lines out by hand."""
+    root = Path(__file__).resolve().parents[2]
+
+    def sim_lines(*var: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "-C", str(root), target, "SEEDS=7", "JOBS=1", *var],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return [line for line in out.splitlines() if "-m openraft_py.testing.sim " in line]
+
+    given = sim_lines("START=50000")
+    assert len(given) == runs and all("--start 50000 --seeds 7 " in line for line in given), given
+    assert all("--start 0 --seeds 7 " in line for line in sim_lines()), sim_lines()
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
