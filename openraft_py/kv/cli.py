@@ -751,10 +751,29 @@ async def _members_after_all(c: KvClient, voters: list[int], deadline: _Deadline
 
 async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> None:
     """``CliError`` (exit 1) when every endpoint answers a status naming no voter and no
-    leader: nodes started and never initialized nor added, where no leader comes until an
-    init. The search for a leader waited out the whole ``--timeout`` (30 s) there, then said
-    "no leader found". An endpoint that does not answer, or any other answer, returns
-    (the search then runs as before); the statuses are asked at once."""
+    leader, and still does ``client.NO_CLUSTER_GRACE`` (1 s) later: nodes started and never
+    initialized nor added, where no leader comes until an init. The search for a leader
+    waited out the whole ``--timeout`` (30 s) there, then said "no leader found". (Nodes
+    initialized a moment ago through another node answer so until they hear from the new
+    leader: hence the grace, as ``KvClient``'s.) An endpoint that does not answer, or any
+    other answer, returns (the search then runs as before); the statuses are asked at once."""
+    from .client import NO_CLUSTER_GRACE
+
+    first = time.monotonic()
+    if not await _all_in_no_cluster(c, args, deadline):
+        return
+    while time.monotonic() - first < NO_CLUSTER_GRACE and not deadline.expired():
+        await asyncio.sleep(min(0.2, deadline.left()))
+        if not await _all_in_no_cluster(c, args, deadline):
+            return
+    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet: initialize one with "
+                   "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')")
+
+
+async def _all_in_no_cluster(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> bool:
+    """Whether every endpoint answers a status naming no voter, no learner and no leader
+    (``_refuse_if_in_no_cluster``): the statuses asked at once, the first other answer (or
+    an endpoint that does not answer) ends the round ``False``."""
     from .client import ClientError
 
     async def pristine(ep: str) -> bool:
@@ -769,14 +788,12 @@ async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadli
         while asking:  # the first other answer ends the check: a node slow to answer holds up nothing
             done, asking = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
             if not all(task.result() for task in done):
-                return
+                return False
     finally:
         for task in asking:
             task.cancel()
         await asyncio.gather(*asking, return_exceptions=True)
-    # (here every endpoint answered as a node of no cluster)
-    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet: initialize one with "
-                   "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')")
+    return True  # (every endpoint answered as a node of no cluster)
 
 
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:

@@ -18,7 +18,8 @@ How one call runs, within its ``deadline`` (seconds)::
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
                      │   leader, a redirect loop          ┘   (until the deadline: FAIL)
-                     ├─ other 4xx; 503 "not in a cluster yet" from every endpoint ─> FAIL
+                     ├─ other 4xx; 503 "not in a cluster yet" from every endpoint
+                     │   for NO_CLUSTER_GRACE (their latest answers) ────────────> FAIL
                      └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
                                                                         refusal; writes: INFO
 
@@ -67,7 +68,7 @@ from ..errors import restore_error
 from ..validation import check_node_id, check_seconds, shown
 from .argtypes import MAX_TIMEOUT, quoted
 
-__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
            "CallTimes", "CallOptions"]
 
 CONNECT_TIMEOUT = 2.0
@@ -76,6 +77,17 @@ request is sent again, so one loss costs no attempt; well below a call's deadlin
 that never completes the connection leaves time for the other endpoints. (The connection
 was bounded by the attempt alone, and the command line's attempt is its whole ``--timeout``:
 ``kv put --endpoints DOWN,LIVE`` spent it all on DOWN and never reached LIVE.)"""
+
+NO_CLUSTER_GRACE = 1.0
+"""Seconds a call goes on retrying once every endpoint answers "not in a cluster yet"
+(``"initialized": false``) before it fails with that answer: the time a node that is about
+to join takes to hear from its cluster. Nodes initialized through another node hear of the
+cluster with its first election, at once after the init, and the new leader's first
+entries; a learner being added with the leader's first message. Failed at the first such
+answer from every endpoint, a call to them right after ``POST /cluster/init`` (a client
+of the other members) failed, telling the user to initialize the cluster just initialized.
+Against nodes never initialized (a new user's first try) the call still ends about this
+long after its first attempt, not at its deadline."""
 
 _RETRY_MIN = 0.05
 """Seconds a call must have left before its deadline to start another attempt (a retry or a
@@ -538,7 +550,10 @@ class KvClient:
         pause = self.backoff
         redirects = retries = hops = attempts = 0
         again = False  # (the next attempt repeats a failed one: a retry once it starts)
-        in_no_cluster: set[str] = set()  # endpoints that answered "not in a cluster yet"
+        # The endpoints whose latest answer was "not in a cluster yet" (``_in_no_cluster``),
+        # each with the time of the first answer of its current run of them.
+        # Invariant: an endpoint leaves it at any other outcome of an attempt to it.
+        in_no_cluster: dict[str, float] = {}
         node = endpoint if endpoint is not None else self._pick()
         url = f"http://{node}{path}"
         last: tuple[int | None, bytes, str] = (None, b"", "")
@@ -552,14 +567,17 @@ class KvClient:
             try:
                 status, rheaders, rbody = await self._attempt(method, url, data, headers, min(per_try, remaining))
             except _Refused as e:
+                in_no_cluster.pop(node, None)
                 last = (None, b"", str(e))
                 if not follow:
                     return Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries)
             except _Unknown as e:
+                in_no_cluster.pop(node, None)
                 if not follow or not idempotent:
                     return self._unknown(Response(Outcome.INFO, None, b"", node, str(e), redirects, retries), follow)
                 last = (None, b"", str(e))
             else:
+                no_cluster_since = in_no_cluster.pop(node, None)
                 if status == 307 and follow:
                     location = rheaders.get("Location", "")
                     target = urllib.parse.urlsplit(location)
@@ -591,11 +609,14 @@ class KvClient:
                     if not follow:
                         return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
                     if _in_no_cluster(rbody):
-                        in_no_cluster.add(node)
-                        if in_no_cluster.issuperset(self.endpoints):
-                            # Every endpoint is a node of no cluster: only an init or an add
-                            # helps, which the answer names; retrying until the deadline
-                            # (10 s on the command line) only delayed it.
+                        now = loop.time()
+                        in_no_cluster[node] = now if no_cluster_since is None else no_cluster_since
+                        if (all(ep in in_no_cluster for ep in self.endpoints)
+                                and now - min(in_no_cluster.values()) >= NO_CLUSTER_GRACE):
+                            # Every endpoint is a node of no cluster, and has been for the
+                            # grace: only an init or an add helps, which the answer names;
+                            # retrying until the deadline (10 s on the command line) only
+                            # delayed it.
                             return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
                 else:  # 5xx or anything else: the outcome of a write is unknown
                     why = f"HTTP {status}: {_one_line(rbody)}"

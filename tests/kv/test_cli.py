@@ -429,6 +429,33 @@ async def test_cluster_members_of_nodes_in_no_cluster_says_so_at_once(capsys: py
         "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')"]
 
 
+async def test_cluster_members_of_nodes_initialized_a_moment_ago_waits_for_their_leader(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node initialized through another node names no voter and no leader until the new
+    leader's first entries reach it (a moment after the init): ``cluster members`` asked
+    then finds the leader, it does not say "no node ... is in a cluster yet" (it did, at the
+    first round of statuses). A fake node answers as a node of no cluster for 0.3 s, then
+    as the leader of voters [1]."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    joined = time.monotonic() + 0.3
+
+    async def status(request: web.Request) -> web.Response:
+        if time.monotonic() < joined:
+            return web.json_response({"id": 1, "state": "Learner", "leader_id": None, "voters": [], "learners": []})
+        return web.json_response({"id": 1, "state": "Leader", "leader_id": 1, "http_addr": f"127.0.0.1:{port}",
+                                  "leader_http_addr": f"127.0.0.1:{port}", "voters": [1], "learners": []})
+
+    async with _fake_node(port, [web.get("/cluster/status", status)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ep, "--timeout", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "voters: 1" in out.splitlines(), out
+
+
 @pytest.mark.parametrize("value,traceback", [
     ("", False), ("0", False), ("false", False), ("No", False), ("OFF", False), (" off ", False),
     ("1", True), ("yes", True), ("true", True),

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from openraft_py.kv import cli
-from openraft_py.kv.client import MAX_KEY_BYTES, ClientError, KvClient, Outcome, new_session, parse_endpoints
+from openraft_py.kv.client import MAX_KEY_BYTES, NO_CLUSTER_GRACE, ClientError, KvClient, Outcome, new_session, parse_endpoints
 from openraft_py.testing.proc_cluster import free_port
 
 from .kv_helpers import KvCluster
@@ -224,9 +224,10 @@ async def _serving(app: Any) -> AsyncIterator[str]:
 async def test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster() -> None:
     """A new user's first mistake: ``kv put`` to nodes started but never initialized. Each
     answers 503 "node N is not in a cluster yet (initialize one with 'openraft-py cluster
-    init' ...)" with ``"initialized": false``; once every endpoint has answered so, retrying
-    cannot help (only an init or an add would), and the call ends ``FAIL`` with that answer
-    at once. It retried until its deadline (10 s on the command line) and then said the same.
+    init' ...)" with ``"initialized": false``; once every endpoint has answered so for
+    ``NO_CLUSTER_GRACE`` (1 s), retrying cannot help (only an init or an add would), and the
+    call ends ``FAIL`` with that answer. It retried until its deadline (10 s on the command
+    line) and then said the same.
     An endpoint that is in a cluster, between elections (503 naming no leader, without
     ``initialized``), is still retried until the deadline."""
     from aiohttp import web
@@ -255,6 +256,76 @@ async def test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster() -> Non
             r = await c.put("k", "v")
             assert r.outcome is Outcome.FAIL and time.monotonic() - t > 0.9, r
             assert (r.error or "").startswith("gave up after"), r
+
+
+async def test_members_just_initialized_through_another_node_are_retried_not_failed() -> None:
+    """Right after ``POST /cluster/init`` to node 1 answered, nodes 2 and 3 hold no
+    membership yet: they hear of the cluster with its first election and the new leader's
+    first entries, a moment later, and until then answer 503 "not in a cluster yet" with
+    ``"initialized": false``. A call given only their endpoints (a client of the nodes it
+    runs beside, a script that initialized through node 1) is retried until they have
+    heard: it failed at once, telling the user to initialize the cluster just initialized
+    (backoff 0 sends the two first attempts before the election can end)."""
+    from .kv_helpers import members_of, url
+
+    c0 = KvCluster()
+    try:
+        for nid in (1, 2, 3):
+            await c0.start_node(nid)
+        c0.session = new_session()
+        async with c0.session.post(url(c0.nodes[1], "/cluster/init"),
+                                   json={"members": members_of(list(c0.nodes.values()))}) as r:
+            assert r.status == 200, await r.text()
+        eps = [c0.nodes[2].opts.http_addr, c0.nodes[3].opts.http_addr]
+        async with KvClient(eps, deadline=10.0, backoff=0.0) as c:
+            r = await asyncio.wait_for(c.put("k", "v"), 15.0)
+        assert r.ok, r
+    finally:
+        await c0.close()
+
+
+def _in_no_cluster_node(nid: int, until: float | None = None, then: str = "ok") -> Any:
+    """A fake service node answering 503 "not in a cluster yet" (``"initialized": false``)
+    until the monotonic time ``until`` (for good with ``None``), then 200 ``{"index": 1}``
+    (``then="ok"``) or the 503 of a node in a cluster between elections (``"no leader"``)."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.Response:
+        if until is not None and time.monotonic() >= until:
+            if then == "ok":
+                return web.json_response({"index": 1})
+            return web.json_response({"error": "no leader is known; retry later", "leader_id": None}, status=503)
+        return web.json_response({"error": f"no leader is known: node {nid} is not in a cluster yet (initialize one "
+                                           "with 'openraft-py cluster init' or POST /cluster/init, or add this node "
+                                           "to one)", "leader_id": None, "initialized": False}, status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
+
+
+async def test_a_node_in_no_cluster_for_a_moment_is_retried() -> None:
+    """A node that answers "not in a cluster yet" for a moment (0.3 s: a cluster initialized
+    through another node, a learner being added, reach it with their first message) and
+    then takes the call: the call succeeds. It failed at the first answer."""
+    async with _serving(_in_no_cluster_node(1, until=time.monotonic() + 0.3)) as a:
+        async with KvClient([a], deadline=5.0, backoff=0.0) as c:
+            r = await asyncio.wait_for(c.put("k", "v"), 10.0)
+    assert r.ok, r
+
+
+async def test_an_endpoint_no_longer_in_no_cluster_is_not_counted_as_such() -> None:
+    """Only each endpoint's latest answer counts: ``a`` answered "not in a cluster yet" once
+    and is in a cluster since (503 naming no leader, between elections), ``b`` is in no
+    cluster. Not every endpoint is in no cluster, so the call is retried until its deadline
+    (it failed as soon as ``b`` had answered, counting ``a``'s first answer)."""
+    async with _serving(_in_no_cluster_node(1, until=time.monotonic() + 0.05, then="no leader")) as a, \
+            _serving(_in_no_cluster_node(2)) as b:
+        async with KvClient([a, b], deadline=1.6, backoff=0.0, max_backoff=0.05) as c:
+            t = time.monotonic()
+            r = await asyncio.wait_for(c.put("k", "v"), 10.0)
+    assert r.outcome is Outcome.FAIL and time.monotonic() - t > 1.5, r
+    assert (r.error or "").startswith("gave up after"), r
 
 
 @contextlib.contextmanager
@@ -442,10 +513,11 @@ async def test_a_call_that_gives_up_counts_the_attempts_it_made(monkeypatch: pyt
     assert r.outcome is Outcome.INFO and r.error == f"no answer from {hung} within 0.03s", r
 
 
-async def test_a_node_in_no_cluster_is_a_refusal_not_retried(tmp_path: object) -> None:
+async def test_a_node_in_no_cluster_is_a_refusal_not_retried_past_the_grace(tmp_path: object) -> None:
     """A real node, running and never initialized, answers 503 "no leader" with
-    ``"initialized": false``: the only endpoint, it fails the call at once, with no retry (a
-    503 naming no leader from a node in a cluster is retried until the deadline:
+    ``"initialized": false``: the only endpoint, it fails the call once it has answered so
+    for ``NO_CLUSTER_GRACE`` (1 s), well before the deadline (a 503 naming no leader from a
+    node in a cluster is retried until the deadline:
     ``test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster``)."""
     c0 = KvCluster()
     try:
@@ -454,8 +526,9 @@ async def test_a_node_in_no_cluster_is_a_refusal_not_retried(tmp_path: object) -
         async with KvClient([node.opts.http_addr], deadline=3.0) as c:
             t = time.monotonic()
             r = await asyncio.wait_for(c.put("k", "v"), 5.0)
-            assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries == 0, r
-            assert "node 1 is not in a cluster yet" in (r.error or "") and time.monotonic() - t < 1.5, r
+            took = time.monotonic() - t
+            assert r.outcome is Outcome.FAIL and r.status == 503 and r.retries >= 1, r
+            assert "node 1 is not in a cluster yet" in (r.error or "") and NO_CLUSTER_GRACE <= took < 2.0, (took, r)
             st = await c.status(node.opts.http_addr)
             assert st["id"] == 1 and st["leader_id"] is None
     finally:
