@@ -810,6 +810,8 @@ async def _reach_a_node(args: argparse.Namespace, explicit_timeout: bool, deadli
     Only a connection is asked for, not an answer: a node that accepts and is slow to answer
     is the verb's own business (its request may be taken, an unknown outcome it then looks
     into). Every endpoint is tried at once, in rounds; the last reason ends the line."""
+    from .client import os_error_text
+
     bound = deadline.seconds if explicit_timeout else min(CONTACT_TIMEOUT, deadline.seconds)
     end = time.monotonic() + min(bound, deadline.left())
 
@@ -822,7 +824,7 @@ async def _reach_a_node(args: argparse.Namespace, explicit_timeout: bool, deadli
         except TimeoutError:
             return f"no connection to {ep} within {wait:.1f}s"
         except OSError as e:
-            return f"cannot connect to {ep}: {e.strerror or e}"
+            return f"cannot connect to {ep}: {os_error_text(e)}"
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()

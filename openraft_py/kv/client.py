@@ -54,6 +54,7 @@ import asyncio
 import enum
 import io
 import json as _json
+import os
 import random
 import re
 import urllib.parse
@@ -897,6 +898,16 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc
 
 
+def os_error_text(err: OSError) -> str:
+    """Why a connection failed, as the system says it ("Connection refused"): asyncio's
+    ``OSError`` of a failed connect carries the right ``errno`` but the text "Connect call
+    failed ('127.0.0.1', 1)", which does not say why. An error with no ``errno`` (several
+    addresses of a name failed differently) as it reads."""
+    if isinstance(err.errno, int) and err.errno > 0:
+        return os.strerror(err.errno)
+    return err.strerror or str(err)
+
+
 def _os_reason(e: aiohttp.ClientConnectorError) -> str:
     err = e.os_error
-    return (err.strerror or str(err)) if err is not None else str(e)
+    return os_error_text(err) if err is not None else str(e)

@@ -258,6 +258,15 @@ async def test_a_call_ends_at_once_when_every_endpoint_is_in_no_cluster() -> Non
             assert (r.error or "").startswith("gave up after"), r
 
 
+async def test_a_refused_connection_is_named_so() -> None:
+    """A connection refused is said as the system says it, "Connection refused": asyncio's
+    text, "Connect call failed ('127.0.0.1', 1)", did not say why (the kv-cli design quotes
+    the former)."""
+    dead = f"127.0.0.1:{free_port()}"
+    async with KvClient([dead], deadline=0.3) as c:
+        r = await asyncio.wait_for(c.put("k", "v"), 5.0)
+    assert r.outcome is Outcome.FAIL and (r.error or "").endswith(f"cannot connect to {dead}: Connection refused"), r
+
 async def test_members_just_initialized_through_another_node_are_retried_not_failed() -> None:
     """Right after ``POST /cluster/init`` to node 1 answered, nodes 2 and 3 hold no
     membership yet: they hear of the cluster with its first election and the new leader's
