@@ -428,7 +428,8 @@ class KvClient:
     another session); by default the client opens its own. One client may run many calls
     concurrently. The numbers are checked: ``deadline``, ``attempt_timeout`` and
     ``connect_timeout`` finite and above 0, ``backoff`` and ``max_backoff`` finite and at least 0, each at most
-    ``argtypes.MAX_TIMEOUT`` (a day), ``max_redirects`` an int
+    ``argtypes.MAX_TIMEOUT`` (a day), with ``backoff <= max_backoff`` (the first pause is not the longest, as
+    ``TcpNetworkFactory``'s ``backoff_min <= backoff_max``), ``max_redirects`` an int
     of at least 1 (``TypeError`` for a non-number or a ``bool``, ``ValueError`` otherwise).
 
     ``endpoints`` are kept once each, in the order given (a repeated one would be tried
@@ -460,6 +461,8 @@ class KvClient:
         self.max_redirects = max_redirects
         self.backoff = _check_duration(backoff, "backoff", zero_ok=True)
         self.max_backoff = _check_duration(max_backoff, "max_backoff", zero_ok=True)
+        if self.backoff > self.max_backoff:  # (the first pause would be the longest)
+            raise ValueError(f"backoff={self.backoff} must be at most max_backoff={self.max_backoff}")
         if session is not None and _TRACE not in session.trace_configs:
             raise ValueError("the session must come from openraft_py.kv.client.new_session()")
         self._session = session

@@ -106,6 +106,18 @@ def test_the_client_s_settings_are_checked(kw: dict[str, Any], error: type[Excep
         KvClient(["127.0.0.1:1"], **kw)
 
 
+def test_backoff_above_max_backoff_is_refused() -> None:
+    """``backoff`` (the first pause) over ``max_backoff`` (the longest) contradicts itself:
+    the first pause was ``backoff`` and the second ``max_backoff``, shorter. Refused as
+    ``TcpNetworkFactory``'s ``backoff_min > backoff_max`` is; equal is fine, and so is
+    ``backoff=0`` (no pause) with any ``max_backoff``."""
+    with pytest.raises(ValueError, match=r"^backoff=1\.0 must be at most max_backoff=0\.5"):
+        KvClient(["127.0.0.1:1"], backoff=1.0)  # (max_backoff's default is 0.5)
+    with pytest.raises(ValueError, match=r"^backoff=0\.3 must be at most max_backoff=0\.2"):
+        KvClient(["127.0.0.1:1"], backoff=0.3, max_backoff=0.2)
+    for ok in ({"backoff": 0.5, "max_backoff": 0.5}, {"backoff": 0.0, "max_backoff": 0.0}, {"backoff": 2.0, "max_backoff": 5.0}):
+        KvClient(["127.0.0.1:1"], **ok)
+
 async def test_a_session_without_the_trace_hook_is_refused() -> None:
     import aiohttp
 
