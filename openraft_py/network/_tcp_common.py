@@ -105,8 +105,10 @@ def check_frame_rate(value: object) -> float:
     number above 0 and at most ``MAX_FRAME_RATE``; ``TypeError`` or ``ValueError`` naming it."""
     rate = check_seconds(value, "min_frame_rate")
     if rate > MAX_FRAME_RATE:
-        raise ValueError(f"min_frame_rate must be at most {MAX_FRAME_RATE:g} bytes per second (MAX_FRAME_RATE, the "
-                         f"largest frame in a second: a greater rate asks nothing more), got {shown(value)}")
+        # (the bound in full, as the durations' range: ":g" printed it "4.29497e+09")
+        raise ValueError(f"min_frame_rate must be above 0 and at most {MAX_FRAME_RATE:.0f} bytes per second "
+                         "(MAX_FRAME_RATE, the largest frame in a second: a greater rate asks nothing more), got "
+                         f"{shown(value)}")
     return rate
 
 
