@@ -427,6 +427,36 @@ def _listen_error(flag: str, addr: str, e: OSError) -> OSError:
     return type(e)(e.errno, f"{flag} {addr}: cannot listen there: {why}")
 
 
+def check_can_listen(flag: str, addr: str) -> None:
+    """``OSError`` naming ``flag`` (``_listen_error``) when ``addr`` cannot be listened on
+    now: a port another process listens on, an address not on this machine, a host name
+    that does not resolve. Each address the host resolves to is bound as the servers bind
+    it (``SO_REUSEADDR``; IPv6 alone on an IPv6 socket) and closed again; port 0 (any free
+    port) is not checked. Blocking (the resolver): call it in a worker thread.
+
+    ``KvNode.start`` asks it of both addresses before it makes anything in the data
+    directory: a first start that failed on a port made the directory, its stores and its
+    record (``node.json``), and a later start with the right ``--id`` or ``--cluster-name``
+    was refused as if another node's data were there. (A port taken between this check and
+    the server's own bind fails the start as before.)"""
+    host, port = parse_addr(addr)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise _listen_error(flag, addr, e) from None
+    for family, kind, proto, _name, sockaddr in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as e:
+                raise _listen_error(flag, addr, e) from None
+
+
 def _index(log_id: Any) -> int | None:
     return None if log_id is None else int(log_id.index)
 
@@ -531,6 +561,9 @@ class KvNode:
 
         o = self.opts
         try:
+            # Before anything is made in the data directory (``check_can_listen``).
+            for flag, addr in (("--raft-addr", o.raft_addr), ("--http-addr", o.http_addr)):
+                await asyncio.to_thread(check_can_listen, flag, addr)
             data = Path(o.data_dir)
             try:
                 if data.exists() and not data.is_dir():

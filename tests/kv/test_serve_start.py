@@ -102,6 +102,34 @@ async def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -
 
 
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
+async def test_a_first_start_on_a_port_in_use_leaves_no_data_directory(tmp_path: Path, flag: str) -> None:
+    """A first start that fails on a port in use makes nothing in ``--data-dir``: node 1's
+    command line copied for node 2 (``--data-dir n2`` changed, its ports not) recorded
+    ``n2`` as node 1's, with a log, a state machine and the catching-up record, and the
+    corrected ``serve --id 2 --data-dir n2`` was then refused ("holds the data of node 1,
+    not node 2 ... a node must never take over another node's log and vote"), though node 1
+    never ran there. An empty directory given stays empty."""
+    first = node_options(1, str(tmp_path))
+    busy = first.raft_addr if flag == "--raft-addr" else first.http_addr
+    host, port = busy.rsplit(":", 1)
+    data = tmp_path / "n2"
+    first.data_dir = str(data)
+    (tmp_path / "empty").mkdir()
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        for where in (data, tmp_path / "empty"):
+            first.data_dir = str(where)
+            with pytest.raises(OSError, match=rf"^\[Errno \d+\] {flag} {busy}: cannot listen there: .*in use"):
+                await KvNode(first).start()
+    assert not data.exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+    second = node_options(2, str(tmp_path))  # (data under tmp_path/n2: the directory the failed start named)
+    node = KvNode(second)
+    await node.start()
+    await node.stop()
+
+@pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
 async def test_a_host_that_does_not_resolve_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     opts = node_options(1, str(tmp_path))
     if flag == "--raft-addr":
