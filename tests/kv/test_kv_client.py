@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from openraft_py.kv import cli
-from openraft_py.kv.client import MAX_KEY_BYTES, NO_CLUSTER_GRACE, ClientError, KvClient, Outcome, new_session, parse_endpoints
+from openraft_py.kv.client import (
+    MAX_KEY_BYTES,
+    NO_CLUSTER_GRACE,
+    ClientError,
+    KvClient,
+    Outcome,
+    new_session,
+    parse_endpoints,
+)
 from openraft_py.testing.proc_cluster import free_port
 
 from .kv_helpers import KvCluster
