@@ -431,8 +431,8 @@ def check_can_listen(flag: str, addr: str) -> None:
     """``OSError`` naming ``flag`` (``_listen_error``) when ``addr`` cannot be listened on
     now: a port another process listens on, an address not on this machine, a host name
     that does not resolve. Each address the host resolves to is bound as the servers bind
-    it (``SO_REUSEADDR``; IPv6 alone on an IPv6 socket) and closed again; port 0 (any free
-    port) is not checked. Blocking (the resolver): call it in a worker thread.
+    it (``SO_REUSEADDR``; IPv6 alone on an IPv6 socket) and closed again. Blocking (the
+    resolver): call it in a worker thread.
 
     ``KvNode.start`` asks it of both addresses before it makes anything in the data
     directory: a first start that failed on a port made the directory, its stores and its
@@ -440,8 +440,6 @@ def check_can_listen(flag: str, addr: str) -> None:
     was refused as if another node's data were there. (A port taken between this check and
     the server's own bind fails the start as before.)"""
     host, port = parse_addr(addr)
-    if port == 0:
-        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
