@@ -750,50 +750,74 @@ async def _members_after_all(c: KvClient, voters: list[int], deadline: _Deadline
 
 
 async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> None:
-    """``CliError`` (exit 1) when every endpoint answers a status naming no voter and no
-    leader, and still does ``client.NO_CLUSTER_GRACE`` (1 s) later: nodes started and never
-    initialized nor added, where no leader comes until an init. The search for a leader
-    waited out the whole ``--timeout`` (30 s) there, then said "no leader found". (Nodes
-    initialized a moment ago through another node answer so until they hear from the new
-    leader: hence the grace, as ``KvClient``'s.) An endpoint that does not answer, or any
-    other answer, returns (the search then runs as before); the statuses are asked at once."""
+    """``CliError`` (exit 1) when no endpoint can lead the search for a leader anywhere:
+
+    - every endpoint answers a status naming no voter and no leader, and still does
+      ``client.NO_CLUSTER_GRACE`` (1 s) later: nodes started and never initialized nor
+      added, where no leader comes until an init. (Nodes initialized a moment ago through
+      another node answer so until they hear from the new leader: hence the grace, as
+      ``KvClient``'s.)
+    - every endpoint answers, but not with a node's status (a 4xx, or a 200 that is not a
+      status): not a node's HTTP API, such as a node's raft port, which answers 400 "this is
+      an openraft-py raft port ...". No retry changes that answer.
+
+    The search for a leader waited out the whole ``--timeout`` (30 s) in both cases, then
+    said "no leader found". An endpoint that does not answer, or any other answer, returns
+    (the search then runs as before); the statuses are asked at once."""
     from .client import NO_CLUSTER_GRACE
 
     first = time.monotonic()
-    if not await _all_in_no_cluster(c, args, deadline):
+    kind, why = await _what_the_endpoints_are(c, args, deadline)
+    if kind == "foreign":
+        raise CliError(f"no node's HTTP API at {', '.join(args.endpoints)}: {why}")
+    if kind != "pristine":
         return
     while time.monotonic() - first < NO_CLUSTER_GRACE and not deadline.expired():
         await asyncio.sleep(min(0.2, deadline.left()))
-        if not await _all_in_no_cluster(c, args, deadline):
+        if (await _what_the_endpoints_are(c, args, deadline))[0] != "pristine":
             return
     raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet: initialize one with "
                    "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')")
 
 
-async def _all_in_no_cluster(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> bool:
-    """Whether every endpoint answers a status naming no voter, no learner and no leader
-    (``_refuse_if_in_no_cluster``): the statuses asked at once, the first other answer (or
-    an endpoint that does not answer) ends the round ``False``."""
+async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> tuple[str, str]:
+    """What every endpoint's status says (``_refuse_if_in_no_cluster``), asked at once:
+    ``("pristine", "")`` when each names no voter, no learner and no leader; ``("foreign",
+    why)`` when each answered HTTP but not with a node's status (4xx, or a 200 that is not
+    one; ``why`` the answers); else ``("other", "")``, as soon as one endpoint answers
+    otherwise, does not answer, or answers 5xx (a node stopping)."""
     from .client import ClientError
 
-    async def pristine(ep: str) -> bool:
+    async def one(ep: str) -> tuple[str, str]:
         try:
             st = await c.status(ep, timeout=deadline.left(2.0))
-        except ClientError:
-            return False
-        return st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None
+        except ClientError as e:
+            status = e.response.status
+            if status is not None and status < 500:  # an answer, and not a node's status
+                text = str(e)
+                return "foreign", text if text.startswith(ep) else f"{ep} answered {text}"
+            return "other", ""
+        if st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None:
+            return "pristine", ""
+        return "other", ""
 
-    asking = {asyncio.ensure_future(pristine(ep)) for ep in args.endpoints}
+    asking = {asyncio.ensure_future(one(ep)) for ep in args.endpoints}
+    kinds: set[str] = set()
+    whys: list[str] = []
     try:
         while asking:  # the first other answer ends the check: a node slow to answer holds up nothing
             done, asking = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
-            if not all(task.result() for task in done):
-                return False
+            for task in done:
+                kind, why = task.result()
+                kinds.add(kind)
+                whys += [why] if why else []
+            if "other" in kinds or len(kinds) > 1:
+                return "other", ""
     finally:
         for task in asking:
             task.cancel()
         await asyncio.gather(*asking, return_exceptions=True)
-    return True  # (every endpoint answered as a node of no cluster)
+    return kinds.pop(), "; ".join(whys)  # (every endpoint answered alike)
 
 
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:

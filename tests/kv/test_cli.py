@@ -430,6 +430,32 @@ async def test_cluster_members_of_nodes_in_no_cluster_says_so_at_once(capsys: py
         "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')"]
 
 
+async def test_cluster_members_at_an_address_that_is_no_node_s_http_api_says_so_at_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster members --endpoints`` a node's raft port (printed beside its HTTP port by
+    ``cluster up``; a likely slip): the raft port answers an HTTP request 400 "this is an
+    openraft-py raft port ...", which no retry changes, as does any address whose answer is
+    not a node's status. ``kv put`` says so at once; ``cluster members`` searched for a leader
+    for its whole --timeout (30 s by default) and then said only "no leader found". Now it
+    exits 1 at once with the answer. A fake node answers as a raft port does."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    why = ("this is an openraft-py raft port, where nodes talk to each other; it does not serve HTTP: is the address "
+           "right (the key-value service's HTTP API is on its --http-addr)?")
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text=why)
+
+    async with _fake_node(free_port(), [web.get("/cluster/status", refuse)]) as ep:
+        started = time.monotonic()
+        code = await asyncio.to_thread(cli.main, ["cluster", "members", "--endpoints", ep, "--timeout", "5"])
+        took = time.monotonic() - started
+    assert code == 1 and took < 2, took
+    assert capsys.readouterr().err.splitlines() == [
+        f"openraft-py cluster members: error: no node's HTTP API at {ep}: {ep} answered HTTP 400: {why}"]
+
 async def test_cluster_members_of_nodes_initialized_a_moment_ago_waits_for_their_leader(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A node initialized through another node names no voter and no leader until the new
