@@ -37,3 +37,37 @@ def test_a_reply_lets_go_of_its_callback_once_answered_or_cancelled() -> None:
         r.set_exception(RuntimeError("late"))
         assert not r.cancel() and r.done()
         assert got == ([] if give_up else [1])
+
+
+def test_a_reply_answered_from_inside_its_callback_or_by_a_raising_callback_is_answered_once(
+    caplog: Any,
+) -> None:
+    """The callback answering, cancelling or answering its own reply again (a transport
+    whose write fails and reports it through the same slot; a channel stopped by what the
+    answer reported) changes nothing: one call, with the first value; a callback that
+    raises is logged, counts as the call, and is let go too."""
+    calls: list[Any] = []
+    r: Reply
+
+    def reentrant(value: Any) -> None:
+        calls.append(value)
+        assert r.done()  # answered before the callback runs
+        assert not r.cancel()
+        r.set_result("again")
+        r.set_exception(RuntimeError("again"))
+
+    r = Reply(reentrant)
+    r.set_result("first")
+    assert calls == ["first"]
+
+    def raising(value: Any) -> None:
+        calls.append(value)
+        raise ValueError("the caller's bug")
+
+    r2 = Reply(raising)
+    with caplog.at_level("ERROR", logger="openraft_py"):
+        r2.set_exception(KeyError("x"))
+    assert len(calls) == 2 and isinstance(calls[1], KeyError)
+    assert [rec.levelname for rec in caplog.records if "reply callback" in rec.getMessage()] == ["ERROR"]
+    r2.set_result("late")
+    assert len(calls) == 2 and r2.done() and not r2.cancel()
