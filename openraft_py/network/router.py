@@ -47,7 +47,13 @@ What a caller sees:
 - an injected failure (``set_rpc_failure``) or a hook's exception: that exception, and the
   target handles nothing.
 
-The router does not enforce ``RPCOption.hard_ttl``: callers bound their calls.
+The router does not enforce ``RPCOption.hard_ttl``: callers bound their calls. A request
+handed over by the fast mode's ``submit_append_entries`` is bounded only by its target: a
+``Raft`` answers every request it takes (with its response, or with an error when it stops),
+but one whose log store never reports an append durable holds that leader's requests to it
+until it does, where the TCP transport would raise ``Timeout`` after ``hard_ttl``. A test of a
+hung follower that needs the ``Timeout`` configures a fault or hook (``set_delay``,
+``add_hook``), which turns the fast mode off.
 
 Hot path: with no fault, no hook and no serialization configured, ``append_entries`` (and
 ``heartbeat``) is a flag test, one dict lookup, a counter increment and a direct ``await`` of the server's
