@@ -66,6 +66,8 @@ class Publisher:
     def __init__(self, engine: Engine, watch: MetricsWatch) -> None:
         self.engine = engine
         self.watch = watch
+        # The watch's ``waiters``, which it keeps for its life: read at every pass.
+        self._waiters = watch.waiters
         # The key at the last change; ``()`` never equals a real key.
         self._key: tuple[Any, ...] = ()
 
@@ -74,7 +76,7 @@ class Publisher:
         ``force``, or while nobody waits: then no key is computed and the next read
         rebuilds the metrics)."""
         watch = self.watch
-        if not force and watch.dirty and watch.waiters.first is None:
+        if not force and watch.dirty and self._waiters.first is None:
             # Marked already, and nobody waits (a busy node whose metrics nobody reads):
             # what the branch below would do, without its calls; but a waiter for an
             # index may be due (``MetricsWatch.at_least``).

@@ -89,3 +89,39 @@ def test_a_bypass_of_the_read_only_replication_never_reaches_the_node() -> None:
     assert eng.leader is not None and eng.leader.progress.as_dict() == want
     pub.publish(force=True)
     assert watch.current is not m and watch.current.replication == want
+
+
+class _CountingWatch(MetricsWatch):
+    """A ``MetricsWatch`` counting the reads of its ``waiters``."""
+
+    waiters_read = 0
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "waiters":
+            type(self).waiters_read += 1
+        return super().__getattribute__(name)
+
+
+async def test_a_pass_without_waiters_does_not_look_up_the_watchs_waiters() -> None:
+    # ``publish`` runs after every pass of the core (four a write on a 3-node cluster): the
+    # watch's ``waiters`` (which the watch keeps for its life) is taken once, at
+    # construction, not looked up by name at every pass (a lookup of an attribute of a
+    # Python object from compiled code, or of a compiled type from Python, goes through
+    # the generic path: the thirty-eighth round of docs/design/performance.md).
+    eng = make_engine(id=2, log=[(0, 0), (1, 1)], vote=L)
+    watch = _CountingWatch(lambda: build(eng, None))
+    pub = Publisher(eng, watch)
+    pub.publish()  # the metrics marked for a rebuild at the next read: the steady state
+    assert watch.dirty
+    _CountingWatch.waiters_read = 0
+    for i in range(2, 12):
+        append(eng, i)
+        pub.publish()
+    assert _CountingWatch.waiters_read == 0
+    # The same behaviour: a read sees the state of now, and a waiter that comes wakes at
+    # the next change.
+    assert watch.current.last_log_index == 11
+    changed = watch.changed()
+    append(eng, 12)
+    pub.publish()
+    await asyncio.wait_for(changed, 2)
