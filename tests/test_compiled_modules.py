@@ -100,9 +100,28 @@ def test_the_classes_a_pxd_declares_are_extension_types_when_compiled() -> None:
     # left out of the build): the compiled engine would read its fields by lookup again.
     classes = _pxd_classes()
     names = {c for _, c in classes}
-    assert {"RaftState", "IOState", "ProgressEntry", "Leader", "Engine", "Handler", "LogHandler", "Wakeup"} <= names
+    assert {"RaftState", "IOState", "ProgressEntry", "Leader", "Engine", "Handler", "LogHandler", "Wakeup", "Publisher"} <= names
     heap = [f"{m}.{c}" for m, c in classes if getattr(importlib.import_module(m), c).__flags__ & _PY_TPFLAGS_HEAPTYPE]
     assert heap == []
+
+
+# A type Python code may subclass has this flag; a final extension type has not.
+_PY_TPFLAGS_BASETYPE = 1 << 10
+
+
+@pytest.mark.c_extension
+def test_the_compiled_engine_is_final() -> None:
+    # ``Engine`` has an instance dict (a test may replace one node's method): were it open
+    # to subclasses, each C call of one of its ``cpdef`` methods (the handler getters, the
+    # election timer: several a write) would look the method up on the instance first, in
+    # case a subclass or the instance overrides it (the thirty-eighth round of
+    # docs/design/performance.md). Fails when engine.pxd loses ``@cython.final``.
+    from openraft_py.engine import Engine
+
+    assert not Engine.__flags__ & _PY_TPFLAGS_HEAPTYPE
+    assert not Engine.__flags__ & _PY_TPFLAGS_BASETYPE
+    with pytest.raises(TypeError):
+        type("Sub", (Engine,), {})
 
 
 @pytest.mark.timeout(120)

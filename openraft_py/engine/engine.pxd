@@ -1,9 +1,17 @@
 # Compiled builds only (Cython reads this beside engine.py; the pure build never sees it): the
 # classes of engine.py as extension types, their fields at fixed offsets (see state.pxd).
 
+cimport cython
+
 from openraft_py.engine.state cimport RaftState
 from openraft_py.engine.leader cimport Leader, Candidate
 
+# Final (no subclass): its ``cpdef`` methods skip Cython's check for a Python override.
+# With the instance dict below that check is an attribute lookup on every C call (a bound
+# method made and dropped: the handler getters and ``reset_election_timer``, several times
+# a write). A method replaced on one instance (a test) is still what Python code calls;
+# C calls from the handlers go to the class's method.
+@cython.final
 cdef class Engine:
     # An instance dict as well, as a plain class has: a test may replace one node's method.
     cdef dict __dict__
