@@ -194,6 +194,14 @@ class RaftCore:
         self.config = config
         self.engine = engine
         self.id: NodeId = engine.state.id
+        # The engine state's membership and IO parts, read after every round of commands
+        # (``_run_commands``, ``_forget_clients_of_left_nodes``). A ``RaftState`` keeps both
+        # objects for its life (it changes their fields, never replaces them), and so does
+        # the engine its state: held here, each pass skips two attribute reads of the
+        # engine's compiled types per use, reads Python does not specialise (the
+        # thirty-eighth round of docs/design/performance.md).
+        self._membership_state = engine.state.membership
+        self._io_state = engine.state.io
         # What the log says of the node's leadership (``_save_vote``, ``_send_votes``): each
         # leader it comes to know at INFO, and its own election rounds while none is known
         # through a ``FailureLog`` (at WARNING once they have gone on for an election timeout,
@@ -628,6 +636,7 @@ class RaftCore:
         eng = self.engine
         handlers = self._handlers
         postponed = self._postponed
+        io_state = self._io_state
         self._running_commands = True
         try:
             while True:
@@ -635,7 +644,7 @@ class RaftCore:
                 if postponed:
                     # One pass over the postponed commands (each has a ``when``: it waited
                     # for a write): those now durable run first, in their order.
-                    flushed = eng.state.io.flushed
+                    flushed = io_state.flushed
                     ready: list[Command] = []
                     waiting: list[Command] = []
                     for c in postponed:
@@ -656,7 +665,7 @@ class RaftCore:
                     if t in _WAITING:
                         # Postponed while the write it waits for is not durable yet.
                         when = c.when  # type: ignore[union-attr]  # every type in _WAITING has it
-                        if when is not None and when > eng.state.io.flushed:
+                        if when is not None and when > io_state.flushed:
                             postponed.append(c)
                             continue
                     handler = handlers.get(t)
@@ -1062,7 +1071,7 @@ class RaftCore:
         or candidate has clients of the voters it sent vote requests to, and kept the client
         of a voter removed since (and the TCP factory its connection) until it next became
         leader, for good if it never did."""
-        ms = self.engine.state.membership
+        ms = self._membership_state
         committed = ms.committed
         effective = ms.effective
         seen_committed, seen_effective = self._clients_memberships
