@@ -96,7 +96,14 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (``PROG: error: MESSAGE (see PROG --help)``), exit 2."""
+    """argparse with a one-line error (``PROG: error: MESSAGE (see PROG --help)``), exit 2,
+    and no abbreviated long flags: ``--tls-cer`` is refused, not taken for ``--tls-cert``.
+    (The command line is binding, DESIGN §8: a flag added later that begins alike would turn
+    an abbreviation a script relies on into an "ambiguous option" error.)"""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("allow_abbrev", False)  # (the verbs' parsers are made by add_parser: this class)
+        super().__init__(*args, **kw)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -311,7 +311,8 @@ def _current_metrics() -> Any:
 
 def serve_main(argv: list[str] | None = None) -> int:
     """``python -m openraft_py.kv.server [flags]``: parse the flags, run the node."""
-    parser = argparse.ArgumentParser(prog="openraft-py serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="openraft-py serve", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)  # (as the command line: no abbreviated flags)
     add_serve_arguments(parser)
     return run_serve(parser.parse_args(argv))
 

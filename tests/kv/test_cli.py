@@ -213,6 +213,13 @@ BAD = [
      "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
     (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
      "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
+    # An abbreviated long flag was taken for the flag it begins (argparse's allow_abbrev):
+    # a flag added later that begins alike would make it ambiguous, breaking scripts.
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "",
+      "--tls-cer", "c.pem"], "unrecognized arguments: --tls-cer c.pem"),
+    (["kv", "get", "k", "--endpoint", "127.0.0.1:1", "--timeout", "0.5"], "unrecognized arguments: --endpoint"),
+    (["cluster", "status", "--endpoints", "127.0.0.1:1", "--time", "0.5"], "unrecognized arguments: --time 0.5"),
+    (["--vers", "kv", "get", "k"], "unrecognized arguments: --vers"),
 ]
 
 
