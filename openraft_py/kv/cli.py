@@ -783,8 +783,13 @@ async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadli
         await asyncio.sleep(min(0.2, deadline.left()))
         if (await _what_the_endpoints_are(c, args, deadline))[0] != "pristine":
             return
-    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet: initialize one with "
-                   "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')")
+    # (Safe for nodes of a running cluster started again on empty data directories too: they
+    # answer as new nodes until a leader reaches them, and an init would split the cluster.)
+    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet. To start a new cluster, initialize "
+                   "it once with 'openraft-py cluster init'. If they were members of a running cluster (their data "
+                   "directories lost or new), do not init them, which would start a second cluster: give "
+                   "--endpoints of its other nodes, and add back any that is no longer a member with "
+                   "'openraft-py cluster add-learner'")
 
 
 async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadline: _Deadline) -> tuple[str, str]:

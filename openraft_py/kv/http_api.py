@@ -879,8 +879,15 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
         return _error(503, str(e), outcome_unknown=True, leader_id=e.leader_id)
     leader_id, http = node.leader(e)
     if leader_id is None and not node.initialized():  # retrying will not help: say what will
-        return _error(503, f"no leader is known: node {node.id} is not in a cluster yet (initialize one with "
-                           "'openraft-py cluster init' or POST /cluster/init, or add this node to one)",
+        # A member started again on an empty data directory (its data lost) answers this too
+        # until its leader reaches it: the node cannot tell itself from a new one (see
+        # rejoin.py), so the advice must be safe for both. "Initialize one" alone told that
+        # operator to start a second cluster beside the running one.
+        return _error(503, f"no leader is known: node {node.id} is not in a cluster yet. To start a new cluster, "
+                           "initialize it once with 'openraft-py cluster init' (or POST /cluster/init). If this node "
+                           "was a member of a running cluster (its data directory lost or new), do not init it, "
+                           "which would start a second cluster: its leader reaches it if it is still a member; "
+                           "otherwise add it back with 'openraft-py cluster add-learner'",
                       leader_id=None, initialized=False)  # (KvClient stops once every endpoint says so)
     if leader_id is None:
         return _error(503, "no leader is known; retry later", leader_id=None)

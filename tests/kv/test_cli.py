@@ -433,8 +433,10 @@ async def test_cluster_members_of_nodes_in_no_cluster_says_so_at_once(capsys: py
         took = time.monotonic() - started
     assert code == 1 and took < 2, took
     assert capsys.readouterr().err.splitlines() == [
-        f"openraft-py cluster members: error: no node at {a}, {b} is in a cluster yet: initialize one with "
-        "'openraft-py cluster init' (or add them to one with 'openraft-py cluster add-learner')"]
+        f"openraft-py cluster members: error: no node at {a}, {b} is in a cluster yet. To start a new cluster, "
+        "initialize it once with 'openraft-py cluster init'. If they were members of a running cluster (their data "
+        "directories lost or new), do not init them, which would start a second cluster: give --endpoints of its "
+        "other nodes, and add back any that is no longer a member with 'openraft-py cluster add-learner'"]
 
 
 async def test_cluster_members_at_an_address_that_is_no_node_s_http_api_says_so_at_once(

@@ -152,6 +152,11 @@ async def test_no_leader_gives_503() -> None:
                 # never initialized: the answer says what to do (it said "retry later", which
                 # never helps: the clients retried until their deadline, then said that)
                 assert "node 1 is not in a cluster yet" in body["error"] and "cluster init" in body["error"], body
+                # ... and safely for a member started again on an empty data directory (its
+                # data lost), which answers the same: an init would start a second cluster.
+                assert ("If this node was a member of a running cluster (its data directory lost or new), do not "
+                        "init it, which would start a second cluster: its leader reaches it if it is still a member; "
+                        "otherwise add it back with 'openraft-py cluster add-learner'") in body["error"], body
                 assert body["initialized"] is False, body  # for clients: no use retrying this node
         async with s.get(url(n, "/kv/k?consistency=local")) as r:
             assert r.status == 404  # a local read needs no leader
