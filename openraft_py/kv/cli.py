@@ -70,7 +70,7 @@ STEP_MIN = 0.1
 ``--timeout``."""
 
 if TYPE_CHECKING:  # the verbs import them when they run
-    from .client import KvClient, Response
+    from .client import ClientError, KvClient, Response
     from .local_cluster import LocalCluster
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNKNOWN"]
@@ -804,11 +804,8 @@ async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadlin
         try:
             st = await c.status(ep, timeout=deadline.left(2.0))
         except ClientError as e:
-            status = e.response.status
-            if status is not None and status < 500:  # an answer, and not a node's status
-                text = str(e)
-                return "foreign", text if text.startswith(ep) else f"{ep} answered {text}"
-            return "other", ""
+            why = _no_node_s_answer(ep, e)
+            return ("foreign", why) if why is not None else ("other", "")
         if st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None:
             return "pristine", ""
         return "other", ""
@@ -830,6 +827,21 @@ async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadlin
             task.cancel()
         await asyncio.gather(*asking, return_exceptions=True)
     return kinds.pop(), "; ".join(whys)  # (every endpoint answered alike)
+
+
+def _no_node_s_answer(ep: str, e: ClientError) -> str | None:
+    """The answer of ``ep``, one line starting with ``ep``, when its failed status call ``e``
+    shows that no service node is there: it answered, but not with a node's status (a 4xx,
+    such as a raft port's 400 "this is an openraft-py raft port ...", or a 200 that is not a
+    status), or not in HTTP at all. No retry changes that answer. ``None`` when it did not
+    answer, or answered 5xx (a node stopping): that may change."""
+    from .client import answered_not_http
+
+    status = e.response.status
+    if (status is not None and status < 500) or answered_not_http(e.response):
+        text = str(e)
+        return text if text.startswith(ep) else f"{ep} answered {text}"
+    return None
 
 
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:
@@ -960,6 +972,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         configs: list[list[int]] = []
         best: tuple[int, bool, int] | None = None
         failed: list[str] = []
+        not_nodes: dict[str, str] = {}  # endpoint -> its answer, when it shows no node is there
         asking: dict[asyncio.Task[dict[str, Any]], str] = {}  # (in the order asked)
         running: set[asyncio.Task[dict[str, Any]]] = set()
 
@@ -979,8 +992,11 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                     ep = asking[task]
                     try:
                         st = task.result()
-                    except ClientError:
+                    except ClientError as e:
                         failed.append(ep)
+                        why = _no_node_s_answer(ep, e)
+                        if why is not None:
+                            not_nodes[ep] = why
                         continue
                     nid = st.get("id")
                     if not isinstance(nid, int):
@@ -1010,8 +1026,10 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                 print(f"(joint membership: the voters change from {configs[0]} to {configs[1]}; electing a leader "
                       "and committing take a majority of each)")
             for ep in unreachable_eps:
-                print(f"(no answer from {ep})")
+                print(f"({not_nodes[ep]})" if ep in not_nodes else f"(no answer from {ep})")
         if not any(isinstance(v, dict) for v in rows.values()):
+            if not_nodes and len(not_nodes) == len(c.endpoints):  # (each answered: say what, not "no answer")
+                raise CliError(f"no node's HTTP API at {', '.join(c.endpoints)}: {'; '.join(not_nodes.values())}")
             raise CliError(f"no node answered at {', '.join(c.endpoints)}")
     return EXIT_OK
 

@@ -304,6 +304,24 @@ class _Refused(Exception):
     """An attempt that had no effect; the call may try again."""
 
 
+class _NotHttp(Exception):
+    """An attempt answered, but not in HTTP (aiohttp could not parse the status line or the
+    headers): another program listens there (SSH, a database, a TLS port). A service node
+    always answers in HTTP, so no node took the request: nothing was done, and no retry
+    changes the answer. The call fails at once (a read retried until its deadline, and a
+    write ended with an unknown outcome)."""
+
+
+NOT_HTTP = "answered, but not in HTTP (is it an openraft-py HTTP address?)"
+"""The words of a ``FAIL`` whose endpoint answered, but not in HTTP (``_NotHttp``): its
+``error`` is ``"{host:port} " + NOT_HTTP + ": " + aiohttp's reason`` (``status`` ``None``)."""
+
+
+def answered_not_http(r: Response) -> bool:
+    """Whether ``r`` failed because its endpoint answered, but not in HTTP (``NOT_HTTP``)."""
+    return r.outcome is Outcome.FAIL and r.status is None and f" {NOT_HTTP}: " in (r.error or "")
+
+
 def _one_line(body: bytes, limit: int = 400) -> str:
     """``body`` for an error message, on one line: its JSON ``error`` field when it has one
     (the service's own text, with what to do next), otherwise the body; cut at ``limit``
@@ -570,6 +588,8 @@ class KvClient:
             again = False
             try:
                 status, rheaders, rbody = await self._attempt(method, url, data, headers, min(per_try, remaining))
+            except _NotHttp as e:  # no node there: nothing done (see _NotHttp)
+                return Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries)
             except _Refused as e:
                 in_no_cluster.pop(node, None)
                 last = (None, b"", str(e))
@@ -659,13 +679,24 @@ class KvClient:
         the server; ``_Unknown`` if the request may have been received but no answer came."""
         sends = _Sends()
         connect = min(self.connect_timeout, timeout)
+        answered = False  # (the status line and headers parsed: an HTTP answer)
         try:
             async with self._http().request(
                 method, _url(url), data=_body(data), headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect), trace_request_ctx=sends,
             ) as resp:
+                answered = True
                 rbody = await resp.read()
                 return resp.status, resp.headers, rbody
+        except aiohttp.ClientResponseError as e:
+            # Raised before ``resp`` exists, it is aiohttp's parse error of what came back
+            # (a bad status line, bad headers): not HTTP. (A parse error of the body of an
+            # HTTP answer is ClientPayloadError, below.)
+            if answered or sends.count == 0:
+                raise _Unknown(f"connection to {_host(url)} lost: {type(e).__name__}: {e}") from None
+            reason = " ".join(str(e.message).split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise _NotHttp(f"{_host(url)} {NOT_HTTP}: {reason}") from None
         except aiohttp.ClientConnectorError as e:  # the (last) connection could not be made
             if sends.count == 0:
                 raise _Refused(f"cannot connect to {_host(url)}: {_os_reason(e)}") from None

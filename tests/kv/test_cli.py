@@ -465,6 +465,50 @@ async def test_cluster_members_at_an_address_that_is_no_node_s_http_api_says_so_
     assert capsys.readouterr().err.splitlines() == [
         f"openraft-py cluster members: error: no node's HTTP API at {ep}: {ep} answered HTTP 400: {why}"]
 
+async def test_cluster_status_at_an_address_that_is_no_node_s_http_api_relays_its_answer(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster status --endpoints`` a node's raft port answered at once, but said "(no answer
+    from H:P)" and "no node answered at H:P": the raft port did answer, 400 "this is an
+    openraft-py raft port ...", which says what is wrong. Now the answer is relayed. A fake
+    node answers as a raft port does."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    why = "this is an openraft-py raft port, where nodes talk to each other; it does not serve HTTP"
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text=why)
+
+    async with _fake_node(free_port(), [web.get("/cluster/status", refuse)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--endpoints", ep, "--timeout", "5"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.splitlines()[1:] == [f"({ep} answered HTTP 400: {why})"], captured.out
+    assert captured.err.splitlines() == [
+        f"openraft-py cluster status: error: no node's HTTP API at {ep}: {ep} answered HTTP 400: {why}"]
+
+
+@pytest.mark.parametrize("verb", [["cluster", "members"], ["cluster", "status"], ["kv", "get", "k"],
+                                  ["kv", "put", "k", "v"], ["cluster", "transfer", "--to", "1"]])
+async def test_verbs_at_a_listener_that_is_not_http_say_so_at_once(verb: list[str],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An endpoint whose answer is not HTTP at all (another program's port: SSH here): ``kv
+    get`` retried it for its whole --timeout and ``cluster members`` searched it for a leader
+    as long; ``kv put`` and ``cluster transfer`` said 'outcome unknown' (exit 3), each with
+    aiohttp's 'Bad status line' text over several lines. No service node is there: each
+    exits 1 at once, in one line that says the answer is not HTTP."""
+    from .test_kv_client import _not_http_listener
+
+    async with _not_http_listener() as ep:
+        started = time.monotonic()
+        code = await asyncio.to_thread(cli.main, [*verb, "--endpoints", ep, "--timeout", "5"])
+        took = time.monotonic() - started
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and took < 2, (code, took, err)
+    assert len(err) == 1 and f"{ep} answered, but not in HTTP (is it an openraft-py HTTP address?): " in err[0], err
+
+
 async def test_cluster_members_of_nodes_initialized_a_moment_ago_waits_for_their_leader(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A node initialized through another node names no voter and no leader until the new

@@ -904,3 +904,44 @@ async def test_a_value_over_1_mib_is_sent_without_a_resource_warning() -> None:
             r = await c.put("big", value)
     assert r.outcome is Outcome.OK and r.redirects == 1 and r.body == b'{"index": 7}', r
     assert received == [value.encode()] * 2
+
+
+@contextlib.asynccontextmanager
+async def _not_http_listener() -> AsyncIterator[str]:
+    """A loopback listener that is no HTTP server: it greets each connection as an SSH server
+    does and keeps it open; yields its ``host:port``."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        with contextlib.suppress(OSError):
+            await writer.drain()
+            await reader.read()  # (until the client goes)
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_answer_that_is_not_http_fails_a_call_at_once() -> None:
+    """An endpoint that answers, but not in HTTP (another program's port: SSH, a database):
+    no service node is there, so nothing was done and no retry helps. A read retried it until
+    its deadline (10 s on the command line) and a write ended 'outcome unknown' (exit 3),
+    both with aiohttp's 'Bad status line' text over several lines. Now either fails at once
+    (``FAIL``), saying that the answer is not HTTP."""
+    async with _not_http_listener() as ep, KvClient([ep], deadline=5.0) as c:
+        for call in (c.get("k"), c.put("k", "v"), c.status(ep)):
+            started = time.monotonic()
+            try:
+                r = await call
+            except ClientError as e:
+                r = e.response
+            took = time.monotonic() - started
+            assert r.outcome is Outcome.FAIL and took < 1.0, (took, r)
+            assert r.error is not None and "\n" not in r.error, r
+            assert r.error.startswith(f"{ep} answered, but not in HTTP (is it an openraft-py HTTP address?): "
+                                      "Bad status line"), r
+            assert "SSH-2.0-OpenSSH_9.6" in r.error, r
