@@ -32,7 +32,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
+from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StorageError, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors
@@ -438,7 +438,8 @@ def check_can_listen(flag: str, addr: str) -> None:
     directory: a first start that failed on a port made the directory, its stores and its
     record (``node.json``), and a later start with the right ``--id`` or ``--cluster-name``
     was refused as if another node's data were there. (A port taken between this check and
-    the server's own bind fails the start as before.)"""
+    the server's own bind fails the start later: a first start then removes what it made,
+    ``remove_first_start``.)"""
     host, port = parse_addr(addr)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -453,6 +454,50 @@ def check_can_listen(flag: str, addr: str) -> None:
                 sock.bind(sockaddr)
             except OSError as e:
                 raise _listen_error(flag, addr, e) from None
+
+
+def first_start_dirs(data: Path) -> list[Path] | None:
+    """What a start on ``data`` is about to make, for ``remove_first_start``: the
+    directories it creates (``data`` and each missing parent, innermost first), or ``[]``
+    when ``data`` is an empty directory; ``None`` when it holds anything (a node's data, or
+    files of someone else's): not a first start, nothing of it is ever removed."""
+    if data.is_dir():
+        return None if any(data.iterdir()) else []
+    missing: list[Path] = []
+    at = data
+    while not at.exists() and not at.is_symlink() and at != at.parent:
+        missing.append(at)
+        at = at.parent
+    return missing
+
+
+def remove_first_start(data: Path, made: list[Path]) -> None:
+    """Undo a first start that failed (``KvNode.start``): remove what is in ``data``, and the
+    directories of ``made`` (``first_start_dirs``) that are empty then; never anything that
+    was there before the start. Only under the data directory's lock, taken again here: when
+    another process holds it (another ``serve`` given the same directory meanwhile), nothing
+    is removed. Blocking: call it in a worker thread. Best effort: an error is logged."""
+    import shutil
+
+    try:
+        fd = lock_data_dir(data)
+    except (OSError, StorageError):
+        return
+    try:
+        for entry in data.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        for d in made:  # (innermost first; a parent that holds something else stays)
+            try:
+                d.rmdir()
+            except OSError:
+                break
+    except OSError as e:
+        log.warning("%s: could not remove what a failed first start made in it: %s", data, e)
+    finally:
+        os.close(fd)
 
 
 def _index(log_id: Any) -> int | None:
@@ -486,6 +531,7 @@ class KvNode:
         self._http_listener: asyncio.Server | None = None  # the HTTP port's listening socket(s)
         self._http_accept_errors: AcceptErrors | None = None  # its accept errors, logged once
         self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
+        self._dir_locked = False  # whether start() took that lock (a failed first start may then undo itself)
         self.catch_up: CatchUpGuard | None = None
         """Whether the node is catching up before it votes (``rejoin``); set by ``start()``."""
         self.http_port: int | None = None
@@ -558,12 +604,14 @@ class KvNode:
         )
 
         o = self.opts
+        data = Path(o.data_dir)
+        made: list[Path] | None = None  # what a first start makes (``first_start_dirs``); None: not one
         try:
             # Before anything is made in the data directory (``check_can_listen``).
             for flag, addr in (("--raft-addr", o.raft_addr), ("--http-addr", o.http_addr)):
                 await asyncio.to_thread(check_can_listen, flag, addr)
-            data = Path(o.data_dir)
             try:
+                made = first_start_dirs(data)
                 if data.exists() and not data.is_dir():
                     raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
                 dangling = dangling_link(data)
@@ -578,6 +626,7 @@ class KvNode:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: no file can be made in it: {e.strerror}") from None
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
+            self._dir_locked = True  # (from here on, the directory's content is this start's)
             # Whose data this is (``identity``): checked before anything in it is opened. A
             # directory without the record gets it once its stores exist (below).
             recorded = (data / IDENTITY_FILE).exists()
@@ -671,7 +720,15 @@ class KvNode:
             self._http_accept_errors.log.subject = f"HTTP port {hhost}:{self.http_port}"  # (port 0: the one bound)
             self._http_accept_errors.watch(self._http_listener.sockets)
         except BaseException:
+            raft_server = self.tcp_server
             await self.stop()
+            # A first start that failed (a port taken after ``check_can_listen``, say) removes
+            # what it made: left, the directory was recorded as this node's, and a corrected
+            # command line (another --id or --cluster-name) was refused as another node's
+            # data. Only if no peer's request reached Raft (``delivered``, read once the server
+            # is closed): a vote granted or an entry acknowledged must never be forgotten.
+            if made is not None and self._dir_locked and (raft_server is None or raft_server.delivered == 0):
+                await asyncio.to_thread(remove_first_start, data, made)
             raise
         m = self.raft.metrics
         log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",

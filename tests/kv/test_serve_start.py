@@ -102,6 +102,45 @@ async def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -
 
 
 @pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
+async def test_a_first_start_that_loses_a_port_after_its_check_removes_what_it_made(
+        tmp_path: Path, flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port taken by another process between ``check_can_listen`` and the server's own bind
+    (the race the check cannot close; here the check is skipped) failed a first start after
+    it had made the data directory, its missing parents, the stores and ``node.json``: the
+    corrected command line was then refused as another node's data. Now the failed first
+    start removes what it made (the directory and the parents it created; an empty directory
+    given is emptied again, and stays), no peer having been answered. A failed start on a
+    directory that held a node's data leaves every file as it was."""
+    from openraft_py.kv import node as node_module
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    opts = node_options(1, str(tmp_path))
+    busy = opts.raft_addr if flag == "--raft-addr" else opts.http_addr
+    host, port = busy.rsplit(":", 1)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "old").mkdir()
+    opts.data_dir = str(tmp_path / "old")
+    running = KvNode(opts)  # a node's data, made by a start that worked
+    await running.start()
+    await running.stop()
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())  # (the stores' own files change as they open)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        for where in (tmp_path / "a" / "b" / "n1", tmp_path / "empty", tmp_path / "old"):
+            opts.data_dir = str(where)
+            with pytest.raises(OSError, match=rf"^\[Errno \d+\] {flag} {busy}: cannot listen there: .*in use"):
+                await KvNode(opts).start()
+    assert not (tmp_path / "a").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before and "node.json" in before
+    opts.data_dir = str(tmp_path / "a" / "b" / "n1")  # and the start works once the port is free
+    node = KvNode(opts)
+    await node.start()
+    await node.stop()
+
+
+@pytest.mark.parametrize("flag", ["--raft-addr", "--http-addr"])
 async def test_a_first_start_on_a_port_in_use_leaves_no_data_directory(tmp_path: Path, flag: str) -> None:
     """A first start that fails on a port in use makes nothing in ``--data-dir``: node 1's
     command line copied for node 2 (``--data-dir n2`` changed, its ports not) recorded
