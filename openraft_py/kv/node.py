@@ -457,24 +457,47 @@ def check_can_listen(flag: str, addr: str) -> None:
 
 
 def first_start_dirs(data: Path) -> list[Path] | None:
-    """What a start on ``data`` is about to make, for ``remove_first_start``: the
-    directories it creates (``data`` and each missing parent, innermost first), or ``[]``
-    when ``data`` is an empty directory; ``None`` when it holds anything (a node's data, or
-    files of someone else's): not a first start, nothing of it is ever removed."""
+    """What a start on ``data`` (an absolute path) may make, for ``make_first_start_dirs``
+    and ``remove_first_start``: the missing directories (``data`` and each missing parent,
+    innermost first), or ``[]`` when ``data`` is an empty directory; ``None`` when it holds
+    anything (a node's data, or files of someone else's): not a first start, nothing of it
+    is ever removed. A path with ``..`` claims no directory: ``x/../kept/n1`` with ``x``
+    missing would count ``x/../kept`` as missing, though it is ``kept`` once ``x`` is made
+    (its content is still this start's to remove: ``data`` did not exist)."""
     if data.is_dir():
         return None if any(data.iterdir()) else []
     missing: list[Path] = []
     at = data
-    while not at.exists() and not at.is_symlink() and at != at.parent:
+    while ".." not in at.parts and not at.exists() and not at.is_symlink() and at != at.parent:
         missing.append(at)
         at = at.parent
     return missing
 
 
+def make_first_start_dirs(missing: list[Path]) -> list[Path]:
+    """Make the directories of ``missing`` (``first_start_dirs``), outermost first, and
+    return those this call's own ``mkdir`` created (innermost first): one another process
+    made meanwhile (another node's ``serve`` making the same parent) is not this start's to
+    remove. Stops at the first other error (the caller's ``mkdir`` then reports it)."""
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError:
+            break
+        made.append(d)
+    made.reverse()
+    return made
+
+
 def remove_first_start(data: Path, made: list[Path]) -> None:
-    """Undo a first start that failed (``KvNode.start``): remove what is in ``data``, and the
-    directories of ``made`` (``first_start_dirs``) that are empty then; never anything that
-    was there before the start. Only under the data directory's lock, taken again here: when
+    """Undo a first start that failed (``KvNode.start``): remove what is in ``data`` (the
+    absolute path the start began with), and the directories of ``made``
+    (``make_first_start_dirs``: those the start's own ``mkdir`` created) that are empty
+    then; never anything that was there before the start (the start found ``data`` empty
+    once it held its lock, or made it). Only under the data directory's lock, taken again here: when
     another process holds it (another ``serve`` given the same directory meanwhile), nothing
     is removed. Blocking: call it in a worker thread. Best effort: an error is logged."""
     import shutil
@@ -605,18 +628,24 @@ class KvNode:
 
         o = self.opts
         data = Path(o.data_dir)
-        made: list[Path] | None = None  # what a first start makes (``first_start_dirs``); None: not one
+        # What a failed first start removes is named absolutely, once: a relative --data-dir
+        # taken again after the working directory changed (a program embedding KvNode) is
+        # another directory, maybe another node's.
+        where = data.absolute()
+        made: list[Path] | None = None  # what a first start made (``make_first_start_dirs``); None: not one
         try:
             # Before anything is made in the data directory (``check_can_listen``).
             for flag, addr in (("--raft-addr", o.raft_addr), ("--http-addr", o.http_addr)):
                 await asyncio.to_thread(check_can_listen, flag, addr)
             try:
-                made = first_start_dirs(data)
+                made = first_start_dirs(where)
                 if data.exists() and not data.is_dir():
                     raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
                 dangling = dangling_link(data)
                 if dangling is not None:
                     raise FileNotFoundError(errno.ENOENT, dangling)
+                if made:
+                    made = make_first_start_dirs(made)
                 data.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise type(e)(e.errno, f"--data-dir {o.data_dir!r}: {e.strerror}") from None
@@ -627,6 +656,11 @@ class KvNode:
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
             self._dir_locked = True  # (from here on, the directory's content is this start's)
+            if made is not None and any(data.iterdir()):
+                # Decided again under the lock: another serve given the same new directory
+                # may have made, used (a vote, entries acknowledged) and left its data there
+                # since ``first_start_dirs`` looked. Not a first start: nothing is removed.
+                made = None
             # Whose data this is (``identity``): checked before anything in it is opened. A
             # directory without the record gets it once its stores exist (below).
             recorded = (data / IDENTITY_FILE).exists()
@@ -728,7 +762,7 @@ class KvNode:
             # data. Only if no peer's request reached Raft (``delivered``, read once the server
             # is closed): a vote granted or an entry acknowledged must never be forgotten.
             if made is not None and self._dir_locked and (raft_server is None or raft_server.delivered == 0):
-                await asyncio.to_thread(remove_first_start, data, made)
+                await asyncio.to_thread(remove_first_start, where, made)
             raise
         m = self.raft.metrics
         log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",

@@ -318,3 +318,113 @@ async def test_a_stop_while_the_node_reads_its_log_at_start_ends_the_start(
     node = KvNode(opts)  # the data directory's lock released, the stores closed
     await asyncio.wait_for(node.start(), 30)
     await node.stop()
+
+
+async def test_a_failed_first_start_never_removes_a_directory_reached_through_dot_dot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--data-dir x/../kept/n1``, ``x`` missing and ``kept`` an empty directory that was
+    there before: a start that failed after making its stores (a port taken after its
+    check) removed ``kept`` too, having counted ``x/../kept`` as missing (``x`` was) and so
+    as its own. A directory that existed before the start is never removed."""
+    from openraft_py.kv import node as node_module
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    (tmp_path / "kept").mkdir()
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(tmp_path / "x" / ".." / "kept" / "n1")
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+    assert (tmp_path / "kept").is_dir()
+
+
+async def test_a_start_finding_data_once_it_holds_the_lock_removes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a start is a first start was decided before the directory's lock was taken:
+    another ``serve`` on the same new directory could make, use (vote, acknowledge entries)
+    and leave the node's data in between; a failure of this start (a port taken) then
+    removed that data. It is decided again under the lock: data found there is kept."""
+    from openraft_py.kv import node as node_module
+
+    data = tmp_path / "n1"
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(data)
+    real_check_writable = node_module.check_writable
+
+    def other_serve_meanwhile(d: Path) -> None:  # (stands for a whole start and stop of another serve)
+        real_check_writable(d)
+        (d / "votes-and-entries").write_text("another serve's data")
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    monkeypatch.setattr(node_module, "check_writable", other_serve_meanwhile)
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+    assert (data / "votes-and-entries").read_text() == "another serve's data"
+
+
+async def test_a_failed_first_start_keeps_a_parent_another_process_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--data-dir srv/n1`` with ``srv`` missing when the start looked, but made by another
+    process (another node's ``serve --data-dir srv/n2``) before this start's ``mkdir``: a
+    failure of this start removed ``srv`` (empty at that moment) as if it had made it, and
+    the other start's ``mkdir srv/n2`` then failed. Only the directories this start's own
+    ``mkdir`` created are its to remove."""
+    from openraft_py.kv import node as node_module
+
+    real_first_start_dirs = node_module.first_start_dirs
+
+    def parent_made_meanwhile(data: Path) -> list[Path] | None:
+        made = real_first_start_dirs(data)
+        (tmp_path / "srv").mkdir()  # (by the other process, just after this start looked)
+        return made
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    monkeypatch.setattr(node_module, "first_start_dirs", parent_made_meanwhile)
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(tmp_path / "srv" / "n1")
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+    assert (tmp_path / "srv").is_dir() and not (tmp_path / "srv" / "n1").exists()
+
+
+async def test_a_failed_first_start_removes_in_the_directory_it_made_when_the_cwd_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative ``--data-dir n1`` and a working directory changed during the start (by
+    the program embedding ``KvNode``): the removal took ``n1`` again, relative to the new
+    working directory, and removed another node's data there. It removes in the directory
+    the start made."""
+    from openraft_py.kv import node as node_module
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "n1").mkdir(parents=True)
+    (tmp_path / "b" / "n1" / "precious").write_text("another node's data")
+    real_record_identity = node_module.record_identity
+
+    def cwd_changed_meanwhile(data: Path, node_id: int, cluster_name: str) -> None:
+        real_record_identity(data, node_id, cluster_name)
+        monkeypatch.chdir(tmp_path / "b")
+
+    monkeypatch.chdir(tmp_path / "a")
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    monkeypatch.setattr(node_module, "record_identity", cwd_changed_meanwhile)
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = "n1"
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+    assert (tmp_path / "b" / "n1" / "precious").read_text() == "another node's data"
+    assert not (tmp_path / "a" / "n1").exists()
