@@ -40,6 +40,7 @@ from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
+from ..storage.rocks.db import in_thread
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .argtypes import MAX_TIMEOUT
 from .client import CONSISTENCIES, MAX_KEY_BYTES
@@ -661,19 +662,22 @@ class KvNode:
                 # may have made, used (a vote, entries acknowledged) and left its data there
                 # since ``first_start_dirs`` looked. Not a first start: nothing is removed.
                 made = None
+            # The steps below run in threads with ``in_thread``: a start cancelled (SIGTERM) while
+            # one runs ends once it has, so a failed first start undoes itself after the last
+            # write in its directory (``node.json`` written after the removal stayed).
             # Whose data this is (``identity``): checked before anything in it is opened. A
             # directory without the record gets it once its stores exist (below).
             recorded = (data / IDENTITY_FILE).exists()
             if recorded:
-                await asyncio.to_thread(check_identity, data, o.id, o.cluster_name)
+                await in_thread(check_identity, data, o.id, o.cluster_name)
             else:  # a first start: not one of a node's stores (--data-dir n1/log), nor inside its directory
-                await asyncio.to_thread(check_not_a_store, data)
+                await in_thread(check_not_a_store, data)
             # ... and that it holds the node's log if it holds its state machine (or was recorded).
-            await asyncio.to_thread(check_stores, data, recorded)
-            adopted = not recorded and await asyncio.to_thread(has_stores, data)
+            await in_thread(check_stores, data, recorded)
+            adopted = not recorded and await in_thread(has_stores, data)
             # An empty directory (a new node, or a voter whose data was lost) catches up before
             # it votes (``rejoin``); the record of it is written before the node answers anything.
-            guard = self.catch_up = await asyncio.to_thread(CatchUpGuard.load, data, o.id, not recorded and not adopted)
+            guard = self.catch_up = await in_thread(CatchUpGuard.load, data, o.id, not recorded and not adopted)
             config = msgspec.convert({**o.raft_config, "cluster_name": o.cluster_name}, Config)
             server_ctx = client_ctx = None
             server_cert: dict[str, Any] = {}
@@ -699,7 +703,7 @@ class KvNode:
                 raise owner_mismatch(data, e) from None
             if not recorded:
                 # Only now: the log store's owner (checked or recorded by Raft.new) agrees.
-                await asyncio.to_thread(record_identity, data, o.id, o.cluster_name)
+                await in_thread(record_identity, data, o.id, o.cluster_name)
                 if adopted:
                     log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
                                 "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,

@@ -428,3 +428,39 @@ async def test_a_failed_first_start_removes_in_the_directory_it_made_when_the_cw
             await KvNode(opts).start()
     assert (tmp_path / "b" / "n1" / "precious").read_text() == "another node's data"
     assert not (tmp_path / "a" / "n1").exists()
+
+
+async def test_a_first_start_cancelled_while_recording_leaves_no_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (``serve`` cancels the start) while ``node.json`` was being written: a thread
+    cannot be stopped, the start undid itself at once, and the record, written after the
+    removal, stayed in the (emptied) directory: the corrected command line was refused as
+    another node's data. The start's steps in threads end before it undoes itself."""
+    import threading
+
+    from openraft_py.kv import node as node_module
+
+    real_record_identity = node_module.record_identity
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_record_identity(data: Path, node_id: int, cluster_name: str) -> None:
+        entered.set()
+        try:
+            release.wait(10)
+            real_record_identity(data, node_id, cluster_name)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(node_module, "record_identity", slow_record_identity)
+    (tmp_path / "given").mkdir()
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(tmp_path / "given")
+    starting = asyncio.ensure_future(KvNode(opts).start())
+    assert await asyncio.to_thread(entered.wait, 10)
+    starting.cancel()
+    await asyncio.wait({starting}, timeout=0.5)  # (the unfixed start undid itself meanwhile)
+    release.set()
+    await asyncio.wait_for(asyncio.wait({starting}), 10)
+    assert starting.cancelled()
+    assert await asyncio.to_thread(finished.wait, 10)
+    assert list((tmp_path / "given").iterdir()) == []
