@@ -945,3 +945,42 @@ async def test_an_answer_that_is_not_http_fails_a_call_at_once() -> None:
             assert r.error.startswith(f"{ep} answered, but not in HTTP (is it an openraft-py HTTP address?): "
                                       "Bad status line"), r
             assert "SSH-2.0-OpenSSH_9.6" in r.error, r
+
+
+@pytest.mark.parametrize("answer, reset", [
+    (b"HTTP/1.1 2", False),  # killed within the status line
+    (b"HTTP/1.1 200 OK\r\nContent-Type: appl", False),  # ... within the headers
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n", True),  # reset within the headers
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{\"ind", False),  # ... within the body
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ind", True),  # reset in a chunk
+])
+async def test_a_node_cut_off_mid_answer_leaves_a_write_unknown_never_failed(answer: bytes, reset: bool) -> None:
+    """A write that reached a node whose answer was cut off (the node killed mid-answer, the
+    connection reset) may have been applied: its outcome is UNKNOWN, never FAIL "answered,
+    but not in HTTP" (which tells the caller nothing was done). Only a status line or headers
+    that parse as no HTTP at all are that; a truncated HTTP answer is not."""
+
+    async def cut_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        writer.write(answer)
+        await writer.drain()
+        if reset:
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.close()
+
+    server = await asyncio.start_server(cut_off, "127.0.0.1", 0)
+    ep = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with KvClient([ep], deadline=3.0) as c:
+            try:
+                r = await asyncio.wait_for(c.put("k", "v"), 10)
+            except ClientError as e:
+                r = e.response
+        assert r.outcome is Outcome.INFO, r  # (INFO: the outcome is unknown)
+        assert "not in HTTP" not in (r.error or ""), r
+    finally:
+        server.close()
+        await server.wait_closed()
