@@ -32,7 +32,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StorageError, StoreOwnerMismatch, WaitTimeout
+from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors
@@ -493,21 +493,24 @@ def make_first_start_dirs(missing: list[Path]) -> list[Path]:
     return made
 
 
-def remove_first_start(data: Path, made: list[Path]) -> None:
+def remove_first_start(data: Path, made: list[Path], lock: int) -> None:
     """Undo a first start that failed (``KvNode.start``): remove what is in ``data`` (the
     absolute path the start began with), and the directories of ``made``
     (``make_first_start_dirs``: those the start's own ``mkdir`` created) that are empty
     then; never anything that was there before the start (the start found ``data`` empty
-    once it held its lock, or made it). Only under the data directory's lock, taken again here: when
-    another process holds it (another ``serve`` given the same directory meanwhile), nothing
-    is removed. Blocking: call it in a worker thread. Best effort: an error is logged."""
+    once it held its lock, or made it). ``lock``: the directory's flock the start took and
+    still holds (``lock_data_dir``; the caller closes it): held from the start to the end
+    of this, no other ``serve`` can have used the directory meanwhile. Nothing is removed
+    unless ``data`` is the directory locked (a relative path, the working directory changed,
+    or a link changed). Blocking: call it in a worker thread. Best effort: an error is
+    logged."""
     import shutil
 
     try:
-        fd = lock_data_dir(data)
-    except (OSError, StorageError):
-        return
-    try:
+        locked, now = os.fstat(lock), os.stat(data)
+        if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
+            log.warning("%s: not the directory this failed first start locked: nothing removed", data)
+            return
         for entry in data.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -520,8 +523,6 @@ def remove_first_start(data: Path, made: list[Path]) -> None:
                 break
     except OSError as e:
         log.warning("%s: could not remove what a failed first start made in it: %s", data, e)
-    finally:
-        os.close(fd)
 
 
 def _index(log_id: Any) -> int | None:
@@ -759,14 +760,23 @@ class KvNode:
             self._http_accept_errors.watch(self._http_listener.sockets)
         except BaseException:
             raft_server = self.tcp_server
-            await self.stop()
             # A first start that failed (a port taken after ``check_can_listen``, say) removes
             # what it made: left, the directory was recorded as this node's, and a corrected
             # command line (another --id or --cluster-name) was refused as another node's
             # data. Only if no peer's request reached Raft (``delivered``, read once the server
-            # is closed): a vote granted or an entry acknowledged must never be forgotten.
-            if made is not None and self._dir_locked and (raft_server is None or raft_server.delivered == 0):
-                await asyncio.to_thread(remove_first_start, where, made)
+            # is closed): a vote granted or an entry acknowledged must never be forgotten. The
+            # directory's lock is kept from ``stop`` (which releases it) to the removal's end:
+            # released between them, another serve could start on the data, serve and leave.
+            held = self._dir_lock if made is not None and self._dir_locked else None
+            if held is not None:
+                self._dir_lock = None
+            try:
+                await self.stop()
+                if held is not None and made is not None and (raft_server is None or raft_server.delivered == 0):
+                    await in_thread(remove_first_start, where, made, held)  # (the lock outlives it)
+            finally:
+                if held is not None:
+                    os.close(held)
             raise
         m = self.raft.metrics
         log.info("serving: raft %s, http %s, data %s (term %s, last log index %s)",

@@ -5,6 +5,7 @@ cancelled goes on to its end."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -464,3 +465,41 @@ async def test_a_first_start_cancelled_while_recording_leaves_no_record(
     assert starting.cancelled()
     assert await asyncio.to_thread(finished.wait, 10)
     assert list((tmp_path / "given").iterdir()) == []
+
+
+async def test_a_failed_first_start_holds_its_lock_until_it_has_undone_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failed first start released the directory's lock (``stop``) and took it again to
+    remove what it made: another ``serve`` given the same directory could take it in
+    between, start on the node's data, serve (vote, acknowledge entries), and leave, and the
+    removal then took its data. The lock is held from the start to the end of the removal."""
+    from openraft_py.kv import node as node_module
+    from openraft_py.kv.identity import lock_data_dir
+
+    data = tmp_path / "n1"
+    real_stop = KvNode.stop
+    other: list[str] = []
+
+    async def stop_then_other_serve(self: KvNode) -> None:
+        await real_stop(self)
+        try:
+            fd = lock_data_dir(data)
+        except Exception as e:  # noqa: BLE001 - the lock is still held: what the test wants
+            other.append(f"refused: {e}")
+            return
+        (data / "another-serve").write_text("its votes and entries")
+        os.close(fd)
+        other.append("took it")
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    monkeypatch.setattr(KvNode, "stop", stop_then_other_serve)
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(data)
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+    assert other and other[0].startswith("refused: "), other
+    assert not data.exists()
