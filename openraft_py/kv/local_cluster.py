@@ -216,6 +216,9 @@ class LocalCluster:
         self.python = python
         self.nodes: dict[int, LocalNode] = {}
         self._client: KvClient | None = None
+        # Clients replaced while other coroutines may still be using them (``start_node``'s
+        # retry on new ports): closed by ``aclose``, never while a start is under way.
+        self._retired: list[KvClient] = []
         self._closed = False
         try:
             for _ in range(n):
@@ -368,8 +371,12 @@ class LocalCluster:
             node.raft_addr = f"{self._addr_host}:{free_port(self.host)}"
             node.http_addr = f"{self._addr_host}:{free_port(self.host)}"
             self._record()
+            # A new client for the new addresses; the old one is only retired: the other
+            # nodes' ``wait_serving`` (``start`` runs them at once) may be inside a call on it,
+            # and closing it here failed them with "the KvClient is closed" (``make run``
+            # stopped at its start when one port was taken).
             if self._client is not None:
-                await self._client.close()
+                self._retired.append(self._client)
                 self._client = None
         raise AssertionError("unreachable")
 
@@ -472,7 +479,8 @@ class LocalCluster:
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """``close()`` from a coroutine (the waiting runs in a thread), and the client."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        clients, self._retired = [*self._retired, *([self._client] if self._client is not None else [])], []
+        self._client = None
+        for client in clients:
+            await client.close()
         await asyncio.to_thread(self.close, timeout)

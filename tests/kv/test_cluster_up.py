@@ -829,6 +829,46 @@ def test_a_first_start_whose_port_was_taken_meanwhile_moves_to_new_ports() -> No
     asyncio.run(scenario())
 
 
+def test_a_port_taken_at_a_parallel_start_fails_no_other_node_s_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``start`` waits for every node at once through one shared client; a node whose port
+    was taken is retried on new ports with a new client. Closing the old one there failed
+    the other nodes' waits with "the KvClient is closed" (``make run`` stopped at its start):
+    it is now retired, and closed by ``aclose``. (A slow ``close`` widens the window that a
+    fast one leaves to chance.)"""
+    import socket
+
+    from openraft_py.kv.client import KvClient
+    from openraft_py.kv.local_cluster import LocalCluster
+
+    real_close = KvClient.close
+
+    async def slow_close(self: KvClient) -> None:
+        self._closed = True
+        await asyncio.sleep(1.5)
+        await real_close(self)
+
+    monkeypatch.setattr(KvClient, "close", slow_close)
+
+    async def scenario() -> None:
+        cluster = LocalCluster(2)
+        node = cluster.nodes[1]
+        host, port = node.raft_addr.rsplit(":", 1)
+        squatter = socket.socket()
+        try:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((host, int(port)))
+            squatter.listen(1)
+            await asyncio.wait_for(cluster.start(timeout=30.0), 60)
+            assert node.starts == 2 and cluster.nodes[2].starts == 1
+            for n in cluster.nodes.values():
+                assert (await cluster.client.status(n.http_addr, timeout=5.0))["id"] == n.id
+        finally:
+            squatter.close()
+            await cluster.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_a_data_dir_in_use_by_another_local_cluster_is_refused(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A second ``cluster up --data-dir D`` while the first runs: its nodes would start on
