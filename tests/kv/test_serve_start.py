@@ -321,6 +321,18 @@ async def test_a_stop_while_the_node_reads_its_log_at_start_ends_the_start(
     await node.stop()
 
 
+async def fails_on_a_taken_raft_port(opts: ServeOptions) -> None:
+    """Start a node of ``opts`` while another socket listens on its ``--raft-addr``, which
+    ``check_can_listen`` (monkeypatched away by the caller) would have seen: the start fails
+    at its bind, after it made its data directory."""
+    host, port = opts.raft_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(OSError, match="cannot listen there"):
+            await KvNode(opts).start()
+
+
 async def test_a_failed_first_start_never_removes_a_directory_reached_through_dot_dot(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--data-dir x/../kept/n1``, ``x`` missing and ``kept`` an empty directory that was
@@ -333,12 +345,7 @@ async def test_a_failed_first_start_never_removes_a_directory_reached_through_do
     (tmp_path / "kept").mkdir()
     opts = node_options(1, str(tmp_path))
     opts.data_dir = str(tmp_path / "x" / ".." / "kept" / "n1")
-    host, port = opts.raft_addr.rsplit(":", 1)
-    with socket.socket() as taken:
-        taken.bind((host, int(port)))
-        taken.listen()
-        with pytest.raises(OSError, match="cannot listen there"):
-            await KvNode(opts).start()
+    await fails_on_a_taken_raft_port(opts)
     assert (tmp_path / "kept").is_dir()
 
 
@@ -361,12 +368,7 @@ async def test_a_start_finding_data_once_it_holds_the_lock_removes_nothing(
 
     monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
     monkeypatch.setattr(node_module, "check_writable", other_serve_meanwhile)
-    host, port = opts.raft_addr.rsplit(":", 1)
-    with socket.socket() as taken:
-        taken.bind((host, int(port)))
-        taken.listen()
-        with pytest.raises(OSError, match="cannot listen there"):
-            await KvNode(opts).start()
+    await fails_on_a_taken_raft_port(opts)
     assert (data / "votes-and-entries").read_text() == "another serve's data"
 
 
@@ -390,12 +392,7 @@ async def test_a_failed_first_start_keeps_a_parent_another_process_made(
     monkeypatch.setattr(node_module, "first_start_dirs", parent_made_meanwhile)
     opts = node_options(1, str(tmp_path))
     opts.data_dir = str(tmp_path / "srv" / "n1")
-    host, port = opts.raft_addr.rsplit(":", 1)
-    with socket.socket() as taken:
-        taken.bind((host, int(port)))
-        taken.listen()
-        with pytest.raises(OSError, match="cannot listen there"):
-            await KvNode(opts).start()
+    await fails_on_a_taken_raft_port(opts)
     assert (tmp_path / "srv").is_dir() and not (tmp_path / "srv" / "n1").exists()
 
 
@@ -421,12 +418,7 @@ async def test_a_failed_first_start_removes_in_the_directory_it_made_when_the_cw
     monkeypatch.setattr(node_module, "record_identity", cwd_changed_meanwhile)
     opts = node_options(1, str(tmp_path))
     opts.data_dir = "n1"
-    host, port = opts.raft_addr.rsplit(":", 1)
-    with socket.socket() as taken:
-        taken.bind((host, int(port)))
-        taken.listen()
-        with pytest.raises(OSError, match="cannot listen there"):
-            await KvNode(opts).start()
+    await fails_on_a_taken_raft_port(opts)
     assert (tmp_path / "b" / "n1" / "precious").read_text() == "another node's data"
     assert not (tmp_path / "a" / "n1").exists()
 
@@ -495,11 +487,6 @@ async def test_a_failed_first_start_holds_its_lock_until_it_has_undone_itself(
     monkeypatch.setattr(KvNode, "stop", stop_then_other_serve)
     opts = node_options(1, str(tmp_path))
     opts.data_dir = str(data)
-    host, port = opts.raft_addr.rsplit(":", 1)
-    with socket.socket() as taken:
-        taken.bind((host, int(port)))
-        taken.listen()
-        with pytest.raises(OSError, match="cannot listen there"):
-            await KvNode(opts).start()
+    await fails_on_a_taken_raft_port(opts)
     assert other and other[0].startswith("refused: "), other
     assert not data.exists()
