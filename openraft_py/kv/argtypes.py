@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..validation import MAX_NODE_ID
+from ..validation import MAX_NODE_ID, check_seconds, shown
 
-__all__ = ["MAX_TIMEOUT", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "given_once", "json_object", "node_id",
+__all__ = ["MAX_TIMEOUT", "check_duration", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "given_once", "json_object", "node_id",
            "positive_float", "positive_int", "positive_int_at_most", "quoted", "timeout"]
 
 _DECIMAL = re.compile(r"-?[0-9]+")
@@ -109,6 +109,19 @@ def timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} must be from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} seconds (a day)")
     return x
+
+
+def check_duration(value: object, what: str, *, zero_ok: bool = False) -> float:
+    """``value`` (seconds, a Python argument named ``what``) as a ``float`` if
+    ``validation.check_seconds`` takes it (finite, above 0 or with ``zero_ok`` at least 0) and
+    it is at most ``MAX_TIMEOUT`` (a day), as ``--timeout`` is; ``TypeError`` or ``ValueError``
+    naming ``what`` and the range otherwise. ``1e300`` was taken where ``inf`` was refused, and
+    a call or a wait then went on for good."""
+    seconds = check_seconds(value, what, zero_ok=zero_ok)
+    if seconds > MAX_TIMEOUT:
+        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0 and at most {MAX_TIMEOUT:g} seconds "
+                         f"(a day), got {shown(value)}")
+    return seconds
 
 
 def node_id(text: str) -> int:

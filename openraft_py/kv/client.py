@@ -66,8 +66,8 @@ import aiohttp
 import yarl
 
 from ..errors import restore_error
-from ..validation import check_node_id, check_seconds, shown
-from .argtypes import MAX_TIMEOUT, quoted
+from ..validation import check_node_id
+from .argtypes import check_duration, quoted
 
 __all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
            "CallTimes", "CallOptions"]
@@ -420,17 +420,6 @@ class CallOptions(CallTimes, total=False):
     follow: bool
 
 
-def _check_duration(value: object, what: str, *, zero_ok: bool = False) -> float:
-    """``value`` as seconds if ``check_seconds`` takes it and it is at most ``MAX_TIMEOUT`` (a
-    day, the command line's ``--timeout`` bound): ``1e300`` was taken where ``inf`` was
-    refused, and a call then retried a node that never answered for good."""
-    seconds = check_seconds(value, what, zero_ok=zero_ok)
-    if seconds > MAX_TIMEOUT:
-        raise ValueError(f"{what} must be {'at least' if zero_ok else 'above'} 0 and at most {MAX_TIMEOUT:g} seconds "
-                         f"(a day), got {shown(value)}")
-    return seconds
-
-
 class KvClient:
     """A client of the service nodes at ``endpoints`` (``host:port`` of their HTTP API).
 
@@ -469,16 +458,16 @@ class KvClient:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.endpoints = list(dict.fromkeys(parse_endpoints(endpoints)))
-        self.deadline = _check_duration(deadline, "deadline")
-        self.attempt_timeout = _check_duration(attempt_timeout, "attempt_timeout")
-        self.connect_timeout = _check_duration(connect_timeout, "connect_timeout")
+        self.deadline = check_duration(deadline, "deadline")
+        self.attempt_timeout = check_duration(attempt_timeout, "attempt_timeout")
+        self.connect_timeout = check_duration(connect_timeout, "connect_timeout")
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
             raise TypeError(f"max_redirects is an int, got {type(max_redirects).__name__} {max_redirects!r}")
         if max_redirects < 1:
             raise ValueError("max_redirects must be at least 1")
         self.max_redirects = max_redirects
-        self.backoff = _check_duration(backoff, "backoff", zero_ok=True)
-        self.max_backoff = _check_duration(max_backoff, "max_backoff", zero_ok=True)
+        self.backoff = check_duration(backoff, "backoff", zero_ok=True)
+        self.max_backoff = check_duration(max_backoff, "max_backoff", zero_ok=True)
         if self.backoff > self.max_backoff:  # (the first pause would be the longest)
             raise ValueError(f"backoff={self.backoff} must be at most max_backoff={self.max_backoff}")
         if session is not None and _TRACE not in session.trace_configs:
@@ -561,7 +550,7 @@ class KvClient:
             raise RuntimeError("the KvClient is closed: make a new one")
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
             if v is not None:
-                _check_duration(v, what)
+                check_duration(v, what)
         loop = asyncio.get_running_loop()
         total = deadline if deadline is not None else self.deadline
         end = loop.time() + total

@@ -42,7 +42,7 @@ from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..storage.rocks.db import in_thread
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
-from .argtypes import MAX_TIMEOUT
+from .argtypes import check_duration
 from .client import CONSISTENCIES, MAX_KEY_BYTES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
 from .identity import (
@@ -239,9 +239,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
         # Bounded as the command line's --timeout (argtypes.MAX_TIMEOUT): inf and 1e300 were
         # taken, and POST /cluster/learners then waited for good on a learner that never
         # caught up; a str failed with "'>' not supported between instances of 'str' and 'int'".
-        if _v.check_seconds(self.learner_timeout, "learner_timeout") > MAX_TIMEOUT:
-            raise ValueError(f"learner_timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds (a day), "
-                             f"got {_v.shown(self.learner_timeout)}")
+        check_duration(self.learner_timeout, "learner_timeout")
         # ``raft_config`` (its fields, with the cluster name) and ``max_body`` (from
         # ``MIN_MAX_BODY`` up) as ``serve`` checks its flags: options made in Python
         # (``KvNode(ServeOptions(...))``) were not bounded, and a ``max_body`` over what one
