@@ -241,6 +241,22 @@ async def _serving(app: Any) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def _no_leader_503() -> Any:
+    """A node's 503 between elections: no leader known, in a cluster (no ``initialized``)."""
+    from aiohttp import web
+
+    return web.json_response({"error": "no leader is known; retry later", "leader_id": None}, status=503)
+
+
+def _in_no_cluster_503(nid: int) -> Any:
+    """Node ``nid``'s 503 while it is in no cluster yet (``"initialized": false``)."""
+    from aiohttp import web
+
+    return web.json_response({"error": f"no leader is known: node {nid} is not in a cluster yet (initialize one "
+                                       "with 'openraft-py cluster init' or POST /cluster/init, or add this node "
+                                       "to one)", "leader_id": None, "initialized": False}, status=503)
+
+
 async def test_a_call_ends_after_the_grace_when_every_endpoint_is_in_no_cluster() -> None:
     """A new user's first mistake: ``kv put`` to nodes started but never initialized. Each
     answers 503 "node N is not in a cluster yet (initialize one with 'openraft-py cluster
@@ -254,11 +270,7 @@ async def test_a_call_ends_after_the_grace_when_every_endpoint_is_in_no_cluster(
 
     def node(nid: int, initialized: bool) -> Any:
         async def refuse(request: web.Request) -> web.Response:
-            if initialized:
-                return web.json_response({"error": "no leader is known; retry later", "leader_id": None}, status=503)
-            return web.json_response({"error": f"no leader is known: node {nid} is not in a cluster yet (initialize "
-                                               "one with 'openraft-py cluster init' or POST /cluster/init, or add this "
-                                               "node to one)", "leader_id": None, "initialized": False}, status=503)
+            return _no_leader_503() if initialized else _in_no_cluster_503(nid)
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", refuse)
@@ -325,10 +337,8 @@ def _in_no_cluster_node(nid: int, until: float | None = None, then: str = "ok") 
         if until is not None and time.monotonic() >= until:
             if then == "ok":
                 return web.json_response({"index": 1})
-            return web.json_response({"error": "no leader is known; retry later", "leader_id": None}, status=503)
-        return web.json_response({"error": f"no leader is known: node {nid} is not in a cluster yet (initialize one "
-                                           "with 'openraft-py cluster init' or POST /cluster/init, or add this node "
-                                           "to one)", "leader_id": None, "initialized": False}, status=503)
+            return _no_leader_503()
+        return _in_no_cluster_503(nid)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
