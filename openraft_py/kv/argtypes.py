@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..validation import MAX_NODE_ID, check_seconds, shown
 
@@ -148,6 +148,18 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _RepeatedKey(key)
         obj[key] = value
     return obj
+
+
+def repeated_json_key(text: str | bytes) -> str | None:
+    """The first key that an object of the JSON document ``text`` names twice (at any depth),
+    or ``None``. For a document already decoded by a bounded parser (msgspec with a typed
+    schema: its nesting and numbers are bounded), which keeps a repeated key's last value
+    without a word. ``json.JSONDecodeError`` if ``text`` is not JSON."""
+    try:
+        json.loads(text, object_pairs_hook=_object_without_repeats)
+    except _RepeatedKey as e:
+        return cast(str, e.args[0])
+    return None
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -127,6 +127,7 @@ from ..errors import (
 from ..failure_log import FailureLog
 from ..network.accept_errors import AcceptErrors
 from ..network.tcp import tcp_connection_limit
+from .argtypes import repeated_json_key
 from .metrics import CONTENT_TYPE
 from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
 from .nodes import NodeAddrs, check_member_addr
@@ -717,11 +718,32 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
     if not raw:
         raise BadRequest("a JSON body is required")
     try:
-        return msgspec.json.decode(raw, type=typ)
+        body = msgspec.json.decode(raw, type=typ)
     except msgspec.ValidationError as e:
         raise BadRequest(f"invalid body: {e}") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"body is not valid JSON: {e}") from None
+    # A key given twice is ambiguous (msgspec keeps the last value, another parser the first):
+    # {"voters": [1, 2, 3], "voters": [1]} left node 1 the only voter. Looked for once the
+    # typed decode passed, so the document is small and shallow, its numbers in range.
+    twice = repeated_json_key(raw)
+    if twice is not None:
+        raise BadRequest(f"invalid body: the key {twice!r} is given twice")
+    return body
+
+
+def _decimal_node_id(text: str, what: str) -> int:
+    """The node id ``text`` names in the digits 0-9 (a path segment, a JSON object key).
+    BadRequest otherwise, or for one over ``MAX_NODE_ID``: checked on the digits before
+    ``int`` reads them (thousands of digits were a ValueError saying to call
+    ``sys.set_int_max_str_digits``)."""
+    if not text.isdigit() or not text.isascii():
+        raise BadRequest(f"{what} {text[:40]!r} is not a decimal node id")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(_v.MAX_NODE_ID)):
+        shown = digits if len(digits) <= 40 else f"{digits[:20]}... ({len(digits)} digits)"
+        raise BadRequest(f"{what} must be within [0, {_v.MAX_NODE_ID}], got {shown}")
+    return _node_id(int(digits), what)
 
 
 def _key(request: web.Request) -> str:
@@ -770,9 +792,7 @@ async def cluster_init(request: web.Request) -> web.Response:
         raise BadRequest("members is empty")
     members: dict[int, NodeAddrs] = {}
     for k, m in body.members.items():
-        if not k.isdigit() or not k.isascii():
-            raise BadRequest(f"member id {k!r} is not a decimal node id")
-        nid = _node_id(int(k), f"member id {k}")
+        nid = _decimal_node_id(k, "member id")
         if nid in members:
             raise BadRequest(f"member id {nid} is given twice")
         try:
@@ -798,9 +818,7 @@ async def cluster_learners(request: web.Request) -> web.Response:
 
 async def cluster_remove_learner(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not raw.isdigit() or not raw.isascii():
-        raise BadRequest(f"learner id {raw!r} is not a decimal node id")
-    nid = _node_id(int(raw), "learner id")
+    nid = _decimal_node_id(raw, "learner id")
     node = _node(request)
     try:
         index = await node.remove_learner(nid)

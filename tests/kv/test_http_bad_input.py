@@ -18,6 +18,7 @@ import pytest
 
 from openraft_py.kv import http_api
 from openraft_py.types import Blank
+from openraft_py.validation import MAX_NODE_ID
 
 from .kv_helpers import KvCluster, until_true, url
 
@@ -218,6 +219,61 @@ async def test_garbage_on_the_http_port(cluster: KvCluster, caplog: pytest.LogCa
     # the explicit identity coding is no coding
     async with s.put(url(leader, "/kv/k"), data="plain", headers={"Content-Encoding": "identity"}) as r:
         assert r.status == 200
+
+
+REPEATED_KEYS: list[tuple[str, bytes, str]] = [
+    # msgspec (as json.loads) kept the last value: this one made node 1 the only voter
+    ("/cluster/members", b'{"voters": [1, 2, 3], "voters": [1]}', "voters"),
+    ("/cluster/transfer", b'{"to": 2, "to": 3}', "to"),
+    ("/kv/k/cas", b'{"expected": null, "value": "x", "expected": "y"}', "expected"),
+    ("/cluster/learners", b'{"id": 4, "raft_addr": "h:1", "http_addr": "h:2", "id": 5}', "id"),
+    # in an object inside the body
+    ("/cluster/init", b'{"members": {"1": {"raft_addr": "h:1", "http_addr": "h:2", "raft_addr": "h:3"}}}', "raft_addr"),
+]
+"""Bodies naming a key twice (path, body, the key): which value counts depends on the
+parser, so the request is ambiguous."""
+
+
+async def test_a_key_given_twice_in_a_json_body_is_a_400_naming_it(cluster: KvCluster) -> None:
+    """A JSON body naming a key twice is refused 400 ("the key 'voters' is given twice"),
+    nothing done: the membership, the leader and the data stay as they were."""
+    leader = await cluster.wait_leader()
+    s = cluster.session
+    assert s is not None
+    before = leader.status()
+    for path, body, key in REPEATED_KEYS:
+        async with s.post(url(leader, path), data=body, allow_redirects=False) as r:
+            text = await r.text()
+            assert r.status == 400, (path, body, r.status, text)
+            assert (await r.json())["error"] == f"invalid body: the key {key!r} is given twice", text
+    after = leader.status()
+    assert (after["voters"], after["learners"], after["leader_id"]) == (
+        before["voters"], before["learners"], before["leader_id"])
+    async with s.get(url(leader, "/kv/k")) as r:
+        assert r.status == 404  # the cas wrote nothing
+
+
+async def test_an_id_of_thousands_of_digits_is_a_plain_400(cluster: KvCluster) -> None:
+    """A node id in a path or a JSON key too long for Python's int conversion is refused
+    as out of range, like any id over MAX_NODE_ID: it was answered "ValueError: Exceeds the
+    limit (4300 digits) for integer string conversion ... use sys.set_int_max_str_digits()",
+    advice for a Python programmer, not for the API's client."""
+    leader = await cluster.wait_leader()
+    s = cluster.session
+    assert s is not None
+    digits = "9" * 5000
+    init = json.dumps({"members": {digits: {"raft_addr": "h:1", "http_addr": "h:2"}}}).encode()
+    for method, path, body in (("DELETE", "/cluster/learners/" + digits, b""), ("POST", "/cluster/init", init),
+                               ("DELETE", "/cluster/learners/" + "0" * 5000 + "99", b"")):
+        async with s.request(method, url(leader, path), data=body) as r:
+            text = await r.text()
+            assert r.status in (400, 404), (method, r.status, text)
+            error = (await r.json())["error"]
+            assert "set_int_max_str_digits" not in error and len(error) < 300, error
+            if r.status == 400:
+                assert f"must be within [0, {MAX_NODE_ID}]" in error, error
+            else:  # leading zeros: node 99, a plain id, and no learner
+                assert "99" in error, error
 
 
 MALFORMED_HTTP: list[tuple[bytes, str]] = [
