@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Self, cast
 
@@ -74,6 +75,7 @@ from ..types import (
     SnapshotMeta,
     StoredMembership,
 )
+from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, check_snapshot, read_snapshot_pairs, write_snapshot
 
 __all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
@@ -164,13 +166,81 @@ def _close_snapshot(snap: Snapshot | None) -> None:
 
 
 class _SnapRecord(msgspec.Struct):
-    """What ``<path>/snapshots/current.meta`` holds."""
+    """What ``<path>/snapshots/current.meta`` holds (as read: ``_read_snap_record``)."""
 
     meta: SnapshotMeta
     file: str
 
 
+class _StoredSnapRecord(msgspec.Struct):
+    """``current.meta`` as stored: the ``_SnapRecord`` fields, ``meta`` kept as its encoded
+    bytes, and ``crc``, the CRC-32 of those bytes followed by ``file`` in UTF-8. A plain file
+    has no checksum of its own (the database's blocks have theirs): a flipped bit that still
+    decoded was taken as the truth, a snapshot index one off (a follower installing it then
+    applied an entry twice, or never). ``crc`` is ``None`` in a record of an earlier version
+    (checked for consistency alone: ``_record_inconsistency``); a version without the field
+    ignores it."""
+
+    meta: msgspec.Raw
+    file: str
+    crc: int | None = None
+
+
 _dec_snaprec = msgspec.msgpack.Decoder(_SnapRecord)
+_dec_stored_snaprec = msgspec.msgpack.Decoder(_StoredSnapRecord)
+_dec_snapmeta = msgspec.msgpack.Decoder(SnapshotMeta)
+
+
+def _snap_record_crc(meta: bytes, file: str) -> int:
+    return zlib.crc32(file.encode("utf-8", "surrogatepass"), zlib.crc32(meta))
+
+
+def _encode_snap_record(rec: _SnapRecord) -> bytes:
+    """The bytes of ``current.meta`` naming ``rec`` (with its checksum)."""
+    meta = _enc.encode(rec.meta)
+    return _enc.encode(_StoredSnapRecord(msgspec.Raw(meta), rec.file, _snap_record_crc(meta, rec.file)))
+
+
+def _read_snap_record(raw: bytes) -> _SnapRecord:
+    """The record ``current.meta`` holds: ``msgspec.DecodeError`` if it does not decode,
+    ``ValueError`` saying why if it decodes into a record that cannot have been written (its
+    checksum, or one of its values, is wrong)."""
+    stored = _dec_stored_snaprec.decode(raw)
+    meta_raw = bytes(stored.meta)
+    if stored.crc is not None and stored.crc != _snap_record_crc(meta_raw, stored.file):
+        raise ValueError("its checksum does not match its content")
+    rec = _SnapRecord(_dec_snapmeta.decode(meta_raw), stored.file)
+    why = _record_inconsistency(rec)
+    if why is not None:
+        raise ValueError(why)
+    return rec
+
+
+def _in_bounds(lid: LogId) -> bool:
+    return 0 <= lid.term <= MAX_TERM and 0 <= lid.index <= MAX_INDEX
+
+
+def _record_inconsistency(rec: _SnapRecord) -> str | None:
+    """What in ``rec`` no written record holds (``None`` if nothing): a log id out of bounds
+    (the term -2 of a flipped ``0x01``), a membership logged after the snapshot's last entry,
+    a file name other than the one its snapshot id is given (``_snapshot_file_name``; an
+    earlier version named it ``<id>.snap`` whatever the id), a node id out of bounds."""
+    meta = rec.meta
+    last = meta.last_log_id
+    if last is not None and not _in_bounds(last):
+        return f"its last log id {last!r} is out of bounds"
+    mlid = meta.last_membership.log_id
+    if mlid is not None and (not _in_bounds(mlid) or last is None or mlid > last):
+        return f"its membership's log id {mlid!r} is out of bounds or past its last log id {last!r}"
+    if rec.file not in (_snapshot_file_name(meta.snapshot_id), f"{meta.snapshot_id}.snap"):
+        return f"its file name {rec.file!r} is not the one of its snapshot id {meta.snapshot_id!r}"
+    membership = meta.last_membership.membership
+    ids = set(membership.nodes)
+    for config in membership.configs:
+        ids.update(config)
+    if any(not 0 <= nid <= MAX_NODE_ID for nid in ids):
+        return f"a node id of its membership is out of bounds: {sorted(ids)}"
+    return None
 
 
 GIL_SHARE_PAIRS = 1000
@@ -619,11 +689,14 @@ class RocksStateMachine:
             with open(meta_path, "rb") as f:
                 raw = f.read()
             try:
-                rec = _dec_snaprec.decode(raw)
+                rec = _read_snap_record(raw)
             except msgspec.DecodeError as e:
                 # The data is intact (it is in the database): only the record naming the
                 # snapshot file is lost, and the snapshot is rebuilt from the data.
                 raise ValueError(f"{meta_path} does not decode: {e}: remove {meta_path} (a new snapshot is built "
+                                 "when one is needed)") from e
+            except ValueError as e:  # decoded, but damaged (a flipped bit): the same remedy
+                raise ValueError(f"{meta_path} is damaged: {e}: remove {meta_path} (a new snapshot is built "
                                  "when one is needed)") from e
             what = _not_a_file(os.path.join(self._snapdir, rec.file))
             if what is not None:
@@ -795,7 +868,7 @@ class RocksStateMachine:
                 meta.last_log_id is not None and meta.last_log_id >= cur.meta.last_log_id
             )
             if newer:
-                replace_durably(os.path.join(self._snapdir, "current.meta"), _enc.encode(_SnapRecord(meta, name)))
+                replace_durably(os.path.join(self._snapdir, "current.meta"), _encode_snap_record(_SnapRecord(meta, name)))
                 self._current = _SnapRecord(meta, name)
                 if cur is not None and cur.file != name:
                     os.unlink(os.path.join(self._snapdir, cur.file))  # open readers keep their data
