@@ -497,7 +497,12 @@ class RocksStateMachine:
         if os.path.exists(self.path):
             if not os.path.isdir(self.path):
                 raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(f"{self.path} is not a directory"))
-            if os.listdir(self.path) and not os.path.isdir(os.path.join(self.path, "db")):
+            db_path = os.path.join(self.path, "db")
+            if os.path.lexists(db_path) and not os.path.isdir(db_path):
+                # (was "foreign directory: no 'db' inside (found ['db', ...])")
+                raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(
+                    f"{db_path} is not a directory (the state machine's database)"))
+            if os.listdir(self.path) and not os.path.isdir(db_path):
                 raise StorageError(
                     f"opening {what} at {self.path!r}",
                     ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),
@@ -525,6 +530,9 @@ class RocksStateMachine:
 
         try:
             self._applied, self._membership, self._owner = load()
+            if os.path.lexists(self._snapdir) and not os.path.isdir(self._snapdir):
+                # (makedirs said "FileExistsError: [Errno 17] File exists: '.../snapshots'")
+                raise NotADirectoryError(f"{self._snapdir} is not a directory (the state machine's snapshots)")
             os.makedirs(self._snapdir, exist_ok=True)
             self._current: _SnapRecord | None = self._load_current()
         except BaseException as e:

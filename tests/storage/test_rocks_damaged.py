@@ -234,3 +234,19 @@ async def test_a_current_meta_of_an_earlier_version_opens_and_is_checked_for_con
             s = await RocksStateMachine.open(root / "sm")
             await s.aclose()
         assert f"{target} is damaged: " in str(ei.value) and why in str(ei.value), str(ei.value)
+
+
+@pytest.mark.parametrize("sub", ["db", "snapshots"])
+async def test_a_file_where_a_state_machine_directory_belongs_is_named(made: Path, tmp_path: Path, sub: str) -> None:
+    """``sm/db`` or ``sm/snapshots`` replaced by a file: the open says that path is not a
+    directory. It said "foreign directory: no 'db' inside (found ['db', 'snapshots'])",
+    and "FileExistsError: [Errno 17] File exists: '.../snapshots'"."""
+    root = tmp_path / "node"
+    shutil.copytree(made, root)
+    shutil.rmtree(root / "sm" / sub)
+    (root / "sm" / sub).write_bytes(b"x")
+    with pytest.raises(StorageError) as ei:
+        s = await RocksStateMachine.open(root / "sm")
+        await s.aclose()
+    assert f"{root / 'sm' / sub} is not a directory" in str(ei.value), str(ei.value)
+    assert (root / "sm" / sub).read_bytes() == b"x"
