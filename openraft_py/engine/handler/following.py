@@ -2,7 +2,9 @@
 
 1. Reject a request whose vote is not ``>=`` ours (a stale leader); otherwise adopt it.
 2. Consistency check on ``prev_log_id``; on a mismatch reply with a hint for fast back-off.
-3. Skip entries already held, truncate at the first conflicting one, append the rest.
+3. Skip entries already held, truncate at the first conflicting one, append the rest. A
+   conflicting entry at or below the committed index is refused (``InvalidRequest``): no
+   correct leader sends one, and the log keeps its committed entries.
 4. Commit up to ``min(leader_commit, last entry of this request)``.
 5. Reply once every write so far (vote and entries) is durable; a heartbeat (no entries)
    is answered once the vote is durable, with the part of its ``prev_log_id`` that is
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import InvalidRequest
 from ...types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
 from ..command import Respond
 from ..faults import EngineFault
@@ -69,6 +72,16 @@ class FollowingHandler(Handler):
         if pos < len(entries):
             log = self.eng.log_handler()
             first_new = entries[pos].log_id.index
+            if first_new <= st.committed_index():
+                # An entry that contradicts a committed one: no leader sends it (committed
+                # entries are on every later leader), so the sender is broken or not who it
+                # claims. Refused, the log kept; the node stopped here (``LogHandler.truncate``
+                # panics), taken out of its cluster by someone else's input.
+                self.output.append(Respond(tx, InvalidRequest(
+                    "append_entries",
+                    f"entry {entries[pos].log_id!r} contradicts committed entry {st.log_id_at(first_new)!r} "
+                    f"(node {st.id} committed up to {st.committed!r}): refused, nothing written")))
+                return
             if first_new <= st.last_index():
                 log.truncate(first_new - 1)
             log.append(entries[pos:] if pos else entries)
