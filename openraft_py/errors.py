@@ -338,7 +338,10 @@ class InvalidRequest(ApiError):
     ``handle_transfer_leader``) is malformed: a field of the wrong type, a term, index or node
     id out of range (see ``openraft_py.validation``), entries that are not contiguous from
     ``prev_log_id`` or whose terms go backward. It was refused before the node looked at it:
-    nothing changed and the node keeps running. A correct peer never sends one, so a
+    nothing changed and the node keeps running. Also an ``append_entries`` one of whose
+    entries contradicts an entry the node has committed (no correct leader sends one): refused
+    after the vote check (a vote ``>=`` the node's is adopted, as any leader's), the log
+    unchanged. A correct peer never sends one, so a
     transport should log it and may drop the connection.
 
     ``rpc`` names the request kind (``"append_entries"``, ``"vote"``, ``"install_snapshot"``,
