@@ -10,8 +10,11 @@
 
 The node runs until SIGTERM or SIGINT (then it stops gracefully: HTTP, the TCP server, Raft,
 the network, the stores; exit code 0) or SIGKILL. Restarting it with the same arguments
-brings it back from ``--data-dir``. A node that fails to start exits with code 1 and a logged
-reason.
+brings it back from ``--data-dir``. A node that fails to start for a reason the operator fixes
+(``START_ERRORS``: a port taken, a data directory that is unusable or another node's, TLS files
+that do not load, a store that does not open) exits with code 1, the reason logged and then said
+as the command line's last line, ``openraft-py serve: error: the node could not start: ...``
+(no traceback); any other exception while starting is a bug, logged with its traceback (exit 1).
 
 For the command line: ``add_serve_arguments(parser)`` adds the flags to an argparse parser,
 ``run_serve(args)`` runs the node from the parsed namespace (returns the exit code),
@@ -30,6 +33,8 @@ import sys
 from typing import Any
 
 import msgspec
+
+from ..errors import ConfigError, StorageError
 
 if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra, before importing it
     from .._cli import kv_extra_not_installed, needs_kv_extra
@@ -107,7 +112,6 @@ def check_raft_flags(raft_config: dict[str, Any], cluster_name: str, max_body: i
     argument in Python is refused at once, not from a child's log. ``TypeError`` unless
     ``raft_config`` is a ``dict`` and ``max_body`` an ``int``."""
     from ..config import Config
-    from ..errors import ConfigError
 
     if not isinstance(raft_config, dict):
         raise TypeError(f"--raft-config is a dict of Config fields, got {type(raft_config).__name__}")
@@ -175,6 +179,16 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     return opts
 
 
+START_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, StorageError, ConfigError)
+"""The exceptions of a start that failed for a reason the operator fixes: ``OSError`` (a port
+taken or not on this machine, a data directory that cannot be made or written, a TLS file that
+cannot be read: ``ssl.SSLError`` is one), ``ValueError`` (``identity.DataDirMismatch``: another
+node's or cluster's data, not a node's directory; TLS files that do not go together),
+``StorageError`` (a store that does not open: corrupt, locked, of a newer version) and
+``ConfigError``. ``serve`` says their message in one line; any other exception while starting is
+a bug and keeps its traceback."""
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """The signals after which ``serve`` stops gracefully. SIGHUP (the terminal ``serve`` runs
 in was closed, or a ``kill -HUP`` meant as a reload: ``serve`` has none, it watches its TLS
@@ -183,11 +197,15 @@ with the stores not closed and the requests in flight cut off, their outcome unk
 SIGHUP ignored when ``serve`` started (``nohup openraft-py serve ...``) stays ignored."""
 
 
-async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
+async def serve(opts: ServeOptions, stop: asyncio.Event | None = None, *,
+                start_errors: list[str] | None = None) -> int:
     """Run one node until one of ``STOP_SIGNALS`` (or ``stop`` is set); the exit code: 0
     after a graceful stop, 1 if the node could not start or stopped on its own (a ``Fatal``
     error such as a storage failure: logged, then the process exits so a supervisor
-    restarts it)."""
+    restarts it). A start that failed with one of ``START_ERRORS`` is logged in one line and,
+    with ``start_errors`` given, its reason (``"TypeName: message"``) appended to it, for the
+    caller to say (``run_serve`` prints it as the command line's error line once the event loop
+    has ended, after every log line); another exception is logged with its traceback."""
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -213,8 +231,14 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> int:
             if not await _start_unless_stopped(node, stop):
                 log.info("stopped while starting (%s)", received[0] if received else "signal")
                 return 0
-        except Exception as e:  # noqa: BLE001 - reported, exit code 1
-            log.error("the node could not start: %s: %s", type(e).__name__, e)
+        except START_ERRORS as e:  # the operator's to fix: its message is enough
+            why = f"{type(e).__name__}: {e}"
+            log.error("the node could not start: %s", why)
+            if start_errors is not None:
+                start_errors.append(why)
+            return 1
+        except Exception:
+            log.error("the node could not start (a bug: please report it with this traceback)", exc_info=True)
             return 1
         assert node.raft is not None
         stopping = asyncio.ensure_future(stop.wait())
@@ -284,7 +308,9 @@ def check_open_files_limit() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``serve`` from parsed flags (see ``add_serve_arguments``): configures logging,
     runs the node on uvloop when installed, returns the exit code (2 for unusable flags,
-    with a one-line message on stderr)."""
+    with a one-line message on stderr; 1 for a node that could not start, the last line on
+    stderr then ``openraft-py serve: error: the node could not start: ...`` when the reason
+    is one of ``START_ERRORS``)."""
     try:
         opts = options_from_args(args)
         check_open_files_limit()
@@ -292,11 +318,17 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"openraft-py serve: error: {e}", file=sys.stderr)
         return 2
     configure_logging(opts.log_format, opts.log_level, _current_metrics, node_id=opts.id)
+    start_errors: list[str] = []
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(opts))
-    return uvloop.run(serve(opts))
+        code = asyncio.run(serve(opts, start_errors=start_errors))
+    else:
+        code = uvloop.run(serve(opts, start_errors=start_errors))
+    if start_errors:  # (after the loop: no log line of the clean-up comes after it)
+        sys.stderr.flush()
+        print(f"openraft-py serve: error: the node could not start: {start_errors[-1]}", file=sys.stderr)
+    return code
 
 
 _running: list[KvNode] = []

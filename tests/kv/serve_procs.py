@@ -69,8 +69,10 @@ class ServeProc:
         return self.proc.wait(timeout)
 
     def logs(self) -> list[dict[str, Any]]:
+        """The JSON log records; not the command line's own ``openraft-py serve: error:`` line
+        (plain text, as its usage errors are) that ends a start that failed."""
         with open(self.log_path, "rb") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.strip() and not line.startswith(b"openraft-py serve: ")]
 
 
 async def status(s: aiohttp.ClientSession, p: ServeProc) -> dict[str, Any] | None:

@@ -354,8 +354,10 @@ def test_serve_refuses_bad_flags_and_reports_start_failures() -> None:
         r = subprocess.run(base + ["--raft-addr", f"127.0.0.1:{free_port()}", "--http-addr", f"127.0.0.1:{taken}",
                                    "--log-format", "json"], capture_output=True, timeout=30)
         assert r.returncode == 1
-        lines = [json.loads(x) for x in r.stderr.decode().splitlines() if x.strip()]
+        *logged, last = [x for x in r.stderr.decode().splitlines() if x.strip()]
+        lines = [json.loads(x) for x in logged]
         assert any("could not start" in x["msg"] and x["level"] == "ERROR" for x in lines)
+        assert last.startswith("openraft-py serve: error: the node could not start: ") and "--http-addr" in last
     finally:
         if holder is not None:
             holder.close()

@@ -1,0 +1,107 @@
+"""``openraft-py serve`` that cannot start for a reason the operator fixes (a port taken, a data
+directory that is a file or another node's, a store that does not open) ends with the command
+line's usual one line, ``openraft-py serve: error: ...``, on stderr and exit code 1 (the
+command line's "failed"; 2 is kept for a bad command line), and no traceback; a bug while
+starting (an exception of no such kind) keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from openraft_py.kv import server
+from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR
+
+from .kv_helpers import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+PREFIX = "openraft-py serve: error: the node could not start: "
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="kv-start-errors-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _serve(data: Path, *extra: str, http_port: int | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openraft_py.kv", "serve", "--id", "1", "--raft-addr", f"127.0.0.1:{free_port()}",
+         "--http-addr", f"127.0.0.1:{http_port or free_port()}", "--data-dir", str(data), *extra],
+        capture_output=True, text=True, timeout=45)
+
+
+def _another_nodes_dir(root: Path) -> Path:
+    (root / "n2").mkdir()
+    (root / "n2" / IDENTITY_FILE).write_text('{"node_id":2,"cluster_name":"openraft-py"}\n')
+    return root / "n2"
+
+
+def _a_file(root: Path) -> Path:
+    (root / "f").write_text("x")
+    return root / "f"
+
+
+def _a_corrupt_log(root: Path) -> Path:
+    (root / "n1" / LOG_DIR).mkdir(parents=True)
+    (root / "n1" / IDENTITY_FILE).write_text('{"node_id":1,"cluster_name":"openraft-py"}\n')
+    (root / "n1" / LOG_DIR / "CURRENT").write_text("MANIFEST-000042\n")  # names a manifest that is not there
+    return root / "n1"
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (_another_nodes_dir, "holds the data of node 2, not node 1"),
+    (_a_file, "it is a file, not a directory"),
+    (_a_corrupt_log, "StorageError"),
+])
+def test_a_start_failure_ends_with_one_error_line_and_exit_1(
+        root: Path, make: Callable[[Path], Path], says: str) -> None:
+    r = _serve(make(root), "--log-format", "json")
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(PREFIX) and says in last, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_port_taken_ends_with_one_error_line_naming_the_flag(root: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        r = _serve(root / "n1", http_port=holder.getsockname()[1])
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(PREFIX) and "--http-addr" in last and "another process listens there" in last, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (root / "n1").exists(), "a first start that failed left its directory"
+
+
+def test_a_bug_while_starting_keeps_its_traceback(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(self: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(server.KvNode, "start", broken)
+    monkeypatch.setattr(server, "configure_logging", lambda *a, **k: None)  # (caplog keeps the records)
+    parser = server.add_serve_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--id", "1", "--raft-addr", f"127.0.0.1:{free_port()}",
+                              "--http-addr", f"127.0.0.1:{free_port()}", "--data-dir", str(root / "n1")])
+    with caplog.at_level(logging.ERROR, logger="openraft_py.kv.server"):
+        assert server.run_serve(args) == 1
+    bug = [r for r in caplog.records if r.exc_info is not None]
+    assert bug and bug[0].exc_info is not None and bug[0].exc_info[0] is AttributeError, caplog.records
+    assert "a bug" in bug[0].getMessage()
+    assert PREFIX not in capsys.readouterr().err, "a bug reported as the operator's error"
