@@ -90,7 +90,7 @@ def child_main(writers: list[int], seconds: float, repeat: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--writers", type=int, nargs="+", default=[1, 64, 256])
     p.add_argument("--seconds", type=float, default=2.0, help="length of one run")
     p.add_argument("--repeat", type=int, default=3, help="runs per point; the median is reported")

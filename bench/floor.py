@@ -83,7 +83,7 @@ def measure(writers: list[int], seconds: float, repeat: int) -> list[dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", default="1,64,256", help="comma-separated writer counts")
     p.add_argument("--seconds", type=float, default=2.0, help="length of one run")
     p.add_argument("--repeat", type=int, default=3, help="runs per point; medians are reported")

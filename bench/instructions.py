@@ -78,7 +78,7 @@ def _count(writers: int, total: int, nodes: int) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", type=int, default=1)
     p.add_argument("--n1", type=int, default=500, help="writes of the first run")
     p.add_argument("--n2", type=int, default=2500, help="writes of the second run (more than n1)")

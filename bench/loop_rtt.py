@@ -201,7 +201,7 @@ def measure(calls: int, round_trips: int, pages: int = 0, cpus: str = "any") -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--round-trips", type=int, default=5000)
     p.add_argument("--work", default="0,100,400,1600", help="comma-separated calls of work per message")
     p.add_argument("--pages", type=int, default=0, help="distinct memory pages each message's work reads")

@@ -326,7 +326,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="all points, shorter runs (under 2 minutes)")
     g.add_argument("--smoke", action="store_true", help="a few points, one short run each (seconds)")

@@ -100,7 +100,7 @@ async def run(orders: list[str], batches: int, batch: int, segment: int, where: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, default=3000, help="batches applied per key order")
     p.add_argument("--batch", type=int, default=256, help="entries per batch (the writers of bench/tcp.py)")
     p.add_argument("--segment", type=int, default=1000, help="batches per reported median")

@@ -147,7 +147,7 @@ async def rocks_runs(keys: int, runs: int) -> list[tuple[float, list[float]]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per run."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keys", type=int, default=None, help="keys in the state (600,000; 300,000 with --rocks)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rocks", action="store_true", help="RocksStateMachine alone: the loop's lag during its builds")

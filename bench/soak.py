@@ -284,7 +284,7 @@ def summary(path: Path) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--rate", type=float, default=30.0, help="puts a second")

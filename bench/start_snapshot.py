@@ -96,7 +96,7 @@ async def _start(root: str) -> tuple[float, float, float, float]:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=512, help="the state's size in MB (default 512)")
     ap.add_argument("--value-kb", type=int, default=64, help="the size of one value in KiB (default 64)")
     ap.add_argument("--runs", type=int, default=3)

@@ -128,7 +128,7 @@ def print_table(title: str, rows: list[tuple]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--payload", type=int, default=100)
     ap.add_argument("--app-tuning", action="store_true", help="also run with switchinterval 1 ms and gc.freeze()")

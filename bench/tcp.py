@@ -346,7 +346,7 @@ def report(res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", default="1,64,256", help="comma-separated writer counts")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per writer count")
     p.add_argument("--repeat", type=int, default=1, help="runs per writer count; medians are reported")

@@ -106,7 +106,7 @@ async def run(writers: list[int], seconds: float, repeat: int, sync: bool, state
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--writers", default="1,256", help="comma-separated writer counts")
     p.add_argument("--seconds", type=float, default=3.0, help="length of one run")
     p.add_argument("--repeat", type=int, default=3, help="runs per writer count; medians are reported")

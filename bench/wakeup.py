@@ -121,7 +121,7 @@ async def broadcast(make: Callable[[], OldShield | Wakeup], rounds: int, waiters
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=200_000)
     ap.add_argument("--waiters", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)

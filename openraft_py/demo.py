@@ -223,7 +223,7 @@ answered in time, the cluster kept re-electing and the demo never finished."""
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: the run's exit status; 2 for bad arguments, 130 on Ctrl-C
     (one line; everything runs in this process, so nothing is left behind)."""
-    p = argparse.ArgumentParser(prog="python -m openraft_py.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--writes", type=positive_int_at_most(MAX_WRITES), default=10_000,
                    help=f"entries to write, 1 to {MAX_WRITES:,} (default 10,000)")
     p.add_argument("--writers", type=positive_int_at_most(MAX_WRITERS), default=64,

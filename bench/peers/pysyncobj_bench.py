@@ -187,7 +187,7 @@ def run(journal: str, tuning: str, writers: list[int], seconds: float, repeat: i
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--journal", choices=["memory", "file"], default="memory")
     p.add_argument("--writers", default="1,64,256", help="comma-separated writer counts")
     p.add_argument("--seconds", type=float, default=3.0, help="length of one run")

@@ -120,7 +120,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the node until ``shutdown`` or the end of stdin."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--self", dest="self_addr", required=True, help="HOST:PORT of this node")
     p.add_argument("--partners", required=True, help="comma-separated HOST:PORT of the other nodes")
     p.add_argument("--journal", help="file journal path (default: the in-memory journal)")

@@ -97,9 +97,9 @@ async def demo(directory: Path) -> list[int]:
 
 def main() -> None:
     """``node``: run one node; no sub-command: the demo."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    node = sub.add_parser("node", help="run one node")
+    node = sub.add_parser("node", help="run one node", allow_abbrev=False)
     node.add_argument("--id", type=int, required=True, help="this node's id")
     node.add_argument(
         "--peer", action="append", default=[], type=peer_arg, help="ID=RAFT_HOST:PORT/HTTP_HOST:PORT, one per node"

@@ -80,7 +80,7 @@ async def run() -> list[tuple[str, int, bool]]:
 def main() -> None:
     """Run the demo. It takes no arguments: ``--help`` shows what it does, and any other
     argument is a usage error (exit 2) rather than ignored."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args()
     asyncio.run(run())
 

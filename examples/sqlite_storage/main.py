@@ -77,7 +77,7 @@ async def run(base: Path) -> dict[str, str]:
 
 def main() -> None:
     """Parse the command line and run the demo."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, help="where the nodes' databases go (default: a temporary directory)")
     args = parser.parse_args()
     if args.dir is not None:

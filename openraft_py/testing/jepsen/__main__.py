@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import DEFAULT_RAFT_CONFIG, RunConfig, run
     from .workload import WorkloadConfig
 
-    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.jepsen",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.jepsen",
                                 description="A Jepsen-style test of real serve processes.")
     p.add_argument("--time", type=float, default=300.0, help="seconds of clients and faults (default 300)")
     p.add_argument("--seed", type=int, default=None, help="the seed (default: random, printed)")

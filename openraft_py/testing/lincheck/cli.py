@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     another format would read as an empty, trivially linearizable history), 130 on Ctrl-C
     (one line naming the file being checked; the verdicts printed before it stand)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # (as openraft-py: an abbreviated long flag is refused)
         prog="python -m openraft_py.testing.lincheck",
         description="Check client histories for linearizability.",
     )

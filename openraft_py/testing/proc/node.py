@@ -503,7 +503,7 @@ async def run(opts: NodeOptions) -> int:
 
 def load_options(argv: list[str] | None = None) -> NodeOptions:
     """Parse the command line (and the ``--config`` JSON it may name) into ``NodeOptions``."""
-    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.proc.node",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.proc.node",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="a JSON file with the options below (flags override it)")
     p.add_argument("--id", type=int)

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     Exit status 0 when every run is clean, 1 when one found a violation, 2 for bad
     arguments, 130 on Ctrl-C (SIGINT) and 143 on SIGTERM: the worker processes are then
     stopped, and one line says so (no traceback)."""
-    p = argparse.ArgumentParser(prog="python -m openraft_py.testing.sim", description=_package_doc(),
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
     p.add_argument("--start", type=int, default=None, help="the first seed of --seeds (default 0)")
