@@ -69,7 +69,7 @@ from ..errors import restore_error
 from ..validation import check_node_id
 from .argtypes import check_duration, quoted
 
-__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "parse_endpoints", "new_session",
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "NoClusterError", "parse_endpoints", "new_session",
            "CallTimes", "CallOptions"]
 
 CONNECT_TIMEOUT = 2.0
@@ -115,6 +115,15 @@ class ClientError(Exception):
         # Pickled and copied as its message and fields, without calling __init__ again (it
         # takes the response, not the message): see openraft_py.errors.RaftError.
         return (restore_error, (type(self), self.args, self.__dict__))
+
+
+class NoClusterError(TimeoutError):
+    """``KvClient.find_leader`` found no leader because every endpoint is a node in no
+    cluster yet (its status names no voter, no learner and no leader), and has said so for
+    ``NO_CLUSTER_GRACE``: only an init (``POST /cluster/init``, ``openraft-py cluster
+    init``) or adding the nodes to a cluster brings a leader. A ``TimeoutError``, so code
+    that catches what ``find_leader`` is documented to raise still catches it; it ends the
+    search early, where it went on until its timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +396,13 @@ def _in_no_cluster(body: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(obj, dict) and obj.get("initialized") is False
+
+
+def _in_no_cluster_status(st: Mapping[str, Any]) -> bool:
+    """Whether a ``GET /cluster/status`` answer is a node's in no cluster yet: no voter, no
+    learner, no leader (as ``_in_no_cluster`` for a 503's body; the command line's
+    ``_what_the_endpoints_are`` has the same rule)."""
+    return st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None
 
 
 def _no_leader_refusal(body: bytes) -> bool:
@@ -844,7 +860,15 @@ class KvClient:
         SIGSTOP, frozen, a host that is down) holds up none of the others. Asked one after
         another, each such node took up to 2 s before the next was asked, so with the first
         endpoint frozen ``find_leader(timeout=2)`` (``cluster members --timeout 2``) never
-        reached the nodes that knew the leader."""
+        reached the nodes that knew the leader.
+
+        ``NoClusterError`` (a ``TimeoutError``) before ``timeout`` when every endpoint's
+        status, in every round for ``NO_CLUSTER_GRACE`` (1 s), names no voter, no learner
+        and no leader: nodes never initialized nor added, where no leader comes until an
+        init (the calls' own rule, ``request``). It searched the whole timeout, then said
+        "no leader found". One endpoint that does not answer, or is in a cluster, keeps the
+        search going; so do nodes initialized a moment ago through another one, which hear
+        of their cluster within the grace."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
 
@@ -852,22 +876,38 @@ class KvClient:
             return min(2.0, max(0.1, end - loop.time()))
 
         named = ""  # (the last leader named that was asked, for the error)
+        no_cluster_since: float | None = None  # since when every round found every endpoint in no cluster
         while True:
-            found, why = await self._leader_in_one_round(left)
+            found, why, none_in_a_cluster = await self._leader_in_one_round(left)
             if found is not None:
                 self.leader = found[1]
                 return found
             named = why or named
+            now = loop.time()
+            if not none_in_a_cluster:
+                no_cluster_since = None
+            elif no_cluster_since is None:
+                no_cluster_since = now
+            elif now - no_cluster_since >= NO_CLUSTER_GRACE:
+                raise NoClusterError(
+                    f"no leader found: no node at {', '.join(self.endpoints)} is in a cluster yet (each has named no "
+                    f"voter and no leader for {_seconds(now - no_cluster_since)}). To start a new cluster, initialize "
+                    "it once (POST /cluster/init, or 'openraft-py cluster init'); nodes of a running cluster (their "
+                    "data directories lost or new) must not be initialized, which would start a second cluster: "
+                    "ask its other nodes, and add back any that is no longer a member")
             if loop.time() >= end:
                 raise TimeoutError(f"no leader found at {', '.join(self.endpoints)} within {_seconds(timeout)}{named}")
             await asyncio.sleep(0.05)
 
-    async def _leader_in_one_round(self, left: Callable[[], float]) -> tuple[tuple[int, str] | None, str]:
+    async def _leader_in_one_round(
+            self, left: Callable[[], float]) -> tuple[tuple[int, str] | None, str, bool]:
         """One round of ``find_leader``: every endpoint's status asked at once (each with
         ``left()`` seconds), and each leader they name asked once (unless its own status
-        came in the round). ``((leader_id, http_addr), "")`` for the first named leader
-        whose status says it leads; else ``(None, why)``, ``why`` naming the last leader
-        named that did not answer or does not lead ("" if none was named)."""
+        came in the round). ``((leader_id, http_addr), "", False)`` for the first named
+        leader whose status says it leads; else ``(None, why, none_in_a_cluster)``, ``why``
+        naming the last leader named that did not answer or does not lead ("" if none was
+        named), ``none_in_a_cluster`` whether every endpoint answered a status naming no
+        voter, no learner and no leader (``_in_no_cluster_status``)."""
         asking = {asyncio.ensure_future(self.status(ep, timeout=left())): ep for ep in self.endpoints}
         answers: dict[str, dict[str, Any]] = {}
         asked_named: set[str] = set()
@@ -897,14 +937,15 @@ class KvClient:
                             named = f" ({ep} names n{lid} at {http}, which did not answer: {e})"
                             continue
                     if lst.get("state") == "Leader":
-                        return (int(lid), http), ""
+                        return (int(lid), http), "", False
                     named = f" ({ep} names n{lid} at {http}, which is {lst.get('state')})"
         finally:
             for task in asking:
                 task.cancel()
             # (collected: a task that ended with an error meanwhile would be reported unread)
             await asyncio.gather(*asking, return_exceptions=True)
-        return None, named
+        none_in_a_cluster = all(ep in answers and _in_no_cluster_status(answers[ep]) for ep in self.endpoints)
+        return None, named, none_in_a_cluster
 
 
 class _Unknown(Exception):

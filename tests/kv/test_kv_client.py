@@ -994,3 +994,64 @@ async def test_a_node_cut_off_mid_answer_leaves_a_write_unknown_never_failed(ans
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _status_node(nid: int, pristine_until: float | None = None) -> Any:
+    """A fake service node answering ``GET /cluster/status``: in no cluster (no voter, no
+    learner, no leader) until ``pristine_until`` (``time.monotonic()``; ``None``: always),
+    then a follower of a cluster whose leader is unknown for the moment."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.Response:
+        pristine = pristine_until is None or time.monotonic() < pristine_until
+        return web.json_response({"id": nid, "state": "Learner" if pristine else "Follower", "leader_id": None,
+                                  "leader_http_addr": None, "voters": [] if pristine else [1, 2],
+                                  "learners": []})
+
+    app = web.Application()
+    app.router.add_get("/cluster/status", answer)
+    return app
+
+
+async def test_find_leader_fails_after_the_grace_when_every_endpoint_is_in_no_cluster(tmp_path: object) -> None:
+    """Nodes started and never initialized (or added) name no leader until an init: once
+    every endpoint's status has said so for ``NO_CLUSTER_GRACE``, ``find_leader`` raises
+    ``NoClusterError`` (a ``TimeoutError``, as its contract has it, saying what to do)
+    instead of searching its whole timeout, as the calls do (a real node here)."""
+    from openraft_py.kv.client import NoClusterError
+
+    c0 = KvCluster()
+    try:
+        await c0.start(1, init=False)
+        async with KvClient([c0.nodes[1].opts.http_addr]) as c:
+            t = time.monotonic()
+            with pytest.raises(NoClusterError) as e:
+                await asyncio.wait_for(c.find_leader(timeout=20.0), 30.0)
+            took = time.monotonic() - t
+        assert NO_CLUSTER_GRACE <= took < NO_CLUSTER_GRACE + 1.5, took
+        assert isinstance(e.value, TimeoutError)
+        assert "is in a cluster yet" in str(e.value) and "cluster init" in str(e.value), e.value
+    finally:
+        await c0.close()
+
+
+async def test_find_leader_keeps_searching_while_an_endpoint_is_in_a_cluster() -> None:
+    """The grace is not the end of a search that may still succeed: one endpoint in a
+    cluster (between elections) among nodes in none, or nodes in none for a moment (an
+    init through another node, not heard of yet) keep it going until its timeout, which
+    stays a plain ``TimeoutError``."""
+    from openraft_py.kv.client import NoClusterError
+
+    async with _serving(_status_node(1)) as a, _serving(_status_node(2, pristine_until=0.0)) as b:
+        async with KvClient([a, b]) as c:
+            t = time.monotonic()
+            with pytest.raises(TimeoutError) as e:
+                await asyncio.wait_for(c.find_leader(timeout=NO_CLUSTER_GRACE + 0.8), 10.0)
+            assert not isinstance(e.value, NoClusterError), e.value
+            assert time.monotonic() - t >= NO_CLUSTER_GRACE + 0.7
+    soon = time.monotonic() + NO_CLUSTER_GRACE * 0.6
+    async with _serving(_status_node(1, soon)) as a, _serving(_status_node(2, soon)) as b:
+        async with KvClient([a, b]) as c:
+            with pytest.raises(TimeoutError) as e:
+                await asyncio.wait_for(c.find_leader(timeout=NO_CLUSTER_GRACE + 0.8), 10.0)
+            assert not isinstance(e.value, NoClusterError), e.value
