@@ -41,6 +41,7 @@ from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..storage.rocks.db import in_thread
+from ..storage.rocks.files import fsync_dir
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .argtypes import check_duration
 from .client import CONSISTENCIES, MAX_KEY_BYTES
@@ -49,6 +50,7 @@ from .identity import (
     IDENTITY_FILE,
     LOG_DIR,
     SM_DIR,
+    DataDirMismatch,
     check_identity,
     check_not_a_store,
     check_stores,
@@ -455,6 +457,55 @@ def check_can_listen(flag: str, addr: str) -> None:
                 raise _listen_error(flag, addr, e) from None
 
 
+FIRST_START_FILE = "first-start-unfinished"
+"""The marker of a first start in a data directory (an empty file): made, durably, before
+anything else a first start makes there (``mark_first_start``, under the directory's lock),
+removed once the directory holds the whole new node and before the raft port opens (no peer
+can have reached the node yet), and made again by ``remove_first_start`` before it removes
+anything, removed last. So it is there exactly while the directory holds what a first start
+made and the node never served from it: a start that finds it beside anything else was
+stopped (SIGKILL, a power loss) part way, and refuses (``check_first_start_leftover``). Left
+alone, a clean-up killed part way left some of the node's files: without ``catching-up.json``
+the next start came up as a node that had voted before (no catch-up before it votes), without
+``node.json`` the rest was adopted, and a log store half removed failed as an unreadable
+database, or as "the node's log and vote are gone"."""
+
+
+def mark_first_start(data: Path) -> None:
+    """Make ``data``'s ``FIRST_START_FILE`` (there already: kept), durably. Blocking."""
+    os.close(os.open(data / FIRST_START_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
+    fsync_dir(str(data))
+
+
+def unmark_first_start(data: Path) -> None:
+    """Remove ``data``'s ``FIRST_START_FILE``, durably: after everything else a first start made
+    there (``remove_first_start``), or once the directory holds the whole new node. Blocking."""
+    (data / FIRST_START_FILE).unlink(missing_ok=True)
+    fsync_dir(str(data))
+
+
+def check_first_start_leftover(data: Path) -> bool:
+    """Whether ``data`` (locked) held what a first start stopped part way left
+    (``FIRST_START_FILE``): when the marker was alone there, it is removed and this returns
+    ``True`` (the directory is empty, as at a first start); beside anything else,
+    ``DataDirMismatch`` says to remove the directory's content, and nothing is changed: it
+    is the files of a node that never served (a first start killed while it made them, or
+    while its clean-up removed them), but what was put there since is not provably that,
+    so nothing is removed here. ``False`` without a marker. Blocking."""
+    if not (data / FIRST_START_FILE).exists():
+        return False
+    others = sorted(p.name for p in data.iterdir() if p.name != FIRST_START_FILE)
+    if others:
+        shown = ", ".join(others[:6]) + (", ..." if len(others) > 6 else "")
+        raise DataDirMismatch(
+            f"{data} holds what a first start left when it was stopped part way ({shown}, and its marker "
+            f"{FIRST_START_FILE}): that start never served, so nothing in it was used, but it is not a whole node's "
+            f"data. Remove everything in it (or the directory) and start the node again"
+        )
+    unmark_first_start(data)
+    return True
+
+
 def first_start_dirs(data: Path) -> list[Path] | None:
     """What a start on ``data`` (an absolute path) may make, for ``make_first_start_dirs``
     and ``remove_first_start``: the missing directories (``data`` and each missing parent,
@@ -509,11 +560,15 @@ def remove_first_start(data: Path, made: list[Path], lock: int) -> None:
         if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
             log.warning("%s: not the directory this failed first start locked: nothing removed", data)
             return
+        mark_first_start(data)  # (before anything is removed)
         for entry in data.iterdir():
+            if entry.name == FIRST_START_FILE:
+                continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+        unmark_first_start(data)  # (last: until here, what is left is recognised)
         for d in made:  # (innermost first; a parent that holds something else stays)
             try:
                 d.rmdir()
@@ -656,11 +711,15 @@ class KvNode:
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
             self._dir_locked = True  # (from here on, the directory's content is this start's)
+            if await in_thread(check_first_start_leftover, data) and made is None:
+                made = []  # (only a first start's marker was left: the directory is empty now, a first start's)
             if made is not None and any(data.iterdir()):
                 # Decided again under the lock: another serve given the same new directory
                 # may have made, used (a vote, entries acknowledged) and left its data there
                 # since ``first_start_dirs`` looked. Not a first start: nothing is removed.
                 made = None
+            if made is not None:  # before anything else is made in it (``FIRST_START_FILE``)
+                await in_thread(mark_first_start, data)
             # The steps below run in threads with ``in_thread``: a start cancelled (SIGTERM) while
             # one runs ends once it has, so a failed first start undoes itself after the last
             # write in its directory (``node.json`` written after the removal stayed).
@@ -707,6 +766,8 @@ class KvNode:
                     log.warning("%s had no %s (made by an earlier version, or a first start that stopped before "
                                 "recording it): recorded as node %s of cluster %r", data, IDENTITY_FILE, o.id,
                                 o.cluster_name)
+            if made is not None:  # the directory holds the whole new node: before a peer can reach it
+                await in_thread(unmark_first_start, data)
             # What the two ports may hold, counting the descriptors the node holds already.
             http_limit, raft_limit = self._connection_limits()
             host, port = parse_addr(o.raft_addr)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -490,3 +492,87 @@ async def test_a_failed_first_start_holds_its_lock_until_it_has_undone_itself(
     await fails_on_a_taken_raft_port(opts)
     assert other and other[0].startswith("refused: "), other
     assert not data.exists()
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: raised inside ``remove_first_start``, it ends the clean-up where
+    it is (nothing of it after that point runs; ``OSError`` alone is caught there)."""
+
+
+@pytest.mark.parametrize("removed", [0, 1, 2, 3, 4])
+async def test_a_first_start_killed_while_undoing_itself_is_recognised_by_the_next_start(
+        tmp_path: Path, removed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first start that failed after making its stores (its HTTP port taken after the
+    check) removes what it made; killed (SIGKILL) in the middle of that removal, it left some
+    of the node's files: without ``catching-up.json`` the next start came up as a node that
+    had voted before (no catch-up before it votes: a voter whose data was lost could vote
+    twice in a term), without ``node.json`` the data was adopted, and a store half removed
+    failed as an unreadable database. The directory's first-start marker, made before
+    anything else and removed last, tells the next start what the leftover is: it refuses,
+    saying to remove the directory, and changes nothing; when only the marker is left it
+    starts as a first start."""
+    import shutil
+
+    from openraft_py.kv import node as node_module
+    from openraft_py.kv.identity import DataDirMismatch
+
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(tmp_path / "n1")
+    host, port = opts.http_addr.rsplit(":", 1)
+    done: list[str] = []
+    real_rmtree, real_unlink = shutil.rmtree, Path.unlink
+
+    def counted(remove: Callable[..., None]) -> Callable[..., None]:
+        def run(path: Any, *a: Any, **k: Any) -> None:
+            if Path(path).parent == tmp_path / "n1" and Path(path).name != node_module.FIRST_START_FILE:
+                if len(done) == removed:
+                    raise _Killed
+                done.append(Path(path).name)
+            remove(path, *a, **k)
+        return run
+
+    monkeypatch.setattr(shutil, "rmtree", counted(real_rmtree))
+    monkeypatch.setattr(Path, "unlink", counted(real_unlink))
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(BaseException) as e:
+            await KvNode(opts).start()
+        assert isinstance(e.value, _Killed if removed < 4 else OSError), e.value
+    monkeypatch.undo()
+    monkeypatch.setattr(node_module, "check_can_listen", lambda flag, addr: None)
+    if removed < 4:
+        left = sorted(p.name for p in (tmp_path / "n1").iterdir())
+        assert left, "nothing left: not the case under test"
+        with pytest.raises(DataDirMismatch, match=r"n1 holds what a first start left when it was stopped part way "
+                                                  r"\(.*first-start-unfinished\): that start never served.*Remove "
+                                                  r"everything in it"):
+            await KvNode(opts).start()
+        assert sorted(p.name for p in (tmp_path / "n1").iterdir()) == left, "the refusal changed the directory"
+    else:
+        assert not (tmp_path / "n1").exists()
+    (tmp_path / "n1").mkdir(exist_ok=True)
+    for p in (tmp_path / "n1").iterdir():  # what the refusal asks the operator to do
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    node = KvNode(opts)
+    await node.start()
+    assert node.catch_up is not None and node.catch_up.active, "a first start that does not catch up first"
+    await node.stop()
+    assert node_module.FIRST_START_FILE not in os.listdir(tmp_path / "n1")
+
+
+async def test_a_first_start_killed_with_only_its_marker_left_starts_as_a_first_start(tmp_path: Path) -> None:
+    """Killed after removing everything else, a first start's clean-up left its marker alone:
+    the next start takes the directory as empty (a first start, catching up before it votes)."""
+    from openraft_py.kv import node as node_module
+
+    opts = node_options(1, str(tmp_path))
+    opts.data_dir = str(tmp_path / "n1")
+    (tmp_path / "n1").mkdir()
+    (tmp_path / "n1" / node_module.FIRST_START_FILE).touch()
+    node = KvNode(opts)
+    await node.start()
+    assert node.catch_up is not None and node.catch_up.active
+    await node.stop()
+    assert node_module.FIRST_START_FILE not in os.listdir(tmp_path / "n1")
