@@ -560,7 +560,8 @@ def remove_first_start(data: Path, made: list[Path], lock: int) -> None:
         if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
             log.warning("%s: not the directory this failed first start locked: nothing removed", data)
             return
-        mark_first_start(data)  # (before anything is removed)
+        if any(entry.name != FIRST_START_FILE for entry in data.iterdir()):
+            mark_first_start(data)  # (before anything is removed; an empty directory needs none: a full disk)
         for entry in data.iterdir():
             if entry.name == FIRST_START_FILE:
                 continue
