@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from .._compiled import env_flag
 from ..errors import ConfigError, StorageError
 
 if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra, before importing it
@@ -185,8 +186,9 @@ taken or not on this machine, a data directory that cannot be made or written, a
 cannot be read: ``ssl.SSLError`` is one), ``ValueError`` (``identity.DataDirMismatch``: another
 node's or cluster's data, not a node's directory; TLS files that do not go together),
 ``StorageError`` (a store that does not open: corrupt, locked, of a newer version) and
-``ConfigError``. ``serve`` says their message in one line; any other exception while starting is
-a bug and keeps its traceback."""
+``ConfigError``. ``serve`` says their message in one line (``OPENRAFT_PY_DEBUG=1`` logs the
+traceback too, as the verbs show theirs); any other exception while starting is a bug and
+keeps its traceback."""
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -233,7 +235,7 @@ async def serve(opts: ServeOptions, stop: asyncio.Event | None = None, *,
                 return 0
         except START_ERRORS as e:  # the operator's to fix: its message is enough
             why = f"{type(e).__name__}: {e}"
-            log.error("the node could not start: %s", why)
+            log.error("the node could not start: %s", why, exc_info=env_flag("OPENRAFT_PY_DEBUG"))
             if start_errors is not None:
                 start_errors.append(why)
             return 1

@@ -105,3 +105,12 @@ def test_a_bug_while_starting_keeps_its_traceback(root: Path, monkeypatch: pytes
     assert bug and bug[0].exc_info is not None and bug[0].exc_info[0] is AttributeError, caplog.records
     assert "a bug" in bug[0].getMessage()
     assert PREFIX not in capsys.readouterr().err, "a bug reported as the operator's error"
+
+
+def test_openraft_py_debug_logs_the_traceback_of_a_start_failure(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OPENRAFT_PY_DEBUG=1``, as for the other verbs, shows the traceback (in the log) of a
+    start failure that is the operator's; the last line is still the error line."""
+    monkeypatch.setenv("OPENRAFT_PY_DEBUG", "1")
+    r = _serve(_a_file(root))
+    assert r.returncode == 1 and "Traceback" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(PREFIX), r.stderr
