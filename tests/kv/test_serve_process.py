@@ -46,12 +46,13 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
                     return lid if lid in ids else None
                 return None
 
-            leader = await until(lambda: agreed_leader([1, 2, 3]), 10, "a leader")
-            # writes through every node, redirects followed
+            await until(lambda: agreed_leader([1, 2, 3]), 10, "a leader")
+            # writes through every node, redirects followed; one that timed out is sent again
+            # (an election under load can take one)
             for i in range(60):
-                p = procs[1 + i % 3]
-                assert await put(s, p, f"k{i}", f"v{i}") is not None
+                await until(lambda i=i: put(s, procs[1 + i % 3], f"k{i}", f"v{i}"), 30, f"write k{i} acknowledged")
                 acked[f"k{i}"] = f"v{i}"
+            leader = await until(lambda: agreed_leader([1, 2, 3]), 10, "a leader after the writes")
             async with s.get(procs[1 + (leader % 3)].url("/kv/k7")) as r:  # a follower, linearizable
                 assert r.status == 200 and await r.text() == "v7"
                 assert [h.status for h in r.history] == [307]
