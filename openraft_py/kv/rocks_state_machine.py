@@ -294,7 +294,7 @@ class _BatchKv:
         one sorted lookup instead of one ``get`` each). The batch is not written before its
         end, so what RocksDB holds now is what it held before the batch."""
         read = self._read
-        missing = [k for k in keys if k not in read]
+        missing = [k for k in keys if k not in read] if read else keys
         if missing:
             # Given a list, rocksdict's ``get`` is a multi-get: a list of values (or None).
             values = cast("list[bytes | None]", self._cf.get([_DATA + k.encode() for k in missing]))
@@ -304,23 +304,36 @@ class _BatchKv:
         """Apply the run of ``KvSet`` commands at ``entries[start:]`` (``apply_kv_sets``, the
         ``_core`` kernel); return where the run stops. The same writes, reads and responses
         as ``apply_kv`` (``responses`` not ``None``) or ``apply_kv_effect`` one entry at a
-        time, with one ``put`` per key of the run (its last value)."""
+        time, with one ``put`` per key of the run (its last value). The run's writes enter
+        the overlay only when commands follow it in ``entries`` (the only later readers of
+        this batch's ``_BatchKv``)."""
         run: dict[str, str] = {}
         mark = 0 if responses is None else len(responses)
         stop = apply_kv_sets(run, entries, start, Normal, responses, None)
         if not run:
             return stop
+        overlay = self._overlay
         if responses is not None:
             # The kernel answered from ``run`` alone: ``None`` exactly for the first set of
             # each key in the run (values are never ``None``), in the order ``run`` lists its
-            # keys. Those get the value the key had before the run.
+            # keys. Those get the value the key had before the run: the overlay's, else what
+            # ``read_ahead`` read (``get`` inlined: this runs once per write on a leader).
             firsts = list(run)
-            self.read_ahead([k for k in firsts if k not in self._overlay])
-            prev = iter([self.get(k) for k in firsts])
-            for j in range(mark, len(responses)):
-                if responses[j] is None:
-                    responses[j] = next(prev)
-        self._overlay.update(run)
+            self.read_ahead([k for k in firsts if k not in overlay] if overlay else firsts)
+            read = self._read
+            prev = [
+                overlay[k] if k in overlay else None if (raw := read[k]) is None else _stored_str(k, raw)
+                for k in firsts
+            ]
+            if prev.count(None) != len(prev):  # else every answer is the ``None`` already there
+                it = iter(prev)
+                for j in range(mark, len(responses)):
+                    if responses[j] is None:
+                        responses[j] = next(it)
+        if stop < len(entries):
+            # Later commands of this batch read their keys through the overlay. A run that
+            # ends the batch (the usual case) needs no copy there: nothing reads it after.
+            overlay.update(run)
         put = self._wb.put
         h = self._h
         for key, value in run.items():

@@ -252,23 +252,53 @@ async def test_apply_without_responses_leaves_the_state_apply_leaves(tmp_path: P
         assert await again.applied_state() == await answered.applied_state()
 
 
-async def test_apply_without_responses_reads_no_previous_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A set applied without responses writes without the point read ``apply`` needs for
-    the previous value it answers with."""
-    reads: list[str] = []
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """Record the keys of every ``_BatchKv.read_ahead`` (the batch's multi-get) and of every
+    ``_BatchKv.get`` (one key's read) from now on: ``(read_ahead keys, get keys)``."""
+    ahead: list[str] = []
+    gets: list[str] = []
+    real_ahead = rocks_state_machine._BatchKv.read_ahead
     real_get = rocks_state_machine._BatchKv.get
 
+    def counting_ahead(self: Any, keys: list[str]) -> None:
+        ahead.extend(keys)
+        real_ahead(self, keys)
+
     def counting_get(self: Any, key: str) -> str | None:
-        reads.append(key)
+        gets.append(key)
         return real_get(self, key)
 
+    monkeypatch.setattr(rocks_state_machine._BatchKv, "read_ahead", counting_ahead)
     monkeypatch.setattr(rocks_state_machine._BatchKv, "get", counting_get)
+    return ahead, gets
+
+
+async def test_apply_without_responses_reads_no_previous_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set applied without responses writes without the read ``apply`` needs for the
+    previous value it answers with."""
+    ahead, gets = _count_reads(monkeypatch)
     async with RocksStateMachine(tmp_path / "sm") as sm:
         batch = [Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", "v")))) for i in range(1, 6)]
         await sm.apply_without_responses(batch)
-        assert reads == [] and sm.data == {f"k{i}": "v" for i in range(1, 6)}
+        assert ahead == gets == [] and sm.data == {f"k{i}": "v" for i in range(1, 6)}
         assert await sm.apply([Entry(LogId(1, 6), Normal(encode_kv(KvSet("k1", "w"))))]) == ["v"]
-        assert reads == ["k1"]
+        assert ahead == ["k1"]
+
+
+async def test_apply_answers_a_run_of_sets_from_one_multi_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``apply`` of a batch of sets (a leader's every apply under a key-value load) answers
+    each key's first set with the value the key had before the batch from the batch's one
+    multi-get, with no read of a single key (``_BatchKv.get``, a call per write before); a
+    later set of the same key answers the batch's own earlier value."""
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([Entry(LogId(1, 1), Normal(encode_kv(KvSet("old", "o")))),
+                        Entry(LogId(1, 2), Normal(encode_kv(KvSet("older", "p"))))])
+        ahead, gets = _count_reads(monkeypatch)
+        sets = [("new", "a"), ("old", "b"), ("new", "c"), ("older", "d"), ("old", "e"), ("other", "f")]
+        batch = [Entry(LogId(1, 3 + i), Normal(encode_kv(KvSet(k, v)))) for i, (k, v) in enumerate(sets)]
+        assert await sm.apply(batch) == [None, "o", "a", "p", "b", None]
+        assert gets == [] and sorted(ahead) == ["new", "old", "older", "other"]
+        assert sm.data == {"new": "c", "old": "e", "older": "d", "other": "f"}
 
 
 # -- closing: the handles are dropped, a full collection only when one is held elsewhere --------
