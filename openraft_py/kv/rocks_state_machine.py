@@ -304,9 +304,7 @@ class _BatchKv:
         """Apply the run of ``KvSet`` commands at ``entries[start:]`` (``apply_kv_sets``, the
         ``_core`` kernel); return where the run stops. The same writes, reads and responses
         as ``apply_kv`` (``responses`` not ``None``) or ``apply_kv_effect`` one entry at a
-        time, with one ``put`` per key of the run (its last value). The run's writes enter
-        the overlay only when commands follow it in ``entries`` (the only later readers of
-        this batch's ``_BatchKv``)."""
+        time, with one ``put`` per key of the run (its last value)."""
         run: dict[str, str] = {}
         mark = 0 if responses is None else len(responses)
         stop = apply_kv_sets(run, entries, start, Normal, responses, None)
@@ -330,10 +328,7 @@ class _BatchKv:
                 for j in range(mark, len(responses)):
                     if responses[j] is None:
                         responses[j] = next(it)
-        if stop < len(entries):
-            # Later commands of this batch read their keys through the overlay. A run that
-            # ends the batch (the usual case) needs no copy there: nothing reads it after.
-            overlay.update(run)
+        overlay.update(run)
         put = self._wb.put
         h = self._h
         for key, value in run.items():
