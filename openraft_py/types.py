@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from types import MemberDescriptorType
 from typing import IO, Any, ClassVar, NoReturn, TypeVar
 
 import msgspec
@@ -610,3 +611,88 @@ class RPCOption(msgspec.Struct, frozen=True):
     ``hard_ttl``, and the TCP transport too."""
 
     __repr__ = _struct_repr
+
+
+# The engine's field readers (``docs/design/performance.md``, the fortieth round). Compiled
+# code reading ``lid.index`` takes CPython's generic attribute lookup (the type's cache, the
+# member descriptor, its getter: about 160 instructions), a hundred times and more a write. In
+# the compiled build (``types.pxd``) the readers below load the field from its slot when the
+# object is exactly the class (its offset read once, here, from that class's own descriptor);
+# anything else, a subclass included, is read by name. The pure build has no offsets (-1):
+# the readers are plain attribute reads.
+
+# This module is the compiled extension (``types.pxd``'s C helpers exist), not its source.
+_COMPILED = not __file__.endswith(".py")
+
+
+def _slot_offset(cls: type, name: str) -> int:
+    """The offset of ``cls``'s field ``name`` in its instances, or -1 (read it by name): the
+    pure build, or not a slot of ``cls``'s own holding an object."""
+    d = cls.__dict__.get(name)
+    if not _COMPILED or type(d) is not MemberDescriptorType or d.__objclass__ is not cls:
+        return -1
+    return _member_offset(d, cls.__basicsize__)  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+
+
+_LOG_ID_TERM = _slot_offset(LogId, "term")
+_LOG_ID_INDEX = _slot_offset(LogId, "index")
+_ENTRY_LOG_ID = _slot_offset(Entry, "log_id")
+_AE_VOTE = _slot_offset(AppendEntriesRequest, "vote")
+_AE_PREV_LOG_ID = _slot_offset(AppendEntriesRequest, "prev_log_id")
+_AE_ENTRIES = _slot_offset(AppendEntriesRequest, "entries")
+_AE_LEADER_COMMIT = _slot_offset(AppendEntriesRequest, "leader_commit")
+
+
+def log_id_term(lid: LogId) -> int:
+    """``lid.term``."""
+    if type(lid) is LogId and _LOG_ID_TERM >= 0:
+        return _read_slot(lid, _LOG_ID_TERM, "term")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return lid.term
+
+
+def log_id_index(lid: LogId) -> int:
+    """``lid.index``."""
+    if type(lid) is LogId and _LOG_ID_INDEX >= 0:
+        return _read_slot(lid, _LOG_ID_INDEX, "index")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return lid.index
+
+
+def entry_log_id(e: Entry) -> LogId:
+    """``e.log_id``."""
+    if type(e) is Entry and _ENTRY_LOG_ID >= 0:
+        return _read_slot(e, _ENTRY_LOG_ID, "log_id")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return e.log_id
+
+
+def append_entries_vote(req: AppendEntriesRequest) -> Vote:
+    """``req.vote``."""
+    if type(req) is AppendEntriesRequest and _AE_VOTE >= 0:
+        return _read_slot(req, _AE_VOTE, "vote")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return req.vote
+
+
+def append_entries_prev_log_id(req: AppendEntriesRequest) -> LogId | None:
+    """``req.prev_log_id``."""
+    if type(req) is AppendEntriesRequest and _AE_PREV_LOG_ID >= 0:
+        return _read_slot(req, _AE_PREV_LOG_ID, "prev_log_id")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return req.prev_log_id
+
+
+def append_entries_entries(req: AppendEntriesRequest) -> list[Entry]:
+    """``req.entries``."""
+    if type(req) is AppendEntriesRequest and _AE_ENTRIES >= 0:
+        return _read_slot(req, _AE_ENTRIES, "entries")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return req.entries
+
+
+def append_entries_leader_commit(req: AppendEntriesRequest) -> LogId | None:
+    """``req.leader_commit``."""
+    if type(req) is AppendEntriesRequest and _AE_LEADER_COMMIT >= 0:
+        return _read_slot(req, _AE_LEADER_COMMIT, "leader_commit")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+    return req.leader_commit
+
+
+def _fields_read_from_slots() -> bool:
+    """Whether the readers above load their fields from the slots (the compiled build), for
+    the tests."""
+    return min(_LOG_ID_TERM, _LOG_ID_INDEX, _ENTRY_LOG_ID, _AE_VOTE, _AE_PREV_LOG_ID, _AE_ENTRIES, _AE_LEADER_COMMIT) >= 0

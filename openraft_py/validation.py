@@ -53,6 +53,13 @@ from .types import (
     TransferLeaderRequest,
     Vote,
     VoteRequest,
+    append_entries_entries,
+    append_entries_leader_commit,
+    append_entries_prev_log_id,
+    append_entries_vote,
+    entry_log_id,
+    log_id_index,
+    log_id_term,
 )
 
 __all__ = [
@@ -393,18 +400,20 @@ def _check_vote(rpc: str, what: str, v: Any) -> int:
     return term
 
 
-def _check_log_id(rpc: str, what: str, lid: Any, max_term: int) -> None:
-    """Check a ``LogId`` (not ``None``) whose term may not exceed ``max_term``."""
+def _check_log_id(rpc: str, what: str, lid: Any, max_term: int) -> int:
+    """Check a ``LogId`` (not ``None``) whose term may not exceed ``max_term``; return its
+    index."""
     if type(lid) is not LogId:
         raise _bad(rpc, f"{what} must be a LogId or None, got {type(lid).__name__}")
-    term = lid.term
-    index = lid.index
+    term = log_id_term(lid)
+    index = log_id_index(lid)
     if type(term) is not int or not 0 <= term <= MAX_TERM:
         raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {shown(term)}")
     if type(index) is not int or not 0 <= index <= MAX_INDEX:
         raise _bad(rpc, f"{what} index must be an int within [0, {MAX_INDEX}], got {shown(index)}")
     if term > max_term:
         raise _bad(rpc, f"{what} {lid!r} has a term above the sender's vote term {max_term}")
+    return index
 
 
 def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
@@ -455,19 +464,18 @@ def check_append_entries(req: Any) -> None:
     rpc = "append_entries"
     if type(req) is not AppendEntriesRequest:
         raise _bad(rpc, f"request must be an AppendEntriesRequest, got {type(req).__name__}")
-    vterm = _check_vote(rpc, "vote", req.vote)
-    prev = req.prev_log_id
+    vterm = _check_vote(rpc, "vote", append_entries_vote(req))
+    prev = append_entries_prev_log_id(req)
     if prev is None:
         next_index = 0
         last_term = 0
     else:
-        _check_log_id(rpc, "prev_log_id", prev, vterm)
-        next_index = prev.index + 1
-        last_term = prev.term
-    lc = req.leader_commit
+        next_index = _check_log_id(rpc, "prev_log_id", prev, vterm) + 1
+        last_term = log_id_term(prev)
+    lc = append_entries_leader_commit(req)
     if lc is not None:
         _check_log_id(rpc, "leader_commit", lc, vterm)
-    entries = req.entries
+    entries = append_entries_entries(req)
     if type(entries) is not list:
         raise _bad(rpc, f"entries must be a list of Entry, got {type(entries).__name__}")
     if not entries:
@@ -475,9 +483,10 @@ def check_append_entries(req: Any) -> None:
     if next_index + len(entries) - 1 > MAX_INDEX:
         raise _bad(rpc, f"entries reach past MAX_INDEX {MAX_INDEX}")
     last = entries[-1]
-    if type(last) is Entry and type(last.log_id) is LogId:
+    last_id = entry_log_id(last) if type(last) is Entry else None
+    if type(last_id) is LogId:
         # Fail fast (and bound the loop's work) before looking at each entry.
-        li = last.log_id.index
+        li = log_id_index(last_id)
         if type(li) is not int or li != next_index + len(entries) - 1:
             raise _bad(rpc, f"entries are not contiguous from index {next_index}: {len(entries)} entries end at {li!r}")
     # The steady state: a kernel passes a run of plain entries in one call (compiled, no

@@ -30,6 +30,7 @@ from openraft_py._compiled import (
     source_path,
     source_sha256,
 )
+from openraft_py.types import Blank, Entry, LogId, entry_log_id, log_id_index, log_id_term
 
 _CHECK = (
     "import json, warnings\n"
@@ -308,3 +309,46 @@ def test_build_jobs_that_are_no_number_stop_the_build_naming_the_variable(value:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert f"OPENRAFT_PY_BUILD_JOBS must be a number of jobs (0: one per CPU), got {value!r}" in proc.stderr
+
+
+class _LogIdSub(LogId):
+    """A subclass: the readers must read its fields by name (never by the slot of
+    ``LogId``'s layout)."""
+
+
+class _Duck:
+    """Not a Struct at all: read by name."""
+
+    term = 7
+    index = 8
+    log_id = LogId(7, 8)
+
+
+def test_the_struct_field_readers_read_what_the_attribute_holds() -> None:
+    # Both builds (the readers are the engine's ``lid.index`` in C when compiled): any
+    # object gives what its attribute holds, a subclass and a duck type included, and a
+    # missing field raises ``AttributeError`` as the read would.
+    lid = LogId(3, 2**70)
+    assert (log_id_term(lid), log_id_index(lid)) == (3, 2**70)
+    e = Entry(lid, Blank())
+    assert entry_log_id(e) is lid
+    sub = _LogIdSub(5, 6)
+    assert (log_id_term(sub), log_id_index(sub)) == (5, 6)
+    duck = _Duck()
+    assert (log_id_term(duck), log_id_index(duck), entry_log_id(duck)) == (7, 8, LogId(7, 8))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        log_id_index(object())  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        entry_log_id(lid)  # type: ignore[arg-type]
+
+
+@pytest.mark.c_extension
+def test_the_compiled_struct_field_readers_load_the_slots() -> None:
+    # Fails when the compiled readers fall back to the attribute lookup for the exact
+    # classes (their offsets not found at import: msgspec's layout changed, or the check of
+    # the descriptors refused it): the engine's hot reads would cost the generic lookup
+    # again (docs/design/performance.md, the fortieth round).
+    from openraft_py import types
+
+    assert not (types.__file__ or "").endswith(".py")
+    assert types._fields_read_from_slots()

@@ -3,6 +3,8 @@
 # fields at fixed offsets instead of through attribute lookups. Fields typed ``object`` hold
 # what the .py puts there; each class here must list every field its .py assigns.
 
+from openraft_py.types cimport log_id_index, log_id_term
+
 cdef class MembershipState:
     cdef public object committed, uncommitted
     cpdef append(self, sm)

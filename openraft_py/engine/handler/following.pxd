@@ -4,6 +4,10 @@
 cimport cython
 from openraft_py.engine.handler.base cimport Handler
 from openraft_py.engine.handler.log cimport LogHandler
+from openraft_py.types cimport (
+    append_entries_entries, append_entries_leader_commit, append_entries_prev_log_id, append_entries_vote,
+    entry_log_id, log_id_index,
+)
 
 cdef class FollowingHandler(Handler):
     # C calls between these methods (``cpdef``).

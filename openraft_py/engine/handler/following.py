@@ -17,7 +17,18 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import InvalidRequest
-from ...types import AppendEntriesRequest, AppendEntriesResponse, LogId, Vote
+from ...types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    LogId,
+    Vote,
+    append_entries_entries,
+    append_entries_leader_commit,
+    append_entries_prev_log_id,
+    append_entries_vote,
+    entry_log_id,
+    log_id_index,
+)
 from ..command import Respond
 from ..faults import EngineFault
 from .base import Handler
@@ -33,27 +44,28 @@ class FollowingHandler(Handler):
     def append_entries(self, req: AppendEntriesRequest, tx: Any, now: float) -> None:
         """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
         st = self.state
-        if not self.accept_leader(req.vote, now):
+        if not self.accept_leader(append_entries_vote(req), now):
             self.output.append(Respond(tx, AppendEntriesResponse(st.vote, False)))
             return
 
-        prev = req.prev_log_id
+        prev = append_entries_prev_log_id(req)
         if prev is not None and not st.has_log_id(prev):
             last_index = st.last_index()
-            if prev.index > last_index:
+            prev_index = log_id_index(prev)
+            if prev_index > last_index:
                 hint = last_index + 1
             else:
                 # Skip the whole conflicting term at once (thesis 5.3 optimization), but never
                 # before what is committed: committed entries always match.
-                term = st.log_ids.term_at(prev.index)
+                term = st.log_ids.term_at(prev_index)
                 hint = max(st.log_ids.term_first_index(term), st.committed_index() + 1)
-                hint = min(hint, prev.index)
+                hint = min(hint, prev_index)
             self.output.append(
                 Respond(tx, AppendEntriesResponse(st.vote, False, conflict_hint=hint), when=st.io.vote_io)
             )
             return
 
-        entries = req.entries
+        entries = append_entries_entries(req)
         if not entries:
             # A heartbeat writes nothing: it is answered at once (once the vote is durable),
             # with the part of ``prev`` held durably here. Waiting for every write under way
@@ -61,9 +73,9 @@ class FollowingHandler(Handler):
             self.output.append(
                 Respond(tx, AppendEntriesResponse(st.vote, True, matching=self.durable_match(prev)), when=st.io.vote_io)
             )
-            self.commit(req.leader_commit, prev)
+            self.commit(append_entries_leader_commit(req), prev)
             return
-        if entries[0].log_id.index > st.last_index():
+        if log_id_index(entry_log_id(entries[0])) > st.last_index():
             # The common case, a leader sending what follows our log: nothing overlaps
             # (and the purged index is never past the last), so all are new.
             pos = 0
@@ -71,7 +83,7 @@ class FollowingHandler(Handler):
             pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
         if pos < len(entries):
             log = self.eng.log_handler()
-            first_new = entries[pos].log_id.index
+            first_new = log_id_index(entry_log_id(entries[pos]))
             if first_new <= st.committed_index():
                 # An entry that contradicts a committed one: no leader sends it (committed
                 # entries are on every later leader), so the sender is broken or not who it
@@ -85,13 +97,13 @@ class FollowingHandler(Handler):
             if first_new <= st.last_index():
                 log.truncate(first_new - 1)
             log.append(entries[pos:] if pos else entries)
-        matching = req.last_log_id()
+        matching = entry_log_id(entries[-1])  # req.last_log_id(): entries is not empty
         # The answer first: both wait on the same write, and the one emitted first runs first
         # once it is durable; the leader's commit waits on the answer, the apply on nothing.
         self.output.append(
             Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
         )
-        self.commit(req.leader_commit, matching)
+        self.commit(append_entries_leader_commit(req), matching)
 
     def durable_match(self, prev: LogId | None) -> LogId | None:
         """The longest prefix of the leader's log up to ``prev`` (which this log holds: the
@@ -106,13 +118,13 @@ class FollowingHandler(Handler):
         st = self.state
         ios = st.io
         flushed = ios.flushed_log_id
-        index = -1 if flushed is None else flushed.index
+        index = -1 if flushed is None else log_id_index(flushed)
         for _, log_id, vote in ios.pending:
             if vote is None:  # a log write: what it leaves of the log
-                after = -1 if log_id is None else log_id.index
+                after = -1 if log_id is None else log_id_index(log_id)
                 if after < index:
                     index = after
-        if index >= prev.index:
+        if index >= log_id_index(prev):
             return prev
         return st.log_id_at(index)
 
@@ -155,7 +167,7 @@ class FollowingHandler(Handler):
         elif leader_commit is None:
             return
         else:
-            index = min(leader_commit.index, matching.index)
+            index = min(log_id_index(leader_commit), log_id_index(matching))
         # Apply only entries that are durable here: after every write submitted so far (a
         # follower's flushed log id may still name entries a pending truncation removes).
         log = self.eng.log_handler()

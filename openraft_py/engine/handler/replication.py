@@ -39,7 +39,7 @@ from the next request (they need it only to apply; the leader answers its client
 
 from __future__ import annotations
 
-from ...types import BasicNode, LogId, NodeId
+from ...types import BasicNode, LogId, NodeId, log_id_index
 from ..command import Heartbeat, Replicate, SendSnapshot, StartReplication
 from ..faults import EngineFault
 from ..progress import (
@@ -259,7 +259,7 @@ class ReplicationHandler(LeadingHandler):
         """This node's own log became durable further: it counts toward the quorum."""
         flushed = self.state.io.flushed_log_id
         if flushed is not None:
-            self.leader.progress.update(self.state.id, flushed.index)
+            self.leader.progress.update(self.state.id, log_id_index(flushed))
             self.try_commit()
 
     def handle_progress(self, target: NodeId, matching: LogId | None, sent_at: float) -> None:
@@ -280,9 +280,10 @@ class ReplicationHandler(LeadingHandler):
         if p is not None and sent_at > p.acked_at:
             p.acked_at = sent_at
         if matching is not None:
-            if p is not None and matching.index > p.matched:
-                p.matched = matching.index
-            leader.progress.update(target, matching.index)
+            index = log_id_index(matching)
+            if p is not None and index > p.matched:
+                p.matched = index
+            leader.progress.update(target, index)
             self.try_commit()
             if eng.leader is not leader:
                 return
