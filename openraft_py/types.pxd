@@ -48,10 +48,10 @@ cdef inline object _read_slot(object obj, Py_ssize_t offset, str name):
 cdef Py_ssize_t _LOG_ID_TERM, _LOG_ID_INDEX, _ENTRY_LOG_ID
 cdef Py_ssize_t _AE_VOTE, _AE_PREV_LOG_ID, _AE_ENTRIES, _AE_LEADER_COMMIT
 
-cpdef object log_id_term(object lid)
-cpdef object log_id_index(object lid)
-cpdef object entry_log_id(object e)
-cpdef object append_entries_vote(object req)
-cpdef object append_entries_prev_log_id(object req)
-cpdef object append_entries_entries(object req)
-cpdef object append_entries_leader_commit(object req)
+cpdef object _log_id_term(object lid)
+cpdef object _log_id_index(object lid)
+cpdef object _entry_log_id(object e)
+cpdef object _append_entries_vote(object req)
+cpdef object _append_entries_prev_log_id(object req)
+cpdef object _append_entries_entries(object req)
+cpdef object _append_entries_leader_commit(object req)

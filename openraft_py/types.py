@@ -643,51 +643,51 @@ _AE_ENTRIES = _slot_offset(AppendEntriesRequest, "entries")
 _AE_LEADER_COMMIT = _slot_offset(AppendEntriesRequest, "leader_commit")
 
 
-def log_id_term(lid: LogId) -> int:
+def _log_id_term(lid: LogId) -> int:
     """``lid.term``."""
-    if type(lid) is LogId and _LOG_ID_TERM >= 0:
+    if _LOG_ID_TERM >= 0 and type(lid) is LogId:
         return _read_slot(lid, _LOG_ID_TERM, "term")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return lid.term
 
 
-def log_id_index(lid: LogId) -> int:
+def _log_id_index(lid: LogId) -> int:
     """``lid.index``."""
-    if type(lid) is LogId and _LOG_ID_INDEX >= 0:
+    if _LOG_ID_INDEX >= 0 and type(lid) is LogId:
         return _read_slot(lid, _LOG_ID_INDEX, "index")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return lid.index
 
 
-def entry_log_id(e: Entry) -> LogId:
+def _entry_log_id(e: Entry) -> LogId:
     """``e.log_id``."""
-    if type(e) is Entry and _ENTRY_LOG_ID >= 0:
+    if _ENTRY_LOG_ID >= 0 and type(e) is Entry:
         return _read_slot(e, _ENTRY_LOG_ID, "log_id")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return e.log_id
 
 
-def append_entries_vote(req: AppendEntriesRequest) -> Vote:
+def _append_entries_vote(req: AppendEntriesRequest) -> Vote:
     """``req.vote``."""
-    if type(req) is AppendEntriesRequest and _AE_VOTE >= 0:
+    if _AE_VOTE >= 0 and type(req) is AppendEntriesRequest:
         return _read_slot(req, _AE_VOTE, "vote")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return req.vote
 
 
-def append_entries_prev_log_id(req: AppendEntriesRequest) -> LogId | None:
+def _append_entries_prev_log_id(req: AppendEntriesRequest) -> LogId | None:
     """``req.prev_log_id``."""
-    if type(req) is AppendEntriesRequest and _AE_PREV_LOG_ID >= 0:
+    if _AE_PREV_LOG_ID >= 0 and type(req) is AppendEntriesRequest:
         return _read_slot(req, _AE_PREV_LOG_ID, "prev_log_id")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return req.prev_log_id
 
 
-def append_entries_entries(req: AppendEntriesRequest) -> list[Entry]:
+def _append_entries_entries(req: AppendEntriesRequest) -> list[Entry]:
     """``req.entries``."""
-    if type(req) is AppendEntriesRequest and _AE_ENTRIES >= 0:
+    if _AE_ENTRIES >= 0 and type(req) is AppendEntriesRequest:
         return _read_slot(req, _AE_ENTRIES, "entries")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return req.entries
 
 
-def append_entries_leader_commit(req: AppendEntriesRequest) -> LogId | None:
+def _append_entries_leader_commit(req: AppendEntriesRequest) -> LogId | None:
     """``req.leader_commit``."""
-    if type(req) is AppendEntriesRequest and _AE_LEADER_COMMIT >= 0:
+    if _AE_LEADER_COMMIT >= 0 and type(req) is AppendEntriesRequest:
         return _read_slot(req, _AE_LEADER_COMMIT, "leader_commit")  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
     return req.leader_commit
 

@@ -4,8 +4,8 @@
 # nothing outside this module calls them.
 
 from openraft_py.types cimport (
-    append_entries_entries, append_entries_leader_commit, append_entries_prev_log_id, append_entries_vote,
-    entry_log_id, log_id_index, log_id_term,
+    _append_entries_entries, _append_entries_leader_commit, _append_entries_prev_log_id, _append_entries_vote,
+    _entry_log_id, _log_id_index, _log_id_term,
 )
 
 cdef object _check_vote(rpc, what, v)

@@ -53,13 +53,13 @@ from .types import (
     TransferLeaderRequest,
     Vote,
     VoteRequest,
-    append_entries_entries,
-    append_entries_leader_commit,
-    append_entries_prev_log_id,
-    append_entries_vote,
-    entry_log_id,
-    log_id_index,
-    log_id_term,
+    _append_entries_entries,
+    _append_entries_leader_commit,
+    _append_entries_prev_log_id,
+    _append_entries_vote,
+    _entry_log_id,
+    _log_id_index,
+    _log_id_term,
 )
 
 __all__ = [
@@ -405,8 +405,8 @@ def _check_log_id(rpc: str, what: str, lid: Any, max_term: int) -> int:
     index."""
     if type(lid) is not LogId:
         raise _bad(rpc, f"{what} must be a LogId or None, got {type(lid).__name__}")
-    term = log_id_term(lid)
-    index = log_id_index(lid)
+    term = _log_id_term(lid)
+    index = _log_id_index(lid)
     if type(term) is not int or not 0 <= term <= MAX_TERM:
         raise _bad(rpc, f"{what} term must be an int within [0, {MAX_TERM}], got {shown(term)}")
     if type(index) is not int or not 0 <= index <= MAX_INDEX:
@@ -464,18 +464,18 @@ def check_append_entries(req: Any) -> None:
     rpc = "append_entries"
     if type(req) is not AppendEntriesRequest:
         raise _bad(rpc, f"request must be an AppendEntriesRequest, got {type(req).__name__}")
-    vterm = _check_vote(rpc, "vote", append_entries_vote(req))
-    prev = append_entries_prev_log_id(req)
+    vterm = _check_vote(rpc, "vote", _append_entries_vote(req))
+    prev = _append_entries_prev_log_id(req)
     if prev is None:
         next_index = 0
         last_term = 0
     else:
         next_index = _check_log_id(rpc, "prev_log_id", prev, vterm) + 1
-        last_term = log_id_term(prev)
-    lc = append_entries_leader_commit(req)
+        last_term = _log_id_term(prev)
+    lc = _append_entries_leader_commit(req)
     if lc is not None:
         _check_log_id(rpc, "leader_commit", lc, vterm)
-    entries = append_entries_entries(req)
+    entries = _append_entries_entries(req)
     if type(entries) is not list:
         raise _bad(rpc, f"entries must be a list of Entry, got {type(entries).__name__}")
     if not entries:
@@ -483,10 +483,10 @@ def check_append_entries(req: Any) -> None:
     if next_index + len(entries) - 1 > MAX_INDEX:
         raise _bad(rpc, f"entries reach past MAX_INDEX {MAX_INDEX}")
     last = entries[-1]
-    last_id = entry_log_id(last) if type(last) is Entry else None
+    last_id = _entry_log_id(last) if type(last) is Entry else None
     if type(last_id) is LogId:
         # Fail fast (and bound the loop's work) before looking at each entry.
-        li = log_id_index(last_id)
+        li = _log_id_index(last_id)
         if type(li) is not int or li != next_index + len(entries) - 1:
             raise _bad(rpc, f"entries are not contiguous from index {next_index}: {len(entries)} entries end at {li!r}")
     # The steady state: a kernel passes a run of plain entries in one call (compiled, no

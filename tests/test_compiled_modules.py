@@ -30,7 +30,7 @@ from openraft_py._compiled import (
     source_path,
     source_sha256,
 )
-from openraft_py.types import Blank, Entry, LogId, entry_log_id, log_id_index, log_id_term
+from openraft_py.types import Blank, Entry, LogId, _entry_log_id, _log_id_index, _log_id_term
 
 _CHECK = (
     "import json, warnings\n"
@@ -329,17 +329,17 @@ def test_the_struct_field_readers_read_what_the_attribute_holds() -> None:
     # object gives what its attribute holds, a subclass and a duck type included, and a
     # missing field raises ``AttributeError`` as the read would.
     lid = LogId(3, 2**70)
-    assert (log_id_term(lid), log_id_index(lid)) == (3, 2**70)
+    assert (_log_id_term(lid), _log_id_index(lid)) == (3, 2**70)
     e = Entry(lid, Blank())
-    assert entry_log_id(e) is lid
+    assert _entry_log_id(e) is lid
     sub = _LogIdSub(5, 6)
-    assert (log_id_term(sub), log_id_index(sub)) == (5, 6)
+    assert (_log_id_term(sub), _log_id_index(sub)) == (5, 6)
     duck = _Duck()
-    assert (log_id_term(duck), log_id_index(duck), entry_log_id(duck)) == (7, 8, LogId(7, 8))  # type: ignore[arg-type]
+    assert (_log_id_term(duck), _log_id_index(duck), _entry_log_id(duck)) == (7, 8, LogId(7, 8))  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
-        log_id_index(object())  # type: ignore[arg-type]
+        _log_id_index(object())  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
-        entry_log_id(lid)  # type: ignore[arg-type]
+        _entry_log_id(lid)  # type: ignore[arg-type]
 
 
 @pytest.mark.c_extension

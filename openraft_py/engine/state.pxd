@@ -3,7 +3,7 @@
 # fields at fixed offsets instead of through attribute lookups. Fields typed ``object`` hold
 # what the .py puts there; each class here must list every field its .py assigns.
 
-from openraft_py.types cimport log_id_index, log_id_term
+from openraft_py.types cimport _log_id_index, _log_id_term
 
 cdef class MembershipState:
     cdef public object committed, uncommitted

@@ -22,8 +22,8 @@ from ..types import (
     ServerState,
     StoredMembership,
     Vote,
-    log_id_index,
-    log_id_term,
+    _log_id_index,
+    _log_id_term,
 )
 
 
@@ -153,10 +153,10 @@ class RaftState:
         if log_id is None:
             return True
         purged = self.log_ids.purged()
-        index = log_id_index(log_id)
+        index = _log_id_index(log_id)
         if purged is not None and index < purged[1]:
             return True
-        return self.log_ids.has_log_id(log_id_term(log_id), index)
+        return self.log_ids.has_log_id(_log_id_term(log_id), index)
 
     def purged_log_id(self) -> LogId | None:
         """The last purged log id."""
@@ -166,7 +166,7 @@ class RaftState:
     def committed_index(self) -> int:
         """The committed index, -1 if none."""
         committed = self.committed
-        return -1 if committed is None else log_id_index(committed)
+        return -1 if committed is None else _log_id_index(committed)
 
     def is_voter(self) -> bool:
         """Whether this node votes in its effective membership."""

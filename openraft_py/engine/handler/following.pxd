@@ -5,8 +5,8 @@ cimport cython
 from openraft_py.engine.handler.base cimport Handler
 from openraft_py.engine.handler.log cimport LogHandler
 from openraft_py.types cimport (
-    append_entries_entries, append_entries_leader_commit, append_entries_prev_log_id, append_entries_vote,
-    entry_log_id, log_id_index,
+    _append_entries_entries, _append_entries_leader_commit, _append_entries_prev_log_id, _append_entries_vote,
+    _entry_log_id, _log_id_index,
 )
 
 cdef class FollowingHandler(Handler):

@@ -22,12 +22,12 @@ from ...types import (
     AppendEntriesResponse,
     LogId,
     Vote,
-    append_entries_entries,
-    append_entries_leader_commit,
-    append_entries_prev_log_id,
-    append_entries_vote,
-    entry_log_id,
-    log_id_index,
+    _append_entries_entries,
+    _append_entries_leader_commit,
+    _append_entries_prev_log_id,
+    _append_entries_vote,
+    _entry_log_id,
+    _log_id_index,
 )
 from ..command import Respond
 from ..faults import EngineFault
@@ -44,14 +44,14 @@ class FollowingHandler(Handler):
     def append_entries(self, req: AppendEntriesRequest, tx: Any, now: float) -> None:
         """Handle an AppendEntries (or heartbeat) from a leader; reply via ``Respond(tx)``."""
         st = self.state
-        if not self.accept_leader(append_entries_vote(req), now):
+        if not self.accept_leader(_append_entries_vote(req), now):
             self.output.append(Respond(tx, AppendEntriesResponse(st.vote, False)))
             return
 
-        prev = append_entries_prev_log_id(req)
+        prev = _append_entries_prev_log_id(req)
         if prev is not None and not st.has_log_id(prev):
             last_index = st.last_index()
-            prev_index = log_id_index(prev)
+            prev_index = _log_id_index(prev)
             if prev_index > last_index:
                 hint = last_index + 1
             else:
@@ -65,7 +65,7 @@ class FollowingHandler(Handler):
             )
             return
 
-        entries = append_entries_entries(req)
+        entries = _append_entries_entries(req)
         if not entries:
             # A heartbeat writes nothing: it is answered at once (once the vote is durable),
             # with the part of ``prev`` held durably here. Waiting for every write under way
@@ -73,9 +73,9 @@ class FollowingHandler(Handler):
             self.output.append(
                 Respond(tx, AppendEntriesResponse(st.vote, True, matching=self.durable_match(prev)), when=st.io.vote_io)
             )
-            self.commit(append_entries_leader_commit(req), prev)
+            self.commit(_append_entries_leader_commit(req), prev)
             return
-        if log_id_index(entry_log_id(entries[0])) > st.last_index():
+        if _log_id_index(_entry_log_id(entries[0])) > st.last_index():
             # The common case, a leader sending what follows our log: nothing overlaps
             # (and the purged index is never past the last), so all are new.
             pos = 0
@@ -83,7 +83,7 @@ class FollowingHandler(Handler):
             pos = st.log_ids.first_conflict([(e.log_id.term, e.log_id.index) for e in entries])
         if pos < len(entries):
             log = self.eng.log_handler()
-            first_new = log_id_index(entry_log_id(entries[pos]))
+            first_new = _log_id_index(_entry_log_id(entries[pos]))
             if first_new <= st.committed_index():
                 # An entry that contradicts a committed one: no leader sends it (committed
                 # entries are on every later leader), so the sender is broken or not who it
@@ -97,13 +97,13 @@ class FollowingHandler(Handler):
             if first_new <= st.last_index():
                 log.truncate(first_new - 1)
             log.append(entries[pos:] if pos else entries)
-        matching = entry_log_id(entries[-1])  # req.last_log_id(): entries is not empty
+        matching = _entry_log_id(entries[-1])  # req.last_log_id(): entries is not empty
         # The answer first: both wait on the same write, and the one emitted first runs first
         # once it is durable; the leader's commit waits on the answer, the apply on nothing.
         self.output.append(
             Respond(tx, AppendEntriesResponse(st.vote, True, matching=matching), when=st.io.submitted)
         )
-        self.commit(append_entries_leader_commit(req), matching)
+        self.commit(_append_entries_leader_commit(req), matching)
 
     def durable_match(self, prev: LogId | None) -> LogId | None:
         """The longest prefix of the leader's log up to ``prev`` (which this log holds: the
@@ -118,13 +118,13 @@ class FollowingHandler(Handler):
         st = self.state
         ios = st.io
         flushed = ios.flushed_log_id
-        index = -1 if flushed is None else log_id_index(flushed)
+        index = -1 if flushed is None else _log_id_index(flushed)
         for _, log_id, vote in ios.pending:
             if vote is None:  # a log write: what it leaves of the log
-                after = -1 if log_id is None else log_id_index(log_id)
+                after = -1 if log_id is None else _log_id_index(log_id)
                 if after < index:
                     index = after
-        if index >= log_id_index(prev):
+        if index >= _log_id_index(prev):
             return prev
         return st.log_id_at(index)
 
@@ -167,7 +167,7 @@ class FollowingHandler(Handler):
         elif leader_commit is None:
             return
         else:
-            index = min(log_id_index(leader_commit), log_id_index(matching))
+            index = min(_log_id_index(leader_commit), _log_id_index(matching))
         # Apply only entries that are durable here: after every write submitted so far (a
         # follower's flushed log id may still name entries a pending truncation removes).
         log = self.eng.log_handler()

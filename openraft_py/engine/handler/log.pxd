@@ -2,7 +2,7 @@
 # classes of log.py as extension types, their fields at fixed offsets (see state.pxd).
 
 from openraft_py.engine.handler.base cimport Handler
-from openraft_py.types cimport entry_log_id, log_id_index, log_id_term
+from openraft_py.types cimport _entry_log_id, _log_id_index, _log_id_term
 
 cdef class LogHandler(Handler):
     # C calls between these methods (``cpdef``).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..._core import find_payload
 from ...errors import Panicked
-from ...types import Entry, LogId, Membership, StoredMembership, entry_log_id, log_id_index, log_id_term
+from ...types import Entry, LogId, Membership, StoredMembership, _entry_log_id, _log_id_index, _log_id_term
 from ..command import AppendEntries, PurgeLog, SaveCommittedAndApply, TruncateLog
 from .base import Handler
 
@@ -30,11 +30,11 @@ class LogHandler(Handler):
         """Append ``entries`` (which continue the log) to the log: index, memberships, and an
         ``AppendEntries`` write."""
         st = self.state
-        first = entry_log_id(entries[0])
-        last = entry_log_id(entries[-1])
-        term = log_id_term(first)
-        if term == log_id_term(last):
-            st.log_ids.append_term(term, log_id_index(first), len(entries))
+        first = _entry_log_id(entries[0])
+        last = _entry_log_id(entries[-1])
+        term = _log_id_term(first)
+        if term == _log_id_term(last):
+            st.log_ids.append_term(term, _log_id_index(first), len(entries))
         else:
             st.log_ids.append_many([(e.log_id.term, e.log_id.index) for e in entries])
         # Memberships are rare: one kernel call finds that a batch has none.

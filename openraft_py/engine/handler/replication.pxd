@@ -5,7 +5,7 @@ cimport cython
 from openraft_py.engine.progress cimport ProgressEntry
 from openraft_py.engine.handler.base cimport LeadingHandler
 from openraft_py.engine.handler.log cimport LogHandler
-from openraft_py.types cimport log_id_index
+from openraft_py.types cimport _log_id_index
 
 cdef class ReplicationHandler(LeadingHandler):
     # C calls between these methods (``cpdef``); ``p`` and ``cur`` are the target's

@@ -39,7 +39,7 @@ from the next request (they need it only to apply; the leader answers its client
 
 from __future__ import annotations
 
-from ...types import BasicNode, LogId, NodeId, log_id_index
+from ...types import BasicNode, LogId, NodeId, _log_id_index
 from ..command import Heartbeat, Replicate, SendSnapshot, StartReplication
 from ..faults import EngineFault
 from ..progress import (
@@ -259,7 +259,7 @@ class ReplicationHandler(LeadingHandler):
         """This node's own log became durable further: it counts toward the quorum."""
         flushed = self.state.io.flushed_log_id
         if flushed is not None:
-            self.leader.progress.update(self.state.id, log_id_index(flushed))
+            self.leader.progress.update(self.state.id, _log_id_index(flushed))
             self.try_commit()
 
     def handle_progress(self, target: NodeId, matching: LogId | None, sent_at: float) -> None:
@@ -280,7 +280,7 @@ class ReplicationHandler(LeadingHandler):
         if p is not None and sent_at > p.acked_at:
             p.acked_at = sent_at
         if matching is not None:
-            index = log_id_index(matching)
+            index = _log_id_index(matching)
             if p is not None and index > p.matched:
                 p.matched = index
             leader.progress.update(target, index)
