@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from .._compiled import env_flag
-from ..errors import Fatal, NetworkError, RemoteError, RPCError, Timeout, Unreachable
+from ..errors import Fatal, InvalidRequest, NetworkError, RemoteError, RPCError, Timeout, Unreachable
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -399,6 +399,10 @@ def _check_ms(value: object, what: str) -> float:
     return float(value)
 
 
+INVALID_KEPT = 10
+"""How many refused requests ``Router.invalid_requests`` keeps (the rest only counted)."""
+
+
 class Router:
     """An in-process network of ``RaftServer``s with fault injection (see the module
     docstring).
@@ -421,6 +425,14 @@ class Router:
         """Messages (requests and responses) passed through the wire codec."""
         self.wire_errors = 0
         """Messages the wire codec refused (each failed its RPC with ``NetworkError``)."""
+        self.invalid_requests: list[str] = []
+        """The requests a server refused as ``InvalidRequest`` while a fault or hook is
+        configured (delivered by ``_send``, duplicates included: their outcome reaches no
+        caller), as ``"<rpc> <source> -> <target>: <message>"``, the first
+        ``INVALID_KEPT``. Nodes of one cluster never send each other one; the simulator
+        fails a run that has any."""
+        self.invalid_request_count = 0
+        """How many requests ``invalid_requests`` counts, kept or not."""
         self._servers: dict[NodeId, RaftServer] = {}
         self._clients: dict[tuple[NodeId, NodeId], RouterClient] = {}
         self._hooks: list[Hook] = []
@@ -553,8 +565,17 @@ class Router:
             return
         try:
             await getattr(server, _SERVER_METHOD[rpc])(req)
+        except InvalidRequest as e:  # nobody waits for a duplicate's outcome: noted only
+            self._note_invalid(rpc, source, target, e)
         except Exception:  # noqa: BLE001 - nobody waits for a duplicate's outcome
             pass
+
+    def _note_invalid(self, rpc: str, source: NodeId, target: NodeId, e: InvalidRequest) -> None:
+        """Note that ``target`` refused ``source``'s ``rpc`` as ``InvalidRequest``
+        (``invalid_requests``)."""
+        self.invalid_request_count += 1
+        if len(self.invalid_requests) < INVALID_KEPT:
+            self.invalid_requests.append(f"{rpc} {source} -> {target}: {e}")
 
     def set_delay(self, min_ms: float, max_ms: float, rpc: str | None = None) -> None:
         """Delay each request and each response by a uniform ``[min_ms, max_ms]``
@@ -754,6 +775,8 @@ class Router:
         try:
             resp = await getattr(server, _SERVER_METHOD[rpc])(req)
         except Exception as e:
+            if isinstance(e, InvalidRequest):
+                self._note_invalid(rpc, source, target, e)
             raise _server_error(target, e) from e
         for rhook in self._response_hooks:
             rhook(rpc, source, target, req, resp)

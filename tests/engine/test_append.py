@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from openraft_py.engine import AppendEntries, Respond, SaveCommittedAndApply, SaveVote, StopReplication, TruncateLog
+from openraft_py.errors import InvalidRequest
 from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, ServerState
 
 from .helpers import TX, ent, ents, flush, lid, make_engine, make_leader, vote
@@ -257,3 +258,63 @@ def test_heartbeat_of_a_new_leader_waits_for_its_vote_to_be_durable():
     new = vote(3, 3, True)
     eng.handle_append_entries(AppendEntriesRequest(new, lid(2, 4), [], None), "hb", now=20.0)
     assert eng.take_commands() == [SaveVote(new, 2), Respond("hb", ok(lid(1, 3), new), when=2)]
+
+
+# -- requests over the committed prefix: a legitimate leader's are taken, a contradiction refused --
+#
+# A correct leader's entries at or below a follower's committed index are the follower's own
+# (leader completeness), so a request whose entries overlap the committed prefix is a resend
+# (duplicated, reordered, or sent before the follower learned of the commit), and a request
+# of an older leader is refused by the vote check first. Only a request that contradicts a
+# committed entry is refused as ``InvalidRequest`` (``FollowingHandler.append_entries``).
+
+
+def test_a_resend_over_the_committed_prefix_is_answered_without_a_write():
+    eng = make_engine(id=2, log=LOG3, vote=L, committed=lid(1, 3))
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(0, 0), ents((1, 1), (1, 2), (1, 3)), lid(1, 3)), TX, now=10.0)
+    assert eng.take_commands() == [Respond(TX, ok(lid(1, 3)), when=0)]
+    # An older part of it, delivered after the rest (reordered): the same.
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 1), ents((1, 2)), lid(1, 2)), "tx2", now=11.0)
+    assert eng.take_commands() == [Respond("tx2", ok(lid(1, 2)), when=0)]
+    assert eng.state.committed == lid(1, 3)
+
+
+def test_a_request_from_before_the_snapshot_skips_the_purged_entries_and_appends_the_rest():
+    """The follower's committed index came from a snapshot and its log is purged through it:
+    a request of the leader's whose ``prev_log_id`` and first entries lie in the purged part
+    (sent before the snapshot, or from a leader that has not yet learned of it) matches, and
+    only what follows the follower's log is written."""
+    eng = make_engine(id=2, log=LOG3, vote=L, committed=lid(1, 3))
+    st = eng.state
+    st.applied = st.snapshot = lid(1, 3)
+    st.log_ids.purge(1, 2)
+    st.validate()
+    eng.handle_append_entries(
+        AppendEntriesRequest(L, lid(0, 0), ents((1, 1), (1, 2), (1, 3), (2, 4)), lid(1, 3)), TX, now=10.0)
+    assert eng.take_commands() == [AppendEntries(ents((2, 4)), 1), Respond(TX, ok(lid(2, 4)), when=1)]
+    st.validate()
+
+
+def test_entries_contradicting_committed_ones_are_refused_and_nothing_is_written():
+    eng = make_engine(id=2, log=LOG3, vote=L, committed=lid(1, 3))
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 1), ents((1, 2), (2, 3), (2, 4)), lid(2, 4)), TX, now=10.0)
+    [cmd] = eng.take_commands()
+    assert isinstance(cmd, Respond) and cmd.tx == TX and isinstance(cmd.value, InvalidRequest)
+    assert cmd.value.rpc == "append_entries"
+    assert "entry 2-3 contradicts committed entry 1-3" in str(cmd.value), str(cmd.value)
+    assert eng.state.last_log_id() == lid(1, 3) and eng.state.committed == lid(1, 3)
+    eng.state.validate()
+    # The follower serves on: the leader's next (correct) request is taken.
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 3), ents((2, 4)), lid(2, 4)), "tx2", now=11.0)
+    assert eng.take_commands() == [
+        AppendEntries(ents((2, 4)), 1), Respond("tx2", ok(lid(2, 4)), when=1), SaveCommittedAndApply(lid(2, 4), when=1)]
+
+
+def test_an_older_leaders_request_over_the_committed_prefix_is_refused_by_its_vote():
+    """A request of an older term (delayed in the network) whose entries another leader has
+    since replaced, committed here: a plain refusal carrying the newer vote, the way the old
+    leader learns it is deposed, never ``InvalidRequest``."""
+    new = vote(3, 3, True)
+    eng = make_engine(id=2, log=[(0, 0), (1, 1), (3, 2), (3, 3)], vote=new, committed=lid(3, 3))
+    eng.handle_append_entries(AppendEntriesRequest(L, lid(1, 1), ents((2, 2), (2, 3)), lid(2, 3)), TX, now=10.0)
+    assert eng.take_commands() == [Respond(TX, AppendEntriesResponse(new, False))]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from openraft_py.errors import (
+    InvalidRequest,
     NetworkError,
     RemoteError,
     RPCError,
@@ -842,3 +843,27 @@ def test_fault_switches_take_ints_and_floats() -> None:
     router.partition([1, 2], (3,))
     assert (router._drop_rate, router._dup_rate, router._delay) == (1.0, 0.25, (0.001, 0.0025))
     assert type(router._drop_rate) is float and router._group_of == {1: 0, 2: 0, 3: 1}
+
+
+async def test_requests_refused_as_invalid_are_noted_duplicates_included() -> None:
+    """A server's ``InvalidRequest`` is the caller's ``RemoteError`` and is noted in
+    ``invalid_requests`` (the simulator fails a run with any), also for a duplicate, whose
+    outcome reaches no caller: a refused duplicate went unseen."""
+    router, servers = cluster(2)
+    c = client(router, 1, 2)
+    router.add_hook(lambda *a: None)  # the delivery that applies faults (the simulator's)
+    servers[2].fail = InvalidRequest("append_entries", "entry 2-3 contradicts committed entry 1-3")
+    with pytest.raises(RemoteError):
+        await c.append_entries(HEARTBEAT, OPT)
+    assert router.invalid_request_count == 1
+    assert router.invalid_requests == ["append_entries 1 -> 2: invalid append_entries request: entry 2-3 contradicts committed entry 1-3"]
+    router.set_duplicate_rate(1.0)
+    with pytest.raises(RemoteError):
+        await c.append_entries(HEARTBEAT, OPT)
+    await asyncio.wait_for(asyncio.gather(*router._dup_tasks), 5)
+    assert router.invalid_request_count == 3, router.invalid_requests
+    servers[2].fail = RuntimeError("a bug over there")  # not a refusal: not noted
+    with pytest.raises(RemoteError):
+        await c.append_entries(HEARTBEAT, OPT)
+    await asyncio.wait_for(asyncio.gather(*router._dup_tasks), 5)
+    assert router.invalid_request_count == 3

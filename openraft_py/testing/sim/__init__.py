@@ -21,7 +21,9 @@ After every fault step and every few milliseconds of virtual time the checker ve
 - leader completeness: a leader holds every entry committed in an earlier or equal term;
 - state machine safety: every node applied the same entry at each index;
 - committed entries never change; commit, applied and vote never go back on a node (the vote
-  not even across a restart); no node fails with anything but a deliberate stop;
+  not even across a restart); no node fails with anything but a deliberate stop; no node
+  refuses another's request as ``InvalidRequest`` (duplicates included: a correct node never
+  sends one, so a refusal is a bug or a legitimate request refused);
 - log compaction: purged <= snapshot <= applied <= committed on every node.
 
 One seed in ``WIRE_EVERY`` (``seed % WIRE_EVERY == 0``; ``--wire all|none`` overrides it)

@@ -351,6 +351,12 @@ class Simulation(FaultSchedule):
             raise failure
         if c.router.wire_errors:
             raise Violation(f"the wire codec refused {c.router.wire_errors} message(s) the nodes sent")
+        if c.router.invalid_request_count:
+            # Nodes of one cluster never send each other a request the target refuses as
+            # malformed (e.g. entries contradicting its committed ones): a refusal is a
+            # bug of the sender, or a legitimate request refused (a stuck follower).
+            raise Violation(f"{c.router.invalid_request_count} request(s) refused as InvalidRequest: "
+                            + "; ".join(c.router.invalid_requests))
         if self.wire:
             self.stats["wire_messages"] = c.router.wire_messages
         result = lincheck.check(self.history, lincheck.kv_register, timeout=30.0)
