@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from integration.checks import fast_config
 
@@ -19,6 +20,16 @@ from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.network.router import Router
 from openraft_py.storage import KvSet, encode_kv
 from openraft_py.storage.rocks import DAMAGED_ADVICE, RocksLogStore
+from openraft_py.types import (
+    EMPTY_MEMBERSHIP,
+    EMPTY_STORED_MEMBERSHIP,
+    BasicNode,
+    LogId,
+    Membership,
+    SnapshotMeta,
+    StoredMembership,
+)
+from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -250,3 +261,36 @@ async def test_a_file_where_a_state_machine_directory_belongs_is_named(made: Pat
         await s.aclose()
     assert f"{root / 'sm' / sub} is not a directory" in str(ei.value), str(ei.value)
     assert (root / "sm" / sub).read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("meta", [
+    SnapshotMeta(None, EMPTY_STORED_MEMBERSHIP, "none-0123456789ab"),  # nothing applied yet
+    SnapshotMeta(LogId(0, 0), StoredMembership(LogId(0, 0), Membership((frozenset({1}),), {1: BasicNode("a")})),
+                 "0-0-0123456789ab"),  # a snapshot at index 0: the initial membership alone
+    SnapshotMeta(LogId(3, 9), StoredMembership(None, EMPTY_MEMBERSHIP), "3-9-0123456789ab"),  # no membership log id
+    SnapshotMeta(LogId(3, 9), StoredMembership(LogId(3, 9), Membership(
+        (frozenset({1, 2}), frozenset({2, 3})), {i: BasicNode(f"n{i}") for i in range(1, 6)})),  # joint, learners 4, 5
+                 "a leader's id: any string / ü"),  # hashed into its file name
+    SnapshotMeta(LogId(MAX_TERM, MAX_INDEX), StoredMembership(LogId(MAX_TERM, MAX_INDEX), Membership(
+        (frozenset({MAX_NODE_ID}),), {0: BasicNode(""), MAX_NODE_ID: BasicNode("z")})), "x"),  # at the bounds
+], ids=["empty", "index-0", "no-membership-log-id", "joint-learners-hashed-id", "bounds"])
+def test_every_record_written_reads_back_and_an_earlier_version_reads_it(meta: SnapshotMeta) -> None:
+    """The consistency checks of ``current.meta`` never refuse a record this state machine
+    writes (nor one of an earlier version: the same map without ``crc``), and a reader of an
+    earlier version (a ``_SnapRecord`` decoder, ignoring the unknown ``crc``) reads the new
+    one: a downgrade keeps its snapshot."""
+    from openraft_py.kv.rocks_state_machine import (
+        _dec_snaprec,
+        _encode_snap_record,
+        _read_snap_record,
+        _snapshot_file_name,
+        _SnapRecord,
+    )
+
+    rec = _SnapRecord(meta, _snapshot_file_name(meta.snapshot_id))
+    raw = _encode_snap_record(rec)
+    assert _read_snap_record(raw) == rec
+    assert _dec_snaprec.decode(raw) == rec  # an earlier version's decoder
+    assert _read_snap_record(msgspec.msgpack.encode(rec)) == rec  # an earlier version's record
+    legacy_name = _SnapRecord(meta, f"{meta.snapshot_id}.snap")  # its file name then, whatever the id
+    assert _read_snap_record(msgspec.msgpack.encode(legacy_name)) == legacy_name
