@@ -93,7 +93,8 @@ class Config(msgspec.Struct, kw_only=True):
     send_snapshot_timeout: int = 0
     """Deprecated in Openraft; kept for compatibility, ignored."""
     max_payload_entries: int = 300
-    """At most this many entries in one AppendEntries request."""
+    """At most this many entries in one AppendEntries request. On the TCP transport at most
+    ``wire.MAX_ENTRIES`` (65536), the most a receiver decodes (``TcpNetworkFactory.check_config``)."""
     max_payload_bytes: int = 8 * 1024 * 1024
     """At most this many payload bytes in one AppendEntries request (an addition to
     Openraft's fields, the byte twin of ``max_payload_entries``): a replication stream sends

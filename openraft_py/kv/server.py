@@ -133,9 +133,12 @@ def check_raft_flags(raft_config: dict[str, Any], cluster_name: str, max_body: i
         config.validate()
     except (msgspec.ValidationError, ConfigError) as e:  # a field's type or value: name the flag
         raise ValueError(f"--raft-config: {e}") from None
-    from ..network._tcp_client import election_timeout_shortfall, frame_size_excess
+    from ..network._tcp_client import election_timeout_shortfall, frame_size_excess, payload_entries_excess
     from ..network.tcp import DEFAULT_MAX_FRAME_SIZE
 
+    many = payload_entries_excess(config)
+    if many is not None:
+        raise ValueError(f"--raft-config: {many}")
     # Named by the settings that need the larger frames: max_payload_entries (64 bytes
     # of framing each) was blamed on max_payload_bytes or snapshot_max_chunk_size.
     excess = frame_size_excess(config, DEFAULT_MAX_FRAME_SIZE)

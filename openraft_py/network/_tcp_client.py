@@ -56,6 +56,7 @@ from .wire import (
     KIND_INSTALL_SNAPSHOT,
     KIND_TRANSFER_LEADER,
     KIND_VOTE,
+    MAX_ENTRIES,
     RESPONSE_KIND,
     ErrorBody,
     Hello,
@@ -153,9 +154,27 @@ def election_timeout_shortfall(config: Config) -> str | None:
     )
 
 
+def payload_entries_excess(config: Config) -> str | None:
+    """Why ``config``'s AppendEntries cannot go over TCP whatever the frame limit: more
+    entries in one (``max_payload_entries``) than a receiver decodes (``wire.MAX_ENTRIES``;
+    it refuses such a request from its list header, so this node's full batches would never
+    reach a follower); ``None`` if they can."""
+    if config.max_payload_entries <= MAX_ENTRIES:
+        return None
+    return (
+        f"Config.max_payload_entries={config.max_payload_entries} is over the {MAX_ENTRIES} entries an "
+        "AppendEntries may carry over TCP (a receiver refuses more, unread: decoding millions of small entries "
+        f"held its event loop for seconds); set max_payload_entries to at most {MAX_ENTRIES}"
+    )
+
+
 def check_frame_size(config: Config, max_frame_size: int, who: str) -> None:
     """``ConfigError`` unless frames of ``max_frame_size`` bytes carry what ``config`` sends,
-    naming the setting that needs more (``frame_size_excess``)."""
+    naming the setting that needs more (``frame_size_excess``), or unless its AppendEntries
+    carry at most ``wire.MAX_ENTRIES`` entries (``payload_entries_excess``)."""
+    many = payload_entries_excess(config)
+    if many is not None:
+        raise ConfigError(f"{who}: {many}")
     what = frame_size_excess(config, max_frame_size)
     if what is None:
         return

@@ -62,6 +62,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "MAX_U63",
+    "MAX_ENTRIES",
     "MAX_HELLO_FRAME",
     "HEADER",
     "HEADER_SIZE",
@@ -112,6 +113,13 @@ MAX_MESSAGE_LEN: Final = 4096
 """Longest error message in an ``ErrorBody`` (longer ones are cut by the sender)."""
 MAX_CONFIGS: Final = 2
 """Voter configs in one membership (two during a joint change)."""
+MAX_ENTRIES: Final = 65536
+"""Most entries in one AppendEntries (``Config.max_payload_entries`` is at most this on the
+TCP transport: ``check_frame_size``). A body with more is refused from its list header,
+before any entry is decoded (msgspec checks an array's length first): the entries of a
+32 MiB frame (the default ``max_frame_size``) are otherwise up to 1.87 million blank ones,
+which took 2.6 s of the event loop to decode, so that a peer past the handshake stalled the
+node past its election timeouts. 65536 blank entries take about 0.1 s (``bad-input.md``)."""
 MAX_HELLO_FRAME: Final = 1024
 """Largest first frame (the ``Hello``) a server reads from a connection it has not
 accepted yet: an unauthenticated peer makes it buffer no more than this."""
@@ -298,7 +306,7 @@ class WireAppendEntriesRequest(msgspec.Struct, frozen=True, array_like=True):
 
     vote: _Vote
     prev_log_id: _LogId | None
-    entries: list[_Entry]
+    entries: Annotated[list[_Entry], msgspec.Meta(max_length=MAX_ENTRIES)]
     leader_commit: _LogId | None
 
 
@@ -373,17 +381,27 @@ _SCHEMA: dict[int, tuple[type[msgspec.Struct], type | None]] = {
 }
 
 
+_BOUNDED_FIELDS: dict[type, dict[str, Any]] = {
+    AppendEntriesRequest: {"entries": Annotated[list[Entry], msgspec.Meta(max_length=MAX_ENTRIES)]},
+}
+"""Fields whose length the build pass bounds (it decodes an AppendEntries without the
+validation pass): checked from the array header, before the elements are decoded."""
+
+
 def _array_twin(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """An ``array_like`` Struct with the fields, types and defaults of ``cls``: decodes a body
-    into the real (unbounded) types, filling in trailing defaults."""
+    into the real (unbounded) types, filling in trailing defaults; the lengths of
+    ``_BOUNDED_FIELDS`` bounded."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    bounded = _BOUNDED_FIELDS.get(cls, {})
     for f in msgspec.structs.fields(cls):
+        typ = bounded.get(f.name, f.type)
         if f.default is not msgspec.NODEFAULT:
-            fields.append((f.name, f.type, f.default))
+            fields.append((f.name, typ, f.default))
         elif f.default_factory is not msgspec.NODEFAULT:
-            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
+            fields.append((f.name, typ, msgspec.field(default_factory=f.default_factory)))
         else:
-            fields.append((f.name, f.type))
+            fields.append((f.name, typ))
     return msgspec.defstruct(f"_Array{cls.__name__}", fields, array_like=True, frozen=True)
 
 

@@ -267,15 +267,23 @@ def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> Non
         options_from_args(parse(BASE + ["--raft-config", json.dumps(huge)]))
     # Each entry has 64 bytes of framing: it was max_payload_bytes or snapshot_max_chunk_size
     # that were named, neither of them set.
-    with pytest.raises(ValueError, match=r"--raft-config: an AppendEntries of Config\.max_payload_bytes=8388608 in "
-                       r"up to max_payload_entries=1000000 entries needs 72388864 bytes"):
-        options_from_args(parse(BASE + ["--raft-config", '{"max_payload_entries": 1000000}']))
+    with pytest.raises(ValueError, match=r"--raft-config: an AppendEntries of Config\.max_payload_bytes=31457280 in "
+                       r"up to max_payload_entries=65536 entries needs 35651840 bytes"):
+        options_from_args(parse(BASE + ["--raft-config", '{"max_payload_entries": 65536, "max_payload_bytes": 31457280}']))
+    # More entries than a receiver decodes (wire.MAX_ENTRIES): refused whatever the frame.
+    with pytest.raises(ValueError, match=r"--raft-config: Config\.max_payload_entries=65537 is over the 65536 entries "
+                       r"an AppendEntries may carry over TCP .*set max_payload_entries to at most 65536"):
+        options_from_args(parse(BASE + ["--raft-config", '{"max_payload_entries": 65537, "max_payload_bytes": 1024, '
+                                        '"max_entry_bytes": 1024}']))
     with pytest.raises(ValueError, match=r"--raft-config: a snapshot chunk of Config\.snapshot_max_chunk_size="
                        r"40000000 needs 40065536 bytes with its framing, over the raft port's frame limit"):
         options_from_args(parse(BASE + ["--raft-config", '{"snapshot_max_chunk_size": 40000000}']))
     factory = KvNetworkFactory(TcpNetworkFactory(1, "kv-test"))
     with pytest.raises(ConfigError, match="max_payload_bytes"):
         factory.check_config(Config(**huge))
+    with pytest.raises(ConfigError, match=r"TcpNetworkFactory: Config\.max_payload_entries=65537 is over the 65536"):
+        factory.check_config(Config(max_payload_entries=65537, max_payload_bytes=1024, max_entry_bytes=1024))
+    factory.check_config(Config(max_payload_entries=65536, max_payload_bytes=1024, max_entry_bytes=1024))
     factory.check_config(Config())  # the defaults fit
 
 
