@@ -283,8 +283,8 @@ def test_every_record_written_reads_back_and_an_earlier_version_reads_it(meta: S
         _dec_snaprec,
         _encode_snap_record,
         _read_snap_record,
-        _snapshot_file_name,
         _SnapRecord,
+        _snapshot_file_name,
     )
 
     rec = _SnapRecord(meta, _snapshot_file_name(meta.snapshot_id))
