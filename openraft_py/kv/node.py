@@ -712,13 +712,15 @@ class KvNode:
             # One process at a time (held until stop): before the record is read or written.
             self._dir_lock = lock_data_dir(data)
             self._dir_locked = True  # (from here on, the directory's content is this start's)
-            if await in_thread(check_first_start_leftover, data) and made is None:
-                made = []  # (only a first start's marker was left: the directory is empty now, a first start's)
             if made is not None and any(data.iterdir()):
                 # Decided again under the lock: another serve given the same new directory
                 # may have made, used (a vote, entries acknowledged) and left its data there
                 # since ``first_start_dirs`` looked. Not a first start: nothing is removed.
+                # Before the leftover check: its refusal must find ``made`` None (it removed
+                # the other start's files, though it says that it changes nothing).
                 made = None
+            if await in_thread(check_first_start_leftover, data) and made is None:
+                made = []  # (only a first start's marker was left: the directory is empty now, a first start's)
             if made is not None:  # before anything else is made in it (``FIRST_START_FILE``)
                 await in_thread(mark_first_start, data)
             # The steps below run in threads with ``in_thread``: a start cancelled (SIGTERM) while

@@ -576,3 +576,37 @@ async def test_a_first_start_killed_with_only_its_marker_left_starts_as_a_first_
     assert node.catch_up is not None and node.catch_up.active
     await node.stop()
     assert node_module.FIRST_START_FILE not in os.listdir(tmp_path / "n1")
+
+
+async def test_a_first_start_s_leftover_found_under_the_lock_is_not_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``serve`` given one new directory: this one found it empty (a first start), then
+    waited for nothing while the other took the lock, made its files and was killed (SIGKILL)
+    before it had them all, leaving its marker. This start then takes the lock and refuses
+    (``DataDirMismatch``: "Remove everything in it"), and the refusal must change nothing,
+    as it says: it removed everything there, which this start never made (the decision
+    "not a first start: nothing is removed" came after the leftover check)."""
+    from openraft_py.kv import node as node_module
+
+    opts = node_options(1, str(tmp_path))
+    data = tmp_path / "n1"
+    opts.data_dir = str(data)
+    data.mkdir()  # empty: this start is a first start when it looks
+    real_lock = node_module.lock_data_dir
+
+    def the_other_serve_was_first(d: Path) -> int:
+        # (what the other serve made before it was killed: its marker first, then stores)
+        (d / node_module.FIRST_START_FILE).touch()
+        (d / "log").mkdir()
+        (d / "log" / "CURRENT").write_text("MANIFEST-000001\n")
+        (d / "node.json").write_text('{"node_id":1,"cluster_name":"openraft-py"}\n')
+        return real_lock(d)
+
+    monkeypatch.setattr(node_module, "lock_data_dir", the_other_serve_was_first)
+    left = ["first-start-unfinished", "log", "node.json"]
+    from openraft_py.kv.identity import DataDirMismatch
+
+    with pytest.raises(DataDirMismatch, match="holds what a first start left"):
+        await KvNode(opts).start()
+    assert sorted(p.name for p in data.iterdir()) == left, "the refusal removed what it did not make"
+    assert (data / "log" / "CURRENT").exists()
