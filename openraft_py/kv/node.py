@@ -472,8 +472,13 @@ database, or as "the node's log and vote are gone"."""
 
 
 def mark_first_start(data: Path) -> None:
-    """Make ``data``'s ``FIRST_START_FILE`` (there already: kept), durably. Blocking."""
-    os.close(os.open(data / FIRST_START_FILE, os.O_WRONLY | os.O_CREAT, 0o644))
+    """Make ``data``'s ``FIRST_START_FILE`` (there already: kept), durably: the file (its
+    inode) and then the directory's entry are fsynced, before anything else is made. Blocking."""
+    fd = os.open(data / FIRST_START_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fsync_dir(str(data))
 
 

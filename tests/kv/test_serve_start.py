@@ -610,3 +610,22 @@ async def test_a_first_start_s_leftover_found_under_the_lock_is_not_removed(
         await KvNode(opts).start()
     assert sorted(p.name for p in data.iterdir()) == left, "the refusal removed what it did not make"
     assert (data / "log" / "CURRENT").exists()
+
+
+def test_the_first_start_marker_is_fsynced_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker must be durable before anything else is made: its directory entry and the
+    file itself (its inode), as every record of the node is written (``replace_durably``)."""
+    from openraft_py.kv import node as node_module
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    node_module.mark_first_start(tmp_path)
+    assert str(tmp_path / node_module.FIRST_START_FILE) in synced, synced
+    assert str(tmp_path) in synced, synced
+    assert synced.index(str(tmp_path / node_module.FIRST_START_FILE)) < synced.index(str(tmp_path)), synced
