@@ -505,7 +505,8 @@ def check_first_start_leftover(data: Path) -> bool:
         raise DataDirMismatch(
             f"{data} holds what a first start left when it was stopped part way ({shown}, and its marker "
             f"{FIRST_START_FILE}): that start never served, so nothing in it was used, but it is not a whole node's "
-            f"data. Remove everything in it (or the directory) and start the node again"
+            f"data. Unless you put something there since, remove everything in it (or the directory) and start "
+            f"the node again"
         )
     unmark_first_start(data)
     return True

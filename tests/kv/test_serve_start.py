@@ -546,8 +546,8 @@ async def test_a_first_start_killed_while_undoing_itself_is_recognised_by_the_ne
         left = sorted(p.name for p in (tmp_path / "n1").iterdir())
         assert left, "nothing left: not the case under test"
         with pytest.raises(DataDirMismatch, match=r"n1 holds what a first start left when it was stopped part way "
-                                                  r"\(.*first-start-unfinished\): that start never served.*Remove "
-                                                  r"everything in it"):
+                                                  r"\(.*first-start-unfinished\): that start never served.*Unless you "
+                                                  r"put something there since, remove everything in it"):
             await KvNode(opts).start()
         assert sorted(p.name for p in (tmp_path / "n1").iterdir()) == left, "the refusal changed the directory"
     else:
@@ -583,7 +583,7 @@ async def test_a_first_start_s_leftover_found_under_the_lock_is_not_removed(
     """Two ``serve`` given one new directory: this one found it empty (a first start), then
     waited for nothing while the other took the lock, made its files and was killed (SIGKILL)
     before it had them all, leaving its marker. This start then takes the lock and refuses
-    (``DataDirMismatch``: "Remove everything in it"), and the refusal must change nothing,
+    (``DataDirMismatch``: "remove everything in it"), and the refusal must change nothing,
     as it says: it removed everything there, which this start never made (the decision
     "not a first start: nothing is removed" came after the leftover check)."""
     from openraft_py.kv import node as node_module
