@@ -26,6 +26,7 @@ from .errors import (
     LinearizableReadError,
     LogCompacted,
     LogUnavailable,
+    MembershipTooLarge,
     NetworkError,
     NotALearner,
     NotAllowed,
@@ -55,6 +56,7 @@ from .storage import (
     SnapshotBuilder,
 )
 from .types import (
+    MAX_MEMBERSHIP_NODES,
     AppendEntriesRequest,
     AppendEntriesResponse,
     BasicNode,
@@ -120,9 +122,11 @@ __all__ = [
     "LogState",
     "LogUnavailable",
     "MAX_INDEX",
+    "MAX_MEMBERSHIP_NODES",
     "MAX_NODE_ID",
     "MAX_TERM",
     "Membership",
+    "MembershipTooLarge",
     "NetworkError",
     "Node",
     "NodeId",

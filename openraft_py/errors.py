@@ -43,6 +43,7 @@ __all__ = [
     "EmptyMembership",
     "LearnerNotFound",
     "NotALearner",
+    "MembershipTooLarge",
     "LearnerIsLagging",
     "InitializeError",
     "NotAllowed",
@@ -259,6 +260,20 @@ class NotALearner(ChangeMembershipError):
             f"node {_safe_repr(node_id)} is a voter, not a learner: remove it from the voters with change_membership "
             f"(retain=False removes it from the cluster)"))
         self.node_id = node_id
+
+
+class MembershipTooLarge(ChangeMembershipError):
+    """``add_learner`` of a new node to a membership that holds ``limit`` nodes
+    (``openraft_py.MAX_MEMBERSHIP_NODES``, 4096, voters and learners): the membership would
+    pass the bound every decoder of a membership refuses more by (a peer, a store reading it
+    back). Nothing was logged. Remove learners that are gone (``remove_learners``) first."""
+
+    def __init__(self, node_id: NodeId, limit: int) -> None:
+        super().__init__(
+            f"cannot add node {_safe_repr(node_id)}: the membership holds {limit} nodes, the most one may hold "
+            f"(MAX_MEMBERSHIP_NODES, voters and learners); remove learners that are gone first")
+        self.node_id = node_id
+        self.limit = limit
 
 
 class LearnerIsLagging(ChangeMembershipError):

@@ -38,6 +38,7 @@ from typing import Any
 from ._core import plain_entries_prefix
 from .errors import EntryTooLarge, InvalidRequest
 from .types import (
+    MAX_MEMBERSHIP_NODES,
     AppendEntriesRequest,
     BasicNode,
     Blank,
@@ -428,6 +429,10 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
         raise _bad(rpc, f"{what}.configs must be a tuple of frozensets, got {type(configs).__name__}")
     if type(nodes) is not ReadOnlyNodes and type(nodes) is not dict:
         raise _bad(rpc, f"{what}.nodes must be a dict, got {type(nodes).__name__}")
+    if len(nodes) > MAX_MEMBERSHIP_NODES:
+        # A decoder refuses it from the map's header; this is for a transport that builds
+        # requests without one.
+        raise _bad(rpc, f"{what} has {len(nodes)} nodes, more than {MAX_MEMBERSHIP_NODES} (MAX_MEMBERSHIP_NODES)")
     for nid, node in nodes.items():
         if type(nid) is not int or not 0 <= nid <= MAX_NODE_ID:
             raise _bad(rpc, f"{what}.nodes: node id must be an int within [0, {MAX_NODE_ID}], got {shown(nid)}")
@@ -444,6 +449,8 @@ def _check_membership(rpc: str, what: str, m: Any, allow_empty: bool) -> None:
             raise _bad(rpc, f"{what}: a config must be a frozenset of node ids, got {type(c).__name__}")
         if not c:
             raise _bad(rpc, f"{what} has an empty voter config")
+        if len(c) > len(nodes):
+            raise _bad(rpc, f"{what} has a voter config of {len(c)} ids, more than its {len(nodes)} nodes")
         for nid in c:
             if nid not in nodes:
                 raise _bad(rpc, f"{what}: voter {shown(nid)} is not in its nodes")

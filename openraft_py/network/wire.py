@@ -42,6 +42,7 @@ import msgspec
 
 from .._core import FrameTooLarge, plain_entries_prefix
 from ..types import (
+    MAX_MEMBERSHIP_NODES,
     AppendEntriesRequest,
     AppendEntriesResponse,
     Blank,
@@ -63,6 +64,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "MAX_U63",
     "MAX_ENTRIES",
+    "MAX_MEMBERSHIP_NODES",
     "MAX_HELLO_FRAME",
     "HEADER",
     "HEADER_SIZE",
@@ -272,8 +274,13 @@ class _BasicNode(msgspec.Struct, frozen=True):
 
 
 class _Membership(msgspec.Struct, frozen=True, tag="Membership"):
-    configs: Annotated[tuple[frozenset[NodeIdW], ...], msgspec.Meta(max_length=MAX_CONFIGS)]
-    nodes: dict[NodeIdW, _BasicNode]
+    # The bounds of ``openraft_py.types.Membership`` (``MAX_MEMBERSHIP_NODES``, checked from
+    # the headers), and at most ``MAX_CONFIGS`` configs.
+    configs: Annotated[
+        tuple[Annotated[frozenset[NodeIdW], msgspec.Meta(max_length=MAX_MEMBERSHIP_NODES)], ...],
+        msgspec.Meta(max_length=MAX_CONFIGS),
+    ]
+    nodes: Annotated[dict[NodeIdW, _BasicNode], msgspec.Meta(max_length=MAX_MEMBERSHIP_NODES)]
 
 
 class _StoredMembership(msgspec.Struct, frozen=True):

@@ -29,9 +29,11 @@ from openraft_py.errors import (
     InProgress,
     LearnerIsLagging,
     LearnerNotFound,
+    MembershipTooLarge,
     NotALearner,
 )
 from openraft_py.types import (
+    MAX_MEMBERSHIP_NODES,
     BasicNode,
     Entry,
     Membership,
@@ -541,6 +543,22 @@ def test_add_learner_appends_the_configs_with_one_more_node():
     ack(eng, [2], 2)
     assert eng.take_commands()[0] == SaveCommittedAndApply(lid(1, 2)), "committed without node 4"
     eng.state.validate()
+
+
+def test_add_learner_past_max_membership_nodes_is_refused():
+    """A membership holds at most ``MAX_MEMBERSHIP_NODES`` nodes (the bound every decoder of
+    a membership, wire and storage, refuses more by): one learner more is refused with
+    ``MembershipTooLarge`` naming the bound, nothing appended. Learners added one at a time
+    went past it (``MAX_MEMBERS`` bounds one call), into an entry no peer would decode. A
+    member already there may still move (no new node)."""
+    eng = committed_leader(learners=range(4, MAX_MEMBERSHIP_NODES + 1))
+    assert len(eng.state.membership.effective.membership.nodes) == MAX_MEMBERSHIP_NODES
+    with pytest.raises(MembershipTooLarge, match=f"{MAX_MEMBERSHIP_NODES} nodes.*MAX_MEMBERSHIP_NODES") as ei:
+        eng.add_learner(MAX_MEMBERSHIP_NODES + 1, N, TX)
+    assert ei.value.node_id == MAX_MEMBERSHIP_NODES + 1
+    assert ei.value.limit == MAX_MEMBERSHIP_NODES
+    assert eng.take_commands() == []
+    assert eng.add_learner(4, BasicNode("127.0.0.1:22004"), TX) == lid(1, 2)
 
 
 def test_add_learner_that_is_already_a_member_is_not_re_added():

@@ -195,3 +195,23 @@ def test_membership_entries_are_checked_in_linear_time(monkeypatch: pytest.Monke
     bad = [*entries, Entry(LogId(3, n + 1), Normal("text"))]  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match=r"Normal\.data must be bytes"):
         v.check_append_entries(AppendEntriesRequest(vote, LogId(3, 0), bad, None))
+
+
+def test_a_membership_past_max_membership_nodes_is_an_invalid_request() -> None:
+    """A transport that builds requests without a decoder (none refused the map's header)
+    still gets a membership of more than ``MAX_MEMBERSHIP_NODES`` nodes refused, in an
+    entry and in a snapshot's meta; one of exactly the bound passes."""
+    from openraft_py import MAX_MEMBERSHIP_NODES
+
+    vote = Vote.new(3, 1, True)
+
+    def of(n: int) -> Membership:
+        return Membership.new([{1}], {i: BasicNode() for i in range(1, n + 1)})
+
+    v.check_append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(3, 0), of(MAX_MEMBERSHIP_NODES))], None))
+    big = of(MAX_MEMBERSHIP_NODES + 1)
+    with pytest.raises(InvalidRequest, match=f"{MAX_MEMBERSHIP_NODES + 1} nodes, more than {MAX_MEMBERSHIP_NODES}"):
+        v.check_append_entries(AppendEntriesRequest(vote, None, [Entry(LogId(3, 0), big)], None))
+    meta = SnapshotMeta(LogId(3, 5), StoredMembership(LogId(3, 0), big), "s")
+    with pytest.raises(InvalidRequest, match="MAX_MEMBERSHIP_NODES"):
+        v.check_install_snapshot(InstallSnapshotRequest(vote, meta, 0, b"", True))

@@ -416,3 +416,79 @@ def test_an_append_entries_of_more_than_max_entries_is_refused_from_its_list_hea
     raw = bytes(wire.frame_message(wire.KIND_APPEND_ENTRIES, 1, over))[4 + wire.HEADER_SIZE:]
     with pytest.raises(wire.WireError, match=f"length <= {wire.MAX_ENTRIES}"):
         wire.decode_body(wire.KIND_APPEND_ENTRIES, raw)
+
+
+def _membership_of(n: int, voters_n: int = 1) -> Membership:
+    """A membership of ``n`` nodes (ids from 2**20, empty addresses), the first ``voters_n``
+    of them voters."""
+    ids = range(2**20, 2**20 + n)
+    return Membership((frozenset(ids[:voters_n]),), {i: BasicNode() for i in ids})
+
+
+def _ae_body(m: Membership) -> bytes:
+    req = AppendEntriesRequest(V, LogId(7, 10), [Entry(LogId(7, 11), m)], None)
+    return bytes(wire.frame_message(wire.KIND_APPEND_ENTRIES, 1, req))[4 + wire.HEADER_SIZE:]
+
+
+def _snapshot_body(m: Membership) -> bytes:
+    meta = SnapshotMeta(LogId(6, 90), StoredMembership(LogId(5, 80), m), "snap")
+    req = InstallSnapshotRequest(V, meta, 0, b"", True)
+    return bytes(wire.frame_message(wire.KIND_INSTALL_SNAPSHOT, 1, req))[4 + wire.HEADER_SIZE:]
+
+
+@pytest.mark.parametrize("body_of", [_ae_body, _snapshot_body], ids=["append_entries", "install_snapshot"])
+def test_a_membership_of_more_than_max_membership_nodes_is_refused_on_the_wire(body_of: Any) -> None:
+    """A membership entry of an AppendEntries, or a snapshot's meta, whose ``nodes`` map (or
+    a voter config) holds more than ``MAX_MEMBERSHIP_NODES`` nodes is malformed: refused from
+    the map's (the array's) header. One entry of 2 million nodes, a 22.8 MiB frame under the
+    32 MiB frame limit, decoded and was taken in about 2.1 s, past the election timeouts. A
+    membership of exactly the bound decodes."""
+    n = wire.MAX_MEMBERSHIP_NODES
+    kind = wire.KIND_APPEND_ENTRIES if body_of is _ae_body else wire.KIND_INSTALL_SNAPSHOT
+    ok = _membership_of(n, n)
+    got = wire.decode_body(kind, body_of(ok))
+    assert (got.entries[0].payload if kind == wire.KIND_APPEND_ENTRIES else got.meta.last_membership.membership) == ok
+    for over in (_membership_of(n + 1), _membership_of(n + 1, n + 1)):
+        with pytest.raises(wire.WireError, match=f"length <= {n}"):
+            wire.decode_body(kind, body_of(over))
+
+
+def test_a_huge_membership_is_refused_from_its_map_header() -> None:
+    """A nodes map whose header claims 2 million nodes is refused by its length, not decoded
+    (nothing follows the header here: a decoder that read on would fail on the truncation
+    instead); so is a voter config's array header."""
+    one = _ae_body(_membership_of(1))
+    node = msgspec.msgpack.encode({2**20: BasicNode()})
+    assert one.count(node) == 1
+    huge = one[: one.index(node)] + b"\xdf" + (2_000_000).to_bytes(4, "big")
+    with pytest.raises(wire.WireError, match=f"length <= {wire.MAX_MEMBERSHIP_NODES}"):
+        wire.decode_body(wire.KIND_APPEND_ENTRIES, huge)
+    voters = msgspec.msgpack.encode(frozenset({2**20}))
+    assert one.count(voters) == 1
+    huge = one[: one.index(voters)] + b"\xdd" + (2_000_000).to_bytes(4, "big")
+    with pytest.raises(wire.WireError, match=f"length <= {wire.MAX_MEMBERSHIP_NODES}"):
+        wire.decode_body(wire.KIND_APPEND_ENTRIES, huge)
+
+
+@pytest.mark.parametrize("typ", [Membership, StoredMembership, SnapshotMeta, Entry])
+def test_stored_memberships_are_bounded_too(typ: Any) -> None:
+    """A storage reading back a membership (a log entry, a snapshot's meta, a stored
+    membership) with ``msgspec.msgpack.Decoder`` of the ``openraft_py.types`` type gets the
+    same bound: the ``Membership`` type declares it."""
+    from openraft_py.types import MAX_MEMBERSHIP_NODES
+
+    def wrap(m: Membership) -> Any:
+        if typ is Membership:
+            return m
+        sm = StoredMembership(LogId(5, 80), m)
+        if typ is StoredMembership:
+            return sm
+        if typ is SnapshotMeta:
+            return SnapshotMeta(LogId(6, 90), sm, "snap")
+        return Entry(LogId(5, 80), m)
+
+    dec = msgspec.msgpack.Decoder(typ)
+    ok = wrap(_membership_of(MAX_MEMBERSHIP_NODES))
+    assert dec.decode(msgspec.msgpack.encode(ok)) == ok
+    with pytest.raises(msgspec.ValidationError, match=f"length <= {MAX_MEMBERSHIP_NODES}"):
+        dec.decode(msgspec.msgpack.encode(wrap(_membership_of(MAX_MEMBERSHIP_NODES + 1))))

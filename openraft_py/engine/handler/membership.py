@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import EmptyMembership, InProgress, LearnerIsLagging, LearnerNotFound, NotALearner
-from ...types import BasicNode, Entry, LogId, Membership, NodeId
+from ...errors import EmptyMembership, InProgress, LearnerIsLagging, LearnerNotFound, MembershipTooLarge, NotALearner
+from ...types import MAX_MEMBERSHIP_NODES, BasicNode, Entry, LogId, Membership, NodeId
 from ..command import RespondOnApply
 from .base import LeadingHandler
 
@@ -159,6 +159,10 @@ class MembershipHandler(LeadingHandler):
             self.output.append(RespondOnApply(tx, eff.log_id))
             return eff.log_id
         self._require_no_change_in_progress()
+        # A membership holds at most MAX_MEMBERSHIP_NODES nodes: every decoder of one (a
+        # peer's, a store's) refuses more. Only add_learner grows a membership.
+        if node_id not in cur.nodes and len(cur.nodes) >= MAX_MEMBERSHIP_NODES:
+            raise MembershipTooLarge(node_id, MAX_MEMBERSHIP_NODES)
         nodes = dict(cur.nodes)
         nodes[node_id] = node
         log_id = self.append_membership(Membership.new([set(c) for c in cur.configs], nodes))
