@@ -270,7 +270,7 @@ class MembershipTooLarge(ChangeMembershipError):
 
     def __init__(self, node_id: NodeId, limit: int) -> None:
         super().__init__(
-            f"cannot add node {_safe_repr(node_id)}: the membership holds {limit} nodes, the most one may hold "
+            f"cannot add node {_safe_repr(node_id)}: the membership holds {_safe_repr(limit)} nodes, the most one may hold "
             f"(MAX_MEMBERSHIP_NODES, voters and learners); remove learners that are gone first")
         self.node_id = node_id
         self.limit = limit

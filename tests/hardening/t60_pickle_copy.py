@@ -96,6 +96,7 @@ ERROR_SAMPLES: dict[type[BaseException], Callable[[], BaseException]] = {
     E.EmptyMembership: E.EmptyMembership,
     E.LearnerNotFound: lambda: E.LearnerNotFound(4),
     E.NotALearner: lambda: E.NotALearner(5, "node 5 is a voter"),
+    E.MembershipTooLarge: lambda: E.MembershipTooLarge(5, 4096),
     E.LearnerIsLagging: lambda: E.LearnerIsLagging([4, 5], 1000),
     E.NotAllowed: lambda: E.NotAllowed(LogId(1, 0), Vote.new(1, 1, True)),
     E.NotInMembers: lambda: E.NotInMembers(9, frozenset({1, 2, 3})),
@@ -243,7 +244,7 @@ def _extreme_samples() -> list[object]:
                snapshot_policy=SnapshotPolicy(BIG)),
         SnapshotPolicy(BIG), metrics,
         E.ForwardToLeader(BIG, BasicNode(text)), E.InProgress(LogId(BIG, BIG)), E.LearnerNotFound(BIG),
-        E.NotALearner(BIG), E.LearnerIsLagging([BIG], BIG), E.NotAllowed(LogId(BIG, 1), vote),
+        E.NotALearner(BIG), E.MembershipTooLarge(BIG, BIG), E.LearnerIsLagging([BIG], BIG), E.NotAllowed(LogId(BIG, 1), vote),
         E.NotInMembers(BIG, frozenset({BIG, 1})), E.EntryTooLarge(BIG, BIG, BIG), E.RemoteError(BIG, E.Stopped()),
         E.StoreOwnerMismatch("opening", BIG, text, BIG, "prod"),
     ]
