@@ -749,6 +749,22 @@ class Raft:
         self._core.send_msg(AppendEntriesCall(req, tx))
         return tx
 
+    def _submit_append_entries_mapped(
+        self,
+        req: AppendEntriesRequest,
+        reply: Callable[[AppendEntriesResponse | BaseException], None],
+        map_error: Callable[[BaseException], BaseException],
+    ) -> Reply:
+        """``submit_append_entries`` whose errors reach ``reply`` as ``map_error(error)``
+        (the in-process router's fast mode, ``RouterClient._submit_direct``): the mapping is
+        made only when there is an error, so a response reaches ``reply`` with no call in
+        between. ``reply`` is the router's caller's, checked callable there."""
+        self._check_loop()
+        _v.check_append_entries(req)
+        tx = Reply(reply, map_error)
+        self._core.send_msg(AppendEntriesCall(req, tx))
+        return tx
+
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """Handle a RequestVote RPC from a candidate. Raises ``InvalidRequest`` for a
         malformed request (``openraft_py.validation.check_vote``)."""

@@ -97,13 +97,24 @@ class Reply:
     the core's pass, before the commands after the answer (a transport writes the response
     there, ahead of the state machine's apply of the same pass). ``cancel()`` is the caller
     giving up: ``fn`` is then never called. An exception from ``fn`` is logged and dropped:
-    the caller's mistake must not stop the node."""
+    the caller's mistake must not stop the node.
 
-    __slots__ = ("fn", "_done")
+    ``map_error``, if given, is consulted only when an exception is set: ``fn`` then gets
+    ``map_error(error)`` (the router's fast mode maps a stopped target's ``Fatal`` to
+    ``Unreachable`` there, as ``append_entries`` does), so that the success path calls
+    ``fn`` with nothing in between. A ``map_error`` that raises is logged and ``fn`` gets
+    the original error."""
 
-    def __init__(self, fn: Callable[[Any], None]) -> None:
+    __slots__ = ("fn", "_done", "map_error")
+
+    def __init__(
+        self, fn: Callable[[Any], None], map_error: Callable[[BaseException], BaseException] | None = None
+    ) -> None:
         self.fn = fn
         self._done = False
+        # Long-lived (one per router client), so keeping it after the answer holds nothing
+        # the caller would want freed.
+        self.map_error = map_error
 
     def done(self) -> bool:
         """Whether it was answered or cancelled."""
@@ -122,7 +133,16 @@ class Reply:
         self._call(value)
 
     def set_exception(self, err: BaseException) -> None:
-        """Answer with the error ``err`` (once; later answers are ignored)."""
+        """Answer with the error ``err`` (once; later answers are ignored), mapped by
+        ``map_error`` if there is one."""
+        if self._done:
+            return
+        map_error = self.map_error
+        if map_error is not None:
+            try:
+                err = map_error(err)
+            except Exception:  # a mapper's bug: logged, the caller gets the original error
+                log.exception("the reply's error mapper %r failed", map_error)
         self._call(err)
 
     def _call(self, value: Any) -> None:

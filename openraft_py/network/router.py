@@ -197,6 +197,13 @@ def _server_error(target: NodeId, e: Exception) -> RPCError:
     return RemoteError(target, e)
 
 
+def _mapped_error(target: NodeId, e: BaseException) -> BaseException:
+    """A server's error ``e`` as a direct submit's caller sees it: an ``Exception`` as
+    ``append_entries`` maps it (``_server_error``), anything else as it is (the error
+    mapper of a ``Raft``'s ``Reply``, consulted only when an error is set)."""
+    return _server_error(target, e) if isinstance(e, Exception) else e
+
+
 def _mapped_reply(target: NodeId, reply: Callable[[Any], None], result: Any) -> None:
     """Hand ``reply`` the server's answer ``result``, an error mapped as ``append_entries``
     maps it (``_server_error``)."""
@@ -236,13 +243,16 @@ class RouterClient:
     ``counts[i]`` counts the delivered requests of ``RPC_NAMES[i]``.
     """
 
-    __slots__ = ("_router", "source", "target", "counts")
+    __slots__ = ("_router", "source", "target", "counts", "_map_error")
 
     def __init__(self, router: Router, source: NodeId, target: NodeId) -> None:
         self._router = router
         self.source = source
         self.target = target
         self.counts = [0] * len(RPC_NAMES)
+        # The target's error as ``append_entries`` reports it, made once per client and
+        # handed with each direct submit (``_submit_direct``).
+        self._map_error: Callable[[BaseException], BaseException] = partial(_mapped_error, target)
 
     async def append_entries(
         self, req: AppendEntriesRequest, option: RPCOption = _DEFAULT_OPTION
@@ -295,13 +305,23 @@ class RouterClient:
         ``submit_append_entries`` (a ``Raft``), the request is handed over here and then and
         the server calls ``reply`` itself, from its own pass (no task, no future, no loop
         callback), with the response or the error mapped as ``append_entries`` maps it
-        (``_mapped_reply``). Returns the server's handle (``cancel()`` withdraws the reply),
-        or ``None`` (not taken: a fault or hook is configured, the target is not
+        (``_server_error``). A ``Raft`` gets ``reply`` itself and the client's error mapper
+        (``Raft._submit_append_entries_mapped``): its ``Reply`` maps only an error, so a
+        response reaches ``reply`` with no wrapper called; another server gets ``reply``
+        wrapped (``_mapped_reply``). Returns the server's handle (``cancel()`` withdraws the
+        reply), or ``None`` (not taken: a fault or hook is configured, the target is not
         registered, or it has no such method), and the channel then uses the other
         methods, which apply every fault."""
         router = self._router
         if router._fast:
             server = router._servers.get(self.target)
+            mapped = getattr(server, "_submit_append_entries_mapped", None)
+            if mapped is not None:
+                self.counts[0] += 1
+                try:
+                    return mapped(req, reply, self._map_error)
+                except Exception as e:
+                    raise _server_error(self.target, e) from e
             submit = getattr(server, "submit_append_entries", None)
             if submit is not None:
                 self.counts[0] += 1

@@ -71,3 +71,40 @@ def test_a_reply_answered_from_inside_its_callback_or_by_a_raising_callback_is_a
     assert [rec.levelname for rec in caplog.records if "reply callback" in rec.getMessage()] == ["ERROR"]
     r2.set_result("late")
     assert len(calls) == 2 and r2.done() and not r2.cancel()
+
+
+def test_a_reply_maps_only_its_errors_through_map_error() -> None:
+    """``map_error`` (the router's fast mode: a stopped target's ``Fatal`` reaches the
+    channel as ``Unreachable``) is consulted only for an exception: a result goes to the
+    callback as it is, with no call of the mapper; a mapper that raises is logged and the
+    callback still gets the original error."""
+    mapped: list[BaseException] = []
+
+    def map_error(e: BaseException) -> BaseException:
+        mapped.append(e)
+        return LookupError(f"mapped {e}")
+
+    got: list[Any] = []
+    ok = Reply(got.append, map_error)
+    ok.set_result("resp")
+    assert got == ["resp"] and mapped == []
+
+    failed = Reply(got.append, map_error)
+    original = RuntimeError("stopped")
+    failed.set_exception(original)
+    assert mapped == [original]
+    assert isinstance(got[1], LookupError) and str(got[1]) == "mapped stopped"
+    failed.set_exception(RuntimeError("late"))  # answered once: no second mapping
+    assert len(mapped) == 1 and len(got) == 2
+
+
+def test_a_raising_error_mapper_still_answers_with_the_original_error(caplog: Any) -> None:
+    def bad_mapper(e: BaseException) -> BaseException:
+        raise ValueError("mapper bug")
+
+    got: list[Any] = []
+    r = Reply(got.append, bad_mapper)
+    err = RuntimeError("stopped")
+    r.set_exception(err)
+    assert got == [err]
+    assert "error mapper" in caplog.text
