@@ -16,7 +16,7 @@ cdef extern from "structmember.h":
         int type
         Py_ssize_t offset
         int flags
-    enum: T_OBJECT_EX
+    enum: T_OBJECT_EX, READONLY
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
@@ -25,9 +25,14 @@ cdef extern from "Python.h":
 
 cdef inline Py_ssize_t _member_offset(object descr, Py_ssize_t basicsize):
     """The slot offset ``descr`` (a ``member_descriptor``, checked by the caller) reads, or -1
-    unless it is an object slot (``T_OBJECT_EX``) inside an instance of ``basicsize`` bytes."""
+    unless it is an object slot (``T_OBJECT_EX``) inside an instance of ``basicsize`` bytes
+    that the descriptor reads plainly: no flag but ``READONLY`` (an audited read,
+    ``PY_AUDIT_READ``, must go through the descriptor; an offset relative to the subclass's
+    own data, ``Py_RELATIVE_OFFSET`` in 3.12, is not from the object's start)."""
     cdef PyMemberDef* m = (<PyMemberDescrObject*><PyObject*>descr).d_member
-    if m.type != T_OBJECT_EX or m.offset < <Py_ssize_t>sizeof(PyObject):
+    if m.type != T_OBJECT_EX or m.flags & ~READONLY:
+        return -1
+    if m.offset < <Py_ssize_t>sizeof(PyObject):
         return -1
     if m.offset + <Py_ssize_t>sizeof(PyObject*) > basicsize:
         return -1

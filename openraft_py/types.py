@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from types import MemberDescriptorType
+from types import FunctionType, MemberDescriptorType
 from typing import IO, Annotated, Any, ClassVar, Final, NoReturn, TypeVar
 
 import msgspec
@@ -642,9 +642,6 @@ class RPCOption(msgspec.Struct, frozen=True):
 # anything else, a subclass included, is read by name. The pure build has no offsets (-1):
 # the readers are plain attribute reads.
 
-# This module is the compiled extension (``types.pxd``'s C helpers exist), not its source.
-_COMPILED = not __file__.endswith(".py")
-
 
 def _slot_offset(cls: type, name: str) -> int:
     """The offset of ``cls``'s field ``name`` in its instances, or -1 (read it by name): the
@@ -653,6 +650,13 @@ def _slot_offset(cls: type, name: str) -> int:
     if not _COMPILED or type(d) is not MemberDescriptorType or d.__objclass__ is not cls:
         return -1
     return _member_offset(d, cls.__basicsize__)  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
+
+
+# Whether this module is the compiled extension (``types.pxd``'s C helpers exist), told by
+# what Cython makes of a function (its own function type, never a Python function), not by
+# the file's name: the pure module also runs from a ``.pyc`` alone (a sourceless install, a
+# frozen application), where calling the C helper would fail the import.
+_COMPILED = type(_slot_offset) is not FunctionType
 
 
 _LOG_ID_TERM = _slot_offset(LogId, "term")

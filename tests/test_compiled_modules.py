@@ -7,6 +7,8 @@ defines a coroutine (the rule ``COMPILED_MODULES`` documents)."""
 from __future__ import annotations
 
 import ast
+import ctypes
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -352,3 +354,110 @@ def test_the_compiled_struct_field_readers_load_the_slots() -> None:
 
     assert not (types.__file__ or "").endswith(".py")
     assert types._fields_read_from_slots()
+
+
+def test_the_types_module_imports_from_a_sourceless_pyc(tmp_path: Path) -> None:
+    # Both builds: ``types.py`` run from a ``.pyc`` with no ``.py`` beside it (a sourceless
+    # install, a frozen application) is the pure module, and must read its fields by name;
+    # deciding "compiled" from the file name made it call the compiled build's C helper and
+    # fail to import (NameError: name '_member_offset' is not defined).
+    import py_compile
+
+    src = source_path("openraft_py.types")
+    pyc = str(tmp_path / "types.pyc")
+    py_compile.compile(src, cfile=pyc, doraise=True)
+    name = "openraft_py._types_from_pyc"
+    loader = importlib.machinery.SourcelessFileLoader(name, pyc)
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    assert (mod.__file__ or "").endswith(".pyc")
+    assert not mod._COMPILED and not mod._fields_read_from_slots()
+    assert mod._log_id_index(mod.LogId(1, 2)) == 2
+
+
+class _MemberDef(ctypes.Structure):
+    # CPython's ``PyMemberDef`` (Include/descrobject.h), the fields the offset check reads.
+    _fields_ = [("name", ctypes.c_char_p), ("type", ctypes.c_int), ("offset", ctypes.c_ssize_t),
+                ("flags", ctypes.c_int)]
+
+
+def _member_def(cls: type, name: str) -> _MemberDef:
+    """The ``PyMemberDef`` behind ``cls``'s own member descriptor ``name`` (its ``d_member``
+    follows the descriptor's object header and its ``d_type``, ``d_name``, ``d_qualname``)."""
+    d = cls.__dict__[name]
+    assert type(d) is type(_Slots.__dict__["a"])
+    ptr = ctypes.c_void_p.from_address(id(d) + object.__basicsize__ + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+    m = _MemberDef.from_address(ptr)
+    assert m.name == name.encode()
+    return m
+
+
+class _Slots:
+    __slots__ = ("a",)
+
+
+_T_DOUBLE, _T_OBJECT, _T_OBJECT_EX = 3, 6, 16
+_READONLY, _PY_AUDIT_READ, _PY_RELATIVE_OFFSET = 1, 2, 8
+
+
+@pytest.mark.c_extension
+def test_the_slot_offsets_are_refused_unless_an_object_slot_of_the_class_itself() -> None:
+    # The import-time check fails safe: any descriptor the compiled readers could not load
+    # exactly as the attribute read does gives -1 (read by name). A plain ``__slots__``
+    # field is accepted (the control), then its ``PyMemberDef`` is altered in each way a
+    # CPython or msgspec change could alter it, and every one is refused.
+    from openraft_py import types
+
+    assert types._COMPILED
+    slot = types._slot_offset(_Slots, "a")
+    assert slot >= object.__basicsize__
+    refused = {
+        "property": types._slot_offset(type("P", (), {"a": property(lambda s: 1)}), "a"),
+        "inherited": types._slot_offset(type("Sub", (_Slots,), {}), "a"),
+        "another class's descriptor": types._slot_offset(type("Other", (), {"a": _Slots.__dict__["a"]}), "a"),
+        "T_OBJECT (None when empty)": types._slot_offset(functools.partial, "func"),
+        "T_DOUBLE": types._slot_offset(complex, "real"),
+    }
+    m = _member_def(_Slots, "a")
+    assert (m.type, m.offset, m.flags) == (_T_OBJECT_EX, slot, 0)
+    for what, field, value in [
+        ("type T_OBJECT", "type", _T_OBJECT),
+        ("offset in the header", "offset", 0),
+        ("offset past the instance", "offset", _Slots.__basicsize__),
+        ("audited read", "flags", _PY_AUDIT_READ),
+        ("relative offset", "flags", _PY_RELATIVE_OFFSET),
+    ]:
+        saved = getattr(m, field)
+        setattr(m, field, value)
+        try:
+            refused[what] = types._slot_offset(_Slots, "a")
+        finally:
+            setattr(m, field, saved)
+    assert refused == dict.fromkeys(refused, -1)
+    m.flags = _READONLY
+    try:
+        assert types._slot_offset(_Slots, "a") == slot  # read-only: still the slot
+    finally:
+        m.flags = 0
+
+
+@pytest.mark.c_extension
+@pytest.mark.parametrize("options", [{}, {"gc": False}, {"array_like": True}, {"frozen": True}, {"weakref": True},
+                                     {"dict": True}, {"gc": False, "array_like": True, "frozen": True, "order": True},
+                                     {"weakref": True, "dict": True}], ids=repr)
+def test_a_msgspec_struct_s_field_is_at_the_offset_found_whatever_its_options(options: dict[str, bool]) -> None:
+    # msgspec's options do not move a field out of the slot its descriptor records: the
+    # offset the compiled module finds holds the very object the attribute read gives.
+    import msgspec
+
+    from openraft_py import types
+
+    cls = msgspec.defstruct("S", [("a", object), ("b", object, None)], **options)  # type: ignore[call-overload]
+    values = (object(), object())
+    obj = cls(*values)
+    for name, value in zip(("a", "b"), values, strict=True):
+        offset = types._slot_offset(cls, name)
+        assert offset >= object.__basicsize__, (name, offset)
+        assert ctypes.cast(id(obj) + offset, ctypes.POINTER(ctypes.py_object))[0] is value is getattr(obj, name)
