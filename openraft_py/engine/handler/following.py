@@ -87,8 +87,8 @@ class FollowingHandler(Handler):
             if first_new <= st.committed_index():
                 # An entry that contradicts a committed one: no leader sends it (committed
                 # entries are on every later leader), so the sender is broken or not who it
-                # claims. Refused, the log kept; the node stopped here (``LogHandler.truncate``
-                # panics), taken out of its cluster by someone else's input.
+                # claims. Refused and the log kept: truncating would panic
+                # (``LogHandler.truncate``), a node stopped by someone else's input.
                 self.output.append(Respond(tx, InvalidRequest(
                     "append_entries",
                     f"entry {entries[pos].log_id!r} contradicts committed entry {st.log_id_at(first_new)!r} "
