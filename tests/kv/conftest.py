@@ -1,11 +1,15 @@
 """Every test of the key-value service starts with the HTTP API's bound on per-request log
 lines reset (``http_api._CLIENT_MISTAKES``: kept per process, so lines an earlier test's bad
 requests used up would not be logged in the next). ``cluster``: a started 3-node cluster of
-in-process nodes (modules that need another define their own)."""
+in-process nodes (modules that need another define their own). ``root``: a new directory,
+removed after the test with everything in it (data directories of nodes and processes)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,16 @@ def _client_mistake_lines_reset() -> Iterator[None]:
     http_api._CLIENT_MISTAKES.reset()
     yield
     http_api._CLIENT_MISTAKES.reset()
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A new directory under the system's temporary one, removed after the test."""
+    d = Path(tempfile.mkdtemp(prefix="kv-test-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

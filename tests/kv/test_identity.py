@@ -10,8 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +23,6 @@ from openraft_py.types import ServerState
 from .kv_helpers import STABLE_TIMEOUTS, free_port, node_options
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kv-identity-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_the_first_check_records_and_later_ones_compare(root: Path) -> None:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,15 +24,6 @@ from .kv_helpers import free_port
 pytestmark = pytest.mark.timeout(60)
 
 PREFIX = "openraft-py serve: error: the node could not start: "
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kv-start-errors-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _serve(data: Path, *extra: str, http_port: int | None = None) -> subprocess.CompletedProcess[str]:
