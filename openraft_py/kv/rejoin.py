@@ -24,7 +24,11 @@ so that a restart does not end it:
   term gives it at once (``FIRST_TERM``): nothing was committed before it, so a new
   cluster's nodes end catching up with their first AppendEntries (they held up every
   election after the first leader was lost before it committed, and for good: each
-  candidate's log was past the initial membership, and no node caught up). Once the node's own
+  candidate's log was past the initial membership, and no node caught up). A vote the node
+  grants in the first election (term 1, a candidate holding the initial membership alone)
+  ends it too, before the answer leaves: only a new cluster's first election asks for one,
+  so the node is new and nothing was committed (a first leader lost before its first
+  AppendEntries reached anyone was refused by all the others otherwise). Once the node's own
   committed index reaches the target, it has every such entry; the record is removed and
   the node votes again as any voter.
 
@@ -175,6 +179,26 @@ class CatchUpGuard:
             return False
         return True
 
+    def learn_first_vote(self, req: VoteRequest, resp: VoteResponse) -> bool:
+        """Take the target ``-1`` (nothing committed) if the node granted ``req``, a vote
+        (not a pre-vote) of the first term (``FIRST_TERM``) for a candidate whose log is the
+        initial membership alone; whether it did (the caller records it).
+
+        Only a cluster's first election asks for such a vote: every node of a cluster that
+        ran holds a vote of term 1 or later, and only an initialized node holds a membership
+        without a leader's entries. So the node is a new node of a new cluster, where nothing
+        was committed, and its vote, now durable, is its own: from here it remembers all it
+        did, as any voter. Without this, a first leader lost before its first AppendEntries
+        reached anyone (it crashed, or campaigned again) was refused by every other node (its
+        log holds its term's first entry, past the initial membership), none of which
+        campaigns while catching up: no leader, for good."""
+        if self.target is not None or not resp.vote_granted or req.pre_vote or req.vote.term != FIRST_TERM:
+            return False
+        if req.last_log_id is not None and req.last_log_id.index > 0:
+            return False
+        self.target = -1
+        return True
+
     def caught_up(self, metrics: RaftMetrics) -> bool:
         """Whether the node's committed index reached the target."""
         t = self.target
@@ -246,10 +270,16 @@ class GuardedRaft:
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """``Raft.vote``, unless the node is catching up and the candidate's log is past the
-        initial membership: then refused (``CatchUpGuard.refusal``)."""
-        if self.guard.may_vote_for(req):
-            return await self.raft.vote(req)
-        return self.guard.refusal(req, self.raft.metrics)
+        initial membership: then refused (``CatchUpGuard.refusal``). A vote granted in the
+        first election ends the catching up before the answer leaves
+        (``CatchUpGuard.learn_first_vote``)."""
+        g = self.guard
+        if not g.may_vote_for(req):
+            return g.refusal(req, self.raft.metrics)
+        resp = await self.raft.vote(req)
+        if g.active:
+            await self._progress(g.learn_first_vote(req, resp))
+        return resp
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
         """``Raft.handle_transfer_leader``; ignored while catching up: the node could not
@@ -275,8 +305,12 @@ class GuardedRaft:
                 await asyncio.to_thread(g.remove)
                 g.active = False
                 g.ended(asyncio.get_running_loop().time())
-                log.info("node %s: caught up with the cluster (it holds committed index %s, the cluster's when this "
-                         "node started on an empty data directory): it may vote now", g.node_id, g.target)
+                if g.target is not None and g.target < 0:
+                    log.info("node %s: caught up with the cluster: a new cluster's first term, nothing committed "
+                             "before it: it may vote now", g.node_id)
+                else:
+                    log.info("node %s: caught up with the cluster (it holds committed index %s, the cluster's when "
+                             "this node started on an empty data directory): it may vote now", g.node_id, g.target)
             elif learned:
                 await asyncio.to_thread(g.save)
         finally:

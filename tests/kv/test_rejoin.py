@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from openraft_py.kv import rejoin
 from openraft_py.kv.node import KvNode
 from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
 from openraft_py.types import (
@@ -25,6 +26,7 @@ from openraft_py.types import (
     TransferLeaderRequest,
     Vote,
     VoteRequest,
+    VoteResponse,
 )
 
 from .kv_helpers import KvCluster, url
@@ -328,3 +330,67 @@ async def test_a_majority_that_lost_its_disks_comes_back_from_the_survivor(clust
     for i in (2, 3):
         sm = c.nodes[i].sm
         assert sm is not None and sm.get("w") == "kept"
+
+
+class _Voter(_Served):
+    """A stand-in that answers vote requests with ``granted``."""
+
+    def __init__(self, granted: bool) -> None:
+        super().__init__(AppendEntriesResponse(Vote(LeaderId(1, 1), True), True, None))
+        self.granted = granted
+
+    async def vote(self, req: VoteRequest) -> VoteResponse:
+        return VoteResponse(req.vote if self.granted else Vote(LeaderId(0, 0)), self.granted, None, req.pre_vote)
+
+
+@pytest.mark.parametrize(("req", "granted", "ends"), [
+    (VoteRequest(Vote(LeaderId(1, 1)), LogId(0, 0)), True, True),
+    (VoteRequest(Vote(LeaderId(1, 1)), None), True, True),
+    (VoteRequest(Vote(LeaderId(1, 1)), LogId(0, 0)), False, False),  # not granted: nothing changed
+    (VoteRequest(Vote(LeaderId(1, 1)), LogId(0, 0), pre_vote=True), True, False),  # a pre-vote binds nothing
+    (VoteRequest(Vote(LeaderId(2, 1)), LogId(0, 0)), True, False),  # a later term may follow a leader
+], ids=["first-term", "no-log", "refused", "pre-vote", "second-term"])
+async def test_a_vote_granted_in_the_first_election_ends_the_catching_up(
+        tmp_path: Path, req: VoteRequest, granted: bool, ends: bool) -> None:
+    """A node that grants its vote in a cluster's first term, to a candidate holding only the
+    initial membership, is a new node of a new cluster: nothing was committed, and from
+    then on it remembers what it did. It stops catching up before its answer leaves (the
+    first leader lost before its first AppendEntries reached anyone was refused by every
+    other node, all catching up, and the cluster elected no leader again)."""
+    guarded = GuardedRaft(_Voter(granted), CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+    resp = await guarded.vote(req)
+    assert resp.vote_granted is granted
+    assert guarded.guard.active is not ends
+    assert (tmp_path / CATCHING_UP_FILE).exists() is not ends
+
+
+async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node 1 is initialized and wins term 1 with a new node's vote; none of its
+    AppendEntries reaches the others before it loses its leadership (here: it campaigns
+    again). Its log now holds the first term's entry, past the initial membership: nodes 2
+    and 3, catching up, refused it for good, and could not campaign themselves (a fresh
+    clone's test run saw no leader again). A node that voted in the first election has
+    ended catching up and grants it."""
+    blocked = [True]
+    passed = rejoin.GuardedRaft.append_entries
+
+    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
+        if blocked[0]:
+            raise RuntimeError("this test lost the request")
+        return passed(self, req)
+
+    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    c = await cluster.start(3, init=False, raft_config=FAST)
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = c.nodes[1]
+    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    await _until("node 1 leads term 1", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
+    assert one.raft is not None and one.raft.metrics.current_term == 1
+    await one.raft.trigger.elect()
+    await _until("node 1 campaigns past term 1", lambda: one.raft is not None and one.raft.metrics.current_term > 1)
+    blocked[0] = False
+    leader = await c.wait_leader(timeout=20)
+    await leader.put("k", "v")
+    await c.wait_caught_up(timeout=20)
