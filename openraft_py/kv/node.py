@@ -19,6 +19,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import resource
 import socket
 import ssl
@@ -61,7 +62,7 @@ from .identity import (
 )
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
-from .rejoin import CatchUpGuard, GuardedRaft
+from .rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
 
 __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
 
@@ -145,13 +146,17 @@ def dangling_link(path: str | os.PathLike[str]) -> str | None:
             "create the directory it names, or give another --data-dir")
 
 
+WRITE_CHECK_PREFIX = ".write-check-"
+"""The name's start of ``check_writable``'s probe file (``.write-check-*.tmp``)."""
+
+
 def check_writable(data: Path) -> None:
     """``OSError`` (with its errno and strerror) unless a file can be made in the directory
     ``data``: one is created and removed again. A directory that exists but takes no file
     (``/proc/self``, a read-only mount, one the user may not write) failed later, at the
     first record written, with "FileNotFoundError: ... '/proc/self/tmp-xxx.tmp'", which
     named neither the flag nor the directory. Blocking: run it in a thread."""
-    fd, probe = tempfile.mkstemp(dir=data, prefix=".write-check-", suffix=".tmp")
+    fd, probe = tempfile.mkstemp(dir=data, prefix=WRITE_CHECK_PREFIX, suffix=".tmp")
     os.close(fd)
     os.unlink(probe)
 
@@ -462,13 +467,42 @@ FIRST_START_FILE = "first-start-unfinished"
 anything else a first start makes there (``mark_first_start``, under the directory's lock),
 removed once the directory holds the whole new node and before the raft port opens (no peer
 can have reached the node yet), and made again by ``remove_first_start`` before it removes
-anything, removed last. So it is there exactly while the directory holds what a first start
-made and the node never served from it: a start that finds it beside anything else was
-stopped (SIGKILL, a power loss) part way, and refuses (``check_first_start_leftover``). Left
+anything, removed last (``clear_first_start``). So it is there exactly while the directory
+holds what a first start made and the node never served from it: a start that finds it
+beside anything else was stopped (SIGKILL, a power loss) part way. That start removes the
+leftover and goes on as a first start when each entry is one a first start makes
+(``made_by_a_first_start``), and refuses otherwise (``check_first_start_leftover``). Left
 alone, a clean-up killed part way left some of the node's files: without ``catching-up.json``
 the next start came up as a node that had voted before (no catch-up before it votes), without
 ``node.json`` the rest was adopted, and a log store half removed failed as an unreadable
 database, or as "the node's log and vote are gone"."""
+
+FIRST_START_ENTRIES: dict[str, bool] = {LOG_DIR: True, SM_DIR: True, IDENTITY_FILE: False, CATCHING_UP_FILE: False}
+"""What a first start makes in its data directory beside its marker, by name: whether each is
+a directory (the stores, ``RocksLogStore`` and ``KvStateMachine``) or a regular file (the
+records, ``record_identity`` and ``CatchUpGuard.load``). Their temporary files are
+``FIRST_START_TEMPORARY``. A new entry a first start makes must be named here, or a start
+killed after making it is refused for good (``check_first_start_leftover``): the test
+``test_first_start_leftover`` compares this with what a whole first start made."""
+
+FIRST_START_TEMPORARY = re.compile(rf"(?:tmp-|{re.escape(WRITE_CHECK_PREFIX)})[a-z0-9_]+\.tmp")
+"""The temporary files a first start makes in its data directory (regular files), left by a
+kill before their rename or removal: ``replace_durably``'s while it writes ``node.json`` or
+``catching-up.json`` (``durable_temp``'s default ``tmp-*.tmp``), and ``check_writable``'s
+probe (a start on a leftover makes it before it looks at the marker)."""
+
+
+def made_by_a_first_start(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` (of a data directory) is one a first start makes: one of its names
+    (``FIRST_START_ENTRIES``, ``FIRST_START_TEMPORARY``) and of that name's kind, a
+    directory where it makes a directory and a regular file where it makes a file, never a
+    symbolic link (removing one's target, or leaving it, would not be what was made)."""
+    is_dir = FIRST_START_ENTRIES.get(entry.name)
+    if is_dir is None and FIRST_START_TEMPORARY.fullmatch(entry.name):
+        is_dir = False
+    if is_dir is None:
+        return False
+    return entry.is_dir(follow_symlinks=False) if is_dir else entry.is_file(follow_symlinks=False)
 
 
 def mark_first_start(data: Path) -> None:
@@ -489,18 +523,54 @@ def unmark_first_start(data: Path) -> None:
     fsync_dir(str(data))
 
 
-def check_first_start_leftover(data: Path) -> bool:
-    """Whether ``data`` (locked) held what a first start stopped part way left
-    (``FIRST_START_FILE``): when the marker was alone there, it is removed and this returns
-    ``True`` (the directory is empty, as at a first start); beside anything else,
-    ``DataDirMismatch`` says to remove the directory's content, and nothing is changed: it
-    is the files of a node that never served (a first start killed while it made them, or
-    while its clean-up removed them), but what was put there since is not provably that,
-    so nothing is removed here. ``False`` without a marker. Blocking."""
+def clear_first_start(data: Path) -> list[str]:
+    """Remove everything in ``data`` (what a first start made there), durably and marker
+    last, and return the names removed (sorted; the marker's is not among them). The marker
+    (``FIRST_START_FILE``) is made first if anything else is there (an empty directory
+    needs none: a full disk), so a kill part way leaves it beside what is left; the
+    directory is fsynced once the rest is gone and before the marker goes (fsynced again),
+    so no crash keeps a removed entry without its marker. The caller holds the directory's
+    lock. Blocking; ``OSError`` from a removal or an fsync."""
+    import shutil
+
+    names = sorted(name for name in os.listdir(data) if name != FIRST_START_FILE)
+    if names:
+        mark_first_start(data)  # (before anything is removed)
+    for name in names:
+        entry = data / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if names:
+        fsync_dir(str(data))
+    unmark_first_start(data)  # (last: until here, what is left is recognised)
+    return names
+
+
+def check_first_start_leftover(data: Path, lock: int) -> bool:
+    """Whether ``data`` held what a first start stopped part way (SIGKILL, a power loss, the
+    OOM killer) left (``FIRST_START_FILE``); if so, it is now empty, as at a first start.
+    ``False`` without a marker. ``lock``: the directory's flock the caller holds
+    (``lock_data_dir``), from before this looks until the start ends or undoes itself.
+
+    What is beside the marker is the files of a node that never served (a first start
+    killed while it made them, or while its clean-up removed them). When each is one a first
+    start makes (``made_by_a_first_start``), they are removed (``clear_first_start``) and a
+    WARNING names them: refused, under systemd's ``Restart=on-failure`` the node exited 1
+    at each restart until someone emptied the directory. Anything else there (another name,
+    a known name of another kind: an operator's copy, someone else's file), or ``data`` no
+    longer the directory ``lock`` holds (a link changed), is not provably the start's:
+    ``DataDirMismatch`` says to remove the directory's content, and nothing is changed.
+    Blocking."""
     if not (data / FIRST_START_FILE).exists():
         return False
-    others = sorted(p.name for p in data.iterdir() if p.name != FIRST_START_FILE)
-    if others:
+    with os.scandir(data) as it:
+        entries = [entry for entry in it if entry.name != FIRST_START_FILE]
+    locked, now = os.fstat(lock), os.stat(data)
+    if not all(made_by_a_first_start(entry) for entry in entries) or (
+            (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino)):
+        others = sorted(entry.name for entry in entries)
         shown = ", ".join(others[:6]) + (", ..." if len(others) > 6 else "")
         raise DataDirMismatch(
             f"{data} holds what a first start left when it was stopped part way ({shown}, and its marker "
@@ -508,7 +578,11 @@ def check_first_start_leftover(data: Path) -> bool:
             f"data. Unless you put something there since, remove everything in it (or the directory) and start "
             f"the node again"
         )
-    unmark_first_start(data)
+    removed = clear_first_start(data)
+    if removed:
+        log.warning("%s held what a first start left when it was stopped part way (%s, and its marker %s): that start "
+                    "never served, and each of them is what a first start makes, so they were removed; starting as a "
+                    "first start", data, ", ".join(removed), FIRST_START_FILE)
     return True
 
 
@@ -559,23 +633,12 @@ def remove_first_start(data: Path, made: list[Path], lock: int) -> None:
     unless ``data`` is the directory locked (a relative path, the working directory changed,
     or a link changed). Blocking: call it in a worker thread. Best effort: an error is
     logged."""
-    import shutil
-
     try:
         locked, now = os.fstat(lock), os.stat(data)
         if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
             log.warning("%s: not the directory this failed first start locked: nothing removed", data)
             return
-        if any(entry.name != FIRST_START_FILE for entry in data.iterdir()):
-            mark_first_start(data)  # (before anything is removed; an empty directory needs none: a full disk)
-        for entry in data.iterdir():
-            if entry.name == FIRST_START_FILE:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        unmark_first_start(data)  # (last: until here, what is left is recognised)
+        clear_first_start(data)
         for d in made:  # (innermost first; a parent that holds something else stays)
             try:
                 d.rmdir()
@@ -725,8 +788,8 @@ class KvNode:
                 # Before the leftover check: its refusal must find ``made`` None (it removed
                 # the other start's files, though it says that it changes nothing).
                 made = None
-            if await in_thread(check_first_start_leftover, data) and made is None:
-                made = []  # (only a first start's marker was left: the directory is empty now, a first start's)
+            if await in_thread(check_first_start_leftover, data, self._dir_lock) and made is None:
+                made = []  # (a first start's leftover was removed: the directory is empty now, a first start's)
             if made is not None:  # before anything else is made in it (``FIRST_START_FILE``)
                 await in_thread(mark_first_start, data)
             # The steps below run in threads with ``in_thread``: a start cancelled (SIGTERM) while

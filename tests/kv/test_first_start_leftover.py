@@ -1,0 +1,261 @@
+"""A first start killed part way (SIGKILL, a power loss, the OOM killer) leaves its marker,
+``first-start-unfinished``, beside what it made. The next ``serve`` on the directory refused
+it for good (exit 1, "remove everything in it ... and start the node again"), so under
+systemd's ``Restart=on-failure`` a node that provably never served crash-looped until someone
+emptied the directory. Now, when every entry beside the marker is one a first start makes
+(its names, each of its kind), the next start removes them (marker last), logs a WARNING
+naming them, and goes on as a first start; anything else keeps the refusal, changing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from openraft_py.kv import node as node_module
+from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity
+from openraft_py.kv.node import FIRST_START_FILE, KvNode
+from openraft_py.kv.rejoin import CATCHING_UP_FILE
+
+from .kv_helpers import node_options, url
+from .serve_procs import ServeProc, init_cluster, put, status, until
+
+pytestmark = pytest.mark.timeout(90)
+
+REFUSAL = (r"holds what a first start left when it was stopped part way \(.*first-start-unfinished\): that start "
+           r"never served, so nothing in it was used, but it is not a whole node's data\. Unless you put something "
+           r"there since, remove everything in it \(or the directory\) and start the node again")
+
+
+@pytest.fixture
+def whole(tmp_path: Path) -> Iterator[Path]:
+    """The data directory of a first start that made everything and stopped just before it
+    removed its marker: node 7's (another ``--id`` than the tests' next start, as after a
+    corrected command line), made by a real start, stopped, and marked again."""
+    opts = node_options(7, str(tmp_path / "whole"))
+
+    async def first_start() -> None:
+        node = KvNode(opts)
+        await node.start()
+        await node.stop()
+
+    asyncio.run(first_start())
+    data = Path(opts.data_dir)
+    node_module.mark_first_start(data)
+    # (what ``made_by_a_first_start`` knows: a new entry a first start makes must be named there)
+    assert sorted(os.listdir(data)) == sorted([FIRST_START_FILE, *node_module.FIRST_START_ENTRIES])
+    assert sorted(node_module.FIRST_START_ENTRIES) == sorted([CATCHING_UP_FILE, IDENTITY_FILE, LOG_DIR, SM_DIR])
+    yield data
+
+
+def _copy(src: Path, dst: Path, *names: str) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name)
+        else:
+            shutil.copy2(src / name, dst / name)
+
+
+def _marker_and_a_write_check(src: Path, dst: Path) -> None:
+    """A start on the leftover killed in ``check_writable`` (before it looked at the marker)."""
+    _copy(src, dst, FIRST_START_FILE)
+    (dst / ".write-check-k3j_x9q1.tmp").touch()
+
+
+def _catch_up_record(src: Path, dst: Path) -> None:
+    """Killed after the catch-up record, before the log store."""
+    _copy(src, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+
+
+def _catch_up_record_being_written(src: Path, dst: Path) -> None:
+    """Killed while the catch-up record was written (``replace_durably``'s temporary file)."""
+    _copy(src, dst, FIRST_START_FILE)
+    (dst / "tmp-2f9ah_0c.tmp").write_bytes(b'{"tar')
+
+
+def _log_store_half_made(src: Path, dst: Path) -> None:
+    """Killed while RocksDB made the log store: a database that does not open."""
+    _copy(src, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+    (dst / LOG_DIR).mkdir()
+    (dst / LOG_DIR / "CURRENT").write_text("MANIFEST-000042\n")  # names a manifest that is not there
+
+
+def _stores_no_record(src: Path, dst: Path) -> None:
+    """Killed after both stores, before ``node.json`` (its temporary file left)."""
+    _copy(src, dst, FIRST_START_FILE, CATCHING_UP_FILE, LOG_DIR, SM_DIR)
+    (dst / "tmp-zz81ab_c.tmp").write_bytes(b'{"node_id":7,')
+
+
+def _everything(src: Path, dst: Path) -> None:
+    """Killed just before the marker's removal."""
+    _copy(src, dst, *os.listdir(src))
+
+
+@pytest.mark.parametrize("leave", [_marker_and_a_write_check, _catch_up_record, _catch_up_record_being_written,
+                                   _log_store_half_made, _stores_no_record, _everything])
+async def test_a_first_start_killed_part_way_is_cleared_by_the_next_start(
+        tmp_path: Path, whole: Path, leave: Callable[[Path, Path], None], caplog: pytest.LogCaptureFixture) -> None:
+    opts = node_options(1, str(tmp_path))
+    data = Path(opts.data_dir)
+    leave(whole, data)
+    left = sorted(os.listdir(data))
+    caplog.set_level(logging.WARNING, logger="openraft_py.kv.node")
+    node = KvNode(opts)
+    await node.start()
+    try:
+        assert node.catch_up is not None and node.catch_up.active, "not a first start: no catch-up before it votes"
+        async with aiohttp.ClientSession() as s, s.get(url(node, "/cluster/status")) as r:
+            assert r.status == 200, await r.text()
+        assert FIRST_START_FILE not in os.listdir(data)
+        assert check_identity(data, 1, "kv-test") == "checked"
+        removed = [rec.getMessage() for rec in caplog.records if "first start left" in rec.getMessage()]
+        assert len(removed) == 1, [rec.getMessage() for rec in caplog.records]
+        shown = ", ".join(name for name in left if name != FIRST_START_FILE)
+        assert f"({shown}, and its marker {FIRST_START_FILE})" in removed[0], removed[0]
+        assert "never served" in removed[0] and "removed" in removed[0], removed[0]
+    finally:
+        await node.stop()
+
+
+def _tree(d: Path) -> dict[str, str]:
+    """Every path under ``d`` (links not followed) with its kind and a file's content."""
+    out: dict[str, str] = {}
+    for top, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = Path(top) / name
+            rel = str(p.relative_to(d))
+            if p.is_symlink():
+                out[rel] = f"link to {os.readlink(p)}"
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = p.read_bytes().hex()
+    return out
+
+
+def _an_unknown_file(src: Path, dst: Path) -> None:
+    _everything(src, dst)
+    (dst / "restore-notes.txt").write_text("copied in by an operator")
+
+
+def _an_unknown_directory(src: Path, dst: Path) -> None:
+    _copy(src, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+    (dst / "backup").mkdir()
+
+
+def _a_log_that_is_a_file(src: Path, dst: Path) -> None:
+    _copy(src, dst, FIRST_START_FILE)
+    (dst / LOG_DIR).write_text("not a store")
+
+
+def _a_record_that_is_a_directory(src: Path, dst: Path) -> None:
+    _copy(src, dst, FIRST_START_FILE, LOG_DIR)
+    (dst / IDENTITY_FILE).mkdir()
+
+
+def _a_store_that_is_a_link(src: Path, dst: Path) -> None:
+    _copy(src, dst, FIRST_START_FILE, LOG_DIR)
+    (dst / SM_DIR).symlink_to(src / SM_DIR)  # (its target must not be emptied)
+
+
+def _a_temporary_name_that_is_a_directory(src: Path, dst: Path) -> None:
+    _copy(src, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+    (dst / "tmp-abcdefgh.tmp").mkdir()
+
+
+@pytest.mark.parametrize("leave", [_an_unknown_file, _an_unknown_directory, _a_log_that_is_a_file,
+                                   _a_record_that_is_a_directory, _a_store_that_is_a_link,
+                                   _a_temporary_name_that_is_a_directory])
+async def test_a_leftover_with_anything_a_first_start_does_not_make_is_refused_unchanged(
+        tmp_path: Path, whole: Path, leave: Callable[[Path, Path], None]) -> None:
+    """Something a first start does not make (a name it never uses, or one of its names of
+    another kind) means the directory is not provably only the killed start's: refused as
+    before, with the same message, and nothing in it (or behind a link in it) changes."""
+    opts = node_options(1, str(tmp_path))
+    data = Path(opts.data_dir)
+    leave(whole, data)
+    before, source = _tree(data), _tree(whole)
+    with pytest.raises(DataDirMismatch, match=REFUSAL):
+        await KvNode(opts).start()
+    assert _tree(data) == before, "the refusal changed the directory"
+    assert _tree(whole) == source, "the refusal changed what a link in the directory leads to"
+
+
+_HELD_CHILD = """
+import asyncio, sys, time
+from openraft_py.kv import node, server
+
+def held(*args, **kwargs):
+    print("held", flush=True)
+    time.sleep(3600)
+
+async def held_async(*args, **kwargs):
+    held()
+
+where = sys.argv[1]
+if where == "log store":  # after the marker and the catch-up record
+    node.RocksLogStore.open = held_async
+else:  # "record" (after both stores) or "unmark" (the whole node made)
+    setattr(node, {"record": "record_identity", "unmark": "unmark_first_start"}[where], held)
+sys.exit(server.serve_main(sys.argv[2:]))
+"""
+"""A ``serve`` (``python -c``) whose first start is held in one of its steps (the step's
+function replaced by one that says ``held`` and sleeps) until it is SIGKILLed."""
+
+
+@pytest.mark.parametrize(("where", "left"), [
+    ("log store", [CATCHING_UP_FILE]),
+    ("record", [CATCHING_UP_FILE, LOG_DIR, SM_DIR]),
+    ("unmark", [CATCHING_UP_FILE, LOG_DIR, IDENTITY_FILE, SM_DIR]),
+])
+async def test_a_serve_sigkilled_during_its_first_start_starts_again_by_itself(
+        root: Path, where: str, left: list[str]) -> None:
+    """A real ``serve`` SIGKILLed in its first start (held in a step), then the same node
+    started again as a supervisor would: it used to exit 1 at every restart; now it clears
+    the leftover, says so in one WARNING, and serves (a write acknowledged)."""
+    p = ServeProc(1, str(root))
+    args = ["--id", "1", "--raft-addr", p.raft_addr, "--http-addr", p.http_addr, "--data-dir", p.data_dir,
+            "--cluster-name", p.cluster_name, "--log-format", "json"]
+    with open(p.log_path, "ab") as log:
+        first = subprocess.Popen([sys.executable, "-c", _HELD_CHILD, where, *args], stdout=subprocess.PIPE,
+                                 stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        assert first.stdout is not None
+        said = await asyncio.wait_for(asyncio.to_thread(first.stdout.readline), 30)
+        assert said == b"held\n", (said, Path(p.log_path).read_text())
+        first.kill()
+        assert first.wait(20) == -signal.SIGKILL
+        assert sorted(os.listdir(p.data_dir)) == sorted([FIRST_START_FILE, *left])
+        p.start()
+        async with aiohttp.ClientSession() as s:
+
+            async def serving() -> object:
+                assert p.proc is not None and p.proc.poll() is None, Path(p.log_path).read_text()[-1500:]
+                return await status(s, p)
+
+            await until(serving, 30, "node 1 serving")
+            await init_cluster(s, [p])
+            assert await until(lambda: put(s, p, "k", "v"), 30, "a write acknowledged") is not None
+        warned = [r["msg"] for r in p.logs() if r["level"] == "WARNING" and "first start left" in r["msg"]]
+        assert len(warned) == 1, p.logs()
+        assert ", ".join(left) in warned[0], warned[0]
+        assert FIRST_START_FILE not in os.listdir(p.data_dir)
+    finally:
+        first.kill()
+        first.wait(20)
+        if first.stdout is not None:
+            first.stdout.close()
+        p.kill(signal.SIGKILL)
+        if p.proc is not None:
+            p.wait()
