@@ -259,3 +259,22 @@ async def test_a_serve_sigkilled_during_its_first_start_starts_again_by_itself(
         p.kill(signal.SIGKILL)
         if p.proc is not None:
             p.wait()
+
+
+def test_a_leftover_in_a_directory_other_than_the_locked_one_is_refused_unchanged(tmp_path: Path, whole: Path) -> None:
+    """The path no longer leads to the directory the start locked (a link changed, or a
+    relative path after a change of the working directory): nothing there is provably the
+    killed start's, and nothing is removed."""
+    from openraft_py.kv.identity import lock_data_dir
+
+    data = tmp_path / "n1"
+    _catch_up_record(whole, data)
+    (tmp_path / "locked").mkdir()
+    before = _tree(data)
+    lock = lock_data_dir(tmp_path / "locked")
+    try:
+        with pytest.raises(DataDirMismatch, match=REFUSAL):
+            node_module.check_first_start_leftover(data, lock)
+    finally:
+        os.close(lock)
+    assert _tree(data) == before
