@@ -15,7 +15,11 @@ so that a restart does not end it:
 
 - it grants no vote and no pre-vote, except to a candidate whose log is the initial
   membership alone (last log index 0: the first election of a cluster being initialized,
-  where every voter but one is new and must vote);
+  where every voter but one is new and must vote), and to the candidate its last grant went
+  to (recorded before the answer leaves) asking again with the log it had then, or with
+  that log and one entry of that vote's term after it, the blank entry of a leader elected
+  with it (``CatchUpGuard.continues``: a new cluster's first leader, elected past term 1 or
+  with votes not all recorded, lost before it committed);
 - it asks no one for a vote (its vote requests are not sent): it cannot lead;
 - it takes entries and snapshots from a leader as any follower does. The first
   AppendEntries whose leader has committed an entry of its own term gives the *target*: the
@@ -58,14 +62,16 @@ from ..types import (
     AppendEntriesResponse,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
+    LogId,
     NodeId,
     TransferLeaderRequest,
+    Vote,
     VoteRequest,
     VoteResponse,
 )
 from .identity import DataDirMismatch
 
-__all__ = ["CATCHING_UP_FILE", "FIRST_TERM", "CatchUpGuard", "CatchingUp", "GuardedRaft"]
+__all__ = ["CATCHING_UP_FILE", "FIRST_TERM", "CatchUpGuard", "CatchingUp", "GrantedVote", "GuardedRaft"]
 
 FIRST_TERM = 1
 """The term of a cluster's first leader: terms start at 0, where no node leads, and only an
@@ -79,11 +85,32 @@ CATCHING_UP_FILE = "catching-up.json"
 """The record, in the data directory, of a node that is catching up (``CatchUpGuard``)."""
 
 
+class GrantedVote(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """The last vote (not a pre-vote) a node catching up granted: of ``term``, to
+    ``candidate``, whose last log id was then ``last_log`` (``CatchUpGuard.continues``)."""
+
+    term: int
+    candidate: NodeId
+    last_log: LogId | None
+
+
 class CatchingUp(msgspec.Struct, forbid_unknown_fields=True):
     """The record: ``target`` is the committed index the node must reach before it votes
-    (``None`` until a leader that committed in its own term has told it)."""
+    (``None`` until a leader that committed in its own term has told it); ``granted``, the
+    last vote it granted while catching up (``None``: none, or a record of an older
+    version)."""
 
     target: int | None = None
+    granted: GrantedVote | None = None
+
+
+def _encode(target: int | None, granted: GrantedVote | None) -> bytes:
+    """The record's bytes: ``{"target": ...}``, with ``"granted"`` only when there is one (a
+    record without it reads as before)."""
+    rec: dict[str, object] = {"target": target}
+    if granted is not None:
+        rec["granted"] = granted
+    return msgspec.json.encode(rec) + b"\n"
 
 
 class CatchUpGuard:
@@ -91,11 +118,14 @@ class CatchUpGuard:
     record of it. ``active``: catching up (it neither votes nor campaigns); ``target``: the
     committed index that ends it, once known. Built by ``load``."""
 
-    def __init__(self, data_dir: Path, node_id: NodeId, active: bool, target: int | None) -> None:
+    def __init__(self, data_dir: Path, node_id: NodeId, active: bool, target: int | None,
+                 granted: GrantedVote | None = None) -> None:
         self.data_dir = data_dir
         self.node_id = node_id
         self.active = active
         self.target = target
+        self.granted = granted
+        """The last vote granted while catching up (``continues``), as recorded."""
         self._refused = 0  # vote requests refused since the start
         self._refusals = FailureLog(log, f"node {node_id}", unit="refused vote request")
         """Logs the refusals: one WARNING, again every 5 minutes while they go on."""
@@ -108,7 +138,7 @@ class CatchUpGuard:
         it in a worker thread."""
         path = data_dir / CATCHING_UP_FILE
         if new:
-            replace_durably(str(path), msgspec.json.encode(CatchingUp()) + b"\n")
+            replace_durably(str(path), _encode(None, None))
             return cls(data_dir, node_id, True, None)
         try:
             raw = path.read_bytes()
@@ -122,12 +152,50 @@ class CatchUpGuard:
                 f"and has not caught up with its cluster yet; restore it, or write {{}} into it (the node then "
                 "catches up again before it votes)"
             ) from None
-        return cls(data_dir, node_id, True, rec.target)
+        return cls(data_dir, node_id, True, rec.target, rec.granted)
 
-    def may_vote_for(self, req: VoteRequest) -> bool:
-        """Whether the node may answer ``req`` as any voter would: it is not catching up, or
-        the candidate's log is the initial membership alone (a cluster's first election)."""
-        return not self.active or req.last_log_id is None or req.last_log_id.index == 0
+    def may_vote_for(self, req: VoteRequest, vote: Vote | None = None) -> bool:
+        """Whether the node may answer ``req`` as any voter would: it is not catching up,
+        the candidate's log is the initial membership alone (a cluster's first election), or
+        the request continues the vote the node holds (``continues``; ``vote``: the node's
+        vote now)."""
+        return (not self.active or req.last_log_id is None or req.last_log_id.index == 0
+                or (vote is not None and self.continues(req, vote)))
+
+    def continues(self, req: VoteRequest, vote: Vote) -> bool:
+        """Whether ``req`` comes from the candidate the node's ``vote`` went to while catching
+        up (``granted``: the vote is that grant, or that candidate's leadership it heard of
+        since), with the log it had then, or that log and one entry of the vote's term after it: the entry a leader of
+        that term elected with that log appends first (its blank entry), and nothing since.
+
+        Such a candidate was let through once (the initial membership alone, or this rule)
+        and has learned nothing since but, at most, its own election; what was committed
+        since is on a majority whose logs are past the candidate's (a later term, or the
+        same term further), each refusing it. (A node wiped since holds no grant from before
+        its wipe.) Without this, a new cluster's first leader of a term past ``FIRST_TERM``
+        (its first election failed, ``learn_first_vote`` does not apply) lost before it
+        committed (its first AppendEntries reached no one, or only nodes whose answers were
+        lost), was refused by the other nodes for good: its log holds its blank entry, and
+        they do not campaign. Likewise a node restarted between its vote in the first
+        election and the end of its catching up."""
+        g = self.granted
+        if g is None or vote.leader_id.term != g.term or vote.leader_id.node_id != g.candidate:
+            return False
+        if req.vote.leader_id.node_id != g.candidate or req.vote.term < g.term:
+            return False
+        last = req.last_log_id
+        if last == g.last_log:
+            return True
+        first = 0 if g.last_log is None else g.last_log.index + 1
+        return last is not None and last.term == g.term and last.index == first
+
+    def learn_grant(self, req: VoteRequest, resp: VoteResponse) -> bool:
+        """Take ``req`` as the last vote granted (``granted``) if it is a vote (not a
+        pre-vote) the node granted; whether it did (the caller records it)."""
+        if not resp.vote_granted or req.pre_vote:
+            return False
+        self.granted = GrantedVote(req.vote.term, req.vote.leader_id.node_id, req.last_log_id)
+        return True
 
     def refusal(self, req: VoteRequest, metrics: RaftMetrics) -> VoteResponse:
         """The answer to a vote request the node may not grant: not granted, with the node's
@@ -217,7 +285,7 @@ class CatchUpGuard:
 
     def save(self) -> None:
         """Write the record with the target, durably. Blocking: call it in a worker thread."""
-        replace_durably(str(self.data_dir / CATCHING_UP_FILE), msgspec.json.encode(CatchingUp(self.target)) + b"\n")
+        replace_durably(str(self.data_dir / CATCHING_UP_FILE), _encode(self.target, self.granted))
 
     def remove(self) -> None:
         """Remove the record, durably (the directory is fsynced). Blocking: call it in a
@@ -270,15 +338,19 @@ class GuardedRaft:
 
     async def vote(self, req: VoteRequest) -> VoteResponse:
         """``Raft.vote``, unless the node is catching up and the candidate's log is past the
-        initial membership: then refused (``CatchUpGuard.refusal``). A vote granted in the
-        first election ends the catching up before the answer leaves
-        (``CatchUpGuard.learn_first_vote``)."""
+        initial membership, and the request does not continue the node's last grant
+        (``CatchUpGuard.continues``): then refused (``CatchUpGuard.refusal``). A vote granted
+        while catching up is recorded (``CatchUpGuard.learn_grant``), and one granted in the
+        first election ends the catching up (``CatchUpGuard.learn_first_vote``), before the
+        answer leaves (``Raft.vote`` returns once the vote is durable)."""
         g = self.guard
-        if not g.may_vote_for(req):
+        if not g.may_vote_for(req, self.raft.metrics.vote):
             return g.refusal(req, self.raft.metrics)
         resp = await self.raft.vote(req)
         if g.active:
-            await self._progress(g.learn_first_vote(req, resp))
+            first = g.learn_first_vote(req, resp)
+            granted = g.learn_grant(req, resp)
+            await self._progress(granted or first, keep=granted)
         return resp
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
@@ -293,15 +365,19 @@ class GuardedRaft:
             return
         await self.raft.handle_transfer_leader(req)
 
-    async def _progress(self, learned: bool, reached: bool = False) -> None:
-        """Record a target just learned; end the catching up once the node reached it
-        (``reached``: a request's answer showed it)."""
+    async def _progress(self, learned: bool, reached: bool = False, keep: bool = False) -> None:
+        """Record a target (or a grant) just learned; end the catching up once the node
+        reached it (``reached``: a request's answer showed it). ``keep``: record what was
+        learned even then, before the record is removed (a grant: a node stopped between the
+        two still holds it when it starts again, ``CatchUpGuard.continues``)."""
         g = self.guard
         if self._writing or not g.active:
             return
         self._writing = True
         try:
             if reached or g.caught_up(self.raft.metrics):
+                if keep:
+                    await asyncio.to_thread(g.save)
                 await asyncio.to_thread(g.remove)
                 g.active = False
                 g.ended(asyncio.get_running_loop().time())

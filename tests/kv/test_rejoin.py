@@ -394,3 +394,150 @@ async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
     leader = await c.wait_leader(timeout=20)
     await leader.put("k", "v")
     await c.wait_caught_up(timeout=20)
+
+
+async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entries_is_followed(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but node 1's first election (term 1) fails (its vote requests, not its
+    pre-votes, are lost) and
+    it wins term 2 with the other nodes' votes (its log still the initial membership alone):
+    the first leader is of term 2, which ``learn_first_vote`` does not take. Lost before its
+    first AppendEntries reached anyone, it was refused by nodes 2 and 3 for good (its log
+    holds 2-1); a node keeps granting the candidate it voted for while catching up, whose
+    log holds nothing past the term of that vote."""
+    lose_first_votes = [True]
+    blocked = [True]
+    passed_vote = rejoin.GuardedRaft.vote
+    passed_append = rejoin.GuardedRaft.append_entries
+
+    async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
+        if lose_first_votes[0] and req.vote.term == 1 and not req.pre_vote:
+            raise RuntimeError("this test lost the request")
+        return await passed_vote(self, req)
+
+    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
+        if blocked[0]:
+            raise RuntimeError("this test lost the request")
+        return passed_append(self, req)
+
+    monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
+    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    c = await cluster.start(3, init=False, raft_config=FAST)
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = c.nodes[1]
+    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
+    assert one.raft is not None and one.raft.metrics.current_term >= 2
+    first = one.raft.metrics.current_term
+    for i in (2, 3):
+        guard = c.nodes[i].catch_up
+        assert guard is not None and guard.active  # the first leader is not of term 1
+    lose_first_votes[0] = False
+    await one.raft.trigger.elect()
+    await _until("node 1 campaigns past its first term",
+                 lambda: one.raft is not None and one.raft.metrics.current_term > first)
+    blocked[0] = False
+    leader = await c.wait_leader(timeout=20)
+    await leader.put("k", "v")
+    await c.wait_caught_up(timeout=20)
+
+
+async def test_a_first_leader_of_a_later_term_lost_before_it_committed_is_followed(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but node 1 wins term 2 with node 2's vote alone (node 3's is lost), and its
+    blank entry reaches node 2, whose answer is lost: node 1 commits nothing and campaigns
+    again. Node 2 follows it (its vote is node 1's leadership, its log holds 2-1) and node 3
+    never voted for it: both refused it for good. Node 2 grants the candidate it elected,
+    whose log holds nothing since but its blank entry."""
+    votes_lost = [True]
+    passed_vote = rejoin.GuardedRaft.vote
+    passed_append = rejoin.GuardedRaft.append_entries
+
+    async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
+        if votes_lost[0] and not req.pre_vote and (req.vote.term == 1 or self.guard.node_id == 3):
+            raise RuntimeError("this test lost the request")
+        return await passed_vote(self, req)
+
+    async def answer_lost(self: GuardedRaft, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        if not votes_lost[0]:
+            return await passed_append(self, req)
+        if self.guard.node_id == 2:
+            resp = await passed_append(self, req)
+            if resp.matching is None or resp.matching.index < 1:
+                return resp  # the leader's probes: it finds where node 2's log ends
+        raise RuntimeError("this test lost the answer")
+
+    monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
+    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", answer_lost)
+    c = await cluster.start(3, init=False, raft_config=FAST)
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one, two = c.nodes[1], c.nodes[2]
+    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
+    assert one.raft is not None and one.raft.metrics.current_term >= 2
+    first = one.raft.metrics.current_term
+    await _until("node 2 holds node 1's blank entry",
+                 lambda: two.raft is not None and two.raft.metrics.last_log_index == 1)
+    assert two.raft is not None and two.raft.metrics.vote == Vote(LeaderId(first, 1), True)
+    for i in (2, 3):
+        guard = c.nodes[i].catch_up
+        assert guard is not None and guard.active and guard.target is None
+    await one.raft.trigger.elect()
+    await _until("node 1 campaigns past its first term",
+                 lambda: one.raft is not None and one.raft.metrics.current_term > first)
+    votes_lost[0] = False
+    leader = await c.wait_leader(timeout=20)
+    await leader.put("k", "v")
+    await c.wait_caught_up(timeout=20)
+
+
+_GRANT = VoteRequest(Vote(LeaderId(2, 1)), LogId(0, 0))  # node 1's election of term 2, its log the membership
+
+
+@pytest.mark.parametrize(("req", "vote", "passes"), [
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 1)), True),  # its blank entry, answer lost
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 1), True), True),  # it was heard leading
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1), pre_vote=True), Vote(LeaderId(2, 1)), True),
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 2)), Vote(LeaderId(2, 1)), False),  # more than the blank
+    (VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 1)), Vote(LeaderId(2, 1)), False),  # a later term's entry
+    (VoteRequest(Vote(LeaderId(3, 3)), LogId(2, 1)), Vote(LeaderId(2, 1)), False),  # another candidate
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(3, 2)), False),  # the vote moved on
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 3), True), False),  # another's leadership
+], ids=["blank", "heard-leading", "pre-vote", "two-entries", "later-term", "other-candidate", "vote-moved",
+        "other-leader"])
+async def test_a_node_catching_up_grants_the_candidate_it_elected_lost_before_it_committed(
+        tmp_path: Path, req: VoteRequest, vote: Vote, passes: bool) -> None:
+    """The candidate a catching-up node granted (its log the initial membership, or this
+    rule's) is granted again while its log holds, past what it had then, at most the entry
+    a leader elected with it appends first; the grant is recorded before the answer leaves
+    and kept across a restart."""
+    guarded = GuardedRaft(_Voter(True), CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+    await guarded.vote(_GRANT)
+    g = guarded.guard
+    assert g.active  # term 2: not the first election, it goes on catching up
+    assert json.loads((tmp_path / CATCHING_UP_FILE).read_text()) == {"target": None, "granted": [2, 1, [0, 0]]}
+    again = CatchUpGuard.load(tmp_path, 2, new=False)
+    for guard in (g, again):
+        assert guard.may_vote_for(req, vote) is passes
+    assert not g.may_vote_for(req, None)
+    (tmp_path / "other").mkdir()
+    assert not CatchUpGuard.load(tmp_path / "other", 2, new=True).may_vote_for(req, vote)  # nothing granted
+
+
+async def test_a_grant_in_the_first_election_is_recorded_before_the_record_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node stopped between its vote in the first election and the record's removal
+    grants the candidate again once it starts (its leader lost before it committed)."""
+    guarded = GuardedRaft(_Voter(True), CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
+
+    def stopped() -> None:
+        raise OSError("the node stopped here")
+
+    monkeypatch.setattr(guarded.guard, "remove", stopped)
+    with pytest.raises(OSError):
+        await guarded.vote(VoteRequest(Vote(LeaderId(1, 1)), LogId(0, 0)))
+    again = CatchUpGuard.load(tmp_path, 2, new=False)
+    assert again.active and again.target == -1
+    assert again.may_vote_for(VoteRequest(Vote(LeaderId(2, 1)), LogId(1, 1)), Vote(LeaderId(1, 1)))
