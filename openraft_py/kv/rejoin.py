@@ -191,7 +191,9 @@ class CatchUpGuard:
 
     def learn_grant(self, req: VoteRequest, resp: VoteResponse) -> bool:
         """Take ``req`` as the last vote granted (``granted``) if it is a vote (not a
-        pre-vote) the node granted; whether it did (the caller records it)."""
+        pre-vote) the node granted; whether it did (the caller records it, unless another
+        write of the record is under way: a restart then forgets it, and ``continues``,
+        which wants the node's vote to be this grant, refuses that candidate: never more)."""
         if not resp.vote_granted or req.pre_vote:
             return False
         self.granted = GrantedVote(req.vote.term, req.vote.leader_id.node_id, req.last_log_id)
