@@ -254,11 +254,17 @@ class CatchUpGuard:
         (not a pre-vote) of the first term (``FIRST_TERM``) for a candidate whose log is the
         initial membership alone; whether it did (the caller records it).
 
-        Only a cluster's first election asks for such a vote: every node of a cluster that
-        ran holds a vote of term 1 or later, and only an initialized node holds a membership
-        without a leader's entries. So the node is a new node of a new cluster, where nothing
-        was committed, and its vote, now durable, is its own: from here it remembers all it
-        did, as any voter. Without this, a first leader lost before its first AppendEntries
+        Only a cluster's first election asks for such a vote: only an initialized node holds
+        a membership without a leader's entries, and any other node that can campaign holds
+        a vote of term 1 or later (a leader's entries came with it; a forced recovery writes
+        a later term and an entry past 0), so it asks in term 2 or later. The initialized
+        node sends its term-1 requests before it can lead, so nothing was committed when
+        this one was sent; and the transport delivers a request only on the connection it
+        was written to (no resend), so a node wiped since does not receive it. The node
+        forgot nothing that counted, and its vote, now durable, is its own: from here it
+        remembers all it did, as any voter. (A second cluster initialized with this node's
+        id, address and cluster name would end it too, as its first leader's AppendEntries
+        already did.) Without this, a first leader lost before its first AppendEntries
         reached anyone (it crashed, or campaigned again) was refused by every other node (its
         log holds its term's first entry, past the initial membership), none of which
         campaigns while catching up: no leader, for good."""
