@@ -364,6 +364,23 @@ async def test_a_vote_granted_in_the_first_election_ends_the_catching_up(
     assert (tmp_path / CATCHING_UP_FILE).exists() is not ends
 
 
+async def _init_through_node_1(c: KvCluster) -> KvNode:
+    """Initialize ``c``'s nodes as one cluster through node 1 (``POST /cluster/init``'s
+    call); node 1."""
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = c.nodes[1]
+    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    return one
+
+
+async def _settles(c: KvCluster) -> None:
+    """A leader is elected, a write commits, and no node is catching up any more."""
+    leader = await c.wait_leader(timeout=20)
+    await leader.put("k", "v")
+    await c.wait_caught_up(timeout=20)
+
+
 async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
         cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """Node 1 is initialized and wins term 1 with a new node's vote; none of its
@@ -382,18 +399,13 @@ async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
 
     monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
     c = await cluster.start(3, init=False, raft_config=FAST)
-    from openraft_py.kv.nodes import NodeAddrs
-
-    one = c.nodes[1]
-    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    one = await _init_through_node_1(c)
     await _until("node 1 leads term 1", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
     assert one.raft is not None and one.raft.metrics.current_term == 1
     await one.raft.trigger.elect()
     await _until("node 1 campaigns past term 1", lambda: one.raft is not None and one.raft.metrics.current_term > 1)
     blocked[0] = False
-    leader = await c.wait_leader(timeout=20)
-    await leader.put("k", "v")
-    await c.wait_caught_up(timeout=20)
+    await _settles(c)
 
 
 async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entries_is_followed(
@@ -423,10 +435,7 @@ async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entri
     monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
     monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
     c = await cluster.start(3, init=False, raft_config=FAST)
-    from openraft_py.kv.nodes import NodeAddrs
-
-    one = c.nodes[1]
-    await one.init({n.id: NodeAddrs(n.opts.raft_addr, n.opts.http_addr) for n in c.nodes.values()})
+    one = await _init_through_node_1(c)
     await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
     assert one.raft is not None and one.raft.metrics.current_term >= 2
     first = one.raft.metrics.current_term
@@ -438,9 +447,7 @@ async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entri
     await _until("node 1 campaigns past its first term",
                  lambda: one.raft is not None and one.raft.metrics.current_term > first)
     blocked[0] = False
-    leader = await c.wait_leader(timeout=20)
-    await leader.put("k", "v")
-    await c.wait_caught_up(timeout=20)
+    await _settles(c)
 
 
 async def test_a_first_leader_of_a_later_term_lost_before_it_committed_is_followed(
@@ -488,9 +495,7 @@ async def test_a_first_leader_of_a_later_term_lost_before_it_committed_is_follow
     await _until("node 1 campaigns past its first term",
                  lambda: one.raft is not None and one.raft.metrics.current_term > first)
     votes_lost[0] = False
-    leader = await c.wait_leader(timeout=20)
-    await leader.put("k", "v")
-    await c.wait_caught_up(timeout=20)
+    await _settles(c)
 
 
 _GRANT = VoteRequest(Vote(LeaderId(2, 1)), LogId(0, 0))  # node 1's election of term 2, its log the membership
