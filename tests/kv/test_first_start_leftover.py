@@ -26,8 +26,11 @@ from openraft_py.kv import node as node_module
 from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity
 from openraft_py.kv.node import FIRST_START_FILE, KvNode
 from openraft_py.kv.rejoin import CATCHING_UP_FILE
+from openraft_py.storage import IOFlushed
+from openraft_py.storage.rocks import RocksLogStore
+from openraft_py.types import BLANK, Entry, LogId, ServerState, Vote
 
-from .kv_helpers import node_options, url
+from .kv_helpers import STABLE_TIMEOUTS, members_of, node_options, url
 from .serve_procs import ServeProc, init_cluster, put, status, until
 
 pytestmark = pytest.mark.timeout(90)
@@ -278,3 +281,122 @@ def test_a_leftover_in_a_directory_other_than_the_locked_one_is_refused_unchange
     finally:
         os.close(lock)
     assert _tree(data) == before
+
+
+@pytest.fixture
+def used(tmp_path: Path) -> Path:
+    """The data directory of a node that served: node 9's, initialized as a cluster of one,
+    elected, a write applied and a snapshot built, then stopped. Its log holds a vote, entries
+    and a committed log id; its state machine the applied key, its applied log id and
+    membership, and the snapshot."""
+    opts = node_options(9, str(tmp_path / "used"), raft_config=STABLE_TIMEOUTS)
+
+    async def serve() -> None:
+        node = KvNode(opts)
+        await node.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(url(node, "/cluster/init"), json={"members": members_of([node])}) as r:
+                    assert r.status == 200, await r.text()
+                assert node.raft is not None
+                await node.raft.trigger.elect()
+                await node.raft.wait(10).state(ServerState.LEADER, "node 9 leads")
+                async with s.put(url(node, "/kv/k"), data="v") as r:
+                    assert r.status == 200, await r.text()
+                    index = int((await r.json())["index"])
+            await node.raft.wait(10).applied_index_at_least(index, "the write applied")
+            await node.raft.trigger.snapshot()
+            await node.raft.wait(10).snapshot(LogId(node.raft.metrics.current_term, index), "a snapshot")
+        finally:
+            await node.stop()
+
+    asyncio.run(serve())
+    return Path(opts.data_dir)
+
+
+def _a_used_log(whole: Path, used: Path, dst: Path) -> None:
+    """The log store of a node that served (a vote, entries, a committed log id) beside a
+    first start's other entries."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE, IDENTITY_FILE, SM_DIR)
+    _copy(used, dst, LOG_DIR)
+
+
+def _a_used_state_machine(whole: Path, used: Path, dst: Path) -> None:
+    """The state machine of a node that served (applied data, its snapshot)."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE, LOG_DIR)
+    _copy(used, dst, SM_DIR)
+
+
+def _a_whole_node_restored(whole: Path, used: Path, dst: Path) -> None:
+    """A backup of a whole node (its stores and record) restored beside the marker: the case
+    that was cleared, the names being all a first start's."""
+    _copy(whole, dst, FIRST_START_FILE)
+    _copy(used, dst, LOG_DIR, SM_DIR, IDENTITY_FILE)
+
+
+def _a_log_with_a_vote_only(whole: Path, used: Path, dst: Path) -> None:
+    """A first start's log store in which a vote was saved since (nothing else)."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE, LOG_DIR)
+
+    async def vote() -> None:
+        store = await RocksLogStore.open(dst / LOG_DIR)
+        try:
+            await store.save_vote(Vote.new(3, 2))
+        finally:
+            await store.aclose()
+
+    asyncio.run(vote())
+
+
+def _a_log_with_an_entry_only(whole: Path, used: Path, dst: Path) -> None:
+    """A first start's log store in which an entry was appended since (no vote)."""
+    _copy(whole, dst, FIRST_START_FILE, LOG_DIR)
+
+    async def append() -> None:
+        store = await RocksLogStore.open(dst / LOG_DIR)
+        try:
+            loop = asyncio.get_running_loop()
+            flushed: asyncio.Future[BaseException | None] = loop.create_future()
+            await store.append([Entry(LogId(1, 0), BLANK)], IOFlushed(flushed.set_result, loop))
+            assert await flushed is None
+        finally:
+            await store.aclose()
+
+    asyncio.run(append())
+
+
+def _a_snapshot_only(whole: Path, used: Path, dst: Path) -> None:
+    """A first start's state machine beside a node's snapshot files (``sm/snapshots``)."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE, LOG_DIR)
+    _copy(whole / SM_DIR, dst / SM_DIR, "db")
+    _copy(used / SM_DIR, dst / SM_DIR, "snapshots")
+
+
+def _a_state_machine_database_as_the_log(whole: Path, used: Path, dst: Path) -> None:
+    """A database that is not a log store's (a state machine's, with data) at ``log/``."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+    shutil.copytree(used / SM_DIR / "db", dst / LOG_DIR)
+
+
+@pytest.mark.parametrize("leave", [_a_used_log, _a_used_state_machine, _a_whole_node_restored,
+                                   _a_log_with_a_vote_only, _a_log_with_an_entry_only, _a_snapshot_only,
+                                   _a_state_machine_database_as_the_log])
+async def test_a_leftover_whose_stores_were_used_is_refused_unchanged(
+        tmp_path: Path, whole: Path, used: Path, leave: Callable[[Path, Path, Path], None],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The names and kinds of a first start's entries do not make them its own: a real node's
+    data copied in beside the marker (an operator restoring a backup into a directory a killed
+    first start left) was removed, and a voter's log holds its vote and the entries it
+    acknowledged (losing them can lose committed writes). No first start saves a vote or an
+    entry, applies anything or makes a snapshot (its marker goes before its raft port opens):
+    stores holding any of that are refused as before, with the same message, unchanged."""
+    opts = node_options(1, str(tmp_path))
+    data = Path(opts.data_dir)
+    await asyncio.to_thread(leave, whole, used, data)
+    before = _tree(data)
+    caplog.set_level(logging.WARNING, logger="openraft_py.kv.node")
+    with pytest.raises(DataDirMismatch, match=REFUSAL):
+        await KvNode(opts).start()
+    assert _tree(data) == before, "the refusal changed the directory"
+    said = [r.getMessage() for r in caplog.records if "no first start writes" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
