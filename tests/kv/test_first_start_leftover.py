@@ -378,9 +378,18 @@ def _a_state_machine_database_as_the_log(whole: Path, used: Path, dst: Path) -> 
     shutil.copytree(used / SM_DIR / "db", dst / LOG_DIR)
 
 
+def _a_log_that_does_not_open_but_holds_writes(whole: Path, used: Path, dst: Path) -> None:
+    """A served node's log store that does not open (its ``CURRENT`` lost) but holds table
+    files and write-ahead logs: not what RocksDB leaves when killed while it makes a database
+    (``_log_store_half_made``), which writes nothing before it has made it whole."""
+    _copy(whole, dst, FIRST_START_FILE, CATCHING_UP_FILE)
+    _copy(used, dst, LOG_DIR)
+    (dst / LOG_DIR / "CURRENT").unlink()
+
+
 @pytest.mark.parametrize("leave", [_a_used_log, _a_used_state_machine, _a_whole_node_restored,
                                    _a_log_with_a_vote_only, _a_log_with_an_entry_only, _a_snapshot_only,
-                                   _a_state_machine_database_as_the_log])
+                                   _a_state_machine_database_as_the_log, _a_log_that_does_not_open_but_holds_writes])
 async def test_a_leftover_whose_stores_were_used_is_refused_unchanged(
         tmp_path: Path, whole: Path, used: Path, leave: Callable[[Path, Path, Path], None],
         caplog: pytest.LogCaptureFixture) -> None:
