@@ -43,6 +43,7 @@ from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..storage.rocks.db import in_thread
 from ..storage.rocks.files import fsync_dir
+from ..storage.rocks.log_store import log_store_use
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .argtypes import check_duration
 from .client import CONSISTENCIES, MAX_KEY_BYTES
@@ -63,6 +64,7 @@ from .identity import (
 from .metrics import KvMetrics
 from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
 from .rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
+from .rocks_state_machine import state_machine_use
 
 __all__ = ["ServeOptions", "KvNode", "ServiceUnavailable", "Conflict", "CONSISTENCIES", "MAX_KEY_BYTES"]
 
@@ -471,7 +473,8 @@ anything, removed last (``clear_first_start``). So it is there exactly while the
 holds what a first start made and the node never served from it: a start that finds it
 beside anything else was stopped (SIGKILL, a power loss) part way. That start removes the
 leftover and goes on as a first start when each entry is one a first start makes
-(``made_by_a_first_start``), and refuses otherwise (``check_first_start_leftover``). Left
+(``made_by_a_first_start``) and its stores hold nothing a first start never writes
+(``first_start_stores_used``), and refuses otherwise (``check_first_start_leftover``). Left
 alone, a clean-up killed part way left some of the node's files: without ``catching-up.json``
 the next start came up as a node that had voted before (no catch-up before it votes), without
 ``node.json`` the rest was adopted, and a log store half removed failed as an unreadable
@@ -548,6 +551,23 @@ def clear_first_start(data: Path) -> list[str]:
     return names
 
 
+def first_start_stores_used(data: Path) -> list[str]:
+    """What the stores in ``data`` (``log/``, ``sm/``) hold that no first start writes, each
+    prefixed by the store's name ("log: a vote", "sm: applied data"); ``[]`` when they hold
+    only what a first start writes there, or are missing.
+
+    A first start's marker is removed before its raft port opens, so no first start ever
+    saved a vote, an entry, a committed or purged log id, applied an entry or made a
+    snapshot: its stores hold their format markers, their acknowledged-mark flags and the
+    owner records (``Raft.new``'s ``check_owner``; of whichever node and cluster that start
+    was given) and nothing else (``log_store_use``, ``state_machine_use``: read-only opens,
+    nothing written). A store that does not open and holds no write (RocksDB killed while it
+    made the database) counts as a first start's. Blocking."""
+    used = [f"{LOG_DIR}: {what}" for what in log_store_use(data / LOG_DIR)]
+    used += [f"{SM_DIR}: {what}" for what in state_machine_use(data / SM_DIR)]
+    return used
+
+
 def check_first_start_leftover(data: Path, lock: int) -> bool:
     """Whether ``data`` held what a first start stopped part way (SIGKILL, a power loss, the
     OOM killer) left (``FIRST_START_FILE``); if so, it is now empty, as at a first start.
@@ -556,20 +576,31 @@ def check_first_start_leftover(data: Path, lock: int) -> bool:
 
     What is beside the marker is the files of a node that never served (a first start
     killed while it made them, or while its clean-up removed them). When each is one a first
-    start makes (``made_by_a_first_start``), they are removed (``clear_first_start``) and a
-    WARNING names them: refused, under systemd's ``Restart=on-failure`` the node exited 1
-    at each restart until someone emptied the directory. Anything else there (another name,
-    a known name of another kind: an operator's copy, someone else's file), or ``data`` no
+    start makes (``made_by_a_first_start``) and its stores hold nothing a first start never
+    writes (``first_start_stores_used``: no vote, no entry, nothing applied), they are
+    removed (``clear_first_start``) and a WARNING names them: refused, under systemd's
+    ``Restart=on-failure`` the node exited 1 at each restart until someone emptied the
+    directory. Anything else there (another name, a known name of another kind, a store that
+    was used: an operator's copy of a node's data, someone else's file), or ``data`` no
     longer the directory ``lock`` holds (a link changed), is not provably the start's:
-    ``DataDirMismatch`` says to remove the directory's content, and nothing is changed.
-    Blocking."""
+    ``DataDirMismatch`` says to remove the directory's content, and nothing is changed (a
+    used store is named in a WARNING first). Blocking."""
     if not (data / FIRST_START_FILE).exists():
         return False
     with os.scandir(data) as it:
         entries = [entry for entry in it if entry.name != FIRST_START_FILE]
     locked, now = os.fstat(lock), os.stat(data)
-    if not all(made_by_a_first_start(entry) for entry in entries) or (
-            (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino)):
+    refused = not all(made_by_a_first_start(entry) for entry in entries) or (
+        (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino))
+    if not refused:
+        # Names and kinds are not enough: a real node's stores copied in beside the marker
+        # (a backup restored there) hold its vote and the entries it acknowledged.
+        used = first_start_stores_used(data)
+        if used:
+            log.warning("%s: its stores hold what no first start writes (%s): not a first start's leftover, nothing "
+                        "is removed", data, "; ".join(used))
+            refused = True
+    if refused:
         others = sorted(entry.name for entry in entries)
         shown = ", ".join(others[:6]) + (", ..." if len(others) > 6 else "")
         raise DataDirMismatch(

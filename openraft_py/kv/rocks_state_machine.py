@@ -55,8 +55,10 @@ from ..storage.rocks.db import (
     corruption_error,
     drop_handles,
     finish_close,
+    holds_writes,
     in_thread,
     open_db,
+    read_only,
     release_db,
     store_path,
     table_file_options,
@@ -78,13 +80,14 @@ from ..types import (
 from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from .rocks_snapshot import SNAPSHOT_CHUNK_BYTES, SNAPSHOT_MAGIC, check_snapshot, read_snapshot_pairs, write_snapshot
 
-__all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC"]
+__all__ = ["RocksStateMachine", "SM_FORMAT", "SNAPSHOT_CHUNK_BYTES", "SNAPSHOT_MAGIC", "state_machine_use"]
 
 log = logging.getLogger("openraft_py.kv.state_machine")
 
 _enc = msgspec.msgpack.Encoder()
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
 _dec_stored = msgspec.msgpack.Decoder(StoredMembership)
+_dec_any = msgspec.msgpack.Decoder()
 
 SM_FORMAT = {"format": "openraft-py-kv-sm", "version": 1}
 """The marker a ``RocksStateMachine`` writes on creation (``mformat``)."""
@@ -1222,3 +1225,82 @@ class RocksStateMachine:
 
     def __repr__(self) -> str:
         return f"RocksStateMachine({self.path!r}, applied={self._applied!r}, closed={self._closed})"
+
+
+def state_machine_use(path: str | os.PathLike[str]) -> list[str]:
+    """What the state machine at ``path`` holds beyond what its creation and a node's first
+    start write there (``db/`` with the format marker of this ``SM_FORMAT``, the
+    acknowledged-mark flag and the owner record; an empty ``snapshots/``): each named in a
+    few words ("applied data", "an applied log id", "a membership", "a snapshot", "the entry
+    'x'", ...). ``[]``: nothing else, or a creation killed part way (a database that does not
+    open read-only and holds no table file nor any written WAL: ``holds_writes``), or no
+    ``path``. A database that does not open read-only but holds writes, or is not a state
+    machine's, is named so.
+
+    Read in a read-only open (``read_only``: nothing is written, RocksDB's lock is not taken;
+    the leftovers of ``snapshots/`` are not removed as an open does), for a start that clears
+    what a first start killed part way left (``openraft_py.kv.node.check_first_start_leftover``):
+    no first start ever applied an entry or made or received a snapshot (its node never
+    reached a peer). Blocking."""
+    where = store_path(path, "state machine")
+    if not os.path.isdir(where):
+        return [] if not os.path.lexists(where) else ["not a directory"]
+    found: list[str] = []
+    db_path = os.path.join(where, "db")
+    with os.scandir(where) as it:
+        for entry in sorted(it, key=lambda e: e.name):
+            if entry.name == "snapshots" and entry.is_dir(follow_symlinks=False):
+                if os.listdir(entry.path):
+                    found.append("a snapshot")
+            elif entry.name != "db" or not entry.is_dir(follow_symlinks=False):
+                found.append(f"the entry {entry.name!r}")
+    if not os.path.isdir(db_path):
+        return found
+    try:
+        present = set(Rdict.list_cf(db_path))
+    except Exception as e:  # noqa: BLE001 - no CURRENT, a damaged MANIFEST: whether it holds writes says
+        return found + ([f"a database that does not open ({e})"] if holds_writes(db_path) else [])
+    if _SM_CF not in present:
+        if holds_writes(db_path):
+            found.append(f"a database of other column families ({', '.join(sorted(present))})")
+        return found  # (else killed before RocksDB made its column family)
+    known_meta = {_M_FORMAT, _M_ACKMARK, _M_OWNER}
+
+    def look(db: Rdict) -> list[str]:
+        seen: list[str] = [f"the column family {cf!r}" for cf in sorted(present - {"default", _SM_CF})]
+        for cf in sorted(present - {_SM_CF}):
+            it = db.get_column_family(cf).iter()
+            try:
+                it.seek_to_first()
+                if it.valid():
+                    seen.append(f"data in the column family {cf!r}")
+                it.status()
+            finally:
+                del it
+        sm = db.get_column_family(_SM_CF)
+        try:
+            raw = sm.get(_M_FORMAT)
+            if raw is not None and _dec_any.decode(raw) != SM_FORMAT:
+                seen.append(f"another format ({_dec_any.decode(raw)!r})")
+            raw = sm.get(_M_APPLIED)
+            if raw is not None and _dec_logid.decode(raw) is not None:
+                seen.append("an applied log id")
+            raw = sm.get(_M_MEMBERSHIP)
+            if raw is not None and _dec_stored.decode(raw) != EMPTY_STORED_MEMBERSHIP:
+                seen.append("a membership")
+            for key in cast(Iterator[bytes], sm.keys()):  # (raw mode; data keys sort first: one is found at once)
+                if key.startswith(_DATA):
+                    seen.append("applied data")
+                    break
+                if key not in known_meta and key not in (_M_APPLIED, _M_MEMBERSHIP):
+                    seen.append(f"the key {key!r}")
+                    if len(seen) >= 8:
+                        break
+        finally:
+            sm.close()
+        return seen
+
+    try:
+        return found + read_only(db_path, tuple(sorted(present)), "state machine", look)
+    except StorageError as e:
+        return found + ([f"a database that does not open read-only ({e})"] if holds_writes(db_path) else [])

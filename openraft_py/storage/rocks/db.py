@@ -40,8 +40,8 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "drop_handles", "in_thread", "open_db", "release_db",
-    "store_path", "write_options",
+    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "drop_handles", "holds_writes", "in_thread", "open_db",
+    "read_only", "release_db", "store_path", "write_options",
 ]
 
 T = TypeVar("T")
@@ -500,25 +500,52 @@ def _creation_interrupted(path: str, found: tuple[int, int] | None) -> bool:
     created yet. It was refused at every later open ("not a readable RocksDB database", "column
     families missing"), so the node could never start again. A database holding anything (a
     table file, a non-empty WAL) is never taken for one."""
-    if found != (0, 0):
+    return found == (0, 0) and not holds_writes(path)
+
+
+def holds_writes(path: str) -> bool:
+    """Whether the RocksDB directory ``path`` holds anything written to the database: a table
+    file (``*.sst``) or a write-ahead log that is not empty (``<number>.log``). A creation
+    killed part way (no ``CURRENT`` yet, a column family not made yet) leaves neither: RocksDB
+    writes its first record only once the open made them all. ``False`` when ``path`` is
+    missing. Blocking."""
+    try:
+        with os.scandir(path) as it:
+            for e in it:
+                if e.name.endswith(".sst"):
+                    return True
+                if e.name.endswith(".log") and e.name[:-4].isdigit() and e.stat().st_size > 0:
+                    return True
+    except FileNotFoundError:
         return False
-    with os.scandir(path) as it:
-        for e in it:
-            if e.name.endswith(".sst"):
-                return False
-            if e.name.endswith(".log") and e.name[:-4].isdigit() and e.stat().st_size > 0:
-                return False
-    return True
+    return False
 
 
 def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, what: str) -> bytes | None:
     """The format marker of the database at ``path`` (``None``: it has none), read in a
-    read-only open. Nothing is written: RocksDB writes nothing in read-only mode, and
-    rocksdict's own ``rocksdict-config.json`` (which every rocksdict open writes) is put back
-    as it was. Only the column families ``cfs`` are opened (a read-only open may leave others
-    out: those a newer format added). ``StorageError`` when the open or the read fails, or
-    when the config file cannot be put back (a read-only file system, a directory of another
-    user's files: naming the file and why)."""
+    read-only open (``read_only``) of the column families ``cfs`` only (a read-only open may
+    leave others out: those a newer format added)."""
+
+    def marker(ro: Rdict) -> bytes | None:
+        mcf = ro.get_column_family(marker_cf)
+        try:
+            raw: bytes | None = mcf.get(marker_key)
+        finally:
+            mcf.close()
+        return raw
+
+    return read_only(path, cfs, what, marker)
+
+
+def read_only(path: str, cfs: tuple[str, ...], what: str, read: Callable[[Rdict], T]) -> T:
+    """``read(db)``, ``db`` the RocksDB at ``path`` opened read-only (raw mode) with the
+    column families ``cfs``, closed again before this returns. Nothing is written: RocksDB
+    writes nothing in read-only mode (its WAL is replayed into memory), takes no ``LOCK``,
+    and rocksdict's own ``rocksdict-config.json`` (which every rocksdict open writes) is put
+    back as it was. ``StorageError`` naming ``path`` (``what``: "log store", ...) when the open
+    or ``read`` fails (``corruption_error`` for damaged data), or when the config file cannot
+    be put back (a read-only file system, a directory of another user's files: naming the
+    file and why). Blocking."""
     config = os.path.join(path, _ROCKSDICT_CONFIG)
     try:
         st = os.stat(config)
@@ -535,11 +562,9 @@ def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, mark
         except Exception as e:
             raise _open_error(path, what, e) from e
         try:
-            mcf = ro.get_column_family(marker_cf)
-            raw: bytes | None = mcf.get(marker_key)
-            mcf.close()
-            del mcf
+            out = read(ro)
         except Exception as e:
+            clear_frames(e)  # (``read``'s frames may hold column family handles)
             release_db(ro)
             if is_rocksdb_corruption(e):
                 raise corruption_error(path, what, e) from e
@@ -554,7 +579,7 @@ def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, mark
         _restore_config(config, saved)
     except OSError as e:
         raise StorageError(f"opening {what} at {path!r}", e) from e
-    return raw
+    return out
 
 
 def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:

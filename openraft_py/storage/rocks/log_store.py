@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import msgspec
 from rocksdict import Rdict, WriteBatch
@@ -35,8 +35,10 @@ from .db import (
     corruption_error,
     drop_handles,
     finish_close,
+    holds_writes,
     in_thread,
     open_db,
+    read_only,
     release_db,
     store_path,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "WRITE_NOW_MAX_UNSYNCED",
     "RocksLogReader",
     "RocksLogStore",
+    "log_store_use",
 ]
 
 FSYNC_MODES = ("wal", "rocksdb")
@@ -135,6 +138,7 @@ entries (never a hole), which was never acknowledged."""
 _enc = msgspec.msgpack.Encoder()
 _dec_vote = msgspec.msgpack.Decoder(Vote)
 _dec_logid = msgspec.msgpack.Decoder(LogId | None)
+_dec_any = msgspec.msgpack.Decoder()
 
 
 def _checked_entries(blobs: list[bytes], index: int, prev_term: int) -> list[Entry] | None:
@@ -860,3 +864,64 @@ class RocksLogStore(RocksLogReader):
 
     def __repr__(self) -> str:
         return f"RocksLogStore({self.path!r}, purged={self._purged!r}, last={self._last!r}, closed={self._closed})"
+
+
+def log_store_use(path: str | os.PathLike[str]) -> list[str]:
+    """What the log store at ``path`` holds beyond what its creation and a node's first start
+    write there (the format marker of this ``LOG_FORMAT``, the acknowledged-mark flag, the
+    owner record): each named in a few words ("a vote", "log entries", "a committed log id",
+    "a purged log id", "the meta key 'x'", ...). ``[]``: nothing else, or a creation killed
+    part way (a database that does not open read-only and holds no table file nor any written
+    WAL: ``holds_writes``), or no ``path``. A database that does not open read-only but holds
+    writes, or is not a log store's, is named so.
+
+    Read in a read-only open (``db.read_only``: nothing is written, RocksDB's lock is not
+    taken), for a start that clears what a first start killed part way left
+    (``openraft_py.kv.node.check_first_start_leftover``): no first start ever saved a vote, an
+    entry, a committed or purged log id (its node never reached a peer). Blocking."""
+    where = store_path(path, "log store")
+    if not os.path.isdir(where):
+        return [] if not os.path.lexists(where) else ["not a directory"]
+    try:
+        present = set(Rdict.list_cf(where))
+    except Exception as e:  # noqa: BLE001 - no CURRENT, a damaged MANIFEST: whether it holds writes says
+        return [f"a database that does not open ({e})"] if holds_writes(where) else []
+    allowed = {"default", ENTRIES_CF, META_CF}
+    if not {ENTRIES_CF, META_CF} <= present:
+        if not holds_writes(where):
+            return []  # (killed before RocksDB made its column families)
+        return [f"a database of other column families ({', '.join(sorted(present))})"]
+    known_meta = {K_FORMAT, K_ACKMARK, K_OWNER}
+
+    def look(db: Rdict) -> list[str]:
+        found: list[str] = [f"the column family {cf!r}" for cf in sorted(present - allowed)]
+        for cf in sorted(present - {META_CF}):
+            it = db.get_column_family(cf).iter()
+            try:
+                it.seek_to_first()
+                if it.valid():
+                    found.append("log entries" if cf == ENTRIES_CF else f"data in the column family {cf!r}")
+                it.status()
+            finally:
+                del it
+        meta = db.get_column_family(META_CF)
+        try:
+            raw = meta.get(K_FORMAT)
+            if raw is not None and _dec_any.decode(raw) != LOG_FORMAT:
+                found.append(f"another format ({_dec_any.decode(raw)!r})")
+            for key, what, dec in ((K_VOTE, "a vote", _dec_vote), (K_COMMITTED, "a committed log id", _dec_logid),
+                                   (K_PURGED, "a purged log id", _dec_logid)):
+                raw = meta.get(key)
+                if raw is not None and (key == K_VOTE or dec.decode(raw) is not None):
+                    found.append(what)
+            for key in cast(Iterator[bytes], meta.keys()):  # (raw mode)
+                if key not in known_meta and key not in (K_VOTE, K_COMMITTED, K_PURGED):
+                    found.append(f"the meta key {key!r}")
+        finally:
+            meta.close()
+        return found
+
+    try:
+        return read_only(where, tuple(sorted(present)), "log store", look)
+    except StorageError as e:
+        return [f"a database that does not open read-only ({e})"] if holds_writes(where) else []
