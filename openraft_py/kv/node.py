@@ -590,24 +590,25 @@ def check_first_start_leftover(data: Path, lock: int) -> bool:
     with os.scandir(data) as it:
         entries = [entry for entry in it if entry.name != FIRST_START_FILE]
     locked, now = os.fstat(lock), os.stat(data)
-    refused = not all(made_by_a_first_start(entry) for entry in entries) or (
-        (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino))
-    if not refused:
+    foreign = sorted(entry.name for entry in entries if not made_by_a_first_start(entry))
+    if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
+        why = "the path now leads to another directory than the one this start locked"
+    elif foreign:
+        why = "entries no first start makes: " + ", ".join(foreign[:6]) + (", ..." if len(foreign) > 6 else "")
+    else:
         # Names and kinds are not enough: a real node's stores copied in beside the marker
         # (a backup restored there) hold its vote and the entries it acknowledged.
         used = first_start_stores_used(data)
+        why = "stores holding what no first start writes: " + "; ".join(used) if used else ""
         if used:
             log.warning("%s: its stores hold what no first start writes (%s): not a first start's leftover, nothing "
                         "is removed", data, "; ".join(used))
-            refused = True
-    if refused:
-        others = sorted(entry.name for entry in entries)
-        shown = ", ".join(others[:6]) + (", ..." if len(others) > 6 else "")
+    if why:
         raise DataDirMismatch(
-            f"{data} holds what a first start left when it was stopped part way ({shown}, and its marker "
-            f"{FIRST_START_FILE}): that start never served, so nothing in it was used, but it is not a whole node's "
-            f"data. Unless you put something there since, remove everything in it (or the directory) and start "
-            f"the node again"
+            f"{data} holds the marker of a first start stopped part way ({FIRST_START_FILE}) beside {why}: not "
+            f"provably that start's, so nothing was removed. If it is a node's data you put there (a backup "
+            f"restored), remove {FIRST_START_FILE} and start the node again; if not, remove everything in it (or the "
+            f"directory) and start the node again"
         )
     removed = clear_first_start(data)
     if removed:

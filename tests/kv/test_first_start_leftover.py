@@ -35,9 +35,10 @@ from .serve_procs import ServeProc, init_cluster, put, status, until
 
 pytestmark = pytest.mark.timeout(90)
 
-REFUSAL = (r"holds what a first start left when it was stopped part way \(.*first-start-unfinished\): that start "
-           r"never served, so nothing in it was used, but it is not a whole node's data\. Unless you put something "
-           r"there since, remove everything in it \(or the directory\) and start the node again")
+REFUSAL = (r"holds the marker of a first start stopped part way \(first-start-unfinished\) beside .*: not provably "
+           r"that start's, so nothing was removed\. If it is a node's data you put there \(a backup restored\), remove "
+           r"first-start-unfinished and start the node again; if not, remove everything in it \(or the directory\) "
+           r"and start the node again")
 
 
 @pytest.fixture

@@ -609,7 +609,7 @@ async def test_a_first_start_s_leftover_found_under_the_lock_is_not_removed(
     left = ["first-start-unfinished", "log", "node.json", "notes.txt"]
     from openraft_py.kv.identity import DataDirMismatch
 
-    with pytest.raises(DataDirMismatch, match="holds what a first start left"):
+    with pytest.raises(DataDirMismatch, match="holds the marker of a first start stopped part way"):
         await KvNode(opts).start()
     assert sorted(p.name for p in data.iterdir()) == left, "the refusal removed what it did not make"
     assert (data / "log" / "CURRENT").exists()
