@@ -120,3 +120,17 @@ class LoopClock:
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep(seconds)``."""
         await asyncio.sleep(seconds)
+
+
+def seconds_reader(clock: Clock) -> Callable[[], float]:
+    """A function of no argument that reads ``clock.now()``: for a ``LoopClock`` itself (not
+    a subclass, which may define its own ``now``), the time source it reads
+    (``loop_time_source`` of the running loop, resolved here), with no Python frame per
+    read; for any other clock its bound ``now``. Called on the node's running loop (a
+    ``LoopClock`` resolves its source from it)."""
+    if type(clock) is LoopClock:
+        clock.now()  # resolves ``_time`` on the running loop
+        t = clock._time  # (its own module)
+        if t is not None:
+            return t
+    return clock.now

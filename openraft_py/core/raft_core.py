@@ -79,7 +79,7 @@ from ..types import (
 from ..wakeup import Wakeup
 from . import metrics_view
 from .apply_feed import ApplyFeed
-from .clock import Clock
+from .clock import Clock, seconds_reader
 from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, LogSource
 from .messages import (
     TICK,
@@ -219,6 +219,9 @@ class RaftCore:
         # The store's synchronous append, when it offers one (``storage.durable_append_of``).
         self._append_durable = durable_append_of(log_store)
         self.clock = clock
+        # ``clock.now`` as one call: ``start`` sets it to ``seconds_reader(clock)`` (for the
+        # default ``LoopClock``, the loop's time source itself: no Python frame per read).
+        self._read_clock: Callable[[], float] = clock.now
         # The seams handed to the child tasks instead of the core: where log entries are
         # read from, the task set, and ``notify`` (see docs/design/engine-runtime.md).
         self.cache = cache
@@ -324,7 +327,7 @@ class RaftCore:
 
     def now_ms(self) -> float:
         """The engine's clock: monotonic milliseconds."""
-        return self.clock.now() * 1000.0
+        return self._read_clock() * 1000.0
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -332,6 +335,7 @@ class RaftCore:
         """Start the core, state machine and timer tasks."""
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._read_clock = seconds_reader(self.clock)
         self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
         self.task.add_done_callback(_retrieve)
         self.tasks.spawn(self.sm_worker.run(), "sm-worker")
@@ -382,7 +386,7 @@ class RaftCore:
 
     async def _run_once(self) -> None:
         eng = self.engine
-        now = self.clock.now() * 1000.0  # ``now_ms()``
+        now = self._read_clock() * 1000.0  # ``now_ms()``
         if now < eng.now:
             self._clock_went_back(now)
         eng.now = now
@@ -406,7 +410,7 @@ class RaftCore:
                 # at an earlier time (a follower's ``leader_seen_at`` would start before the
                 # request it notes arrived, and its stickiness end before the leader's lease
                 # does; docs/design/reads.md).
-                now = self.clock.now() * 1000.0
+                now = self._read_clock() * 1000.0
                 if now < eng.now:
                     self._clock_went_back(now)
                 eng.now = now

@@ -132,7 +132,7 @@ from ..types import (
 )
 from ..wakeup import Wakeup
 from . import snapshot_io
-from .clock import Clock
+from .clock import Clock, seconds_reader
 from .messages import Failed, Progress
 from .tasks import stray_cancel
 
@@ -356,6 +356,7 @@ class ReplicationEnv:
         "free_bytes",
         "_sized_key",
         "_sized",
+        "_read_clock",
     )
 
     def __init__(
@@ -392,6 +393,8 @@ class ReplicationEnv:
         # The last batch ``batch_bytes`` sized: (first, last log id) and its payload bytes.
         self._sized_key: tuple[LogId, LogId] | None = None
         self._sized = 0
+        # ``seconds_reader(clock)``, made at the first ``now_ms`` (on the running loop).
+        self._read_clock: Callable[[], float] | None = None
 
     def batch_bytes(self, entries: list[Entry]) -> int:
         """``payload_bytes(entries)`` of a non-empty batch, remembered for the last one: every
@@ -409,7 +412,10 @@ class ReplicationEnv:
 
     def now_ms(self) -> float:
         """The runtime clock in milliseconds (the engine's ``now``)."""
-        return self.clock.now() * 1000.0
+        read = self._read_clock
+        if read is None:
+            read = self._read_clock = seconds_reader(self.clock)
+        return read() * 1000.0
 
 
 class ReplicationCore:
