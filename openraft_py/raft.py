@@ -759,7 +759,8 @@ class Raft:
         (the in-process router's fast mode, ``RouterClient._submit_direct``): the mapping is
         made only when there is an error, so a response reaches ``reply`` with no call in
         between. ``reply`` is the router's caller's, checked callable there."""
-        self._check_loop()
+        if _get_ident() != self._thread or not self._loop.is_running():
+            self._check_loop()  # raises: not on this node's loop (its test inlined, as in client_write)
         _v.check_append_entries(req)
         tx = Reply(reply, map_error)
         self._core.send_msg(AppendEntriesCall(req, tx))

@@ -302,7 +302,11 @@ class RaftCore:
         t = type(msg)
         if t is not ClientWriteOne:
             if t is not ClientWrite:
-                self._track(msg.tx)
+                # ``_track(msg.tx)``, without its call (every AppendEntries a follower takes).
+                cs = self._callers
+                cs[msg.tx] = None
+                if len(cs) >= self._callers_limit:
+                    self._track(msg.tx)  # compacts
             self._other_msgs += 1
         self._msgs.append(msg)
         self._wakeup.wake()
@@ -395,7 +399,10 @@ class RaftCore:
             notes = self._notes
             self._notes = deque()
             for n in notes:
-                if n is TICK:
+                if type(n) is Matched:
+                    # ``_handle_note``'s first case, without its call: a leader's every answer.
+                    eng.handle_replication_result(n)
+                elif n is TICK:
                     # Handled last in the pass (below): see ``_tick``.
                     tick = True
                 else:
@@ -592,7 +599,8 @@ class RaftCore:
         and queue each write to be answered once its entries are applied."""
         payloads: list[EntryPayload]
         if all_one:
-            payloads = [w.payload for w in writes]  # type: ignore[union-attr]
+            # (One write, a 1-writer leader's every pass: no comprehension.)
+            payloads = [writes[0].payload] if len(writes) == 1 else [w.payload for w in writes]  # type: ignore[union-attr]
         else:
             payloads = []
             for w in writes:
@@ -660,7 +668,12 @@ class RaftCore:
                         postponed = self._postponed = waiting
                         cmds = ready + cmds
                 if not cmds:
-                    self._forget_clients_of_left_nodes()
+                    # ``_forget_clients_of_left_nodes``'s own first test, without its call
+                    # while neither membership changed (every pass but a few).
+                    ms = self._membership_state
+                    seen_committed, seen_effective = self._clients_memberships
+                    if ms.committed is not seen_committed or ms.effective is not seen_effective:
+                        self._forget_clients_of_left_nodes()
                     if self._no_leader.failing or self._no_leader_learner.failing:
                         self._log_leader_again()
                     return
@@ -839,7 +852,12 @@ class RaftCore:
         except Exception as e:
             raise StorageError(f"appending {entries[0].log_id!r}..{entries[-1].log_id!r}", e) from e
         # Commands are running, so the engine is idle: told at once (as ``_on_log_flushed``).
-        self.engine.handle_io_flushed(self._advance_io(io))
+        if io == self._io_contiguous + 1 and not self._io_done:
+            # ``_advance_io(io)`` when every earlier write is durable (the usual case), without its call.
+            self._io_contiguous = io
+            self.engine.handle_io_flushed(io)
+        else:
+            self.engine.handle_io_flushed(self._advance_io(io))
         return None
 
     async def _append_with_callback(self, entries: list[Entry], io: int) -> None:

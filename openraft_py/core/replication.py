@@ -696,8 +696,11 @@ class ReplicationCore:
         entries = env.entries.cached(c.start, c.end)
         if len(entries) < n:
             return None
+        if n == 1:
+            # (``batch_bytes`` sizes one entry so, without its call: a 1-writer leader's every request.)
+            return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), _entry_bytes(entries[0])
         nbytes = env.batch_bytes(entries)
-        if n > 1 and nbytes > env.config.max_payload_bytes:
+        if nbytes > env.config.max_payload_bytes:
             return None
         return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), nbytes
 
@@ -719,7 +722,13 @@ class ReplicationCore:
         self._next_call = key + 1
         submitted = self._submitted
         submitted[key] = None  # (the answer may come before the call returns)
-        option = self._option(nbytes)
+        total = self._inflight_bytes + nbytes
+        if total <= env.free_bytes:
+            # ``_option(nbytes)`` where it gives the shared option, without its call.
+            self._inflight_bytes = total
+            option = env.option
+        else:
+            option = self._option(nbytes)
         try:
             handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, env.now_ms(), nbytes))  # type: ignore[misc]  # not None: checked by replicate
         except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
@@ -734,7 +743,10 @@ class ReplicationCore:
             return False
         if key in submitted:
             submitted[key] = handle
-        self._pass_turn(turn)
+        if self._issued == turn:  # ``_pass_turn(turn)``, without its call
+            self._issued = turn + 1
+            if self._turn.first is not None:  # (a later turn waits)
+                self._turn.wake()
         return True
 
     def _answered(
@@ -744,7 +756,7 @@ class ReplicationCore:
         entries from ``start``, sent at ``sent_at``, ``nbytes`` payload bytes): reported as
         ``_send`` reports it."""
         self._submitted.pop(key, None)
-        self._settled(nbytes)
+        self._inflight_bytes -= nbytes  # ``_settled(nbytes)``
         if self.stopped:
             return
         if isinstance(result, AppendEntriesResponse):

@@ -181,7 +181,15 @@ class StateMachineWorker:
         step = self.max_batch
         for i in range(0, n, step):
             chunk = entries[i : i + step] if n > step else entries
-            coro = self._apply(chunk)
+            # ``self._apply(chunk)``, without its call (each node, each committed batch).
+            quiet = self._apply_quiet
+            coro: Coroutine[Any, Any, list[Any] | None]
+            if quiet is not None and not self._responders:
+                self._quiet = True
+                coro = quiet(chunk)
+            else:
+                self._quiet = False
+                coro = self.sm.apply(chunk)
             try:
                 pending = coro.send(None)
             except StopIteration as stop:

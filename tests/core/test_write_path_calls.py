@@ -1,0 +1,64 @@
+"""The steady state of a 1-writer write in a 3-node in-process cluster (router fast mode,
+in-memory log store) calls none of the core's small helpers whose work its hot callers do
+inline (docs/design/performance.md, the forty-fifth round): each was a Python frame per
+write, or per node and write, for a few operations. A change that routes the hot path
+through one of them again shows here; the helpers themselves still serve the other paths."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from openraft_py import Config, SnapshotPolicy
+from openraft_py.storage.memory import NoopStateMachine
+from openraft_py.testing.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+WRITES = 40
+
+# (qualified name: what does its work inline now)
+INLINED = {
+    "RaftCore._advance_io": "RaftCore._append_entries, when every earlier write is durable",
+    "RaftCore._track": "RaftCore.send_msg, until the callers' set is compacted",
+    "RaftCore._handle_note": "RaftCore._run_once, for a Matched answer",
+    "RaftCore._forget_clients_of_left_nodes": "RaftCore._run_commands, while no membership changed",
+    "ReplicationCore._option": "ReplicationCore._submit_now, for the shared option",
+    "ReplicationCore._pass_turn": "ReplicationCore._submit_now",
+    "ReplicationCore._settled": "ReplicationCore._answered",
+    "ReplicationEnv.batch_bytes": "ReplicationCore._request_now, for one entry",
+    "StateMachineWorker._apply": "StateMachineWorker._apply_inline",
+    "Raft._check_loop": "Raft._submit_append_entries_mapped, on the node's loop",
+}
+
+
+async def test_a_steady_write_calls_none_of_the_inlined_helpers() -> None:
+    config = Config(
+        snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000, enable_tick=False
+    )
+    calls: Counter[str] = Counter()
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            calls[frame.f_code.co_qualname] += 1
+
+    async with Cluster(config, state_machine=lambda disk: NoopStateMachine(disk)) as c:
+        await c.start({1, 2, 3})
+        await c.nodes[1].trigger.elect()
+        leader = c.nodes[await c.wait_for_leader(timeout=10)]
+        for _ in range(20):
+            await leader.client_write(b"warm")
+        write = leader.client_write
+        sys.setprofile(profile)
+        try:
+            for _ in range(WRITES):
+                await write(b"w")
+        finally:
+            sys.setprofile(None)
+    assert calls["RaftCore._run_once"] >= 2 * WRITES, calls  # (the profile saw the passes)
+    made = {name: calls[name] for name in INLINED if calls[name]}
+    assert not made, f"calls in {WRITES} writes of helpers done inline on this path: {made}"
