@@ -326,9 +326,11 @@ class MetricsWatch:
         getters = {"applied": applied_index, "log": log_index, "snapshot": snapshot_index, "purged": purged_index}
         self._keyed: dict[str, IndexWaiters] = {k: IndexWaiters(g) for k, g in getters.items() if g is not None}
         self._by_role = None if role is None else RoleWaiters(role)
-        # The ones with waiters (``release_index_waiters`` looks at these only: none, the
-        # common case, costs a change one test).
-        self._waited: list[IndexWaiters | RoleWaiters] = []
+        self.index_waited: list[IndexWaiters | RoleWaiters] = []
+        """The waiter sets with waiters (``release_index_waiters`` looks at these only: none,
+        the common case, costs a change one test). Read-only outside this class, and the
+        same list for the watch's life (changed in place): a ``Publisher`` holds it and
+        calls ``release_index_waiters`` only while it is not empty."""
         self._current = build()
         self.dirty = False
         """Whether the state changed since the metrics were last built (read-only outside
@@ -364,7 +366,7 @@ class MetricsWatch:
         of ``at_least`` once their index is reached)."""
         self.dirty = True
         self.waiters.wake()
-        if self._waited:
+        if self.index_waited:
             self.release_index_waiters()
 
     def changed(self) -> asyncio.Future[None]:
@@ -383,7 +385,7 @@ class MetricsWatch:
         if keyed is None:
             return self.changed()
         if not keyed.pending():
-            self._waited.append(keyed)
+            self.index_waited.append(keyed)
         return keyed.add(index)
 
     def role_changed(self, seen: RaftMetrics) -> asyncio.Future[None]:
@@ -396,7 +398,7 @@ class MetricsWatch:
         if by_role is None:
             return self.changed()
         if not by_role.pending():
-            self._waited.append(by_role)
+            self.index_waited.append(by_role)
         return by_role.add(role_of(seen))
 
     def satisfied(self, predicate: Callable[[RaftMetrics], bool]) -> asyncio.Future[RaftMetrics | None]:
@@ -418,14 +420,14 @@ class MetricsWatch:
         ``role_changed`` futures whose role it left (every one once the node stopped).
         Called at each change, also by a publisher that skips ``mark_changed`` (the metrics
         already marked, no ``changed`` waiter)."""
-        waited = self._waited
+        waited = self.index_waited
         if not waited:
             return
         every = self.fatal is not None
         for keyed in waited:
             keyed.release(every)
         if not all(keyed.pending() for keyed in waited):
-            self._waited = [keyed for keyed in waited if keyed.pending()]
+            waited[:] = [keyed for keyed in waited if keyed.pending()]  # (in place: see ``index_waited``)
 
 
 class Wait:

@@ -9,3 +9,4 @@ from openraft_py.wakeup cimport Wakeup
 cdef class Publisher:
     cdef public object engine, watch, _key
     cdef Wakeup _waiters
+    cdef list _index_waited

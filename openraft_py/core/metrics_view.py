@@ -66,8 +66,10 @@ class Publisher:
     def __init__(self, engine: Engine, watch: MetricsWatch) -> None:
         self.engine = engine
         self.watch = watch
-        # The watch's ``waiters``, which it keeps for its life: read at every pass.
+        # The watch's ``waiters`` and ``index_waited``, which it keeps for its life: read at
+        # every pass.
         self._waiters = watch.waiters
+        self._index_waited = watch.index_waited
         # The key at the last change; ``()`` never equals a real key.
         self._key: tuple[Any, ...] = ()
 
@@ -81,7 +83,8 @@ class Publisher:
             # what the branch below would do, without its calls; but a waiter for an
             # index may be due (``MetricsWatch.at_least``).
             self._key = ()
-            watch.release_index_waiters()
+            if self._index_waited:
+                watch.release_index_waiters()
             return
         if force or not watch.waited_on():
             self._key = ()

@@ -125,3 +125,23 @@ async def test_a_pass_without_waiters_does_not_look_up_the_watchs_waiters() -> N
     append(eng, 12)
     pub.publish()
     await asyncio.wait_for(changed, 2)
+
+
+async def test_a_pass_without_waiters_releases_an_index_waiter_added_since() -> None:
+    # The steady state's test (the metrics marked, nobody waiting for a change) calls
+    # ``release_index_waiters`` only while the watch's ``index_waited`` is not empty: the
+    # list the publisher took at construction is the one ``at_least`` fills later.
+    eng = make_engine(id=2, log=[(0, 0), (1, 1)], vote=L)
+    watch = MetricsWatch(lambda: build(eng, None), log_index=eng.state.last_index)
+    pub = Publisher(eng, watch)
+    pub.publish()
+    assert watch.dirty
+    fut = watch.at_least("log", 3)
+    assert watch.index_waited
+    append(eng, 2)
+    pub.publish()
+    assert not fut.done()
+    append(eng, 3)
+    pub.publish()
+    assert fut.done() and fut.result() is None
+    assert not watch.index_waited  # (emptied in place)
