@@ -52,6 +52,7 @@ from ..storage.rocks.db import (
     byte_pieces,
     clear_frames,
     close_collected,
+    column_family_holds_data,
     corruption_error,
     drop_handles,
     finish_close,
@@ -1268,15 +1269,8 @@ def state_machine_use(path: str | os.PathLike[str]) -> list[str]:
 
     def look(db: Rdict) -> list[str]:
         seen: list[str] = [f"the column family {cf!r}" for cf in sorted(present - {"default", _SM_CF})]
-        for cf in sorted(present - {_SM_CF}):
-            it = db.get_column_family(cf).iter()
-            try:
-                it.seek_to_first()
-                if it.valid():
-                    seen.append(f"data in the column family {cf!r}")
-                it.status()
-            finally:
-                del it
+        seen += [f"data in the column family {cf!r}" for cf in sorted(present - {_SM_CF})
+                 if column_family_holds_data(db, cf)]
         sm = db.get_column_family(_SM_CF)
         try:
             raw = sm.get(_M_FORMAT)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from openraft_py import Config, SnapshotPolicy
 from openraft_py.core.clock import LoopClock, loop_time_source, seconds_reader
-from openraft_py.testing.cluster import Cluster
+
+from .steady import count_calls, steady_leader
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,27 +47,12 @@ async def test_any_other_clock_is_read_through_its_own_now() -> None:
 
 
 @pytest.fixture
-def loop_clock_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    calls = [0]
-    now = LoopClock.now
-
-    def counted(self: LoopClock) -> float:
-        calls[0] += 1
-        return now(self)
-
-    monkeypatch.setattr(LoopClock, "now", counted)
-    yield calls
+def loop_clock_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return count_calls(monkeypatch, LoopClock, "now")
 
 
 async def test_writes_make_no_call_of_loop_clock_now(loop_clock_calls: list[int]) -> None:
-    config = Config(
-        snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000, enable_tick=False
-    )
-    async with Cluster(config) as c:
-        await c.start({1, 2, 3})
-        await c.nodes[1].trigger.elect()
-        leader = c.nodes[await c.wait_for_leader(timeout=10)]
-        await leader.client_write(b"warm")
+    async with steady_leader() as leader:
         before = loop_clock_calls[0]
         for _ in range(50):
             await leader.client_write(b"w")

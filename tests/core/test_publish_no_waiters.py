@@ -6,39 +6,23 @@ is there to release (``MetricsWatch.index_waited``): with none, the common case,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
-from openraft_py import Config, SnapshotPolicy
 from openraft_py.metrics import MetricsWatch
-from openraft_py.testing.cluster import Cluster
+
+from .steady import count_calls, steady_leader
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def release_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    calls = [0]
-    release = MetricsWatch.release_index_waiters
-
-    def counted(self: MetricsWatch) -> None:
-        calls[0] += 1
-        release(self)
-
-    monkeypatch.setattr(MetricsWatch, "release_index_waiters", counted)
-    yield calls
+def release_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return count_calls(monkeypatch, MetricsWatch, "release_index_waiters")
 
 
 async def test_writes_with_no_index_waiter_release_nothing(release_calls: list[int]) -> None:
-    config = Config(
-        snapshot_policy=SnapshotPolicy.never(), election_timeout_min=1000, election_timeout_max=2000, enable_tick=False
-    )
-    async with Cluster(config) as c:
-        await c.start({1, 2, 3})
-        await c.nodes[1].trigger.elect()
-        leader = c.nodes[await c.wait_for_leader(timeout=10)]
-        await leader.client_write(b"warm")
+    async with steady_leader() as leader:
         before = release_calls[0]
         for _ in range(20):
             await leader.client_write(b"w")

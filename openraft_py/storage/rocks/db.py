@@ -293,6 +293,19 @@ def _is_empty(cf: Rdict) -> bool:
     return next(iter(cf.keys()), None) is None
 
 
+def column_family_holds_data(db: Rdict, cf: str) -> bool:
+    """Whether the column family ``cf`` of ``db`` holds any key (an error of its iterator is
+    raised, not taken for empty)."""
+    it = db.get_column_family(cf).iter()
+    try:
+        it.seek_to_first()
+        held = bool(it.valid())
+        it.status()
+        return held
+    finally:
+        del it
+
+
 def open_db(
     path: str,
     cfs: tuple[str, ...],

@@ -32,6 +32,7 @@ from .db import (
     byte_pieces,
     clear_frames,
     close_collected,
+    column_family_holds_data,
     corruption_error,
     drop_handles,
     finish_close,
@@ -895,15 +896,8 @@ def log_store_use(path: str | os.PathLike[str]) -> list[str]:
 
     def look(db: Rdict) -> list[str]:
         found: list[str] = [f"the column family {cf!r}" for cf in sorted(present - allowed)]
-        for cf in sorted(present - {META_CF}):
-            it = db.get_column_family(cf).iter()
-            try:
-                it.seek_to_first()
-                if it.valid():
-                    found.append("log entries" if cf == ENTRIES_CF else f"data in the column family {cf!r}")
-                it.status()
-            finally:
-                del it
+        found += ["log entries" if cf == ENTRIES_CF else f"data in the column family {cf!r}"
+                  for cf in sorted(present - {META_CF}) if column_family_holds_data(db, cf)]
         meta = db.get_column_family(META_CF)
         try:
             raw = meta.get(K_FORMAT)
