@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import socket
 import ssl
 import tempfile
@@ -526,6 +527,14 @@ def unmark_first_start(data: Path) -> None:
     fsync_dir(str(data))
 
 
+def is_locked_dir(data: Path, lock: int) -> bool:
+    """Whether the path ``data`` still leads to the directory whose descriptor ``lock`` is
+    (``lock_data_dir``): not if a link on the way changed, or the working directory did for
+    a relative path. Blocking."""
+    locked, now = os.fstat(lock), os.stat(data)
+    return (locked.st_dev, locked.st_ino) == (now.st_dev, now.st_ino)
+
+
 def clear_first_start(data: Path) -> list[str]:
     """Remove everything in ``data`` (what a first start made there), durably and marker
     last, and return the names removed (sorted; the marker's is not among them). The marker
@@ -534,8 +543,6 @@ def clear_first_start(data: Path) -> list[str]:
     directory is fsynced once the rest is gone and before the marker goes (fsynced again),
     so no crash keeps a removed entry without its marker. The caller holds the directory's
     lock. Blocking; ``OSError`` from a removal or an fsync."""
-    import shutil
-
     names = sorted(name for name in os.listdir(data) if name != FIRST_START_FILE)
     if names:
         mark_first_start(data)  # (before anything is removed)
@@ -589,9 +596,8 @@ def check_first_start_leftover(data: Path, lock: int) -> bool:
         return False
     with os.scandir(data) as it:
         entries = [entry for entry in it if entry.name != FIRST_START_FILE]
-    locked, now = os.fstat(lock), os.stat(data)
     foreign = sorted(entry.name for entry in entries if not made_by_a_first_start(entry))
-    if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
+    if not is_locked_dir(data, lock):
         why = "the path now leads to another directory than the one this start locked"
     elif foreign:
         why = "entries no first start makes: " + ", ".join(foreign[:6]) + (", ..." if len(foreign) > 6 else "")
@@ -666,8 +672,7 @@ def remove_first_start(data: Path, made: list[Path], lock: int) -> None:
     or a link changed). Blocking: call it in a worker thread. Best effort: an error is
     logged."""
     try:
-        locked, now = os.fstat(lock), os.stat(data)
-        if (locked.st_dev, locked.st_ino) != (now.st_dev, now.st_ino):
+        if not is_locked_dir(data, lock):
             log.warning("%s: not the directory this failed first start locked: nothing removed", data)
             return
         clear_first_start(data)

@@ -54,12 +54,11 @@ from ..storage.rocks.db import (
     close_collected,
     column_family_holds_data,
     corruption_error,
+    database_use,
     drop_handles,
     finish_close,
-    holds_writes,
     in_thread,
     open_db,
-    read_only,
     release_db,
     store_path,
     table_file_options,
@@ -1257,17 +1256,9 @@ def state_machine_use(path: str | os.PathLike[str]) -> list[str]:
                 found.append(f"the entry {entry.name!r}")
     if not os.path.isdir(db_path):
         return found
-    try:
-        present = set(Rdict.list_cf(db_path))
-    except Exception as e:  # noqa: BLE001 - no CURRENT, a damaged MANIFEST: whether it holds writes says
-        return found + ([f"a database that does not open ({e})"] if holds_writes(db_path) else [])
-    if _SM_CF not in present:
-        if holds_writes(db_path):
-            found.append(f"a database of other column families ({', '.join(sorted(present))})")
-        return found  # (else killed before RocksDB made its column family)
     known_meta = {_M_FORMAT, _M_ACKMARK, _M_OWNER}
 
-    def look(db: Rdict) -> list[str]:
+    def look(db: Rdict, present: set[str]) -> list[str]:
         seen: list[str] = [f"the column family {cf!r}" for cf in sorted(present - {"default", _SM_CF})]
         seen += [f"data in the column family {cf!r}" for cf in sorted(present - {_SM_CF})
                  if column_family_holds_data(db, cf)]
@@ -1294,7 +1285,4 @@ def state_machine_use(path: str | os.PathLike[str]) -> list[str]:
             sm.close()
         return seen
 
-    try:
-        return found + read_only(db_path, tuple(sorted(present)), "state machine", look)
-    except StorageError as e:
-        return found + ([f"a database that does not open read-only ({e})"] if holds_writes(db_path) else [])
+    return found + database_use(db_path, "state machine", {_SM_CF}, look)

@@ -40,7 +40,7 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "drop_handles", "holds_writes", "in_thread", "open_db",
+    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "database_use", "drop_handles", "holds_writes", "in_thread", "open_db",
     "read_only", "release_db", "store_path", "write_options",
 ]
 
@@ -532,6 +532,27 @@ def holds_writes(path: str) -> bool:
     except FileNotFoundError:
         return False
     return False
+
+
+def database_use(path: str, what: str, required: set[str], look: Callable[[Rdict, set[str]], list[str]]) -> list[str]:
+    """What the RocksDB at ``path`` holds beyond what a store's creation writes, as ``look(db,
+    column families)`` names it in a read-only open (``read_only``) of every column family; the
+    store's ``required`` column families must be there. A database that does not open (no
+    ``CURRENT``, a damaged MANIFEST), lacks a required column family, or fails the read-only
+    open is a creation killed part way when it holds no write (``holds_writes``: ``[]``), and
+    is named so otherwise. ``what``: the store ("log store", ...). Blocking."""
+    try:
+        present = set(Rdict.list_cf(path))
+    except Exception as e:  # noqa: BLE001 - no CURRENT, a damaged MANIFEST: whether it holds writes says
+        return [f"a database that does not open ({e})"] if holds_writes(path) else []
+    if not required <= present:
+        if not holds_writes(path):
+            return []  # (killed before RocksDB made its column families)
+        return [f"a database of other column families ({', '.join(sorted(present))})"]
+    try:
+        return read_only(path, tuple(sorted(present)), what, lambda db: look(db, present))
+    except StorageError as e:
+        return [f"a database that does not open read-only ({e})"] if holds_writes(path) else []
 
 
 def _read_marker_read_only(path: str, cfs: tuple[str, ...], marker_cf: str, marker_key: bytes, what: str) -> bytes | None:

@@ -34,12 +34,11 @@ from .db import (
     close_collected,
     column_family_holds_data,
     corruption_error,
+    database_use,
     drop_handles,
     finish_close,
-    holds_writes,
     in_thread,
     open_db,
-    read_only,
     release_db,
     store_path,
 )
@@ -883,18 +882,10 @@ def log_store_use(path: str | os.PathLike[str]) -> list[str]:
     where = store_path(path, "log store")
     if not os.path.isdir(where):
         return [] if not os.path.lexists(where) else ["not a directory"]
-    try:
-        present = set(Rdict.list_cf(where))
-    except Exception as e:  # noqa: BLE001 - no CURRENT, a damaged MANIFEST: whether it holds writes says
-        return [f"a database that does not open ({e})"] if holds_writes(where) else []
     allowed = {"default", ENTRIES_CF, META_CF}
-    if not {ENTRIES_CF, META_CF} <= present:
-        if not holds_writes(where):
-            return []  # (killed before RocksDB made its column families)
-        return [f"a database of other column families ({', '.join(sorted(present))})"]
     known_meta = {K_FORMAT, K_ACKMARK, K_OWNER}
 
-    def look(db: Rdict) -> list[str]:
+    def look(db: Rdict, present: set[str]) -> list[str]:
         found: list[str] = [f"the column family {cf!r}" for cf in sorted(present - allowed)]
         found += ["log entries" if cf == ENTRIES_CF else f"data in the column family {cf!r}"
                   for cf in sorted(present - {META_CF}) if column_family_holds_data(db, cf)]
@@ -915,7 +906,4 @@ def log_store_use(path: str | os.PathLike[str]) -> list[str]:
             meta.close()
         return found
 
-    try:
-        return read_only(where, tuple(sorted(present)), "log store", look)
-    except StorageError as e:
-        return [f"a database that does not open read-only ({e})"] if holds_writes(where) else []
+    return database_use(where, "log store", {ENTRIES_CF, META_CF}, look)
