@@ -47,8 +47,6 @@ async def cluster() -> AsyncIterator[KvCluster]:
         await c.close()
 
 
-
-
 def _leader_among(c: KvCluster, ids: list[int]) -> int | None:
     for i in ids:
         n = c.nodes[i]
