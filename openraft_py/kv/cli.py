@@ -798,7 +798,7 @@ async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadlin
     why)`` when each answered HTTP but not with a node's status (4xx, or a 200 that is not
     one; ``why`` the answers); else ``("other", "")``, as soon as one endpoint answers
     otherwise, does not answer, or answers 5xx (a node stopping)."""
-    from .client import ClientError
+    from .client import ClientError, in_no_cluster_status
 
     async def one(ep: str) -> tuple[str, str]:
         try:
@@ -806,7 +806,7 @@ async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadlin
         except ClientError as e:
             why = _no_node_s_answer(ep, e)
             return ("foreign", why) if why is not None else ("other", "")
-        if st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None:
+        if in_no_cluster_status(st):
             return "pristine", ""
         return "other", ""
 

@@ -398,10 +398,10 @@ def _in_no_cluster(body: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("initialized") is False
 
 
-def _in_no_cluster_status(st: Mapping[str, Any]) -> bool:
+def in_no_cluster_status(st: Mapping[str, Any]) -> bool:
     """Whether a ``GET /cluster/status`` answer is a node's in no cluster yet: no voter, no
-    learner, no leader (as ``_in_no_cluster`` for a 503's body; the command line's
-    ``_what_the_endpoints_are`` has the same rule)."""
+    learner, no leader (as ``_in_no_cluster`` for a 503's body). ``find_leader`` and the
+    command line's refusal to act on such nodes (``cli._what_the_endpoints_are``) ask this."""
     return st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None
 
 
@@ -907,7 +907,7 @@ class KvClient:
         leader whose status says it leads; else ``(None, why, none_in_a_cluster)``, ``why``
         naming the last leader named that did not answer or does not lead ("" if none was
         named), ``none_in_a_cluster`` whether every endpoint answered a status naming no
-        voter, no learner and no leader (``_in_no_cluster_status``)."""
+        voter, no learner and no leader (``in_no_cluster_status``)."""
         asking = {asyncio.ensure_future(self.status(ep, timeout=left())): ep for ep in self.endpoints}
         answers: dict[str, dict[str, Any]] = {}
         asked_named: set[str] = set()
@@ -944,7 +944,7 @@ class KvClient:
                 task.cancel()
             # (collected: a task that ended with an error meanwhile would be reported unread)
             await asyncio.gather(*asking, return_exceptions=True)
-        none_in_a_cluster = all(ep in answers and _in_no_cluster_status(answers[ep]) for ep in self.endpoints)
+        none_in_a_cluster = all(ep in answers and in_no_cluster_status(answers[ep]) for ep in self.endpoints)
         return None, named, none_in_a_cluster
 
 
