@@ -112,7 +112,10 @@ def run_debug(loop_name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> 
     assert found == [], "\n".join(found)
 
 
-FAST = fast_config(cluster_name="debug-mode")
+# Election timeouts of 300-600 ms: the tests below need one leader while they write, and
+# under debug mode a loaded machine stalled the shared loop longer than fast_config's
+# 100 ms (node 1 lost its leadership during written_cluster's writes: ForwardToLeader).
+FAST = fast_config(cluster_name="debug-mode", election_timeout_min=300, election_timeout_max=600)
 
 
 async def router_nodes(router: Router, ids: tuple[int, ...], config: Config = FAST) -> dict[int, Raft]:

@@ -24,9 +24,11 @@ WRITES = 50
 
 
 async def test_pending_applied_waiters_are_not_woken_by_every_write(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    steady_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raft, base = await leader_after_a_write(cluster)
+    # One leader throughout (steady_cluster): its writes below must not meet ForwardToLeader
+    # when a loaded machine stalls the shared loop past fast_config's election timeout.
+    raft, base = await leader_after_a_write(steady_cluster)
     # WAITERS waiters, half of them for an index the writes below reach, half for one they
     # do not; a few give up early (their futures must not disturb the others).
     reached = [asyncio.ensure_future(raft.wait(20.0).applied_index_at_least(base + 1 + i % WRITES))
