@@ -250,6 +250,9 @@ def _extreme_samples() -> list[object]:
     ]
 
 
+# Its samples are large (10 MB texts, 10,000 voters): about 10 s alone on the CI machine, and
+# three times that on a loaded one. The bound is for a hang, not for speed.
+@pytest.mark.timeout(120)
 def test_no_repr_or_str_of_a_public_value_raises_on_extreme_values() -> None:
     """``repr(LogId(10**5000, 0))`` raised "Exceeds the limit (4300 digits) for integer
     string conversion" (in a log line, an error message, a debugger), and so did every type
