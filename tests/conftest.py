@@ -12,12 +12,12 @@ from the other tests, so that it runs on the core the rest of the suite leaves i
 queue their runs of real processes (``tests/jepsen/cases.py``). Such modules' tests run after
 all the others.
 
-``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadfile``: each test
+``make test`` runs the suite in pytest-xdist workers (``-n 3 --dist loadfile``: each test
 module runs whole in one worker). There the modules that start early are one unit of work
 (``EarlyTogether``, the scheduler below; also with ``--dist load``, what ``-n N`` alone
 means, and ``loadscope``), run first by one worker, which calls their
 ``start_early`` hooks when it reaches the first of their tests: the wheel build and the
-Jepsen cases then run beside that worker's waits, and the other worker runs the rest. Two
+Jepsen cases then run beside that worker's waits, and the other workers run the rest. Two
 workers each starting them would build the wheel twice at once in one checkout (the sdist's
 staging directory is shared) and run the Jepsen cases twice.
 
