@@ -17,9 +17,9 @@ so that a restart does not end it:
   membership alone (last log index 0: the first election of a cluster being initialized,
   where every voter but one is new and must vote), and to the candidate its last grant went
   to (recorded before the answer leaves) asking again with the log it had then, or with
-  that log and one entry of that vote's term after it, the blank entry of a leader elected
-  with it (``CatchUpGuard.continues``: a new cluster's first leader, elected past term 1 or
-  with votes not all recorded, lost before it committed);
+  that log followed by entries of that vote's term, those of a leader elected with it: its
+  blank entry, then the writes it took (``CatchUpGuard.continues``: a new cluster's first
+  leader, elected past term 1 or with votes not all recorded, lost before it committed);
 - it asks no one for a vote (its vote requests are not sent): it cannot lead;
 - it takes entries and snapshots from a leader as any follower does. The first
   AppendEntries whose leader has committed an entry of its own term gives the *target*: the
@@ -165,19 +165,25 @@ class CatchUpGuard:
     def continues(self, req: VoteRequest, vote: Vote) -> bool:
         """Whether ``req`` comes from the candidate the node's ``vote`` went to while catching
         up (``granted``: the vote is that grant, or that candidate's leadership it heard of
-        since), with the log it had then, or that log and one entry of the vote's term after it: the entry a leader of
-        that term elected with that log appends first (its blank entry), and nothing since.
+        since), with the log it had then, or with a last log id of the vote's term past it:
+        that log followed by what a leader of that term elected with it appends (its blank
+        entry, then the client writes it takes), and nothing of a later term.
 
-        Such a candidate was let through once (the initial membership alone, or this rule)
-        and has learned nothing since but, at most, its own election; what was committed
-        since is on a majority whose logs are past the candidate's (a later term, or the
-        same term further), each refusing it. (A node wiped since holds no grant from before
-        its wipe.) Without this, a new cluster's first leader of a term past ``FIRST_TERM``
-        (its first election failed, ``learn_first_vote`` does not apply) lost before it
-        committed (its first AppendEntries reached no one, or only nodes whose answers were
-        lost), was refused by the other nodes for good: its log holds its blank entry, and
-        they do not campaign. Likewise a node restarted between its vote in the first
-        election and the end of its catching up."""
+        Every grant of a node catching up goes back, through this rule, to one it made since
+        its directory was last emptied (the record goes with it) to a candidate holding the
+        initial membership alone. Outside the gap of that exception (a candidate holding it
+        alone after a leader existed, ``docs/design/kv-service.md``), no leader existed
+        then: the node had acknowledged no entry before it was emptied, it forgot nothing
+        that counted, and it answers from then on as a voter that lost nothing (the engine
+        still compares the logs), so Raft's own argument holds. In the gap, the exception
+        already lets a candidate lacking committed entries win; this rule lets the one
+        candidate through again, its log grown by entries of that vote's term alone.
+        Without this rule, a new cluster's first leader of a term past ``FIRST_TERM`` (its
+        first election failed: ``learn_first_vote`` does not apply) lost before it committed
+        (its first AppendEntries reached no one, or too few, or only nodes whose answers
+        were lost) was refused by the other nodes for good: its log holds its blank entry,
+        and a client write it took after it, and they do not campaign. Likewise a node
+        restarted between its vote in the first election and the end of its catching up."""
         g = self.granted
         if g is None or vote.leader_id.term != g.term or vote.leader_id.node_id != g.candidate:
             return False
@@ -186,8 +192,11 @@ class CatchUpGuard:
         last = req.last_log_id
         if last == g.last_log:
             return True
+        # A leader elected with the granted log writes its entries after it, from ``first``
+        # on; an entry of the vote's term at or below the granted log's end is another
+        # leader's of that term (elected without this vote): refused.
         first = 0 if g.last_log is None else g.last_log.index + 1
-        return last is not None and last.term == g.term and last.index == first
+        return last is not None and last.term == g.term and last.index >= first
 
     def learn_grant(self, req: VoteRequest, resp: VoteResponse) -> bool:
         """Take ``req`` as the last vote granted (``granted``) if it is a vote (not a

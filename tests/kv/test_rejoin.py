@@ -503,19 +503,23 @@ _GRANT = VoteRequest(Vote(LeaderId(2, 1)), LogId(0, 0))  # node 1's election of 
     (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 1)), True),  # its blank entry, answer lost
     (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 1), True), True),  # it was heard leading
     (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1), pre_vote=True), Vote(LeaderId(2, 1)), True),
-    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 2)), Vote(LeaderId(2, 1)), False),  # more than the blank
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 2)), Vote(LeaderId(2, 1)), True),  # and a write it took
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 40)), Vote(LeaderId(2, 1), True), True),  # many writes
     (VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 1)), Vote(LeaderId(2, 1)), False),  # a later term's entry
+    (VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 2)), Vote(LeaderId(2, 1)), False),  # and a later write
+    (VoteRequest(Vote(LeaderId(3, 1)), LogId(1, 2)), Vote(LeaderId(2, 1)), False),  # an earlier term's entries
     (VoteRequest(Vote(LeaderId(3, 3)), LogId(2, 1)), Vote(LeaderId(2, 1)), False),  # another candidate
     (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(3, 2)), False),  # the vote moved on
     (VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 1)), Vote(LeaderId(2, 3), True), False),  # another's leadership
-], ids=["blank", "heard-leading", "pre-vote", "two-entries", "later-term", "other-candidate", "vote-moved",
-        "other-leader"])
+    (VoteRequest(Vote(LeaderId(1, 1)), LogId(2, 1)), Vote(LeaderId(2, 1)), False),  # an older term's request
+], ids=["blank", "heard-leading", "pre-vote", "a-write", "many-writes", "later-term", "later-write",
+        "earlier-term", "other-candidate", "vote-moved", "other-leader", "older-request"])
 async def test_a_node_catching_up_grants_the_candidate_it_elected_lost_before_it_committed(
         tmp_path: Path, req: VoteRequest, vote: Vote, passes: bool) -> None:
     """The candidate a catching-up node granted (its log the initial membership, or this
-    rule's) is granted again while its log holds, past what it had then, at most the entry
-    a leader elected with it appends first; the grant is recorded before the answer leaves
-    and kept across a restart."""
+    rule's) is granted again while its log holds, past what it had then, entries of the
+    vote's term alone (a leader elected with it appends its blank entry, then the writes it
+    takes); the grant is recorded before the answer leaves and kept across a restart."""
     guarded = GuardedRaft(_Voter(True), CatchUpGuard.load(tmp_path, 2, new=True))  # type: ignore[arg-type]
     await guarded.vote(_GRANT)
     g = guarded.guard
@@ -544,3 +548,80 @@ async def test_a_grant_in_the_first_election_is_recorded_before_the_record_goes(
     again = CatchUpGuard.load(tmp_path, 2, new=False)
     assert again.active and again.target == -1
     assert again.may_vote_for(VoteRequest(Vote(LeaderId(2, 1)), LogId(1, 1)), Vote(LeaderId(1, 1)))
+
+
+
+@pytest.mark.parametrize(("n", "term_one_lost", "reached", "restart", "pre_vote"), [
+    (3, True, (), False, True),
+    (3, True, (), False, False),
+    (3, True, (), True, True),
+    (5, True, (2,), False, True),
+    (5, True, (2,), True, False),
+    (3, False, (), False, True),
+], ids=["campaigns-again", "campaigns-again-no-pre-vote", "restarted-with-its-data",
+        "five-voters-one-follower-reached", "five-voters-restarted-no-pre-vote", "term-1"])
+async def test_a_first_leader_lost_after_it_took_a_write_is_followed(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch, n: int, term_one_lost: bool,
+        reached: tuple[int, ...], restart: bool, pre_vote: bool) -> None:
+    """Node 1's first election (term 1) fails (``term_one_lost``: its vote requests, not its
+    pre-votes, are lost) and it wins term 2 with the log of the initial membership alone;
+    its AppendEntries reach no one (or only the nodes ``reached``, whose answers come back:
+    too few to commit). It takes a client write after its blank entry, then loses its
+    leadership (it campaigns again, or is stopped and started again on its data). Its log
+    holds two entries of its term past what the other nodes granted it: they refused it for
+    good and do not campaign: no leader ever, every node up. A node catching up grants the
+    candidate it elected again while that candidate's log holds, past what it had then,
+    entries of the vote's term alone. In term 1 (``term_one_lost`` false) the first vote
+    already ended the catching up. With pre-votes or without."""
+    lose_first_votes = [term_one_lost]
+    blocked = [True]
+    passed_vote = rejoin.GuardedRaft.vote
+    passed_append = rejoin.GuardedRaft.append_entries
+
+    async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
+        if lose_first_votes[0] and req.vote.term == 1 and not req.pre_vote:
+            raise RuntimeError("this test lost the request")
+        return await passed_vote(self, req)
+
+    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
+        if blocked[0] and self.guard.node_id not in reached:
+            raise RuntimeError("this test lost the request")
+        return passed_append(self, req)
+
+    monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
+    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    c = await cluster.start(n, init=False, raft_config={**FAST, "enable_pre_vote": pre_vote})
+    one = await _init_through_node_1(c)
+    await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
+    assert one.raft is not None
+    first = one.raft.metrics.current_term
+    assert first >= 2 if term_one_lost else first == 1
+    write = asyncio.create_task(one.put("w", "taken"))
+    try:
+        await _until("node 1 appended the write after its blank entry",
+                     lambda: one.raft is not None and one.raft.metrics.last_log_index == 2)
+        for i in reached:
+            await _until(f"node {i} holds node 1's write", lambda i=i: c.nodes[i].raft is not None
+                         and c.nodes[i].raft.metrics.last_log_index == 2)  # type: ignore[union-attr]
+        assert one.raft.metrics.committed is None or one.raft.metrics.committed.index < 1
+        for i in range(2, n + 1):
+            guard = c.nodes[i].catch_up
+            assert guard is not None and guard.active is term_one_lost
+        lose_first_votes[0] = False
+        if restart:
+            opts = one.opts
+            await one.stop()
+            one = c.nodes[1] = KvNode(opts)
+            await one.start()
+        else:
+            await one.raft.trigger.elect()
+        await _until("node 1 campaigns past its first term",
+                     lambda: one.raft is not None and one.raft.metrics.current_term > first)
+        blocked[0] = False
+        await _settles(c)
+        leader = await c.wait_leader(timeout=20)
+        assert leader.id == 1, "only node 1 holds its write"
+        assert await leader.read("w", "linearizable") == "taken"
+    finally:
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
