@@ -533,6 +533,26 @@ async def test_a_node_catching_up_grants_the_candidate_it_elected_lost_before_it
     assert not CatchUpGuard.load(tmp_path / "other", 2, new=True).may_vote_for(req, vote)  # nothing granted
 
 
+def test_a_grant_through_continues_is_continued_from_the_log_it_granted(tmp_path: Path) -> None:
+    """A grant made through ``continues`` (node 1's term-3 candidacy, its log 2-2: its term-2
+    blank entry and a write) is the one continued next: entries of term 3 past 2-2 pass, an
+    entry of term 3 at or below index 2 (another leader's of term 3) and the log of term 2
+    it had before do not."""
+    g = CatchUpGuard.load(tmp_path, 2, new=True)
+    assert g.learn_grant(_GRANT, VoteResponse(_GRANT.vote, True, None))
+    again = VoteRequest(Vote(LeaderId(3, 1)), LogId(2, 2))
+    assert g.may_vote_for(again, Vote(LeaderId(2, 1)))
+    assert g.learn_grant(again, VoteResponse(again.vote, True, None))
+    assert g.active and g.granted == rejoin.GrantedVote(3, 1, LogId(2, 2))
+    voted = Vote(LeaderId(3, 1))
+    assert g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 3)), voted)
+    assert g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 9)), voted)
+    assert g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(2, 2)), voted)  # the log it granted
+    assert not g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 2)), voted)
+    assert not g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(2, 3)), voted)
+    assert not g.may_vote_for(VoteRequest(Vote(LeaderId(4, 1)), LogId(3, 3)), Vote(LeaderId(2, 1)))
+
+
 async def test_a_grant_in_the_first_election_is_recorded_before_the_record_goes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node stopped between its vote in the first election and the record's removal
