@@ -17,7 +17,8 @@ How one call runs, within its ``deadline`` (seconds)::
                      ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
-                     │   leader, a redirect loop          ┘   (until the deadline: FAIL)
+                     │   leader, 408 (the request was not │   (until the deadline: FAIL)
+                     │   read), a redirect loop ──────────┘
                      ├─ other 4xx; 503 "not in a cluster yet" from every endpoint
                      │   for NO_CLUSTER_GRACE (their latest answers) ────────────> FAIL
                      └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
@@ -29,6 +30,11 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 - ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
   was appended, or only refusals until the deadline); or a read got no value (only
   failures until the deadline, or a 2xx that is not a service node's value).
+
+A ``408`` says the request was not read (a stopping node answers so on each idle connection
+it closes, and ignores any request on it: a request sent on a kept-alive connection as the
+node stops gets it, however late it is sent); like any refusal it is retried at the next
+endpoint, a write too.
 - ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
   after such an attempt: a blind retry could apply it twice.
@@ -630,6 +636,14 @@ class KvClient:
                     if follow and status != 307:
                         self.leader = node
                     return Response(Outcome.OK, status, rbody, node, None, redirects, retries)
+                elif status == 408:
+                    # The request was not read (RFC 9110 §15.5.9): nothing was done, so it is a
+                    # refusal, retried like one, a write too. A stopping node answers so on the
+                    # connections it closes (``http_api.StoppingConnections``), and a node whose
+                    # body came too slowly; either way the next node may take it.
+                    last = (status, rbody, f"HTTP 408: {_one_line(rbody)}")
+                    if not follow:
+                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
                 elif 400 <= status < 500:
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP {status}: {_one_line(rbody)}",
                                     redirects, retries)

@@ -74,7 +74,9 @@ unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue
 have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
 ``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
-was done), and every answer then closes its connection. Nothing is half-applied: validation
+was done), and every answer then closes its connection; each idle connection it answers at
+once with an unsolicited 408 and closes without reading a request on it again
+(``StoppingConnections``). Nothing is half-applied: validation
 runs before the one Raft call a request makes.
 
 The rest of a body that an answer left unread (a redirect, a 413, 415 or 501, a 503 of the
@@ -133,6 +135,7 @@ from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, Serv
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
+           "StoppingConnections", "STOPPING_NOT_READ",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
            "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY"]
@@ -341,6 +344,121 @@ class IdleConnections:
         if stale:
             log.info("closed %d HTTP connection(s) on which no request came within %gs", len(stale), self.timeout)
         return len(stale)
+
+
+STOPPING_NOT_READ = ("the node is stopping and closed this connection: the request sent on it was not read, "
+                     "nothing was done; send it again on a new connection (to another node)")
+"""The ``error`` of the 408 a stopping node sends on each idle connection as it closes it
+(``StoppingConnections``)."""
+
+
+def _tcp_unacknowledged(sock: Any) -> int | None:
+    """Bytes ``sock`` sent that its peer has not acknowledged yet, the FIN counting one
+    (Linux ``SIOCOUTQ``); ``None`` where that cannot be asked."""
+    try:
+        import fcntl
+        import struct
+        import termios
+
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))  # (= SIOCOUTQ)
+        return int(struct.unpack("i", raw)[0])
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+
+
+class StoppingConnections:
+    """How a stopping node ends its HTTP connections (``KvNode._drain_http``) so that no
+    request a client sends on one is lost, however late the client sends it.
+
+    The race it closes: a client keeps a connection alive after an answer and later sends
+    its next request on it. Were the node to close the connection meanwhile, the request
+    would meet a closed connection, and the client could not tell whether the node read it
+    (a write's outcome unknown: the node might have applied it, then died). So each
+    connection is ended only at a point where the client can tell:
+
+    - A connection with a request being handled (or read, or queued behind one) is left to
+      finish it: every answer of a stopping node carries ``Connection: close``, and aiohttp
+      closes the connection after it.
+    - An idle connection (its handler waits for the next request, none is queued) is
+      *retired* (``retire_idle``): the node writes an unsolicited ``408 Request Timeout``
+      (JSON ``{"error": STOPPING_NOT_READ, "leader_id": ...}``, ``Connection: close``) and
+      from then on never reads a request on it: whatever comes is dropped unparsed, so any
+      request the client sends there, before or after it sees the 408, was not read. A
+      client reads the 408 as the answer to that request (RFC 9110 §15.5.9: "If the client
+      has an outstanding request in transit, it MAY repeat that request"), or finds the
+      connection closed before it uses it and opens a new one. The node half-closes the
+      connection after the 408 (a FIN) and keeps reading and dropping, so that closing it
+      never resets it with the 408 unread (a close with unread data sends a reset, which
+      discards what was not delivered yet).
+    - A retired connection is *settled* once the client closed it or its kernel
+      acknowledged the 408 and the FIN (``_tcp_unacknowledged`` is 0): the answer is then
+      in the client's receive buffer, where a reset no longer destroys it, and the node may
+      close the socket. Where that cannot be asked, only the client's close settles it.
+
+    No timing is involved: a client stalled for any time still reads the 408, and the stop
+    does not wait for clients that do not send. Uses aiohttp's ``RequestHandler`` internals
+    (``_waiter``, ``_messages``: how its own keep-alive timer tells an idle connection;
+    ``tests/kv/test_stop_kept_alive.py`` checks them).
+
+    Invariant: ``_retired`` holds only connections this retired that are still open in
+    ``server.connections`` (pruned at each ``settled``)."""
+
+    def __init__(self, server: web.Server) -> None:
+        self._server = server
+        self._retired: dict[Any, Any] = {}  # connection -> its transport, as it was retired
+
+    @staticmethod
+    def idle(conn: Any) -> bool:
+        """Whether ``conn`` (a ``RequestHandler``) waits for a request with none queued, none
+        being handled, and is not closing."""
+        waiter = getattr(conn, "_waiter", None)
+        return (waiter is not None and not waiter.done() and not conn._messages and not conn._force_close
+                and not conn._close and conn.transport is not None)
+
+    def retire_idle(self, leader_id: int | None) -> int:
+        """Retire every idle connection not retired yet (see the class docstring), the 408
+        naming ``leader_id``; return how many."""
+        body = json.dumps({"error": STOPPING_NOT_READ, "leader_id": leader_id}).encode()
+        answer = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        n = 0
+        for conn in list(self._server.connections):
+            if conn in self._retired or not self.idle(conn):
+                continue
+            transport = conn.transport
+            assert transport is not None  # (``idle``)
+            # From here aiohttp drops what arrives (``data_received`` with ``_close`` set) and
+            # its handler stops waiting for a request (the waiter is cancelled).
+            conn.close()
+            transport.write(answer)
+            if transport.can_write_eof():  # (the HTTP port speaks plain TCP: always)
+                transport.write_eof()  # FIN after the 408; the transport closes at the client's FIN
+            else:
+                transport.close()
+            self._retired[conn] = transport
+            n += 1
+        if n:
+            log.debug("answered 408 and half-closed %d idle HTTP connection(s): the node is stopping", n)
+        return n
+
+    def settled(self) -> bool:
+        """Whether every open connection is retired and settled (see the class docstring);
+        connections still serving a request, or not idle yet, are not."""
+        open_now = set(self._server.connections)
+        for conn in [c for c in self._retired if c not in open_now]:
+            del self._retired[conn]
+        for conn in open_now:
+            transport = self._retired.get(conn)
+            if transport is None:
+                return False  # serving a request (its answer closes it), or idle since this look
+            if transport.get_write_buffer_size():
+                return False
+            if transport.is_closing():
+                continue  # the client closed its side: the transport closes, the 408 sent
+            sock = transport.get_extra_info("socket")
+            if sock is None or _tcp_unacknowledged(sock) != 0:
+                return False
+        return True
 
 
 MAX_HTTP_CONNECTIONS = 512
@@ -1171,7 +1289,6 @@ async def _errors_and_counts(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    node.request_seen()
     if node.http_conns is not None:
         node.http_conns.request_started(request.protocol)
     resp: web.StreamResponse

@@ -92,9 +92,10 @@ some server happens to hold."""
 SHUTDOWN_GRACE = 3.0
 """Seconds ``stop()`` lets HTTP requests in flight finish before it cancels them."""
 
-DRAIN_QUIET = 0.05
-"""Seconds without a new HTTP request after which ``stop()`` closes the HTTP server (see
-``KvNode._drain_http``)."""
+DRAIN_POLL = 0.01
+"""Seconds between two looks of ``stop()`` at its HTTP connections while it drains them
+(``KvNode._drain_http``): each look retires those that became idle and checks whether all
+are settled. A poll, not a grace: no client waits on it."""
 
 
 class ServiceUnavailable(Exception):
@@ -727,7 +728,6 @@ class KvNode:
         self.accepting = True
         self.http_closing = asyncio.Event()  # set once ``_drain_http`` ended (``_stop``)
         self.inflight = 0
-        self.last_request_at = 0.0  # the loop's time of the last HTTP request (``request_seen``)
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
@@ -1009,16 +1009,19 @@ class KvNode:
 
     async def stop(self) -> None:
         """Stop gracefully, each step bounded and logged on failure: the HTTP port stops
-        taking connections (a client's connect is refused: nothing was sent), requests on
-        open connections get 503, and those in flight finish (every answer from now on
-        closes its connection: ``Connection: close``); once none is in flight and none came
-        for ``DRAIN_QUIET`` seconds (at most ``SHUTDOWN_GRACE`` seconds in all), the TCP
-        server, Raft (requests still waiting get the node's ``Stopped``), the HTTP server,
-        the network and the stores close. Idempotent.
+        taking connections (a client's connect is refused: nothing was sent); each idle
+        connection is answered an unsolicited 408 and closed without reading any request on
+        it again, requests on open connections get 503, and those in flight finish (every
+        answer from now on closes its connection: ``Connection: close``); once every HTTP
+        connection is closed or so answered (``http_api.StoppingConnections``; at most
+        ``SHUTDOWN_GRACE`` seconds in all), the TCP server, Raft (requests still waiting get
+        the node's ``Stopped``), the HTTP server, the network and the stores close.
+        Idempotent.
 
-        So when the HTTP server closes its connections, no client is about to send a
-        request on one of them: for the client, a request dropped with its connection has
-        an unknown outcome.
+        So every request a client sends on a connection to the stopping node, however late,
+        is either answered or provably not read (the 408, which the client reads as the
+        answer to it): none meets a connection closed under it, for the client an unknown
+        outcome.
 
         The stop runs in a task of its own: a caller that is cancelled (a timeout around
         ``stop()``, Ctrl-C in a cleanup) leaves it going on, and every later or concurrent
@@ -1055,7 +1058,7 @@ class KvNode:
         if self._http_accept_errors is not None:
             self._http_accept_errors.close()
         if http is not None:
-            await self._drain_http()
+            await self._drain_http(http.server)
         # A body the API drops after an early answer ends now, its connection closed
         # (``http_api._answer_then_drop_body``): the HTTP server's shutdown waited
         # SHUTDOWN_GRACE for it, as for a request in flight.
@@ -1100,32 +1103,37 @@ class KvNode:
             self._dir_lock = None
         self.stopped.set()
 
-    async def _drain_http(self) -> None:
-        """Until no HTTP request is in flight and none has come for ``DRAIN_QUIET`` seconds,
-        at most ``SHUTDOWN_GRACE`` seconds. A request that arrived before the stop but was
-        not read yet (the loop was busy) is answered then (503, ``Connection: close``)
-        instead of being lost when the HTTP server closes its connections."""
+    async def _drain_http(self, server: Any) -> None:
+        """Until every HTTP connection of ``server`` (the ``AppRunner``'s ``web.Server``) is
+        closed, or retired and settled (``http_api.StoppingConnections``), at most
+        ``SHUTDOWN_GRACE`` seconds: idle connections are retired at once, and each
+        connection serving a request is retired, or closes, once its answer is sent. Once
+        no request is in flight, ``http_closing`` ends the bodies still being dropped.
+
+        A request that reached the node before the stop but was not read yet (the loop was
+        busy) gets the 408 with its connection (it is never read), or 503 if its handler had
+        been started: never a connection closed under it. (Before, the stop waited for 50 ms
+        without a request, then closed the connections: a client starved for longer lost the
+        next request it sent on its kept-alive connection.)"""
+        from .http_api import StoppingConnections
+
+        conns = StoppingConnections(server)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
         while True:
+            raft = self.raft
+            leader_id = raft.metrics.current_leader if raft is not None else None
+            conns.retire_idle(None if leader_id == self.id else leader_id)
+            if self.inflight == 0:
+                self.http_closing.set()  # (the bodies being dropped end; their connections close)
+                if conns.settled():
+                    return
             left = deadline - loop.time()
             if left <= 0:
                 if self.inflight:
                     log.warning("stopping with %d HTTP requests still in flight", self.inflight)
                 return
-            if self.inflight:
-                try:
-                    await asyncio.wait_for(self._idle.wait(), left)
-                except TimeoutError:
-                    continue
-            quiet = loop.time() - self.last_request_at
-            if self.inflight == 0 and quiet >= DRAIN_QUIET:
-                return
-            await asyncio.sleep(min(DRAIN_QUIET - quiet, left))
-
-    def request_seen(self) -> None:
-        """An HTTP request came (any, also one refused while stopping)."""
-        self.last_request_at = asyncio.get_running_loop().time()
+            await asyncio.sleep(min(DRAIN_POLL, left))
 
     def request_started(self) -> None:
         """An HTTP request began (the API's bookkeeping for a graceful stop)."""

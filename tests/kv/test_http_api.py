@@ -683,11 +683,8 @@ async def test_stop_is_bounded_with_a_write_stuck_without_quorum(cluster: KvClus
         t0 = loop.time()
         stopping = asyncio.ensure_future(leader.stop())
         await asyncio.sleep(0.2)  # within the grace the stuck write is given
-        # a request on an open connection: 503, and the connection is closed after it
-        async with kept.get(url(leader, "/cluster/status")) as r:
-            assert r.status == 503 and r.headers.get("Connection", "").lower() == "close"
-            assert await r.json() == {"error": "the node is stopping", "leader_id": None}
-        # a new connection is refused: nothing was sent
+        # the idle connection was answered 408 and closed by the stop at once (the client saw
+        # it closed before it used it again), and a new connection is refused: nothing was sent
         with pytest.raises(aiohttp.ClientConnectorError):
             async with kept.get(url(leader, "/cluster/status")):
                 pass

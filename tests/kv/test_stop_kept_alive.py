@@ -1,0 +1,163 @@
+"""A graceful stop and the clients' kept-alive (idle) connections: a request a client sends on
+one, however late (its process starved, or stopped, across the whole stop), gets an answer
+that says it was not read, never a cut connection (for a write: an unknown outcome).
+
+Before, the stop waited until no request had come for ``DRAIN_QUIET`` (50 ms), then closed
+the connections: a client whose process did not run for longer than that sent its next
+request on a connection the node had closed, and lost it (``tests/kv/test_graceful_stop.py``
+failed so under load, all 8 writers at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openraft_py.kv.client import KvClient, Outcome, Response
+from openraft_py.kv.node import SHUTDOWN_GRACE, KvNode
+
+from .kv_helpers import KvCluster
+from .raw_http import ANSWER_WITHIN, http_addr, read_answer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def leader() -> AsyncIterator[KvNode]:
+    """The leader of a one-node cluster."""
+    c = KvCluster()
+    try:
+        await c.start(1)
+        yield await c.wait_leader()
+    finally:
+        await c.close()
+
+
+async def test_a_request_sent_on_an_idle_connection_after_the_stop_is_answered_408(leader: KvNode) -> None:
+    """A client whose connection was idle (kept alive after its answer) all through the stop,
+    then sends a write on it: it reads a 408 (``Connection: close``) saying nothing was read,
+    not a closed connection with no answer."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, headers, body = await read_answer(reader)
+        assert status == 200 and headers.get("connection", "").lower() != "close", (status, headers, body)
+        t0 = loop.time()
+        await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
+        took = loop.time() - t0
+        # the client wakes up only now, and sends its next request on the connection it kept
+        writer.write(f"PUT /kv/late HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 1\r\n\r\nv".encode())
+        try:
+            status, headers, body = await read_answer(reader)
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
+            raise AssertionError(f"the request got no answer: {e!r}") from None
+        assert status == 408, (status, body)
+        assert headers["connection"].lower() == "close"
+        answer = json.loads(body)
+        assert "not read" in answer["error"] and answer["leader_id"] is None, answer
+        assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # and the connection is closed
+    finally:
+        writer.close()
+    assert took < SHUTDOWN_GRACE, took  # (the stop did not wait for the idle client)
+
+
+async def test_a_starved_client_s_write_on_its_kept_alive_connection_is_retried_not_unknown() -> None:
+    """A ``KvClient`` whose event loop does not run (another thread, blocked) from just after
+    a write to the leader until that leader's stop has ended, then writes again: the write
+    goes first on the connection it kept to the stopped leader, is refused there (408:
+    nothing read), and is retried at the other nodes until the new leader takes it. Before,
+    it ended ``info`` ("connection lost": the node had closed the connection under it)."""
+    c = KvCluster()
+    first_done = threading.Event()
+    gate = threading.Event()
+    results: list[Response] = []
+    errors: list[BaseException] = []
+    try:
+        await c.start(3)
+        leader = await c.wait_leader()
+        endpoints = [n.opts.http_addr for n in c.nodes.values()]
+
+        async def client() -> None:
+            async with KvClient(endpoints, deadline=15.0) as kv:
+                results.append(await kv.put("k", "1", endpoint=leader.opts.http_addr))
+                first_done.set()
+                gate.wait(30)  # the client's loop is starved: blocked, reading nothing
+                results.append(await kv.put("k", "2"))
+
+        def run() -> None:
+            try:
+                asyncio.run(client())
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                errors.append(e)
+            finally:
+                first_done.set()
+
+        thread = threading.Thread(target=run, name="starved-client")
+        thread.start()
+        try:
+            assert await asyncio.to_thread(first_done.wait, 20)
+            assert not errors and results[0].ok, (errors, results)
+            await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
+        finally:
+            gate.set()
+            await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive()
+        assert not errors, errors
+        second = results[1]
+        assert second.outcome is Outcome.OK, second
+        assert second.retries >= 1 and second.node != leader.opts.http_addr, second
+        # written once, through the new leader
+        new = await c.wait_leader(among=[n.id for n in c.followers(leader)])
+        assert c.session is not None
+        async with c.session.get(f"http://{new.opts.http_addr}/kv/k") as r:
+            assert r.status == 200 and await r.text() == "2"
+    finally:
+        gate.set()
+        await c.close()
+
+
+async def test_a_408_is_a_refusal_the_client_retries_at_the_next_endpoint() -> None:
+    """An endpoint that answers 408 (a stopping node's idle connection, or a body too slow):
+    the request was not read, so the client retries it at the next endpoint, a write too,
+    and the call succeeds there; with ``follow=False`` it fails at once (``fail``, not
+    ``info``)."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append("refuse")
+        return web.json_response({"error": "the node is stopping: the request was not read", "leader_id": None},
+                                 status=408, headers={"Connection": "close"})
+
+    async def take(request: web.Request) -> web.Response:
+        seen.append("take")
+        return web.json_response({"index": 7})
+
+    runners = []
+    addrs = []
+    try:
+        for h in (refuse, take):
+            app = web.Application()
+            app.router.add_put("/kv/{key}", h)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            port = runner.addresses[0][1]
+            addrs.append(f"127.0.0.1:{port}")
+        async with KvClient(addrs, deadline=5.0) as kv:
+            r = await kv.put("k", "v")
+            assert r.outcome is Outcome.OK and r.json() == {"index": 7} and r.node == addrs[1], r
+            assert seen == ["refuse", "take"], seen
+            r = await kv.put("k", "v", endpoint=addrs[0], follow=False)
+            assert r.outcome is Outcome.FAIL and r.status == 408 and "not read" in (r.error or ""), r
+    finally:
+        for runner in runners:
+            await runner.cleanup()
