@@ -98,6 +98,41 @@ DRAIN_POLL = 0.01
 are settled. A poll, not a grace: no client waits on it."""
 
 
+def _close_taking_queued(server: asyncio.Server) -> list[socket.socket]:
+    """Close ``server``'s listening sockets and return the connections the kernel had
+    completed on them that the loop had not taken yet (its queue of connections), to be
+    served like the others (``KvNode._stop``). Closing a listening socket resets the
+    connections in its queue: a client that connected while the loop was busy, and sent its
+    request, got a reset after sending (for a write, an unknown outcome). A connection
+    completed between the last ``accept`` and the close (the same step of the loop, no
+    ``await`` between) is still reset: no request was read on it, but its client cannot
+    tell."""
+    copies = []
+    for ts in server.sockets:
+        try:
+            copies.append(socket.socket(ts.family, ts.type, ts.proto, fileno=os.dup(ts.fileno())))
+        except OSError as e:  # (no descriptor left: the queued connections are reset, as before)
+            log.warning("cannot take the HTTP port's queued connections: %r", e)
+    server.close()  # the loop stops accepting; each port stays open through its copy
+    taken: list[socket.socket] = []
+    for copy in copies:
+        with copy:
+            copy.setblocking(False)
+            while True:
+                try:
+                    conn, _addr = copy.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:  # (a connection aborted, no descriptor left: leave the rest)
+                    if e.errno == errno.ECONNABORTED:
+                        continue
+                    log.warning("cannot take the HTTP port's queued connections: %r", e)
+                    break
+                conn.setblocking(False)
+                taken.append(conn)
+    return taken
+
+
 class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it)."""
 
@@ -715,6 +750,7 @@ class KvNode:
         self.metrics = KvMetrics(lambda: self.raft.metrics if self.raft is not None else None)
         self._http: Any = None  # aiohttp AppRunner
         self._http_listener: asyncio.Server | None = None  # the HTTP port's listening socket(s)
+        self._http_factory: Callable[[], asyncio.BaseProtocol] | None = None  # its connections' protocols
         self._http_accept_errors: AcceptErrors | None = None  # its accept errors, logged once
         self._dir_lock: int | None = None  # the data directory's flock (``identity.lock_data_dir``)
         self._dir_locked = False  # whether start() took that lock (a failed first start may then undo itself)
@@ -918,6 +954,7 @@ class KvNode:
             self._http_accept_errors = AcceptErrors(f"HTTP port {o.http_addr}", log)
             factory = self._http_accept_errors.guard(
                 capped_connections(self._http.server, http_limit, self._http_accept_errors))
+            self._http_factory = factory
             try:
                 self._http_listener = await asyncio.get_running_loop().create_server(
                     factory, hhost, hport, reuse_address=True, backlog=128)
@@ -1009,7 +1046,8 @@ class KvNode:
 
     async def stop(self) -> None:
         """Stop gracefully, each step bounded and logged on failure: the HTTP port stops
-        taking connections (a client's connect is refused: nothing was sent); each idle
+        taking connections (a client's connect is refused: nothing was sent; those the
+        kernel had completed are taken first, ``_close_taking_queued``); each idle
         connection is answered an unsolicited 408 and closed without reading any request on
         it again, requests on open connections get 503, and those in flight finish (every
         answer from now on closes its connection: ``Connection: close``); once every HTTP
@@ -1052,7 +1090,11 @@ class KvNode:
         listener, self._http_listener = self._http_listener, None
         if listener is not None:
             try:
-                listener.close()  # closes the listening socket only
+                queued = _close_taking_queued(listener)  # closes the listening socket only
+                factory = self._http_factory
+                if queued and factory is not None:
+                    loop = asyncio.get_running_loop()
+                    await asyncio.gather(*(loop.connect_accepted_socket(factory, sock) for sock in queued))
             except Exception as e:  # noqa: BLE001 - keep stopping
                 log.error("closing the HTTP port failed: %r", e)
         if self._http_accept_errors is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator
 
@@ -64,6 +65,52 @@ async def test_a_request_sent_on_an_idle_connection_after_the_stop_is_answered_4
     finally:
         writer.close()
     assert took < SHUTDOWN_GRACE, took  # (the stop did not wait for the idle client)
+
+
+async def test_a_request_on_a_connection_the_busy_loop_had_not_taken_yet_is_answered(leader: KvNode) -> None:
+    """The node's loop busy (here: blocked) while a client connects and sends a write, and the
+    stop begins before the loop took the connection (the kernel had completed it, in the
+    port's queue): the stop takes it and answers (408 or 503: nothing was done). Before,
+    closing the port reset it, the request unread: an unknown outcome."""
+    loop = asyncio.get_running_loop()
+    host, port = http_addr(leader)
+    sent = threading.Event()
+    got: list[bytes | OSError] = []
+
+    def client() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=ANSWER_WITHIN) as s:
+                s.sendall(f"PUT /kv/queued HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 1\r\n\r\nv".encode())
+                sent.set()
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                got.append(data)
+        except OSError as e:
+            got.append(e)
+        finally:
+            sent.set()
+
+    thread = threading.Thread(target=client, name="queued-client")
+
+    def busy() -> None:
+        # Runs between the stop's first step and the step that closes the port: the loop
+        # takes no connection meanwhile (blocking it is the point).
+        thread.start()
+        sent.wait(ANSWER_WITHIN)
+
+    stop = asyncio.ensure_future(leader.stop())
+    loop.call_soon(busy)
+    try:
+        await asyncio.wait_for(stop, 2 * SHUTDOWN_GRACE)
+    finally:
+        await asyncio.to_thread(thread.join, 2 * ANSWER_WITHIN)
+    assert len(got) == 1 and isinstance(got[0], bytes), got
+    head = got[0].decode("latin-1")
+    assert head.split(" ")[1] in ("408", "503") and "Connection: close" in head, head
 
 
 async def test_a_starved_client_s_write_on_its_kept_alive_connection_is_retried_not_unknown() -> None:
