@@ -430,12 +430,15 @@ class StoppingConnections:
             # From here aiohttp drops what arrives (``data_received`` with ``_close`` set) and
             # its handler stops waiting for a request (the waiter is cancelled).
             conn.close()
-            transport.write(answer)
-            if transport.can_write_eof():  # (the HTTP port speaks plain TCP: always)
-                transport.write_eof()  # FIN after the 408; the transport closes at the client's FIN
-            else:
-                transport.close()
             self._retired[conn] = transport
+            try:
+                transport.write(answer)
+                if transport.can_write_eof():  # (the HTTP port speaks plain TCP: always)
+                    transport.write_eof()  # FIN after the 408; the transport closes at the client's FIN
+                else:
+                    transport.close()
+            except OSError:  # the client reset the connection (not seen by the loop yet): it is gone
+                transport.abort()
             n += 1
         if n:
             log.debug("answered 408 and half-closed %d idle HTTP connection(s): the node is stopping", n)

@@ -1100,7 +1100,10 @@ class KvNode:
         if self._http_accept_errors is not None:
             self._http_accept_errors.close()
         if http is not None:
-            await self._drain_http(http.server)
+            try:
+                await self._drain_http(http.server)
+            except Exception as e:  # noqa: BLE001 - keep stopping (the HTTP server's cleanup closes them)
+                log.error("draining the HTTP connections failed: %r", e)
         # A body the API drops after an early answer ends now, its connection closed
         # (``http_api._answer_then_drop_body``): the HTTP server's shutdown waited
         # SHUTDOWN_GRACE for it, as for a request in flight.

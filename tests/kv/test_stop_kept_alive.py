@@ -113,6 +113,33 @@ async def test_a_request_on_a_connection_the_busy_loop_had_not_taken_yet_is_answ
     assert head.split(" ")[1] in ("408", "503") and "Connection: close" in head, head
 
 
+async def test_a_stop_retiring_a_connection_its_client_just_closed_goes_on(leader: KvNode) -> None:
+    """A client closes its kept-alive connection just as the stop retires it (the node's
+    loop has not seen the close yet): the 408 meets a closed connection (the client's
+    kernel answers it with a reset) and the connection is dropped; the stop goes on and
+    ends. Before, the half-close after the 408 raised "Transport endpoint is not connected"
+    out of ``stop()``, which then never closed Raft, the network or the stores."""
+    loop = asyncio.get_running_loop()
+    s = socket.create_connection(http_addr(leader), timeout=ANSWER_WITHIN)
+    try:
+        s.sendall(f"GET /cluster/status HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        answer = await asyncio.to_thread(s.recv, 4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+    except BaseException:
+        s.close()
+        raise
+
+    def close_now() -> None:
+        # Runs between the stop's first step and the step that retires the connections:
+        # the loop sees the client's close only after that.
+        s.close()
+
+    stop = asyncio.ensure_future(leader.stop())
+    loop.call_soon(close_now)
+    await asyncio.wait_for(stop, 2 * SHUTDOWN_GRACE)
+    assert leader.stopped.is_set() and leader.log_store is None  # (every step ran)
+
+
 async def test_a_starved_client_s_write_on_its_kept_alive_connection_is_retried_not_unknown() -> None:
     """A ``KvClient`` whose event loop does not run (another thread, blocked) from just after
     a write to the leader until that leader's stop has ended, then writes again: the write
