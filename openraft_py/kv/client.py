@@ -30,14 +30,14 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 - ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
   was appended, or only refusals until the deadline); or a read got no value (only
   failures until the deadline, or a 2xx that is not a service node's value).
+- ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
+  after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
+  after such an attempt: a blind retry could apply it twice.
 
 A ``408`` says the request was not read (a stopping node answers so on each idle connection
 it closes, and ignores any request on it: a request sent on a kept-alive connection as the
 node stops gets it, however late it is sent); like any refusal it is retried at the next
 endpoint, a write too.
-- ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
-  after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
-  after such an attempt: a blind retry could apply it twice.
 
 Reads (``GET``) have no effect, so every failure of a read is retried within the deadline;
 a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.

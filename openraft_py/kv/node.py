@@ -1094,7 +1094,12 @@ class KvNode:
                 factory = self._http_factory
                 if queued and factory is not None:
                     loop = asyncio.get_running_loop()
-                    await asyncio.gather(*(loop.connect_accepted_socket(factory, sock) for sock in queued))
+                    made = await asyncio.gather(*(loop.connect_accepted_socket(factory, sock) for sock in queued),
+                                                return_exceptions=True)
+                    for sock, outcome in zip(queued, made, strict=True):
+                        if isinstance(outcome, BaseException):
+                            sock.close()
+                            log.warning("cannot serve a connection the HTTP port had queued: %r", outcome)
             except Exception as e:  # noqa: BLE001 - keep stopping
                 log.error("closing the HTTP port failed: %r", e)
         if self._http_accept_errors is not None:
