@@ -28,8 +28,11 @@ does); use it only from that loop's thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine, Generator
+from types import FunctionType
+from typing import Any
 
-__all__ = ["Wakeup"]
+__all__ = ["Resumed", "Wakeup", "send_none"]
 
 _get_running_loop = asyncio.get_running_loop
 
@@ -97,3 +100,57 @@ class Wakeup:
             for f in more:
                 if not f.done():
                     f.set_result(None)
+
+
+def send_none(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run ``coro`` (a coroutine not started, or one that last yielded to its driver) to its
+    next suspension or its end, as ``coro.send(None)`` does: ``(True, value)`` if it
+    returned ``value``, ``(False, yielded)`` if it suspended, yielding ``yielded`` (a future
+    the caller's task must wait for before it sends again). What it raises propagates.
+
+    For the core's coroutines that usually complete without suspending (a state machine's
+    ``apply``, a log store's ``save_committed``), run where no ``await`` can be: the compiled
+    build tells the two cases apart by ``PyIter_Send``'s result code, without the
+    ``StopIteration`` that ``send`` raises at the end (its raise and catch cost about twice
+    what the ``await`` of the whole coroutine does). The pure build catches it."""
+    if _COMPILED:
+        return _send_none_c(coro)  # type: ignore[name-defined, no-any-return] # noqa: F821 - wakeup.pxd
+    try:
+        return False, coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+
+class Resumed:
+    """What is left of a coroutine that ``send_none`` started and that suspended, yielding
+    ``yielded``: awaiting it drives the rest of ``coro`` from the awaiting task, as
+    ``await coro`` would have from that point (``yielded`` goes to the task first; what the
+    task sends or throws goes to the coroutine), and gives what ``coro`` returns."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        value = self.yielded
+        while True:
+            try:
+                sent = yield value
+            except BaseException as e:  # noqa: BLE001 - handed on to the coroutine, as await does
+                try:
+                    value = coro.throw(e)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+# Whether this module is the compiled extension (``wakeup.pxd``'s C part exists), told by
+# what Cython makes of a function (never a Python ``function``), as ``types._COMPILED`` is.
+_COMPILED = type(send_none) is not FunctionType

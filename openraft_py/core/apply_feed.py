@@ -10,10 +10,11 @@ responders whose entries will never be applied here.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import ForwardToLeader
-from ..types import ClientWriteResponse, LogId, StoredMembership
+from ..types import ClientWriteResponse, Entry, LogId, StoredMembership
 from .log_source import LogSource
 from .messages import ClientWrite, ClientWriteOne, Responder
 from .sm_worker import StateMachineWorker
@@ -73,6 +74,39 @@ class ApplyFeed:
             # The cache holds a suffix of the log: read what it lacks from storage.
             rest = await self.log.read_storage(start + len(entries), stop)
             entries = entries + rest if entries else rest
+        self._hand_over(entries, committed)
+
+    def submit_now(self, committed: LogId) -> Coroutine[Any, Any, None] | None:
+        """``submit(committed)`` without a coroutine when the cache holds every entry to
+        hand over (``None``: done); otherwise the coroutine ``submit`` to await (it reads
+        what the cache lacks from storage)."""
+        start = self.submitted + 1
+        stop = committed.index + 1
+        if stop <= start:
+            return None
+        entries = self.log.cache.get(start, stop)
+        if len(entries) < stop - start:
+            return self.submit(committed)
+        # ``_hand_over(entries, committed)``, without its call (every node, every commit).
+        last = stop - 1
+        self.submitted = last
+        q = self.responders
+        if not q:
+            rs: list[Responder] = []  # (a follower's every commit)
+        elif q[-1].first <= last:
+            # Every waiting writer's entries are committed (the usual case): all at once.
+            rs = list(q)
+            q.clear()
+        else:
+            rs = []
+            while q and q[0].first <= last:
+                rs.append(q.popleft())
+        self.worker.submit(entries, rs)
+        return None
+
+    def _hand_over(self, entries: list[Entry], committed: LogId) -> None:
+        """Hand ``entries`` (the log's, from ``submitted + 1`` to ``committed``) to the
+        worker, with the responders they complete."""
         self.submitted = committed.index
         q = self.responders
         if q and q[-1].first <= committed.index:

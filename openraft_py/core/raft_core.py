@@ -29,6 +29,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Container
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, get_args
 
 from .._core import EntryCache, normal_data_bytes
@@ -76,7 +77,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
-from ..wakeup import Wakeup
+from ..wakeup import Resumed, Wakeup, send_none
 from . import metrics_view
 from .apply_feed import ApplyFeed
 from .clock import Clock, seconds_reader
@@ -195,7 +196,7 @@ class RaftCore:
         self.engine = engine
         self.id: NodeId = engine.state.id
         # The engine state's membership and IO parts, read after every round of commands
-        # (``_run_commands``, ``_forget_clients_of_left_nodes``). A ``RaftState`` keeps both
+        # (``_commands_now``, ``_forget_clients_of_left_nodes``). A ``RaftState`` keeps both
         # objects for its life (it changes their fields, never replaces them), and so does
         # the engine its state: held here, each pass skips two attribute reads of the
         # engine's compiled types per use, reads Python does not specialise (the
@@ -357,7 +358,10 @@ class RaftCore:
                 if not self._msgs and not self._notes:
                     await self._wakeup.wait()
                     continue
-                await self._run_once()
+                # One pass, with no coroutine of its own unless a step of it must wait.
+                pending = self._pass()
+                if pending is not None:
+                    await pending
         except asyncio.CancelledError as e:
             stray = stray_cancel("a call in the raft core's task", e)
             if stray is not None:
@@ -388,7 +392,16 @@ class RaftCore:
         finally:
             self._teardown()
 
-    async def _run_once(self) -> None:
+    def _pass(self) -> Awaitable[None] | None:
+        """One pass of the core: the notes, then the calls (``_take_calls``), then the tick
+        (``_tick``), then the engine's commands until it emits no more, then the metrics.
+        Run without a coroutine: ``None`` once the pass is done, or, when a step must wait
+        (a command's IO that suspends or must be awaited, the state machine's entries to be
+        handed over again after a refused install), the awaitable that does the rest of the
+        pass, which the core's task awaits before it starts another (a pass is never
+        interleaved with another). A 1-writer write takes four passes over the three nodes
+        of a cluster, each a coroutine or two less this way (docs/design/performance.md,
+        the forty-eighth round)."""
         eng = self.engine
         now = self._read_clock() * 1000.0  # ``now_ms()``
         if now < eng.now:
@@ -408,39 +421,79 @@ class RaftCore:
                 else:
                     self._handle_note(n, now)
         if self.feed.resubmit:
-            # After a refused install: before anything can queue another install.
-            self.feed.resubmit = False
-            committed = eng.state.committed
-            if committed is not None:
-                await self.feed.submit(committed)
-                # Read the clock again: what arrived during the await must not be handled
-                # at an earlier time (a follower's ``leader_seen_at`` would start before the
-                # request it notes arrived, and its stickiness end before the leader's lease
-                # does; docs/design/reads.md).
-                now = self._read_clock() * 1000.0
-                if now < eng.now:
-                    self._clock_went_back(now)
-                eng.now = now
+            return self._pass_resubmitting(tick)
         if self._msgs:
+            # ``_take_calls(now)``, without its call (a leader's every write, a follower's
+            # every request).
             msgs = self._msgs
             self._msgs = deque()
             if self._other_msgs:
                 self._other_msgs = 0
                 self._handle_msgs(msgs, now)
             else:
-                # ``client_write``s only (the steady state of a busy leader): one batch.
                 writes: list[ClientWrite | ClientWriteOne] = list(msgs)
                 try:
                     self._handle_writes(writes, True)
                 except BaseException:
-                    # The node stops: the writes go back to the queue, where teardown
-                    # answers them (answering one twice is a no-op).
                     self._msgs.extendleft(reversed(writes))
                     raise
         if tick:
             self._tick(now)
+        pending = self._commands_now(None)
+        if pending is not None:
+            return self._finish_pass(pending)
+        self.metrics.publish()
+        return None
+
+    async def _pass_resubmitting(self, tick: bool) -> None:
+        """The rest of a pass (``_pass``) that must first hand the committed entries to the
+        state machine again (``ApplyFeed.resubmit``: after a refused install), before
+        anything can queue another install."""
+        eng = self.engine
+        self.feed.resubmit = False
+        committed = eng.state.committed
+        now = eng.now
+        if committed is not None:
+            await self.feed.submit(committed)
+            # Read the clock again: what arrived during the await must not be handled
+            # at an earlier time (a follower's ``leader_seen_at`` would start before the
+            # request it notes arrived, and its stickiness end before the leader's lease
+            # does; docs/design/reads.md).
+            now = self._read_clock() * 1000.0
+            if now < eng.now:
+                self._clock_went_back(now)
+            eng.now = now
+        if self._msgs:
+            self._take_calls(now)
+        if tick:
+            self._tick(now)
         await self._run_commands()
         self.metrics.publish()
+
+    async def _finish_pass(self, pending: tuple[Awaitable[None], list[Command]]) -> None:
+        """The rest of a pass whose commands stopped at one that must be awaited
+        (``pending``, from ``_commands_now``)."""
+        await self._await_commands(pending)
+        self.metrics.publish()
+
+    def _take_calls(self, now: float) -> None:
+        """Handle the queued API calls (``_msgs``): a batch of writes, or each call in order
+        (``_handle_msgs``) when others are among them."""
+        msgs = self._msgs
+        self._msgs = deque()
+        if self._other_msgs:
+            self._other_msgs = 0
+            self._handle_msgs(msgs, now)
+        else:
+            # ``client_write``s only (the steady state of a busy leader): one batch.
+            writes: list[ClientWrite | ClientWriteOne] = list(msgs)
+            try:
+                self._handle_writes(writes, True)
+            except BaseException:
+                # The node stops: the writes go back to the queue, where teardown
+                # answers them (answering one twice is a no-op).
+                self._msgs.extendleft(reversed(writes))
+                raise
 
     def _clock_went_back(self, now: float) -> None:
         """The node's clock read ``now`` (ms), earlier than a time it read before
@@ -643,41 +696,57 @@ class RaftCore:
         engine emit others: a flush completing while commands run is handled at once).
         Each command runs the method ``_handlers`` maps its type to, unless it waits for a
         storage write that is not durable yet (postponed: it runs in a later round, once
-        the write is). A method doing IO returns what to await; others return ``None`` (a
-        command without IO costs no coroutine)."""
+        the write is). A method doing IO returns what to await, or ``None`` when it is done
+        (a command without IO, or whose IO completed without suspending, costs no
+        coroutine). ``_pass`` runs them without this coroutine (``_commands_now``)."""
+        pending = self._commands_now(None)
+        if pending is not None:
+            await self._await_commands(pending)
+
+    def _commands_now(self, rest: list[Command] | None) -> tuple[Awaitable[None], list[Command]] | None:
+        """``_run_commands`` without a coroutine, up to the first command whose method
+        returns an awaitable: then that awaitable and the commands of its round after it,
+        for ``_await_commands`` to await and go on with (``_running_commands`` stays set
+        meanwhile, as while ``_run_commands`` awaits); ``None`` when the engine emits no
+        more. ``rest``: what such a round left, run before the engine's next commands."""
         eng = self.engine
         handlers = self._handlers
-        postponed = self._postponed
         io_state = self._io_state
+        postponed = self._postponed
         self._running_commands = True
         try:
             while True:
-                cmds = eng.take_commands()
-                if postponed:
-                    # One pass over the postponed commands (each has a ``when``: it waited
-                    # for a write): those now durable run first, in their order.
-                    flushed = io_state.flushed
-                    ready: list[Command] = []
-                    waiting: list[Command] = []
-                    for c in postponed:
-                        if (c.when or 0) <= flushed:  # type: ignore[union-attr]  # every postponed command has it
-                            ready.append(c)
-                        else:
-                            waiting.append(c)
-                    if ready:
-                        postponed = self._postponed = waiting
-                        cmds = ready + cmds
-                if not cmds:
-                    # ``_forget_clients_of_left_nodes``'s own first test, without its call
-                    # while neither membership changed (every pass but a few).
-                    ms = self._membership_state
-                    seen_committed, seen_effective = self._clients_memberships
-                    if ms.committed is not seen_committed or ms.effective is not seen_effective:
-                        self._forget_clients_of_left_nodes()
-                    if self._no_leader.failing or self._no_leader_learner.failing:
-                        self._log_leader_again()
-                    return
-                for c in cmds:
+                if rest is not None:
+                    cmds = rest
+                    rest = None
+                else:
+                    cmds = eng.take_commands()
+                    if postponed:
+                        # One pass over the postponed commands (each has a ``when``: it
+                        # waited for a write): those now durable run first, in their order.
+                        flushed = io_state.flushed
+                        ready: list[Command] = []
+                        waiting: list[Command] = []
+                        for c in postponed:
+                            if (c.when or 0) <= flushed:  # type: ignore[union-attr]  # every postponed command has it
+                                ready.append(c)
+                            else:
+                                waiting.append(c)
+                        if ready:
+                            postponed = self._postponed = waiting
+                            cmds = ready + cmds
+                    if not cmds:
+                        # ``_forget_clients_of_left_nodes``'s own first test, without its
+                        # call while neither membership changed (every pass but a few).
+                        ms = self._membership_state
+                        seen_committed, seen_effective = self._clients_memberships
+                        if ms.committed is not seen_committed or ms.effective is not seen_effective:
+                            self._forget_clients_of_left_nodes()
+                        if self._no_leader.failing or self._no_leader_learner.failing:
+                            self._log_leader_again()
+                        self._running_commands = False
+                        return None
+                for i, c in enumerate(cmds):
                     t = type(c)
                     if t in _WAITING:
                         # Postponed while the write it waits for is not durable yet.
@@ -690,7 +759,19 @@ class RaftCore:
                         raise Panicked(f"unknown command {c!r}")
                     pending = handler(c)
                     if pending is not None:
-                        await pending
+                        return pending, cmds[i + 1 :]
+        except BaseException:
+            self._running_commands = False
+            raise
+
+    async def _await_commands(self, pending: tuple[Awaitable[None], list[Command]] | None) -> None:
+        """Await what ``_commands_now`` returned, and go on running commands the same way,
+        until the engine emits no more."""
+        try:
+            while pending is not None:
+                aw, rest = pending
+                await aw
+                pending = self._commands_now(rest)
         finally:
             self._running_commands = False
 
@@ -877,15 +958,40 @@ class RaftCore:
                 raise
             raise err from None
 
-    async def _save_committed_and_apply(self, c: SaveCommittedAndApply) -> None:
-        """Persist ``c.committed`` and hand the entries up to it to the state machine."""
+    def _save_committed_and_apply(self, c: SaveCommittedAndApply) -> Awaitable[None] | None:
+        """Persist ``c.committed`` and hand the entries up to it to the state machine: here
+        and now (``None``) when the log store's ``save_committed`` completes without
+        suspending (``send_none``: ``MemLogStore``'s, every node's every commit) and the
+        entries are cached; otherwise the coroutine that finishes it."""
         committed = c.committed
         # Postponed commands may run after a later one: never save a lower value.
         if self._saved_committed is not None and committed <= self._saved_committed:
-            return
+            return None
         self._saved_committed = committed
+        saving = self.log_store.save_committed(committed)
+        if type(saving) is not CoroutineType:
+            # (Not a coroutine: a method whose kind ``Raft.new`` could not tell, returning
+            # some other awaitable.)
+            return self._finish_save_committed(saving, committed)
         try:
-            await self.log_store.save_committed(committed)
+            done, yielded = send_none(saving)
+        except Exception as e:
+            raise StorageError(f"saving committed {committed!r}", e) from e
+        except asyncio.CancelledError as e:
+            err = _log_store_cancel("save_committed", e, f"saving committed {committed!r}")
+            if err is None:
+                raise
+            raise err from None
+        if not done:
+            # It suspended, yielding ``yielded`` to this task: continued there.
+            return self._finish_save_committed(Resumed(saving, yielded), committed)
+        return self.feed.submit_now(committed)
+
+    async def _finish_save_committed(self, saving: Awaitable[None], committed: LogId) -> None:
+        """``_save_committed_and_apply``'s rest when ``saving`` (the log store's
+        ``save_committed(committed)``, or what is left of it) must be awaited."""
+        try:
+            await saving
         except Exception as e:
             raise StorageError(f"saving committed {committed!r}", e) from e
         except asyncio.CancelledError as e:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import find_payload
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
-from ..wakeup import Wakeup
+from ..wakeup import Wakeup, send_none
 from .messages import Applied, Failed, Responder
 from .tasks import stray_cancel
 
@@ -191,11 +191,8 @@ class StateMachineWorker:
                 self._quiet = False
                 coro = self.sm.apply(chunk)
             try:
-                pending = coro.send(None)
-            except StopIteration as stop:
-                if not self._finish(chunk, stop.value):
-                    return
-                continue
+                # (``coro.send(None)``, without the ``StopIteration`` of an apply that returns.)
+                done, value = send_none(coro)
             except Exception as e:  # noqa: BLE001 - any failure of the user's state machine is fatal
                 self._fail(e)
                 return
@@ -205,9 +202,13 @@ class StateMachineWorker:
                     raise
                 self._fail(stray)
                 return
+            if done:
+                if not self._finish(chunk, value):
+                    return
+                continue
             # It suspended: the worker's task continues it, and applies every later batch.
             self._inline = False
-            self._queue.append(_Started(coro, pending, chunk))
+            self._queue.append(_Started(coro, value, chunk))
             if i + step < n:
                 self._queue.append((entries[i + step :], []))
             self._wakeup.wake()
