@@ -131,3 +131,12 @@ async def test_a_save_committed_that_raises_stops_the_node_with_a_storage_error(
             await asyncio.wait_for(raft.client_write(b"during"), 5)
         assert "saving committed" in str(info.value) and "disk gone" in str(info.value)
         c.nodes.pop(1)
+
+
+def test_the_compiled_wakeup_sends_without_stop_iteration() -> None:
+    """Whichever build loaded ``wakeup``, ``send_none`` takes its path: the C one
+    (``PyIter_Send``) exactly when the module is the extension."""
+    from openraft_py import wakeup
+    from openraft_py._compiled import loaded_compiled
+
+    assert wakeup._COMPILED is loaded_compiled()["openraft_py.wakeup"]
