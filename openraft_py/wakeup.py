@@ -121,7 +121,6 @@ def send_none(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
         return True, stop.value
 
 
-
 class Resumed:
     """What is left of a coroutine that ``send_none`` started and that suspended, yielding
     ``yielded``: awaiting it drives the rest of ``coro`` from the awaiting task, as
@@ -150,6 +149,7 @@ class Resumed:
                     value = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value
+
 
 # Whether this module is the compiled extension (``wakeup.pxd``'s C part exists), told by
 # what Cython makes of a function (never a Python ``function``), as ``types._COMPILED`` is.
