@@ -1,11 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Key-value kernel, compiled. The readable contract is the twin ``_kv_py.py``."""
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
 
 from openraft_py._core._codec_c cimport _Field
 from openraft_py._core._int64 cimport as_int64_arg
@@ -36,6 +37,37 @@ cdef extern from *:
     """
     # The str of the UTF-8 bytes s[:n]; UnicodeDecodeError when they are not strict UTF-8.
     object _utf8_str "__orp_utf8_str"(const char* s, Py_ssize_t n)
+
+cdef extern from *:
+    """
+    /* 1 when s[:n] is strict UTF-8 (what __orp_utf8_str takes), 0 when not, -1 on another
+       error; no string is kept (ASCII, nearly always, is checked without one). */
+    static int __orp_utf8_ok(const char *s, Py_ssize_t n) {
+        const unsigned char *p = (const unsigned char *)s;
+        Py_ssize_t i = 0;
+        uint64_t w;
+        PyObject *u;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL) goto decode;
+        }
+        for (; i < n; i++)
+            if (p[i] & 0x80) goto decode;
+        return 1;
+    decode:
+        u = PyUnicode_DecodeUTF8(s, n, NULL);
+        if (u != NULL) {
+            Py_DECREF(u);
+            return 1;
+        }
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    """
+    int _utf8_ok "__orp_utf8_ok"(const char* s, Py_ssize_t n) except -1
 
 cdef _Field _LOG_ID = _Field("log_id")
 cdef _Field _PAYLOAD = _Field("payload")
@@ -76,8 +108,19 @@ cdef inline Py_ssize_t _str_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_
     return -1
 
 
-def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
-                  list responses, list applied_log) -> int:
+cdef bytes _prefixed(const char* prefix, Py_ssize_t np, const char* s, Py_ssize_t n):
+    """A new ``bytes`` of ``prefix[:np] + s[:n]`` (one allocation, two copies)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, np + n)
+    cdef char* q = PyBytes_AS_STRING(out)
+    if np:
+        memcpy(q, prefix, <size_t>np)
+    if n:
+        memcpy(q + np, s, <size_t>n)
+    return out
+
+
+def apply_kv_sets(dict kv, list entries not None, start, normal_type,
+                  list responses, list applied_log, dict puts=None, bytes key_prefix not None=b"") -> int:
     """See ``_kv_py.apply_kv_sets``."""
     cdef Py_ssize_t i, n = PyList_GET_SIZE(entries), m, ks, kl = 0, vs, vl = 0
     # ``start`` as the twin converts it (operator.index, int64), with its messages.
@@ -85,6 +128,10 @@ def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
     cdef const unsigned char* p
     cdef PyObject* prev
     cdef object entry, payload, data, key, value
+    cdef const char* kp = PyBytes_AS_STRING(key_prefix)
+    cdef Py_ssize_t nkp = PyBytes_GET_SIZE(key_prefix)
+    if kv is None and responses is not None:
+        raise TypeError("kv must be a dict, got NoneType")
     i = <Py_ssize_t>s if s > 0 else 0
     while i < n:
         entry = <object>PyList_GET_ITEM(entries, i)
@@ -105,16 +152,24 @@ def apply_kv_sets(dict kv not None, list entries not None, start, normal_type,
         vs = _str_at(p, ks + kl, m, &vl)
         if vs < 0 or vs + vl != m:
             return i
-        try:
-            key = _utf8_str(<const char*>p + ks, kl)
-            value = _utf8_str(<const char*>p + vs, vl)
-        except UnicodeDecodeError:
-            return i
+        if kv is None:  # no str kept: only checked (see the twin)
+            if not _utf8_ok(<const char*>p + ks, kl) or not _utf8_ok(<const char*>p + vs, vl):
+                return i
+        else:
+            try:
+                key = _utf8_str(<const char*>p + ks, kl)
+                value = _utf8_str(<const char*>p + vs, vl)
+            except UnicodeDecodeError:
+                return i
         if applied_log is not None:
             PyList_Append(applied_log, (_LOG_ID.get(entry), data))
-        if responses is not None:
-            prev = PyDict_GetItem(kv, key)
-            PyList_Append(responses, <object>prev if prev is not NULL else None)
-        PyDict_SetItem(kv, key, value)
+        if kv is not None:
+            if responses is not None:
+                prev = PyDict_GetItem(kv, key)
+                PyList_Append(responses, <object>prev if prev is not NULL else None)
+            PyDict_SetItem(kv, key, value)
+        if puts is not None:
+            PyDict_SetItem(puts, _prefixed(kp, nkp, <const char*>p + ks, kl),
+                           PyBytes_FromStringAndSize(<const char*>p + vs, vl))
         i += 1
     return i

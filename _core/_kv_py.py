@@ -46,12 +46,14 @@ def _str_at(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def apply_kv_sets(
-    kv: dict[str, str],
+    kv: dict[str, str] | None,
     entries: list[Any],
     start: int,
     normal_type: Any,
     responses: list[Any] | None,
     applied_log: list[Any] | None,
+    puts: dict[bytes, bytes] | None = None,
+    key_prefix: bytes = b"",
 ) -> int:
     """Apply the run of ``set`` commands that begins at ``entries[start]`` (below 0 counts
     as 0) to ``kv``; return the index of the first entry not applied: ``len(entries)`` when
@@ -62,22 +64,35 @@ def apply_kv_sets(
     docstring draws it, with key and value strict UTF-8. For each, in order: when
     ``applied_log`` is not ``None``, append ``(entry.log_id, data)`` to it; when
     ``responses`` is not ``None``, append the key's previous value (``None`` when absent);
-    then set ``kv[key] = value``. The first entry that is not in the run is not touched.
+    then set ``kv[key] = value`` (unless ``kv`` is ``None``); when ``puts`` is not ``None``, also set
+    ``puts[key_prefix + key_bytes] = value_bytes``, the key's and the value's UTF-8 bytes as
+    the command holds them (a state machine that stores bytes then needs no ``str.encode``
+    per key: the dict keeps one item per key, its last value, in the order the keys first
+    appear, as ``kv`` does for keys new to it). The first entry that is not in the run is
+    not touched. ``kv`` may be ``None`` only without ``responses``: then the run's keys and
+    values are checked (strict UTF-8) but no ``str`` is made (a state machine applying
+    without answers that stores only bytes: a follower's ``RocksStateMachine``).
 
-    ``TypeError`` when ``kv`` is not exactly a ``dict``, ``entries`` not a ``list``,
-    ``responses`` / ``applied_log`` neither a ``list`` nor ``None``, or ``start`` not an
+    ``TypeError`` when ``kv`` is neither exactly a ``dict`` nor ``None`` (or ``None`` with
+    ``responses``), ``entries`` not a ``list``,
+    ``responses`` / ``applied_log`` neither a ``list`` nor ``None``, ``puts`` neither exactly
+    a ``dict`` nor ``None``, ``key_prefix`` not exactly ``bytes``, or ``start`` not an
     integer (``operator.index``: never a float); ``OverflowError`` ("start out of the int64
     range [-2**63, 2**63)") when ``start`` is outside int64 (the compiled kernel's index
     type, ``Py_ssize_t`` on 64-bit platforms). Both twins raise the same exception, with the
     same message.
     """
-    if type(kv) is not dict:
+    if type(kv) is not dict and (kv is not None or responses is not None):
         raise TypeError(f"kv must be a dict, got {type(kv).__name__}")
     if type(entries) is not list:
         raise TypeError(f"entries must be a list, got {type(entries).__name__}")
     for name, v in (("responses", responses), ("applied_log", applied_log)):
         if v is not None and type(v) is not list:
             raise TypeError(f"{name} must be a list or None, got {type(v).__name__}")
+    if puts is not None and type(puts) is not dict:
+        raise TypeError(f"puts must be a dict or None, got {type(puts).__name__}")
+    if type(key_prefix) is not bytes:
+        raise TypeError(f"key_prefix must be bytes, got {type(key_prefix).__name__}")
     i = operator.index(start)
     if not -(2**63) <= i < 2**63:
         raise OverflowError("start out of the int64 range [-2**63, 2**63)")
@@ -104,8 +119,11 @@ def apply_kv_sets(
             return i
         if applied_log is not None:
             applied_log.append((entry.log_id, data))
-        if responses is not None:
-            responses.append(kv.get(key))
-        kv[key] = value
+        if kv is not None:
+            if responses is not None:
+                responses.append(kv.get(key))
+            kv[key] = value
+        if puts is not None:
+            puts[key_prefix + data[ks : ks + kl]] = data[vs : vs + vl]
         i += 1
     return i

@@ -292,50 +292,79 @@ class _BatchKv:
         # batch, so they are right for every key the overlay does not hold.
         self._read: dict[str, bytes | None] = {}
 
-    def read_ahead(self, keys: list[str]) -> None:
+    def read_ahead(self, keys: list[str], data_keys: list[bytes] | None = None) -> None:
         """Read those of ``keys`` not read yet from RocksDB in one multi-get (one call and
         one sorted lookup instead of one ``get`` each). The batch is not written before its
-        end, so what RocksDB holds now is what it held before the batch."""
+        end, so what RocksDB holds now is what it held before the batch. ``data_keys``, when
+        given, are the RocksDB keys of ``keys`` (``_DATA`` + UTF-8, item for item), used as
+        they are when nothing was read yet."""
         read = self._read
-        missing = [k for k in keys if k not in read] if read else keys
+        if read:
+            missing = [k for k in keys if k not in read]
+            data_keys = None
+        else:
+            missing = keys
         if missing:
+            if data_keys is None:
+                data_keys = [_DATA + k.encode() for k in missing]
             # Given a list, rocksdict's ``get`` is a multi-get: a list of values (or None).
-            values = cast("list[bytes | None]", self._cf.get([_DATA + k.encode() for k in missing]))
+            values = cast("list[bytes | None]", self._cf.get(cast("list[str | int | float | bytes | bool]", data_keys)))
             read.update(zip(missing, values))
 
     def apply_sets(self, entries: list[Entry], start: int, responses: list[Any] | None) -> int:
         """Apply the run of ``KvSet`` commands at ``entries[start:]`` (``apply_kv_sets``, the
         ``_core`` kernel); return where the run stops. The same writes, reads and responses
         as ``apply_kv`` (``responses`` not ``None``) or ``apply_kv_effect`` one entry at a
-        time, with one ``put`` per key of the run (its last value)."""
-        run: dict[str, str] = {}
-        mark = 0 if responses is None else len(responses)
-        stop = apply_kv_sets(run, entries, start, Normal, responses, None)
-        if not run:
-            return stop
-        overlay = self._overlay
-        if responses is not None:
-            # The kernel answered from ``run`` alone: ``None`` exactly for the first set of
-            # each key in the run (values are never ``None``), in the order ``run`` lists its
-            # keys. Those get the value the key had before the run: the overlay's, else what
-            # ``read_ahead`` read (``get`` inlined: this runs once per write on a leader).
-            firsts = list(run)
-            self.read_ahead([k for k in firsts if k not in overlay] if overlay else firsts)
-            read = self._read
-            prev = [
-                overlay[k] if k in overlay else None if (raw := read[k]) is None else _stored_str(k, raw)
-                for k in firsts
-            ]
-            if prev.count(None) != len(prev):  # else every answer is the ``None`` already there
-                it = iter(prev)
-                for j in range(mark, len(responses)):
-                    if responses[j] is None:
-                        responses[j] = next(it)
-        overlay.update(run)
+        time, with one ``put`` per key of the run (its last value).
+
+        The kernel also hands over each key's RocksDB key and its value as bytes (``puts``,
+        cut from the command's data): no ``str.encode`` per key here. ``puts`` lists the
+        run's keys in the order ``run`` does (both keep the first set's place of a key, and
+        a key's bytes are its strict UTF-8, one for one), so its keys are ``run``'s data
+        keys, item for item.
+
+        Without ``responses`` (a follower's apply) the kernel makes no ``str`` at all (its
+        ``kv`` is ``None``): the run's writes reach the overlay, decoded from ``puts``, only
+        when commands follow the run in this batch (the overlay is read by them alone)."""
+        puts: dict[bytes, bytes] = {}
         put = self._wb.put
         h = self._h
-        for key, value in run.items():
-            put(_DATA + key.encode(), value.encode(), h)
+        overlay = self._overlay
+        if responses is None:
+            stop = apply_kv_sets(None, entries, start, Normal, None, None, puts, _DATA)
+            for data_key, value in puts.items():
+                put(data_key, value, h)
+            if puts and stop < len(entries):
+                n = len(_DATA)
+                overlay.update({k[n:].decode(): v.decode() for k, v in puts.items()})
+            return stop
+        run: dict[str, str] = {}
+        mark = len(responses)
+        stop = apply_kv_sets(run, entries, start, Normal, responses, None, puts, _DATA)
+        if not run:
+            return stop
+        # The kernel answered from ``run`` alone: ``None`` exactly for the first set of each
+        # key in the run (values are never ``None``), in the order ``run`` lists its keys.
+        # Those get the value the key had before the run: the overlay's, else what
+        # ``read_ahead`` read (``get`` inlined: this runs once per write on a leader).
+        firsts = list(run)
+        if overlay:
+            self.read_ahead([k for k in firsts if k not in overlay])
+        else:
+            self.read_ahead(firsts, list(puts))
+        read = self._read
+        prev = [
+            overlay[k] if k in overlay else None if (raw := read[k]) is None else _stored_str(k, raw)
+            for k in firsts
+        ]
+        if prev.count(None) != len(prev):  # else every answer is the ``None`` already there
+            it = iter(prev)
+            for j in range(mark, len(responses)):
+                if responses[j] is None:
+                    responses[j] = next(it)
+        overlay.update(run)
+        for data_key, value in puts.items():
+            put(data_key, value, h)
         return stop
 
     def get(self, key: str) -> str | None:

@@ -220,9 +220,11 @@ def test_wrong_argument_types_are_type_errors(impl) -> None:
     class MyDict(dict):  # a subclass could override __setitem__: not taken
         pass
 
-    for kv in (MyDict(), None, [], {}.items()):
+    for kv in (MyDict(), [], {}.items()):
         with pytest.raises(TypeError):
             impl.apply_kv_sets(kv, entries, 0, Normal, None, None)
+    with pytest.raises(TypeError, match="kv must be a dict, got NoneType"):  # answers need kv
+        impl.apply_kv_sets(None, entries, 0, Normal, [], None)
     with pytest.raises(TypeError):
         impl.apply_kv_sets({}, tuple(entries), 0, Normal, None, None)
     with pytest.raises(TypeError):
@@ -302,3 +304,82 @@ def test_start_is_an_int64_integer(impl, start: Any, error: type[Exception]) -> 
         impl.apply_kv_sets({}, [], start, Normal, None, None)
     if error is OverflowError:
         assert str(info.value) == "start out of the int64 range [-2**63, 2**63)"
+
+
+def test_puts_gets_each_keys_prefixed_bytes_and_its_last_value(impl) -> None:
+    """``puts`` (a state machine that stores bytes: ``RocksStateMachine``): the key's UTF-8
+    bytes behind ``key_prefix`` -> the value's, cut from the command as it was sent; one
+    item per key, its last value, keys in the order of their first set."""
+    datas = [encode_kv(KvSet("b", "1")), encode_kv(KvSet("ä", "välue")), encode_kv(KvSet("b", "3")),
+             b"\xc1\x93\xa3set" + _str("long", "16") + _str("x" * 40, "32"), encode_kv(KvDelete("b"))]
+    kv: dict[str, str] = {"b": "old"}
+    puts: dict[bytes, bytes] = {}
+    assert impl.apply_kv_sets(kv, _entries(datas), 0, Normal, None, None, puts, b"d") == 4
+    assert list(puts.items()) == [(b"db", b"3"), ("dä".encode(), "välue".encode()), (b"dlong", b"x" * 40)]
+    assert kv == {"b": "3", "ä": "välue", "long": "x" * 40}
+    # Every put is its kv item's, encoded: what a caller would otherwise encode per key.
+    assert {b"d" + k.encode(): v.encode() for k, v in kv.items()} == puts
+    # Without a prefix, and nothing for what the kernel does not take.
+    none: dict[bytes, bytes] = {}
+    assert impl.apply_kv_sets({}, _entries([encode_kv(KvSet("", "")), encode_kv(KvGet("a"))]), 0, Normal,
+                              None, None, none) == 1
+    assert none == {b"": b""}
+    assert impl.apply_kv_sets({}, _entries([encode_kv(KvGet("a"))]), 0, Normal, None, None, none, b"d") == 0
+    assert none == {b"": b""}
+
+
+@SETTINGS
+@given(datas=st.lists(_datas, max_size=12), start=st.integers(-2, 14), prefix=st.binary(max_size=3))
+def test_puts_are_the_applied_items_encoded(impl, datas: list[Any], start: int, prefix: bytes) -> None:
+    entries = _entries(datas)
+    plain: dict[str, str] = {}
+    want = impl.apply_kv_sets(plain, entries, start, Normal, None, None)
+    kv: dict[str, str] = {}
+    puts: dict[bytes, bytes] = {}
+    assert impl.apply_kv_sets(kv, entries, start, Normal, None, None, puts, prefix) == want
+    assert kv == plain
+    assert list(puts.items()) == [(prefix + k.encode(), v.encode()) for k, v in kv.items()]
+
+
+def test_puts_and_key_prefix_types(impl) -> None:
+    entries = _entries([encode_kv(KvSet("a", "1"))])
+
+    class MyDict(dict):
+        pass
+
+    for puts in (MyDict(), [], ()):
+        with pytest.raises(TypeError):
+            impl.apply_kv_sets({}, entries, 0, Normal, None, None, puts, b"d")
+    for prefix in (None, "d", bytearray(b"d"), memoryview(b"d")):
+        with pytest.raises(TypeError):
+            impl.apply_kv_sets({}, entries, 0, Normal, None, None, {}, prefix)
+
+
+@SETTINGS
+@given(datas=st.lists(_datas, max_size=12), start=st.integers(-2, 14))
+def test_without_kv_it_takes_the_same_run_and_makes_the_same_puts(impl, datas: list[Any], start: int) -> None:
+    """``kv=None`` (a follower's ``RocksStateMachine``: no answers, only bytes stored): the
+    same run (strict UTF-8 still checked, non-ASCII and bad bytes included), the same
+    ``puts`` and ``applied_log``, and no ``str`` kept."""
+    entries = _entries(datas)
+    kv: dict[str, str] = {}
+    want_puts: dict[bytes, bytes] = {}
+    want_log: list[Any] = []
+    want = impl.apply_kv_sets(kv, entries, start, Normal, None, want_log, want_puts, b"d")
+    puts: dict[bytes, bytes] = {}
+    log: list[Any] = []
+    assert impl.apply_kv_sets(None, entries, start, Normal, None, log, puts, b"d") == want
+    assert list(puts.items()) == list(want_puts.items()) and log == want_log
+
+
+def test_without_kv_bad_utf8_anywhere_ends_the_run(impl) -> None:
+    for n in range(20):
+        for pos in range(n):
+            for odd, good in (("é".encode(), True), (b"\xff", False), (b"\xed\xa0\x80", False)):
+                raw = b"a" * pos + odd + b"b" * (n - pos - 1)
+                for data in (b"\xc1\x93\xa3set" + _str("k", "8") + b"\xd9" + bytes([len(raw)]) + raw,
+                             b"\xc1\x93\xa3set" + b"\xd9" + bytes([len(raw)]) + raw + _str("v", "fix")):
+                    puts: dict[bytes, bytes] = {}
+                    got = impl.apply_kv_sets(None, _entries([data]), 0, Normal, None, None, puts)
+                    assert got == (1 if good else 0), (n, pos, odd)
+                    assert len(puts) == got

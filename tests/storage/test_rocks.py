@@ -577,9 +577,9 @@ async def test_state_machine_answers_like_the_memory_one(
     by_kernel = 0
     kernel = rsm.apply_kv_sets
 
-    def counting(kv, entries, start, normal_type, responses, applied_log):  # type: ignore[no-untyped-def]
+    def counting(kv, entries, start, normal_type, responses, applied_log, *puts):  # type: ignore[no-untyped-def]
         nonlocal by_kernel
-        stop = kernel(kv, entries, start, normal_type, responses, applied_log)
+        stop = kernel(kv, entries, start, normal_type, responses, applied_log, *puts)
         by_kernel += stop - max(start, 0)
         return stop
 

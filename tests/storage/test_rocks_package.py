@@ -260,9 +260,9 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]
     real_ahead = rocks_state_machine._BatchKv.read_ahead
     real_get = rocks_state_machine._BatchKv.get
 
-    def counting_ahead(self: Any, keys: list[str]) -> None:
+    def counting_ahead(self: Any, keys: list[str], data_keys: list[bytes] | None = None) -> None:
         ahead.extend(keys)
-        real_ahead(self, keys)
+        real_ahead(self, keys, data_keys)
 
     def counting_get(self: Any, key: str) -> str | None:
         gets.append(key)
@@ -299,6 +299,75 @@ async def test_apply_answers_a_run_of_sets_from_one_multi_get(tmp_path: Path, mo
         assert await sm.apply(batch) == [None, "o", "a", "p", "b", None]
         assert gets == [] and sorted(ahead) == ["new", "old", "older", "other"]
         assert sm.data == {"new": "c", "old": "e", "older": "d", "other": "f"}
+
+
+async def test_runs_of_sets_store_the_commands_bytes_and_answer_from_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel hands the apply each key's RocksDB key and value as bytes (no
+    ``str.encode`` per key): non-ASCII keys and values, a key set twice in a run, and a second
+    run after another command in the same batch (its multi-get builds its own keys) are
+    stored, read back and answered as the general path (``MemStateMachine``) does."""
+    from openraft_py.storage.memory import MemStateMachine
+
+    multi_gets: list[list[bytes]] = []
+    real_ahead = rocks_state_machine._BatchKv.read_ahead
+
+    def spying(self: Any, keys: list[str], data_keys: list[bytes] | None = None) -> None:
+        real_get = self._cf.get
+
+        class Cf:
+            def get(self, k: Any) -> Any:
+                if isinstance(k, list):
+                    multi_gets.append(list(k))
+                return real_get(k)
+
+        cf, self._cf = self._cf, Cf()
+        try:
+            real_ahead(self, keys, data_keys)
+        finally:
+            self._cf = cf
+
+    monkeypatch.setattr(rocks_state_machine._BatchKv, "read_ahead", spying)
+    first = [("ключ", "a"), ("k", "é")]
+    batch = [("ключ", "д"), ("new", "x"), ("ключ", "в"), ("k", "z")]
+    mem = MemStateMachine()
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        for start, cmds in ((1, first), (3, batch)):
+            es = [Entry(LogId(1, i), Normal(encode_kv(KvSet(k, v)))) for i, (k, v) in enumerate(cmds, start)]
+            assert await sm.apply(es) == await mem.apply(es)
+        assert multi_gets[-1] == ["dключ".encode(), b"dnew", b"dk"]
+        later = [Entry(LogId(1, 7), Normal(encode_kv(KvSet("k", "1")))),
+                 Entry(LogId(1, 8), Normal(encode_kv(KvDelete("new")))),
+                 Entry(LogId(1, 9), Normal(encode_kv(KvSet("ü", "2")))),
+                 Entry(LogId(1, 10), Normal(encode_kv(KvSet("k", "3"))))]
+        assert await sm.apply(later) == await mem.apply(later)
+        assert sm.data == mem.data
+        stored = {k: v for k, v in sm._cf.items(from_key=b"d") if k.startswith(b"d")}
+        assert stored == {b"d" + k.encode(): v.encode() for k, v in mem.data.items()}
+    async with RocksStateMachine(tmp_path / "sm") as again:
+        assert again.data == mem.data
+
+
+async def test_a_followers_run_of_sets_is_seen_by_the_commands_after_it(tmp_path: Path) -> None:
+    """``apply_without_responses`` takes a run of sets from the kernel as bytes alone (no
+    ``str``); commands later in the same batch still read the run's values (the overlay,
+    decoded from those bytes only then), non-ASCII ones too, as ``MemStateMachine`` does."""
+    from openraft_py.storage.memory import MemStateMachine
+
+    cmds: list[KvCommand] = [KvSet("ключ", "a"), KvSet("k", "é"), KvSet("ключ", "д"), KvCas("ключ", "д", "в"),
+                             KvCas("k", "x", "no"), KvSet("k2", "1"), KvDelete("k")]
+    batch = [Entry(LogId(1, i), Normal(encode_kv(c))) for i, c in enumerate(cmds, 1)]
+    tail = [Entry(LogId(1, 8), Normal(encode_kv(KvSet("ü", "ß"))))]
+    mem = MemStateMachine()
+    await mem.apply(batch)
+    await mem.apply(tail)
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply_without_responses(batch)
+        await sm.apply_without_responses(tail)  # a run to the end of its batch
+        assert sm.data == mem.data == {"ключ": "в", "k2": "1", "ü": "ß"}
+    async with RocksStateMachine(tmp_path / "sm") as again:
+        assert again.data == mem.data
 
 
 # -- closing: the handles are dropped, a full collection only when one is held elsewhere --------
