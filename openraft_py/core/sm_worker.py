@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._core import find_payload
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
-from ..wakeup import Wakeup, send_none
+from ..wakeup import Resumed, Wakeup, send_none
 from .messages import Applied, Failed, Responder
 from .tasks import stray_cancel
 
@@ -59,36 +59,16 @@ class _Op:
         self.fut = fut
 
 
-class _Started:
+class _Started(Resumed):
     """An ``apply`` that ``submit`` started inline and that suspended: the worker's task
-    continues ``coro`` (which last yielded ``pending``) and finishes ``chunk`` with it."""
+    continues ``coro`` (which last yielded ``yielded``; ``wakeup.Resumed``) and finishes
+    ``chunk`` with what it returns."""
 
-    __slots__ = ("coro", "pending", "chunk")
+    __slots__ = ("chunk",)
 
-    def __init__(self, coro: Coroutine[Any, Any, list[Any] | None], pending: Any, chunk: list[Entry]) -> None:
-        self.coro = coro
-        self.pending = pending
+    def __init__(self, coro: Coroutine[Any, Any, list[Any] | None], yielded: Any, chunk: list[Entry]) -> None:
+        super().__init__(coro, yielded)
         self.chunk = chunk
-
-    def __await__(self) -> Generator[Any, Any, list[Any] | None]:
-        """Drive the rest of ``coro`` from the awaiting task, as ``await coro`` would have
-        from the point where it suspended (what it yields goes to the task, what the task
-        sends or throws goes to it)."""
-        coro = self.coro
-        value = self.pending
-        while True:
-            try:
-                sent = yield value
-            except BaseException as e:  # noqa: BLE001 - handed on to the coroutine, as await does
-                try:
-                    value = coro.throw(e)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
 
 
 def _defined_by(cls: type, name: str) -> type | None:
