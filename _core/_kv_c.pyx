@@ -18,17 +18,22 @@ from openraft_py._core._int64 cimport as_int64_arg
 cdef extern from *:
     """
     #include <string.h>
-    static PyObject *__orp_utf8_str(const char *s, Py_ssize_t n) {
+    /* 1 when s[:n] is ASCII (no byte with its high bit set), eight bytes at a time. */
+    static int __orp_ascii(const char *s, Py_ssize_t n) {
         const unsigned char *p = (const unsigned char *)s;
         Py_ssize_t i = 0;
         uint64_t w;
-        PyObject *u;
         for (; i + 8 <= n; i += 8) {
             memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ULL) return PyUnicode_DecodeUTF8(s, n, NULL);
+            if (w & 0x8080808080808080ULL) return 0;
         }
         for (; i < n; i++)
-            if (p[i] & 0x80) return PyUnicode_DecodeUTF8(s, n, NULL);
+            if (p[i] & 0x80) return 0;
+        return 1;
+    }
+    static PyObject *__orp_utf8_str(const char *s, Py_ssize_t n) {
+        PyObject *u;
+        if (!__orp_ascii(s, n)) return PyUnicode_DecodeUTF8(s, n, NULL);
         u = PyUnicode_New(n, 127);
         if (u != NULL && n)
             memcpy(PyUnicode_1BYTE_DATA(u), s, (size_t)n);
@@ -43,18 +48,8 @@ cdef extern from *:
     /* 1 when s[:n] is strict UTF-8 (what __orp_utf8_str takes), 0 when not, -1 on another
        error; no string is kept (ASCII, nearly always, is checked without one). */
     static int __orp_utf8_ok(const char *s, Py_ssize_t n) {
-        const unsigned char *p = (const unsigned char *)s;
-        Py_ssize_t i = 0;
-        uint64_t w;
         PyObject *u;
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ULL) goto decode;
-        }
-        for (; i < n; i++)
-            if (p[i] & 0x80) goto decode;
-        return 1;
-    decode:
+        if (__orp_ascii(s, n)) return 1;
         u = PyUnicode_DecodeUTF8(s, n, NULL);
         if (u != NULL) {
             Py_DECREF(u);
