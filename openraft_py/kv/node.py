@@ -92,6 +92,14 @@ some server happens to hold."""
 SHUTDOWN_GRACE = 3.0
 """Seconds ``stop()`` lets HTTP requests in flight finish before it cancels them."""
 
+HTTP_SHUTDOWN_WAIT = 0.5
+"""Seconds the HTTP server's shutdown (aiohttp's, once ``stop()`` drained the connections for
+``SHUTDOWN_GRACE`` and stopped Raft) waits for a request still being handled, then as long
+again once it cancelled it. By then a request waiting on Raft was answered (``Stopped``), so
+only one stuck on its client is left (a body that stalls, an answer the client does not
+read): waiting ``SHUTDOWN_GRACE`` again, twice, made such a client hold every stop three
+times the grace."""
+
 DRAIN_POLL = 0.01
 """Seconds between two looks of ``stop()`` at its HTTP connections while it drains them
 (``KvNode._drain_http``): each look retires those that became idle and checks whether all
@@ -942,7 +950,7 @@ class KvNode:
             # request the parser refuses is logged in one line (``http_api.SERVER_LOG``).
             # keepalive_timeout: an idle connection is closed once HTTP_IDLE_TIMEOUT passed
             # since its last answer; ``IdleConnections`` closes one that sent no request.
-            self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
+            self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_WAIT,
                                        max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG,
                                        keepalive_timeout=HTTP_IDLE_TIMEOUT)
             await self._http.setup()
@@ -1053,7 +1061,8 @@ class KvNode:
         answer from now on closes its connection: ``Connection: close``); once every HTTP
         connection is closed or so answered (``http_api.StoppingConnections``; at most
         ``SHUTDOWN_GRACE`` seconds in all), the TCP server, Raft (requests still waiting get
-        the node's ``Stopped``), the HTTP server, the network and the stores close.
+        the node's ``Stopped``), the HTTP server (requests still stuck on their clients get
+        ``HTTP_SHUTDOWN_WAIT`` twice), the network and the stores close.
         Idempotent.
 
         So every request a client sends on a connection to the stopping node, however late,
