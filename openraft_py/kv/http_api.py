@@ -411,7 +411,10 @@ class StoppingConnections:
     def idle(conn: Any) -> bool:
         """Whether ``conn`` (a ``RequestHandler``) waits for a request with none queued, none
         being handled, and is not closing."""
-        waiter = getattr(conn, "_waiter", None)
+        # Read plainly, not with getattr's default: an aiohttp that renamed one raises here
+        # (logged at ERROR by the stop; tests/kv/test_stop_adversarial.py), where a default
+        # passed every connection for busy, and the stop then closed them under their clients.
+        waiter = conn._waiter
         return (waiter is not None and not waiter.done() and not conn._messages and not conn._force_close
                 and not conn._close and conn.transport is not None)
 

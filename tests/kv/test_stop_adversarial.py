@@ -238,3 +238,18 @@ def test_the_aiohttp_internals_a_stop_reads_exist() -> None:
     missing = {"_waiter", "_messages", "_force_close", "_close", "transport"} - slots
     assert not missing, missing
 
+
+def test_a_connection_lacking_an_aiohttp_internal_fails_loudly() -> None:
+    """A connection without one of those internals raises (the stop logs it at ERROR),
+    rather than passing for busy: then no idle connection was ever retired, and every stop
+    waited the whole grace, then closed the kept-alive connections under their clients."""
+
+    class Lacking:  # an aiohttp RequestHandler whose _waiter was renamed
+        def __init__(self) -> None:
+            self.transport = object()
+            self._messages: collections.deque[object] = collections.deque()
+            self._force_close = False
+            self._close = False
+
+    with pytest.raises(AttributeError):
+        StoppingConnections.idle(Lacking())
