@@ -82,7 +82,8 @@ runs before the one Raft call a request makes.
 The rest of a body that an answer left unread (a redirect, a 413, 415 or 501, a 503 of the
 body budget) is read and dropped after the answer (``_answer_then_drop_body``), as fast as
 the client sends it, within a body's deadline and up to twice ``max_body``; the connection
-then serves the next request, or is closed if the body was slower or larger.
+then serves the next request, or is closed if the body was slower or larger (or, when a
+stop ends the drop, gets the stopping node's 408 first: ``_retire_after_drop``).
 
 One answer is not JSON: a request that is not well-formed HTTP (a malformed request line,
 header, ``Content-Length`` or chunk framing) is refused by aiohttp's parser before the
@@ -131,7 +132,16 @@ from ..network.accept_errors import AcceptErrors
 from ..network.tcp import tcp_connection_limit
 from .argtypes import repeated_json_key
 from .metrics import CONTENT_TYPE
-from .node import CONSISTENCIES, MAX_KEY_BYTES, Conflict, KvNode, NotFound, ServiceUnavailable
+from .node import (
+    CONSISTENCIES,
+    DRAIN_POLL,
+    MAX_KEY_BYTES,
+    SHUTDOWN_GRACE,
+    Conflict,
+    KvNode,
+    NotFound,
+    ServiceUnavailable,
+)
 from .nodes import NodeAddrs, check_member_addr
 
 __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", "SERVER_LOG", "HTTP_IDLE_TIMEOUT", "IdleConnections",
@@ -421,31 +431,49 @@ class StoppingConnections:
     def retire_idle(self, leader_id: int | None) -> int:
         """Retire every idle connection not retired yet (see the class docstring), the 408
         naming ``leader_id``; return how many."""
-        body = json.dumps({"error": STOPPING_NOT_READ, "leader_id": leader_id}).encode()
-        answer = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
-                  b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         n = 0
         for conn in list(self._server.connections):
             if conn in self._retired or not self.idle(conn):
                 continue
-            transport = conn.transport
-            assert transport is not None  # (``idle``)
-            # From here aiohttp drops what arrives (``data_received`` with ``_close`` set) and
-            # its handler stops waiting for a request (the waiter is cancelled).
-            conn.close()
-            self._retired[conn] = transport
-            try:
-                transport.write(answer)
-                if transport.can_write_eof():  # (the HTTP port speaks plain TCP: always)
-                    transport.write_eof()  # FIN after the 408; the transport closes at the client's FIN
-                else:
-                    transport.close()
-            except OSError:  # the client reset the connection (not seen by the loop yet): it is gone
-                transport.abort()
+            self._retired[conn] = self.retire(conn, leader_id)
             n += 1
         if n:
             log.debug("answered 408 and half-closed %d idle HTTP connection(s): the node is stopping", n)
         return n
+
+    @staticmethod
+    def retire(conn: Any, leader_id: int | None) -> Any:
+        """Retire ``conn`` (a ``RequestHandler`` with an open transport, serving no request
+        now): from here aiohttp drops what arrives unparsed (``data_received`` with
+        ``_close`` set) and its handler, if it waits for a request, stops waiting (the waiter
+        is cancelled); the 408 naming ``leader_id`` is written and the connection
+        half-closed. Return its transport."""
+        body = json.dumps({"error": STOPPING_NOT_READ, "leader_id": leader_id}).encode()
+        answer = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        transport = conn.transport
+        assert transport is not None
+        conn.close()
+        try:
+            transport.write(answer)
+            if transport.can_write_eof():  # (the HTTP port speaks plain TCP: always)
+                transport.write_eof()  # FIN after the 408; the transport closes at the client's FIN
+            else:
+                transport.close()
+        except OSError:  # the client reset the connection (not seen by the loop yet): it is gone
+            transport.abort()
+        return transport
+
+    @staticmethod
+    def delivered(transport: Any) -> bool:
+        """Whether the 408 and the FIN written on ``transport`` reached the client's kernel
+        (or the client closed its side), so that closing the socket cannot lose them."""
+        if transport.get_write_buffer_size():
+            return False
+        if transport.is_closing():
+            return True  # the client closed its side: the transport closes, the 408 sent
+        sock = transport.get_extra_info("socket")
+        return sock is not None and _tcp_unacknowledged(sock) == 0
 
     def settled(self) -> bool:
         """Whether every open connection is retired and settled (see the class docstring);
@@ -457,12 +485,7 @@ class StoppingConnections:
             transport = self._retired.get(conn)
             if transport is None:
                 return False  # serving a request (its answer closes it), or idle since this look
-            if transport.get_write_buffer_size():
-                return False
-            if transport.is_closing():
-                continue  # the client closed its side: the transport closes, the 408 sent
-            sock = transport.get_extra_info("socket")
-            if sock is None or _tcp_unacknowledged(sock) != 0:
+            if not self.delivered(transport):
                 return False
         return True
 
@@ -1073,7 +1096,8 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
     leader gives a body to arrive (``_body_deadline``, counting the body at most at
     ``_drop_limit``) and at most ``_drop_limit`` bytes (nothing is held); a body that takes
     longer, or is larger, closes the connection. Otherwise the connection serves the next
-    request.
+    request. A drop that a stop ends (``KvNode.http_closing``) retires the connection as the
+    stop does an idle one (``_retire_after_drop``: the 408 "not read", then closed).
 
     Left to aiohttp (its lingering after the answer, 10 s at most, then it closes the
     connection), a client sending a body at a rate a leader takes (``BODY_MIN_RATE``) for
@@ -1099,8 +1123,35 @@ async def _answer_then_drop_body(request: web.Request, resp: web.StreamResponse)
         pass
     except (RequestPayloadError, HttpProcessingError, ConnectionResetError):
         return  # the client went away, or its body is malformed: aiohttp closes the connection
-    if not content.is_eof():
-        request.protocol.force_close()  # too slow, too large, or the node stops: this connection is done
+    if content.is_eof():
+        return
+    conn = request.protocol
+    if node.http_closing.is_set() and resp.keep_alive is not False and conn.transport is not None:
+        # (An answer that said ``Connection: close``, a stopping node's 503, told its client
+        # to send nothing more on the connection: no 408 after it.)
+        await _retire_after_drop(node, conn, content)
+    else:
+        conn.force_close()  # too slow, too large, or its answer closed it: this connection is done
+
+
+async def _retire_after_drop(node: KvNode, conn: Any, content: StreamReader) -> None:
+    """End a connection whose body drop the stop cut (``KvNode.http_closing``) as the stop
+    ends an idle one (``StoppingConnections``): its client got its answer before the body,
+    so it may send its next request on the connection any time; closing it with no word
+    left that request unanswered (for a write, an unknown outcome). So the rest of the body
+    and anything after it are dropped unparsed, the 408 "not read" is written, and this
+    waits (``SHUTDOWN_GRACE`` at most) until it reached the client, whose kernel then holds
+    it through the reset that closing with unread data sends; aiohttp closes the
+    connection once this returns. The body's end is marked, so aiohttp does not linger on
+    it."""
+    raft = node.raft
+    leader_id = raft.metrics.current_leader if raft is not None else None
+    transport = StoppingConnections.retire(conn, None if leader_id == node.id else leader_id)
+    content.feed_eof()  # (nothing more comes: aiohttp's lingering read does not wait for it)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SHUTDOWN_GRACE
+    while not StoppingConnections.delivered(transport) and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL)
 
 
 async def _drop_body(content: StreamReader, limit: int) -> None:

@@ -202,8 +202,9 @@ async def test_a_refused_coding_gets_no_100_continue(leader: KvNode, header: str
 
 async def test_a_stop_does_not_wait_for_a_body_being_dropped(leader: KvNode) -> None:
     """A client that got its 413 and sends the rest of its body slowly (here: not at all)
-    while the node stops: the drop ends as the stop begins, the connection is closed, and
-    ``stop()`` returns without waiting for the body. Before, the HTTP server's shutdown
+    while the node stops: the drop ends as the stop begins, the connection gets the
+    stopping node's 408 (a request the client sends on it next was not read) and is closed,
+    and ``stop()`` returns without waiting for the body. Before, the HTTP server's shutdown
     waited ``SHUTDOWN_GRACE`` for the drop (which counts as no request in flight), then
     cancelled it: every stop with such a client took that much longer."""
     reader, writer = await asyncio.open_connection(*http_addr(leader))
@@ -216,6 +217,8 @@ async def test_a_stop_does_not_wait_for_a_body_being_dropped(leader: KvNode) -> 
         t0 = time.monotonic()
         await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
         took = time.monotonic() - t0
+        status, headers, _ = await read_answer(reader)
+        assert status == 408 and headers["connection"].lower() == "close"
         assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # closed by the node
     finally:
         writer.close()

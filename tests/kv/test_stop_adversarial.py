@@ -253,3 +253,45 @@ def test_a_connection_lacking_an_aiohttp_internal_fails_loudly() -> None:
 
     with pytest.raises(AttributeError):
         StoppingConnections.idle(Lacking())
+
+
+async def test_a_request_sent_after_a_body_the_stop_stopped_dropping_is_answered_408(leader: KvNode) -> None:
+    """A client that got its 413 before its body was read (kept alive: the node reads and
+    drops the rest, ``http_api._answer_then_drop_body``), then is starved across the whole
+    stop, then sends the rest of its body and its next request on the connection it kept
+    (as ``http.client`` does: all of it, then it reads): it reads the stopping node's 408
+    (nothing was read), not a connection closed under the request. Before, the stop cut the
+    drop by closing the connection, with no answer: for a write, an unknown outcome."""
+    host, port = http_addr(leader)
+    size = leader.opts.max_body + 1
+    before = puts_answered(leader)
+    sock = socket.create_connection((host, port), timeout=ANSWER_WITHIN)
+    try:
+        sock.sendall(f"PUT /kv/big HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {size}\r\n\r\nsome".encode())
+        first = await asyncio.to_thread(sock.recv, 4096)
+        assert first.startswith(b"HTTP/1.1 413") and b"Connection: close" not in first, first
+        t0 = time.monotonic()
+        await asyncio.wait_for(leader.stop(), 2 * STOP_BOUND)
+        took = time.monotonic() - t0
+
+        def rest_then_read() -> bytes:
+            # the client wakes up only now: the rest of its body, then its next request
+            try:
+                sock.sendall(b"x" * (size - 4) + f"PUT /kv/next HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                             "Content-Length: 1\r\n\r\nv".encode())
+            except OSError:
+                pass  # the node closed the connection: what it wrote before is still read
+            got = b""
+            try:
+                while chunk := sock.recv(4096):
+                    got += chunk
+            except OSError:
+                pass
+            return got
+
+        answer = await asyncio.to_thread(rest_then_read)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer, answer
+    assert puts_answered(leader) - before == 1  # (the 413 only)
+    assert took < SHUTDOWN_GRACE, took
