@@ -1118,9 +1118,9 @@ class KvNode:
                 await self._drain_http(http.server)
             except Exception as e:  # noqa: BLE001 - keep stopping (the HTTP server's cleanup closes them)
                 log.error("draining the HTTP connections failed: %r", e)
-        # A body the API drops after an early answer ends now, its connection closed
-        # (``http_api._answer_then_drop_body``): the HTTP server's shutdown waited
-        # SHUTDOWN_GRACE for it, as for a request in flight.
+        # A body the API drops after an early answer ends now, its connection retired with
+        # the 408 or closed (``http_api._answer_then_drop_body``): the HTTP server's shutdown
+        # waited for it, as for a request in flight.
         self.http_closing.set()
         # Each step's coroutine is made when its turn comes: none is left unawaited if the
         # stop itself is cancelled (the loop ending under it).
