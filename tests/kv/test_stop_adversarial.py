@@ -48,6 +48,12 @@ def puts_answered(node: KvNode) -> float:
                if s.name.endswith("_total") and s.labels.get("method") == "PUT")
 
 
+def gets_answered(node: KvNode) -> float:
+    """How many ``GET /kv/{key}`` ``node`` has handled."""
+    return sum(s.value for m in node.metrics.http_requests.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels.get("method") == "GET" and s.labels.get("route") == "/kv/{key}")
+
+
 async def kept_alive(node: KvNode) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to ``node`` that served one request and is kept alive (idle)."""
     reader, writer = await asyncio.open_connection(*http_addr(node))
@@ -295,3 +301,46 @@ async def test_a_request_sent_after_a_body_the_stop_stopped_dropping_is_answered
     assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer, answer
     assert puts_answered(leader) - before == 1  # (the 413 only)
     assert took < SHUTDOWN_GRACE, took
+
+
+async def test_an_idle_client_with_its_window_full_holds_the_stop_the_grace_only_and_reads_the_408(
+        leader: KvNode) -> None:
+    """A client that asked for a 900 kB value and reads nothing: its answer fits the
+    kernels' buffers, so its connection is idle, and it is retired, but its 408 cannot be
+    acknowledged (the client's window is full). The stop waits for it ``SHUTDOWN_GRACE`` at
+    most, and the client, reading at last, gets its answer, then the 408."""
+    host, port = http_addr(leader)
+    async with aiohttp.ClientSession() as s, s.put(f"http://{leader.opts.http_addr}/kv/big",
+                                                   data=b"x" * 900_000) as r:
+        assert r.status == 200, await r.text()
+    assert leader._http is not None and leader._http.server is not None
+    server = leader._http.server
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    try:
+        sock.settimeout(ANSWER_WITHIN)
+        sock.connect((host, port))
+        sock.sendall(f"GET /kv/big HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+
+        async def answer_buffered() -> None:  # (the GET answered, its connection idle)
+            while not (gets_answered(leader) and any(
+                    StoppingConnections.idle(c) and c.transport is not None
+                    and not c.transport.get_write_buffer_size() for c in server.connections)):
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(answer_buffered(), ANSWER_WITHIN)
+        t0 = time.monotonic()
+        await asyncio.wait_for(leader.stop(), 4 * STOP_BOUND)
+        took = time.monotonic() - t0
+
+        def read_all() -> bytes:
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+            return got
+
+        got = await asyncio.to_thread(read_all)
+    finally:
+        sock.close()
+    assert took < STOP_BOUND, took
+    assert got.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in got[-600:], (got[:100], got[-600:])
