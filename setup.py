@@ -234,6 +234,15 @@ class BuildExt(build_ext):
     the build still fails rather than fall back, so that whoever wants the compiled build
     knows they did not get it."""
 
+    def finalize_options(self) -> None:
+        """``--parallel`` defaults to ``JOBS``: ``setup(options=...)`` does not reach the
+        ``build_ext`` of a PEP 660 editable install (``pip install -e``, what ``make build``
+        runs), which compiled one extension at a time (2 min 19 s against 1 min 19 s on two
+        CPUs)."""
+        if not self.parallel:
+            self.parallel = JOBS
+        super().finalize_options()
+
     def build_extensions(self) -> None:
         for attr in ("linker_so", "linker_so_cxx"):
             command = getattr(self.compiler, attr, None)

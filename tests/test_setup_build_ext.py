@@ -55,3 +55,24 @@ def test_a_failed_compile_names_the_pure_python_build(tmp_path: Path, cc: str) -
     assert lines[-1] == HINT, r.stderr
     assert lines[-2].startswith("error: ") and cc in lines[-2], r.stderr
     assert not (tmp_path / "lib").exists() or not list((tmp_path / "lib").iterdir())
+
+
+_PARALLEL = """
+import runpy, sys
+from setuptools import Distribution
+ns = runpy.run_path("setup.py", run_name="openraft_py_setup")
+cmd = ns["BuildExt"](Distribution({"name": "tiny"}))
+cmd.ensure_finalized()  # (as build_ext runs it; no --parallel given, as pip install -e gives none)
+print(cmd.parallel, ns["JOBS"])
+"""
+
+
+def test_extensions_compile_in_parallel_by_default() -> None:
+    """Without ``--parallel`` (an editable install gives none, and ``setup(options=...)``
+    does not reach its ``build_ext``), ``BuildExt`` compiles ``OPENRAFT_PY_BUILD_JOBS``
+    extensions at a time (default one per CPU): it compiled them one at a time."""
+    env = {**os.environ, "OPENRAFT_PY_BUILD_JOBS": "3"}
+    r = subprocess.run([sys.executable, "-c", _PARALLEL], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=100)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "3"], r.stdout
