@@ -13,7 +13,6 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,7 +20,6 @@ from openraft_py.kv import http_api
 from openraft_py.kv.http_api import BODY_MIN_RATE
 from openraft_py.kv.node import SHUTDOWN_GRACE, KvNode
 
-from .kv_helpers import KvCluster
 from .raw_http import ANSWER_WITHIN, budget, http_addr, read_answer, slow_put_then_read
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,16 +28,6 @@ LINGER = 0.3
 """aiohttp's lingering time (10 s by default) the slow-body test gives the node, to be fast:
 the body arrives over several times this."""
 
-
-@pytest.fixture
-async def leader() -> AsyncIterator[KvNode]:
-    """The leader of a one-node cluster (the default ``max_body``, 1 MiB)."""
-    c = KvCluster()
-    try:
-        await c.start(1)
-        yield await c.wait_leader()
-    finally:
-        await c.close()
 
 
 

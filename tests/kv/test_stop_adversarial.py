@@ -13,7 +13,6 @@ import collections
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -21,7 +20,6 @@ import pytest
 from openraft_py.kv.http_api import StoppingConnections
 from openraft_py.kv.node import HTTP_SHUTDOWN_WAIT, SHUTDOWN_GRACE, KvNode
 
-from .kv_helpers import KvCluster
 from .raw_http import ANSWER_WITHIN, http_addr, read_answer
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,16 +28,6 @@ STOP_BOUND = SHUTDOWN_GRACE + 2 * HTTP_SHUTDOWN_WAIT + 1.0
 """Seconds a stop may take with a client stuck in a request (the grace, aiohttp's shutdown
 of the rest, and a second for a loaded machine)."""
 
-
-@pytest.fixture
-async def leader() -> AsyncIterator[KvNode]:
-    """The leader of a one-node cluster."""
-    c = KvCluster()
-    try:
-        await c.start(1)
-        yield await c.wait_leader()
-    finally:
-        await c.close()
 
 
 def puts_answered(node: KvNode) -> float:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,16 +24,6 @@ from .raw_http import ANSWER_WITHIN, http_addr, read_answer
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-async def leader() -> AsyncIterator[KvNode]:
-    """The leader of a one-node cluster."""
-    c = KvCluster()
-    try:
-        await c.start(1)
-        yield await c.wait_leader()
-    finally:
-        await c.close()
 
 
 async def test_a_request_sent_on_an_idle_connection_after_the_stop_is_answered_408(leader: KvNode) -> None:
