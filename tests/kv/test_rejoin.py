@@ -379,6 +379,36 @@ async def _settles(c: KvCluster) -> None:
     await c.wait_caught_up(timeout=20)
 
 
+class _LostRequests:
+    """Switches the tests below turn off to let requests through again, patched into every
+    node's ``GuardedRaft`` (``install``): while ``first_votes`` is on, vote requests of term 1
+    (not pre-votes) are lost; while ``appends`` is on, AppendEntries are lost except those to
+    the nodes ``reached`` (their answers come back)."""
+
+    def __init__(self, first_votes: bool, reached: tuple[int, ...] = ()) -> None:
+        self.first_votes = first_votes
+        self.appends = True
+        self.reached = reached
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        passed_vote = rejoin.GuardedRaft.vote
+        passed_append = rejoin.GuardedRaft.append_entries
+        lost = self
+
+        async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
+            if lost.first_votes and req.vote.term == 1 and not req.pre_vote:
+                raise RuntimeError("this test lost the request")
+            return await passed_vote(self, req)
+
+        def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
+            if lost.appends and self.guard.node_id not in lost.reached:
+                raise RuntimeError("this test lost the request")
+            return passed_append(self, req)
+
+        monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
+        monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+
+
 async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
         cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """Node 1 is initialized and wins term 1 with a new node's vote; none of its
@@ -387,22 +417,15 @@ async def test_a_first_leader_lost_before_its_first_append_entries_is_followed(
     and 3, catching up, refused it for good, and could not campaign themselves (a fresh
     clone's test run saw no leader again). A node that voted in the first election has
     ended catching up and grants it."""
-    blocked = [True]
-    passed = rejoin.GuardedRaft.append_entries
-
-    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
-        if blocked[0]:
-            raise RuntimeError("this test lost the request")
-        return passed(self, req)
-
-    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    lost = _LostRequests(first_votes=False)
+    lost.install(monkeypatch)
     c = await cluster.start(3, init=False, raft_config=FAST)
     one = await _init_through_node_1(c)
     await _until("node 1 leads term 1", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
     assert one.raft is not None and one.raft.metrics.current_term == 1
     await one.raft.trigger.elect()
     await _until("node 1 campaigns past term 1", lambda: one.raft is not None and one.raft.metrics.current_term > 1)
-    blocked[0] = False
+    lost.appends = False
     await _settles(c)
 
 
@@ -415,23 +438,8 @@ async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entri
     first AppendEntries reached anyone, it was refused by nodes 2 and 3 for good (its log
     holds 2-1); a node keeps granting the candidate it voted for while catching up, whose
     log holds nothing past the term of that vote."""
-    lose_first_votes = [True]
-    blocked = [True]
-    passed_vote = rejoin.GuardedRaft.vote
-    passed_append = rejoin.GuardedRaft.append_entries
-
-    async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
-        if lose_first_votes[0] and req.vote.term == 1 and not req.pre_vote:
-            raise RuntimeError("this test lost the request")
-        return await passed_vote(self, req)
-
-    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
-        if blocked[0]:
-            raise RuntimeError("this test lost the request")
-        return passed_append(self, req)
-
-    monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
-    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    lost = _LostRequests(first_votes=True)
+    lost.install(monkeypatch)
     c = await cluster.start(3, init=False, raft_config=FAST)
     one = await _init_through_node_1(c)
     await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
@@ -440,11 +448,11 @@ async def test_a_first_leader_of_a_later_term_lost_before_its_first_append_entri
     for i in (2, 3):
         guard = c.nodes[i].catch_up
         assert guard is not None and guard.active  # the first leader is not of term 1
-    lose_first_votes[0] = False
+    lost.first_votes = False
     await one.raft.trigger.elect()
     await _until("node 1 campaigns past its first term",
                  lambda: one.raft is not None and one.raft.metrics.current_term > first)
-    blocked[0] = False
+    lost.appends = False
     await _settles(c)
 
 
@@ -593,23 +601,8 @@ async def test_a_first_leader_lost_after_it_took_a_write_is_followed(
     candidate it elected again while that candidate's log holds, past what it had then,
     entries of the vote's term alone. In term 1 (``term_one_lost`` false) the first vote
     already ended the catching up. With pre-votes or without."""
-    lose_first_votes = [term_one_lost]
-    blocked = [True]
-    passed_vote = rejoin.GuardedRaft.vote
-    passed_append = rejoin.GuardedRaft.append_entries
-
-    async def maybe_lost_vote(self: GuardedRaft, req: VoteRequest) -> VoteResponse:
-        if lose_first_votes[0] and req.vote.term == 1 and not req.pre_vote:
-            raise RuntimeError("this test lost the request")
-        return await passed_vote(self, req)
-
-    def maybe_lost(self: GuardedRaft, req: AppendEntriesRequest) -> Any:
-        if blocked[0] and self.guard.node_id not in reached:
-            raise RuntimeError("this test lost the request")
-        return passed_append(self, req)
-
-    monkeypatch.setattr(rejoin.GuardedRaft, "vote", maybe_lost_vote)
-    monkeypatch.setattr(rejoin.GuardedRaft, "append_entries", maybe_lost)
+    lost = _LostRequests(first_votes=term_one_lost, reached=reached)
+    lost.install(monkeypatch)
     c = await cluster.start(n, init=False, raft_config={**FAST, "enable_pre_vote": pre_vote})
     one = await _init_through_node_1(c)
     await _until("node 1 leads", lambda: one.raft is not None and one.raft.metrics.state == ServerState.LEADER)
@@ -627,7 +620,7 @@ async def test_a_first_leader_lost_after_it_took_a_write_is_followed(
         for i in range(2, n + 1):
             guard = c.nodes[i].catch_up
             assert guard is not None and guard.active is term_one_lost
-        lose_first_votes[0] = False
+        lost.first_votes = False
         if restart:
             opts = one.opts
             await one.stop()
@@ -637,7 +630,7 @@ async def test_a_first_leader_lost_after_it_took_a_write_is_followed(
             await one.raft.trigger.elect()
         await _until("node 1 campaigns past its first term",
                      lambda: one.raft is not None and one.raft.metrics.current_term > first)
-        blocked[0] = False
+        lost.appends = False
         await _settles(c)
         leader = await c.wait_leader(timeout=20)
         assert leader.id == 1, "only node 1 holds its write"
