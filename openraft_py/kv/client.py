@@ -34,10 +34,10 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
   after such an attempt: a blind retry could apply it twice.
 
-A ``408`` says the request was not read (a stopping node answers so on each idle connection
-it closes, and ignores any request on it: a request sent on a kept-alive connection as the
-node stops gets it, however late it is sent); like any refusal it is retried at the next
-endpoint, a write too.
+A ``408`` says the request was not read (a node answers so on each idle connection it
+closes, as it stops or once the connection was idle for ``HTTP_IDLE_TIMEOUT``, and ignores
+any request on it: a request sent on a kept-alive connection as the node closes it gets it,
+however late it is sent); like any refusal it is retried at the next endpoint, a write too.
 
 Reads (``GET``) have no effect, so every failure of a read is retried within the deadline;
 a read that never completes ends as ``FAIL`` or ``INFO`` and carries no value.
@@ -638,9 +638,9 @@ class KvClient:
                     return Response(Outcome.OK, status, rbody, node, None, redirects, retries)
                 elif status == 408:
                     # The request was not read (RFC 9110 §15.5.9): nothing was done, so it is a
-                    # refusal, retried like one, a write too. A stopping node answers so on the
-                    # connections it closes (``http_api.StoppingConnections``), and a node whose
-                    # body came too slowly; either way the next node may take it.
+                    # refusal, retried like one, a write too. A node answers so on the idle
+                    # connections it closes (``http_api.StoppingConnections``, ``IdleConnections``),
+                    # and a node whose body came too slowly; either way the next node may take it.
                     last = (status, rbody, f"HTTP 408: {_one_line(rbody)}")
                     if not follow:
                         return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)

@@ -285,35 +285,62 @@ an error)."""
 
 
 HTTP_IDLE_TIMEOUT = 75.0
-"""Seconds an HTTP connection may stay open with no request on it: from its accept until its
-first request comes (``IdleConnections``), and from each answer until the next request
-(aiohttp's keep-alive timeout, given to the ``AppRunner`` in ``KvNode.start``). A connection
-that never sent a request, or only part of one's head, was held for good (aiohttp up to
-3.14.0 at least arms no timer before a first request; its keep-alive default is an hour), an open file
+"""Seconds an HTTP connection may stay idle (no request being read, handled or queued on it):
+from its accept until its first request comes, and from each answer until the next request.
+``IdleConnections`` then answers it with an unsolicited ``408`` and closes it, between
+``HTTP_IDLE_TIMEOUT`` and 1.5 times it after it became idle (aiohttp's own keep-alive timer,
+which closes a connection without a word, is set to twice it, a backstop only). A connection
+that never sent a request, or only part of one's head, was held for good (aiohttp up to 3.14.0
+at least arms no timer before a first request; its keep-alive default is an hour), an open file
 descriptor each: a few hundred such connections (a client that leaks its connections, a
 scanner) took the process's last descriptors, and the node stopped ("Too many open files"
 building a snapshot)."""
 
 
+IDLE_NOT_READ = ("this connection was idle too long and the node closed it: the request sent on it was not read, "
+                 "nothing was done; send it again on a new connection")
+"""The ``error`` of the 408 with which ``IdleConnections`` closes an idle connection."""
+
+
 class IdleConnections:
-    """Closes the HTTP connections of ``server`` (the ``AppRunner``'s ``web.Server``) on which
-    no request has started ``timeout`` seconds after they were accepted: checked every
-    ``timeout / 4`` seconds by a timer on the loop (``start`` / ``close``), a connection is
-    closed between ``timeout`` and ``1.5 * timeout`` seconds after its accept. A connection
-    whose first request started (``request_started``, called by the middleware for every
-    request) is left to aiohttp's keep-alive timeout, which closes it once idle after an
-    answer. Each sweep that closes connections logs one INFO line with their number.
+    """Closes the HTTP connections of ``server`` (the ``AppRunner``'s ``web.Server``) that
+    stay idle ``timeout`` seconds, so that no request a client sends on one is lost.
 
-    Invariant (after each sweep): ``_seen`` holds the loop time at which a sweep first saw
-    each open connection that has not started a request, and ``_served`` only connections
-    that were open at the last sweep or started a request since."""
+    Checked every ``timeout / 4`` seconds by a timer on the loop (``start`` / ``close``). A
+    connection is idle when it waits for a request with none being read, handled or queued
+    (``StoppingConnections.idle``: after its accept, and after each answer); a request that
+    starts on it (``request_started``, called by the middleware for every request) ends its
+    idle time. One that a sweep finds idle ``timeout`` seconds after a sweep first found it so,
+    with no request started since, is *retired* as a stopping node retires its idle
+    connections (``StoppingConnections.retire``): an unsolicited ``408`` (JSON ``{"error":
+    IDLE_NOT_READ, "leader_id": ...}``, ``Connection: close``), a FIN, and nothing read on it
+    again. A client that sent a request at that moment (its pool reused the connection just
+    as it was closed) reads the 408 as its answer and knows the request was not read: with a
+    plain close, aiohttp's keep-alive timer's way, the request met a closed connection (a
+    reset) and the client could not tell whether a write it sent was applied. A retired
+    connection is closed at the first sweep that finds it *settled* (the client closed it, or
+    its kernel acknowledged the 408 and the FIN: ``StoppingConnections.delivered``), and cut at
+    the second sweep after its retirement otherwise (a client that acknowledges nothing is gone).
 
-    def __init__(self, server: web.Server, timeout: float = HTTP_IDLE_TIMEOUT) -> None:
+    Each sweep that retires connections on which no request ever came (a leaked connection, a
+    scanner) logs one INFO line with their number; connections idle after an answer (a
+    client's pool) are routine: DEBUG.
+
+    Invariants (after each sweep): ``_seen`` maps each open, idle, unretired connection to the
+    loop time at which a sweep first saw it idle with no request started since; ``_served``
+    holds only open connections on which a request started; ``_retired`` maps each open
+    connection this retired to its transport and the sweep count at its retirement."""
+
+    def __init__(self, server: web.Server, timeout: float = HTTP_IDLE_TIMEOUT,
+                 leader_id: Callable[[], int | None] = lambda: None) -> None:
         self._server = server
         self.timeout = timeout
-        """Seconds a connection may stay open without starting a request."""
+        """Seconds a connection may stay idle."""
+        self._leader_id = leader_id
         self._seen: dict[Any, float] = {}
         self._served: set[Any] = set()
+        self._retired: dict[Any, tuple[Any, int]] = {}
+        self._sweeps = 0
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -321,14 +348,21 @@ class IdleConnections:
         self._timer = asyncio.get_running_loop().call_later(self.timeout / 4, self._tick)
 
     def close(self) -> None:
-        """Stop sweeping (the connections stay as they are). Idempotent."""
+        """Stop sweeping (the connections stay as they are; ``retired`` says which this
+        retired). Idempotent."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def request_started(self, connection: Any) -> None:
-        """A request started on ``connection`` (``request.protocol``)."""
+        """A request started on ``connection`` (``request.protocol``): its idle time ends."""
         self._served.add(connection)
+        self._seen.pop(connection, None)
+
+    def retired(self) -> dict[Any, Any]:
+        """The open connections this retired and not closed yet -> their transports (a
+        stopping node takes them as retired: ``StoppingConnections``)."""
+        return {c: t for c, (t, _n) in self._retired.items()}
 
     def _tick(self) -> None:
         self._timer = None
@@ -340,19 +374,39 @@ class IdleConnections:
                 self._timer = asyncio.get_running_loop().call_later(self.timeout / 4, self._tick)
 
     def sweep(self) -> int:
-        """Close the open connections first seen ``timeout`` seconds ago or more on which no
-        request has started; return how many."""
+        """Close the retired connections that settled (cut those retired two sweeps ago),
+        then retire the connections a sweep first found idle ``timeout`` seconds ago or more
+        with no request started since; return how many this retired."""
         now = asyncio.get_running_loop().time()
-        conns = self._server.connections
+        self._sweeps += 1
+        conns = set(self._server.connections)
         self._served.intersection_update(conns)
+        for conn, (transport, at) in list(self._retired.items()):
+            if conn not in conns or transport.is_closing():
+                del self._retired[conn]
+            elif StoppingConnections.delivered(transport):
+                del self._retired[conn]
+                transport.close()
+            elif self._sweeps - at >= 2:
+                del self._retired[conn]
+                transport.abort()
         seen = self._seen
-        self._seen = {c: seen.get(c, now) for c in conns if c not in self._served}
+        self._seen = {c: seen.get(c, now) for c in conns
+                      if c not in self._retired and StoppingConnections.idle(c)}
         stale = [c for c, t in self._seen.items() if now - t >= self.timeout]
+        if not stale:
+            return 0
+        leader_id = self._leader_id()
+        never = 0
         for c in stale:
             del self._seen[c]
-            c.force_close()
-        if stale:
-            log.info("closed %d HTTP connection(s) on which no request came within %gs", len(stale), self.timeout)
+            never += c not in self._served
+            self._retired[c] = (StoppingConnections.retire(c, leader_id, IDLE_NOT_READ), self._sweeps)
+        if never:
+            log.info("closed %d HTTP connection(s) on which no request came within %gs", never, self.timeout)
+        if len(stale) > never:
+            log.debug("answered 408 and closed %d HTTP connection(s) idle for %gs after an answer",
+                      len(stale) - never, self.timeout)
         return len(stale)
 
 
@@ -413,9 +467,11 @@ class StoppingConnections:
     Invariant: ``_retired`` holds only connections this retired that are still open in
     ``server.connections`` (pruned at each ``settled``)."""
 
-    def __init__(self, server: web.Server) -> None:
+    def __init__(self, server: web.Server, retired: dict[Any, Any] | None = None) -> None:
+        """``retired``: connections already retired (by ``IdleConnections``) -> their
+        transports, taken as this one's."""
         self._server = server
-        self._retired: dict[Any, Any] = {}  # connection -> its transport, as it was retired
+        self._retired: dict[Any, Any] = dict(retired or {})  # connection -> its transport, as it was retired
 
     @staticmethod
     def idle(conn: Any) -> bool:
@@ -435,20 +491,20 @@ class StoppingConnections:
         for conn in list(self._server.connections):
             if conn in self._retired or not self.idle(conn):
                 continue
-            self._retired[conn] = self.retire(conn, leader_id)
+            self._retired[conn] = self.retire(conn, leader_id, STOPPING_NOT_READ)
             n += 1
         if n:
             log.debug("answered 408 and half-closed %d idle HTTP connection(s): the node is stopping", n)
         return n
 
     @staticmethod
-    def retire(conn: Any, leader_id: int | None) -> Any:
+    def retire(conn: Any, leader_id: int | None, error: str) -> Any:
         """Retire ``conn`` (a ``RequestHandler`` with an open transport, serving no request
         now): from here aiohttp drops what arrives unparsed (``data_received`` with
         ``_close`` set) and its handler, if it waits for a request, stops waiting (the waiter
-        is cancelled); the 408 naming ``leader_id`` is written and the connection
-        half-closed. Return its transport."""
-        body = json.dumps({"error": STOPPING_NOT_READ, "leader_id": leader_id}).encode()
+        is cancelled); the 408 (its JSON ``error`` and ``leader_id``) is written and the
+        connection half-closed. Return its transport."""
+        body = json.dumps({"error": error, "leader_id": leader_id}).encode()
         answer = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
                   b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         transport = conn.transport
@@ -1146,7 +1202,7 @@ async def _retire_after_drop(node: KvNode, conn: Any, content: StreamReader) -> 
     it."""
     raft = node.raft
     leader_id = raft.metrics.current_leader if raft is not None else None
-    transport = StoppingConnections.retire(conn, None if leader_id == node.id else leader_id)
+    transport = StoppingConnections.retire(conn, None if leader_id == node.id else leader_id, STOPPING_NOT_READ)
     content.feed_eof()  # (nothing more comes: aiohttp's lingering read does not wait for it)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_GRACE

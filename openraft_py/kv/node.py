@@ -780,8 +780,8 @@ class KvNode:
         """Watches the TLS files for a renewal (``tls_reload``); set by ``start()`` with TLS
         and a ``tls_reload_interval`` other than 0."""
         self.http_conns: IdleConnections | None = None
-        """Closes the HTTP connections that send no request (``http_api.IdleConnections``);
-        set by ``start()``."""
+        """Closes the HTTP connections idle for ``HTTP_IDLE_TIMEOUT``, with a 408
+        (``http_api.IdleConnections``); set by ``start()``."""
 
     def _tls_loaded(self, cert: dict[str, Any]) -> None:
         """The certificate new connections present is ``cert`` (at start, or a renewal
@@ -948,14 +948,14 @@ class KvNode:
             # auto_decompress=False: a compressed body is refused by the API (415) rather than
             # decoded, or refused as plain text, by aiohttp's parser (``http_api``). logger: a
             # request the parser refuses is logged in one line (``http_api.SERVER_LOG``).
-            # keepalive_timeout: an idle connection is closed once HTTP_IDLE_TIMEOUT passed
-            # since its last answer; ``IdleConnections`` closes one that sent no request.
+            # keepalive_timeout: a backstop only; ``IdleConnections`` closes a connection idle
+            # for HTTP_IDLE_TIMEOUT first, with a 408 (aiohttp's timer closes it with no word).
             self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_WAIT,
                                        max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG,
-                                       keepalive_timeout=HTTP_IDLE_TIMEOUT)
+                                       keepalive_timeout=2 * HTTP_IDLE_TIMEOUT)
             await self._http.setup()
             assert self._http.server is not None  # (made by setup)
-            self.http_conns = IdleConnections(self._http.server, HTTP_IDLE_TIMEOUT)
+            self.http_conns = IdleConnections(self._http.server, HTTP_IDLE_TIMEOUT, self._current_leader_id)
             self.http_conns.start()
             hhost, hport = parse_addr(o.http_addr)
             # The listener's protocol factory caps the open connections (``MAX_HTTP_CONNECTIONS``).
@@ -1176,13 +1176,11 @@ class KvNode:
         next request it sent on its kept-alive connection.)"""
         from .http_api import StoppingConnections
 
-        conns = StoppingConnections(server)
+        conns = StoppingConnections(server, self.http_conns.retired() if self.http_conns is not None else None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
         while True:
-            raft = self.raft
-            leader_id = raft.metrics.current_leader if raft is not None else None
-            conns.retire_idle(None if leader_id == self.id else leader_id)
+            conns.retire_idle(self._redirect_leader_id())
             if self.inflight == 0:
                 self.http_closing.set()  # (the bodies being dropped end; their connections close)
                 if conns.settled():
@@ -1193,6 +1191,17 @@ class KvNode:
                     log.warning("stopping with %d HTTP requests still in flight", self.inflight)
                 return
             await asyncio.sleep(min(DRAIN_POLL, left))
+
+    def _current_leader_id(self) -> int | None:
+        """The leader as this node knows it (``None``: unknown, or not running)."""
+        raft = self.raft
+        return raft.metrics.current_leader if raft is not None else None
+
+    def _redirect_leader_id(self) -> int | None:
+        """The leader a client told "not read" (a 408) should go to: the current leader, unless
+        it is this node or unknown (``None``)."""
+        leader_id = self._current_leader_id()
+        return None if leader_id == self.id else leader_id
 
     def request_started(self) -> None:
         """An HTTP request began (the API's bookkeeping for a graceful stop)."""

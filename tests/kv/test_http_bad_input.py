@@ -443,8 +443,8 @@ async def _closed_by_server(reader: asyncio.StreamReader, timeout: float) -> byt
 
 async def test_connections_that_send_no_request_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection that sends nothing, or only part of a request's head, is closed once
-    ``HTTP_IDLE_TIMEOUT`` has passed, as is one left idle after an answer (aiohttp's
-    keep-alive timeout): each was held for good (aiohttp up to 3.14.0) or for an hour, an
+    ``HTTP_IDLE_TIMEOUT`` has passed, as is one left idle after an answer (each with a 408:
+    ``tests/kv/test_idle_kept_alive.py``): each was held for good (aiohttp up to 3.14.0) or for an hour, an
     open file descriptor each, so enough of them (a client leaking its connections) took
     the node's last descriptors and it stopped. A request in progress is not cut: its
     body's own deadline answers it (408)."""
@@ -483,9 +483,10 @@ async def test_connections_that_send_no_request_are_closed(monkeypatch: pytest.M
 async def test_idle_connections_sweep_does_not_need_aiohttp_keepalive(
     cluster: KvCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``IdleConnections`` alone closes a connection that sends nothing, logging it at INFO
-    (aiohttp's own keep-alive timer, which its later versions also arm at a connection's
-    start, is left at ``HTTP_IDLE_TIMEOUT`` here: 75 s)."""
+    """``IdleConnections`` alone closes a connection that sends nothing, with a 408 saying
+    nothing was read, logging it at INFO (aiohttp's own keep-alive timer, which its later
+    versions also arm at a connection's start, is left at twice ``HTTP_IDLE_TIMEOUT`` here:
+    150 s)."""
     caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api")
     node = await cluster.wait_leader()
     conns = node.http_conns
@@ -496,7 +497,8 @@ async def test_idle_connections_sweep_does_not_need_aiohttp_keepalive(
     host, port = node.opts.http_addr.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        assert await _closed_by_server(reader, 5) == b""
+        got = await _closed_by_server(reader, 5)
+        assert got.startswith(b"HTTP/1.1 408 ") and http_api.IDLE_NOT_READ.encode() in got, got
     finally:
         writer.close()
     assert any("on which no request came within 0.3s" in r.getMessage() for r in caplog.records)

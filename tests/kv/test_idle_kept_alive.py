@@ -1,0 +1,185 @@
+"""A running node closing its clients' idle connections (``http_api.IdleConnections``): a
+request a client sends on one as the node closes it gets an answer that says it was not
+read, never a cut connection (for a write: an unknown outcome).
+
+Before, a connection idle after an answer was left to aiohttp's keep-alive timer, which
+closed it with no word: a client whose pool reused the connection at that moment met a
+closed connection, and could not tell whether its write had been applied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from openraft_py.kv import http_api
+from openraft_py.kv.node import SHUTDOWN_GRACE, KvNode
+
+from .raw_http import ANSWER_WITHIN, http_addr, read_answer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _sweeper(node: KvNode, timeout: float) -> http_api.IdleConnections:
+    """``node``'s idle-connection sweeper, its timer stopped (the test sweeps by hand) and its
+    timeout set to ``timeout``."""
+    conns = node.http_conns
+    assert conns is not None
+    conns.close()
+    conns.timeout = timeout
+    return conns
+
+
+async def _status(node: KvNode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One ``GET /cluster/status`` on the connection, its answer read (kept alive)."""
+    writer.write(f"GET /cluster/status HTTP/1.1\r\nHost: {node.opts.http_addr}\r\n\r\n".encode())
+    await writer.drain()
+    status, headers, body = await read_answer(reader)
+    assert status == 200 and headers.get("connection", "").lower() != "close", (status, headers, body)
+
+
+def _server_side(node: KvNode, writer: asyncio.StreamWriter) -> object:
+    """The node's ``RequestHandler`` of the connection ``writer`` writes on (the cluster's own
+    client session keeps connections of its own)."""
+    assert node._http is not None and node._http.server is not None
+    ours = writer.get_extra_info("sockname")
+    [conn] = [c for c in node._http.server.connections
+              if c.transport is not None and c.transport.get_extra_info("peername") == ours]
+    return conn
+
+
+def _not_read(status: int, headers: dict[str, str], body: bytes, leader_id: int) -> None:
+    assert status == 408, (status, body)
+    assert headers["connection"].lower() == "close"
+    answer = json.loads(body)
+    assert answer == {"error": http_api.IDLE_NOT_READ, "leader_id": leader_id}, answer
+
+
+async def test_a_connection_idle_after_its_answer_is_closed_with_a_408(leader: KvNode) -> None:
+    """A kept-alive connection idle for the timeout after its answer gets the unsolicited 408
+    (naming the leader), then its close; the node goes on serving."""
+    conns = _sweeper(leader, 0.2)
+    conns.start()
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+        status, headers, body = await read_answer(reader)  # (unsolicited: the node closes the connection)
+        _not_read(status, headers, body, leader.id)
+        assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+    finally:
+        writer.close()
+
+
+async def test_a_write_sent_as_its_idle_connection_is_closed_is_answered_not_read(leader: KvNode) -> None:
+    """The race the 408 is for: the client's pool sends a write on the kept-alive connection
+    just as the node retires it (before the client saw the 408). The client reads the 408
+    as the write's answer, and the write was not applied."""
+    conns = _sweeper(leader, 0.0)
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+        conn = _server_side(leader, writer)
+        assert conns.sweep() >= 1 and conn in conns.retired()  # idle since its answer, for the (zero) timeout
+        writer.write(f"PUT /kv/raced HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 1\r\n\r\nv".encode())
+        await writer.drain()
+        try:
+            status, headers, body = await read_answer(reader)
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
+            raise AssertionError(f"the write got no answer: {e!r}") from None
+        _not_read(status, headers, body, leader.id)
+        assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # one answer only: the write unread
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        writer.write(f"GET /kv/raced HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
+        await writer.drain()
+        status, _headers, body = await read_answer(reader)
+        assert status == 404, (status, body)  # never applied
+    finally:
+        writer.close()
+
+
+async def test_a_connection_serving_a_request_is_not_idle(leader: KvNode) -> None:
+    """A request started on a connection ends its idle time, even between two sweeps; one
+    whose request is still being read is not idle at all."""
+    conns = _sweeper(leader, 3600.0)
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+        conns.sweep()  # seen idle from now on
+        assert not conns.retired()
+        conns.timeout = 0.0
+        await _status(leader, reader, writer)  # a request since: idle anew
+        conns.timeout = 3600.0
+        conns.sweep()
+        assert not conns.retired()
+        # A body that has not come yet: the handler reads it, the connection is busy.
+        writer.write(f"PUT /kv/slow HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 2\r\n\r\nv".encode())
+        await writer.drain()
+        conn = _server_side(leader, writer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANSWER_WITHIN
+        while http_api.StoppingConnections.idle(conn):  # (its head not read yet)
+            assert loop.time() < deadline, "the request's head never reached the node"
+            await asyncio.sleep(0.01)
+        conns.timeout = 0.0
+        conns.sweep()
+        assert conn not in conns.retired()
+        writer.write(b"w")
+        status, _headers, body = await read_answer(reader)
+        assert status == 200, (status, body)
+    finally:
+        writer.close()
+
+
+async def test_a_retired_connection_is_closed_once_its_client_has_the_408(leader: KvNode) -> None:
+    """A client that keeps its retired connection open without reading (a pool holding it)
+    has the 408 and the FIN in its kernel's buffer: the next sweep closes the connection
+    (its descriptor is not held until the client closes)."""
+    conns = _sweeper(leader, 0.0)
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+        conn = _server_side(leader, writer)
+        assert conns.sweep() >= 1 and conn in conns.retired()
+        assert leader._http is not None and leader._http.server is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANSWER_WITHIN
+        while conn in conns.retired():  # each sweep closes it once its kernel acknowledged the 408 and the FIN
+            assert loop.time() < deadline, "the retired connection was never closed"
+            await asyncio.sleep(0.01)
+            conns.sweep()
+        while conn in leader._http.server.connections:  # (closed: connection_lost comes on a later turn)
+            assert loop.time() < deadline, "the retired connection was never closed"
+            await asyncio.sleep(0.01)
+        status, headers, body = await read_answer(reader)  # still the client's to read
+        _not_read(status, headers, body, leader.id)
+    finally:
+        writer.close()
+
+
+async def test_a_stop_takes_the_connections_the_sweep_retired(leader: KvNode) -> None:
+    """A connection the sweep retired and that is not closed yet does not hold up a stop for
+    its grace: the stop takes it as retired."""
+    conns = _sweeper(leader, 0.0)
+    reader, writer = await asyncio.open_connection(*http_addr(leader))
+    try:
+        await _status(leader, reader, writer)
+        conn = _server_side(leader, writer)
+        assert conns.sweep() >= 1 and conn in conns.retired()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
+        took = loop.time() - t0
+        status, headers, body = await read_answer(reader)
+        _not_read(status, headers, body, leader.id)
+    finally:
+        writer.close()
+    assert took < SHUTDOWN_GRACE / 2, took
