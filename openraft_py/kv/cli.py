@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     init = cv.add_parser("init", parents=[client], help="initialize a new cluster of the given nodes",
                          description="Initialize a cluster whose voters are the nodes at --endpoints "
                          "(their ids and raft addresses are read from their GET /cluster/status); "
-                         "the first endpoint receives POST /cluster/init.")
+                         "the first endpoint receives POST /cluster/init. Refused, nothing sent, when "
+                         "one of them is in a cluster already (a cluster is initialized once).")
     init.set_defaults(run=_cluster_init)
 
     learner = cv.add_parser("add-learner", parents=[client], help="add a node as a learner",
@@ -575,6 +576,7 @@ async def _cluster_init(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise CliError(f"{e}; start it with --raft-addr and --http-addr set to addresses the other "
                                "nodes reach, or POST /cluster/init with them") from None
+        _refuse_nodes_in_a_cluster(args.endpoints, statuses)
         if deadline.expired():
             raise CliError(f"init: nothing sent: the nodes' statuses took the whole --timeout of {args.timeout:g}s")
         left = deadline.left()
@@ -585,6 +587,25 @@ async def _cluster_init(args: argparse.Namespace) -> int:
         lid, _ = await _leader_or_fail(c, deadline.left())
         print(f"leader: n{lid}")
     return EXIT_OK
+
+
+def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> None:
+    """``CliError`` (nothing sent) when a node to initialize is in a cluster already: its
+    status names voters, learners or a leader. The init would go to the
+    first endpoint, and if that node had not heard from the cluster yet (its data directory
+    new, the cluster's leader not elected yet, or the node left out of the first init), it
+    would start a second cluster sharing nodes with the first: two leaders, each taking
+    writes the other's nodes do not hold. Before, only the first endpoint's own refusal (409,
+    once it holds the membership) stopped a second init."""
+    for ep, st in zip(endpoints, statuses, strict=True):
+        leader = st.get("leader_id")
+        if not st.get("voters") and not st.get("learners") and leader is None:
+            continue
+        raise CliError(f"node {st.get('id')} (at {ep}) is in a cluster already (voters {st.get('voters')}, learners "
+                       f"{st.get('learners') or []}, leader {'unknown' if leader is None else f'n{leader}'}): a "
+                       "cluster is initialized once, through one node; nothing was sent. To grow that cluster, "
+                       "add the new nodes with 'openraft-py cluster add-learner' and 'openraft-py cluster members'; "
+                       "to start another cluster, give only nodes of no cluster (new data directories)")
 
 
 @_async

@@ -618,6 +618,48 @@ async def test_cluster_init_refuses_an_endpoint_given_twice(capsys: pytest.Captu
     assert posted == []
 
 
+@pytest.mark.parametrize("in_a_cluster", [{"voters": [1]}, {"learners": [4], "voters": [2, 3]}, {"leader_id": 3}],
+                         ids=["voter", "learner", "knows-a-leader"])
+async def test_cluster_init_refuses_when_a_node_is_in_a_cluster_already(
+        in_a_cluster: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster init --endpoints B,A,C`` where A already leads a cluster of its own: nothing
+    is posted. Before, the init went to B, a node of no cluster, which took it and started a
+    second cluster sharing A with the first. Three fake nodes answer the statuses."""
+    import asyncio
+    import contextlib
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    posted: list[str] = []
+    ports = [free_port() for _ in range(3)]
+
+    def routes(i: int) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            st: dict[str, object] = {"id": i + 1, "state": "Follower", "leader_id": None, "voters": [],
+                                     "learners": [], "raft_addr": f"127.0.0.1:{ports[i] + 1}",
+                                     "http_addr": f"127.0.0.1:{ports[i]}"}
+            if i == 0:
+                st.update(in_a_cluster)
+            return web.json_response(st)
+
+        async def init(request: web.Request) -> web.Response:
+            posted.append(await request.text())
+            return web.json_response({"members": [1, 2, 3]})
+
+        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
+    async with contextlib.AsyncExitStack() as stack:
+        eps = [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ",".join([eps[1], eps[0], eps[2]]),
+                                                  "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"node 1 (at {eps[0]}) is in a cluster already" in err and "nothing was sent" in err, err
+    assert posted == []
+
+
 def test_add_learner_waits_longer_than_the_service_by_default() -> None:
     """``cluster add-learner`` gives up after the service's own bound on the call, not at the
     same time: the service's 503 says why the learner did not catch up (not running at its
