@@ -763,7 +763,23 @@ class Raft:
             self._check_loop()  # raises: not on this node's loop (its test inlined, as in client_write)
         _v.check_append_entries(req)
         tx = Reply(reply, map_error)
-        self._core.send_msg(AppendEntriesCall(req, tx))
+        msg = AppendEntriesCall(req, tx)
+        core = self._core
+        if core.fatal is None:
+            # ``RaftCore.send_msg`` inlined for its ``AppendEntriesCall`` while the node runs (a
+            # follower's every request, as ``client_write`` inlines it for a write): the
+            # reply tracked among the callers' (``_track``, compacting when the set is full),
+            # counted as a message that is not a write, queued, and the core woken if it sleeps.
+            callers = core._callers
+            callers[tx] = None
+            if len(callers) >= core._callers_limit:
+                core._track(tx)  # compacts
+            core._other_msgs += 1
+            core._msgs.append(msg)
+            if core._wakeup.first is not None:
+                core._wakeup.wake()
+        else:
+            core.send_msg(msg)  # answers ``tx`` with the reason the node stopped
         return tx
 
     async def vote(self, req: VoteRequest) -> VoteResponse:

@@ -101,7 +101,13 @@ class ApplyFeed:
             rs = []
             while q and q[0].first <= last:
                 rs.append(q.popleft())
-        self.worker.submit(entries, rs)
+        w = self.worker
+        if w._idle and w._inline and not w._queue and w._held is None:
+            # ``worker.submit(entries, rs)`` where it applies inline, without its call (every
+            # node, every commit, while the state machine's ``apply`` does not suspend).
+            w._apply_inline(entries, rs)
+        else:
+            w.submit(entries, rs)
         return None
 
     def _hand_over(self, entries: list[Entry], committed: LogId) -> None:

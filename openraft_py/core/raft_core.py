@@ -429,7 +429,19 @@ class RaftCore:
             self._msgs = deque()
             if self._other_msgs:
                 self._other_msgs = 0
-                self._handle_msgs(msgs, now)
+                if len(msgs) == 1 and type(m := msgs[0]) is AppendEntriesCall:
+                    # ``_handle_msgs`` -> ``_handle_call`` for a queue of one AppendEntries,
+                    # without their calls (a follower's every request at 1 writer). Nothing
+                    # goes back to the queue if it raises, as there.
+                    tx = m.tx
+                    if not tx.done():
+                        try:
+                            eng.handle_append_entries(m.req, tx, now)
+                        except ApiError as e:
+                            if not tx.done():
+                                tx.set_exception(e)
+                else:
+                    self._handle_msgs(msgs, now)
             else:
                 writes: list[ClientWrite | ClientWriteOne] = list(msgs)
                 try:
@@ -754,6 +766,15 @@ class RaftCore:
                         if when is not None and when > io_state.flushed:
                             postponed.append(c)
                             continue
+                    # The two commands of a write that need no method of their own run
+                    # without its call (``_respond``: a follower's every answer;
+                    # ``_replicate``: a leader's request to each target).
+                    if t is Respond:
+                        answer(c.tx, c.value)  # type: ignore[union-attr]
+                        continue
+                    if t is Replicate:
+                        self._streams[c.target].replicate(c)  # type: ignore[union-attr, arg-type]
+                        continue
                     handler = handlers.get(t)
                     if handler is None:
                         raise Panicked(f"unknown command {c!r}")

@@ -697,8 +697,11 @@ class ReplicationCore:
         if len(entries) < n:
             return None
         if n == 1:
-            # (``batch_bytes`` sizes one entry so, without its call: a 1-writer leader's every request.)
-            return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), _entry_bytes(entries[0])
+            # (``batch_bytes`` sizes one entry so, without its call: a 1-writer leader's every
+            # request; and ``_entry_bytes`` of a ``Normal`` without its call.)
+            p = entries[0].payload
+            nbytes = len(p.data) if type(p) is Normal else _entry_bytes(entries[0])
+            return AppendEntriesRequest(self.vote, c.prev, entries, c.committed), nbytes
         nbytes = env.batch_bytes(entries)
         if nbytes > env.config.max_payload_bytes:
             return None
@@ -729,8 +732,11 @@ class ReplicationCore:
             option = env.option
         else:
             option = self._option(nbytes)
+        # ``env.now_ms()``, without its call once its clock reader is made.
+        read = env._read_clock
+        sent_at = env.now_ms() if read is None else read() * 1000.0
         try:
-            handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, env.now_ms(), nbytes))  # type: ignore[misc]  # not None: checked by replicate
+            handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, sent_at, nbytes))  # type: ignore[misc]  # not None: checked by replicate
         except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
             submitted.pop(key, None)
             self._settled(nbytes)
@@ -761,7 +767,19 @@ class ReplicationCore:
             return
         if isinstance(result, AppendEntriesResponse):
             if result.success:
-                self._report(Matched(self.target, self.vote, gen, result.matching, sent_at))
+                matched = Matched(self.target, self.vote, gen, result.matching, sent_at)
+                if self._down.failing or self._breaches.failing or self._installing.failing:
+                    self._report(matched)  # (it clears them)
+                    return
+                # ``_report(matched)`` while nothing is failing, without its call (and
+                # ``env.now_ms()``'s once its clock reader is made): a leader's every answer.
+                matching = matched.matching
+                if matching is not None and matching.index > self._matched:
+                    self._matched = matching.index
+                    env = self.env
+                    read = env._read_clock
+                    self._matched_at = env.now_ms() if read is None else read() * 1000.0
+                self.env.notify(matched)
             else:
                 self._report_refusal(result, gen, sent_at, start)
         else:

@@ -183,7 +183,15 @@ class StateMachineWorker:
                 self._fail(stray)
                 return
             if done:
-                if not self._finish(chunk, value):
+                # ``_finish(chunk, value)`` without its call when nothing is wrong (each
+                # node, each committed batch): a quiet apply, or a list of one result per entry.
+                if self._quiet:
+                    self.applied(chunk[-1].log_id)
+                elif type(value) is list and len(value) == len(chunk):
+                    if self._responders:
+                        self._resolve(chunk, value)
+                    self.applied(chunk[-1].log_id)
+                elif not self._finish(chunk, value):
                     return
                 continue
             # It suspended: the worker's task continues it, and applies every later batch.

@@ -36,6 +36,17 @@ INLINED = {
     "Raft._check_loop": "Raft._submit_append_entries_mapped, on the node's loop",
     "RaftCore._take_calls": "RaftCore._pass, unless the pass resubmits (the forty-eighth round)",
     "ApplyFeed._hand_over": "ApplyFeed.submit_now, the entries cached (the forty-eighth round)",
+    # The fifty-second round:
+    "RaftCore._handle_msgs": "RaftCore._pass, for a queue of one AppendEntriesCall (a follower's every request)",
+    "RaftCore._handle_call": "RaftCore._pass, for a queue of one AppendEntriesCall",
+    "RaftCore.send_msg": "Raft._submit_append_entries_mapped, while the node runs (as client_write)",
+    "ReplicationCore._report": "ReplicationCore._answered, for a Matched answer while nothing is failing",
+    "ReplicationEnv.now_ms": "ReplicationCore._submit_now and _answered, once the clock reader is made",
+    "StateMachineWorker.submit": "ApplyFeed.submit_now, the worker idle and applying inline",
+    "StateMachineWorker._finish": "StateMachineWorker._apply_inline, for a list of one result per entry",
+    "RaftCore._respond": "RaftCore._commands_now",
+    "RaftCore._replicate": "RaftCore._commands_now",
+    "_entry_bytes": "ReplicationCore._request_now, for one Normal entry",
 }
 
 
