@@ -80,3 +80,13 @@ def needs_kv_extra(what: str, missing: str) -> str:
     whose module ``missing`` is not installed, and how to install it."""
     return (f"{what} needs the 'kv' extra, which is not installed (no module named {missing!r}): "
             f"pip install 'openraft-py[kv]'")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, for a command line's ``<prog>: error: ...`` line: each line break,
+    with the blanks around it, becomes ``"; "``. A message quoted from a library may hold
+    several lines (RocksDB's "Corruption: Sst file size mismatch: .../000009.sst. Expected
+    1116, actual size 0" then "  The file .../MANIFEST-000005 may be corrupted."): the error
+    line then ended in the middle, and the last line on stderr, the one an operator or a
+    supervisor reads, was the message's last line alone, naming another file."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._cli import missing_kv_extra, needs_kv_extra, run_cli
+from .._cli import missing_kv_extra, needs_kv_extra, one_line, run_cli
 from .._compiled import env_flag
 from .argtypes import decimal_int, given_once, quoted
 from .argtypes import json_object as _json_object
@@ -1330,7 +1330,7 @@ def _main(argv: Sequence[str] | None) -> int:
         with _stdout_escaping_what_it_cannot_encode():
             return int(args.run(args))
     except CliError as e:
-        print(f"{_prog(args)}: error: {e}", file=sys.stderr)
+        print(f"{_prog(args)}: error: {one_line(str(e))}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         unknown = "; it may or may not have been applied" if _changes_something(args) else ""
@@ -1341,7 +1341,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as e:  # a bug or an environment problem: still one line
         if env_flag("OPENRAFT_PY_DEBUG"):  # "0", "false", "no", "off" or "" is off
             raise
-        print(f"{_prog(args)}: error: {type(e).__name__}: {e} (OPENRAFT_PY_DEBUG=1 shows the traceback)",
+        print(f"{_prog(args)}: error: {type(e).__name__}: {one_line(str(e))} (OPENRAFT_PY_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return EXIT_FAILED
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from .._cli import one_line
 from .._compiled import env_flag
 from ..errors import ConfigError, StorageError
 
@@ -320,7 +321,7 @@ def run_serve(args: argparse.Namespace) -> int:
         opts = options_from_args(args)
         check_open_files_limit()
     except ValueError as e:
-        print(f"openraft-py serve: error: {e}", file=sys.stderr)
+        print(f"openraft-py serve: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     configure_logging(opts.log_format, opts.log_level, _current_metrics, node_id=opts.id)
     start_errors: list[str] = []
@@ -332,7 +333,8 @@ def run_serve(args: argparse.Namespace) -> int:
         code = uvloop.run(serve(opts, start_errors=start_errors))
     if start_errors:  # (after the loop: no log line of the clean-up comes after it)
         sys.stderr.flush()
-        print(f"openraft-py serve: error: the node could not start: {start_errors[-1]}", file=sys.stderr)
+        # One line whatever the reason holds (``one_line``): RocksDB's reports may have two.
+        print(f"openraft-py serve: error: the node could not start: {one_line(start_errors[-1])}", file=sys.stderr)
     return code
 
 

@@ -221,6 +221,21 @@ async def test_refused_for_the_same_cluster_name_a_catching_up_node_or_one_never
     assert "never initialized" in capsys.readouterr().err
 
 
+async def test_a_damaged_store_is_refused_in_one_error_line(cluster: KvCluster,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A table file of the log store cut short: RocksDB's report is two lines, and the
+    verb's error line ended after the first (the last line on stderr was "  The file
+    .../MANIFEST-000005 may be corrupted.", naming another file); now one line."""
+    dirs = await _three_stopped(cluster)
+    tables = sorted((Path(dirs[1]) / "log").glob("*.sst"))
+    assert tables
+    tables[0].write_bytes(b"")
+    assert await _recover_async(dirs[1], CONFIRM_FLAG) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"Sst file size mismatch: {tables[0]}" in err and "may be corrupted" in err, err
+
+
 async def test_refused_for_a_store_of_another_node_whose_record_it_would_overwrite(
         cluster: KvCluster, capsys: pytest.CaptureFixture[str]) -> None:
     """``log/`` (or ``sm/``) of node 2 in node 1's directory (swapped in, a copied image),

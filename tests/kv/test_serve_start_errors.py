@@ -7,6 +7,7 @@ starting (an exception of no such kind) keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import subprocess
@@ -18,8 +19,9 @@ import pytest
 
 from openraft_py.kv import server
 from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR
+from openraft_py.kv.node import KvNode
 
-from .kv_helpers import free_port
+from .kv_helpers import free_port, node_options
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,6 +64,28 @@ def test_a_start_failure_ends_with_one_error_line_and_exit_1(
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(PREFIX) and says in last, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_store_error_of_several_lines_is_said_in_one_line(root: Path) -> None:
+    """RocksDB's report of a table file cut short is two lines ("Corruption: Sst file size
+    mismatch: .../000009.sst. Expected 1116, actual size 0" and "  The file .../MANIFEST-000005
+    may be corrupted."): the command line's error line said the first, and the last line on
+    stderr was the second, naming the MANIFEST and not the table file (nor the advice)."""
+    async def made() -> None:  # a node's data directory with its stores' table files
+        node = KvNode(node_options(1, str(root)))
+        await node.start()
+        await node.stop()
+
+    asyncio.run(made())
+    tables = sorted((root / "n1" / LOG_DIR).glob("*.sst"))
+    assert tables, sorted(p.name for p in (root / "n1" / LOG_DIR).iterdir())
+    tables[0].write_bytes(b"")
+    r = _serve(root / "n1", "--cluster-name", node_options(1, str(root)).cluster_name)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(PREFIX), r.stderr
+    assert f"Sst file size mismatch: {tables[0]}" in last and "may be corrupted" in last, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
 
 
