@@ -34,7 +34,7 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
+from ..errors import ForwardToLeader, InitializeError, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors
@@ -172,6 +172,12 @@ MIN_MAX_BODY = 1024
 JSON_BYTES_PER_BYTE = 6
 """The most bytes JSON may spell one byte of a string in (``\u0000``): a ``cas`` body carries
 its entry's strings as JSON."""
+
+
+def _pristine(m: RaftMetrics) -> bool:
+    """Whether the node of metrics ``m`` holds no log and no vote (``Raft.initialize`` takes
+    such a node only)."""
+    return m.last_log_index < 0 and m.vote.term == 0
 
 
 def dangling_link(path: str | os.PathLike[str]) -> str | None:
@@ -1307,20 +1313,28 @@ class KvNode:
                                      "needs addresses of its own")
                 used[addr] = f"member {nid}'s {kind}"
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}
+        raft = self._raft()
         # A new cluster has nothing to catch up with: this node stops catching up (``rejoin``),
         # before ``initialize``, whose first election sends this node's vote requests at once.
+        # Its record goes first, durably: removed after ``initialize``, a node killed between
+        # the two came back initialized and still catching up, so it never campaigned, and
+        # the other members, which nothing had reached, have no membership to campaign with
+        # (and ``init`` again is refused: the node is not pristine): no leader, for good.
         guard = self.catch_up
-        was_active = guard is not None and guard.active
-        if guard is not None:
-            guard.active = False
-        try:
-            await self._raft().initialize(nodes)
-        except BaseException:
-            if guard is not None:
-                guard.active = was_active
-            raise
-        if guard is not None and was_active:
+        ending = guard is not None and guard.active and _pristine(raft.metrics)
+        if guard is not None and ending:
             await asyncio.to_thread(guard.remove)
+            guard.active = False  # (no await from here to initialize's first step)
+        try:
+            await raft.initialize(nodes)
+        except (InitializeError, TypeError, ValueError):
+            # Refused, nothing written (a node no longer pristine: a leader's entries reached it
+            # meanwhile): it goes on catching up, its record back. Any other end (cancelled, a
+            # storage error) may come after the membership was written: the record stays gone.
+            if guard is not None and ending:
+                guard.active = True
+                await asyncio.to_thread(guard.save)
+            raise
 
     async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught

@@ -37,7 +37,9 @@ so that a restart does not end it:
   the node votes again as any voter.
 
 A node that ``POST /cluster/init`` initializes stops catching up at once (it starts a new
-cluster). Abstaining is always safe in Raft; what it costs is availability: a cluster that
+cluster): its record is removed before ``initialize`` writes the first membership
+(``KvNode.init``), so a node killed in between is not left initialized and catching up, which
+no election could end (the other members, new, hold no membership to campaign with). Abstaining is always safe in Raft; what it costs is availability: a cluster that
 needs the node's vote (3 voters, one down, one wiped) elects no leader until the node that
 is down comes back. That is the point: the other choice may lose acknowledged writes.
 """

@@ -261,6 +261,64 @@ async def test_the_initialized_node_wins_the_first_election_at_once(cluster: KvC
     assert not (Path(leader.opts.data_dir) / CATCHING_UP_FILE).exists()
 
 
+async def test_a_node_killed_right_after_its_init_leads_the_new_cluster_once_restarted(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node killed between ``initialize`` (its first membership written) and the removal
+    of its catching-up record came back initialized and catching up: it never campaigned,
+    the other nodes (nothing had reached them: no membership) never do, and ``init`` again
+    was refused ("only allowed on a pristine node"): no leader, for good (seen with three
+    ``serve`` processes, ``kill -9`` of the first 2 ms after ``POST /cluster/init``). The
+    record now goes before ``initialize``: the kill, modelled here as a stop while
+    ``initialize`` has returned and nothing after it ran, leaves the node free to campaign."""
+    from openraft_py.kv.nodes import NodeAddrs
+    from openraft_py.raft import Raft
+
+    from .kv_helpers import node_options
+
+    one = await cluster.start_node(1, raft_config=FAST)
+    assert one.catch_up is not None and one.catch_up.active
+    later = {nid: node_options(nid, cluster.root, raft_config=FAST) for nid in (2, 3)}
+    members = {1: NodeAddrs(one.opts.raft_addr, one.opts.http_addr)}
+    members.update({nid: NodeAddrs(o.raft_addr, o.http_addr) for nid, o in later.items()})
+    original = Raft.initialize
+
+    async def killed_after(self: Raft, nodes: Any) -> None:
+        await original(self, nodes)
+        await asyncio.Event().wait()  # the process is gone: nothing after initialize runs
+
+    monkeypatch.setattr(Raft, "initialize", killed_after)
+    init = asyncio.ensure_future(one.init(members))
+    assert one.raft is not None
+    await one.raft.wait(10).log_index_at_least(0, "node 1 holds its first membership")
+    await one.stop()
+    init.cancel()
+    await asyncio.gather(init, return_exceptions=True)
+    monkeypatch.undo()
+    again = cluster.nodes[1] = KvNode(one.opts)
+    await again.start()
+    for nid, o in later.items():
+        cluster.nodes[nid] = KvNode(o)
+        await cluster.nodes[nid].start()
+    leader = await cluster.wait_leader(timeout=20)
+    assert leader.id == 1, leader.id  # (the only node holding the membership)
+    assert leader.catch_up is not None and not leader.catch_up.active
+    assert not (Path(leader.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
+async def test_an_init_refused_leaves_the_node_catching_up_with_its_record(cluster: KvCluster) -> None:
+    """The record goes before ``initialize`` (above); an ``initialize`` that refuses, having
+    written nothing (this node not among the members), puts it back: the node goes on
+    catching up, also after a restart."""
+    from openraft_py.errors import NotInMembers
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = await cluster.start_node(1, raft_config=FAST)
+    with pytest.raises(NotInMembers):
+        await one.init({2: NodeAddrs("127.0.0.1:1", "127.0.0.1:2")})
+    assert one.catch_up is not None and one.catch_up.active
+    assert (Path(one.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
 async def test_the_operator_ends_the_catching_up_by_removing_its_record(cluster: KvCluster,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """Two voters, both stopped, 2 wiped: 1 holds every committed write (each needed both),
