@@ -1324,6 +1324,9 @@ class KvNode:
         ending = guard is not None and guard.active and _pristine(raft.metrics)
         if guard is not None and ending:
             await asyncio.to_thread(guard.remove)
+            # (Meanwhile the guard may have ended on its own: a first-election vote, a target
+            # reached. Then it is not put back below.)
+            ending = guard.active
             guard.active = False  # (no await from here to initialize's first step)
         try:
             await raft.initialize(nodes)
