@@ -647,7 +647,7 @@ async def test_state_machine_has_bloom_filters_for_its_point_lookups(
 
     p = tmp_path / "sm"
     real = db_mod._cf_options
-    monkeypatch.setattr(db_mod, "_cf_options", lambda point_lookups: Options(raw_mode=True))
+    monkeypatch.setattr(db_mod, "_cf_options", lambda point_lookups, compressed=True: Options(raw_mode=True))
     async with RocksStateMachine(p) as sm:
         await sm.apply([kv(1, KvSet("a", "1"))])
     assert _cf_section(p / "db", '[TableOptions/BlockBasedTable "sm"]')["filter_policy"] == "nullptr"
@@ -662,6 +662,61 @@ async def test_state_machine_has_bloom_filters_for_its_point_lookups(
     assert float(cf["memtable_prefix_bloom_size_ratio"]) == db_mod.POINT_LOOKUP_MEMTABLE_BLOOM_RATIO
     async with RocksStateMachine(p) as sm:
         assert (sm.get("a"), sm.get("b"), sm.get("c")) == ("2", "3", None)
+
+
+def _table_bytes(db_dir: Path) -> int:
+    """The size of every table file (``*.sst``) in ``db_dir``."""
+    return sum(f.stat().st_size for f in db_dir.glob("*.sst"))
+
+
+async def _append_flushed(store: RocksLogStore, batch: list[Entry]) -> None:
+    """Append ``batch`` durably, then have RocksDB write the memtables to table files."""
+    await append_durable(store, batch)
+    store._entries.flush()  # waits for the flush (atomic: every column family)
+
+
+async def test_log_entries_table_files_are_not_compressed(tmp_path: Path) -> None:
+    """A log's entries are written to table files without compression (they are deleted soon
+    after; compressing each flushed memtable cost every node a part of each write), a state
+    machine's data still with RocksDB's default (Snappy)."""
+    data = b"a" * 1000  # compresses to almost nothing
+    async with RocksLogStore(tmp_path / "log") as s:
+        await _append_flushed(s, [normal(1, i, data) for i in range(200)])
+        assert await s.try_get_log_entries(0, 200) == [normal(1, i, data) for i in range(200)]
+    assert _cf_section(tmp_path / "log", '[CFOptions "entries"]')["compression"] == "kNoCompression"
+    assert _table_bytes(tmp_path / "log") >= 200 * 1000
+    async with RocksStateMachine(tmp_path / "sm") as sm:
+        await sm.apply([kv(1, KvSet("a", "1"))])
+    assert _cf_section(tmp_path / "sm" / "db", '[CFOptions "sm"]')["compression"] == "kSnappyCompression"
+
+
+async def test_log_reads_entries_of_compressed_and_uncompressed_table_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log store whose entries an earlier release wrote to table files with Snappy opens
+    and reads them back beside the uncompressed files written now; and an earlier release
+    (every column family compressed) reads a store of this one."""
+    import openraft_py.storage.rocks.db as db_mod
+
+    real = db_mod._cf_options
+    data = b"b" * 1000
+    first = [normal(1, i, data) for i in range(100)]
+    second = [normal(2, i, data) for i in range(100, 200)]
+    p = tmp_path / "log"
+    monkeypatch.setattr(db_mod, "_cf_options", lambda point_lookups, compressed=True: real(point_lookups))
+    async with RocksLogStore(p) as s:  # as an earlier release: compressed
+        await _append_flushed(s, first)
+    assert _table_bytes(p) < 100 * 1000
+    monkeypatch.setattr(db_mod, "_cf_options", real)
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(0, 100) == first
+        await _append_flushed(s, second)
+        assert await s.try_get_log_entries(0, 200) == first + second
+    assert _table_bytes(p) >= 100 * 1000
+    monkeypatch.setattr(db_mod, "_cf_options", lambda point_lookups, compressed=True: real(point_lookups))
+    async with RocksLogStore(p) as s:
+        assert await s.try_get_log_entries(0, 200) == first + second
+        assert await s.get_log_state() == LogState(None, LogId(2, 199))
 
 
 async def test_state_machine_applies_small_batches_without_suspending(tmp_path: Path) -> None:

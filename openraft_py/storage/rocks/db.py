@@ -25,6 +25,7 @@ import msgspec
 from rocksdict import (
     AccessType,
     BlockBasedOptions,
+    DBCompressionType,
     DBRecoveryMode,
     Options,
     Rdict,
@@ -121,14 +122,23 @@ POINT_LOOKUP_MEMTABLE_BLOOM_RATIO = 0.02
 by default: 1.3 MiB per memtable, about 10 bits per key for entries of 60-100 bytes)."""
 
 
-def _cf_options(point_lookups: bool) -> Options:
+def _cf_options(point_lookups: bool, compressed: bool = True) -> Options:
     """Options of one column family. ``point_lookups``: it is read mostly by ``get`` of single
     keys, often absent (a state machine reading a key's previous value before it sets it):
     whole-key bloom filters in its table files and in its memtable, so a miss skips each file
     and the memtable's skip list instead of searching them (measured on 1.5 million absent
     keys: 0.7-1.1 us per miss without, 0.34-0.40 us with). A database opened before keeps its
-    files as they are; files written from then on get the filters."""
+    files as they are; files written from then on get the filters.
+
+    ``compressed=False``: the table files RocksDB writes from now on (flushes, compactions)
+    are not compressed (RocksDB's default is Snappy). For data that is soon deleted, like a
+    log's entries, the compression of every flushed memtable is work for nothing (see
+    "Fifty-first round" in ``docs/design/performance.md``). Every table file records its own
+    compression, so files written with Snappy before still read, and a release that
+    compressed reads these."""
     opts = Options(raw_mode=True)
+    if not compressed:
+        opts.set_compression_type(DBCompressionType.none())
     if point_lookups:
         table = BlockBasedOptions()
         table.set_bloom_filter(POINT_LOOKUP_BLOOM_BITS, False)
@@ -317,6 +327,7 @@ def open_db(
     *,
     atomic_flush: bool = False,
     point_lookup_cfs: tuple[str, ...] = (),
+    uncompressed_cfs: tuple[str, ...] = (),
 ) -> tuple[Rdict, AckMark]:
     """Open (or create) our RocksDB at ``path`` with the column families ``cfs``; return it
     with its acknowledged mark (``AckMark``), checked.
@@ -336,7 +347,9 @@ def open_db(
     and an empty database; without the file, a database without a marker is foreign.
 
     ``point_lookup_cfs``: the column families (of ``cfs``) read mostly by single-key ``get``,
-    often of absent keys; they get bloom filters (see ``_cf_options``).
+    often of absent keys; they get bloom filters (see ``_cf_options``). ``uncompressed_cfs``:
+    the column families whose table files are written without compression (data deleted
+    soon after it is written; see ``_cf_options``).
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StorageError(f"opening {what} at {path!r}", NotADirectoryError(f"{path} is not a directory"))
@@ -357,7 +370,8 @@ def open_db(
                 f"opening {what} at {path!r}: the database is in use (another process is opening it)"
             ) from None
         return _open_db_locked(path, cfs, marker_cf, marker_key, flag_key, marker, what,
-                               atomic_flush=atomic_flush, point_lookup_cfs=point_lookup_cfs)
+                               atomic_flush=atomic_flush, point_lookup_cfs=point_lookup_cfs,
+                               uncompressed_cfs=uncompressed_cfs)
     finally:
         os.close(dir_fd)  # releases the flock
 
@@ -373,12 +387,13 @@ def _open_db_locked(
     *,
     atomic_flush: bool,
     point_lookup_cfs: tuple[str, ...],
+    uncompressed_cfs: tuple[str, ...],
 ) -> tuple[Rdict, AckMark]:
     """``open_db`` once it holds the directory's flock."""
     # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
     fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_TMP_FILE}
     mark: AckMark | None = None
-    cf_opts = {cf: _cf_options(cf in point_lookup_cfs) for cf in cfs}
+    cf_opts = {cf: _cf_options(cf in point_lookup_cfs, cf not in uncompressed_cfs) for cf in cfs}
     if fresh:
         try:
             os.makedirs(path, exist_ok=True)
