@@ -559,11 +559,18 @@ async def _cluster_init(args: argparse.Namespace) -> int:
         # Every status at once (as given: a repeated endpoint is refused below as two of one id).
         statuses = await asyncio.gather(*(c.status(ep, timeout=deadline.left(5.0)) for ep in args.endpoints),
                                         return_exceptions=True)
+        read: list[dict[str, Any]] = []
         for ep, st in zip(args.endpoints, statuses):
             if isinstance(st, ClientError):
                 raise CliError(f"cannot read the status of {ep}: {st}")
             if isinstance(st, BaseException):
                 raise st
+            read.append(st)
+        # First, before what else a status may be refused for: a node of a running cluster
+        # that also listens on a wildcard address was told to "POST /cluster/init" by hand,
+        # the very init that starts a second cluster sharing it.
+        _refuse_nodes_in_a_cluster(args.endpoints, read)
+        for ep, st in zip(args.endpoints, read):
             nid = st.get("id")
             if not isinstance(nid, int) or not st.get("raft_addr"):
                 raise CliError(f"{ep} did not report its id and raft address")
@@ -576,7 +583,6 @@ async def _cluster_init(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise CliError(f"{e}; start it with --raft-addr and --http-addr set to addresses the other "
                                "nodes reach, or POST /cluster/init with them") from None
-        _refuse_nodes_in_a_cluster(args.endpoints, statuses)
         if deadline.expired():
             raise CliError(f"init: nothing sent: the nodes' statuses took the whole --timeout of {args.timeout:g}s")
         left = deadline.left()

@@ -660,6 +660,51 @@ async def test_cluster_init_refuses_when_a_node_is_in_a_cluster_already(
     assert posted == []
 
 
+@pytest.mark.parametrize("other_fault", ["wildcard-raft-addr", "same-id-as-another"])
+async def test_cluster_init_says_first_that_a_node_is_in_a_cluster_already(
+        other_fault: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster init --endpoints B,A`` where A is a member of a running cluster and its
+    status would also fail another check (it listens on a wildcard address, as a node added
+    by hand with the addresses it is reached at may; or it has the id B has): the answer is
+    that A is in a cluster already, nothing sent. Before, the other check answered first,
+    and the wildcard's answer advised to ``POST /cluster/init`` by hand, which sent to B
+    starts the second cluster sharing A that the refusal is there to prevent."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    posted: list[str] = []
+    ports = [free_port() for _ in range(2)]
+
+    def routes(i: int) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            st: dict[str, object] = {"id": i + 1, "state": "Follower", "leader_id": None, "voters": [],
+                                     "learners": [], "raft_addr": f"127.0.0.1:{ports[i] + 1}",
+                                     "http_addr": f"127.0.0.1:{ports[i]}"}
+            if i == 1:  # A: a voter of a running cluster
+                st.update({"voters": [2, 5, 6], "leader_id": 5})
+                if other_fault == "wildcard-raft-addr":
+                    st["raft_addr"] = f"0.0.0.0:{ports[i] + 1}"
+                else:
+                    st["id"] = 1
+            return web.json_response(st)
+
+        async def init(request: web.Request) -> web.Response:
+            posted.append(await request.text())
+            return web.json_response({"members": [1, 2]})
+
+        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
+    async with contextlib.AsyncExitStack() as stack:
+        eps = [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+        code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ",".join(eps), "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"(at {eps[1]}) is in a cluster already" in err and "nothing was sent" in err, err
+    assert "POST /cluster/init" not in err, err
+    assert posted == []
+
+
 def test_add_learner_waits_longer_than_the_service_by_default() -> None:
     """``cluster add-learner`` gives up after the service's own bound on the call, not at the
     same time: the service's 503 says why the learner did not catch up (not running at its
