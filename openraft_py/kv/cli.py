@@ -579,7 +579,7 @@ async def _cluster_init(args: argparse.Namespace) -> int:
             members[nid] = (str(st["raft_addr"]), str(st.get("http_addr") or ep))
             try:  # what the node listens on goes into the membership: it must be reachable
                 for addr in members[nid]:
-                    check_member_addr(addr, f"node {nid} (at {ep}) listens on {addr!r}:")
+                    check_member_addr(addr, f"node {nid} (at {ep}) listens on {addr!r}")
             except ValueError as e:
                 raise CliError(f"{e}; start it with --raft-addr and --http-addr set to addresses the other "
                                "nodes reach, or POST /cluster/init with them") from None

@@ -584,10 +584,11 @@ def test_console_script_is_installed() -> None:
     assert r.returncode == 0 and "Ctrl-C" in r.stdout
 
 
-async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> None:
+async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address(capsys: pytest.CaptureFixture[str]) -> None:
     """``cluster init`` puts the addresses a node reports in the membership: a node started
     with ``--raft-addr 0.0.0.0:P`` is named with the fix, and nothing is posted (other nodes
-    would dial 0.0.0.0, their own machine). A fake node on loopback answers the status."""
+    would dial 0.0.0.0, their own machine). A fake node on loopback answers the status. (The
+    line said "listens on '0.0.0.0:P':: '0.0.0.0:P' is ...", its colon doubled.)"""
     import asyncio
 
     from openraft_py.testing.proc_cluster import free_port
@@ -597,6 +598,8 @@ async def test_cluster_init_refuses_a_node_listening_on_a_wildcard_address() -> 
     async with _fake_node(port, _node_to_init(port, "0.0.0.0:21001", posted)) as ep:
         code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ep, "--timeout", "5"])
     assert code == 1
+    err = capsys.readouterr().err
+    assert f"node 1 (at {ep}) listens on '0.0.0.0:21001': '0.0.0.0:21001' is a wildcard address" in err, err
     assert posted == []
 
 
