@@ -605,10 +605,18 @@ def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> Non
     once it holds the membership) stopped a second init."""
     for ep, st in zip(endpoints, statuses, strict=True):
         leader = st.get("leader_id")
-        if not st.get("voters") and not st.get("learners") and leader is None:
+        voters, learners = st.get("voters") or [], st.get("learners") or []
+        if not voters and not learners and leader is None:
             continue
-        raise CliError(f"node {st.get('id')} (at {ep}) is in a cluster already (voters {st.get('voters')}, learners "
-                       f"{st.get('learners') or []}, leader {'unknown' if leader is None else f'n{leader}'}): a "
+        nid = st.get("id")
+        # A membership without the node itself: a learner removed from its cluster (its data
+        # keeps what it last held), or a node being added that has not received the entry
+        # adding it yet. Refused all the same (its log is that cluster's), said as it is.
+        outside = ""
+        if (voters or learners) and nid not in voters and nid not in learners:
+            outside = f"; node {nid} is not among them: removed from that cluster, or being added to it"
+        raise CliError(f"node {nid} (at {ep}) is in a cluster already (voters {voters}, learners {learners}, leader "
+                       f"{'unknown' if leader is None else f'n{leader}'}{outside}): a "
                        "cluster is initialized once, through one node; nothing was sent. To grow that cluster, "
                        "add the new nodes with 'openraft-py cluster add-learner' and 'openraft-py cluster members'; "
                        "to start another cluster, give only nodes of no cluster (new data directories)")

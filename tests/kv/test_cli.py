@@ -708,6 +708,25 @@ async def test_cluster_init_says_first_that_a_node_is_in_a_cluster_already(
     assert posted == []
 
 
+def test_cluster_init_refusal_says_when_the_node_is_not_in_the_membership_it_holds() -> None:
+    """A node whose status names a membership without it (a learner removed from its cluster,
+    or a node being added that has not received the entry adding it yet) is refused as any
+    node of a cluster, but the line says it is not among the members, rather than only that
+    it "is in a cluster already" beside lists that do not name it; and a status without the
+    lists does not print "voters None"."""
+    with pytest.raises(cli.CliError) as refused:
+        cli._refuse_nodes_in_a_cluster(["h:1"], [{"id": 4, "voters": [1, 2, 3], "learners": [], "leader_id": None}])
+    msg = str(refused.value)
+    assert "node 4 (at h:1)" in msg and "voters [1, 2, 3], learners [], leader unknown" in msg, msg
+    assert "node 4 is not among them" in msg and "nothing was sent" in msg, msg
+    with pytest.raises(cli.CliError) as refused:
+        cli._refuse_nodes_in_a_cluster(["h:1"], [{"id": 4, "leader_id": 2}])
+    assert "voters [], learners [], leader n2" in str(refused.value), str(refused.value)
+    with pytest.raises(cli.CliError) as refused:
+        cli._refuse_nodes_in_a_cluster(["h:1"], [{"id": 2, "voters": [1, 2, 3], "learners": [], "leader_id": 1}])
+    assert "not among them" not in str(refused.value), str(refused.value)
+
+
 def test_add_learner_waits_longer_than_the_service_by_default() -> None:
     """``cluster add-learner`` gives up after the service's own bound on the call, not at the
     same time: the service's 503 says why the learner did not catch up (not running at its
