@@ -320,7 +320,12 @@ class IdleConnections:
     reset) and the client could not tell whether a write it sent was applied. A retired
     connection is closed at the first sweep that finds it *settled* (the client closed it, or
     its kernel acknowledged the 408 and the FIN: ``StoppingConnections.delivered``), and cut at
-    the second sweep after its retirement otherwise (a client that acknowledges nothing is gone).
+    the second sweep after its retirement otherwise (``transport.abort()``): a client gone,
+    or one not reading (its window full: a slow reader of a large answer, which the node
+    counts as idle once the answer is written). The cut releases the descriptor and loses
+    nothing sent: the socket is closed without a reset (nothing unread on it, no
+    ``SO_LINGER`` 0), so the kernel still delivers the rest of the answer, the 408 and the
+    FIN to a client that reads them later (``tests/kv/test_idle_kept_alive.py``).
 
     Each sweep that retires connections on which no request ever came (a leaked connection, a
     scanner) logs one INFO line with their number; connections idle after an answer (a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 
@@ -183,3 +184,51 @@ async def test_a_stop_takes_the_connections_the_sweep_retired(leader: KvNode) ->
     finally:
         writer.close()
     assert took < SHUTDOWN_GRACE / 2, took
+
+
+async def test_a_slow_reader_cut_at_the_second_sweep_still_gets_its_answer_and_the_408(leader: KvNode) -> None:
+    """A retired connection whose client has not acknowledged the 408 two sweeps later is
+    cut (``transport.abort()``), its descriptor released: a client that reads its large
+    answer slowly (its receive window full) is such a client, not a gone one. The cut loses
+    nothing it was sent: the socket is closed without a reset (no ``SO_LINGER`` 0, nothing
+    unread from it), so the kernel still delivers the rest of the answer, the 408 and the
+    FIN."""
+    value = "v" * (1024 * 1024 - 64)
+    await leader.put("large", value)
+    conns = _sweeper(leader, 0.0)
+    assert leader._http is not None and leader._http.server is not None
+    server = leader._http.server
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: a small window)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, http_addr(leader))
+        await loop.sock_sendall(sock, b"GET /kv/large?consistency=local HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        deadline = loop.time() + ANSWER_WITHIN
+        while True:  # until the answer is written (its rest in the node's buffers): then idle
+            conn = [c for c in server.connections
+                    if c.transport is not None and c.transport.get_extra_info("peername") == sock.getsockname()]
+            if conn and http_api.StoppingConnections.idle(conn[0]):
+                break
+            assert loop.time() < deadline, "the answer was never written"
+            got += await asyncio.wait_for(loop.sock_recv(sock, 4096), ANSWER_WITHIN)  # (what the node holds back)
+        [served] = conn
+        conns.sweep()
+        conns.sweep()
+        assert served in conns.retired(), "settled: the client read nothing, so its window is full"
+        conns.sweep()  # the second sweep after its retirement: cut
+        assert served not in conns.retired()
+        while served in server.connections:  # (connection_lost comes on a later turn)
+            assert loop.time() < deadline, "the connection was never cut"
+            await asyncio.sleep(0.01)
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), ANSWER_WITHIN):
+            got += chunk
+    finally:
+        sock.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert rest.startswith(value.encode()), (len(got), got[-300:])
+    answer = rest[len(value):]
+    assert answer.startswith(b"HTTP/1.1 408 ") and http_api.IDLE_NOT_READ.encode() in answer, answer
