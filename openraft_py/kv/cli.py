@@ -595,6 +595,12 @@ async def _cluster_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _in_a_cluster(status: dict[str, Any]) -> bool:
+    """Whether a node's ``status`` says it is in a cluster (or was): it names voters,
+    learners or a leader."""
+    return bool(status.get("voters") or status.get("learners") or status.get("leader_id") is not None)
+
+
 def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> None:
     """``CliError`` (nothing sent) when a node to initialize is in a cluster already: its
     status names voters, learners or a leader. The init would go to the
@@ -604,10 +610,10 @@ def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> Non
     writes the other's nodes do not hold. Before, only the first endpoint's own refusal (409,
     once it holds the membership) stopped a second init."""
     for ep, st in zip(endpoints, statuses, strict=True):
+        if not _in_a_cluster(st):
+            continue
         leader = st.get("leader_id")
         voters, learners = st.get("voters") or [], st.get("learners") or []
-        if not voters and not learners and leader is None:
-            continue
         nid = st.get("id")
         # A membership without the node itself: a learner removed from its cluster (its data
         # keeps what it last held), or a node being added that has not received the entry
@@ -1157,12 +1163,21 @@ async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
 
     await cluster.start(timeout=timeout)
     members: set[int] = set()
-    try:
-        await cluster.init()
-    except ClusterError as e:
-        if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
-            raise
-        members = await _check_members_of_earlier_cluster(cluster)
+    first = min(cluster.nodes)
+    holding = sorted(i for i, st in (await cluster.statuses()).items() if _in_a_cluster(st))
+    if holding and first not in holding:
+        # A --data-dir of a cluster initialized before whose first node's directory is new
+        # (removed): no init, which that node would take (only a node holding a membership
+        # refuses one), ending its catching up (``rejoin``) in a cluster of its own; it
+        # comes back as any node whose directory was removed, reached by its leader.
+        members = await _check_members_of_earlier_cluster(cluster, holding[0])
+    else:
+        try:
+            await cluster.init()
+        except ClusterError as e:
+            if "409" not in str(e):  # a --data-dir of a cluster initialized before: it just restarts
+                raise
+            members = await _check_members_of_earlier_cluster(cluster)
     removed = sorted(i for i in cluster.nodes if members and i not in members)
     if removed:
         names = ", ".join(f"n{i}" for i in removed)
@@ -1172,7 +1187,7 @@ async def _bring_up(cluster: LocalCluster, timeout: float) -> tuple[int, int]:
     return await cluster.wait_leader([i for i in cluster.nodes if i not in removed], timeout=timeout)
 
 
-async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
+async def _check_members_of_earlier_cluster(cluster: LocalCluster, first: int | None = None) -> set[int]:
     """``ClusterError`` if ``-n`` started nodes beyond the cluster its ``--data-dir`` held
     (``-n 4`` over a directory of 3 nodes: the fourth node would never join, and ``cluster
     up`` waited out its timeout for a leader every node agreed on), or too few of its voters
@@ -1182,12 +1197,14 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster) -> set[int]:
     majority of each of its two voter sets (the status's ``configs``): a majority of their
     union is not the rule, and such a directory was not checked at all.
 
-    Returns the cluster's members (voters and learners) as the first node knows them, when
-    it is one of them (a node removed from the cluster may know an older membership);
-    otherwise, or when it does not answer, an empty set."""
+    Returns the cluster's members (voters and learners) as node ``first`` (the first node
+    holding a membership; default: the first node) knows them, when it is one of them (a
+    node removed from the cluster may know an older membership); otherwise, or when it does
+    not answer, an empty set."""
     from .local_cluster import ClusterError
 
-    first = min(cluster.nodes)
+    if first is None:
+        first = min(cluster.nodes)
     status = (await cluster.statuses([first])).get(first) or {}
     voters = set(status.get("voters") or [])
     members = voters | set(status.get("learners") or [])

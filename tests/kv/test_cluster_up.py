@@ -536,6 +536,34 @@ def test_a_node_whose_directory_was_removed_comes_back_on_its_addresses_and_catc
         assert (code, out, caught_up) == (0, "yes\n", True), err
 
 
+def test_a_first_node_whose_directory_was_removed_is_not_initialized_but_catches_up(tmp_path: Path) -> None:
+    """``rm -rf ROOT/n1`` between two ``cluster up --data-dir ROOT``: the init went to n1 as
+    ever, and n1, empty, took it (only a node holding a membership refuses one, 409): a
+    membership of its own at index 0, its catching up ended (``kv/rejoin.py``), and it stood
+    for election at once (its log: "Candidate"), free to vote for a candidate missing
+    committed writes. Now no init is sent when a node of the directory holds a membership:
+    n1 comes back as any node whose directory was removed, catching up before it votes or
+    stands."""
+    with _up_in(tmp_path, 3) as (proc, members):
+        code, _, err = run(["kv", "put", "kept", "yes", "--endpoints", members[1].http])
+        assert code == 0, err
+    shutil.rmtree(tmp_path / "n1")
+    started = (tmp_path / "n1.log").stat().st_size
+    with _up_in(tmp_path, 3, "--timeout", "20") as (proc, again):
+        deadline = time.monotonic() + 20
+        while True:  # until n1 applied the write and caught up
+            code, out, err = run(["kv", "get", "kept", "--consistency", "local", "--endpoints", again[1].http])
+            caught_up = not (tmp_path / "n1" / "catching-up.json").exists()
+            if ((code, out) == (0, "yes\n") and caught_up) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (code, out, caught_up) == (0, "yes\n", True), err
+    with open(tmp_path / "n1.log", encoding="utf-8", errors="replace") as f:
+        f.seek(started)
+        log = f.read()
+    assert "Candidate" not in log, log
+
+
 def test_more_nodes_than_the_data_dir_held_is_refused_naming_them(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """``cluster up -n 2`` over a ``--data-dir`` a one-node cluster was initialized in: n2 is
