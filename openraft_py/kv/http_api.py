@@ -318,8 +318,8 @@ class IdleConnections:
     as it was closed) reads the 408 as its answer and knows the request was not read: with a
     plain close, aiohttp's keep-alive timer's way, the request met a closed connection (a
     reset) and the client could not tell whether a write it sent was applied. A retired
-    connection is closed at the first sweep that finds it *settled* (the client closed it, or
-    its kernel acknowledged the 408 and the FIN: ``StoppingConnections.delivered``), and cut at
+    connection is closed at the first sweep that finds it *settled* (nothing left to send, and
+    the client closed it or its kernel acknowledged the 408 and the FIN: ``StoppingConnections.delivered``), and cut at
     the second sweep after its retirement otherwise (``transport.abort()``): a client gone,
     or one not reading (its window full: a slow reader of a large answer, which the node
     counts as idle once the answer is written). The cut releases the descriptor and loses
@@ -387,7 +387,7 @@ class IdleConnections:
         conns = set(self._server.connections)
         self._served.intersection_update(conns)
         for conn, (transport, at) in list(self._retired.items()):
-            if conn not in conns or transport.is_closing():
+            if conn not in conns:
                 del self._retired[conn]
             elif StoppingConnections.delivered(transport):
                 del self._retired[conn]

@@ -232,3 +232,52 @@ async def test_a_slow_reader_cut_at_the_second_sweep_still_gets_its_answer_and_t
     assert rest.startswith(value.encode()), (len(got), got[-300:])
     answer = rest[len(value):]
     assert answer.startswith(b"HTTP/1.1 408 ") and http_api.IDLE_NOT_READ.encode() in answer, answer
+
+
+class _Transport:
+    """A transport whose client sent its FIN (closing) but reads nothing: bytes stay queued."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.closed = False
+
+    def is_closing(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.aborted else 65536
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Conn:
+    """A connection serving nothing (no waiter: not idle, so no sweep retires it anew)."""
+
+    _waiter = None
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.connections: list[object] = []
+
+
+async def test_a_retired_connection_closing_with_bytes_unsent_is_cut_at_the_second_sweep() -> None:
+    """A retired connection whose client closed its side but reads nothing (asyncio's buffer
+    still holds bytes for it, so the transport's close waits for good) is cut at the second
+    sweep like any retired connection not delivered: it was dropped from the sweep's watch
+    as soon as it was closing, and held its descriptor as long as the client did."""
+    server = _Server()
+    conns = http_api.IdleConnections(server, 75.0)  # type: ignore[arg-type]
+    conn, transport = _Conn(), _Transport()
+    server.connections.append(conn)
+    conns._retired[conn] = (transport, 0)
+    conns._sweeps = 0
+    conns.sweep()
+    assert not transport.aborted and conn in conns.retired()
+    conns.sweep()
+    assert transport.aborted and not transport.closed
+    assert conn not in conns.retired()
