@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,38 @@ def _node_to_init(port: int, raft_addr: str, posted: list[str]) -> list[Abstract
         return web.json_response({"members": [1]})
 
     return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
+@contextlib.asynccontextmanager
+async def _nodes_to_init(n: int, posted: list[str],
+                         edit: Callable[[int, dict[str, object]], None] | None = None) -> AsyncIterator[list[str]]:
+    """``n`` fake nodes of no cluster (ids 1 to ``n``) on loopback while the block runs: each
+    answers ``GET /cluster/status`` (``edit(i, status)`` changes the status of the ``i``-th,
+    from 0) and appends the body of each ``POST /cluster/init`` to ``posted``; yields their
+    endpoints."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    ports = [free_port() for _ in range(n)]
+
+    def routes(i: int) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            st: dict[str, object] = {"id": i + 1, "state": "Follower", "leader_id": None, "voters": [],
+                                     "learners": [], "raft_addr": f"127.0.0.1:{ports[i] + 1}",
+                                     "http_addr": f"127.0.0.1:{ports[i]}"}
+            if edit is not None:
+                edit(i, st)
+            return web.json_response(st)
+
+        async def init(request: web.Request) -> web.Response:
+            posted.append(await request.text())
+            return web.json_response({"members": list(range(1, n + 1))})
+
+        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
+
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+
 
 VERBS = [
     ["serve"], ["cluster"], ["cluster", "up"], ["cluster", "init"], ["cluster", "add-learner"],
@@ -628,33 +660,13 @@ async def test_cluster_init_refuses_when_a_node_is_in_a_cluster_already(
     """``cluster init --endpoints B,A,C`` where A already leads a cluster of its own: nothing
     is posted. Before, the init went to B, a node of no cluster, which took it and started a
     second cluster sharing A with the first. Three fake nodes answer the statuses."""
-    import asyncio
-    import contextlib
-
-    from aiohttp import web
-
-    from openraft_py.testing.proc_cluster import free_port
-
     posted: list[str] = []
-    ports = [free_port() for _ in range(3)]
 
-    def routes(i: int) -> list[AbstractRouteDef]:
-        async def status(request: web.Request) -> web.Response:
-            st: dict[str, object] = {"id": i + 1, "state": "Follower", "leader_id": None, "voters": [],
-                                     "learners": [], "raft_addr": f"127.0.0.1:{ports[i] + 1}",
-                                     "http_addr": f"127.0.0.1:{ports[i]}"}
-            if i == 0:
-                st.update(in_a_cluster)
-            return web.json_response(st)
+    def edit(i: int, st: dict[str, object]) -> None:
+        if i == 0:
+            st.update(in_a_cluster)
 
-        async def init(request: web.Request) -> web.Response:
-            posted.append(await request.text())
-            return web.json_response({"members": [1, 2, 3]})
-
-        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
-
-    async with contextlib.AsyncExitStack() as stack:
-        eps = [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+    async with _nodes_to_init(3, posted, edit) as eps:
         code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ",".join([eps[1], eps[0], eps[2]]),
                                                   "--timeout", "5"])
     err = capsys.readouterr().err
@@ -672,34 +684,17 @@ async def test_cluster_init_says_first_that_a_node_is_in_a_cluster_already(
     that A is in a cluster already, nothing sent. Before, the other check answered first,
     and the wildcard's answer advised to ``POST /cluster/init`` by hand, which sent to B
     starts the second cluster sharing A that the refusal is there to prevent."""
-    from aiohttp import web
-
-    from openraft_py.testing.proc_cluster import free_port
-
     posted: list[str] = []
-    ports = [free_port() for _ in range(2)]
 
-    def routes(i: int) -> list[AbstractRouteDef]:
-        async def status(request: web.Request) -> web.Response:
-            st: dict[str, object] = {"id": i + 1, "state": "Follower", "leader_id": None, "voters": [],
-                                     "learners": [], "raft_addr": f"127.0.0.1:{ports[i] + 1}",
-                                     "http_addr": f"127.0.0.1:{ports[i]}"}
-            if i == 1:  # A: a voter of a running cluster
-                st.update({"voters": [2, 5, 6], "leader_id": 5})
-                if other_fault == "wildcard-raft-addr":
-                    st["raft_addr"] = f"0.0.0.0:{ports[i] + 1}"
-                else:
-                    st["id"] = 1
-            return web.json_response(st)
+    def edit(i: int, st: dict[str, object]) -> None:
+        if i == 1:  # A: a voter of a running cluster
+            st.update({"voters": [2, 5, 6], "leader_id": 5})
+            if other_fault == "wildcard-raft-addr":
+                st["raft_addr"] = str(st["raft_addr"]).replace("127.0.0.1", "0.0.0.0")
+            else:
+                st["id"] = 1
 
-        async def init(request: web.Request) -> web.Response:
-            posted.append(await request.text())
-            return web.json_response({"members": [1, 2]})
-
-        return [web.get("/cluster/status", status), web.post("/cluster/init", init)]
-
-    async with contextlib.AsyncExitStack() as stack:
-        eps = [await stack.enter_async_context(_fake_node(p, routes(i))) for i, p in enumerate(ports)]
+    async with _nodes_to_init(2, posted, edit) as eps:
         code = await asyncio.to_thread(cli.main, ["cluster", "init", "--endpoints", ",".join(eps), "--timeout", "5"])
     err = capsys.readouterr().err
     assert code == 1, err

@@ -517,6 +517,19 @@ def test_cluster_up_max_body_lets_values_over_1_mib_in(tmp_path: Path) -> None:
         assert f"over {4 << 20} bytes (serve --max-body, cluster up --max-body)" in info.value.read().decode()
 
 
+def _until_caught_up_with_kept(root: Path, nid: int, http: str) -> None:
+    """Until node ``nid`` of the cluster in ``root`` (20 s at most) reads the key ``kept`` as
+    ``yes`` locally and is no longer catching up (``kv/rejoin.py``)."""
+    deadline = time.monotonic() + 20
+    while True:
+        code, out, err = run(["kv", "get", "kept", "--consistency", "local", "--endpoints", http])
+        caught_up = not (root / f"n{nid}" / "catching-up.json").exists()
+        if ((code, out) == (0, "yes\n") and caught_up) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # (polling another process, bounded by the deadline)
+    assert (code, out, caught_up) == (0, "yes\n", True), err
+
+
 def test_a_node_whose_directory_was_removed_comes_back_on_its_addresses_and_catches_up(tmp_path: Path) -> None:
     """``rm -rf ROOT/n2`` between two ``cluster up --data-dir ROOT``: n2 got new ports, which
     the membership did not name, so no node reached it and ``cluster up`` waited its whole
@@ -528,14 +541,7 @@ def test_a_node_whose_directory_was_removed_comes_back_on_its_addresses_and_catc
     shutil.rmtree(tmp_path / "n2")
     with _up_in(tmp_path, 3, "--timeout", "20") as (proc, again):
         assert {i: (m.http, m.raft) for i, m in again.items()} == {i: (m.http, m.raft) for i, m in members.items()}
-        deadline = time.monotonic() + 20
-        while True:  # until n2 applied the write and caught up
-            code, out, err = run(["kv", "get", "kept", "--consistency", "local", "--endpoints", again[2].http])
-            caught_up = not (tmp_path / "n2" / "catching-up.json").exists()
-            if ((code, out) == (0, "yes\n") and caught_up) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert (code, out, caught_up) == (0, "yes\n", True), err
+        _until_caught_up_with_kept(tmp_path, 2, again[2].http)
 
 
 def test_a_first_node_whose_directory_was_removed_is_not_initialized_but_catches_up(tmp_path: Path) -> None:
@@ -552,14 +558,7 @@ def test_a_first_node_whose_directory_was_removed_is_not_initialized_but_catches
     shutil.rmtree(tmp_path / "n1")
     started = (tmp_path / "n1.log").stat().st_size
     with _up_in(tmp_path, 3, "--timeout", "20") as (proc, again):
-        deadline = time.monotonic() + 20
-        while True:  # until n1 applied the write and caught up
-            code, out, err = run(["kv", "get", "kept", "--consistency", "local", "--endpoints", again[1].http])
-            caught_up = not (tmp_path / "n1" / "catching-up.json").exists()
-            if ((code, out) == (0, "yes\n") and caught_up) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert (code, out, caught_up) == (0, "yes\n", True), err
+        _until_caught_up_with_kept(tmp_path, 1, again[1].http)
     with open(tmp_path / "n1.log", encoding="utf-8", errors="replace") as f:
         f.seek(started)
         log = f.read()

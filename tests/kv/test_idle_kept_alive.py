@@ -9,8 +9,10 @@ closed connection, and could not tell whether its write had been applied."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -40,6 +42,18 @@ async def _status(node: KvNode, reader: asyncio.StreamReader, writer: asyncio.St
     assert status == 200 and headers.get("connection", "").lower() != "close", (status, headers, body)
 
 
+@contextlib.asynccontextmanager
+async def _answered(node: KvNode) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to ``node``'s HTTP port on which one ``GET /cluster/status`` was answered
+    (kept alive), closed when the block ends."""
+    reader, writer = await asyncio.open_connection(*http_addr(node))
+    try:
+        await _status(node, reader, writer)
+        yield reader, writer
+    finally:
+        writer.close()
+
+
 def _server_side(node: KvNode, writer: asyncio.StreamWriter) -> object:
     """The node's ``RequestHandler`` of the connection ``writer`` writes on (the cluster's own
     client session keeps connections of its own)."""
@@ -62,19 +76,12 @@ async def test_a_connection_idle_after_its_answer_is_closed_with_a_408(leader: K
     (naming the leader), then its close; the node goes on serving."""
     conns = _sweeper(leader, 0.2)
     conns.start()
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
+    async with _answered(leader) as (reader, writer):
         status, headers, body = await read_answer(reader)  # (unsolicited: the node closes the connection)
         _not_read(status, headers, body, leader.id)
         assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""
-    finally:
-        writer.close()
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
-    finally:
-        writer.close()
+    async with _answered(leader):
+        pass  # (the node serves a new connection)
 
 
 async def test_a_write_sent_as_its_idle_connection_is_closed_is_answered_not_read(leader: KvNode) -> None:
@@ -82,9 +89,7 @@ async def test_a_write_sent_as_its_idle_connection_is_closed_is_answered_not_rea
     just as the node retires it (before the client saw the 408). The client reads the 408
     as the write's answer, and the write was not applied."""
     conns = _sweeper(leader, 0.0)
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
+    async with _answered(leader) as (reader, writer):
         conn = _server_side(leader, writer)
         assert conns.sweep() >= 1 and conn in conns.retired()  # idle since its answer, for the (zero) timeout
         writer.write(f"PUT /kv/raced HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\nContent-Length: 1\r\n\r\nv".encode())
@@ -95,8 +100,6 @@ async def test_a_write_sent_as_its_idle_connection_is_closed_is_answered_not_rea
             raise AssertionError(f"the write got no answer: {e!r}") from None
         _not_read(status, headers, body, leader.id)
         assert await asyncio.wait_for(reader.read(), ANSWER_WITHIN) == b""  # one answer only: the write unread
-    finally:
-        writer.close()
     reader, writer = await asyncio.open_connection(*http_addr(leader))
     try:
         writer.write(f"GET /kv/raced HTTP/1.1\r\nHost: {leader.opts.http_addr}\r\n\r\n".encode())
@@ -111,9 +114,7 @@ async def test_a_connection_serving_a_request_is_not_idle(leader: KvNode) -> Non
     """A request started on a connection ends its idle time, even between two sweeps; one
     whose request is still being read is not idle at all."""
     conns = _sweeper(leader, 3600.0)
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
+    async with _answered(leader) as (reader, writer):
         conns.sweep()  # seen idle from now on
         assert not conns.retired()
         conns.timeout = 0.0
@@ -136,8 +137,6 @@ async def test_a_connection_serving_a_request_is_not_idle(leader: KvNode) -> Non
         writer.write(b"w")
         status, _headers, body = await read_answer(reader)
         assert status == 200, (status, body)
-    finally:
-        writer.close()
 
 
 async def test_a_retired_connection_is_closed_once_its_client_has_the_408(leader: KvNode) -> None:
@@ -145,9 +144,7 @@ async def test_a_retired_connection_is_closed_once_its_client_has_the_408(leader
     has the 408 and the FIN in its kernel's buffer: the next sweep closes the connection
     (its descriptor is not held until the client closes)."""
     conns = _sweeper(leader, 0.0)
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
+    async with _answered(leader) as (reader, writer):
         conn = _server_side(leader, writer)
         assert conns.sweep() >= 1 and conn in conns.retired()
         assert leader._http is not None and leader._http.server is not None
@@ -162,17 +159,13 @@ async def test_a_retired_connection_is_closed_once_its_client_has_the_408(leader
             await asyncio.sleep(0.01)
         status, headers, body = await read_answer(reader)  # still the client's to read
         _not_read(status, headers, body, leader.id)
-    finally:
-        writer.close()
 
 
 async def test_a_stop_takes_the_connections_the_sweep_retired(leader: KvNode) -> None:
     """A connection the sweep retired and that is not closed yet does not hold up a stop for
     its grace: the stop takes it as retired."""
     conns = _sweeper(leader, 0.0)
-    reader, writer = await asyncio.open_connection(*http_addr(leader))
-    try:
-        await _status(leader, reader, writer)
+    async with _answered(leader) as (reader, writer):
         conn = _server_side(leader, writer)
         assert conns.sweep() >= 1 and conn in conns.retired()
         loop = asyncio.get_running_loop()
@@ -181,8 +174,6 @@ async def test_a_stop_takes_the_connections_the_sweep_retired(leader: KvNode) ->
         took = loop.time() - t0
         status, headers, body = await read_answer(reader)
         _not_read(status, headers, body, leader.id)
-    finally:
-        writer.close()
     assert took < SHUTDOWN_GRACE / 2, took
 
 
