@@ -63,7 +63,7 @@ from .identity import (
     record_identity,
 )
 from .metrics import KvMetrics
-from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
+from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of, same_addr
 from .rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
 from .rocks_state_machine import state_machine_use
 
@@ -1047,7 +1047,7 @@ class KvNode:
                 check_member_addr(given, flag)
             except ValueError:  # a wildcard: not comparable
                 continue
-            if kept and kept != given:
+            if kept and not same_addr(kept, given):  # (a stored ":021001" is port 21001)
                 moved.append(f"{flag} {given} (recorded: {kept})")
         if moved:
             log.warning("node %s: the membership records this node at other addresses than it listens on: %s. The "
@@ -1305,14 +1305,15 @@ class KvNode:
         ``ValueError`` (nothing done) when two addresses are the same: a node dialling
         another member would reach the wrong one, and a cluster needing it could never
         elect a leader."""
-        used: dict[str, str] = {}
+        nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}  # (checked first)
+        used: list[tuple[str, str]] = []
         for nid, a in members.items():
             for kind, addr in (("raft_addr", a.raft), ("http_addr", a.http)):
-                if addr in used:
-                    raise ValueError(f"member {nid}'s {kind} {addr!r} is also {used[addr]}: each member "
-                                     "needs addresses of its own")
-                used[addr] = f"member {nid}'s {kind}"
-        nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}
+                for seen, whose in used:
+                    if same_addr(addr, seen):
+                        raise ValueError(f"member {nid}'s {kind} {addr!r} is also {whose}: each member "
+                                         "needs addresses of its own")
+                used.append((addr, f"member {nid}'s {kind}"))
         raft = self._raft()
         # A new cluster has nothing to catch up with: this node stops catching up (``rejoin``),
         # before ``initialize``, whose first election sends this node's vote requests at once.
@@ -1351,7 +1352,7 @@ class KvNode:
         ``ServiceUnavailable`` when the bound ran out, saying whether the
         membership entry committed (then the learner is in, but has not caught up) or not (no
         quorum). ``Conflict`` too when another member already has ``raft_addr`` or
-        ``http_addr`` (either of its two, compared as strings): replication to the learner
+        ``http_addr`` (either of its two, compared as host and port, ``same_addr``): replication to the learner
         would reach that member (the transport refuses it: the learner never catches up), and
         a redirect to the learner would reach that member. ``Conflict`` too when the learner
         was removed (``remove_learner``) while this waited for it to catch up."""
@@ -1370,8 +1371,10 @@ class KvNode:
                 if other == node_id:  # its own addresses: a learner added again, or moved
                     continue
                 for kind, addr in (("raft_addr", raft_addr), ("http_addr", http_addr)):
-                    if addr in (a.raft, a.http):
-                        theirs = "raft_addr" if addr == a.raft else "http_addr"
+                    # (compared as host and port: a member an earlier release stored at
+                    # ":021001" is at port 21001)
+                    if same_addr(addr, a.raft) or same_addr(addr, a.http):
+                        theirs = "raft_addr" if same_addr(addr, a.raft) else "http_addr"
                         raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
                                        f"of its own (to move node {other}, add it with its own id; a voter "
                                        "leaves the voters with --retain first)")

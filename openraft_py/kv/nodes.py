@@ -27,7 +27,7 @@ import msgspec
 
 from ..config import Config
 from ..errors import RPCError, Unreachable
-from ..network.tcp import TcpNetworkFactory, parse_addr
+from ..network.tcp import TcpNetworkFactory, check_given_addr, parse_addr
 from ..types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -41,7 +41,8 @@ from ..types import (
     VoteResponse,
 )
 
-__all__ = ["NodeAddrs", "node_of", "addrs_of", "check_addr", "check_member_addr", "KvNetworkFactory", "RpcErrorHook"]
+__all__ = ["NodeAddrs", "node_of", "addrs_of", "same_addr", "check_addr", "check_member_addr", "KvNetworkFactory",
+           "RpcErrorHook"]
 
 
 class NodeAddrs(msgspec.Struct, frozen=True):
@@ -63,13 +64,16 @@ def check_addr(addr: Any, what: str) -> str:
     address in brackets (``[::1]:21001``), the port ASCII digits: an address is also put
     into URLs (the redirect's ``Location``) and HTTP headers, where anything else (a space, a
     control character, a ``/``, a bare IPv6 address, a port in other digits such as
-    ``٢١٠٠١``, which ``int`` reads) would make a broken one."""
+    ``٢١٠٠١``, which ``int`` reads) would make a broken one. A port with a leading zero
+    (``127.0.0.1:021001``) is refused too (``check_given_addr``): addresses are kept and
+    compared as written, and it is the same port as ``21001``. Only for addresses given:
+    one read back from the membership (``addrs_of``) is taken as an earlier release kept it."""
     if type(addr) is not str:
         raise TypeError(f"{what} must be a \"host:port\" string, got {type(addr).__name__}")
     if len(addr) > 255:
         raise ValueError(f"{what} is longer than 255 characters")
     try:
-        parse_addr(addr)
+        check_given_addr(addr)  # (a leading zero in the port too)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
     host, _, port = addr.rpartition(":")
@@ -128,6 +132,20 @@ def addrs_of(node: BasicNode) -> NodeAddrs:
     except ValueError:
         return NodeAddrs("", "")
     return NodeAddrs(addr, "")
+
+
+def same_addr(a: str, b: str) -> bool:
+    """Whether addresses ``a`` and ``b`` name the same host and port, a port written with a
+    leading zero (``127.0.0.1:021001``, which a membership stored by an earlier release may
+    hold) being the port without it. The host is compared as written (``localhost`` is not
+    ``127.0.0.1``); an address that is not ``"host:port"`` (``""``, unknown) only equals
+    itself."""
+    if a == b:
+        return True
+    try:
+        return parse_addr(a) == parse_addr(b)
+    except ValueError:
+        return False
 
 
 RpcErrorHook = Callable[[NodeId, str, BaseException], None]

@@ -41,6 +41,7 @@ from ._tcp_common import (
     check_cert_binding,
     check_duration,
     check_frame_limit,
+    check_given_addr,
     check_seconds,
     foreign_protocol_hint,
     log,
@@ -1104,14 +1105,15 @@ class TcpNetworkFactory:
 
     def check_node(self, target: NodeId, node: BasicNode) -> None:
         """Raise ``ValueError`` if ``node.addr`` is not an address this transport can dial
-        (``"host:port"``, ``parse_addr``): the empty default ``BasicNode()`` included, which
+        (``"host:port"``, ``check_given_addr``: a port with a leading zero too, since the
+        membership keeps addresses as written): the empty default ``BasicNode()`` included, which
         ``Raft.initialize`` gives each member of a list of ids. ``Raft.initialize`` and
         ``Raft.add_learner`` call it for each node they are given, before anything is
         logged: such a member was accepted into the membership and never reached (every
         RPC to it raised ``Unreachable``), and a learner at ``""`` never caught up, so a
         blocking ``add_learner`` waited for good."""
         try:
-            parse_addr(node.addr)
+            check_given_addr(node.addr)
         except ValueError as e:
             raise ValueError(
                 f"node {target}'s addr {shown(node.addr)} is not an address the TCP transport can dial: {e} "

@@ -32,6 +32,7 @@ __all__ = [
     "check_duration",
     "check_frame_rate",
     "check_frame_limit",
+    "check_given_addr",
     "check_server_certificate",
     "check_seconds",
     "foreign_protocol_hint",
@@ -123,6 +124,21 @@ def parse_addr(addr: str) -> tuple[str, int]:
     port = int(port_s)
     if not 0 < port < 65536:
         raise ValueError(f"port out of range in {shown(addr)}")
+    return host, port
+
+
+def check_given_addr(addr: str) -> tuple[str, int]:
+    """``parse_addr`` for an address an operator or a client gives (a flag, a member of a
+    new membership), which must also write its port plainly: ``ValueError`` for a leading
+    zero (``127.0.0.1:021001``), saying how to write the port. Such a port is the same as
+    the one without the zero (``int`` reads it so), but addresses are kept and compared as
+    written, so ``:021001`` and ``:21001`` passed for two members' ports. Only addresses
+    given are checked so: one read back (a stored membership, a snapshot's), which an
+    earlier release may have taken with a zero, goes through ``parse_addr`` alone."""
+    host, port = parse_addr(addr)
+    written = addr.rpartition(":")[2]
+    if written != str(port):
+        raise ValueError(f"the port {written!r} in {shown(addr)} has a leading zero: write the port as {port}")
     return host, port
 
 

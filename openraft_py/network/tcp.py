@@ -58,6 +58,7 @@ from ._tcp_common import (
     MAX_SECONDS,
     PeerCert,
     PeerIdOfCert,
+    check_given_addr,
     node_id_from_cert,
     node_uri,
     parse_addr,
@@ -90,6 +91,7 @@ __all__ = [
     "node_id_from_cert",
     "node_uri",
     "parse_addr",
+    "check_given_addr",
     "required_frame_size",
     "MIN_ELECTION_TIMEOUT_MS",
 ]

@@ -4,6 +4,7 @@ redirect rule, 503 without a leader, membership changes and leader transfer over
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import urllib.parse
@@ -13,7 +14,7 @@ import msgspec
 import pytest
 import yarl
 
-from openraft_py import ForwardToLeader, RaftMetrics
+from openraft_py import BasicNode, ForwardToLeader, RaftMetrics
 from openraft_py.kv import cli
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs, node_of
@@ -791,3 +792,43 @@ async def test_a_transfer_to_a_node_that_just_stopped_is_503_at_once(cluster: Kv
     assert took < leader.raft.config.election_timeout_max / 1000.0, f"answered after {took:.1f}s"
     async with sess(cluster).put(url(leader, "/kv/after"), data="taken") as r:
         assert r.status == 200, await r.text()
+
+
+async def test_a_port_with_a_leading_zero_is_refused_given_and_matched_stored(
+    cluster: KvCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``127.0.0.1:021001`` and ``127.0.0.1:21001`` are one port, but were compared as
+    strings: ``POST /cluster/learners`` took a second node at a member's port written with a
+    leading zero. A given port with one is refused (400, saying how to write it); a member
+    an earlier release stored with one (here put in through the library, which the service
+    does not check) keeps working: its learner catches up, restarting it on the port as
+    written now warns of no move, and another node given its port is refused (409)."""
+    leader = await cluster.wait_leader()
+    assert leader.raft is not None
+    await leader.raft.ensure_linearizable()
+    s = sess(cluster)
+    rport, hport = free_port(), free_port()
+    padded = {"raft_addr": f"127.0.0.1:0{rport}", "http_addr": f"127.0.0.1:0{hport}"}
+    async with s.post(url(leader, "/cluster/learners"), json={"id": 4, **padded}) as r:
+        error = (await r.json())["error"]
+        assert r.status == 400 and f"has a leading zero: write the port as {rport}" in error, (r.status, error)
+    assert 4 not in leader.nodes()
+    old = BasicNode(json.dumps({"raft": padded["raft_addr"], "http": padded["http_addr"]}))
+    await leader.raft.add_learner(4, old, blocking=False)  # as an earlier release stored it
+    with caplog.at_level(logging.WARNING, logger="openraft_py.kv.node"):
+        opts = node_options(4, cluster.root, raft_config=STABLE_TIMEOUTS)
+        n4 = KvNode(msgspec.structs.replace(opts, raft_addr=f"127.0.0.1:{rport}", http_addr=f"127.0.0.1:{hport}"))
+        cluster.nodes[4] = n4
+        await n4.start()
+    assert not [r for r in caplog.records if "records this node at other addresses" in r.getMessage()]
+    async with s.put(url(leader, "/kv/k"), data="v") as r:
+        assert r.status == 200, await r.text()
+    await cluster.wait_applied(leader.raft.metrics.last_log_index)
+    assert n4.sm is not None and n4.sm.get("k") == "v"
+    for kind in ("raft_addr", "http_addr"):
+        body = {"id": 5, "raft_addr": f"127.0.0.1:{free_port()}", "http_addr": f"127.0.0.1:{free_port()}"}
+        body[kind] = f"127.0.0.1:{rport if kind == 'raft_addr' else hport}"
+        async with s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 409 and f"is node 4's {kind}" in error, (r.status, error)
+    assert 5 not in leader.nodes()

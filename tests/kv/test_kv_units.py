@@ -15,6 +15,7 @@ import pytest
 
 from openraft_py.errors import RPCError
 from openraft_py.kv.commands import KvStateMachine, encode_cas
+from openraft_py.kv.node import ServeOptions
 from openraft_py.kv.nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.kv.server import add_serve_arguments, options_from_args
@@ -415,3 +416,37 @@ async def test_cas_delete_applies_alike_without_responses() -> None:
     finally:
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("given", ["127.0.0.1:021001", "h:00080", "[::1]:07"])
+def test_a_given_port_with_a_leading_zero_is_refused(given: str) -> None:
+    """``--raft-addr 127.0.0.1:021001`` was taken, and the membership compares addresses as
+    written: ``:021001`` and ``:21001`` (the same port) were not seen as one, so two nodes
+    could be given one port. An address given (a flag, the HTTP API's and the CLI's member
+    addresses, a client's endpoints) is refused with the port as it should be written."""
+    port = int(given.rpartition(":")[2])
+    for check in (check_addr, check_member_addr):
+        with pytest.raises(ValueError, match=rf"^--raft-addr: the port '0+{port}' in '.*' has a leading zero: "
+                                             rf"write the port as {port}$"):
+            check(given, "--raft-addr")
+    with pytest.raises(ValueError, match=f"write the port as {port}"):
+        node_of("h:1", given)
+    serve = ServeOptions(id=1, raft_addr=given, http_addr="127.0.0.1:28001", data_dir="d")  # serve's flags
+    with pytest.raises(ValueError, match=rf"^--raft-addr: the port .* write the port as {port}$"):
+        serve.check()
+
+
+def test_an_address_read_back_from_the_membership_keeps_its_leading_zero() -> None:
+    """A membership written by an earlier release may hold ``127.0.0.1:021001``: it is read
+    back as it is (the transport dials port 21001), not refused, and ``same_addr`` sees it
+    as the same address as ``127.0.0.1:21001``."""
+    from openraft_py.kv.nodes import same_addr
+
+    assert addrs_of(BasicNode("127.0.0.1:021001")) == NodeAddrs("127.0.0.1:021001", "")
+    old = BasicNode('{"raft":"127.0.0.1:021001","http":"127.0.0.1:028001"}')
+    assert addrs_of(old) == NodeAddrs("127.0.0.1:021001", "127.0.0.1:028001")
+    assert same_addr("127.0.0.1:021001", "127.0.0.1:21001")
+    assert same_addr("127.0.0.1:21001", "127.0.0.1:21001")
+    assert not same_addr("127.0.0.1:021001", "127.0.0.1:21002")
+    assert not same_addr("127.0.0.2:21001", "127.0.0.1:21001")
+    assert not same_addr("", "127.0.0.1:21001") and same_addr("x", "x")

@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 
 from openraft_py import Config
-from openraft_py.network.tcp import MAX_BACKOFF, MAX_SECONDS, TcpNetworkFactory
+from openraft_py.network.tcp import MAX_BACKOFF, MAX_SECONDS, TcpNetworkFactory, parse_addr
 from openraft_py.raft import Raft
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
 from openraft_py.types import BasicNode
+
+from .tcp_cluster import TcpCluster, tcp_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,3 +203,53 @@ async def test_add_learner_and_initialize_refuse_an_address_tcp_cannot_dial(addr
     finally:
         await raft.shutdown()
         await factory.close()
+
+
+async def test_initialize_and_add_learner_refuse_a_port_with_a_leading_zero() -> None:
+    """``BasicNode("127.0.0.1:021001")`` was taken (the transport dials port 21001), and a
+    membership compares addresses as written, so it and ``127.0.0.1:21001`` were two
+    members' addresses. ``check_node`` refuses a given port with a leading zero, saying how
+    to write it, before anything is logged."""
+    disk = MemDisk()
+    factory = TcpNetworkFactory(1, "c")
+    raft = await Raft.new(1, Config(), factory, MemLogStore(disk), MemStateMachine(disk))
+    try:
+        with pytest.raises(ValueError, match=r"^node 1's addr '127\.0\.0\.1:021001' is not an address the TCP "
+                                             r"transport can dial: the port '021001' in '127\.0\.0\.1:021001' has "
+                                             r"a leading zero: write the port as 21001 "):
+            await raft.initialize({1: BasicNode("127.0.0.1:021001")})
+        assert disk.vote is None and not disk.entries
+        await raft.initialize({1: BasicNode("127.0.0.1:21001")})
+        await raft.wait(timeout=5).current_leader(1)
+        await raft.wait(timeout=5).applied_index_at_least(raft.metrics.last_log_index)
+        with pytest.raises(ValueError, match=r"write the port as 21002 "):
+            await raft.add_learner(2, BasicNode("127.0.0.1:0021002"), blocking=False)
+        assert 2 not in raft.metrics.membership_config.membership.nodes
+    finally:
+        await raft.shutdown()
+        await factory.close()
+
+
+async def test_a_stored_membership_with_a_leading_zero_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A membership written by an earlier release, which took ``127.0.0.1:0<port>``, is read
+    back as it is: the nodes restart on it, elect a leader and replicate (the refusal is of
+    addresses given, never of those stored)."""
+    async with TcpCluster(tcp_config()) as cluster:
+        for nid in (1, 2, 3):
+            await cluster.start_node(nid)
+        first = cluster.nodes[1].raft
+        assert first is not None
+        with monkeypatch.context() as m:  # the earlier release's check: parse_addr only
+            m.setattr(TcpNetworkFactory, "check_node", lambda self, target, node: parse_addr(node.addr))
+            await first.initialize({nid: BasicNode(f"127.0.0.1:0{n.port}") for nid, n in cluster.nodes.items()})
+        before = await cluster.write(b"before")
+        await cluster.wait_applied(before.index)
+        for nid in (1, 2, 3):
+            await cluster.stop_node(nid)
+        for nid in (1, 2, 3):
+            await cluster.start_node(nid)
+        after = await cluster.write(b"after")
+        await cluster.wait_applied(after.index)
+        for r in cluster.running().values():
+            nodes = r.metrics.membership_config.membership.nodes
+            assert {n.addr for n in nodes.values()} == {f"127.0.0.1:0{n.port}" for n in cluster.nodes.values()}
