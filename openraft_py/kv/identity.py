@@ -34,6 +34,7 @@ import msgspec
 
 from ..errors import StorageError, StoreOwnerMismatch
 from ..storage.rocks.files import replace_durably
+from ..validation import MAX_NODE_ID
 
 __all__ = [
     "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_not_a_store",
@@ -84,6 +85,18 @@ class DataDirMismatch(ValueError):
     """The data directory belongs to another node or cluster, or its record is unreadable."""
 
 
+def _decode(raw: bytes) -> NodeIdentity:
+    """The record ``raw``; ``msgspec.DecodeError`` when it is not one, a ``node_id`` out of
+    ``[0, MAX_NODE_ID]`` included: no node has that id, so the file is damaged (a record
+    of ``-1`` was taken as another node's, and the refusal said "start it with --id -1",
+    an id ``serve`` refuses)."""
+    found = msgspec.json.decode(raw, type=NodeIdentity)
+    if not 0 <= found.node_id <= MAX_NODE_ID:
+        raise msgspec.DecodeError(f"its node_id {found.node_id} is not a node id: 0 to 2**63 - 1, so the record "
+                                  "is damaged")
+    return found
+
+
 def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
     """Check ``data_dir``'s record against ``node_id`` and ``cluster_name``, or write it (made
     durable: the file and the directory are fsynced) if there is none. Returns ``"checked"``,
@@ -101,7 +114,7 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
         record_identity(data_dir, node_id, cluster_name)
         return "adopted" if adopted else "new"
     try:
-        found = msgspec.json.decode(raw, type=NodeIdentity)
+        found = _decode(raw)
     except msgspec.DecodeError as e:
         unknown = _unknown_fields(raw)
         if unknown:
@@ -226,7 +239,7 @@ def read_identity(data_dir: Path) -> NodeIdentity:
     path = data_dir / IDENTITY_FILE
     raw = path.read_bytes()
     try:
-        return msgspec.json.decode(raw, type=NodeIdentity)
+        return _decode(raw)
     except msgspec.DecodeError as e:
         raise DataDirMismatch(f"{path} is not a readable node record ({e})") from None
 

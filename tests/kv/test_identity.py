@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openraft_py import StorageError
-from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity
+from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR, SM_DIR, DataDirMismatch, check_identity, read_identity
 from openraft_py.kv.node import KvNode
 from openraft_py.kv.nodes import NodeAddrs
 from openraft_py.types import ServerState
@@ -42,6 +42,25 @@ def test_an_unreadable_record_is_refused_not_replaced(root: Path, raw: bytes) ->
     (root / IDENTITY_FILE).write_bytes(raw)
     with pytest.raises(DataDirMismatch, match="is not a readable node record"):
         check_identity(root, 2, "x")
+    assert (root / IDENTITY_FILE).read_bytes() == raw
+
+
+@pytest.mark.parametrize("bad_id", [-1, 2**63, 2**64 + 5])
+def test_a_record_with_a_node_id_out_of_range_is_reported_damaged(root: Path, bad_id: int) -> None:
+    """A ``node.json`` whose ``node_id`` is no node id (``-1``, past ``2**63 - 1``) was read
+    as a record of another node: the refusal told the operator to "start it with --id -1",
+    which ``serve`` refuses. It is damaged, and said so as other damage to the record is,
+    and left as it was (``read_identity``, which ``force-recover`` uses, too)."""
+    raw = b'{"node_id": %d, "cluster_name": "x"}' % bad_id
+    (root / IDENTITY_FILE).write_bytes(raw)
+    with pytest.raises(DataDirMismatch) as caught:
+        check_identity(root, 2, "x")
+    error = str(caught.value)
+    assert error.startswith(f"{root / IDENTITY_FILE} is not a readable node record (its node_id {bad_id} is not a "
+                            "node id: 0 to 2**63 - 1, so the record is damaged); it names the node"), error
+    assert "restore it, or start node 2 on a directory of its own" in error and "--id" not in error, error
+    with pytest.raises(DataDirMismatch, match=rf"its node_id {bad_id} is not a node id"):
+        read_identity(root)
     assert (root / IDENTITY_FILE).read_bytes() == raw
 
 
