@@ -85,6 +85,14 @@ def _truncate(f: Path, size: int) -> None:
         fh.truncate(size)
 
 
+def _made_a_directory(f: Path) -> Path:
+    """``f`` replaced by an empty directory of its name (a restore gone wrong, a mistaken
+    ``mkdir``): RocksDB's error was its bare "IO error: ... Is a directory"."""
+    f.unlink()
+    f.mkdir()
+    return f
+
+
 DAMAGES: dict[str, Callable[[Path], Path | None]] = {
     # each damages the database directory ``db`` and returns the file the error must name
     "table file byte flipped": lambda db: (_flip(f := _newest(db, ".sst"), 100), f)[1],
@@ -96,6 +104,9 @@ DAMAGES: dict[str, Callable[[Path], Path | None]] = {
     "MANIFEST truncated": lambda db: (_truncate(_newest(db, "MANIFEST-000005"), 60), None)[1],
     "write-ahead log truncated": lambda db: (_truncate(f := _newest(db, ".log"), f.stat().st_size // 3), None)[1],
     "acknowledged mark removed": lambda db: ((db / "OPENRAFT-ACKED").unlink(), db / "OPENRAFT-ACKED")[1],
+    "table file replaced by a directory": lambda db: _made_a_directory(_newest(db, ".sst")),
+    "IDENTITY replaced by a directory": lambda db: _made_a_directory(db / "IDENTITY"),
+    "MANIFEST replaced by a directory": lambda db: _made_a_directory(_newest(db, "MANIFEST-000005")),
     "acknowledged mark garbled": lambda db: ((db / "OPENRAFT-ACKED").write_bytes(b"\0" * 40), db / "OPENRAFT-ACKED")[1],
 }
 
@@ -294,3 +305,18 @@ def test_every_record_written_reads_back_and_an_earlier_version_reads_it(meta: S
     assert _read_snap_record(msgspec.msgpack.encode(rec)) == rec  # an earlier version's record
     legacy_name = _SnapRecord(meta, f"{meta.snapshot_id}.snap")  # its file name then, whatever the id
     assert _read_snap_record(msgspec.msgpack.encode(legacy_name)) == legacy_name
+
+
+def test_only_a_file_made_a_directory_among_io_errors_is_damage() -> None:
+    """A RocksDB IO error is called damage only for a database file that is a directory; a
+    permission or a full disk is not damage (replacing the node for it would be wrong)."""
+    from openraft_py.storage.rocks.damage import is_rocksdb_corruption
+
+    assert is_rocksdb_corruption(Exception("IO error: While pread offset 1742 len 53: /d/log/000011.sst: "
+                                           "Is a directory"))
+    assert is_rocksdb_corruption(Exception("opening: IO error: While reading file sequentially: /d/IDENTITY: "
+                                           "Is a directory"))
+    for other in ("IO error: While open a file for random read: /d/000011.sst: Permission denied",
+                  "IO error: No space left on device: While appending to file: /d/000012.log: No space left on device",
+                  "Is a directory"):
+        assert not is_rocksdb_corruption(Exception(other)), other

@@ -26,5 +26,18 @@ def damaged(path: str, what: str, why: str, cause: BaseException | None = None) 
 def is_rocksdb_corruption(e: BaseException) -> bool:
     """Whether ``e`` is RocksDB's report of damaged data: a ``Status::Corruption`` (a
     checksum mismatch, a table file of the wrong size or missing, a bad WAL record), whose
-    text rocksdict passes on as "Corruption: ..."."""
-    return str(e).startswith("Corruption") or ": Corruption: " in str(e)
+    text rocksdict passes on as "Corruption: ..."; or an IO error on one of the database's
+    files that is a directory (``_is_a_directory``)."""
+    text = str(e)
+    return text.startswith("Corruption") or ": Corruption: " in text or _is_a_directory(text)
+
+
+def _is_a_directory(text: str) -> bool:
+    """Whether ``text`` is RocksDB's IO error on a file of the database that is a directory
+    (``EISDIR``: "IO error: While reading file sequentially: <db>/IDENTITY: Is a directory",
+    "While pread offset ...: <db>/000011.sst: Is a directory"). A table file, ``IDENTITY``
+    or a ``MANIFEST`` replaced by a directory (a restore gone wrong, a mistaken ``mkdir``)
+    is damage to the database like a removed one, and gets the same advice: it was reported
+    as the bare IO error. (The store's own path and its parts are checked to be directories
+    before RocksDB sees them, so this names one of RocksDB's files.)"""
+    return (text.startswith("IO error: ") or ": IO error: " in text) and text.endswith(": Is a directory")
