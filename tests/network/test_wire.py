@@ -272,6 +272,63 @@ def test_snapshot_data_is_written_once_into_the_frame() -> None:
     assert wire.decode_body(wire.KIND_INSTALL_SNAPSHOT, body).data == data
 
 
+class _CountingEncoder:
+    """Stands for ``wire._encoder``: counts the lists of entries it is given to encode (as a
+    list: encoded entry by entry; a ``msgspec.Raw`` is bytes already made)."""
+
+    def __init__(self, enc: msgspec.msgpack.Encoder) -> None:
+        self.enc = enc
+        self.entry_lists = 0
+
+    def _count(self, obj: Any) -> None:
+        items = obj if isinstance(obj, tuple) else (obj,)
+        self.entry_lists += sum(1 for x in items if isinstance(x, list) and x and isinstance(x[0], Entry))
+
+    def encode(self, obj: Any) -> bytes:
+        self._count(obj)
+        return self.enc.encode(obj)
+
+    def encode_into(self, obj: Any, buf: bytearray, offset: int) -> None:
+        self._count(obj)
+        self.enc.encode_into(obj, buf, offset)
+
+
+def _ae_request_body(req: AppendEntriesRequest) -> bytes:
+    return bytes(wire.frame_message(wire.KIND_APPEND_ENTRIES, 3, req))[4 + wire.HEADER_SIZE :]
+
+
+def test_one_batch_sent_to_two_followers_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader sends each follower its own request and its own list (the log cache's slice),
+    with the same entry objects: the entries are encoded once, and each frame is byte for byte
+    what encoding the request again gives."""
+    enc = _CountingEncoder(wire._encoder)
+    monkeypatch.setattr(wire, "_encoder", enc)
+    monkeypatch.setattr(wire, "_last_entries", None, raising=False)
+    batch = [Entry(LogId(7, i), Normal(b"v%d" % i)) for i in range(1, 257)]
+    to_n2 = AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(6, 0))
+    to_n3 = AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(7, 100))
+    bodies = [_ae_request_body(to_n2), _ae_request_body(to_n3)]
+    assert enc.entry_lists == 1
+    assert bodies == [enc.enc.encode(msgspec.structs.astuple(r)) for r in (to_n2, to_n3)]
+
+
+def test_append_entries_frames_are_the_plain_encoding_whatever_came_before() -> None:
+    """Whether or not the entries' encoding is shared with the request before, every
+    AppendEntries frame is the msgpack of its fields: the same entries (new list), another
+    entry in the middle, fewer or more entries, a membership entry, too few entries to share,
+    a heartbeat."""
+    batch = [Entry(LogId(7, i), Normal(b"v%d" % i)) for i in range(1, 21)]
+    other = batch[:]
+    other[10] = Entry(LogId(7, 11), Normal(b"another"))
+    lists = [batch[:], batch[:], other, batch[:], batch[:19], batch[:20], [*batch, Entry(LogId(7, 21), M)],
+             [Entry(LogId(7, 21), M)] + batch[:5], batch[:3], batch[:3], [], batch[:]]
+    for i, entries in enumerate(lists):
+        req = AppendEntriesRequest(V, LogId(6, 0), entries, LogId(6, i))
+        assert _ae_request_body(req) == wire._encoder.encode(msgspec.structs.astuple(req)), i
+        decoded = wire.decode_body(wire.KIND_APPEND_ENTRIES, _ae_request_body(req))
+        assert decoded == req, i
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(sorted(wire.KIND_NAMES)), data=st.binary(max_size=300))
 def test_random_bodies_decode_or_raise_wire_error(kind: int, data: bytes) -> None:
