@@ -458,37 +458,55 @@ _MAX_FRAME: Final = 2**32 - 1
 
 
 _SHARED_ENTRIES_MIN: Final = 4
-"""The fewest entries whose encoding ``_write`` keeps for the next AppendEntries (below it,
+"""The fewest entries whose AppendEntries body ``_write`` keeps for the next one (below it,
 comparing and keeping cost about what encoding again saves)."""
 
+if AppendEntriesRequest.__struct_fields__ != ("vote", "prev_log_id", "entries", "leader_commit"):
+    raise ImportError("wire: _write_append_entries splits an AppendEntries body of these four fields")
 _is = operator.is_
 _Raw = msgspec.Raw
-_last_entries: tuple[list[Entry], msgspec.Raw] | None = None
-"""The entries of the last AppendEntries framed with ``_SHARED_ENTRIES_MIN`` or more, and
-their msgpack encoding (one tuple: read and replaced in one step, whatever thread frames)."""
+_last_append: tuple[list[Entry], AppendEntriesRequest, bytearray] | None = None
+"""The entries of the last AppendEntries framed with ``_SHARED_ENTRIES_MIN`` or more, that
+request, and its body (one tuple: read and replaced in one step, whatever thread frames)."""
 
 
-def _entries_body(entries: list[Entry]) -> list[Entry] | msgspec.Raw:
-    """What the encoder is given for an AppendEntries' ``entries``: the encoding kept from the
-    last AppendEntries when it held the same entries (the same objects in the same order), so
-    a leader that sends one batch to each follower encodes the batch once.
+def _write_append_entries(msg: AppendEntriesRequest, buf: bytearray, offset: int) -> None:
+    """Write ``msg``'s body at ``offset`` of ``buf`` (its end), reusing the last AppendEntries'
+    body when it carried the same entries (the same objects in the same order): a leader sends
+    one batch to each follower, each in its own list (sliced from the log cache), and this
+    encodes the batch once. The same other fields (the followers at the same point): the
+    body is copied whole; others: only the entries' bytes are (``msgspec.Raw``).
 
-    Invariant: the kept bytes are exactly ``_encoder.encode(entries)`` of the list they were
-    made from, and an entry's encoding is a function of the entry alone (every ``Entry``,
-    ``LogId`` and payload is a frozen Struct, and the log never changes an entry once made),
-    so the same objects give the same bytes: the frame is byte for byte the one encoding them
-    again would give. Holding the last list keeps one batch of entries alive until the next."""
-    global _last_entries
+    Invariant: the kept body is exactly the encoding of the kept request, and an entry's
+    encoding is a function of the entry alone (every ``Entry``, ``LogId`` and payload is a
+    frozen Struct, and the log never changes an entry once made), so the same objects give
+    the same bytes: the body is byte for byte the one encoding ``msg`` again would give. The
+    body is a copy of the frame's: what the transport does with a frame cannot change it.
+    Keeping the last request holds one batch of entries alive until the next."""
+    global _last_append
+    entries = msg.entries
     if len(entries) < _SHARED_ENTRIES_MIN:
-        return entries
-    last = _last_entries
+        _encoder.encode_into(_astuple(msg), buf, offset)
+        return
+    last = _last_append
     if last is not None:
-        prev = last[0]
-        if len(prev) == len(entries) and all(map(_is, prev, entries)):
-            return last[1]
-    raw = _Raw(_encoder.encode(entries))
-    _last_entries = (entries, raw)
-    return raw
+        kept_entries, kept, body = last
+        if len(kept_entries) == len(entries) and all(map(_is, kept_entries, entries)):
+            if (
+                msg.leader_commit == kept.leader_commit
+                and msg.prev_log_id == kept.prev_log_id
+                and msg.vote == kept.vote
+            ):
+                buf[offset:] = body
+                return
+            # The body is the array header (1 byte: 4 items), then vote, prev_log_id, the
+            # entries and leader_commit as each encodes alone.
+            lo = 1 + len(_encoder.encode(kept.vote)) + len(_encoder.encode(kept.prev_log_id))
+            hi = len(body) - len(_encoder.encode(kept.leader_commit))
+            _encoder.encode_into((msg.vote, msg.prev_log_id, _Raw(body[lo:hi]), msg.leader_commit), buf, offset)
+            return
+    _encoder.encode_into(_astuple(msg), buf, offset)
+    _last_append = (entries, msg, buf[offset:])
 
 
 def _write(kind: int, request_id: int, msg: Any, buf: bytearray, offset: int) -> None:
@@ -501,9 +519,7 @@ def _write(kind: int, request_id: int, msg: Any, buf: bytearray, offset: int) ->
             raise WireError(f"a {KIND_NAMES[kind]} message needs a body")
         buf += _EMPTY_BODY
     elif kind == KIND_APPEND_ENTRIES and type(msg) is AppendEntriesRequest:
-        # The fields in order, as ``_astuple``, with the entries' encoding shared between
-        # the requests that carry the same entries (``_entries_body``).
-        _encoder.encode_into((msg.vote, msg.prev_log_id, _entries_body(msg.entries), msg.leader_commit), buf, offset)
+        _write_append_entries(msg, buf, offset)
     elif kind in _BUILDERS:
         _encoder.encode_into(_astuple(msg), buf, offset)
     else:

@@ -303,13 +303,18 @@ def test_one_batch_sent_to_two_followers_is_encoded_once(monkeypatch: pytest.Mon
     what encoding the request again gives."""
     enc = _CountingEncoder(wire._encoder)
     monkeypatch.setattr(wire, "_encoder", enc)
-    monkeypatch.setattr(wire, "_last_entries", None, raising=False)
+    monkeypatch.setattr(wire, "_last_append", None, raising=False)
     batch = [Entry(LogId(7, i), Normal(b"v%d" % i)) for i in range(1, 257)]
     to_n2 = AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(6, 0))
-    to_n3 = AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(7, 100))
+    to_n3 = AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(6, 0))
     bodies = [_ae_request_body(to_n2), _ae_request_body(to_n3)]
     assert enc.entry_lists == 1
     assert bodies == [enc.enc.encode(msgspec.structs.astuple(r)) for r in (to_n2, to_n3)]
+    # A follower further behind (another prev_log_id) or a later commit: still one encoding.
+    again = [AppendEntriesRequest(V, LogId(6, 1), batch[:], LogId(6, 0)),
+             AppendEntriesRequest(V, LogId(6, 0), batch[:], LogId(7, 100))]
+    assert [_ae_request_body(r) for r in again] == [enc.enc.encode(msgspec.structs.astuple(r)) for r in again]
+    assert enc.entry_lists == 1
 
 
 def test_append_entries_frames_are_the_plain_encoding_whatever_came_before() -> None:
@@ -322,9 +327,13 @@ def test_append_entries_frames_are_the_plain_encoding_whatever_came_before() -> 
     other[10] = Entry(LogId(7, 11), Normal(b"another"))
     lists = [batch[:], batch[:], other, batch[:], batch[:19], batch[:20], [*batch, Entry(LogId(7, 21), M)],
              [Entry(LogId(7, 21), M)] + batch[:5], batch[:3], batch[:3], [], batch[:]]
-    for i, entries in enumerate(lists):
-        req = AppendEntriesRequest(V, LogId(6, 0), entries, LogId(6, i))
+    fields = [(V, LogId(6, 0), LogId(6, 0)), (V, LogId(6, 0), LogId(6, 0)), (V, None, LogId(6, 0)),
+              (V, None, None), (Vote.new(8, 1), LogId(6, 0), LogId(7, 2)), (V, LogId(BIG, BIG), LogId(BIG, 1))]
+    cases = [(entries, f) for entries in lists for f in fields]
+    for i, (entries, (vote, prev, commit)) in enumerate(cases):
+        req = AppendEntriesRequest(vote, prev, entries, commit)
         assert _ae_request_body(req) == wire._encoder.encode(msgspec.structs.astuple(req)), i
+        assert wire.encode_message(wire.KIND_APPEND_ENTRIES, 2, req)[wire.HEADER_SIZE :] == _ae_request_body(req), i
         decoded = wire.decode_body(wire.KIND_APPEND_ENTRIES, _ae_request_body(req))
         assert decoded == req, i
 
