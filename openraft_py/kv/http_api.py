@@ -318,9 +318,10 @@ class IdleConnections:
     as it was closed) reads the 408 as its answer and knows the request was not read: with a
     plain close, aiohttp's keep-alive timer's way, the request met a closed connection (a
     reset) and the client could not tell whether a write it sent was applied. A retired
-    connection is closed at the first sweep that finds it *settled* (nothing left to send, and
-    the client closed it or its kernel acknowledged the 408 and the FIN: ``StoppingConnections.delivered``), and cut at
-    the second sweep after its retirement otherwise (``transport.abort()``): a client gone,
+    connection is closed at the first sweep that finds it *settled* (nothing left to send,
+    and the client closed it or its kernel acknowledged the 408 and the FIN:
+    ``StoppingConnections.delivered``), and cut at the second sweep after its retirement
+    otherwise (``transport.abort()``): a client gone,
     or one not reading (its window full: a slow reader of a large answer, which the node
     counts as idle once the answer is written). The cut releases the descriptor and loses
     nothing sent: the socket is closed without a reset (nothing unread on it, no
@@ -1205,9 +1206,7 @@ async def _retire_after_drop(node: KvNode, conn: Any, content: StreamReader) -> 
     it through the reset that closing with unread data sends; aiohttp closes the
     connection once this returns. The body's end is marked, so aiohttp does not linger on
     it."""
-    raft = node.raft
-    leader_id = raft.metrics.current_leader if raft is not None else None
-    transport = StoppingConnections.retire(conn, None if leader_id == node.id else leader_id, STOPPING_NOT_READ)
+    transport = StoppingConnections.retire(conn, node.stopping_leader_id(), STOPPING_NOT_READ)
     content.feed_eof()  # (nothing more comes: aiohttp's lingering read does not wait for it)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_GRACE

@@ -1186,7 +1186,7 @@ class KvNode:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
         while True:
-            conns.retire_idle(self._redirect_leader_id())
+            conns.retire_idle(self.stopping_leader_id())
             if self.inflight == 0:
                 self.http_closing.set()  # (the bodies being dropped end; their connections close)
                 if conns.settled():
@@ -1203,9 +1203,9 @@ class KvNode:
         raft = self.raft
         return raft.metrics.current_leader if raft is not None else None
 
-    def _redirect_leader_id(self) -> int | None:
-        """The leader a client told "not read" (a 408) should go to: the current leader, unless
-        it is this node or unknown (``None``)."""
+    def stopping_leader_id(self) -> int | None:
+        """The leader a client told "not read" by this node as it stops (a 408) should go to:
+        the current leader, unless it is this node or unknown (``None``)."""
         leader_id = self._current_leader_id()
         return None if leader_id == self.id else leader_id
 
