@@ -610,6 +610,10 @@ def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> Non
     writes the other's nodes do not hold. Before, only the first endpoint's own refusal (409,
     once it holds the membership) stopped a second init."""
     for ep, st in zip(endpoints, statuses, strict=True):
+        if not all(v is None or (type(v) is list and all(type(i) is int for i in v))
+                   for v in (st.get("voters"), st.get("learners"))):
+            raise CliError(f"{ep} answered a status whose voters and learners are not lists of node ids "
+                           "(is it an openraft-py HTTP address?); nothing was sent")
         if not _in_a_cluster(st):
             continue
         leader = st.get("leader_id")

@@ -1281,3 +1281,16 @@ def test_cluster_up_refuses_what_serve_would_refuse_before_making_anything(
     err = capsys.readouterr().err
     assert err.startswith("openraft-py cluster up: error: --"), err
     assert not root.exists()
+
+
+@pytest.mark.parametrize("fields", [{"voters": "1,2"}, {"learners": 4}, {"voters": [1], "learners": {"4": 1}}],
+                         ids=["voters-a-string", "learners-a-number", "learners-an-object"])
+def test_cluster_init_refuses_a_status_whose_membership_is_not_lists(fields: dict[str, object]) -> None:
+    """A status whose ``voters`` or ``learners`` is not a list of ids (not a service node's:
+    another server at the address, or a damaged proxy) is refused with a line saying so,
+    nothing sent. Before, a string of voters raised ``TypeError`` inside the refusal (``in
+    <string>`` of an int), which the command line reported as an unexpected error."""
+    st: dict[str, object] = {"id": 4, "leader_id": None, **fields}
+    with pytest.raises(cli.CliError) as refused:
+        cli._refuse_nodes_in_a_cluster(["h:1"], [st])
+    assert "h:1 answered a status whose voters and learners are not lists of node ids" in str(refused.value)
