@@ -41,7 +41,7 @@ from ._tcp_common import (
     http_refusal,
     log,
 )
-from .accept_errors import AcceptErrors
+from .accept_errors import AcceptErrors, stop_accepting
 from .wire import (
     ERR_FATAL,
     ERR_INVALID,
@@ -1248,6 +1248,10 @@ class TcpServer:
         connection whose peer has not taken them within ``drain_timeout`` more is aborted.
         Idempotent: a later or concurrent call returns once the first one has ended.
 
+        A connection the port had accepted when the close began is closed with the others
+        (``accept_errors.stop_accepting``: on asyncio's loop, one accepted in the same loop
+        pass was left unclosed to the garbage collector).
+
         A caller cancelled meanwhile (a timeout around ``close()`` shorter than the drain,
         Ctrl-C) gets its ``CancelledError``, and the server is closed all the same, at once:
         the requests still running are cancelled and every connection is aborted. Such a
@@ -1289,7 +1293,9 @@ class TcpServer:
 
     def _abort(self, conns: list[_ServerConnection]) -> None:
         """The end of every ``close()``, also a cancelled or failed one: no request of the
-        server runs on and no connection stays open (nothing is left after a complete close)."""
+        server runs on, no connection stays open and nothing listens (nothing is left after a
+        complete close; a close cancelled before it closed the listener closes it here)."""
+        self._server.close()
         for c in {*conns, *self._conns}:
             for t in list(c.tasks.values()):
                 t.cancel()
@@ -1304,6 +1310,9 @@ class TcpServer:
         self._closing = True
         self._idle_timer.cancel()
         self._member_timer.cancel()
+        # A connection accepted in this loop pass is set up first (closed at once, as
+        # ``_closing`` is set): closed before that, the listener leaked its socket.
+        await stop_accepting(self._server)
         self._server.close()
         if self._accept_errors is not None:
             self._accept_errors.close()

@@ -16,6 +16,9 @@ passes every other call to the handler it replaced (the loop's default when none
 uvloop's listeners never report such an error (libuv closes pending connections with a
 descriptor it keeps in reserve, or leaves them waiting), so the filter only ever sees
 asyncio's.
+
+``stop_accepting(server)``, awaited before a listener is closed, keeps the close from
+leaking a connection the listener had just accepted (see its docstring).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, cast
 
 from ..failure_log import FailureLog
 
-__all__ = ["AcceptErrors", "ACCEPT_ERROR_MESSAGE"]
+__all__ = ["AcceptErrors", "ACCEPT_ERROR_MESSAGE", "stop_accepting"]
 
 ACCEPT_ERROR_MESSAGE = "socket.accept() out of system resource"
 """The message asyncio's event loop reports an accept error with (``BaseSelectorEventLoop``)."""
@@ -133,3 +136,24 @@ class AcceptErrors:
             del _filters[self._loop]
             if self._loop.get_exception_handler() is filt:
                 self._loop.set_exception_handler(filt.replaced)
+
+
+async def stop_accepting(server: asyncio.AbstractServer) -> None:
+    """Make ``server`` accept no more connections and let those it has accepted be set up;
+    await it just before ``server.close()``, which may then run at once (the sockets of
+    ``server.sockets`` still listen meanwhile: their queued connections wait).
+
+    asyncio's selector loop accepts a connection in one loop pass and makes its transport in
+    a task, a pass later; a ``Server.close()`` in between made that fail (``Server._attach``
+    asserts that the server still listens) and the loop swallowed the error: the accepted
+    socket was left to the garbage collector, unclosed, its client neither answered nor
+    closed until then (a ``ResourceWarning`` when collected). Here the listening sockets are
+    taken off the loop's selector first (no accept can run after this call starts), then one
+    loop pass lets the tasks already made set their connections up: each is its protocol's
+    to close (the servers' protocols close a connection made once their close has begun).
+    Other loops (uvloop makes the transport where it accepts) only get the one pass."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, asyncio.SelectorEventLoop):
+        for sock in getattr(server, "sockets", ()):  # (asyncio's Server; AbstractServer names none)
+            loop.remove_reader(sock.fileno())
+    await asyncio.sleep(0)  # (the set-up tasks were queued before this step's wake-up)
