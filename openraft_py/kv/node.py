@@ -37,7 +37,7 @@ from ..config import Config
 from ..errors import ForwardToLeader, InitializeError, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
-from ..network.accept_errors import AcceptErrors
+from ..network.accept_errors import AcceptErrors, stop_accepting
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr, tcp_connection_limit
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
@@ -1105,6 +1105,9 @@ class KvNode:
         listener, self._http_listener = self._http_listener, None
         if listener is not None:
             try:
+                # First the connections the loop accepted already are set up (answered
+                # below like the others): closed before that, the port leaked their sockets.
+                await stop_accepting(listener)
                 queued = _close_taking_queued(listener)  # closes the listening socket only
                 factory = self._http_factory
                 if queued and factory is not None:
