@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import pytest
 
@@ -16,7 +17,9 @@ from openraft_py.storage.memory import MemDisk
 from openraft_py.testing.cluster import Cluster
 from openraft_py.testing.invariants import check_applied_agree
 from openraft_py.testing.invariants import check_log_matching as _check_log_matching
-from openraft_py.types import LogId, Normal
+from openraft_py.types import LogId, NodeId, Normal
+
+T = TypeVar("T")
 
 
 def fast_config(**kw: object) -> Config:
@@ -64,20 +67,29 @@ def check_applied_prefix(disks: dict[int, MemDisk]) -> None:
     check_applied_agree({n: d.applied_log for n, d in disks.items()})
 
 
-async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> ClientWriteResponse:
-    """``client_write(data)`` on whichever node leads, retried while the node asked turns
-    out to lead no more (``ForwardToLeader``: refused before anything was appended). The
-    whole call, the write included, is bounded by ``timeout`` seconds (``TimeoutError``)."""
+async def on_leader(c: Cluster, call: Callable[[Raft], Awaitable[T]], timeout: float = 10.0,
+                    among: Iterable[NodeId] | None = None) -> T:
+    """``call(raft)`` on whichever node leads (agreed by ``among``, default every running
+    node: ``Cluster.wait_for_leader``), retried while the node asked turns out to lead no
+    more (``ForwardToLeader``: refused before anything was done). On a loaded machine the
+    short election timeouts of these tests (``fast_config``) pass now and then without a
+    heartbeat, and the leader changes between two calls of a test. The whole call is
+    bounded by ``timeout`` seconds (``TimeoutError``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()))
+        lid = await c.wait_for_leader(timeout=max(0.1, deadline - loop.time()), among=among)
         try:
-            return await asyncio.wait_for(c.nodes[lid].client_write(data), max(0.1, deadline - loop.time()))
+            return await asyncio.wait_for(call(c.nodes[lid]), max(0.1, deadline - loop.time()))
         except ForwardToLeader:
             if loop.time() >= deadline:
                 raise
             await asyncio.sleep(0.01)  # its metrics may lag the step-down by a loop turn
+
+
+async def write_on_leader(c: Cluster, data: bytes, timeout: float = 10.0) -> ClientWriteResponse:
+    """``client_write(data)`` on whichever node leads (``on_leader``)."""
+    return await on_leader(c, lambda raft: raft.client_write(data), timeout)
 
 
 class MetricsReads:

@@ -24,7 +24,7 @@ from openraft_py.storage.memory import KvSet, encode_kv
 from openraft_py.storage.rocks.log_store import RocksLogStore
 from openraft_py.testing.cluster import Cluster
 
-from ..checks import fast_config
+from ..checks import fast_config, on_leader, write_on_leader
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,19 +61,26 @@ async def _one_lifecycle(seed: int, rocks: Path | None, nodes: list[weakref.ref[
         cluster.add_node = add_node  # type: ignore[method-assign]
     try:
         await cluster.start({1, 2, 3})
-        leader_id = await cluster.wait_for_leader(10)
-        leader = cluster.nodes[leader_id]
+        # Each call on whichever node leads then (``on_leader``): on a loaded machine an
+        # election timeout of 150-300 ms passes now and then without a heartbeat, and a
+        # call on the first leader failed with ForwardToLeader.
         for k in range(5):
-            await leader.client_write(encode_kv(KvSet(f"k{k}", "v")))
-        await leader.trigger.snapshot()
-        await leader.wait(10).snapshot(leader.metrics.last_log_index)
+            await write_on_leader(cluster, encode_kv(KvSet(f"k{k}", "v")))
+        node = cluster.nodes[await cluster.wait_for_leader(10)]
+        # What the snapshot covers at least (not the last log index: an entry a new leader
+        # appended since may not be applied yet, and no snapshot would cover it).
+        applied = node.metrics.last_applied
+        assert applied is not None
+        await node.trigger.snapshot()
+        await node.wait(10).snapshot(applied)
         await cluster.add_node(4)
-        await leader.add_learner(4, BasicNode("n4"))
-        await leader.change_membership({1, 2, 3, 4})
-        await leader.change_membership({1, 2, 3})
+        voters = {1, 2, 3}  # (node 4 knows no leader until it is a learner)
+        await on_leader(cluster, lambda raft: raft.add_learner(4, BasicNode("n4")), among=voters)
+        await on_leader(cluster, lambda raft: raft.change_membership({1, 2, 3, 4}), among=voters)
+        await on_leader(cluster, lambda raft: raft.change_membership({1, 2, 3}), among=voters)
         await cluster.crash(4)
         nodes.extend(weakref.ref(r) for r in cluster.nodes.values())
-        await cluster.crash(leader_id)
+        await cluster.crash(await cluster.wait_for_leader(10))
         await cluster.wait_for_leader(10)
     finally:
         await cluster.shutdown()
