@@ -815,9 +815,10 @@ def test_a_node_a_membership_change_removed_is_not_waited_for(tmp_path: Path) ->
             if code == 0 or time.monotonic() > deadline:
                 break
         assert (code, out) == (0, "voters: 1,3\nlearners: -\n"), err
-    started = time.monotonic()
-    with _up_in(tmp_path, 3, "--timeout", "20") as (proc, again):
-        assert time.monotonic() - started < 15
+    # Ready at all is the point: waiting for n2, ``cluster up`` waited out its --timeout and
+    # failed, never ready. (A bound on the time it took, 15 s, failed on a loaded machine,
+    # where starting the three processes alone took 16 s.)
+    with _up_in(tmp_path, 3, "--timeout", "45") as (proc, again):
         assert sorted(again) == [1, 2, 3] and again[2].http == members[2].http
     assert proc.stderr is not None
     err = proc.stderr.read()
