@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import os
 import random
+import sys
 from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -48,6 +49,18 @@ if TYPE_CHECKING:
     from .storage import RaftLogStorage, RaftStateMachine
 
 __all__ = ["Raft", "Trigger"]
+
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = asyncio.current_task
+if sys.version_info < (3, 12):
+    # CPython 3.11: read the C registry of each loop's running task in one dict lookup
+    # (``asyncio.current_task(loop)`` is a Python function there, about 3x the cost). Not
+    # on later versions, whose ``current_task`` is C (3.14 keeps the task elsewhere).
+    try:
+        from _asyncio import _current_tasks  # type: ignore[attr-defined]  # (not in typeshed)
+
+        _current_task = _current_tasks.get
+    except ImportError:  # no C accelerator
+        pass
 
 CHANGE_WAIT_MIN_MS = 1.0
 """The least a membership change refused by a leader just elected waits (ms of the node's
@@ -139,7 +152,11 @@ class Raft:
     ``StorageError``, ``Panicked``) once the node has stopped. A node belongs to the event
     loop it was created on: its methods (and ``metrics``) raise ``RuntimeError`` at once,
     before anything is logged, when called from another loop (or outside one); from another
-    thread, use ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``.
+    thread, use ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``. A call
+    that waits for an entry to be applied (``client_write``, ``client_write_many``,
+    ``ensure_linearizable``, the membership changes, ``get_current_snapshot``) raises
+    ``RuntimeError`` at once when made from inside the node's own state machine or log store
+    (on the node's own tasks), where it would wait for good (``_not_own_task``).
     """
 
     def __init__(self, core: RaftCore) -> None:
@@ -311,6 +328,23 @@ class Raft:
                 f"outside it (from another thread or loop); {advice}"
             )
 
+    def _not_own_task(self, what: str) -> None:
+        """``RuntimeError`` if called on this node's core task or state machine worker task:
+        from inside its own state machine (``apply`` runs inline on the core task until it
+        first suspends, then on the worker's) or log store. ``what`` waits for an entry to
+        be applied, or for the worker itself, and the node applies one batch at a time: the
+        call would wait for the very ``apply`` it is awaited in. It did, for good, and the
+        node applied nothing more, every client of it waiting too, with nothing logged."""
+        core = self._core
+        task = _current_task(self._loop)
+        if task is not None and (task is core.task or task is core.sm_task):
+            raise RuntimeError(
+                f"{what} was called from inside node {self.id}'s own state machine or log store (on the "
+                f"node's {'core' if task is core.task else 'state machine'} task), and it waits for what that "
+                "task applies next: awaited there, it would wait for good. Run it in a task of its own "
+                "(asyncio.create_task(...)) and do not await that task from there"
+            )
+
     async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
         self._check_loop()
         fut: asyncio.Future[Any] = self._loop.create_future()
@@ -355,7 +389,7 @@ class Raft:
                 raise self._core.fatal or Fatal("node stopped")
             await sleep()
 
-    async def _change(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
+    async def _change(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None], what: str) -> Any:
         """``_call(fn)`` for a membership change (``fn`` calls ``Engine.change_membership``,
         ``add_learner`` or ``remove_learners``), which a leader just elected may refuse only
         because it has not heard from its followers yet: ``LearnerIsLagging`` naming
@@ -364,7 +398,10 @@ class Raft:
         committed, this node stopped leading, or ``wait_ms`` passed) and the call asked
         again; any other outcome is the caller's. It ends: the engine's clock moves on, and
         once the leader is no longer new its refusal is final. Cancelled while it waits,
-        nothing was logged."""
+        nothing was logged. ``RuntimeError`` from inside the node's own state machine
+        (``_not_own_task``): the change waits for its entry to be applied."""
+        self._check_loop()
+        self._not_own_task(what)
         while True:
             try:
                 return await self._call(fn)
@@ -492,7 +529,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)
 
-        resp: ClientWriteResponse = await self._change(fn)
+        resp: ClientWriteResponse = await self._change(fn, "add_learner")
         if blocking:
             threshold = self.config.replication_lag_threshold
             target = resp.log_id.index
@@ -560,7 +597,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.change_membership(voters, retain, tx, allow_lagging)
 
-        return await self._change(fn)  # type: ignore[no-any-return]
+        return await self._change(fn, "change_membership")  # type: ignore[no-any-return]
 
     async def remove_learners(self, ids: Iterable[NodeId]) -> ClientWriteResponse:
         """Remove the learners ``ids`` from the cluster: appends one membership entry with the
@@ -588,7 +625,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.remove_learners(learners, tx)
 
-        return await self._change(fn)  # type: ignore[no-any-return]
+        return await self._change(fn, "remove_learners")  # type: ignore[no-any-return]
 
     # -- writes and reads ----------------------------------------------------------------------
 
@@ -611,12 +648,15 @@ class Raft:
         """
         if _get_ident() != self._thread or not self._loop.is_running():
             self._check_loop()  # raises: not on this node's loop
+        core = self._core
+        task = _current_task(self._loop)
+        if task is core.task or task is core.sm_task:
+            self._not_own_task("client_write")  # raises: from inside its own state machine
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
         msg = ClientWriteOne(0, 1, 0, fut, True, Normal(b))
-        core = self._core
         if core.fatal is None:
             # ``RaftCore.send_msg`` inlined (every write takes this path): queue, and wake
             # the core only if it sleeps (at many writers it is mostly busy already).
@@ -636,6 +676,7 @@ class Raft:
         the one too many): then nothing of the call is logged. No payload: ``[]``
         at once (the node's ``Fatal`` error once it has stopped)."""
         self._check_loop()
+        self._not_own_task("client_write_many")
         checked = _v.check_payloads(datas)
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
@@ -660,6 +701,8 @@ class Raft:
         """
         if type(policy) is not ReadPolicy:
             raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {_v.shown(policy)}")
+        self._check_loop()
+        self._not_own_task("ensure_linearizable")
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)
@@ -814,8 +857,10 @@ class Raft:
 
     async def get_current_snapshot(self) -> Snapshot | None:
         """The state machine's current snapshot (its ``data`` is the caller's to read and
-        close), or ``None``."""
+        close), or ``None``. ``RuntimeError`` from inside the node's own state machine
+        (``_not_own_task``): the state machine's worker hands it out."""
         self._check_loop()
+        self._not_own_task("get_current_snapshot")
         return await self._core.get_current_snapshot()  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

@@ -280,6 +280,10 @@ class RaftCore:
         self._running_commands = False
         self._handlers = self._command_handlers()
         self.task: asyncio.Task[None] | None = None
+        # The state machine worker's task (``start``). With ``task``, the two tasks a call of
+        # the ``Raft`` handle that waits for apply must not come from (``Raft._not_own_task``):
+        # ``apply`` runs on them, one batch at a time.
+        self.sm_task: asyncio.Task[None] | None = None
         # Every future a caller awaits (see the module docstring), as the keys of a dict
         # (insertion-ordered, O(1) removal). A caller that awaits its own future drops it
         # as soon as it is answered (``untrack``): a failed call's exception carries the
@@ -343,7 +347,7 @@ class RaftCore:
         self._read_clock = seconds_reader(self.clock)
         self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
         self.task.add_done_callback(_retrieve)
-        self.tasks.spawn(self.sm_worker.run(), "sm-worker")
+        self.sm_task = self.tasks.spawn(self.sm_worker.run(), "sm-worker")
         if self.config.enable_tick:
             self.tasks.spawn(self._ticker(), "ticker")
 

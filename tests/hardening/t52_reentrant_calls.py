@@ -1,0 +1,135 @@
+"""A state machine that calls its own node and awaits what only it can finish.
+
+``apply`` runs on the node's state machine worker (or, until it first suspends, inline on
+the node's core task), and the node applies one batch at a time. A call that waits for an
+entry to be applied (``client_write``, ``client_write_many``, ``ensure_linearizable``, the
+membership changes) or for the worker itself (``get_current_snapshot``), awaited from inside
+``apply``, waits for the very call it is in: it never returned, the node applied nothing
+more, and every client of the node waited with it, with nothing logged. Such a call now
+raises ``RuntimeError`` at once, naming the call and the way out (run it in a task of its
+own); the state machine decides what to do with the error (raised on out of ``apply``, it
+stops the node with ``StorageError``, as any failure of ``apply`` does).
+
+A call that does not wait for apply (``trigger.snapshot()``, ``raft.metrics``) is still
+taken from inside ``apply``, and so is a write handed to a task of its own
+(``asyncio.create_task(raft.client_write(...))``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import BasicNode, Normal, Raft, ReadPolicy
+from openraft_py.storage.memory import MemStateMachine
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import Entry
+
+pytestmark = pytest.mark.timeout(30)
+
+# Generous: a call answered "promptly" returns within this many seconds.
+BOUND = 2.0
+
+CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
+    "client_write": lambda r: r.client_write(b"follow-up"),
+    "client_write_many": lambda r: r.client_write_many([b"follow-up"]),
+    "ensure_linearizable": lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX),
+    "add_learner": lambda r: r.add_learner(4, BasicNode(""), blocking=False),
+    "get_current_snapshot": lambda r: r.get_current_snapshot(),
+}
+
+
+class CallsItsNode(MemStateMachine):
+    """A ``MemStateMachine`` that, applying the entry ``b"trigger"`` on ``raft``'s node, awaits
+    ``call(raft)`` (bounded by ``BOUND``) and records the outcome in ``outcome``."""
+
+    raft: Raft | None = None
+    call: Callable[[Raft], Awaitable[Any]] | None = None
+    outcome: str | None = None
+    suspend_first = False
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        out = await super().apply(entries)
+        raft, call = CallsItsNode.raft, CallsItsNode.call
+        if raft is None or call is None or self is not CallsItsNode.sm:
+            return out
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"trigger" for e in entries):
+            if CallsItsNode.suspend_first:
+                await asyncio.sleep(0)  # now on the worker's task, not inline on the core's
+            try:
+                # Awaited here, on this task (``asyncio.wait_for`` would run it in a task of
+                # its own on 3.11): the caller's own bound is around the triggering write.
+                await call(raft)
+                CallsItsNode.outcome = "returned"
+            except RuntimeError as e:
+                CallsItsNode.outcome = f"RuntimeError: {e}"
+        return out
+
+    sm: MemStateMachine | None = None
+
+
+async def leader(c: Cluster[CallsItsNode, Any]) -> Raft:
+    await c.start({1, 2, 3})
+    lid = await c.wait_for_leader()
+    CallsItsNode.raft = c.nodes[lid]
+    CallsItsNode.sm = c.state_machines[lid]
+    return c.nodes[lid]
+
+
+@pytest.mark.parametrize("suspend_first", [False, True], ids=["inline", "worker"])
+@pytest.mark.parametrize("name", sorted(CALLS))
+async def test_a_call_from_inside_apply_that_waits_for_apply_is_refused(name: str, suspend_first: bool) -> None:
+    CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = CALLS[name], None, suspend_first
+    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+        raft = await leader(c)
+        await asyncio.wait_for(raft.client_write(b"trigger"), 2 * BOUND)
+        outcome = CallsItsNode.outcome or ""
+        assert outcome.startswith("RuntimeError"), outcome
+        assert f"{name} was called from inside node {raft.id}'s own state machine" in outcome
+        assert "asyncio.create_task" in outcome
+        # The node goes on: the state machine caught the error.
+        CallsItsNode.call = None
+        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        assert raft.metrics.running
+
+
+async def test_the_error_raised_out_of_apply_stops_the_node_instead_of_hanging_it() -> None:
+    class Raises(CallsItsNode):
+        async def apply(self, entries: list[Entry]) -> list[Any]:
+            out = await MemStateMachine.apply(self, entries)
+            if self is CallsItsNode.sm and any(
+                isinstance(e.payload, Normal) and e.payload.data == b"trigger" for e in entries
+            ):
+                assert CallsItsNode.raft is not None
+                await CallsItsNode.raft.client_write(b"follow-up")  # not caught
+            return out
+
+    CallsItsNode.call = None
+    async with Cluster(fast_config(), state_machine=Raises) as c:
+        raft = await leader(c)
+        with pytest.raises(Exception) as info:
+            await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        assert "client_write was called from inside node" in str(info.value)
+        assert not raft.metrics.running
+
+
+async def test_calls_that_do_not_wait_for_apply_and_a_write_in_its_own_task_are_taken() -> None:
+    spawned: list[asyncio.Task[Any]] = []
+
+    async def call(raft: Raft) -> None:
+        await raft.trigger.snapshot()
+        await raft.trigger.heartbeat()
+        spawned.append(asyncio.create_task(raft.client_write(b"in a task of its own")))
+
+    CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = call, None, False
+    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+        raft = await leader(c)
+        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        assert CallsItsNode.outcome == "returned"
+        CallsItsNode.call = None
+        resp = await asyncio.wait_for(spawned[0], BOUND)
+        assert resp.log_id.index > 0
