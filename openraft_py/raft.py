@@ -134,6 +134,47 @@ class Trigger:
         await self._raft._act(lambda eng, now: core.start_transfer(to, now))
 
 
+# Every log store and state machine a node of this process runs on, by ``id``: the object
+# (kept, so that its id is not reused while listed), the node's id and its event loop.
+# Listed by ``Raft.new`` before the stores are first read, unlisted when the node's core
+# task ends (``shutdown()``, a stop of its own, ``asyncio.run`` returning) or its start
+# fails. Invariant: a listed object is a store of exactly one node, which has not ended
+# unless its loop was closed with the node's task left pending (``_claim_stores`` then
+# takes the object over: no task of that node can run any more).
+_IN_USE: dict[int, tuple[object, NodeId, asyncio.AbstractEventLoop]] = {}
+
+
+def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> Callable[[], None]:
+    """List ``log_store`` and ``state_machine`` as ``node_id``'s (``_IN_USE``) and return the
+    function that unlists them. ``ValueError`` (nothing listed) if either is a store of a
+    node of this process that has not ended: the same state machine for every node of an
+    in-process cluster applied each entry once per node, and a second node on a running
+    node's stores (a restart without ``shutdown()``) ran two engines over one log, both
+    leading. One object as both stores of one node is taken."""
+    parts = [("log_store", log_store), ("state_machine", state_machine)]
+    for role, obj in parts:
+        held = _IN_USE.get(id(obj))
+        if held is not None and held[0] is obj and not held[2].is_closed():
+            owner = held[1]
+            given = f"give node {node_id} one of its own" if owner != node_id else "a node runs on it once"
+            raise ValueError(
+                f"{role} {_v.shown(obj)} is in use: node {owner} of this process runs on it, and a store "
+                f"serves one running node ({given}); to start node {owner} again on it, shut node {owner} "
+                f"down first (await raft.shutdown())"
+            )
+    loop = asyncio.get_running_loop()
+    for _, obj in parts:
+        _IN_USE[id(obj)] = (obj, node_id, loop)
+
+    def release() -> None:
+        for _, obj in parts:
+            held = _IN_USE.get(id(obj))
+            if held is not None and held[0] is obj and held[2] is loop:
+                del _IN_USE[id(obj)]
+
+    return release
+
+
 def owner_cluster_name(network_factory: object, config: Config) -> str:
     """The cluster name ``Raft.new`` gives the stores' ``check_owner``: the network factory's
     own ``cluster_name`` when it has a non-empty one (``TcpNetworkFactory``: the name that
@@ -210,7 +251,10 @@ class Raft:
         ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
         the cluster name, ``owner_cluster_name``); one recorded for another node id or cluster name raises
         ``StoreOwnerMismatch`` (a ``StorageError``) before anything else is read from the
-        stores or written to them.
+        stores or written to them. ``ValueError``, before that, if ``log_store`` or
+        ``state_machine`` is an object a node of this process runs on and has not ended
+        (``_claim_stores``): a store serves one running node (shut it down first to start
+        it again on the same objects).
 
         The node runs on a copy of ``config``, its ``config`` attribute (a ``RunningConfig``,
         read-only: assigning a field raises ``AttributeError``): changing the object passed
@@ -266,21 +310,28 @@ class Raft:
             )
         owner_cluster = owner_cluster_name(network_factory, config)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
+        release = _claim_stores(node_id, log_store, state_machine)  # before the first read
         try:
-            if check_owner is not None:
-                await check_owner(node_id, owner_cluster)
-            if check_sm_owner is not None:
-                await check_sm_owner(node_id, owner_cluster)
-            state, cache = await restore_state(node_id, log_store, state_machine)
-        except Fatal:
+            try:
+                if check_owner is not None:
+                    await check_owner(node_id, owner_cluster)
+                if check_sm_owner is not None:
+                    await check_sm_owner(node_id, owner_cluster)
+                state, cache = await restore_state(node_id, log_store, state_machine)
+            except Fatal:
+                raise
+            except Exception as e:
+                raise StorageError(f"restoring node {node_id} from storage", e) from e
+            engine = Engine(config, state, rng, clock.now() * 1000.0)
+            core = RaftCore(config, engine, network_factory, log_store, state_machine, clock, cache)
+            if set_fatal_handler is not None:
+                set_fatal_handler(core.state_machine_failed)
+            core.start()
+        except BaseException:
+            release()
             raise
-        except Exception as e:
-            raise StorageError(f"restoring node {node_id} from storage", e) from e
-        engine = Engine(config, state, rng, clock.now() * 1000.0)
-        core = RaftCore(config, engine, network_factory, log_store, state_machine, clock, cache)
-        if set_fatal_handler is not None:
-            set_fatal_handler(core.state_machine_failed)
-        core.start()
+        assert core.task is not None
+        core.task.add_done_callback(lambda _: release())
         return cls(core)
 
     # -- lifecycle -----------------------------------------------------------------------------

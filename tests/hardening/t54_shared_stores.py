@@ -1,0 +1,155 @@
+"""A log store or state machine given to a second node while a node of the process runs on it.
+
+One state machine object given to every node of an in-process cluster (made once, outside
+the loop that starts the nodes) was taken: each entry was applied to it once per node, so
+its state and every response were wrong, with nothing said. ``Raft.new`` on the stores of
+a node still running (an in-process restart that forgot ``shutdown()``) was taken too: two
+nodes of one id, each with its own engine over one log, both leaders. ``Raft.new`` now
+refuses, before anything is read or written, a log store or state machine that a running
+node of this process was started on, with ``ValueError`` naming the role, the object and
+the node; once that node ended (``shutdown()``, or a stop of its own), the object may be
+used again. One object serving as both stores of one node is fine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import Raft, StorageError
+from openraft_py.network.router import Router
+from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import Entry, Normal
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 2.0
+
+
+async def test_one_state_machine_for_every_node_is_refused_at_the_second_node() -> None:
+    sm = MemStateMachine()
+    async with Cluster(fast_config(), state_machine=lambda disk: sm) as c:
+        with pytest.raises(ValueError) as info:
+            await c.start({1, 2, 3})
+        assert set(c.nodes) == {1}, "the first node took it; the second did not start"
+        text = str(info.value)
+        assert "state_machine MemStateMachine" in text
+        assert "node 1 of this process runs on it" in text
+        assert "give node 2 one of its own" in text
+
+
+async def test_a_second_node_on_the_stores_of_a_running_node_is_refused_until_it_ends() -> None:
+    router = Router(seed=3)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), MemStateMachine(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        written = await first.client_write(b"before")
+        for log_store, state_machine, role in [(store, MemStateMachine(), "log_store"), (MemLogStore(), sm, "state_machine")]:
+            with pytest.raises(ValueError) as info:
+                await Raft.new(1, fast_config(), router.factory(1), log_store, state_machine)
+            assert f"{role} Mem" in str(info.value)
+            assert "node 1 of this process runs on it" in str(info.value)
+            assert "shut node 1 down first" in str(info.value)
+        assert first.metrics.running and first.is_leader()
+    finally:
+        router.unregister(1)
+        await first.shutdown()
+    # Ended: the same objects start the node again (an in-process restart).
+    again = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, again)
+    try:
+        await again.wait(BOUND).current_leader(1, "n1 leads again")
+        resp = await asyncio.wait_for(again.client_write(b"after"), BOUND)
+        assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
+    finally:
+        await again.shutdown()
+
+
+async def test_stores_of_a_node_that_stopped_on_its_own_may_be_used_again() -> None:
+    class Fails(MemStateMachine):
+        async def apply(self, entries: list[Entry]) -> list[Any]:
+            if any(isinstance(e.payload, Normal) and e.payload.data == b"fail" for e in entries):
+                raise OSError("disk gone")
+            return await super().apply(entries)
+
+    router = Router(seed=4)
+    disk = MemDisk()
+    store = MemLogStore(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, Fails(disk))
+    router.register(1, first)
+    await first.initialize({1})
+    await first.wait(BOUND).current_leader(1, "n1 leads")
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(first.client_write(b"fail"), BOUND)
+    await first.wait(BOUND).metrics(lambda m: not m.running, "n1 stopped")
+    await first.shutdown()
+    router.unregister(1)
+    again = await Raft.new(1, fast_config(), router.factory(1), store, MemStateMachine(disk))
+    await again.shutdown()
+
+
+async def test_one_object_as_both_stores_of_one_node_is_taken() -> None:
+    class Both(MemLogStore):
+        """A log store that is its own state machine (delegating to one)."""
+
+        def __init__(self, disk: MemDisk) -> None:
+            super().__init__(disk)
+            self.sm = MemStateMachine(disk)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.sm, name)
+
+    both = Both(MemDisk())
+    for name in ("applied_state", "apply", "begin_receiving_snapshot", "install_snapshot", "get_current_snapshot", "get_snapshot_builder"):
+        setattr(both, name, getattr(both.sm, name))
+    router = Router(seed=5)
+    raft = await Raft.new(1, fast_config(), router.factory(1), both, both)  # type: ignore[arg-type]
+    await raft.shutdown()
+
+
+async def test_a_failed_start_leaves_its_stores_free() -> None:
+    class Unreadable(MemLogStore):
+        async def read_committed(self) -> Any:
+            raise OSError("unreadable")
+
+    router = Router(seed=6)
+    disk = MemDisk()
+    store, sm = Unreadable(disk), MemStateMachine(disk)
+    with pytest.raises(StorageError):
+        await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    raft = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(disk), sm)
+    await raft.shutdown()
+
+
+def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again() -> None:
+    """A node whose loop was closed with its tasks pending (``run_until_complete``, then
+    ``close()``, no ``shutdown()``) can run no more: its stores are taken over."""
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), MemStateMachine(disk)
+
+    async def start() -> Raft:
+        raft = await Raft.new(1, fast_config(), Router(seed=7).factory(1), store, sm)
+        await raft.initialize({1})
+        await raft.wait(BOUND).current_leader(1, "n1 leads")
+        return raft
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(start())
+    finally:
+        loop.close()  # the node's tasks are left pending
+
+    async def again() -> None:
+        raft = await Raft.new(1, fast_config(), Router(seed=8).factory(1), store, sm)
+        await raft.wait(BOUND).current_leader(1, "n1 leads again")
+        await raft.shutdown()
+
+    asyncio.run(again())
