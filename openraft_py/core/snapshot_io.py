@@ -9,7 +9,7 @@ import io
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..types import Snapshot, SnapshotMeta
+from ..types import LogId, Snapshot, SnapshotMeta
 
 T = TypeVar("T")
 
@@ -33,6 +33,32 @@ def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
     data = snap.data
     if readable and not (callable(getattr(data, "read", None)) and callable(getattr(data, "seek", None))):
         raise TypeError(f"{what} returned a Snapshot whose data is {type(data).__name__}, expected a binary file")
+
+
+def check_built_meta(meta: SnapshotMeta, state: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` (the state machine method) unless the last log id of a
+    snapshot the node's own state machine built is one the node has applied or is applying:
+    ``None``, or a ``LogId`` the log holds (or at or before its purged id) at an index at
+    most ``committed``. (``state`` is the engine's ``RaftState``.) The index may be past
+    ``applied``: the builder saw an apply whose report has not arrived yet. A builder that
+    wrote its meta from the wrong numbers (the current term for the entry's, an index past
+    the log) was taken at its word: the node recorded a snapshot of ``0-21`` beside an applied
+    ``1-21`` (``snapshot <= applied`` broken), and would hand it to followers as a state its
+    log does not continue."""
+    last = meta.last_log_id
+    if last is None:
+        return
+    if type(last) is not LogId:
+        raise TypeError(f"{what} returned a snapshot whose last log id is {type(last).__name__} {last!r:.80}, expected a LogId or None")
+    if last.index <= state.committed_index() and state.has_log_id(last):
+        return
+    held = state.log_id_at(last.index) if last.index <= state.last_index() else None
+    raise ValueError(
+        f"{what} returned a snapshot of last log id {last!r}, which this node has not applied: its log "
+        f"holds {'nothing' if held is None else held} at index {last.index}, committed up to {state.committed!r}, "
+        "applied up to "
+        f"{state.applied!r} (a snapshot's meta names the last entry its data includes, with that entry's term)"
+    )
 
 
 def chunk_bytes(buf: Any) -> bytes:

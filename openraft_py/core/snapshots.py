@@ -106,6 +106,11 @@ class Snapshots:
         try:
             snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
             snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
+            try:
+                snapshot_io.check_built_meta(snap.meta, self.engine.state, "SnapshotBuilder.build_snapshot")
+            except Exception:
+                snapshot_io.close_quietly(snap.data)
+                raise
         except Exception as e:  # noqa: BLE001 - reported: the node stops
             self.notify(Failed(StorageError("building a snapshot", e)))
             return
