@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import find_payload
 from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
+from ..validation import shown as _shown
 from ..wakeup import Resumed, Wakeup, send_none
 from .messages import Applied, Failed, Responder
 from .tasks import stray_cancel
@@ -268,11 +269,31 @@ class StateMachineWorker:
         dropped: what follows the snapshot does not continue them.
 
         If the install raises (the state machine keeps its previous state, by contract), the
-        entry batches queued behind it are held, not applied, until ``resume``."""
+        entry batches queued behind it are held, not applied, until ``resume``.
+
+        Once it returns, the state machine's ``applied_state()`` must be the snapshot's
+        ``(meta.last_log_id, meta.last_membership)`` (the contract): otherwise the install
+        fails with ``RuntimeError`` (not a ``ValueError``: the node stops with
+        ``StorageError``, its state machine cannot be trusted). An install that returned
+        without installing was taken, and the node went on from the snapshot's log id over
+        the state of before, answering reads from it."""
 
         async def install(sm: Any) -> None:
             try:
                 await sm.install_snapshot(meta, data)
+                state = await sm.applied_state()
+                if (
+                    not isinstance(state, tuple)
+                    or len(state) != 2
+                    or state[0] != meta.last_log_id
+                    or state[1] != meta.last_membership
+                ):
+                    raise RuntimeError(
+                        f"install_snapshot returned, but the state machine's applied_state() is "
+                        f"{_shown(state)}, not the snapshot's ({meta.last_log_id!r}, {meta.last_membership!r}): "
+                        "after an install it must be the snapshot's last log id and membership "
+                        "(RaftStateMachine.install_snapshot)"
+                    )
             except BaseException:
                 self._held = []
                 raise

@@ -1,0 +1,69 @@
+"""A state machine whose ``install_snapshot`` returns without installing the snapshot.
+
+By contract, after ``install_snapshot`` the state machine's ``applied_state()`` is the
+snapshot's ``(meta.last_log_id, meta.last_membership)``. One that returned without
+installing (a forgotten ``await`` of the loader, an install written to a scratch copy that
+was never swapped in) was taken: the node went on from the snapshot's log id with the
+state of before, applying the entries after the snapshot over it, and answered reads
+from that state, with nothing said. The node now asks ``applied_state()`` after the install
+and stops with ``StorageError`` naming both values when they differ; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, BinaryIO
+
+import pytest
+from integration.snapshot.helpers import snap_config, write
+
+from openraft_py import BasicNode
+from openraft_py.storage.memory import MemStateMachine
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import SnapshotMeta
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 2.0
+
+
+class Forgets(MemStateMachine):
+    """A ``MemStateMachine`` whose ``install_snapshot`` does nothing."""
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        data.read()
+
+
+async def test_an_install_that_leaves_the_applied_state_unchanged_stops_the_node() -> None:
+    def sm(disk: Any) -> MemStateMachine:
+        return Forgets(disk) if len(made) == 3 else MemStateMachine(disk)
+
+    made: list[int] = []
+
+    def counted(disk: Any) -> MemStateMachine:
+        m = sm(disk)
+        made.append(1)
+        return m
+
+    async with Cluster(snap_config(), state_machine=counted) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader()
+        leader = c.nodes[lid]
+        last = await write(c, lid, 0, 20)
+        await leader.trigger.snapshot()
+        await leader.wait(BOUND).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
+        await leader.trigger.purge_log(last)
+        await leader.wait(BOUND).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
+        learner = await c.add_node(4)  # the fourth state machine made: Forgets
+        assert isinstance(c.state_machines[4], Forgets)
+        adding = asyncio.ensure_future(leader.add_learner(4, BasicNode(""), blocking=True))
+        try:
+            await learner.wait(BOUND).metrics(lambda m: not m.running, "the learner stops")
+        finally:
+            adding.cancel()
+        error = learner.metrics.error or ""
+        assert "installing snapshot" in error
+        assert "install_snapshot returned, but the state machine's applied_state() is (None" in error
+        assert learner.metrics.last_applied is None, "the snapshot was not taken as installed"
+        assert all(c.nodes[n].metrics.running for n in (1, 2, 3))
+        await asyncio.wait_for(leader.client_write(b"after"), BOUND)
