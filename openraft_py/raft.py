@@ -156,12 +156,17 @@ def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> 
         held = _IN_USE.get(id(obj))
         if held is not None and held[0] is obj and not held[2].is_closed():
             owner = held[1]
-            given = f"give node {node_id} one of its own" if owner != node_id else "a node runs on it once"
-            raise ValueError(
-                f"{role} {_v.shown(obj)} is in use: node {owner} of this process runs on it, and a store "
-                f"serves one running node ({given}); to start node {owner} again on it, shut node {owner} "
-                f"down first (await raft.shutdown())"
-            )
+            if owner != node_id:
+                advice = (
+                    f"a store serves one node: give node {node_id} one of its own, or shut node {owner} down "
+                    "first (await raft.shutdown())"
+                )
+            else:
+                advice = (
+                    f"to start node {owner} again on it, shut node {owner} down first (await raft.shutdown()): "
+                    "two nodes of one id over one log would both lead"
+                )
+            raise ValueError(f"{role} {_v.shown(obj)} is in use: node {owner} of this process runs on it; {advice}")
     loop = asyncio.get_running_loop()
     for _, obj in parts:
         _IN_USE[id(obj)] = (obj, node_id, loop)
