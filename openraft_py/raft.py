@@ -87,26 +87,26 @@ class Trigger:
         the old leader, cut off, served lease reads that missed the new leader's
         writes.)"""
 
-        await self._raft._act(lambda eng, now: eng.elect(now))
+        await self._raft._act(lambda eng, now: eng.elect(now), "trigger.elect")
 
     async def heartbeat(self) -> None:
         """Make a leader send heartbeats to every target now (no-op on a non-leader)."""
 
-        await self._raft._act(lambda eng, now: eng.leader_heartbeat(now))
+        await self._raft._act(lambda eng, now: eng.leader_heartbeat(now), "trigger.heartbeat")
 
     async def snapshot(self) -> None:
         """Build a snapshot now, in the background. While one is being built, another is
         built when it ends, unless that one covers every entry applied at this call. Await
         ``raft.wait().snapshot(...)`` to see it done."""
 
-        await self._raft._act(lambda eng, now: eng.trigger_snapshot())
+        await self._raft._act(lambda eng, now: eng.trigger_snapshot(), "trigger.snapshot")
 
     async def purge_log(self, upto: int) -> None:
         """Purge the log up to index ``upto``, but never past the last snapshot (entries a
         snapshot does not cover are kept). Await ``raft.wait().purged(...)`` to see it done.
         ``TypeError``/``ValueError`` unless ``upto`` is an int in ``[0, MAX_INDEX]``."""
         upto = _v.check_index(upto, "purge_log upto")
-        await self._raft._act(lambda eng, now: eng.trigger_purge_log(upto))
+        await self._raft._act(lambda eng, now: eng.trigger_purge_log(upto), "trigger.purge_log")
 
     async def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to``: this leader stops taking writes (they get
@@ -131,7 +131,7 @@ class Trigger:
         ``ForwardToLeader`` naming the target, as a write does: the target is about to lead."""
         to = _v.check_node_id(to, "transfer_leader to")
         core = self._raft._core
-        await self._raft._act(lambda eng, now: core.start_transfer(to, now))
+        await self._raft._act(lambda eng, now: core.start_transfer(to, now), "trigger.transfer_leader")
 
 
 # Every log store and state machine a node of this process runs on, by ``id``: the object
@@ -401,10 +401,16 @@ class Raft:
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
-    async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None]) -> Any:
+    async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None], what: str) -> Any:
+        """Run ``fn(engine, future, now)`` in the core and return the future's result.
+        ``RuntimeError`` (``_not_own_task``, naming the call ``what``) when called on the
+        core's own task but from an ``apply`` running inline there: from a log store method,
+        which the core awaits, so the answer would never come (the node stopped for good)."""
         self._check_loop()
-        fut: asyncio.Future[Any] = self._loop.create_future()
         core = self._core
+        if _current_task(self._loop) is core.task and not core.sm_worker.applying_inline:
+            self._not_own_task(what)
+        fut: asyncio.Future[Any] = self._loop.create_future()
         core.send_msg(EngineCall(fn, fut))
         try:
             return await fut
@@ -414,7 +420,7 @@ class Raft:
             core.untrack(fut)
             del fut
 
-    async def _act(self, action: Callable[[_Engine, float], object]) -> None:
+    async def _act(self, action: Callable[[_Engine, float], object], what: str) -> None:
         """Run ``action(engine, now)`` inside the core and return when it ran. ``ApiError``s
         and ``ValueError``s (a bad argument) it raises reach the caller."""
 
@@ -426,7 +432,7 @@ class Raft:
                 return
             tx.set_result(None)
 
-        await self._call(fn)
+        await self._call(fn, what)
 
     async def _until(
         self, done: Callable[[RaftMetrics], bool], woken: Callable[[], asyncio.Future[None]] | None = None
@@ -460,7 +466,7 @@ class Raft:
         self._not_own_task(what)
         while True:
             try:
-                return await self._call(fn)
+                return await self._call(fn, what)
             except LearnerIsLagging as e:
                 if not e.unheard:
                     raise
@@ -549,7 +555,7 @@ class Raft:
             self._check_node_for_network(nid, node)
         membership = Membership.new([set(nodes)], nodes)
 
-        await self._act(lambda eng, now: eng.initialize(membership, now))
+        await self._act(lambda eng, now: eng.initialize(membership, now), "initialize")
 
     async def add_learner(self, node_id: NodeId, node: BasicNode, blocking: bool = True) -> ClientWriteResponse:
         """Add ``node_id`` (reachable at ``node``) as a learner: it receives the log but does
@@ -763,7 +769,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)
 
-        read_log_id: LogId | None = await self._call(fn)
+        read_log_id: LogId | None = await self._call(fn, "ensure_linearizable")
         if read_log_id is not None:
             index = read_log_id.index
             await self._until(
@@ -889,7 +895,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_vote_req(req, tx, now)
 
-        return await self._call(fn)  # type: ignore[no-any-return]
+        return await self._call(fn, "vote")  # type: ignore[no-any-return]
 
     async def install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
         """Handle one chunk of a leader's snapshot (chunks arrive in order; a repeated chunk
@@ -901,7 +907,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_install_snapshot(req, tx, now)
 
-        return await self._call(fn)  # type: ignore[no-any-return]
+        return await self._call(fn, "install_snapshot")  # type: ignore[no-any-return]
 
     async def handle_transfer_leader(self, req: TransferLeaderRequest) -> None:
         """Handle a leader's hand-over notice (see ``Trigger.transfer_leader``). Raises
@@ -909,7 +915,7 @@ class Raft:
         (``openraft_py.validation.check_transfer_leader``)."""
         _v.check_transfer_leader(req)
 
-        await self._act(lambda eng, now: eng.handle_transfer_leader(req, now))
+        await self._act(lambda eng, now: eng.handle_transfer_leader(req, now), "handle_transfer_leader")
 
     async def get_current_snapshot(self) -> Snapshot | None:
         """The state machine's current snapshot (its ``data`` is the caller's to read and

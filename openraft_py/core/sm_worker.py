@@ -128,6 +128,10 @@ class StateMachineWorker:
         # on the caller's task. ``_inline`` is false once an inline ``apply`` suspended.
         self._idle = False
         self._inline = inspect.iscoroutinefunction(sm.apply)
+        # Whether an ``apply`` runs inline now (``_apply_inline``, on the caller's task: the
+        # core's), until it first suspends or returns: a call of the ``Raft`` handle it makes
+        # then comes from the core's task and is still answered (``Raft._call``).
+        self.applying_inline = False
         self._apply_quiet = _apply_without_responses(sm)
         # Whether the last ``_apply`` called ``apply_without_responses`` (its result is not
         # read). One chunk is applied at a time, and ``_finish`` follows its ``_apply``.
@@ -171,6 +175,7 @@ class StateMachineWorker:
             else:
                 self._quiet = False
                 coro = self.sm.apply(chunk)
+            self.applying_inline = True
             try:
                 # (``coro.send(None)``, without the ``StopIteration`` of an apply that returns.)
                 done, value = send_none(coro)
@@ -183,6 +188,8 @@ class StateMachineWorker:
                     raise
                 self._fail(stray)
                 return
+            finally:
+                self.applying_inline = False
             if done:
                 # ``_finish(chunk, value)`` without its call when nothing is wrong (each
                 # node, each committed batch): a quiet apply, or a list of one result per entry.

@@ -1,0 +1,74 @@
+"""A log store that calls its own node and awaits the answer.
+
+The log store runs on the node's core task (``append``, ``truncate_after``, ``purge``,
+``save_committed``), and every call of the ``Raft`` handle is answered by that task: a
+store method that awaited one (``await raft.trigger.heartbeat()`` from ``append``, say)
+waited for the task it was running on. The node stopped for good, its clients with it, with
+nothing logged. Such a call now raises ``RuntimeError`` at once, naming it; a state machine's
+``apply`` running inline on that task (until it first suspends) may still make the calls
+that do not wait for apply (``tests/hardening/t52_reentrant_calls.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import Normal, Raft
+from openraft_py.storage import IOFlushed
+from openraft_py.storage.memory import MemLogStore
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import Entry
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 2.0
+
+CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
+    "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
+    "trigger.snapshot": lambda r: r.trigger.snapshot(),
+    "client_write": lambda r: r.client_write(b"follow-up"),
+}
+
+
+class CallsItsNode(MemLogStore):
+    """A ``MemLogStore`` whose ``append`` of the entry ``b"trigger"`` on ``armed``'s store
+    awaits ``call(raft)`` and records the outcome."""
+
+    raft: Raft | None = None
+    armed: MemLogStore | None = None
+    call: Callable[[Raft], Awaitable[Any]] | None = None
+    outcome: str | None = None
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        await super().append(entries, callback)
+        raft, call = CallsItsNode.raft, CallsItsNode.call
+        if self is not CallsItsNode.armed or raft is None or call is None:
+            return
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"trigger" for e in entries):
+            CallsItsNode.armed = None
+            try:
+                await call(raft)
+                CallsItsNode.outcome = "returned"
+            except RuntimeError as e:
+                CallsItsNode.outcome = f"RuntimeError: {e}"
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+async def test_a_call_from_inside_the_log_store_is_refused(name: str) -> None:
+    CallsItsNode.call, CallsItsNode.outcome = CALLS[name], None
+    async with Cluster(fast_config(), log_store=lambda nid, disk: CallsItsNode(disk)) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader()
+        raft = c.nodes[lid]
+        CallsItsNode.raft, CallsItsNode.armed = raft, c.log_stores[lid]
+        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        outcome = CallsItsNode.outcome or ""
+        assert outcome.startswith("RuntimeError"), outcome
+        assert f"{name} was called from inside node {raft.id}'s own state machine or log store" in outcome
+        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        assert raft.metrics.running
