@@ -327,10 +327,13 @@ class _BatchKv:
         ``kv`` is ``None``): the run's writes reach the overlay, decoded from ``puts``, only
         when commands follow the run in this batch (the overlay is read by them alone)."""
         puts: dict[bytes, bytes] = {}
+        put = self._wb.put
+        h = self._h
         overlay = self._overlay
         if responses is None:
             stop = apply_kv_sets(None, entries, start, Normal, None, None, puts, _DATA)
-            self._put_all(puts)
+            for data_key, value in puts.items():
+                put(data_key, value, h)
             if puts and stop < len(entries):
                 n = len(_DATA)
                 overlay.update({k[n:].decode(): v.decode() for k, v in puts.items()})
@@ -360,25 +363,9 @@ class _BatchKv:
                 if responses[j] is None:
                     responses[j] = next(it)
         overlay.update(run)
-        self._put_all(puts)
+        for data_key, value in puts.items():
+            put(data_key, value, h)
         return stop
-
-    def _put_all(self, puts: dict[bytes, bytes]) -> None:
-        """Put every RocksDB key of ``puts`` with its value into the batch, in the data
-        column family: by item assignment into the batch with that column family as its
-        default (rocksdict's mapping slot: about 240 instructions less a key than
-        ``put(key, value, h)``, no method call nor argument parsing;
-        ``docs/design/performance.md``, the fifty-sixth round), unset again before this
-        returns, so that every other write into the batch names its column family as before."""
-        if not puts:
-            return
-        wb = self._wb
-        wb.set_default_column_family(self._h)
-        try:
-            for data_key, value in puts.items():
-                wb[data_key] = value
-        finally:
-            wb.set_default_column_family(None)
 
     def get(self, key: str) -> str | None:
         overlay = self._overlay
