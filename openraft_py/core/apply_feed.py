@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ForwardToLeader
 from ..types import ClientWriteResponse, Entry, LogId, StoredMembership
 from .log_source import LogSource
-from .messages import ClientWrite, ClientWriteOne, Responder, note_logged
+from .messages import ClientWrite, ClientWriteOne, Responder
 from .sm_worker import StateMachineWorker
 
 
@@ -40,7 +40,10 @@ class ApplyFeed:
     def add_writes(self, first: int, term: int, writes: list[ClientWrite | ClientWriteOne]) -> None:
         """The engine logged ``writes``' payloads, in order, from index ``first`` in
         ``term``: answer each writer when its entries are applied."""
-        note_logged(writes, first, term)  # (in C in the compiled build: no msgspec ``__setattr__``)
+        for w in writes:
+            w.first = first
+            w.term = term
+            first += w.count
         self.responders.extend(writes)
 
     def add_responder(self, tx: Any, log_id: LogId, effective: StoredMembership) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from types import FunctionType, MemberDescriptorType
 from typing import Any
 
 import msgspec
@@ -271,61 +270,3 @@ def answer(tx: Any, value: Any) -> None:
             tx.set_exception(value)
         else:
             tx.set_result(value)
-
-
-# The apply feed's record of each logged write (``docs/design/performance.md``, the
-# fifty-seventh round). ``w.first = first`` on a msgspec Struct takes msgspec's own
-# ``__setattr__`` (CPython cannot specialise the store: the type overrides ``tp_setattro``),
-# then the generic attribute store (the type's lookup, the member descriptor, its setter):
-# about 200 instructions, twice a write on the leader. In the compiled build (``messages.pxd``)
-# ``note_logged`` stores the two ints straight into the slots of a write that is exactly a
-# ``ClientWriteOne`` or a ``ClientWrite`` (their ``Responder`` fields lie at the offsets the
-# ``Responder``'s own descriptors record, read once here); anything else, and the pure build
-# (no offsets: -1), stores by name. An ``int`` is never tracked by the garbage collector, so
-# the store by offset owes the collector nothing msgspec's would do.
-
-
-def _slot_offset(cls: type, name: str) -> int:
-    """The offset of ``cls``'s field ``name`` in its instances (and its subclasses'), or -1
-    (store it by name): the pure build, or not a slot of ``cls``'s own holding an object."""
-    d = cls.__dict__.get(name)
-    if not _COMPILED or type(d) is not MemberDescriptorType or d.__objclass__ is not cls:
-        return -1
-    return _member_offset(d, cls.__basicsize__)  # type: ignore[name-defined, no-any-return] # noqa: F821 - types.pxd
-
-
-# Whether this module is the compiled extension, told as ``types.py`` tells it (what Cython
-# makes of a function), so that the pure module run from a ``.pyc`` alone never calls the C
-# helper.
-_COMPILED = type(_slot_offset) is not FunctionType
-
-_RESPONDER_FIRST = _slot_offset(Responder, "first")
-_RESPONDER_COUNT = _slot_offset(Responder, "count")
-_RESPONDER_TERM = _slot_offset(Responder, "term")
-
-
-def note_logged(writes: list[ClientWrite | ClientWriteOne], first: int, term: int) -> None:
-    """Record that ``writes``' entries were logged in ``term``, in order from index ``first``:
-    set each write's ``first`` (its first entry's index) and ``term``. The same as
-    ``w.first = first; w.term = term; first += w.count`` for each write in turn."""
-    if _RESPONDER_FIRST >= 0 and _RESPONDER_COUNT >= 0 and _RESPONDER_TERM >= 0 and type(first) is int and type(term) is int:
-        for w in writes:
-            t = type(w)
-            if t is ClientWriteOne or t is ClientWrite:
-                _write_slot(w, _RESPONDER_FIRST, first)  # type: ignore[name-defined] # noqa: F821 - messages.pxd
-                _write_slot(w, _RESPONDER_TERM, term)  # type: ignore[name-defined] # noqa: F821 - messages.pxd
-                first += _read_slot(w, _RESPONDER_COUNT, "count")  # type: ignore[name-defined] # noqa: F821 - types.pxd
-            else:
-                w.first = first
-                w.term = term
-                first += w.count
-        return
-    for w in writes:
-        w.first = first
-        w.term = term
-        first += w.count
-
-
-def _fields_written_to_slots() -> bool:
-    """Whether ``note_logged`` stores into the slots (the compiled build), for the tests."""
-    return min(_RESPONDER_FIRST, _RESPONDER_COUNT, _RESPONDER_TERM) >= 0

@@ -6,14 +6,13 @@ refused install takes the held writers back and asks for a resubmit."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from openraft_py._core import EntryCache
 from openraft_py.core.apply_feed import ApplyFeed
 from openraft_py.core.log_source import LogSource
-from openraft_py.core.messages import ClientWrite, ClientWriteOne
+from openraft_py.core.messages import ClientWrite
 from openraft_py.core.sm_worker import Responder
 from openraft_py.errors import ForwardToLeader
 from openraft_py.types import EMPTY_STORED_MEMBERSHIP, Entry, LogId, Normal
@@ -109,56 +108,3 @@ async def test_skip_to_and_rewind_around_a_refused_install() -> None:
     f.rewind(before)
     assert f.submitted == 2 and f.resubmit
     assert [r.first for r in f.responders] == [5, 6, 7]
-
-
-class _OwnWrite(ClientWrite):
-    """A subclass: ``note_logged`` stores its fields by name."""
-
-
-async def test_add_writes_numbers_each_write_from_first_in_term() -> None:
-    # Both builds: ``note_logged`` (messages.py) gives each write its first index and the
-    # term, a ``ClientWriteOne``, a ``ClientWrite`` of several entries and a subclass alike.
-    f, _ = feed()
-    loop = asyncio.get_running_loop()
-    ws: list[Any] = [ClientWriteOne(0, 1, 0, loop.create_future(), True, Normal(b"a")), write(loop, 3),
-                     _OwnWrite(0, 2, 0, loop.create_future(), False, [Normal(b"b")] * 2), write(loop)]
-    f.add_writes(5, 4, ws)
-    assert [(x.first, x.term) for x in ws] == [(5, 4), (6, 4), (9, 4), (11, 4)]
-    assert list(f.responders) == ws
-    f.add_writes(2**70, 5, [ws[0]])  # a big int, as any other
-    assert (ws[0].first, ws[0].term) == (2**70, 5)
-
-
-async def test_add_writes_stores_without_msgspecs_setattr_in_the_compiled_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The compiled build stores a write's ``first`` and ``term`` into the Struct's slots
-    # (docs/design/performance.md, the fifty-seventh round): no ``__setattr__`` (msgspec's and
-    # the generic store, about 200 instructions each, twice a leader's write). Fails if the
-    # stores go through the attribute store again; the pure build stores by name.
-    from openraft_py.core import messages
-
-    stores: list[str] = []
-    for cls in (ClientWriteOne, ClientWrite):
-        def counted(self: Any, name: str, value: Any, _orig: Any = cls.__setattr__) -> None:
-            stores.append(name)
-            _orig(self, name, value)
-
-        monkeypatch.setattr(cls, "__setattr__", counted)
-    f, _ = feed()
-    loop = asyncio.get_running_loop()
-    ws = [ClientWriteOne(0, 1, 0, loop.create_future(), True, Normal(b"a")), write(loop, 2)]
-    f.add_writes(5, 2, ws)
-    assert [(x.first, x.term) for x in ws] == [(5, 2), (6, 2)]
-    if messages._fields_written_to_slots():
-        assert stores == []
-    else:
-        assert stores == ["first", "term", "first", "term"]
-
-
-@pytest.mark.c_extension
-def test_the_compiled_messages_module_stores_into_the_slots() -> None:
-    # Fails when the compiled build's offsets were not found at import (msgspec's layout
-    # changed, or the descriptors' check refused it): the stores would go by name again.
-    from openraft_py.core import messages
-
-    assert not (messages.__file__ or "").endswith(".py")
-    assert messages._fields_written_to_slots()
