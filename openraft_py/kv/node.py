@@ -1107,7 +1107,13 @@ class KvNode:
             try:
                 # First the connections the loop accepted already are set up (answered
                 # below like the others): closed before that, the port leaked their sockets.
-                await stop_accepting(listener)
+                try:
+                    await stop_accepting(listener)
+                except BaseException:
+                    # Cancelled in that loop pass (the loop ending under the stop): the
+                    # listener, taken from the node already, is closed here or by nobody.
+                    listener.close()
+                    raise
                 queued = _close_taking_queued(listener)  # closes the listening socket only
                 factory = self._http_factory
                 if queued and factory is not None:

@@ -261,3 +261,29 @@ async def test_a_connection_accepted_in_the_loop_pass_the_stop_closes_the_port_i
         client.close()
     head = data.decode("latin-1")
     assert head.split(" ")[1:2] in (["408"], ["503"]) and "Connection: close" in head, head
+
+
+async def test_a_stop_cancelled_while_it_stops_accepting_still_closes_the_http_port(leader: KvNode) -> None:
+    """The stop's task cancelled (its loop ending under it: ``asyncio.run`` cancels what is
+    left) in the loop pass it gives the accepted connections (``stop_accepting``), after it
+    took the listener from the node: the HTTP port is closed all the same. Before, the
+    listener was dropped unclosed, its socket listening for nobody until collected (and, on
+    asyncio's loop, no longer read: its clients' connections waited in the queue)."""
+    listener = leader._http_listener
+    assert listener is not None
+    socks = list(listener.sockets)
+    stopping = asyncio.ensure_future(leader.stop())
+    await asyncio.sleep(0)  # stop() made the stop's task
+    stop_task = leader._stop_task
+    assert stop_task is not None
+    await asyncio.sleep(0)  # the stop's task ran up to its first wait: stop_accepting's loop pass
+    assert leader._http_listener is None  # (taken: the cancellation lands where it should)
+    stop_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    try:
+        assert not listener.is_serving()
+        assert all(s.fileno() == -1 for s in socks), socks
+    finally:
+        leader._stop_task = None  # the rest of the stop, for the fixture's cleanup
+        await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
