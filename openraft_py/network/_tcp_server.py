@@ -1294,8 +1294,11 @@ class TcpServer:
     def _abort(self, conns: list[_ServerConnection]) -> None:
         """The end of every ``close()``, also a cancelled or failed one: no request of the
         server runs on, no connection stays open and nothing listens (nothing is left after a
-        complete close; a close cancelled before it closed the listener closes it here)."""
+        complete close; a close cancelled before it closed the listener closes it here, and
+        stops watching its accept errors: ``AcceptErrors.close`` is idempotent)."""
         self._server.close()
+        if self._accept_errors is not None:
+            self._accept_errors.close()
         for c in {*conns, *self._conns}:
             for t in list(c.tasks.values()):
                 t.cancel()

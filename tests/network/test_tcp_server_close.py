@@ -162,3 +162,29 @@ async def test_a_connection_accepted_in_the_loop_pass_of_the_close_is_closed_not
     finally:
         client.close()
         await server.close()
+
+
+async def test_a_close_cancelled_while_it_stops_accepting_stops_watching_accept_errors() -> None:
+    """``close()`` cancelled in the loop pass it gives the accepted connections
+    (``stop_accepting``): the listener is closed, and its accept errors are no longer
+    watched (the loop's exception handler is the one of before the server). Before, the
+    watch was left: the loop's handler stayed wrapped for good, and the closed port's
+    descriptor number, reused by the next socket, stayed attributed to this server."""
+    from openraft_py.network import accept_errors
+
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    _, server, factory, _ = await _pair()
+    try:
+        assert loop.get_exception_handler() is not before  # (watched while it listens)
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0)  # the close ran up to its first wait: stop_accepting's loop pass
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert not server._server.is_serving()
+        assert loop.get_exception_handler() is before
+        assert accept_errors._filters.get(loop) is None
+    finally:
+        await server.close()
+        await factory.close()
