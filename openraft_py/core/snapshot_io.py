@@ -35,12 +35,16 @@ def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
         raise TypeError(f"{what} returned a Snapshot whose data is {type(data).__name__}, expected a binary file")
 
 
-def check_built_meta(meta: SnapshotMeta, state: Any, what: str) -> None:
+def check_built_meta(meta: SnapshotMeta, state: Any, what: str, installing: SnapshotMeta | None = None) -> None:
     """``ValueError`` naming ``what`` (the state machine method) unless the last log id of a
     snapshot the node's own state machine built is one the node has applied or is applying:
     ``None``, or a ``LogId`` the log holds (or at or before its purged id) at an index at
-    most ``committed``. (``state`` is the engine's ``RaftState``.) The index may be past
-    ``applied``: the builder saw an apply whose report has not arrived yet. A builder that
+    most ``committed``, or the last log id of ``installing`` (the engine's
+    ``snapshot_installing``, the leader's snapshot being installed). (``state`` is the
+    engine's ``RaftState``.) The index may be past ``applied``: the builder saw an apply
+    whose report has not arrived yet, or an install that returned whose report has not:
+    the engine moves its log and ``committed`` to an installed snapshot only then (a build
+    runs concurrently with an install too, and stopped the node for a correct state). A builder that
     wrote its meta from the wrong numbers (the current term for the entry's, an index past
     the log) was taken at its word: the node recorded a snapshot of ``0-21`` beside an applied
     ``1-21`` (``snapshot <= applied`` broken), and would hand it to followers as a state its
@@ -51,6 +55,8 @@ def check_built_meta(meta: SnapshotMeta, state: Any, what: str) -> None:
     if type(last) is not LogId:
         raise TypeError(f"{what} returned a snapshot whose last log id is {type(last).__name__} {last!r:.80}, expected a LogId or None")
     if last.index <= state.committed_index() and state.has_log_id(last):
+        return
+    if installing is not None and last == installing.last_log_id:
         return
     held = state.log_id_at(last.index) if last.index <= state.last_index() else None
     raise ValueError(

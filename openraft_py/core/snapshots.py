@@ -107,7 +107,9 @@ class Snapshots:
             snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
             snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
             try:
-                snapshot_io.check_built_meta(snap.meta, self.engine.state, "SnapshotBuilder.build_snapshot")
+                snapshot_io.check_built_meta(
+                    snap.meta, self.engine.state, "SnapshotBuilder.build_snapshot", self.engine.snapshot_installing
+                )
             except Exception:
                 snapshot_io.close_quietly(snap.data)
                 raise
