@@ -11,6 +11,7 @@ import inspect
 import os
 import random
 import sys
+import weakref
 from _thread import get_ident as _get_ident
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -137,7 +138,8 @@ class Trigger:
 # Every log store and state machine a node of this process runs on, by ``id``: the object
 # (kept, so that its id is not reused while listed), the node's id and its event loop.
 # Listed by ``Raft.new`` before the stores are first read, unlisted when the node's core
-# task ends (``shutdown()``, a stop of its own, ``asyncio.run`` returning) or its start
+# task ends (``shutdown()``, a stop of its own, ``asyncio.run`` returning), is
+# garbage-collected unfinished (a node dropped without ``shutdown()``), or its start
 # fails. Invariant: a listed object is a store of exactly one node, which has not ended
 # unless its loop was closed with the node's task left pending (``_claim_stores`` then
 # takes the object over: no task of that node can run any more).
@@ -168,14 +170,16 @@ def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> 
                 )
             raise ValueError(f"{role} {_v.shown(obj)} is in use: node {owner} of this process runs on it; {advice}")
     loop = asyncio.get_running_loop()
-    for _, obj in parts:
-        _IN_USE[id(obj)] = (obj, node_id, loop)
+    # One claim per object (one object as both stores is claimed once); ``release`` removes
+    # only these very claims, not a later node's on the same objects (it may run late: from
+    # the garbage collector, see ``Raft.new``).
+    claims = {id(obj): (obj, node_id, loop) for _, obj in parts}
+    _IN_USE.update(claims)
 
     def release() -> None:
-        for _, obj in parts:
-            held = _IN_USE.get(id(obj))
-            if held is not None and held[0] is obj and held[2] is loop:
-                del _IN_USE[id(obj)]
+        for key, claim in claims.items():
+            if _IN_USE.get(key) is claim:
+                del _IN_USE[key]
 
     return release
 
@@ -336,7 +340,12 @@ class Raft:
             release()
             raise
         assert core.task is not None
-        core.task.add_done_callback(lambda _: release())
+        # Unlisted when the core task ends, or when it is garbage-collected unfinished (a
+        # node dropped without ``shutdown()``: no task of it can run any more, and its done
+        # callbacks never run). ``finalize`` runs ``release`` once, whichever comes first.
+        unlist = weakref.finalize(core.task, release)
+        unlist.atexit = False
+        core.task.add_done_callback(lambda _: unlist())
         return cls(core)
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -154,3 +154,30 @@ def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again() -> 
         await raft.shutdown()
 
     asyncio.run(again())
+
+
+async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_again() -> None:
+    """A node dropped without ``shutdown()`` and garbage-collected (no ticker holds it: its
+    tasks, pending, are destroyed; asyncio logs "Task was destroyed but it is pending!"):
+    none of its tasks can run any more, so its stores may serve a new node. Before, the
+    claim was left for as long as the loop ran: every later ``Raft.new`` on those stores
+    was refused, saying the node "runs on it", and the stores were never freed."""
+    import gc
+    import weakref
+
+    config = fast_config(enable_tick=False)
+    router = Router(seed=5)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), MemStateMachine(disk)
+    raft = await Raft.new(1, config, router.factory(1), store, sm)
+    await asyncio.sleep(0)  # its tasks started and wait
+    core = weakref.ref(raft._core)
+    del raft
+    for _ in range(5):
+        if core() is None:
+            break
+        gc.collect()
+        await asyncio.sleep(0)
+    assert core() is None, "the node was not collected (the test needs it gone)"
+    again = await Raft.new(1, config, router.factory(1), store, sm)
+    await again.shutdown()
