@@ -288,7 +288,16 @@ class StateMachineWorker:
         async def install(sm: Any) -> None:
             try:
                 await sm.install_snapshot(meta, data)
-                state = await sm.applied_state()
+                try:
+                    state = await sm.applied_state()
+                except Exception as e:
+                    # Not the install's refusal (a ``ValueError`` says the data was refused,
+                    # the state unchanged): the install returned, the state machine holds
+                    # the snapshot, and cannot tell its state. Taken for a refusal, the node
+                    # went on from its state of before, over the installed one.
+                    raise RuntimeError(
+                        f"install_snapshot returned, then the state machine's applied_state() raised {e!r}"
+                    ) from e
                 if (
                     not isinstance(state, tuple)
                     or len(state) != 2

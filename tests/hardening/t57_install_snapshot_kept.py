@@ -67,3 +67,57 @@ async def test_an_install_that_leaves_the_applied_state_unchanged_stops_the_node
         assert learner.metrics.last_applied is None, "the snapshot was not taken as installed"
         assert all(c.nodes[n].metrics.running for n in (1, 2, 3))
         await asyncio.wait_for(leader.client_write(b"after"), BOUND)
+
+
+class StateFailsAfterInstall(MemStateMachine):
+    """A ``MemStateMachine`` that installs, and whose ``applied_state()`` then raises
+    ``ValueError`` (a broken state machine: it cannot tell its state)."""
+
+    def __init__(self, disk: Any) -> None:
+        super().__init__(disk)
+        self.installs = 0
+
+    async def install_snapshot(self, meta: SnapshotMeta, data: BinaryIO) -> None:
+        await super().install_snapshot(meta, data)
+        self.installs += 1
+
+    async def applied_state(self) -> Any:
+        if self.installs:
+            raise ValueError("cannot tell")
+        return await super().applied_state()
+
+
+async def test_an_applied_state_that_raises_value_error_after_an_install_stops_the_node() -> None:
+    """The install returned (the state machine holds the snapshot), then ``applied_state()``
+    raised ``ValueError``: a failing state machine, the node stops with ``StorageError``.
+    Before, the ``ValueError`` was taken for the install's refusal of the data (by contract
+    the state then unchanged): the node went on from its state of before the snapshot, its
+    held entries resubmitted over the installed state, and the leader sent the snapshot
+    again and again."""
+    made: list[int] = []
+
+    def sm(disk: Any) -> MemStateMachine:
+        m = StateFailsAfterInstall(disk) if len(made) == 3 else MemStateMachine(disk)
+        made.append(1)
+        return m
+
+    async with Cluster(snap_config(), state_machine=sm) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader()
+        leader = c.nodes[lid]
+        last = await write(c, lid, 0, 20)
+        await leader.trigger.snapshot()
+        await leader.wait(BOUND).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
+        await leader.trigger.purge_log(last)
+        await leader.wait(BOUND).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
+        learner = await c.add_node(4)
+        lsm = c.state_machines[4]
+        assert isinstance(lsm, StateFailsAfterInstall)
+        adding = asyncio.ensure_future(leader.add_learner(4, BasicNode(""), blocking=True))
+        try:
+            await learner.wait(BOUND).metrics(lambda m: not m.running, "the learner stops")
+        finally:
+            adding.cancel()
+        error = learner.metrics.error or ""
+        assert "installing snapshot" in error and "cannot tell" in error, error
+        assert lsm.installs == 1, "installed once, not sent and installed again"
