@@ -1111,8 +1111,11 @@ class KvNode:
                     await stop_accepting(listener)
                 except BaseException:
                     # Cancelled in that loop pass (the loop ending under the stop): the
-                    # listener, taken from the node already, is closed here or by nobody.
+                    # listener, taken from the node already, is closed here or by nobody,
+                    # and its accept errors are no longer watched (``close`` is idempotent).
                     listener.close()
+                    if self._http_accept_errors is not None:
+                        self._http_accept_errors.close()
                     raise
                 queued = _close_taking_queued(listener)  # closes the listening socket only
                 factory = self._http_factory

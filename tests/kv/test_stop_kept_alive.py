@@ -284,6 +284,8 @@ async def test_a_stop_cancelled_while_it_stops_accepting_still_closes_the_http_p
     try:
         assert not listener.is_serving()
         assert all(s.fileno() == -1 for s in socks), socks
+        # and its accept errors are no longer watched (the port's descriptor may be reused)
+        assert leader._http_accept_errors is None or not leader._http_accept_errors._fds
     finally:
         leader._stop_task = None  # the rest of the stop, for the fixture's cleanup
         await asyncio.wait_for(leader.stop(), 2 * SHUTDOWN_GRACE)
