@@ -38,6 +38,7 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+from ...network.accept_errors import stop_accepting
 from ...network.wire import KIND_HELLO, Hello, WireError, decode_body, split_payload
 
 __all__ = ["LinkFault", "ProxyNet"]
@@ -95,11 +96,16 @@ class ProxyNet:
         self.ports: dict[int, int] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._conns: set[_Conn] = set()
+        # The client side of each connection still in ``_accept`` (reading its hello or
+        # connecting to its destination): not in ``_conns`` yet, closed by ``close()`` too.
+        self._accepting: set[asyncio.StreamWriter] = set()
+        self._closing = False
         self.stats = {"forwarded": 0, "discarded": 0, "connections": 0, "refused": 0}
 
     async def start(self, real: dict[int, tuple[str, int]], ports: dict[int, int] | None = None) -> None:
         """Listen for every node (on ``ports[j]`` if given, else a free port)."""
         self.real = dict(real)
+        self._closing = False
         for j in self.ids:
             server = await asyncio.start_server(
                 functools.partial(self._accept, j), self.host, (ports or {}).get(j, 0))
@@ -111,9 +117,18 @@ class ProxyNet:
         return f"{self.host}:{self.ports[j]}"
 
     async def close(self) -> None:
-        """Stop listening and close every relayed connection."""
+        """Stop listening and close every connection taken: relayed ones and those still
+        in their handshake (``_accept``). Each listener accepts nothing more before it is
+        closed (``stop_accepting``: on asyncio's loop a connection accepted in the pass
+        of a bare ``close()`` was never set up, its socket left to the garbage collector);
+        a handler that gets past its handshake after this closes what it opened."""
+        self._closing = True
         for s in self._servers:
+            await stop_accepting(s)
             s.close()
+        for w in list(self._accepting):
+            w.close()
+        self._accepting.clear()
         for c in list(self._conns):
             c.close()
         self._conns.clear()
@@ -166,23 +181,21 @@ class ProxyNet:
     # -- relaying -------------------------------------------------------------------------------
 
     async def _accept(self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            hello_frame, src = await asyncio.wait_for(self._read_hello(reader), _HELLO_TIMEOUT)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
-            log.debug("proxy %s: no usable handshake: %r", dst, e)
-            self.stats["refused"] += 1
+        if self._closing:  # (set up after the close began: nothing to relay it to)
             writer.close()
             return
-        if src not in self.ids or src == dst or dst not in self.real:
-            self.stats["refused"] += 1
+        self._accepting.add(writer)
+        try:
+            up = await self._handshake(dst, reader, writer)
+        finally:
+            self._accepting.discard(writer)
+        if up is None:
             writer.close()
             return
-        host, port = self.real[dst]
-        try:
-            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-        except (TimeoutError, OSError):
-            self.stats["refused"] += 1
-            writer.close()  # the destination is down: the source sees the connection fail
+        up_r, up_w, hello_frame, src = up
+        if self._closing:  # the close ran while this connected: it closed the client side
+            writer.close()
+            up_w.close()
             return
         self.stats["connections"] += 1
         conn = _Conn(src, dst, [writer, up_w])
@@ -190,6 +203,29 @@ class ProxyNet:
         # The handshake itself travels src -> dst like any frame (a blocked link loses it).
         conn.tasks.append(asyncio.create_task(self._pump(conn, reader, up_w, src, dst, first=hello_frame)))
         conn.tasks.append(asyncio.create_task(self._pump(conn, up_r, writer, dst, src)))
+
+    async def _handshake(
+        self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, int] | None:
+        """Read the hello of a connection to ``dst``'s listener and connect to ``dst``: the
+        destination's streams, the hello frame and its sender; ``None`` (counted refused)
+        if the hello is unusable, its sender unknown, or ``dst`` unreachable."""
+        try:
+            hello_frame, src = await asyncio.wait_for(self._read_hello(reader), _HELLO_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
+            log.debug("proxy %s: no usable handshake: %r", dst, e)
+            self.stats["refused"] += 1
+            return None
+        if src not in self.ids or src == dst or dst not in self.real or self._closing:
+            self.stats["refused"] += 1
+            return None
+        host, port = self.real[dst]
+        try:
+            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (TimeoutError, OSError):
+            self.stats["refused"] += 1  # the destination is down: the source sees the connection fail
+            return None
+        return up_r, up_w, hello_frame, src
 
     async def _read_hello(self, reader: asyncio.StreamReader) -> tuple[bytes, int]:
         head = await reader.readexactly(4)
