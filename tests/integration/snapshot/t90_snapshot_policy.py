@@ -95,7 +95,9 @@ async def test_purge_keeps_max_in_snapshot_log_to_keep() -> None:
 
 
 async def test_purge_waits_for_purge_batch_size() -> None:
-    c, leader = await start(snap_config(purge_batch_size=50))
+    # Election timeouts of 300-600 ms: every write goes through the leader elected first,
+    # and with fast_config's 50-100 ms a stall of the loaded machine's loop elected another.
+    c, leader = await start(snap_config(purge_batch_size=50, election_timeout_min=300, election_timeout_max=600))
     try:
         raft = c.nodes[leader]
         first = await write(c, leader, 0, 20)
