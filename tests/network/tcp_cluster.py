@@ -42,6 +42,16 @@ def tcp_config(**kw: Any) -> Config:
     return Config(**base)
 
 
+def steady_tcp_config(**kw: Any) -> Config:
+    """``tcp_config`` with election timeouts of 1-2 s, for a test that needs one leader and
+    one term throughout and checks something else (an attack, a frozen peer): on a loaded
+    2-core machine a stall of the event loop outlasted 150-300 ms and another node took
+    the next term, which such a test read as its own failure."""
+    base: dict[str, Any] = dict(election_timeout_min=1000, election_timeout_max=2000)
+    base.update(kw)
+    return tcp_config(**base)
+
+
 class CountingRaft:
     """A ``RaftServer`` that counts the calls of each handler, then delegates to ``raft``."""
 

@@ -20,7 +20,7 @@ from openraft_py.errors import RPCError, Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri
 from openraft_py.types import BasicNode, Vote, VoteRequest, VoteResponse
 
-from .tcp_cluster import TcpCluster, tcp_config, until
+from .tcp_cluster import TcpCluster, steady_tcp_config, tcp_config, until
 from .test_tcp import FakeRaft, _Metrics
 from .test_tcp_security import OPT, _attack, _while_committing
 
@@ -37,7 +37,10 @@ def _bound_cluster(pki: Any, *, bind: bool) -> TcpCluster:
         return pki.server_ctx(mtls=True, cert=f"node-{nid}"), pki.client_ctx(f"node-{nid}")
 
     kw: dict[str, Any] = {"peer_id_of_cert": node_id_from_cert(CLUSTER)} if bind else {}
-    return TcpCluster(tcp_config(), cluster_name=CLUSTER, ssl_of=ssl_of, server_kw=kw, factory_kw=kw)
+    # 1-2 s election timeouts: ``_while_committing`` checks that the leader's term did not
+    # move (no attacker's request got through), and an election after a stall of the loaded
+    # machine's loop moved it as well.
+    return TcpCluster(steady_tcp_config(), cluster_name=CLUSTER, ssl_of=ssl_of, server_kw=kw, factory_kw=kw)
 
 
 
