@@ -118,12 +118,17 @@ async def test_a_leader_keeps_a_bounded_buffer_to_a_frozen_follower_which_then_c
     stays within the bound (it grew by the resent entries every timeout), the cluster keeps
     committing, and the follower catches up once it reads again."""
     frame = 1024 * 1024
-    # A minimum link rate so high that each request's deadline is about the base one (160 ms):
+    # A minimum link rate so high that each request's deadline is about the base one:
     # the leader resends to the frozen follower after every such timeout, as it does on any
     # link slower than its ``replication_min_rate``. (With the default rate, 1 MiB/s, a
     # request behind the window's bytes waits seconds, and 2.5 s of writes fill no buffer.)
+    # Election timeouts of 500-1000 ms: the writes all go to the leader elected first, and
+    # with tcp_config's 150-300 ms a stall of a loaded machine's loop elected the follower
+    # still reading (ForwardToLeader). The base deadline grows with them (500 ms): the
+    # writes go on for ten of them.
     config = tcp_config(max_payload_bytes=512 * 1024, max_entry_bytes=256 * 1024, snapshot_max_chunk_size=256 * 1024,
-                        replication_min_rate=1024**4)
+                        replication_min_rate=1024**4, election_timeout_min=500, election_timeout_max=1000)
+    resend_every = max(4 * config.heartbeat_interval, config.election_timeout_min) / 1000.0
     async with TcpCluster(config, factory_kw={"max_frame_size": frame}, server_kw={"max_frame_size": frame}) as c:
         await c.start([1, 2, 3])
         lid = await c.wait_for_leader()
@@ -139,7 +144,7 @@ async def test_a_leader_keeps_a_bounded_buffer_to_a_frozen_follower_which_then_c
         largest = 0
         payload = b"y" * (64 * 1024)
         loop = asyncio.get_running_loop()
-        end = loop.time() + 2.5  # about 10 resends of 512 KiB: past the bound without it
+        end = loop.time() + 10 * resend_every  # about 10 resends of 512 KiB: past the bound without it
         last = None
         while loop.time() < end:
             resps = await asyncio.wait_for(asyncio.gather(*(leader.raft.client_write(payload) for _ in range(8))), 10)
