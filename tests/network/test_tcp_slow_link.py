@@ -31,9 +31,13 @@ pytestmark = pytest.mark.timeout(60)
 RATE = 4 * 1024 * 1024
 """The proxied link's rate, bytes per second: 4 MiB/s (about 34 Mbit/s)."""
 VALUE = 256 * 1024
-WRITES = 8
-"""``WRITES`` values of ``VALUE`` bytes, written at once: 2 MiB, 0.5 s on the link, three times
-what it carries within the old fixed deadline (160 ms here: 640 KiB)."""
+WRITES = 24
+"""``WRITES`` values of ``VALUE`` bytes, written at once: 6 MiB, 1.5 s on the link, three times
+what it carries within the old fixed deadline (the base one, 500 ms here: 2 MiB)."""
+ELECTION_TIMEOUT = (500, 1000)
+"""The writes test's election timeouts (ms): with ``tcp_config``'s 150-300 ms a stall of a loaded
+machine's shared loop let the follower's timer run out while the writes crossed, and it took
+the next term (the leader lost its term though every write committed)."""
 BOUND = 10.0
 """Seconds the writes may take to commit (about 1 s expected; generous for a loaded machine).
 Before the fix they never did."""
@@ -44,14 +48,16 @@ async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -
     write needs it. All ``WRITES`` commit within ``BOUND``, the leader keeps its term, and
     the entries cross the link once. Before: none committed within ``BOUND``, and 35 to
     38 MB crossed the link for 2 MiB of entries (with 12 writes, 3 MiB: they took about 7 s
-    and the leader lost its term). About 0.6 s now."""
+    and the leader lost its term; both measured with 8 writes and 150-300 ms election
+    timeouts). About 1.6 s now."""
     # The link carries RATE, but on a loaded 2-core machine the proxy, both nodes and the
     # test share one starved event loop, and what it carries fell below the default
     # replication_min_rate (1 MiB/s, a quarter of RATE): the first deadline ran out, and the
     # resends behind the bytes still in the pipe never caught up (0 of 8 in 10 s, nothing
     # committed, the leader in its term). The deadlines are sized for RATE / 8 here: still
     # seconds past the base deadline this test shows is not enough.
-    config = tcp_config(replication_min_rate=RATE // 8)
+    config = tcp_config(replication_min_rate=RATE // 8, election_timeout_min=ELECTION_TIMEOUT[0],
+                        election_timeout_max=ELECTION_TIMEOUT[1])
     async with TcpCluster(config) as c:
         n1 = await c.start_node(1)
         n2 = await c.start_node(2)
