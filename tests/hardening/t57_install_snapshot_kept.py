@@ -15,9 +15,9 @@ import asyncio
 from typing import Any, BinaryIO
 
 import pytest
-from integration.snapshot.helpers import snap_config, write
+from integration.snapshot.helpers import fourth_made_by, purged_then_node_4, snap_config
 
-from openraft_py import BasicNode
+from openraft_py import BasicNode, Raft
 from openraft_py.storage.memory import MemStateMachine
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import SnapshotMeta
@@ -34,33 +34,19 @@ class Forgets(MemStateMachine):
         data.read()
 
 
+async def _node_4_added_until_it_stops(leader: Raft, learner: Raft) -> None:
+    """Add node 4 as a learner (its catch-up is the leader's snapshot) until it stops."""
+    adding = asyncio.ensure_future(leader.add_learner(4, BasicNode(""), blocking=True))
+    try:
+        await learner.wait(BOUND).metrics(lambda m: not m.running, "the learner stops")
+    finally:
+        adding.cancel()
+
 async def test_an_install_that_leaves_the_applied_state_unchanged_stops_the_node() -> None:
-    def sm(disk: Any) -> MemStateMachine:
-        return Forgets(disk) if len(made) == 3 else MemStateMachine(disk)
-
-    made: list[int] = []
-
-    def counted(disk: Any) -> MemStateMachine:
-        m = sm(disk)
-        made.append(1)
-        return m
-
-    async with Cluster(snap_config(), state_machine=counted) as c:
-        await c.start({1, 2, 3})
-        lid = await c.wait_for_leader()
-        leader = c.nodes[lid]
-        last = await write(c, lid, 0, 20)
-        await leader.trigger.snapshot()
-        await leader.wait(BOUND).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
-        await leader.trigger.purge_log(last)
-        await leader.wait(BOUND).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
-        learner = await c.add_node(4)  # the fourth state machine made: Forgets
+    async with Cluster(snap_config(), state_machine=fourth_made_by(Forgets)) as c:
+        leader, learner, _ = await purged_then_node_4(c, BOUND)
         assert isinstance(c.state_machines[4], Forgets)
-        adding = asyncio.ensure_future(leader.add_learner(4, BasicNode(""), blocking=True))
-        try:
-            await learner.wait(BOUND).metrics(lambda m: not m.running, "the learner stops")
-        finally:
-            adding.cancel()
+        await _node_4_added_until_it_stops(leader, learner)
         error = learner.metrics.error or ""
         assert "installing snapshot" in error
         assert "install_snapshot returned, but the state machine's applied_state() is (None" in error
@@ -94,30 +80,11 @@ async def test_an_applied_state_that_raises_value_error_after_an_install_stops_t
     the state then unchanged): the node went on from its state of before the snapshot, its
     held entries resubmitted over the installed state, and the leader sent the snapshot
     again and again."""
-    made: list[int] = []
-
-    def sm(disk: Any) -> MemStateMachine:
-        m = StateFailsAfterInstall(disk) if len(made) == 3 else MemStateMachine(disk)
-        made.append(1)
-        return m
-
-    async with Cluster(snap_config(), state_machine=sm) as c:
-        await c.start({1, 2, 3})
-        lid = await c.wait_for_leader()
-        leader = c.nodes[lid]
-        last = await write(c, lid, 0, 20)
-        await leader.trigger.snapshot()
-        await leader.wait(BOUND).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
-        await leader.trigger.purge_log(last)
-        await leader.wait(BOUND).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
-        learner = await c.add_node(4)
+    async with Cluster(snap_config(), state_machine=fourth_made_by(StateFailsAfterInstall)) as c:
+        leader, learner, _ = await purged_then_node_4(c, BOUND)
         lsm = c.state_machines[4]
         assert isinstance(lsm, StateFailsAfterInstall)
-        adding = asyncio.ensure_future(leader.add_learner(4, BasicNode(""), blocking=True))
-        try:
-            await learner.wait(BOUND).metrics(lambda m: not m.running, "the learner stops")
-        finally:
-            adding.cancel()
+        await _node_4_added_until_it_stops(leader, learner)
         error = learner.metrics.error or ""
         assert "installing snapshot" in error and "cannot tell" in error, error
         assert lsm.installs == 1, "installed once, not sent and installed again"

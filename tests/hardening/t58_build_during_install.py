@@ -17,10 +17,10 @@ import asyncio
 from typing import Any, BinaryIO
 
 import pytest
-from integration.snapshot.helpers import snap_config, write
+from integration.snapshot.helpers import fourth_made_by, purged_then_node_4, snap_config
 
 from openraft_py import BasicNode
-from openraft_py.storage.memory import MemStateMachine, NoopStateMachine
+from openraft_py.storage.memory import NoopStateMachine
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import Snapshot, SnapshotMeta
 
@@ -57,23 +57,8 @@ class BuildsAfterInstall(NoopStateMachine):
 
 
 async def test_a_snapshot_built_from_the_state_an_install_just_left_is_adopted() -> None:
-    made: list[Any] = []
-
-    def sm(disk: Any) -> Any:
-        m = BuildsAfterInstall(disk) if len(made) == 3 else MemStateMachine(disk)
-        made.append(m)
-        return m
-
-    async with Cluster(snap_config(), state_machine=sm) as c:
-        await c.start({1, 2, 3})
-        lid = await c.wait_for_leader()
-        leader = c.nodes[lid]
-        last = await write(c, lid, 0, 20)
-        await leader.trigger.snapshot()
-        await leader.wait(BOUND).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
-        await leader.trigger.purge_log(last)
-        await leader.wait(BOUND).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
-        learner = await c.add_node(4)  # the fourth state machine made: BuildsAfterInstall
+    async with Cluster(snap_config(), state_machine=fourth_made_by(BuildsAfterInstall)) as c:
+        leader, learner, last = await purged_then_node_4(c, BOUND)
         lsm = c.state_machines[4]
         assert isinstance(lsm, BuildsAfterInstall)
         await learner.trigger.snapshot()  # its build waits for the install

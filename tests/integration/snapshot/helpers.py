@@ -1,9 +1,12 @@
 """Shared by the snapshot integration tests: a config with snapshots on, bulk writes through
-the leader, and comparisons of what nodes hold."""
+the leader, a fourth node that must take a snapshot, and comparisons of what nodes hold."""
 
 from __future__ import annotations
 
-from openraft_py import Config, SnapshotPolicy
+from collections.abc import Callable
+from typing import Any
+
+from openraft_py import Config, Raft, SnapshotPolicy
 from openraft_py.storage.memory import KvSet, MemStateMachine, encode_kv
 from openraft_py.testing.cluster import Cluster
 
@@ -34,3 +37,31 @@ def same_state(c: Cluster, a: int, b: int) -> None:
     assert sb.data == sa.data, f"n{b}'s data differs from n{a}'s"
     assert sb.applied_log == sa.applied_log, f"n{b} applied other entries than n{a}"
     assert c.nodes[b].metrics.last_applied == c.nodes[a].metrics.last_applied
+
+
+def fourth_made_by(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A ``Cluster`` ``state_machine`` factory: the fourth state machine made (the node
+    ``purged_then_node_4`` adds) is ``make(disk)``, every other a ``MemStateMachine``."""
+    made: list[object] = []
+
+    def factory(disk: Any) -> Any:
+        m = make(disk) if len(made) == 3 else MemStateMachine(disk)
+        made.append(m)
+        return m
+
+    return factory
+
+
+async def purged_then_node_4(c: Cluster, bound: float) -> tuple[Raft, Raft, int]:
+    """Start voters 1-3, write 20 keys, snapshot and purge the leader's log up to them, then
+    add node 4 (not yet a learner): its only way to catch up is the leader's snapshot.
+    Returns ``(leader, node 4, the last index written)``; each wait is bounded by ``bound``."""
+    await c.start({1, 2, 3})
+    lid = await c.wait_for_leader()
+    leader = c.nodes[lid]
+    last = await write(c, lid, 0, 20)
+    await leader.trigger.snapshot()
+    await leader.wait(bound).metrics(lambda m: m.snapshot is not None and m.snapshot.index >= last, "built")
+    await leader.trigger.purge_log(last)
+    await leader.wait(bound).metrics(lambda m: m.purged is not None and m.purged.index >= last, "purged")
+    return leader, await c.add_node(4), last
