@@ -107,8 +107,7 @@ class ProxyNet:
         self.real = dict(real)
         self._closing = False
         for j in self.ids:
-            server = await asyncio.start_server(
-                functools.partial(self._accept, j), self.host, (ports or {}).get(j, 0))
+            server = await asyncio.start_server(functools.partial(self._accept, j), self.host, (ports or {}).get(j, 0))
             self._servers.append(server)
             self.ports[j] = server.sockets[0].getsockname()[1]
 
@@ -186,7 +185,7 @@ class ProxyNet:
             return
         self._accepting.add(writer)
         try:
-            up = await self._handshake(dst, reader, writer)
+            up = await self._handshake(dst, reader)
         finally:
             self._accepting.discard(writer)
         if up is None:
@@ -205,7 +204,7 @@ class ProxyNet:
         conn.tasks.append(asyncio.create_task(self._pump(conn, up_r, writer, dst, src)))
 
     async def _handshake(
-        self, dst: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, dst: int, reader: asyncio.StreamReader
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, int] | None:
         """Read the hello of a connection to ``dst``'s listener and connect to ``dst``: the
         destination's streams, the hello frame and its sender; ``None`` (counted refused)
@@ -240,8 +239,15 @@ class ProxyNet:
         assert isinstance(hello, Hello)
         return head + payload, int(hello.node_id)
 
-    async def _pump(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    src: int, dst: int, first: bytes | None = None) -> None:
+    async def _pump(
+        self,
+        conn: _Conn,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        src: int,
+        dst: int,
+        first: bytes | None = None,
+    ) -> None:
         """Relay frames ``src -> dst`` through the link's faults until either side closes."""
         link = self.links[(src, dst)]
         loop = asyncio.get_running_loop()
