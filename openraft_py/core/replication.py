@@ -219,12 +219,15 @@ def fitting_prefix(entries: list[Entry], budget: int) -> int:
 class _Call(msgspec.Struct):
     """An AppendEntries handed to the network by ``ReplicationCore._start_now``: the
     awaitable of its answer, or the error the network raised at once; sent at ``sent_at``,
-    carrying ``nbytes`` payload bytes (counted in the channel's ``_inflight_bytes``)."""
+    carrying ``nbytes`` payload bytes (counted in the channel's ``_inflight_bytes``), the
+    channel's ``seq``-th request handed over, with deadline ``ttl`` (seconds)."""
 
     answer: Awaitable[AppendEntriesResponse] | None
     error: Exception | None
     sent_at: float
     nbytes: int
+    seq: int
+    ttl: float
 
 
 def _abandon(call: _Call) -> None:
@@ -450,6 +453,8 @@ class ReplicationCore:
         "_submitted",
         "_next_call",
         "_inflight_bytes",
+        "_handed",
+        "_given_up",
         "_refused_snapshot",
         "_matched",
         "_matched_at",
@@ -519,16 +524,26 @@ class ReplicationCore:
         self._submitted: dict[int, Any] = {}
         self._next_call = 0
         # The payload bytes of this channel's AppendEntries handed to the network and not
-        # settled yet (answered, failed, or given up). Invariant: the sum of ``nbytes`` of
-        # every ``_option(nbytes)`` not yet matched by ``_settled(nbytes)``; never below 0.
+        # settled yet (answered, failed, or given up and not released). Invariant: the sum
+        # of ``nbytes`` of every ``_option(nbytes)`` not yet matched by ``_settled(nbytes)``
+        # (or ``_answer_came``, ``_failed``), plus the bytes of ``_given_up``; never below 0.
         # A request's deadline counts them as ahead of it (``_option``).
         self._inflight_bytes = 0
+        # How many AppendEntries of the window this channel has handed over: the number of
+        # the last one (its ``seq``; heartbeats are not numbered).
+        self._handed = 0
+        # The requests given up for want of an answer in time (``Timeout``, ``NoAnswer``),
+        # whose bytes may still be on their way to the target, ahead of anything sent
+        # after them: ``(seq, nbytes, release_at)``, ``release_at`` on ``env.clock``
+        # (seconds). Their bytes stay in ``_inflight_bytes`` until released (``_failed``).
+        self._given_up: list[tuple[int, int, float]] = []
 
     def set_client(self, client: RaftNetwork) -> None:
         """Send through ``client`` from now on (the target has a new address). Requests in
         flight on the old client finish there: answered, or failed and then resent (the TCP
         factory closes the old connection, so they fail at once)."""
         self.client = client
+        self._release_given_up(self._handed + 1)  # a new connection: nothing is ahead there
         self._send_now = getattr(client, "send_append_entries", None)
         self._submit = _submit_of(client, self.env.node_id, self.target)
         self._heartbeat_call = _heartbeat_of(client)
@@ -729,14 +744,16 @@ class ReplicationCore:
         if total <= env.free_bytes:
             # ``_option(nbytes)`` where it gives the shared option, without its call.
             self._inflight_bytes = total
+            self._handed = seq = self._handed + 1
             option = env.option
         else:
             option = self._option(nbytes)
+            seq = self._handed
         # ``env.now_ms()``, without its call once its clock reader is made.
         read = env._read_clock
         sent_at = env.now_ms() if read is None else read() * 1000.0
         try:
-            handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, sent_at, nbytes))  # type: ignore[misc]  # not None: checked by replicate
+            handle = self._submit(req, option, partial(self._answered, key, c.gen, c.start, sent_at, nbytes, seq, option))  # type: ignore[misc]  # not None: checked by replicate
         except Exception as e:  # noqa: BLE001 - as in _send: the target is unreachable
             submitted.pop(key, None)
             self._settled(nbytes)
@@ -756,13 +773,19 @@ class ReplicationCore:
         return True
 
     def _answered(
-        self, key: int, gen: int, start: int, sent_at: float, nbytes: int, result: AppendEntriesResponse | Exception
+        self, key: int, gen: int, start: int, sent_at: float, nbytes: int, seq: int, option: RPCOption,
+        result: AppendEntriesResponse | Exception,
     ) -> None:
         """The answer to request ``key`` handed over by ``_submit_now`` (generation ``gen``,
-        entries from ``start``, sent at ``sent_at``, ``nbytes`` payload bytes): reported as
-        ``_send`` reports it."""
+        entries from ``start``, sent at ``sent_at``, ``nbytes`` payload bytes, the channel's
+        ``seq``-th request, with ``option``): reported as ``_send`` reports it."""
         self._submitted.pop(key, None)
-        self._inflight_bytes -= nbytes  # ``_settled(nbytes)``
+        if isinstance(result, AppendEntriesResponse):
+            self._inflight_bytes -= nbytes  # ``_answer_came(nbytes, seq)``
+            if self._given_up:
+                self._release_given_up(seq)
+        else:
+            self._failed(nbytes, seq, option.hard_ttl, result)
         if self.stopped:
             return
         if isinstance(result, AppendEntriesResponse):
@@ -806,10 +829,11 @@ class ReplicationCore:
             self._turn.wake()
         sent_at = env.clock.now() * 1000.0  # ``env.now_ms()``
         option = self._option(nbytes)
+        seq = self._handed
         try:
-            return _Call(send(req, option), None, sent_at, nbytes)
+            return _Call(send(req, option), None, sent_at, nbytes, seq, option.hard_ttl)
         except Exception as e:  # noqa: BLE001 - reported by the sender, as a failed call
-            return _Call(None, e, sent_at, nbytes)
+            return _Call(None, e, sent_at, nbytes, seq, option.hard_ttl)
 
     async def _sender(self, first: Replicate, turn: int) -> None:
         """The long-lived sender: send ``first`` (planned as ``turn``), then each request
@@ -857,15 +881,21 @@ class ReplicationCore:
 
     def _option(self, nbytes: int) -> RPCOption:
         """The ``RPCOption`` of an AppendEntries carrying ``nbytes`` payload bytes that is
-        handed to the network now, and counts them in flight until ``_settled(nbytes)``.
+        handed to the network now, and counts them in flight until they are settled
+        (``_answer_came``, ``_failed``, ``_settled``); the request is the channel's
+        ``_handed``-th (read it after the call).
 
         Its deadline is ``env.base_ttl`` plus the time its bytes and those of the requests
-        ahead of it (``_inflight_bytes``: on one connection, the target reads them first)
-        take at ``Config.replication_min_rate``: a slow link that still carries that rate
-        completes the window, however many bytes it holds, while a request with nothing
-        ahead and no payload keeps the base deadline (the shared ``env.option``), and so does
-        one with no more than ``env.free_bytes`` in flight (within 1% of it)."""
+        ahead of it (``_inflight_bytes``: on one connection, the target reads them first;
+        those of requests given up and not released included) take at
+        ``Config.replication_min_rate``: a slow link that still carries that rate completes
+        the window, however many bytes it holds, while a request with nothing ahead and no
+        payload keeps the base deadline (the shared ``env.option``), and so does one with no
+        more than ``env.free_bytes`` in flight (within 1% of it)."""
         env = self.env
+        self._handed += 1
+        if self._given_up:
+            self._expire_given_up()
         total = self._inflight_bytes + nbytes
         self._inflight_bytes = total
         if total <= env.free_bytes:
@@ -875,8 +905,69 @@ class ReplicationCore:
 
     def _settled(self, nbytes: int) -> None:
         """A request of ``nbytes`` payload bytes counted by ``_option`` is no longer in
-        flight (answered, failed, given up, or never handed over)."""
+        flight, and says nothing of those before it (never handed over, cancelled, a contract
+        breach of the network)."""
         self._inflight_bytes -= nbytes
+
+    def _answer_came(self, nbytes: int, seq: int) -> None:
+        """The target answered the channel's ``seq``-th request (``nbytes`` payload bytes): it
+        is settled, and so are the requests given up before it. The target reads one
+        connection in order, so their bytes, ahead of this request's, have left the link."""
+        self._inflight_bytes -= nbytes
+        if self._given_up:
+            self._release_given_up(seq)
+
+    def _failed(self, nbytes: int, seq: int, ttl: float, e: BaseException) -> None:
+        """The channel's ``seq``-th request (``nbytes`` payload bytes, deadline ``ttl``
+        seconds) failed with ``e``.
+
+        Given up for want of an answer in time (``Timeout``, ``NoAnswer``), its bytes may
+        still be in the link, ahead of the resend that follows: they stay counted in flight
+        (``_given_up``) until an answer to a later request shows they left
+        (``_answer_came``), the connection is gone (``errors.Unreachable``, ``set_client``),
+        or ``ttl - env.base_ttl`` more seconds have passed (``_expire_given_up``). Released
+        at once, the resend got the deadline of a request with nothing ahead: on a link that
+        had fallen behind (a stall, or a rate a little below ``replication_min_rate``) it
+        timed out behind those bytes too, and so did the next, each carrying the same
+        entries again, and the target might never catch up. The time bound keeps a target
+        that answers nothing (frozen, cut off without a reset) from lengthening every
+        deadline without end: a dead target is still found within a few deadlines.
+
+        An answer of the target that is an error (``RemoteError``) is an answer; any other
+        failure settles the request alone, and an ``errors.Unreachable`` (a connection lost
+        or refused) releases the bytes given up too."""
+        if isinstance(e, RemoteError):
+            self._answer_came(nbytes, seq)
+            return
+        if nbytes and isinstance(e, (Timeout, NoAnswer)):
+            self._expire_given_up()
+            self._given_up.append((seq, nbytes, self.env.clock.now() + max(0.0, ttl - self.env.base_ttl)))
+            return
+        self._inflight_bytes -= nbytes
+        if self._given_up and isinstance(e, UnreachableError):
+            self._release_given_up(self._handed + 1)
+
+    def _release_given_up(self, before: int) -> None:
+        """Stop counting the bytes of the requests given up before the ``before``-th."""
+        kept = []
+        for item in self._given_up:
+            if item[0] < before:
+                self._inflight_bytes -= item[1]
+            else:
+                kept.append(item)
+        self._given_up = kept
+
+    def _expire_given_up(self) -> None:
+        """Stop counting the bytes of the requests given up whose time bound passed (see
+        ``_failed``)."""
+        now = self.env.clock.now()
+        kept = []
+        for item in self._given_up:
+            if item[2] <= now:
+                self._inflight_bytes -= item[1]
+            else:
+                kept.append(item)
+        self._given_up = kept
 
     async def _send(self, c: Replicate, turn: int) -> None:
         try:
@@ -914,16 +1005,22 @@ class ReplicationCore:
             self._issued = turn + 1
             self._turn.wake()
             sent_at = env.now_ms()
+            option = self._option(nbytes)
+            seq = self._handed
             try:
-                resp = await self._call_append_entries(req, option=self._option(nbytes))
+                resp = await self._call_append_entries(req, option=option)
             except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
+                self._failed(nbytes, seq, option.hard_ttl, e)
                 self._unreachable(e, c.gen, start)
                 return
-            finally:
+            except BaseException:
                 self._settled(nbytes)
+                raise
             if not isinstance(resp, AppendEntriesResponse):
+                self._settled(nbytes)
                 self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
                 return
+            self._answer_came(nbytes, seq)
             if resp.success:
                 self._report(Matched(target, self.vote, c.gen, resp.matching, sent_at))
             else:
@@ -950,10 +1047,11 @@ class ReplicationCore:
             else:
                 if not isinstance(resp, AppendEntriesResponse):
                     err = _not_a_response(resp, AppendEntriesResponse)
-        self._settled(call.nbytes)
         if err is not None:
+            self._failed(call.nbytes, call.seq, call.ttl, err)
             self._unreachable(err, c.gen, c.start)
             return
+        self._answer_came(call.nbytes, call.seq)
         if resp.success:
             self._report(Matched(self.target, self.vote, c.gen, resp.matching, call.sent_at))
         else:
@@ -1017,16 +1115,22 @@ class ReplicationCore:
             req = AppendEntriesRequest(self.vote, prev, part, c.committed)
             nbytes = payload_bytes(part)
             sent_at = env.now_ms()
+            option = self._option(nbytes)
+            seq = self._handed
             try:
-                resp = await self._call_append_entries(req, option=self._option(nbytes))
+                resp = await self._call_append_entries(req, option=option)
             except Exception as e:  # noqa: BLE001 - as in _send
+                self._failed(nbytes, seq, option.hard_ttl, e)
                 self._unreachable(e, c.gen, start)
                 return None
-            finally:
+            except BaseException:
                 self._settled(nbytes)
+                raise
             if not isinstance(resp, AppendEntriesResponse):
+                self._settled(nbytes)
                 self._unreachable(_not_a_response(resp, AppendEntriesResponse), c.gen, start)
                 return None
+            self._answer_came(nbytes, seq)
             if not resp.success:
                 self._report_refusal(resp, c.gen, sent_at, start)
                 return None

@@ -12,6 +12,7 @@ the test says so."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +22,9 @@ import pytest
 from openraft_py.config import Config
 from openraft_py.core.clock import LoopClock
 from openraft_py.core.replication import ReplicationCore, ReplicationEnv
-from openraft_py.engine import Replicate
+from openraft_py.engine import Matched, Replicate
 from openraft_py.errors import Timeout
+from openraft_py.errors import Unreachable as UnreachableError
 from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, RPCOption
 
 from .test_replication_budget import L1, FakeLog, describe, lid
@@ -258,6 +260,8 @@ SEEDS = range(12)
 
 
 def _unanswered_bytes(net: RecordingNetwork, answered: set[int]) -> int:
+    """The payload bytes of the requests not answered, those that timed out included (their
+    bytes may still be on the way: they stay counted until released)."""
     return sum(
         len(e.payload.data) for i, (req, _) in enumerate(net.sent) if i not in answered for e in req.entries
     )
@@ -270,17 +274,22 @@ async def test_the_bytes_in_flight_follow_the_requests_whatever_befalls_them(mod
     with an error, while some pipelined senders are cancelled mid-call (the sender task
     the channel keeps is not: only the node's teardown cancels it, after ``stop()``). At
     each step the bytes counted in flight are never below 0 nor above those of the requests
-    not answered yet (a cancelled sender's request is no longer counted); once every
-    request is answered, none are left: no path between ``_option`` and ``_settled``
-    leaves bytes behind to lengthen later deadlines for good."""
+    not answered yet or timed out (a timed-out request's bytes stay counted until a later
+    request is answered; a cancelled sender's request is no longer counted); once every
+    request is answered and then one more, sent after all of them, none are left: no path
+    between ``_option`` and its settling leaves bytes behind to lengthen later deadlines
+    for good."""
     print(f"seed {seed}")
     rng = random.Random(seed)
     n = 60
     ch = Channel([rng.choice((1, 10, 50, 200, 900)) for _ in range(n)], mode, budget=1000)
     answered: set[int] = set()
+    timed_out: set[int] = set()
 
     def answer(i: int, error: Exception | None = None) -> None:
         answered.add(i)
+        if error is not None:
+            timed_out.add(i)
         try:
             ch.net.answer(i, error)
         except asyncio.InvalidStateError:  # its sender was cancelled: the future with it
@@ -304,13 +313,189 @@ async def test_the_bytes_in_flight_follow_the_requests_whatever_befalls_them(mod
                     rng.choice(senders).cancel()
             await ch.settle()
             held = ch.core._inflight_bytes
-            assert 0 <= held <= _unanswered_bytes(ch.net, answered), f"step {step}: {held} bytes counted in flight"
+            bound = _unanswered_bytes(ch.net, answered - timed_out)
+            assert 0 <= held <= bound, f"step {step}: {held} bytes counted in flight"
         for _ in range(100):  # answer everything, parts sent after their first ones included
             for i in range(len(ch.net.sent)):
                 if i not in answered:
                     answer(i)
             await ch.settle()
         assert len(answered) == len(ch.net.sent)
+        # Only the bytes of requests given up are left (a timed-out request is released by
+        # the answer to a later one: here none may come, as a cancelled sender that waited
+        # for its turn holds the later turns), and an answer to a request handed over after
+        # all of them releases every one.
+        core = ch.core
+        assert core._inflight_bytes == sum(b for _, b, _ in core._given_up)
+        assert {i for i in timed_out if any(e for e in ch.net.sent[i][0].entries)} or not core._given_up
+        core._answer_came(0, core._handed + 1)
+        assert core._inflight_bytes == 0
+        assert core._given_up == []
+    finally:
+        await ch.close()
+
+
+# -- given-up requests: their bytes stay ahead of the resend -----------------------------------
+
+
+class VirtualClock:
+    """A clock the link model moves (seconds); nothing in these tests sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:  # pragma: no cover - the channel sleeps only for snapshots
+        raise AssertionError("no sleep expected")
+
+
+class Link:
+    """A FIFO link of ``rate`` payload bytes per second in front of a target that answers
+    every request at once, modelled in the virtual time of ``clock``: a request handed over
+    at ``t`` arrives once the link is free and has carried its bytes (``free_at``); its
+    answer comes then, unless its ``hard_ttl`` ran out first: then the network raises
+    ``Timeout`` at its deadline, as the TCP client does, and its bytes stay in the link
+    (ahead of whatever is handed over later). ``stall``: seconds the link carries nothing
+    at first (a transient stall of a link that carries ``rate`` otherwise).
+
+    ``run`` plays the engine: a request that timed out is sent again (the same entries)
+    ``backoff`` seconds later (``heartbeat_interval``: the engine's back-off), until one is
+    answered."""
+
+    def __init__(self, ch: Channel, clock: VirtualClock, rate: float, stall: float = 0.0, backoff: float = 0.05) -> None:
+        self.ch = ch
+        self.clock = clock
+        self.rate = rate
+        self.free_at = stall
+        self.backoff = backoff
+        self.seen = 0
+        self.events: list[tuple[float, int, int, bool]] = []  # (time, order, request index, answered)
+        self.order = 0
+        self.carried = 0  # payload bytes handed to the link
+
+    def _take_new(self) -> None:
+        net = self.ch.net
+        while self.seen < len(net.sent):
+            req, option = net.sent[self.seen]
+            nbytes = sum(len(e.payload.data) for e in req.entries)
+            self.carried += nbytes
+            now = self.clock.t
+            arrive = math.inf if self.rate == 0 else max(self.free_at, now) + nbytes / self.rate
+            self.free_at = arrive
+            deadline = now + option.hard_ttl
+            answered = arrive <= deadline
+            self.events.append((arrive if answered else deadline, self.order, self.seen, answered))
+            self.order += 1
+            self.seen += 1
+
+    async def run(self, start: int, end: int, max_sends: int) -> int:
+        """Send ``[start, end)`` until it is answered, at most ``max_sends`` times: the number
+        of sends it took, or ``max_sends + 1`` if it never was."""
+        ch = self.ch
+        sends = 0
+        while sends < max_sends:
+            ch.notes.clear()
+            ch.replicate(start, end)
+            sends += 1
+            await ch.settle()
+            while True:
+                self._take_new()
+                assert self.events, "a request handed over and never settled"
+                self.events.sort()
+                t, _, i, answered = self.events.pop(0)
+                self.clock.t = t
+                ch.net.answer(i, None if answered else Timeout("no answer within its deadline"))
+                await ch.settle()
+                if ch.notes:
+                    break
+            assert [describe(n) for n in ch.notes] in (["Unreachable@1"], [f"Matched {lid(1, end - 1)!r}"])
+            if isinstance(ch.notes[0], Matched):
+                return sends
+            self.clock.t += self.backoff
+        return sends + 1
+
+
+def _link_channel(mode: str, size: int) -> tuple[Channel, VirtualClock]:
+    ch = Channel([size], mode)
+    clock = VirtualClock()
+    ch.env.clock = clock
+    ch.env._read_clock = None
+    return ch, clock
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_resend_after_a_stall_counts_the_bytes_of_the_request_given_up(mode: str) -> None:
+    """A link that carries ``replication_min_rate`` stalls for a second at first: the first
+    request (1,000 bytes, deadline 1.2 s) times out with its bytes still in the link. The
+    resend's deadline counts those bytes as ahead of it (they are: the target reads them
+    first), so it is answered: one resend. Before, the given-up bytes no longer counted,
+    the resend got the deadline of a request with nothing ahead, timed out behind them, and
+    so did three more, each carrying the entry again (5 sends, 5,000 bytes for 1,000)."""
+    ch, clock = _link_channel(mode, 1000)
+    try:
+        link = Link(ch, clock, rate=RATE, stall=1.0)
+        sends = await link.run(1, 2, max_sends=10)
+        assert sends == 2, f"{sends} sends, {link.carried} bytes carried for 1000"
+        assert ch.net.ttls() == [BASE + 1000, BASE + 2000]
+        # The resend's answer shows the target read the bytes ahead of it: none are left.
+        assert ch.core._inflight_bytes == 0 and ch.core._given_up == []
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_link_a_little_slower_than_the_rate_still_catches_up(mode: str) -> None:
+    """A link that carries 80% of ``replication_min_rate``: a request of 1,000 bytes times
+    out (1.25 s on the link, deadline 1.2 s), as the rate says it may. Its resend, behind
+    what is left of it, is answered: the given-up bytes are counted ahead of it. Before,
+    each resend timed out 50 ms short, forever: the target never caught up, and the link
+    carried the entry again at every try."""
+    ch, clock = _link_channel(mode, 1000)
+    try:
+        link = Link(ch, clock, rate=0.8 * RATE)
+        sends = await link.run(1, 2, max_sends=20)
+        assert sends == 2, f"{sends} sends, {link.carried} bytes carried for 1000"
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_target_that_reads_nothing_does_not_lengthen_the_deadlines_without_end(mode: str) -> None:
+    """A target that reads nothing (frozen, or cut off without a reset): every request times
+    out and none is answered. The bytes given up are counted ahead of the next request only
+    for as long again as they take at the rate (``ReplicationCore._failed``): the deadlines
+    settle at the base plus twice the entry's time (2.2 s), and the ledger holds one
+    request, however long it goes on; the target is still found failing every few seconds."""
+    ch, clock = _link_channel(mode, 1000)
+    try:
+        link = Link(ch, clock, rate=0)
+        sends = await link.run(1, 2, max_sends=30)
+        assert sends == 31
+        ttls = ch.net.ttls()
+        assert ttls[0] == BASE + 1000
+        assert set(ttls[1:]) == {BASE + 2000}, ttls
+        assert len(ch.core._given_up) <= 2
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_lost_connection_releases_the_bytes_given_up(mode: str) -> None:
+    """The bytes of a request given up count ahead of the next one until the connection
+    they were on is gone: a request failing with ``errors.Unreachable`` (the connection
+    lost or refused) releases them, and the next request has its own bytes ahead only."""
+    ch = Channel([100], mode)
+    try:
+        for i in range(3):
+            ch.replicate(1, 2)
+            await ch.settle()
+            await ch.net.wait_sent(i + 1)
+            ch.net.answer(i, [Timeout("no answer"), UnreachableError("connection lost"), None][i])
+            await ch.settle()
+        assert ch.net.ttls() == [BASE + 100, BASE + 200, BASE + 100]
+        assert [describe(n) for n in ch.notes] == ["Unreachable@1", "Unreachable@1", f"Matched {lid(1, 1)!r}"]
         assert ch.core._inflight_bytes == 0
     finally:
         await ch.close()
