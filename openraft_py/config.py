@@ -119,7 +119,9 @@ class Config(msgspec.Struct, kw_only=True):
     each AppendEntries' deadline (the ``RPCOption.hard_ttl`` the network is given): the base
     deadline ``max(4 * heartbeat_interval, election_timeout_min)`` plus the time the payload
     bytes of the request and of the requests ahead of it to the same target (handed to the
-    network, not answered yet) take at this rate. A request without entries, or with a few
+    network, not answered yet; one that timed out counts until the target answers a later
+    request, the connection is lost, or as long again as its bytes take at this rate has
+    passed: its bytes may still be on the way) take at this rate. A request without entries, or with a few
     small ones behind nothing large, keeps the base deadline (200 ms by default), so a target
     that went silent is found as soon as before; a request behind a full window of large
     entries waits for them (up to ``max_inflight_requests * max_payload_bytes``, 64 MiB: 64 s

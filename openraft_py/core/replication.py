@@ -63,13 +63,27 @@ TCP client and the router do, so handing over is calling it.)
 
 Deadlines. Each AppendEntries is handed over with an ``RPCOption`` whose ``hard_ttl`` is the
 base deadline, ``max(4 * heartbeat_interval, election_timeout_min)``, plus the time its payload
-bytes and those of the channel's requests ahead of it (handed over, not answered, failed or
-given up yet: ``_inflight_bytes``) take at ``Config.replication_min_rate`` (``_option``). A
-request carries its bytes behind those on one connection, so a fixed deadline made every
-request of a window larger than the link carries within it time out and be sent again,
-behind the bytes of the ones that had timed out: on a slow link the target never caught up.
-A request with no payload and nothing ahead (heartbeats) keeps the base deadline, and so
-does one with bytes in flight that take at most 1% of it at that rate (``free_bytes``).
+bytes and those of the channel's requests ahead of it (handed over and not settled:
+``_inflight_bytes``) take at ``Config.replication_min_rate`` (``_option``). A request carries
+its bytes behind those on one connection, so a fixed deadline made every request of a window
+larger than the link carries within it time out and be sent again, behind the bytes of the
+ones that had timed out: on a slow link the target never caught up. A request with no
+payload and nothing ahead (heartbeats) keeps the base deadline, and so does one with bytes
+in flight that take at most 1% of it at that rate (``free_bytes``).
+
+A request is settled when it is answered or fails, except one given up for want of an
+answer in time (``Timeout``, or ``NoAnswer``): its bytes may still be in the link, ahead of
+the resend that follows, and stay counted (``_given_up``) until an answer to a request
+handed over after it shows the target read past them, the connection is gone (a request
+fails with ``errors.Unreachable``, or ``set_client``), or as long again as its bytes (and
+those ahead of it) take at the rate has passed since it was given up (``_failed``).
+Settled at once, they were not counted: after a stall of a link that carries the rate, the
+resend got the deadline of a request with nothing ahead and timed out behind them, and so
+did the next ones, each carrying the same entries again (4 resends after a stall as long as
+the request's time at the rate); on a link at 80% of the rate the target never caught up.
+The time bound keeps a target that reads nothing (frozen, cut off without a reset) from
+lengthening the deadlines without end: its resends' deadlines stay at about the base plus
+twice their bytes' time, and every one still fails.
 
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
