@@ -128,3 +128,53 @@ async def test_a_learner_installs_a_snapshot_over_a_link_slower_than_a_chunk_per
             assert proxy.forwarded < 1.5 * SNAPSHOT_VALUES * VALUE, "the chunks were resent"
         finally:
             await proxy.close()
+
+
+RESEND_MIN_RATE = 512 * 1024
+"""``replication_min_rate`` of the resend test, bytes per second."""
+RESEND_VALUE = 512 * 1024
+"""The one value written: 1 s at ``RESEND_MIN_RATE``; its request's deadline is 1.5 s (the base
+of 500 ms, ``ELECTION_TIMEOUT[0]``, plus that)."""
+RESEND_RATE = int(0.6 * RESEND_MIN_RATE)
+"""The link of the resend test carries 60% of ``replication_min_rate``: the value takes 1.67 s
+to cross it, more than its request's deadline."""
+
+
+async def test_a_resend_waits_for_the_bytes_of_the_request_that_timed_out() -> None:
+    """The follower is reached through a link a little slower than ``replication_min_rate``:
+    the request carrying a large value times out, as that rate allows, while its bytes are
+    still crossing the link. Its resend counts them as ahead of it (they are: the follower
+    reads them first) and is answered: the write commits, the value crossing the link
+    twice. Before, the timed-out request's bytes no longer counted: every resend got the
+    deadline of a request with nothing ahead, timed out behind the bytes of the one before,
+    and the write never committed (measured: not within 10 s, about 3 MB carried for
+    0.5 MB)."""
+    config = tcp_config(replication_min_rate=RESEND_MIN_RATE, election_timeout_min=ELECTION_TIMEOUT[0],
+                        election_timeout_max=ELECTION_TIMEOUT[1])
+    async with TcpCluster(config) as c:
+        n1 = await c.start_node(1)
+        n2 = await c.start_node(2)
+        proxy = await ThrottledProxy(n2.port, RESEND_RATE).start()
+        try:
+            assert n1.raft is not None
+            await n1.raft.initialize({1: BasicNode(n1.addr), 2: BasicNode(proxy.addr)})
+            await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
+            term = n1.raft.metrics.current_term
+            before = proxy.forwarded
+            began = time.monotonic()
+            write = asyncio.ensure_future(n1.raft.client_write(b"v" * RESEND_VALUE))
+            done, _ = await asyncio.wait({write}, timeout=BOUND)
+            took = time.monotonic() - began
+            carried = proxy.forwarded - before
+            what = (f"a value of {RESEND_VALUE} bytes over a {RESEND_RATE} bytes/s link with replication_min_rate "
+                    f"{RESEND_MIN_RATE}: {took:.2f}s, {carried} bytes carried; {n1.raft.metrics.describe()}")
+            if not done:
+                write.cancel()
+            assert done, f"not committed within {BOUND}s: {what}"
+            write.result()
+            assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
+            # Sent once, timed out, sent again once (the heartbeats carry a few hundred bytes).
+            assert carried < 2.5 * RESEND_VALUE, f"the value was resent more than once: {what}"
+            print(what)
+        finally:
+            await proxy.close()
