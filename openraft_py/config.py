@@ -126,8 +126,8 @@ class Config(msgspec.Struct, kw_only=True):
     that went silent is found as soon as before; a request behind a full window of large
     entries waits for them (up to ``max_inflight_requests * max_payload_bytes``, 64 MiB: 64 s
     at the default rate), and a connection that broke fails it at once, whatever its deadline.
-    A snapshot chunk's deadline (``install_snapshot_timeout``) grows with its bytes at this
-    rate too.
+    A snapshot chunk's deadline (``install_snapshot_timeout``) grows with its bytes, and
+    those of a timed-out copy still counted, at this rate too.
     With the base deadline alone, a link that carried less than the window's bytes within it
     never caught up: every request timed out behind the bytes of the ones before it and was
     sent again, and a write that needed the target never committed. On a link slower than

@@ -92,7 +92,12 @@ snapshot taken yet) sends the node's newest snapshot instead when one was built 
 transfer began (a target cut off while the leader snapshots and purges gets one snapshot
 when it comes back, not the old one and then the new), unless the last chunk went
 unanswered in time (the target may be installing it). Each chunk is bounded by
-``install_snapshot_timeout`` plus the time its bytes take at ``Config.replication_min_rate``.
+``install_snapshot_timeout`` plus the time its bytes and those ahead of it take at
+``Config.replication_min_rate``: ahead, as for the window's requests, are the chunks (and
+requests) given up whose bytes may still be on the way, and the window's requests not
+settled. A chunk resent after a timeout counted its own bytes only: on a link a little
+slower than the rate every chunk timed out once and then at each resend, behind the bytes
+of the copy before, and the transfer never ended.
 
 Once ``stop()`` ran (``StopReplication``, or ``StartReplication`` for another leadership or
 without this target) nothing more is read or reported: the leader's log may be truncated
@@ -799,7 +804,7 @@ class ReplicationCore:
             if self._given_up:
                 self._release_given_up(seq)
         else:
-            self._failed(nbytes, seq, option.hard_ttl, result)
+            self._failed(nbytes, seq, option.hard_ttl - self.env.base_ttl, result)
         if self.stopped:
             return
         if isinstance(result, AppendEntriesResponse):
@@ -931,15 +936,17 @@ class ReplicationCore:
         if self._given_up:
             self._release_given_up(seq)
 
-    def _failed(self, nbytes: int, seq: int, ttl: float, e: BaseException) -> None:
-        """The channel's ``seq``-th request (``nbytes`` payload bytes, deadline ``ttl``
-        seconds) failed with ``e``.
+    def _failed(self, nbytes: int, seq: int, keep: float, e: BaseException) -> None:
+        """The channel's ``seq``-th request (``nbytes`` payload bytes) failed with ``e``;
+        ``keep``: the seconds its bytes and those ahead of it take at the rate (its deadline
+        less the base one).
 
-        Given up for want of an answer in time (``Timeout``, ``NoAnswer``), its bytes may
-        still be in the link, ahead of the resend that follows: they stay counted in flight
-        (``_given_up``) until an answer to a later request shows they left
-        (``_answer_came``), the connection is gone (``errors.Unreachable``, ``set_client``),
-        or ``ttl - env.base_ttl`` more seconds have passed (``_expire_given_up``). Released
+        Given up for want of an answer in time (``Timeout``, ``NoAnswer``, the
+        ``TimeoutError`` of a snapshot chunk), its bytes may still be in the link, ahead of
+        the resend that follows: they stay counted in flight (``_given_up``) until an answer
+        to a later request shows they left (``_answer_came``), the connection is gone
+        (``errors.Unreachable``, ``set_client``), or ``keep`` more seconds have passed
+        (``_expire_given_up``). Released
         at once, the resend got the deadline of a request with nothing ahead: on a link that
         had fallen behind (a stall, or a rate a little below ``replication_min_rate``) it
         timed out behind those bytes too, and so did the next, each carrying the same
@@ -953,9 +960,9 @@ class ReplicationCore:
         if isinstance(e, RemoteError):
             self._answer_came(nbytes, seq)
             return
-        if nbytes and isinstance(e, (Timeout, NoAnswer)):
+        if nbytes and isinstance(e, (Timeout, NoAnswer, TimeoutError)):
             self._expire_given_up()
-            self._given_up.append((seq, nbytes, self.env.clock.now() + max(0.0, ttl - self.env.base_ttl)))
+            self._given_up.append((seq, nbytes, self.env.clock.now() + max(0.0, keep)))
             return
         self._inflight_bytes -= nbytes
         if self._given_up and isinstance(e, UnreachableError):
@@ -1024,7 +1031,7 @@ class ReplicationCore:
             try:
                 resp = await self._call_append_entries(req, option=option)
             except Exception as e:  # noqa: BLE001 - RPCError by contract; anything else is treated alike
-                self._failed(nbytes, seq, option.hard_ttl, e)
+                self._failed(nbytes, seq, option.hard_ttl - self.env.base_ttl, e)
                 self._unreachable(e, c.gen, start)
                 return
             except BaseException:
@@ -1062,7 +1069,7 @@ class ReplicationCore:
                 if not isinstance(resp, AppendEntriesResponse):
                     err = _not_a_response(resp, AppendEntriesResponse)
         if err is not None:
-            self._failed(call.nbytes, call.seq, call.ttl, err)
+            self._failed(call.nbytes, call.seq, call.ttl - self.env.base_ttl, err)
             self._unreachable(err, c.gen, c.start)
             return
         self._answer_came(call.nbytes, call.seq)
@@ -1134,7 +1141,7 @@ class ReplicationCore:
             try:
                 resp = await self._call_append_entries(req, option=option)
             except Exception as e:  # noqa: BLE001 - as in _send
-                self._failed(nbytes, seq, option.hard_ttl, e)
+                self._failed(nbytes, seq, option.hard_ttl - self.env.base_ttl, e)
                 self._unreachable(e, c.gen, start)
                 return None
             except BaseException:
@@ -1313,9 +1320,17 @@ class ReplicationCore:
                     return True
                 done = offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
-                # The chunk's deadline: the base one plus the time its bytes take at the
-                # slowest link replication works over (one chunk in flight: none ahead).
-                ttl = base_ttl + len(buf) / env.min_rate
+                # The chunk's deadline: the base one plus the time its bytes and those
+                # ahead of it take at the slowest link replication works over (one chunk in
+                # flight; ahead: the chunks given up whose bytes may still be on the way,
+                # the window's requests not settled: counted as the window's, ``_option``).
+                nbytes = len(buf)
+                self._handed = seq = self._handed + 1
+                if self._given_up:
+                    self._expire_given_up()
+                self._inflight_bytes += nbytes
+                keep = self._inflight_bytes / env.min_rate
+                ttl = base_ttl + keep
                 option = RPCOption(hard_ttl=ttl, soft_ttl=ttl)
                 sent_at = env.now_ms()
                 sent = True
@@ -1326,11 +1341,13 @@ class ReplicationCore:
                     except asyncio.CancelledError as e:
                         stray = _stray_cancel("install_snapshot", e)
                         if stray is None:
+                            self._settled(nbytes)
                             raise
                         raise stray from None
                     if not isinstance(resp, InstallSnapshotResponse):
                         raise _not_a_response(resp, InstallSnapshotResponse)
                 except RemoteError as e:
+                    self._answer_came(nbytes, seq)  # (an answer: the target read the chunk)
                     installing = False
                     if not done or snapshot_io.STATE_MACHINE_REFUSED not in str(e):
                         # Not the install's refusal (the state machine only sees the whole
@@ -1354,6 +1371,7 @@ class ReplicationCore:
                     await env.clock.sleep(pause)
                     continue
                 except (RPCError, TimeoutError) as e:
+                    self._failed(nbytes, seq, keep, e)
                     log.debug("snapshot %s->%s chunk at %d failed: %s; resending", env.node_id, target, offset, e)
                     installing = done and isinstance(e, (TimeoutError, Timeout))
                     if installing:
@@ -1370,11 +1388,13 @@ class ReplicationCore:
                     await env.clock.sleep(pause)
                     continue
                 except Exception as e:  # noqa: BLE001 - a network that breaks its contract must not stop the node
+                    self._settled(nbytes)
                     installing = False
                     what = str(e) if isinstance(e, (WrongResponse, StrayCancel)) else f"the network raised {e!r} (expected an RPCError)"
                     self._warn_broken(type(e).__name__, f"snapshot chunk at {offset}: {what}; resending")
                     await env.clock.sleep(pause)
                     continue
+                self._answer_came(nbytes, seq)
                 if resp.vote != self.vote and not self.vote.is_ge(resp.vote):
                     self._report(Rejected(target, self.vote, c.gen, resp.vote))
                     return True

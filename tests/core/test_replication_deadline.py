@@ -12,6 +12,7 @@ the test says so."""
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import random
 from collections.abc import Callable
@@ -22,10 +23,20 @@ import pytest
 from openraft_py.config import Config
 from openraft_py.core.clock import LoopClock
 from openraft_py.core.replication import ReplicationCore, ReplicationEnv
-from openraft_py.engine import Matched, Replicate
+from openraft_py.engine import Matched, Replicate, SendSnapshot, SnapshotSent
 from openraft_py.errors import Timeout
 from openraft_py.errors import Unreachable as UnreachableError
-from openraft_py.types import AppendEntriesRequest, AppendEntriesResponse, RPCOption
+from openraft_py.types import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    Membership,
+    RPCOption,
+    Snapshot,
+    SnapshotMeta,
+    StoredMembership,
+)
 
 from .test_replication_budget import L1, FakeLog, describe, lid
 
@@ -499,3 +510,93 @@ async def test_a_lost_connection_releases_the_bytes_given_up(mode: str) -> None:
         assert ch.core._inflight_bytes == 0
     finally:
         await ch.close()
+
+
+# -- snapshot chunks: a chunk given up stays ahead of its resend ---------------------------------
+
+
+class SnapshotLink:
+    """A FIFO link of ``rate`` payload bytes per second to a target that takes every
+    snapshot chunk at once, in the virtual time of ``clock``: one chunk is in flight at a
+    time, so ``install_snapshot`` moves the clock to its outcome (the answer once the chunk
+    has crossed the link, or ``Timeout`` at its ``hard_ttl``, its bytes left in the link)."""
+
+    def __init__(self, clock: VirtualClock, rate: float) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.free_at = 0.0
+        self.sends = 0
+        self.offsets: list[int] = []
+
+    async def install_snapshot(self, req: InstallSnapshotRequest, option: RPCOption) -> InstallSnapshotResponse:
+        self.sends += 1
+        self.offsets.append(req.offset)
+        now = self.clock.t
+        arrive = max(self.free_at, now) + len(req.data) / self.rate
+        self.free_at = arrive
+        if arrive - now > option.hard_ttl:
+            self.clock.t = now + option.hard_ttl
+            raise Timeout("no answer to the chunk within its deadline")
+        self.clock.t = arrive
+        return InstallSnapshotResponse(L1)
+
+
+class PacedClock(VirtualClock):
+    """A ``VirtualClock`` whose ``sleep`` moves it (the pause between chunk resends) and then
+    calls ``on_sleep`` (the test stops a transfer that goes on too long there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_sleep: Callable[[], None] = lambda: None
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        self.on_sleep()
+        await asyncio.sleep(0)
+
+
+async def test_a_snapshot_chunk_resent_counts_the_bytes_of_the_one_given_up() -> None:
+    """A snapshot of three chunks of 1,000 bytes over a link at 80% of
+    ``replication_min_rate``: each chunk takes 1.25 s to cross, its deadline is 1.2 s
+    (``install_snapshot_timeout``, 200 ms, plus its bytes at the rate), so it times out, as
+    the rate allows. Its resend counts the given-up chunk's bytes ahead of it and is
+    answered: six sends in all. Before, each resend timed out 50 ms short behind the bytes
+    of the one before, forever: the transfer never ended."""
+    clock = PacedClock()
+    link = SnapshotLink(clock, 0.8 * RATE)
+    notes: list[Any] = []
+    data = b"s" * 3000
+    meta = SnapshotMeta(lid(1, 5), StoredMembership(None, Membership.new([{1, 2}], None)), "snap-1")
+    config = Config(replication_min_rate=RATE, snapshot_max_chunk_size=1000).validate()
+
+    async def snapshot() -> Snapshot:
+        return Snapshot(meta, io.BytesIO(data))
+
+    tasks: list[asyncio.Task[None]] = []
+
+    def spawn(coro: Any, name: str) -> asyncio.Task[None]:
+        t = asyncio.get_running_loop().create_task(coro, name=name)
+        tasks.append(t)
+        return t
+
+    env = ReplicationEnv(1, config, clock, FakeLog([]), snapshot, spawn, notes.append)
+    core = ReplicationCore(2, L1, link, env)  # type: ignore[arg-type]
+
+    def give_up_after_30() -> None:
+        if link.sends >= 30:
+            core.stop()
+
+    clock.on_sleep = give_up_after_30
+    try:
+        core.send_snapshot(SendSnapshot(2, 1, lid(1, 5)))
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        sent = [n for n in notes if isinstance(n, SnapshotSent)]
+        assert sent and sent[0].matching == lid(1, 5), f"not transferred in {link.sends} sends: {link.offsets}"
+        assert link.offsets == [0, 0, 1000, 1000, 2000, 2000]
+        # Each given-up copy was released by the answer to its resend.
+        assert core._inflight_bytes == 0 and core._given_up == []
+    finally:
+        core.stop()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
