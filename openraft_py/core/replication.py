@@ -542,16 +542,18 @@ class ReplicationCore:
         # ``stop()`` cancels them.
         self._submitted: dict[int, Any] = {}
         self._next_call = 0
-        # The payload bytes of this channel's AppendEntries handed to the network and not
-        # settled yet (answered, failed, or given up and not released). Invariant: the sum
+        # The payload bytes of this channel's AppendEntries (and snapshot chunks) handed to
+        # the network and not settled yet (answered, failed, or given up and not released). Invariant: the sum
         # of ``nbytes`` of every ``_option(nbytes)`` not yet matched by ``_settled(nbytes)``
         # (or ``_answer_came``, ``_failed``), plus the bytes of ``_given_up``; never below 0.
         # A request's deadline counts them as ahead of it (``_option``).
         self._inflight_bytes = 0
-        # How many AppendEntries of the window this channel has handed over: the number of
-        # the last one (its ``seq``; heartbeats are not numbered).
+        # How many requests this channel has handed over (the window's AppendEntries and
+        # snapshot chunks): the number of the last one (its ``seq``; heartbeats are not
+        # numbered: on TCP they go on a connection of their own).
         self._handed = 0
-        # The requests given up for want of an answer in time (``Timeout``, ``NoAnswer``),
+        # The requests given up for want of an answer in time (``Timeout``, ``NoAnswer``, a
+        # snapshot chunk's ``TimeoutError``),
         # whose bytes may still be on their way to the target, ahead of anything sent
         # after them: ``(seq, nbytes, release_at)``, ``release_at`` on ``env.clock``
         # (seconds). Their bytes stay in ``_inflight_bytes`` until released (``_failed``).
