@@ -651,7 +651,7 @@ async def test_a_dropped_fast_path_answer_leaves_no_unretrieved_error() -> None:
             router.register(i, s)
         c = client(router, 1, 2)
         answer = c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
-        _abandon(_Call(answer, None, 0.0, 0))
+        _abandon(_Call(answer, None, 0.0, 0, 1, OPT.hard_ttl))
         servers[2].futures[0].set_exception(Stopped())
         awaited = c.send_append_entries(HEARTBEAT, OPT)  # type: ignore[attr-defined]
         servers[2].futures[1].set_exception(Stopped())
