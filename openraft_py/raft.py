@@ -399,8 +399,12 @@ class Raft:
         first suspends, then on the worker's) or log store. ``what`` waits for an entry to
         be applied, or for the worker itself, and the node applies one batch at a time: the
         call would wait for the very ``apply`` it is awaited in. It did, for good, and the
-        node applied nothing more, every client of it waiting too, with nothing logged."""
+        node applied nothing more, every client of it waiting too, with nothing logged.
+        Cheap while both tasks are parked waiting for work (``RaftCore.parked``): neither is
+        running then."""
         core = self._core
+        if core.parked and core.sm_worker._idle:
+            return  # both own tasks wait for work: neither is the one running (``RaftCore.parked``)
         task = _current_task(self._loop)
         if task is not None and (task is core.task or task is core.sm_task):
             raise RuntimeError(
@@ -417,7 +421,7 @@ class Raft:
         which the core awaits, so the answer would never come (the node stopped for good)."""
         self._check_loop()
         core = self._core
-        if _current_task(self._loop) is core.task and not core.sm_worker.applying_inline:
+        if not core.parked and _current_task(self._loop) is core.task and not core.sm_worker.applying_inline:
             self._not_own_task(what)
         fut: asyncio.Future[Any] = self._loop.create_future()
         core.send_msg(EngineCall(fn, fut))
@@ -720,9 +724,14 @@ class Raft:
         if _get_ident() != self._thread or not self._loop.is_running():
             self._check_loop()  # raises: not on this node's loop
         core = self._core
-        task = _current_task(self._loop)
-        if task is core.task or task is core.sm_task:
-            self._not_own_task("client_write")  # raises: from inside its own state machine
+        if not core.parked or not core.sm_worker._idle:
+            # ``_not_own_task``'s test, inlined, and made only when it can fail: while both
+            # of the node's own tasks are parked waiting for work (``RaftCore.parked``), the
+            # running task is neither (a write's common case, at any number of writers: the
+            # writers run while the core waits for them), and the task lookup is skipped.
+            task = _current_task(self._loop)
+            if task is core.task or task is core.sm_task:
+                self._not_own_task("client_write")  # raises: from inside its own state machine
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)

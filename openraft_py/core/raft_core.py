@@ -284,6 +284,13 @@ class RaftCore:
         # the ``Raft`` handle that waits for apply must not come from (``Raft._not_own_task``):
         # ``apply`` runs on them, one batch at a time.
         self.sm_task: asyncio.Task[None] | None = None
+        # Whether ``task`` is parked: suspended in ``_run`` on ``_wakeup`` for work, where it
+        # runs no code of its own nor any plug-in's. Set just before that wait and cleared
+        # as soon as it returns (however it ends), so it is never true while the task runs or
+        # is suspended anywhere else (in a log store method, in an ``apply`` running inline).
+        # While it and the worker's ``_idle`` are both true, neither of the node's own tasks
+        # is the running task, and ``Raft``'s own-task check skips the task lookup.
+        self.parked = False
         # Every future a caller awaits (see the module docstring), as the keys of a dict
         # (insertion-ordered, O(1) removal). A caller that awaits its own future drops it
         # as soon as it is answered (``untrack``): a failed call's exception carries the
@@ -360,7 +367,11 @@ class RaftCore:
                 await self.feed.submit(committed)
             while not self._stopping:
                 if not self._msgs and not self._notes:
-                    await self._wakeup.wait()
+                    self.parked = True
+                    try:
+                        await self._wakeup.wait()
+                    finally:
+                        self.parked = False
                     continue
                 # One pass, with no coroutine of its own unless a step of it must wait.
                 pending = self._pass()

@@ -126,6 +126,8 @@ class StateMachineWorker:
         self._wakeup = Wakeup()
         # The task waits for work (nothing queued, nothing running): ``submit`` may apply
         # on the caller's task. ``_inline`` is false once an inline ``apply`` suspended.
+        # True only while the task is suspended on ``_wakeup`` in ``run`` (running no code):
+        # ``Raft``'s own-task check reads it with ``RaftCore.parked``.
         self._idle = False
         self._inline = inspect.iscoroutinefunction(sm.apply)
         # Whether an ``apply`` runs inline now (``_apply_inline``, on the caller's task: the
