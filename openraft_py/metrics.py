@@ -446,11 +446,21 @@ class Wait:
     ``ServerState``, a leader that is not a node id or ``None``, an index that is not an
     ``int`` (``ValueError`` outside ``[0, MAX_INDEX]``), voters that are not an iterable of node ids, a predicate that is not callable, a
     ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
+
+    Awaited on one of the node's own tasks (from inside its state machine's ``apply`` or its
+    log store), every condition raises ``RuntimeError`` at once, after its arguments are
+    checked (``refuse``, ``Raft._not_own_task``): the metrics change only as those tasks go
+    on, so the wait would hold up the very task that moves them (for good with no
+    ``timeout``). There, read ``raft.metrics``.
     """
 
-    def __init__(self, watch: MetricsWatch, timeout: float | None) -> None:
+    def __init__(self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str], None] | None = None) -> None:
+        """``refuse(what)``, when given, is called as a condition ``what`` starts waiting
+        (``"wait().state"``, say) and raises to refuse it (``Raft.wait`` passes its own-task
+        check)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
+        self._refuse = refuse
 
     async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
         """Wait until ``predicate(metrics)`` holds."""
@@ -459,10 +469,11 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         watch = self._watch
-        return await self._until(predicate, msg, lambda _seen: watch.satisfied(predicate))
+        return await self._until("metrics", predicate, msg, lambda _seen: watch.satisfied(predicate))
 
     async def _until(
         self,
+        what: str,
         predicate: Callable[[RaftMetrics], bool],
         msg: str,
         woken: Callable[[RaftMetrics], asyncio.Future[Any]],
@@ -470,7 +481,10 @@ class Wait:
         """``metrics``, sleeping on ``woken(seen)`` between checks (``seen``: the metrics
         that did not satisfy ``predicate``): a future that completes at the next change that
         may satisfy ``predicate``, and at the node's stop; with the metrics that satisfied
-        ``predicate`` when it checked them itself (``MetricsWatch.satisfied``), else ``None``."""
+        ``predicate`` when it checked them itself (``MetricsWatch.satisfied``), else ``None``.
+        ``what``: the condition's method, for the own-task refusal (``refuse``)."""
+        if self._refuse is not None:
+            self._refuse(f"wait().{what}")
         watch = self._watch
         try:
             async with asyncio.timeout(self._timeout):
@@ -494,13 +508,15 @@ class Wait:
         """Wait until the node is in ``state``."""
         if type(state) is not ServerState:
             raise TypeError(f"state must be a ServerState, got {type(state).__name__} {shown(state)}")
-        return await self._role_until(lambda m: m.state == state, msg or f"state {state.value}")
+        return await self._role_until("state", lambda m: m.state == state, msg or f"state {state.value}")
 
     async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
         """Wait until the node knows ``leader_id`` as the leader (``None``: knows none)."""
         if leader_id is not None:
             leader_id = check_node_id(leader_id, "leader_id")
-        return await self._role_until(lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}")
+        return await self._role_until(
+            "current_leader", lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}"
+        )
 
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
         """Wait until the last log index is ``>= index``."""
@@ -508,7 +524,10 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
-            lambda m: m.last_log_index >= index, msg or f"log index >= {index}", lambda _seen: self._watch.at_least("log", index)
+            "log_index_at_least",
+            lambda m: m.last_log_index >= index,
+            msg or f"log index >= {index}",
+            lambda _seen: self._watch.at_least("log", index),
         )
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
@@ -517,6 +536,7 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
+            "applied_index_at_least",
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
             lambda _seen: self._watch.at_least("applied", index),
@@ -535,6 +555,7 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
+            "snapshot",
             lambda m: m.snapshot is not None and m.snapshot.index >= index,
             msg or f"snapshot index >= {index}",
             lambda _seen: self._watch.at_least("snapshot", index),
@@ -553,6 +574,7 @@ class Wait:
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         return await self._until(
+            "purged",
             lambda m: m.purged is not None and m.purged.index >= index,
             msg or f"purged index >= {index}",
             lambda _seen: self._watch.at_least("purged", index),
@@ -565,15 +587,17 @@ class Wait:
         annotation ``set[NodeId]`` refused under ``mypy --strict``)."""
         want = check_voters(ids)
         return await self._role_until(
-            lambda m: set(m.membership_config.membership.voter_ids()) == want, msg or f"voters {sorted(want)}"
+            "voter_ids",
+            lambda m: set(m.membership_config.membership.voter_ids()) == want,
+            msg or f"voters {sorted(want)}",
         )
 
-    async def _role_until(self, predicate: Callable[[RaftMetrics], bool], msg: str) -> RaftMetrics:
+    async def _role_until(self, what: str, predicate: Callable[[RaftMetrics], bool], msg: str) -> RaftMetrics:
         """``_until`` of a ``predicate`` of the node's role alone (state, vote, membership,
         known leader: ``RoleKey``), woken only when the role changes."""
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
-        return await self._until(predicate, msg, self._watch.role_changed)
+        return await self._until(what, predicate, msg, self._watch.role_changed)
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -204,7 +204,8 @@ class Raft:
     before anything is logged, when called from another loop (or outside one); from another
     thread, use ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``. A call
     that waits for an entry to be applied (``client_write``, ``client_write_many``,
-    ``ensure_linearizable``, the membership changes, ``get_current_snapshot``) raises
+    ``ensure_linearizable``, the membership changes, ``get_current_snapshot``), and every
+    condition of ``wait()`` (which waits for the node's metrics to move on), raises
     ``RuntimeError`` at once when made from inside the node's own state machine or log store
     (on the node's own tasks), where it would wait for good (``_not_own_task``).
     """
@@ -397,11 +398,11 @@ class Raft:
         """``RuntimeError`` if called on this node's core task or state machine worker task:
         from inside its own state machine (``apply`` runs inline on the core task until it
         first suspends, then on the worker's) or log store. ``what`` waits for an entry to
-        be applied, or for the worker itself, and the node applies one batch at a time: the
-        call would wait for the very ``apply`` it is awaited in. It did, for good, and the
-        node applied nothing more, every client of it waiting too, with nothing logged.
-        Cheap while both tasks are parked waiting for work (``RaftCore.parked``): neither is
-        running then."""
+        be applied, for the worker itself, or for the node's metrics to move on (a ``wait()``
+        condition), and the node applies one batch at a time: the call would wait for the
+        very ``apply`` it is awaited in. It did, for good, and the node applied nothing
+        more, every client of it waiting too, with nothing logged. Cheap while both tasks
+        are parked waiting for work (``RaftCore.parked``): neither is running then."""
         core = self._core
         if core.parked and core.sm_worker._idle:
             return  # both own tasks wait for work: neither is the one running (``RaftCore.parked``)
@@ -410,7 +411,7 @@ class Raft:
             raise RuntimeError(
                 f"{what} was called from inside node {self.id}'s own state machine or log store (on the "
                 f"node's {'core' if task is core.task else 'state machine'} task), and it waits for what that "
-                "task applies next: awaited there, it would wait for good. Run it in a task of its own "
+                "task does next: awaited there, it would wait for good. Run it in a task of its own "
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
@@ -825,9 +826,11 @@ class Raft:
         (``None``: no bound). Example: ``await raft.wait(2.0).state(ServerState.LEADER)``.
         Not a coroutine, but it too must be called on the node's loop. Raises ``TypeError``
         for a ``timeout`` that is not a number (or ``None``) and ``ValueError`` for one that is
-        negative, NaN or infinite (``Wait``)."""
+        negative, NaN or infinite (``Wait``). A condition awaited from inside the node's own
+        state machine or log store raises ``RuntimeError`` at once (``_not_own_task``): the
+        metrics would wait for the task it holds up; read ``metrics`` there instead."""
         self._check_loop()
-        return Wait(self._core.watch, timeout)
+        return Wait(self._core.watch, timeout, self._not_own_task)
 
     # -- called by a transport's server side -------------------------------------------------
 
