@@ -415,15 +415,25 @@ class Raft:
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
-    async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None], what: str) -> Any:
-        """Run ``fn(engine, future, now)`` in the core and return the future's result.
-        ``RuntimeError`` (``_not_own_task``, naming the call ``what``) when called on the
-        core's own task but from an ``apply`` running inline there: from a log store method,
-        which the core awaits, so the answer would never come (the node stopped for good)."""
-        self._check_loop()
+    def _not_core_task(self, what: str) -> None:
+        """``_not_own_task(what)`` if called on the core task, unless from an ``apply``
+        running inline there (``StateMachineWorker.applying_inline``): for a call that the
+        core task answers (``_call``, ``append_entries``). A log store method, which the core
+        task awaits, would wait for the answer for good; an inline ``apply`` that awaits it
+        suspends and goes on on the worker's task, and the core answers."""
         core = self._core
         if not core.parked and _current_task(self._loop) is core.task and not core.sm_worker.applying_inline:
             self._not_own_task(what)
+
+    async def _call(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None], what: str) -> Any:
+        """Run ``fn(engine, future, now)`` in the core and return the future's result.
+        ``RuntimeError`` (``_not_core_task``, naming the call ``what``) when called on the
+        core's own task other than from an ``apply`` running inline there: from a log store
+        method, which the core awaits, so the answer would never come (the node stopped for
+        good)."""
+        self._check_loop()
+        self._not_core_task(what)
+        core = self._core
         fut: asyncio.Future[Any] = self._loop.create_future()
         core.send_msg(EngineCall(fn, fut))
         try:
@@ -837,7 +847,10 @@ class Raft:
     async def append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         """Handle an AppendEntries RPC from a leader. Raises ``InvalidRequest`` for a
         malformed request (``openraft_py.validation.check_append_entries``); the node
-        ignores it and keeps running."""
+        ignores it and keeps running. ``RuntimeError`` from inside the node's own log store
+        (``_not_core_task``): the core task, which answers it, awaits the store."""
+        self._check_loop()
+        self._not_core_task("append_entries")
         return await self.start_append_entries(req)
 
     def start_append_entries(self, req: AppendEntriesRequest) -> asyncio.Future[AppendEntriesResponse]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import Normal, Raft
+from openraft_py import AppendEntriesRequest, Normal, Raft
 from openraft_py.storage import IOFlushed
 from openraft_py.storage.memory import MemLogStore
 from openraft_py.testing.cluster import Cluster
@@ -32,6 +32,9 @@ CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
     "trigger.snapshot": lambda r: r.trigger.snapshot(),
     "client_write": lambda r: r.client_write(b"follow-up"),
+    # A peer request (a heartbeat; never handled: refused before it reaches the core). It
+    # went through ``start_append_entries``, past ``_call``'s check, and waited for good.
+    "append_entries": lambda r: r.append_entries(AppendEntriesRequest(r.metrics.vote, None, [], None)),
 }
 
 
