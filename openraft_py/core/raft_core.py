@@ -25,6 +25,7 @@ cost a quarter of the CPU of a write at 256 writers.)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 from collections import deque
@@ -77,6 +78,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
+from ..validation import shown
 from ..wakeup import Resumed, Wakeup, send_none
 from . import metrics_view
 from .apply_feed import ApplyFeed
@@ -147,12 +149,27 @@ def _log_store_cancel(method: str, e: asyncio.CancelledError, subject: str) -> S
     return err
 
 
+# The methods every ``RaftNetwork`` has (its optional ones are looked up where used).
+_CLIENT_METHODS = ("append_entries", "vote", "install_snapshot", "transfer_leader")
+
+
+def _not_a_client(made: object) -> str | None:
+    """What ``made`` (a network factory's ``new_client`` result) lacks to be a network client
+    (``RaftNetwork``): ``None`` when it has every method of ``_CLIENT_METHODS``, else a
+    sentence naming the first missing one."""
+    for m in _CLIENT_METHODS:
+        if not callable(getattr(made, m, None)):
+            return f"{shown(made)}, which is not a network client (RaftNetwork): it has no method {m}"
+    return None
+
+
 class _NoClient:
     """The client to a target the network factory could not make one for: every call raises
-    ``Unreachable`` naming the factory's error (replication backs off and tries again)."""
+    ``Unreachable`` naming why (``why``: the factory's error, or what it returned instead of a
+    client); replication backs off and tries again."""
 
-    def __init__(self, target: NodeId, node: Any, error: Exception) -> None:
-        self.why = f"no network client to node {target} at {node!r}: new_client raised {error!r}"
+    def __init__(self, target: NodeId, node: Any, why: str) -> None:
+        self.why = f"no network client to node {target} at {node!r}: {why}"
 
     async def append_entries(self, req: Any, option: RPCOption) -> Any:
         raise Unreachable(self.why)
@@ -1195,7 +1212,11 @@ class RaftCore:
         came from an ``add_learner`` call), a stand-in whose calls raise ``Unreachable`` with
         that error, not kept: the next call asks the factory again. (The exception used to
         stop the leader with ``Panicked``, and every leader after it while the membership
-        held the address.)"""
+        held the address.) So too, with a warning naming the factory and what came back, if
+        it returns something that is not a network client (``None`` from a forgotten
+        ``return``, an object without ``vote``, ...): that was kept as the target's client,
+        and each call of it failed later, in a replication or vote task, with an
+        ``AttributeError`` that named neither the factory nor the target."""
         known = self._clients.get(target)
         if known is not None and known[0] == node:
             return known[1]
@@ -1203,7 +1224,15 @@ class RaftCore:
             c = self.network.new_client(target, node)
         except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
             log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
-            return _NoClient(target, node, e)
+            return _NoClient(target, node, f"new_client raised {e!r}")
+        lacks = _not_a_client(c)
+        if lacks is not None:
+            factory = type(self.network).__name__
+            why = f"{factory}.new_client({target}, {node!r}) returned {lacks}"
+            log.warning("node %s: the network factory %s; node %s is unreachable until it returns one", self.id, why, target)
+            if inspect.iscoroutine(c):
+                c.close()  # (an ``async`` helper's result: never awaited, closed without a warning)
+            return _NoClient(target, node, why)
         if known is not None:
             log.info("node %s: node %s is now at %r (was %r)", self.id, target, node, known[0])
         self._clients[target] = (node, c)

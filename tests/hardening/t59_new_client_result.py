@@ -1,0 +1,98 @@
+"""A network factory whose ``new_client`` returns something that is not a network client.
+
+``RaftNetworkFactory.new_client`` must return a ``RaftNetwork`` (an object with
+``append_entries``, ``vote``, ``install_snapshot`` and ``transfer_leader``). One that returns
+``None`` (a forgotten ``return``), the factory itself, or an object lacking a method was
+taken and kept as the target's client: the failure came later, at its first call, as an
+``AttributeError`` about ``NoneType`` in a replication or vote task (the message named
+neither the factory nor the target). ``RaftCore.client`` now checks what ``new_client``
+returned, as it handles a ``new_client`` that raises: a warning names the factory, the
+target and what came back; the target is unreachable (its calls raise ``Unreachable``
+saying so, and replication backs off and retries as for any unreachable target), the
+result is not kept (the factory is asked again when the node next needs a client of that
+target: a new leadership or membership, a vote request); the node keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import BasicNode
+from openraft_py.network.router import RouterFactory
+from openraft_py.testing.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 2.0
+
+
+class NotAClient:
+    """Has ``append_entries`` only: not a whole ``RaftNetwork``."""
+
+    async def append_entries(self, req: Any, option: Any) -> Any:  # pragma: no cover - never called
+        raise AssertionError("an incomplete client was used")
+
+
+RETURNS: dict[str, Any] = {"None": None, "incomplete": NotAClient(), "str": "127.0.0.1:1"}
+
+
+class OddFactory:
+    """A network factory whose ``new_client`` returns ``returned`` for an address ``"odd"``
+    (counted in ``asked``), and the router's client otherwise."""
+
+    def __init__(self, inner: RouterFactory, returned: Any) -> None:
+        self.inner = inner
+        self.returned = returned
+        self.asked = 0
+
+    def new_client(self, target: int, node: BasicNode) -> Any:
+        if node.addr == "odd":
+            self.asked += 1
+            return self.returned
+        return self.inner.new_client(target, node)
+
+
+async def until(cond: Any, what: str) -> None:
+    """Wait (polling) until ``cond()`` holds, at most ``BOUND`` seconds."""
+    async with asyncio.timeout(BOUND):
+        while not cond():
+            await asyncio.sleep(0.005)
+    assert cond(), what
+
+
+@pytest.mark.parametrize("returned", sorted(RETURNS))
+async def test_a_new_client_that_is_not_a_client_leaves_only_that_target_unreachable(
+    returned: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    factories: dict[int, OddFactory] = {}
+    async with Cluster(fast_config(), seed=59) as c:
+        make = c.router.factory
+
+        def factory(source: int) -> OddFactory:
+            factories[source] = OddFactory(make(source), RETURNS[returned])
+            return factories[source]
+
+        c.router.factory = factory  # type: ignore[assignment]
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await asyncio.wait_for(raft.client_write(b"first"), BOUND)
+        with caplog.at_level(logging.WARNING, logger="openraft_py.core"):
+            resp = await asyncio.wait_for(raft.add_learner(4, BasicNode("odd"), blocking=False), BOUND)
+            assert resp.membership is not None and 4 in resp.membership.nodes
+            await until(lambda: factories[leader].asked > 0, "the factory was asked for node 4")
+            for i in range(5):
+                resp = await asyncio.wait_for(raft.client_write(b"%d" % i), BOUND)
+            await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        for nid, node in c.nodes.items():
+            assert node.metrics.running, f"n{nid} stopped: {node.metrics.error}"
+        warned = [r.getMessage() for r in caplog.records if "new_client" in r.getMessage()]
+        assert warned, "no warning named new_client"
+        assert "is not a network client" in warned[0], warned[0]
+        assert "OddFactory" in warned[0] and "new_client(4, " in warned[0], warned[0]
+        assert "AttributeError" not in caplog.text, "the odd client was used"
