@@ -3,7 +3,10 @@ streams and their requests, vote requests, snapshot builds), started and ended i
 
 A task that fails while the set is open is reported through ``on_failure`` (the core turns
 it into a ``Failed`` notification and stops the node); a cancelled task, or one that fails
-after ``close`` began, is not reported.
+after ``close`` began, is not reported. Once the set is closing, a task spawned is cancelled
+at once: nothing of a stopped node may start to run over its stores. ``on_empty`` is called
+each time the last task of the set ended (the node's stores are released once its core task
+and every task of the set ended: ``RaftCore.call_when_ended``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 class TaskSet:
     """Spawns named tasks, keeps them until they end, and cancels what is left on close.
 
-    Invariant: ``_tasks`` holds every spawned task not yet done, in spawn order (a dict, not
-    a set, so cancelling is deterministic under a simulator).
+    Invariant: ``_tasks`` holds every spawned task whose done callback has not run yet, in
+    spawn order (a dict, not a set, so cancelling is deterministic under a simulator); once
+    ``closing``, every task in it has been cancelled.
     """
 
     def __init__(self, prefix: str, on_failure: Callable[[BaseException], None]) -> None:
@@ -27,24 +31,35 @@ class TaskSet:
         self.on_failure = on_failure
         self.closing = False
         self._tasks: dict[asyncio.Task[Any], None] = {}
+        # Called (from a task's done callback) whenever the last task of the set ended.
+        self.on_empty: Callable[[], None] | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task named ``<prefix>-<name>`` and return it."""
+        """Run ``coro`` as a task named ``<prefix>-<name>`` and return it; cancelled at once
+        once the set is closing (its body does not run, unless an eager task factory ran it
+        up to its first suspension already)."""
         t = asyncio.get_running_loop().create_task(coro, name=f"{self.prefix}-{name}")
         self._tasks[t] = None
         t.add_done_callback(self._done)
+        if self.closing:
+            t.cancel()
         return t
 
     def _done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.pop(t, None)
-        if t.cancelled() or self.closing:
-            return
-        e = t.exception()
-        if e is not None:
-            self.on_failure(e)
+        if not t.cancelled() and not self.closing:
+            e = t.exception()
+            if e is not None:
+                self.on_failure(e)
+        if not self._tasks and self.on_empty is not None:
+            self.on_empty()
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def names(self) -> list[str]:
+        """The names of the tasks still running, in spawn order."""
+        return [t.get_name() for t in self._tasks]
 
     def cancel_all(self) -> list[asyncio.Task[Any]]:
         """Stop reporting failures and cancel every task still running; return them."""
@@ -55,10 +70,12 @@ class TaskSet:
         return tasks
 
     async def close(self) -> None:
-        """``cancel_all`` and wait until those tasks ended (their results are dropped)."""
+        """``cancel_all`` and wait until every task ended, also one spawned meanwhile
+        (cancelled at once: ``spawn``); their results are dropped."""
         tasks = self.cancel_all()
-        if tasks:
+        while tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+            tasks = list(self._tasks)
 
 
 def stray_cancel(who: str, e: asyncio.CancelledError) -> RuntimeError | None:

@@ -61,3 +61,45 @@ async def test_close_cancels_waits_and_reports_nothing() -> None:
     await ts.close()
     assert ended == ["stubborn"]
     assert failures == [] and len(ts) == 0
+
+
+async def test_a_task_spawned_while_closing_is_cancelled_and_waited_for() -> None:
+    """A task spawned once the set is closing (by a task ending on its cancellation, a done
+    callback of the stopped node) would run on after the node stopped, over its stores:
+    it is cancelled at once, its body unrun, and ``close`` waits for it too."""
+    ts = TaskSet("raft-1", lambda e: None)
+    ran: list[str] = []
+    late: list[asyncio.Task[None]] = []
+
+    async def body() -> None:
+        ran.append("late")
+
+    async def spawns_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            late.append(ts.spawn(body(), "late"))
+
+    ts.spawn(spawns_when_cancelled(), "first")
+    await asyncio.sleep(0)
+    await ts.close()
+    assert late and late[0].done(), "close returned before the task spawned while it closed ended"
+    assert late[0].cancelled() and ran == [], "a task spawned while closing ran"
+    assert len(ts) == 0
+
+
+async def test_on_empty_is_called_when_the_last_task_ended() -> None:
+    ts = TaskSet("raft-1", lambda e: None)
+    calls: list[int] = []
+    ts.on_empty = lambda: calls.append(len(ts))
+    t1 = ts.spawn(asyncio.sleep(60), "a")
+    t2 = ts.spawn(asyncio.sleep(60), "b")
+    assert ts.names() == ["raft-1-a", "raft-1-b"]
+    t1.cancel()
+    await asyncio.gather(t1, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert calls == [] and ts.names() == ["raft-1-b"]
+    t2.cancel()
+    await asyncio.gather(t2, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert calls == [0]
