@@ -135,45 +135,52 @@ class Trigger:
         await self._raft._act(lambda eng, now: core.start_transfer(to, now), "trigger.transfer_leader")
 
 
-# Every log store and state machine a node of this process runs on, by ``id``: the object
-# (kept, so that its id is not reused while listed), the node's id and its event loop.
-# Listed by ``Raft.new`` before the stores are first read, unlisted when the node's core
-# task ends (``shutdown()``, a stop of its own, ``asyncio.run`` returning), is
-# garbage-collected unfinished (a node dropped without ``shutdown()``), or its start
-# fails. Invariant: a listed object is a store of exactly one node, which has not ended
-# unless its loop was closed with the node's task left pending (``_claim_stores`` then
-# takes the object over: no task of that node can run any more).
-_IN_USE: dict[int, tuple[object, NodeId, asyncio.AbstractEventLoop]] = {}
+class _Claim:
+    """One store's entry in ``_IN_USE``: the object (kept, so that its id is not reused
+    while listed), the node's id, its event loop, and its core once made (a weak reference:
+    the claim must not keep a node dropped without ``shutdown()`` from being collected)."""
+
+    __slots__ = ("obj", "node_id", "loop", "core")
+
+    def __init__(self, obj: object, node_id: NodeId, loop: asyncio.AbstractEventLoop) -> None:
+        self.obj = obj
+        self.node_id = node_id
+        self.loop = loop
+        self.core: weakref.ref[RaftCore] | None = None
 
 
-def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> Callable[[], None]:
+# Every log store and state machine a node of this process runs on, by ``id``. Listed by
+# ``Raft.new`` before the stores are first read, unlisted once every task of the node ended
+# (``RaftCore.call_when_ended``: its core task, and the state machine worker, snapshot
+# builds, replication and vote tasks, which a stop cancels but which may take a while to
+# end: ``shutdown()``, a stop of its own, ``asyncio.run`` returning), when its core task is
+# garbage-collected unfinished (a node dropped without ``shutdown()``), or when its start
+# fails. Invariant: a listed object is a store of exactly one node, some task of which has
+# not ended, unless its loop was closed with the node's tasks left pending
+# (``_claim_stores`` then takes the object over: no task of that node can run any more).
+_IN_USE: dict[int, _Claim] = {}
+
+
+def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> tuple[Callable[[], None], list[_Claim]]:
     """List ``log_store`` and ``state_machine`` as ``node_id``'s (``_IN_USE``) and return the
-    function that unlists them. ``ValueError`` (nothing listed) if either is a store of a
-    node of this process that has not ended: the same state machine for every node of an
-    in-process cluster applied each entry once per node, and a second node on a running
-    node's stores (a restart without ``shutdown()``) ran two engines over one log, both
-    leading. One object as both stores of one node is taken."""
+    function that unlists them, and the claims (``Raft.new`` gives them the node's core).
+    ``ValueError`` (nothing listed) if either is a store of a node of this process that has
+    not ended: the same state machine for every node of an in-process cluster applied each
+    entry once per node, and a second node on a running node's stores (a restart without
+    ``shutdown()``) ran two engines over one log, both leading; a node that stopped on its
+    own but whose state machine call or snapshot build still runs (cancelled, waiting for
+    its worker thread) would run beside the new node's. One object as both stores of one
+    node is taken."""
     parts = [("log_store", log_store), ("state_machine", state_machine)]
     for role, obj in parts:
         held = _IN_USE.get(id(obj))
-        if held is not None and held[0] is obj and not held[2].is_closed():
-            owner = held[1]
-            if owner != node_id:
-                advice = (
-                    f"a store serves one node: give node {node_id} one of its own, or shut node {owner} down "
-                    "first (await raft.shutdown())"
-                )
-            else:
-                advice = (
-                    f"to start node {owner} again on it, shut node {owner} down first (await raft.shutdown()): "
-                    "two nodes of one id over one log would both lead"
-                )
-            raise ValueError(f"{role} {_v.shown(obj)} is in use: node {owner} of this process runs on it; {advice}")
+        if held is not None and held.obj is obj and not held.loop.is_closed():
+            raise ValueError(f"{role} {_v.shown(obj)} is in use: {_held_by(held, node_id)}")
     loop = asyncio.get_running_loop()
     # One claim per object (one object as both stores is claimed once); ``release`` removes
     # only these very claims, not a later node's on the same objects (it may run late: from
     # the garbage collector, see ``Raft.new``).
-    claims = {id(obj): (obj, node_id, loop) for _, obj in parts}
+    claims = {id(obj): _Claim(obj, node_id, loop) for _, obj in parts}
     _IN_USE.update(claims)
 
     def release() -> None:
@@ -181,7 +188,32 @@ def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> 
             if _IN_USE.get(key) is claim:
                 del _IN_USE[key]
 
-    return release
+    return release, list(claims.values())
+
+
+def _held_by(held: _Claim, node_id: NodeId) -> str:
+    """Why ``held``'s store cannot serve node ``node_id`` now, and what to do (``_claim_stores``)."""
+    owner = held.node_id
+    core = held.core() if held.core is not None else None
+    if core is not None and core.fatal is not None:
+        tasks = core.running_tasks()
+        return (
+            f"node {owner} of this process stopped ({core.fatal}), but tasks of it that may still use it have "
+            f"not ended yet: {', '.join(tasks)} (a cancelled call of a store may take a while to end, waiting "
+            f"for its worker thread); start node {node_id} on it once they have: await raft.shutdown() on "
+            f"node {owner} returns when they have"
+        )
+    if owner != node_id:
+        advice = (
+            f"a store serves one node: give node {node_id} one of its own, or shut node {owner} down "
+            "first (await raft.shutdown())"
+        )
+    else:
+        advice = (
+            f"to start node {owner} again on it, shut node {owner} down first (await raft.shutdown()): "
+            "two nodes of one id over one log would both lead"
+        )
+    return f"node {owner} of this process runs on it; {advice}"
 
 
 def owner_cluster_name(network_factory: object, config: Config) -> str:
@@ -264,7 +296,9 @@ class Raft:
         stores or written to them. ``ValueError``, before that, if ``log_store`` or
         ``state_machine`` is an object a node of this process runs on and has not ended
         (``_claim_stores``): a store serves one running node (shut it down first to start
-        it again on the same objects).
+        it again on the same objects). A node that stopped on its own has ended once every
+        task of it did (a cancelled store call may take a while): ``await raft.shutdown()``
+        on it returns then.
 
         The node runs on a copy of ``config``, its ``config`` attribute (a ``RunningConfig``,
         read-only: assigning a field raises ``AttributeError``): changing the object passed
@@ -320,7 +354,7 @@ class Raft:
             )
         owner_cluster = owner_cluster_name(network_factory, config)
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
-        release = _claim_stores(node_id, log_store, state_machine)  # before the first read
+        release, claims = _claim_stores(node_id, log_store, state_machine)  # before the first read
         try:
             try:
                 if check_owner is not None:
@@ -341,12 +375,17 @@ class Raft:
             release()
             raise
         assert core.task is not None
-        # Unlisted when the core task ends, or when it is garbage-collected unfinished (a
-        # node dropped without ``shutdown()``: no task of it can run any more, and its done
-        # callbacks never run). ``finalize`` runs ``release`` once, whichever comes first.
+        # Unlisted once every task of the node ended (``RaftCore.call_when_ended``: not when
+        # the core task alone ends, a stop of its own leaving a cancelled store call still
+        # running), or when the core task is garbage-collected unfinished (a node dropped
+        # without ``shutdown()``: no task of it can run any more, and its done callbacks never
+        # run). ``finalize`` runs ``release`` once, whichever comes first.
         unlist = weakref.finalize(core.task, release)
         unlist.atexit = False
-        core.task.add_done_callback(lambda _: unlist())
+        core_ref = weakref.ref(core)
+        for claim in claims:
+            claim.core = core_ref
+        core.call_when_ended(unlist)
         return cls(core)
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -297,6 +297,9 @@ class RaftCore:
         self._running_commands = False
         self._handlers = self._command_handlers()
         self.task: asyncio.Task[None] | None = None
+        # What ``call_when_ended`` was given and has not called yet (the node has not ended).
+        self._when_ended: list[Callable[[], None]] = []
+        self.tasks.on_empty = self._maybe_ended
         # The state machine worker's task (``start``). With ``task``, the two tasks a call of
         # the ``Raft`` handle that waits for apply must not come from (``Raft._not_own_task``):
         # ``apply`` runs on them, one batch at a time.
@@ -371,6 +374,7 @@ class RaftCore:
         self._read_clock = seconds_reader(self.clock)
         self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
         self.task.add_done_callback(_retrieve)
+        self.task.add_done_callback(self._core_task_done)
         self.sm_task = self.tasks.spawn(self.sm_worker.run(), "sm-worker")
         if self.config.enable_tick:
             self.tasks.spawn(self._ticker(), "ticker")
@@ -1483,6 +1487,54 @@ class RaftCore:
             log.exception("node %s: teardown could not mark the state", self.id)
         self.watch.fatal = err
         self.metrics.publish(force=True)
+
+    def _core_task_done(self, task: asyncio.Task[None]) -> None:
+        """The core task ended (a done callback). One cancelled before its first step never
+        ran ``_run``, whose ``finally`` tears down: torn down here then, so that the node's
+        other tasks are cancelled all the same (they ran on over its stores: ``shutdown``
+        tears down only when it is the one that cancels). Then ``_maybe_ended``."""
+        if not self._torn_down:
+            if self.fatal is None:
+                self.fatal = Stopped("raft core task was cancelled")
+            try:
+                self._teardown()
+            except Exception:
+                log.exception("node %s: teardown failed", self.id)
+        self._maybe_ended()
+
+    def ended(self) -> bool:
+        """Whether every task of the node ended: its core task and every task of its
+        ``TaskSet`` (the state machine worker, snapshot builds, replication, vote writes and
+        requests). Nothing of the node can call its log store or state machine any more."""
+        task = self.task
+        return task is not None and task.done() and not self.tasks
+
+    def running_tasks(self) -> list[str]:
+        """The names of the node's tasks that have not ended (the core task's first)."""
+        task = self.task
+        names = [task.get_name()] if task is not None and not task.done() else []
+        return names + self.tasks.names()
+
+    def call_when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the node ``ended()``: at once if it has, else from the done
+        callback of the last of its tasks to end (before that task's other waiters resume:
+        ``shutdown()`` returns after it). ``Raft.new`` releases the claim on the node's
+        stores (``raft._claim_stores``) this way: a fatal stop cancels the tasks, but one
+        of them may take a while to end once cancelled (a state machine call waiting for
+        its worker thread), and it still runs when the core task has ended."""
+        self._when_ended.append(fn)
+        self._maybe_ended()
+
+    def _maybe_ended(self) -> None:
+        """Call the ``call_when_ended`` functions if the node ``ended()``."""
+        if not self._when_ended or not self.ended():
+            return
+        fns, self._when_ended = self._when_ended, []
+        for fn in fns:
+            try:
+                fn()
+            except Exception:
+                log.exception("node %s: a function called at the node's end raised", self.id)
 
     def _stop_streams(self) -> None:
         for s in self._streams.values():

@@ -181,3 +181,124 @@ async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_aga
     assert core() is None, "the node was not collected (the test needs it gone)"
     again = await Raft.new(1, config, router.factory(1), store, sm)
     await again.shutdown()
+
+
+class Lingers(MemStateMachine):
+    """A state machine whose ``apply`` of ``b"hold"`` and whose snapshot build wait for good
+    (``running`` set when one started); cancelled, each waits for ``let_go`` before it ends
+    (as a call running in a worker thread does: ``in_thread`` raises only once its thread
+    ended). ``fail(e)`` stops the node through its fatal handler (``set_fatal_handler``)."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.running = asyncio.Event()
+        self.let_go = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.handler: Any = None
+
+    def set_fatal_handler(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def linger(self) -> None:
+        self.running.set()
+        try:
+            await asyncio.Event().wait()  # never set
+        except asyncio.CancelledError:
+            await self.let_go.wait()
+            raise
+        finally:
+            self.ended.set()
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
+            await self.linger()
+        return await super().apply(entries)
+
+    def get_snapshot_builder(self) -> Any:
+        sm = self
+
+        class Builder:
+            async def build_snapshot(self) -> Any:
+                await sm.linger()
+
+        return Builder()
+
+
+async def start_again(store: MemLogStore, sm: MemStateMachine, router: Router) -> Raft:
+    """``Raft.new`` on ``store`` and ``sm``, tried again while refused as in use (the old
+    node's last task ends a loop step after its call did), at most ``BOUND`` seconds."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            try:
+                return await Raft.new(1, fast_config(), router.factory(1), store, sm)
+            except ValueError:
+                await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("busy", ["apply", "build_snapshot"])
+async def test_the_stores_of_a_stopped_node_stay_claimed_while_its_tasks_still_run(busy: str) -> None:
+    """A node that stops on its own (its state machine failed) while its state machine worker
+    is in ``apply``, or a snapshot build runs, cancels them; a call that takes a while to end
+    once cancelled (a worker thread it waits for) still runs when the core's task has ended.
+    The stores were released with the core's task: a new node started on them at once ran
+    beside the old node's apply or build. They are now released once every task of the node
+    ended; until then ``Raft.new`` refuses them, naming the tasks."""
+    router = Router(seed=9)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), Lingers(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        await asyncio.wait_for(first.client_write(b"before"), BOUND)
+        held = None
+        if busy == "apply":
+            held = asyncio.ensure_future(first.client_write(b"hold"))
+        else:
+            await first.trigger.snapshot()
+        await asyncio.wait_for(sm.running.wait(), BOUND)
+        sm.handler(OSError("disk gone"))
+        await first.wait(BOUND).metrics(lambda m: not m.running, "n1 stopped")
+        if held is not None:
+            with pytest.raises(StorageError):
+                await asyncio.wait_for(held, BOUND)
+        assert not sm.ended.is_set(), f"the {busy} call ended (the test needs it running)"
+        with pytest.raises(ValueError) as info:
+            await Raft.new(1, fast_config(), router.factory(1), store, sm)
+        text = str(info.value)
+        assert "log_store MemLogStore" in text, text
+        assert "node 1 of this process stopped" in text, text
+        name = "sm-worker" if busy == "apply" else "build-snapshot"
+        assert f"raft-1-{name}" in text, text
+        assert "await raft.shutdown()" in text, text
+        sm.let_go.set()
+        await asyncio.wait_for(sm.ended.wait(), BOUND)
+        router.unregister(1)
+        # No shutdown(): once the last task ended, the stores are free.
+        again = await start_again(store, sm, router)
+        await again.shutdown()
+    finally:
+        sm.let_go.set()
+        await first.shutdown()
+
+
+async def test_a_core_task_cancelled_before_its_first_step_ends_every_task_of_the_node() -> None:
+    """A core task cancelled before its first step (by anything but ``shutdown()``, which
+    tears down itself) never runs ``_run``, whose ``finally`` tears the node down: its state
+    machine worker and ticker ran on, and the node said ``running`` for good. Torn down from
+    the core task's end now: every task of the node ends, and its stores are free."""
+    router = Router(seed=10)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), MemStateMachine(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    core = first._core
+    assert core.task is not None
+    core.task.cancel()  # before its first step: Raft.new does not yield after starting it
+    await first.wait(BOUND).metrics(lambda m: not m.running, "n1 stopped")
+    async with asyncio.timeout(BOUND):
+        while not core.ended():
+            await asyncio.sleep(0.005)
+    again = await start_again(store, sm, router)
+    await again.shutdown()
+    await first.shutdown()
