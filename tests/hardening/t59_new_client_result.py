@@ -38,22 +38,37 @@ class NotAClient:
         raise AssertionError("an incomplete client was used")
 
 
-RETURNS: dict[str, Any] = {"None": None, "incomplete": NotAClient(), "str": "127.0.0.1:1"}
+async def _connect() -> None:  # pragma: no cover - never awaited
+    pass
+
+
+# What each kind of wrong ``new_client`` returns (made anew at each call). "coroutine": a plain
+# ``def new_client`` that returns an ``async`` helper's coroutine (closed by the node, so that
+# no "never awaited" warning comes when it is collected).
+RETURNS: dict[str, Any] = {
+    "None": lambda: None,
+    "incomplete": NotAClient,
+    "str": lambda: "127.0.0.1:1",
+    "coroutine": _connect,
+}
 
 
 class OddFactory:
-    """A network factory whose ``new_client`` returns ``returned`` for an address ``"odd"``
-    (counted in ``asked``), and the router's client otherwise."""
+    """A network factory whose ``new_client`` returns ``returned()`` for an address ``"odd"``
+    (counted in ``asked``, kept in ``made``), and the router's client otherwise."""
 
     def __init__(self, inner: RouterFactory, returned: Any) -> None:
         self.inner = inner
         self.returned = returned
         self.asked = 0
+        self.made: list[Any] = []
 
     def new_client(self, target: int, node: BasicNode) -> Any:
         if node.addr == "odd":
             self.asked += 1
-            return self.returned
+            made = self.returned()
+            self.made.append(made)
+            return made
         return self.inner.new_client(target, node)
 
 
@@ -96,3 +111,6 @@ async def test_a_new_client_that_is_not_a_client_leaves_only_that_target_unreach
         assert "is not a network client" in warned[0], warned[0]
         assert "OddFactory" in warned[0] and "new_client(4, " in warned[0], warned[0]
         assert "AttributeError" not in caplog.text, "the odd client was used"
+        for made in factories[leader].made:
+            if asyncio.iscoroutine(made):
+                assert made.cr_frame is None, "the coroutine new_client returned was not closed"
