@@ -124,6 +124,11 @@ _IO_ADVANCED = object()
 # size, or twice the number still pending after the last compaction.
 CALLERS_COMPACT_MIN = 1024
 
+# Seconds between the checks, once a node stopped, of its tasks that have not ended: each
+# names them at WARNING and cancels them again (``RaftCore._stuck_tasks``). A cancelled
+# RocksDB call waits for its worker thread up to ``CANCELLED_THREAD_WAIT`` (30 s).
+STUCK_TASKS_WARN_S = 10.0
+
 
 def _data_bytes(entry: Entry) -> int:
     """The data bytes of ``entry``: its ``Normal`` payload's length, else 0."""
@@ -299,6 +304,9 @@ class RaftCore:
         self.task: asyncio.Task[None] | None = None
         # What ``call_when_ended`` was given and has not called yet (the node has not ended).
         self._when_ended: list[Callable[[], None]] = []
+        # Once stopped, while a task of the node has not ended: the next ``_stuck_tasks``.
+        self._stuck_timer: asyncio.TimerHandle | None = None
+        self._stopped_at = 0.0
         self.tasks.on_empty = self._maybe_ended
         # The state machine worker's task (``start``). With ``task``, the two tasks a call of
         # the ``Raft`` handle that waits for apply must not come from (``Raft._not_own_task``):
@@ -1487,6 +1495,28 @@ class RaftCore:
             log.exception("node %s: teardown could not mark the state", self.id)
         self.watch.fatal = err
         self.metrics.publish(force=True)
+        if self.tasks and not self._loop.is_closed():  # (closed: a node collected with its loop)
+            self._stopped_at = self._loop.time()
+            self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
+
+    def _stuck_tasks(self) -> None:
+        """Every ``STUCK_TASKS_WARN_S`` after the stop while a task of the node has not ended
+        (cancelled, it runs on: a plug-in call that swallowed the ``CancelledError``, or one
+        still waiting for its thread): name those tasks at WARNING and cancel them again.
+        Until they end, the node's stores stay claimed (``Raft.new`` refuses them) and
+        ``shutdown()`` waits; a task that swallowed one cancellation was left so for good,
+        with nothing said."""
+        self._stuck_timer = None
+        names = self.tasks.names()
+        if not names:
+            return
+        log.warning(
+            "node %s stopped %.1f s ago, but tasks of it have not ended: %s (cancelled again; its log store and "
+            "state machine stay in use until they end: a store call that ignores its cancellation?)",
+            self.id, self._loop.time() - self._stopped_at, ", ".join(names),
+        )
+        self.tasks.cancel_all()
+        self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
 
     def _core_task_done(self, task: asyncio.Task[None]) -> None:
         """The core task ended (a done callback). One cancelled before its first step never
@@ -1527,7 +1557,12 @@ class RaftCore:
 
     def _maybe_ended(self) -> None:
         """Call the ``call_when_ended`` functions if the node ``ended()``."""
-        if not self._when_ended or not self.ended():
+        if not self.ended():
+            return
+        if self._stuck_timer is not None:
+            self._stuck_timer.cancel()
+            self._stuck_timer = None
+        if not self._when_ended:
             return
         fns, self._when_ended = self._when_ended, []
         for fn in fns:

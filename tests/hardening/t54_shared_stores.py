@@ -302,3 +302,56 @@ async def test_a_core_task_cancelled_before_its_first_step_ends_every_task_of_th
     again = await start_again(store, sm, router)
     await again.shutdown()
     await first.shutdown()
+
+
+class SwallowsOneCancel(MemStateMachine):
+    """A state machine whose ``apply`` of ``b"hold"`` waits for good and swallows the first
+    cancellation (and waits again): a plug-in bug, or one finishing its write its own way."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.running = asyncio.Event()
+        self.handler: Any = None
+
+    def set_fatal_handler(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
+            self.running.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.Event().wait()  # swallowed; only a second cancel ends it
+        return await super().apply(entries)
+
+
+async def test_a_task_that_does_not_end_when_cancelled_is_cancelled_again_and_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task of a stopped node that swallowed its cancellation kept the node's stores
+    claimed (and ``shutdown()`` waiting) for good, with nothing said. Every
+    ``STUCK_TASKS_WARN_S`` until the node ended, the core names the tasks left at WARNING
+    and cancels them again."""
+    from openraft_py.core import raft_core
+
+    monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_S", 0.05)
+    router = Router(seed=11)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), SwallowsOneCancel(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        held = asyncio.ensure_future(first.client_write(b"hold"))
+        await asyncio.wait_for(sm.running.wait(), BOUND)
+        sm.handler(OSError("disk gone"))
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(held, BOUND)
+        router.unregister(1)
+        again = await start_again(store, sm, router)
+        await again.shutdown()
+        assert "raft-1-sm-worker" in caplog.text and "have not ended" in caplog.text, caplog.text
+    finally:
+        await asyncio.wait_for(first.shutdown(), BOUND)
