@@ -158,7 +158,7 @@ def _log_store_cancel(method: str, e: asyncio.CancelledError, subject: str) -> S
 _CLIENT_METHODS = ("append_entries", "vote", "install_snapshot", "transfer_leader")
 
 
-def _not_a_client(made: object) -> str | None:
+def not_a_client(made: object) -> str | None:
     """What ``made`` (a network factory's ``new_client`` result) lacks to be a network client
     (``RaftNetwork``): ``None`` when it has every method of ``_CLIENT_METHODS``, else a
     sentence naming the first missing one."""
@@ -1237,7 +1237,7 @@ class RaftCore:
         except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
             log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
             return _NoClient(target, node, f"new_client raised {e!r}")
-        lacks = _not_a_client(c)
+        lacks = not_a_client(c)
         if lacks is not None:
             factory = type(self.network).__name__
             why = f"{factory}.new_client({target}, {node!r}) returned {lacks}"

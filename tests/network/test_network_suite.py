@@ -271,3 +271,46 @@ async def test_a_broken_network_fails_the_suite(client_cls: type[_Wrapping], by_
     assert message in str(failure.error), str(failure.error)
     assert str(failure.error).startswith(f"[{check}] ")
     assert re.search(rf"^  {check}: AssertionError: \[{check}\] ", str(info.value), re.M)
+
+
+class _NotAClientFactory:
+    """``new_client`` returns ``made`` (not a network client) instead of a client."""
+
+    def __init__(self, made: Any) -> None:
+        self.made = made
+
+    def new_client(self, target: int, node: BasicNode) -> Any:
+        return self.made
+
+
+class _NoVote:
+    """Has every RPC method but ``vote``."""
+
+    async def append_entries(self, req: Any, option: Any) -> Any:
+        raise AssertionError("not called")
+
+    async def install_snapshot(self, req: Any, option: Any) -> Any:
+        raise AssertionError("not called")
+
+    async def transfer_leader(self, req: Any, option: Any) -> Any:
+        raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    "made,lacks",
+    [(None, "append_entries"), (_NoVote(), "vote")],
+    ids=["none", "no-vote"],
+)
+async def test_a_new_client_that_is_not_a_client_fails_the_suite(made: Any, lacks: str) -> None:
+    @contextlib.asynccontextmanager
+    async def builder(server: SuiteServer) -> AsyncIterator[NetworkHandle]:
+        async with router_builder()(server) as handle:
+            handle.factory = _NotAClientFactory(made)
+            yield handle
+
+    with pytest.raises(SuiteFailure) as info:
+        await run_network_suite(builder, only=["vote_round_trip"])
+    assert info.value.failed == ["vote_round_trip"]
+    error = str(info.value.report[0].error)
+    assert "_NotAClientFactory.new_client(2, " in error, error
+    assert f"which is not a network client (RaftNetwork): it has no method {lacks}" in error, error

@@ -59,7 +59,8 @@ is back, a node at the address that is not the addressed one is ``Unreachable`` 
 handed nothing); cancelling a call in flight (it ends at once and does not poison the next
 call, which gets its own answer); many concurrent calls on one client answered out of
 order, each with its own answer; AppendEntries handed over in call order; ``new_client``
-(plain, twice for a target); closing the factory and calls after that; ``forget``;
+(plain, a network client with every RPC method, twice for a target); closing the factory
+and calls after that; ``forget``;
 the optional ``send_append_entries``, ``submit_append_entries`` and ``heartbeat`` (a
 heartbeat round-trips as an AppendEntries and is answered while an AppendEntries handed
 over before it waits for its answer).
@@ -80,6 +81,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...config import Config
+from ...core.raft_core import not_a_client
 from ...errors import InvalidRequest, RemoteError, RPCError, Stopped, Timeout, Unreachable
 from ...types import (
     BLANK,
@@ -296,8 +298,11 @@ class NetworkHandle:
 
     def client(self, target: NodeId = TARGET, node: BasicNode | None = None) -> Any:
         """``factory.new_client(target, node)`` (default: the target at ``node``);
-        ``AssertionError`` if it gives an awaitable (an ``async def new_client``)."""
-        made = self.factory.new_client(target, self.node if node is None else node)
+        ``AssertionError`` if it gives an awaitable (an ``async def new_client``) or anything
+        else that is not a network client (``None``, an object without one of the RPC
+        methods): a node treats such a target as unreachable (``RaftCore.client``)."""
+        node = self.node if node is None else node
+        made = self.factory.new_client(target, node)
         if inspect.isawaitable(made):
             if inspect.iscoroutine(made):
                 made.close()
@@ -305,6 +310,9 @@ class NetworkHandle:
                 "new_client returned an awaitable: it must be a plain method that returns the client at once "
                 "(no IO: connect on the first RPC)"
             )
+        lacks = not_a_client(made)
+        if lacks is not None:
+            raise AssertionError(f"{type(self.factory).__name__}.new_client({target}, {node!r}) returned {lacks}")
         return made
 
 
