@@ -260,6 +260,11 @@ class StateMachineWorker:
         self._wakeup.wake()
         self.notify(Failed(err))
 
+    def waiting_for_work(self) -> bool:
+        """Whether the task waits for work with nothing queued: a ``call`` made now runs
+        next, behind no ``apply`` (``Snapshots.receive_chunk``)."""
+        return self._idle and not self._queue
+
     def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
         """Run ``fn(state_machine)`` after everything queued so far (the state machine is
         only ever used from this task, one call at a time); return a future of its result.

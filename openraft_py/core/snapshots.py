@@ -71,6 +71,21 @@ class _InstallAnswer:
         self.txs.clear()
 
 
+def _drop_opening(opening: tuple[str, asyncio.Future[Any]] | None) -> None:
+    """Forget ``opening`` (``Snapshots._opening``): the file, once handed out, is closed
+    (a ``RocksStateMachine`` deletes it at the next receive), and a failure is retrieved
+    (nobody awaits it)."""
+    if opening is None:
+        return
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        snapshot_io.close_quietly(fut.result())
+
+    opening[1].add_done_callback(done)
+
+
 class Snapshots:
     """Snapshot building, receiving and installing for one node.
 
@@ -94,6 +109,12 @@ class Snapshots:
         self.notify = notify
         self._receiving: tuple[str, Any] | None = None
         self._received = 0
+        # The snapshot whose first chunk came while the state machine worker was busy (an
+        # ``apply`` running or anything queued): its id and the future of the file
+        # ``begin_receiving_snapshot`` opens for it, queued on the worker then. The chunk was
+        # refused (the leader sends it again after a pause); the resend takes the file once
+        # the worker handed it out. The core never awaits the worker behind an ``apply``.
+        self._opening: tuple[str, asyncio.Future[Any]] | None = None
         # The last snapshot handed to the state machine to install, and where its answer goes.
         self._installed: tuple[str, _InstallAnswer] | None = None
         # The last refusal logged at WARNING (snapshot id, error): the leader sends a refused
@@ -130,8 +151,9 @@ class Snapshots:
         """Write one chunk into the snapshot being received; on the last one hand the whole
         snapshot to the engine. A chunk that does not continue the received bytes (nor
         repeat earlier ones) is refused with ``ApiError``: the leader starts over. So is the
-        first chunk of a transfer while a snapshot is being installed (the core never waits
-        for an install). Raises ``StorageError`` when the state machine or the file fails."""
+        first chunk of a transfer while a snapshot is being installed, or while the state
+        machine worker is busy (the core never waits for an install, nor for an ``apply``).
+        Raises ``StorageError`` when the state machine or the file fails."""
         sid = req.meta.snapshot_id
         if self._receiving is None or self._receiving[0] != sid:
             inst = self._installed
@@ -150,9 +172,30 @@ class Snapshots:
                 # over later (the engine would refuse the finished transfer anyway).
                 answer(tx, ApiError(f"snapshot {sid}: snapshot {installing.snapshot_id} is being installed"))
                 return
+            # Beginning to receive goes through the worker too, after what it runs and holds
+            # queued (an ``apply`` may take long, or await this node's core: a
+            # ``trigger.snapshot()``). The core awaits it only when it runs at once; else it
+            # is queued now, the chunk refused, and the leader's resend takes the file.
+            # Awaited behind an ``apply``, the core answered nothing meanwhile, and for good
+            # if that ``apply`` awaited a call the core answers (``_opening``).
+            busy = not self.worker.waiting_for_work()
+            opening, self._opening = self._opening, None
             self.close()
+            if opening is not None and opening[0] == sid:
+                fut = opening[1]  # queued for an earlier copy of this chunk
+                if not fut.done():
+                    self._opening = opening
+                    answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
+                    return
+            else:
+                _drop_opening(opening)
+                fut = self.worker.call(lambda sm: sm.begin_receiving_snapshot())
+                if busy:
+                    self._opening = (sid, fut)
+                    answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
+                    return
             try:
-                f = await self.worker.call(lambda sm: sm.begin_receiving_snapshot())
+                f = await fut
             except Exception as e:
                 raise StorageError("beginning to receive a snapshot", e) from e
             self._receiving = (sid, f)
@@ -238,7 +281,10 @@ class Snapshots:
         self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 
     def close(self) -> None:
-        """Drop the snapshot being received, if any (its file is closed)."""
+        """Drop the snapshot being received, if any (its file is closed), and the file
+        being opened for one (``_opening``: closed once the worker hands it out)."""
+        opening, self._opening = self._opening, None
+        _drop_opening(opening)
         if self._receiving is not None:
             snapshot_io.close_quietly(self._receiving[1])
             self._receiving = None

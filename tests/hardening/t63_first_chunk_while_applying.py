@@ -1,0 +1,136 @@
+"""The first chunk of a snapshot arriving at a follower while its state machine is inside an
+``apply``.
+
+A follower opens the file a snapshot is received into with the state machine's
+``begin_receiving_snapshot``, through the state machine worker, which runs one call at a
+time: behind the ``apply`` running there. The core task awaited that call within its pass:
+while the ``apply`` went on (a slow one, or one awaiting I/O) the follower answered nothing,
+neither the leader's AppendEntries nor its heartbeats nor a vote; and an ``apply`` that then
+awaited a call the core answers (``raft.trigger.snapshot()``, which the storage guide says
+is fine from ``apply``) waited for the core, which waited for it: the node stood still for
+good, saying nothing. Now the core awaits ``begin_receiving_snapshot`` only when the worker
+has nothing to run first; otherwise the call is queued, the chunk refused with ``ApiError``
+(the leader sends it again after a heartbeat interval), and a resend takes the file once the
+worker handed it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import Normal, Raft
+from openraft_py.errors import ApiError
+from openraft_py.storage.memory import MemStateMachine
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import (
+    Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogId,
+    Membership,
+    SnapshotMeta,
+    StoredMembership,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 2.0
+
+
+class Gated(MemStateMachine):
+    """A ``MemStateMachine`` whose ``apply`` of ``b"trigger"`` on the armed node waits for
+    ``gate``, then awaits ``call(raft)`` if one is set, recording the outcome."""
+
+    raft: Raft | None = None
+    sm: MemStateMachine | None = None
+    gate: asyncio.Event
+    entered: asyncio.Event
+    call: Any = None
+    outcome: str | None = None
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        out = await super().apply(entries)
+        raft = Gated.raft
+        if self is not Gated.sm or raft is None:
+            return out
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"trigger" for e in entries):
+            Gated.sm = None
+            Gated.entered.set()
+            await Gated.gate.wait()  # on the worker's task from here
+            if Gated.call is not None:
+                try:
+                    await Gated.call(raft)
+                    Gated.outcome = "returned"
+                except Exception as e:  # noqa: BLE001 - recorded for the test
+                    Gated.outcome = repr(e)
+        return out
+
+
+def _first_chunk(follower: Raft, leader_id: int, sid: str) -> InstallSnapshotRequest:
+    """The first of two chunks of a snapshot ``sid`` from the follower's current leader."""
+    vote = follower.metrics.vote
+    meta = SnapshotMeta(
+        LogId(vote.leader_id.term, 1000), StoredMembership(None, Membership.new([{1, 2, 3}], None)), sid
+    )
+    return InstallSnapshotRequest(vote, meta, 0, b"x" * 10, False)
+
+
+async def _follower_in_apply(c: Cluster[Any, Any], call: Any) -> tuple[Raft, Raft]:
+    """Start three nodes; make a follower's ``apply`` of a write hold at ``Gated.gate``."""
+    Gated.gate, Gated.entered, Gated.call, Gated.outcome = asyncio.Event(), asyncio.Event(), call, None
+    await c.start({1, 2, 3})
+    lid = await c.wait_for_leader()
+    leader = c.nodes[lid]
+    fid = next(i for i in (1, 2, 3) if i != lid)
+    Gated.raft, Gated.sm = c.nodes[fid], c.state_machines[fid]
+    await asyncio.wait_for(leader.client_write(b"trigger"), BOUND)
+    await asyncio.wait_for(Gated.entered.wait(), BOUND)
+    return leader, c.nodes[fid]
+
+
+async def test_the_first_chunk_is_answered_while_an_apply_holds_the_state_machine() -> None:
+    async with Cluster(fast_config(), state_machine=Gated) as c:
+        leader, follower = await _follower_in_apply(c, None)
+        chunk = _first_chunk(follower, leader.id, "snap-busy")
+        # Before: answered only once the apply returned (here: never, the gate is shut).
+        with pytest.raises(ApiError, match="the state machine is busy"):
+            await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
+        # The core goes on meanwhile: it takes the leader's writes (logged, not applied).
+        await asyncio.wait_for(leader.client_write(b"during"), BOUND)
+        index = leader.metrics.last_log_index
+        await asyncio.wait_for(follower.wait().log_index_at_least(index), BOUND)
+        Gated.gate.set()
+        await asyncio.wait_for(follower.wait().applied_index_at_least(index), BOUND)
+        # The leader's resend takes the file opened meanwhile.
+        resp = await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
+        assert isinstance(resp, InstallSnapshotResponse)
+        assert follower.metrics.running
+
+
+async def test_an_apply_that_triggers_a_snapshot_meanwhile_does_not_stop_the_node() -> None:
+    async def trigger(raft: Raft) -> None:
+        await raft.trigger.snapshot()
+
+    async with Cluster(fast_config(), state_machine=Gated) as c:
+        leader, follower = await _follower_in_apply(c, trigger)
+        chunk = _first_chunk(follower, leader.id, "snap-trigger")
+        taking = asyncio.ensure_future(follower.install_snapshot(chunk))
+        await asyncio.sleep(0.05)  # the core handles the chunk (it waited for the worker there)
+        Gated.gate.set()
+        # Before: the apply waited for the core, the core for the apply's worker, for good.
+        with pytest.raises(ApiError, match="the state machine is busy"):
+            await asyncio.wait_for(taking, BOUND)
+        for _ in range(100):
+            if Gated.outcome is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert Gated.outcome == "returned"
+        await asyncio.wait_for(leader.client_write(b"after"), BOUND)
+        index = leader.metrics.last_log_index
+        await asyncio.wait_for(follower.wait().applied_index_at_least(index), BOUND)
+        resp = await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
+        assert isinstance(resp, InstallSnapshotResponse)
