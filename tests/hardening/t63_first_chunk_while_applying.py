@@ -17,7 +17,7 @@ worker handed it out.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from integration.checks import fast_config
@@ -47,10 +47,18 @@ class Gated(MemStateMachine):
 
     raft: Raft | None = None
     sm: MemStateMachine | None = None
+    receiver: MemStateMachine | None = None
     gate: asyncio.Event
     entered: asyncio.Event
     call: Any = None
     outcome: str | None = None
+    files: ClassVar[list[Any]] = []
+
+    async def begin_receiving_snapshot(self) -> Any:
+        f = await super().begin_receiving_snapshot()
+        if self is Gated.receiver:
+            Gated.files.append(f)
+        return f
 
     async def apply(self, entries: list[Entry]) -> list[Any]:
         out = await super().apply(entries)
@@ -87,6 +95,7 @@ async def _follower_in_apply(c: Cluster[Any, Any], call: Any) -> tuple[Raft, Raf
     leader = c.nodes[lid]
     fid = next(i for i in (1, 2, 3) if i != lid)
     Gated.raft, Gated.sm = c.nodes[fid], c.state_machines[fid]
+    Gated.receiver, Gated.files = c.state_machines[fid], []
     await asyncio.wait_for(leader.client_write(b"trigger"), BOUND)
     await asyncio.wait_for(Gated.entered.wait(), BOUND)
     return leader, c.nodes[fid]
@@ -134,3 +143,25 @@ async def test_an_apply_that_triggers_a_snapshot_meanwhile_does_not_stop_the_nod
         await asyncio.wait_for(follower.wait().applied_index_at_least(index), BOUND)
         resp = await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
         assert isinstance(resp, InstallSnapshotResponse)
+
+
+async def test_a_file_opened_for_a_transfer_replaced_meanwhile_is_closed() -> None:
+    async with Cluster(fast_config(), state_machine=Gated) as c:
+        leader, follower = await _follower_in_apply(c, None)
+        old = _first_chunk(follower, leader.id, "snap-old")
+        new = _first_chunk(follower, leader.id, "snap-new")
+        for chunk in (old, new):  # a newer snapshot's transfer replaces the first
+            with pytest.raises(ApiError, match="the state machine is busy"):
+                await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
+        Gated.gate.set()
+        resp = None
+        for _ in range(100):  # resent until the worker handed out the new one's file
+            try:
+                resp = await asyncio.wait_for(follower.install_snapshot(new), BOUND)
+                break
+            except ApiError:
+                await asyncio.sleep(0.01)
+        assert isinstance(resp, InstallSnapshotResponse)
+        assert len(Gated.files) == 2
+        assert Gated.files[0].closed, "the file opened for the replaced transfer was left open"
+        assert not Gated.files[1].closed
