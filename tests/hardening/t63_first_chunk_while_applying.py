@@ -128,7 +128,14 @@ async def test_an_apply_that_triggers_a_snapshot_meanwhile_does_not_stop_the_nod
         leader, follower = await _follower_in_apply(c, trigger)
         chunk = _first_chunk(follower, leader.id, "snap-trigger")
         taking = asyncio.ensure_future(follower.install_snapshot(chunk))
-        await asyncio.sleep(0.05)  # the core handles the chunk (it waited for the worker there)
+        # The core handled the chunk: ``begin_receiving_snapshot`` is queued on the worker
+        # behind the apply (the core awaited it there before).
+        worker = follower._core.sm_worker
+        for _ in range(200):
+            if worker._queue:
+                break
+            await asyncio.sleep(0.01)
+        assert worker._queue, "the chunk never reached the state machine worker"
         Gated.gate.set()
         # Before: the apply waited for the core, the core for the apply's worker, for good.
         with pytest.raises(ApiError, match="the state machine is busy"):
