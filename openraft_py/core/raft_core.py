@@ -101,7 +101,7 @@ from .messages import (
     VoteReply,
     answer,
 )
-from .replication import ReplicationCore, ReplicationEnv, breach_log
+from .replication import BROKEN_NETWORK_WARN_MS, ReplicationCore, ReplicationEnv, breach_log
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
 from .tasks import TaskSet, stray_cancel
@@ -168,25 +168,41 @@ def not_a_client(made: object) -> str | None:
     return None
 
 
+# Seconds between two requests of a replication channel's client from the network factory
+# while the factory cannot make one (``RaftCore._retry_client``): the channel retries at every
+# heartbeat, and a factory may be slow (it must not do IO, but may look an address up).
+NO_CLIENT_RETRY_S = 1.0
+
+
 class _NoClient:
     """The client to a target the network factory could not make one for: every call raises
     ``Unreachable`` naming why (``why``: the factory's error, or what it returned instead of a
-    client); replication backs off and tries again."""
+    client); replication backs off and tries again. ``retry``, if given, is called first (at
+    each call): ``RaftCore._retry_client``, which asks the factory again and, once it makes a
+    client, gives it to the replication channel that holds this stand-in."""
 
-    def __init__(self, target: NodeId, node: Any, why: str) -> None:
+    def __init__(self, target: NodeId, node: Any, why: str, retry: Callable[[_NoClient], None] | None = None) -> None:
         self.why = f"no network client to node {target} at {node!r}: {why}"
+        self._retry = retry
+        # The clock (``RaftCore``'s, in seconds) before which ``retry`` asks nothing again.
+        self.retry_at = 0.0
+
+    def _unreachable(self) -> Unreachable:
+        if self._retry is not None:
+            self._retry(self)
+        return Unreachable(self.why)
 
     async def append_entries(self, req: Any, option: RPCOption) -> Any:
-        raise Unreachable(self.why)
+        raise self._unreachable()
 
     async def vote(self, req: Any, option: RPCOption) -> Any:
-        raise Unreachable(self.why)
+        raise self._unreachable()
 
     async def install_snapshot(self, req: Any, option: RPCOption) -> Any:
-        raise Unreachable(self.why)
+        raise self._unreachable()
 
     async def transfer_leader(self, req: Any, option: RPCOption) -> None:
-        raise Unreachable(self.why)
+        raise self._unreachable()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -277,6 +293,9 @@ class RaftCore:
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).
         self._clients: dict[NodeId, tuple[Any, RaftNetwork]] = {}
+        # Per target the factory made no client of: why, and when it was last said at
+        # WARNING (``now_ms``; ``_no_client_warning``). Dropped once it makes one.
+        self._no_client_warned: dict[NodeId, tuple[str, float]] = {}
         # The contract breaches of the network's vote calls, per target (``breach_log``).
         self._vote_breaches: dict[NodeId, FailureLog] = {}
         # The committed and effective memberships ``_forget_clients_of_left_nodes`` last saw.
@@ -1235,20 +1254,62 @@ class RaftCore:
         try:
             c = self.network.new_client(target, node)
         except Exception as e:  # noqa: BLE001 - the factory's failure is this target's, not the node's
-            log.warning("node %s: the network factory's new_client(%s, %r) raised %r", self.id, target, node, e)
-            return _NoClient(target, node, f"new_client raised {e!r}")
+            why = f"new_client raised {e!r}"
+            self._no_client_warning(target, why, "node %s: the network factory's new_client(%s, %r) raised %r",
+                                    self.id, target, node, e)
+            return _NoClient(target, node, why, self._retry_client_of(target, node))
         lacks = not_a_client(c)
         if lacks is not None:
             factory = type(self.network).__name__
             why = f"{factory}.new_client({target}, {node!r}) returned {lacks}"
-            log.warning("node %s: the network factory %s; node %s is unreachable until it returns one", self.id, why, target)
+            self._no_client_warning(target, why, "node %s: the network factory %s; node %s is unreachable until it "
+                                    "returns one", self.id, why, target)
             if inspect.iscoroutine(c):
                 c.close()  # (an ``async`` helper's result: never awaited, closed without a warning)
-            return _NoClient(target, node, why)
-        if known is not None:
+            return _NoClient(target, node, why, self._retry_client_of(target, node))
+        if self._no_client_warned.pop(target, None) is not None:
+            log.info("node %s: the network factory made a client of node %s at %r", self.id, target, node)
+        elif known is not None:
             log.info("node %s: node %s is now at %r (was %r)", self.id, target, node, known[0])
         self._clients[target] = (node, c)
         return c
+
+    def _no_client_warning(self, target: NodeId, why: str, msg: str, *args: Any) -> None:
+        """Log ``msg % args``, that the factory made no client of ``target`` (``why``), at
+        WARNING the first time, when ``why`` changed, or ``BROKEN_NETWORK_WARN_MS`` after the
+        last warning; else at DEBUG. The factory is asked again at every vote request and
+        every ``NO_CLIENT_RETRY_S`` of replication (``_retry_client``): a warning each time
+        would be one a campaign and one a second for as long as it fails."""
+        now = self.now_ms()
+        warned = self._no_client_warned.get(target)
+        if warned is not None and warned[0] == why and now - warned[1] < BROKEN_NETWORK_WARN_MS:
+            log.debug(msg, *args)
+            return
+        self._no_client_warned[target] = (why, now)
+        log.warning(msg, *args)
+
+    def _retry_client_of(self, target: NodeId, node: Any) -> Callable[[_NoClient], None]:
+        """``_retry_client`` for a stand-in client of ``target`` at ``node``."""
+        return lambda stand_in: self._retry_client(target, node, stand_in)
+
+    def _retry_client(self, target: NodeId, node: Any, stand_in: _NoClient) -> None:
+        """A call of ``stand_in`` (made as the client of ``target`` at ``node`` when the
+        factory made none) is about to fail: if a replication channel sends through it, ask
+        the factory again (at most every ``NO_CLIENT_RETRY_S``) and give the channel the
+        client it makes. The channel kept the stand-in until the next leadership or
+        membership change: with both stable, the target got nothing for good, even once the
+        factory could make its client (one whose address book learns of a node a moment
+        after ``add_learner``). A vote request asks the factory at each campaign anyway."""
+        stream = self._streams.get(target)
+        if self._stopping or stream is None or stream.client is not stand_in:
+            return
+        now = self._read_clock()
+        if now < stand_in.retry_at:
+            return
+        stand_in.retry_at = now + NO_CLIENT_RETRY_S
+        c = self.client(target, node)
+        if not isinstance(c, _NoClient):
+            stream.set_client(c)
 
     def _start_replication(self, c: StartReplication) -> None:
         """Close the channels of another leadership or to nodes no longer targeted; open one
@@ -1345,6 +1406,8 @@ class RaftCore:
         connection, for good: a cluster whose machines are replaced by new node ids over
         months held one of each for every node it ever had. A factory's ``forget`` that
         raises is logged: it must not stop the node."""
+        for t in [t for t in self._no_client_warned if t not in targets]:
+            del self._no_client_warned[t]
         gone = [t for t in self._clients if t not in targets]
         if not gone:
             return

@@ -155,7 +155,9 @@ class RaftNetworkFactory(Protocol):
         address); the node then sends to the target only through the new client. Each call
         returns a usable client.
         If it raises, the node treats ``target`` as unreachable (its RPCs raise
-        ``Unreachable`` naming the error) and asks again later; it does not stop.
+        ``Unreachable`` naming the error) and asks again later (at the next vote request or
+        leadership, and about once a second while it replicates to ``target``); it does not
+        stop. So too if it returns something that is not a ``RaftNetwork``.
 
         Optional: ``forget(target)``, a plain method the node calls when it no longer sends
         to ``target`` (once ``target`` left its memberships: a leader's replication

@@ -10,7 +10,8 @@ returned, as it handles a ``new_client`` that raises: a warning names the factor
 target and what came back; the target is unreachable (its calls raise ``Unreachable``
 saying so, and replication backs off and retries as for any unreachable target), the
 result is not kept (the factory is asked again when the node next needs a client of that
-target: a new leadership or membership, a vote request); the node keeps running.
+target: a new leadership or membership, a vote request, and at most every
+``NO_CLIENT_RETRY_S`` as a leader's replication to it retries); the node keeps running.
 """
 
 from __future__ import annotations
@@ -114,3 +115,57 @@ async def test_a_new_client_that_is_not_a_client_leaves_only_that_target_unreach
         for made in factories[leader].made:
             if asyncio.iscoroutine(made):
                 assert made.cr_frame is None, "the coroutine new_client returned was not closed"
+
+
+class LateFactory:
+    """A network factory whose ``new_client`` for an address ``"late"`` returns ``None`` (a
+    client it cannot make yet: its address book does not have the node) until ``ready`` is
+    set, then the router's client; counted in ``asked``."""
+
+    def __init__(self, inner: RouterFactory) -> None:
+        self.inner = inner
+        self.ready = False
+        self.asked = 0
+
+    def new_client(self, target: int, node: BasicNode) -> Any:
+        if node.addr == "late":
+            self.asked += 1
+            if not self.ready:
+                return None
+        return self.inner.new_client(target, node)
+
+
+async def test_a_target_without_a_client_is_asked_for_again_while_the_leader_replicates(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The factory could not make a client of node 4 when the leader started replicating to
+    it: a stand-in that fails every call was given to the replication channel and kept, and
+    the factory was asked again only at the next leadership or membership change. With
+    both stable, node 4 got nothing for good, even once the factory could make its client.
+    The leader now asks the factory again as its channel retries (at most every
+    ``NO_CLIENT_RETRY_S``), warning once for as long as the factory's answer stays the same."""
+    from openraft_py.core import raft_core
+
+    monkeypatch.setattr(raft_core, "NO_CLIENT_RETRY_S", 0.02, raising=False)
+    factories: dict[int, LateFactory] = {}
+    async with Cluster(fast_config(), seed=61) as c:
+        make = c.router.factory
+
+        def factory(source: int) -> LateFactory:
+            factories[source] = LateFactory(make(source))
+            return factories[source]
+
+        c.router.factory = factory  # type: ignore[assignment]
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        raft = c.nodes[leader]
+        await c.add_node(4)
+        with caplog.at_level(logging.WARNING, logger="openraft_py.core"):
+            await asyncio.wait_for(raft.add_learner(4, BasicNode("late"), blocking=False), BOUND)
+            resp = await asyncio.wait_for(raft.client_write(b"x"), BOUND)
+            asked = factories[leader].asked
+            await until(lambda: factories[leader].asked >= asked + 5, "the factory was not asked again for node 4")
+            factories[leader].ready = True
+            await c.wait_applied(resp.log_id.index, timeout=BOUND, ids=[4])
+        warned = [r.getMessage() for r in caplog.records if "the network factory LateFactory.new_client(4" in r.getMessage()]
+        assert len(warned) == 1, f"warned {len(warned)} times of one answer:\n" + "\n".join(warned)
