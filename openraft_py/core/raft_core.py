@@ -1558,9 +1558,19 @@ class RaftCore:
             log.exception("node %s: teardown could not mark the state", self.id)
         self.watch.fatal = err
         self.metrics.publish(force=True)
-        if self.tasks and not self._loop.is_closed():  # (closed: a node collected with its loop)
-            self._stopped_at = self._loop.time()
-            self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
+        if self.tasks:
+            self._arm_stuck_timer()
+
+    def _arm_stuck_timer(self) -> None:
+        """The node is stopping and a task of it has not ended: ``_stuck_tasks`` in
+        ``STUCK_TASKS_WARN_S``, unless armed already (from ``shutdown()``, which cancelled a
+        core task that has not ended, then from the teardown: one timer, one warning per
+        period) or the loop is closed (a node collected with its loop). ``_maybe_ended``
+        cancels it."""
+        if self._stuck_timer is not None or self._loop.is_closed():
+            return
+        self._stopped_at = self._loop.time()
+        self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
 
     def _stuck_tasks(self) -> None:
         """Every ``STUCK_TASKS_WARN_S`` after the stop while a task of the node has not ended
@@ -1568,9 +1578,11 @@ class RaftCore:
         still waiting for its thread): name those tasks at WARNING and cancel them again.
         Until they end, the node's stores stay claimed (``Raft.new`` refuses them) and
         ``shutdown()`` waits; a task that swallowed one cancellation was left so for good,
-        with nothing said."""
+        with nothing said. The core task among them (a log store call it awaits swallowed
+        the cancellation of ``shutdown()``: its teardown, which cancels the others, has not
+        run); the node's other tasks are cancelled again only once it was torn down."""
         self._stuck_timer = None
-        names = self.tasks.names()
+        names = self.running_tasks()
         if not names:
             return
         log.warning(
@@ -1578,7 +1590,11 @@ class RaftCore:
             "state machine stay in use until they end: a store call that ignores its cancellation?)",
             self.id, self._loop.time() - self._stopped_at, ", ".join(names),
         )
-        self.tasks.cancel_all()
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+        if self._torn_down:
+            self.tasks.cancel_all()
         self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
 
     def _core_task_done(self, task: asyncio.Task[None]) -> None:
@@ -1663,6 +1679,10 @@ class RaftCore:
             task.cancel()
         if not self._started:
             self._teardown()
+        if not task.done():
+            # (Named and cancelled again if it goes on: a log store call it awaits may
+            # swallow the cancellation, and then this waited for good, with nothing said.)
+            self._arm_stuck_timer()
         if task is not asyncio.current_task():
             # ``asyncio.wait``, unlike ``await task``, neither cancels the core task again
             # when this caller is cancelled nor raises what the task raised.

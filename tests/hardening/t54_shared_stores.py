@@ -355,3 +355,58 @@ async def test_a_task_that_does_not_end_when_cancelled_is_cancelled_again_and_na
         assert "raft-1-sm-worker" in caplog.text and "have not ended" in caplog.text, caplog.text
     finally:
         await asyncio.wait_for(first.shutdown(), BOUND)
+
+
+class AppendSwallowsOneCancel(MemLogStore):
+    """A log store whose ``append`` of ``b"hold"`` waits for good and swallows the first
+    cancellation (and waits again): the node's core task awaits it."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.running = asyncio.Event()
+
+    async def append(self, entries: list[Entry], callback: Any) -> None:
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
+            self.running.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.Event().wait()  # swallowed; only a second cancel ends it
+        await super().append(entries, callback)
+
+
+async def test_a_core_task_that_does_not_end_at_shutdown_is_cancelled_again_and_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``shutdown()`` cancels the core task; a log store call that swallowed the
+    cancellation kept it running, so ``shutdown()`` waited for good, the stores claimed,
+    with nothing said: the tasks of a stopped node were named and cancelled again every
+    ``STUCK_TASKS_WARN_S`` only once the core task had ended (from its teardown). The core
+    task is now among them, from the ``shutdown()`` that cancelled it."""
+    from openraft_py.core import raft_core
+
+    monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_S", 0.05)
+    router = Router(seed=12)
+    disk = MemDisk()
+    store, sm = AppendSwallowsOneCancel(disk), MemStateMachine(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    held = None
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        held = asyncio.ensure_future(first.client_write(b"hold"))
+        await asyncio.wait_for(store.running.wait(), BOUND)
+        await asyncio.wait_for(first.shutdown(), BOUND)
+        assert first._core.ended()
+        assert "raft-core-1" in caplog.text and "have not ended" in caplog.text, caplog.text
+        router.unregister(1)
+        again = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+        await again.shutdown()
+    finally:
+        if held is not None:
+            held.cancel()
+        core = first._core
+        if core.task is not None and not core.task.done():  # (the test failed: end it)
+            core.task.cancel()
+            await asyncio.wait_for(first.shutdown(), BOUND)
