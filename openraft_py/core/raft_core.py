@@ -447,6 +447,14 @@ class RaftCore:
             log.warning("node %s: stopping: %s raised in the raft core task", self.id, type(e).__name__)
             self._set_fatal(Stopped(f"node {self.id} stopped: {type(e).__name__} raised in the raft core task"))
             raise
+        except GeneratorExit:
+            # The task was destroyed pending, its coroutine closed: its event loop was closed
+            # under it, or the node was dropped without ``shutdown()`` and collected (asyncio
+            # logs "Task was destroyed but it is pending!"). Not a failure of the core: it
+            # was logged as one ("raft core failed", a traceback, ``Panicked``).
+            self._set_fatal(Stopped(f"node {self.id} stopped: its task was destroyed (its event loop was closed, "
+                                    "or the node was dropped without shutdown())"))
+            raise
         except BaseException as e:
             log.exception("node %s: raft core failed", self.id)
             err = Panicked(f"node {self.id}: raft core failed: {type(e).__name__}: {e}")
@@ -1518,13 +1526,24 @@ class RaftCore:
     def _teardown(self) -> None:
         """The node stopped (``fatal`` says why): fail every caller still waiting, end
         every task, publish the final metrics. Each step runs even if an earlier one raises
-        (the engine may be in any state after a bug). Runs once."""
+        (the engine may be in any state after a bug). Runs once. On a closed loop (the
+        core task destroyed with it) only the state and the metrics' error are set: nothing
+        of the node can run any more, and failing a future, cancelling a task, waking a
+        waiter each raised "Event loop is closed", logged as a failed step."""
         if self._torn_down:
             return
         self._torn_down = True
         self._stopping = True
         err = self.fatal or Stopped()
         self.fatal = err
+        if self._loop.is_closed():
+            try:
+                self.engine.state.server_state = ServerState.SHUTDOWN
+            except Exception:
+                log.exception("node %s: teardown could not mark the state", self.id)
+            self.watch.fatal = err
+            self.watch.dirty = True  # (rebuilt at the next read; its waiters cannot be woken)
+            return
         # Every waiting caller: the futures recorded on the way in (engine calls and the
         # Respond commands, reads, snapshot chunks, get_current_snapshot), and the client
         # writes still queued or waiting in a Responder (of the feed or the worker).

@@ -130,9 +130,16 @@ async def test_a_failed_start_leaves_its_stores_free() -> None:
     await raft.shutdown()
 
 
-def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again() -> None:
+def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again(caplog: pytest.LogCaptureFixture) -> None:
     """A node whose loop was closed with its tasks pending (``run_until_complete``, then
-    ``close()``, no ``shutdown()``) can run no more: its stores are taken over."""
+    ``close()``, no ``shutdown()``) can run no more: its stores are taken over. Its core
+    task, destroyed pending once collected, is closed (``GeneratorExit``): that was logged
+    as an internal failure ("raft core failed", with its traceback, and "stopped: ...
+    raft core failed: GeneratorExit") and its teardown's steps failed, each logged with
+    "Event loop is closed"; the node now stops without a word of its own (asyncio says
+    "Task was destroyed but it is pending!")."""
+    import gc
+
     disk = MemDisk()
     store, sm = MemLogStore(disk), MemStateMachine(disk)
 
@@ -144,9 +151,14 @@ def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again() -> 
 
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(start())
+        first = loop.run_until_complete(start())
     finally:
         loop.close()  # the node's tasks are left pending
+    assert first.metrics.running
+    del first
+    gc.collect()
+    ours = [r for r in caplog.records if r.name.startswith("openraft_py") and r.levelno >= 30]
+    assert not ours, "\n".join(f"{r.levelname} {r.getMessage()}" for r in ours)
 
     async def again() -> None:
         raft = await Raft.new(1, fast_config(), Router(seed=8).factory(1), store, sm)
@@ -156,7 +168,9 @@ def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again() -> 
     asyncio.run(again())
 
 
-async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_again() -> None:
+async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A node dropped without ``shutdown()`` and garbage-collected (no ticker holds it: its
     tasks, pending, are destroyed; asyncio logs "Task was destroyed but it is pending!"):
     none of its tasks can run any more, so its stores may serve a new node. Before, the
@@ -179,6 +193,8 @@ async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_aga
         gc.collect()
         await asyncio.sleep(0)
     assert core() is None, "the node was not collected (the test needs it gone)"
+    failed = [r.getMessage() for r in caplog.records if r.name.startswith("openraft_py") and r.levelno >= 40]
+    assert not failed, f"an internal failure was logged for a node dropped without shutdown(): {failed}"
     again = await Raft.new(1, config, router.factory(1), store, sm)
     await again.shutdown()
 
