@@ -169,3 +169,34 @@ async def test_a_target_without_a_client_is_asked_for_again_while_the_leader_rep
             await c.wait_applied(resp.log_id.index, timeout=BOUND, ids=[4])
         warned = [r.getMessage() for r in caplog.records if "the network factory LateFactory.new_client(4" in r.getMessage()]
         assert len(warned) == 1, f"warned {len(warned)} times of one answer:\n" + "\n".join(warned)
+
+
+async def test_a_candidate_warns_once_of_a_factory_that_gives_no_client_campaign_after_campaign(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node asks the factory for a client of each voter at every campaign (the wrong
+    result is not kept): it warned at each, several a second for as long as it campaigned.
+    The same answer is now said at WARNING once (again after ``BROKEN_NETWORK_WARN_MS``),
+    at DEBUG between."""
+    factories: dict[int, OddFactory] = {}
+    async with Cluster(fast_config(), seed=62) as c:
+        make = c.router.factory
+
+        def factory(source: int) -> OddFactory:
+            factories[source] = OddFactory(make(source), RETURNS["None"])
+            return factories[source]
+
+        c.router.factory = factory  # type: ignore[assignment]
+        # Node 2 knows node 1 at "odd": it can make no client of it, so only node 1 can win.
+        await c.start({1})
+        await c.wait_for_leader()
+        await c.add_node(2)
+        await asyncio.wait_for(c.nodes[1].add_learner(2, BasicNode("2")), BOUND)
+        await asyncio.wait_for(c.nodes[1].add_learner(1, BasicNode("odd")), BOUND)
+        await asyncio.wait_for(c.nodes[1].change_membership({1, 2}, retain=False), BOUND)
+        await until(lambda: 1 in c.nodes[2].metrics.membership_config.membership.nodes, "n2 learned the membership")
+        with caplog.at_level(logging.WARNING, logger="openraft_py.core"):
+            await c.crash(1)
+            await until(lambda: factories[2].asked >= 5, "n2 did not campaign")
+        warned = [r.getMessage() for r in caplog.records if "the network factory OddFactory.new_client(1" in r.getMessage()]
+        assert len(warned) == 1, f"warned {len(warned)} times of one answer in {factories[2].asked} campaigns"
