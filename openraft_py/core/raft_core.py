@@ -161,9 +161,15 @@ _CLIENT_METHODS = ("append_entries", "vote", "install_snapshot", "transfer_leade
 def not_a_client(made: object) -> str | None:
     """What ``made`` (a network factory's ``new_client`` result) lacks to be a network client
     (``RaftNetwork``): ``None`` when it has every method of ``_CLIENT_METHODS``, else a
-    sentence naming the first missing one."""
+    sentence naming the first missing one, or the error looking it up raised (a proxy's
+    ``__getattr__`` raising other than ``AttributeError`` went out of ``RaftCore.client``
+    and stopped the leader with ``Panicked``)."""
     for m in _CLIENT_METHODS:
-        if not callable(getattr(made, m, None)):
+        try:
+            method = getattr(made, m, None)
+        except Exception as e:  # noqa: BLE001 - the factory's fault is this target's, not the node's
+            return f"{shown(made)}, which is not a network client (RaftNetwork): looking up its {m} raised {e!r}"
+        if not callable(method):
             return f"{shown(made)}, which is not a network client (RaftNetwork): it has no method {m}"
     return None
 

@@ -43,6 +43,14 @@ async def _connect() -> None:  # pragma: no cover - never awaited
     pass
 
 
+class Unready:
+    """A proxy whose attributes other than its own raise ``RuntimeError`` (not
+    ``AttributeError``): looking a method of the client up fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"not connected: no {name}")
+
+
 # What each kind of wrong ``new_client`` returns (made anew at each call). "coroutine": a plain
 # ``def new_client`` that returns an ``async`` helper's coroutine (closed by the node, so that
 # no "never awaited" warning comes when it is collected).
@@ -51,6 +59,7 @@ RETURNS: dict[str, Any] = {
     "incomplete": NotAClient,
     "str": lambda: "127.0.0.1:1",
     "coroutine": _connect,
+    "unready": Unready,
 }
 
 
