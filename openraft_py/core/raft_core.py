@@ -1271,7 +1271,7 @@ class RaftCore:
             why = f"new_client raised {e!r}"
             self._no_client_warning(target, why, "node %s: the network factory's new_client(%s, %r) raised %r",
                                     self.id, target, node, e)
-            return _NoClient(target, node, why, self._retry_client_of(target, node))
+            return self._no_client(target, node, why)
         lacks = not_a_client(c)
         if lacks is not None:
             factory = type(self.network).__name__
@@ -1280,7 +1280,7 @@ class RaftCore:
                                     "returns one", self.id, why, target)
             if inspect.iscoroutine(c):
                 c.close()  # (an ``async`` helper's result: never awaited, closed without a warning)
-            return _NoClient(target, node, why, self._retry_client_of(target, node))
+            return self._no_client(target, node, why)
         if self._no_client_warned.pop(target, None) is not None:
             log.info("node %s: the network factory made a client of node %s at %r", self.id, target, node)
         elif known is not None:
@@ -1302,9 +1302,13 @@ class RaftCore:
         self._no_client_warned[target] = (why, now)
         log.warning(msg, *args)
 
-    def _retry_client_of(self, target: NodeId, node: Any) -> Callable[[_NoClient], None]:
-        """``_retry_client`` for a stand-in client of ``target`` at ``node``."""
-        return lambda stand_in: self._retry_client(target, node, stand_in)
+    def _no_client(self, target: NodeId, node: Any, why: str) -> _NoClient:
+        """The stand-in client of ``target`` at ``node``, the factory having made none
+        (``why``): its calls ``_retry_client`` (the factory was just asked: not again
+        before ``NO_CLIENT_RETRY_S``), then raise ``Unreachable``."""
+        stand_in = _NoClient(target, node, why, lambda s: self._retry_client(target, node, s))
+        stand_in.retry_at = self._read_clock() + NO_CLIENT_RETRY_S
+        return stand_in
 
     def _retry_client(self, target: NodeId, node: Any, stand_in: _NoClient) -> None:
         """A call of ``stand_in`` (made as the client of ``target`` at ``node`` when the
