@@ -128,6 +128,9 @@ CALLERS_COMPACT_MIN = 1024
 # names them at WARNING and cancels them again (``RaftCore._stuck_tasks``). A cancelled
 # RocksDB call waits for its worker thread up to ``CANCELLED_THREAD_WAIT`` (30 s).
 STUCK_TASKS_WARN_S = 10.0
+# The longest period between two of those checks: it doubles after each (a task that never
+# ends was named every 10 s for as long as the process ran), as ``FailureLog`` repeats.
+STUCK_TASKS_WARN_MAX_S = 300.0
 
 
 def _data_bytes(entry: Entry) -> int:
@@ -331,6 +334,7 @@ class RaftCore:
         self._when_ended: list[Callable[[], None]] = []
         # Once stopped, while a task of the node has not ended: the next ``_stuck_tasks``.
         self._stuck_timer: asyncio.TimerHandle | None = None
+        self._stuck_period = STUCK_TASKS_WARN_S  # (the timer's current period)
         self._stopped_at = 0.0
         self.tasks.on_empty = self._maybe_ended
         # The state machine worker's task (``start``). With ``task``, the two tasks a call of
@@ -1599,10 +1603,12 @@ class RaftCore:
         if self._stuck_timer is not None or self._loop.is_closed():
             return
         self._stopped_at = self._loop.time()
+        self._stuck_period = STUCK_TASKS_WARN_S
         self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
 
     def _stuck_tasks(self) -> None:
-        """Every ``STUCK_TASKS_WARN_S`` after the stop while a task of the node has not ended
+        """``STUCK_TASKS_WARN_S`` after the stop, then at a period that doubles up to
+        ``STUCK_TASKS_WARN_MAX_S``, while a task of the node has not ended
         (cancelled, it runs on: a plug-in call that swallowed the ``CancelledError``, or one
         still waiting for its thread): name those tasks at WARNING and cancel them again.
         Until they end, the node's stores stay claimed (``Raft.new`` refuses them) and
@@ -1614,17 +1620,19 @@ class RaftCore:
         names = self.running_tasks()
         if not names:
             return
+        period = self._stuck_period = min(2 * self._stuck_period, STUCK_TASKS_WARN_MAX_S)
         log.warning(
-            "node %s stopped %.1f s ago, but tasks of it have not ended: %s (cancelled again; its log store and "
-            "state machine stay in use until they end: a store call that ignores its cancellation?)",
-            self.id, self._loop.time() - self._stopped_at, ", ".join(names),
+            "node %s stopped %.1f s ago, but tasks of it have not ended: %s (cancelled again, and looked at again "
+            "in %g s; its log store and state machine stay in use until they end: a store call that ignores its "
+            "cancellation?)",
+            self.id, self._loop.time() - self._stopped_at, ", ".join(names), period,
         )
         task = self.task
         if task is not None and not task.done():
             task.cancel()
         if self._torn_down:
             self.tasks.cancel_all()
-        self._stuck_timer = self._loop.call_later(STUCK_TASKS_WARN_S, self._stuck_tasks)
+        self._stuck_timer = self._loop.call_later(period, self._stuck_tasks)
 
     def _core_task_done(self, task: asyncio.Task[None]) -> None:
         """The core task ended (a done callback). One cancelled before its first step never

@@ -426,3 +426,68 @@ async def test_a_core_task_that_does_not_end_at_shutdown_is_cancelled_again_and_
         if core.task is not None and not core.task.done():  # (the test failed: end it)
             core.task.cancel()
             await asyncio.wait_for(first.shutdown(), BOUND)
+
+
+class SwallowsEveryCancel(MemStateMachine):
+    """A state machine whose ``apply`` of ``b"hold"`` swallows every cancellation until
+    ``let_go`` is set."""
+
+    def __init__(self, disk: MemDisk) -> None:
+        super().__init__(disk)
+        self.running = asyncio.Event()
+        self.let_go = asyncio.Event()
+        self.handler: Any = None
+
+    def set_fatal_handler(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
+            self.running.set()
+            while not self.let_go.is_set():
+                try:
+                    await self.let_go.wait()
+                except asyncio.CancelledError:
+                    pass
+        return await super().apply(entries)
+
+
+async def test_a_task_that_never_ends_is_named_less_and_less_often(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task of a stopped node that ignores every cancellation was named at WARNING every
+    ``STUCK_TASKS_WARN_S`` (10 s) for as long as the process ran: 360 warnings an hour. The
+    period now doubles after each, up to ``STUCK_TASKS_WARN_MAX_S`` (as the network's
+    failure logs repeat every 300 s), each warning saying when the next look comes."""
+    import re
+
+    from openraft_py.core import raft_core
+
+    monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_S", 0.01)
+    monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_MAX_S", 0.04, raising=False)
+    router = Router(seed=13)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), SwallowsEveryCancel(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        held = asyncio.ensure_future(first.client_write(b"hold"))
+        await asyncio.wait_for(sm.running.wait(), BOUND)
+        sm.handler(OSError("disk gone"))
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(held, BOUND)
+
+        def warned() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "have not ended" in r.getMessage()]
+
+        async with asyncio.timeout(BOUND):
+            while len(warned()) < 4:
+                await asyncio.sleep(0.005)
+        periods = [re.search(r"looked at again in ([\d.]+) s", w) for w in warned()[:4]]
+        assert all(periods), warned()[:4]
+        assert [float(m.group(1)) for m in periods if m] == [0.02, 0.04, 0.04, 0.04], warned()[:4]
+    finally:
+        sm.let_go.set()
+        await asyncio.wait_for(first.shutdown(), BOUND)
