@@ -52,7 +52,10 @@ async def test_a_second_node_on_the_stores_of_a_running_node_is_refused_until_it
         await first.initialize({1})
         await first.wait(BOUND).current_leader(1, "n1 leads")
         written = await first.client_write(b"before")
-        for log_store, state_machine, role in [(store, MemStateMachine(), "log_store"), (MemLogStore(), sm, "state_machine")]:
+        for log_store, state_machine, role in [
+            (store, MemStateMachine(), "log_store"),
+            (MemLogStore(), sm, "state_machine"),
+        ]:
             with pytest.raises(ValueError) as info:
                 await Raft.new(1, fast_config(), router.factory(1), log_store, state_machine)
             assert f"{role} Mem" in str(info.value)
@@ -109,7 +112,14 @@ async def test_one_object_as_both_stores_of_one_node_is_taken() -> None:
             return getattr(self.sm, name)
 
     both = Both(MemDisk())
-    for name in ("applied_state", "apply", "begin_receiving_snapshot", "install_snapshot", "get_current_snapshot", "get_snapshot_builder"):
+    for name in (
+        "applied_state",
+        "apply",
+        "begin_receiving_snapshot",
+        "install_snapshot",
+        "get_current_snapshot",
+        "get_snapshot_builder",
+    ):
         setattr(both, name, getattr(both.sm, name))
     router = Router(seed=5)
     raft = await Raft.new(1, fast_config(), router.factory(1), both, both)  # type: ignore[arg-type]
@@ -342,6 +352,28 @@ class SwallowsOneCancel(MemStateMachine):
         return await super().apply(entries)
 
 
+async def stopped_while_applying(router: Router, sm_cls: Any) -> tuple[Raft, MemLogStore, Any]:
+    """Node 1 of a one-voter cluster on ``router``, its state machine an ``sm_cls`` (with
+    ``running`` and ``handler``), stopped by a fatal ``OSError`` while its ``apply`` of
+    ``b"hold"`` runs (the write failed with ``StorageError``). The caller shuts it down."""
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), sm_cls(disk)
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+        held = asyncio.ensure_future(first.client_write(b"hold"))
+        await asyncio.wait_for(sm.running.wait(), BOUND)
+        sm.handler(OSError("disk gone"))
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(held, BOUND)
+    except BaseException:
+        await asyncio.wait_for(first.shutdown(), BOUND)
+        raise
+    return first, store, sm
+
+
 async def test_a_task_that_does_not_end_when_cancelled_is_cancelled_again_and_named(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -353,18 +385,8 @@ async def test_a_task_that_does_not_end_when_cancelled_is_cancelled_again_and_na
 
     monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_S", 0.05)
     router = Router(seed=11)
-    disk = MemDisk()
-    store, sm = MemLogStore(disk), SwallowsOneCancel(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first, store, sm = await stopped_while_applying(router, SwallowsOneCancel)
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
-        held = asyncio.ensure_future(first.client_write(b"hold"))
-        await asyncio.wait_for(sm.running.wait(), BOUND)
-        sm.handler(OSError("disk gone"))
-        with pytest.raises(StorageError):
-            await asyncio.wait_for(held, BOUND)
         router.unregister(1)
         again = await start_again(store, sm, router)
         await again.shutdown()
@@ -466,18 +488,8 @@ async def test_a_task_that_never_ends_is_named_less_and_less_often(
     monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_S", 0.01)
     monkeypatch.setattr(raft_core, "STUCK_TASKS_WARN_MAX_S", 0.04, raising=False)
     router = Router(seed=13)
-    disk = MemDisk()
-    store, sm = MemLogStore(disk), SwallowsEveryCancel(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first, store, sm = await stopped_while_applying(router, SwallowsEveryCancel)
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
-        held = asyncio.ensure_future(first.client_write(b"hold"))
-        await asyncio.wait_for(sm.running.wait(), BOUND)
-        sm.handler(OSError("disk gone"))
-        with pytest.raises(StorageError):
-            await asyncio.wait_for(held, BOUND)
 
         def warned() -> list[str]:
             return [r.getMessage() for r in caplog.records if "have not ended" in r.getMessage()]
