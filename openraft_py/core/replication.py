@@ -87,7 +87,9 @@ twice their bytes' time, and every one still fails.
 
 Within a snapshot transfer the channel retries by itself: a lost chunk is sent again from
 the same offset after a heartbeat interval; a chunk the follower refuses (it lost what came
-before) restarts the transfer from offset 0. A resend from offset 0 (nothing of the
+before) restarts the transfer from offset 0. A refused first chunk (the follower's state
+machine busy applying or installing) is asked for again with an empty chunk, the data sent
+once one is taken (``_transfer``). A resend from offset 0 (nothing of the
 snapshot taken yet) sends the node's newest snapshot instead when one was built since the
 transfer began (a target cut off while the leader snapshots and purges gets one snapshot
 when it comes back, not the old one and then the new), unless the last chunk went
@@ -1304,6 +1306,12 @@ class ReplicationCore:
             # The last chunk went unanswered in time: the target may be installing this
             # snapshot (it answers once done), which a newer one would not replace.
             installing = False
+            # The target refused the transfer's first chunk (its state machine busy applying
+            # or installing: it takes none until free): the start is asked for with an empty
+            # chunk, the data sent once one is taken. Each resend carried the whole first
+            # chunk (up to ``snapshot_max_chunk_size``, 3 MiB by default) at every heartbeat
+            # interval, for as long as the target stayed busy.
+            probe = False
             while not self.stopped:
                 if offset == 0 and sent and not installing and self._newer_snapshot_than(meta):
                     # Nothing of this snapshot is taken (the target was cut off, or started
@@ -1311,16 +1319,20 @@ class ReplicationCore:
                     log.debug("snapshot %s->%s: %s is superseded by a newer snapshot before the target took it",
                               env.node_id, target, meta.snapshot_id)
                     return False
+                probing = probe and offset == 0 and size > 0
                 try:
-                    # (No more than what is left: a file's read(n) may allocate n bytes first.)
-                    buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
-                    if type(buf) is not bytes:
-                        buf = snapshot_io.chunk_bytes(buf)
+                    if probing:
+                        buf = b""
+                    else:
+                        # (No more than what is left: a file's read(n) may allocate n bytes first.)
+                        buf = await snapshot_io.call(data, snapshot_io.read_at, offset, min(chunk, size - offset))
+                        if type(buf) is not bytes:
+                            buf = snapshot_io.chunk_bytes(buf)
                 except Exception as e:  # noqa: BLE001 - as above (it failed the task: Panicked)
                     env.notify(Failed(StorageError(
                         f"reading snapshot {meta.snapshot_id}{snapshot_io.named(data)} at {offset}", e)))
                     return True
-                done = offset + len(buf) >= size
+                done = not probing and offset + len(buf) >= size
                 req = InstallSnapshotRequest(self.vote, meta, offset, buf, done)
                 # The chunk's deadline: the base one plus the time its bytes and those
                 # ahead of it take at the slowest link replication works over (one chunk in
@@ -1359,6 +1371,7 @@ class ReplicationCore:
                         # said at WARNING as a refusal of the state machine.)
                         log.info("snapshot %s %s->%s: chunk at %d not taken: %s; starting over",
                                  meta.snapshot_id, env.node_id, target, offset, e)
+                        probe = offset == 0
                         offset = 0
                         await env.clock.sleep(pause)
                         continue
@@ -1403,6 +1416,9 @@ class ReplicationCore:
                 if not done:
                     self._report(Progress(target, self.vote, None, sent_at, False))
                     offset += len(buf)
+                    if probing:
+                        # The target took the start: the data from offset 0 is not a resend.
+                        probe = sent = False
                     continue
                 self._report(SnapshotSent(target, self.vote, c.gen, meta.last_log_id, sent_at))
                 return True

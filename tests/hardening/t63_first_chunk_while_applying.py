@@ -20,9 +20,9 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
-from integration.checks import fast_config
+from integration.checks import fast_config, until
 
-from openraft_py import Normal, Raft
+from openraft_py import Normal, Raft, SnapshotPolicy
 from openraft_py.errors import ApiError
 from openraft_py.storage.memory import MemStateMachine
 from openraft_py.testing.cluster import Cluster
@@ -172,3 +172,45 @@ async def test_a_file_opened_for_a_transfer_replaced_meanwhile_is_closed() -> No
         assert len(Gated.files) == 2
         assert Gated.files[0].closed, "the file opened for the replaced transfer was left open"
         assert not Gated.files[1].closed
+
+
+async def test_a_busy_receiver_is_not_sent_the_first_chunk_again_at_every_resend() -> None:
+    """A follower whose state machine is busy refuses a transfer's first chunk; the leader
+    resends it after each heartbeat interval for as long as the follower stays busy (an
+    ``apply`` awaiting I/O, a replay of a long backlog). Each resend carried the whole first
+    chunk (up to ``snapshot_max_chunk_size``, 3 MiB by default, every 50 ms: 60 MiB/s to a
+    node that cannot take a byte of it). After such a refusal the leader now asks with an
+    empty first chunk, and sends the data once one is taken; the transfer still completes
+    once the follower is free."""
+    config = fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(20),
+        max_in_snapshot_log_to_keep=0,
+        purge_batch_size=1,
+        snapshot_max_chunk_size=64,
+    )
+    async with Cluster(config, state_machine=Gated) as c:
+        leader, follower = await _follower_in_apply(c, None)
+        fid = follower.id
+        c.router.isolate(fid)
+        for k in range(3):
+            await asyncio.wait_for(leader.client_write_many([b"w%d-%d" % (k, i) for i in range(20)]), BOUND)
+        await leader.wait(BOUND).purged(follower.metrics.last_log_index + 1, "the leader purged past the follower")
+        first: list[int] = []  # the data bytes of each first chunk sent to the follower
+
+        def count(rpc: str, source: int, target: int, req: Any) -> None:
+            if rpc == "install_snapshot" and target == fid and req.offset == 0:
+                first.append(len(req.data))
+
+        c.router.add_hook(count)
+        c.router.heal()
+        # Refused at each resend: the follower's apply holds its state machine.
+        await until(lambda: len(first) >= 6, "six first chunks sent to the busy follower", BOUND * 5)
+        full = [n for n in first if n]
+        assert len(full) <= 1, f"the whole first chunk was sent {len(full)} times to a busy follower: {first}"
+        Gated.gate.set()
+        lid = await c.wait_for_leader()
+        applied = c.nodes[lid].metrics.last_applied
+        assert applied is not None
+        await follower.wait(BOUND * 5).applied_index_at_least(applied.index, "the follower caught up")
+        assert follower.metrics.snapshot is not None
+        assert follower.metrics.running
