@@ -335,6 +335,11 @@ class RaftCore:
         # Once stopped, while a task of the node has not ended: the next ``_stuck_tasks``.
         self._stuck_timer: asyncio.TimerHandle | None = None
         self._stuck_period = STUCK_TASKS_WARN_S  # (the timer's current period)
+        # The core task was destroyed pending (``GeneratorExit``: the node collected, or its
+        # loop closed): its tasks go with it and none will ever end, so no stuck-task timer.
+        # Armed, the loop's timer held the collected node alive again and said at WARNING,
+        # ``STUCK_TASKS_WARN_S`` later, that its core task "has not ended".
+        self._destroyed = False
         self._stopped_at = 0.0
         self.tasks.on_empty = self._maybe_ended
         # The state machine worker's task (``start``). With ``task``, the two tasks a call of
@@ -461,7 +466,9 @@ class RaftCore:
             # The task was destroyed pending, its coroutine closed: its event loop was closed
             # under it, or the node was dropped without ``shutdown()`` and collected (asyncio
             # logs "Task was destroyed but it is pending!"). Not a failure of the core: it
-            # was logged as one ("raft core failed", a traceback, ``Panicked``).
+            # was logged as one ("raft core failed", a traceback, ``Panicked``). Its other
+            # tasks are destroyed with it: no stuck-task timer (``_destroyed``).
+            self._destroyed = True
             self._set_fatal(Stopped(f"node {self.id} stopped: its task was destroyed (its event loop was closed, "
                                     "or the node was dropped without shutdown())"))
             raise
@@ -1599,8 +1606,8 @@ class RaftCore:
         ``STUCK_TASKS_WARN_S``, unless armed already (from ``shutdown()``, which cancelled a
         core task that has not ended, then from the teardown: one timer, one warning per
         period) or the loop is closed (a node collected with its loop). ``_maybe_ended``
-        cancels it."""
-        if self._stuck_timer is not None or self._loop.is_closed():
+        cancels it. Never for a node whose core task was destroyed (``_destroyed``)."""
+        if self._stuck_timer is not None or self._destroyed or self._loop.is_closed():
             return
         self._stopped_at = self._loop.time()
         self._stuck_period = STUCK_TASKS_WARN_S

@@ -209,6 +209,41 @@ async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_aga
     await again.shutdown()
 
 
+async def test_a_node_collected_without_a_shutdown_leaves_no_stuck_task_timer() -> None:
+    """A node dropped without ``shutdown()`` and collected tears down from its core task's
+    ``GeneratorExit``: its tasks are destroyed with it and none of them will ever end. That
+    teardown armed the stuck-task timer (``RaftCore._stuck_tasks``): the loop's timer held
+    the collected node alive again, and ``STUCK_TASKS_WARN_S`` (10 s) later it said at
+    WARNING that the node's core task "has not ended" (a store call ignoring its
+    cancellation?), naming a task nothing could end."""
+    import gc
+    import weakref
+
+    from openraft_py.core.raft_core import RaftCore
+
+    def stuck_timers() -> list[asyncio.TimerHandle]:
+        scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+        return [
+            h for h in scheduled
+            if not h.cancelled() and getattr(h._callback, "__func__", None) is RaftCore._stuck_tasks  # type: ignore[attr-defined]
+        ]
+
+    config = fast_config(enable_tick=False)
+    router = Router(seed=6)
+    disk = MemDisk()
+    raft = await Raft.new(1, config, router.factory(1), MemLogStore(disk), MemStateMachine(disk))
+    await asyncio.sleep(0)  # its tasks started and wait
+    core = weakref.ref(raft._core)
+    del raft
+    for _ in range(5):
+        if core() is None:
+            break
+        gc.collect()
+        await asyncio.sleep(0)
+    assert core() is None, "the node was not collected (the test needs it gone)"
+    assert not stuck_timers(), "a collected node armed the stuck-task timer (it warns in 10 s, naming its core task)"
+
+
 class Lingers(MemStateMachine):
     """A state machine whose ``apply`` of ``b"hold"`` and whose snapshot build wait for good
     (``running`` set when one started); cancelled, each waits for ``let_go`` before it ends
