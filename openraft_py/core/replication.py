@@ -477,6 +477,7 @@ class ReplicationCore:
         "_handed",
         "_given_up",
         "_refused_snapshot",
+        "_not_taken",
         "_matched",
         "_matched_at",
         "_breaches",
@@ -497,6 +498,10 @@ class ReplicationCore:
         # The id of the last snapshot the target refused (its refusal was logged at WARNING:
         # once per snapshot, not at every resend).
         self._refused_snapshot: str | None = None
+        # The last refusal of a chunk logged at INFO (snapshot id and error): one that the
+        # target gives again at each resend (its state machine busy for a while: every
+        # heartbeat interval) is said at DEBUG.
+        self._not_taken: tuple[str, str] | None = None
         # The greatest index the target acknowledged matching (as the engine's
         # ``ProgressEntry.matched``), and when this channel learned it (the clock of
         # ``sent_at``, read as the acknowledgement was reported: no earlier than its
@@ -1368,9 +1373,14 @@ class ReplicationCore:
                         # file): the target lost the transfer (it restarted, also after the
                         # last chunk arrived and before it answered) or is installing
                         # another snapshot. Ordinary: said at INFO. (The last chunk's was
-                        # said at WARNING as a refusal of the state machine.)
-                        log.info("snapshot %s %s->%s: chunk at %d not taken: %s; starting over",
-                                 meta.snapshot_id, env.node_id, target, offset, e)
+                        # said at WARNING as a refusal of the state machine.) Said again at
+                        # DEBUG while the target gives the same refusal (``_not_taken``).
+                        refusal = (meta.snapshot_id, str(e))
+                        again = refusal == self._not_taken
+                        self._not_taken = refusal
+                        log.log(logging.DEBUG if again else logging.INFO,
+                                "snapshot %s %s->%s: chunk at %d not taken: %s; starting over",
+                                meta.snapshot_id, env.node_id, target, offset, e)
                         probe = offset == 0
                         offset = 0
                         await env.clock.sleep(pause)

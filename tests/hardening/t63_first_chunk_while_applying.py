@@ -17,10 +17,11 @@ worker handed it out.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
 import pytest
-from integration.checks import fast_config, until
+from integration.checks import LogRecords, fast_config, until
 
 from openraft_py import Normal, Raft, SnapshotPolicy
 from openraft_py.errors import ApiError
@@ -174,6 +175,52 @@ async def test_a_file_opened_for_a_transfer_replaced_meanwhile_is_closed() -> No
         assert not Gated.files[1].closed
 
 
+
+async def _busy_receiver(c: Cluster[Any, Any]) -> tuple[Raft, list[tuple[Any, int]]]:
+    """Start three nodes, hold a follower inside an ``apply``, cut it off while the leader
+    writes and purges past it, then heal: the leader sends it a snapshot (chunks of 64
+    bytes), whose first chunk it refuses while busy. Returns the follower and, for each
+    first chunk sent to it from the heal on, the leader's vote and the chunk's data bytes
+    (the heal may bring an election: the follower campaigned while cut off)."""
+    leader, follower = await _follower_in_apply(c, None)
+    fid = follower.id
+    c.router.isolate(fid)
+    for k in range(3):
+        await asyncio.wait_for(leader.client_write_many([b"w%d-%d" % (k, i) for i in range(20)]), BOUND)
+    await leader.wait(BOUND).purged(follower.metrics.last_log_index + 1, "the leader purged past the follower")
+    first: list[tuple[Any, int]] = []
+
+    def count(rpc: str, source: int, target: int, req: Any) -> None:
+        if rpc == "install_snapshot" and target == fid and req.offset == 0:
+            first.append((req.vote, len(req.data)))
+
+    c.router.add_hook(count)
+    c.router.heal()
+    # Refused at each resend: the follower's apply holds its state machine.
+    await until(lambda: len(first) >= 6, "six first chunks sent to the busy follower", BOUND * 5)
+    return follower, first
+
+
+async def _catches_up(c: Cluster[Any, Any], follower: Raft) -> None:
+    """Let the follower's ``apply`` return; it takes the snapshot and catches up."""
+    Gated.gate.set()
+    lid = await c.wait_for_leader()
+    applied = c.nodes[lid].metrics.last_applied
+    assert applied is not None
+    await follower.wait(BOUND * 5).applied_index_at_least(applied.index, "the follower caught up")
+    assert follower.metrics.snapshot is not None
+    assert follower.metrics.running
+
+
+def _busy_config() -> Any:
+    return fast_config(
+        snapshot_policy=SnapshotPolicy.logs_since_last(20),
+        max_in_snapshot_log_to_keep=0,
+        purge_batch_size=1,
+        snapshot_max_chunk_size=64,
+    )
+
+
 async def test_a_busy_receiver_is_not_sent_the_first_chunk_again_at_every_resend() -> None:
     """A follower whose state machine is busy refuses a transfer's first chunk; the leader
     resends it after each heartbeat interval for as long as the follower stays busy (an
@@ -182,35 +229,25 @@ async def test_a_busy_receiver_is_not_sent_the_first_chunk_again_at_every_resend
     node that cannot take a byte of it). After such a refusal the leader now asks with an
     empty first chunk, and sends the data once one is taken; the transfer still completes
     once the follower is free."""
-    config = fast_config(
-        snapshot_policy=SnapshotPolicy.logs_since_last(20),
-        max_in_snapshot_log_to_keep=0,
-        purge_batch_size=1,
-        snapshot_max_chunk_size=64,
-    )
-    async with Cluster(config, state_machine=Gated) as c:
-        leader, follower = await _follower_in_apply(c, None)
-        fid = follower.id
-        c.router.isolate(fid)
-        for k in range(3):
-            await asyncio.wait_for(leader.client_write_many([b"w%d-%d" % (k, i) for i in range(20)]), BOUND)
-        await leader.wait(BOUND).purged(follower.metrics.last_log_index + 1, "the leader purged past the follower")
-        first: list[int] = []  # the data bytes of each first chunk sent to the follower
+    async with Cluster(_busy_config(), state_machine=Gated) as c:
+        follower, first = await _busy_receiver(c)
+        full = [vote for vote, n in first if n]
+        most = max(full.count(vote) for vote in full)
+        assert most <= 1, f"a leader sent the whole first chunk {most} times to a busy follower: {first}"
+        await _catches_up(c, follower)
 
-        def count(rpc: str, source: int, target: int, req: Any) -> None:
-            if rpc == "install_snapshot" and target == fid and req.offset == 0:
-                first.append(len(req.data))
 
-        c.router.add_hook(count)
-        c.router.heal()
-        # Refused at each resend: the follower's apply holds its state machine.
-        await until(lambda: len(first) >= 6, "six first chunks sent to the busy follower", BOUND * 5)
-        full = [n for n in first if n]
-        assert len(full) <= 1, f"the whole first chunk was sent {len(full)} times to a busy follower: {first}"
-        Gated.gate.set()
-        lid = await c.wait_for_leader()
-        applied = c.nodes[lid].metrics.last_applied
-        assert applied is not None
-        await follower.wait(BOUND * 5).applied_index_at_least(applied.index, "the follower caught up")
-        assert follower.metrics.snapshot is not None
-        assert follower.metrics.running
+async def test_a_busy_receiver_is_logged_at_info_once_per_transfer() -> None:
+    """A leader says at INFO that the busy follower did not take the first chunk once, then
+    at DEBUG at each resend refused for the same reason: it said so at INFO every
+    heartbeat interval (20 lines a second by default) for as long as the follower was
+    busy."""
+    with LogRecords("openraft_py.replication", logging.DEBUG) as records:
+        async with Cluster(_busy_config(), state_machine=Gated) as c:
+            follower, _ = await _busy_receiver(c)
+            infos = records.lines(logging.INFO, "the state machine is busy")
+            debugs = records.lines(logging.DEBUG, "the state machine is busy")
+            # (Once per leader: the heal may bring an election.)
+            assert infos and len(infos) == len(set(infos)), "\n".join(infos)
+            assert debugs, "the later refusals are said at DEBUG"
+            await _catches_up(c, follower)
