@@ -151,6 +151,7 @@ from ..types import (
     SnapshotMeta,
     Vote,
 )
+from ..validation import shown
 from ..wakeup import Wakeup
 from . import snapshot_io
 from .clock import Clock, seconds_reader
@@ -162,6 +163,9 @@ if TYPE_CHECKING:
     from ..types import Snapshot
 
 log = logging.getLogger("openraft_py.replication")
+
+_GONE: Any = object()
+"""What ``_submitted.pop`` gives for a request not (or no longer) handed over."""
 
 BROKEN_NETWORK_WARN_MS = 10_000.0
 """A replication channel, and a node's vote requests to one target, log the network's
@@ -472,6 +476,7 @@ class ReplicationCore:
         "_submit",
         "_heartbeat_call",
         "_submitted",
+        "_replied_twice",
         "_next_call",
         "_inflight_bytes",
         "_handed",
@@ -548,6 +553,9 @@ class ReplicationCore:
         # this channel: their handles (``None`` while the call that hands one over runs).
         # ``stop()`` cancels them.
         self._submitted: dict[int, Any] = {}
+        # Whether the network called a ``submit_append_entries`` reply more than once (a
+        # breach of its contract, ignored in ``_answered``): warned of once, then at DEBUG.
+        self._replied_twice = False
         self._next_call = 0
         # The payload bytes of this channel's AppendEntries (and snapshot chunks) handed to
         # the network and not settled yet (answered, failed, or given up and not released). Invariant: the sum
@@ -632,6 +640,18 @@ class ReplicationCore:
                 return
             submitted.pop(key, None)  # not connected: the task connects first
         env.spawn(self._send_heartbeat(req), f"heartbeat-{self.target}")
+
+    def _reply_again(self, key: int, result: object) -> None:
+        """Log a reply the network called for request ``key`` after its first (ignored):
+        at WARNING the first time on this channel, then at DEBUG."""
+        level = logging.DEBUG if self._replied_twice else logging.WARNING
+        self._replied_twice = True
+        log.log(
+            level,
+            "replication %s->%s: the network called the reply of request %d more than once (now with %s); "
+            "submit_append_entries must call it exactly once: ignored",
+            self.env.node_id, self.target, key, shown(result),
+        )
 
     def _heartbeat_answered(self, key: int, sent_at: float, result: AppendEntriesResponse | Exception) -> None:
         """The answer to heartbeat ``key`` handed over by ``heartbeat``, sent at
@@ -806,8 +826,14 @@ class ReplicationCore:
     ) -> None:
         """The answer to request ``key`` handed over by ``_submit_now`` (generation ``gen``,
         entries from ``start``, sent at ``sent_at``, ``nbytes`` payload bytes, the channel's
-        ``seq``-th request, with ``option``): reported as ``_send`` reports it."""
-        self._submitted.pop(key, None)
+        ``seq``-th request, with ``option``): reported as ``_send`` reports it. A reply
+        the network calls again for the same request (its contract: exactly once) is
+        ignored: its bytes were taken off the count already, and taking them off twice made
+        the count negative and every later deadline too short."""
+        if self._submitted.pop(key, _GONE) is _GONE:
+            if not self.stopped:  # (``stop`` forgets every request handed over)
+                self._reply_again(key, result)
+            return
         if isinstance(result, AppendEntriesResponse):
             self._inflight_bytes -= nbytes  # ``_answer_came(nbytes, seq)``
             if self._given_up:

@@ -85,7 +85,8 @@ class RaftNetwork(Protocol):
     a callback instead of an awaitable: it hands the request over at once and returns a
     handle (with ``cancel()``), then calls ``reply`` exactly once, on the loop, with the
     ``AppendEntriesResponse`` or with the error ``append_entries`` would raise (it may also
-    raise it at once, and then never calls ``reply``). ``reply`` is quick and never raises.
+    raise it at once, and then never calls ``reply``; a second call is ignored, with a
+    warning). ``reply`` is quick and never raises.
     When the request cannot be handed over at once (e.g. not connected yet), it returns
     ``None`` and does nothing: the leader then uses the methods above. A coroutine function
     (``async def``) cannot do this: a leader does not use one (it logs a warning). With it,

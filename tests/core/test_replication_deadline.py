@@ -600,3 +600,27 @@ async def test_a_snapshot_chunk_resent_counts_the_bytes_of_the_one_given_up() ->
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_reply_the_network_calls_twice_is_taken_once(caplog: pytest.LogCaptureFixture) -> None:
+    """``submit_append_entries``'s ``reply`` is called exactly once (its contract). A network
+    that calls it again for the same request took that request's bytes off the count a second
+    time: the count went negative and every later deadline came out too short. The second
+    call is ignored now, with a warning naming the breach."""
+    ch = Channel([100, 300, 50], "submit_append_entries")
+    try:
+        ch.replicate(1, 2)  # 100 bytes
+        ch.replicate(2, 3)  # 300 bytes behind them
+        await ch.settle()
+        await ch.net.wait_sent(2)
+        ch.net.answer(0)
+        ch.net.answer(0)  # again: a breach of the contract
+        await ch.settle()
+        assert ch.core._inflight_bytes == 300
+        assert "reply" in caplog.text and "more than once" in caplog.text, caplog.text
+        ch.replicate(3, 4)  # 50 bytes behind the 300 still in flight
+        await ch.settle()
+        await ch.net.wait_sent(3)
+        assert ch.net.ttls()[2] == BASE + 350
+    finally:
+        await ch.close()
