@@ -178,21 +178,12 @@ def test_stores_of_a_node_whose_loop_was_closed_under_it_may_be_used_again(caplo
     asyncio.run(again())
 
 
-async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_again(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A node dropped without ``shutdown()`` and garbage-collected (no ticker holds it: its
-    tasks, pending, are destroyed; asyncio logs "Task was destroyed but it is pending!"):
-    none of its tasks can run any more, so its stores may serve a new node. Before, the
-    claim was left for as long as the loop ran: every later ``Raft.new`` on those stores
-    was refused, saying the node "runs on it", and the stores were never freed."""
+async def start_and_drop(config: Any, router: Router, store: MemLogStore, sm: MemStateMachine) -> None:
+    """Start node 1 on ``store`` and ``sm``, then drop it without ``shutdown()`` and collect
+    it (its pending tasks destroyed); fails if it could not be collected."""
     import gc
     import weakref
 
-    config = fast_config(enable_tick=False)
-    router = Router(seed=5)
-    disk = MemDisk()
-    store, sm = MemLogStore(disk), MemStateMachine(disk)
     raft = await Raft.new(1, config, router.factory(1), store, sm)
     await asyncio.sleep(0)  # its tasks started and wait
     core = weakref.ref(raft._core)
@@ -203,6 +194,22 @@ async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_aga
         gc.collect()
         await asyncio.sleep(0)
     assert core() is None, "the node was not collected (the test needs it gone)"
+
+
+async def test_the_stores_of_a_node_collected_without_a_shutdown_may_be_used_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node dropped without ``shutdown()`` and garbage-collected (no ticker holds it: its
+    tasks, pending, are destroyed; asyncio logs "Task was destroyed but it is pending!"):
+    none of its tasks can run any more, so its stores may serve a new node. Before, the
+    claim was left for as long as the loop ran: every later ``Raft.new`` on those stores
+    was refused, saying the node "runs on it", and the stores were never freed."""
+
+    config = fast_config(enable_tick=False)
+    router = Router(seed=5)
+    disk = MemDisk()
+    store, sm = MemLogStore(disk), MemStateMachine(disk)
+    await start_and_drop(config, router, store, sm)
     failed = [r.getMessage() for r in caplog.records if r.name.startswith("openraft_py") and r.levelno >= 40]
     assert not failed, f"an internal failure was logged for a node dropped without shutdown(): {failed}"
     again = await Raft.new(1, config, router.factory(1), store, sm)
@@ -216,31 +223,19 @@ async def test_a_node_collected_without_a_shutdown_leaves_no_stuck_task_timer() 
     the collected node alive again, and ``STUCK_TASKS_WARN_S`` (10 s) later it said at
     WARNING that the node's core task "has not ended" (a store call ignoring its
     cancellation?), naming a task nothing could end."""
-    import gc
-    import weakref
 
     from openraft_py.core.raft_core import RaftCore
 
     def stuck_timers() -> list[asyncio.TimerHandle]:
         scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
         return [
-            h for h in scheduled
+            h
+            for h in scheduled
             if not h.cancelled() and getattr(h._callback, "__func__", None) is RaftCore._stuck_tasks  # type: ignore[attr-defined]
         ]
 
-    config = fast_config(enable_tick=False)
-    router = Router(seed=6)
     disk = MemDisk()
-    raft = await Raft.new(1, config, router.factory(1), MemLogStore(disk), MemStateMachine(disk))
-    await asyncio.sleep(0)  # its tasks started and wait
-    core = weakref.ref(raft._core)
-    del raft
-    for _ in range(5):
-        if core() is None:
-            break
-        gc.collect()
-        await asyncio.sleep(0)
-    assert core() is None, "the node was not collected (the test needs it gone)"
+    await start_and_drop(fast_config(enable_tick=False), Router(seed=6), MemLogStore(disk), MemStateMachine(disk))
     assert not stuck_timers(), "a collected node armed the stuck-task timer (it warns in 10 s, naming its core task)"
 
 
