@@ -480,18 +480,13 @@ async def test_a_core_task_that_does_not_end_at_shutdown_is_cancelled_again_and_
             await asyncio.wait_for(first.shutdown(), BOUND)
 
 
-class SwallowsEveryCancel(MemStateMachine):
+class SwallowsEveryCancel(SwallowsOneCancel):
     """A state machine whose ``apply`` of ``b"hold"`` swallows every cancellation until
     ``let_go`` is set."""
 
     def __init__(self, disk: MemDisk) -> None:
         super().__init__(disk)
-        self.running = asyncio.Event()
         self.let_go = asyncio.Event()
-        self.handler: Any = None
-
-    def set_fatal_handler(self, handler: Any) -> None:
-        self.handler = handler
 
     async def apply(self, entries: list[Entry]) -> list[Any]:
         if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
