@@ -10,8 +10,13 @@ raises ``RuntimeError`` at once, naming the call and the way out (run it in a ta
 own); the state machine decides what to do with the error (raised on out of ``apply``, it
 stops the node with ``StorageError``, as any failure of ``apply`` does).
 
+So too every condition of ``raft.wait()``: the metrics it waits on move only as the node's
+core task publishes them and its worker applies, and ``apply`` runs on one of those two.
+Awaited there with no timeout, it never returned; with one, the node stood still that long
+and the wait failed with a ``WaitTimeout`` that did not say why.
+
 A call that does not wait for apply (``trigger.snapshot()``, ``raft.metrics``) is still
-taken from inside ``apply``, and so is a write handed to a task of its own
+taken from inside ``apply``, and so is a write or a wait handed to a task of its own
 (``asyncio.create_task(raft.client_write(...))``).
 """
 
@@ -24,7 +29,7 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import BasicNode, Normal, Raft, ReadPolicy
+from openraft_py import BasicNode, Normal, Raft, ReadPolicy, ServerState
 from openraft_py.storage.memory import MemStateMachine
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import Entry
@@ -40,7 +45,18 @@ CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     "ensure_linearizable": lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX),
     "add_learner": lambda r: r.add_learner(4, BasicNode(""), blocking=False),
     "get_current_snapshot": lambda r: r.get_current_snapshot(),
+    # Each ``wait()`` condition, with no timeout, for something the node reaches only once
+    # the triggering entry's ``apply`` returned (the entry after it applied, or logged).
+    "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(next_index(r)),
+    "wait().log_index_at_least": lambda r: r.wait().log_index_at_least(next_index(r) + 5),
+    "wait().metrics": lambda r: r.wait().metrics(lambda m: m.last_log_index > next_index(r) + 5, "far"),
+    "wait().state": lambda r: r.wait().state(ServerState.FOLLOWER),
 }
+
+
+def next_index(raft: Raft) -> int:
+    """One past the last log index the node has now (not reached while the node stands still)."""
+    return raft.metrics.last_log_index + 1
 
 
 class CallsItsNode(MemStateMachine):
@@ -133,6 +149,23 @@ async def test_calls_that_do_not_wait_for_apply_and_a_write_in_its_own_task_are_
         CallsItsNode.call = None
         resp = await asyncio.wait_for(spawned[0], BOUND)
         assert resp.log_id.index > 0
+
+
+async def test_a_wait_in_a_task_of_its_own_is_taken() -> None:
+    spawned: list[asyncio.Task[Any]] = []
+
+    async def call(raft: Raft) -> None:
+        spawned.append(asyncio.create_task(raft.wait(BOUND).applied_index_at_least(next_index(raft))))
+
+    CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = call, None, False
+    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+        raft = await leader(c)
+        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        assert CallsItsNode.outcome == "returned"
+        CallsItsNode.call = None
+        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        m = await asyncio.wait_for(spawned[0], BOUND)
+        assert m.last_applied is not None
 
 
 async def test_a_write_from_a_task_of_its_own_does_not_look_the_task_up(monkeypatch: pytest.MonkeyPatch) -> None:

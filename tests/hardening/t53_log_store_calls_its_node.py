@@ -35,6 +35,8 @@ CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     # A peer request (a heartbeat; never handled: refused before it reaches the core). It
     # went through ``start_append_entries``, past ``_call``'s check, and waited for good.
     "append_entries": lambda r: r.append_entries(AppendEntriesRequest(r.metrics.vote, None, [], None)),
+    # A wait on the metrics, which this very task publishes.
+    "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(r.metrics.last_log_index + 1),
 }
 
 
