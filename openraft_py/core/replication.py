@@ -1003,27 +1003,20 @@ class ReplicationCore:
         if self._given_up and isinstance(e, UnreachableError):
             self._release_given_up(self._handed + 1)
 
-    def _release_given_up(self, before: int) -> None:
-        """Stop counting the bytes of the requests given up before the ``before``-th."""
+    def _release_given_up(self, before: int = 0, expired_at: float = -math.inf) -> None:
+        """Stop counting the bytes of the requests given up before the ``before``-th, and of
+        those whose time bound (see ``_failed``) is ``expired_at`` or earlier."""
         kept = []
         for item in self._given_up:
-            if item[0] < before:
+            if item[0] < before or item[2] <= expired_at:
                 self._inflight_bytes -= item[1]
             else:
                 kept.append(item)
         self._given_up = kept
 
     def _expire_given_up(self) -> None:
-        """Stop counting the bytes of the requests given up whose time bound passed (see
-        ``_failed``)."""
-        now = self.env.clock.now()
-        kept = []
-        for item in self._given_up:
-            if item[2] <= now:
-                self._inflight_bytes -= item[1]
-            else:
-                kept.append(item)
-        self._given_up = kept
+        """Stop counting the bytes of the requests given up whose time bound passed."""
+        self._release_given_up(expired_at=self.env.clock.now())
 
     async def _send(self, c: Replicate, turn: int) -> None:
         try:
