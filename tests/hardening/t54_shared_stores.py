@@ -30,6 +30,20 @@ pytestmark = pytest.mark.timeout(30)
 BOUND = 2.0
 
 
+async def lone_leader(router: Router, store: Any, sm: Any) -> Raft:
+    """Node 1 on ``store`` and ``sm``, registered on ``router``, leading a one-voter cluster
+    (shut down if it could not be made to lead)."""
+    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, first)
+    try:
+        await first.initialize({1})
+        await first.wait(BOUND).current_leader(1, "n1 leads")
+    except BaseException:
+        await asyncio.wait_for(first.shutdown(), BOUND)
+        raise
+    return first
+
+
 async def test_one_state_machine_for_every_node_is_refused_at_the_second_node() -> None:
     sm = MemStateMachine()
     async with Cluster(fast_config(), state_machine=lambda disk: sm) as c:
@@ -46,11 +60,8 @@ async def test_a_second_node_on_the_stores_of_a_running_node_is_refused_until_it
     router = Router(seed=3)
     disk = MemDisk()
     store, sm = MemLogStore(disk), MemStateMachine(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first = await lone_leader(router, store, sm)
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
         written = await first.client_write(b"before")
         for log_store, state_machine, role in [
             (store, MemStateMachine(), "log_store"),
@@ -302,11 +313,8 @@ async def test_the_stores_of_a_stopped_node_stay_claimed_while_its_tasks_still_r
     router = Router(seed=9)
     disk = MemDisk()
     store, sm = MemLogStore(disk), Lingers(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first = await lone_leader(router, store, sm)
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
         await asyncio.wait_for(first.client_write(b"before"), BOUND)
         held = None
         if busy == "apply":
@@ -388,11 +396,8 @@ async def stopped_while_applying(router: Router, sm_cls: Any) -> tuple[Raft, Mem
     ``b"hold"`` runs (the write failed with ``StorageError``). The caller shuts it down."""
     disk = MemDisk()
     store, sm = MemLogStore(disk), sm_cls(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first = await lone_leader(router, store, sm)
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
         held = asyncio.ensure_future(first.client_write(b"hold"))
         await asyncio.wait_for(sm.running.wait(), BOUND)
         sm.handler(OSError("disk gone"))
@@ -457,12 +462,9 @@ async def test_a_core_task_that_does_not_end_at_shutdown_is_cancelled_again_and_
     router = Router(seed=12)
     disk = MemDisk()
     store, sm = AppendSwallowsOneCancel(disk), MemStateMachine(disk)
-    first = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, first)
+    first = await lone_leader(router, store, sm)
     held = None
     try:
-        await first.initialize({1})
-        await first.wait(BOUND).current_leader(1, "n1 leads")
         held = asyncio.ensure_future(first.client_write(b"hold"))
         await asyncio.wait_for(store.running.wait(), BOUND)
         await asyncio.wait_for(first.shutdown(), BOUND)
