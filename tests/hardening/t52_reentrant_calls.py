@@ -133,13 +133,14 @@ async def test_the_error_raised_out_of_apply_stops_the_node_instead_of_hanging_i
         assert not raft.metrics.running
 
 
-async def test_calls_that_do_not_wait_for_apply_and_a_write_in_its_own_task_are_taken() -> None:
+async def test_calls_that_do_not_wait_for_apply_and_a_write_and_a_wait_in_tasks_of_their_own_are_taken() -> None:
     spawned: list[asyncio.Task[Any]] = []
 
     async def call(raft: Raft) -> None:
         await raft.trigger.snapshot()
         await raft.trigger.heartbeat()
         spawned.append(asyncio.create_task(raft.client_write(b"in a task of its own")))
+        spawned.append(asyncio.create_task(raft.wait(BOUND).applied_index_at_least(next_index(raft))))
 
     CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = call, None, False
     async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
@@ -149,22 +150,7 @@ async def test_calls_that_do_not_wait_for_apply_and_a_write_in_its_own_task_are_
         CallsItsNode.call = None
         resp = await asyncio.wait_for(spawned[0], BOUND)
         assert resp.log_id.index > 0
-
-
-async def test_a_wait_in_a_task_of_its_own_is_taken() -> None:
-    spawned: list[asyncio.Task[Any]] = []
-
-    async def call(raft: Raft) -> None:
-        spawned.append(asyncio.create_task(raft.wait(BOUND).applied_index_at_least(next_index(raft))))
-
-    CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = call, None, False
-    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
-        raft = await leader(c)
-        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
-        assert CallsItsNode.outcome == "returned"
-        CallsItsNode.call = None
-        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
-        m = await asyncio.wait_for(spawned[0], BOUND)
+        m = await asyncio.wait_for(spawned[1], BOUND)
         assert m.last_applied is not None
 
 
