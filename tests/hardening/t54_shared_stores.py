@@ -368,6 +368,17 @@ async def test_a_core_task_cancelled_before_its_first_step_ends_every_task_of_th
     await first.shutdown()
 
 
+async def hold_swallowing_one_cancel(entries: list[Entry], running: asyncio.Event) -> None:
+    """If ``entries`` hold ``b"hold"``: set ``running`` and wait for good, swallowing the
+    first cancellation (and waiting again: only a second cancel ends it)."""
+    if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.Event().wait()
+
+
 class SwallowsOneCancel(MemStateMachine):
     """A state machine whose ``apply`` of ``b"hold"`` waits for good and swallows the first
     cancellation (and waits again): a plug-in bug, or one finishing its write its own way."""
@@ -381,12 +392,7 @@ class SwallowsOneCancel(MemStateMachine):
         self.handler = handler
 
     async def apply(self, entries: list[Entry]) -> list[Any]:
-        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
-            self.running.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                await asyncio.Event().wait()  # swallowed; only a second cancel ends it
+        await hold_swallowing_one_cancel(entries, self.running)
         return await super().apply(entries)
 
 
@@ -439,12 +445,7 @@ class AppendSwallowsOneCancel(MemLogStore):
         self.running = asyncio.Event()
 
     async def append(self, entries: list[Entry], callback: Any) -> None:
-        if any(isinstance(e.payload, Normal) and e.payload.data == b"hold" for e in entries):
-            self.running.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                await asyncio.Event().wait()  # swallowed; only a second cancel ends it
+        await hold_swallowing_one_cancel(entries, self.running)
         await super().append(entries, callback)
 
 
