@@ -17,7 +17,10 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -43,6 +46,27 @@ BOUND = 10.0
 Before the fix they never did."""
 
 
+@contextlib.asynccontextmanager
+async def leader_behind_a_slow_link(min_rate: int, rate: int) -> AsyncIterator[tuple[TcpCluster, Any, ThrottledProxy]]:
+    """A two-voter TCP cluster with ``replication_min_rate`` ``min_rate``: node 1 leads and
+    reaches node 2 through a proxy carrying ``rate`` bytes a second. Yields the cluster,
+    node 1 and the proxy (closed at the end)."""
+    config = tcp_config(replication_min_rate=min_rate, election_timeout_min=ELECTION_TIMEOUT[0],
+                        election_timeout_max=ELECTION_TIMEOUT[1])
+    async with TcpCluster(config) as c:
+        n1 = await c.start_node(1)
+        n2 = await c.start_node(2)
+        proxy = await ThrottledProxy(n2.port, rate).start()
+        try:
+            assert n1.raft is not None
+            await n1.raft.initialize({1: BasicNode(n1.addr), 2: BasicNode(proxy.addr)})
+            await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
+            yield c, n1, proxy
+        finally:
+            await proxy.close()
+
+
+
 async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -> None:
     """Two voters; the leader reaches its follower only through the slow link, so every
     write needs it. All ``WRITES`` commit within ``BOUND``, the leader keeps its term, and
@@ -56,37 +80,27 @@ async def test_writes_commit_over_a_link_slower_than_the_window_per_deadline() -
     # resends behind the bytes still in the pipe never caught up (0 of 8 in 10 s, nothing
     # committed, the leader in its term). The deadlines are sized for RATE / 8 here: still
     # seconds past the base deadline this test shows is not enough.
-    config = tcp_config(replication_min_rate=RATE // 8, election_timeout_min=ELECTION_TIMEOUT[0],
-                        election_timeout_max=ELECTION_TIMEOUT[1])
-    async with TcpCluster(config) as c:
-        n1 = await c.start_node(1)
-        n2 = await c.start_node(2)
-        proxy = await ThrottledProxy(n2.port, RATE).start()
-        try:
-            assert n1.raft is not None
-            await n1.raft.initialize({1: BasicNode(n1.addr), 2: BasicNode(proxy.addr)})
-            await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
-            term = n1.raft.metrics.current_term
-            began = time.monotonic()
-            writes = [asyncio.ensure_future(n1.raft.client_write(bytes([i]) * VALUE)) for i in range(WRITES)]
-            done, pending = await asyncio.wait(writes, timeout=BOUND)
-            for w in pending:
-                w.cancel()
-            took = time.monotonic() - began
-            what = (f"{len(done)} of {WRITES} writes of {VALUE} bytes done in {took:.2f}s over a {RATE} bytes/s link, "
-                    f"{proxy.forwarded} bytes carried; {n1.raft.metrics.describe()}")
-            assert not pending, f"not all committed within {BOUND}s: {what}"
-            for w in done:
-                w.result()
-            assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
-            # Each value crossed the link about once (before: seven to eight times, resent
-            # after every timeout behind the bytes of the ones that timed out).
-            assert proxy.forwarded < 1.5 * WRITES * VALUE, f"the entries were resent: {what}"
-            last = max(w.result().log_id.index for w in done)
-            await c.wait_applied(last, timeout=BOUND)
-            print(f"{WRITES} x {VALUE} bytes committed in {took:.2f}s, {proxy.forwarded} bytes carried")
-        finally:
-            await proxy.close()
+    async with leader_behind_a_slow_link(RATE // 8, RATE) as (c, n1, proxy):
+        assert n1.raft is not None
+        term = n1.raft.metrics.current_term
+        began = time.monotonic()
+        writes = [asyncio.ensure_future(n1.raft.client_write(bytes([i]) * VALUE)) for i in range(WRITES)]
+        done, pending = await asyncio.wait(writes, timeout=BOUND)
+        for w in pending:
+            w.cancel()
+        took = time.monotonic() - began
+        what = (f"{len(done)} of {WRITES} writes of {VALUE} bytes done in {took:.2f}s over a {RATE} bytes/s link, "
+                f"{proxy.forwarded} bytes carried; {n1.raft.metrics.describe()}")
+        assert not pending, f"not all committed within {BOUND}s: {what}"
+        for w in done:
+            w.result()
+        assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
+        # Each value crossed the link about once (before: seven to eight times, resent
+        # after every timeout behind the bytes of the ones that timed out).
+        assert proxy.forwarded < 1.5 * WRITES * VALUE, f"the entries were resent: {what}"
+        last = max(w.result().log_id.index for w in done)
+        await c.wait_applied(last, timeout=BOUND)
+        print(f"{WRITES} x {VALUE} bytes committed in {took:.2f}s, {proxy.forwarded} bytes carried")
 
 
 SNAPSHOT_VALUES = 13
@@ -149,32 +163,22 @@ async def test_a_resend_waits_for_the_bytes_of_the_request_that_timed_out() -> N
     deadline of a request with nothing ahead, timed out behind the bytes of the one before,
     and the write never committed (measured: not within 10 s, about 3 MB carried for
     0.5 MB)."""
-    config = tcp_config(replication_min_rate=RESEND_MIN_RATE, election_timeout_min=ELECTION_TIMEOUT[0],
-                        election_timeout_max=ELECTION_TIMEOUT[1])
-    async with TcpCluster(config) as c:
-        n1 = await c.start_node(1)
-        n2 = await c.start_node(2)
-        proxy = await ThrottledProxy(n2.port, RESEND_RATE).start()
-        try:
-            assert n1.raft is not None
-            await n1.raft.initialize({1: BasicNode(n1.addr), 2: BasicNode(proxy.addr)})
-            await n1.raft.wait(10).state(ServerState.LEADER, "n1 leads")
-            term = n1.raft.metrics.current_term
-            before = proxy.forwarded
-            began = time.monotonic()
-            write = asyncio.ensure_future(n1.raft.client_write(b"v" * RESEND_VALUE))
-            done, _ = await asyncio.wait({write}, timeout=BOUND)
-            took = time.monotonic() - began
-            carried = proxy.forwarded - before
-            what = (f"a value of {RESEND_VALUE} bytes over a {RESEND_RATE} bytes/s link with replication_min_rate "
-                    f"{RESEND_MIN_RATE}: {took:.2f}s, {carried} bytes carried; {n1.raft.metrics.describe()}")
-            if not done:
-                write.cancel()
-            assert done, f"not committed within {BOUND}s: {what}"
-            write.result()
-            assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
-            # Sent once, timed out, sent again once (the heartbeats carry a few hundred bytes).
-            assert carried < 2.5 * RESEND_VALUE, f"the value was resent more than once: {what}"
-            print(what)
-        finally:
-            await proxy.close()
+    async with leader_behind_a_slow_link(RESEND_MIN_RATE, RESEND_RATE) as (c, n1, proxy):
+        assert n1.raft is not None
+        term = n1.raft.metrics.current_term
+        before = proxy.forwarded
+        began = time.monotonic()
+        write = asyncio.ensure_future(n1.raft.client_write(b"v" * RESEND_VALUE))
+        done, _ = await asyncio.wait({write}, timeout=BOUND)
+        took = time.monotonic() - began
+        carried = proxy.forwarded - before
+        what = (f"a value of {RESEND_VALUE} bytes over a {RESEND_RATE} bytes/s link with replication_min_rate "
+                f"{RESEND_MIN_RATE}: {took:.2f}s, {carried} bytes carried; {n1.raft.metrics.describe()}")
+        if not done:
+            write.cancel()
+        assert done, f"not committed within {BOUND}s: {what}"
+        write.result()
+        assert n1.raft.metrics.current_term == term, f"the leader lost its term: {what}"
+        # Sent once, timed out, sent again once (the heartbeats carry a few hundred bytes).
+        assert carried < 2.5 * RESEND_VALUE, f"the value was resent more than once: {what}"
+        print(what)
