@@ -183,17 +183,15 @@ class Snapshots:
             self.close()
             if opening is not None and opening[0] == sid:
                 fut = opening[1]  # queued for an earlier copy of this chunk
-                if not fut.done():
-                    self._opening = opening
-                    answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
-                    return
+                now = fut.done()
             else:
                 _drop_opening(opening)
                 fut = self.worker.call(lambda sm: sm.begin_receiving_snapshot())
-                if busy:
-                    self._opening = (sid, fut)
-                    answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
-                    return
+                now = not busy
+            if not now:
+                self._opening = (sid, fut)
+                answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
+                return
             try:
                 f = await fut
             except Exception as e:
