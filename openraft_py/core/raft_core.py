@@ -1299,6 +1299,25 @@ class RaftCore:
         self._clients[target] = (node, c)
         return c
 
+    def _request_client(self, target: NodeId, node: Any) -> RaftNetwork | None:
+        """The client for a vote or transfer-leader request task to ``target``, started with
+        the ``node`` its command named: the client of the node the effective membership
+        gives ``target`` now, or ``None`` when it names ``target`` no more (the request
+        belongs to a membership replaced since, and so to a campaign or leadership that is
+        over: a node's membership changes only by a leader's entries or snapshot).
+
+        A task gets its client at its first step, which may come after the core went on (a
+        ``SendVote`` postponed until the vote is durable, passes run back to back): with
+        ``node`` it replaced the cached client of a target moved since to a new address by
+        one to the old address, and the TCP factory closed the connections of the
+        replication to the new one. Invariant: ``_clients`` holds, per target, a client of
+        the node the newest membership gives it."""
+        current = self._membership_state.effective.membership.nodes.get(target)
+        if current is None:
+            log.debug("node %s: no request to %s at %r: the membership names it no more", self.id, target, node)
+            return None
+        return self.client(target, current)
+
     def _no_client_warning(self, target: NodeId, why: str, msg: str, *args: Any) -> None:
         """Log ``msg % args``, that the factory made no client of ``target`` (``why``), at
         WARNING the first time, when ``why`` changed, or ``BROKEN_NETWORK_WARN_MS`` after the
@@ -1458,8 +1477,11 @@ class RaftCore:
         # without a timeout of its own would keep one task per election forever.
         limit = 2 * self.config.election_timeout_max / 1000.0
         try:
+            client = self._request_client(target, node)
+            if client is None:
+                return
             async with asyncio.timeout(limit):
-                resp = await self.client(target, node).vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+                resp = await client.vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except RPCError as e:
             log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
             return
@@ -1491,9 +1513,12 @@ class RaftCore:
 
     async def _send_transfer_leader(self, target: NodeId, node: Any, req: TransferLeaderRequest) -> None:
         timeout = self.config.election_timeout_min / 1000.0
+        client = self._request_client(target, node)
+        if client is None:
+            return
         try:
             async with asyncio.timeout(2 * self.config.election_timeout_max / 1000.0):  # as in _send_vote
-                await self.client(target, node).transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
+                await client.transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except Exception as e:  # noqa: BLE001 - best effort: the election timeout is the fallback
             log.debug("node %s: transfer-leader to %s failed: %s", self.id, target, e)
 
