@@ -177,6 +177,26 @@ def not_a_client(made: object) -> str | None:
     return None
 
 
+def _drop_not_a_client(made: object) -> None:
+    """Let go of ``made``, a ``new_client`` result refused by ``not_a_client``, so that
+    nothing of it runs on or is logged later: a coroutine (an ``async`` helper's result) is
+    closed (no "never awaited" warning); a task or future (``asyncio.ensure_future`` of one)
+    is cancelled, and its exception retrieved once it ends (no "exception was never
+    retrieved" when it is collected, whether it failed already or fails as it is
+    cancelled). A refused task was left running, for good if it never ended."""
+    if inspect.iscoroutine(made):
+        made.close()
+    elif isinstance(made, asyncio.Future):
+        made.cancel()
+        made.add_done_callback(_retrieve_any)
+
+
+def _retrieve_any(fut: asyncio.Future[Any]) -> None:
+    """Retrieve the exception of ``fut`` (ended), if it has one, so that asyncio logs none."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 # Seconds between two requests of a replication channel's client from the network factory
 # while the factory cannot make one (``RaftCore._retry_client``): the channel retries at every
 # heartbeat, and a factory may be slow (it must not do IO, but may look an address up).
@@ -1272,7 +1292,8 @@ class RaftCore:
         it returns something that is not a network client (``None`` from a forgotten
         ``return``, an object without ``vote``, ...): that was kept as the target's client,
         and each call of it failed later, in a replication or vote task, with an
-        ``AttributeError`` that named neither the factory nor the target."""
+        ``AttributeError`` that named neither the factory nor the target. What it returned
+        is let go (``_drop_not_a_client``: a coroutine closed, a task or future cancelled)."""
         known = self._clients.get(target)
         if known is not None and known[0] == node:
             return known[1]
@@ -1289,8 +1310,7 @@ class RaftCore:
             why = f"{factory}.new_client({target}, {node!r}) returned {lacks}"
             self._no_client_warning(target, why, "node %s: the network factory %s; node %s is unreachable until it "
                                     "returns one", self.id, why, target)
-            if inspect.iscoroutine(c):
-                c.close()  # (an ``async`` helper's result: never awaited, closed without a warning)
+            _drop_not_a_client(c)
             return self._no_client(target, node, why)
         if self._no_client_warned.pop(target, None) is not None:
             log.info("node %s: the network factory made a client of node %s at %r", self.id, target, node)

@@ -12,11 +12,15 @@ saying so, and replication backs off and retries as for any unreachable target),
 result is not kept (the factory is asked again when the node next needs a client of that
 target: a new leadership or membership, a vote request, and at most every
 ``NO_CLIENT_RETRY_S`` as a leader's replication to it retries); the node keeps running.
+What was returned is let go: a coroutine closed, a task (``asyncio.ensure_future`` of an
+``async`` helper) cancelled and a future's exception retrieved (a refused task ran on, and a
+failed future's "exception was never retrieved" came when it was collected).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -51,15 +55,31 @@ class Unready:
         raise RuntimeError(f"not connected: no {name}")
 
 
+def _connecting() -> asyncio.Task[None]:
+    """A task still running (``asyncio.ensure_future`` of an ``async`` helper)."""
+    return asyncio.ensure_future(asyncio.sleep(3600))
+
+
+def _failed() -> asyncio.Future[Any]:
+    """A future that failed already."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_exception(ConnectionRefusedError("refused"))
+    return fut
+
+
 # What each kind of wrong ``new_client`` returns (made anew at each call). "coroutine": a plain
 # ``def new_client`` that returns an ``async`` helper's coroutine (closed by the node, so that
-# no "never awaited" warning comes when it is collected).
+# no "never awaited" warning comes when it is collected); "task" and "future": a task or a
+# future in its place (a task cancelled by the node, a failed future's exception retrieved, so
+# that nothing runs on and asyncio logs nothing when they are collected).
 RETURNS: dict[str, Any] = {
     "None": lambda: None,
     "incomplete": NotAClient,
     "str": lambda: "127.0.0.1:1",
     "coroutine": _connect,
     "unready": Unready,
+    "task": _connecting,
+    "future": _failed,
 }
 
 
@@ -121,9 +141,19 @@ async def test_a_new_client_that_is_not_a_client_leaves_only_that_target_unreach
         assert "is not a network client" in warned[0], warned[0]
         assert "OddFactory" in warned[0] and "new_client(4, " in warned[0], warned[0]
         assert "AttributeError" not in caplog.text, "the odd client was used"
-        for made in factories[leader].made:
+        made_by_leader = factories[leader].made
+        for made in made_by_leader:
             if asyncio.iscoroutine(made):
                 assert made.cr_frame is None, "the coroutine new_client returned was not closed"
+        futures = [m for f in factories.values() for m in f.made if isinstance(m, asyncio.Future)]
+        assert all(f.done() for f in futures), "a task new_client returned was left running"
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for f in factories.values():
+            f.made.clear()
+        del made_by_leader, futures
+        gc.collect()
+    noise = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not noise, f"asyncio logged: {noise}"
 
 
 class LateFactory:
