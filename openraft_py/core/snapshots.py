@@ -115,6 +115,15 @@ class Snapshots:
         # refused (the leader sends it again after a pause); the resend takes the file once
         # the worker handed it out. The core never awaits the worker behind an ``apply``.
         self._opening: tuple[str, asyncio.Future[Any]] | None = None
+        # When (the engine's clock, ms) the last copy of ``_opening``'s first chunk came, and
+        # how long it is kept after that (``expire_opening``): twice the leader's pause
+        # before it asks again (``heartbeat_interval``) and the deadline of that ask (an empty
+        # chunk: ``install_snapshot_timeout``). A leader that never asks again (it lost its
+        # leadership, or this node was removed) left the file open until the next transfer
+        # or the node's stop.
+        self._opening_at = 0.0
+        cfg = engine.config
+        self.opening_kept_ms = 2.0 * (cfg.heartbeat_interval + cfg.install_snapshot_timeout)
         # The last snapshot handed to the state machine to install, and where its answer goes.
         self._installed: tuple[str, _InstallAnswer] | None = None
         # The last refusal logged at WARNING (snapshot id, error): the leader sends a refused
@@ -190,6 +199,7 @@ class Snapshots:
                 now = not busy
             if not now:
                 self._opening = (sid, fut)
+                self._opening_at = self.engine.now
                 answer(tx, ApiError(f"snapshot {sid}: the state machine is busy (applying entries)"))
                 return
             try:
@@ -277,6 +287,18 @@ class Snapshots:
         err = ApiError(f"node {self.node_id}: {snapshot_io.STATE_MACHINE_REFUSED} {sid}: {n.error}")
         err.__cause__ = n.error
         self.engine.handle_snapshot_refused(n.meta, n.tx, err)
+
+    def expire_opening(self, now: float) -> None:
+        """At a tick (``now``: the engine's clock, ms): drop ``_opening`` (its file closed
+        once the worker hands it out) if no copy of its first chunk came for
+        ``opening_kept_ms``; a later copy queues the open again."""
+        opening = self._opening
+        if opening is None or now - self._opening_at <= self.opening_kept_ms:
+            return
+        log.debug("node %s: snapshot %s: its first chunk, refused while the state machine was busy, was not sent "
+                  "again within %g ms: the file opened for it is closed", self.node_id, opening[0], self.opening_kept_ms)
+        self._opening = None
+        _drop_opening(opening)
 
     def close(self) -> None:
         """Drop the snapshot being received, if any (its file is closed), and the file

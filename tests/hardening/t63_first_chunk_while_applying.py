@@ -175,6 +175,22 @@ async def test_a_file_opened_for_a_transfer_replaced_meanwhile_is_closed() -> No
         assert not Gated.files[1].closed
 
 
+async def test_a_file_opened_for_a_transfer_never_resent_is_closed() -> None:
+    """The leader refused a first chunk (its follower busy) never sends it again (it lost its
+    leadership, the follower was removed, or it crashed): the file opened for it was left
+    open until the node's next transfer or its stop. It is closed once no copy of that
+    chunk came for ``Snapshots.opening_kept_ms`` (the leader's resend pause and a probe's
+    deadline, twice)."""
+    async with Cluster(fast_config(), state_machine=Gated) as c:
+        leader, follower = await _follower_in_apply(c, None)
+        chunk = _first_chunk(follower, leader.id, "snap-lost")
+        with pytest.raises(ApiError, match="the state machine is busy"):
+            await asyncio.wait_for(follower.install_snapshot(chunk), BOUND)
+        Gated.gate.set()
+        await until(lambda: len(Gated.files) == 1, "the worker opened the file", BOUND)
+        await until(lambda: Gated.files[0].closed, "the file opened for the transfer never resent is closed", BOUND)
+        assert follower.metrics.running
+
 
 async def _busy_receiver(c: Cluster[Any, Any]) -> tuple[Raft, list[tuple[Any, int]]]:
     """Start three nodes, hold a follower inside an ``apply``, cut it off while the leader
