@@ -413,7 +413,23 @@ class RPCError(RaftError):
 
 
 class Unreachable(RPCError):
-    """The target cannot be reached now; replication backs off before retrying."""
+    """The target cannot be reached now; replication backs off before retrying.
+
+    ``connection_kept`` (keyword only, ``False`` by default): the request was not sent, but
+    the connection it would have gone on is up and still holds requests sent before it (the
+    TCP client's "not taking": the target has not read what was written to it). ``False``
+    says the connection is lost or was refused, and what was on it with it: a leader's
+    replication then stops counting the bytes of the requests it gave up on (no answer in
+    time) ahead of its next ones; with ``True`` it keeps counting them, as they may still be
+    on their way. A network that cannot tell raises it with the default.
+    """
+
+    connection_kept: bool = False
+
+    def __init__(self, *args: object, connection_kept: bool = False) -> None:
+        super().__init__(*args)
+        if connection_kept:
+            self.connection_kept = True  # (a field: kept by pickle and copy, ``RaftError``)
 
 
 class Timeout(RPCError):

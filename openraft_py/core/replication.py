@@ -75,7 +75,8 @@ A request is settled when it is answered or fails, except one given up for want 
 answer in time (``Timeout``, or ``NoAnswer``): its bytes may still be in the link, ahead of
 the resend that follows, and stay counted (``_given_up``) until an answer to a request
 handed over after it shows the target read past them, the connection is gone (a request
-fails with ``errors.Unreachable``, or ``set_client``), or as long again as its bytes (and
+fails with ``errors.Unreachable``, but for one saying ``connection_kept``, or
+``set_client``), or as long again as its bytes (and
 those ahead of it) take at the rate has passed since it was given up (``_failed``).
 Settled at once, they were not counted: after a stall of a link that carries the rate, the
 resend got the deadline of a request with nothing ahead and timed out behind them, and so
@@ -991,7 +992,10 @@ class ReplicationCore:
 
         An answer of the target that is an error (``RemoteError``) is an answer; any other
         failure settles the request alone, and an ``errors.Unreachable`` (a connection lost
-        or refused) releases the bytes given up too."""
+        or refused) releases the bytes given up too, unless it says the connection is kept
+        (``connection_kept``: the request was not sent, but the connection still holds what
+        was sent before, as the TCP client's "not taking" says; those bytes are still on
+        their way)."""
         if isinstance(e, RemoteError):
             self._answer_came(nbytes, seq)
             return
@@ -1000,7 +1004,7 @@ class ReplicationCore:
             self._given_up.append((seq, nbytes, self.env.clock.now() + max(0.0, keep)))
             return
         self._inflight_bytes -= nbytes
-        if self._given_up and isinstance(e, UnreachableError):
+        if self._given_up and isinstance(e, UnreachableError) and not e.connection_kept:
             self._release_given_up(self._handed + 1)
 
     def _release_given_up(self, before: int = 0, expired_at: float = -math.inf) -> None:

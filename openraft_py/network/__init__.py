@@ -7,7 +7,10 @@
   a client raises only when no response came back, always an ``openraft_py.errors.RPCError``:
 
   - ``Unreachable``: the target cannot be reached now (connection refused, node down,
-    partition). Replication backs off before retrying.
+    partition). Replication backs off before retrying. Raised with ``connection_kept=True``
+    when the request was not sent but the connection is up and still holds requests sent
+    before (the TCP client's "not taking": the target has not read what was written to
+    it): replication then still counts those requests' bytes ahead of its next ones.
   - ``Timeout``: no response within ``option.hard_ttl`` seconds (the request may or may not
     have been handled). The node gives up an ``append_entries`` call still running after
     twice that; the optional ``send_append_entries`` and ``submit_append_entries`` (see

@@ -532,7 +532,8 @@ class _Peer:
         return Unreachable(
             f"node {self.target}: not taking what is sent to it: {unsent} bytes written to it are still unsent "
             f"(over {self.factory.max_unsent}, {UNSENT_FRAMES_MAX} x max_frame_size): is it paused or frozen, or "
-            "its network stalled? Nothing more is written to it until it reads again"
+            "its network stalled? Nothing more is written to it until it reads again",
+            connection_kept=True,
         )
 
     def submit(self, kind: int, req: Any, option: RPCOption, reply: Callable[[Any], None]) -> Reply | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import pickle
 import random
 from collections.abc import Callable
 from typing import Any
@@ -510,6 +511,38 @@ async def test_a_lost_connection_releases_the_bytes_given_up(mode: str) -> None:
         assert ch.core._inflight_bytes == 0
     finally:
         await ch.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_request_not_taken_on_a_kept_connection_keeps_the_bytes_given_up(mode: str) -> None:
+    """A request the network did not take while its connection is up, still holding what
+    was written before (``Unreachable`` with ``connection_kept``: the TCP client's "not
+    taking", a target that has not read what was written to it): the bytes given up are
+    still on that connection, ahead of the next request, and stay counted. They were
+    released as for a lost connection: the next request got a deadline without them, and
+    timed out behind them."""
+    ch = Channel([100], mode)
+    try:
+        not_taken = UnreachableError("node 2: not taking what is sent to it", connection_kept=True)
+        for i in range(3):
+            ch.replicate(1, 2)
+            await ch.settle()
+            await ch.net.wait_sent(i + 1)
+            ch.net.answer(i, [Timeout("no answer"), not_taken, None][i])
+            await ch.settle()
+        assert ch.net.ttls() == [BASE + 100, BASE + 200, BASE + 200]
+        assert [describe(n) for n in ch.notes] == ["Unreachable@1", "Unreachable@1", f"Matched {lid(1, 1)!r}"]
+        assert ch.core._inflight_bytes == 0
+    finally:
+        await ch.close()
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_unreachable_says_whether_the_connection_is_kept_and_pickles_with_it(kept: bool) -> None:
+    e = UnreachableError("node 2", connection_kept=True) if kept else UnreachableError("node 2")
+    for copy in (e, pickle.loads(pickle.dumps(e))):
+        assert copy.connection_kept is kept
+        assert str(copy) == "node 2"
 
 
 # -- snapshot chunks: a chunk given up stays ahead of its resend ---------------------------------

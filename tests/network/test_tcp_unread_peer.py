@@ -87,6 +87,8 @@ async def test_a_target_that_reads_nothing_gets_no_more_than_the_bound_and_then_
             largest = max(largest, transport.get_write_buffer_size())
             assert largest <= BOUND + FRAME, largest
         assert "not taking what is sent to it" in str(refused) and "paused or frozen" in str(refused), refused
+        # The connection is up, the requests written before still on it: not a lost connection.
+        assert refused.connection_kept, "a request not taken says the connection is kept"
         with pytest.raises(Unreachable, match="not taking"):  # and again: nothing drained
             client.send_append_entries(_request(i), option)
         with pytest.raises(Unreachable, match="not taking"):  # any request
