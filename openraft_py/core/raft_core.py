@@ -177,7 +177,7 @@ def not_a_client(made: object) -> str | None:
     return None
 
 
-def _drop_not_a_client(made: object) -> None:
+def drop_not_a_client(made: object) -> None:
     """Let go of ``made``, a ``new_client`` result refused by ``not_a_client``, so that
     nothing of it runs on or is logged later: a coroutine (an ``async`` helper's result) is
     closed (no "never awaited" warning); a task or future (``asyncio.ensure_future`` of one)
@@ -1294,7 +1294,7 @@ class RaftCore:
         ``return``, an object without ``vote``, ...): that was kept as the target's client,
         and each call of it failed later, in a replication or vote task, with an
         ``AttributeError`` that named neither the factory nor the target. What it returned
-        is let go (``_drop_not_a_client``: a coroutine closed, a task or future cancelled)."""
+        is let go (``drop_not_a_client``: a coroutine closed, a task or future cancelled)."""
         known = self._clients.get(target)
         if known is not None and known[0] == node:
             return known[1]
@@ -1311,7 +1311,7 @@ class RaftCore:
             why = f"{factory}.new_client({target}, {node!r}) returned {lacks}"
             self._no_client_warning(target, why, "node %s: the network factory %s; node %s is unreachable until it "
                                     "returns one", self.id, why, target)
-            _drop_not_a_client(c)
+            drop_not_a_client(c)
             return self._no_client(target, node, why)
         if self._no_client_warned.pop(target, None) is not None:
             log.info("node %s: the network factory made a client of node %s at %r", self.id, target, node)

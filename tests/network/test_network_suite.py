@@ -296,6 +296,37 @@ class _NoVote:
         raise AssertionError("not called")
 
 
+class _TaskFactory:
+    """``new_client`` returns a task still running (``asyncio.ensure_future`` of an ``async``
+    helper) instead of a client; every one kept in ``made``."""
+
+    def __init__(self) -> None:
+        self.made: list[asyncio.Task[None]] = []
+
+    def new_client(self, target: int, node: BasicNode) -> Any:
+        task = asyncio.ensure_future(asyncio.sleep(3600))
+        self.made.append(task)
+        return task
+
+
+async def test_a_new_client_that_returns_a_task_fails_the_suite_and_the_task_is_cancelled() -> None:
+    """The suite refused the task as an awaitable and left it running."""
+    factory = _TaskFactory()
+
+    @contextlib.asynccontextmanager
+    async def builder(server: SuiteServer) -> AsyncIterator[NetworkHandle]:
+        async with router_builder()(server) as handle:
+            handle.factory = factory
+            yield handle
+
+    with pytest.raises(SuiteFailure) as info:
+        await run_network_suite(builder, only=["vote_round_trip"])
+    assert "new_client returned an awaitable" in str(info.value.report[0].error)
+    assert factory.made
+    await asyncio.sleep(0)  # (a cancelled task ends at its next step)
+    assert all(t.done() for t in factory.made), "a task new_client returned was left running"
+
+
 @pytest.mark.parametrize(
     "made,lacks",
     [(None, "append_entries"), (_NoVote(), "vote")],

@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...config import Config
-from ...core.raft_core import not_a_client
+from ...core.raft_core import drop_not_a_client, not_a_client
 from ...errors import InvalidRequest, RemoteError, RPCError, Stopped, Timeout, Unreachable
 from ...types import (
     BLANK,
@@ -300,12 +300,13 @@ class NetworkHandle:
         """``factory.new_client(target, node)`` (default: the target at ``node``);
         ``AssertionError`` if it gives an awaitable (an ``async def new_client``) or anything
         else that is not a network client (``None``, an object without one of the RPC
-        methods): a node treats such a target as unreachable (``RaftCore.client``)."""
+        methods): a node treats such a target as unreachable (``RaftCore.client``). What
+        was returned is let go (``drop_not_a_client``: a coroutine closed, a task or future
+        cancelled)."""
         node = self.node if node is None else node
         made = self.factory.new_client(target, node)
         if inspect.isawaitable(made):
-            if inspect.iscoroutine(made):
-                made.close()
+            drop_not_a_client(made)
             raise AssertionError(
                 "new_client returned an awaitable: it must be a plain method that returns the client at once "
                 "(no IO: connect on the first RPC)"
