@@ -673,7 +673,7 @@ class RaftCore:
             self._learner_timed_out()
         if handing_to is not None and leader is not None and eng.leader is leader and leader.transfer_to is None:
             self._log_transfer_given_up(leader, handing_to, now)
-        self.snapshots.expire_opening(now)
+        self.snapshots.expire(now)
 
     def start_transfer(self, to: NodeId, now: float) -> None:
         """``Trigger.transfer_leader(to)`` in the core: ``Engine.transfer_leader`` (its

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..errors import ApiError, StorageError
-from ..types import InstallSnapshotRequest, InstallSnapshotResponse, NodeId, SnapshotMeta
+from ..types import InstallSnapshotRequest, InstallSnapshotResponse, LeaderId, NodeId, SnapshotMeta
 from . import snapshot_io
 from .apply_feed import ApplyFeed
 from .messages import Applied, Failed, SnapshotBuilt, SnapshotInstalled, SnapshotRefused, answer
@@ -90,8 +90,9 @@ class Snapshots:
     """Snapshot building, receiving and installing for one node.
 
     Invariant: ``_receiving`` is the snapshot being received from a leader (its id and the
-    file its chunks go to) and ``_received`` how many bytes of it arrived; the next chunk
-    must start at or before ``_received`` (a repeated chunk is written again).
+    file its chunks go to), ``_receiving_from`` that leader's id and ``_received`` how many
+    bytes of it arrived; the next chunk must start at or before ``_received`` (a repeated
+    chunk is written again).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class Snapshots:
         self.feed = feed
         self.notify = notify
         self._receiving: tuple[str, Any] | None = None
+        self._receiving_from: LeaderId | None = None
         self._received = 0
         # The snapshot whose first chunk came while the state machine worker was busy (an
         # ``apply`` running or anything queued): its id and the future of the file
@@ -116,7 +118,7 @@ class Snapshots:
         # the worker handed it out. The core never awaits the worker behind an ``apply``.
         self._opening: tuple[str, asyncio.Future[Any]] | None = None
         # When (the engine's clock, ms) the last copy of ``_opening``'s first chunk came, and
-        # how long it is kept after that (``expire_opening``): twice the leader's pause
+        # how long it is kept after that (``expire``): twice the leader's pause
         # before it asks again (``heartbeat_interval``) and the deadline of that ask (an empty
         # chunk: ``install_snapshot_timeout``). A leader that never asks again (it lost its
         # leadership, or this node was removed) left the file open until the next transfer
@@ -207,6 +209,7 @@ class Snapshots:
             except Exception as e:
                 raise StorageError("beginning to receive a snapshot", e) from e
             self._receiving = (sid, f)
+            self._receiving_from = req.vote.leader_id
             self._received = 0
         f = self._receiving[1]
         if req.offset > self._received:
@@ -288,17 +291,29 @@ class Snapshots:
         err.__cause__ = n.error
         self.engine.handle_snapshot_refused(n.meta, n.tx, err)
 
-    def expire_opening(self, now: float) -> None:
-        """At a tick (``now``: the engine's clock, ms): drop ``_opening`` (its file closed
-        once the worker hands it out) if no copy of its first chunk came for
-        ``opening_kept_ms``; a later copy queues the open again."""
+    def expire(self, now: float) -> None:
+        """At a tick (``now``: the engine's clock, ms), let go of what no leader will use:
+        ``_opening`` (its file closed once the worker hands it out) if no copy of its first
+        chunk came for ``opening_kept_ms`` (a later copy queues the open again); and the
+        snapshot being received once the node's vote names another leader than the one
+        sending it. A leader that stopped mid-transfer (it crashed, or lost its leadership)
+        never sends the rest, and the next leader may send the log instead: that partial
+        copy, of a snapshot that may be large, was kept open until the node's next transfer
+        or its stop. A leader continues only a transfer it began (another one's chunk past
+        offset 0 is refused, and it starts over)."""
         opening = self._opening
-        if opening is None or now - self._opening_at <= self.opening_kept_ms:
-            return
-        log.debug("node %s: snapshot %s: its first chunk, refused while the state machine was busy, was not sent "
-                  "again within %g ms: the file opened for it is closed", self.node_id, opening[0], self.opening_kept_ms)
-        self._opening = None
-        _drop_opening(opening)
+        if opening is not None and now - self._opening_at > self.opening_kept_ms:
+            log.debug("node %s: snapshot %s: its first chunk, refused while the state machine was busy, was not "
+                      "sent again within %g ms: the file opened for it is closed",
+                      self.node_id, opening[0], self.opening_kept_ms)
+            self._opening = None
+            _drop_opening(opening)
+        receiving = self._receiving
+        if receiving is not None and self.engine.state.vote.leader_id != self._receiving_from:
+            log.info("node %s: snapshot %s: the transfer of leader %s ended unfinished (%d bytes received): it is "
+                     "dropped", self.node_id, receiving[0], self._receiving_from, self._received)
+            self._receiving = None
+            snapshot_io.close_quietly(receiving[1])
 
     def close(self) -> None:
         """Drop the snapshot being received, if any (its file is closed), and the file
