@@ -448,16 +448,17 @@ class Wait:
     ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
 
     Awaited on one of the node's own tasks (from inside its state machine's ``apply`` or its
-    log store), every condition raises ``RuntimeError`` at once, after its arguments are
-    checked (``refuse``, ``Raft._not_own_task``): the metrics change only as those tasks go
-    on, so the wait would hold up the very task that moves them (for good with no
-    ``timeout``). There, read ``raft.metrics``.
+    log store), every condition that does not hold already raises ``RuntimeError`` at once,
+    after its arguments are checked (``refuse``, ``Raft._not_own_task``): the metrics change
+    only as those tasks go on, so the wait would hold up the very task that moves them (for
+    good with no ``timeout``). There, read ``raft.metrics``. A condition that holds when it is
+    awaited returns the metrics at once, there too.
     """
 
     def __init__(self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str], None] | None = None) -> None:
-        """``refuse(what)``, when given, is called as a condition ``what`` starts waiting
-        (``"wait().state"``, say) and raises to refuse it (``Raft.wait`` passes its own-task
-        check)."""
+        """``refuse(what)``, when given, is called as a condition ``what`` that does not hold
+        yet starts waiting (``"wait().state"``, say) and raises to refuse it (``Raft.wait``
+        passes its own-task check)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
         self._refuse = refuse
@@ -482,10 +483,15 @@ class Wait:
         that did not satisfy ``predicate``): a future that completes at the next change that
         may satisfy ``predicate``, and at the node's stop; with the metrics that satisfied
         ``predicate`` when it checked them itself (``MetricsWatch.satisfied``), else ``None``.
-        ``what``: the condition's method, for the own-task refusal (``refuse``)."""
-        if self._refuse is not None:
-            self._refuse(f"wait().{what}")
+        ``what``: the condition's method, for the own-task refusal (``refuse``), which is not
+        made when ``predicate`` holds already: then the call returns the metrics at once, as
+        it would on any task."""
         watch = self._watch
+        if self._refuse is not None:
+            m = watch.current
+            if predicate(m):
+                return m
+            self._refuse(f"wait().{what}")
         try:
             async with asyncio.timeout(self._timeout):
                 while True:

@@ -876,8 +876,9 @@ class Raft:
         Not a coroutine, but it too must be called on the node's loop. Raises ``TypeError``
         for a ``timeout`` that is not a number (or ``None``) and ``ValueError`` for one that is
         negative, NaN or infinite (``Wait``). A condition awaited from inside the node's own
-        state machine or log store raises ``RuntimeError`` at once (``_not_own_task``): the
-        metrics would wait for the task it holds up; read ``metrics`` there instead."""
+        state machine or log store raises ``RuntimeError`` at once (``_not_own_task``) unless
+        it holds already (then it returns the metrics at once): the metrics would wait for
+        the task it holds up; read ``metrics`` there instead."""
         self._check_loop()
         return Wait(self._core.watch, timeout, self._not_own_task)
 

@@ -14,6 +14,8 @@ So too every condition of ``raft.wait()``: the metrics it waits on move only as 
 core task publishes them and its worker applies, and ``apply`` runs on one of those two.
 Awaited there with no timeout, it never returned; with one, the node stood still that long
 and the wait failed with a ``WaitTimeout`` that did not say why.
+A condition that holds already when awaited there returns the metrics at once (it was
+refused as well, though nothing waits for it: ``wait().state(LEADER)`` on the leader, say).
 
 A call that does not wait for apply (``trigger.snapshot()``, ``raft.metrics``) is still
 taken from inside ``apply``, and so is a write or a wait handed to a task of its own
@@ -180,3 +182,28 @@ async def test_a_write_from_a_task_of_its_own_does_not_look_the_task_up(monkeypa
         await asyncio.wait_for(asyncio.gather(*(raft.client_write(b"many") for _ in range(50))), BOUND)
         assert raft.metrics.running
     assert lookups == [], f"{len(lookups)} task lookups for 70 writes"
+
+
+# Conditions that hold already when awaited from inside ``apply``: they return the metrics at
+# once (they were refused as the conditions that would wait, though nothing waits for them).
+HELD: dict[str, Callable[[Raft], Awaitable[Any]]] = {
+    "wait().state": lambda r: r.wait().state(ServerState.LEADER),
+    "wait().current_leader": lambda r: r.wait().current_leader(r.id),
+    "wait().voter_ids": lambda r: r.wait().voter_ids({1, 2, 3}),
+    "wait().log_index_at_least": lambda r: r.wait().log_index_at_least(r.metrics.last_log_index),
+    "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(0),
+    "wait().metrics": lambda r: r.wait().metrics(lambda m: m.running, "running"),
+}
+
+
+@pytest.mark.parametrize("suspend_first", [False, True], ids=["inline", "worker"])
+@pytest.mark.parametrize("name", sorted(HELD))
+async def test_a_wait_from_inside_apply_for_a_condition_that_holds_returns_at_once(name: str, suspend_first: bool) -> None:
+    CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = HELD[name], None, suspend_first
+    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+        raft = await leader(c)
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)  # (an entry applied before)
+        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        assert CallsItsNode.outcome == "returned"
+        CallsItsNode.call = None
+        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
