@@ -452,13 +452,18 @@ class Wait:
     after its arguments are checked (``refuse``, ``Raft._not_own_task``): the metrics change
     only as those tasks go on, so the wait would hold up the very task that moves them (for
     good with no ``timeout``). There, read ``raft.metrics``. A condition that holds when it is
-    awaited returns the metrics at once, there too.
+    awaited returns the metrics at once, there too. On the node's other tasks, inside a
+    plug-in call, only the conditions that could never hold there are refused
+    (``Raft._refuse_wait``).
     """
 
-    def __init__(self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str], None] | None = None) -> None:
-        """``refuse(what)``, when given, is called as a condition ``what`` that does not hold
-        yet starts waiting (``"wait().state"``, say) and raises to refuse it (``Raft.wait``
-        passes its own-task check)."""
+    def __init__(
+        self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str, int | None], None] | None = None
+    ) -> None:
+        """``refuse(what, index)``, when given, is called as a condition ``what``
+        (``"wait().state"``, say) that does not hold yet starts waiting, with the index it
+        waits for (``None`` for a condition of no index), and raises to refuse it
+        (``Raft.wait`` passes its own-task checks)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
         self._refuse = refuse
@@ -478,20 +483,21 @@ class Wait:
         predicate: Callable[[RaftMetrics], bool],
         msg: str,
         woken: Callable[[RaftMetrics], asyncio.Future[Any]],
+        index: int | None = None,
     ) -> RaftMetrics:
         """``metrics``, sleeping on ``woken(seen)`` between checks (``seen``: the metrics
         that did not satisfy ``predicate``): a future that completes at the next change that
         may satisfy ``predicate``, and at the node's stop; with the metrics that satisfied
         ``predicate`` when it checked them itself (``MetricsWatch.satisfied``), else ``None``.
-        ``what``: the condition's method, for the own-task refusal (``refuse``), which is not
-        made when ``predicate`` holds already: then the call returns the metrics at once, as
-        it would on any task."""
+        ``what``: the condition's method, and ``index`` the index it waits for, for the
+        own-task refusal (``refuse``), which is not made when ``predicate`` holds already:
+        then the call returns the metrics at once, as it would on any task."""
         watch = self._watch
         if self._refuse is not None:
             m = watch.current
             if predicate(m):
                 return m
-            self._refuse(f"wait().{what}")
+            self._refuse(f"wait().{what}", index)
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
@@ -534,6 +540,7 @@ class Wait:
             lambda m: m.last_log_index >= index,
             msg or f"log index >= {index}",
             lambda _seen: self._watch.at_least("log", index),
+            index,
         )
 
     async def applied_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:
@@ -546,6 +553,7 @@ class Wait:
             lambda m: m.last_applied is not None and m.last_applied.index >= index,
             msg or f"applied index >= {index}",
             lambda _seen: self._watch.at_least("applied", index),
+            index,
         )
 
     async def snapshot(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -565,6 +573,7 @@ class Wait:
             lambda m: m.snapshot is not None and m.snapshot.index >= index,
             msg or f"snapshot index >= {index}",
             lambda _seen: self._watch.at_least("snapshot", index),
+            index,
         )
 
     async def purged(self, log_id: LogId | int, msg: str = "") -> RaftMetrics:
@@ -584,6 +593,7 @@ class Wait:
             lambda m: m.purged is not None and m.purged.index >= index,
             msg or f"purged index >= {index}",
             lambda _seen: self._watch.at_least("purged", index),
+            index,
         )
 
     async def voter_ids(self, ids: Iterable[NodeId], msg: str = "") -> RaftMetrics:

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from . import validation as _v
 from .config import Config, RunningConfig
+from .core.calling_out import COMMIT as _COMMIT
+from .core.calling_out import LINEARIZE as _LINEARIZE
+from .core.calling_out import refusal as _refusal
 from .core.clock import Clock, LoopClock, check_clock
 from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
@@ -454,6 +457,33 @@ class Raft:
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
+    def _not_holding_up(self, what: str, kind: str, index: int | None = None) -> None:
+        """``RuntimeError`` if called on one of the node's other tasks while it is inside a
+        plug-in call (a replication stream's log read, ``save_vote``, ``build_snapshot``:
+        ``RaftCore.calling_out``) and ``what`` (of ``kind``, waiting for ``index``) waits
+        for what that very task would do next (``calling_out.refusal`` says which calls,
+        and why). Such a call waited for good. Any other call from there is taken: the core
+        and the worker go on meanwhile. Cheap while no plug-in call is in flight there: an
+        empty dict; the task is looked up only otherwise."""
+        core = self._core
+        if not core.calling_out:
+            return
+        out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
+        if out is None:
+            return
+        why = _refusal(out[0], out[1], kind, what, core.watch.current, index)
+        if why is not None:
+            raise RuntimeError(
+                f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
+            )
+
+    def _refuse_wait(self, what: str, index: int | None) -> None:
+        """``Wait``'s refusal of a condition ``what`` (waiting for ``index``) that does not
+        hold yet: on the node's core or worker task (``_not_own_task``), or where it could
+        never hold (``_not_holding_up``)."""
+        self._not_own_task(what)
+        self._not_holding_up(what, what, index)
+
     def _not_core_task(self, what: str) -> None:
         """``_not_own_task(what)`` if called on the core task, unless from an ``apply``
         running inline there (``StateMachineWorker.applying_inline``): for a call that the
@@ -527,6 +557,7 @@ class Raft:
         (``_not_own_task``): the change waits for its entry to be applied."""
         self._check_loop()
         self._not_own_task(what)
+        self._not_holding_up(what, _COMMIT)
         while True:
             try:
                 return await self._call(fn, what)
@@ -769,7 +800,12 @@ class Raft:
         ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
         ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
-        ``EntryTooLarge`` (a ``ValueError``), also before anything is logged.
+        ``EntryTooLarge`` (a ``ValueError``), also before anything is logged. ``RuntimeError``
+        at once, with nothing logged, when awaited where the entry could never commit: from
+        inside the node's own state machine or log store (``_not_own_task``), or from a
+        plug-in call on another of its tasks that the commit waits for (``_not_holding_up``:
+        a log read on the replication stream to a node every majority holds, ``save_vote``
+        on a leader every majority holds).
         """
         if _get_ident() != self._thread or not self._loop.is_running():
             self._check_loop()  # raises: not on this node's loop
@@ -782,6 +818,9 @@ class Raft:
             task = _current_task(self._loop)
             if task is core.task or task is core.sm_task:
                 self._not_own_task("client_write")  # raises: from inside its own state machine
+        if core.calling_out:
+            # A plug-in call is in flight on one of the node's other tasks (rare): this may be it.
+            self._not_holding_up("client_write", _COMMIT)
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
@@ -807,6 +846,7 @@ class Raft:
         at once (the node's ``Fatal`` error once it has stopped)."""
         self._check_loop()
         self._not_own_task("client_write_many")
+        self._not_holding_up("client_write_many", _COMMIT)
         checked = _v.check_payloads(datas)
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
@@ -833,6 +873,7 @@ class Raft:
             raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {_v.shown(policy)}")
         self._check_loop()
         self._not_own_task("ensure_linearizable")
+        self._not_holding_up("ensure_linearizable", _LINEARIZE)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)
@@ -878,9 +919,11 @@ class Raft:
         negative, NaN or infinite (``Wait``). A condition awaited from inside the node's own
         state machine or log store raises ``RuntimeError`` at once (``_not_own_task``) unless
         it holds already (then it returns the metrics at once): the metrics would wait for
-        the task it holds up; read ``metrics`` there instead."""
+        the task it holds up; read ``metrics`` there instead. So does one awaited from a
+        plug-in on the node's other tasks that could never hold there (``_not_holding_up``:
+        from ``save_vote``, any that does not hold yet)."""
         self._check_loop()
-        return Wait(self._core.watch, timeout, self._not_own_task)
+        return Wait(self._core.watch, timeout, self._refuse_wait)
 
     # -- called by a transport's server side -------------------------------------------------
 

@@ -82,6 +82,7 @@ from ..validation import shown
 from ..wakeup import Resumed, Wakeup, send_none
 from . import metrics_view
 from .apply_feed import ApplyFeed
+from .calling_out import CallingOut
 from .clock import Clock, seconds_reader
 from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, LogSource
 from .messages import (
@@ -298,9 +299,13 @@ class RaftCore:
         # ``_maybe_evict_cache`` counts again and evicts (``CACHE_MAX_BYTES``).
         self._cache_bytes = _cached_bytes(cache)
         self._cache_bytes_limit = CACHE_MAX_BYTES
+        # The node's other tasks now inside a plug-in call (a replication stream's storage
+        # read, ``save_vote``, ``build_snapshot``), which ``Raft`` consults before a call
+        # that could wait for the very task it is made on (``calling_out``).
+        self.calling_out: CallingOut = {}
         self.log = LogSource(self.id, cache, log_store.get_log_reader())
         self.tasks = TaskSet(f"raft-{self.id}", self._task_failed)
-        self.votes = VoteWriter(log_store, self.tasks, self.notify)
+        self.votes = VoteWriter(log_store, self.tasks, self.notify, self.calling_out)
         self._msgs: deque[Any] = deque()
         # How many of ``_msgs`` are not ``ClientWriteOne``s (``send_msg`` counts them;
         # ``Raft.client_write`` queues only those). While it is 0 a pass takes the whole
@@ -318,6 +323,7 @@ class RaftCore:
         self._replication_env = ReplicationEnv(
             self.id, config, clock, self.log, self.get_current_snapshot, self.tasks.spawn, self.notify,
             snapshot_last=lambda: engine.state.snapshot,
+            calling_out=self.calling_out,
         )
         # The network client of each target, with the ``BasicNode`` it was made for: a target
         # whose node (address) changed in the membership gets a new one (``client``).
@@ -331,7 +337,7 @@ class RaftCore:
         self._clients_memberships: tuple[StoredMembership | None, StoredMembership | None] = (None, None)
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
         self.feed = ApplyFeed(self.log, self.sm_worker, engine.state.applied)
-        self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify)
+        self.snapshots = Snapshots(self.id, engine, self.sm_worker, self.feed, self.notify, self.calling_out)
         self.fatal: Fatal | None = None
         self.watch = MetricsWatch(
             self._build_metrics,

@@ -155,6 +155,7 @@ from ..types import (
 from ..validation import shown
 from ..wakeup import Wakeup
 from . import snapshot_io
+from .calling_out import READ, CallingOut, enter, leave
 from .clock import Clock, seconds_reader
 from .messages import Failed, Progress
 from .tasks import stray_cancel
@@ -368,6 +369,8 @@ class ReplicationEnv:
     - ``spawn(coro, name)``: run a task of the node (a failure stops the node).
     - ``notify(note)``: queue a notification for the core.
     - ``clock``: sleeps and the send time of requests (``now_ms``).
+    - ``calling_out``: where a channel's task is recorded while it reads entries, which may
+      call the log store's reader, which may call the node back (``RaftCore.calling_out``).
     """
 
     __slots__ = (
@@ -379,6 +382,7 @@ class ReplicationEnv:
         "snapshot_last",
         "spawn",
         "notify",
+        "calling_out",
         "option",
         "base_ttl",
         "min_rate",
@@ -398,8 +402,10 @@ class ReplicationEnv:
         spawn: Callable[[Coroutine[Any, Any, None], str], Any],
         notify: Callable[[Any], None],
         snapshot_last: Callable[[], LogId | None] | None = None,
+        calling_out: CallingOut | None = None,
     ) -> None:
         self.node_id = node_id
+        self.calling_out: CallingOut = {} if calling_out is None else calling_out
         self.config = config
         self.clock = clock
         self.entries = entries
@@ -1124,14 +1130,21 @@ class ReplicationCore:
         size = 0
         step = READ_FIRST_ENTRIES
         i = start
-        while True:
-            got = await self.env.entries.read(i, min(end, i + step))
-            out.extend(got)
-            i += len(got)
-            size += payload_bytes(got)
-            if i >= end or size >= budget or self.stopped:
-                return out
-            step = max(1, (budget - size) * len(out) // max(size, 1))
+        # Recorded as a plug-in call in flight (the reader's, when the cache lacks entries):
+        # off the hot path, which sends what the cache holds without reading on.
+        env = self.env
+        task = enter(env.calling_out, READ, self.target)
+        try:
+            while True:
+                got = await env.entries.read(i, min(end, i + step))
+                out.extend(got)
+                i += len(got)
+                size += payload_bytes(got)
+                if i >= end or size >= budget or self.stopped:
+                    return out
+                step = max(1, (budget - size) * len(out) // max(size, 1))
+        finally:
+            leave(env.calling_out, task)
 
     async def _send_parts(self, c: Replicate, entries: list[Entry]) -> tuple[LogId | None, int, list[Entry]] | None:
         """Send the leading parts of ``c``'s entries, one request per budget, each once the

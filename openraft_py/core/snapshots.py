@@ -19,6 +19,7 @@ from ..errors import ApiError, StorageError
 from ..types import InstallSnapshotRequest, InstallSnapshotResponse, LeaderId, NodeId, SnapshotMeta
 from . import snapshot_io
 from .apply_feed import ApplyFeed
+from .calling_out import BUILD, CallingOut, enter, leave
 from .messages import Applied, Failed, SnapshotBuilt, SnapshotInstalled, SnapshotRefused, answer
 from .sm_worker import StateMachineWorker
 from .tasks import stray_cancel
@@ -102,8 +103,11 @@ class Snapshots:
         worker: StateMachineWorker,
         feed: ApplyFeed,
         notify: Callable[[Any], None],
+        calling_out: CallingOut | None = None,
     ) -> None:
         self.node_id = node_id
+        # Where the build task is recorded while in ``build_snapshot`` (``RaftCore.calling_out``).
+        self.calling_out: CallingOut = {} if calling_out is None else calling_out
         self.engine = engine
         self.worker = worker
         self.feed = feed
@@ -135,8 +139,12 @@ class Snapshots:
     async def build(self) -> None:
         """Build a snapshot (a task body: concurrently with apply, by contract); report
         ``SnapshotBuilt``, or ``Failed`` with a ``StorageError``."""
+        task = enter(self.calling_out, BUILD)
         try:
-            snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
+            try:
+                snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
+            finally:
+                leave(self.calling_out, task)
             snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
             try:
                 snapshot_io.check_built_meta(

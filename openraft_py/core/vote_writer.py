@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from ..types import Vote
+from .calling_out import VOTE, CallingOut, enter, leave
 from .messages import Failed, IOCompleted
 from .tasks import TaskSet, stray_cancel
 
@@ -27,10 +28,18 @@ class VoteWriter:
     cleared as it ends), and false when ``_queue`` is empty and nothing is being written.
     """
 
-    def __init__(self, log_store: RaftLogStorage, tasks: TaskSet, notify: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        log_store: RaftLogStorage,
+        tasks: TaskSet,
+        notify: Callable[[Any], None],
+        calling_out: CallingOut | None = None,
+    ) -> None:
         self.log_store = log_store
         self.tasks = tasks
         self.notify = notify
+        # Where the writer task is recorded while in ``save_vote`` (``RaftCore.calling_out``).
+        self.calling_out: CallingOut = {} if calling_out is None else calling_out
         self._queue: deque[tuple[Vote, int]] = deque()
         self._writing = False
         """A flag, not the task: under an eager task factory (Python 3.12+
@@ -54,6 +63,7 @@ class VoteWriter:
                 run = list(self._queue)
                 self._queue.clear()
                 vote = run[-1][0]
+                task = enter(self.calling_out, VOTE)
                 try:
                     await self.log_store.save_vote(vote)
                 except Exception as e:  # noqa: BLE001 - reported: the node stops
@@ -67,6 +77,8 @@ class VoteWriter:
                     # durable and the node waited for it for good.)
                     self.notify(Failed(StorageError(f"saving vote {vote!r}", stray)))
                     return
+                finally:
+                    leave(self.calling_out, task)
                 for _, io in run:
                     self.notify(IOCompleted(io, None))
         finally:

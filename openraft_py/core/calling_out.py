@@ -1,0 +1,137 @@
+"""Plug-in calls in flight on a node's tasks other than its core and state machine worker:
+a replication stream reading the log store's reader, the vote writer in ``save_vote``, a snapshot
+build in ``build_snapshot``.
+
+A plug-in may call its own node from there (``await raft.client_write(...)`` from a log
+read, say). Most such calls complete, since the core and the worker go on meanwhile; a few
+wait for what the very task they hold up would do next, and would wait for good. ``Raft``
+looks the running task up here (only while the registry is not empty: the common case costs
+one truthiness test) and ``refusal`` says which of its calls to refuse, and why.
+
+The registry maps each such task to ``(source, target)``: ``READ`` (a replication stream to
+``target`` reading on past the entries it holds: from the cache, else the log store's
+reader), ``VOTE`` (``save_vote``) or ``BUILD``
+(``build_snapshot``). Invariant: a task is in it exactly while it awaits that plug-in call
+(``enter`` before the call, ``leave`` in a ``finally`` after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..metrics import RaftMetrics
+from ..types import NodeId, ServerState
+
+__all__ = ["BUILD", "COMMIT", "LINEARIZE", "READ", "VOTE", "CallingOut", "enter", "leave", "refusal"]
+
+CallingOut = dict["asyncio.Task[Any]", tuple[str, "NodeId | None"]]
+"""``RaftCore.calling_out``: the node's tasks now inside a plug-in call, with its source."""
+
+# Sources: where the plug-in call is made from.
+READ = "read"
+VOTE = "vote"
+BUILD = "build"
+
+# Kinds of calls of the handle, by what they wait for.
+COMMIT = "commit"
+"""Waits for a new entry to commit: ``client_write``, ``client_write_many``, the membership
+changes."""
+LINEARIZE = "linearize"
+"""Waits for the leader's first entry of its term to commit (``ensure_linearizable``)."""
+
+
+def enter(calling_out: CallingOut, source: str, target: NodeId | None = None) -> asyncio.Task[Any] | None:
+    """Record the running task as making a plug-in call of ``source`` (to ``target``);
+    return it for ``leave``. Not on the hot path: called only around a storage read, a vote
+    write or a build."""
+    task = asyncio.current_task()
+    if task is not None:
+        calling_out[task] = (source, target)
+    return task
+
+
+def leave(calling_out: CallingOut, task: asyncio.Task[Any] | None) -> None:
+    """The plug-in call recorded by ``enter`` (which returned ``task``) ended."""
+    if task is not None:
+        calling_out.pop(task, None)
+
+
+def needed(node: NodeId, m: RaftMetrics) -> bool:
+    """Whether every quorum of the effective membership holds ``node``: it is a voter of a
+    config of at most two voters (a majority of one or two is all of them; of three or more,
+    one voter less is still a majority)."""
+    return any(node in cfg and len(cfg) <= 2 for cfg in m.membership_config.membership.configs)
+
+
+def _term_entry_committed(m: RaftMetrics) -> bool:
+    """Whether the leader's first entry of its term is committed (the read index of
+    ``ensure_linearizable`` is then committed already)."""
+    return m.committed is not None and m.committed.term >= m.current_term
+
+
+def _committed_index(m: RaftMetrics) -> int:
+    """The committed index (-1: nothing committed)."""
+    return -1 if m.committed is None else m.committed.index
+
+
+def refusal(
+    source: str, target: NodeId | None, kind: str, what: str, m: RaftMetrics, index: int | None = None
+) -> str | None:
+    """Why the call ``what`` (of ``kind``: ``COMMIT``, ``LINEARIZE``, or the name of a
+    ``wait()`` condition that does not hold yet, ``"wait().snapshot"`` say, with the
+    ``index`` it waits for if it has one), made on a task inside a plug-in call of
+    ``source`` (to ``target``), can never complete; ``None`` when it can (it is then taken).
+    ``m``: the node's metrics now.
+
+    - ``READ``: the stream to ``target`` sends nothing more until the read returns, so an
+      entry that needs ``target``'s acknowledgement to commit (``needed``) does not commit:
+      a ``COMMIT``, a ``LINEARIZE`` before the term's first entry committed, and a wait for
+      an entry past the committed one to be applied. Anything else completes (heartbeats go
+      on beside the stream).
+    - ``VOTE``: the node's vote is not durable until ``save_vote`` returns; its election
+      and its acknowledgements as a voter wait for it, and a leader counts its own log
+      toward a quorum only then: a ``COMMIT`` or an early ``LINEARIZE`` on a leader that
+      is ``needed``, and every ``wait()`` condition that does not hold yet (its election,
+      its log and its apply as a follower wait for the vote).
+    - ``BUILD``: everything completes (the node applies, replicates and answers meanwhile)
+      but a wait, on a leader, for a snapshot past the current one: only this build makes
+      the next one (a follower may install one from its leader instead).
+    """
+    if source == READ:
+        assert target is not None
+        if not needed(target, m):
+            return None
+        if kind == COMMIT or (kind == LINEARIZE and not _term_entry_committed(m)):
+            why = "waits for an entry to commit"
+        elif kind == "wait().applied_index_at_least" and index is not None and index > _committed_index(m):
+            why = "waits for an entry past the committed one to be applied"
+        else:
+            return None
+        return (
+            f"{what} was called from inside node {m.id}'s log reader, on its replication stream to node "
+            f"{target}, and it {why}, which needs node {target}'s acknowledgement (a voter of a config of "
+            f"at most two voters): that stream sends nothing more until this read returns, so it would wait "
+            "for good"
+        )
+    if source == VOTE:
+        if kind in (COMMIT, LINEARIZE):
+            if m.state != ServerState.LEADER or not needed(m.id, m):
+                return None
+            if kind == LINEARIZE and _term_entry_committed(m):
+                return None
+            why = "waits for an entry to commit, which needs this leader's own log counted, and that waits for its vote"
+        elif kind.startswith("wait()."):
+            why = "waits for the node's metrics to move on, and its election and its log wait for its vote"
+        else:
+            return None
+        return (
+            f"{what} was called from inside node {m.id}'s log store save_vote, on its vote writer task, and "
+            f"it {why}: the vote is not durable until save_vote returns, so it would wait for good"
+        )
+    if source == BUILD and kind == "wait().snapshot" and m.state == ServerState.LEADER:
+        return (
+            f"{what} was called from inside node {m.id}'s snapshot builder (build_snapshot), and it waits "
+            "for a snapshot past the current one, which only this build would make: it would wait for good"
+        )
+    return None

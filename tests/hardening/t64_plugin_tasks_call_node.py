@@ -1,0 +1,334 @@
+"""A plug-in that calls its own node from the node's other tasks: a log read on a
+replication stream, ``save_vote`` on the vote writer, ``build_snapshot`` on its task.
+
+Stop 63 refused the calls that wait for the node's core task or state machine worker when
+made on one of those two (``t52_reentrant_calls.py``, ``t53_log_store_calls_its_node.py``).
+The node's other tasks were not covered: the core and the worker go on while they wait, so
+most calls made there complete, but a few wait for what the very task they hold up would do
+next, and those waited for good, with nothing logged:
+
+- A log read on the replication stream to node T (the leader reads from its log store the
+  entries a lagging follower needs) that awaits a write of its own node: the write commits
+  only once a majority acknowledged it, and when every majority holds T (a config of one or
+  two voters) it waits for T's stream, which waits for the read. The two-voter cluster
+  stopped for good. So did a wait for an entry past the committed one to be applied.
+- ``save_vote`` that awaits a write on the leader (the committed vote a leader saves) when
+  every majority holds the leader: a leader counts its own log only once its vote is
+  durable. And every ``wait()`` condition that does not hold yet: the node's election, its
+  log and its apply as a follower wait for the vote (``wait().state(LEADER)`` from a
+  candidate's ``save_vote`` held every election of the cluster up).
+- ``build_snapshot`` that awaits ``wait().snapshot`` past the current snapshot on a leader,
+  which only that build would make.
+
+Each now raises ``RuntimeError`` at once, naming the call, the plug-in and why. Everything
+else made from there is taken and completes: a write where a majority without T (or
+without the leader) exists, ``ensure_linearizable`` once the term's first entry committed
+(heartbeats go on beside the stream), a wait that can hold, ``trigger.heartbeat``,
+``get_current_snapshot`` and a write from ``build_snapshot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import BasicNode, Raft, ReadPolicy, ServerState, Snapshot, Vote
+from openraft_py.storage.memory import MemDisk, MemLogReader, MemLogStore, MemStateMachine
+from openraft_py.testing.cluster import Cluster
+from openraft_py.types import Entry, NodeId
+
+pytestmark = pytest.mark.timeout(60)
+
+# Generous: a call answered "promptly" returns within this many seconds.
+BOUND = 3.0
+
+Call = Callable[[Raft], Awaitable[Any]]
+
+
+class Probe:
+    """One call to make from inside a plug-in, once, on ``raft``'s node, and its outcome.
+    ``done`` is set once the call returned or raised."""
+
+    def __init__(self, raft: Raft | None, call: Call) -> None:
+        self.raft = raft
+        self.call: Call | None = call
+        self.outcome: str | None = None
+        self.done = asyncio.Event()
+
+    async def fire(self, raft: Raft) -> None:
+        """Await the call (on the running task: ``asyncio.wait_for`` would run it in a task of
+        its own on 3.11) and record what it did."""
+        call, self.call = self.call, None
+        assert call is not None
+        try:
+            await call(raft)
+            self.outcome = "returned"
+        except (RuntimeError, Exception) as e:  # noqa: BLE001 - recorded for the test to check
+            self.outcome = f"{type(e).__name__}: {e}"
+        finally:
+            self.done.set()
+
+    async def outcome_within(self, bound: float = BOUND) -> str:
+        """The outcome, once the call ended (a ``TimeoutError`` when it never ends: the hang)."""
+        await asyncio.wait_for(self.done.wait(), bound)
+        assert self.outcome is not None
+        return self.outcome
+
+
+# -- a log read on a replication stream --------------------------------------------------------
+
+READ_PROBE: dict[NodeId, Probe] = {}
+
+
+class ProbingReader(MemLogReader):
+    """A reader that, on the node with a probe armed, makes the probe's call in a read."""
+
+    __slots__ = ("node_id",)
+
+    def __init__(self, disk: MemDisk, node_id: NodeId) -> None:
+        super().__init__(disk)
+        self.node_id = node_id
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        out = await super().try_get_log_entries(start, stop)
+        probe = READ_PROBE.get(self.node_id)
+        if probe is not None and probe.call is not None and probe.raft is not None:
+            await probe.fire(probe.raft)
+        return out
+
+
+class ReaderStore(MemLogStore):
+    """A ``MemLogStore`` whose readers are ``ProbingReader``s."""
+
+    __slots__ = ("node_id",)
+
+    def __init__(self, disk: MemDisk, node_id: NodeId) -> None:
+        super().__init__(disk)
+        self.node_id = node_id
+
+    def get_log_reader(self) -> MemLogReader:
+        return ProbingReader(self._disk, self.node_id)
+
+
+async def read_on_stream(voters: int, call: Call) -> tuple[str, Raft]:
+    """Start ``voters`` voters; on the leader, with every replication read going to the log
+    store (as for a follower that lags past the in-memory tail), make ``call`` from the
+    reader during the replication of a write. Returns the call's outcome, and the leader
+    after the write it was made in completed (the node went on)."""
+    READ_PROBE.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: ReaderStore(disk, nid)) as c:
+        await c.start(set(range(1, voters + 1)))
+        raft = c.nodes[await c.wait_for_leader()]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        # No entry from the cache: every read of a stream goes to the reader.
+        raft._core.log.cached = lambda start, stop: []  # type: ignore[method-assign]
+        probe = READ_PROBE[raft.id] = Probe(raft, call)
+        write = asyncio.ensure_future(raft.client_write(b"trigger"))
+        try:
+            outcome = await probe.outcome_within()
+            await asyncio.wait_for(write, BOUND)
+            await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        finally:
+            write.cancel()
+            READ_PROBE.clear()
+        assert raft.metrics.running
+        return outcome, raft
+
+
+def next_index(raft: Raft) -> int:
+    return raft.metrics.last_log_index + 1
+
+
+REFUSED_ON_STREAM: dict[str, Call] = {
+    "client_write": lambda r: r.client_write(b"inner"),
+    "client_write_many": lambda r: r.client_write_many([b"inner"]),
+    "add_learner": lambda r: r.add_learner(9, BasicNode(""), blocking=False),
+    "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(next_index(r) + 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_ON_STREAM))
+async def test_a_log_read_on_a_stream_whose_target_every_majority_needs_is_refused_a_commit(name: str) -> None:
+    outcome, raft = await read_on_stream(2, REFUSED_ON_STREAM[name])
+    assert outcome.startswith("RuntimeError"), outcome
+    assert f"{name} was called from inside node {raft.id}'s log reader, on its replication stream to node" in outcome
+    assert "asyncio.create_task" in outcome
+
+
+TAKEN_ON_STREAM: dict[str, Call] = {
+    "ensure_linearizable": lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX),
+    "ensure_linearizable(LEASE_READ)": lambda r: r.ensure_linearizable(ReadPolicy.LEASE_READ),
+    "wait().state": lambda r: r.wait().state(ServerState.LEADER),
+    "wait().log_index_at_least": lambda r: r.wait().log_index_at_least(r.metrics.last_log_index),
+    "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAKEN_ON_STREAM))
+async def test_a_log_read_on_a_stream_may_make_the_calls_that_complete(name: str) -> None:
+    outcome, _ = await read_on_stream(2, TAKEN_ON_STREAM[name])
+    assert outcome == "returned"
+
+
+async def test_a_write_from_a_log_read_completes_where_a_majority_without_the_target_exists() -> None:
+    outcome, _ = await read_on_stream(3, REFUSED_ON_STREAM["client_write"])
+    assert outcome == "returned"
+
+
+# -- save_vote on the vote writer --------------------------------------------------------------
+
+VOTE_PROBE: dict[NodeId, Probe] = {}
+RAFTS: dict[NodeId, Raft] = {}
+
+
+class VoteStore(MemLogStore):
+    """A ``MemLogStore`` whose ``save_vote`` of a vote matching ``VOTE_WHEN`` on the node with a
+    probe armed makes the probe's call."""
+
+    __slots__ = ("node_id",)
+
+    def __init__(self, disk: MemDisk, node_id: NodeId) -> None:
+        super().__init__(disk)
+        self.node_id = node_id
+
+    async def save_vote(self, vote: Vote) -> None:
+        await super().save_vote(vote)
+        probe = VOTE_PROBE.get(self.node_id)
+        raft = RAFTS.get(self.node_id)
+        if probe is not None and probe.call is not None and raft is not None and VOTE_WHEN(vote):
+            await probe.fire(raft)
+
+
+VOTE_WHEN: Callable[[Vote], bool] = lambda vote: True  # noqa: E731 - replaced per test
+
+
+async def vote_saved(voters: int, committed: bool, call: Call) -> tuple[str, Cluster[Any, Any]]:
+    """Start ``voters`` voters, then have node 1 elect itself again, making ``call`` from its
+    ``save_vote`` of its new vote (the committed one it saves as leader when ``committed``).
+    Returns the call's outcome once node 1 leads again and took a write."""
+    global VOTE_WHEN
+    VOTE_PROBE.clear()
+    RAFTS.clear()
+    VOTE_WHEN = lambda vote: vote.committed == committed  # noqa: E731
+    c: Cluster[Any, Any] = Cluster(
+        fast_config(),
+        log_store=lambda nid, disk: VoteStore(disk, nid),
+        on_start=lambda nid, raft: RAFTS.__setitem__(nid, raft),
+    )
+    async with c:
+        await c.start(set(range(1, voters + 1)))
+        lid = await c.wait_for_leader()
+        await asyncio.wait_for(c.nodes[lid].client_write(b"warm-up"), BOUND)
+        raft = c.nodes[1]
+        probe = VOTE_PROBE[1] = Probe(raft, call)
+        await raft.trigger.elect()
+        try:
+            outcome = await probe.outcome_within()
+            leader = await c.wait_for_leader(timeout=BOUND)
+            await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+        finally:
+            VOTE_PROBE.clear()
+        return outcome, c
+
+
+@pytest.mark.parametrize("voters", [1, 2])
+@pytest.mark.parametrize(
+    "name,call",
+    [
+        ("client_write", lambda r: r.client_write(b"inner")),
+        ("ensure_linearizable", lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX)),
+        ("add_learner", lambda r: r.add_learner(9, BasicNode(""), blocking=False)),
+    ],
+)
+async def test_save_vote_of_a_leader_every_majority_needs_is_refused_a_commit(voters: int, name: str, call: Call) -> None:
+    outcome, _ = await vote_saved(voters, True, call)
+    assert outcome.startswith("RuntimeError"), outcome
+    assert f"{name} was called from inside node 1's log store save_vote, on its vote writer task" in outcome
+
+
+async def test_save_vote_of_a_candidate_is_refused_a_wait_for_its_election() -> None:
+    outcome, _ = await vote_saved(1, False, lambda r: r.wait().state(ServerState.LEADER))
+    assert outcome.startswith("RuntimeError"), outcome
+    assert "wait().state was called from inside node 1's log store save_vote" in outcome
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.trigger.heartbeat(),
+        # Holds already: the leader saves its committed vote once it leads.
+        lambda r: r.wait().state(ServerState.LEADER),
+    ],
+    ids=["trigger.heartbeat", "wait().state"],
+)
+async def test_save_vote_may_make_the_calls_that_complete(call: Call) -> None:
+    outcome, _ = await vote_saved(1, True, call)
+    assert outcome == "returned"
+
+
+async def test_a_write_from_save_vote_completes_where_a_majority_without_the_leader_exists() -> None:
+    outcome, _ = await vote_saved(3, True, lambda r: r.client_write(b"inner"))
+    assert outcome == "returned"
+
+
+# -- build_snapshot on its task ----------------------------------------------------------------
+
+BUILD_PROBE: dict[int, Probe] = {}
+
+
+class BuildingMachine(MemStateMachine):
+    """A ``MemStateMachine`` whose build, on the machine with a probe armed, makes its call."""
+
+    async def _build(self) -> Snapshot:  # type: ignore[override]
+        probe = BUILD_PROBE.get(id(self))
+        if probe is not None and probe.call is not None and probe.raft is not None:
+            await probe.fire(probe.raft)
+        snap = super()._build()
+        if asyncio.iscoroutine(snap):
+            snap = await snap
+        return snap  # type: ignore[return-value]
+
+
+async def built(call: Call) -> str:
+    """A three-voter cluster whose leader builds a snapshot making ``call`` from the build;
+    the call's outcome, once the snapshot was built and the leader took a write."""
+    BUILD_PROBE.clear()
+    async with Cluster(fast_config(), state_machine=BuildingMachine) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader()
+        raft = c.nodes[lid]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        probe = BUILD_PROBE[id(c.state_machines[lid])] = Probe(raft, call)
+        await raft.trigger.snapshot()
+        try:
+            outcome = await probe.outcome_within()
+            await raft.wait(BOUND).snapshot(1)
+            await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        finally:
+            BUILD_PROBE.clear()
+        return outcome
+
+
+async def test_build_snapshot_of_a_leader_is_refused_a_wait_for_the_snapshot_it_builds() -> None:
+    outcome = await built(lambda r: r.wait().snapshot(r.metrics.last_applied.index))  # type: ignore[union-attr]
+    assert outcome.startswith("RuntimeError"), outcome
+    assert "wait().snapshot was called from inside node" in outcome
+    assert "snapshot builder (build_snapshot)" in outcome
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.client_write(b"inner"),
+        lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX),
+        lambda r: r.get_current_snapshot(),
+        lambda r: r.wait().applied_index_at_least(r.metrics.last_applied.index),  # holds already
+    ],
+    ids=["client_write", "ensure_linearizable", "get_current_snapshot", "wait().applied_index_at_least"],
+)
+async def test_build_snapshot_may_make_the_calls_that_complete(call: Call) -> None:
+    assert await built(call) == "returned"
