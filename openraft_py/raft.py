@@ -940,8 +940,12 @@ class Raft:
         """``append_entries`` without a coroutine, for a transport that delivers from a
         callback or from another node's task: checks ``req`` and hands it to the node now
         (``InvalidRequest`` is raised here), and returns the future of the response, which
-        fails as ``append_entries`` would. Must be called on the node's event loop."""
+        fails as ``append_entries`` would. Must be called on the node's event loop.
+        ``RuntimeError`` from inside the node's own log store, as ``append_entries``
+        (``_not_core_task``): the core task answers the future and awaits the store, so the
+        store would wait for it for good."""
         self._check_loop()
+        self._not_core_task("start_append_entries")
         _v.check_append_entries(req)
         fut: asyncio.Future[AppendEntriesResponse] = self._loop.create_future()
         self._core.send_msg(AppendEntriesCall(req, fut))
@@ -962,7 +966,12 @@ class Raft:
         quick, must not block, and must not raise (an exception is logged and dropped).
         Returns the handle: its ``cancel()`` (the connection went away) means ``reply`` is
         never called.
-        ``TypeError`` (before anything happens) if ``reply`` is not callable."""
+        ``TypeError`` (before anything happens) if ``reply`` is not callable.
+
+        Unlike ``append_entries`` and ``start_append_entries``, taken from inside the node's
+        own log store too: the call returns at once and ``reply`` is called once the core
+        task goes on, so nothing waits unless the store itself waits for ``reply`` (it
+        would wait for good: the core task awaits the store)."""
         if not callable(reply):
             raise TypeError(f"submit_append_entries needs a callable reply, got {type(reply).__name__}")
         self._check_loop()

@@ -4,7 +4,9 @@ The log store runs on the node's core task (``append``, ``truncate_after``, ``pu
 ``save_committed``), and every call of the ``Raft`` handle is answered by that task: a
 store method that awaited one (``await raft.trigger.heartbeat()`` from ``append``, say)
 waited for the task it was running on. The node stopped for good, its clients with it, with
-nothing logged. Such a call now raises ``RuntimeError`` at once, naming it; a state machine's
+nothing logged. Such a call now raises ``RuntimeError`` at once, naming it (so does
+``start_append_entries``, whose future that task answers too; ``submit_append_entries``
+returns at once and is taken: its reply comes once the store returned); a state machine's
 ``apply`` running inline on that task (until it first suspends) may still make the calls
 that do not wait for apply (``tests/hardening/t52_reentrant_calls.py``).
 """
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import AppendEntriesRequest, Normal, Raft
+from openraft_py import AppendEntriesRequest, AppendEntriesResponse, Normal, Raft
 from openraft_py.storage import IOFlushed
 from openraft_py.storage.memory import MemLogStore
 from openraft_py.testing.cluster import Cluster
@@ -37,7 +39,29 @@ CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     "append_entries": lambda r: r.append_entries(AppendEntriesRequest(r.metrics.vote, None, [], None)),
     # A wait on the metrics, which this very task publishes.
     "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(r.metrics.last_log_index + 1),
+    # ``append_entries`` without a coroutine: its future is answered by the core task, which
+    # awaits the store. It took the request and the store waited for good.
+    "start_append_entries": lambda r: r.start_append_entries(heartbeat_of(r)),
 }
+
+
+def heartbeat_of(raft: Raft) -> AppendEntriesRequest:
+    """A heartbeat from the node's own leader."""
+    return AppendEntriesRequest(raft.metrics.vote, None, [], None)
+
+
+REPLIES: list[object] = []
+REPLIED = asyncio.Event()
+
+
+def replied(resp: object) -> None:
+    REPLIES.append(resp)
+    REPLIED.set()
+
+
+async def submitted(raft: Raft) -> None:
+    """``submit_append_entries`` of a heartbeat, its reply recorded in ``REPLIES`` (not awaited)."""
+    raft.submit_append_entries(heartbeat_of(raft), replied)
 
 
 class CallsItsNode(MemLogStore):
@@ -75,5 +99,22 @@ async def test_a_call_from_inside_the_log_store_is_refused(name: str) -> None:
         outcome = CallsItsNode.outcome or ""
         assert outcome.startswith("RuntimeError"), outcome
         assert f"{name} was called from inside node {raft.id}'s own state machine or log store" in outcome
+        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        assert raft.metrics.running
+
+
+async def test_submit_append_entries_from_inside_the_log_store_is_taken_and_replied_after() -> None:
+    CallsItsNode.call, CallsItsNode.outcome = submitted, None
+    REPLIES.clear()
+    REPLIED.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: CallsItsNode(disk)) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader()
+        raft = c.nodes[lid]
+        CallsItsNode.raft, CallsItsNode.armed = raft, c.log_stores[lid]
+        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
+        assert CallsItsNode.outcome == "returned"
+        await asyncio.wait_for(REPLIED.wait(), BOUND)
+        assert isinstance(REPLIES[0], AppendEntriesResponse), REPLIES
         await asyncio.wait_for(raft.client_write(b"after"), BOUND)
         assert raft.metrics.running
