@@ -89,11 +89,14 @@ def refusal(
       a ``COMMIT``, a ``LINEARIZE`` before the term's first entry committed, and a wait for
       an entry past the committed one to be applied. Anything else completes (heartbeats go
       on beside the stream).
-    - ``VOTE``: the node's vote is not durable until ``save_vote`` returns; its election
-      and its acknowledgements as a voter wait for it, and a leader counts its own log
-      toward a quorum only then: a ``COMMIT`` or an early ``LINEARIZE`` on a leader that
-      is ``needed``, and every ``wait()`` condition that does not hold yet (its election,
-      its log and its apply as a follower wait for the vote).
+    - ``VOTE``: the node's vote is not durable until ``save_vote`` returns, and a node
+      counts its own vote and log toward a quorum only then; a follower applies what
+      commits from then on only after every write submitted before it (the vote included):
+      a ``COMMIT`` or an early ``LINEARIZE`` on a leader that is ``needed``; a wait for an
+      entry past the committed one to be applied, on a follower or candidate, or on a
+      leader that is ``needed``; a wait for the state of a candidate that is ``needed``
+      (it wins only with its own vote). Anything else may complete (a follower appends
+      its leader's entries meanwhile, a leader of three voters commits without its own).
     - ``BUILD``: everything completes (the node applies, replicates and answers meanwhile)
       but a wait, on a leader, for a snapshot past the current one: only this build makes
       the next one (a follower may install one from its leader instead).
@@ -115,14 +118,25 @@ def refusal(
             "for good"
         )
     if source == VOTE:
+        leader = m.state == ServerState.LEADER
         if kind in (COMMIT, LINEARIZE):
-            if m.state != ServerState.LEADER or not needed(m.id, m):
+            if not leader or not needed(m.id, m):
                 return None
             if kind == LINEARIZE and _term_entry_committed(m):
                 return None
             why = "waits for an entry to commit, which needs this leader's own log counted, and that waits for its vote"
-        elif kind.startswith("wait()."):
-            why = "waits for the node's metrics to move on, and its election and its log wait for its vote"
+        elif kind == "wait().applied_index_at_least" and index is not None and index > _committed_index(m):
+            if not leader:
+                why = (
+                    "waits for an entry past the committed one to be applied, and a follower applies what "
+                    "commits from now on only once every write submitted before, this vote included, is durable"
+                )
+            elif needed(m.id, m):
+                why = "waits for an entry past the committed one to be applied, which needs this leader's own log counted"
+            else:
+                return None
+        elif kind == "wait().state" and m.state == ServerState.CANDIDATE and needed(m.id, m):
+            why = "waits for the node's state to change, and this candidate's election needs its own vote counted"
         else:
             return None
         return (

@@ -14,15 +14,16 @@ next, and those waited for good, with nothing logged:
   stopped for good. So did a wait for an entry past the committed one to be applied.
 - ``save_vote`` that awaits a write on the leader (the committed vote a leader saves) when
   every majority holds the leader: a leader counts its own log only once its vote is
-  durable. And every ``wait()`` condition that does not hold yet: the node's election, its
-  log and its apply as a follower wait for the vote (``wait().state(LEADER)`` from a
-  candidate's ``save_vote`` held every election of the cluster up).
+  durable. A wait from there for an entry past the committed one to be applied (a
+  follower applies what commits from then on only once the vote is durable), and a wait
+  for the state of a candidate every majority holds (it wins only with its own vote:
+  ``wait().state(LEADER)`` from a lone voter's ``save_vote`` held it up for good).
 - ``build_snapshot`` that awaits ``wait().snapshot`` past the current snapshot on a leader,
   which only that build would make.
 
 Each now raises ``RuntimeError`` at once, naming the call, the plug-in and why. Everything
 else made from there is taken and completes: a write where a majority without T (or
-without the leader) exists, ``ensure_linearizable`` once the term's first entry committed
+without the leader) exists, a wait from ``save_vote`` for the log to grow, ``ensure_linearizable`` once the term's first entry committed
 (heartbeats go on beside the stream), a wait that can hold, ``trigger.heartbeat``,
 ``get_current_snapshot`` and a write from ``build_snapshot``.
 """
@@ -267,6 +268,19 @@ async def test_save_vote_of_a_candidate_is_refused_a_wait_for_its_election() -> 
 )
 async def test_save_vote_may_make_the_calls_that_complete(call: Call) -> None:
     outcome, _ = await vote_saved(1, True, call)
+    assert outcome == "returned"
+
+
+async def test_save_vote_of_a_follower_is_refused_a_wait_for_an_entry_past_the_committed_one_to_be_applied() -> None:
+    # (Node 1, one of three, campaigns: its vote is saved while it is a candidate.)
+    outcome, _ = await vote_saved(3, False, lambda r: r.wait().applied_index_at_least(next_index(r)))
+    assert outcome.startswith("RuntimeError"), outcome
+    assert "wait().applied_index_at_least was called from inside node 1's log store save_vote" in outcome
+
+
+async def test_save_vote_of_a_follower_may_wait_for_its_log_to_grow() -> None:
+    # Whoever wins, node 1's log gets the new leader's first entry while the vote is out.
+    outcome, _ = await vote_saved(3, False, lambda r: r.wait().log_index_at_least(next_index(r)))
     assert outcome == "returned"
 
 
