@@ -921,7 +921,7 @@ class Raft:
         it holds already (then it returns the metrics at once): the metrics would wait for
         the task it holds up; read ``metrics`` there instead. So does one awaited from a
         plug-in on the node's other tasks that could never hold there (``_not_holding_up``:
-        from ``save_vote``, any that does not hold yet)."""
+        a wait for apply past the commit that needs the very task it is made on, say)."""
         self._check_loop()
         return Wait(self._core.watch, timeout, self._refuse_wait)
 
