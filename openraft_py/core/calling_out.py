@@ -1,6 +1,6 @@
 """Plug-in calls in flight on a node's tasks other than its core and state machine worker:
-a replication stream reading the log store's reader, the vote writer in ``save_vote``, a snapshot
-build in ``build_snapshot``.
+a replication stream reading the log store's reader, the vote writer in ``save_vote``, a
+snapshot build in ``build_snapshot``.
 
 A plug-in may call its own node from there (``await raft.client_write(...)`` from a log
 read, say). Most such calls complete, since the core and the worker go on meanwhile; a few
@@ -10,9 +10,9 @@ one truthiness test) and ``refusal`` says which of its calls to refuse, and why.
 
 The registry maps each such task to ``(source, target)``: ``READ`` (a replication stream to
 ``target`` reading on past the entries it holds: from the cache, else the log store's
-reader), ``VOTE`` (``save_vote``) or ``BUILD``
-(``build_snapshot``). Invariant: a task is in it exactly while it awaits that plug-in call
-(``enter`` before the call, ``leave`` in a ``finally`` after it).
+reader), ``VOTE`` (``save_vote``) or ``BUILD`` (``build_snapshot``). Invariant: a task is
+in it exactly while it awaits that plug-in call (``enter`` before the call, ``leave`` in a
+``finally`` after it).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ LINEARIZE = "linearize"
 
 def enter(calling_out: CallingOut, source: str, target: NodeId | None = None) -> asyncio.Task[Any] | None:
     """Record the running task as making a plug-in call of ``source`` (to ``target``);
-    return it for ``leave``. Not on the hot path: called only around a storage read, a vote
-    write or a build."""
+    return it for ``leave``. Not on the hot path: called only around a vote write, a build,
+    or a stream's read past the entries it holds (the cache lacks them, or they fill more
+    than one request)."""
     task = asyncio.current_task()
     if task is not None:
         calling_out[task] = (source, target)
