@@ -46,7 +46,7 @@ from rocksdict import IngestExternalFileOptions, Rdict, SstFileWriter, WriteBatc
 from .._core import apply_kv_sets, normal_data_bytes
 from ..errors import StorageError
 from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode_kv
-from ..storage.rocks.damage import is_rocksdb_corruption
+from ..storage.rocks.damage import damaged_read, is_rocksdb_corruption
 from ..storage.rocks.db import (
     BoundedIter,
     byte_pieces,
@@ -610,6 +610,9 @@ class RocksStateMachine:
         # Stops the node when a deferred write fails (``set_fatal_handler``; ``None``: no
         # node, the failure is raised by the next call only).
         self._fatal_handler: Callable[[BaseException], None] | None = None
+        # The loop the handler was given on (the node's), where a read from any thread that
+        # finds the database damaged calls it (``_read_failed``).
+        self._fatal_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     @classmethod
@@ -674,10 +677,16 @@ class RocksStateMachine:
 
     def set_fatal_handler(self, handler: Callable[[BaseException], None]) -> None:
         """Call ``handler(error)`` (on the loop) when a write this state machine deferred
-        past the ``apply`` that answered fails (``WRITE_AFTER_PASSES``): the optional method
-        of ``RaftStateMachine``, which ``Raft.new`` calls with a handler that stops the node.
-        The latest handler given is the one called."""
+        past the ``apply`` that answered fails (``WRITE_AFTER_PASSES``), or when a read
+        (``get``, ``data``) finds the database damaged (on the loop running when the handler
+        was given, whatever thread read): the optional method of ``RaftStateMachine``, which
+        ``Raft.new`` calls with a handler that stops the node. The latest handler given is
+        the one called."""
         self._fatal_handler = handler
+        try:
+            self._fatal_loop = asyncio.get_running_loop()
+        except RuntimeError:  # given outside a loop: the deferred writes' handler only
+            self._fatal_loop = None
 
     def _write_owner(self, record: StoreOwner) -> None:
         """Write the owner ``record``, synced (worker thread)."""
@@ -1167,7 +1176,23 @@ class RocksStateMachine:
             raw = self._cf.get(_DATA + key.encode())
             return None if raw is None else _stored_str(key, raw)
         except Exception as e:
-            raise StorageError(f"reading {key!r} from state machine at {self.path!r}", e) from e
+            raise self._read_failed(f"reading {key!r} from state machine at {self.path!r}", e) from e
+
+    def _read_failed(self, subject: str, e: Exception) -> StorageError:
+        """The ``StorageError`` for a read (``subject``) that failed with ``e``. RocksDB's
+        report of damaged data (a data block of a table file, which the open did not read)
+        says the database is damaged and what to do (``damaged_read``), and stops the node
+        (``set_fatal_handler``): a node whose state machine lost data it applied must serve
+        nothing more from it. It answered the reads of the keys in the damaged block with
+        "the node has stopped" and went on serving the others as a running follower."""
+        if not is_rocksdb_corruption(e):
+            return StorageError(subject, e)
+        err = damaged_read(subject, e)
+        handler, loop = self._fatal_handler, self._fatal_loop
+        if handler is not None and loop is not None and not loop.is_closed():
+            # (a read may come from any thread; the handler runs on the node's loop)
+            loop.call_soon_threadsafe(handler, err)
+        return err
 
     @property
     def data(self) -> dict[str, str]:
@@ -1186,7 +1211,7 @@ class RocksStateMachine:
                     raise ValueError(f"a stored key is not utf-8: {k[1:]!r}") from e
                 out[name] = _stored_str(name, v)
         except Exception as e:
-            raise StorageError(f"reading the data of state machine at {self.path!r}", e) from e
+            raise self._read_failed(f"reading the data of state machine at {self.path!r}", e) from e
         finally:
             image.close()  # the iterator keeps RocksDB open (a kept traceback holds ``image``)
         return out

@@ -7,6 +7,7 @@ damaged table file blamed "a damaged write-ahead log record"."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -320,3 +321,107 @@ def test_only_a_file_made_a_directory_among_io_errors_is_damage() -> None:
                   "IO error: No space left on device: While appending to file: /d/000012.log: No space left on device",
                   "Is a directory"):
         assert not is_rocksdb_corruption(Exception(other)), other
+
+
+# -- damage found by a read, after the open ----------------------------------------------------
+#
+# RocksDB checks a table file's footer, index and the blocks an open reads, not every data
+# block: a flipped byte in a data block in the middle of a table opens, and is found when a
+# read reaches that block. Such a read raised a bare "Exception: Corruption: block checksum
+# mismatch" wrapped as any other read failure, and a state machine's point read left its node
+# running: `openraft-py serve` answered `GET /kv/<key>` with 503 "the node has stopped: ..."
+# while the node went on as a follower, serving its other keys from the damaged store.
+
+BIG_KEYS = 600
+
+
+def _big_value(i: int) -> str:
+    """A value that does not compress (tables of many blocks): 128 hex digits."""
+    return hashlib.sha256(str(i).encode()).hexdigest() * 2
+
+
+async def _make_big(root: Path) -> None:
+    """A one-node cluster whose two stores hold tables of many data blocks (``BIG_KEYS``
+    writes of 128 bytes each), stopped cleanly."""
+    log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
+    router = Router(seed=5)
+    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=5)
+    try:
+        router.register(1, raft)
+        await raft.initialize({1})
+        await raft.wait(10).current_leader(1, "elected")
+        await raft.client_write_many([encode_kv(KvSet(f"key{i:04d}", _big_value(i))) for i in range(BIG_KEYS)])
+    finally:
+        await raft.shutdown()
+        await log.aclose()
+        await sm.aclose()
+
+
+@pytest.fixture(scope="module")
+def made_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    root = tmp_path_factory.mktemp("damaged-big") / "node"
+    asyncio.run(_make_big(root))
+    return root
+
+
+def _flip_a_middle_data_block(db: Path) -> Path:
+    """Flip a byte a third into the largest table file of ``db`` (its data blocks come first,
+    its index and footer last); return the file."""
+    table = max((p for p in db.iterdir() if p.name.endswith(".sst")), key=lambda p: p.stat().st_size)
+    assert table.stat().st_size > 30_000, (table, table.stat().st_size)  # many data blocks
+    _flip(table, table.stat().st_size // 3)
+    return table
+
+
+def _says_damaged(msg: str, db: Path, table: Path) -> None:
+    assert "the database is damaged" in msg, msg
+    assert DAMAGED_ADVICE in msg, msg
+    assert str(db) in msg, msg
+    assert table.name in msg, msg
+
+
+async def test_a_state_machine_read_that_meets_a_damaged_block_says_so_and_stops_the_node(
+    made_big: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    root = tmp_path / "node"
+    shutil.copytree(made_big, root)
+    db = root / "sm" / "db"
+    table = _flip_a_middle_data_block(db)
+    sm = await RocksStateMachine.open(root / "sm")  # the damaged block is not read at open
+    stopped: list[BaseException] = []
+    sm.set_fatal_handler(stopped.append)
+    try:
+        errors = []
+        for i in range(BIG_KEYS):
+            try:
+                assert sm.get(f"key{i:04d}") == _big_value(i)
+            except StorageError as e:
+                errors.append(e)
+        assert errors, "no read met the flipped byte: the test damaged nothing"
+        _says_damaged(str(errors[0]), db, table)
+        async with asyncio.timeout(5):
+            while not stopped:  # the handler runs on the loop (a read may come from any thread)
+                await asyncio.sleep(0.01)
+        _says_damaged(str(stopped[0]), db, table)
+    finally:
+        await sm.aclose()
+
+
+async def test_a_log_read_that_meets_a_damaged_block_says_so(made_big: Path, tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    shutil.copytree(made_big, root)
+    db = root / "log"
+    table = _flip_a_middle_data_block(db)
+    log = await RocksLogStore.open(db)  # the damaged block is not read at open
+    try:
+        last = (await log.get_log_state()).last_log_id
+        assert last is not None and last.index >= BIG_KEYS
+        with pytest.raises(StorageError) as ei:
+            await log.get_log_reader().try_get_log_entries(0, last.index + 1)
+        _says_damaged(str(ei.value), db, table)
+    finally:
+        await log.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...errors import StorageError
 
-__all__ = ["DAMAGED_ADVICE", "damaged", "is_rocksdb_corruption"]
+__all__ = ["DAMAGED_ADVICE", "damaged", "damaged_read", "is_rocksdb_corruption"]
 
 DAMAGED_ADVICE = (
     "keep a copy of the directory for inspection and do not delete files to make it open (a node that forgot "
@@ -21,6 +21,19 @@ def damaged(path: str, what: str, why: str, cause: BaseException | None = None) 
     it (RocksDB's names the file, when it names one). The message reads "opening <what> at
     <path>: the database is damaged (<why>); <DAMAGED_ADVICE>: <cause>"."""
     return StorageError(f"opening {what} at {path!r}: the database is damaged ({why}); {DAMAGED_ADVICE}", cause)
+
+
+def damaged_read(subject: str, cause: BaseException) -> StorageError:
+    """The ``StorageError`` for RocksDB's report ``cause`` of damaged data (``is_rocksdb_corruption``)
+    met by a read of a store that opened: RocksDB checks at open only the blocks it reads
+    then, so a damaged data block of a table file is found by the first read that reaches it.
+    ``subject`` says what was read, and where ("reading 'k' from state machine at '<path>'").
+    The message reads "<subject>: the database is damaged (...); <DAMAGED_ADVICE>: <cause>",
+    as ``damaged``'s at open."""
+    return StorageError(
+        f"{subject}: the database is damaged (a read met a damaged or missing file, named below); {DAMAGED_ADVICE}",
+        cause,
+    )
 
 
 def is_rocksdb_corruption(e: BaseException) -> bool:

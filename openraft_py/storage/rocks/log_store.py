@@ -26,7 +26,7 @@ from ...errors import LogCompacted, StorageError
 from ...types import Entry, LogId, LogState, NodeId, Normal, Vote
 from ...validation import MAX_TERM
 from .. import IOFlushed
-from .damage import damaged, is_rocksdb_corruption
+from .damage import damaged, damaged_read, is_rocksdb_corruption
 from .db import (
     BoundedIter,
     byte_pieces,
@@ -333,7 +333,10 @@ class RocksLogReader:
             if got is None:
                 got = await in_thread(_read_entries, image, start)
         except Exception as e:  # e.g. an entry that does not decode
-            raise StorageError(f"reading log [{start}, {stop}) from {s.path!r}", e) from e
+            subject = f"reading log [{start}, {stop}) from {s.path!r}"
+            if is_rocksdb_corruption(e):  # a damaged block the open did not read
+                raise damaged_read(subject, e) from e
+            raise StorageError(subject, e) from e
         finally:
             del image  # _read_entries closed it; if the thread still runs, it owns it
         if len(got) != stop - start:
