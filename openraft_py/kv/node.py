@@ -515,6 +515,35 @@ def check_can_listen(flag: str, addr: str) -> None:
                 raise _listen_error(flag, addr, e) from None
 
 
+def check_distinct_ports(raft_addr: str, http_addr: str) -> None:
+    """``ValueError`` when ``raft_addr`` and ``http_addr``, as resolved, name one port of one
+    address of this machine (the same address, or a wildcard of the same family and any of
+    it): the node would listen there twice. ``NodeOptions.check`` compares the hosts as
+    written; this resolves them (``127.0.0.1:21001`` and ``localhost:21001``), so the start
+    says so, where the second bind failed with "Address already in use (another process
+    listens there)" and the process there was the node itself. A host that does not resolve
+    passes: ``check_can_listen`` names it. Blocking (the resolver): call it in a worker thread."""
+    (rhost, rport), (hhost, hport) = parse_addr(raft_addr), parse_addr(http_addr)
+    if rport != hport:
+        return
+    wildcard = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+    for family, ip in _bound_ips(rhost, rport):
+        for family2, ip2 in _bound_ips(hhost, hport):
+            if family == family2 and (ip == ip2 or wildcard.get(family) in (ip, ip2)):
+                raise ValueError(f"--raft-addr {raft_addr} and --http-addr {http_addr} are the same port ({ip2} "
+                                 f"port {hport}): the node listens on two ports")
+
+
+def _bound_ips(host: str, port: int) -> set[tuple[int, str]]:
+    """The ``(family, ip)`` pairs a listener on ``host``:``port`` binds (none if it does not
+    resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return set()
+    return {(family, str(sockaddr[0])) for family, _kind, _proto, _name, sockaddr in infos}
+
+
 FIRST_START_FILE = "first-start-unfinished"
 """The marker of a first start in a data directory (an empty file): made, durably, before
 anything else a first start makes there (``mark_first_start``, under the directory's lock),
@@ -849,6 +878,7 @@ class KvNode:
             # Before anything is made in the data directory (``check_can_listen``).
             for flag, addr in (("--raft-addr", o.raft_addr), ("--http-addr", o.http_addr)):
                 await asyncio.to_thread(check_can_listen, flag, addr)
+            await asyncio.to_thread(check_distinct_ports, o.raft_addr, o.http_addr)
             try:
                 made = first_start_dirs(where)
                 if data.exists() and not data.is_dir():

@@ -101,6 +101,25 @@ def test_a_port_taken_ends_with_one_error_line_naming_the_flag(root: Path) -> No
     assert not (root / "n1").exists(), "a first start that failed left its directory"
 
 
+def test_two_addresses_of_one_port_on_the_same_host_are_named_as_such(root: Path) -> None:
+    """``--raft-addr 127.0.0.1:P --http-addr localhost:P``: the command line's check compares
+    the hosts as written, so the start bound the raft port and then failed on the HTTP port,
+    saying "Address already in use (another process listens there)": the process there was
+    the node itself. Now both addresses are resolved before anything is made, and the error
+    says they are the same port."""
+    port = free_port()
+    r = subprocess.run(
+        [sys.executable, "-m", "openraft_py.kv", "serve", "--id", "1", "--raft-addr", f"127.0.0.1:{port}",
+         "--http-addr", f"localhost:{port}", "--data-dir", str(root / "n1")],
+        capture_output=True, text=True, timeout=45)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(PREFIX) and "are the same port" in last, r.stderr
+    assert "another process" not in last, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (root / "n1").exists(), "the start made its directory before it found the ports the same"
+
+
 def test_a_bug_while_starting_keeps_its_traceback(root: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str],
                                                   caplog: pytest.LogCaptureFixture) -> None:
