@@ -43,7 +43,10 @@ from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
 
-__all__ = ["LocalNode", "LocalCluster", "ClusterError", "check_host", "check_settings", "recorded_nodes", "LOCK_FILE"]
+__all__ = [
+    "LocalNode", "LocalCluster", "ClusterError", "check_host", "check_root", "check_settings", "recorded_nodes",
+    "LOCK_FILE",
+]
 
 LOCK_FILE = "cluster.lock"
 """The file in a local cluster's root that one ``LocalCluster`` at a time holds locked."""
@@ -88,6 +91,35 @@ def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int
 class ClusterError(Exception):
     """The local cluster could not do what was asked (a node did not start, no leader was
     elected in time ...); the message says which node and quotes its log."""
+
+
+def check_root(root: Path) -> None:
+    """``ClusterError`` unless ``root`` can hold a local cluster: a new or empty directory,
+    or one a local cluster used before. Refused, before anything is made: a ``serve`` node's
+    own data directory (it holds ``node.json`` or a store: the cluster's ``cluster.json``,
+    ``cluster.lock``, ``nI/`` and ``nI.log`` went into it, and stayed), and a directory whose
+    ``nI`` hold nodes' data that no ``cluster.json`` there records (``serve`` nodes of a
+    cluster of their own, or a record removed: new ports were picked and recorded for them,
+    other than those their membership names, and their start appended to ``nI.log``)."""
+    from .identity import IDENTITY_FILE, LOG_DIR, SM_DIR
+
+    if not root.is_dir():
+        return  # new (made later), or a file: the mkdir says so
+    held = [name for name in (IDENTITY_FILE, LOG_DIR, SM_DIR, "CURRENT") if (root / name).exists()]
+    if held:
+        raise ClusterError(
+            f"--data-dir {root} is a node's data directory (it holds {', '.join(held)}): a local cluster keeps "
+            "each of its nodes in a directory of its own under it (DIR/n1, DIR/n2, ...): give it a directory of "
+            "its own")
+    if (root / "cluster.json").exists():
+        return
+    nodes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[:1] == "n" and p.name[1:].isdigit()
+                   and (p / IDENTITY_FILE).exists())
+    if nodes:
+        raise ClusterError(
+            f"--data-dir {root}: {', '.join(nodes)} hold nodes' data, but {root} has no cluster.json recording "
+            "their addresses (no local cluster made it, or its record was removed): started on new ports, the "
+            "nodes would not be where their membership says; give the local cluster a directory of its own")
 
 
 def recorded_nodes(root: Path) -> dict[str, dict[str, str]]:
@@ -199,6 +231,8 @@ class LocalCluster:
         if host is not None:
             check_host(host)
         self._own_root = root is None
+        if root is not None:
+            check_root(Path(root))
         self.root = Path(tempfile.mkdtemp(prefix="openraft-py-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = self._lock_root()

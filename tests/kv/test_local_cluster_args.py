@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py.kv.local_cluster import LocalCluster
+from openraft_py.kv.local_cluster import ClusterError, LocalCluster
 from openraft_py.kv.node import DEFAULT_MAX_BODY, MIN_MAX_BODY, ServeOptions
 from openraft_py.network.wire import MAX_NAME_LEN
 
@@ -76,3 +76,38 @@ def test_a_log_level_in_any_case_is_taken_as_serve_takes_it(tmp_path: Path, leve
         assert extra[extra.index("--log-level") + 1].upper() == level.upper()
     finally:
         cluster.close()
+
+
+def _a_nodes_data_dir(path: Path, node_id: int = 1) -> Path:
+    """What ``serve`` leaves in a data directory at its first start (enough to recognise one)."""
+    from openraft_py.kv.identity import IDENTITY_FILE, LOG_DIR
+
+    (path / LOG_DIR).mkdir(parents=True)
+    (path / IDENTITY_FILE).write_text(f'{{"node_id":{node_id},"cluster_name":"openraft-py"}}\n')
+    return path
+
+
+def test_a_serve_node_s_data_directory_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """``cluster up --data-dir`` naming one ``serve`` node's data directory: it wrote its
+    ``cluster.json``, ``cluster.lock``, ``n1/``, ``n1.log`` ... into that node's directory (the
+    node's start then refused ``DIR/n1`` as inside a data directory), and left them there."""
+    node = _a_nodes_data_dir(tmp_path / "n1")
+    before = sorted(p.name for p in node.iterdir())
+    with pytest.raises(ClusterError) as info:
+        LocalCluster(3, root=node)
+    assert "is a node's data directory" in str(info.value), str(info.value)
+    assert sorted(p.name for p in node.iterdir()) == before, "it wrote into the node's data directory"
+
+
+def test_nodes_data_under_a_root_without_cluster_json_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """``cluster up --data-dir DIR`` where ``DIR/n1`` ... hold ``serve`` nodes' data that no
+    ``cluster up`` recorded (no ``DIR/cluster.json``): it picked new ports for them and wrote
+    ``cluster.json``, then started the nodes there, on other ports than their membership
+    names (a cluster that never elects a leader), appending to their logs ``DIR/nI.log``."""
+    for i in (1, 2, 3):
+        _a_nodes_data_dir(tmp_path / f"n{i}", i)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ClusterError) as info:
+        LocalCluster(3, root=tmp_path)
+    assert "no cluster.json" in str(info.value) and "n1" in str(info.value), str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "it wrote into the directory"
