@@ -526,7 +526,7 @@ def check_distinct_ports(raft_addr: str, http_addr: str) -> None:
     (rhost, rport), (hhost, hport) = parse_addr(raft_addr), parse_addr(http_addr)
     if rport != hport:
         return
-    wildcard = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+    wildcard: dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
     for family, ip in _bound_ips(rhost, rport):
         for family2, ip2 in _bound_ips(hhost, hport):
             if family == family2 and (ip == ip2 or wildcard.get(family) in (ip, ip2)):
