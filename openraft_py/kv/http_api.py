@@ -68,6 +68,9 @@ its chunked framing malformed) -> 400, logged at INFO; a body that does not arri
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 a request whose body waited ``BODY_BUDGET_WAIT`` for room among the bodies the node handles
 (``MAX_BODY_BYTES_IN_FLIGHT``, ``BodyBudget``) -> 503 with ``Retry-After``, nothing done;
+a ``GET`` of a value of ``LARGE_ANSWER`` bytes or more while the answers the node's
+connections hold unsent for clients that do not read them would pass
+``MAX_ANSWER_BYTES_WAITING`` with it -> 503 with ``Retry-After`` (``check_answer_room``);
 unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue``:
 ``_unmatched``); ``Fatal`` (the node stopped)
 -> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
@@ -148,7 +151,8 @@ __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", 
            "StoppingConnections", "STOPPING_NOT_READ",
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
-           "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY"]
+           "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY",
+           "MAX_ANSWER_BYTES_WAITING", "LARGE_ANSWER", "answers_waiting", "check_answer_room"]
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +352,11 @@ class IdleConnections:
         self._retired: dict[Any, tuple[Any, int]] = {}
         self._sweeps = 0
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def server(self) -> web.Server:
+        """The ``web.Server`` whose connections this sweeps."""
+        return self._server
 
     def start(self) -> None:
         """Start sweeping, on the running loop."""
@@ -730,6 +739,46 @@ def body_budget(max_body: int) -> int:
     return max(MAX_BODY_BYTES_IN_FLIGHT, max_body)
 
 
+MAX_ANSWER_BYTES_WAITING = 64 * 1024 * 1024
+"""The bytes of answers a node's HTTP connections may hold unsent, waiting for their clients
+to read them (``answers_waiting``), past which a ``GET`` of a value of ``LARGE_ANSWER`` bytes
+or more is refused: ``503`` with ``Retry-After``, the value not copied into one more answer
+(``check_answer_room``). A client that reads takes its answer at once, so only clients that
+do not read (or read slowly) fill it. Without a bound, 300 connections each sending one
+``GET`` of a 1 MB value and reading nothing grew a node from 80 MB to 890 MB, held until the
+idle sweep cut them (75 s or more); 512 connections (``MAX_HTTP_CONNECTIONS``) and 4 MiB
+values (``--max-body`` raised) ran to gigabytes."""
+
+LARGE_ANSWER = 64 * 1024
+"""Values of at least this many bytes are checked against ``MAX_ANSWER_BYTES_WAITING``
+before they are answered (smaller ones are answered whatever waits: the check costs a look
+at every connection)."""
+
+
+def answers_waiting(server: web.Server) -> int:
+    """The bytes ``server``'s connections hold unsent (their transports' write buffers)."""
+    total = 0
+    for handler in list(server.connections):
+        transport = handler.transport
+        if transport is not None and not transport.is_closing():
+            total += transport.get_write_buffer_size()
+    return total
+
+
+def check_answer_room(node: KvNode, size: int) -> None:
+    """``Overloaded`` when an answer of ``size`` bytes (``LARGE_ANSWER`` or more) would take the
+    answers ``node``'s connections hold unsent past ``MAX_ANSWER_BYTES_WAITING``."""
+    conns = node.http_conns
+    if conns is None:  # (not serving HTTP: nothing waits)
+        return
+    waiting = answers_waiting(conns.server)
+    if waiting + size > MAX_ANSWER_BYTES_WAITING:
+        raise Overloaded(
+            f"the answers of this node wait unsent ({waiting} bytes, waiting for clients to read them): one of "
+            f"{size} bytes more would pass the bound of {MAX_ANSWER_BYTES_WAITING} bytes (MAX_ANSWER_BYTES_WAITING); "
+            "nothing was done: retry")
+
+
 class Overloaded(Exception):
     """A request waited ``BODY_BUDGET_WAIT`` seconds for room among the request bodies the
     node holds (``MAX_BODY_BYTES_IN_FLIGHT``) and got none: answered ``503``, nothing done."""
@@ -1076,10 +1125,14 @@ async def kv_get(request: web.Request) -> web.Response:
     consistency = request.query.get("consistency", "linearizable")
     if consistency not in CONSISTENCIES or len(request.query.getall("consistency", [])) > 1:
         raise BadRequest(f"consistency must be one of {', '.join(CONSISTENCIES)}")
-    value = await _node(request).read(key, consistency)
+    node = _node(request)
+    value = await node.read(key, consistency)
     if value is None:
         return _error(404, "key not found", key=key)
-    return web.Response(body=value.encode("utf-8"), content_type="text/plain", charset="utf-8")
+    body = value.encode("utf-8")
+    if len(body) >= LARGE_ANSWER:
+        check_answer_room(node, len(body))
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 async def kv_delete(request: web.Request) -> web.Response:

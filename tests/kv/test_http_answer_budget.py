@@ -1,0 +1,89 @@
+"""The answers a service node holds unsent for clients that do not read them are bounded
+(``http_api.MAX_ANSWER_BYTES_WAITING``): a ``GET`` of a large value, while the answers already
+waiting in the node's HTTP connections would pass the bound with it, gets 503 with
+``Retry-After`` instead of one more copy of the value in memory. Before, a few hundred
+connections each sending one ``GET`` of a 1 MB value and reading nothing made a node hold
+that value's answer once per connection: 300 of them grew a ``serve`` process from 80 MB to
+890 MB (512 connections, the cap, and 4 MiB values, ``--max-body`` raised: gigabytes), for
+the 75 s or more until the idle sweep cut them."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from openraft_py.kv import http_api
+from openraft_py.kv.node import KvNode
+
+from .kv_helpers import KvCluster, until_true, url
+
+pytestmark = pytest.mark.timeout(60)
+
+VALUE = 200_000
+BUDGET = 1_000_000
+PIPELINED = 40  # 8 MB of answers per connection: more than its kernel send buffer holds
+
+
+def _waiting(node: KvNode) -> int:
+    """The bytes the node's HTTP connections hold unsent."""
+    assert node._http is not None and node._http.server is not None
+    return http_api.answers_waiting(node._http.server)
+
+
+def _gets_answered(node: KvNode) -> float:
+    """The GETs the node answered (``openraft_kv_http_requests``)."""
+    return sum(s.value for m in node.metrics.http_requests.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels.get("method") == "GET")
+
+
+def _reader_that_does_not_read(node: KvNode, path: str) -> socket.socket:
+    """A connection that sends ``PIPELINED`` ``GET path`` at once and never reads (a small
+    receive window). The node's kernel takes the first answers into the socket's send buffer
+    (up to ``tcp_wmem``'s 4 MiB on loopback); the next one waits in the node's process."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", node.http_port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * PIPELINED)
+    return s
+
+
+async def test_large_answers_waiting_for_slow_readers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 connections each ask for a 200 kB value 40 times and read nothing: the answers the
+    node holds unsent stay within the bound (plus one value), the GETs past it are answered 503 with
+    ``Retry-After``, and a small value is still served meanwhile; once the slow readers go,
+    the large value is served again."""
+    monkeypatch.setattr(http_api, "MAX_ANSWER_BYTES_WAITING", BUDGET)
+    c = KvCluster()
+    socks: list[socket.socket] = []
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        assert c.session is not None
+        session = c.session
+        async with session.put(url(node, "/kv/big"), data=b"v" * VALUE) as r:
+            assert r.status == 200, await r.text()
+        async with session.put(url(node, "/kv/small"), data=b"s") as r:
+            assert r.status == 200, await r.text()
+        for _ in range(20):
+            socks.append(_reader_that_does_not_read(node, "/kv/big?consistency=local"))
+        # Each slow reader's GET is answered (200, or refused): their answers wait unsent.
+        await until_true("the slow readers' GETs are answered", lambda: _gets_answered(node) >= 40, timeout=20)
+        await until_true("their answers wait unsent", lambda: _waiting(node) > BUDGET - VALUE, timeout=20)
+        assert _waiting(node) <= BUDGET + VALUE + 64 * 1024, _waiting(node)
+        async with session.get(url(node, "/kv/big?consistency=local")) as r:
+            assert r.status == 503, r.status
+            assert r.headers.get("Retry-After") == "1"
+            assert "waiting for clients to read them" in (await r.json())["error"]
+        async with session.get(url(node, "/kv/small?consistency=local")) as r:
+            assert (r.status, await r.text()) == (200, "s")
+        for s in socks:
+            s.close()
+        socks.clear()
+        await until_true("the slow readers' answers are dropped", lambda: _waiting(node) == 0, timeout=20)
+        async with session.get(url(node, "/kv/big?consistency=local")) as r:
+            assert r.status == 200 and len(await r.read()) == VALUE
+    finally:
+        for s in socks:
+            s.close()
+        await c.close()
