@@ -68,9 +68,9 @@ its chunked framing malformed) -> 400, logged at INFO; a body that does not arri
 ``BODY_GRACE`` + its size at ``BODY_MIN_RATE`` -> 408, logged at INFO, its connection closed;
 a request whose body waited ``BODY_BUDGET_WAIT`` for room among the bodies the node handles
 (``MAX_BODY_BYTES_IN_FLIGHT``, ``BodyBudget``) -> 503 with ``Retry-After``, nothing done;
-a ``GET`` of a value of ``LARGE_ANSWER`` bytes or more while the answers the node's
-connections hold unsent for clients that do not read them would pass
-``MAX_ANSWER_BYTES_WAITING`` with it -> 503 with ``Retry-After`` (``check_answer_room``);
+a ``GET`` of a value of ``LARGE_ANSWER`` bytes or more while the values held in answers not
+sent yet (clients that do not read them) would pass ``MAX_ANSWER_BYTES_WAITING`` with it ->
+503 with ``Retry-After`` (``check_answer_room``);
 unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue``:
 ``_unmatched``); ``Fatal`` (the node stopped)
 -> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
@@ -152,7 +152,8 @@ __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", 
            "MAX_HTTP_CONNECTIONS", "http_connection_limit", "capped_connections", "REFUSED_LINGER",
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
            "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY",
-           "MAX_ANSWER_BYTES_WAITING", "LARGE_ANSWER", "answers_waiting", "check_answer_room"]
+           "MAX_ANSWER_BYTES_WAITING", "LARGE_ANSWER", "AnswerBytes", "ANSWERS_KEY", "check_answer_room",
+           "SentValue"]
 
 log = logging.getLogger(__name__)
 
@@ -740,43 +741,70 @@ def body_budget(max_body: int) -> int:
 
 
 MAX_ANSWER_BYTES_WAITING = 64 * 1024 * 1024
-"""The bytes of answers a node's HTTP connections may hold unsent, waiting for their clients
-to read them (``answers_waiting``), past which a ``GET`` of a value of ``LARGE_ANSWER`` bytes
-or more is refused: ``503`` with ``Retry-After``, the value not copied into one more answer
-(``check_answer_room``). A client that reads takes its answer at once, so only clients that
-do not read (or read slowly) fill it. Without a bound, 300 connections each sending one
-``GET`` of a 1 MB value and reading nothing grew a node from 80 MB to 890 MB, held until the
-idle sweep cut them (75 s or more); 512 connections (``MAX_HTTP_CONNECTIONS``) and 4 MiB
-values (``--max-body`` raised) ran to gigabytes."""
+"""The bytes of values a node holds in answers not sent yet (``AnswerBytes``: from the
+answer's making until it is written out, or dropped), past which a ``GET`` of a value of
+``LARGE_ANSWER`` bytes or more is refused: ``503`` with ``Retry-After``, the value not copied
+into one more answer. A client that reads takes its answer at once; one that does not read
+holds its answer, once its socket's kernel buffer is full, until the idle sweep cuts it (75 s
+or more). Without a bound, 300 connections each sending five ``GET``s of a 1 MB value and
+reading nothing grew a ``serve`` process from 70 MB to 450 MB (512 connections, the cap, and
+4 MiB values, ``--max-body`` raised: gigabytes)."""
 
 LARGE_ANSWER = 64 * 1024
-"""Values of at least this many bytes are checked against ``MAX_ANSWER_BYTES_WAITING``
-before they are answered (smaller ones are answered whatever waits: the check costs a look
-at every connection)."""
+"""Values of at least this many bytes are refused past ``MAX_ANSWER_BYTES_WAITING`` (a smaller
+one is always answered: it counts, but it is not the memory the bound is for)."""
 
 
-def answers_waiting(server: web.Server) -> int:
-    """The bytes ``server``'s connections hold unsent (their transports' write buffers)."""
-    total = 0
-    for handler in list(server.connections):
-        transport = handler.transport
-        if transport is not None and not transport.is_closing():
-            total += transport.get_write_buffer_size()
-    return total
+class AnswerBytes:
+    """The bytes of values held in answers not sent yet (``SentValue``), one per application
+    (``app[ANSWERS_KEY]``). Invariant: ``held`` is the sum of the sizes of the ``SentValue``s
+    made and neither written out nor collected."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+    def take(self, n: int) -> None:
+        self.held += n
+
+    def release(self, n: int) -> None:
+        self.held -= n
 
 
-def check_answer_room(node: KvNode, size: int) -> None:
+ANSWERS_KEY: web.AppKey[AnswerBytes] = web.AppKey("kv_answer_bytes", AnswerBytes)
+"""The ``AnswerBytes`` of an application's value answers (``app[ANSWERS_KEY]``; ``make_app``)."""
+
+
+def check_answer_room(answers: AnswerBytes, size: int) -> None:
     """``Overloaded`` when an answer of ``size`` bytes (``LARGE_ANSWER`` or more) would take the
-    answers ``node``'s connections hold unsent past ``MAX_ANSWER_BYTES_WAITING``."""
-    conns = node.http_conns
-    if conns is None:  # (not serving HTTP: nothing waits)
-        return
-    waiting = answers_waiting(conns.server)
-    if waiting + size > MAX_ANSWER_BYTES_WAITING:
+    values held in answers not sent yet past ``MAX_ANSWER_BYTES_WAITING``."""
+    if answers.held + size > MAX_ANSWER_BYTES_WAITING:
         raise Overloaded(
-            f"the answers of this node wait unsent ({waiting} bytes, waiting for clients to read them): one of "
-            f"{size} bytes more would pass the bound of {MAX_ANSWER_BYTES_WAITING} bytes (MAX_ANSWER_BYTES_WAITING); "
-            "nothing was done: retry")
+            f"the answers of this node wait unsent ({answers.held} bytes, waiting for clients to read them): one "
+            f"of {size} bytes more would pass the bound of {MAX_ANSWER_BYTES_WAITING} bytes "
+            "(MAX_ANSWER_BYTES_WAITING); nothing was done: retry")
+
+
+class SentValue(web.Response):
+    """A value's answer, counted in ``answers`` (``AnswerBytes``) until it is written out or
+    dropped, which lets go of its body once it is sent. aiohttp's connection handler keeps a
+    keep-alive connection's last response until the next request on it comes (a local of its
+    loop), so the body of every answer stayed in memory as long as its connection stayed
+    open: 300 pooled connections that last read a 1 MB value held 300 MB, for the 75 s or
+    more until the idle sweep closed them (``IdleConnections``)."""
+
+    def __init__(self, answers: AnswerBytes, body: bytes, **kwargs: Any) -> None:
+        super().__init__(body=body, **kwargs)
+        answers.take(len(body))
+        # Released once: when the answer is written out, or when it is collected unsent (a
+        # client gone before it was prepared: aiohttp then never writes it).
+        self._counted = weakref.finalize(self, answers.release, len(body))
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        try:
+            await super().write_eof(data)
+        finally:
+            self.body = None  # (sent, or never to be: the transport holds what is unsent)
+            self._counted()
 
 
 class Overloaded(Exception):
@@ -1130,9 +1158,10 @@ async def kv_get(request: web.Request) -> web.Response:
     if value is None:
         return _error(404, "key not found", key=key)
     body = value.encode("utf-8")
+    answers = request.app[ANSWERS_KEY]
     if len(body) >= LARGE_ANSWER:
-        check_answer_room(node, len(body))
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+        check_answer_room(answers, len(body))
+    return SentValue(answers, body, content_type="text/plain", charset="utf-8")
 
 
 async def kv_delete(request: web.Request) -> web.Response:
@@ -1526,6 +1555,7 @@ def make_app(node: KvNode) -> web.Application:
     app = web.Application(client_max_size=node.opts.max_body, middlewares=[_errors_and_counts])
     app[NODE_KEY] = cast(KvNode, weakref.proxy(node))
     budget = app[BUDGET_KEY] = BodyBudget(body_budget(node.opts.max_body))
+    app[ANSWERS_KEY] = AnswerBytes()
     node.metrics.watch_body_budget(lambda: budget.held, lambda: budget.waiting)
     r = app.router
     r.add_post("/cluster/init", cluster_init, expect_handler=_expect)
