@@ -26,6 +26,7 @@ wrote its own stores into the other's.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -97,6 +98,29 @@ def _decode(raw: bytes) -> NodeIdentity:
     return found
 
 
+def _read_record(path: Path, node_id: int) -> bytes | None:
+    """The bytes of the record at ``path``, ``None`` when there is none. ``DataDirMismatch``
+    when what is there is no readable file: a directory, a symbolic link to itself, or one
+    whose target is gone (the record kept elsewhere, on a mount not there now). Such a link
+    was taken for no record and replaced by a new one of the ``--id`` given, the directory
+    adopted; the other two raised Python's bare ``OSError``."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return None
+        why = f"it is a symbolic link to {os.readlink(path)!r}, which does not exist"
+    except IsADirectoryError:
+        why = "it is a directory"
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        why = f"it is a symbolic link that never reaches a file: {e.strerror}"
+    raise DataDirMismatch(
+        f"{path} is not a readable node record ({why}); it names the node and cluster whose data "
+        f"{path.parent} holds: restore it, or start node {node_id} on a directory of its own")
+
+
 def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
     """Check ``data_dir``'s record against ``node_id`` and ``cluster_name``, or write it (made
     durable: the file and the directory are fsynced) if there is none. Returns ``"checked"``,
@@ -105,10 +129,7 @@ def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
     that cannot be read; ``OSError`` if the directory cannot be read or written. Blocking:
     call it in a worker thread."""
     path = data_dir / IDENTITY_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raw = None
+    raw = _read_record(path, node_id)
     if raw is None:
         adopted = any(name != IDENTITY_FILE for name in os.listdir(data_dir))
         record_identity(data_dir, node_id, cluster_name)

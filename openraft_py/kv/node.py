@@ -914,7 +914,9 @@ class KvNode:
             # write in its directory (``node.json`` written after the removal stayed).
             # Whose data this is (``identity``): checked before anything in it is opened. A
             # directory without the record gets it once its stores exist (below).
-            recorded = (data / IDENTITY_FILE).exists()
+            # (``lexists``: a record that is a link to nothing is a record that cannot be read,
+            # not a directory without one: it was adopted, the link replaced)
+            recorded = os.path.lexists(data / IDENTITY_FILE)
             if recorded:
                 await in_thread(check_identity, data, o.id, o.cluster_name)
             else:  # a first start: not one of a node's stores (--data-dir n1/log), nor inside its directory

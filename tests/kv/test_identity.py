@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,49 @@ def test_an_unreadable_record_is_refused_not_replaced(root: Path, raw: bytes) ->
     with pytest.raises(DataDirMismatch, match="is not a readable node record"):
         check_identity(root, 2, "x")
     assert (root / IDENTITY_FILE).read_bytes() == raw
+
+
+def _a_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _a_link_to_itself(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def _a_link_to_nothing(path: Path) -> None:
+    path.symlink_to(path.parent / "gone" / "node.json")
+
+
+@pytest.mark.parametrize("make", [_a_directory, _a_link_to_itself, _a_link_to_nothing])
+def test_a_record_that_is_no_file_is_refused_not_replaced(root: Path, make: Callable[[Path], None]) -> None:
+    """``node.json`` a directory, a symbolic link to itself, or a link whose target is gone (the
+    record kept elsewhere, on a mount that is not there): the directory raised Python's bare
+    ``IsADirectoryError`` and the loop its ``OSError``, and a link to nothing was taken for no
+    record at all: replaced by a new record of whatever ``--id`` was given, the directory
+    adopted. Each is refused as a record that cannot be read, and left as it is."""
+    (root / LOG_DIR).mkdir()  # (a directory holding a node's data)
+    path = root / IDENTITY_FILE
+    make(path)
+    with pytest.raises(DataDirMismatch, match=f"{path} is not a readable node record"):
+        check_identity(root, 2, "x")
+    assert path.is_symlink() or path.is_dir(), "the record was replaced"
+
+
+async def test_a_node_whose_record_is_a_link_to_nothing_is_refused_not_adopted(root: Path) -> None:
+    """A node's ``node.json`` a symbolic link whose target is gone: ``serve`` took it for a
+    directory without a record, adopted it under the ``--id`` given and replaced the link."""
+    first = KvNode(node_options(2, str(root)))
+    await first.start()
+    await first.stop()
+    record = root / "n2" / IDENTITY_FILE
+    record.unlink()
+    record.symlink_to(root / "gone" / IDENTITY_FILE)
+    again = KvNode(node_options(2, str(root)))
+    with pytest.raises(DataDirMismatch, match=f"{record} is not a readable node record"):
+        await again.start()
+    assert again.raft is None and again.log_store is None, "it opened the stores"
+    assert record.is_symlink(), "the record was replaced"
 
 
 @pytest.mark.parametrize("bad_id", [-1, 2**63, 2**64 + 5])
