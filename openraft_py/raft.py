@@ -471,7 +471,7 @@ class Raft:
         out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
         if out is None:
             return
-        why = _refusal(out[0], out[1], kind, what, core.watch.current, index)
+        why = _refusal(out, kind, what, core.watch.current, index)
         if why is not None:
             raise RuntimeError(
                 f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"

@@ -8,11 +8,11 @@ wait for what the very task they hold up would do next, and would wait for good.
 looks the running task up here (only while the registry is not empty: the common case costs
 one truthiness test) and ``refusal`` says which of its calls to refuse, and why.
 
-The registry maps each such task to ``(source, target)``: ``READ`` (a replication stream to
-``target`` reading on past the entries it holds: from the cache, else the log store's
-reader), ``VOTE`` (``save_vote``) or ``BUILD`` (``build_snapshot``). Invariant: a task is
-in it exactly while it awaits that plug-in call (``enter`` before the call, ``leave`` in a
-``finally`` after it).
+The registry maps each such task to ``(source, target, unsent)``: ``READ`` (a replication
+stream to ``target`` reading on past the entries it holds: from the cache, else the log
+store's reader; ``unsent``: the first index it has not handed to ``target`` yet), ``VOTE``
+(``save_vote``) or ``BUILD`` (``build_snapshot``). Invariant: a task is in it exactly while
+it awaits that plug-in call (``enter`` before the call, ``leave`` in a ``finally`` after it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..types import NodeId, ServerState
 
 __all__ = ["BUILD", "COMMIT", "LINEARIZE", "READ", "VOTE", "CallingOut", "enter", "leave", "refusal"]
 
-CallingOut = dict["asyncio.Task[Any]", tuple[str, "NodeId | None"]]
+CallingOut = dict["asyncio.Task[Any]", tuple[str, "NodeId | None", int]]
 """``RaftCore.calling_out``: the node's tasks now inside a plug-in call, with its source."""
 
 # Sources: where the plug-in call is made from.
@@ -41,14 +41,16 @@ LINEARIZE = "linearize"
 """Waits for the leader's first entry of its term to commit (``ensure_linearizable``)."""
 
 
-def enter(calling_out: CallingOut, source: str, target: NodeId | None = None) -> asyncio.Task[Any] | None:
-    """Record the running task as making a plug-in call of ``source`` (to ``target``);
-    return it for ``leave``. Not on the hot path: called only around a vote write, a build,
-    or a stream's read past the entries it holds (the cache lacks them, or they fill more
-    than one request)."""
+def enter(
+    calling_out: CallingOut, source: str, target: NodeId | None = None, unsent: int = 0
+) -> asyncio.Task[Any] | None:
+    """Record the running task as making a plug-in call of ``source`` (to ``target``, not
+    handed the entries from ``unsent`` on yet); return it for ``leave``. Not on the hot
+    path: called only around a vote write, a build, or a stream's read past the entries it
+    holds (the cache lacks them, or they fill more than one request)."""
     task = asyncio.current_task()
     if task is not None:
-        calling_out[task] = (source, target)
+        calling_out[task] = (source, target, unsent)
     return task
 
 
@@ -77,56 +79,63 @@ def _committed_index(m: RaftMetrics) -> int:
 
 
 def refusal(
-    source: str, target: NodeId | None, kind: str, what: str, m: RaftMetrics, index: int | None = None
+    out: tuple[str, NodeId | None, int], kind: str, what: str, m: RaftMetrics, index: int | None = None
 ) -> str | None:
     """Why the call ``what`` (of ``kind``: ``COMMIT``, ``LINEARIZE``, or the name of a
     ``wait()`` condition that does not hold yet, ``"wait().snapshot"`` say, with the
-    ``index`` it waits for if it has one), made on a task inside a plug-in call of
-    ``source`` (to ``target``), can never complete; ``None`` when it can (it is then taken).
-    ``m``: the node's metrics now.
+    ``index`` it waits for if it has one), made on a task inside the plug-in call ``out``
+    (``(source, target, unsent)``, as ``enter`` records it), can never complete; ``None``
+    when it can (it is then taken). ``m``: the node's metrics now.
 
-    - ``READ``: the stream to ``target`` sends nothing more until the read returns, so an
-      entry that needs ``target``'s acknowledgement to commit (``needed``) does not commit:
-      a ``COMMIT``, a ``LINEARIZE`` before the term's first entry committed, and a wait for
-      an entry past the committed one to be applied. Anything else completes (heartbeats go
+    - ``READ``: the stream to ``target`` hands nothing more over until the read returns, so
+      an entry from ``unsent`` on that needs ``target``'s acknowledgement to commit
+      (``needed``) does not commit: a ``COMMIT`` (a new entry), a ``LINEARIZE`` before the
+      term's first entry committed (a new leader sends one request at a time until the
+      target matched one: that entry is never in flight beside a read past it), and a wait
+      for such an entry to be applied. An entry handed over before (a request in flight:
+      its answer is taken meanwhile) may commit, and anything else completes (heartbeats go
       on beside the stream).
     - ``VOTE``: the node's vote is not durable until ``save_vote`` returns, and a node
       counts its own vote and log toward a quorum only then; a follower applies what
       commits from then on only after every write submitted before it (the vote included):
-      a ``COMMIT`` or an early ``LINEARIZE`` on a leader that is ``needed``; a wait for an
-      entry past the committed one to be applied, on a follower or candidate, or on a
-      leader that is ``needed``; a wait for the state of a candidate that is ``needed``
-      (it wins only with its own vote). Anything else may complete (a follower appends
-      its leader's entries meanwhile, a leader of three voters commits without its own).
+      a ``COMMIT`` or a ``LINEARIZE`` before the term's first entry committed, on a leader
+      that is ``needed``; a wait for an entry past the committed one to be applied, on a
+      follower or candidate, or on a leader that is ``needed``; a wait for the state of a
+      candidate that is ``needed`` (it wins only with its own vote). Anything else may
+      complete (a follower appends its leader's entries meanwhile, a leader of three voters
+      commits without its own).
     - ``BUILD``: everything completes (the node applies, replicates and answers meanwhile)
       but a wait, on a leader, for a snapshot past the current one: only this build makes
       the next one (a follower may install one from its leader instead).
     """
+    source, target, unsent = out
+    first_uncommitted = _committed_index(m) + 1
+    uncommitted = index is not None and index >= first_uncommitted
     if source == READ:
         assert target is not None
         if not needed(target, m):
             return None
+        # (An entry the stream holds back: not committed, and not handed to ``target``.)
+        held_back = index is not None and index >= max(first_uncommitted, unsent)
         if kind == COMMIT or (kind == LINEARIZE and not _term_entry_committed(m)):
             why = "waits for an entry to commit"
-        elif kind == "wait().applied_index_at_least" and index is not None and index > _committed_index(m):
+        elif kind == "wait().applied_index_at_least" and held_back:
             why = "waits for an entry past the committed one to be applied"
         else:
             return None
         return (
             f"{what} was called from inside node {m.id}'s log reader, on its replication stream to node "
             f"{target}, and it {why}, which needs node {target}'s acknowledgement (a voter of a config of "
-            f"at most two voters): that stream sends nothing more until this read returns, so it would wait "
-            "for good"
+            f"at most two voters) of an entry that stream has not sent yet: it sends nothing more until this "
+            "read returns, so it would wait for good"
         )
     if source == VOTE:
         leader = m.state == ServerState.LEADER
         if kind in (COMMIT, LINEARIZE):
-            if not leader or not needed(m.id, m):
-                return None
-            if kind == LINEARIZE and _term_entry_committed(m):
+            if not leader or not needed(m.id, m) or (kind == LINEARIZE and _term_entry_committed(m)):
                 return None
             why = "waits for an entry to commit, which needs this leader's own log counted, and that waits for its vote"
-        elif kind == "wait().applied_index_at_least" and index is not None and index > _committed_index(m):
+        elif kind == "wait().applied_index_at_least" and uncommitted:
             if not leader:
                 why = (
                     "waits for an entry past the committed one to be applied, and a follower applies what "

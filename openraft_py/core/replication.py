@@ -1040,7 +1040,7 @@ class ReplicationCore:
             entries = env.entries.cached(c.start, c.end) if n else []
             if len(entries) < n:
                 try:
-                    entries = await self._read_budget(c.start, c.end, env.config.max_payload_bytes)
+                    entries = await self._read_budget(c.start, c.end, env.config.max_payload_bytes, c.start)
                 except StorageError as e:
                     if self.stopped:
                         return
@@ -1116,12 +1116,14 @@ class ReplicationCore:
         else:
             self._report_refusal(resp, c.gen, call.sent_at, c.start)
 
-    async def _read_budget(self, start: int, end: int, budget: int) -> list[Entry]:
+    async def _read_budget(self, start: int, end: int, budget: int, unsent: int) -> list[Entry]:
         """Entries ``[start, k)`` for some ``start < k <= end``, read from the entry source
         (cache, then storage) ``READ_FIRST_ENTRIES`` at first, then as many as the rest of
         ``budget`` holds at the average payload size read so far, until their payload bytes
         reach ``budget`` or ``end``, or the channel stopped (fewer then: the caller, which
         checks ``stopped`` after, uses none of them). Raises as ``EntrySource.read``.
+        ``unsent``: the first index not handed to the target yet (the entries held before
+        ``start`` included): those from there on wait for this read (``calling_out``).
 
         No read starts once the channel stopped (the class's invariant): its leader stepped
         down, and a log truncated since (the new leader's entries replacing its own) would
@@ -1133,7 +1135,7 @@ class ReplicationCore:
         # Recorded as a plug-in call in flight (the reader's, when the cache lacks entries):
         # off the hot path, which sends what the cache holds without reading on.
         env = self.env
-        task = enter(env.calling_out, READ, self.target)
+        task = enter(env.calling_out, READ, self.target, unsent)
         try:
             while True:
                 got = await env.entries.read(i, min(end, i + step))
@@ -1161,7 +1163,7 @@ class ReplicationCore:
             if k == len(entries) and start + k < c.end:
                 # What is held fits one request and more is planned: read on.
                 try:
-                    more = await self._read_budget(start + k, c.end, budget - payload_bytes(entries))
+                    more = await self._read_budget(start + k, c.end, budget - payload_bytes(entries), start)
                 except StorageError as e:
                     if self.stopped:
                         return None

@@ -346,3 +346,77 @@ async def test_build_snapshot_of_a_leader_is_refused_a_wait_for_the_snapshot_it_
 )
 async def test_build_snapshot_may_make_the_calls_that_complete(call: Call) -> None:
     assert await built(call) == "returned"
+
+
+# -- a log read on a stream while earlier entries are in flight to its target -----------------
+
+SLOW_FLUSH: dict[NodeId, float] = {}
+READ_AT: dict[NodeId, int] = {}
+
+
+class SlowFlushStore(ReaderStore):
+    """A ``ReaderStore`` that, on a node in ``SLOW_FLUSH``, reports each append durable only
+    that many seconds later (a follower answers an AppendEntries once its entries are
+    durable), and whose reader fires the probe only for a read starting at ``READ_AT``."""
+
+    __slots__ = ()
+
+    async def append(self, entries: list[Entry], callback: Any) -> None:
+        delay = SLOW_FLUSH.get(self.node_id)
+        if delay is None:
+            await super().append(entries, callback)
+            return
+        self.append_durable(entries)
+        asyncio.get_running_loop().call_later(delay, callback.io_completed, None)
+
+    def get_log_reader(self) -> MemLogReader:
+        return AtReader(self._disk, self.node_id)
+
+
+class AtReader(ProbingReader):
+    """A ``ProbingReader`` that fires only in a read starting at ``READ_AT[node]``."""
+
+    __slots__ = ()
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        if READ_AT.get(self.node_id) != start:
+            return await MemLogReader.try_get_log_entries(self, start, stop)
+        return await super().try_get_log_entries(start, stop)
+
+
+async def test_a_log_read_on_a_stream_may_wait_for_entries_already_sent_to_its_target() -> None:
+    """The stream to T holds back only what it has not handed to T yet: a request sent
+    before the read is answered meanwhile (pipelining), and the entries it carries commit.
+    A wait from the read for such an entry to be applied completes; it was refused as if
+    every entry past the committed one waited for the read. (A new leader's first entry is
+    never in flight so: it sends one request at a time until the target matched one.)"""
+    READ_PROBE.clear()
+    SLOW_FLUSH.clear()
+    READ_AT.clear()
+    # (Deadlines past the follower's flush: the request in flight is answered, not given up.)
+    config = fast_config(heartbeat_interval=50, election_timeout_min=500, election_timeout_max=800)
+    async with Cluster(config, log_store=lambda nid, disk: SlowFlushStore(disk, nid)) as c:
+        await c.start({1, 2})
+        lid = await c.wait_for_leader()
+        raft = c.nodes[lid]
+        fid = 3 - lid
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        raft._core.log.cached = lambda start, stop: []  # type: ignore[method-assign]
+        SLOW_FLUSH[fid] = 0.3
+        sent = next_index(raft)
+        writes = [asyncio.ensure_future(raft.client_write(b"sent"))]
+        try:
+            # The entry reached the follower (in flight: not durable there, not committed).
+            await c.nodes[fid].wait(BOUND).log_index_at_least(sent)
+            assert raft.metrics.committed is not None and raft.metrics.committed.index < sent
+            probe = READ_PROBE[lid] = Probe(raft, lambda r: r.wait(BOUND).applied_index_at_least(sent))
+            READ_AT[lid] = sent + 1
+            writes.append(asyncio.ensure_future(raft.client_write(b"read")))
+            assert await probe.outcome_within() == "returned"
+            await asyncio.wait_for(asyncio.gather(*writes), BOUND)
+        finally:
+            for w in writes:
+                w.cancel()
+            READ_PROBE.clear()
+            SLOW_FLUSH.clear()
+            READ_AT.clear()
