@@ -91,8 +91,8 @@ class Snapshots:
     """Snapshot building, receiving and installing for one node.
 
     Invariant: ``_receiving`` is the snapshot being received from a leader (its id and the
-    file its chunks go to), ``_receiving_from`` that leader's id and ``_received`` how many
-    bytes of it arrived; the next chunk must start at or before ``_received`` (a repeated
+    file its chunks go to), ``_receiving_from`` the id of the leader of its last chunk taken
+    and ``_received`` how many bytes of it arrived; the next chunk must start at or before ``_received`` (a repeated
     chunk is written again).
     """
 
@@ -217,12 +217,15 @@ class Snapshots:
             except Exception as e:
                 raise StorageError("beginning to receive a snapshot", e) from e
             self._receiving = (sid, f)
-            self._receiving_from = req.vote.leader_id
             self._received = 0
         f = self._receiving[1]
         if req.offset > self._received:
             answer(tx, ApiError(f"snapshot {sid}: chunk at offset {req.offset} but {self._received} bytes received"))
             return
+        # The leader of the chunk taken last (``expire``): the engine took its vote, so this
+        # node votes for it now. A leader elected again (a new term) may resend the same
+        # snapshot, continuing the transfer: it is kept for that leader.
+        self._receiving_from = req.vote.leader_id
         try:
             await snapshot_io.call(f, snapshot_io.write_at, req.offset, req.data)
             self._received = max(self._received, req.offset + len(req.data))
@@ -307,8 +310,9 @@ class Snapshots:
         sending it. A leader that stopped mid-transfer (it crashed, or lost its leadership)
         never sends the rest, and the next leader may send the log instead: that partial
         copy, of a snapshot that may be large, was kept open until the node's next transfer
-        or its stop. A leader continues only a transfer it began (another one's chunk past
-        offset 0 is refused, and it starts over)."""
+        or its stop. Only the leader of its last chunk continues it: a leader begins a
+        transfer at offset 0 (another one's chunk past that is refused once this one is
+        dropped, and it starts over)."""
         opening = self._opening
         if opening is not None and now - self._opening_at > self.opening_kept_ms:
             log.debug("node %s: snapshot %s: its first chunk, refused while the state machine was busy, was not "

@@ -31,10 +31,12 @@ from openraft_py.types import (
     Entry,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
+    LeaderId,
     LogId,
     Membership,
     SnapshotMeta,
     StoredMembership,
+    Vote,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -292,3 +294,44 @@ async def test_a_busy_receiver_is_logged_at_info_once_per_transfer() -> None:
             assert infos and len(infos) == len(set(infos)), "\n".join(infos)
             assert debugs, "the later refusals are said at DEBUG"
             await _catches_up(c, follower)
+
+
+async def test_a_transfer_its_leader_continues_in_a_new_term_is_kept() -> None:
+    """A leader elected again (a new term, the same node) starts its stream over and may
+    send the same snapshot again from offset 0: the chunk continues the transfer received
+    so far (the same snapshot id), and the node now votes for that leader's new term. That
+    transfer was still taken for one of a leader no longer voted for, and dropped at the
+    next tick: the leader's next chunk was refused ("nothing received") and the whole
+    transfer sent again."""
+    # (Long election timeouts: the old term's leader, told of the new term by the follower,
+    # steps down; no node campaigns again before the ticks the test waits for.)
+    config = fast_config(election_timeout_min=1500, election_timeout_max=2000)
+    async with Cluster(config, state_machine=Gated) as c:
+        await c.start({1, 2, 3})
+        lid = await c.wait_for_leader(timeout=10)
+        fid = next(i for i in (1, 2, 3) if i != lid)
+        follower = c.nodes[fid]
+        Gated.sm, Gated.receiver, Gated.files = None, c.state_machines[fid], []
+        first = _first_chunk(follower, lid, "snap-again")
+        await asyncio.wait_for(follower.install_snapshot(first), BOUND)
+        # The same leader in a new term sends the same snapshot again: its first chunk.
+        vote = Vote(LeaderId(first.vote.leader_id.term + 1, lid), True)
+        again = InstallSnapshotRequest(vote, first.meta, 0, first.data, False)
+        await asyncio.wait_for(follower.install_snapshot(again), BOUND)
+        assert follower.metrics.vote == vote
+        snapshots = follower._core.snapshots
+        expire = snapshots.expire
+        ticks: list[float] = []
+
+        def counted(now: float) -> None:
+            ticks.append(now)
+            expire(now)
+
+        snapshots.expire = counted  # type: ignore[method-assign]
+        await until(lambda: len(ticks) >= 3, "three ticks of the follower", BOUND)
+        assert follower.metrics.vote == vote
+        assert len(Gated.files) == 1 and not Gated.files[0].closed, "the continued transfer was dropped"
+        nxt = InstallSnapshotRequest(vote, first.meta, len(first.data), first.data, False)
+        resp = await asyncio.wait_for(follower.install_snapshot(nxt), BOUND)
+        assert isinstance(resp, InstallSnapshotResponse)
+        assert follower.metrics.running
