@@ -458,12 +458,12 @@ class Wait:
     """
 
     def __init__(
-        self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str, int | None], None] | None = None
+        self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str, object], None] | None = None
     ) -> None:
-        """``refuse(what, index)``, when given, is called as a condition ``what``
-        (``"wait().state"``, say) that does not hold yet starts waiting, with the index it
-        waits for (``None`` for a condition of no index), and raises to refuse it
-        (``Raft.wait`` passes its own-task checks)."""
+        """``refuse(what, arg)``, when given, is called as a condition ``what``
+        (``"wait().state"``, say) that does not hold yet starts waiting, with what it waits
+        for (``arg``: the index of an index condition, the state of ``state``, else
+        ``None``), and raises to refuse it (``Raft.wait`` passes its own-task checks)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
         self._refuse = refuse
@@ -483,21 +483,21 @@ class Wait:
         predicate: Callable[[RaftMetrics], bool],
         msg: str,
         woken: Callable[[RaftMetrics], asyncio.Future[Any]],
-        index: int | None = None,
+        arg: object = None,
     ) -> RaftMetrics:
         """``metrics``, sleeping on ``woken(seen)`` between checks (``seen``: the metrics
         that did not satisfy ``predicate``): a future that completes at the next change that
         may satisfy ``predicate``, and at the node's stop; with the metrics that satisfied
         ``predicate`` when it checked them itself (``MetricsWatch.satisfied``), else ``None``.
-        ``what``: the condition's method, and ``index`` the index it waits for, for the
-        own-task refusal (``refuse``), which is not made when ``predicate`` holds already:
+        ``what``: the condition's method, and ``arg`` what it waits for, for the own-task
+        refusal (``refuse``), which is not made when ``predicate`` holds already:
         then the call returns the metrics at once, as it would on any task."""
         watch = self._watch
         if self._refuse is not None:
             m = watch.current
             if predicate(m):
                 return m
-            self._refuse(f"wait().{what}", index)
+            self._refuse(f"wait().{what}", arg)
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
@@ -520,7 +520,7 @@ class Wait:
         """Wait until the node is in ``state``."""
         if type(state) is not ServerState:
             raise TypeError(f"state must be a ServerState, got {type(state).__name__} {shown(state)}")
-        return await self._role_until("state", lambda m: m.state == state, msg or f"state {state.value}")
+        return await self._role_until("state", lambda m: m.state == state, msg or f"state {state.value}", state)
 
     async def current_leader(self, leader_id: NodeId | None, msg: str = "") -> RaftMetrics:
         """Wait until the node knows ``leader_id`` as the leader (``None``: knows none)."""
@@ -608,12 +608,15 @@ class Wait:
             msg or f"voters {sorted(want)}",
         )
 
-    async def _role_until(self, what: str, predicate: Callable[[RaftMetrics], bool], msg: str) -> RaftMetrics:
+    async def _role_until(
+        self, what: str, predicate: Callable[[RaftMetrics], bool], msg: str, arg: object = None
+    ) -> RaftMetrics:
         """``_until`` of a ``predicate`` of the node's role alone (state, vote, membership,
-        known leader: ``RoleKey``), woken only when the role changes."""
+        known leader: ``RoleKey``), woken only when the role changes; ``arg`` as for
+        ``_until``."""
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
-        return await self._until(what, predicate, msg, self._watch.role_changed)
+        return await self._until(what, predicate, msg, self._watch.role_changed, arg)
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -457,10 +457,10 @@ class Raft:
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
-    def _not_holding_up(self, what: str, kind: str, index: int | None = None) -> None:
+    def _not_holding_up(self, what: str, kind: str, arg: object = None) -> None:
         """``RuntimeError`` if called on one of the node's other tasks while it is inside a
         plug-in call (a replication stream's log read, ``save_vote``, ``build_snapshot``:
-        ``RaftCore.calling_out``) and ``what`` (of ``kind``, waiting for ``index``) waits
+        ``RaftCore.calling_out``) and ``what`` (of ``kind``, waiting for ``arg``) waits
         for what that very task would do next (``calling_out.refusal`` says which calls,
         and why). Such a call waited for good. Any other call from there is taken: the core
         and the worker go on meanwhile. Cheap while no plug-in call is in flight there: an
@@ -471,18 +471,18 @@ class Raft:
         out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
         if out is None:
             return
-        why = _refusal(out, kind, what, core.watch.current, index)
+        why = _refusal(out, kind, what, core.watch.current, arg)
         if why is not None:
             raise RuntimeError(
                 f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
             )
 
-    def _refuse_wait(self, what: str, index: int | None) -> None:
-        """``Wait``'s refusal of a condition ``what`` (waiting for ``index``) that does not
+    def _refuse_wait(self, what: str, arg: object) -> None:
+        """``Wait``'s refusal of a condition ``what`` (waiting for ``arg``) that does not
         hold yet: on the node's core or worker task (``_not_own_task``), or where it could
         never hold (``_not_holding_up``)."""
         self._not_own_task(what)
-        self._not_holding_up(what, what, index)
+        self._not_holding_up(what, what, arg)
 
     def _not_core_task(self, what: str) -> None:
         """``_not_own_task(what)`` if called on the core task, unless from an ``apply``

@@ -79,11 +79,11 @@ def _committed_index(m: RaftMetrics) -> int:
 
 
 def refusal(
-    out: tuple[str, NodeId | None, int], kind: str, what: str, m: RaftMetrics, index: int | None = None
+    out: tuple[str, NodeId | None, int], kind: str, what: str, m: RaftMetrics, arg: object = None
 ) -> str | None:
     """Why the call ``what`` (of ``kind``: ``COMMIT``, ``LINEARIZE``, or the name of a
-    ``wait()`` condition that does not hold yet, ``"wait().snapshot"`` say, with the
-    ``index`` it waits for if it has one), made on a task inside the plug-in call ``out``
+    ``wait()`` condition that does not hold yet, ``"wait().snapshot"`` say, with what it
+    waits for, ``arg``: an index, or the state of ``"wait().state"``), made on a task inside the plug-in call ``out``
     (``(source, target, unsent)``, as ``enter`` records it), can never complete; ``None``
     when it can (it is then taken). ``m``: the node's metrics now.
 
@@ -100,15 +100,16 @@ def refusal(
       commits from then on only after every write submitted before it (the vote included):
       a ``COMMIT`` or a ``LINEARIZE`` before the term's first entry committed, on a leader
       that is ``needed``; a wait for an entry past the committed one to be applied, on a
-      follower or candidate, or on a leader that is ``needed``; a wait for the state of a
-      candidate that is ``needed`` (it wins only with its own vote). Anything else may
-      complete (a follower appends its leader's entries meanwhile, a leader of three voters
-      commits without its own).
+      follower or candidate, or on a leader that is ``needed``; a wait for a candidate that
+      is ``needed`` to lead (it wins only with its own vote). Anything else may complete (a
+      follower appends its leader's entries meanwhile, a leader of three voters commits
+      without its own, a candidate steps down when another campaigns in a higher term).
     - ``BUILD``: everything completes (the node applies, replicates and answers meanwhile)
       but a wait, on a leader, for a snapshot past the current one: only this build makes
       the next one (a follower may install one from its leader instead).
     """
     source, target, unsent = out
+    index = arg if type(arg) is int else None
     first_uncommitted = _committed_index(m) + 1
     uncommitted = index is not None and index >= first_uncommitted
     if source == READ:
@@ -145,8 +146,11 @@ def refusal(
                 why = "waits for an entry past the committed one to be applied, which needs this leader's own log counted"
             else:
                 return None
-        elif kind == "wait().state" and m.state == ServerState.CANDIDATE and needed(m.id, m):
-            why = "waits for the node's state to change, and this candidate's election needs its own vote counted"
+        elif (
+            kind == "wait().state" and arg is ServerState.LEADER and m.state == ServerState.CANDIDATE
+            and needed(m.id, m)
+        ):
+            why = "waits for this candidate to lead, and its election needs its own vote counted"
         else:
             return None
         return (

@@ -420,3 +420,11 @@ async def test_a_log_read_on_a_stream_may_wait_for_entries_already_sent_to_its_t
             READ_PROBE.clear()
             SLOW_FLUSH.clear()
             READ_AT.clear()
+
+
+async def test_save_vote_of_a_candidate_may_wait_to_step_down() -> None:
+    """A candidate of two voters whose vote is not durable cannot win, but the other voter
+    campaigns in a higher term meanwhile, and the candidate steps down: a wait for it to
+    follow completes. Only a wait for it to lead is refused; any wait for its state was."""
+    outcome, _ = await vote_saved(2, False, lambda r: r.wait(BOUND).state(ServerState.FOLLOWER))
+    assert outcome == "returned"
