@@ -16,7 +16,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from integration.checks import fast_config
+from integration.checks import fast_config, record_new_clients
 
 from openraft_py import BasicNode, Vote
 from openraft_py.testing.cluster import Cluster
@@ -38,18 +38,7 @@ async def _tasks_end(core: Any, name: str) -> None:
 async def test_a_late_request_task_does_not_bring_back_the_old_address(rpc: str) -> None:
     made: list[tuple[int, int, BasicNode]] = []  # (source, target, node) of every new client
     async with Cluster(fast_config(), seed=64) as c:
-        inner = c.router.factory
-
-        class Recording:
-            def __init__(self, source: int) -> None:
-                self.source = source
-                self.inner = inner(source)
-
-            def new_client(self, target: int, node: BasicNode) -> Any:
-                made.append((self.source, target, node))
-                return self.inner.new_client(target, node)
-
-        c.router.factory = Recording  # type: ignore[assignment]
+        record_new_clients(c, made)
         await c.start({1, 2, 3})
         leader = await c.wait_for_leader()
         raft = c.nodes[leader]

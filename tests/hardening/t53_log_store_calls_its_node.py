@@ -87,9 +87,11 @@ class CallsItsNode(MemLogStore):
                 CallsItsNode.outcome = f"RuntimeError: {e}"
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
-async def test_a_call_from_inside_the_log_store_is_refused(name: str) -> None:
-    CallsItsNode.call, CallsItsNode.outcome = CALLS[name], None
+async def triggered(call: Callable[[Raft], Awaitable[Any]]) -> tuple[str, int]:
+    """Start three nodes whose leader's store awaits ``call`` in its ``append`` of
+    ``b"trigger"``: the call's outcome and the leader's id, once the leader took a write
+    after it (the node went on)."""
+    CallsItsNode.call, CallsItsNode.outcome = call, None
     async with Cluster(fast_config(), log_store=lambda nid, disk: CallsItsNode(disk)) as c:
         await c.start({1, 2, 3})
         lid = await c.wait_for_leader()
@@ -97,24 +99,22 @@ async def test_a_call_from_inside_the_log_store_is_refused(name: str) -> None:
         CallsItsNode.raft, CallsItsNode.armed = raft, c.log_stores[lid]
         await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
         outcome = CallsItsNode.outcome or ""
-        assert outcome.startswith("RuntimeError"), outcome
-        assert f"{name} was called from inside node {raft.id}'s own state machine or log store" in outcome
         await asyncio.wait_for(raft.client_write(b"after"), BOUND)
         assert raft.metrics.running
+        return outcome, lid
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+async def test_a_call_from_inside_the_log_store_is_refused(name: str) -> None:
+    outcome, lid = await triggered(CALLS[name])
+    assert outcome.startswith("RuntimeError"), outcome
+    assert f"{name} was called from inside node {lid}'s own state machine or log store" in outcome
 
 
 async def test_submit_append_entries_from_inside_the_log_store_is_taken_and_replied_after() -> None:
-    CallsItsNode.call, CallsItsNode.outcome = submitted, None
     REPLIES.clear()
     REPLIED.clear()
-    async with Cluster(fast_config(), log_store=lambda nid, disk: CallsItsNode(disk)) as c:
-        await c.start({1, 2, 3})
-        lid = await c.wait_for_leader()
-        raft = c.nodes[lid]
-        CallsItsNode.raft, CallsItsNode.armed = raft, c.log_stores[lid]
-        await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
-        assert CallsItsNode.outcome == "returned"
-        await asyncio.wait_for(REPLIED.wait(), BOUND)
-        assert isinstance(REPLIES[0], AppendEntriesResponse), REPLIES
-        await asyncio.wait_for(raft.client_write(b"after"), BOUND)
-        assert raft.metrics.running
+    outcome, _ = await triggered(submitted)
+    assert outcome == "returned"
+    await asyncio.wait_for(REPLIED.wait(), BOUND)
+    assert isinstance(REPLIES[0], AppendEntriesResponse), REPLIES

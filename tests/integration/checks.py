@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
-from openraft_py import ClientWriteResponse, Config, ForwardToLeader, Raft, SnapshotPolicy
+from openraft_py import BasicNode, ClientWriteResponse, Config, ForwardToLeader, Raft, SnapshotPolicy
 from openraft_py.metrics import MetricsWatch, RaftMetrics
 from openraft_py.storage.memory import MemDisk
 from openraft_py.testing.cluster import Cluster
@@ -160,3 +160,20 @@ async def leader_after_a_write(cluster: Cluster) -> tuple[Raft, int]:
     leader = await cluster.wait_for_leader(timeout=5.0)
     raft = cluster.nodes[leader]
     return raft, (await raft.client_write(b"first")).log_id.index
+
+
+def record_new_clients(cluster: Cluster[Any, Any], made: list[tuple[NodeId, NodeId, BasicNode]]) -> None:
+    """Make ``cluster``'s nodes started from now on append ``(source, target, node)`` to
+    ``made`` for every network client they ask their factory for (the router's client)."""
+    inner = cluster.router.factory
+
+    class Recording:
+        def __init__(self, source: NodeId) -> None:
+            self.source = source
+            self.inner = inner(source)
+
+        def new_client(self, target: NodeId, node: BasicNode) -> Any:
+            made.append((self.source, target, node))
+            return self.inner.new_client(target, node)
+
+    cluster.router.factory = Recording  # type: ignore[assignment]

@@ -14,7 +14,7 @@ import pytest
 from openraft_py import BasicNode, ForwardToLeader, Membership, ServerState, WaitTimeout
 from openraft_py.testing.cluster import Cluster
 
-from ..checks import check_applied_prefix, check_log_matching, entry_at, fast_config
+from ..checks import check_applied_prefix, check_log_matching, entry_at, fast_config, record_new_clients
 from ._util import RpcCounter, add_learners, assert_acked_applied, settled_leader
 
 pytestmark = pytest.mark.timeout(20)
@@ -187,18 +187,7 @@ async def test_re_adding_a_learner_is_a_no_op(cluster: Cluster) -> None:
 
 async def test_re_adding_a_member_with_another_address_moves_it_there(cluster: Cluster) -> None:
     made: list[tuple[int, int, BasicNode]] = []  # (source, target, node) of every new client
-    inner = cluster.router.factory
-
-    class Recording:
-        def __init__(self, source: int) -> None:
-            self.source = source
-            self.inner = inner(source)
-
-        def new_client(self, target: int, node: BasicNode) -> Any:
-            made.append((self.source, target, node))
-            return self.inner.new_client(target, node)
-
-    cluster.router.factory = Recording  # type: ignore[assignment]
+    record_new_clients(cluster, made)
     await cluster.start({1, 2, 3})
     leader = await settled_leader(cluster)
     raft = cluster.nodes[leader]
