@@ -105,8 +105,9 @@ def refusal(
       follower appends its leader's entries meanwhile, a leader of three voters commits
       without its own, a candidate steps down when another campaigns in a higher term).
     - ``BUILD``: everything completes (the node applies, replicates and answers meanwhile)
-      but a wait, on a leader, for a snapshot past the current one: only this build makes
-      the next one (a follower may install one from its leader instead).
+      but a wait, on a leader, for a snapshot past the current one, or for a purge past it
+      (a log is purged only up to its snapshot): only this build makes the next one (a
+      follower may install one from its leader instead).
     """
     source, target, unsent = out
     index = arg if type(arg) is int else None
@@ -157,9 +158,20 @@ def refusal(
             f"{what} was called from inside node {m.id}'s log store save_vote, on its vote writer task, and "
             f"it {why}: the vote is not durable until save_vote returns, so it would wait for good"
         )
-    if source == BUILD and kind == "wait().snapshot" and m.state == ServerState.LEADER:
+    if source == BUILD and m.state == ServerState.LEADER:
+        if kind == "wait().snapshot":
+            why = "waits for a snapshot past the current one"
+        elif kind == "wait().purged" and index is not None and index > _snapshot_index(m):
+            why = "waits for a purge past the current snapshot, and so for a snapshot past it (a log is purged only up to its snapshot)"
+        else:
+            return None
         return (
-            f"{what} was called from inside node {m.id}'s snapshot builder (build_snapshot), and it waits "
-            "for a snapshot past the current one, which only this build would make: it would wait for good"
+            f"{what} was called from inside node {m.id}'s snapshot builder (build_snapshot), and it {why}, "
+            "which only this build would make: it would wait for good"
         )
     return None
+
+
+def _snapshot_index(m: RaftMetrics) -> int:
+    """The index of the node's current snapshot (-1: none)."""
+    return -1 if m.snapshot is None else m.snapshot.index

@@ -428,3 +428,12 @@ async def test_save_vote_of_a_candidate_may_wait_to_step_down() -> None:
     follow completes. Only a wait for it to lead is refused; any wait for its state was."""
     outcome, _ = await vote_saved(2, False, lambda r: r.wait(BOUND).state(ServerState.FOLLOWER))
     assert outcome == "returned"
+
+
+async def test_build_snapshot_of_a_leader_is_refused_a_wait_for_a_purge_past_the_current_snapshot() -> None:
+    """A leader purges its log only up to its snapshot: past the current one, only the
+    snapshot this build makes allows it. Such a wait waited for good."""
+    outcome = await built(lambda r: r.wait().purged(r.metrics.last_applied.index))  # type: ignore[union-attr]
+    assert outcome.startswith("RuntimeError"), outcome
+    assert "wait().purged was called from inside node" in outcome
+    assert "snapshot builder (build_snapshot)" in outcome
