@@ -493,17 +493,14 @@ class Wait:
         refusal (``refuse``), which is not made when ``predicate`` holds already:
         then the call returns the metrics at once, as it would on any task."""
         watch = self._watch
+        m = watch.current
+        if predicate(m):
+            return m
         if self._refuse is not None:
-            m = watch.current
-            if predicate(m):
-                return m
             self._refuse(f"wait().{what}", arg)
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
-                    m = watch.current
-                    if predicate(m):
-                        return m
                     if not m.running:
                         if watch.fatal is not None:
                             raise watch.fatal
@@ -511,6 +508,9 @@ class Wait:
                     held = await woken(m)
                     if held is not None:
                         return held  # type: ignore[no-any-return]
+                    m = watch.current
+                    if predicate(m):
+                        return m
         except TimeoutError:
             raise WaitTimeout(
                 f"timeout after {self._timeout}s waiting for {msg}; last metrics: {watch.current.describe()}"
