@@ -752,8 +752,10 @@ reading nothing grew a ``serve`` process from 70 MB to 450 MB (512 connections, 
 
 LARGE_ANSWER = 64 * 1024
 """Values of at least this many bytes are answered as ``SentValue``s, counted in
-``AnswerBytes`` and refused past ``MAX_ANSWER_BYTES_WAITING``; a smaller one is answered
-plainly, always (not the memory the bound is for, and no cost on the hot path)."""
+``AnswerBytes`` and (a ``GET``'s) refused past ``MAX_ANSWER_BYTES_WAITING``; a smaller one is
+answered plainly, always (not the memory the bound is for, and no cost on the hot path). A
+CAS's answer of this size or more (its ``current``) is a ``SentValue`` too, never refused:
+its command was done when its size is known."""
 
 
 class AnswerBytes:
@@ -1175,7 +1177,12 @@ async def kv_cas(request: web.Request) -> web.Response:
     key = _key(request)
     body: _CasBody = await _body(request, _CasBody)
     ok, current = await _node(request).cas(key, body.expected, body.value)
-    return _json({"ok": ok, "current": current})
+    answer = msgspec.json.encode({"ok": ok, "current": current})
+    if len(answer) < LARGE_ANSWER:  # (the hot path: no accounting)
+        return web.Response(body=answer, content_type="application/json")
+    # As large as a GET's answer (``current``: the value just written, or the one there), and
+    # kept as one was until sent; counted, never refused: the command was done.
+    return SentValue(request.app[ANSWERS_KEY], answer, content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -140,3 +140,38 @@ async def test_an_idle_connection_does_not_keep_the_value_it_was_last_answered()
         for s in socks:
             s.close()
         await c.close()
+
+
+async def test_an_idle_connection_does_not_keep_the_value_its_cas_answered() -> None:
+    """A ``POST /kv/{key}/cas`` answers the value after the command (``current``): the value
+    just written when it succeeds, the one there when it does not. Its answer is as large as
+    a ``GET``'s and was kept as one was (aiohttp keeps a connection's last response until its
+    next request): 10 idle connections that each last set a 200 kB value by a CAS held 2 MB.
+    The answer lets go of its body once it is sent, and is counted among the answers waiting
+    (``AnswerBytes``) until then, never refused (the command was done)."""
+    c = KvCluster()
+    socks: list[socket.socket] = []
+    tracemalloc.start()
+    try:
+        await c.start(1)
+        node = c.nodes[1]
+        body = b'{"expected": null, "value": "' + b"v" * VALUE + b'"}'
+        before = tracemalloc.take_snapshot()
+        for i in range(10):
+            s = socket.create_connection(("127.0.0.1", node.http_port))
+            s.sendall(f"POST /kv/big{i}/cas HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            socks.append(s)
+            answer = await asyncio.to_thread(_read_answer, s, VALUE + 24)
+            assert answer == b'{"ok":true,"current":"' + b"v" * VALUE + b'"}', answer[:100]
+        after = tracemalloc.take_snapshot()
+        kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")
+                   if stat.traceback[0].filename == http_api.__file__)
+        assert kept < VALUE, f"{kept} bytes allocated by http_api are kept by the 10 idle connections"
+        assert node._http is not None
+        assert node._http.app[http_api.ANSWERS_KEY].held == 0
+    finally:
+        tracemalloc.stop()
+        for s in socks:
+            s.close()
+        await c.close()
