@@ -1191,7 +1191,10 @@ class RocksStateMachine:
         handler, loop = self._fatal_handler, self._fatal_loop
         if handler is not None and loop is not None and not loop.is_closed():
             # (a read may come from any thread; the handler runs on the node's loop)
-            loop.call_soon_threadsafe(handler, err)
+            try:
+                loop.call_soon_threadsafe(handler, err)
+            except RuntimeError:  # the loop closed since ``is_closed``: no node to stop
+                pass
         return err
 
     @property

@@ -425,3 +425,34 @@ async def test_a_log_read_that_meets_a_damaged_block_says_so(made_big: Path, tmp
         _says_damaged(str(ei.value), db, table)
     finally:
         await log.aclose()
+
+
+def test_a_damaged_read_after_the_nodes_loop_closed_still_says_the_database_is_damaged(tmp_path: Path) -> None:
+    """A read from a worker thread that finds the state machine damaged while the loop its
+    handler was given on closes (between ``_read_failed``'s ``is_closed`` check and its
+    ``call_soon_threadsafe``, simulated by a loop that says it is open after it closed):
+    the read raises the ``StorageError`` saying the database is damaged, the handler is not
+    called. It raised ``RuntimeError: Event loop is closed`` from the read's error handling,
+    the damage unsaid."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    called: list[BaseException] = []
+
+    async def given() -> RocksStateMachine:
+        sm = await RocksStateMachine.open(tmp_path / "sm")
+        sm.set_fatal_handler(called.append)
+        return sm
+
+    sm = loop.run_until_complete(given())
+    try:
+        loop.close()
+        loop.is_closed = lambda: False  # type: ignore[method-assign]  # (closed right after the check)
+        try:
+            err = sm._read_failed("reading 'k' from state machine", Exception("Corruption: block checksum mismatch"))
+        finally:
+            del loop.is_closed  # (the loop's own again: its __del__ asks it)
+        assert isinstance(err, StorageError) and "the database is damaged" in str(err), err
+        assert called == []
+    finally:
+        asyncio.run(sm.aclose())
