@@ -261,7 +261,7 @@ class ServeOptions(msgspec.Struct, kw_only=True):
         check_addr(self.raft_addr, "--raft-addr")
         check_addr(self.http_addr, "--http-addr")
         (rhost, rport), (hhost, hport) = parse_addr(self.raft_addr), parse_addr(self.http_addr)
-        if rport == hport and (rhost == hhost or {rhost, hhost} & {"0.0.0.0", "::"}):
+        if rport == hport and (rhost == hhost or _wildcard_over(rhost, hhost) or _wildcard_over(hhost, rhost)):
             raise ValueError(f"--raft-addr {self.raft_addr} and --http-addr {self.http_addr} are the same port: "
                              "the node listens on two ports")
         if not self.data_dir:
@@ -513,6 +513,27 @@ def check_can_listen(flag: str, addr: str) -> None:
                 sock.bind(sockaddr)
             except OSError as e:
                 raise _listen_error(flag, addr, e) from None
+
+
+def _wildcard_over(host: str, other: str) -> bool:
+    """Whether ``host`` (as written) is a wildcard that a listener on ``other`` would share a
+    port with: ``0.0.0.0`` over any host but an IPv6 literal, ``::`` over any but an IPv4
+    one. The servers bind an IPv6 socket for IPv6 alone (``IPV6_V6ONLY``), so ``0.0.0.0:P``
+    and ``[::1]:P`` are two listeners. (A host name may resolve to either family: kept, and
+    ``check_distinct_ports`` resolves it at the start.)"""
+    if host == "0.0.0.0":
+        return ":" not in other  # (an IPv6 literal is the only host with a colon)
+    if host == "::":
+        return not _is_ipv4(other)
+    return False
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
 
 
 def check_distinct_ports(raft_addr: str, http_addr: str) -> None:

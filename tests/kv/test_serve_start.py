@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from openraft_py.kv.node import KvNode, ServeOptions
+from openraft_py.testing.proc_cluster import free_port
 
 from .kv_helpers import node_options
 
@@ -191,6 +192,24 @@ def test_one_port_for_both_addresses_is_refused(raft: str, http: str) -> None:
     with pytest.raises(ValueError, match="are the same port"):
         opts.check()
     ServeOptions(id=1, raft_addr="10.0.0.1:21001", http_addr="10.0.0.2:21001", data_dir="d").check()
+
+
+@pytest.mark.parametrize("raft,http", [("0.0.0.0", "[::1]"), ("[::]", "127.0.0.1"), ("[::1]", "0.0.0.0")])
+async def test_one_port_in_each_address_family_is_two_ports(tmp_path: Path, raft: str, http: str) -> None:
+    """The servers bind an IPv6 socket for IPv6 alone (``IPV6_V6ONLY``, as asyncio does), so
+    ``0.0.0.0:P`` and ``[::1]:P`` are two listeners that do not meet: the node starts on
+    them. ``ServeOptions.check`` refused them as "the same port", a wildcard of one family
+    taken for one of both; so it still does a wildcard and an address of its own family."""
+    port = free_port()
+    opts = node_options(1, str(tmp_path))
+    opts.raft_addr, opts.http_addr = f"{raft}:{port}", f"{http}:{port}"
+    opts.check()
+    node = KvNode(opts)
+    await asyncio.wait_for(node.start(), 30)
+    try:
+        assert node.http_port == port
+    finally:
+        await node.stop()
 
 
 @pytest.mark.parametrize("value, error, message", [
