@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 
 from openraft_py.kv import http_api
@@ -25,6 +28,24 @@ pytestmark = pytest.mark.timeout(60)
 VALUE = 200_000
 BUDGET = 1_000_000
 PIPELINED = 40  # 8 MB of answers per connection: more than its kernel send buffer holds
+
+
+@asynccontextmanager
+async def _one_node() -> AsyncIterator[tuple[aiohttp.ClientSession, KvNode, list[socket.socket]]]:
+    """A one-node cluster's client session and node, with ``tracemalloc`` on, and a list for
+    the test's raw sockets: all closed and stopped at the end."""
+    c = KvCluster()
+    socks: list[socket.socket] = []
+    tracemalloc.start()
+    try:
+        await c.start(1)
+        assert c.session is not None
+        yield c.session, c.nodes[1], socks
+    finally:
+        tracemalloc.stop()
+        for s in socks:
+            s.close()
+        await c.close()
 
 
 def _kept(before: tracemalloc.Snapshot) -> int:
@@ -58,14 +79,7 @@ async def test_large_answers_waiting_for_slow_readers_are_bounded(monkeypatch: p
     are answered 503 with ``Retry-After``, and a small value is still served meanwhile; once
     the slow readers go, nothing is held and the large value is served again."""
     monkeypatch.setattr(http_api, "MAX_ANSWER_BYTES_WAITING", BUDGET)
-    c = KvCluster()
-    socks: list[socket.socket] = []
-    tracemalloc.start()
-    try:
-        await c.start(1)
-        node = c.nodes[1]
-        assert c.session is not None
-        session = c.session
+    async with _one_node() as (session, node, socks):
         async with session.put(url(node, "/kv/big"), data=b"v" * VALUE) as r:
             assert r.status == 200, await r.text()
         async with session.put(url(node, "/kv/small"), data=b"s") as r:
@@ -92,11 +106,6 @@ async def test_large_answers_waiting_for_slow_readers_are_bounded(monkeypatch: p
         await until_true("the slow readers' answers are let go", lambda: answers.held == 0, timeout=20)
         async with session.get(url(node, "/kv/big?consistency=local")) as r:
             assert r.status == 200 and len(await r.read()) == VALUE
-    finally:
-        tracemalloc.stop()
-        for s in socks:
-            s.close()
-        await c.close()
 
 
 def _read_answer(s: socket.socket, size: int) -> bytes:
@@ -116,14 +125,8 @@ async def test_an_idle_connection_does_not_keep_the_value_it_was_last_answered()
     comes, and the response kept the value's bytes: 300 such connections of a 1 MB value held
     300 MB of a ``serve`` process (1 MB each, the kernel holding none of it) until the idle
     sweep closed them, 75 s or more. The answer lets go of its body once it is sent."""
-    c = KvCluster()
-    socks: list[socket.socket] = []
-    tracemalloc.start()
-    try:
-        await c.start(1)
-        node = c.nodes[1]
-        assert c.session is not None
-        async with c.session.put(url(node, "/kv/big"), data=b"v" * VALUE) as r:
+    async with _one_node() as (session, node, socks):
+        async with session.put(url(node, "/kv/big"), data=b"v" * VALUE) as r:
             assert r.status == 200, await r.text()
         before = tracemalloc.take_snapshot()
         for _ in range(10):
@@ -131,15 +134,8 @@ async def test_an_idle_connection_does_not_keep_the_value_it_was_last_answered()
             s.sendall(b"GET /kv/big?consistency=local HTTP/1.1\r\nHost: x\r\n\r\n")
             socks.append(s)
             assert await asyncio.to_thread(_read_answer, s, VALUE) == b"v" * VALUE
-        after = tracemalloc.take_snapshot()
-        kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")
-                   if stat.traceback[0].filename == http_api.__file__)
+        kept = _kept(before)
         assert kept < VALUE, f"{kept} bytes allocated by http_api are kept by the 10 idle connections"
-    finally:
-        tracemalloc.stop()
-        for s in socks:
-            s.close()
-        await c.close()
 
 
 async def test_an_idle_connection_does_not_keep_the_value_its_cas_answered() -> None:
@@ -149,12 +145,7 @@ async def test_an_idle_connection_does_not_keep_the_value_its_cas_answered() -> 
     next request): 10 idle connections that each last set a 200 kB value by a CAS held 2 MB.
     The answer lets go of its body once it is sent, and is counted among the answers waiting
     (``AnswerBytes``) until then, never refused (the command was done)."""
-    c = KvCluster()
-    socks: list[socket.socket] = []
-    tracemalloc.start()
-    try:
-        await c.start(1)
-        node = c.nodes[1]
+    async with _one_node() as (session, node, socks):
         body = b'{"expected": null, "value": "' + b"v" * VALUE + b'"}'
         before = tracemalloc.take_snapshot()
         for i in range(10):
@@ -164,14 +155,7 @@ async def test_an_idle_connection_does_not_keep_the_value_its_cas_answered() -> 
             socks.append(s)
             answer = await asyncio.to_thread(_read_answer, s, VALUE + 24)
             assert answer == b'{"ok":true,"current":"' + b"v" * VALUE + b'"}', answer[:100]
-        after = tracemalloc.take_snapshot()
-        kept = sum(stat.size_diff for stat in after.compare_to(before, "filename")
-                   if stat.traceback[0].filename == http_api.__file__)
+        kept = _kept(before)
         assert kept < VALUE, f"{kept} bytes allocated by http_api are kept by the 10 idle connections"
         assert node._http is not None
         assert node._http.app[http_api.ANSWERS_KEY].held == 0
-    finally:
-        tracemalloc.stop()
-        for s in socks:
-            s.close()
-        await c.close()
