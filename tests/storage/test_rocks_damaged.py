@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -35,16 +36,28 @@ from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 pytestmark = pytest.mark.timeout(30)
 
 
-async def _make(root: Path) -> None:
-    """A one-node cluster on RocksDB stores under ``root``: writes, a snapshot, the log
-    purged up to it, more writes; stopped cleanly (its stores hold table files and WALs)."""
+@asynccontextmanager
+async def _one_node(root: Path, seed: int) -> AsyncIterator[Raft]:
+    """A one-node cluster on RocksDB stores under ``root``, elected; stopped cleanly at the end
+    (its stores then hold table files and WALs)."""
     log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
-    router = Router(seed=3)
-    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=3)
+    router = Router(seed=seed)
+    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=seed)
     try:
         router.register(1, raft)
         await raft.initialize({1})
         await raft.wait(10).current_leader(1, "elected")
+        yield raft
+    finally:
+        await raft.shutdown()
+        await log.aclose()
+        await sm.aclose()
+
+
+async def _make(root: Path) -> None:
+    """A one-node cluster under ``root``: writes, a snapshot, the log purged up to it, more
+    writes."""
+    async with _one_node(root, seed=3) as raft:
         for i in range(20):
             await raft.client_write(encode_kv(KvSet(f"k{i}", "v" * 50)))
         applied = raft.metrics.last_applied
@@ -54,10 +67,6 @@ async def _make(root: Path) -> None:
         await raft.trigger.purge_log(applied.index - 5)
         for i in range(5):
             await raft.client_write(encode_kv(KvSet(f"j{i}", "w")))
-    finally:
-        await raft.shutdown()
-        await log.aclose()
-        await sm.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -342,19 +351,9 @@ def _big_value(i: int) -> str:
 
 async def _make_big(root: Path) -> None:
     """A one-node cluster whose two stores hold tables of many data blocks (``BIG_KEYS``
-    writes of 128 bytes each), stopped cleanly."""
-    log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
-    router = Router(seed=5)
-    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=5)
-    try:
-        router.register(1, raft)
-        await raft.initialize({1})
-        await raft.wait(10).current_leader(1, "elected")
+    writes of 128 bytes each)."""
+    async with _one_node(root, seed=5) as raft:
         await raft.client_write_many([encode_kv(KvSet(f"key{i:04d}", _big_value(i))) for i in range(BIG_KEYS)])
-    finally:
-        await raft.shutdown()
-        await log.aclose()
-        await sm.aclose()
 
 
 @pytest.fixture(scope="module")
