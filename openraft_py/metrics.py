@@ -462,8 +462,8 @@ class Wait:
     ) -> None:
         """``refuse(what, arg)``, when given, is called as a condition ``what``
         (``"wait().state"``, say) that does not hold yet starts waiting, with what it waits
-        for (``arg``: the index of an index condition, the state of ``state``, else
-        ``None``), and raises to refuse it (``Raft.wait`` passes its own-task checks)."""
+        for (``arg``: the index of an index condition, the state of ``state``, the node id
+        of ``current_leader``, else ``None``), and raises to refuse it (``Raft.wait`` passes its own-task checks)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
         self._refuse = refuse
@@ -527,7 +527,7 @@ class Wait:
         if leader_id is not None:
             leader_id = check_node_id(leader_id, "leader_id")
         return await self._role_until(
-            "current_leader", lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}"
+            "current_leader", lambda m: m.current_leader == leader_id, msg or f"leader {leader_id}", leader_id
         )
 
     async def log_index_at_least(self, index: int, msg: str = "") -> RaftMetrics:

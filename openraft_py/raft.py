@@ -20,7 +20,9 @@ from . import validation as _v
 from .config import Config, RunningConfig
 from .core.calling_out import COMMIT as _COMMIT
 from .core.calling_out import LINEARIZE as _LINEARIZE
+from .core.calling_out import catch_up_refusal as _catch_up_refusal
 from .core.calling_out import refusal as _refusal
+from .core.calling_out import waits as _waits
 from .core.clock import Clock, LoopClock, check_clock
 from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
@@ -457,21 +459,47 @@ class Raft:
                 "(asyncio.create_task(...)) and do not await that task from there"
             )
 
-    def _not_holding_up(self, what: str, kind: str, arg: object = None) -> None:
+    def _not_holding_up(
+        self, what: str, kind: str, arg: object = None, waiting: asyncio.Future[Any] | None = None
+    ) -> None:
         """``RuntimeError`` if called on one of the node's other tasks while it is inside a
         plug-in call (a replication stream's log read, ``save_vote``, ``build_snapshot``:
         ``RaftCore.calling_out``) and ``what`` (of ``kind``, waiting for ``arg``) waits
-        for what that very task would do next (``calling_out.refusal`` says which calls,
-        and why). Such a call waited for good. Any other call from there is taken: the core
-        and the worker go on meanwhile. Cheap while no plug-in call is in flight there: an
-        empty dict; the task is looked up only otherwise."""
+        for what that very task would do next, or what such tasks awaiting calls of their
+        own would (``calling_out.refusal`` says which calls, and why). Such a call waited
+        for good. Any other call from there is taken: the core and the worker go on
+        meanwhile; taken, the call awaits ``waiting`` (when given) on that task, which is
+        recorded there while it is not done if it waits for a commit (``calling_out.waits``:
+        the calls the node's other such tasks make meanwhile are judged with it). Cheap
+        while no plug-in call is in flight there: an empty dict; the task is looked up only
+        otherwise."""
         core = self._core
         if not core.calling_out:
             return
         out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
         if out is None:
             return
-        why = _refusal(out, kind, what, core.watch.current, arg)
+        m = core.watch.current
+        why = _refusal(core.calling_out, out, kind, what, m, arg)
+        if why is not None:
+            raise RuntimeError(
+                f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
+            )
+        if waiting is not None:
+            _waits(out, kind, waiting, m)
+
+    def _not_holding_up_catch_up(self, node_id: NodeId, node: BasicNode) -> None:
+        """``RuntimeError`` if ``add_learner(node_id, node, blocking=True)`` is called from a
+        log read on the replication stream to ``node_id`` where the learner cannot catch up
+        without that read (``calling_out.catch_up_refusal``): the wait would hold up the
+        very stream it waits for. Cheap while no plug-in call is in flight (an empty dict)."""
+        core = self._core
+        if not core.calling_out:
+            return
+        out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
+        if out is None:
+            return
+        why = _catch_up_refusal(out, node_id, node, self.config.replication_lag_threshold, core.watch.current)
         if why is not None:
             raise RuntimeError(
                 f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
@@ -681,6 +709,8 @@ class Raft:
         _v.check_node(node)
         _v.check_bool(blocking, "blocking")
         self._check_node_for_network(node_id, node)
+        if blocking:
+            self._not_holding_up_catch_up(node_id, node)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)
@@ -818,13 +848,15 @@ class Raft:
             task = _current_task(self._loop)
             if task is core.task or task is core.sm_task:
                 self._not_own_task("client_write")  # raises: from inside its own state machine
-        if core.calling_out:
-            # A plug-in call is in flight on one of the node's other tasks (rare): this may be it.
-            self._not_holding_up("client_write", _COMMIT)
         b = data if type(data) is bytes else _v.check_payload(data)
         if len(b) > self.config.max_entry_bytes:
             raise EntryTooLarge(len(b), self.config.max_entry_bytes)
         fut: asyncio.Future[ClientWriteResponse] = self._loop.create_future()
+        if core.calling_out:
+            # A plug-in call is in flight on one of the node's other tasks (rare): this may be
+            # it. (After the checks of ``data``: a write taken there is recorded as awaiting
+            # ``fut``, which then must be answered.)
+            self._not_holding_up("client_write", _COMMIT, None, fut)
         msg = ClientWriteOne(0, 1, 0, fut, True, Normal(b))
         if core.fatal is None:
             # ``RaftCore.send_msg`` inlined (every write takes this path): queue, and wake
@@ -856,6 +888,7 @@ class Raft:
                 raise fatal  # as for any call on a stopped node (an empty batch returned [])
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
+        self._not_holding_up("client_write_many", _COMMIT, None, fut)  # (recorded as awaiting ``fut``)
         self._core.send_msg(ClientWrite(0, len(payloads), 0, fut, False, payloads))  # type: ignore[arg-type]
         return await fut
 

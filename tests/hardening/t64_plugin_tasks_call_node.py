@@ -437,3 +437,154 @@ async def test_build_snapshot_of_a_leader_is_refused_a_wait_for_a_purge_past_the
     assert outcome.startswith("RuntimeError"), outcome
     assert "wait().purged was called from inside node" in outcome
     assert "snapshot builder (build_snapshot)" in outcome
+
+
+# -- stop 65: the last three that waited for good ---------------------------------------------
+
+TARGET_PROBES: dict[NodeId, Probe] = {}
+"""Probes by the target of the replication stream whose log read makes their call."""
+
+
+class TargetReader(MemLogReader):
+    """A reader that, in a read on the leader's stream to a node with a probe in
+    ``TARGET_PROBES``, makes that probe's call (once)."""
+
+    __slots__ = ()
+
+    async def try_get_log_entries(self, start: int, stop: int) -> list[Entry]:
+        out = await super().try_get_log_entries(start, stop)
+        for probe in list(TARGET_PROBES.values()):
+            raft = probe.raft
+            if raft is None or probe.call is None:
+                continue
+            out_call = raft._core.calling_out.get(asyncio.current_task())  # type: ignore[arg-type]
+            if out_call is not None and out_call.target is not None and TARGET_PROBES.get(out_call.target) is probe:
+                await probe.fire(raft)
+                break
+        return out
+
+
+class TargetStore(MemLogStore):
+    """A ``MemLogStore`` whose readers are ``TargetReader``s."""
+
+    __slots__ = ()
+
+    def get_log_reader(self) -> MemLogReader:
+        return TargetReader(self._disk)
+
+
+def read_from_store(raft: Raft) -> None:
+    """No entry from the cache: every read of ``raft``'s streams goes to the log reader."""
+    raft._core.log.cached = lambda start, stop: []  # type: ignore[method-assign]
+
+
+async def test_add_learner_blocking_from_a_read_on_the_stream_to_that_learner_is_refused() -> None:
+    """The learner catches up only once its stream sends on, and that stream waits for the
+    read the call is made in: ``add_learner(T, blocking=True)`` from a read on T's stream,
+    where T has not been handed the entry that added it (or lags past the threshold), waited
+    for good. (Adding it again at the same address appends nothing: the wait is all.)"""
+    TARGET_PROBES.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: TargetStore(disk)) as c:
+        await c.start({1})
+        raft = c.nodes[await c.wait_for_leader()]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        read_from_store(raft)
+        await c.add_node(2)
+        probe = TARGET_PROBES[2] = Probe(raft, lambda r: r.add_learner(2, BasicNode(""), blocking=True))
+        try:
+            added = await asyncio.wait_for(raft.add_learner(2, BasicNode(""), blocking=False), BOUND)
+            outcome = await probe.outcome_within()
+            await raft.wait(BOUND).metrics(lambda m: (m.replication or {}).get(2, -1) >= added.log_id.index)
+        finally:
+            TARGET_PROBES.clear()
+    assert outcome.startswith("RuntimeError"), outcome
+    assert "add_learner with blocking=True was called from inside node 1's log reader, on its replication stream to node 2" in outcome
+    assert "asyncio.create_task" in outcome
+
+
+async def test_add_learner_blocking_from_a_read_on_the_stream_to_that_caught_up_learner_completes() -> None:
+    """Handed the entry that added it, and within the lag threshold once what was handed is
+    acknowledged, the learner is caught up without the read: the call is taken."""
+    TARGET_PROBES.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: TargetStore(disk)) as c:
+        await c.start({1})
+        raft = c.nodes[await c.wait_for_leader()]
+        await c.add_node(2)
+        await asyncio.wait_for(raft.add_learner(2, BasicNode(""), blocking=True), BOUND)
+        read_from_store(raft)
+        probe = TARGET_PROBES[2] = Probe(raft, lambda r: r.add_learner(2, BasicNode(""), blocking=True))
+        try:
+            await asyncio.wait_for(raft.client_write(b"read"), BOUND)
+            outcome = await probe.outcome_within()
+        finally:
+            TARGET_PROBES.clear()
+    assert outcome == "returned", outcome
+
+
+async def two_streams_write(voters: int) -> list[str]:
+    """Start ``voters`` voters; on the leader, with every replication read going to the log
+    store, have the reads on the streams to two followers each await a write of their own
+    node. The two calls' outcomes, once both ended and the leader took a write after."""
+    TARGET_PROBES.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: TargetStore(disk)) as c:
+        await c.start(set(range(1, voters + 1)))
+        raft = c.nodes[await c.wait_for_leader()]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        read_from_store(raft)
+        followers = sorted(nid for nid in c.nodes if nid != raft.id)[:2]
+        probes = [Probe(raft, lambda r: r.client_write(b"inner")) for _ in followers]
+        TARGET_PROBES.update(zip(followers, probes, strict=True))
+        write = asyncio.ensure_future(raft.client_write(b"trigger"))
+        try:
+            outcomes = [await p.outcome_within() for p in probes]
+            await asyncio.wait_for(write, BOUND)
+            await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        finally:
+            write.cancel()
+            TARGET_PROBES.clear()
+        assert raft.metrics.running
+        return sorted(outcomes)
+
+
+async def test_writes_from_reads_on_two_streams_whose_targets_every_majority_needs_together() -> None:
+    """Leader and two followers: either follower makes a majority with the leader, so a
+    write from a read on one stream is taken; but a second from a read on the other stream
+    while the first waits needs one of the two streams to send on, and both wait for their
+    reads: the two waited for good. The second is refused, and the first then commits."""
+    outcomes = await two_streams_write(3)
+    assert outcomes[0].startswith("RuntimeError"), outcomes
+    assert "client_write was called from inside node" in outcomes[0]
+    assert outcomes[1] == "returned", outcomes
+
+
+async def test_writes_from_reads_on_two_streams_complete_where_a_majority_without_both_exists() -> None:
+    """Of five voters, the leader and the two others make a majority: both writes are taken."""
+    assert await two_streams_write(5) == ["returned", "returned"]
+
+
+@pytest.mark.parametrize(
+    "voters,name,call",
+    [
+        (1, "wait().current_leader", lambda r: r.wait().current_leader(1)),
+        (2, "wait().current_leader", lambda r: r.wait().current_leader(1)),
+        (2, "wait().current_leader", lambda r: r.wait().current_leader(2)),
+        (1, "wait().log_index_at_least", lambda r: r.wait().log_index_at_least(next_index(r))),
+        (2, "wait().log_index_at_least", lambda r: r.wait().log_index_at_least(next_index(r))),
+    ],
+    ids=["current_leader(self)-1", "current_leader(self)-2", "current_leader(other)-2", "log-1", "log-2"],
+)
+async def test_save_vote_of_a_candidate_every_majority_needs_is_refused_a_wait_for_a_leader(
+    voters: int, name: str, call: Call
+) -> None:
+    """No leader can be elected without the candidate's vote, its own included, and that
+    vote is the one being saved (its grant to another waits behind it): a wait for a
+    leader to be known, or for the log to grow (only a leader adds to it), waited for good."""
+    outcome, _ = await vote_saved(voters, False, call)
+    assert outcome.startswith("RuntimeError"), outcome
+    assert f"{name} was called from inside node 1's log store save_vote" in outcome
+
+
+async def test_save_vote_of_a_candidate_of_three_voters_may_wait_for_a_leader() -> None:
+    """One of three voters: the others elect a leader without it, or it wins with theirs."""
+    outcome, _ = await vote_saved(3, False, lambda r: r.wait(BOUND).metrics(lambda m: m.current_leader is not None))
+    assert outcome == "returned"
