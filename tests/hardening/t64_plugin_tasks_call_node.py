@@ -26,6 +26,14 @@ else made from there is taken and completes: a write where a majority without T 
 without the leader) exists, a wait from ``save_vote`` for the log to grow, ``ensure_linearizable`` once the term's first entry committed
 (heartbeats go on beside the stream), a wait that can hold, ``trigger.heartbeat``,
 ``get_current_snapshot`` and a write from ``build_snapshot``.
+
+Stop 65 refused the last three that waited for good: ``add_learner(T, blocking=True)`` from
+a read on the stream to T itself, where T cannot catch up without that read; writes from
+reads on two streams (or a read and a leader's ``save_vote``) that each hold back what the
+other's commit needs, where no majority is left without both (a leader and two followers:
+the second write is refused, and the first then commits); and, from ``save_vote`` on a
+candidate every majority holds, a wait for a leader (itself, or another where the
+membership is not joint: no election is won without its vote) or for its log to grow.
 """
 
 from __future__ import annotations
@@ -588,3 +596,47 @@ async def test_save_vote_of_a_candidate_of_three_voters_may_wait_for_a_leader() 
     """One of three voters: the others elect a leader without it, or it wins with theirs."""
     outcome, _ = await vote_saved(3, False, lambda r: r.wait(BOUND).metrics(lambda m: m.current_leader is not None))
     assert outcome == "returned"
+
+
+class VoteReadStore(VoteStore):
+    """A ``VoteStore`` whose readers are ``TargetReader``s."""
+
+    __slots__ = ()
+
+    def get_log_reader(self) -> MemLogReader:
+        return TargetReader(self._disk)
+
+
+async def test_a_write_from_a_read_and_one_from_the_leaders_save_vote_hold_each_other_up() -> None:
+    """Of three voters, a leader counts its own log only once its vote is durable, so a write
+    from its ``save_vote`` needs both followers; a write from a read on the stream to one of
+    them holds that one back. Either alone commits; both waited for good. The second is
+    refused, and the first then commits."""
+    global VOTE_WHEN
+    VOTE_PROBE.clear()
+    RAFTS.clear()
+    TARGET_PROBES.clear()
+    VOTE_WHEN = lambda vote: vote.committed  # noqa: E731
+    c: Cluster[Any, Any] = Cluster(
+        fast_config(election_timeout_min=300, election_timeout_max=400),
+        log_store=lambda nid, disk: VoteReadStore(disk, nid),
+        on_start=lambda nid, raft: RAFTS.__setitem__(nid, raft),
+    )
+    async with c:
+        await c.start({1, 2, 3})
+        await asyncio.wait_for(c.nodes[await c.wait_for_leader()].client_write(b"warm-up"), BOUND)
+        raft = c.nodes[1]
+        read_from_store(raft)
+        probes = [Probe(raft, lambda r: r.client_write(b"from save_vote")), Probe(raft, lambda r: r.client_write(b"read"))]
+        VOTE_PROBE[1], TARGET_PROBES[2] = probes
+        await raft.trigger.elect()
+        try:
+            outcomes = sorted([await p.outcome_within() for p in probes])
+            await asyncio.wait_for(c.nodes[await c.wait_for_leader(timeout=BOUND)].client_write(b"after"), BOUND)
+        finally:
+            VOTE_PROBE.clear()
+            TARGET_PROBES.clear()
+    assert outcomes[0].startswith("RuntimeError"), outcomes
+    assert "client_write was called from inside node 1's" in outcomes[0]
+    assert "(no majority is left without them all)" in outcomes[0]
+    assert outcomes[1] == "returned", outcomes
