@@ -703,7 +703,11 @@ class Raft:
         id, ``node`` a ``BasicNode`` and ``blocking`` a bool, and ``ValueError`` if the
         network factory's optional ``check_node(node_id, node)`` refuses the address
         (``TcpNetworkFactory``: one that is not ``"host:port"``, ``""`` included: such a
-        learner was never reached, and a blocking call waited for good).
+        learner was never reached, and a blocking call waited for good). ``RuntimeError`` at
+        once, with nothing logged, for a ``blocking`` call from a log read on the replication
+        stream to ``node_id`` itself (a log store's reader) where the learner cannot catch up
+        without the entries that stream sends only once the read returns
+        (``_not_holding_up_catch_up``); ``blocking=False`` is taken there.
         """
         node_id = _v.check_node_id(node_id)
         _v.check_node(node)
@@ -835,7 +839,8 @@ class Raft:
         inside the node's own state machine or log store (``_not_own_task``), or from a
         plug-in call on another of its tasks that the commit waits for (``_not_holding_up``:
         a log read on the replication stream to a node every majority holds, ``save_vote``
-        on a leader every majority holds).
+        on a leader every majority holds, or either where the node's other such tasks,
+        awaiting writes of their own, hold back the rest of every majority).
         """
         if _get_ident() != self._thread or not self._loop.is_running():
             self._check_loop()  # raises: not on this node's loop
