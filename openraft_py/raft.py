@@ -883,7 +883,6 @@ class Raft:
         at once (the node's ``Fatal`` error once it has stopped)."""
         self._check_loop()
         self._not_own_task("client_write_many")
-        self._not_holding_up("client_write_many", _COMMIT)
         checked = _v.check_payloads(datas)
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
@@ -893,7 +892,9 @@ class Raft:
                 raise fatal  # as for any call on a stopped node (an empty batch returned [])
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
-        self._not_holding_up("client_write_many", _COMMIT, None, fut)  # (recorded as awaiting ``fut``)
+        # (After the checks, and past an empty batch, which waits for nothing: taken there,
+        # the call is recorded as awaiting ``fut``.)
+        self._not_holding_up("client_write_many", _COMMIT, None, fut)
         self._core.send_msg(ClientWrite(0, len(payloads), 0, fut, False, payloads))  # type: ignore[arg-type]
         return await fut
 

@@ -174,6 +174,8 @@ TAKEN_ON_STREAM: dict[str, Call] = {
     "wait().state": lambda r: r.wait().state(ServerState.LEADER),
     "wait().log_index_at_least": lambda r: r.wait().log_index_at_least(r.metrics.last_log_index),
     "trigger.heartbeat": lambda r: r.trigger.heartbeat(),
+    # No payload: ``[]`` at once, nothing to commit (it was refused as a write).
+    "client_write_many([])": lambda r: r.client_write_many([]),
 }
 
 
