@@ -303,13 +303,18 @@ async def test_a_transfer_its_leader_continues_in_a_new_term_is_kept() -> None:
     transfer was still taken for one of a leader no longer voted for, and dropped at the
     next tick: the leader's next chunk was refused ("nothing received") and the whole
     transfer sent again."""
-    # (Long election timeouts: the old term's leader, told of the new term by the follower,
-    # steps down; no node campaigns again before the ticks the test waits for.)
-    config = fast_config(election_timeout_min=1500, election_timeout_max=2000)
+    # (Election timeouts far longer than the test, the first election triggered: no node
+    # campaigns again, and so changes the follower's vote, before the ticks the test waits
+    # for, even on a loaded machine. With 1.5-2 s, the follower, cut off from leaders since
+    # the injected chunks, campaigned in some runs first. The follower is cut off: the old
+    # term's leader, told of the new term, steps down, and its requests change nothing.)
+    config = fast_config(election_timeout_min=20_000, election_timeout_max=25_000)
     async with Cluster(config, state_machine=Gated) as c:
         await c.start({1, 2, 3})
+        await c.nodes[1].trigger.elect()
         lid = await c.wait_for_leader(timeout=10)
         fid = next(i for i in (1, 2, 3) if i != lid)
+        c.router.isolate(fid)
         follower = c.nodes[fid]
         Gated.sm, Gated.receiver, Gated.files = None, c.state_machines[fid], []
         first = _first_chunk(follower, lid, "snap-again")
