@@ -24,6 +24,8 @@ from .core.calling_out import catch_up_refusal as _catch_up_refusal
 from .core.calling_out import refusal as _refusal
 from .core.calling_out import waits as _waits
 from .core.clock import Clock, LoopClock, check_clock
+from .core.guest import AVAILABLE as _GUESTS
+from .core.guest import hosting as _hosting
 from .core.messages import AppendEntriesCall, ClientWrite, ClientWriteOne, EngineCall, Reply
 from .core.raft_core import RaftCore
 from .core.restore import restore_state
@@ -1046,8 +1048,17 @@ class Raft:
                 core._track(tx)  # compacts
             core._other_msgs += 1
             core._msgs.append(msg)
-            if core._wakeup.first is not None:
-                core._wakeup.wake()
+            if core._wakeup.first is not None and not core.guest_queued:
+                # Parked: woken, or, when a node's pass on this loop is handing the request
+                # over (the leader's), queued on it to run this node's pass as a guest once
+                # its own returns (``core.guest``: a wake-up and a task step less for each).
+                host = _hosting.core
+                if (host is not None and core.parked and _GUESTS and core._handed is None and host is not core
+                        and host._loop is core._loop):
+                    core.guest_queued = True
+                    host._guests.append(core)
+                else:
+                    core._wakeup.wake()
         else:
             core.send_msg(msg)  # answers ``tx`` with the reason the node stopped
         return tx

@@ -25,6 +25,7 @@ cost a quarter of the CPU of a write at 256 writers.)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -84,6 +85,7 @@ from . import metrics_view
 from .apply_feed import ApplyFeed
 from .calling_out import CallingOut
 from .clock import Clock, seconds_reader
+from .guest import hosting, run_as
 from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, LogSource
 from .messages import (
     TICK,
@@ -235,6 +237,11 @@ class _NoClient:
         raise self._unreachable()
 
 
+async def _raising(e: BaseException) -> None:
+    """Raise ``e`` where this is awaited: a guest pass's exception, on its node's own task."""
+    raise e
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     """The core task's exception (only ``KeyboardInterrupt`` or ``SystemExit`` end it with
     one: ``RaftCore._run``) went on out of the event loop already, and the node's fatal error
@@ -379,6 +386,20 @@ class RaftCore:
         # While it and the worker's ``_idle`` are both true, neither of the node's own tasks
         # is the running task, and ``Raft``'s own-task check skips the task lookup.
         self.parked = False
+        # Guest passes (``core.guest``). ``_guests``: the parked nodes this node's running
+        # pass handed a request to, queued by the router's hand-over instead of being woken:
+        # this node's task runs their passes (``pass_as_guest``) once its own pass returns,
+        # or wakes them if it raised. ``guest_queued``: this node is in another node's
+        # ``_guests`` (its task neither woken nor run yet). ``_handed``: what this node's
+        # task must await before anything else, the rest of a guest pass that must wait
+        # (or one that raises what the guest pass raised); set only while the task is parked.
+        self._guests: list[RaftCore] = []
+        self.guest_queued = False
+        self._handed: Awaitable[None] | None = None
+        # Passes of this node run as a guest so far (for tests and diagnostics).
+        self.guest_passes = 0
+        # The context the core task runs in, and a guest pass with it.
+        self._context = contextvars.copy_context()
         # Every future a caller awaits (see the module docstring), as the keys of a dict
         # (insertion-ordered, O(1) removal). A caller that awaits its own future drops it
         # as soon as it is answered (``untrack``): a failed call's exception carries the
@@ -440,7 +461,7 @@ class RaftCore:
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._read_clock = seconds_reader(self.clock)
-        self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
+        self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}", context=self._context)
         self.task.add_done_callback(_retrieve)
         self.task.add_done_callback(self._core_task_done)
         self.sm_task = self.tasks.spawn(self.sm_worker.run(), "sm-worker")
@@ -455,6 +476,12 @@ class RaftCore:
             if committed is not None:
                 await self.feed.submit(committed)
             while not self._stopping:
+                handed = self._handed
+                if handed is not None:
+                    # The rest of a pass run as a guest (``pass_as_guest``), before any other.
+                    self._handed = None
+                    await handed
+                    continue
                 if not self._msgs and not self._notes:
                     self.parked = True
                     try:
@@ -463,7 +490,17 @@ class RaftCore:
                         self.parked = False
                     continue
                 # One pass, with no coroutine of its own unless a step of it must wait.
-                pending = self._pass()
+                hosting.core = self
+                try:
+                    pending = self._pass()
+                except BaseException:
+                    hosting.core = None
+                    if self._guests:
+                        self._wake_guests()
+                    raise
+                hosting.core = None
+                if self._guests:
+                    self._run_guests()
                 if pending is not None:
                     await pending
         except asyncio.CancelledError as e:
@@ -570,6 +607,55 @@ class RaftCore:
             return self._finish_pass(pending)
         self.metrics.publish()
         return None
+
+    def _run_guests(self) -> None:
+        """Run the pass of each node queued in ``_guests`` as a guest on this node's task
+        (``pass_as_guest``), or wake its task when it can no longer run as one (it is not
+        parked any more, was handed a rest, or stops)."""
+        guests = self._guests
+        self._guests = []
+        host = self.task
+        for g in guests:
+            g.guest_queued = False
+            if (host is not None and g.parked and g._handed is None and not g._stopping and g.fatal is None
+                    and g.task is not None and g._loop is self._loop):
+                g.pass_as_guest(host)
+            else:
+                g._wakeup.wake()
+
+    def _wake_guests(self) -> None:
+        """Wake the task of each node queued in ``_guests``: this node's pass raised, and
+        this node stops without running theirs."""
+        guests = self._guests
+        self._guests = []
+        for g in guests:
+            g.guest_queued = False
+            g._wakeup.wake()
+
+    def pass_as_guest(self, host: asyncio.Task[Any]) -> None:
+        """Run one pass of this parked node on ``host`` (another node's core task, the
+        running one) as if on this node's own task (``core.guest.run_as``: its task is the
+        current task, in its context). The rest of a pass that must wait, or the exception
+        the pass raised, is handed to this node's task (``_handed``) and the task woken: it
+        awaits or raises it before any other pass, so this node, never the host, stops for
+        what its own pass or plug-ins raise."""
+        task = self.task
+        assert task is not None and self._loop is not None
+        self.guest_passes += 1
+        self.parked = False
+        try:
+            pending = run_as(self._loop, host, task, self._context, self._pass)
+        except BaseException as e:  # noqa: BLE001 - raised again on this node's own task
+            pending = _raising(e)
+        finally:
+            # Still suspended on its wake-up: parked again (``_handed`` keeps passes apart).
+            self.parked = True
+        if pending is not None:
+            self._handed = pending
+            self._wakeup.wake()
+        elif self._msgs or self._notes:
+            # Queued during the pass (a note to itself): its own task takes them.
+            self._wakeup.wake()
 
     async def _pass_resubmitting(self, tick: bool) -> None:
         """The rest of a pass (``_pass``) that must first hand the committed entries to the

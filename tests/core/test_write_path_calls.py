@@ -106,3 +106,18 @@ async def test_a_steady_pass_runs_no_coroutine_of_the_core() -> None:
         if name.split(".")[0] in ("RaftCore", "ApplyFeed", "StateMachineWorker") and name != "RaftCore._run"
     }
     assert not core, f"coroutines of the core made or resumed in {WRITES} writes: {core}"
+
+
+async def test_a_steady_write_resumes_one_core_task() -> None:
+    """A steady 1-writer write resumes the leader's core task once: each follower's pass runs
+    as a guest on the leader's task (``openraft_py.core.guest``), which then finds both
+    answers queued and runs its second pass in the same step. Before, each write woke four
+    core tasks (the leader for the write, each follower for its request, the leader for
+    the answers): 160 resumptions in 40 writes, each a future, a loop callback and a task
+    step."""
+    calls: Counter[str] = Counter()
+    coroutines: Counter[str] = Counter()
+    await _steady_writes(calls, coroutines)
+    assert calls["RaftCore._pass"] == 4 * WRITES, calls["RaftCore._pass"]
+    assert coroutines["RaftCore._run"] == WRITES, f"core tasks resumed {coroutines['RaftCore._run']} times in {WRITES} writes"
+    assert calls["RaftCore.pass_as_guest"] == 2 * WRITES, calls["RaftCore.pass_as_guest"]
