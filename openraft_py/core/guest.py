@@ -26,8 +26,10 @@ What the follower's own task guaranteed is kept:
 
 Only the fast mode of the in-process router takes this path: the TCP server and the
 simulator (whose hooks keep the router out of its fast mode) wake the follower's task as
-before. Without the interpreter's task-switch functions (``asyncio.tasks._enter_task`` and
-``_leave_task``, CPython 3.11-3.13) every request wakes its follower's task.
+before, and so does a node whose core task the loop's task factory made (``RaftCore.start``:
+the factory may not take the task's context). Without the interpreter's task-switch
+functions (``asyncio.tasks._enter_task`` and ``_leave_task``, CPython 3.11-3.13) every
+request wakes its follower's task.
 """
 
 from __future__ import annotations

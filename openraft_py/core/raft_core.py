@@ -398,8 +398,9 @@ class RaftCore:
         self._handed: Awaitable[None] | None = None
         # Passes of this node run as a guest so far (for tests and diagnostics).
         self.guest_passes = 0
-        # The context the core task runs in, and a guest pass with it.
-        self._context = contextvars.copy_context()
+        # The context the core task runs in, and a guest pass with it; ``None`` when the
+        # loop's task factory made the task (``start``): then no pass runs as a guest.
+        self._context: contextvars.Context | None = contextvars.copy_context()
         # Every future a caller awaits (see the module docstring), as the keys of a dict
         # (insertion-ordered, O(1) removal). A caller that awaits its own future drops it
         # as soon as it is answered (``untrack``): a failed call's exception carries the
@@ -461,7 +462,15 @@ class RaftCore:
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._read_clock = seconds_reader(self.clock)
-        self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}", context=self._context)
+        if loop.get_task_factory() is None:
+            self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}", context=self._context)
+        else:
+            # A task factory of the application's may take no ``context`` (one written as
+            # ``factory(loop, coro)``, the only form before Python 3.11, raised ``TypeError``
+            # here), or take it and drop it: the task runs in a context unknown here, and
+            # this node's passes never run as a guest (``_run_guests`` wakes its task).
+            self._context = None
+            self.task = loop.create_task(self._run(), name=f"raft-core-{self.id}")
         self.task.add_done_callback(_retrieve)
         self.task.add_done_callback(self._core_task_done)
         self.sm_task = self.tasks.spawn(self.sm_worker.run(), "sm-worker")
@@ -611,14 +620,15 @@ class RaftCore:
     def _run_guests(self) -> None:
         """Run the pass of each node queued in ``_guests`` as a guest on this node's task
         (``pass_as_guest``), or wake its task when it can no longer run as one (it is not
-        parked any more, was handed a rest, or stops)."""
+        parked any more, was handed a rest, stops, or its task was made by the loop's task
+        factory: ``start``)."""
         guests = self._guests
         self._guests = []
         host = self.task
         for g in guests:
             g.guest_queued = False
             if (host is not None and g.parked and g._handed is None and not g._stopping and g.fatal is None
-                    and g.task is not None and g._loop is self._loop):
+                    and g.task is not None and g._context is not None and g._loop is self._loop):
                 g.pass_as_guest(host)
             else:
                 g._wakeup.wake()
@@ -640,11 +650,12 @@ class RaftCore:
         awaits or raises it before any other pass, so this node, never the host, stops for
         what its own pass or plug-ins raise."""
         task = self.task
-        assert task is not None and self._loop is not None
+        context = self._context
+        assert task is not None and context is not None and self._loop is not None
         self.guest_passes += 1
         self.parked = False
         try:
-            pending = run_as(self._loop, host, task, self._context, self._pass)
+            pending = run_as(self._loop, host, task, context, self._pass)
         except BaseException as e:  # noqa: BLE001 - raised again on this node's own task
             pending = _raising(e)
         finally:
