@@ -484,17 +484,24 @@ class RaftCore:
             committed = self.engine.state.committed
             if committed is not None:
                 await self.feed.submit(committed)
-            while not self._stopping:
+            while True:
                 handed = self._handed
                 if handed is not None:
-                    # The rest of a pass run as a guest (``pass_as_guest``), before any other.
+                    # The rest of a pass run as a guest (``pass_as_guest``), before any other,
+                    # stopping or not: on this node's own task the pass would be awaiting it.
                     self._handed = None
                     await handed
                     continue
+                if self._stopping:
+                    break
                 if not self._msgs and not self._notes:
                     self.parked = True
                     try:
                         await self._wakeup.wait()
+                    except asyncio.CancelledError as e:
+                        if self._handed is None:
+                            raise
+                        self._cancel_handed(e)
                     finally:
                         self.parked = False
                     continue
@@ -616,6 +623,19 @@ class RaftCore:
             return self._finish_pass(pending)
         self.metrics.publish()
         return None
+
+    def _cancel_handed(self, e: asyncio.CancelledError) -> None:
+        """This task was cancelled (``e``) after a guest pass handed it the rest of that pass
+        (``_handed``) and before it took it: the cancellation is made again (the count
+        ``cancel()`` raised taken back first, so that it is still one), to land where the
+        rest first waits, as it does on this node's own task. It is meant for that rest: a
+        plug-in's ``asyncio.timeout()`` that expired meanwhile (the plug-in takes its
+        ``TimeoutError``: the node stopped instead), or a shutdown (the rest, a plug-in's
+        call among it, ends: it was dropped, its call left suspended for good)."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        task.cancel(e.args[0] if e.args else None)
 
     def _run_guests(self) -> None:
         """Run the pass of each node queued in ``_guests`` as a guest on this node's task

@@ -7,12 +7,15 @@ and a node started under a task factory of the application's still starts."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from openraft_py import Config, Raft, SnapshotPolicy
+from openraft_py.storage.memory import MemDisk, MemLogStore
 from openraft_py.testing.cluster import Cluster
+from openraft_py.types import LogId
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,6 +28,118 @@ async def _leader(c: Cluster[Any, Any]) -> Raft[Any]:
     await c.start({1, 2, 3})
     await c.nodes[1].trigger.elect()
     return c.nodes[await c.wait_for_leader(timeout=10)]
+
+
+async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait (at most ``timeout`` seconds) until ``cond()`` holds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class _ExpiredTimeoutLog(MemLogStore):
+    """Once armed, ``save_committed`` waits for its flush under a deadline that has passed
+    already (``asyncio.timeout(0)``: a budget spent), and takes the ``TimeoutError``."""
+
+    armed = False
+    timeouts = 0
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        if self.armed:
+            self.armed = False
+            try:
+                async with asyncio.timeout(0):
+                    await asyncio.sleep(10)  # (the flush: its deadline is over before it ends)
+            except TimeoutError:
+                self.timeouts += 1
+        await super().save_committed(committed)
+
+
+async def test_a_timeout_expiring_in_a_followers_store_reaches_the_store_not_the_node() -> None:
+    """A follower's ``save_committed`` run in a guest pass enters ``asyncio.timeout(0)`` and
+    suspends: the timeout's cancellation of the follower's core task lands before that task
+    took the rest of the pass. It must reach the store (as a ``TimeoutError``, which it
+    takes), as it does on the follower's own task. It reached the follower's wait for work
+    instead, and the follower stopped ("raft core task was cancelled")."""
+    stores: dict[int, _ExpiredTimeoutLog] = {}
+
+    def log_store(node: int, d: MemDisk) -> _ExpiredTimeoutLog:
+        return stores.setdefault(node, _ExpiredTimeoutLog(d))
+
+    async with Cluster(CONFIG, log_store=log_store) as c:
+        leader = await _leader(c)
+        await leader.client_write(b"warm")
+        follower = next(n for n in c.nodes if c.nodes[n] is not leader)
+        core = c.nodes[follower]._core
+        before = core.guest_passes
+        stores[follower].armed = True
+        for _ in range(3):
+            await asyncio.wait_for(leader.client_write(b"w"), 10)
+        await _until(lambda: stores[follower].timeouts == 1 or core.fatal is not None, "the store's TimeoutError")
+        assert core.fatal is None, core.fatal
+        assert stores[follower].timeouts == 1
+        assert core.guest_passes > before  # (the pass was a guest's)
+        await asyncio.wait_for(leader.client_write(b"after"), 10)
+        last = leader.metrics.last_log_index
+        assert last is not None
+        await asyncio.wait_for(c.nodes[follower].wait().log_index_at_least(last), 10)
+
+
+class _StopInsideLog(MemLogStore):
+    """Once armed (``stop``), ``save_committed`` has its node shut down (the future ``stop``,
+    which a task awaits before calling ``shutdown()``) and waits for a flush that never ends;
+    it records the task it ends on."""
+
+    stop: asyncio.Future[None] | None = None
+    ended_on: asyncio.Task[Any] | None = None
+
+    async def save_committed(self, committed: LogId | None) -> None:
+        stop = self.stop
+        if stop is not None:
+            self.stop = None
+            stop.set_result(None)
+            try:
+                await asyncio.get_running_loop().create_future()  # (a flush that never ends)
+            finally:
+                self.ended_on = asyncio.current_task()
+        await super().save_committed(committed)
+
+
+async def test_a_follower_shut_down_before_it_took_the_rest_of_a_guest_pass_cancels_that_rest() -> None:
+    """A follower shut down between a guest pass that must wait (its store's call suspended)
+    and its task taking the rest: the shutdown's cancellation must reach that rest (the
+    store's call ends, on the follower's task), as it does on the follower's own task. It
+    reached the follower's wait for work instead: the rest was dropped, never awaited, the
+    store's call left suspended for good (its ``finally`` never ran) and kept by the node."""
+    stores: dict[int, _StopInsideLog] = {}
+
+    def log_store(node: int, d: MemDisk) -> _StopInsideLog:
+        return stores.setdefault(node, _StopInsideLog(d))
+
+    async with Cluster(CONFIG, log_store=log_store) as c:
+        leader = await _leader(c)
+        await leader.client_write(b"warm")
+        follower = next(n for n in c.nodes if c.nodes[n] is not leader)
+        raft = c.nodes[follower]
+        core = raft._core
+        before = core.guest_passes
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def stopper() -> None:
+            await stop
+            await raft.shutdown()
+
+        stopping = asyncio.create_task(stopper())
+        stores[follower].stop = stop
+        for _ in range(3):
+            await asyncio.wait_for(leader.client_write(b"w"), 10)
+        await asyncio.wait_for(stopping, 10)
+        assert core.guest_passes > before  # (the pass was a guest's)
+        assert stores[follower].ended_on is core.task, stores[follower].ended_on
+        assert core._handed is None
 
 
 async def test_a_node_starts_under_a_task_factory_that_takes_no_context() -> None:
