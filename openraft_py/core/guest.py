@@ -46,7 +46,7 @@ T = TypeVar("T")
 _enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
 _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
 try:
-    from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined,no-redef]
+    from asyncio.tasks import _enter_task, _leave_task
 except ImportError:  # pragma: no cover - not on the CPython versions supported
     _enter_task = _leave_task = None
 
