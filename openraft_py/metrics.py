@@ -240,12 +240,14 @@ class PredicateWaiters:
     armed. One given up on (a timeout) stays until the next change or a compaction drops it
     (at ``_COMPACT_MIN`` entries, or twice the number left after the last one)."""
 
-    __slots__ = ("watch", "entries", "_armed", "_limit")
+    __slots__ = ("watch", "entries", "_armed", "_changed", "_limit")
 
     def __init__(self, watch: MetricsWatch) -> None:
         self.watch = watch
         self.entries: list[tuple[Callable[[RaftMetrics], bool], asyncio.Future[RaftMetrics | None]]] = []
         self._armed = False
+        # The watch's ``changed`` future the callback is armed on (while ``_armed``).
+        self._changed: asyncio.Future[None] | None = None
         self._limit = _COMPACT_MIN
 
     def add(self, predicate: Callable[[RaftMetrics], bool]) -> asyncio.Future[RaftMetrics | None]:
@@ -264,7 +266,14 @@ class PredicateWaiters:
 
     def _arm(self) -> None:
         self._armed = True
-        self.watch.changed().add_done_callback(self._check)
+        changed = self._changed = self.watch.changed()
+        changed.add_done_callback(self._check)
+
+    def due(self) -> bool:
+        """Whether the metrics changed and the waiters were not checked yet (``_check`` is
+        scheduled, not run): a change made before it runs hides the state they may wait for."""
+        changed = self._changed
+        return self._armed and changed is not None and changed.done()
 
     def _check(self, _changed: asyncio.Future[None]) -> None:
         """At a change: complete the futures whose predicate holds now."""
@@ -410,6 +419,14 @@ class MetricsWatch:
         if by_predicate is None:
             by_predicate = self._by_predicate = PredicateWaiters(self)
         return by_predicate.add(predicate)
+
+    def predicates_due(self) -> bool:
+        """Whether ``satisfied`` waiters have a change to be checked against (``due``): the
+        node's core runs no further pass before the loop runs that check (``RaftCore._run``,
+        ``_run_guests``), or a state they wait for, left again in the same task step, was
+        never seen (a membership change's joint config)."""
+        by_predicate = self._by_predicate
+        return by_predicate is not None and by_predicate.due()
 
     def applied_at_least(self, index: int) -> asyncio.Future[None]:
         """``at_least("applied", index)``: what a linearizable read waits on."""

@@ -517,6 +517,11 @@ class RaftCore:
                 hosting.core = None
                 if self._guests:
                     self._run_guests()
+                    if pending is None and self.watch.predicates_due():
+                        # The guests' answers may be queued: a pass now, in this task step,
+                        # would change the metrics again before the loop checks them against
+                        # the ``wait().metrics`` predicates (a joint config never seen).
+                        await asyncio.sleep(0)
                 if pending is not None:
                     await pending
         except asyncio.CancelledError as e:
@@ -640,15 +645,17 @@ class RaftCore:
     def _run_guests(self) -> None:
         """Run the pass of each node queued in ``_guests`` as a guest on this node's task
         (``pass_as_guest``), or wake its task when it can no longer run as one (it is not
-        parked any more, was handed a rest, stops, or its task was made by the loop's task
-        factory: ``start``)."""
+        parked any more, was handed a rest, stops, its task was made by the loop's task
+        factory: ``start``, or its metrics changed in a guest pass of this task step and its
+        ``wait().metrics`` waiters were not checked yet: ``MetricsWatch.predicates_due``)."""
         guests = self._guests
         self._guests = []
         host = self.task
         for g in guests:
             g.guest_queued = False
             if (host is not None and g.parked and g._handed is None and not g._stopping and g.fatal is None
-                    and g.task is not None and g._context is not None and g._loop is self._loop):
+                    and g.task is not None and g._context is not None and g._loop is self._loop
+                    and not g.watch.predicates_due()):
                 g.pass_as_guest(host)
             else:
                 g._wakeup.wake()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py import Config, Raft, SnapshotPolicy
+from openraft_py import BasicNode, Config, Raft, SnapshotPolicy
 from openraft_py.storage.memory import MemDisk, MemLogStore
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import LogId
@@ -166,3 +166,27 @@ async def test_a_node_starts_under_a_task_factory_that_takes_no_context() -> Non
             assert made
     finally:
         loop.set_task_factory(None)
+
+
+@pytest.mark.parametrize("watched", ["leader", "follower"])
+async def test_a_waiter_sees_the_joint_config_of_a_membership_change(watched: str) -> None:
+    """``wait().metrics(predicate)`` completes at the first change after which the
+    predicate holds: a node's joint config, between the two phases of a membership change,
+    is seen by a waiter on the leader and on a follower. With the followers' passes run as
+    guests, the leader ran its next pass (the joint config committed, the final one
+    appended) and the followers theirs in the same task step, before the waiters' check
+    (a loop callback) looked: it saw the final config only, and the waiter timed out
+    (``tests/hardening/t14_cancelled_calls.py`` too)."""
+    async with Cluster(CONFIG) as c:
+        leader = await _leader(c)
+        await leader.client_write(b"warm")
+        await c.add_node(4)
+        await asyncio.wait_for(leader.add_learner(4, BasicNode("")), 10)
+        raft = leader if watched == "leader" else next(r for r in c.nodes.values() if r is not leader and r.id != 4)
+        joint = asyncio.ensure_future(
+            raft.wait(5).metrics(lambda m: m.membership_config.membership.is_joint(), "the joint config")
+        )
+        await asyncio.sleep(0)  # (waiting)
+        await asyncio.wait_for(leader.change_membership({1, 2, 3, 4}), 10)
+        m = await asyncio.wait_for(joint, 10)
+        assert m.membership_config.membership.is_joint()
