@@ -433,7 +433,7 @@ def _endpoints_from_env() -> list[str] | None:
     try:
         return parse_endpoints(text)
     except ValueError as e:
-        raise CliError(f"${ENDPOINTS_ENV}={text!r}: {e} (or pass --endpoints H:P,H:P)", EXIT_USAGE) from None
+        raise CliError(f"${ENDPOINTS_ENV}={quoted(text)}: {e} (or pass --endpoints H:P,H:P)", EXIT_USAGE) from None
 
 
 def _client(args: argparse.Namespace, **kw: Any) -> KvClient:

@@ -183,36 +183,43 @@ MAX_KEY_BYTES = 4096
 
 def parse_endpoints(text: str | Sequence[str]) -> list[str]:
     """``"h:p,h:p"`` (or a list of such strings) as a list of ``host:port`` strings, with
-    ``http://`` prefixes and trailing slashes removed; ``ValueError`` if one is malformed (the
-    host as ``nodes.check_addr`` takes it; an ``https://`` one: the service speaks plain
-    HTTP) or none is given; ``TypeError`` if one is not a string."""
-    from .nodes import check_addr
-
+    ``http://`` prefixes (in any case) and trailing slashes removed; ``ValueError`` naming
+    the endpoint as given if one is malformed (the host as ``nodes.check_addr`` takes it; an
+    ``https://`` one: the service speaks plain HTTP), or empty (``A,,B``, ``A,``: an endpoint
+    left out, as ``$N1,$N2,$N3`` makes with ``N2`` unset, which ran with the others without a
+    word), or if none is given; ``TypeError`` if one is not a string."""
     if not isinstance(text, str | Iterable) or isinstance(text, bytes | bytearray | memoryview):
         raise TypeError(f"endpoints are a 'host:port,...' string or a list of them, got {type(text).__name__} "
                         f"{quoted(text)}")
     parts = [text] if isinstance(text, str) else list(text)
-    out: list[str] = []
+    items: list[str] = []
     for part in parts:
         if not isinstance(part, str):
             raise TypeError(f"an endpoint is a 'host:port' string, got {type(part).__name__} {quoted(part)}")
-        for item in part.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            if item.startswith("http://"):
-                item = item[len("http://"):]
-            elif "://" in item:
-                raise ValueError(f"endpoint {quoted(item)}: the service speaks plain HTTP; give host:port")
-            item = item.rstrip("/")
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"endpoint {quoted(item)} is not host:port")
-            check_addr(item, f"endpoint {quoted(item)}")
-            out.append(item)
-    if not out:
+        items.extend(item.strip() for item in part.split(","))
+    if not any(items):
         raise ValueError("no endpoint given")
-    return out
+    return [_endpoint(item, n, len(items)) for n, item in enumerate(items, 1)]
+
+
+def _endpoint(given: str, n: int, of: int) -> str:
+    """The ``host:port`` of ``given``, endpoint ``n`` of ``of`` (``parse_endpoints``)."""
+    from .nodes import check_addr
+
+    if not given:
+        raise ValueError(f"endpoint {n} of {of} is empty (a comma too many, or an endpoint left out)")
+    item = given
+    scheme, sep, rest = item.partition("://")
+    if sep and scheme.lower() == "http":
+        item = rest
+    elif sep:
+        raise ValueError(f"endpoint {quoted(given)}: the service speaks plain HTTP; give host:port")
+    item = item.rstrip("/")  # (``http://h:p/``, as a browser writes it, means ``h:p``)
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {quoted(given)} is not host:port")
+    check_addr(item, f"endpoint {quoted(given)}")
+    return item
 
 
 def _check_utf8(text: str, what: str) -> None:

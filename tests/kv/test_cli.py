@@ -381,6 +381,29 @@ def test_endpoints_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPa
         f"openraft-py cluster status: error: no endpoints: pass --endpoints H:P,H:P or set ${cli.ENDPOINTS_ENV}"]
 
 
+def test_an_empty_endpoint_is_a_usage_error_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``$OPENRAFT_PY_ENDPOINTS`` or ``--endpoints`` with an empty item (``A,,B``: an endpoint
+    left out, as ``$N1,$N2,$N3`` makes with ``N2`` unset) ran with the others without a word.
+    It is a usage error (exit 2) in one line naming the item; a trailing ``/`` is no mistake
+    (``http://h:p/`` is how a browser writes it) and is taken as ``h:p``."""
+    given = "http://127.0.0.1:1/,,http://127.0.0.1:2"
+    monkeypatch.setenv(cli.ENDPOINTS_ENV, given)
+    assert cli.main(["cluster", "status", "--timeout", "0.5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"openraft-py cluster status: error: ${cli.ENDPOINTS_ENV}={given!r}: endpoint 2 of 3 is empty "
+                   "(a comma too many, or an endpoint left out) (or pass --endpoints H:P,H:P)"]
+    monkeypatch.delenv(cli.ENDPOINTS_ENV)
+    for argv in (["kv", "get", "k"], ["cluster", "status"]):
+        assert cli.main([*argv, "--endpoints", "127.0.0.1:1,", "--timeout", "0.5"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "argument --endpoints: endpoint 2 of 2 is empty" in err[0], err
+    monkeypatch.setenv(cli.ENDPOINTS_ENV, "x" * 100_000 + ",")  # quoted in part, in one short line
+    assert cli.main(["cluster", "status", "--timeout", "0.5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and len(err[0]) < 400 and "(100001 characters)" in err[0], err
+
+
 def test_unreachable_endpoints_fail_in_one_line_within_the_timeout(capsys: pytest.CaptureFixture[str]) -> None:
     from openraft_py.testing.proc_cluster import free_port
 

@@ -32,15 +32,24 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_parse_endpoints() -> None:
-    assert parse_endpoints("a:1, http://b:2/ ,") == ["a:1", "b:2"]
+    assert parse_endpoints("a:1, http://b:2/ ") == ["a:1", "b:2"]
+    assert parse_endpoints("HTTP://a:1//") == ["a:1"]  # (a scheme is case-insensitive, RFC 3986)
     assert parse_endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
-    for bad in ("", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x", "a b:1", "user@h:1", "h\r\n:1", "::1:5"):
+    for bad in ("", ",", "a:1,", ",a:1", "a:1,,b:2", "a:1, ,b:2", "a", "a:", ":1", "a:0", "a:70000", "a:x", "a b:1", "user@h:1", "h\r\n:1", "::1:5"):
         with pytest.raises(ValueError):
             parse_endpoints(bad)
     # an https:// endpoint was taken as the host "https:" (a connect error after the deadline)
     with pytest.raises(ValueError, match="plain HTTP"):
         parse_endpoints("https://127.0.0.1:8443")
     assert parse_endpoints("[::1]:5,localhost:7") == ["[::1]:5", "localhost:7"]
+    # An empty item (an endpoint left out) is named, with where it is.
+    with pytest.raises(ValueError, match=r"^endpoint 2 of 3 is empty \(a comma too many, or an endpoint left out\)$"):
+        parse_endpoints("http://a:1/,,http://b:2")
+    with pytest.raises(ValueError, match=r"^endpoint 3 of 3 is empty"):
+        parse_endpoints(["a:1,b:2", " "])
+    # A refused endpoint is quoted as given, not as it was cut down to.
+    with pytest.raises(ValueError, match=r"^endpoint 'http://a:1/x' is not host:port$"):
+        parse_endpoints("http://a:1/x")
 
 
     with pytest.raises(TypeError, match="an endpoint is a 'host:port' string, got int 123"):
