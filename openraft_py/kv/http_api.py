@@ -35,7 +35,9 @@
 
 Keys are the percent-decoded path segment (encode ``/`` as ``%2F``): non-empty, at most
 ``MAX_KEY_BYTES`` bytes of UTF-8. JSON bodies are decoded into typed structs: a wrong type, a
-missing or unknown field, or invalid JSON is a 400 before anything happens. The addresses of
+missing or unknown field, or invalid JSON is a 400 before anything happens (a string that is
+not Unicode text, a lone surrogate escape or bytes that are not UTF-8, named with where it is:
+``invalid_text``). The addresses of
 ``init`` and ``learners`` go into the membership: each is checked with
 ``nodes.check_member_addr`` (a host name or IP, no wildcard).
 
@@ -100,6 +102,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import resource
 import time
 import urllib.parse
@@ -1011,7 +1014,7 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
     except msgspec.ValidationError as e:
         raise BadRequest(f"invalid body: {e}") from None
     except msgspec.DecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
+        raise BadRequest(f"body is not valid JSON: {invalid_text(raw) or e}") from None
     # A key given twice is ambiguous (msgspec keeps the last value, another parser the first):
     # {"voters": [1, 2, 3], "voters": [1]} left node 1 the only voter. Looked for once the
     # typed decode passed, so the document is small and shallow, its numbers in range.
@@ -1019,6 +1022,44 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
     if twice is not None:
         raise BadRequest(f"invalid body: the key {twice!r} is given twice")
     return body
+
+
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+"""A backslash escape of a JSON string; group 1 is the code unit of a ``\\uXXXX`` one. Matched
+left to right, an escaped backslash (``\\\\``) is one escape, so ``\\\\ud800`` is not taken
+for a surrogate escape."""
+
+
+def invalid_text(raw: bytes) -> str | None:
+    """Why the strings of the JSON document ``raw`` are not Unicode text, naming what and
+    where (a byte offset), or ``None``: bytes that are not UTF-8, or a lone UTF-16
+    surrogate escape (a ``\\uD800``-``\\uDBFF`` not followed at once by a ``\\uDC00``-
+    ``\\uDFFF``, or the second alone), which UTF-8 cannot hold. For a body msgspec refused:
+    its message for a high surrogate followed by anything but a low one is "Input data was
+    truncated", which sent the caller looking for a body cut short."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"it is not valid UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start}"
+    high: re.Match[bytes] | None = None  # a high surrogate escape waiting for its low one
+    for m in _ESCAPE.finditer(raw):
+        unit = int(m.group(1), 16) if m.group(1) is not None else -1
+        if high is not None:
+            if 0xDC00 <= unit <= 0xDFFF and m.start() == high.end():
+                high = None  # a pair: one character
+                continue
+            return _lone_surrogate(high)
+        if 0xD800 <= unit <= 0xDBFF:
+            high = m
+        elif 0xDC00 <= unit <= 0xDFFF:
+            return _lone_surrogate(m)
+    return _lone_surrogate(high) if high is not None else None
+
+
+def _lone_surrogate(escape: re.Match[bytes]) -> str:
+    return (f"invalid string: a lone UTF-16 surrogate escape '{escape.group(0).decode()}' at byte "
+            f"{escape.start()} (a string is Unicode text: an escape of U+D800-U+DBFF is followed by one of "
+            "U+DC00-U+DFFF, the two one character)")
 
 
 def _decimal_node_id(text: str, what: str) -> int:

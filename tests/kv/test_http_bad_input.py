@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from openraft_py.kv import http_api
@@ -251,6 +252,49 @@ async def test_a_key_given_twice_in_a_json_body_is_a_400_naming_it(cluster: KvCl
         before["voters"], before["learners"], before["leader_id"])
     async with s.get(url(leader, "/kv/k")) as r:
         assert r.status == 404  # the cas wrote nothing
+
+
+INVALID_STRINGS: list[tuple[str, bytes, str]] = [
+    # a high surrogate escape followed by no low one: msgspec said "Input data was truncated"
+    ("/kv/k/cas", b'{"expected": null, "value": "\\ud800"}', "lone UTF-16 surrogate escape '\\ud800' at byte 29"),
+    ("/kv/k/cas", b'{"expected": null, "value": "a\\uD83Dz"}', "lone UTF-16 surrogate escape '\\uD83D' at byte 30"),
+    ("/cluster/transfer", b'{"\\udbff": 2}', "lone UTF-16 surrogate escape '\\udbff' at byte 2"),
+    ("/cluster/members", b'{"voters": [1], "retain": "\\ud800\\ud800"}', "surrogate escape '\\ud800' at byte 27"),
+    ("/cluster/learners", b'{"id": 4, "raft_addr": "\\udc00:1", "http_addr": "h:2"}',
+     "lone UTF-16 surrogate escape '\\udc00' at byte 24"),
+    ("/cluster/init", b'{"members": {"1": {"raft_addr": "h:1", "http_addr": "h\\ud800"}}}',
+     "lone UTF-16 surrogate escape '\\ud800' at byte 54"),
+    # bytes that are not UTF-8: the byte and where it is are named
+    ("/kv/k/cas", b'{"expected": null, "value": "\xff"}', "not valid UTF-8: byte 0xff at byte 29"),
+    ("/cluster/transfer", b'{"\xc3(": 2}', "not valid UTF-8: byte 0xc3 at byte 2"),
+]
+"""JSON bodies with a string that is not Unicode text (path, body, what the 400 names)."""
+
+
+async def test_a_json_string_that_is_not_unicode_text_is_a_400_saying_so(leader: Any) -> None:
+    """A JSON body whose string holds a lone surrogate escape (``"\\ud800"``: UTF-8 cannot
+    hold it) was answered 400 "body is not valid JSON: Input data was truncated" (msgspec's
+    message for a high surrogate not followed by a low one), which sent the caller looking
+    for a cut-short body. Every path that takes JSON names the escape and where it is; one
+    with bytes that are not UTF-8 names the byte; a body that is cut short still says so;
+    a pair of surrogate escapes (one character) is taken."""
+    s = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    async with s:
+        for path, body, named in INVALID_STRINGS:
+            async with s.post(url(leader, path), data=body) as r:
+                text = await r.text()
+                assert r.status == 400, (path, body, r.status, text)
+                error = (await r.json())["error"]
+                assert named in error and "truncated" not in error, (path, body, error)
+                assert error.startswith("body is not valid JSON: "), error
+        async with s.post(url(leader, "/kv/k/cas"), data=b'{"expected": null, "value": "ab') as r:
+            assert r.status == 400 and "truncated" in (await r.json())["error"]
+        async with s.post(url(leader, "/kv/k/cas"), data=b'{"expected": null, "value": "\\ud83d\\ude00 \\\\ud800"}') as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["ok"] is True
+        async with s.get(url(leader, "/kv/k?consistency=local")) as r:
+            assert r.status == 200 and await r.text() == "\U0001f600 \\ud800"
+    assert leader.raft is not None and leader.raft.metrics.running
 
 
 async def test_an_id_of_thousands_of_digits_is_a_plain_400(cluster: KvCluster) -> None:
