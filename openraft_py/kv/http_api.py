@@ -156,7 +156,7 @@ __all__ = ["make_app", "flush_client_mistakes", "NODE_KEY", "MAX_REQUEST_LINE", 
            "refused_linger_limit", "connection_limits", "open_descriptors", "FILES_RESERVE",
            "MAX_BODY_BYTES_IN_FLIGHT", "BODY_BUDGET_WAIT", "ADMIN_BODY_EXEMPT_BYTES", "body_budget", "BodyBudget", "Overloaded", "BUDGET_KEY",
            "MAX_ANSWER_BYTES_WAITING", "LARGE_ANSWER", "AnswerBytes", "ANSWERS_KEY", "check_answer_room",
-           "SentValue"]
+           "SentValue", "invalid_text"]
 
 log = logging.getLogger(__name__)
 
