@@ -2,12 +2,15 @@
 
 ==============================  ==========================================================
 ``POST /cluster/init``          ``{"members": {"1": {"raft_addr", "http_addr"}, ...}}`` -> 200
-                                ``{"members": [ids]}``; 409 if the node is initialized already
+                                ``{"members": [ids]}``; 409 if the node is initialized already;
+                                400 if another member's raft host does not resolve here
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
                                 the learner caught up (503 if not within the bound); 409 if
                                 ``id`` is a voter or another member has one of the
                                 addresses, or if the learner was removed while the call
-                                waited; 400 if the two addresses are the same
+                                waited; 400 if the two addresses are the same, or if the
+                                host of ``raft_addr`` does not resolve on the leader (503
+                                if the resolver cannot tell within ``RESOLVE_TIMEOUT``)
 ``DELETE /cluster/learners/ID`` remove learner ``ID`` (the voters do not change) -> 200
                                 ``{"index", "voters", "learners"}`` once the entry is
                                 committed; 404 if ``ID`` is not a member, 409 if it is a

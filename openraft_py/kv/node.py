@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import re
@@ -63,7 +64,7 @@ from .identity import (
     record_identity,
 )
 from .metrics import KvMetrics
-from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of, same_addr
+from .nodes import KvNetworkFactory, NodeAddrs, addrs_of, check_addr, check_member_addr, node_of, resolve, same_addr
 from .rejoin import CATCHING_UP_FILE, CatchUpGuard, GuardedRaft
 from .rocks_state_machine import state_machine_use
 
@@ -139,6 +140,31 @@ def _close_taking_queued(server: asyncio.Server) -> list[socket.socket]:
                 conn.setblocking(False)
                 taken.append(conn)
     return taken
+
+
+RESOLVE_TIMEOUT = 5.0
+"""Seconds ``KvNode.add_learner`` waits for the new learner's raft host to resolve before it
+answers that the name could not be resolved now (503, nothing done): the glibc resolver's
+own timeout for one server and one try."""
+
+MAX_RESOLVING = 8
+"""The most names ``KvNode.add_learner`` resolves at once (each in a thread of its own, which
+a resolver that hangs holds for its whole timeout); a request beyond them gets 503, nothing
+done."""
+
+_RESOLVED_NOT_FOUND = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL", "EAI_ADDRFAMILY")
+                                if hasattr(socket, n))
+"""The resolver's answers that a name has no address (the name is wrong), as against one that
+could not find out now (``EAI_AGAIN``: no DNS server answered, say)."""
+
+
+def _ip_address(host: str) -> bool:
+    """Whether ``host`` (of ``parse_addr``) is an IP address, which needs no resolving."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ServiceUnavailable(Exception):
@@ -831,6 +857,7 @@ class KvNode:
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
+        self._resolving = 0  # names add_learner is resolving (at most MAX_RESOLVING)
         """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
         self.tls_reloader: TlsReloader | None = None
         """Watches the TLS files for a renewal (``tls_reload``); set by ``start()`` with TLS
@@ -1369,7 +1396,8 @@ class KvNode:
         """Initialize a new cluster of ``members`` (each with its raft and HTTP address).
         ``ValueError`` (nothing done) when two addresses are the same: a node dialling
         another member would reach the wrong one, and a cluster needing it could never
-        elect a leader."""
+        elect a leader; or when another member's raft host does not resolve here
+        (``ServiceUnavailable`` when the resolver cannot tell in time: ``_check_resolve``)."""
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}  # (checked first)
         used: list[tuple[str, str]] = []
         for nid, a in members.items():
@@ -1380,6 +1408,11 @@ class KvNode:
                                          "needs addresses of its own")
                 used.append((addr, f"member {nid}'s {kind}"))
         raft = self._raft()
+        if _pristine(raft.metrics):  # (else initialize refuses it: NotAllowed, 409)
+            # This node connects to the others at their raft addresses: a host that does not
+            # resolve (a typo) made a cluster it could never reach a quorum of, for good.
+            await self._check_resolve([(f"member {nid}'s raft_addr", a.raft) for nid, a in members.items()
+                                       if nid != self.id])
         # A new cluster has nothing to catch up with: this node stops catching up (``rejoin``),
         # before ``initialize``, whose first election sends this node's vote requests at once.
         # Its record goes first, durably: removed after ``initialize``, a node killed between
@@ -1420,7 +1453,11 @@ class KvNode:
         ``http_addr`` (either of its two, compared as host and port, ``same_addr``): replication to the learner
         would reach that member (the transport refuses it: the learner never catches up), and
         a redirect to the learner would reach that member. ``Conflict`` too when the learner
-        was removed (``remove_learner``) while this waited for it to catch up."""
+        was removed (``remove_learner``) while this waited for it to catch up. ``ValueError``
+        (nothing done) when the leader cannot resolve the host of ``raft_addr``, which it
+        connects to (``ServiceUnavailable`` when the resolver cannot tell in time:
+        ``_check_resolve``); ``http_addr`` is not resolved here: only clients connect to it,
+        and they may resolve it otherwise."""
         node = node_of(raft_addr, http_addr)
         if raft_addr == http_addr:
             raise ValueError(f"raft_addr and http_addr are both {raft_addr!r}: a node listens on two ports")
@@ -1443,6 +1480,10 @@ class KvNode:
                         raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
                                        f"of its own (to move node {other}, add it with its own id; a voter "
                                        "leaves the voters with --retain first)")
+            # The leader connects to the learner at raft_addr: a host that does not resolve
+            # (a typo) made a learner that never caught up, answered 503 only when
+            # learner_timeout (60 s) ran out, and left in the membership.
+            await self._check_resolve([("raft_addr", raft_addr)])
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
@@ -1464,6 +1505,57 @@ class KvNode:
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
         return int(resp.log_id.index)
+
+    async def _check_resolve(self, addrs: list[tuple[str, str]]) -> None:
+        """Nothing if the host of each ``(what, addr)`` of ``addrs`` (addresses this node is
+        to connect to) is an IP address, or a name that resolves within ``RESOLVE_TIMEOUT``
+        (all at once, in threads: the event loop never waits for the resolver). Else, nothing
+        done: ``ValueError`` naming the first address whose name the resolver says has no
+        address (``_RESOLVED_NOT_FOUND``, or a name it cannot take); ``ServiceUnavailable``
+        naming the first it could not tell about now (``EAI_AGAIN``) or in time, or when other
+        requests resolve ``MAX_RESOLVING`` names already."""
+        names = [(what, addr, *parse_addr(addr)) for what, addr in addrs]
+        names = [n for n in names if not _ip_address(n[2])]
+        if not names:
+            return
+        if self._resolving and self._resolving + len(names) > MAX_RESOLVING:
+            raise ServiceUnavailable(f"{names[0][0]} {names[0][1]!r}: {self._resolving} host names are being resolved "
+                                     "already: nothing was done; retry in a moment, or give IP addresses")
+        self._resolving += len(names)
+        tasks = [asyncio.ensure_future(resolve(host, port)) for _, _, host, port in names]
+        try:
+            await asyncio.wait(tasks, timeout=RESOLVE_TIMEOUT)
+        finally:
+            for t in tasks:
+                if t.done() and not t.cancelled():
+                    t.exception()  # (retrieved: this call may be cancelled before it reads them)
+                t.cancel()  # (the ones still resolving: their threads end on their own)
+            self._resolving -= len(names)
+        # (A task cancelled just now is not done yet: it was still resolving.)
+        problems = [self._resolve_problem(what, addr, host, t if t.done() else None)
+                    for (what, addr, host, _), t in zip(names, tasks)]
+        # A name that does not exist first (the request's mistake), then one to retry.
+        for problem in sorted((p for p in problems if p is not None), key=lambda p: not isinstance(p, ValueError)):
+            raise problem
+
+    def _resolve_problem(self, what: str, addr: str, host: str,
+                         task: asyncio.Future[Any] | None) -> ValueError | ServiceUnavailable | None:
+        """What ``_check_resolve``'s ``task`` resolving ``host`` (of ``addr``) ended with
+        (``None``: it was still resolving when the bound ran out)."""
+        if task is None:
+            return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} took more than {RESOLVE_TIMEOUT}s: nothing "
+                                      "was done; retry once the resolver answers, or give an IP address")
+        e = task.exception()
+        if e is None:
+            return None
+        if isinstance(e, socket.gaierror) and e.errno not in _RESOLVED_NOT_FOUND:
+            return ServiceUnavailable(f"{what} {addr!r}: {host!r} could not be resolved now ({e.strerror}): nothing "
+                                      "was done; retry, or give an IP address")
+        if isinstance(e, OSError | UnicodeError):  # no address; or a name IDNA refuses
+            why = e.strerror if isinstance(e, socket.gaierror) else str(e)
+            return ValueError(f"{what} {addr!r}: the host {host!r} does not resolve on node {self.id} ({why}): it "
+                              "could not connect to the node there; nothing was done")
+        return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} failed ({e!r}): nothing was done")
 
     async def remove_learner(self, node_id: NodeId) -> int:
         """Remove learner ``node_id`` from the membership (``Raft.remove_learners``; the

@@ -16,6 +16,7 @@ and counts the RPC errors per peer for ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -27,6 +28,7 @@ import msgspec
 
 from ..config import Config
 from ..errors import RPCError, Unreachable
+from ..network._tcp_client import _resolve_in_thread
 from ..network.tcp import TcpNetworkFactory, check_given_addr, parse_addr
 from ..types import (
     AppendEntriesRequest,
@@ -42,7 +44,7 @@ from ..types import (
 )
 
 __all__ = ["NodeAddrs", "node_of", "addrs_of", "same_addr", "check_addr", "check_member_addr", "KvNetworkFactory",
-           "RpcErrorHook"]
+           "RpcErrorHook", "resolve"]
 
 
 class NodeAddrs(msgspec.Struct, frozen=True):
@@ -108,6 +110,17 @@ def check_member_addr(addr: Any, what: str) -> str:
         raise ValueError(f"{what}: {checked!r} is a wildcard address (listen on every interface), which other "
                          "nodes and clients cannot connect to; give an address they reach this node at")
     return checked
+
+
+async def resolve(host: str, port: int) -> list[tuple[int, str]]:
+    """``host``'s addresses for a TCP connection to ``port``, as ``(family, IP address)``
+    pairs, resolved as the TCP transport resolves a peer's name: ``socket.getaddrinfo`` in
+    a daemon thread of its own, not in the loop's default executor (the storage's threads
+    run there; a resolver that hangs would hold one). The resolver's error otherwise
+    (``socket.gaierror``; ``UnicodeError`` for a name IDNA refuses, such as a label over 63
+    characters). Not bounded: the caller bounds the wait (a cancelled wait leaves the
+    thread to end on its own)."""
+    return await _resolve_in_thread(asyncio.get_running_loop(), host, port)
 
 
 def node_of(raft: str, http: str) -> BasicNode:

@@ -16,6 +16,7 @@ import yarl
 
 from openraft_py import BasicNode, ForwardToLeader, RaftMetrics
 from openraft_py.kv import cli
+from openraft_py.kv import node as node_module
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs, node_of
 
@@ -282,6 +283,33 @@ async def test_init_with_two_members_at_one_address_is_400_and_the_node_stays_ne
         await c.close()
 
 
+async def test_init_with_a_member_whose_raft_host_does_not_resolve_is_400_and_the_node_stays_new() -> None:
+    """A member of ``POST /cluster/init`` whose raft host does not resolve (a typo) was taken:
+    the node initialized a cluster it could never reach a quorum of, for good (init is
+    refused once a node is not new; only ``force-recover`` undoes it). The node resolves the
+    other members' names first: 400 naming the member's address, nothing done."""
+    c = KvCluster()
+    try:
+        await c.start(2, init=False)
+        s = sess(c)
+        n1, n2 = c.nodes[1], c.nodes[2]
+        good = members_of([n1, n2])
+        bad = {**good, "3": {"raft_addr": "no-such-host.invalid:21003", "http_addr": f"127.0.0.1:{free_port()}"}}
+        async with asyncio.timeout(10), s.post(url(n1, "/cluster/init"), json={"members": bad}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, error
+        assert error.startswith("ValueError: member 3's raft_addr 'no-such-host.invalid:21003': the host "
+                                "'no-such-host.invalid' does not resolve on node 1"), error
+        assert n1.raft is not None and n1.raft.metrics.last_log_index < 0  # still new: init works
+        port = n2.opts.raft_addr.rpartition(":")[2]
+        good["2"]["raft_addr"] = f"localhost:{port}"  # (a name that resolves is taken)
+        async with s.post(url(n1, "/cluster/init"), json={"members": good}) as r:
+            assert r.status == 200, await r.text()
+        await c.wait_leader(timeout=10)
+    finally:
+        await c.close()
+
+
 async def test_transfer_to_a_non_voter_is_400(cluster: KvCluster) -> None:
     leader = await cluster.wait_leader()
     s = sess(cluster)
@@ -325,6 +353,55 @@ async def test_adding_a_voter_as_a_learner_is_409_and_changes_nothing(cluster: K
             assert r.status == 200, await r.text()
     async with s.put(url(f, "/kv/k"), data="v") as r:  # the redirect to the leader still works
         assert r.status == 200, await r.text()
+
+
+async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /cluster/learners`` with a ``raft_addr`` whose host does not resolve (a typo)
+    added the learner and answered 503 only when ``learner_timeout`` (60 s) ran out; the
+    learner stayed in the membership, unreachable. The leader resolves it first (in a thread,
+    bounded): a name that does not exist is a 400 naming the address at once, a resolver that
+    does not answer in time a 503, and nothing is done either way; a name that resolves
+    (``localhost``) is taken."""
+    c = KvCluster()
+    try:
+        await c.start(1)
+        leader = await c.wait_leader()
+        s = sess(c)
+        assert leader.raft is not None
+        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        bad = "no-such-host.invalid:21001"  # (RFC 6761: a name under .invalid never resolves)
+        body = {"id": 4, "raft_addr": bad, "http_addr": f"127.0.0.1:{free_port()}"}
+        async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, (r.status, error)
+        assert error.startswith(f"ValueError: raft_addr {bad!r}: the host 'no-such-host.invalid' does not resolve on "
+                                "node 1 (Name or service not known)"), error
+        assert "nothing was done" in error, error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+
+        async def hangs(host: str, port: int) -> list[tuple[int, str]]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(node_module, "RESOLVE_TIMEOUT", 0.3)
+        monkeypatch.setattr(node_module, "resolve", hangs)
+        body["raft_addr"] = "slow.example:21001"
+        async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 503, (r.status, error)
+        assert "resolving 'slow.example' took more than 0.3s" in error and "nothing was done" in error, error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+        monkeypatch.undo()
+
+        n2 = await c.start_node(2)
+        port = n2.opts.raft_addr.rpartition(":")[2]
+        body = {"id": 2, "raft_addr": f"localhost:{port}", "http_addr": n2.opts.http_addr}
+        async with asyncio.timeout(20), s.post(url(leader, "/cluster/learners"), json=body) as r:
+            assert r.status == 200, await r.text()
+        assert leader.nodes()[2].raft == f"localhost:{port}"
+    finally:
+        await c.close()
 
 
 async def test_a_voter_moves_to_new_addresses_as_the_409_says(cluster: KvCluster,
