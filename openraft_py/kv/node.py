@@ -159,7 +159,11 @@ could not find out now (``EAI_AGAIN``: no DNS server answered, say)."""
 
 
 def _ip_address(host: str) -> bool:
-    """Whether ``host`` (of ``parse_addr``) is an IP address, which needs no resolving."""
+    """Whether ``host`` (of ``parse_addr``) is an IP address, which needs no resolving. Not
+    one with a zone (``fe80::1%eth0``): the resolver looks the interface up, and refuses one
+    that does not exist, which ``ipaddress`` takes."""
+    if "%" in host:
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

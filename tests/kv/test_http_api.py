@@ -379,6 +379,14 @@ async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
                                 "node 1 (Name or service not known)"), error
         assert "nothing was done" in error, error
         assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+        # An IPv6 address with a zone (an interface) that does not exist: taken for an IP
+        # address, it was added as well.
+        body["raft_addr"] = "[fe80::1%no-such-interface]:21001"
+        async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, (r.status, error)
+        assert "the host 'fe80::1%no-such-interface' does not resolve on node 1" in error, error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
 
         async def hangs(host: str, port: int) -> list[tuple[int, str]]:
             await asyncio.Event().wait()
