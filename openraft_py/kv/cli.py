@@ -1018,6 +1018,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         best: tuple[int, bool, int] | None = None
         failed: list[str] = []
         not_nodes: dict[str, str] = {}  # endpoint -> its answer, when it shows no node is there
+        why_not: dict[str, str] = {}  # endpoint -> why its call failed ("cannot connect to H:P: ...")
         asking: dict[asyncio.Task[dict[str, Any]], str] = {}  # (in the order asked)
         running: set[asyncio.Task[dict[str, Any]]] = set()
 
@@ -1042,6 +1043,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                         why = _no_node_s_answer(ep, e)
                         if why is not None:
                             not_nodes[ep] = why
+                        why_not[ep] = str(e)  # (it said "no answer from H:P", a typo in the host too)
                         continue
                     nid = st.get("id")
                     if not isinstance(nid, int):
@@ -1059,7 +1061,8 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         finally:
             for task in asking:
                 task.cancel()
-        unreachable_eps = [ep for ep in failed if ep not in known.values()]  # (a member's row says it)
+        # (A member's row says it.) In the order asked, not the order their calls failed.
+        unreachable_eps = sorted((ep for ep in failed if ep not in known.values()), key=list(asking.values()).index)
         for nid in known:
             rows.setdefault(nid, "unreachable")
         if args.json:
@@ -1071,11 +1074,12 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                 print(f"(joint membership: the voters change from {configs[0]} to {configs[1]}; electing a leader "
                       "and committing take a majority of each)")
             for ep in unreachable_eps:
-                print(f"({not_nodes[ep]})" if ep in not_nodes else f"(no answer from {ep})")
+                print(f"({not_nodes.get(ep) or why_not.get(ep) or f'no answer from {ep}'})")
         if not any(isinstance(v, dict) for v in rows.values()):
             if not_nodes and len(not_nodes) == len(c.endpoints):  # (each answered: say what, not "no answer")
                 raise CliError(f"no node's HTTP API at {', '.join(c.endpoints)}: {'; '.join(not_nodes.values())}")
-            raise CliError(f"no node answered at {', '.join(c.endpoints)}")
+            whys = "; ".join(why_not[ep] for ep in c.endpoints if ep in why_not)
+            raise CliError(f"no node answered at {', '.join(c.endpoints)}" + (f": {whys}" if whys else ""))
     return EXIT_OK
 
 

@@ -447,6 +447,24 @@ def test_verbs_with_long_timeouts_fail_soon_when_no_endpoint_answers(monkeypatch
     assert f"no node answered at {dead} within 2.5s" in capsys.readouterr().err
 
 
+def test_status_says_why_an_endpoint_did_not_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster status`` with an endpoint whose host does not resolve (a typo) or whose port
+    refuses said "(no answer from H:P)" and "no node answered at H:P", dropping the reason
+    the other verbs give ("cannot connect to H:P: Name or service not known")."""
+    from openraft_py.testing.proc_cluster import free_port
+
+    dead, typo = f"127.0.0.1:{free_port()}", "no-such-host.invalid:28001"
+    started = time.monotonic()
+    assert cli.main(["cluster", "status", "--endpoints", f"{typo},{dead}", "--timeout", "2"]) == 1
+    assert time.monotonic() - started < 6
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert out[1:] == [f"(cannot connect to {typo}: Name or service not known)",
+                       f"(cannot connect to {dead}: Connection refused)"], out
+    assert err == [f"openraft-py cluster status: error: no node answered at {typo}, {dead}: cannot connect to {typo}: "
+                   f"Name or service not known; cannot connect to {dead}: Connection refused"], err
+
+
 async def test_no_leader_found_names_its_timeout_as_given(capsys: pytest.CaptureFixture[str]) -> None:
     """``cluster members --timeout 1`` against a node that answers but knows no leader says
     "no leader found at H:P within 1.0s": the search is given the time left of the verb,
