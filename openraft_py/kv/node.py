@@ -148,9 +148,9 @@ answers that the name could not be resolved now (503, nothing done): the glibc r
 own timeout for one server and one try."""
 
 MAX_RESOLVING = 8
-"""The most names ``KvNode.add_learner`` resolves at once (each in a thread of its own, which
-a resolver that hangs holds for its whole timeout); a request beyond them gets 503, nothing
-done."""
+"""The most names ``KvNode.add_learner`` and ``init`` resolve at once (each in a thread of its
+own, which a resolver that hangs holds for its whole timeout); more wait for a slot, within
+``RESOLVE_TIMEOUT``."""
 
 _RESOLVED_NOT_FOUND = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL", "EAI_ADDRFAMILY")
                                 if hasattr(socket, n))
@@ -861,7 +861,8 @@ class KvNode:
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
-        self._resolving = 0  # names add_learner is resolving (at most MAX_RESOLVING)
+        self._resolve_slots = asyncio.Semaphore(MAX_RESOLVING)  # (``_resolve_in_slot``)
+        self._resolving: set[asyncio.Future[Any]] = set()  # the resolutions running (cancelled by stop)
         """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
         self.tls_reloader: TlsReloader | None = None
         """Watches the TLS files for a renewal (``tls_reload``); set by ``start()`` with TLS
@@ -1181,6 +1182,8 @@ class KvNode:
         previous error", "No space left on device"), and each was another ERROR after it."""
         self.accepting = False
         failed_before = self.stopped_on_its_own()
+        for work in list(self._resolving):
+            work.cancel()  # (a resolver that hangs: its thread ends on its own, waited for by nobody)
         if self.tls_reloader is not None:
             self.tls_reloader.close()
         if self.http_conns is not None:
@@ -1513,42 +1516,64 @@ class KvNode:
     async def _check_resolve(self, addrs: list[tuple[str, str]]) -> None:
         """Nothing if the host of each ``(what, addr)`` of ``addrs`` (addresses this node is
         to connect to) is an IP address, or a name that resolves within ``RESOLVE_TIMEOUT``
-        (all at once, in threads: the event loop never waits for the resolver). Else, nothing
-        done: ``ValueError`` naming the first address whose name the resolver says has no
-        address (``_RESOLVED_NOT_FOUND``, or a name it cannot take); ``ServiceUnavailable``
-        naming the first it could not tell about now (``EAI_AGAIN``) or in time, or when other
-        requests resolve ``MAX_RESOLVING`` names already."""
+        (each name once, all at once, in threads: the event loop never waits for the
+        resolver; ``_resolve_in_slot``). Else, nothing done: ``ValueError`` naming the first
+        address whose name the resolver says has no address (``_RESOLVED_NOT_FOUND``, or a
+        name it cannot take); ``ServiceUnavailable`` naming the first it could not tell about
+        now (``EAI_AGAIN``) or in time."""
         names = [(what, addr, *parse_addr(addr)) for what, addr in addrs]
         names = [n for n in names if not _ip_address(n[2])]
         if not names:
             return
-        if self._resolving and self._resolving + len(names) > MAX_RESOLVING:
-            raise ServiceUnavailable(f"{names[0][0]} {names[0][1]!r}: {self._resolving} host names are being resolved "
-                                     "already: nothing was done; retry in a moment, or give IP addresses")
-        self._resolving += len(names)
-        tasks = [asyncio.ensure_future(resolve(host, port)) for _, _, host, port in names]
+        tasks: dict[str, asyncio.Task[None]] = {}
+        for _, _, host, port in names:
+            if host not in tasks:
+                tasks[host] = asyncio.ensure_future(self._resolve_in_slot(host, port))
         try:
-            await asyncio.wait(tasks, timeout=RESOLVE_TIMEOUT)
+            await asyncio.wait(tasks.values(), timeout=RESOLVE_TIMEOUT)
         finally:
-            for t in tasks:
+            for t in tasks.values():
                 if t.done() and not t.cancelled():
                     t.exception()  # (retrieved: this call may be cancelled before it reads them)
-                t.cancel()  # (the ones still resolving: their threads end on their own)
-            self._resolving -= len(names)
-        # (A task cancelled just now is not done yet: it was still resolving.)
-        problems = [self._resolve_problem(what, addr, host, t if t.done() else None)
-                    for (what, addr, host, _), t in zip(names, tasks)]
+                t.cancel()  # (the ones still waiting; a thread that resolves keeps its slot until it ends)
+        # (A task cancelled just now is not done yet: it was still waiting.)
+        problems = [self._resolve_problem(what, addr, host, tasks[host] if tasks[host].done() else None)
+                    for what, addr, host, _ in names]
         # A name that does not exist first (the request's mistake), then one to retry.
         for problem in sorted((p for p in problems if p is not None), key=lambda p: not isinstance(p, ValueError)):
             raise problem
+
+    async def _resolve_in_slot(self, host: str, port: int) -> None:
+        """``nodes.resolve(host, port)`` in one of ``MAX_RESOLVING`` slots, waiting for one
+        if need be. A slot is held until the resolver answers, also when the caller gave up
+        (its thread runs on): resolvers that hang never hold more than ``MAX_RESOLVING``
+        threads, whatever the requests (an ``init`` of thousands of names that do not
+        answer, say)."""
+        await self._resolve_slots.acquire()
+        try:
+            work = asyncio.ensure_future(resolve(host, port))
+        except BaseException:
+            self._resolve_slots.release()
+            raise
+        self._resolving.add(work)
+        work.add_done_callback(self._resolved)
+        await asyncio.shield(work)
+
+    def _resolved(self, work: asyncio.Future[Any]) -> None:
+        """A resolution ended (or ``stop`` cancelled it): its slot is free."""
+        self._resolving.discard(work)
+        self._resolve_slots.release()
+        if not work.cancelled():
+            work.exception()  # (retrieved: the caller may have given up on it)
 
     def _resolve_problem(self, what: str, addr: str, host: str,
                          task: asyncio.Future[Any] | None) -> ValueError | ServiceUnavailable | None:
         """What ``_check_resolve``'s ``task`` resolving ``host`` (of ``addr``) ended with
         (``None``: it was still resolving when the bound ran out)."""
         if task is None:
-            return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} took more than {RESOLVE_TIMEOUT}s: nothing "
-                                      "was done; retry once the resolver answers, or give an IP address")
+            return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} took more than {RESOLVE_TIMEOUT}s (a slow "
+                                      f"resolver, or {MAX_RESOLVING} names being resolved already): nothing was done; "
+                                      "retry once the resolver answers, or give an IP address")
         e = task.exception()
         if e is None:
             return None

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import urllib.parse
 
 import aiohttp
@@ -20,7 +21,7 @@ from openraft_py.kv import node as node_module
 from openraft_py.kv.node import Conflict, KvNode
 from openraft_py.kv.nodes import NodeAddrs, node_of
 
-from .kv_helpers import STABLE_TIMEOUTS, KvCluster, free_port, members_of, node_options, url
+from .kv_helpers import STABLE_TIMEOUTS, KvCluster, free_port, members_of, node_options, until_true, url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -388,9 +389,11 @@ async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
         assert "the host 'fe80::1%no-such-interface' does not resolve on node 1" in error, error
         assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
 
+        release = asyncio.Event()
+
         async def hangs(host: str, port: int) -> list[tuple[int, str]]:
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
+            await release.wait()
+            return [(socket.AF_INET, "127.0.0.1")]
 
         monkeypatch.setattr(node_module, "RESOLVE_TIMEOUT", 0.3)
         monkeypatch.setattr(node_module, "resolve", hangs)
@@ -400,6 +403,23 @@ async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
             assert r.status == 503, (r.status, error)
         assert "resolving 'slow.example' took more than 0.3s" in error and "nothing was done" in error, error
         assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+        # Resolutions that hang hold at most MAX_RESOLVING threads (slots), whatever the
+        # requests: an init of thousands of names did not resolve them all at once.
+        monkeypatch.setattr(leader, "_resolve_slots", asyncio.Semaphore(2))
+        started: list[str] = []
+
+        async def counted(host: str, port: int) -> list[tuple[int, str]]:
+            started.append(host)
+            return await hangs(host, port)
+
+        monkeypatch.setattr(node_module, "resolve", counted)
+        addrs = [(f"a{i}", f"n{i}.example:1") for i in range(50)]
+        with pytest.raises(node_module.ServiceUnavailable, match="took more than 0.3s"):
+            await leader._check_resolve(addrs)
+        assert len(started) == 2, started
+        release.set()
+        await until_true("the slots are free", lambda: not leader._resolving, timeout=5)
+        await leader._check_resolve(addrs[:3])  # (the fake resolver answers at once now)
         monkeypatch.undo()
 
         n2 = await c.start_node(2)
