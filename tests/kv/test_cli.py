@@ -465,6 +465,34 @@ def test_status_says_why_an_endpoint_did_not_answer(capsys: pytest.CaptureFixtur
                    f"Name or service not known; cannot connect to {dead}: Connection refused"], err
 
 
+async def test_add_learner_with_a_raft_host_that_does_not_resolve_fails_at_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster add-learner --raft-addr TYPO:P`` waited out the service's bound on the call
+    (60 s) and ended "added as a learner but did not catch up", the learner left in the
+    membership. The leader resolves the host first: one line naming the address, exit 1,
+    nothing done."""
+    from .kv_helpers import KvCluster
+
+    c = KvCluster()
+    try:
+        await c.start(1)
+        leader = await c.wait_leader()
+        typo = "no-such-host.invalid:21004"
+        started = time.monotonic()
+        code = await asyncio.to_thread(cli.main, ["cluster", "add-learner", "--id", "4", "--raft-addr", typo,
+                                                  "--http-addr", "127.0.0.1:28004", "--endpoints",
+                                                  leader.opts.http_addr, "--timeout", "15"])
+        took = time.monotonic() - started
+        err = capsys.readouterr().err.splitlines()
+        assert code == 1 and took < 10, (code, took, err)
+        assert len(err) == 1 and err[0].startswith(
+            f"openraft-py cluster add-learner: error: add-learner 4 failed: HTTP 400: ValueError: raft_addr {typo!r}: "
+            "the host 'no-such-host.invalid' does not resolve on node 1"), err
+        assert list(leader.nodes()) == [1]
+    finally:
+        await c.close()
+
+
 async def test_no_leader_found_names_its_timeout_as_given(capsys: pytest.CaptureFixture[str]) -> None:
     """``cluster members --timeout 1`` against a node that answers but knows no leader says
     "no leader found at H:P within 1.0s": the search is given the time left of the verb,
