@@ -861,9 +861,9 @@ class KvNode:
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_rpc_error: dict[NodeId, str] = {}
+        """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
         self._resolve_slots = asyncio.Semaphore(MAX_RESOLVING)  # (``_resolve_in_slot``)
         self._resolving: set[asyncio.Future[Any]] = set()  # the resolutions running (cancelled by stop)
-        """The last ``RPCError`` of a request to each peer (``_on_rpc_error``), as text."""
         self.tls_reloader: TlsReloader | None = None
         """Watches the TLS files for a renewal (``tls_reload``); set by ``start()`` with TLS
         and a ``tls_reload_interval`` other than 0."""
