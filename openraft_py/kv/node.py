@@ -171,6 +171,14 @@ def _ip_address(host: str) -> bool:
     return True
 
 
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP address ``text`` (an IPv6 one's zone kept), an IPv4-mapped IPv6 address as
+    its IPv4 address (``::ffff:127.0.0.1`` is ``127.0.0.1``)."""
+    ip = ipaddress.ip_address(text)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped if mapped is not None else ip
+
+
 class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it)."""
 
@@ -1490,7 +1498,8 @@ class KvNode:
             # The leader connects to the learner at raft_addr: a host that does not resolve
             # (a typo) made a learner that never caught up, answered 503 only when
             # learner_timeout (60 s) ran out, and left in the membership.
-            await self._check_resolve([("raft_addr", raft_addr)])
+            resolved = await self._check_resolve([("raft_addr", raft_addr)])
+            self._check_not_a_member_s(node_id, raft_addr, resolved)
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
@@ -1513,19 +1522,44 @@ class KvNode:
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
         return int(resp.log_id.index)
 
-    async def _check_resolve(self, addrs: list[tuple[str, str]]) -> None:
-        """Nothing if the host of each ``(what, addr)`` of ``addrs`` (addresses this node is
-        to connect to) is an IP address, or a name that resolves within ``RESOLVE_TIMEOUT``
-        (each name once, all at once, in threads: the event loop never waits for the
-        resolver; ``_resolve_in_slot``). Else, nothing done: ``ValueError`` naming the first
+    def _check_not_a_member_s(self, node_id: NodeId, raft_addr: str, resolved: dict[str, list[str]]) -> None:
+        """``Conflict`` when ``raft_addr``, a host name resolved to ``resolved[host]``,
+        reaches another member's raft or HTTP address written as an IP address (the same
+        port at one of those addresses): ``localhost:P`` where member 1 is at
+        ``127.0.0.1:P``, which the comparison of the strings (``same_addr``) let through;
+        the leader's replication reached that member, which answered as itself, and the
+        learner never caught up. (A member's address written as a name is compared as
+        written only: resolving every member's name would make each add wait on them.)"""
+        host, port = parse_addr(raft_addr)
+        ips = {_ip(a) for a in resolved.get(host, ())}
+        if not ips:
+            return
+        for other, a in sorted(self.nodes().items()):
+            for theirs, kind in ((a.raft, "raft_addr"), (a.http, "http_addr")):
+                if other == node_id or not theirs:
+                    continue
+                try:
+                    their_host, their_port = parse_addr(theirs)
+                except ValueError:
+                    continue
+                if their_port == port and _ip_address(their_host) and _ip(their_host) in ips:
+                    raise Conflict(f"raft_addr {raft_addr!r} is node {other}'s {kind} {theirs!r} ({host!r} resolves to "
+                                   f"{their_host}): each node needs addresses of its own (to move node {other}, add it "
+                                   "with its own id; a voter leaves the voters with --retain first)")
+
+    async def _check_resolve(self, addrs: list[tuple[str, str]]) -> dict[str, list[str]]:
+        """The IP addresses of the host names of ``addrs`` (``(what, addr)`` pairs: addresses
+        this node is to connect to; an IP address is not resolved), by name, when each
+        resolves within ``RESOLVE_TIMEOUT`` (each name once, all at once, in threads: the
+        event loop never waits for the resolver; ``_resolve_in_slot``). Else, nothing done: ``ValueError`` naming the first
         address whose name the resolver says has no address (``_RESOLVED_NOT_FOUND``, or a
         name it cannot take); ``ServiceUnavailable`` naming the first it could not tell about
         now (``EAI_AGAIN``) or in time."""
         names = [(what, addr, *parse_addr(addr)) for what, addr in addrs]
         names = [n for n in names if not _ip_address(n[2])]
         if not names:
-            return
-        tasks: dict[str, asyncio.Task[None]] = {}
+            return {}
+        tasks: dict[str, asyncio.Task[list[tuple[int, str]]]] = {}
         for _, _, host, port in names:
             if host not in tasks:
                 tasks[host] = asyncio.ensure_future(self._resolve_in_slot(host, port))
@@ -1542,8 +1576,9 @@ class KvNode:
         # A name that does not exist first (the request's mistake), then one to retry.
         for problem in sorted((p for p in problems if p is not None), key=lambda p: not isinstance(p, ValueError)):
             raise problem
+        return {host: [ip for _, ip in t.result()] for host, t in tasks.items()}
 
-    async def _resolve_in_slot(self, host: str, port: int) -> None:
+    async def _resolve_in_slot(self, host: str, port: int) -> list[tuple[int, str]]:
         """``nodes.resolve(host, port)`` in one of ``MAX_RESOLVING`` slots, waiting for one
         if need be. A slot is held until the resolver answers, also when the caller gave up
         (its thread runs on): resolvers that hang never hold more than ``MAX_RESOLVING``
@@ -1557,7 +1592,7 @@ class KvNode:
             raise
         self._resolving.add(work)
         work.add_done_callback(self._resolved)
-        await asyncio.shield(work)
+        return await asyncio.shield(work)
 
     def _resolved(self, work: asyncio.Future[Any]) -> None:
         """A resolution ended (or ``stop`` cancelled it): its slot is free."""

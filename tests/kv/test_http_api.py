@@ -284,6 +284,32 @@ async def test_init_with_two_members_at_one_address_is_400_and_the_node_stays_ne
         await c.close()
 
 
+async def test_a_learner_at_a_member_s_address_spelled_as_a_name_is_409() -> None:
+    """``POST /cluster/learners`` with ``raft_addr`` ``localhost:P``, where P is the raft
+    port of member 1 at ``127.0.0.1:P`` (a typo in the port): the addresses differ as
+    strings, so it was taken; the leader's replication reached node 1, whose handshake
+    answered as node 1, and the call waited out ``learner_timeout`` (60 s). The name's
+    addresses are compared with the members' IP addresses: 409, nothing done."""
+    c = KvCluster()
+    try:
+        await c.start(1)
+        leader = await c.wait_leader()
+        s = sess(c)
+        assert leader.raft is not None
+        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        for kind in ("raft_addr", "http_addr"):
+            theirs = getattr(leader.opts, kind)
+            body = {"id": 4, "raft_addr": f"localhost:{theirs.rpartition(':')[2]}", "http_addr": f"127.0.0.1:{free_port()}"}
+            async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:
+                error = (await r.json())["error"]
+                assert r.status == 409, (r.status, error)
+            assert error.startswith(f"raft_addr {body['raft_addr']!r} is node 1's {kind} {theirs!r} ('localhost' "
+                                    "resolves to 127.0.0.1): each node needs addresses of its own"), error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+    finally:
+        await c.close()
+
+
 async def test_init_with_a_member_whose_raft_host_does_not_resolve_is_400_and_the_node_stays_new() -> None:
     """A member of ``POST /cluster/init`` whose raft host does not resolve (a typo) was taken:
     the node initialized a cluster it could never reach a quorum of, for good (init is
