@@ -171,6 +171,35 @@ def _ip_address(host: str) -> bool:
     return True
 
 
+def _resolved_to(addr: str, resolved: dict[str, list[str]], other: str) -> str | None:
+    """The IP address of ``other`` (an address written with one: a name is compared as
+    written only, ``same_addr``; resolving every member's name would make each call wait on
+    them) when ``addr``'s host name resolves to it (``resolved``: IP addresses by name) and
+    the two ports are the same; else ``None``."""
+    try:
+        host, port = parse_addr(addr)
+        other_host, other_port = parse_addr(other)
+    except ValueError:
+        return None
+    if other_port != port or not _ip_address(other_host):
+        return None
+    return other_host if _ip(other_host) in {_ip(a) for a in resolved.get(host, ())} else None
+
+
+def _check_members_apart(members: dict[NodeId, NodeAddrs], resolved: dict[str, list[str]]) -> None:
+    """``ValueError`` when a member's raft address, its host name resolved (``resolved``),
+    reaches another member's raft or HTTP address written as an IP address (``_resolved_to``):
+    ``localhost:P`` and ``127.0.0.1:P``, which the comparison of the strings let through."""
+    for nid, a in members.items():
+        for other, b in members.items():
+            for theirs, kind in ((b.raft, "raft_addr"), (b.http, "http_addr")):
+                ip = _resolved_to(a.raft, resolved, theirs) if other != nid else None
+                if ip is not None:
+                    raise ValueError(f"member {nid}'s raft_addr {a.raft!r} is also member {other}'s {kind} {theirs!r} "
+                                     f"({parse_addr(a.raft)[0]!r} resolves to {ip}): each member needs addresses of "
+                                     "its own")
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The IP address ``text`` (an IPv6 one's zone kept), an IPv4-mapped IPv6 address as
     its IPv4 address (``::ffff:127.0.0.1`` is ``127.0.0.1``)."""
@@ -1426,8 +1455,9 @@ class KvNode:
         if _pristine(raft.metrics):  # (else initialize refuses it: NotAllowed, 409)
             # This node connects to the others at their raft addresses: a host that does not
             # resolve (a typo) made a cluster it could never reach a quorum of, for good.
-            await self._check_resolve([(f"member {nid}'s raft_addr", a.raft) for nid, a in members.items()
-                                       if nid != self.id])
+            resolved = await self._check_resolve([(f"member {nid}'s raft_addr", a.raft) for nid, a in members.items()
+                                                  if nid != self.id])
+            _check_members_apart(members, resolved)
         # A new cluster has nothing to catch up with: this node stops catching up (``rejoin``),
         # before ``initialize``, whose first election sends this node's vote requests at once.
         # Its record goes first, durably: removed after ``initialize``, a node killed between
@@ -1523,29 +1553,19 @@ class KvNode:
         return int(resp.log_id.index)
 
     def _check_not_a_member_s(self, node_id: NodeId, raft_addr: str, resolved: dict[str, list[str]]) -> None:
-        """``Conflict`` when ``raft_addr``, a host name resolved to ``resolved[host]``,
-        reaches another member's raft or HTTP address written as an IP address (the same
-        port at one of those addresses): ``localhost:P`` where member 1 is at
-        ``127.0.0.1:P``, which the comparison of the strings (``same_addr``) let through;
-        the leader's replication reached that member, which answered as itself, and the
-        learner never caught up. (A member's address written as a name is compared as
-        written only: resolving every member's name would make each add wait on them.)"""
-        host, port = parse_addr(raft_addr)
-        ips = {_ip(a) for a in resolved.get(host, ())}
-        if not ips:
-            return
+        """``Conflict`` when ``raft_addr``, its host name resolved (``resolved``), reaches
+        another member's raft or HTTP address written as an IP address (``_resolved_to``):
+        ``localhost:P`` where member 1 is at ``127.0.0.1:P``, which the comparison of the
+        strings (``same_addr``) let through; the leader's replication reached that member,
+        which answered as itself, and the learner never caught up."""
         for other, a in sorted(self.nodes().items()):
             for theirs, kind in ((a.raft, "raft_addr"), (a.http, "http_addr")):
-                if other == node_id or not theirs:
-                    continue
-                try:
-                    their_host, their_port = parse_addr(theirs)
-                except ValueError:
-                    continue
-                if their_port == port and _ip_address(their_host) and _ip(their_host) in ips:
-                    raise Conflict(f"raft_addr {raft_addr!r} is node {other}'s {kind} {theirs!r} ({host!r} resolves to "
-                                   f"{their_host}): each node needs addresses of its own (to move node {other}, add it "
-                                   "with its own id; a voter leaves the voters with --retain first)")
+                ip = _resolved_to(raft_addr, resolved, theirs) if other != node_id else None
+                if ip is not None:
+                    raise Conflict(f"raft_addr {raft_addr!r} is node {other}'s {kind} {theirs!r} "
+                                   f"({parse_addr(raft_addr)[0]!r} resolves to {ip}): each node needs addresses of "
+                                   f"its own (to move node {other}, add it with its own id; a voter leaves the voters "
+                                   "with --retain first)")
 
     async def _check_resolve(self, addrs: list[tuple[str, str]]) -> dict[str, list[str]]:
         """The IP addresses of the host names of ``addrs`` (``(what, addr)`` pairs: addresses

@@ -328,6 +328,16 @@ async def test_init_with_a_member_whose_raft_host_does_not_resolve_is_400_and_th
         assert error.startswith("ValueError: member 3's raft_addr 'no-such-host.invalid:21003': the host "
                                 "'no-such-host.invalid' does not resolve on node 1"), error
         assert n1.raft is not None and n1.raft.metrics.last_log_index < 0  # still new: init works
+        # Member 2 at member 1's raft address, spelled as a name: the same address.
+        n1_port = n1.opts.raft_addr.rpartition(":")[2]
+        bad = {**good, "2": {"raft_addr": f"localhost:{n1_port}", "http_addr": n2.opts.http_addr}}
+        async with asyncio.timeout(10), s.post(url(n1, "/cluster/init"), json={"members": bad}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, error
+        assert error == (f"ValueError: member 2's raft_addr 'localhost:{n1_port}' is also member 1's raft_addr "
+                         f"{n1.opts.raft_addr!r} ('localhost' resolves to 127.0.0.1): each member needs addresses of "
+                         "its own"), error
+        assert n1.raft.metrics.last_log_index < 0
         port = n2.opts.raft_addr.rpartition(":")[2]
         good["2"]["raft_addr"] = f"localhost:{port}"  # (a name that resolves is taken)
         async with s.post(url(n1, "/cluster/init"), json={"members": good}) as r:
