@@ -1610,9 +1610,10 @@ class KvNode:
                 if t.done() and not t.cancelled():
                     t.exception()  # (retrieved: this call may be cancelled before it reads them)
                 t.cancel()  # (the ones still waiting; a thread that resolves keeps its slot until it ends)
-        # (A task cancelled just now is not done yet: it was still waiting.)
-        problems = [self._resolve_problem(what, addr, host, tasks[host] if tasks[host].done() else None)
-                    for what, addr, host, _ in names]
+        # (A task cancelled just now is not done yet: it was still waiting. One cancelled
+        # before, by ``stop``, got no answer either.)
+        problems = [self._resolve_problem(what, addr, host, t if t.done() and not t.cancelled() else None)
+                    for what, addr, host, t in ((w, a, h, tasks[h]) for w, a, h, _ in names)]
         # A name that does not exist first (the request's mistake), then one to retry.
         for problem in sorted((p for p in problems if p is not None), key=lambda p: not isinstance(p, ValueError)):
             raise problem
