@@ -3,9 +3,7 @@
 ==============================  ==========================================================
 ``POST /cluster/init``          ``{"members": {"1": {"raft_addr", "http_addr"}, ...}}`` -> 200
                                 ``{"members": [ids]}``; 409 if the node is initialized already;
-                                400 if another member's raft host does not resolve here,
-                                or this node's own entry names another port at the host
-                                it listens on
+                                400 if another member's raft host does not resolve here
 ``POST /cluster/learners``      ``{"id", "raft_addr", "http_addr"}`` -> 200 ``{"index"}`` once
                                 the learner caught up (503 if not within the bound); 409 if
                                 ``id`` is a voter or another member has one of the

@@ -1441,9 +1441,7 @@ class KvNode:
         ``ValueError`` (nothing done) when two addresses are the same: a node dialling
         another member would reach the wrong one, and a cluster needing it could never
         elect a leader; or when another member's raft host does not resolve here
-        (``ServiceUnavailable`` when the resolver cannot tell in time: ``_check_resolve``);
-        or when this node's own addresses there name another port at the host it listens
-        on (``_check_own_member``)."""
+        (``ServiceUnavailable`` when the resolver cannot tell in time: ``_check_resolve``)."""
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}  # (checked first)
         used: list[tuple[str, str]] = []
         for nid, a in members.items():
@@ -1455,7 +1453,6 @@ class KvNode:
                 used.append((addr, f"member {nid}'s {kind}"))
         raft = self._raft()
         if _pristine(raft.metrics):  # (else initialize refuses it: NotAllowed, 409)
-            self._check_own_member(members.get(self.id))
             # This node connects to the others at their raft addresses: a host that does not
             # resolve (a typo) made a cluster it could never reach a quorum of, for good.
             resolved = await self._check_resolve([(f"member {nid}'s raft_addr", a.raft) for nid, a in members.items()
@@ -1554,23 +1551,6 @@ class KvNode:
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
         return int(resp.log_id.index)
-
-    def _check_own_member(self, own: NodeAddrs | None) -> None:
-        """``ValueError`` when ``own``, this node's addresses in an ``init``'s members, has
-        another port than this node listens on at the very host it listens on (a typo, or
-        the two addresses swapped): taken, every redirect to this node went to a port
-        nobody listens on, and the other members dialled it there, for good. Another host
-        is not refused: behind NAT, or with a port mapped, a node is reached at another
-        address than the one it listens on."""
-        if own is None:
-            return
-        for kind, given, listening, port in (("raft_addr", own.raft, self.opts.raft_addr, self.raft_port),
-                                             ("http_addr", own.http, self.opts.http_addr, self.http_port)):
-            host, given_port = parse_addr(given)
-            if host == parse_addr(listening)[0] and port is not None and given_port != port:
-                actual = f"{listening.rpartition(':')[0]}:{port}"  # (the port bound, for a --raft-addr H:0)
-                raise ValueError(f"member {self.id}'s {kind} {given!r} is not where node {self.id}, which takes this "
-                                 f"init, listens: its {kind} is {actual!r}")
 
     def _check_not_a_member_s(self, node_id: NodeId, raft_addr: str, resolved: dict[str, list[str]]) -> None:
         """``Conflict`` when ``raft_addr``, its host name resolved (``resolved``), reaches

@@ -338,16 +338,6 @@ async def test_init_with_a_member_whose_raft_host_does_not_resolve_is_400_and_th
                          f"{n1.opts.raft_addr!r} ('localhost' resolves to 127.0.0.1): each member needs addresses of "
                          "its own"), error
         assert n1.raft.metrics.last_log_index < 0
-        # Node 1's own addresses with another port at its IP address (a typo; or the two
-        # swapped): it was taken, every redirect to the leader then went to a port nobody
-        # listens on, and the others dialled node 1 there, for good.
-        swapped = {**good, "1": {"raft_addr": n1.opts.http_addr, "http_addr": n1.opts.raft_addr}}
-        async with asyncio.timeout(10), s.post(url(n1, "/cluster/init"), json={"members": swapped}) as r:
-            error = (await r.json())["error"]
-            assert r.status == 400, error
-        assert error == (f"ValueError: member 1's raft_addr {n1.opts.http_addr!r} is not where node 1, which takes this "
-                         f"init, listens: its raft_addr is {n1.opts.raft_addr!r}"), error
-        assert n1.raft.metrics.last_log_index < 0
         port = n2.opts.raft_addr.rpartition(":")[2]
         good["2"]["raft_addr"] = f"localhost:{port}"  # (a name that resolves is taken)
         async with s.post(url(n1, "/cluster/init"), json={"members": good}) as r:
