@@ -651,14 +651,23 @@ class RaftCore:
         guests = self._guests
         self._guests = []
         host = self.task
-        for g in guests:
+        for i, g in enumerate(guests):
             g.guest_queued = False
-            if (host is not None and g.parked and g._handed is None and not g._stopping and g.fatal is None
-                    and g.task is not None and g._context is not None and g._loop is self._loop
-                    and not g.watch.predicates_due()):
-                g.pass_as_guest(host)
-            else:
-                g._wakeup.wake()
+            try:
+                if (host is not None and g.parked and g._handed is None and not g._stopping and g.fatal is None
+                        and g.task is not None and g._context is not None and g._loop is self._loop
+                        and not g.watch.predicates_due()):
+                    g.pass_as_guest(host)
+                else:
+                    g._wakeup.wake()
+            except BaseException:
+                # (``pass_as_guest`` hands on what a pass raises: this is what raised around
+                # it, a ``KeyboardInterrupt`` from a signal, say.) This guest and those not
+                # reached are woken: nothing else would wake them, their requests left in
+                # their queues (a spurious wake-up finds nothing to do).
+                self._guests = guests[i:]
+                self._wake_guests()
+                raise
 
     def _wake_guests(self) -> None:
         """Wake the task of each node queued in ``_guests``: this node's pass raised, and

@@ -190,3 +190,39 @@ async def test_a_waiter_sees_the_joint_config_of_a_membership_change(watched: st
         await asyncio.wait_for(leader.change_membership({1, 2, 3, 4}), 10)
         m = await asyncio.wait_for(joint, 10)
         assert m.membership_config.membership.is_joint()
+
+
+class _Boom(BaseException):
+    """Raised around a guest pass, where ``pass_as_guest`` does not catch it."""
+
+
+async def test_guests_not_reached_when_one_raises_around_its_pass_are_woken() -> None:
+    """Something raised around the first guest's pass (in ``_run_guests``, outside what
+    ``pass_as_guest`` hands on: a signal's ``KeyboardInterrupt``, say) stops the host; every
+    follower queued on it is woken and takes what is in its queue on its own task (a request
+    the stopped leader withdrew is dropped there). The guest whose pass never ran was left
+    with its request queued and its task parked for good: nothing else wakes it."""
+    async with Cluster(CONFIG) as c:
+        leader = await _leader(c)
+        await leader.client_write(b"warm")
+        followers = [r for r in c.nodes.values() if r is not leader]
+        raised: list[int] = []
+        for f in followers:
+            core = f._core
+            real = core.pass_as_guest
+
+            def boom(host: Any, core: Any = core, real: Any = real) -> None:
+                if not raised:
+                    raised.append(core.id)
+                    raise _Boom("around a guest pass")
+                real(host)
+
+            core.pass_as_guest = boom  # type: ignore[method-assign]
+        writing = asyncio.ensure_future(leader.client_write(b"w"))
+        await _until(lambda: leader._core.fatal is not None, "the host stopped")
+        assert raised
+        await _until(lambda: all(not f._core._msgs and not f._core.guest_queued for f in followers),
+                     "every follower took its queue")
+        assert all(f._core.fatal is None for f in followers)
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
