@@ -475,12 +475,17 @@ class Wait:
     """
 
     def __init__(
-        self, watch: MetricsWatch, timeout: float | None, refuse: Callable[[str, object], None] | None = None
+        self,
+        watch: MetricsWatch,
+        timeout: float | None,
+        refuse: Callable[[str, object], asyncio.Future[Any] | None] | None = None,
     ) -> None:
         """``refuse(what, arg)``, when given, is called as a condition ``what``
         (``"wait().state"``, say) that does not hold yet starts waiting, with what it waits
         for (``arg``: the index of an index condition, the state of ``state``, the node id
-        of ``current_leader``, else ``None``), and raises to refuse it (``Raft.wait`` passes its own-task checks)."""
+        of ``current_leader``, else ``None``), and raises to refuse it (``Raft.wait`` passes its own-task checks).
+        It may return a future, which the wait cancels once it ends (``Raft`` records the
+        task inside a plug-in call as awaiting it meanwhile)."""
         self._watch = watch
         self._timeout = check_timeout(timeout)
         self._refuse = refuse
@@ -513,8 +518,7 @@ class Wait:
         m = watch.current
         if predicate(m):
             return m
-        if self._refuse is not None:
-            self._refuse(f"wait().{what}", arg)
+        ended = None if self._refuse is None else self._refuse(f"wait().{what}", arg)
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
@@ -532,6 +536,9 @@ class Wait:
             raise WaitTimeout(
                 f"timeout after {self._timeout}s waiting for {msg}; last metrics: {watch.current.describe()}"
             ) from None
+        finally:
+            if ended is not None:
+                ended.cancel()  # the wait ended: its task awaits no commit any more
 
     async def state(self, state: ServerState, msg: str = "") -> RaftMetrics:
         """Wait until the node is in ``state``."""

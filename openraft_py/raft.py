@@ -488,7 +488,7 @@ class Raft:
                 f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
             )
         if waiting is not None:
-            _waits(out, kind, waiting, m)
+            _waits(out, kind, waiting, m, arg)
 
     def _not_holding_up_catch_up(self, node_id: NodeId, node: BasicNode) -> None:
         """``RuntimeError`` if ``add_learner(node_id, node, blocking=True)`` is called from a
@@ -507,12 +507,18 @@ class Raft:
                 f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
             )
 
-    def _refuse_wait(self, what: str, arg: object) -> None:
+    def _refuse_wait(self, what: str, arg: object) -> asyncio.Future[None] | None:
         """``Wait``'s refusal of a condition ``what`` (waiting for ``arg``) that does not
         hold yet: on the node's core or worker task (``_not_own_task``), or where it could
-        never hold (``_not_holding_up``)."""
+        never hold (``_not_holding_up``). Taken on a task inside a plug-in call, returns a
+        future for the wait to cancel once it ends: meanwhile the task is recorded as
+        awaiting it (a wait for an entry to be applied awaits its commit); else ``None``."""
         self._not_own_task(what)
-        self._not_holding_up(what, what, arg)
+        if not self._core.calling_out:
+            return None
+        ended: asyncio.Future[None] = self._loop.create_future()
+        self._not_holding_up(what, what, arg, ended)
+        return ended
 
     def _not_core_task(self, what: str) -> None:
         """``_not_own_task(what)`` if called on the core task, unless from an ``apply``
@@ -587,18 +593,25 @@ class Raft:
         (``_not_own_task``): the change waits for its entry to be applied."""
         self._check_loop()
         self._not_own_task(what)
-        self._not_holding_up(what, _COMMIT)
-        while True:
-            try:
-                return await self._call(fn, what)
-            except LearnerIsLagging as e:
-                if not e.unheard:
-                    raise
-                await self._first_answers(e.unheard, e.wait_ms)
-            except InProgress as e:
-                if e.wait_ms <= 0:
-                    raise
-                await self._membership_settled(e.wait_ms)
+        # Taken on a task inside a plug-in call, the task awaits the change's commit until
+        # ``ended`` is: recorded there (``_not_holding_up``), as a write is.
+        ended: asyncio.Future[None] | None = self._loop.create_future() if self._core.calling_out else None
+        self._not_holding_up(what, _COMMIT, None, ended)
+        try:
+            while True:
+                try:
+                    return await self._call(fn, what)
+                except LearnerIsLagging as e:
+                    if not e.unheard:
+                        raise
+                    await self._first_answers(e.unheard, e.wait_ms)
+                except InProgress as e:
+                    if e.wait_ms <= 0:
+                        raise
+                    await self._membership_settled(e.wait_ms)
+        finally:
+            if ended is not None:
+                ended.cancel()
 
     async def _bounded_until(self, done: Callable[[RaftMetrics], bool], wait_ms: float) -> None:
         """``_until(done)``, given up silently once ``wait_ms`` ms (at least

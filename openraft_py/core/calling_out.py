@@ -186,11 +186,15 @@ def commit_awaited(kind: str, m: RaftMetrics, out: Out) -> int | None:
     return None
 
 
-def waits(out: Out, kind: str, fut: asyncio.Future[Any], m: RaftMetrics) -> None:
-    """A call of ``kind`` made on ``out``'s task was taken, and the task awaits ``fut`` for
-    its outcome: recorded when it waits for a commit (``commit_awaited``), for the calls
-    made on the node's other tasks meanwhile (``_stuck``), until ``fut`` is done."""
+def waits(out: Out, kind: str, fut: asyncio.Future[Any], m: RaftMetrics, arg: object = None) -> None:
+    """A call of ``kind`` (waiting for ``arg``) made on ``out``'s task was taken, and the
+    task awaits ``fut`` for its outcome (or until ``fut`` is done): recorded when it waits
+    for a commit (``commit_awaited``; a wait for an entry past the committed one to be
+    applied waits for its commit too), for the calls made on the node's other tasks
+    meanwhile (``_stuck``), until ``fut`` is done."""
     entry = commit_awaited(kind, m, out)
+    if entry is None:
+        entry = _applied_past_committed(kind, m, arg)
     if entry is not None:
         out.waiting = fut
         out.entry = entry

@@ -642,3 +642,62 @@ async def test_a_write_from_a_read_and_one_from_the_leaders_save_vote_hold_each_
     assert "client_write was called from inside node 1's" in outcomes[0]
     assert "(no majority is left without them all)" in outcomes[0]
     assert outcomes[1] == "returned", outcomes
+
+
+async def two_streams_in_turn(first: Call, second: Call) -> list[str]:
+    """Leader and two followers, every replication read going to the log store: the read on
+    the stream to one follower makes ``first``, and the read on the stream to the other
+    makes ``second`` once ``first`` was judged and awaits its outcome. The two outcomes, in
+    that order, once both ended and the leader took a write after."""
+    TARGET_PROBES.clear()
+    judged = asyncio.Event()
+
+    async def make_first(r: Raft) -> Any:
+        call = first(r)  # (a coroutine: judged at its first step, before it waits)
+        judged.set()  # the waiter runs only once ``first`` suspended
+        return await call
+
+    async def make_second(r: Raft) -> Any:
+        await judged.wait()
+        return await second(r)
+
+    async with Cluster(fast_config(), log_store=lambda nid, disk: TargetStore(disk)) as c:
+        await c.start({1, 2, 3})
+        raft = c.nodes[await c.wait_for_leader()]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        read_from_store(raft)
+        followers = sorted(nid for nid in c.nodes if nid != raft.id)
+        probes = [Probe(raft, make_first), Probe(raft, make_second)]
+        TARGET_PROBES.update(zip(followers, probes, strict=True))
+        write = asyncio.ensure_future(raft.client_write(b"trigger"))
+        try:
+            outcomes = [await p.outcome_within() for p in probes]
+            await asyncio.wait_for(write, BOUND)
+            await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+        finally:
+            write.cancel()
+            TARGET_PROBES.clear()
+        assert raft.metrics.running
+        return outcomes
+
+
+AWAITING_A_COMMIT: dict[str, Call] = {
+    "add_learner": lambda r: r.add_learner(9, BasicNode(""), blocking=False),
+    # The entry being read (not committed: neither follower was handed it).
+    "wait().applied_index_at_least": lambda r: r.wait().applied_index_at_least(r.metrics.last_log_index),
+}
+"""Calls other than writes that, taken from a read, await a commit the other reads hold up."""
+
+
+@pytest.mark.parametrize("name", sorted(AWAITING_A_COMMIT))
+async def test_a_write_from_a_read_while_another_read_awaits_a_commit_otherwise_is_refused(name: str) -> None:
+    """A membership change, or a wait for an entry past the committed one to be applied,
+    taken from a read on the stream to one of two followers, holds that follower back as a
+    write does: a write from a read on the other stream then needs one of the two to send
+    on, and both waited for good (the first was not recorded as awaiting a commit). The
+    write is refused, and the first call then completes."""
+    outcomes = await two_streams_in_turn(AWAITING_A_COMMIT[name], lambda r: r.client_write(b"second"))
+    assert outcomes[0] == "returned", outcomes
+    assert outcomes[1].startswith("RuntimeError"), outcomes
+    assert "client_write was called from inside node" in outcomes[1]
+    assert "(no majority is left without them all)" in outcomes[1]
