@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from . import validation as _v
 from .config import Config, RunningConfig
+from .core.calling_out import APPLIED as _APPLIED
 from .core.calling_out import COMMIT as _COMMIT
 from .core.calling_out import LINEARIZE as _LINEARIZE
 from .core.calling_out import catch_up_refusal as _catch_up_refusal
@@ -580,7 +581,24 @@ class Raft:
                 raise self._core.fatal or Fatal("node stopped")
             await sleep()
 
-    async def _change(self, fn: Callable[[_Engine, asyncio.Future[Any], float], None], what: str) -> Any:
+    def _change_awaits(self, same: Callable[[Membership], bool] | None) -> tuple[str, object]:
+        """What a membership change waits for, as ``_not_holding_up`` takes it: a new entry
+        to commit (``COMMIT``); but on a leader, for one that changes nothing in the
+        effective membership (``same(membership)``), the current membership entry to be
+        applied (``APPLIED`` at its index): the engine appends nothing and answers with that
+        entry once applied (at once when it is)."""
+        m = self._core.watch.current
+        eff = m.membership_config
+        if same is not None and m.state == ServerState.LEADER and eff.log_id is not None and same(eff.membership):
+            return _APPLIED, eff.log_id.index
+        return _COMMIT, None
+
+    async def _change(
+        self,
+        fn: Callable[[_Engine, asyncio.Future[Any], float], None],
+        what: str,
+        same: Callable[[Membership], bool] | None = None,
+    ) -> Any:
         """``_call(fn)`` for a membership change (``fn`` calls ``Engine.change_membership``,
         ``add_learner`` or ``remove_learners``), which a leader just elected may refuse only
         because it has not heard from its followers yet: ``LearnerIsLagging`` naming
@@ -590,13 +608,17 @@ class Raft:
         again; any other outcome is the caller's. It ends: the engine's clock moves on, and
         once the leader is no longer new its refusal is final. Cancelled while it waits,
         nothing was logged. ``RuntimeError`` from inside the node's own state machine
-        (``_not_own_task``): the change waits for its entry to be applied."""
+        (``_not_own_task``): the change waits for its entry to be applied. ``same``: whether
+        the change would change nothing in a membership (``_change_awaits``)."""
         self._check_loop()
         self._not_own_task(what)
-        # Taken on a task inside a plug-in call, the task awaits the change's commit until
-        # ``ended`` is: recorded there (``_not_holding_up``), as a write is.
-        ended: asyncio.Future[None] | None = self._loop.create_future() if self._core.calling_out else None
-        self._not_holding_up(what, _COMMIT, None, ended)
+        ended: asyncio.Future[None] | None = None
+        if self._core.calling_out:
+            # Taken on a task inside a plug-in call, the task awaits the change's commit
+            # until ``ended`` is: recorded there (``_not_holding_up``), as a write is.
+            ended = self._loop.create_future()
+            kind, arg = self._change_awaits(same)
+            self._not_holding_up(what, kind, arg, ended)
         try:
             while True:
                 try:
@@ -734,7 +756,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.add_learner(node_id, node, tx)
 
-        resp: ClientWriteResponse = await self._change(fn, "add_learner")
+        resp: ClientWriteResponse = await self._change(fn, "add_learner", lambda mem: mem.nodes.get(node_id) == node)
         if blocking:
             threshold = self.config.replication_lag_threshold
             target = resp.log_id.index
@@ -802,7 +824,9 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.change_membership(voters, retain, tx, allow_lagging)
 
-        return await self._change(fn, "change_membership")  # type: ignore[no-any-return]
+        return await self._change(  # type: ignore[no-any-return]
+            fn, "change_membership", lambda mem: not mem.is_joint() and mem.configs[0] == voters
+        )
 
     async def remove_learners(self, ids: Iterable[NodeId]) -> ClientWriteResponse:
         """Remove the learners ``ids`` from the cluster: appends one membership entry with the
@@ -830,7 +854,7 @@ class Raft:
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.remove_learners(learners, tx)
 
-        return await self._change(fn, "remove_learners")  # type: ignore[no-any-return]
+        return await self._change(fn, "remove_learners", lambda _mem: not learners)  # type: ignore[no-any-return]
 
     # -- writes and reads ----------------------------------------------------------------------
 

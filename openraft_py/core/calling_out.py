@@ -29,7 +29,7 @@ from ..metrics import RaftMetrics
 from ..types import NodeId, ServerState
 
 __all__ = [
-    "BUILD", "COMMIT", "LINEARIZE", "READ", "VOTE", "CallingOut", "Out", "catch_up_refusal", "commit_awaited",
+    "APPLIED", "BUILD", "COMMIT", "LINEARIZE", "READ", "VOTE", "CallingOut", "Out", "catch_up_refusal", "commit_awaited",
     "enter", "leave", "refusal", "waits",
 ]
 
@@ -76,6 +76,10 @@ COMMIT = "commit"
 changes."""
 LINEARIZE = "linearize"
 """Waits for the leader's first entry of its term to commit (``ensure_linearizable``)."""
+APPLIED = "wait().applied_index_at_least"
+"""Waits for the entry at an index (the call's ``arg``) to be applied:
+``wait().applied_index_at_least``, a membership change that changes nothing (answered with
+the current membership entry once applied)."""
 
 
 def enter(
@@ -250,7 +254,7 @@ def refusal(
 
 def _applied_past_committed(kind: str, m: RaftMetrics, arg: object) -> int | None:
     """The index a ``wait().applied_index_at_least`` waits for, when past the committed one."""
-    if kind == "wait().applied_index_at_least" and type(arg) is int and arg > _committed_index(m):
+    if kind == APPLIED and type(arg) is int and arg > _committed_index(m):
         return arg
     return None
 
@@ -297,7 +301,7 @@ def _vote_refusal(calling_out: CallingOut, out: Out, kind: str, what: str, m: Ra
         why = f"waits for {what_for}, which needs this leader's own log counted, and that waits for its vote"
         if not needed(m.id, m):
             why += f", or the acknowledgement of {_held_up(absent, m.id, m)} (no majority is left without them all)"
-    elif entry is not None and kind == "wait().applied_index_at_least":
+    elif entry is not None and kind == APPLIED:
         why = (
             "waits for an entry past the committed one to be applied, and a follower applies what "
             "commits from now on only once every write submitted before, this vote included, is durable"

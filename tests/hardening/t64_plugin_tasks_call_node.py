@@ -701,3 +701,35 @@ async def test_a_write_from_a_read_while_another_read_awaits_a_commit_otherwise_
     assert outcomes[1].startswith("RuntimeError"), outcomes
     assert "client_write was called from inside node" in outcomes[1]
     assert "(no majority is left without them all)" in outcomes[1]
+
+
+
+def readd_target(blocking: bool) -> Call:
+    """``add_learner`` of the other of two voters (the target of the stream whose read makes
+    the call) at its own address."""
+
+    def call(r: Raft) -> Awaitable[Any]:
+        target = 3 - r.id
+        return r.add_learner(target, r.metrics.membership_config.membership.nodes[target], blocking=blocking)
+
+    return call
+
+
+CHANGING_NOTHING: dict[str, Call] = {
+    "add_learner": readd_target(False),
+    "add_learner(blocking)": readd_target(True),
+    "change_membership": lambda r: r.change_membership({1, 2}),
+    "remove_learners": lambda r: r.remove_learners([]),
+}
+"""Membership changes of two voters that change nothing: the engine appends nothing and
+answers with the current membership entry, committed already."""
+
+
+@pytest.mark.parametrize("name", sorted(CHANGING_NOTHING))
+async def test_a_membership_change_that_changes_nothing_from_a_read_on_a_needed_stream_completes(name: str) -> None:
+    """Of two voters, a read on the stream to the follower may make a membership change that
+    changes nothing (add it again at its address, make the same voters, remove no learner):
+    it appends nothing, and the membership entry that answers is committed. It was refused
+    as a new entry that needed the follower's acknowledgement."""
+    outcome, _ = await read_on_stream(2, CHANGING_NOTHING[name])
+    assert outcome == "returned", outcome
