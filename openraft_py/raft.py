@@ -951,18 +951,27 @@ class Raft:
             raise TypeError(f"policy must be a ReadPolicy, got {type(policy).__name__} {_v.shown(policy)}")
         self._check_loop()
         self._not_own_task("ensure_linearizable")
-        self._not_holding_up("ensure_linearizable", _LINEARIZE)
+        ended: asyncio.Future[None] | None = None
+        if self._core.calling_out:
+            # Taken on a task inside a plug-in call, the task awaits the term's first entry
+            # (when not committed yet) until ``ended`` is: recorded there, as a write is.
+            ended = self._loop.create_future()
+            self._not_holding_up("ensure_linearizable", _LINEARIZE, None, ended)
 
         def fn(eng: _Engine, tx: asyncio.Future[Any], now: float) -> None:
             eng.handle_read(tx, policy, now)
 
-        read_log_id: LogId | None = await self._call(fn, "ensure_linearizable")
-        if read_log_id is not None:
-            index = read_log_id.index
-            await self._until(
-                lambda m: m.last_applied is not None and m.last_applied.index >= index,
-                lambda: self._core.watch.applied_at_least(index),
-            )
+        try:
+            read_log_id: LogId | None = await self._call(fn, "ensure_linearizable")
+            if read_log_id is not None:
+                index = read_log_id.index
+                await self._until(
+                    lambda m: m.last_applied is not None and m.last_applied.index >= index,
+                    lambda: self._core.watch.applied_at_least(index),
+                )
+        finally:
+            if ended is not None:
+                ended.cancel()
         return read_log_id
 
     # -- state -------------------------------------------------------------------------------

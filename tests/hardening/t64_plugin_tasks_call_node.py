@@ -644,11 +644,13 @@ async def test_a_write_from_a_read_and_one_from_the_leaders_save_vote_hold_each_
     assert outcomes[1] == "returned", outcomes
 
 
-async def two_streams_in_turn(first: Call, second: Call) -> list[str]:
+async def two_streams_in_turn(first: Call, second: Call, elect: bool = False) -> list[str]:
     """Leader and two followers, every replication read going to the log store: the read on
     the stream to one follower makes ``first``, and the read on the stream to the other
-    makes ``second`` once ``first`` was judged and awaits its outcome. The two outcomes, in
-    that order, once both ended and the leader took a write after."""
+    makes ``second`` once ``first`` was judged and awaits its outcome; during the
+    replication of a write, or with ``elect`` of node 1's first entry once elected (the
+    others' election timeouts are long). The two outcomes, in that order, once both ended
+    and the leader took a write after."""
     TARGET_PROBES.clear()
     judged = asyncio.Event()
 
@@ -661,19 +663,27 @@ async def two_streams_in_turn(first: Call, second: Call) -> list[str]:
         await judged.wait()
         return await second(r)
 
-    async with Cluster(fast_config(), log_store=lambda nid, disk: TargetStore(disk)) as c:
+    config = fast_config(election_timeout_min=300, election_timeout_max=400) if elect else fast_config()
+    async with Cluster(config, log_store=lambda nid, disk: TargetStore(disk)) as c:
         await c.start({1, 2, 3})
         raft = c.nodes[await c.wait_for_leader()]
         await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        if elect:
+            raft = c.nodes[1]
         read_from_store(raft)
         followers = sorted(nid for nid in c.nodes if nid != raft.id)
         probes = [Probe(raft, make_first), Probe(raft, make_second)]
         TARGET_PROBES.update(zip(followers, probes, strict=True))
-        write = asyncio.ensure_future(raft.client_write(b"trigger"))
+        if elect:
+            await raft.trigger.elect()
+            write: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            write.set_result(None)
+        else:
+            write = asyncio.ensure_future(raft.client_write(b"trigger"))
         try:
             outcomes = [await p.outcome_within() for p in probes]
             await asyncio.wait_for(write, BOUND)
-            await asyncio.wait_for(raft.client_write(b"after"), BOUND)
+            await asyncio.wait_for(c.nodes[await c.wait_for_leader(timeout=BOUND)].client_write(b"after"), BOUND)
         finally:
             write.cancel()
             TARGET_PROBES.clear()
@@ -733,3 +743,16 @@ async def test_a_membership_change_that_changes_nothing_from_a_read_on_a_needed_
     as a new entry that needed the follower's acknowledgement."""
     outcome, _ = await read_on_stream(2, CHANGING_NOTHING[name])
     assert outcome == "returned", outcome
+
+
+async def test_a_write_from_a_read_while_another_read_of_a_new_leader_ensures_linearizable_is_refused() -> None:
+    """A new leader's ``ensure_linearizable`` waits for the first entry of its term to
+    commit: taken from a read on the stream to one of two followers, it holds that one back
+    as a write does, and a write from a read on the other stream then closed the circle
+    (both waited for good). The write is refused, and the read index then comes."""
+    outcomes = await two_streams_in_turn(
+        lambda r: r.ensure_linearizable(ReadPolicy.READ_INDEX), lambda r: r.client_write(b"second"), elect=True
+    )
+    assert outcomes[0] == "returned", outcomes
+    assert outcomes[1].startswith("RuntimeError"), outcomes
+    assert "client_write was called from inside node 1's log reader" in outcomes[1]
