@@ -73,7 +73,7 @@ BUILD = "build"
 # Kinds of calls of the handle, by what they wait for.
 COMMIT = "commit"
 """Waits for a new entry to commit: ``client_write``, ``client_write_many``, the membership
-changes."""
+changes (but one that changes nothing: ``APPLIED``)."""
 LINEARIZE = "linearize"
 """Waits for the leader's first entry of its term to commit (``ensure_linearizable``)."""
 APPLIED = "wait().applied_index_at_least"
