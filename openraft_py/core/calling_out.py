@@ -129,12 +129,15 @@ def _majority_without(absent: set[NodeId], m: RaftMetrics) -> bool:
 def _holds_back(out: Out, m: RaftMetrics) -> tuple[NodeId, int] | None:
     """Whose acknowledgement ``out``'s task holds back while it is stuck, and from which
     index on: a stream's, its target's from ``unsent`` (what it handed over before may be
-    acknowledged meanwhile); ``save_vote``'s on a leader, the leader's own, of every entry
-    (it counts its own log only once its vote is durable); else nobody's."""
+    acknowledged meanwhile), on a leader (one that stopped leading stopped its streams);
+    ``save_vote``'s on a leader, the leader's own, of every entry (it counts its own log only
+    once its vote is durable); else nobody's."""
+    if m.state != ServerState.LEADER:
+        return None
     if out.source == READ:
         assert out.target is not None
         return out.target, out.unsent
-    if out.source == VOTE and m.state == ServerState.LEADER:
+    if out.source == VOTE:
         return m.id, 0
     return None
 
@@ -215,7 +218,8 @@ def refusal(
     can never complete; ``None`` when it can (it is then taken). ``m``: the node's metrics
     now.
 
-    - ``READ``: the stream to ``target`` hands nothing more over until the read returns, so
+    - ``READ`` (on a leader: once it stopped leading, its streams stopped, and nothing is
+      refused): the stream to ``target`` hands nothing more over until the read returns, so
       an entry from ``unsent`` on does not commit where that needs ``target``'s
       acknowledgement (``needed``), or ``target``'s and those that the node's other tasks
       hold back while they await a commit of their own (``_stuck``: two streams whose
@@ -260,7 +264,11 @@ def _applied_past_committed(kind: str, m: RaftMetrics, arg: object) -> int | Non
 
 
 def _read_refusal(calling_out: CallingOut, out: Out, kind: str, what: str, m: RaftMetrics, arg: object) -> str | None:
-    """``refusal`` from a log read on the replication stream to ``out.target``."""
+    """``refusal`` from a log read on the replication stream to ``out.target``. Nothing
+    is refused once the node stopped leading: its streams stopped, and it answers a write
+    with ``ForwardToLeader`` at once, as anywhere else (it follows another leader's log)."""
+    if m.state != ServerState.LEADER:
+        return None
     entry = commit_awaited(kind, m, out)
     if entry is not None:
         why = "waits for an entry to commit"

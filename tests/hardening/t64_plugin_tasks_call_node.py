@@ -756,3 +756,30 @@ async def test_a_write_from_a_read_while_another_read_of_a_new_leader_ensures_li
     assert outcomes[0] == "returned", outcomes
     assert outcomes[1].startswith("RuntimeError"), outcomes
     assert "client_write was called from inside node 1's log reader" in outcomes[1]
+
+
+async def test_a_write_from_a_read_of_a_leader_that_stepped_down_meanwhile_gets_forward_to_leader() -> None:
+    """A leader that stopped leading while its stream's read was out holds back nobody's
+    acknowledgement: a write from that read is answered at once with ``ForwardToLeader``,
+    as anywhere else (it was refused as waiting for the stream's target for good)."""
+    READ_PROBE.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: ReaderStore(disk, nid)) as c:
+        await c.start({1, 2})
+        raft = c.nodes[await c.wait_for_leader()]
+        await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
+        read_from_store(raft)
+
+        async def step_down_then_write(r: Raft) -> Any:
+            c.router.isolate(r.id)  # check-quorum: it steps down within an election timeout
+            await r.wait(BOUND).metrics(lambda m: m.state != ServerState.LEADER)
+            return await r.client_write(b"inner")
+
+        probe = READ_PROBE[raft.id] = Probe(raft, step_down_then_write)
+        write = asyncio.ensure_future(raft.client_write(b"trigger"))
+        try:
+            outcome = await probe.outcome_within(2 * BOUND)
+        finally:
+            write.cancel()
+            READ_PROBE.clear()
+        assert raft.metrics.running
+    assert outcome.startswith("ForwardToLeader"), outcome
