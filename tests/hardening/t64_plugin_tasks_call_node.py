@@ -34,6 +34,14 @@ other's commit needs, where no majority is left without both (a leader and two f
 the second write is refused, and the first then commits); and, from ``save_vote`` on a
 candidate every majority holds, a wait for a leader (itself, or another where the
 membership is not joint: no election is won without its vote) or for its log to grow.
+
+A review of those found: a membership change, ``ensure_linearizable`` of a new leader and a
+wait for an entry to be applied, taken from a read, were not recorded as awaiting a commit,
+so a write from a read on another stream closed the circle and both waited for good (the
+write is now refused); a membership change that changes nothing (``add_learner`` of a member
+at its address, the same voters, no learner to remove) was refused as a new entry though the
+membership entry that answers it was committed; and a write from a read on a stream of a
+leader that stopped leading meanwhile was refused instead of getting ``ForwardToLeader``.
 """
 
 from __future__ import annotations
