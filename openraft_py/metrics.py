@@ -478,7 +478,7 @@ class Wait:
         self,
         watch: MetricsWatch,
         timeout: float | None,
-        refuse: Callable[[str, object], asyncio.Future[Any] | None] | None = None,
+        refuse: Callable[[str, object], asyncio.Future[None] | None] | None = None,
     ) -> None:
         """``refuse(what, arg)``, when given, is called as a condition ``what``
         (``"wait().state"``, say) that does not hold yet starts waiting, with what it waits
