@@ -1590,6 +1590,9 @@ class KvNode:
                 if t.done() and not t.cancelled():
                     t.exception()  # (retrieved: this call may be cancelled before it reads them)
                 t.cancel()  # (the ones still waiting; a thread that resolves keeps its slot until it ends)
+        if not self.accepting:  # (``stop`` cancelled the resolutions, or refused to start them)
+            raise ServiceUnavailable(f"node {self.id} is stopping: its raft host names were not resolved; nothing "
+                                     "was done")
         # (A task cancelled just now is not done yet: it was still waiting. One cancelled
         # before, by ``stop``, got no answer either.)
         problems = [self._resolve_problem(what, addr, host, t if t.done() and not t.cancelled() else None)
@@ -1604,8 +1607,13 @@ class KvNode:
         if need be. A slot is held until the resolver answers, also when the caller gave up
         (its thread runs on): resolvers that hang never hold more than ``MAX_RESOLVING``
         threads, whatever the requests (an ``init`` of thousands of names that do not
-        answer, say)."""
+        answer, say). Once ``stop`` began, none starts (``CancelledError``)."""
         await self._resolve_slots.acquire()
+        if not self.accepting:
+            # ``stop`` began: the slot it freed (cancelling the resolution in it) starts no
+            # other, which would run on after the stop in a thread of its own.
+            self._resolve_slots.release()
+            raise asyncio.CancelledError
         try:
             work = asyncio.ensure_future(resolve(host, port))
         except BaseException:
