@@ -190,14 +190,23 @@ def _check_members_apart(members: dict[NodeId, NodeAddrs], resolved: dict[str, l
     """``ValueError`` when a member's raft address, its host name resolved (``resolved``),
     reaches another member's raft or HTTP address written as an IP address (``_resolved_to``):
     ``localhost:P`` and ``127.0.0.1:P``, which the comparison of the strings let through."""
+    # The addresses written with an IP address, by IP address and port: one pass over the
+    # members, not one over them for each (MAX_MEMBERS members stalled the event loop for
+    # seconds). In the members' order, a raft address before an HTTP one.
+    written: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], list[tuple[NodeId, str, str]]] = {}
+    for other, b in members.items():
+        for theirs, kind in ((b.raft, "raft_addr"), (b.http, "http_addr")):
+            host, port = parse_addr(theirs)
+            if _ip_address(host):
+                written.setdefault((_ip(host), port), []).append((other, kind, theirs))
+    order = {nid: n for n, nid in enumerate(members)}
     for nid, a in members.items():
-        for other, b in members.items():
-            for theirs, kind in ((b.raft, "raft_addr"), (b.http, "http_addr")):
-                ip = _resolved_to(a.raft, resolved, theirs) if other != nid else None
-                if ip is not None:
-                    raise ValueError(f"member {nid}'s raft_addr {a.raft!r} is also member {other}'s {kind} {theirs!r} "
-                                     f"({parse_addr(a.raft)[0]!r} resolves to {ip}): each member needs addresses of "
-                                     "its own")
+        host, port = parse_addr(a.raft)
+        reached = [w for ip in resolved.get(host, ()) for w in written.get((_ip(ip), port), ()) if w[0] != nid]
+        if reached:
+            other, kind, theirs = min(reached, key=lambda w: (order[w[0]], w[1] != "raft_addr"))
+            raise ValueError(f"member {nid}'s raft_addr {a.raft!r} is also member {other}'s {kind} {theirs!r} "
+                             f"({host!r} resolves to {parse_addr(theirs)[0]}): each member needs addresses of its own")
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -1443,14 +1452,16 @@ class KvNode:
         elect a leader; or when another member's raft host does not resolve here
         (``ServiceUnavailable`` when the resolver cannot tell in time: ``_check_resolve``)."""
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}  # (checked first)
-        used: list[tuple[str, str]] = []
+        _v.check_members(nodes)  # (at most MAX_MEMBERS: before the names are resolved)
+        # Each address by its host and port (``same_addr``), so one pass finds a repeated one:
+        # compared two by two, MAX_MEMBERS members stalled the event loop for seconds.
+        used: dict[tuple[str, int], str] = {}
         for nid, a in members.items():
             for kind, addr in (("raft_addr", a.raft), ("http_addr", a.http)):
-                for seen, whose in used:
-                    if same_addr(addr, seen):
-                        raise ValueError(f"member {nid}'s {kind} {addr!r} is also {whose}: each member "
-                                         "needs addresses of its own")
-                used.append((addr, f"member {nid}'s {kind}"))
+                whose = used.setdefault(parse_addr(addr), f"member {nid}'s {kind}")
+                if whose != f"member {nid}'s {kind}":
+                    raise ValueError(f"member {nid}'s {kind} {addr!r} is also {whose}: each member "
+                                     "needs addresses of its own")
         raft = self._raft()
         if _pristine(raft.metrics):  # (else initialize refuses it: NotAllowed, 409)
             # This node connects to the others at their raft addresses: a host that does not

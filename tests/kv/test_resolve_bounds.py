@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from openraft_py.kv import node as node_module
+from openraft_py.validation import MAX_MEMBERS
 
 from .kv_helpers import KvCluster, until_true, url
 
@@ -61,5 +62,58 @@ async def test_a_stop_during_resolutions_starts_no_more_and_the_request_ends_at_
         assert not n1._resolving, n1._resolving
         assert took < 5, f"the stop and the request took {took:.1f}s (status {status}: {text})"
         assert status == 503 and "node 1 is stopping" in text and "nothing was done" in text, (status, text)
+    finally:
+        await c.close()
+
+
+async def _longest_stall(work: asyncio.Future[tuple[int, str]]) -> float:
+    """The longest time (s) the event loop did not run a 10 ms ticker while ``work`` ran."""
+    loop = asyncio.get_running_loop()
+    longest, last = 0.0, loop.time()
+    while not work.done():
+        await asyncio.sleep(0.01)
+        now = loop.time()
+        longest, last = max(longest, now - last), now
+    return longest
+
+
+async def test_an_init_of_many_members_does_not_block_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /cluster/init`` with ``MAX_MEMBERS`` (1024) members (about 90 KB, a tenth of
+    ``max_body``): the addresses were compared two by two (``same_addr``, and on a new node
+    once more each raft host name's IP addresses with the others' addresses:
+    ``_check_members_apart``), about 2 million comparisons each, seconds in which the
+    event loop ran nothing else:
+    the leader of a running cluster, which answers such a request 409, sent no heartbeat
+    meanwhile. Each check is one pass now, and the answer (409 on the leader; 400 on a new
+    node, the last member's raft host name resolving to member 1's address) comes at once."""
+    async def fake_resolve(host: str, port: int) -> list[tuple[int, str]]:
+        return [(socket.AF_INET, "127.0.0.1" if host == "last.example" else f"10.{port >> 8 & 255}.{port & 255}.1")]
+
+    monkeypatch.setattr(node_module, "resolve", fake_resolve)
+    c = KvCluster()
+    try:
+        await c.start(1)
+        new = await c.start_node(2)
+        leader = await c.wait_leader(among=[1])
+        assert c.session is not None
+        for node, status in ((leader, 409), (new, 400)):
+            members = {str(node.id): {"raft_addr": node.opts.raft_addr, "http_addr": node.opts.http_addr}}
+            others = [i for i in range(1, MAX_MEMBERS + 1) if i != node.id]
+            for i in others:
+                members[str(i)] = {"raft_addr": f"n{i}.example:{20000 + i}", "http_addr": f"127.0.0.1:{30000 + i}"}
+            port = node.opts.raft_addr.rpartition(":")[2]
+            members[str(others[-1])]["raft_addr"] = f"last.example:{port}"
+
+            async def init(node: node_module.KvNode = node, members: dict[str, dict[str, str]] = members
+                           ) -> tuple[int, str]:
+                async with c.session.post(url(node, "/cluster/init"), json={"members": members}) as r:  # type: ignore[union-attr]
+                    return r.status, await r.text()
+
+            request = asyncio.ensure_future(init())
+            stall = await asyncio.wait_for(_longest_stall(request), 15)
+            got, text = await request
+            assert got == status, (got, text)
+            assert stall < 0.5, f"the event loop stalled {stall:.1f}s in one go (node {node.id}: {got} {text[:200]})"
+        assert new.raft is not None and new.raft.metrics.last_log_index < 0  # (nothing done)
     finally:
         await c.close()
