@@ -40,7 +40,7 @@ Keys are the percent-decoded path segment (encode ``/`` as ``%2F``): non-empty, 
 ``MAX_KEY_BYTES`` bytes of UTF-8. JSON bodies are decoded into typed structs: a wrong type, a
 missing or unknown field, or invalid JSON is a 400 before anything happens (a string that is
 not Unicode text, a lone surrogate escape or bytes that are not UTF-8, named with where it is:
-``invalid_text``); a UTF-8 byte order mark before the JSON is dropped. The addresses of
+``invalid_text``); a UTF-8 byte order mark before the JSON is ignored. The addresses of
 ``init`` and ``learners`` go into the membership: each is checked with
 ``nodes.check_member_addr`` (a host name or IP, no wildcard).
 
@@ -1010,13 +1010,14 @@ class BadRequest(Exception):
 
 async def _body(request: web.Request, typ: type[Any]) -> Any:
     raw = await _read(request)
+    if not raw or raw == _BOM:
+        raise BadRequest("a JSON body is required")
     if raw.startswith(_BOM):
         # What some editors and Windows tools put first; it means nothing (RFC 8259 §8.1:
-        # a parser may ignore it). msgspec refused it: "invalid character (byte 0)". (The
-        # byte offsets of the errors below count from after it.)
-        raw = raw[len(_BOM):]
-    if not raw:
-        raise BadRequest("a JSON body is required")
+        # a parser may ignore it). msgspec refused it: "invalid character (byte 0)". Read as
+        # three spaces, so the byte offsets of the errors below count from the body's first
+        # byte (dropped, each was three bytes short of the body sent).
+        raw = b"   " + raw[len(_BOM):]
     try:
         body = msgspec.json.decode(raw, type=typ)
     except msgspec.ValidationError as e:
@@ -1033,7 +1034,7 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
 
 
 _BOM = b"\xef\xbb\xbf"
-"""The UTF-8 byte order mark, which a JSON body may start with (``_body`` drops it)."""
+"""The UTF-8 byte order mark, which a JSON body may start with (``_body`` ignores it)."""
 
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 """A backslash escape of a JSON string; group 1 is the code unit of a ``\\uXXXX`` one. Matched

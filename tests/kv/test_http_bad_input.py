@@ -271,6 +271,28 @@ INVALID_STRINGS: list[tuple[str, bytes, str]] = [
 """JSON bodies with a string that is not Unicode text (path, body, what the 400 names)."""
 
 
+async def test_the_byte_offsets_of_an_error_count_a_byte_order_mark_too(leader: Any) -> None:
+    """A JSON body after a UTF-8 byte order mark (which the service ignores) that is refused:
+    the byte offsets of the error counted from after the mark, three bytes short of the
+    body the caller sent (its "byte 29" was at byte 32 of the file). They count from the
+    body's first byte now, on every path that takes JSON; a mark alone is an empty body."""
+    s = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    async with s:
+        for path, body, named in INVALID_STRINGS:
+            what, _, at = named.rpartition(" at byte ")
+            async with s.post(url(leader, path), data=http_api._BOM + body) as r:
+                error = (await r.json())["error"]
+                assert r.status == 400, (path, body, r.status, error)
+            assert f"{what} at byte {int(at) + 3}" in error, (path, body, error)
+        async with s.post(url(leader, "/cluster/transfer"), data=http_api._BOM + b'{"to": 1} x') as r:
+            error = (await r.json())["error"]
+            assert r.status == 400 and error == "body is not valid JSON: JSON is malformed: trailing characters (byte 14)", error  # (11 without the mark)
+        for body in (http_api._BOM, b""):
+            async with s.post(url(leader, "/cluster/transfer"), data=body) as r:
+                error = (await r.json())["error"]
+                assert r.status == 400 and error == "a JSON body is required", (body, error)
+
+
 async def test_a_json_string_that_is_not_unicode_text_is_a_400_saying_so(leader: Any) -> None:
     """A JSON body whose string holds a lone surrogate escape (``"\\ud800"``: UTF-8 cannot
     hold it) was answered 400 "body is not valid JSON: Input data was truncated" (msgspec's
