@@ -174,8 +174,8 @@ def _ip_address(host: str) -> bool:
 def _resolved_to(addr: str, resolved: dict[str, list[str]], other: str) -> str | None:
     """The IP address of ``other`` (an address written with one: a name is compared as
     written only, ``same_addr``; resolving every member's name would make each call wait on
-    them) when ``addr``'s host name resolves to it (``resolved``: IP addresses by name) and
-    the two ports are the same; else ``None``."""
+    them) when ``addr``'s host resolves to it (``_ips_of``) and the two ports are the same;
+    else ``None``."""
     try:
         host, port = parse_addr(addr)
         other_host, other_port = parse_addr(other)
@@ -183,13 +183,26 @@ def _resolved_to(addr: str, resolved: dict[str, list[str]], other: str) -> str |
         return None
     if other_port != port or not _ip_address(other_host):
         return None
-    return other_host if _ip(other_host) in {_ip(a) for a in resolved.get(host, ())} else None
+    return other_host if _ip(other_host) in {_ip(a) for a in _ips_of(host, resolved)} else None
+
+
+def _ips_of(host: str, resolved: dict[str, list[str]]) -> list[str]:
+    """The IP addresses ``host`` (of ``parse_addr``) reaches: its own if it is one (another
+    spelling of a member's, ``::ffff:127.0.0.1`` for ``127.0.0.1``, is that member's: the
+    strings differ), else its name's (``resolved``: IP addresses by name)."""
+    return [host] if _ip_address(host) else resolved.get(host, [])
+
+
+def _reaching(host: str, ip: str) -> str:
+    """How ``host`` reaches the IP address ``ip`` (for a message)."""
+    return f"{host!r} and {ip} are one IP address" if _ip_address(host) else f"{host!r} resolves to {ip}"
 
 
 def _check_members_apart(members: dict[NodeId, NodeAddrs], resolved: dict[str, list[str]]) -> None:
     """``ValueError`` when a member's raft address, its host name resolved (``resolved``),
     reaches another member's raft or HTTP address written as an IP address (``_resolved_to``):
-    ``localhost:P`` and ``127.0.0.1:P``, which the comparison of the strings let through."""
+    ``localhost:P`` and ``127.0.0.1:P``, or ``[::ffff:127.0.0.1]:P`` and ``127.0.0.1:P``,
+    which the comparison of the strings let through."""
     # The addresses written with an IP address, by IP address and port: one pass over the
     # members, not one over them for each (MAX_MEMBERS members stalled the event loop for
     # seconds). In the members' order, a raft address before an HTTP one.
@@ -202,11 +215,11 @@ def _check_members_apart(members: dict[NodeId, NodeAddrs], resolved: dict[str, l
     order = {nid: n for n, nid in enumerate(members)}
     for nid, a in members.items():
         host, port = parse_addr(a.raft)
-        reached = [w for ip in resolved.get(host, ()) for w in written.get((_ip(ip), port), ()) if w[0] != nid]
+        reached = [w for ip in _ips_of(host, resolved) for w in written.get((_ip(ip), port), ()) if w[0] != nid]
         if reached:
             other, kind, theirs = min(reached, key=lambda w: (order[w[0]], w[1] != "raft_addr"))
             raise ValueError(f"member {nid}'s raft_addr {a.raft!r} is also member {other}'s {kind} {theirs!r} "
-                             f"({host!r} resolves to {parse_addr(theirs)[0]}): each member needs addresses of its own")
+                             f"({_reaching(host, parse_addr(theirs)[0])}): each member needs addresses of its own")
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -1574,7 +1587,7 @@ class KvNode:
                 ip = _resolved_to(raft_addr, resolved, theirs) if other != node_id else None
                 if ip is not None:
                     raise Conflict(f"raft_addr {raft_addr!r} is node {other}'s {kind} {theirs!r} "
-                                   f"({parse_addr(raft_addr)[0]!r} resolves to {ip}): each node needs addresses of "
+                                   f"({_reaching(parse_addr(raft_addr)[0], ip)}): each node needs addresses of "
                                    f"its own (to move node {other}, add it with its own id; a voter leaves the voters "
                                    "with --retain first)")
 

@@ -13,7 +13,7 @@ import pytest
 from openraft_py.kv import node as node_module
 from openraft_py.validation import MAX_MEMBERS
 
-from .kv_helpers import KvCluster, until_true, url
+from .kv_helpers import KvCluster, free_port, until_true, url
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -115,5 +115,46 @@ async def test_an_init_of_many_members_does_not_block_the_event_loop(monkeypatch
             assert got == status, (got, text)
             assert stall < 0.5, f"the event loop stalled {stall:.1f}s in one go (node {node.id}: {got} {text[:200]})"
         assert new.raft is not None and new.raft.metrics.last_log_index < 0  # (nothing done)
+    finally:
+        await c.close()
+
+
+async def test_a_raft_address_at_a_member_s_ip_address_written_otherwise_is_refused() -> None:
+    """A learner's or a member's raft address written with another spelling of a member's
+    IP address at its port (``[::ffff:127.0.0.1]:P``, the IPv4-mapped form, which reaches
+    ``127.0.0.1:P``; ``[0:0:0:0:0:0:0:1]:P`` for ``[::1]:P``): the strings differ, and an IP
+    address is not resolved, so it was taken. The learner was replicated to that member,
+    which answered as itself: the call waited out ``learner_timeout`` and left it in the
+    membership; ``init`` made a cluster that could never elect a leader. The IP addresses
+    are compared as a resolved name's are: 409 (``init``: 400), nothing done."""
+    c = KvCluster()
+    try:
+        await c.start(1, learner_timeout=8.0)
+        new = await c.start_node(2)
+        leader = await c.wait_leader(among=[1])
+        s = c.session
+        assert s is not None and leader.raft is not None
+        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        port = leader.opts.raft_addr.rpartition(":")[2]
+        mapped = f"[::ffff:{leader.opts.raft_addr.rpartition(':')[0]}]:{port}"
+        body = {"id": 4, "raft_addr": mapped, "http_addr": f"127.0.0.1:{free_port()}"}
+        async with asyncio.timeout(5), s.post(url(leader, "/cluster/learners"), json=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 409, (r.status, error)
+        assert error.startswith(f"raft_addr {mapped!r} is node 1's raft_addr {leader.opts.raft_addr!r} "
+                                "('::ffff:127.0.0.1' and 127.0.0.1 are one IP address): each node needs addresses of "
+                                "its own"), error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+
+        members = {"2": {"raft_addr": new.opts.raft_addr, "http_addr": new.opts.http_addr},
+                   "3": {"raft_addr": f"[::ffff:127.0.0.1]:{new.opts.raft_addr.rpartition(':')[2]}",
+                         "http_addr": f"127.0.0.1:{free_port()}"}}
+        async with asyncio.timeout(5), s.post(url(new, "/cluster/init"), json={"members": members}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, (r.status, error)
+        assert error == (f"ValueError: member 2's raft_addr {new.opts.raft_addr!r} is also member 3's raft_addr "
+                         f"{members['3']['raft_addr']!r} ('127.0.0.1' and ::ffff:127.0.0.1 are one IP address): each "
+                         "member needs addresses of its own"), error
+        assert new.raft is not None and new.raft.metrics.last_log_index < 0
     finally:
         await c.close()
