@@ -889,6 +889,15 @@ def _no_node_s_answer(ep: str, e: ClientError) -> str | None:
     return None
 
 
+def _why_no_status(ep: str, e: ClientError) -> str:
+    """Why ``ep``'s status call ``e`` failed, one line naming ``ep``: an answer as ``"H:P
+    answered HTTP 503: ..."`` (its text names no endpoint: "HTTP 503: the node is stopping"
+    alone did not say which one answered so), else the client's reason ("cannot connect to
+    H:P: ...", "no answer from H:P within 3s")."""
+    text = str(e)
+    return f"{ep} answered {text}" if e.response.status is not None and not text.startswith(ep) else text
+
+
 async def _leader_or_fail(c: KvClient, timeout: float) -> tuple[int, str]:
     try:
         return await c.find_leader(timeout=timeout)
@@ -1043,7 +1052,7 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                         why = _no_node_s_answer(ep, e)
                         if why is not None:
                             not_nodes[ep] = why
-                        why_not[ep] = str(e)  # (it said "no answer from H:P", a typo in the host too)
+                        why_not[ep] = _why_no_status(ep, e)  # (it said "no answer from H:P", a typo in the host too)
                         continue
                     nid = st.get("id")
                     if not isinstance(nid, int):

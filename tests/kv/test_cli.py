@@ -590,6 +590,40 @@ async def test_cluster_status_at_an_address_that_is_no_node_s_http_api_relays_it
         f"openraft-py cluster status: error: no node's HTTP API at {ep}: {ep} answered HTTP 400: {why}"]
 
 
+async def test_cluster_status_error_names_the_endpoint_of_each_answer_that_is_no_node_s(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster status`` with two endpoints, one a raft port (its answer shows no node's
+    HTTP API is there) and one that refuses: the error said "no node answered at A, B: HTTP
+    400: this is an openraft-py raft port ...; cannot connect to B: ...", the first reason
+    without the endpoint it came from (the line below the table names it). Each reason
+    names its endpoint now, as the line does."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    why = "this is an openraft-py raft port, where nodes talk to each other; it does not serve HTTP"
+    dead = f"127.0.0.1:{free_port()}"
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text=why)
+
+    async def stopping(request: web.Request) -> web.Response:
+        return web.json_response({"error": "the node is stopping", "leader_id": None}, status=503)
+
+    async with _fake_node(free_port(), [web.get("/cluster/status", refuse)]) as ep, \
+            _fake_node(free_port(), [web.get("/cluster/status", stopping)]) as ep2:
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--endpoints", f"{ep},{dead},{ep2}",
+                                                  "--timeout", "5"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.splitlines()[1:] == [f"({ep} answered HTTP 400: {why})",
+                                             f"(cannot connect to {dead}: Connection refused)",
+                                             f"({ep2} answered HTTP 503: the node is stopping)"], captured.out
+    assert captured.err.splitlines() == [
+        f"openraft-py cluster status: error: no node answered at {ep}, {dead}, {ep2}: {ep} answered HTTP 400: {why}; "
+        f"cannot connect to {dead}: Connection refused; {ep2} answered HTTP 503: the node is stopping"], captured.err
+
+
 @pytest.mark.parametrize("verb", [["cluster", "members"], ["cluster", "status"], ["kv", "get", "k"],
                                   ["kv", "put", "k", "v"], ["cluster", "transfer", "--to", "1"]])
 async def test_verbs_at_a_listener_that_is_not_http_say_so_at_once(verb: list[str],
