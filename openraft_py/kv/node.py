@@ -1532,28 +1532,15 @@ class KvNode:
             raise ValueError(f"raft_addr and http_addr are both {raft_addr!r}: a node listens on two ports")
         raft = self._raft()
         if raft.is_leader():  # (a follower's answer is the redirect: add_learner raises ForwardToLeader)
-            if node_id in raft.metrics.membership_config.membership.voter_ids():
-                raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner). "
-                               f"To move voter {node_id} to other addresses, make it a learner first (cluster members "
-                               f"--voters <the other voters> --retain), add it again with its new addresses, then "
-                               f"make it a voter again; to replace its machine, add a new node id as a learner, "
-                               f"then change the voters")
-            for other, a in sorted(self.nodes().items()):
-                if other == node_id:  # its own addresses: a learner added again, or moved
-                    continue
-                for kind, addr in (("raft_addr", raft_addr), ("http_addr", http_addr)):
-                    # (compared as host and port: a member an earlier release stored at
-                    # ":021001" is at port 21001)
-                    if same_addr(addr, a.raft) or same_addr(addr, a.http):
-                        theirs = "raft_addr" if same_addr(addr, a.raft) else "http_addr"
-                        raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
-                                       f"of its own (to move node {other}, add it with its own id; a voter "
-                                       "leaves the voters with --retain first)")
+            self._check_new_learner(node_id, raft_addr, http_addr, {})
             # The leader connects to the learner at raft_addr: a host that does not resolve
             # (a typo) made a learner that never caught up, answered 503 only when
             # learner_timeout (60 s) ran out, and left in the membership.
             resolved = await self._check_resolve([("raft_addr", raft_addr)])
-            self._check_not_a_member_s(node_id, raft_addr, resolved)
+            # Again, with no await from here to the call: the membership may have changed
+            # while the name resolved (a voter by now: its entry would take these addresses).
+            if raft.is_leader():
+                self._check_new_learner(node_id, raft_addr, http_addr, resolved)
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
             resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
@@ -1575,6 +1562,32 @@ class KvNode:
                 f"node {node_id} was added as a learner but did not catch up within "
                 f"{self.opts.learner_timeout}s (is it running at {raft_addr}?){why}") from None
         return int(resp.log_id.index)
+
+    def _check_new_learner(self, node_id: NodeId, raft_addr: str, http_addr: str,
+                           resolved: dict[str, list[str]]) -> None:
+        """``Conflict`` when ``add_learner`` of ``node_id`` at ``raft_addr`` and ``http_addr``
+        would give a voter new addresses or a member's address to another node, in the
+        membership as it is now (``resolved``: ``raft_addr``'s host name resolved, if it was:
+        ``_check_not_a_member_s``)."""
+        raft = self._raft()
+        if node_id in raft.metrics.membership_config.membership.voter_ids():
+            raise Conflict(f"node {node_id} is a voter: add-learner adds a new node (or moves a learner). "
+                           f"To move voter {node_id} to other addresses, make it a learner first (cluster members "
+                           f"--voters <the other voters> --retain), add it again with its new addresses, then "
+                           f"make it a voter again; to replace its machine, add a new node id as a learner, "
+                           f"then change the voters")
+        for other, a in sorted(self.nodes().items()):
+            if other == node_id:  # its own addresses: a learner added again, or moved
+                continue
+            for kind, addr in (("raft_addr", raft_addr), ("http_addr", http_addr)):
+                # (compared as host and port: a member an earlier release stored at
+                # ":021001" is at port 21001)
+                if same_addr(addr, a.raft) or same_addr(addr, a.http):
+                    theirs = "raft_addr" if same_addr(addr, a.raft) else "http_addr"
+                    raise Conflict(f"{kind} {addr!r} is node {other}'s {theirs}: each node needs addresses "
+                                   f"of its own (to move node {other}, add it with its own id; a voter "
+                                   "leaves the voters with --retain first)")
+        self._check_not_a_member_s(node_id, raft_addr, resolved)
 
     def _check_not_a_member_s(self, node_id: NodeId, raft_addr: str, resolved: dict[str, list[str]]) -> None:
         """``Conflict`` when ``raft_addr``, its host name resolved (``resolved``), reaches

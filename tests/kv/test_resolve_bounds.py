@@ -158,3 +158,54 @@ async def test_a_raft_address_at_a_member_s_ip_address_written_otherwise_is_refu
         assert new.raft is not None and new.raft.metrics.last_log_index < 0
     finally:
         await c.close()
+
+
+async def test_add_learner_checks_the_membership_as_it_is_once_the_name_resolved(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /cluster/learners`` checks the id and the addresses against the membership,
+    then resolves the raft host name, then adds the learner. What changed in the membership
+    while the name resolved (up to ``RESOLVE_TIMEOUT``) went unchecked: node 2, a voter by
+    then, was "added as a learner" with new addresses, written into its voter entry (which
+    cut it off), and node 3 added with the HTTP address node 2 took meanwhile was added (its
+    redirects went to node 2). The checks run again once the name resolved: 409."""
+    releases = {"again.example": asyncio.Event(), "third.example": asyncio.Event()}
+
+    async def slow(host: str, port: int) -> list[tuple[int, str]]:
+        await releases[host].wait()
+        return [(socket.AF_INET, "127.0.0.1")]
+
+    monkeypatch.setattr(node_module, "resolve", slow)
+    c = KvCluster()
+    try:
+        await c.start(1, learner_timeout=3.0)
+        leader = await c.wait_leader()
+        n2 = await c.start_node(2)
+        s = c.session
+        assert s is not None and leader.raft is not None
+
+        async def post(path: str, body: dict[str, object]) -> tuple[int, str]:
+            async with s.post(url(leader, path), json=body) as r:  # type: ignore[union-attr]
+                return r.status, await r.text()
+
+        again = asyncio.ensure_future(post("/cluster/learners", {"id": 2, "raft_addr": "again.example:2",
+                                                                 "http_addr": f"127.0.0.1:{free_port()}"}))
+        third = asyncio.ensure_future(post("/cluster/learners", {"id": 3, "raft_addr": "third.example:1",
+                                                                 "http_addr": n2.opts.http_addr}))
+        await until_true("both resolve", lambda: len(leader._resolving) == 2, timeout=5)
+        # Meanwhile node 2 is added (at IP addresses: not resolved) and made a voter.
+        status, text = await post("/cluster/learners", {"id": 2, "raft_addr": n2.opts.raft_addr,
+                                                        "http_addr": n2.opts.http_addr})
+        assert status == 200, text
+        status, text = await post("/cluster/members", {"voters": [1, 2]})
+        assert status == 200, text
+        nodes = leader.nodes()
+        releases["again.example"].set()
+        status, text = await asyncio.wait_for(again, 10)
+        assert status == 409 and "node 2 is a voter" in text, (status, text)
+        assert leader.nodes() == nodes
+        releases["third.example"].set()
+        status, text = await asyncio.wait_for(third, 10)
+        assert status == 409 and f"http_addr {n2.opts.http_addr!r} is node 2's http_addr" in text, (status, text)
+        assert leader.nodes() == nodes
+    finally:
+        await c.close()
