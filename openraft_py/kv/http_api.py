@@ -139,7 +139,7 @@ from ..errors import (
 from ..failure_log import FailureLog
 from ..network.accept_errors import AcceptErrors
 from ..network.tcp import tcp_connection_limit
-from .argtypes import repeated_json_key
+from .argtypes import quoted, repeated_json_key
 from .metrics import CONTENT_TYPE
 from .node import (
     CONSISTENCIES,
@@ -1021,16 +1021,27 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
     try:
         body = msgspec.json.decode(raw, type=typ)
     except msgspec.ValidationError as e:
-        raise BadRequest(f"invalid body: {e}") from None
+        raise BadRequest(f"invalid body: {_cut(str(e))}") from None
     except msgspec.DecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {invalid_text(raw) or e}") from None
+        raise BadRequest(f"body is not valid JSON: {invalid_text(raw) or _cut(str(e))}") from None
     # A key given twice is ambiguous (msgspec keeps the last value, another parser the first):
     # {"voters": [1, 2, 3], "voters": [1]} left node 1 the only voter. Looked for once the
     # typed decode passed, so the document is small and shallow, its numbers in range.
     twice = repeated_json_key(raw)
     if twice is not None:
-        raise BadRequest(f"invalid body: the key {twice!r} is given twice")
+        raise BadRequest(f"invalid body: the key {quoted(twice)} is given twice")
     return body
+
+
+_MESSAGE_MAX = 300
+"""The most characters of the JSON decoder's message a 400 quotes (``_cut``)."""
+
+
+def _cut(message: str) -> str:
+    """The decoder's ``message``, cut to ``_MESSAGE_MAX`` characters with its length when
+    longer: it quotes a field's name whole ("Object contains unknown field `...`", a path
+    such as ``$.members['...']``), and a name of 200 000 characters made an error as long."""
+    return message if len(message) <= _MESSAGE_MAX else f"{message[:_MESSAGE_MAX]}... ({len(message)} characters)"
 
 
 _BOM = b"\xef\xbb\xbf"

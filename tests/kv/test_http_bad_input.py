@@ -271,6 +271,30 @@ INVALID_STRINGS: list[tuple[str, bytes, str]] = [
 """JSON bodies with a string that is not Unicode text (path, body, what the 400 names)."""
 
 
+async def test_a_400_quotes_a_long_name_of_the_body_in_part(leader: Any) -> None:
+    """A JSON body with an unknown field, or a member id given twice, whose name is 200 000
+    characters long: the 400 quoted the name whole (an error of 200 KB, printed by the
+    command line as its one line). It is cut now, with its length, as the command line
+    quotes a long argument (``argtypes.quoted``)."""
+    name = "a" * 200_000
+    s = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    async with s:
+        body = b'{"' + name.encode() + b'": 2}'
+        async with s.post(url(leader, "/cluster/transfer"), data=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, error
+        assert error.startswith("invalid body: Object contains unknown field `aaaa") and len(error) < 400, \
+            (len(error), error[:100])
+        member = b'{"raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}'
+        body = b'{"members": {"' + name.encode() + b'": ' + member + b', "' + name.encode() + b'": ' + member + b'}}'
+        async with s.post(url(leader, "/cluster/init"), data=body) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, error
+        assert error.startswith("invalid body: the key 'aaaa") and error.endswith("(200000 characters) is given twice"), \
+            (len(error), error[:100], error[-100:])
+        assert len(error) < 400, len(error)
+
+
 async def test_the_byte_offsets_of_an_error_count_a_byte_order_mark_too(leader: Any) -> None:
     """A JSON body after a UTF-8 byte order mark (which the service ignores) that is refused:
     the byte offsets of the error counted from after the mark, three bytes short of the
