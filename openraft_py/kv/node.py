@@ -143,9 +143,9 @@ def _close_taking_queued(server: asyncio.Server) -> list[socket.socket]:
 
 
 RESOLVE_TIMEOUT = 5.0
-"""Seconds ``KvNode.add_learner`` waits for the new learner's raft host to resolve before it
-answers that the name could not be resolved now (503, nothing done): the glibc resolver's
-own timeout for one server and one try."""
+"""Seconds ``KvNode.add_learner`` waits for the new learner's raft host to resolve (``init``:
+the other members' raft hosts) before it answers that the name could not be resolved now
+(503, nothing done): the glibc resolver's own timeout for one server and one try."""
 
 MAX_RESOLVING = 8
 """The most names ``KvNode.add_learner`` and ``init`` resolve at once (each in a thread of its
