@@ -90,9 +90,24 @@ def check_addr(addr: Any, what: str) -> str:
         if (percent or zone) and not _HOST_NAME.fullmatch(zone):
             raise ValueError(f"{what}: {host!r} is not an IPv6 address in brackets")
     elif not _HOST_NAME.fullmatch(host):
+        ascii_form = _ascii_form(host)
+        if ascii_form is not None:  # (each character a letter, but not ASCII: "letters" misled)
+            raise ValueError(f"{what}: {host!r} is not a host name or IP address in ASCII: write it as "
+                             f"{ascii_form!r}")
         raise ValueError(f"{what}: {host!r} is not a host name or IP address (letters, digits, '.', '-', '_'; "
                          "an IPv6 address goes in brackets, as in [::1]:21001)")
     return addr
+
+
+def _ascii_form(host: str) -> str | None:
+    """The ASCII form (IDNA, ``xn--...``) of the international host name ``host``
+    (``bücher.example``: ``xn--bcher-kva.example``), or ``None`` if it has none that
+    ``check_addr`` takes."""
+    try:
+        ascii_form = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return ascii_form if ascii_form != host and _HOST_NAME.fullmatch(ascii_form) else None
 
 
 def check_member_addr(addr: Any, what: str) -> str:

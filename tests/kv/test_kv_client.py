@@ -1064,3 +1064,20 @@ async def test_find_leader_keeps_searching_while_an_endpoint_is_in_a_cluster() -
             with pytest.raises(TimeoutError) as e:
                 await asyncio.wait_for(c.find_leader(timeout=NO_CLUSTER_GRACE + 0.8), 10.0)
             assert not isinstance(e.value, NoClusterError), e.value
+
+
+def test_an_international_host_name_is_refused_naming_its_ascii_form() -> None:
+    """An endpoint (or any address given) with a host name in another script than ASCII
+    (``bücher.example``) was refused as "not a host name or IP address (letters, digits,
+    ...)", though each of its characters is a letter. An address is put into URLs and
+    headers as written, so it is written in ASCII: the error says so and gives the name's
+    ASCII form (IDNA), to paste."""
+    from openraft_py.kv.client import parse_endpoints
+
+    with pytest.raises(ValueError) as info:
+        parse_endpoints("http://bücher.example:28001")
+    assert str(info.value) == ("endpoint 'http://bücher.example:28001': 'bücher.example' is not a host name or IP "
+                               "address in ASCII: write it as 'xn--bcher-kva.example'"), str(info.value)
+    assert parse_endpoints("xn--bcher-kva.example:28001") == ["xn--bcher-kva.example:28001"]
+    with pytest.raises(ValueError, match=r"'bü ch' is not a host name or IP address \(letters, digits"):
+        parse_endpoints("bü ch:28001")  # (no ASCII form: the message as for any other)
