@@ -42,7 +42,7 @@ async def test_a_stop_during_resolutions_starts_no_more_and_the_request_ends_at_
         assert c.session is not None
         members = {"1": {"raft_addr": n1.opts.raft_addr, "http_addr": n1.opts.http_addr}}
         for i in range(2, 2 + 3 * node_module.MAX_RESOLVING):
-            members[str(i)] = {"raft_addr": f"n{i}.example:{20000 + i}", "http_addr": f"127.0.0.1:{21000 + i}"}
+            members[str(i)] = {"raft_addr": f"n{i}.example:{20000 + i}", "http_addr": f"h{i}.example:{21000 + i}"}
 
         async def init() -> tuple[int, str]:
             async with c.session.post(url(n1, "/cluster/init"), json={"members": members}) as r:  # type: ignore[union-attr]
@@ -100,7 +100,7 @@ async def test_an_init_of_many_members_does_not_block_the_event_loop(monkeypatch
             members = {str(node.id): {"raft_addr": node.opts.raft_addr, "http_addr": node.opts.http_addr}}
             others = [i for i in range(1, MAX_MEMBERS + 1) if i != node.id]
             for i in others:
-                members[str(i)] = {"raft_addr": f"n{i}.example:{20000 + i}", "http_addr": f"127.0.0.1:{30000 + i}"}
+                members[str(i)] = {"raft_addr": f"n{i}.example:{20000 + i}", "http_addr": f"h{i}.example:{30000 + i}"}
             port = node.opts.raft_addr.rpartition(":")[2]
             members[str(others[-1])]["raft_addr"] = f"last.example:{port}"
 
