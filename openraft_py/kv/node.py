@@ -214,12 +214,24 @@ def _check_members_apart(members: dict[NodeId, NodeAddrs], resolved: dict[str, l
                 written.setdefault((_ip(host), port), []).append((other, kind, theirs))
     order = {nid: n for n, nid in enumerate(members)}
     for nid, a in members.items():
+        _check_two_ports(f"member {nid}'s ", a.raft, a.http, resolved)
         host, port = parse_addr(a.raft)
         reached = [w for ip in _ips_of(host, resolved) for w in written.get((_ip(ip), port), ()) if w[0] != nid]
         if reached:
             other, kind, theirs = min(reached, key=lambda w: (order[w[0]], w[1] != "raft_addr"))
             raise ValueError(f"member {nid}'s raft_addr {a.raft!r} is also member {other}'s {kind} {theirs!r} "
                              f"({_reaching(host, parse_addr(theirs)[0])}): each member needs addresses of its own")
+
+
+def _check_two_ports(whose: str, raft: str, http: str, resolved: dict[str, list[str]]) -> None:
+    """``ValueError`` when a node's ``raft`` address reaches its own ``http`` address
+    (``_resolved_to``: ``localhost:P`` and ``127.0.0.1:P``), which the comparison of the
+    strings let through: a node listens on two ports, and the raft port there would be
+    its HTTP port."""
+    ip = _resolved_to(raft, resolved, http)
+    if ip is not None:
+        raise ValueError(f"{whose}raft_addr {raft!r} and http_addr {http!r} are one address "
+                         f"({_reaching(parse_addr(raft)[0], ip)}): a node listens on two ports")
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -1537,6 +1549,7 @@ class KvNode:
             # (a typo) made a learner that never caught up, answered 503 only when
             # learner_timeout (60 s) ran out, and left in the membership.
             resolved = await self._check_resolve([("raft_addr", raft_addr)])
+            _check_two_ports("", raft_addr, http_addr, resolved)
             # Again, with no await from here to the call: the membership may have changed
             # while the name resolved (a voter by now: its entry would take these addresses).
             if raft.is_leader():

@@ -209,3 +209,38 @@ async def test_add_learner_checks_the_membership_as_it_is_once_the_name_resolved
         assert leader.nodes() == nodes
     finally:
         await c.close()
+
+
+async def test_a_raft_address_that_reaches_the_node_s_own_http_address_is_400() -> None:
+    """A learner's ``raft_addr`` ``localhost:P`` (or ``[::ffff:127.0.0.1]:P``) with its
+    ``http_addr`` ``127.0.0.1:P``, and a member of ``init`` so: the one port twice, which
+    the comparison of the strings let through (a node listens on two ports). The leader's
+    replication reached the learner's HTTP port, and the call waited out
+    ``learner_timeout``. A 400 as for the two strings the same, nothing done."""
+    c = KvCluster()
+    try:
+        await c.start(1, learner_timeout=8.0)
+        new = await c.start_node(2)
+        leader = await c.wait_leader(among=[1])
+        s = c.session
+        assert s is not None and leader.raft is not None
+        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        port = free_port()
+        for raft_addr in (f"localhost:{port}", f"[::ffff:127.0.0.1]:{port}"):
+            body = {"id": 4, "raft_addr": raft_addr, "http_addr": f"127.0.0.1:{port}"}
+            async with asyncio.timeout(5), s.post(url(leader, "/cluster/learners"), json=body) as r:
+                error = (await r.json())["error"]
+                assert r.status == 400, (r.status, error)
+            assert error.startswith(f"ValueError: raft_addr {raft_addr!r} and http_addr '127.0.0.1:{port}' are one "
+                                    "address"), error
+        assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
+        members = {"2": {"raft_addr": new.opts.raft_addr, "http_addr": new.opts.http_addr},
+                   "3": {"raft_addr": f"localhost:{port}", "http_addr": f"127.0.0.1:{port}"}}
+        async with asyncio.timeout(5), s.post(url(new, "/cluster/init"), json={"members": members}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400, (r.status, error)
+        assert error.startswith(f"ValueError: member 3's raft_addr 'localhost:{port}' and http_addr "
+                                f"'127.0.0.1:{port}' are one address"), error
+        assert new.raft is not None and new.raft.metrics.last_log_index < 0
+    finally:
+        await c.close()
