@@ -109,9 +109,16 @@ async def test_a_deferred_state_machine_write_that_fails_stops_the_node_at_once(
         await c.start(1)
         node = await c.wait_leader()
         assert node.raft is not None and node.sm is not None
+        # The leader's first entries (the membership, its blank) applied before the disk
+        # fills: a leader is one before it commits them, and on a loaded machine their apply
+        # came after (their fsync late), a small batch written at once, so its write failed
+        # in ``apply`` and the node stopped before the batch below was answered.
+        last = node.raft.metrics.last_log_index
+        await node.raft.wait(5).applied_index_at_least(last, "the leader applied its first entries")
         db = node.sm._db = _FailingWrites(node.sm._db)  # type: ignore[assignment]
         db.full = True
-        await node.raft.client_write_many([b"\x00"] * 200)  # answered before its write (deferred)
+        answers = await node.raft.client_write_many([b"\x00"] * 200)  # answered before its write (deferred)
+        assert [a.log_id.index for a in answers] == list(range(last + 1, last + 201))
         stopped = await node.raft.wait(10).metrics(lambda m: not m.running, "the node stopped")
         assert stopped.error is not None and stopped.error.startswith("storage error while using state machine")
         assert "No space left on device" in stopped.error
