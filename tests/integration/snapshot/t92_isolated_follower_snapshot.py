@@ -18,6 +18,13 @@ from .helpers import same_state, snap_config, write
 pytestmark = pytest.mark.timeout(15)
 
 
+def snapshot_of(line: str) -> tuple[str, int]:
+    """The id of the snapshot an INFO line of a build or an install names, and the last log
+    index it covers ("... snapshot <id> (up to log index N, term T)")."""
+    head, _, tail = line.partition(" (up to log index ")
+    return head.rsplit(" ", 1)[1], int(tail.split(",")[0])
+
+
 async def test_isolated_follower_catches_up_by_snapshot() -> None:
     c = Cluster(snap_config(snapshot_policy=SnapshotPolicy.logs_since_last(20)), seed=2)
     with LogRecords("openraft_py.core", logging.INFO) as records:
@@ -52,11 +59,22 @@ async def test_isolated_follower_catches_up_by_snapshot() -> None:
             assert applied is not None
             await c.nodes[lagger].wait(5).applied_index_at_least(applied.index, "lagger caught up")
             assert c.router.rpc_count("install_snapshot", target=lagger) > 0
-            assert c.nodes[lagger].metrics.snapshot is not None
+            # One install line per snapshot the lagger installed, the last one its current
+            # snapshot's (logged as the install is reported: it may follow the catch-up).
+            current = c.nodes[lagger].metrics.snapshot
+            assert current is not None
             text = f"node {lagger}: installed the leader's snapshot "
-            await until(lambda: records.lines(logging.INFO, text) != [], "the lagger's install line")
-            [installed] = records.lines(logging.INFO, text)
-            assert "(up to log index " in installed, installed
+            await until(lambda: [snapshot_of(s)[1] for s in records.lines(logging.INFO, text)][-1:] == [current.index],
+                        "the lagger's install line of its current snapshot", timeout=5)
+            installed = [snapshot_of(line) for line in records.lines(logging.INFO, text)]
+            # Two are legitimate: the leader sent the snapshot it had when the lagger came
+            # back, built a newer one while the lagger installed it, and purged the log
+            # after the first, so the lagger could only go on from the newer one. Each is
+            # one a node built, newer than the one before.
+            indexes = [index for _, index in installed]
+            assert indexes == sorted(set(indexes)), installed
+            made = {snapshot_of(line) for line in records.lines(logging.INFO, ": built snapshot ")}
+            assert set(installed) <= made, (installed, made)
             same_state(c, leader, lagger)
 
             more = await write(c, leader, 100, 105)
