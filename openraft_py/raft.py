@@ -21,6 +21,7 @@ from .config import Config, RunningConfig
 from .core.calling_out import APPLIED as _APPLIED
 from .core.calling_out import COMMIT as _COMMIT
 from .core.calling_out import LINEARIZE as _LINEARIZE
+from .core.calling_out import Out as _Out
 from .core.calling_out import catch_up_refusal as _catch_up_refusal
 from .core.calling_out import refusal as _refusal
 from .core.calling_out import waits as _waits
@@ -232,6 +233,14 @@ def owner_cluster_name(network_factory: object, config: Config) -> str:
     ``--cluster-name``)."""
     name = getattr(network_factory, "cluster_name", None)
     return name if isinstance(name, str) and name else config.cluster_name
+
+
+def _held_up(why: str) -> RuntimeError:
+    """The error refusing a plug-in's call on its own node that would wait for good
+    (``Raft._not_holding_up``): ``why``, and what to do instead."""
+    return RuntimeError(
+        f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
+    )
 
 
 class Raft:
@@ -476,37 +485,37 @@ class Raft:
         the calls the node's other such tasks make meanwhile are judged with it). Cheap
         while no plug-in call is in flight there: an empty dict; the task is looked up only
         otherwise."""
-        core = self._core
-        if not core.calling_out:
-            return
-        out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
+        out = self._calling_out_here()
         if out is None:
             return
+        core = self._core
         m = core.watch.current
         why = _refusal(core.calling_out, out, kind, what, m, arg)
         if why is not None:
-            raise RuntimeError(
-                f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
-            )
+            raise _held_up(why)
         if waiting is not None:
             _waits(out, kind, waiting, m, arg)
+
+    def _calling_out_here(self) -> _Out | None:
+        """The record of the plug-in call the running task is inside, if it is one of the
+        node's tasks in ``RaftCore.calling_out``; ``None`` otherwise. Cheap while no plug-in
+        call is in flight (an empty dict): the task is looked up only otherwise."""
+        calling_out = self._core.calling_out
+        if not calling_out:
+            return None
+        return calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
 
     def _not_holding_up_catch_up(self, node_id: NodeId, node: BasicNode) -> None:
         """``RuntimeError`` if ``add_learner(node_id, node, blocking=True)`` is called from a
         log read on the replication stream to ``node_id`` where the learner cannot catch up
         without that read (``calling_out.catch_up_refusal``): the wait would hold up the
         very stream it waits for. Cheap while no plug-in call is in flight (an empty dict)."""
-        core = self._core
-        if not core.calling_out:
-            return
-        out = core.calling_out.get(_current_task(self._loop))  # type: ignore[arg-type]
+        out = self._calling_out_here()
         if out is None:
             return
-        why = _catch_up_refusal(out, node_id, node, self.config.replication_lag_threshold, core.watch.current)
+        why = _catch_up_refusal(out, node_id, node, self.config.replication_lag_threshold, self._core.watch.current)
         if why is not None:
-            raise RuntimeError(
-                f"{why}. Run it in a task of its own (asyncio.create_task(...)) and do not await that task from there"
-            )
+            raise _held_up(why)
 
     def _refuse_wait(self, what: str, arg: object) -> asyncio.Future[None] | None:
         """``Wait``'s refusal of a condition ``what`` (waiting for ``arg``) that does not
