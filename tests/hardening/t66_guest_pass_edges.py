@@ -7,8 +7,9 @@ and a node started under a task factory of the application's still starts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import pytest
 
@@ -40,6 +41,25 @@ async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> 
         await asyncio.sleep(0.005)
 
 
+L = TypeVar("L", bound=MemLogStore)
+
+
+@asynccontextmanager
+async def _a_follower_with(store: type[L]) -> AsyncIterator[tuple[Cluster[Any, Any], Raft[Any], Raft[Any], L]]:
+    """A 3-node cluster whose nodes' log stores are ``store``s, once its leader took a
+    write: the cluster, the leader, one follower and that follower's store."""
+    stores: dict[int, L] = {}
+
+    def log_store(node: int, d: MemDisk) -> L:
+        return stores.setdefault(node, store(d))
+
+    async with Cluster(CONFIG, log_store=log_store) as c:
+        leader = await _leader(c)
+        await leader.client_write(b"warm")
+        follower = next(n for n in c.nodes if c.nodes[n] is not leader)
+        yield c, leader, c.nodes[follower], stores[follower]
+
+
 class _ExpiredTimeoutLog(MemLogStore):
     """Once armed, ``save_committed`` waits for its flush under a deadline that has passed
     already (``asyncio.timeout(0)``: a budget spent), and takes the ``TimeoutError``."""
@@ -64,28 +84,20 @@ async def test_a_timeout_expiring_in_a_followers_store_reaches_the_store_not_the
     took the rest of the pass. It must reach the store (as a ``TimeoutError``, which it
     takes), as it does on the follower's own task. It reached the follower's wait for work
     instead, and the follower stopped ("raft core task was cancelled")."""
-    stores: dict[int, _ExpiredTimeoutLog] = {}
-
-    def log_store(node: int, d: MemDisk) -> _ExpiredTimeoutLog:
-        return stores.setdefault(node, _ExpiredTimeoutLog(d))
-
-    async with Cluster(CONFIG, log_store=log_store) as c:
-        leader = await _leader(c)
-        await leader.client_write(b"warm")
-        follower = next(n for n in c.nodes if c.nodes[n] is not leader)
-        core = c.nodes[follower]._core
+    async with _a_follower_with(_ExpiredTimeoutLog) as (c, leader, raft, store):
+        core = raft._core
         before = core.guest_passes
-        stores[follower].armed = True
+        store.armed = True
         for _ in range(3):
             await asyncio.wait_for(leader.client_write(b"w"), 10)
-        await _until(lambda: stores[follower].timeouts == 1 or core.fatal is not None, "the store's TimeoutError")
+        await _until(lambda: store.timeouts == 1 or core.fatal is not None, "the store's TimeoutError")
         assert core.fatal is None, core.fatal
-        assert stores[follower].timeouts == 1
+        assert store.timeouts == 1
         assert core.guest_passes > before  # (the pass was a guest's)
         await asyncio.wait_for(leader.client_write(b"after"), 10)
         last = leader.metrics.last_log_index
         assert last is not None
-        await asyncio.wait_for(c.nodes[follower].wait().log_index_at_least(last), 10)
+        await asyncio.wait_for(raft.wait().log_index_at_least(last), 10)
 
 
 class _StopInsideLog(MemLogStore):
@@ -114,16 +126,7 @@ async def test_a_follower_shut_down_before_it_took_the_rest_of_a_guest_pass_canc
     store's call ends, on the follower's task), as it does on the follower's own task. It
     reached the follower's wait for work instead: the rest was dropped, never awaited, the
     store's call left suspended for good (its ``finally`` never ran) and kept by the node."""
-    stores: dict[int, _StopInsideLog] = {}
-
-    def log_store(node: int, d: MemDisk) -> _StopInsideLog:
-        return stores.setdefault(node, _StopInsideLog(d))
-
-    async with Cluster(CONFIG, log_store=log_store) as c:
-        leader = await _leader(c)
-        await leader.client_write(b"warm")
-        follower = next(n for n in c.nodes if c.nodes[n] is not leader)
-        raft = c.nodes[follower]
+    async with _a_follower_with(_StopInsideLog) as (c, leader, raft, store):
         core = raft._core
         before = core.guest_passes
         stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -133,12 +136,12 @@ async def test_a_follower_shut_down_before_it_took_the_rest_of_a_guest_pass_canc
             await raft.shutdown()
 
         stopping = asyncio.create_task(stopper())
-        stores[follower].stop = stop
+        store.stop = stop
         for _ in range(3):
             await asyncio.wait_for(leader.client_write(b"w"), 10)
         await asyncio.wait_for(stopping, 10)
         assert core.guest_passes > before  # (the pass was a guest's)
-        assert stores[follower].ended_on is core.task, stores[follower].ended_on
+        assert store.ended_on is core.task, store.ended_on
         assert core._handed is None
 
 
