@@ -1475,7 +1475,11 @@ class KvNode:
         ``ValueError`` (nothing done) when two addresses are the same: a node dialling
         another member would reach the wrong one, and a cluster needing it could never
         elect a leader; or when another member's raft host does not resolve here
-        (``ServiceUnavailable`` when the resolver cannot tell in time: ``_check_resolve``)."""
+        (``ServiceUnavailable`` when the resolver cannot tell now or in time, or this node is
+        stopping: ``_check_resolve``); or when a member's raft address, its host name
+        resolved, reaches another member's address or its own HTTP address written as an IP
+        address (``_check_members_apart``). ``NotAllowed`` (409) when this node holds a log
+        or a vote (initialized already, or reached by a leader: ``_pristine``)."""
         nodes = {nid: node_of(a.raft, a.http) for nid, a in members.items()}  # (checked first)
         _v.check_members(nodes)  # (at most MAX_MEMBERS: before the names are resolved)
         # Each address by its host and port (``same_addr``), so one pass finds a repeated one:
@@ -1523,7 +1527,8 @@ class KvNode:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught
         up; the membership entry's log index. Adding a learner again with the same addresses
         changes nothing; with other addresses, they replace its old ones. ``ValueError`` when
-        ``raft_addr`` and ``http_addr`` are the same. ``Conflict`` (nothing done) when
+        ``raft_addr`` and ``http_addr`` are the same, also once the host name of ``raft_addr``
+        is resolved (``_check_two_ports``). ``Conflict`` (nothing done) when
         ``node_id`` is a voter: ``Raft.add_learner`` would keep it a voter and give it the new
         addresses, cutting it off if they are wrong (a typo in the id); a voter leaves with
         ``change_members``, and moves by leaving the voters with ``retain``, being added again
@@ -1531,7 +1536,9 @@ class KvNode:
         ``ServiceUnavailable`` when the bound ran out, saying whether the
         membership entry committed (then the learner is in, but has not caught up) or not (no
         quorum). ``Conflict`` too when another member already has ``raft_addr`` or
-        ``http_addr`` (either of its two, compared as host and port, ``same_addr``): replication to the learner
+        ``http_addr`` (either of its two, compared as host and port, ``same_addr``; or
+        ``raft_addr``'s host name resolved to the IP address a member's address is written
+        with, at its port: ``_check_not_a_member_s``): replication to the learner
         would reach that member (the transport refuses it: the learner never catches up), and
         a redirect to the learner would reach that member. ``Conflict`` too when the learner
         was removed (``remove_learner``) while this waited for it to catch up. ``ValueError``
