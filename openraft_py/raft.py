@@ -254,7 +254,8 @@ class Raft:
     thread, use ``asyncio.run_coroutine_threadsafe(raft.client_write(...), loop)``. A call
     that waits for an entry to be applied (``client_write``, ``client_write_many``,
     ``ensure_linearizable``, the membership changes, ``get_current_snapshot``), and every
-    condition of ``wait()`` (which waits for the node's metrics to move on), raises
+    condition of ``wait()`` that does not hold already (which waits for the node's metrics
+    to move on; one that holds returns the metrics at once, there too), raises
     ``RuntimeError`` at once when made from inside the node's own state machine or log store
     (on the node's own tasks), where it would wait for good (``_not_own_task``).
     """
