@@ -7,11 +7,12 @@ and a node started under a task factory of the application's still starts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pytest
+from integration.checks import until
 
 from openraft_py import BasicNode, Config, Raft, SnapshotPolicy
 from openraft_py.storage.memory import MemDisk, MemLogStore
@@ -29,16 +30,6 @@ async def _leader(c: Cluster[Any, Any]) -> Raft[Any]:
     await c.start({1, 2, 3})
     await c.nodes[1].trigger.elect()
     return c.nodes[await c.wait_for_leader(timeout=10)]
-
-
-async def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait (at most ``timeout`` seconds) until ``cond()`` holds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 L = TypeVar("L", bound=MemLogStore)
@@ -90,7 +81,7 @@ async def test_a_timeout_expiring_in_a_followers_store_reaches_the_store_not_the
         store.armed = True
         for _ in range(3):
             await asyncio.wait_for(leader.client_write(b"w"), 10)
-        await _until(lambda: store.timeouts == 1 or core.fatal is not None, "the store's TimeoutError")
+        await until(lambda: store.timeouts == 1 or core.fatal is not None, "the store's TimeoutError")
         assert core.fatal is None, core.fatal
         assert store.timeouts == 1
         assert core.guest_passes > before  # (the pass was a guest's)
@@ -222,9 +213,9 @@ async def test_guests_not_reached_when_one_raises_around_its_pass_are_woken() ->
 
             core.pass_as_guest = boom  # type: ignore[method-assign]
         writing = asyncio.ensure_future(leader.client_write(b"w"))
-        await _until(lambda: leader._core.fatal is not None, "the host stopped")
+        await until(lambda: leader._core.fatal is not None, "the host stopped")
         assert raised
-        await _until(lambda: all(not f._core._msgs and not f._core.guest_queued for f in followers),
+        await until(lambda: all(not f._core._msgs and not f._core.guest_queued for f in followers),
                      "every follower took its queue")
         assert all(f._core.fatal is None for f in followers)
         writing.cancel()
