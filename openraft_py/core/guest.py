@@ -37,7 +37,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextvars import Context
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .raft_core import RaftCore
 
 __all__ = ["AVAILABLE", "Hosting", "hosting", "run_as"]
 
@@ -64,7 +67,7 @@ class Hosting:
         # The ``RaftCore`` whose pass is running right now, or ``None``. Set only while that
         # pass runs synchronously on its own task, so a reader on that task (the router's
         # hand-over) sees it, and never after the pass returned or raised.
-        self.core: Any = None
+        self.core: RaftCore | None = None
 
 
 hosting = Hosting()
