@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import yarl
 
-from openraft_py import BasicNode, ForwardToLeader, RaftMetrics
+from openraft_py import BasicNode, ForwardToLeader, NodeId, RaftMetrics
 from openraft_py.kv import cli
 from openraft_py.kv import node as node_module
 from openraft_py.kv.node import Conflict, KvNode
@@ -29,6 +29,15 @@ pytestmark = pytest.mark.timeout(60)
 def sess(c: KvCluster) -> aiohttp.ClientSession:
     assert c.session is not None
     return c.session
+
+
+async def _a_leader(c: KvCluster) -> tuple[KvNode, aiohttp.ClientSession, dict[NodeId, NodeAddrs], int | None]:
+    """Start ``c`` as a one-node cluster: its leader, the HTTP session, and the leader's
+    members and last log index now (a refused call must leave both as they are)."""
+    await c.start(1)
+    leader = await c.wait_leader()
+    assert leader.raft is not None
+    return leader, sess(c), leader.nodes(), leader.raft.metrics.last_log_index
 
 
 async def test_put_get_delete_cas_on_the_leader(cluster: KvCluster) -> None:
@@ -292,11 +301,7 @@ async def test_a_learner_at_a_member_s_address_spelled_as_a_name_is_409() -> Non
     addresses are compared with the members' IP addresses: 409, nothing done."""
     c = KvCluster()
     try:
-        await c.start(1)
-        leader = await c.wait_leader()
-        s = sess(c)
-        assert leader.raft is not None
-        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        leader, s, before, last = await _a_leader(c)
         for kind in ("raft_addr", "http_addr"):
             theirs = getattr(leader.opts, kind)
             body = {"id": 4, "raft_addr": f"localhost:{theirs.rpartition(':')[2]}", "http_addr": f"127.0.0.1:{free_port()}"}
@@ -402,11 +407,7 @@ async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
     (``localhost``) is taken."""
     c = KvCluster()
     try:
-        await c.start(1)
-        leader = await c.wait_leader()
-        s = sess(c)
-        assert leader.raft is not None
-        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        leader, s, before, last = await _a_leader(c)
         bad = "no-such-host.invalid:21001"  # (RFC 6761: a name under .invalid never resolves)
         body = {"id": 4, "raft_addr": bad, "http_addr": f"127.0.0.1:{free_port()}"}
         async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:

@@ -10,7 +10,10 @@ import time
 import aiohttp
 import pytest
 
+from openraft_py import NodeId
 from openraft_py.kv import node as node_module
+from openraft_py.kv.node import KvNode
+from openraft_py.kv.nodes import NodeAddrs
 from openraft_py.validation import MAX_MEMBERS
 
 from .kv_helpers import KvCluster, free_port, until_true, url
@@ -64,6 +67,19 @@ async def test_a_stop_during_resolutions_starts_no_more_and_the_request_ends_at_
         assert status == 503 and "node 1 is stopping" in text and "nothing was done" in text, (status, text)
     finally:
         await c.close()
+
+
+async def _a_leader_and_a_new_node(
+        c: KvCluster) -> tuple[KvNode, KvNode, aiohttp.ClientSession, dict[NodeId, NodeAddrs], int | None]:
+    """Start ``c``'s node 1 (a one-node cluster, ``learner_timeout`` 8 s) and a node 2 not
+    initialized: the leader, the new node, the cluster's HTTP session, and the leader's
+    members and last log index now (a refused call must leave both as they are)."""
+    await c.start(1, learner_timeout=8.0)
+    new = await c.start_node(2)
+    leader = await c.wait_leader(among=[1])
+    s = c.session
+    assert s is not None and leader.raft is not None
+    return leader, new, s, leader.nodes(), leader.raft.metrics.last_log_index
 
 
 async def _longest_stall(work: asyncio.Future[tuple[int, str]]) -> float:
@@ -129,12 +145,7 @@ async def test_a_raft_address_at_a_member_s_ip_address_written_otherwise_is_refu
     are compared as a resolved name's are: 409 (``init``: 400), nothing done."""
     c = KvCluster()
     try:
-        await c.start(1, learner_timeout=8.0)
-        new = await c.start_node(2)
-        leader = await c.wait_leader(among=[1])
-        s = c.session
-        assert s is not None and leader.raft is not None
-        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        leader, new, s, before, last = await _a_leader_and_a_new_node(c)
         port = leader.opts.raft_addr.rpartition(":")[2]
         mapped = f"[::ffff:{leader.opts.raft_addr.rpartition(':')[0]}]:{port}"
         body = {"id": 4, "raft_addr": mapped, "http_addr": f"127.0.0.1:{free_port()}"}
@@ -219,12 +230,7 @@ async def test_a_raft_address_that_reaches_the_node_s_own_http_address_is_400() 
     ``learner_timeout``. A 400 as for the two strings the same, nothing done."""
     c = KvCluster()
     try:
-        await c.start(1, learner_timeout=8.0)
-        new = await c.start_node(2)
-        leader = await c.wait_leader(among=[1])
-        s = c.session
-        assert s is not None and leader.raft is not None
-        before, last = leader.nodes(), leader.raft.metrics.last_log_index
+        leader, new, s, before, last = await _a_leader_and_a_new_node(c)
         port = free_port()
         for raft_addr in (f"localhost:{port}", f"[::ffff:127.0.0.1]:{port}"):
             body = {"id": 4, "raft_addr": raft_addr, "http_addr": f"127.0.0.1:{port}"}
