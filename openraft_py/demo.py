@@ -99,7 +99,11 @@ async def run(total: int, writers: int, seed: int) -> int:
                         except WaitTimeout:
                             continue
                     try:
-                        await asyncio.wait_for(c.nodes[lid].client_write(data), timeout=2.0)
+                        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the
+                        # result of a write that completed as the task was cancelled, and the
+                        # cancellation (Ctrl-C) is lost.
+                        async with asyncio.timeout(2.0):
+                            await c.nodes[lid].client_write(data)
                     except (ForwardToLeader, Fatal, TimeoutError, KeyError):
                         retries += 1
                         await asyncio.sleep(0.005)
@@ -172,7 +176,8 @@ async def _reshape(c: Cluster[MemStateMachine, MemLogStore], acked: dict[int, st
                 if lid is None:
                     raise ForwardToLeader()
                 key = f"key-{i:05d}"
-                await asyncio.wait_for(c.nodes[lid].client_write(encode_kv(KvSet(key, "bg"))), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await c.nodes[lid].client_write(encode_kv(KvSet(key, "bg")))
                 acked[i] = "bg"
                 extra += 1
                 i += 1

@@ -51,16 +51,18 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
     code = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
             "os.execv(sys.executable, [sys.executable, '-u', '-m', 'openraft_py.demo', '--writes', "
             f"'{demo.MAX_WRITES}'])")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout is not None
-        first = p.stdout.readline()
-        assert "cluster of 3 nodes up" in first, first
-        p.send_signal(signal.SIGINT)
-        _out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    # (``with``: the pipes are closed even when the demo does not stop; they were left to the
+    # garbage collector, whose ResourceWarning then failed the next test of the worker.)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None
+            first = p.stdout.readline()
+            assert "cluster of 3 nodes up" in first, first
+            p.send_signal(signal.SIGINT)
+            _out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert p.returncode == 130, err
     assert err.splitlines()[-1] == "demo: interrupted" and "Traceback" not in err, err
