@@ -614,7 +614,8 @@ class _Peer:
         assert fut is not None  # (set by _start_connect)
         remaining = deadline - loop.time()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
+            async with asyncio.timeout(max(remaining, 0.0)):
+                return await asyncio.shield(fut)
         except TimeoutError:
             raise Unreachable(
                 f"node {self.target} at {self.addr}: no connection within the RPC deadline"
@@ -659,7 +660,8 @@ class _Peer:
             fut = self.resolving = _resolve_in_thread(self.loop, host, port)
             fut.add_done_callback(self._resolved)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(deadline - self.loop.time(), 0.0))
+            async with asyncio.timeout(max(deadline - self.loop.time(), 0.0)):
+                return await asyncio.shield(fut)
         except TimeoutError:
             raise Unreachable(
                 f"connect to {self.addr} failed: resolving {host!r} took more than connect_timeout="
@@ -689,10 +691,8 @@ class _Peer:
         for family, ip in await self._addresses(host, port, deadline):
             attempt = _ClientConnection(self)
             try:
-                await asyncio.wait_for(
-                    self.loop.create_connection(lambda c=attempt: c, ip, port, family=family, **kw),  # type: ignore[misc]
-                    max(deadline - self.loop.time(), 0.0),
-                )
+                async with asyncio.timeout(max(deadline - self.loop.time(), 0.0)):
+                    await self.loop.create_connection(lambda c=attempt: c, ip, port, family=family, **kw)  # type: ignore[misc]
             except TimeoutError:
                 raise Unreachable(f"connect to {self.addr} timed out") from None
             except (OSError, _ssl.SSLError, ValueError) as e:
@@ -722,7 +722,8 @@ class _Peer:
                 raise Unreachable(f"node {self.target} at {self.addr}: {why}")
         try:
             conn.send(frame_message(KIND_HELLO, 0, Hello(wire.PROTOCOL_VERSION, f.cluster_name, f.node_id)))
-            ack = await asyncio.wait_for(asyncio.shield(conn.hello), f.connect_timeout)
+            async with asyncio.timeout(f.connect_timeout):
+                ack = await asyncio.shield(conn.hello)
         except TimeoutError:
             conn.fail("no handshake answer")
             raise Unreachable(f"node {self.target} at {self.addr}: no handshake answer") from None

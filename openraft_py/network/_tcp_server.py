@@ -1324,7 +1324,8 @@ class TcpServer:
             c.start_drain()
         if any(c.tasks for c in self._conns):
             try:
-                await asyncio.wait_for(asyncio.shield(self._drain_waiter), self.drain_timeout)
+                async with asyncio.timeout(self.drain_timeout):
+                    await asyncio.shield(self._drain_waiter)
             except TimeoutError:
                 log.warning("tcp server %s: requests still in flight after %ss; cancelling", self.address, self.drain_timeout)
         for c in list(self._conns):
@@ -1346,7 +1347,8 @@ class TcpServer:
                 )  # fmt: skip
                 c.transport.abort()
         try:
-            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._server.wait_closed()
         except TimeoutError:  # pragma: no cover - depends on the loop implementation
             pass
 
