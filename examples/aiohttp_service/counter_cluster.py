@@ -60,7 +60,8 @@ class LocalCluster:
         try:
             for i in peers:
                 cluster._spawn(i, initialize=(i == 1))
-            await asyncio.wait_for(cluster.wait_for_leader(), timeout)
+            async with asyncio.timeout(timeout):
+                await cluster.wait_for_leader()
         except BaseException:
             cluster.stop()
             raise

@@ -922,7 +922,8 @@ async def _reach_a_node(args: argparse.Namespace, explicit_timeout: bool, deadli
         host, _, port = ep.rpartition(":")
         wait = max(STEP_MIN, min(2.0, end - time.monotonic()))
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), wait)
+            async with asyncio.timeout(wait):
+                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
         except TimeoutError:
             return f"no connection to {ep} within {wait:.1f}s"
         except OSError as e:
@@ -1156,7 +1157,8 @@ async def _cluster_up(args: argparse.Namespace) -> int:
         exited: set[int] = set()
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
             except TimeoutError:
                 pass
             for n in cluster.nodes.values():

@@ -231,7 +231,8 @@ class Demo:
                     print(self._progress_line(), file=self.err, flush=True)
                     last_line = now
             try:
-                await asyncio.wait_for(self.stop_load.wait(), 0.25)
+                async with asyncio.timeout(0.25):
+                    await self.stop_load.wait()
             except TimeoutError:
                 pass
         if self.cfg.progress:

@@ -1319,7 +1319,8 @@ class KvNode:
         for name, step in steps:
             t0 = time.perf_counter()
             try:
-                await asyncio.wait_for(step(), 10.0)
+                async with asyncio.timeout(10.0):
+                    await step()
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 if failed_before and name in stores:
@@ -1563,7 +1564,8 @@ class KvNode:
                 self._check_new_learner(node_id, raft_addr, http_addr, resolved)
         self.last_rpc_error.pop(node_id, None)  # (what failed before this call is not its answer)
         try:
-            resp = await asyncio.wait_for(raft.add_learner(node_id, node, blocking=True), self.opts.learner_timeout)
+            async with asyncio.timeout(self.opts.learner_timeout):
+                resp = await raft.add_learner(node_id, node, blocking=True)
         except LearnerNotFound as e:  # removed (remove_learner) while this waited: not the request's fault
             raise Conflict(f"{e}: it is not a member (add it again if that was not meant)") from None
         except TimeoutError:

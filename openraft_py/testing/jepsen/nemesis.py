@@ -164,7 +164,8 @@ class Nemesis:
         wait = at - self.now()
         if wait > 0:
             try:
-                await asyncio.wait_for(stop.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await stop.wait()
                 return False
             except TimeoutError:
                 pass

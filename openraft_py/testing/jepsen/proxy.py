@@ -133,7 +133,8 @@ class ProxyNet:
         self._conns.clear()
         for s in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(s.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await s.wait_closed()
         self._servers.clear()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -210,7 +211,8 @@ class ProxyNet:
         destination's streams, the hello frame and its sender; ``None`` (counted refused)
         if the hello is unusable, its sender unknown, or ``dst`` unreachable."""
         try:
-            hello_frame, src = await asyncio.wait_for(self._read_hello(reader), _HELLO_TIMEOUT)
+            async with asyncio.timeout(_HELLO_TIMEOUT):
+                hello_frame, src = await self._read_hello(reader)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, WireError, ValueError) as e:
             log.debug("proxy %s: no usable handshake: %r", dst, e)
             self.stats["refused"] += 1
@@ -220,7 +222,8 @@ class ProxyNet:
             return None
         host, port = self.real[dst]
         try:
-            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+            async with asyncio.timeout(2.0):
+                up_r, up_w = await asyncio.open_connection(host, port)
         except (TimeoutError, OSError):
             self.stats["refused"] += 1  # the destination is down: the source sees the connection fail
             return None
@@ -290,6 +293,7 @@ class ProxyNet:
         finally:
             queue.put_nowait(None)
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(sender, 5.0)
+                async with asyncio.timeout(5.0):
+                    await sender
             conn.close()
             self._conns.discard(conn)

@@ -223,7 +223,8 @@ class _Cluster:
                                            "without the nemesis killing it")
                     self.say(f"[{now():7.1f}s] !! {self.unexpected[-1]}")
             try:
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
             except TimeoutError:
                 pass
 
@@ -268,7 +269,8 @@ async def run(cfg: RunConfig, say: Callable[[str], None] = print) -> RunResult:
                  asyncio.create_task(cluster.monitor(stop, now))]
         ticker = asyncio.create_task(_progress(stop, now, history, say))
         try:
-            await asyncio.wait_for(stop.wait(), cfg.time)
+            async with asyncio.timeout(cfg.time):
+                await stop.wait()
         except TimeoutError:
             pass
         stop.set()

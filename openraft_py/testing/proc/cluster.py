@@ -203,7 +203,8 @@ class NodeProcess:
         try:
             self.proc.stdin.write(json.dumps({"id": rid, "op": op, **args}).encode() + b"\n")
             await self.proc.stdin.drain()
-            msg = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                msg = await fut
         except (BrokenPipeError, ConnectionResetError) as e:
             raise NodeExited(f"n{self.node_id}: control pipe closed ({e}); log tail:\n{_tail(self.log)}") from e
         finally:
@@ -229,7 +230,8 @@ class NodeProcess:
                 raise TimeoutError(f"n{self.node_id}: no matching event within {timeout}s")
             self._event_seen.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event_seen.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._event_seen.wait()
 
     def kill(self) -> None:
         """SIGKILL the process (no-op if it already exited)."""
@@ -240,11 +242,13 @@ class NodeProcess:
     async def wait_exit(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the process to end; its return code or ``None``."""
         try:
-            rc = await asyncio.wait_for(self.proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                rc = await self.proc.wait()
         except TimeoutError:
             return None
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._reader, 2.0)
+            async with asyncio.timeout(2.0):
+                await self._reader
         return rc
 
     async def stop(self, timeout: float = 10.0) -> int | None:

@@ -234,11 +234,13 @@ class Node:
             t.cancel()
         if self.server is not None:
             try:
-                await asyncio.wait_for(self.server.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self.server.close()
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 print(f"server close: {e!r}", file=sys.stderr)
         if self.raft is not None:
-            await asyncio.wait_for(self.raft.shutdown(), 10.0)
+            async with asyncio.timeout(10.0):
+                await self.raft.shutdown()
         if self.factory is not None:
             await self.factory.close()
         if self.log_store is not None:

@@ -437,7 +437,8 @@ class FaultSchedule:
 
         async def run() -> None:
             try:
-                result = await asyncio.wait_for(call, timeout)
+                async with asyncio.timeout(timeout):
+                    result = await call
             except (ApiError, Fatal, TimeoutError, ValueError) as e:
                 self.log(f"admin {what}: {type(e).__name__} {str(e)[:100]}")
                 return

@@ -322,7 +322,8 @@ class LeaseSkewRun:
         try:
             await c.nodes[SLOW].trigger.transfer_leader(to)
             self.log(f"round {rnd}: n{SLOW} hands over to n{to}")
-            await asyncio.wait_for(taken.wait(), self.config.election_timeout_max / 1000)
+            async with asyncio.timeout(self.config.election_timeout_max / 1000):
+                await taken.wait()
             self.stats["hand_overs"] += 1
         except (ForwardToLeader, InProgress, ValueError, TimeoutError) as e:
             self.log(f"round {rnd}: no hand-over to n{to}: {type(e).__name__}")
@@ -348,8 +349,10 @@ class LeaseSkewRun:
                 if lid != SLOW:
                     await c.nodes[lid].trigger.transfer_leader(SLOW)
                     await slow.wait(2.0).metrics(lambda m: m.state == ServerState.LEADER, f"n{SLOW} leads")
-                await asyncio.wait_for(slow.ensure_linearizable(ReadPolicy.READ_INDEX), 1.0)
-                await asyncio.wait_for(slow.ensure_linearizable(ReadPolicy.LEASE_READ), 1.0)
+                async with asyncio.timeout(1.0):
+                    await slow.ensure_linearizable(ReadPolicy.READ_INDEX)
+                async with asyncio.timeout(1.0):
+                    await slow.ensure_linearizable(ReadPolicy.LEASE_READ)
                 return
             except (ForwardToLeader, LinearizableReadError, InProgress, ValueError, TimeoutError, WaitTimeout):
                 await asyncio.sleep(0.01)
@@ -359,7 +362,8 @@ class LeaseSkewRun:
         loop = asyncio.get_running_loop()
         call = loop.time()
         try:
-            await asyncio.wait_for(raft.client_write(encode_kv(KvSet(KEY, value))), 4 * self.config.election_timeout_max / 1000)
+            async with asyncio.timeout(4 * self.config.election_timeout_max / 1000):
+                await raft.client_write(encode_kv(KvSet(KEY, value)))
         except ForwardToLeader as e:
             if e.outcome_unknown:
                 self._record(0, "put", value, None, call, None)
@@ -402,7 +406,8 @@ class LeaseSkewRun:
             after_write = written.is_set()
             call = loop.time()
             try:
-                await asyncio.wait_for(raft.ensure_linearizable(self.policy), timeout)
+                async with asyncio.timeout(timeout):
+                    await raft.ensure_linearizable(self.policy)
             except (ForwardToLeader, LinearizableReadError, Fatal, TimeoutError) as e:
                 if after_write:
                     self.log(f"n{SLOW} refuses reads: {type(e).__name__}")

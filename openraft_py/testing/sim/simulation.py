@@ -383,7 +383,8 @@ class Simulation(FaultSchedule):
                 members = await self._run_members()
                 voters = self._final_membership().voter_ids()
                 lid = await c.wait_for_leader(timeout=max(0.1, min(2.0, deadline - loop.time())), among=voters)
-                resp = await asyncio.wait_for(c.nodes[lid].client_write(encode_kv(KvSet("final", "v"))), 2.0)
+                async with asyncio.timeout(2.0):
+                    resp = await c.nodes[lid].client_write(encode_kv(KvSet("final", "v")))
                 ms = c.nodes[lid]._core.engine.state.membership
                 if ms.uncommitted or ms.committed.membership.is_joint():
                     # A change still finishing: the membership to converge on is not final.
@@ -489,7 +490,8 @@ class Simulation(FaultSchedule):
                     believed = None
                 continue
             try:
-                resp = await asyncio.wait_for(raft.client_write(encode_kv(cmd)), timeout)
+                async with asyncio.timeout(timeout):
+                    resp = await raft.client_write(encode_kv(cmd))
             except ForwardToLeader as e:
                 believed = None
                 if e.outcome_unknown:
@@ -518,7 +520,8 @@ class Simulation(FaultSchedule):
         """A linearizable read of ``key`` on ``target``; False when it was refused."""
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(raft.ensure_linearizable(policy), timeout)
+            async with asyncio.timeout(timeout):
+                await raft.ensure_linearizable(policy)
         except (ForwardToLeader, LinearizableReadError, Fatal, TimeoutError):
             return False  # a read that did not complete constrains nothing
         sm = self.cluster.state_machines.get(target)

@@ -341,7 +341,8 @@ class Suite:
         fn = cls.checks[name]
         try:
             async with cls.open_handle(builder) as handle:
-                await asyncio.wait_for(fn(handle), timeout)
+                async with asyncio.timeout(timeout):
+                    await fn(handle)
         except BuilderError:
             raise
         except CheckSkipped as e:
@@ -423,7 +424,8 @@ class RecordingFlushed(IOFlushed):
         """Wait for ``io_completed``; raise ``AssertionError`` if it does not come or
         reports an error."""
         try:
-            await asyncio.wait_for(self.event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.event.wait()
         except TimeoutError:
             raise AssertionError(f"append: IOFlushed.io_completed not called within {timeout}s") from None
         if self.errors[0] is not None:
