@@ -47,9 +47,10 @@ class TaskSet:
 
     def _done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.pop(t, None)
-        if not t.cancelled() and not self.closing:
+        if not t.cancelled():
+            # Retrieved also once closing (``close`` does not): nobody else looks at it.
             e = t.exception()
-            if e is not None:
+            if e is not None and not self.closing:
                 self.on_failure(e)
         if not self._tasks and self.on_empty is not None:
             self.on_empty()
@@ -71,10 +72,16 @@ class TaskSet:
 
     async def close(self) -> None:
         """``cancel_all`` and wait until every task ended, also one spawned meanwhile
-        (cancelled at once: ``spawn``); their results are dropped."""
+        (cancelled at once: ``spawn``); their results are dropped (``_done``).
+
+        A caller cancelled while it waits (a timeout around ``Raft.shutdown()``) raises its
+        ``CancelledError`` at once, and the tasks, cancelled already, are left to end on
+        their own: ``asyncio.wait``, not ``asyncio.gather``, which cancelled each task again
+        and held its cancelled caller until every one had ended (a state machine call
+        finishing in its worker thread: up to ``storage.rocks.db.CANCELLED_THREAD_WAIT``)."""
         tasks = self.cancel_all()
         while tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks)
             tasks = list(self._tasks)
 
 

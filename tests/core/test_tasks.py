@@ -103,3 +103,46 @@ async def test_on_empty_is_called_when_the_last_task_ended() -> None:
     await asyncio.gather(t2, return_exceptions=True)
     await asyncio.sleep(0)
     assert calls == [0]
+
+
+async def test_a_cancelled_close_raises_at_once_and_cancels_no_task_again() -> None:
+    """``close`` cancelled (``Raft.shutdown()`` under a timeout) while a task takes its time
+    to end (a call finishing in a worker thread): the caller's ``CancelledError`` is raised
+    at once, and the task is neither cancelled again nor waited for. (``asyncio.gather``
+    held the cancelled caller until the task ended, and cancelled it a second time.) Its
+    failure, once it ends, is retrieved, not reported."""
+    failures: list[BaseException] = []
+    ts = TaskSet("raft-1", failures.append)
+    gate = asyncio.Event()
+    cancels: list[int] = []
+
+    async def finishing() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancels.append(1)
+            while not gate.is_set():
+                try:
+                    await gate.wait()
+                except asyncio.CancelledError:
+                    cancels.append(1)  # cancelled again: it still finishes first
+            raise RuntimeError("failing while cancelled") from None
+
+    t = ts.spawn(finishing(), "finishing")
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(ts.close())
+    try:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert cancels == [1] and not closing.done()
+        closing.cancel()
+        done, _ = await asyncio.wait({closing}, timeout=1.0)
+        assert closing in done, "the cancelled close waited for the task to end"
+        assert closing.cancelled()
+        assert cancels == [1], "the task was cancelled again"
+        assert not t.done() and len(ts) == 1
+    finally:
+        gate.set()  # (also when it fails: the task ends, and so does the test)
+    async with asyncio.timeout(1.0):
+        await ts.close()
+    assert t.done() and len(ts) == 0 and failures == []
