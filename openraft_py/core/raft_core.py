@@ -81,7 +81,7 @@ from ..types import (
 )
 from ..validation import shown
 from ..wakeup import Resumed, Wakeup, send_none
-from . import metrics_view
+from . import metrics_view, snapshot_io
 from .apply_feed import ApplyFeed
 from .calling_out import CallingOut
 from .clock import Clock, seconds_reader
@@ -192,6 +192,17 @@ def drop_not_a_client(made: object) -> None:
     elif isinstance(made, asyncio.Future):
         made.cancel()
         made.add_done_callback(_retrieve_any)
+
+
+def _close_snapshot(snap: object) -> None:
+    """Close the ``data`` of ``snap``, a ``get_current_snapshot`` result nobody takes (its
+    caller was cancelled); nothing for ``None`` or a value without ``data``."""
+    try:
+        data = getattr(snap, "data", None)
+    except Exception:  # noqa: BLE001 - not a snapshot: nothing of it to close
+        return
+    if data is not None:
+        snapshot_io.close_quietly(data)
 
 
 def _retrieve_any(fut: asyncio.Future[Any]) -> None:
@@ -1689,10 +1700,18 @@ class RaftCore:
         Raises the node's ``Fatal`` error if it has stopped or stops before answering."""
         if self.fatal is not None:
             raise self.fatal
-        fut = self.sm_worker.call(lambda sm: sm.get_current_snapshot())
+        fut = self.sm_worker.call(lambda sm: sm.get_current_snapshot(), _close_snapshot)
         self._track(fut)
         try:
             return await fut
+        except asyncio.CancelledError:
+            # The caller gave up (a timeout around ``Raft.get_current_snapshot``, a
+            # replication stream stopped): the snapshot is nobody's, its file closed. One
+            # answered in the loop turn of the cancellation is here; one still to come, the
+            # worker closes (``discard``). Left open, a file stayed open for each.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _close_snapshot(fut.result())
+            raise
         finally:
             self.untrack(fut)  # (as in ``Raft._call``)
             del fut

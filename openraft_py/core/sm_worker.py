@@ -51,13 +51,21 @@ def _answer_one(r: Responder, e: Entry, result: Any) -> None:
 
 class _Op:
     """A call to run on the state machine in queue order: ``fn(sm)`` is awaited and its
-    result (or exception) goes to ``fut``."""
+    result (or exception) goes to ``fut``. A result ``fut`` can no longer take (done
+    already: its caller was cancelled, or the worker ended meanwhile) goes to ``discard``,
+    when given, which releases what nobody will (a snapshot's open file)."""
 
-    __slots__ = ("fn", "fut")
+    __slots__ = ("fn", "fut", "discard")
 
-    def __init__(self, fn: Callable[[Any], Awaitable[Any]], fut: asyncio.Future[Any]) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        fut: asyncio.Future[Any],
+        discard: Callable[[Any], None] | None = None,
+    ) -> None:
         self.fn = fn
         self.fut = fut
+        self.discard = discard
 
 
 class _Started(Resumed):
@@ -265,15 +273,19 @@ class StateMachineWorker:
         next, behind no ``apply`` (``Snapshots.receive_chunk``)."""
         return self._idle and not self._queue
 
-    def call(self, fn: Callable[[Any], Awaitable[Any]]) -> asyncio.Future[Any]:
+    def call(
+        self, fn: Callable[[Any], Awaitable[Any]], discard: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any]:
         """Run ``fn(state_machine)`` after everything queued so far (the state machine is
         only ever used from this task, one call at a time); return a future of its result.
-        An exception from ``fn`` goes to the future and does not stop the worker."""
+        An exception from ``fn`` goes to the future and does not stop the worker. A result
+        that comes once the future is done (cancelled by its awaiter) goes to ``discard``
+        (when given; it must not raise)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._ended is not None:
             fut.set_exception(self._ended)
             return fut
-        self._queue.append(_Op(fn, fut))
+        self._queue.append(_Op(fn, fut, discard))
         self._wakeup.wake()
         return fut
 
@@ -468,6 +480,8 @@ class StateMachineWorker:
             self._current = None
         if not op.fut.done():
             op.fut.set_result(result)
+        elif op.discard is not None:
+            op.discard(result)  # nobody takes it: its caller gave up, or the worker ended
 
     def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer every responder whose entries are now all applied."""

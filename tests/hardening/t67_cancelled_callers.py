@@ -7,18 +7,22 @@
   caller until every task it gathers has ended), up to ``CANCELLED_THREAD_WAIT`` (30 s), and
   cancelled the task again. The node stops all the same, and a later ``shutdown()`` waits
   for it to end.
+- ``get_current_snapshot()`` cancelled while the state machine opens the snapshot, or in the
+  loop turn its answer came: the snapshot's ``data``, which the caller would have closed,
+  was left open for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from typing import Any
 
 import pytest
 from integration.checks import fast_config, until
 
-from openraft_py import Raft, ServerState
+from openraft_py import Raft, ServerState, Snapshot, SnapshotMeta
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.storage.rocks.db import in_thread
@@ -83,3 +87,79 @@ async def test_a_cancelled_shutdown_does_not_wait_for_the_tasks_still_ending() -
     assert core.ended()
     assert write.done()
     write.exception()  # (retrieved: the node stopped under it, or it was applied)
+
+
+class OpensSnapshotSlowly(MemStateMachine):
+    """A state machine whose ``get_current_snapshot`` waits for ``gate`` (a slow disk) and
+    records the file of each snapshot it hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False  # (not at the node's start, which reads the current snapshot)
+        self.gate = asyncio.Event()
+        self.opening = asyncio.Event()
+        self.handed: list[io.BytesIO] = []
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        if not self.slow:
+            return await super().get_current_snapshot()
+        self.opening.set()
+        await self.gate.wait()
+        data = io.BytesIO(b"state")
+        self.handed.append(data)
+        applied, membership = await self.applied_state()
+        return Snapshot(SnapshotMeta(applied, membership, "s-1"), data)
+
+
+async def test_a_cancelled_get_current_snapshot_closes_the_snapshot_nobody_takes() -> None:
+    sm = OpensSnapshotSlowly()
+    raft = await leader_node(sm)
+    sm.slow = True
+    try:
+        # Cancelled while the state machine opens it: closed once it comes.
+        getting = asyncio.ensure_future(raft.get_current_snapshot())
+        async with asyncio.timeout(BOUND):
+            await sm.opening.wait()
+        getting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getting
+        sm.gate.set()
+        await until(lambda: len(sm.handed) == 1, "the state machine handed the snapshot out")
+        await until(lambda: sm.handed[0].closed, "the snapshot nobody takes is closed", timeout=BOUND)
+
+        # Cancelled in the loop turn its answer came: the caller ends cancelled, and the
+        # snapshot is closed.
+        sm.gate.clear()
+        sm.opening.clear()
+        getting = asyncio.ensure_future(raft.get_current_snapshot())
+        async with asyncio.timeout(BOUND):
+            await sm.opening.wait()
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+
+        def cancel_when_answered() -> None:
+            # Polled at each loop turn: the worker hands the snapshot out and answers the
+            # call in one step of its task, and the caller resumes in a later turn.
+            if len(sm.handed) == 2:
+                getting.cancel()  # before the caller resumed: its answer is there already
+                answered.set_result(None)
+            else:
+                loop.call_soon(cancel_when_answered)
+
+        sm.gate.set()
+        loop.call_soon(cancel_when_answered)
+        async with asyncio.timeout(BOUND):
+            await answered
+        with pytest.raises(asyncio.CancelledError):
+            await getting
+        assert sm.handed[1].closed, "the snapshot answered as its caller was cancelled was left open"
+
+        # The node goes on: a later call gets a snapshot, open for its caller to read.
+        sm.gate.set()
+        snap = await raft.get_current_snapshot()
+        assert snap is not None and not snap.data.closed
+        snap.data.close()
+        await raft.client_write(b"after")
+    finally:
+        sm.gate.set()
+        await raft.shutdown()
