@@ -240,15 +240,22 @@ class NodeProcess:
                 self.proc.kill()
 
     async def wait_exit(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` seconds for the process to end; its return code or ``None``."""
+        """Wait up to ``timeout`` seconds for the process to end; its return code or ``None``.
+        Then up to 2 s for the output reader to take the last lines (what it raised is
+        raised). A caller cancelled meanwhile raises its ``CancelledError``, and the reader
+        goes on."""
         try:
             async with asyncio.timeout(timeout):
                 rc = await self.proc.wait()
         except TimeoutError:
             return None
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            async with asyncio.timeout(2.0):
-                await self._reader
+        reader = self._reader
+        # ``asyncio.wait``, not ``await reader`` under ``suppress(CancelledError)``: a reader
+        # cancelled by ``_close_pipes`` raises nothing here, and a cancellation of the caller
+        # is not taken for one (it was dropped: the caller went on as if not cancelled).
+        await asyncio.wait({reader}, timeout=2.0)
+        if reader.done() and not reader.cancelled():
+            reader.result()
         return rc
 
     async def stop(self, timeout: float = 10.0) -> int | None:
