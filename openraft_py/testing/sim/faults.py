@@ -450,16 +450,19 @@ class FaultSchedule:
         self.admin_tasks.append(asyncio.ensure_future(run()))
 
     async def _stop_admin(self) -> None:
-        """Cancel the admin calls still running (what they started goes on in the cluster);
-        an admin call that failed unexpectedly fails the run."""
+        """Cancel the admin calls still running (what they started goes on in the cluster)
+        and wait until they ended; an admin call that failed unexpectedly fails the run.
+        The run cancelled meanwhile (the watchdog) raises its ``CancelledError``: it was
+        taken for an admin call's and dropped (``await t`` in ``except CancelledError:
+        pass``), and the stopped run went on during its teardown."""
         tasks, self.admin_tasks = self.admin_tasks, []
         for t in tasks:
             t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         for t in tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+            if not t.cancelled():
+                t.result()  # its failure, in the order the calls were made
 
     async def _fault_membership(self) -> None:
         """A membership change through the leader (sometimes through another node): add a
