@@ -424,8 +424,9 @@ class Raft:
     async def shutdown(self) -> None:
         """Stop the node: its tasks end, pending calls fail with ``Stopped``. Returns once
         every task of the node ended. Idempotent; concurrent calls each wait. Cancelling
-        the caller (a timeout around ``shutdown()``) raises its ``CancelledError`` as usual,
-        and the node stops all the same."""
+        the caller (a timeout around ``shutdown()``) raises its ``CancelledError`` at once,
+        without waiting for the node's tasks still ending, and the node stops all the same
+        (a later ``shutdown()`` waits for them)."""
         self._check_loop()
         await self._core.shutdown()
 
@@ -1151,8 +1152,9 @@ class Raft:
 
     async def get_current_snapshot(self) -> Snapshot | None:
         """The state machine's current snapshot (its ``data`` is the caller's to read and
-        close), or ``None``. ``RuntimeError`` from inside the node's own state machine
-        (``_not_own_task``): the state machine's worker hands it out."""
+        close), or ``None``. Cancelled, the call hands out nothing: a snapshot the state
+        machine opens for it is closed. ``RuntimeError`` from inside the node's own state
+        machine (``_not_own_task``): the state machine's worker hands it out."""
         self._check_loop()
         self._not_own_task("get_current_snapshot")
         return await self._core.get_current_snapshot()  # type: ignore[no-any-return]
