@@ -418,6 +418,16 @@ def in_no_cluster_status(st: Mapping[str, Any]) -> bool:
     return st.get("voters") == [] and not st.get("learners") and st.get("leader_id") is None
 
 
+def _nothing_done(body: bytes) -> bool:
+    """Whether a 503 body says the node did nothing of the request: ``"outcome_unknown":
+    false`` (``KvNode``'s ``ServiceUnavailable`` with ``nothing_done``)."""
+    try:
+        obj = _json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("outcome_unknown") is False
+
+
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
@@ -654,6 +664,11 @@ class KvClient:
                 elif 400 <= status < 500:
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP {status}: {_one_line(rbody)}",
                                     redirects, retries)
+                elif status == 503 and _nothing_done(rbody):
+                    # The node did nothing of the request and says so (a host name its
+                    # resolver could not tell about): a refusal, the same at any node.
+                    return Response(Outcome.FAIL, status, rbody, node, f"HTTP 503: {_one_line(rbody)}", redirects,
+                                    retries)
                 elif status == 503 and _no_leader_refusal(rbody):
                     last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
                     if not follow:

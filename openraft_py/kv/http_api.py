@@ -1461,6 +1461,10 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
             # the next leader then held. Without the flag, the 503 read as "nothing was done".
             return _error(503, f"the node has stopped: {type(e).__name__}: {e}", outcome_unknown=True)
         return _error(503, f"the node has stopped: {type(e).__name__}: {e}")
+    if isinstance(e, ServiceUnavailable) and e.nothing_done:
+        # Said in the body: a bare 503 of a write is an unknown outcome to a client (the
+        # bound of an add-learner ran out with the learner added, say); this one is a refusal.
+        return _error(503, f"{type(e).__name__}: {e}", outcome_unknown=False)
     if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
         return _error(503, f"{type(e).__name__}: {e}")
     log.exception("%s %s failed", request.method, request.path, exc_info=e)

@@ -243,7 +243,14 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 class ServiceUnavailable(Exception):
-    """An operation did not finish within its bound (the node may still complete it)."""
+    """An operation did not finish within its bound (the node may still complete it); or,
+    with ``nothing_done``, the node could not take it now and did nothing of it (a host name
+    its resolver could not tell about): the HTTP API answers 503 with
+    ``"outcome_unknown": false`` then, a refusal to retry later."""
+
+    def __init__(self, message: str, *, nothing_done: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_done = nothing_done
 
 
 class Conflict(Exception):
@@ -1651,7 +1658,7 @@ class KvNode:
                 t.cancel()  # (the ones still waiting; a thread that resolves keeps its slot until it ends)
         if not self.accepting:  # (``stop`` cancelled the resolutions, or refused to start them)
             raise ServiceUnavailable(f"node {self.id} is stopping: its raft host names were not resolved; nothing "
-                                     "was done")
+                                     "was done", nothing_done=True)
         # (A task cancelled just now is not done yet: it was still waiting. One cancelled
         # before, by ``stop``, got no answer either.)
         problems = [self._resolve_problem(what, addr, host, t if t.done() and not t.cancelled() else None)
@@ -1696,18 +1703,19 @@ class KvNode:
         if task is None:
             return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} took more than {RESOLVE_TIMEOUT}s (a slow "
                                       f"resolver, or {MAX_RESOLVING} names being resolved already): nothing was done; "
-                                      "retry once the resolver answers, or give an IP address")
+                                      "retry once the resolver answers, or give an IP address", nothing_done=True)
         e = task.exception()
         if e is None:
             return None
         if isinstance(e, socket.gaierror) and e.errno not in _RESOLVED_NOT_FOUND:
             return ServiceUnavailable(f"{what} {addr!r}: {host!r} could not be resolved now ({e.strerror}): nothing "
-                                      "was done; retry, or give an IP address")
+                                      "was done; retry, or give an IP address", nothing_done=True)
         if isinstance(e, OSError | UnicodeError):  # no address; or a name IDNA refuses
             why = e.strerror if isinstance(e, socket.gaierror) else str(e)
             return ValueError(f"{what} {addr!r}: the host {host!r} does not resolve on node {self.id} ({why}): it "
                               "could not connect to the node there; nothing was done")
-        return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} failed ({e!r}): nothing was done")
+        return ServiceUnavailable(f"{what} {addr!r}: resolving {host!r} failed ({e!r}): nothing was done",
+                                  nothing_done=True)
 
     async def remove_learner(self, node_id: NodeId) -> int:
         """Remove learner ``node_id`` from the membership (``Raft.remove_learners``; the

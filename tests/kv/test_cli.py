@@ -1263,6 +1263,38 @@ async def test_cluster_add_learner_whose_outcome_was_unknown_reports_a_learner_t
         assert code == 1 and "n4 was added as a learner but has not caught up" in out.err, (code, out)
 
 
+async def test_a_503_that_says_nothing_was_done_fails_add_learner_with_exit_1(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A leader whose resolver could not tell about the learner's raft host answers 503 with
+    ``"outcome_unknown": false``: nothing was done. ``cluster add-learner`` read every 503
+    as an unknown outcome and exited 3 ("outcome unknown (it may or may not have been
+    applied)") for a request the node had not acted on; it now exits 1 with the node's
+    reason, without asking what became of the learner. A fake node answers."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    asked: list[str] = []
+    why = "ServiceUnavailable: raft_addr 'slow.example:2': resolving 'slow.example' took more than 5.0s: nothing was done"
+
+    async def refuse(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"error": why, "outcome_unknown": False}, status=503)
+
+    routes = [web.post("/cluster/learners", refuse), web.get("/cluster/status", refuse),
+              web.get("/cluster/leader", refuse)]
+    async with _fake_node(port, routes) as ep:
+        code = await asyncio.to_thread(cli.main, ["cluster", "add-learner", "--endpoints", ep, "--id", "4",
+                                                  "--raft-addr", "slow.example:2", "--http-addr", "127.0.0.1:3",
+                                                  "--timeout", "5"])
+    out = capsys.readouterr()
+    assert code == 1 and "outcome unknown" not in out.err and why in out.err, (code, out)
+    assert out.err.count("\n") == 1 and asked == ["/cluster/learners"], (out.err, asked)
+
+
 def test_cluster_remove_learner_ends_within_its_timeout_when_no_node_answers(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A remove-learner whose outcome is unknown (no answer) asks the leader what became of it

@@ -436,9 +436,13 @@ async def test_a_learner_whose_raft_host_does_not_resolve_is_refused_at_once(
         monkeypatch.setattr(node_module, "resolve", hangs)
         body["raft_addr"] = "slow.example:21001"
         async with asyncio.timeout(10), s.post(url(leader, "/cluster/learners"), json=body) as r:
-            error = (await r.json())["error"]
+            answer = await r.json()
+            error = answer["error"]
             assert r.status == 503, (r.status, error)
         assert "resolving 'slow.example' took more than 0.3s" in error and "nothing was done" in error, error
+        # Said in the JSON too, for clients: not the 503 of a bound that ran out with the
+        # learner added (``KvClient`` reads it as a refusal; ``cluster add-learner`` exits 1).
+        assert answer.get("outcome_unknown") is False, answer
         assert leader.raft.metrics.last_log_index == last and leader.nodes() == before
         # Resolutions that hang hold at most MAX_RESOLVING threads (slots), whatever the
         # requests: an init of thousands of names did not resolve them all at once.
