@@ -101,6 +101,11 @@ only one stuck on its client is left (a body that stalls, an answer the client d
 read): waiting ``SHUTDOWN_GRACE`` again, twice, made such a client hold every stop three
 times the grace."""
 
+STOP_STEP_WAIT = 10.0
+"""Seconds each step of ``stop()`` after the HTTP drain (the TCP server, Raft, the HTTP
+server, the network, each store) may take before it is given up, logged, and the next one
+begins."""
+
 DRAIN_POLL = 0.01
 """Seconds between two looks of ``stop()`` at its HTTP connections while it drains them
 (``KvNode._drain_http``): each look retires those that became idle and checks whether all
@@ -1326,7 +1331,7 @@ class KvNode:
         for name, step in steps:
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(10.0):
+                async with asyncio.timeout(STOP_STEP_WAIT):
                     await step()
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
