@@ -43,7 +43,7 @@ from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
-from ..storage.rocks.db import in_thread
+from ..storage.rocks.db import CANCELLED_THREAD_WAIT, in_thread
 from ..storage.rocks.files import fsync_dir
 from ..storage.rocks.log_store import log_store_use
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
@@ -104,7 +104,13 @@ times the grace."""
 STOP_STEP_WAIT = 10.0
 """Seconds each step of ``stop()`` after the HTTP drain (the TCP server, Raft, the HTTP
 server, the network, each store) may take before it is given up, logged, and the next one
-begins."""
+begins; Raft's takes up to ``RAFT_STOP_WAIT``."""
+
+RAFT_STOP_WAIT = STOP_STEP_WAIT + CANCELLED_THREAD_WAIT
+"""Seconds ``stop()`` waits for every task of Raft to end (``KvNode._stop_raft``), before the
+stores close: a task finishing a store call in its worker thread (an apply batch, a snapshot
+build) ends once the thread has, or ``CANCELLED_THREAD_WAIT`` after it was cancelled
+(``in_thread``)."""
 
 DRAIN_POLL = 0.01
 """Seconds between two looks of ``stop()`` at its HTTP connections while it drains them
@@ -1317,7 +1323,8 @@ class KvNode:
             steps.append(("tcp server", self.tcp_server.close))
             self.tcp_server = None
         if self.raft is not None:
-            steps.append(("raft", self.raft.shutdown))
+            raft = self.raft
+            steps.append(("raft", lambda: self._stop_raft(raft)))
         if http is not None:
             steps.append(("http", http.cleanup))
         if self.factory is not None:
@@ -1331,7 +1338,9 @@ class KvNode:
         for name, step in steps:
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(STOP_STEP_WAIT):
+                # Invariant: the stores' steps come after Raft's, which returns once every
+                # task of the node ended (or its bound ran out): none closes under a task.
+                async with asyncio.timeout(RAFT_STOP_WAIT if name == "raft" else STOP_STEP_WAIT):
                     await step()
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
@@ -1350,6 +1359,24 @@ class KvNode:
             os.close(self._dir_lock)  # the stores are closed: another process may use the directory
             self._dir_lock = None
         self.stopped.set()
+
+    @staticmethod
+    async def _stop_raft(raft: Raft) -> None:
+        """``raft.shutdown()``, returning once every task of the node ended: past
+        ``STOP_STEP_WAIT`` the wait goes on, said at WARNING (the step's bound is
+        ``RAFT_STOP_WAIT``). The stores close after this step. (Bounded by
+        ``STOP_STEP_WAIT`` alone, the cancelled ``shutdown()`` returned at once and the stores
+        were closed under a task still finishing a call in its worker thread: RocksDB closed
+        while an apply wrote it or a snapshot build read it.)"""
+        try:
+            async with asyncio.timeout(STOP_STEP_WAIT):
+                await raft.shutdown()
+            return
+        except TimeoutError:
+            pass
+        log.warning("Raft's tasks have not ended within %gs (a store call finishing in its worker thread?); "
+                    "the stores close once they have", STOP_STEP_WAIT)
+        await raft.shutdown()  # (the node is stopped already: this waits for its tasks)
 
     async def _drain_http(self, server: Any) -> None:
         """Until every HTTP connection of ``server`` (the ``AppRunner``'s ``web.Server``) is
