@@ -462,6 +462,10 @@ class StateMachineWorker:
             self._end(Stopped())
 
     async def _run_op(self, op: _Op) -> None:
+        if op.fut.done():
+            # Its caller gave up while it was queued (a replication stream stopped): nothing
+            # is opened for nobody (``get_current_snapshot`` may read a whole file to check it).
+            return
         self._current = op
         try:
             result = await op.fn(self.sm)

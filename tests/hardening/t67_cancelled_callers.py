@@ -163,3 +163,54 @@ async def test_a_cancelled_get_current_snapshot_closes_the_snapshot_nobody_takes
     finally:
         sm.gate.set()
         await raft.shutdown()
+
+
+class AppliesSlowly(MemStateMachine):
+    """Holds the apply of ``b"slow"`` until ``gate`` (it suspends: the worker's task runs it),
+    and counts the calls of ``get_current_snapshot`` once ``counting``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.applying = asyncio.Event()
+        self.counting = False
+        self.opened = 0
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        if any(isinstance(e.payload, Normal) and e.payload.data == b"slow" for e in entries):
+            self.applying.set()
+            await self.gate.wait()
+        return await super().apply(entries)
+
+    async def get_current_snapshot(self) -> Snapshot | None:
+        if self.counting:
+            self.opened += 1
+        return await super().get_current_snapshot()
+
+
+async def test_a_get_current_snapshot_cancelled_while_queued_opens_no_snapshot() -> None:
+    """Cancelled while queued behind an apply (a replication stream stopped while its
+    snapshot waited for the worker): the state machine is not asked to open a snapshot for
+    nobody (``RocksStateMachine`` reads the whole file to check it, about 2 s per GB)."""
+    sm = AppliesSlowly()
+    raft = await leader_node(sm)
+    try:
+        sm.counting = True
+        write = asyncio.ensure_future(raft.client_write(b"slow"))
+        async with asyncio.timeout(BOUND):
+            await sm.applying.wait()
+        getting = asyncio.ensure_future(raft.get_current_snapshot())
+        await asyncio.sleep(0)
+        getting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getting
+        sm.gate.set()
+        async with asyncio.timeout(BOUND):
+            await write
+            snap = await raft.get_current_snapshot()  # queued after the cancelled one: it ran by now
+        if snap is not None:
+            snap.data.close()
+        assert sm.opened == 1, f"the state machine opened {sm.opened - 1} snapshot(s) for a cancelled caller"
+    finally:
+        sm.gate.set()
+        await raft.shutdown()
