@@ -426,7 +426,8 @@ class Raft:
         every task of the node ended. Idempotent; concurrent calls each wait. Cancelling
         the caller (a timeout around ``shutdown()``) raises its ``CancelledError`` at once,
         without waiting for the node's tasks still ending, and the node stops all the same
-        (a later ``shutdown()`` waits for them)."""
+        (a later ``shutdown()`` waits for them). Close the node's stores only after a
+        ``shutdown()`` that returned: until then, such a task may still use them."""
         self._check_loop()
         await self._core.shutdown()
 
