@@ -124,10 +124,11 @@ async def call(f: Any, fn: Callable[..., T], *args: Any) -> T:
 
 
 def close_quietly(f: Any) -> None:
-    """Close ``f`` (a file we are done with), ignoring errors."""
-    close = getattr(f, "close", None)
-    if close is not None:
-        try:
+    """Close ``f`` (a file we are done with), ignoring errors: also one raised by looking
+    ``close`` up (a snapshot's ``data`` is the state machine's object)."""
+    try:
+        close = getattr(f, "close", None)
+        if close is not None:
             close()
-        except Exception:  # noqa: BLE001 - nothing to do about a failed close
-            pass
+    except Exception:  # noqa: BLE001 - nothing to do about a failed close
+        pass
