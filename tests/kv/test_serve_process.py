@@ -95,9 +95,13 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
             target_index = lead_st["committed_index"]
 
             async def caught_up() -> bool:
+                # The three agree on one leader, not necessarily new_leader: an election under
+                # load (or a transfer) may move the leadership while the restarted node catches up.
+                agreed = await agreed_leader([1, 2, 3])
                 st = await status(s, procs[leader])
-                return bool(st and st["applied_index"] is not None and st["applied_index"] >= target_index
-                            and st["leader_id"] == new_leader and st["state"] == "Follower")
+                return bool(agreed is not None and st and st["applied_index"] is not None
+                            and st["applied_index"] >= target_index and st["leader_id"] == agreed
+                            and st["state"] == ("Leader" if agreed == leader else "Follower"))
 
             await until(caught_up, 20, "the restarted node catching up")
             # every acknowledged write is on every node
