@@ -68,6 +68,15 @@ class ServeProc:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def exit_note(self) -> str | None:
+        """None while the process runs (or before its first start); once it has exited, its
+        exit status and the end of its log (which says why, for a failure message)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        with open(self.log_path, "rb") as f:
+            tail = f.read()[-1500:].decode(errors="replace")
+        return f"node {self.id} exited with status {self.proc.returncode}; the end of its log:\n{tail}"
+
     def logs(self) -> list[dict[str, Any]]:
         """The JSON log records; not the command line's own ``openraft-py serve: error:`` line
         (plain text, as its usage errors are) that ends a start that failed."""
@@ -81,6 +90,16 @@ async def status(s: aiohttp.ClientSession, p: ServeProc) -> dict[str, Any] | Non
             return await r.json() if r.status == 200 else None
     except (TimeoutError, aiohttp.ClientError):
         return None
+
+
+async def serving(s: aiohttp.ClientSession, p: ServeProc) -> dict[str, Any] | None:
+    """``p``'s status, None while it does not answer; an ``AssertionError`` naming the exit
+    and the end of the log once ``p``'s process has exited (a start that failed, a port
+    taken), instead of a wait for an answer that cannot come."""
+    st = await status(s, p)
+    if st is None and (note := p.exit_note()) is not None:
+        raise AssertionError(note)
+    return st
 
 
 async def until(cond: Any, timeout: float, what: str) -> Any:
@@ -109,7 +128,7 @@ async def init_cluster(s: aiohttp.ClientSession, procs: list[ServeProc], timeout
     """Wait until each of ``procs`` (started) answers its status, then initialize them as one
     cluster of voters through the first (``POST /cluster/init``), asserting the 200."""
     for p in procs:
-        await until(lambda p=p: status(s, p), timeout, f"node {p.id} serving")
+        await until(lambda p=p: serving(s, p), timeout, f"node {p.id} serving")
     members = {str(p.id): {"raft_addr": p.raft_addr, "http_addr": p.http_addr} for p in procs}
     async with s.post(procs[0].url("/cluster/init"), json={"members": members}) as r:
         assert r.status == 200, await r.text()

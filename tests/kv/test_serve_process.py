@@ -23,7 +23,7 @@ import pytest
 
 from openraft_py.testing.proc_cluster import free_port
 
-from .serve_procs import ServeProc, init_cluster, put, status, until
+from .serve_procs import ServeProc, init_cluster, put, serving, status, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -98,7 +98,7 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
                 # The three agree on one leader, not necessarily new_leader: an election under
                 # load (or a transfer) may move the leadership while the restarted node catches up.
                 agreed = await agreed_leader([1, 2, 3])
-                st = await status(s, procs[leader])
+                st = await serving(s, procs[leader])
                 return bool(agreed is not None and st and st["applied_index"] is not None
                             and st["applied_index"] >= target_index and st["leader_id"] == agreed
                             and st["state"] == ("Leader" if agreed == leader else "Follower"))
@@ -366,4 +366,32 @@ def test_serve_refuses_bad_flags_and_reports_start_failures() -> None:
     finally:
         if holder is not None:
             holder.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_init_cluster_names_a_node_that_exited_instead_of_waiting_for_it() -> None:
+    """The helpers' own contract (``serving``): a node whose process exited (here: its HTTP
+    port taken, as a port another test's node holds can be) fails the wait at once with its
+    exit status and the reason from its log, not as a timeout that says nothing."""
+    import socket
+
+    root = tempfile.mkdtemp(prefix="kv-proc-")
+    proc = ServeProc(1, root)
+    holder = socket.socket()
+    try:
+        host, port = proc.http_addr.rsplit(":", 1)
+        holder.bind((host, int(port)))
+        holder.listen()
+        proc.start()
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(AssertionError) as failed:
+                await init_cluster(s, [proc], timeout=60)
+        message = str(failed.value)
+        assert message.startswith("node 1 exited with status 1"), message
+        assert "--http-addr" in message and "cannot listen there" in message, message
+    finally:
+        holder.close()
+        proc.kill()
+        if proc.proc is not None:
+            proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)
