@@ -360,14 +360,19 @@ def _one_line(body: bytes, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _key_not_found(body: bytes) -> bool:
-    """Whether a 404 body is the service's answer for an absent key (another server's 404,
-    an endpoint that is not a service node, does not say the key is absent)."""
+def _body_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object; ``{}`` when it is not one (not JSON, or another value)."""
     try:
         obj = _json.loads(body)
     except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("error") == "key not found"
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _key_not_found(body: bytes) -> bool:
+    """Whether a 404 body is the service's answer for an absent key (another server's 404,
+    an endpoint that is not a service node, does not say the key is absent)."""
+    return _body_object(body).get("error") == "key not found"
 
 
 def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapping[str, str],
@@ -404,11 +409,7 @@ def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapp
 def _in_no_cluster(body: bytes) -> bool:
     """Whether a 503 body is a node's "not in a cluster yet" answer (``"initialized":
     false``): never initialized nor added, it will name no leader until an init or an add."""
-    try:
-        obj = _json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("initialized") is False
+    return _body_object(body).get("initialized") is False
 
 
 def in_no_cluster_status(st: Mapping[str, Any]) -> bool:
@@ -421,21 +422,14 @@ def in_no_cluster_status(st: Mapping[str, Any]) -> bool:
 def _nothing_done(body: bytes) -> bool:
     """Whether a 503 body says the node did nothing of the request: ``"outcome_unknown":
     false`` (``KvNode``'s ``ServiceUnavailable`` with ``nothing_done``)."""
-    try:
-        obj = _json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("outcome_unknown") is False
+    return _body_object(body).get("outcome_unknown") is False
 
 
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
-    try:
-        obj = _json.loads(body)
-    except ValueError:
-        return False
-    return (isinstance(obj, dict) and "leader_id" in obj and not obj.get("outcome_unknown")
+    obj = _body_object(body)
+    return ("leader_id" in obj and not obj.get("outcome_unknown")
             and not str(obj.get("error", "")).startswith("the node has stopped"))
 
 
