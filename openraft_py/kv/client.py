@@ -19,7 +19,8 @@ How one call runs, within its ``deadline`` (seconds)::
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
                      │   leader, 408 (the request was not │   (until the deadline: FAIL)
                      │   read), a redirect loop ──────────┘
-                     ├─ other 4xx; 503 "not in a cluster yet" from every endpoint
+                     ├─ other 4xx; 503 with "outcome_unknown": false (nothing
+                     │   done); 503 "not in a cluster yet" from every endpoint
                      │   for NO_CLUSTER_GRACE (their latest answers) ────────────> FAIL
                      └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
                                                                         refusal; writes: INFO
@@ -28,7 +29,8 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 
 - ``OK``: the operation completed and ``Response`` holds its answer.
 - ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
-  was appended, or only refusals until the deadline); or a read got no value (only
+  was appended, a 503 saying ``"outcome_unknown": false``, or only refusals until the
+  deadline); or a read got no value (only
   failures until the deadline, or a 2xx that is not a service node's value).
 - ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
@@ -660,7 +662,9 @@ class KvClient:
                                     redirects, retries)
                 elif status == 503 and _nothing_done(rbody):
                     # The node did nothing of the request and says so (a host name its
-                    # resolver could not tell about): a refusal, the same at any node.
+                    # resolver could not tell about, which the leader, wherever the call goes,
+                    # would resolve again; or the node was stopping before it resolved): a
+                    # refusal, not retried here; the caller may retry it.
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP 503: {_one_line(rbody)}", redirects,
                                     retries)
                 elif status == 503 and _no_leader_refusal(rbody):
