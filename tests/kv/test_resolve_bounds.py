@@ -4,6 +4,7 @@ resolve first): what a stop in the middle of resolutions leaves behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -65,6 +66,9 @@ async def test_a_stop_during_resolutions_starts_no_more_and_the_request_ends_at_
         assert not n1._resolving, n1._resolving
         assert took < 5, f"the stop and the request took {took:.1f}s (status {status}: {text})"
         assert status == 503 and "node 1 is stopping" in text and "nothing was done" in text, (status, text)
+        # Said in the JSON too: a refusal (``KvClient``'s FAIL, ``cluster init`` exit 1), not
+        # a bare 503, which a client reads as an unknown outcome.
+        assert json.loads(text).get("outcome_unknown") is False, text
     finally:
         await c.close()
 
