@@ -90,18 +90,25 @@ async def test_three_serve_processes_survive_a_leader_kill() -> None:
 
             # restart the old leader from its data directory: it catches up
             procs[leader].start()
-            lead_st = await status(s, procs[new_leader])
-            assert lead_st is not None
-            target_index = lead_st["committed_index"]
+            # Every acknowledged write is at or below the committed index of the survivor that
+            # acknowledged it (never lowered): the higher of the two covers them all, also when
+            # the leadership moved between them (new_leader, a follower now, may lag).
+            survivor_sts = [await status(s, p) for p in survivors]
+            assert all(survivor_sts), survivor_sts
+            target_index = max(st["committed_index"] for st in survivor_sts if st)
 
             async def caught_up() -> bool:
                 # The three agree on one leader, not necessarily new_leader: an election under
                 # load (or a transfer) may move the leadership while the restarted node catches up.
                 agreed = await agreed_leader([1, 2, 3])
                 st = await serving(s, procs[leader])
-                return bool(agreed is not None and st and st["applied_index"] is not None
-                            and st["applied_index"] >= target_index and st["leader_id"] == agreed
-                            and st["state"] == ("Leader" if agreed == leader else "Follower"))
+                if not (agreed is not None and st and st["applied_index"] is not None
+                        and st["applied_index"] >= target_index and st["leader_id"] == agreed
+                        and st["state"] == ("Leader" if agreed == leader else "Follower")):
+                    return False
+                # The survivors too: the local reads below are of every node.
+                sts = [await status(s, p) for p in survivors]
+                return all(x and x["applied_index"] is not None and x["applied_index"] >= target_index for x in sts)
 
             await until(caught_up, 20, "the restarted node catching up")
             # every acknowledged write is on every node
