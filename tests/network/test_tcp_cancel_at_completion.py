@@ -8,7 +8,9 @@ Every async test runs on asyncio and on uvloop (tests/network/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,29 +34,35 @@ async def _cancelled_as_it_completes(fut: asyncio.Future[Any], call: Any, result
         await asyncio.wait_for(task, 5)  # (the test's own bound; the task is not cancelled by it)
 
 
-async def test_a_connect_completing_as_its_caller_is_cancelled() -> None:
+@contextlib.asynccontextmanager
+async def _peer(addr: str) -> AsyncIterator[Any]:
+    """The TCP client's peer state for node 2 at ``addr`` (nothing connected); the factory
+    is closed on the way out."""
     factory = TcpNetworkFactory(1, "c")
-    factory.new_client(2, BasicNode("127.0.0.1:1"))
-    peer = factory._peers[2]
-    loop = asyncio.get_running_loop()
+    factory.new_client(2, BasicNode(addr))
     try:
-        peer.connecting = loop.create_future()  # a connect in progress, as _start_connect makes
-        await _cancelled_as_it_completes(peer.connecting, peer._connect(loop.time() + 10), object())
+        yield factory._peers[2]
     finally:
-        peer.connecting = None
         await factory.close()
+
+
+async def test_a_connect_completing_as_its_caller_is_cancelled() -> None:
+    loop = asyncio.get_running_loop()
+    async with _peer("127.0.0.1:1") as peer:
+        peer.connecting = loop.create_future()  # a connect in progress, as _start_connect makes
+        try:
+            await _cancelled_as_it_completes(peer.connecting, peer._connect(loop.time() + 10), object())
+        finally:
+            peer.connecting = None
 
 
 async def test_a_name_resolving_as_its_caller_is_cancelled() -> None:
-    factory = TcpNetworkFactory(1, "c")
-    factory.new_client(2, BasicNode("node-2.invalid:1"))
-    peer = factory._peers[2]
     loop = asyncio.get_running_loop()
-    try:
+    async with _peer("node-2.invalid:1") as peer:
         fut: asyncio.Future[list[tuple[int, str]]] = loop.create_future()
         peer.resolving = fut  # a resolution in progress
-        call = peer._addresses("node-2.invalid", 1, loop.time() + 10)
-        await _cancelled_as_it_completes(fut, call, [(socket.AF_INET, "127.0.0.1")])
-    finally:
-        peer.resolving = None
-        await factory.close()
+        try:
+            call = peer._addresses("node-2.invalid", 1, loop.time() + 10)
+            await _cancelled_as_it_completes(fut, call, [(socket.AF_INET, "127.0.0.1")])
+        finally:
+            peer.resolving = None
