@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -89,7 +90,13 @@ def main() -> None:
         import uvloop
 
         uvloop.run(_writes(*args.child))
-        return
+        # Out without the interpreter's finalization: its full collection traverses every
+        # entry the run left in the in-memory logs, a cost that grows with the writes made
+        # (about 660 instructions a write at 256 writers, 2,000 against 22,000 writes) and
+        # is not a write's.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not on PATH")
     if args.writers < 1 or args.n1 < 0 or args.n2 <= args.n1 or not 1 <= args.nodes <= 3:
