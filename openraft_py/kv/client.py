@@ -17,11 +17,15 @@ How one call runs, within its ``deadline`` (seconds)::
                      ├─ 307 ─> follow Location (at most max_redirects hops) ─> attempt
                      ├─ refused before anything happened ─┐
                      │   connect error, 503 naming no     ├─ back off, next endpoint ─> attempt
-                     │   leader, 408 (the request was not │   (until the deadline: FAIL)
-                     │   read), a redirect loop ──────────┘
+                     │   leader, 503 "stopping": true (a  │   (until the deadline: FAIL)
+                     │   stopping node, nothing done),    │
+                     │   408 (the request was not read),  │
+                     │   a redirect loop ─────────────────┘
                      ├─ other 4xx; 503 with "outcome_unknown": false (nothing
-                     │   done); 503 "not in a cluster yet" from every endpoint
-                     │   for NO_CLUSTER_GRACE (their latest answers) ────────────> FAIL
+                     │   done) and no "stopping": true (the request's own
+                     │   refusal, or a server from before the field); 503 "not
+                     │   in a cluster yet" from every endpoint for
+                     │   NO_CLUSTER_GRACE (their latest answers) ────────────────> FAIL
                      └─ 5xx, timeout, connection lost after sending ──> reads: retry like a
                                                                         refusal; writes: INFO
 
@@ -29,12 +33,20 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
 
 - ``OK``: the operation completed and ``Response`` holds its answer.
 - ``FAIL``: the operation definitely did not take effect (a 4xx, a refusal before the entry
-  was appended, a 503 saying ``"outcome_unknown": false``, or only refusals until the
-  deadline); or a read got no value (only
+  was appended, a 503 saying ``"outcome_unknown": false`` for the request's own sake, or
+  only refusals until the deadline); or a read got no value (only
   failures until the deadline, or a 2xx that is not a service node's value).
 - ``INFO``: unknown. The request may have been applied or not (a timeout, a connection lost
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
   after such an attempt: a blind retry could apply it twice.
+
+A ``503`` saying ``"stopping": true`` (and not ``"outcome_unknown": true``) comes from a node
+whose stop has begun (a rolling restart's SIGTERM): it did nothing of the request, for no
+reason of the request's, so the call goes on to the next endpoint, a write too, as after a
+refused connection. The same 503 with ``"outcome_unknown": false`` and no ``stopping`` (a
+host name the node's resolver could not tell about) is the request's own refusal: the call
+fails at once. A server from before the field says no ``stopping``, so its stopping refusal
+fails the call as before: without the field the client cannot tell it from the request's.
 
 A ``408`` says the request was not read (a node answers so on each idle connection it
 closes, as it stops or once the connection was idle for ``HTTP_IDLE_TIMEOUT``, and ignores
@@ -427,6 +439,17 @@ def _nothing_done(body: bytes) -> bool:
     return _body_object(body).get("outcome_unknown") is False
 
 
+def _stopping_refusal(body: bytes) -> bool:
+    """Whether a 503 body is a stopping node's refusal: ``"stopping": true`` (a JSON
+    boolean) and no ``"outcome_unknown": true``. The node did nothing of the request, for a
+    reason that is not the request's (``KvNode``'s ``ServiceUnavailable`` with
+    ``stopping``, or any request once its stop began), so another node may take it, a write
+    too. A server from before the field never says it: its ``"outcome_unknown": false``
+    stays a refusal of the request, not retried (``_nothing_done``)."""
+    obj = _body_object(body)
+    return obj.get("stopping") is True and obj.get("outcome_unknown") is not True
+
+
 def _no_leader_refusal(body: bytes) -> bool:
     """Whether a 503 body is the redirect rule's "no leader is known" answer (nothing was
     appended), as opposed to an unknown outcome or a stopped node."""
@@ -660,11 +683,18 @@ class KvClient:
                 elif 400 <= status < 500:
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP {status}: {_one_line(rbody)}",
                                     redirects, retries)
+                elif status == 503 and _stopping_refusal(rbody):
+                    # The node is stopping (a rolling restart) and did nothing of the request:
+                    # a refusal like a refused connection, retried at the next endpoint, a
+                    # write too.
+                    last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
+                    if not follow:
+                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
                 elif status == 503 and _nothing_done(rbody):
-                    # The node did nothing of the request and says so (a host name its
-                    # resolver could not tell about, which the leader, wherever the call goes,
-                    # would resolve again; or the node was stopping before it resolved): a
-                    # refusal, not retried here; the caller may retry it.
+                    # The node did nothing of the request and says so, for the request's own
+                    # sake (a host name its resolver could not tell about, which the leader,
+                    # wherever the call goes, would resolve again), or a server from before
+                    # ``stopping`` said so: a refusal, not retried here; the caller may retry it.
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP 503: {_one_line(rbody)}", redirects,
                                     retries)
                 elif status == 503 and _no_leader_refusal(rbody):

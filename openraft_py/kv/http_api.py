@@ -81,8 +81,12 @@ unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue
 -> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
 have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
-``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id``: nothing
-was done), and every answer then closes its connection; each idle connection it answers at
+``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id`` and
+``"stopping": true``: nothing was done, another node may take the request), and every answer then closes its
+connection; a request it had begun and refused because of the stop before doing anything (an ``init`` or
+add-learner whose raft host names it was resolving) gets 503 with ``"outcome_unknown": false`` and
+``"stopping": true`` (``ServiceUnavailable.stopping``; without ``stopping``, ``"outcome_unknown": false`` is a
+refusal of the request itself: a host name the resolver could not tell about); each idle connection it answers at
 once with an unsolicited 408 and closes without reading a request on it again
 (``StoppingConnections``). Nothing is half-applied: validation
 runs before the one Raft call a request makes.
@@ -1464,6 +1468,10 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
     if isinstance(e, ServiceUnavailable) and e.nothing_done:
         # Said in the body: a bare 503 of a write is an unknown outcome to a client (the
         # bound of an add-learner ran out with the learner added, say); this one is a refusal.
+        # One because the node is stopping says so too: another node may take the request
+        # (``KvClient`` sends it there); without ``stopping`` it is the request's own refusal.
+        if e.stopping:
+            return _error(503, f"{type(e).__name__}: {e}", outcome_unknown=False, stopping=True)
         return _error(503, f"{type(e).__name__}: {e}", outcome_unknown=False)
     if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
         return _error(503, f"{type(e).__name__}: {e}")
@@ -1545,8 +1553,12 @@ def _refused_at_once(node: KvNode, request: web.Request) -> web.Response | None:
     came before the middleware, in plain text (not the API's JSON) and counted in no
     ``openraft_kv_http_requests_total``."""
     if not node.accepting:
+        # ``leader_id`` (the redirect rule's "no leader" refusal: clients from before
+        # ``stopping`` retry it too) and no ``outcome_unknown`` (those clients read a
+        # ``false`` one as a refusal of the request itself, not retried).
         leader_id = node.raft.metrics.current_leader if node.raft is not None else None
-        return _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id)
+        return _error(503, "the node is stopping", leader_id=None if leader_id == node.id else leader_id,
+                      stopping=True)
     expect = ", ".join(request.headers.getall("Expect", []))
     if expect and request.version == HttpVersion11 and expect.strip().lower() != "100-continue":
         return _error(417, f"Expect {expect!r} is not supported: only 100-continue is")

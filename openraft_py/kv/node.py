@@ -257,11 +257,17 @@ class ServiceUnavailable(Exception):
     """An operation did not finish within its bound (the node may still complete it); or,
     with ``nothing_done``, the node could not take it now and did nothing of it (a host name
     its resolver could not tell about): the HTTP API answers 503 with
-    ``"outcome_unknown": false`` then, a refusal to retry later."""
+    ``"outcome_unknown": false`` then, a refusal to retry later.
 
-    def __init__(self, message: str, *, nothing_done: bool = False) -> None:
+    ``stopping`` (which implies ``nothing_done``): the node refused it, doing nothing of it,
+    because it is stopping, not for anything in the request: the HTTP API adds
+    ``"stopping": true``, and a client may send the same request to another node at once
+    (``KvClient`` does, a write too)."""
+
+    def __init__(self, message: str, *, nothing_done: bool = False, stopping: bool = False) -> None:
         super().__init__(message)
-        self.nothing_done = nothing_done
+        self.nothing_done = nothing_done or stopping
+        self.stopping = stopping
 
 
 class Conflict(Exception):
@@ -1690,7 +1696,7 @@ class KvNode:
                 t.cancel()  # (the ones still waiting; a thread that resolves keeps its slot until it ends)
         if not self.accepting:  # (``stop`` cancelled the resolutions, or refused to start them)
             raise ServiceUnavailable(f"node {self.id} is stopping: its raft host names were not resolved; nothing "
-                                     "was done", nothing_done=True)
+                                     "was done", stopping=True)
         # (A task cancelled just now is not done yet: it was still waiting. One cancelled
         # before, by ``stop``, got no answer either.)
         problems = [self._resolve_problem(what, addr, host, t if t.done() and not t.cancelled() else None)

@@ -1295,6 +1295,44 @@ async def test_a_503_that_says_nothing_was_done_fails_add_learner_with_exit_1(
     assert out.err.count("\n") == 1 and asked == ["/cluster/learners"], (out.err, asked)
 
 
+@pytest.mark.parametrize("verb", [
+    ["cluster", "add-learner", "--id", "4", "--raft-addr", "127.0.0.1:2", "--http-addr", "127.0.0.1:3"],
+    ["kv", "put", "k", "v"],
+], ids=["add-learner", "kv put"])
+async def test_a_stopping_node_s_refusal_goes_on_to_the_next_endpoint(verb: list[str],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The first endpoint is a node whose stop has begun (a rolling restart): it answers 503
+    with ``"outcome_unknown": false`` and ``"stopping": true``, nothing done. The verb sends
+    the request to the next endpoint, which takes it: exit 0. ``cluster add-learner`` exited
+    1 with the stopping node's reason, ``kv put`` failed so too. Fake nodes answer."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    asked: list[str] = []
+    why = "ServiceUnavailable: node 1 is stopping: its raft host names were not resolved; nothing was done"
+
+    async def stopping(request: web.Request) -> web.Response:
+        asked.append(f"stopping {request.method} {request.path}")
+        await request.read()
+        return web.json_response({"error": why, "outcome_unknown": False, "stopping": True}, status=503)
+
+    async def takes(request: web.Request) -> web.Response:
+        asked.append(f"takes {request.method} {request.path}")
+        await request.read()
+        return web.json_response({"index": 7})
+
+    path = "/cluster/learners" if verb[0] == "cluster" else "/kv/k"
+    method = "POST" if verb[0] == "cluster" else "PUT"
+    async with _fake_node(free_port(), [web.route(method, path, stopping)]) as ep1, \
+            _fake_node(free_port(), [web.route(method, path, takes)]) as ep2:
+        code = await asyncio.to_thread(cli.main, [*verb[:2], "--endpoints", f"{ep1},{ep2}", *verb[2:], "--timeout",
+                                                  "5"])
+    out = capsys.readouterr()
+    assert code == 0 and out.err == "", (code, out)
+    assert asked == [f"stopping {method} {path}", f"takes {method} {path}"], asked
+
+
 def test_cluster_remove_learner_ends_within_its_timeout_when_no_node_answers(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A remove-learner whose outcome is unknown (no answer) asks the leader what became of it
