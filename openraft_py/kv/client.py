@@ -441,13 +441,13 @@ def _nothing_done(body: bytes) -> bool:
 
 def _stopping_refusal(body: bytes) -> bool:
     """Whether a 503 body is a stopping node's refusal: ``"stopping": true`` (a JSON
-    boolean) and no ``"outcome_unknown": true``. The node did nothing of the request, for a
+    boolean) and ``outcome_unknown`` absent or ``false``. The node did nothing of the request, for a
     reason that is not the request's (``KvNode``'s ``ServiceUnavailable`` with
     ``stopping``, or any request once its stop began), so another node may take it, a write
     too. A server from before the field never says it: its ``"outcome_unknown": false``
     stays a refusal of the request, not retried (``_nothing_done``)."""
     obj = _body_object(body)
-    return obj.get("stopping") is True and obj.get("outcome_unknown") is not True
+    return obj.get("stopping") is True and obj.get("outcome_unknown", False) is False
 
 
 def _no_leader_refusal(body: bytes) -> bool:

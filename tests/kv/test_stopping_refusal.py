@@ -166,13 +166,13 @@ async def test_a_refusal_of_the_request_itself_still_fails_at_once() -> None:
     assert seen == ["refused"], seen
 
 
-@pytest.mark.parametrize("body", [{**STOPPING, "outcome_unknown": True}, {"error": "x", "stopping": "yes"},
-                                  {"error": "x", "stopping": 1}],
-                         ids=["outcome_unknown", "not_a_bool", "one"])
+@pytest.mark.parametrize("body", [{**STOPPING, "outcome_unknown": True}, {**STOPPING, "outcome_unknown": 1},
+                                  {"error": "x", "stopping": "yes"}, {"error": "x", "stopping": 1}],
+                         ids=["outcome_unknown", "outcome_unknown_1", "not_a_bool", "one"])
 async def test_a_write_s_503_whose_stopping_is_not_a_plain_refusal_is_not_retried(body: dict[str, Any]) -> None:
     """``stopping`` makes a retry only when it is ``true`` and the body does not say the
-    outcome is unknown: a write's 503 with ``"outcome_unknown": true`` (or a ``stopping``
-    that is not the boolean) is an unknown outcome, never sent elsewhere."""
+    outcome is unknown: a write's 503 with an ``outcome_unknown`` other than ``false`` (or a
+    ``stopping`` that is not the boolean) is an unknown outcome, never sent elsewhere."""
     seen: list[str] = []
     async with _fake_nodes(_answering(503, body, seen, "first"), _answering(200, {"index": 7}, seen, "healthy")) as eps:
         async with KvClient(eps, deadline=5.0) as kv:
