@@ -5,8 +5,10 @@
 - ``"ok"``: the operation completed; ``value`` is what it returned (a read's value or
   ``None`` when absent, a cas's ``(applied, current)``, a write's log index);
 - ``"fail"``: it certainly did not take effect: the connection was refused before the request
-  was sent, a 4xx, a 503 from the redirect rule (no leader known: nothing was appended), a
-  read that did not succeed (a read changes nothing, so it never needs ``info``);
+  was sent, a 4xx, a 503 from the redirect rule (no leader known: nothing was appended) or
+  one that says nothing was done (``"outcome_unknown": false``, or ``"stopping": true``: a
+  node whose stop began), a read that did not succeed (a read changes nothing, so it never
+  needs ``info``);
 - ``"info"``: unknown: a write that timed out, lost its connection after being sent, or was
   answered 503 for any other reason (``outcome_unknown``, quorum lost, the node stopped ...).
 
@@ -39,6 +41,18 @@ class Outcome:
     value: Any = None
     error: str = ""
     node: str = ""
+
+
+def _nothing_done_503(info: dict[str, Any]) -> bool:
+    """Whether a write's 503 body says nothing was done (the service's contract, as
+    ``kv.client`` reads it): never with an ``outcome_unknown`` other than ``false``; else
+    the redirect rule's "no leader known" (a ``leader_id`` field), ``"outcome_unknown":
+    false``, or a stopping node's ``"stopping": true``. A 503 with none of them (quorum
+    lost, a timeout) is an unknown outcome."""
+    unknown = info.get("outcome_unknown", None)
+    if unknown is not None and unknown is not False:
+        return False
+    return "leader_id" in info or unknown is False or info.get("stopping") is True
 
 
 def _quote(key: str) -> str:
@@ -114,8 +128,8 @@ class KvHttp:
         msg = f"{status} {info.get('error', '')}"
         if 400 <= status < 500:
             return Outcome("fail", error=msg, node=node)
-        if status == 503 and isinstance(info, dict) and "leader_id" in info and not info.get("outcome_unknown"):
-            return Outcome("fail", error=msg, node=node)  # the redirect rule: nothing appended
+        if status == 503 and isinstance(info, dict) and _nothing_done_503(info):
+            return Outcome("fail", error=msg, node=node)
         return Outcome("info", error=msg, node=node)
 
     async def put(self, addr: str, key: str, value: str) -> Outcome:
