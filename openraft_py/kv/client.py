@@ -40,10 +40,10 @@ The outcome classes are Jepsen's, and what a linearizability checker needs:
   after the request was sent, a 5xx such as ``outcome_unknown``). A write is never retried
   after such an attempt: a blind retry could apply it twice.
 
-A ``503`` saying ``"stopping": true`` (and not ``"outcome_unknown": true``) comes from a node
-whose stop has begun (a rolling restart's SIGTERM): it did nothing of the request, for no
-reason of the request's, so the call goes on to the next endpoint, a write too, as after a
-refused connection. The same 503 with ``"outcome_unknown": false`` and no ``stopping`` (a
+A ``503`` saying ``"stopping": true`` (with ``outcome_unknown`` absent or ``false``) comes
+from a node whose stop has begun (a rolling restart's SIGTERM): it did nothing of the
+request, for no reason of the request's, so the call goes on to the next endpoint, a write
+too, as after a refused connection. The same 503 with ``"outcome_unknown": false`` and no ``stopping`` (a
 host name the node's resolver could not tell about) is the request's own refusal: the call
 fails at once. A server from before the field says no ``stopping``, so its stopping refusal
 fails the call as before: without the field the client cannot tell it from the request's.
@@ -441,11 +441,11 @@ def _nothing_done(body: bytes) -> bool:
 
 def _stopping_refusal(body: bytes) -> bool:
     """Whether a 503 body is a stopping node's refusal: ``"stopping": true`` (a JSON
-    boolean) and ``outcome_unknown`` absent or ``false``. The node did nothing of the request, for a
-    reason that is not the request's (``KvNode``'s ``ServiceUnavailable`` with
-    ``stopping``, or any request once its stop began), so another node may take it, a write
-    too. A server from before the field never says it: its ``"outcome_unknown": false``
-    stays a refusal of the request, not retried (``_nothing_done``)."""
+    boolean) and ``outcome_unknown`` absent or ``false``. The node did nothing of the
+    request, for a reason that is not the request's (``KvNode``'s ``ServiceUnavailable``
+    with ``stopping``, or any request once its stop began), so another node may take it, a
+    write too. A server from before the field never says it: its ``"outcome_unknown":
+    false`` stays a refusal of the request, not retried (``_nothing_done``)."""
     obj = _body_object(body)
     return obj.get("stopping") is True and obj.get("outcome_unknown", False) is False
 
