@@ -17,6 +17,8 @@ import inspect
 import logging
 import os
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -41,8 +43,8 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "BoundedIter", "byte_pieces", "clear_frames", "close_collected", "database_use", "drop_handles", "holds_writes", "in_thread", "open_db",
-    "read_only", "release_db", "store_path", "write_options",
+    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_collected", "database_use", "drop_handles",
+    "holds_writes", "in_thread", "open_db", "read_only", "release_db", "store_path", "write_options",
 ]
 
 T = TypeVar("T")
@@ -836,3 +838,167 @@ def _drop_outcome(fut: asyncio.Future[Any], discard: Callable[[Any], object] | N
         log.exception("discarding the result of a storage call whose caller was cancelled")
 
 
+
+
+CLOSE_CALLS_WAIT = 30.0
+"""Seconds a store's ``close()`` waits for its own calls still running in worker threads
+(``StoreCalls``) before it closes RocksDB under them."""
+
+
+class StoreCalls:
+    """The calls of one store that run in worker threads, which the store's ``close()`` waits
+    for before it closes RocksDB.
+
+    A thread cannot be stopped: when the caller of such a call is cancelled (a
+    ``Raft.shutdown()`` that was cancelled itself, a plug-in's timeout) or another task
+    closes the store meanwhile, the thread runs on. The store was closed under it: the
+    thread then failed with an ``AttributeError`` of the closed store (an apply or a
+    snapshot build lost), and ``close()`` returned with RocksDB's lock still held (the
+    call's iterator pins the database), so an open of the same path right after was refused
+    as "in use".
+
+    Contract:
+
+    - ``run(fn, *args)`` is ``in_thread(fn, *args)`` with the call counted from now (queued)
+      until ``fn`` has returned in its thread. Once ``begin_close()`` was called, a call not
+      started yet is refused: ``fn`` is not called (``refused(*args)`` is, in the thread, to
+      release what the arguments hold) and the caller gets ``StorageError`` "<what> at
+      <path>: closed", as the store's other calls do.
+    - ``hold()``: a context manager counting the caller's own work on the loop across its
+      awaits (e.g. iterators made for several reads in turn), refused as ``run`` once the
+      close began.
+    - ``wait_idle()`` (from ``close()``; it calls ``begin_close()`` too) blocks until no
+      counted call runs, except those of the calling thread (a finalizer may close the store
+      in a thread of its own call: it must not wait for itself), at most
+      ``CLOSE_CALLS_WAIT`` seconds. Past that (a thread stuck for good: a disk that never
+      answers) it gives the calls up, logged at WARNING naming the path, and returns the
+      error the close reports (``None``: none left). The store then closes RocksDB under
+      them: each fails with ``StorageError`` naming the path (rocksdict refuses a closed
+      database: no crash, nothing written after the close), and RocksDB's lock stays held
+      until the last one has ended.
+
+    Thread-safe. Holds no reference to its store (a store collected unclosed is closed by its
+    ``__del__``)."""
+
+    __slots__ = ("_what", "_path", "_closed_why", "_cond", "_calls", "_next", "closing", "_abandoned")
+
+    def __init__(self, what: str, path: str, closed_why: str) -> None:
+        self._what = what
+        self._path = path
+        self._closed_why = closed_why
+        self._cond = threading.Condition()
+        # Invariant: every call counted and not finished: token -> (thread ident running it,
+        # ``None`` while it is queued; its name).
+        self._calls: dict[int, tuple[int | None, str]] = {}
+        self._next = 0
+        # ``begin_close()`` was called: the store takes no new call. (A plain attribute, read
+        # by the stores' every call; set under ``_cond``.)
+        self.closing = False
+        # ``wait_idle`` gave up on a call: calls finishing from now on ran under a close.
+        self._abandoned = False
+
+    def closed_error(self) -> StorageError:
+        """The ``StorageError`` of a call refused because the store is closed (or closing)."""
+        return StorageError(f"using {self._what} at {self._path!r}", RuntimeError(self._closed_why))
+
+    def begin_close(self) -> None:
+        """From now on every new call is refused (``closed_error``). Idempotent."""
+        with self._cond:
+            self.closing = True
+
+    def _enter(self, name: str, ident: int | None) -> int:
+        with self._cond:
+            if self.closing:
+                raise self.closed_error()
+            token = self._next
+            self._next += 1
+            self._calls[token] = (ident, name)
+            return token
+
+    def _leave(self, token: int) -> None:
+        with self._cond:
+            del self._calls[token]
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Count the caller's own work (``name``) until the block ends; ``closed_error`` at
+        once when the close began."""
+        token = self._enter(name, threading.get_ident())
+        try:
+            yield
+        finally:
+            self._leave(token)
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        discard: Callable[[T], object] | None = None,
+        refused: Callable[..., object] | None = None,
+    ) -> T:
+        """``in_thread(fn, *args, discard=discard)``, counted (see the class docstring)."""
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        try:
+            token = self._enter(name, None)
+        except StorageError:
+            if refused is not None:
+                refused(*args)
+            raise
+
+        def call(*a: Any) -> T:
+            with self._cond:
+                self._calls[token] = (threading.get_ident(), name)
+                go = not self.closing
+            try:
+                if not go:
+                    if refused is not None:
+                        refused(*a)
+                    raise self.closed_error()
+                try:
+                    return fn(*a)
+                except Exception as e:
+                    if self._abandoned and not isinstance(e, StorageError):
+                        raise StorageError(
+                            f"{name} in {self._what} at {self._path!r}: the store was closed while the call still ran "
+                            "in its worker thread", e) from e
+                    raise
+            finally:
+                self._leave(token)
+
+        call.__qualname__ = name
+        try:
+            return await in_thread(call, *args, discard=discard)
+        except asyncio.CancelledError:
+            raise  # (``call`` leaves when it ends: it may still be queued or running)
+        except BaseException:
+            # Done: ``call`` has left, unless the executor refused it (the loop is closing).
+            with self._cond:
+                if token in self._calls and self._calls[token][0] is None:
+                    self._leave(token)
+            raise
+
+    def wait_idle(self) -> RuntimeError | None:
+        """Block until no counted call runs except the calling thread's own, at most
+        ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on). ``None`` when none
+        is left; otherwise the calls still running are given up on: logged at WARNING, naming
+        the store's path, and returned as the error the close reports."""
+        here = threading.get_ident()
+        bound = CLOSE_CALLS_WAIT
+        deadline = time.monotonic() + bound
+
+        def others() -> list[str]:
+            return [name for ident, name in self._calls.values() if ident != here]
+
+        with self._cond:
+            self.closing = True
+            while (left := others()) and (rest := deadline - time.monotonic()) > 0:
+                self._cond.wait(rest)
+            if not left:
+                return None
+            self._abandoned = True
+        why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {bound:g}s after the "
+               "close began: RocksDB is closed under them (they fail with StorageError), and its lock stays held "
+               "until they end")
+        log.warning("closing %s at %r: %s", self._what, self._path, why)
+        return RuntimeError(why)
