@@ -217,17 +217,17 @@ async def test_large_read_goes_to_thread_and_is_consistent(tmp_path: Path) -> No
 async def test_large_read_is_an_image_of_the_log_at_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that goes to a worker thread returns the log as it was when it was called,
     even when a purge and a truncate are made durable before the thread reads."""
-    from openraft_py.storage.rocks import log_store
+    from openraft_py.storage.rocks import db
 
-    real = log_store.in_thread
+    real = db.StoreCalls.run
     reached, release = asyncio.Event(), asyncio.Event()
 
-    async def held_in_thread(fn: Any, *args: Any) -> Any:
+    async def held_run(calls: db.StoreCalls, fn: Any, *args: Any, **kw: Any) -> Any:
         reached.set()
         await release.wait()
-        return await real(fn, *args)
+        return await real(calls, fn, *args, **kw)
 
-    monkeypatch.setattr(log_store, "in_thread", held_in_thread)
+    monkeypatch.setattr(db.StoreCalls, "run", held_run)
     async with RocksLogStore(tmp_path / "log") as s:
         await append_durable(s, entries(1, 0, 300))
         read = asyncio.create_task(s.get_log_reader().try_get_log_entries(100, 300))

@@ -29,6 +29,7 @@ from .. import IOFlushed
 from .damage import damaged, damaged_read, is_rocksdb_corruption
 from .db import (
     BoundedIter,
+    StoreCalls,
     byte_pieces,
     clear_frames,
     close_collected,
@@ -216,6 +217,11 @@ def _read_entries_inline(image: BoundedIter, start: int) -> list[Entry] | None:
             image.close()
 
 
+def _close_image(image: BoundedIter, start: int) -> None:
+    """The ``refused`` of a read in a worker thread (``StoreCalls.run``): release its image."""
+    image.close()
+
+
 def _short_read_cause(entries_cf: Rdict, index: int, got: int) -> BaseException:
     """Why a read found only ``got`` entries: the error an iterator seeking to ``index``
     reports (e.g. a corrupted SST block), else a hole in the stored log."""
@@ -289,38 +295,41 @@ class RocksLogReader:
         """``[start, stop)`` when ``_pending`` has holes: each run of it is taken from
         ``_pending`` or read from RocksDB. Both are taken now, before the first wait: the
         pending entries are copied (a write completing meanwhile drops them) and every stored
-        run's image is made (no write of this store can come between two of them)."""
+        run's image is made (no write of this store can come between two of them). Counted
+        by the store's ``StoreCalls`` until done: its images pin the database, so a close
+        waits for it (each read after the close began is refused, its image released)."""
         s = self._s
         pending = s._pending
         parts: list[list[Entry] | tuple[int, int, BoundedIter]] = []
         handed = 0  # parts[:handed] are done or being read: their images are the reads' own
-        try:
-            i = start
-            while i < stop:
-                stored = i not in pending
-                j = i + 1
-                while j < stop and (j not in pending) == stored:
-                    j += 1
-                if stored:
-                    parts.append((i, j, BoundedIter(s._entries, encode_index_key(j))))
-                else:
-                    parts.append([pending[k] for k in range(i, j)])
-                i = j
-            out: list[Entry] = []
-            for part in parts:
-                handed += 1
-                if isinstance(part, list):
-                    out.extend(part)
-                else:
-                    out.extend(await self._read_stored(*part))
-            return out
-        finally:
-            # Only the images no read was given: one read in a worker thread may still be
-            # scanning its own (when this call is cancelled), and closing it would free the
-            # read options its scan uses (``BoundedIter``).
-            for part in parts[handed:]:
-                if not isinstance(part, list):
-                    part[2].close()
+        with s._calls.hold("reading the log"):
+            try:
+                i = start
+                while i < stop:
+                    stored = i not in pending
+                    j = i + 1
+                    while j < stop and (j not in pending) == stored:
+                        j += 1
+                    if stored:
+                        parts.append((i, j, BoundedIter(s._entries, encode_index_key(j))))
+                    else:
+                        parts.append([pending[k] for k in range(i, j)])
+                    i = j
+                out: list[Entry] = []
+                for part in parts:
+                    handed += 1
+                    if isinstance(part, list):
+                        out.extend(part)
+                    else:
+                        out.extend(await self._read_stored(*part))
+                return out
+            finally:
+                # Only the images no read was given: one read in a worker thread may still be
+                # scanning its own (when this call is cancelled), and closing it would free the
+                # read options its scan uses (``BoundedIter``).
+                for part in parts[handed:]:
+                    if not isinstance(part, list):
+                        part[2].close()
 
     async def _read_stored(self, start: int, stop: int, image: BoundedIter) -> list[Entry]:
         """The entries ``[start, stop)`` from ``image`` (bounded at ``stop``), which must hold
@@ -328,10 +337,13 @@ class RocksLogReader:
         ``INLINE_READ_MAX_BYTES``, else in a worker thread (``READ_PIECE_MAX_BYTES`` at a time).
         Raises ``StorageError`` on a short or failed read."""
         s = self._s
+        if s._calls.closing:  # (a read of ``_read_runs`` after an earlier one's wait)
+            image.close()
+            raise s._calls.closed_error()
         try:
             got = _read_entries_inline(image, start) if stop - start <= INLINE_READ_MAX else None
             if got is None:
-                got = await in_thread(_read_entries, image, start)
+                got = await s._calls.run(_read_entries, image, start, refused=_close_image)
         except Exception as e:  # e.g. an entry that does not decode
             subject = f"reading log [{start}, {stop}) from {s.path!r}"
             if is_rocksdb_corruption(e):  # a damaged block the open did not read
@@ -372,7 +384,7 @@ class RocksLogStore(RocksLogReader):
 
     __slots__ = (
         "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
-        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark", "_owner",
+        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark", "_owner", "_calls",
     )
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
@@ -454,6 +466,8 @@ class RocksLogStore(RocksLogReader):
         self._writer = GroupWriter(db, sync, wal, f"rocks-log-writer:{self.path}", mark)
         # ``save_committed`` called since the committed id was last put in a write's batch.
         self._committed_unsaved = False
+        # The reads running in worker threads, which ``close()`` waits for (``StoreCalls``).
+        self._calls = StoreCalls("log store", self.path, "the store is closed")
         self._closed = False
 
     @staticmethod
@@ -484,8 +498,8 @@ class RocksLogStore(RocksLogReader):
     # -- internals
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"using log store at {self.path!r}", RuntimeError("the store is closed"))
+        if self._closed or self._calls.closing:
+            raise self._calls.closed_error()
 
     async def _submit_and_wait(self, batch: WriteBatch, what: str) -> None:
         """Queue ``batch``; return once durable, or raise ``StorageError`` (``what`` says
@@ -787,17 +801,31 @@ class RocksLogStore(RocksLogReader):
     def close(self) -> None:
         """Write everything queued (durably), stop the writer thread and close the database,
         releasing its lock. Blocks until done (at most one group write); idempotent. Prefer
-        ``await aclose()`` on a running loop.
+        ``await aclose()`` on a running loop. Meant for after ``Raft.shutdown`` returned,
+        when no call of the node runs any more.
 
-        The lock is released whatever happens (also after a failed write: the same path can
-        be opened again at once, in this process too). Raises ``StorageError`` (naming the
-        path, the cause chained) when RocksDB could not flush or close cleanly, e.g. after a
-        failed write; the store is closed then all the same, and what was acknowledged is on
-        disk (the next open checks it)."""
+        A read of this store still running in a worker thread (a large
+        ``try_get_log_entries``: its caller was cancelled, or another task closes the store
+        under it) is waited for first, up to ``CLOSE_CALLS_WAIT`` seconds (``StoreCalls``);
+        every call made once the close began raises ``StorageError`` ("the store is
+        closed"). A read still running past that bound (a disk that never answers) is logged
+        at WARNING naming the path, RocksDB is closed under it (it then fails with
+        ``StorageError``), and this raises ``StorageError``: RocksDB's lock stays held until
+        that read ends. (Appends, truncates and purges are the writer thread's, which the
+        close drains and joins.)
+
+        Otherwise the lock is released whatever happens (also after a failed write: the same
+        path can be opened again at once, in this process too). Raises ``StorageError``
+        (naming the path, the cause chained) when RocksDB could not flush or close cleanly,
+        e.g. after a failed write; the store is closed then all the same, and what was
+        acknowledged is on disk (the next open checks it)."""
         if self._closed:
             return
         self._closed = True
         errors: list[BaseException] = []
+        abandoned = self._calls.wait_idle()
+        if abandoned is not None:
+            errors.append(abandoned)
         if self._committed_unsaved:
             # Written, synced and covered by the acknowledged mark by the writer's close.
             wb = WriteBatch(raw_mode=True)
@@ -823,13 +851,16 @@ class RocksLogStore(RocksLogReader):
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread (after the writer's fast path, which lives on this
-        loop, has finished); callbacks of the last writes still reach the loop.
+        loop, has finished); callbacks of the last writes still reach the loop. Every call
+        made from now on raises ``StorageError`` ("the store is closed"); the reads still
+        running in worker threads are waited for (see ``close()``).
 
         A cancelled caller (a timeout around the cleanup, a second Ctrl-C) raises its
         ``CancelledError`` once the store is closed all the same: the close was left
         undone when the cancel came while the fast path finished, and, during ``close()``,
         the caller went on while the thread still closed, so an open of the same path right
         after found RocksDB's lock still held."""
+        self._calls.begin_close()
         try:
             if not self._closed:
                 await self._writer.close_fast()
