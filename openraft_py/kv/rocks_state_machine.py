@@ -49,6 +49,7 @@ from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode
 from ..storage.rocks.damage import damaged_read, is_rocksdb_corruption
 from ..storage.rocks.db import (
     BoundedIter,
+    StoreCalls,
     byte_pieces,
     clear_frames,
     close_collected,
@@ -481,7 +482,7 @@ class _RocksSnapshotBuilder:
         image = BoundedIter(sm._cf, _META_END)
         sm._building += 1  # apply stays off the loop meanwhile (see APPLY_INLINE_MAX)
         try:
-            return await in_thread(sm._build_from, image, discard=_close_snapshot)
+            return await sm._calls.run(sm._build_from, image, discard=_close_snapshot, refused=BoundedIter.close)
         finally:
             sm._building -= 1
 
@@ -613,6 +614,8 @@ class RocksStateMachine:
         # The loop the handler was given on (the node's), where a read from any thread that
         # finds the database damaged calls it (``_read_failed``).
         self._fatal_loop: asyncio.AbstractEventLoop | None = None
+        # The calls running in worker threads, which ``close()`` waits for (``StoreCalls``).
+        self._calls = StoreCalls("state machine", self.path, "closed")
         self._closed = False
 
     @classmethod
@@ -625,8 +628,8 @@ class RocksStateMachine:
         return await in_thread(cls, path, discard=cls.close)
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"using state machine at {self.path!r}", RuntimeError("closed"))
+        if self._closed or self._calls.closing:
+            raise self._calls.closed_error()
 
     @property
     def owner(self) -> tuple[NodeId, str] | None:
@@ -655,7 +658,7 @@ class RocksStateMachine:
         # state machine object) must find it, not record its own node over it.
         self._owner = record
         try:
-            await in_thread(self._write_owner, record)
+            await self._calls.run(self._write_owner, record)
         except BaseException:
             self._owner = None
             raise
@@ -670,7 +673,7 @@ class RocksStateMachine:
         assert record is not None
         previous, self._owner = self._owner, record
         try:
-            await in_thread(self._write_owner, record)
+            await self._calls.run(self._write_owner, record)
         except BaseException:
             self._owner = previous
             raise
@@ -820,7 +823,7 @@ class RocksStateMachine:
                     loop = asyncio.get_running_loop()
                     loop.call_soon(self._deferred_due, loop, WRITE_AFTER_PASSES - 1, self._deferred)
                 return out
-        return await in_thread(self._apply_pieces, entries, run)
+        return await self._calls.run(self._apply_pieces, entries, run)
 
     def _loop_turned(self) -> None:
         self._unyielded = 0
@@ -974,7 +977,7 @@ class RocksStateMachine:
         ``RocksStateMachine`` snapshot."""
         self._check_open()
         self._write_deferred()  # in apply order: the installed state replaces it
-        await in_thread(self._install_sync, meta, data)
+        await self._calls.run(self._install_sync, meta, data)
 
     def _install_sync(self, meta: SnapshotMeta, data: BinaryIO) -> None:
         table = os.path.join(self._snapdir, f"install-{uuid.uuid4().hex[:12]}.sst")
@@ -1108,7 +1111,7 @@ class RocksStateMachine:
         self._check_open()
         # in_thread: a cancelled caller (the node shutting down) waits for the thread, so
         # close() never comes while it reads; the snapshot it opened is then closed.
-        snap, damage = await in_thread(self._open_current, discard=lambda got: _close_snapshot(got[0]))
+        snap, damage = await self._calls.run(self._open_current, discard=lambda got: _close_snapshot(got[0]))
         if damage is None:
             return snap
         log.error("state machine at %r: %s; building a new snapshot in its place", self.path, damage)
@@ -1124,7 +1127,7 @@ class RocksStateMachine:
         damaged file is replaced then by a snapshot built from the state, whose last log id
         is not less than this meta's."""
         self._check_open()
-        return await in_thread(self._current_meta)
+        return await self._calls.run(self._current_meta)
 
     def _current_meta(self) -> SnapshotMeta | None:
         """Worker thread: the current snapshot's meta, its file checked to be a regular file."""
@@ -1222,16 +1225,29 @@ class RocksStateMachine:
     # -- lifecycle
 
     def close(self) -> None:
-        """Flush and close the database, releasing its lock; idempotent. Call it when no
-        ``apply`` / snapshot build is running (after ``Raft.shutdown``).
+        """Flush and close the database, releasing its lock; idempotent. Blocks until done.
+        Meant for after ``Raft.shutdown`` returned, when no call of the node runs any more.
 
-        The lock is released whatever happens (the same path can be opened again at once, in
-        this process too); raises ``StorageError`` (naming the path, the cause chained) when
-        RocksDB could not flush or close cleanly. The state machine is closed all the same."""
+        A call of this state machine still running in a worker thread (an ``apply`` batch,
+        a snapshot build or install, a snapshot being opened: its caller was cancelled, or
+        another task closes the state machine under it) is waited for first, up to
+        ``CLOSE_CALLS_WAIT`` seconds (``StoreCalls``); every call made once the close began
+        raises ``StorageError`` ("closed"). A call still running past that bound (a disk
+        that never answers) is logged at WARNING naming the path, RocksDB is closed under it
+        (it then fails with ``StorageError``), and this raises ``StorageError``: RocksDB's
+        lock stays held until that call ends.
+
+        Otherwise the lock is released whatever happens (the same path can be opened again
+        at once, in this process too); raises ``StorageError`` (naming the path, the cause
+        chained) when RocksDB could not flush or close cleanly. The state machine is closed
+        all the same."""
         if self._closed:
             return
         self._closed = True
         errors: list[BaseException] = []
+        abandoned = self._calls.wait_idle()
+        if abandoned is not None:
+            errors.append(abandoned)
         mark = self._mark
         try:
             self._write_deferred()
@@ -1259,9 +1275,12 @@ class RocksStateMachine:
         finish_close(mark, errors, f"closing state machine at {self.path!r}")
 
     async def aclose(self) -> None:
-        """``close()`` in a worker thread. A cancelled caller raises its ``CancelledError``
-        once the close has ended (``in_thread``): it went on while the thread still closed,
-        and an open of the same path right after found RocksDB's lock still held."""
+        """``close()`` in a worker thread (it waits for the calls still running in worker
+        threads, see there); every call made from now on raises ``StorageError``
+        ("closed"). A cancelled caller raises its ``CancelledError`` once the close has
+        ended (``in_thread``): it went on while the thread still closed, and an open of the
+        same path right after found RocksDB's lock still held."""
+        self._calls.begin_close()
         await in_thread(self.close)
 
     async def __aenter__(self) -> Self:
