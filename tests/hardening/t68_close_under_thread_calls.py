@@ -199,3 +199,37 @@ async def test_a_call_stuck_in_its_thread_does_not_hold_the_close_for_good(
     assert str(path) in str(failed.value)
     async with RocksStateMachine(path) as again:
         assert (await again.applied_state())[0] == LogId(1, 10)
+
+
+async def test_closing_a_state_machine_waits_for_a_snapshot_install(tmp_path: Path) -> None:
+    async with RocksStateMachine(tmp_path / "leader") as leader:
+        await leader.apply(kv_entries(1, 31))
+        snap = await leader.get_snapshot_builder().build_snapshot()
+        with snap.data:
+            data = snap.data.read()
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        received = await sm.begin_receiving_snapshot()
+        received.write(data)
+        hold = Hold(sm._install_sync)
+        sm._install_sync = hold  # type: ignore[method-assign]
+        await close_under(sm, hold, asyncio.ensure_future(sm.install_snapshot(snap.meta, received)))
+        received.close()
+    finally:
+        sm.close()
+    async with RocksStateMachine(tmp_path / "sm") as again:
+        assert (await again.applied_state())[0] == LogId(1, 30)
+        assert again.get("k30") == "v30"
+
+
+async def test_closing_a_state_machine_waits_for_the_snapshot_it_hands_out(tmp_path: Path) -> None:
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        await sm.apply(kv_entries(1, 11))
+        (await sm.get_snapshot_builder().build_snapshot()).data.close()
+        hold = Hold(sm._open_current)
+        sm._open_current = hold  # type: ignore[method-assign]
+        await close_under(sm, hold, asyncio.ensure_future(sm.get_current_snapshot()))
+    finally:
+        sm.close()
+    RocksStateMachine(tmp_path / "sm").close()  # the lock is free at once
