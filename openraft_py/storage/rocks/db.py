@@ -778,7 +778,10 @@ CANCELLED_THREAD_WAIT = 30.0
 """Seconds a cancelled ``in_thread`` caller waits for its thread to end."""
 
 
-async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], object] | None = None) -> T:
+async def in_thread(
+    fn: Callable[..., T], *args: Any, discard: Callable[[T], object] | None = None,
+    dropped: Callable[[], object] | None = None,
+) -> T:
     """``asyncio.to_thread(fn, *args)``, but an exception leaves with the locals of its
     traceback's frames cleared: a frame holding a column family handle would otherwise keep
     RocksDB open (and its LOCK taken) after ``close()``, since the exception outlives the call
@@ -796,7 +799,12 @@ async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], obj
     once the thread has ended, to release what nobody will take (a snapshot's open file, a
     store opened for nobody). A thread that ended within the bound has it called before the
     caller's ``CancelledError`` is raised, so what it held is released by then (a store's
-    RocksDB lock: a caller that opens the same path again at once finds it free)."""
+    RocksDB lock: a caller that opens the same path again at once finds it free).
+
+    ``dropped``: called on the loop when the executor dropped the call before it started (an
+    executor shut down with ``cancel_futures=True``; the caller gets ``CancelledError``):
+    ``fn`` never runs, so nothing it would have done at its end (``StoreCalls``' count) is
+    done unless ``dropped`` does it."""
 
     def run() -> T:
         try:
@@ -819,18 +827,26 @@ async def in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], obj
             except asyncio.CancelledError:
                 continue  # cancelled again: the thread still runs
         if fut.done():
-            _drop_outcome(fut, discard)
+            _drop_outcome(fut, discard, dropped)
         else:
             log.warning("a storage worker thread (%s) still runs %gs after its caller was cancelled; going on "
                         "without it", getattr(fn, "__qualname__", fn), CANCELLED_THREAD_WAIT)
-            fut.add_done_callback(lambda f: _drop_outcome(f, discard))
+            fut.add_done_callback(lambda f: _drop_outcome(f, discard, dropped))
         raise
 
 
-def _drop_outcome(fut: asyncio.Future[Any], discard: Callable[[Any], object] | None = None) -> None:
+def _drop_outcome(
+    fut: asyncio.Future[Any], discard: Callable[[Any], object] | None = None,
+    dropped: Callable[[], object] | None = None,
+) -> None:
     """Retrieve the outcome of a call whose caller was cancelled (nobody wants it); what it
-    returned goes to ``discard``, if given (a failure there is logged)."""
-    if fut.cancelled() or fut.exception() is not None or discard is None:
+    returned goes to ``discard``, if given (a failure there is logged). A call its executor
+    dropped unstarted (``fut`` cancelled: a running call cannot be) goes to ``dropped``."""
+    if fut.cancelled():
+        if dropped is not None:
+            dropped()
+        return
+    if fut.exception() is not None or discard is None:
         return
     try:
         discard(fut.result())
@@ -860,7 +876,10 @@ class StoreCalls:
     Contract:
 
     - ``run(fn, *args)`` is ``in_thread(fn, *args)`` with the call counted from now (queued)
-      until ``fn`` has returned in its thread. Once ``begin_close()`` was called, a call not
+      until ``fn`` has returned in its thread, or the executor dropped it unstarted (shut
+      down with ``cancel_futures=True``: ``fn`` never runs, the caller gets
+      ``CancelledError``; else every later close waited for it in vain, the whole
+      ``CLOSE_CALLS_WAIT``, and raised). Once ``begin_close()`` was called, a call not
       started yet is refused: ``fn`` is not called (``refused(*args)`` is, in the thread, to
       release what the arguments hold) and the caller gets ``StorageError`` "<what> at
       <path>: closed", as the store's other calls do.
@@ -968,15 +987,24 @@ class StoreCalls:
 
         call.__qualname__ = name
         try:
-            return await in_thread(call, *args, discard=discard)
+            # ``dropped``: the executor dropped ``call`` unstarted (shut down with
+            # ``cancel_futures``), so it never leaves by itself.
+            return await in_thread(call, *args, discard=discard, dropped=lambda: self._leave_unstarted(token))
         except asyncio.CancelledError:
-            raise  # (``call`` leaves when it ends: it may still be queued or running)
+            raise  # (``call`` leaves when it ends, or ``dropped`` when it never starts)
         except BaseException:
             # Done: ``call`` has left, unless the executor refused it (the loop is closing).
-            with self._cond:
-                if token in self._calls and self._calls[token][0] is None:
-                    self._leave(token)
+            self._leave_unstarted(token)
             raise
+
+    def _leave_unstarted(self, token: int) -> None:
+        """``token`` leaves if its call has not started in a thread (it never will: it was
+        refused or dropped by the executor). Should it start all the same, it counts itself
+        again, and is refused once the close began (``call`` reads ``closing`` under the
+        lock)."""
+        with self._cond:
+            if token in self._calls and self._calls[token][0] is None:
+                self._leave(token)
 
     def wait_idle(self) -> RuntimeError | None:
         """Block until no counted call runs except the calling thread's own, at most

@@ -1,0 +1,113 @@
+"""A RocksDB store's call that its executor dropped before it started (``StoreCalls`` in
+``openraft_py/storage/rocks/db.py``).
+
+``StoreCalls.run`` counts a call from the moment it is queued until it has run in its worker
+thread, and the store's ``close()`` waits for every counted call. An executor shut down with
+``cancel_futures=True`` (an application's own default executor, stopped as it exits) drops
+the calls still queued: they never run, their callers get ``CancelledError``. The count kept
+them for good: every later ``close()`` of the store waited the whole ``CLOSE_CALLS_WAIT``
+(30 s) for a call that would never come, then raised ``StorageError`` saying a call "still
+ran in worker threads" and that RocksDB's lock stayed held, neither of which was true. Now a
+call dropped unstarted leaves the count as its executor's future completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py import IOFlushed
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.storage.memory import KvSet, encode_kv
+from openraft_py.storage.rocks import db
+from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
+from openraft_py.types import Entry, LogId, Normal
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 8.0
+"""``CLOSE_CALLS_WAIT`` in these tests: a close that waits for the dropped call takes that long."""
+
+BOUND = 10.0
+"""Generous bound of every wait for something that must happen."""
+
+
+def kv_entries(lo: int, hi: int) -> list[Entry]:
+    return [Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", f"v{i}")))) for i in range(lo, hi)]
+
+
+async def dropped_unstarted(make_call: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``make_call()`` on a one-thread default executor kept busy, then shut the executor
+    down with ``cancel_futures=True``: the store's call, still queued, never runs, and its
+    caller gets ``CancelledError``. The loop gets a new default executor afterwards."""
+    loop = asyncio.get_running_loop()
+    one = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="t71-one")
+    loop.set_default_executor(one)
+    started, gate = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        started.set()
+        gate.wait(BOUND)
+
+    try:
+        busy = loop.run_in_executor(None, occupy)
+        async with asyncio.timeout(BOUND):
+            while not started.is_set():  # (the executor's one thread is taken: nothing else to await)
+                await asyncio.sleep(0.01)
+            call = asyncio.ensure_future(make_call())
+            while one._work_queue.qsize() < 1:  # the call is queued behind ``occupy``
+                await asyncio.sleep(0.01)
+        one.shutdown(wait=False, cancel_futures=True)
+    finally:
+        gate.set()
+    async with asyncio.timeout(BOUND):
+        await busy
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(thread_name_prefix="t71-next"))
+
+
+def timed_close(close: Callable[[], None]) -> float:
+    start = time.monotonic()
+    close()  # raises StorageError when it gave a call up
+    return time.monotonic() - start
+
+
+async def test_a_state_machine_call_dropped_unstarted_does_not_hold_its_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
+    sm = RocksStateMachine(tmp_path / "sm")
+    try:
+        await sm.apply(kv_entries(1, 11))
+        await dropped_unstarted(sm.get_current_snapshot_meta)
+    finally:
+        took = timed_close(sm.close)
+    assert took < WAIT / 2, f"close() waited {took:.1f}s for a call its executor had dropped"
+    async with RocksStateMachine(tmp_path / "sm") as again:  # the lock was released
+        assert (await again.applied_state())[0] == LogId(1, 10)
+
+
+async def test_a_log_read_dropped_unstarted_does_not_hold_its_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
+    store = RocksLogStore(tmp_path / "log", sync=False)
+    try:
+        stored = asyncio.get_running_loop().create_future()
+        await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
+        async with asyncio.timeout(BOUND):
+            assert await stored is None
+        reader = store.get_log_reader()
+        await dropped_unstarted(lambda: reader.try_get_log_entries(0, 4 * INLINE_READ_MAX))  # in a worker thread
+    finally:
+        took = timed_close(store.close)
+    assert took < WAIT / 2, f"close() waited {took:.1f}s for a read its executor had dropped"
+    RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once
