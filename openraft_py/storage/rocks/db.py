@@ -880,9 +880,9 @@ class StoreCalls:
       down with ``cancel_futures=True``: ``fn`` never runs, the caller gets
       ``CancelledError``; else every later close waited for it in vain, the whole
       ``CLOSE_CALLS_WAIT``, and raised). Once ``begin_close()`` was called, a call not
-      started yet is refused: ``fn`` is not called (``refused(*args)`` is, in the thread, to
-      release what the arguments hold) and the caller gets ``StorageError`` "<what> at
-      <path>: closed", as the store's other calls do.
+      started yet is refused: ``fn`` is not called (``refused(*args)`` is, to release what
+      the arguments hold, as for a call the executor refused or dropped) and the caller
+      gets ``StorageError`` "<what> at <path>: closed", as the store's other calls do.
     - ``hold()``: a context manager counting the caller's own work on the loop across its
       awaits (e.g. iterators made for several reads in turn), refused as ``run`` once the
       close began.
@@ -989,22 +989,29 @@ class StoreCalls:
         try:
             # ``dropped``: the executor dropped ``call`` unstarted (shut down with
             # ``cancel_futures``), so it never leaves by itself.
-            return await in_thread(call, *args, discard=discard, dropped=lambda: self._leave_unstarted(token))
+            return await in_thread(call, *args, discard=discard, dropped=lambda: self._unstarted(token, refused, args))
         except asyncio.CancelledError:
             raise  # (``call`` leaves when it ends, or ``dropped`` when it never starts)
         except BaseException:
             # Done: ``call`` has left, unless the executor refused it (the loop is closing).
-            self._leave_unstarted(token)
+            self._unstarted(token, refused, args)
             raise
 
-    def _leave_unstarted(self, token: int) -> None:
-        """``token`` leaves if its call has not started in a thread (it never will: it was
-        refused or dropped by the executor). Should it start all the same, it counts itself
-        again, and is refused once the close began (``call`` reads ``closing`` under the
-        lock)."""
+    def _unstarted(self, token: int, refused: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
+        """A call that never reached a thread (the executor refused it, or dropped it before
+        it started: ``call`` never runs) leaves the count, and ``refused(*args)`` releases what
+        its arguments hold (an image pins the database until it is released; left to the
+        garbage collector, the lock stayed held after the close). Nothing for a call that ran:
+        it left by itself."""
         with self._cond:
-            if token in self._calls and self._calls[token][0] is None:
-                self._leave(token)
+            if token not in self._calls or self._calls[token][0] is not None:
+                return
+            self._leave(token)
+        if refused is not None:
+            try:
+                refused(*args)
+            except Exception:  # (on the loop, in a callback or the caller's error path: logged, not raised)
+                log.exception("releasing the arguments of a call of %s at %r that never ran", self._what, self._path)
 
     def wait_idle(self) -> RuntimeError | None:
         """Block until no counted call runs except the calling thread's own, at most

@@ -1,23 +1,27 @@
-"""A RocksDB store's call that its executor dropped before it started (``StoreCalls`` in
-``openraft_py/storage/rocks/db.py``).
+"""An edge of the count of a RocksDB store's calls that its ``close()`` waits for
+(``StoreCalls`` in ``openraft_py/storage/rocks/db.py``; t68 has the main cases).
 
-``StoreCalls.run`` counts a call from the moment it is queued until it has run in its worker
-thread, and the store's ``close()`` waits for every counted call. An executor shut down with
+A call its executor dropped before it started: ``StoreCalls.run`` counts a call from the
+moment it is queued until it has run in its worker thread. An executor shut down with
 ``cancel_futures=True`` (an application's own default executor, stopped as it exits) drops
 the calls still queued: they never run, their callers get ``CancelledError``. The count kept
 them for good: every later ``close()`` of the store waited the whole ``CLOSE_CALLS_WAIT``
 (30 s) for a call that would never come, then raised ``StorageError`` saying a call "still
 ran in worker threads" and that RocksDB's lock stayed held, neither of which was true. Now a
-call dropped unstarted leaves the count as its executor's future completes.
+call dropped unstarted leaves the count as its executor's future completes, and what its
+arguments hold is released then (a log read's image: left to the garbage collector, it
+kept the lock held after the close).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import gc
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +78,20 @@ async def dropped_unstarted(make_call: Callable[[], Awaitable[Any]]) -> None:
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(thread_name_prefix="t71-next"))
 
 
+@contextlib.contextmanager
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector off: what the dropped call's arguments hold (a log read's
+    image pins the database) is released by the store, not by a collection that happened to
+    run first (its caller's ``CancelledError`` keeps their frames in reference cycles)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def timed_close(close: Callable[[], None]) -> float:
     start = time.monotonic()
     close()  # raises StorageError when it gave a call up
@@ -85,11 +103,12 @@ async def test_a_state_machine_call_dropped_unstarted_does_not_hold_its_close(
 ) -> None:
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
     sm = RocksStateMachine(tmp_path / "sm")
-    try:
-        await sm.apply(kv_entries(1, 11))
-        await dropped_unstarted(sm.get_current_snapshot_meta)
-    finally:
-        took = timed_close(sm.close)
+    with no_collector():
+        try:
+            await sm.apply(kv_entries(1, 11))
+            await dropped_unstarted(sm.get_current_snapshot_meta)
+        finally:
+            took = timed_close(sm.close)
     assert took < WAIT / 2, f"close() waited {took:.1f}s for a call its executor had dropped"
     async with RocksStateMachine(tmp_path / "sm") as again:  # the lock was released
         assert (await again.applied_state())[0] == LogId(1, 10)
@@ -100,14 +119,16 @@ async def test_a_log_read_dropped_unstarted_does_not_hold_its_close(
 ) -> None:
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
     store = RocksLogStore(tmp_path / "log", sync=False)
-    try:
-        stored = asyncio.get_running_loop().create_future()
-        await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
-        async with asyncio.timeout(BOUND):
-            assert await stored is None
-        reader = store.get_log_reader()
-        await dropped_unstarted(lambda: reader.try_get_log_entries(0, 4 * INLINE_READ_MAX))  # in a worker thread
-    finally:
-        took = timed_close(store.close)
-    assert took < WAIT / 2, f"close() waited {took:.1f}s for a read its executor had dropped"
-    RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once
+    with no_collector():
+        try:
+            stored = asyncio.get_running_loop().create_future()
+            await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
+            async with asyncio.timeout(BOUND):
+                assert await stored is None
+            reader = store.get_log_reader()
+            await dropped_unstarted(lambda: reader.try_get_log_entries(0, 4 * INLINE_READ_MAX))  # in a worker thread
+        finally:
+            took = timed_close(store.close)
+        assert took < WAIT / 2, f"close() waited {took:.1f}s for a read its executor had dropped"
+        RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once: the read's image was released
+
