@@ -1,4 +1,4 @@
-"""An edge of the count of a RocksDB store's calls that its ``close()`` waits for
+"""Two edges of the count of a RocksDB store's calls that its ``close()`` waits for
 (``StoreCalls`` in ``openraft_py/storage/rocks/db.py``; t68 has the main cases).
 
 A call its executor dropped before it started: ``StoreCalls.run`` counts a call from the
@@ -11,6 +11,15 @@ ran in worker threads" and that RocksDB's lock stayed held, neither of which was
 call dropped unstarted leaves the count as its executor's future completes, and what its
 arguments hold is released then (a log read's image: left to the garbage collector, it
 kept the lock held after the close).
+
+A log read suspended on the loop's thread, closed under by a ``close()`` called on that
+thread: a read of a range whose not-yet-durable entries have holes (``_read_runs``) makes a
+RocksDB image of each stored run at once and reads them in turn, counted with
+``StoreCalls.hold`` in the loop's thread. A ``close()`` on that thread cannot wait for it (the
+read resumes only once the close returned), and it returned with the images of the runs not
+read yet still open: they pin the database, so RocksDB's lock stayed held and an open of the
+same path right after was refused as "in use", against ``close()``'s contract. Now the close
+releases them (``hold``'s ``release``), and the read, resumed, fails with ``StorageError``.
 """
 
 from __future__ import annotations
@@ -27,10 +36,10 @@ from typing import Any
 
 import pytest
 
-from openraft_py import IOFlushed
+from openraft_py import IOFlushed, StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage.memory import KvSet, encode_kv
-from openraft_py.storage.rocks import db
+from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
 from openraft_py.types import Entry, LogId, Normal
 
@@ -132,3 +141,41 @@ async def test_a_log_read_dropped_unstarted_does_not_hold_its_close(
         assert took < WAIT / 2, f"close() waited {took:.1f}s for a read its executor had dropped"
         RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once: the read's image was released
 
+
+async def test_a_sync_close_on_the_loop_releases_the_images_of_a_read_it_cannot_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RocksLogStore(tmp_path / "log", sync=False)
+    n = 4 * INLINE_READ_MAX
+    try:
+        stored = asyncio.get_running_loop().create_future()
+        entries = kv_entries(0, n)
+        await store.append(entries, IOFlushed(stored.set_result))
+        async with asyncio.timeout(BOUND):
+            assert await stored is None
+        # A hole: one entry in the middle is (again) waiting to be durable, as when a later
+        # append became durable before an earlier one. The read takes two stored runs then,
+        # the first in a worker thread, each through an image made at once.
+        store._pending[n // 2] = entries[n // 2]
+        inside, release = threading.Event(), threading.Event()
+        first = log_store._read_entries
+
+        def held(image: Any, start: int) -> list[Entry]:
+            inside.set()
+            release.wait(BOUND)
+            return first(image, start)
+
+        monkeypatch.setattr(log_store, "_read_entries", held)
+        read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, n))
+        async with asyncio.timeout(BOUND):
+            while not inside.is_set():  # (the loop must stay free for the read to start)
+                await asyncio.sleep(0.01)
+        threading.Timer(0.2, release.set).start()  # the first run's read ends while close() waits for it
+        store.close()  # on the loop's thread: the read cannot resume before it returns
+        RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once
+        with pytest.raises(StorageError, match="closed"):
+            async with asyncio.timeout(BOUND):
+                await read
+    finally:
+        release.set()
+        store.close()

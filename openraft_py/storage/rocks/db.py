@@ -885,7 +885,9 @@ class StoreCalls:
       gets ``StorageError`` "<what> at <path>: closed", as the store's other calls do.
     - ``hold()``: a context manager counting the caller's own work on the loop across its
       awaits (e.g. iterators made for several reads in turn), refused as ``run`` once the
-      close began.
+      close began. A close in the same thread (``close()`` called on the loop, the work
+      suspended under it) cannot wait for it: it calls the hold's ``release`` instead, so
+      that what the work holds (its images) does not keep RocksDB's lock after the close.
     - ``wait_idle()`` (from ``close()``; it calls ``begin_close()`` too) blocks until no
       counted call runs, except those of the calling thread (a finalizer may close the store
       in a thread of its own call: it must not wait for itself), at most
@@ -899,7 +901,7 @@ class StoreCalls:
     Thread-safe. Holds no reference to its store (a store collected unclosed is closed by its
     ``__del__``)."""
 
-    __slots__ = ("_what", "_path", "_closed_why", "_cond", "_calls", "_next", "closing", "_abandoned")
+    __slots__ = ("_what", "_path", "_closed_why", "_cond", "_calls", "_releases", "_next", "closing", "_abandoned")
 
     def __init__(self, what: str, path: str, closed_why: str) -> None:
         self._what = what
@@ -909,6 +911,8 @@ class StoreCalls:
         # Invariant: every call counted and not finished: token -> (thread ident running it,
         # ``None`` while it is queued; its name).
         self._calls: dict[int, tuple[int | None, str]] = {}
+        # The ``release`` of each ``hold`` that has one, by token (a subset of ``_calls``).
+        self._releases: dict[int, Callable[[], object]] = {}
         self._next = 0
         # ``begin_close()`` was called: the store takes no new call. (A plain attribute, read
         # by the stores' every call; set under ``_cond``.)
@@ -925,13 +929,15 @@ class StoreCalls:
         with self._cond:
             self.closing = True
 
-    def _enter(self, name: str, ident: int | None) -> int:
+    def _enter(self, name: str, ident: int | None, release: Callable[[], object] | None = None) -> int:
         with self._cond:
             if self.closing:
                 raise self.closed_error()
             token = self._next
             self._next += 1
             self._calls[token] = (ident, name)
+            if release is not None:
+                self._releases[token] = release
             return token
 
     def _leave(self, token: int) -> None:
@@ -940,14 +946,20 @@ class StoreCalls:
             self._cond.notify_all()
 
     @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
+    def hold(self, name: str, release: Callable[[], object] | None = None) -> Iterator[None]:
         """Count the caller's own work (``name``) until the block ends; ``closed_error`` at
-        once when the close began."""
-        token = self._enter(name, threading.get_ident())
+        once when the close began. ``release``: called by a close in this same thread (a
+        ``close()`` on the loop, under the block suspended at an await) that cannot wait
+        for the block, once the other threads' calls have ended, to release what the work
+        holds that pins the database (its images not being read); the work, resumed after
+        the close, must take it as released (it finds ``closing`` set)."""
+        token = self._enter(name, threading.get_ident(), release)
         try:
             yield
         finally:
-            self._leave(token)
+            with self._cond:
+                self._releases.pop(token, None)
+                self._leave(token)
 
     async def run(
         self,
@@ -1015,9 +1027,10 @@ class StoreCalls:
 
     def wait_idle(self) -> RuntimeError | None:
         """Block until no counted call runs except the calling thread's own, at most
-        ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on). ``None`` when none
-        is left; otherwise the calls still running are given up on: logged at WARNING, naming
-        the store's path, and returned as the error the close reports."""
+        ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on), then call the
+        ``release`` of the calling thread's own holds (``hold``). ``None`` when none is left;
+        otherwise the calls still running are given up on: logged at WARNING, naming the
+        store's path, and returned as the error the close reports."""
         here = threading.get_ident()
         bound = CLOSE_CALLS_WAIT
         deadline = time.monotonic() + bound
@@ -1029,9 +1042,18 @@ class StoreCalls:
             self.closing = True
             while (left := others()) and (rest := deadline - time.monotonic()) > 0:
                 self._cond.wait(rest)
-            if not left:
-                return None
-            self._abandoned = True
+            own = [r for t, r in self._releases.items() if self._calls[t][0] == here]
+            if left:
+                self._abandoned = True
+        # This thread's own holds cannot end before the close returns: what they hold goes
+        # now (else RocksDB's lock stayed held after the close).
+        for release in own:
+            try:
+                release()
+            except Exception:  # (the close goes on; the work fails when it resumes)
+                log.exception("closing %s at %r: releasing what a call of this thread holds", self._what, self._path)
+        if not left:
+            return None
         why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {bound:g}s after the "
                "close began: RocksDB is closed under them (they fail with StorageError), and its lock stays held "
                "until they end")

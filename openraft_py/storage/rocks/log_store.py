@@ -302,7 +302,14 @@ class RocksLogReader:
         pending = s._pending
         parts: list[list[Entry] | tuple[int, int, BoundedIter]] = []
         handed = 0  # parts[:handed] are done or being read: their images are the reads' own
-        with s._calls.hold("reading the log"):
+
+        def release() -> None:
+            # (A close in this thread, this call suspended under it: see ``StoreCalls.hold``.)
+            for part in parts[handed:]:
+                if not isinstance(part, list):
+                    part[2].close()
+
+        with s._calls.hold("reading the log", release):
             try:
                 i = start
                 while i < stop:
