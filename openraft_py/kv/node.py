@@ -43,7 +43,7 @@ from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_
 from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
-from ..storage.rocks.db import CANCELLED_THREAD_WAIT, in_thread
+from ..storage.rocks.db import CANCELLED_THREAD_WAIT, CLOSE_CALLS_WAIT, in_thread
 from ..storage.rocks.files import fsync_dir
 from ..storage.rocks.log_store import log_store_use
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
@@ -104,13 +104,20 @@ times the grace."""
 STOP_STEP_WAIT = 10.0
 """Seconds each step of ``stop()`` after the HTTP drain (the TCP server, Raft, the HTTP
 server, the network, each store) may take before it is given up, logged, and the next one
-begins; Raft's takes up to ``RAFT_STOP_WAIT``."""
+begins; Raft's takes up to ``RAFT_STOP_WAIT``, each store's up to ``STORE_STOP_WAIT``."""
 
 RAFT_STOP_WAIT = STOP_STEP_WAIT + CANCELLED_THREAD_WAIT
 """Seconds ``stop()`` waits for every task of Raft to end (``KvNode._stop_raft``), before the
 stores close: a task finishing a store call in its worker thread (an apply batch, a snapshot
 build) ends once the thread has, or ``CANCELLED_THREAD_WAIT`` after it was cancelled
 (``in_thread``)."""
+
+STORE_STOP_WAIT = STOP_STEP_WAIT + CLOSE_CALLS_WAIT
+"""Seconds ``stop()`` gives each store's close (the log store, the state machine): a store
+waits up to ``CLOSE_CALLS_WAIT`` for its own calls still running in worker threads (one
+an application made, say, through the state machine) before it closes RocksDB. Bounded by
+``STOP_STEP_WAIT`` alone, the step gave a close up while it still waited, as designed, and
+logged a ``TimeoutError`` in place of what the close had to say."""
 
 DRAIN_POLL = 0.01
 """Seconds between two looks of ``stop()`` at its HTTP connections while it drains them
@@ -1346,7 +1353,8 @@ class KvNode:
             try:
                 # Invariant: the stores' steps come after Raft's, which returns once every
                 # task of the node ended (or its bound ran out): none closes under a task.
-                async with asyncio.timeout(RAFT_STOP_WAIT if name == "raft" else STOP_STEP_WAIT):
+                bound = RAFT_STOP_WAIT if name == "raft" else STORE_STOP_WAIT if name in stores else STOP_STEP_WAIT
+                async with asyncio.timeout(bound):
                     await step()
                 log.debug("stopped the %s in %.3fs", name, time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - keep stopping the rest

@@ -76,3 +76,40 @@ async def test_the_stores_close_only_once_an_apply_finishing_in_its_thread_ended
             write.exception()  # (retrieved: the node stopped under it)
     assert closed_under_thread == [False], "the state machine was closed while its apply thread still ran"
     assert ended.is_set() and write.done()
+
+
+async def test_a_store_s_stop_step_takes_the_close_s_wait_for_its_calls_into_its_bound(
+    leader: KvNode, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call of the state machine running in its worker thread when the stop comes (one an
+    application made, not Raft's) holds the state machine's close up to ``CLOSE_CALLS_WAIT``
+    (``StoreCalls``). The stop's step for the store was bounded by ``STOP_STEP_WAIT`` alone:
+    it gave the close up ("stopping the state machine failed: TimeoutError()") while the
+    close was still waiting, as designed, for the call."""
+    from openraft_py.storage.rocks import db as rocks_db
+
+    monkeypatch.setattr(kv_node, "STOP_STEP_WAIT", STEP_WAIT)
+    monkeypatch.setattr(rocks_db, "CLOSE_CALLS_WAIT", 6 * STEP_WAIT)
+    monkeypatch.setattr(kv_node, "STORE_STOP_WAIT", STEP_WAIT + 6 * STEP_WAIT, raising=False)
+    sm = leader.sm
+    assert sm is not None
+    running = threading.Event()
+    ended = threading.Event()
+
+    def busy() -> None:
+        running.set()
+        threading.Event().wait(3 * STEP_WAIT)  # past the step's own bound, within the close's
+        ended.set()
+
+    call = asyncio.ensure_future(sm._calls.run(busy))
+    async with asyncio.timeout(5.0):
+        while not running.is_set():
+            await asyncio.sleep(0.01)
+    with caplog.at_level("DEBUG", logger="openraft_py"):
+        async with asyncio.timeout(20 * STEP_WAIT):
+            await leader.stop()
+    await call
+    assert ended.is_set()
+    failed = [r.getMessage() for r in caplog.records if "stopping the state machine failed" in r.getMessage()]
+    assert failed == [], failed
+    assert any("stopped the state machine" in r.getMessage() for r in caplog.records)
