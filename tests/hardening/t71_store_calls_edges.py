@@ -179,3 +179,42 @@ async def test_a_sync_close_on_the_loop_releases_the_images_of_a_read_it_cannot_
     finally:
         release.set()
         store.close()
+
+
+async def test_a_read_given_up_by_the_close_that_comes_back_short_raises_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log read in its worker thread past ``CLOSE_CALLS_WAIT`` is given up by the close,
+    which closes RocksDB under it. When it comes back short, the store is closed: the read
+    raises ``StorageError`` "closed", not the ``AttributeError`` of looking for why it was
+    short in the closed database."""
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", 0.2)
+    store = RocksLogStore(tmp_path / "log", sync=False)
+    n = 4 * INLINE_READ_MAX
+    inside, release = threading.Event(), threading.Event()
+    try:
+        stored = asyncio.get_running_loop().create_future()
+        await store.append(kv_entries(0, n), IOFlushed(stored.set_result))
+        async with asyncio.timeout(BOUND):
+            assert await stored is None
+
+        def held(image: Any, start: int) -> list[Entry]:
+            inside.set()
+            release.wait(BOUND)
+            image.close()
+            return []  # short: as a read of a database closed under it finds
+
+        monkeypatch.setattr(log_store, "_read_entries", held)
+        read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, n))
+        async with asyncio.timeout(BOUND):
+            while not inside.is_set():
+                await asyncio.sleep(0.01)
+        with pytest.raises(StorageError, match="still ran in worker threads"):
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+        release.set()
+        with pytest.raises(StorageError, match="closed"):
+            async with asyncio.timeout(BOUND):
+                await read
+    finally:
+        release.set()
+        store.close()

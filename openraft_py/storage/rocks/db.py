@@ -920,6 +920,12 @@ class StoreCalls:
         # ``wait_idle`` gave up on a call: calls finishing from now on ran under a close.
         self._abandoned = False
 
+    @property
+    def abandoned(self) -> bool:
+        """Whether ``wait_idle`` gave calls up: RocksDB is closed (or being closed) under the
+        calls still running, whose reads may come back short or fail for that alone."""
+        return self._abandoned
+
     def closed_error(self) -> StorageError:
         """The ``StorageError`` of a call refused because the store is closed (or closing)."""
         return StorageError(f"using {self._what} at {self._path!r}", RuntimeError(self._closed_why))

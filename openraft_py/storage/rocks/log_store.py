@@ -359,6 +359,10 @@ class RocksLogReader:
         finally:
             del image  # _read_entries closed it; if the thread still runs, it owns it
         if len(got) != stop - start:
+            if s._calls.abandoned:
+                # Given up by the close past ``CLOSE_CALLS_WAIT``, RocksDB closed under it:
+                # short for that (and the closed database tells no more).
+                raise s._calls.closed_error()
             cause = _short_read_cause(s._entries, start + len(got), len(got))
             raise StorageError(f"reading log [{start}, {stop}) from {s.path!r}", cause) from cause
         return got
