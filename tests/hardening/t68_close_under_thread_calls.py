@@ -28,25 +28,22 @@ from typing import Any
 import pytest
 from integration.checks import until
 
-from openraft_py import IOFlushed, StorageError
+from openraft_py import StorageError
 from openraft_py.kv import rocks_state_machine as rsm
 from openraft_py.kv.rocks_state_machine import APPLY_INLINE_MAX, RocksStateMachine
-from openraft_py.storage.memory import KvSet, encode_kv
 from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
-from openraft_py.types import Entry, LogId, Normal
+from openraft_py.types import LogId
+
+from .rocks_close_helpers import BOUND, filled_log_store, kv_entries
 
 pytestmark = pytest.mark.timeout(30)
 
 HELD = 0.5
 """Seconds a held call waits (for the close to end under it) before it goes on by itself."""
 
-BOUND = 10.0
-"""Generous bound of every wait for something that must happen."""
 
 
-def kv_entries(lo: int, hi: int) -> list[Entry]:
-    return [Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", f"v{i}")))) for i in range(lo, hi)]
 
 
 class Hold:
@@ -132,12 +129,8 @@ async def test_closing_a_state_machine_waits_for_a_snapshot_build(tmp_path: Path
 
 
 async def test_closing_a_log_store_waits_for_a_read_in_its_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = RocksLogStore(tmp_path / "log", sync=False)
+    store = await filled_log_store(tmp_path / "log", 4 * INLINE_READ_MAX)
     try:
-        stored = asyncio.get_running_loop().create_future()
-        await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
-        async with asyncio.timeout(BOUND):
-            assert await stored is None
         hold = Hold(log_store._read_entries)
         monkeypatch.setattr(log_store, "_read_entries", hold)
         read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, 4 * INLINE_READ_MAX))
@@ -151,11 +144,7 @@ async def test_closing_a_log_store_waits_for_a_read_in_its_thread(tmp_path: Path
 async def test_a_sync_close_waits_for_a_read_in_its_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``close()`` called on the loop (not ``aclose()``) waits too: it blocks the loop until
     the read in the thread has ended, then releases the lock."""
-    store = RocksLogStore(tmp_path / "log", sync=False)
-    stored = asyncio.get_running_loop().create_future()
-    await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
-    async with asyncio.timeout(BOUND):
-        assert await stored is None
+    store = await filled_log_store(tmp_path / "log", 4 * INLINE_READ_MAX)
     hold = Hold(log_store._read_entries)
     monkeypatch.setattr(log_store, "_read_entries", hold)
     read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, 4 * INLINE_READ_MAX))

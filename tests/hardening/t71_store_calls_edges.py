@@ -36,24 +36,21 @@ from typing import Any
 
 import pytest
 
-from openraft_py import IOFlushed, StorageError
+from openraft_py import StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
-from openraft_py.storage.memory import KvSet, encode_kv
 from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
-from openraft_py.types import Entry, LogId, Normal
+from openraft_py.types import Entry, LogId
+
+from .rocks_close_helpers import BOUND, filled_log_store, kv_entries, read_entered
 
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 8.0
 """``CLOSE_CALLS_WAIT`` in these tests: a close that waits for the dropped call takes that long."""
 
-BOUND = 10.0
-"""Generous bound of every wait for something that must happen."""
 
 
-def kv_entries(lo: int, hi: int) -> list[Entry]:
-    return [Entry(LogId(1, i), Normal(encode_kv(KvSet(f"k{i}", f"v{i}")))) for i in range(lo, hi)]
 
 
 async def dropped_unstarted(make_call: Callable[[], Awaitable[Any]]) -> None:
@@ -127,13 +124,9 @@ async def test_a_log_read_dropped_unstarted_does_not_hold_its_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
-    store = RocksLogStore(tmp_path / "log", sync=False)
+    store = await filled_log_store(tmp_path / "log", 4 * INLINE_READ_MAX)
     with no_collector():
         try:
-            stored = asyncio.get_running_loop().create_future()
-            await store.append(kv_entries(0, 4 * INLINE_READ_MAX), IOFlushed(stored.set_result))
-            async with asyncio.timeout(BOUND):
-                assert await stored is None
             reader = store.get_log_reader()
             await dropped_unstarted(lambda: reader.try_get_log_entries(0, 4 * INLINE_READ_MAX))  # in a worker thread
         finally:
@@ -145,14 +138,10 @@ async def test_a_log_read_dropped_unstarted_does_not_hold_its_close(
 async def test_a_sync_close_on_the_loop_releases_the_images_of_a_read_it_cannot_wait_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = RocksLogStore(tmp_path / "log", sync=False)
     n = 4 * INLINE_READ_MAX
+    store = await filled_log_store(tmp_path / "log", n)
+    entries = kv_entries(0, n)
     try:
-        stored = asyncio.get_running_loop().create_future()
-        entries = kv_entries(0, n)
-        await store.append(entries, IOFlushed(stored.set_result))
-        async with asyncio.timeout(BOUND):
-            assert await stored is None
         # A hole: one entry in the middle is (again) waiting to be durable, as when a later
         # append became durable before an earlier one. The read takes two stored runs then,
         # the first in a worker thread, each through an image made at once.
@@ -166,10 +155,7 @@ async def test_a_sync_close_on_the_loop_releases_the_images_of_a_read_it_cannot_
             return first(image, start)
 
         monkeypatch.setattr(log_store, "_read_entries", held)
-        read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, n))
-        async with asyncio.timeout(BOUND):
-            while not inside.is_set():  # (the loop must stay free for the read to start)
-                await asyncio.sleep(0.01)
+        read = await read_entered(store, n, inside)
         threading.Timer(0.2, release.set).start()  # the first run's read ends while close() waits for it
         store.close()  # on the loop's thread: the read cannot resume before it returns
         RocksLogStore(tmp_path / "log", sync=False).close()  # the lock is free at once
@@ -189,14 +175,10 @@ async def test_a_read_given_up_by_the_close_that_comes_back_short_raises_storage
     raises ``StorageError`` "closed", not the ``AttributeError`` of looking for why it was
     short in the closed database."""
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", 0.2)
-    store = RocksLogStore(tmp_path / "log", sync=False)
     n = 4 * INLINE_READ_MAX
+    store = await filled_log_store(tmp_path / "log", n)
     inside, release = threading.Event(), threading.Event()
     try:
-        stored = asyncio.get_running_loop().create_future()
-        await store.append(kv_entries(0, n), IOFlushed(stored.set_result))
-        async with asyncio.timeout(BOUND):
-            assert await stored is None
 
         def held(image: Any, start: int) -> list[Entry]:
             inside.set()
@@ -205,10 +187,7 @@ async def test_a_read_given_up_by_the_close_that_comes_back_short_raises_storage
             return []  # short: as a read of a database closed under it finds
 
         monkeypatch.setattr(log_store, "_read_entries", held)
-        read = asyncio.ensure_future(store.get_log_reader().try_get_log_entries(0, n))
-        async with asyncio.timeout(BOUND):
-            while not inside.is_set():
-                await asyncio.sleep(0.01)
+        read = await read_entered(store, n, inside)
         with pytest.raises(StorageError, match="still ran in worker threads"):
             await asyncio.get_running_loop().run_in_executor(None, store.close)
         release.set()
