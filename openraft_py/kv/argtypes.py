@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from ..validation import MAX_NODE_ID, check_seconds, shown
 
-__all__ = ["MAX_TIMEOUT", "check_duration", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "given_once", "json_object", "node_id",
+__all__ = ["MAX_TIMEOUT", "check_duration", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "GIVEN_FLAGS", "GivenOnce", "given_once", "json_object", "node_id",
            "positive_float", "positive_int", "positive_int_at_most", "quoted", "timeout"]
 
 _DECIMAL = re.compile(r"-?[0-9]+")
@@ -183,24 +183,39 @@ def json_object(text: str) -> dict[str, Any]:
     return obj
 
 
+GIVEN_FLAGS = "_given_flags"
+"""The namespace attribute where ``GivenOnce`` notes the flags given so far (a set of dests);
+the ``openraft-py`` parser removes it once a parse ends (as argparse its own
+``_unrecognized_args``)."""
+
+
+class GivenOnce(argparse.Action):
+    """The action of a flag that takes one value and may be given once: it stores the value
+    as argparse's ``store`` does, and a second one is a usage error naming the flag,
+    "given twice: " and ``hint``. argparse keeps the last value of a repeated flag, dropping
+    the others without a word: ``--raft-config A --raft-config B`` ran with B's fields alone,
+    ``cluster init --endpoints N1 --endpoints N2 --endpoints N3`` made a one-node cluster of
+    N3, ``cluster members --voters 1,2 --voters 3`` made node 3 the only voter, ``serve --id 1
+    ... --id 2`` ran node 2 (its data directory then held node 2's data), and ``cluster
+    remove-learner --id 4 --id 5`` removed learner 5. The flags given are noted in the
+    namespace (``GIVEN_FLAGS``), so a flag with a default is refused twice too."""
+
+    hint = "give it once"
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = vars(namespace).setdefault(GIVEN_FLAGS, set())
+        if self.dest in given:
+            raise argparse.ArgumentError(self, f"given twice: {self.hint}")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def given_once(hint: str) -> type[argparse.Action]:
-    """The action of a flag that may be given once (its default must be ``None``): a second
-    one is a usage error naming the flag, "given twice: " and ``hint`` (how to give all of
-    it in one). argparse keeps the last value of a repeated flag, dropping the others
-    without a word: ``--raft-config A --raft-config B`` ran with B's fields alone, ``cluster
-    init --endpoints N1 --endpoints N2 --endpoints N3`` made a one-node cluster of N3, and
-    ``cluster members --voters 1,2 --voters 3`` made node 3 the only voter."""
-
-    class GivenOnce(argparse.Action):
-        def __call__(
-            self,
-            parser: argparse.ArgumentParser,
-            namespace: argparse.Namespace,
-            values: str | Sequence[Any] | None,
-            option_string: str | None = None,
-        ) -> None:
-            if getattr(namespace, self.dest, None) is not None:
-                raise argparse.ArgumentError(self, f"given twice: {hint}")
-            setattr(namespace, self.dest, values)
-
-    return GivenOnce
+    """``GivenOnce`` whose error ends with ``hint`` (how to give all of it in one)."""
+    return type("GivenOnce", (GivenOnce,), {"hint": hint})

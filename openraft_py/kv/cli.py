@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, one_line, run_cli
 from .._compiled import env_flag
-from .argtypes import decimal_int, given_once, quoted
+from .argtypes import GIVEN_FLAGS, GivenOnce, decimal_int, given_once, quoted
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_int_at_most as _positive_int_at_most
@@ -104,6 +104,19 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kw: Any) -> None:
         kw.setdefault("allow_abbrev", False)  # (the verbs' parsers are made by add_parser: this class)
         super().__init__(*args, **kw)
+
+    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
+        """``ArgumentParser.add_argument``, where a flag that takes one value (no ``action``
+        given) may be given once (``GivenOnce``): argparse kept the last of a repeated one."""
+        if args and isinstance(args[0], str) and args[0].startswith("-") and "action" not in kw:
+            kw["action"] = GivenOnce
+        return super().add_argument(*args, **kw)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """``ArgumentParser.parse_known_args``, without ``GivenOnce``'s note in the result."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        vars(parsed).pop(GIVEN_FLAGS, None)
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

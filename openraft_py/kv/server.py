@@ -46,7 +46,7 @@ if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra,
         print(f"openraft-py serve: error: {needs_kv_extra('the key-value service', _missing)}", file=sys.stderr)
         sys.exit(1)
 
-from .argtypes import decimal_int, given_once
+from .argtypes import GivenOnce, decimal_int, given_once
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .logs import LOG_FORMATS, configure_logging
@@ -61,29 +61,30 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``serve`` flags (DESIGN §8) to ``parser``; returns it."""
+    """Add the ``serve`` flags (DESIGN §8) to ``parser``; returns it. Each flag that takes a
+    value may be given once (``GivenOnce``), whatever parser this is."""
     p = parser
-    p.add_argument("--id", type=_node_id, required=True, help="this node's id (an integer >= 0)")
-    p.add_argument("--raft-addr", required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
-    p.add_argument("--http-addr", required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
-    p.add_argument("--data-dir", required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
-    p.add_argument("--cluster-name", default="openraft-py", metavar="NAME",
+    p.add_argument("--id", action=GivenOnce, type=_node_id, required=True, help="this node's id (an integer >= 0)")
+    p.add_argument("--raft-addr", action=GivenOnce, required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
+    p.add_argument("--http-addr", action=GivenOnce, required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
+    p.add_argument("--data-dir", action=GivenOnce, required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
+    p.add_argument("--cluster-name", action=GivenOnce, default="openraft-py", metavar="NAME",
                    help="the cluster's name (default openraft-py): peers of another cluster name are refused")
-    p.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the raft port (TLS)")
-    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-ca", metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")
+    p.add_argument("--tls-cert", action=GivenOnce, metavar="FILE", help="PEM certificate of the raft port (TLS)")
+    p.add_argument("--tls-key", action=GivenOnce, metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", action=GivenOnce, metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")
     p.add_argument("--tls-bind-node-ids", action="store_true",
                    help="with --tls-ca: a peer's certificate must name its node id "
                         "(subjectAltName URI openraft://<cluster-name>/<id>)")
-    p.add_argument("--tls-reload-interval", type=_reload_interval, metavar="SECONDS",
+    p.add_argument("--tls-reload-interval", action=GivenOnce, type=_reload_interval, metavar="SECONDS",
                    help="look at the TLS files every SECONDS (default 60) and load a renewed certificate, key or "
                         "CA without a restart, once checked as at start; 0: read them at start only")
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr; default text)")
-    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="lowest level logged (default INFO)")
+    p.add_argument("--log-format", action=GivenOnce, choices=LOG_FORMATS, default="text", help="text lines or JSON lines (stderr; default text)")
+    p.add_argument("--log-level", action=GivenOnce, type=str.upper, choices=LOG_LEVELS, default="INFO", help="lowest level logged (default INFO)")
     p.add_argument("--raft-config", metavar="JSON", type=_json_object,
                    action=given_once("give it once, every field in one JSON object"),
                    help='Config fields as a JSON object, e.g. \'{"heartbeat_interval": 50}\' (once)')
-    p.add_argument("--max-body", type=decimal_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+    p.add_argument("--max-body", action=GivenOnce, type=decimal_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                    help="largest HTTP request body (default 1 MiB; at most 6 x max_entry_bytes + 64 KiB, "
                         "or 1 MiB if more); "
                         "larger gets 413")

@@ -245,6 +245,17 @@ BAD = [
      "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
     (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
      "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
+    # Every other flag that takes a value kept the last one without a word: the node ran as
+    # node 2 (and its data directory became node 2's), the learner removed was 5, the cas
+    # wrote "b".
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "",
+      "--id", "2"], "argument --id: given twice: give it once"),
+    (["serve", "--id", "1", "--data-dir", "d1", "--data-dir", "d2"], "argument --data-dir: given twice"),
+    (["cluster", "remove-learner", "--endpoints", "127.0.0.1:1", "--id", "4", "--id", "5", "--timeout", "0.5"],
+     "argument --id: given twice: give it once"),
+    (["kv", "cas", "k", "--endpoints", "127.0.0.1:1", "--value", "a", "--value", "b", "--timeout", "0.5"],
+     "argument --value: given twice: give it once"),
+    (["cluster", "up", "-n", "3", "--nodes", "2", "--timeout", "0"], "argument -n/--nodes: given twice: give it once"),
     # An abbreviated long flag was taken for the flag it begins (argparse's allow_abbrev):
     # a flag added later that begins alike would make it ambiguous, breaking scripts.
     (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "",
@@ -265,6 +276,66 @@ def test_bad_command_lines_exit_2_with_one_line(argv: list[str], needle: str,
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("openraft-py") and "error:" in lines[0]
     assert needle in lines[0]
+
+
+def _value_flags(parser: argparse.ArgumentParser,
+                 path: list[str]) -> Iterator[tuple[list[str], argparse.Action]]:
+    """Each flag of ``parser`` and of its verbs' parsers that takes one value, with the verb
+    path that reaches it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _value_flags(sub, [*path, name])
+        elif action.option_strings and action.nargs is None and not isinstance(
+                action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+# A value each flag's type takes (the verb does not run: the repeat ends the parse).
+_FLAG_VALUES = {"id": "1", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2", "data_dir": "d",
+                "cluster_name": "c", "tls_cert": "c.pem", "tls_key": "k.pem", "tls_ca": "ca.pem",
+                "tls_reload_interval": "5", "log_format": "text", "log_level": "INFO", "raft_config": "{}",
+                "max_body": "2000000", "n": "3", "host": "127.0.0.1", "timeout": "1",
+                "endpoints": "127.0.0.1:1", "voters": "1,2", "to": "2", "new_cluster_name": "c2",
+                "consistency": "local", "expected": "a", "value": "b", "duration": "1", "clients": "2",
+                "keys": "3", "seed": "7", "history": "h.jsonl"}
+
+
+def test_every_flag_that_takes_a_value_is_refused_given_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse keeps the last value of a repeated flag and drops the first without a word:
+    ``serve --id 1 ... --id 2`` ran node 2 (its data directory then held node 2's data),
+    ``cluster remove-learner --id 4 --id 5`` removed learner 5, ``kv cas --value a --value b``
+    wrote b. Every flag that takes a value, of every verb, is a usage error given twice."""
+    monkeypatch.chdir(tmp_path)  # (the types that look at a path find nothing there)
+    (tmp_path / "d").mkdir()
+    parser = cli.build_parser()
+    flags = list(_value_flags(parser, []))
+    assert len(flags) > 40, flags
+    missing = sorted({a.dest for _, a in flags} - set(_FLAG_VALUES))
+    assert not missing, f"give _FLAG_VALUES a value for {missing}"
+    wrong = []
+    for path, action in flags:
+        flag, value = action.option_strings[-1], _FLAG_VALUES[action.dest]
+        try:  # (parsed only: a verb never runs here)
+            parser.parse_args([*path, flag, value, flag, value])
+            code: object = "parsed"
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        if code != 2 or f"argument {'/'.join(action.option_strings)}: given twice" not in err:
+            wrong.append((" ".join(path), flag, code, err.strip()[:200]))
+    assert not wrong, "\n".join(map(str, wrong))
+
+
+def test_serve_main_refuses_a_flag_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m openraft_py.kv.server`` (``serve_main``, a plain argparse parser with the
+    serve flags) refuses a repeated ``--id`` as ``openraft-py serve`` does."""
+    with pytest.raises(SystemExit) as exc:
+        server.serve_main(["--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+                           "--data-dir", "", "--id", "2"])
+    assert exc.value.code == 2
+    assert "argument --id: given twice: give it once" in capsys.readouterr().err
 
 
 def test_a_long_bad_argument_is_quoted_in_part(capsys: pytest.CaptureFixture[str]) -> None:
