@@ -82,6 +82,8 @@ def positive_float(text: str) -> float:
         x = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(x):  # (float() reads "nan"; "must be positive" said a sign was wrong)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
     if not x > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     if not math.isfinite(x):

@@ -245,6 +245,10 @@ BAD = [
      "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
     (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
      "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
+    # NaN (which float() reads) was said to be not positive, as if a sign were wrong.
+    (["kv", "get", "k", "--endpoints", "127.0.0.1:1", "--timeout", "nan"],
+     "argument --timeout: 'nan' is not a number of seconds"),
+    (["demo", "--duration", "NaN"], "argument --duration: 'NaN' is not a number of seconds"),
     # Every other flag that takes a value kept the last one without a word: the node ran as
     # node 2 (and its data directory became node 2's), the learner removed was 5, the cas
     # wrote "b".
