@@ -114,12 +114,33 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         """``ArgumentParser.parse_known_args``, without ``GivenOnce``'s note in the result."""
+        self._parsing = list(sys.argv[1:] if args is None else args)  # (for ``error``'s hints)
         parsed, extras = super().parse_known_args(args, namespace)
         vars(parsed).pop(GIVEN_FLAGS, None)
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._dash_hint(message)} (see '{self.prog} --help')\n")
+
+    def _dash_hint(self, message: str) -> str:
+        """What to add to ``message`` when an argument that begins with '-' was read as a flag
+        where the user meant a key or a value: the error said only that the key or value (or a
+        flag's argument) was missing (``kv put k -x``: "the following arguments are required:
+        value"; ``kv cas k --expected -x``: "expected one argument"). Empty otherwise."""
+        if message.endswith(": expected one argument"):
+            flag = message[len("argument "):-len(": expected one argument")].split("/")[-1]
+            return f" (a value that begins with '-' is given as {flag}=VALUE)"
+        if not message.startswith("the following arguments are required:"):
+            return ""
+        positionals = [a for a in self._actions if not a.option_strings]
+        dashed = [a for a in getattr(self, "_parsing", ()) if a.startswith("-") and a != "--"
+                  and not self._negative_number_matcher.match(a)
+                  and a.split("=", 1)[0] not in self._option_string_actions]
+        if not dashed or not positionals:
+            return ""
+        names = " ".join(str(a.metavar or a.dest).upper() for a in positionals)
+        return (f"; {dashed[0]!r} was read as a flag: to give a key or value that begins with '-', put '--' "
+                f"before the key ({self.prog} [flags] -- {names})")
 
 
 # -- argument types --------------------------------------------------------------------------------

@@ -245,6 +245,13 @@ BAD = [
      "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
     (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
      "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
+    # A value that begins with '-' is read as a flag: the error said only that the value (or
+    # the flag's argument) was missing, where the user had given it.
+    (["kv", "put", "k", "-x", "--endpoints", "127.0.0.1:1"],
+     "the following arguments are required: value; '-x' was read as a flag: to give a key or value that "
+     "begins with '-', put '--' before the key (openraft-py kv put [flags] -- KEY VALUE)"),
+    (["kv", "cas", "k", "--expected", "-x", "--value", "y", "--endpoints", "127.0.0.1:1"],
+     "argument --expected: expected one argument (a value that begins with '-' is given as --expected=VALUE)"),
     # NaN (which float() reads) was said to be not positive, as if a sign were wrong.
     (["kv", "get", "k", "--endpoints", "127.0.0.1:1", "--timeout", "nan"],
      "argument --timeout: 'nan' is not a number of seconds"),
