@@ -116,7 +116,8 @@ class _Parser(argparse.ArgumentParser):
         """``ArgumentParser.parse_known_args``, without ``GivenOnce``'s note in the result."""
         self._parsing = list(sys.argv[1:] if args is None else args)  # (for ``error``'s hints)
         parsed, extras = super().parse_known_args(args, namespace)
-        vars(parsed).pop(GIVEN_FLAGS, None)
+        if hasattr(parsed, GIVEN_FLAGS):
+            delattr(parsed, GIVEN_FLAGS)
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
