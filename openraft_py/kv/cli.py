@@ -118,6 +118,10 @@ class _Parser(argparse.ArgumentParser):
         parsed, extras = super().parse_known_args(args, namespace)
         if hasattr(parsed, GIVEN_FLAGS):
             delattr(parsed, GIVEN_FLAGS)
+        if extras and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            # A verb's own parser: its extras were reported by the top-level parser, naming
+            # "openraft-py" and its help, not the verb's.
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:

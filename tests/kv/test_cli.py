@@ -245,6 +245,10 @@ BAD = [
      "argument --endpoints: given twice: give them all in one, comma-separated: --endpoints H:P,H:P"),
     (["cluster", "members", "--endpoints", "127.0.0.1:1", "--voters", "1,2", "--voters", "3", "--timeout", "0.5"],
      "argument --voters: given twice: give them all in one, comma-separated: --voters ID,ID"),
+    # An argument too many was reported by the top-level parser: "openraft-py: error: ...
+    # (see 'openraft-py --help')", the help of the verbs, not of the verb given.
+    (["kv", "put", "k", "v", "extra", "--endpoints", "127.0.0.1:1"],
+     "openraft-py kv put: error: unrecognized arguments: extra (see 'openraft-py kv put --help')"),
     # A value that begins with '-' is read as a flag: the error said only that the value (or
     # the flag's argument) was missing, where the user had given it.
     (["kv", "put", "k", "-x", "--endpoints", "127.0.0.1:1"],
