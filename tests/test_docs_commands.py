@@ -151,6 +151,8 @@ def check_command(words: list[str], parser: argparse.ArgumentParser) -> list[str
         verbs = _subparsers(parser)
     options = _options(parser)
     for word in rest:
+        if word == "--":  # (the words after it are keys and values, as argparse reads them)
+            break
         flag = word.strip("[]").split("=", 1)[0]
         if flag.startswith("-") and flag not in ("-", "--") and not re.fullmatch(r"-\d[\d.]*", flag):
             if flag not in options:
@@ -175,6 +177,7 @@ def test_the_command_check_sees_wrong_verbs_and_flags(tmp_path: Path) -> None:
     assert check_command(["kv", "put|get|delete|cas"], parser) == []
     assert check_command(["serve", "--tls-cert", "F", "--tls-key", "F", "[--tls-ca", "F]"], parser) == []
     assert check_command(["VERB", "--anything"], parser) == []
+    assert check_command(["kv", "put", "--", "KEY", "-x"], parser) == []
     assert check_command(["cluster", "up", "-n", "3"], parser) == []
     assert check_command(["--version"], parser) == []
     wrong_verb = check_command(["cluster", "join"], parser)
