@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -132,13 +133,16 @@ class _Parser(argparse.ArgumentParser):
         where the user meant a key or a value: the error said only that the key or value (or a
         flag's argument) was missing (``kv put k -x``: "the following arguments are required:
         value"; ``kv cas k --expected -x``: "expected one argument"). Empty otherwise."""
+        words = getattr(self, "_parsing", [])
         if message.endswith(": expected one argument"):
-            flag = message[len("argument "):-len(": expected one argument")].split("/")[-1]
-            return f" (a value that begins with '-' is given as {flag}=VALUE)"
+            flags = message[len("argument "):-len(": expected one argument")].split("/")
+            dashed_value = any(w in flags and nxt.startswith("-") and nxt.split("=", 1)[0] not in self._option_string_actions
+                               for w, nxt in itertools.pairwise(words))
+            return f" (a value that begins with '-' is given as {flags[-1]}=VALUE)" if dashed_value else ""
         if not message.startswith("the following arguments are required:"):
             return ""
         positionals = [a for a in self._actions if not a.option_strings]
-        dashed = [a for a in getattr(self, "_parsing", ()) if a.startswith("-") and a != "--"
+        dashed = [a for a in words if a.startswith("-") and a != "--"
                   and not self._negative_number_matcher.match(a)
                   and a.split("=", 1)[0] not in self._option_string_actions]
         if not dashed or not positionals:

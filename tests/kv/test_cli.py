@@ -256,6 +256,8 @@ BAD = [
      "begins with '-', put '--' before the key (openraft-py kv put [flags] -- KEY VALUE)"),
     (["kv", "cas", "k", "--expected", "-x", "--value", "y", "--endpoints", "127.0.0.1:1"],
      "argument --expected: expected one argument (a value that begins with '-' is given as --expected=VALUE)"),
+    (["kv", "get", "k", "--endpoints", "127.0.0.1:1", "--consistency"],
+     "argument --consistency: expected one argument (see"),
     # NaN (which float() reads) was said to be not positive, as if a sign were wrong.
     (["kv", "get", "k", "--endpoints", "127.0.0.1:1", "--timeout", "nan"],
      "argument --timeout: 'nan' is not a number of seconds"),
