@@ -1219,11 +1219,21 @@ async def kv_put(request: web.Request) -> web.Response:
     return _json({"index": await _node(request).put(key, value)})
 
 
+def bad_consistency(query: Any) -> BadRequest:
+    """The 400 of a ``GET /kv/{key}`` whose ``query`` (a multidict) gives ``consistency``
+    more than once or with a value other than ``CONSISTENCIES``: it names which. (Both were
+    "consistency must be one of ...", also for ``consistency=local&consistency=local``.)"""
+    given = query.getall("consistency", [])
+    if len(given) > 1:
+        return BadRequest(f"consistency is given {len(given)} times: give it once")
+    return BadRequest(f"consistency must be one of {', '.join(CONSISTENCIES)}, got {quoted(given[0])}")
+
+
 async def kv_get(request: web.Request) -> web.Response:
     key = _key(request)
     consistency = request.query.get("consistency", "linearizable")
     if consistency not in CONSISTENCIES or len(request.query.getall("consistency", [])) > 1:
-        raise BadRequest(f"consistency must be one of {', '.join(CONSISTENCIES)}")
+        raise bad_consistency(request.query)
     node = _node(request)
     value = await node.read(key, consistency)
     if value is None:

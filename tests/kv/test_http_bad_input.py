@@ -895,3 +895,19 @@ def test_repeated_json_key_sees_escaped_and_nested_keys_and_builds_no_decoder_pe
     for _ in range(3):
         assert repeated_json_key(b'{"expected": "a", "value": "b"}') is None
     assert built == [], f"{len(built)} decoders built for 3 calls"
+
+
+@pytest.mark.parametrize("query,message", [
+    # A valid value given twice was said to be none of the three.
+    ("consistency=local&consistency=local", "consistency is given 2 times: give it once"),
+    ("consistency=local&consistency=lease", "consistency is given 2 times: give it once"),
+    # The value refused was not named.
+    ("consistency=strong", "consistency must be one of linearizable, lease, local, got 'strong'"),
+    ("consistency=", "consistency must be one of linearizable, lease, local, got ''"),
+])
+async def test_a_bad_consistency_is_a_400_saying_what_is_wrong(query: str, message: str) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    with pytest.raises(http_api.BadRequest) as err:  # (refused before the handler asks its node)
+        await http_api.kv_get(make_mocked_request("GET", f"/kv/k?{query}"))
+    assert str(err.value) == message
