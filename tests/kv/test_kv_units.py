@@ -212,6 +212,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 BASE = ["--id", "1", "--raft-addr", "127.0.0.1:21001", "--http-addr", "127.0.0.1:28001", "--data-dir", "/tmp/x"]
 
 
+def base_with(flag: str, value: str) -> list[str]:
+    """``BASE`` with ``flag`` (one of its flags) set to ``value`` instead: a flag is given once."""
+    argv = list(BASE)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
 def test_serve_flags() -> None:
     o = options_from_args(parse(BASE + ["--cluster-name", "prod", "--log-format", "json", "--log-level", "debug",
                                         "--raft-config", '{"heartbeat_interval": 20}']))
@@ -223,14 +230,15 @@ def test_serve_flags() -> None:
     with pytest.raises(ValueError, match=r"--raft-config: Object contains unknown field `logs_since_last` - at "
                        r"`\$\.snapshot_policy`"):
         options_from_args(parse(BASE + ["--raft-config", '{"snapshot_policy": {"logs_since_last": 100}}']))
-    for bad in (["--raft-addr", "nope"], ["--http-addr", "h:0"], ["--tls-cert", "c.pem"], ["--tls-ca", "ca.pem"],
-                ["--raft-config", '{"heartbeat_interval": 1000}'],
-                ["--raft-config", '{"no_such_field": 1}']):
+    for argv in (base_with("--raft-addr", "nope"), base_with("--http-addr", "h:0"), BASE + ["--tls-cert", "c.pem"],
+                 BASE + ["--tls-ca", "ca.pem"], BASE + ["--raft-config", '{"heartbeat_interval": 1000}'],
+                 BASE + ["--raft-config", '{"no_such_field": 1}']):
         with pytest.raises(ValueError):
-            options_from_args(parse(BASE + bad))
-    for bad in (["--log-format", "xml"], ["--id", "x"], ["--id", "-3"], ["--id", "1_0"], ["--raft-config", "[1]"]):
+            options_from_args(parse(argv))
+    for argv in (BASE + ["--log-format", "xml"], base_with("--id", "x"), base_with("--id", "-3"), base_with("--id", "1_0"),
+                 BASE + ["--raft-config", "[1]"], BASE + ["--id", "2"]):  # (the last: a flag given twice)
         with pytest.raises(SystemExit):
-            parse(BASE + bad)
+            parse(argv)
     # a cluster name in --raft-config: only the one --cluster-name gives (it would be overridden)
     with pytest.raises(ValueError, match="cluster_name 'other' differs from --cluster-name 'prod'"):
         options_from_args(parse(BASE + ["--cluster-name", "prod", "--raft-config", '{"cluster_name": "other"}']))
