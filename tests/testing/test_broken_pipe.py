@@ -25,7 +25,11 @@ def _jsonl(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("argv", [
     ["openraft_py.testing.lincheck", "--format", "jsonl", "HISTORY"],
     ["openraft_py.testing.sim", "--seed", "3", "--trace"],
-    ["openraft_py.testing.sim", "--seeds", "20", "--jobs", "2"],
+    # Two chunks of seeds (sim/cli.py's _CHUNK is 10) in two workers: the one-seed chunk ends
+    # first, and its progress line meets the closed pipe while the other worker still runs
+    # its ten. Short runs (3 steps): with 20 seeds of 30 steps the first line waited for ten
+    # whole runs (50 s on a loaded machine, of the test's 90).
+    ["openraft_py.testing.sim", "--seeds", "11", "--jobs", "2", "--steps", "3"],
     # The Jepsen runner's first line: it left its (empty) data directory behind too.
     ["openraft_py.testing.jepsen", "--time", "5", "--nodes", "3", "--clients", "1", "--seed", "5"],
 ], ids=["lincheck", "sim-trace", "sim-seeds", "jepsen"])
