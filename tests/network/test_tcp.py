@@ -38,7 +38,7 @@ from openraft_py.types import (
     VoteResponse,
 )
 
-from .tcp_cluster import TcpCluster, tcp_config
+from .tcp_cluster import TcpCluster, steady_tcp_config, tcp_config
 from .test_wire import META, sample_messages
 
 pytestmark = pytest.mark.timeout(60)
@@ -706,8 +706,14 @@ async def test_three_node_cluster_fails_over_and_the_old_leader_catches_up() -> 
 
 
 async def test_a_big_batch_with_large_entries_goes_through() -> None:
-    """AppendEntries frames of several MiB (300 entries of 16 KiB) replicate fine."""
-    async with TcpCluster(tcp_config()) as c:
+    """AppendEntries frames of several MiB (300 entries of 16 KiB) replicate fine.
+
+    One leader throughout (``steady_tcp_config``): the three nodes share this event loop,
+    and a step of such a frame holds it for some 70 ms of CPU on asyncio's loop (25 on
+    uvloop's); on a loaded 2-core machine that stalled every node's loop for up to 800 ms,
+    past tcp_config's 150-300 ms election timeout, and a follower took the next term while
+    the batch was in flight (``ForwardToLeader`` from ``client_write_many``)."""
+    async with TcpCluster(steady_tcp_config()) as c:
         await c.start([1, 2, 3])
         leader = await c.wait_for_leader(15)
         raft = c.nodes[leader].raft
