@@ -1,5 +1,5 @@
 """An in-process cluster whose nodes talk over real TCP on 127.0.0.1 (each node: Mem stores,
-its own ``TcpServer`` on an ephemeral port and its own ``TcpNetworkFactory``), and a
+its own ``TcpServer`` on a port from ``free_port`` and its own ``TcpNetworkFactory``), and a
 ``RaftServer`` wrapper that counts the RPCs delivered to a node. Shared by the TCP tests."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from openraft_py.errors import ForwardToLeader, WaitTimeout
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
 from openraft_py.raft import Raft
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.testing.proc.cluster import free_port
 from openraft_py.types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -98,7 +99,10 @@ class TcpNode:
     def __init__(self, node_id: NodeId) -> None:
         self.id = node_id
         self.disk = MemDisk()
-        self.port = 0
+        # Below the kernel's ephemeral range (``free_port``), not one the OS picks in it: a
+        # node restarted on its port found it taken ("address already in use", once under
+        # load), most likely as the local port of some outgoing connection meanwhile.
+        self.port = free_port()
         self.raft: Raft | None = None
         self.counting: CountingRaft | None = None
         self.server: TcpServer | None = None
