@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ForwardToLeader
 from ..types import ClientWriteResponse, Entry, LogId, StoredMembership
 from .log_source import LogSource
-from .messages import ClientWrite, ClientWriteOne, Responder
+from .messages import ClientWrite, ClientWriteOne, Responder, WriteRun
 from .sm_worker import StateMachineWorker
 
 
@@ -45,6 +45,11 @@ class ApplyFeed:
             w.term = term
             first += w.count
         self.responders.extend(writes)
+
+    def add_run(self, first: int, term: int, writes: list[ClientWriteOne]) -> None:
+        """``add_writes`` for two or more ``ClientWriteOne``s: they wait as one ``WriteRun``
+        (nothing is stored on each write)."""
+        self.responders.append(WriteRun(first, len(writes), term, None, False, writes))  # type: ignore[arg-type]
 
     def add_responder(self, tx: Any, log_id: LogId, effective: StoredMembership) -> None:
         """Answer ``tx`` when the entry ``log_id`` is applied (in index order with the
@@ -93,14 +98,12 @@ class ApplyFeed:
         q = self.responders
         if not q:
             rs: list[Responder] = []  # (a follower's every commit)
-        elif q[-1].first <= last:
+        elif (end := q[-1]).first + end.count <= stop:
             # Every waiting writer's entries are committed (the usual case): all at once.
             rs = list(q)
             q.clear()
         else:
-            rs = []
-            while q and q[0].first <= last:
-                rs.append(q.popleft())
+            rs = self._take_upto(last)
         w = self.worker
         if w._idle and w._inline and not w._queue and w._held is None:
             # ``worker.submit(entries, rs)`` where it applies inline, without its call (every
@@ -113,23 +116,38 @@ class ApplyFeed:
     def _hand_over(self, entries: list[Entry], committed: LogId) -> None:
         """Hand ``entries`` (the log's, from ``submitted + 1`` to ``committed``) to the
         worker, with the responders they complete."""
-        self.submitted = committed.index
+        last = self.submitted = committed.index
         q = self.responders
-        if q and q[-1].first <= committed.index:
+        if q and q[-1].first + q[-1].count - 1 <= last:
             # Every waiting writer's entries are committed (the usual case): all at once.
             rs = list(q)
             q.clear()
         else:
-            rs = []
-            while q and q[0].first <= committed.index:
-                rs.append(q.popleft())
+            rs = self._take_upto(last)
         self.worker.submit(entries, rs)
+
+    def _take_upto(self, last: int) -> list[Responder]:
+        """Take the responders of entries up to ``last`` (handed over now). A run that
+        goes on after ``last`` is split there: its writers up to ``last`` are answered once
+        their entries are applied, not once the run's last entry is (a responder of several
+        entries of one writer waits in the worker for its last)."""
+        q = self.responders
+        rs: list[Responder] = []
+        while q and q[0].first <= last:
+            r = q.popleft()
+            if type(r) is WriteRun and r.first + r.count - 1 > last:
+                q.appendleft(r.split_after(last))
+            rs.append(r)
+        return rs
 
     def fail_after(self, index: int, err: ForwardToLeader) -> None:
         """Entries after ``index`` were deleted, or their outcome will never be known here:
         fail their writers with ``err`` (a batch partly applied waits in the worker)."""
         q = self.responders
         while q and q[-1].first + q[-1].count - 1 > index:
+            r = q[-1]
+            if type(r) is WriteRun and r.cut_after(index, err):
+                break  # (its writes up to ``index`` stay)
             q.pop().fail(err)
         self.worker.fail_after(index, err)
 
@@ -142,6 +160,9 @@ class ApplyFeed:
         err = ForwardToLeader(None, None, outcome_unknown=True)
         q = self.responders
         while q and q[0].first <= last:
+            r = q[0]
+            if type(r) is WriteRun and r.cut_upto(last, err):
+                break  # (its writes after ``last`` stay)
             q.popleft().fail(err)
         self.worker.fail_upto(last, err)
         return before

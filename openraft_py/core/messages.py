@@ -59,6 +59,82 @@ class ClientWriteOne(Responder):
     payload: EntryPayload
 
 
+class WriteRun(Responder):
+    """The ``ClientWriteOne``s ``writes`` that one pass logged together, at the consecutive
+    indexes ``[first, first + count)`` of ``term`` (``count == len(writes)``), waiting as one
+    ``Responder``: nothing is stored on each write when it is logged. ``writes[k]``'s entry is
+    ``first + k``, and it gets its own ``ClientWriteResponse`` (``tx`` and ``single`` are
+    unused: ``tx`` is ``None``; every use of a responder's ``tx`` goes through ``futures`` or
+    handles a run by itself).
+
+    A run is cut, never answered whole, where its range is cut: the apply feed hands over
+    its head up to a commit index (``split_after``: its first writers do not wait for its
+    last entry's commit), a truncation fails its tail (``cut_after``), a snapshot its head
+    (``cut_upto``). Invariant: ``count == len(writes) >= 1``.
+    """
+
+    writes: list[ClientWriteOne]
+
+    def fail(self, err: BaseException) -> None:
+        """Answer every write of the run with ``err`` (unless its caller gave up)."""
+        for w in self.writes:
+            tx = w.tx
+            if not tx.done():
+                tx.set_exception(err)
+
+    def futures(self) -> list[Any]:
+        """The futures of the run's writers."""
+        return [w.tx for w in self.writes]
+
+    def split_after(self, index: int) -> WriteRun:
+        """Keep the writes up to ``index`` (``first <= index < first + count - 1``) and
+        return a run of the others."""
+        k = index + 1 - self.first
+        writes = self.writes
+        tail = WriteRun(index + 1, self.count - k, self.term, None, False, writes[k:])  # type: ignore[arg-type]
+        # (A new list: ``writes`` may be the caller's.)
+        self.writes = writes[:k]
+        self.count = k
+        return tail
+
+    def cut_after(self, index: int, err: BaseException) -> bool:
+        """Fail the writes after ``index`` with ``err`` and drop them; whether any is left."""
+        if index < self.first:
+            self.fail(err)
+            return False
+        if index < self.first + self.count - 1:
+            self.split_after(index).fail(err)
+        return True
+
+    def cut_upto(self, index: int, err: BaseException) -> bool:
+        """Fail the writes up to ``index`` with ``err`` and drop them; whether any is left."""
+        last = self.first + self.count - 1
+        if index >= last:
+            self.fail(err)
+            return False
+        if index >= self.first:
+            k = index + 1 - self.first
+            head = self.writes[:k]
+            self.writes = self.writes[k:]
+            self.first = index + 1
+            self.count -= k
+            for w in head:
+                w.fail(err)
+        return True
+
+
+def new_run(first: int, term: int, writes: list[ClientWriteOne]) -> WriteRun:
+    """The run of ``writes`` logged from ``first`` in ``term`` (at least one)."""
+    return WriteRun(first, len(writes), term, None, False, writes)  # type: ignore[arg-type]
+
+
+def responder_futures(r: Responder) -> list[Any]:
+    """The futures of the writers ``r`` answers (one, or a run's)."""
+    if type(r) is WriteRun:
+        return r.futures()
+    return [r.tx]
+
+
 class EngineCall:
     """Run ``fn(engine, tx, now)`` inside the core (vote/append RPCs, reads, initialize,
     triggers). ``fn`` may raise an ``ApiError``: it is sent to ``tx``."""

@@ -103,6 +103,7 @@ from .messages import (
     Tick,
     VoteReply,
     answer,
+    responder_futures,
 )
 from .replication import BROKEN_NETWORK_WARN_MS, ReplicationCore, ReplicationEnv, breach_log
 from .sm_worker import StateMachineWorker
@@ -939,7 +940,11 @@ class RaftCore:
                 if not w.tx.done():
                     w.tx.set_exception(e)
             return
-        self.feed.add_writes(first.index, first.term, writes)
+        if all_one and len(writes) > 1:
+            # (A busy leader's every pass: one ``WriteRun``, nothing stored on each write.)
+            self.feed.add_run(first.index, first.term, writes)  # type: ignore[arg-type]
+        else:
+            self.feed.add_writes(first.index, first.term, writes)
 
     def _handle_call(self, m: EngineCall | AppendEntriesCall, now: float) -> None:
         """Run one engine call (an ``AppendEntriesCall`` is a call of
@@ -1775,8 +1780,8 @@ class RaftCore:
         callers = [
             *self._callers,
             *(m.tx for m in self._msgs),
-            *(r.tx for r in self.feed.responders),
-            *(r.tx for r in self.sm_worker.pending_responders()),
+            *(f for r in self.feed.responders for f in responder_futures(r)),
+            *(f for r in self.sm_worker.pending_responders() for f in responder_futures(r)),
         ]
         self._callers = {}
         for f in callers:

@@ -24,7 +24,7 @@ from ..errors import ForwardToLeader, Stopped, StorageError
 from ..types import ClientWriteResponse, Entry, LogId, Membership
 from ..validation import shown as _shown
 from ..wakeup import Resumed, Wakeup, send_none
-from .messages import Applied, Failed, Responder
+from .messages import Applied, Failed, Responder, WriteRun
 from .tasks import stray_cancel
 
 if TYPE_CHECKING:
@@ -47,6 +47,68 @@ def _answer_one(r: Responder, e: Entry, result: Any) -> None:
     p = e.payload
     one = ClientWriteResponse(log_id, result, p if type(p) is Membership else None)
     tx.set_result(one if r.single else [one])
+
+
+def _answer_run(r: WriteRun, entries: list[Entry], results: list[Any], lo: int) -> None:
+    """Answer the writers of the run ``r``, whose entries are ``entries[lo : lo + r.count]``,
+    applied with the ``results`` at the same positions: each with its response, or, from the
+    first entry another leader's replaced on, with ``ForwardToLeader`` (that write and every
+    later one of the run did not take effect; the earlier ones did)."""
+    term = r.term
+    hi = lo + r.count
+    writes = r.writes
+    if entries[lo].log_id.term == term and entries[hi - 1].log_id.term == term:
+        # Terms never decrease along a log: every entry between is of ``term`` too (ours).
+        if lo == 0 and hi == len(entries):
+            es, vs = entries, results
+        else:
+            es, vs = entries[lo:hi], results[lo:hi]
+        for w, e, v in zip(writes, es, vs):
+            try:
+                w.tx.set_result(ClientWriteResponse(e.log_id, v, None))
+            except asyncio.InvalidStateError:
+                pass  # the caller gave up (its future was cancelled)
+        return
+    for k in range(r.count):
+        e = entries[lo + k]
+        if e.log_id.term != term:
+            # Replaced by a later leader's entry: so is every entry after it (log matching;
+            # a committed entry is in every later leader's log, so its term is above ours).
+            err = ForwardToLeader(None, None, outcome_unknown=False)
+            for w in writes[k:]:
+                w.fail(err)
+            return
+        tx = writes[k].tx
+        if not tx.done():
+            tx.set_result(ClientWriteResponse(e.log_id, results[lo + k], None))
+
+
+def _answer_at(r: Responder, entries: list[Entry], results: list[Any], lo: int) -> None:
+    """Answer ``r``, whose entries are all applied: ``entries[lo : lo + r.count]``, with the
+    ``results`` at the same positions."""
+    if type(r) is WriteRun:
+        _answer_run(r, entries, results, lo)
+        return
+    tx = r.tx
+    if tx.done():
+        return
+    count = r.count
+    if count == 1:
+        # One entry (every client_write): no list to build.
+        _answer_one(r, entries[lo], results[lo])
+        return
+    out: list[ClientWriteResponse] = []
+    for k in range(lo, lo + count):
+        e = entries[k]
+        if e.log_id.term != r.term:
+            # Our entry was replaced by another leader's: the write is lost. If an earlier
+            # entry of the batch was ours, that part took effect (by log matching, nothing
+            # after a replaced entry is ours).
+            r.fail(ForwardToLeader(None, None, outcome_unknown=k > lo))
+            return
+        p = e.payload
+        out.append(ClientWriteResponse(e.log_id, results[k], p if type(p) is Membership else None))
+    tx.set_result(out[0] if r.single else out)
 
 
 class _Op:
@@ -359,11 +421,17 @@ class StateMachineWorker:
         them): fail the responders waiting for any of them."""
         rs = self._responders
         while rs and rs[0].first <= index:
+            r = rs[0]
+            if type(r) is WriteRun and r.cut_upto(index, err):
+                break  # (its writes after ``index`` stay)
             rs.popleft().fail(err)
         for item in self._batches():
             for r in item[1]:
                 if r.first <= index:
-                    r.fail(err)
+                    if type(r) is WriteRun:
+                        r.cut_upto(index, err)
+                    else:
+                        r.fail(err)
 
     def stop(self, err: BaseException | None = None) -> None:
         """Stop after the current apply; queued and later ``call``s fail with ``err``
@@ -398,14 +466,21 @@ class StateMachineWorker:
         beyond it (only a batch partly applied can be here)."""
         rs = self._responders
         while rs and rs[-1].first + rs[-1].count - 1 > index:
+            r = rs[-1]
+            if type(r) is WriteRun and r.cut_after(index, err):
+                break  # (its writes up to ``index`` stay)
             rs.pop().fail(err)
         for item in self._batches():
             for r in item[1]:
                 if r.first + r.count - 1 > index:
-                    r.fail(err)
+                    if type(r) is WriteRun:
+                        r.cut_after(index, err)
+                    else:
+                        r.fail(err)
 
     def pending_responders(self) -> list[Responder]:
-        """Responders not answered yet (queued, held or waiting in the buffer)."""
+        """Responders not answered yet (queued, held or waiting in the buffer; a
+        ``WriteRun`` stands for its writers: ``messages.responder_futures``)."""
         out = list(self._responders)
         for item in self._batches():
             out.extend(item[1])
@@ -500,10 +575,11 @@ class StateMachineWorker:
             and rs[-1].count == 1
             and find_payload(entries, Membership) < 0
         ):
-            # The steady state of a busy leader: one responder per entry, in order (the
-            # responders are disjoint and ordered by ``first``, each of at least one entry,
-            # so ``len(entries)`` of them from ``start`` to ``last`` hold one entry each).
-            # Without a membership entry in ``entries`` every responder is a client write.
+            # The steady state of a leader with one writer at a time: one responder per
+            # entry, in order (the responders are disjoint and ordered by ``first``, each of
+            # at least one entry, so ``len(entries)`` of them from ``start`` to ``last`` hold
+            # one entry each). Without a membership entry in ``entries`` every responder is a
+            # client write (or a run of one write, cut from a longer one).
             for r, e, v in zip(rs, entries, results):
                 log_id = e.log_id
                 if log_id.term == r.term and r.single:
@@ -511,8 +587,17 @@ class StateMachineWorker:
                         r.tx.set_result(ClientWriteResponse(log_id, v, None))
                     except asyncio.InvalidStateError:
                         pass  # the caller gave up (its future was cancelled)
+                elif type(r) is WriteRun:
+                    _answer_run(r, entries, results, log_id.index - start)
                 else:
                     _answer_one(r, e, v)
+            rs.clear()
+            return
+        if not self._buf_entries and rs[0].first >= start and (end := rs[-1]).first + end.count - 1 <= last:
+            # Every waiting responder's entries are in ``entries`` (the steady state of a busy
+            # leader: runs of writes, ``WriteRun``): answered from them, with no buffer.
+            for r in rs:
+                _answer_at(r, entries, results, r.first - start)
             rs.clear()
             return
         if not self._buf_entries:
@@ -527,36 +612,15 @@ class StateMachineWorker:
         buf_results = self._buf_results
         while rs:
             r = rs[0]
-            first = r.first
-            count = r.count
-            if first + count - 1 > last:
+            if r.first + r.count - 1 > last:
                 break
             rs.popleft()
-            tx = r.tx
-            if tx.done():
-                continue
-            lo = first - start
+            lo = r.first - start
             if lo < 0:
                 # Applied before the buffer began (cannot be told apart any more).
                 r.fail(ForwardToLeader(None, None, outcome_unknown=True))
                 continue
-            if count == 1:
-                # One entry (every client_write): no list to build.
-                _answer_one(r, buf_entries[lo], buf_results[lo])
-                continue
-            out: list[ClientWriteResponse] = []
-            for k in range(lo, lo + count):
-                e = buf_entries[k]
-                if e.log_id.term != r.term:
-                    # Our entry was replaced by another leader's: the write is lost. If an
-                    # earlier entry of the batch was ours, that part took effect (by log
-                    # matching, nothing after a replaced entry is ours).
-                    r.fail(ForwardToLeader(None, None, outcome_unknown=k > lo))
-                    break
-                p = e.payload
-                out.append(ClientWriteResponse(e.log_id, buf_results[k], p if type(p) is Membership else None))
-            else:
-                tx.set_result(out[0] if r.single else out)
+            _answer_at(r, buf_entries, buf_results, lo)
         if not rs:
             self._buf_entries = []
             self._buf_results = []
