@@ -2,9 +2,11 @@
 worker, and the clients waiting for their entries to be applied.
 
 The core records each client write (its own ``Responder``) here when the engine assigns its log
-index; on every new committed id it ``submit``s the entries not yet handed over, with the
-responders they answer, to the worker. Truncations and snapshot installs fail the
-responders whose entries will never be applied here.
+index, or a pass's one-entry writes as one ``WriteRun``; on every new committed id it
+``submit``s the entries not yet handed over, with the responders they answer, to the
+worker (a run is split at the committed index). Truncations and snapshot installs fail the
+writers whose entries will never be applied here (a run is cut at their index: its other
+writers still wait).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class ApplyFeed:
 
     Invariants: ``submitted`` is the last log index handed to the worker (entries are
     handed over in index order, each once, except again after ``rewind``); ``responders``
-    waits for entries after ``submitted``, ordered by first index.
+    waits for entries after ``submitted``, ordered by first index, their ranges disjoint; no
+    ``WriteRun`` here holds an entry up to ``submitted`` (``_take_upto`` splits it).
     """
 
     def __init__(self, log: LogSource, worker: StateMachineWorker, applied: LogId | None) -> None:

@@ -13,7 +13,8 @@ state-machine worker), ``Snapshots``, ``metrics_view``; a child task gets those 
 
 No caller ever hangs: every future a caller awaits is taken in through ``send_msg`` or
 ``get_current_snapshot`` and recorded, a client write's in the queue and then in its
-``Responder`` (the apply feed's or the worker's) until it is answered, every other in
+``Responder`` (its own, or the ``WriteRun`` of its pass: the apply feed's or the worker's)
+until it is answered, every other in
 ``_callers``; whatever stops the node (shutdown, a storage error, a bug inside an engine
 call) ends in ``_teardown``, which fails every one still pending with the node's ``Fatal``
 error, and every later call fails at once with the same error. See

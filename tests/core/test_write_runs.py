@@ -154,6 +154,22 @@ async def test_a_snapshot_inside_a_run_fails_its_writers_up_to_it_only() -> None
     await n.stop()
 
 
+async def test_a_snapshot_inside_a_run_the_worker_holds_fails_its_head_only() -> None:
+    n = Node(log({}, 8))
+    await n.start()
+    n.sm.gate = gate = asyncio.Event()
+    n.commit(1)  # its apply waits on the gate: the next batch queues behind it
+    ws = writes(4)
+    n.feed.add_run(2, 1, ws)  # entries 2..5
+    n.commit(5)
+    n.feed.skip_to(3)
+    assert answered(ws) == ["ForwardToLeader?", "ForwardToLeader?", None, None]
+    gate.set()
+    await asyncio.wait_for(asyncio.wait([w.tx for w in ws[2:]]), 5)
+    assert answered(ws) == ["ForwardToLeader?", "ForwardToLeader?", 4, 5]
+    await n.stop()
+
+
 async def test_a_run_whose_tail_another_leader_replaced() -> None:
     # Entries 4 and 5 are term 2's: the run's writes of term 1 there did not take effect.
     n = Node(log({4: 2, 5: 2}, 8))
