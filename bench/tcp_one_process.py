@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,16 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import checked_run_args, run_loop, summarize
 from openraft_py import ServerState
+from openraft_py.testing.proc.cluster import free_port
 from openraft_py.testing.proc.node import Node, NodeOptions, tune_gc
 
 WARM_UP_WRITES = 2000
 """Writes made before the measured runs (connections, caches and the stores warmed up)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run(writers: list[int], seconds: float, repeat: int, sync: bool, state_machine: str, where: str,
@@ -56,7 +50,10 @@ async def run(writers: list[int], seconds: float, repeat: int, sync: bool, state
     """Start the three nodes under a new directory in ``where``, elect node 1, run every
     writer count ``repeat`` times; stop the nodes and remove the directory."""
     root = tempfile.mkdtemp(prefix="tcp-one-process-", dir=where)
-    peers = {i: f"127.0.0.1:{_free_port()}" for i in (1, 2, 3)}
+    # Ports below the kernel's ephemeral range (``free_port``): one the OS picked in it and
+    # released was taken, now and then, as the local port of node 1's connection to a node
+    # not started yet, and that node's start failed ("address already in use").
+    peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
     config = {"snapshot_policy": {"logs_since_last_n": None}}  # as bench/tcp.py
     nodes = [
         Node(NodeOptions(id=i, raft_addr=peers[i], data_dir=f"{root}/n{i}", peers=peers, raft_config=config,
