@@ -190,3 +190,7 @@ async def test_a_resend_waits_for_the_bytes_of_the_request_that_timed_out() -> N
         # Sent once, timed out, sent again once (the heartbeats carry a few hundred bytes).
         assert carried < 2.5 * RESEND_VALUE, f"the value was resent more than once: {what}"
         print(what)
+        if carried < 1.5 * RESEND_VALUE:
+            # The first request was answered before its deadline fired (a timer late on a
+            # starved loop): no resend, so what this test is about did not happen.
+            pytest.skip(f"the value was not resent, nothing to check: {what}")
