@@ -148,10 +148,12 @@ class ApplyFeed:
         fail their writers with ``err`` (a batch partly applied waits in the worker)."""
         q = self.responders
         while q and q[-1].first + q[-1].count - 1 > index:
-            r = q[-1]
-            if type(r) is WriteRun and r.cut_after(index, err):
-                break  # (its writes up to ``index`` stay)
-            q.pop().fail(err)
+            r = q.pop()
+            if type(r) is not WriteRun:
+                r.fail(err)
+            elif r.cut_after(index, err):  # (it failed its writes after ``index``, or all)
+                q.append(r)  # its writes up to ``index`` stay
+                break
         self.worker.fail_after(index, err)
 
     def skip_to(self, last: int) -> int:
@@ -163,10 +165,12 @@ class ApplyFeed:
         err = ForwardToLeader(None, None, outcome_unknown=True)
         q = self.responders
         while q and q[0].first <= last:
-            r = q[0]
-            if type(r) is WriteRun and r.cut_upto(last, err):
-                break  # (its writes after ``last`` stay)
-            q.popleft().fail(err)
+            r = q.popleft()
+            if type(r) is not WriteRun:
+                r.fail(err)
+            elif r.cut_upto(last, err):  # (it failed its writes up to ``last``, or all)
+                q.appendleft(r)  # its writes after ``last`` stay
+                break
         self.worker.fail_upto(last, err)
         return before
 

@@ -421,10 +421,12 @@ class StateMachineWorker:
         them): fail the responders waiting for any of them."""
         rs = self._responders
         while rs and rs[0].first <= index:
-            r = rs[0]
-            if type(r) is WriteRun and r.cut_upto(index, err):
-                break  # (its writes after ``index`` stay)
-            rs.popleft().fail(err)
+            r = rs.popleft()
+            if type(r) is not WriteRun:
+                r.fail(err)
+            elif r.cut_upto(index, err):  # (it failed its writes up to ``index``, or all)
+                rs.appendleft(r)  # its writes after ``index`` stay
+                break
         for item in self._batches():
             for r in item[1]:
                 if r.first <= index:
@@ -466,10 +468,12 @@ class StateMachineWorker:
         beyond it (only a batch partly applied can be here)."""
         rs = self._responders
         while rs and rs[-1].first + rs[-1].count - 1 > index:
-            r = rs[-1]
-            if type(r) is WriteRun and r.cut_after(index, err):
-                break  # (its writes up to ``index`` stay)
-            rs.pop().fail(err)
+            r = rs.pop()
+            if type(r) is not WriteRun:
+                r.fail(err)
+            elif r.cut_after(index, err):  # (it failed its writes after ``index``, or all)
+                rs.append(r)  # its writes up to ``index`` stay
+                break
         for item in self._batches():
             for r in item[1]:
                 if r.first + r.count - 1 > index:
