@@ -19,7 +19,7 @@ from ..errors import ForwardToLeader
 from ..types import ClientWriteResponse, Entry, LogId, StoredMembership
 from .log_source import LogSource
 from .messages import ClientWrite, ClientWriteOne, Responder, WriteRun
-from .sm_worker import StateMachineWorker
+from .sm_worker import StateMachineWorker, fail_waiting_after, fail_waiting_upto
 
 
 class ApplyFeed:
@@ -146,14 +146,7 @@ class ApplyFeed:
     def fail_after(self, index: int, err: ForwardToLeader) -> None:
         """Entries after ``index`` were deleted, or their outcome will never be known here:
         fail their writers with ``err`` (a batch partly applied waits in the worker)."""
-        q = self.responders
-        while q and q[-1].first + q[-1].count - 1 > index:
-            r = q.pop()
-            if type(r) is not WriteRun:
-                r.fail(err)
-            elif r.cut_after(index, err):  # (it failed its writes after ``index``, or all)
-                q.append(r)  # its writes up to ``index`` stay
-                break
+        fail_waiting_after(self.responders, index, err)
         self.worker.fail_after(index, err)
 
     def skip_to(self, last: int) -> int:
@@ -163,14 +156,7 @@ class ApplyFeed:
         before = self.submitted
         self.submitted = max(before, last)
         err = ForwardToLeader(None, None, outcome_unknown=True)
-        q = self.responders
-        while q and q[0].first <= last:
-            r = q.popleft()
-            if type(r) is not WriteRun:
-                r.fail(err)
-            elif r.cut_upto(last, err):  # (it failed its writes up to ``last``, or all)
-                q.appendleft(r)  # its writes after ``last`` stay
-                break
+        fail_waiting_upto(self.responders, last, err)
         self.worker.fail_upto(last, err)
         return before
 

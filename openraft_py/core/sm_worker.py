@@ -33,6 +33,32 @@ if TYPE_CHECKING:
 __all__ = ["Responder", "StateMachineWorker"]
 
 
+def fail_waiting_after(rs: deque[Responder], index: int, err: BaseException) -> None:
+    """Fail, with ``err``, the writers of the responders ``rs`` (ordered by ``first``,
+    disjoint) whose entries lie after ``index``, and drop them; a ``WriteRun`` across
+    ``index`` keeps its writes up to it."""
+    while rs and rs[-1].first + rs[-1].count - 1 > index:
+        r = rs.pop()
+        if type(r) is not WriteRun:
+            r.fail(err)
+        elif r.cut_after(index, err):  # (it failed its writes after ``index``, or all)
+            rs.append(r)  # its writes up to ``index`` stay
+            break
+
+
+def fail_waiting_upto(rs: deque[Responder], index: int, err: BaseException) -> None:
+    """Fail, with ``err``, the writers of the responders ``rs`` (ordered by ``first``,
+    disjoint) whose entries lie up to ``index``, and drop them; a ``WriteRun`` across
+    ``index`` keeps its writes after it."""
+    while rs and rs[0].first <= index:
+        r = rs.popleft()
+        if type(r) is not WriteRun:
+            r.fail(err)
+        elif r.cut_upto(index, err):  # (it failed its writes up to ``index``, or all)
+            rs.appendleft(r)  # its writes after ``index`` stay
+            break
+
+
 def _answer_one(r: Responder, e: Entry, result: Any) -> None:
     """Answer ``r``, the responder of the one entry ``e``, now applied with ``result``: with
     the response (in a list unless ``r.single``), or with ``ForwardToLeader`` if another
@@ -419,14 +445,7 @@ class StateMachineWorker:
     def fail_upto(self, index: int, err: BaseException) -> None:
         """Entries up to ``index`` will never be applied one by one (a snapshot replaced
         them): fail the responders waiting for any of them."""
-        rs = self._responders
-        while rs and rs[0].first <= index:
-            r = rs.popleft()
-            if type(r) is not WriteRun:
-                r.fail(err)
-            elif r.cut_upto(index, err):  # (it failed its writes up to ``index``, or all)
-                rs.appendleft(r)  # its writes after ``index`` stay
-                break
+        fail_waiting_upto(self._responders, index, err)
         for item in self._batches():
             for r in item[1]:
                 if r.first <= index:
@@ -466,14 +485,7 @@ class StateMachineWorker:
     def fail_after(self, index: int, err: BaseException) -> None:
         """The log was truncated after ``index``: fail the responders waiting for an entry
         beyond it (only a batch partly applied can be here)."""
-        rs = self._responders
-        while rs and rs[-1].first + rs[-1].count - 1 > index:
-            r = rs.pop()
-            if type(r) is not WriteRun:
-                r.fail(err)
-            elif r.cut_after(index, err):  # (it failed its writes after ``index``, or all)
-                rs.append(r)  # its writes up to ``index`` stay
-                break
+        fail_waiting_after(self._responders, index, err)
         for item in self._batches():
             for r in item[1]:
                 if r.first + r.count - 1 > index:
