@@ -1172,14 +1172,23 @@ class RocksStateMachine:
     def get(self, key: str) -> str | None:
         """The value of ``key`` as applied so far (a point read), or ``None``. Raises
         ``StorageError`` when RocksDB cannot read it (e.g. a damaged file) or the stored value
-        is not utf-8 (the database was written by something else)."""
-        self._check_open()
-        self._write_deferred()
+        is not utf-8 (the database was written by something else), and ``StorageError``
+        ("closed") once the close began.
+
+        Any thread may call it: counted by the state machine's ``StoreCalls`` while it runs,
+        so a ``close()`` in another thread waits for it (it closed RocksDB under it)."""
+        if self._closed:
+            raise self._calls.closed_error()
+        token = self._calls.enter("get")
         try:
-            raw = self._cf.get(_DATA + key.encode())
-            return None if raw is None else _stored_str(key, raw)
-        except Exception as e:
-            raise self._read_failed(f"reading {key!r} from state machine at {self.path!r}", e) from e
+            self._write_deferred()
+            try:
+                raw = self._cf.get(_DATA + key.encode())
+                return None if raw is None else _stored_str(key, raw)
+            except Exception as e:
+                raise self._read_failed(f"reading {key!r} from state machine at {self.path!r}", e) from e
+        finally:
+            self._calls.leave(token)
 
     def _read_failed(self, subject: str, e: Exception) -> StorageError:
         """The ``StorageError`` for a read (``subject``) that failed with ``e``. RocksDB's
@@ -1204,23 +1213,29 @@ class RocksStateMachine:
     def data(self) -> dict[str, str]:
         """A copy of the whole key-value data (a full scan: for tests and small states).
         Raises ``StorageError`` when the scan stops on an error (e.g. a damaged file) rather
-        than returning part of the data."""
-        self._check_open()
-        self._write_deferred()
-        out: dict[str, str] = {}
-        image = BoundedIter(self._cf, _DATA_END)
+        than returning part of the data; ``StorageError`` ("closed") once the close began.
+        Any thread may read it, counted as ``get``."""
+        if self._closed:
+            raise self._calls.closed_error()
+        token = self._calls.enter("data")
         try:
-            for k, v in image.scan(_DATA):
-                try:
-                    name = k[1:].decode()
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"a stored key is not utf-8: {k[1:]!r}") from e
-                out[name] = _stored_str(name, v)
-        except Exception as e:
-            raise self._read_failed(f"reading the data of state machine at {self.path!r}", e) from e
+            self._write_deferred()
+            out: dict[str, str] = {}
+            image = BoundedIter(self._cf, _DATA_END)
+            try:
+                for k, v in image.scan(_DATA):
+                    try:
+                        name = k[1:].decode()
+                    except UnicodeDecodeError as e:
+                        raise ValueError(f"a stored key is not utf-8: {k[1:]!r}") from e
+                    out[name] = _stored_str(name, v)
+            except Exception as e:
+                raise self._read_failed(f"reading the data of state machine at {self.path!r}", e) from e
+            finally:
+                image.close()  # the iterator keeps RocksDB open (a kept traceback holds ``image``)
+            return out
         finally:
-            image.close()  # the iterator keeps RocksDB open (a kept traceback holds ``image``)
-        return out
+            self._calls.leave(token)
 
     # -- lifecycle
 
@@ -1230,12 +1245,14 @@ class RocksStateMachine:
 
         A call of this state machine still running in a worker thread (an ``apply`` batch,
         a snapshot build or install, a snapshot being opened: its caller was cancelled, or
-        another task closes the state machine under it) is waited for first, up to
-        ``CLOSE_CALLS_WAIT`` seconds (``StoreCalls``); every call made once the close began
-        raises ``StorageError`` ("closed"). A call still running past that bound (a disk
-        that never answers) is logged at WARNING naming the path, RocksDB is closed under it
-        (it then fails with ``StorageError``), and this raises ``StorageError``: RocksDB's
-        lock stays held until that call ends.
+        another task closes the state machine under it), or a ``get`` or ``data`` in another
+        thread, is waited for first, up to ``CLOSE_CALLS_WAIT`` seconds (``StoreCalls``);
+        every call made once the close began raises ``StorageError`` ("closed"). A call still
+        running past that bound (a disk that never answers) is logged at WARNING naming the
+        path, RocksDB is closed under it (it then fails with ``StorageError``), and this
+        raises ``StorageError``: RocksDB's lock stays held until that call ends. An exception
+        raised during that wait (``KeyboardInterrupt``: Ctrl-C) ends it likewise: the close
+        completes, then raises that exception.
 
         Otherwise the lock is released whatever happens (the same path can be opened again
         at once, in this process too); raises ``StorageError`` (naming the path, the cause
@@ -1244,10 +1261,19 @@ class RocksStateMachine:
         if self._closed:
             return
         self._closed = True
-        errors: list[BaseException] = []
-        abandoned = self._calls.wait_idle()
-        if abandoned is not None:
-            errors.append(abandoned)
+        try:
+            abandoned = self._calls.wait_idle()
+        except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C in the wait (raised again below): the close completes
+            gave_up = self._calls.give_up(f"when the close's wait was interrupted ({type(interrupt).__name__})")
+            try:
+                self._close_db([gave_up] if gave_up is not None else [])
+            finally:
+                raise interrupt  # (the interrupt wins over a failed close, chained to it)
+        self._close_db([abandoned] if abandoned is not None else [])
+
+    def _close_db(self, errors: list[BaseException]) -> None:
+        """``close()`` once no call of another thread runs (or they were given up):
+        ``errors`` so far."""
         mark = self._mark
         try:
             self._write_deferred()

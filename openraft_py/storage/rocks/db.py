@@ -861,9 +861,19 @@ CLOSE_CALLS_WAIT = 30.0
 (``StoreCalls``) before it closes RocksDB under them."""
 
 
+_Queued = tuple[asyncio.AbstractEventLoop, Callable[..., object] | None, tuple[Any, ...]]
+"""What ``StoreCalls`` keeps of a call queued for a worker thread: its event loop, its
+``refused`` and its arguments."""
+
+
+QUEUED_POLL = 0.1
+"""Seconds between two looks of a waiting ``close()`` for calls queued on a loop that has
+closed meanwhile (``StoreCalls.wait_idle``): nothing notifies the wait of a loop's close."""
+
+
 class StoreCalls:
-    """The calls of one store that run in worker threads, which the store's ``close()`` waits
-    for before it closes RocksDB.
+    """The calls of one store that run in worker threads, or on their caller's thread, which
+    the store's ``close()`` waits for before it closes RocksDB.
 
     A thread cannot be stopped: when the caller of such a call is cancelled (a
     ``Raft.shutdown()`` that was cancelled itself, a plug-in's timeout) or another task
@@ -883,6 +893,13 @@ class StoreCalls:
       started yet is refused: ``fn`` is not called (``refused(*args)`` is, to release what
       the arguments hold, as for a call the executor refused or dropped) and the caller
       gets ``StorageError`` "<what> at <path>: closed", as the store's other calls do.
+      A call still queued when its event loop is closed is given up by the close at once
+      (the loop cannot learn that its executor dropped it): ``refused(*args)`` is called
+      then, and the call, should its executor still start it, is refused.
+    - ``enter(name)`` / ``leave(token)``: count a call the caller runs on its own thread
+      (a synchronous read: the state machine's ``get`` and ``data``, which any thread may
+      call; a log read of a few entries on its caller's loop), refused as ``run`` once the
+      close began. One lock and two dict operations each.
     - ``hold()``: a context manager counting the caller's own work on the loop across its
       awaits (e.g. iterators made for several reads in turn), refused as ``run`` once the
       close began. A close in the same thread (``close()`` called on the loop, the work
@@ -896,7 +913,10 @@ class StoreCalls:
       error the close reports (``None``: none left). The store then closes RocksDB under
       them: each fails with ``StorageError`` naming the path (rocksdict refuses a closed
       database: no crash, nothing written after the close), and RocksDB's lock stays held
-      until the last one has ended.
+      until the last one has ended. An exception raised in the wait (``KeyboardInterrupt``:
+      Ctrl-C during a sync ``close()``) ends it as the bound does; the close calls
+      ``give_up`` then, completes, and raises that exception (a store left marked closed
+      with RocksDB open did nothing at a later close, its lock held for good).
 
     Thread-safe. Holds no reference to its store (a store collected unclosed is closed by its
     ``__del__``)."""
@@ -909,13 +929,15 @@ class StoreCalls:
         self._closed_why = closed_why
         self._cond = threading.Condition()
         # Invariant: every call counted and not finished: token -> (thread ident running it,
-        # ``None`` while it is queued; its name).
-        self._calls: dict[int, tuple[int | None, str]] = {}
+        # ``None`` while it is queued; its name; while queued, ``(its loop, refused, args)``
+        # for a close to give it up with when the loop has closed, else ``None``).
+        self._calls: dict[int, tuple[int | None, str, _Queued | None]] = {}
         # The ``release`` of each ``hold`` that has one, by token (a subset of ``_calls``).
         self._releases: dict[int, Callable[[], object]] = {}
         self._next = 0
         # ``begin_close()`` was called: the store takes no new call. (A plain attribute, read
-        # by the stores' every call; set under ``_cond``.)
+        # by the stores' every call; set under ``_cond``.) Invariant: a waiter on ``_cond``
+        # (``wait_idle``) exists only once it is set, so ``_leave`` notifies only then.
         self.closing = False
         # ``wait_idle`` gave up on a call: calls finishing from now on ran under a close.
         self._abandoned = False
@@ -935,13 +957,14 @@ class StoreCalls:
         with self._cond:
             self.closing = True
 
-    def _enter(self, name: str, ident: int | None, release: Callable[[], object] | None = None) -> int:
+    def _enter(self, name: str, ident: int | None, release: Callable[[], object] | None = None,
+               queued: _Queued | None = None) -> int:
         with self._cond:
             if self.closing:
                 raise self.closed_error()
             token = self._next
             self._next += 1
-            self._calls[token] = (ident, name)
+            self._calls[token] = (ident, name, queued)
             if release is not None:
                 self._releases[token] = release
             return token
@@ -949,7 +972,18 @@ class StoreCalls:
     def _leave(self, token: int) -> None:
         with self._cond:
             del self._calls[token]
-            self._cond.notify_all()
+            if self.closing:
+                self._cond.notify_all()
+
+    def enter(self, name: str) -> int:
+        """Count the call ``name`` the caller runs now on its own thread, until ``leave``
+        with the token returned; ``closed_error`` (nothing counted) once the close began.
+        The caller leaves in a ``finally``."""
+        return self._enter(name, threading.get_ident())
+
+    def leave(self, token: int) -> None:
+        """The call of ``token`` (``enter``) has ended."""
+        self._leave(token)
 
     @contextlib.contextmanager
     def hold(self, name: str, release: Callable[[], object] | None = None) -> Iterator[None]:
@@ -977,7 +1011,7 @@ class StoreCalls:
         """``in_thread(fn, *args, discard=discard)``, counted (see the class docstring)."""
         name = getattr(fn, "__qualname__", None) or repr(fn)
         try:
-            token = self._enter(name, None)
+            token = self._enter(name, None, queued=(asyncio.get_running_loop(), refused, args))
         except StorageError:
             if refused is not None:
                 refused(*args)
@@ -985,8 +1019,12 @@ class StoreCalls:
 
         def call(*a: Any) -> T:
             with self._cond:
-                self._calls[token] = (threading.get_ident(), name)
+                given_up = token not in self._calls  # (by a close, its loop closed: refused already)
+                if not given_up:
+                    self._calls[token] = (threading.get_ident(), name, None)
                 go = not self.closing
+            if given_up:
+                raise self.closed_error()
             try:
                 if not go:
                     if refused is not None:
@@ -1017,10 +1055,10 @@ class StoreCalls:
 
     def _unstarted(self, token: int, refused: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
         """A call that never reached a thread (the executor refused it, or dropped it before
-        it started: ``call`` never runs) leaves the count, and ``refused(*args)`` releases what
-        its arguments hold (an image pins the database until it is released; left to the
-        garbage collector, the lock stayed held after the close). Nothing for a call that ran:
-        it left by itself."""
+        it started: ``call`` never runs; or it is queued on a loop that closed) leaves the
+        count, and ``refused(*args)`` releases what its arguments hold (an image pins the
+        database until it is released; left to the garbage collector, the lock stayed held
+        after the close). Nothing for a call that started: it leaves by itself. Any thread."""
         with self._cond:
             if token not in self._calls or self._calls[token][0] is not None:
                 return
@@ -1028,27 +1066,55 @@ class StoreCalls:
         if refused is not None:
             try:
                 refused(*args)
-            except Exception:  # (on the loop, in a callback or the caller's error path: logged, not raised)
+            except Exception:  # (in a callback, the caller's error path or a close: logged, not raised)
                 log.exception("releasing the arguments of a call of %s at %r that never ran", self._what, self._path)
+
+    def _give_up_orphans(self) -> None:
+        """Give up the calls still queued on a loop that has closed (``_unstarted``): the
+        loop can no longer learn that its executor dropped one, and one its executor still
+        starts is refused (``call``). Under ``_cond``, which it releases meanwhile."""
+        orphans = [(t, q) for t, (ident, _, q) in self._calls.items()
+                   if ident is None and q is not None and q[0].is_closed()]
+        if orphans:
+            self._cond.release()
+            try:
+                for token, (_, refused, args) in orphans:
+                    self._unstarted(token, refused, args)
+            finally:
+                self._cond.acquire()
 
     def wait_idle(self) -> RuntimeError | None:
         """Block until no counted call runs except the calling thread's own, at most
-        ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on), then call the
-        ``release`` of the calling thread's own holds (``hold``). ``None`` when none is left;
-        otherwise the calls still running are given up on: logged at WARNING, naming the
-        store's path, and returned as the error the close reports."""
+        ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on), then ``give_up``.
+        Calls queued on a loop that has closed are given up at once (``_give_up_orphans``).
+        An exception raised in the wait (``KeyboardInterrupt``) leaves it: the caller
+        calls ``give_up`` (see the class docstring)."""
         here = threading.get_ident()
-        bound = CLOSE_CALLS_WAIT
-        deadline = time.monotonic() + bound
-
-        def others() -> list[str]:
-            return [name for ident, name in self._calls.values() if ident != here]
-
+        deadline = time.monotonic() + CLOSE_CALLS_WAIT
         with self._cond:
             self.closing = True
-            while (left := others()) and (rest := deadline - time.monotonic()) > 0:
-                self._cond.wait(rest)
-            own = [r for t, r in self._releases.items() if self._calls[t][0] == here]
+            while True:
+                self._give_up_orphans()
+                if not self._others(here) or (rest := deadline - time.monotonic()) <= 0:
+                    break
+                self._cond.wait(min(rest, QUEUED_POLL))
+        return self.give_up(f"{CLOSE_CALLS_WAIT:g}s after the close began")
+
+    def _others(self, here: int) -> list[str]:
+        """The names of the counted calls not of the thread ``here``. Under ``_cond``."""
+        return [name for ident, name, _ in self._calls.values() if ident != here]
+
+    def give_up(self, when: str) -> RuntimeError | None:
+        """Take no new call, give up the calls of other threads still counted, and call the
+        ``release`` of the calling thread's own holds (``hold``). ``None`` when no call of
+        another thread is left; otherwise the calls are logged at WARNING, naming the store's
+        path, and returned as the error the close reports (``when``: when they were given
+        up, for the message)."""
+        here = threading.get_ident()
+        with self._cond:
+            self.closing = True
+            left = self._others(here)
+            own = [self._releases.pop(t) for t in list(self._releases) if self._calls[t][0] == here]
             if left:
                 self._abandoned = True
         # This thread's own holds cannot end before the close returns: what they hold goes
@@ -1060,8 +1126,8 @@ class StoreCalls:
                 log.exception("closing %s at %r: releasing what a call of this thread holds", self._what, self._path)
         if not left:
             return None
-        why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {bound:g}s after the "
-               "close began: RocksDB is closed under them (they fail with StorageError), and its lock stays held "
-               "until they end")
+        why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {when}: RocksDB is "
+               "closed under them (they fail with StorageError), and its lock stays held until they end")
         log.warning("closing %s at %r: %s", self._what, self._path, why)
         return RuntimeError(why)
+

@@ -284,10 +284,10 @@ class RocksLogReader:
         if split == start:
             return tail
         # The iterator is the image of the log as of this call (RocksDB pins an implicit
-        # snapshot when it is created), so a truncate or purge written while a large read runs
-        # in its thread cannot tear it. NB: not ``cf.snapshot()``: rocksdict (0.3.x) iterates
-        # a snapshot's live data.
-        head = await self._read_stored(start, split, BoundedIter(s._entries, encode_index_key(split)))
+        # snapshot when it is created: ``_read_stored`` makes it before its first await), so
+        # a truncate or purge written while a large read runs in its thread cannot tear it.
+        # NB: not ``cf.snapshot()``: rocksdict (0.3.x) iterates a snapshot's live data.
+        head = await self._read_stored(start, split, None)
         head.extend(tail)
         return head
 
@@ -338,26 +338,53 @@ class RocksLogReader:
                     if not isinstance(part, list):
                         part[2].close()
 
-    async def _read_stored(self, start: int, stop: int, image: BoundedIter) -> list[Entry]:
-        """The entries ``[start, stop)`` from ``image`` (bounded at ``stop``), which must hold
-        all of them: in this thread up to ``INLINE_READ_MAX`` entries and
-        ``INLINE_READ_MAX_BYTES``, else in a worker thread (``READ_PIECE_MAX_BYTES`` at a time).
-        Raises ``StorageError`` on a short or failed read."""
+    async def _read_stored(self, start: int, stop: int, image: BoundedIter | None) -> list[Entry]:
+        """The entries ``[start, stop)`` from ``image`` (bounded at ``stop``; ``None``: one
+        made now), which must hold all of them: in this thread up to ``INLINE_READ_MAX``
+        entries and ``INLINE_READ_MAX_BYTES``, else in a worker thread
+        (``READ_PIECE_MAX_BYTES`` at a time). Raises ``StorageError`` on a short or failed
+        read.
+
+        What touches RocksDB in this thread (making the image, a read of a few entries, the
+        look for why a read came back short) is counted by the store's ``StoreCalls``
+        (``enter``), as the read in a worker thread is: a reader on another thread's loop
+        had RocksDB closed under it by a ``close()`` in another thread."""
         s = self._s
-        if s._calls.closing:  # (a read of ``_read_runs`` after an earlier one's wait)
-            image.close()
-            raise s._calls.closed_error()
         try:
-            got = _read_entries_inline(image, start) if stop - start <= INLINE_READ_MAX else None
-            if got is None:
-                got = await s._calls.run(_read_entries, image, start, refused=_close_image)
-        except Exception as e:  # e.g. an entry that does not decode
-            subject = f"reading log [{start}, {stop}) from {s.path!r}"
-            if is_rocksdb_corruption(e):  # a damaged block the open did not read
-                raise damaged_read(subject, e) from e
-            raise StorageError(subject, e) from e
+            token = s._calls.enter("reading the log")  # (refused for a read of ``_read_runs`` after an earlier one's wait)
+        except StorageError:
+            if image is not None:
+                image.close()
+            raise
+        try:
+            try:
+                if image is None:
+                    image = BoundedIter(s._entries, encode_index_key(stop))
+                got = _read_entries_inline(image, start) if stop - start <= INLINE_READ_MAX else None
+            except Exception as e:  # e.g. an entry that does not decode
+                raise self._read_error(start, stop, e) from e
+            if got is not None:
+                return self._whole(start, stop, got)
+        finally:
+            s._calls.leave(token)
+        try:
+            got = await s._calls.run(_read_entries, image, start, refused=_close_image)
+        except Exception as e:
+            raise self._read_error(start, stop, e) from e
         finally:
             del image  # _read_entries closed it; if the thread still runs, it owns it
+        if len(got) == stop - start:
+            return got
+        token = s._calls.enter("reading the log")  # (refused once the close began: the database may be closed)
+        try:
+            return self._whole(start, stop, got)
+        finally:
+            s._calls.leave(token)
+
+    def _whole(self, start: int, stop: int, got: list[Entry]) -> list[Entry]:
+        """``got``, the entries read of ``[start, stop)``, if none is missing; else the
+        ``StorageError`` saying why (counted by the caller)."""
+        s = self._s
         if len(got) != stop - start:
             if s._calls.abandoned:
                 # Given up by the close past ``CLOSE_CALLS_WAIT``, RocksDB closed under it:
@@ -366,6 +393,13 @@ class RocksLogReader:
             cause = _short_read_cause(s._entries, start + len(got), len(got))
             raise StorageError(f"reading log [{start}, {stop}) from {s.path!r}", cause) from cause
         return got
+
+    def _read_error(self, start: int, stop: int, e: Exception) -> StorageError:
+        """The ``StorageError`` of a read of ``[start, stop)`` that failed with ``e``."""
+        subject = f"reading log [{start}, {stop}) from {self._s.path!r}"
+        if is_rocksdb_corruption(e):  # a damaged block the open did not read
+            return damaged_read(subject, e)
+        return StorageError(subject, e)
 
     async def read_vote(self) -> Vote | None:
         """The last vote saved (durably) with ``save_vote``, or ``None``."""
@@ -823,7 +857,9 @@ class RocksLogStore(RocksLogReader):
         at WARNING naming the path, RocksDB is closed under it (it then fails with
         ``StorageError``), and this raises ``StorageError``: RocksDB's lock stays held until
         that read ends. (Appends, truncates and purges are the writer thread's, which the
-        close drains and joins.)
+        close drains and joins.) A read of a few entries on another thread's loop is waited
+        for likewise. An exception raised during that wait (``KeyboardInterrupt``: Ctrl-C)
+        ends it as the bound does: the close completes, then raises that exception.
 
         Otherwise the lock is released whatever happens (also after a failed write: the same
         path can be opened again at once, in this process too). Raises ``StorageError``
@@ -833,10 +869,19 @@ class RocksLogStore(RocksLogReader):
         if self._closed:
             return
         self._closed = True
-        errors: list[BaseException] = []
-        abandoned = self._calls.wait_idle()
-        if abandoned is not None:
-            errors.append(abandoned)
+        try:
+            abandoned = self._calls.wait_idle()
+        except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C in the wait (raised again below): the close completes
+            gave_up = self._calls.give_up(f"when the close's wait was interrupted ({type(interrupt).__name__})")
+            try:
+                self._close_db([gave_up] if gave_up is not None else [])
+            finally:
+                raise interrupt  # (the interrupt wins over a failed close, chained to it)
+        self._close_db([abandoned] if abandoned is not None else [])
+
+    def _close_db(self, errors: list[BaseException]) -> None:
+        """``close()`` once no read of another thread runs (or they were given up):
+        ``errors`` so far."""
         if self._committed_unsaved:
             # Written, synced and covered by the acknowledged mark by the writer's close.
             wb = WriteBatch(raw_mode=True)
