@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     init = cv.add_parser("init", parents=[client], help="initialize a new cluster of the given nodes",
                          description="Initialize a cluster whose voters are the nodes at --endpoints "
                          "(their ids and raft addresses are read from their GET /cluster/status); "
-                         "the first endpoint receives POST /cluster/init. Refused, nothing sent, when "
+                         "the first endpoint receives POST /cluster/init (the next one, in turn, when it "
+                         "refuses doing nothing: a node that is stopping). Refused, nothing sent, when "
                          "one of them is in a cluster already (a cluster is initialized once).")
     init.set_defaults(run=_cluster_init)
 
@@ -629,7 +630,9 @@ async def _cluster_init(args: argparse.Namespace) -> int:
         if deadline.expired():
             raise CliError(f"init: nothing sent: the nodes' statuses took the whole --timeout of {args.timeout:g}s")
         left = deadline.left()
-        r = _check(await c.init(members, endpoint=c.endpoints[0], deadline=left, attempt_timeout=left), "init")
+        # The first endpoint takes it, or the next when one refused, doing nothing: a node
+        # whose stop began since its status was read.
+        r = _check(await c.init(members, deadline=left, attempt_timeout=left), "init")
         if r.status != 200:
             raise CliError(f"init failed: HTTP {r.status}")
         print(f"initialized: voters {sorted(members)}")

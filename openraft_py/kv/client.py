@@ -79,7 +79,7 @@ import random
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self, TypedDict, Unpack
 
 import aiohttp
@@ -595,15 +595,20 @@ class KvClient:
         follow: bool = True,
         deadline: float | None = None,
         attempt_timeout: float | None = None,
+        next_endpoints: Sequence[str] = (),
     ) -> Response:
         """Run one call: ``method`` on ``path`` (with the query string), sending ``body``
         (raw) or ``json``; see the module docstring for the retries and the outcome.
 
         ``endpoint``: send the first attempt there (and only there when ``follow`` is
         false: no redirects followed, no other endpoint tried; a 307 is then answered
-        as is, outcome ``OK``). ``deadline`` / ``attempt_timeout`` override the client's
-        (``TypeError`` / ``ValueError``, nothing sent, unless a finite number above 0, at most a day).
-        ``RuntimeError`` (nothing sent) once the client is closed."""
+        as is, outcome ``OK``). ``next_endpoints`` (with ``follow`` false): where a refusal
+        before anything was done (a refused connection, a 408, a 503 naming no leader or
+        saying ``"stopping": true``) sends the call on, each in turn, once; the call fails
+        once each refused, its ``error`` naming every refusal. ``deadline`` /
+        ``attempt_timeout`` override the client's (``TypeError`` / ``ValueError``, nothing
+        sent, unless a finite number above 0, at most a day). ``RuntimeError`` (nothing
+        sent) once the client is closed."""
         if self._closed:
             raise RuntimeError("the KvClient is closed: make a new one")
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
@@ -626,6 +631,9 @@ class KvClient:
         node = endpoint if endpoint is not None else self._pick()
         url = f"http://{node}{path}"
         last: tuple[int | None, bytes, str] = (None, b"", "")
+        # Not following: the endpoints a refusal goes on to, and the refusals so far.
+        then = list(next_endpoints) if not follow else []
+        refusals: list[str] = []
         while True:
             remaining = end - loop.time()
             if remaining <= 0 or (remaining < _RETRY_MIN and attempts):
@@ -640,8 +648,8 @@ class KvClient:
             except _Refused as e:
                 in_no_cluster.pop(node, None)
                 last = (None, b"", str(e))
-                if not follow:
-                    return Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries)
+                if not follow and not then:
+                    return self._refused(Response(Outcome.FAIL, None, b"", node, str(e), redirects, retries), refusals)
             except _Unknown as e:
                 in_no_cluster.pop(node, None)
                 if not follow or not idempotent:
@@ -678,8 +686,9 @@ class KvClient:
                     # connections it closes (``http_api.StoppingConnections``, ``IdleConnections``),
                     # and a node whose body came too slowly; either way the next node may take it.
                     last = (status, rbody, f"HTTP 408: {_one_line(rbody)}")
-                    if not follow:
-                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
+                    if not follow and not then:
+                        return self._refused(Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries),
+                                             refusals)
                 elif 400 <= status < 500:
                     return Response(Outcome.FAIL, status, rbody, node, f"HTTP {status}: {_one_line(rbody)}",
                                     redirects, retries)
@@ -688,8 +697,9 @@ class KvClient:
                     # a refusal like a refused connection, retried at the next endpoint, a
                     # write too.
                     last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
-                    if not follow:
-                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
+                    if not follow and not then:
+                        return self._refused(Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries),
+                                             refusals)
                 elif status == 503 and _nothing_done(rbody):
                     # The node did nothing of the request and says so, for the request's own
                     # sake (a host name its resolver could not tell about, which the leader,
@@ -699,8 +709,9 @@ class KvClient:
                                     retries)
                 elif status == 503 and _no_leader_refusal(rbody):
                     last = (status, rbody, f"HTTP 503: {_one_line(rbody)}")
-                    if not follow:
-                        return Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries)
+                    if not follow and not then:
+                        return self._refused(Response(Outcome.FAIL, status, rbody, node, last[2], redirects, retries),
+                                             refusals)
                     if _in_no_cluster(rbody):
                         now = loop.time()
                         in_no_cluster[node] = now if no_cluster_since is None else no_cluster_since
@@ -717,14 +728,28 @@ class KvClient:
                         return self._unknown(Response(Outcome.INFO, status, rbody, node, why, redirects, retries),
                                              follow)
                     last = (status, rbody, why)
-            # Try again: after a pause, at the next endpoint (or the leader last heard of).
             again = True
+            if not follow:  # (a refusal, with endpoints left to send the call on to)
+                refusals.append(f"{node}: {last[2]}")
+                node = then.pop(0)
+                url = f"http://{node}{path}"
+                continue
+            # Try again: after a pause, at the next endpoint (or the leader last heard of).
             hops = 0
             self._rotate(node)
             await asyncio.sleep(min(pause * (0.5 + random.random()), max(0.0, end - loop.time())))
             pause = min(pause * 2, self.max_backoff)
             node = self._pick()
             url = f"http://{node}{path}"
+
+    @staticmethod
+    def _refused(r: Response, refusals: list[str]) -> Response:
+        """``r``, the last refusal of a call not following redirects, naming the earlier
+        ones (``refusals``: ``"host:port: why"``) when it was sent on (``next_endpoints``)."""
+        if not refusals:
+            return r
+        error = "; ".join([*refusals, f"{r.node}: {r.error}"])
+        return replace(r, error=f"every endpoint refused it, nothing was done: {error}")
 
     @staticmethod
     def _gave_up(attempts: int, last: tuple[int | None, bytes, str], node: str, redirects: int, retries: int,
@@ -824,10 +849,14 @@ class KvClient:
 
     async def init(self, members: Mapping[int, tuple[str, str]], endpoint: str | None = None,
                    **kw: Unpack[CallTimes]) -> Response:
-        """``POST /cluster/init`` at ``endpoint`` (default: the first endpoint) with
-        ``members`` = ``{id: (raft_addr, http_addr)}``; not redirected. ``TypeError`` /
-        ``ValueError`` (nothing sent) unless ``members`` maps at least one node id to a pair
-        of ``str`` (the service refuses an empty one with 400, after a round trip)."""
+        """``POST /cluster/init`` at ``endpoint`` with ``members`` = ``{id: (raft_addr,
+        http_addr)}``; not redirected. Without ``endpoint``, at the first endpoint, and on
+        to the next one, each in turn, when one refused before doing anything: a node whose
+        stop began (its 503 with ``"stopping": true``, the 408 of its idle connection, or
+        its HTTP port closed: a refused connection) does not fail the init that the others
+        can take (``request``'s ``next_endpoints``). ``TypeError`` / ``ValueError``
+        (nothing sent) unless ``members`` maps at least one node id to a pair of ``str``
+        (the service refuses an empty one with 400, after a round trip)."""
         if not isinstance(members, Mapping):
             raise TypeError(f"members is a mapping of node ids to (raft_addr, http_addr), got "
                             f"{type(members).__name__} {quoted(members)}")
@@ -839,8 +868,10 @@ class KvClient:
                 raise TypeError(f"member {i}: its addresses are a (raft_addr, http_addr) pair of str, got "
                                 f"{type(addrs).__name__} {quoted(addrs)}")
         body = {"members": {str(i): {"raft_addr": r, "http_addr": h} for i, (r, h) in members.items()}}
-        return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint or self.endpoints[0],
-                                  follow=False, **kw)
+        if endpoint is not None:
+            return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint, follow=False, **kw)
+        return await self.request("POST", "/cluster/init", json=body, endpoint=self.endpoints[0], follow=False,
+                                  next_endpoints=self.endpoints[1:], **kw)
 
     async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Unpack[CallOptions]) -> Response:
         """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``).
