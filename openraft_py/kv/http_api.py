@@ -78,8 +78,8 @@ sent yet (clients that do not read them) would pass ``MAX_ANSWER_BYTES_WAITING``
 503 with ``Retry-After`` (``check_answer_room``);
 unknown paths -> 404; wrong methods -> 405 (both at once, without ``100 Continue``:
 ``_unmatched``); ``Fatal`` (the node stopped)
--> 503 (with ``"outcome_unknown": true`` but for a ``GET``: a write it stopped under may
-have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
+-> 503 (with ``"outcome_unknown": true`` but for a ``GET`` or a request made once the Raft had stopped, which say
+``"stopping": true``: a write it stopped under may have been appended and committed), logged (an ERROR, but at INFO for ``Stopped`` once ``stop()`` began: the stop was
 asked for; and at INFO once the node stopped on its own: its core logged why at ERROR,
 ``KvNode.stopped_on_its_own``); a node that is stopping answers new requests 503 (with ``leader_id`` and
 ``"stopping": true``: nothing was done, another node may take the request), and every answer then closes its
@@ -88,7 +88,9 @@ add-learner whose raft host names it was resolving) gets 503 with ``"outcome_unk
 ``"stopping": true`` (``ServiceUnavailable.stopping``; without ``stopping``, ``"outcome_unknown": false`` is a
 refusal of the request itself: a host name the resolver could not tell about); each idle connection it answers at
 once with an unsolicited 408 and closes without reading a request on it again
-(``StoppingConnections``). Nothing is half-applied: validation
+(``StoppingConnections``). Every other 503 of a request the node did nothing of while it stops or once its Raft has
+stopped (``_stopping``: a read in flight, the redirect rule's "no leader", a request made after the Raft stopped on
+its own, a write then with ``"outcome_unknown": false``) says ``"stopping": true`` too. Nothing is half-applied: validation
 runs before the one Raft call a request makes.
 
 The rest of a body that an answer left unread (a redirect, a 413, 415 or 501, a 503 of the
@@ -1270,10 +1272,33 @@ async def metrics(request: web.Request) -> web.Response:
 # -- errors ----------------------------------------------------------------------------------------
 
 
+def _stopping(node: KvNode) -> bool:
+    """Whether ``node``'s stop began (``accepting`` false) or its Raft has stopped (asked
+    to, or on its own: a storage failure). A 503 for a request it did nothing of then says
+    ``"stopping": true`` (``_stopping_extra``): the request may go to another node at once."""
+    return not node.accepting or node.raft_stopped()
+
+
+def _stopping_extra(node: KvNode) -> dict[str, bool]:
+    """The extra field of a 503 for a request ``node`` did nothing of (``_stopping``)."""
+    return {"stopping": True} if _stopping(node) else {}
+
+
 def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Response:
     if e.outcome_unknown:
         return _error(503, str(e), outcome_unknown=True, leader_id=e.leader_id)
     leader_id, http = node.leader(e)
+    if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
+        http = node.opts.http_addr
+    if leader_id is None or http is None:  # a 503: nothing was appended
+        return _no_leader(node, leader_id)
+    location = f"http://{http}{request.raw_path}"
+    return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
+
+
+def _no_leader(node: KvNode, leader_id: int | None) -> web.Response:
+    """The redirect rule's 503 (no leader known, or none whose HTTP address is known);
+    ``"stopping": true`` too when the node stops (``_stopping``)."""
     if leader_id is None and not node.initialized():  # retrying will not help: say what will
         # A member started again on an empty data directory (its data lost) answers this too
         # until its leader reaches it: the node cannot tell itself from a new one (see
@@ -1284,15 +1309,12 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
                            "was a member of a running cluster (its data directory lost or new), do not init it, "
                            "which would start a second cluster: its leader reaches it if it is still a member; "
                            "otherwise add it back with 'openraft-py cluster add-learner'",
-                      leader_id=None, initialized=False)  # (KvClient stops once every endpoint says so)
+                      # (KvClient stops once every endpoint says so)
+                      leader_id=None, initialized=False, **_stopping_extra(node))
     if leader_id is None:
-        return _error(503, "no leader is known; retry later", leader_id=None)
-    if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
-        http = node.opts.http_addr
-    if http is None:
-        return _error(503, f"the HTTP address of leader {leader_id} is unknown", leader_id=leader_id)
-    location = f"http://{http}{request.raw_path}"
-    return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
+        return _error(503, "no leader is known; retry later", leader_id=None, **_stopping_extra(node))
+    return _error(503, f"the HTTP address of leader {leader_id} is unknown", leader_id=leader_id,
+                  **_stopping_extra(node))
 
 
 _LEADER_ONLY_BODIES = frozenset({("PUT", "/kv/{key}"), ("POST", "/kv/{key}/cas"), ("POST", "/cluster/learners"),
@@ -1426,7 +1448,10 @@ def _client_mistake(kind: str, fmt: str, *args: object) -> None:
         log.info(fmt, *args)
 
 
-def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Response:
+def _map_error(node: KvNode, request: web.Request, e: BaseException, stopped_before: bool = False) -> web.Response:
+    """The answer to a request whose handling raised ``e``. ``stopped_before``: the node's
+    Raft had stopped before the request began (``_errors_and_counts``), so it appended
+    nothing of it."""
     if isinstance(e, BadRequest):
         return _error(400, str(e))
     if isinstance(e, Overloaded):  # its body unread (read and dropped after the answer: _answer_then_drop_body)
@@ -1469,12 +1494,19 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
                             "its own: %s", request.method, request.path, type(e).__name__)
         else:
             log.error("%s %s: the node has stopped: %r", request.method, request.path, e)
-        if request.method != "GET":
+        if request.method != "GET" and not stopped_before:
             # A write (or membership change) the node stopped under may have been appended,
             # and committed by the others: a leader whose disk filled stopped during a write
             # the next leader then held. Without the flag, the 503 read as "nothing was done".
             return _error(503, f"the node has stopped: {type(e).__name__}: {e}", outcome_unknown=True)
-        return _error(503, f"the node has stopped: {type(e).__name__}: {e}")
+        # A read, or a request that came once the node's Raft had stopped: nothing was
+        # done, for no reason of the request's; another node may take it (``KvClient``
+        # sends it there). A read's 503 said neither, a write's "outcome_unknown": true. (A
+        # read's says no ``outcome_unknown``: a client from before ``stopping`` read a false
+        # one as a refusal of the request itself, not retried, as ``_refused_at_once``.)
+        if request.method == "GET":
+            return _error(503, f"the node has stopped: {type(e).__name__}: {e}", stopping=True)
+        return _error(503, f"the node has stopped: {type(e).__name__}: {e}", outcome_unknown=False, stopping=True)
     if isinstance(e, ServiceUnavailable) and e.nothing_done:
         # Said in the body: a bare 503 of a write is an unknown outcome to a client (the
         # bound of an add-learner ran out with the learner added, say); this one is a refusal.
@@ -1484,6 +1516,8 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException) -> web.Resp
             return _error(503, f"{type(e).__name__}: {e}", outcome_unknown=False, stopping=True)
         return _error(503, f"{type(e).__name__}: {e}", outcome_unknown=False)
     if isinstance(e, (LinearizableReadError, RPCError, WaitTimeout, ServiceUnavailable)):
+        if request.method == "GET":  # a read did nothing: one of a stopping node says so
+            return _error(503, f"{type(e).__name__}: {e}", **_stopping_extra(node))
         return _error(503, f"{type(e).__name__}: {e}")
     log.exception("%s %s failed", request.method, request.path, exc_info=e)
     return _error(500, f"internal error: {type(e).__name__}")
@@ -1596,6 +1630,8 @@ async def _errors_and_counts(
     else:
         node.request_started()
         taken = 0
+        # (A write that came once the Raft had stopped appended nothing: ``_map_error``.)
+        stopped_before = request.method != "GET" and node.raft_stopped()
         try:
             forward = _redirects_unread(node, request)
             if forward is not None:
@@ -1618,7 +1654,7 @@ async def _errors_and_counts(
                 headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "location")}
                 resp = _json({"error": e.reason}, e.status, headers=headers)
         except Exception as e:  # noqa: BLE001 - every failure becomes an HTTP answer
-            resp = _map_error(node, request, e)
+            resp = _map_error(node, request, e, stopped_before)
         finally:
             try:
                 if taken:

@@ -1272,6 +1272,11 @@ class KvNode:
             self._stop_task.add_done_callback(lambda _: _RUNNING.discard(self))
         await asyncio.shield(self._stop_task)
 
+    def raft_stopped(self) -> bool:
+        """Whether this node's Raft has stopped: asked to (``stop()``), or on its own
+        (``stopped_on_its_own``). ``False`` before it was made."""
+        return self.raft is not None and not self.raft.metrics.running
+
     def stopped_on_its_own(self) -> bool:
         """Whether Raft stopped by itself on a ``Fatal`` error (a storage failure: a full
         disk, an I/O error), which its core logged at ERROR; not a stop that was asked for."""

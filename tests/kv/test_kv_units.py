@@ -317,6 +317,9 @@ class _FakeNode:
     def stopped_on_its_own(self) -> bool:
         return False
 
+    def raft_stopped(self) -> bool:
+        return False
+
     accepting = True
 
 
