@@ -650,7 +650,7 @@ def _in_a_cluster(status: dict[str, Any]) -> bool:
 def _refuse_nodes_in_a_cluster(endpoints: list[str], statuses: list[Any]) -> None:
     """``CliError`` (nothing sent) when a node to initialize is in a cluster already: its
     status names voters, learners or a leader. The init would go to the
-    first endpoint, and if that node had not heard from the cluster yet (its data directory
+    first endpoint (or a later one, when those before it refuse it as they stop), and if that node had not heard from the cluster yet (its data directory
     new, the cluster's leader not elected yet, or the node left out of the first init), it
     would start a second cluster sharing nodes with the first: two leaders, each taking
     writes the other's nodes do not hold. Before, only the first endpoint's own refusal (409,
