@@ -192,3 +192,13 @@ def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
         return _load_impl(request.param)
     except ImportError as exc:
         pytest.fail(f"compiled kernels failed to import (run `make build`): {exc!r}")
+
+
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache directory for every type check this process runs (each pytest-xdist
+    worker has its own, so no two mypy runs write it at once): the package's and the standard
+    library's types are checked once per worker, not once per test (each cold run took 5-25 s).
+    A checked program is always checked again (its source is new), so its errors are
+    reported as without a cache."""
+    return tmp_path_factory.mktemp("mypy-cache")

@@ -28,13 +28,8 @@ def test_every_example_directory_is_checked() -> None:
     assert {p.parent.name for p in EXAMPLES.glob("*/main.py")} == set(EXAMPLE_DIRS)
 
 
-
-@pytest.fixture(scope="module")
-def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One mypy cache for the examples' checks: the package's types are checked once, not once
-    an example (each run took 15-22 s of a 2-core machine's ``make test``, mostly on them)."""
-    return tmp_path_factory.mktemp("mypy-cache")
-
+# ``mypy_cache`` (tests/conftest.py): one cache for every type check of this worker, so the
+# package's types are checked once, not once an example (each cold run took 15-22 s).
 
 @pytest.mark.parametrize("example", EXAMPLE_DIRS)
 def test_the_example_type_checks_strict(example: str, mypy_cache: Path) -> None:

@@ -38,7 +38,7 @@ def _python_blocks(page: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
 
 
-def _mypy_strict(program: str, tmp_path: Path) -> None:
+def _mypy_strict(program: str, tmp_path: Path, cache: Path) -> None:
     """Fail with mypy's report unless ``program`` checks clean under ``mypy --strict``."""
     pytest.importorskip("mypy", reason="mypy is not installed (the lint extra)")
     path = tmp_path / "doc_program.py"
@@ -47,26 +47,26 @@ def _mypy_strict(program: str, tmp_path: Path) -> None:
     # the package followed silently as an installed one is: only the page's code reports.
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
-         "--no-error-summary", "--hide-error-context", str(path)],
+         "--no-error-summary", "--hide-error-context", "--cache-dir", str(cache), str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     assert r.returncode == 0, r.stdout + r.stderr + "\n" + program
 
 
-def test_the_getting_started_program_type_checks(tmp_path: Path) -> None:
+def test_the_getting_started_program_type_checks(tmp_path: Path, mypy_cache: Path) -> None:
     # The page's blocks run in order in one `python -m asyncio` session (top-level await):
     # here, the body of one coroutine.
     blocks = _python_blocks("getting-started.md")
     assert len(blocks) >= 4
     body = "\n".join("    " + line if line else "" for block in blocks for line in block.splitlines())
-    _mypy_strict("async def getting_started() -> None:\n" + body + "\n", tmp_path)
+    _mypy_strict("async def getting_started() -> None:\n" + body + "\n", tmp_path, mypy_cache)
 
 
-def test_the_storage_guides_stores_satisfy_the_protocols(tmp_path: Path) -> None:
+def test_the_storage_guides_stores_satisfy_the_protocols(tmp_path: Path, mypy_cache: Path) -> None:
     blocks = _python_blocks("guides/storage.md")
     log_store = next(b for b in blocks if "class ListLogStore" in b)
     state_machine = next(b for b in blocks if "class CounterStateMachine" in b)
-    _mypy_strict(log_store + "\n" + state_machine + PROTOCOL_CHECKS, tmp_path)
+    _mypy_strict(log_store + "\n" + state_machine + PROTOCOL_CHECKS, tmp_path, mypy_cache)
 
 
 def _run_python_blocks(page: str) -> list[str]:
@@ -91,7 +91,7 @@ SESSION_PAGES = (
 untyped sketch functions): the getting-started page's rule holds for them too."""
 
 
-def test_the_guides_sessions_type_check(tmp_path: Path) -> None:
+def test_the_guides_sessions_type_check(tmp_path: Path, mypy_cache: Path) -> None:
     """Each page's blocks, in order, as the body of one coroutine (as ``tests/test_docs.py``
     runs them), pass ``mypy --strict``: a strict user who copies them must not find the page
     reading a value the API types as optional without a check (a snapshot ``None`` before the
@@ -107,7 +107,7 @@ def test_the_guides_sessions_type_check(tmp_path: Path) -> None:
         paths.append(str(path))
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
-         "--no-error-summary", "--hide-error-context", "--cache-dir", str(tmp_path / "mypy-cache"), *paths],
+         "--no-error-summary", "--hide-error-context", "--cache-dir", str(mypy_cache), *paths],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -33,13 +33,13 @@ async def calls(client: KvClient) -> list[Response]:
 '''
 
 
-def test_a_misspelt_or_foreign_call_option_fails_mypy_strict(tmp_path: Path) -> None:
+def test_a_misspelt_or_foreign_call_option_fails_mypy_strict(tmp_path: Path, mypy_cache: Path) -> None:
     pytest.importorskip("mypy", reason="mypy is not installed (the lint extra)")
     path = tmp_path / "kv_calls.py"
     path.write_text(WRONG)
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
-         "--no-error-summary", "--hide-error-context", str(path)],
+         "--no-error-summary", "--hide-error-context", "--cache-dir", str(mypy_cache), str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     errors = [line.split(": error: ", 1)[1] for line in r.stdout.splitlines() if ": error: " in line]

@@ -18,15 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.timeout(300)
 
 
-def mypy_strict_errors(program: str, tmp_path: Path) -> list[str]:
+def mypy_strict_errors(program: str, tmp_path: Path, cache: Path) -> list[str]:
     """The error messages of ``mypy --strict`` on ``program`` (from the checkout, with its
-    configuration; the package followed silently, as mypy treats an installed one)."""
+    configuration; the package followed silently, as mypy treats an installed one), with the
+    mypy cache ``cache`` (the ``mypy_cache`` fixture)."""
     pytest.importorskip("mypy", reason="mypy is not installed (the lint extra: pip install -e '.[lint]')")
     path = tmp_path / "user_mistakes.py"
     path.write_text(program)
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-warn-unused-configs",
-         "--no-error-summary", "--hide-error-context", "--no-incremental", str(path)],
+         "--no-error-summary", "--hide-error-context", "--cache-dir", str(cache), str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     assert "error: " in r.stdout or r.returncode == 0, r.stdout + r.stderr
@@ -43,12 +44,12 @@ simulation = openraft_py.testing.simulation
 '''
 
 
-def test_a_misspelt_name_of_a_lazily_loading_package_is_an_error(tmp_path: Path) -> None:
+def test_a_misspelt_name_of_a_lazily_loading_package_is_an_error(tmp_path: Path, mypy_cache: Path) -> None:
     """``openraft_py.testing``, ``openraft_py.testing.jepsen`` and ``openraft_py.storage.rocks``
     load some names on first use (a module ``__getattr__``): mypy took that function as
     declaring every name, ``Any``, so a misspelt import type-checked and raised
     ``ImportError`` only when run."""
-    errors = mypy_strict_errors(MISSPELT_LAZY_NAMES, tmp_path)
+    errors = mypy_strict_errors(MISSPELT_LAZY_NAMES, tmp_path, mypy_cache)
     assert len(errors) == 4, errors
     assert '"openraft_py.storage.rocks" has no attribute "RocksLogStor"' in errors[0], errors
     assert '"openraft_py.testing" has no attribute "Clustr"' in errors[1], errors
@@ -83,11 +84,11 @@ def grow(raft: Raft, m: Membership) -> None:
 '''
 
 
-def test_changing_a_memberships_nodes_is_an_error(tmp_path: Path) -> None:
+def test_changing_a_memberships_nodes_is_an_error(tmp_path: Path, mypy_cache: Path) -> None:
     """``Membership.nodes`` refuses changes when run (``TypeError``: the membership a
     program reads is the node's own); typed ``dict``, mypy accepted every change. It is a
     read-only ``Mapping`` to type checkers now; a ``dict`` of one's own still type-checks."""
-    errors = mypy_strict_errors(CHANGED_MEMBERSHIP_NODES, tmp_path)
+    errors = mypy_strict_errors(CHANGED_MEMBERSHIP_NODES, tmp_path, mypy_cache)
     assert len(errors) == 4, errors
     assert 'Unsupported target for indexed assignment ("Mapping[int, BasicNode]")' in errors[0], errors
     assert '"Mapping[int, BasicNode]" has no attribute "clear"' in errors[1], errors
@@ -123,11 +124,11 @@ def followers(raft: Raft) -> dict[NodeId, int]:
 '''
 
 
-def test_changing_the_metrics_replication_is_an_error(tmp_path: Path) -> None:
+def test_changing_the_metrics_replication_is_an_error(tmp_path: Path, mypy_cache: Path) -> None:
     """``RaftMetrics.replication`` was typed ``dict``: a program that changed it (to keep the
     followers only) type-checked, and changed the node's current metrics, which every reader
     shares, until the next change. It is a read-only ``Mapping`` to type checkers now."""
-    errors = mypy_strict_errors(CHANGED_METRICS_REPLICATION, tmp_path)
+    errors = mypy_strict_errors(CHANGED_METRICS_REPLICATION, tmp_path, mypy_cache)
     assert len(errors) == 2, errors
     assert '"Mapping[int, int]" has no attribute "pop"' in errors[0], errors
     assert 'Unsupported target for indexed assignment ("Mapping[int, int]")' in errors[1], errors
@@ -156,13 +157,13 @@ async def parts() -> dict[str, str]:
 '''
 
 
-def test_a_clusters_state_machines_and_log_stores_are_typed(tmp_path: Path) -> None:
+def test_a_clusters_state_machines_and_log_stores_are_typed(tmp_path: Path, mypy_cache: Path) -> None:
     """``Cluster.state_machines`` and ``log_stores`` were ``dict[NodeId, Any]``: a misspelt
     attribute of a node's state machine (``c.state_machines[1].dta``) passed ``mypy
     --strict`` and raised ``AttributeError`` when run. ``Cluster`` is generic in the types
     its factories return now, and refuses a factory of something that is not a state
     machine."""
-    errors = mypy_strict_errors(CLUSTER_PARTS, tmp_path)
+    errors = mypy_strict_errors(CLUSTER_PARTS, tmp_path, mypy_cache)
     assert len(errors) == 3, errors
     assert '"MemStateMachine" has no attribute "dta"' in errors[0], errors
     assert '"MemLogStore" has no attribute "purge_log"' in errors[1], errors
@@ -183,10 +184,10 @@ def smaller_writes(raft: Raft) -> Config:
 '''
 
 
-def test_changing_a_running_nodes_config_is_an_error(tmp_path: Path) -> None:
+def test_changing_a_running_nodes_config_is_an_error(tmp_path: Path, mypy_cache: Path) -> None:
     """``raft.config`` is the node's own settings, read-only when run (``RunningConfig``,
     ``AttributeError``): mypy refuses the change too; a ``Config`` of one's own made from
     it, or a changed copy, type-checks."""
-    errors = mypy_strict_errors(CHANGED_RUNNING_CONFIG, tmp_path)
+    errors = mypy_strict_errors(CHANGED_RUNNING_CONFIG, tmp_path, mypy_cache)
     assert len(errors) == 1, errors
     assert 'Property "max_entry_bytes" defined in "RunningConfig" is read-only' in errors[0], errors

@@ -31,6 +31,6 @@ async def test_the_typed_cluster_part_runs() -> None:
     assert nodes == {1, 2, 3, 4}
 
 
-def test_the_typed_user_program_type_checks(tmp_path: Path) -> None:
+def test_the_typed_user_program_type_checks(tmp_path: Path, mypy_cache: Path) -> None:
     program = (Path(__file__).parent / "public_api_user.py").read_text()
-    assert mypy_strict_errors(program, tmp_path) == []
+    assert mypy_strict_errors(program, tmp_path, mypy_cache) == []

@@ -79,8 +79,8 @@ async def start() -> Raft:
 '''
 
 
-def test_a_state_machine_receiving_into_a_temporary_file_type_checks(tmp_path: Path) -> None:
-    assert mypy_strict_errors(SPOOLED_STATE_MACHINE, tmp_path) == []
+def test_a_state_machine_receiving_into_a_temporary_file_type_checks(tmp_path: Path, mypy_cache: Path) -> None:
+    assert mypy_strict_errors(SPOOLED_STATE_MACHINE, tmp_path, mypy_cache) == []
 
 
 class _SpooledMemStateMachine(MemStateMachine):

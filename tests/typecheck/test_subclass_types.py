@@ -64,8 +64,8 @@ async def main() -> None:
 '''
 
 
-def test_a_subclass_keeps_its_type(tmp_path: Path) -> None:
-    assert mypy_strict_errors(SUBCLASSES, tmp_path) == []
+def test_a_subclass_keeps_its_type(tmp_path: Path, mypy_cache: Path) -> None:
+    assert mypy_strict_errors(SUBCLASSES, tmp_path, mypy_cache) == []
 
 
 class _MyRaft(Raft):
