@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STAMP = $(VENV)/.stamp-install
 
-.PHONY: build lint test test-pure run bench sim sim-skew wheel jepsen docs clean
+.PHONY: build bytecode lint test test-pure run bench sim sim-skew wheel jepsen docs clean
 
 SEEDS ?= 1000
 
@@ -25,6 +25,13 @@ build: $(STAMP)
 	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -c 'import openraft_py._core as c; assert c.USING_EXTENSIONS, "compiled kernels did not load"'
 	env -u OPENRAFT_PY_NO_EXTENSIONS $(PY) -W error::RuntimeWarning -c 'from openraft_py._compiled import loaded_compiled as l; n = [m for m, c in l().items() if not c]; assert not n, f"not compiled: {n}"'
 
+# The checkout's bytecode, written ahead (only for sources changed since): the suite and the demo
+# start hundreds of Python processes, and where PYTHONDONTWRITEBYTECODE is set (as on these
+# machines) each one compiled every module of the package it imported from its source, about
+# 0.3 s of CPU a start (`openraft-py --help`: 0.75 s, 0.45 s with the bytecode written).
+bytecode: $(STAMP)
+	$(PY) -m compileall -q openraft_py tests bench examples
+
 # Static checks (configuration in pyproject.toml): mypy on the package; mypy --strict on a
 # program that uses the public API as a user's would (the library followed silently, as mypy
 # treats an installed package); ruff's lint rules (lint only, no reformatting).
@@ -41,16 +48,16 @@ lint: $(STAMP)
 TEST_JOBS ?= 3
 XDIST = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
-test: build lint
+test: build lint bytecode
 	$(PYTEST) $(XDIST) tests/
 
 # The pure-Python twins only (the compiled kernels' own tests are deselected).
-test-pure: build
+test-pure: build bytecode
 	OPENRAFT_PY_NO_EXTENSIONS=1 $(PYTEST) $(XDIST) --no-c-extensions tests/
 
 # The key-value service's demo (DESIGN §8): 3 `serve` processes, clients, a leader crash, a new member.
 # The in-process demo of the library alone: $(PY) -m openraft_py.demo
-run: build
+run: build bytecode
 	$(VENV)/bin/openraft-py demo
 
 # Every benchmark in one go (bench/run.py): the table, the plots and issue 14's acceptance
