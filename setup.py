@@ -130,26 +130,8 @@ def _write_source_hashes(modules: tuple) -> None:
         f.write(text)
 
 
-def _extensions() -> list:
-    if NO_EXTENSIONS:
-        return []
-    from Cython.Build import cythonize
-
-    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
-    # Strip release builds: gcc/clang on Linux take -s at link time (macOS's ld64 treats it
-    # as obsolete, MSVC has no such flag).
-    link_args = ["-s"] if not DEBUG and sys.platform.startswith("linux") else []
-    macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
-    extensions = [
-        Extension(
-            f"openraft_py._core.{name}",
-            [f"_core/{name}.pyx"],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            define_macros=macros,
-        )
-        for name in KERNELS
-    ]
+def _directives() -> dict:
+    """The Cython compiler directives both kinds of extension start from."""
     # ``binding=False``: the kernels' functions and methods are builtin functions and method
     # descriptors, which CPython calls without a function object of Cython's own: 5-12 ns
     # less per call (``LogIndex.term_at``, 1,000 lookups at random indexes in a list
@@ -159,40 +141,84 @@ def _extensions() -> list:
                   "binding": False}
     if DEBUG:
         directives.update(linetrace=True, binding=True)  # coverage's tracing wants function objects
+    return directives
+
+
+def _extensions() -> list:
+    """The extensions to build, their sources as written (``.pyx``, ``.py``): ``BuildExt``
+    has Cython translate them to C when it runs (``_cythonize``), and only then, so that a
+    command that compiles nothing (``sdist``, ``egg_info``, a build backend asked for its
+    requirements) does not run Cython over every module first (each did, twice in a wheel
+    build, and rewrote the checkout's generated C). Also writes the source hashes
+    (``_write_source_hashes``), which the sdist and the wheels carry."""
+    if NO_EXTENSIONS:
+        return []
+    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # Strip release builds: gcc/clang on Linux take -s at link time (macOS's ld64 treats it
+    # as obsolete, MSVC has no such flag).
+    link_args = ["-s"] if not DEBUG and sys.platform.startswith("linux") else []
+    macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
+    kernels = [
+        Extension(
+            f"openraft_py._core.{name}",
+            [f"_core/{name}.pyx"],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            define_macros=macros,
+        )
+        for name in KERNELS
+    ]
+    modules = _compiled_modules()
+    _write_source_hashes(modules)
+    compiled = [
+        Extension(
+            name,
+            [_module_source(name)],
+            extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+            extra_link_args=link_args,
+            define_macros=macros,
+        )
+        for name in modules
+    ]
+    return kernels + compiled
+
+
+def _cythonize(extensions: list) -> None:
+    """Translate the Cython sources of ``extensions`` to C, in place: the sources of each
+    kernel (a ``.pyx``) and of each compiled module (a ``.py``) become the generated C files.
+    Extensions already in C are left as they are (Cython is not imported for them)."""
+    kernels = [e for e in extensions if any(s.endswith(".pyx") for s in e.sources)]
+    modules = [e for e in extensions if any(s.endswith(".py") for s in e.sources)]
+    if not kernels and not modules:
+        return
+    from Cython.Build import cythonize
+
+    directives = _directives()
     # The kernels' methods of no or one argument take it positionally only
     # (``always_allow_keywords=False``): CPython calls them as METH_NOARGS / METH_O, without
     # parsing keywords (``LogIndex.term_at``, 1,000 lookups in a list comprehension: see
     # docs/design/performance.md, the nineteenth round).
-    kernels = cythonize(
-        extensions,
+    translated = cythonize(
+        kernels,
         nthreads=JOBS,
         include_path=[_pxd_include_dir()],
         compiler_directives=dict(directives, always_allow_keywords=False),
         annotate=ANNOTATE,
-    )
+    ) if kernels else []
     # The package's own modules, compiled as written: type annotations are not C types
     # (``annotation_typing``), functions keep their Python signatures (``binding``). The
     # generated C goes to build/, not beside the sources.
-    modules = _compiled_modules()
-    _write_source_hashes(modules)
-    module_directives = dict(directives, annotation_typing=False, binding=True)
-    compiled = cythonize(
-        [
-            Extension(
-                name,
-                [_module_source(name)],
-                extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
-                extra_link_args=link_args,
-                define_macros=macros,
-            )
-            for name in modules
-        ],
-        build_dir=os.path.join("build", "cython"),
-        nthreads=JOBS,
-        compiler_directives=module_directives,
-        annotate=ANNOTATE,
-    )
-    return kernels + compiled
+    if modules:
+        translated += cythonize(
+            modules,
+            build_dir=os.path.join("build", "cython"),
+            nthreads=JOBS,
+            compiler_directives=dict(directives, annotation_typing=False, binding=True),
+            annotate=ANNOTATE,
+        )
+    by_name = {e.name: e for e in translated}
+    for ext in kernels + modules:
+        ext.sources = list(by_name[ext.name].sources)
 
 
 def _without_rpath(command: list) -> list:
@@ -244,6 +270,7 @@ class BuildExt(build_ext):
         super().finalize_options()
 
     def build_extensions(self) -> None:
+        _cythonize(self.extensions)
         for attr in ("linker_so", "linker_so_cxx"):
             command = getattr(self.compiler, attr, None)
             if isinstance(command, list):
