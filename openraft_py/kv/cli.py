@@ -168,10 +168,16 @@ def _ids(text: str) -> list[int]:
     """Node ids, comma-separated (spaces around each allowed), each as ``argtypes.node_id``
     takes one (``int`` read ``1_0`` as 10, and ``+1`` or other scripts' digits (``\\u0661``)
     as 1), and each once: ``--voters 1,1,2`` made the voters 1 and 2 without a word, where
-    the second 1 was likely a typo for another node."""
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
+    the second 1 was likely a typo for another node. An empty item (``1,,3``, ``1,2,``) is
+    refused, as ``parse_endpoints`` refuses one: it is an id left out (``$A,$B,$C`` with
+    ``B`` unset), and dropping it made a change of the voters remove that node."""
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node ids")
+    for n, item in enumerate(items, 1):
+        if not item:
+            raise argparse.ArgumentTypeError(f"{text!r}: id {n} of {len(items)} is empty (a comma too many, "
+                                             "or an id left out)")
     try:
         ids = [_node_id(x) for x in items]
     except argparse.ArgumentTypeError as e:

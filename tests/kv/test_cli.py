@@ -168,6 +168,13 @@ BAD = [
     (["cluster", "members", "--voters", "1,2_0", "--timeout", "0.5"], "'2_0' is not a node id (written in the digits"),
     # The voters 1 and 2 were made without a word; the second 1 was likely a typo for another id.
     (["cluster", "members", "--voters", "1,1,2", "--timeout", "0.5"], "argument --voters: '1,1,2' names node 1 twice"),
+    # An id left out (``--voters $A,$B,$C`` with B unset): the voters 1 and 3 were made without a
+    # word, removing node 2, where --endpoints refuses the same list.
+    (["cluster", "members", "--voters", "1,,3", "--timeout", "0.5"],
+     "argument --voters: '1,,3': id 2 of 3 is empty (a comma too many, or an id left out)"),
+    (["cluster", "members", "--voters", "1,2,", "--timeout", "0.5"],
+     "argument --voters: '1,2,': id 3 of 3 is empty"),
+    (["cluster", "members", "--voters", ",1", "--timeout", "0.5"], "argument --voters: ',1': id 1 of 2 is empty"),
     (["cluster", "up", "-n", "\uff13"], "argument -n/--nodes: '\uff13' is not an integer written in the digits 0-9"),
     (["serve", "--id", " 1", "--raft-addr", "h:1", "--http-addr", "h:2", "--data-dir", ""],
      "argument --id: ' 1' is not a node id"),
