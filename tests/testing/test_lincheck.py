@@ -556,6 +556,22 @@ def test_parse_jsonl_refuses_bad_times_and_clients(tmp_path, change, message):
         parse_jsonl(path)
 
 
+@pytest.mark.parametrize("depth", [900, 100_000], ids=["deeper-than-the-recursion-limit", "json-too-deep"])
+def test_parse_jsonl_refuses_a_value_nested_too_deeply(tmp_path, depth):
+    """A value of lists nested past Python's recursion limit is a parse error naming the line:
+    it was a ``RecursionError`` traceback (from ``json.loads``, or from making the value
+    hashable) and the command line exited 1, the code of a history that is NOT
+    linearizable."""
+    path = tmp_path / "deep.jsonl"
+    record = json.dumps({**_JSONL_OK, "value": None}).replace("null", "[" * depth + "]" * depth)
+    path.write_text(json.dumps(_JSONL_OK) + "\n" + record + "\n")
+    with pytest.raises(HistoryParseError, match="deep.jsonl:2: a value is nested too deeply"):
+        parse_jsonl(path)
+    res = _cli("--format", "jsonl", path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "deep.jsonl:2: a value is nested too deeply" in res.stderr
+
+
 _J = "INFO  jepsen.util - "
 
 

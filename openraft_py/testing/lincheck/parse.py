@@ -326,6 +326,9 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
             except (ValueError, KeyError, TypeError) as e:
                 msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
                 raise HistoryParseError(path, lineno, msg) from None
+            except RecursionError:  # (json.loads or _hashable on lists in lists ... in lists)
+                raise HistoryParseError(path, lineno, "a value is nested too deeply (lists or objects "
+                                        "inside one another past Python's recursion limit)") from None
     return ops
 
 
