@@ -333,3 +333,25 @@ def test_parser_attaches_markers_and_reads_transcripts() -> None:
         parse_readme("```python\nx = 1\n")
     with pytest.raises(ValueError, match="before any command"):
         console_steps("output\n$ true\n")
+
+
+_SUITE_COUNTS = [
+    # (file, pattern whose group is a count, the suite it counts)
+    ("README.md", r"(\d+) log-store checks", "LogStoreSuite"),
+    ("README.md", r"(\d+) state-machine checks", "StateMachineSuite"),
+    ("README.md", r"`run_network_suite\(builder\)` checks .*? in (\d+) checks", "NetworkSuite"),
+    ("docs/guides/storage.md", r"runs (\d+) checks on a log store", "LogStoreSuite"),
+    ("docs/guides/storage.md", r"and (\d+) on a state\s+machine", "StateMachineSuite"),
+]
+
+
+@pytest.mark.parametrize(("name", "pattern", "suite"), _SUITE_COUNTS, ids=lambda x: str(x)[:30])
+def test_conformance_suite_counts_are_the_suites(name: str, pattern: str, suite: str) -> None:
+    """The number of checks the README and the storage guide give for each conformance suite is
+    the suite's (the README said 22 network checks after ``heartbeat_if_any`` made them 23)."""
+    import openraft_py.testing as testing
+
+    text = " ".join((README.parent / name).read_text(encoding="utf-8").split())
+    found = re.search(pattern.replace(r"\s+", " "), text)
+    assert found is not None, f"{name} no longer says {pattern!r}: update this test with it"
+    assert int(found.group(1)) == len(getattr(testing, suite).check_names()), (name, pattern)
