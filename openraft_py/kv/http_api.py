@@ -29,7 +29,9 @@
 ``GET /cluster/status``         this node's view (``KvNode.status``); any node answers
 ``PUT /kv/{key}``               raw body = the value (UTF-8) -> 200 ``{"index"}``
 ``GET /kv/{key}``               ``?consistency=linearizable|lease|local`` (default
-                                linearizable) -> 200 raw value, 404 when absent
+                                linearizable) -> 200 raw value, 404 when absent; the
+                                one query parameter of the API (``GET /metrics``
+                                aside): another is a 400 (``unknown_query``)
 ``DELETE /kv/{key}``            -> 200 ``{"index"}``
 ``POST /kv/{key}/cas``          ``{"expected": str|null, "value": str|null}`` -> 200
                                 ``{"ok", "current"}`` (``value`` null: delete if it matches)
@@ -1586,11 +1588,39 @@ async def _no_continue(request: web.Request) -> None:
     a plain-text 417 for another expectation, before the middleware)."""
 
 
+QUERY_PARAMETERS = {("GET", "/kv/{key}"): ("consistency",)}
+"""The query parameters each route takes, by method (``HEAD`` as ``GET``) and path pattern;
+every other route of the API takes none, but ``GET /metrics``, which takes what a scraper
+sends. A request with another is refused (``unknown_query``): ignored, a misspelled
+``?consistancy=local`` read linearizably (a follower redirected it), and a parameter given
+to a write looked as if it meant something."""
+
+
+def unknown_query(request: web.Request) -> str | None:
+    """The 400's message for a request whose query names a parameter its route does not take
+    (``QUERY_PARAMETERS``), naming them and what the route takes; ``None`` otherwise, and for
+    a path the API does not have (its 404 or 405 comes first)."""
+    if not request.query_string:  # (the hot path: no parsing)
+        return None
+    route = _route(request)
+    if route in ("unmatched", "/metrics"):
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    takes = QUERY_PARAMETERS.get((method, route), ())
+    unknown = [k for k in dict.fromkeys(request.query) if k not in takes]
+    if not unknown:
+        return None
+    names = ", ".join(quoted(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+    return (f"unknown query parameter{'s' if len(unknown) > 1 else ''} {names}: {method} {route} takes "
+            f"{', '.join(takes) or 'none'}")
+
+
 def _refused_at_once(node: KvNode, request: web.Request) -> web.Response | None:
     """The answer to a request refused whatever its route and body: a node that is stopping
     (503: nothing was done, a client may retry on another node), an HTTP/1.1 ``Expect``
     other than ``100-continue`` (417), a compressed body (415), a transfer coding other than
-    chunked (501); ``None`` for a request to handle. ``_expect`` sends no ``100 Continue``
+    chunked (501), a query parameter its route does not take (400, ``unknown_query``: on a
+    follower too, before any redirect); ``None`` for a request to handle. ``_expect`` sends no ``100 Continue``
     to such a request.
 
     The 417 is the one aiohttp's ``Expect`` handler gave, but from here: raised there, it
@@ -1613,6 +1643,9 @@ def _refused_at_once(node: KvNode, request: web.Request) -> web.Response | None:
     if not _codings(transfer) <= {"chunked"}:  # (aiohttp's parser takes "gzip, chunked" as chunked)
         return _error(501, f"Transfer-Encoding {transfer!r} is not supported: send the body as it is, "
                            "with a Content-Length or chunked")
+    unknown = unknown_query(request)
+    if unknown is not None:
+        return _error(400, unknown)
     return None
 
 

@@ -103,6 +103,16 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET", "/kv/k?consistency=strong", {}, 400),
     ("GET", "/kv/k?consistency=", {}, 400),
     ("GET", "/kv/k?consistency=local&consistency=lease", {}, 400),
+    # A query parameter the route does not take (a typo of consistency, one given to a write):
+    # it was ignored, so a misspelled consistency=local read was linearizable (a follower's a
+    # redirect), and a write's parameter looked as if it meant something.
+    ("GET", "/kv/k?consistancy=local", {}, 400),
+    ("GET", "/kv/k?consistency=local&x=1", {}, 400),
+    ("PUT", "/kv/k?consistency=local", {"data": "v"}, 400),
+    ("DELETE", "/kv/k?x", {}, 400),
+    ("POST", "/kv/k/cas?x=1", {"json": {"expected": None, "value": "x"}}, 400),
+    ("POST", "/cluster/transfer?to=2", {"json": {"to": 2}}, 400),
+    ("GET", "/cluster/status?verbose=1", {}, 400),
     # huge bodies
     ("PUT", "/kv/k", {"data": b"x" * (MAX_BODY + 1)}, 413),
     ("POST", "/kv/k/cas", {"data": b"{" + b" " * (2 * MAX_BODY) + b"}"}, 413),
@@ -130,7 +140,7 @@ def _redirected_unread(method: str, path: str, kw: dict[str, Any], status: int) 
     else:
         leader_only = False
     has_body = kw.get("data", b"") != b"" or "json" in kw
-    return leader_only and has_body and status != 415
+    return leader_only and has_body and status != 415 and "?" not in path  # (a query is refused first)
 
 
 @pytest.fixture
@@ -911,3 +921,27 @@ async def test_a_bad_consistency_is_a_400_saying_what_is_wrong(query: str, messa
     with pytest.raises(http_api.BadRequest) as err:  # (refused before the handler asks its node)
         await http_api.kv_get(make_mocked_request("GET", f"/kv/k?{query}"))
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("method,path,message", [
+    ("GET", "/kv/k?consistancy=local", "unknown query parameter 'consistancy': GET /kv/{key} takes consistency"),
+    ("GET", "/kv/k?consistency=local&x=1&y=2", "unknown query parameters 'x', 'y': GET /kv/{key} takes consistency"),
+    ("PUT", "/kv/k?consistency=local", "unknown query parameter 'consistency': PUT /kv/{key} takes none"),
+    ("POST", "/cluster/transfer?to=2", "unknown query parameter 'to': POST /cluster/transfer takes none"),
+])
+async def test_an_unknown_query_parameter_is_a_400_naming_it_on_every_node(
+        cluster: KvCluster, method: str, path: str, message: str) -> None:
+    """A parameter the route does not take is refused, on a follower too (before any redirect),
+    and nothing is done: it was ignored, so ``?consistancy=local`` (a typo) read linearizably
+    and a follower redirected it, and ``PUT /kv/k?consistency=local`` wrote."""
+    leader = await cluster.wait_leader()
+    s = cluster.session
+    assert s is not None
+    before = leader.raft.metrics.last_log_index  # type: ignore[union-attr]
+    for node in (leader, *cluster.followers(leader)):
+        async with s.request(method, url(node, path), data=b'{"to": 2}' if method != "GET" else None,
+                             allow_redirects=False) as r:
+            assert r.status == 400, (node.id, r.status, await r.text())
+            assert (await r.json())["error"] == message
+    assert leader.raft.metrics.last_log_index == before  # type: ignore[union-attr]
+    assert leader.raft.is_leader()  # type: ignore[union-attr]  # (the transfer was not made)
