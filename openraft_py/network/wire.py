@@ -439,11 +439,14 @@ def hello_version(body: bytes | memoryview) -> int | None:
     """The protocol version a hello ``body`` names, read before the rest of it: its first
     item, when the body is an array starting with an integer in ``[0, 2**32 - 1]``; ``None``
     otherwise. For a hello that does not decode as this version's ``Hello``: one of another
-    version may hold anything after its version."""
+    version may hold anything after its version. A body nested deeper than the interpreter's
+    recursion limit (msgspec skips each ``Raw`` item whole) is ``None`` too: its
+    ``RecursionError`` escaped the server's protocol callback, and asyncio logged a fatal
+    error with a traceback for each such connection of an unauthenticated peer."""
     try:
         items = _hello_items.decode(body)
         return _version_item.decode(items[0]) if items else None
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 

@@ -200,6 +200,39 @@ async def test_a_hello_of_another_version_laid_out_otherwise_is_answered_unsuppo
     assert len(_warnings(caplog, "unsupported protocol version 2")) == 1
 
 
+DEEP_HELLO = b"\x91" * 1000 + b"\x01"
+"""A hello body within ``MAX_HELLO_FRAME`` nested past the interpreter's recursion limit:
+``[[[...1]]]``, 1000 deep."""
+
+
+async def test_a_hello_nested_deeper_than_the_recursion_limit_closes_its_connection_as_malformed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hello that does not decode and is nested 1000 deep is malformed input (the connection
+    closed, a WARNING, counted in ``dropped``), and the server goes on. ``hello_version``,
+    which reads such a hello's first item, raised ``RecursionError`` out of the protocol
+    callback: asyncio logged "Fatal error on transport" with a traceback at ERROR for each
+    such connection, which any peer that can reach the port could send, unauthenticated and
+    unthrottled (the refusals are logged once per interval)."""
+    caplog.set_level(logging.WARNING)
+    server = await TcpServer.start(FakeRaft(), "127.0.0.1", 0, "c", node_id=2)
+    try:
+        for _ in range(2):
+            frame = encode_frame(wire.HEADER.pack(wire.KIND_HELLO, 0) + DEEP_HELLO)
+            assert await _first_answer(server.port, frame) == b""
+        assert server.dropped == 2 and server.refused == 0
+        factory = TcpNetworkFactory(node_id=1, cluster_name="c")
+        try:  # (and the server still serves)
+            client = factory.new_client(2, BasicNode(f"127.0.0.1:{server.port}"))
+            assert (await asyncio.wait_for(client.vote(VoteRequest(Vote.new(1, 1), None), OPT), 5)).vote_granted
+        finally:
+            await factory.close()
+    finally:
+        await server.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert _warnings(caplog, "malformed hello body")
+
+
 @pytest.mark.parametrize("body, version", [
     ([1, "c", 3], 1), ([7, {"x": 1}], 7), ([2**32 - 1], 2**32 - 1), ([2**32], None), ([-1, "c"], None),
     (["1", "c", 3], None), ([True, "c"], None), ([], None), ({"version": 1}, None), (3, None),
@@ -207,6 +240,7 @@ async def test_a_hello_of_another_version_laid_out_otherwise_is_answered_unsuppo
 def test_hello_version_reads_the_first_item_only(body: object, version: int | None) -> None:
     assert wire.hello_version(msgspec.msgpack.encode(body)) == version
     assert wire.hello_version(b"\xc1") is None
+    assert wire.hello_version(DEEP_HELLO) is None  # (it raised RecursionError)
 
 
 async def test_a_handshake_answer_of_another_version_laid_out_otherwise_is_named_so(
