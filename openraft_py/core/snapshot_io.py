@@ -35,6 +35,25 @@ def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
         raise TypeError(f"{what} returned a Snapshot whose data is {type(data).__name__}, expected a binary file")
 
 
+def check_receiving_file(f: Any, what: str) -> None:
+    """``TypeError`` naming ``what`` (the state machine method) unless ``f`` is a file a
+    received snapshot can be written into: open, not a text file, with callable ``write``,
+    ``seek``, ``truncate`` and ``read`` (``write_at``, ``finish``, then the install reads it).
+    ``None`` (a forgotten ``return``), a text file or a closed one stopped the node at the
+    first chunk with what the write hit ("'NoneType' object has no attribute 'seek'",
+    "string argument expected, got 'bytes'", "I/O operation on closed file."), naming
+    neither the method nor what it must return."""
+    if isinstance(f, io.TextIOBase):
+        got = f"a text file ({type(f).__name__})"
+    elif not all(callable(getattr(f, m, None)) for m in ("write", "seek", "truncate", "read")):
+        got = f"{type(f).__name__} {f!r:.80}"
+    elif getattr(f, "closed", False) is True:
+        got = f"a closed file ({type(f).__name__})"
+    else:
+        return
+    raise TypeError(f"{what} returned {got}, expected a writable binary file object")
+
+
 def check_built_meta(meta: SnapshotMeta, state: Any, what: str, installing: SnapshotMeta | None = None) -> None:
     """``ValueError`` naming ``what`` (the state machine method) unless the last log id of a
     snapshot the node's own state machine built is one the node has applied or is applying:

@@ -214,6 +214,7 @@ class Snapshots:
                 return
             try:
                 f = await fut
+                snapshot_io.check_receiving_file(f, "begin_receiving_snapshot")
             except Exception as e:
                 raise StorageError("beginning to receive a snapshot", e) from e
             self._receiving = (sid, f)

@@ -170,7 +170,7 @@ class Response:
 
     def json(self) -> Any:
         """The body decoded as JSON (``ValueError`` if it is not JSON)."""
-        return _json.loads(self.body)
+        return _loads(self.body)
 
     @property
     def value(self) -> str | None:
@@ -358,12 +358,23 @@ def answered_not_http(r: Response) -> bool:
     return r.outcome is Outcome.FAIL and r.status is None and f" {NOT_HTTP}: " in (r.error or "")
 
 
+def _loads(body: bytes) -> Any:
+    """``body`` decoded as JSON; ``ValueError`` if it is not JSON, or is nested deeper than the
+    interpreter's recursion limit (``json.loads`` raises ``RecursionError`` then: an endpoint
+    that is not a service node answering so made every verb fail with it, naming no
+    endpoint)."""
+    try:
+        return _json.loads(body)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
 def _one_line(body: bytes, limit: int = 400) -> str:
     """``body`` for an error message, on one line: its JSON ``error`` field when it has one
     (the service's own text, with what to do next), otherwise the body; cut at ``limit``
     characters (a foreign server may send anything)."""
     try:
-        obj = _json.loads(body)
+        obj = _loads(body)
         if isinstance(obj, dict) and "error" in obj:
             text = str(obj["error"])
         else:
@@ -377,7 +388,7 @@ def _one_line(body: bytes, limit: int = 400) -> str:
 def _body_object(body: bytes) -> dict[str, Any]:
     """``body`` as a JSON object; ``{}`` when it is not one (not JSON, or another value)."""
     try:
-        obj = _json.loads(body)
+        obj = _loads(body)
     except ValueError:
         return {}
     return obj if isinstance(obj, dict) else {}
@@ -391,15 +402,17 @@ def _key_not_found(body: bytes) -> bool:
 
 def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapping[str, str],
                               body: bytes) -> str | None:
-    """Why a 2xx answer to a key-value call is not one a service node gives (DESIGN §8); ``None``
-    when it is, or when the call is not one of a key. A write's is a JSON object with an
+    """Why a 2xx answer to a key-value or administration call is not one a service node gives
+    (DESIGN §8); ``None`` when it is, or when the call is neither (``/cluster/status`` is
+    checked by ``KvClient.status``). An administration call's is the object of its fields
+    (``_not_the_service_s_admin_answer``). A write's is a JSON object with an
     integer ``index`` for ``put`` and ``delete``, with a boolean ``ok`` for ``cas``; a read's
     is 200 with the value as ``text/plain`` in UTF-8 (as every version of the service sends
     it). Another HTTP server at an endpoint (a web application that answers 200 to any path)
     had its 200 taken for an applied write, and its page (or a 204's empty body) for the
     value; a body that is not UTF-8 failed ``Response.value`` with ``UnicodeDecodeError``."""
     if not path.startswith("/kv/"):
-        return None
+        return _not_the_service_s_admin_answer(method, path, body)
     if method.upper() == "GET":
         ctype = headers.get("Content-Type", "")
         if status == 200 and ctype.partition(";")[0].strip().lower() == "text/plain":
@@ -411,13 +424,47 @@ def _not_the_service_s_answer(method: str, path: str, status: int, headers: Mapp
         return (f"but not with a value (a service node answers a read 200 with it as text/plain; "
                 f"this answer is {ctype or 'of no Content-Type'}): {_one_line(body, 100)}")
     try:
-        obj = _json.loads(body)
+        obj = _loads(body)
     except ValueError:
         obj = None
     field, kind = ("ok", bool) if path.split("?")[0].endswith("/cas") else ("index", int)
     if isinstance(obj, dict) and isinstance(obj.get(field), kind):
         return None
     return f"but not with a JSON object holding {field!r}: {_one_line(body, 100)}"
+
+
+_ADMIN_ANSWERS: dict[tuple[str, str], tuple[tuple[str, type], ...]] = {
+    ("POST", "/cluster/init"): (("members", list),),
+    ("POST", "/cluster/learners"): (("index", int),),
+    ("DELETE", "/cluster/learners/"): (("index", int), ("voters", list), ("learners", list)),
+    ("POST", "/cluster/members"): (("index", int), ("voters", list), ("learners", list)),
+    ("POST", "/cluster/transfer"): (("leader_id", int),),
+}
+"""The fields (and their JSON types) of a service node's 2xx answer to each administration
+call, by method and path (``DELETE /cluster/learners/`` is followed by the id); DESIGN §8
+and ``http_api``."""
+
+
+def _not_the_service_s_admin_answer(method: str, path: str, body: bytes) -> str | None:
+    """Why a 2xx answer to an administration call (``_ADMIN_ANSWERS``) is not one a service
+    node gives, ``None`` when it is or when the call is not one of them (see
+    ``_not_the_service_s_answer``). Another HTTP server's 200 with any JSON object was taken
+    for a done call: ``cluster transfer --to 2`` printed "n2 leads", ``cluster members``
+    empty voters, and an array failed with ``AttributeError``."""
+    route = path.split("?")[0]
+    if route.startswith("/cluster/learners/"):
+        route = "/cluster/learners/"
+    fields = _ADMIN_ANSWERS.get((method.upper(), route))
+    if fields is None:
+        return None
+    try:
+        obj = _loads(body)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and all(isinstance(obj.get(f), t) and not isinstance(obj.get(f), bool)
+                                     for f, t in fields):
+        return None
+    return f"but not with a JSON object holding {', '.join(repr(f) for f, _ in fields)}: {_one_line(body, 100)}"
 
 
 def _in_no_cluster(body: bytes) -> bool:

@@ -801,6 +801,55 @@ async def test_a_2xx_that_is_not_a_service_node_s_value_is_not_taken_for_one(
             assert "is it an openraft-py HTTP address?" in out.err and "Error" not in out.err, out.err
 
 
+_DEEP_JSON = "[" * 100_000 + "]" * 100_000
+"""JSON nested far past the interpreter's recursion limit (``json.loads`` raises
+``RecursionError``, not ``ValueError``)."""
+
+
+@pytest.mark.parametrize("body", ["{}", '{"leader_id": "2", "index": null}', "[]", _DEEP_JSON],
+                         ids=["empty-object", "wrong-types", "array", "deep"])
+async def test_an_admin_call_s_2xx_that_is_not_a_service_node_s_answer_is_not_taken_for_one(
+        body: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another HTTP server at an endpoint answering 200 with JSON that is not the service's
+    answer: ``cluster transfer --to 2`` printed "n2 leads" and exited 0, ``cluster
+    add-learner`` "n4 added as a learner and caught up (log index None)", ``cluster members
+    --voters 1,2`` "voters: " (exit 0); an array or ``null`` failed with "AttributeError:
+    'list' object has no attribute 'get'", and JSON nested past the recursion limit made
+    every verb fail with "RecursionError: maximum recursion depth exceeded ...", naming no
+    endpoint. An admin call's 2xx must be the object the service answers (DESIGN §8): any
+    other is an unknown outcome naming the endpoint (exit 3), as a write's is; and a status
+    that is not one fails naming it (exit 1)."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    async with _serving(app) as other:
+        async with KvClient([other], deadline=0.5) as c:
+            for call in (lambda: c.transfer(2), lambda: c.add_learner(4, "127.0.0.1:1", "127.0.0.1:2"),
+                         lambda: c.change_members([1, 2]), lambda: c.remove_learner(4),
+                         lambda: c.init({1: ("127.0.0.1:1", "127.0.0.1:2")})):
+                r = await asyncio.wait_for(call(), 5.0)
+                assert r.outcome is Outcome.INFO and r.error is not None, r
+                assert r.error.startswith(f"{other} answered HTTP 200, but not with a JSON object holding"), r.error
+                assert r.error.endswith("(is it an openraft-py HTTP address?)"), r.error
+        capsys.readouterr()
+        for argv in (["cluster", "transfer", "--to", "2"], ["cluster", "members", "--voters", "1,2"],
+                     ["cluster", "add-learner", "--id", "4", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2"],
+                     ["cluster", "remove-learner", "--id", "4"]):
+            code = await asyncio.to_thread(cli.main, [*argv, "--endpoints", other, "--timeout", "2"])
+            out = capsys.readouterr()
+            assert code == 3 and "n2 leads" not in out.out and "voters:" not in out.out, (argv, code, out)
+            assert other in out.err and "Error" not in out.err, (argv, out.err)
+        for argv in (["cluster", "status"], ["kv", "get", "k"]):
+            code = await asyncio.to_thread(cli.main, [*argv, "--endpoints", other, "--timeout", "2"])
+            out = capsys.readouterr()
+            assert code == 1 and other in out.err and "Error" not in out.err, (argv, code, out)
+
+
 async def test_after_a_write_s_unknown_outcome_the_next_call_starts_at_another_node(cluster: KvCluster) -> None:
     """A write sent to a node that takes it and never answers (a stopped process; here a
     port that accepts and never reads) ends unknown, and the next call starts at the next
