@@ -565,7 +565,7 @@ def test_parse_jsonl_refuses_a_value_nested_too_deeply(tmp_path, depth):
     path = tmp_path / "deep.jsonl"
     record = json.dumps({**_JSONL_OK, "value": None}).replace("null", "[" * depth + "]" * depth)
     path.write_text(json.dumps(_JSONL_OK) + "\n" + record + "\n")
-    with pytest.raises(HistoryParseError, match="deep.jsonl:2: a value is nested too deeply"):
+    with pytest.raises(HistoryParseError, match=r"deep\.jsonl:2: a value is nested too deeply"):
         parse_jsonl(path)
     res = _cli("--format", "jsonl", path)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
