@@ -265,3 +265,27 @@ async def test_a_handshake_answer_of_another_version_laid_out_otherwise_is_named
     assert errors and all("answered the handshake in protocol version 2, not in 1" in e for e in errors), errors
     logged = _warnings(caplog, "node 2")
     assert len(logged) == 1 and "no protocol version in common with node 2" in logged[0], logged
+
+
+async def test_a_handshake_answer_nested_deeper_than_the_recursion_limit_is_malformed_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server answering the hello with a HelloAck nested 1000 deep: each attempt fails as
+    malformed data from the node. The client reads such an answer's version as the server
+    reads a hello's (``hello_version``), whose ``RecursionError`` escaped the client's
+    protocol callback: asyncio logged "Fatal error on transport" with a traceback at ERROR at
+    each reconnect."""
+    caplog.set_level(logging.DEBUG)
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.read(65536)
+        writer.write(encode_frame(wire.HEADER.pack(wire.KIND_HELLO_ACK, 0) + DEEP_HELLO))
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    errors = await _errors_against(server, connections)
+    assert errors and all("malformed data from node 2" in e for e in errors), errors
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
