@@ -355,3 +355,17 @@ def test_conformance_suite_counts_are_the_suites(name: str, pattern: str, suite:
     found = re.search(pattern.replace(r"\s+", " "), text)
     assert found is not None, f"{name} no longer says {pattern!r}: update this test with it"
     assert int(found.group(1)) == len(getattr(testing, suite).check_names()), (name, pattern)
+
+
+def test_the_readme_gives_the_makefile_s_default_number_of_test_workers() -> None:
+    """``make test`` runs in ``TEST_JOBS`` workers (the Makefile's default): the Quick start and
+    the targets table both give that number (the Quick start said 2 workers, the table and
+    the Makefile 3)."""
+    makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
+    default = re.search(r"^TEST_JOBS \?= (\d+)$", makefile, re.M)
+    assert default is not None, "the Makefile no longer sets TEST_JOBS ?= N: update this test"
+    text = README.read_text(encoding="utf-8")
+    said = re.findall(r"runs the whole test suite \(in (\d+) workers\)", text)
+    said += re.findall(r"`make test TEST_JOBS=N` \| the suite in `N` pytest-xdist workers \(default (\d+);", text)
+    assert len(said) == 2, said
+    assert said == [default.group(1)] * 2, (said, default.group(1))
