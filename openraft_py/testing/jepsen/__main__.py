@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..._cli import kv_extra_not_installed, needs_kv_extra, run_cli
 from ...engine.faults import EngineFault
-from ...kv.argtypes import positive_int_at_most
+from ...kv.argtypes import GivenOnce, positive_int_at_most
 from .nemesis import KINDS
 
 if TYPE_CHECKING:
@@ -67,21 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.jepsen",
                                 description="A Jepsen-style test of real serve processes.")
-    p.add_argument("--time", type=float, default=300.0, help="seconds of clients and faults (default 300)")
-    p.add_argument("--seed", type=int, default=None, help="the seed (default: random, printed)")
-    p.add_argument("--nodes", type=positive_int_at_most(MAX_NODES), default=5,
+    p.add_argument("--time", action=GivenOnce, type=float, default=300.0, help="seconds of clients and faults (default 300)")
+    p.add_argument("--seed", action=GivenOnce, type=int, default=None, help="the seed (default: random, printed)")
+    p.add_argument("--nodes", action=GivenOnce, type=positive_int_at_most(MAX_NODES), default=5,
                    help=f"cluster size, 1 to {MAX_NODES}: each node is a serve process of this machine, and Raft "
                    "clusters have 3, 5 or 7 voters (default 5)")
-    p.add_argument("--clients", type=positive_int_at_most(MAX_CLIENTS), default=6,
+    p.add_argument("--clients", action=GivenOnce, type=positive_int_at_most(MAX_CLIENTS), default=6,
                    help=f"concurrent clients, 1 to {MAX_CLIENTS}: each is a connection with one operation in flight, "
                    "and the linearizability check grows with the operations concurrent on a key (default 6)")
     p.add_argument("--bug", action="append", default=[], choices=[f.value for f in EngineFault],
                    help="TEST ONLY: start the nodes with this engine bug switched on (repeatable)")
-    p.add_argument("--nemesis", type=_csv(KINDS), default=KINDS, help=f"kinds (default all: {','.join(KINDS)})")
-    p.add_argument("--workload", type=_csv(("register", "multi")), default=("register", "multi"))
-    p.add_argument("--out", type=Path, default=None, help="write the artifacts here (always on failure)")
-    p.add_argument("--check-timeout", type=float, default=300.0, help="seconds for lincheck (default 300)")
-    p.add_argument("--raft-config", metavar="JSON", default=None,
+    p.add_argument("--nemesis", action=GivenOnce, type=_csv(KINDS), default=KINDS, help=f"kinds (default all: {','.join(KINDS)})")
+    p.add_argument("--workload", action=GivenOnce, type=_csv(("register", "multi")), default=("register", "multi"))
+    p.add_argument("--out", action=GivenOnce, type=Path, default=None, help="write the artifacts here (always on failure)")
+    p.add_argument("--check-timeout", action=GivenOnce, type=float, default=300.0, help="seconds for lincheck (default 300)")
+    p.add_argument("--raft-config", action=GivenOnce, metavar="JSON", default=None,
                    help="Config fields as a JSON object, over the run's timing (DEFAULT_RAFT_CONFIG), given to every "
                    "node's serve --raft-config; e.g. '{\"snapshot_policy\": {\"logs_since_last_n\": 300}, "
                    "\"max_in_snapshot_log_to_keep\": 20}' makes a node that was down catch up by a snapshot")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ...kv.argtypes import GivenOnce
 from .model import Model, Operation, kv, kv_register, register
 from .parse import HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl
 from .search import check
@@ -43,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m openraft_py.testing.lincheck",
         description="Check client histories for linearizability.",
     )
-    parser.add_argument("--format", required=True, choices=sorted(_FORMATS))
-    parser.add_argument("--timeout", type=_seconds, default=None,
+    parser.add_argument("--format", action=GivenOnce, required=True, choices=sorted(_FORMATS))
+    parser.add_argument("--timeout", action=GivenOnce, type=_seconds, default=None,
                         help="seconds per file before giving up with an unknown verdict")
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from types import FrameType
 from typing import Any, TypeVar
 
-from ...kv.argtypes import decimal_int, positive_int, positive_int_at_most
+from ...kv.argtypes import GivenOnce, decimal_int, positive_int, positive_int_at_most
 from ...types import ReadPolicy
 from .lease import MAX_LEASE_FACTOR, LeaseResult, run_lease_seed
 from .simulation import ENGINE_FAULTS, MAX_NODES, NODE_COUNTS, WIRE_EVERY, SimResult, check_skew, run_seed
@@ -181,24 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     stopped, and one line says so (no traceback)."""
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
-    p.add_argument("--start", type=int, default=None, help="the first seed of --seeds (default 0)")
-    p.add_argument("--seed", type=int, help="run this one seed")
+    p.add_argument("--seeds", action=GivenOnce, type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
+    p.add_argument("--start", action=GivenOnce, type=int, default=None, help="the first seed of --seeds (default 0)")
+    p.add_argument("--seed", action=GivenOnce, type=int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
-    p.add_argument("--steps", type=positive_int, default=30, help="admin and fault steps per run (default 30)")
-    p.add_argument("--jobs", type=positive_int_at_most(MAX_JOBS), default=os.cpu_count() or 1,
+    p.add_argument("--steps", action=GivenOnce, type=positive_int, default=30, help="admin and fault steps per run (default 30)")
+    p.add_argument("--jobs", action=GivenOnce, type=positive_int_at_most(MAX_JOBS), default=os.cpu_count() or 1,
                    help=f"worker processes, 1 to {MAX_JOBS} (four per CPU: the runs are CPU-bound, more workers "
                    "than CPUs only share them) (default: the CPU count)")
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed (with --seed)")
-    p.add_argument("--wire", choices=("share", "all", "none"), default="share",
+    p.add_argument("--wire", action=GivenOnce, choices=("share", "all", "none"), default="share",
                    help=f"pass messages through the TCP codec: seeds %% {WIRE_EVERY} == 0 (share), all or none")
-    p.add_argument("--skew", type=_skew_arg, default=0.0,
+    p.add_argument("--skew", action=GivenOnce, type=_skew_arg, default=0.0,
                    help="clock-rate skew S in [0, 1): each node's clock runs at a rate drawn from [1-S, 1+S] of "
                    "real time (default 0: no skew)")
-    p.add_argument("--nodes", type=_nodes_arg, default=None, metavar="N",
+    p.add_argument("--nodes", action=GivenOnce, type=_nodes_arg, default=None, metavar="N",
                    help=f"start every run with N voters, 3 to {MAX_NODES} (default: each seed draws 3 or 5); the "
                    "seed's other choices stay as they are")
-    p.add_argument("--lease", type=_lease_arg, default=None, metavar="FACTOR",
+    p.add_argument("--lease", action=GivenOnce, type=_lease_arg, default=None, metavar="FACTOR",
                    help="run the lease-read scenario instead (sim/lease.py): the leader's clock slow, the others "
                    "fast, by FACTOR times the skew lease_drift_margin is documented to cover (0 to "
                    f"{MAX_LEASE_FACTOR:g}; up to 1 must be clean)")
