@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from openraft_py.errors import StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
 from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
@@ -278,3 +279,46 @@ def test_a_call_queued_when_its_loop_closed_does_not_hold_the_close(
     RocksStateMachine(tmp_path / "sm").close()  # the locks are free at once: the read's image was released
     RocksLogStore(tmp_path / "log", sync=False).close()
     assert os.path.isdir(tmp_path / "log")
+
+
+async def test_a_close_between_a_log_read_s_image_and_its_thread_waits_for_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log read of more than ``INLINE_READ_MAX`` entries makes its image on its caller's
+    thread (counted: ``enter``), then hands it to a worker thread (``StoreCalls.run``). A
+    ``close()`` in another thread that came between the two found no call counted: it closed
+    RocksDB with the image alive, and returned with RocksDB's lock held (an open of the same
+    path right after was refused as "in use"). The read's count now passes to ``run``: the
+    close waits for the image to be released."""
+    n = 4 * INLINE_READ_MAX  # read in a worker thread (``_read_entries``)
+    path = tmp_path / "log"
+    store = await filled_log_store(path, n)
+    closed: list[Any] = []
+    closer: threading.Thread | None = None
+    enter = db.StoreCalls._enter
+
+    def close_then_open() -> None:
+        store.close()
+        RocksLogStore(path, sync=False).close()  # the lock is free once the close returned
+
+    def entering(calls: db.StoreCalls, name: str, ident: int | None, *a: Any, **kw: Any) -> int:
+        nonlocal closer
+        if kw.get("queued") is not None and closer is None and threading.current_thread().name == "t74-reader":
+            # The read hands its image to a worker thread: a close in another thread now.
+            closer, got = in_thread_of_its_own(close_then_open, "t74-closer")
+            closed.append(got)
+            until(lambda: close_waits(calls, closer), "the close ended or waits")
+        return enter(calls, name, ident, *a, **kw)
+
+    monkeypatch.setattr(db.StoreCalls, "_enter", entering)
+    try:
+        reader, got = in_thread_of_its_own(
+            lambda: asyncio.run(store.get_log_reader().try_get_log_entries(0, n)), "t74-reader")
+        await asyncio.to_thread(reader.join, BOUND)
+        assert closer is not None, "the read never reached its worker thread"
+        await asyncio.to_thread(closer.join, BOUND)
+        assert not closer.is_alive()
+        assert closed[0] == [None], f"the close, or the open of the path right after it: {closed[0]}"
+        assert len(got) == 1 and isinstance(got[0], StorageError) and "closed" in str(got[0]), got
+    finally:
+        store.close()

@@ -1018,15 +1018,27 @@ class StoreCalls:
         *args: Any,
         discard: Callable[[T], object] | None = None,
         refused: Callable[..., object] | None = None,
+        taking: int | None = None,
     ) -> T:
-        """``in_thread(fn, *args, discard=discard)``, counted (see the class docstring)."""
+        """``in_thread(fn, *args, discard=discard)``, counted (see the class docstring).
+        ``taking``: a token of ``enter`` whose count this call takes over (what its caller
+        made of the store on its own thread, e.g. an image, goes to ``fn``): left once this
+        call is counted, or once it is refused and ``refused(*args)`` has run, so a close
+        never finds the two uncounted between them (it closed RocksDB with the image alive,
+        RocksDB's lock held after the close)."""
         name = getattr(fn, "__qualname__", None) or repr(fn)
         try:
             token = self._enter(name, None, queued=(asyncio.get_running_loop(), refused, args))
         except StorageError:
-            if refused is not None:
-                refused(*args)
+            try:
+                if refused is not None:
+                    refused(*args)
+            finally:
+                if taking is not None:
+                    self._leave(taking)
             raise
+        if taking is not None:
+            self._leave(taking)
 
         def call(*a: Any) -> T:
             with self._cond:

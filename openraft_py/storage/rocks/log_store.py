@@ -356,6 +356,7 @@ class RocksLogReader:
             if image is not None:
                 image.close()
             raise
+        handed = False  # (``token`` goes to the read in a worker thread, which leaves it)
         try:
             try:
                 if image is None:
@@ -365,10 +366,15 @@ class RocksLogReader:
                 raise self._read_error(start, stop, e) from e
             if got is not None:
                 return self._whole(start, stop, got)
+            handed = True
         finally:
-            s._calls.leave(token)
+            if not handed:
+                s._calls.leave(token)
         try:
-            got = await s._calls.run(_read_entries, image, start, refused=_close_image)
+            # Invariant: the image is counted from its making to its release; ``run`` takes
+            # ``token`` over (a close in another thread between the two closed RocksDB with
+            # the image alive, its lock held after the close).
+            got = await s._calls.run(_read_entries, image, start, refused=_close_image, taking=token)
         except Exception as e:
             raise self._read_error(start, stop, e) from e
         finally:
