@@ -53,6 +53,7 @@ from ..storage.rocks.db import (
     byte_pieces,
     clear_frames,
     close_collected,
+    close_step,
     column_family_holds_data,
     corruption_error,
     database_use,
@@ -60,6 +61,7 @@ from ..storage.rocks.db import (
     finish_close,
     in_thread,
     open_db,
+    raise_interrupt,
     release_db,
     store_path,
     table_file_options,
@@ -1252,7 +1254,8 @@ class RocksStateMachine:
         path, RocksDB is closed under it (it then fails with ``StorageError``), and this
         raises ``StorageError``: RocksDB's lock stays held until that call ends. An exception
         raised during that wait (``KeyboardInterrupt``: Ctrl-C) ends it likewise: the close
-        completes, then raises that exception.
+        completes, then raises that exception; so does one raised during the close's own
+        steps (the WAL's fsync).
 
         Otherwise the lock is released whatever happens (the same path can be opened again
         at once, in this process too); raises ``StorageError`` (naming the path, the cause
@@ -1275,30 +1278,27 @@ class RocksStateMachine:
         """``close()`` once no call of another thread runs (or they were given up):
         ``errors`` so far."""
         mark = self._mark
-        try:
-            self._write_deferred()
-        except StorageError as e:
-            errors.append(e)
-        try:
-            seqno = self._db.latest_sequence_number()
-            self._db.flush_wal(True)
-            mark.record(seqno)
-        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
-            errors.append(e)
-        for close in (self._cf.close, self._db.close):
-            try:
-                close()
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+        # Each step runs whatever an earlier one raised (``close_step``: Ctrl-C is raised
+        # once RocksDB is closed; the database is closed anyway).
+        interrupts: list[BaseException] = []
+        close_step(self._write_deferred, errors, interrupts)
+        close_step(self._sync_wal, errors, interrupts)
+        for close in (self._cf.close, self._db.close, self._drop_abandoned_receives):  # (the last: else kept
+            close_step(close, errors, interrupts)                                       # until the next open)
         del close
-        try:
-            self._drop_abandoned_receives()  # else kept until the next open
-        except OSError as e:
-            errors.append(e)
         handles = [self._cf, self._h, self._db]
         del self._cf, self._h, self._db
-        drop_handles(handles)  # see RocksLogStore.close
-        finish_close(mark, errors, f"closing state machine at {self.path!r}")
+        try:
+            drop_handles(handles)  # see RocksLogStore.close
+            finish_close(mark, errors, f"closing state machine at {self.path!r}")
+        finally:
+            raise_interrupt(interrupts)
+
+    def _sync_wal(self) -> None:
+        """``close()``: fsync the WAL, and record its last write in the acknowledged mark."""
+        seqno = self._db.latest_sequence_number()
+        self._db.flush_wal(True)
+        self._mark.record(seqno)
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread (it waits for the calls still running in worker

@@ -322,3 +322,60 @@ async def test_a_close_between_a_log_read_s_image_and_its_thread_waits_for_the_i
         assert len(got) == 1 and isinstance(got[0], StorageError) and "closed" in str(got[0]), got
     finally:
         store.close()
+
+
+def interrupted_once(real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real``, whose first call raises ``KeyboardInterrupt`` instead (Ctrl-C delivered as
+    the call begins, or right after the blocking call it makes returns)."""
+    calls = 0
+
+    def call(*a: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    return call
+
+
+@pytest.mark.parametrize("step", ["the log's writer drains", "the state machine's WAL is synced"])
+def test_ctrl_c_in_a_sync_close_s_own_steps_still_closes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Ctrl-C while ``close()`` makes the store durable (the log's writer thread draining and
+    joined, the state machine's WAL fsynced: seconds on a slow disk) escaped the close there:
+    RocksDB was left open with the store marked closed, so a later ``close()`` did nothing
+    and the path stayed "in use". Now the close completes, then raises the interrupt."""
+    if step == "the log's writer drains":
+        path = tmp_path / "log"
+        store: Any = asyncio.run(filled_log_store(path, 10))
+        monkeypatch.setattr(store._writer, "close", interrupted_once(store._writer.close))
+
+        def reopen() -> None:
+            again = RocksLogStore(path, sync=False)
+            try:
+                assert asyncio.run(again.get_log_reader().try_get_log_entries(0, 10)) == kv_entries(0, 10)
+            finally:
+                again.close()
+    else:
+        path = tmp_path / "sm"
+        store = RocksStateMachine(path)
+        asyncio.run(store.apply(kv_entries(1, 3)))
+        monkeypatch.setattr(type(store._mark), "record", interrupted_once(type(store._mark).record))
+
+        def reopen() -> None:
+            again = RocksStateMachine(path)
+            try:
+                assert again.data == {"k1": "v1", "k2": "v2"}
+            finally:
+                again.close()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.close()
+        store.close()  # a later close: nothing left to do
+        monkeypatch.undo()
+        reopen()  # RocksDB's lock was released, what was written is there
+    finally:
+        monkeypatch.undo()
+        store.close()

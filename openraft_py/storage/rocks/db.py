@@ -43,8 +43,8 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_collected", "database_use", "drop_handles",
-    "holds_writes", "in_thread", "open_db", "read_only", "release_db", "store_path", "write_options",
+    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_collected", "close_step", "database_use", "drop_handles",
+    "holds_writes", "in_thread", "open_db", "raise_interrupt", "read_only", "release_db", "store_path", "write_options",
 ]
 
 T = TypeVar("T")
@@ -660,6 +660,30 @@ def _restore_config(config: str, saved: tuple[bytes, int, int] | None) -> None:
 
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
+
+def close_step(step: Callable[[], object], errors: list[BaseException], interrupts: list[BaseException]) -> bool:
+    """Run ``step`` of a store's ``close()``; whether it completed. An ``Exception`` goes to
+    ``errors`` (the close reports it once it has completed), anything else to ``interrupts``
+    (``KeyboardInterrupt``: Ctrl-C during a sync close, seconds long on a slow disk; raised
+    once the close has completed, ``raise_interrupt``): either way the close goes on to
+    release RocksDB. (Escaping the close, an interrupt left RocksDB open with the store
+    marked closed: a later ``close()`` did nothing, and the path stayed "in use".)"""
+    try:
+        step()
+        return True
+    except Exception as e:  # noqa: BLE001 - reported by the close
+        errors.append(e)
+    except BaseException as e:  # noqa: BLE001 - raised by the close, once it has completed
+        interrupts.append(e)
+    return False
+
+
+def raise_interrupt(interrupts: list[BaseException]) -> None:
+    """Raise the first of ``interrupts`` (``close_step``), if any: the close has completed.
+    In a ``finally``: it wins over the close's own ``StorageError``, chained to it."""
+    if interrupts:
+        raise interrupts[0]
 
 
 def finish_close(mark: AckMark, errors: list[BaseException], what: str) -> None:

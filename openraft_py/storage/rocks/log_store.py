@@ -33,6 +33,7 @@ from .db import (
     byte_pieces,
     clear_frames,
     close_collected,
+    close_step,
     column_family_holds_data,
     corruption_error,
     database_use,
@@ -40,6 +41,7 @@ from .db import (
     finish_close,
     in_thread,
     open_db,
+    raise_interrupt,
     release_db,
     store_path,
 )
@@ -865,7 +867,8 @@ class RocksLogStore(RocksLogReader):
         that read ends. (Appends, truncates and purges are the writer thread's, which the
         close drains and joins.) A read of a few entries on another thread's loop is waited
         for likewise. An exception raised during that wait (``KeyboardInterrupt``: Ctrl-C)
-        ends it as the bound does: the close completes, then raises that exception.
+        ends it as the bound does: the close completes, then raises that exception; so does
+        one raised during the close's own steps (the writer's drain, waited for once more).
 
         Otherwise the lock is released whatever happens (also after a failed write: the same
         path can be opened again at once, in this process too). Raises ``StorageError``
@@ -888,28 +891,36 @@ class RocksLogStore(RocksLogReader):
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no read of another thread runs (or they were given up):
         ``errors`` so far."""
+        # Each step runs whatever an earlier one raised (``close_step``: Ctrl-C is raised
+        # once RocksDB is closed).
+        interrupts: list[BaseException] = []
         if self._committed_unsaved:
             # Written, synced and covered by the acknowledged mark by the writer's close.
-            wb = WriteBatch(raw_mode=True)
-            self._put_committed(wb)
-            self._writer.submit(wb, ignore_done, durable=False)
-        try:
-            self._writer.close()
-        except Exception as e:  # noqa: BLE001 - reported below; the database is closed anyway
-            errors.append(e)
+            close_step(self._submit_committed, errors, interrupts)
+        if not close_step(self._writer.close, errors, interrupts) and interrupts:
+            # Interrupted while the writer drained: it is waited for once more (what was
+            # queued is written and synced, its thread joined; RocksDB closed under it made
+            # those writes fail); a second interrupt gives it up.
+            close_step(self._writer.close, errors, interrupts)
         for close in (self._entries.close, self._db.close):
-            try:
-                close()
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+            close_step(close, errors, interrupts)
         del close
         handles = [self._entries, self._entries_h, self._meta_h, self._db]
         del self._entries, self._entries_h, self._meta_h, self._db
-        # A handle held elsewhere (e.g. by a dead frame in a traceback cycle) keeps RocksDB
-        # open and its LOCK taken: drop_handles collects those, so the path can be reopened
-        # at once.
-        drop_handles(handles)
-        finish_close(self._mark, errors, f"closing log store at {self.path!r}")
+        try:
+            # A handle held elsewhere (e.g. by a dead frame in a traceback cycle) keeps RocksDB
+            # open and its LOCK taken: drop_handles collects those, so the path can be reopened
+            # at once.
+            drop_handles(handles)
+            finish_close(self._mark, errors, f"closing log store at {self.path!r}")
+        finally:
+            raise_interrupt(interrupts)
+
+    def _submit_committed(self) -> None:
+        """The committed id not saved yet, queued for the writer (``close``)."""
+        wb = WriteBatch(raw_mode=True)
+        self._put_committed(wb)
+        self._writer.submit(wb, ignore_done, durable=False)
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread (after the writer's fast path, which lives on this
