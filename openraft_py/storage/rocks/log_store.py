@@ -897,7 +897,8 @@ class RocksLogStore(RocksLogReader):
         if self._committed_unsaved:
             # Written, synced and covered by the acknowledged mark by the writer's close.
             close_step(self._submit_committed, errors, interrupts)
-        if not close_step(self._writer.close, errors, interrupts) and interrupts:
+        before = len(interrupts)
+        if not close_step(self._writer.close, errors, interrupts) and len(interrupts) > before:
             # Interrupted while the writer drained: it is waited for once more (what was
             # queued is written and synced, its thread joined; RocksDB closed under it made
             # those writes fail); a second interrupt gives it up.
