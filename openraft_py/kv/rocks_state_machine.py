@@ -1283,8 +1283,9 @@ class RocksStateMachine:
         interrupts: list[BaseException] = []
         close_step(self._write_deferred, errors, interrupts)
         close_step(self._sync_wal, errors, interrupts)
-        for close in (self._cf.close, self._db.close, self._drop_abandoned_receives):  # (the last: else kept
-            close_step(close, errors, interrupts)                                       # until the next open)
+        # (Abandoned receives are deleted now, else kept until the next open.)
+        for close in (self._cf.close, self._db.close, self._drop_abandoned_receives):
+            close_step(close, errors, interrupts)
         del close
         handles = [self._cf, self._h, self._db]
         del self._cf, self._h, self._db
