@@ -1661,10 +1661,11 @@ async def _errors_and_counts(
     if refused is not None:
         resp = refused
     else:
+        # (A write that came once the Raft had stopped appended nothing: ``_map_error``.
+        # Read before the request is counted, which the ``finally`` below ends.)
+        stopped_before = request.method != "GET" and node.raft_stopped()
         node.request_started()
         taken = 0
-        # (A write that came once the Raft had stopped appended nothing: ``_map_error``.)
-        stopped_before = request.method != "GET" and node.raft_stopped()
         try:
             forward = _redirects_unread(node, request)
             if forward is not None:

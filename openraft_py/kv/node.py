@@ -1563,8 +1563,10 @@ class KvNode:
         # the two came back initialized and still catching up, so it never campaigned, and
         # the other members, which nothing had reached, have no membership to campaign with
         # (and ``init`` again is refused: the node is not pristine): no leader, for good.
+        # (A Raft that has stopped writes nothing: ``initialize`` fails at once, with
+        # ``Fatal``, and the record stays.)
         guard = self.catch_up
-        ending = guard is not None and guard.active and _pristine(raft.metrics)
+        ending = guard is not None and guard.active and _pristine(raft.metrics) and raft.metrics.running
         if guard is not None and ending:
             await asyncio.to_thread(guard.remove)
             # (Meanwhile the guard may have ended on its own: a first-election vote, a target

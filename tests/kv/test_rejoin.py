@@ -319,6 +319,22 @@ async def test_an_init_refused_leaves_the_node_catching_up_with_its_record(clust
     assert (Path(one.opts.data_dir) / CATCHING_UP_FILE).exists()
 
 
+async def test_an_init_on_a_stopped_raft_leaves_the_node_catching_up_with_its_record(cluster: KvCluster) -> None:
+    """An init that reaches a node whose Raft has stopped (a stop under way, a storage failure)
+    writes nothing: its ``initialize`` fails at once. The record stays (it was removed first,
+    and a ``Fatal`` kept it gone), so the node still catches up when it starts again."""
+    from openraft_py.errors import Fatal
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = await cluster.start_node(1, raft_config=FAST)
+    assert one.raft is not None
+    await one.raft.shutdown()
+    with pytest.raises(Fatal):
+        await one.init({1: NodeAddrs(one.opts.raft_addr, one.opts.http_addr)})
+    assert one.catch_up is not None and one.catch_up.active
+    assert (Path(one.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
 async def test_the_operator_ends_the_catching_up_by_removing_its_record(cluster: KvCluster,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """Two voters, both stopped, 2 wiped: 1 holds every committed write (each needed both),
