@@ -363,6 +363,9 @@ def test_an_empty_or_bytes_path_is_refused_and_nothing_is_made(
         store(bytes(tmp_path / "store"))
     with pytest.raises(TypeError, match=r"path must be a str or an os\.PathLike of one, got NoneType"):
         store(None)
+    # A NUL character failed with the file system's bare "embedded null byte", naming no store.
+    with pytest.raises(StorageError, match=r"opening (log store|state machine) at 'a\\x00b'.*NUL character"):
+        store("a\x00b")
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 

@@ -261,7 +261,8 @@ def store_path(path: object, what: str) -> str:
     ``path`` is a ``str`` or an ``os.PathLike`` of one. ``TypeError`` for anything else
     (``bytes`` too: the store joins ``str`` names to it), ``StorageError`` for an empty path,
     which named the current directory: a state machine made its ``db`` and ``snapshots`` in
-    it, past the check that refuses a directory of other files."""
+    it, past the check that refuses a directory of other files; and for a path holding a NUL
+    character, which no file system takes."""
     try:
         text = os.fspath(path)  # type: ignore[call-overload]
     except TypeError:
@@ -270,6 +271,8 @@ def store_path(path: object, what: str) -> str:
         raise TypeError(f"{what} path must be a str or an os.PathLike of one, got {type(path).__name__} {path!r}")
     if not text:
         raise StorageError(f"opening {what} at ''", ValueError("the path is empty (give the directory of the store)"))
+    if "\x00" in text:  # (the file system calls refused it with a bare "embedded null byte")
+        raise StorageError(f"opening {what} at {text!r}", ValueError("the path holds a NUL character"))
     return text
 
 
