@@ -304,6 +304,9 @@ async def test_close_aborts_a_peer_that_does_not_read_its_answers(caplog: pytest
         while not ack.feed(await asyncio.wait_for(r.read(100), 5)):
             pass
         conn = next(iter(server._conns))
+        # The server's kernel send buffer as small as the peer's receive buffer: its answers
+        # back up after some kilobytes, not after the megabytes an autotuned buffer takes.
+        conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         batch = _vote_frame(7) * 200
         for _ in range(4000):
             if conn.write_paused:
