@@ -52,6 +52,7 @@ from ..storage.rocks.db import (
     StoreCalls,
     byte_pieces,
     clear_frames,
+    close_after_calls,
     close_collected,
     close_step,
     column_family_holds_data,
@@ -1264,15 +1265,7 @@ class RocksStateMachine:
         if self._closed:
             return
         self._closed = True
-        try:
-            abandoned = self._calls.wait_idle()
-        except BaseException as interrupt:  # noqa: BLE001 - Ctrl-C in the wait (raised again below): the close completes
-            gave_up = self._calls.give_up(f"when the close's wait was interrupted ({type(interrupt).__name__})")
-            try:
-                self._close_db([gave_up] if gave_up is not None else [])
-            finally:
-                raise interrupt  # (the interrupt wins over a failed close, chained to it)
-        self._close_db([abandoned] if abandoned is not None else [])
+        close_after_calls(self._calls, self._close_db)
 
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no call of another thread runs (or they were given up):

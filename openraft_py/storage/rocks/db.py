@@ -43,7 +43,7 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_collected", "close_step", "database_use", "drop_handles",
+    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_after_calls", "close_collected", "close_step", "database_use", "drop_handles",
     "holds_writes", "in_thread", "open_db", "raise_interrupt", "read_only", "release_db", "store_path", "write_options",
 ]
 
@@ -680,6 +680,24 @@ def close_step(step: Callable[[], object], errors: list[BaseException], interrup
     except BaseException as e:  # noqa: BLE001 - raised by the close, once it has completed
         interrupts.append(e)
     return False
+
+
+def close_after_calls(calls: StoreCalls, close_db: Callable[[list[BaseException]], None]) -> None:
+    """A store's sync ``close()`` once its calls of other threads have ended: wait for them
+    (``calls.wait_idle``, bounded), then ``close_db(errors so far)``, the store's own steps.
+    An exception raised during the wait (``KeyboardInterrupt``: Ctrl-C) gives those calls up
+    (``calls.give_up``) and closes all the same, then is raised (it wins over a failed close,
+    chained to it): escaping before the close, it left RocksDB open with the store marked
+    closed."""
+    try:
+        abandoned = calls.wait_idle()
+    except BaseException as interrupt:  # noqa: BLE001 - raised again below, once the store is closed
+        gave_up = calls.give_up(f"when the close's wait was interrupted ({type(interrupt).__name__})")
+        try:
+            close_db([gave_up] if gave_up is not None else [])
+        finally:
+            raise interrupt  # (the interrupt wins over a failed close, chained to it)
+    close_db([abandoned] if abandoned is not None else [])
 
 
 def raise_interrupt(interrupts: list[BaseException]) -> None:
