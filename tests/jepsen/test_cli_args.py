@@ -43,6 +43,11 @@ from tests.process.children import alive, children
     (["--raft-config", '{"heartbeat_interval": "50"}'], "--raft-config: Expected `int`, got `str`"),
     # Checked over the run's timing (election_timeout_min 800).
     (["--raft-config", '{"election_timeout_max": 500}'], "must be less than election_timeout_max=500"),
+    # An empty item was dropped (a kind meant there, lost without a word). ``--bogus``: should
+    # the list be taken, the command line is still refused, and nothing runs.
+    (["--nemesis", "kill,,pause", "--bogus"], "argument --nemesis: an empty item in 'kill,,pause'"),
+    (["--nemesis", "kill,", "--bogus"], "argument --nemesis: an empty item in 'kill,'"),
+    (["--workload", ",register", "--bogus"], "argument --workload: an empty item in ',register'"),
 ])
 def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:

@@ -47,7 +47,10 @@ a few dozen clients the machine, not the cluster, is what the run measures."""
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     def parse(text: str) -> tuple[str, ...]:
-        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        items = tuple(x.strip() for x in text.split(","))
+        if "" in items and text.strip():  # (dropped, it lost the kind meant there without a word)
+            raise argparse.ArgumentTypeError(f"an empty item in {text!r}: choose from {', '.join(choices)}")
+        items = tuple(x for x in items if x)
         bad = [x for x in items if x not in choices]
         if bad or not items:
             raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
