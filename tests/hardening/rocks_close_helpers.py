@@ -1,9 +1,12 @@
-"""Helpers of the hardening tests that close a RocksDB store under its own calls (t68, t71)."""
+"""Helpers of the hardening tests that close a RocksDB store under its own calls (t68, t71, t74)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from openraft_py import IOFlushed
@@ -13,6 +16,21 @@ from openraft_py.types import Entry, LogId, Normal
 
 BOUND = 10.0
 """Generous bound of every wait for something that must happen."""
+
+
+@contextlib.contextmanager
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector off: what a dropped or given-up call's arguments hold (a
+    log read's image pins the database) is released by the store, not by a collection that
+    happened to run first (a caller's ``CancelledError``, a closed loop's pending task, keep
+    them in reference cycles)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def kv_entries(lo: int, hi: int) -> list[Entry]:

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import gc
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
 from openraft_py.types import Entry, LogId
 
-from .rocks_close_helpers import BOUND, filled_log_store, kv_entries, read_entered
+from .rocks_close_helpers import BOUND, filled_log_store, kv_entries, no_collector, read_entered
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,20 +80,6 @@ async def dropped_unstarted(make_call: Callable[[], Awaitable[Any]]) -> None:
         with pytest.raises(asyncio.CancelledError):
             await call
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(thread_name_prefix="t71-next"))
-
-
-@contextlib.contextmanager
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector off: what the dropped call's arguments hold (a log read's
-    image pins the database) is released by the store, not by a collection that happened to
-    run first (its caller's ``CancelledError`` keeps their frames in reference cycles)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def timed_close(close: Callable[[], None]) -> float:

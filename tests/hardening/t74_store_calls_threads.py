@@ -43,7 +43,7 @@ from openraft_py.storage.rocks import db, log_store
 from openraft_py.storage.rocks.log_store import INLINE_READ_MAX, RocksLogStore
 from openraft_py.types import Entry
 
-from .rocks_close_helpers import BOUND, filled_log_store, kv_entries
+from .rocks_close_helpers import BOUND, filled_log_store, kv_entries, no_collector
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -241,24 +241,21 @@ def queued_when_its_loop_closed(make_call: Callable[[], Awaitable[Any]]) -> None
 
 
 @pytest.fixture
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector off (as t71): the pending task of the closed loop keeps
-    the call's arguments in reference cycles; the store must release them, not a collection
-    that happened to run."""
-    was = gc.isenabled()
-    gc.disable()
+def collector_off() -> Iterator[None]:
+    """The cyclic garbage collector off (``no_collector``, as t71): the pending task of the
+    closed loop keeps the call's arguments in reference cycles; the store must release them,
+    not a collection that happened to run."""
     try:
-        yield
+        with no_collector():
+            yield
     finally:
-        if was:
-            gc.enable()
         gc.collect()
 
 
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_call_queued_when_its_loop_closed_does_not_hold_the_close(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_collector: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector_off: None
 ) -> None:
     """(The task left pending by the closed loop is reported destroyed when collected.)"""
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
