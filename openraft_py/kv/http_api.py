@@ -156,6 +156,7 @@ from .node import (
     SHUTDOWN_GRACE,
     Conflict,
     KvNode,
+    LearnerInForward,
     NotFound,
     ServiceUnavailable,
 )
@@ -1292,15 +1293,20 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Resp
     leader_id, http = node.leader(e)
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
         http = node.opts.http_addr
-    if leader_id is None or http is None:  # a 503: nothing was appended
-        return _no_leader(node, leader_id)
+    if leader_id is None or http is None:  # a 503: nothing was appended, unless the learner is in
+        return _no_leader(node, leader_id, learner_in=isinstance(e, LearnerInForward))
     location = f"http://{http}{request.raw_path}"
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
 
-def _no_leader(node: KvNode, leader_id: int | None) -> web.Response:
+def _no_leader(node: KvNode, leader_id: int | None, learner_in: bool = False) -> web.Response:
     """The redirect rule's 503 (no leader known, or none whose HTTP address is known);
-    ``"stopping": true`` too when the node stops (``_stopping``)."""
+    ``"stopping": true`` too when the node stops (``_stopping``), but for an add-learner
+    whose learner is in the membership (``learner_in``: ``LearnerInForward``, its entry
+    may have been appended and committed), which says that instead."""
+    extra = {} if learner_in else _stopping_extra(node)
+    why = (" (the learner is in the membership: this node stopped leading before it caught up; add it again at the "
+           "leader to wait for it)") if learner_in else ""
     if leader_id is None and not node.initialized():  # retrying will not help: say what will
         # A member started again on an empty data directory (its data lost) answers this too
         # until its leader reaches it: the node cannot tell itself from a new one (see
@@ -1312,11 +1318,10 @@ def _no_leader(node: KvNode, leader_id: int | None) -> web.Response:
                            "which would start a second cluster: its leader reaches it if it is still a member; "
                            "otherwise add it back with 'openraft-py cluster add-learner'",
                       # (KvClient stops once every endpoint says so)
-                      leader_id=None, initialized=False, **_stopping_extra(node))
+                      leader_id=None, initialized=False, **extra)
     if leader_id is None:
-        return _error(503, "no leader is known; retry later", leader_id=None, **_stopping_extra(node))
-    return _error(503, f"the HTTP address of leader {leader_id} is unknown", leader_id=leader_id,
-                  **_stopping_extra(node))
+        return _error(503, f"no leader is known; retry later{why}", leader_id=None, **extra)
+    return _error(503, f"the HTTP address of leader {leader_id} is unknown{why}", leader_id=leader_id, **extra)
 
 
 _LEADER_ONLY_BODIES = frozenset({("PUT", "/kv/{key}"), ("POST", "/kv/{key}/cas"), ("POST", "/cluster/learners"),

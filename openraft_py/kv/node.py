@@ -277,6 +277,15 @@ class ServiceUnavailable(Exception):
         self.stopping = stopping
 
 
+class LearnerInForward(ForwardToLeader):
+    """``KvNode.add_learner``'s ``ForwardToLeader`` when the learner is in this node's
+    membership: ``Raft.add_learner`` raises ``ForwardToLeader`` (``outcome_unknown`` false)
+    also once the entry adding the learner has committed, when this node stops leading while
+    the call waits for the learner to catch up. The redirect stands (the leader finds the
+    learner in, appends nothing, and waits for it), but the request was not "nothing done":
+    a 503 of it never says ``"stopping": true`` (``http_api._no_leader``)."""
+
+
 class Conflict(Exception):
     """The request contradicts the cluster's current state (answered 409); nothing was done."""
 
@@ -1628,6 +1637,14 @@ class KvNode:
                 resp = await raft.add_learner(node_id, node, blocking=True)
         except LearnerNotFound as e:  # removed (remove_learner) while this waited: not the request's fault
             raise Conflict(f"{e}: it is not a member (add it again if that was not meant)") from None
+        except ForwardToLeader as e:
+            # Raised at once (a follower: nothing appended), or once the entry adding the
+            # learner committed and this node stopped leading during the wait for its catch-up
+            # (the learner is in). The membership tells the two apart, but for a learner that
+            # was in already (nothing appended either: taken as added, which is only cautious).
+            if e.outcome_unknown or raft.metrics.membership_config.membership.nodes.get(node_id) != node:
+                raise
+            raise LearnerInForward(e.leader_id, e.leader_node) from None
         except TimeoutError:
             m = raft.metrics
             entry = m.membership_config.log_id
