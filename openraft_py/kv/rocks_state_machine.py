@@ -49,6 +49,7 @@ from ..storage.memory import KvCommand, KvMap, apply_kv, apply_kv_effect, decode
 from ..storage.rocks.damage import damaged_read, is_rocksdb_corruption
 from ..storage.rocks.db import (
     BoundedIter,
+    CloseOnce,
     StoreCalls,
     byte_pieces,
     clear_frames,
@@ -538,6 +539,7 @@ class RocksStateMachine:
         what = "state machine"
         self.path = store_path(path, what)
         self._closed = True
+        self._close_once = CloseOnce()  # (``close()``: the first closes, the others wait for it)
         if os.path.exists(self.path):
             if not os.path.isdir(self.path):
                 raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(f"{self.path} is not a directory"))
@@ -1261,11 +1263,19 @@ class RocksStateMachine:
         Otherwise the lock is released whatever happens (the same path can be opened again
         at once, in this process too); raises ``StorageError`` (naming the path, the cause
         chained) when RocksDB could not flush or close cleanly. The state machine is closed
-        all the same."""
-        if self._closed:
-            return
-        self._closed = True
-        close_after_calls(self._calls, self._close_db)
+        all the same.
+
+        A ``close()`` called while this one runs in another thread returns once this one
+        has ended (``CloseOnce``); a later one returns at once."""
+        if not self._close_once.claim():
+            return  # (once the first close has ended, but in its own thread)
+        try:
+            if self._closed:
+                return  # (never opened)
+            self._closed = True
+            close_after_calls(self._calls, self._close_db)
+        finally:
+            self._close_once.end()
 
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no call of another thread runs (or they were given up):

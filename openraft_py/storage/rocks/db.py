@@ -43,7 +43,7 @@ from .damage import damaged, is_rocksdb_corruption
 from .wal import wal_numbers
 
 __all__ = [
-    "CLOSE_CALLS_WAIT", "BoundedIter", "StoreCalls", "byte_pieces", "clear_frames", "close_after_calls", "close_collected", "close_step", "database_use", "drop_handles",
+    "CLOSE_CALLS_WAIT", "BoundedIter", "CloseOnce", "StoreCalls", "byte_pieces", "clear_frames", "close_after_calls", "close_collected", "close_step", "database_use", "drop_handles",
     "holds_writes", "in_thread", "open_db", "raise_interrupt", "read_only", "release_db", "store_path", "write_options",
 ]
 
@@ -680,6 +680,45 @@ def close_step(step: Callable[[], object], errors: list[BaseException], interrup
     except BaseException as e:  # noqa: BLE001 - raised by the close, once it has completed
         interrupts.append(e)
     return False
+
+
+class CloseOnce:
+    """Which ``close()`` of a store is its first, the one that closes it (``claim``), and
+    the wait of any other for that one to end (``end``).
+
+    A second ``close()`` called while the first still runs in another thread (waiting for
+    the store's calls, draining the writer, syncing the WAL) returns once the first has
+    ended: it returned at once, RocksDB still open, and its caller's open of the same path
+    right after was refused as "in use". One in the first close's own thread (a close
+    reentered from its steps), or in a thread the first waits for (``no_wait``: the log
+    store's writer thread, which the close joins), returns at once. Thread-safe."""
+
+    __slots__ = ("_lock", "_ended", "_first")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        # Invariant: the ident of the thread running the first close, set once (``None``:
+        # no close yet); ``_ended`` is set once that close has returned or raised.
+        self._first: int | None = None
+
+    def claim(self, no_wait: int | None = None) -> bool:
+        """Whether the calling ``close()`` is the store's first: it closes the store, then
+        calls ``end`` (in a ``finally``). Otherwise ``False`` once the first has ended (at
+        once from its own thread or from the thread ``no_wait``)."""
+        here = threading.get_ident()
+        with self._lock:
+            first = self._first
+            if first is None:
+                self._first = here
+                return True
+        if here != first and here != no_wait:
+            self._ended.wait()
+        return False
+
+    def end(self) -> None:
+        """The first ``close()`` has ended (returned or raised): the others return."""
+        self._ended.set()
 
 
 def close_after_calls(calls: StoreCalls, close_db: Callable[[list[BaseException]], None]) -> None:

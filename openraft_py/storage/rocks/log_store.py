@@ -29,6 +29,7 @@ from .. import IOFlushed
 from .damage import damaged, damaged_read, is_rocksdb_corruption
 from .db import (
     BoundedIter,
+    CloseOnce,
     StoreCalls,
     byte_pieces,
     clear_frames,
@@ -438,7 +439,8 @@ class RocksLogStore(RocksLogReader):
 
     __slots__ = (
         "path", "sync", "fsync_mode", "_db", "_entries", "_entries_h", "_meta_h", "_writer", "_vote",
-        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_mark", "_owner", "_calls",
+        "_committed", "_committed_unsaved", "_purged", "_last", "_pending", "_closed", "_close_once", "_mark", "_owner",
+        "_calls",
     )
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, fsync_mode: str = "wal") -> None:
@@ -452,6 +454,7 @@ class RocksLogStore(RocksLogReader):
         self.path = store_path(path, "log store")
         self.sync = sync
         self._closed = True
+        self._close_once = CloseOnce()  # (``close()``: the first closes, the others wait for it)
         # The entries' table files are not compressed: a log's entries are deleted soon after
         # they are written (purged after a snapshot), and compressing each flushed memtable was
         # a measurable part of a write (db._cf_options).
@@ -875,11 +878,21 @@ class RocksLogStore(RocksLogReader):
         path can be opened again at once, in this process too). Raises ``StorageError``
         (naming the path, the cause chained) when RocksDB could not flush or close cleanly,
         e.g. after a failed write; the store is closed then all the same, and what was
-        acknowledged is on disk (the next open checks it)."""
-        if self._closed:
-            return
-        self._closed = True
-        close_after_calls(self._calls, self._close_db)
+        acknowledged is on disk (the next open checks it).
+
+        A ``close()`` called while this one runs in another thread returns once this one
+        has ended (``CloseOnce``; at once in the writer thread, which this one joins); a
+        later one returns at once."""
+        writer = getattr(self, "_writer", None)  # (none: the open failed)
+        if not self._close_once.claim(no_wait=writer._thread.ident if writer is not None else None):
+            return  # (once the first close has ended, but in its own thread or the writer's)
+        try:
+            if self._closed:
+                return  # (never opened)
+            self._closed = True
+            close_after_calls(self._calls, self._close_db)
+        finally:
+            self._close_once.end()
 
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no read of another thread runs (or they were given up):
