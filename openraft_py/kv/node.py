@@ -407,6 +407,8 @@ class ServeOptions(msgspec.Struct, kw_only=True):
                              "the node listens on two ports")
         if not self.data_dir:
             raise ValueError("--data-dir is required")
+        if "\x00" in self.data_dir:  # (the start failed with the file system's bare "embedded null byte")
+            raise ValueError(f"--data-dir {self.data_dir!r} holds a NUL character, which no file system takes")
         # The name is recorded in the data directory at the first start (``identity``): one
         # the transport refuses later would bind the directory to it.
         if type(self.cluster_name) is not str or not self.cluster_name:

@@ -461,3 +461,14 @@ def test_an_address_read_back_from_the_membership_keeps_its_leading_zero() -> No
     assert not same_addr("127.0.0.1:021001", "127.0.0.1:21002")
     assert not same_addr("127.0.0.2:21001", "127.0.0.1:21001")
     assert not same_addr("", "127.0.0.1:21001") and same_addr("x", "x")
+
+
+def test_a_data_dir_holding_a_nul_character_is_refused_by_the_options_check() -> None:
+    """``ServeOptions.check`` refuses a ``data_dir`` holding a NUL character, naming the flag,
+    as the stores refuse such a path (``db.store_path``): it passed the check, and the
+    node's start failed with the file system's bare "embedded null byte"."""
+    from openraft_py.kv.node import ServeOptions
+
+    opts = ServeOptions(id=1, raft_addr="127.0.0.1:28101", http_addr="127.0.0.1:28102", data_dir="/tmp/n1\x00x")
+    with pytest.raises(ValueError, match="--data-dir .* holds a NUL character"):
+        opts.check()
