@@ -470,5 +470,5 @@ def test_a_data_dir_holding_a_nul_character_is_refused_by_the_options_check() ->
     from openraft_py.kv.node import ServeOptions
 
     opts = ServeOptions(id=1, raft_addr="127.0.0.1:28101", http_addr="127.0.0.1:28102", data_dir="/tmp/n1\x00x")
-    with pytest.raises(ValueError, match="--data-dir .* holds a NUL character"):
+    with pytest.raises(ValueError, match=r"--data-dir .* holds a NUL character"):
         opts.check()
