@@ -35,7 +35,15 @@ import msgspec
 
 from .. import validation as _v
 from ..config import Config
-from ..errors import ForwardToLeader, InitializeError, LearnerNotFound, NotALearner, StoreOwnerMismatch, WaitTimeout
+from ..errors import (
+    Fatal,
+    ForwardToLeader,
+    InitializeError,
+    LearnerNotFound,
+    NotALearner,
+    StoreOwnerMismatch,
+    WaitTimeout,
+)
 from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors, stop_accepting
@@ -1586,10 +1594,15 @@ class KvNode:
             guard.active = False  # (no await from here to initialize's first step)
         try:
             await raft.initialize(nodes)
-        except (InitializeError, TypeError, ValueError):
+        except (InitializeError, TypeError, ValueError, Fatal) as e:
             # Refused, nothing written (a node no longer pristine: a leader's entries reached it
-            # meanwhile): it goes on catching up, its record back. Any other end (cancelled, a
-            # storage error) may come after the membership was written: the record stays gone.
+            # meanwhile), or the Raft stopped with none of it taken (``Fatal`` on a node still
+            # pristine: it stopped, a storage failure say, while the record was removed): it
+            # goes on catching up, its record back. Any other end (cancelled, a ``Fatal`` once
+            # the membership was appended) may come after the membership was written: the
+            # record stays gone.
+            if isinstance(e, Fatal) and not _pristine(raft.metrics):
+                raise
             if guard is not None and ending:
                 guard.active = True
                 await asyncio.to_thread(guard.save)

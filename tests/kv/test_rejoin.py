@@ -335,6 +335,32 @@ async def test_an_init_on_a_stopped_raft_leaves_the_node_catching_up_with_its_re
     assert (Path(one.opts.data_dir) / CATCHING_UP_FILE).exists()
 
 
+async def test_an_init_whose_raft_stops_while_the_record_is_removed_puts_it_back(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Raft stops (a storage failure, say) while the init removes the catching-up record,
+    in a worker thread, after it found the Raft running: ``initialize`` then fails at once
+    with ``Fatal``, writing nothing. The record is put back, as for a Raft stopped before
+    (it stayed gone: the node no longer caught up once started again)."""
+    from openraft_py.errors import Fatal
+    from openraft_py.kv.nodes import NodeAddrs
+
+    one = await cluster.start_node(1, raft_config=FAST)
+    raft = one.raft
+    assert raft is not None and one.catch_up is not None and one.catch_up.active
+    loop = asyncio.get_running_loop()
+    remove = CatchUpGuard.remove
+
+    def stopped_then_removed(guard: CatchUpGuard) -> None:
+        asyncio.run_coroutine_threadsafe(raft.shutdown(), loop).result(10)
+        remove(guard)
+
+    monkeypatch.setattr(CatchUpGuard, "remove", stopped_then_removed)
+    with pytest.raises(Fatal):
+        await asyncio.wait_for(one.init({1: NodeAddrs(one.opts.raft_addr, one.opts.http_addr)}), 20)
+    assert one.catch_up.active
+    assert (Path(one.opts.data_dir) / CATCHING_UP_FILE).exists()
+
+
 async def test_the_operator_ends_the_catching_up_by_removing_its_record(cluster: KvCluster,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """Two voters, both stopped, 2 wiped: 1 holds every committed write (each needed both),
