@@ -1266,9 +1266,11 @@ class RocksStateMachine:
         all the same.
 
         A ``close()`` called while this one runs in another thread returns once this one
-        has ended (``CloseOnce``); a later one returns at once."""
-        if not self._close_once.claim():
-            return  # (once the first close has ended, but in its own thread)
+        has ended (``CloseOnce``; at once in a thread with a call of the state machine
+        counted, which this one waits for); a later one returns at once."""
+        calls = getattr(self, "_calls", None)  # (none: never opened)
+        if not self._close_once.claim(wait=calls is not None and not calls.counts_thread(threading.get_ident())):
+            return  # (once the first close has ended, but in a thread it may wait for: one with a call counted)
         try:
             if self._closed:
                 return  # (never opened)

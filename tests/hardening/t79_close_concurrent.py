@@ -19,11 +19,16 @@ from typing import Any
 import pytest
 
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.storage.rocks import db
 from openraft_py.storage.rocks.log_store import RocksLogStore
 
 from .rocks_close_helpers import BOUND
 
 pytestmark = pytest.mark.timeout(60)
+
+WAIT = 8.0
+"""``CLOSE_CALLS_WAIT`` in the test that must not wait for it: a close waiting for a call in
+vain takes that long."""
 
 
 def until(check: Callable[[], bool], what: str) -> None:
@@ -80,4 +85,29 @@ def test_a_close_again_in_the_same_thread_and_after_the_close_returns_at_once(
     done = threading.Event()
     threading.Thread(target=lambda: (store.close(), done.set())).start()
     assert done.wait(BOUND)
+    make(tmp_path).close()
+
+
+@pytest.mark.parametrize("make", [RocksLogStore, RocksStateMachine], ids=["log_store", "state_machine"])
+def test_a_second_close_in_a_thread_the_first_waits_for_returns_at_once(
+    tmp_path: Path, make: Callable[[Path], Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread with a call of the store counted (a loop's work held across its awaits,
+    ``StoreCalls.hold``; a read) calls ``close()`` while another thread's close waits for
+    that call: it returns at once, as before, instead of waiting for the first close, which
+    waits for its call (each waited the whole ``CLOSE_CALLS_WAIT``, the loop blocked)."""
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
+    store = make(tmp_path)
+    token = store._calls.enter("a read of this thread")
+    first = threading.Thread(target=store.close, name="first close")
+    first.start()
+    try:
+        until(lambda: store._calls.closing, "the first close began")
+        store.close()  # (this thread's call is what the first waits for)
+        # (The first gives that call up only once ``WAIT`` has passed.)
+        assert not store._calls.abandoned, "the second close waited for the first, which waited for this thread's call"
+    finally:
+        store._calls.leave(token)
+        first.join(BOUND)
+    assert not first.is_alive()
     make(tmp_path).close()

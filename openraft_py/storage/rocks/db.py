@@ -690,8 +690,10 @@ class CloseOnce:
     the store's calls, draining the writer, syncing the WAL) returns once the first has
     ended: it returned at once, RocksDB still open, and its caller's open of the same path
     right after was refused as "in use". One in the first close's own thread (a close
-    reentered from its steps), or in a thread the first waits for (``no_wait``: the log
-    store's writer thread, which the close joins), returns at once. Thread-safe."""
+    reentered from its steps), or in a thread the first may wait for (``claim(wait=False)``:
+    one with a call of the store counted, ``StoreCalls.counts_thread``, or the log store's
+    writer thread, which the close joins), returns at once: waiting, it held up the first
+    close (each waited for the other, the first up to ``CLOSE_CALLS_WAIT``). Thread-safe."""
 
     __slots__ = ("_lock", "_ended", "_first")
 
@@ -702,17 +704,18 @@ class CloseOnce:
         # no close yet); ``_ended`` is set once that close has returned or raised.
         self._first: int | None = None
 
-    def claim(self, no_wait: int | None = None) -> bool:
+    def claim(self, wait: bool = True) -> bool:
         """Whether the calling ``close()`` is the store's first: it closes the store, then
         calls ``end`` (in a ``finally``). Otherwise ``False`` once the first has ended (at
-        once from its own thread or from the thread ``no_wait``)."""
+        once from the first's own thread, or unless ``wait``: the caller's thread is one the
+        first may wait for)."""
         here = threading.get_ident()
         with self._lock:
             first = self._first
             if first is None:
                 self._first = here
                 return True
-        if here != first and here != no_wait:
+        if wait and here != first:
             self._ended.wait()
         return False
 
@@ -1206,6 +1209,12 @@ class StoreCalls:
                     break
                 self._cond.wait(min(rest, QUEUED_POLL))
         return self.give_up(f"{CLOSE_CALLS_WAIT:g}s after the close began")
+
+    def counts_thread(self, ident: int) -> bool:
+        """Whether a call of the thread ``ident`` is counted (running there: ``enter``,
+        ``hold``, a call of ``run`` in its worker thread). Thread-safe."""
+        with self._lock:
+            return any(t == ident for t, _, _ in self._calls.values())
 
     def _others(self, here: int) -> list[str]:
         """The names of the counted calls not of the thread ``here``. Under ``_cond``."""

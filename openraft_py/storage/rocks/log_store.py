@@ -881,11 +881,11 @@ class RocksLogStore(RocksLogReader):
         acknowledged is on disk (the next open checks it).
 
         A ``close()`` called while this one runs in another thread returns once this one
-        has ended (``CloseOnce``; at once in the writer thread, which this one joins); a
-        later one returns at once."""
-        writer = getattr(self, "_writer", None)  # (none: the open failed)
-        if not self._close_once.claim(no_wait=writer._thread.ident if writer is not None else None):
-            return  # (once the first close has ended, but in its own thread or the writer's)
+        has ended (``CloseOnce``; at once in a thread this one may wait for: the writer
+        thread, which it joins, or one with a read of the store counted); a later one
+        returns at once."""
+        if not self._close_once.claim(wait=self._second_close_waits()):
+            return  # (once the first close has ended, but in a thread it may wait for)
         try:
             if self._closed:
                 return  # (never opened)
@@ -893,6 +893,16 @@ class RocksLogStore(RocksLogReader):
             close_after_calls(self._calls, self._close_db)
         finally:
             self._close_once.end()
+
+    def _second_close_waits(self) -> bool:
+        """Whether a ``close()`` in this thread, not the first, waits for the first to end:
+        not in a thread the first may wait for (the writer thread, which it joins; one with
+        a call of the store counted) nor in a store never opened."""
+        here = threading.get_ident()
+        writer = getattr(self, "_writer", None)
+        calls = getattr(self, "_calls", None)
+        return (writer is not None and writer._thread.ident != here and calls is not None
+                and not calls.counts_thread(here))
 
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no read of another thread runs (or they were given up):
