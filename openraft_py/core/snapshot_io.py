@@ -38,14 +38,17 @@ def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
 def check_receiving_file(f: Any, what: str) -> None:
     """``TypeError`` naming ``what`` (the state machine method) unless ``f`` is a file a
     received snapshot can be written into: open, not a text file, with callable ``write``,
-    ``seek``, ``truncate`` and ``read`` (``write_at``, ``finish``, then the install reads it).
+    ``seek`` and ``truncate`` (``write_at``, ``finish``; its ``close``, when it has one, is
+    called when done), what the contract names (``RaftStateMachine.begin_receiving_snapshot``):
+    not ``read``, which the node never calls on it (a state machine's ``install_snapshot``
+    may read what was written elsewhere; one that reads ``data`` fails there, naming it).
     ``None`` (a forgotten ``return``), a text file or a closed one stopped the node at the
     first chunk with what the write hit ("'NoneType' object has no attribute 'seek'",
     "string argument expected, got 'bytes'", "I/O operation on closed file."), naming
     neither the method nor what it must return."""
     if isinstance(f, io.TextIOBase):
         got = f"a text file ({type(f).__name__})"
-    elif not all(callable(getattr(f, m, None)) for m in ("write", "seek", "truncate", "read")):
+    elif not all(callable(getattr(f, m, None)) for m in ("write", "seek", "truncate")):
         got = f"{type(f).__name__} {f!r:.80}"
     elif getattr(f, "closed", False) is True:
         got = f"a closed file ({type(f).__name__})"
