@@ -7,8 +7,9 @@ router without faults) with its timers off (``enable_tick=False``; node 1 is mad
 ``trigger.elect()``), so that no heartbeat or tick runs a number of times that depends on
 how slowly valgrind runs the process. ``N1`` and then ``N2`` writes run under
 ``valgrind --tool=cachegrind --cache-sim=no``; the difference of the two instruction counts
-over ``N2 - N1`` is the cost of one write, start-up and teardown cancelled out. Counts
-repeat within about 1% between runs of the same code::
+over ``N2 - N1`` is the cost of one write, start-up and teardown cancelled out. Every child
+runs with one hash seed (``PYTHONHASHSEED``, 0 unless set), so counts of the same code
+repeat to within a few instructions a write::
 
     python bench/instructions.py                  # 1 writer, 500 and 2,500 writes
     python bench/instructions.py --writers 256 --n1 5000 --n2 25000
@@ -71,7 +72,12 @@ def _count(writers: int, total: int, nodes: int) -> int:
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, __file__, "--child", str(writers), str(total), str(nodes),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stderr
+    # One hash seed for every child (0 unless the caller set one): with a random seed per
+    # process, sets and dicts of str iterate in another order in each run, and the schedule
+    # of the nodes' tasks with them; two runs of the same code then differed by up to 2% a
+    # write (256 writers), with a fixed seed by a few instructions.
+    env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env).stderr
     m = re.search(r"I\s+refs:\s+([\d,]+)", out)
     if m is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
