@@ -45,15 +45,21 @@ def check_receiving_file(f: Any, what: str) -> None:
     ``None`` (a forgotten ``return``), a text file or a closed one stopped the node at the
     first chunk with what the write hit ("'NoneType' object has no attribute 'seek'",
     "string argument expected, got 'bytes'", "I/O operation on closed file."), naming
-    neither the method nor what it must return."""
+    neither the method nor what it must return.
+
+    A refused file that is open is closed first (``close_quietly``: a failing ``close`` of
+    the plug-in's neither hides the refusal nor replaces it): nothing else will (its node
+    stops), and a text-mode temporary file kept its descriptor until the garbage collector
+    found it."""
     if isinstance(f, io.TextIOBase):
         got = f"a text file ({type(f).__name__})"
     elif not all(callable(getattr(f, m, None)) for m in ("write", "seek", "truncate")):
         got = f"{type(f).__name__} {f!r:.80}"
     elif getattr(f, "closed", False) is True:
-        got = f"a closed file ({type(f).__name__})"
+        raise TypeError(f"{what} returned a closed file ({type(f).__name__}), expected a writable binary file object")
     else:
         return
+    close_quietly(f)
     raise TypeError(f"{what} returned {got}, expected a writable binary file object")
 
 
