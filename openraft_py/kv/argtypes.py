@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from ..network.wire import MAX_NAME_LEN
 from ..validation import MAX_NODE_ID, check_seconds, shown
 
-__all__ = ["MAX_TIMEOUT", "check_duration", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "GIVEN_FLAGS", "GivenOnce", "given_once", "json_object", "node_id",
+__all__ = ["MAX_TIMEOUT", "check_cluster_name", "check_duration", "cluster_name", "MIN_TIMEOUT", "QUOTE_MAX", "decimal_int", "GIVEN_FLAGS", "GivenOnce", "given_once", "json_object", "node_id",
            "positive_float", "positive_int", "positive_int_at_most", "quoted", "timeout"]
 
 _DECIMAL = re.compile(r"-?[0-9]+")
@@ -135,6 +136,44 @@ def node_id(text: str) -> int:
     if text.startswith("-") or n > MAX_NODE_ID:  # (-0 too)
         raise argparse.ArgumentTypeError(f"{text!r} is not a node id (0 to {MAX_NODE_ID})")
     return n
+
+
+def check_cluster_name(name: str) -> str:
+    """``name`` if the key-value service takes it as a cluster name (``serve --cluster-name``,
+    ``ServeOptions.cluster_name``, ``cluster up --cluster-name``, ``cluster force-recover
+    --new-cluster-name``); ``ValueError`` otherwise. A cluster name is non-empty, at most
+    ``MAX_NAME_LEN`` characters (what a raft handshake's ``Hello`` carries: the transport
+    counts characters, not bytes), UTF-8 (the handshake encodes it so), and printable text
+    (``str.isprintable``: letters, digits, marks, punctuation, symbols and the plain space of
+    any script; no control, format or separator character but that space).
+
+    NB: the transport itself (``TcpNetworkFactory``, ``TcpServer``) takes any non-empty name
+    of at most ``MAX_NAME_LEN`` characters, as a library's caller may have chosen one; it
+    compares names whole and quotes a refused one with ``repr``. The service is stricter: its
+    name is recorded in the data directory (``node.json``) and written into the refusals that
+    tell an operator which ``--cluster-name`` to give, where a control character was written
+    raw (a new line split the refusal, an escape sequence drove the terminal)."""
+    if not name:
+        raise ValueError("a cluster name is a non-empty string")
+    if len(name) > MAX_NAME_LEN:
+        raise ValueError(f"a cluster name is at most {MAX_NAME_LEN} characters (the raft handshake's limit)")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{quoted(name)} is not valid UTF-8") from None
+    if not name.isprintable():
+        at = next(i for i, c in enumerate(name) if not c.isprintable())
+        raise ValueError(f"{quoted(name)} holds an unprintable character ({name[at]!r} at {at}): a cluster name is "
+                         "printable text (it is recorded in the data directory and written into logs and errors)")
+    return name
+
+
+def cluster_name(text: str) -> str:
+    """A cluster name flag's value (``check_cluster_name``)."""
+    try:
+        return check_cluster_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _RepeatedKey(ValueError):

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .._cli import missing_kv_extra, needs_kv_extra, one_line, run_cli
 from .._compiled import env_flag
 from .argtypes import GIVEN_FLAGS, GivenOnce, decimal_int, given_once, quoted
+from .argtypes import cluster_name as _cluster_name
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .argtypes import positive_int_at_most as _positive_int_at_most
@@ -249,16 +250,6 @@ def _node_dir(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("an empty path: give the stopped node's data directory (serve's --data-dir)")
     return text
-
-
-def _cluster_name(text: str) -> str:
-    """A cluster name ``serve --cluster-name`` takes (``recover.check_cluster_name``)."""
-    from .recover import check_cluster_name
-
-    try:
-        return check_cluster_name(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _host(text: str) -> str:

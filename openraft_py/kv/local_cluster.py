@@ -67,12 +67,12 @@ def check_host(host: str) -> str:
 
 def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int | None, log_level: str) -> None:
     """``ValueError`` naming the ``serve`` flag unless every node can run with these settings
-    (``TypeError`` for a wrong type): ``cluster_name`` as ``recover.check_cluster_name``,
+    (``TypeError`` for a wrong type): ``cluster_name`` as ``argtypes.check_cluster_name``,
     ``raft_config`` and ``max_body`` (``None``: serve's default) as
     ``server.check_raft_flags``, ``log_level`` one of ``server.LOG_LEVELS`` in any case (as
     ``serve --log-level`` takes it: "debug" was refused here, and ran before)."""
     from .node import DEFAULT_MAX_BODY
-    from .recover import check_cluster_name
+    from .argtypes import check_cluster_name
     from .server import LOG_LEVELS, check_raft_flags
 
     if not isinstance(cluster_name, str):

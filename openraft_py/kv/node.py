@@ -48,14 +48,13 @@ from ..metrics import RaftMetrics
 from ..network._tcp_common import self_handshake
 from ..network.accept_errors import AcceptErrors, stop_accepting
 from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri, parse_addr, tcp_connection_limit
-from ..network.wire import MAX_NAME_LEN
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..storage.rocks.db import CANCELLED_THREAD_WAIT, CLOSE_CALLS_WAIT, in_thread
 from ..storage.rocks.files import fsync_dir
 from ..storage.rocks.log_store import log_store_use
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
-from .argtypes import check_duration
+from .argtypes import check_cluster_name, check_duration
 from .client import CONSISTENCIES, MAX_KEY_BYTES
 from .commands import KvDelete, KvSet, KvStateMachine, encode_cas, encode_kv
 from .identity import (
@@ -419,14 +418,13 @@ class ServeOptions(msgspec.Struct, kw_only=True):
             raise ValueError(f"--data-dir {self.data_dir!r} holds a NUL character, which no file system takes")
         # The name is recorded in the data directory at the first start (``identity``): one
         # the transport refuses later would bind the directory to it.
-        if type(self.cluster_name) is not str or not self.cluster_name:
-            raise ValueError("--cluster-name must be a non-empty string")
-        if len(self.cluster_name) > MAX_NAME_LEN:
-            raise ValueError(f"--cluster-name is longer than {MAX_NAME_LEN} characters (the raft handshake's limit)")
+        # (``serve``'s flag checks it so as it is read: ``argtypes.cluster_name``.)
+        if type(self.cluster_name) is not str:
+            raise ValueError(f"--cluster-name must be a str, got {type(self.cluster_name).__name__}")
         try:
-            self.cluster_name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"--cluster-name {self.cluster_name!r} is not valid UTF-8") from None
+            check_cluster_name(self.cluster_name)
+        except ValueError as e:
+            raise ValueError(f"--cluster-name: {e}") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_ca is not None and self.tls_cert is None:

@@ -45,9 +45,9 @@ from pathlib import Path
 import aiohttp
 
 from ..errors import StorageError, StoreOwnerMismatch
-from ..network.wire import MAX_NAME_LEN
 from ..recovery import AlreadySoleVoter, SoleVoterPlan, force_sole_voter, replace_owners
 from ..types import Membership, NodeId, Vote
+from .argtypes import check_cluster_name
 from .identity import (
     IDENTITY_FILE,
     LOG_DIR,
@@ -70,20 +70,6 @@ CONFIRM_FLAG = "--i-know-writes-may-be-lost"
 
 class Refused(Exception):
     """``force-recover`` refused: one line saying why (nothing was changed)."""
-
-
-def check_cluster_name(name: str) -> str:
-    """``name`` if ``serve`` takes it as ``--cluster-name`` (non-empty, UTF-8, at most
-    ``MAX_NAME_LEN`` characters); ``ValueError`` otherwise."""
-    if not name:
-        raise ValueError("a cluster name is a non-empty string")
-    if len(name) > MAX_NAME_LEN:
-        raise ValueError(f"a cluster name is at most {MAX_NAME_LEN} characters (the raft handshake's limit)")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{name!r} is not valid UTF-8") from None
-    return name
 
 
 def _voters(m: Membership) -> str:

@@ -47,6 +47,7 @@ if __name__ == "__main__":  # ``python -m openraft_py.kv.server``: the kv extra,
         sys.exit(1)
 
 from .argtypes import GivenOnce, decimal_int, given_once
+from .argtypes import cluster_name as _cluster_name
 from .argtypes import json_object as _json_object
 from .argtypes import node_id as _node_id
 from .logs import LOG_FORMATS, configure_logging
@@ -68,8 +69,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--raft-addr", action=GivenOnce, required=True, metavar="HOST:PORT", help="listen address of the Raft TCP transport")
     p.add_argument("--http-addr", action=GivenOnce, required=True, metavar="HOST:PORT", help="listen address of the HTTP API")
     p.add_argument("--data-dir", action=GivenOnce, required=True, metavar="DIR", help="the node's RocksDB data (created if missing)")
-    p.add_argument("--cluster-name", action=GivenOnce, default="openraft-py", metavar="NAME",
-                   help="the cluster's name (default openraft-py): peers of another cluster name are refused")
+    p.add_argument("--cluster-name", action=GivenOnce, default="openraft-py", metavar="NAME", type=_cluster_name,
+                   help="the cluster's name (default openraft-py; printable text, at most 256 characters): peers of "
+                        "another cluster name are refused")
     p.add_argument("--tls-cert", action=GivenOnce, metavar="FILE", help="PEM certificate of the raft port (TLS)")
     p.add_argument("--tls-key", action=GivenOnce, metavar="FILE", help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", action=GivenOnce, metavar="FILE", help="CA bundle peers must be signed by (mutual TLS)")

@@ -215,6 +215,23 @@ BAD = [
      "cluster up: error: --raft-config: "),
     (["cluster", "up", "-n", "1", "--cluster-name", ""],
      "argument --cluster-name: a cluster name is a non-empty string"),
+    # A control character was taken: recorded in node.json, written raw into the refusals
+    # that name it ("start it with --cluster-name a" and a new line, the rest on another).
+    # (The --data-dir '' after it fails the command line, should the name be taken again.)
+    # Now refused as the flag is read, as cluster up's and force-recover's names are.
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--cluster-name", "a\nb",
+      "--data-dir", ""],
+     "argument --cluster-name: 'a\\nb' holds an unprintable character ('\\n' at 1): a cluster name is printable text"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+      "--cluster-name", "prod\x1b[2J", "--data-dir", ""],
+     "argument --cluster-name: 'prod\\x1b[2J' holds an unprintable character ('\\x1b' at 4)"),
+    (["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2",
+      "--cluster-name", "a\u2028b", "--data-dir", ""],
+     "argument --cluster-name: 'a\\u2028b' holds an unprintable character ('\\u2028' at 1)"),
+    (["cluster", "up", "-n", "1", "--cluster-name", "a\tb", "--data-dir", ""],
+     "argument --cluster-name: 'a\\tb' holds an unprintable character ('\\t' at 1): a cluster name is printable"),
+    (["cluster", "force-recover", "--new-cluster-name", "x\x00", "--data-dir", ""],
+     "argument --new-cluster-name: 'x\\x00' holds an unprintable character ('\\x00' at 1)"),
     # A few thousand clients swamped the nodes ("no agreed leader"); a million keys kept the
     # end's reads going for hours.
     (["demo", "--clients", "3000"], f"argument --clients: '3000' must be at most {demo.MAX_CLIENTS}"),
@@ -431,6 +448,25 @@ def test_serve_options_in_python_refuse_a_max_body_no_entry_can_use() -> None:
         opts.check()
     node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
                       max_body=6 * 4194304 + 65536).check()
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("a\nb", "--cluster-name: 'a\\nb' holds an unprintable character ('\\n' at 1): a cluster name is printable text"),
+    ("\x7f", "--cluster-name: '\\x7f' holds an unprintable character ('\\x7f' at 0)"),
+    ("x" * 257, "--cluster-name: a cluster name is at most 256 characters (the raft handshake's limit)"),
+])
+def test_serve_options_in_python_refuse_an_unprintable_cluster_name(name: str, message: str) -> None:
+    """``ServeOptions.check`` (which ``KvNode`` runs) refuses the cluster names ``serve``'s
+    flag does: an embedding program's name with a control character was recorded in the
+    data directory and written raw into the refusals that name it."""
+    opts = node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d", cluster_name=name)
+    with pytest.raises(ValueError) as info:
+        opts.check()
+    assert str(info.value).startswith(message), str(info.value)
+    # Printable text of any script, spaces and the longest name the handshake carries are taken.
+    for good in ("prod east", "\u751f\u4ea7-\u00e9", "y" * 256):
+        node.ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d",
+                          cluster_name=good).check()
 
 
 @pytest.mark.parametrize(("max_body", "raft_config"), [
