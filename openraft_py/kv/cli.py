@@ -71,6 +71,20 @@ STEP_MIN = 0.1
 ``members``, ``status``) is given, once it starts: the verb may end this much after its
 ``--timeout``."""
 
+SHOWN_MAX = 5
+"""The most endpoints (or reasons, or lines about endpoints) a verb's message names; past
+that it says how many more (``_first_few``). ``cluster status`` given 2000 endpoints that
+did not answer printed 2000 lines and an error line of 150 KB naming each and its reason."""
+
+
+def _first_few(items: Sequence[str], sep: str = ", ") -> str:
+    """The first ``SHOWN_MAX`` of ``items`` joined with ``sep``, then ``" and N more"`` when
+    there are more."""
+    shown = sep.join(items[:SHOWN_MAX])
+    more = len(items) - SHOWN_MAX
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 if TYPE_CHECKING:  # the verbs import them when they run
     from .client import ClientError, KvClient, Response
     from .local_cluster import LocalCluster
@@ -864,7 +878,7 @@ async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadli
     first = time.monotonic()
     kind, why = await _what_the_endpoints_are(c, args, deadline)
     if kind == "foreign":
-        raise CliError(f"no node's HTTP API at {', '.join(args.endpoints)}: {why}")
+        raise CliError(f"no node's HTTP API at {_first_few(args.endpoints)}: {why}")
     if kind != "pristine":
         return
     while time.monotonic() - first < NO_CLUSTER_GRACE and not deadline.expired():
@@ -873,7 +887,7 @@ async def _refuse_if_in_no_cluster(c: KvClient, args: argparse.Namespace, deadli
             return
     # (Safe for nodes of a running cluster started again on empty data directories too: they
     # answer as new nodes until a leader reaches them, and an init would split the cluster.)
-    raise CliError(f"no node at {', '.join(args.endpoints)} is in a cluster yet. To start a new cluster, initialize "
+    raise CliError(f"no node at {_first_few(args.endpoints)} is in a cluster yet. To start a new cluster, initialize "
                    "it once with 'openraft-py cluster init'. If they were members of a running cluster (their data "
                    "directories lost or new), do not init them, which would start a second cluster: give "
                    "--endpoints of its other nodes, and add back any that is no longer a member with "
@@ -914,7 +928,7 @@ async def _what_the_endpoints_are(c: KvClient, args: argparse.Namespace, deadlin
         for task in asking:
             task.cancel()
         await asyncio.gather(*asking, return_exceptions=True)
-    return kinds.pop(), "; ".join(whys)  # (every endpoint answered alike)
+    return kinds.pop(), _first_few(whys, "; ")  # (every endpoint answered alike)
 
 
 def _no_node_s_answer(ep: str, e: ClientError) -> str | None:
@@ -994,7 +1008,7 @@ async def _reach_a_node(args: argparse.Namespace, explicit_timeout: bool, deadli
                 task.cancel()
             await asyncio.gather(*trying, return_exceptions=True)
         if time.monotonic() + 0.2 >= end:
-            raise CliError(f"no node answered at {', '.join(args.endpoints)} within {bound:g}s ({why}): is the "
+            raise CliError(f"no node answered at {_first_few(args.endpoints)} within {bound:g}s ({why}): is the "
                            "cluster running there? (--timeout S waits longer)")
         await asyncio.sleep(0.2)
 
@@ -1126,13 +1140,16 @@ async def _cluster_status(args: argparse.Namespace) -> int:
             if len(configs) == 2:
                 print(f"(joint membership: the voters change from {configs[0]} to {configs[1]}; electing a leader "
                       "and committing take a majority of each)")
-            for ep in unreachable_eps:
+            for ep in unreachable_eps[:SHOWN_MAX]:
                 print(f"({not_nodes.get(ep) or why_not.get(ep) or f'no answer from {ep}'})")
+            if len(unreachable_eps) > SHOWN_MAX:
+                print(f"(and {len(unreachable_eps) - SHOWN_MAX} more endpoints gave no status: --json lists them)")
         if not any(isinstance(v, dict) for v in rows.values()):
             if not_nodes and len(not_nodes) == len(c.endpoints):  # (each answered: say what, not "no answer")
-                raise CliError(f"no node's HTTP API at {', '.join(c.endpoints)}: {'; '.join(not_nodes.values())}")
-            whys = "; ".join(why_not[ep] for ep in c.endpoints if ep in why_not)
-            raise CliError(f"no node answered at {', '.join(c.endpoints)}" + (f": {whys}" if whys else ""))
+                raise CliError(f"no node's HTTP API at {_first_few(c.endpoints)}: "
+                               f"{_first_few(list(not_nodes.values()), '; ')}")
+            whys = _first_few([why_not[ep] for ep in c.endpoints if ep in why_not], "; ")
+            raise CliError(f"no node answered at {_first_few(c.endpoints)}" + (f": {whys}" if whys else ""))
     return EXIT_OK
 
 

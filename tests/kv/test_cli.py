@@ -596,6 +596,27 @@ def test_status_says_why_an_endpoint_did_not_answer(capsys: pytest.CaptureFixtur
                    f"Name or service not known; cannot connect to {dead}: Connection refused"], err
 
 
+@pytest.mark.timeout(60)
+def test_status_of_many_endpoints_that_do_not_answer_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cluster status`` given 600 endpoints that refuse printed a line for each and an
+    error line naming every endpoint and every reason (150 KB for 2000 endpoints). It names
+    the first few of each now, and how many more (``--json`` still lists every one)."""
+    from openraft_py.testing.proc_cluster import free_port
+
+    port = free_port()
+    eps = [f"127.0.{i // 250}.{i % 250 + 1}:{port}" for i in range(600)]  # (all loopback: refused at once)
+    assert cli.main(["cluster", "status", "--endpoints", ",".join(eps), "--timeout", "10"]) == 1
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert len(out) <= 1 + 5 + 1, len(out)
+    assert out[1] == f"(cannot connect to {eps[0]}: Connection refused)", out[:3]
+    assert out[-1] == f"(and {600 - 5} more endpoints gave no status: --json lists them)", out[-3:]
+    assert len(err) == 1 and len(err[0]) < 1000, (len(err), len(err[0]))
+    assert err[0].startswith(f"openraft-py cluster status: error: no node answered at {eps[0]}, {eps[1]}, "), err[0]
+    assert f" and {600 - 5} more: cannot connect to {eps[0]}: Connection refused; " in err[0], err[0]
+    assert err[0].endswith(f": Connection refused and {600 - 5} more"), err[0]
+
+
 async def test_add_learner_with_a_raft_host_that_does_not_resolve_fails_at_once(
         capsys: pytest.CaptureFixture[str]) -> None:
     """``cluster add-learner --raft-addr TYPO:P`` waited out the service's bound on the call
