@@ -101,10 +101,11 @@ the client sends it, within a body's deadline and up to twice ``max_body``; the 
 then serves the next request, or is closed if the body was slower or larger (or, when a
 stop ends the drop, gets the stopping node's 408 first: ``_retire_after_drop``).
 
-One answer is not JSON: a request that is not well-formed HTTP (a malformed request line,
-header, ``Content-Length`` or chunk framing) is refused by aiohttp's parser before the
-application sees it, with 400 in plain text, and its connection closed. aiohttp has no hook
-for that answer; it is logged in one line at INFO (``SERVER_LOG``), not as an error.
+A request that is not well-formed HTTP (a malformed request line, header, ``Content-Length``
+or chunk framing; a request line over ``MAX_REQUEST_LINE`` or a header over
+``MAX_HEADER_FIELD``) is refused by aiohttp's parser before the application sees it: it is
+answered 400 with the API's JSON error all the same (``JsonParserErrors``), its connection
+closed, and logged in one line at INFO (``SERVER_LOG``), not as an error.
 """
 
 from __future__ import annotations
@@ -244,11 +245,65 @@ def flush_client_mistakes() -> None:
     _CLIENT_MISTAKES.flush(all_windows=True)
 
 
+def _parser_detail(exc: BaseException) -> str:
+    """What aiohttp's parser said was wrong with a request, in one line of at most 300
+    characters (its message may quote the whole line, and mark a place in it with ``^``)."""
+    what = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    lines = [line.strip() for line in str(what).splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"})[:300]
+
+
+class JsonParserErrors(web.RequestHandler):
+    """The HTTP connection protocol of the node's listener (``capped_connections``): aiohttp's
+    ``RequestHandler``, whose answer to a request its parser refuses (``handle_error`` with
+    status 400 and an ``HttpProcessingError``: a malformed request line or header, a request
+    line over ``MAX_REQUEST_LINE``, a header over ``MAX_HEADER_FIELD``) is the API's JSON
+    ``{"error": ...}`` (DESIGN section 8), not aiohttp's plain text, which clients that parse
+    every error as JSON could not read. Everything else is aiohttp's: the parsing, the log
+    record (``SERVER_LOG``), the closed connection, and every other answer.
+
+    NB: aiohttp has no parameter for the class of its connection protocol, nor a hook for
+    this answer (aio-libs/aiohttp#3287): ``adopt`` makes the ``RequestHandler`` that
+    ``web.Server`` made one of these (no state is added: ``__slots__`` is empty), and leaves
+    any other protocol as it is (an aiohttp that made another would answer in plain text
+    again, which ``tests/kv/test_http_bad_input.py`` would tell)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def adopt(cls, handler: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        """``handler``, made one of these when it is exactly aiohttp's ``RequestHandler``."""
+        if type(handler) is web.RequestHandler:
+            handler.__class__ = cls
+        return handler
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """aiohttp's answer (it logs the error, and raises when an answer was sent already),
+        in JSON for a request its parser refused."""
+        answer = super().handle_error(request, status, exc, message)
+        if status != 400 or not isinstance(exc, HttpProcessingError):
+            return answer
+        return malformed_http_answer(exc)
+
+
+def malformed_http_answer(exc: HttpProcessingError) -> web.Response:
+    """The 400 of a request aiohttp's parser refused: the API's JSON error naming what was
+    wrong and the limits, with the connection closed (the rest of what the client sent is
+    not read: where the next request would begin is unknown)."""
+    error = (f"not a well-formed HTTP request: {_parser_detail(exc)} (a request line is at most {MAX_REQUEST_LINE} "
+             f"bytes, a header name or value at most {MAX_HEADER_FIELD} bytes; a key is at most {MAX_KEY_BYTES} "
+             "bytes of UTF-8)")
+    answer = web.json_response({"error": error}, status=400)
+    answer.force_close()
+    return answer
+
+
 class _MalformedHttpInOneLine(logging.Filter):
     """Logs a request aiohttp's parser refused as the client's mistake it is: one line at
     INFO (or the record's own lower level), not an ERROR with aiohttp's traceback. Records
-    of any other error pass unchanged. (aiohttp answers such a request itself, 400 in plain
-    text, before any handler or middleware runs: it has no hook for that answer.)"""
+    of any other error pass unchanged. (aiohttp answers such a request before any handler or
+    middleware runs: ``JsonParserErrors`` makes that answer the API's JSON 400.)"""
 
     def __init__(self, logger: logging.Logger) -> None:
         super().__init__()
@@ -259,10 +314,7 @@ class _MalformedHttpInOneLine(logging.Filter):
         if not isinstance(exc, (HttpProcessingError, RequestPayloadError)):
             return True
         try:  # (a filter that raised would fail the logging call, and aiohttp's answer with it)
-            what = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
-            lines = [line.strip() for line in str(what).splitlines()]
-            detail = " ".join(line for line in lines if line and set(line) != {"^"})[:300]
-            record.args = (record.getMessage(), detail)
+            record.args = (record.getMessage(), _parser_detail(exc))
         except Exception:  # noqa: BLE001 - then the record is logged as it came
             return True
         record.msg = "%s: not a well-formed HTTP request (answered 400, connection closed): %s"
@@ -289,6 +341,11 @@ MAX_REQUEST_LINE = 3 * MAX_KEY_BYTES + 1024
 """The longest request line the server reads (aiohttp's ``max_line_size``; its default, 8190,
 is too short): every byte of a key may take three characters percent-encoded, so a key of
 ``MAX_KEY_BYTES`` fits with the method, ``/kv/``, ``/cas``, the query and the version."""
+
+MAX_HEADER_FIELD = 8190
+"""The longest header name or value the server reads (aiohttp's ``max_field_size``, at its
+default): the API reads no header that long (the longest it reads are short tokens and
+numbers); a proxy's or a browser's cookies fit."""
 
 
 BODY_GRACE = 30.0
@@ -712,7 +769,7 @@ def capped_connections(server: web.Server, limit: int,
             return _Refused(answer, lingering, max_lingering)
         if refusals.failing:
             refusals.cleared(now, "takes HTTP connections again")
-        return server()
+        return JsonParserErrors.adopt(server())
 
     return protocol
 

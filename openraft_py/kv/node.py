@@ -1032,6 +1032,7 @@ class KvNode:
         _RUNNING.add(self)
         from .http_api import (
             HTTP_IDLE_TIMEOUT,
+            MAX_HEADER_FIELD,
             MAX_REQUEST_LINE,
             SERVER_LOG,
             IdleConnections,
@@ -1156,13 +1157,13 @@ class KvNode:
 
             app = make_app(self)
             # auto_decompress=False: a compressed body is refused by the API (415) rather than
-            # decoded, or refused as plain text, by aiohttp's parser (``http_api``). logger: a
+            # decoded, or refused, by aiohttp's parser (``http_api``). logger: a
             # request the parser refuses is logged in one line (``http_api.SERVER_LOG``).
             # keepalive_timeout: a backstop only; ``IdleConnections`` closes a connection idle
             # for HTTP_IDLE_TIMEOUT first, with a 408 (aiohttp's timer closes it with no word).
             self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_WAIT,
-                                       max_line_size=MAX_REQUEST_LINE, auto_decompress=False, logger=SERVER_LOG,
-                                       keepalive_timeout=2 * HTTP_IDLE_TIMEOUT)
+                                       max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_FIELD,
+                                       auto_decompress=False, logger=SERVER_LOG, keepalive_timeout=2 * HTTP_IDLE_TIMEOUT)
             await self._http.setup()
             assert self._http.server is not None  # (made by setup)
             self.http_conns = IdleConnections(self._http.server, HTTP_IDLE_TIMEOUT, self._current_leader_id)

@@ -396,7 +396,7 @@ async def test_malformed_http_is_a_400_logged_in_one_line(cluster: KvCluster, ca
     line, a bad header name) is answered 400 by aiohttp's parser, which closes the
     connection, and is logged as the client's mistake: one line at INFO naming what was
     wrong, no traceback (it was an ERROR with aiohttp's traceback, every time). The answer
-    itself stays aiohttp's, in plain text: aiohttp has no hook for it (kv-service.md)."""
+    is the API's JSON error (``JsonParserErrors``; it was aiohttp's plain text)."""
     caplog.set_level(logging.INFO, logger="openraft_py.kv.http_api.server")
     leader = await cluster.wait_leader()
     host, port = leader.opts.http_addr.rsplit(":", 1)
@@ -410,7 +410,9 @@ async def test_malformed_http_is_a_400_logged_in_one_line(cluster: KvCluster, ca
             writer.close()
             await writer.wait_closed()
         assert answer.split(b"\r\n", 1)[0].split()[1] == b"400", answer
-        assert why.encode() in answer, answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"Content-Type: application/json" in head, answer
+        assert why in json.loads(body)["error"], answer
     noisy = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info or r.exc_text]
     assert not noisy, [(r.name, r.levelname, r.getMessage()) for r in noisy]
     lines = [r.getMessage() for r in caplog.records if r.name == "openraft_py.kv.http_api.server"]
@@ -794,6 +796,46 @@ def test_connection_limits_count_the_descriptors_the_node_holds() -> None:
     assert http_api.connection_limits(soft - http_api.FILES_RESERVE - 4) == (2, 8)
     assert http_api.connection_limits(soft) == (1, 8)
     assert http_api.open_descriptors() is None or http_api.open_descriptors() > 3  # type: ignore[operator]
+
+
+async def _raw_answer(addr: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` on a new connection to ``addr``; the answer's status, headers (names in
+    lower case) and body, read to EOF (the server closes)."""
+    host, port = addr.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.timeout(60)
+async def test_a_too_long_request_line_or_header_is_answered_in_json(cluster: KvCluster) -> None:
+    """A request line over ``MAX_REQUEST_LINE`` (a key of more than ``MAX_KEY_BYTES``
+    percent-encoded, as a client that does not check keys sends it) or a header over
+    ``MAX_HEADER_FIELD`` got aiohttp's own plain-text 400 ("400, message: Got more than 13312
+    bytes when reading ..."): every other bad request gets the API's JSON ``{"error": ...}``
+    (DESIGN section 8), which clients parse. Each is a JSON 400 now, naming the limit, and the
+    connection is closed (the rest of the request is not read)."""
+    leader = await cluster.wait_leader()
+    key = "%C3%A9" * 2400  # 4800 bytes of UTF-8, 14400 characters percent-encoded
+    long_line = f"GET /kv/{key} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    long_header = b"GET /cluster/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    for data, limit in ((long_line, f"{http_api.MAX_REQUEST_LINE} bytes"),
+                        (long_header, f"{http_api.MAX_HEADER_FIELD} bytes")):
+        status, headers, body = await _raw_answer(leader.opts.http_addr, data)
+        assert status == 400, (status, body[:200])
+        assert headers.get("content-type", "").startswith("application/json"), (headers, body[:200])
+        error = json.loads(body)["error"]
+        assert "not a well-formed HTTP request" in error and limit in error, error
+        assert len(error) < 1000, len(error)  # (the answer was read to EOF: the connection is closed)
 
 
 async def test_a_storm_of_bad_requests_is_logged_in_a_bounded_number_of_lines(
