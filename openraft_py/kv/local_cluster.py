@@ -71,8 +71,8 @@ def check_settings(cluster_name: str, raft_config: dict[str, Any], max_body: int
     ``raft_config`` and ``max_body`` (``None``: serve's default) as
     ``server.check_raft_flags``, ``log_level`` one of ``server.LOG_LEVELS`` in any case (as
     ``serve --log-level`` takes it: "debug" was refused here, and ran before)."""
-    from .node import DEFAULT_MAX_BODY
     from .argtypes import check_cluster_name
+    from .node import DEFAULT_MAX_BODY
     from .server import LOG_LEVELS, check_raft_flags
 
     if not isinstance(cluster_name, str):
