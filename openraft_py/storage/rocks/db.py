@@ -1220,26 +1220,53 @@ class StoreCalls:
         """The names of the counted calls not of the thread ``here``. Under ``_cond``."""
         return [name for ident, name, _ in self._calls.values() if ident != here]
 
+    def _take_release(self, token: int) -> Callable[[], object] | None:
+        """The ``release`` of the hold ``token``, taken out of the count (each is called at
+        most once); ``None`` when it was taken already, or its hold has ended."""
+        with self._cond:
+            return self._releases.pop(token, None)
+
+    def _release_all(self, tokens: list[int]) -> None:
+        """Call the ``release`` of each hold of ``tokens`` (this thread's) not released yet.
+        An ``Exception`` of one is logged; anything else (``KeyboardInterrupt``: Ctrl-C in a
+        sync close), raised by one or arriving between two, is raised once every other has
+        been called. (It ended the loop: the holds after it were never released, their
+        images pinned the database, and RocksDB's lock stayed held after the close.)"""
+        interrupt: BaseException | None = None
+        while True:
+            try:
+                for token in tokens:  # (again after an interrupt: the taken ones are skipped)
+                    try:
+                        release = self._take_release(token)
+                        if release is not None:
+                            release()
+                    except Exception:  # (the close goes on; the work fails when it resumes)
+                        log.exception("closing %s at %r: releasing what a call of this thread holds",
+                                      self._what, self._path)
+                break
+            except BaseException as e:  # noqa: BLE001 - raised below, once every hold is released
+                interrupt = interrupt or e
+        if interrupt is not None:
+            raise interrupt
+
     def give_up(self, when: str) -> RuntimeError | None:
         """Take no new call, give up the calls of other threads still counted, and call the
         ``release`` of the calling thread's own holds (``hold``). ``None`` when no call of
         another thread is left; otherwise the calls are logged at WARNING, naming the store's
         path, and returned as the error the close reports (``when``: when they were given
-        up, for the message)."""
+        up, for the message). An interrupt (``KeyboardInterrupt``) in a ``release`` is
+        raised once every release has been called (``_release_all``); the caller
+        (``close_after_calls``) calls ``give_up`` again then, which calls none twice."""
         here = threading.get_ident()
         with self._cond:
             self.closing = True
             left = self._others(here)
-            own = [self._releases.pop(t) for t in list(self._releases) if self._calls[t][0] == here]
+            own = [t for t in self._releases if self._calls[t][0] == here]
             if left:
                 self._abandoned = True
         # This thread's own holds cannot end before the close returns: what they hold goes
         # now (else RocksDB's lock stayed held after the close).
-        for release in own:
-            try:
-                release()
-            except Exception:  # (the close goes on; the work fails when it resumes)
-                log.exception("closing %s at %r: releasing what a call of this thread holds", self._what, self._path)
+        self._release_all(own)
         if not left:
             return None
         why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {when}: RocksDB is "
