@@ -209,9 +209,10 @@ def test_ctrl_c_in_a_sync_close_s_wait_still_closes_the_store(tmp_path: Path, ki
             again.close()
 
 
-def queued_when_its_loop_closed(make_call: Callable[[], Awaitable[Any]]) -> None:
+def queued_when_its_loop_closed(make_call: Callable[[], Awaitable[Any]], close: bool = True) -> asyncio.AbstractEventLoop:
     """Start ``make_call()`` on a loop whose one-thread default executor is kept busy, close
-    the loop with the call still queued, then shut the executor down dropping it."""
+    the loop with the call still queued (with ``close=False``: leave it stopped, not closed),
+    then shut the executor down dropping it. The loop, which the caller closes if it is not."""
     loop = asyncio.new_event_loop()
     one = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="t74-one")
     loop.set_default_executor(one)
@@ -234,10 +235,12 @@ def queued_when_its_loop_closed(make_call: Callable[[], Awaitable[Any]]) -> None
     try:
         loop.run_until_complete(start())
     finally:
-        loop.close()  # the call's task is left pending: the loop is gone
+        if close:
+            loop.close()  # the call's task is left pending: the loop is gone
         one.shutdown(wait=False, cancel_futures=True)
         gate.set()
         one.shutdown(wait=True)
+    return loop
 
 
 @pytest.fixture
@@ -250,6 +253,43 @@ def collector_off() -> Iterator[None]:
             yield
     finally:
         gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_call_queued_when_its_loop_stopped_does_not_hold_the_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector_off: None
+) -> None:
+    """A loop stopped and not closed (``run_until_complete`` returned with the call's task
+    pending, the loop kept for later): the executor's cancellation of the dropped call waits
+    for the loop to run again to reach the call (``in_thread``'s ``dropped``), and the close,
+    which gave up only calls of a closed loop, waited the whole ``CLOSE_CALLS_WAIT`` for it
+    and raised. A queued call of a loop that is not running is given up as one of a closed
+    loop is: nothing queued runs once the close began (a call that starts is refused), so
+    the close need not wait for the loop to learn it."""
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", WAIT)
+    sm = RocksStateMachine(tmp_path / "sm")
+    n = 4 * INLINE_READ_MAX
+    store = asyncio.run(filled_log_store(tmp_path / "log", n))
+    loops: list[asyncio.AbstractEventLoop] = []
+    try:
+        asyncio.run(sm.apply(kv_entries(1, 11)))
+        loops.append(queued_when_its_loop_closed(sm.get_current_snapshot_meta, close=False))
+        reader = store.get_log_reader()
+        loops.append(queued_when_its_loop_closed(lambda: reader.try_get_log_entries(0, n), close=False))
+        assert not any(loop.is_closed() or loop.is_running() for loop in loops)
+        start = time.monotonic()
+        sm.close()
+        store.close()
+        took = time.monotonic() - start
+    finally:
+        sm.close()
+        store.close()
+        for loop in loops:
+            loop.close()
+    assert took < WAIT / 2, f"close() waited {took:.1f}s for calls queued on a stopped loop"
+    RocksStateMachine(tmp_path / "sm").close()  # the locks are free at once: the read's image was released
+    RocksLogStore(tmp_path / "log", sync=False).close()
 
 
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")

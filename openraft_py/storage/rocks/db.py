@@ -957,7 +957,8 @@ _Queued = tuple[asyncio.AbstractEventLoop, Callable[..., object] | None, tuple[A
 
 QUEUED_POLL = 0.1
 """Seconds between two looks of a waiting ``close()`` for calls queued on a loop that has
-closed meanwhile (``StoreCalls.wait_idle``): nothing notifies the wait of a loop's close."""
+closed or stopped meanwhile (``StoreCalls.wait_idle``): nothing notifies the wait of a
+loop's close or stop."""
 
 
 class StoreCalls:
@@ -982,9 +983,13 @@ class StoreCalls:
       started yet is refused: ``fn`` is not called (``refused(*args)`` is, to release what
       the arguments hold, as for a call the executor refused or dropped) and the caller
       gets ``StorageError`` "<what> at <path>: closed", as the store's other calls do.
-      A call still queued when its event loop is closed is given up by the close at once
-      (the loop cannot learn that its executor dropped it): ``refused(*args)`` is called
-      then, and the call, should its executor still start it, is refused.
+      A call still queued when its event loop is closed, or stopped (not running: a
+      ``run_until_complete`` that returned with the call's task pending), is given up by the
+      close at once, or within ``QUEUED_POLL`` of the loop's stop (the loop cannot learn
+      that its executor dropped it, or not until it runs again): ``refused(*args)`` is
+      called then, and the call, should its executor still start it, is refused. (Nothing
+      queued runs once the close began, so the close need not wait for such a call: on a
+      running loop it waits, as the call is refused there soon.)
     - ``enter(name)`` / ``leave(token)``: count a call the caller runs on its own thread
       (a synchronous read: the state machine's ``get`` and ``data``, which any thread may
       call; a log read of a few entries on its caller's loop), refused as ``run`` once the
@@ -1180,11 +1185,14 @@ class StoreCalls:
                 log.exception("releasing the arguments of a call of %s at %r that never ran", self._what, self._path)
 
     def _give_up_orphans(self) -> None:
-        """Give up the calls still queued on a loop that has closed (``_unstarted``): the
-        loop can no longer learn that its executor dropped one, and one its executor still
-        starts is refused (``call``). Under ``_cond``, which it releases meanwhile."""
+        """Give up the calls still queued on a loop that has closed or is not running
+        (``_unstarted``): the loop cannot learn that its executor dropped one (a closed loop
+        never, a stopped one not before it runs again: the close waited ``CLOSE_CALLS_WAIT``
+        for it, then raised), and one its executor still starts is refused (``call``), as
+        every call that starts once the close began is. Under ``_cond``, which it releases
+        meanwhile."""
         orphans = [(t, q) for t, (ident, _, q) in self._calls.items()
-                   if ident is None and q is not None and q[0].is_closed()]
+                   if ident is None and q is not None and (q[0].is_closed() or not q[0].is_running())]
         if orphans:
             self._cond.release()
             try:
@@ -1196,7 +1204,8 @@ class StoreCalls:
     def wait_idle(self) -> RuntimeError | None:
         """Block until no counted call runs except the calling thread's own, at most
         ``CLOSE_CALLS_WAIT`` seconds (and take no new call from now on), then ``give_up``.
-        Calls queued on a loop that has closed are given up at once (``_give_up_orphans``).
+        Calls queued on a loop that has closed or stopped are given up at once
+        (``_give_up_orphans``).
         An exception raised in the wait (``KeyboardInterrupt``) leaves it: the caller
         calls ``give_up`` (see the class docstring)."""
         here = threading.get_ident()
