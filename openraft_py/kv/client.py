@@ -895,15 +895,21 @@ class KvClient:
     # -- cluster administration ------------------------------------------------------------------
 
     async def init(self, members: Mapping[int, tuple[str, str]], endpoint: str | None = None,
-                   **kw: Unpack[CallTimes]) -> Response:
+                   next_endpoints: Sequence[str] | None = None, **kw: Unpack[CallTimes]) -> Response:
         """``POST /cluster/init`` at ``endpoint`` with ``members`` = ``{id: (raft_addr,
-        http_addr)}``; not redirected. Without ``endpoint``, at the first endpoint, and on
-        to the next one, each in turn, when one refused before doing anything: a node whose
-        stop began (its 503 with ``"stopping": true``, the 408 of its idle connection, or
-        its HTTP port closed: a refused connection) does not fail the init that the others
-        can take (``request``'s ``next_endpoints``). ``TypeError`` / ``ValueError``
+        http_addr)}``; not redirected. Then on to each of ``next_endpoints`` in turn when one
+        refused before doing anything: a node whose stop began (its 503 with ``"stopping":
+        true``, the 408 of its idle connection, or its HTTP port closed: a refused
+        connection) does not fail the init that the others can take (``request``'s
+        ``next_endpoints``). Without ``endpoint``: the client's endpoints, the first then
+        the others; with ``endpoint`` alone: there only. ``TypeError`` / ``ValueError``
         (nothing sent) unless ``members`` maps at least one node id to a pair of ``str``
-        (the service refuses an empty one with 400, after a round trip)."""
+        (the service refuses an empty one with 400, after a round trip) and
+        ``next_endpoints`` is ``None`` or a sequence of ``str``."""
+        if next_endpoints is not None and (isinstance(next_endpoints, str | bytes) or not isinstance(next_endpoints, Sequence)
+                                           or not all(isinstance(e, str) for e in next_endpoints)):
+            raise TypeError(f"next_endpoints is a sequence of str (host:port), got {type(next_endpoints).__name__} "
+                            f"{quoted(next_endpoints)}")
         if not isinstance(members, Mapping):
             raise TypeError(f"members is a mapping of node ids to (raft_addr, http_addr), got "
                             f"{type(members).__name__} {quoted(members)}")
@@ -915,10 +921,11 @@ class KvClient:
                 raise TypeError(f"member {i}: its addresses are a (raft_addr, http_addr) pair of str, got "
                                 f"{type(addrs).__name__} {quoted(addrs)}")
         body = {"members": {str(i): {"raft_addr": r, "http_addr": h} for i, (r, h) in members.items()}}
-        if endpoint is not None:
-            return await self.request("POST", "/cluster/init", json=body, endpoint=endpoint, follow=False, **kw)
-        return await self.request("POST", "/cluster/init", json=body, endpoint=self.endpoints[0], follow=False,
-                                  next_endpoints=self.endpoints[1:], **kw)
+        if next_endpoints is None:
+            next_endpoints = self.endpoints[1:] if endpoint is None else ()
+        return await self.request("POST", "/cluster/init", json=body,
+                                  endpoint=endpoint if endpoint is not None else self.endpoints[0], follow=False,
+                                  next_endpoints=next_endpoints, **kw)
 
     async def add_learner(self, node_id: int, raft_addr: str, http_addr: str, **kw: Unpack[CallOptions]) -> Response:
         """``POST /cluster/learners``; OK once the learner caught up (``{"index": N}``).

@@ -420,12 +420,17 @@ class LocalCluster:
 
     async def init(self, ids: Sequence[int] | None = None, timeout: float = 10.0) -> None:
         """Initialize the cluster with ``ids`` (default: every node) as voters, through the
-        first one's ``POST /cluster/init``."""
+        first one's ``POST /cluster/init``, and on through the next one of ``ids`` in turn
+        when one refused having done nothing (stopped or stopping: ``KvClient.init``'s
+        ``next_endpoints``, as ``openraft-py cluster init`` does); ``ClusterError`` naming
+        every refusal when none took it. (It went to the first only: a first node stopped
+        failed the init the others could take.)"""
         ids = list(ids if ids is not None else sorted(self.nodes))
-        r = await self.client.init(self.members(ids), endpoint=self.nodes[ids[0]].http_addr, deadline=timeout,
+        addrs = [self.nodes[i].http_addr for i in ids]
+        r = await self.client.init(self.members(ids), endpoint=addrs[0], next_endpoints=addrs[1:], deadline=timeout,
                                    attempt_timeout=timeout)
         if not r.ok or r.status != 200:
-            raise ClusterError(f"init through n{ids[0]} failed: {r.error}")
+            raise ClusterError(f"init through {', '.join(f'n{i}' for i in ids)} failed: {r.error}")
 
     async def statuses(self, ids: Sequence[int] | None = None, timeout: float = 2.0) -> dict[int, dict[str, Any]]:
         """``GET /cluster/status`` of each running node of ``ids`` that answers."""
