@@ -897,6 +897,9 @@ async def test_arguments_are_checked_before_anything_is_sent() -> None:
                                                     "pair of str, got str 'h:1'$"),
             (lambda: c.init({"1": ("h:1", "h:2")}), TypeError, "^member id must be an int"),  # type: ignore[dict-item]
             (lambda: c.init([(1, ("h:1", "h:2"))]), TypeError, "^members is a mapping"),  # type: ignore[arg-type]
+            # (A str would be tried as one endpoint a character.)
+            (lambda: c.init({1: ("h:1", "h:2")}, next_endpoints="h:3"), TypeError,
+             "^next_endpoints is a sequence of str \\(host:port\\), got str 'h:3'$"),
             # Sent, and refused by the service with 400 after a round trip (or, as here, failed
             # to connect: a FAIL outcome whose error named no argument); refused at once now,
             # as Raft.initialize and Raft.change_membership refuse them.
