@@ -1,5 +1,5 @@
 """A receiving file the node refuses (``check_receiving_file``: a text file, an object missing
-``truncate`` or ``read``) and that is still open is closed by the node, and a ``close()`` that
+``truncate``) and that is still open is closed by the node, and a ``close()`` that
 fails does not hide the refusal.
 
 ``t76_receiving_file`` checks the refusal itself. The refused file was left open: a state
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class NoTruncate:
-    """A binary-ish file object without ``truncate``; records its ``close``."""
+    """A binary file object but for its missing ``truncate``; records its ``close``."""
 
     def __init__(self, fail_close: bool = False) -> None:
         self.closed = False
