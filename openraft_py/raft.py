@@ -305,7 +305,7 @@ class Raft:
         ``core.clock.check_clock``), and ``ValueError`` if its ``now()`` reads more than
         ``MAX_CLOCK_SECONDS`` (1e10: nanoseconds, ``time.monotonic_ns``) or below 0, before
         anything is read; ``ValueError`` if the factory
-        has a ``node_id`` (``TcpNetworkFactory``) that is not ``node_id``; ``TypeError`` if
+        has a ``node_id`` (``TcpNetworkFactory``, ``RouterFactory``) that is not ``node_id``; ``TypeError`` if
         ``config`` is not a ``Config``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
         ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
@@ -341,14 +341,15 @@ class Raft:
         check_config = getattr(network_factory, "check_config", None)
         if check_config is not None:
             check_config(config)  # a transport with limits refuses what it cannot carry
-        # A transport that says which node it speaks for (``TcpNetworkFactory.node_id``) must
-        # speak for this one: its peers refuse every request naming another sender, so such
-        # a node never won an election (its vote requests refused, logged by the peers only).
+        # A transport that says which node it speaks for (``TcpNetworkFactory.node_id``,
+        # ``RouterFactory.node_id``) must speak for this one: TCP peers refuse every request
+        # naming another sender, so such a node never won an election (its vote requests
+        # refused, logged by the peers only); on the router it sent as the other node.
         speaks_as = getattr(network_factory, "node_id", None)
         if isinstance(speaks_as, int) and not isinstance(speaks_as, bool) and speaks_as != node_id:
             raise ValueError(
                 f"network_factory speaks for node {speaks_as} (its node_id), not node {node_id}: give it this "
-                f"node's id, e.g. TcpNetworkFactory({node_id}, cluster_name)"
+                f"node's id, e.g. TcpNetworkFactory({node_id}, cluster_name) or router.factory({node_id})"
             )
         if clock is None:
             clock = LoopClock()

@@ -3,8 +3,8 @@
 Used by tests (with fault injection), by ``make run`` and by the throughput benchmark::
 
     router = Router(seed=7)
-    router.register(1, raft1)                      # anything implementing RaftServer
     raft1 = await Raft.new(1, config, router.factory(1), log_store, state_machine)
+    router.register(1, raft1)                      # anything implementing RaftServer
     router.partition({1, 2}, {3})                  # 3 cannot talk to 1 or 2
     router.heal()
 
@@ -391,6 +391,14 @@ class RouterFactory:
         self._router = router
         self.source = source
 
+    @property
+    def node_id(self) -> NodeId:
+        """The node this factory sends for (``source``). ``Raft.new`` refuses the factory for
+        another node, as it refuses a ``TcpNetworkFactory`` of another node: one node on
+        another's factory sent as that node, so the router's faults cut the wrong node's
+        traffic, and the two shared one client per target."""
+        return self.source
+
     def new_client(self, target: NodeId, node: BasicNode) -> RouterClient:
         """The client from ``source`` to ``target`` (``node`` is not used: the router
         addresses nodes by id)."""
@@ -503,17 +511,33 @@ class Router:
 
     def register(self, node_id: NodeId, server: RaftServer) -> None:
         """Route RPCs for ``node_id`` to ``server`` (replacing a previous registration, e.g. a
-        restarted node)."""
+        restarted node).
+
+        ``TypeError``/``ValueError``, the routes unchanged, unless ``node_id`` is a node id and
+        ``server`` an instance (not ``None``, not a class); ``ValueError`` if ``server`` says
+        which node it is (an ``int`` ``id``, as ``Raft.id``) and that is not ``node_id``: a
+        node registered under another's id received that node's requests, and the other none,
+        without a word (``register(1, nodes[i])`` in a loop)."""
+        node_id = check_node_id(node_id, "node_id")
+        if server is None or isinstance(server, type):
+            raise TypeError(f"server must be a RaftServer instance (a Raft), got {shown(server)}")
+        own = getattr(server, "id", None)
+        if isinstance(own, int) and not isinstance(own, bool) and own != node_id:
+            raise ValueError(f"server {shown(server)} is node {own}, not node {node_id}: register it as "
+                             f"router.register({own}, ...)")
         self._servers[node_id] = server
 
     def unregister(self, node_id: NodeId) -> None:
         """Remove ``node_id`` (a stopped or crashed node): RPCs to it raise ``Unreachable``.
-        Unknown ids are ignored."""
-        self._servers.pop(node_id, None)
+        Ids not registered are ignored; ``TypeError``/``ValueError`` unless ``node_id`` is a
+        node id (``unregister("1")`` removed nothing, without a word)."""
+        self._servers.pop(check_node_id(node_id, "node_id"), None)
 
     def factory(self, source_id: NodeId) -> RouterFactory:
-        """A ``RaftNetworkFactory`` for node ``source_id``: its clients send from it."""
-        return RouterFactory(self, source_id)
+        """A ``RaftNetworkFactory`` for node ``source_id``: its clients send from it, and
+        ``Raft.new`` refuses it for another node (``RouterFactory.node_id``).
+        ``TypeError``/``ValueError`` unless ``source_id`` is a node id."""
+        return RouterFactory(self, check_node_id(source_id, "source_id"))
 
     def _client(self, source: NodeId, target: NodeId) -> RouterClient:
         client = self._clients.get((source, target))
