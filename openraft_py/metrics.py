@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -447,6 +448,24 @@ class MetricsWatch:
             waited[:] = [keyed for keyed in waited if keyed.pending()]  # (in place: see ``index_waited``)
 
 
+def _plain_predicate(predicate: Callable[[RaftMetrics], Any]) -> Callable[[RaftMetrics], Any]:
+    """``predicate``, raising ``TypeError`` where it returns an awaitable (a ``lambda`` over an
+    ``async def``), the coroutine closed: taken for a true value, it ended the wait at once."""
+
+    def checked(m: RaftMetrics) -> Any:
+        held = predicate(m)
+        if inspect.isawaitable(held):
+            if inspect.iscoroutine(held):
+                held.close()  # never awaited: no "was never awaited" warning at collection
+            raise TypeError(
+                f"the predicate of wait().metrics returned {shown(held)}, an awaitable: it must return "
+                "a bool, computed from the metrics without awaiting"
+            )
+        return held
+
+    return checked
+
+
 class Wait:
     """Await conditions on a node's metrics, each bounded by ``timeout`` seconds.
 
@@ -461,8 +480,8 @@ class Wait:
     included), ``ValueError`` for NaN, infinity or a negative value. The methods check their
     arguments the same way before waiting (``TypeError``: a state that is not a
     ``ServerState``, a leader that is not a node id or ``None``, an index that is not an
-    ``int`` (``ValueError`` outside ``[0, MAX_INDEX]``), voters that are not an iterable of node ids, a predicate that is not callable, a
-    ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
+    ``int`` (``ValueError`` outside ``[0, MAX_INDEX]``), voters that are not an iterable of node ids, a predicate that is not callable or is an
+    ``async def``, a ``msg`` that is not a ``str``), so a wrong argument never waits out the timeout.
 
     Awaited on one of the node's own tasks (from inside its state machine's ``apply`` or its
     log store), every condition that does not hold already raises ``RuntimeError`` at once,
@@ -491,13 +510,24 @@ class Wait:
         self._refuse = refuse
 
     async def metrics(self, predicate: Callable[[RaftMetrics], bool], msg: str = "condition") -> RaftMetrics:
-        """Wait until ``predicate(metrics)`` holds."""
+        """Wait until ``predicate(metrics)`` holds.
+
+        ``predicate`` is a plain function, called at each change of the metrics: an ``async
+        def`` one raises ``TypeError`` before waiting, and one that returns an awaitable
+        raises ``TypeError`` in the waiter (``_plain_predicate``): its coroutine is truthy,
+        so the wait returned at once, before the condition held."""
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__} {shown(predicate)}")
+        if inspect.iscoroutinefunction(predicate):
+            raise TypeError(
+                f"predicate must be a plain function of the metrics, got async def {shown(predicate)}: "
+                "its coroutine is not a bool (compute the condition from the metrics without awaiting)"
+            )
         if not isinstance(msg, str):
             raise TypeError(f"msg must be a str, got {type(msg).__name__} {shown(msg)}")
         watch = self._watch
-        return await self._until("metrics", predicate, msg, lambda _seen: watch.satisfied(predicate))
+        checked = _plain_predicate(predicate)
+        return await self._until("metrics", checked, msg, lambda _seen: watch.satisfied(checked))
 
     async def _until(
         self,
