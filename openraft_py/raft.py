@@ -34,6 +34,8 @@ from .core.restore import restore_state
 from .engine import Engine
 from .errors import EntryTooLarge, Fatal, ForwardToLeader, InProgress, LearnerIsLagging, LearnerNotFound, StorageError
 from .metrics import RaftMetrics, Wait
+from .storage.memory import MemLogStore, MemStateMachine, NoopStateMachine
+from .storage.v08 import AdaptedLogStore, AdaptedStateMachine, MemRaftStorage
 from .types import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -179,8 +181,11 @@ def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> 
     ``shutdown()``) ran two engines over one log, both leading; a node that stopped on its
     own but whose state machine call or snapshot build still runs (cancelled, waiting for
     its worker thread) would run beside the new node's. One object as both stores of one
-    node is taken."""
+    node is taken. What a library store keeps its state in is claimed with it
+    (``_state_holders``): new store objects over a running node's ``MemDisk``, or over the
+    ``RaftStorage`` of its ``Adaptor``, ran a second engine over the same log."""
     parts = [("log_store", log_store), ("state_machine", state_machine)]
+    parts += [(f"{role}'s {type(held).__name__}", held) for role, obj in list(parts) for held in _state_holders(obj)]
     for role, obj in parts:
         held = _IN_USE.get(id(obj))
         if held is not None and held.obj is obj and not held.loop.is_closed():
@@ -198,6 +203,25 @@ def _claim_stores(node_id: NodeId, log_store: object, state_machine: object) -> 
                 del _IN_USE[key]
 
     return release, list(claims.values())
+
+
+def _state_holders(store: object) -> list[object]:
+    """The objects the library's ``store`` keeps its state in, outermost first: a
+    ``MemLogStore``'s or ``MemStateMachine``'s ``MemDisk``, the ``RaftStorage`` behind an
+    ``Adaptor``'s halves (and that storage's ``MemDisk`` for a ``MemRaftStorage``). Each is
+    the store for ``_claim_stores``: a new object over it is the same log. Other stores'
+    (a user's, a RocksDB store, whose directory RocksDB locks) are not known: none."""
+    held: list[object] = []
+    while True:
+        if isinstance(store, (AdaptedLogStore, AdaptedStateMachine)):
+            store = store.storage
+        elif isinstance(store, (MemLogStore, MemStateMachine, NoopStateMachine)):
+            store = store._disk
+        elif isinstance(store, MemRaftStorage):
+            store = store.disk
+        else:
+            return held
+        held.append(store)
 
 
 def _held_by(held: _Claim, node_id: NodeId) -> str:
@@ -312,9 +336,11 @@ class Raft:
         the cluster name, ``owner_cluster_name``); one recorded for another node id or cluster name raises
         ``StoreOwnerMismatch`` (a ``StorageError``) before anything else is read from the
         stores or written to them. ``ValueError``, before that, if ``log_store`` or
-        ``state_machine`` is an object a node of this process runs on and has not ended
-        (``_claim_stores``): a store serves one running node (shut it down first to start
-        it again on the same objects). A node that stopped on its own has ended once every
+        ``state_machine`` is an object a node of this process runs on and has not ended, or
+        keeps its state where such a node's store does (the same ``MemDisk``, the same
+        ``RaftStorage`` behind ``Adaptor``) (``_claim_stores``): a store serves one running
+        node (shut it down first to start it again on the same objects). A node that
+        stopped on its own has ended once every
         task of it did (a cancelled store call may take a while): ``await raft.shutdown()``
         on it returns then.
 

@@ -9,6 +9,12 @@ refuses, before anything is read or written, a log store or state machine that a
 node of this process was started on, with ``ValueError`` naming the role, the object and
 the node; once that node ended (``shutdown()``, or a stop of its own), the object may be
 used again. One object serving as both stores of one node is fine.
+
+The same holds for what the library's stores keep their state in: new ``MemLogStore(disk)``
+and ``MemStateMachine(disk)`` over the ``MemDisk`` of a node still running (an in-process
+restart that forgot ``shutdown()``, the way ``Cluster.restart`` models one), and one
+``RaftStorage`` wrapped by ``Adaptor`` again for another node, were taken: new objects, so the
+check above did not see them, and two engines ran over one log.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import Raft, StorageError
+from openraft_py import Adaptor, Raft, StorageError
 from openraft_py.network.router import Router
 from openraft_py.storage.memory import MemDisk, MemLogStore, MemStateMachine
+from openraft_py.storage.v08 import MemRaftStorage
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import Entry, Normal
 
@@ -85,6 +92,53 @@ async def test_a_second_node_on_the_stores_of_a_running_node_is_refused_until_it
         assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
     finally:
         await again.shutdown()
+
+
+async def test_new_stores_over_the_disk_of_a_running_node_are_refused_until_it_ends() -> None:
+    router = Router(seed=5)
+    disk = MemDisk()
+    first = await lone_leader(router, MemLogStore(disk), MemStateMachine(disk))
+    try:
+        written = await first.client_write(b"before")
+        for log_store, state_machine in [
+            (MemLogStore(disk), MemStateMachine(disk)),  # a restart without shutdown()
+            (MemLogStore(disk), MemStateMachine()),
+            (MemLogStore(), MemStateMachine(disk)),
+        ]:
+            with pytest.raises(ValueError) as info:
+                await Raft.new(1, fast_config(), router.factory(1), log_store, state_machine)
+            assert "MemDisk" in str(info.value) and "node 1 of this process runs on it" in str(info.value)
+        assert first.metrics.running and first.is_leader()
+        assert disk.vote is not None and disk.vote.leader_id.node_id == 1
+    finally:
+        router.unregister(1)
+        await first.shutdown()
+    # Ended: new objects over the same disk start the node again (an in-process restart).
+    again = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(disk), MemStateMachine(disk))
+    router.register(1, again)
+    try:
+        await again.wait(BOUND).current_leader(1, "n1 leads again")
+        resp = await asyncio.wait_for(again.client_write(b"after"), BOUND)
+        assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
+    finally:
+        await again.shutdown()
+
+
+async def test_one_raft_storage_behind_two_adaptors_is_refused() -> None:
+    router = Router(seed=6)
+    storage = MemRaftStorage()
+    first = await lone_leader(router, *Adaptor(storage))
+    try:
+        for node_id in (2, 1):  # another node; node 1 again without shutdown()
+            with pytest.raises(ValueError) as info:
+                await Raft.new(node_id, fast_config(), router.factory(node_id), *Adaptor(storage))
+            assert "MemRaftStorage" in str(info.value) and "node 1 of this process runs on it" in str(info.value)
+        await asyncio.wait_for(first.client_write(b"x"), BOUND)
+    finally:
+        router.unregister(1)
+        await first.shutdown()
+    again = await Raft.new(1, fast_config(), router.factory(1), *Adaptor(storage))
+    await again.shutdown()
 
 
 async def test_stores_of_a_node_that_stopped_on_its_own_may_be_used_again() -> None:
