@@ -145,8 +145,10 @@ class Cluster(Generic[SM, LS]):
         await self.shutdown()
 
     def _running(self, node_id: NodeId) -> Raft:
-        """The running node ``node_id``; ``ValueError`` naming the running ones otherwise."""
-        raft = self.nodes.get(node_id)
+        """The running node ``node_id``; ``ValueError`` naming the running ones otherwise,
+        ``TypeError``/``ValueError`` unless ``node_id`` is a node id (``crash("1")`` said
+        "node 1 is not running (running: [1, 2, 3])")."""
+        raft = self.nodes.get(check_node_id(node_id))
         if raft is None:
             raise ValueError(f"node {node_id!r} is not running (running: {sorted(self.nodes)})")
         return raft
@@ -213,9 +215,9 @@ class Cluster(Generic[SM, LS]):
 
     async def crash(self, node_id: NodeId) -> None:
         """Stop ``node_id`` abruptly (its disk stays): it becomes unreachable. ``ValueError``
-        if it is not running (never started, or crashed already)."""
-        if node_id not in self.nodes:
-            raise ValueError(f"node {node_id} is not running (running: {sorted(self.nodes)})")
+        if it is not running (never started, or crashed already); ``TypeError``/``ValueError``
+        unless ``node_id`` is a node id."""
+        self._running(node_id)
         self.router.unregister(node_id)
         raft = self.nodes.pop(node_id)
         self.state_machines.pop(node_id, None)
@@ -286,7 +288,7 @@ class Cluster(Generic[SM, LS]):
         """Wait until every node of ``ids`` (default: running ones) applied up to ``index``.
         Raises ``ValueError`` if one of ``ids`` is not running, ``WaitTimeout`` after
         ``timeout`` seconds (per node)."""
-        wanted = sorted(ids if ids is not None else self.nodes)
+        wanted = list(ids if ids is not None else self.nodes)
         for nid in wanted:
             self._running(nid)
         for nid in wanted:

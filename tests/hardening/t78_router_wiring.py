@@ -11,7 +11,9 @@ A node registered under another's id received that node's requests, and the othe
 ``"1"`` received nothing, and ``unregister("1")`` crashed no node. Now ``Raft.new`` refuses a
 ``RouterFactory`` of another node (``RouterFactory.node_id``, as ``TcpNetworkFactory``'s),
 and ``register``, ``unregister`` and ``factory`` refuse what cannot be right, with
-``TypeError``/``ValueError`` naming the argument, before anything changes."""
+``TypeError``/``ValueError`` naming the argument, before anything changes. So do the
+``Cluster`` harness's ``crash`` and ``wait_applied`` (``crash("1")`` said "node 1 is not
+running (running: [1, 2, 3])")."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from openraft_py import Raft, ServerState
 from openraft_py.network.router import Router
 from openraft_py.storage import MemLogStore, MemStateMachine
 from openraft_py.storage.memory import MemDisk
+from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -85,3 +88,16 @@ async def test_registered_servers_still_reach_each_other() -> None:
     finally:
         for raft in nodes.values():
             await raft.shutdown()
+
+
+async def test_cluster_node_ids_are_checked() -> None:
+    async with Cluster(fast_config(), seed=8) as c:
+        await c.start({1, 2, 3})
+        with pytest.raises(TypeError, match="node id must be an int"):
+            await c.crash("1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="node id must be an int"):
+            await c.wait_applied(1, timeout=2.0, ids=["1", 2])  # type: ignore[list-item]
+        assert sorted(c.nodes) == [1, 2, 3]
+        await c.crash(1)
+        with pytest.raises(ValueError, match="node 1 is not running"):
+            await c.crash(1)
