@@ -2,10 +2,11 @@
 
 The wire format is ``openraft_py.network.wire`` (documented in ``docs/design/wire.md``)::
 
-    server = await TcpServer.start(raft, "127.0.0.1", 21001, cluster_name="prod", ssl=server_ctx)
     factory = TcpNetworkFactory(node_id=1, cluster_name="prod", ssl=client_ctx)
     raft = await Raft.new(1, config, factory, log_store, state_machine)
+    server = await TcpServer.start(raft, "127.0.0.1", 21001, cluster_name="prod", ssl=server_ctx)
     ...
+    await raft.shutdown()
     await server.close()
     await factory.close()
 
