@@ -264,15 +264,16 @@ class StateMachineWorker:
         step = self.max_batch
         for i in range(0, n, step):
             chunk = entries[i : i + step] if n > step else entries
-            # ``self._apply(chunk)``, without its call (each node, each committed batch).
+            # ``self._apply(chunk)``, without its call (each node, each committed batch;
+            # ``apply`` gets a copy of ``chunk``, which is read after it: see ``_apply``).
             quiet = self._apply_quiet
             coro: Coroutine[Any, Any, list[Any] | None]
             if quiet is not None and not self._responders:
                 self._quiet = True
-                coro = quiet(chunk)
+                coro = quiet(chunk.copy())
             else:
                 self._quiet = False
-                coro = self.sm.apply(chunk)
+                coro = self.sm.apply(chunk.copy())
             self.applying_inline = True
             try:
                 # (``coro.send(None)``, without the ``StopIteration`` of an apply that returns.)
@@ -312,13 +313,20 @@ class StateMachineWorker:
         """The state machine's ``apply(chunk)``, or its ``apply_without_responses(chunk)``
         when it has one and no responder waits (responders are queued in index order, so
         none waiting now means none of ``chunk``'s results would be read: a follower's
-        batches, or a leader's entries of an earlier term)."""
+        batches, or a leader's entries of an earlier term).
+
+        Either gets a copy of ``chunk``, its own to keep or change: the worker reads
+        ``chunk`` after the call (its last log id, its entries for the responders), and an
+        ``apply`` that consumed its list (``pop(0)``), cleared or reversed it stopped the
+        node with "apply returned 22 responses for 0 entries", or made it take the batch's
+        first entry for its last and apply nothing more, silently (a copy of the list's
+        pointers: about 1 us for a batch of 256 entries)."""
         quiet = self._apply_quiet
         if quiet is not None and not self._responders:
             self._quiet = True
-            return quiet(chunk)
+            return quiet(chunk.copy())
         self._quiet = False
-        return self.sm.apply(chunk)
+        return self.sm.apply(chunk.copy())
 
     def _finish(self, chunk: list[Entry], results: list[Any] | None) -> bool:
         """``chunk`` was applied with ``results``: answer the responders it completes and

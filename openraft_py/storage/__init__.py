@@ -335,6 +335,8 @@ class RaftStateMachine(Protocol):
         ``None`` included, stops the node with ``StorageError``). A ``Membership`` entry sets
         the stored membership to ``StoredMembership(entry.log_id, membership)``. Records the
         last entry's log id as the last applied. An exception here is fatal for the node.
+        The ``entries`` list is the state machine's own: it may keep or change it (the node
+        reads a list of its own after the call).
 
         Every node applies the same committed entries, so an exception caused by what an entry
         says (a malformed or invalid command) stops every node that applies it: the whole

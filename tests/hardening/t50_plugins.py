@@ -38,6 +38,11 @@ forever, and no acknowledged write is lost.
 - A network client whose ``vote`` (or ``transfer_leader``) never returns: the call is
   given up after two of the longest election timeouts (it used to stay, one task per
   election, for good).
+- A state machine whose ``apply`` changes the list of entries it was given (consumes it with
+  ``pop(0)``, clears or reverses it once done): the node read that list after the call, so it
+  stopped with "apply returned 22 responses for 0 entries", or, for a reversed list, took the
+  batch's first entry for its last and applied nothing more, every node of the cluster with
+  it and no error said. ``apply`` now gets a list of its own.
 - A log store whose reads return other entries than asked for (reversed, repeated, shifted
   by one, not ``Entry`` objects): the node refuses to start with a ``StorageError`` naming
   the index, and its log is untouched (a shifted read made the boot repair discard the whole
@@ -827,3 +832,40 @@ async def test_a_snapshot_the_leader_cannot_read_stops_it_with_a_storage_error(k
         with pytest.raises(StorageError, match=error):
             await asyncio.wait_for(raft.add_learner(4, BasicNode(""), blocking=True), BOUND)
         assert not raft.metrics.running
+
+
+class ChangesItsList(MemStateMachine):
+    """A ``MemStateMachine`` whose ``apply`` does to its ``entries`` list what ``how`` says:
+    consumes it entry by entry (``pop(0)``), or clears or reverses it once it has applied it."""
+
+    how = "consume"
+
+    async def apply(self, entries: list[Entry]) -> list[Any]:
+        if ChangesItsList.how == "consume":
+            out: list[Any] = []
+            while entries:
+                out += await super().apply([entries.pop(0)])
+            return out
+        out = await super().apply(entries)
+        if ChangesItsList.how == "clear":
+            entries.clear()
+        else:
+            entries.reverse()
+        return out
+
+
+@pytest.mark.parametrize("how", ["consume", "clear", "reverse"])
+async def test_apply_may_change_the_list_it_is_given(how: str) -> None:
+    ChangesItsList.how = how
+    async with Cluster(fast_config(), seed=9, state_machine=ChangesItsList) as c:
+        await c.start({1, 2, 3})
+        raft = c.nodes[await c.wait_for_leader()]
+        payloads = [b"k%d" % i for i in range(20)]
+        resps = await asyncio.wait_for(raft.client_write_many(payloads), BOUND)
+        indexes = [r.log_id.index for r in resps]
+        assert indexes == list(range(indexes[0], indexes[0] + len(payloads))), "answers out of order"
+        last = await asyncio.wait_for(raft.client_write(b"last"), BOUND)
+        await c.wait_applied(last.log_id.index, timeout=BOUND)
+        assert all(r.metrics.running for r in c.nodes.values())
+        check_applied_prefix(c.disks)
+        assert [data for _, data in c.disks[raft.id].applied_log[-21:]] == [*payloads, b"last"]
