@@ -909,8 +909,8 @@ class Raft:
         node's ``Fatal`` error if it stops first. A leader cut off in a minority waits so until
         the partition heals (see docs/concepts.md). Cancelling the call (a timeout around it)
         ends the wait only: the entry may still commit and be applied everywhere.
-        ``data`` must be bytes-like (``bytes``; a ``bytearray`` or ``memoryview`` is copied to
-        ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
+        ``data`` must be bytes-like (``bytes``; a ``bytearray``, a ``memoryview`` or a
+        subclass of ``bytes`` is copied to ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
         anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
         ``EntryTooLarge`` (a ``ValueError``), also before anything is logged. ``RuntimeError``
         at once, with nothing logged, when awaited where the entry could never commit: from

@@ -183,12 +183,14 @@ def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
 
 
 def check_payload(data: Any) -> bytes:
-    """Return an entry payload as ``bytes``: ``bytes`` as is, ``bytearray`` and ``memoryview``
-    copied. Anything else (``None``, ``str``, ``int``, ...) raises ``TypeError``."""
+    """Return an entry payload as ``bytes``: ``bytes`` as is, ``bytearray``, ``memoryview``
+    and their subclasses and ``bytes``' (``numpy.bytes_``: ``bytes`` to a type checker, it
+    was refused) copied to a plain ``bytes``. Anything else (``None``, ``str``, ``int``,
+    ...) raises ``TypeError``."""
     t = type(data)
     if t is bytes:
         return data  # type: ignore[no-any-return]
-    if t is bytearray or t is memoryview:
+    if t is bytearray or t is memoryview or isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"a client write payload must be bytes, bytearray or memoryview, got {t.__name__}")
 
