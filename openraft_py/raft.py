@@ -329,7 +329,8 @@ class Raft:
         ``core.clock.check_clock``), and ``ValueError`` if its ``now()`` reads more than
         ``MAX_CLOCK_SECONDS`` (1e10: nanoseconds, ``time.monotonic_ns``) or below 0, before
         anything is read; ``ValueError`` if the factory
-        has a ``node_id`` (``TcpNetworkFactory``, ``RouterFactory``) that is not ``node_id``; ``TypeError`` if
+        has a ``node_id`` (``TcpNetworkFactory``, ``RouterFactory``) that is not ``node_id``,
+        or says it is ``closed`` (``TcpNetworkFactory.closed``); ``TypeError`` if
         ``config`` is not a ``Config``. A log store or state
         machine with the optional ``check_owner`` (``RocksLogStore``, ``MemLogStore``,
         ``RocksStateMachine``) records at the first start on it whose it is (``node_id`` and
@@ -376,6 +377,13 @@ class Raft:
             raise ValueError(
                 f"network_factory speaks for node {speaks_as} (its node_id), not node {node_id}: give it this "
                 f"node's id, e.g. TcpNetworkFactory({node_id}, cluster_name) or router.factory({node_id})"
+            )
+        # A transport that says it is closed (``TcpNetworkFactory.closed``) fails every RPC:
+        # a node restarted on the factory its first run closed reached no peer, silently.
+        if getattr(network_factory, "closed", False) is True:
+            raise ValueError(
+                f"network_factory {_v.shown(network_factory)} is closed (its close() was called): give node "
+                f"{node_id} a new one"
             )
         if clock is None:
             clock = LoopClock()

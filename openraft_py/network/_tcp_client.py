@@ -1137,8 +1137,17 @@ class TcpNetworkFactory:
         peer = self._peers.get(target)
         return peer is not None and peer.conn is not None and not peer.conn.closed
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called: for good, every RPC of its clients raises
+        ``Unreachable``. ``Raft.new`` refuses a closed factory (a node restarted in-process
+        on the factory its first run closed reached no peer, each failure logged at DEBUG
+        only): make a new one."""
+        return self._closed
+
     async def close(self) -> None:
-        """Close every connection; requests in flight and later calls raise ``Unreachable``.
+        """Close every connection; requests in flight and later calls raise ``Unreachable``
+        (for good: ``closed``; a node restarted in-process needs a new factory).
         Once the connections' loop has ended without a close (the cleanup runs in a later
         loop), they are dropped, their sockets left to the garbage collector: closing them
         raised "Event loop is closed"."""

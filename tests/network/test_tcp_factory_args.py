@@ -107,6 +107,26 @@ async def test_raft_new_refuses_a_factory_of_another_node() -> None:
         await factory.close()
 
 
+async def test_raft_new_refuses_a_closed_factory() -> None:
+    """A node restarted in-process on the factory its first run closed (the shutdown order of
+    the getting-started guide: node, server, factory): every RPC of the new node failed with
+    "the network factory is closed", logged at DEBUG only, and the node never reached a peer
+    (a cluster restarted so never elected a leader). ``Raft.new`` refuses a closed factory
+    before anything is read; a new factory of the same node is taken."""
+    disk = MemDisk()
+    factory = TcpNetworkFactory(1, "c")
+    first = await Raft.new(1, Config(cluster_name="c"), factory, MemLogStore(disk), MemStateMachine(disk))
+    await first.shutdown()
+    await factory.close()
+    assert factory.closed
+    with pytest.raises(ValueError, match=r"network_factory .* is closed"):
+        await Raft.new(1, Config(cluster_name="c"), factory, MemLogStore(disk), MemStateMachine(disk))
+    async with TcpNetworkFactory(1, "c") as again:
+        assert not again.closed
+        raft = await Raft.new(1, Config(cluster_name="c"), again, MemLogStore(disk), MemStateMachine(disk))
+        await raft.shutdown()
+
+
 async def test_tcp_server_start_refuses_a_node_id_that_is_not_the_raft_s() -> None:
     """``TcpServer.start(raft, ..., node_id=7)`` for node 2: every peer that dialled it got a
     handshake answer from "node 7" and closed the connection ("the node at ... is node 7"),
