@@ -215,9 +215,7 @@ def _state_holders(store: object) -> list[object]:
     while True:
         if isinstance(store, (AdaptedLogStore, AdaptedStateMachine)):
             store = store.storage
-        elif isinstance(store, (MemLogStore, MemStateMachine, NoopStateMachine)):
-            store = store._disk
-        elif isinstance(store, MemRaftStorage):
+        elif isinstance(store, (MemLogStore, MemStateMachine, NoopStateMachine, MemRaftStorage)):
             store = store.disk
         else:
             return held
@@ -918,8 +916,8 @@ class Raft:
         the partition heals (see docs/concepts.md). Cancelling the call (a timeout around it)
         ends the wait only: the entry may still commit and be applied everywhere.
         ``data`` must be bytes-like (``bytes``; a ``bytearray``, a ``memoryview`` or a
-        subclass of ``bytes`` is copied to ``bytes``): anything else (``None``, ``str``, ``int``) raises ``TypeError`` before
-        anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
+        subclass of ``bytes`` is copied to ``bytes``): anything else (``None``, ``str``,
+        ``int``) raises ``TypeError`` before anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
         ``EntryTooLarge`` (a ``ValueError``), also before anything is logged. ``RuntimeError``
         at once, with nothing logged, when awaited where the entry could never commit: from
         inside the node's own state machine or log store (``_not_own_task``), or from a
