@@ -917,8 +917,9 @@ class Raft:
         ends the wait only: the entry may still commit and be applied everywhere.
         ``data`` must be bytes-like (``bytes``; a ``bytearray``, a ``memoryview`` or a
         subclass of ``bytes`` is copied to ``bytes``): anything else (``None``, ``str``,
-        ``int``) raises ``TypeError`` before anything is logged, and a payload longer than ``Config.max_entry_bytes`` raises
-        ``EntryTooLarge`` (a ``ValueError``), also before anything is logged. ``RuntimeError``
+        ``int``) raises ``TypeError`` before anything is logged, and a payload longer than
+        ``Config.max_entry_bytes`` raises ``EntryTooLarge`` (a ``ValueError``), also before
+        anything is logged. ``RuntimeError``
         at once, with nothing logged, when awaited where the entry could never commit: from
         inside the node's own state machine or log store (``_not_own_task``), or from a
         plug-in call on another of its tasks that the commit waits for (``_not_holding_up``:
