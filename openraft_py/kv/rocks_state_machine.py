@@ -1269,15 +1269,15 @@ class RocksStateMachine:
         has ended (``CloseOnce``; at once in a thread with a call of the state machine
         counted, which this one waits for); a later one returns at once."""
         calls = getattr(self, "_calls", None)  # (none: never opened)
-        if not self._close_once.claim(wait=calls is not None and not calls.counts_thread(threading.get_ident())):
-            return  # (once the first close has ended, but in a thread it may wait for: one with a call counted)
-        try:
-            if self._closed:
-                return  # (never opened)
+        # (A second close returns once the first has ended, but in a thread the first may
+        # wait for: one with a call counted.)
+        self._close_once.run(self._close_first, wait=calls is not None and not calls.counts_thread(threading.get_ident()))
+
+    def _close_first(self) -> None:
+        """The first ``close()``'s steps."""
+        if not self._closed:  # (closed: never opened)
             self._closed = True
             close_after_calls(self._calls, self._close_db)
-        finally:
-            self._close_once.end()
 
     def _close_db(self, errors: list[BaseException]) -> None:
         """``close()`` once no call of another thread runs (or they were given up):

@@ -723,6 +723,16 @@ class CloseOnce:
         """The first ``close()`` has ended (returned or raised): the others return."""
         self._ended.set()
 
+    def run(self, close: Callable[[], None], wait: bool = True) -> None:
+        """``close()`` (the store's own steps) if the calling ``close()`` is the store's first
+        (``claim``), then ``end``; otherwise return as ``claim`` says."""
+        if not self.claim(wait):
+            return
+        try:
+            close()
+        finally:
+            self.end()
+
 
 def close_after_calls(calls: StoreCalls, close_db: Callable[[list[BaseException]], None]) -> None:
     """A store's sync ``close()`` once its calls of other threads have ended: wait for them

@@ -884,15 +884,14 @@ class RocksLogStore(RocksLogReader):
         has ended (``CloseOnce``; at once in a thread this one may wait for: the writer
         thread, which it joins, or one with a read of the store counted); a later one
         returns at once."""
-        if not self._close_once.claim(wait=self._second_close_waits()):
-            return  # (once the first close has ended, but in a thread it may wait for)
-        try:
-            if self._closed:
-                return  # (never opened)
+        # (A second close returns once the first has ended, but in a thread it may wait for.)
+        self._close_once.run(self._close_first, wait=self._second_close_waits())
+
+    def _close_first(self) -> None:
+        """The first ``close()``'s steps."""
+        if not self._closed:  # (closed: never opened)
             self._closed = True
             close_after_calls(self._calls, self._close_db)
-        finally:
-            self._close_once.end()
 
     def _second_close_waits(self) -> bool:
         """Whether a ``close()`` in this thread, not the first, waits for the first to end:
