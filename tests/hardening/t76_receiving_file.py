@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, Config, Raft, ServerState, SnapshotPolicy
-from openraft_py.network.router import Router
-from openraft_py.storage import MemLogStore, MemStateMachine
+from openraft_py.storage import MemStateMachine
+
+from .snapshot_only_learner import snapshot_only_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,21 +48,7 @@ class OddReceiver(MemStateMachine):
     (lambda: b"", "bytes b''"),
 ], ids=["none", "text-file", "closed-file", "bytes"])
 async def test_a_receiving_file_the_node_cannot_write_stops_its_node_naming_it(odd: Any, got: str) -> None:
-    router = Router()
-    config = Config(cluster_name="t76", snapshot_policy=SnapshotPolicy.never())
-    leader = await Raft.new(1, config, router.factory(1), MemLogStore(), MemStateMachine())
-    learner = await Raft.new(2, config, router.factory(2), MemLogStore(), OddReceiver(odd))
-    router.register(1, leader)
-    router.register(2, learner)
-    try:
-        await leader.initialize({1: BasicNode("1")})
-        await leader.wait(timeout=10).state(ServerState.LEADER, "n1 leads")
-        index = (await leader.client_write(b"x")).log_id.index
-        await leader.trigger.snapshot()
-        await leader.wait(timeout=10).snapshot(index, "n1 built a snapshot")
-        await leader.trigger.purge_log(index)
-        await leader.wait(timeout=10).purged(index, "n1 purged its log")
-        await leader.add_learner(2, BasicNode("2"), blocking=False)  # (only a snapshot can reach n2)
+    async with snapshot_only_learner("t76", OddReceiver(odd)) as (leader, learner, _):
         m = await learner.wait(timeout=10).metrics(lambda m: not m.running, "n2 stopped")
         assert m.error is not None
         assert m.error == ("storage error while beginning to receive a snapshot: TypeError: "
@@ -70,9 +56,6 @@ async def test_a_receiving_file_the_node_cannot_write_stops_its_node_naming_it(o
         # The leader goes on: it commits alone.
         await leader.client_write(b"y")
         assert leader.metrics.running and leader.is_leader()
-    finally:
-        await learner.shutdown()
-        await leader.shutdown()
 
 
 class _WriteOnly:
@@ -111,24 +94,7 @@ async def test_a_receiving_file_with_the_methods_the_contract_names_is_taken() -
     """The contract names ``write``, ``seek``, ``truncate`` and ``close``: a file object with
     those and no ``read`` is written into and installed (the check refused it for ``read``,
     which the node never calls on it, stopping the node)."""
-    router = Router()
-    config = Config(cluster_name="t76", snapshot_policy=SnapshotPolicy.never())
-    leader = await Raft.new(1, config, router.factory(1), MemLogStore(), MemStateMachine())
-    learner = await Raft.new(2, config, router.factory(2), MemLogStore(), WriteOnlyReceiver())
-    router.register(1, leader)
-    router.register(2, learner)
-    try:
-        await leader.initialize({1: BasicNode("1")})
-        await leader.wait(timeout=10).state(ServerState.LEADER, "n1 leads")
-        index = (await leader.client_write(b"x")).log_id.index
-        await leader.trigger.snapshot()
-        await leader.wait(timeout=10).snapshot(index, "n1 built a snapshot")
-        await leader.trigger.purge_log(index)
-        await leader.wait(timeout=10).purged(index, "n1 purged its log")
-        await leader.add_learner(2, BasicNode("2"), blocking=False)  # (only a snapshot can reach n2)
+    async with snapshot_only_learner("t76", WriteOnlyReceiver()) as (leader, learner, index):
         m = await learner.wait(timeout=10).metrics(
             lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
         assert m.running, m.error
-    finally:
-        await learner.shutdown()
-        await leader.shutdown()

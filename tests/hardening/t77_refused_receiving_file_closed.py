@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from openraft_py import BasicNode, Config, Raft, ServerState, SnapshotPolicy
-from openraft_py.network.router import Router
-from openraft_py.storage import MemLogStore, MemStateMachine
+from openraft_py.storage import MemStateMachine
+
+from .snapshot_only_learner import snapshot_only_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,27 +61,10 @@ class Receiver(MemStateMachine):
 async def _learner_stops(receiver: Receiver) -> str:
     """Run a leader whose log only a snapshot can bring to a learner using ``receiver``; the
     learner's stop error."""
-    router = Router()
-    config = Config(cluster_name="t77", snapshot_policy=SnapshotPolicy.never())
-    leader = await Raft.new(1, config, router.factory(1), MemLogStore(), MemStateMachine())
-    learner = await Raft.new(2, config, router.factory(2), MemLogStore(), receiver)
-    router.register(1, leader)
-    router.register(2, learner)
-    try:
-        await leader.initialize({1: BasicNode("1")})
-        await leader.wait(timeout=10).state(ServerState.LEADER, "n1 leads")
-        index = (await leader.client_write(b"x")).log_id.index
-        await leader.trigger.snapshot()
-        await leader.wait(timeout=10).snapshot(index, "n1 built a snapshot")
-        await leader.trigger.purge_log(index)
-        await leader.wait(timeout=10).purged(index, "n1 purged its log")
-        await leader.add_learner(2, BasicNode("2"), blocking=False)
+    async with snapshot_only_learner("t77", receiver) as (leader, learner, _):
         m = await learner.wait(timeout=10).metrics(lambda m: not m.running, "n2 stopped")
         assert m.error is not None
         return str(m.error)
-    finally:
-        await learner.shutdown()
-        await leader.shutdown()
 
 
 @pytest.mark.parametrize(("make", "got"), [
