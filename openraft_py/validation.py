@@ -184,14 +184,21 @@ def check_seconds(value: object, what: str, *, zero_ok: bool = False) -> float:
 
 def check_payload(data: Any) -> bytes:
     """Return an entry payload as ``bytes``: ``bytes`` as is, ``bytearray``, ``memoryview``
-    and their subclasses and ``bytes``' (``numpy.bytes_``: ``bytes`` to a type checker, it
-    was refused) copied to a plain ``bytes``. Anything else (``None``, ``str``, ``int``,
-    ...) raises ``TypeError``."""
+    and the subclasses of ``bytearray`` and ``bytes`` (``numpy.bytes_``: ``bytes`` to a type
+    checker, it was refused) copied to a plain ``bytes``, never a subclass: a subclass's own
+    contents (its buffer), not what its ``__bytes__`` or ``__len__`` say. Anything else
+    (``None``, ``str``, ``int``, ...) raises ``TypeError``."""
     t = type(data)
     if t is bytes:
         return data  # type: ignore[no-any-return]
-    if t is bytearray or t is memoryview or isinstance(data, (bytes, bytearray, memoryview)):
+    if t is bytearray or t is memoryview:
         return bytes(data)
+    if isinstance(data, (bytes, bytearray)):
+        # A subclass: its own contents, read through its buffer. ``bytes(data)`` would call
+        # its ``__bytes__``, whose answer ``bytes()`` hands back as it is when it is of a
+        # subclass of ``bytes`` too: its ``__len__`` was what ``max_entry_bytes`` measured,
+        # and every follower refused the entry ("Normal.data must be bytes"), for good.
+        return bytes(memoryview(data))
     raise TypeError(f"a client write payload must be bytes, bytearray or memoryview, got {t.__name__}")
 
 
