@@ -1344,14 +1344,16 @@ def _stopping_extra(node: KvNode) -> dict[str, bool]:
     return {"stopping": True} if _stopping(node) else {}
 
 
-def _forward(node: KvNode, request: web.Request, e: ForwardToLeader) -> web.Response:
+def _forward(node: KvNode, request: web.Request, e: ForwardToLeader, learner_in: bool = False) -> web.Response:
+    """The redirect rule's answer to ``e``: 307 to the leader, or its 503 (``_no_leader``;
+    ``learner_in``: an add-learner whose learner is in, ``node.LearnerInForward``)."""
     if e.outcome_unknown:
         return _error(503, str(e), outcome_unknown=True, leader_id=e.leader_id)
     leader_id, http = node.leader(e)
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
         http = node.opts.http_addr
     if leader_id is None or http is None:  # a 503: nothing was appended, unless the learner is in
-        return _no_leader(node, leader_id, learner_in=isinstance(e, LearnerInForward))
+        return _no_leader(node, leader_id, learner_in=learner_in)
     location = f"http://{http}{request.raw_path}"
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
@@ -1536,6 +1538,8 @@ def _map_error(node: KvNode, request: web.Request, e: BaseException, stopped_bef
         return _error(400, f"the request body could not be read: {why}")
     if isinstance(e, ForwardToLeader):
         return _forward(node, request, e)
+    if isinstance(e, LearnerInForward):  # (the add-learner's entry may have committed)
+        return _forward(node, request, e.forward, learner_in=True)
     if isinstance(e, EntryTooLarge):  # the body fit max_body but the entry is over max_entry_bytes
         return _error(413, f"{type(e).__name__}: {e}")
     if isinstance(e, InProgress):

@@ -284,13 +284,20 @@ class ServiceUnavailable(Exception):
         self.stopping = stopping
 
 
-class LearnerInForward(ForwardToLeader):
-    """``KvNode.add_learner``'s ``ForwardToLeader`` when the learner is in this node's
-    membership: ``Raft.add_learner`` raises ``ForwardToLeader`` (``outcome_unknown`` false)
-    also once the entry adding the learner has committed, when this node stops leading while
-    the call waits for the learner to catch up. The redirect stands (the leader finds the
-    learner in, appends nothing, and waits for it), but the request was not "nothing done":
-    a 503 of it never says ``"stopping": true`` (``http_api._no_leader``)."""
+class LearnerInForward(Exception):
+    """``KvNode.add_learner``'s ``ForwardToLeader`` (``forward``) when the learner is in this
+    node's membership: ``Raft.add_learner`` raises ``ForwardToLeader`` (``outcome_unknown``
+    false) also once the entry adding the learner has committed, when this node stops leading
+    while the call waits for the learner to catch up. The redirect stands (the leader finds
+    the learner in, appends nothing, and waits for it), but the request was not "nothing
+    done": a 503 of it never says ``"stopping": true`` (``http_api._no_leader``).
+
+    NB: not a ``ForwardToLeader`` subclass: ``RaftError``'s subclasses are the library's
+    errors (docs/reference/errors.md draws them), and the service adds none."""
+
+    def __init__(self, forward: ForwardToLeader) -> None:
+        super().__init__(str(forward))
+        self.forward = forward
 
 
 class Conflict(Exception):
@@ -1658,7 +1665,7 @@ class KvNode:
             # was in already (nothing appended either: taken as added, which is only cautious).
             if e.outcome_unknown or raft.metrics.membership_config.membership.nodes.get(node_id) != node:
                 raise
-            raise LearnerInForward(e.leader_id, e.leader_node) from None
+            raise LearnerInForward(e) from None
         except TimeoutError:
             m = raft.metrics
             entry = m.membership_config.log_id

@@ -75,3 +75,21 @@ def test_check_payload_copies_a_subclass_to_exact_bytes() -> None:
         assert out == memoryview(data).tobytes()  # type: ignore[arg-type]
     with pytest.raises(EntryTooLarge):
         check_entry_sizes(check_payloads([_ShortLiar(b"xyz")]), 2)
+
+
+def test_the_kv_service_adds_no_class_to_the_library_error_tree() -> None:
+    """``RaftError``'s subclasses are the library's errors, drawn in
+    docs/reference/errors.md (``tests/test_docs.py`` compares the two): the key-value
+    service's ``LearnerInForward`` was a ``ForwardToLeader`` subclass, so the drawing was
+    wrong once ``openraft_py.kv`` was imported, and the docs test failed in any run that
+    imported it first (it passed alone)."""
+    import openraft_py
+    import openraft_py.kv.http_api  # noqa: F401 - imports every class of the service's answers
+    import openraft_py.kv.node  # noqa: F401
+
+    def walk(cls: type) -> list[type]:
+        return [cls] + [c for sub in cls.__subclasses__() for c in walk(sub)]
+
+    kv = [f"{c.__module__}.{c.__qualname__}" for c in walk(openraft_py.RaftError)
+          if c.__module__.startswith("openraft_py.kv")]
+    assert not kv, f"the key-value service subclasses the library's errors: {kv}"
