@@ -84,8 +84,8 @@ def test_the_kv_service_adds_no_class_to_the_library_error_tree() -> None:
     wrong once ``openraft_py.kv`` was imported, and the docs test failed in any run that
     imported it first (it passed alone)."""
     import openraft_py
-    import openraft_py.kv.http_api  # noqa: F401 - imports every class of the service's answers
-    import openraft_py.kv.node  # noqa: F401
+    import openraft_py.kv.http_api  # (every class of the service's answers)
+    import openraft_py.kv.node
 
     def walk(cls: type) -> list[type]:
         return [cls] + [c for sub in cls.__subclasses__() for c in walk(sub)]
