@@ -1636,7 +1636,9 @@ class KvNode:
         (nothing done) when the leader cannot resolve the host of ``raft_addr``, which it
         connects to (``ServiceUnavailable`` when the resolver cannot tell in time:
         ``_check_resolve``); ``http_addr`` is not resolved here: only clients connect to it,
-        and they may resolve it otherwise."""
+        and they may resolve it otherwise. ``ForwardToLeader`` on a follower (nothing
+        done), ``LearnerInForward`` (carrying it) when this node stopped leading while it
+        waited, the learner in."""
         node = node_of(raft_addr, http_addr)
         if raft_addr == http_addr:
             raise ValueError(f"raft_addr and http_addr are both {raft_addr!r}: a node listens on two ports")
