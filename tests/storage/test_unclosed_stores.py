@@ -32,6 +32,10 @@ def _writer_threads(path: Path) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == f"rocks-log-writer:{path}"]
 
 
+def _closer_threads(path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"rocks-log-closer:{path}"]
+
+
 async def _append(store: RocksLogStore, first: int, n: int) -> None:
     """Append ``n`` entries from index ``first`` and wait until they are durable."""
     loop = asyncio.get_running_loop()
@@ -81,14 +85,15 @@ async def test_a_log_store_collected_in_its_writer_thread_is_closed_from_another
 
     with pytest.warns(ResourceWarning, match="unclosed log store"):
         store._writer.submit(build, lambda e: None)
-        for _ in range(500):
-            if not _writer_threads(path) and store._closed:
-                break
+        # The closer thread is started before the writer thread can end, and its close ends
+        # the fast path on this loop (``_close_aio``), so the loop must keep running until the
+        # closer has warned: a blocking join here held the closer, and the warning came after
+        # this block (seen under load: "DID NOT WARN", then the warning raised in the closer).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while _writer_threads(path) or _closer_threads(path) or not store._closed:
+            assert loop.time() < deadline, f"still running: {_writer_threads(path) + _closer_threads(path)}"
             await asyncio.sleep(0.01)
-        assert store._closed and not _writer_threads(path)
-        closers = [t for t in threading.enumerate() if t.name == f"rocks-log-closer:{path}"]
-        for t in closers:
-            t.join(10)
     del store, build
     RocksLogStore(path).close()  # the lock is free
 
@@ -119,9 +124,7 @@ async def test_a_log_store_collected_in_another_thread_while_its_loop_runs_is_cl
         dropper = threading.Thread(target=drop)
         dropper.start()
         for _ in range(1000):
-            if not dropper.is_alive() and not _writer_threads(path) and not [
-                t for t in threading.enumerate() if t.name == f"rocks-log-closer:{path}"
-            ]:
+            if not dropper.is_alive() and not _writer_threads(path) and not _closer_threads(path):
                 break
             await asyncio.sleep(0.01)
     assert not _writer_threads(path)
