@@ -7,6 +7,7 @@ import heapq
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -351,6 +352,9 @@ class MetricsWatch:
         # The error that stopped the node, set by its core before the last change: a
         # waiter raises it (``Fatal`` naming the metrics' ``error`` when unset).
         self.fatal: BaseException | None = None
+        # ``fatal``'s traceback when it stopped the node: a waiter raises ``fatal`` with it,
+        # so that the one instance does not collect every waiter's frames (``RaftCore.raise_fatal``).
+        self.fatal_tb: TracebackType | None = None
         self._by_predicate: PredicateWaiters | None = None
 
     @property
@@ -554,7 +558,7 @@ class Wait:
                 while True:
                     if not m.running:
                         if watch.fatal is not None:
-                            raise watch.fatal
+                            raise watch.fatal.with_traceback(watch.fatal_tb)
                         raise Fatal(f"node {m.id} stopped while waiting for {msg}: {m.error or 'shut down'}")
                     held = await woken(m)
                     if held is not None:

@@ -446,9 +446,8 @@ class Raft:
         Entering raises the node's ``Fatal`` error if it has already stopped (shut down, or
         a storage failure), as every later call on it does: the block would not run a node."""
         self._check_loop()
-        fatal = self._core.fatal
-        if fatal is not None:
-            raise fatal
+        if self._core.fatal is not None:
+            self._core.raise_fatal()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -623,7 +622,9 @@ class Raft:
             if done(m):
                 return
             if not m.running:
-                raise self._core.fatal or Fatal("node stopped")
+                if self._core.fatal is not None:
+                    self._core.raise_fatal()
+                raise Fatal("node stopped")
             await sleep()
 
     def _change_awaits(self, same: Callable[[Membership], bool] | None) -> tuple[str, object]:
@@ -972,9 +973,8 @@ class Raft:
         _v.check_entry_sizes(checked, self.config.max_entry_bytes)
         payloads = [Normal(d) for d in checked]
         if not payloads:
-            fatal = self._core.fatal
-            if fatal is not None:
-                raise fatal  # as for any call on a stopped node (an empty batch returned [])
+            if self._core.fatal is not None:
+                self._core.raise_fatal()  # as for any call on a stopped node (an empty batch returned [])
             return []
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
         # (After the checks, and past an empty batch, which waits for nothing: taken there,
