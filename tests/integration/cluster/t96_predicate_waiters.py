@@ -25,9 +25,12 @@ WRITES = 50
 
 
 async def test_pending_predicate_waiters_are_checked_together_not_each_woken(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    steady_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raft, base = await leader_after_a_write(cluster)
+    # One leader throughout (``steady_cluster``): its 50 writes go to the node that led at the
+    # start, which under load lost its lead to a stall of ``fast_config``'s 50-100 ms timeouts
+    # (ForwardToLeader, seen at load 13 on 2 cores).
+    raft, base = await leader_after_a_write(steady_cluster)
     calls = 0
 
     def far_off(m: RaftMetrics) -> bool:
