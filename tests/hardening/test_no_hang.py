@@ -110,7 +110,11 @@ async def test_every_pending_call_fails_when_the_leader_stops(cause: str) -> Non
     """An isolated leader holds a pending write, a read waiting for a quorum, a metrics
     wait, a blocking add_learner waiting for catch-up and a get_current_snapshot queued on a
     busy state machine; stopping it answers each of them with the node's error."""
-    c = Cluster(fast_config(), seed=3, log_store=lambda nid, disk: BreakableLogStore(disk))
+    # 300-600 ms election timeouts: the node isolated must still be the leader found before
+    # (under load a stall of ``fast_config``'s 50-100 ms elected another node first, and the
+    # isolated follower's log never grew: TimeoutError, seen at load 13 on 2 cores).
+    config = fast_config(election_timeout_min=300, election_timeout_max=600)
+    c = Cluster(config, seed=3, log_store=lambda nid, disk: BreakableLogStore(disk))
     try:
         await c.start({1, 2, 3})
         leader = await c.wait_for_leader()
