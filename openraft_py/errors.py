@@ -179,11 +179,21 @@ class ForwardToLeader(ApiError):
     """This node is not the leader. ``leader_id``/``leader_node`` name the leader it knows
     of, or are ``None`` when it knows none (retry later).
 
-    ``outcome_unknown`` is ``False`` when the write did not and will not take effect: it was
-    refused before it was appended, or its entry was replaced by another leader's. It is
-    ``True`` when the entry was appended and this node can no longer tell whether it commits
-    (the node left the cluster, or a snapshot it installed covers the entry): a retry may
-    then apply the command twice, so make such commands idempotent or check before retrying.
+    The call's outcome is one of three:
+
+    - ``committed_log_id`` is not ``None``: the call's change took effect. Its entry
+      committed at that log id, and only a wait that follows the commit was cut short by
+      this node no longer leading: a blocking ``add_learner``'s wait for the learner to
+      catch up. Do not undo it; asking the leader again is safe (the same learner again
+      changes nothing, and a blocking call waits for its catch-up there).
+      ``outcome_unknown`` is then ``False``.
+    - else ``outcome_unknown`` is ``False``: the call did not and will not take effect: it
+      was refused before it was appended, or its entry was replaced by another leader's.
+    - ``outcome_unknown`` is ``True``: the entry was appended and this node can no longer
+      tell whether it commits (the node left the cluster, or a snapshot it installed covers
+      the entry; a membership change whose leader stepped down before it committed): a retry
+      may then apply the command twice, so make such commands idempotent or check before
+      retrying.
     """
 
     def __init__(
@@ -192,7 +202,10 @@ class ForwardToLeader(ApiError):
         leader_node: BasicNode | None = None,
         *,
         outcome_unknown: bool = False,
+        committed_log_id: LogId | None = None,
     ) -> None:
+        if outcome_unknown and committed_log_id is not None:
+            raise ValueError("ForwardToLeader: a change that committed (committed_log_id) has a known outcome")
         if leader_id is None:
             msg = "not the leader, and no leader is known"
         else:
@@ -201,10 +214,14 @@ class ForwardToLeader(ApiError):
                 msg += f" at {leader_node.addr}"
         if outcome_unknown:
             msg += " (the write was appended; whether it commits is unknown)"
+        if committed_log_id is not None:
+            msg += (f" (the change committed at {committed_log_id!r} and took effect; "
+                    "only the wait after it was cut short)")
         super().__init__(msg)
         self.leader_id = leader_id
         self.leader_node = leader_node
         self.outcome_unknown = outcome_unknown
+        self.committed_log_id = committed_log_id
 
 
 class ChangeMembershipError(ApiError):

@@ -257,6 +257,14 @@ def owner_cluster_name(network_factory: object, config: Config) -> str:
     return name if isinstance(name, str) and name else config.cluster_name
 
 
+def _node_of(m: RaftMetrics, node_id: NodeId | None) -> BasicNode | None:
+    """The ``BasicNode`` of ``node_id`` in the membership of metrics ``m``, or ``None`` (no
+    id, or not a member): a ``ForwardToLeader``'s ``leader_node``, as the engine's names it."""
+    if node_id is None:
+        return None
+    return m.membership_config.membership.nodes.get(node_id)
+
+
 def _held_up(why: str) -> RuntimeError:
     """The error refusing a plug-in's call on its own node that would wait for good
     (``Raft._not_holding_up``): ``why``, and what to do instead."""
@@ -776,7 +784,9 @@ class Raft:
         not compare it with other members' addresses, so check that a new learner's address
         is not another member's, whose node would receive the learner's replication.
         Raises ``ForwardToLeader`` on a non-leader (also if leadership is lost while
-        waiting), ``InProgress`` while another membership change is not committed (a leader
+        waiting: before the entry commits, answered as a ``client_write`` is; after, during
+        the catch-up wait, with ``committed_log_id`` set to the entry's log id: the learner
+        is in, only the wait was cut short), ``InProgress`` while another membership change is not committed (a leader
         elected less than ``Config.election_timeout_max`` ago first waits, until that bound,
         for a change it inherited to commit with its first entry, as ``change_membership``
         does; cancelled during that wait, nothing is logged), and
@@ -811,7 +821,9 @@ class Raft:
                 if not m.running:
                     return False
                 if m.state != ServerState.LEADER or m.replication is None:
-                    raise ForwardToLeader(m.current_leader, None)
+                    # The entry adding it committed (``resp``): the change took effect, and
+                    # only this wait ends (not "did not and will not take effect").
+                    raise ForwardToLeader(m.current_leader, _node_of(m, m.current_leader), committed_log_id=resp.log_id)
                 matched = m.replication.get(node_id)
                 if matched is None:
                     # Not a replication target any more: a later change removed it, so it

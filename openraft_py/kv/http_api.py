@@ -157,7 +157,6 @@ from .node import (
     SHUTDOWN_GRACE,
     Conflict,
     KvNode,
-    LearnerInForward,
     NotFound,
     ServiceUnavailable,
 )
@@ -1353,7 +1352,7 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader, learner_in:
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
         http = node.opts.http_addr
     if leader_id is None or http is None:  # a 503: nothing was appended, unless the learner is in
-        return _no_leader(node, leader_id, learner_in=learner_in)
+        return _no_leader(node, leader_id, learner_in=learner_in or e.committed_log_id is not None)
     location = f"http://{http}{request.raw_path}"
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
@@ -1361,8 +1360,9 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader, learner_in:
 def _no_leader(node: KvNode, leader_id: int | None, learner_in: bool = False) -> web.Response:
     """The redirect rule's 503 (no leader known, or none whose HTTP address is known);
     ``"stopping": true`` too when the node stops (``_stopping``), but for an add-learner
-    whose learner is in the membership (``learner_in``: ``LearnerInForward``, its entry
-    may have been appended and committed), which says that instead."""
+    whose learner is in the membership (``learner_in``: a ``ForwardToLeader`` with
+    ``committed_log_id``, ``node.LearnerInForward``: its entry committed), which says that
+    instead."""
     extra = {} if learner_in else _stopping_extra(node)
     why = (" (the learner is in the membership: this node stopped leading before it caught up; add it again at the "
            "leader to wait for it)") if learner_in else ""

@@ -285,10 +285,10 @@ class ServiceUnavailable(Exception):
 
 
 class LearnerInForward(Exception):
-    """``KvNode.add_learner``'s ``ForwardToLeader`` (``forward``) when the learner is in this
-    node's membership: ``Raft.add_learner`` raises ``ForwardToLeader`` (``outcome_unknown``
-    false) also once the entry adding the learner has committed, when this node stops leading
-    while the call waits for the learner to catch up. The redirect stands (the leader finds
+    """``KvNode.add_learner``'s ``ForwardToLeader`` (``forward``) when the learner is in:
+    ``Raft.add_learner`` raises ``ForwardToLeader`` with ``committed_log_id`` (the entry adding
+    the learner committed) when this node stops leading while the call waits for the learner
+    to catch up. The redirect stands (the leader finds
     the learner in, appends nothing, and waits for it), but the request was not "nothing
     done": a 503 of it never says ``"stopping": true`` (``http_api._no_leader``).
 
@@ -1663,9 +1663,8 @@ class KvNode:
         except ForwardToLeader as e:
             # Raised at once (a follower: nothing appended), or once the entry adding the
             # learner committed and this node stopped leading during the wait for its catch-up
-            # (the learner is in). The membership tells the two apart, but for a learner that
-            # was in already (nothing appended either: taken as added, which is only cautious).
-            if e.outcome_unknown or raft.metrics.membership_config.membership.nodes.get(node_id) != node:
+            # (the learner is in: ``committed_log_id`` says so).
+            if e.committed_log_id is None:
                 raise
             raise LearnerInForward(e) from None
         except TimeoutError:
