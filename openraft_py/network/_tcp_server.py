@@ -79,6 +79,19 @@ class ServedRaft(RaftServer, Protocol):
         """The node's current metrics."""
         ...
 
+def _check_running(raft: ServedRaft) -> None:
+    """``ValueError`` if ``raft`` has stopped (its metrics say ``running`` is false: its
+    ``shutdown()`` ran, or it failed): served, every peer's request to it failed, and its
+    peers saw it only as unreachable, while nothing said why here (as ``Raft.new`` refuses a
+    closed network factory). A stopped ``Raft`` never serves again; serve the one
+    ``Raft.new`` returns for the node's next run."""
+    if getattr(raft.metrics, "running", True) is not False:
+        return
+    raise ValueError(
+        f"raft {shown(raft)} has stopped (its shutdown() ran, or it failed), so it cannot be served: "
+        "start the server on the Raft that Raft.new returns for the node's next run")
+
+
 _HANDLER = {
     KIND_APPEND_ENTRIES: "append_entries",
     KIND_VOTE: "vote",
@@ -931,7 +944,8 @@ class TcpServer:
 
         Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``raft``
         must be an instance with the ``RaftServer`` methods and ``metrics`` (a ``Raft.new``
-        not awaited is named as such), ``host`` a ``str``, ``port`` an ``int`` in ``[0,
+        not awaited is named as such) that has not stopped (``ValueError`` for a ``Raft``
+        whose ``shutdown()`` ran or that failed: its metrics say ``running`` is false), ``host`` a ``str``, ``port`` an ``int`` in ``[0,
         65535]``; the timeouts, ``membership_check_interval`` and ``min_frame_rate`` finite
         numbers above 0 (``drain_timeout`` at least 0; NaN, an infinity and ``bool`` are
         refused), the durations at most ``MAX_SECONDS`` (an hour) and ``min_frame_rate`` at
@@ -1034,6 +1048,7 @@ class TcpServer:
         check_implements(raft, "raft", "RaftServer", tuple(_HANDLER.values()))
         if not hasattr(raft, "metrics"):
             raise TypeError(f"raft must be a RaftServer with a metrics property: {type(raft).__name__} has none")
+        _check_running(raft)
         # Each argument is checked here, naming it: a wrong one otherwise failed far from
         # the call (a NaN timeout fired at once on asyncio and raised inside every accepted
         # connection on uvloop, a str node id or ssl failed every peer's connection, a float

@@ -54,3 +54,23 @@ async def test_blocking_add_learner_cut_short_after_commit_says_the_change_commi
         assert e.committed_log_id == entry, (e, e.committed_log_id, entry)
         assert not e.outcome_unknown, "the outcome is known: the change committed"
         assert "committed" in str(e), str(e)
+
+
+# -- 2. TcpServer.start refuses a Raft that has stopped ------------------------------------------
+
+
+async def test_tcp_server_refuses_a_raft_that_was_shut_down() -> None:
+    """``TcpServer.start`` took a ``Raft`` already shut down: it listened, and every peer's
+    request got an error (``Unreachable`` on their side), with nothing said here."""
+    from openraft_py import Raft
+    from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+    from openraft_py.storage import MemLogStore, MemStateMachine
+
+    factory = TcpNetworkFactory(1, "c83")
+    raft = await Raft.new(1, fast_config(), factory, MemLogStore(), MemStateMachine())
+    await raft.shutdown()
+    try:
+        with pytest.raises(ValueError, match=r"raft .*has stopped"):
+            await TcpServer.start(raft, "127.0.0.1", 0, "c83")
+    finally:
+        await factory.close()
