@@ -353,6 +353,11 @@ class RaftCore:
         self._no_client_warned: dict[NodeId, tuple[str, float]] = {}
         # The contract breaches of the network's vote calls, per target (``breach_log``).
         self._vote_breaches: dict[NodeId, FailureLog] = {}
+        # A network factory that says it is closed (``TcpNetworkFactory.closed``: its close()
+        # ran while this node runs) fails every request of this node: said at WARNING once,
+        # then every ``REPEAT_EVERY`` seconds (``_rpc_failed``), not per request. A peer
+        # that is down stays at DEBUG: normal during faults.
+        self._factory_closed = FailureLog(log, f"node {self.id}", unit="failed request")
         # The committed and effective memberships ``_forget_clients_of_left_nodes`` last saw.
         self._clients_memberships: tuple[StoredMembership | None, StoredMembership | None] = (None, None)
         self.sm_worker = StateMachineWorker(self.notify, state_machine, config.max_apply_batch, self._on_applied)
@@ -1664,7 +1669,7 @@ class RaftCore:
             async with asyncio.timeout(limit):
                 resp = await client.vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except RPCError as e:
-            log.debug("node %s: vote request to %s failed: %s", self.id, target, e)
+            self._rpc_failed("vote", target, e)
             return
         except TimeoutError:
             self._vote_breach(target, "NoAnswer", f"the network did not answer within {limit:g}s (it must raise "
@@ -1700,8 +1705,24 @@ class RaftCore:
         try:
             async with asyncio.timeout(2 * self.config.election_timeout_max / 1000.0):  # as in _send_vote
                 await client.transfer_leader(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
-        except Exception as e:  # noqa: BLE001 - best effort: the election timeout is the fallback
+        except RPCError as e:  # best effort: the election timeout is the fallback
+            self._rpc_failed("transfer-leader", target, e)
+        except Exception as e:  # noqa: BLE001 - as above
             log.debug("node %s: transfer-leader to %s failed: %s", self.id, target, e)
+
+    def _rpc_failed(self, what: str, target: NodeId, e: RPCError) -> None:
+        """Log the failure ``e`` of a ``what`` request to ``target``: at DEBUG (a peer down
+        or cut off is normal during faults, and the election rounds are logged already),
+        but through ``_factory_closed`` at WARNING when the node's own network factory says
+        it is closed (``closed`` true, ``TcpNetworkFactory.closed``): then every request
+        fails, whatever the peers do, and the node would go quiet."""
+        log.debug("node %s: %s request to %s failed: %s", self.id, what, target, e)
+        if getattr(self.network, "closed", False) is True:
+            self._factory_closed.failed(
+                self.clock.now(), "FactoryClosed",
+                f"its network factory is closed (its close() was called while the node runs), so every request to "
+                f"its peers fails ({what} to node {target}: {e}); close the factory only after Raft.shutdown(), "
+                "and restart the node with a new one")
 
     # -- snapshots -----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from integration.checks import fast_config
@@ -74,3 +75,58 @@ async def test_tcp_server_refuses_a_raft_that_was_shut_down() -> None:
             await TcpServer.start(raft, "127.0.0.1", 0, "c83")
     finally:
         await factory.close()
+
+
+# -- 3. a node whose own network factory was closed under it says so, once -----------------------
+
+
+async def _campaigning_tcp_node(port2: int) -> tuple["object", "object"]:
+    """Node 1 on a ``TcpNetworkFactory``, initialized with node 2 (nothing listens at
+    ``port2``): it campaigns, and every vote request fails."""
+    from openraft_py import Raft
+    from openraft_py.network.tcp import TcpNetworkFactory
+    from openraft_py.storage import MemLogStore, MemStateMachine
+
+    factory = TcpNetworkFactory(1, "c83")
+    raft = await Raft.new(1, fast_config(), factory, MemLogStore(), MemStateMachine())
+    await raft.initialize({1: BasicNode("127.0.0.1:1"), 2: BasicNode(f"127.0.0.1:{port2}")})
+    return raft, factory
+
+
+def _failed_votes(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if "vote request to 2 failed" in r.getMessage())
+
+
+def _closed_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "network factory" in r.getMessage() and "closed" in r.getMessage()]
+
+
+async def test_a_node_whose_factory_was_closed_under_it_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    from openraft_py.testing.proc_cluster import free_port
+
+    caplog.set_level(logging.DEBUG, logger="openraft_py")
+    raft, factory = await _campaigning_tcp_node(free_port())
+    try:
+        await factory.close()  # type: ignore[attr-defined]  # (under the running node: a mistake)
+        start = _failed_votes(caplog)
+        await _until("three vote requests failed on the closed factory", lambda: _failed_votes(caplog) >= start + 3)
+        warned = _closed_warnings(caplog)
+        assert len(warned) == 1, warned  # said once, not per request
+        assert "node 1" in warned[0] and "close()" in warned[0], warned[0]
+    finally:
+        await raft.shutdown()  # type: ignore[attr-defined]
+
+
+async def test_a_peer_simply_down_stays_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    from openraft_py.testing.proc_cluster import free_port
+
+    caplog.set_level(logging.DEBUG, logger="openraft_py")
+    raft, factory = await _campaigning_tcp_node(free_port())
+    try:
+        await _until("three vote requests failed", lambda: _failed_votes(caplog) >= 3)
+        assert not _closed_warnings(caplog)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "vote request" in r.getMessage()]
+    finally:
+        await raft.shutdown()  # type: ignore[attr-defined]
+        await factory.close()  # type: ignore[attr-defined]
