@@ -184,9 +184,13 @@ class ForwardToLeader(ApiError):
     - ``committed_log_id`` is not ``None``: the call's change took effect. Its entry
       committed at that log id, and only a wait that follows the commit was cut short by
       this node no longer leading: a blocking ``add_learner``'s wait for the learner to
-      catch up. Do not undo it; asking the leader again is safe (the same learner again
-      changes nothing, and a blocking call waits for its catch-up there).
-      ``outcome_unknown`` is then ``False``.
+      catch up, or a ``change_membership``'s wait for its final config once its joint
+      config (that entry) committed (the next leader appends the final config; not knowing
+      the call's ``retain``, it keeps the removed voters as learners:
+      ``remove_learners`` them if ``retain=False`` was meant). Do not undo it; asking the
+      leader again is safe (the same learner or voters again change nothing, and a
+      blocking ``add_learner`` waits for its catch-up there). ``outcome_unknown`` is then
+      ``False``.
     - else ``outcome_unknown`` is ``False``: the call did not and will not take effect: it
       was refused before it was appended, or its entry was replaced by another leader's.
     - ``outcome_unknown`` is ``True``: the entry was appended and this node can no longer

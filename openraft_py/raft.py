@@ -850,7 +850,12 @@ class Raft:
         leave the cluster and replication to them stops once the change commits. A leader
         that removes itself steps down after the change commits and hands leadership to the
         most up-to-date remaining voter. Raises ``ForwardToLeader``, ``InProgress`` (another
-        change is not committed yet) and ``EmptyMembership``.
+        change is not committed yet) and ``EmptyMembership``. A leader that steps down
+        during the change answers ``ForwardToLeader`` with ``outcome_unknown=True`` before
+        the joint config commits (the next leader may finish it), and with
+        ``committed_log_id`` (the joint entry's log id) after: the voters change to
+        ``members``, the next leader appending the final config (keeping removed voters as
+        learners, as with ``retain=True``).
 
         A majority of ``members`` must have caught up with this leader: this node, and nodes
         whose replication is within ``Config.replication_lag_threshold`` entries of its log.

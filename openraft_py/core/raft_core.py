@@ -166,6 +166,32 @@ def _log_store_cancel(method: str, e: asyncio.CancelledError, subject: str) -> S
 _CLIENT_METHODS = ("append_entries", "vote", "install_snapshot", "transfer_leader")
 
 
+def _change_committed(tx: asyncio.Future[Any], committed: LogId) -> asyncio.Future[Any]:
+    """A future to answer in place of ``tx``, the caller of a change whose entry
+    ``committed`` has committed (``RespondOnApply.committed``): its outcome goes on to
+    ``tx``, but a ``ForwardToLeader`` (the change's last entry replaced by another leader's,
+    or its fate unknown here) as one with ``committed_log_id=committed``: the change took
+    effect, only the wait for its last entry was cut short."""
+    inner: asyncio.Future[Any] = tx.get_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if tx.done():
+            return  # the caller gave up
+        if f.cancelled():
+            tx.cancel()
+            return
+        e = f.exception()
+        if e is None:
+            tx.set_result(f.result())
+        elif isinstance(e, ForwardToLeader):
+            tx.set_exception(ForwardToLeader(e.leader_id, e.leader_node, committed_log_id=committed))
+        else:
+            tx.set_exception(e)
+
+    inner.add_done_callback(done)
+    return inner
+
+
 def not_a_client(made: object) -> str | None:
     """What ``made`` (a network factory's ``new_client`` result) lacks to be a network client
     (``RaftNetwork``): ``None`` when it has every method of ``_CLIENT_METHODS``, else a
@@ -1189,7 +1215,8 @@ class RaftCore:
         log.info("node %s: no longer leads term %s: %s", self.id, term, why)
 
     def _respond_on_apply(self, c: RespondOnApply) -> None:
-        self.feed.add_responder(c.tx, c.log_id, self.engine.state.membership.effective)
+        tx = c.tx if c.committed is None else _change_committed(c.tx, c.committed)
+        self.feed.add_responder(tx, c.log_id, self.engine.state.membership.effective)
 
     def _abandon_writes(self, c: AbandonWrites) -> None:
         self.feed.fail_after(c.after, ForwardToLeader(None, None, outcome_unknown=True))

@@ -136,10 +136,17 @@ class Respond(msgspec.Struct, frozen=True):
 class RespondOnApply(msgspec.Struct, frozen=True):
     """Answer ``tx`` with the ``ClientWriteResponse`` of the entry ``log_id`` once it is
     applied (with ``ForwardToLeader`` if that entry is replaced by another leader's). Used for
-    entries the engine appends itself: membership changes and learners."""
+    entries the engine appends itself: membership changes and learners.
+
+    ``committed``: an earlier entry of the same call that has committed (a
+    ``change_membership``'s joint config, when ``log_id`` is its final one), or ``None``.
+    Invariant: ``committed < log_id``. The change took effect then whatever becomes of
+    ``log_id`` (the next leader finishes a committed joint config), so a ``ForwardToLeader``
+    for ``tx`` carries it as ``committed_log_id``, never "did not take effect"."""
 
     tx: Any
     log_id: LogId
+    committed: LogId | None = None
 
 
 class AbandonWrites(msgspec.Struct, frozen=True):

@@ -122,7 +122,7 @@ def test_joint_commit_appends_the_final_config_and_answers_the_waiting_change():
         StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
         AppendEntries([Entry(lid(1, 3), final)], 5),
         StartReplication(vote(1, 1, True), nodes(2, 3, 4)),
-        RespondOnApply(TX, lid(1, 3)),
+        RespondOnApply(TX, lid(1, 3), lid(1, 2)),
     ], "retain=False: node 3 leaves the nodes; it is still replicated to until [C_new] commits"
     assert eng.leader.change_tx is None
     assert eng.state.membership.effective.membership == final

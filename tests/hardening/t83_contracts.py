@@ -3,29 +3,43 @@
 1. A blocking ``add_learner`` whose entry committed, cut short by the leader stepping down
    while it waited for the learner to catch up, raised ``ForwardToLeader`` with
    ``outcome_unknown=False``, which says the call "did not and will not take effect": the
-   learner was in the membership all the same. Now the error says the change committed
-   (``ForwardToLeader.committed_log_id``, the entry that made it).
+   learner was in the membership all the same. So did a ``change_membership`` whose joint
+   config committed and whose final entry the next leader replaced (it finishes the change
+   itself). Now the error says the change committed (``ForwardToLeader.committed_log_id``,
+   the entry that made it).
+2. ``TcpServer.start`` served a ``Raft`` already shut down; now ``ValueError``.
+3. A node whose own ``TcpNetworkFactory`` was closed under it logged its failed vote
+   requests at DEBUG only; now it says so at WARNING, once (peers down stay at DEBUG).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import cast
 
 import pytest
-from integration.checks import fast_config
+from integration.checks import entry_at, fast_config
 
-from openraft_py import BasicNode, ForwardToLeader
+from openraft_py import BasicNode, Entry, ForwardToLeader, Membership, Raft, Unreachable
+from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
+from openraft_py.storage import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
+from openraft_py.testing.proc_cluster import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def _until(what: str, cond: "object", timeout: float = 10.0) -> None:
-    """Poll ``cond()`` until it holds (bounded by ``timeout`` seconds)."""
-    async with asyncio.timeout(timeout):
-        while not cond():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
+async def _until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``cond()`` until it holds, ``what`` naming it in the timeout's error (bounded by
+    ``timeout`` seconds: a condition wait, not a fixed sleep)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 async def test_blocking_add_learner_cut_short_after_commit_says_the_change_committed() -> None:
@@ -57,16 +71,60 @@ async def test_blocking_add_learner_cut_short_after_commit_says_the_change_commi
         assert "committed" in str(e), str(e)
 
 
+
+async def test_change_membership_whose_final_entry_is_replaced_after_the_joint_committed() -> None:
+    """The joint entry of a ``change_membership`` committed, then its final entry, never
+    replicated, was replaced by the next leader's (which finishes the change itself): the
+    call raised ``ForwardToLeader`` with ``outcome_unknown=False`` ("did not and will not
+    take effect"), although the new voters are in force. Now with ``committed_log_id``, the
+    joint entry's log id."""
+    async with Cluster(fast_config(), seed=84) as c:
+        await c.start({1, 2, 3})
+        old = await c.wait_for_leader()
+        await c.nodes[old].client_write(b"settle")
+        await c.add_node(4)
+        await c.nodes[old].add_learner(4, BasicNode(), blocking=True)
+        a, b = sorted({1, 2, 3} - {old})
+        new = {old, a, 4}
+
+        def final_entry(req: object) -> bool:
+            return any(type(e.payload) is Membership and not e.payload.is_joint()
+                       and e.payload.configs[0] == new for e in getattr(req, "entries", ()))
+
+        async def hold_final(rpc: str, source: int, target: int, req: object) -> None:
+            if rpc == "append_entries" and source == old and final_entry(req):
+                raise Unreachable("held by the test: the final entry never leaves the old leader")
+
+        c.router.add_hook(hold_final)
+        raft = c.nodes[old]
+        changing = asyncio.ensure_future(raft.change_membership(new))
+
+        def final_appended() -> bool:
+            ms = raft.metrics.membership_config
+            return not ms.membership.is_joint() and ms.membership.configs[0] == new
+
+        await _until("the joint entry committed and the final one appended", final_appended)
+        final = raft.metrics.membership_config.log_id
+        assert final is not None
+        held = [cast(Entry, entry_at(c.disks[old], i)) for i in range(final.index - 1, 0, -1)]
+        joint = next(e.log_id for e in held if type(e.payload) is Membership and e.payload.is_joint())
+        c.router.isolate(old)
+        await _until("another leader", lambda: any(c.nodes[n].is_leader() for n in (a, b, 4)))
+        c.router.clear_hooks()
+        c.router.heal()
+        with pytest.raises(ForwardToLeader) as ei:
+            await asyncio.wait_for(changing, 10)
+        e = ei.value
+        assert e.committed_log_id == joint, (e, e.committed_log_id, joint)
+        assert not e.outcome_unknown
+
+
 # -- 2. TcpServer.start refuses a Raft that has stopped ------------------------------------------
 
 
 async def test_tcp_server_refuses_a_raft_that_was_shut_down() -> None:
     """``TcpServer.start`` took a ``Raft`` already shut down: it listened, and every peer's
     request got an error (``Unreachable`` on their side), with nothing said here."""
-    from openraft_py import Raft
-    from openraft_py.network.tcp import TcpNetworkFactory, TcpServer
-    from openraft_py.storage import MemLogStore, MemStateMachine
-
     factory = TcpNetworkFactory(1, "c83")
     raft = await Raft.new(1, fast_config(), factory, MemLogStore(), MemStateMachine())
     await raft.shutdown()
@@ -80,13 +138,9 @@ async def test_tcp_server_refuses_a_raft_that_was_shut_down() -> None:
 # -- 3. a node whose own network factory was closed under it says so, once -----------------------
 
 
-async def _campaigning_tcp_node(port2: int) -> tuple["object", "object"]:
+async def _campaigning_tcp_node(port2: int) -> tuple[Raft, TcpNetworkFactory]:
     """Node 1 on a ``TcpNetworkFactory``, initialized with node 2 (nothing listens at
     ``port2``): it campaigns, and every vote request fails."""
-    from openraft_py import Raft
-    from openraft_py.network.tcp import TcpNetworkFactory
-    from openraft_py.storage import MemLogStore, MemStateMachine
-
     factory = TcpNetworkFactory(1, "c83")
     raft = await Raft.new(1, fast_config(), factory, MemLogStore(), MemStateMachine())
     await raft.initialize({1: BasicNode("127.0.0.1:1"), 2: BasicNode(f"127.0.0.1:{port2}")})
@@ -103,24 +157,20 @@ def _closed_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_a_node_whose_factory_was_closed_under_it_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    from openraft_py.testing.proc_cluster import free_port
-
     caplog.set_level(logging.DEBUG, logger="openraft_py")
     raft, factory = await _campaigning_tcp_node(free_port())
     try:
-        await factory.close()  # type: ignore[attr-defined]  # (under the running node: a mistake)
+        await factory.close()  # (under the running node: a mistake)
         start = _failed_votes(caplog)
         await _until("three vote requests failed on the closed factory", lambda: _failed_votes(caplog) >= start + 3)
         warned = _closed_warnings(caplog)
         assert len(warned) == 1, warned  # said once, not per request
         assert "node 1" in warned[0] and "close()" in warned[0], warned[0]
     finally:
-        await raft.shutdown()  # type: ignore[attr-defined]
+        await raft.shutdown()
 
 
 async def test_a_peer_simply_down_stays_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    from openraft_py.testing.proc_cluster import free_port
-
     caplog.set_level(logging.DEBUG, logger="openraft_py")
     raft, factory = await _campaigning_tcp_node(free_port())
     try:
@@ -128,5 +178,5 @@ async def test_a_peer_simply_down_stays_at_debug(caplog: pytest.LogCaptureFixtur
         assert not _closed_warnings(caplog)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "vote request" in r.getMessage()]
     finally:
-        await raft.shutdown()  # type: ignore[attr-defined]
-        await factory.close()  # type: ignore[attr-defined]
+        await raft.shutdown()
+        await factory.close()

@@ -210,7 +210,9 @@ class MembershipHandler(LeadingHandler):
                     nodes.pop(nid, None)
             log_id = self.append_membership(Membership.new([set(final)], nodes))
             if leader.change_tx is not None:
-                self.output.append(RespondOnApply(leader.change_tx, log_id))
+                # The joint config committed: the change takes effect whatever becomes of
+                # the final entry (a next leader appends it), which the caller is told.
+                self.output.append(RespondOnApply(leader.change_tx, log_id, ms.committed.log_id))
                 leader.change_tx = None
             return
         if not cur.is_voter(st.id):
