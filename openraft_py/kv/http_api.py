@@ -157,6 +157,7 @@ from .node import (
     SHUTDOWN_GRACE,
     Conflict,
     KvNode,
+    LearnerInForward,
     NotFound,
     ServiceUnavailable,
 )
@@ -1352,20 +1353,29 @@ def _forward(node: KvNode, request: web.Request, e: ForwardToLeader, learner_in:
     if leader_id == node.id and http is None:  # leads now, not in a membership with addresses
         http = node.opts.http_addr
     if leader_id is None or http is None:  # a 503: nothing was appended, unless the learner is in
-        return _no_leader(node, leader_id, learner_in=learner_in or e.committed_log_id is not None)
+        return _no_leader(node, leader_id, committed=e, learner_in=learner_in)
     location = f"http://{http}{request.raw_path}"
     return _json({"leader_id": leader_id, "leader_http_addr": http}, 307, headers={"Location": location})
 
 
-def _no_leader(node: KvNode, leader_id: int | None, learner_in: bool = False) -> web.Response:
+def _no_leader(node: KvNode, leader_id: int | None, committed: ForwardToLeader | None = None,
+               learner_in: bool = False) -> web.Response:
     """The redirect rule's 503 (no leader known, or none whose HTTP address is known);
     ``"stopping": true`` too when the node stops (``_stopping``), but for an add-learner
-    whose learner is in the membership (``learner_in``: a ``ForwardToLeader`` with
-    ``committed_log_id``, ``node.LearnerInForward``: its entry committed), which says that
+    whose learner is in the membership or a members change whose joint config committed
+    (``committed``: the ``ForwardToLeader`` if its ``committed_log_id`` is set;
+    ``learner_in``: an add-learner's, from ``node.LearnerInForward``), which says that
     instead."""
-    extra = {} if learner_in else _stopping_extra(node)
-    why = (" (the learner is in the membership: this node stopped leading before it caught up; add it again at the "
-           "leader to wait for it)") if learner_in else ""
+    done = committed is not None and committed.committed_log_id is not None
+    extra = {} if done else _stopping_extra(node)
+    if not done:
+        why = ""
+    elif learner_in:
+        why = (" (the learner is in the membership: this node stopped leading before it caught up; add it again at the "
+               "leader to wait for it)")
+    else:
+        why = (" (the change committed and takes effect: this node stopped leading before it completed; the next "
+               "leader completes it)")
     if leader_id is None and not node.initialized():  # retrying will not help: say what will
         # A member started again on an empty data directory (its data lost) answers this too
         # until its leader reaches it: the node cannot tell itself from a new one (see

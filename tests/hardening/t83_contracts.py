@@ -180,3 +180,42 @@ async def test_a_peer_simply_down_stays_at_debug(caplog: pytest.LogCaptureFixtur
     finally:
         await raft.shutdown()
         await factory.close()
+
+
+def test_kv_members_change_committed_then_no_leader_is_not_said_nothing_done() -> None:
+    """The kv service's 503 for a ``POST /cluster/members`` whose joint config committed
+    before its leader stepped down (``committed_log_id``), on a stopping node with no leader
+    known: it said ``"stopping": true`` (nothing done, send it elsewhere), and the add-learner
+    text. Now it says the change committed."""
+    import json
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from openraft_py.kv.http_api import _map_error
+    from openraft_py.kv.node import LearnerInForward
+    from openraft_py.types import LogId
+
+    class _Stopping:
+        id = 1
+        accepting = False
+
+        def leader(self, hint: object = None) -> tuple[None, None]:
+            return None, None
+
+        def initialized(self) -> bool:
+            return True
+
+        def raft_stopped(self) -> bool:
+            return False
+
+    req = make_mocked_request("POST", "/cluster/members")
+    e = ForwardToLeader(None, None, committed_log_id=LogId(1, 5))
+    r = _map_error(_Stopping(), req, e)  # type: ignore[arg-type]
+    body = json.loads(cast(bytes, r.body))
+    assert r.status == 503 and "stopping" not in body and body["leader_id"] is None, body
+    assert "the change committed" in body["error"] and "learner" not in body["error"], body
+    r = _map_error(_Stopping(), req, LearnerInForward(None, None, committed_log_id=LogId(1, 5)))  # type: ignore[arg-type]
+    body = json.loads(cast(bytes, r.body))
+    assert "stopping" not in body and "the learner is in the membership" in body["error"], body
+    r = _map_error(_Stopping(), req, ForwardToLeader(None, None))  # type: ignore[arg-type]
+    assert json.loads(cast(bytes, r.body)).get("stopping") is True  # nothing done: said so
