@@ -512,10 +512,7 @@ def test_the_error_reference_draws_the_class_tree_as_it_is() -> None:
     public ``ApiError`` subclass the bullet leaves out."""
 
     def walk(cls: type, depth: int) -> list[tuple[int, str]]:
-        # (The library's classes: not the example application's, such as ``kv.node``'s
-        # ``LearnerInForward``, which is in the tree once a test imported the kv service.)
-        subs = [c for c in cls.__subclasses__()
-                if c.__module__.startswith("openraft_py") and not c.__module__.startswith("openraft_py.kv")]
+        subs = [c for c in cls.__subclasses__() if c.__module__.startswith("openraft_py")]
         ordered = sorted(subs, key=lambda c: drawn_order.get(c.__name__, len(drawn_order)))
         return [(depth, cls.__name__)] + [row for c in ordered for row in walk(c, depth + 1)]
 
