@@ -214,7 +214,7 @@ def test_kv_members_change_committed_then_no_leader_is_not_said_nothing_done() -
     body = json.loads(cast(bytes, r.body))
     assert r.status == 503 and "stopping" not in body and body["leader_id"] is None, body
     assert "the change committed" in body["error"] and "learner" not in body["error"], body
-    r = _map_error(_Stopping(), req, LearnerInForward(None, None, committed_log_id=LogId(1, 5)))  # type: ignore[arg-type]
+    r = _map_error(_Stopping(), req, LearnerInForward(ForwardToLeader(None, None, committed_log_id=LogId(1, 5))))  # type: ignore[arg-type]
     body = json.loads(cast(bytes, r.body))
     assert "stopping" not in body and "the learner is in the membership" in body["error"], body
     r = _map_error(_Stopping(), req, ForwardToLeader(None, None))  # type: ignore[arg-type]
