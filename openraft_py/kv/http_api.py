@@ -272,9 +272,14 @@ class JsonParserErrors(web.RequestHandler):
 
     @classmethod
     def adopt(cls, handler: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
-        """``handler``, made one of these when it is exactly aiohttp's ``RequestHandler``."""
+        """``handler``, made one of these when it is exactly aiohttp's ``RequestHandler`` and
+        its class can change (an aiohttp whose handler refused, a compiled type, would
+        otherwise fail every connection here: it answers in plain text instead)."""
         if type(handler) is web.RequestHandler:
-            handler.__class__ = cls
+            try:
+                handler.__class__ = cls
+            except TypeError:
+                pass
         return handler
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,

@@ -987,3 +987,16 @@ async def test_an_unknown_query_parameter_is_a_400_naming_it_on_every_node(
             assert (await r.json())["error"] == message
     assert leader.raft.metrics.last_log_index == before  # type: ignore[union-attr]
     assert leader.raft.is_leader()  # type: ignore[union-attr]  # (the transfer was not made)
+
+
+def test_a_connection_protocol_that_cannot_be_adopted_is_served_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An aiohttp whose RequestHandler refused a class change (a compiled type) made every
+    # connection of the node fail in the listener's protocol factory: now the connection is
+    # aiohttp's own (its parser errors in plain text).
+    class Compiled(int):  # (int's subclasses refuse a __class__ assignment, as a compiled type does)
+        pass
+
+    handler = Compiled(7)
+    monkeypatch.setattr(http_api.web, "RequestHandler", Compiled)
+    assert http_api.JsonParserErrors.adopt(handler) is handler  # type: ignore[arg-type]
+    assert type(handler) is Compiled
