@@ -233,7 +233,7 @@ def test_an_unbounded_learner_timeout_is_refused(value: object, error: type[Exce
                  learner_timeout=86400).check()
 
 
-@pytest.mark.parametrize("name,why", [("x" * 257, "longer than 256"), ("a\udcffb", "not valid UTF-8"),
+@pytest.mark.parametrize("name,why", [("x" * 257, "at most 256 characters"), ("a\udcffb", "not valid UTF-8"),
                                       ("", "non-empty")])
 def test_an_unusable_cluster_name_is_a_usage_error_before_anything_is_written(tmp_path: Path, name: str, why: str) -> None:
     """The name is recorded in the data directory at the first start. A name over the
