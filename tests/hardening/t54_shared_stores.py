@@ -51,6 +51,19 @@ async def lone_leader(router: Router, store: Any, sm: Any) -> Raft:
     return first
 
 
+async def restarts_keeping_its_log(router: Router, store: Any, sm: Any, written: Any) -> None:
+    """Node 1 starts again on ``store`` and ``sm`` (an in-process restart once the first run
+    ended), leads, and writes past ``written``, the first run's write."""
+    again = await Raft.new(1, fast_config(), router.factory(1), store, sm)
+    router.register(1, again)
+    try:
+        await again.wait(BOUND).current_leader(1, "n1 leads again")
+        resp = await asyncio.wait_for(again.client_write(b"after"), BOUND)
+        assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
+    finally:
+        await again.shutdown()
+
+
 async def test_one_state_machine_for_every_node_is_refused_at_the_second_node() -> None:
     sm = MemStateMachine()
     async with Cluster(fast_config(), state_machine=lambda disk: sm) as c:
@@ -84,14 +97,7 @@ async def test_a_second_node_on_the_stores_of_a_running_node_is_refused_until_it
         router.unregister(1)
         await first.shutdown()
     # Ended: the same objects start the node again (an in-process restart).
-    again = await Raft.new(1, fast_config(), router.factory(1), store, sm)
-    router.register(1, again)
-    try:
-        await again.wait(BOUND).current_leader(1, "n1 leads again")
-        resp = await asyncio.wait_for(again.client_write(b"after"), BOUND)
-        assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
-    finally:
-        await again.shutdown()
+    await restarts_keeping_its_log(router, store, sm, written)
 
 
 async def test_new_stores_over_the_disk_of_a_running_node_are_refused_until_it_ends() -> None:
@@ -114,14 +120,7 @@ async def test_new_stores_over_the_disk_of_a_running_node_are_refused_until_it_e
         router.unregister(1)
         await first.shutdown()
     # Ended: new objects over the same disk start the node again (an in-process restart).
-    again = await Raft.new(1, fast_config(), router.factory(1), MemLogStore(disk), MemStateMachine(disk))
-    router.register(1, again)
-    try:
-        await again.wait(BOUND).current_leader(1, "n1 leads again")
-        resp = await asyncio.wait_for(again.client_write(b"after"), BOUND)
-        assert resp.log_id.index > written.log_id.index, "the log of the first run is kept"
-    finally:
-        await again.shutdown()
+    await restarts_keeping_its_log(router, MemLogStore(disk), MemStateMachine(disk), written)
 
 
 async def test_one_raft_storage_behind_two_adaptors_is_refused() -> None:
