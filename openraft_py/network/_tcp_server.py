@@ -79,6 +79,7 @@ class ServedRaft(RaftServer, Protocol):
         """The node's current metrics."""
         ...
 
+
 def _check_running(raft: ServedRaft) -> None:
     """``ValueError`` if ``raft`` has stopped (its metrics say ``running`` is false: its
     ``shutdown()`` ran, or it failed): served, every peer's request to it failed, and its
