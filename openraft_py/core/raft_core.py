@@ -175,12 +175,14 @@ def _change_committed(tx: asyncio.Future[Any], committed: LogId) -> asyncio.Futu
     inner: asyncio.Future[Any] = tx.get_loop().create_future()
 
     def done(f: asyncio.Future[Any]) -> None:
+        # The error is read first, whatever happens to it: read, it is not reported as
+        # "never retrieved" once ``inner`` is freed (the caller may have given up).
+        e = None if f.cancelled() else f.exception()
         if tx.done():
             return  # the caller gave up
         if f.cancelled():
             tx.cancel()
             return
-        e = f.exception()
         if e is None:
             tx.set_result(f.result())
         elif isinstance(e, ForwardToLeader):

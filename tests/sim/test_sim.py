@@ -121,6 +121,16 @@ def test_regression_seed_membership_and_transfer(seed: int) -> None:
     assert r.ok, _fail_message(_summary(r))
 
 
+@pytest.mark.timeout(60)
+def test_regression_seed_committed_change_given_up_then_shut_down() -> None:
+    """Found by a 300-seed run of 5-node clusters: a membership change whose caller timed
+    out, then whose node was decommissioned (shut down), left the stand-in future of
+    ``ForwardToLeader.committed_log_id`` with an error nobody read, which the loop reported
+    as never retrieved (a Raft-side bug: ``raft_core._change_committed``)."""
+    r = run_seed(70234, nodes=5)
+    assert r.ok, _fail_message(_summary(r))
+
+
 @pytest.mark.timeout(180)
 def test_admin_operations_are_exercised(smoke_runs: dict[int, Future[dict[str, Any]]]) -> None:
     """The smoke seeds do change memberships, build, purge and install snapshots (chunked
