@@ -609,7 +609,13 @@ class GroupWriter:
 
     def close(self) -> None:
         """Write everything queued, then stop the thread (blocks until it has) and drop the
-        database (a reference left here would keep RocksDB open if its own close fails)."""
+        database (a reference left here would keep RocksDB open if its own close fails).
+
+        Idempotent, and safe to call again after a close that raised or was interrupted
+        (``KeyboardInterrupt``; the log store's close calls it again then): each step is
+        one a second run finds done (the thread joined, the AIO context and the WAL syncer
+        closed, the database dropped) or completes. A retry after the database was dropped
+        raised ``AttributeError``."""
         with self._cond:
             if self._deferred:
                 # Not written yet (``close_fast`` did not run): the thread writes them.
@@ -620,7 +626,9 @@ class GroupWriter:
         self._close_aio()
         if self._wal is not None:
             self._wal.close()
-        del self._db
+        # Dropped in one step (no bytecode between the lookup and the removal, so an
+        # interrupt cannot split them): a retried close finds it gone, and drops nothing.
+        self.__dict__.pop("_db", None)
         if self._failed is not None:
             clear_frames(self._failed)  # now also the writer loop's frame (it has returned)
 

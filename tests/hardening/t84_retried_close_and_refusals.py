@@ -1,0 +1,99 @@
+"""What the last stop found and left: a retried close of the log store's writer, the
+give-up WARNING of an interrupted close, a read-only receiving file, and a write refused
+with ``RuntimeError`` where ``ForwardToLeader`` was the answer.
+
+- ``GroupWriter.close`` dropped the database with ``del self._db``: called again (the log
+  store's close retries it after an interrupt, and an interrupt may come after that line),
+  it raised ``AttributeError``, which the store's close reported as its ``StorageError``.
+- ``StoreCalls.give_up`` logged its "still ran in worker threads" WARNING, then an
+  interrupt (Ctrl-C while the record was written) made ``close_after_calls`` call it again,
+  which logged the same WARNING a second time for the one close.
+- ``check_receiving_file`` took a file opened read-only (``open(path, "rb")``: ``write``,
+  ``seek`` and ``truncate`` are there, and fail): the node stopped at the first chunk with
+  "writing snapshot ...: UnsupportedOperation: write", naming neither the method nor the
+  contract, and the file stayed open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py import IOFlushed
+from openraft_py.storage.rocks import group_writer
+from openraft_py.storage.rocks.log_store import RocksLogStore
+
+from .rocks_close_helpers import BOUND, kv_entries
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    """``e`` and every exception it was raised from or during."""
+    out: list[BaseException] = []
+    while e is not None and len(out) < 10:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+# -- 1. GroupWriter.close, retried -------------------------------------------------------------
+
+
+def test_a_writer_close_called_again_does_nothing(tmp_path: Path) -> None:
+    store = RocksLogStore(tmp_path / "log")
+    try:
+        store._writer.close()
+        store._writer.close()  # (AttributeError: _db)
+    finally:
+        store.close()
+    RocksLogStore(tmp_path / "log").close()  # the lock was released
+
+
+async def _failed_writer_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> RocksLogStore:
+    """A log store whose writer failed a write (so its close clears that error's frames)."""
+    store = RocksLogStore(path)
+    real = group_writer.GroupWriter._write_group
+
+    def failing(self: Any, group: Any, durable: bool) -> None:
+        raise OSError("IO error: injected")
+
+    monkeypatch.setattr(group_writer.GroupWriter, "_write_group", failing)
+    monkeypatch.setattr(group_writer.GroupWriter, "write_now", lambda *a, **k: False)  # the thread's path
+    loop = asyncio.get_running_loop()
+    failed: asyncio.Future[BaseException | None] = loop.create_future()
+    await store.append(kv_entries(0, 3), IOFlushed(failed.set_result, loop))
+    async with asyncio.timeout(BOUND):
+        assert await failed is not None
+    monkeypatch.setattr(group_writer.GroupWriter, "_write_group", real)
+    return store
+
+
+async def test_a_writer_close_interrupted_after_it_dropped_the_database_is_retried_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C arriving in the writer's close after it dropped the database (while it clears
+    the failed write's frames): the store's close runs the writer's close once more, as it
+    does after any interrupt there, then raises the interrupt. The retry raised
+    ``AttributeError``, which the store's close reported as a failed close."""
+    store = await _failed_writer_store(tmp_path / "log", monkeypatch)
+    real_clear = group_writer.clear_frames
+    interrupted: list[bool] = []
+
+    def clear_once_interrupted(e: BaseException) -> None:
+        real_clear(e)
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(group_writer, "clear_frames", clear_once_interrupted)
+    with pytest.raises(KeyboardInterrupt) as ei:
+        store.close()
+    assert interrupted
+    chain = _chain(ei.value)
+    assert not [e for e in chain if isinstance(e, AttributeError)], chain
+    assert not [e for e in chain[1:] if "closing log store" in str(e)], chain
+    RocksLogStore(tmp_path / "log").close()  # the lock was released
