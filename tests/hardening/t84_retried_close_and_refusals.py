@@ -17,13 +17,15 @@ with ``RuntimeError`` where ``ForwardToLeader`` was the answer.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from openraft_py import IOFlushed
-from openraft_py.storage.rocks import group_writer
+from openraft_py.storage.rocks import db, group_writer
 from openraft_py.storage.rocks.log_store import RocksLogStore
 
 from .rocks_close_helpers import BOUND, kv_entries
@@ -97,3 +99,57 @@ async def test_a_writer_close_interrupted_after_it_dropped_the_database_is_retri
     assert not [e for e in chain if isinstance(e, AttributeError)], chain
     assert not [e for e in chain[1:] if "closing log store" in str(e)], chain
     RocksLogStore(tmp_path / "log").close()  # the lock was released
+
+
+# -- 2. StoreCalls.give_up's WARNING, once per close -------------------------------------------
+
+
+class _InterruptFirstWarning(logging.Handler):
+    """Raises ``KeyboardInterrupt`` as the first WARNING record is written (Ctrl-C while
+    the record goes to a slow terminal); records after it pass."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.fired = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+def test_the_give_up_warning_is_logged_once_when_an_interrupt_follows_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", 0.2)
+    calls = db.StoreCalls("a test store", "/nowhere", "the store is closed")
+    entered, leave = threading.Event(), threading.Event()
+
+    def stuck_read() -> None:
+        token = calls.enter("a stuck read")
+        try:
+            entered.set()
+            leave.wait(BOUND)
+        finally:
+            calls.leave(token)
+
+    reader = threading.Thread(target=stuck_read)
+    reader.start()
+    caplog.set_level(logging.WARNING, logger=db.log.name)
+    # After caplog's handler on the root logger: caplog sees the record, then this raises.
+    interrupting = _InterruptFirstWarning()
+    logging.getLogger().addHandler(interrupting)
+    closed: list[list[BaseException]] = []
+    try:
+        assert entered.wait(BOUND)
+        with pytest.raises(KeyboardInterrupt):
+            db.close_after_calls(calls, closed.append)
+    finally:
+        logging.getLogger().removeHandler(interrupting)
+        leave.set()
+        reader.join(BOUND)
+    assert interrupting.fired
+    warned = [r for r in caplog.records if "still ran in worker threads" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    # The close still reports the calls it gave up.
+    assert len(closed) == 1 and len(closed[0]) == 1 and "a stuck read" in str(closed[0][0])

@@ -1026,7 +1026,7 @@ class StoreCalls:
     ``__del__``)."""
 
     __slots__ = ("_what", "_path", "_closed_why", "_lock", "_cond", "_calls", "_releases", "_next", "closing",
-                 "_abandoned")
+                 "_abandoned", "_warned")
 
     def __init__(self, what: str, path: str, closed_why: str) -> None:
         self._what = what
@@ -1049,6 +1049,9 @@ class StoreCalls:
         self.closing = False
         # ``wait_idle`` gave up on a call: calls finishing from now on ran under a close.
         self._abandoned = False
+        # ``give_up`` logged its WARNING: a later ``give_up`` of the same close (after an
+        # interrupt, ``close_after_calls``) returns its error without logging it again.
+        self._warned = False
 
     @property
     def abandoned(self) -> bool:
@@ -1271,11 +1274,14 @@ class StoreCalls:
     def give_up(self, when: str) -> RuntimeError | None:
         """Take no new call, give up the calls of other threads still counted, and call the
         ``release`` of the calling thread's own holds (``hold``). ``None`` when no call of
-        another thread is left; otherwise the calls are logged at WARNING, naming the store's
-        path, and returned as the error the close reports (``when``: when they were given
-        up, for the message). An interrupt (``KeyboardInterrupt``) in a ``release`` is
+        another thread is left; otherwise the calls are returned as the error the close
+        reports (``when``: when they were given up, for the message), and logged at WARNING,
+        naming the store's path, by the first ``give_up`` that gets that far (once per
+        store). An interrupt (``KeyboardInterrupt``) in a ``release``, or in the logging, is
         raised once every release has been called (``_release_all``); the caller
-        (``close_after_calls``) calls ``give_up`` again then, which calls none twice."""
+        (``close_after_calls``) calls ``give_up`` again then, which calls no release twice
+        and logs no WARNING twice (an interrupt while the record was written logged it a
+        second time)."""
         here = threading.get_ident()
         with self._cond:
             self.closing = True
@@ -1290,6 +1296,9 @@ class StoreCalls:
             return None
         why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {when}: RocksDB is "
                "closed under them (they fail with StorageError), and its lock stays held until they end")
-        log.warning("closing %s at %r: %s", self._what, self._path, why)
+        with self._cond:
+            warn, self._warned = not self._warned, True
+        if warn:
+            log.warning("closing %s at %r: %s", self._what, self._path, why)
         return RuntimeError(why)
 
