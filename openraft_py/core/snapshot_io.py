@@ -42,10 +42,12 @@ def check_receiving_file(f: Any, what: str) -> None:
     called when done), what the contract names (``RaftStateMachine.begin_receiving_snapshot``):
     not ``read``, which the node never calls on it (a state machine's ``install_snapshot``
     may read what was written elsewhere; one that reads ``data`` fails there, naming it).
-    ``None`` (a forgotten ``return``), a text file or a closed one stopped the node at the
-    first chunk with what the write hit ("'NoneType' object has no attribute 'seek'",
-    "string argument expected, got 'bytes'", "I/O operation on closed file."), naming
-    neither the method nor what it must return.
+    ``None`` (a forgotten ``return``), a text file, a closed one or one opened read-only
+    stopped the node at the first chunk with what the write hit ("'NoneType' object has no
+    attribute 'seek'", "string argument expected, got 'bytes'", "I/O operation on closed
+    file.", "UnsupportedOperation: write"), naming neither the method nor what it must
+    return. Read-only is known only from a ``writable()`` that returns ``False`` (an ``io``
+    file's): a duck-typed file without one, or whose ``writable()`` raises, is taken.
 
     A refused file that is open is closed first (``close_quietly``: a failing ``close`` of
     the plug-in's neither hides the refusal nor replaces it): nothing else will (its node
@@ -57,10 +59,25 @@ def check_receiving_file(f: Any, what: str) -> None:
         got = f"{type(f).__name__} {f!r:.80}"
     elif getattr(f, "closed", False) is True:
         raise TypeError(f"{what} returned a closed file ({type(f).__name__}), expected a writable binary file object")
+    elif _says_unwritable(f):
+        got = f"a read-only file ({type(f).__name__})"
     else:
         return
     close_quietly(f)
     raise TypeError(f"{what} returned {got}, expected a writable binary file object")
+
+
+def _says_unwritable(f: Any) -> bool:
+    """Whether the open file ``f`` says it cannot be written (its ``writable()`` returns
+    ``False``: an ``io`` file opened for reading only). ``False`` when it has no
+    ``writable`` or that raises: a duck-typed file the contract does not ask it of."""
+    writable = getattr(f, "writable", None)
+    if not callable(writable):
+        return False
+    try:
+        return writable() is False
+    except Exception:  # noqa: BLE001 - it cannot tell: taken, as one without the method
+        return False
 
 
 def check_built_meta(meta: SnapshotMeta, state: Any, what: str, installing: SnapshotMeta | None = None) -> None:

@@ -17,6 +17,7 @@ with ``RuntimeError`` where ``ForwardToLeader`` was the answer.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import threading
 from pathlib import Path
@@ -25,10 +26,12 @@ from typing import Any
 import pytest
 
 from openraft_py import IOFlushed
+from openraft_py.storage import MemStateMachine
 from openraft_py.storage.rocks import db, group_writer
 from openraft_py.storage.rocks.log_store import RocksLogStore
 
 from .rocks_close_helpers import BOUND, kv_entries
+from .snapshot_only_learner import snapshot_only_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,3 +156,72 @@ def test_the_give_up_warning_is_logged_once_when_an_interrupt_follows_it(
     assert len(warned) == 1, [r.getMessage() for r in warned]
     # The close still reports the calls it gave up.
     assert len(closed) == 1 and len(closed[0]) == 1 and "a stuck read" in str(closed[0][0])
+
+
+# -- 3. a read-only receiving file -------------------------------------------------------------
+
+
+class _Receiver(MemStateMachine):
+    """Receives snapshots into ``make()``, each kept in ``given``."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__()
+        self.make = make
+        self.given: list[Any] = []
+
+    async def begin_receiving_snapshot(self) -> Any:
+        f = self.make()
+        self.given.append(f)
+        return f
+
+
+async def test_a_receiving_file_opened_read_only_is_refused_and_closed(tmp_path: Path) -> None:
+    path = tmp_path / "receiving"
+    path.write_bytes(b"")
+    receiver = _Receiver(lambda: open(path, "rb"))  # (the node closes it)
+    async with snapshot_only_learner("t84", receiver) as (leader, learner, _):
+        m = await learner.wait(timeout=10).metrics(lambda m: not m.running, "n2 stopped")
+        assert m.error == ("storage error while beginning to receive a snapshot: TypeError: "
+                           "begin_receiving_snapshot returned a read-only file (BufferedReader), expected a "
+                           "writable binary file object"), m.error
+        await leader.client_write(b"y")  # the leader goes on
+    assert receiver.given and all(f.closed for f in receiver.given), receiver.given
+
+
+class _SaysWritable:
+    """A duck-typed receiving file whose ``writable()`` cannot answer (not an ``io`` file):
+    taken, since nothing says it is unwritable."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+
+    def writable(self) -> bool:
+        raise NotImplementedError("cannot tell")
+
+    def write(self, b: bytes) -> int:
+        return self.buf.write(b)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.buf.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self.buf.truncate(size)
+
+    def close(self) -> None:
+        pass
+
+
+class _SaysWritableReceiver(MemStateMachine):
+    async def begin_receiving_snapshot(self) -> Any:
+        return _SaysWritable()
+
+    async def install_snapshot(self, meta: Any, data: Any) -> None:
+        data.buf.seek(0)
+        await super().install_snapshot(meta, data.buf)
+
+
+async def test_a_receiving_file_whose_writable_cannot_answer_is_taken() -> None:
+    async with snapshot_only_learner("t84", _SaysWritableReceiver()) as (_, learner, index):
+        m = await learner.wait(timeout=10).metrics(
+            lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
+        assert m.running, m.error
