@@ -1744,7 +1744,9 @@ class RaftCore:
         or cut off is normal during faults, and the election rounds are logged already),
         but through ``_factory_closed`` at WARNING when the node's own network factory says
         it is closed (``closed`` true, ``TcpNetworkFactory.closed``): then every request
-        fails, whatever the peers do, and the node would go quiet."""
+        fails, whatever the peers do, and the node would go quiet. A factory without
+        ``closed`` is never taken for closed (``RaftNetworkFactory``: the in-process
+        ``RouterFactory`` has none, a ``Router`` having no close)."""
         log.debug("node %s: %s request to %s failed: %s", self.id, what, target, e)
         if getattr(self.network, "closed", False) is True:
             self._factory_closed.failed(

@@ -173,7 +173,17 @@ class RaftNetworkFactory(Protocol):
         for an address the factory can never use; ``Raft.initialize`` and
         ``Raft.add_learner`` call it for each node they are given, before anything is
         logged (``TcpNetworkFactory.check_node`` refuses one that is not ``"host:port"``,
-        ``""`` included)."""
+        ``""`` included).
+
+        Optional: ``closed``, an attribute or property that is ``True`` (exactly) once the
+        factory can no longer reach any peer, for good (its ``close()`` was called:
+        ``TcpNetworkFactory.closed``). ``Raft.new`` refuses such a factory (``ValueError``),
+        and a node whose factory becomes closed while it runs says so at WARNING, once
+        and then every ``failure_log.REPEAT_EVERY`` seconds, instead of logging each failed
+        request at DEBUG as it does a peer that is down (``RaftCore._rpc_failed``). A
+        factory that is never closed has none: the in-process ``RouterFactory`` (a
+        ``Router`` has no close; every fault it injects is a peer or path down, undone by
+        ``heal()``, which a node must ride out quietly)."""
         ...
 
 

@@ -383,7 +383,15 @@ class RouterClient:
 
 
 class RouterFactory:
-    """A ``RaftNetworkFactory`` whose clients send from ``source``."""
+    """A ``RaftNetworkFactory`` whose clients send from ``source``.
+
+    It has no ``closed`` (``RaftNetworkFactory``'s optional attribute, which
+    ``TcpNetworkFactory`` has): a ``Router`` is never closed, so neither is a factory of it;
+    a failed request is always a fault of a peer or path (an unregistered target, an
+    isolation, a cut, a drop or an injected failure, each undone by ``Router.heal`` or
+    ``register``), which its node logs at DEBUG and rides out, never the WARNING of a
+    node whose own transport is closed for good.
+    """
 
     __slots__ = ("_router", "source")
 
