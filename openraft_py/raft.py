@@ -515,19 +515,28 @@ class Raft:
             )
 
     def _not_holding_up(
-        self, what: str, kind: str, arg: object = None, waiting: asyncio.Future[Any] | None = None
+        self,
+        what: str,
+        kind: str,
+        arg: object = None,
+        waiting: asyncio.Future[Any] | None = None,
+        leader_only: bool = False,
     ) -> None:
         """``RuntimeError`` if called on one of the node's other tasks while it is inside a
         plug-in call (a replication stream's log read, ``save_vote``, ``build_snapshot``:
         ``RaftCore.calling_out``) and ``what`` (of ``kind``, waiting for ``arg``) waits
         for what that very task would do next, or what such tasks awaiting calls of their
         own would (``calling_out.refusal`` says which calls, and why). Such a call waited
-        for good. Any other call from there is taken: the core and the worker go on
-        meanwhile; taken, the call awaits ``waiting`` (when given) on that task, which is
-        recorded there while it is not done if it waits for a commit (``calling_out.waits``:
-        the calls the node's other such tasks make meanwhile are judged with it). Cheap
-        while no plug-in call is in flight there: an empty dict; the task is looked up only
-        otherwise."""
+        for good. But a ``leader_only`` call (a write, a membership change) that the node
+        refuses at once (``RaftCore.write_redirect``: it hands leadership over, or no
+        longer leads) raises that ``ForwardToLeader`` instead: it would not wait, and its
+        caller was told ``RuntimeError`` where the documented answer, the one every other
+        write gets then, is ``ForwardToLeader``. Any other call from there is taken: the
+        core and the worker go on meanwhile; taken, the call awaits ``waiting`` (when
+        given) on that task, which is recorded there while it is not done if it waits for a
+        commit (``calling_out.waits``: the calls the node's other such tasks make meanwhile
+        are judged with it). Cheap while no plug-in call is in flight there: an empty dict;
+        the task is looked up only otherwise."""
         out = self._calling_out_here()
         if out is None:
             return
@@ -535,6 +544,9 @@ class Raft:
         m = core.watch.current
         why = _refusal(core.calling_out, out, kind, what, m, arg)
         if why is not None:
+            redirect = core.write_redirect() if leader_only else None
+            if redirect is not None:
+                raise redirect
             raise _held_up(why)
         if waiting is not None:
             _waits(out, kind, waiting, m, arg)
@@ -672,7 +684,7 @@ class Raft:
             # until ``ended`` is: recorded there (``_not_holding_up``), as a write is.
             ended = self._loop.create_future()
             kind, arg = self._change_awaits(same)
-            self._not_holding_up(what, kind, arg, ended)
+            self._not_holding_up(what, kind, arg, ended, leader_only=True)
         try:
             while True:
                 try:
@@ -943,7 +955,9 @@ class Raft:
         plug-in call on another of its tasks that the commit waits for (``_not_holding_up``:
         a log read on the replication stream to a node every majority holds, ``save_vote``
         on a leader every majority holds, or either where the node's other such tasks,
-        awaiting writes of their own, hold back the rest of every majority).
+        awaiting writes of their own, hold back the rest of every majority); but
+        ``ForwardToLeader``, as anywhere else, when the leader is handing leadership over
+        (``trigger.transfer_leader``).
         """
         if _get_ident() != self._thread or not self._loop.is_running():
             self._check_loop()  # raises: not on this node's loop
@@ -964,7 +978,7 @@ class Raft:
             # A plug-in call is in flight on one of the node's other tasks (rare): this may be
             # it. (After the checks of ``data``: a write taken there is recorded as awaiting
             # ``fut``, which then must be answered.)
-            self._not_holding_up("client_write", _COMMIT, None, fut)
+            self._not_holding_up("client_write", _COMMIT, None, fut, leader_only=True)
         msg = ClientWriteOne(0, 1, 0, fut, True, Normal(b))
         if core.fatal is None:
             # ``RaftCore.send_msg`` inlined (every write takes this path): queue, and wake
@@ -996,7 +1010,7 @@ class Raft:
         fut: asyncio.Future[list[ClientWriteResponse]] = self._loop.create_future()
         # (After the checks, and past an empty batch, which waits for nothing: taken there,
         # the call is recorded as awaiting ``fut``.)
-        self._not_holding_up("client_write_many", _COMMIT, None, fut)
+        self._not_holding_up("client_write_many", _COMMIT, None, fut, leader_only=True)
         self._core.send_msg(ClientWrite(0, len(payloads), 0, fut, False, payloads))  # type: ignore[arg-type]
         return await fut
 

@@ -864,6 +864,19 @@ class RaftCore:
             self._log_transfer_given_up(leader, handing_to, now)
         self.snapshots.expire(now)
 
+    def write_redirect(self) -> ForwardToLeader | None:
+        """The ``ForwardToLeader`` the engine refuses a leader-only call (a write, a
+        membership change) with if it came now (``Engine.writable_leader``): this node
+        does not lead (its metrics may not say so yet), or hands leadership over (naming
+        the target); ``None`` while it takes them. For the handle's refusals of calls made
+        from inside a plug-in call (``Raft._not_holding_up``): such a call never waits, so
+        it gets this answer, not the ``RuntimeError`` of one that would wait for good."""
+        eng = self.engine
+        leader = eng.leader
+        if leader is not None and leader.transfer_to is None:
+            return None
+        return eng.forward_to_leader()
+
     def start_transfer(self, to: NodeId, now: float) -> None:
         """``Trigger.transfer_leader(to)`` in the core: ``Engine.transfer_leader`` (its
         errors reach the caller), then one INFO line saying this leader hands over (none

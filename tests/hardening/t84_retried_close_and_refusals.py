@@ -24,14 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.checks import fast_config
 
-from openraft_py import IOFlushed
+from openraft_py import IOFlushed, Raft
 from openraft_py.storage import MemStateMachine
 from openraft_py.storage.rocks import db, group_writer
 from openraft_py.storage.rocks.log_store import RocksLogStore
+from openraft_py.testing.cluster import Cluster
 
 from .rocks_close_helpers import BOUND, kv_entries
 from .snapshot_only_learner import snapshot_only_learner
+from .t64_plugin_tasks_call_node import READ_PROBE, Probe, ReaderStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,3 +228,40 @@ async def test_a_receiving_file_whose_writable_cannot_answer_is_taken() -> None:
         m = await learner.wait(timeout=10).metrics(
             lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
         assert m.running, m.error
+
+
+# -- 5. a write from a log read during a leader transfer ---------------------------------------
+
+
+async def test_a_write_from_a_log_read_during_a_leader_transfer_gets_forward_to_leader() -> None:
+    """A two-voter leader hands over to n2 while its stream to n2 reads the log store, and
+    a write is made from inside that read. The leader takes no write while it hands over
+    (``ForwardToLeader`` naming the target, what the engine answers at once): the write was
+    refused with the ``RuntimeError`` of a call that would wait for good (it needs n2's
+    acknowledgement of an entry that stream has not sent), though it would never wait."""
+    READ_PROBE.clear()
+    async with Cluster(fast_config(), log_store=lambda nid, disk: ReaderStore(disk, nid)) as c:
+        await c.start({1, 2})
+        leader = c.nodes[await c.wait_for_leader()]
+        target = 2 if leader.id == 1 else 1
+        await asyncio.wait_for(leader.client_write(b"warm-up"), BOUND)
+        # No entry from the cache: every read of a stream goes to the reader.
+        leader._core.log.cached = lambda start, stop: []  # type: ignore[method-assign]
+
+        async def transfer_then_write(r: Raft) -> None:
+            await r.trigger.transfer_leader(target)
+            await r.client_write(b"inner")
+
+        probe = READ_PROBE[leader.id] = Probe(leader, transfer_then_write)
+        write = asyncio.ensure_future(leader.client_write(b"trigger"))
+        try:
+            outcome = await probe.outcome_within()
+            await asyncio.wait({write}, timeout=BOUND)  # it commits or is forwarded: it ends
+            assert write.done()
+        finally:
+            write.cancel()
+            READ_PROBE.clear()
+        assert outcome.startswith("ForwardToLeader: not the leader; forward to node " + str(target)), outcome
+        # The hand-over goes on once the read returned: the target leads.
+        await leader.wait(timeout=BOUND).current_leader(target, "the target leads")
+        assert leader.metrics.running
