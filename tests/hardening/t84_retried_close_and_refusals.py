@@ -34,7 +34,7 @@ from openraft_py.testing.cluster import Cluster
 
 from .rocks_close_helpers import BOUND, kv_entries
 from .snapshot_only_learner import snapshot_only_learner
-from .t64_plugin_tasks_call_node import READ_PROBE, Probe, ReaderStore
+from .t64_plugin_tasks_call_node import READ_PROBE, REFUSED_ON_STREAM, Probe, ReaderStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -233,9 +233,14 @@ async def test_a_receiving_file_whose_writable_cannot_answer_is_taken() -> None:
 # -- 5. a write from a log read during a leader transfer ---------------------------------------
 
 
-async def test_a_write_from_a_log_read_during_a_leader_transfer_gets_forward_to_leader() -> None:
+LEADER_ONLY = ("client_write", "client_write_many", "add_learner")
+"""The calls of ``t64``'s ``REFUSED_ON_STREAM`` that a leader handing over refuses at once."""
+
+
+@pytest.mark.parametrize("name", LEADER_ONLY)
+async def test_a_write_from_a_log_read_during_a_leader_transfer_gets_forward_to_leader(name: str) -> None:
     """A two-voter leader hands over to n2 while its stream to n2 reads the log store, and
-    a write is made from inside that read. The leader takes no write while it hands over
+    a write (or a membership change) is made from inside that read. The leader takes no write while it hands over
     (``ForwardToLeader`` naming the target, what the engine answers at once): the write was
     refused with the ``RuntimeError`` of a call that would wait for good (it needs n2's
     acknowledgement of an entry that stream has not sent), though it would never wait."""
@@ -250,7 +255,7 @@ async def test_a_write_from_a_log_read_during_a_leader_transfer_gets_forward_to_
 
         async def transfer_then_write(r: Raft) -> None:
             await r.trigger.transfer_leader(target)
-            await r.client_write(b"inner")
+            await REFUSED_ON_STREAM[name](r)
 
         probe = READ_PROBE[leader.id] = Probe(leader, transfer_then_write)
         write = asyncio.ensure_future(leader.client_write(b"trigger"))
