@@ -12,6 +12,10 @@ with ``RuntimeError`` where ``ForwardToLeader`` was the answer.
   ``seek`` and ``truncate`` are there, and fail): the node stopped at the first chunk with
   "writing snapshot ...: UnsupportedOperation: write", naming neither the method nor the
   contract, and the file stayed open.
+- A write (or a membership change) made from inside a log read on the replication stream
+  to a node every majority needs, while the leader hands leadership over to that node, was
+  refused with the ``RuntimeError`` of a call that would wait for good; the leader refuses
+  every write then with ``ForwardToLeader`` naming the target, at once, and so it does now.
 """
 
 from __future__ import annotations
