@@ -38,8 +38,9 @@ from ..storage.rocks.files import replace_durably
 from ..validation import MAX_NODE_ID
 
 __all__ = [
-    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NodeIdentity", "check_identity", "check_not_a_store",
-    "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "read_identity", "record_identity",
+    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NoRecordFile", "NodeIdentity", "check_identity",
+    "check_not_a_store", "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "read_identity",
+    "read_record_file", "record_identity",
 ]
 
 IDENTITY_FILE = "node.json"
@@ -98,12 +99,22 @@ def _decode(raw: bytes) -> NodeIdentity:
     return found
 
 
-def _read_record(path: Path, node_id: int) -> bytes | None:
-    """The bytes of the record at ``path``, ``None`` when there is none. ``DataDirMismatch``
-    when what is there is no readable file: a directory, a symbolic link to itself, or one
-    whose target is gone (the record kept elsewhere, on a mount not there now). Such a link
-    was taken for no record and replaced by a new one of the ``--id`` given, the directory
-    adopted; the other two raised Python's bare ``OSError``."""
+class NoRecordFile(Exception):
+    """What a record's path names is no readable file (``read_record_file``); ``why`` says
+    what it is instead, for the caller's refusal."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def read_record_file(path: Path) -> bytes | None:
+    """The bytes of the record file at ``path`` (``node.json``, ``catching-up.json``),
+    ``None`` only when nothing at all has that name. ``NoRecordFile`` when what is there is
+    no readable file: a directory, a symbolic link to itself, or one whose target is gone
+    (the record kept elsewhere, on a mount not there now). Invariant: a record that may be
+    there is never taken for none; such a link was, and the record's absence means something
+    (no identity yet; a node that has caught up and may vote). Other ``OSError`` propagate."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -116,9 +127,20 @@ def _read_record(path: Path, node_id: int) -> bytes | None:
         if e.errno != errno.ELOOP:
             raise
         why = f"it is a symbolic link that never reaches a file: {e.strerror}"
-    raise DataDirMismatch(
-        f"{path} is not a readable node record ({why}); it names the node and cluster whose data "
-        f"{path.parent} holds: restore it, or start node {node_id} on a directory of its own")
+    raise NoRecordFile(why)
+
+
+def _read_record(path: Path, node_id: int) -> bytes | None:
+    """The bytes of the record at ``path``, ``None`` when there is none. ``DataDirMismatch``
+    when what is there is no readable file (``read_record_file``). A link to nothing was taken
+    for no record and replaced by a new one of the ``--id`` given, the directory adopted; a
+    directory or a link loop raised Python's bare ``OSError``."""
+    try:
+        return read_record_file(path)
+    except NoRecordFile as e:
+        raise DataDirMismatch(
+            f"{path} is not a readable node record ({e.why}); it names the node and cluster whose data "
+            f"{path.parent} holds: restore it, or start node {node_id} on a directory of its own") from None
 
 
 def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:

@@ -286,7 +286,8 @@ async def _recover_locked(
     if pending is None and new_name == record.recovered_from:
         raise Refused(f"{new_name!r} was this node's cluster name before an earlier forced recovery: the voters of that "
                       "cluster, if they come back, would be let in again; give a name no cluster of these nodes ever had")
-    if (data_dir / CATCHING_UP_FILE).exists():
+    # (lexists: a record that is a link to nothing is there all the same; ``serve`` refuses it.)
+    if os.path.lexists(data_dir / CATCHING_UP_FILE):
         raise Refused(f"node {record.node_id} is catching up ({data_dir / CATCHING_UP_FILE}): it started on an empty data "
                       "directory and has not caught up with its cluster, so it may lack committed writes; recover from "
                       f"another survivor (if there is none and you accept that, remove {CATCHING_UP_FILE} first)")

@@ -71,7 +71,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
-from .identity import DataDirMismatch
+from .identity import DataDirMismatch, NoRecordFile, read_record_file
 
 __all__ = ["CATCHING_UP_FILE", "FIRST_TERM", "CatchUpGuard", "CatchingUp", "GrantedVote", "GuardedRaft"]
 
@@ -136,19 +136,21 @@ class CatchUpGuard:
     def load(cls, data_dir: Path, node_id: NodeId, new: bool) -> CatchUpGuard:
         """The guard of ``data_dir``: a ``new`` directory (empty at this start) gets its record
         now, durably (before the node can answer anything); otherwise the record left by an
-        earlier start, if any. ``DataDirMismatch`` for a record that cannot be read. Blocking: call
-        it in a worker thread."""
+        earlier start, if any. ``DataDirMismatch`` for a record that cannot be read, also one
+        that is no file (a directory, a link to nothing or to itself). Blocking: call it in a
+        worker thread."""
         path = data_dir / CATCHING_UP_FILE
         if new:
             replace_durably(str(path), _encode(None, None))
             return cls(data_dir, node_id, True, None)
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return cls(data_dir, node_id, False, None)
-        try:
+            # (A directory or a dangling link there is a record that cannot be read, not
+            # none: taken for none, the node voted at once while still catching up.)
+            raw = read_record_file(path)
+            if raw is None:
+                return cls(data_dir, node_id, False, None)
             rec = msgspec.json.decode(raw, type=CatchingUp)
-        except msgspec.DecodeError as e:
+        except (NoRecordFile, msgspec.DecodeError) as e:
             raise DataDirMismatch(
                 f"{path} is not a readable record ({e}): it says node {node_id} started on an empty data directory "
                 f"and has not caught up with its cluster yet; restore it, or write {{}} into it (the node then "

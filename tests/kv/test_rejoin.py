@@ -133,6 +133,46 @@ async def test_an_unreadable_record_is_refused(cluster: KvCluster) -> None:
     assert again.catch_up is not None and again.catch_up.active and again.catch_up.target is None
 
 
+def _record_a_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _record_a_link_to_itself(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def _record_a_link_to_nothing(path: Path) -> None:
+    path.symlink_to(path.parent / "gone" / CATCHING_UP_FILE)
+
+
+@pytest.mark.parametrize(("make", "why"), [
+    (_record_a_directory, "it is a directory"),
+    (_record_a_link_to_itself, "it is a symbolic link that never reaches a file: Too many levels of symbolic links"),
+    (_record_a_link_to_nothing, "it is a symbolic link to '.*gone/catching-up.json', which does not exist"),
+])
+async def test_a_record_that_is_no_file_is_refused_not_taken_for_none(
+        cluster: KvCluster, make: Any, why: str) -> None:
+    """``catching-up.json`` a directory, a symbolic link to itself, or a link whose target is
+    gone (the record kept on a mount that is not there): a link to nothing was taken for no
+    record, so the node, still catching up, voted at once (the lost-write case the record is
+    for), and the other two failed the start with Python's bare ``IsADirectoryError`` and
+    ``OSError``, saying nothing of the record. Each is refused as a record that cannot be
+    read, before the stores open, and left as it is."""
+    node = await cluster.start_node(1)
+    opts = node.opts
+    assert node.catch_up is not None and node.catch_up.active
+    await node.stop()
+    path = Path(opts.data_dir) / CATCHING_UP_FILE
+    path.unlink()
+    make(path)
+    again = KvNode(opts)
+    with pytest.raises(ValueError, match=rf"catching-up.json is not a readable record \({why}\): it says node 1 "
+                                         r"started on an empty data directory .* write \{\} into it"):
+        await again.start()
+    assert again.raft is None and again.log_store is None, "it opened the stores"
+    assert path.is_symlink() or path.is_dir(), "the record was replaced"
+
+
 async def test_a_directory_that_held_data_does_not_catch_up(cluster: KvCluster) -> None:
     """Only an empty directory: a node restarted on its data votes at once, as before."""
     c = await cluster.start(1, raft_config=FAST)
