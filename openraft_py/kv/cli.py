@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._cli import missing_kv_extra, needs_kv_extra, one_line, run_cli
@@ -1068,6 +1068,46 @@ def _voter_sets(st: dict[str, Any]) -> list[list[int]]:
     return [list(c) for c in configs]
 
 
+def _rows_by_id(answers: list[tuple[str, dict[str, Any]]], known: dict[int, str],
+                ) -> tuple[dict[int, dict[str, Any] | str], dict[str, tuple[int, int]]]:
+    """``cluster status``'s rows by node id from ``answers`` (each ``(endpoint, status)``,
+    in the order they came; ``known``: each member's HTTP address in the memberships read),
+    and ``{endpoint: (member, id)}`` for each member's address that answered as another
+    node. Such an answer (a node started with another node's ``--id`` on a member's
+    addresses) is no row of the id it claims: that id's row is the answer at that node's own
+    address, else the first other; the member's row says ``"answers as nN"`` unless the
+    member answered elsewhere. The last answer of an id was taken, whichever address it came
+    from, so the impostor's row hid the real node (a leader shown as a Learner of term 0)."""
+    member_at = {http: nid for nid, http in known.items()}
+    rows: dict[int, dict[str, Any] | str] = {}
+    wrong: dict[str, tuple[int, int]] = {}
+    for ep, st in answers:
+        nid: int = st["id"]
+        member = member_at.get(ep)
+        if member is not None and member != nid:
+            wrong[ep] = (member, nid)
+        elif nid not in rows or ep == known.get(nid):  # (the answer at the node's own address wins)
+            rows[nid] = st
+    for member, nid in wrong.values():
+        rows.setdefault(member, f"answers as n{nid}")
+    return rows, wrong
+
+
+def _newest_membership(statuses: Iterable[dict[str, Any]]) -> tuple[list[int], list[int], list[list[int]]]:
+    """``(voters, learners, configs)`` of the newest membership among ``statuses``
+    (``_membership_rank``); empty lists when none names its voters."""
+    best: tuple[int, bool, int] | None = None
+    voters: list[int] = []
+    learners: list[int] = []
+    configs: list[list[int]] = []
+    for st in statuses:
+        rank = _membership_rank(st)
+        if st.get("voters") is not None and (best is None or rank > best):
+            best, voters, learners = rank, list(st["voters"]), list(st.get("learners") or [])
+            configs = _voter_sets(st)
+    return voters, learners, configs
+
+
 @_async
 async def _cluster_status(args: argparse.Namespace) -> int:
     """Every endpoint's status, and every member's the answers name, each asked as soon as it
@@ -1077,12 +1117,8 @@ async def _cluster_status(args: argparse.Namespace) -> int:
 
     async with _client(args) as c:
         deadline = _Deadline(args.timeout)
-        rows: dict[int, dict[str, Any] | str] = {}
+        answers: list[tuple[str, dict[str, Any]]] = []  # (endpoint, its status), in the order they came
         known: dict[int, str] = {}
-        voters: list[int] = []
-        learners: list[int] = []
-        configs: list[list[int]] = []
-        best: tuple[int, bool, int] | None = None
         failed: list[str] = []
         not_nodes: dict[str, str] = {}  # endpoint -> its answer, when it shows no node is there
         why_not: dict[str, str] = {}  # endpoint -> why its call failed ("cannot connect to H:P: ...")
@@ -1112,14 +1148,9 @@ async def _cluster_status(args: argparse.Namespace) -> int:
                             not_nodes[ep] = why
                         why_not[ep] = _why_no_status(ep, e)  # (it said "no answer from H:P", a typo in the host too)
                         continue
-                    nid = st.get("id")
-                    if not isinstance(nid, int):
+                    if not isinstance(st.get("id"), int):
                         continue
-                    rows[nid] = st
-                    rank = _membership_rank(st)
-                    if st.get("voters") is not None and (best is None or rank > best):
-                        best, voters, learners = rank, list(st["voters"]), list(st.get("learners") or [])
-                        configs = _voter_sets(st)
+                    answers.append((ep, st))
                     for k, addrs in (st.get("nodes") or {}).items():
                         http = addrs.get("http_addr") if isinstance(addrs, dict) else None
                         if k.isdigit() and http:
@@ -1128,18 +1159,25 @@ async def _cluster_status(args: argparse.Namespace) -> int:
         finally:
             for task in asking:
                 task.cancel()
+        rows, wrong = _rows_by_id(answers, known)
+        voters, learners, configs = _newest_membership(st for st in rows.values() if isinstance(st, dict))
         # (A member's row says it.) In the order asked, not the order their calls failed.
         unreachable_eps = sorted((ep for ep in failed if ep not in known.values()), key=list(asking.values()).index)
         for nid in known:
             rows.setdefault(nid, "unreachable")
         if args.json:
             _print_json({"nodes": {str(k): v for k, v in sorted(rows.items())}, "voters": voters,
-                         "learners": learners, "configs": configs, "unreachable_endpoints": unreachable_eps})
+                         "learners": learners, "configs": configs, "unreachable_endpoints": unreachable_eps,
+                         "wrong_nodes": {ep: {"member": m, "answered_as": n} for ep, (m, n) in wrong.items()}})
         else:
             print(status_table(rows, voters, learners))
             if len(configs) == 2:
                 print(f"(joint membership: the voters change from {configs[0]} to {configs[1]}; electing a leader "
                       "and committing take a majority of each)")
+            for ep, (member, nid) in wrong.items():
+                print(f"({ep}, node {member}'s HTTP address in the membership, answered as node {nid}: another node "
+                      f"runs there (started with another --id, or on node {member}'s addresses?); node {member} does "
+                      "not answer there)")
             for ep in unreachable_eps[:SHOWN_MAX]:
                 print(f"({not_nodes.get(ep) or why_not.get(ep) or f'no answer from {ep}'})")
             if len(unreachable_eps) > SHOWN_MAX:

@@ -1313,6 +1313,60 @@ async def test_cluster_status_shows_the_leaders_membership_over_a_lagging_nodes(
         assert rows["1"][2] == "voter" and rows["3"][2:5] == ["not", "a", "member"]
 
 
+async def test_cluster_status_does_not_take_a_node_at_another_members_address_for_that_node(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A node started with another node's id on a member's addresses (``serve --id 2`` where
+    node 3 ran, on a new data directory): ``cluster status`` asked node 3's HTTP address, got
+    the answer of "node 2", and showed it as node 2 (Learner, term 0) in place of the real
+    node 2, the leader, and node 3 as unreachable. Node 2's row is the answer at node 2's
+    address; node 3's says what answers at its address, and a line below says which address
+    answered as which node. Three fake nodes on loopback; the impostor answers last."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    ports = [free_port(), free_port(), free_port()]
+    nodes = {str(i + 1): {"raft_addr": f"127.0.0.1:{p + 1}", "http_addr": f"127.0.0.1:{p}"}
+             for i, p in enumerate(ports)}
+
+    def status_of(nid: int, state: str, term: int, port: int, members: bool) -> dict[str, object]:
+        last = 40 if members else None
+        return {"id": nid, "state": state, "term": term, "leader_id": 2 if members else None,
+                "last_log_index": last, "committed_index": last, "applied_index": last,
+                "voters": [1, 2, 3] if members else [], "learners": [], "nodes": nodes if members else {},
+                "raft_addr": f"127.0.0.1:{port + 1}", "http_addr": f"127.0.0.1:{port}"}
+
+    def answer(st: dict[str, object], delay: float = 0.0) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            await asyncio.sleep(delay)
+            return web.json_response(st)
+        return [web.get("/cluster/status", status)]
+
+    one = status_of(1, "Follower", 7, ports[0], True)
+    two = status_of(2, "Leader", 7, ports[1], True)
+    impostor = status_of(2, "Learner", 0, ports[2], False)  # "node 2" at node 3's addresses
+    async with (_fake_node(ports[0], answer(one)) as a, _fake_node(ports[1], answer(two)),
+                _fake_node(ports[2], answer(impostor, 0.3)) as c):
+        for endpoints in (a, f"{c},{a}"):
+            code = await asyncio.to_thread(cli.main, ["cluster", "status", "--endpoints", endpoints])
+            out = capsys.readouterr().out
+            assert code == 0, out
+            lines = out.splitlines()
+            rows = {line.split()[0]: line.split() for line in lines[1:4]}
+            assert rows["2"][1:3] == ["Leader", "voter"] and rows["2"][-2] == f"127.0.0.1:{ports[1]}", (endpoints, out)
+            assert rows["3"][1:5] == ["answers", "as", "n2", "voter"], (endpoints, out)
+            assert (f"({c}, node 3's HTTP address in the membership, answered as node 2: another node runs there "
+                    "(started with another --id, or on node 3's addresses?); node 3 does not answer there)") in lines, out
+        code = await asyncio.to_thread(cli.main, ["cluster", "status", "--json", "--endpoints", a])
+        got = json.loads(capsys.readouterr().out)
+        assert code == 0 and got["nodes"]["2"]["http_addr"] == f"127.0.0.1:{ports[1]}", got
+        assert got["nodes"]["3"] == "answers as n2" and got["wrong_nodes"] == {c: {"member": 3, "answered_as": 2}}, got
+
+
 def test_cluster_add_learner_ends_within_its_timeout_when_no_node_answers(
         capsys: pytest.CaptureFixture[str]) -> None:
     """After an add-learner whose outcome is unknown the verb asks the leader what became of
