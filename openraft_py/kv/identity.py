@@ -278,9 +278,15 @@ def record_identity(data_dir: Path, node_id: int, cluster_name: str, **fields: s
 
 def read_identity(data_dir: Path) -> NodeIdentity:
     """``data_dir``'s record; ``FileNotFoundError`` when it has none, ``DataDirMismatch``
-    when it cannot be read. Blocking: call it in a worker thread."""
+    when it cannot be read (no readable file, ``read_record_file``: a link to nothing is
+    named so, not taken for none). Blocking: call it in a worker thread."""
     path = data_dir / IDENTITY_FILE
-    raw = path.read_bytes()
+    try:
+        raw = read_record_file(path)
+    except NoRecordFile as e:
+        raise DataDirMismatch(f"{path} is not a readable node record ({e.why})") from None
+    if raw is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
     try:
         return _decode(raw)
     except msgspec.DecodeError as e:

@@ -194,7 +194,7 @@ async def abort_recovery(data_dir: Path, new_name: str, say: Callable[[str], Non
     is not the one under way, or the entry was written: the node is then the only voter of a
     membership of its own, and started in its old cluster it could lead alone (run the
     recovery again to finish it)."""
-    if not (data_dir / IDENTITY_FILE).exists():
+    if not os.path.lexists(data_dir / IDENTITY_FILE):  # (a link to nothing: read_identity names it)
         raise Refused(f"{data_dir} is not a node's data directory (it holds no {IDENTITY_FILE})")
     try:
         lock = lock_data_dir(data_dir)
@@ -255,7 +255,7 @@ async def force_recover(
     refuses, before anything is changed (without ``confirmed``, after printing the plan)."""
     if not data_dir.is_dir():
         raise Refused(f"{data_dir} is not a directory")
-    if not (data_dir / IDENTITY_FILE).exists():
+    if not os.path.lexists(data_dir / IDENTITY_FILE):  # (a link to nothing: read_identity names it)
         raise Refused(f"{data_dir} is not a node's data directory (it holds no {IDENTITY_FILE}): give the --data-dir "
                       "that serve was given")
     try:

@@ -525,3 +525,17 @@ async def _voters_are(s: aiohttp.ClientSession, ps: list[ServeProc], voters: lis
         if st and st["state"] == "Leader" and st["voters"] == voters and st["committed_index"] == st["last_log_index"]:
             return st
     return None
+
+
+async def test_a_record_that_is_a_link_to_nothing_is_named_so(cluster: KvCluster,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``node.json`` a symbolic link whose target is gone (kept on a mount not there now): the
+    refusal said the directory "holds no node.json", sending the operator to look for another
+    directory; it says what the record is (``serve`` refuses it the same way)."""
+    dirs = await _three_stopped(cluster)
+    record = Path(dirs[1]) / IDENTITY_FILE
+    record.unlink()
+    record.symlink_to(Path(dirs[1]) / "gone" / IDENTITY_FILE)
+    assert await _recover_async(dirs[1], CONFIRM_FLAG) == 1
+    err = capsys.readouterr().err
+    assert "holds no" not in err and "which does not exist" in err, err
