@@ -322,6 +322,11 @@ def run_serve(args: argparse.Namespace) -> int:
     is one of ``START_ERRORS``)."""
     try:
         opts = options_from_args(args)
+    except ValueError as e:
+        # (Worded as the parser's own usage errors: ``cli._Parser.error``.)
+        print(f"openraft-py serve: error: {one_line(str(e))} (see 'openraft-py serve --help')", file=sys.stderr)
+        return 2
+    try:
         check_open_files_limit()
     except ValueError as e:
         print(f"openraft-py serve: error: {one_line(str(e))}", file=sys.stderr)

@@ -307,6 +307,18 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("flags", [["--max-body", "5"], ["--raft-config", '{"heartbeat_interval": "50"}']],
+                         ids=["max-body", "raft-config"])
+def test_serve_flag_checks_point_to_help_as_the_parsers_errors_do(flags: list[str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags ``serve`` checks after parsing (``options_from_args``) ended their usage
+    line without the "(see 'openraft-py serve --help')" every parser error has."""
+    argv = ["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--data-dir", "d", *flags]
+    assert cli.main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("(see 'openraft-py serve --help')"), line
+
+
 @pytest.mark.parametrize("argv,needle", BAD, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
 def test_bad_command_lines_exit_2_with_one_line(argv: list[str], needle: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
