@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from integration.checks import fast_config
 
-from openraft_py import BasicNode, Normal, Raft, ReadPolicy, ServerState
+from openraft_py import BasicNode, Config, Normal, Raft, ReadPolicy, ServerState
 from openraft_py.storage.memory import MemStateMachine
 from openraft_py.testing.cluster import Cluster
 from openraft_py.types import Entry
@@ -40,6 +40,16 @@ pytestmark = pytest.mark.timeout(30)
 
 # Generous: a call answered "promptly" returns within this many seconds.
 BOUND = 2.0
+
+
+def steady() -> Config:
+    """``fast_config`` with election timeouts of 300-600 ms: every test here writes to the node
+    that led when it started and hooks that node's state machine (``CallsItsNode.sm``), so
+    needs one leader throughout. ``fast_config``'s 50-100 ms passed now and then without a
+    heartbeat on a loaded machine, another node was elected, and the write failed with
+    ``ForwardToLeader`` (seen at load 9 on 2 cores). No slower to start: the initialized node
+    campaigns at once."""
+    return fast_config(election_timeout_min=300, election_timeout_max=600)
 
 CALLS: dict[str, Callable[[Raft], Awaitable[Any]]] = {
     "client_write": lambda r: r.client_write(b"follow-up"),
@@ -102,7 +112,7 @@ async def leader(c: Cluster[CallsItsNode, Any]) -> Raft:
 @pytest.mark.parametrize("name", sorted(CALLS))
 async def test_a_call_from_inside_apply_that_waits_for_apply_is_refused(name: str, suspend_first: bool) -> None:
     CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = CALLS[name], None, suspend_first
-    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+    async with Cluster(steady(), state_machine=CallsItsNode) as c:
         raft = await leader(c)
         await asyncio.wait_for(raft.client_write(b"trigger"), 2 * BOUND)
         outcome = CallsItsNode.outcome or ""
@@ -127,7 +137,7 @@ async def test_the_error_raised_out_of_apply_stops_the_node_instead_of_hanging_i
             return out
 
     CallsItsNode.call = None
-    async with Cluster(fast_config(), state_machine=Raises) as c:
+    async with Cluster(steady(), state_machine=Raises) as c:
         raft = await leader(c)
         with pytest.raises(Exception) as info:
             await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
@@ -145,7 +155,7 @@ async def test_calls_that_do_not_wait_for_apply_and_a_write_and_a_wait_in_tasks_
         spawned.append(asyncio.create_task(raft.wait(BOUND).applied_index_at_least(next_index(raft))))
 
     CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = call, None, False
-    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+    async with Cluster(steady(), state_machine=CallsItsNode) as c:
         raft = await leader(c)
         await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
         assert CallsItsNode.outcome == "returned"
@@ -172,7 +182,7 @@ async def test_a_write_from_a_task_of_its_own_does_not_look_the_task_up(monkeypa
         return real(loop)
 
     CallsItsNode.call = None
-    async with Cluster(fast_config(), state_machine=MemStateMachine) as c:
+    async with Cluster(steady(), state_machine=MemStateMachine) as c:
         await c.start({1, 2, 3})
         raft = c.nodes[await c.wait_for_leader()]
         await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)
@@ -200,7 +210,7 @@ HELD: dict[str, Callable[[Raft], Awaitable[Any]]] = {
 @pytest.mark.parametrize("name", sorted(HELD))
 async def test_a_wait_from_inside_apply_for_a_condition_that_holds_returns_at_once(name: str, suspend_first: bool) -> None:
     CallsItsNode.call, CallsItsNode.outcome, CallsItsNode.suspend_first = HELD[name], None, suspend_first
-    async with Cluster(fast_config(), state_machine=CallsItsNode) as c:
+    async with Cluster(steady(), state_machine=CallsItsNode) as c:
         raft = await leader(c)
         await asyncio.wait_for(raft.client_write(b"warm-up"), BOUND)  # (an entry applied before)
         await asyncio.wait_for(raft.client_write(b"trigger"), BOUND)
