@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from integration.checks import fast_config
+from integration.checks import fast_config, write_on_leader
 
 from openraft_py import BasicNode, Raft, ReadPolicy, ServerState, Snapshot, Vote
 from openraft_py.storage.memory import MemDisk, MemLogReader, MemLogStore, MemStateMachine
@@ -225,10 +225,11 @@ class VoteStore(MemLogStore):
 VOTE_WHEN: Callable[[Vote], bool] = lambda vote: True  # noqa: E731 - replaced per test
 
 
-async def vote_saved(voters: int, committed: bool, call: Call) -> tuple[str, Cluster[Any, Any]]:
+async def vote_saved(voters: int, committed: bool, call: Call, *, rival: bool = False) -> tuple[str, Cluster[Any, Any]]:
     """Start ``voters`` voters, then have node 1 elect itself again, making ``call`` from its
     ``save_vote`` of its new vote (the committed one it saves as leader when ``committed``).
-    Returns the call's outcome once node 1 leads again and took a write."""
+    With ``rival``, node 2 campaigns meanwhile (``rival_campaigns``). Returns the call's
+    outcome once a leader (node 1 or another) took a write."""
     global VOTE_WHEN
     VOTE_PROBE.clear()
     RAFTS.clear()
@@ -240,18 +241,39 @@ async def vote_saved(voters: int, committed: bool, call: Call) -> tuple[str, Clu
     )
     async with c:
         await c.start(set(range(1, voters + 1)))
-        lid = await c.wait_for_leader()
-        await asyncio.wait_for(c.nodes[lid].client_write(b"warm-up"), BOUND)
+        # On whichever node leads when it is sent (``fast_config``'s elections move
+        # leadership now and then on a loaded machine).
+        await write_on_leader(c, b"warm-up", BOUND)
         raft = c.nodes[1]
         probe = VOTE_PROBE[1] = Probe(raft, call)
         await raft.trigger.elect()
+        campaigns = asyncio.ensure_future(rival_campaigns(c.nodes[2], probe)) if rival else None
         try:
             outcome = await probe.outcome_within()
-            leader = await c.wait_for_leader(timeout=BOUND)
-            await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+            await write_on_leader(c, b"after", BOUND)
         finally:
             VOTE_PROBE.clear()
+            if campaigns is not None:
+                campaigns.cancel()
         return outcome, c
+
+
+async def rival_campaigns(rival: Raft, probe: Probe) -> None:
+    """Have ``rival`` campaign every 20 ms until ``probe``'s call ended: each time in a term
+    above the one it last heard of, so it soon asks for a term above node 1's.
+
+    Left to their election timers, node 1 (a candidate whose vote is not durable: it asks
+    nobody) and the rival may take turns for a long while: the rival's pre-vote in node
+    1's term is refused, it adopts that term, and node 1's next pre-vote (granted, the
+    rival having no leader) raises node 1's term again before the rival's timer fires. On
+    a loaded machine the timers fire late, in the order of their deadlines, and node 1's
+    came first for more than 3 s (seen at load 15 on 2 cores)."""
+    while not probe.done.is_set():
+        await rival.trigger.elect()
+        try:
+            await asyncio.wait_for(probe.done.wait(), 0.02)
+        except TimeoutError:
+            pass
 
 
 @pytest.mark.parametrize("voters", [1, 2])
@@ -442,9 +464,9 @@ async def test_a_log_read_on_a_stream_may_wait_for_entries_already_sent_to_its_t
 
 async def test_save_vote_of_a_candidate_may_wait_to_step_down() -> None:
     """A candidate of two voters whose vote is not durable cannot win, but the other voter
-    campaigns in a higher term meanwhile, and the candidate steps down: a wait for it to
-    follow completes. Only a wait for it to lead is refused; any wait for its state was."""
-    outcome, _ = await vote_saved(2, False, lambda r: r.wait(BOUND).state(ServerState.FOLLOWER))
+    campaigns in a higher term meanwhile (``rival_campaigns``), and the candidate steps down: a
+    wait for it to follow completes. Only a wait for it to lead is refused; any wait for its state was."""
+    outcome, _ = await vote_saved(2, False, lambda r: r.wait(BOUND).state(ServerState.FOLLOWER), rival=True)
     assert outcome == "returned"
 
 
