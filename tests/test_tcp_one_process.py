@@ -36,11 +36,15 @@ def test_reports_each_writer_count(tmp_path: Path, extra: list[str]) -> None:
         assert 0 < p["p50"] <= p["p99"] <= p["p999"]
         assert p["cpu_us"] > 0
         # Every write is in a log group; a group holds one write at 1 writer. A run's count
-        # can also take in the leader's fsync of the previous run's last write: a write is
-        # acknowledged once a follower has it, and the leader's own durability step may end
-        # after that (about 500 writes in 0.5 s then read 1.002 at 1 writer).
-        assert 0 < p["groups_per_write"] <= 1.05
-    assert points[0]["groups_per_write"] == pytest.approx(1.0, abs=0.05)
+        # can also take in the leader's fsync of the previous run's last write, and leave
+        # its own last one to the next run: a write is acknowledged once a follower has it,
+        # and the leader's own durability step may end after that. So 5% off, or one group
+        # off where that is more: about 500 writes in 0.5 s read 1.002 at 1 writer, but a
+        # loaded machine acked 19 (20 groups: 1.053, past a bound of 1.05 alone).
+        writes = p["fewest_writes"]
+        assert writes > 0 and 0 < p["groups_per_write"] <= max(1.05, (writes + 1) / writes), p
+    one = points[0]
+    assert min(0.95, (one["fewest_writes"] - 1) / one["fewest_writes"]) <= one["groups_per_write"], one
     assert prof.stat().st_size > 0  # the profile of the 8-writer run
     assert list(work.iterdir()) == []  # the cluster's directory is gone
     assert "| 8 |" in proc.stdout
