@@ -47,6 +47,7 @@ leader that stopped leading meanwhile was refused instead of getting ``ForwardTo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -255,6 +256,8 @@ async def vote_saved(voters: int, committed: bool, call: Call, *, rival: bool = 
             VOTE_PROBE.clear()
             if campaigns is not None:
                 campaigns.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await campaigns  # (what a campaign raised, raised here)
         return outcome, c
 
 
