@@ -89,11 +89,16 @@ async def test_apply_returning_none_fails_the_writer_with_a_clear_error() -> Non
     def sm(disk: MemDisk) -> ForgetsReturn:
         return ForgetsReturn(disk)
 
-    async with Cluster(fast_config(), seed=5, state_machine=sm) as c:
+    # One leader throughout (``STEADY``), and ``apply`` breaks on every node (a class flag)
+    # only once every node applied what came before: a follower that still had entries to
+    # apply stopped on them, and once both had, before either took the next write, that
+    # write never committed and its caller waited (TimeoutError, seen at load 15 on 2 cores).
+    async with Cluster(fast_config(**STEADY), seed=5, state_machine=sm) as c:
         await c.start({1, 2, 3})
         leader = await c.wait_for_leader()
         raft = c.nodes[leader]
-        await asyncio.wait_for(raft.client_write(b"before"), BOUND)
+        before = await asyncio.wait_for(raft.client_write(b"before"), BOUND)
+        await c.wait_applied(before.log_id.index, timeout=BOUND)
         ForgetsReturn.broken = True
         with pytest.raises(StorageError) as info:
             await asyncio.wait_for(raft.client_write(b"lost answer"), BOUND)
