@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -620,13 +621,16 @@ def test_status_of_many_endpoints_that_do_not_answer_is_bounded(capsys: pytest.C
     assert cli.main(["cluster", "status", "--endpoints", ",".join(eps), "--timeout", "10"]) == 1
     captured = capsys.readouterr()
     out, err = captured.out.splitlines(), captured.err.splitlines()
+    # Each refused at once; on a loaded machine some of the 600 attempts are only handled
+    # after the client's connect bound, and those are reported as not connected within it.
+    why = r"(?:: Connection refused| within [0-9.]+s)"
     assert len(out) <= 1 + 5 + 1, len(out)
-    assert out[1] == f"(cannot connect to {eps[0]}: Connection refused)", out[:3]
+    assert re.fullmatch(rf"\(cannot connect to {re.escape(eps[0])}{why}\)", out[1]), out[:3]
     assert out[-1] == f"(and {600 - 5} more endpoints gave no status: --json lists them)", out[-3:]
     assert len(err) == 1 and len(err[0]) < 1000, (len(err), len(err[0]))
     assert err[0].startswith(f"openraft-py cluster status: error: no node answered at {eps[0]}, {eps[1]}, "), err[0]
-    assert f" and {600 - 5} more: cannot connect to {eps[0]}: Connection refused; " in err[0], err[0]
-    assert err[0].endswith(f": Connection refused and {600 - 5} more"), err[0]
+    assert re.search(rf" and {600 - 5} more: cannot connect to {re.escape(eps[0])}{why}; ", err[0]), err[0]
+    assert re.search(rf"{why} and {600 - 5} more$", err[0]), err[0]
 
 
 async def test_add_learner_with_a_raft_host_that_does_not_resolve_fails_at_once(
