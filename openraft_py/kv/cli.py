@@ -1075,21 +1075,31 @@ def _rows_by_id(answers: list[tuple[str, dict[str, Any]]], known: dict[int, str]
     and ``{endpoint: (member, id)}`` for each member's address that answered as another
     node. Such an answer (a node started with another node's ``--id`` on a member's
     addresses) is no row of the id it claims: that id's row is the answer at that node's own
-    address, else the first other; the member's row says ``"answers as nN"`` unless the
-    member answered elsewhere. The last answer of an id was taken, whichever address it came
-    from, so the impostor's row hid the real node (a leader shown as a Learner of term 0)."""
-    member_at = {http: nid for nid, http in known.items()}
+    address, else the first other; the row of each member at that address says
+    ``"answers as nN"`` unless the member answered elsewhere (``wrong`` names the last one
+    ``known`` names there). The last answer of an id was taken, whichever address it came
+    from, so the impostor's row hid the real node (a leader shown as a Learner of term 0).
+
+    Invariant: an answer is its member's when any membership read names that id at that
+    address (``known`` keeps one address per id, but one address may be named for two ids:
+    a node replaced by another on its host, while a lagging node's membership still names
+    the old one): judged by the last id named there only, the new node was reported as
+    another node at the old one's address, and shown unreachable."""
+    members_at: dict[str, list[int]] = {}
+    for member, http in known.items():
+        members_at.setdefault(http, []).append(member)
     rows: dict[int, dict[str, Any] | str] = {}
     wrong: dict[str, tuple[int, int]] = {}
     for ep, st in answers:
         nid: int = st["id"]
-        member = member_at.get(ep)
-        if member is not None and member != nid:
-            wrong[ep] = (member, nid)
+        members = members_at.get(ep)
+        if members and nid not in members:
+            wrong[ep] = (members[-1], nid)
         elif nid not in rows or ep == known.get(nid):  # (the answer at the node's own address wins)
             rows[nid] = st
-    for member, nid in wrong.values():
-        rows.setdefault(member, f"answers as n{nid}")
+    for ep, (_member, nid) in wrong.items():
+        for member in members_at[ep]:
+            rows.setdefault(member, f"answers as n{nid}")
     return rows, wrong
 
 

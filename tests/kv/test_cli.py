@@ -1689,3 +1689,52 @@ def test_cluster_init_refuses_a_status_whose_membership_is_not_lists(fields: dic
     with pytest.raises(cli.CliError) as refused:
         cli._refuse_nodes_in_a_cluster(["h:1"], [st])
     assert "h:1 answered a status whose voters and learners are not lists of node ids" in str(refused.value)
+
+
+async def test_cluster_status_takes_a_node_at_the_address_of_the_node_it_replaced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Node 3 replaced by node 4 on node 3's addresses (the dead node's host reused), with a
+    lagging follower whose membership still names node 3 there: ``cluster status`` took the
+    address for node 3's only (the id named there last in what it read), so node 4's answer
+    there was reported as another node answering at node 3's address ("answers as n4", a
+    ``wrong_nodes`` entry) and node 4, a voter that answered, as unreachable. An answer at
+    an address is its member's when any membership read names that id there. Three fake
+    nodes on loopback; the leader is asked first, so node 4 is named before node 3."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    ports = [free_port(), free_port(), free_port()]
+
+    def addrs(port: int) -> dict[str, str]:
+        return {"raft_addr": f"127.0.0.1:{port + 1}", "http_addr": f"127.0.0.1:{port}"}
+
+    new_nodes = {"1": addrs(ports[0]), "2": addrs(ports[1]), "4": addrs(ports[2])}
+    old_nodes = {"1": addrs(ports[0]), "2": addrs(ports[1]), "3": addrs(ports[2])}
+
+    def status_of(nid: int, state: str, port: int, last: int, nodes: dict[str, dict[str, str]]) -> dict[str, object]:
+        return {"id": nid, "state": state, "term": 7, "leader_id": 1, "last_log_index": last,
+                "committed_index": last, "applied_index": last, "voters": sorted(int(k) for k in nodes),
+                "learners": [], "nodes": nodes, **addrs(port)}
+
+    def answer(st: dict[str, object]) -> list[AbstractRouteDef]:
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(st)
+        return [web.get("/cluster/status", status)]
+
+    leader = status_of(1, "Leader", ports[0], 50, new_nodes)
+    lagging = status_of(2, "Follower", ports[1], 40, old_nodes)  # has not got the change yet
+    four = status_of(4, "Follower", ports[2], 50, new_nodes)
+    async with (_fake_node(ports[0], answer(leader)) as a, _fake_node(ports[1], answer(lagging)),
+                _fake_node(ports[2], answer(four)) as c):
+        code = await asyncio.wait_for(
+            asyncio.to_thread(cli.main, ["cluster", "status", "--json", "--endpoints", a, "--timeout", "5"]), 30)
+        got = json.loads(capsys.readouterr().out)
+        assert code == 0, got
+        assert got["wrong_nodes"] == {}, got
+        assert isinstance(got["nodes"]["4"], dict) and got["nodes"]["4"]["http_addr"] == c, got
+        assert got["voters"] == [1, 2, 4] and got["nodes"]["3"] == "unreachable", got
