@@ -70,12 +70,12 @@ def check_receiving_file(f: Any, what: str) -> None:
 def _says_unwritable(f: Any) -> bool:
     """Whether the open file ``f`` says it cannot be written (its ``writable()`` returns
     ``False``: an ``io`` file opened for reading only). ``False`` when it has no
-    ``writable`` or that raises: a duck-typed file the contract does not ask it of."""
-    writable = getattr(f, "writable", None)
-    if not callable(writable):
-        return False
+    ``writable``, or looking it up or calling it raises (a property that cannot answer
+    included: it raised out of ``getattr``, and the node stopped on a file the contract
+    takes): a duck-typed file the contract does not ask it of."""
     try:
-        return writable() is False
+        writable = getattr(f, "writable", None)
+        return callable(writable) and writable() is False
     except Exception:  # noqa: BLE001 - it cannot tell: taken, as one without the method
         return False
 
