@@ -10,6 +10,7 @@ new leader's first write. The clock now measures at full resolution on every loo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
@@ -78,7 +79,7 @@ def test_the_default_clock_measures_below_a_millisecond(new_loop: Callable[[], a
         seen = runner.run(samples())
     assert len(seen) > 10, f"the default clock gave {len(seen)} distinct times in 3 ms: {sorted(seen)}"
     times = sorted(seen)
-    step = min(b - a for a, b in zip(times, times[1:]))
+    step = min(b - a for a, b in itertools.pairwise(times))
     assert step < 0.0005, f"the default clock's smallest step was {step * 1000:.3f} ms: {times[:20]}"
 
 
