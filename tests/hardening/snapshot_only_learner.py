@@ -1,10 +1,13 @@
-"""A learner only a snapshot can reach: for the tests of what a state machine's
-``begin_receiving_snapshot`` returns (t76, t77)."""
+"""A learner only a snapshot can reach, and receiving files and state machines to hand it:
+for the tests of what a state machine's ``begin_receiving_snapshot`` returns (t76, t77, t84,
+t88)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from openraft_py import BasicNode, Config, Raft, ServerState, SnapshotPolicy
 from openraft_py.network.router import Router
@@ -35,3 +38,63 @@ async def snapshot_only_learner(cluster_name: str, state_machine: RaftStateMachi
     finally:
         await learner.shutdown()
         await leader.shutdown()
+
+
+async def installs_it(cluster_name: str, state_machine: RaftStateMachine) -> None:
+    """Assert that the learner of ``snapshot_only_learner`` over ``state_machine`` installs
+    the leader's snapshot (and does not stop)."""
+    async with snapshot_only_learner(cluster_name, state_machine) as (_, learner, index):
+        m = await learner.wait(timeout=10).metrics(
+            lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
+        assert m.running, m.error
+
+
+class WriteOnlyFile:
+    """A receiving file with what the node calls on one (``write``, ``seek``, ``truncate``,
+    ``close``: ``RaftStateMachine.begin_receiving_snapshot``) and no ``read``: what is
+    written goes to ``buf``, which ``BufferReceiver`` installs from."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+
+    def write(self, b: bytes) -> int:
+        return self.buf.write(b)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.buf.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self.buf.truncate(size)
+
+    def close(self) -> None:
+        pass
+
+
+class BufferReceiver(MemStateMachine):
+    """Receives snapshots into ``make()`` (a ``WriteOnlyFile``) and installs from its buffer."""
+
+    def __init__(self, make: Callable[[], WriteOnlyFile]) -> None:
+        super().__init__()
+        self.make = make
+
+    async def begin_receiving_snapshot(self) -> Any:
+        return self.make()
+
+    async def install_snapshot(self, meta: Any, data: Any) -> None:
+        data.buf.seek(0)
+        await super().install_snapshot(meta, data.buf)
+
+
+class RecordingReceiver(MemStateMachine):
+    """A state machine whose ``begin_receiving_snapshot`` returns ``make()``, each kept in
+    ``given`` (to check that the node closed what it refused)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__()
+        self.make = make
+        self.given: list[Any] = []
+
+    async def begin_receiving_snapshot(self) -> Any:
+        f = self.make()
+        self.given.append(f)
+        return f

@@ -19,7 +19,7 @@ import pytest
 
 from openraft_py.storage import MemStateMachine
 
-from .snapshot_only_learner import snapshot_only_learner
+from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it, snapshot_only_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,43 +58,8 @@ async def test_a_receiving_file_the_node_cannot_write_stops_its_node_naming_it(o
         assert leader.metrics.running and leader.is_leader()
 
 
-class _WriteOnly:
-    """A receiving file with what the node calls on one (``write``, ``seek``, ``truncate``,
-    ``close``: ``RaftStateMachine.begin_receiving_snapshot``) and no ``read``: its state
-    machine's ``install_snapshot`` reads what was written from ``buf``."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-
-    def write(self, b: bytes) -> int:
-        return self.buf.write(b)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.buf.seek(offset, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self.buf.truncate(size)
-
-    def close(self) -> None:
-        pass
-
-
-class WriteOnlyReceiver(MemStateMachine):
-    """Receives snapshots into a ``_WriteOnly`` and installs from its buffer."""
-
-    async def begin_receiving_snapshot(self) -> Any:
-        return _WriteOnly()
-
-    async def install_snapshot(self, meta: Any, data: Any) -> None:
-        data.buf.seek(0)
-        await super().install_snapshot(meta, data.buf)
-
-
 async def test_a_receiving_file_with_the_methods_the_contract_names_is_taken() -> None:
     """The contract names ``write``, ``seek``, ``truncate`` and ``close``: a file object with
     those and no ``read`` is written into and installed (the check refused it for ``read``,
     which the node never calls on it, stopping the node)."""
-    async with snapshot_only_learner("t76", WriteOnlyReceiver()) as (leader, learner, index):
-        m = await learner.wait(timeout=10).metrics(
-            lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
-        assert m.running, m.error
+    await installs_it("t76", BufferReceiver(WriteOnlyFile))

@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from openraft_py.storage import MemStateMachine
-
-from .snapshot_only_learner import snapshot_only_learner
+from .snapshot_only_learner import RecordingReceiver, snapshot_only_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,21 +42,7 @@ class NoTruncate:
         self.closed = True
 
 
-class Receiver(MemStateMachine):
-    """A state machine whose ``begin_receiving_snapshot`` returns ``make()``, kept in ``given``."""
-
-    def __init__(self, make: Any) -> None:
-        super().__init__()
-        self.make = make
-        self.given: list[Any] = []
-
-    async def begin_receiving_snapshot(self) -> Any:
-        f = self.make()
-        self.given.append(f)
-        return f
-
-
-async def _learner_stops(receiver: Receiver) -> str:
+async def _learner_stops(receiver: RecordingReceiver) -> str:
     """Run a leader whose log only a snapshot can bring to a learner using ``receiver``; the
     learner's stop error."""
     async with snapshot_only_learner("t77", receiver) as (leader, learner, _):
@@ -72,7 +56,7 @@ async def _learner_stops(receiver: Receiver) -> str:
     (NoTruncate, "NoTruncate"),
 ], ids=["text-file", "no-truncate"])
 async def test_a_refused_open_receiving_file_is_closed(make: Any, got: str) -> None:
-    receiver = Receiver(make)
+    receiver = RecordingReceiver(make)
     error = await _learner_stops(receiver)
     assert "begin_receiving_snapshot returned " + got in error, error
     assert receiver.given, "begin_receiving_snapshot was not called"
@@ -81,7 +65,7 @@ async def test_a_refused_open_receiving_file_is_closed(make: Any, got: str) -> N
 
 
 async def test_a_failing_close_of_a_refused_file_does_not_hide_the_refusal() -> None:
-    receiver = Receiver(lambda: NoTruncate(fail_close=True))
+    receiver = RecordingReceiver(lambda: NoTruncate(fail_close=True))
     error = await _learner_stops(receiver)
     assert error.startswith("storage error while beginning to receive a snapshot: TypeError: "
                             "begin_receiving_snapshot returned NoTruncate"), error

@@ -21,7 +21,6 @@ with ``RuntimeError`` where ``ForwardToLeader`` was the answer.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
 from pathlib import Path
@@ -31,13 +30,12 @@ import pytest
 from integration.checks import fast_config
 
 from openraft_py import IOFlushed, Raft
-from openraft_py.storage import MemStateMachine
 from openraft_py.storage.rocks import db, group_writer
 from openraft_py.storage.rocks.log_store import RocksLogStore
 from openraft_py.testing.cluster import Cluster
 
 from .rocks_close_helpers import BOUND, kv_entries
-from .snapshot_only_learner import snapshot_only_learner
+from .snapshot_only_learner import BufferReceiver, RecordingReceiver, WriteOnlyFile, installs_it, snapshot_only_learner
 from .t64_plugin_tasks_call_node import READ_PROBE, REFUSED_ON_STREAM, Probe, ReaderStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -168,24 +166,10 @@ def test_the_give_up_warning_is_logged_once_when_an_interrupt_follows_it(
 # -- 3. a read-only receiving file -------------------------------------------------------------
 
 
-class _Receiver(MemStateMachine):
-    """Receives snapshots into ``make()``, each kept in ``given``."""
-
-    def __init__(self, make: Any) -> None:
-        super().__init__()
-        self.make = make
-        self.given: list[Any] = []
-
-    async def begin_receiving_snapshot(self) -> Any:
-        f = self.make()
-        self.given.append(f)
-        return f
-
-
 async def test_a_receiving_file_opened_read_only_is_refused_and_closed(tmp_path: Path) -> None:
     path = tmp_path / "receiving"
     path.write_bytes(b"")
-    receiver = _Receiver(lambda: open(path, "rb"))  # (the node closes it)
+    receiver = RecordingReceiver(lambda: open(path, "rb"))  # (the node closes it)
     async with snapshot_only_learner("t84", receiver) as (leader, learner, _):
         m = await learner.wait(timeout=10).metrics(lambda m: not m.running, "n2 stopped")
         assert m.error == ("storage error while beginning to receive a snapshot: TypeError: "
@@ -195,43 +179,16 @@ async def test_a_receiving_file_opened_read_only_is_refused_and_closed(tmp_path:
     assert receiver.given and all(f.closed for f in receiver.given), receiver.given
 
 
-class _SaysWritable:
+class _SaysWritable(WriteOnlyFile):
     """A duck-typed receiving file whose ``writable()`` cannot answer (not an ``io`` file):
     taken, since nothing says it is unwritable."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
 
     def writable(self) -> bool:
         raise NotImplementedError("cannot tell")
 
-    def write(self, b: bytes) -> int:
-        return self.buf.write(b)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.buf.seek(offset, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self.buf.truncate(size)
-
-    def close(self) -> None:
-        pass
-
-
-class _SaysWritableReceiver(MemStateMachine):
-    async def begin_receiving_snapshot(self) -> Any:
-        return _SaysWritable()
-
-    async def install_snapshot(self, meta: Any, data: Any) -> None:
-        data.buf.seek(0)
-        await super().install_snapshot(meta, data.buf)
-
 
 async def test_a_receiving_file_whose_writable_cannot_answer_is_taken() -> None:
-    async with snapshot_only_learner("t84", _SaysWritableReceiver()) as (_, learner, index):
-        m = await learner.wait(timeout=10).metrics(
-            lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
-        assert m.running, m.error
+    await installs_it("t84", BufferReceiver(_SaysWritable))
 
 
 # -- 5. a write from a log read during a leader transfer ---------------------------------------

@@ -10,52 +10,22 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 
-from openraft_py.storage import MemStateMachine
-
-from .snapshot_only_learner import snapshot_only_learner
+from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class _CannotTell:
+class _CannotTell(WriteOnlyFile):
     """A duck-typed receiving file whose ``writable`` is a property that cannot answer."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
 
     @property
     def writable(self) -> Any:
         raise NotImplementedError("cannot tell")
 
-    def write(self, b: bytes) -> int:
-        return self.buf.write(b)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.buf.seek(offset, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self.buf.truncate(size)
-
-    def close(self) -> None:
-        pass
-
-
-class _CannotTellReceiver(MemStateMachine):
-    async def begin_receiving_snapshot(self) -> Any:
-        return _CannotTell()
-
-    async def install_snapshot(self, meta: Any, data: Any) -> None:
-        data.buf.seek(0)
-        await super().install_snapshot(meta, data.buf)
-
 
 async def test_a_receiving_file_whose_writable_property_cannot_answer_is_taken() -> None:
-    async with snapshot_only_learner("t88", _CannotTellReceiver()) as (_, learner, index):
-        m = await learner.wait(timeout=10).metrics(
-            lambda m: not m.running or (m.snapshot is not None and m.snapshot.index >= index), "n2 installed it")
-        assert m.running, m.error
+    await installs_it("t88", BufferReceiver(_CannotTell))
