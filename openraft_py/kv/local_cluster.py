@@ -105,7 +105,9 @@ def check_root(root: Path) -> None:
 
     if not root.is_dir():
         return  # new (made later), or a file: the mkdir says so
-    held = [name for name in (IDENTITY_FILE, LOG_DIR, SM_DIR, "CURRENT") if (root / name).exists()]
+    # (``lexists``: a record that is a link to nothing is a record all the same, as ``serve``
+    # and ``force-recover`` take it.)
+    held = [name for name in (IDENTITY_FILE, LOG_DIR, SM_DIR, "CURRENT") if os.path.lexists(root / name)]
     if held:
         raise ClusterError(
             f"--data-dir {root} is a node's data directory (it holds {', '.join(held)}): a local cluster keeps "
@@ -114,7 +116,7 @@ def check_root(root: Path) -> None:
     if (root / "cluster.json").exists():
         return
     nodes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[:1] == "n" and p.name[1:].isdigit()
-                   and (p / IDENTITY_FILE).exists())
+                   and os.path.lexists(p / IDENTITY_FILE))
     if nodes:
         raise ClusterError(
             f"--data-dir {root}: {', '.join(nodes)} hold nodes' data, but {root} has no cluster.json recording "

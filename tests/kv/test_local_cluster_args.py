@@ -99,6 +99,23 @@ def test_a_serve_node_s_data_directory_is_refused_before_anything_is_made(tmp_pa
     assert sorted(p.name for p in node.iterdir()) == before, "it wrote into the node's data directory"
 
 
+def test_a_node_record_that_is_a_link_to_nothing_still_marks_a_node_s_data(tmp_path: Path) -> None:
+    """``node.json`` a symbolic link whose target is gone (the record kept on a mount not
+    there now) is a record all the same, as ``serve`` and ``force-recover`` take it: the
+    root's check (``Path.exists``, which follows the link) took it for none."""
+    from openraft_py.kv.identity import IDENTITY_FILE
+
+    node = tmp_path / "n1"
+    node.mkdir()
+    (node / IDENTITY_FILE).symlink_to(tmp_path / "gone" / IDENTITY_FILE)
+    with pytest.raises(ClusterError) as info:
+        LocalCluster(3, root=node)
+    assert "is a node's data directory" in str(info.value), str(info.value)
+    with pytest.raises(ClusterError) as info:
+        LocalCluster(3, root=tmp_path)
+    assert "no cluster.json" in str(info.value) and "n1" in str(info.value), str(info.value)
+
+
 def test_nodes_data_under_a_root_without_cluster_json_is_refused_before_anything_is_made(tmp_path: Path) -> None:
     """``cluster up --data-dir DIR`` where ``DIR/n1`` ... hold ``serve`` nodes' data that no
     ``cluster up`` recorded (no ``DIR/cluster.json``): it picked new ports for them and wrote
