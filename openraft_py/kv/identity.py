@@ -130,17 +130,19 @@ def read_record_file(path: Path) -> bytes | None:
     raise NoRecordFile(why)
 
 
-def _read_record(path: Path, node_id: int) -> bytes | None:
+def _read_record(path: Path, node_id: int | None = None) -> bytes | None:
     """The bytes of the record at ``path``, ``None`` when there is none. ``DataDirMismatch``
-    when what is there is no readable file (``read_record_file``). A link to nothing was taken
-    for no record and replaced by a new one of the ``--id`` given, the directory adopted; a
-    directory or a link loop raised Python's bare ``OSError``."""
+    when what is there is no readable file (``read_record_file``), with what to do for a
+    start of ``node_id`` when given. A link to nothing was taken for no record and replaced
+    by a new one of the ``--id`` given, the directory adopted; a directory or a link loop
+    raised Python's bare ``OSError``."""
     try:
         return read_record_file(path)
     except NoRecordFile as e:
-        raise DataDirMismatch(
-            f"{path} is not a readable node record ({e.why}); it names the node and cluster whose data "
-            f"{path.parent} holds: restore it, or start node {node_id} on a directory of its own") from None
+        advice = "" if node_id is None else (
+            f"; it names the node and cluster whose data {path.parent} holds: restore it, or start node {node_id} "
+            "on a directory of its own")
+        raise DataDirMismatch(f"{path} is not a readable node record ({e.why}){advice}") from None
 
 
 def check_identity(data_dir: Path, node_id: int, cluster_name: str) -> str:
@@ -281,10 +283,7 @@ def read_identity(data_dir: Path) -> NodeIdentity:
     when it cannot be read (no readable file, ``read_record_file``: a link to nothing is
     named so, not taken for none). Blocking: call it in a worker thread."""
     path = data_dir / IDENTITY_FILE
-    try:
-        raw = read_record_file(path)
-    except NoRecordFile as e:
-        raise DataDirMismatch(f"{path} is not a readable node record ({e.why})") from None
+    raw = _read_record(path)
     if raw is None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
     try:
