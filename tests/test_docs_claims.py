@@ -1,0 +1,148 @@
+"""The prose of the user docs states facts the code holds: checked here where it is cheap.
+
+``tests/test_docs.py`` runs the docs' code blocks and ``tests/test_docs_commands.py`` parses
+their commands; neither reads the prose. These checks read the claims that have one exact
+answer in the code, on README.md and every page of ``docs/`` but the design notes:
+
+- every Prometheus name (``openraft_...``, but the package's own ``openraft_py``) is a family
+  or a sample that a key-value service node exposes, and the labels a page gives it
+  (``openraft_state{state}``) are that family's labels;
+- the ``RaftMetrics`` field table of the metrics guide lists every field of ``RaftMetrics``,
+  and no other;
+- a default a page gives a ``Config`` field in passing (``Config.max_payload_entries`` (300),
+  ``max_entry_bytes`` (4 MiB by default), a table row ``| `Config.max_payload_bytes` | 8 MiB |``)
+  is that field's default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openraft_py import Config, LeaderId, LogId, Membership, RaftMetrics, ServerState, StoredMembership, Vote
+from openraft_py.metrics import ReadOnlyReplication
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "mkdocs.yml").exists(), reason="the docs are not next to the tests (installed-package run)"
+)
+
+
+def pages() -> list[Path]:
+    """README.md and the user guide: ``docs/`` but its design notes (developer sketches)."""
+    return sorted([ROOT / "README.md", *(p for p in DOCS.rglob("*.md") if DOCS / "design" not in p.parents)])
+
+
+def lines(pages: list[Path]) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` of every line of ``pages``, ``where`` as ``path:line``."""
+    for page in pages:
+        name = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
+        for number, text in enumerate(page.read_text().splitlines(), 1):
+            yield f"{name}:{number}", text
+
+
+# --- Prometheus names ---------------------------------------------------------------------
+
+_METRIC = re.compile(r"\b(openraft_(?!py\b)[a-z_]+)(\{[^}]*\})?")
+
+
+def exposed_families() -> dict[str, set[str]]:
+    """Every name a service node's ``GET /metrics`` can show (family and sample names, the
+    ``_total`` of a counter and the ``_bucket``/``_sum``/``_count`` of a histogram too), with
+    the labels of its family (a histogram's ``le`` left out). Every labelled series is given
+    one child so that its labels show, and the TLS gauge is made as a TLS node makes it."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from openraft_py.kv.metrics import KvMetrics
+
+    members = StoredMembership(LogId(1, 0), Membership.new([{1, 2, 3}]))
+    raft = RaftMetrics(
+        id=1, state=ServerState.LEADER, current_term=1, vote=Vote(LeaderId(1, 1), True), last_log_index=5,
+        last_applied=LogId(1, 5), committed=LogId(1, 5), current_leader=1, membership_config=members,
+        replication=ReadOnlyReplication({1: 5, 2: 5, 3: -1}),
+    )
+    kv = KvMetrics(lambda: raft)
+    kv.on_rpc_error(2, "append_entries", TimeoutError())
+    kv.write_seconds.labels("put").observe(0.01)
+    kv.read_seconds.labels("lease").observe(0.01)
+    kv.http_requests.labels("/kv/{key}", "GET", "200").inc()
+    kv.set_tls_cert_expiry(2_000_000_000.0)
+    names: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(kv.render().decode()):
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        names[family.name] = labels
+        for sample in family.samples:
+            names[sample.name] = labels
+    return names
+
+
+def test_every_metric_named_is_exposed_with_the_labels_given() -> None:
+    exposed = exposed_families()
+    wrong = []
+    for where, text in lines(pages()):
+        for name, braces in _METRIC.findall(text):
+            if name not in exposed:
+                wrong.append(f"{where}: {name} is no metric of a service node")
+                continue
+            given = {part.split("=")[0].strip() for part in braces.strip("{}").split(",") if part.strip()}
+            if given - exposed[name]:
+                wrong.append(f"{where}: {name}{braces}: its labels are {sorted(exposed[name])}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_metrics_table_lists_raft_metrics_fields() -> None:
+    """The table under "RaftMetrics: the library's view of a node" names each field once."""
+    guide = (DOCS / "guides" / "metrics.md").read_text()
+    table = re.search(r"^\| field \| meaning \|\n\|[-| ]+\|\n((?:\|.*\n)+)", guide, re.M)
+    assert table is not None, "docs/guides/metrics.md: no RaftMetrics field table"
+    named = [n for row in table.group(1).splitlines() for n in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert sorted(named) == sorted(RaftMetrics.__struct_fields__)
+
+
+# --- Config defaults ----------------------------------------------------------------------
+
+_UNITS = {"": 1, "ms": 1, "bytes": 1, "KiB": 1024, "MiB": 1024 * 1024, "MiB/s": 1024 * 1024}
+_VALUE = r"(\d[\d,]*(?:\.\d+)?)\s*(ms|bytes|KiB|MiB/s|MiB)?"
+_FIELDS = "|".join(f for f in Config.__struct_fields__)
+# "`Config.field` (300)", "`field` (4 MiB by default", "`field` (50 ms)", and a table row
+# "| `Config.field` | 8 MiB |".
+_IN_PASSING = re.compile(rf"`(?:Config\.)?({_FIELDS})` \({_VALUE}(?:\)| by default)")
+_TABLE_ROW = re.compile(rf"^\| `(?:Config\.)?({_FIELDS})` \| {_VALUE} \|")
+
+
+def config_defaults_given(pages: list[Path]) -> list[tuple[str, str, float]]:
+    """``(where, field, value)`` of every default the prose of ``pages`` gives a field."""
+    found = []
+    for where, text in lines(pages):
+        for pattern in (_IN_PASSING, _TABLE_ROW):
+            for field, number, unit in pattern.findall(text):
+                found.append((where, field, float(number.replace(",", "")) * _UNITS[unit]))
+    return found
+
+
+def test_config_defaults_given_in_prose_are_the_defaults() -> None:
+    given = config_defaults_given(pages())
+    assert len(given) >= 10, f"the patterns found only {given}: did the docs' wording change?"
+    default = Config()
+    wrong = [f"{where}: {field} = {value:g}, but its default is {getattr(default, field)!r}"
+             for where, field, value in given if getattr(default, field) != value]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_default_check_reads_each_form(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("`Config.max_payload_entries` (300) caps ...\n"
+                    "`max_entry_bytes` (4 MiB by default, set ...\n"
+                    "`Config.replication_min_rate` (1 MiB/s) is ...\n"
+                    "| `Config.max_payload_bytes` | 8 MiB | one ...\n"
+                    "`heartbeat_interval` (50 ms), and `max_apply_batch` (4,096) ...\n"
+                    "`election_timeout_min` (a comment, no value)\n")
+    assert [(f, v) for _, f, v in config_defaults_given([page])] == [
+        ("max_payload_entries", 300), ("max_entry_bytes", 4 << 20), ("replication_min_rate", 1 << 20),
+        ("max_payload_bytes", 8 << 20), ("heartbeat_interval", 50), ("max_apply_batch", 4096)]
