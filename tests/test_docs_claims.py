@@ -146,3 +146,57 @@ def test_the_default_check_reads_each_form(tmp_path: Path) -> None:
     assert [(f, v) for _, f, v in config_defaults_given([page])] == [
         ("max_payload_entries", 300), ("max_entry_bytes", 4 << 20), ("replication_min_rate", 1 << 20),
         ("max_payload_bytes", 8 << 20), ("heartbeat_interval", 50), ("max_apply_batch", 4096)]
+
+
+# --- names of the node handle ----------------------------------------------------------------
+
+_SPAN = re.compile(r"`([^`\n]+)`")
+# What a span names on a node handle (``raft.X``, ``leader.X``, ``Raft.X``), on its ``trigger``,
+# on a ``wait(...)``, on ``Config`` and on a node's ``metrics``.
+_HANDLE_NAMES = [
+    (re.compile(r"\b(?:raft|leader|Raft)\.(\w+)"), "Raft"),
+    (re.compile(r"\btrigger\.(\w+)"), "Trigger"),
+    (re.compile(r"\bwait\([^)]*\)\.(\w+)"), "Wait"),
+    (re.compile(r"\bConfig\.(\w+)"), "Config"),
+    (re.compile(r"\bmetrics\.(\w+)"), "RaftMetrics"),
+]
+# A ``Raft``'s plain attributes (docs/reference/api.md), set per instance.
+_RAFT_ATTRIBUTES = {"id", "config", "trigger"}
+
+
+def wrong_handle_names(pages: list[Path]) -> list[str]:
+    """Every name a backticked span of ``pages`` gives one of the node handle's types that the
+    type does not have, and every ``trigger()`` call (``trigger`` is an attribute)."""
+    import openraft_py
+
+    wrong = []
+    for where, text in lines(pages):
+        for span in _SPAN.findall(text):
+            for pattern, owner in _HANDLE_NAMES:
+                cls = getattr(openraft_py, owner)
+                for name in pattern.findall(span):
+                    if not hasattr(cls, name) and not (owner == "Raft" and name in _RAFT_ATTRIBUTES):
+                        wrong.append(f"{where}: `{span}`: {owner} has no {name}")
+            if re.search(r"\btrigger\(", span):
+                wrong.append(f"{where}: `{span}`: trigger is an attribute (raft.trigger.snapshot())")
+    return wrong
+
+
+def test_names_given_to_the_node_handle_exist() -> None:
+    wrong = wrong_handle_names(pages())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_handle_name_check_sees_wrong_names(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("`raft.trigger().snapshot()`, `await raft.client_write(b)`, `raft.id`\n"
+                    "`leader.add_voter(4)`, `raft.trigger.compact()`, `raft.wait(2.0).applied_at_least(7)`\n"
+                    "`Config.max_payload_entries`, `Config.lease_ms()`, `Config.max_entries`, `m.metrics.term`\n")
+    assert [w.split(": ", 1)[1] for w in wrong_handle_names([page])] == [
+        "`raft.trigger().snapshot()`: trigger is an attribute (raft.trigger.snapshot())",
+        "`leader.add_voter(4)`: Raft has no add_voter",
+        "`raft.trigger.compact()`: Trigger has no compact",
+        "`raft.wait(2.0).applied_at_least(7)`: Wait has no applied_at_least",
+        "`Config.max_entries`: Config has no max_entries",
+        "`m.metrics.term`: RaftMetrics has no term",
+    ]
