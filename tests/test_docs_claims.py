@@ -11,7 +11,11 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
   and no other;
 - a default a page gives a ``Config`` field in passing (``Config.max_payload_entries`` (300),
   ``max_entry_bytes`` (4 MiB by default), a table row ``| `Config.max_payload_bytes` | 8 MiB |``)
-  is that field's default.
+  is that field's default;
+- a name a span gives the node handle (``raft.X``, ``raft.trigger.X``, ``raft.wait(t).X``,
+  ``Config.X``, ``metrics.X``) is one its type has (the guide said ``raft.trigger()``);
+- the fields docs/reference/errors.md gives an error (``LearnerIsLagging(node_ids,
+  threshold)``) are its constructor's first parameters.
 """
 
 from __future__ import annotations
@@ -200,3 +204,27 @@ def test_the_handle_name_check_sees_wrong_names(tmp_path: Path) -> None:
         "`Config.max_entries`: Config has no max_entries",
         "`m.metrics.term`: RaftMetrics has no term",
     ]
+
+
+# --- error fields ----------------------------------------------------------------------------
+
+_ERROR_ROW = re.compile(r"^\| `(\w+)\(([^)]*)\)`", re.M)
+
+
+def test_the_error_reference_gives_each_error_s_own_fields() -> None:
+    """A row ``| `LearnerIsLagging(node_ids, threshold)` |`` of docs/reference/errors.md names
+    the first parameters of the class's constructor, in order (what ``e.node_ids`` reads)."""
+    import inspect
+
+    import openraft_py
+
+    rows = _ERROR_ROW.findall((DOCS / "reference" / "errors.md").read_text())
+    assert len(rows) >= 10, rows
+    wrong = []
+    for name, given in rows:
+        fields = [f.split("=")[0].strip() for f in given.split(",") if f.strip()]
+        params = [p for p in inspect.signature(getattr(openraft_py, name).__init__).parameters if p != "self"]
+        if params[:len(fields)] != fields:
+            wrong.append(f"{name}({given}): its constructor takes ({', '.join(params)})")
+    assert not wrong, "\n".join(wrong)
+
