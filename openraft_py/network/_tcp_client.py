@@ -954,8 +954,8 @@ class TcpNetworkFactory:
     - ``seed``: seeds the back-off jitter.
 
     Raises ``TypeError`` or ``ValueError`` naming the argument for a wrong one: ``node_id`` a
-    node id, ``cluster_name`` a non-empty ``str`` of at most 256 characters (as
-    ``Config.cluster_name``), ``connect_timeout``,
+    node id, ``cluster_name`` a non-empty ``str`` of at most 256 characters (a
+    ``Config.cluster_name`` only needs to be non-empty), ``connect_timeout``,
     ``backoff_min`` and ``backoff_max`` finite numbers above 0 (NaN, an infinity and
     ``bool`` are refused) with ``backoff_min <= backoff_max <= MAX_BACKOFF`` and ``connect_timeout <=
     MAX_SECONDS`` (an hour), ``max_frame_size`` an ``int``

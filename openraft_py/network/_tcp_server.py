@@ -953,7 +953,7 @@ class TcpServer:
         most ``MAX_FRAME_RATE`` (``MAX_FRAME_SIZE`` bytes per second), the limits ``int`` values (``max_frame_size`` in ``[64, MAX_FRAME_SIZE]``,
         ``2**32 - 1``, a frame's length being a u32; the others at least 1, and at most
         ``MAX_INFLIGHT`` and ``MAX_CONNECTIONS``; ``max_connections`` may be ``None``), ``cluster_name`` a non-empty ``str`` of at
-        most 256 characters (as ``Config.cluster_name``; and,
+        most 256 characters (a ``Config.cluster_name`` only needs to be non-empty; and,
         for a ``Raft`` whose network factory has a cluster name, a ``TcpNetworkFactory``'s, that
         name: its peers dial with it), ``node_id`` the id of the node served, ``ssl`` an
         ``ssl.SSLContext`` and ``yield_after_answer`` a ``bool`` (or ``None``).
