@@ -15,7 +15,8 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
 - a name a span gives the node handle (``raft.X``, ``raft.trigger.X``, ``raft.wait(t).X``,
   ``Config.X``, ``metrics.X``) is one its type has (the guide said ``raft.trigger()``);
 - the fields docs/reference/errors.md gives an error (``LearnerIsLagging(node_ids,
-  threshold)``) are its constructor's first parameters.
+  threshold)``) are its constructor's first parameters;
+- the v0.8 guide's method table names every coroutine of ``RaftStorage``.
 """
 
 from __future__ import annotations
@@ -228,3 +229,21 @@ def test_the_error_reference_gives_each_error_s_own_fields() -> None:
             wrong.append(f"{name}({given}): its constructor takes ({', '.join(params)})")
     assert not wrong, "\n".join(wrong)
 
+
+
+# --- the v0.8 storage protocol -------------------------------------------------------------------
+
+
+def test_the_v08_table_lists_every_raft_storage_method() -> None:
+    """The method table of docs/guides/v08-storage.md names each coroutine of the
+    ``RaftStorage`` protocol (which ``Adaptor`` requires), and no other."""
+    import inspect
+
+    from openraft_py.storage.v08 import RaftStorage
+
+    guide = (DOCS / "guides" / "v08-storage.md").read_text()
+    table = re.search(r"^\| method \| contract \|\n\|[-| ]+\|\n((?:\|.*\n)+)", guide, re.M)
+    assert table is not None, "docs/guides/v08-storage.md: no method table"
+    named = [n for row in table.group(1).splitlines() for n in re.findall(r"`(\w+)\(", row.split("|")[1])]
+    protocol = [n for n, f in vars(RaftStorage).items() if inspect.iscoroutinefunction(f)]
+    assert sorted(named) == sorted(protocol)
