@@ -1,6 +1,6 @@
 """``python -m openraft_py.demo``: a 3-node cluster doing real work, in one process.
 
-What it does (``make run``):
+What it does (``make run`` runs ``openraft-py demo``, the key-value service's demo, instead):
 
 1. starts three nodes on the in-process router, each with in-memory storage that survives
    a restart, and elects a leader;
