@@ -55,10 +55,14 @@ class SnapshotPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Config(msgspec.Struct, kw_only=True):
     """Settings of a Raft node. Field names and defaults follow Openraft.
 
-    Invariants checked by ``validate()``: ``0 < heartbeat_interval < election_timeout_min <
-    election_timeout_max``; every size and count is positive, and every integer at most
-    ``MAX_CONFIG_INT``; ``max_entry_bytes <= max_payload_bytes``; the ``enable_*``
-    switches are ``bool``s.
+    Invariants checked by ``validate()``: ``cluster_name`` is a non-empty ``str``;
+    ``0 < heartbeat_interval < election_timeout_min < election_timeout_max``;
+    ``lease_drift_margin < election_timeout_min``; every size and count is positive
+    (``max_in_snapshot_log_to_keep``, ``lease_drift_margin`` and ``send_snapshot_timeout``
+    may be 0), and every integer at most ``MAX_CONFIG_INT``; ``max_entry_bytes <=
+    max_payload_bytes``; ``snapshot_pacing`` is a finite number ``>= 0``; the
+    ``snapshot_policy``'s ``n`` is in ``[1, MAX_CONFIG_INT]``; the ``enable_*`` switches are
+    ``bool``s.
     """
 
     cluster_name: str = "foo"
