@@ -16,7 +16,8 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
   ``Config.X``, ``metrics.X``) is one its type has (the guide said ``raft.trigger()``);
 - the fields docs/reference/errors.md gives an error (``LearnerIsLagging(node_ids,
   threshold)``) are its constructor's first parameters;
-- the v0.8 guide's method table names every coroutine of ``RaftStorage``.
+- the v0.8 guide's method table names every coroutine of ``RaftStorage``;
+- the ``serve`` synopsis of the key-value service guide names every flag ``serve`` takes.
 """
 
 from __future__ import annotations
@@ -247,3 +248,24 @@ def test_the_v08_table_lists_every_raft_storage_method() -> None:
     named = [n for row in table.group(1).splitlines() for n in re.findall(r"`(\w+)\(", row.split("|")[1])]
     protocol = [n for n, f in vars(RaftStorage).items() if inspect.iscoroutinefunction(f)]
     assert sorted(named) == sorted(protocol)
+
+
+# --- the serve synopsis -------------------------------------------------------------------------
+
+
+def test_the_serve_synopsis_names_every_flag_of_serve() -> None:
+    """The synopsis under "## `serve`" of docs/guides/kv-service.md names every option
+    ``openraft-py serve`` takes (its ``--help`` aside): a flag added to ``serve`` without a
+    word in its guide fails here. (tests/test_docs_commands.py checks the other way: every
+    flag printed is one ``serve`` takes.)"""
+    import argparse
+
+    from openraft_py.kv.server import add_serve_arguments
+
+    parser = add_serve_arguments(argparse.ArgumentParser(prog="openraft-py serve"))
+    flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+    guide = (DOCS / "guides" / "kv-service.md").read_text()
+    synopsis = re.search(r"^## `serve`\n\n```text\n(.*?)```", guide, re.M | re.S)
+    assert synopsis is not None, "docs/guides/kv-service.md: no serve synopsis"
+    given = set(re.findall(r"--[a-z][a-z-]*", synopsis.group(1)))
+    assert flags - given == set(), f"the serve synopsis leaves out {sorted(flags - given)}"
