@@ -17,7 +17,8 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
 - the fields docs/reference/errors.md gives an error (``LearnerIsLagging(node_ids,
   threshold)``) are its constructor's first parameters;
 - the v0.8 guide's method table names every coroutine of ``RaftStorage``;
-- the ``serve`` synopsis of the key-value service guide names every flag ``serve`` takes.
+- the ``serve`` synopsis of the key-value service guide names every flag ``serve`` takes,
+  and its HTTP API table every route of the service.
 """
 
 from __future__ import annotations
@@ -269,3 +270,33 @@ def test_the_serve_synopsis_names_every_flag_of_serve() -> None:
     assert synopsis is not None, "docs/guides/kv-service.md: no serve synopsis"
     given = set(re.findall(r"--[a-z][a-z-]*", synopsis.group(1)))
     assert flags - given == set(), f"the serve synopsis leaves out {sorted(flags - given)}"
+
+
+# --- the HTTP API table ---------------------------------------------------------------------------
+
+
+def test_the_http_api_table_lists_every_route() -> None:
+    """The table under "## The HTTP API" of docs/guides/kv-service.md has one row per route of
+    the service (``make_app``; ``HEAD``, which aiohttp adds beside each ``GET``, and the
+    catch-all that answers 404/405 aside), and no row for a route the service lacks."""
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("prometheus_client")
+    from openraft_py.kv.http_api import UNMATCHED_PATH, make_app
+    from openraft_py.kv.metrics import KvMetrics
+
+    class Options:
+        max_body = 1 << 20
+
+    class Node:  # what make_app reads of a node (it keeps a weak reference to it)
+        opts = Options()
+        metrics = KvMetrics(lambda: None)
+
+    node = Node()
+    app = make_app(node)  # type: ignore[arg-type]
+    routes = {f"{r.method} {r.resource.canonical}" for r in app.router.routes()
+              if r.method != "HEAD" and r.resource is not None and r.resource.canonical != UNMATCHED_PATH.replace(":.*", "")}
+    guide = (DOCS / "guides" / "kv-service.md").read_text()
+    table = re.search(r"^## The HTTP API\n\n\| method and path \|.*\n\|[-| ]+\|\n((?:\|.*\n)+)", guide, re.M)
+    assert table is not None, "docs/guides/kv-service.md: no HTTP API table"
+    rows = {re.sub(r"\?.*", "", m) for m in re.findall(r"^\| `([A-Z]+ /[^`]*)` \|", table.group(1), re.M)}
+    assert rows == routes
