@@ -35,9 +35,12 @@ from openraft_py.metrics import ReadOnlyReplication
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "mkdocs.yml").exists(), reason="the docs are not next to the tests (installed-package run)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (ROOT / "mkdocs.yml").exists(), reason="the docs are not next to the tests (installed-package run)"
+    ),
+    pytest.mark.timeout(60),  # each reads the docs and imports a module or two: seconds at most
+]
 
 
 def pages() -> list[Path]:
