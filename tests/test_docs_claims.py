@@ -13,7 +13,8 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
   ``max_entry_bytes`` (4 MiB by default), a table row ``| `Config.max_payload_bytes` | 8 MiB |``)
   is that field's default;
 - a name a span gives the node handle (``raft.X``, ``raft.trigger.X``, ``raft.wait(t).X``,
-  ``Config.X``, ``metrics.X``) is one its type has (the guide said ``raft.trigger()``);
+  ``Config.X``, ``metrics.X``) or a transport (``TcpServer.X``, ``router.X``) is one its type
+  has (the metrics guide said ``raft.trigger()``);
 - the fields docs/reference/errors.md gives an error (``LearnerIsLagging(node_ids,
   threshold)``) are its constructor's first parameters;
 - the v0.8 guide's method table names every coroutine of ``RaftStorage``;
@@ -23,6 +24,7 @@ answer in the code, on README.md and every page of ``docs/`` but the design note
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,13 +164,17 @@ def test_the_default_check_reads_each_form(tmp_path: Path) -> None:
 
 _SPAN = re.compile(r"`([^`\n]+)`")
 # What a span names on a node handle (``raft.X``, ``leader.X``, ``Raft.X``), on its ``trigger``,
-# on a ``wait(...)``, on ``Config`` and on a node's ``metrics``.
+# on a ``wait(...)``, on ``Config``, on a node's ``metrics`` and on the transports' classes
+# (``module:class`` of each).
 _HANDLE_NAMES = [
-    (re.compile(r"\b(?:raft|leader|Raft)\.(\w+)"), "Raft"),
-    (re.compile(r"\btrigger\.(\w+)"), "Trigger"),
-    (re.compile(r"\bwait\([^)]*\)\.(\w+)"), "Wait"),
-    (re.compile(r"\bConfig\.(\w+)"), "Config"),
-    (re.compile(r"\bmetrics\.(\w+)"), "RaftMetrics"),
+    (re.compile(r"\b(?:raft|leader|Raft)\.(\w+)"), "openraft_py:Raft"),
+    (re.compile(r"\btrigger\.(\w+)"), "openraft_py:Trigger"),
+    (re.compile(r"\bwait\([^)]*\)\.(\w+)"), "openraft_py:Wait"),
+    (re.compile(r"\bConfig\.(\w+)"), "openraft_py:Config"),
+    (re.compile(r"\bmetrics\.(\w+)"), "openraft_py:RaftMetrics"),
+    (re.compile(r"\bTcpServer\.(\w+)"), "openraft_py.network.tcp:TcpServer"),
+    (re.compile(r"\bTcpNetworkFactory\.(\w+)"), "openraft_py.network.tcp:TcpNetworkFactory"),
+    (re.compile(r"\b(?:Router|router)\.(\w+)"), "openraft_py.network.router:Router"),
 ]
 # A ``Raft``'s plain attributes (docs/reference/api.md), set per instance.
 _RAFT_ATTRIBUTES = {"id", "config", "trigger"}
@@ -183,10 +189,11 @@ def wrong_handle_names(pages: list[Path]) -> list[str]:
     for where, text in lines(pages):
         for span in _SPAN.findall(text):
             for pattern, owner in _HANDLE_NAMES:
-                cls = getattr(openraft_py, owner)
+                module, _, name_of_class = owner.partition(":")
+                cls = getattr(importlib.import_module(module), name_of_class)
                 for name in pattern.findall(span):
-                    if not hasattr(cls, name) and not (owner == "Raft" and name in _RAFT_ATTRIBUTES):
-                        wrong.append(f"{where}: `{span}`: {owner} has no {name}")
+                    if not hasattr(cls, name) and not (cls is openraft_py.Raft and name in _RAFT_ATTRIBUTES):
+                        wrong.append(f"{where}: `{span}`: {name_of_class} has no {name}")
             if re.search(r"\btrigger\(", span):
                 wrong.append(f"{where}: `{span}`: trigger is an attribute (raft.trigger.snapshot())")
     return wrong
@@ -201,7 +208,8 @@ def test_the_handle_name_check_sees_wrong_names(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("`raft.trigger().snapshot()`, `await raft.client_write(b)`, `raft.id`\n"
                     "`leader.add_voter(4)`, `raft.trigger.compact()`, `raft.wait(2.0).applied_at_least(7)`\n"
-                    "`Config.max_payload_entries`, `Config.lease_ms()`, `Config.max_entries`, `m.metrics.term`\n")
+                    "`Config.max_payload_entries`, `Config.lease_ms()`, `Config.max_entries`, `m.metrics.term`\n"
+                    "`TcpServer.start(...)`, `TcpServer.stop()`, `router.isolate(1)`, `router.cut_off(1)`\n")
     assert [w.split(": ", 1)[1] for w in wrong_handle_names([page])] == [
         "`raft.trigger().snapshot()`: trigger is an attribute (raft.trigger.snapshot())",
         "`leader.add_voter(4)`: Raft has no add_voter",
@@ -209,6 +217,8 @@ def test_the_handle_name_check_sees_wrong_names(tmp_path: Path) -> None:
         "`raft.wait(2.0).applied_at_least(7)`: Wait has no applied_at_least",
         "`Config.max_entries`: Config has no max_entries",
         "`m.metrics.term`: RaftMetrics has no term",
+        "`TcpServer.stop()`: TcpServer has no stop",
+        "`router.cut_off(1)`: Router has no cut_off",
     ]
 
 
