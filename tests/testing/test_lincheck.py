@@ -556,6 +556,32 @@ def test_parse_jsonl_refuses_bad_times_and_clients(tmp_path, change, message):
         parse_jsonl(path)
 
 
+@pytest.mark.parametrize(("record", "message"), [
+    ({"client": 1, "op": "get", "key": "k", "output": "a", "ok": True, "call": 1, "ret": 2},
+     "missing field 'result'"),
+    ({"client": 1, "op": "put", "key": "k", "ok": True, "call": 1, "ret": 2}, "missing field 'value'"),
+    ({"client": 1, "op": "cas", "key": "k", "value": "b", "ok": None, "call": 1, "ret": None},
+     "missing field 'expected'"),
+    ({"client": 1, "op": "cas", "key": "k", "expected": "a", "ok": False, "call": 1, "ret": 2},
+     "missing field 'value'"),
+    ({"client": 1, "value": "a", "ok": True, "call": 1, "ret": 2}, "missing field 'op'"),
+    ({"client": 1, "op": "put", "value": "a", "ok": True, "call": 1, "ret": 2}, "missing field 'key'"),
+])
+def test_parse_jsonl_refuses_a_record_without_a_field_its_op_needs(tmp_path, record, message):
+    """A read whose value is written under another name (``output`` for ``result``), a write
+    without its value, a cas without its expected value, a record without its key: a parse
+    error naming the line and the field. (They were read as a read of an absent key or a write
+    of ``null``, and the history judged on that: a misspelt field turned a linearizable history
+    into a violation.) A read that failed or is in doubt needs no ``result``."""
+    path = tmp_path / "h.jsonl"
+    path.write_text(json.dumps(_JSONL_OK) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(HistoryParseError, match=f"h.jsonl:2: {re.escape(message)}$"):
+        parse_jsonl(path)
+    for ok, ret in ((False, 2), (None, None)):
+        path.write_text(json.dumps({"client": 1, "op": "get", "key": "k", "ok": ok, "call": 1, "ret": ret}) + "\n")
+        assert [o.ok for o in parse_jsonl(path)] == [ok]
+
+
 @pytest.mark.parametrize("depth", [900, 100_000], ids=["deeper-than-the-recursion-limit", "json-too-deep"])
 def test_parse_jsonl_refuses_a_value_nested_too_deeply(tmp_path, depth):
     """A value of lists nested past Python's recursion limit is a parse error naming the line:

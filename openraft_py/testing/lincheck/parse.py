@@ -279,9 +279,12 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
     ``call`` and ``ret`` are finite numbers, ``ret >= call``. ``ok: null`` or ``ret: null``
     means the outcome is unknown. A ``cas`` with
     ``ok: false`` completed without applying (the value differed from ``expected``); any
-    other operation with ``ok: false`` failed and did not take effect. A ``get`` has its
-    value in ``result`` (``null`` when the key is absent). ``client`` is an integer;
-    anything else is a ``HistoryParseError`` naming the line.
+    other operation with ``ok: false`` failed and did not take effect. A ``get`` that
+    completed (``ok: true``) has its value in ``result`` (``null`` when the key is absent).
+    ``client`` is an integer. Every record has ``key``; a ``put`` has ``value``, a ``cas``
+    ``expected`` and ``value``. A record without a field it needs, or with one of the wrong
+    type, is a ``HistoryParseError`` naming the line; fields the format does not name are
+    ignored (a recorder may add its own, as the Jepsen runner's ``outcome`` and ``node``).
     """
     ops: list[Operation] = []
     with open(path, encoding="utf-8") as fh:
@@ -305,10 +308,14 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                 ok_raw = rec.get("ok")
                 if ok_raw not in (True, False, None):
                     raise ValueError(f"ok must be true, false or null, not {ok_raw!r}")
-                value = _hashable(rec.get("value"))
+                key = _hashable(rec["key"])
+                # A field its op needs is required, so that a misspelt one is refused rather
+                # than read as null (an absent key, a write of null).
                 if name == "cas":
-                    value = (_hashable(rec.get("expected")), value)
-                elif name in ("get", "delete"):
+                    value = (_hashable(rec["expected"]), _hashable(rec["value"]))
+                elif name == "put":
+                    value = _hashable(rec["value"])
+                else:
                     value = None
                 pending = ok_raw is None or ret_raw is None
                 ret = INF if pending or ret_raw is None else float(ret_raw)
@@ -317,11 +324,11 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                 elif name == "cas":
                     ok, output = True, ok_raw
                 elif ok_raw:
-                    ok, output = True, _hashable(rec.get("result")) if name == "get" else None
+                    ok, output = True, _hashable(rec["result"]) if name == "get" else None
                 else:
                     ok, output = False, None
                 ops.append(Operation(
-                    client=client, op=name, key=_hashable(rec.get("key")),
+                    client=client, op=name, key=key,
                     value=value, output=output, call=call, ret=ret, ok=ok))
             except (ValueError, KeyError, TypeError) as e:
                 msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
