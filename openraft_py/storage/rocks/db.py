@@ -971,6 +971,22 @@ closed or stopped meanwhile (``StoreCalls.wait_idle``): nothing notifies the wai
 loop's close or stop."""
 
 
+class _Formatted:
+    """A log message argument that knows whether a handler has formatted it (logging
+    formats a record's message lazily, in each handler that writes it): the record reached a
+    handler, so a caller must not log it a second time."""
+
+    __slots__ = ("text", "formatted")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.formatted = False
+
+    def __str__(self) -> str:
+        self.formatted = True
+        return self.text
+
+
 class StoreCalls:
     """The calls of one store that run in worker threads, or on their caller's thread, which
     the store's ``close()`` waits for before it closes RocksDB.
@@ -1049,8 +1065,10 @@ class StoreCalls:
         self.closing = False
         # ``wait_idle`` gave up on a call: calls finishing from now on ran under a close.
         self._abandoned = False
-        # ``give_up`` logged its WARNING: a later ``give_up`` of the same close (after an
-        # interrupt, ``close_after_calls``) returns its error without logging it again.
+        # ``give_up`` logged its WARNING (a handler had the record), or is logging it now: a
+        # later ``give_up`` of the same close (after an interrupt, ``close_after_calls``)
+        # returns its error without logging it again. Set back when an interrupt came
+        # before any handler had the record (``_warn_once``).
         self._warned = False
 
     @property
@@ -1281,7 +1299,8 @@ class StoreCalls:
         raised once every release has been called (``_release_all``); the caller
         (``close_after_calls``) calls ``give_up`` again then, which calls no release twice
         and logs no WARNING twice (an interrupt while the record was written logged it a
-        second time)."""
+        second time), and logs the WARNING an interrupt kept from every handler
+        (``_warn_once``: marked logged before the call, it was lost for good)."""
         here = threading.get_ident()
         with self._cond:
             self.closing = True
@@ -1296,9 +1315,29 @@ class StoreCalls:
             return None
         why = (f"{len(left)} call(s) of the store ({', '.join(left)}) still ran in worker threads {when}: RocksDB is "
                "closed under them (they fail with StorageError), and its lock stays held until they end")
-        with self._cond:
-            warn, self._warned = not self._warned, True
-        if warn:
-            log.warning("closing %s at %r: %s", self._what, self._path, why)
+        self._warn_once(why)
         return RuntimeError(why)
+
+    def _warn_once(self, why: str) -> None:
+        """Log ``why`` at WARNING, naming the store, once per store: not again once a handler
+        has had the record, and not lost to an interrupt (``KeyboardInterrupt``) raised
+        before any had it (between the claim and the call, or in the logging machinery before
+        a handler formats it): the claim is given back then, and the caller's retried
+        ``give_up`` logs it. An interrupt raised once a handler formatted the record (while it
+        is written) keeps the claim: a second copy of a record already (partly) written is
+        what the retry must not add."""
+        message = _Formatted(why)
+        claimed = False
+        try:
+            with self._cond:
+                # (``claimed`` first: an interrupt between the two stores leaves nothing claimed.)
+                claimed = not self._warned
+                self._warned = True
+            if claimed:
+                log.warning("closing %s at %r: %s", self._what, self._path, message)
+        except BaseException:  # noqa: BLE001 - raised again at once
+            if claimed and not message.formatted:
+                with self._cond:
+                    self._warned = False
+            raise
 
