@@ -5,6 +5,7 @@ never waits on the disk."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -47,7 +48,8 @@ def check_receiving_file(f: Any, what: str) -> None:
     attribute 'seek'", "string argument expected, got 'bytes'", "I/O operation on closed
     file.", "UnsupportedOperation: write"), naming neither the method nor what it must
     return. Read-only is known only from a ``writable()`` that returns ``False`` (an ``io``
-    file's): a duck-typed file without one, or whose ``writable()`` raises, is taken.
+    file's): a duck-typed file without one, or whose ``writable()`` raises or is an
+    ``async def`` (``_says_unwritable``), is taken.
 
     A refused file that is open is closed first (``close_quietly``: a failing ``close`` of
     the plug-in's neither hides the refusal nor replaces it): nothing else will (its node
@@ -72,12 +74,21 @@ def _says_unwritable(f: Any) -> bool:
     ``False``: an ``io`` file opened for reading only). ``False`` when it has no
     ``writable``, or looking it up or calling it raises (a property that cannot answer
     included: it raised out of ``getattr``, and the node stopped on a file the contract
-    takes): a duck-typed file the contract does not ask it of."""
+    takes): a duck-typed file the contract does not ask it of. A ``writable`` that is an
+    ``async def`` cannot answer either (a file's calls are synchronous): its coroutine is
+    closed, unawaited (left alone, it warned "coroutine ... was never awaited" at every
+    transfer)."""
     try:
         writable = getattr(f, "writable", None)
-        return callable(writable) and writable() is False
+        if not callable(writable):
+            return False
+        answer = writable()
     except Exception:  # noqa: BLE001 - it cannot tell: taken, as one without the method
         return False
+    if inspect.iscoroutine(answer):
+        answer.close()
+        return False
+    return answer is False
 
 
 def check_built_meta(meta: SnapshotMeta, state: Any, what: str, installing: SnapshotMeta | None = None) -> None:

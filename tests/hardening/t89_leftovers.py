@@ -4,19 +4,28 @@
    worker threads" WARNING as logged before logging it: an interrupt (Ctrl-C) arriving in
    between made ``close_after_calls`` call it again, which then logged nothing: the one
    WARNING of the close was lost for good.
+2. ``check_receiving_file`` (``openraft_py/core/snapshot_io.py``) called a receiving file's
+   ``writable`` and compared its answer with ``False``: an ``async def writable`` answered a
+   coroutine, which was taken (rightly: it cannot answer) but never closed, so a
+   "coroutine ... was never awaited" ``RuntimeWarning`` was left behind for every
+   transfer. The coroutine is closed now, its answer unknown as a raising ``writable``'s.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import warnings
 from typing import Any
 
 import pytest
 
+from openraft_py.core import snapshot_io
 from openraft_py.storage.rocks import db
 
 from .rocks_close_helpers import BOUND
+from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,3 +85,34 @@ def test_the_give_up_warning_is_not_lost_to_an_interrupt_before_it(
     assert len(warned) == 1, [r.getMessage() for r in warned]
     assert "a stuck read" in warned[0].getMessage()
     assert len(closed) == 1 and len(closed[0]) == 1 and "a stuck read" in str(closed[0][0])
+
+
+# -- 2. a receiving file whose writable is a coroutine function --------------------------------
+
+
+class _AsyncWritable(WriteOnlyFile):
+    """A duck-typed receiving file whose ``writable`` is an ``async def``: its answer, a
+    coroutine, is none the node can use without awaiting it (a file's calls are synchronous)."""
+
+    async def writable(self) -> bool:
+        return False
+
+
+def _never_awaited(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "never awaited" in str(w.message)]
+
+
+def test_an_async_writable_is_taken_and_its_coroutine_closed() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snapshot_io.check_receiving_file(_AsyncWritable(), "begin_receiving_snapshot")  # taken: no TypeError
+        gc.collect()  # (a coroutine left unclosed warns when it is collected)
+    assert not _never_awaited(caught), _never_awaited(caught)
+
+
+async def test_a_receiving_file_with_an_async_writable_is_installed_without_a_warning() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await installs_it("t89", BufferReceiver(_AsyncWritable))
+        gc.collect()
+    assert not _never_awaited(caught), _never_awaited(caught)
