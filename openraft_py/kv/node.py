@@ -62,12 +62,14 @@ from .identity import (
     LOG_DIR,
     SM_DIR,
     DataDirMismatch,
+    NoRecordFile,
     check_identity,
     check_not_a_store,
     check_stores,
     has_stores,
     lock_data_dir,
     owner_mismatch,
+    read_record_file,
     record_identity,
 )
 from .metrics import KvMetrics
@@ -831,10 +833,31 @@ def first_start_stores_used(data: Path) -> list[str]:
     return used
 
 
+def has_first_start_marker(data: Path) -> bool:
+    """Whether ``data`` holds ``FIRST_START_FILE``, read as the records are
+    (``read_record_file``): ``False`` only when nothing at all has that name.
+    ``DataDirMismatch`` when what has it is no readable file (a symbolic link to nothing or
+    to itself, a directory): no first start makes that (it makes a regular file), so what is
+    beside it is not provably a killed start's leftover, and without it the directory is not
+    provably a node's data either. (``exists()`` took a link to nothing for no marker: the
+    unfinished first start was forgotten, its leftover started on as a node's data, or
+    refused as another node's, and the link stayed for good.) Blocking."""
+    try:
+        return read_record_file(data / FIRST_START_FILE) is not None
+    except NoRecordFile as e:
+        raise DataDirMismatch(
+            f"{data}: {FIRST_START_FILE}, the marker of a first start stopped part way, is not a readable file "
+            f"({e.why}): nothing was removed. If the directory holds a node's data you put there (a backup "
+            f"restored), remove {FIRST_START_FILE} and start the node again; if not, remove everything in it (or the "
+            "directory) and start the node again"
+        ) from None
+
+
 def check_first_start_leftover(data: Path, lock: int) -> bool:
     """Whether ``data`` held what a first start stopped part way (SIGKILL, a power loss, the
     OOM killer) left (``FIRST_START_FILE``); if so, it is now empty, as at a first start.
-    ``False`` without a marker. ``lock``: the directory's flock the caller holds
+    ``False`` without a marker; ``DataDirMismatch`` for a marker that is no readable file
+    (``has_first_start_marker``). ``lock``: the directory's flock the caller holds
     (``lock_data_dir``), from before this looks until the start ends or undoes itself.
 
     What is beside the marker is the files of a node that never served (a first start
@@ -848,7 +871,7 @@ def check_first_start_leftover(data: Path, lock: int) -> bool:
     longer the directory ``lock`` holds (a link changed), is not provably the start's:
     ``DataDirMismatch`` says to remove the directory's content, and nothing is changed (a
     used store is named in a WARNING first). Blocking."""
-    if not (data / FIRST_START_FILE).exists():
+    if not has_first_start_marker(data):
         return False
     with os.scandir(data) as it:
         entries = [entry for entry in it if entry.name != FIRST_START_FILE]

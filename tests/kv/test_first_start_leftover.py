@@ -410,3 +410,33 @@ async def test_a_leftover_whose_stores_were_used_is_refused_unchanged(
     assert _tree(data) == before, "the refusal changed the directory"
     said = [r.getMessage() for r in caplog.records if "no first start writes" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in caplog.records]
+
+
+MARKER_NO_FILE = (r"first-start-unfinished, the marker of a first start stopped part way, is not a readable file "
+                  r"\(it is a symbolic link to '.*gone.*', which does not exist\): nothing was removed\. If the "
+                  r"directory holds a node's data you put there \(a backup restored\), remove first-start-unfinished "
+                  r"and start the node again; if not, remove everything in it \(or the directory\) and start the node "
+                  r"again")
+
+
+def _a_marker_that_is_a_link_to_nothing(src: Path, dst: Path) -> None:
+    """A first start killed after its catch-up record, its marker a link whose target is
+    gone (copied with links kept from a mount that is not there now)."""
+    _copy(src, dst, CATCHING_UP_FILE, LOG_DIR)
+    (dst / FIRST_START_FILE).symlink_to(dst.parent / "gone" / FIRST_START_FILE)
+
+
+async def test_a_marker_that_is_a_link_to_nothing_is_refused_unchanged(tmp_path: Path, whole: Path) -> None:
+    """A marker that is a symbolic link to nothing is a marker that cannot be read, as a
+    record that is one is (``read_record_file``): it was taken for no marker, so the
+    unfinished first start was forgotten (its leftover started on as a node's data, the
+    link kept for good). Refused, naming it, and nothing in the directory changes (nor is
+    the link's target made)."""
+    opts = node_options(1, str(tmp_path / "n1"))
+    data = Path(opts.data_dir)
+    _a_marker_that_is_a_link_to_nothing(whole, data)
+    before = _tree(data)
+    with pytest.raises(DataDirMismatch, match=MARKER_NO_FILE):
+        await KvNode(opts).start()
+    assert _tree(data) == before, "the refusal changed the directory"
+    assert not (tmp_path / "gone").exists()
