@@ -9,12 +9,19 @@
    coroutine, which was taken (rightly: it cannot answer) but never closed, so a
    "coroutine ... was never awaited" ``RuntimeWarning`` was left behind for every
    transfer. The coroutine is closed now, its answer unknown as a raising ``writable``'s.
+4. ``AioFsync.close`` (``openraft_py/storage/rocks/aio.py``) freed the AIO context, then
+   marked it freed, then closed its eventfd: an interrupt raised as ``io_destroy`` returned
+   left the eventfd open (for good, unless the close was called again) and the context
+   marked live, so a second close destroyed it again (its id may name a new context by
+   then). Both are freed now, each once, whatever is interrupted, and a later close does
+   nothing.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import warnings
 from typing import Any
@@ -22,7 +29,7 @@ from typing import Any
 import pytest
 
 from openraft_py.core import snapshot_io
-from openraft_py.storage.rocks import db
+from openraft_py.storage.rocks import aio, db
 
 from .rocks_close_helpers import BOUND
 from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it
@@ -116,3 +123,46 @@ async def test_a_receiving_file_with_an_async_writable_is_installed_without_a_wa
         await installs_it("t89", BufferReceiver(_AsyncWritable))
         gc.collect()
     assert not _never_awaited(caught), _never_awaited(caught)
+
+
+# -- 4. AioFsync.close, interrupted --------------------------------------------------------------
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+class _InterruptedAfterDestroy:
+    """The C library of an ``AioFsync``, with a Ctrl-C raised as the first ``io_destroy``
+    returns (where Python raises it: once the call is back); it counts the destroys."""
+
+    def __init__(self, real: Any, io_destroy: int) -> None:
+        self._real = real
+        self._io_destroy = io_destroy
+        self.destroys = 0
+
+    def syscall(self, nr: int, *args: Any) -> int:
+        got: int = self._real.syscall(nr, *args)
+        if nr == self._io_destroy:
+            self.destroys += 1
+            if self.destroys == 1:
+                raise KeyboardInterrupt
+        return got
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd (Linux)")
+def test_an_aio_close_interrupted_frees_its_eventfd_and_a_second_close_does_nothing() -> None:
+    before = _open_fds()
+    try:
+        fsync = aio.AioFsync()
+    except OSError as e:
+        pytest.skip(f"Linux native AIO is not available here: {e}")
+    assert _open_fds() - before, "the eventfd"
+    libc = _InterruptedAfterDestroy(fsync._libc, fsync._sys[3])
+    fsync._libc = libc  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        fsync.close()
+    assert _open_fds() == before, "the interrupted close left the eventfd open"
+    assert fsync.close() == []
+    assert libc.destroys == 1, "the second close destroyed the context again"
+    assert _open_fds() == before

@@ -54,8 +54,8 @@ class AioFsync:
     returns them. The kernel holds its own reference to the file of a queued request, so
     closing ``fd`` meanwhile is safe. Raises ``OSError`` at construction when native AIO is not
     available (not Linux, or ``io_setup`` refused: e.g. ``fs.aio-max-nr`` reached).
-    ``close()`` waits for the requests still queued, then frees the context and ``efd``.
-    One user at a time (the event loop); not thread-safe.
+    ``close()`` waits for the requests still queued, then frees the context and ``efd``
+    (``efd`` is ``-1`` from then on). One user at a time (the event loop); not thread-safe.
     """
 
     __slots__ = ("efd", "_ctx", "_nr", "_inflight", "_iocb", "_iocbp", "_events", "_zero", "_sys", "_libc")
@@ -135,12 +135,29 @@ class AioFsync:
         return out
 
     def close(self) -> list[tuple[int, OSError | None]]:
-        """Wait for the requests still queued (returned), then free the context and ``efd``.
-        Idempotent."""
-        if self._ctx == 0:
+        """Wait for the requests still queued (returned), then free the context and ``efd``
+        (``_free``). Idempotent: a close after one that freed them returns ``[]`` and does
+        nothing. An exception raised in the wait (``KeyboardInterrupt``) frees nothing: the
+        requests are still queued, and a close called again (``GroupWriter.close``, retried
+        by the log store's close) waits for them and returns them. Once the wait is over, an
+        exception raised while the two are freed does not keep the other from being freed."""
+        if self._ctx == 0 and self.efd < 0:
             return []
         rest = self.wait(self._inflight)
-        self._libc.syscall(self._sys[3], ctypes.c_ulong(self._ctx))
-        self._ctx = 0
-        os.close(self.efd)
+        self._free()
         return rest
+
+    def _free(self) -> None:
+        """Free the context (``io_destroy``) and close ``efd``, each at most once: both are
+        marked freed before either call (no bytecode between the two swaps can raise), and the
+        eventfd is closed even if the destroy raised or an interrupt arrived as it returned.
+        (Freed, then marked: an interrupt there left the eventfd open, and a retry destroyed
+        the context again, whose id may name another context by then.)"""
+        ctx, self._ctx = self._ctx, 0
+        efd, self.efd = self.efd, -1
+        try:
+            if ctx != 0:
+                self._libc.syscall(self._sys[3], ctypes.c_ulong(ctx))
+        finally:
+            if efd >= 0:
+                os.close(efd)
