@@ -361,6 +361,12 @@ class _ClientConnection(asyncio.Protocol):
                 if msg.code == ERR_UNSUPPORTED:
                     why += f" (this node's hello was in protocol version {wire.PROTOCOL_VERSION})"
                     self.peer.version_mismatch(why)
+                else:
+                    # (The target logs why it refused this node; this node must be told too:
+                    # the ``Unreachable`` is logged at DEBUG only by its callers, so a node
+                    # refused at every reconnect, an impostor whose certificate names another
+                    # node say, logged nothing about why nobody answered it.)
+                    self.peer.refused.failed(self.loop.time(), why, f"{why}; closing")
                 self.hello.set_exception(Unreachable(f"node {self.peer.target} {why}"))
             else:
                 raise WireError(f"unexpected {wire.KIND_NAMES[kind]} during the handshake")
@@ -488,7 +494,9 @@ class _Peer:
         self.refused = FailureLog(log, f"tcp client {factory.node_id} -> node {target}{lane}", unit="connection")
         """The connections closed for what the target sent or is (``fail(log_it=True)``: it
         answered as another node, its server certificate names another node, it sent what
-        is not the protocol): at each reconnect, so logged through a ``FailureLog``, ended
+        is not the protocol), or refused with the reason it sent (a handshake answered
+        ``ERR_REFUSED``: this node's id is outside its membership, its cluster name or its
+        certificate is not the target's): at each reconnect, so logged through a ``FailureLog``, ended
         by a connection that succeeds (``_opened``). Each was a WARNING: one a second for a
         membership address that reaches the wrong node."""
         self.next_id = 1

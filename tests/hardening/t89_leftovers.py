@@ -15,10 +15,18 @@
    marked live, so a second close destroyed it again (its id may name a new context by
    then). Both are freed now, each once, whatever is interrupted, and a later close does
    nothing.
+5. A node its peers refuse at the handshake (its certificate names another node under
+   ``--tls-bind-node-ids``: an impostor started with another node's ``--id``; an id outside
+   the membership; another cluster name) was told why (the refusal, ``ERR_REFUSED``, carries
+   the reason: ``docs/design/wire.md``), but only raised ``Unreachable`` with it, which its
+   callers log at DEBUG: the peers logged why they refused it, and it logged nothing about
+   why nobody answered. The dialling side now logs the reason at WARNING, once for a streak
+   of refused reconnects (``_Peer.refused``, a ``FailureLog``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -27,8 +35,12 @@ import warnings
 from typing import Any
 
 import pytest
+from network.tcp_cluster import TcpCluster, tcp_config
 
 from openraft_py.core import snapshot_io
+from openraft_py.errors import Unreachable
+from openraft_py.network.tcp import TcpNetworkFactory
+from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
 from openraft_py.storage.rocks import aio, db
 
 from .rocks_close_helpers import BOUND
@@ -166,3 +178,34 @@ def test_an_aio_close_interrupted_frees_its_eventfd_and_a_second_close_does_noth
     assert fsync.close() == []
     assert libc.destroys == 1, "the second close destroyed the context again"
     assert _open_fds() == before
+
+
+# -- 5. a refused handshake, logged by the refused node ---------------------------------------
+
+
+async def test_a_node_refused_at_every_reconnect_logs_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Node 42 (outside the membership) dials node 1 ten times, refused at each handshake:
+    it logs node 1's reason once at WARNING (under its own name, "tcp client 42 -> node 1"),
+    not once per reconnect, and not never."""
+    caplog.set_level(logging.INFO, logger="openraft_py.network.tcp")
+    option = RPCOption(hard_ttl=3.0, soft_ttl=3.0)
+    async with TcpCluster(tcp_config()) as c:
+        await c.start([1, 2, 3])
+        node = c.nodes[1]
+        assert node.server is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        refused = TcpNetworkFactory(42, c.cluster_name, backoff_min=0.01, backoff_max=0.02)
+        try:
+            client = refused.new_client(1, BasicNode(node.addr))
+            while node.server.refused < 10:  # ten reconnects, each refused
+                assert loop.time() < deadline, f"only {node.server.refused} refusals"
+                with pytest.raises(Unreachable, match="refused the handshake: node 42 is not in the membership"):
+                    await asyncio.wait_for(client.vote(VoteRequest(Vote.new(1, 42, False), None), option), 5)
+                await asyncio.sleep(0.005)  # (calls within the back-off fail without connecting)
+        finally:
+            await refused.close()
+    told = [r for r in caplog.records if r.getMessage().startswith("tcp client 42 -> node 1:")]
+    assert len(told) == 1, [r.getMessage() for r in told]
+    assert told[0].levelno == logging.WARNING
+    assert "refused the handshake: node 42 is not in the membership" in told[0].getMessage()
