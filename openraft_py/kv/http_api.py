@@ -1370,7 +1370,8 @@ def _no_leader(node: KvNode, leader_id: int | None, committed: ForwardToLeader |
     whose learner is in the membership or a members change whose joint config committed
     (``committed``: the ``ForwardToLeader`` if its ``committed_log_id`` is set;
     ``learner_in``: an add-learner's, from ``node.LearnerInForward``), which says that
-    instead."""
+    instead. A node, or a leader, that the membership held does not name is said to be
+    outside it (``_outside_the_membership``: a leader that removed itself)."""
     done = committed is not None and committed.committed_log_id is not None
     extra = {} if done else _stopping_extra(node)
     if not done:
@@ -1393,9 +1394,39 @@ def _no_leader(node: KvNode, leader_id: int | None, committed: ForwardToLeader |
                            "otherwise add it back with 'openraft-py cluster add-learner'",
                       # (KvClient stops once every endpoint says so)
                       leader_id=None, initialized=False, **extra)
+    outside = _outside_the_membership(node, leader_id)
+    if outside is not None:
+        return _error(503, outside + why, leader_id=leader_id, **extra)
     if leader_id is None:
         return _error(503, f"no leader is known; retry later{why}", leader_id=None, **extra)
     return _error(503, f"the HTTP address of leader {leader_id} is unknown{why}", leader_id=leader_id, **extra)
+
+
+def _outside_the_membership(node: KvNode, leader_id: int | None) -> str | None:
+    """The reason of the redirect rule's 503 (``_no_leader``) when the membership ``node``
+    holds does not name the node it concerns: ``node`` itself when it knows no leader
+    (``leader_id`` ``None``), else that leader; ``None`` when it does. After a leader's own
+    removal commits, the leader knows no leader for good (nobody replicates to it), and a
+    follower names it until the next election: "no leader is known; retry later" sent the
+    removed node's clients to retry where no retry helps, and "the HTTP address of leader 1
+    is unknown" read as a membership that lost an address. The membership cannot tell a
+    removal from an entry not received yet (a learner catching up from before it was added,
+    a leader added after the entry held): the words give both."""
+    raft = node.raft
+    if raft is None:
+        return None
+    held = raft.metrics.membership_config
+    mem = held.membership
+    who = node.id if leader_id is None else leader_id
+    if held.log_id is None or who in mem.nodes:
+        return None
+    where = f"log index {held.log_id.index}: voters {sorted(mem.voter_ids())}"
+    if leader_id is None:
+        return (f"no leader is known: node {who} is not in the membership it holds ({where}): it was removed from the "
+                "cluster (send requests to those voters), or was added after that entry and is still catching up "
+                "(retry later)")
+    return (f"leader {who} is not in the membership this node holds ({where}): it removed itself, and those voters "
+            "elect the next leader, or this node has yet to receive the entry adding it; retry later")
 
 
 _LEADER_ONLY_BODIES = frozenset({("PUT", "/kv/{key}"), ("POST", "/kv/{key}/cas"), ("POST", "/cluster/learners"),

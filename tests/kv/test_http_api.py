@@ -203,6 +203,57 @@ async def test_a_follower_whose_leader_is_gone_gives_503_not_a_redirect_to_it(cl
         assert await r.json() == {"error": "no leader is known; retry later", "leader_id": None}
 
 
+async def test_a_leader_that_removed_itself_says_so_in_its_503(cluster: KvCluster) -> None:
+    """A leader that removed itself from the voters (``retain`` false) is in no membership
+    and hears from no leader again: its 503 said "no leader is known; retry later", which no
+    retry there ever mends. It says it is not in the membership it holds, naming the voters
+    (the documented fields unchanged: ``error`` and ``leader_id``)."""
+    leader = await cluster.wait_leader()
+    assert leader.raft is not None
+    others = sorted(n.id for n in cluster.followers(leader))
+    s = sess(cluster)
+    async with s.post(url(leader, "/cluster/members"), json={"voters": others, "retain": False}) as r:
+        assert r.status == 200, await r.text()
+    await leader.raft.wait(10).metrics(
+        lambda m: leader.id not in m.membership_config.membership.nodes and m.current_leader is None,
+        "the old leader is out of its membership, and knows no leader")
+    async with s.put(url(leader, "/kv/k"), data="v", allow_redirects=False) as r:
+        assert r.status == 503, (r.status, await r.text())
+        body = await r.json()
+    assert set(body) == {"error", "leader_id"} and body["leader_id"] is None, body
+    index = leader.raft.metrics.membership_config.log_id.index  # type: ignore[union-attr]
+    assert body["error"] == (
+        f"no leader is known: node {leader.id} is not in the membership it holds (log index {index}: voters "
+        f"{others}): it was removed from the cluster (send requests to those voters), or was added after that entry "
+        "and is still catching up (retry later)"), body
+
+
+async def test_a_leader_outside_the_membership_is_named_so_in_a_503(
+        cluster: KvCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the commit of a leader's own removal and the next election, a follower still
+    names that leader, whose HTTP address the membership no longer holds: its 503 said "the
+    HTTP address of leader 1 is unknown", as if the membership had lost an address. It says
+    that leader is not in the membership (``leader_id`` still names it). (The window lasts
+    an election: made here with a ``ForwardToLeader`` naming a node outside the membership.)"""
+    leader = await cluster.wait_leader()
+    assert leader.raft is not None
+    gone = 9
+    voters = sorted(cluster.nodes)
+
+    async def forward(key: str, value: str) -> int:
+        raise ForwardToLeader(gone, None)
+
+    monkeypatch.setattr(leader, "put", forward)
+    async with sess(cluster).put(url(leader, "/kv/k"), data="v", allow_redirects=False) as r:
+        assert r.status == 503, (r.status, await r.text())
+        body = await r.json()
+    index = leader.raft.metrics.membership_config.log_id.index  # type: ignore[union-attr]
+    assert body == {"error": f"leader {gone} is not in the membership this node holds (log index {index}: voters "
+                             f"{voters}): it removed itself, and those voters elect the next leader, or this node has "
+                             "yet to receive the entry adding it; retry later",
+                    "leader_id": gone}, body
+
+
 async def test_learner_membership_and_transfer_over_http(cluster: KvCluster) -> None:
     leader = await cluster.wait_leader()
     s = sess(cluster)
