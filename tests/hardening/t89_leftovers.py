@@ -40,8 +40,8 @@ from network.tcp_cluster import TcpCluster, tcp_config
 from openraft_py.core import snapshot_io
 from openraft_py.errors import Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory
-from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
 from openraft_py.storage.rocks import aio, db
+from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
 
 from .rocks_close_helpers import BOUND
 from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it

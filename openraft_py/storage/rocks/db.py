@@ -1335,7 +1335,7 @@ class StoreCalls:
                 self._warned = True
             if claimed:
                 log.warning("closing %s at %r: %s", self._what, self._path, message)
-        except BaseException:  # noqa: BLE001 - raised again at once
+        except BaseException:  # (raised again at once)
             if claimed and not message.formatted:
                 with self._cond:
                     self._warned = False
