@@ -203,6 +203,7 @@ def test_kv_members_change_committed_then_no_leader_is_not_said_nothing_done() -
     class _Stopping:
         id = 1
         accepting = False
+        raft = None  # (no membership to say a node is outside of: ``_outside_the_membership``)
 
         def leader(self, hint: object = None) -> tuple[None, None]:
             return None, None

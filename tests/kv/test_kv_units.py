@@ -297,10 +297,12 @@ def test_serve_refuses_a_config_whose_frames_the_raft_port_cannot_carry() -> Non
 
 
 class _FakeNode:
-    """What ``_map_error`` reads of a node: its id, options and leader lookup."""
+    """What ``_map_error`` reads of a node: its id, options, leader lookup and ``raft``
+    (``None``: no membership, so no node is said to be outside it)."""
 
     def __init__(self, leader: tuple[int | None, str | None]) -> None:
         self.id = 1
+        self.raft = None
         self._leader = leader
 
         class _O:

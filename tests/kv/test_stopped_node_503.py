@@ -31,6 +31,7 @@ class _StoppingNode:
     """What ``_map_error`` reads of a node, whose stop has begun (or whose Raft stopped)."""
 
     id = 1
+    raft = None  # (no membership to say a node is outside of: ``_outside_the_membership``)
 
     def __init__(self, accepting: bool, raft_stopped: bool) -> None:
         self.accepting = accepting
