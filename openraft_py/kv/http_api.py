@@ -253,6 +253,12 @@ def _parser_detail(exc: BaseException) -> str:
     return " ".join(line for line in lines if line and set(line) != {"^"})[:300]
 
 
+_HALF_CLOSED: set[int] = set()
+"""The ids of the connections (``JsonParserErrors``) kept open after their client's end of
+input to send the answer (``eof_received``); each leaves at its ``connection_lost``, before
+its id can be another's. (aiohttp's handler takes no attribute nor weak reference.)"""
+
+
 class JsonParserErrors(web.RequestHandler):
     """The HTTP connection protocol of the node's listener (``capped_connections``): aiohttp's
     ``RequestHandler``, whose answer to a request its parser refuses (``handle_error`` with
@@ -290,6 +296,63 @@ class JsonParserErrors(web.RequestHandler):
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return answer
         return malformed_http_answer(exc)
+
+    def eof_received(self) -> bool | None:
+        """The client shut its sending side (``shutdown(SHUT_WR)``, as ``nc -N`` does after
+        its request): the request it sent is still answered, then the connection closes.
+        aiohttp's own returns ``None``, which closes the transport at once: a ``PUT`` was
+        applied and its client read no answer, so it could not tell that its write was done
+        (aio-libs/aiohttp#3659). A connection that waits for a request (none will come), one
+        aiohttp or the node's stop closes already (``StopRetire``: it closes at the client's
+        end), and one whose request body the end cut short (nothing of it is done: its read
+        fails as when the connection is lost) still close at once.
+
+        Only the request being handled, or the first one queued, is answered: ``_close``
+        ends the connection after it (requests pipelined behind it are not handled, so
+        nothing of them is done). Reads aiohttp's internals as ``StopRetire.idle`` does; an
+        aiohttp without them closes at once, as it did."""
+        if id(self) in _HALF_CLOSED:
+            return True  # called again as reading resumes (uvloop, as the body is read): kept open
+        try:
+            waiter = self._waiter
+            idle = waiter is not None and not waiter.done() and not self._messages
+            if self._force_close or idle:
+                return None
+            payload = self._pending_body()
+            if payload is None and self._close:
+                return None  # closing, and serving no request: at the client's end, as before
+        except AttributeError:
+            return None
+        if payload is not None and not payload.is_eof():
+            return None  # its body can never end: closed at once, as a lost connection
+        self._close = True  # answer it, then close: the client reads the answer, then the end
+        _HALF_CLOSED.add(id(self))
+        if payload is None:
+            # Taken from the queue, its handler's task not begun yet (it is scheduled
+            # already): its body is known once it has.
+            asyncio.get_running_loop().call_soon(self._unless_body_cut_short)
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        _HALF_CLOSED.discard(id(self))
+        super().connection_lost(exc)
+
+    def _pending_body(self) -> Any:
+        """The body (aiohttp's ``StreamReader``) of the request being handled, else of the
+        first one queued; ``None`` when neither is known."""
+        if self._current_request is not None:
+            return self._current_request.content
+        if self._messages:
+            return self._messages[0][1]
+        return None
+
+    def _unless_body_cut_short(self) -> None:
+        """Close the connection at once (as a lost one) if the request ``eof_received`` kept
+        it open for has a body that did not arrive whole: it never will, and its handler
+        would otherwise wait out the body's deadline (30 s and more) for it."""
+        payload = self._pending_body()
+        if payload is not None and not payload.is_eof():
+            self.force_close()
 
 
 def malformed_http_answer(exc: HttpProcessingError) -> web.Response:

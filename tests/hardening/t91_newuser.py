@@ -1,0 +1,116 @@
+"""A new user's first hour, and bad input at every boundary they touch (t91).
+
+A client that sends its whole request and then closes its sending side (``shutdown(SHUT_WR)``:
+``nc -N``, ``socat``, a one-shot HTTP/1.0 script) is owed its answer: TCP closes one direction
+at a time. aiohttp's server closed the connection at that end of the input
+(aio-libs/aiohttp#3659): a ``PUT`` was applied, and its client read no answer at all, so it
+could not tell that its write was done."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+from event_loops import LOOPS
+from kv.kv_helpers import KvCluster
+from kv.raw_http import ANSWER_WITHIN, http_addr
+
+from openraft_py.kv.node import KvNode
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _on_leader(loop_name: str, body: Callable[[KvNode], Awaitable[None]]) -> None:
+    """``body(leader)`` on the leader of a one-node cluster run on the loop ``loop_name``
+    (``serve`` runs on uvloop where it is installed, the tests' loop is asyncio's: both)."""
+
+    async def run() -> None:
+        c = KvCluster()
+        try:
+            await c.start(1)
+            await body(await c.wait_leader())
+        finally:
+            await c.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+        runner.run(run())
+
+
+async def _half_closed(node: KvNode, request: bytes) -> bytes:
+    """``request`` sent on a new connection whose sending side is then shut (as ``nc -N``
+    does), and everything the node sends back until it closes the connection."""
+    host, port = http_addr(node)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        writer.write_eof()
+        return await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+
+
+def _answer(raw: bytes) -> tuple[int, bytes]:
+    """The status and body of the one response in ``raw``."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head, "the node closed the connection without an answer"
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_half_closed_write_gets_its_answer(loop_name: str) -> None:
+    async def body(leader: KvNode) -> None:
+        raw = await _half_closed(leader, b"PUT /kv/hc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        status, answer = _answer(raw)
+        assert status == 200, raw
+        index = json.loads(answer)["index"]
+        assert leader.sm.data["hc"] == "hi"  # type: ignore[union-attr]
+        assert index == leader.raft.metrics.last_applied.index  # type: ignore[union-attr]
+
+    _on_leader(loop_name, body)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_half_closed_read_gets_its_answer(loop_name: str) -> None:
+    async def body(leader: KvNode) -> None:
+        raw = await _half_closed(leader, b"GET /cluster/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, answer = _answer(raw)
+        assert status == 200, raw
+        assert json.loads(answer)["id"] == 1
+
+    _on_leader(loop_name, body)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_body_cut_short_by_the_half_close_is_not_applied_nor_waited_for(loop_name: str) -> None:
+    """The end of the client's input before its body ends: nothing is done, and the
+    connection closes at once (not after the body's deadline, 30 s and more)."""
+
+    async def body(leader: KvNode) -> None:
+        raw = await _half_closed(leader, b"PUT /kv/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhi")
+        assert b" 200 " not in raw.partition(b"\r\n")[0], raw
+        assert "cut" not in leader.sm.data  # type: ignore[union-attr]
+
+    _on_leader(loop_name, body)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_of_requests_pipelined_before_the_half_close_the_first_is_answered_and_none_after_it_done(
+    loop_name: str,
+) -> None:
+    """The connection ends after the first answer: a request behind it is not handled (its
+    client reads no answer for it, and nothing of it was done)."""
+
+    async def body(leader: KvNode) -> None:
+        raw = await _half_closed(leader, b"PUT /kv/p1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"
+                                         b"PUT /kv/p2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nb")
+        status, _ = _answer(raw)
+        assert status == 200, raw
+        assert raw.count(b"HTTP/1.1 ") == 1, raw
+        assert leader.sm.data.get("p1") == "a"  # type: ignore[union-attr]
+        assert "p2" not in leader.sm.data  # type: ignore[union-attr]
+
+    _on_leader(loop_name, body)
+
