@@ -532,7 +532,9 @@ class Demo:
         w(f"  reads            {s.ok_reads} linearizable: p50 {_ms(_pct(s.read_lat, 0.5))}  "
           f"p99 {_ms(_pct(s.read_lat, 0.99))}\n")
         if self.t_kill is not None and self.new_leader is not None and self.t_new_leader is not None:
-            w(f"  failover         SIGKILL n{self.killed} at {self.t_kill - self.t0:.1f} s; new leader "
+            # Counted from the start of the load, as the progress bar (the event lines count
+            # from the demo's start: "at 3.0 s" stood under "[  4.78s] SIGKILL n1").
+            w(f"  failover         SIGKILL n{self.killed} {self.t_kill - self.t0:.1f} s into the load; new leader "
               f"n{self.new_leader[0]} (term {self.new_leader[1]}) after {_ms(self.t_new_leader - self.t_kill)}; "
               f"first write acknowledged {_ms(None if first_write is None else first_write - self.t_kill)} "
               f"after the kill\n")

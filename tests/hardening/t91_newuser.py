@@ -114,3 +114,24 @@ def test_of_requests_pipelined_before_the_half_close_the_first_is_answered_and_n
 
     _on_leader(loop_name, body)
 
+
+def test_the_demo_summary_says_the_kill_time_is_into_the_load() -> None:
+    """The demo's event lines count from its start (``[  4.78s] SIGKILL n1``), its progress
+    bar and summary from the start of the load: the summary said "SIGKILL n1 at 3.0 s" under
+    an event line of 4.78 s, two clocks a first reader could not tell apart."""
+    import io
+    from types import SimpleNamespace
+
+    from openraft_py.kv.demo import Demo, DemoConfig
+
+    out = io.StringIO()
+    demo = Demo(DemoConfig(), out=out, err=io.StringIO())
+    demo.t0, demo.t_kill, demo.t_new_leader = 100.0, 103.0, 103.2
+    demo.killed, demo.new_leader = 1, (3, 2)
+    demo.stats.ok_writes = 1
+    verdict = SimpleNamespace(ok=True, explain=lambda: "linearizable: 1 operation")
+    cluster = SimpleNamespace(nodes={1: None, 2: None, 3: None})
+    demo._summary(cluster, 10.0, {1: {"last_log_index": 3, "applied_index": 3}}, {}, {1: {}},  # type: ignore[arg-type]
+                  verdict)  # type: ignore[arg-type]
+    [failover] = [line for line in out.getvalue().splitlines() if "failover" in line]
+    assert "SIGKILL n1 3.0 s into the load;" in failover, failover
