@@ -548,6 +548,10 @@ class KvClient:
     again in place of the next: ``[dead, dead, live]`` never reached ``live``).
 
     The client remembers the last leader it was redirected to and sends the next call there.
+
+    A client belongs to the event loop of its first call (its session's connections are that
+    loop's): a call from another loop raises ``RuntimeError``, nothing sent. Make one per
+    loop, not one per process used under several ``asyncio.run``.
     """
 
     def __init__(
@@ -580,11 +584,34 @@ class KvClient:
         self._session = session
         self._own_session = session is None
         self._closed = False
+        # The loop of the first call (``_check_loop``): its session's connections are that
+        # loop's. Invariant: set once, before the first call sends anything.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next = 0
         self.leader: str | None = None
         """``host:port`` of the leader as last learned from a redirect or an answer."""
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        """``RuntimeError`` (nothing sent) unless called on the event loop of the client's
+        first call: its HTTP session and pooled connections belong to that loop. A call from
+        another (another thread's loop, or a second ``asyncio.run``) failed inside aiohttp
+        ("... attached to a different loop", "Event loop is closed") and, from a running
+        loop, after its request was sent: a write applied, its caller told of an asyncio
+        error."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            if self._loop.is_closed():
+                where = "its event loop is closed (a second asyncio.run?)"
+            else:
+                where = "this call was made from another event loop (another thread, or another asyncio.run)"
+            raise RuntimeError(
+                f"this KvClient belongs to the event loop of its first call (its HTTP connections are that "
+                f"loop's), and {where}: nothing was sent. Make one KvClient per event loop: "
+                "async with KvClient(...) in the coroutine the loop runs")
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -655,9 +682,11 @@ class KvClient:
         once each refused, its ``error`` naming every refusal. ``deadline`` /
         ``attempt_timeout`` override the client's (``TypeError`` / ``ValueError``, nothing
         sent, unless a finite number above 0, at most a day). ``RuntimeError`` (nothing
-        sent) once the client is closed."""
+        sent) once the client is closed, or when called from another event loop than the
+        first call's (``_check_loop``)."""
         if self._closed:
             raise RuntimeError("the KvClient is closed: make a new one")
+        self._check_loop()
         for what, v in (("deadline", deadline), ("attempt_timeout", attempt_timeout)):
             if v is not None:
                 check_duration(v, what)

@@ -135,3 +135,59 @@ def test_the_demo_summary_says_the_kill_time_is_into_the_load() -> None:
                   verdict)  # type: ignore[arg-type]
     [failover] = [line for line in out.getvalue().splitlines() if "failover" in line]
     assert "SIGKILL n1 3.0 s into the load;" in failover, failover
+
+
+def _from_another_thread(call: Callable[[], Awaitable[object]]) -> BaseException | object:
+    """``call()`` run by ``asyncio.run`` in a thread of its own (another event loop): what
+    it returned or raised."""
+    import threading
+
+    got: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            got.append(asyncio.run(call()))  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            got.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(ANSWER_WITHIN * 4)
+    assert got, "the call from another loop did not end"
+    return got[0]
+
+
+def test_a_kv_client_called_from_another_loop_says_so_and_sends_nothing() -> None:
+    """``KvClient``'s HTTP connections belong to the loop it was first used on. A call from
+    another (another thread's loop) failed inside aiohttp ("... attached to a different
+    loop") after its request was sent: the write was applied, its caller told only of an
+    asyncio error. Now: ``RuntimeError`` naming the mistake, nothing sent."""
+    from openraft_py.kv.client import KvClient
+
+    async def body(leader: KvNode) -> None:
+        async with KvClient([leader.opts.http_addr]) as client:
+            assert (await client.put("k", "mine")).ok
+            got = await asyncio.to_thread(_from_another_thread, lambda: client.put("k", "theirs"))
+            assert isinstance(got, RuntimeError), got
+            assert "nothing was sent" in str(got) and "event loop" in str(got), got
+            assert leader.sm.data["k"] == "mine"  # type: ignore[union-attr]
+            assert (await client.put("k", "again")).ok  # its own loop: as before
+
+    _on_leader("asyncio", body)
+
+
+def test_a_kv_client_whose_loop_ended_says_so() -> None:
+    """A client made once and used under two ``asyncio.run``s (the second loop is new, the
+    first closed): aiohttp's "Event loop is closed", with the client's session left open."""
+    from openraft_py.kv.client import KvClient
+
+    client = KvClient(["127.0.0.1:1"], deadline=0.2)  # (nothing listens: refused at once)
+
+    async def first() -> None:
+        await client.put("k", "v")
+        assert client._session is not None
+        await client._session.close()  # (the test's hygiene: no session left to the closed loop)
+
+    asyncio.run(first())
+    with pytest.raises(RuntimeError, match=r"its event loop is closed.*nothing was sent"):
+        asyncio.run(client.put("k", "v"))
