@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     p = _Parser(prog="openraft-py", description="openraft-py: run and operate the replicated key-value "
-                "service (DESIGN §8).",
+                "service (the guide: docs/guides/kv-service.md).",
                 epilog="Run 'openraft-py VERB --help' for a verb's flags.")
     p.add_argument("--version", action="version", version=f"openraft-py {__version__}")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)

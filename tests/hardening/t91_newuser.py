@@ -191,3 +191,21 @@ def test_a_kv_client_whose_loop_ended_says_so() -> None:
     asyncio.run(first())
     with pytest.raises(RuntimeError, match=r"its event loop is closed.*nothing was sent"):
         asyncio.run(client.put("k", "v"))
+
+
+def test_what_a_user_reads_cites_no_document_they_do_not_have() -> None:
+    """``openraft-py --help`` and the README sent a new user to "DESIGN §8", a design
+    document that is not in the repository nor in the wheel; the user guide
+    (``docs/guides/``, the README) is what they have."""
+    from pathlib import Path
+
+    from openraft_py.kv.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    texts = {"openraft-py --help": build_parser().format_help()}
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "docs/guides").glob("*.md"))]:
+        texts[str(path.relative_to(root))] = path.read_text()
+    cited = [where for where, text in texts.items() if "DESIGN §" in text or "DESIGN section" in text]
+    assert not cited, f"cites the DESIGN document a user does not have: {cited}"
+    assert "docs/guides/kv-service.md" in texts["openraft-py --help"]
+
