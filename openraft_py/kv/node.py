@@ -1261,7 +1261,7 @@ class KvNode:
                         raft, default_http, default_raft, FILES_RESERVE)
         return http, raft
 
-    def _warn_if_recorded_elsewhere(self) -> None:
+    def _warn_if_recorded_elsewhere(self, recorded: NodeAddrs | None = None) -> None:
         """One WARNING at start when the membership this node holds records it at other
         addresses than ``--raft-addr`` / ``--http-addr`` (it was restarted on new ones and the
         membership was not told): the other nodes send to the recorded raft address, and
@@ -1270,12 +1270,15 @@ class KvNode:
         leader). A wildcard listen address (``0.0.0.0``) is not compared: the membership
         cannot hold one. Another name of the same address (``localhost`` for
         ``127.0.0.1``) or a translated one is warned of too; the message says to ignore it
-        then."""
+        then. ``recorded``: the addresses a membership this node just made records it at
+        (``init``, whose members a client gives: a mistyped own address was taken without a
+        word, and warned of only at the next start); by default those of the one it holds."""
         o = self.opts
-        node = self._raft().metrics.membership_config.membership.nodes.get(o.id)
-        if node is None:
-            return
-        recorded = addrs_of(node)
+        if recorded is None:
+            node = self._raft().metrics.membership_config.membership.nodes.get(o.id)
+            if node is None:
+                return
+            recorded = addrs_of(node)
         moved = []
         for flag, given, kept in (("--raft-addr", o.raft_addr, recorded.raft), ("--http-addr", o.http_addr, recorded.http)):
             try:
@@ -1636,6 +1639,8 @@ class KvNode:
                 guard.active = True
                 await asyncio.to_thread(guard.save)
             raise
+        if self.id in members:
+            self._warn_if_recorded_elsewhere(members[self.id])
 
     async def add_learner(self, node_id: NodeId, raft_addr: str, http_addr: str) -> int:
         """Add ``node_id`` as a learner and wait (up to ``learner_timeout``) until it caught

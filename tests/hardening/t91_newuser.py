@@ -209,3 +209,30 @@ def test_what_a_user_reads_cites_no_document_they_do_not_have() -> None:
     assert not cited, f"cites the DESIGN document a user does not have: {cited}"
     assert "docs/guides/kv-service.md" in texts["openraft-py --help"]
 
+
+def test_an_init_recording_this_node_elsewhere_than_it_listens_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    """``POST /cluster/init`` by hand, node 1's own raft address mistyped: taken (another
+    name of the machine, or a translated address, is right), and the node said nothing, so
+    that the other nodes, dialling the recorded address, found it cut off later. ``serve``
+    warned of it only at its next start."""
+    import logging
+
+    from kv.kv_helpers import url
+
+    caplog.set_level(logging.WARNING, logger="openraft_py.kv.node")
+
+    async def run() -> None:
+        c = KvCluster()
+        try:
+            await c.start(1, init=False)
+            node = c.nodes[1]
+            assert c.session is not None
+            members = {"1": {"raft_addr": "127.0.0.1:9", "http_addr": node.opts.http_addr}}
+            async with c.session.post(url(node, "/cluster/init"), json={"members": members}) as r:
+                assert r.status == 200, await r.text()
+        finally:
+            await c.close()
+
+    asyncio.run(run())
+    warned = [r.getMessage() for r in caplog.records if "records this node at other addresses" in r.getMessage()]
+    assert warned and "(recorded: 127.0.0.1:9)" in warned[0], warned
