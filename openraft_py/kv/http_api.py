@@ -297,7 +297,7 @@ class JsonParserErrors(web.RequestHandler):
             return answer
         return malformed_http_answer(exc)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio.Protocol's; aiohttp says None)
         """The client shut its sending side (``shutdown(SHUT_WR)``, as ``nc -N`` does after
         its request): the request it sent is still answered, then the connection closes.
         aiohttp's own returns ``None``, which closes the transport at once: a ``PUT`` was
