@@ -60,13 +60,21 @@ def lines(pages: list[Path]) -> Iterator[tuple[str, str]]:
 
 # --- Prometheus names ---------------------------------------------------------------------
 
-_METRIC = re.compile(r"\b(openraft_(?!py\b)[a-z_]+)(\{[^}]*\})?")
+# A name not followed by a word character or ``*`` (``openraft_kv_*`` is a pattern of names).
+_METRIC = re.compile(r"\b(openraft_(?!py\b)[a-z0-9_]+)(?![\w*])(\{[^}]*\})?")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def label_names(braces: str) -> set[str]:
+    """The label names of ``{...}``: a list (``{peer,rpc}``) or PromQL matchers, whatever the
+    operator (``{state!="Follower",le="0.5"}``; values may hold commas and ``=``)."""
+    return set(re.findall(r"[a-zA-Z_]\w*", _QUOTED.sub("", braces)))
 
 
 def exposed_families() -> dict[str, set[str]]:
     """Every name a service node's ``GET /metrics`` can show (family and sample names, the
     ``_total`` of a counter and the ``_bucket``/``_sum``/``_count`` of a histogram too), with
-    the labels of its family (a histogram's ``le`` left out). Every labelled series is given
+    the labels of its family (a histogram's ``le`` only on its ``_bucket``). Every labelled series is given
     one child so that its labels show, and the TLS gauge is made as a TLS node makes it."""
     pytest.importorskip("prometheus_client")
     from prometheus_client.parser import text_string_to_metric_families
@@ -90,22 +98,44 @@ def exposed_families() -> dict[str, set[str]]:
         labels = {label for sample in family.samples for label in sample.labels} - {"le"}
         names[family.name] = labels
         for sample in family.samples:
-            names[sample.name] = labels
+            names[sample.name] = names.get(sample.name, labels) | (set(sample.labels) & {"le"})
     return names
 
 
-def test_every_metric_named_is_exposed_with_the_labels_given() -> None:
+def wrong_metric_names(pages: list[Path]) -> list[str]:
+    """Every Prometheus name of ``pages`` that no service node exposes, and every label a
+    page gives one that its family does not have."""
     exposed = exposed_families()
     wrong = []
-    for where, text in lines(pages()):
+    for where, text in lines(pages):
         for name, braces in _METRIC.findall(text):
             if name not in exposed:
                 wrong.append(f"{where}: {name} is no metric of a service node")
                 continue
-            given = {part.split("=")[0].strip() for part in braces.strip("{}").split(",") if part.strip()}
-            if given - exposed[name]:
+            if label_names(braces) - exposed[name]:
                 wrong.append(f"{where}: {name}{braces}: its labels are {sorted(exposed[name])}")
+    return wrong
+
+
+def test_every_metric_named_is_exposed_with_the_labels_given() -> None:
+    wrong = wrong_metric_names(pages())
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_metric_check_reads_promql_as_written(tmp_path: Path) -> None:
+    """What a page may write in PromQL is no wrong name: a family pattern (``openraft_kv_*``),
+    a bucket's ``le``, the ``!=``, ``=~`` and ``!~`` matchers. A name no node exposes and a
+    label its family lacks are."""
+    page = tmp_path / "page.md"
+    page.write_text("the `openraft_kv_*` families; `openraft_kv_write_seconds_bucket{op=\"put\",le=\"0.5\"}`\n"
+                    "`openraft_state{state!=\"Follower\"}`, `openraft_state{state=~\"Leader|Candidate\"}`, "
+                    "`openraft_state{state!~\"L.*\"}`\n"
+                    "`openraft_terms`, `openraft_state{role=\"Leader\"}`, `openraft_term{le=\"1\"}`\n")
+    assert [w.split(": ", 1)[1] for w in wrong_metric_names([page])] == [
+        "openraft_terms is no metric of a service node",
+        "openraft_state{role=\"Leader\"}: its labels are ['state']",
+        "openraft_term{le=\"1\"}: its labels are []",
+    ]
 
 
 def test_the_metrics_table_lists_raft_metrics_fields() -> None:
@@ -163,6 +193,9 @@ def test_the_default_check_reads_each_form(tmp_path: Path) -> None:
 # --- names of the node handle ----------------------------------------------------------------
 
 _SPAN = re.compile(r"`([^`\n]+)`")
+# What names no object of the handle's types, removed from a span first: a module path
+# (``openraft_py.metrics.Wait``) and a file (``openraft_py/kv/metrics.py``, ``metrics.py``).
+_NOT_A_HANDLE = re.compile(r"\bopenraft_py(?:[./]\w+)+|[\w/.-]*\w\.(?:py|pyi|pyx|pxd)\b")
 # What a span names on a node handle (``raft.X``, ``leader.X``, ``Raft.X``), on its ``trigger``,
 # on a ``wait(...)``, on ``Config``, on a node's ``metrics`` and on the transports' classes
 # (``module:class`` of each).
@@ -171,13 +204,24 @@ _HANDLE_NAMES = [
     (re.compile(r"\btrigger\.(\w+)"), "openraft_py:Trigger"),
     (re.compile(r"\bwait\([^)]*\)\.(\w+)"), "openraft_py:Wait"),
     (re.compile(r"\bConfig\.(\w+)"), "openraft_py:Config"),
-    (re.compile(r"\bmetrics\.(\w+)"), "openraft_py:RaftMetrics"),
+    # (A key-value service node's ``metrics`` is its ``KvMetrics``.)
+    (re.compile(r"\bmetrics\.(\w+)"), "openraft_py:RaftMetrics openraft_py.kv.metrics:KvMetrics"),
     (re.compile(r"\bTcpServer\.(\w+)"), "openraft_py.network.tcp:TcpServer"),
     (re.compile(r"\bTcpNetworkFactory\.(\w+)"), "openraft_py.network.tcp:TcpNetworkFactory"),
     (re.compile(r"\b(?:Router|router)\.(\w+)"), "openraft_py.network.router:Router"),
 ]
 # A ``Raft``'s plain attributes (docs/reference/api.md), set per instance.
 _RAFT_ATTRIBUTES = {"id", "config", "trigger"}
+
+
+def _class(owner: str) -> type | None:
+    """The class ``module:class`` names; ``None`` when its module cannot be imported (the
+    ``kv`` extra missing): its names are then not accepted."""
+    module, _, name = owner.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    except ImportError:
+        return None
 
 
 def wrong_handle_names(pages: list[Path]) -> list[str]:
@@ -188,12 +232,13 @@ def wrong_handle_names(pages: list[Path]) -> list[str]:
     wrong = []
     for where, text in lines(pages):
         for span in _SPAN.findall(text):
-            for pattern, owner in _HANDLE_NAMES:
-                module, _, name_of_class = owner.partition(":")
-                cls = getattr(importlib.import_module(module), name_of_class)
-                for name in pattern.findall(span):
-                    if not hasattr(cls, name) and not (cls is openraft_py.Raft and name in _RAFT_ATTRIBUTES):
-                        wrong.append(f"{where}: `{span}`: {name_of_class} has no {name}")
+            names_of = _NOT_A_HANDLE.sub(" ", span)
+            for pattern, owners in _HANDLE_NAMES:
+                classes = [c for c in map(_class, owners.split()) if c is not None]
+                for name in pattern.findall(names_of):
+                    if not any(hasattr(c, name) for c in classes) and not (
+                            classes[0] is openraft_py.Raft and name in _RAFT_ATTRIBUTES):
+                        wrong.append(f"{where}: `{span}`: {classes[0].__name__} has no {name}")
             if re.search(r"\btrigger\(", span):
                 wrong.append(f"{where}: `{span}`: trigger is an attribute (raft.trigger.snapshot())")
     return wrong
@@ -220,6 +265,16 @@ def test_the_handle_name_check_sees_wrong_names(tmp_path: Path) -> None:
         "`TcpServer.stop()`: TcpServer has no stop",
         "`router.cut_off(1)`: Router has no cut_off",
     ]
+
+
+def test_the_handle_name_check_skips_modules_files_and_the_service_s_metrics(tmp_path: Path) -> None:
+    """A module path (``openraft_py.metrics.Wait``, ``openraft_py.network.router.Router``), a
+    file (``openraft_py/kv/metrics.py``) and the key-value service's own metrics
+    (``node.metrics.render()``, a ``KvMetrics``) name nothing of the node handle's types."""
+    page = tmp_path / "page.md"
+    page.write_text("`openraft_py.metrics.Wait`, `openraft_py.network.router.Router`, `openraft_py.raft.Raft`\n"
+                    "`openraft_py/kv/metrics.py`, `metrics.py`, `node.metrics.render()`, `raft.metrics.state`\n")
+    assert wrong_handle_names([page]) == []
 
 
 # --- error fields ----------------------------------------------------------------------------
