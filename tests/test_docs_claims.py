@@ -67,8 +67,9 @@ _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 def label_names(braces: str) -> set[str]:
     """The label names of ``{...}``: a list (``{peer,rpc}``) or PromQL matchers, whatever the
-    operator (``{state!="Follower",le="0.5"}``; values may hold commas and ``=``)."""
-    return set(re.findall(r"[a-zA-Z_]\w*", _QUOTED.sub("", braces)))
+    operator (``{state!="Follower",le="0.5"}``; a quoted value may hold commas and ``=``)."""
+    parts = _QUOTED.sub('""', braces.strip("{}")).split(",")
+    return {m.group(1) for m in (re.match(r"\s*([a-zA-Z_]\w*)", part) for part in parts) if m}
 
 
 def exposed_families() -> dict[str, set[str]]:
@@ -129,7 +130,7 @@ def test_the_metric_check_reads_promql_as_written(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("the `openraft_kv_*` families; `openraft_kv_write_seconds_bucket{op=\"put\",le=\"0.5\"}`\n"
                     "`openraft_state{state!=\"Follower\"}`, `openraft_state{state=~\"Leader|Candidate\"}`, "
-                    "`openraft_state{state!~\"L.*\"}`\n"
+                    "`openraft_state{state!~\"L.*\"}`, `openraft_state{state=Leader}`\n"
                     "`openraft_terms`, `openraft_state{role=\"Leader\"}`, `openraft_term{le=\"1\"}`\n")
     assert [w.split(": ", 1)[1] for w in wrong_metric_names([page])] == [
         "openraft_terms is no metric of a service node",
