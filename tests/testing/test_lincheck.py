@@ -309,6 +309,28 @@ def test_a_long_sequential_history_is_checked_in_linear_time():
     assert len(res.longest_prefix) == n and res.unplaced == [bad[-1]]
 
 
+@pytest.mark.timeout(60)
+def test_a_long_sequential_history_is_checked_in_linear_memory():
+    # The search remembered every (linearized set, state) it explored with the set as a
+    # bitset of the whole history: the k-th placement kept a k-bit int, so a sequential
+    # history of n operations on one key held n*n/16 bytes (100,000 operations: 760 MB,
+    # 200,000: 3 GB), which a time budget does not bound. The operations every linearization
+    # so far holds (a prefix of the history) are now kept as a count.
+    import tracemalloc
+
+    n = 30_000
+    ops = [w(i % 5, i, 2 * i, 2 * i + 1) for i in range(n)]
+    tracemalloc.start()
+    try:
+        res = check(ops, register, timeout=30.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.ok is True, res.explain()
+    # The bitsets alone were n*n/16 bytes (56 MB); a few entries per operation is ~10 MB.
+    assert peak < 20_000_000, f"peak {peak / 1e6:.1f} MB for {n} sequential operations"
+
+
 def test_timeout_gives_an_unknown_verdict():
     # 18 overlapping writes of distinct values, then reads that see each value in turn: not
     # linearizable, but proving it takes exploring every subset of the writes.

@@ -106,7 +106,16 @@ def _search(
     state = model.init()
     _require_hashable(model, state, "init()")
     lin = 0
-    cache: set[tuple[int, Any]] = set()
+    # The cache remembers each (linearized set, state) explored. The set is kept as
+    # (low, lin >> low): ``low`` counts the operations 0..low-1, all placed (a prefix of the
+    # history sorted by call, placed by every linearization once the search is past it), so
+    # the int holds only the window of placements above it. With the whole bitset, the k-th
+    # placement kept a k-bit int: n*n/16 bytes for a sequential history of n operations.
+    # Invariant: placed[i] == bool(lin >> i & 1); placed[0:low] are all set, placed[low] is
+    # not (or low == n).
+    placed = bytearray(n)
+    low = 0
+    cache: set[tuple[int, int, Any]] = set()
     stack: list[tuple[int, Any]] = []
     # The longest linearization seen, for the report: taken when the search backs out of a
     # stack longer than it (not at every placement, which made a long history quadratic).
@@ -124,7 +133,8 @@ def _search(
             # be placed here: not placing it at all reaches everything placing it does.
             if accepted and (has_ret[i] or new_state != state):
                 new_lin = lin | (1 << i)
-                key = (new_lin, new_state)
+                new_low = _low_after(placed, low, i)
+                key = (new_low, new_lin >> new_low, new_state)
                 try:
                     seen = key in cache
                 except TypeError:
@@ -135,6 +145,8 @@ def _search(
                     stack.append((cur, state))
                     state = new_state
                     lin = new_lin
+                    placed[i] = 1
+                    low = new_low
                     # lift the call and its return out of the list
                     p, q = prv[cur], nxt[cur]
                     nxt[p] = q
@@ -171,6 +183,8 @@ def _search(
             cur, state = stack.pop()
             i = cur >> 1
             lin ^= 1 << i
+            placed[i] = 0
+            low = min(low, i)
             if has_ret[i]:
                 r = cur + 1
                 nxt[prv[r]] = r
@@ -182,6 +196,18 @@ def _search(
                 break
         cur = nxt[cur]
     return True, [c >> 1 for c, _ in stack], []
+
+
+def _low_after(placed: bytearray, low: int, i: int) -> int:
+    """The count of leading placed operations once operation ``i`` is placed too (``low``
+    before it): past ``i`` and the placed ones right after it when ``i == low``."""
+    if i != low:
+        return low
+    low += 1
+    n = len(placed)
+    while low < n and placed[low]:
+        low += 1
+    return low
 
 
 def _step_error(model: Model, op: Operation, error: TypeError | ValueError) -> TypeError | ValueError:
