@@ -3,6 +3,7 @@ a deliberately broken store fails."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import re
@@ -942,3 +943,69 @@ async def test_a_store_handle_of_the_wrong_form_is_refused_at_once(handle: dict[
 async def test_a_class_of_async_context_managers_is_a_builder() -> None:
     report = await run_log_storage_suite(_PairContext, only=["purge_upto_5"])
     assert [(o.name, o.ok) for o in report] == [("purge_upto_5", True)]
+
+
+class _WedgedLogStore(MemLogStore):
+    """A store whose ``append`` never returns until ``release`` is set: ``swallow`` makes it
+    ignore cancellation meanwhile; its ``close`` waits for its lock, which an ``append``
+    cancelled leaves held (a wedged store) until ``release`` is set."""
+
+    def __init__(self, release: Any, *, swallow: bool) -> None:
+        super().__init__()
+        self.release = release
+        self.swallow = swallow
+        self.lock = asyncio.Lock()
+
+    async def append(self, entries: Any, callback: Any) -> None:
+        await self.lock.acquire()
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                if not self.swallow:
+                    raise  # (the lock stays held)
+        self.lock.release()
+        await super().append(entries, callback)
+
+    async def close(self) -> None:
+        if self.lock.locked():
+            await self.release.wait()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("close", r"^\[log_state_after_append\] timed out after 0\.5s, then the builder's clean-up \(its exit\) "
+                  r"did not end within 0\.5s"),
+        ("swallow", r"^\[log_state_after_append\] timed out after 0\.5s and did not end when cancelled"),
+        ("open", r"^\[log_state_after_append\] the builder did not give its stores within 0\.5s"),
+    ],
+)
+async def test_a_wedged_store_or_builder_fails_its_check_in_bounded_time(where: str, message: str) -> None:
+    """``timeout`` bounds each check whatever the store does: a store whose calls never
+    return and whose clean-up waits for them (a lock), one that ignores the cancellation,
+    a builder that never gives its stores. Each hung the suite for ever (only the check's
+    own body was bounded); each now fails its check, saying where it hung."""
+    release = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[tuple[Any, Any]]:
+        if where == "open":
+            await release.wait()
+        store = _WedgedLogStore(release, swallow=where == "swallow")
+        try:
+            yield store, MemStateMachine()
+        finally:
+            await store.close()
+
+    try:
+        async with asyncio.timeout(15):
+            report = await run_log_storage_suite(builder, only=["log_state_after_append"], timeout=0.5,
+                                                 raise_on_failure=False)
+    finally:
+        release.set()  # the abandoned task, if any, ends
+    [outcome] = report
+    assert not outcome.ok
+    assert isinstance(outcome.error, AssertionError)
+    assert re.search(message, str(outcome.error)), str(outcome.error)

@@ -298,7 +298,10 @@ class Suite:
         timeout: float | None = 10.0,
     ) -> list[CheckOutcome]:
         """Run every check (or those named in ``only``), each on a fresh pair from
-        ``builder`` and bounded by ``timeout`` seconds (``None``: no bound).
+        ``builder`` and bounded by ``timeout`` seconds (``None``: no bound): the check
+        itself, and apart from it the builder giving its stores and its clean-up. A check
+        that hangs there fails saying where (a store call that ignores its cancellation is
+        left running after ``CANCEL_GRACE`` more seconds), and the suite goes on.
 
         Returns the report. Raises ``SuiteFailure`` naming every failed check unless
         ``raise_on_failure`` is false, ``ValueError`` for an unknown name in ``only`` or an
@@ -332,17 +335,25 @@ class Suite:
 
     @classmethod
     async def run_one(cls, builder: Builder | Callable[..., Any], name: str, *, timeout: float | None = 10.0) -> CheckOutcome:
-        """Run the check ``name`` on a fresh pair; never raises for a failed check
-        (``BuilderError`` for a builder the suites do not take, ``TypeError`` or
-        ``ValueError`` for a ``timeout`` that is not a number of seconds above 0: see
-        ``run_all``)."""
+        """Run the check ``name`` on a fresh pair, bounded as in ``run_all``; never raises
+        for a failed check (``BuilderError`` for a builder the suites do not take,
+        ``TypeError`` or ``ValueError`` for a ``timeout`` that is not a number of seconds
+        above 0: see ``run_all``). The check runs in a task of its own, watched by this one."""
         cls.validate_builder(builder)
         _check_timeout(timeout)
         fn = cls.checks[name]
+        phase = _Phase()
+        task = asyncio.ensure_future(_run_check(cls.open_handle(builder), fn, timeout, phase))
         try:
-            async with cls.open_handle(builder) as handle:
-                async with asyncio.timeout(timeout):
-                    await fn(handle)
+            hung = await _watch(task, phase, timeout)
+        except BaseException:  # run_one itself stopped (its caller's timeout, Ctrl-C)
+            await _stop(task)
+            raise
+        if hung:
+            await _stop(task)
+            return CheckOutcome(name, False, AssertionError(f"[{name}] {phase.describe_hang(timeout)}"))
+        try:
+            task.result()
         except BuilderError:
             raise
         except CheckSkipped as e:
@@ -354,6 +365,98 @@ class Suite:
         except Exception as e:  # noqa: BLE001 - a store that raises fails the check, it does not stop the suite
             return CheckOutcome(name, False, e)
         return CheckOutcome(name, True, None)
+
+
+CANCEL_GRACE = 1.0
+"""Seconds a check that timed out is given to end once cancelled, before it is reported as
+hung (a store call that catches ``asyncio.CancelledError``) and left behind."""
+
+_ABANDONED: set[asyncio.Task[Any]] = set()
+"""Checks that did not end when cancelled, referenced until they end (the loop keeps only
+weak references to its tasks)."""
+
+
+class _Phase:
+    """Where a check's task is, for ``run_one``'s watchdog: ``"open"`` (the builder giving
+    its stores), ``"check"`` or ``"close"`` (the builder's clean-up), since when (the
+    loop's clock), and how the check ended (``ended``: ``None`` while it runs or if it
+    passed, else its exception)."""
+
+    def __init__(self) -> None:
+        self.name = "open"
+        self.since = asyncio.get_running_loop().time()
+        self.ended: BaseException | None = None
+
+    def enter(self, name: str) -> None:
+        self.name = name
+        self.since = asyncio.get_running_loop().time()
+
+    def limit(self, timeout: float) -> float:
+        """When the phase counts as hung: ``timeout`` after it began, plus ``CANCEL_GRACE``
+        for the check itself (its own ``asyncio.timeout`` fires first and cancels it)."""
+        return self.since + timeout + (CANCEL_GRACE if self.name == "check" else 0.0)
+
+    def describe_hang(self, timeout: float) -> str:
+        """The failure of a check whose task hung in this phase."""
+        if self.name == "open":
+            return f"the builder did not give its stores within {timeout}s"
+        if self.name == "check":
+            return (f"timed out after {timeout}s and did not end when cancelled within {CANCEL_GRACE}s "
+                    "(a store call that catches asyncio.CancelledError?); it was left running")
+        if isinstance(self.ended, TimeoutError):
+            what = f"timed out after {timeout}s"
+        elif self.ended is not None:
+            what = f"failed ({type(self.ended).__name__}: {str(self.ended)[:200]})"
+        else:
+            what = "passed"
+        return f"{what}, then the builder's clean-up (its exit) did not end within {timeout}s"
+
+
+async def _run_check(
+    opened: AbstractAsyncContextManager[Any], fn: AnyCheckFn, timeout: float | None, phase: _Phase
+) -> None:
+    """Open the handle, run the check under ``timeout``, close the handle; ``phase`` says
+    where it is. (The task ``run_one`` watches.)"""
+    async with opened as handle:
+        phase.enter("check")
+        try:
+            async with asyncio.timeout(timeout):
+                await fn(handle)
+        except BaseException as e:
+            phase.ended = e
+            raise
+        finally:
+            phase.enter("close")
+
+
+async def _watch(task: asyncio.Task[None], phase: _Phase, timeout: float | None) -> bool:
+    """Wait for ``task``; ``True`` if it hung: a phase outlasted its limit (``_Phase.limit``).
+    With no ``timeout``, wait as long as it runs."""
+    if timeout is None:
+        await asyncio.wait({task})
+        return False
+    loop = asyncio.get_running_loop()
+    while True:
+        limit = phase.limit(timeout)
+        done, _ = await asyncio.wait({task}, timeout=max(limit - loop.time(), 0.0))
+        if done:
+            return False
+        if phase.limit(timeout) <= loop.time():  # (not moved on to the next phase meanwhile)
+            return True
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait up to ``CANCEL_GRACE`` for it; left running, referenced
+    from ``_ABANDONED``, if it does not end."""
+    if task.done():
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+    if not done:
+        _ABANDONED.add(task)
+        task.add_done_callback(_ABANDONED.discard)
+    # Retrieve its end, so that asyncio does not report an exception never retrieved.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class CheckRegistry:
