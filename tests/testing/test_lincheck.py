@@ -623,6 +623,33 @@ def test_parse_jsonl_refuses_a_value_nested_too_deeply(tmp_path, depth):
 _J = "INFO  jepsen.util - "
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fmt", ["jepsen", "edn-kv"])
+def test_edn_values_nested_too_deeply_are_a_parse_error_not_a_crash(tmp_path, fmt):
+    """An EDN value of vectors nested a million deep (one line of a history file) crashed the
+    interpreter (a segmentation fault: hashing nested tuples recurses in C, unchecked); one
+    nested past what Python can compare gave the checker a value it could not hold. Both are
+    a parse error naming the line, as for JSON lines."""
+    def text(depth: int) -> str:
+        nested = "[" * depth + "1" + "]" * depth
+        if fmt == "jepsen":
+            return f"{_J}0\t:invoke\t:read\tnil\n{_J}0\t:ok\t:read\t{nested}\n"
+        return f'{{:process 0, :type :invoke, :f :put, :key "k", :value "v"}}\n' \
+               f'{{:process 0, :type :invoke, :f :get, :key {nested}}}\n'
+    parse = {"jepsen": parse_jepsen, "edn-kv": parse_edn_kv}[fmt]
+    path = tmp_path / "deep.txt"
+    path.write_text(text(600))
+    with pytest.raises(HistoryParseError, match=r"deep\.txt:2: .*nested too deeply"):
+        parse(path)
+    path.write_text(text(1_000_000))
+    res = _cli("--format", fmt, path)
+    assert res.returncode == 2, (res.returncode, res.stderr[-500:])
+    assert "Traceback" not in res.stderr and "deep.txt:2:" in res.stderr and "nested too deeply" in res.stderr
+    assert len(res.stderr) < 1000, f"the error echoes the whole value: {len(res.stderr)} characters"
+    path.write_text(text(100))  # nesting a history may hold is read
+    assert len(parse(path)) == (1 if fmt == "jepsen" else 2)
+
+
 @pytest.mark.parametrize(("fmt", "text", "message"), [
     ("jepsen", f"{_J}0\t:invoke\t:write\t{{:a 1}}\n{_J}0\t:ok\t:write\t{{:a 1}}\n",
      "1: value .* is not supported"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,17 @@ class _Keyword(str):
     """An EDN keyword (``:ok``), kept apart from strings."""
 
 
+MAX_EDN_DEPTH = 500
+"""The deepest nesting of EDN collections a history may hold (at most half of Python's
+recursion limit): Python hashes nested tuples recursively in C, unchecked (a million deep
+crashed the interpreter), and compares them within its recursion limit."""
+
+
 def _read_edn(text: str) -> Any:
     """Read one EDN value (the subset histories use: maps, vectors, lists, strings,
-    keywords, integers, floats, ``nil``, ``true``/``false``)."""
+    keywords, integers, floats, ``nil``, ``true``/``false``); ``ValueError`` for collections
+    nested deeper than ``MAX_EDN_DEPTH``."""
+    depth_limit = min(MAX_EDN_DEPTH, sys.getrecursionlimit() // 2)
     pos = 0
     stack: list[tuple[str, list[Any]]] = []
     result: list[Any] = []
@@ -61,6 +70,9 @@ def _read_edn(text: str) -> Any:
             raise ValueError(f"unexpected input at column {pos + 1}: {text[pos:pos + 20]!r}")
         pos = m.end()
         if m.group("open"):
+            if len(stack) >= depth_limit:
+                raise ValueError(f"a value is nested too deeply (collections inside one another past "
+                                 f"{depth_limit} levels)")
             stack.append((m.group("open"), []))
             continue
         if m.group("close"):
@@ -108,7 +120,7 @@ def _require_hashable(path: str | Path, lineno: int, what: str, value: Any) -> N
     try:
         hash(value)
     except TypeError:
-        raise HistoryParseError(path, lineno, f"{what} {value!r} is not supported "
+        raise HistoryParseError(path, lineno, f"{what} {value!r:.80} is not supported "
                                 "(maps cannot be values, keys or processes)") from None
 
 
@@ -155,7 +167,8 @@ def parse_jepsen(path: str | Path) -> list[Operation]:
     ``:nemesis`` lines, blank lines) are skipped. The line number is the clock. ``:ok``
     completes an operation (a read's value is on the completion line), ``:fail`` means it
     did not take effect, ``:info`` (e.g. ``:timed-out``) and a missing completion mean the
-    outcome is unknown. A value that is, or holds, a map is a ``HistoryParseError``.
+    outcome is unknown. A value that is, or holds, a map is a ``HistoryParseError``, and so
+    is one nested more than ``MAX_EDN_DEPTH`` (500) deep.
     """
     pairing = _Pairing(path)
     with open(path, encoding="utf-8") as fh:
@@ -174,13 +187,13 @@ def parse_jepsen(path: str | Path) -> list[Operation]:
             try:
                 value = _read_edn(val_s) if val_s else None
             except ValueError as e:
-                raise HistoryParseError(path, lineno, f"bad value {val_s!r}: {e}") from None
+                raise HistoryParseError(path, lineno, f"bad value {val_s!r:.80}: {e}") from None
             process = int(proc_s)
             _require_hashable(path, lineno, "value", value)
             if typ == ":invoke":
                 if f == "cas" and not (isinstance(value, tuple) and len(value) == 2):
                     raise HistoryParseError(path, lineno,
-                                            f"cas needs [expected new], got {val_s!r}")
+                                            f"cas needs [expected new], got {val_s!r:.80}")
                 pairing.invoke(lineno, process, dict(
                     client=process, op=f, key=None, value=None if f == "read" else value,
                     output=None, call=float(lineno), ret=INF, ok=None))
@@ -205,7 +218,8 @@ def parse_edn_kv(path: str | Path) -> list[Operation]:
     number is the clock; ``:fail``/``:info``/no completion as for ``parse_jepsen``.
     ``:process`` is an integer (or a keyword such as ``:nemesis``, skipped), the values of
     ``put``/``append`` strings (a completed ``get``'s a string or ``nil``), and a map is never a key;
-    anything else is a ``HistoryParseError`` naming the line.
+    anything else (a value nested more than ``MAX_EDN_DEPTH`` deep too) is a
+    ``HistoryParseError`` naming the line.
     """
     pairing = _Pairing(path)
     with open(path, encoding="utf-8") as fh:
@@ -222,11 +236,11 @@ def parse_edn_kv(path: str | Path) -> list[Operation]:
             if isinstance(process, _Keyword) or process is None:
                 continue  # :nemesis
             if isinstance(process, bool) or not isinstance(process, int):
-                raise HistoryParseError(path, lineno, f":process must be an integer, not {process!r}")
+                raise HistoryParseError(path, lineno, f":process must be an integer, not {process!r:.80}")
             if typ not in _JEPSEN_TYPES:
-                raise HistoryParseError(path, lineno, f"bad :type {typ!r}")
+                raise HistoryParseError(path, lineno, f"bad :type {typ!r:.80}")
             if f not in (":get", ":put", ":append"):
-                raise HistoryParseError(path, lineno, f"unknown key-value operation {f!r}")
+                raise HistoryParseError(path, lineno, f"unknown key-value operation {f!r:.80}")
             f = f[1:]
             value = rec.get(":value")
             key = rec.get(":key")
@@ -236,7 +250,7 @@ def parse_edn_kv(path: str | Path) -> list[Operation]:
             if (typ == ":invoke" and f != "get" and not isinstance(value, str)) or (
                     typ == ":ok" and f == "get" and not isinstance(value, (str, type(None)))):
                 raise HistoryParseError(path, lineno, f"the :value of a :{f} must be a string, "
-                                        f"not {value!r}")
+                                        f"not {value!r:.80}")
             if typ == ":invoke":
                 pairing.invoke(lineno, process, dict(
                     client=process, op=f, key=key,
@@ -266,7 +280,7 @@ def _time(value: Any, name: str) -> float:
     """A JSON-lines time: a finite JSON number (``ValueError`` otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         nullable = " or null" if name == "ret" else ""
-        raise ValueError(f"{name} must be a finite number{nullable}, not {value!r}")
+        raise ValueError(f"{name} must be a finite number{nullable}, not {value!r:.80}")
     return float(value)
 
 
@@ -297,17 +311,17 @@ def parse_jsonl(path: str | Path) -> list[Operation]:
                     raise ValueError("expected a JSON object")
                 name = rec["op"]
                 if name not in _JSONL_OPS:
-                    raise ValueError(f"unknown op {name!r}")
+                    raise ValueError(f"unknown op {name!r:.80}")
                 call = _time(rec["call"], "call")
                 ret_raw = rec.get("ret")
                 if ret_raw is not None and _time(ret_raw, "ret") < call:
                     raise ValueError(f"ret {ret_raw!r} is before call {rec['call']!r}")
                 client = rec["client"]
                 if isinstance(client, bool) or not isinstance(client, int):
-                    raise ValueError(f"client must be an integer, not {client!r}")
+                    raise ValueError(f"client must be an integer, not {client!r:.80}")
                 ok_raw = rec.get("ok")
                 if ok_raw not in (True, False, None):
-                    raise ValueError(f"ok must be true, false or null, not {ok_raw!r}")
+                    raise ValueError(f"ok must be true, false or null, not {ok_raw!r:.80}")
                 key = _hashable(rec["key"])
                 # A field its op needs is required, so that a misspelt one is refused rather
                 # than read as null (an absent key, a write of null).
