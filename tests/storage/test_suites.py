@@ -1009,3 +1009,27 @@ async def test_a_wedged_store_or_builder_fails_its_check_in_bounded_time(where: 
     assert not outcome.ok
     assert isinstance(outcome.error, AssertionError)
     assert re.search(message, str(outcome.error)), str(outcome.error)
+
+
+class _RaisesCancelled(MemLogStore):
+    """A store whose ``get_log_state`` raises ``CancelledError`` of its own (it awaited a
+    task of its own that was cancelled), with no one cancelling the check."""
+
+    async def get_log_state(self) -> Any:
+        raise asyncio.CancelledError
+
+
+async def test_a_store_raising_cancelled_error_fails_its_check_not_the_suite() -> None:
+    """The ``CancelledError`` went through the suite as if the caller had been cancelled: no
+    report, no check named, the other checks not run."""
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[tuple[Any, Any]]:
+        yield _RaisesCancelled(), MemStateMachine()
+
+    async with asyncio.timeout(15):
+        report = await run_log_storage_suite(builder, only=["initial_log_state_empty", "initial_vote_none"],
+                                             raise_on_failure=False)
+    assert [(o.name, o.ok) for o in report] == [("initial_log_state_empty", False), ("initial_vote_none", True)]
+    assert re.fullmatch(r"\[initial_log_state_empty\] the store raised asyncio\.CancelledError, with no one "
+                        r"cancelling the check.*", str(report[0].error)), report[0].error

@@ -352,6 +352,10 @@ class Suite:
         if hung:
             await _stop(task)
             return CheckOutcome(name, False, AssertionError(f"[{name}] {phase.describe_hang(timeout)}"))
+        if task.cancelled():  # (no one cancelled it: run_one only cancels a task it reports hung)
+            return CheckOutcome(name, False, AssertionError(
+                f"[{name}] the store raised asyncio.CancelledError, with no one cancelling the check (a call that "
+                "awaited a task or future of its own that was cancelled?)"))
         try:
             task.result()
         except BuilderError:
