@@ -349,7 +349,8 @@ class Suite:
         except BaseException:  # run_one itself stopped (its caller's timeout, Ctrl-C)
             await _stop(task)
             raise
-        if hung:
+        if hung:  # (only with a timeout)
+            assert timeout is not None
             await _stop(task)
             return CheckOutcome(name, False, AssertionError(f"[{name}] {phase.describe_hang(timeout)}"))
         if task.cancelled():  # (no one cancelled it: run_one only cancels a task it reports hung)
