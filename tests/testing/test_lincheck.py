@@ -442,6 +442,43 @@ def test_jsonl_round_trip_and_semantics(tmp_path):
     assert check(parse_jsonl(path), kv_register).ok is False
 
 
+def test_write_jsonl_keeps_the_verdict_of_a_failed_cas(tmp_path):
+    """A cas that failed (``ok=False``: refused, no effect) was written as ``ok: false``,
+    which ``parse_jsonl`` reads as "completed, not applied": a linearizable history came back
+    NOT linearizable (the value was the expected one). It is left out of the file now, as the
+    Jepsen runner's history does: a failed operation constrains nothing."""
+    ops = [
+        Operation(0, "put", "k", "a", None, 0, 1),
+        Operation(1, "cas", "k", ("a", "b"), None, 2, 3, ok=False),
+        Operation(0, "get", "k", None, "a", 4, 5),
+    ]
+    assert check(ops, kv_register).ok is True
+    out = tmp_path / "h.jsonl"
+    write_jsonl(ops, out)
+    back = parse_jsonl(out)
+    assert check(back, kv_register).ok is True
+    assert back == [ops[0], ops[2]]
+
+
+@pytest.mark.parametrize(("op", "error", "message"), [
+    (Operation(1, "write", None, 5, None, 0, 1), ValueError,
+     r"operation 2: parse_jsonl reads the ops put, get, cas and delete \(model kv_register\), not 'write'"),
+    (Operation(1, "put", "k", b"raw", None, 0, 1), TypeError, r"operation 2: .*not JSON serializable"),
+    (Operation(1, "put", "k", "v", None, math.nan, 1), ValueError, r"operation 2: .*call time must be finite"),
+    (Operation(1, "put", "k", "v", None, 2, 1), ValueError, r"operation 2: .*returns before it is called"),
+])
+def test_write_jsonl_refuses_what_parse_jsonl_cannot_read(tmp_path, op, error, message):
+    """``write_jsonl`` wrote what its reader refuses: register operations (``write`` without
+    its value, ``read``), NaN times (as ``NaN``, not JSON); bytes raised the ``json`` module's
+    TypeError half way, leaving half a file. Each is refused before the file is touched,
+    naming the operation."""
+    out = tmp_path / "h.jsonl"
+    out.write_text("before\n")
+    with pytest.raises(error, match=message):
+        write_jsonl([Operation(0, "put", "k", "a", None, 0, 1), op], out)
+    assert out.read_text() == "before\n"
+
+
 # --- the shared histories ------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...errors import restore_error
 from .model import INF, Operation
+from .search import _check_times
 
 __all__ = ["HistoryParseError", "parse_edn_kv", "parse_jepsen", "parse_jsonl", "write_jsonl"]
 
@@ -357,24 +358,59 @@ def write_jsonl(ops: Iterable[Operation], path: str | Path) -> None:
     """Write operations in the format ``parse_jsonl`` reads (for history recorders).
 
     A ``cas`` is written with ``ok`` = its output (applied or not); a failed operation
-    (``ok=False``) as ``ok: false``, which ``parse_jsonl`` reads back as failed except for
-    ``cas``, where it means "completed, not applied".
+    (``ok=False``) as ``ok: false``, which ``parse_jsonl`` reads back as failed, except a
+    failed ``cas``, which is left out (``parse_jsonl`` would read ``ok: false`` as "completed,
+    not applied", a constraint the failed one does not make; a failed operation constrains
+    nothing). ``parse_jsonl(path)`` gives back the operations, the failed ``cas`` left out.
+
+    Every operation is checked before the file is opened: ``ValueError`` naming it for an
+    ``op`` the format has not (``put``, ``get``, ``cas`` and ``delete``: the model
+    ``kv_register``; a ``register`` history's ``write`` lost its value), for times ``check``
+    refuses (a NaN or infinite ``call``, a ``ret`` before it), a ``client`` that is not an
+    integer and a ``cas`` whose value is not a pair; ``TypeError`` naming it for a key or value JSON cannot hold (``bytes``: decode
+    them). Nothing is written then.
     """
+    lines = [line for n, op in enumerate(ops, 1) if (line := _jsonl_line(n, op)) is not None]
     with open(path, "w", encoding="utf-8") as fh:
-        for op in ops:
-            rec: dict[str, Any] = {"client": op.client, "op": op.op, "key": op.key}
-            if op.op == "cas":
-                rec["expected"], rec["value"] = op.value
-            elif op.op == "put":
-                rec["value"] = op.value
-            if op.ok is None:
-                rec["ok"] = None
-            elif op.ok and op.op == "cas":
-                rec["ok"] = bool(op.output)
-            else:
-                rec["ok"] = op.ok
-            if op.op == "get" and op.ok:
-                rec["result"] = op.output
-            rec["call"] = op.call
-            rec["ret"] = None if op.ok is None or op.ret == INF else op.ret
-            fh.write(json.dumps(rec) + "\n")
+        fh.writelines(lines)
+
+
+def _jsonl_line(n: int, op: Operation) -> str | None:
+    """The line of ``op``, the ``n``-th operation, for ``write_jsonl`` (``None``: left out);
+    raises as ``write_jsonl`` says."""
+    if not isinstance(op, Operation):
+        raise TypeError(f"operation {n}: a lincheck Operation, not {type(op).__name__} {op!r:.80}")
+    if op.op not in _JSONL_OPS:
+        raise ValueError(f"operation {n}: parse_jsonl reads the ops put, get, cas and delete (model kv_register), "
+                         f"not {op.op!r:.80}: {op!r:.200}")
+    try:
+        _check_times(op)
+    except ValueError as e:
+        raise ValueError(f"operation {n}: {e}") from None
+    if isinstance(op.client, bool) or not isinstance(op.client, int):
+        raise ValueError(f"operation {n}: its client must be an integer, not {op.client!r:.80}")
+    if op.op == "cas" and not (isinstance(op.value, tuple) and len(op.value) == 2):
+        raise ValueError(f"operation {n}: a cas's value must be the pair (expected, new), not {op.value!r:.80}")
+    if op.op == "cas" and op.ok is False:
+        return None
+    rec: dict[str, Any] = {"client": op.client, "op": op.op, "key": op.key}
+    if op.op == "cas":
+        rec["expected"], rec["value"] = op.value
+    elif op.op == "put":
+        rec["value"] = op.value
+    if op.ok is None:
+        rec["ok"] = None
+    elif op.ok and op.op == "cas":
+        rec["ok"] = bool(op.output)
+    else:
+        rec["ok"] = op.ok
+    if op.op == "get" and op.ok:
+        rec["result"] = op.output
+    rec["call"] = op.call
+    rec["ret"] = None if op.ok is None or op.ret == INF else op.ret
+    try:
+        return json.dumps(rec, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"operation {n}: {e}: {op!r:.200}") from None
+    except RecursionError:
+        raise ValueError(f"operation {n}: a value is nested too deeply: {op!r:.200}") from None
