@@ -309,6 +309,22 @@ def test_cli_refuses_odd_arguments(argv: list[str], message: str, capsys: pytest
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("seed", "faults", "message"), [
+    ("1", (), r"^seed must be an integer \(its replay command is --seed SEED\), not str '1'$"),
+    (1.5, (), r"^seed must be an integer .*not float 1\.5$"),
+    (True, (), r"^seed must be an integer .*not bool True$"),
+    (1, "commit_previous_term", r"^faults must be a tuple of engine fault names, not the str 'commit_previous_term'"),
+])
+def test_a_seed_or_faults_of_the_wrong_type_are_refused(seed: Any, faults: Any, message: str) -> None:
+    """``run_seed("1")`` failed with "not all arguments converted during string formatting";
+    a float or bool seed ran, with a replay command (``--seed 1.5``) the command line refuses;
+    ``faults="commit_previous_term"`` was refused as the fault 'c' (its first letter)."""
+    with pytest.raises(TypeError, match=message):
+        run_seed(seed, faults)
+    with pytest.raises(TypeError, match=message):
+        Simulation(seed, faults=faults)
+
+
 def test_steps_are_checked_and_kept_in_the_replay_command() -> None:
     for bad in (0, -1, True, 2.5):
         with pytest.raises(ValueError, match="steps must be an integer >= 1"):

@@ -152,7 +152,8 @@ class Simulation(FaultSchedule):
     ``NODE_COUNTS`` (3 to ``MAX_NODES``), else ``ValueError``; every other choice of the seed
     (configuration, faults, workload) is drawn as without it. Spare nodes join up to id
     ``MAX_NODES``, so a run of ``MAX_NODES`` voters has none (its membership changes remove
-    and add back voters of its own)."""
+    and add back voters of its own). A ``seed`` that is not an ``int``, and ``faults`` given as
+    one ``str``, are a ``TypeError``."""
 
     def __init__(
         self,
@@ -166,6 +167,12 @@ class Simulation(FaultSchedule):
     ) -> None:
         import random
 
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer (its replay command is --seed SEED), not "
+                            f"{type(seed).__name__} {seed!r:.80}")
+        if isinstance(faults, str):  # (it iterates as its letters: "unknown engine fault 'c'")
+            raise TypeError(f"faults must be a tuple of engine fault names, not the str {faults!r:.80}: "
+                            f"faults=({faults!r:.80},)")
         for f in faults:
             if f not in ENGINE_FAULTS:
                 raise ValueError(f"unknown engine fault {f!r}; known: {', '.join(ENGINE_FAULTS)}")
