@@ -479,6 +479,26 @@ def test_write_jsonl_refuses_what_parse_jsonl_cannot_read(tmp_path, op, error, m
     assert out.read_text() == "before\n"
 
 
+def test_a_huge_value_is_shortened_in_the_explanation(tmp_path):
+    """The explanation of a verdict printed every value whole: a put of 5 MB printed 5 MB
+    (per operation shown, up to a dozen). Long values are cut in the middle, with their
+    length, and the two ends that tell them apart are kept."""
+    from openraft_py.testing.lincheck import describe_op
+
+    big = "a" * 2_500_000 + "b" * 2_500_000
+    op = Operation(1, "put", "k", big, None, 0, 1)
+    line = describe_op(op)
+    assert len(line) < 300, len(line)
+    assert line.startswith("client 1: put('k', 'aaaa") and "bbbb'" in line and "5000002 characters" in line
+    assert describe_op(Operation(1, "put", "k", "short", None, 0, 1)) == "client 1: put('k', 'short')  [0, 1]"
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({**_JSONL_OK, "op": "put", "value": big}) + "\n"
+                    + json.dumps({**_JSONL_OK, "op": "get", "result": "y", "call": 5, "ret": 6}) + "\n")
+    res = _cli("--format", "jsonl", path)
+    assert res.returncode == 1 and "NOT linearizable" in res.stdout
+    assert len(res.stdout) < 2000, len(res.stdout)
+
+
 # --- the shared histories ------------------------------------------------------------------
 
 

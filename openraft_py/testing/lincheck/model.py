@@ -52,22 +52,36 @@ def by_key(history: Sequence[Operation]) -> list[list[Operation]]:
     return list(parts.values())
 
 
+SHOWN = 100
+"""The longest ``repr`` of a key or value ``describe_op`` shows whole; a longer one is cut in
+the middle (its two ends kept, its length said)."""
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut in the middle past ``SHOWN`` characters."""
+    text = repr(value)
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[:60]}...{text[-25:]} ({len(text)} characters)"
+
+
 def describe_op(op: Operation) -> str:
-    """A one-line description: ``client 3: cas(k, 1 -> 2) -> True  [4.0, 7.0]``."""
-    key = "" if op.key is None else f"{op.key!r}"
+    """A one-line description: ``client 3: cas(k, 1 -> 2) -> True  [4.0, 7.0]``. A key or
+    value whose ``repr`` is longer than ``SHOWN`` characters is shown cut in the middle."""
+    key = "" if op.key is None else _show(op.key)
     if op.op == "cas" and isinstance(op.value, tuple) and len(op.value) == 2:
-        arg = f"{op.value[0]!r} -> {op.value[1]!r}"
+        arg = f"{_show(op.value[0])} -> {_show(op.value[1])}"
     elif op.value is None and op.op in ("read", "get", "delete"):
         arg = ""
     else:
-        arg = repr(op.value)
+        arg = _show(op.value)
     args = ", ".join(a for a in (key, arg) if a)
     if op.ok is None:
         out = " -> ?"
     elif op.ok is False:
         out = " -> failed"
     elif op.op in ("read", "get", "cas"):
-        out = f" -> {op.output!r}"
+        out = f" -> {_show(op.output)}"
     else:
         out = ""
     ret = "inf" if op.ret == INF else f"{op.ret:g}"

@@ -48,7 +48,7 @@ class CheckResult:
             return f"unknown (time budget exceeded): {head}"
         lines = [f"NOT linearizable: {head}"]
         if self.key is not None:
-            lines.append(f"key {self.key!r} is not linearizable")
+            lines.append(f"key {_short(self.key)} is not linearizable")
         n = len(self.longest_prefix)
         lines.append(f"longest linearizable prefix ({n} operations):")
         shown = self.longest_prefix if n <= 12 else self.longest_prefix[-10:]
