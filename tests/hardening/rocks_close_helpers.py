@@ -1,4 +1,4 @@
-"""Helpers of the hardening tests that close a RocksDB store under its own calls (t68, t71, t74)."""
+"""Helpers of the hardening tests that close a RocksDB store under its own calls (t68, t71, t74, t84, t89)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from openraft_py import IOFlushed
 from openraft_py.storage.memory import KvSet, encode_kv
+from openraft_py.storage.rocks.db import StoreCalls
 from openraft_py.storage.rocks.log_store import RocksLogStore
 from openraft_py.types import Entry, LogId, Normal
 
@@ -31,6 +32,30 @@ def no_collector() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+@contextlib.contextmanager
+def one_stuck_call(calls: StoreCalls, what: str) -> Iterator[None]:
+    """A worker thread inside one call ``what`` of ``calls`` for the ``with`` body (it has
+    entered when the body starts); it leaves, and the thread ends, as the body ends."""
+    entered, leave = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        token = calls.enter(what)
+        try:
+            entered.set()
+            leave.wait(BOUND)
+        finally:
+            calls.leave(token)
+
+    thread = threading.Thread(target=stuck)
+    thread.start()
+    try:
+        assert entered.wait(BOUND)
+        yield
+    finally:
+        leave.set()
+        thread.join(BOUND)
 
 
 def kv_entries(lo: int, hi: int) -> list[Entry]:

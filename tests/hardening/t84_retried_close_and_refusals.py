@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from openraft_py.storage.rocks import db, group_writer
 from openraft_py.storage.rocks.log_store import RocksLogStore
 from openraft_py.testing.cluster import Cluster
 
-from .rocks_close_helpers import BOUND, kv_entries
+from .rocks_close_helpers import BOUND, kv_entries, one_stuck_call
 from .snapshot_only_learner import BufferReceiver, RecordingReceiver, WriteOnlyFile, installs_it, snapshot_only_learner
 from .t64_plugin_tasks_call_node import READ_PROBE, REFUSED_ON_STREAM, Probe, ReaderStore
 
@@ -131,31 +130,16 @@ def test_the_give_up_warning_is_logged_once_when_an_interrupt_follows_it(
 ) -> None:
     monkeypatch.setattr(db, "CLOSE_CALLS_WAIT", 0.2)
     calls = db.StoreCalls("a test store", "/nowhere", "the store is closed")
-    entered, leave = threading.Event(), threading.Event()
-
-    def stuck_read() -> None:
-        token = calls.enter("a stuck read")
-        try:
-            entered.set()
-            leave.wait(BOUND)
-        finally:
-            calls.leave(token)
-
-    reader = threading.Thread(target=stuck_read)
-    reader.start()
     caplog.set_level(logging.WARNING, logger=db.log.name)
     # After caplog's handler on the root logger: caplog sees the record, then this raises.
     interrupting = _InterruptFirstWarning()
     logging.getLogger().addHandler(interrupting)
     closed: list[list[BaseException]] = []
     try:
-        assert entered.wait(BOUND)
-        with pytest.raises(KeyboardInterrupt):
+        with one_stuck_call(calls, "a stuck read"), pytest.raises(KeyboardInterrupt):
             db.close_after_calls(calls, closed.append)
     finally:
         logging.getLogger().removeHandler(interrupting)
-        leave.set()
-        reader.join(BOUND)
     assert interrupting.fired
     warned = [r for r in caplog.records if "still ran in worker threads" in r.getMessage()]
     assert len(warned) == 1, [r.getMessage() for r in warned]

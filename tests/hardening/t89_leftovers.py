@@ -30,7 +30,6 @@ import asyncio
 import gc
 import logging
 import os
-import threading
 import warnings
 from typing import Any
 
@@ -43,7 +42,7 @@ from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.storage.rocks import aio, db
 from openraft_py.types import BasicNode, RPCOption, Vote, VoteRequest
 
-from .rocks_close_helpers import BOUND
+from .rocks_close_helpers import one_stuck_call
 from .snapshot_only_learner import BufferReceiver, WriteOnlyFile, installs_it
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,27 +76,10 @@ def test_the_give_up_warning_is_not_lost_to_an_interrupt_before_it(
     interrupting = _InterruptedBeforeFirstWarning(db.log)
     monkeypatch.setattr(db, "log", interrupting)
     calls = db.StoreCalls("a test store", "/nowhere", "the store is closed")
-    entered, leave = threading.Event(), threading.Event()
-
-    def stuck_read() -> None:
-        token = calls.enter("a stuck read")
-        try:
-            entered.set()
-            leave.wait(BOUND)
-        finally:
-            calls.leave(token)
-
-    reader = threading.Thread(target=stuck_read)
-    reader.start()
     caplog.set_level(logging.WARNING, logger=interrupting._real.name)
     closed: list[list[BaseException]] = []
-    try:
-        assert entered.wait(BOUND)
-        with pytest.raises(KeyboardInterrupt):
-            db.close_after_calls(calls, closed.append)
-    finally:
-        leave.set()
-        reader.join(BOUND)
+    with one_stuck_call(calls, "a stuck read"), pytest.raises(KeyboardInterrupt):
+        db.close_after_calls(calls, closed.append)
     assert interrupting.fired
     warned = [r for r in caplog.records if "still ran in worker threads" in r.getMessage()]
     # The retried give_up (close_after_calls') logs it: once, not never.
