@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import Fatal, ForwardToLeader, WaitTimeout
-from .kv.argtypes import positive_int_at_most
+from .kv.argtypes import decimal_int, positive_int_at_most
 from .storage.memory import KvSet, MemLogStore, MemStateMachine, encode_kv
 from .testing.cluster import Cluster
 from .types import BasicNode, NodeId, ServerState
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"entries to write, 1 to {MAX_WRITES:,} (default 10,000)")
     p.add_argument("--writers", type=positive_int_at_most(MAX_WRITERS), default=64,
                    help=f"concurrent writers, 1 to {MAX_WRITERS}, each with one write in flight (default 64)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=decimal_int, default=1)
     args = p.parse_args(argv)
     try:
         try:

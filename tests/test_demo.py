@@ -27,6 +27,7 @@ async def test_demo_small_run_succeeds(capsys: pytest.CaptureFixture[str]) -> No
     (["--writes", "-3"], "argument --writes: '-3' must be at least 1"),
     (["--writers", "0"], "argument --writers: '0' must be at least 1"),
     (["--writers", "many"], "argument --writers: 'many' is not an integer"),
+    (["--seed", "1_0"], "argument --seed: '1_0' is not an integer written in the digits 0-9"),
     # Ten thousand writers starved the nodes' heartbeats on the one event loop: the cluster
     # kept re-electing and the demo never finished; ten million writes ran out of memory.
     (["--writers", "10000"], f"argument --writers: '10000' must be at most {demo.MAX_WRITERS}"),

@@ -40,8 +40,8 @@ from typing import Any, TextIO
 import aiohttp
 
 from ..testing import lincheck
+from .argtypes import decimal_int, positive_int_at_most
 from .argtypes import positive_float as _positive_float
-from .argtypes import positive_int_at_most
 from .client import KvClient, Outcome, Response, new_session
 from .local_cluster import ClusterError, LocalCluster
 
@@ -87,7 +87,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     p.add_argument("--keys", type=positive_int_at_most(MAX_KEYS), default=8, metavar="N",
                    help=f"shared keys the clients contend on, 1 to {MAX_KEYS}: the end reads each one on every node "
                    "(default 8)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the clients' choices (default: random)")
+    p.add_argument("--seed", type=decimal_int, default=None, help="seed of the clients' choices (default: random)")
     p.add_argument("--data-dir", metavar="DIR", help="keep the nodes' data and logs in DIR (default: a temporary directory, removed)")
     p.add_argument("--history", metavar="FILE", help="also write the client history as JSON lines (lincheck --format jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")

@@ -31,6 +31,9 @@ from tests.process.children import alive, children
     (["--nodes", "0"], "argument --nodes: '0' must be at least 1"),
     (["--clients", "0"], "argument --clients: '0' must be at least 1"),
     (["--nodes", "five"], "argument --nodes: 'five' is not an integer"),
+    # ``int`` read ``1_0`` as 10 and ``+7`` as 7: a replay of another seed than the one written.
+    (["--seed", "1_0"], "argument --seed: '1_0' is not an integer written in the digits 0-9"),
+    (["--seed", "+7"], "argument --seed: '+7' is not an integer written in the digits 0-9"),
     # A few zeros too many started that many serve processes / connections.
     (["--nodes", "100000"], f"argument --nodes: '100000' must be at most {MAX_NODES}"),
     (["--nodes", str(MAX_NODES + 1)], f"must be at most {MAX_NODES}"),

@@ -182,6 +182,7 @@ BAD = [
     (["serve", "--id", "1", "--raft-addr", "h:1", "--http-addr", "h:2", "--max-body", "1_048_576", "--data-dir", ""],
      "argument --max-body: '1_048_576' is not an integer written in the digits 0-9"),
     (["demo", "--clients", "0x3"], "argument --clients: '0x3' is not an integer written in the digits 0-9"),
+    (["demo", "--seed", "1_0"], "argument --seed: '1_0' is not an integer written in the digits 0-9"),
     # Without --voters they were ignored: the members printed as if the change was made.
     (["cluster", "members", "--retain"], "--retain goes with --voters"),
     (["cluster", "members", "--allow-lagging", "--retain"], "--retain and --allow-lagging go with --voters"),

@@ -43,9 +43,12 @@ def test_a_node_count_out_of_range_or_not_an_int_is_refused(bad: object) -> None
     (["--seed", "1", "--nodes", "8"], f"argument --nodes: '8' is not a node count from 3 to {MAX_NODES}"),
     (["--seed", "1", "--nodes", "2"], "argument --nodes: '2' is not a node count from 3"),
     (["--seed", "1", "--nodes", "five"], "argument --nodes: 'five' is not an integer written in the digits 0-9"),
+    # ``int`` read ``1_0`` as seed 10: a replay of another seed than the one written.
+    (["--seed", "1_0"], "argument --seed: '1_0' is not an integer written in the digits 0-9"),
+    (["--seeds", "1", "--start", "+5"], "argument --start: '+5' is not an integer written in the digits 0-9"),
     (["--lease", "1", "--nodes", "5"], "--lease runs the lease-read scenario, which takes no --nodes"),
 ])
-def test_cli_refuses_a_bad_node_count(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_bad_node_count_or_seed(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         sim.main(argv)
     assert e.value.code == 2

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..._cli import kv_extra_not_installed, needs_kv_extra, run_cli
 from ...engine.faults import EngineFault
-from ...kv.argtypes import GivenOnce, positive_int_at_most
+from ...kv.argtypes import GivenOnce, decimal_int, positive_int_at_most
 from .nemesis import KINDS
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.jepsen",
                                 description="A Jepsen-style test of real serve processes.")
     p.add_argument("--time", action=GivenOnce, type=float, default=300.0, help="seconds of clients and faults (default 300)")
-    p.add_argument("--seed", action=GivenOnce, type=int, default=None, help="the seed (default: random, printed)")
+    p.add_argument("--seed", action=GivenOnce, type=decimal_int, default=None, help="the seed (default: random, printed)")
     p.add_argument("--nodes", action=GivenOnce, type=positive_int_at_most(MAX_NODES), default=5,
                    help=f"cluster size, 1 to {MAX_NODES}: each node is a serve process of this machine, and Raft "
                    "clusters have 3, 5 or 7 voters (default 5)")

@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m openraft_py.testing.sim", description=_package_doc(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", action=GivenOnce, type=positive_int, default=None, help="run seeds start..start+N-1 (default 100)")
-    p.add_argument("--start", action=GivenOnce, type=int, default=None, help="the first seed of --seeds (default 0)")
-    p.add_argument("--seed", action=GivenOnce, type=int, help="run this one seed")
+    p.add_argument("--start", action=GivenOnce, type=decimal_int, default=None, help="the first seed of --seeds (default 0)")
+    p.add_argument("--seed", action=GivenOnce, type=decimal_int, help="run this one seed")
     p.add_argument("--fault", action="append", default=[], choices=ENGINE_FAULTS, help="inject an engine bug")
     p.add_argument("--steps", action=GivenOnce, type=positive_int, default=30, help="admin and fault steps per run (default 30)")
     p.add_argument("--jobs", action=GivenOnce, type=positive_int_at_most(MAX_JOBS), default=os.cpu_count() or 1,
