@@ -1033,3 +1033,56 @@ async def test_a_store_raising_cancelled_error_fails_its_check_not_the_suite() -
     assert [(o.name, o.ok) for o in report] == [("initial_log_state_empty", False), ("initial_vote_none", True)]
     assert re.fullmatch(r"\[initial_log_state_empty\] the store raised asyncio\.CancelledError, with no one "
                         r"cancelling the check.*", str(report[0].error)), report[0].error
+
+
+class _SwallowsOneCancel(MemLogStore):
+    """A store whose first ``append`` waits for ``release`` and catches the first
+    cancellation it gets; ``then`` says what it does next: ``"return"`` (it appends, late),
+    ``"wait"`` (it waits again, and lets the next cancellation through)."""
+
+    def __init__(self, release: asyncio.Event, then: str) -> None:
+        super().__init__()
+        self.release = release
+        self.then = then
+        self.appends = 0
+
+    async def append(self, entries: Any, callback: Any) -> None:
+        self.appends += 1
+        if self.appends == 1:
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                if self.then == "wait":
+                    await self.release.wait()
+        await super().append(entries, callback)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("then", "message"),
+    [
+        ("return", r"^\[log_state_after_append\] timed out after 0\.5s, and went on: a store call caught "
+                   r"asyncio\.CancelledError"),
+        ("wait", r"^\[log_state_after_append\] timed out after 0\.5s and did not end when cancelled within 1\.0s"),
+    ],
+)
+async def test_a_store_catching_the_cancellation_of_a_timed_out_check_fails_it(then: str, message: str) -> None:
+    """A store call that caught the cancellation of the check's timeout and returned made
+    the check go on past its timeout and pass; one that caught it and went on waiting was
+    reported as ``passed, then the builder's clean-up ... did not end`` (the failure was
+    described after the check was stopped, when it had left its phase)."""
+    release = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def builder() -> AsyncIterator[tuple[Any, Any]]:
+        yield _SwallowsOneCancel(release, then), MemStateMachine()
+
+    try:
+        async with asyncio.timeout(15):
+            report = await run_log_storage_suite(builder, only=["log_state_after_append"], timeout=0.5,
+                                                 raise_on_failure=False)
+    finally:
+        release.set()
+    [outcome] = report
+    assert not outcome.ok
+    assert re.search(message, str(outcome.error)), str(outcome.error)

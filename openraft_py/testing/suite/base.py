@@ -351,8 +351,10 @@ class Suite:
             raise
         if hung:  # (only with a timeout)
             assert timeout is not None
+            # Described before it is stopped: stopping it may move it on to its clean-up.
+            hang = phase.describe_hang(timeout)
             await _stop(task)
-            return CheckOutcome(name, False, AssertionError(f"[{name}] {phase.describe_hang(timeout)}"))
+            return CheckOutcome(name, False, AssertionError(f"[{name}] {hang}"))
         if task.cancelled():  # (no one cancelled it: run_one only cancels a task it reports hung)
             return CheckOutcome(name, False, AssertionError(
                 f"[{name}] the store raised asyncio.CancelledError, with no one cancelling the check (a call that "
@@ -421,12 +423,16 @@ async def _run_check(
     opened: AbstractAsyncContextManager[Any], fn: AnyCheckFn, timeout: float | None, phase: _Phase
 ) -> None:
     """Open the handle, run the check under ``timeout``, close the handle; ``phase`` says
-    where it is. (The task ``run_one`` watches.)"""
+    where it is. (The task ``run_one`` watches.) A check that ends without error after its
+    timeout fired fails: a store call caught the cancellation and the check went on."""
     async with opened as handle:
         phase.enter("check")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
                 await fn(handle)
+            if deadline.expired():  # (the timeout raises only when its cancellation comes back out)
+                raise AssertionError(f"timed out after {timeout}s, and went on: a store call caught "
+                                     "asyncio.CancelledError (a store must let its cancellation through)")
         except BaseException as e:
             phase.ended = e
             raise
