@@ -479,6 +479,27 @@ def test_write_jsonl_refuses_what_parse_jsonl_cannot_read(tmp_path, op, error, m
     assert out.read_text() == "before\n"
 
 
+@pytest.mark.parametrize("ok", [True, False])
+def test_write_jsonl_refuses_a_known_outcome_without_its_return_time(tmp_path, ok):
+    """An operation whose outcome is known (``ok`` true or false) with ``ret`` inf was written
+    with ``ret: null``, which ``parse_jsonl`` reads as an unknown outcome: a completed get
+    that read a value never written was dropped, a failed put could have been applied, and
+    a history NOT linearizable came back linearizable. It is refused, the file untouched."""
+    if ok:
+        bad = Operation(1, "get", "k", None, "b", 2, INF, ok=True)
+    else:
+        bad = Operation(1, "put", "k", "b", None, 2, INF, ok=False)
+    ops = [Operation(0, "put", "k", "a", None, 0, 1), bad, Operation(0, "get", "k", None, "a", 4, 5)]
+    if ok:
+        assert check(ops, kv_register).ok is False
+    out = tmp_path / "h.jsonl"
+    out.write_text("before\n")
+    with pytest.raises(ValueError, match=r"^operation 2: its outcome is known \(ok=" + str(ok) + r"\) but its ret is "
+                                         r"inf: parse_jsonl would read it back as of unknown outcome"):
+        write_jsonl(ops, out)
+    assert out.read_text() == "before\n"
+
+
 def test_a_huge_value_is_shortened_in_the_explanation(tmp_path):
     """The explanation of a verdict printed every value whole: a put of 5 MB printed 5 MB
     (per operation shown, up to a dozen). Long values are cut in the middle, with their

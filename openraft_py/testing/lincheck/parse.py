@@ -367,7 +367,9 @@ def write_jsonl(ops: Iterable[Operation], path: str | Path) -> None:
     ``op`` the format has not (``put``, ``get``, ``cas`` and ``delete``: the model
     ``kv_register``; a ``register`` history's ``write`` lost its value), for times ``check``
     refuses (a NaN or infinite ``call``, a ``ret`` before it), a ``client`` that is not an
-    integer and a ``cas`` whose value is not a pair; ``TypeError`` naming it for a key or value JSON cannot hold (``bytes``: decode
+    integer, a ``cas`` whose value is not a pair and an operation whose outcome is known
+    (``ok`` true or false) with ``ret`` inf (written ``null``, it would read back as of
+    unknown outcome); ``TypeError`` naming it for a key or value JSON cannot hold (``bytes``: decode
     them). Nothing is written then.
     """
     lines = [line for n, op in enumerate(ops, 1) if (line := _jsonl_line(n, op)) is not None]
@@ -387,6 +389,9 @@ def _jsonl_line(n: int, op: Operation) -> str | None:
         _check_times(op)
     except ValueError as e:
         raise ValueError(f"operation {n}: {e}") from None
+    if op.ok is not None and op.ret == INF:  # (its ret is written null: "unknown outcome")
+        raise ValueError(f"operation {n}: its outcome is known (ok={op.ok}) but its ret is inf: parse_jsonl would "
+                         f"read it back as of unknown outcome; give its return time, or ok=None: {op!r:.200}")
     if isinstance(op.client, bool) or not isinstance(op.client, int):
         raise ValueError(f"operation {n}: its client must be an integer, not {op.client!r:.80}")
     if op.op == "cas" and not (isinstance(op.value, tuple) and len(op.value) == 2):
