@@ -304,7 +304,7 @@ class JsonParserErrors(web.RequestHandler):
         applied and its client read no answer, so it could not tell that its write was done
         (aio-libs/aiohttp#3659). A connection that waits for a request (none will come), one
         aiohttp or the node's stop closes already (``StopRetire``: it closes at the client's
-        end), and one whose request body the end cut short (nothing of it is done: its read
+        end), one that never received a request, and one whose request body the end cut short (nothing of it is done: its read
         fails as when the connection is lost) still close at once.
 
         Only the request being handled, or the first one queued, is answered: ``_close``
@@ -316,7 +316,10 @@ class JsonParserErrors(web.RequestHandler):
         try:
             waiter = self._waiter
             idle = waiter is not None and not waiter.done() and not self._messages
-            if self._force_close or idle:
+            # No request received at all (uvloop: the end can come before the handler's
+            # task has begun to wait for one, with no waiter yet): nothing to answer either.
+            unused = self._request_count == 0
+            if self._force_close or idle or unused:
                 return None
             payload = self._pending_body()
             if payload is None and self._close:
