@@ -105,17 +105,31 @@ def _search(
     step = model.step
     state = model.init()
     _require_hashable(model, state, "init()")
-    lin = 0
     # The cache remembers each (linearized set, state) explored. The set is kept as
-    # (low, lin >> low): ``low`` counts the operations 0..low-1, all placed (a prefix of the
-    # history sorted by call, placed by every linearization once the search is past it), so
-    # the int holds only the window of placements above it. With the whole bitset, the k-th
+    # (low, lin >> low, pin): ``lin`` holds the completed operations placed (bit i for
+    # operation i), ``pin`` those of unknown outcome (bit pidx[i]: they are few, and one
+    # never placed must not hold ``low`` back), and ``low`` counts the operations 0..low-1,
+    # each placed or of unknown outcome (a prefix of the history sorted by call, whose
+    # completed operations every linearization holds once the search is past them), so the
+    # int keeps only the window of placements above it. With the whole bitset, the k-th
     # placement kept a k-bit int: n*n/16 bytes for a sequential history of n operations.
-    # Invariant: placed[i] == bool(lin >> i & 1); placed[0:low] are all set, placed[low] is
-    # not (or low == n).
-    placed = bytearray(n)
+    # The key is exact: lin's bits below ``low`` are those of the completed operations there.
+    # Invariant: passed[i] == (not has_ret[i] or bool(lin >> i & 1)); passed[0:low] are all
+    # set, passed[low] is not (or low == n).
+    lin = 0
+    pin = 0
+    pidx = [0] * n
+    passed = bytearray(n)
+    unknown = 0
+    for i in range(n):
+        if not has_ret[i]:
+            pidx[i] = unknown
+            unknown += 1
+            passed[i] = 1
     low = 0
-    cache: set[tuple[int, int, Any]] = set()
+    while low < n and passed[low]:
+        low += 1
+    cache: set[tuple[int, int, int, Any]] = set()
     stack: list[tuple[int, Any]] = []
     # The longest linearization seen, for the report: taken when the search backs out of a
     # stack longer than it (not at every placement, which made a long history quadratic).
@@ -132,9 +146,11 @@ def _search(
             # An operation of unknown outcome that would leave the state as it is need not
             # be placed here: not placing it at all reaches everything placing it does.
             if accepted and (has_ret[i] or new_state != state):
-                new_lin = lin | (1 << i)
-                new_low = _low_after(placed, low, i)
-                key = (new_low, new_lin >> new_low, new_state)
+                if has_ret[i]:
+                    new_lin, new_pin, new_low = lin | (1 << i), pin, _low_after(passed, low, i)
+                else:
+                    new_lin, new_pin, new_low = lin, pin | (1 << pidx[i]), low
+                key = (new_low, new_lin >> new_low, new_pin, new_state)
                 try:
                     seen = key in cache
                 except TypeError:
@@ -144,9 +160,8 @@ def _search(
                     cache.add(key)
                     stack.append((cur, state))
                     state = new_state
-                    lin = new_lin
-                    placed[i] = 1
-                    low = new_low
+                    lin, pin, low = new_lin, new_pin, new_low
+                    passed[i] = 1
                     # lift the call and its return out of the list
                     p, q = prv[cur], nxt[cur]
                     nxt[p] = q
@@ -182,14 +197,16 @@ def _search(
                 return False, best, _unplaced(best, nxt)
             cur, state = stack.pop()
             i = cur >> 1
-            lin ^= 1 << i
-            placed[i] = 0
-            low = min(low, i)
             if has_ret[i]:
+                lin ^= 1 << i
+                passed[i] = 0
+                low = min(low, i)
                 r = cur + 1
                 nxt[prv[r]] = r
                 prv[nxt[r]] = r
                 remaining += 1
+            else:
+                pin ^= 1 << pidx[i]
             nxt[prv[cur]] = cur
             prv[nxt[cur]] = cur
             if not pure[i]:
@@ -198,14 +215,15 @@ def _search(
     return True, [c >> 1 for c, _ in stack], []
 
 
-def _low_after(placed: bytearray, low: int, i: int) -> int:
-    """The count of leading placed operations once operation ``i`` is placed too (``low``
-    before it): past ``i`` and the placed ones right after it when ``i == low``."""
+def _low_after(passed: bytearray, low: int, i: int) -> int:
+    """The count of leading operations ``passed`` (placed, or of unknown outcome) once the
+    completed operation ``i`` is placed too (``low`` before it): past ``i`` and the passed
+    ones right after it when ``i == low``."""
     if i != low:
         return low
     low += 1
-    n = len(placed)
-    while low < n and placed[low]:
+    n = len(passed)
+    while low < n and passed[low]:
         low += 1
     return low
 
