@@ -311,8 +311,11 @@ class JsonParserErrors(web.RequestHandler):
         ends the connection after it (requests pipelined behind it are not handled, so
         nothing of them is done). Reads aiohttp's internals as ``StopRetire.idle`` does; an
         aiohttp without them closes at once, as it did."""
-        if id(self) in _HALF_CLOSED:
-            return True  # called again as reading resumes (uvloop, as the body is read): kept open
+        if id(self) in _HALF_CLOSED and getattr(self, "_close", False):
+            # Called again as reading resumes (uvloop, as the body is read): kept open. (``_close``
+            # too: an id left in the set by a handler whose ``connection_lost`` never ran, its
+            # loop closed under it, may be this one's.)
+            return True
         try:
             waiter = self._waiter
             idle = waiter is not None and not waiter.done() and not self._messages

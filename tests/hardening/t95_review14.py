@@ -49,3 +49,25 @@ def test_a_connection_half_closed_before_any_request_is_closed_at_once(loop_name
 
     with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
         runner.run(run())
+
+
+async def test_a_stale_half_closed_id_does_not_keep_a_new_connection_open() -> None:
+    """``_HALF_CLOSED`` holds the ids of the connections kept open after their client's end
+    of input until their ``connection_lost``; one left there (a loop closed under its
+    connections, where none runs) may be the id of a later handler. That handler's end of
+    input must still be judged (here: no request ever came, so it closes at once), not
+    taken for a connection already answering."""
+    from aiohttp import web
+
+    from openraft_py.kv import http_api
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    proto = http_api.JsonParserErrors.adopt(web.Server(handler)())
+    assert isinstance(proto, http_api.JsonParserErrors)
+    http_api._HALF_CLOSED.add(id(proto))  # (stale: left by an earlier handler of that id)
+    try:
+        assert proto.eof_received() is None  # closed at once
+    finally:
+        http_api._HALF_CLOSED.discard(id(proto))
