@@ -128,17 +128,37 @@ class _Parser(argparse.ArgumentParser):
             kw["action"] = GivenOnce
         return super().add_argument(*args, **kw)
 
+    value_sources: tuple[str, str] | None = None
+    """The two ways a verb takes its value (``kv put``: ``("value", "value_file")``): exactly
+    one of them must be given. ``None``: the verb has no such pair."""
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         """``ArgumentParser.parse_known_args``, without ``GivenOnce``'s note in the result."""
         self._parsing = list(sys.argv[1:] if args is None else args)  # (for ``error``'s hints)
         parsed, extras = super().parse_known_args(args, namespace)
         if hasattr(parsed, GIVEN_FLAGS):
             delattr(parsed, GIVEN_FLAGS)
+        self._check_value_sources(parsed)
         if extras and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
             # A verb's own parser: its extras were reported by the top-level parser, naming
             # "openraft-py" and its help, not the verb's.
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
+
+    def _check_value_sources(self, parsed: argparse.Namespace) -> None:
+        """A usage error unless exactly one of ``value_sources`` was given. Checked before the
+        unrecognized arguments, so that ``kv put k -x`` says the value is missing and why (as
+        when the value was a required positional), not only that ``-x`` is unknown."""
+        if self.value_sources is None:
+            return
+        positional, flag = self.value_sources
+        given = [name for name in self.value_sources if getattr(parsed, name, None) is not None]
+        if not given:
+            self.error(f"the following arguments are required: {positional}")
+        if len(given) == 2:
+            option = "--" + flag.replace("_", "-")
+            self.error(f"argument {option}: not allowed with a {positional.upper()} argument: give the value "
+                       f"once, as {positional.upper()} or in {option}")
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._dash_hint(message)} (see '{self.prog} --help')\n")
@@ -214,6 +234,26 @@ def _text(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{quoted(text)} is not valid UTF-8 (from character {e.start} on)") from None
     return text
+
+
+def _value_file(path: str) -> str:
+    """``kv put --value-file``: the text of the file ``path`` (``-``: standard input), read
+    whole and as it is (a final newline is part of the value), and valid UTF-8 (``_text``).
+    A value was a command-line argument only, and Linux refuses one over 128 KiB
+    (``MAX_ARG_STRLEN``) before the command runs: the shell said "Argument list too long",
+    exit 126, for a value the service takes (up to ``--max-body``, 1 MiB by default)."""
+    from pathlib import Path
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = "standard input" if path == "-" else repr(path)
+        raise argparse.ArgumentTypeError(f"{where} is not valid UTF-8 (from byte {e.start} on): the service "
+                                         "stores text; store binary data encoded, in base64 say") from None
 
 
 def _max_body(text: str) -> int:
@@ -412,8 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     put = kvv.add_parser("put", parents=[client], help="set a key", description="PUT /kv/KEY; prints "
                          '{"index": N} once committed.')
     put.add_argument("key", type=_key)
-    put.add_argument("value", type=_text)
+    put.add_argument("value", type=_text, nargs="?", help="the value (or give it in --value-file)")
+    put.add_argument("--value-file", type=_value_file, metavar="FILE",
+                     help="read the value from FILE ('-': standard input), as it holds it (a final newline "
+                     "included): for a value longer than a command-line argument may be (128 KiB on Linux)")
     put.set_defaults(run=_kv_put)
+    put.value_sources = ("value", "value_file")
     get = kvv.add_parser("get", parents=[client], help="read a key",
                          description="GET /kv/KEY; prints the value (exit 1 when absent).")
     get.add_argument("key", type=_key)
@@ -558,7 +602,8 @@ async def _cluster_force_recover(args: argparse.Namespace) -> int:
 @_async
 async def _kv_put(args: argparse.Namespace) -> int:
     async with _client(args) as c:
-        r = _check(await c.put(args.key, args.value), f"put {args.key!r}")
+        value = args.value if args.value is not None else args.value_file  # (exactly one: _Parser)
+        r = _check(await c.put(args.key, value), f"put {args.key!r}")
         _print_json(r.json())
     return EXIT_OK
 

@@ -353,7 +353,7 @@ _FLAG_VALUES = {"id": "1", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2
                 "max_body": "2000000", "n": "3", "host": "127.0.0.1", "timeout": "1",
                 "endpoints": "127.0.0.1:1", "voters": "1,2", "to": "2", "new_cluster_name": "c2",
                 "consistency": "local", "expected": "a", "value": "b", "duration": "1", "clients": "2",
-                "keys": "3", "seed": "7", "history": "h.jsonl"}
+                "keys": "3", "seed": "7", "history": "h.jsonl", "value_file": "v.txt"}
 
 
 def test_every_flag_that_takes_a_value_is_refused_given_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -364,6 +364,7 @@ def test_every_flag_that_takes_a_value_is_refused_given_twice(tmp_path: Path, mo
     wrote b. Every flag that takes a value, of every verb, is a usage error given twice."""
     monkeypatch.chdir(tmp_path)  # (the types that look at a path find nothing there)
     (tmp_path / "d").mkdir()
+    (tmp_path / "v.txt").write_text("v")  # (--value-file's type reads its file)
     parser = cli.build_parser()
     flags = list(_value_flags(parser, []))
     assert len(flags) > 40, flags
@@ -1739,3 +1740,56 @@ async def test_cluster_status_takes_a_node_at_the_address_of_the_node_it_replace
         assert got["wrong_nodes"] == {}, got
         assert isinstance(got["nodes"]["4"], dict) and got["nodes"]["4"]["http_addr"] == c, got
         assert got["voters"] == [1, 2, 4] and got["nodes"]["3"] == "unreachable", got
+
+
+async def test_kv_put_takes_its_value_from_a_file_or_standard_input(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A value was a command-line argument only, and Linux refuses an argument over 128 KiB
+    (``MAX_ARG_STRLEN``): ``kv put k "$(cat value.txt)"`` of a 300 KB value failed in the
+    shell, "Argument list too long", exit 126, for a value the service takes (up to
+    ``--max-body``, 1 MiB by default). ``--value-file FILE`` (``-``: standard input) sends the
+    file's text as it is, a final newline included. A fake node records the bodies."""
+    from aiohttp import web
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    bodies: list[bytes] = []
+
+    async def put(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.json_response({"index": len(bodies)})
+
+    value = "0123456789abcdef" * 20_000 + "\n"  # 320,001 bytes: over MAX_ARG_STRLEN
+    path = tmp_path / "value.txt"
+    path.write_text(value, encoding="utf-8")
+    async with _fake_node(free_port(), [web.put("/kv/{key}", put)]) as ep:
+        code = await asyncio.to_thread(cli.main, ["kv", "put", "big", "--value-file", str(path), "--endpoints", ep,
+                                                  "--timeout", "5"])
+        assert code == 0, capsys.readouterr()
+        stdin = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "openraft_py.kv", "kv", "put", "small", "--value-file", "-",
+                                "--endpoints", ep, "--timeout", "5"], input=b"caf\xc3\xa9\n", capture_output=True,
+                               timeout=30)
+    assert stdin.returncode == 0, stdin
+    assert bodies == [value.encode(), "café\n".encode()]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["k", "v", "--value-file", "{file}"],
+     "argument --value-file: not allowed with a VALUE argument: give the value once, as VALUE or in --value-file"),
+    (["k", "--value-file", "{missing}"], "argument --value-file: cannot read '{missing}': No such file or directory"),
+    (["k", "--value-file", "{binary}"],
+     "argument --value-file: '{binary}' is not valid UTF-8 (from byte 1 on): the service stores text"),
+    (["k"], "the following arguments are required: value (see"),
+], ids=["both", "missing", "not-utf8", "neither"])
+def test_kv_put_value_file_mistakes_are_usage_errors(argv: list[str], message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``kv put`` takes exactly one value, as VALUE or in ``--value-file``, and a file it can
+    read, of UTF-8 text: anything else is one usage line, exit 2, nothing sent."""
+    names = {"file": tmp_path / "v.txt", "missing": tmp_path / "absent.txt", "binary": tmp_path / "v.bin"}
+    names["file"].write_text("x")
+    names["binary"].write_bytes(b"a\xff")
+    argv = [a.format(**{k: str(v) for k, v in names.items()}) for a in argv]
+    message = message.format(**{k: str(v) for k, v in names.items()})
+    code = cli.main(["kv", "put", *argv, "--endpoints", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, (code, err)
