@@ -1073,7 +1073,11 @@ def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], l
     """The ``cluster status`` table: one row per node id of ``rows`` (a status dict, or a
     string saying why there is none), roles from ``voters`` / ``learners``: "voter",
     "learner", or "not a member" for a node an endpoint reached that the membership does
-    not name (one removed that still runs: it shows the state it had, e.g. Learner)."""
+    not name (one removed that still runs: it shows the state it had, e.g. Learner), each
+    followed by "(catching up)" when the status says so: the node started on an empty data
+    directory and neither votes nor campaigns until it caught up. (That showed nowhere but
+    in its directory's ``catching-up.json`` and its log: a cluster that had no leader while
+    it caught up showed a voter like any other.)"""
 
     def cell(v: Any) -> str:
         return "-" if v is None else str(v)
@@ -1082,6 +1086,8 @@ def status_table(rows: dict[int, dict[str, Any] | str], voters: Sequence[int], l
     for nid in sorted(rows):
         st = rows[nid]
         role = "voter" if nid in voters else "learner" if nid in learners else "not a member"
+        if isinstance(st, dict) and st.get("catching_up") is True:
+            role += " (catching up)"  # (it does not vote yet: see the guide's "A lost disk")
         if isinstance(st, str):
             lines.append([str(nid), st, role, "", "", "", "", "", "", ""])
             continue

@@ -1963,4 +1963,7 @@ class KvNode:
             "http_addr": self.opts.http_addr,
             "running": m.running,
             "error": m.error,
+            # Started on an empty data directory and not caught up yet (``rejoin``): it neither
+            # votes nor campaigns, so a cluster needing its vote elects no leader meanwhile.
+            "catching_up": self.catch_up is not None and self.catch_up.active,
         }

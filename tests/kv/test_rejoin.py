@@ -795,3 +795,27 @@ async def test_a_first_leader_lost_after_it_took_a_write_is_followed(
     finally:
         write.cancel()
         await asyncio.gather(write, return_exceptions=True)
+
+
+async def test_the_status_says_whether_the_node_is_catching_up(cluster: KvCluster) -> None:
+    """``GET /cluster/status`` says ``catching_up`` while a node started on an empty data
+    directory has not caught up (it votes for no candidate past the initial membership), and
+    ``cluster status`` adds "(catching up)" to its role: it showed nowhere but in
+    ``catching-up.json`` and the node's log, and a cluster that elected no leader because of
+    it looked like one whose voters were all there."""
+    from openraft_py.kv import cli
+
+    new = await cluster.start_node(1)
+    assert new.status()["catching_up"] is True
+    await new.stop()
+    other = KvCluster()
+    try:
+        c = await other.start(3, raft_config=FAST)  # (returns once none is catching up)
+        statuses = {i: n.status() for i, n in c.nodes.items()}
+        assert {i: st["catching_up"] for i, st in statuses.items()} == {1: False, 2: False, 3: False}
+        statuses[3] = dict(statuses[3], catching_up=True)
+        table = cli.status_table(dict(statuses), [1, 2, 3], []).splitlines()
+        assert table[3].split()[:4] == ["3", "Follower", "voter", "(catching"] and "up)" in table[3], table
+        assert "catching" not in table[1] + table[2], table
+    finally:
+        await other.close()
