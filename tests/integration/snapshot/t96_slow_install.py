@@ -25,6 +25,11 @@ pytestmark = pytest.mark.timeout(30)
 INSTALL_SECONDS = 0.5
 """How long each install takes: ten of the leader's chunk timeouts below."""
 
+STEADY = dict(election_timeout_min=1000, election_timeout_max=2000, heartbeat_interval=50)
+"""Elections of 1-2 s, for the tests that need no election timeout shorter than the install:
+with ``fast_config``'s 100 ms a loaded machine's stall of the one loop made the leader step
+down (no quorum acknowledged it in time) during ``add_learner``, which then failed."""
+
 
 class SlowInstall(MemStateMachine):
     """``MemStateMachine`` whose installs take ``INSTALL_SECONDS``; counts the transfers it
@@ -46,7 +51,7 @@ class SlowInstall(MemStateMachine):
 async def test_a_learner_slower_to_install_than_the_chunk_timeout_receives_the_snapshot_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512)
+    cfg = snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512, **STEADY)
     c = Cluster(cfg, seed=3, state_machine=SlowInstall)
     try:
         await c.start({1, 2, 3})
@@ -125,7 +130,8 @@ async def test_an_install_unanswered_for_longer_than_the_bound_is_said_at_warnin
 
     monkeypatch.setattr(replication, "INSTALL_WAIT_WARN_AFTER", INSTALL_SECONDS / 5)
     caplog.set_level(logging.DEBUG, logger="openraft_py")
-    c = Cluster(snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512), seed=3, state_machine=SlowInstall)
+    cfg = snap_config(install_snapshot_timeout=50, snapshot_max_chunk_size=512, **STEADY)
+    c = Cluster(cfg, seed=3, state_machine=SlowInstall)
     try:
         leader = await _add_slow_learner(c)
         mine = [r for r in caplog.records if r.getMessage().startswith(f"node {leader}: replication to node 4:")]
