@@ -309,17 +309,30 @@ def test_a_long_sequential_history_is_checked_in_linear_time():
     assert len(res.longest_prefix) == n and res.unplaced == [bad[-1]]
 
 
+def _long_sequential_history(n: int) -> list:
+    return [w(i % 5, i, 2 * i, 2 * i + 1) for i in range(n)]
+
+
+def _long_history_after_an_unplaced_cas(n: int) -> list:
+    # (the cas expects a value never written: it can never be placed)
+    return [cas(0, -1, 1, None, 0, INF, ok=None)] + [w(1 + i % 5, i, 2 * i + 1, 2 * i + 2) for i in range(n)]
+
+
 @pytest.mark.timeout(60)
-def test_a_long_sequential_history_is_checked_in_linear_memory():
-    # The search remembered every (linearized set, state) it explored with the set as a
-    # bitset of the whole history: the k-th placement kept a k-bit int, so a sequential
-    # history of n operations on one key held n*n/16 bytes (100,000 operations: 760 MB,
-    # 200,000: 3 GB), which a time budget does not bound. The operations every linearization
-    # so far holds (a prefix of the history) are now kept as a count.
+@pytest.mark.parametrize("history", [_long_sequential_history, _long_history_after_an_unplaced_cas],
+                         ids=["sequential", "after-an-operation-of-unknown-outcome"])
+def test_a_long_history_is_checked_in_linear_memory(history):
+    """The search remembered every (linearized set, state) it explored with the set as a
+    bitset of the whole history: the k-th placement kept a k-bit int, so a sequential history
+    of n operations on one key held n*n/16 bytes (100,000 operations: 760 MB, 200,000: 3 GB),
+    which a time budget does not bound. The operations every linearization so far holds (a
+    prefix of the history) are now kept as a count. An operation of unknown outcome that is
+    never placed (a timed-out cas that could not apply) stopped that count for good, and the
+    history after it held n*n/16 bytes again (30,000 operations: 76 MB); it no longer does."""
     import tracemalloc
 
     n = 30_000
-    ops = [w(i % 5, i, 2 * i, 2 * i + 1) for i in range(n)]
+    ops = history(n)
     tracemalloc.start()
     try:
         res = check(ops, register, timeout=30.0)
@@ -328,28 +341,7 @@ def test_a_long_sequential_history_is_checked_in_linear_memory():
         tracemalloc.stop()
     assert res.ok is True, res.explain()
     # The bitsets alone were n*n/16 bytes (56 MB); a few entries per operation is ~10 MB.
-    assert peak < 20_000_000, f"peak {peak / 1e6:.1f} MB for {n} sequential operations"
-
-
-@pytest.mark.timeout(60)
-def test_a_long_history_after_an_operation_of_unknown_outcome_is_checked_in_linear_memory():
-    """The operations every linearization so far holds were kept as a count of the leading
-    placed ones: an operation of unknown outcome that is never placed (a timed-out cas that
-    could not apply) stopped that count for good, and the sequential history after it held
-    n*n/16 bytes again (30,000 operations: 76 MB). Such an operation no longer stops it."""
-    import tracemalloc
-
-    n = 30_000
-    # (the cas expects a value never written: it can never be placed)
-    ops = [cas(0, -1, 1, None, 0, INF, ok=None)] + [w(1 + i % 5, i, 2 * i + 1, 2 * i + 2) for i in range(n)]
-    tracemalloc.start()
-    try:
-        res = check(ops, register, timeout=30.0)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert res.ok is True, res.explain()
-    assert peak < 20_000_000, f"peak {peak / 1e6:.1f} MB for {n} sequential operations after one of unknown outcome"
+    assert peak < 20_000_000, f"peak {peak / 1e6:.1f} MB for {n} operations"
 
 
 def test_timeout_gives_an_unknown_verdict():
