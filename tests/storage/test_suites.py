@@ -1086,3 +1086,29 @@ async def test_a_store_catching_the_cancellation_of_a_timed_out_check_fails_it(t
     [outcome] = report
     assert not outcome.ok
     assert re.search(message, str(outcome.error)), str(outcome.error)
+
+
+async def test_stopping_a_check_that_already_failed_retrieves_its_error() -> None:
+    """``run_one`` stops its check's task when it is stopped itself (its caller's timeout,
+    Ctrl-C). A task that had just ended with an error was left with it unread: asyncio then
+    reported "Task exception was never retrieved" for a failure nobody could see."""
+    import gc
+
+    from openraft_py.testing.suite import base
+
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async def fails() -> None:
+            raise AssertionError("the check failed")
+
+        task = asyncio.ensure_future(fails())
+        await asyncio.wait({task})
+        await base._stop(task)
+        del task
+        gc.collect()
+        await asyncio.sleep(0)  # (one loop turn: the done callbacks _stop added run in it)
+    finally:
+        loop.set_exception_handler(None)
+    assert [c.get("message") for c in reported] == []

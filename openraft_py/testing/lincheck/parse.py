@@ -412,7 +412,7 @@ def _jsonl_line(n: int, op: Operation) -> str | None:
     if op.op == "get" and op.ok:
         rec["result"] = op.output
     rec["call"] = op.call
-    rec["ret"] = None if op.ok is None or op.ret == INF else op.ret
+    rec["ret"] = None if op.ok is None else op.ret  # (a known outcome has a finite ret: checked above)
     try:
         return json.dumps(rec, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:

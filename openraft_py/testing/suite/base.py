@@ -458,7 +458,9 @@ async def _watch(task: asyncio.Task[None], phase: _Phase, timeout: float | None)
 
 async def _stop(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait up to ``CANCEL_GRACE`` for it; left running, referenced
-    from ``_ABANDONED``, if it does not end."""
+    from ``_ABANDONED``, if it does not end. Its end is read either way (asyncio reports an
+    exception never retrieved), as ``run_one``, stopped itself, will not."""
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
     if task.done():
         return
     task.cancel()
@@ -466,8 +468,6 @@ async def _stop(task: asyncio.Task[None]) -> None:
     if not done:
         _ABANDONED.add(task)
         task.add_done_callback(_ABANDONED.discard)
-    # Retrieve its end, so that asyncio does not report an exception never retrieved.
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class CheckRegistry:
