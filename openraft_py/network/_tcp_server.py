@@ -117,8 +117,8 @@ def _request_sender(kind: int, req: Any) -> NodeId:
 
 
 def _known_sender(metrics: Any, node_id: NodeId) -> bool:
-    """Whether the handshake may accept ``node_id``, and whether a connection from it may
-    stay open (the membership re-check): any node while this one has no membership yet (a
+    """Whether ``node_id`` is a sender this node knows (``_may_connect`` also takes any
+    sender while this node has no leader): any node while this one has no membership yet (a
     node about to be added knows no one); otherwise a node of its membership (voters and
     learners), or the leader it follows (a leader that removed itself keeps replicating the
     change and hands over to nodes that already left it out): the leader of its committed
@@ -130,6 +130,25 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
         return True
     vote = getattr(metrics, "vote", None)
     return vote is not None and vote.committed and vote.leader_id.node_id == node_id
+
+
+def _may_connect(metrics: Any, node_id: NodeId) -> bool:
+    """Whether a connection from ``node_id`` may open and stay open: a known sender
+    (``_known_sender``), or any node while this one has no leader (``current_leader`` is
+    ``None``: its election timer fired, or it has just started). A node that was down
+    while a membership change added node 4 holds the old membership: when the only nodes it
+    knows are gone as well, node 4 is the one node that can bring it up to date, and a
+    refusal of node 4 left the cluster without a quorum for good. Whatever such a
+    connection delivers goes through the engine's checks of vote and log as any request
+    does; a node that follows a leader (or leads) refuses ids outside its membership as
+    before, so an impostor speaking as a removed node reaches only nodes that have no
+    leader, which an election is then choosing anyway."""
+    # (Metrics without ``current_leader``, of a ``RaftServer`` of the application's, keep
+    # the membership rule alone.)
+    return _known_sender(metrics, node_id) or getattr(metrics, "current_leader", _NO_FIELD) is None
+
+
+_NO_FIELD = object()
 
 
 def _check_same_cluster_name(raft: object, cluster_name: str) -> None:
@@ -488,7 +507,7 @@ class _ServerConnection(asyncio.Protocol):
             if why is not None:
                 return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})", hello.node_id,
                                     kind="certificate")
-        if not _known_sender(srv._raft.metrics, hello.node_id):
+        if not _may_connect(srv._raft.metrics, hello.node_id):
             return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership", hello.node_id,
                                 kind="not in the membership")
         if self.handshake_timer is not None:
@@ -897,7 +916,8 @@ class TcpServer:
           sender of every open connection against the node's membership (the handshake's
           rule) and closes the connections of senders that left it (logged at WARNING), so a
           removed node stops being served within this interval of its removal reaching
-          this node's log.
+          this node's log. While the node has no leader every sender is kept (a node added
+          while this one was down may be the one to bring it up to date).
         - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
           so this bounds a connection's input buffer). Before the handshake the bound is
           ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
@@ -1242,7 +1262,7 @@ class TcpServer:
         left the membership and is not the leader this node follows); return how many.
         Runs every ``membership_check_interval`` seconds; callable at any time."""
         metrics = self._raft.metrics
-        gone = [c for c in self._conns if c.sender is not None and not _known_sender(metrics, c.sender)]
+        gone = [c for c in self._conns if c.sender is not None and not _may_connect(metrics, c.sender)]
         for c in gone:
             c._drop(f"node {c.sender} is no longer in the membership")
         return len(gone)

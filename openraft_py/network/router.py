@@ -564,7 +564,8 @@ class Router:
 
     def partition(self, *groups: set[NodeId] | frozenset[NodeId]) -> None:
         """Split the network: nodes in different groups cannot talk; a node in no group is
-        isolated. Replaces a previous ``partition`` (cuts and isolations stay). Raises
+        isolated (``partition()`` with no group isolates every node; ``heal()`` ends a
+        partition). Replaces a previous ``partition`` (cuts and isolations stay). Raises
         ``ValueError`` if a node is in two groups, ``TypeError`` if a group is not a collection
         of ids (a ``str`` or a mapping is not) and ``TypeError``/``ValueError`` for a member that is
         not a node id; nothing changes then."""

@@ -34,7 +34,7 @@ import warnings
 from typing import Any
 
 import pytest
-from network.tcp_cluster import TcpCluster, tcp_config
+from network.tcp_cluster import TcpCluster, steady_tcp_config
 
 from openraft_py.core import snapshot_io
 from openraft_py.errors import Unreachable
@@ -171,8 +171,10 @@ async def test_a_node_refused_at_every_reconnect_logs_why_once(caplog: pytest.Lo
     not once per reconnect, and not never."""
     caplog.set_level(logging.INFO, logger="openraft_py.network.tcp")
     option = RPCOption(hard_ttl=3.0, soft_ttl=3.0)
-    async with TcpCluster(tcp_config()) as c:
+    # (Steady elections, and a leader first: a node without one takes any sender.)
+    async with TcpCluster(steady_tcp_config()) as c:
         await c.start([1, 2, 3])
+        await c.wait_leader_ready(timeout=15)
         node = c.nodes[1]
         assert node.server is not None
         loop = asyncio.get_running_loop()

@@ -198,6 +198,10 @@ async def test_partition() -> None:
         router.partition({1, 2}, {2, 3})
     router.heal()
     assert len(await reach_matrix(router, 5)) == 20
+    router.partition()  # no group: every node is in none, so every node is isolated
+    assert await reach_matrix(router, 5) == set()
+    router.heal()
+    assert len(await reach_matrix(router, 5)) == 20
 
 
 async def test_cut_two_way_and_one_way() -> None:

@@ -50,7 +50,9 @@ OPT = RPCOption(hard_ttl=5.0, soft_ttl=5.0)
 class _Metrics:
     def __init__(self, node_id: int, members: set[int]) -> None:
         self.id = node_id
-        self.current_leader: int | None = None
+        # Following a leader of its membership: a node without one takes any sender
+        # (``_may_connect``).
+        self.current_leader: int | None = min(members) if members else None
         self.vote = Vote.new(0, 0)
         self.membership_config = StoredMembership(LogId(1, 0) if members else None, Membership.new([members]) if members else Membership((), {}))
 

@@ -20,7 +20,7 @@ from openraft_py.errors import RPCError, Unreachable
 from openraft_py.network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_uri
 from openraft_py.types import BasicNode, Vote, VoteRequest, VoteResponse
 
-from .tcp_cluster import TcpCluster, steady_tcp_config, tcp_config, until
+from .tcp_cluster import TcpCluster, steady_tcp_config, until
 from .test_tcp import FakeRaft, _Metrics
 from .test_tcp_security import OPT, _attack, _while_committing
 
@@ -194,8 +194,8 @@ async def test_without_binding_any_cluster_certificate_may_claim_any_id(pki: Any
 
 async def test_recheck_keeps_the_handshakes_exceptions() -> None:
     """The re-check applies the handshake's rule: every sender while the node has no
-    membership, then members and the leader it follows; a sender that is neither loses its
-    connection."""
+    membership or no leader, then members and the leader it follows; a sender that is
+    neither loses its connection."""
     raft = FakeRaft(node_id=2, members=set())
     server = await TcpServer.start(raft, "127.0.0.1", 0, "c", membership_check_interval=3600)
     factories = {nid: TcpNetworkFactory(nid, "c") for nid in (1, 3, 5)}
@@ -205,10 +205,13 @@ async def test_recheck_keeps_the_handshakes_exceptions() -> None:
         assert server.recheck_membership() == 0  # no membership yet: everyone stays
 
         raft.metrics = _Metrics(2, {1, 2})
-        # A leader that removed itself, still followed (its committed vote), even once this
-        # node's election timer fired and it names no leader.
+        # No leader (an election timer fired): every sender stays, as the handshake would
+        # take any (a node the membership this node holds missed may be the one to update it).
         raft.metrics.vote = Vote.new(1, 5, committed=True)
         raft.metrics.current_leader = None
+        assert server.recheck_membership() == 0
+        # A leader that removed itself, still followed (its committed vote).
+        raft.metrics.current_leader = 5
         assert server.recheck_membership() == 1
         await until(lambda: not factories[3].connected(2), "node 3's connection closed", 5)
         assert factories[1].connected(2) and factories[5].connected(2)
@@ -232,7 +235,7 @@ async def test_a_removed_nodes_open_connections_are_closed(caplog: pytest.LogCap
     remaining nodes once R's removal reaches them (by the periodic re-check, well before the
     idle timeout); R's id is refused from then on and the cluster keeps committing."""
     caplog.set_level(logging.WARNING, logger="openraft_py.network.tcp")
-    async with TcpCluster(tcp_config()) as c:
+    async with TcpCluster(steady_tcp_config()) as c:  # (a node without a leader takes any sender)
         await c.start([1, 2, 3])
         # (Not wait_for_leader: a leader just elected refused the change, having heard from
         # no follower yet.)

@@ -23,7 +23,7 @@ from openraft_py.network import wire
 from openraft_py.network.tcp import TcpNetworkFactory
 from openraft_py.types import AppendEntriesRequest, BasicNode, LogId, RPCOption, Vote, VoteRequest
 
-from .tcp_cluster import TcpCluster, tcp_config
+from .tcp_cluster import TcpCluster, steady_tcp_config, tcp_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -142,7 +142,8 @@ async def test_a_peer_refused_at_every_reconnect_is_logged_once_then_its_accepta
 
 
 async def test_node_id_outside_the_membership_is_refused() -> None:
-    async with TcpCluster(tcp_config()) as c:
+    # (Steady elections: a node without a leader takes any sender, ``_may_connect``.)
+    async with TcpCluster(steady_tcp_config()) as c:
         await c.start([1, 2, 3])
         bad = TcpNetworkFactory(42, c.cluster_name, backoff_min=0.01, backoff_max=0.02)
         try:
