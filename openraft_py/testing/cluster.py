@@ -254,8 +254,11 @@ class Cluster(Generic[SM, LS]):
         every other running node of ``among``; return its id. Raises ``WaitTimeout`` after
         ``timeout`` seconds, also when none of ``among`` is running; ``TypeError`` or
         ``ValueError`` for a ``timeout`` that is not a finite number of seconds >= 0.
-        ``among`` is read once, when the wait starts (a generator too)."""
+        ``among`` is read once, when the wait starts (a generator too); ``ValueError`` when
+        it names no node (no leader could ever be found among none)."""
         wanted = None if among is None else set(among)
+        if wanted is not None and not wanted:
+            raise ValueError("wait_for_leader(among=...) names no node: give the ids to wait on, or None for every running node")
         checked = check_timeout(timeout)
         if checked is None:
             raise TypeError("wait_for_leader needs a timeout in seconds, got None")

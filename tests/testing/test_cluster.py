@@ -105,3 +105,14 @@ async def test_starting_more_nodes_initialized_beside_a_running_cluster_is_refus
         await c.start({1, 2}, initialize=False)
         await c.start({3})
         assert await c.wait_for_leader(timeout=5, among={3}) == 3
+
+
+async def test_wait_for_leader_among_no_node_is_refused_at_once() -> None:
+    """``among=set()`` (a filter that left nothing) waited out the whole timeout and then
+    said no node of it was running."""
+    async with Cluster(Config(), seed=8) as c:
+        await c.start({1, 2, 3})
+        with pytest.raises(ValueError, match=r"among=\.\.\.\) names no node"):
+            await asyncio.wait_for(c.wait_for_leader(timeout=30, among=set()), 5)
+        with pytest.raises(ValueError, match="names no node"):
+            await asyncio.wait_for(c.wait_for_leader(timeout=30, among=(n for n in ())), 5)
