@@ -106,14 +106,20 @@ async def test_three_processes_over_tcp_failover_learner_by_snapshot_and_members
         back = await c.call(leader, "metrics")
         assert back["state"] in ("Follower", "Leader") and back["term"] >= term
 
-        # Snapshot and purge on the leader, so a new learner must be sent the snapshot.
-        m = await c.call(lid, "metrics")
-        await c.call(lid, "trigger", action="snapshot")
-        m = await c.call(lid, "wait", until="snapshot", index=m["applied"], timeout=30.0)
-        snap = m["snapshot"]
-        await c.call(lid, "trigger", action="purge_log", upto=snap)
-        m = await c.call(lid, "wait", until="purged", index=snap, timeout=30.0)
-        assert m["purged"] >= snap > 10_000
+        # Snapshot and purge on every node, so a new learner must be sent a snapshot
+        # whichever node leads when it is added (an election on a loaded machine moved the
+        # leadership to a node that had not purged: the learner caught up by an older
+        # snapshot and the log after it).
+        snaps = []
+        for i in IDS:
+            m = await c.call(i, "metrics")
+            await c.call(i, "trigger", action="snapshot")
+            m = await c.call(i, "wait", until="snapshot", index=m["applied"], timeout=30.0)
+            await c.call(i, "trigger", action="purge_log", upto=m["snapshot"])
+            m = await c.call(i, "wait", until="purged", index=m["snapshot"], timeout=30.0)
+            assert m["purged"] >= m["snapshot"] > 10_000
+            snaps.append(m["snapshot"])
+        snap = min(snaps)
 
         await c.start_node(4, timeout=30.0)
         pids.append(c.node(4).pid)
