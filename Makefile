@@ -11,13 +11,15 @@ SEEDS ?= 1000
 
 # Create the venv and install the package editable, with the compiled kernels
 # (setuptools builds _core/*.pyx in place). Redone whenever the build inputs change.
+# (PYTHONWARNINGS: setuptools' notice that the install is editable, a banner of 10 lines in
+# the first output a new user sees, is not shown.)
 # The package modules the build also compiles (openraft_py/_compiled.py's COMPILED_MODULES).
 COMPILED_SOURCES := $(shell sed -n 's/^ *"\(openraft_py\.[a-z_.]*\)",$$/\1/p' openraft_py/_compiled.py | tr . / | sed 's/$$/.py/')
 
 $(STAMP): pyproject.toml setup.py $(wildcard _core/*.pyx) $(wildcard _core/*.pxd) openraft_py/_compiled.py $(COMPILED_SOURCES) $(wildcard $(COMPILED_SOURCES:.py=.pxd))
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,kv,release,lint,docs]'
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q -e '.[test,bench,kv,release,lint,docs]'
 	touch $@
 
 # Also fails unless the compiled kernels and modules are the ones imports get.
