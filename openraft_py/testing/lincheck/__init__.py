@@ -43,18 +43,28 @@ Histories can be read from Jepsen etcd logs (``parse_jepsen``), EDN key-value hi
 (``check``, ``CheckResult``), ``parse`` (the history readers and writer), ``cli``. Every
 name is importable from ``openraft_py.testing.lincheck``. Command line::
 
-    python -m openraft_py.testing.lincheck --format jepsen|edn-kv|jsonl [--timeout S] FILE...
+    python -m openraft_py.testing.lincheck --format jepsen|edn-kv|jsonl [--timeout S] [--max-bytes N] FILE...
 """
 
 from __future__ import annotations
 
 from .cli import main
 from .model import INF, Model, Operation, by_key, describe_op, kv, kv_register, register
-from .parse import HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl, write_jsonl
+from .parse import (
+    MAX_HISTORY_BYTES,
+    MAX_LINE_CHARS,
+    HistoryParseError,
+    parse_edn_kv,
+    parse_jepsen,
+    parse_jsonl,
+    write_jsonl,
+)
 from .search import CheckResult, check
 
 __all__ = [
     "INF",
+    "MAX_HISTORY_BYTES",
+    "MAX_LINE_CHARS",
     "CheckResult",
     "HistoryParseError",
     "Model",
