@@ -56,9 +56,17 @@ class AioFsync:
     available (not Linux, or ``io_setup`` refused: e.g. ``fs.aio-max-nr`` reached).
     ``close()`` waits for the requests still queued, then frees the context and ``efd``
     (``efd`` is ``-1`` from then on). One user at a time (the event loop); not thread-safe.
+
+    Every completion is returned exactly once, also when a call is interrupted (Ctrl-C's
+    ``KeyboardInterrupt``) after the kernel handed it over: it is kept (``_ready``) and
+    returned by the next ``reap``, ``wait`` or ``close``. (An interrupted ``wait`` or
+    ``close`` lost the completions it had taken: their writes were never acknowledged, and
+    one taken before the count of requests in flight was lowered made a retried ``close``
+    wait for good for completions the kernel had handed over already.)
     """
 
-    __slots__ = ("efd", "_ctx", "_nr", "_inflight", "_iocb", "_iocbp", "_events", "_zero", "_sys", "_libc")
+    __slots__ = ("efd", "_ctx", "_nr", "_inflight", "_ready", "_unread", "_iocb", "_iocbp", "_events", "_zero",
+                 "_sys", "_libc")
 
     def __init__(self, depth: int = 64) -> None:
         calls = _SYS.get(platform.machine())
@@ -75,7 +83,13 @@ class AioFsync:
         self._sys = calls
         self._ctx = ctx.value
         self._nr = depth
-        self._inflight = 0  # requests submitted and not yet returned by reap()/wait()
+        # Invariant: ``_inflight`` counts the requests submitted whose completion the kernel has
+        # not handed over; ``_ready`` holds the completions it handed over that no call has
+        # returned yet (in the order it gave them); ``_unread`` is True from before an
+        # ``io_getevents`` until the completions it wrote to ``_events`` are in ``_ready``.
+        self._inflight = 0
+        self._ready: list[tuple[int, OSError | None]] = []
+        self._unread = False
         try:
             self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         except BaseException:
@@ -89,7 +103,7 @@ class AioFsync:
     @property
     def inflight(self) -> int:
         """Requests submitted whose completion has not been returned yet."""
-        return self._inflight
+        return self._inflight + len(self._ready)
 
     def submit(self, fd: int, token: int) -> bool:
         """Queue an fsync of ``fd``; ``token`` comes back with its completion."""
@@ -107,45 +121,76 @@ class AioFsync:
             os.eventfd_read(self.efd)
         except BlockingIOError:
             pass
-        return self._get(0, ctypes.byref(self._zero))
+        self._get(0, ctypes.byref(self._zero))
+        return self._take()
 
     def wait(self, n: int) -> list[tuple[int, OSError | None]]:
-        """Block until ``n`` more requests have completed; return them."""
-        out: list[tuple[int, OSError | None]] = []
-        while len(out) < n:
-            out += self._get(n - len(out), None)
+        """Block until ``n`` requests not returned yet have completed (at most ``inflight``;
+        counting those an interrupted call took and kept); return every completion not
+        returned yet."""
+        n = min(n, self.inflight)
+        while len(self._ready) < n:
+            self._get(n - len(self._ready), None)
+        return self._take()
+
+    def _take(self) -> list[tuple[int, OSError | None]]:
+        """The completions not returned yet, now counted as returned."""
+        out, self._ready = self._ready, []  # (no call in between: no interrupt either)
         return out
 
-    def _get(self, min_nr: int, timeout: object) -> list[tuple[int, OSError | None]]:
+    def _get(self, min_nr: int, timeout: object) -> None:
+        """Move to ``_ready`` what a call interrupted left in ``_events``, then what the kernel
+        hands over now: at least ``min_nr`` completions (``timeout``: a ``timespec``, or
+        ``None`` to block), fewer when interrupted by a signal (``EINTR``)."""
+        self._move_unread()
         if self._inflight == 0:
-            return []
+            return
+        ctypes.memset(self._events, 0, len(self._events))  # (read back by _move_unread: obj 0 is a free slot)
+        self._unread = True
         got = self._libc.syscall(
             self._sys[1], ctypes.c_ulong(self._ctx), ctypes.c_long(min_nr), ctypes.c_long(self._nr), self._events, timeout
         )
         if got < 0:
             err = ctypes.get_errno()
+            self._unread = False  # (an error: the kernel wrote nothing)
             if err == 4:  # EINTR
-                return []
+                return
             raise OSError(err, f"io_getevents: {os.strerror(err)}")
-        out: list[tuple[int, OSError | None]] = []
-        for i in range(got):
-            token, _, res, _ = _EVENT.unpack_from(self._events, i * _EVENT.size)
-            out.append((token, None if res >= 0 else OSError(-res, os.strerror(-res))))
-        self._inflight -= got
-        return out
+        self._move_unread()
+
+    def _move_unread(self) -> None:
+        """Move the completions the last ``io_getevents`` wrote to ``_events`` to ``_ready``
+        and lower ``_inflight`` by their number (``_unread``: there may be some). Read from
+        the buffer, not from the call's answer: an interrupt may have come as the call
+        returned, its answer lost and the completions in the buffer all the same. Each
+        written slot names its request (``obj``, the address of ``_iocb``: never 0); the
+        kernel fills the slots from the first."""
+        if not self._unread:
+            return
+        done: list[tuple[int, OSError | None]] = []
+        for i in range(self._nr):
+            token, obj, res, _ = _EVENT.unpack_from(self._events, i * _EVENT.size)
+            if obj == 0:
+                break
+            done.append((token, None if res >= 0 else OSError(-res, os.strerror(-res))))
+        k = len(done)
+        # One statement and no call in it: an interrupt comes before it (the buffer is read
+        # again) or after it (they are in _ready), never half way.
+        self._ready, self._inflight, self._unread = self._ready + done, self._inflight - k, False
 
     def close(self) -> list[tuple[int, OSError | None]]:
-        """Wait for the requests still queued (returned), then free the context and ``efd``
-        (``_free``). Idempotent: a close after one that freed them returns ``[]`` and does
-        nothing. An exception raised in the wait (``KeyboardInterrupt``) frees nothing: the
-        requests are still queued, and a close called again (``GroupWriter.close``, retried
-        by the log store's close) waits for them and returns them. Once the wait is over, an
-        exception raised while the two are freed does not keep the other from being freed."""
-        if self._ctx == 0 and self.efd < 0:
-            return []
-        rest = self.wait(self._inflight)
-        self._free()
-        return rest
+        """Wait for the requests still queued, then free the context and ``efd`` (``_free``);
+        returns every completion not returned yet. Idempotent: a close after one that freed
+        them and returned their completions returns ``[]`` and does nothing. An exception
+        raised in the wait (``KeyboardInterrupt``) frees nothing, and one raised while the two
+        are freed does not keep the other from being freed; either way no completion is
+        lost: a close called again (``GroupWriter.close``, retried by the log store's close)
+        waits for the requests still queued and returns every completion not returned."""
+        if self._ctx != 0 or self.efd >= 0:
+            while self._inflight:
+                self._get(self._inflight, None)
+            self._free()
+        return self._take()
 
     def _free(self) -> None:
         """Free the context (``io_destroy``) and close ``efd``, each at most once: both are

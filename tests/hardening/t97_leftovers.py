@@ -1,0 +1,214 @@
+"""What the last stop left, fixed (t97).
+
+1. ``lincheck``'s history readers read any input to its end, a line whole before parsing
+   it: ``--format jepsen /dev/zero`` (no newline ever) grew one line until memory ran out,
+   and an endless input of lines was read for good. A file is now read up to ``max_bytes``
+   (``MAX_HISTORY_BYTES``, 1 GiB; ``--max-bytes N``), a line up to ``MAX_LINE_CHARS``:
+   past either, a ``HistoryParseError`` naming the line (exit 2).
+5. ``AioFsync`` (``openraft_py/storage/rocks/aio.py``) lost the completions a call had taken
+   from the kernel when an interrupt (Ctrl-C) came before it returned them: a ``wait``
+   interrupted in its second round dropped those of its first (their writes never
+   acknowledged), and one interrupted as ``io_getevents`` returned left them counted in
+   flight, so a retried ``close`` waited for good for completions the kernel had handed
+   over already. They are kept and returned by the next call now.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openraft_py.storage.rocks import aio
+from openraft_py.testing.lincheck import MAX_LINE_CHARS, HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).parents[2]
+
+
+# -- 1. lincheck's readers are bounded ------------------------------------------------------------
+
+
+def _lincheck(*args: str, memory: int = 2 << 30) -> subprocess.CompletedProcess[str]:
+    """``python -m openraft_py.testing.lincheck ARGS``, its address space capped at
+    ``memory`` bytes (an unbounded reader fails with a ``MemoryError`` there, not by taking
+    the machine's memory) and its run at 60 s."""
+
+    def cap() -> None:  # pragma: no cover - runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run([sys.executable, "-m", "openraft_py.testing.lincheck", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, preexec_fn=cap)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="reads /dev/zero")
+@pytest.mark.parametrize("fmt", ["jepsen", "edn-kv", "jsonl"])
+def test_an_endless_line_is_refused_naming_it(fmt: str) -> None:
+    res = _lincheck("--format", fmt, "/dev/zero")
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert f"lincheck: cannot read /dev/zero: /dev/zero:1: a line of more than {MAX_LINE_CHARS} characters" in res.stderr
+
+
+def _jepsen_lines(n: int) -> str:
+    return "".join(f"INFO  jepsen.util - {i % 5}\t:invoke\t:read\tnil\n"
+                   f"INFO  jepsen.util - {i % 5}\t:ok\t:read\tnil\n" for i in range(n))
+
+
+def test_a_history_past_max_bytes_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.log"
+    text = _jepsen_lines(2000)
+    path.write_text(text)
+    assert len(parse_jepsen(path)) == 2000  # (the default bound: 1 GiB)
+    assert len(parse_jepsen(path, max_bytes=len(text))) == 2000  # (exactly at the bound)
+    with pytest.raises(HistoryParseError, match=r"h\.log:\d+: the file holds more than 10000 bytes") as e:
+        parse_jepsen(path, max_bytes=10_000)
+    assert 1 <= e.value.line <= 10_000 // 38, e.value.line  # (lines of 38 to 46 bytes; the file is read ahead)
+    for parse in (parse_edn_kv, parse_jsonl):
+        with pytest.raises(HistoryParseError, match="more than 100 bytes"):
+            parse(path, max_bytes=100)
+    res = _lincheck("--format", "jepsen", "--max-bytes", "10000", str(path))
+    assert res.returncode == 2, res.stderr
+    assert "the file holds more than 10000 bytes" in res.stderr
+    res = _lincheck("--format", "jepsen", "--max-bytes", str(len(text)), str(path))
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="reads /dev/zero")
+def test_an_endless_stream_of_lines_is_refused_at_max_bytes() -> None:
+    """Lines that never end (a pipe from ``yes``: each one skipped as no operation) are read
+    up to ``--max-bytes``, then refused."""
+    feeder = subprocess.Popen(["yes", "INFO  other.logger - not an operation"], stdout=subprocess.PIPE)
+    try:
+        assert feeder.stdout is not None
+        res = subprocess.run([sys.executable, "-m", "openraft_py.testing.lincheck", "--format", "jepsen",
+                              "--max-bytes", "5000000", "/dev/stdin"], stdin=feeder.stdout, capture_output=True,
+                             text=True, cwd=REPO, timeout=60)
+    finally:
+        feeder.kill()
+        feeder.wait()
+        if feeder.stdout is not None:
+            feeder.stdout.close()
+    assert res.returncode == 2, res.stderr
+    assert "the file holds more than 5000000 bytes" in res.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1e6", "ten", "١٢"])
+def test_cli_refuses_a_bad_max_bytes(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "h.log"
+    path.write_text(_jepsen_lines(1))
+    res = _lincheck("--format", "jepsen", f"--max-bytes={bad}", str(path))
+    assert res.returncode == 2
+    assert "argument --max-bytes: must be a whole number of bytes >= 1" in res.stderr
+
+
+def test_readers_refuse_a_bad_max_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "h.log"
+    path.write_text(_jepsen_lines(1))
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_jepsen(path, max_bytes=0)
+    with pytest.raises(TypeError, match="max_bytes must be an int or None"):
+        parse_jsonl(path, max_bytes=True)  # type: ignore[arg-type]
+    assert len(parse_jepsen(path, max_bytes=None)) == 1
+
+
+# -- 5. AioFsync keeps what an interrupted call took ---------------------------------------------
+
+
+class _InterruptedGetevents:
+    """The C library of an ``AioFsync``, with a Ctrl-C raised in one ``io_getevents``:
+    ``after_return`` (the first call that hands over completions: raised as it returns,
+    where Python raises it once the call is back) or, else, the second call (raised as it
+    begins; the first is made to hand over one completion only)."""
+
+    def __init__(self, real: Any, io_getevents: int, after_return: bool) -> None:
+        self._real = real
+        self._nr = io_getevents
+        self._after_return = after_return
+        self.calls = 0
+        self.raised = False
+
+    def syscall(self, nr: int, *args: Any) -> int:
+        if nr != self._nr or self.raised:
+            return int(self._real.syscall(nr, *args))
+        self.calls += 1
+        if self._after_return:
+            got = int(self._real.syscall(nr, *args))
+            if got > 0:
+                self.raised = True
+                raise KeyboardInterrupt
+            return got
+        if self.calls == 1:
+            ctx, _, _, events, timeout = args
+            return int(self._real.syscall(nr, ctx, _c_long(1), _c_long(1), events, timeout))
+        self.raised = True
+        raise KeyboardInterrupt
+
+
+def _c_long(n: int) -> Any:
+    import ctypes
+
+    return ctypes.c_long(n)
+
+
+def _close_within(fsync: aio.AioFsync, seconds: float) -> list[tuple[int, OSError | None]] | None:
+    """``fsync.close()`` in a thread; its answer, or ``None`` if it did not return within
+    ``seconds`` (the thread is left blocked in the kernel: a daemon)."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fsync.close()), daemon=True)
+    t.start()
+    t.join(seconds)
+    return out[0] if out else None
+
+
+@pytest.mark.parametrize("after_return", [True, False], ids=["interrupted-as-it-returned", "interrupted-later"])
+def test_an_interrupted_wait_loses_no_completion(after_return: bool) -> None:
+    try:
+        fsync = aio.AioFsync()
+    except OSError as e:
+        pytest.skip(f"Linux native AIO is not available here: {e}")
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x")
+        f.flush()
+        assert fsync.submit(f.fileno(), 1) and fsync.submit(f.fileno(), 2)
+        libc = _InterruptedGetevents(fsync._libc, fsync._sys[1], after_return)
+        fsync._libc = libc  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            fsync.wait(2)
+        assert libc.raised
+        assert fsync.inflight == 2, "the completions taken before the interrupt are still to be returned"
+        rest = _close_within(fsync, 10.0)
+    assert rest is not None, "the retried close waited for completions the kernel had handed over already"
+    assert sorted(token for token, _ in rest) == [1, 2]
+    assert all(err is None for _, err in rest)
+    assert fsync.inflight == 0
+    assert fsync.close() == []
+
+
+def test_reap_after_an_interrupted_wait_returns_what_it_took() -> None:
+    try:
+        fsync = aio.AioFsync()
+    except OSError as e:
+        pytest.skip(f"Linux native AIO is not available here: {e}")
+    try:
+        with tempfile.TemporaryFile() as f:
+            f.write(b"x")
+            f.flush()
+            assert fsync.submit(f.fileno(), 7)
+            real = fsync._libc
+            fsync._libc = _InterruptedGetevents(real, fsync._sys[1], True)  # type: ignore[assignment]
+            with pytest.raises(KeyboardInterrupt):
+                fsync.wait(1)
+            fsync._libc = real
+            assert [token for token, _ in fsync.reap()] == [7]
+            assert fsync.reap() == []
+            assert fsync.inflight == 0
+    finally:
+        assert fsync.close() == []
