@@ -237,8 +237,9 @@ def _text(text: str) -> str:
 
 
 def _value_file(path: str) -> str:
-    """``kv put --value-file``: the text of the file ``path`` (``-``: standard input), read
-    whole and as it is (a final newline is part of the value), and valid UTF-8 (``_text``).
+    """``kv put --value-file`` and ``kv cas --value-file``: the text of the file ``path``
+    (``-``: standard input), read whole and as it is (a final newline is part of the value),
+    and valid UTF-8 (``_text``).
     A value was a command-line argument only, and Linux refuses one over 128 KiB
     (``MAX_ARG_STRLEN``) before the command runs: the shell said "Argument list too long",
     exit 126, for a value the service takes (up to ``--max-body``, 1 MiB by default)."""
@@ -470,12 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("key", type=_key)
     delete.set_defaults(run=_kv_delete)
     cas = kvv.add_parser("cas", parents=[client], help="compare and set",
-                         description="Set KEY to --value (omitted: delete it) iff its value is --expected "
-                         '(omitted: absent). Prints {"ok": bool, "current": value}; exit 1 when it did '
-                         "not match.")
+                         description="Set KEY to --value or the text of --value-file (neither: delete it) iff "
+                         'its value is --expected (omitted: absent). Prints {"ok": bool, "current": value}; '
+                         "exit 1 when it did not match.")
     cas.add_argument("key", type=_key)
     cas.add_argument("--expected", type=_text, help="the value KEY must have (omit: KEY must be absent)")
-    cas.add_argument("--value", type=_text, help="the new value (omit: delete KEY)")
+    # (A group's add_argument is not _Parser's: GivenOnce is given here.)
+    new_value = cas.add_mutually_exclusive_group()
+    new_value.add_argument("--value", type=_text, action=GivenOnce,
+                           help="the new value (omit it and --value-file: delete KEY)")
+    new_value.add_argument("--value-file", type=_value_file, action=GivenOnce, metavar="FILE",
+                           help="read the new value from FILE ('-': standard input), as it holds it (a final "
+                           "newline included): for a value longer than a command-line argument may be (128 KiB "
+                           "on Linux)")
     cas.set_defaults(run=_kv_cas)
 
     # demo
@@ -642,7 +650,8 @@ async def _kv_delete(args: argparse.Namespace) -> int:
 @_async
 async def _kv_cas(args: argparse.Namespace) -> int:
     async with _client(args) as c:
-        r = _check(await c.cas(args.key, args.expected, args.value), f"cas {args.key!r}")
+        value = args.value if args.value is not None else args.value_file  # (None: neither, delete; not both)
+        r = _check(await c.cas(args.key, args.expected, value), f"cas {args.key!r}")
         ans = r.json()
         _print_json(ans)
     return EXIT_OK if ans.get("ok") else EXIT_FAILED

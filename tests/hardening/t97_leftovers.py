@@ -5,6 +5,10 @@
    and an endless input of lines was read for good. A file is now read up to ``max_bytes``
    (``MAX_HISTORY_BYTES``, 1 GiB; ``--max-bytes N``), a line up to ``MAX_LINE_CHARS``:
    past either, a ``HistoryParseError`` naming the line (exit 2).
+2. ``openraft-py kv cas`` took its new value as ``--value`` only, a command-line argument,
+   which Linux refuses over 128 KiB ("Argument list too long", exit 126), while ``kv put``
+   has ``--value-file``: ``kv cas --value-file FILE`` (``-``: standard input) now, with
+   put's semantics and errors (not with ``--value``; neither still deletes).
 5. ``AioFsync`` (``openraft_py/storage/rocks/aio.py``) lost the completions a call had taken
    from the kernel when an interrupt (Ctrl-C) came before it returned them: a ``wait``
    interrupted in its second round dropped those of its first (their writes never
@@ -15,6 +19,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import resource
 import subprocess
@@ -26,8 +32,10 @@ from typing import Any
 
 import pytest
 
+from openraft_py.kv import cli
 from openraft_py.storage.rocks import aio
 from openraft_py.testing.lincheck import MAX_LINE_CHARS, HistoryParseError, parse_edn_kv, parse_jepsen, parse_jsonl
+from openraft_py.testing.proc_cluster import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,6 +125,78 @@ def test_readers_refuse_a_bad_max_bytes(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="max_bytes must be an int or None"):
         parse_jsonl(path, max_bytes=True)  # type: ignore[arg-type]
     assert len(parse_jepsen(path, max_bytes=None)) == 1
+
+
+# -- 2. kv cas --value-file ------------------------------------------------------------------------
+
+
+async def _cas_node(bodies: list[dict[str, Any]]) -> Any:
+    """A fake node answering ``POST /kv/{key}/cas`` as applied and recording its JSON bodies;
+    ``(runner, endpoint)``."""
+    from aiohttp import web
+
+    async def cas(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.json_response({"ok": True, "current": bodies[-1]["value"]})
+
+    app = web.Application()
+    app.add_routes([web.post("/kv/{key}/cas", cas)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"127.0.0.1:{port}"
+
+
+async def test_kv_cas_takes_its_new_value_from_a_file_or_standard_input(tmp_path: Path) -> None:
+    value = "0123456789abcdef" * 20_000 + "\n"  # 320,001 bytes: over MAX_ARG_STRLEN
+    path = tmp_path / "value.txt"
+    path.write_text(value, encoding="utf-8")
+    bodies: list[dict[str, Any]] = []
+    runner, ep = await _cas_node(bodies)
+    try:
+        common = ["--endpoints", ep, "--timeout", "5"]
+        code = await asyncio.to_thread(cli.main, ["kv", "cas", "big", "--expected", "old", "--value-file", str(path),
+                                                  *common])
+        assert code == 0
+        stdin = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "openraft_py.kv", "kv", "cas", "small", "--value-file", "-",
+                             *common], input=b"caf\xc3\xa9\n", capture_output=True, timeout=30)
+        assert stdin.returncode == 0, stdin
+        code = await asyncio.to_thread(cli.main, ["kv", "cas", "gone", "--expected", "x", *common])  # (deletes)
+        assert code == 0
+    finally:
+        await runner.cleanup()
+    assert bodies == [{"expected": "old", "value": value}, {"expected": None, "value": "café\n"},
+                      {"expected": "x", "value": None}]
+    assert json.loads(stdin.stdout) == {"ok": True, "current": "café\n"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--value", "v", "--value-file", "{file}"], "argument --value-file: not allowed with argument --value"),
+    (["--value-file", "{file}", "--value", "v"], "argument --value: not allowed with argument --value-file"),
+    (["--value-file", "{missing}"], "argument --value-file: cannot read '{missing}': No such file or directory"),
+    (["--value-file", "{binary}"],
+     "argument --value-file: '{binary}' is not valid UTF-8 (from byte 1 on): the service stores text"),
+    (["--value-file", "{file}", "--value-file", "{file}"], "argument --value-file: given twice: give it once"),
+    (["--value", "a", "--value", "b"], "argument --value: given twice: give it once"),
+], ids=["both", "both-other-order", "missing", "not-utf8", "file-twice", "value-twice"])
+def test_kv_cas_value_file_mistakes_are_usage_errors(argv: list[str], message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """As ``kv put``'s: one usage line, exit 2, nothing sent (the endpoint is closed)."""
+    names = {"file": tmp_path / "v.txt", "missing": tmp_path / "absent.txt", "binary": tmp_path / "v.bin"}
+    names["file"].write_text("x")
+    names["binary"].write_bytes(b"a\xff")
+    argv = [a.format(**{k: str(v) for k, v in names.items()}) for a in argv]
+    message = message.format(**{k: str(v) for k, v in names.items()})
+    code = cli.main(["kv", "cas", "k", *argv, "--endpoints", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, (code, err)
+
+
+def test_kv_cas_help_names_value_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["kv", "cas", "--help"]) == 0
+    assert "--value-file FILE" in capsys.readouterr().out
 
 
 # -- 5. AioFsync keeps what an interrupted call took ---------------------------------------------
