@@ -25,6 +25,7 @@ import resource
 import shutil
 import socket
 import ssl
+import stat
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -62,14 +63,12 @@ from .identity import (
     LOG_DIR,
     SM_DIR,
     DataDirMismatch,
-    NoRecordFile,
     check_identity,
     check_not_a_store,
     check_stores,
     has_stores,
     lock_data_dir,
     owner_mismatch,
-    read_record_file,
     record_identity,
 )
 from .metrics import KvMetrics
@@ -834,23 +833,51 @@ def first_start_stores_used(data: Path) -> list[str]:
 
 
 def has_first_start_marker(data: Path) -> bool:
-    """Whether ``data`` holds ``FIRST_START_FILE``, read as the records are
-    (``read_record_file``): ``False`` only when nothing at all has that name.
-    ``DataDirMismatch`` when what has it is no readable file (a symbolic link to nothing or
-    to itself, a directory): no first start makes that (it makes a regular file), so what is
+    """Whether ``data`` holds ``FIRST_START_FILE``: ``False`` only when nothing at all has
+    that name, ``True`` for a regular file (a link to one too), whatever it holds: the marker
+    is looked at (``stat``), never read. (It was read whole: a large file there was read
+    into memory at every start, a named pipe blocked the start for good, and a link to
+    ``/dev/zero`` read until memory ran out.) ``DataDirMismatch`` when what has the name is no
+    regular file (a symbolic link to nothing or to itself, a directory, a named pipe, a
+    device, a socket): no first start makes that (it makes an empty regular file), so what is
     beside it is not provably a killed start's leftover, and without it the directory is not
     provably a node's data either. (``exists()`` took a link to nothing for no marker: the
     unfinished first start was forgotten, its leftover started on as a node's data, or
     refused as another node's, and the link stayed for good.) Blocking."""
+    path = data / FIRST_START_FILE
     try:
-        return read_record_file(data / FIRST_START_FILE) is not None
-    except NoRecordFile as e:
-        raise DataDirMismatch(
-            f"{data}: {FIRST_START_FILE}, the marker of a first start stopped part way, is not a readable file "
-            f"({e.why}): nothing was removed. If the directory holds a node's data you put there (a backup "
-            f"restored), remove {FIRST_START_FILE} and start the node again; if not, remove everything in it (or the "
-            "directory) and start the node again"
-        ) from None
+        mode = os.stat(path).st_mode  # (follows a link: a link to a regular file is a marker)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return False
+        why = f"it is a symbolic link to {os.readlink(path)!r}, which does not exist"
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        why = f"it is a symbolic link that never reaches a file: {e.strerror}"
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        why = _not_a_regular_file(mode)
+    raise DataDirMismatch(
+        f"{data}: {FIRST_START_FILE}, the marker of a first start stopped part way, is not a readable file "
+        f"({why}): nothing was removed. If the directory holds a node's data you put there (a backup "
+        f"restored), remove {FIRST_START_FILE} and start the node again; if not, remove everything in it (or the "
+        "directory) and start the node again"
+    )
+
+
+def _not_a_regular_file(mode: int) -> str:
+    """What a file of ``mode`` that is not a regular file is, for a refusal."""
+    if stat.S_ISDIR(mode):
+        return "it is a directory"
+    if stat.S_ISFIFO(mode):
+        return "it is a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "it is a device"
+    if stat.S_ISSOCK(mode):
+        return "it is a socket"
+    return "it is not a regular file"
 
 
 def check_first_start_leftover(data: Path, lock: int) -> bool:

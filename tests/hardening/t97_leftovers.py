@@ -9,6 +9,10 @@
    which Linux refuses over 128 KiB ("Argument list too long", exit 126), while ``kv put``
    has ``--value-file``: ``kv cas --value-file FILE`` (``-``: standard input) now, with
    put's semantics and errors (not with ``--value``; neither still deletes).
+4. ``has_first_start_marker`` (``openraft_py/kv/node.py``) read the marker file whole, where
+   only its kind matters: a large file there was read into memory at each start, a named
+   pipe blocked the start for good, a link to ``/dev/zero`` read until memory ran out. It
+   is looked at (``stat``) now; what is no regular file is refused, as a directory was.
 5. ``AioFsync`` (``openraft_py/storage/rocks/aio.py``) lost the completions a call had taken
    from the kernel when an interrupt (Ctrl-C) came before it returned them: a ``wait``
    interrupted in its second round dropped those of its first (their writes never
@@ -197,6 +201,77 @@ def test_kv_cas_value_file_mistakes_are_usage_errors(argv: list[str], message: s
 def test_kv_cas_help_names_value_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["kv", "cas", "--help"]) == 0
     assert "--value-file FILE" in capsys.readouterr().out
+
+
+# -- 4. the first start's marker is looked at, not read ---------------------------------------------
+
+
+_MARKER_CHECK = ("import sys; from pathlib import Path; from openraft_py.kv.node import has_first_start_marker as h\n"
+                 "try:\n    print(h(Path(sys.argv[1])))\nexcept Exception as e:\n"
+                 "    print(type(e).__name__, e)")
+
+
+def _marker_check(data: Path, memory: int = 1 << 30) -> str:
+    """``has_first_start_marker(data)`` in a child process whose address space is capped at
+    ``memory`` bytes and whose run at 60 s: what it printed (its answer, or the error)."""
+
+    def cap() -> None:  # pragma: no cover - runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    res = subprocess.run([sys.executable, "-c", _MARKER_CHECK, str(data)], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, preexec_fn=cap)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.strip()
+
+
+def test_a_huge_marker_is_a_marker_not_read(tmp_path: Path) -> None:
+    from openraft_py.kv.node import FIRST_START_FILE
+
+    with open(tmp_path / FIRST_START_FILE, "wb") as f:
+        f.truncate(64 << 30)  # (sparse: 64 GiB that take no room)
+    assert _marker_check(tmp_path) == "True"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="links to /dev/zero")
+def test_a_marker_that_is_a_device_is_refused(tmp_path: Path) -> None:
+    from openraft_py.kv.node import FIRST_START_FILE
+
+    (tmp_path / FIRST_START_FILE).symlink_to("/dev/zero")
+    out = _marker_check(tmp_path)
+    assert out.startswith("DataDirMismatch ") and "is not a readable file (it is a device)" in out, out
+
+
+def test_a_marker_that_is_a_named_pipe_is_refused_at_once(tmp_path: Path) -> None:
+    from openraft_py.kv.identity import DataDirMismatch
+    from openraft_py.kv.node import FIRST_START_FILE, has_first_start_marker
+
+    fifo = tmp_path / FIRST_START_FILE
+    os.mkfifo(fifo)
+    out: list[BaseException | bool] = []
+
+    def look() -> None:
+        try:
+            out.append(has_first_start_marker(tmp_path))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            out.append(e)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # (blocked opening the pipe: a writer lets it go on)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("has_first_start_marker blocked on a named pipe")
+    assert isinstance(out[0], DataDirMismatch) and "(it is a named pipe)" in str(out[0]), out
+    # A link to nothing is refused as before; a regular file, empty or not, is a marker.
+    fifo.unlink()
+    fifo.symlink_to(tmp_path / "gone")
+    with pytest.raises(DataDirMismatch, match="which does not exist"):
+        has_first_start_marker(tmp_path)
+    fifo.unlink()
+    assert not has_first_start_marker(tmp_path)
+    fifo.write_bytes(b"x")
+    assert has_first_start_marker(tmp_path)
 
 
 # -- 5. AioFsync keeps what an interrupted call took ---------------------------------------------
