@@ -89,7 +89,7 @@ from ..errors import restore_error
 from ..validation import check_node_id
 from .argtypes import check_duration, quoted
 
-__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "NoClusterError", "parse_endpoints", "new_session",
+__all__ = ["CONNECT_TIMEOUT", "CONSISTENCIES", "CROSS_LOOP_CLOSE_WAIT", "MAX_KEY_BYTES", "NO_CLUSTER_GRACE", "Outcome", "Response", "KvClient", "ClientError", "NoClusterError", "parse_endpoints", "new_session",
            "CallTimes", "CallOptions"]
 
 CONNECT_TIMEOUT = 2.0
@@ -98,6 +98,10 @@ request is sent again, so one loss costs no attempt; well below a call's deadlin
 that never completes the connection leaves time for the other endpoints. (The connection
 was bounded by the attempt alone, and the command line's attempt is its whole ``--timeout``:
 ``kv put --endpoints DOWN,LIVE`` spent it all on DOWN and never reached LIVE.)"""
+
+CROSS_LOOP_CLOSE_WAIT = 10.0
+"""Seconds ``KvClient.close`` called from another loop's coroutine waits for the close it
+hands to the client's own loop, running in another thread."""
 
 NO_CLUSTER_GRACE = 1.0
 """Seconds a call goes on retrying once every endpoint answers "not in a cluster yet"
@@ -621,11 +625,47 @@ class KvClient:
     async def close(self) -> None:
         """Close the session the client opened (not one it was given). Idempotent; a call
         made afterwards raises ``RuntimeError``, sending nothing (it opened a new session,
-        which nothing closed: one per call for a client given a session)."""
+        which nothing closed: one per call for a client given a session).
+
+        The session's connections belong to the loop of the client's first call
+        (``_check_loop``), and are closed there: from another loop's coroutine, the close
+        runs on that loop when it runs in another thread (bounded by
+        ``CROSS_LOOP_CLOSE_WAIT``); when that loop is closed or not running, nothing can
+        close them: ``RuntimeError`` saying so, the client left open (a close on its loop
+        still closes it). (From another loop it failed inside aiohttp, "Non-thread-safe
+        operation invoked on an event loop other than the current one", under asyncio's
+        debug mode only, touching the other loop's transports from this thread otherwise;
+        after the first loop ended it returned as if done, its connections left open.)"""
+        session = self._session if self._own_session else None
+        if session is not None and not session.closed:
+            await self._close_on_its_loop(session)
         self._closed = True
-        if self._own_session and self._session is not None:
-            await self._session.close()
         self._session = None
+
+    async def _close_on_its_loop(self, session: aiohttp.ClientSession) -> None:
+        """``session.close()`` on the client's loop (see ``close``)."""
+        here = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop is here:
+            await session.close()
+            return
+        if loop.is_closed() or not loop.is_running():
+            state = "is closed (a second asyncio.run?)" if loop.is_closed() else "is not running"
+            raise RuntimeError(
+                f"this KvClient's HTTP connections belong to the event loop of its first call, which {state}: they "
+                "cannot be closed from another loop, and the client was not closed. Close it in the loop that "
+                "used it, before that loop ends: async with KvClient(...) in the coroutine the loop runs")
+        done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), loop))
+        end = here.time() + CROSS_LOOP_CLOSE_WAIT
+        while not done.done():
+            # (Polled: a loop that stops or closes meanwhile never runs the close.)
+            await asyncio.wait({done}, timeout=0.05)
+            if not done.done() and (loop.is_closed() or here.time() >= end):
+                done.cancel()
+                raise RuntimeError(f"this KvClient's event loop (of its first call, in another thread) did not "
+                                   f"close its HTTP connections within {CROSS_LOOP_CLOSE_WAIT:g}s (it stopped or "
+                                   "closed meanwhile?): the client was not closed")
+        done.result()
 
     async def __aenter__(self) -> Self:
         return self

@@ -519,9 +519,13 @@ class LocalCluster:
         os.close(self._lock)  # releases the root
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """``close()`` from a coroutine (the waiting runs in a thread), and the client."""
+        """``close()`` from a coroutine (the waiting runs in a thread), and the clients: the
+        nodes are stopped even if closing a client raises (``KvClient.close`` from another
+        loop than the one that used it), which is raised after."""
         clients, self._retired = [*self._retired, *([self._client] if self._client is not None else [])], []
         self._client = None
-        for client in clients:
-            await client.close()
-        await asyncio.to_thread(self.close, timeout)
+        try:
+            for client in clients:
+                await client.close()
+        finally:
+            await asyncio.to_thread(self.close, timeout)

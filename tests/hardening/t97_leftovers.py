@@ -19,6 +19,11 @@
    acknowledged), and one interrupted as ``io_getevents`` returned left them counted in
    flight, so a retried ``close`` waited for good for completions the kernel had handed
    over already. They are kept and returned by the next call now.
+7. ``KvClient.close()`` awaited on another loop than the one its session's connections
+   belong to touched that loop's transports from this thread (refused by asyncio's debug
+   mode only, "Non-thread-safe operation ..."), and after that loop ended returned as if
+   done, its connections left open. It closes them on their loop when that loop runs in
+   another thread, and raises ``RuntimeError`` saying why otherwise, the client left open.
 """
 
 from __future__ import annotations
@@ -367,3 +372,117 @@ def test_reap_after_an_interrupted_wait_returns_what_it_took() -> None:
             assert fsync.inflight == 0
     finally:
         assert fsync.close() == []
+
+
+# -- 7. KvClient.close() from another loop ----------------------------------------------------------
+
+
+class _LoopThread:
+    """An event loop running in a thread of its own, in debug mode (which checks that its
+    transports are used from its thread only)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_debug(True)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+async def _status_node(keep_alive: bool) -> Any:
+    """A fake node answering ``GET /cluster/status`` (with ``Connection: close`` unless
+    ``keep_alive``); ``(runner, endpoint)``."""
+    from aiohttp import web
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1}, headers={} if keep_alive else {"Connection": "close"})
+
+    app = web.Application()
+    app.add_routes([web.get("/cluster/status", status)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"127.0.0.1:{port}"
+
+
+def test_kv_client_closed_from_another_thread_loop_is_closed_on_its_own() -> None:
+    """The client is used on a loop running in another thread; ``close()`` awaited on the
+    main thread's loop closes its session there (it touched that loop's transports from
+    this thread: asyncio's debug mode refused it, "Non-thread-safe operation")."""
+    from openraft_py.kv.client import KvClient
+
+    other = _LoopThread()
+    try:
+        runner, ep = other.run(_status_node(keep_alive=True))
+        c = KvClient([ep])
+        try:
+            assert other.run(c.status(ep)) == {"id": 1}
+            session = c._session
+            assert session is not None
+            asyncio.run(c.close())
+            assert session.closed
+            with pytest.raises(RuntimeError, match="closed"):
+                other.run(c.status(ep))
+        finally:
+            other.run(c.close())  # (idempotent; closes it if the close above failed)
+            other.run(runner.cleanup())
+    finally:
+        other.close()
+
+
+def test_kv_client_closed_from_another_loop_after_its_own_stopped_says_so() -> None:
+    """Its loop is not running (then closed): ``close()`` from another loop raises a
+    ``RuntimeError`` saying why, and leaves the client open, to be closed on its own loop
+    while it can (it returned as if done, the connections left open)."""
+    from openraft_py.kv.client import KvClient
+
+    other = _LoopThread()
+    try:
+        runner, ep = other.run(_status_node(keep_alive=False))
+        c = KvClient([ep])
+        own = asyncio.new_event_loop()
+        try:
+            assert own.run_until_complete(c.status(ep)) == {"id": 1}
+            with pytest.raises(RuntimeError, match="which is not running: they cannot be closed from another loop"):
+                asyncio.run(c.close())
+            own.run_until_complete(c.close())  # (on its own loop: closed)
+            assert c._session is None
+            d = KvClient([ep])
+            assert own.run_until_complete(d.status(ep)) == {"id": 1}
+        finally:
+            own.close()
+        session = d._session
+        assert session is not None
+        with pytest.raises(RuntimeError, match=r"which is closed \(a second asyncio.run\?\)"):
+            asyncio.run(d.close())
+        assert not session.closed, "nothing closed it"
+        session.detach()  # (no connection kept: Connection: close; nothing left to warn about)
+        other.run(runner.cleanup())
+    finally:
+        other.close()
+
+
+async def test_local_cluster_aclose_stops_the_nodes_when_a_client_close_raises(tmp_path: Path) -> None:
+    """``LocalCluster.aclose`` closed its clients, then stopped the nodes: a client close
+    that raised (from another loop) left the nodes running and the root locked."""
+    from openraft_py.kv.client import KvClient
+    from openraft_py.kv.local_cluster import LocalCluster
+
+    class _Refuses(KvClient):
+        async def close(self) -> None:
+            raise RuntimeError("refused")
+
+    cluster = LocalCluster(1)  # (nothing started: the temporary root is what close() removes)
+    root = cluster.root
+    cluster._client = _Refuses(cluster.endpoints())
+    with pytest.raises(RuntimeError, match="refused"):
+        await cluster.aclose()
+    assert not root.exists(), "close() did not run"
