@@ -19,6 +19,11 @@
    acknowledged), and one interrupted as ``io_getevents`` returned left them counted in
    flight, so a retried ``close`` waited for good for completions the kernel had handed
    over already. They are kept and returned by the next call now.
+6. The conformance suites leave a check (or a network call) that does not end when
+   cancelled behind, after ``CANCEL_GRACE``, and return their report; but the end of
+   ``asyncio.run`` (``asyncio.Runner.close``) cancels every task of its loop and waits for
+   them all, and waited for good for such a task. An abandoned task is taken out of the
+   loop's register of tasks now (``base.abandon``).
 7. ``KvClient.close()`` awaited on another loop than the one its session's connections
    belong to touched that loop's transports from this thread (refused by asyncio's debug
    mode only, "Non-thread-safe operation ..."), and after that loop ended returned as if
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from event_loops import LOOPS
 
 from openraft_py.kv import cli
 from openraft_py.storage.rocks import aio
@@ -486,3 +492,80 @@ async def test_local_cluster_aclose_stops_the_nodes_when_a_client_close_raises(t
     with pytest.raises(RuntimeError, match="refused"):
         await cluster.aclose()
     assert not root.exists(), "close() did not run"
+
+
+# -- 6. an abandoned check does not hold the end of asyncio.run ------------------------------------
+
+_STUBBORN = """
+import asyncio, sys, time
+from openraft_py.storage.memory import MemLogStore, MemStateMachine
+from openraft_py.testing.suite import LogStoreSuite
+
+
+class Stubborn(MemLogStore):
+    async def get_log_state(self):
+        while True:  # (catches every cancellation)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue
+
+
+async def builder():
+    return Stubborn(), MemStateMachine()
+
+
+async def main():
+    out = await LogStoreSuite.run_one(builder, "initial_log_state_empty", timeout=0.2)
+    print("report:", out.ok, out.error, flush=True)
+
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+else:
+    factory = asyncio.new_event_loop
+with asyncio.Runner(loop_factory=factory) as runner:
+    runner.run(main())
+print("ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_check_left_behind_does_not_hold_the_end_of_asyncio_run(loop_name: str) -> None:
+    try:
+        res = subprocess.run([sys.executable, "-c", _STUBBORN, loop_name], capture_output=True, text=True, cwd=REPO,
+                             timeout=30)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the runner did not end: {e.stdout!r}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "report: False [initial_log_state_empty] timed out after 0.2s and did not end when cancelled" in res.stdout
+    assert res.stdout.endswith("ended\n"), res.stdout
+    assert "Task was destroyed" not in res.stderr, res.stderr
+
+
+async def test_an_abandoned_task_leaves_the_register_of_tasks_and_is_still_read_when_it_ends() -> None:
+    from openraft_py.testing.suite import base
+
+    release = asyncio.Event()
+
+    async def stubborn() -> str:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+        raise ValueError("ended")
+
+    task = asyncio.ensure_future(stubborn())
+    try:
+        await asyncio.sleep(0)
+        task.cancel()
+        base.abandon(task)
+        assert task not in asyncio.all_tasks()
+        assert task in base._ABANDONED
+    finally:
+        release.set()  # (so that it ends whatever failed above: the loop's end would wait for it)
+        await asyncio.wait({task}, timeout=5)
+    assert task.done() and task not in base._ABANDONED
+    assert isinstance(task.exception(), ValueError)

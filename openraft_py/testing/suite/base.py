@@ -379,8 +379,32 @@ CANCEL_GRACE = 1.0
 hung (a store call that catches ``asyncio.CancelledError``) and left behind."""
 
 _ABANDONED: set[asyncio.Task[Any]] = set()
-"""Checks that did not end when cancelled, referenced until they end (the loop keeps only
-weak references to its tasks)."""
+"""Checks and calls that did not end when cancelled (``abandon``), referenced until they end
+(the loop keeps only weak references to its tasks)."""
+
+
+def abandon(task: asyncio.Task[Any]) -> None:
+    """Leave ``task`` behind: a check or a call that did not end when cancelled (a store or
+    transport call that catches ``asyncio.CancelledError``). It stays referenced from
+    ``_ABANDONED`` and runs on while its loop runs; its end is read when it comes (asyncio
+    reports an exception never retrieved). It is taken out of the loop's register of tasks
+    (``asyncio.all_tasks``): the end of ``asyncio.run`` cancels every task of its loop and
+    waits for them all, and waited for good for such a task, after the suite had returned
+    its report. A task still pending when its loop closes is never run again (its
+    ``Task was destroyed but it is pending`` at exit is not logged: the suite reported it).
+
+    NB: the register is asyncio's (``asyncio.tasks._unregister_task``, CPython 3.11 to
+    3.13); an interpreter where that does not take a task out (``all_tasks`` still lists it)
+    leaves it there, and ``asyncio.run`` waits for it as before."""
+    _ABANDONED.add(task)
+    task.add_done_callback(_ABANDONED.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    for name in ("_unregister_task", "_unregister_eager_task"):  # (the second: 3.12's eager tasks)
+        forget = getattr(asyncio.tasks, name, None)
+        if forget is not None:
+            forget(task)
+    with contextlib.suppress(AttributeError):  # (a task of another implementation)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
 class _Phase:
@@ -457,17 +481,16 @@ async def _watch(task: asyncio.Task[None], phase: _Phase, timeout: float | None)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait up to ``CANCEL_GRACE`` for it; left running, referenced
-    from ``_ABANDONED``, if it does not end. Its end is read either way (asyncio reports an
-    exception never retrieved), as ``run_one``, stopped itself, will not."""
+    """Cancel ``task`` and wait up to ``CANCEL_GRACE`` for it; left behind (``abandon``) if
+    it does not end. Its end is read either way (asyncio reports an exception never
+    retrieved), as ``run_one``, stopped itself, will not."""
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     if task.done():
         return
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
     if not done:
-        _ABANDONED.add(task)
-        task.add_done_callback(_ABANDONED.discard)
+        abandon(task)
 
 
 class CheckRegistry:

@@ -105,7 +105,7 @@ from ...types import (
     VoteResponse,
 )
 from ...validation import MAX_ADDR_LEN, MAX_INDEX, MAX_NODE_ID, MAX_TERM
-from .base import AnyCheckFn, BuilderError, CheckOutcome, CheckRegistry, CheckSkipped, Suite, expect
+from .base import AnyCheckFn, BuilderError, CheckOutcome, CheckRegistry, CheckSkipped, Suite, abandon, expect
 
 __all__ = [
     "NetworkHandle",
@@ -319,10 +319,6 @@ class NetworkHandle:
 
 # -- calling the network, bounded ------------------------------------------------------------
 
-_ABANDONED: set[asyncio.Task[Any]] = set()
-"""Calls the suite gave up on that ignored their cancel: kept referenced until they end."""
-
-
 class Outcome:
     """How one bounded call ended: ``value`` (returned), ``error`` (raised), or ``hung``
     (nothing within its limit; ``ignored_cancel`` if it did not end once cancelled either)."""
@@ -346,19 +342,13 @@ class Outcome:
         return f"the call returned {type(self.value).__name__} {self.value!r:.200}"
 
 
-def _abandon(task: asyncio.Task[Any]) -> None:
-    _ABANDONED.add(task)
-    task.add_done_callback(_ABANDONED.discard)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-
 async def _stop_task(task: asyncio.Task[Any]) -> bool:
     """Cancel ``task`` and wait up to ``CANCEL_GRACE`` for it to end; ``False`` (left
     behind, referenced) if it did not."""
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
     if not done:
-        _abandon(task)
+        abandon(task)
         return False
     if not task.cancelled():
         task.exception()
