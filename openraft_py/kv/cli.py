@@ -1398,6 +1398,8 @@ async def _check_members_of_earlier_cluster(cluster: LocalCluster, first: int | 
     outside = sorted(i for i in cluster.nodes if members and i > max(members))
     if outside:
         names = ", ".join(f"n{i}" for i in outside)
+        # The directory as it was: what this run made for them goes (their record too).
+        await asyncio.to_thread(cluster.forget_new, outside)
         raise ClusterError(f"{cluster.root} holds a cluster of nodes {sorted(members)}, initialized before; {names} "
                            f"{'is' if len(outside) == 1 else 'are'} not in it: run with -n {max(members)}, "
                            f"or add {'it' if len(outside) == 1 else 'them'} with 'openraft-py cluster add-learner' and 'cluster members'")

@@ -251,6 +251,10 @@ class LocalCluster:
         self.max_body = max_body
         self.python = python
         self.nodes: dict[int, LocalNode] = {}
+        # Invariant: the nodes ``add_node`` gave fresh ports (``cluster.json`` recorded none
+        # for them), each with what of it (its data directory, its log) was not there
+        # then: what ``forget_new`` removes.
+        self._new: dict[int, list[Path]] = {}
         self._client: KvClient | None = None
         # Clients replaced while other coroutines may still be using them (``start_node``'s
         # retry on new ports): closed by ``aclose``, never while a start is under way.
@@ -320,15 +324,46 @@ class LocalCluster:
             raft, http = f"{self._addr_host}:{free_port(self.host)}", f"{self._addr_host}:{free_port(self.host)}"
         node = LocalNode(nid, raft, http, self.root / f"n{nid}", self.root / f"n{nid}.log", extra_args=extra)
         self.nodes[nid] = node
+        if known is None:
+            self._new[nid] = [p for p in (node.data_dir, node.log) if not os.path.lexists(p)]
         self._record()
         return node
+
+    def forget_new(self, ids: Sequence[int], timeout: float = 10.0) -> list[int]:
+        """Undo what this cluster made for those of ``ids`` it gave fresh ports (``add_node``:
+        ``cluster.json`` recorded none for them): stop each (``stop``), take it out of
+        ``nodes`` and of ``cluster.json``, and remove its data directory and its log if this
+        cluster made them. The others of ``ids`` (nodes of a root used before) are left as
+        they are. Returns the ids forgotten. (``cluster up -n 5`` over a root of three nodes
+        is refused, and left n4 and n5, their ports, directories and logs, recorded as nodes
+        of the root: a later ``cluster up`` started them on those ports, other than those a
+        ``cluster add-learner`` had given them.) Blocking."""
+        gone = [i for i in ids if i in self._new and i in self.nodes]
+        for nid in gone:
+            self.stop(nid, timeout)
+        recorded = self._recorded()
+        for nid in gone:
+            del self.nodes[nid]
+            recorded.pop(str(nid), None)
+        if gone:
+            self._write_record(recorded)
+        for nid in gone:
+            for path in self._new.pop(nid):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.lexists(path):
+                    path.unlink(missing_ok=True)
+        return gone
 
     def _recorded(self) -> dict[str, dict[str, str]]:
         return recorded_nodes(self.root)
 
     def _record(self) -> None:
-        nodes = {**self._recorded(), **{str(n.id): {"raft_addr": n.raft_addr, "http_addr": n.http_addr}
-                                         for n in self.nodes.values()}}
+        self._write_record({**self._recorded(), **{str(n.id): {"raft_addr": n.raft_addr, "http_addr": n.http_addr}
+                                                    for n in self.nodes.values()}})
+
+    def _write_record(self, nodes: dict[str, dict[str, str]]) -> None:
+        """Replace ``cluster.json`` with the record of ``nodes`` (written aside, then renamed)."""
         tmp = self.root / "cluster.json.tmp"
         tmp.write_text(json.dumps({"nodes": nodes}, indent=1, sort_keys=True))
         tmp.replace(self.root / "cluster.json")

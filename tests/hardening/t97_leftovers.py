@@ -9,6 +9,11 @@
    which Linux refuses over 128 KiB ("Argument list too long", exit 126), while ``kv put``
    has ``--value-file``: ``kv cas --value-file FILE`` (``-``: standard input) now, with
    put's semantics and errors (not with ``--value``; neither still deletes).
+3. ``openraft-py cluster up -n 3`` over a ``--data-dir`` holding a one-node cluster is
+   refused, naming n2 and n3 (no member would ever reach them), but left them in the
+   directory: their ports in ``cluster.json``, their data directories and logs. A later
+   ``cluster up`` started them on those recorded ports (not where a ``cluster add-learner``
+   put them). What the refused run made for them is removed now (``forget_new``).
 4. ``has_first_start_marker`` (``openraft_py/kv/node.py``) read the marker file whole, where
    only its kind matters: a large file there was read into memory at each start, a named
    pipe blocked the start for good, a link to ``/dev/zero`` read until memory ran out. It
@@ -569,3 +574,24 @@ async def test_an_abandoned_task_leaves_the_register_of_tasks_and_is_still_read_
         await asyncio.wait({task}, timeout=5)
     assert task.done() and task not in base._ABANDONED
     assert isinstance(task.exception(), ValueError)
+
+
+# -- 3. cluster up -n over a smaller cluster leaves the directory as it was ------------------------
+
+
+def test_more_nodes_than_the_data_dir_held_leaves_it_as_it_was(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from kv.test_cluster_up import _up_in
+
+    with _up_in(tmp_path, 1, "--timeout", "30") as (proc, members):
+        pass  # (started, then stopped with Ctrl-C)
+    record = json.loads((tmp_path / "cluster.json").read_text())
+    assert sorted(record["nodes"]) == ["1"]
+    entries = sorted(os.listdir(tmp_path))
+    assert cli.main(["cluster", "up", "-n", "3", "--data-dir", str(tmp_path), "--timeout", "30"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path} holds a cluster of nodes [1], initialized before; n2, n3 are not in it: run with -n 1" in err, err
+    assert json.loads((tmp_path / "cluster.json").read_text()) == record, "n2, n3 were left recorded"
+    assert sorted(os.listdir(tmp_path)) == entries, "what the run made for n2, n3 was left"
+    with _up_in(tmp_path, 1, "--timeout", "30") as (proc, again):
+        assert again[1].http == members[1].http
