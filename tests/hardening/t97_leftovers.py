@@ -23,7 +23,10 @@
    interrupted in its second round dropped those of its first (their writes never
    acknowledged), and one interrupted as ``io_getevents`` returned left them counted in
    flight, so a retried ``close`` waited for good for completions the kernel had handed
-   over already. They are kept and returned by the next call now.
+   over already. They are kept and returned by the next call now. And ``GroupWriter``'s
+   close, interrupted while it finished the completions ``aio.close()`` had returned, left
+   the rest unanswered for good (their appends' ``io_completed`` never called): a retried
+   close now fails each write still waiting (its durability unknown).
 6. The conformance suites leave a check (or a network call) that does not end when
    cancelled behind, after ``CANCEL_GRACE``, and return their report; but the end of
    ``asyncio.run`` (``asyncio.Runner.close``) cancels every task of its loop and waits for
@@ -383,6 +386,56 @@ def test_reap_after_an_interrupted_wait_returns_what_it_took() -> None:
             assert fsync.inflight == 0
     finally:
         assert fsync.close() == []
+
+
+def _aio_available() -> bool:
+    try:
+        aio.AioFsync(1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _aio_available(), reason="needs Linux native AIO")
+async def test_a_store_close_interrupted_while_finishing_fast_writes_answers_them_when_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.test_rocks_fast_path import append
+
+    from openraft_py.errors import StorageError
+    from openraft_py.storage.rocks import RocksLogStore
+    from openraft_py.storage.rocks.group_writer import GroupWriter
+
+    store = RocksLogStore(tmp_path / "log")
+    writer = store._writer
+    for i in range(3):  # (the first writes take the thread's path)
+        assert await asyncio.wait_for(await append(store, i), 10) is None
+    monkeypatch.setattr(aio.AioFsync, "reap", lambda self: [])  # (the completions wait for the close)
+    first = await append(store, 3)
+    for _ in range(500):
+        if writer._aio is not None and writer._aio.inflight == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert writer._aio is not None and writer._aio.inflight == 1, "its fast-path fsync in flight"
+    real = GroupWriter._finish_fast
+    calls: list[int] = []
+
+    def interrupted(self: GroupWriter, token: int, err: BaseException | None) -> None:
+        calls.append(token)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(self, token, err)
+
+    monkeypatch.setattr(GroupWriter, "_finish_fast", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.close()
+    try:
+        store.close()  # (retried, as after a Ctrl-C)
+    except StorageError:
+        pass  # (the store failed: the writes' durability is unknown)
+    done, _ = await asyncio.wait({first}, timeout=10)
+    assert done, "the write was left unanswered"
+    err = first.result()
+    assert isinstance(err, StorageError) and "lost to an interrupted close" in str(err), err
 
 
 # -- 7. KvClient.close() from another loop ----------------------------------------------------------

@@ -5,6 +5,7 @@ the latency knobs: "Group commit" in ``docs/design/durability.md``."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import time
@@ -483,6 +484,13 @@ class GroupWriter:
         self._submit_written(thread_gone=True)  # none left unless close_fast did not run
         for token, err in aio.close():
             self._finish_fast(token, err)
+        # Once ``aio.close()`` has returned every completion, a write still in ``_fast`` is
+        # one whose completion a close interrupted (Ctrl-C) had taken and not finished: it
+        # was returned once, to that run, and is gone. Whether its fsync succeeded is
+        # unknown, so it fails (as a failed fsync: ``_failed``), never left unanswered.
+        for token in list(self._fast):
+            self._finish_fast(token, OSError(errno.EINTR, "the completion of its fsync was lost to an interrupted "
+                                             "close: whether it is durable is unknown"))
         self._aio = None
 
     def _write_group(
