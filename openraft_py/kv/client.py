@@ -631,30 +631,33 @@ class KvClient:
         (``_check_loop``), and are closed there: from another loop's coroutine, the close
         runs on that loop when it runs in another thread (bounded by
         ``CROSS_LOOP_CLOSE_WAIT``); when that loop is closed or not running, nothing can
-        close them: ``RuntimeError`` saying so, the client left open (a close on its loop
-        still closes it). (From another loop it failed inside aiohttp, "Non-thread-safe
+        close them: ``RuntimeError`` saying so, nothing done (a close on its loop still
+        closes it). (From another loop it failed inside aiohttp, "Non-thread-safe
         operation invoked on an event loop other than the current one", under asyncio's
         debug mode only, touching the other loop's transports from this thread otherwise;
         after the first loop ended it returned as if done, its connections left open.)"""
         session = self._session if self._own_session else None
         if session is not None and not session.closed:
-            await self._close_on_its_loop(session)
+            here = asyncio.get_running_loop()
+            loop = self._loop
+            if loop is not None and loop is not here and (loop.is_closed() or not loop.is_running()):
+                state = "is closed (a second asyncio.run?)" if loop.is_closed() else "is not running"
+                raise RuntimeError(
+                    f"this KvClient's HTTP connections belong to the event loop of its first call, which {state}: "
+                    "they cannot be closed from another loop, and the client was not closed. Close it in the loop "
+                    "that used it, before that loop ends: async with KvClient(...) in the coroutine the loop runs")
+            self._closed = True  # (from here on: no call starts on it, whatever the close meets)
+            if loop is None or loop is here:
+                await session.close()
+            else:
+                await self._close_on(loop, session)
         self._closed = True
         self._session = None
 
-    async def _close_on_its_loop(self, session: aiohttp.ClientSession) -> None:
-        """``session.close()`` on the client's loop (see ``close``)."""
+    @staticmethod
+    async def _close_on(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+        """``session.close()`` on ``loop``, running in another thread (see ``close``)."""
         here = asyncio.get_running_loop()
-        loop = self._loop
-        if loop is None or loop is here:
-            await session.close()
-            return
-        if loop.is_closed() or not loop.is_running():
-            state = "is closed (a second asyncio.run?)" if loop.is_closed() else "is not running"
-            raise RuntimeError(
-                f"this KvClient's HTTP connections belong to the event loop of its first call, which {state}: they "
-                "cannot be closed from another loop, and the client was not closed. Close it in the loop that "
-                "used it, before that loop ends: async with KvClient(...) in the coroutine the loop runs")
         done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), loop))
         end = here.time() + CROSS_LOOP_CLOSE_WAIT
         while not done.done():
@@ -664,7 +667,7 @@ class KvClient:
                 done.cancel()
                 raise RuntimeError(f"this KvClient's event loop (of its first call, in another thread) did not "
                                    f"close its HTTP connections within {CROSS_LOOP_CLOSE_WAIT:g}s (it stopped or "
-                                   "closed meanwhile?): the client was not closed")
+                                   "closed meanwhile?): they may be left open (the client takes no more calls)")
         done.result()
 
     async def __aenter__(self) -> Self:
