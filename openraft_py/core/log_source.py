@@ -32,6 +32,38 @@ CACHE_MAX_ENTRIES = 65536
 CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 
+READ_CALL = "RaftLogReader.try_get_log_entries"
+"""The plug-in method the errors of ``entry_list`` name."""
+
+
+def entry_list(got: object, start: int, stop: int, items: bool = True) -> list[Entry]:
+    """``got``, what a log reader's ``try_get_log_entries(start, stop)`` returned, as a
+    list: itself when it is a list, a new one of a tuple's items. Raises ``StorageError``
+    (its cause a ``TypeError`` naming ``READ_CALL``, what it returned and what it should
+    return) for anything else, or for a list holding something that is not an ``Entry``.
+    Checked here, before anything reads an entry: a generator, a string or a list of dicts
+    stopped the node with ``Panicked`` "a task failed" and a bare ``TypeError`` or
+    ``AttributeError`` that named no plug-in. ``items=False`` leaves the items to the
+    caller (the start's scan checks each one's index and type itself). (The entries'
+    indexes are checked by the callers.)"""
+    if type(got) is not list:
+        if not isinstance(got, (list, tuple)):
+            raise StorageError(
+                f"reading log entries [{start}, {stop})",
+                TypeError(f"{READ_CALL} returned {type(got).__name__} {got!r:.80}, expected a list of Entry"),
+            )
+        got = list(got)
+    for e in got if items else ():
+        if not isinstance(e, Entry):
+            raise StorageError(
+                f"reading log entries [{start}, {stop})",
+                TypeError(
+                    f"{READ_CALL} returned a list holding {type(e).__name__} {e!r:.80}, expected a list of Entry"
+                ),
+            )
+    return got
+
+
 class LogSource:
     """The entry cache plus a log reader, for one node.
 
@@ -58,9 +90,10 @@ class LogSource:
     async def read(self, start: int, stop: int) -> list[Entry]:
         """Exactly the entries ``[start, stop)``: from the cache, the rest from storage (a
         purge waits until that read ends). Raises ``StorageError`` whose ``__cause__`` is
-        the store's error (``LogCompacted`` if purged meanwhile), ``Panicked`` if the
-        store returns the wrong number of entries, or a first or last entry of another
-        index."""
+        the store's error (``LogCompacted`` if purged meanwhile) or, for an answer that is
+        not a list of ``Entry``, a ``TypeError`` naming the method (``entry_list``);
+        ``Panicked`` if the store returns the wrong number of entries, or a first or last
+        entry of another index."""
         entries = self.cached(start, stop)
         if len(entries) == stop - start:
             return entries
@@ -83,6 +116,7 @@ class LogSource:
                 raise StorageError(f"reading log entries [{start}, {stop})", stray) from stray
         finally:
             self.end_read(token)
+        entries = entry_list(entries, start, stop)
         n = len(entries)
         if n != stop - start:
             raise Panicked(f"node {self.node_id}: log store returned {len(entries)} entries for [{start}, {stop})")

@@ -48,7 +48,7 @@ from ..types import (
     StoredMembership,
     Vote,
 )
-from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES
+from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, entry_list
 
 if TYPE_CHECKING:
     from ..storage import RaftLogStorage, RaftStateMachine
@@ -240,7 +240,12 @@ async def _log_holds(log_store: RaftLogStorage, log_state: LogState, log_id: Log
     last = log_state.last_log_id
     if last is None or log_id.index > last.index:
         return False
-    entries = await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1)
+    entries = entry_list(
+        await log_store.get_log_reader().try_get_log_entries(log_id.index, log_id.index + 1),
+        log_id.index,
+        log_id.index + 1,
+        items=False,
+    )
     if not entries:
         return False
     e = entries[0]
@@ -287,7 +292,7 @@ async def _scan_log(
         )
     while lo < stop:
         hi = min(stop, lo + want)
-        entries: list[Entry] = await reader.try_get_log_entries(lo, hi)
+        entries = entry_list(await reader.try_get_log_entries(lo, hi), lo, hi, items=False)
         if len(entries) != hi - lo:
             raise StorageError(f"reading log [{lo}, {hi}): got {len(entries)} entries (a hole in the log?)")
         for i, e in enumerate(entries, lo):

@@ -138,7 +138,9 @@ class RaftLogReader(Protocol):
 
         Returns fewer entries (possibly none) only when the log ends before ``stop - 1``; an
         empty list also when ``stop <= start``. The returned list is the caller's to keep: the
-        store must not mutate it later.
+        store must not mutate it later. (A tuple is taken as a list; anything else, or a list
+        holding anything but ``Entry`` values, stops the node with ``StorageError`` naming
+        this method.)
 
         Raises ``openraft_py.errors.LogCompacted`` when ``start <= last_purged_log_id.index``
         (some requested entries were purged).

@@ -1,0 +1,141 @@
+"""An embedder's first week: plug-ins written from the docs, and the mistakes their authors
+make. The node that runs a broken plug-in stops with an error that names the plug-in's
+method and what it should have returned; no other node stops and no caller waits forever.
+
+- A log reader whose ``try_get_log_entries`` returns something other than a list of
+  ``Entry`` (a generator, a tuple, a list of dicts), met once the node reads entries from
+  storage (a follower far behind, past the in-memory tail): the leader stopped with
+  ``Panicked`` "a task failed: TypeError: object of type 'generator' has no len()" (or
+  "Argument 'entries' has incorrect type", or an ``AttributeError`` about ``log_id``), which
+  named no plug-in and called it a bug of the library. It now stops with ``StorageError``
+  naming ``RaftLogReader.try_get_log_entries`` and what it returned; a tuple of entries is
+  taken as a list. At start, ``Raft.new`` raises the same ``StorageError`` (a generator's was
+  "restoring node 2 from storage: TypeError: 'generator' object is not subscriptable").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from integration.checks import fast_config
+
+import openraft_py.core.raft_core as raft_core
+from openraft_py import StorageError
+from openraft_py.storage.memory import MemLogStore
+from openraft_py.testing.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+# Generous: a call answered "promptly" returns within this many seconds.
+BOUND = 5.0
+
+# What a broken reader returns in place of the list of entries it read.
+WRONG_READS: dict[str, Any] = {
+    "generator": lambda got: (e for e in got),
+    "dicts": lambda got: [{"log_id": e.log_id, "payload": e.payload} for e in got],
+    "str": lambda got: str(got),
+}
+
+
+class ShapeReader:
+    """A log reader that rewrites its answers with ``ShapeStore.wrong`` once it is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def read_vote(self) -> Any:
+        return await self.inner.read_vote()
+
+    async def try_get_log_entries(self, start: int, stop: int) -> Any:
+        got = await self.inner.try_get_log_entries(start, stop)
+        wrong = ShapeStore.wrong
+        return got if wrong is None or not got else wrong(got)
+
+
+class ShapeStore(MemLogStore):
+    wrong: ClassVar[Any] = None
+
+    def get_log_reader(self) -> Any:
+        return ShapeReader(super().get_log_reader())
+
+
+@pytest.fixture(autouse=True)
+def _reset_shape_store() -> Any:
+    ShapeStore.wrong = None
+    yield
+    ShapeStore.wrong = None
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG_READS))
+async def test_a_log_reader_returning_no_list_of_entries_stops_its_node_naming_it(
+    wrong: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short in-memory tail, so that a lagging follower is sent entries read from storage.
+    monkeypatch.setattr(raft_core, "CACHE_MAX_ENTRIES", 8)
+    async with Cluster(fast_config(max_payload_entries=5), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        lagging = min(n for n in c.nodes if n != leader)
+        c.router.isolate(lagging)
+        for i in range(40):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        ShapeStore.wrong = WRONG_READS[wrong]
+        c.router.heal()
+        m = await c.nodes[leader].wait(timeout=BOUND).metrics(lambda m: not m.running, "the leader stops")
+        assert m.error is not None
+        assert m.error.startswith("storage error while reading log entries"), m.error
+        assert "RaftLogReader.try_get_log_entries returned" in m.error, m.error
+        with pytest.raises(StorageError, match="RaftLogReader.try_get_log_entries returned"):
+            await c.nodes[leader].client_write(b"after")
+        # The others go on: a new leader commits, and every acknowledged write is there.
+        ShapeStore.wrong = None
+        others = [n for n in c.nodes if n != leader]
+        new_leader = await c.wait_for_leader(timeout=BOUND, among=others)
+        after = await asyncio.wait_for(c.nodes[new_leader].client_write(b"after"), BOUND)
+        await c.wait_applied(after.log_id.index, timeout=BOUND, ids=others)
+        assert after.log_id.index > resp.log_id.index
+
+
+async def test_a_log_reader_returning_a_tuple_of_entries_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raft_core, "CACHE_MAX_ENTRIES", 8)
+    async with Cluster(fast_config(max_payload_entries=5), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        lagging = min(n for n in c.nodes if n != leader)
+        c.router.isolate(lagging)
+        for i in range(40):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        ShapeStore.wrong = tuple
+        c.router.heal()
+        await c.wait_applied(resp.log_id.index, timeout=BOUND, ids=[lagging])
+        assert all(r.metrics.running for r in c.nodes.values())
+        # And at start, the same reader's tuples are read as lists.
+        await c.crash(lagging)
+        await c.restart(lagging)
+        after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+        await c.wait_applied(after.log_id.index, timeout=BOUND)
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG_READS))
+async def test_a_log_reader_returning_no_list_of_entries_is_refused_at_start(wrong: str) -> None:
+    async with Cluster(fast_config(), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        for i in range(10):
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        await c.wait_applied(resp.log_id.index, timeout=BOUND)
+        follower = min(n for n in c.nodes if n != leader)
+        await c.crash(follower)
+        ShapeStore.wrong = WRONG_READS[wrong]
+        # (A list of something else is named as the entry read, as the checks at start
+        # look at every entry.)
+        said = r"the log store returned dict" if wrong == "dicts" else r"try_get_log_entries returned"
+        with pytest.raises(StorageError, match=said):
+            await c.add_node(follower)
+        ShapeStore.wrong = None
+        assert all(r.metrics.running for r in c.nodes.values())
+        await c.add_node(follower)
+        after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+        await c.wait_applied(after.log_id.index, timeout=BOUND)
