@@ -48,6 +48,7 @@ from ..types import (
     StoredMembership,
     Vote,
 )
+from . import snapshot_io
 from .log_source import CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, entry_list
 
 if TYPE_CHECKING:
@@ -195,12 +196,25 @@ async def _cover_purged(
     if purged is None or (snapshot is not None and snapshot.index >= purged.index):
         return snapshot
     log.warning("node %s: no snapshot covers the purged log (up to %r); building one", node_id, purged)
-    snap = await state_machine.get_snapshot_builder().build_snapshot()
-    snap.data.close()
-    built = snap.meta.last_log_id
+    built = await _build_snapshot(state_machine, f"building a snapshot to cover the purged log (up to {purged!r})")
     if built is None or built.index < purged.index:
         raise StorageError(f"node {node_id}: a snapshot built to cover the purged log (up to {purged!r}) is of {built!r}")
     return built
+
+
+async def _build_snapshot(state_machine: RaftStateMachine, subject: str) -> LogId | None:
+    """Build a snapshot with the state machine's builder and return its last log id (its
+    file closed unread). ``StorageError`` about ``subject`` when the builder raises or
+    returns something other than a ``Snapshot`` with a ``SnapshotMeta``, naming the method
+    and what it returned, as a build of the running node does (``Snapshots.build``): it was
+    an ``AttributeError`` about ``.data`` or ``.close`` that named no plug-in."""
+    try:
+        snap = await state_machine.get_snapshot_builder().build_snapshot()
+        snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
+    except Exception as e:
+        raise StorageError(subject, e) from e
+    snapshot_io.close_quietly(snap.data)
+    return _expect(snap.meta.last_log_id, LogId, "SnapshotBuilder.build_snapshot (its meta's last_log_id)")
 
 
 async def _repair_log(
@@ -221,10 +235,9 @@ async def _repair_log(
     # the log lost an unflushed tail its leader had already applied (all it holds is applied).
     log.warning("node %s: the log does not hold the applied %r; discarding it up to there", node_id, applied)
     if snapshot is None or snapshot < applied:
-        snap = await state_machine.get_snapshot_builder().build_snapshot()
-        snap.data.close()
-        if snap.meta.last_log_id != applied:
-            raise StorageError(f"node {node_id}: a snapshot built at applied {applied!r} is of {snap.meta.last_log_id!r}")
+        built = await _build_snapshot(state_machine, f"building a snapshot at applied {applied!r}")
+        if built != applied:
+            raise StorageError(f"node {node_id}: a snapshot built at applied {applied!r} is of {built!r}")
         snapshot = applied
         log.warning("node %s: built a snapshot of %r to cover the discarded log", node_id, applied)
     await log_store.truncate_after(log_state.last_purged_log_id)

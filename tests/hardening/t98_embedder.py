@@ -11,6 +11,11 @@ method and what it should have returned; no other node stops and no caller waits
   naming ``RaftLogReader.try_get_log_entries`` and what it returned; a tuple of entries is
   taken as a list. At start, ``Raft.new`` raises the same ``StorageError`` (a generator's was
   "restoring node 2 from storage: TypeError: 'generator' object is not subscriptable").
+- A snapshot builder that returns something other than a ``Snapshot`` (``None``, a tuple),
+  called at start to cover a purged log whose snapshot was lost: ``Raft.new`` raised
+  ``StorageError`` "restoring node 2 from storage: AttributeError: 'tuple' object has no
+  attribute 'data'". It now says what it was building and names the method and what it
+  returned, as a build of a running node does.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import pytest
 from integration.checks import fast_config
 
 import openraft_py.core.raft_core as raft_core
-from openraft_py import StorageError
-from openraft_py.storage.memory import MemLogStore
+from openraft_py import SnapshotPolicy, StorageError
+from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -139,3 +144,55 @@ async def test_a_log_reader_returning_no_list_of_entries_is_refused_at_start(wro
         await c.add_node(follower)
         after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
         await c.wait_applied(after.log_id.index, timeout=BOUND)
+
+
+class ShapeBuilder:
+    """A snapshot builder whose result is rewritten by ``ShapeBuildingSm.wrong`` once set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def build_snapshot(self) -> Any:
+        snap = await self.inner.build_snapshot()
+        wrong = ShapeBuildingSm.wrong
+        return snap if wrong is None else wrong(snap)
+
+
+class ShapeBuildingSm(MemStateMachine):
+    wrong: ClassVar[Any] = None
+
+    def get_snapshot_builder(self) -> Any:
+        return ShapeBuilder(super().get_snapshot_builder())
+
+
+@pytest.mark.parametrize(
+    "wrong", [pytest.param(lambda snap: None, id="None"), pytest.param(lambda snap: (snap.meta, snap.data), id="tuple")]
+)
+async def test_a_snapshot_builder_returning_no_snapshot_at_start_is_named(wrong: Any) -> None:
+    ShapeBuildingSm.wrong = None
+    config = fast_config(snapshot_policy=SnapshotPolicy.never(), max_in_snapshot_log_to_keep=0)
+    try:
+        async with Cluster(config, seed=98, state_machine=lambda disk: ShapeBuildingSm(disk)) as c:
+            await c.start({1, 2, 3})
+            leader = await c.wait_for_leader()
+            for i in range(10):
+                resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+            await c.wait_applied(resp.log_id.index, timeout=BOUND)
+            follower = min(n for n in c.nodes if n != leader)
+            node = c.nodes[follower]
+            await node.trigger.snapshot()
+            await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
+            await node.trigger.purge_log(resp.log_id.index)
+            await node.wait(timeout=BOUND).purged(resp.log_id, "purged")
+            await c.crash(follower)
+            c.disks[follower].snapshot = None  # its snapshot was lost: one is built at start
+            ShapeBuildingSm.wrong = wrong
+            with pytest.raises(StorageError, match=r"building a snapshot to cover the purged log .*SnapshotBuilder\.build_snapshot returned (NoneType|tuple)"):
+                await c.add_node(follower)
+            assert all(r.metrics.running for r in c.nodes.values())
+            ShapeBuildingSm.wrong = None
+            await c.add_node(follower)
+            after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+            await c.wait_applied(after.log_id.index, timeout=BOUND)
+    finally:
+        ShapeBuildingSm.wrong = None
