@@ -1284,7 +1284,12 @@ class RaftCore:
         # loop itself, comparing thread ids (3.11's ``get_running_loop``, which IOFlushed
         # would call, costs a getpid system call).
         leading = self.engine.leader is not None
-        cb = IOFlushed(lambda err: self._log_flushed(io, err), None, leading)
+        cb = IOFlushed(
+            lambda err: self._log_flushed(io, err),
+            None,
+            leading,
+            on_dropped=lambda: self._append_dropped(io, entries[0].log_id, entries[-1].log_id),
+        )
         try:
             await self.log_store.append(entries, cb)
         except Exception as e:
@@ -1387,6 +1392,23 @@ class RaftCore:
             # Raising would raise in the store's own thread (its writer, which may then end).
             if not self._loop.is_closed():
                 raise
+
+    def _append_dropped(self, io: int, first: LogId, last: LogId) -> None:
+        """The ``IOFlushed`` of append ``io`` (entries ``first..last``) was garbage-collected
+        uncalled, from any thread: the store let go of it, so the node would never learn that
+        these entries are durable (its writes waited for good, no error said). Reported as
+        their flush failing: the node stops with a ``StorageError`` saying what to fix. (After
+        a stop, nothing: a store may drop what it had not flushed when the node ended.)"""
+        self._log_flushed(
+            io,
+            RuntimeError(
+                f"the log store's append of {first!r}..{last!r} let go of its IOFlushed callback without "
+                "calling it, so the node can never count these entries as durable: RaftLogStorage.append "
+                "must call callback.io_completed(None) once the entries are durable (before it returns, "
+                "for a store durable on return) or callback.io_completed(error) if that failed, "
+                "exactly once"
+            ),
+        )
 
     def _on_log_flushed(self, io: int, err: BaseException | None) -> None:
         """A log store's ``IOFlushed`` callback, on the loop thread. While the core runs

@@ -76,6 +76,13 @@ class IOFlushed:
     another thread, comparing thread ids, which is cheaper than the running-loop check, and
     does nothing once that loop is closed: an append reported after the node shut down.)
 
+    ``on_dropped``, when given, is called (with no argument, in whatever thread drops the
+    last reference) if this object is garbage-collected before ``io_completed`` was called:
+    the store let go of the callback without calling it, so nothing ever will (an ``append``
+    that forgot ``callback.io_completed(None)``). The node passes one that stops it with a
+    ``StorageError`` saying so; without it, its writes waited for good, no error said. An
+    exception from ``on_dropped`` is ignored.
+
     ``sends_first`` is a hint for the store: the caller (a leader) sends these entries to its
     followers in the same loop turn. A store whose durability step takes the caller's CPU
     right away (the RocksDB store hands its fsync to a kernel worker queued on that CPU) may
@@ -83,18 +90,32 @@ class IOFlushed:
     follower, which answers only once the entries are durable) it starts it at once.
     """
 
-    __slots__ = ("_fn", "_loop", "_done", "sends_first")
+    __slots__ = ("_fn", "_loop", "_done", "sends_first", "_on_dropped")
 
     def __init__(
         self,
         fn: Callable[[BaseException | None], None],
         loop: asyncio.AbstractEventLoop | None = None,
         sends_first: bool = False,
+        *,
+        on_dropped: Callable[[], None] | None = None,
     ) -> None:
         self._fn = fn
         self._loop = loop
         self._done = False
         self.sends_first = sends_first
+        self._on_dropped = on_dropped
+
+    def __del__(self) -> None:
+        # Invariant: ``_on_dropped`` runs at most once, and only for a callback never called
+        # (a called one is ``_done``); nothing can call this object any more.
+        try:
+            on_dropped = self._on_dropped
+            if on_dropped is not None and not self._done:
+                self._on_dropped = None
+                on_dropped()
+        except Exception:  # noqa: BLE001 - a finalizer must not raise (also: half-built objects)
+            pass
 
     @property
     def done(self) -> bool:

@@ -16,6 +16,13 @@ method and what it should have returned; no other node stops and no caller waits
   ``StorageError`` "restoring node 2 from storage: AttributeError: 'tuple' object has no
   attribute 'data'". It now says what it was building and names the method and what it
   returned, as a build of a running node does.
+- A log store whose ``append`` forgets to call its ``IOFlushed`` callback (the entries are
+  written, the callback dropped): the node never learned that its entries were durable: a
+  single node's writes waited for good, and a leader of three committed on its followers'
+  word alone, never counting its own log, nothing said. The callback, garbage-collected uncalled,
+  now stops the node with ``StorageError`` saying what ``append`` must do; the other nodes
+  go on. A store that holds the callback while it awaits its disk and is cancelled at
+  shutdown leaves a clean stop.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import pytest
 from integration.checks import fast_config
 
 import openraft_py.core.raft_core as raft_core
-from openraft_py import SnapshotPolicy, StorageError
+from openraft_py import IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
+from openraft_py.network.router import Router
+from openraft_py.types import Entry
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
 
@@ -196,3 +205,76 @@ async def test_a_snapshot_builder_returning_no_snapshot_at_start_is_named(wrong:
             await c.wait_applied(after.log_id.index, timeout=BOUND)
     finally:
         ShapeBuildingSm.wrong = None
+
+
+class ForgetsCallback(MemLogStore):
+    """A log store whose ``append`` writes the entries but never calls its callback, once
+    ``forget`` is set (a subclass overriding ``append`` alone: the node uses it)."""
+
+    forget = False
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        if not self.forget:
+            await super().append(entries, callback)
+            return
+        await super().append(entries, IOFlushed(lambda err: None))  # written; ``callback`` dropped
+
+
+async def test_an_append_that_forgets_its_callback_stops_its_node_saying_so() -> None:
+    stores: dict[int, ForgetsCallback] = {}
+
+    def make(nid: int, disk: Any) -> ForgetsCallback:
+        stores[nid] = ForgetsCallback(disk)
+        return stores[nid]
+
+    async with Cluster(fast_config(), seed=98, log_store=make) as c:
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"before"), BOUND)
+        stores[leader].forget = True
+        with pytest.raises(StorageError, match=r"let go of its IOFlushed callback without calling it.*io_completed\(None\)"):
+            await asyncio.wait_for(c.nodes[leader].client_write(b"lost"), BOUND)
+        m = c.nodes[leader].metrics
+        assert not m.running and m.error is not None and "IOFlushed" in m.error
+        others = [n for n in c.nodes if n != leader]
+        new_leader = await c.wait_for_leader(timeout=BOUND, among=others)
+        after = await asyncio.wait_for(c.nodes[new_leader].client_write(b"after"), BOUND)
+        await c.wait_applied(after.log_id.index, timeout=BOUND, ids=others)
+        assert after.log_id.index > resp.log_id.index
+
+
+class GatedAppend(MemLogStore):
+    """A log store whose ``append`` awaits ``gate`` (its disk) before calling back."""
+
+    gate: asyncio.Event | None = None
+    entered: asyncio.Event | None = None
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        await super().append(entries, IOFlushed(lambda err: None))
+        if self.gate is not None:
+            if self.entered is not None:
+                self.entered.set()
+            await self.gate.wait()
+        callback.io_completed(None)
+
+
+async def test_an_append_holding_its_callback_when_cancelled_at_shutdown_stops_cleanly() -> None:
+    from openraft_py import Config, Raft
+    from openraft_py.storage.memory import MemDisk
+
+    router = Router()
+    store = GatedAppend(MemDisk())
+    raft = await Raft.new(1, Config(cluster_name="t98"), router.factory(1), store, MemStateMachine())
+    router.register(1, raft)
+    try:
+        await raft.initialize({1})
+        await raft.wait(timeout=BOUND).state(ServerState.LEADER, "n1 leads")
+        store.gate, store.entered = asyncio.Event(), asyncio.Event()
+        write = asyncio.ensure_future(raft.client_write(b"pending"))
+        await asyncio.wait_for(store.entered.wait(), BOUND)  # the append awaits its disk
+    finally:
+        await asyncio.wait_for(raft.shutdown(), BOUND)
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(write, BOUND)
+    m = raft.metrics
+    assert not m.running and m.error is None, m.error
