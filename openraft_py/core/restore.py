@@ -209,7 +209,7 @@ async def _build_snapshot(state_machine: RaftStateMachine, subject: str) -> LogI
     and what it returned, as a build of the running node does (``Snapshots.build``): it was
     an ``AttributeError`` about ``.data`` or ``.close`` that named no plug-in."""
     try:
-        snap = await state_machine.get_snapshot_builder().build_snapshot()
+        snap = await snapshot_io.build_snapshot(state_machine)
         snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")
     except Exception as e:
         raise StorageError(subject, e) from e

@@ -22,6 +22,33 @@ after the last chunk arrived, before it answered: "chunk at offset N but nothing
 is an ordinary recovery, said at INFO."""
 
 
+async def build_snapshot(state_machine: Any) -> Any:
+    """What ``state_machine.get_snapshot_builder().build_snapshot()`` gives once awaited
+    (unchecked: ``check_snapshot`` is the caller's). ``TypeError`` naming the method when
+    the builder has no callable ``build_snapshot``, or that method returns something that
+    cannot be awaited (a plain ``def build_snapshot``, which ``Raft.new`` cannot see: the
+    builder is made at each build): they failed with "object NoneType can't be used in
+    'await' expression" or an ``AttributeError``, naming no plug-in. A returned value that
+    is not awaitable is closed when it is a file-like object with ``close``, or a
+    ``Snapshot`` whose ``data`` has one (nothing else will)."""
+    builder = state_machine.get_snapshot_builder()
+    build = getattr(builder, "build_snapshot", None)
+    if not callable(build):
+        raise TypeError(
+            f"RaftStateMachine.get_snapshot_builder returned {type(builder).__name__} {builder!r:.80}, "
+            "expected an object with an async def build_snapshot()"
+        )
+    pending = build()
+    if not inspect.isawaitable(pending):
+        close_quietly(pending.data if isinstance(pending, Snapshot) else pending)
+        raise TypeError(
+            f"SnapshotBuilder.build_snapshot must be a coroutine function (async def): "
+            f"{type(builder).__name__}.build_snapshot() returned {type(pending).__name__} {pending!r:.80}, "
+            "which cannot be awaited"
+        )
+    return await pending
+
+
 def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
     """``TypeError`` naming ``what`` (the state machine method) unless ``snap`` is a
     ``Snapshot`` whose ``meta`` is a ``SnapshotMeta`` and, with ``readable`` (a snapshot to

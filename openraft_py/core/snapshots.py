@@ -142,7 +142,7 @@ class Snapshots:
         task = enter(self.calling_out, BUILD)
         try:
             try:
-                snap = await self.worker.sm.get_snapshot_builder().build_snapshot()
+                snap = await snapshot_io.build_snapshot(self.worker.sm)
             finally:
                 leave(self.calling_out, task)
             snapshot_io.check_snapshot(snap, "SnapshotBuilder.build_snapshot")

@@ -23,11 +23,18 @@ method and what it should have returned; no other node stops and no caller waits
   now stops the node with ``StorageError`` saying what ``append`` must do; the other nodes
   go on. A store that holds the callback while it awaits its disk and is cancelled at
   shutdown leaves a clean stop.
+- A snapshot builder whose ``build_snapshot`` is a plain ``def`` (``Raft.new`` cannot see it:
+  the builder is made at each build), or a ``get_snapshot_builder`` that returns ``None``:
+  the node stopped with "object Snapshot can't be used in 'await' expression" or an
+  ``AttributeError`` about ``build_snapshot``, naming no plug-in. It now stops with
+  ``StorageError`` naming the method and what it must be; the others go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 from typing import Any, ClassVar
 
 import pytest
@@ -36,7 +43,7 @@ from integration.checks import fast_config
 import openraft_py.core.raft_core as raft_core
 from openraft_py import IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
 from openraft_py.network.router import Router
-from openraft_py.types import Entry
+from openraft_py.types import Entry, Snapshot, SnapshotMeta
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
 
@@ -278,3 +285,55 @@ async def test_an_append_holding_its_callback_when_cancelled_at_shutdown_stops_c
         await asyncio.wait_for(write, BOUND)
     m = raft.metrics
     assert not m.running and m.error is None, m.error
+
+
+class WrongBuilderSm(MemStateMachine):
+    """A state machine whose builder goes wrong (``how``) once ``broken`` is set."""
+
+    broken = False
+    how = ""
+
+    def get_snapshot_builder(self) -> Any:
+        if not WrongBuilderSm.broken:
+            return super().get_snapshot_builder()
+        if WrongBuilderSm.how == "no builder":
+            return None
+
+        disk = self.disk
+
+        class Plain:
+            def build_snapshot(self) -> Snapshot:
+                # A plain ``def`` that does its work and returns the Snapshot.
+                return Snapshot(SnapshotMeta(disk.last_applied, disk.membership, "plain"), io.BytesIO(b""))
+
+        return Plain()
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("plain def", r"SnapshotBuilder\.build_snapshot must be a coroutine function \(async def\): Plain\.build_snapshot\(\) returned Snapshot"),
+        ("no builder", r"RaftStateMachine\.get_snapshot_builder returned NoneType None, expected an object with an async def build_snapshot"),
+    ],
+)
+async def test_a_snapshot_builder_that_cannot_be_awaited_stops_its_node_naming_it(how: str, said: str) -> None:
+    WrongBuilderSm.broken, WrongBuilderSm.how = False, how
+    try:
+        async with Cluster(fast_config(), seed=98, state_machine=lambda disk: WrongBuilderSm(disk)) as c:
+            await c.start({1, 2, 3})
+            leader = await c.wait_for_leader()
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+            await c.wait_applied(resp.log_id.index, timeout=BOUND)
+            follower = min(n for n in c.nodes if n != leader)
+            WrongBuilderSm.broken = True
+            await c.nodes[follower].trigger.snapshot()
+            m = await c.nodes[follower].wait(timeout=BOUND).metrics(lambda m: not m.running, "the follower stops")
+            assert m.error is not None and m.error.startswith("storage error while building a snapshot"), m.error
+            assert re.search(said, m.error), m.error
+            WrongBuilderSm.broken = False
+            after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+            others = [n for n in c.nodes if n != follower]
+            await c.wait_applied(after.log_id.index, timeout=BOUND, ids=others)
+            assert all(c.nodes[n].metrics.running for n in others)
+    finally:
+        WrongBuilderSm.broken = False
