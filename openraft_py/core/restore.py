@@ -104,9 +104,16 @@ async def restore_state(
     sm_membership = applied_state[1]
     if sm_membership is not None and not isinstance(sm_membership, StoredMembership):
         raise _unexpected(sm_membership, "the state machine's applied_state (its membership)", "a StoredMembership")
-    snapshot = await _current_snapshot_id(state_machine)
+    snapshot, snapshot_membership = await _current_snapshot_ids(state_machine)
     if snapshot is not None and (applied is None or snapshot > applied):
         raise StorageError(f"node {node_id}: the state machine's snapshot {snapshot!r} is past its applied {applied!r}")
+    sm_membership_id = None if sm_membership is None else sm_membership.log_id
+    if snapshot_membership is not None and (sm_membership_id is None or sm_membership_id < snapshot_membership):
+        raise StorageError(
+            f"node {node_id}: the state machine's applied_state reports the membership of {sm_membership_id!r}, "
+            f"older than the one its own current snapshot holds (of {snapshot_membership!r}): it lost the "
+            f"membership it applied. {_KEEP_MEMBERSHIP}"
+        )
     log_state, snapshot = await _repair_log(node_id, log_store, state_machine, applied, snapshot)
     _check_not_behind_purged(node_id, applied, log_state.last_purged_log_id)
     snapshot = await _cover_purged(node_id, state_machine, snapshot, log_state.last_purged_log_id)
@@ -118,9 +125,16 @@ async def restore_state(
     return state, cache
 
 
-async def _current_snapshot_id(state_machine: RaftStateMachine) -> LogId | None:
+_KEEP_MEMBERSHIP = (
+    "A state machine keeps, durably and with its applied log id, the StoredMembership of the "
+    "last Membership entry it applied (or of the snapshot it installed: meta.last_membership), "
+    "and applied_state returns it (docs/guides/storage.md, 'A state machine')"
+)
+
+
+async def _current_snapshot_ids(state_machine: RaftStateMachine) -> tuple[LogId | None, LogId | None]:
     """The last log id of the state machine's current snapshot (``None``: none, or one of
-    nothing). From its optional ``get_current_snapshot_meta`` when it has one
+    nothing) and the log id of the membership its meta holds (``None`` likewise). From its optional ``get_current_snapshot_meta`` when it has one
     (``current_snapshot_meta_of``), which reads no snapshot data; else from
     ``get_current_snapshot``, whose file is closed unread. Either result is checked: a value
     of another type raises ``StorageError`` naming the method (it failed with an
@@ -138,7 +152,7 @@ async def _current_snapshot_id(state_machine: RaftStateMachine) -> LogId | None:
         what = "the state machine's get_current_snapshot"
         snap = await state_machine.get_current_snapshot()
         if snap is None:
-            return None
+            return None, None
         if not isinstance(snap, Snapshot):
             raise _unexpected(snap, what, "a Snapshot or None")
         close = getattr(snap.data, "close", None)
@@ -148,8 +162,12 @@ async def _current_snapshot_id(state_machine: RaftStateMachine) -> LogId | None:
         if not isinstance(meta, SnapshotMeta):
             raise _unexpected(meta, f"{what} (its meta)", "a SnapshotMeta")
     if meta is None:
-        return None
-    return _expect(meta.last_log_id, LogId, f"{what} (its meta's last_log_id)")
+        return None, None
+    last = _expect(meta.last_log_id, LogId, f"{what} (its meta's last_log_id)")
+    membership = meta.last_membership
+    if not isinstance(membership, StoredMembership):
+        raise _unexpected(membership, f"{what} (its meta's last_membership)", "a StoredMembership")
+    return last, _expect(membership.log_id, LogId, f"{what} (its meta's last_membership.log_id)")
 
 
 def _unexpected(value: object, what: str, expected: str) -> StorageError:

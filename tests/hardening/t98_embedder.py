@@ -28,6 +28,11 @@ method and what it should have returned; no other node stops and no caller waits
   the node stopped with "object Snapshot can't be used in 'await' expression" or an
   ``AttributeError`` about ``build_snapshot``, naming no plug-in. It now stops with
   ``StorageError`` naming the method and what it must be; the others go on.
+- A durable state machine that keeps its applied log id but not its membership (its
+  ``applied_state`` answers an empty one after a restart), over a log purged past the
+  membership entry: every node restarted as a learner of no cluster, no leader ever, nothing
+  said. ``Raft.new`` now refuses it with ``StorageError`` naming ``applied_state`` and what
+  it must keep, when its own current snapshot holds a newer membership.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import openraft_py.core.raft_core as raft_core
 from openraft_py import IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
 from openraft_py.network.router import Router
 from openraft_py.types import Entry, Snapshot, SnapshotMeta
+from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
 
@@ -337,3 +343,45 @@ async def test_a_snapshot_builder_that_cannot_be_awaited_stops_its_node_naming_i
             assert all(c.nodes[n].metrics.running for n in others)
     finally:
         WrongBuilderSm.broken = False
+
+
+class ForgetsMembership(MemStateMachine):
+    """A durable state machine whose ``applied_state`` answers no membership once ``forget``
+    is set (it kept its applied id, not the membership it applied)."""
+
+    forget = False
+
+    async def applied_state(self) -> Any:
+        applied, membership = await super().applied_state()
+        return (applied, EMPTY_STORED_MEMBERSHIP) if ForgetsMembership.forget else (applied, membership)
+
+
+async def test_a_state_machine_that_lost_its_membership_is_refused_at_start() -> None:
+    said = r"applied_state reports the membership of None, older than the one its own current snapshot holds"
+    ForgetsMembership.forget = False
+    config = fast_config(max_in_snapshot_log_to_keep=0)
+    try:
+        async with Cluster(config, seed=98, state_machine=lambda disk: ForgetsMembership(disk)) as c:
+            await c.start({1, 2, 3})
+            leader = await c.wait_for_leader()
+            for i in range(10):
+                resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+            await c.wait_applied(resp.log_id.index, timeout=BOUND)
+            follower = min(n for n in c.nodes if n != leader)
+            node = c.nodes[follower]
+            await node.trigger.snapshot()
+            await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
+            await node.trigger.purge_log(resp.log_id.index)  # the membership entry (index 0) is gone
+            await node.wait(timeout=BOUND).purged(resp.log_id, "purged")
+            await c.crash(follower)
+            ForgetsMembership.forget = True
+            with pytest.raises(StorageError, match=said) as info:
+                await c.add_node(follower)
+            assert "keeps, durably and with its applied log id, the StoredMembership" in str(info.value)
+            ForgetsMembership.forget = False
+            assert all(r.metrics.running for r in c.nodes.values())
+            await c.add_node(follower)
+            after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+            await c.wait_applied(after.log_id.index, timeout=BOUND)
+    finally:
+        ForgetsMembership.forget = False
