@@ -48,10 +48,10 @@ from integration.checks import fast_config
 import openraft_py.core.raft_core as raft_core
 from openraft_py import IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
 from openraft_py.network.router import Router
-from openraft_py.types import Entry, Snapshot, SnapshotMeta
 from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
+from openraft_py.types import Entry, Snapshot, SnapshotMeta
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -114,7 +114,7 @@ async def test_a_log_reader_returning_no_list_of_entries_stops_its_node_naming_i
         assert m.error is not None
         assert m.error.startswith("storage error while reading log entries"), m.error
         assert "RaftLogReader.try_get_log_entries returned" in m.error, m.error
-        with pytest.raises(StorageError, match="RaftLogReader.try_get_log_entries returned"):
+        with pytest.raises(StorageError, match=r"RaftLogReader\.try_get_log_entries returned"):
             await c.nodes[leader].client_write(b"after")
         # The others go on: a new leader commits, and every acknowledged write is there.
         ShapeStore.wrong = None
