@@ -123,7 +123,9 @@ class IOFlushed:
         return self._done
 
     def io_completed(self, error: BaseException | None = None) -> None:
-        """Report that the append is durable (``error is None``) or failed (``error``).
+        """Report that the append is durable (``error is None``) or failed (``error``, an
+        exception instance; anything else not ``None`` is taken as a failure too, reported
+        as a ``TypeError`` saying what was given).
 
         Raises ``RuntimeError`` when called a second time. When forwarded to another thread's
         loop, ``fn`` runs later on that loop; if that loop is closed, ``RuntimeError`` is raised
@@ -132,6 +134,13 @@ class IOFlushed:
         if self._done:
             raise RuntimeError("IOFlushed.io_completed() called more than once for one append")
         self._done = True
+        if error is not None and not isinstance(error, BaseException):
+            # Still a failure (the store meant one), said as the misuse it is: a message or an
+            # exception class stopped the node with "str: disk full", "type: <class 'OSError'>".
+            error = TypeError(
+                f"IOFlushed.io_completed(error) takes None or an exception instance, got "
+                f"{type(error).__name__} {error!r:.80} (taken as a failed write)"
+            )
         loop = self._loop
         if loop is not None:
             try:

@@ -33,6 +33,10 @@ method and what it should have returned; no other node stops and no caller waits
   membership entry: every node restarted as a learner of no cluster, no leader ever, nothing
   said. ``Raft.new`` now refuses it with ``StorageError`` naming ``applied_state`` and what
   it must keep, when its own current snapshot holds a newer membership.
+- A log store that reports a failed flush with something other than an exception
+  (``callback.io_completed("disk full")``, or the class ``OSError``): the node stopped with
+  "str: disk full" or "type: <class 'OSError'>". It still stops (the store meant a failure),
+  with a ``TypeError`` saying what ``io_completed`` takes and what it was given.
 """
 
 from __future__ import annotations
@@ -385,3 +389,33 @@ async def test_a_state_machine_that_lost_its_membership_is_refused_at_start() ->
             await c.wait_applied(after.log_id.index, timeout=BOUND)
     finally:
         ForgetsMembership.forget = False
+
+
+class ReportsOddly(MemLogStore):
+    """A log store whose ``append`` reports its flush with ``odd`` once it is set."""
+
+    odd: ClassVar[Any] = None
+
+    async def append(self, entries: list[Entry], callback: IOFlushed) -> None:
+        await super().append(entries, IOFlushed(lambda err: None))
+        odd = ReportsOddly.odd
+        callback.io_completed(None if odd is None else odd)
+
+
+@pytest.mark.parametrize(
+    ("odd", "said"),
+    [("disk full", r"got str 'disk full'"), (OSError, r"got type <class 'OSError'>")],
+)
+async def test_a_flush_failure_reported_without_an_exception_says_what_io_completed_takes(odd: Any, said: str) -> None:
+    ReportsOddly.odd = None
+    try:
+        async with Cluster(fast_config(), seed=98, log_store=lambda nid, disk: ReportsOddly(disk)) as c:
+            await c.start({1})
+            raft = c.nodes[1]
+            await raft.wait(timeout=BOUND).state(ServerState.LEADER, "n1 leads")
+            ReportsOddly.odd = odd
+            with pytest.raises(StorageError, match=r"IOFlushed\.io_completed\(error\) takes None or an exception instance, " + said):
+                await asyncio.wait_for(raft.client_write(b"x"), BOUND)
+            assert not raft.metrics.running
+    finally:
+        ReportsOddly.odd = None
