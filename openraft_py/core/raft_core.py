@@ -109,7 +109,7 @@ from .messages import (
 from .replication import BROKEN_NETWORK_WARN_MS, ReplicationCore, ReplicationEnv, breach_log
 from .sm_worker import StateMachineWorker
 from .snapshots import Snapshots
-from .tasks import TaskSet, stray_cancel
+from .tasks import GiveUpAfter, TaskSet, stray_cancel
 from .vote_writer import VoteWriter
 
 if TYPE_CHECKING:
@@ -1730,7 +1730,7 @@ class RaftCore:
             client = self._request_client(target, node)
             if client is None:
                 return
-            async with asyncio.timeout(limit):
+            async with GiveUpAfter(limit):
                 resp = await client.vote(req, RPCOption(hard_ttl=timeout, soft_ttl=timeout))
         except RPCError as e:
             self._rpc_failed("vote", target, e)

@@ -158,7 +158,7 @@ from . import snapshot_io
 from .calling_out import READ, CallingOut, enter, leave
 from .clock import Clock, seconds_reader
 from .messages import Failed, Progress
-from .tasks import stray_cancel
+from .tasks import GiveUpAfter, stray_cancel
 
 if TYPE_CHECKING:
     from ..network import RaftNetwork
@@ -1229,7 +1229,7 @@ class ReplicationCore:
         if call is None:
             call = self.client.append_entries
         try:
-            async with asyncio.timeout(limit):
+            async with GiveUpAfter(limit):
                 return await call(req, option)
         except TimeoutError:
             raise NoAnswer(

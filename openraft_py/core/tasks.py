@@ -98,3 +98,46 @@ def stray_cancel(who: str, e: asyncio.CancelledError) -> RuntimeError | None:
     err = RuntimeError(f"{who} raised CancelledError (its task was not being cancelled)")
     err.__cause__ = e
     return err
+
+
+class GiveUpAfter:
+    """``async with GiveUpAfter(delay):`` bounds the block as ``asyncio.timeout(delay)``
+    does (``TimeoutError`` when it expires), except that it expires one loop pass after its
+    deadline, not in the pass that reaches it. What became ready in that pass is taken first:
+    a network's own ``Timeout``, due earlier (at ``option.hard_ttl``), after a stall of the
+    event loop (a plug-in's long synchronous call) that ran past both deadlines. The loop
+    ran both timers in one pass, and the bound used to win: the node warned that the
+    network "did not answer ... it must raise Timeout after hard_ttl", blaming a network
+    (the TCP transport's own included) that had kept its contract.
+
+    Invariant: ``_handle`` is the pending deadline timer while the block runs (``None``
+    once it fired); it only reschedules ``_bound``, which is entered meanwhile.
+    """
+
+    __slots__ = ("_delay", "_bound", "_handle", "_loop")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._bound = asyncio.timeout(None)
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> GiveUpAfter:
+        loop = self._loop = asyncio.get_running_loop()
+        await self._bound.__aenter__()
+        self._handle = loop.call_at(loop.time() + self._delay, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        """The deadline passed: expire the bound in the next loop pass (``reschedule`` to
+        now queues its expiry with ``call_soon``, behind what this pass made ready)."""
+        self._handle = None
+        assert self._loop is not None
+        self._bound.reschedule(self._loop.time())
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> bool | None:
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+            self._handle = None
+        return await self._bound.__aexit__(et, e, tb)

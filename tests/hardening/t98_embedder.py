@@ -37,21 +37,32 @@ method and what it should have returned; no other node stops and no caller waits
   (``callback.io_completed("disk full")``, or the class ``OSError``): the node stopped with
   "str: disk full" or "type: <class 'OSError'>". It still stops (the store meant a failure),
   with a ``TypeError`` saying what ``io_completed`` takes and what it was given.
+- A stall of the event loop (a plug-in's long synchronous call) past both a request's
+  ``hard_ttl`` and the node's bound on it (twice that): the network's own ``Timeout``, due
+  first, became ready in the same loop pass as the bound, and the bound won. The leader
+  warned "the network did not answer AppendEntries within ... it must raise Timeout after
+  hard_ttl", blaming a network (the TCP transport's own included) that kept its contract.
+  The bound now expires one loop pass after its deadline: the network's ``Timeout`` is
+  taken, a failed call said at DEBUG.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
+import time
 from typing import Any, ClassVar
 
 import pytest
 from integration.checks import fast_config
 
 import openraft_py.core.raft_core as raft_core
-from openraft_py import IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
-from openraft_py.network.router import Router
+from openraft_py import ForwardToLeader, IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
+from openraft_py.errors import Timeout
+from openraft_py.network.router import Router, RouterFactory
+from openraft_py.types import BasicNode, RPCOption
 from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
@@ -419,3 +430,74 @@ async def test_a_flush_failure_reported_without_an_exception_says_what_io_comple
             assert not raft.metrics.running
     finally:
         ReportsOddly.odd = None
+
+
+class KeepsHardTtl:
+    """A network client that keeps the contract as the TCP transport does (``Timeout`` after
+    ``option.hard_ttl``), to a target that answers nothing while ``KeepsHardTtl.silent``
+    holds it."""
+
+    silent: ClassVar[set[int]] = set()
+
+    def __init__(self, inner: Any, target: int) -> None:
+        self.inner, self.target = inner, target
+
+    async def _call(self, name: str, req: Any, option: RPCOption) -> Any:
+        try:
+            async with asyncio.timeout(option.hard_ttl):
+                if self.target in KeepsHardTtl.silent:
+                    await asyncio.Event().wait()  # no answer
+                return await getattr(self.inner, name)(req, option)
+        except TimeoutError:
+            raise Timeout(f"no answer from node {self.target} within {option.hard_ttl:g}s") from None
+
+    async def append_entries(self, req: Any, option: RPCOption) -> Any:
+        return await self._call("append_entries", req, option)
+
+    async def vote(self, req: Any, option: RPCOption) -> Any:
+        return await self._call("vote", req, option)
+
+    async def install_snapshot(self, req: Any, option: RPCOption) -> Any:
+        return await self._call("install_snapshot", req, option)
+
+    async def transfer_leader(self, req: Any, option: RPCOption) -> Any:
+        return await self._call("transfer_leader", req, option)
+
+
+async def test_a_stalled_event_loop_is_not_taken_for_a_network_that_did_not_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    KeepsHardTtl.silent = set()
+    async with Cluster(fast_config(), seed=98) as c:
+        factory = c.router.factory
+
+        class Factory:
+            def __init__(self, inner: RouterFactory) -> None:
+                self.inner = inner
+
+            def new_client(self, target: int, node: BasicNode) -> KeepsHardTtl:
+                return KeepsHardTtl(self.inner.new_client(target, node), target)
+
+        c.router.factory = lambda source: Factory(factory(source))  # type: ignore[assignment, return-value]
+        await c.start({1, 2, 3})
+        leader = await c.wait_for_leader()
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+        silent = min(n for n in c.nodes if n != leader)
+        KeepsHardTtl.silent = {silent}
+        caplog.set_level(logging.WARNING)
+        for _ in range(3):
+            await asyncio.sleep(0.05)  # heartbeats to the silent node go out ...
+            time.sleep(0.5)  # ... and the loop stalls past their hard_ttl and the bound (120 ms)
+        KeepsHardTtl.silent = set()
+        # (The stall may have let an election timer run out: write to whichever node leads.)
+        after = None
+        while after is None:
+            leader = await c.wait_for_leader(timeout=BOUND)
+            try:
+                after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+            except ForwardToLeader:
+                await asyncio.sleep(0.01)
+        await c.wait_applied(after.log_id.index, timeout=BOUND)
+        assert after.log_id.index > resp.log_id.index
+        blamed = [r.getMessage() for r in caplog.records if "did not answer" in r.getMessage()]
+        assert not blamed, blamed
