@@ -135,9 +135,11 @@ class GiveUpAfter:
         assert self._loop is not None
         self._bound.reschedule(self._loop.time())
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> bool | None:
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
         handle = self._handle
         if handle is not None:
             handle.cancel()
             self._handle = None
-        return await self._bound.__aexit__(et, e, tb)
+        # (``asyncio.Timeout.__aexit__`` suppresses nothing: it returns ``None``, or raises
+        # ``TimeoutError`` in place of the cancellation it caused.)
+        await self._bound.__aexit__(et, e, tb)

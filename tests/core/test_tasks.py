@@ -1,13 +1,15 @@
 """``TaskSet``: a task that raises is reported once; a cancelled one is not; ``close``
-cancels what is left, waits for it, and reports nothing more."""
+cancels what is left, waits for it, and reports nothing more. ``GiveUpAfter``: a bound that
+expires one loop pass after its deadline."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from openraft_py.core.tasks import TaskSet
+from openraft_py.core.tasks import GiveUpAfter, TaskSet
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -146,3 +148,35 @@ async def test_a_cancelled_close_raises_at_once_and_cancels_no_task_again() -> N
     async with asyncio.timeout(1.0):
         await ts.close()
     assert t.done() and len(ts) == 0 and failures == []
+
+
+async def test_give_up_after_expires_a_block_that_gets_no_answer() -> None:
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with GiveUpAfter(0.05):
+            await asyncio.Event().wait()
+    assert 0.04 <= time.monotonic() - began < 2.0
+    async with GiveUpAfter(0.05):  # a block that ends in time is left alone, its timer too
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)
+
+
+async def test_give_up_after_takes_what_became_ready_in_the_pass_of_its_deadline() -> None:
+    """After a stall past both deadlines, the inner (earlier) one's outcome wins."""
+
+    async def bounded(own: float) -> str:
+        try:
+            async with asyncio.timeout(own):  # the network's own timeout
+                await asyncio.Event().wait()
+        except TimeoutError:
+            return "the network's own timeout"
+        return "unreachable"
+
+    async def call() -> str:
+        async with GiveUpAfter(0.1):
+            return await bounded(0.05)
+
+    task = asyncio.ensure_future(call())
+    await asyncio.sleep(0)  # both timers are set
+    time.sleep(0.3)  # the loop stalls past both deadlines
+    assert await task == "the network's own timeout"

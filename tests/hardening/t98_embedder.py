@@ -62,11 +62,10 @@ import openraft_py.core.raft_core as raft_core
 from openraft_py import ForwardToLeader, IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
 from openraft_py.errors import Timeout
 from openraft_py.network.router import Router, RouterFactory
-from openraft_py.types import BasicNode, RPCOption
 from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
 from openraft_py.storage.memory import MemLogStore, MemStateMachine
 from openraft_py.testing.cluster import Cluster
-from openraft_py.types import Entry, Snapshot, SnapshotMeta
+from openraft_py.types import BasicNode, Entry, RPCOption, Snapshot, SnapshotMeta
 
 pytestmark = pytest.mark.timeout(30)
 
