@@ -55,9 +55,14 @@ def check_snapshot(snap: Any, what: str, readable: bool = False) -> None:
     send), whose ``data`` is a file (has ``read`` and ``seek``). A state machine that
     returned something else used to stop its node with ``Panicked`` and an
     ``AttributeError`` about ``.data``, ``.meta`` or ``.seek``."""
-    if not isinstance(snap, Snapshot) or not isinstance(snap.meta, SnapshotMeta):
-        got = f"{type(snap).__name__} {snap!r:.80}" if not isinstance(snap, Snapshot) else f"a Snapshot whose meta is {snap.meta!r:.80}"
-        raise TypeError(f"{what} returned {got}, expected a Snapshot")
+    if not isinstance(snap, Snapshot):
+        raise TypeError(f"{what} returned {type(snap).__name__} {snap!r:.80}, expected a Snapshot")
+    if not isinstance(snap.meta, SnapshotMeta):
+        # (It is a Snapshot: say what its meta should be, not that it should be a Snapshot.)
+        raise TypeError(
+            f"{what} returned a Snapshot whose meta is {type(snap.meta).__name__} {snap.meta!r:.80}, "
+            "expected a SnapshotMeta"
+        )
     data = snap.data
     if readable and not (callable(getattr(data, "read", None)) and callable(getattr(data, "seek", None))):
         raise TypeError(f"{what} returned a Snapshot whose data is {type(data).__name__}, expected a binary file")

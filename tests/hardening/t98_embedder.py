@@ -44,6 +44,9 @@ method and what it should have returned; no other node stops and no caller waits
   hard_ttl", blaming a network (the TCP transport's own included) that kept its contract.
   The bound now expires one loop pass after its deadline: the network's ``Timeout`` is
   taken, a failed call said at DEBUG.
+- A snapshot builder that returns a ``Snapshot`` whose ``meta`` is not a ``SnapshotMeta``
+  (a dict): the error said "... whose meta is {...}, expected a Snapshot", which it was. It
+  now says the meta should be a ``SnapshotMeta``.
 """
 
 from __future__ import annotations
@@ -500,3 +503,21 @@ async def test_a_stalled_event_loop_is_not_taken_for_a_network_that_did_not_answ
         assert after.log_id.index > resp.log_id.index
         blamed = [r.getMessage() for r in caplog.records if "did not answer" in r.getMessage()]
         assert not blamed, blamed
+
+
+async def test_a_built_snapshot_whose_meta_is_no_snapshot_meta_is_said_so() -> None:
+    ShapeBuildingSm.wrong = None
+    try:
+        async with Cluster(fast_config(), seed=98, state_machine=lambda disk: ShapeBuildingSm(disk)) as c:
+            await c.start({1, 2, 3})
+            leader = await c.wait_for_leader()
+            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
+            await c.wait_applied(resp.log_id.index, timeout=BOUND)
+            follower = min(n for n in c.nodes if n != leader)
+            ShapeBuildingSm.wrong = lambda snap: Snapshot({"last_log_id": None}, snap.data)  # type: ignore[arg-type]
+            await c.nodes[follower].trigger.snapshot()
+            m = await c.nodes[follower].wait(timeout=BOUND).metrics(lambda m: not m.running, "the follower stops")
+            assert m.error is not None
+            assert re.search(r"returned a Snapshot whose meta is dict .*, expected a SnapshotMeta$", m.error), m.error
+    finally:
+        ShapeBuildingSm.wrong = None
