@@ -480,11 +480,17 @@ def _open_db_locked(
         try:
             raw = mcf.get(marker_key)
             if raw is None:
-                if found is None or found[0] != 0 or not all(_is_empty(db.get_column_family(cf)) for cf in cfs):
-                    raise StorageError(
-                        f"opening {what} at {path!r}",
-                        ValueError("foreign or damaged database: format marker missing"),
-                    )
+                if found is None:  # (refused by the read-only look above already; kept for safety)
+                    raise StorageError(f"opening {what} at {path!r}", ValueError("foreign database: no format marker"))
+                if found[0] != 0 or not all(_is_empty(db.get_column_family(cf)) for cf in cfs):
+                    # Ours (our mark file is there, and the database is not our creation's):
+                    # the marker, written when the store was created, was lost, as by a
+                    # MANIFEST cut short that no longer records the table file holding it
+                    # (the writes after it replayed from a newer WAL). It was "foreign or
+                    # damaged database: format marker missing", without what to do.
+                    raise damaged(path, what, f"its format marker is missing, though it holds our {ACK_FILE}: a table "
+                                  "file or the MANIFEST recording it is damaged or lost",
+                                  ValueError("format marker missing"))
                 # Our creation (fresh now, or one that crashed before this write).
                 wb = WriteBatch(raw_mode=True)
                 h = db.get_column_family_handle(marker_cf)

@@ -1,0 +1,119 @@
+"""Crashes, restarts and damaged files (t99): what a node finds in its data directory when it
+starts again, and what it says about it.
+
+- A log store's ``MANIFEST`` cut short at any point: the store opens with everything it held, or
+  is refused as damaged, with what to do (``DAMAGED_ADVICE``). A cut that dropped the record of
+  the table file holding the format marker was refused as "foreign or damaged database: format
+  marker missing", without the advice, though the directory holds our ``OPENRAFT-ACKED``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration.checks import fast_config
+
+from openraft_py import Raft, StorageError
+from openraft_py.kv.rocks_state_machine import RocksStateMachine
+from openraft_py.network.router import Router
+from openraft_py.storage import KvSet, encode_kv
+from openraft_py.storage.rocks import DAMAGED_ADVICE, RocksLogStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@asynccontextmanager
+async def _one_node(root: Path) -> AsyncIterator[Raft]:
+    """A one-node cluster on RocksDB stores under ``root``, elected; stopped cleanly at the end
+    (its stores then hold table files and write-ahead logs)."""
+    log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
+    router = Router(seed=7)
+    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=7)
+    try:
+        router.register(1, raft)
+        await raft.initialize({1})
+        await raft.wait(10).current_leader(1, "elected")
+        yield raft
+    finally:
+        await raft.shutdown()
+        await log.aclose()
+        await sm.aclose()
+
+
+async def _make(root: Path) -> None:
+    """Writes, a snapshot, the log purged up to it, more writes: the log's MANIFEST then
+    records several table files (the format marker's among them) and their write-ahead logs."""
+    async with _one_node(root) as raft:
+        for i in range(30):
+            await raft.client_write(encode_kv(KvSet(f"k{i}", "v" * 40)))
+        applied = raft.metrics.last_applied
+        assert applied is not None
+        await raft.trigger.snapshot()
+        await raft.wait(10).snapshot(applied, "snapshot built")
+        await raft.trigger.purge_log(applied.index - 3)
+        await raft.wait(10).metrics(lambda m: m.purged is not None and m.purged.index >= applied.index - 3, "purged")
+        for i in range(5):
+            await raft.client_write(encode_kv(KvSet(f"j{i}", "w")))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    root = tmp_path_factory.mktemp("restart") / "node"
+    asyncio.run(_make(root))
+    return root
+
+
+async def _content(root: Path, store: str) -> tuple[Any, ...]:
+    """What the store ``store`` (``log`` or ``sm``) under ``root`` holds: a log store's log
+    state, vote, committed id and entries; a state machine's applied state and data."""
+    if store == "log":
+        log = await RocksLogStore.open(root / "log")
+        try:
+            st = await log.get_log_state()
+            assert st.last_log_id is not None
+            start = 0 if st.last_purged_log_id is None else st.last_purged_log_id.index + 1
+            entries = await log.get_log_reader().try_get_log_entries(start, st.last_log_id.index + 1)
+            return st, await log.read_vote(), await log.read_committed(), entries
+        finally:
+            await log.aclose()
+    sm = await RocksStateMachine.open(root / "sm")
+    try:
+        return await sm.applied_state(), sm.data
+    finally:
+        await sm.aclose()
+
+
+@pytest.mark.parametrize("store", ["log", "sm"])
+async def test_a_manifest_cut_anywhere_opens_whole_or_is_refused_as_damaged(made: Path, tmp_path: Path,
+                                                                           store: str) -> None:
+    """The store's MANIFEST cut at every 8th byte: never a store that opens with less than it
+    held, and every refusal says the database is damaged and what to do."""
+    db = Path(store) if store == "log" else Path(store) / "db"
+    whole = await _content(_copy(made, tmp_path / "whole"), store)
+    manifest = next((made / db).glob("MANIFEST-*"))
+    refusals: dict[str, list[int]] = {}
+    for cut in range(0, manifest.stat().st_size, 8):
+        root = _copy(made, tmp_path / f"cut{cut}")
+        with open(root / db / manifest.name, "r+b") as f:
+            f.truncate(cut)
+        try:
+            content = await _content(root, store)
+        except StorageError as e:
+            if "the database is damaged" not in str(e) or DAMAGED_ADVICE not in str(e):
+                refusals.setdefault(str(e).replace(str(root), "<node>"), []).append(cut)
+        else:
+            assert content == whole, f"the MANIFEST cut at byte {cut} opened with less than the store held"
+        shutil.rmtree(root)
+    assert not refusals, f"refusals of a damaged MANIFEST not worded as damage, with the cuts: {refusals}"
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
