@@ -548,7 +548,17 @@ class RocksStateMachine:
                 # (was "foreign directory: no 'db' inside (found ['db', ...])")
                 raise StorageError(f"opening {what} at {self.path!r}", NotADirectoryError(
                     f"{db_path} is not a directory (the state machine's database)"))
-            if os.listdir(self.path) and not os.path.isdir(db_path):
+            found = os.listdir(self.path)
+            if found == ["snapshots"] and not os.path.lexists(db_path):
+                # Ours (the layout's other half), its database removed or lost: it was called
+                # a "foreign directory", with no way out. Opened as it is, a new empty
+                # database would sit beside a current snapshot it never built.
+                raise StorageError(f"opening {what} at {self.path!r}", FileNotFoundError(
+                    f"{db_path} is missing, though {os.path.join(self.path, 'snapshots')} holds the state machine's snapshots: its "
+                    f"database was removed or lost. Put it back as it was; otherwise remove {self.path} as a whole: "
+                    "the node then applies its log again from the start, if its log still holds it (if the log was "
+                    "purged the node refuses to start, saying so: then treat it as a node that lost its disk)"))
+            if found and not os.path.isdir(db_path):
                 raise StorageError(
                     f"opening {what} at {self.path!r}",
                     ValueError(f"foreign directory: no 'db' inside (found {sorted(os.listdir(self.path))[:10]})"),

@@ -5,6 +5,8 @@ starts again, and what it says about it.
   is refused as damaged, with what to do (``DAMAGED_ADVICE``). A cut that dropped the record of
   the table file holding the format marker was refused as "foreign or damaged database: format
   marker missing", without the advice, though the directory holds our ``OPENRAFT-ACKED``.
+- A state machine whose ``db`` was removed and whose ``snapshots`` were left is named so, with
+  what to do; it was called a "foreign directory".
 """
 
 from __future__ import annotations
@@ -117,3 +119,19 @@ async def test_a_manifest_cut_anywhere_opens_whole_or_is_refused_as_damaged(made
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+async def test_a_state_machine_whose_database_was_removed_is_named_so_not_foreign(made: Path, tmp_path: Path) -> None:
+    """``sm/db`` removed, ``sm/snapshots`` left (space freed by hand, or a state machine to
+    be rebuilt from the log): the open says the database is missing and what to do. It said
+    "foreign directory: no 'db' inside (found ['snapshots'])": a directory of ours, called
+    another program's, with no way out."""
+    root = _copy(made, tmp_path / "node")
+    shutil.rmtree(root / "sm" / "db")
+    with pytest.raises(StorageError) as ei:
+        sm = await RocksStateMachine.open(root / "sm")
+        await sm.aclose()
+    msg = str(ei.value)
+    assert "foreign" not in msg, msg
+    assert f"{root / 'sm' / 'db'} is missing" in msg, msg
+    assert "snapshots" in msg and f"remove {root / 'sm'} as a whole" in msg, msg
