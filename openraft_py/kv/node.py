@@ -514,6 +514,25 @@ def _pem_file(flag: str, path: str, markers: tuple[bytes, ...], what: str) -> by
     return data
 
 
+def _unloadable_pair(cert: str, key: str, e: OSError) -> ValueError:
+    """The ``ValueError`` for ``load_cert_chain(cert, key)`` failing with ``e`` for a reason
+    other than an encrypted key or a key of another certificate: the file that does not
+    decode is named alone when it can be told (OpenSSL's "[SSL] PEM lib" names neither).
+    The certificates of ``cert`` are decoded on their own; if they decode, the key did not."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError as ce:
+        return ValueError(f"--tls-cert {cert!r}: a certificate in it does not decode (the file is damaged or cut "
+                          f"short?): {ce}")
+    except OSError:  # (read a moment ago: gone meanwhile; say what load_cert_chain said)
+        pass
+    else:
+        if isinstance(e, ssl.SSLError) and e.library == "SSL" and "PEM lib" in str(e):
+            return ValueError(f"--tls-key {key!r}: the private key in it does not decode (the file is damaged or cut "
+                              f"short?): {e}")
+    return ValueError(f"--tls-cert {cert!r} / --tls-key {key!r}: cannot load them: {e}")
+
+
 def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> dict[str, Any]:
     """The node's certificate as ``SSLSocket.getpeercert()`` shows it (``serialNumber``,
     ``notAfter`` ...); ``ValueError`` unless the node's certificate would be taken by a peer configured as it
@@ -536,6 +555,14 @@ def _check_own_certificate(opts: ServeOptions, server: ssl.SSLContext) -> dict[s
     try:
         client = self_handshake(probe, server)
     except ssl.SSLError as e:
+        if getattr(e, "reason", None) == "BAD_SIGNATURE":
+            # The node's own handshake signature does not verify with its certificate's public
+            # key: ``load_cert_chain``'s check that the key is the certificate's compares the
+            # public parts only, so this is a key whose private part is not the certificate's
+            # (a damaged key file). It said "peers would refuse this certificate".
+            raise ValueError(f"--tls-key {opts.tls_key!r} does not sign for the certificate in --tls-cert "
+                             f"{opts.tls_cert!r}: its public part is the certificate's but its private part is not "
+                             "(the key file is damaged?): peers would refuse every handshake (BAD_SIGNATURE)") from None
         why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
         role = "client" if getattr(e, "server_side", False) else "server"
         if getattr(e, "verify_code", None) == _X509_V_ERR_INVALID_PURPOSE:
@@ -616,7 +643,7 @@ def checked_tls_contexts(opts: ServeOptions) -> tuple[ssl.SSLContext, ssl.SSLCon
             raise ValueError(f"--tls-key {opts.tls_key!r} is not the key of the certificate in --tls-cert "
                              f"{opts.tls_cert!r} (its first certificate: the node's own must come first, then "
                              f"its chain){hint}") from None
-        raise ValueError(f"--tls-cert {opts.tls_cert!r} / --tls-key {opts.tls_key!r}: cannot load them: {e}") from None
+        raise _unloadable_pair(opts.tls_cert, opts.tls_key, e) from None
     try:
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
         client.load_cert_chain(opts.tls_cert, opts.tls_key, password=_no_password)

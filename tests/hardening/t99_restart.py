@@ -7,12 +7,16 @@ starts again, and what it says about it.
   marker missing", without the advice, though the directory holds our ``OPENRAFT-ACKED``.
 - A state machine whose ``db`` was removed and whose ``snapshots`` were left is named so, with
   what to do; it was called a "foreign directory".
+- A damaged TLS file is named alone: a certificate or key that does not decode (both files
+  were named, with OpenSSL's "[SSL] PEM lib"), and a key whose private part is not the
+  certificate's though its public part is (the certificate was blamed: "peers would refuse
+  this certificate: BAD_SIGNATURE").
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -135,3 +139,83 @@ async def test_a_state_machine_whose_database_was_removed_is_named_so_not_foreig
     assert "foreign" not in msg, msg
     assert f"{root / 'sm' / 'db'} is missing" in msg, msg
     assert "snapshots" in msg and f"remove {root / 'sm'} as a whole" in msg, msg
+
+
+# -- damaged TLS files ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a node certificate signed by it (``ca.pem``, ``node.pem``, ``node.key``)."""
+    from kv.test_tls import OPENSSL, _ca, _leaf
+
+    if OPENSSL is None:
+        pytest.skip("the openssl command line is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    _ca(d, "ca")
+    _leaf(d, "node", "ca")
+    return d
+
+
+def _damaged_copy(pki: Path, name: str, damage: Callable[[bytes], bytes]) -> str:
+    """A copy of ``pki/name`` with ``damage`` applied to its bytes; its path."""
+    out = pki / f"damaged-{name}"
+    out.write_bytes(damage((pki / name).read_bytes()))
+    return str(out)
+
+
+def _pem_body_changed(pem: bytes, change: Callable[[bytearray], None]) -> bytes:
+    """``pem`` (one block) with ``change`` applied to its DER bytes, encoded again."""
+    import base64
+
+    lines = pem.strip().splitlines()
+    der = bytearray(base64.b64decode(b"".join(lines[1:-1])))
+    change(der)
+    body = base64.encodebytes(bytes(der)).replace(b"\n", b"")
+    return b"\n".join([lines[0], *(body[i:i + 64] for i in range(0, len(body), 64)), lines[-1]]) + b"\n"
+
+
+def _flip_private_scalar(der: bytearray) -> None:
+    # SEC1 ECPrivateKey (``openssl ecparam -genkey -noout``): 30 len 02 01 01 04 20 <32-byte
+    # private scalar> ...; the public point after it stays the certificate's.
+    assert der[2:7] == b"\x02\x01\x01\x04\x20", der[:8].hex()
+    der[7 + 10] ^= 0x5A
+
+
+def _tls_error(pki: Path, cert: str = "node.pem", key: str = "node.key") -> str:
+    from openraft_py.kv.node import ServeOptions, checked_tls_contexts
+
+    opts = ServeOptions(id=1, raft_addr="127.0.0.1:1", http_addr="127.0.0.1:2", data_dir="d", cluster_name="c",
+                        tls_cert=str(pki / cert), tls_key=str(pki / key), tls_ca=str(pki / "ca.pem"))
+    with pytest.raises(ValueError) as ei:
+        checked_tls_contexts(opts)
+    return str(ei.value)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a base64 character replaced"])
+def test_a_damaged_certificate_file_is_named_alone(pki: Path, damage: str) -> None:
+    """A certificate file damaged on disk is named as such. It was "--tls-cert C / --tls-key
+    K: cannot load them: [SSL] PEM lib", naming the key as much as the certificate."""
+    cut: Callable[[bytes], bytes] = ((lambda b: b[:len(b) // 2]) if damage == "cut short"
+                                     else (lambda b: b[:100] + b"!" + b[101:]))
+    cert = _damaged_copy(pki, "node.pem", cut)
+    msg = _tls_error(pki, cert=cert)
+    assert msg.startswith(f"--tls-cert {cert!r}: ") and "does not decode" in msg and "--tls-key" not in msg, msg
+
+
+def test_a_damaged_key_file_is_named_alone(pki: Path) -> None:
+    """A key file cut short is named alone (it was named with the certificate file)."""
+    key = _damaged_copy(pki, "node.key", lambda b: b[:len(b) // 2])
+    msg = _tls_error(pki, key=key)
+    assert msg.startswith(f"--tls-key {key!r}: ") and "does not decode" in msg and "--tls-cert" not in msg, msg
+
+
+def test_a_key_whose_private_part_is_damaged_is_named_not_the_certificate(pki: Path) -> None:
+    """A key file whose private scalar was damaged, its public point intact: OpenSSL's check
+    that the key is the certificate's compares the public parts and passes, and the node's
+    signatures then fail. It said "--tls-cert C: peers would refuse this certificate:
+    BAD_SIGNATURE": the certificate blamed, for its key's damage."""
+    key = _damaged_copy(pki, "node.key", lambda b: _pem_body_changed(b, _flip_private_scalar))
+    msg = _tls_error(pki, key=key)
+    assert msg.startswith(f"--tls-key {key!r}") and "does not sign" in msg, msg
+    assert "peers would refuse this certificate" not in msg, msg
