@@ -36,6 +36,7 @@ import msgspec
 from ..errors import StorageError, StoreOwnerMismatch
 from ..storage.rocks.files import replace_durably
 from ..validation import MAX_NODE_ID
+from .argtypes import check_cluster_name
 
 __all__ = [
     "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NoRecordFile", "NodeIdentity", "check_identity",
@@ -96,6 +97,17 @@ def _decode(raw: bytes) -> NodeIdentity:
     if not 0 <= found.node_id <= MAX_NODE_ID:
         raise msgspec.DecodeError(f"its node_id {found.node_id} is not a node id: 0 to 2**63 - 1, so the record "
                                   "is damaged")
+    # The names too: ``serve`` records only a name it takes (``check_cluster_name``). One it
+    # refuses was taken as another cluster's, and the refusal said "start it with
+    # --cluster-name " (empty: a flag serve refuses), writing control characters raw.
+    for field in ("cluster_name", "recovering_to", "recovered_from"):
+        name = getattr(found, field)
+        if name is None:
+            continue
+        try:
+            check_cluster_name(name)
+        except ValueError as e:
+            raise msgspec.DecodeError(f"its {field} is not a cluster name ({e}), so the record is damaged") from None
     return found
 
 

@@ -11,6 +11,8 @@ starts again, and what it says about it.
   were named, with OpenSSL's "[SSL] PEM lib"), and a key whose private part is not the
   certificate's though its public part is (the certificate was blamed: "peers would refuse
   this certificate: BAD_SIGNATURE").
+- A ``node.json`` whose cluster name is none ``serve`` takes is damaged (it was taken as another
+  cluster's: "start it with --cluster-name ", its control characters written raw).
 """
 
 from __future__ import annotations
@@ -219,3 +221,29 @@ def test_a_key_whose_private_part_is_damaged_is_named_not_the_certificate(pki: P
     msg = _tls_error(pki, key=key)
     assert msg.startswith(f"--tls-key {key!r}") and "does not sign" in msg, msg
     assert "peers would refuse this certificate" not in msg, msg
+
+
+# -- a damaged node.json -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    ("cluster_name", ""), ("cluster_name", "prod\n\x1b[2J"), ("cluster_name", "x" * 300),
+    ("recovering_to", ""), ("recovered_from", "a\tb"),
+])
+def test_a_record_naming_a_cluster_name_serve_refuses_is_damaged(tmp_path: Path, field: str, name: str) -> None:
+    """A ``node.json`` whose cluster name is none ``serve`` takes (empty, control characters,
+    too long) was never written by ``serve`` (it checks the name before recording it): it is
+    damaged. It was taken as another cluster's record, and the refusal said "start it with
+    --cluster-name " (a flag ``serve`` refuses), with the name's control characters written
+    raw into the error line."""
+    import json
+
+    from openraft_py.kv.identity import IDENTITY_FILE, DataDirMismatch, check_identity
+
+    record = {"node_id": 3, "cluster_name": "prod", field: name}
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps(record))
+    with pytest.raises(DataDirMismatch) as ei:
+        check_identity(tmp_path, 3, "prod")
+    msg = str(ei.value)
+    assert "is not a readable node record" in msg and f"its {field}" in msg and "damaged" in msg, msg
+    assert "--cluster-name" not in msg and "\n" not in msg and "\x1b" not in msg, msg
