@@ -71,6 +71,7 @@ from ..types import (
     VoteRequest,
     VoteResponse,
 )
+from ..validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 from .identity import DataDirMismatch, NoRecordFile, read_record_file
 
 __all__ = ["CATCHING_UP_FILE", "FIRST_TERM", "CatchUpGuard", "CatchingUp", "GrantedVote", "GuardedRaft"]
@@ -104,6 +105,24 @@ class CatchingUp(msgspec.Struct, forbid_unknown_fields=True):
 
     target: int | None = None
     granted: GrantedVote | None = None
+
+
+def _check_ranges(rec: CatchingUp) -> None:
+    """``msgspec.DecodeError`` unless ``rec``'s numbers are ones a node writes: the target
+    ``None``, ``-1`` (nothing committed) or a log index; a granted vote's term, candidate
+    and last log id in their ranges. A record with others is damaged: a target below ``-1``
+    read as caught up (``caught_up``: ``t < 0``), and the node voted at once."""
+    if rec.target is not None and not -1 <= rec.target <= MAX_INDEX:
+        raise msgspec.DecodeError(f"its target {rec.target} is no committed index (-1 to 2**62 - 1), so the record "
+                                  "is damaged")
+    g = rec.granted
+    if g is None:
+        return
+    last = g.last_log
+    if not (0 <= g.term <= MAX_TERM and 0 <= g.candidate <= MAX_NODE_ID
+            and (last is None or (0 <= last.term <= MAX_TERM and 0 <= last.index <= MAX_INDEX))):
+        raise msgspec.DecodeError(f"its granted vote {msgspec.json.encode(g).decode()} is out of range (term, "
+                                  "candidate id, last log id), so the record is damaged")
 
 
 def _encode(target: int | None, granted: GrantedVote | None) -> bytes:
@@ -150,6 +169,7 @@ class CatchUpGuard:
             if raw is None:
                 return cls(data_dir, node_id, False, None)
             rec = msgspec.json.decode(raw, type=CatchingUp)
+            _check_ranges(rec)
         except (NoRecordFile, msgspec.DecodeError) as e:
             raise DataDirMismatch(
                 f"{path} is not a readable record ({e}): it says node {node_id} started on an empty data directory "

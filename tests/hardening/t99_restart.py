@@ -13,6 +13,8 @@ starts again, and what it says about it.
   this certificate: BAD_SIGNATURE").
 - A ``node.json`` whose cluster name is none ``serve`` takes is damaged (it was taken as another
   cluster's: "start it with --cluster-name ", its control characters written raw).
+- A ``catching-up.json`` whose numbers no node writes is damaged (a target below -1 was taken
+  as caught up: the node voted at once).
 """
 
 from __future__ import annotations
@@ -247,3 +249,37 @@ def test_a_record_naming_a_cluster_name_serve_refuses_is_damaged(tmp_path: Path,
     msg = str(ei.value)
     assert "is not a readable node record" in msg and f"its {field}" in msg and "damaged" in msg, msg
     assert "--cluster-name" not in msg and "\n" not in msg and "\x1b" not in msg, msg
+
+
+@pytest.mark.parametrize("record", [
+    {"target": -7}, {"target": 2**62}, {"target": 5, "granted": [-1, 2, None]},
+    {"target": None, "granted": [3, -2, None]}, {"target": None, "granted": [3, 2, [1, -4]]},
+])
+def test_a_catching_up_record_out_of_range_is_damaged(tmp_path: Path, record: dict[str, Any]) -> None:
+    """A ``catching-up.json`` whose numbers no node writes (a target below -1, the "nothing
+    committed" mark, or past the largest log index; a granted vote's term, candidate or log id
+    out of range) is damaged. A target of -7 was taken as caught up: the node voted at once,
+    before it held what its cluster had committed, which the record is there to prevent."""
+    import json
+
+    from openraft_py.kv.identity import DataDirMismatch
+    from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard
+
+    (tmp_path / CATCHING_UP_FILE).write_text(json.dumps(record))
+    with pytest.raises(DataDirMismatch) as ei:
+        CatchUpGuard.load(tmp_path, 3, new=False)
+    msg = str(ei.value)
+    assert "is not a readable record" in msg and "damaged" in msg, msg
+
+
+def test_a_catching_up_record_in_range_is_read(tmp_path: Path) -> None:
+    """The records a node writes read back: the target -1 (nothing committed), a granted
+    vote without and with a last log id."""
+    import json
+
+    from openraft_py.kv.rejoin import CATCHING_UP_FILE, CatchUpGuard
+
+    for record in ({"target": -1}, {"target": 0, "granted": [1, 1, None]}, {"target": None, "granted": [2, 1, [1, 4]]}):
+        (tmp_path / CATCHING_UP_FILE).write_text(json.dumps(record))
+        guard = CatchUpGuard.load(tmp_path, 3, new=False)
+        assert guard.active and guard.target == record["target"]
