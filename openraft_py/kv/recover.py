@@ -280,7 +280,10 @@ async def _recover_locked(
     if pending is not None and pending != new_name:
         raise Refused(f"{data_dir} holds an unfinished forced recovery to cluster {pending!r}: give --new-cluster-name "
                       f"{pending} to finish it")
-    if pending is None and new_name == old_name:
+    # The same command again after a run that finished (killed after its last step, before it
+    # said so): it said "the new cluster name must differ from the node's", as to a mistake.
+    finished = pending is None and new_name == old_name and record.recovered_from is not None
+    if pending is None and new_name == old_name and not finished:
         raise Refused(f"the new cluster name must differ from the node's, {old_name!r}: the raft handshake refuses a "
                       "peer of another cluster name, which keeps the lost voters out of the new cluster if they come back")
     if pending is None and new_name == record.recovered_from:
@@ -306,6 +309,11 @@ async def _recover_locked(
             try:
                 plan = await force_sole_voter(record.node_id, log_store, sm, write=False)
             except AlreadySoleVoter as e:
+                if finished:
+                    say(f"node {record.node_id} is already the only voter of cluster {new_name!r}: a forced recovery "
+                        f"from cluster {record.recovered_from!r} to it finished (an earlier run, stopped before it "
+                        f"said so?); nothing was changed: start it with --cluster-name {new_name}")
+                    return None
                 if pending is None:
                     raise Refused(str(e)) from None
                 # Interrupted after the entry was appended: only the record is left to write.
@@ -318,6 +326,10 @@ async def _recover_locked(
                 return None
             except ValueError as e:
                 raise Refused(str(e)) from None
+            if finished:
+                raise Refused(f"node {record.node_id} already belongs to cluster {new_name!r}, made of it by a forced "
+                              f"recovery from cluster {record.recovered_from!r}, and has other members since: there is "
+                              "nothing to recover (a new cluster name must differ from the node's)")
             answering, empty = await _answering_voters(plan, peer_timeout)
             for line in empty:
                 say(line)

@@ -15,6 +15,8 @@ starts again, and what it says about it.
   cluster's: "start it with --cluster-name ", its control characters written raw).
 - A ``catching-up.json`` whose numbers no node writes is damaged (a target below -1 was taken
   as caught up: the node voted at once).
+- ``cluster force-recover`` run again after a run killed once it was done says so (it refused,
+  saying the new cluster name must differ from the node's).
 """
 
 from __future__ import annotations
@@ -283,3 +285,32 @@ def test_a_catching_up_record_in_range_is_read(tmp_path: Path) -> None:
         (tmp_path / CATCHING_UP_FILE).write_text(json.dumps(record))
         guard = CatchUpGuard.load(tmp_path, 3, new=False)
         assert guard.active and guard.target == record["target"]
+
+
+# -- a forced recovery run again -----------------------------------------------------------------
+
+
+async def test_force_recover_run_again_after_it_finished_says_so_and_changes_nothing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A forced recovery killed after its last step (``node.json`` names the new cluster)
+    but before it said so, run again as it was: it says the recovery is done (exit 0), and
+    changes nothing. It refused (exit 1) with "the new cluster name must differ from the
+    node's, 'kv-test-2'", as if the operator had mistyped the name."""
+    from kv.kv_helpers import KvCluster
+    from kv.test_force_recover import _recover_async, _snapshot_of, _three_stopped
+
+    from openraft_py.kv.recover import CONFIRM_FLAG
+
+    c = KvCluster()
+    try:
+        dirs = await _three_stopped(c)
+        assert await _recover_async(dirs[1], CONFIRM_FLAG) == 0
+        before = await _snapshot_of(dirs[1])
+        capsys.readouterr()
+        assert await _recover_async(dirs[1], CONFIRM_FLAG) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert "is already the only voter of cluster 'kv-test-2'" in out and "finished" in out, out
+        assert "start it with --cluster-name kv-test-2" in out, out
+        assert await _snapshot_of(dirs[1]) == before
+    finally:
+        await c.close()
