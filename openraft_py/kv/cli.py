@@ -1455,7 +1455,7 @@ def _voters_not_run_here(cluster: LocalCluster, voters: set[int], status: dict[s
             out[v] = (f"the membership names it at {quoted(at)}, which {cluster.root / 'cluster.json'} does not "
                       f"record for it: a node added elsewhere, or a directory copied from another cluster{started}")
         elif v not in cluster.nodes:
-            # Without a cluster.json (or one that cannot be read) there is no telling.
+            # Without a cluster.json there is no telling (one that cannot be read is refused at start).
             out[v] = (f"not started: run with -n {v} or more" if mine is not None or not recorded
                       else f"not a node of {cluster.root}: start it where it runs")
     return out

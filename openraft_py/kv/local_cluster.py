@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._cli import one_line
 from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
@@ -126,13 +127,32 @@ def check_root(root: Path) -> None:
 
 def recorded_nodes(root: Path) -> dict[str, dict[str, str]]:
     """The nodes ``root/cluster.json`` records: ``{"2": {"raft_addr": ..., "http_addr": ...}}``
-    (empty when there is no such file, or it cannot be read as one)."""
+    (empty when there is no such file). ``ClusterError`` naming the file when it is there but
+    is no readable record (it is written without an fsync: a power loss may leave it empty or
+    cut short): it was taken for no record, new ports were picked and written over it (the
+    addresses the nodes' membership names were lost), and the start failed later, blaming
+    "a node added elsewhere"."""
+    path = root / "cluster.json"
     try:
-        doc = json.loads((root / "cluster.json").read_text())
+        doc = json.loads(path.read_bytes())
         nodes = doc["nodes"]
-        return {k: {"raft_addr": str(v["raft_addr"]), "http_addr": str(v["http_addr"])} for k, v in nodes.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        out = {}
+        for k, v in nodes.items():
+            if not (isinstance(k, str) and k.isdigit() and k.isascii()):
+                raise ValueError(f"{k!r} is not a node id")
+            out[k] = {f: check_member_addr(v[f], f"node {k}'s {f}") for f in ("raft_addr", "http_addr")}
+        return out
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        why = e.strerror or str(e)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        why = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
+    raise ClusterError(
+        f"{path} is not a readable record of the local cluster's nodes ({one_line(why)}): it records each node's "
+        "addresses, which their membership names; restore it, or write it again: {\"nodes\": {\"1\": {\"raft_addr\": "
+        "\"H:P\", \"http_addr\": \"H:P\"}, ...}} (each node's log, nI.log, says where it served: \"serving: raft H:P, "
+        "http H:P\")")
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -263,6 +283,9 @@ class LocalCluster:
         try:
             for _ in range(n):
                 self.add_node()
+        except ClusterError:  # (the record could not be written: ``_record`` names it)
+            self.close()
+            raise
         except OSError as e:
             self.close()
             raise ClusterError(f"cannot listen on {host}: {e.strerror or e}") from None
@@ -365,8 +388,11 @@ class LocalCluster:
     def _write_record(self, nodes: dict[str, dict[str, str]]) -> None:
         """Replace ``cluster.json`` with the record of ``nodes`` (written aside, then renamed)."""
         tmp = self.root / "cluster.json.tmp"
-        tmp.write_text(json.dumps({"nodes": nodes}, indent=1, sort_keys=True))
-        tmp.replace(self.root / "cluster.json")
+        try:
+            tmp.write_text(json.dumps({"nodes": nodes}, indent=1, sort_keys=True))
+            tmp.replace(self.root / "cluster.json")
+        except OSError as e:  # (it was "cannot listen on 127.0.0.1: ...", naming no file)
+            raise ClusterError(f"cannot write {self.root / 'cluster.json'}: {e.strerror or e}") from None
 
     @property
     def client(self) -> KvClient:
