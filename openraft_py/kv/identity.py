@@ -318,6 +318,14 @@ def check_stores(data_dir: Path, recorded: bool) -> None:
     or acknowledged anything (it could vote twice in a term, or let an acknowledged write be
     lost). Blocking: call it in a worker thread."""
     log_dir, sm_db = data_dir / LOG_DIR, data_dir / SM_DIR / "db"
+    for part, what in ((log_dir, "log store"), (data_dir / SM_DIR, "state machine"), (sm_db, "state machine")):
+        # A store kept on another disk through a link, that disk not mounted: its data is out
+        # of reach, not gone. It read as removed ("empty the whole data directory"), or as
+        # "not a directory", or as a bare "No such file or directory".
+        if os.path.islink(part) and not os.path.exists(part):
+            raise StorageError(f"opening {what} at {str(part)!r}", FileNotFoundError(
+                f"{part} is a symbolic link to {os.readlink(part)!r}, which leads to nothing (is its disk mounted?): "
+                f"the node's {what} is there; mount it (or put the link back as it was), then start the node again"))
     if recorded and _entries(log_dir) == 0 and _entries(sm_db) == 0:
         raise StorageError(
             f"opening log store at {str(log_dir)!r}",

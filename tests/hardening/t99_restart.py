@@ -17,6 +17,10 @@ starts again, and what it says about it.
   as caught up: the node voted at once).
 - ``cluster force-recover`` run again after a run killed once it was done says so (it refused,
   saying the new cluster name must differ from the node's).
+- ``cluster up --data-dir DIR`` on a damaged ``DIR/cluster.json`` is refused naming it, left as
+  it is (it was taken for none and overwritten with new ports).
+- A ``log/``, ``sm/`` or ``sm/db`` that is a symbolic link to nothing (its disk not mounted) is
+  named so (it read as data removed: "empty the whole data directory").
 """
 
 from __future__ import annotations
@@ -314,3 +318,82 @@ async def test_force_recover_run_again_after_it_finished_says_so_and_changes_not
         assert await _snapshot_of(dirs[1]) == before
     finally:
         await c.close()
+
+
+# -- a local cluster's damaged cluster.json --------------------------------------------------------
+
+_RECORD = {"nodes": {"1": {"raft_addr": "127.0.0.1:20058", "http_addr": "127.0.0.1:22249"},
+                     "2": {"raft_addr": "127.0.0.1:20240", "http_addr": "127.0.0.1:32357"}}}
+
+
+def _damaged_records() -> dict[str, Callable[[Path], None]]:
+    import json
+
+    whole = json.dumps(_RECORD, indent=1).encode()
+
+    def bad_addr(p: Path) -> None:
+        rec = json.loads(whole)
+        rec["nodes"]["1"]["http_addr"] = "nohost"
+        p.write_text(json.dumps(rec))
+
+    return {
+        "emptied": lambda p: p.write_bytes(b""),
+        "cut short": lambda p: p.write_bytes(whole[:len(whole) // 2]),
+        "garbage": lambda p: p.write_bytes(b"\x00\x01garbage"),
+        "no nodes object": lambda p: p.write_text('{"nodes": "x"}'),
+        "a directory": lambda p: p.mkdir(),
+        "an address that is not host:port": bad_addr,
+    }
+
+
+@pytest.mark.parametrize("damage", list(_damaged_records()))
+def test_a_local_cluster_s_damaged_record_is_named_and_left_as_it_is(tmp_path: Path, damage: str) -> None:
+    """``cluster up --data-dir DIR`` (``LocalCluster``) on a directory whose ``cluster.json``
+    is damaged (a power loss after its rename: it is written without fsync): refused naming
+    the file, which is left as it is. It was taken for no record: new ports were picked and
+    written over it (the nodes' addresses it held were gone), and the start failed later
+    saying the membership named addresses "cluster.json does not record ... a node added
+    elsewhere"; a directory there was "cannot listen on 127.0.0.1: Is a directory", and a
+    damaged address a ``ValueError`` with a hint of a traceback."""
+    import os
+
+    from openraft_py.kv.local_cluster import ClusterError, LocalCluster
+
+    record = tmp_path / "cluster.json"
+    _damaged_records()[damage](record)
+    before = record.read_bytes() if record.is_file() else None
+    with pytest.raises(ClusterError) as ei:
+        c = LocalCluster(2, root=tmp_path)
+        c.close()
+    msg = str(ei.value)
+    assert msg.startswith(f"{record} is not a readable record of the local cluster's nodes ("), msg
+    assert "restore it" in msg, msg
+    assert (record.read_bytes() if record.is_file() else None) == before and os.path.lexists(record)
+    assert not (tmp_path / "cluster.json.tmp").exists()
+    # The directory's lock was let go: a second try finds the same refusal, not "in use".
+    with pytest.raises(ClusterError, match="is not a readable record"):
+        LocalCluster(2, root=tmp_path).close()
+
+
+# -- a store behind a symbolic link to nothing ---------------------------------------------------
+
+
+@pytest.mark.parametrize("links", [("log",), ("sm",), ("log", "sm"), ("sm/db",)])
+def test_a_store_that_is_a_link_to_nothing_is_named_so(made: Path, tmp_path: Path, links: tuple[str, ...]) -> None:
+    """A node whose ``log/`` or ``sm/`` (or ``sm/db``) is a symbolic link to another disk that
+    is not mounted: refused naming the link and its target, with the same question as for a
+    ``--data-dir`` that is such a link (is its disk mounted?). It said the node's data was
+    removed ("the node's log and vote are gone"; both: "treat the node as a failed machine:
+    empty the whole data directory"), or "sm/db is not a directory", or a bare "No such file
+    or directory": advice to throw away a node whose data is only out of reach."""
+    from openraft_py.kv.identity import check_stores
+
+    root = _copy(made, tmp_path / "node")
+    for sub in links:
+        shutil.rmtree(root / sub)
+        (root / sub).symlink_to(tmp_path / "unmounted" / sub.replace("/", "-"))
+    with pytest.raises(StorageError) as ei:
+        check_stores(root, True)
+    msg = str(ei.value)
+    assert f"{root / links[0]} is a symbolic link to" in msg and "is its disk mounted?" in msg, msg
+    assert "empty the whole data directory" not in msg and "gone" not in msg, msg
