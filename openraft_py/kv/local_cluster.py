@@ -392,7 +392,8 @@ class LocalCluster:
             tmp.write_text(json.dumps({"nodes": nodes}, indent=1, sort_keys=True))
             tmp.replace(self.root / "cluster.json")
         except OSError as e:  # (it was "cannot listen on 127.0.0.1: ...", naming no file)
-            raise ClusterError(f"cannot write {self.root / 'cluster.json'}: {e.strerror or e}") from None
+            at = f" ({e.filename})" if e.filename and os.fspath(e.filename) != str(self.root / "cluster.json") else ""
+            raise ClusterError(f"cannot write {self.root / 'cluster.json'}{at}: {e.strerror or e}") from None
 
     @property
     def client(self) -> KvClient:

@@ -397,3 +397,15 @@ def test_a_store_that_is_a_link_to_nothing_is_named_so(made: Path, tmp_path: Pat
     msg = str(ei.value)
     assert f"{root / links[0]} is a symbolic link to" in msg and "is its disk mounted?" in msg, msg
     assert "empty the whole data directory" not in msg and "gone" not in msg, msg
+
+
+def test_a_local_cluster_record_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    """The record's temporary file cannot be made (a directory of its name): the error names
+    it. It said "cannot listen on 127.0.0.1: Is a directory"."""
+    from openraft_py.kv.local_cluster import ClusterError, LocalCluster
+
+    (tmp_path / "cluster.json.tmp").mkdir()
+    with pytest.raises(ClusterError) as ei:
+        LocalCluster(1, root=tmp_path).close()
+    assert str(ei.value) == (f"cannot write {tmp_path / 'cluster.json'} ({tmp_path / 'cluster.json.tmp'}): "
+                             "Is a directory"), str(ei.value)
