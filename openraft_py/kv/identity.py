@@ -34,7 +34,7 @@ from pathlib import Path
 import msgspec
 
 from ..errors import StorageError, StoreOwnerMismatch
-from ..storage.rocks.files import replace_durably
+from ..storage.rocks.files import NotRegularFile, read_regular_file, replace_durably
 from ..validation import MAX_NODE_ID
 from .argtypes import check_cluster_name
 
@@ -123,18 +123,21 @@ class NoRecordFile(Exception):
 def read_record_file(path: Path) -> bytes | None:
     """The bytes of the record file at ``path`` (``node.json``, ``catching-up.json``),
     ``None`` only when nothing at all has that name. ``NoRecordFile`` when what is there is
-    no readable file: a directory, a symbolic link to itself, or one whose target is gone
-    (the record kept elsewhere, on a mount not there now). Invariant: a record that may be
+    no readable file: a directory, a named pipe (never read: it blocked the start for good),
+    a symbolic link to itself, or one whose target is gone (the record kept elsewhere, on a
+    mount not there now). Invariant: a record that may be
     there is never taken for none; such a link was, and the record's absence means something
     (no identity yet; a node that has caught up and may vote). Other ``OSError`` propagate."""
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError:
         if not path.is_symlink():
             return None
         why = f"it is a symbolic link to {os.readlink(path)!r}, which does not exist"
     except IsADirectoryError:
         why = "it is a directory"
+    except NotRegularFile as e:  # (a named pipe: its read waited for a writer, the start with it)
+        why = e.strerror
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise

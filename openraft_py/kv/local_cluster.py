@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .._cli import one_line
+from ..storage.rocks.files import read_regular_file
 from ..testing.proc_cluster import free_port
 from .client import ClientError, KvClient
 from .nodes import check_member_addr
@@ -134,7 +135,7 @@ def recorded_nodes(root: Path) -> dict[str, dict[str, str]]:
     "a node added elsewhere"."""
     path = root / "cluster.json"
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_regular_file(path))  # (a named pipe there is refused, never waited on)
         nodes = doc["nodes"]
         out = {}
         for k, v in nodes.items():

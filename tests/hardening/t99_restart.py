@@ -21,6 +21,10 @@ starts again, and what it says about it.
   it is (it was taken for none and overwritten with new ports).
 - A ``log/``, ``sm/`` or ``sm/db`` that is a symbolic link to nothing (its disk not mounted) is
   named so (it read as data removed: "empty the whole data directory").
+- A named pipe where ``serve`` (or ``cluster up``) reads a file at start (``node.json``,
+  ``catching-up.json``, the first-start marker, a store's ``CURRENT``, ``OPENRAFT-ACKED`` or
+  ``rocksdict-config.json``, ``cluster.json``) fails the start at once, naming it: the start
+  hung for good in a read waiting for a writer, and SIGTERM did not end it.
 """
 
 from __future__ import annotations
@@ -328,6 +332,7 @@ _RECORD = {"nodes": {"1": {"raft_addr": "127.0.0.1:20058", "http_addr": "127.0.0
 
 def _damaged_records() -> dict[str, Callable[[Path], None]]:
     import json
+    import os
 
     whole = json.dumps(_RECORD, indent=1).encode()
 
@@ -342,6 +347,7 @@ def _damaged_records() -> dict[str, Callable[[Path], None]]:
         "garbage": lambda p: p.write_bytes(b"\x00\x01garbage"),
         "no nodes object": lambda p: p.write_text('{"nodes": "x"}'),
         "a directory": lambda p: p.mkdir(),
+        "a named pipe": lambda p: os.mkfifo(p),
         "an address that is not host:port": bad_addr,
     }
 
@@ -361,7 +367,7 @@ def test_a_local_cluster_s_damaged_record_is_named_and_left_as_it_is(tmp_path: P
 
     record = tmp_path / "cluster.json"
     _damaged_records()[damage](record)
-    before = record.read_bytes() if record.is_file() else None
+    before = record.read_bytes() if record.is_file() else None  # (never read from a named pipe)
     with pytest.raises(ClusterError) as ei:
         c = LocalCluster(2, root=tmp_path)
         c.close()
@@ -409,3 +415,70 @@ def test_a_local_cluster_record_that_cannot_be_written_is_named(tmp_path: Path) 
         LocalCluster(1, root=tmp_path).close()
     assert str(ei.value) == (f"cannot write {tmp_path / 'cluster.json'} ({tmp_path / 'cluster.json.tmp'}): "
                              "Is a directory"), str(ei.value)
+
+
+# -- a named pipe where a file belongs -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of a ``serve`` process that started on it (a new node: it holds
+    ``node.json``, ``catching-up.json``, ``log/`` and ``sm/``) and stopped on SIGTERM."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    data = tmp_path_factory.mktemp("served") / "n1"
+    http = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "openraft_py.kv.server", "--id", "1", "--raft-addr",
+                             f"127.0.0.1:{free_port()}", "--http-addr", http, "--data-dir", str(data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{http}/cluster/status", timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    return data
+
+
+@pytest.mark.parametrize("name", ["node.json", "catching-up.json", "first-start-unfinished", "log/OPENRAFT-ACKED",
+                                  "log/CURRENT", "sm/db/CURRENT", "log/rocksdict-config.json"])
+def test_a_named_pipe_where_a_file_belongs_fails_the_start_at_once(served: Path, tmp_path: Path, name: str) -> None:
+    """A named pipe in place of a file ``serve`` reads at start: exit 1 within seconds, the
+    error line naming it. ``serve`` hung there for good, in a read that waited for a writer
+    (SIGTERM did not end it: the start waits for the thread it reads in)."""
+    import os
+    import subprocess
+    import sys
+
+    from openraft_py.testing.proc_cluster import free_port
+
+    data = _copy(served, tmp_path / "n1")
+    path = data / name
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+    args = [sys.executable, "-m", "openraft_py.kv.server", "--id", "1", "--raft-addr", f"127.0.0.1:{free_port()}",
+            "--http-addr", f"127.0.0.1:{free_port()}", "--data-dir", str(data)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"serve did not end within 20 s with a named pipe at {name}")
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("openraft-py serve: error: the node could not start: "), err
+    assert str(data) in last and path.name in last and "named pipe" in last and "Traceback" not in err, last

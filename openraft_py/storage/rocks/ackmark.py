@@ -14,7 +14,7 @@ from rocksdict import Rdict
 
 from ...errors import StorageError
 from .damage import damaged
-from .files import replace_durably
+from .files import read_regular_file, replace_durably
 
 __all__ = ["ACK_FILE", "ACK_TMP_FILE", "AckMark", "check_recovered"]
 
@@ -87,8 +87,8 @@ class AckMark:
         file; ``StorageError`` when it is present but unreadable or has no valid slot."""
         path = os.path.join(db_path, ACK_FILE)
         try:
-            with open(path, "rb") as f:
-                raw = f.read(_ACK_OFFSETS[-1] + _ACK_SLOT_SIZE)
+            # (not ``open``: a named pipe there blocked the store's open for good)
+            raw = read_regular_file(path, _ACK_OFFSETS[-1] + _ACK_SLOT_SIZE)
         except FileNotFoundError:
             return None
         except OSError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import fcntl
 import gc
 import inspect
@@ -40,6 +41,7 @@ from ...errors import StorageError
 from ...types import Entry, Normal
 from .ackmark import ACK_FILE, ACK_TMP_FILE, AckMark, check_recovered
 from .damage import damaged, is_rocksdb_corruption
+from .files import NotRegularFile, special_file_kind
 from .wal import wal_numbers
 
 __all__ = [
@@ -397,6 +399,7 @@ def _open_db_locked(
     uncompressed_cfs: tuple[str, ...],
 ) -> tuple[Rdict, AckMark]:
     """``open_db`` once it holds the directory's flock."""
+    _refuse_special_files(path, what)
     # Empty, or holding only our mark file (a creation that stopped before RocksDB's files).
     fresh = not os.path.exists(path) or not set(os.listdir(path)) - {ACK_FILE, ACK_TMP_FILE}
     mark: AckMark | None = None
@@ -531,6 +534,25 @@ def _open_db_locked(
             raise
         raise StorageError(f"opening {what} at {path!r}", e) from e
     return db, mark
+
+
+def _refuse_special_files(path: str, what: str) -> None:
+    """``StorageError`` (``damaged``) naming the first entry of the database directory
+    ``path`` that is a named pipe, a socket or a device: RocksDB (``CURRENT``, a MANIFEST,
+    a WAL ...), rocksdict (``rocksdict-config.json``) or the mark (``OPENRAFT-ACKED``) would
+    read it, and a named pipe blocked that read, and the node's start, for good (SIGTERM did
+    not end it). The file it replaced is gone: the database is damaged. One ``lstat`` per
+    entry (a few dozen); a missing ``path`` passes (it is made). (``StorageError`` is no
+    ``OSError``: the ``except`` below does not take it.)"""
+    try:
+        with os.scandir(path) as it:
+            for e in it:
+                kind = special_file_kind(e.stat(follow_symlinks=False).st_mode)
+                if kind is not None:
+                    raise damaged(path, what, f"{e.name} is {kind}, not a file of the database",
+                                  NotRegularFile(errno.EINVAL, f"it is {kind}", e.path))
+    except OSError:  # (missing: it is made; or it cannot be listed: the open names why, as before)
+        return
 
 
 def _creation_interrupted(path: str, found: tuple[int, int] | None) -> bool:

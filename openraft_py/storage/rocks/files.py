@@ -4,13 +4,16 @@ key-value state machine's snapshot files."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-__all__ = ["DurableTemp", "durable_temp", "fsync_dir", "naming", "replace_durably"]
+__all__ = ["DurableTemp", "NotRegularFile", "durable_temp", "fsync_dir", "naming", "read_regular_file",
+           "replace_durably", "special_file_kind"]
 
 
 def fsync_dir(path: str) -> None:
@@ -121,3 +124,51 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a file of ``mode`` (``st_mode``) is when reading it could block or reads no file's
+    bytes: ``"a named pipe"``, ``"a socket"``, ``"a character device"``, ``"a block device"``;
+    ``None`` for a regular file, a directory or a symbolic link."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return None
+
+
+class NotRegularFile(OSError):
+    """``read_regular_file`` found no regular file at ``filename``; ``strerror`` says what is
+    there instead (``"it is a named pipe"``)."""
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int = -1) -> bytes:
+    """The bytes of the regular file at ``path`` (at most ``max_bytes``; ``-1``: all). What is
+    no regular file is never read: a named pipe is opened without waiting for a writer
+    (``O_NONBLOCK``) and refused, as a socket or a device is, with ``NotRegularFile``; a
+    directory with ``IsADirectoryError``. A named pipe where a node's record or a store's
+    file belongs (a mistaken ``mkfifo``, a restore gone wrong) blocked its reader, and the
+    start of the node with it, for good: SIGTERM did not end it. Other ``OSError``s as
+    ``open`` raises them (``FileNotFoundError`` ...). Blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # (a socket: open refuses it)
+            raise NotRegularFile(errno.ENXIO, "it is a socket", os.fspath(path)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, f"it is {special_file_kind(mode) or 'not a regular file'}",
+                                 os.fspath(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
+        return f.read(max_bytes)
