@@ -137,7 +137,7 @@ def read_record_file(path: Path) -> bytes | None:
     except IsADirectoryError:
         why = "it is a directory"
     except NotRegularFile as e:  # (a named pipe: its read waited for a writer, the start with it)
-        why = e.strerror
+        why = e.strerror or "it is no regular file"
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
