@@ -529,7 +529,7 @@ def _unloadable_pair(cert: str, key: str, e: OSError) -> ValueError:
     else:
         if isinstance(e, ssl.SSLError) and e.library == "SSL" and "PEM lib" in str(e):
             return ValueError(f"--tls-key {key!r}: the private key in it does not decode (the file is damaged or cut "
-                              f"short?): {e}")
+                              f"short, or holds a kind of key OpenSSL does not read?): {e}")
     return ValueError(f"--tls-cert {cert!r} / --tls-key {key!r}: cannot load them: {e}")
 
 
