@@ -141,8 +141,10 @@ def _may_connect(metrics: Any, node_id: NodeId) -> bool:
     refusal of node 4 left the cluster without a quorum for good. Whatever such a
     connection delivers goes through the engine's checks of vote and log as any request
     does; a node that follows a leader (or leads) refuses ids outside its membership as
-    before, so an impostor speaking as a removed node reaches only nodes that have no
-    leader, which an election is then choosing anyway."""
+    before. The price (``docs/design/wire.md``, "Handshake"): a sender outside the
+    membership that lies about its term and log can win a leaderless node's vote and become
+    the leader it follows, which this rule then keeps; under ``--tls-bind-node-ids`` the
+    handshake refused such a certificate before."""
     # (Metrics without ``current_leader``, of a ``RaftServer`` of the application's, keep
     # the membership rule alone.)
     return _known_sender(metrics, node_id) or getattr(metrics, "current_leader", _NO_FIELD) is None
