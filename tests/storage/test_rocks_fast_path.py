@@ -259,13 +259,16 @@ async def test_an_fsync_that_succeeds_after_a_failed_one_acknowledges_nothing(
         mark_before = store._writer._mark.seqno
         real_reap = AioFsync.reap
         completed: list[tuple[int, OSError | None]] = []
+        handed: list[bool] = []
 
         def first_fails(self: AioFsync) -> list[tuple[int, OSError | None]]:
-            # Held until both requests completed, then handed over in write order: the
-            # first one failed, the second one succeeded.
+            # Held until both requests completed, then handed over in write order, once (as
+            # a reap returns each completion once): the first one failed, the second one
+            # succeeded.
             completed.extend(real_reap(self))
-            if len(completed) < 2:
+            if len(completed) < 2 or handed:
                 return []
+            handed.append(True)
             (first, _), *rest = sorted(completed, key=lambda c: c[0])
             return [(first, OSError(errno.EIO, "fsync: injected EIO")), *rest]
 

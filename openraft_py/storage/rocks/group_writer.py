@@ -449,6 +449,11 @@ class GroupWriter:
         if aio is None:
             return
         self._submit_written()
+        # Completions a reap interrupted (Ctrl-C) took and kept are returned by the next
+        # reap, but the loop reaps only when the eventfd is readable, and that reap had read
+        # it: with nothing left in the kernel to make it readable again, this waited for
+        # good. Reaped here first; from then on every completion kept is reaped by the loop.
+        self._reap()
         while aio.inflight:
             self._drained = loop.create_future()
             await self._drained
