@@ -118,7 +118,8 @@ def _request_sender(kind: int, req: Any) -> NodeId:
 
 def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     """Whether ``node_id`` is a sender this node knows (``_may_connect`` also takes any
-    sender while this node has no leader): any node while this one has no membership yet (a
+    sender while this node has no leader, on a server that does not bind certificates to
+    ids): any node while this one has no membership yet (a
     node about to be added knows no one); otherwise a node of its membership (voters and
     learners), or the leader it follows (a leader that removed itself keeps replicating the
     change and hands over to nodes that already left it out): the leader of its committed
@@ -132,22 +133,28 @@ def _known_sender(metrics: Any, node_id: NodeId) -> bool:
     return vote is not None and vote.committed and vote.leader_id.node_id == node_id
 
 
-def _may_connect(metrics: Any, node_id: NodeId) -> bool:
+def _may_connect(metrics: Any, node_id: NodeId, bound: bool) -> bool:
     """Whether a connection from ``node_id`` may open and stay open: a known sender
-    (``_known_sender``), or any node while this one has no leader (``current_leader`` is
-    ``None``: its election timer fired, or it has just started). A node that was down
-    while a membership change added node 4 holds the old membership: when the only nodes it
-    knows are gone as well, node 4 is the one node that can bring it up to date, and a
-    refusal of node 4 left the cluster without a quorum for good. Whatever such a
-    connection delivers goes through the engine's checks of vote and log as any request
-    does; a node that follows a leader (or leads) refuses ids outside its membership as
-    before. The price (``docs/design/wire.md``, "Handshake"): a sender outside the
-    membership that lies about its term and log can win a leaderless node's vote and become
-    the leader it follows, which this rule then keeps; under ``--tls-bind-node-ids`` the
-    handshake refused such a certificate before."""
+    (``_known_sender``), or, on a server that does not bind certificates to node ids
+    (``bound`` false: no ``peer_id_of_cert``), any node while this one has no leader
+    (``current_leader`` is ``None``: its election timer fired, or it has just started).
+
+    A node that was down while a membership change added node 4 holds the old membership:
+    when the only nodes it knows are gone as well, node 4 is the one node that can bring it
+    up to date, and a refusal of node 4 left the cluster without a quorum for good. What such
+    a connection delivers meets the engine's checks of vote and log only: a sender that lies
+    about its term and log can win the node's vote and become the leader it follows. Without
+    binding, any peer can do that anyway by speaking as a member (the id a hello claims is
+    not checked), so the exception opens nothing new; with binding the id is what the
+    certificate proves, and a certificate of an id outside the membership (a removed node's)
+    is refused at every node that holds a membership, with a leader or without (a member
+    that missed a change then waits for a node it knows: ``docs/design/wire.md``,
+    "Handshake")."""
+    if _known_sender(metrics, node_id):
+        return True
     # (Metrics without ``current_leader``, of a ``RaftServer`` of the application's, keep
     # the membership rule alone.)
-    return _known_sender(metrics, node_id) or getattr(metrics, "current_leader", _NO_FIELD) is None
+    return not bound and getattr(metrics, "current_leader", _NO_FIELD) is None
 
 
 _NO_FIELD = object()
@@ -509,7 +516,7 @@ class _ServerConnection(asyncio.Protocol):
             if why is not None:
                 return self._refuse(ERR_REFUSED, f"{why} (the hello claims node {hello.node_id})", hello.node_id,
                                     kind="certificate")
-        if not _may_connect(srv._raft.metrics, hello.node_id):
+        if not _may_connect(srv._raft.metrics, hello.node_id, srv.peer_id_of_cert is not None):
             return self._refuse(ERR_REFUSED, f"node {hello.node_id} is not in the membership", hello.node_id,
                                 kind="not in the membership")
         if self.handshake_timer is not None:
@@ -919,7 +926,8 @@ class TcpServer:
           rule) and closes the connections of senders that left it (logged at WARNING), so a
           removed node stops being served within this interval of its removal reaching
           this node's log. While the node has no leader every sender is kept (a node added
-          while this one was down may be the one to bring it up to date).
+          while this one was down may be the one to bring it up to date), unless
+          ``peer_id_of_cert`` binds certificates to ids.
         - ``max_frame_size``: a larger frame closes the connection (frames are buffered whole,
           so this bounds a connection's input buffer). Before the handshake the bound is
           ``wire.MAX_HELLO_FRAME``. ``ConfigError`` if ``raft.config`` (when it is a
@@ -1264,7 +1272,8 @@ class TcpServer:
         left the membership and is not the leader this node follows); return how many.
         Runs every ``membership_check_interval`` seconds; callable at any time."""
         metrics = self._raft.metrics
-        gone = [c for c in self._conns if c.sender is not None and not _may_connect(metrics, c.sender)]
+        bound = self.peer_id_of_cert is not None
+        gone = [c for c in self._conns if c.sender is not None and not _may_connect(metrics, c.sender, bound)]
         for c in gone:
             c._drop(f"node {c.sender} is no longer in the membership")
         return len(gone)

@@ -103,7 +103,7 @@ class Pki:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A throwaway PKI: ``ca`` signs ``server``, ``client`` and ``node-1`` .. ``node-3``
+    """A throwaway PKI: ``ca`` signs ``server``, ``client`` and ``node-1`` .. ``node-4``
     (bound to their ids in ``test-cluster``); ``rogue-ca`` signs ``rogue-client``."""
     if not Path(OPENSSL).exists():
         pytest.skip("the openssl command line is not installed")
@@ -113,6 +113,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     _make_leaf(d, "server", "ca", "serverAuth")
     _make_leaf(d, "client", "ca", "clientAuth")
     _make_leaf(d, "rogue-client", "rogue-ca", "clientAuth")
-    for nid in (1, 2, 3):
+    for nid in (1, 2, 3, 4):
         _make_leaf(d, f"node-{nid}", "ca", "serverAuth,clientAuth", (node_uri("test-cluster", nid),))
     return Pki(d)

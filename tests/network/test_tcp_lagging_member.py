@@ -12,6 +12,7 @@ node, and a node that follows a leader still refuses it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,35 @@ async def test_a_node_following_a_leader_still_refuses_a_node_outside_its_member
         finally:
             await stranger.close()
         assert (await c.wait_for_leader()) == leader
+
+
+async def test_with_certificates_bound_to_ids_a_leaderless_node_still_refuses_an_outside_id(pki: Any) -> None:
+    """Under ``peer_id_of_cert`` the exception is off: node 4's certificate (valid, of the
+    cluster's CA, its id outside the membership) is refused by the one node left running of
+    three, which has no leader; it was taken, and a vote request of a high term naming a
+    long log won that node's vote."""
+    from openraft_py.errors import Unreachable
+    from openraft_py.network.tcp import TcpNetworkFactory, node_id_from_cert
+    from openraft_py.types import LogId, RPCOption, Vote, VoteRequest
+
+    from .test_tcp_identity import CLUSTER, _bound_cluster
+
+    async with _bound_cluster(pki, bind=True) as c:
+        await c.start([1, 2, 3])
+        leader = await c.wait_leader_ready(timeout=15)
+        victim = min(n for n in (1, 2, 3) if n != leader)
+        for nid in (1, 2, 3):
+            if nid != victim:
+                await c.stop_node(nid)
+        raft = c.nodes[victim].raft
+        assert raft is not None
+        await raft.wait(15).current_leader(None, "the node left running has no leader")
+        outsider = TcpNetworkFactory(4, CLUSTER, ssl=pki.client_ctx("node-4"), peer_id_of_cert=node_id_from_cert(CLUSTER))
+        try:
+            client = outsider.new_client(victim, BasicNode(c.nodes[victim].addr))
+            lie = VoteRequest(Vote.new(10**6, 4), LogId(10**6, 10**6))
+            with pytest.raises(Unreachable, match="node 4 is not in the membership"):
+                await asyncio.wait_for(client.vote(lie, RPCOption(hard_ttl=3.0, soft_ttl=3.0)), 5)
+        finally:
+            await outsider.close()
+        assert raft.metrics.vote.leader_id.node_id != 4 and raft.metrics.current_term < 10**6
