@@ -156,9 +156,20 @@ async def test_give_up_after_expires_a_block_that_gets_no_answer() -> None:
         async with GiveUpAfter(0.05):
             await asyncio.Event().wait()
     assert 0.04 <= time.monotonic() - began < 2.0
-    async with GiveUpAfter(0.05):  # a block that ends in time is left alone, its timer too
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.1)
+    # A block that ends in time is left alone, its timer too: past its deadline nothing
+    # cancels the task, and no callback of the bound fails in the loop.
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        bound = GiveUpAfter(0.05)
+        async with bound:
+            await asyncio.sleep(0)
+        assert bound._handle is None, "the deadline timer of a block that ended is still armed"
+        await asyncio.sleep(0.1)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 async def test_give_up_after_takes_what_became_ready_in_the_pass_of_its_deadline() -> None:
