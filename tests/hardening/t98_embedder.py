@@ -204,6 +204,25 @@ class ShapeBuildingSm(MemStateMachine):
         return ShapeBuilder(super().get_snapshot_builder())
 
 
+async def _crash_a_purged_follower(c: Cluster[Any]) -> tuple[int, int]:
+    """Start nodes 1-3, write 10 entries, have a follower snapshot and purge its whole log
+    (the membership entry at index 0 with it), then crash it; return the leader's and the
+    follower's ids."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    for i in range(10):
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+    await c.wait_applied(resp.log_id.index, timeout=BOUND)
+    follower = min(n for n in c.nodes if n != leader)
+    node = c.nodes[follower]
+    await node.trigger.snapshot()
+    await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
+    await node.trigger.purge_log(resp.log_id.index)
+    await node.wait(timeout=BOUND).purged(resp.log_id, "purged")
+    await c.crash(follower)
+    return leader, follower
+
+
 @pytest.mark.parametrize(
     "wrong", [pytest.param(lambda snap: None, id="None"), pytest.param(lambda snap: (snap.meta, snap.data), id="tuple")]
 )
@@ -212,18 +231,7 @@ async def test_a_snapshot_builder_returning_no_snapshot_at_start_is_named(wrong:
     config = fast_config(snapshot_policy=SnapshotPolicy.never(), max_in_snapshot_log_to_keep=0)
     try:
         async with Cluster(config, seed=98, state_machine=lambda disk: ShapeBuildingSm(disk)) as c:
-            await c.start({1, 2, 3})
-            leader = await c.wait_for_leader()
-            for i in range(10):
-                resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
-            await c.wait_applied(resp.log_id.index, timeout=BOUND)
-            follower = min(n for n in c.nodes if n != leader)
-            node = c.nodes[follower]
-            await node.trigger.snapshot()
-            await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
-            await node.trigger.purge_log(resp.log_id.index)
-            await node.wait(timeout=BOUND).purged(resp.log_id, "purged")
-            await c.crash(follower)
+            leader, follower = await _crash_a_purged_follower(c)
             c.disks[follower].snapshot = None  # its snapshot was lost: one is built at start
             ShapeBuildingSm.wrong = wrong
             with pytest.raises(StorageError, match=r"building a snapshot to cover the purged log .*SnapshotBuilder\.build_snapshot returned (NoneType|tuple)"):
@@ -379,18 +387,7 @@ async def test_a_state_machine_that_lost_its_membership_is_refused_at_start() ->
     config = fast_config(max_in_snapshot_log_to_keep=0)
     try:
         async with Cluster(config, seed=98, state_machine=lambda disk: ForgetsMembership(disk)) as c:
-            await c.start({1, 2, 3})
-            leader = await c.wait_for_leader()
-            for i in range(10):
-                resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
-            await c.wait_applied(resp.log_id.index, timeout=BOUND)
-            follower = min(n for n in c.nodes if n != leader)
-            node = c.nodes[follower]
-            await node.trigger.snapshot()
-            await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
-            await node.trigger.purge_log(resp.log_id.index)  # the membership entry (index 0) is gone
-            await node.wait(timeout=BOUND).purged(resp.log_id, "purged")
-            await c.crash(follower)
+            leader, follower = await _crash_a_purged_follower(c)  # (the membership entry, index 0, purged)
             ForgetsMembership.forget = True
             with pytest.raises(StorageError, match=said) as info:
                 await c.add_node(follower)

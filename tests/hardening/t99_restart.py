@@ -30,45 +30,25 @@ starts again, and what it says about it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.checks import fast_config
+from storage.rocks_one_node import one_rocks_node
 
-from openraft_py import Raft, StorageError
+from openraft_py import StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
-from openraft_py.network.router import Router
 from openraft_py.storage import KvSet, encode_kv
 from openraft_py.storage.rocks import DAMAGED_ADVICE, RocksLogStore
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@asynccontextmanager
-async def _one_node(root: Path) -> AsyncIterator[Raft]:
-    """A one-node cluster on RocksDB stores under ``root``, elected; stopped cleanly at the end
-    (its stores then hold table files and write-ahead logs)."""
-    log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
-    router = Router(seed=7)
-    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=7)
-    try:
-        router.register(1, raft)
-        await raft.initialize({1})
-        await raft.wait(10).current_leader(1, "elected")
-        yield raft
-    finally:
-        await raft.shutdown()
-        await log.aclose()
-        await sm.aclose()
-
-
 async def _make(root: Path) -> None:
     """Writes, a snapshot, the log purged up to it, more writes: the log's MANIFEST then
     records several table files (the format marker's among them) and their write-ahead logs."""
-    async with _one_node(root) as raft:
+    async with one_rocks_node(root, seed=7) as raft:
         for i in range(30):
             await raft.client_write(encode_kv(KvSet(f"k{i}", "v" * 40)))
         applied = raft.metrics.last_applied

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
-from integration.checks import fast_config
 
-from openraft_py import Raft, StorageError
+from openraft_py import StorageError
 from openraft_py.kv.rocks_state_machine import RocksStateMachine
-from openraft_py.network.router import Router
 from openraft_py.storage import KvSet, encode_kv
 from openraft_py.storage.rocks import DAMAGED_ADVICE, RocksLogStore
 from openraft_py.types import (
@@ -33,31 +30,15 @@ from openraft_py.types import (
 )
 from openraft_py.validation import MAX_INDEX, MAX_NODE_ID, MAX_TERM
 
+from .rocks_one_node import one_rocks_node
+
 pytestmark = pytest.mark.timeout(30)
-
-
-@asynccontextmanager
-async def _one_node(root: Path, seed: int) -> AsyncIterator[Raft]:
-    """A one-node cluster on RocksDB stores under ``root``, elected; stopped cleanly at the end
-    (its stores then hold table files and WALs)."""
-    log, sm = await RocksLogStore.open(root / "log"), await RocksStateMachine.open(root / "sm")
-    router = Router(seed=seed)
-    raft = await Raft.new(1, fast_config(), router.factory(1), log, sm, seed=seed)
-    try:
-        router.register(1, raft)
-        await raft.initialize({1})
-        await raft.wait(10).current_leader(1, "elected")
-        yield raft
-    finally:
-        await raft.shutdown()
-        await log.aclose()
-        await sm.aclose()
 
 
 async def _make(root: Path) -> None:
     """A one-node cluster under ``root``: writes, a snapshot, the log purged up to it, more
     writes."""
-    async with _one_node(root, seed=3) as raft:
+    async with one_rocks_node(root, seed=3) as raft:
         for i in range(20):
             await raft.client_write(encode_kv(KvSet(f"k{i}", "v" * 50)))
         applied = raft.metrics.last_applied
@@ -352,7 +333,7 @@ def _big_value(i: int) -> str:
 async def _make_big(root: Path) -> None:
     """A one-node cluster whose two stores hold tables of many data blocks (``BIG_KEYS``
     writes of 128 bytes each)."""
-    async with _one_node(root, seed=5) as raft:
+    async with one_rocks_node(root, seed=5) as raft:
         await raft.client_write_many([encode_kv(KvSet(f"key{i:04d}", _big_value(i))) for i in range(BIG_KEYS)])
 
 
