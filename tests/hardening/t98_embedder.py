@@ -204,7 +204,7 @@ class ShapeBuildingSm(MemStateMachine):
         return ShapeBuilder(super().get_snapshot_builder())
 
 
-async def _crash_a_purged_follower(c: Cluster[Any]) -> tuple[int, int]:
+async def _crash_a_purged_follower(c: Cluster[Any, Any]) -> tuple[int, int]:
     """Start nodes 1-3, write 10 entries, have a follower snapshot and purge its whole log
     (the membership entry at index 0 with it), then crash it; return the leader's and the
     follower's ids."""
