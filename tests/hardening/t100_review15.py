@@ -21,15 +21,9 @@ import pytest
 
 from openraft_py.storage.rocks import aio
 
+from .t97_leftovers import _aio_available
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def _aio_available() -> bool:
-    try:
-        aio.AioFsync(1).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not _aio_available(), reason="needs Linux native AIO")

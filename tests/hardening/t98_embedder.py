@@ -62,7 +62,15 @@ import pytest
 from integration.checks import fast_config
 
 import openraft_py.core.raft_core as raft_core
-from openraft_py import ForwardToLeader, IOFlushed, ServerState, SnapshotPolicy, Stopped, StorageError
+from openraft_py import (
+    ClientWriteResponse,
+    ForwardToLeader,
+    IOFlushed,
+    ServerState,
+    SnapshotPolicy,
+    Stopped,
+    StorageError,
+)
 from openraft_py.errors import Timeout
 from openraft_py.network.router import Router, RouterFactory
 from openraft_py.storage import EMPTY_STORED_MEMBERSHIP
@@ -112,6 +120,19 @@ def _reset_shape_store() -> Any:
     ShapeStore.wrong = None
 
 
+async def _forty_writes_a_follower_missed(c: Cluster[Any, Any]) -> tuple[int, int, ClientWriteResponse]:
+    """Start nodes 1-3 and write 40 entries through the leader while a follower is isolated
+    (still isolated on return); return the leader's and the follower's ids and the last
+    write's response."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    lagging = min(n for n in c.nodes if n != leader)
+    c.router.isolate(lagging)
+    for i in range(40):
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+    return leader, lagging, resp
+
+
 @pytest.mark.parametrize("wrong", sorted(WRONG_READS))
 async def test_a_log_reader_returning_no_list_of_entries_stops_its_node_naming_it(
     wrong: str, monkeypatch: pytest.MonkeyPatch
@@ -119,12 +140,7 @@ async def test_a_log_reader_returning_no_list_of_entries_stops_its_node_naming_i
     # A short in-memory tail, so that a lagging follower is sent entries read from storage.
     monkeypatch.setattr(raft_core, "CACHE_MAX_ENTRIES", 8)
     async with Cluster(fast_config(max_payload_entries=5), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        lagging = min(n for n in c.nodes if n != leader)
-        c.router.isolate(lagging)
-        for i in range(40):
-            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        leader, lagging, resp = await _forty_writes_a_follower_missed(c)
         ShapeStore.wrong = WRONG_READS[wrong]
         c.router.heal()
         m = await c.nodes[leader].wait(timeout=BOUND).metrics(lambda m: not m.running, "the leader stops")
@@ -145,12 +161,7 @@ async def test_a_log_reader_returning_no_list_of_entries_stops_its_node_naming_i
 async def test_a_log_reader_returning_a_tuple_of_entries_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(raft_core, "CACHE_MAX_ENTRIES", 8)
     async with Cluster(fast_config(max_payload_entries=5), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        lagging = min(n for n in c.nodes if n != leader)
-        c.router.isolate(lagging)
-        for i in range(40):
-            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+        leader, lagging, resp = await _forty_writes_a_follower_missed(c)
         ShapeStore.wrong = tuple
         c.router.heal()
         await c.wait_applied(resp.log_id.index, timeout=BOUND, ids=[lagging])
