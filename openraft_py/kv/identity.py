@@ -39,7 +39,7 @@ from ..validation import MAX_NODE_ID
 from .argtypes import check_cluster_name
 
 __all__ = [
-    "IDENTITY_FILE", "LOG_DIR", "SM_DIR", "DataDirMismatch", "NoRecordFile", "NodeIdentity", "check_identity",
+    "IDENTITY_FILE", "LOG_DIR", "MAX_RECORD_BYTES", "SM_DIR", "DataDirMismatch", "NoRecordFile", "NodeIdentity", "check_identity",
     "check_not_a_store", "check_stores", "has_stores", "lock_data_dir", "owner_mismatch", "read_identity",
     "read_record_file", "record_identity",
 ]
@@ -111,6 +111,11 @@ def _decode(raw: bytes) -> NodeIdentity:
     return found
 
 
+MAX_RECORD_BYTES = 1 << 20
+"""The largest record file ``read_record_file`` reads (1 MiB; a record is a few hundred
+bytes): a larger one is no record (``NoRecordFile``), refused unread past the bound."""
+
+
 class NoRecordFile(Exception):
     """What a record's path names is no readable file (``read_record_file``); ``why`` says
     what it is instead, for the caller's refusal."""
@@ -123,13 +128,18 @@ class NoRecordFile(Exception):
 def read_record_file(path: Path) -> bytes | None:
     """The bytes of the record file at ``path`` (``node.json``, ``catching-up.json``),
     ``None`` only when nothing at all has that name. ``NoRecordFile`` when what is there is
-    no readable file: a directory, a named pipe (never read: it blocked the start for good),
+    no readable file: one larger than ``MAX_RECORD_BYTES`` (read no further), a directory, a
+    named pipe (never read: it blocked the start for good),
     a symbolic link to itself, or one whose target is gone (the record kept elsewhere, on a
     mount not there now). Invariant: a record that may be
     there is never taken for none; such a link was, and the record's absence means something
     (no identity yet; a node that has caught up and may vote). Other ``OSError`` propagate."""
     try:
-        return read_regular_file(path)
+        raw = read_regular_file(path, MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            # (One of 16 MiB, copied over it by mistake or sparse, was read whole at each start.)
+            raise NoRecordFile(f"it holds more than {MAX_RECORD_BYTES} bytes, far more than any record")
+        return raw
     except FileNotFoundError:
         if not path.is_symlink():
             return None

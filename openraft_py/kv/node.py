@@ -52,7 +52,7 @@ from ..network.tcp import TcpNetworkFactory, TcpServer, node_id_from_cert, node_
 from ..raft import Raft
 from ..storage.rocks import RocksLogStore
 from ..storage.rocks.db import CANCELLED_THREAD_WAIT, CLOSE_CALLS_WAIT, in_thread
-from ..storage.rocks.files import fsync_dir
+from ..storage.rocks.files import fsync_dir, special_file_kind
 from ..storage.rocks.log_store import log_store_use
 from ..types import BasicNode, NodeId, ReadPolicy, ServerState
 from .argtypes import check_cluster_name, check_duration
@@ -898,13 +898,7 @@ def _not_a_regular_file(mode: int) -> str:
     """What a file of ``mode`` that is not a regular file is, for a refusal."""
     if stat.S_ISDIR(mode):
         return "it is a directory"
-    if stat.S_ISFIFO(mode):
-        return "it is a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "it is a device"
-    if stat.S_ISSOCK(mode):
-        return "it is a socket"
-    return "it is not a regular file"
+    return f"it is {special_file_kind(mode) or 'not a regular file'}"
 
 
 def check_first_start_leftover(data: Path, lock: int) -> bool:

@@ -257,7 +257,7 @@ def test_a_marker_that_is_a_device_is_refused(tmp_path: Path) -> None:
 
     (tmp_path / FIRST_START_FILE).symlink_to("/dev/zero")
     out = _marker_check(tmp_path)
-    assert out.startswith("DataDirMismatch ") and "is not a readable file (it is a device)" in out, out
+    assert out.startswith("DataDirMismatch ") and "is not a readable file (it is a character device)" in out, out
 
 
 def test_a_marker_that_is_a_named_pipe_is_refused_at_once(tmp_path: Path) -> None:

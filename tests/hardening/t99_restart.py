@@ -462,3 +462,21 @@ def test_a_named_pipe_where_a_file_belongs_fails_the_start_at_once(served: Path,
     last = err.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("openraft-py serve: error: the node could not start: "), err
     assert str(data) in last and path.name in last and "named pipe" in last and "Traceback" not in err, last
+
+
+@pytest.mark.parametrize("name", ["node.json", "catching-up.json"])
+def test_a_record_larger_than_any_record_is_refused_unread(tmp_path: Path, name: str) -> None:
+    """A node's record is a few hundred bytes; one of 16 MiB (a file copied over it by
+    mistake, a sparse file) was read whole into memory at every start, then refused for
+    what its first bytes held. It is refused for its size, reading no more than the bound."""
+    from openraft_py.kv.identity import MAX_RECORD_BYTES, DataDirMismatch, check_identity
+    from openraft_py.kv.rejoin import CatchUpGuard
+
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.truncate(16 << 20)
+    with pytest.raises(DataDirMismatch, match=f"it holds more than {MAX_RECORD_BYTES} bytes"):
+        if name == "node.json":
+            check_identity(tmp_path, 3, "prod")
+        else:
+            CatchUpGuard.load(tmp_path, 3, new=False)
