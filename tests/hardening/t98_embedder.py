@@ -234,6 +234,13 @@ async def _crash_a_purged_follower(c: Cluster[Any, Any]) -> tuple[int, int]:
     return leader, follower
 
 
+async def _restart_and_commit(c: Cluster[Any, Any], leader: int, follower: int) -> None:
+    """Start ``follower`` again (its plug-in mended) and see a new write applied everywhere."""
+    await c.add_node(follower)
+    after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
+    await c.wait_applied(after.log_id.index, timeout=BOUND)
+
+
 @pytest.mark.parametrize(
     "wrong", [pytest.param(lambda snap: None, id="None"), pytest.param(lambda snap: (snap.meta, snap.data), id="tuple")]
 )
@@ -249,9 +256,7 @@ async def test_a_snapshot_builder_returning_no_snapshot_at_start_is_named(wrong:
                 await c.add_node(follower)
             assert all(r.metrics.running for r in c.nodes.values())
             ShapeBuildingSm.wrong = None
-            await c.add_node(follower)
-            after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
-            await c.wait_applied(after.log_id.index, timeout=BOUND)
+            await _restart_and_commit(c, leader, follower)
     finally:
         ShapeBuildingSm.wrong = None
 
@@ -405,9 +410,7 @@ async def test_a_state_machine_that_lost_its_membership_is_refused_at_start() ->
             assert "keeps, durably and with its applied log id, the StoredMembership" in str(info.value)
             ForgetsMembership.forget = False
             assert all(r.metrics.running for r in c.nodes.values())
-            await c.add_node(follower)
-            after = await asyncio.wait_for(c.nodes[leader].client_write(b"after"), BOUND)
-            await c.wait_applied(after.log_id.index, timeout=BOUND)
+            await _restart_and_commit(c, leader, follower)
     finally:
         ForgetsMembership.forget = False
 
