@@ -153,6 +153,19 @@ def test_readers_refuse_a_bad_max_bytes(tmp_path: Path) -> None:
 # -- 2. kv cas --value-file ------------------------------------------------------------------------
 
 
+async def _serve(routes: list[Any]) -> Any:
+    """An aiohttp app of ``routes`` on a loopback port; ``(runner, endpoint)``."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"127.0.0.1:{port}"
+
+
 async def _cas_node(bodies: list[dict[str, Any]]) -> Any:
     """A fake node answering ``POST /kv/{key}/cas`` as applied and recording its JSON bodies;
     ``(runner, endpoint)``."""
@@ -162,13 +175,7 @@ async def _cas_node(bodies: list[dict[str, Any]]) -> Any:
         bodies.append(await request.json())
         return web.json_response({"ok": True, "current": bodies[-1]["value"]})
 
-    app = web.Application()
-    app.add_routes([web.post("/kv/{key}/cas", cas)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"127.0.0.1:{port}"
+    return await _serve([web.post("/kv/{key}/cas", cas)])
 
 
 async def test_kv_cas_takes_its_new_value_from_a_file_or_standard_input(tmp_path: Path) -> None:
@@ -468,13 +475,7 @@ async def _status_node(keep_alive: bool) -> Any:
     async def status(request: web.Request) -> web.Response:
         return web.json_response({"id": 1}, headers={} if keep_alive else {"Connection": "close"})
 
-    app = web.Application()
-    app.add_routes([web.get("/cluster/status", status)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"127.0.0.1:{port}"
+    return await _serve([web.get("/cluster/status", status)])
 
 
 def test_kv_client_closed_from_another_thread_loop_is_closed_on_its_own() -> None:
