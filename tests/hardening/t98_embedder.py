@@ -120,6 +120,17 @@ def _reset_shape_store() -> Any:
     ShapeStore.wrong = None
 
 
+async def _three_nodes_written(c: Cluster[Any, Any], writes: int) -> tuple[int, int, ClientWriteResponse]:
+    """Start nodes 1-3 and commit ``writes`` (at least 1) entries applied on every node;
+    return the leader's id, a follower's id and the last write's response."""
+    await c.start({1, 2, 3})
+    leader = await c.wait_for_leader()
+    for i in range(writes):
+        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
+    await c.wait_applied(resp.log_id.index, timeout=BOUND)
+    return leader, min(n for n in c.nodes if n != leader), resp
+
+
 async def _forty_writes_a_follower_missed(c: Cluster[Any, Any]) -> tuple[int, int, ClientWriteResponse]:
     """Start nodes 1-3 and write 40 entries through the leader while a follower is isolated
     (still isolated on return); return the leader's and the follower's ids and the last
@@ -176,12 +187,7 @@ async def test_a_log_reader_returning_a_tuple_of_entries_is_taken(monkeypatch: p
 @pytest.mark.parametrize("wrong", sorted(WRONG_READS))
 async def test_a_log_reader_returning_no_list_of_entries_is_refused_at_start(wrong: str) -> None:
     async with Cluster(fast_config(), seed=98, log_store=lambda nid, disk: ShapeStore(disk)) as c:
-        await c.start({1, 2, 3})
-        leader = await c.wait_for_leader()
-        for i in range(10):
-            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
-        await c.wait_applied(resp.log_id.index, timeout=BOUND)
-        follower = min(n for n in c.nodes if n != leader)
+        leader, follower, resp = await _three_nodes_written(c, 10)
         await c.crash(follower)
         ShapeStore.wrong = WRONG_READS[wrong]
         # (A list of something else is named as the entry read, as the checks at start
@@ -219,12 +225,7 @@ async def _crash_a_purged_follower(c: Cluster[Any, Any]) -> tuple[int, int]:
     """Start nodes 1-3, write 10 entries, have a follower snapshot and purge its whole log
     (the membership entry at index 0 with it), then crash it; return the leader's and the
     follower's ids."""
-    await c.start({1, 2, 3})
-    leader = await c.wait_for_leader()
-    for i in range(10):
-        resp = await asyncio.wait_for(c.nodes[leader].client_write(b"%d" % i), BOUND)
-    await c.wait_applied(resp.log_id.index, timeout=BOUND)
-    follower = min(n for n in c.nodes if n != leader)
+    leader, follower, resp = await _three_nodes_written(c, 10)
     node = c.nodes[follower]
     await node.trigger.snapshot()
     await node.wait(timeout=BOUND).snapshot(resp.log_id, "built")
@@ -367,11 +368,7 @@ async def test_a_snapshot_builder_that_cannot_be_awaited_stops_its_node_naming_i
     WrongBuilderSm.broken, WrongBuilderSm.how = False, how
     try:
         async with Cluster(fast_config(), seed=98, state_machine=lambda disk: WrongBuilderSm(disk)) as c:
-            await c.start({1, 2, 3})
-            leader = await c.wait_for_leader()
-            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
-            await c.wait_applied(resp.log_id.index, timeout=BOUND)
-            follower = min(n for n in c.nodes if n != leader)
+            leader, follower, resp = await _three_nodes_written(c, 1)
             WrongBuilderSm.broken = True
             await c.nodes[follower].trigger.snapshot()
             m = await c.nodes[follower].wait(timeout=BOUND).metrics(lambda m: not m.running, "the follower stops")
@@ -520,11 +517,7 @@ async def test_a_built_snapshot_whose_meta_is_no_snapshot_meta_is_said_so() -> N
     ShapeBuildingSm.wrong = None
     try:
         async with Cluster(fast_config(), seed=98, state_machine=lambda disk: ShapeBuildingSm(disk)) as c:
-            await c.start({1, 2, 3})
-            leader = await c.wait_for_leader()
-            resp = await asyncio.wait_for(c.nodes[leader].client_write(b"x"), BOUND)
-            await c.wait_applied(resp.log_id.index, timeout=BOUND)
-            follower = min(n for n in c.nodes if n != leader)
+            leader, follower, resp = await _three_nodes_written(c, 1)
             ShapeBuildingSm.wrong = lambda snap: Snapshot({"last_log_id": None}, snap.data)  # type: ignore[arg-type]
             await c.nodes[follower].trigger.snapshot()
             m = await c.nodes[follower].wait(timeout=BOUND).metrics(lambda m: not m.running, "the follower stops")
